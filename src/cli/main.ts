@@ -1,0 +1,121 @@
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { formatDiagnostic } from '../config/diagnostics.js';
+import { buildConfigSchema } from '../config/schema.js';
+import { defaultRegistry } from '../kinds/index.js';
+import { createLogger } from '../log.js';
+import { loadPlan } from '../plan/compile.js';
+import { Gateway } from '../runtime/gateway.js';
+
+const USAGE = `usage:
+  eventgate run [-c FILE]                              run the gateway (default FILE: ./gateway.yaml)
+  eventgate validate [-c FILE] [--format text|json]    check a config without starting anything
+  eventgate schema                                     print the JSON Schema of the config
+  eventgate --version`;
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c', default: 'gateway.yaml' },
+        format: { type: 'string', default: 'text' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`eventgate: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+    process.stdout.write(`eventgate ${pkg.version}\n`);
+    return 0;
+  }
+  const command = positionals[0];
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  switch (command) {
+    case 'run':
+      return run(values.config!);
+    case 'validate':
+      if (values.format !== 'text' && values.format !== 'json') {
+        process.stderr.write(`eventgate: --format must be text or json, got '${values.format}'\n`);
+        return 2;
+      }
+      return validate(values.config!, values.format);
+    case 'schema':
+      process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
+      return 0;
+    default:
+      process.stderr.write(`eventgate: unknown command '${command}'\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+function validate(file: string, format: 'text' | 'json'): number {
+  const { diagnostics } = loadPlan(file, { registry: defaultRegistry(), env: process.env });
+  if (format === 'json') {
+    process.stdout.write(`${JSON.stringify(diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })), null, 2)}\n`);
+  } else if (diagnostics.length === 0) {
+    process.stdout.write('ok\n');
+  } else {
+    for (const d of diagnostics) process.stdout.write(`${formatDiagnostic(d)}\n`);
+  }
+  return diagnostics.length === 0 ? 0 : 1;
+}
+
+async function run(file: string): Promise<number> {
+  const logger = createLogger('info');
+  process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception (please report this bug)'));
+  process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'unhandled rejection (please report this bug)'));
+  const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env: process.env, logger });
+  const started = await gateway.start();
+  if (!started.plan) {
+    for (const d of started.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, 'config is invalid');
+    for (const d of started.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
+    if (started.diagnostics.length === 0) process.stderr.write(`eventgate: ${gateway.lastError?.message ?? 'the gateway could not start'}\n`);
+    await gateway.shutdown();
+    return 1;
+  }
+  if (gateway.lastReload === undefined && gateway.listeners.size === 0 && !gateway.adminAddress()) logger.warn('the config has no listeners and no admin server');
+  process.on('SIGHUP', () => void gateway.reload('SIGHUP'));
+  return new Promise<number>((resolve) => {
+    let signalled = false;
+    const stop = (signal: string) => {
+      if (signalled) {
+        logger.warn({ signal }, 'second signal: exiting without waiting for the drain');
+        resolve(1);
+        return;
+      }
+      signalled = true;
+      logger.info({ signal }, 'signal received');
+      gateway.shutdown().then(
+        () => resolve(0),
+        (err) => {
+          logger.error({ err: (err as Error).message }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    // Flush stdout before exiting so the last log lines are not lost.
+    process.stdout.write('', () => process.exit(code));
+  },
+  (err) => {
+    process.stderr.write(`eventgate: ${(err as Error).message}\n`);
+    process.exit(1);
+  },
+);

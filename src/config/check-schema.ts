@@ -1,0 +1,115 @@
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import type { KindRegistry } from '../kinds/registry.js';
+import { formatPath, type Diagnostic } from './diagnostics.js';
+import { buildConfigSchema } from './schema.js';
+import type { PathPart, SourceDocument } from './source.js';
+import { didYouMean } from './suggest.js';
+
+const validators = new WeakMap<KindRegistry, ValidateFunction>();
+
+function configValidator(registry: KindRegistry): ValidateFunction {
+  let v = validators.get(registry);
+  if (!v) {
+    const ajv = new Ajv2020({ allErrors: true, verbose: true, discriminator: true, strict: false });
+    v = ajv.compile(buildConfigSchema(registry));
+    validators.set(registry, v);
+  }
+  return v;
+}
+
+/** Checks the document against the config schema; each problem becomes a positioned diagnostic. */
+export function checkSchema(src: SourceDocument, registry: KindRegistry): Diagnostic[] {
+  const validate = configValidator(registry);
+  if (validate(src.value)) return [];
+  const errors = relevant(validate.errors ?? []);
+  const seen = new Set<string>();
+  const out: Diagnostic[] = [];
+  for (const e of errors) {
+    const d = toDiagnostic(src, e, registry);
+    const key = `${d.line}:${d.column}:${d.message}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(d);
+  }
+  return out.sort((a, b) => a.line - b.line || a.column - b.column);
+}
+
+const SUMMARY_KEYWORDS = new Set(['oneOf', 'anyOf', 'type', 'if']);
+
+/**
+ * ajv reports every failed branch of a oneOf. Keep the errors of the branch that matched the
+ * value's shape: a summary error (oneOf, type) is dropped when a more specific one exists at the
+ * same place or below it.
+ */
+function relevant(errors: ErrorObject[]): ErrorObject[] {
+  return errors.filter((e) => {
+    if (!SUMMARY_KEYWORDS.has(e.keyword)) return true;
+    return !errors.some((o) => o !== e && !SUMMARY_KEYWORDS.has(o.keyword) && (o.instancePath === e.instancePath || o.instancePath.startsWith(e.instancePath + '/')));
+  });
+}
+
+function pathOf(pointer: string): PathPart[] {
+  if (pointer === '') return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+}
+
+function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a map';
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? v.slice(0, 37) + '...' : v)}`;
+  return `${typeof v} ${String(v)}`;
+}
+
+function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistry): Diagnostic {
+  const path = pathOf(e.instancePath);
+  const where = formatPath(path) || 'the config';
+  const at = (p: PathPart[], which: 'key' | 'value' = 'value') => {
+    const { line, column } = src.locate(p, which);
+    return { file: src.file, line, column, path: formatPath(p) };
+  };
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const key = (e.params as { additionalProperty: string }).additionalProperty;
+      const allowed = Object.keys(((e.parentSchema as { properties?: object }).properties ?? {}) as object);
+      const isStep = allowed.length > 0 && allowed.every((k) => registry.steps.has(k));
+      const what = isStep ? `unknown step '${key}'` : `unknown key '${key}' in ${where}`;
+      return { ...at([...path, key], 'key'), code: 'EG_CONFIG_UNKNOWN_KEY', message: `${what}${didYouMean(key, allowed)}; expected one of: ${allowed.join(', ')}` };
+    }
+    case 'required': {
+      const key = (e.params as { missingProperty: string }).missingProperty;
+      return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} is missing required key '${key}'` };
+    }
+    case 'discriminator': {
+      const { tagValue } = e.params as { tag: string; tagValue: unknown };
+      const section = path[0] === 'brokers' ? 'broker' : 'listener';
+      const known = [...(section === 'broker' ? registry.brokers.keys() : registry.listeners.keys())];
+      if (tagValue === undefined) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} is missing required key 'kind' (one of: ${known.join(', ')})` };
+      return { ...at([...path, 'kind']), code: 'EG_CONFIG_SCHEMA', message: `unknown ${section} kind ${JSON.stringify(tagValue)}${didYouMean(String(tagValue), known)}; known kinds: ${known.join(', ')}` };
+    }
+    case 'enum': {
+      const allowed = (e.params as { allowedValues: unknown[] }).allowedValues;
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describeValue(e.data)}${didYouMean(String(e.data), allowed.map(String))}` };
+    }
+    case 'const':
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}, got ${describeValue(e.data)}` };
+    case 'type': {
+      const t = (e.params as { type: string | string[] }).type;
+      const expected = Array.isArray(t) ? t.join(' or ') : t;
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data)}` };
+    }
+    case 'oneOf':
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} has the wrong shape (${describeValue(e.data)}); see docs/config.md` };
+    default:
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} ${e.message ?? e.keyword}` };
+  }
+}
+
+function article(t: string): string {
+  const nouns: Record<string, string> = { object: 'a map', array: 'a list', string: 'a string', integer: 'an integer', number: 'a number', boolean: 'true or false', null: 'null' };
+  return nouns[t] ?? t;
+}

@@ -1,0 +1,113 @@
+import type { JsonSchema } from '../kinds/contracts.js';
+import type { KindRegistry } from '../kinds/registry.js';
+
+export const SCHEMA_ID = 'https://eventgate.dev/gateway.schema.json';
+
+const name = { type: 'string', minLength: 1 };
+
+/**
+ * The JSON Schema of gateway.yaml, assembled from the kinds in the registry (each kind owns its
+ * fragment). `eventgate schema` prints it; gateway.schema.json at the repo root is this document.
+ */
+export function buildConfigSchema(registry: KindRegistry): JsonSchema {
+  const byKind = (kinds: Iterable<{ kind: string; schema: JsonSchema }>, what: string): JsonSchema => ({
+    type: 'object',
+    required: ['kind'],
+    description: `A ${what}; \`kind\` selects which.`,
+    discriminator: { propertyName: 'kind' },
+    oneOf: [...kinds].map((k) => k.schema),
+  });
+  const step: JsonSchema = {
+    type: 'object',
+    description: 'One middleware step: a map with exactly one key, the step kind.',
+    minProperties: 1,
+    maxProperties: 1,
+    additionalProperties: false,
+    properties: Object.fromEntries([...registry.steps.values()].map((s) => [s.kind, s.schema])),
+  };
+  const brokerTopic = {
+    type: 'object',
+    additionalProperties: false,
+    required: ['broker', 'topic'],
+    properties: { broker: name, topic: name },
+  };
+  const target: JsonSchema = {
+    type: 'object',
+    description: 'Where messages go: a broker topic, or the clients of a WebSocket path.',
+    additionalProperties: false,
+    properties: {
+      broker: name,
+      topic: { type: 'string', minLength: 1, description: 'Topic name.' },
+      key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
+      listener: name,
+      path: { type: 'string', pattern: '^/' },
+      format: { enum: ['value', 'envelope'], default: 'value' },
+    },
+  };
+  return {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    $id: SCHEMA_ID,
+    title: 'eventgate gateway.yaml',
+    type: 'object',
+    additionalProperties: false,
+    required: ['version'],
+    properties: {
+      version: { const: 1, description: 'Config language version; must be 1.' },
+      asyncapi: {
+        description: 'AsyncAPI document(s), relative to this file.',
+        oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 } }],
+      },
+      admin: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['port'],
+        properties: {
+          port: { type: 'integer', minimum: 0, maximum: 65535 },
+          host: { type: 'string', default: '127.0.0.1' },
+          token: { type: 'string', minLength: 1 },
+          drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000 },
+        },
+      },
+      log: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info' } },
+      },
+      expressions: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          timeoutMs: { type: 'integer', minimum: 1, default: 1000 },
+          maxDepth: { type: 'integer', minimum: 1, default: 500 },
+        },
+      },
+      brokers: { type: 'object', additionalProperties: byKind(registry.brokers.values(), 'broker') },
+      listeners: { type: 'object', additionalProperties: byKind(registry.listeners.values(), 'listener') },
+      chains: { type: 'object', additionalProperties: { type: 'array', items: step } },
+      routes: {
+        type: 'array',
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'from', 'to'],
+          properties: {
+            name: { type: 'string', pattern: '^[A-Za-z0-9._-]+$' },
+            from: {
+              type: 'object',
+              description: 'A listener path (HTTP POST / WebSocket frames) or a broker topic.',
+              additionalProperties: false,
+              properties: { listener: name, path: { type: 'string', pattern: '^/' }, broker: name, topic: name, group: name },
+            },
+            through: {
+              description: 'A chain name, or a list of chain names and inline steps.',
+              oneOf: [name, { type: 'array', items: { oneOf: [name, step] } }],
+            },
+            to: { oneOf: [target, { type: 'array', minItems: 1, items: target }] },
+            deadletter: brokerTopic,
+            ack: { type: 'boolean', default: false, description: 'WebSocket publish routes: answer each delivered frame with {"type":"ack",...}.' },
+          },
+        },
+      },
+    },
+  };
+}

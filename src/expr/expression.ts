@@ -1,0 +1,85 @@
+import jsonata from 'jsonata';
+import type { Message, MessageContext } from '../runtime/message.js';
+
+/** Bounds applied to every evaluation so one runaway expression fails only its own message. */
+export interface ExpressionLimits {
+  timeoutMs: number;
+  maxDepth: number;
+}
+
+export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500 };
+
+/** A JSONata expression compiled once per config load. */
+export interface Expression {
+  readonly source: string;
+  evaluate(input: unknown, bindings: Record<string, unknown>): Promise<unknown>;
+}
+
+export class ExpressionSyntaxError extends Error {
+  constructor(message: string, readonly position: number) {
+    super(message);
+  }
+}
+
+export class ExpressionEvaluationError extends Error {
+  constructor(readonly source: string, message: string, readonly code: string | undefined) {
+    super(message);
+  }
+}
+
+interface JsonataError {
+  code?: string;
+  position?: number;
+  message?: string;
+  token?: string;
+}
+
+export function compileExpression(source: string, limits: ExpressionLimits = defaultExpressionLimits): Expression {
+  let compiled: jsonata.Expression;
+  try {
+    compiled = jsonata(source, { timeout: limits.timeoutMs, stack: limits.maxDepth } as jsonata.JsonataOptions);
+  } catch (err) {
+    const e = err as JsonataError;
+    throw new ExpressionSyntaxError(e.message ?? String(err), Math.max(0, (e.position ?? 1) - 1));
+  }
+  return {
+    source,
+    async evaluate(input, bindings) {
+      try {
+        return await compiled.evaluate(input, bindings);
+      } catch (err) {
+        const e = err as JsonataError;
+        throw new ExpressionEvaluationError(source, describeFailure(e, limits), e.code);
+      }
+    },
+  };
+}
+
+function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
+  if (e.code === 'D1012') return `expression ran longer than ${limits.timeoutMs} ms and was stopped`;
+  if (e.code === 'D1011') return `expression recursed deeper than ${limits.maxDepth} levels and was stopped`;
+  if (e.code === 'U1001') return 'expression recursed too deeply and was stopped';
+  if (e instanceof RangeError) return 'expression recursed too deeply and was stopped';
+  return e.message ?? String(e);
+}
+
+/** The variables every expression sees (spec §3). */
+export function bindingsFor(msg: Message, ctx: MessageContext): Record<string, unknown> {
+  return {
+    key: msg.key,
+    headers: msg.headers,
+    topic: msg.topic,
+    route: ctx.route,
+    path: ctx.path ?? {},
+    query: ctx.query ?? {},
+  };
+}
+
+/** JSONata's $boolean: empty strings, arrays and objects, zero, null and "no result" are false. */
+export function truthy(v: unknown): boolean {
+  if (v === undefined || v === null || v === false || v === 0 || v === '') return false;
+  if (Array.isArray(v)) return v.some(truthy);
+  if (typeof v === 'object') return Object.keys(v as object).length > 0;
+  if (typeof v === 'function') return false;
+  return true;
+}

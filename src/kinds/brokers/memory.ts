@@ -1,0 +1,172 @@
+import type { Delivery, Message } from '../../runtime/message.js';
+import type { BrokerKind, BrokerRuntime, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
+
+interface MemoryOptions {
+  kind: 'memory';
+  retain?: number;
+}
+
+interface Member {
+  handler: (msg: Message) => Promise<void>;
+  inFlight: Promise<void> | undefined;
+  stopped: boolean;
+}
+
+/** A consumer group: one committed position, messages shared round-robin between its members. */
+interface Group {
+  next: number;
+  members: Member[];
+  turn: number;
+  pumping: boolean;
+}
+
+class Topic {
+  readonly log: Message[] = [];
+  /** Offset of log[0]. */
+  first = 0;
+  readonly groups = new Map<string, Group>();
+  get end(): number {
+    return this.first + this.log.length;
+  }
+}
+
+const MAX_BACKOFF_MS = 5000;
+
+/**
+ * In-process topics with bounded retention. Each group sees every message once, in order, and
+ * a message counts as consumed only when its handler resolves (at-least-once, like Kafka).
+ */
+export class MemoryBroker implements BrokerRuntime {
+  readonly kind = 'memory';
+  private readonly topics = new Map<string, Topic>();
+  private retain: number;
+  private stopped = false;
+
+  constructor(readonly name: string, options: MemoryOptions, private readonly env: RuntimeEnv) {
+    this.retain = options.retain ?? 1000;
+  }
+
+  async start(): Promise<void> {}
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const inFlight: Promise<void>[] = [];
+    for (const t of this.topics.values()) for (const g of t.groups.values()) for (const m of g.members) if (m.inFlight) inFlight.push(m.inFlight);
+    await Promise.allSettled(inFlight);
+  }
+
+  reconfigure(options: unknown): void {
+    this.retain = (options as MemoryOptions).retain ?? 1000;
+    for (const t of this.topics.values()) this.trim(t);
+  }
+
+  health() {
+    return { ready: true };
+  }
+
+  async publish(topicName: string, msg: Message): Promise<Delivery> {
+    const topic = this.topic(topicName);
+    const offset = topic.end;
+    topic.log.push({ ...msg, topic: topicName, partition: 0, offset: String(offset), timestamp: msg.timestamp || Date.now() });
+    this.trim(topic);
+    for (const group of topic.groups.values()) void this.pump(topic, group);
+    return { broker: this.name, topic: topicName, partition: 0, offset: String(offset) };
+  }
+
+  subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
+    const topic = this.topic(spec.topic);
+    let group = topic.groups.get(spec.group);
+    if (!group) {
+      // A new group starts at the end, as a Kafka group with auto.offset.reset=latest would.
+      group = { next: spec.fromBeginning ? topic.first : topic.end, members: [], turn: 0, pumping: false };
+      topic.groups.set(spec.group, group);
+    }
+    const member: Member = { handler, inFlight: undefined, stopped: false };
+    group.members.push(member);
+    void this.pump(topic, group);
+    const g = group;
+    return {
+      stop: async () => {
+        member.stopped = true;
+        g.members = g.members.filter((m) => m !== member);
+        await member.inFlight;
+      },
+    };
+  }
+
+  private topic(name: string): Topic {
+    let t = this.topics.get(name);
+    if (!t) {
+      t = new Topic();
+      this.topics.set(name, t);
+    }
+    return t;
+  }
+
+  private trim(topic: Topic): void {
+    const excess = topic.log.length - this.retain;
+    if (excess > 0) {
+      topic.log.splice(0, excess);
+      topic.first += excess;
+    }
+  }
+
+  private async pump(topic: Topic, group: Group): Promise<void> {
+    if (group.pumping) return;
+    group.pumping = true;
+    let backoff = 50;
+    try {
+      while (!this.stopped && group.next < topic.end && group.members.length > 0) {
+        if (group.next < topic.first) {
+          this.env.logger.warn({ broker: this.name, topic: topic.log[0]?.topic, skipped: topic.first - group.next }, 'consumer group fell behind retention; oldest messages were dropped');
+          group.next = topic.first;
+        }
+        const msg = topic.log[group.next - topic.first]!;
+        const member = group.members[group.turn++ % group.members.length]!;
+        const attempt = member.handler(msg);
+        member.inFlight = attempt.then(
+          () => undefined,
+          () => undefined,
+        );
+        try {
+          await attempt;
+          group.next++;
+          backoff = 50;
+        } catch (err) {
+          // The route could not place the message anywhere (not even a dead-letter target): keep it and retry.
+          this.env.logger.error({ broker: this.name, topic: msg.topic, offset: msg.offset, err: (err as Error).message }, 'message not consumed; retrying');
+          await new Promise((r) => setTimeout(r, backoff));
+          backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        } finally {
+          member.inFlight = undefined;
+        }
+      }
+    } finally {
+      group.pumping = false;
+    }
+    // A member may have joined, or a message arrived, while the last handler ran.
+    if (!this.stopped && group.next < topic.end && group.members.length > 0) void this.pump(topic, group);
+  }
+}
+
+export const memoryBroker: BrokerKind<MemoryOptions> = {
+  kind: 'memory',
+  schema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['kind'],
+    properties: {
+      kind: { const: 'memory' },
+      retain: { type: 'integer', minimum: 1, default: 1000, description: 'Messages kept per topic for groups that have not read them yet.' },
+    },
+  },
+  doc: {
+    summary:
+      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded (`retain` messages per topic); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads).',
+    example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
+    options: { retain: 'messages kept per topic (default 1000)' },
+  },
+  // Only retention can change, and it can change in place: topics and group positions survive.
+  canReconfigure: () => true,
+  create: (name, options, env) => new MemoryBroker(name, options, env),
+};

@@ -1,0 +1,152 @@
+/**
+ * What a kind module provides. Each broker, listener and step kind is one module exporting one of
+ * these: its JSON Schema fragment (assembled into gateway.schema.json), its docs (assembled into
+ * docs/config.md) and its factory. Adding a kind means adding one module and one registry line.
+ */
+import type { ValidateFunction } from 'ajv';
+import type { Logger } from 'pino';
+import type { ErrorCode } from '../errors.js';
+import type { Expression } from '../expr/expression.js';
+import type { PathPart } from '../config/source.js';
+import type { Delivery, Message, MessageContext } from '../runtime/message.js';
+import type { Outcome, StepStop } from '../runtime/outcome.js';
+
+export type JsonSchema = Record<string, unknown>;
+
+export interface KindDoc {
+  summary: string;
+  /** YAML showing the kind in use, as it would appear in gateway.yaml. */
+  example: string;
+  /** One line per option: `name` → description. */
+  options?: Record<string, string>;
+}
+
+// ---- steps ---------------------------------------------------------------------------------
+
+export interface StepCompileContext {
+  /** Report a problem at `relPath` below this step's options. */
+  report(relPath: readonly PathPart[], code: ErrorCode, message: string): void;
+  compileExpression(source: string, relPath: readonly PathPart[]): Expression | undefined;
+  compileJsonSchema(schema: unknown, relPath: readonly PathPart[], origin?: string): ValidateFunction | undefined;
+  /** Read a file named relative to the config file; it is watched for hot reload. */
+  readFile(file: string, relPath: readonly PathPart[]): string | undefined;
+  /** Check that a broker name exists. */
+  checkBroker(name: string, relPath: readonly PathPart[]): boolean;
+}
+
+export type StepResult = Message | StepStop;
+
+export interface CompiledStep {
+  readonly kind: string;
+  /** Brokers the step may send to (dead-letter targets): the route keeps a reference to them. */
+  readonly brokers?: readonly string[];
+  /** The step sends to the route's `deadletter`, which must therefore be set. */
+  readonly needsRouteDeadletter?: boolean;
+  run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;
+}
+
+export interface StepKind<O = unknown> {
+  kind: string;
+  schema: JsonSchema;
+  doc: KindDoc;
+  compile(options: O, ctx: StepCompileContext): CompiledStep | undefined;
+}
+
+// ---- runtime environment -------------------------------------------------------------------
+
+export interface RuntimeEnv {
+  logger: Logger;
+}
+
+export interface Health {
+  ready: boolean;
+  detail?: string;
+}
+
+// ---- brokers -------------------------------------------------------------------------------
+
+export interface SubscribeSpec {
+  topic: string;
+  group: string;
+  route: string;
+  fromBeginning?: boolean;
+}
+
+export interface Subscription {
+  /** Stop taking new messages, wait for the one in hand, commit. */
+  stop(): Promise<void>;
+}
+
+export interface BrokerRuntime {
+  readonly name: string;
+  readonly kind: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Apply changed options in place; only called when the kind's canReconfigure() said yes. */
+  reconfigure(options: unknown): void;
+  health(): Health;
+  publish(topic: string, msg: Message): Promise<Delivery>;
+  /** The handler's promise settles when every target accepted the message; only then is it committed. */
+  subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription;
+}
+
+export interface BrokerKind<O = unknown> {
+  kind: string;
+  schema: JsonSchema;
+  doc: KindDoc;
+  /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
+  canReconfigure(before: O, after: O): boolean;
+  create(name: string, options: O, env: RuntimeEnv): BrokerRuntime;
+}
+
+// ---- listeners -----------------------------------------------------------------------------
+
+/** A route as a listener sees it: something that turns a message into an outcome. */
+export interface RouteEntry {
+  readonly name: string;
+  /** Route options a listener honours (e.g. `ack` on WebSocket publish routes). */
+  readonly options: { ack: boolean };
+  handle(msg: Message, ctx: MessageContext): Promise<Outcome>;
+}
+
+/** The routes bound to a listener by the current plan; swapped whole on reload. */
+export interface ListenerBindings {
+  publish: Map<string, RouteEntry>;
+  /** Paths that forward targets push to (WebSocket). */
+  forward: Set<string>;
+}
+
+export interface Target {
+  describe(): string;
+  send(msg: Message, ctx: MessageContext): Promise<Delivery>;
+}
+
+export interface ListenerRuntime {
+  readonly name: string;
+  readonly kind: string;
+  /** Bind the socket. Rejects (e.g. EADDRINUSE) without side effects on other components. */
+  start(): Promise<void>;
+  /** Stop accepting, let in-flight work finish up to drainMs, close clients with `closeCode`. */
+  stop(opts: { drainMs: number }): Promise<void>;
+  /** Apply options that do not need a new socket. */
+  reconfigure(options: unknown): void;
+  bind(bindings: ListenerBindings): void;
+  address(): { host: string; port: number } | undefined;
+  health(): Health;
+  status(): Record<string, unknown>;
+  /** Forward target for `to: {listener, path}`; only listeners that push to clients have one. */
+  forwardTarget?(path: string, options: { format: 'value' | 'envelope' }): Target;
+}
+
+export interface ListenerKind<O = unknown> {
+  kind: string;
+  schema: JsonSchema;
+  doc: KindDoc;
+  /** Whether `to: {listener: <this kind>, path}` targets are allowed. */
+  acceptsForward: boolean;
+  /** Whether `from: {listener: <this kind>, path}` routes are allowed. */
+  acceptsPublish: boolean;
+  /** Options whose change needs a new socket; others are applied in place by reconfigure(). */
+  socketOptions: readonly string[];
+  create(name: string, options: O, env: RuntimeEnv): ListenerRuntime;
+}

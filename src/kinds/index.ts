@@ -1,0 +1,20 @@
+import { memoryBroker } from './brokers/memory.js';
+import { httpListener } from './listeners/http.js';
+import { websocketListener } from './listeners/websocket.js';
+import { KindRegistry } from './registry.js';
+import { filterStep } from './steps/filter.js';
+import { headersStep } from './steps/headers.js';
+import { transformStep } from './steps/transform.js';
+import { validateStep } from './steps/validate.js';
+
+/** Every kind eventgate ships. */
+export function defaultRegistry(): KindRegistry {
+  return new KindRegistry()
+    .broker(memoryBroker)
+    .listener(httpListener)
+    .listener(websocketListener)
+    .step(validateStep)
+    .step(filterStep)
+    .step(transformStep)
+    .step(headersStep);
+}

@@ -1,0 +1,230 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import FindMyWay from 'find-my-way';
+import { problem } from '../../errors.js';
+import { sendJson, sendProblem } from '../../runtime/http-reply.js';
+import { answerFor } from '../../runtime/answer.js';
+import type { Message, MessageContext } from '../../runtime/message.js';
+import type { ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv } from '../contracts.js';
+
+export interface HttpOptions {
+  kind: 'http';
+  port: number;
+  host?: string;
+  maxBodyBytes?: number;
+  cors?: unknown;
+}
+
+const DEFAULT_MAX_BODY = 1024 * 1024;
+
+/**
+ * Request headers that describe the HTTP exchange (or carry credentials) rather than the event;
+ * every other header travels with the message.
+ */
+const NOT_FORWARDED = new Set([
+  'host', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'content-length', 'expect',
+  'authorization', 'cookie', 'proxy-authorization', 'proxy-connection', 'accept', 'accept-encoding', 'accept-language', 'user-agent',
+]);
+
+type Router = FindMyWay.Instance<FindMyWay.HTTPVersion.V1>;
+
+/** `POST <path>` → message on the route bound to that path (spec §4). */
+export class HttpListener implements ListenerRuntime {
+  readonly kind = 'http';
+  private readonly server: Server;
+  private router: Router = FindMyWay();
+  private options: HttpOptions;
+  private inFlight = 0;
+  private draining = false;
+  private idle: (() => void) | undefined;
+  private bound = false;
+
+  constructor(readonly name: string, options: HttpOptions, private readonly env: RuntimeEnv) {
+    this.options = options;
+    this.server = createServer((req, res) => this.onRequest(req, res));
+    this.server.keepAliveTimeout = 5000;
+  }
+
+  async start(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port, this.options.host ?? '0.0.0.0', () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.bound = true;
+    this.server.on('error', (err) => this.env.logger.error({ listener: this.name, err: err.message }, 'listener error'));
+  }
+
+  async stop({ drainMs }: { drainMs: number }): Promise<void> {
+    this.draining = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    if (this.inFlight > 0) {
+      await Promise.race([new Promise<void>((resolve) => (this.idle = resolve)), delay(drainMs)]);
+    }
+    this.server.closeAllConnections();
+    this.bound = false;
+    await closed;
+  }
+
+  reconfigure(options: unknown): void {
+    this.options = options as HttpOptions;
+  }
+
+  bind(bindings: ListenerBindings): void {
+    const router = FindMyWay();
+    for (const [path, route] of bindings.publish) router.on('POST', path, noop, { route });
+    this.router = router;
+  }
+
+  address() {
+    const a = this.server.address() as AddressInfo | null;
+    return a ? { host: a.address, port: a.port } : undefined;
+  }
+
+  health() {
+    return this.bound ? { ready: true } : { ready: false, detail: 'not listening' };
+  }
+
+  status() {
+    return { inFlight: this.inFlight };
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    this.inFlight++;
+    this.serve(req, res)
+      .catch((err) => {
+        this.env.logger.error({ listener: this.name, err: (err as Error).message }, 'request failed unexpectedly');
+        if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'the gateway failed to handle this request'));
+      })
+      .finally(() => {
+        if (--this.inFlight === 0 && this.idle) this.idle();
+      });
+  }
+
+  private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const pathname = q === -1 ? url : url.slice(0, q);
+    if (this.draining) {
+      res.setHeader('connection', 'close');
+      return sendProblem(res, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
+    }
+    const found = this.router.find('POST', pathname);
+    if (!found) return sendProblem(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      return sendProblem(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; use POST`));
+    }
+    const route = (found.store as { route: RouteEntry }).route;
+
+    const contentType = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
+    const isJson = contentType === 'application/json' || (contentType.startsWith('application/') && contentType.endsWith('+json'));
+    if (!isJson && contentType !== 'text/plain') {
+      return sendProblem(res, problem('EG_UNSUPPORTED_MEDIA_TYPE', `content type '${contentType}' is not accepted; send application/json (or application/*+json, or text/plain for a string value)`));
+    }
+    const max = this.options.maxBodyBytes ?? DEFAULT_MAX_BODY;
+    const declared = Number(req.headers['content-length']);
+    if (declared > max) {
+      res.setHeader('connection', 'close');
+      return sendProblem(res, problem('EG_PAYLOAD_TOO_LARGE', `the body has ${declared} bytes; this listener accepts at most ${max}`));
+    }
+    const body = await readBody(req, max);
+    if (body === undefined) {
+      res.setHeader('connection', 'close');
+      return sendProblem(res, problem('EG_PAYLOAD_TOO_LARGE', `the body is over ${max} bytes`));
+    }
+    let value: unknown;
+    if (isJson) {
+      try {
+        value = JSON.parse(body.toString('utf8'));
+      } catch (err) {
+        return sendProblem(res, problem('EG_BAD_JSON', `the body is not valid JSON: ${(err as Error).message}`));
+      }
+    } else {
+      value = body.toString('utf8');
+    }
+
+    const msg: Message = { value, key: null, headers: forwardedHeaders(req), topic: null, partition: null, offset: null, timestamp: Date.now() };
+    const ctx: MessageContext = { route: route.name, path: { ...found.params } as Record<string, string>, query: parseQuery(q === -1 ? '' : url.slice(q + 1)), remoteAddress: req.socket.remoteAddress };
+    const answer = answerFor(await route.handle(msg, ctx));
+    if (answer.problem) return sendProblem(res, answer.problem);
+    sendJson(res, answer.status, answer.body);
+  }
+}
+
+function noop(): void {}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+function forwardedHeaders(req: IncomingMessage): Record<string, string> {
+  const out: Record<string, string> = {};
+  const raw = req.headers;
+  for (const name in raw) {
+    if (NOT_FORWARDED.has(name)) continue;
+    const v = raw[name];
+    if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  return out;
+}
+
+/** `?a=1&a=2&b=3` → `{a: ["1","2"], b: "3"}`; a null-prototype object so `__proto__` stays a plain key. */
+function parseQuery(search: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = Object.create(null);
+  if (search === '') return out;
+  for (const [k, v] of new URLSearchParams(search)) {
+    const prev = out[k];
+    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  return out;
+}
+
+/** Reads at most `max` bytes; undefined when the body is larger (the rest is not buffered). */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        req.removeAllListeners('data');
+        req.resume();
+        resolve(undefined);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(size > max ? undefined : Buffer.concat(chunks, size)));
+    req.on('error', reject);
+  });
+}
+
+export const httpListener: ListenerKind<HttpOptions> = {
+  kind: 'http',
+  acceptsPublish: true,
+  acceptsForward: false,
+  socketOptions: ['port', 'host', 'tls'],
+  schema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['kind', 'port'],
+    properties: {
+      kind: { const: 'http' },
+      port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 picks a free port (see /admin/status).' },
+      host: { type: 'string', default: '0.0.0.0' },
+      maxBodyBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_BODY },
+      cors: { type: 'object', description: 'CORS options (see docs/security.md).' },
+    },
+  },
+  doc: {
+    summary:
+      'Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...).',
+    example: 'listeners:\n  api:\n    kind: http\n    port: 8080\n    maxBodyBytes: 65536',
+    options: { port: 'TCP port (0: any free port)', host: 'bind address (default 0.0.0.0)', maxBodyBytes: 'largest accepted body, default 1 MiB (larger: 413)', cors: 'CORS settings' },
+  },
+  create: (name, options, env) => new HttpListener(name, options, env),
+};

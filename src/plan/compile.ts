@@ -1,0 +1,380 @@
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Ajv, type ValidateFunction } from 'ajv';
+import { Ajv2019 } from 'ajv/dist/2019.js';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
+import { checkSchema } from '../config/check-schema.js';
+import { formatPath, type Diagnostic } from '../config/diagnostics.js';
+import { readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
+import { didYouMean } from '../config/suggest.js';
+import type { ErrorCode } from '../errors.js';
+import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
+import type { CompiledStep, StepCompileContext } from '../kinds/contracts.js';
+import type { KindRegistry } from '../kinds/registry.js';
+import { canonical, hash } from './canonical.js';
+import type { AdminPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
+
+const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+
+export interface LoadOptions {
+  registry: KindRegistry;
+  env: Env;
+}
+
+export interface LoadResult {
+  plan: Plan | undefined;
+  diagnostics: Diagnostic[];
+  /** Every file the config referenced (even when loading failed), so a fix to any of them is noticed. */
+  files: string[];
+}
+
+/** parse → schema check → compile. Collects every problem it can rather than stopping at the first. */
+export function loadPlan(file: string, options: LoadOptions): LoadResult {
+  const configFile = resolve(file);
+  const diagnostics: Diagnostic[] = [];
+  const src = readSource(file, options.env, diagnostics);
+  if (!src) return { plan: undefined, diagnostics, files: [configFile] };
+  diagnostics.push(...checkSchema(src, options.registry));
+  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile] };
+  const compiler = new Compiler(src, configFile, options.registry);
+  const plan = compiler.compile();
+  const files = [...compiler.files.keys()];
+  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files };
+  return { plan, diagnostics: [], files };
+}
+
+function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
+  return d.sort((a, b) => (a.file === b.file ? a.line - b.line || a.column - b.column : a.file < b.file ? -1 : 1));
+}
+
+/* The config as the schema guarantees it to be. */
+interface RawConfig {
+  version: 1;
+  asyncapi?: string | string[];
+  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number };
+  log?: { level?: string };
+  expressions?: Partial<ExpressionLimits>;
+  brokers?: Record<string, { kind: string } & Record<string, unknown>>;
+  listeners?: Record<string, { kind: string } & Record<string, unknown>>;
+  chains?: Record<string, RawStep[]>;
+  routes?: RawRoute[];
+}
+type RawStep = Record<string, unknown>;
+interface RawTarget {
+  broker?: string;
+  topic?: string;
+  key?: string;
+  listener?: string;
+  path?: string;
+  format?: 'value' | 'envelope';
+}
+interface RawRoute {
+  name: string;
+  from: { listener?: string; path?: string; broker?: string; topic?: string; group?: string; fromBeginning?: boolean };
+  through?: string | (string | RawStep)[];
+  to: RawTarget | RawTarget[];
+  deadletter?: { broker: string; topic: string };
+  ack?: boolean;
+}
+
+interface CompiledChainStep {
+  step: CompiledStep;
+  /** Canonical config of the step, part of the route key. */
+  key: string;
+  /** Files the step read, for the route key. */
+  files: string[];
+}
+
+class Compiler {
+  readonly diagnostics: Diagnostic[] = [];
+  readonly files = new Map<string, string>();
+  private readonly config: RawConfig;
+  private readonly dir: string;
+  private readonly limits: ExpressionLimits;
+  private readonly ajvs = new Map<string, Ajv>();
+
+  constructor(
+    private readonly src: SourceDocument,
+    configFile: string,
+    private readonly registry: KindRegistry,
+  ) {
+    this.config = src.value as RawConfig;
+    this.dir = dirname(configFile);
+    this.files.set(configFile, hash(src.text));
+    this.limits = { ...defaultExpressionLimits, ...this.config.expressions };
+  }
+
+  report(path: readonly PathPart[], code: ErrorCode, message: string, which: 'key' | 'value' = 'value'): void {
+    const { line, column } = this.src.locate(path, which);
+    this.diagnostics.push({ file: this.src.file, line, column, code, path: formatPath(path), message });
+  }
+
+  compile(): Plan {
+    const c = this.config;
+    const brokers = new Map<string, ComponentPlan>();
+    for (const [name, options] of Object.entries(c.brokers ?? {})) {
+      brokers.set(name, { name, kind: options.kind, options, key: canonical(options) });
+    }
+    const listeners = new Map<string, ListenerPlan>();
+    for (const [name, options] of Object.entries(c.listeners ?? {})) {
+      const kind = this.registry.listeners.get(options.kind)!;
+      const socket = Object.fromEntries(kind.socketOptions.map((k) => [k, options[k]]));
+      listeners.set(name, { name, kind: options.kind, options, key: canonical(options), socketKey: canonical(socket) });
+    }
+    const chains = new Map<string, CompiledChainStep[] | undefined>();
+    for (const [name, steps] of Object.entries(c.chains ?? {})) {
+      chains.set(name, this.compileSteps(steps, ['chains', name]));
+    }
+    const routes = new Map<string, RoutePlan>();
+    const publishPaths = new Map<string, number>();
+    (c.routes ?? []).forEach((raw, i) => {
+      const at: PathPart[] = ['routes', i];
+      if (routes.has(raw.name)) {
+        this.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is used twice; route names must be unique`);
+        return;
+      }
+      const route = this.compileRoute(raw, at, brokers, listeners, chains);
+      if (!route) return;
+      if (route.from.type === 'listener') {
+        const claim = `${route.from.listener} ${route.from.path}`;
+        const other = publishPaths.get(claim);
+        if (other !== undefined) {
+          this.report([...at, 'from', 'path'], 'EG_CONFIG_CONFLICT', `listener '${route.from.listener}' path '${route.from.path}' is already the source of route '${c.routes![other]!.name}'`);
+          return;
+        }
+        publishPaths.set(claim, i);
+      }
+      routes.set(route.name, route);
+    });
+
+    let admin: AdminPlan | undefined;
+    if (c.admin) {
+      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000 };
+      admin = { ...a, key: canonical({ port: a.port, host: a.host }) };
+    }
+    const version = hash([...this.files.entries()].sort().map(([f, h]) => `${f}\0${h}`).join('\n')).slice(0, 12);
+    return {
+      version,
+      file: this.src.file,
+      files: this.files,
+      admin,
+      log: { level: c.log?.level ?? 'info' },
+      expressions: this.limits,
+      brokers,
+      listeners,
+      routes,
+      secrets: this.src.fromEnv,
+    };
+  }
+
+  private compileRoute(
+    raw: RawRoute,
+    at: PathPart[],
+    brokers: Map<string, ComponentPlan>,
+    listeners: Map<string, ListenerPlan>,
+    chains: Map<string, CompiledChainStep[] | undefined>,
+  ): RoutePlan | undefined {
+    const errorsBefore = this.diagnostics.length;
+    const usesBrokers = new Set<string>();
+    const usesListeners = new Set<string>();
+    const checkBroker = (name: string, path: PathPart[]) => {
+      if (brokers.has(name)) {
+        usesBrokers.add(name);
+        return true;
+      }
+      this.report(path, 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, brokers.keys())}${brokers.size ? `; defined brokers: ${[...brokers.keys()].join(', ')}` : '; add it under brokers:'}`);
+      return false;
+    };
+    const checkListener = (name: string, path: PathPart[]) => {
+      if (listeners.has(name)) {
+        usesListeners.add(name);
+        return true;
+      }
+      this.report(path, 'EG_CONFIG_REF', `listener '${name}' is not defined${didYouMean(name, listeners.keys())}${listeners.size ? `; defined listeners: ${[...listeners.keys()].join(', ')}` : '; add it under listeners:'}`);
+      return false;
+    };
+
+    // from
+    let from: SourcePlan | undefined;
+    const f = raw.from;
+    if ((f.listener === undefined) === (f.broker === undefined)) {
+      this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from' needs exactly one of 'listener' (with 'path') or 'broker' (with 'topic')`, 'key');
+    } else if (f.listener !== undefined) {
+      if (f.topic !== undefined || f.group !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'topic' and 'group' belong with 'from.broker', not 'from.listener'`, 'key');
+      if (f.path === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' needs a 'path'`, 'key');
+      else if (checkListener(f.listener, [...at, 'from', 'listener'])) {
+        const kind = this.registry.listeners.get(listeners.get(f.listener)!.kind)!;
+        if (!kind.acceptsPublish) this.report([...at, 'from', 'listener'], 'EG_CONFIG_REF', `listener '${f.listener}' (${kind.kind}) does not accept messages from clients`);
+        else from = { type: 'listener', listener: f.listener, path: f.path };
+      }
+    } else {
+      if (f.path !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'path' belongs with 'from.listener', not 'from.broker'`, 'key');
+      if (f.topic === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.broker' needs a 'topic'`, 'key');
+      else if (checkBroker(f.broker!, [...at, 'from', 'broker'])) from = { type: 'broker', broker: f.broker!, topic: f.topic, group: f.group, fromBeginning: f.fromBeginning };
+    }
+
+    // deadletter
+    if (raw.deadletter) checkBroker(raw.deadletter.broker, [...at, 'deadletter', 'broker']);
+
+    // through
+    const steps: CompiledChainStep[] = [];
+    const through = raw.through === undefined ? [] : typeof raw.through === 'string' ? [raw.through] : raw.through;
+    const throughAt: PathPart[] = [...at, 'through'];
+    through.forEach((item, j) => {
+      const itemAt = typeof raw.through === 'string' ? throughAt : [...throughAt, j];
+      if (typeof item === 'string') {
+        if (!chains.has(item)) {
+          this.report(itemAt, 'EG_CONFIG_REF', `chain '${item}' is not defined${didYouMean(item, chains.keys())}${chains.size ? `; defined chains: ${[...chains.keys()].join(', ')}` : '; add it under chains:'}`);
+          return;
+        }
+        steps.push(...(chains.get(item) ?? []));
+      } else {
+        steps.push(...(this.compileSteps([item], itemAt, true) ?? []));
+      }
+    });
+    for (const s of steps) for (const b of s.step.brokers ?? []) usesBrokers.add(b);
+    if (!raw.deadletter && steps.some((s) => s.step.needsRouteDeadletter)) {
+      this.report(throughAt, 'EG_CONFIG_REF', `route '${raw.name}' uses a validate step with onInvalid: deadletter but neither the step nor the route has a 'deadletter: {broker, topic}'`, 'key');
+    }
+
+    // to
+    const targets: TargetPlan[] = [];
+    const rawTargets = Array.isArray(raw.to) ? raw.to : [raw.to];
+    rawTargets.forEach((t, j) => {
+      const tAt: PathPart[] = Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'];
+      if ((t.broker === undefined) === (t.listener === undefined)) {
+        this.report(tAt, 'EG_CONFIG_SCHEMA', `a target needs exactly one of 'broker' (with 'topic') or 'listener' (with 'path')`, 'key');
+        return;
+      }
+      if (t.broker !== undefined) {
+        if (t.path !== undefined || t.format !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'path' and 'format' belong with 'listener' targets, not 'broker' targets`, 'key');
+        if (t.topic === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a broker target needs a 'topic'`, 'key');
+        if (!checkBroker(t.broker, [...tAt, 'broker'])) return;
+        const key = t.key === undefined ? undefined : this.expression(t.key, [...tAt, 'key']);
+        targets.push({ type: 'broker', broker: t.broker, topic: t.topic, key });
+      } else {
+        if (t.topic !== undefined || t.key !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'topic' and 'key' belong with 'broker' targets, not 'listener' targets`, 'key');
+        if (t.path === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a listener target needs a 'path'`, 'key');
+        if (!checkListener(t.listener!, [...tAt, 'listener'])) return;
+        const kind = this.registry.listeners.get(listeners.get(t.listener!)!.kind)!;
+        if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket listeners can be targets (clients connect to them to receive messages)`);
+        targets.push({ type: 'listener', listener: t.listener!, path: t.path, format: t.format ?? 'value' });
+      }
+    });
+
+    if (this.diagnostics.length > errorsBefore || !from) return undefined;
+    const fileHashes = steps.flatMap((s) => s.files.map((file) => [file, this.files.get(file)]));
+    return {
+      name: raw.name,
+      key: canonical({ raw, steps: steps.map((s) => s.key), files: fileHashes }),
+      from,
+      steps: steps.map((s) => s.step),
+      to: targets,
+      deadletter: raw.deadletter,
+      ack: raw.ack ?? false,
+      brokers: [...usesBrokers],
+      listeners: [...usesListeners],
+    };
+  }
+
+  /** Compiles steps; undefined when any fails (its problems are reported). */
+  private compileSteps(steps: RawStep[], at: PathPart[], single = false): CompiledChainStep[] | undefined {
+    const out: CompiledChainStep[] = [];
+    let failed = false;
+    steps.forEach((raw, i) => {
+      const [kindName, options] = Object.entries(raw)[0]!;
+      const kind = this.registry.steps.get(kindName)!;
+      const stepAt: PathPart[] = single ? [...at, kindName] : [...at, i, kindName];
+      const files: string[] = [];
+      const errorsBefore = this.diagnostics.length;
+      const ctx: StepCompileContext = {
+        report: (rel, code, message) => this.report([...stepAt, ...rel], code, message),
+        compileExpression: (source, rel) => this.expression(source, [...stepAt, ...rel]),
+        compileJsonSchema: (schema, rel, origin) => this.jsonSchema(schema, [...stepAt, ...rel], origin),
+        readFile: (file, rel) => {
+          const abs = resolve(this.dir, file);
+          files.push(abs);
+          return this.readFile(abs, file, [...stepAt, ...rel]);
+        },
+        checkBroker: (name, rel) => {
+          if (this.config.brokers?.[name]) return true;
+          this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
+          return false;
+        },
+      };
+      const step = kind.compile(options, ctx);
+      if (!step || this.diagnostics.length > errorsBefore) failed = true;
+      else out.push({ step, key: canonical(raw), files });
+    });
+    return failed ? undefined : out;
+  }
+
+  private readFile(abs: string, asWritten: string, at: PathPart[]): string | undefined {
+    try {
+      const text = readFileSync(abs, 'utf8');
+      this.files.set(abs, hash(text));
+      return text;
+    } catch (err) {
+      this.files.set(abs, 'missing');
+      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      return undefined;
+    }
+  }
+
+  expression(source: string, at: PathPart[]): Expression | undefined {
+    try {
+      return compileExpression(source, this.limits);
+    } catch (err) {
+      if (!(err instanceof ExpressionSyntaxError)) throw err;
+      const { line, column } = this.expressionPosition(at, source, err.position);
+      this.diagnostics.push({ file: this.src.file, line, column, code: 'EG_CONFIG_EXPRESSION', path: formatPath(at), message: `JSONata expression does not compile: ${err.message}` });
+      return undefined;
+    }
+  }
+
+  /** Maps an offset inside an expression to the file: exact for one-line and block scalars. */
+  private expressionPosition(at: PathPart[], source: string, position: number): { line: number; column: number } {
+    const start = this.src.locate(at, 'value');
+    const offset = this.src.valueOffset(at);
+    const before = source.slice(0, Math.min(position, source.length));
+    const lineInExpr = before.split('\n').length - 1;
+    const colInExpr = before.length - (before.lastIndexOf('\n') + 1);
+    if (offset !== undefined && lineInExpr === 0) return { line: start.line, column: start.column + (this.src.text[offset] === source[0] ? 0 : 1) + colInExpr };
+    const indicator = this.src.text[this.src.text.split('\n').slice(0, start.line - 1).join('\n').length + (start.line > 1 ? 1 : 0) + start.column - 1];
+    if (indicator === '|' || indicator === '>') {
+      const firstContentLine = start.line + 1;
+      const lineText = this.src.text.split('\n')[firstContentLine - 1 + lineInExpr] ?? '';
+      const indent = lineText.length - lineText.trimStart().length;
+      return { line: firstContentLine + lineInExpr, column: indent + colInExpr + 1 };
+    }
+    return start;
+  }
+
+  private jsonSchema(schema: unknown, at: PathPart[], origin?: string): ValidateFunction | undefined {
+    const where = origin ? `JSON Schema in '${origin}'` : 'JSON Schema';
+    if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
+      this.report(at, 'EG_CONFIG_JSON_SCHEMA', `${where} must be an object`);
+      return undefined;
+    }
+    const draft = String((schema as { $schema?: unknown }).$schema ?? '');
+    const ajv = this.ajvFor(draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020');
+    try {
+      return ajv.compile(schema);
+    } catch (err) {
+      this.report(at, 'EG_CONFIG_JSON_SCHEMA', `${where} does not compile: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
+  private ajvFor(draft: string): Ajv {
+    let ajv = this.ajvs.get(draft);
+    if (!ajv) {
+      const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false } as const;
+      ajv = draft === '07' ? new Ajv(opts) : draft === '2019' ? (new Ajv2019(opts) as unknown as Ajv) : (new Ajv2020(opts) as unknown as Ajv);
+      addFormats(ajv);
+      this.ajvs.set(draft, ajv);
+    }
+    return ajv;
+  }
+}

@@ -1,0 +1,65 @@
+import type { ExpressionLimits, Expression } from '../expr/expression.js';
+import type { CompiledStep } from '../kinds/contracts.js';
+
+/**
+ * The immutable result of compiling gateway.yaml: every reference resolved, every expression and
+ * schema compiled. Building a plan opens no socket; `eventgate validate` stops here.
+ */
+export interface Plan {
+  /** Short hash of the config and every file it references. */
+  version: string;
+  file: string;
+  /** Absolute paths of the config and every referenced file → content hash. */
+  files: Map<string, string>;
+  admin: AdminPlan | undefined;
+  log: { level: string };
+  expressions: ExpressionLimits;
+  brokers: Map<string, ComponentPlan>;
+  listeners: Map<string, ListenerPlan>;
+  routes: Map<string, RoutePlan>;
+  /** Formatted config paths whose values came from the environment (redacted in status output). */
+  secrets: Set<string>;
+}
+
+export interface AdminPlan {
+  port: number;
+  host: string;
+  token: string | undefined;
+  drainTimeoutMs: number;
+  key: string;
+}
+
+export interface ComponentPlan {
+  name: string;
+  kind: string;
+  options: Record<string, unknown>;
+  /** Canonical form of the options: equal keys mean nothing changed. */
+  key: string;
+}
+
+export interface ListenerPlan extends ComponentPlan {
+  /** Canonical form of the options that need a new socket when they change. */
+  socketKey: string;
+}
+
+export type SourcePlan =
+  | { type: 'listener'; listener: string; path: string }
+  | { type: 'broker'; broker: string; topic: string; group: string | undefined; fromBeginning: boolean | undefined };
+
+export type TargetPlan =
+  | { type: 'broker'; broker: string; topic: string; key: Expression | undefined }
+  | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope' };
+
+export interface RoutePlan {
+  name: string;
+  /** Canonical form of everything the route is built from, including referenced files' hashes. */
+  key: string;
+  from: SourcePlan;
+  steps: CompiledStep[];
+  to: TargetPlan[];
+  deadletter: { broker: string; topic: string } | undefined;
+  ack: boolean;
+  /** Components the route holds references to: when one is replaced, the route is rebuilt. */
+  brokers: string[];
+  listeners: string[];
+}

@@ -1,0 +1,316 @@
+import { hostname } from 'node:os';
+import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
+import type { Env } from '../config/source.js';
+import type { BrokerRuntime, ListenerBindings, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
+import type { KindRegistry } from '../kinds/registry.js';
+import type { Logger } from '../log.js';
+import { loadPlan, type LoadResult } from '../plan/compile.js';
+import { diffPlans } from '../plan/diff.js';
+import type { Plan } from '../plan/types.js';
+import { AdminServer } from '../admin/server.js';
+import type { Outcome } from './outcome.js';
+import { RouteRuntime } from './route.js';
+import { ConfigWatcher } from './watcher.js';
+
+export interface GatewayOptions {
+  configFile: string;
+  registry: KindRegistry;
+  env: Env;
+  logger: Logger;
+  /** Watch the config and referenced files (default true). */
+  watch?: boolean;
+}
+
+export type ReloadResult =
+  | { result: 'applied'; version: string }
+  | { result: 'unchanged'; version: string }
+  | { result: 'rejected'; reason: string; diagnostics: Diagnostic[] };
+
+export interface ReloadRecord {
+  at: string;
+  result: ReloadResult['result'];
+  version: string | null;
+  error: { message: string; diagnostics: Diagnostic[] } | null;
+}
+
+/**
+ * The running gateway: applies plans as transactions (build and check every new piece, then swap),
+ * watches files, and drains on shutdown. Reload and shutdown go through the same component stop().
+ */
+export class Gateway {
+  plan: Plan | undefined;
+  loadedAt: Date | undefined;
+  lastReload: ReloadRecord | undefined;
+  lastError: ReloadRecord['error'] = null;
+  readonly brokers = new Map<string, BrokerRuntime>();
+  readonly listeners = new Map<string, ListenerRuntime>();
+  readonly routes = new Map<string, RouteRuntime>();
+  readonly instanceId: string;
+  /** Observers of every route outcome (metrics, tap). */
+  readonly observers = new Set<(route: string, outcome: Outcome, startedAt: number) => void>();
+  private admin: AdminServer | undefined;
+  private watcher: ConfigWatcher | undefined;
+  private reloading: Promise<ReloadResult> | undefined;
+  private reloadAgain = false;
+  private stopping = false;
+  private readonly runtimeEnv: RuntimeEnv;
+
+  constructor(private readonly options: GatewayOptions) {
+    this.instanceId = options.env.EVENTGATE_INSTANCE_ID || `${hostname()}-${process.pid}`;
+    this.runtimeEnv = { logger: options.logger };
+  }
+
+  get logger(): Logger {
+    return this.options.logger;
+  }
+
+  get shuttingDown(): boolean {
+    return this.stopping;
+  }
+
+  /** First load: the caller exits 1 on diagnostics. */
+  async start(): Promise<LoadResult> {
+    const loaded = this.load();
+    if (!loaded.plan) return loaded;
+    const result = await this.apply(loaded.plan);
+    if (result.result === 'rejected') {
+      this.lastError = { message: result.reason, diagnostics: result.diagnostics };
+      return { plan: undefined, diagnostics: result.diagnostics, files: loaded.files };
+    }
+    if (this.options.watch !== false) {
+      this.watcher = new ConfigWatcher((files) => {
+        this.logger.info({ files }, 'config change detected');
+        void this.reload('file change');
+      });
+      this.watcher.setFiles(loaded.files);
+      await this.watcher.ready();
+    }
+    return loaded;
+  }
+
+  private load(): LoadResult {
+    return loadPlan(this.options.configFile, { registry: this.options.registry, env: this.options.env });
+  }
+
+  /** Reloads one at a time; a request during a reload runs once more afterwards. */
+  reload(reason: string): Promise<ReloadResult> {
+    if (this.reloading) {
+      this.reloadAgain = true;
+      return this.reloading;
+    }
+    this.reloading = (async () => {
+      let result: ReloadResult;
+      do {
+        this.reloadAgain = false;
+        result = await this.reloadOnce(reason);
+      } while (this.reloadAgain && !this.stopping);
+      return result;
+    })().finally(() => (this.reloading = undefined));
+    return this.reloading;
+  }
+
+  private async reloadOnce(reason: string): Promise<ReloadResult> {
+    if (this.stopping) return { result: 'rejected', reason: 'shutting down', diagnostics: [] };
+    const loaded = this.load();
+    this.watcher?.setFiles(loaded.files);
+    let result: ReloadResult;
+    if (!loaded.plan) {
+      result = { result: 'rejected', reason: 'the new config is invalid', diagnostics: loaded.diagnostics };
+    } else if (loaded.plan.version === this.plan?.version) {
+      result = { result: 'unchanged', version: loaded.plan.version };
+    } else {
+      result = await this.apply(loaded.plan);
+    }
+    const at = new Date().toISOString();
+    if (result.result === 'rejected') {
+      this.lastError = { message: result.reason, diagnostics: result.diagnostics };
+      for (const d of result.diagnostics) this.logger.error({ reason, diagnostic: formatDiagnostic(d), code: d.code }, 'reload rejected; the running config keeps serving');
+      if (result.diagnostics.length === 0) this.logger.error({ reason, error: result.reason }, 'reload rejected; the running config keeps serving');
+      this.lastReload = { at, result: 'rejected', version: this.plan?.version ?? null, error: this.lastError };
+    } else {
+      if (result.result === 'applied') this.logger.info({ reason, version: result.version }, 'config reloaded');
+      this.lastError = null;
+      this.lastReload = { at, result: result.result, version: result.version, error: null };
+    }
+    return result;
+  }
+
+  /** Applies a plan as a transaction: nothing live is touched until every new piece is built and bound. */
+  async apply(next: Plan): Promise<ReloadResult> {
+    const prev = this.plan;
+    const registry = this.options.registry;
+    const reconfigurable = (name: string) => {
+      const a = prev!.brokers.get(name)!;
+      const b = next.brokers.get(name)!;
+      return a.kind === b.kind && registry.brokers.get(a.kind)!.canReconfigure(a.options, b.options);
+    };
+    const diff = diffPlans(prev, next, reconfigurable);
+    const replacedBrokers = diff.brokers.change.filter((n) => !reconfigurable(n));
+    // Listeners whose new socket must take the old one's port are swapped during the commit.
+    const lateRebind = diff.listeners.rebind.filter((n) => {
+      const a = prev!.listeners.get(n)!.options as { port: number; host?: string };
+      const b = next.listeners.get(n)!.options as { port: number; host?: string };
+      return a.port !== 0 && a.port === b.port;
+    });
+    const earlyListeners = [...diff.listeners.add, ...diff.listeners.rebind.filter((n) => !lateRebind.includes(n))];
+
+    // --- build: new brokers and listeners, started; any failure undoes only what was built here.
+    const newBrokers = new Map<string, BrokerRuntime>();
+    const newListeners = new Map<string, ListenerRuntime>();
+    try {
+      for (const name of [...diff.brokers.add, ...replacedBrokers]) {
+        const p = next.brokers.get(name)!;
+        const b = registry.brokers.get(p.kind)!.create(name, p.options, this.runtimeEnv);
+        newBrokers.set(name, b);
+        await b.start();
+      }
+      for (const name of earlyListeners) {
+        const p = next.listeners.get(name)!;
+        const l = registry.listeners.get(p.kind)!.create(name, p.options, this.runtimeEnv);
+        newListeners.set(name, l);
+        await l.start();
+      }
+    } catch (err) {
+      await Promise.allSettled([...newListeners.values()].map((l) => l.stop({ drainMs: 0 })));
+      await Promise.allSettled([...newBrokers.values()].map((b) => b.stop()));
+      const reason = `could not start the new config: ${(err as Error).message}`;
+      return { result: 'rejected', reason, diagnostics: [] };
+    }
+    for (const name of lateRebind) {
+      const p = next.listeners.get(name)!;
+      newListeners.set(name, registry.listeners.get(p.kind)!.create(name, p.options, this.runtimeEnv));
+    }
+
+    const brokersAfter = new Map(this.brokers);
+    for (const name of diff.brokers.remove) brokersAfter.delete(name);
+    for (const [name, b] of newBrokers) brokersAfter.set(name, b);
+    const listenersAfter = new Map(this.listeners);
+    for (const name of diff.listeners.remove) listenersAfter.delete(name);
+    for (const [name, l] of newListeners) listenersAfter.set(name, l);
+
+    const deps = { brokers: brokersAfter, listeners: listenersAfter, logger: this.logger, instanceId: this.instanceId, observe: (r: string, o: Outcome, t: number) => this.observe(r, o, t) };
+    const newRoutes = new Map<string, RouteRuntime>();
+    for (const name of [...diff.routes.add, ...diff.routes.change]) newRoutes.set(name, new RouteRuntime(next.routes.get(name)!, deps));
+    const routesAfter = new Map<string, RouteRuntime>();
+    for (const name of next.routes.keys()) routesAfter.set(name, newRoutes.get(name) ?? this.routes.get(name)!);
+
+    // --- commit
+    const drainMs = next.admin?.drainTimeoutMs ?? 10000;
+    const oldBrokers = [...diff.brokers.remove, ...replacedBrokers].map((n) => this.brokers.get(n)!);
+    const oldListeners = [...diff.listeners.remove, ...diff.listeners.rebind].map((n) => this.listeners.get(n)!);
+    const oldRoutes = [...diff.routes.remove, ...diff.routes.change].map((n) => this.routes.get(n)!);
+    for (const name of diff.brokers.change) if (!replacedBrokers.includes(name)) this.brokers.get(name)!.reconfigure(next.brokers.get(name)!.options);
+    for (const name of diff.listeners.change) if (!diff.listeners.rebind.includes(name)) this.listeners.get(name)!.reconfigure(next.listeners.get(name)!.options);
+    for (const name of lateRebind) {
+      await this.listeners.get(name)!.stop({ drainMs });
+      try {
+        await newListeners.get(name)!.start();
+      } catch (err) {
+        this.logger.error({ listener: name, err: (err as Error).message }, 'listener could not bind its new socket');
+      }
+    }
+    this.brokers.clear();
+    for (const [n, b] of brokersAfter) this.brokers.set(n, b);
+    this.listeners.clear();
+    for (const [n, l] of listenersAfter) this.listeners.set(n, l);
+    this.routes.clear();
+    for (const [n, r] of routesAfter) this.routes.set(n, r);
+    for (const [name, listener] of this.listeners) listener.bind(bindingsFor(name, next, routesAfter));
+    // Old consumers stop (finishing and committing the message in hand) before their successors start.
+    await Promise.all(oldRoutes.map((r) => r.stop(drainMs)));
+    for (const r of newRoutes.values()) r.start();
+    await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));
+    await Promise.allSettled(oldBrokers.map((b) => b.stop()));
+
+    if (diff.admin === 'stop' || diff.admin === 'restart') {
+      await this.admin?.stop();
+      this.admin = undefined;
+    }
+    this.plan = next;
+    this.loadedAt = new Date();
+    this.logger.level = next.log.level;
+    if (diff.admin === 'start' || diff.admin === 'restart') {
+      this.admin = new AdminServer(this, next.admin!);
+      try {
+        await this.admin.start();
+      } catch (err) {
+        this.logger.error({ err: (err as Error).message, port: next.admin!.port }, 'admin server could not bind');
+      }
+    } else if (this.admin) {
+      this.admin.configure(next.admin!);
+    }
+    this.logReady();
+    return { result: 'applied', version: next.version };
+  }
+
+  private observe(route: string, outcome: Outcome, startedAt: number): void {
+    for (const o of this.observers) o(route, outcome, startedAt);
+  }
+
+  private logReady(): void {
+    const listeners: Record<string, number | undefined> = {};
+    for (const [name, l] of this.listeners) listeners[name] = l.address()?.port;
+    this.logger.info({ version: this.plan!.version, listeners, admin: this.admin?.address()?.port, routes: [...this.routes.keys()] }, 'gateway ready');
+  }
+
+  adminAddress() {
+    return this.admin?.address();
+  }
+
+  readiness(): { ready: boolean; reasons: string[] } {
+    const reasons: string[] = [];
+    if (this.stopping) reasons.push('shutting down');
+    for (const [name, l] of this.listeners) {
+      const h = l.health();
+      if (!h.ready) reasons.push(`listener ${name}: ${h.detail ?? 'not ready'}`);
+    }
+    for (const [name, b] of this.brokers) {
+      const h = b.health();
+      if (!h.ready) reasons.push(`broker ${name}: ${h.detail ?? 'not connected'}`);
+    }
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  status(): Record<string, unknown> {
+    const plan = this.plan;
+    return {
+      version: plan?.version ?? null,
+      loadedAt: this.loadedAt?.toISOString() ?? null,
+      lastReloadError: this.lastError,
+      lastReload: this.lastReload ?? null,
+      instanceId: this.instanceId,
+      listeners: [...this.listeners].map(([name, l]) => ({ name, kind: l.kind, ...l.address(), ...l.health(), ...l.status() })),
+      brokers: [...this.brokers].map(([name, b]) => ({ name, kind: b.kind, ...b.health() })),
+      routes: [...this.routes.values()].map((r) => ({
+        name: r.name,
+        from: r.plan.from,
+        steps: r.plan.steps.map((s) => s.kind),
+        to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : { listener: t.listener, path: t.path, format: t.format })),
+      })),
+    };
+  }
+
+  /** SIGTERM: stop accepting, finish in-flight work (bounded), commit, flush, close clients with 1001. */
+  async shutdown(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const drainMs = this.plan?.admin?.drainTimeoutMs ?? 10000;
+    this.logger.info({ drainMs }, 'shutting down: draining');
+    await this.watcher?.close();
+    await this.reloading?.catch(() => undefined);
+    await Promise.allSettled([...this.listeners.values()].map((l) => l.stop({ drainMs })));
+    await Promise.allSettled([...this.routes.values()].map((r) => r.stop(drainMs)));
+    await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
+    await this.admin?.stop();
+    this.logger.info('shutdown complete');
+  }
+}
+
+function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, RouteRuntime>): ListenerBindings {
+  const bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
+  for (const r of plan.routes.values()) {
+    if (r.from.type === 'listener' && r.from.listener === listener) bindings.publish.set(r.from.path, routes.get(r.name)!);
+    for (const t of r.to) if (t.type === 'listener' && t.listener === listener) bindings.forward.add(t.path);
+  }
+  return bindings;
+}

@@ -1,0 +1,204 @@
+import { problem, type Problem } from '../errors.js';
+import { bindingsFor, ExpressionEvaluationError } from '../expr/expression.js';
+import type { BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, Subscription, Target } from '../kinds/contracts.js';
+import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
+import type { Logger } from '../log.js';
+import type { RoutePlan, TargetPlan } from '../plan/types.js';
+import type { Delivery, Message, MessageContext } from './message.js';
+import { isStop, type Outcome } from './outcome.js';
+
+/** Header carried by messages a consume route sent to its dead-letter target after failing them. */
+export const ROUTE_ERROR_HEADER = '_eventgate_error';
+
+export interface RouteDeps {
+  brokers: ReadonlyMap<string, BrokerRuntime>;
+  listeners: ReadonlyMap<string, ListenerRuntime>;
+  logger: Logger;
+  /** Suffix that makes per-instance consumer groups unique to this process. */
+  instanceId: string;
+  /** Observer of every outcome (metrics, tap); called after the outcome is known. */
+  observe?(route: string, outcome: Outcome, startedAt: number): void;
+}
+
+interface BrokerTarget {
+  plan: Extract<TargetPlan, { type: 'broker' }>;
+  broker: BrokerRuntime;
+}
+
+/** How often a consume route retries a message whose targets failed before dead-lettering it. */
+const CONSUME_ATTEMPTS = 5;
+const MAX_BACKOFF_MS = 5000;
+
+/**
+ * One route, built from its plan: the chain's steps and the resolved targets. Immutable; a
+ * reload builds a new one, and messages already inside finish here.
+ */
+export class RouteRuntime implements RouteEntry {
+  readonly name: string;
+  readonly options: { ack: boolean };
+  private readonly steps: readonly CompiledStep[];
+  private readonly targets: Target[];
+  private readonly deadletter: BrokerTarget | undefined;
+  private subscription: Subscription | undefined;
+  private inFlight = 0;
+  private idle: (() => void) | undefined;
+
+  constructor(readonly plan: RoutePlan, private readonly deps: RouteDeps) {
+    this.name = plan.name;
+    this.options = { ack: plan.ack };
+    this.steps = plan.steps;
+    this.targets = plan.to.map((t) => this.target(t));
+    if (plan.deadletter) {
+      this.deadletter = { plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, key: undefined }, broker: deps.brokers.get(plan.deadletter.broker)! };
+    }
+  }
+
+  private target(t: TargetPlan): Target {
+    if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format });
+    const broker = this.deps.brokers.get(t.broker)!;
+    return brokerTarget(broker, t);
+  }
+
+  /** Runs the message through the chain and to every target. Never throws. */
+  async handle(msg: Message, ctx: MessageContext): Promise<Outcome> {
+    this.inFlight++;
+    const startedAt = performance.now();
+    let outcome: Outcome;
+    try {
+      outcome = await this.process(msg, ctx);
+    } catch (err) {
+      this.deps.logger.error({ route: this.name, err: (err as Error).message }, 'route failed unexpectedly');
+      outcome = { outcome: 'failed', problem: problem('EG_INTERNAL', 'the gateway failed to handle this message') };
+    } finally {
+      if (--this.inFlight === 0 && this.idle) this.idle();
+    }
+    this.deps.observe?.(this.name, outcome, startedAt);
+    return outcome;
+  }
+
+  private async process(msg: Message, ctx: MessageContext): Promise<Outcome> {
+    let m = msg;
+    for (const step of this.steps) {
+      let r = step.run(m, ctx);
+      if (r instanceof Promise) r = await r;
+      if (!isStop(r)) {
+        m = r;
+        continue;
+      }
+      switch (r.stop) {
+        case 'filtered':
+          return { outcome: 'filtered' };
+        case 'invalid':
+          return { outcome: 'invalid', problem: r.problem };
+        case 'rejected':
+          return { outcome: 'rejected', problem: r.problem };
+        case 'failed':
+          this.deps.logger.warn({ route: this.name, code: r.problem.code, detail: r.problem.detail }, 'message failed');
+          return { outcome: 'failed', problem: r.problem };
+        case 'deadletter': {
+          const to = r.to ? { broker: this.deps.brokers.get(r.to.broker)!, topic: r.to.topic } : { broker: this.deadletter!.broker, topic: this.deadletter!.plan.topic };
+          try {
+            const delivery = await to.broker.publish(to.topic, r.message);
+            return { outcome: 'deadlettered', deliveries: [delivery], errors: r.errors };
+          } catch (err) {
+            return { outcome: 'failed', problem: unavailable(to.broker.name, err) };
+          }
+        }
+      }
+    }
+    let deliveries: Delivery[];
+    try {
+      deliveries = this.targets.length === 1 ? [await this.targets[0]!.send(m, ctx)] : await Promise.all(this.targets.map((t) => t.send(m, ctx)));
+    } catch (err) {
+      if (err instanceof TargetError) return { outcome: 'failed', problem: err.problem };
+      return { outcome: 'failed', problem: unavailable('target', err) };
+    }
+    const tagged = m.headers[VALIDATION_ERROR_HEADER] !== undefined && msg.headers[VALIDATION_ERROR_HEADER] === undefined;
+    return { outcome: 'delivered', deliveries, tagged };
+  }
+
+  /** Consume routes subscribe here; listener routes are bound by their listener instead. */
+  start(): void {
+    const from = this.plan.from;
+    if (from.type !== 'broker') return;
+    const perInstance = from.group === undefined && this.plan.to.every((t) => t.type === 'listener');
+    const group = from.group ?? (perInstance ? `eventgate-${this.name}-${this.deps.instanceId}` : `eventgate-${this.name}`);
+    const broker = this.deps.brokers.get(from.broker)!;
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, fromBeginning: from.fromBeginning }, (msg) => this.consume(msg));
+  }
+
+  /**
+   * At-least-once: resolves only once every target accepted the message (or it went to the
+   * dead-letter target); rejecting makes the broker keep the message and offer it again.
+   */
+  private async consume(msg: Message): Promise<void> {
+    let backoff = 100;
+    for (let attempt = 1; ; attempt++) {
+      const outcome = await this.handle(msg, { route: this.name });
+      if (outcome.outcome === 'delivered' || outcome.outcome === 'filtered' || outcome.outcome === 'deadlettered') return;
+      const p = outcome.problem;
+      const retryable = p.status === 503;
+      if (retryable && attempt < CONSUME_ATTEMPTS) {
+        await new Promise((r) => setTimeout(r, backoff));
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        continue;
+      }
+      if (this.deadletter) {
+        const header = JSON.stringify({ ts: new Date().toISOString(), route: this.name, status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
+        await this.deadletter.broker.publish(this.deadletter.plan.topic, { ...msg, headers: { ...msg.headers, [ROUTE_ERROR_HEADER]: header } });
+        this.deps.logger.warn({ route: this.name, topic: msg.topic, offset: msg.offset, code: p.code }, 'message sent to the dead-letter topic');
+        return;
+      }
+      if (!retryable) {
+        // Nothing can make this message pass; without a dead-letter target, keeping it would stall the partition forever.
+        this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail }, 'message dropped: it cannot pass this route and the route has no deadletter target');
+        return;
+      }
+      throw new Error(p.detail);
+    }
+  }
+
+  /** Stops consuming (after the message in hand) and waits, up to drainMs, for messages inside. */
+  async stop(drainMs: number): Promise<void> {
+    await this.subscription?.stop();
+    this.subscription = undefined;
+    if (this.inFlight > 0) {
+      await Promise.race([new Promise<void>((r) => (this.idle = r)), new Promise((r) => setTimeout(r, drainMs).unref())]);
+    }
+  }
+}
+
+class TargetError extends Error {
+  constructor(readonly problem: Problem) {
+    super(problem.detail);
+  }
+}
+
+function unavailable(broker: string, err: unknown): Problem {
+  return problem('EG_BROKER_UNAVAILABLE', `broker '${broker}' did not acknowledge the message: ${(err as Error).message ?? String(err)}`);
+}
+
+function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'broker' }>): Target {
+  const key = t.key;
+  return {
+    describe: () => `${broker.name}/${t.topic}`,
+    async send(msg, ctx) {
+      let out = msg;
+      if (key) {
+        let k: unknown;
+        try {
+          k = await key.evaluate(msg.value, bindingsFor(msg, ctx));
+        } catch (err) {
+          throw new TargetError(problem('EG_EXPRESSION_FAILED', `key expression failed: ${(err as ExpressionEvaluationError).message}`));
+        }
+        out = { ...msg, key: k === undefined || k === null ? null : typeof k === 'string' ? k : JSON.stringify(k) };
+      }
+      try {
+        return await broker.publish(t.topic, out);
+      } catch (err) {
+        if (err instanceof TargetError) throw err;
+        throw new TargetError(unavailable(broker.name, err));
+      }
+    },
+  };
+}

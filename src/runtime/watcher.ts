@@ -1,0 +1,94 @@
+import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { watch, type FSWatcher } from 'chokidar';
+import { hash } from '../plan/canonical.js';
+
+export interface WatchTiming {
+  /** Quiet time that ends a burst of editor events. */
+  debounceMs: number;
+  /** A stream of events never postpones a reload longer than this. */
+  maxWaitMs: number;
+}
+
+const DEFAULT_TIMING: WatchTiming = { debounceMs: 100, maxWaitMs: 1000 };
+
+/**
+ * Watches the directories that hold the config and the files it references, and calls `onChange`
+ * when any of those files' content differs from what was last seen. Watching directories rather
+ * than files follows every way a file can be replaced: written in place, renamed over (editors,
+ * `git checkout`), or a Kubernetes ConfigMap `..data` symlink swap.
+ */
+export class ConfigWatcher {
+  private watcher: FSWatcher | undefined;
+  private dirs = new Set<string>();
+  private hashes = new Map<string, string>();
+  private timer: NodeJS.Timeout | undefined;
+  private firstEventAt = 0;
+  private closed = false;
+  private isReady: Promise<void> = Promise.resolve();
+
+  constructor(private readonly onChange: (files: string[]) => void, private readonly timing: WatchTiming = DEFAULT_TIMING) {}
+
+  /** Replace the set of watched files; their current content becomes the baseline. */
+  setFiles(files: Iterable<string>): void {
+    if (this.closed) return;
+    this.hashes = new Map([...files].map((f) => [f, contentHash(f)]));
+    const dirs = new Set([...this.hashes.keys()].map((f) => dirname(f)));
+    const added = [...dirs].filter((d) => !this.dirs.has(d));
+    const removed = [...this.dirs].filter((d) => !dirs.has(d));
+    this.dirs = dirs;
+    if (!this.watcher) {
+      this.watcher = watch([...dirs], { depth: 0, ignoreInitial: true, followSymlinks: false });
+      const w = this.watcher;
+      this.isReady = new Promise((resolve) => w.once('ready', () => resolve()));
+      this.watcher.on('all', () => this.poke());
+      this.watcher.on('error', () => this.poke());
+      return;
+    }
+    if (added.length) this.watcher.add(added);
+    if (removed.length) this.watcher.unwatch(removed);
+  }
+
+  /** Resolves when the underlying watcher is ready to report events. */
+  ready(): Promise<void> {
+    return this.isReady;
+  }
+
+  private poke(): void {
+    if (this.closed) return;
+    const now = Date.now();
+    if (!this.timer) this.firstEventAt = now;
+    clearTimeout(this.timer);
+    const wait = Math.max(0, Math.min(this.timing.debounceMs, this.firstEventAt + this.timing.maxWaitMs - now));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.check();
+    }, wait);
+  }
+
+  private check(): void {
+    const changed: string[] = [];
+    for (const [file, before] of this.hashes) {
+      const now = contentHash(file);
+      if (now !== before) {
+        changed.push(file);
+        this.hashes.set(file, now);
+      }
+    }
+    if (changed.length > 0) this.onChange(changed);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    await this.watcher?.close();
+  }
+}
+
+function contentHash(file: string): string {
+  try {
+    return hash(readFileSync(file));
+  } catch {
+    return 'missing';
+  }
+}

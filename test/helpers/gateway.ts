@@ -1,0 +1,174 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root (this file runs from dist/test/helpers). */
+export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+export const cliPath = join(repoRoot, 'bin', 'eventgate.js');
+
+export interface LogLine {
+  level: string;
+  msg: string;
+  [k: string]: unknown;
+}
+
+export interface RunningGateway {
+  dir: string;
+  configFile: string;
+  process: ChildProcess;
+  logs: LogLine[];
+  stderr(): string;
+  adminUrl: string;
+  /** Bound port of a listener, from the latest "gateway ready" line. */
+  port(listener: string): number;
+  url(listener: string, path: string, scheme?: string): string;
+  /** Resolves with the first log line (already seen or future) matching `pred`. */
+  waitForLog(pred: (l: LogLine) => boolean, timeoutMs?: number, fromIndex?: number): Promise<LogLine>;
+  /** Writes a file relative to the gateway's directory (in place, as `echo > file` would). */
+  write(name: string, text: string): void;
+  /** Writes the config and waits for the reload it causes to be applied or rejected. */
+  reconfigure(yaml: string, file?: string): Promise<LogLine>;
+  status(): Promise<any>;
+  /** Sends a signal and waits for the process to exit. */
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export interface StartOptions {
+  /** Extra files written next to the config (relative path → content). */
+  files?: Record<string, string>;
+  env?: Record<string, string>;
+  /** Wait for "gateway ready" (default true); false to observe a failing start. */
+  waitReady?: boolean;
+}
+
+const running = new Set<RunningGateway>();
+process.on('exit', () => {
+  for (const g of running) g.process.kill('SIGKILL');
+});
+
+/** Starts `eventgate run` as a user would, in its own temp directory, on the given config. */
+export async function startGateway(yaml: string, options: StartOptions = {}): Promise<RunningGateway> {
+  const dir = mkdtempSync(join(tmpdir(), 'eventgate-test-'));
+  const configFile = join(dir, 'gateway.yaml');
+  const write = (name: string, text: string) => {
+    const p = join(dir, name);
+    mkdirSync(dirname(p), { recursive: true });
+    writeFileSync(p, text);
+  };
+  for (const [name, text] of Object.entries(options.files ?? {})) write(name, text);
+  write('gateway.yaml', yaml);
+
+  const child = spawn(process.execPath, [cliPath, 'run', '-c', configFile], {
+    cwd: dir,
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: LogLine[] = [];
+  const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void; from: number }[] = [];
+  let stderr = '';
+  let buffer = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    buffer += chunk;
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) !== -1) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      if (line.trim() === '') continue;
+      let parsed: LogLine;
+      try {
+        parsed = JSON.parse(line) as LogLine;
+      } catch {
+        parsed = { level: 'unparsed', msg: line };
+      }
+      logs.push(parsed);
+      for (const w of [...waiters]) {
+        if (logs.length - 1 >= w.from && w.pred(parsed)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(parsed);
+        }
+      }
+    }
+  });
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+
+  const waitForLog = (pred: (l: LogLine) => boolean, timeoutMs = 10000, fromIndex = 0) => {
+    const seen = logs.slice(fromIndex).find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<LogLine>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for a log line; last lines:\n${logs.slice(-5).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${stderr}`)), timeoutMs);
+      const w = { pred, from: fromIndex, resolve: (l: LogLine) => (clearTimeout(timer), resolve(l)) };
+      waiters.push(w);
+      void exited.then(() => {
+        if (waiters.includes(w)) {
+          clearTimeout(timer);
+          reject(new Error(`gateway exited while waiting for a log line; stderr: ${stderr}`));
+        }
+      });
+    });
+  };
+
+  const latestReady = () => [...logs].reverse().find((l) => l.msg === 'gateway ready') as (LogLine & { listeners: Record<string, number>; admin?: number }) | undefined;
+  const gw: RunningGateway = {
+    dir,
+    configFile,
+    process: child,
+    logs,
+    stderr: () => stderr,
+    get adminUrl() {
+      return `http://127.0.0.1:${latestReady()?.admin}`;
+    },
+    port(listener) {
+      const p = latestReady()?.listeners[listener];
+      if (p === undefined) throw new Error(`listener ${listener} has no port in the ready line`);
+      return p;
+    },
+    url(listener, path, scheme = 'http') {
+      return `${scheme}://127.0.0.1:${gw.port(listener)}${path}`;
+    },
+    waitForLog,
+    write,
+    async reconfigure(text, file = 'gateway.yaml') {
+      const from = logs.length;
+      write(file, text);
+      return waitForLog((l) => l.msg === 'config reloaded' || l.msg.startsWith('reload rejected'), 10000, from);
+    },
+    async status() {
+      const res = await fetch(`${gw.adminUrl}/admin/status`);
+      return res.json();
+    },
+    async stop(signal = 'SIGTERM') {
+      running.delete(gw);
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      const [code, sig] = await exited;
+      return { code, signal: sig };
+    },
+  };
+  running.add(gw);
+  if (options.waitReady !== false) await waitForLog((l) => l.msg === 'gateway ready');
+  return gw;
+}
+
+/** Runs the CLI to completion (validate, schema, ...). */
+export async function runCli(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [cliPath, ...args], { cwd: options.cwd ?? repoRoot, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+/** A temp directory with the given files; returns its path. */
+export function tempFiles(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'eventgate-files-'));
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, name)), { recursive: true });
+    writeFileSync(join(dir, name), text);
+  }
+  return dir;
+}
