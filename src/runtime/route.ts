@@ -1,6 +1,6 @@
 import { problem, type Problem } from '../errors.js';
 import { bindingsFor, ExpressionEvaluationError } from '../expr/expression.js';
-import type { BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, Subscription, Target } from '../kinds/contracts.js';
+import type { BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, StepResult, Subscription, Target } from '../kinds/contracts.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
@@ -77,14 +77,9 @@ export class RouteRuntime implements RouteEntry {
   }
 
   private async process(msg: Message, ctx: MessageContext): Promise<Outcome> {
-    let m = msg;
-    for (const step of this.steps) {
-      let r = step.run(m, ctx);
-      if (r instanceof Promise) r = await r;
-      if (!isStop(r)) {
-        m = r;
-        continue;
-      }
+    let r = runChain(this.steps, msg, ctx);
+    if (r instanceof Promise) r = await r;
+    if (isStop(r)) {
       switch (r.stop) {
         case 'filtered':
           return { outcome: 'filtered' };
@@ -106,6 +101,7 @@ export class RouteRuntime implements RouteEntry {
         }
       }
     }
+    const m = r;
     let deliveries: Delivery[];
     try {
       deliveries = this.targets.length === 1 ? [await this.targets[0]!.send(m, ctx)] : await Promise.all(this.targets.map((t) => t.send(m, ctx)));
@@ -166,6 +162,21 @@ export class RouteRuntime implements RouteEntry {
       await Promise.race([new Promise<void>((r) => (this.idle = r)), new Promise((r) => setTimeout(r, drainMs).unref())]);
     }
   }
+}
+
+/**
+ * Runs the steps in order and stays synchronous for as long as every step answers synchronously;
+ * only a step that returns a promise makes the rest of the chain asynchronous.
+ */
+export function runChain(steps: readonly CompiledStep[], msg: Message, ctx: MessageContext, from = 0): StepResult | Promise<StepResult> {
+  let m = msg;
+  for (let i = from; i < steps.length; i++) {
+    const r = steps[i]!.run(m, ctx);
+    if (r instanceof Promise) return r.then((settled) => (isStop(settled) || i + 1 === steps.length ? settled : runChain(steps, settled, ctx, i + 1)));
+    if (isStop(r)) return r;
+    m = r;
+  }
+  return m;
 }
 
 class TargetError extends Error {

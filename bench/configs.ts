@@ -1,0 +1,56 @@
+/** The gateway configs the scenarios run, and the message they send. */
+
+/** The README's chain: a JSON Schema check, a filter and a reshaping transform. */
+export const LIGHT_SCHEMA = {
+  type: 'object',
+  required: ['id', 'lumens', 'sentAt'],
+  properties: {
+    id: { type: 'integer', minimum: 0 },
+    lumens: { type: 'number', minimum: 0 },
+    sentAt: { type: 'string', format: 'date-time' },
+  },
+};
+
+export const FILTER = 'lumens > 0';
+
+/** `revision` makes each reload a real change of the route. */
+export function transform(revision = 0): string {
+  return `{ "streetlightId": id, "lumens": lumens, "sentAt": sentAt, "bright": lumens >= 500${revision ? `, "revision": ${revision}` : ''} }`;
+}
+
+export const LIGHT_BODY = JSON.stringify({ id: 7, lumens: 640, sentAt: '2026-11-23T10:00:00Z' });
+
+export function httpMemoryConfig(revision = 0): string {
+  return `version: 1
+brokers:
+  local: { kind: memory, retain: 1000 }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+chains:
+  light:
+    - validate:
+        schema: ${JSON.stringify(LIGHT_SCHEMA)}
+    - filter: ${JSON.stringify(FILTER)}
+    - transform: ${JSON.stringify(transform(revision))}
+routes:
+  - name: light-in
+    from: { listener: api, path: /light }
+    through: light
+    to: { broker: local, topic: light-measured }
+`;
+}
+
+/** Frames published on /publish reach every client on /fanout through a memory topic. */
+export const FANOUT_CONFIG = `version: 1
+brokers:
+  local: { kind: memory, retain: 1000 }
+listeners:
+  push: { kind: websocket, port: 0, host: 127.0.0.1 }
+routes:
+  - name: publish
+    from: { listener: push, path: /publish }
+    to: { broker: local, topic: ticks }
+  - name: fanout
+    from: { broker: local, topic: ticks }
+    to: { listener: push, path: /fanout }
+`;

@@ -1,0 +1,70 @@
+/**
+ * The processes a scenario measures: the gateway (through the same helper the e2e tests use, so it
+ * runs exactly as `eventgate run`) and the baseline servers, each in its own process; and what the
+ * kernel says they cost (CPU time, resident memory), which is steadier than wall-clock throughput
+ * on a shared machine.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export { startGateway, type RunningGateway } from '../test/helpers/gateway.js';
+
+export interface Baseline {
+  port: number;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** Starts dist/bench/baselines/<name>.js and waits for its "baseline ready" line. */
+export async function startBaseline(name: string, env: Record<string, string> = {}): Promise<Baseline> {
+  const script = fileURLToPath(new URL(`./baselines/${name}.js`, import.meta.url));
+  const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
+  const exited = once(child, 'exit');
+  const lines = createInterface({ input: child.stdout! });
+  const port = await new Promise<number>((resolve, reject) => {
+    lines.on('line', (line) => {
+      try {
+        const parsed = JSON.parse(line) as { msg?: string; port?: number };
+        if (parsed.msg === 'baseline ready') resolve(parsed.port!);
+      } catch {
+        // not a status line
+      }
+    });
+    void exited.then(() => reject(new Error(`baseline ${name} exited before it was ready`)));
+  });
+  return { port, pid: child.pid!, stop: () => stopChild(child, exited) };
+}
+
+async function stopChild(child: ChildProcess, exited: Promise<unknown>): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  await exited;
+}
+
+/** CPU time (user + system) a process has used so far, in milliseconds; Linux /proc. */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may contain spaces) start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return (ticks * 1000) / CLOCK_TICKS;
+}
+
+/** Resident set size of a process in bytes; Linux /proc. */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+/** USER_HZ is 100 on every Linux architecture Node supports. */
+const CLOCK_TICKS = 100;
+
+/** Measures the CPU a process spends while `work` runs. */
+export async function withCpu<T>(pid: number, work: () => Promise<T>): Promise<{ result: T; cpuMs: number }> {
+  const before = cpuMs(pid);
+  const result = await work();
+  return { result, cpuMs: cpuMs(pid) - before };
+}
