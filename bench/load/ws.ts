@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import WebSocket from 'ws';
 import { cpuMs } from '../processes.js';
 import { percentile } from '../stats.js';
+import { subscribe, type Subscriber } from './frame-counter.js';
 
 /** Opens `n` clients on `url`, a few at a time so the listen backlog never overflows. */
 export async function connectClients(url: string, n: number, onMessage?: (i: number, data: Buffer) => void): Promise<WebSocket[]> {
@@ -38,19 +39,17 @@ export async function closeClients(clients: WebSocket[]): Promise<void> {
   );
 }
 
-export interface FanoutLoad {
+export interface FanoutShape {
   publishUrl: string;
   subscribeUrl: string;
   clients: number;
   /** Messages published but not yet received by every client. */
   window: number;
-  warmupSeconds: number;
-  seconds: number;
-  /** The server process, whose CPU time during the measurement is reported. */
+  /** The server process, whose CPU time during each slice is reported. */
   serverPid: number;
 }
 
-export interface FanoutResult {
+export interface FanoutSlice {
   /** Frames received by all clients per second. */
   deliveriesPerSecond: number;
   messagesPerSecond: number;
@@ -59,72 +58,96 @@ export interface FanoutResult {
   p99_ms: number;
   /** Clients that were disconnected, and error frames the publisher got back. */
   errors: number;
-  /** Server CPU time per delivery during the measurement. */
+  /** Server CPU time per delivery during the slice. */
   cpuUsPerDelivery: number;
 }
 
-export async function runFanout(load: FanoutLoad): Promise<FanoutResult> {
+export interface FanoutSession {
+  /** Publishes for `seconds`, then waits for the window to drain, and reports the slice. */
+  measure(seconds: number): Promise<FanoutSlice>;
+  close(): void;
+}
+
+/** Connects the subscribers and the publisher; nothing is published until measure(). */
+export async function openFanout(shape: FanoutShape): Promise<FanoutSession> {
   let received = 0;
   let published = 0;
   const sentAt: number[] = [];
-  const latencies: number[] = [];
-  const sentinel = load.clients - 1;
-  let measuring = false;
-  let publisher: WebSocket | undefined;
-  let stopped = false;
-
-  const clients = await connectClients(load.subscribeUrl, load.clients, (i, data) => {
-    received++;
-    if (i === sentinel && measuring) {
-      const seq = (JSON.parse(data.toString()) as { seq: number }).seq;
-      latencies.push(performance.now() - sentAt[seq]!);
-    }
-    if (received % alive() === 0) pump();
-  });
+  let latencies: number[] = [];
+  let publishing = false;
   let disconnected = 0;
-  for (const ws of clients) ws.on('close', () => disconnected++);
-  const alive = () => Math.max(1, load.clients - disconnected);
+  let drained: (() => void) | undefined;
+  const alive = () => Math.max(1, shape.clients - disconnected);
+  const onFrame = () => {
+    if (++received % alive() !== 0) return;
+    if (publishing) pump();
+    else if (drained && received >= published * alive()) drained();
+  };
+  const onClose = () => disconnected++;
 
-  publisher = new WebSocket(load.publishUrl, { perMessageDeflate: false });
+  const subscribers: Subscriber[] = [];
+  for (let i = 0; i < shape.clients; i += 50) {
+    const batch = [];
+    for (let j = i; j < Math.min(shape.clients, i + 50); j++) {
+      // The last client to connect is the last one a broadcast loop reaches: its latency is the worst.
+      const onPayload = j === shape.clients - 1 ? (text: string) => latencies.push(performance.now() - sentAt[(JSON.parse(text) as { seq: number }).seq]!) : undefined;
+      batch.push(subscribe(shape.subscribeUrl, onFrame, onPayload, onClose));
+    }
+    subscribers.push(...(await Promise.all(batch)));
+  }
+
+  const publisher = new WebSocket(shape.publishUrl, { perMessageDeflate: false });
   let errorFrames = 0;
   publisher.on('message', () => errorFrames++);
+  publisher.on('error', () => undefined);
   await once(publisher, 'open');
   const padding = 'x'.repeat(64);
   function pump(): void {
-    if (stopped || !publisher) return;
     const complete = Math.floor(received / alive());
-    while (published - complete < load.window) {
+    while (published - complete < shape.window) {
       sentAt[published] = performance.now();
       publisher.send(`{"seq":${published},"room":"r${published % 16}","lumens":${published % 1000},"padding":"${padding}"}`);
       published++;
     }
   }
-  pump();
-  await delay(load.warmupSeconds * 1000);
-  const startReceived = received;
-  const startPublished = published;
-  const cpu0 = cpuMs(load.serverPid);
-  const t0 = performance.now();
-  measuring = true;
-  await delay(load.seconds * 1000);
-  measuring = false;
-  const t1 = performance.now();
-  const cpu = cpuMs(load.serverPid) - cpu0;
-  const deliveries = received - startReceived;
-  const messages = published - startPublished;
-  stopped = true;
-  const lost = disconnected;
-  publisher.terminate();
-  await closeClients(clients);
-  latencies.sort((a, b) => a - b);
-  const seconds = (t1 - t0) / 1000;
+
   return {
-    deliveriesPerSecond: deliveries / seconds,
-    messagesPerSecond: messages / seconds,
-    p50_ms: percentile(latencies, 0.5),
-    p99_ms: percentile(latencies, 0.99),
-    errors: lost + errorFrames,
-    cpuUsPerDelivery: (cpu * 1000) / deliveries,
+    async measure(seconds) {
+      latencies = [];
+      const errors0 = disconnected + errorFrames;
+      const received0 = received;
+      const published0 = published;
+      const cpu0 = cpuMs(shape.serverPid);
+      const own0 = process.cpuUsage();
+      const t0 = performance.now();
+      publishing = true;
+      pump();
+      await delay(seconds * 1000);
+      publishing = false;
+      const t1 = performance.now();
+      const cpu = cpuMs(shape.serverPid) - cpu0;
+      const own = process.cpuUsage(own0);
+      const deliveries = received - received0;
+      if (process.env.BENCH_DEBUG) process.stderr.write(`fanout ${shape.publishUrl}: server cpu ${(cpu / (t1 - t0)).toFixed(2)}, load cpu ${((own.user + own.system) / 1000 / (t1 - t0)).toFixed(2)} deliveries ${deliveries}\n`);
+      const messages = published - published0;
+      // Let what is in flight arrive, so it does not count towards the next slice (bounded: lost frames never arrive).
+      if (received < published * alive()) await Promise.race([new Promise<void>((r) => (drained = r)), delay(2000)]);
+      drained = undefined;
+      const sorted = latencies.sort((a, b) => a - b);
+      const secs = (t1 - t0) / 1000;
+      return {
+        deliveriesPerSecond: deliveries / secs,
+        messagesPerSecond: messages / secs,
+        p50_ms: percentile(sorted, 0.5),
+        p99_ms: percentile(sorted, 0.99),
+        errors: disconnected + errorFrames - errors0,
+        cpuUsPerDelivery: (cpu * 1000) / Math.max(1, deliveries),
+      };
+    },
+    close() {
+      publisher.terminate();
+      for (const s of subscribers) s.close();
+    },
   };
 }
 

@@ -1,5 +1,6 @@
+import { alternate, medianOf, pairedRatio, slicing, sumOf } from '../compare.js';
 import { FANOUT_CONFIG } from '../configs.js';
-import { runFanout } from '../load/ws.js';
+import { openFanout, type FanoutSlice } from '../load/ws.js';
 import { startBaseline, startGateway } from '../processes.js';
 import { judge, warmupSeconds, type Scenario } from '../scenario.js';
 
@@ -11,34 +12,40 @@ export const fanout: Scenario = {
   name: 'fanout',
   describe: `${CLIENTS} websocket clients on a forward route from a memory topic, deliveries/s vs raw-ws`,
   async run({ duration }) {
-    const shape = { clients: CLIENTS, window: WINDOW, warmupSeconds: warmupSeconds(duration), seconds: duration };
     const raw = await startBaseline('raw-ws');
-    let baseline: Awaited<ReturnType<typeof runFanout>>;
-    try {
-      const url = `ws://127.0.0.1:${raw.port}`;
-      baseline = await runFanout({ ...shape, serverPid: raw.pid, publishUrl: `${url}/publish`, subscribeUrl: `${url}/fanout` });
-    } finally {
-      await raw.stop();
-    }
     const gw = await startGateway(FANOUT_CONFIG);
+    const rawUrl = `ws://127.0.0.1:${raw.port}`;
+    const baseline = await openFanout({ clients: CLIENTS, window: WINDOW, serverPid: raw.pid, publishUrl: `${rawUrl}/publish`, subscribeUrl: `${rawUrl}/fanout` });
+    const gateway = await openFanout({ clients: CLIENTS, window: WINDOW, serverPid: gw.process.pid!, publishUrl: gw.url('push', '/publish', 'ws'), subscribeUrl: gw.url('push', '/fanout', 'ws') });
     try {
-      const result = await runFanout({ ...shape, serverPid: gw.process.pid!, publishUrl: gw.url('push', '/publish', 'ws'), subscribeUrl: gw.url('push', '/fanout', 'ws') });
+      await baseline.measure(warmupSeconds(duration));
+      await gateway.measure(warmupSeconds(duration));
+      const s = await alternate(duration, (t) => gateway.measure(t), (t) => baseline.measure(t));
       return judge({
         metric: 'deliveries/s',
-        value: result.deliveriesPerSecond,
-        baseline: { name: 'raw-ws', value: baseline.deliveriesPerSecond, p50_ms: baseline.p50_ms, p99_ms: baseline.p99_ms, errors: baseline.errors, cpu_us_per_delivery: baseline.cpuUsPerDelivery },
-        ratio: result.deliveriesPerSecond / baseline.deliveriesPerSecond,
-        p50_ms: result.p50_ms,
-        p99_ms: result.p99_ms,
-        errors: result.errors,
+        baseline: { name: 'raw-ws', ...fanoutFigures(s.baseline) },
+        ...fanoutFigures(s.subject),
+        ratio: pairedRatio(s, (r) => r.deliveriesPerSecond),
         clients: CLIENTS,
-        messages_per_s: result.messagesPerSecond,
-        cpu_us_per_delivery: result.cpuUsPerDelivery,
+        rounds: slicing(duration).rounds,
         target: { field: 'ratio', op: '>=', limit: 0.7 },
       });
     } finally {
-      await gw.stop();
+      baseline.close();
+      gateway.close();
+      await Promise.all([gw.stop(), raw.stop()]);
     }
   },
 };
 
+function fanoutFigures(slices: FanoutSlice[]) {
+  return {
+    value: medianOf(slices, (r) => r.deliveriesPerSecond),
+    p50_ms: medianOf(slices, (r) => r.p50_ms),
+    p99_ms: medianOf(slices, (r) => r.p99_ms),
+    errors: sumOf(slices, (r) => r.errors),
+    slices: slices.map((r) => r.deliveriesPerSecond),
+    messages_per_s: medianOf(slices, (r) => r.messagesPerSecond),
+    cpu_us_per_delivery: medianOf(slices, (r) => r.cpuUsPerDelivery),
+  };
+}

@@ -1,3 +1,4 @@
+import { alternate, medianOf, pairedRatio, slicing, sumOf } from '../compare.js';
 import { httpMemoryConfig, LIGHT_BODY } from '../configs.js';
 import { runHttpLoad, type HttpLoadResult } from '../load/http.js';
 import { startBaseline, startGateway, withCpu } from '../processes.js';
@@ -5,42 +6,53 @@ import { judge, warmupSeconds, type Scenario } from '../scenario.js';
 
 export const CONNECTIONS = 50;
 
+export interface HttpSlice extends HttpLoadResult {
+  cpuUsPerRequest: number;
+}
+
 /** POST → validate + filter + transform → memory topic, against node:http doing JSON.parse alone. */
 export const httpMemory: Scenario = {
   name: 'http-memory',
   describe: 'POST through validate + filter + transform to a memory topic, requests/s vs raw-http',
   async run({ duration }) {
-    const baseline = await measureRawHttp(duration);
+    const raw = await startBaseline('raw-http');
     const gw = await startGateway(httpMemoryConfig());
     try {
-      const load = { url: gw.url('api', '/light'), body: LIGHT_BODY, connections: CONNECTIONS };
-      await runHttpLoad(load, warmupSeconds(duration));
-      const { result, cpuMs } = await withCpu(gw.process.pid!, () => runHttpLoad(load, duration));
+      const gateway = httpTarget(gw.url('api', '/light'), gw.process.pid!);
+      const baseline = httpTarget(`http://127.0.0.1:${raw.port}/light`, raw.pid);
+      await baseline(warmupSeconds(duration));
+      await gateway(warmupSeconds(duration));
+      const s = await alternate(duration, gateway, baseline);
       return judge({
         metric: 'requests/s',
-        value: result.rps,
-        baseline: { name: 'raw-http', value: baseline.rps, p50_ms: baseline.p50_ms, p99_ms: baseline.p99_ms, errors: baseline.errors, cpu_us_per_request: baseline.cpuUsPerRequest },
-        ratio: result.rps / baseline.rps,
-        p50_ms: result.p50_ms,
-        p99_ms: result.p99_ms,
-        errors: result.errors,
-        cpu_us_per_request: (cpuMs * 1000) / result.requests,
+        baseline: { name: 'raw-http', ...httpFigures(s.baseline) },
+        ...httpFigures(s.subject),
+        ratio: pairedRatio(s, (r) => r.rps),
+        rounds: slicing(duration).rounds,
         target: { field: 'ratio', op: '>=', limit: 0.6 },
       });
     } finally {
-      await gw.stop();
+      await Promise.all([gw.stop(), raw.stop()]);
     }
   },
 };
 
-export async function measureRawHttp(duration: number): Promise<HttpLoadResult & { cpuUsPerRequest: number }> {
-  const raw = await startBaseline('raw-http');
-  try {
-    const load = { url: `http://127.0.0.1:${raw.port}/light`, body: LIGHT_BODY, connections: CONNECTIONS };
-    await runHttpLoad(load, warmupSeconds(duration));
-    const { result, cpuMs } = await withCpu(raw.pid, () => runHttpLoad(load, duration));
-    return { ...result, cpuUsPerRequest: (cpuMs * 1000) / result.requests };
-  } finally {
-    await raw.stop();
-  }
+/** A function that loads one server for a slice and reports what it did and what it cost. */
+export function httpTarget(url: string, pid: number): (seconds: number) => Promise<HttpSlice> {
+  return async (seconds) => {
+    const { result, cpuMs } = await withCpu(pid, () => runHttpLoad({ url, body: LIGHT_BODY, connections: CONNECTIONS }, seconds));
+    return { ...result, cpuUsPerRequest: (cpuMs * 1000) / Math.max(1, result.requests) };
+  };
+}
+
+/** The figures of several slices of one side: medians, and errors summed. */
+export function httpFigures(slices: HttpSlice[]) {
+  return {
+    value: medianOf(slices, (r) => r.rps),
+    p50_ms: medianOf(slices, (r) => r.p50_ms),
+    p99_ms: medianOf(slices, (r) => r.p99_ms),
+    errors: sumOf(slices, (r) => r.errors),
+    slices: slices.map((r) => r.rps),
+    cpu_us_per_request: medianOf(slices, (r) => r.cpuUsPerRequest),
+  };
 }

@@ -1,0 +1,47 @@
+/**
+ * Same-run comparison on a shared machine. Other work on the machine comes and goes, so the
+ * scenario and its baseline are measured in alternating slices (A B A B ...) with both servers
+ * up, and the ratio is the median of the ratios of adjacent slices: a burst of load from elsewhere
+ * hits one pair, not one side.
+ */
+import { median } from './stats.js';
+
+export interface Sliced<R> {
+  subject: R[];
+  baseline: R[];
+}
+
+/** How many alternating slices a run of `duration` seconds per side gets, and how long each is. */
+export function slicing(duration: number): { rounds: number; seconds: number } {
+  const rounds = Math.max(1, Math.min(5, Math.floor(duration / 2)));
+  return { rounds, seconds: duration / rounds };
+}
+
+export async function alternate<R>(duration: number, subject: (seconds: number) => Promise<R>, baseline: (seconds: number) => Promise<R>): Promise<Sliced<R>> {
+  const { rounds, seconds } = slicing(duration);
+  const out: Sliced<R> = { subject: [], baseline: [] };
+  for (let i = 0; i < rounds; i++) {
+    // Alternate which side goes first, so neither always runs right after the other.
+    if (i % 2 === 0) {
+      out.baseline.push(await baseline(seconds));
+      out.subject.push(await subject(seconds));
+    } else {
+      out.subject.push(await subject(seconds));
+      out.baseline.push(await baseline(seconds));
+    }
+  }
+  return out;
+}
+
+/** Median over slices of subject/baseline for one figure. */
+export function pairedRatio<R>(s: Sliced<R>, figure: (r: R) => number): number {
+  return median(s.subject.map((r, i) => figure(r) / figure(s.baseline[i]!)));
+}
+
+export function medianOf<R>(rs: R[], figure: (r: R) => number): number {
+  return median(rs.map(figure));
+}
+
+export function sumOf<R>(rs: R[], figure: (r: R) => number): number {
+  return rs.reduce((n, r) => n + figure(r), 0);
+}
