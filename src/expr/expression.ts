@@ -1,4 +1,5 @@
 import jsonata from 'jsonata';
+import { compileFastPath, FALLBACK } from './fast-path.js';
 import type { Message, MessageContext } from '../runtime/message.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */
@@ -9,10 +10,20 @@ export interface ExpressionLimits {
 
 export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500 };
 
+/** evaluateSync's answer when the expression needs JSONata's (asynchronous) evaluator for this input. */
+export const NOT_SYNC: unique symbol = Symbol('needs the asynchronous evaluator');
+
 /** A JSONata expression compiled once per config load. */
 export interface Expression {
   readonly source: string;
+  /** JSONata's result; rejects with ExpressionEvaluationError. */
   evaluate(input: unknown, bindings: Record<string, unknown>): Promise<unknown>;
+  /**
+   * The same result computed synchronously, when the expression is one of the trivial shapes that
+   * have a fast path (see fast-path.ts) and the input fits it; otherwise NOT_SYNC, and the caller
+   * uses evaluate(). Never throws.
+   */
+  evaluateSync(input: unknown, bindings: Record<string, unknown>): unknown;
 }
 
 export class ExpressionSyntaxError extends Error {
@@ -42,9 +53,18 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
     const e = err as JsonataError;
     throw new ExpressionSyntaxError(e.message ?? String(err), Math.max(0, (e.position ?? 1) - 1));
   }
+  const fast = compileFastPath(compiled.ast());
   return {
     source,
+    evaluateSync: fast ? (input, bindings) => {
+      const v = fast(input, bindings);
+      return v === FALLBACK ? NOT_SYNC : v;
+    } : () => NOT_SYNC,
     async evaluate(input, bindings) {
+      if (fast) {
+        const v = fast(input, bindings);
+        if (v !== FALLBACK) return v;
+      }
       try {
         return await compiled.evaluate(input, bindings);
       } catch (err) {

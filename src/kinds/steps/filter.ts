@@ -1,5 +1,6 @@
-import { bindingsFor, truthy, ExpressionEvaluationError } from '../../expr/expression.js';
+import { bindingsFor, truthy, ExpressionEvaluationError, NOT_SYNC } from '../../expr/expression.js';
 import { problem } from '../../errors.js';
+import type { StepStop } from '../../runtime/outcome.js';
 import type { StepKind } from '../contracts.js';
 
 const FILTERED = { stop: 'filtered' } as const;
@@ -14,14 +15,14 @@ export const filterStep: StepKind<string> = {
   compile(source, ctx) {
     const expr = ctx.compileExpression(source, []);
     if (!expr) return undefined;
+    const failed = (err: unknown): StepStop => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `filter failed: ${(err as ExpressionEvaluationError).message}`) });
     return {
       kind: 'filter',
-      async run(msg, mctx) {
-        try {
-          return truthy(await expr.evaluate(msg.value, bindingsFor(msg, mctx))) ? msg : FILTERED;
-        } catch (err) {
-          return { stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `filter failed: ${(err as ExpressionEvaluationError).message}`) };
-        }
+      run(msg, mctx) {
+        const bindings = bindingsFor(msg, mctx);
+        const v = expr.evaluateSync(msg.value, bindings);
+        if (v !== NOT_SYNC) return truthy(v) ? msg : FILTERED;
+        return expr.evaluate(msg.value, bindings).then((r) => (truthy(r) ? msg : FILTERED), failed);
       },
     };
   },

@@ -1,7 +1,7 @@
-import { bindingsFor, type Expression, ExpressionEvaluationError } from '../../expr/expression.js';
+import { bindingsFor, type Expression, ExpressionEvaluationError, NOT_SYNC } from '../../expr/expression.js';
 import { problem } from '../../errors.js';
 import { withHeaders } from '../../runtime/message.js';
-import type { StepKind } from '../contracts.js';
+import type { StepKind, StepResult } from '../contracts.js';
 
 interface HeadersOptions {
   set?: Record<string, string>;
@@ -36,22 +36,33 @@ export const headersStep: StepKind<HeadersOptions> = {
     const remove = options.remove ?? [];
     return {
       kind: 'headers',
-      async run(msg, mctx) {
+      run(msg, mctx) {
         const headers = { ...msg.headers };
         for (const name of remove) delete headers[name];
-        if (set.length > 0) {
-          const bindings = bindingsFor(msg, mctx);
-          for (const [name, expr] of set) {
-            let v: unknown;
-            try {
-              v = await expr.evaluate(msg.value, bindings);
-            } catch (err) {
-              return { stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `headers.set.${name} failed: ${(err as ExpressionEvaluationError).message}`) };
+        if (set.length === 0) return withHeaders(msg, headers);
+        const bindings = bindingsFor(msg, mctx);
+        const assign = (name: string, v: unknown) => {
+          if (v !== undefined) headers[name] = typeof v === 'string' ? v : JSON.stringify(v);
+        };
+        // Synchronous while every expression has a fast path; from the first that has not, asynchronous.
+        const apply = (from: number): StepResult | Promise<StepResult> => {
+          for (let i = from; i < set.length; i++) {
+            const [name, expr] = set[i]!;
+            const v = expr.evaluateSync(msg.value, bindings);
+            if (v === NOT_SYNC) {
+              return expr.evaluate(msg.value, bindings).then(
+                (r) => {
+                  assign(name, r);
+                  return apply(i + 1);
+                },
+                (err) => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `headers.set.${name} failed: ${(err as ExpressionEvaluationError).message}`) }),
+              );
             }
-            if (v !== undefined) headers[name] = typeof v === 'string' ? v : JSON.stringify(v);
+            assign(name, v);
           }
-        }
-        return withHeaders(msg, headers);
+          return withHeaders(msg, headers);
+        };
+        return apply(0);
       },
     };
   },

@@ -1,6 +1,7 @@
-import { bindingsFor, ExpressionEvaluationError } from '../../expr/expression.js';
+import { bindingsFor, ExpressionEvaluationError, NOT_SYNC } from '../../expr/expression.js';
 import { problem } from '../../errors.js';
-import { withValue } from '../../runtime/message.js';
+import { withValue, type Message } from '../../runtime/message.js';
+import type { StepStop } from '../../runtime/outcome.js';
 import type { StepKind } from '../contracts.js';
 
 export const transformStep: StepKind<string> = {
@@ -13,17 +14,16 @@ export const transformStep: StepKind<string> = {
   compile(source, ctx) {
     const expr = ctx.compileExpression(source, []);
     if (!expr) return undefined;
+    const failed = (err: unknown): StepStop => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `transform failed: ${(err as ExpressionEvaluationError).message}`) });
+    const replace = (msg: Message, value: unknown): Message | StepStop =>
+      value === undefined ? { stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', 'transform produced no value for this message') } : withValue(msg, value);
     return {
       kind: 'transform',
-      async run(msg, mctx) {
-        let value: unknown;
-        try {
-          value = await expr.evaluate(msg.value, bindingsFor(msg, mctx));
-        } catch (err) {
-          return { stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `transform failed: ${(err as ExpressionEvaluationError).message}`) };
-        }
-        if (value === undefined) return { stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', 'transform produced no value for this message') };
-        return withValue(msg, value);
+      run(msg, mctx) {
+        const bindings = bindingsFor(msg, mctx);
+        const v = expr.evaluateSync(msg.value, bindings);
+        if (v !== NOT_SYNC) return replace(msg, v);
+        return expr.evaluate(msg.value, bindings).then((value) => replace(msg, value), failed);
       },
     };
   },

@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import jsonata from 'jsonata';
+import { compileExpression, NOT_SYNC } from '../../src/expr/expression.js';
+import { compileFastPath, FALLBACK } from '../../src/expr/fast-path.js';
+
+/** Expressions with a fast path: each must give JSONata's result for every input below, or step aside. */
+const FAST = [
+  'lumens',
+  'a.b.c',
+  'a.b',
+  '`x-source`',
+  'constructor',
+  'lumens > 0',
+  'lumens >= 500',
+  'lumens < 10',
+  'lumens <= "m"',
+  '"abc" < sentAt',
+  'lumens = 5',
+  'lumens != 5',
+  'a = null',
+  'lumens = "5"',
+  'lumens = a',
+  'lumens > 0 and $headers."x-source" != "test"',
+  'lumens or a',
+  'lumens and a.b',
+  'a or lumens > 1',
+  '$key',
+  '$key = null',
+  '$headers',
+  '$headers."x-source"',
+  '$path.room',
+  '$query.a',
+  '$query.b',
+  '$topic',
+  '$route',
+  '"lit"',
+  '5',
+  '-2.5',
+  'true',
+  'null',
+  '$string(id)',
+  '$string(lumens)',
+  '$string(a)',
+  '$string($key)',
+  '"/streetlights/" & $string(id)',
+  'sentAt & "!"',
+  'lumens & "x"',
+  'a & lumens',
+  '{ "streetlightId": id, "lumens": lumens, "sentAt": sentAt, "bright": lumens >= 500 }',
+  '{"a": {"b": lumens, "c": $path.room}}',
+  '{"1": lumens, "b": id, "0": a}',
+  '{"__proto__": lumens, "x": 1}',
+  '{}',
+];
+
+/** Shapes whose semantics are JSONata's alone. */
+const NOT_FAST = ['a[0]', '$sum(a)', 'a.b[c > 1]', '$', '$$.a', '$.a', '{"a": 1, "a": 2}', 'a ? b : c', '[a, b]', '-lumens', 'a + 1', 'a.*', '**.a', '$string()', '$uppercase(a)', 'a in [1]', '$millis() > 0', '{"a": 1}.a', 'a{"k": b}', '$x := 1'];
+
+const INPUTS: unknown[] = [
+  {},
+  { lumens: 5 },
+  { lumens: 0 },
+  { lumens: -1 },
+  { lumens: '5' },
+  { lumens: 'zebra' },
+  { lumens: '' },
+  { lumens: null },
+  { lumens: true },
+  { lumens: [1, 2] },
+  { lumens: [3] },
+  { lumens: { x: 1 } },
+  { lumens: {} },
+  { lumens: 1.5 },
+  { lumens: 1 / 3 },
+  { lumens: 1e21 },
+  { id: 7, lumens: 640, sentAt: '2026-11-23T10:00:00Z' },
+  { id: 7.25, lumens: 640, sentAt: 'abc' },
+  { id: 'seven', lumens: 640, a: 'x' },
+  { a: { b: { c: 1 } } },
+  { a: { b: [{ c: 1 }, { c: 2 }] } },
+  { a: [{ b: { c: 1 } }] },
+  { a: { b: null } },
+  { a: null, lumens: 2 },
+  { a: 'str', lumens: 5 },
+  { a: 5, lumens: 5 },
+  { a: false, lumens: 0 },
+  { a: { b: 'x' }, lumens: 640 },
+  JSON.parse('{"__proto__": 1, "lumens": 3}'),
+  { constructor: 1 },
+  { 'x-source': 'sensor' },
+  'a string',
+  42,
+  null,
+  true,
+  [{ lumens: 5 }],
+  [],
+  undefined,
+];
+
+const BINDINGS: Record<string, unknown>[] = [
+  { key: null, headers: { 'x-source': 'test' }, topic: null, route: 'r', path: { room: 'kitchen' }, query: { a: '1', b: ['1', '2'] } },
+  { key: 'k1', headers: {}, topic: 'light', route: 'r2', path: {}, query: {} },
+  { key: '12', headers: { 'x-source': 'sensor' }, topic: 't', route: 'r', path: { room: 7 }, query: { a: ['x'] } },
+];
+
+type Settled = { ok: true; value: unknown } | { ok: false; code: string | undefined };
+
+async function viaJsonata(source: string, input: unknown, bindings: Record<string, unknown>): Promise<Settled> {
+  try {
+    return { ok: true, value: await jsonata(source).evaluate(input, bindings) };
+  } catch (err) {
+    return { ok: false, code: (err as { code?: string }).code };
+  }
+}
+
+describe('JSONata fast paths', () => {
+  it('give exactly the result JSONata gives, or leave the input to JSONata', async () => {
+    for (const source of FAST) {
+      const fast = compileFastPath(jsonata(source).ast());
+      assert.ok(fast, `expected a fast path for ${source}`);
+      let answered = 0;
+      for (const input of INPUTS) {
+        for (const bindings of BINDINGS) {
+          const expected = await viaJsonata(source, input, bindings);
+          const got = fast(input, bindings);
+          if (got === FALLBACK) continue;
+          answered++;
+          const where = `${source} on ${JSON.stringify(input)} with ${JSON.stringify(bindings)}`;
+          assert.ok(expected.ok, `${where}: JSONata raised ${(expected as { code?: string }).code} but the fast path answered ${JSON.stringify(got)}`);
+          // deepStrictEqual also compares prototypes: JSONata's objects have none, and neither may ours.
+          assert.deepStrictEqual(got, expected.value, where);
+        }
+      }
+      assert.ok(answered > 0, `the fast path for ${source} never answered`);
+    }
+  });
+
+  it('answer every plain case of the README chain without JSONata', () => {
+    const b = BINDINGS[0]!;
+    const input = { id: 7, lumens: 640, sentAt: '2026-11-23T10:00:00Z' };
+    for (const source of ['lumens > 0', '{ "streetlightId": id, "lumens": lumens, "sentAt": sentAt, "bright": lumens >= 500 }', '"/streetlights/" & $string(id)', '$headers."x-source" != "test"']) {
+      assert.notEqual(compileFastPath(jsonata(source).ast())!(input, b), FALLBACK, source);
+    }
+  });
+
+  it('step aside for arrays, mixed-type comparisons and non-integer numbers turned into strings', () => {
+    const b = BINDINGS[0]!;
+    assert.equal(compileFastPath(jsonata('lumens').ast())!({ lumens: [1, 2] }, b), FALLBACK);
+    assert.equal(compileFastPath(jsonata('lumens > 0').ast())!({ lumens: '5' }, b), FALLBACK);
+    assert.equal(compileFastPath(jsonata('$string(lumens)').ast())!({ lumens: 1.5 }, b), FALLBACK);
+    assert.equal(compileFastPath(jsonata('lumens').ast())!([{ lumens: 1 }], b), FALLBACK);
+  });
+
+  it('are not built for shapes whose semantics need JSONata', () => {
+    for (const source of NOT_FAST) assert.equal(compileFastPath(jsonata(source).ast()), undefined, source);
+  });
+});
+
+describe('compiled expressions', () => {
+  it('evaluate to what JSONata evaluates, through the fast path or not', async () => {
+    for (const source of [...FAST, ...NOT_FAST.filter((s) => s !== '$x := 1')]) {
+      const expr = compileExpression(source);
+      for (const input of INPUTS) {
+        for (const bindings of BINDINGS) {
+          const expected = await viaJsonata(source, input, bindings);
+          let got: Settled;
+          try {
+            got = { ok: true, value: await expr.evaluate(input, bindings) };
+          } catch (err) {
+            got = { ok: false, code: (err as { code?: string }).code };
+          }
+          assert.deepStrictEqual(got, expected, `${source} on ${JSON.stringify(input)}`);
+        }
+      }
+    }
+  });
+
+  it('answer synchronously only where the fast path can, and then with the same value', async () => {
+    const b = BINDINGS[0]!;
+    const filter = compileExpression('lumens > 0');
+    assert.equal(filter.evaluateSync({ lumens: 5 }, b), true);
+    assert.equal(filter.evaluateSync({ lumens: '5' }, b), NOT_SYNC);
+    assert.equal(compileExpression('$sum(a)').evaluateSync({ a: [1, 2] }, b), NOT_SYNC);
+    const transform = compileExpression('{"lux": lumens}');
+    assert.deepStrictEqual(transform.evaluateSync({ lumens: 5 }, b), await jsonata('{"lux": lumens}').evaluate({ lumens: 5 }, b));
+  });
+});
