@@ -20,13 +20,44 @@ interface Group {
   pumping: boolean;
 }
 
+/**
+ * A topic's retained messages, addressed by offset. Dropping the oldest is O(1): slots are cleared
+ * and the array is compacted only once at least half of it is cleared (a splice per publish made
+ * every publish on a full topic cost O(retain)).
+ */
 class Topic {
-  readonly log: Message[] = [];
-  /** Offset of log[0]. */
+  private items: (Message | undefined)[] = [];
+  private head = 0;
+  /** Offset of the oldest retained message. */
   first = 0;
   readonly groups = new Map<string, Group>();
+
+  constructor(readonly name: string) {}
+
+  get size(): number {
+    return this.items.length - this.head;
+  }
+
   get end(): number {
-    return this.first + this.log.length;
+    return this.first + this.size;
+  }
+
+  /** The message at `offset`, which must be in [first, end). */
+  at(offset: number): Message {
+    return this.items[this.head + offset - this.first]!;
+  }
+
+  push(msg: Message): void {
+    this.items.push(msg);
+  }
+
+  dropOldest(n: number): void {
+    for (let i = 0; i < n; i++) this.items[this.head++] = undefined;
+    this.first += n;
+    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
   }
 }
 
@@ -67,7 +98,7 @@ export class MemoryBroker implements BrokerRuntime {
   async publish(topicName: string, msg: Message): Promise<Delivery> {
     const topic = this.topic(topicName);
     const offset = topic.end;
-    topic.log.push({ ...msg, topic: topicName, partition: 0, offset: String(offset), timestamp: msg.timestamp || Date.now() });
+    topic.push({ ...msg, topic: topicName, partition: 0, offset: String(offset), timestamp: msg.timestamp || Date.now() });
     this.trim(topic);
     for (const group of topic.groups.values()) void this.pump(topic, group);
     return { broker: this.name, topic: topicName, partition: 0, offset: String(offset) };
@@ -97,18 +128,15 @@ export class MemoryBroker implements BrokerRuntime {
   private topic(name: string): Topic {
     let t = this.topics.get(name);
     if (!t) {
-      t = new Topic();
+      t = new Topic(name);
       this.topics.set(name, t);
     }
     return t;
   }
 
   private trim(topic: Topic): void {
-    const excess = topic.log.length - this.retain;
-    if (excess > 0) {
-      topic.log.splice(0, excess);
-      topic.first += excess;
-    }
+    const excess = topic.size - this.retain;
+    if (excess > 0) topic.dropOldest(excess);
   }
 
   private async pump(topic: Topic, group: Group): Promise<void> {
@@ -118,10 +146,10 @@ export class MemoryBroker implements BrokerRuntime {
     try {
       while (!this.stopped && group.next < topic.end && group.members.length > 0) {
         if (group.next < topic.first) {
-          this.env.logger.warn({ broker: this.name, topic: topic.log[0]?.topic, skipped: topic.first - group.next }, 'consumer group fell behind retention; oldest messages were dropped');
+          this.env.logger.warn({ broker: this.name, topic: topic.name, skipped: topic.first - group.next }, 'consumer group fell behind retention; oldest messages were dropped');
           group.next = topic.first;
         }
-        const msg = topic.log[group.next - topic.first]!;
+        const msg = topic.at(group.next);
         const member = group.members[group.turn++ % group.members.length]!;
         const attempt = member.handler(msg);
         member.inFlight = attempt.then(
