@@ -95,13 +95,14 @@ export class MemoryBroker implements BrokerRuntime {
     return { ready: true };
   }
 
-  async publish(topicName: string, msg: Message): Promise<Delivery> {
+  /** Appending cannot fail or wait, so the promise is already settled (no async function on the hot path). */
+  publish(topicName: string, msg: Message): Promise<Delivery> {
     const topic = this.topic(topicName);
-    const offset = topic.end;
-    topic.push({ ...msg, topic: topicName, partition: 0, offset: String(offset), timestamp: msg.timestamp || Date.now() });
+    const offset = String(topic.end);
+    topic.push({ ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp || Date.now() });
     this.trim(topic);
-    for (const group of topic.groups.values()) void this.pump(topic, group);
-    return { broker: this.name, topic: topicName, partition: 0, offset: String(offset) };
+    for (const group of topic.groups.values()) if (!group.pumping) void this.pump(topic, group);
+    return Promise.resolve({ broker: this.name, topic: topicName, partition: 0, offset });
   }
 
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {

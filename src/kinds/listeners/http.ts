@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import FindMyWay from 'find-my-way';
-import { problem } from '../../errors.js';
+import { problem, type Problem } from '../../errors.js';
 import { sendJson, sendProblem } from '../../runtime/http-reply.js';
 import { answerFor } from '../../runtime/answer.js';
 import type { Message, MessageContext } from '../../runtime/message.js';
@@ -92,66 +92,108 @@ export class HttpListener implements ListenerRuntime {
     return { inFlight: this.inFlight };
   }
 
+  /**
+   * One request, start to end, with callbacks rather than async functions: on a small message every
+   * promise and microtask hop is a measurable share of the request (docs/performance.md), so the
+   * route's promise is the only one.
+   */
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     this.inFlight++;
-    this.serve(req, res)
-      .catch((err) => {
-        this.env.logger.error({ listener: this.name, err: (err as Error).message }, 'request failed unexpectedly');
-        if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'the gateway failed to handle this request'));
-      })
-      .finally(() => {
-        if (--this.inFlight === 0 && this.idle) this.idle();
-      });
+    try {
+      this.serve(req, res);
+    } catch (err) {
+      this.failed(res, err);
+    }
   }
 
-  private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** Every request ends through exactly one of finished(), refuse() or failed(). */
+  private finished(): void {
+    if (--this.inFlight === 0 && this.idle) this.idle();
+  }
+
+  private refuse(res: ServerResponse, p: Problem): void {
+    sendProblem(res, p);
+    this.finished();
+  }
+
+  private failed(res: ServerResponse, err: unknown): void {
+    this.env.logger.error({ listener: this.name, err: (err as Error).message }, 'request failed unexpectedly');
+    if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'the gateway failed to handle this request'));
+    this.finished();
+  }
+
+  private serve(req: IncomingMessage, res: ServerResponse): void {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q === -1 ? url : url.slice(0, q);
     if (this.draining) {
       res.setHeader('connection', 'close');
-      return sendProblem(res, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
+      return this.refuse(res, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
     }
     const found = this.router.find('POST', pathname);
-    if (!found) return sendProblem(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
+    if (!found) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
     if (req.method !== 'POST') {
       res.setHeader('allow', 'POST');
-      return sendProblem(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; use POST`));
+      return this.refuse(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; use POST`));
     }
     const route = (found.store as { route: RouteEntry }).route;
 
     const contentType = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
     const isJson = contentType === 'application/json' || (contentType.startsWith('application/') && contentType.endsWith('+json'));
     if (!isJson && contentType !== 'text/plain') {
-      return sendProblem(res, problem('EG_UNSUPPORTED_MEDIA_TYPE', `content type '${contentType}' is not accepted; send application/json (or application/*+json, or text/plain for a string value)`));
+      return this.refuse(res, problem('EG_UNSUPPORTED_MEDIA_TYPE', `content type '${contentType}' is not accepted; send application/json (or application/*+json, or text/plain for a string value)`));
     }
     const max = this.options.maxBodyBytes ?? DEFAULT_MAX_BODY;
     const declared = Number(req.headers['content-length']);
     if (declared > max) {
       res.setHeader('connection', 'close');
-      return sendProblem(res, problem('EG_PAYLOAD_TOO_LARGE', `the body has ${declared} bytes; this listener accepts at most ${max}`));
+      return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body has ${declared} bytes; this listener accepts at most ${max}`));
     }
-    const body = await readBody(req, max);
+    readBody(
+      req,
+      max,
+      (body) => {
+        try {
+          this.dispatch(req, res, route, body, isJson, found.params, q === -1 ? '' : url.slice(q + 1));
+        } catch (err) {
+          this.failed(res, err);
+        }
+      },
+      (err) => this.failed(res, err),
+    );
+  }
+
+  private dispatch(req: IncomingMessage, res: ServerResponse, route: RouteEntry, body: Buffer | undefined, isJson: boolean, params: Record<string, string | undefined>, search: string): void {
     if (body === undefined) {
       res.setHeader('connection', 'close');
-      return sendProblem(res, problem('EG_PAYLOAD_TOO_LARGE', `the body is over ${max} bytes`));
+      return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body is over ${this.options.maxBodyBytes ?? DEFAULT_MAX_BODY} bytes`));
     }
     let value: unknown;
     if (isJson) {
       try {
         value = JSON.parse(body.toString('utf8'));
       } catch (err) {
-        return sendProblem(res, problem('EG_BAD_JSON', `the body is not valid JSON: ${(err as Error).message}`));
+        return this.refuse(res, problem('EG_BAD_JSON', `the body is not valid JSON: ${(err as Error).message}`));
       }
     } else {
       value = body.toString('utf8');
     }
 
     const msg: Message = { value, key: null, headers: forwardedHeaders(req), topic: null, partition: null, offset: null, timestamp: Date.now() };
-    const ctx: MessageContext = { route: route.name, path: { ...found.params } as Record<string, string>, query: parseQuery(q === -1 ? '' : url.slice(q + 1)), remoteAddress: req.socket.remoteAddress };
-    const answer = answerFor(await route.handle(msg, ctx));
-    if (answer.problem) return sendProblem(res, answer.problem);
-    sendJson(res, answer.status, answer.body);
+    const ctx: MessageContext = { route: route.name, path: copyParams(params), query: parseQuery(search), remoteAddress: req.socket.remoteAddress };
+    route.handle(msg, ctx).then(
+      (outcome) => {
+        try {
+          const answer = answerFor(outcome);
+          if (answer.problem) sendProblem(res, answer.problem);
+          else sendJson(res, answer.status, answer.body);
+        } catch (err) {
+          return this.failed(res, err);
+        }
+        this.finished();
+      },
+      (err) => this.failed(res, err),
+    );
   }
 }
 
@@ -172,10 +214,19 @@ function forwardedHeaders(req: IncomingMessage): Record<string, string> {
   return out;
 }
 
+/** What $path and $query are when the request has none; frozen, since every such request shares them. */
+const NO_PARAMS: Record<string, string> = Object.freeze(Object.create(null) as Record<string, string>);
+const NO_QUERY: Record<string, string | string[]> = Object.freeze(Object.create(null) as Record<string, string | string[]>);
+
+function copyParams(params: Record<string, string | undefined>): Record<string, string> {
+  for (const _ in params) return { ...params } as Record<string, string>;
+  return NO_PARAMS;
+}
+
 /** `?a=1&a=2&b=3` → `{a: ["1","2"], b: "3"}`; a null-prototype object so `__proto__` stays a plain key. */
 function parseQuery(search: string): Record<string, string | string[]> {
+  if (search === '') return NO_QUERY;
   const out: Record<string, string | string[]> = Object.create(null);
-  if (search === '') return out;
   for (const [k, v] of new URLSearchParams(search)) {
     const prev = out[k];
     out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
@@ -183,23 +234,34 @@ function parseQuery(search: string): Record<string, string | string[]> {
   return out;
 }
 
-/** Reads at most `max` bytes; undefined when the body is larger (the rest is not buffered). */
-function readBody(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > max) {
-        req.removeAllListeners('data');
-        req.resume();
-        resolve(undefined);
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(size > max ? undefined : Buffer.concat(chunks, size)));
-    req.on('error', reject);
+/**
+ * Reads at most `max` bytes, then calls `done` once: with the body, or with undefined when it is
+ * larger (the rest is drained, not buffered). `failed` is called instead if the request errors first.
+ */
+function readBody(req: IncomingMessage, max: number, done: (body: Buffer | undefined) => void, failed: (err: Error) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let settled = false;
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > max) {
+      req.removeAllListeners('data');
+      req.resume();
+      settled = true;
+      done(undefined);
+      return;
+    }
+    chunks.push(chunk);
+  });
+  req.on('end', () => {
+    if (settled) return;
+    settled = true;
+    done(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+  });
+  req.on('error', (err) => {
+    if (settled) return;
+    settled = true;
+    failed(err);
   });
 }
 
