@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import * as wsModule from 'ws';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { problem, type Problem } from '../../errors.js';
 import { answerFor, errorFrame } from '../../runtime/answer.js';
@@ -116,8 +117,9 @@ export class WebSocketListener implements ListenerRuntime {
       async send(msg: Message): Promise<Delivery> {
         const set = listener.clients.get(path);
         if (!set || set.size === 0) return { listener: listener.name, path, clients: 0 };
-        // Serialised once per message, whatever the number of clients.
-        const frame = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(envelope(msg)));
+        // Serialised and framed once per message, whatever the number of clients.
+        const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(envelope(msg)));
+        const frame = textFrame(payload);
         const limit = listener.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED;
         let sent = 0;
         for (const c of set) {
@@ -128,7 +130,7 @@ export class WebSocketListener implements ListenerRuntime {
             void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow');
             continue;
           }
-          c.ws.send(frame, { binary: false });
+          sendFrame(c.ws, frame, payload);
           sent++;
         }
         return { listener: listener.name, path, clients: sent };
@@ -188,6 +190,36 @@ export class WebSocketListener implements ListenerRuntime {
       if (--client.pending < (this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING)) client.ws.resume();
     }
   }
+}
+
+/** ws's framing function (public in ws, absent from @types/ws). */
+const { Sender } = wsModule as unknown as { Sender: { frame(data: Buffer, options: { fin: boolean; opcode: number; mask: boolean; readOnly: boolean; rsv1: boolean }): Buffer[] } };
+
+/** A complete unmasked text frame (header + payload), as a server sends it. */
+function textFrame(payload: Buffer): Buffer {
+  return Buffer.concat(Sender.frame(payload, { fin: true, opcode: 0x01, mask: false, readOnly: false, rsv1: false }));
+}
+
+/** The parts of a ws connection that sendFrame relies on (see there). */
+interface WsInternals {
+  _socket?: Duplex & { writable: boolean };
+  _sender?: { _state: number; _queue: unknown[] };
+}
+
+/**
+ * Writes a prepared frame to a client's socket. ws.send() would frame the payload again for every
+ * client (a header buffer, an options object, a corked two-buffer write); writing the prepared
+ * bytes is exactly what ws's Sender#sendFrame does when its queue is empty — which holds because
+ * permessage-deflate is off here, so the sender only queues while it reads a Blob, and nothing
+ * sends Blobs. Anything else (no socket, a queued sender) goes through ws.send() as usual.
+ * ws.bufferedAmount counts these bytes, so the slow-client bound still applies.
+ */
+function sendFrame(ws: WebSocket, frame: Buffer, payload: Buffer): void {
+  const internals = ws as unknown as WsInternals;
+  const socket = internals._socket;
+  const sender = internals._sender;
+  if (socket?.writable && sender && sender._state === 0 && sender._queue.length === 0) socket.write(frame);
+  else ws.send(payload, { binary: false });
 }
 
 function envelope(msg: Message): Record<string, unknown> {
