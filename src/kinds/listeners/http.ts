@@ -104,6 +104,11 @@ export class HttpListener implements ListenerRuntime {
     this.inFlight++;
     this.serve(req, res)
       .catch((err) => {
+        // A client that goes away mid-body (or is cut off by requestTimeoutMs) is not the gateway's fault; logging it as an error would let any client flood the log.
+        if (req.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+          this.env.logger.debug({ listener: this.name, remote: req.socket.remoteAddress }, 'client went away before sending the whole request');
+          return;
+        }
         this.env.logger.error({ listener: this.name, err: (err as Error).message }, 'request failed unexpectedly');
         if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'the gateway failed to handle this request'));
       })
