@@ -119,15 +119,10 @@ export const authStep: StepKind<AuthOptions> = {
     example:
       'auth:\n  jwt:\n    jwksUrl: https://login.example.com/.well-known/jwks.json\n    issuer: https://login.example.com/\n    audience: eventgate\n    requiredClaims: {scope: publish}\n\n# or\nauth:\n  apiKey:\n    header: x-api-key\n    keys:\n      sensor-fleet: ${SENSOR_KEY}\n      dashboard: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
     options: {
-      'apiKey.header / apiKey.query': 'where the key is read (default header x-api-key)',
-      'apiKey.keys / apiKey.keysFile': `principal → key or list of keys, at least ${MIN_API_KEY_LENGTH} characters, or sha256:<hex>`,
-      'jwt.secret / publicKey / jwksFile / jwksUrl': 'exactly one: the key that verifies signatures',
-      'jwt.algorithms': 'accepted algorithms (default: HS256/384/512 for secret; those of the key type for publicKey; asymmetric ones for JWKS)',
-      'jwt.issuer / jwt.audience': 'expected iss / aud (a value or list); a mismatch is 401',
-      'jwt.requiredClaims': 'claim → accepted value or list; array claims and the space-separated scope claim must contain one; failing is 403',
-      'jwt.query': 'query parameter that may carry the token (browsers cannot set headers on WebSockets)',
-      'jwt.principalClaim': 'claim used as $principal (default sub)',
-      'jwt.clockToleranceSec': 'allowed clock skew for exp/nbf (default 0)',
+      apiKey:
+        `\`{header | query, keys | keysFile}\`: the key is read from \`header\` (default \`${DEFAULT_API_KEY_HEADER}\`) or the \`query\` parameter; \`keys\` maps principal → key or list of keys (at least ${MIN_API_KEY_LENGTH} characters, or \`sha256:<hex>\` of the key); \`keysFile\` is a YAML/JSON file holding the same map, watched. A missing or unknown key is 401`,
+      jwt:
+        `\`{secret | publicKey | jwksFile | jwksUrl, algorithms, issuer, audience, requiredClaims, query, principalClaim, clockToleranceSec}\`: exactly one key source — \`secret\` (HMAC, at least ${MIN_HMAC_SECRET_BYTES} bytes), \`publicKey\` (PEM public key or certificate file), \`jwksFile\`, or \`jwksUrl\` (https; cached, refetched for unknown key ids). \`algorithms\` defaults to HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS. \`issuer\`/\`audience\`: a value or list. \`requiredClaims\`: claim → accepted value or list (array claims and the space-separated \`scope\` must contain one). \`query\`: a parameter that may carry the token. \`principalClaim\` (default \`sub\`) becomes \`$principal\`. \`clockToleranceSec\` (default 0) allows clock skew. Missing, malformed, expired, badly signed, wrong issuer/audience: 401; failing requiredClaims: 403; a JWKS URL that cannot be fetched: 503`,
     },
   },
   compile(options, ctx) {
