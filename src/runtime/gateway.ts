@@ -325,7 +325,10 @@ export class Gateway {
 
 function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, RouteRuntime>): ListenerBindings {
   const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map() };
-  for (const r of plan.routes.values()) {
+  for (const name of plan.routes.keys()) {
+    // The running route's plan, not the new one: a kept route keeps its compiled auth, so the
+    // listener can tell that what guards a path did not change.
+    const r = routes.get(name)!.plan;
     if (r.from.type === 'listener' && r.from.listener === listener) bindings.publish.set(r.from.path, routes.get(r.name)!);
     for (const t of r.to) {
       if (t.type !== 'listener' || t.listener !== listener) continue;

@@ -45,6 +45,7 @@ describe('auth step', () => {
   let gw: RunningGateway;
   let jwks: Server;
   let out: WsClient;
+  let yaml: string;
 
   before(async () => {
     const rsaJwk = { ...(await exportJWK(rsa.publicKey)), kid: 'remote-1', alg: 'RS256' };
@@ -56,8 +57,7 @@ describe('auth step', () => {
     const jwksPort = (jwks.address() as AddressInfo).port;
     const ecJwk = { ...(await exportJWK(ec.publicKey)), kid: 'file-1', alg: 'ES256' };
     const carolDigest = createHash('sha256').update(CAROL_KEY).digest('hex');
-    gw = await startGateway(
-      `version: 1
+    yaml = `version: 1
 admin: {port: 0}
 brokers:
   local: {kind: memory}
@@ -122,16 +122,15 @@ routes:
       listener: push
       path: /ws/feed
       auth: {apiKey: {query: key, keysFile: keys.yaml}}
-`,
-      {
+`;
+    gw = await startGateway(yaml, {
         env: { ALICE_KEY, JWT_SECRET },
         files: {
           'keys.yaml': keysFile({ dave: 'dave-key-00112233445566' }),
           'keys/ec.pem': ec.publicKey.export({ type: 'spki', format: 'pem' }) as string,
           'keys/jwks.json': JSON.stringify({ keys: [ecJwk] }),
         },
-      },
-    );
+      });
     out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
   });
 
@@ -281,6 +280,16 @@ routes:
       await post(gw.url('api', '/key'), { n: 9 }, { 'x-api-key': ALICE_KEY });
       assert.deepEqual((await feed.next()).body, { n: 9 });
       await out.next();
+      feed.close();
+    });
+
+    it('keeps subscribers connected through a reload that leaves their path alone', async () => {
+      const feed = await WsClient.connect(gw.url('push', '/ws/feed?key=dave-key-00112233445566', 'ws'));
+      assert.equal((await gw.reconfigure(`${yaml}# an unrelated edit\n`)).msg, 'config reloaded');
+      await post(gw.url('api', '/key'), { n: 10 }, { 'x-api-key': ALICE_KEY });
+      assert.deepEqual((await feed.next()).body, { n: 10 });
+      await out.next();
+      assert.equal(feed.closed, undefined);
       feed.close();
     });
 
