@@ -56,7 +56,7 @@ export class RouteRuntime implements RouteEntry {
     const stateIds: string[] = [];
     this.steps = plan.steps.map((step, i) => {
       if (!step.forRoute) return step;
-      const id = plan.stepIds[i]!;
+      const id = plan.stepIds?.[i] ?? `${plan.name}\0${i}`;
       stateIds.push(id);
       const store = deps.stepState;
       return step.forRoute({ route: plan.name, state: (create) => (store ? store.claim(id, create) : create()) });
