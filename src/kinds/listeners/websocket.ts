@@ -185,7 +185,9 @@ export class WebSocketListener implements ListenerRuntime {
       (admission) => {
         socket.off('error', onError);
         if (!admission.ok) return refuse(socket, admission.problem);
+        // A reload or shutdown may have happened while the credentials were checked.
         if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
+        if (!this.bindings.publish.has(path) && !this.bindings.forward.has(path)) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
         this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, path, req, request));
       },
       (err) => {
