@@ -63,7 +63,8 @@ interface RawConfig {
 type RawStep = Record<string, unknown>;
 interface RawTarget {
   broker?: string;
-  topic?: string;
+  /** A topic name, or `{expression}`: JSONata computing it per message. */
+  topic?: string | { expression: string };
   key?: string;
   listener?: string;
   path?: string;
@@ -114,7 +115,15 @@ class Compiler {
     const c = this.config;
     const brokers = new Map<string, ComponentPlan>();
     for (const [name, options] of Object.entries(c.brokers ?? {})) {
-      brokers.set(name, { name, kind: options.kind, options, key: canonical(options) });
+      const kind = this.registry.brokers.get(options.kind)!;
+      const at: PathPart[] = ['brokers', name];
+      const files: string[] = [];
+      const compiled = kind.compile
+        ? kind.compile(options, { report: (rel, code, message) => this.report([...at, ...rel], code, message), readFile: this.fileReader(at, files) })
+        : options;
+      // A referenced file (a CA, a client certificate) that changed replaces the broker like an option would.
+      const key = files.length === 0 ? canonical(options) : canonical({ options, files: files.map((f) => [f, this.files.get(f)]) });
+      brokers.set(name, { name, kind: options.kind, options: (compiled ?? options) as Record<string, unknown>, key });
     }
     const listeners = new Map<string, ListenerPlan>();
     for (const [name, options] of Object.entries(c.listeners ?? {})) {
@@ -252,7 +261,11 @@ class Compiler {
         if (t.topic === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a broker target needs a 'topic'`, 'key');
         if (!checkBroker(t.broker, [...tAt, 'broker'])) return;
         const key = t.key === undefined ? undefined : this.expression(t.key, [...tAt, 'key']);
-        targets.push({ type: 'broker', broker: t.broker, topic: t.topic, key });
+        if (typeof t.topic === 'string') targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key });
+        else {
+          const topicExpr = this.expression(t.topic.expression, [...tAt, 'topic', 'expression']);
+          targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key });
+        }
       } else {
         if (t.topic !== undefined || t.key !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'topic' and 'key' belong with 'broker' targets, not 'listener' targets`, 'key');
         if (t.path === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a listener target needs a 'path'`, 'key');
@@ -292,11 +305,7 @@ class Compiler {
         report: (rel, code, message) => this.report([...stepAt, ...rel], code, message),
         compileExpression: (source, rel) => this.expression(source, [...stepAt, ...rel]),
         compileJsonSchema: (schema, rel, origin) => this.jsonSchema(schema, [...stepAt, ...rel], origin),
-        readFile: (file, rel) => {
-          const abs = resolve(this.dir, file);
-          files.push(abs);
-          return this.readFile(abs, file, [...stepAt, ...rel]);
-        },
+        readFile: this.fileReader(stepAt, files),
         checkBroker: (name, rel) => {
           if (this.config.brokers?.[name]) return true;
           this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
@@ -308,6 +317,15 @@ class Compiler {
       else out.push({ step, key: canonical(raw), files });
     });
     return failed ? undefined : out;
+  }
+
+  /** readFile for a kind's compile context: names relative to the config file, recorded in `files`. */
+  private fileReader(at: PathPart[], files: string[]): (file: string, rel: readonly PathPart[]) => string | undefined {
+    return (file, rel) => {
+      const abs = resolve(this.dir, file);
+      files.push(abs);
+      return this.readFile(abs, file, [...at, ...rel]);
+    };
   }
 
   private readFile(abs: string, asWritten: string, at: PathPart[]): string | undefined {
