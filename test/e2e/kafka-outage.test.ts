@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
-import { kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 const ACK_TIMEOUT_MS = 1500;
 
@@ -102,6 +102,51 @@ routes:
     await kcatProduce(kafka.bootstrap, live, [{ key: 'x', value: '{"after":"outage"}' }]);
     assert.deepEqual(await client.next(20000), { after: 'outage' });
     client.close();
+  });
+
+  it('keeps retrying a record whose target cluster is down, never skipping it, and delivers the partition in order when it returns', async (t) => {
+    const src = kafka.topic('relay-src');
+    await kafka.createTopic(src, 1);
+    if (!kafka.canInjectOutages) {
+      t.diagnostic('KAFKA_BROKERS is set: the target cluster cannot be taken down from here, so this test did nothing');
+      return;
+    }
+    const target = await startKafka({ brokers: 1 });
+    const dst = target.topic('relay-dst');
+    await target.createTopic(dst, 1);
+    const relay = await startGateway(`
+version: 1
+brokers:
+  source:
+    kind: kafka
+    brokers: ${kafka.bootstrap}
+    consumer: ${kafka.consumerYaml}
+  target:
+    kind: kafka
+    brokers: ${target.bootstrap}
+    connectionTimeoutMs: 300
+    healthCheckIntervalMs: 200
+    producer: { ackTimeoutMs: 300 }
+routes:
+  - name: relay
+    from: { broker: source, topic: ${src}, fromBeginning: true }
+    to: { broker: target, topic: ${dst}, key: $key }
+`);
+    try {
+      await relay.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 20000);
+      await target.down();
+      await kcatProduce(kafka.bootstrap, src, [1, 2, 3].map((n) => ({ key: 'same', value: JSON.stringify({ n }) })));
+      // The route used up its attempts on record 1; the consumer holds on to it rather than moving on.
+      const gaveUp = await relay.waitForLog((l) => l.msg === 'record not consumed; retrying it', 20000);
+      assert.equal(gaveUp.offset, '0');
+      await target.up();
+      const got = await kcatConsume(target.bootstrap, dst, 3, 20000);
+      assert.deepEqual(got.map((r) => JSON.parse(r.value!).n), [1, 2, 3]);
+      assert.ok(got.every((r) => r.key === 'same'));
+    } finally {
+      await relay.stop();
+      await target.stop();
+    }
   });
 
   it('starts with an unreachable cluster, is not ready, and answers 503 rather than hanging', async () => {

@@ -269,7 +269,9 @@ export class KafkaBroker implements BrokerRuntime {
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
     this.kick();
     await Promise.race([this.idle(), sleep(this.settings.producer.ackTimeoutMs + 500)]);
-    await Promise.allSettled([this.producer.disconnect(), this.adminConnected ? this.admin.disconnect() : undefined, this.probing]);
+    // A connect still retrying against an unreachable cluster is not worth waiting for.
+    const disconnect = Promise.allSettled([this.producer.disconnect(), this.admin.disconnect()]);
+    await Promise.race([disconnect, sleep(this.settings.connectionTimeoutMs)]);
   }
 
   /** Never called: canReconfigure() says no, so a changed kafka broker is replaced. */
@@ -413,6 +415,8 @@ export class KafkaBroker implements BrokerRuntime {
     this.producerConnect ??= this.producer.connect().then(
       () => {
         this.producerConnected = true;
+        // Connected after stop() gave up waiting for it: let go at once.
+        if (this.stopped) void this.producer.disconnect().catch(() => undefined);
       },
       (err: Error) => {
         this.producerConnect = undefined;
@@ -433,6 +437,7 @@ export class KafkaBroker implements BrokerRuntime {
           await this.admin.connect();
           this.adminConnected = true;
         }
+        if (this.stopped) return void (await this.admin.disconnect());
         await this.admin.describeCluster();
         this.markReady();
       } catch (err) {
@@ -445,12 +450,13 @@ export class KafkaBroker implements BrokerRuntime {
   }
 
   private markReady(): void {
-    if (this.state.ready) return;
+    if (this.state.ready || this.stopped) return;
     this.state = { ready: true, detail: 'connected' };
     this.log.info({ brokers: this.settings.brokers }, 'kafka broker connected');
   }
 
   private markDown(reason: string): void {
+    if (this.stopped) return;
     // Logged once per outage (and once when the first attempt fails), not at every probe.
     const news = this.state.ready || this.state.detail === 'connecting';
     this.state = { ready: false, detail: `unreachable: ${reason}` };
