@@ -32,14 +32,14 @@ describe('consumers across gateway restarts', () => {
     group = kafka.topic('copy-group');
     await kafka.createTopic(src, 4);
     await kafka.createTopic(dst, 4);
-    // lingerMs makes each copy take a while, so a shutdown lands in the middle of the stream.
+    // Records are copied one at a time, each waiting lingerMs: a shutdown lands in the middle of the stream.
     yaml = `
 version: 1
 brokers:
   kafka:
     kind: kafka
     brokers: ${kafka.bootstrap}
-    producer: { lingerMs: 10 }
+    producer: { lingerMs: 5 }
     consumer: ${kafka.consumerYaml}
 routes:
   - name: copy

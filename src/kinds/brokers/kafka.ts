@@ -206,7 +206,6 @@ export class KafkaBroker implements BrokerRuntime {
   private adminConnected = false;
   private queue: Pending[] = [];
   private flushing = false;
-  private lingerTimer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
   /** Ends the linger wait early when the next batch is full. */
   private batchFull: (() => void) | undefined;
@@ -304,12 +303,7 @@ export class KafkaBroker implements BrokerRuntime {
       }, this.settings.producer.ackTimeoutMs);
       this.queue.push(p);
       if (this.queue.length >= this.settings.producer.maxBatchRecords) this.batchFull?.();
-      if (this.flushing) return; // the loop takes it with the next batch
-      if (this.queue.length >= this.settings.producer.maxBatchRecords) this.kick();
-      else if (!this.lingerTimer) {
-        const linger = this.settings.producer.lingerMs;
-        this.lingerTimer = linger > 0 ? setTimeout(() => this.kick(), linger) : (setImmediate(() => this.kick()) as unknown as NodeJS.Timeout);
-      }
+      this.kick();
     });
   }
 
@@ -327,12 +321,8 @@ export class KafkaBroker implements BrokerRuntime {
 
   // ---- producing ---------------------------------------------------------------------------
 
+  /** Starts the send loop unless it runs: it takes whatever is queued, batch after batch. */
   private kick(): void {
-    if (this.lingerTimer) {
-      clearTimeout(this.lingerTimer);
-      clearImmediate(this.lingerTimer as unknown as NodeJS.Immediate);
-      this.lingerTimer = undefined;
-    }
     if (this.flushing) return;
     this.flushing = true;
     void this.flush().finally(() => {
@@ -710,7 +700,7 @@ export const kafkaBroker: BrokerKind<KafkaOptions, KafkaSettings> = {
     summary:
       'A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a record whose chain fails goes to the route\'s `deadletter` and the partition moves on. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.',
     example:
-      'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: ${KAFKA_PASSWORD} }\n    producer: { acks: all, lingerMs: 5, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { fromBeginning: false, sessionTimeoutMs: 30000 }',
+      'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, lingerMs: 5, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { fromBeginning: false, sessionTimeoutMs: 30000 }',
     options: {
       brokers: 'bootstrap servers, `host:port`: a list, or a comma-separated string such as `${KAFKA_BROKERS}` (write it unbracketed or quoted: in YAML `[${X}]` is a flow mapping inside a list)',
       clientId: 'client id the cluster sees (default `eventgate`)',
