@@ -1,0 +1,26 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { buildConfigSchema } from '../../src/config/schema.js';
+import { renderConfigReference } from '../../src/config/reference.js';
+import { defaultRegistry } from '../../src/kinds/index.js';
+import { repoRoot, runCli } from '../helpers/gateway.js';
+
+describe('files generated from the kind registry', () => {
+  it('gateway.schema.json is the schema the gateway enforces (run `npm run generate` if this fails)', () => {
+    const onDisk = JSON.parse(readFileSync(join(repoRoot, 'gateway.schema.json'), 'utf8'));
+    assert.deepEqual(onDisk, buildConfigSchema(defaultRegistry()));
+  });
+
+  it('docs/config.md documents every kind the gateway knows (run `npm run generate` if this fails)', () => {
+    const onDisk = readFileSync(join(repoRoot, 'docs/config.md'), 'utf8');
+    assert.equal(onDisk, renderConfigReference(defaultRegistry()));
+  });
+
+  it('`eventgate schema` prints gateway.schema.json', async () => {
+    const { code, stdout } = await runCli(['schema']);
+    assert.equal(code, 0);
+    assert.deepEqual(JSON.parse(stdout), JSON.parse(readFileSync(join(repoRoot, 'gateway.schema.json'), 'utf8')));
+  });
+});
