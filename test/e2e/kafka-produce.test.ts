@@ -7,7 +7,7 @@ import { kcatConsume, startKafka, type KafkaCluster } from '../helpers/kafka.js'
 describe('HTTP and WebSocket producers in front of Kafka', () => {
   let kafka: KafkaCluster;
   let gw: RunningGateway;
-  const t = { orders: '', burst: '', dyn: '', gzip: '', snappy: '', frames: '', ordered: '' };
+  const t = { orders: '', burst: '', dyn: '', gzip: '', snappy: '', idem: '', none: '', frames: '', ordered: '' };
 
   before(async () => {
     // One broker: a produce request per batch, so the count below measures batching.
@@ -31,6 +31,14 @@ brokers:
     kind: kafka
     brokers: \${KAFKA_BOOTSTRAP}
     producer: { lingerMs: 50 }
+  exactly:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    producer: { idempotent: true }
+  careless:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    producer: { acks: none }
   snapped:
     kind: kafka
     brokers: \${KAFKA_BOOTSTRAP}
@@ -59,6 +67,12 @@ routes:
   - name: snappy
     from: { listener: api, path: /snappy }
     to: { broker: snapped, topic: ${t.snappy} }
+  - name: idempotent
+    from: { listener: api, path: /idempotent }
+    to: { broker: exactly, topic: ${t.idem} }
+  - name: fire-and-forget
+    from: { listener: api, path: /acks-none }
+    to: { broker: careless, topic: ${t.none} }
   - name: frames
     from: { listener: ws, path: /frames }
     ack: true
@@ -148,6 +162,23 @@ routes:
       const [rec] = await kcatConsume(kafka.bootstrap, topic, 1);
       assert.deepEqual(JSON.parse(rec!.value!), value, `${path} record`);
     }
+  });
+
+  it('publishes with acks: none, answering without an offset (and through an idempotent producer on a real cluster)', async (t2) => {
+    if (kafka.canInjectOutages) {
+      // kafkajs asks the cluster's controller for a producer id; librdkafka's mock names no controller.
+      t2.diagnostic('idempotent producing needs a real cluster (KAFKA_BROKERS): the mock cluster has no controller');
+    } else {
+      const idem = await post(gw.url('api', '/idempotent'), { exactly: 'once' });
+      assert.equal(idem.status, 200, idem.text);
+      const [rec] = await kcatConsume(kafka.bootstrap, t.idem, 1);
+      assert.deepEqual(JSON.parse(rec!.value!), { exactly: 'once' });
+    }
+    const careless = await post(gw.url('api', '/acks-none'), { maybe: true });
+    assert.equal(careless.status, 200, careless.text);
+    assert.equal(careless.body.deliveries[0].offset, '-1', 'the broker does not say where it wrote the record');
+    const [sent] = await kcatConsume(kafka.bootstrap, t.none, 1);
+    assert.deepEqual(JSON.parse(sent!.value!), { maybe: true });
   });
 
   it('publishes WebSocket frames to Kafka and acknowledges each with its delivery', async () => {
