@@ -482,6 +482,8 @@ class KafkaSubscription {
   private readonly stopped: Promise<void>;
   private loop: Promise<void> | undefined;
   private restartBackoff = 500;
+  /** Whether stop() must wait for the loop: only once a consumer may hold partitions. */
+  private phase: 'connecting' | 'consuming' = 'connecting';
 
   constructor(
     private readonly client: Kafka,
@@ -502,13 +504,16 @@ class KafkaSubscription {
     this.stopping = true;
     this.wake();
     const done = (async () => {
-      await this.loop;
+      // Still connecting (the cluster unreachable): nothing consumed, nothing to commit; the loop
+      // lets go of that consumer when its connect attempt ends. Joining or consuming: wait for it.
+      if (this.phase !== 'connecting') await this.loop;
       // kafkajs finishes the record in hand, commits what was handled, and leaves the group.
       await this.consumer?.disconnect();
     })();
     const outcome = await Promise.race([done.then(() => 'done' as const, () => 'done' as const), sleep(STOP_TIMEOUT_MS).then(() => 'late' as const)]);
     if (outcome === 'late') this.log.warn({ waitedMs: STOP_TIMEOUT_MS }, 'consumer did not stop in time; its record in hand stays uncommitted and will be delivered again');
-    else this.log.info('consumer stopped; offsets committed');
+    else if (this.phase === 'consuming') this.log.info('consumer stopped; offsets committed');
+    else this.log.info('consumer stopped before it could join its group');
   }
 
   /** Connects, joins and starts consuming; retries with backoff until it does or the route stops. */
@@ -518,11 +523,15 @@ class KafkaSubscription {
       const consumer = this.create();
       this.consumer = consumer;
       try {
+        this.phase = 'connecting';
         await consumer.connect();
-        if (this.stopping) break;
         const fromBeginning = this.spec.fromBeginning ?? this.settings.consumer.fromBeginning;
-        await consumer.subscribe({ topics: [this.spec.topic], fromBeginning });
-        if (this.stopping) break;
+        if (!this.stopping) await consumer.subscribe({ topics: [this.spec.topic], fromBeginning });
+        if (this.stopping) {
+          await consumer.disconnect();
+          return;
+        }
+        this.phase = 'consuming';
         await consumer.run({
           autoCommit: true,
           partitionsConsumedConcurrently: this.settings.consumer.partitionsConsumedConcurrently,
@@ -530,9 +539,9 @@ class KafkaSubscription {
         });
         return;
       } catch (err) {
+        await consumer.disconnect().catch(() => undefined);
         if (this.stopping) break;
         this.log.warn({ err: (err as Error).message, retryInMs: backoff }, 'consumer could not start; retrying');
-        await consumer.disconnect().catch(() => undefined);
         await Promise.race([sleep(backoff), this.stopped]);
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS * 2);
       }
