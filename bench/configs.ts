@@ -54,3 +54,39 @@ routes:
     from: { broker: local, topic: ticks }
     to: { listener: push, path: /fanout }
 `;
+
+/** POST /light → a Kafka topic, acks all; no chain, so it does what the hand-written baseline does. */
+export function httpKafkaConfig(bootstrap: string, topic: string): string {
+  return `version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ${JSON.stringify(bootstrap)}
+    clientId: eventgate-bench
+    producer: { acks: all }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: to-kafka
+    from: { listener: api, path: /light }
+    to: { broker: kafka, topic: ${topic} }
+`;
+}
+
+/** Records on a Kafka topic → every websocket client on /stream. */
+export function kafkaWsConfig(bootstrap: string, topic: string, consumerYaml: string): string {
+  return `version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ${JSON.stringify(bootstrap)}
+    clientId: eventgate-bench
+    consumer: ${consumerYaml}
+listeners:
+  push: { kind: websocket, port: 0, host: 127.0.0.1 }
+routes:
+  - name: stream
+    from: { broker: kafka, topic: ${topic} }
+    to: { listener: push, path: /stream }
+`;
+}

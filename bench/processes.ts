@@ -68,3 +68,5 @@ export async function withCpu<T>(pid: number, work: () => Promise<T>): Promise<{
   const result = await work();
   return { result, cpuMs: cpuMs(pid) - before };
 }
+
+export { startKafka, type KafkaCluster } from '../test/helpers/kafka.js';

@@ -8,12 +8,14 @@ import { parseArgs } from 'node:util';
 import { describeMachine, markdownTable, rounded } from './report.js';
 import { isFailure, type Scenario, type ScenarioFailure, type ScenarioResult } from './scenario.js';
 import { fanout } from './scenarios/fanout.js';
+import { httpKafka } from './scenarios/http-kafka.js';
 import { httpMemory } from './scenarios/http-memory.js';
+import { kafkaWsLatency } from './scenarios/kafka-ws-latency.js';
 import { memory } from './scenarios/memory.js';
 import { pipeline } from './scenarios/pipeline.js';
 import { reload } from './scenarios/reload.js';
 
-const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory];
+const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, httpKafka, kafkaWsLatency];
 
 const USAGE = `usage: npm run bench -- [--only NAME,...] [--duration SECONDS] [--json FILE]
 scenarios:

@@ -155,6 +155,9 @@ acknowledged.
 ### to
 
 - \`{broker: B, topic: T, key: <JSONata>}\`: publish; \`key\` (optional) computes the record key.
+  \`topic\` is a name, or \`{expression: <JSONata>}\` to compute it per message (e.g.
+  \`{expression: '"orders." & region'}\`); a result that is not a valid topic name fails the
+  message (HTTP 500) without publishing it.
 - \`{listener: L, path: /p, format: value|envelope}\` where L is a websocket listener: push to every
   client connected on \`/p\` ("websocket forward route"). \`format: value\` (default) sends the value
   as JSON; \`envelope\` sends \`{"topic","partition","offset","key","headers","value","timestamp"}\`
@@ -189,6 +192,14 @@ function kindSection(title: string, doc: KindDoc, schema: JsonSchema): string {
       const def = required.has(name) ? '(required)' : p.default === undefined ? '' : `\`${JSON.stringify(p.default)}\``;
       const meaning = doc.options?.[name] ?? p.description ?? '';
       lines.push(`| \`${name}\` | ${def} | ${meaning.replace(/\|/g, '\\|')} |`);
+      // Options grouped in an object (kafka's producer.*, consumer.*) get a row each when the kind documents them.
+      const nested = (p as { properties?: Record<string, { default?: unknown; description?: string }> }).properties ?? {};
+      for (const [sub, q] of Object.entries(nested)) {
+        if (doc.options?.[`${name}.${sub}`] === undefined) continue;
+        const subDef = q.default === undefined ? '' : `\`${JSON.stringify(q.default)}\``;
+        const subMeaning = doc.options?.[`${name}.${sub}`] ?? q.description ?? '';
+        lines.push(`| \`${name}.${sub}\` | ${subDef} | ${subMeaning.replace(/\|/g, '\\|')} |`);
+      }
     }
     lines.push('');
   }

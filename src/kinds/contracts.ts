@@ -115,15 +115,26 @@ export interface BrokerRuntime {
   publish(topic: string, msg: Message): Promise<Delivery>;
   /** The handler's promise settles when every target accepted the message; only then is it committed. */
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription;
+  /** Why `topic` cannot be a topic of this broker, or undefined; asked of topics computed per message. */
+  topicProblem?(topic: string): string | undefined;
 }
 
-export interface BrokerKind<O = unknown> {
+/** What a broker kind may use while its options are compiled: problems and files named in the config. */
+export type BrokerCompileContext = Pick<StepCompileContext, 'report' | 'readFile'>;
+
+/** `O`: the options as written; `C`: as compiled (checked, files read), which is what the runtime gets. */
+export interface BrokerKind<O = unknown, C = O> {
   kind: string;
   schema: JsonSchema;
   doc: KindDoc;
+  /**
+   * Checks what the schema cannot and reads the files the options name (they are watched, and a
+   * change replaces the broker). Reports problems through ctx; without it the options pass as written.
+   */
+  compile?(options: O, ctx: BrokerCompileContext): C | undefined;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
-  canReconfigure(before: O, after: O): boolean;
-  create(name: string, options: O, env: RuntimeEnv): BrokerRuntime;
+  canReconfigure(before: C, after: C): boolean;
+  create(name: string, options: C, env: RuntimeEnv): BrokerRuntime;
 }
 
 // ---- listeners -----------------------------------------------------------------------------

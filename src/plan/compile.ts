@@ -10,7 +10,7 @@ import { readSource, type Env, type PathPart, type SourceDocument } from '../con
 import { didYouMean } from '../config/suggest.js';
 import type { ErrorCode } from '../errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
-import type { CompiledStep, ListenerCompileContext, StepCompileContext } from '../kinds/contracts.js';
+import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, StepCompileContext } from '../kinds/contracts.js';
 import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { canonical, hash } from './canonical.js';
@@ -67,7 +67,8 @@ interface RawConfig {
 type RawStep = Record<string, unknown>;
 interface RawTarget {
   broker?: string;
-  topic?: string;
+  /** A topic name, or `{expression}`: JSONata computing it per message. */
+  topic?: string | { expression: string };
   key?: string;
   listener?: string;
   path?: string;
@@ -119,7 +120,21 @@ class Compiler {
     const c = this.config;
     const brokers = new Map<string, ComponentPlan>();
     for (const [name, options] of Object.entries(c.brokers ?? {})) {
-      brokers.set(name, { name, kind: options.kind, options, key: canonical(options) });
+      const kind = this.registry.brokers.get(options.kind)!;
+      const at: PathPart[] = ['brokers', name];
+      const files: string[] = [];
+      const ctx: BrokerCompileContext = {
+        report: (rel, code, message) => this.report([...at, ...rel], code, message),
+        readFile: (file, rel) => {
+          const abs = resolve(this.dir, file);
+          files.push(abs);
+          return this.readFile(abs, file, [...at, ...rel]);
+        },
+      };
+      const compiled = kind.compile ? kind.compile(options, ctx) : options;
+      // A referenced file (a CA, a client certificate) that changed replaces the broker like an option would.
+      const key = files.length === 0 ? canonical(options) : canonical({ options, files: files.map((f) => [f, this.files.get(f)]) });
+      brokers.set(name, { name, kind: options.kind, options: (compiled ?? options) as Record<string, unknown>, key });
     }
     const listeners = new Map<string, ListenerPlan>();
     for (const [name, options] of Object.entries(c.listeners ?? {})) {
@@ -294,7 +309,11 @@ class Compiler {
         if (t.topic === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a broker target needs a 'topic'`, 'key');
         if (!checkBroker(t.broker, [...tAt, 'broker'])) return;
         const key = t.key === undefined ? undefined : this.expression(t.key, [...tAt, 'key']);
-        targets.push({ type: 'broker', broker: t.broker, topic: t.topic, key });
+        if (typeof t.topic === 'string') targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key });
+        else {
+          const topicExpr = this.expression(t.topic.expression, [...tAt, 'topic', 'expression']);
+          targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key });
+        }
       } else {
         if (t.topic !== undefined || t.key !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'topic' and 'key' belong with 'broker' targets, not 'listener' targets`, 'key');
         if (t.path === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a listener target needs a 'path'`, 'key');

@@ -49,7 +49,8 @@ export type SourcePlan =
   | { type: 'broker'; broker: string; topic: string; group: string | undefined; fromBeginning: boolean | undefined };
 
 export type TargetPlan =
-  | { type: 'broker'; broker: string; topic: string; key: Expression | undefined }
+  /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */
+  | { type: 'broker'; broker: string; topic: string; topicExpr: Expression | undefined; key: Expression | undefined }
   | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope'; auth?: CompiledStep };
 
 export interface RoutePlan {

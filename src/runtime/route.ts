@@ -65,7 +65,7 @@ export class RouteRuntime implements RouteEntry {
     this.gates = this.steps.filter((s) => s.admit);
     this.targets = plan.to.map((t) => this.target(t));
     if (plan.deadletter) {
-      this.deadletter = { plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, key: undefined }, broker: deps.brokers.get(plan.deadletter.broker)! };
+      this.deadletter = { plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, topicExpr: undefined, key: undefined }, broker: deps.brokers.get(plan.deadletter.broker)! };
     }
   }
 
@@ -172,7 +172,9 @@ export class RouteRuntime implements RouteEntry {
     const perInstance = from.group === undefined && this.plan.to.every((t) => t.type === 'listener');
     const group = from.group ?? (perInstance ? `eventgate-${this.name}-${this.deps.instanceId}` : `eventgate-${this.name}`);
     const broker = this.deps.brokers.get(from.broker)!;
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, fromBeginning: from.fromBeginning }, (msg) => this.consume(msg));
+    // A per-instance group is new at every start: replaying the topic's history to browsers would be wrong.
+    const fromBeginning = from.fromBeginning ?? (perInstance ? false : undefined);
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, fromBeginning }, (msg) => this.consume(msg));
   }
 
   /**
@@ -252,10 +254,11 @@ function unavailable(broker: string, err: unknown): Problem {
 
 function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'broker' }>): Target {
   const key = t.key;
-  const publish = (out: Message): Promise<Delivery> => {
+  const topicExpr = t.topicExpr;
+  const publish = (topic: string, out: Message): Promise<Delivery> => {
     let pending: Promise<Delivery>;
     try {
-      pending = broker.publish(t.topic, out);
+      pending = broker.publish(topic, out);
     } catch (err) {
       return Promise.reject(new TargetError(unavailable(broker.name, err)));
     }
@@ -264,19 +267,36 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
     });
   };
   const keyed = (msg: Message, k: unknown): Message => ({ ...msg, key: k === undefined || k === null ? null : typeof k === 'string' ? k : JSON.stringify(k) });
+  const keyFailed = (err: unknown): never => {
+    throw new TargetError(problem('EG_EXPRESSION_FAILED', `key expression failed: ${(err as ExpressionEvaluationError).message}`));
+  };
+  /** The message with its key, synchronously when the key expression has a fast path. */
+  const withKey = (msg: Message, ctx: MessageContext): Message | Promise<Message> => {
+    if (!key) return msg;
+    const bindings = bindingsFor(msg, ctx);
+    const k = key.evaluateSync(msg.value, bindings);
+    if (k !== NOT_SYNC) return keyed(msg, k);
+    return key.evaluate(msg.value, bindings).then((v) => keyed(msg, v), keyFailed);
+  };
+  /** A topic chosen per message by an expression. */
+  const dynamicTopic = async (msg: Message, ctx: MessageContext): Promise<Delivery> => {
+    let name: unknown;
+    try {
+      name = await topicExpr!.evaluate(msg.value, bindingsFor(msg, ctx));
+    } catch (err) {
+      throw new TargetError(problem('EG_EXPRESSION_FAILED', `topic expression failed: ${(err as ExpressionEvaluationError).message}`));
+    }
+    const why = typeof name !== 'string' || name === '' ? 'not a non-empty string' : broker.topicProblem?.(name);
+    if (why) throw new TargetError(problem('EG_EXPRESSION_FAILED', `topic expression gave ${JSON.stringify(name) ?? 'nothing'}, which is not a topic of broker '${broker.name}': ${why}`));
+    return publish(name as string, await withKey(msg, ctx));
+  };
   return {
     describe: () => `${broker.name}/${t.topic}`,
     send(msg, ctx) {
-      if (!key) return publish(msg);
-      const bindings = bindingsFor(msg, ctx);
-      const k = key.evaluateSync(msg.value, bindings);
-      if (k !== NOT_SYNC) return publish(keyed(msg, k));
-      return key.evaluate(msg.value, bindings).then(
-        (k) => publish(keyed(msg, k)),
-        (err) => {
-          throw new TargetError(problem('EG_EXPRESSION_FAILED', `key expression failed: ${(err as ExpressionEvaluationError).message}`));
-        },
-      );
+      if (topicExpr) return dynamicTopic(msg, ctx);
+      // A literal topic (the common case) costs nothing, and a fast-path key no microtask.
+      const out = withKey(msg, ctx);
+      return out instanceof Promise ? out.then((m) => publish(t.topic, m)) : publish(t.topic, out);
     },
   };
 }

@@ -1,0 +1,113 @@
+/**
+ * Kafka → websocket latency: records produced at a fixed rate, each carrying the time it was
+ * handed to the producer, and websocket clients (in this same process, so one clock) noting
+ * when it reaches them.
+ */
+import kafkajs from 'kafkajs';
+import { percentile } from '../stats.js';
+import { subscribe, type Subscriber } from './frame-counter.js';
+
+const { Kafka, logLevel } = kafkajs;
+
+/** How often the producer sends what the rate owes: one produce request per tick (as a producer's 5 ms linger would). */
+const TICK_MS = 5;
+
+export interface LatencySide {
+  /** Milliseconds from producer.send() to the frame's arrival at the sentinel client. */
+  latencies: number[];
+  /** Records that reached the sentinel client. */
+  received: number;
+  /** Frames all clients received. */
+  frames: number;
+}
+
+export interface Subscribers {
+  clients: Subscriber[];
+  side: LatencySide;
+}
+
+/**
+ * `clients` lean subscribers (frame-counter.ts); the first one also reads each payload's sequence
+ * number to time it. One sentinel is enough to time the path, and parsing every frame on every
+ * client would make this process, not the servers, the bottleneck.
+ */
+export async function subscribeFrames(url: string, clients: number, sentAt: Map<number, number>, measuring: () => boolean): Promise<Subscribers> {
+  const side: LatencySide = { latencies: [], received: 0, frames: 0 };
+  const onPayload = (text: string) => {
+    const t = sentAt.get((JSON.parse(text) as { seq: number }).seq);
+    if (t === undefined || !measuring()) return;
+    side.latencies.push(performance.now() - t);
+    side.received++;
+  };
+  const subs: Subscriber[] = [];
+  for (let i = 0; i < clients; i++) subs.push(await subscribe(url, () => side.frames++, i === 0 ? onPayload : undefined));
+  return { clients: subs, side };
+}
+
+export function closeSubscribers(s: Subscribers): void {
+  for (const c of s.clients) c.close();
+}
+
+export interface FixedRateProducer {
+  /** Produces one record every 100 ms until every side has seen one (consumers joined, clients subscribed). */
+  probe(sides: LatencySide[], seen: () => boolean, timeoutMs: number): Promise<void>;
+  /** Produces `rate` records per second for `seconds`; returns how many it produced. */
+  run(rate: number, seconds: number): Promise<number>;
+  /** Milliseconds from send() to the cluster's acknowledgement, for the sends of the last run(). */
+  acks: number[];
+  stop(): Promise<void>;
+}
+
+export async function fixedRateProducer(bootstrap: string, topic: string, sentAt: Map<number, number>): Promise<FixedRateProducer> {
+  const kafka = new Kafka({ clientId: 'bench-producer', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
+  const producer = kafka.producer();
+  await producer.connect();
+  let seq = 0;
+  let acks: number[] = [];
+  const send = (n: number) => {
+    const now = performance.now();
+    const messages = [];
+    for (let i = 0; i < n; i++) {
+      sentAt.set(seq, now);
+      messages.push({ value: JSON.stringify({ seq: seq++, room: 'r1', lumens: 640 }) });
+    }
+    return producer.send({ topic, acks: 1, messages }).then(() => acks.push(performance.now() - now));
+  };
+  return {
+    async probe(_sides, seen, timeoutMs) {
+      const until = performance.now() + timeoutMs;
+      while (!seen()) {
+        if (performance.now() > until) throw new Error(`no record reached the websocket clients within ${timeoutMs} ms`);
+        await send(1);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    get acks() {
+      return acks;
+    },
+    async run(rate, seconds) {
+      acks = [];
+      // Each tick sends what the schedule owes by then, so the rate holds even when a tick is late;
+      // records are timed from their send() call, so waiting for a tick is not counted.
+      const start = performance.now();
+      let produced = 0;
+      const inFlight: Promise<unknown>[] = [];
+      while (performance.now() - start < seconds * 1000) {
+        const owed = Math.floor(((performance.now() - start) / 1000) * rate) - produced;
+        if (owed > 0) {
+          inFlight.push(send(owed));
+          produced += owed;
+        }
+        await new Promise((r) => setTimeout(r, TICK_MS));
+      }
+      await Promise.all(inFlight);
+      return produced;
+    },
+    stop: () => producer.disconnect(),
+  };
+}
+
+export function latencyFigures(side: LatencySide, produced: number) {
+  const sorted = [...side.latencies].sort((a, b) => a - b);
+  return { p50_ms: percentile(sorted, 0.5), p99_ms: percentile(sorted, 0.99), max_ms: sorted[sorted.length - 1] ?? NaN, records: produced, received: side.received };
+}
