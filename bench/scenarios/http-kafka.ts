@@ -5,6 +5,12 @@ import { judge, warmupSeconds, type Scenario } from '../scenario.js';
 import { httpFigures, httpTarget } from './http-memory.js';
 
 const PARTITIONS = 3;
+/**
+ * Concurrent clients. Batching across requests pays off with concurrency, which is what a gateway
+ * in front of many producers sees; at 50 the gateway's 5 ms linger, not its CPU, bounds it
+ * (docs/performance.md gives both figures).
+ */
+const CONNECTIONS = 200;
 
 /**
  * POST → Kafka (librdkafka's mock cluster, 3 brokers, acks all) through the gateway, which gathers
@@ -22,8 +28,8 @@ export const httpKafka: Scenario = {
       const diy = await startBaseline('diy-kafka', { KAFKA_BROKERS: kafka.bootstrap, TOPIC: topic });
       const gw = await startGateway(httpKafkaConfig(kafka.bootstrap, topic));
       try {
-        const gateway = httpTarget(gw.url('api', '/light'), gw.process.pid!);
-        const baseline = httpTarget(`http://127.0.0.1:${diy.port}/light`, diy.pid);
+        const gateway = httpTarget(gw.url('api', '/light'), gw.process.pid!, CONNECTIONS);
+        const baseline = httpTarget(`http://127.0.0.1:${diy.port}/light`, diy.pid, CONNECTIONS);
         await baseline(warmupSeconds(duration));
         await gateway(warmupSeconds(duration));
         const s = await alternate(duration, gateway, baseline);
@@ -34,6 +40,7 @@ export const httpKafka: Scenario = {
           ratio: pairedRatio(s, (r) => r.rps),
           rounds: slicing(duration).rounds,
           partitions: PARTITIONS,
+          connections: CONNECTIONS,
           target: { field: 'ratio', op: '>=', limit: 2 },
         });
       } finally {

@@ -38,9 +38,9 @@ export const httpMemory: Scenario = {
 };
 
 /** A function that loads one server for a slice and reports what it did and what it cost. */
-export function httpTarget(url: string, pid: number): (seconds: number) => Promise<HttpSlice> {
+export function httpTarget(url: string, pid: number, connections = CONNECTIONS): (seconds: number) => Promise<HttpSlice> {
   return async (seconds) => {
-    const { result, cpuMs } = await withCpu(pid, () => runHttpLoad({ url, body: LIGHT_BODY, connections: CONNECTIONS }, seconds));
+    const { result, cpuMs } = await withCpu(pid, () => runHttpLoad({ url, body: LIGHT_BODY, connections }, seconds));
     return { ...result, cpuUsPerRequest: (cpuMs * 1000) / Math.max(1, result.requests) };
   };
 }
