@@ -59,11 +59,15 @@ version: 1
 | \`host\` | \`127.0.0.1\` | bind address; keep it private unless \`token\` is set |
 | \`token\` | none | when set, every admin endpoint but \`/healthz\` and \`/readyz\` needs \`Authorization: Bearer <token>\` |
 | \`drainTimeoutMs\` | \`10000\` | how long shutdown (and a reload that replaces a component) waits for in-flight messages |
+| \`tap.maxPerSecond\` | \`100\` | messages per route per second the live tap sends; the rest are counted in a \`skipped\` frame |
 
 Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 when every listener
 is bound and every broker connected, else 503 with the reasons), \`GET /admin/status\` (config
 version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
-(reload now; 200 with the result, 422 with diagnostics when the file is invalid).
+(reload now; 200 with the result, 422 with diagnostics when the file is invalid),
+\`GET /metrics\` (Prometheus), \`GET /admin/stats\` (the same counters as JSON),
+\`GET /admin/tap?route=<name>\` (WebSocket: the route's messages and outcomes, live) and
+\`GET /\` (the dashboard page; it asks for the token itself). See docs/operations.md.
 
 \`\`\`yaml
 admin:
@@ -77,12 +81,17 @@ admin:
 | key | default | meaning |
 |---|---|---|
 | \`level\` | \`info\` | \`trace\`, \`debug\`, \`info\`, \`warn\`, \`error\`, \`fatal\` or \`silent\`; applied on reload |
+| \`payloads\` | \`false\` | include message values and headers in the lines about failed, invalid, rejected and dead-lettered messages; applied on reload |
 
-Logs are one JSON object per line on stdout.
+Logs are one JSON object per line on stdout. A failed message is logged at \`warn\` with its
+\`route\`, \`outcome\`, \`traceId\`, \`status\`, \`code\` and \`detail\`; invalid, rejected and
+dead-lettered messages are logged the same way at \`debug\`. Payloads and headers stay out of the
+log unless \`payloads: true\`.
 
 \`\`\`yaml
 log:
   level: debug
+  payloads: false
 \`\`\`
 
 ### expressions

@@ -66,12 +66,23 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
           host: { type: 'string', default: '127.0.0.1' },
           token: { type: 'string', minLength: 1 },
           drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000 },
+          tap: {
+            type: 'object',
+            additionalProperties: false,
+            description: 'The live tap (GET /admin/tap?route=<name>, a WebSocket).',
+            properties: {
+              maxPerSecond: { type: 'integer', minimum: 1, default: 100, description: 'Messages per route per second sent to tap clients; the rest are counted in a "skipped" frame.' },
+            },
+          },
         },
       },
       log: {
         type: 'object',
         additionalProperties: false,
-        properties: { level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info' } },
+        properties: {
+          level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info' },
+          payloads: { type: 'boolean', default: false, description: 'Include message values and headers in the log lines about failed, invalid and rejected messages.' },
+        },
       },
       expressions: {
         type: 'object',

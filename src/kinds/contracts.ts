@@ -56,6 +56,43 @@ export interface StepKind<O = unknown> {
 
 export interface RuntimeEnv {
   logger: Logger;
+  /** Where components report what only they can see; absent in tests that build a component alone. */
+  telemetry?: Telemetry;
+}
+
+/**
+ * The counters a component reports into (src/admin/metrics.ts turns them into Prometheus series).
+ * A component binds its handle once, when it is created (`env.telemetry?.broker(name, kind)`), and
+ * every call on the handle is a plain increment: no label strings, no lookups on the message path.
+ */
+export interface Telemetry {
+  listener(name: string): ListenerTelemetry;
+  broker(name: string, kind: string): BrokerTelemetry;
+}
+
+export interface ListenerTelemetry {
+  /** An HTTP response was sent with this status (`eventgate_http_requests_total{listener,status}`). */
+  httpResponse(status: number): void;
+}
+
+/**
+ * What a broker reports besides its consumer lag (which is read with `consumerLag()` at scrape
+ * time). Becomes `eventgate_<kind>_producer_errors_total{broker}` and
+ * `eventgate_<kind>_consumer_errors_total{broker,route}`.
+ */
+export interface BrokerTelemetry {
+  /** A publish the broker could not complete (not acknowledged, timed out, refused). */
+  producerError(): void;
+  /** A consumer-side failure: a fetch, commit or group error, or a message its route's handler rejected. `route` when known. */
+  consumerError(route?: string): void;
+}
+
+/** How far one consumer (a route's group) is behind the end of one partition, in messages. */
+export interface ConsumerLag {
+  route: string;
+  topic: string;
+  partition: number;
+  lag: number;
 }
 
 export interface Health {
@@ -88,6 +125,12 @@ export interface BrokerRuntime {
   publish(topic: string, msg: Message): Promise<Delivery>;
   /** The handler's promise settles when every target accepted the message; only then is it committed. */
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription;
+  /**
+   * The lag of every subscription this broker serves, as last known. Called on each /metrics
+   * scrape, so it must answer from memory (no network round trip): a broker that learns lag
+   * asynchronously keeps the latest value per partition and returns it here.
+   */
+  consumerLag?(): readonly ConsumerLag[];
 }
 
 export interface BrokerKind<O = unknown> {
@@ -134,6 +177,8 @@ export interface ListenerRuntime {
   address(): { host: string; port: number } | undefined;
   health(): Health;
   status(): Record<string, unknown>;
+  /** Clients currently connected, for listeners that keep connections open (`eventgate_websocket_clients`). */
+  connections?(): number;
   /** Forward target for `to: {listener, path}`; only listeners that push to clients have one. */
   forwardTarget?(path: string, options: { format: 'value' | 'envelope' }): Target;
 }

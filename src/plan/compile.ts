@@ -52,8 +52,8 @@ function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
 interface RawConfig {
   version: 1;
   asyncapi?: string | string[];
-  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number };
-  log?: { level?: string };
+  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; tap?: { maxPerSecond?: number } };
+  log?: { level?: string; payloads?: boolean };
   expressions?: Partial<ExpressionLimits>;
   brokers?: Record<string, { kind: string } & Record<string, unknown>>;
   listeners?: Record<string, { kind: string } & Record<string, unknown>>;
@@ -150,7 +150,7 @@ class Compiler {
 
     let admin: AdminPlan | undefined;
     if (c.admin) {
-      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000 };
+      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000, tap: { maxPerSecond: c.admin.tap?.maxPerSecond ?? 100 } };
       admin = { ...a, key: canonical({ port: a.port, host: a.host }) };
     }
     const version = hash([...this.files.entries()].sort().map(([f, h]) => `${f}\0${h}`).join('\n')).slice(0, 12);
@@ -159,7 +159,7 @@ class Compiler {
       file: this.src.file,
       files: this.files,
       admin,
-      log: { level: c.log?.level ?? 'info' },
+      log: { level: c.log?.level ?? 'info', payloads: c.log?.payloads ?? false },
       expressions: this.limits,
       brokers,
       listeners,

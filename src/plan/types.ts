@@ -12,7 +12,7 @@ export interface Plan {
   /** Absolute paths of the config and every referenced file → content hash. */
   files: Map<string, string>;
   admin: AdminPlan | undefined;
-  log: { level: string };
+  log: { level: string; payloads: boolean };
   expressions: ExpressionLimits;
   brokers: Map<string, ComponentPlan>;
   listeners: Map<string, ListenerPlan>;
@@ -26,6 +26,7 @@ export interface AdminPlan {
   host: string;
   token: string | undefined;
   drainTimeoutMs: number;
+  tap: { maxPerSecond: number };
   key: string;
 }
 

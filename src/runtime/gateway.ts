@@ -8,6 +8,10 @@ import { loadPlan, type LoadResult } from '../plan/compile.js';
 import { diffPlans } from '../plan/diff.js';
 import type { Plan } from '../plan/types.js';
 import { AdminServer } from '../admin/server.js';
+import { mountDashboard } from '../admin/dashboard.js';
+import { GatewayMetrics, mountMetrics } from '../admin/metrics.js';
+import { mountTap, TapHub } from '../admin/tap.js';
+import type { Message } from './message.js';
 import type { Outcome } from './outcome.js';
 import { RouteRuntime } from './route.js';
 import { ConfigWatcher } from './watcher.js';
@@ -46,8 +50,13 @@ export class Gateway {
   readonly listeners = new Map<string, ListenerRuntime>();
   readonly routes = new Map<string, RouteRuntime>();
   readonly instanceId: string;
-  /** Observers of every route outcome (metrics, tap). */
-  readonly observers = new Set<(route: string, outcome: Outcome, startedAt: number) => void>();
+  /** Observers of every route outcome, with the message as the route received it (metrics and the tap have their own per-route hooks). */
+  readonly observers = new Set<(route: string, outcome: Outcome, startedAt: number, msg: Message) => void>();
+  /** Prometheus metrics in the gateway's own registry; also the components' Telemetry. */
+  readonly metrics: GatewayMetrics;
+  readonly tap = new TapHub();
+  /** Read by routes when a message fails; updated in place on reload. */
+  private readonly logOptions = { payloads: false };
   private admin: AdminServer | undefined;
   private watcher: ConfigWatcher | undefined;
   private reloading: Promise<ReloadResult> | undefined;
@@ -57,7 +66,8 @@ export class Gateway {
 
   constructor(private readonly options: GatewayOptions) {
     this.instanceId = options.env.EVENTGATE_INSTANCE_ID || `${hostname()}-${process.pid}`;
-    this.runtimeEnv = { logger: options.logger };
+    this.metrics = new GatewayMetrics(this, options.registry.brokers.keys());
+    this.runtimeEnv = { logger: options.logger, telemetry: this.metrics };
   }
 
   get logger(): Logger {
@@ -123,11 +133,13 @@ export class Gateway {
     }
     const at = new Date().toISOString();
     if (result.result === 'rejected') {
+      this.metrics.reloadFailed();
       this.lastError = { message: result.reason, diagnostics: result.diagnostics };
       for (const d of result.diagnostics) this.logger.error({ reason, diagnostic: formatDiagnostic(d), code: d.code }, 'reload rejected; the running config keeps serving');
       if (result.diagnostics.length === 0) this.logger.error({ reason, error: result.reason }, 'reload rejected; the running config keeps serving');
       this.lastReload = { at, result: 'rejected', version: this.plan?.version ?? null, error: this.lastError };
     } else {
+      this.metrics.reloadSucceeded();
       if (result.result === 'applied') this.logger.info({ reason, version: result.version }, 'config reloaded');
       this.lastError = null;
       this.lastReload = { at, result: result.result, version: result.version, error: null };
@@ -188,7 +200,16 @@ export class Gateway {
     for (const name of diff.listeners.remove) listenersAfter.delete(name);
     for (const [name, l] of newListeners) listenersAfter.set(name, l);
 
-    const deps = { brokers: brokersAfter, listeners: listenersAfter, logger: this.logger, instanceId: this.instanceId, observe: (r: string, o: Outcome, t: number) => this.observe(r, o, t) };
+    const deps = {
+      brokers: brokersAfter,
+      listeners: listenersAfter,
+      logger: this.logger,
+      instanceId: this.instanceId,
+      observe: (r: string, o: Outcome, t: number, m: Message) => this.observe(r, o, t, m),
+      metrics: this.metrics,
+      tap: this.tap,
+      logOptions: this.logOptions,
+    };
     const newRoutes = new Map<string, RouteRuntime>();
     for (const name of [...diff.routes.add, ...diff.routes.change]) newRoutes.set(name, new RouteRuntime(next.routes.get(name)!, deps));
     const routesAfter = new Map<string, RouteRuntime>();
@@ -229,8 +250,13 @@ export class Gateway {
     this.plan = next;
     this.loadedAt = new Date();
     this.logger.level = next.log.level;
+    this.logOptions.payloads = next.log.payloads;
+    this.metrics.setVersion(next.version);
+    this.metrics.retain({ routes: next.routes.keys(), listeners: next.listeners.keys(), brokers: next.brokers.keys() });
+    this.tap.retain(next.routes.keys());
+    this.tap.configure(next.admin?.tap);
     if (diff.admin === 'start' || diff.admin === 'restart') {
-      this.admin = new AdminServer(this, next.admin!);
+      this.admin = this.createAdmin(next.admin!);
       try {
         await this.admin.start();
       } catch (err) {
@@ -243,8 +269,17 @@ export class Gateway {
     return { result: 'applied', version: next.version };
   }
 
-  private observe(route: string, outcome: Outcome, startedAt: number): void {
-    for (const o of this.observers) o(route, outcome, startedAt);
+  private observe(route: string, outcome: Outcome, startedAt: number, msg: Message): void {
+    for (const o of this.observers) o(route, outcome, startedAt, msg);
+  }
+
+  /** The admin API with the observability endpoints: /metrics, /admin/stats, /admin/tap and the dashboard. */
+  private createAdmin(plan: NonNullable<Plan['admin']>): AdminServer {
+    const admin = new AdminServer(this, plan);
+    mountMetrics(admin, this.metrics);
+    mountTap(admin, this.tap, (route) => this.routes.has(route));
+    mountDashboard(admin);
+    return admin;
   }
 
   private logReady(): void {

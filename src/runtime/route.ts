@@ -4,8 +4,11 @@ import type { BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, Subscrip
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
+import { RouteStats } from '../admin/metrics.js';
+import type { TapChannel } from '../admin/tap.js';
 import type { Delivery, Message, MessageContext } from './message.js';
 import { isStop, type Outcome } from './outcome.js';
+import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, type SpanTemplate } from './trace.js';
 
 /** Header carried by messages a consume route sent to its dead-letter target after failing them. */
 export const ROUTE_ERROR_HEADER = '_eventgate_error';
@@ -16,8 +19,14 @@ export interface RouteDeps {
   logger: Logger;
   /** Suffix that makes per-instance consumer groups unique to this process. */
   instanceId: string;
-  /** Observer of every outcome (metrics, tap); called after the outcome is known. */
-  observe?(route: string, outcome: Outcome, startedAt: number): void;
+  /** Observer of every outcome (Gateway.observers); called after the outcome is known, with the message as the route received it. */
+  observe?(route: string, outcome: Outcome, startedAt: number, msg: Message): void;
+  /** Per-route counters (src/admin/metrics.ts), resolved once per route, not per message. */
+  metrics?: { route(name: string): RouteStats };
+  /** Live tap channels (src/admin/tap.ts). */
+  tap?: { channel(name: string): TapChannel };
+  /** Log options read when a message fails; one object updated in place on reload. */
+  logOptions?: { payloads: boolean };
 }
 
 interface BrokerTarget {
@@ -39,6 +48,9 @@ export class RouteRuntime implements RouteEntry {
   private readonly steps: readonly CompiledStep[];
   private readonly targets: Target[];
   private readonly deadletter: BrokerTarget | undefined;
+  private readonly stats: RouteStats;
+  private readonly tap: TapChannel | { active: false };
+  private readonly span: SpanTemplate;
   private subscription: Subscription | undefined;
   private inFlight = 0;
   private idle: (() => void) | undefined;
@@ -48,6 +60,9 @@ export class RouteRuntime implements RouteEntry {
     this.options = { ack: plan.ack };
     this.steps = plan.steps;
     this.targets = plan.to.map((t) => this.target(t));
+    this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
+    this.tap = deps.tap?.channel(this.name) ?? { active: false };
+    this.span = spanTemplate(this.name, plan.from.type === 'broker');
     if (plan.deadletter) {
       this.deadletter = { plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, key: undefined }, broker: deps.brokers.get(plan.deadletter.broker)! };
     }
@@ -59,21 +74,56 @@ export class RouteRuntime implements RouteEntry {
     return brokerTarget(broker, t);
   }
 
-  /** Runs the message through the chain and to every target. Never throws. */
+  /**
+   * Runs the message through the chain and to every target. Never throws. The message travels in
+   * this route's span: its `traceparent` header (from the client, the handshake or the producer)
+   * is replaced by one naming the same trace and this span, so targets and steps see the new one.
+   */
   async handle(msg: Message, ctx: MessageContext): Promise<Outcome> {
     this.inFlight++;
+    this.stats.received++;
     const startedAt = performance.now();
+    const span = startMessageSpan(this.span, msg.headers[TRACEPARENT]);
+    const traced: Message = { ...msg, headers: { ...msg.headers, [TRACEPARENT]: span.traceparent } };
     let outcome: Outcome;
     try {
-      outcome = await this.process(msg, ctx);
+      outcome = await inSpan(span, this.process, this, traced, ctx);
     } catch (err) {
-      this.deps.logger.error({ route: this.name, err: (err as Error).message }, 'route failed unexpectedly');
+      this.deps.logger.error({ route: this.name, traceId: span.traceId, err: (err as Error).message }, 'route failed unexpectedly');
       outcome = { outcome: 'failed', problem: problem('EG_INTERNAL', 'the gateway failed to handle this message') };
     } finally {
       if (--this.inFlight === 0 && this.idle) this.idle();
     }
-    this.deps.observe?.(this.name, outcome, startedAt);
+    this.stats.record(outcome, startedAt);
+    endMessageSpan(span, outcome);
+    if (outcome.outcome !== 'delivered' && outcome.outcome !== 'filtered') this.logOutcome(msg, outcome, span.traceId);
+    if (this.tap.active) this.tap.publish(msg, outcome, performance.now() - startedAt, span.traceparent);
+    this.deps.observe?.(this.name, outcome, startedAt, msg);
     return outcome;
+  }
+
+  /**
+   * Failures at warn; invalid, rejected and dead-lettered messages (the client's problem, and
+   * possibly frequent) at debug. Never the payload or headers unless `log.payloads: true`.
+   */
+  private logOutcome(msg: Message, outcome: Exclude<Outcome, { outcome: 'delivered' | 'filtered' }>, traceId: string): void {
+    const logger = this.deps.logger;
+    const level = outcome.outcome === 'failed' ? 'warn' : 'debug';
+    if (!logger.isLevelEnabled(level)) return;
+    const line: Record<string, unknown> = { route: this.name, outcome: outcome.outcome, traceId };
+    if (outcome.outcome === 'deadlettered') {
+      line.errors = outcome.errors;
+      line.deliveries = outcome.deliveries;
+    } else {
+      const p = outcome.problem;
+      line.status = p.status;
+      line.code = p.code;
+      line.detail = p.detail;
+      if (p.errors) line.errors = p.errors;
+    }
+    if (msg.topic !== null) Object.assign(line, { topic: msg.topic, partition: msg.partition, offset: msg.offset });
+    if (this.deps.logOptions?.payloads) line.message = { key: msg.key, headers: msg.headers, value: msg.value };
+    logger[level](line, `message ${outcome.outcome}`);
   }
 
   private async process(msg: Message, ctx: MessageContext): Promise<Outcome> {
@@ -93,7 +143,6 @@ export class RouteRuntime implements RouteEntry {
         case 'rejected':
           return { outcome: 'rejected', problem: r.problem };
         case 'failed':
-          this.deps.logger.warn({ route: this.name, code: r.problem.code, detail: r.problem.detail }, 'message failed');
           return { outcome: 'failed', problem: r.problem };
         case 'deadletter': {
           const to = r.to ? { broker: this.deps.brokers.get(r.to.broker)!, topic: r.to.topic } : { broker: this.deadletter!.broker, topic: this.deadletter!.plan.topic };
@@ -114,7 +163,7 @@ export class RouteRuntime implements RouteEntry {
       return { outcome: 'failed', problem: unavailable('target', err) };
     }
     const tagged = m.headers[VALIDATION_ERROR_HEADER] !== undefined && msg.headers[VALIDATION_ERROR_HEADER] === undefined;
-    return { outcome: 'delivered', deliveries, tagged };
+    return { outcome: 'delivered', deliveries, tagged, message: m };
   }
 
   /** Consume routes subscribe here; listener routes are bound by their listener instead. */
@@ -146,12 +195,13 @@ export class RouteRuntime implements RouteEntry {
       if (this.deadletter) {
         const header = JSON.stringify({ ts: new Date().toISOString(), route: this.name, status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
         await this.deadletter.broker.publish(this.deadletter.plan.topic, { ...msg, headers: { ...msg.headers, [ROUTE_ERROR_HEADER]: header } });
-        this.deps.logger.warn({ route: this.name, topic: msg.topic, offset: msg.offset, code: p.code }, 'message sent to the dead-letter topic');
+        this.stats.deadlettered++;
+        this.deps.logger.warn({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) }, 'message sent to the dead-letter topic');
         return;
       }
       if (!retryable) {
         // Nothing can make this message pass; without a dead-letter target, keeping it would stall the partition forever.
-        this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail }, 'message dropped: it cannot pass this route and the route has no deadletter target');
+        this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, traceId: traceIdOf(msg.headers) }, 'message dropped: it cannot pass this route and the route has no deadletter target');
         return;
       }
       throw new Error(p.detail);

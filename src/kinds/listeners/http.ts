@@ -5,7 +5,7 @@ import { problem } from '../../errors.js';
 import { sendJson, sendProblem } from '../../runtime/http-reply.js';
 import { answerFor } from '../../runtime/answer.js';
 import type { Message, MessageContext } from '../../runtime/message.js';
-import type { ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv } from '../contracts.js';
+import type { ListenerBindings, ListenerKind, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
 
 export interface HttpOptions {
   kind: 'http';
@@ -38,9 +38,11 @@ export class HttpListener implements ListenerRuntime {
   private draining = false;
   private idle: (() => void) | undefined;
   private bound = false;
+  private readonly telemetry: ListenerTelemetry | undefined;
 
   constructor(readonly name: string, options: HttpOptions, private readonly env: RuntimeEnv) {
     this.options = options;
+    this.telemetry = env.telemetry?.listener(name);
     this.server = createServer((req, res) => this.onRequest(req, res));
     this.server.keepAliveTimeout = 5000;
   }
@@ -100,6 +102,7 @@ export class HttpListener implements ListenerRuntime {
         if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'the gateway failed to handle this request'));
       })
       .finally(() => {
+        this.telemetry?.httpResponse(res.statusCode);
         if (--this.inFlight === 0 && this.idle) this.idle();
       });
   }

@@ -30,6 +30,8 @@ interface Client {
   /** Frames of this client are handled one after another, so acks and errors keep the client's order. */
   queue: Promise<void>;
   pending: number;
+  /** Trace context of the handshake request (W3C traceparent/tracestate): each frame's message continues it. */
+  trace: Record<string, string> | undefined;
 }
 
 /**
@@ -104,9 +106,13 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   status() {
+    return { clients: this.connections() };
+  }
+
+  connections(): number {
     let clients = 0;
     for (const set of this.clients.values()) clients += set.size;
-    return { clients };
+    return clients;
   }
 
   forwardTarget(path: string, { format }: { format: 'value' | 'envelope' }): Target {
@@ -146,7 +152,7 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   private onConnection(ws: WebSocket, path: string, req: IncomingMessage): void {
-    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, queue: Promise.resolve(), pending: 0 };
+    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, queue: Promise.resolve(), pending: 0, trace: handshakeTrace(req) };
     let set = this.clients.get(path);
     if (!set) this.clients.set(path, (set = new Set()));
     set.add(client);
@@ -170,7 +176,7 @@ export class WebSocketListener implements ListenerRuntime {
     }
     // Bounded work per client: stop reading its socket while too many frames wait.
     if (++client.pending >= (this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING)) client.ws.pause();
-    const msg: Message = { value, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: Date.now() };
+    const msg: Message = { value, key: null, headers: client.trace ? { ...client.trace } : {}, topic: null, partition: null, offset: null, timestamp: Date.now() };
     client.queue = client.queue.then(() => this.publish(client, route, msg, query));
   }
 
@@ -188,6 +194,13 @@ export class WebSocketListener implements ListenerRuntime {
       if (--client.pending < (this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING)) client.ws.resume();
     }
   }
+}
+
+/** The handshake's trace context headers, if it had any; the route gives each frame its own span within that trace. */
+function handshakeTrace(req: IncomingMessage): Record<string, string> | undefined {
+  const { traceparent, tracestate } = req.headers;
+  if (typeof traceparent !== 'string') return undefined;
+  return typeof tracestate === 'string' ? { traceparent, tracestate } : { traceparent };
 }
 
 function envelope(msg: Message): Record<string, unknown> {
