@@ -1,13 +1,14 @@
 import { problem, type Problem } from '../errors.js';
 import { bindingsFor, ExpressionEvaluationError } from '../expr/expression.js';
-import type { BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, Subscription, Target } from '../kinds/contracts.js';
+import type { Admission, BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, Subscription, Target } from '../kinds/contracts.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
 import { RouteStats } from '../admin/metrics.js';
 import type { TapChannel } from '../admin/tap.js';
-import type { Delivery, Message, MessageContext } from './message.js';
+import type { Delivery, Message, MessageContext, RequestMeta } from './message.js';
 import { isStop, type Outcome } from './outcome.js';
+import type { StepStateStore } from './step-state.js';
 import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, type SpanTemplate } from './trace.js';
 
 /** Header carried by messages a consume route sent to its dead-letter target after failing them. */
@@ -27,6 +28,8 @@ export interface RouteDeps {
   tap?: { channel(name: string): TapChannel };
   /** Log options read when a message fails; one object updated in place on reload. */
   logOptions?: { payloads: boolean };
+  /** Where stateful steps keep state across reloads; without it their state lives as long as this route. */
+  stepState?: StepStateStore;
 }
 
 interface BrokerTarget {
@@ -46,6 +49,10 @@ export class RouteRuntime implements RouteEntry {
   readonly name: string;
   readonly options: { ack: boolean };
   private readonly steps: readonly CompiledStep[];
+  /** Steps that check a connecting client (auth), in chain order. */
+  private readonly gates: readonly CompiledStep[];
+  /** Identities of the step state this route holds (see StepStateStore). */
+  readonly stateIds: readonly string[];
   private readonly targets: Target[];
   private readonly deadletter: BrokerTarget | undefined;
   private readonly stats: RouteStats;
@@ -58,7 +65,16 @@ export class RouteRuntime implements RouteEntry {
   constructor(readonly plan: RoutePlan, private readonly deps: RouteDeps) {
     this.name = plan.name;
     this.options = { ack: plan.ack };
-    this.steps = plan.steps;
+    const stateIds: string[] = [];
+    this.steps = plan.steps.map((step, i) => {
+      if (!step.forRoute) return step;
+      const id = plan.stepIds?.[i] ?? `${plan.name}\0${i}`;
+      stateIds.push(id);
+      const store = deps.stepState;
+      return step.forRoute({ route: plan.name, state: (create) => (store ? store.claim(id, create) : create()) });
+    });
+    this.stateIds = stateIds;
+    this.gates = this.steps.filter((s) => s.admit);
     this.targets = plan.to.map((t) => this.target(t));
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
@@ -124,6 +140,21 @@ export class RouteRuntime implements RouteEntry {
     if (msg.topic !== null) Object.assign(line, { topic: msg.topic, partition: msg.partition, offset: msg.offset });
     if (this.deps.logOptions?.payloads) line.message = { key: msg.key, headers: msg.headers, value: msg.value };
     logger[level](line, `message ${outcome.outcome}`);
+  }
+
+  /** A WebSocket client connecting to this route's path: the chain's auth steps decide. */
+  async admit(req: RequestMeta): Promise<Admission> {
+    let admission: Admission = { ok: true, identity: undefined };
+    for (const gate of this.gates) {
+      admission = await gate.admit!(req);
+      if (!admission.ok) return admission;
+    }
+    return admission;
+  }
+
+  /** Messages inside the chain or waiting for their targets right now. */
+  get pending(): number {
+    return this.inFlight;
   }
 
   private async process(msg: Message, ctx: MessageContext): Promise<Outcome> {
