@@ -33,6 +33,11 @@ routes:
       - validate: { schema: ${SCHEMA}, onInvalid: deadletter }
     to: { broker: local, topic: accepted }
     deadletter: { broker: local, topic: rejected }
+  - name: limited
+    from: { listener: api, path: /limited }
+    through:
+      - ratelimit: { rate: 1, per: hour, burst: 1 }
+    to: { broker: local, topic: limited }
   - name: fanout
     from: { broker: local, topic: mixed }
     to: { listener: push, path: /ws/mixed, format: envelope }
@@ -67,9 +72,11 @@ describe('GET /metrics', () => {
       await send('/tagging', { n: 5 }),
       await send('/dead', { n: -1 }),
       await send('/dead', { n: 1 }),
+      await send('/limited', { n: 1 }),
+      await send('/limited', { n: 2 }),
       await send('/no-such-path', { n: 1 }),
     ].map((r) => r.status);
-    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 400, 400, 500, 200, 200, 200, 200, 404]);
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 400, 400, 500, 200, 200, 200, 200, 200, 429, 404]);
     // The consume route has forwarded the three delivered messages once the client has them.
     for (let i = 0; i < 3; i++) await receiver.next();
     receiver.close();
@@ -79,6 +86,7 @@ describe('GET /metrics', () => {
     assert.deepEqual(outcomes(s, 'mixed'), { received: 8, delivered: 3, filtered: 2, invalid: 2, tagged: 0, deadlettered: 0, failed: 1, rejected: 0 });
     assert.deepEqual(outcomes(s, 'tagging'), { received: 2, delivered: 1, filtered: 0, invalid: 0, tagged: 1, deadlettered: 0, failed: 0, rejected: 0 });
     assert.deepEqual(outcomes(s, 'dead'), { received: 2, delivered: 1, filtered: 0, invalid: 0, tagged: 0, deadlettered: 1, failed: 0, rejected: 0 });
+    assert.deepEqual(outcomes(s, 'limited'), { received: 2, delivered: 1, filtered: 0, invalid: 0, tagged: 0, deadlettered: 0, failed: 0, rejected: 1 });
     assert.deepEqual(outcomes(s, 'fanout'), { received: 3, delivered: 3, filtered: 0, invalid: 0, tagged: 0, deadlettered: 0, failed: 0, rejected: 0 });
     assert.equal(s.types.get('eventgate_route_messages_total'), 'counter');
 
@@ -86,9 +94,10 @@ describe('GET /metrics', () => {
     assert.deepEqual(
       s.series('eventgate_http_requests_total').sort((a, b) => a.labels.status!.localeCompare(b.labels.status!)),
       [
-        { labels: { listener: 'api', status: '200' }, value: 9 },
+        { labels: { listener: 'api', status: '200' }, value: 10 },
         { labels: { listener: 'api', status: '400' }, value: 2 },
         { labels: { listener: 'api', status: '404' }, value: 1 },
+        { labels: { listener: 'api', status: '429' }, value: 1 },
         { labels: { listener: 'api', status: '500' }, value: 1 },
       ],
     );
@@ -98,7 +107,7 @@ describe('GET /metrics', () => {
     const s = await scrape(gw.adminUrl);
     assert.equal(s.types.get('eventgate_route_latency_seconds'), 'histogram');
     // delivered + tagged + dead-lettered; filtered, invalid and failed messages reached no target.
-    for (const [route, n] of [['mixed', 3], ['tagging', 2], ['dead', 2], ['fanout', 3]] as const) {
+    for (const [route, n] of [['mixed', 3], ['tagging', 2], ['dead', 2], ['limited', 1], ['fanout', 3]] as const) {
       assert.equal(s.value('eventgate_route_latency_seconds_count', { route }), n, route);
       assert.equal(s.value('eventgate_route_latency_seconds_bucket', { route, le: '+Inf' }), n, route);
       const sum = s.value('eventgate_route_latency_seconds_sum', { route })!;
@@ -174,7 +183,7 @@ describe('GET /metrics', () => {
     assert.equal(stats.routes.mixed.received, 8);
     assert.equal(stats.routes.mixed.failed, 1);
     assert.equal(stats.routes.mixed.latency.count, 3);
-    assert.deepEqual(stats.listeners.api.responses, { 200: 9, 400: 2, 404: 1, 500: 1 });
+    assert.deepEqual(stats.listeners.api.responses, { 200: 10, 400: 2, 404: 1, 429: 1, 500: 1 });
     assert.equal(stats.listeners.push.clients, 0);
     assert.deepEqual(stats.consumerLag, [{ broker: 'local', kind: 'memory', route: 'fanout', topic: 'mixed', partition: 0, lag: 0 }]);
     assert.deepEqual(stats.reloads, { success: 2, failure: 1 });
