@@ -72,6 +72,8 @@ export function bindingsFor(msg: Message, ctx: MessageContext): Record<string, u
     route: ctx.route,
     path: ctx.path ?? {},
     query: ctx.query ?? {},
+    message: ctx.asyncapi?.message ?? null,
+    channel: ctx.asyncapi?.channel ?? null,
   };
 }
 

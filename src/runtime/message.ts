@@ -17,6 +17,8 @@ export interface MessageContext {
   query?: Record<string, string | string[]>;
   /** Client address, for rate limits and logs. */
   remoteAddress?: string;
+  /** Set by a validate step that names AsyncAPI messages: which message (and channel) the value is. */
+  asyncapi?: { message: string | null; channel: string | null };
 }
 
 /** One target's acknowledgement, as listed in the HTTP 200 body. */

@@ -29,10 +29,14 @@ export class ConfigWatcher {
 
   constructor(private readonly onChange: (files: string[]) => void, private readonly timing: WatchTiming = DEFAULT_TIMING) {}
 
-  /** Replace the set of watched files; their current content becomes the baseline. */
-  setFiles(files: Iterable<string>): void {
+  /**
+   * Replace the set of watched files. The baseline is what the load read (`loaded`, by file), or
+   * else their current content; a file that changed since the load read it is reported promptly.
+   */
+  setFiles(files: Iterable<string>, loaded?: ReadonlyMap<string, string>): void {
     if (this.closed) return;
-    this.hashes = new Map([...files].map((f) => [f, contentHash(f)]));
+    this.hashes = new Map([...files].map((f) => [f, loaded?.get(f) ?? contentHash(f)]));
+    if (loaded && this.watcher) this.poke();
     const dirs = new Set([...this.hashes.keys()].map((f) => dirname(f)));
     const added = [...dirs].filter((d) => !this.dirs.has(d));
     const removed = [...this.dirs].filter((d) => !dirs.has(d));
@@ -40,7 +44,12 @@ export class ConfigWatcher {
     if (!this.watcher) {
       this.watcher = watch([...dirs], { depth: 0, ignoreInitial: true, followSymlinks: false });
       const w = this.watcher;
-      this.isReady = new Promise((resolve) => w.once('ready', () => resolve()));
+      this.isReady = new Promise((resolve) =>
+        w.once('ready', () => {
+          resolve();
+          this.poke(); // catches an edit made between the load and the watcher's start
+        }),
+      );
       this.watcher.on('all', () => this.poke());
       this.watcher.on('error', () => this.poke());
       return;
@@ -87,7 +96,8 @@ export class ConfigWatcher {
 
 function contentHash(file: string): string {
   try {
-    return hash(readFileSync(file));
+    // Hashed as text, as the loader hashes what it read (the baseline), so the two always compare equal.
+    return hash(readFileSync(file, 'utf8'));
   } catch {
     return 'missing';
   }
