@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import { problem, problemBody, type Problem } from '../errors.js';
 import { hash } from '../plan/canonical.js';
@@ -52,7 +52,6 @@ export function addAsyncApiEndpoints(admin: AdminServer, gateway: Gateway): void
     if (!target) return sendProblem(res, unknownFile(file, docs));
     const body = await readBody(req, MAX_ASYNCAPI_BYTES);
     if (body === undefined) {
-      res.setHeader('connection', 'close');
       return sendProblem(res, problem('EG_PAYLOAD_TOO_LARGE', `an AsyncAPI document may have at most ${MAX_ASYNCAPI_BYTES} bytes`));
     }
     const doc = target;
@@ -64,7 +63,7 @@ export function addAsyncApiEndpoints(admin: AdminServer, gateway: Gateway): void
 
 async function upload(gateway: Gateway, target: AsyncApiPlan, text: string, res: ServerResponse): Promise<void> {
   const checked = await gateway.load(new Map([[target.file, text]]));
-  if (!checked.plan) return sendRefusal(res, refusal(target, checked.diagnostics), checked.diagnostics);
+  if (!checked.plan) return sendRefusal(res, refusal(target, checked.diagnostics), checked.diagnostics, gateway.plan!.file);
 
   let before: string | undefined;
   try {
@@ -81,7 +80,7 @@ async function upload(gateway: Gateway, target: AsyncApiPlan, text: string, res:
   if (result.result === 'rejected') {
     // Something else changed between the check and the reload (or a component could not start): put the document back.
     if (before !== undefined) await writeAtomically(target.file, before);
-    return sendRefusal(res, problem('EG_ASYNCAPI_INVALID', `the gateway could not apply the document (${result.reason}); ${target.asWritten} was restored`), result.diagnostics);
+    return sendRefusal(res, problem('EG_ASYNCAPI_INVALID', `the gateway could not apply the document (${result.reason}); ${target.asWritten} was restored`), result.diagnostics, gateway.plan!.file);
   }
   gateway.logger.info({ file: target.asWritten, version: result.version }, 'AsyncAPI document uploaded');
   sendJson(res, 200, { result: result.result, version: result.version, file: target.asWritten });
@@ -97,7 +96,10 @@ function refusal(target: AsyncApiPlan, diagnostics: Diagnostic[]): Problem {
   return problem('EG_ASYNCAPI_CONFLICT', `the config uses AsyncAPI messages or channels that ${target.asWritten} would no longer provide; nothing was changed`);
 }
 
-function sendRefusal(res: ServerResponse, p: Problem, diagnostics: Diagnostic[]): void {
+/** Diagnostics name files relative to the config's directory, as the config (and `?file=`) write them. */
+function sendRefusal(res: ServerResponse, p: Problem, found: Diagnostic[], configFile: string): void {
+  const dir = dirname(resolve(configFile));
+  const diagnostics = found.map((d) => ({ ...d, file: relative(dir, resolve(d.file)) }));
   const errors = diagnostics.map(formatDiagnostic);
   const text = JSON.stringify({ ...problemBody({ ...p, errors }), diagnostics: diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })) });
   res.writeHead(p.status, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(text) });
@@ -122,13 +124,11 @@ async function writeAtomically(file: string, text: string): Promise<void> {
   }
 }
 
-/** Reads at most `max` bytes; undefined when the body is larger (the rest is drained, not buffered). */
+/**
+ * Buffers at most `max` bytes; undefined when the body is larger. The rest is read and dropped,
+ * so the client gets its answer after sending, not a reset connection mid-upload.
+ */
 function readBody(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
-  const declared = Number(req.headers['content-length']);
-  if (declared > max) {
-    req.resume();
-    return Promise.resolve(undefined);
-  }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
