@@ -51,11 +51,11 @@ export const validateStep: StepKind<ValidateOptions> = {
   },
   doc: {
     summary:
-      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = `{"ts": ISO-8601, "errors": ["<instancePath>: <message>", ...]}`; `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
+      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}`; `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
     example: 'validate:\n  message: lightMeasured      # or: channel: lightingMeasured, or: schema: schemas/light-measured.json\n  onInvalid: tag',
     options: {
       schema: 'inline JSON Schema, or a file path relative to gateway.yaml (JSON or YAML); the file is watched',
-      message: 'AsyncAPI message id (components key, messageId or name) in the `asyncapi:` documents; the documents are watched',
+      message: 'AsyncAPI message id in the `asyncapi:` documents: its components key, its messageId (2.x) or key in a channel (3.x), or its name; the documents are watched',
       channel: 'AsyncAPI channel key (or 3.x address): any of its messages passes; with several, each error names the message it is from',
       onInvalid: 'reject | tag | deadletter (default reject)',
       deadletter: '{broker, topic} for onInvalid: deadletter; defaults to the route\'s deadletter',
