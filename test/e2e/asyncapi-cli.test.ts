@@ -70,7 +70,7 @@ describe('the AsyncAPI examples run', () => {
       const example = (name: string) => readFileSync(join(repoRoot, 'examples', name), 'utf8');
       const files: Record<string, string> = { [`asyncapi-${version}/streetlights.yaml`]: example(`asyncapi-${version}/streetlights.yaml`), 'schemas/light-measured.json': example('schemas/light-measured.json') };
       const yaml = example(`asyncapi-${version}/gateway.yaml`).replace('asyncapi: streetlights.yaml', `asyncapi: asyncapi-${version}/streetlights.yaml`);
-      const gw = await startGateway(yaml, { files, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' } });
+      const gw = await startGateway(yaml, { files, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' }, readyTimeoutMs: 30_000 });
       try {
         const client = await WsClient.connect(gw.url('push', '/ws/light', 'ws'));
         const event = { id: 3, lumens: 250, sentAt: '2026-11-23T10:00:00Z' };

@@ -60,10 +60,10 @@ describe('AsyncAPI documents change validation live: edits on disk and uploads',
   const version = async () => (await json(await fetch(`${gw.adminUrl}/admin/status`, { headers: auth }))).version as string;
 
   before(async () => {
-    gw = await startGateway(config, { files: { 'streetlights.yaml': streetlights26, 'schemas/light-measured.yaml': lightMeasuredPayload, 'alerts.yaml': alerts } });
+    gw = await startGateway(config, { files: { 'streetlights.yaml': streetlights26, 'schemas/light-measured.yaml': lightMeasuredPayload, 'alerts.yaml': alerts }, readyTimeoutMs: 30_000 });
   });
   after(async () => {
-    await gw.stop();
+    await gw?.stop();
   });
 
   it('reloads when a file the document $refs changes, and validates with the new payload schema', async () => {

@@ -53,12 +53,12 @@ for (const version of ['2.6', '3.0'] as const) {
     let gw: RunningGateway;
     const see: Record<'accepted' | 'tagged' | 'dead', WsClient> = {} as never;
     before(async () => {
-      gw = await startGateway(config(ch.commands), { files: { 'streetlights.yaml': documentOf[version], 'schemas/light-measured.yaml': lightMeasuredPayload } });
+      gw = await startGateway(config(ch.commands), { files: { 'streetlights.yaml': documentOf[version], 'schemas/light-measured.yaml': lightMeasuredPayload }, readyTimeoutMs: 30_000 });
       for (const topic of ['accepted', 'tagged', 'dead'] as const) see[topic] = await WsClient.connect(gw.url('ws', `/see/${topic}`, 'ws'));
     });
     after(async () => {
       for (const c of Object.values(see)) c.close();
-      await gw.stop();
+      await gw?.stop();
     });
 
     it('reject: answers an invalid HTTP message 400 with the errors and publishes nothing; a valid one passes with $message and $channel', async () => {
