@@ -94,7 +94,7 @@ const SUMMARIES = [/must match "(then|else)" schema$/, /must match a schema in a
 
 interface CacheEntry {
   result: ParsedAsyncApi;
-  /** Every file the parse read through `$ref`, with the hash of what it read ('missing' when it could not). */
+  /** Every local file the parse read through `$ref`, with the hash of what it read. */
   refs: Map<string, string>;
 }
 
@@ -152,13 +152,12 @@ export async function parseAsyncApi(file: string, text: string, read: FileReader
     path: d.path,
     message: readableMessage(d.message),
   }));
-  let result: ParsedAsyncApi;
   if (problems.length > 0 || !out.document) {
     if (problems.length === 0) problems.push({ file, line: 1, column: 1, path: [], message: 'not an AsyncAPI document' });
-    result = { document: undefined, problems };
-  } else {
-    result = { document: indexDocument(file, out.document.json() as Json), problems: [] };
+    // Not cached: a failure may pass (a remote $ref that could not be fetched this time).
+    return { document: undefined, problems };
   }
+  const result: ParsedAsyncApi = { document: indexDocument(file, out.document.json() as Json), problems: [] };
   cache.delete(key);
   cache.set(key, { result, refs });
   if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
