@@ -35,10 +35,11 @@ export interface LoadResult {
   /** Every file the config referenced (even when loading failed), so a fix to any of them is noticed. */
   files: string[];
   /**
-   * Hash of the content this load read from each file ('missing' when it could not): the watcher's
-   * baseline, so an edit made while the (asynchronous) load ran is still noticed.
+   * Content hash of each file as this load read it ('missing' when it could not be read). A
+   * watcher compares against these, not against a later read, or an edit made while the load
+   * ran would go unnoticed.
    */
-  hashes: ReadonlyMap<string, string>;
+  seen: Map<string, string>;
 }
 
 /**
@@ -49,16 +50,16 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const configFile = resolve(file);
   const diagnostics: Diagnostic[] = [];
   const src = readSource(file, options.env, diagnostics);
-  if (!src) return { plan: undefined, diagnostics, files: [configFile], hashes: new Map([[configFile, 'missing']]) };
+  if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: new Map([[configFile, 'missing']]) };
   diagnostics.push(...checkSchema(src, options.registry));
-  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], hashes: new Map([[configFile, hash(src.text)]]) };
+  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: new Map([[configFile, hash(src.text)]]) };
   const compiler = new Compiler(src, configFile, options.registry, options.overrides);
   await compiler.loadAsyncApi();
   const plan = compiler.compile();
   const files = [...compiler.files.keys()];
-  const hashes = new Map(compiler.files);
-  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files, hashes };
-  return { plan, diagnostics: [], files, hashes };
+  const seen = new Map(compiler.files);
+  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files, seen };
+  return { plan, diagnostics: [], files, seen };
 }
 
 function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
@@ -405,9 +406,10 @@ class Compiler {
   /** Reads a referenced file and records its hash (for the plan's version, route keys and the watcher), even when it is missing. */
   private readText(abs: string): string {
     try {
-      const text = this.overrides?.get(abs) ?? readFileSync(abs, 'utf8');
-      this.files.set(abs, hash(text));
-      return text;
+      const override = this.overrides?.get(abs);
+      const bytes = override === undefined ? readFileSync(abs) : Buffer.from(override);
+      this.files.set(abs, hash(bytes));
+      return bytes.toString('utf8');
     } catch (err) {
       this.files.set(abs, 'missing');
       throw err;

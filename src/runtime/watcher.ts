@@ -30,13 +30,12 @@ export class ConfigWatcher {
   constructor(private readonly onChange: (files: string[]) => void, private readonly timing: WatchTiming = DEFAULT_TIMING) {}
 
   /**
-   * Replace the set of watched files. The baseline is what the load read (`loaded`, by file), or
-   * else their current content; a file that changed since the load read it is reported promptly.
+   * Replace the set of watched files. `seen` holds the content hash of each as the config load
+   * read it: a file that differs from that by now (edited while the load ran) counts as changed.
    */
-  setFiles(files: Iterable<string>, loaded?: ReadonlyMap<string, string>): void {
+  setFiles(files: Iterable<string>, seen: ReadonlyMap<string, string> = new Map()): void {
     if (this.closed) return;
-    this.hashes = new Map([...files].map((f) => [f, loaded?.get(f) ?? contentHash(f)]));
-    if (loaded && this.watcher) this.poke();
+    this.hashes = new Map([...files].map((f) => [f, seen.get(f) ?? contentHash(f)]));
     const dirs = new Set([...this.hashes.keys()].map((f) => dirname(f)));
     const added = [...dirs].filter((d) => !this.dirs.has(d));
     const removed = [...this.dirs].filter((d) => !dirs.has(d));
@@ -47,7 +46,8 @@ export class ConfigWatcher {
       this.isReady = new Promise((resolve) =>
         w.once('ready', () => {
           resolve();
-          this.poke(); // catches an edit made between the load and the watcher's start
+          // An edit made between the load and now sent no event we could see: compare once.
+          this.poke();
         }),
       );
       this.watcher.on('all', () => this.poke());
@@ -96,8 +96,7 @@ export class ConfigWatcher {
 
 function contentHash(file: string): string {
   try {
-    // Hashed as text, as the loader hashes what it read (the baseline), so the two always compare equal.
-    return hash(readFileSync(file, 'utf8'));
+    return hash(readFileSync(file));
   } catch {
     return 'missing';
   }
