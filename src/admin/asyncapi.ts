@@ -9,6 +9,7 @@ import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
+import { redact } from '../config/secrets.js';
 import { problem, problemBody, type Problem } from '../errors.js';
 import { hash } from '../plan/canonical.js';
 import type { AsyncApiPlan } from '../plan/types.js';
@@ -63,7 +64,11 @@ export function addAsyncApiEndpoints(admin: AdminServer, gateway: Gateway): void
 
 async function upload(gateway: Gateway, target: AsyncApiPlan, text: string, res: ServerResponse): Promise<void> {
   const checked = await gateway.load(new Map([[target.file, text]]));
-  if (!checked.plan) return sendRefusal(res, refusal(target, checked.diagnostics), checked.diagnostics, gateway.plan!.file);
+  if (!checked.plan) {
+    // A diagnostic may quote a config value: no secret leaves the gateway in the answer (docs/security.md).
+    const diagnostics = redact(checked.diagnostics, new Set([...(gateway.plan?.secretValues ?? []), ...(checked.secrets ?? [])]));
+    return sendRefusal(res, refusal(target, diagnostics), diagnostics, gateway.plan!.file);
+  }
 
   let before: string | undefined;
   try {

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { formatDiagnostic } from '../config/diagnostics.js';
 import { buildConfigSchema } from '../config/schema.js';
+import { redact } from '../config/secrets.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { createLogger } from '../log.js';
 import { loadPlan } from '../plan/compile.js';
@@ -78,6 +79,7 @@ async function run(file: string): Promise<number> {
   const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env: process.env, logger });
   const started = await gateway.start();
   if (!started.plan) {
+    started.diagnostics = redact(started.diagnostics, started.secrets ?? new Set());
     for (const d of started.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, 'config is invalid');
     for (const d of started.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
     if (started.diagnostics.length === 0) process.stderr.write(`eventgate: ${gateway.lastError?.message ?? 'the gateway could not start'}\n`);

@@ -12,7 +12,8 @@ import { readSource, type Env, type PathPart, type SourceDocument } from '../con
 import { didYouMean } from '../config/suggest.js';
 import type { ErrorCode } from '../errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
-import type { CompiledStep, MessageContract, StepCompileContext } from '../kinds/contracts.js';
+import type { CompiledStep, ListenerCompileContext, MessageContract, StepCompileContext } from '../kinds/contracts.js';
+import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { canonical, hash } from './canonical.js';
 import type { AdminPlan, AsyncApiPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
@@ -40,6 +41,8 @@ export interface LoadResult {
    * ran would go unnoticed.
    */
   seen: Map<string, string>;
+  /** Secret strings of the loaded file (see secretValues), also when it was rejected: its diagnostics are redacted with them. */
+  secrets?: ReadonlySet<string>;
 }
 
 /**
@@ -51,15 +54,16 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const diagnostics: Diagnostic[] = [];
   const src = readSource(file, options.env, diagnostics);
   if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: new Map([[configFile, 'missing']]) };
+  const secrets = secretValues(src.value, src.fromEnv);
   diagnostics.push(...checkSchema(src, options.registry));
-  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: new Map([[configFile, hash(src.text)]]) };
+  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: new Map([[configFile, hash(src.text)]]), secrets };
   const compiler = new Compiler(src, configFile, options.registry, options.overrides);
   await compiler.loadAsyncApi();
   const plan = compiler.compile();
   const files = [...compiler.files.keys()];
   const seen = new Map(compiler.files);
-  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files, seen };
-  return { plan, diagnostics: [], files, seen };
+  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files, seen, secrets };
+  return { plan, diagnostics: [], files, seen, secrets };
 }
 
 function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
@@ -86,6 +90,7 @@ interface RawTarget {
   listener?: string;
   path?: string;
   format?: 'value' | 'envelope';
+  auth?: Record<string, unknown>;
 }
 interface RawRoute {
   name: string;
@@ -202,7 +207,23 @@ class Compiler {
     for (const [name, options] of Object.entries(c.listeners ?? {})) {
       const kind = this.registry.listeners.get(options.kind)!;
       const socket = Object.fromEntries(kind.socketOptions.map((k) => [k, options[k]]));
-      listeners.set(name, { name, kind: options.kind, options, key: canonical(options), socketKey: canonical(socket) });
+      const at: PathPart[] = ['listeners', name];
+      const files: string[] = [];
+      const ctx: ListenerCompileContext = {
+        report: (rel, code, message) => this.report([...at, ...rel], code, message),
+        readFile: (file, rel) => {
+          const abs = resolve(this.dir, file);
+          files.push(abs);
+          return this.readFile(abs, file, [...at, ...rel]);
+        },
+      };
+      // On failure the problems are reported (the plan is rejected); the listener stays in the map
+      // so routes on it are still checked.
+      const compiled = (kind.compile ? kind.compile(options, ctx) : options) ?? options;
+      // A changed referenced file (a rotated certificate) changes the key but not the socket key:
+      // the listener takes it in place.
+      const key = files.length === 0 ? canonical(options) : canonical({ options, files: files.map((f) => [f, this.files.get(f)]) });
+      listeners.set(name, { name, kind: options.kind, options: compiled as Record<string, unknown>, key, socketKey: canonical(socket) });
     }
     const chains = new Map<string, CompiledChainStep[] | undefined>();
     for (const [name, steps] of Object.entries(c.chains ?? {})) {
@@ -210,6 +231,7 @@ class Compiler {
     }
     const routes = new Map<string, RoutePlan>();
     const publishPaths = new Map<string, number>();
+    const forwardAuth = new Map<string, { auth: string; route: string }>();
     (c.routes ?? []).forEach((raw, i) => {
       const at: PathPart[] = ['routes', i];
       if (routes.has(raw.name)) {
@@ -226,6 +248,20 @@ class Compiler {
           return;
         }
         publishPaths.set(claim, i);
+      }
+      // Subscribers of a path receive what every route forwarding there sends, so the routes
+      // must agree on who may subscribe.
+      const targets = Array.isArray(raw.to) ? raw.to : [raw.to];
+      for (const [j, t] of targets.entries()) {
+        if (t.listener === undefined || t.path === undefined) continue;
+        const claim = `${t.listener} ${t.path}`;
+        const auth = canonical(t.auth ?? null);
+        const other = forwardAuth.get(claim);
+        if (other === undefined) forwardAuth.set(claim, { auth, route: raw.name });
+        else if (other.auth !== auth) {
+          this.report(Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'], 'EG_CONFIG_CONFLICT', `route '${other.route}' also forwards to listener '${t.listener}' path '${t.path}' with ${other.auth === 'null' ? 'no auth' : 'a different auth'}; every route forwarding to a path must declare the same auth`, 'key');
+          return;
+        }
       }
       routes.set(route.name, route);
     });
@@ -248,6 +284,7 @@ class Compiler {
       listeners,
       routes,
       secrets: this.src.fromEnv,
+      secretValues: secretValues(this.src.value, this.src.fromEnv),
     };
   }
 
@@ -317,12 +354,17 @@ class Compiler {
       }
     });
     for (const s of steps) for (const b of s.step.brokers ?? []) usesBrokers.add(b);
+    if (from?.type === 'broker') {
+      const clientSteps = [...new Set(steps.filter((s) => s.step.needsClient).map((s) => s.step.kind))];
+      if (clientSteps.length > 0) this.report(throughAt, 'EG_CONFIG_REF', `route '${raw.name}' consumes from a broker, but ${clientSteps.join(' and ')} steps check the client that sent a message, and broker messages have none; use them on routes from a listener`, 'key');
+    }
     if (!raw.deadletter && steps.some((s) => s.step.needsRouteDeadletter)) {
       this.report(throughAt, 'EG_CONFIG_REF', `route '${raw.name}' uses a validate step with onInvalid: deadletter but neither the step nor the route has a 'deadletter: {broker, topic}'`, 'key');
     }
 
     // to
     const targets: TargetPlan[] = [];
+    const targetFiles: string[] = [];
     const rawTargets = Array.isArray(raw.to) ? raw.to : [raw.to];
     rawTargets.forEach((t, j) => {
       const tAt: PathPart[] = Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'];
@@ -331,7 +373,7 @@ class Compiler {
         return;
       }
       if (t.broker !== undefined) {
-        if (t.path !== undefined || t.format !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'path' and 'format' belong with 'listener' targets, not 'broker' targets`, 'key');
+        if (t.path !== undefined || t.format !== undefined || t.auth !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'path', 'format' and 'auth' belong with 'listener' targets, not 'broker' targets`, 'key');
         if (t.topic === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a broker target needs a 'topic'`, 'key');
         if (!checkBroker(t.broker, [...tAt, 'broker'])) return;
         const key = t.key === undefined ? undefined : this.expression(t.key, [...tAt, 'key']);
@@ -342,17 +384,32 @@ class Compiler {
         if (!checkListener(t.listener!, [...tAt, 'listener'])) return;
         const kind = this.registry.listeners.get(listeners.get(t.listener!)!.kind)!;
         if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket listeners can be targets (clients connect to them to receive messages)`);
-        targets.push({ type: 'listener', listener: t.listener!, path: t.path, format: t.format ?? 'value' });
+        let auth: CompiledStep | undefined;
+        if (t.auth !== undefined) {
+          const authKind = this.registry.steps.get('auth');
+          const files: string[] = [];
+          auth = authKind?.compile(t.auth, this.stepContext([...tAt, 'auth'], files));
+          targetFiles.push(...files);
+          if (!auth) return;
+        }
+        targets.push({ type: 'listener', listener: t.listener!, path: t.path, format: t.format ?? 'value', auth });
       }
     });
 
     if (this.diagnostics.length > errorsBefore || !from) return undefined;
-    const fileHashes = steps.flatMap((s) => s.files.map((file) => [file, this.files.get(file)]));
+    const fileHashes = [...steps.flatMap((s) => s.files), ...targetFiles].map((file) => [file, this.files.get(file)]);
+    const seen = new Map<string, number>();
+    const stepIds = steps.map((s) => {
+      const n = seen.get(s.key) ?? 0;
+      seen.set(s.key, n + 1);
+      return `${raw.name}\0${s.key}\0${n}`;
+    });
     return {
       name: raw.name,
       key: canonical({ raw, steps: steps.map((s) => s.key), files: fileHashes }),
       from,
       steps: steps.map((s) => s.step),
+      stepIds,
       to: targets,
       deadletter: raw.deadletter,
       ack: raw.ack ?? false,
@@ -371,27 +428,31 @@ class Compiler {
       const stepAt: PathPart[] = single ? [...at, kindName] : [...at, i, kindName];
       const files: string[] = [];
       const errorsBefore = this.diagnostics.length;
-      const ctx: StepCompileContext = {
-        report: (rel, code, message) => this.report([...stepAt, ...rel], code, message),
-        compileExpression: (source, rel) => this.expression(source, [...stepAt, ...rel]),
-        compileJsonSchema: (schema, rel, origin) => this.jsonSchema(schema, [...stepAt, ...rel], origin),
-        readFile: (file, rel) => {
-          const abs = resolve(this.dir, file);
-          files.push(abs);
-          return this.readFile(abs, file, [...stepAt, ...rel]);
-        },
-        checkBroker: (name, rel) => {
-          if (this.config.brokers?.[name]) return true;
-          this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
-          return false;
-        },
-        asyncapiContracts: (ref, rel) => this.asyncapiContracts(ref, [...stepAt, ...rel], files),
-      };
-      const step = kind.compile(options, ctx);
+      const step = kind.compile(options, this.stepContext(stepAt, files));
       if (!step || this.diagnostics.length > errorsBefore) failed = true;
       else out.push({ step, key: canonical(raw), files });
     });
     return failed ? undefined : out;
+  }
+
+  /** What a step kind's compile() gets; files it reads are appended to `files`. */
+  private stepContext(stepAt: PathPart[], files: string[]): StepCompileContext {
+    return {
+      report: (rel, code, message) => this.report([...stepAt, ...rel], code, message),
+      compileExpression: (source, rel) => this.expression(source, [...stepAt, ...rel]),
+      compileJsonSchema: (schema, rel, origin) => this.jsonSchema(schema, [...stepAt, ...rel], origin),
+      readFile: (file, rel) => {
+        const abs = resolve(this.dir, file);
+        files.push(abs);
+        return this.readFile(abs, file, [...stepAt, ...rel]);
+      },
+      checkBroker: (name, rel) => {
+        if (this.config.brokers?.[name]) return true;
+        this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
+        return false;
+      },
+      asyncapiContracts: (ref, rel) => this.asyncapiContracts(ref, [...stepAt, ...rel], files),
+    };
   }
 
   private readFile(abs: string, asWritten: string, at: PathPart[]): string | undefined {
