@@ -11,8 +11,8 @@ export interface Plan {
   file: string;
   /** Absolute paths of the config and every referenced file → content hash. */
   files: Map<string, string>;
-  /** The AsyncAPI documents in force, in the order the config lists them. */
-  asyncapi: AsyncApiPlan[];
+  /** The AsyncAPI documents in force, in the order the config lists them (optional so hand-built plans keep compiling). */
+  asyncapi?: AsyncApiPlan[];
   admin: AdminPlan | undefined;
   log: { level: string };
   expressions: ExpressionLimits;

@@ -126,7 +126,7 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     const v31 = { asyncapi: '3.1.0', info: { title: 't', version: '1' }, channels: { c: { address: 'a/b', messages: { m: { payload: { type: 'object', required: ['x'] } } } } } };
     const v20 = `asyncapi: 2.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  old/topic:\n    subscribe:\n      message:\n        name: legacy\n        payload: {type: object, required: [y]}\n`;
     const plan = await loadOk({ 'gateway.yaml': config(['{message: m}', '{channel: a/b}', '{message: legacy}'], 'asyncapi: [doc.json, old.yaml]'), 'doc.json': JSON.stringify(v31, null, 2), 'old.yaml': v20 });
-    assert.deepEqual(plan.asyncapi.map((d) => d.version), ['3.1.0', '2.0.0']);
+    assert.deepEqual(plan.asyncapi!.map((d) => d.version), ['3.1.0', '2.0.0']);
     assert.equal(isStop((await validateWith(plan, 'r0', { x: 1 })).result), false);
     assert.equal(isStop((await validateWith(plan, 'r1', {})).result), true);
     assert.equal(isStop((await validateWith(plan, 'r2', { y: 1 })).result), false);

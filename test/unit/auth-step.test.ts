@@ -15,7 +15,6 @@ function compileCtx(problems: string[]): StepCompileContext {
     compileJsonSchema: () => undefined,
     readFile: () => undefined,
     checkBroker: () => true,
-    asyncapiContracts: () => undefined,
   };
 }
 

@@ -71,7 +71,12 @@ export const validateStep: StepKind<ValidateOptions> = {
     if (options.deadletter && !ctx.checkBroker(options.deadletter.broker, ['deadletter', 'broker'])) return undefined;
     if (options.message !== undefined || options.channel !== undefined) {
       const ref = options.message !== undefined ? { message: options.message } : { channel: options.channel! };
-      const contracts = ctx.asyncapiContracts(ref, [options.message !== undefined ? 'message' : 'channel']);
+      const rel = [options.message !== undefined ? 'message' : 'channel'];
+      if (!ctx.asyncapiContracts) {
+        ctx.report(rel, 'EG_CONFIG_ASYNCAPI_REF', 'AsyncAPI messages cannot be used here');
+        return undefined;
+      }
+      const contracts = ctx.asyncapiContracts(ref, rel);
       return contracts && validator(contracts, onInvalid, options.deadletter);
     }
     let schema: unknown = options.schema;
