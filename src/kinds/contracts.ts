@@ -32,6 +32,20 @@ export interface StepCompileContext {
   readFile(file: string, relPath: readonly PathPart[]): string | undefined;
   /** Check that a broker name exists. */
   checkBroker(name: string, relPath: readonly PathPart[]): boolean;
+  /**
+   * The messages of the config's AsyncAPI documents that `ref` names, each with its payload
+   * validator (compiled once per load); undefined, with the problem reported, when the name is unknown.
+   * The documents become files of the step, so editing them rebuilds it. (Optional so contexts
+   * built by hand in tests keep compiling; the compiler always provides it.)
+   */
+  asyncapiContracts?(ref: { message: string } | { channel: string }, relPath: readonly PathPart[]): MessageContract[] | undefined;
+}
+
+/** One message a validate step accepts: its payload check, and what `$message` / `$channel` become when it matches. */
+export interface MessageContract {
+  check: ValidateFunction;
+  message: string | null;
+  channel: string | null;
 }
 
 export type StepResult = Message | StepStop;
