@@ -6,6 +6,7 @@ import { problem, problemBody, type Problem } from '../errors.js';
 import { sendJson, sendProblem } from '../runtime/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
 import type { Gateway } from '../runtime/gateway.js';
+import { addAsyncApiEndpoints } from './asyncapi.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 /** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */
@@ -42,6 +43,7 @@ export class AdminServer {
       const result = await gateway.reload('admin API');
       sendJson(res, result.result === 'rejected' ? 422 : 200, result);
     });
+    addAsyncApiEndpoints(this, gateway);
   }
 
   /**

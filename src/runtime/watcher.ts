@@ -29,10 +29,13 @@ export class ConfigWatcher {
 
   constructor(private readonly onChange: (files: string[]) => void, private readonly timing: WatchTiming = DEFAULT_TIMING) {}
 
-  /** Replace the set of watched files; their current content becomes the baseline. */
-  setFiles(files: Iterable<string>): void {
+  /**
+   * Replace the set of watched files. `seen` holds the content hash of each as the config load
+   * read it: a file that differs from that by now (edited while the load ran) counts as changed.
+   */
+  setFiles(files: Iterable<string>, seen: ReadonlyMap<string, string> = new Map()): void {
     if (this.closed) return;
-    this.hashes = new Map([...files].map((f) => [f, contentHash(f)]));
+    this.hashes = new Map([...files].map((f) => [f, seen.get(f) ?? contentHash(f)]));
     const dirs = new Set([...this.hashes.keys()].map((f) => dirname(f)));
     const added = [...dirs].filter((d) => !this.dirs.has(d));
     const removed = [...this.dirs].filter((d) => !dirs.has(d));
@@ -40,7 +43,13 @@ export class ConfigWatcher {
     if (!this.watcher) {
       this.watcher = watch([...dirs], { depth: 0, ignoreInitial: true, followSymlinks: false });
       const w = this.watcher;
-      this.isReady = new Promise((resolve) => w.once('ready', () => resolve()));
+      this.isReady = new Promise((resolve) =>
+        w.once('ready', () => {
+          resolve();
+          // An edit made between the load and now sent no event we could see: compare once.
+          this.poke();
+        }),
+      );
       this.watcher.on('all', () => this.poke());
       this.watcher.on('error', () => this.poke());
       return;

@@ -42,6 +42,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** Wait for "gateway ready" (default true); false to observe a failing start. */
   waitReady?: boolean;
+  /** How long to wait for "gateway ready" (default 10 s); configs with AsyncAPI documents parse them first. */
+  readyTimeoutMs?: number;
 }
 
 const running = new Set<RunningGateway>();
@@ -148,7 +150,15 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
     },
   };
   running.add(gw);
-  if (options.waitReady !== false) await waitForLog((l) => l.msg === 'gateway ready');
+  if (options.waitReady !== false) {
+    try {
+      await waitForLog((l) => l.msg === 'gateway ready', options.readyTimeoutMs);
+    } catch (err) {
+      // A gateway that never got ready must not outlive the test file (it would keep it from exiting).
+      await gw.stop('SIGKILL');
+      throw err;
+    }
+  }
   return gw;
 }
 
