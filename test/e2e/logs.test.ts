@@ -83,7 +83,12 @@ describe('logs', () => {
     assert.equal((invalid.message as { headers: Record<string, string> }).headers['x-note'], HEADER_MARKER);
 
     await reconfigure(config('{ level: warn }'));
-    const quiet = gw.logs.length;
+    // Lines logged before the switch (say, the watcher noticing the write) may still be on their
+    // way; stdout keeps order, so once a line logged after the switch is here, they all are.
+    const before = gw.logs.length;
+    await send({ id: 4, fail: true });
+    const sync = await failedLine(before);
+    const quiet = gw.logs.indexOf(sync) + 1;
     await reconfigure(config('{ level: warn, payloads: false }'));
     await send({ id: 'y' });
     await send({ id: 3, fail: true, note: PAYLOAD_MARKER });
