@@ -137,6 +137,10 @@ describe('GET /metrics', () => {
     assert.equal(s.types.get('eventgate_memory_consumer_lag'), 'gauge');
     assert.deepEqual(s.series('eventgate_memory_consumer_lag'), [{ labels: { route: 'fanout', topic: 'mixed', partition: '0' }, value: 0 }]);
     assert.equal(s.value('eventgate_memory_producer_errors_total', { broker: 'local' }), 0);
+    // Every broker kind's families exist (without series) whatever the config, so alerts and dashboards can rely on them.
+    assert.equal(s.types.get('eventgate_kafka_consumer_lag'), 'gauge');
+    assert.deepEqual(s.series('eventgate_kafka_consumer_lag'), []);
+    assert.equal(s.types.get('eventgate_kafka_producer_errors_total'), 'counter');
     assert.ok(s.value('process_cpu_user_seconds_total')! >= 0);
     assert.ok(s.value('nodejs_heap_size_used_bytes')! > 0);
     assert.equal(s.value('eventgate_ready'), 1);
