@@ -1,21 +1,18 @@
 import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { Ajv, type ValidateFunction } from 'ajv';
-import { Ajv2019 } from 'ajv/dist/2019.js';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormatsModule from 'ajv-formats';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import type { ValidateFunction } from 'ajv';
 import { checkSchema } from '../config/check-schema.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
-import { readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
+import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import type { ErrorCode } from '../errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
 import type { CompiledStep, StepCompileContext } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { canonical, hash } from './canonical.js';
+import { JsonSchemaCompiler } from './json-schema.js';
 import type { AdminPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
 
-const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
 export interface LoadOptions {
   registry: KindRegistry;
@@ -27,21 +24,31 @@ export interface LoadResult {
   diagnostics: Diagnostic[];
   /** Every file the config referenced (even when loading failed), so a fix to any of them is noticed. */
   files: string[];
+  /**
+   * Content hash of each file as this load read it ('missing' when it could not be read). A
+   * watcher compares against these, not against a later read, or an edit made while the load
+   * ran would go unnoticed.
+   */
+  seen: Map<string, string>;
 }
 
 /** parse → schema check → compile. Collects every problem it can rather than stopping at the first. */
 export function loadPlan(file: string, options: LoadOptions): LoadResult {
   const configFile = resolve(file);
   const diagnostics: Diagnostic[] = [];
-  const src = readSource(file, options.env, diagnostics);
-  if (!src) return { plan: undefined, diagnostics, files: [configFile] };
-  diagnostics.push(...checkSchema(src, options.registry));
-  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile] };
-  const compiler = new Compiler(src, configFile, options.registry);
+  const { source: src, bytes } = readSource(file, options.env, diagnostics);
+  const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing']]);
+  if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
+  // A value whose variable is missing was left unsubstituted: its schema error would only repeat the problem.
+  const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => d.path));
+  diagnostics.push(...checkSchema(src, options.registry).filter((d) => !missingEnv.has(d.path)));
+  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen };
+  const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry);
   const plan = compiler.compile();
   const files = [...compiler.files.keys()];
-  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files };
-  return { plan, diagnostics: [], files };
+  const seen = new Map(compiler.files);
+  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files, seen };
+  return { plan, diagnostics: [], files, seen };
 }
 
 function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
@@ -92,16 +99,19 @@ class Compiler {
   private readonly config: RawConfig;
   private readonly dir: string;
   private readonly limits: ExpressionLimits;
-  private readonly ajvs = new Map<string, Ajv>();
+  private readonly schemas = new JsonSchemaCompiler();
+  /** Data files read with readDocument, by the name the config used. */
+  private readonly documents = new Map<string, SourceDocument>();
 
   constructor(
     private readonly src: SourceDocument,
     configFile: string,
+    configHash: string,
     private readonly registry: KindRegistry,
   ) {
     this.config = src.value as RawConfig;
     this.dir = dirname(configFile);
-    this.files.set(configFile, hash(src.text));
+    this.files.set(configFile, configHash);
     this.limits = { ...defaultExpressionLimits, ...this.config.expressions };
   }
 
@@ -119,7 +129,8 @@ class Compiler {
     const listeners = new Map<string, ListenerPlan>();
     for (const [name, options] of Object.entries(c.listeners ?? {})) {
       const kind = this.registry.listeners.get(options.kind)!;
-      const socket = Object.fromEntries(kind.socketOptions.map((k) => [k, options[k]]));
+      // A listener that changes kind needs a new socket even on the same port: another kind's runtime cannot take its options.
+      const socket = { kind: options.kind, ...Object.fromEntries(kind.socketOptions.map((k) => [k, options[k]])) };
       listeners.set(name, { name, kind: options.kind, options, key: canonical(options), socketKey: canonical(socket) });
     }
     const chains = new Map<string, CompiledChainStep[] | undefined>();
@@ -127,23 +138,37 @@ class Compiler {
       chains.set(name, this.compileSteps(steps, ['chains', name]));
     }
     const routes = new Map<string, RoutePlan>();
-    const publishPaths = new Map<string, number>();
+    const names = new Map<string, number>();
+    /** listener → the publish paths claimed on it so far, with the claiming route's index. */
+    const claimed = new Map<string, { path: string; index: number }[]>();
     (c.routes ?? []).forEach((raw, i) => {
       const at: PathPart[] = ['routes', i];
-      if (routes.has(raw.name)) {
-        this.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is used twice; route names must be unique`);
+      const first = names.get(raw.name);
+      if (first !== undefined) {
+        const { line } = this.src.locate(['routes', first, 'name'], 'value');
+        this.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is already used by routes[${first}] (line ${line}); route names must be unique`);
         return;
       }
+      names.set(raw.name, i);
       const route = this.compileRoute(raw, at, brokers, listeners, chains);
       if (!route) return;
       if (route.from.type === 'listener') {
-        const claim = `${route.from.listener} ${route.from.path}`;
-        const other = publishPaths.get(claim);
-        if (other !== undefined) {
-          this.report([...at, 'from', 'path'], 'EG_CONFIG_CONFLICT', `listener '${route.from.listener}' path '${route.from.path}' is already the source of route '${c.routes![other]!.name}'`);
+        const { listener, path } = route.from;
+        const kind = this.registry.listeners.get(listeners.get(listener)!.kind)!;
+        const invalid = kind.checkPath?.(path);
+        if (invalid !== undefined) {
+          this.report([...at, 'from', 'path'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': path '${path}' cannot be routed: ${invalid}`);
           return;
         }
-        publishPaths.set(claim, i);
+        const same = kind.samePath ?? ((a: string, b: string) => a === b);
+        const paths = claimed.get(listener) ?? [];
+        const other = paths.find((p) => same(p.path, path));
+        if (other !== undefined) {
+          const also = other.path === path ? '' : ` ('${other.path}' matches the same requests)`;
+          this.report([...at, 'from', 'path'], 'EG_CONFIG_CONFLICT', `listener '${listener}' path '${path}' is already the source of route '${c.routes![other.index]!.name}'${also}`);
+          return;
+        }
+        claimed.set(listener, [...paths, { path, index: i }]);
       }
       routes.set(route.name, route);
     });
@@ -297,6 +322,11 @@ class Compiler {
           files.push(abs);
           return this.readFile(abs, file, [...stepAt, ...rel]);
         },
+        readDocument: (file, rel) => {
+          const abs = resolve(this.dir, file);
+          files.push(abs);
+          return this.readDocument(abs, file, [...stepAt, ...rel]);
+        },
         checkBroker: (name, rel) => {
           if (this.config.brokers?.[name]) return true;
           this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
@@ -312,14 +342,27 @@ class Compiler {
 
   private readFile(abs: string, asWritten: string, at: PathPart[]): string | undefined {
     try {
-      const text = readFileSync(abs, 'utf8');
-      this.files.set(abs, hash(text));
-      return text;
+      const bytes = readFileSync(abs);
+      this.files.set(abs, hash(bytes));
+      return bytes.toString('utf8');
     } catch (err) {
       this.files.set(abs, 'missing');
-      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}`);
       return undefined;
     }
+  }
+
+  private readDocument(abs: string, asWritten: string, at: PathPart[]): { value: unknown } | undefined {
+    const known = this.documents.get(asWritten);
+    if (known) return { value: known.value };
+    const text = this.readFile(abs, asWritten, at);
+    if (text === undefined) return undefined;
+    // Shown as the user would reach it from where they ran the command, like the config file.
+    const display = isAbsolute(asWritten) ? asWritten : join(dirname(this.src.file), asWritten);
+    const doc = parseDataFile(display, text, this.diagnostics);
+    if (!doc) return undefined;
+    this.documents.set(asWritten, doc);
+    return { value: doc.value };
   }
 
   expression(source: string, at: PathPart[]): Expression | undefined {
@@ -327,54 +370,26 @@ class Compiler {
       return compileExpression(source, this.limits);
     } catch (err) {
       if (!(err instanceof ExpressionSyntaxError)) throw err;
-      const { line, column } = this.expressionPosition(at, source, err.position);
+      const { line, column } = this.src.locateInValue(at, err.position);
       this.diagnostics.push({ file: this.src.file, line, column, code: 'EG_CONFIG_EXPRESSION', path: formatPath(at), message: `JSONata expression does not compile: ${err.message}` });
       return undefined;
     }
   }
 
-  /** Maps an offset inside an expression to the file: exact for one-line and block scalars. */
-  private expressionPosition(at: PathPart[], source: string, position: number): { line: number; column: number } {
-    const start = this.src.locate(at, 'value');
-    const offset = this.src.valueOffset(at);
-    const before = source.slice(0, Math.min(position, source.length));
-    const lineInExpr = before.split('\n').length - 1;
-    const colInExpr = before.length - (before.lastIndexOf('\n') + 1);
-    if (offset !== undefined && lineInExpr === 0) return { line: start.line, column: start.column + (this.src.text[offset] === source[0] ? 0 : 1) + colInExpr };
-    const indicator = this.src.text[this.src.text.split('\n').slice(0, start.line - 1).join('\n').length + (start.line > 1 ? 1 : 0) + start.column - 1];
-    if (indicator === '|' || indicator === '>') {
-      const firstContentLine = start.line + 1;
-      const lineText = this.src.text.split('\n')[firstContentLine - 1 + lineInExpr] ?? '';
-      const indent = lineText.length - lineText.trimStart().length;
-      return { line: firstContentLine + lineInExpr, column: indent + colInExpr + 1 };
-    }
-    return start;
-  }
-
   private jsonSchema(schema: unknown, at: PathPart[], origin?: string): ValidateFunction | undefined {
-    const where = origin ? `JSON Schema in '${origin}'` : 'JSON Schema';
-    if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
-      this.report(at, 'EG_CONFIG_JSON_SCHEMA', `${where} must be an object`);
-      return undefined;
+    const { validate, problems } = this.schemas.compile(schema);
+    const doc = origin === undefined ? undefined : this.documents.get(origin);
+    for (const p of problems) {
+      const path = formatPath(p.path);
+      if (doc) {
+        const { line, column } = doc.locate(p.path, 'value');
+        this.diagnostics.push({ file: doc.file, line, column, code: 'EG_CONFIG_JSON_SCHEMA', path, message: `invalid JSON Schema${path ? ` at ${path}` : ''}: ${p.message}` });
+      } else {
+        const where = origin ? `JSON Schema in '${origin}'` : 'JSON Schema';
+        this.report([...at, ...p.path], 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
+      }
     }
-    const draft = String((schema as { $schema?: unknown }).$schema ?? '');
-    const ajv = this.ajvFor(draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020');
-    try {
-      return ajv.compile(schema);
-    } catch (err) {
-      this.report(at, 'EG_CONFIG_JSON_SCHEMA', `${where} does not compile: ${(err as Error).message}`);
-      return undefined;
-    }
+    return validate;
   }
 
-  private ajvFor(draft: string): Ajv {
-    let ajv = this.ajvs.get(draft);
-    if (!ajv) {
-      const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false } as const;
-      ajv = draft === '07' ? new Ajv(opts) : draft === '2019' ? (new Ajv2019(opts) as unknown as Ajv) : (new Ajv2020(opts) as unknown as Ajv);
-      addFormats(ajv);
-      this.ajvs.set(draft, ajv);
-    }
-    return ajv;
-  }
 }

@@ -75,14 +75,14 @@ export class Gateway {
     const result = await this.apply(loaded.plan);
     if (result.result === 'rejected') {
       this.lastError = { message: result.reason, diagnostics: result.diagnostics };
-      return { plan: undefined, diagnostics: result.diagnostics, files: loaded.files };
+      return { plan: undefined, diagnostics: result.diagnostics, files: loaded.files, seen: loaded.seen };
     }
     if (this.options.watch !== false) {
       this.watcher = new ConfigWatcher((files) => {
         this.logger.info({ files }, 'config change detected');
         void this.reload('file change');
       });
-      this.watcher.setFiles(loaded.files);
+      this.watcher.setFiles(loaded.files, loaded.seen);
       await this.watcher.ready();
     }
     return loaded;
@@ -112,7 +112,7 @@ export class Gateway {
   private async reloadOnce(reason: string): Promise<ReloadResult> {
     if (this.stopping) return { result: 'rejected', reason: 'shutting down', diagnostics: [] };
     const loaded = this.load();
-    this.watcher?.setFiles(loaded.files);
+    this.watcher?.setFiles(loaded.files, loaded.seen);
     let result: ReloadResult;
     if (!loaded.plan) {
       result = { result: 'rejected', reason: 'the new config is invalid', diagnostics: loaded.diagnostics };

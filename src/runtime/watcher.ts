@@ -29,10 +29,13 @@ export class ConfigWatcher {
 
   constructor(private readonly onChange: (files: string[]) => void, private readonly timing: WatchTiming = DEFAULT_TIMING) {}
 
-  /** Replace the set of watched files; their current content becomes the baseline. */
-  setFiles(files: Iterable<string>): void {
+  /**
+   * Replace the set of watched files. `seen` holds the content hash of each as the config load
+   * read it: a file that differs from that by now (edited while the load ran) counts as changed.
+   */
+  setFiles(files: Iterable<string>, seen: ReadonlyMap<string, string> = new Map()): void {
     if (this.closed) return;
-    this.hashes = new Map([...files].map((f) => [f, contentHash(f)]));
+    this.hashes = new Map([...files].map((f) => [f, seen.get(f) ?? contentHash(f)]));
     const dirs = new Set([...this.hashes.keys()].map((f) => dirname(f)));
     const added = [...dirs].filter((d) => !this.dirs.has(d));
     const removed = [...this.dirs].filter((d) => !dirs.has(d));

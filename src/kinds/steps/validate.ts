@@ -1,5 +1,4 @@
 import type { ErrorObject, ValidateFunction } from 'ajv';
-import { parse as parseYaml } from 'yaml';
 import { problem } from '../../errors.js';
 import { withHeaders, type Message } from '../../runtime/message.js';
 import type { StepStop } from '../../runtime/outcome.js';
@@ -53,14 +52,9 @@ export const validateStep: StepKind<ValidateOptions> = {
     let origin: string | undefined;
     if (typeof schema === 'string') {
       origin = schema;
-      const text = ctx.readFile(schema, ['schema']);
-      if (text === undefined) return undefined;
-      try {
-        schema = parseYaml(text);
-      } catch (err) {
-        ctx.report(['schema'], 'EG_CONFIG_JSON_SCHEMA', `schema file '${origin}' is not valid JSON or YAML: ${(err as Error).message.split('\n')[0]}`);
-        return undefined;
-      }
+      const doc = ctx.readDocument(schema, ['schema']);
+      if (doc === undefined) return undefined;
+      schema = doc.value;
     }
     const check = ctx.compileJsonSchema(schema, ['schema'], origin);
     if (!check) return undefined;
