@@ -22,6 +22,11 @@ const DEFAULT_MAX_PENDING = 64;
 /** RFC 6455 close codes used here. */
 const GOING_AWAY = 1001;
 const TRY_AGAIN_LATER = 1013;
+/**
+ * A slow client's close frame waits behind everything already buffered for it; it gets this long
+ * to read them and learn why it is disconnected. Nothing new is queued for it meanwhile.
+ */
+const SLOW_CLIENT_GRACE_MS = 5000;
 
 interface Client {
   ws: WebSocket;
@@ -125,7 +130,7 @@ export class WebSocketListener implements ListenerRuntime {
           if (c.ws.bufferedAmount > limit) {
             listener.env.logger.warn({ listener: listener.name, path, remote: c.remoteAddress }, 'client too slow; disconnecting with 1013');
             set.delete(c);
-            void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow');
+            void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
             continue;
           }
           c.ws.send(frame, { binary: false });
@@ -202,14 +207,17 @@ function refuse(socket: Duplex, status: number, text: string): void {
   socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
 }
 
-/** Close politely; a client that does not answer the close handshake within a second is cut off. */
-function closeClient(ws: WebSocket, code: number, reason: string): Promise<void> {
+/**
+ * Close politely; a client that does not answer the close handshake within `graceMs` is cut off
+ * (which drops whatever it had not read yet, the close frame included).
+ */
+function closeClient(ws: WebSocket, code: number, reason: string, graceMs = 1000): Promise<void> {
   if (ws.readyState === 3) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       ws.terminate();
       resolve();
-    }, 1000);
+    }, graceMs);
     timer.unref();
     ws.once('close', () => {
       clearTimeout(timer);
