@@ -52,6 +52,8 @@ export class Gateway {
   private watcher: ConfigWatcher | undefined;
   private reloading: Promise<ReloadResult> | undefined;
   private reloadAgain = false;
+  /** Old routes, listeners and brokers of earlier plans, still finishing their in-flight work. */
+  private readonly retiring = new Set<Promise<void>>();
   private stopping = false;
   private readonly runtimeEnv: RuntimeEnv;
 
@@ -129,6 +131,7 @@ export class Gateway {
       this.lastReload = { at, result: 'rejected', version: this.plan?.version ?? null, error: this.lastError };
     } else {
       if (result.result === 'applied') this.logger.info({ reason, version: result.version }, 'config reloaded');
+      else this.logger.info({ reason, version: result.version }, 'config unchanged');
       this.lastError = null;
       this.lastReload = { at, result: result.result, version: result.version, error: null };
     }
@@ -154,9 +157,13 @@ export class Gateway {
     });
     const earlyListeners = [...diff.listeners.add, ...diff.listeners.rebind.filter((n) => !lateRebind.includes(n))];
 
+    // The admin server binds early too, unless it must take over its predecessor's port.
+    const adminEarly = (diff.admin === 'start' || diff.admin === 'restart') && !(diff.admin === 'restart' && prev!.admin!.port !== 0 && prev!.admin!.port === next.admin!.port);
+
     // --- build: new brokers and listeners, started; any failure undoes only what was built here.
     const newBrokers = new Map<string, BrokerRuntime>();
     const newListeners = new Map<string, ListenerRuntime>();
+    let newAdmin: AdminServer | undefined;
     try {
       for (const name of [...diff.brokers.add, ...replacedBrokers]) {
         const p = next.brokers.get(name)!;
@@ -170,7 +177,14 @@ export class Gateway {
         newListeners.set(name, l);
         await l.start();
       }
+      if (adminEarly) {
+        newAdmin = new AdminServer(this, next.admin!);
+        await newAdmin.start().catch((err: Error) => {
+          throw new Error(`admin server: ${err.message}`);
+        });
+      }
     } catch (err) {
+      await newAdmin?.stop().catch(() => undefined);
       await Promise.allSettled([...newListeners.values()].map((l) => l.stop({ drainMs: 0 })));
       await Promise.allSettled([...newBrokers.values()].map((b) => b.stop()));
       const reason = `could not start the new config: ${(err as Error).message}`;
@@ -217,19 +231,15 @@ export class Gateway {
     for (const [n, r] of routesAfter) this.routes.set(n, r);
     for (const [name, listener] of this.listeners) listener.bind(bindingsFor(name, next, routesAfter));
     // Old consumers stop (finishing and committing the message in hand) before their successors start.
-    await Promise.all(oldRoutes.map((r) => r.stop(drainMs)));
+    await Promise.all(oldRoutes.map((r) => r.stopConsuming()));
     for (const r of newRoutes.values()) r.start();
-    await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));
-    await Promise.allSettled(oldBrokers.map((b) => b.stop()));
 
     if (diff.admin === 'stop' || diff.admin === 'restart') {
       await this.admin?.stop();
       this.admin = undefined;
     }
-    this.plan = next;
-    this.loadedAt = new Date();
-    this.logger.level = next.log.level;
-    if (diff.admin === 'start' || diff.admin === 'restart') {
+    if (newAdmin) this.admin = newAdmin;
+    else if (diff.admin === 'restart') {
       this.admin = new AdminServer(this, next.admin!);
       try {
         await this.admin.start();
@@ -239,7 +249,25 @@ export class Gateway {
     } else if (this.admin) {
       this.admin.configure(next.admin!);
     }
+    this.plan = next;
+    this.loadedAt = new Date();
+    this.logger.level = next.log.level;
     this.logReady();
+
+    // The new config is live. Requests still inside old routes finish there (bounded by the drain
+    // timeout) without holding up the reload; only then do the components they use go away.
+    const oldWork = oldRoutes.filter((r) => r.busy);
+    const retire = (async () => {
+      await Promise.all(oldRoutes.map((r) => r.drain(drainMs)));
+      await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));
+      await Promise.allSettled(oldBrokers.map((b) => b.stop()));
+    })();
+    if (oldWork.length > 0) {
+      this.retiring.add(retire);
+      void retire.finally(() => this.retiring.delete(retire));
+    } else {
+      await retire;
+    }
     return { result: 'applied', version: next.version };
   }
 
@@ -299,7 +327,11 @@ export class Gateway {
     await this.watcher?.close();
     await this.reloading?.catch(() => undefined);
     await Promise.allSettled([...this.listeners.values()].map((l) => l.stop({ drainMs })));
-    await Promise.allSettled([...this.routes.values()].map((r) => r.stop(drainMs)));
+    await Promise.allSettled([...this.routes.values()].map(async (r) => {
+      await r.stopConsuming();
+      await r.drain(drainMs);
+    }));
+    await Promise.allSettled([...this.retiring]);
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
     await this.admin?.stop();
     this.logger.info('shutdown complete');

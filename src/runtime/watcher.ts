@@ -43,7 +43,13 @@ export class ConfigWatcher {
     if (!this.watcher) {
       this.watcher = watch([...dirs], { depth: 0, ignoreInitial: true, followSymlinks: false });
       const w = this.watcher;
-      this.isReady = new Promise((resolve) => w.once('ready', () => resolve()));
+      this.isReady = new Promise((resolve) =>
+        w.once('ready', () => {
+          resolve();
+          // An edit made between the load and now sent no event we could see: compare once.
+          this.poke();
+        }),
+      );
       this.watcher.on('all', () => this.poke());
       this.watcher.on('error', () => this.poke());
       return;
