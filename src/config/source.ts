@@ -64,13 +64,13 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
     return { line: p.line, column: p.col };
   };
   if (doc.errors.length > 0) {
-    // yaml may report one mistake several times at the same place (e.g. a mis-indented key).
+    // One mistake often yields several errors on its line (the parser's recovery trips again): report the first.
     const seen = new Set<number>();
     for (const e of doc.errors) {
-      if (seen.has(e.pos[0])) continue;
-      seen.add(e.pos[0]);
       const { line, column } = pos(e.pos[0]);
-      diagnostics.push({ file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message: `YAML syntax error: ${firstLine(e.message)}` });
+      if (seen.has(line)) continue;
+      seen.add(line);
+      diagnostics.push({ file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message: `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}` });
     }
     return undefined;
   }
@@ -175,6 +175,17 @@ function escapeWidth(c: string | undefined): number {
   if (c === 'u') return 6;
   if (c === 'U') return 10;
   return 2;
+}
+
+/**
+ * `{ port: ${PORT} }` is not YAML: `{` and `}` are flow indicators, so an unquoted variable
+ * cannot sit inside a flow map or list. A common stumble, so say how to write it.
+ */
+function flowVariableHint(text: string, line: number): string {
+  const lineText = text.split('\n')[line - 1] ?? '';
+  const at = lineText.indexOf('${');
+  if (at === -1 || !/[[{]/.test(lineText.slice(0, at))) return '';
+  return ' (an unquoted ${VAR} cannot appear inside { } or [ ]: quote it, or write that map in block style to keep a number a number)';
 }
 
 function firstLine(s: string): string {

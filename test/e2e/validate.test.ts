@@ -289,6 +289,11 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(await validate(files, { env: { PORT: 'http' } }), [['gateway.yaml:5:11', /listeners\.api\.port must be an integer, got string "http"/]]);
     });
 
+    it('explains that an unquoted ${VAR} cannot sit inside a flow map', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api: { kind: http, port: ${PORT} }') }, { env: { PORT: '8080' } });
+      assertProblems(r, [['gateway.yaml:3:29', /YAML syntax error: .*\(an unquoted \$\{VAR\} cannot appear inside \{ \} or \[ \]: quote it, or write that map in block style/]]);
+    });
+
     it('keeps a quoted "${PORT}" a string', async () => {
       const files = { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: "${PORT}"') };
       assertProblems(await validate(files, { env: { PORT: '8080' } }), [['gateway.yaml:5:11', /listeners\.api\.port must be an integer, got string "8080"/]]);
