@@ -243,7 +243,7 @@ function substituteEnv(
         return;
       }
       fromEnv.add(formatPath(path));
-      if (whole) {
+      if (whole && replaced.trim() !== '') {
         // `port: ${PORT}` takes the type of the value, as if it had been written there.
         try {
           const typed: unknown = parseYaml(replaced);
