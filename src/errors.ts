@@ -27,6 +27,13 @@ export const ErrorCodes = {
   EG_UNAUTHORIZED: { status: 401, title: 'Authentication required' },
   EG_FORBIDDEN: { status: 403, title: 'Forbidden' },
   EG_RATE_LIMITED: { status: 429, title: 'Too many requests' },
+  EG_AUTH_UNAVAILABLE: { status: 503, title: 'Credentials cannot be checked right now' },
+  EG_ORIGIN_NOT_ALLOWED: { status: 403, title: 'Origin not allowed' },
+  EG_JSON_TOO_DEEP: { status: 400, title: 'JSON nested too deeply' },
+  EG_JSON_FORBIDDEN_KEY: { status: 400, title: 'JSON has a forbidden key' },
+  EG_BAD_REQUEST: { status: 400, title: 'Malformed request' },
+  EG_HEADERS_TOO_LARGE: { status: 431, title: 'Request headers too large' },
+  EG_REQUEST_TIMEOUT: { status: 408, title: 'Request timeout' },
   EG_INTERNAL: { status: 500, title: 'Internal error' },
 } as const;
 

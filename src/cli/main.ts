@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { formatDiagnostic } from '../config/diagnostics.js';
 import { buildConfigSchema } from '../config/schema.js';
+import { redact } from '../config/secrets.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { createLogger } from '../log.js';
 import { loadPlan } from '../plan/compile.js';
@@ -108,6 +109,7 @@ async function run(file: string): Promise<number> {
 
   const loaded = await gateway.start();
   if (!loaded.plan) {
+    loaded.diagnostics = redact(loaded.diagnostics, loaded.secrets ?? new Set());
     for (const d of loaded.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, 'config is invalid');
     for (const d of loaded.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
     if (loaded.diagnostics.length === 0) process.stderr.write(`eventgate: ${gateway.lastError?.message ?? 'the gateway could not start'}\n`);

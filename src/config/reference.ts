@@ -63,7 +63,9 @@ version: 1
 Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 when every listener
 is bound and every broker connected, else 503 with the reasons), \`GET /admin/status\` (config
 version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
-(reload now; 200 with the result, 422 with diagnostics when the file is invalid).
+(reload now; 200 with the result, 422 with diagnostics when the file is invalid). Nothing the
+admin API returns shows a secret: values from \`\${VAR}\` and under \`token\`, \`secret\`,
+\`password\`, \`passphrase\` or \`keys\` are replaced by \`[redacted]\` (docs/security.md).
 
 \`\`\`yaml
 admin:
@@ -89,8 +91,11 @@ log:
 
 | key | default | meaning |
 |---|---|---|
-| \`timeoutMs\` | \`1000\` | an evaluation running longer fails its message only (HTTP 500) |
-| \`maxDepth\` | \`500\` | an evaluation recursing deeper fails its message only |
+| \`timeoutMs\` | \`1000\` | an evaluation running longer fails its message only (HTTP 500; dead-letter on consume routes); at most 60000 |
+| \`maxDepth\` | \`500\` | an evaluation recursing deeper fails its message only; at most 10000 |
+
+A long evaluation gives the event loop a turn every 10 ms, so other traffic is answered while a
+runaway expression runs out its time (docs/security.md).
 
 \`\`\`yaml
 expressions:
@@ -99,7 +104,8 @@ expressions:
 
 JSONata expressions see the message value as input and these variables: \`$key\`, \`$headers\`,
 \`$topic\`, \`$route\`, and for HTTP input \`$path\` (path parameters) and \`$query\` (query
-string; repeated keys become lists). Expressions are compiled once per load, never per message.
+string; repeated keys become lists); after an \`auth\` step, \`$principal\` (who sent it) and
+\`$claims\` (the JWT's claims). Expressions are compiled once per load, never per message.
 `);
 
   out.push('## brokers\n\nA map of name → broker; `kind` selects the kind.\n');
@@ -131,7 +137,7 @@ acknowledged.
 | \`name\` | yes | unique; letters, digits, \`.\`, \`_\`, \`-\` |
 | \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path) or \`{broker, topic, group?, fromBeginning?}\` |
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
-| \`to\` | yes | one target or a list: \`{broker, topic, key?}\` or \`{listener, path, format?}\` |
+| \`to\` | yes | one target or a list: \`{broker, topic, key?}\` or \`{listener, path, format?, auth?}\` |
 | \`deadletter\` | no | \`{broker, topic}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |
 | \`ack\` | no | WebSocket publish routes: answer each delivered frame with \`{"type":"ack","deliveries":[...]}\` (default false) |
 
@@ -152,7 +158,10 @@ acknowledged.
 - \`{listener: L, path: /p, format: value|envelope}\` where L is a websocket listener: push to every
   client connected on \`/p\` ("websocket forward route"). \`format: value\` (default) sends the value
   as JSON; \`envelope\` sends \`{"topic","partition","offset","key","headers","value","timestamp"}\`
-  (\`timestamp\` in milliseconds since the epoch).
+  (\`timestamp\` in milliseconds since the epoch). \`auth\` (the \`auth\` step's options) guards
+  the path: subscribers must pass it at the WebSocket handshake (401/403 otherwise), and are
+  disconnected (1008) when a reload stops accepting their credentials. Every route forwarding to
+  the same path must declare the same \`auth\`.
 
 \`\`\`yaml
 routes:

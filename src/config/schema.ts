@@ -42,6 +42,8 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
       listener: name,
       path: { type: 'string', pattern: '^/' },
       format: { enum: ['value', 'envelope'], default: 'value' },
+      // Subscribers of a websocket forward path must pass this at the handshake (the auth step's options).
+      ...(registry.steps.has('auth') ? { auth: { ...registry.steps.get('auth')!.schema, description: 'Listener targets: who may subscribe (the auth step options), checked at the WebSocket handshake.' } } : {}),
     },
   };
   return {
@@ -77,8 +79,8 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
         type: 'object',
         additionalProperties: false,
         properties: {
-          timeoutMs: { type: 'integer', minimum: 1, default: 1000 },
-          maxDepth: { type: 'integer', minimum: 1, default: 500 },
+          timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 1000, description: 'Wall-clock bound of one evaluation; the message fails (500) when it is exceeded.' },
+          maxDepth: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'Deepest nesting of evaluation (recursion); deeper fails the message.' },
         },
       },
       brokers: { type: 'object', additionalProperties: byKind(registry.brokers.values(), 'broker') },

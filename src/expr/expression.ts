@@ -9,6 +9,19 @@ export interface ExpressionLimits {
 
 export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500 };
 
+/**
+ * How long one evaluation may hold the event loop before it lets other work run. jsonata's own
+ * guardrails (timeout, stack depth) throw eventually, but its evaluator only awaits values that
+ * are already resolved, so a runaway expression runs in one unbroken chain of microtasks: no
+ * socket is read and no timer fires until it ends. Yielding a macrotask every slice keeps the
+ * rest of the gateway answering while the time box runs out.
+ */
+const SLICE_MS = 10;
+/** Checking the clock on every evaluation step would cost more than the steps themselves. */
+const CHECK_EVERY = 64;
+/** jsonata calls (and awaits) a function bound under this symbol on entry to every evaluation step. */
+const EVALUATE_ENTRY = Symbol.for('jsonata.__evaluate_entry');
+
 /** A JSONata expression compiled once per config load. */
 export interface Expression {
   readonly source: string;
@@ -42,6 +55,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
     const e = err as JsonataError;
     throw new ExpressionSyntaxError(e.message ?? String(err), Math.max(0, (e.position ?? 1) - 1));
   }
+  compiled.assign(EVALUATE_ENTRY as unknown as string, yieldingEntry());
   return {
     source,
     async evaluate(input, bindings) {
@@ -55,6 +69,31 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   };
 }
 
+/**
+ * The entry hook that makes evaluation cooperative. `env.base` is the frame of one evaluation, so
+ * concurrent evaluations of the same expression keep separate slices.
+ */
+function yieldingEntry(): (expr: unknown, input: unknown, env: { base: object }) => Promise<void> | undefined {
+  const sliceStart = new WeakMap<object, number>();
+  let calls = 0;
+  return (_expr, _input, env) => {
+    if (++calls % CHECK_EVERY !== 0) return undefined;
+    const now = performance.now();
+    const started = sliceStart.get(env.base);
+    if (started === undefined) {
+      sliceStart.set(env.base, now);
+      return undefined;
+    }
+    if (now - started < SLICE_MS) return undefined;
+    return new Promise<void>((resolve) =>
+      setImmediate(() => {
+        sliceStart.set(env.base, performance.now());
+        resolve();
+      }),
+    );
+  };
+}
+
 function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
   if (e.code === 'D1012') return `expression ran longer than ${limits.timeoutMs} ms and was stopped`;
   if (e.code === 'D1011') return `expression recursed deeper than ${limits.maxDepth} levels and was stopped`;
@@ -63,7 +102,7 @@ function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
   return e.message ?? String(e);
 }
 
-/** The variables every expression sees (spec §3). */
+/** The variables every expression sees (spec §3), and the identity an auth step established. */
 export function bindingsFor(msg: Message, ctx: MessageContext): Record<string, unknown> {
   return {
     key: msg.key,
@@ -72,6 +111,8 @@ export function bindingsFor(msg: Message, ctx: MessageContext): Record<string, u
     route: ctx.route,
     path: ctx.path ?? {},
     query: ctx.query ?? {},
+    principal: ctx.identity?.principal,
+    claims: ctx.identity?.claims ?? {},
   };
 }
 

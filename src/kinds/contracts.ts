@@ -5,10 +5,10 @@
  */
 import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
-import type { ErrorCode } from '../errors.js';
+import type { ErrorCode, Problem } from '../errors.js';
 import type { Expression } from '../expr/expression.js';
 import type { PathPart } from '../config/source.js';
-import type { Delivery, Message, MessageContext } from '../runtime/message.js';
+import type { Delivery, Identity, Message, MessageContext, RequestMeta } from '../runtime/message.js';
 import type { Outcome, StepStop } from '../runtime/outcome.js';
 
 export type JsonSchema = Record<string, unknown>;
@@ -38,13 +38,32 @@ export interface StepCompileContext {
    * Read and parse a JSON or YAML file named relative to the config file (watched for hot
    * reload), keeping positions so later problems can point into it. Undefined when it cannot be
    * read or parsed (already reported, at the position of the syntax error in the file).
+   * Optional so contexts built by hand (unit tests) need not provide it; the compiler always does.
    */
-  readDocument(file: string, relPath: readonly PathPart[]): { value: unknown } | undefined;
+  readDocument?(file: string, relPath: readonly PathPart[]): { value: unknown } | undefined;
   /** Check that a broker name exists. */
   checkBroker(name: string, relPath: readonly PathPart[]): boolean;
 }
 
 export type StepResult = Message | StepStop;
+
+/** Whether a client may connect, and as whom. */
+export type Admission = { ok: true; identity: Identity | undefined } | { ok: false; problem: Problem };
+
+/** Checks a client's request before it is accepted (a WebSocket handshake). */
+export interface Gate {
+  admit(req: RequestMeta): Promise<Admission>;
+}
+
+/** What a running route hands a stateful step. */
+export interface StepRouteContext {
+  readonly route: string;
+  /**
+   * This step's state in this route, created on first use and kept across reloads for as long
+   * as the route has a step with the same config (rate-limit buckets survive an unrelated edit).
+   */
+  state<T>(create: () => T): T;
+}
 
 export interface CompiledStep {
   readonly kind: string;
@@ -53,6 +72,15 @@ export interface CompiledStep {
   /** The step sends to the route's `deadletter`, which must therefore be set. */
   readonly needsRouteDeadletter?: boolean;
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;
+  /**
+   * Steps that check the client rather than the message (auth) check WebSocket handshakes here,
+   * so a refused client never gets a connection.
+   */
+  admit?(req: RequestMeta): Promise<Admission>;
+  /** The step needs the client request (`ctx.request`), so it only fits routes from a listener. */
+  readonly needsClient?: boolean;
+  /** Stateful steps: the step as one route runs it, holding state from `rt`. */
+  forRoute?(rt: StepRouteContext): CompiledStep;
 }
 
 export interface StepKind<O = unknown> {
@@ -117,6 +145,8 @@ export interface RouteEntry {
   /** Route options a listener honours (e.g. `ack` on WebSocket publish routes). */
   readonly options: { ack: boolean };
   handle(msg: Message, ctx: MessageContext): Promise<Outcome>;
+  /** Runs the chain's client checks (auth steps) on a connecting client's handshake. */
+  admit?(req: RequestMeta): Promise<Admission>;
 }
 
 /** The routes bound to a listener by the current plan; swapped whole on reload. */
@@ -124,6 +154,8 @@ export interface ListenerBindings {
   publish: Map<string, RouteEntry>;
   /** Paths that forward targets push to (WebSocket). */
   forward: Set<string>;
+  /** Forward paths whose targets declare `auth`: subscribers must pass it at the handshake. */
+  forwardAuth?: Map<string, Gate>;
 }
 
 export interface Target {
@@ -148,10 +180,23 @@ export interface ListenerRuntime {
   forwardTarget?(path: string, options: { format: 'value' | 'envelope' }): Target;
 }
 
+export interface ListenerCompileContext {
+  /** Report a problem at `relPath` below this listener's options. */
+  report(relPath: readonly PathPart[], code: ErrorCode, message: string): void;
+  /** Read a file named relative to the config file; it is watched, and a change reconfigures the listener. */
+  readFile(file: string, relPath: readonly PathPart[]): string | undefined;
+}
+
 export interface ListenerKind<O = unknown> {
   kind: string;
   schema: JsonSchema;
   doc: KindDoc;
+  /**
+   * Resolves at load what the options reference (TLS certificate files), reporting problems as
+   * diagnostics; the result is what create() and reconfigure() receive. Without it they get the
+   * options as written.
+   */
+  compile?(options: O, ctx: ListenerCompileContext): O | undefined;
   /** Whether `to: {listener: <this kind>, path}` targets are allowed. */
   acceptsForward: boolean;
   /** Whether `from: {listener: <this kind>, path}` routes are allowed. */

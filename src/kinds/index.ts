@@ -2,8 +2,10 @@ import { memoryBroker } from './brokers/memory.js';
 import { httpListener } from './listeners/http.js';
 import { websocketListener } from './listeners/websocket.js';
 import { KindRegistry } from './registry.js';
+import { authStep } from './steps/auth.js';
 import { filterStep } from './steps/filter.js';
 import { headersStep } from './steps/headers.js';
+import { ratelimitStep } from './steps/ratelimit.js';
 import { transformStep } from './steps/transform.js';
 import { validateStep } from './steps/validate.js';
 
@@ -16,5 +18,7 @@ export function defaultRegistry(): KindRegistry {
     .step(validateStep)
     .step(filterStep)
     .step(transformStep)
-    .step(headersStep);
+    .step(headersStep)
+    .step(authStep)
+    .step(ratelimitStep);
 }

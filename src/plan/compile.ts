@@ -7,12 +7,12 @@ import { describeFsError, parseDataFile, readSource, type Env, type PathPart, ty
 import { didYouMean } from '../config/suggest.js';
 import type { ErrorCode } from '../errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
-import type { CompiledStep, StepCompileContext } from '../kinds/contracts.js';
+import type { CompiledStep, ListenerCompileContext, StepCompileContext } from '../kinds/contracts.js';
+import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { canonical, hash } from './canonical.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import type { AdminPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
-
 
 export interface LoadOptions {
   registry: KindRegistry;
@@ -30,6 +30,8 @@ export interface LoadResult {
    * ran would go unnoticed.
    */
   seen: Map<string, string>;
+  /** Secret strings of the loaded file (see secretValues), also when it was rejected: its diagnostics are redacted with them. */
+  secrets?: ReadonlySet<string>;
 }
 
 /** parse → schema check → compile. Collects every problem it can rather than stopping at the first. */
@@ -39,16 +41,17 @@ export function loadPlan(file: string, options: LoadOptions): LoadResult {
   const { source: src, bytes } = readSource(file, options.env, diagnostics);
   const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing']]);
   if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
+  const secrets = secretValues(src.value, src.fromEnv);
   // A value whose variable is missing was left unsubstituted: its schema error would only repeat the problem.
   const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => d.path));
   diagnostics.push(...checkSchema(src, options.registry).filter((d) => !missingEnv.has(d.path)));
-  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen };
+  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
   const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry);
   const plan = compiler.compile();
   const files = [...compiler.files.keys()];
   const seen = new Map(compiler.files);
-  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files, seen };
-  return { plan, diagnostics: [], files, seen };
+  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files, seen, secrets };
+  return { plan, diagnostics: [], files, seen, secrets };
 }
 
 function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
@@ -75,6 +78,7 @@ interface RawTarget {
   listener?: string;
   path?: string;
   format?: 'value' | 'envelope';
+  auth?: Record<string, unknown>;
 }
 interface RawRoute {
   name: string;
@@ -131,7 +135,23 @@ class Compiler {
       const kind = this.registry.listeners.get(options.kind)!;
       // A listener that changes kind needs a new socket even on the same port: another kind's runtime cannot take its options.
       const socket = { kind: options.kind, ...Object.fromEntries(kind.socketOptions.map((k) => [k, options[k]])) };
-      listeners.set(name, { name, kind: options.kind, options, key: canonical(options), socketKey: canonical(socket) });
+      const at: PathPart[] = ['listeners', name];
+      const files: string[] = [];
+      const ctx: ListenerCompileContext = {
+        report: (rel, code, message) => this.report([...at, ...rel], code, message),
+        readFile: (file, rel) => {
+          const abs = resolve(this.dir, file);
+          files.push(abs);
+          return this.readFile(abs, file, [...at, ...rel]);
+        },
+      };
+      // On failure the problems are reported (the plan is rejected); the listener stays in the map
+      // so routes on it are still checked.
+      const compiled = (kind.compile ? kind.compile(options, ctx) : options) ?? options;
+      // A changed referenced file (a rotated certificate) changes the key but not the socket key:
+      // the listener takes it in place.
+      const key = files.length === 0 ? canonical(options) : canonical({ options, files: files.map((f) => [f, this.files.get(f)]) });
+      listeners.set(name, { name, kind: options.kind, options: compiled as Record<string, unknown>, key, socketKey: canonical(socket) });
     }
     const chains = new Map<string, CompiledChainStep[] | undefined>();
     for (const [name, steps] of Object.entries(c.chains ?? {})) {
@@ -141,6 +161,7 @@ class Compiler {
     const names = new Map<string, number>();
     /** listener → the publish paths claimed on it so far, with the claiming route's index. */
     const claimed = new Map<string, { path: string; index: number }[]>();
+    const forwardAuth = new Map<string, { auth: string; route: string }>();
     (c.routes ?? []).forEach((raw, i) => {
       const at: PathPart[] = ['routes', i];
       const first = names.get(raw.name);
@@ -170,6 +191,20 @@ class Compiler {
         }
         claimed.set(listener, [...paths, { path, index: i }]);
       }
+      // Subscribers of a path receive what every route forwarding there sends, so the routes
+      // must agree on who may subscribe.
+      const targets = Array.isArray(raw.to) ? raw.to : [raw.to];
+      for (const [j, t] of targets.entries()) {
+        if (t.listener === undefined || t.path === undefined) continue;
+        const claim = `${t.listener} ${t.path}`;
+        const auth = canonical(t.auth ?? null);
+        const other = forwardAuth.get(claim);
+        if (other === undefined) forwardAuth.set(claim, { auth, route: raw.name });
+        else if (other.auth !== auth) {
+          this.report(Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'], 'EG_CONFIG_CONFLICT', `route '${other.route}' also forwards to listener '${t.listener}' path '${t.path}' with ${other.auth === 'null' ? 'no auth' : 'a different auth'}; every route forwarding to a path must declare the same auth`, 'key');
+          return;
+        }
+      }
       routes.set(route.name, route);
     });
 
@@ -190,6 +225,7 @@ class Compiler {
       listeners,
       routes,
       secrets: this.src.fromEnv,
+      secretValues: secretValues(this.src.value, this.src.fromEnv),
     };
   }
 
@@ -259,12 +295,17 @@ class Compiler {
       }
     });
     for (const s of steps) for (const b of s.step.brokers ?? []) usesBrokers.add(b);
+    if (from?.type === 'broker') {
+      const clientSteps = [...new Set(steps.filter((s) => s.step.needsClient).map((s) => s.step.kind))];
+      if (clientSteps.length > 0) this.report(throughAt, 'EG_CONFIG_REF', `route '${raw.name}' consumes from a broker, but ${clientSteps.join(' and ')} steps check the client that sent a message, and broker messages have none; use them on routes from a listener`, 'key');
+    }
     if (!raw.deadletter && steps.some((s) => s.step.needsRouteDeadletter)) {
       this.report(throughAt, 'EG_CONFIG_REF', `route '${raw.name}' uses a validate step with onInvalid: deadletter but neither the step nor the route has a 'deadletter: {broker, topic}'`, 'key');
     }
 
     // to
     const targets: TargetPlan[] = [];
+    const targetFiles: string[] = [];
     const rawTargets = Array.isArray(raw.to) ? raw.to : [raw.to];
     rawTargets.forEach((t, j) => {
       const tAt: PathPart[] = Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'];
@@ -273,7 +314,7 @@ class Compiler {
         return;
       }
       if (t.broker !== undefined) {
-        if (t.path !== undefined || t.format !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'path' and 'format' belong with 'listener' targets, not 'broker' targets`, 'key');
+        if (t.path !== undefined || t.format !== undefined || t.auth !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'path', 'format' and 'auth' belong with 'listener' targets, not 'broker' targets`, 'key');
         if (t.topic === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a broker target needs a 'topic'`, 'key');
         if (!checkBroker(t.broker, [...tAt, 'broker'])) return;
         const key = t.key === undefined ? undefined : this.expression(t.key, [...tAt, 'key']);
@@ -284,17 +325,32 @@ class Compiler {
         if (!checkListener(t.listener!, [...tAt, 'listener'])) return;
         const kind = this.registry.listeners.get(listeners.get(t.listener!)!.kind)!;
         if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket listeners can be targets (clients connect to them to receive messages)`);
-        targets.push({ type: 'listener', listener: t.listener!, path: t.path, format: t.format ?? 'value' });
+        let auth: CompiledStep | undefined;
+        if (t.auth !== undefined) {
+          const authKind = this.registry.steps.get('auth');
+          const files: string[] = [];
+          auth = authKind?.compile(t.auth, this.stepContext([...tAt, 'auth'], files));
+          targetFiles.push(...files);
+          if (!auth) return;
+        }
+        targets.push({ type: 'listener', listener: t.listener!, path: t.path, format: t.format ?? 'value', auth });
       }
     });
 
     if (this.diagnostics.length > errorsBefore || !from) return undefined;
-    const fileHashes = steps.flatMap((s) => s.files.map((file) => [file, this.files.get(file)]));
+    const fileHashes = [...steps.flatMap((s) => s.files), ...targetFiles].map((file) => [file, this.files.get(file)]);
+    const seen = new Map<string, number>();
+    const stepIds = steps.map((s) => {
+      const n = seen.get(s.key) ?? 0;
+      seen.set(s.key, n + 1);
+      return `${raw.name}\0${s.key}\0${n}`;
+    });
     return {
       name: raw.name,
       key: canonical({ raw, steps: steps.map((s) => s.key), files: fileHashes }),
       from,
       steps: steps.map((s) => s.step),
+      stepIds,
       to: targets,
       deadletter: raw.deadletter,
       ack: raw.ack ?? false,
@@ -313,31 +369,35 @@ class Compiler {
       const stepAt: PathPart[] = single ? [...at, kindName] : [...at, i, kindName];
       const files: string[] = [];
       const errorsBefore = this.diagnostics.length;
-      const ctx: StepCompileContext = {
-        report: (rel, code, message) => this.report([...stepAt, ...rel], code, message),
-        compileExpression: (source, rel) => this.expression(source, [...stepAt, ...rel]),
-        compileJsonSchema: (schema, rel, origin) => this.jsonSchema(schema, [...stepAt, ...rel], origin),
-        readFile: (file, rel) => {
-          const abs = resolve(this.dir, file);
-          files.push(abs);
-          return this.readFile(abs, file, [...stepAt, ...rel]);
-        },
-        readDocument: (file, rel) => {
-          const abs = resolve(this.dir, file);
-          files.push(abs);
-          return this.readDocument(abs, file, [...stepAt, ...rel]);
-        },
-        checkBroker: (name, rel) => {
-          if (this.config.brokers?.[name]) return true;
-          this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
-          return false;
-        },
-      };
-      const step = kind.compile(options, ctx);
+      const step = kind.compile(options, this.stepContext(stepAt, files));
       if (!step || this.diagnostics.length > errorsBefore) failed = true;
       else out.push({ step, key: canonical(raw), files });
     });
     return failed ? undefined : out;
+  }
+
+  /** What a step kind's compile() gets; files it reads are appended to `files`. */
+  private stepContext(stepAt: PathPart[], files: string[]): StepCompileContext {
+    return {
+      report: (rel, code, message) => this.report([...stepAt, ...rel], code, message),
+      compileExpression: (source, rel) => this.expression(source, [...stepAt, ...rel]),
+      compileJsonSchema: (schema, rel, origin) => this.jsonSchema(schema, [...stepAt, ...rel], origin),
+      readFile: (file, rel) => {
+        const abs = resolve(this.dir, file);
+        files.push(abs);
+        return this.readFile(abs, file, [...stepAt, ...rel]);
+      },
+      readDocument: (file, rel) => {
+        const abs = resolve(this.dir, file);
+        files.push(abs);
+        return this.readDocument(abs, file, [...stepAt, ...rel]);
+      },
+      checkBroker: (name, rel) => {
+        if (this.config.brokers?.[name]) return true;
+        this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
+        return false;
+      },
+    };
   }
 
   private readFile(abs: string, asWritten: string, at: PathPart[]): string | undefined {

@@ -19,6 +19,8 @@ export interface Plan {
   routes: Map<string, RoutePlan>;
   /** Formatted config paths whose values came from the environment (redacted in status output). */
   secrets: Set<string>;
+  /** The secret strings themselves (from the environment, or under token/secret/password/keys): redacted wherever output might quote them. */
+  secretValues?: ReadonlySet<string>;
 }
 
 export interface AdminPlan {
@@ -48,7 +50,7 @@ export type SourcePlan =
 
 export type TargetPlan =
   | { type: 'broker'; broker: string; topic: string; key: Expression | undefined }
-  | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope' };
+  | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope'; auth?: CompiledStep };
 
 export interface RoutePlan {
   name: string;
@@ -56,6 +58,8 @@ export interface RoutePlan {
   key: string;
   from: SourcePlan;
   steps: CompiledStep[];
+  /** Identity of each step within the route (its canonical config and occurrence), for state kept across reloads. */
+  stepIds?: string[];
   to: TargetPlan[];
   deadletter: { broker: string; topic: string } | undefined;
   ack: boolean;

@@ -1,15 +1,17 @@
 import { hostname } from 'node:os';
 import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
-import type { BrokerRuntime, ListenerBindings, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
+import type { BrokerRuntime, Gate, ListenerBindings, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import { loadPlan, type LoadResult } from '../plan/compile.js';
 import { diffPlans } from '../plan/diff.js';
 import type { Plan } from '../plan/types.js';
 import { AdminServer } from '../admin/server.js';
+import { redact } from '../config/secrets.js';
 import type { Outcome } from './outcome.js';
 import { RouteRuntime } from './route.js';
+import { StepStateStore } from './step-state.js';
 import { ConfigWatcher } from './watcher.js';
 
 export interface GatewayOptions {
@@ -48,6 +50,8 @@ export class Gateway {
   readonly instanceId: string;
   /** Observers of every route outcome (metrics, tap). */
   readonly observers = new Set<(route: string, outcome: Outcome, startedAt: number) => void>();
+  /** State of stateful steps (rate-limit buckets), kept across reloads for unchanged steps. */
+  readonly stepState = new StepStateStore();
   private admin: AdminServer | undefined;
   private watcher: ConfigWatcher | undefined;
   private reloading: Promise<ReloadResult> | undefined;
@@ -77,7 +81,7 @@ export class Gateway {
     const result = await this.apply(loaded.plan);
     if (result.result === 'rejected') {
       this.lastError = { message: result.reason, diagnostics: result.diagnostics };
-      return { plan: undefined, diagnostics: result.diagnostics, files: loaded.files, seen: loaded.seen };
+      return { plan: undefined, diagnostics: result.diagnostics, files: loaded.files, seen: loaded.seen, secrets: loaded.secrets };
     }
     if (this.options.watch !== false) {
       this.watcher = new ConfigWatcher((files) => {
@@ -125,6 +129,9 @@ export class Gateway {
     }
     const at = new Date().toISOString();
     if (result.result === 'rejected') {
+      // A diagnostic may quote a value; neither the log nor /admin/status may show a secret.
+      const secrets = new Set([...(this.plan?.secretValues ?? []), ...(loaded.secrets ?? [])]);
+      result = redact(result, secrets);
       this.lastError = { message: result.reason, diagnostics: result.diagnostics };
       for (const d of result.diagnostics) this.logger.error({ reason, diagnostic: formatDiagnostic(d), code: d.code }, 'reload rejected; the running config keeps serving');
       if (result.diagnostics.length === 0) this.logger.error({ reason, error: result.reason }, 'reload rejected; the running config keeps serving');
@@ -202,7 +209,7 @@ export class Gateway {
     for (const name of diff.listeners.remove) listenersAfter.delete(name);
     for (const [name, l] of newListeners) listenersAfter.set(name, l);
 
-    const deps = { brokers: brokersAfter, listeners: listenersAfter, logger: this.logger, instanceId: this.instanceId, observe: (r: string, o: Outcome, t: number) => this.observe(r, o, t) };
+    const deps = { brokers: brokersAfter, listeners: listenersAfter, logger: this.logger, instanceId: this.instanceId, observe: (r: string, o: Outcome, t: number) => this.observe(r, o, t), stepState: this.stepState };
     const newRoutes = new Map<string, RouteRuntime>();
     for (const name of [...diff.routes.add, ...diff.routes.change]) newRoutes.set(name, new RouteRuntime(next.routes.get(name)!, deps));
     const routesAfter = new Map<string, RouteRuntime>();
@@ -230,6 +237,7 @@ export class Gateway {
     this.routes.clear();
     for (const [n, r] of routesAfter) this.routes.set(n, r);
     for (const [name, listener] of this.listeners) listener.bind(bindingsFor(name, next, routesAfter));
+    this.stepState.retain(new Set([...routesAfter.values()].flatMap((r) => r.stateIds)));
     // Old consumers stop (finishing and committing the message in hand) before their successors start.
     await Promise.all(oldRoutes.map((r) => r.stopConsuming()));
     for (const r of newRoutes.values()) r.start();
@@ -237,6 +245,9 @@ export class Gateway {
     if (diff.admin === 'stop' || diff.admin === 'restart') {
       await this.admin?.stop();
       this.admin = undefined;
+    }
+    if ((diff.admin === 'start' || diff.admin === 'restart') && !next.admin!.token && !isLoopback(next.admin!.host)) {
+      this.logger.warn({ host: next.admin!.host }, 'the admin API is reachable beyond this host and has no token; set admin.token');
     }
     if (newAdmin) this.admin = newAdmin;
     else if (diff.admin === 'restart') {
@@ -299,7 +310,12 @@ export class Gateway {
     return { ready: reasons.length === 0, reasons };
   }
 
+  /** For /admin/status: never shows a secret, whichever way a config value reached it. */
   status(): Record<string, unknown> {
+    return redact(this.rawStatus(), this.plan?.secretValues ?? new Set());
+  }
+
+  private rawStatus(): Record<string, unknown> {
     const plan = this.plan;
     return {
       version: plan?.version ?? null,
@@ -313,6 +329,7 @@ export class Gateway {
         name: r.name,
         from: r.plan.from,
         steps: r.plan.steps.map((s) => s.kind),
+        inFlight: r.pending,
         to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : { listener: t.listener, path: t.path, format: t.format })),
       })),
     };
@@ -339,10 +356,21 @@ export class Gateway {
 }
 
 function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, RouteRuntime>): ListenerBindings {
-  const bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
-  for (const r of plan.routes.values()) {
+  const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map() };
+  for (const name of plan.routes.keys()) {
+    // The running route's plan, not the new one: a kept route keeps its compiled auth, so the
+    // listener can tell that what guards a path did not change.
+    const r = routes.get(name)!.plan;
     if (r.from.type === 'listener' && r.from.listener === listener) bindings.publish.set(r.from.path, routes.get(r.name)!);
-    for (const t of r.to) if (t.type === 'listener' && t.listener === listener) bindings.forward.add(t.path);
+    for (const t of r.to) {
+      if (t.type !== 'listener' || t.listener !== listener) continue;
+      bindings.forward.add(t.path);
+      if (t.auth?.admit) bindings.forwardAuth!.set(t.path, t.auth as Gate);
+    }
   }
   return bindings;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

@@ -10,6 +10,24 @@ export interface Message {
   timestamp: number;
 }
 
+/**
+ * The client request a message arrived with (an HTTP request, or a WebSocket's handshake), for
+ * steps that check who sent it. One object per request or per connection, so a step may cache
+ * what it concluded about it (an auth step verifies a WebSocket client's token once, not per frame).
+ */
+export interface RequestMeta {
+  /** Lower-cased header names, as node parses them. */
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+  query: Readonly<Record<string, string | string[]>>;
+  remoteAddress: string | undefined;
+}
+
+/** Who sent a message, as an auth step established it: `$principal` and `$claims` in expressions. */
+export interface Identity {
+  principal: string | undefined;
+  claims: Record<string, unknown> | undefined;
+}
+
 /** Where the message entered, for expression bindings ($path, $query) and logs. */
 export interface MessageContext {
   route: string;
@@ -17,6 +35,13 @@ export interface MessageContext {
   query?: Record<string, string | string[]>;
   /** Client address, for rate limits and logs. */
   remoteAddress?: string;
+  /** The client request, on routes from a listener; absent on consume routes. */
+  request?: RequestMeta;
+  /**
+   * Set by an auth step once it accepted the credentials: the one field a step writes, because
+   * the identity belongs to the request rather than to the message (it is never sent on).
+   */
+  identity?: Identity;
 }
 
 /** One target's acknowledgement, as listed in the HTTP 200 body. */

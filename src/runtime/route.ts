@@ -1,11 +1,12 @@
 import { problem, type Problem } from '../errors.js';
 import { bindingsFor, ExpressionEvaluationError } from '../expr/expression.js';
-import type { BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, Subscription, Target } from '../kinds/contracts.js';
+import type { Admission, BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, Subscription, Target } from '../kinds/contracts.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
-import type { Delivery, Message, MessageContext } from './message.js';
+import type { Delivery, Message, MessageContext, RequestMeta } from './message.js';
 import { isStop, type Outcome } from './outcome.js';
+import type { StepStateStore } from './step-state.js';
 
 /** Header carried by messages a consume route sent to its dead-letter target after failing them. */
 export const ROUTE_ERROR_HEADER = '_eventgate_error';
@@ -18,6 +19,8 @@ export interface RouteDeps {
   instanceId: string;
   /** Observer of every outcome (metrics, tap); called after the outcome is known. */
   observe?(route: string, outcome: Outcome, startedAt: number): void;
+  /** Where stateful steps keep state across reloads; without it their state lives as long as this route. */
+  stepState?: StepStateStore;
 }
 
 interface BrokerTarget {
@@ -37,6 +40,10 @@ export class RouteRuntime implements RouteEntry {
   readonly name: string;
   readonly options: { ack: boolean };
   private readonly steps: readonly CompiledStep[];
+  /** Steps that check a connecting client (auth), in chain order. */
+  private readonly gates: readonly CompiledStep[];
+  /** Identities of the step state this route holds (see StepStateStore). */
+  readonly stateIds: readonly string[];
   private readonly targets: Target[];
   private readonly deadletter: BrokerTarget | undefined;
   private subscription: Subscription | undefined;
@@ -47,7 +54,16 @@ export class RouteRuntime implements RouteEntry {
   constructor(readonly plan: RoutePlan, private readonly deps: RouteDeps) {
     this.name = plan.name;
     this.options = { ack: plan.ack };
-    this.steps = plan.steps;
+    const stateIds: string[] = [];
+    this.steps = plan.steps.map((step, i) => {
+      if (!step.forRoute) return step;
+      const id = plan.stepIds?.[i] ?? `${plan.name}\0${i}`;
+      stateIds.push(id);
+      const store = deps.stepState;
+      return step.forRoute({ route: plan.name, state: (create) => (store ? store.claim(id, create) : create()) });
+    });
+    this.stateIds = stateIds;
+    this.gates = this.steps.filter((s) => s.admit);
     this.targets = plan.to.map((t) => this.target(t));
     if (plan.deadletter) {
       this.deadletter = { plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, key: undefined }, broker: deps.brokers.get(plan.deadletter.broker)! };
@@ -75,6 +91,21 @@ export class RouteRuntime implements RouteEntry {
     }
     this.deps.observe?.(this.name, outcome, startedAt);
     return outcome;
+  }
+
+  /** A WebSocket client connecting to this route's path: the chain's auth steps decide. */
+  async admit(req: RequestMeta): Promise<Admission> {
+    let admission: Admission = { ok: true, identity: undefined };
+    for (const gate of this.gates) {
+      admission = await gate.admit!(req);
+      if (!admission.ok) return admission;
+    }
+    return admission;
+  }
+
+  /** Messages inside the chain or waiting for their targets right now. */
+  get pending(): number {
+    return this.inFlight;
   }
 
   private async process(msg: Message, ctx: MessageContext): Promise<Outcome> {

@@ -1,19 +1,22 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import FindMyWay from 'find-my-way';
 import { problem } from '../../errors.js';
 import { sendJson, sendProblem } from '../../runtime/http-reply.js';
 import { answerFor } from '../../runtime/answer.js';
+import { parseClientJson } from '../../runtime/client-json.js';
 import type { Message, MessageContext } from '../../runtime/message.js';
 import type { ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv } from '../contracts.js';
+import { checkCors, CorsPolicy, corsSchema, type CorsOptions } from './cors.js';
+import { applyLimits, compileTransport, createTransport, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
 
-export interface HttpOptions {
+export interface HttpOptions extends TransportOptions {
   kind: 'http';
-  port: number;
-  host?: string;
   maxBodyBytes?: number;
-  cors?: unknown;
+  cors?: CorsOptions;
 }
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 const DEFAULT_MAX_BODY = 1024 * 1024;
 
@@ -34,6 +37,7 @@ export class HttpListener implements ListenerRuntime {
   private readonly server: Server;
   private router: Router = FindMyWay();
   private options: HttpOptions;
+  private cors: CorsPolicy | undefined;
   private inFlight = 0;
   private draining = false;
   private idle: (() => void) | undefined;
@@ -41,8 +45,8 @@ export class HttpListener implements ListenerRuntime {
 
   constructor(readonly name: string, options: HttpOptions, private readonly env: RuntimeEnv) {
     this.options = options;
-    this.server = createServer((req, res) => this.onRequest(req, res));
-    this.server.keepAliveTimeout = 5000;
+    this.cors = options.cors ? new CorsPolicy(options.cors) : undefined;
+    this.server = createTransport(name, options, (req, res) => this.onRequest(req, res), env.logger);
   }
 
   async start(): Promise<void> {
@@ -70,7 +74,11 @@ export class HttpListener implements ListenerRuntime {
   }
 
   reconfigure(options: unknown): void {
-    this.options = options as HttpOptions;
+    const next = options as HttpOptions;
+    rotateTls(this.server, this.options.tlsMaterial, next.tlsMaterial);
+    applyLimits(this.server, next);
+    this.cors = next.cors ? new CorsPolicy(next.cors) : undefined;
+    this.options = next;
   }
 
   bind(bindings: ListenerBindings): void {
@@ -96,6 +104,11 @@ export class HttpListener implements ListenerRuntime {
     this.inFlight++;
     this.serve(req, res)
       .catch((err) => {
+        // A client that goes away mid-body (or is cut off by requestTimeoutMs) is not the gateway's fault; logging it as an error would let any client flood the log.
+        if (req.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+          this.env.logger.debug({ listener: this.name, remote: req.socket.remoteAddress }, 'client went away before sending the whole request');
+          return;
+        }
         this.env.logger.error({ listener: this.name, err: (err as Error).message }, 'request failed unexpectedly');
         if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'the gateway failed to handle this request'));
       })
@@ -112,8 +125,16 @@ export class HttpListener implements ListenerRuntime {
       res.setHeader('connection', 'close');
       return sendProblem(res, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
     }
+    const tooMany = tooManyHeaders(req, this.options);
+    if (tooMany) {
+      res.setHeader('connection', 'close');
+      return sendProblem(res, tooMany);
+    }
+    const refused = this.cors?.apply(req, res);
+    if (refused) return sendProblem(res, refused);
     const found = this.router.find('POST', pathname);
     if (!found) return sendProblem(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
+    if (this.cors && CorsPolicy.isPreflight(req)) return this.cors.preflight(res);
     if (req.method !== 'POST') {
       res.setHeader('allow', 'POST');
       return sendProblem(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; use POST`));
@@ -138,17 +159,21 @@ export class HttpListener implements ListenerRuntime {
     }
     let value: unknown;
     if (isJson) {
-      try {
-        value = JSON.parse(body.toString('utf8'));
-      } catch (err) {
-        return sendProblem(res, problem('EG_BAD_JSON', `the body is not valid JSON: ${(err as Error).message}`));
-      }
+      const parsed = parseClientJson(body, 'body', this.options.maxJsonDepth);
+      if (!parsed.ok) return sendProblem(res, parsed.problem);
+      value = parsed.value;
     } else {
-      value = body.toString('utf8');
+      try {
+        value = utf8.decode(body);
+      } catch {
+        return sendProblem(res, problem('EG_BAD_REQUEST', 'the text/plain body is not valid UTF-8'));
+      }
     }
 
     const msg: Message = { value, key: null, headers: forwardedHeaders(req), topic: null, partition: null, offset: null, timestamp: Date.now() };
-    const ctx: MessageContext = { route: route.name, path: { ...found.params } as Record<string, string>, query: parseQuery(q === -1 ? '' : url.slice(q + 1)), remoteAddress: req.socket.remoteAddress };
+    const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
+    const remoteAddress = req.socket.remoteAddress;
+    const ctx: MessageContext = { route: route.name, path: { ...found.params } as Record<string, string>, query, remoteAddress, request: { headers: req.headers, query, remoteAddress } };
     const answer = answerFor(await route.handle(msg, ctx));
     if (answer.problem) return sendProblem(res, answer.problem);
     sendJson(res, answer.status, answer.body);
@@ -236,14 +261,27 @@ export const httpListener: ListenerKind<HttpOptions> = {
       port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 picks a free port (see /admin/status).' },
       host: { type: 'string', default: '0.0.0.0' },
       maxBodyBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_BODY },
-      cors: { type: 'object', description: 'CORS options (see docs/security.md).' },
+      cors: corsSchema,
+      ...transportSchema,
     },
+  },
+  compile(options, ctx) {
+    const corsOk = options.cors ? checkCors(options.cors, ctx) : true;
+    const compiled = compileTransport(options, ctx);
+    return corsOk ? compiled : undefined;
   },
   doc: {
     summary:
-      'Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...).',
-    example: 'listeners:\n  api:\n    kind: http\n    port: 8080\n    maxBodyBytes: 65536',
-    options: { port: 'TCP port (0: any free port)', host: 'bind address (default 0.0.0.0)', maxBodyBytes: 'largest accepted body, default 1 MiB (larger: 413)', cors: 'CORS settings' },
+      'Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...). ' +
+      'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403.',
+    example: 'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]',
+    options: {
+      port: 'TCP port (0: any free port)',
+      host: 'bind address (default 0.0.0.0)',
+      maxBodyBytes: 'largest accepted body, default 1 MiB (larger: 413)',
+      cors: '`{origins: [..] | "*", methods (default [POST]), headers (default [content-type, authorization]), exposeHeaders (default [retry-after]), credentials (default false), maxAge (default 600 s)}`; preflight OPTIONS requests are answered 204',
+      ...transportDocOptions,
+    },
   },
   create: (name, options, env) => new HttpListener(name, options, env),
 };

@@ -1,19 +1,20 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { problem, type Problem } from '../../errors.js';
 import { answerFor, errorFrame } from '../../runtime/answer.js';
-import type { Delivery, Message, MessageContext } from '../../runtime/message.js';
-import type { ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
+import { parseClientJson } from '../../runtime/client-json.js';
+import type { Delivery, Message, MessageContext, RequestMeta } from '../../runtime/message.js';
+import type { Admission, Gate, ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
+import { applyLimits, compileTransport, createTransport, rawResponse, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
 
-export interface WebSocketOptions {
+export interface WebSocketOptions extends TransportOptions {
   kind: 'websocket';
-  port: number;
-  host?: string;
   maxPayloadBytes?: number;
   maxBufferedBytes?: number;
   maxPendingFrames?: number;
+  origins?: string[] | '*';
 }
 
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
@@ -21,6 +22,7 @@ const DEFAULT_MAX_BUFFERED = 1024 * 1024;
 const DEFAULT_MAX_PENDING = 64;
 /** RFC 6455 close codes used here. */
 const GOING_AWAY = 1001;
+const POLICY_VIOLATION = 1008;
 const TRY_AGAIN_LATER = 1013;
 /**
  * A slow client's close frame waits behind everything already buffered for it; it gets this long
@@ -32,6 +34,8 @@ interface Client {
   ws: WebSocket;
   path: string;
   remoteAddress: string | undefined;
+  /** The handshake: auth steps verify its credentials (once, then cached) for every frame. */
+  request: RequestMeta;
   /** Frames of this client are handled one after another, so acks and errors keep the client's order. */
   queue: Promise<void>;
   pending: number;
@@ -53,10 +57,10 @@ export class WebSocketListener implements ListenerRuntime {
 
   constructor(readonly name: string, options: WebSocketOptions, private readonly env: RuntimeEnv) {
     this.options = options;
-    this.server = createServer((_req, res) => {
+    this.server = createTransport(name, options, (_req, res) => {
       res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
       res.end('this listener speaks WebSocket only\n');
-    });
+    }, env.logger);
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD });
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
   }
@@ -86,16 +90,35 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   reconfigure(options: unknown): void {
-    this.options = options as WebSocketOptions;
+    const next = options as WebSocketOptions;
+    rotateTls(this.server, this.options.tlsMaterial, next.tlsMaterial);
+    applyLimits(this.server, next);
+    this.options = next;
     // ws reads maxPayload per connection from its options object.
     (this.wss.options as { maxPayload: number }).maxPayload = this.options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
   }
 
   bind(bindings: ListenerBindings): void {
+    const before = this.bindings;
     this.bindings = bindings;
     for (const [path, set] of this.clients) {
-      if (bindings.publish.has(path) || bindings.forward.has(path)) continue;
-      for (const c of set) void closeClient(c.ws, GOING_AWAY, 'route removed');
+      if (!bindings.publish.has(path) && !bindings.forward.has(path)) {
+        for (const c of set) void closeClient(c.ws, GOING_AWAY, 'route removed');
+        continue;
+      }
+      // Credentials are checked again when what guards the path changed: a key revoked by a
+      // reload disconnects the clients that connected with it.
+      const changed = before.publish.get(path) !== bindings.publish.get(path) || before.forwardAuth?.get(path) !== bindings.forwardAuth?.get(path);
+      if (changed) for (const c of set) void this.recheck(c);
+    }
+  }
+
+  private async recheck(c: Client): Promise<void> {
+    const admission = await this.admit(c.path, c.request).catch(() => undefined);
+    if (admission && !admission.ok && (admission.problem.status === 401 || admission.problem.status === 403)) {
+      this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, status: admission.problem.status }, 'client no longer authorized after reload; disconnecting');
+      this.clients.get(c.path)?.delete(c);
+      void closeClient(c.ws, POLICY_VIOLATION, admission.problem.title);
     }
   }
 
@@ -141,17 +164,62 @@ export class WebSocketListener implements ListenerRuntime {
     };
   }
 
+  /**
+   * Everything about a client is decided before the upgrade, answered as plain HTTP: unknown
+   * path 404, too many headers 431, foreign origin 403, and the route's auth steps and the
+   * forward targets' auth 401/403, so a refused client never holds a connection.
+   */
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
-    if (this.draining) return refuse(socket, 503, 'Service Unavailable');
-    if (!this.bindings.publish.has(path) && !this.bindings.forward.has(path)) return refuse(socket, 404, 'Not Found');
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, path, req));
+    if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
+    if (!this.bindings.publish.has(path) && !this.bindings.forward.has(path)) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
+    const tooMany = tooManyHeaders(req, this.options);
+    if (tooMany) return refuse(socket, tooMany);
+    const origin = req.headers.origin;
+    const origins = this.options.origins ?? '*';
+    if (origin !== undefined && origins !== '*' && !origins.some((o) => o.toLowerCase() === origin.toLowerCase())) {
+      return refuse(socket, problem('EG_ORIGIN_NOT_ALLOWED', `origin ${origin} may not connect to this listener`));
+    }
+    const request: RequestMeta = { headers: req.headers, query: parseQuery(url), remoteAddress: req.socket.remoteAddress };
+    // node hands over the socket without an error listener; one must be there while auth is awaited.
+    const onError = () => socket.destroy();
+    socket.on('error', onError);
+    this.admit(path, request).then(
+      (admission) => {
+        socket.off('error', onError);
+        if (!admission.ok) return refuse(socket, admission.problem);
+        // A reload or shutdown may have happened while the credentials were checked.
+        if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
+        if (!this.bindings.publish.has(path) && !this.bindings.forward.has(path)) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, path, req, request));
+      },
+      (err) => {
+        socket.off('error', onError);
+        this.env.logger.error({ listener: this.name, path, err: (err as Error).message }, 'handshake check failed unexpectedly');
+        refuse(socket, problem('EG_INTERNAL', 'the gateway failed to check this connection'));
+      },
+    );
   }
 
-  private onConnection(ws: WebSocket, path: string, req: IncomingMessage): void {
-    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, queue: Promise.resolve(), pending: 0 };
+  /** The publish route's client checks, then the forward targets' auth, for a client of `path`. */
+  private async admit(path: string, request: RequestMeta): Promise<Admission> {
+    const gates: Gate[] = [];
+    const route = this.bindings.publish.get(path);
+    if (route?.admit) gates.push(route as Gate);
+    const forward = this.bindings.forwardAuth?.get(path);
+    if (forward) gates.push(forward);
+    let admission: Admission = { ok: true, identity: undefined };
+    for (const gate of gates) {
+      admission = await gate.admit(request);
+      if (!admission.ok) return admission;
+    }
+    return admission;
+  }
+
+  private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta): void {
+    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0 };
     let set = this.clients.get(path);
     if (!set) this.clients.set(path, (set = new Set()));
     set.add(client);
@@ -159,29 +227,25 @@ export class WebSocketListener implements ListenerRuntime {
       this.clients.get(path)?.delete(client);
     });
     ws.on('error', (err) => this.env.logger.debug({ listener: this.name, path, err: err.message }, 'client error'));
-    const query = parseQuery(req.url ?? '');
-    ws.on('message', (data, isBinary) => this.onFrame(client, data, isBinary, query));
+    ws.on('message', (data, isBinary) => this.onFrame(client, data, isBinary));
   }
 
-  private onFrame(client: Client, data: RawData, isBinary: boolean, query: Record<string, string | string[]>): void {
+  private onFrame(client: Client, data: RawData, isBinary: boolean): void {
     const route = this.bindings.publish.get(client.path);
     if (!route) return sendError(client.ws, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`));
     if (isBinary) return sendError(client.ws, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames'));
-    let value: unknown;
-    try {
-      value = JSON.parse(data.toString());
-    } catch (err) {
-      return sendError(client.ws, problem('EG_BAD_JSON', `the frame is not valid JSON: ${(err as Error).message}`));
-    }
+    const parsed = parseClientJson(Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]), 'frame', this.options.maxJsonDepth);
+    if (!parsed.ok) return sendError(client.ws, parsed.problem);
+    const value = parsed.value;
     // Bounded work per client: stop reading its socket while too many frames wait.
     if (++client.pending >= (this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING)) client.ws.pause();
     const msg: Message = { value, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: Date.now() };
-    client.queue = client.queue.then(() => this.publish(client, route, msg, query));
+    client.queue = client.queue.then(() => this.publish(client, route, msg));
   }
 
-  private async publish(client: Client, route: RouteEntry, msg: Message, query: Record<string, string | string[]>): Promise<void> {
+  private async publish(client: Client, route: RouteEntry, msg: Message): Promise<void> {
     try {
-      const ctx: MessageContext = { route: route.name, path: {}, query, remoteAddress: client.remoteAddress };
+      const ctx: MessageContext = { route: route.name, path: {}, query: client.request.query, remoteAddress: client.remoteAddress, request: client.request };
       const answer = answerFor(await route.handle(msg, ctx));
       if (client.ws.readyState !== 1) return;
       if (answer.problem) sendError(client.ws, answer.problem);
@@ -203,8 +267,10 @@ function sendError(ws: WebSocket, p: Problem): void {
   if (ws.readyState === 1) ws.send(errorFrame(p));
 }
 
-function refuse(socket: Duplex, status: number, text: string): void {
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+/** Refuses a handshake with a plain HTTP problem+json answer (and its headers: WWW-Authenticate, Retry-After). */
+function refuse(socket: Duplex, p: Problem): void {
+  if (socket.writable) socket.end(rawResponse(p));
+  else socket.destroy();
 }
 
 /**
@@ -258,11 +324,17 @@ export const websocketListener: ListenerKind<WebSocketOptions> = {
       maxPayloadBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_PAYLOAD, description: 'Largest frame a client may send; a larger one closes the connection with 1009.' },
       maxBufferedBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_BUFFERED, description: 'Per-client send buffer bound; a client over it is disconnected with 1013.' },
       maxPendingFrames: { type: 'integer', minimum: 1, default: DEFAULT_MAX_PENDING, description: "Frames a client may have waiting; beyond that its socket is paused (TCP backpressure)." },
+      origins: {
+        description: 'Origins (scheme://host[:port]) browsers may connect from, or "*" (default). Clients that send no Origin (non-browsers) are not affected.',
+        oneOf: [{ const: '*' }, { type: 'array', minItems: 1, items: { type: 'string', pattern: '^https?://[^/]+$' } }],
+      },
+      ...transportSchema,
     },
   },
+  compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      'Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. On a publish route every text frame is one JSON message; failures get an error frame and the connection stays open. Forward targets push each message to every client on their path, serialised once. A client whose unsent data exceeds `maxBufferedBytes` is disconnected with close code 1013, so a slow client never blocks others.',
+      'Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route\'s `auth` steps and a forward target\'s `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message; failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data exceeds `maxBufferedBytes` is disconnected with close code 1013, so a slow client never blocks others.',
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
     options: {
       port: 'TCP port (0: any free port)',
@@ -270,6 +342,8 @@ export const websocketListener: ListenerKind<WebSocketOptions> = {
       maxPayloadBytes: 'largest frame accepted from a client, default 1 MiB (larger: close 1009)',
       maxBufferedBytes: 'per-client send buffer bound, default 1 MiB (over it: close 1013)',
       maxPendingFrames: 'frames a client may have in processing before its socket is paused, default 64',
+      origins: 'origins browsers may connect from (default any); a foreign Origin is refused with 403 before the upgrade',
+      ...transportDocOptions,
     },
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),

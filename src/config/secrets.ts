@@ -1,0 +1,61 @@
+import { formatPath } from './diagnostics.js';
+
+/**
+ * Config keys whose values are credentials even when written literally in the file: admin
+ * `token`, jwt `secret`, apiKey `keys` (every value below), Kafka SASL `password`, TLS `passphrase`.
+ */
+const SECRET_KEYS = new Set(['token', 'secret', 'password', 'passphrase', 'keys']);
+
+export const REDACTED = '[redacted]';
+
+/**
+ * Secrets shorter than this are redacted only where a whole string equals them: replacing
+ * every occurrence of a two-letter value would shred the output without protecting anything.
+ */
+const MIN_SUBSTRING_SECRET = 6;
+
+/**
+ * The string values of a config that must never be shown: every value that came from the
+ * environment (`${VAR}`, by the paths the parser recorded) and every value under a secret key.
+ * Redaction goes by value rather than by path so it covers output of any shape — status,
+ * diagnostics, log lines — wherever a secret might end up quoted.
+ */
+export function secretValues(config: unknown, fromEnv: ReadonlySet<string>): Set<string> {
+  const out = new Set<string>();
+  const walk = (v: unknown, path: (string | number)[], underSecretKey: boolean) => {
+    if (typeof v === 'string') {
+      if (v !== '' && (underSecretKey || fromEnv.has(formatPath(path)))) out.add(v);
+      return;
+    }
+    if (Array.isArray(v)) {
+      v.forEach((x, i) => walk(x, [...path, i], underSecretKey));
+    } else if (v !== null && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) walk(x, [...path, k], underSecretKey || SECRET_KEYS.has(k));
+    }
+  };
+  walk(config, [], false);
+  return out;
+}
+
+/** A copy of `value` with every secret replaced by `[redacted]`, in strings and object keys alike. */
+export function redact<T>(value: T, secrets: ReadonlySet<string>): T {
+  if (secrets.size === 0) return value;
+  const long = [...secrets].filter((s) => s.length >= MIN_SUBSTRING_SECRET).sort((a, b) => b.length - a.length);
+  const text = (s: string): string => {
+    if (secrets.has(s)) return REDACTED;
+    let out = s;
+    for (const secret of long) if (out.includes(secret)) out = out.split(secret).join(REDACTED);
+    return out;
+  };
+  const walk = (v: unknown): unknown => {
+    if (typeof v === 'string') return text(v);
+    if (Array.isArray(v)) return v.map(walk);
+    if (v !== null && typeof v === 'object' && !(v instanceof Date)) {
+      const out: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v)) out[text(k)] = walk(x);
+      return out;
+    }
+    return v;
+  };
+  return walk(value) as T;
+}

@@ -1,0 +1,94 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { problem, type Problem } from '../../errors.js';
+import type { JsonSchema, ListenerCompileContext } from '../contracts.js';
+
+/** `cors:` on an http listener. */
+export interface CorsOptions {
+  origins: string[] | '*';
+  methods?: string[];
+  headers?: string[];
+  exposeHeaders?: string[];
+  credentials?: boolean;
+  maxAge?: number;
+}
+
+const DEFAULTS = {
+  methods: ['POST'],
+  headers: ['content-type', 'authorization'],
+  /** Clients of a rate-limited route need to read when to come back. */
+  exposeHeaders: ['retry-after'],
+  maxAge: 600,
+};
+
+export const corsSchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['origins'],
+  description: 'Cross-origin requests from browsers (see docs/security.md).',
+  properties: {
+    origins: {
+      description: 'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials).',
+      oneOf: [{ const: '*' }, { type: 'array', minItems: 1, items: { type: 'string', pattern: '^https?://[^/]+$' } }],
+    },
+    methods: { type: 'array', items: { type: 'string', minLength: 1 }, default: DEFAULTS.methods },
+    headers: { type: 'array', items: { type: 'string', minLength: 1 }, default: DEFAULTS.headers, description: 'Request headers browsers may send.' },
+    exposeHeaders: { type: 'array', items: { type: 'string', minLength: 1 }, default: DEFAULTS.exposeHeaders, description: 'Response headers scripts may read.' },
+    credentials: { type: 'boolean', default: false, description: 'Allow cookies and HTTP authentication.' },
+    maxAge: { type: 'integer', minimum: 0, default: DEFAULTS.maxAge, description: 'Seconds browsers may cache a preflight answer.' },
+  },
+};
+
+export function checkCors(o: CorsOptions, ctx: ListenerCompileContext): boolean {
+  if (o.origins === '*' && o.credentials) {
+    ctx.report(['cors', 'credentials'], 'EG_CONFIG_SCHEMA', 'credentials: true needs a list of origins; with "*" any site could send credentialed requests');
+    return false;
+  }
+  return true;
+}
+
+/**
+ * CORS decided once per request: requests without an Origin header (non-browser clients) pass
+ * untouched; a browser request from an origin not on the list is refused with 403, so a page on
+ * another site cannot make a user's browser publish, even with a "simple" request that needs no
+ * preflight.
+ */
+export class CorsPolicy {
+  private readonly origins: ReadonlySet<string> | '*';
+  private readonly preflightHeaders: Record<string, string>;
+  private readonly exposed: string;
+
+  constructor(private readonly o: CorsOptions) {
+    this.origins = o.origins === '*' ? '*' : new Set(o.origins.map((x) => x.toLowerCase()));
+    this.preflightHeaders = {
+      'access-control-allow-methods': (o.methods ?? DEFAULTS.methods).join(', '),
+      'access-control-allow-headers': (o.headers ?? DEFAULTS.headers).join(', '),
+      'access-control-max-age': String(o.maxAge ?? DEFAULTS.maxAge),
+    };
+    this.exposed = (o.exposeHeaders ?? DEFAULTS.exposeHeaders).join(', ');
+  }
+
+  static isPreflight(req: IncomingMessage): boolean {
+    return req.method === 'OPTIONS' && req.headers.origin !== undefined && req.headers['access-control-request-method'] !== undefined;
+  }
+
+  /** Sets the CORS response headers; a problem when the origin is not allowed. */
+  apply(req: IncomingMessage, res: ServerResponse): Problem | undefined {
+    const origin = req.headers.origin;
+    if (origin === undefined) return undefined;
+    res.setHeader('vary', 'Origin');
+    if (this.origins !== '*' && !this.origins.has(origin.toLowerCase())) {
+      return problem('EG_ORIGIN_NOT_ALLOWED', `origin ${origin} may not call this listener`);
+    }
+    res.setHeader('access-control-allow-origin', this.origins === '*' ? '*' : origin);
+    if (this.o.credentials) res.setHeader('access-control-allow-credentials', 'true');
+    if (this.exposed !== '') res.setHeader('access-control-expose-headers', this.exposed);
+    return undefined;
+  }
+
+  /** Answers a preflight for an existing route path (204 with what is allowed). */
+  preflight(res: ServerResponse): void {
+    for (const [k, v] of Object.entries(this.preflightHeaders)) res.setHeader(k, v);
+    res.writeHead(204, { 'content-length': '0' });
+    res.end();
+  }
+}

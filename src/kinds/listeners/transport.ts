@@ -1,0 +1,195 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
+import { createSecureContext } from 'node:tls';
+import { problem, problemBody, type Problem } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { DEFAULT_MAX_JSON_DEPTH } from '../../runtime/client-json.js';
+import type { JsonSchema, ListenerCompileContext } from '../contracts.js';
+
+/**
+ * The socket side shared by the http and websocket listeners: a plain or TLS server with bounds
+ * on everything a client sends before a route sees it (header size and count, how long headers
+ * and the whole request may take, connections at once).
+ */
+
+/** `tls:` as written: file paths, relative to gateway.yaml. */
+export interface TlsFiles {
+  cert: string;
+  key: string;
+  ca?: string;
+}
+
+/** What the files held, read (and watched) when the config was compiled. */
+export interface TlsMaterial {
+  cert: string;
+  key: string;
+  ca?: string;
+}
+
+export interface TransportOptions {
+  port: number;
+  host?: string;
+  tls?: TlsFiles;
+  /** Set by compileTransport, not written in the config. */
+  tlsMaterial?: TlsMaterial;
+  maxHeaderBytes?: number;
+  maxHeaders?: number;
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  maxConnections?: number;
+  maxJsonDepth?: number;
+}
+
+/** Safe defaults for every input bound (docs/security.md lists them). */
+export const TRANSPORT_DEFAULTS = {
+  /** node's default; larger headers get 431. */
+  maxHeaderBytes: 16 * 1024,
+  /** Apache's LimitRequestFields; more headers get 431. */
+  maxHeaders: 100,
+  /** Slowloris bound: the headers must arrive within this (node's default is 60 s). */
+  headersTimeoutMs: 10_000,
+  /** The whole request, body included (node's default is 5 min). */
+  requestTimeoutMs: 30_000,
+  maxConnections: 10_000,
+  maxJsonDepth: DEFAULT_MAX_JSON_DEPTH,
+} as const;
+
+/** How often node checks header/request timeouts (its default, 30 s, would make them that coarse). */
+const TIMEOUT_CHECK_INTERVAL_MS = 1000;
+/** Dropped connections are logged at most this often, so a flood does not flood the log too. */
+const DROP_LOG_INTERVAL_MS = 10_000;
+
+export const transportSchema: Record<string, JsonSchema> = {
+  tls: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['cert', 'key'],
+    description: 'Serve TLS. Files are relative to gateway.yaml and watched: a replaced certificate is used for new connections without a restart.',
+    properties: {
+      cert: { type: 'string', minLength: 1, description: 'PEM certificate (chain) file.' },
+      key: { type: 'string', minLength: 1, description: 'PEM private key file.' },
+      ca: { type: 'string', minLength: 1, description: 'PEM CA bundle: clients must present a certificate it signed (mutual TLS).' },
+    },
+  },
+  maxHeaderBytes: { type: 'integer', minimum: 1024, maximum: 1024 * 1024, default: TRANSPORT_DEFAULTS.maxHeaderBytes, description: 'Largest request head (request line and headers); larger: 431.' },
+  maxHeaders: { type: 'integer', minimum: 1, maximum: 10_000, default: TRANSPORT_DEFAULTS.maxHeaders, description: 'Most request headers; more: 431.' },
+  headersTimeoutMs: { type: 'integer', minimum: 1, default: TRANSPORT_DEFAULTS.headersTimeoutMs, description: 'Time a client has to send the request headers; then 408 and the connection is closed.' },
+  requestTimeoutMs: { type: 'integer', minimum: 1, default: TRANSPORT_DEFAULTS.requestTimeoutMs, description: 'Time a client has to send the whole request; then 408. Open WebSocket connections are not affected.' },
+  maxConnections: { type: 'integer', minimum: 1, default: TRANSPORT_DEFAULTS.maxConnections, description: 'Open connections at once; further ones are closed as they arrive.' },
+  maxJsonDepth: { type: 'integer', minimum: 1, maximum: 100_000, default: TRANSPORT_DEFAULTS.maxJsonDepth, description: 'Deepest nesting of JSON arrays/objects accepted in a body or frame; deeper: 400.' },
+};
+
+export const transportDocOptions: Record<string, string> = {
+  tls: '`{cert, key, ca?}` PEM files: serve TLS (https/wss); `ca` requires client certificates signed by it. Watched: a renewed certificate is picked up in place',
+  maxHeaderBytes: `largest request head, default ${TRANSPORT_DEFAULTS.maxHeaderBytes} (larger: 431)`,
+  maxHeaders: `most request headers, default ${TRANSPORT_DEFAULTS.maxHeaders} (more: 431)`,
+  headersTimeoutMs: `time to send the headers, default ${TRANSPORT_DEFAULTS.headersTimeoutMs} (then 408)`,
+  requestTimeoutMs: `time to send the whole request, default ${TRANSPORT_DEFAULTS.requestTimeoutMs} (then 408)`,
+  maxConnections: `open connections at once, default ${TRANSPORT_DEFAULTS.maxConnections} (more are closed on arrival)`,
+  maxJsonDepth: `deepest JSON nesting in a body or frame, default ${TRANSPORT_DEFAULTS.maxJsonDepth} (deeper: 400)`,
+};
+
+/** Reads the TLS files (watched) and checks they make a usable context, so a bad pair is a diagnostic, not a failed bind. */
+export function compileTransport<O extends TransportOptions>(options: O, ctx: ListenerCompileContext): O | undefined {
+  let ok = true;
+  const headersTimeout = options.headersTimeoutMs ?? TRANSPORT_DEFAULTS.headersTimeoutMs;
+  const requestTimeout = options.requestTimeoutMs ?? TRANSPORT_DEFAULTS.requestTimeoutMs;
+  if (headersTimeout > requestTimeout) {
+    ctx.report(['headersTimeoutMs'], 'EG_CONFIG_SCHEMA', `headersTimeoutMs (${headersTimeout}) must not be larger than requestTimeoutMs (${requestTimeout})`);
+    ok = false;
+  }
+  if (!options.tls) return ok ? options : undefined;
+  const cert = ctx.readFile(options.tls.cert, ['tls', 'cert']);
+  const key = ctx.readFile(options.tls.key, ['tls', 'key']);
+  const ca = options.tls.ca === undefined ? undefined : ctx.readFile(options.tls.ca, ['tls', 'ca']);
+  if (cert === undefined || key === undefined || (options.tls.ca !== undefined && ca === undefined)) return undefined;
+  const material: TlsMaterial = ca === undefined ? { cert, key } : { cert, key, ca };
+  try {
+    createSecureContext(material);
+  } catch (err) {
+    ctx.report(['tls'], 'EG_CONFIG_FILE', `TLS certificate '${options.tls.cert}' and key '${options.tls.key}' cannot be used: ${(err as Error).message}`);
+    return undefined;
+  }
+  return ok ? { ...options, tlsMaterial: material } : undefined;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** An http or https server with the options' bounds applied. */
+export function createTransport(listener: string, options: TransportOptions, handler: Handler, logger: Logger): Server {
+  const httpOptions = {
+    maxHeaderSize: options.maxHeaderBytes ?? TRANSPORT_DEFAULTS.maxHeaderBytes,
+    headersTimeout: options.headersTimeoutMs ?? TRANSPORT_DEFAULTS.headersTimeoutMs,
+    requestTimeout: options.requestTimeoutMs ?? TRANSPORT_DEFAULTS.requestTimeoutMs,
+    connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+  };
+  const m = options.tlsMaterial;
+  const server: Server = m
+    ? (createHttpsServer({ ...httpOptions, ...m, ...(m.ca !== undefined ? { requestCert: true, rejectUnauthorized: true } : {}) }, handler) as unknown as Server)
+    : createHttpServer(httpOptions, handler);
+  applyLimits(server, options);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket));
+  let dropped = 0;
+  let lastLog = 0;
+  server.on('drop', () => {
+    dropped++;
+    const now = Date.now();
+    if (now - lastLog < DROP_LOG_INTERVAL_MS) return;
+    lastLog = now;
+    logger.warn({ listener, maxConnections: server.maxConnections, dropped }, 'connection limit reached; closing new connections');
+  });
+  // TLS handshake failures (a client that does not trust the certificate, or speaks plain HTTP) are the client's problem.
+  server.on('tlsClientError', (err: Error) => logger.debug({ listener, err: err.message }, 'TLS handshake failed'));
+  return server;
+}
+
+/** Bounds that can change without a new socket (all but the port, host and TLS switch). */
+export function applyLimits(server: Server, options: TransportOptions): void {
+  // node keeps reading these properties for new connections / its periodic timeout check.
+  (server as Server & { maxHeaderSize: number }).maxHeaderSize = options.maxHeaderBytes ?? TRANSPORT_DEFAULTS.maxHeaderBytes;
+  server.headersTimeout = options.headersTimeoutMs ?? TRANSPORT_DEFAULTS.headersTimeoutMs;
+  server.requestTimeout = options.requestTimeoutMs ?? TRANSPORT_DEFAULTS.requestTimeoutMs;
+  // node silently ignores headers beyond maxHeadersCount; one more lets tooManyHeaders() notice and refuse.
+  server.maxHeadersCount = (options.maxHeaders ?? TRANSPORT_DEFAULTS.maxHeaders) + 1;
+  server.maxConnections = options.maxConnections ?? TRANSPORT_DEFAULTS.maxConnections;
+  server.keepAliveTimeout = 5000;
+}
+
+/** A changed certificate (same files, new content) applies to new connections; open ones keep theirs. */
+export function rotateTls(server: Server, before: TlsMaterial | undefined, after: TlsMaterial | undefined): void {
+  if (!after || !before) return; // switching TLS on or off changes the socket: the listener is rebound instead
+  if (before.cert === after.cert && before.key === after.key && before.ca === after.ca) return;
+  (server as unknown as HttpsServer).setSecureContext(after);
+}
+
+export function tooManyHeaders(req: IncomingMessage, options: TransportOptions): Problem | undefined {
+  const max = options.maxHeaders ?? TRANSPORT_DEFAULTS.maxHeaders;
+  if (req.rawHeaders.length / 2 <= max) return undefined;
+  return problem('EG_HEADERS_TOO_LARGE', `the request has more than ${max} headers`);
+}
+
+/**
+ * Answers what node's parser rejects before there is a request (oversized or malformed heads,
+ * timeouts) with the same problem+json body every other error gets, then closes the connection.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || !socket.writable || (socket as Socket & { _httpMessage?: { headersSent: boolean } })._httpMessage?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const p =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? problem('EG_HEADERS_TOO_LARGE', 'the request head is larger than this listener accepts')
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? problem('EG_REQUEST_TIMEOUT', 'the request was not received in time')
+        : problem('EG_BAD_REQUEST', 'the request is not valid HTTP/1.1');
+  socket.end(rawResponse(p));
+}
+
+/** A complete HTTP/1.1 response with a problem+json body, for sockets without a response object. */
+export function rawResponse(p: Problem, extraHeaders: Record<string, string> = {}): string {
+  const body = JSON.stringify(problemBody(p));
+  const headers = { 'content-type': 'application/problem+json', 'content-length': String(Buffer.byteLength(body)), connection: 'close', ...p.headers, ...extraHeaders };
+  return `HTTP/1.1 ${p.status} ${p.title}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${body}`;
+}

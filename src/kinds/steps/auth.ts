@@ -1,0 +1,410 @@
+import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { parse as parseYaml } from 'yaml';
+import { problem, type Problem } from '../../errors.js';
+import type { Identity, Message, MessageContext, RequestMeta } from '../../runtime/message.js';
+import type { StepStop } from '../../runtime/outcome.js';
+import type { Admission, CompiledStep, StepCompileContext, StepKind } from '../contracts.js';
+
+type ClaimValue = string | number | boolean;
+
+export interface ApiKeyOptions {
+  header?: string;
+  query?: string;
+  keys?: Record<string, string | string[]>;
+  keysFile?: string;
+}
+
+export interface JwtOptions {
+  secret?: string;
+  publicKey?: string;
+  jwksFile?: string;
+  jwksUrl?: string;
+  algorithms?: string[];
+  issuer?: string | string[];
+  audience?: string | string[];
+  requiredClaims?: Record<string, ClaimValue | ClaimValue[]>;
+  query?: string;
+  principalClaim?: string;
+  clockToleranceSec?: number;
+}
+
+export interface AuthOptions {
+  apiKey?: ApiKeyOptions;
+  jwt?: JwtOptions;
+}
+
+const DEFAULT_API_KEY_HEADER = 'x-api-key';
+/** Shorter keys can be guessed; a `sha256:` digest stands for a key of any length the operator chose. */
+const MIN_API_KEY_LENGTH = 16;
+/** RFC 7518 §3.2: an HMAC key must be at least as long as the hash output. */
+const MIN_HMAC_SECRET_BYTES = 32;
+const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
+const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
+const SHA256_DIGEST = /^sha256:([0-9a-f]{64})$/i;
+
+/**
+ * The outcome of checking one request's credentials. `until` bounds how long the answer may be
+ * reused for the same request (a WebSocket connection's handshake): a JWT's expiry.
+ */
+type Verdict = { ok: true; identity: Identity; until: number } | { ok: false; problem: Problem };
+
+interface Verifier {
+  verify(req: RequestMeta): Verdict | Promise<Verdict>;
+  /** Removes the credential from what travels on: the header from the message, the parameter from $query. */
+  strip(msg: Message, ctx: MessageContext): Message;
+}
+
+const claimValue = { type: ['string', 'number', 'boolean'] };
+const nameList = { oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } }] };
+
+/** Exported for forward targets' `auth:` (same options, checked at the subscriber's handshake). */
+export const authSchema = {
+  type: 'object',
+  description: 'Exactly one of apiKey or jwt.',
+  additionalProperties: false,
+  minProperties: 1,
+  maxProperties: 1,
+  properties: {
+    apiKey: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        header: { type: 'string', minLength: 1, description: `Header carrying the key (default ${DEFAULT_API_KEY_HEADER} unless query is set).` },
+        query: { type: 'string', minLength: 1, description: 'Query parameter carrying the key (for browsers opening WebSockets).' },
+        keys: {
+          type: 'object',
+          description: 'Principal → key (or list of keys). A key may be written as sha256:<hex digest>.',
+          minProperties: 1,
+          additionalProperties: { oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } }] },
+        },
+        keysFile: { type: 'string', minLength: 1, description: 'YAML/JSON file with the same principal → key map; watched.' },
+      },
+    },
+    jwt: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        secret: { type: 'string', minLength: MIN_HMAC_SECRET_BYTES, description: `HMAC secret (HS256/384/512), at least ${MIN_HMAC_SECRET_BYTES} bytes.` },
+        publicKey: { type: 'string', minLength: 1, description: 'PEM file with the public key (SPKI) or an X.509 certificate; watched.' },
+        jwksFile: { type: 'string', minLength: 1, description: 'JSON Web Key Set file; watched.' },
+        jwksUrl: { type: 'string', pattern: '^https?://', description: 'JSON Web Key Set URL (https, or http on a loopback host); cached, refetched for unknown key ids.' },
+        algorithms: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+        issuer: nameList,
+        audience: nameList,
+        requiredClaims: {
+          type: 'object',
+          description: 'Claim → accepted value (or list); a valid token without it is refused with 403.',
+          additionalProperties: { oneOf: [claimValue, { type: 'array', minItems: 1, items: claimValue }] },
+        },
+        query: { type: 'string', minLength: 1, description: 'Query parameter that may carry the token instead of Authorization: Bearer.' },
+        principalClaim: { type: 'string', minLength: 1, default: 'sub' },
+        clockToleranceSec: { type: 'integer', minimum: 0, maximum: 300, default: 0 },
+      },
+    },
+  },
+};
+
+export const authStep: StepKind<AuthOptions> = {
+  kind: 'auth',
+  schema: authSchema,
+  doc: {
+    summary:
+      "Lets a message through only when the client's credentials are valid, and makes its identity available to later steps as `$principal` (and, for JWTs, `$claims`). " +
+      '`apiKey` takes a key from a header (default `x-api-key`) or a query parameter and looks it up in `keys` / `keysFile` (principal → key; keys are compared as SHA-256 digests, and may be written as `sha256:<hex>`). ' +
+      '`jwt` takes a token from `Authorization: Bearer` or the `query` parameter and verifies it (jose) with `secret`, `publicKey`, `jwksFile` or `jwksUrl`, checking `algorithms`, `issuer`, `audience`, expiry and `requiredClaims`. ' +
+      'A missing or invalid credential (unknown key, bad signature, expired, wrong issuer or audience) answers 401; a valid token that fails `requiredClaims` answers 403. ' +
+      'On WebSocket routes the check runs at the handshake: a refused client gets 401/403 instead of a connection. The credential is removed from the message (header) and from `$query` before later steps. ' +
+      'Key and certificate files are watched: editing one reloads the route. Only for routes from a listener.',
+    example:
+      'auth:\n  jwt:\n    jwksUrl: https://login.example.com/.well-known/jwks.json\n    issuer: https://login.example.com/\n    audience: eventgate\n    requiredClaims: {scope: publish}\n\n# or\nauth:\n  apiKey:\n    header: x-api-key\n    keys:\n      sensor-fleet: ${SENSOR_KEY}\n      dashboard: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
+    options: {
+      apiKey:
+        `\`{header | query, keys | keysFile}\`: the key is read from \`header\` (default \`${DEFAULT_API_KEY_HEADER}\`) or the \`query\` parameter; \`keys\` maps principal → key or list of keys (at least ${MIN_API_KEY_LENGTH} characters, or \`sha256:<hex>\` of the key); \`keysFile\` is a YAML/JSON file holding the same map, watched. A missing or unknown key is 401`,
+      jwt:
+        `\`{secret | publicKey | jwksFile | jwksUrl, algorithms, issuer, audience, requiredClaims, query, principalClaim, clockToleranceSec}\`: exactly one key source — \`secret\` (HMAC, at least ${MIN_HMAC_SECRET_BYTES} bytes), \`publicKey\` (PEM public key or certificate file), \`jwksFile\`, or \`jwksUrl\` (https; cached, refetched for unknown key ids). \`algorithms\` defaults to HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS. \`issuer\`/\`audience\`: a value or list. \`requiredClaims\`: claim → accepted value or list (array claims and the space-separated \`scope\` must contain one). \`query\`: a parameter that may carry the token. \`principalClaim\` (default \`sub\`) becomes \`$principal\`. \`clockToleranceSec\` (default 0) allows clock skew. Missing, malformed, expired, badly signed, wrong issuer/audience: 401; failing requiredClaims: 403; a JWKS URL that cannot be fetched: 503`,
+    },
+  },
+  compile(options, ctx) {
+    const verifier = options.apiKey ? apiKeyVerifier(options.apiKey, ctx) : options.jwt ? jwtVerifier(options.jwt, ctx) : undefined;
+    if (!verifier) return undefined;
+    return authenticator(verifier);
+  },
+};
+
+/**
+ * The compiled step. Verdicts are cached per request object, so a WebSocket client's handshake
+ * credentials are verified once and not again for every frame — until a JWT expires, after
+ * which its frames are refused. A reload compiles a new step with an empty cache, so changed
+ * keys apply to connected clients from their next frame.
+ */
+function authenticator(verifier: Verifier): CompiledStep {
+  const verdicts = new WeakMap<RequestMeta, Verdict & { ok: true }>();
+  const check = (req: RequestMeta): Verdict | Promise<Verdict> => {
+    const cached = verdicts.get(req);
+    if (cached && Date.now() < cached.until) return cached;
+    const v = verifier.verify(req);
+    const remember = (verdict: Verdict) => {
+      if (verdict.ok) verdicts.set(req, verdict);
+      return verdict;
+    };
+    return v instanceof Promise ? v.then(remember) : remember(v);
+  };
+  const finish = (verdict: Verdict, msg: Message, ctx: MessageContext): Message | StepStop => {
+    if (!verdict.ok) return { stop: 'rejected', problem: verdict.problem };
+    ctx.identity = verdict.identity;
+    return verifier.strip(msg, ctx);
+  };
+  return {
+    kind: 'auth',
+    needsClient: true,
+    run(msg, ctx) {
+      if (!ctx.request) return { stop: 'rejected', problem: problem('EG_UNAUTHORIZED', 'this message did not come from a client request, so it carries no credentials') };
+      const v = check(ctx.request);
+      return v instanceof Promise ? v.then((verdict) => finish(verdict, msg, ctx)) : finish(v, msg, ctx);
+    },
+    async admit(req): Promise<Admission> {
+      const verdict = await check(req);
+      return verdict.ok ? { ok: true, identity: verdict.identity } : verdict;
+    },
+  };
+}
+
+// ---- apiKey --------------------------------------------------------------------------------
+
+function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | undefined {
+  if ((o.keys === undefined) === (o.keysFile === undefined)) {
+    ctx.report(['apiKey'], 'EG_CONFIG_SCHEMA', 'apiKey needs exactly one of keys or keysFile');
+    return undefined;
+  }
+  let map: unknown = o.keys;
+  let at: (string | number)[] = ['apiKey', 'keys'];
+  if (o.keysFile !== undefined) {
+    at = ['apiKey', 'keysFile'];
+    const text = ctx.readFile(o.keysFile, at);
+    if (text === undefined) return undefined;
+    try {
+      map = parseYaml(text);
+    } catch (err) {
+      ctx.report(at, 'EG_CONFIG_FILE', `keys file '${o.keysFile}' is not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
+      return undefined;
+    }
+  }
+  // Keys are held (and compared) as SHA-256 digests: a map lookup of the presented key's digest
+  // takes no longer for a near miss than for a far one, and the plan holds no plain keys.
+  const byDigest = new Map<string, string>();
+  const problems: string[] = [];
+  if (map === null || typeof map !== 'object' || Array.isArray(map) || Object.keys(map).length === 0) {
+    problems.push('must map each principal to a key or a list of keys');
+  } else {
+    for (const [principal, value] of Object.entries(map as Record<string, unknown>)) {
+      const list = Array.isArray(value) ? value : [value];
+      for (const key of list) {
+        if (typeof key !== 'string') {
+          problems.push(`the key of '${principal}' must be a string`);
+          continue;
+        }
+        const digest = SHA256_DIGEST.exec(key)?.[1]?.toLowerCase();
+        if (digest === undefined && key.length < MIN_API_KEY_LENGTH) {
+          problems.push(`the key of '${principal}' is shorter than ${MIN_API_KEY_LENGTH} characters; use a longer random key (or its sha256:<hex> digest)`);
+          continue;
+        }
+        const d = digest ?? sha256(key);
+        const other = byDigest.get(d);
+        if (other !== undefined && other !== principal) problems.push(`'${principal}' and '${other}' share a key; a key must name one principal`);
+        byDigest.set(d, principal);
+      }
+    }
+  }
+  if (problems.length > 0) {
+    const where = o.keysFile !== undefined ? `keys file '${o.keysFile}'` : 'apiKey.keys';
+    for (const p of problems) ctx.report(at, o.keysFile !== undefined ? 'EG_CONFIG_FILE' : 'EG_CONFIG_SCHEMA', `${where}: ${p}`);
+    return undefined;
+  }
+  const header = o.header ?? (o.query === undefined ? DEFAULT_API_KEY_HEADER : undefined);
+  const headerName = header?.toLowerCase();
+  const param = o.query;
+  const where = [headerName && `header ${headerName}`, param && `query parameter ${param}`].filter(Boolean).join(' or ');
+  return {
+    verify(req) {
+      const presented = (headerName && first(req.headers[headerName])) || (param && first(req.query[param])) || undefined;
+      if (presented === undefined) return refuse('EG_UNAUTHORIZED', `an API key is required (${where})`);
+      const principal = byDigest.get(sha256(presented));
+      if (principal === undefined) return refuse('EG_UNAUTHORIZED', 'the API key is not valid');
+      return { ok: true, identity: { principal, claims: undefined }, until: Infinity };
+    },
+    strip: (msg, ctx) => stripCredential(msg, ctx, headerName, param),
+  };
+}
+
+// ---- jwt -----------------------------------------------------------------------------------
+
+function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefined {
+  const sources = (['secret', 'publicKey', 'jwksFile', 'jwksUrl'] as const).filter((k) => o[k] !== undefined);
+  if (sources.length !== 1) {
+    ctx.report(['jwt'], 'EG_CONFIG_SCHEMA', `jwt needs exactly one of secret, publicKey, jwksFile or jwksUrl${sources.length > 1 ? ` (got ${sources.join(', ')})` : ''}`);
+    return undefined;
+  }
+  let key: Uint8Array | KeyObject | JWTVerifyGetKey;
+  let algorithms = o.algorithms;
+  let remote = false;
+  if (o.secret !== undefined) {
+    key = new TextEncoder().encode(o.secret);
+    algorithms ??= HMAC_ALGORITHMS;
+    const wrong = algorithms.filter((a) => !HMAC_ALGORITHMS.includes(a));
+    if (wrong.length > 0) {
+      ctx.report(['jwt', 'algorithms'], 'EG_CONFIG_SCHEMA', `a secret verifies only HMAC algorithms (${HMAC_ALGORITHMS.join(', ')}), not ${wrong.join(', ')}`);
+      return undefined;
+    }
+  } else if (o.publicKey !== undefined) {
+    const pem = ctx.readFile(o.publicKey, ['jwt', 'publicKey']);
+    if (pem === undefined) return undefined;
+    if (pem.includes('PRIVATE KEY')) {
+      ctx.report(['jwt', 'publicKey'], 'EG_CONFIG_FILE', `'${o.publicKey}' holds a private key; the gateway only needs (and should only have) the public key`);
+      return undefined;
+    }
+    try {
+      key = pem.includes('BEGIN CERTIFICATE') ? new X509Certificate(pem).publicKey : createPublicKey(pem);
+    } catch (err) {
+      ctx.report(['jwt', 'publicKey'], 'EG_CONFIG_FILE', `'${o.publicKey}' is not a PEM public key or certificate: ${(err as Error).message}`);
+      return undefined;
+    }
+    algorithms ??= algorithmsFor(key);
+  } else if (o.jwksFile !== undefined) {
+    const text = ctx.readFile(o.jwksFile, ['jwt', 'jwksFile']);
+    if (text === undefined) return undefined;
+    try {
+      key = createLocalJWKSet(JSON.parse(text));
+    } catch (err) {
+      ctx.report(['jwt', 'jwksFile'], 'EG_CONFIG_FILE', `'${o.jwksFile}' is not a JSON Web Key Set: ${(err as Error).message}`);
+      return undefined;
+    }
+    algorithms ??= ASYMMETRIC_ALGORITHMS;
+  } else {
+    const url = new URL(o.jwksUrl!);
+    if (url.protocol !== 'https:' && !['localhost', '127.0.0.1', '[::1]'].includes(url.hostname)) {
+      ctx.report(['jwt', 'jwksUrl'], 'EG_CONFIG_SCHEMA', 'jwksUrl must use https (http is accepted only on a loopback host): keys fetched in the clear could be replaced');
+      return undefined;
+    }
+    key = createRemoteJWKSet(url, { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
+    remote = true;
+    algorithms ??= ASYMMETRIC_ALGORITHMS;
+  }
+  const verifyOptions = { algorithms, issuer: o.issuer, audience: o.audience, clockTolerance: o.clockToleranceSec ?? 0 };
+  const required = Object.entries(o.requiredClaims ?? {}).map(([name, v]) => [name, Array.isArray(v) ? v : [v]] as const);
+  const principalClaim = o.principalClaim ?? 'sub';
+  const param = o.query;
+  const toleranceMs = (o.clockToleranceSec ?? 0) * 1000;
+
+  const verify = async (req: RequestMeta): Promise<Verdict> => {
+    const token = bearer(req, param);
+    if (typeof token !== 'string') return token;
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, key as Uint8Array, verifyOptions));
+    } catch (err) {
+      return jwtFailure(err, remote);
+    }
+    for (const [name, accepted] of required) {
+      const have = claimValues(name, payload[name]);
+      if (!accepted.some((a) => have.includes(a))) {
+        return refuse('EG_FORBIDDEN', have.length === 0 ? `the token has no '${name}' claim, which this route requires` : `the token's '${name}' claim is not one this route accepts`, {
+          'www-authenticate': 'Bearer realm="eventgate", error="insufficient_scope"',
+        });
+      }
+    }
+    const p = payload[principalClaim];
+    const identity: Identity = { principal: typeof p === 'string' || typeof p === 'number' ? String(p) : undefined, claims: payload as Record<string, unknown> };
+    return { ok: true, identity, until: typeof payload.exp === 'number' ? payload.exp * 1000 + toleranceMs : Infinity };
+  };
+  return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param) };
+}
+
+function bearer(req: RequestMeta, param: string | undefined): string | Verdict {
+  const header = first(req.headers.authorization);
+  if (header !== undefined) {
+    const m = /^Bearer[ \t]+([^ \t]+)[ \t]*$/i.exec(header);
+    if (!m) return refuse('EG_UNAUTHORIZED', 'the Authorization header must be "Bearer <token>"', { 'www-authenticate': 'Bearer realm="eventgate", error="invalid_request"' });
+    return m[1]!;
+  }
+  const fromQuery = param === undefined ? undefined : first(req.query[param]);
+  if (fromQuery) return fromQuery;
+  return refuse('EG_UNAUTHORIZED', `a bearer token is required (Authorization: Bearer <token>${param ? ` or ?${param}=<token>` : ''})`, { 'www-authenticate': 'Bearer realm="eventgate"' });
+}
+
+/** jose's failures → 401 with a reason that helps the client and reveals nothing about the key. */
+function jwtFailure(err: unknown, remote: boolean): Verdict {
+  const code = (err as { code?: string }).code;
+  const reasons: Record<string, string> = {
+    ERR_JWT_EXPIRED: 'the token has expired',
+    ERR_JWS_SIGNATURE_VERIFICATION_FAILED: 'the token signature does not verify',
+    ERR_JOSE_ALG_NOT_ALLOWED: 'the token is signed with an algorithm this route does not accept',
+    ERR_JWKS_NO_MATCHING_KEY: 'no known key matches the token',
+    ERR_JWKS_MULTIPLE_MATCHING_KEYS: 'the token does not say which key signed it',
+    ERR_JWS_INVALID: 'the token is malformed',
+    ERR_JWT_INVALID: 'the token is malformed',
+    ERR_JOSE_NOT_SUPPORTED: 'the token uses an unsupported algorithm or key type',
+  };
+  let reason = code === undefined ? undefined : reasons[code];
+  if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED') {
+    const e = err as { claim?: string; reason?: string };
+    reason = `the token's "${e.claim}" claim ${e.reason === 'check_failed' ? 'is not acceptable' : e.reason === 'missing' ? 'is missing' : 'is not valid'}`;
+  }
+  if (reason === undefined) {
+    // Not a verdict on the token: the key set could not be fetched or read.
+    if (remote) return refuse('EG_AUTH_UNAVAILABLE', 'the signing keys could not be fetched; try again later');
+    reason = 'the token could not be verified';
+  }
+  return refuse('EG_UNAUTHORIZED', reason, { 'www-authenticate': `Bearer realm="eventgate", error="invalid_token", error_description="${reason.replace(/"/g, "'")}"` });
+}
+
+/** A claim as the values it holds: arrays element-wise, OAuth `scope` as its space-separated words. */
+function claimValues(name: string, v: unknown): unknown[] {
+  if (v === undefined || v === null) return [];
+  if (Array.isArray(v)) return v;
+  if (name === 'scope' && typeof v === 'string') return v.split(' ').filter(Boolean);
+  return [v];
+}
+
+function algorithmsFor(key: KeyObject): string[] {
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+      return ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'];
+    case 'rsa-pss':
+      return ['PS256', 'PS384', 'PS512'];
+    case 'ec': {
+      const curve = key.asymmetricKeyDetails?.namedCurve;
+      return [curve === 'secp384r1' ? 'ES384' : curve === 'secp521r1' ? 'ES512' : 'ES256'];
+    }
+    case 'ed25519':
+      return ['EdDSA', 'Ed25519'];
+    default:
+      return ASYMMETRIC_ALGORITHMS;
+  }
+}
+
+// ---- shared --------------------------------------------------------------------------------
+
+function stripCredential(msg: Message, ctx: MessageContext, header: string | undefined, param: string | undefined): Message {
+  if (param !== undefined && ctx.query && param in ctx.query) {
+    const query: Record<string, string | string[]> = Object.create(null);
+    for (const [k, v] of Object.entries(ctx.query)) if (k !== param) query[k] = v;
+    ctx.query = query;
+  }
+  if (header === undefined || msg.headers[header] === undefined) return msg;
+  const headers = { ...msg.headers };
+  delete headers[header];
+  return { ...msg, headers };
+}
+
+function refuse(code: 'EG_UNAUTHORIZED' | 'EG_FORBIDDEN' | 'EG_AUTH_UNAVAILABLE', detail: string, headers?: Record<string, string>): Verdict {
+  return { ok: false, problem: problem(code, detail, headers ? { headers } : {}) };
+}
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function sha256(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}

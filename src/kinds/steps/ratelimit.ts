@@ -1,0 +1,125 @@
+import { bindingsFor, type ExpressionEvaluationError } from '../../expr/expression.js';
+import { problem } from '../../errors.js';
+import type { Message, MessageContext } from '../../runtime/message.js';
+import type { StepStop } from '../../runtime/outcome.js';
+import type { CompiledStep, StepKind } from '../contracts.js';
+
+export interface RateLimitOptions {
+  rate: number;
+  per?: 'second' | 'minute' | 'hour';
+  burst?: number;
+  key?: string;
+  maxKeys?: number;
+}
+
+const PERIOD_MS = { second: 1000, minute: 60_000, hour: 3_600_000 } as const;
+const DEFAULT_MAX_KEYS = 100_000;
+
+/**
+ * Token buckets, one per client key: each holds up to `burst` tokens and refills at `rate` per
+ * period; a message takes one. Idle clients' buckets are dropped once full again (they would be
+ * created full anyway), so memory follows the number of recently active clients, bounded by
+ * `maxKeys` (beyond it the least recently used buckets go).
+ */
+export class TokenBuckets {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(private readonly perMs: number, private readonly burst: number, private readonly maxKeys: number) {}
+
+  /** Takes a token for `key`: 0 when granted, otherwise the milliseconds until one is available. */
+  take(key: string, now: number): number {
+    const b = this.buckets.get(key);
+    let tokens = this.burst;
+    if (b) {
+      tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.perMs);
+      this.buckets.delete(key); // re-inserted below: the map's order is least recently used first
+    } else if (this.buckets.size >= this.maxKeys) {
+      this.evict(now);
+    }
+    const granted = tokens >= 1;
+    this.buckets.set(key, { tokens: granted ? tokens - 1 : tokens, at: now });
+    return granted ? 0 : (1 - tokens) / this.perMs;
+  }
+
+  get size(): number {
+    return this.buckets.size;
+  }
+
+  private evict(now: number): void {
+    for (const [k, b] of this.buckets) if (b.tokens + (now - b.at) * this.perMs >= this.burst) this.buckets.delete(k);
+    const excess = this.buckets.size - Math.floor(this.maxKeys * 0.9);
+    if (excess <= 0) return;
+    let n = 0;
+    for (const k of this.buckets.keys()) {
+      if (n++ >= excess) break;
+      this.buckets.delete(k);
+    }
+  }
+}
+
+export const ratelimitStep: StepKind<RateLimitOptions> = {
+  kind: 'ratelimit',
+  schema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['rate'],
+    properties: {
+      rate: { type: 'number', exclusiveMinimum: 0, description: 'Tokens added per period.' },
+      per: { enum: ['second', 'minute', 'hour'], default: 'second' },
+      burst: { type: 'integer', minimum: 1, description: 'Bucket size: messages a client may send at once (default: rate, rounded up).' },
+      key: { type: 'string', minLength: 1, description: 'JSONata expression naming the client (default: its IP address), e.g. $principal.' },
+      maxKeys: { type: 'integer', minimum: 1, default: DEFAULT_MAX_KEYS, description: 'Most clients tracked at once.' },
+    },
+  },
+  doc: {
+    summary:
+      'Token-bucket rate limit per client: each client may send `burst` messages at once and `rate` per `per` on average. Over the limit, HTTP answers 429 with `Retry-After` (seconds) and WebSocket clients get an error frame with status 429. ' +
+      'Clients are told apart by IP address, or by the JSONata `key` (for example `$principal` after an `auth` step; when it has no result the IP is used). Behind a proxy, key on `$headers."x-forwarded-for"` only if the proxy sets that header. ' +
+      "Buckets are kept across reloads for as long as the route keeps this step unchanged. Each route has its own buckets, even when it uses the step through a shared chain. Only for routes from a listener.",
+    example: 'ratelimit:\n  rate: 100\n  per: minute\n  burst: 20\n  key: $principal',
+    options: {
+      rate: 'tokens added per period (may be fractional: 0.5 per second is one every 2 s)',
+      per: 'second | minute | hour (default second)',
+      burst: 'bucket size (default: rate rounded up)',
+      key: 'JSONata expression naming the client (default: client IP)',
+      maxKeys: `most clients tracked at once (default ${DEFAULT_MAX_KEYS}); the least recently seen are forgotten first`,
+    },
+  },
+  compile(options, ctx) {
+    const key = options.key === undefined ? undefined : ctx.compileExpression(options.key, ['key']);
+    if (options.key !== undefined && !key) return undefined;
+    const per = options.per ?? 'second';
+    const burst = options.burst ?? Math.max(1, Math.ceil(options.rate));
+    const perMs = options.rate / PERIOD_MS[per];
+    const maxKeys = options.maxKeys ?? DEFAULT_MAX_KEYS;
+    const limit = `${options.rate} per ${per}${burst !== options.rate ? ` (burst ${burst})` : ''}`;
+    const create = () => new TokenBuckets(perMs, burst, maxKeys);
+    const step = (buckets: TokenBuckets): CompiledStep => ({
+      kind: 'ratelimit',
+      needsClient: true,
+      run(msg, mctx) {
+        if (!key) return admitOne(buckets, `ip:${clientAddress(mctx)}`, msg, limit);
+        return key.evaluate(msg.value, bindingsFor(msg, mctx)).then(
+          (k) => admitOne(buckets, k === undefined || k === null ? `ip:${clientAddress(mctx)}` : `key:${typeof k === 'string' ? k : JSON.stringify(k)}`, msg, limit),
+          (err) => ({ stop: 'failed' as const, problem: problem('EG_EXPRESSION_FAILED', `ratelimit key failed: ${(err as ExpressionEvaluationError).message}`) }),
+        );
+      },
+      // Buckets live in the route's step state, not in this compiled object, so they outlast reloads.
+      forRoute: (rt) => step(rt.state(create)),
+    });
+    return step(create());
+  },
+};
+
+function admitOne(buckets: TokenBuckets, key: string, msg: Message, limit: string): Message | StepStop {
+  const waitMs = buckets.take(key, performance.now());
+  if (waitMs === 0) return msg;
+  const seconds = Math.max(1, Math.ceil(waitMs / 1000));
+  return { stop: 'rejected', problem: problem('EG_RATE_LIMITED', `rate limit of ${limit} exceeded; retry in ${seconds} s`, { headers: { 'retry-after': String(seconds) } }) };
+}
+
+/** IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; one client, one key. */
+function clientAddress(ctx: MessageContext): string {
+  const a = ctx.remoteAddress ?? ctx.request?.remoteAddress ?? 'unknown';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}

@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+
+const ADMIN_TOKEN = 'admin-token-8c1d6f0e2b7a4953';
+const JWT_SECRET = 'jwt-secret-that-is-long-enough-for-hs256!';
+const API_KEY = 'api-key-from-env-4b1e9c';
+const SECRET_TOPIC = 'topic-named-by-a-secret-77';
+const LITERAL_KEY = 'literal-key-written-in-the-file';
+
+const config = (extraRoute = '') => `version: 1
+admin: {port: 0, token: "\${ADMIN_TOKEN}"}
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0}
+routes:
+  - name: secured
+    from: {listener: api, path: /in}
+    through:
+      - auth: {jwt: {secret: "\${JWT_SECRET}"}}
+    to: {broker: local, topic: "\${SECRET_TOPIC}"}
+  - name: keyed
+    from: {listener: api, path: /keyed}
+    through:
+      - auth: {apiKey: {keys: {ops: "\${API_KEY}", dev: ${LITERAL_KEY}}}}
+    to: {broker: local, topic: t}
+${extraRoute}`;
+
+/** The IPv4 addresses a TCP port is listening on, from the kernel's socket table. */
+function listeningAddresses(port: number): string[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A')
+    .map((f) => f[1]!.split(':')[0]!.match(/../g)!.reverse().map((b) => parseInt(b, 16)).join('.'));
+}
+
+describe('admin API protection', () => {
+  let gw: RunningGateway;
+  const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+  before(async () => {
+    gw = await startGateway(config(), { env: { ADMIN_TOKEN, JWT_SECRET, API_KEY, SECRET_TOPIC } });
+  });
+
+  after(async () => {
+    await gw?.stop();
+  });
+
+  it('binds the admin API to 127.0.0.1 by default', () => {
+    const port = Number(new URL(gw.adminUrl).port);
+    assert.deepEqual(listeningAddresses(port), ['127.0.0.1']);
+    assert.equal(gw.logs.some((l) => /admin API is reachable beyond this host/.test(l.msg)), false);
+  });
+
+  it('serves /healthz and /readyz without the token', async () => {
+    assert.equal((await fetch(`${gw.adminUrl}/healthz`)).status, 200);
+    assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200);
+  });
+
+  it('answers 401 on every other endpoint without the right bearer token', async () => {
+    for (const [method, path] of [['GET', '/admin/status'], ['POST', '/admin/reload'], ['GET', '/admin/nothing']]) {
+      for (const headers of <Record<string, string>[]>[{}, { authorization: 'Bearer wrong' }, { authorization: `Bearer ${ADMIN_TOKEN}x` }, { authorization: ADMIN_TOKEN }]) {
+        const res = await fetch(`${gw.adminUrl}${path}`, { method, headers });
+        assert.equal(res.status, 401, `${method} ${path} with ${JSON.stringify(headers)}`);
+        assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer/);
+      }
+    }
+    assert.equal((await fetch(`${gw.adminUrl}/admin/status`, { headers: auth })).status, 200);
+    assert.equal((await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST', headers: auth })).status, 200);
+  });
+
+  it('shows no secret in /admin/status, whether it came from the environment or the file', async () => {
+    const text = await (await fetch(`${gw.adminUrl}/admin/status`, { headers: auth })).text();
+    for (const secret of [ADMIN_TOKEN, JWT_SECRET, API_KEY, SECRET_TOPIC, LITERAL_KEY]) assert.equal(text.includes(secret), false, `status shows ${secret}`);
+    const status = JSON.parse(text);
+    assert.deepEqual(status.routes.find((r: { name: string }) => r.name === 'secured').to, [{ broker: 'local', topic: '[redacted]' }]);
+  });
+
+  it('keeps secrets out of a rejected reload\'s error, in /admin/status and in the log', async () => {
+    const line = await gw.reconfigure(config(`  - name: broken
+    from: {listener: api, path: /broken}
+    to: {broker: "\${SECRET_TOPIC}", topic: x}
+`));
+    assert.match(line.msg, /^reload rejected/);
+    const text = await (await fetch(`${gw.adminUrl}/admin/status`, { headers: auth })).text();
+    const status = JSON.parse(text);
+    assert.match(status.lastReloadError.diagnostics[0].message, /broker '\[redacted\]' is not defined/);
+    const everything = `${text}\n${gw.logs.map((l) => JSON.stringify(l)).join('\n')}\n${gw.stderr()}`;
+    for (const secret of [ADMIN_TOKEN, JWT_SECRET, API_KEY, SECRET_TOPIC, LITERAL_KEY]) assert.equal(everything.includes(secret), false, `${secret} leaked`);
+  });
+});
+
+describe('admin API bound beyond loopback', () => {
+  it('warns when it has no token', async () => {
+    const gw = await startGateway('version: 1\nadmin: {port: 0, host: 0.0.0.0}\n');
+    try {
+      const warning = await gw.waitForLog((l) => /admin API is reachable beyond this host/.test(l.msg));
+      assert.equal(warning.level, 'warn');
+      assert.deepEqual(listeningAddresses(Number(new URL(gw.adminUrl).port)), ['0.0.0.0']);
+    } finally {
+      await gw.stop();
+    }
+  });
+});

@@ -1,0 +1,350 @@
+import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { exportJWK, SignJWT } from 'jose';
+import { post, WsClient } from '../helpers/clients.js';
+import { runCli, startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
+
+const ALICE_KEY = 'alice-key-5f1c2a9e7d3b';
+const BOB_KEY = 'bob-key-0123456789abcdef';
+const CAROL_KEY = 'carol-key-fedcba9876543210';
+const JWT_SECRET = 'a-shared-hmac-secret-of-at-least-32-bytes!';
+const ISSUER = 'https://issuer.test/';
+
+const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const secretKey = new TextEncoder().encode(JWT_SECRET);
+
+function hs(claims: Record<string, unknown>, opts: { exp?: string | number; iss?: string; aud?: string; key?: Uint8Array } = {}): Promise<string> {
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'HS256' })
+    .setIssuer(opts.iss ?? ISSUER)
+    .setAudience(opts.aud ?? 'eventgate')
+    .setIssuedAt()
+    .setExpirationTime(opts.exp ?? '5m')
+    .sign(opts.key ?? secretKey);
+}
+
+function es(claims: Record<string, unknown>, key = ec.privateKey, kid?: string): Promise<string> {
+  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', ...(kid ? { kid } : {}) }).setIssuer(ISSUER).setExpirationTime('5m').sign(key);
+}
+
+function rs(claims: Record<string, unknown>, kid: string): Promise<string> {
+  return new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid }).setIssuer(ISSUER).setExpirationTime('5m').sign(rsa.privateKey);
+}
+
+function keysFile(keys: Record<string, string>): string {
+  return Object.entries(keys).map(([p, k]) => `${p}: ${k}`).join('\n') + '\n';
+}
+
+describe('auth step', () => {
+  let gw: RunningGateway;
+  let jwks: Server;
+  let out: WsClient;
+  let yaml: string;
+
+  before(async () => {
+    const rsaJwk = { ...(await exportJWK(rsa.publicKey)), kid: 'remote-1', alg: 'RS256' };
+    jwks = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [rsaJwk] }));
+    }).listen(0, '127.0.0.1');
+    await once(jwks, 'listening');
+    const jwksPort = (jwks.address() as AddressInfo).port;
+    const ecJwk = { ...(await exportJWK(ec.publicKey)), kid: 'file-1', alg: 'ES256' };
+    const carolDigest = createHash('sha256').update(CAROL_KEY).digest('hex');
+    yaml = `version: 1
+admin: {port: 0}
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0}
+  push: {kind: websocket, port: 0}
+chains:
+  who:
+    - transform: '{"who": $principal, "tenant": $claims.tenant, "body": $, "key": $query.key}'
+routes:
+  - name: api-key-header
+    from: {listener: api, path: /key}
+    through:
+      - auth:
+          apiKey:
+            header: X-Api-Key
+            keys: {alice: "\${ALICE_KEY}", bob: [${BOB_KEY}, "sha256:${carolDigest}"]}
+      - who
+    to: {broker: local, topic: out}
+  - name: api-key-query-file
+    from: {listener: api, path: /key-file}
+    through:
+      - auth: {apiKey: {query: key, keysFile: keys.yaml}}
+      - who
+    to: {broker: local, topic: out}
+  - name: jwt-secret
+    from: {listener: api, path: /hs}
+    through:
+      - auth:
+          jwt: {secret: "\${JWT_SECRET}", issuer: "${ISSUER}", audience: eventgate, requiredClaims: {scope: publish, tenant: [acme, globex]}}
+      - who
+    to: {broker: local, topic: out}
+  - name: jwt-pem
+    from: {listener: api, path: /pem}
+    through: [{auth: {jwt: {publicKey: keys/ec.pem, issuer: "${ISSUER}"}}}, who]
+    to: {broker: local, topic: out}
+  - name: jwt-jwks-file
+    from: {listener: api, path: /jwks-file}
+    through: [{auth: {jwt: {jwksFile: keys/jwks.json, issuer: "${ISSUER}"}}}, who]
+    to: {broker: local, topic: out}
+  - name: jwt-jwks-url
+    from: {listener: api, path: /jwks-url}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/jwks.json", issuer: "${ISSUER}"}}}, who]
+    to: {broker: local, topic: out}
+  - name: jwt-jwks-down
+    from: {listener: api, path: /jwks-down}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:9/jwks.json"}}}]
+    to: {broker: local, topic: out}
+  - name: ws-publish
+    from: {listener: push, path: /ws/in}
+    through:
+      - auth: {jwt: {secret: "\${JWT_SECRET}", query: access_token, audience: eventgate}}
+      - who
+    to: {broker: local, topic: out}
+    ack: true
+  - name: out
+    from: {broker: local, topic: out}
+    to: {listener: push, path: /ws/out, format: envelope}
+  - name: guarded-feed
+    from: {broker: local, topic: out}
+    to:
+      listener: push
+      path: /ws/feed
+      auth: {apiKey: {query: key, keysFile: keys.yaml}}
+`;
+    gw = await startGateway(yaml, {
+        env: { ALICE_KEY, JWT_SECRET },
+        files: {
+          'keys.yaml': keysFile({ dave: 'dave-key-00112233445566' }),
+          'keys/ec.pem': ec.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+          'keys/jwks.json': JSON.stringify({ keys: [ecJwk] }),
+        },
+      });
+    out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
+  });
+
+  after(async () => {
+    out?.close();
+    await gw?.stop();
+    jwks?.close();
+  });
+
+  describe('apiKey', () => {
+    it('accepts a listed key from the header and binds its principal as $principal', async () => {
+      const reply = await post(gw.url('api', '/key'), { n: 1 }, { 'x-api-key': ALICE_KEY });
+      assert.equal(reply.status, 200, reply.text);
+      const frame = await out.next();
+      assert.deepEqual(frame.value, { who: 'alice', body: { n: 1 } });
+    });
+
+    it('accepts any of a principal\'s keys, including one given as its sha256 digest', async () => {
+      assert.equal((await post(gw.url('api', '/key'), { n: 2 }, { 'x-api-key': BOB_KEY })).status, 200);
+      assert.equal((await out.next()).value.who, 'bob');
+      assert.equal((await post(gw.url('api', '/key'), { n: 3 }, { 'x-api-key': CAROL_KEY })).status, 200);
+      assert.equal((await out.next()).value.who, 'bob');
+    });
+
+    it('does not send the key on with the message', async () => {
+      await post(gw.url('api', '/key'), { n: 4 }, { 'x-api-key': ALICE_KEY, 'x-trace': 't1' });
+      const frame = await out.next();
+      assert.equal(frame.headers['x-trace'], 't1');
+      assert.equal(frame.headers['x-api-key'], undefined);
+    });
+
+    it('answers 401 without a key and 401 for an unknown key, and lets nothing through', async () => {
+      const missing = await post(gw.url('api', '/key'), { n: 5 });
+      assert.equal(missing.status, 401);
+      assert.equal(missing.headers.get('content-type'), 'application/problem+json');
+      assert.equal(missing.body.code, 'EG_UNAUTHORIZED');
+      const wrong = await post(gw.url('api', '/key'), { n: 6 }, { 'x-api-key': `${ALICE_KEY}x` });
+      assert.equal(wrong.status, 401);
+      assert.doesNotMatch(wrong.text, new RegExp(ALICE_KEY));
+      assert.equal(await out.nothingFor(100), undefined);
+    });
+
+    it('reads the key from a query parameter and a keys file, and drops it from $query', async () => {
+      const ok = await post(gw.url('api', '/key-file?key=dave-key-00112233445566'), { n: 7 });
+      assert.equal(ok.status, 200, ok.text);
+      const frame = await out.next();
+      assert.equal(frame.value.who, 'dave');
+      assert.equal(frame.value.key, undefined);
+      assert.equal((await post(gw.url('api', '/key-file?key=nope-nope-nope-nope'), { n: 8 })).status, 401);
+    });
+  });
+
+  describe('jwt', () => {
+    it('accepts an HS256 token from Authorization: Bearer and binds $principal and $claims', async () => {
+      const token = await hs({ sub: 'svc-1', scope: 'read publish', tenant: 'acme' });
+      const reply = await post(gw.url('api', '/hs'), { n: 1 }, { authorization: `Bearer ${token}` });
+      assert.equal(reply.status, 200, reply.text);
+      assert.deepEqual((await out.next()).value, { who: 'svc-1', tenant: 'acme', body: { n: 1 } });
+    });
+
+    it('answers 401 for a missing, expired, wrongly signed, wrong-issuer or wrong-audience token', async () => {
+      const claims = { sub: 'svc-1', scope: 'publish', tenant: 'acme' };
+      const cases: [string, Record<string, string>][] = [
+        ['missing', {}],
+        ['not bearer', { authorization: 'Basic dXNlcjpwYXNz' }],
+        ['malformed', { authorization: 'Bearer not.a.jwt' }],
+        ['expired', { authorization: `Bearer ${await hs(claims, { exp: Math.floor(Date.now() / 1000) - 60 })}` }],
+        ['bad signature', { authorization: `Bearer ${await hs(claims, { key: new TextEncoder().encode('another-secret-that-is-32-bytes-long!!') })}` }],
+        ['wrong issuer', { authorization: `Bearer ${await hs(claims, { iss: 'https://evil.test/' })}` }],
+        ['wrong audience', { authorization: `Bearer ${await hs(claims, { aud: 'someone-else' })}` }],
+        ['unsigned (alg none)', { authorization: `Bearer ${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify({ ...claims, iss: ISSUER, aud: 'eventgate' })).toString('base64url')}.` }],
+      ];
+      for (const [name, headers] of cases) {
+        const reply = await post(gw.url('api', '/hs'), { n: 2 }, headers);
+        assert.equal(reply.status, 401, `${name}: ${reply.text}`);
+        assert.match(reply.headers.get('www-authenticate') ?? '', /^Bearer realm="eventgate"/, name);
+      }
+      assert.equal(await out.nothingFor(100), undefined);
+    });
+
+    it('answers 403 for a valid token that fails a required claim', async () => {
+      const noScope = await post(gw.url('api', '/hs'), {}, { authorization: `Bearer ${await hs({ sub: 's', scope: 'read', tenant: 'acme' })}` });
+      assert.equal(noScope.status, 403, noScope.text);
+      assert.equal(noScope.body.code, 'EG_FORBIDDEN');
+      assert.match(noScope.headers.get('www-authenticate') ?? '', /insufficient_scope/);
+      const otherTenant = await post(gw.url('api', '/hs'), {}, { authorization: `Bearer ${await hs({ sub: 's', scope: 'publish', tenant: 'initech' })}` });
+      assert.equal(otherTenant.status, 403);
+      const noTenant = await post(gw.url('api', '/hs'), {}, { authorization: `Bearer ${await hs({ sub: 's', scope: 'publish' })}` });
+      assert.equal(noTenant.status, 403);
+      assert.equal(await out.nothingFor(100), undefined);
+    });
+
+    it('verifies with a PEM public key file, refusing tokens signed by another key', async () => {
+      assert.equal((await post(gw.url('api', '/pem'), { n: 3 }, { authorization: `Bearer ${await es({ sub: 'pem-user' })}` })).status, 200);
+      assert.equal((await out.next()).value.who, 'pem-user');
+      assert.equal((await post(gw.url('api', '/pem'), {}, { authorization: `Bearer ${await es({ sub: 'x' }, other.privateKey)}` })).status, 401);
+      // An HMAC token "signed" with the public key's PEM text must not pass (algorithm confusion).
+      const pem = new TextEncoder().encode(ec.publicKey.export({ type: 'spki', format: 'pem' }) as string);
+      assert.equal((await post(gw.url('api', '/pem'), {}, { authorization: `Bearer ${await hs({ sub: 'x' }, { key: pem })}` })).status, 401);
+    });
+
+    it('verifies with a JWKS file and with a JWKS URL', async () => {
+      assert.equal((await post(gw.url('api', '/jwks-file'), {}, { authorization: `Bearer ${await es({ sub: 'file-user' }, ec.privateKey, 'file-1')}` })).status, 200);
+      assert.equal((await out.next()).value.who, 'file-user');
+      assert.equal((await post(gw.url('api', '/jwks-file'), {}, { authorization: `Bearer ${await es({ sub: 'x' }, other.privateKey, 'file-1')}` })).status, 401);
+      const remote = await post(gw.url('api', '/jwks-url'), {}, { authorization: `Bearer ${await rs({ sub: 'url-user' }, 'remote-1')}` });
+      assert.equal(remote.status, 200, remote.text);
+      assert.equal((await out.next()).value.who, 'url-user');
+      assert.equal((await post(gw.url('api', '/jwks-url'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'unknown-kid')}` })).status, 401);
+    });
+
+    it('answers 503 when the JWKS URL cannot be reached, since the token was never judged', async () => {
+      const reply = await post(gw.url('api', '/jwks-down'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}` });
+      assert.equal(reply.status, 503, reply.text);
+      assert.equal(reply.body.code, 'EG_AUTH_UNAVAILABLE');
+    });
+  });
+
+  describe('over WebSocket', () => {
+    it('refuses a publish handshake without a token, or with a bad one, with 401 before the upgrade', async () => {
+      await assert.rejects(WsClient.connect(gw.url('push', '/ws/in', 'ws')), (err: { statusCode?: number }) => err.statusCode === 401);
+      await assert.rejects(WsClient.connect(gw.url('push', '/ws/in?access_token=garbage', 'ws')), (err: { statusCode?: number }) => err.statusCode === 401);
+      const wrongAudience = await hs({ sub: 'x' }, { aud: 'other' });
+      await assert.rejects(WsClient.connect(gw.url('push', `/ws/in?access_token=${wrongAudience}`, 'ws')), (err: { statusCode?: number }) => err.statusCode === 401);
+    });
+
+    it('accepts a publish handshake with a token in the query or the Authorization header, with $principal on every frame', async () => {
+      const viaQuery = await WsClient.connect(gw.url('push', `/ws/in?access_token=${await hs({ sub: 'browser' })}`, 'ws'));
+      viaQuery.send({ n: 1 });
+      assert.equal((await viaQuery.next()).type, 'ack');
+      assert.equal((await out.next()).value.who, 'browser');
+      viaQuery.send({ n: 2 });
+      assert.equal((await viaQuery.next()).type, 'ack');
+      assert.equal((await out.next()).value.who, 'browser');
+      viaQuery.close();
+      const viaHeader = await WsClient.connect(gw.url('push', '/ws/in', 'ws'), { headers: { authorization: `Bearer ${await hs({ sub: 'native' })}` } });
+      viaHeader.send({ n: 3 });
+      assert.equal((await viaHeader.next()).type, 'ack');
+      assert.equal((await out.next()).value.who, 'native');
+      viaHeader.close();
+    });
+
+    it('guards a forward path: subscribers need the target\'s auth at the handshake', async () => {
+      await assert.rejects(WsClient.connect(gw.url('push', '/ws/feed', 'ws')), (err: { statusCode?: number }) => err.statusCode === 401);
+      await assert.rejects(WsClient.connect(gw.url('push', '/ws/feed?key=wrong-wrong-wrong-wrong', 'ws')), (err: { statusCode?: number }) => err.statusCode === 401);
+      const feed = await WsClient.connect(gw.url('push', '/ws/feed?key=dave-key-00112233445566', 'ws'));
+      await post(gw.url('api', '/key'), { n: 9 }, { 'x-api-key': ALICE_KEY });
+      assert.deepEqual((await feed.next()).body, { n: 9 });
+      await out.next();
+      feed.close();
+    });
+
+    it('keeps subscribers connected through a reload that leaves their path alone', async () => {
+      const feed = await WsClient.connect(gw.url('push', '/ws/feed?key=dave-key-00112233445566', 'ws'));
+      assert.equal((await gw.reconfigure(`${yaml}# an unrelated edit\n`)).msg, 'config reloaded');
+      await post(gw.url('api', '/key'), { n: 10 }, { 'x-api-key': ALICE_KEY });
+      assert.deepEqual((await feed.next()).body, { n: 10 });
+      await out.next();
+      assert.equal(feed.closed, undefined);
+      feed.close();
+    });
+
+    it('applies an edited keys file on reload: the old key is refused and its subscribers are disconnected', async () => {
+      const feed = await WsClient.connect(gw.url('push', '/ws/feed?key=dave-key-00112233445566', 'ws'));
+      const from = gw.logs.length;
+      gw.write('keys.yaml', keysFile({ erin: 'erin-key-99887766554433' }));
+      await gw.waitForLog((l) => l.msg === 'config reloaded', 10000, from);
+      assert.equal((await feed.waitClose()).code, 1008);
+      assert.equal((await post(gw.url('api', '/key-file?key=dave-key-00112233445566'), {})).status, 401);
+      assert.equal((await post(gw.url('api', '/key-file?key=erin-key-99887766554433'), {})).status, 200);
+      assert.equal((await out.next()).value.who, 'erin');
+      const erin = await WsClient.connect(gw.url('push', '/ws/feed?key=erin-key-99887766554433', 'ws'));
+      erin.close();
+    });
+  });
+});
+
+describe('auth config errors', () => {
+  it('are reported with their position by eventgate validate', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': `version: 1
+brokers: {local: {kind: memory}}
+listeners: {api: {kind: http, port: 0}}
+routes:
+  - name: short-key
+    from: {listener: api, path: /a}
+    through: [{auth: {apiKey: {keys: {alice: short}}}}]
+    to: {broker: local, topic: t}
+  - name: two-sources
+    from: {listener: api, path: /b}
+    through: [{auth: {jwt: {jwksFile: jwks.json, jwksUrl: "https://x.test/jwks"}}}]
+    to: {broker: local, topic: t}
+  - name: private-key
+    from: {listener: api, path: /c}
+    through: [{auth: {jwt: {publicKey: private.pem}}}]
+    to: {broker: local, topic: t}
+  - name: on-a-broker
+    from: {broker: local, topic: t}
+    through: [{auth: {apiKey: {keys: {alice: long-enough-key-123456}}}}]
+    to: {broker: local, topic: u}
+  - name: plain-jwks-url
+    from: {listener: api, path: /d}
+    through: [{auth: {jwt: {jwksUrl: "http://keys.example.com/jwks.json"}}}]
+    to: {broker: local, topic: t}
+`,
+      'private.pem': generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    });
+    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`, '--format', 'json']);
+    assert.equal(r.code, 1);
+    const found = (JSON.parse(r.stdout) as { line: number; path: string; message: string }[]).map((d) => `${d.line} ${d.path}: ${d.message}`);
+    assert.ok(found.some((d) => d.startsWith('7 routes[0].through[0].auth.apiKey.keys') && d.includes('shorter than 16')), found.join('\n'));
+    assert.ok(found.some((d) => d.startsWith('11 routes[1].through[0].auth.jwt') && d.includes('exactly one of secret, publicKey, jwksFile or jwksUrl')), found.join('\n'));
+    assert.ok(found.some((d) => d.startsWith('15 routes[2].through[0].auth.jwt.publicKey') && d.includes('private key')), found.join('\n'));
+    assert.ok(found.some((d) => d.startsWith('19 routes[3].through') && d.includes('consumes from a broker')), found.join('\n'));
+    assert.ok(found.some((d) => d.startsWith('23 routes[4].through[0].auth.jwt.jwksUrl') && d.includes('https')), found.join('\n'));
+  });
+});

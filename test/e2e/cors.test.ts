@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { runCli, startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
+
+const APP = 'https://app.example.com';
+
+describe('CORS and origins', () => {
+  let gw: RunningGateway;
+
+  before(async () => {
+    gw = await startGateway(`version: 1
+brokers:
+  local: {kind: memory}
+listeners:
+  api:
+    kind: http
+    port: 0
+    cors: {origins: ["${APP}"], headers: [content-type, x-api-key], credentials: true, maxAge: 120}
+  open:
+    kind: http
+    port: 0
+    cors: {origins: "*"}
+  plain: {kind: http, port: 0}
+  push: {kind: websocket, port: 0, origins: ["${APP}"]}
+routes:
+  - name: api
+    from: {listener: api, path: /in}
+    through: [{ratelimit: {rate: 1, per: hour}}]
+    to: {broker: local, topic: t}
+  - name: open
+    from: {listener: open, path: /in}
+    to: {broker: local, topic: t}
+  - name: plain
+    from: {listener: plain, path: /in}
+    to: {broker: local, topic: t}
+  - name: ws
+    from: {listener: push, path: /ws}
+    to: {broker: local, topic: t}
+`);
+  });
+
+  after(async () => {
+    await gw?.stop();
+  });
+
+  it('answers a preflight from an allowed origin with 204 and what it may send', async () => {
+    const res = await fetch(gw.url('api', '/in'), { method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } });
+    assert.equal(res.status, 204);
+    assert.equal(res.headers.get('access-control-allow-origin'), APP);
+    assert.equal(res.headers.get('access-control-allow-methods'), 'POST');
+    assert.equal(res.headers.get('access-control-allow-headers'), 'content-type, x-api-key');
+    assert.equal(res.headers.get('access-control-allow-credentials'), 'true');
+    assert.equal(res.headers.get('access-control-max-age'), '120');
+    assert.equal(res.headers.get('vary'), 'Origin');
+  });
+
+  it('refuses a preflight and a request from another origin with 403', async () => {
+    const pre = await fetch(gw.url('api', '/in'), { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } });
+    assert.equal(pre.status, 403);
+    assert.equal(pre.headers.get('access-control-allow-origin'), null);
+    const simple = await post(gw.url('api', '/in'), 'hello', { origin: 'https://evil.example', 'content-type': 'text/plain' });
+    assert.equal(simple.status, 403);
+    assert.equal(simple.body.code, 'EG_ORIGIN_NOT_ALLOWED');
+  });
+
+  it('adds CORS headers to answers for allowed origins, exposing Retry-After', async () => {
+    const ok = await post(gw.url('api', '/in'), {}, { origin: APP });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get('access-control-allow-origin'), APP);
+    const limited = await post(gw.url('api', '/in'), {}, { origin: APP });
+    assert.equal(limited.status, 429);
+    assert.equal(limited.headers.get('access-control-allow-origin'), APP);
+    assert.equal(limited.headers.get('access-control-expose-headers'), 'retry-after');
+  });
+
+  it('leaves requests without an Origin (non-browser clients) alone', async () => {
+    const r = await post(gw.url('open', '/in'), {});
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('access-control-allow-origin'), null);
+  });
+
+  it('allows any origin with "*" and answers preflights 404 on unknown paths', async () => {
+    const r = await post(gw.url('open', '/in'), {}, { origin: 'https://anyone.example' });
+    assert.equal(r.headers.get('access-control-allow-origin'), '*');
+    const pre = await fetch(gw.url('open', '/nope'), { method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'POST' } });
+    assert.equal(pre.status, 404);
+  });
+
+  it('does not answer preflights on a listener without cors', async () => {
+    const pre = await fetch(gw.url('plain', '/in'), { method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'POST' } });
+    assert.equal(pre.status, 405);
+  });
+
+  it('refuses a WebSocket handshake from a foreign origin with 403, and accepts listed and absent origins', async () => {
+    await assert.rejects(WsClient.connect(gw.url('push', '/ws', 'ws'), { origin: 'https://evil.example' }), (err: { statusCode?: number }) => err.statusCode === 403);
+    (await WsClient.connect(gw.url('push', '/ws', 'ws'), { origin: APP })).close();
+    (await WsClient.connect(gw.url('push', '/ws', 'ws'))).close();
+  });
+
+  it('rejects credentials with origins "*" as a config error', async () => {
+    const dir = tempFiles({ 'gateway.yaml': 'version: 1\nlisteners:\n  api:\n    kind: http\n    port: 0\n    cors: {origins: "*", credentials: true}\n' });
+    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /gateway\.yaml:6:\d+: credentials: true needs a list of origins/);
+  });
+});

@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { idleConnection, rawHttp } from '../helpers/raw-http.js';
+
+const config = (maxHeaders: number) => `version: 1
+brokers:
+  local: {kind: memory}
+listeners:
+  small: {kind: http, port: 0, maxBodyBytes: 100, maxHeaderBytes: 1024, maxHeaders: ${maxHeaders}, maxJsonDepth: 5}
+  slow: {kind: http, port: 0, headersTimeoutMs: 300, requestTimeoutMs: 600}
+  few: {kind: http, port: 0, maxConnections: 2}
+  push: {kind: websocket, port: 0, maxPayloadBytes: 100, maxJsonDepth: 5, maxHeaders: ${maxHeaders}}
+routes:
+  - name: small
+    from: {listener: small, path: /in}
+    to: {broker: local, topic: t}
+  - name: slow
+    from: {listener: slow, path: /in}
+    to: {broker: local, topic: t}
+  - name: few
+    from: {listener: few, path: /in}
+    to: {broker: local, topic: t}
+  - name: ws
+    from: {listener: push, path: /ws}
+    to: {broker: local, topic: t}
+    ack: true
+`;
+
+function request(path: string, headers: string[] = [], body = ''): string {
+  return `POST ${path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n${headers.map((h) => `${h}\r\n`).join('')}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+}
+
+const nested = (depth: number) => '['.repeat(depth) + ']'.repeat(depth);
+
+describe('input limits', () => {
+  let gw: RunningGateway;
+
+  before(async () => {
+    gw = await startGateway(config(10));
+  });
+
+  after(async () => {
+    await gw?.stop();
+  });
+
+  it('answers 413 for a body over maxBodyBytes', async () => {
+    const r = await post(gw.url('small', '/in'), { pad: 'x'.repeat(200) });
+    assert.equal(r.status, 413);
+    assert.equal(r.body.code, 'EG_PAYLOAD_TOO_LARGE');
+  });
+
+  it('answers 431 with a problem body for a request head over maxHeaderBytes', async () => {
+    const r = await rawHttp(gw.port('small'), request('/in', [`x-big: ${'a'.repeat(2000)}`], '{}'));
+    assert.equal(r?.status, 431);
+    assert.equal(r?.headers['content-type'], 'application/problem+json');
+    assert.equal(JSON.parse(r!.body).code, 'EG_HEADERS_TOO_LARGE');
+  });
+
+  it('answers 431 for more headers than maxHeaders, and accepts exactly maxHeaders', async () => {
+    // Host, Connection and Content-Length count too.
+    const tooMany = await rawHttp(gw.port('small'), request('/in', Array.from({ length: 8 }, (_, i) => `x-h${i}: ${i}`), '{}'));
+    assert.equal(tooMany?.status, 431);
+    assert.match(JSON.parse(tooMany!.body).detail, /more than 10 headers/);
+    const enough = await rawHttp(gw.port('small'), request('/in', Array.from({ length: 7 }, (_, i) => `x-h${i}: ${i}`), '{}'));
+    assert.equal(enough?.status, 200);
+  });
+
+  it('answers 400 for JSON nested deeper than maxJsonDepth, and accepts maxJsonDepth', async () => {
+    const deep = await post(gw.url('small', '/in'), nested(6));
+    assert.equal(deep.status, 400);
+    assert.equal(deep.body.code, 'EG_JSON_TOO_DEEP');
+    // Brackets inside strings are not nesting.
+    assert.equal((await post(gw.url('small', '/in'), `[[[[["${'['.repeat(20)}\\"]"]]]]]`)).status, 200);
+    assert.equal((await post(gw.url('small', '/in'), nested(5))).status, 200);
+  });
+
+  it('answers 408 and closes when the headers do not arrive within headersTimeoutMs', async () => {
+    const r = await rawHttp(gw.port('slow'), 'POST /in HTTP/1.1\r\nHost: gw\r\n');
+    assert.equal(r?.status, 408);
+    assert.equal(JSON.parse(r!.body).code, 'EG_REQUEST_TIMEOUT');
+  });
+
+  it('answers 408 when the body does not arrive within requestTimeoutMs', async () => {
+    const r = await rawHttp(gw.port('slow'), 'POST /in HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\n{"a"');
+    assert.equal(r?.status, 408);
+  });
+
+  it('closes connections beyond maxConnections and serves again once one is free', async () => {
+    const port = gw.port('few');
+    const a = await idleConnection(port);
+    const b = await idleConnection(port);
+    assert.equal(await rawHttp(port, request('/in', [], '{}')), undefined, 'the third connection should be closed unanswered');
+    a.destroy();
+    const deadline = Date.now() + 5000;
+    let answered;
+    while (!(answered = await rawHttp(port, request('/in', [], '{}')))) assert.ok(Date.now() < deadline, 'never served again');
+    assert.equal(answered.status, 200);
+    b.destroy();
+  });
+
+  it('closes a WebSocket client with 1009 when a frame is over maxPayloadBytes', async () => {
+    const ws = await WsClient.connect(gw.url('push', '/ws', 'ws'));
+    ws.send({ pad: 'x'.repeat(200) });
+    assert.equal((await ws.waitClose()).code, 1009);
+  });
+
+  it('answers a frame nested deeper than maxJsonDepth with an error frame and keeps the connection', async () => {
+    const ws = await WsClient.connect(gw.url('push', '/ws', 'ws'));
+    ws.send(nested(6));
+    const err = await ws.next();
+    assert.equal(err.status, 400);
+    assert.equal(err.code, 'EG_JSON_TOO_DEEP');
+    ws.send(nested(5));
+    assert.equal((await ws.next()).type, 'ack');
+    ws.close();
+  });
+
+  it('refuses a WebSocket handshake with too many headers before the upgrade', async () => {
+    const headers = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`x-h${i}`, String(i)]));
+    await assert.rejects(WsClient.connect(gw.url('push', '/ws', 'ws'), { headers }), (err: { statusCode?: number }) => err.statusCode === 431);
+  });
+
+  it('applies changed limits in place on reload, keeping the socket', async () => {
+    const port = gw.port('small');
+    assert.equal((await gw.reconfigure(config(20))).msg, 'config reloaded');
+    assert.equal(gw.port('small'), port);
+    const r = await rawHttp(port, request('/in', Array.from({ length: 15 }, (_, i) => `x-h${i}: ${i}`), '{}'));
+    assert.equal(r?.status, 200);
+  });
+});

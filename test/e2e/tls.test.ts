@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { TLSSocket } from 'node:tls';
+import { WsClient } from '../helpers/clients.js';
+import { startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
+
+interface Pem {
+  cert: string;
+  key: string;
+}
+
+/** Self-signed server certificates, a CA and a client certificate it signed, made with the openssl CLI. */
+function makeCertificates(): { a: Pem; b: Pem; ca: Pem; client: Pem } {
+  const dir = tempFiles({});
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  const ecKey = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  for (const name of ['a', 'b']) {
+    ssl('req', '-x509', ...ecKey, '-keyout', `${name}-key.pem`, '-out', `${name}.pem`, '-days', '1', '-subj', `/CN=eventgate-${name}`, '-addext', 'subjectAltName=IP:127.0.0.1');
+  }
+  ssl('req', '-x509', ...ecKey, '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=test-ca');
+  ssl('req', ...ecKey, '-keyout', 'client-key.pem', '-out', 'client.csr', '-subj', '/CN=client');
+  ssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', 'client.pem', '-days', '1');
+  const read = (name: string): Pem => ({ cert: readFileSync(join(dir, `${name}.pem`), 'utf8'), key: readFileSync(join(dir, `${name}-key.pem`), 'utf8') });
+  return { a: read('a'), b: read('b'), ca: read('ca'), client: read('client') };
+}
+
+interface HttpsReply {
+  status: number;
+  body: string;
+  fingerprint: string;
+}
+
+function postTls(port: number, path: string, body: string, options: { ca: string[]; cert?: string; key?: string }): Promise<HttpsReply> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method: 'POST', agent: false, headers: { 'content-type': 'application/json' }, ...options }, (res) => {
+      const fingerprint = (res.socket as TLSSocket).getPeerCertificate().fingerprint256;
+      let text = '';
+      res.setEncoding('utf8').on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body: text, fingerprint }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const fingerprintOf = (pem: string) => new X509Certificate(pem).fingerprint256;
+
+describe('TLS listeners', () => {
+  const certs = makeCertificates();
+  const trust = { ca: [certs.a.cert, certs.b.cert] };
+  let gw: RunningGateway;
+
+  before(async () => {
+    gw = await startGateway(
+      `version: 1
+brokers:
+  local: {kind: memory}
+listeners:
+  secure: {kind: http, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
+  mutual: {kind: http, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem, ca: certs/ca.pem}}
+  wss: {kind: websocket, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
+routes:
+  - name: in
+    from: {listener: secure, path: /in}
+    to: {broker: local, topic: t}
+  - name: mutual
+    from: {listener: mutual, path: /in}
+    to: {broker: local, topic: t}
+  - name: out
+    from: {broker: local, topic: t}
+    to: {listener: wss, path: /ws/out}
+`,
+      { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key, 'certs/ca.pem': certs.ca.cert } },
+    );
+  });
+
+  after(async () => {
+    await gw?.stop();
+  });
+
+  it('serves HTTPS and WSS with the configured certificate', async () => {
+    const client = await WsClient.connect(gw.url('wss', '/ws/out', 'wss'), { ca: trust.ca });
+    const r = await postTls(gw.port('secure'), '/in', '{"n":1}', trust);
+    assert.equal(r.status, 200, r.body);
+    assert.equal(r.fingerprint, fingerprintOf(certs.a.cert));
+    assert.deepEqual(await client.next(), { n: 1 });
+    client.close();
+  });
+
+  it('refuses clients that speak plain HTTP to a TLS port, and keeps serving', async () => {
+    await assert.rejects(fetch(gw.url('secure', '/in'), { method: 'POST', body: '{}' }));
+    assert.equal((await postTls(gw.port('secure'), '/in', '{}', trust)).status, 200);
+  });
+
+  it('requires a client certificate signed by `ca` (mutual TLS)', async () => {
+    await assert.rejects(postTls(gw.port('mutual'), '/in', '{}', trust));
+    const r = await postTls(gw.port('mutual'), '/in', '{}', { ...trust, cert: certs.client.cert, key: certs.client.key });
+    assert.equal(r.status, 200);
+  });
+
+  it('picks up a replaced certificate on reload without rebinding, keeping open connections', async () => {
+    const port = gw.port('secure');
+    const client = await WsClient.connect(gw.url('wss', '/ws/out', 'wss'), { ca: trust.ca });
+    const from = gw.logs.length;
+    gw.write('certs/server.pem', certs.b.cert);
+    gw.write('certs/server-key.pem', certs.b.key);
+    await gw.waitForLog((l) => l.msg === 'config reloaded', 10_000, from);
+    assert.equal(gw.port('secure'), port);
+    const r = await postTls(port, '/in', '{"n":2}', trust);
+    assert.equal(r.status, 200);
+    assert.equal(r.fingerprint, fingerprintOf(certs.b.cert));
+    assert.deepEqual(await client.next(), { n: 2 }, 'a client connected before the rotation still receives');
+    client.close();
+  });
+
+  it('rejects a reload whose certificate and key do not match, and keeps serving the old one', async () => {
+    const from = gw.logs.length;
+    gw.write('certs/server-key.pem', certs.a.key);
+    const rejected = await gw.waitForLog((l) => l.msg.startsWith('reload rejected'), 10_000, from);
+    assert.match(String(rejected.diagnostic), /certs\/server\.pem.*cannot be used/);
+    const r = await postTls(gw.port('secure'), '/in', '{}', trust);
+    assert.equal(r.fingerprint, fingerprintOf(certs.b.cert));
+  });
+});

@@ -1,0 +1,53 @@
+import { connect, type Socket } from 'node:net';
+
+export interface RawReply {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * Sends bytes exactly as given (for requests no well-behaved client would make) and resolves with
+ * everything the server sent once it closes the connection; `undefined` when it closed without
+ * answering.
+ */
+export function rawHttp(port: number, request: string | Buffer, timeoutMs = 10_000): Promise<RawReply | undefined> {
+  return new Promise((resolve, reject) => {
+    const socket: Socket = connect(port, '127.0.0.1', () => socket.write(request));
+    let received = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no close within ${timeoutMs} ms; received: ${received.slice(0, 200)}`));
+    }, timeoutMs);
+    socket.setEncoding('latin1').on('data', (d: string) => (received += d));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(parseReply(received));
+    });
+  });
+}
+
+export function parseReply(text: string): RawReply | undefined {
+  if (text === '') return undefined;
+  const end = text.indexOf('\r\n\r\n');
+  const head = text.slice(0, end === -1 ? text.length : end).split('\r\n');
+  const status = Number(head[0]!.split(' ')[1]);
+  const headers: Record<string, string> = {};
+  for (const line of head.slice(1)) {
+    const i = line.indexOf(':');
+    headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  return { status, headers, body: end === -1 ? '' : text.slice(end + 4) };
+}
+
+/** A socket that stays connected (and silent) until destroyed; resolves once connected. */
+export function idleConnection(port: number): Promise<Socket & { closedByServer: Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    const closedByServer = new Promise<void>((r) => socket.once('close', () => r()));
+    socket.on('error', () => undefined);
+    socket.once('connect', () => resolve(Object.assign(socket, { closedByServer })));
+    socket.once('error', reject);
+  });
+}

@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { redact, REDACTED, secretValues } from '../../src/config/secrets.js';
+import { bindingsFor, compileExpression } from '../../src/expr/expression.js';
+import { TokenBuckets } from '../../src/kinds/steps/ratelimit.js';
+import { nestingDepth, parseClientJson } from '../../src/runtime/client-json.js';
+import { StepStateStore } from '../../src/runtime/step-state.js';
+
+describe('parseClientJson', () => {
+  const parse = (text: string | Buffer, depth = 64) => parseClientJson(Buffer.isBuffer(text) ? text : Buffer.from(text), 'body', depth);
+
+  it('counts nesting outside strings only, escapes included', () => {
+    assert.equal(nestingDepth(Buffer.from('[{"a":[1]}]'), 100), 3);
+    assert.equal(nestingDepth(Buffer.from('["[[[[", "\\"[[["]'), 100), 1);
+    assert.equal(nestingDepth(Buffer.from('"\\\\"[['), 100), 2);
+    assert.equal(nestingDepth(Buffer.from('{"é[":"ü{"}'), 100), 1);
+  });
+
+  it('refuses depth over the limit and accepts it at the limit', () => {
+    assert.equal(parse('[[[1]]]', 3).ok, true);
+    const r = parse('[[[[1]]]]', 3);
+    assert.equal(r.ok, false);
+    assert.equal(!r.ok && r.problem.code, 'EG_JSON_TOO_DEEP');
+  });
+
+  it('refuses __proto__ keys and constructor.prototype, but not a plain constructor key', () => {
+    for (const text of ['{"__proto__":{}}', '{"a":{"\\u005f\\u005fproto__":1}}', '[{"constructor":{"prototype":{}}}]']) {
+      const r = parse(text);
+      assert.equal(!r.ok && r.problem.code, 'EG_JSON_FORBIDDEN_KEY', text);
+    }
+    assert.deepEqual(parse('{"constructor":"Ford"}'), { ok: true, value: { constructor: 'Ford' } });
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  });
+
+  it('refuses invalid UTF-8 and numbers beyond a double, and keeps large finite ones', () => {
+    assert.equal(parse(Buffer.from([0x22, 0xff, 0x22])).ok, false);
+    assert.equal(parse('[1e308]').ok, true);
+    assert.equal(parse('[1e309]').ok, false);
+    assert.equal(parse(`[${'9'.repeat(309)}]`).ok, false);
+    assert.equal(parse(`[${'9'.repeat(300)}]`).ok, true);
+    assert.equal(parse('["1e999"]').ok, true, 'a string that looks like a huge number is a string');
+  });
+});
+
+describe('TokenBuckets', () => {
+  it('grants the burst, then refuses with the wait until the next token, then refills', () => {
+    const b = new TokenBuckets(1 / 1000, 2, 10); // one token per second, bucket of two
+    assert.equal(b.take('c', 0), 0);
+    assert.equal(b.take('c', 0), 0);
+    assert.equal(b.take('c', 0), 1000);
+    assert.equal(b.take('c', 400), 600);
+    assert.equal(b.take('c', 1000), 0);
+    assert.equal(b.take('other', 1000), 0, 'each key has its own bucket');
+  });
+
+  it('forgets full buckets first, then the least recently used, when over maxKeys', () => {
+    const b = new TokenBuckets(1 / 1000, 1, 3);
+    b.take('idle', 0);
+    b.take('busy', 0);
+    b.take('recent', 5000);
+    // 'idle' and 'busy' are full again at t=5000; adding a fourth key drops them.
+    b.take('new', 5000);
+    assert.equal(b.size, 2);
+    assert.ok(b.take('recent', 5001) > 0, 'the bucket in use is kept');
+  });
+});
+
+describe('StepStateStore', () => {
+  it('hands out the same state for the same identity and drops what no route claims', () => {
+    const store = new StepStateStore();
+    const a = store.claim('r\0k\0' + 0, () => ({ n: 1 }));
+    assert.equal(store.claim('r\0k\0' + 0, () => ({ n: 2 })), a);
+    store.claim('gone', () => 1);
+    store.retain(new Set(['r\0k\0' + 0]));
+    assert.equal(store.size, 1);
+  });
+});
+
+describe('secret redaction', () => {
+  it('collects values from the environment and under secret keys', () => {
+    const config = { admin: { token: 'literal-token' }, routes: [{ to: { topic: 'from-env-topic' } }], auth: { keys: { alice: 'k1k1k1k1', bob: ['k2k2k2k2'] } }, name: 'public' };
+    const secrets = secretValues(config, new Set(['routes[0].to.topic']));
+    assert.deepEqual([...secrets].sort(), ['from-env-topic', 'k1k1k1k1', 'k2k2k2k2', 'literal-token']);
+  });
+
+  it('replaces secrets in strings and keys, and short ones only as whole values', () => {
+    const out = redact({ a: 'x literal-token y', b: ['ab', 'abc'], 'literal-token': 1, n: 5 }, new Set(['literal-token', 'ab']));
+    assert.deepEqual(out, { a: `x ${REDACTED} y`, b: [REDACTED, 'abc'], [REDACTED]: 1, n: 5 });
+  });
+});
+
+describe('expression time box', () => {
+  it('lets timers run while a runaway expression is evaluated, then fails it', async () => {
+    const expr = compileExpression('($f := function($n){ $f($n + 1) }; $f(1))', { timeoutMs: 300, maxDepth: 500 });
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    try {
+      await assert.rejects(expr.evaluate({}, {}), /longer than 300 ms/);
+    } finally {
+      clearInterval(timer);
+    }
+    assert.ok(ticks > 0, 'the event loop never got a turn during the evaluation');
+  });
+
+  it('binds $principal and $claims from the identity an auth step set', async () => {
+    const msg = { value: {}, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: 0 };
+    const b = bindingsFor(msg, { route: 'r', identity: { principal: 'alice', claims: { tenant: 'acme' } } });
+    const expr = compileExpression('$principal & "@" & $claims.tenant');
+    assert.equal(await expr.evaluate({}, b), 'alice@acme');
+  });
+});
