@@ -232,10 +232,12 @@ export class WebSocketListener implements ListenerRuntime {
 
   private onFrame(client: Client, data: RawData, isBinary: boolean): void {
     const route = this.bindings.publish.get(client.path);
-    if (!route) return sendError(client.ws, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`));
-    if (isBinary) return sendError(client.ws, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames'));
+    // Answered through the client's queue, after the frames before it: replies keep the client's order.
+    const refuse = (p: Problem) => void (client.queue = client.queue.then(() => sendError(client.ws, p)));
+    if (!route) return refuse(problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`));
+    if (isBinary) return refuse(problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames'));
     const parsed = parseClientJson(Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]), 'frame', this.options.maxJsonDepth);
-    if (!parsed.ok) return sendError(client.ws, parsed.problem);
+    if (!parsed.ok) return refuse(parsed.problem);
     const value = parsed.value;
     // Bounded work per client: stop reading its socket while too many frames wait.
     if (++client.pending >= (this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING)) client.ws.pause();
