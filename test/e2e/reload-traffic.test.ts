@@ -70,6 +70,26 @@ describe('hot reload (spec §6): sockets and traffic', () => {
     assert.equal(client.closed, undefined);
   });
 
+  it('closes with 1001 the websocket clients of a path a reload removes, and leaves the others connected', async () => {
+    const two = (paths: string[]) => `
+version: 1
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+  push: { kind: websocket, port: 0, host: 127.0.0.1 }
+routes:
+${paths.map((p) => `  - name: to-${p}\n    from: { listener: api, path: /in/${p} }\n    to: { listener: push, path: /${p} }`).join('\n')}
+`;
+    const gw = (f.gw = await startGateway(two(['a', 'b'])));
+    const a = await connect('/a');
+    const b = await connect('/b');
+    await gw.reconfigure(two(['a']));
+    assert.equal((await b.waitClose()).code, 1001);
+    assert.equal((await post(gw.url('api', '/in/a'), { still: 'here' })).status, 200);
+    assert.deepEqual(await a.next(), { still: 'here' });
+    assert.equal(a.closed, undefined);
+    await assert.rejects(WsClient.connect(gw.url('push', '/b', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
+  });
+
   it('loses no message and delivers none twice while the config is rewritten many times under load', async () => {
     // HTTP → memory topic → consume route → websocket: both the publishing route and the consuming route are rebuilt.
     const loaded = (k: number) => `

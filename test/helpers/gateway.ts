@@ -154,7 +154,17 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
     },
   };
   running.add(gw);
-  if (options.waitReady !== false) await waitForLog((l) => l.msg === 'gateway ready');
+  if (options.waitReady !== false) {
+    // Generous: on a machine shared by parallel test runs, Node alone can take seconds to start.
+    try {
+      await waitForLog((l) => l.msg === 'gateway ready', 30000);
+    } catch (err) {
+      // A gateway that never became ready must not outlive the test (its pipes keep the runner alive).
+      running.delete(gw);
+      child.kill('SIGKILL');
+      throw err;
+    }
+  }
   return gw;
 }
 
