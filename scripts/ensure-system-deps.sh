@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs when they are missing:
 #   librdkafka-dev  librdkafka's mock Kafka cluster (a real Kafka-protocol broker for tests), gcc links against it
+#   gcc, libc6-dev  compile test/kafka/mock-cluster.c (once per run, cached in test/.build)
 #   kcat            an independent Kafka client for interop tests
 #   chromium        headless browser for the admin dashboard test
 # Needs root (CI runs as root); `apt-get update` runs once, only when something is missing.
@@ -11,6 +12,8 @@ missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+# gcc only recommends the C library headers, and --no-install-recommends skips them.
+[ -f /usr/include/stdio.h ] || missing+=(libc6-dev)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

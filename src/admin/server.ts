@@ -5,6 +5,7 @@ import { problem } from '../errors.js';
 import { sendJson, sendProblem } from '../runtime/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
 import type { Gateway } from '../runtime/gateway.js';
+import { addAsyncApiEndpoints } from './asyncapi.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
@@ -35,6 +36,7 @@ export class AdminServer {
       const result = await gateway.reload('admin API');
       sendJson(res, result.result === 'rejected' ? 422 : 200, result);
     });
+    addAsyncApiEndpoints(this, gateway);
   }
 
   /** Other admin modules (metrics, tap, dashboard) add their endpoints here. */

@@ -50,7 +50,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(`eventgate: --format must be text or json, got '${values.format}'\n`);
         return 2;
       }
-      return validate(values.config!, values.format);
+      return await validate(values.config!, values.format);
     case 'schema':
       process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;
@@ -60,8 +60,8 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function validate(file: string, format: 'text' | 'json'): number {
-  const { diagnostics } = loadPlan(file, { registry: defaultRegistry(), env: process.env });
+async function validate(file: string, format: 'text' | 'json'): Promise<number> {
+  const { diagnostics } = await loadPlan(file, { registry: defaultRegistry(), env: process.env });
   if (format === 'json') {
     process.stdout.write(`${JSON.stringify(diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })), null, 2)}\n`);
   } else if (diagnostics.length === 0) {

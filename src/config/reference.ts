@@ -40,7 +40,7 @@ listeners:
 | key | required | meaning |
 |---|---|---|
 | \`version\` | yes | must be \`1\` |
-| \`asyncapi\` | no | AsyncAPI document path, or a list of paths, relative to the config file |
+| \`asyncapi\` | no | AsyncAPI document path, or a list of paths, relative to the config file (2.0–3.1, YAML or JSON; see [asyncapi.md](asyncapi.md)) |
 | \`admin\` | no | the admin API (health, readiness, status, reload); none when absent |
 | \`log\` | no | logging |
 | \`expressions\` | no | limits for JSONata evaluation |
@@ -65,9 +65,11 @@ version: 1
 Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 when every listener
 is bound and every broker connected, else 503 with the reasons), \`GET /admin/status\` (config
 version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
-(reload now; 200 with the result, 422 with diagnostics when the file is invalid). Nothing the
-admin API returns shows a secret: values from \`\${VAR}\` and under \`token\`, \`secret\`,
-\`password\`, \`passphrase\` or \`keys\` are replaced by \`[redacted]\` (docs/security.md).
+(reload now; 200 with the result, 422 with diagnostics when the file is invalid),
+\`GET /admin/asyncapi\` (the AsyncAPI documents in force) and \`PUT /admin/asyncapi\` (replace one,
+checked first; see [asyncapi.md](asyncapi.md)). Nothing the admin API returns shows a secret:
+values from \`\${VAR}\` and under \`token\`, \`secret\`, \`password\`, \`passphrase\` or \`keys\` are
+replaced by \`[redacted]\` (docs/security.md).
 
 \`\`\`yaml
 admin:
@@ -107,7 +109,9 @@ expressions:
 JSONata expressions see the message value as input and these variables: \`$key\`, \`$headers\`,
 \`$topic\`, \`$route\`, and for HTTP input \`$path\` (path parameters) and \`$query\` (query
 string; repeated keys become lists); after an \`auth\` step, \`$principal\` (who sent it) and
-\`$claims\` (the JWT's claims). Expressions are compiled once per load, never per message.
+\`$claims\` (the JWT's claims); after a \`validate\` step that names an AsyncAPI message or channel,
+\`$message\` (the message's id) and \`$channel\` (its channel key), both \`null\` otherwise (see
+[asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message.
 `);
 
   out.push('## brokers\n\nA map of name → broker; `kind` selects the kind.\n');
@@ -157,6 +161,9 @@ acknowledged.
 ### to
 
 - \`{broker: B, topic: T, key: <JSONata>}\`: publish; \`key\` (optional) computes the record key.
+  \`topic\` is a name, or \`{expression: <JSONata>}\` to compute it per message (e.g.
+  \`{expression: '"orders." & region'}\`); a result that is not a valid topic name fails the
+  message (HTTP 500) without publishing it.
 - \`{listener: L, path: /p, format: value|envelope}\` where L is a websocket listener: push to every
   client connected on \`/p\` ("websocket forward route"). \`format: value\` (default) sends the value
   as JSON; \`envelope\` sends \`{"topic","partition","offset","key","headers","value","timestamp"}\`
@@ -191,6 +198,14 @@ function kindSection(title: string, doc: KindDoc, schema: JsonSchema): string {
       const def = required.has(name) ? '(required)' : p.default === undefined ? '' : `\`${JSON.stringify(p.default)}\``;
       const meaning = doc.options?.[name] ?? p.description ?? '';
       lines.push(`| \`${name}\` | ${def} | ${meaning.replace(/\|/g, '\\|')} |`);
+      // Options grouped in an object (kafka's producer.*, consumer.*) get a row each when the kind documents them.
+      const nested = (p as { properties?: Record<string, { default?: unknown; description?: string }> }).properties ?? {};
+      for (const [sub, q] of Object.entries(nested)) {
+        if (doc.options?.[`${name}.${sub}`] === undefined) continue;
+        const subDef = q.default === undefined ? '' : `\`${JSON.stringify(q.default)}\``;
+        const subMeaning = doc.options?.[`${name}.${sub}`] ?? q.description ?? '';
+        lines.push(`| \`${name}.${sub}\` | ${subDef} | ${subMeaning.replace(/\|/g, '\\|')} |`);
+      }
     }
     lines.push('');
   }

@@ -37,7 +37,13 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
     additionalProperties: false,
     properties: {
       broker: name,
-      topic: { type: 'string', minLength: 1, description: 'Topic name.' },
+      topic: {
+        description: 'Topic name, or `{expression: <JSONata>}` to compute it per message (broker targets).',
+        oneOf: [
+          { type: 'string', minLength: 1 },
+          { type: 'object', additionalProperties: false, required: ['expression'], properties: { expression: { type: 'string', minLength: 1 } } },
+        ],
+      },
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
       listener: name,
       path: { type: 'string', pattern: '^/' },
@@ -98,7 +104,14 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
               type: 'object',
               description: 'A listener path (HTTP POST / WebSocket frames) or a broker topic.',
               additionalProperties: false,
-              properties: { listener: name, path: { type: 'string', pattern: '^/' }, broker: name, topic: name, group: name },
+              properties: {
+                listener: name,
+                path: { type: 'string', pattern: '^/' },
+                broker: name,
+                topic: name,
+                group: name,
+                fromBeginning: { type: 'boolean', description: 'Where a consumer group with no committed offset starts: the oldest record (true) or new records only (false, the default).' },
+              },
             },
             through: {
               description: 'A chain name, or a list of chain names and inline steps.',

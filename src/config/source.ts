@@ -141,6 +141,8 @@ function offsetInScalar(text: string, node: Scalar, value: string, index: number
       lastNonBlankEnd = i + 1;
     }
   }
+  // Past the end ("expected ... before end of expression"): the last character, where the text stops short.
+  if (clamped >= value.length && k > 0) return offsetInScalar(text, node, value, lastNonBlankEnd - 1);
   const onBlank = isBlank(value[clamped]) || clamped >= value.length;
   const gap = value.slice(lastNonBlankEnd, clamped);
   const extra = onBlank && !gap.includes('\n') ? gap.length : 0;

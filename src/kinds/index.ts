@@ -1,3 +1,4 @@
+import { kafkaBroker } from './brokers/kafka.js';
 import { memoryBroker } from './brokers/memory.js';
 import { httpListener } from './listeners/http.js';
 import { websocketListener } from './listeners/websocket.js';
@@ -13,6 +14,7 @@ import { validateStep } from './steps/validate.js';
 export function defaultRegistry(): KindRegistry {
   return new KindRegistry()
     .broker(memoryBroker)
+    .broker(kafkaBroker)
     .listener(httpListener)
     .listener(websocketListener)
     .step(validateStep)

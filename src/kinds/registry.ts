@@ -5,11 +5,11 @@ import type { BrokerKind, ListenerKind, StepKind } from './contracts.js';
  * kinds it needs; `defaultRegistry()` (src/kinds/index.ts) has all of them.
  */
 export class KindRegistry {
-  readonly brokers = new Map<string, BrokerKind<any>>();
+  readonly brokers = new Map<string, BrokerKind<any, any>>();
   readonly listeners = new Map<string, ListenerKind<any>>();
   readonly steps = new Map<string, StepKind<any>>();
 
-  broker(kind: BrokerKind<any>): this {
+  broker(kind: BrokerKind<any, any>): this {
     this.brokers.set(kind.kind, kind);
     return this;
   }

@@ -1,22 +1,29 @@
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import type { ValidateFunction } from 'ajv';
+import { parseAsyncApi, type AsyncApiDocument, type AsyncApiMessage } from '../asyncapi/document.js';
+import { lookup, type AsyncApiRef } from '../asyncapi/lookup.js';
 import { checkSchema } from '../config/check-schema.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import type { ErrorCode } from '../errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
-import type { CompiledStep, ListenerCompileContext, StepCompileContext } from '../kinds/contracts.js';
+import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StepCompileContext } from '../kinds/contracts.js';
 import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { canonical, hash } from './canonical.js';
 import { JsonSchemaCompiler } from './json-schema.js';
-import type { AdminPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
+import type { AdminPlan, AsyncApiPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
 
 export interface LoadOptions {
   registry: KindRegistry;
   env: Env;
+  /**
+   * Contents to use instead of what is on disk, by absolute path: the admin API loads the config
+   * with an uploaded AsyncAPI document this way, to check it before writing it.
+   */
+  overrides?: ReadonlyMap<string, string>;
 }
 
 export interface LoadResult {
@@ -34,8 +41,11 @@ export interface LoadResult {
   secrets?: ReadonlySet<string>;
 }
 
-/** parse → schema check → compile. Collects every problem it can rather than stopping at the first. */
-export function loadPlan(file: string, options: LoadOptions): LoadResult {
+/**
+ * parse → schema check → compile. Collects every problem it can rather than stopping at the first.
+ * Asynchronous because AsyncAPI documents are parsed (and their `$ref`s resolved) asynchronously.
+ */
+export async function loadPlan(file: string, options: LoadOptions): Promise<LoadResult> {
   const configFile = resolve(file);
   const diagnostics: Diagnostic[] = [];
   const { source: src, bytes } = readSource(file, options.env, diagnostics);
@@ -46,7 +56,8 @@ export function loadPlan(file: string, options: LoadOptions): LoadResult {
   const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => d.path));
   diagnostics.push(...checkSchema(src, options.registry).filter((d) => !missingEnv.has(d.path)));
   if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
-  const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry);
+  const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides);
+  await compiler.loadAsyncApi();
   const plan = compiler.compile();
   const files = [...compiler.files.keys()];
   const seen = new Map(compiler.files);
@@ -73,7 +84,8 @@ interface RawConfig {
 type RawStep = Record<string, unknown>;
 interface RawTarget {
   broker?: string;
-  topic?: string;
+  /** A topic name, or `{expression}`: JSONata computing it per message. */
+  topic?: string | { expression: string };
   key?: string;
   listener?: string;
   path?: string;
@@ -106,12 +118,20 @@ class Compiler {
   private readonly schemas = new JsonSchemaCompiler();
   /** Data files read with readDocument, by the name the config used. */
   private readonly documents = new Map<string, SourceDocument>();
+  /** The config's AsyncAPI documents; undefined without `asyncapi:`. */
+  private asyncapi: AsyncApiDocument[] | undefined;
+  /** Some document did not load (its problems are reported in it): unknown names are then not news. */
+  private asyncapiFailed = false;
+  private readonly asyncapiPlans: AsyncApiPlan[] = [];
+  /** Each message's payload is compiled once per load, however many steps name it. */
+  private readonly payloadChecks = new Map<AsyncApiMessage, ValidateFunction | undefined>();
 
   constructor(
     private readonly src: SourceDocument,
     configFile: string,
     configHash: string,
     private readonly registry: KindRegistry,
+    private readonly overrides: ReadonlyMap<string, string> | undefined,
   ) {
     this.config = src.value as RawConfig;
     this.dir = dirname(configFile);
@@ -124,11 +144,81 @@ class Compiler {
     this.diagnostics.push({ file: this.src.file, line, column, code, path: formatPath(path), message });
   }
 
+  /** Parses the `asyncapi:` documents (before compile(), which is synchronous, looks messages up in them). */
+  async loadAsyncApi(): Promise<void> {
+    const raw = this.config.asyncapi;
+    if (raw === undefined) return;
+    this.asyncapi = [];
+    const paths = typeof raw === 'string' ? [raw] : raw;
+    const seen = new Map<string, number>();
+    const loaded = await Promise.all(
+      paths.map(async (asWritten, i) => {
+        const at: PathPart[] = typeof raw === 'string' ? ['asyncapi'] : ['asyncapi', i];
+        const file = resolve(this.dir, asWritten);
+        if (seen.has(file)) {
+          this.report(at, 'EG_CONFIG_CONFLICT', `AsyncAPI document '${asWritten}' is listed twice`);
+          return undefined;
+        }
+        seen.set(file, i);
+        const text = this.readFile(file, asWritten, at);
+        if (text === undefined) return undefined;
+        const files = [file];
+        const parsed = await parseAsyncApi(file, text, (ref) => {
+          if (!files.includes(ref)) files.push(ref);
+          return this.readText(ref);
+        });
+        for (const p of parsed.problems) {
+          this.diagnostics.push({ file: this.display(p.file), line: p.line, column: p.column, code: 'EG_CONFIG_ASYNCAPI', path: formatPath(p.path), message: `AsyncAPI: ${p.message}` });
+        }
+        if (!parsed.document) return undefined;
+        const d = parsed.document;
+        const plan: AsyncApiPlan = {
+          asWritten,
+          file,
+          text,
+          files,
+          version: d.version,
+          title: d.title,
+          messages: [...new Set(d.messages.flatMap((m) => m.ids))],
+          channels: d.channels.map((ch) => ch.name),
+        };
+        return { document: d, plan };
+      }),
+    );
+    for (const l of loaded) {
+      if (!l) {
+        this.asyncapiFailed = true;
+        continue;
+      }
+      this.asyncapi.push(l.document);
+      this.asyncapiPlans.push(l.plan);
+    }
+  }
+
+  /** A path as the user would write it next to the config file's path (relative stays relative). */
+  private display(file: string): string {
+    return join(dirname(this.src.file), relative(this.dir, file));
+  }
+
   compile(): Plan {
     const c = this.config;
     const brokers = new Map<string, ComponentPlan>();
     for (const [name, options] of Object.entries(c.brokers ?? {})) {
-      brokers.set(name, { name, kind: options.kind, options, key: canonical(options) });
+      const kind = this.registry.brokers.get(options.kind)!;
+      const at: PathPart[] = ['brokers', name];
+      const files: string[] = [];
+      const ctx: BrokerCompileContext = {
+        report: (rel, code, message) => this.report([...at, ...rel], code, message),
+        readFile: (file, rel) => {
+          const abs = resolve(this.dir, file);
+          files.push(abs);
+          return this.readFile(abs, file, [...at, ...rel]);
+        },
+      };
+      const compiled = kind.compile ? kind.compile(options, ctx) : options;
+      // A referenced file (a CA, a client certificate) that changed replaces the broker like an option would.
+      const key = files.length === 0 ? canonical(options) : canonical({ options, files: files.map((f) => [f, this.files.get(f)]) });
+      brokers.set(name, { name, kind: options.kind, options: (compiled ?? options) as Record<string, unknown>, key });
     }
     const listeners = new Map<string, ListenerPlan>();
     for (const [name, options] of Object.entries(c.listeners ?? {})) {
@@ -218,6 +308,7 @@ class Compiler {
       version,
       file: this.src.file,
       files: this.files,
+      asyncapi: this.asyncapiPlans,
       admin,
       log: { level: c.log?.level ?? 'info' },
       expressions: this.limits,
@@ -318,7 +409,11 @@ class Compiler {
         if (t.topic === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a broker target needs a 'topic'`, 'key');
         if (!checkBroker(t.broker, [...tAt, 'broker'])) return;
         const key = t.key === undefined ? undefined : this.expression(t.key, [...tAt, 'key']);
-        targets.push({ type: 'broker', broker: t.broker, topic: t.topic, key });
+        if (typeof t.topic === 'string') targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key });
+        else {
+          const topicExpr = this.expression(t.topic.expression, [...tAt, 'topic', 'expression']);
+          targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key });
+        }
       } else {
         if (t.topic !== undefined || t.key !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'topic' and 'key' belong with 'broker' targets, not 'listener' targets`, 'key');
         if (t.path === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a listener target needs a 'path'`, 'key');
@@ -397,18 +492,29 @@ class Compiler {
         this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
         return false;
       },
+      asyncapiContracts: (ref, rel) => this.asyncapiContracts(ref, [...stepAt, ...rel], files),
     };
   }
 
   private readFile(abs: string, asWritten: string, at: PathPart[]): string | undefined {
     try {
-      const bytes = readFileSync(abs);
+      return this.readText(abs);
+    } catch (err) {
+      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}`);
+      return undefined;
+    }
+  }
+
+  /** Reads a referenced file and records its hash (for the plan's version, route keys and the watcher), even when it is missing. */
+  private readText(abs: string): string {
+    try {
+      const override = this.overrides?.get(abs);
+      const bytes = override === undefined ? readFileSync(abs) : Buffer.from(override);
       this.files.set(abs, hash(bytes));
       return bytes.toString('utf8');
     } catch (err) {
       this.files.set(abs, 'missing');
-      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}`);
-      return undefined;
+      throw err;
     }
   }
 
@@ -417,12 +523,36 @@ class Compiler {
     if (known) return { value: known.value };
     const text = this.readFile(abs, asWritten, at);
     if (text === undefined) return undefined;
-    // Shown as the user would reach it from where they ran the command, like the config file.
-    const display = isAbsolute(asWritten) ? asWritten : join(dirname(this.src.file), asWritten);
-    const doc = parseDataFile(display, text, this.diagnostics);
+    const doc = parseDataFile(this.display(abs), text, this.diagnostics);
     if (!doc) return undefined;
     this.documents.set(asWritten, doc);
     return { value: doc.value };
+  }
+
+  private asyncapiContracts(ref: AsyncApiRef, at: PathPart[], stepFiles: string[]): MessageContract[] | undefined {
+    const what = 'message' in ref ? 'message' : 'channel';
+    if (!this.asyncapi) {
+      this.report(at, 'EG_CONFIG_ASYNCAPI_REF', `'${what}' names an AsyncAPI ${what}, but the config has no AsyncAPI document; add 'asyncapi: <file>' at the top level`);
+      return undefined;
+    }
+    if (this.asyncapiFailed) return undefined;
+    const found = lookup(this.asyncapi, ref);
+    if (!found.ok) {
+      this.report(at, 'EG_CONFIG_ASYNCAPI_REF', found.message);
+      return undefined;
+    }
+    const contracts: MessageContract[] = [];
+    for (const match of found.matches) {
+      for (const f of this.asyncapiPlans.find((p) => p.file === match.message.document)!.files) if (!stepFiles.includes(f)) stepFiles.push(f);
+      if (!this.payloadChecks.has(match.message)) {
+        const origin = `AsyncAPI message '${match.id ?? '(anonymous)'}'`;
+        this.payloadChecks.set(match.message, this.jsonSchema(match.message.payload, at, origin, '07'));
+      }
+      const check = this.payloadChecks.get(match.message);
+      if (!check) return undefined;
+      contracts.push({ check, message: match.id, channel: match.channel });
+    }
+    return contracts;
   }
 
   expression(source: string, at: PathPart[]): Expression | undefined {
@@ -436,16 +566,24 @@ class Compiler {
     }
   }
 
-  private jsonSchema(schema: unknown, at: PathPart[], origin?: string): ValidateFunction | undefined {
-    const { validate, problems } = this.schemas.compile(schema);
+  /**
+   * Problems point into the file the schema came from when it was read with readDocument(), else
+   * into the config at `at`. `defaultDraft` applies when the schema has no `$schema` (AsyncAPI
+   * payloads are draft-07 supersets).
+   */
+  private jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '07' | '2020' = '2020'): ValidateFunction | undefined {
+    const { validate, problems } = this.schemas.compile(schema, defaultDraft);
     const doc = origin === undefined ? undefined : this.documents.get(origin);
+    const where = origin ? (origin.startsWith('AsyncAPI') ? `the payload schema of ${origin}` : `JSON Schema in '${origin}'`) : 'JSON Schema';
     for (const p of problems) {
       const path = formatPath(p.path);
       if (doc) {
         const { line, column } = doc.locate(p.path, 'value');
         this.diagnostics.push({ file: doc.file, line, column, code: 'EG_CONFIG_JSON_SCHEMA', path, message: `invalid JSON Schema${path ? ` at ${path}` : ''}: ${p.message}` });
+      } else if (origin?.startsWith('AsyncAPI')) {
+        // The payload lives in the AsyncAPI document, not under `at`: point at the step that names it.
+        this.report(at, 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
       } else {
-        const where = origin ? `JSON Schema in '${origin}'` : 'JSON Schema';
         this.report([...at, ...p.path], 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
       }
     }

@@ -14,19 +14,21 @@ export interface SchemaProblem {
 }
 
 /**
- * Compiles user JSON Schemas (draft-07, 2019-09, 2020-12 by `$schema`; 2020-12 by default) with
+ * Compiles user JSON Schemas (draft-07, 2019-09, 2020-12 by `$schema`; 2020-12 unless told) with
  * formats. A schema that breaks the meta-schema is reported per offending keyword, so the
  * diagnostic can point at it rather than at the whole schema.
  */
 export class JsonSchemaCompiler {
   private readonly ajvs = new Map<string, Ajv>();
 
-  compile(schema: unknown): { validate: ValidateFunction | undefined; problems: SchemaProblem[] } {
+  /** `defaultDraft` applies when the schema has no `$schema`. */
+  compile(schema: unknown, defaultDraft: '07' | '2020' = '2020'): { validate: ValidateFunction | undefined; problems: SchemaProblem[] } {
     if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
       return { validate: undefined, problems: [{ path: [], message: 'must be an object (a JSON Schema)' }] };
     }
-    const draft = String((schema as { $schema?: unknown }).$schema ?? '');
-    const ajv = this.ajvFor(draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020');
+    const declared = (schema as { $schema?: unknown }).$schema;
+    const draft = String(declared ?? '');
+    const ajv = this.ajvFor(declared === undefined ? defaultDraft : draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020');
     if (!ajv.validateSchema(schema)) return { validate: undefined, problems: metaProblems(schema, ajv.errors ?? []) };
     try {
       return { validate: ajv.compile(schema), problems: [] };

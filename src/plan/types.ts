@@ -11,6 +11,8 @@ export interface Plan {
   file: string;
   /** Absolute paths of the config and every referenced file → content hash. */
   files: Map<string, string>;
+  /** The AsyncAPI documents in force, in the order the config lists them (optional so hand-built plans keep compiling). */
+  asyncapi?: AsyncApiPlan[];
   admin: AdminPlan | undefined;
   log: { level: string };
   expressions: ExpressionLimits;
@@ -49,7 +51,8 @@ export type SourcePlan =
   | { type: 'broker'; broker: string; topic: string; group: string | undefined; fromBeginning: boolean | undefined };
 
 export type TargetPlan =
-  | { type: 'broker'; broker: string; topic: string; key: Expression | undefined }
+  /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */
+  | { type: 'broker'; broker: string; topic: string; topicExpr: Expression | undefined; key: Expression | undefined }
   | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope'; auth?: CompiledStep };
 
 export interface RoutePlan {
@@ -66,4 +69,22 @@ export interface RoutePlan {
   /** Components the route holds references to: when one is replaced, the route is rebuilt. */
   brokers: string[];
   listeners: string[];
+}
+
+export interface AsyncApiPlan {
+  /** The path as the config writes it (relative to the config file). */
+  asWritten: string;
+  /** Absolute path. */
+  file: string;
+  /** The text that was loaded. */
+  text: string;
+  /** The document and every local file it `$ref`s (absolute paths). */
+  files: string[];
+  /** The AsyncAPI version it declares, e.g. `3.0.0`. */
+  version: string;
+  title: string;
+  /** Every id a `validate: {message}` step may use. */
+  messages: string[];
+  /** Channel keys. */
+  channels: string[];
 }

@@ -76,7 +76,7 @@ export class Gateway {
 
   /** First load: the caller exits 1 on diagnostics. */
   async start(): Promise<LoadResult> {
-    const loaded = this.load();
+    const loaded = await this.load();
     if (!loaded.plan) return loaded;
     const result = await this.apply(loaded.plan);
     if (result.result === 'rejected') {
@@ -94,8 +94,12 @@ export class Gateway {
     return loaded;
   }
 
-  private load(): LoadResult {
-    return loadPlan(this.options.configFile, { registry: this.options.registry, env: this.options.env });
+  /**
+   * Loads the config as a reload would; `overrides` replaces files' contents (by absolute path)
+   * without touching the disk, so the admin API can check an upload before writing it.
+   */
+  load(overrides?: ReadonlyMap<string, string>): Promise<LoadResult> {
+    return loadPlan(this.options.configFile, { registry: this.options.registry, env: this.options.env, overrides });
   }
 
   /** Reloads one at a time; a request during a reload runs once more afterwards. */
@@ -117,7 +121,7 @@ export class Gateway {
 
   private async reloadOnce(reason: string): Promise<ReloadResult> {
     if (this.stopping) return { result: 'rejected', reason: 'shutting down', diagnostics: [] };
-    const loaded = this.load();
+    const loaded = await this.load();
     this.watcher?.setFiles(loaded.files, loaded.seen);
     let result: ReloadResult;
     if (!loaded.plan) {

@@ -66,7 +66,7 @@ export class RouteRuntime implements RouteEntry {
     this.gates = this.steps.filter((s) => s.admit);
     this.targets = plan.to.map((t) => this.target(t));
     if (plan.deadletter) {
-      this.deadletter = { plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, key: undefined }, broker: deps.brokers.get(plan.deadletter.broker)! };
+      this.deadletter = { plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, topicExpr: undefined, key: undefined }, broker: deps.brokers.get(plan.deadletter.broker)! };
     }
   }
 
@@ -156,7 +156,9 @@ export class RouteRuntime implements RouteEntry {
     const perInstance = from.group === undefined && this.plan.to.every((t) => t.type === 'listener');
     const group = from.group ?? (perInstance ? `eventgate-${this.name}-${this.deps.instanceId}` : `eventgate-${this.name}`);
     const broker = this.deps.brokers.get(from.broker)!;
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, fromBeginning: from.fromBeginning }, (msg) => this.consume(msg));
+    // A per-instance group is new at every start: replaying the topic's history to browsers would be wrong.
+    const fromBeginning = from.fromBeginning ?? (perInstance ? false : undefined);
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, fromBeginning }, (msg) => this.consume(msg));
   }
 
   /**
@@ -221,10 +223,24 @@ function unavailable(broker: string, err: unknown): Problem {
 
 function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'broker' }>): Target {
   const key = t.key;
+  const topicExpr = t.topicExpr;
   return {
     describe: () => `${broker.name}/${t.topic}`,
     async send(msg, ctx) {
       let out = msg;
+      // A literal topic (the common case) costs nothing here.
+      let topic = t.topic;
+      if (topicExpr) {
+        let name: unknown;
+        try {
+          name = await topicExpr.evaluate(msg.value, bindingsFor(msg, ctx));
+        } catch (err) {
+          throw new TargetError(problem('EG_EXPRESSION_FAILED', `topic expression failed: ${(err as ExpressionEvaluationError).message}`));
+        }
+        const why = typeof name !== 'string' || name === '' ? 'not a non-empty string' : broker.topicProblem?.(name);
+        if (why) throw new TargetError(problem('EG_EXPRESSION_FAILED', `topic expression gave ${JSON.stringify(name) ?? 'nothing'}, which is not a topic of broker '${broker.name}': ${why}`));
+        topic = name as string;
+      }
       if (key) {
         let k: unknown;
         try {
@@ -235,7 +251,7 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
         out = { ...msg, key: k === undefined || k === null ? null : typeof k === 'string' ? k : JSON.stringify(k) };
       }
       try {
-        return await broker.publish(t.topic, out);
+        return await broker.publish(topic, out);
       } catch (err) {
         if (err instanceof TargetError) throw err;
         throw new TargetError(unavailable(broker.name, err));

@@ -47,6 +47,8 @@ export interface StartOptions {
    * a Kubernetes ConfigMap volume does; the config is then written through it).
    */
   setup?: (dir: string) => void;
+  /** How long to wait for "gateway ready" (default 30 s); configs with AsyncAPI documents parse them first. */
+  readyTimeoutMs?: number;
 }
 
 const running = new Set<RunningGateway>();
@@ -155,13 +157,12 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
   };
   running.add(gw);
   if (options.waitReady !== false) {
-    // Generous: on a machine shared by parallel test runs, Node alone can take seconds to start.
+    // Generous by default: on a machine shared by parallel test runs, Node alone can take seconds to start.
     try {
-      await waitForLog((l) => l.msg === 'gateway ready', 30000);
+      await waitForLog((l) => l.msg === 'gateway ready', options.readyTimeoutMs ?? 30000);
     } catch (err) {
-      // A gateway that never became ready must not outlive the test (its pipes keep the runner alive).
-      running.delete(gw);
-      child.kill('SIGKILL');
+      // A gateway that never got ready must not outlive the test file (it would keep it from exiting).
+      await gw.stop('SIGKILL');
       throw err;
     }
   }

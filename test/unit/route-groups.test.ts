@@ -30,9 +30,10 @@ routes:
 describe('consumer groups of consume routes', () => {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-groups-'));
   writeFileSync(join(dir, 'gateway.yaml'), yaml);
-  const { plan } = loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });
+  const loaded = loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });
 
-  function groupsOf(instanceId: string): Record<string, string> {
+  async function groupsOf(instanceId: string): Promise<Record<string, string>> {
+    const { plan } = await loaded;
     const specs: SubscribeSpec[] = [];
     const broker = { name: 'local', subscribe: (spec: SubscribeSpec) => (specs.push(spec), { stop: async () => undefined }) } as unknown as BrokerRuntime;
     const listener = { forwardTarget: () => ({ describe: () => 'ws', send: async () => ({ listener: 'push', path: '/ws', clients: 0 }) }) } as unknown as ListenerRuntime;
@@ -41,23 +42,23 @@ describe('consumer groups of consume routes', () => {
     return Object.fromEntries(specs.map((s) => [s.route, s.group]));
   }
 
-  it('is eventgate-<route> by default, shared by every instance', () => {
-    assert.equal(groupsOf('a')['to-topic'], 'eventgate-to-topic');
-    assert.equal(groupsOf('b')['to-topic'], 'eventgate-to-topic');
+  it('is eventgate-<route> by default, shared by every instance', async () => {
+    assert.equal((await groupsOf('a'))['to-topic'], 'eventgate-to-topic');
+    assert.equal((await groupsOf('b'))['to-topic'], 'eventgate-to-topic');
   });
 
-  it('is per instance for a route whose only targets are websocket forwards, so every instance sees every message', () => {
-    assert.equal(groupsOf('host-1')['to-clients'], 'eventgate-to-clients-host-1');
-    assert.equal(groupsOf('host-2')['to-clients'], 'eventgate-to-clients-host-2');
+  it('is per instance for a route whose only targets are websocket forwards, so every instance sees every message', async () => {
+    assert.equal((await groupsOf('host-1'))['to-clients'], 'eventgate-to-clients-host-1');
+    assert.equal((await groupsOf('host-2'))['to-clients'], 'eventgate-to-clients-host-2');
   });
 
   // A rebuilt route (after a reload) must rejoin its group, or it would start at the end of the
   // topic and skip what arrived during the swap.
-  it('is the same for a route rebuilt by a reload', () => {
-    assert.deepEqual(groupsOf('host-1'), groupsOf('host-1'));
+  it('is the same for a route rebuilt by a reload', async () => {
+    assert.deepEqual(await groupsOf('host-1'), await groupsOf('host-1'));
   });
 
-  it('is the configured group when one is given', () => {
-    assert.equal(groupsOf('host-1').named, 'shared');
+  it('is the configured group when one is given', async () => {
+    assert.equal((await groupsOf('host-1')).named, 'shared');
   });
 });

@@ -1,0 +1,197 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { kcatConsume, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+
+describe('HTTP and WebSocket producers in front of Kafka', () => {
+  let kafka: KafkaCluster;
+  let gw: RunningGateway;
+  const t = { orders: '', burst: '', dyn: '', gzip: '', snappy: '', idem: '', none: '', frames: '', ordered: '' };
+
+  before(async () => {
+    // One broker: a produce request per batch, so the count below measures batching.
+    kafka = await startKafka({ brokers: 1 });
+    for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
+    await kafka.createTopic(t.ordered, 4);
+    gw = await startGateway(
+      `
+version: 1
+admin: { port: 0 }
+brokers:
+  kafka:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    producer: { ackTimeoutMs: 5000 }
+  zipped:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    producer: { compression: gzip }
+  patient:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    producer: { lingerMs: 50 }
+  exactly:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    producer: { idempotent: true }
+  careless:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    producer: { acks: none }
+  snapped:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    producer: { compression: snappy }
+listeners:
+  api: { kind: http, port: 0 }
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: orders
+    from: { listener: api, path: /orders }
+    through:
+      - headers: { set: { ce-type: '"order.created"' } }
+    to: { broker: kafka, topic: ${t.orders}, key: id }
+  - name: burst
+    from: { listener: api, path: /burst }
+    to: { broker: patient, topic: ${t.burst}, key: id }
+  - name: ordered
+    from: { listener: api, path: /ordered }
+    to: { broker: kafka, topic: ${t.ordered}, key: k }
+  - name: by-region
+    from: { listener: api, path: /regional }
+    to: { broker: kafka, topic: { expression: '"${t.dyn}-" & region' } }
+  - name: gzip
+    from: { listener: api, path: /gzip }
+    to: { broker: zipped, topic: ${t.gzip} }
+  - name: snappy
+    from: { listener: api, path: /snappy }
+    to: { broker: snapped, topic: ${t.snappy} }
+  - name: idempotent
+    from: { listener: api, path: /idempotent }
+    to: { broker: exactly, topic: ${t.idem} }
+  - name: fire-and-forget
+    from: { listener: api, path: /acks-none }
+    to: { broker: careless, topic: ${t.none} }
+  - name: frames
+    from: { listener: ws, path: /frames }
+    ack: true
+    to: { broker: kafka, topic: ${t.frames}, key: $string(n) }
+`,
+      { env: { KAFKA_BOOTSTRAP: kafka.bootstrap } },
+    );
+  });
+  after(async () => {
+    await gw?.stop();
+    await kafka?.stop();
+  });
+
+  it('publishes a posted event with its key and headers, and answers with the partition and offset kcat finds it at', async () => {
+    const reply = await post(gw.url('api', '/orders'), { id: 'o-1', total: 12.5 }, { 'x-trace': 'abc-123' });
+    assert.equal(reply.status, 200, reply.text);
+    assert.equal(reply.body.deliveries.length, 1);
+    const d = reply.body.deliveries[0];
+    assert.equal(d.broker, 'kafka');
+    assert.equal(d.topic, t.orders);
+    const [rec] = await kcatConsume(kafka.bootstrap, t.orders, 1);
+    assert.equal(rec!.key, 'o-1');
+    assert.deepEqual(JSON.parse(rec!.value!), { id: 'o-1', total: 12.5 });
+    assert.equal(rec!.headers['x-trace'], 'abc-123');
+    assert.equal(rec!.headers['ce-type'], 'order.created');
+    assert.equal(d.partition, rec!.partition);
+    assert.equal(d.offset, String(rec!.offset));
+  });
+
+  it('keeps the records of each key in order, at the offsets it answered', async () => {
+    const keys = Array.from({ length: 10 }, (_, i) => `k${i}`);
+    const perKey = 10;
+    // Ten clients at once, each posting its key's records one after the other.
+    const replies = await Promise.all(
+      keys.map(async (k) => {
+        const out = [];
+        for (let seq = 0; seq < perKey; seq++) out.push(await post(gw.url('api', '/ordered'), { k, seq }));
+        return out;
+      }),
+    );
+    for (const r of replies.flat()) assert.equal(r.status, 200, r.text);
+    const records = await kcatConsume(kafka.bootstrap, t.ordered, keys.length * perKey);
+    for (const k of keys) {
+      const mine = records.filter((r) => r.key === k);
+      assert.equal(new Set(mine.map((r) => r.partition)).size, 1, `records of ${k} share a partition`);
+      mine.sort((a, b) => a.offset - b.offset);
+      assert.deepEqual(mine.map((r) => JSON.parse(r.value!).seq), [...Array(perKey).keys()], `records of ${k} in order`);
+    }
+    const answered = new Set(replies.flat().map((r) => `${r.body.deliveries[0].partition}/${r.body.deliveries[0].offset}`));
+    assert.deepEqual(answered, new Set(records.map((r) => `${r.partition}/${r.offset}`)));
+  });
+
+  it('sends concurrent publishes in a few shared produce requests rather than one each', async () => {
+    // The route's broker lingers 50 ms, so requests spread out by a busy machine still share batches.
+    const requestsBefore = kafka.produceRequests();
+    const replies = await Promise.all(Array.from({ length: 100 }, (_, i) => post(gw.url('api', '/burst'), { id: `burst-${i}` })));
+    for (const r of replies) assert.equal(r.status, 200, r.text);
+    const offsets = new Set(replies.map((r) => `${r.body.deliveries[0].partition}/${r.body.deliveries[0].offset}`));
+    assert.equal(offsets.size, 100, 'every record has its own offset');
+    // The mock cluster logs every request it receives; a real cluster does not tell.
+    if (kafka.canInjectOutages) {
+      const requests = kafka.produceRequests() - requestsBefore;
+      assert.ok(requests <= 20, `100 concurrent publishes took ${requests} produce requests`);
+    }
+  });
+
+  it('computes the topic from the message when the target topic is an expression', async () => {
+    const reply = await post(gw.url('api', '/regional'), { region: 'eu', n: 1 });
+    assert.equal(reply.status, 200, reply.text);
+    assert.equal(reply.body.deliveries[0].topic, `${t.dyn}-eu`);
+    const [rec] = await kcatConsume(kafka.bootstrap, `${t.dyn}-eu`, 1);
+    assert.deepEqual(JSON.parse(rec!.value!), { region: 'eu', n: 1 });
+  });
+
+  it('refuses a computed topic that is not a valid Kafka topic name, without publishing', async () => {
+    const reply = await post(gw.url('api', '/regional'), { region: 'no spaces/allowed' });
+    assert.equal(reply.status, 500);
+    assert.equal(reply.body.code, 'EG_EXPRESSION_FAILED');
+    assert.match(reply.body.detail, /not a topic of broker 'kafka'/);
+  });
+
+  it('compresses with gzip and with snappy in a way other Kafka clients read', async () => {
+    const value = { text: 'compressible '.repeat(50) };
+    for (const [path, topic] of [['/gzip', t.gzip], ['/snappy', t.snappy]] as const) {
+      const reply = await post(gw.url('api', path), value);
+      assert.equal(reply.status, 200, reply.text);
+      const [rec] = await kcatConsume(kafka.bootstrap, topic, 1);
+      assert.deepEqual(JSON.parse(rec!.value!), value, `${path} record`);
+    }
+  });
+
+  it('publishes with acks: none, answering without an offset (and through an idempotent producer on a real cluster)', async (t2) => {
+    if (kafka.canInjectOutages) {
+      // kafkajs asks the cluster's controller for a producer id; librdkafka's mock names no controller.
+      t2.diagnostic('idempotent producing needs a real cluster (KAFKA_BROKERS): the mock cluster has no controller');
+    } else {
+      const idem = await post(gw.url('api', '/idempotent'), { exactly: 'once' });
+      assert.equal(idem.status, 200, idem.text);
+      const [rec] = await kcatConsume(kafka.bootstrap, t.idem, 1);
+      assert.deepEqual(JSON.parse(rec!.value!), { exactly: 'once' });
+    }
+    const careless = await post(gw.url('api', '/acks-none'), { maybe: true });
+    assert.equal(careless.status, 200, careless.text);
+    assert.equal(careless.body.deliveries[0].offset, '-1', 'the broker does not say where it wrote the record');
+    const [sent] = await kcatConsume(kafka.bootstrap, t.none, 1);
+    assert.deepEqual(JSON.parse(sent!.value!), { maybe: true });
+  });
+
+  it('publishes WebSocket frames to Kafka and acknowledges each with its delivery', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/frames', 'ws'));
+    client.send({ n: 1 });
+    client.send({ n: 2 });
+    const acks = [await client.next(), await client.next()];
+    client.close();
+    for (const a of acks) {
+      assert.equal(a.type, 'ack');
+      assert.equal(a.deliveries[0].topic, t.frames);
+    }
+    const records = await kcatConsume(kafka.bootstrap, t.frames, 2);
+    assert.deepEqual(records.map((r) => r.key).sort(), ['1', '2']);
+  });
+});

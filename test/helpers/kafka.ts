@@ -1,0 +1,249 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface, type Interface } from 'node:readline';
+import kafkajs from 'kafkajs';
+
+const { Kafka, logLevel } = kafkajs;
+type Kafka = InstanceType<typeof Kafka>;
+import { repoRoot } from './gateway.js';
+
+/**
+ * A Kafka cluster for the tests. By default librdkafka's mock cluster (a real Kafka protocol
+ * implementation, in a small C program compiled on first use) that can be taken down and up;
+ * with KAFKA_BROKERS set, that real cluster, where outages cannot be injected.
+ */
+export interface KafkaCluster {
+  /** Comma-separated bootstrap servers. */
+  bootstrap: string;
+  /** False against a real cluster (KAFKA_BROKERS): down()/up() are not available there. */
+  canInjectOutages: boolean;
+  /**
+   * `consumer:` options for gateway configs that suit this cluster: short sessions on the mock
+   * (whose group coordinator waits 3 s for a first join, so sessions must outlast that), the
+   * brokers' minimum on a real cluster; short fetch waits so tests do not idle.
+   */
+  consumerYaml: string;
+  /** A topic name no other test uses. */
+  topic(prefix: string): string;
+  createTopic(name: string, partitions: number): Promise<void>;
+  /** Broker `id` (default: every broker) closes its connections and refuses new ones. */
+  down(id?: number): Promise<void>;
+  up(id?: number): Promise<void>;
+  /** Produce requests the cluster received since it started (mock only: read from its debug log). */
+  produceRequests(): number;
+  stop(): Promise<void>;
+}
+
+const SOURCE = join(repoRoot, 'test', 'kafka', 'mock-cluster.c');
+
+/** Compiles test/kafka/mock-cluster.c once per source version (cached in test/.build). */
+export function mockClusterBinary(): string {
+  const source = readFileSync(SOURCE);
+  const dir = join(repoRoot, 'test', '.build');
+  const bin = join(dir, `mock-cluster-${createHash('sha256').update(source).digest('hex').slice(0, 12)}`);
+  if (existsSync(bin)) return bin;
+  mkdirSync(dir, { recursive: true });
+  // Test files run in parallel: compile to a private name, then rename atomically.
+  const tmp = `${bin}.${process.pid}.tmp`;
+  execFileSync('gcc', ['-O1', '-Wall', '-o', tmp, SOURCE, '-lrdkafka'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  renameSync(tmp, bin);
+  return bin;
+}
+
+export async function startKafka(options: { brokers?: number } = {}): Promise<KafkaCluster> {
+  const external = process.env.KAFKA_BROKERS;
+  return external ? externalCluster(external) : mockCluster(options.brokers ?? 3);
+}
+
+const uniqueTopic = (prefix: string) => `${prefix}-${randomBytes(4).toString('hex')}`;
+
+async function mockCluster(brokers: number): Promise<KafkaCluster> {
+  const child: ChildProcess = spawn(mockClusterBinary(), [String(brokers)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    // The mock logs each request it receives at debug level: produceRequests() counts them.
+    env: { ...process.env, MOCK_DEBUG: 'mock' },
+  });
+  let produceRequests = 0;
+  const err = createInterface({ input: child.stderr! });
+  let stderrTail: string[] = [];
+  err.on('line', (l) => {
+    if (l.includes('Received ProduceRequest')) produceRequests++;
+    else if (!l.includes('|MOCK|')) stderrTail = [...stderrTail.slice(-20), l];
+  });
+  const lines: Interface = createInterface({ input: child.stdout! });
+  const replies: ((line: string) => void)[] = [];
+  const first = new Promise<string>((resolve, reject) => {
+    replies.push(resolve);
+    child.once('exit', (code) => reject(new Error(`mock cluster exited (${code}): ${stderrTail.join('\n')}`)));
+  });
+  lines.on('line', (l) => replies.shift()?.(l));
+  const bootstrap = await first;
+  const command = async (cmd: string) => {
+    const reply = new Promise<string>((r) => replies.push(r));
+    child.stdin!.write(`${cmd}\n`);
+    const answer = await reply;
+    if (answer !== 'ok') throw new Error(`mock cluster: '${cmd}' → ${answer}`);
+  };
+  process.once('exit', () => child.kill('SIGKILL'));
+  return {
+    bootstrap,
+    canInjectOutages: true,
+    consumerYaml: '{ sessionTimeoutMs: 4000, heartbeatIntervalMs: 500, rebalanceTimeoutMs: 4000, maxWaitMs: 100 }',
+    topic: uniqueTopic,
+    createTopic: (name, partitions) => command(`topic ${name} ${partitions}`),
+    down: (id = -1) => command(`down ${id}`),
+    up: (id = -1) => command(`up ${id}`),
+    produceRequests: () => produceRequests,
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.stdin!.end();
+      const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+      await once(child, 'exit');
+      clearTimeout(timer);
+    },
+  };
+}
+
+function externalCluster(bootstrap: string): KafkaCluster {
+  const unavailable = () => Promise.reject(new Error('outages cannot be injected into a real cluster (KAFKA_BROKERS is set)'));
+  return {
+    bootstrap,
+    canInjectOutages: false,
+    consumerYaml: '{ sessionTimeoutMs: 6000, heartbeatIntervalMs: 1000, rebalanceTimeoutMs: 6000, maxWaitMs: 100 }',
+    topic: uniqueTopic,
+    async createTopic(name, partitions) {
+      const admin = testClient(bootstrap).admin();
+      await admin.connect();
+      try {
+        await admin.createTopics({ topics: [{ topic: name, numPartitions: partitions }], waitForLeaders: true });
+      } catch (err) {
+        // A cluster that refuses CreateTopics (ACLs, or a broker without the API) may still create
+        // topics on first use; the topic then has the cluster's default partition count.
+        process.stderr.write(`createTopic ${name}: ${(err as Error).message}; relying on automatic topic creation\n`);
+        await admin.fetchTopicMetadata({ topics: [name] });
+      } finally {
+        await admin.disconnect();
+      }
+    },
+    down: unavailable,
+    up: unavailable,
+    produceRequests: () => Number.NaN,
+    async stop() {},
+  };
+}
+
+/** A kafkajs client for checks the tests make themselves (committed offsets). */
+export function testClient(bootstrap: string): Kafka {
+  return new Kafka({ clientId: 'eventgate-tests', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
+}
+
+/** Committed offset per partition of `group` on `topic` ('-1' where none). */
+export async function committedOffsets(bootstrap: string, group: string, topic: string): Promise<Record<number, string>> {
+  const admin = testClient(bootstrap).admin();
+  await admin.connect();
+  try {
+    const [t] = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+    return Object.fromEntries(t!.partitions.map((p) => [p.partition, p.offset]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** The next offset to be written, per partition of `topic`. */
+export async function endOffsets(bootstrap: string, topic: string): Promise<Record<number, string>> {
+  const admin = testClient(bootstrap).admin();
+  await admin.connect();
+  try {
+    const parts = await admin.fetchTopicOffsets(topic);
+    return Object.fromEntries(parts.map((p) => [p.partition, p.high]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+// ---- kcat: an independent client (librdkafka) -------------------------------------------------
+
+export interface KcatRecord {
+  topic: string;
+  partition: number;
+  offset: number;
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string>;
+  ts: number;
+}
+
+export interface ProduceRecord {
+  key?: string;
+  value: string;
+  headers?: Record<string, string>;
+}
+
+/**
+ * Produces records with kcat, in order. kcat takes headers per invocation, so consecutive records
+ * with the same headers share one run.
+ */
+export async function kcatProduce(bootstrap: string, topic: string, records: ProduceRecord[]): Promise<void> {
+  let i = 0;
+  while (i < records.length) {
+    const headers = records[i]!.headers ?? {};
+    const same = JSON.stringify(headers);
+    let j = i;
+    while (j < records.length && JSON.stringify(records[j]!.headers ?? {}) === same) j++;
+    const group = records.slice(i, j);
+    for (const r of group) {
+      if (r.value.includes('\n') || r.key?.includes('\t') || r.key?.includes('\n')) throw new Error('kcatProduce: keys and values are line based');
+    }
+    const args = ['-P', '-b', bootstrap, '-t', topic, '-K', '\t', '-q'];
+    for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}=${v}`);
+    await runKcat(args, group.map((r) => `${r.key ?? ''}\t${r.value}\n`).join(''));
+    i = j;
+  }
+}
+
+/** Consumes `count` records from the beginning of `topic` (rejects after timeoutMs with what it had). */
+export async function kcatConsume(bootstrap: string, topic: string, count: number, timeoutMs = 15000): Promise<KcatRecord[]> {
+  const out = await runKcat(['-C', '-b', bootstrap, '-t', topic, '-o', 'beginning', '-c', String(count), '-J', '-q'], undefined, timeoutMs);
+  return parseKcat(out);
+}
+
+/** Every record on `topic` right now: kcat reads to the end of each partition and exits. */
+export async function kcatConsumeAll(bootstrap: string, topic: string, timeoutMs = 15000): Promise<KcatRecord[]> {
+  const out = await runKcat(['-C', '-b', bootstrap, '-t', topic, '-o', 'beginning', '-e', '-J', '-q'], undefined, timeoutMs);
+  return parseKcat(out);
+}
+
+function parseKcat(out: string): KcatRecord[] {
+  return out
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => {
+      const j = JSON.parse(l) as { topic: string; partition: number; offset: number; key: string | null; payload: string | null; headers?: string[]; ts: number };
+      const headers: Record<string, string> = {};
+      for (let i = 0; i + 1 < (j.headers ?? []).length; i += 2) headers[j.headers![i]!] = j.headers![i + 1]!;
+      return { topic: j.topic, partition: j.partition, offset: j.offset, key: j.key, value: j.payload, headers, ts: j.ts };
+    });
+}
+
+function runKcat(args: string[], input: string | undefined, timeoutMs = 15000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('kcat', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`kcat ${args.join(' ')} timed out after ${timeoutMs} ms; got:\n${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(stdout);
+      else reject(new Error(`kcat ${args.join(' ')} exited ${code}: ${stderr}`));
+    });
+    child.stdin.end(input ?? '');
+  });
+}

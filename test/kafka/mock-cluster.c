@@ -1,0 +1,42 @@
+/*
+ * A real Kafka-protocol cluster for the tests: librdkafka's mock cluster (in-process brokers on
+ * ephemeral localhost ports). Prints its bootstrap address on the first line of stdout, then reads
+ * commands from stdin, one per line, answering each with "ok" or "error <reason>":
+ *   down <id|-1>           the broker closes its connections and refuses new ones (-1: every broker)
+ *   up <id|-1>             it accepts connections again
+ *   topic <name> <parts>   create a topic with that many partitions (auto-created topics get 4)
+ * Exits when stdin closes, so a test runner that dies takes its cluster with it. With MOCK_DEBUG set
+ * (e.g. "mock"), librdkafka's debug log goes to stderr: one line per request the brokers receive.
+ * Build: gcc -O1 -o mock-cluster mock-cluster.c -lrdkafka
+ */
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int main(int argc, char **argv) {
+  char errstr[512], line[512], name[256];
+  int brokers = argc > 1 ? atoi(argv[1]) : 1, id, parts;
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  if (getenv("MOCK_DEBUG")) rd_kafka_conf_set(conf, "debug", getenv("MOCK_DEBUG"), errstr, sizeof(errstr));
+  /* The handle only hosts the mock cluster's threads; it never connects anywhere. */
+  rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+  if (!rk) { fprintf(stderr, "rd_kafka_new: %s\n", errstr); return 1; }
+  rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, brokers > 0 ? brokers : 1);
+  if (!mc) { fprintf(stderr, "rd_kafka_mock_cluster_new failed\n"); return 1; }
+  printf("%s\n", rd_kafka_mock_cluster_bootstraps(mc));
+  fflush(stdout);
+  while (fgets(line, sizeof(line), stdin)) {
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__INVALID_ARG;
+    if (sscanf(line, "down %d", &id) == 1) err = rd_kafka_mock_broker_set_down(mc, id);
+    else if (sscanf(line, "up %d", &id) == 1) err = rd_kafka_mock_broker_set_up(mc, id);
+    else if (sscanf(line, "topic %255s %d", name, &parts) == 2) err = rd_kafka_mock_topic_create(mc, name, parts, 1);
+    if (err) printf("error %s\n", rd_kafka_err2str(err));
+    else printf("ok\n");
+    fflush(stdout);
+  }
+  rd_kafka_mock_cluster_destroy(mc);
+  rd_kafka_destroy(rk);
+  return 0;
+}
