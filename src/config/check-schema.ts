@@ -2,7 +2,7 @@ import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { buildConfigSchema } from './schema.js';
-import type { PathPart, SourceDocument } from './source.js';
+import { pathFromPointer, type PathPart, type SourceDocument } from './source.js';
 import { closest, didYouMean } from './suggest.js';
 
 const validators = new WeakMap<KindRegistry, ValidateFunction>();
@@ -69,14 +69,6 @@ function withoutEchoes(errors: ErrorObject[], registry: KindRegistry): ErrorObje
   });
 }
 
-function pathOf(pointer: string): PathPart[] {
-  if (pointer === '') return [];
-  return pointer
-    .slice(1)
-    .split('/')
-    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
-}
 
 function describeValue(v: unknown): string {
   if (v === null) return 'null';
@@ -87,7 +79,7 @@ function describeValue(v: unknown): string {
 }
 
 function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistry): Diagnostic {
-  const path = pathOf(e.instancePath);
+  const path = pathFromPointer(e.instancePath);
   const where = formatPath(path) || 'the config';
   const at = (p: PathPart[], which: 'key' | 'value' = 'value') => {
     const { line, column } = src.locate(p, which);

@@ -305,3 +305,13 @@ export function parseDataFile(file: string, text: string, diagnostics: Diagnosti
   }
   return parseSource(file, text, {}, diagnostics, { substitute: false });
 }
+
+/** A JSON Pointer (`/routes/0/to`, as ajv reports places) as a path; all-digit parts are list indexes. */
+export function pathFromPointer(pointer: string): PathPart[] {
+  if (pointer === '') return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+}

@@ -2,7 +2,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
-import type { PathPart } from '../config/source.js';
+import { pathFromPointer, type PathPart } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
@@ -59,7 +59,7 @@ function metaProblems(schema: object, errors: ErrorObject[]): SchemaProblem[] {
   const out: SchemaProblem[] = [];
   for (const [pointer, list] of byPath) {
     const e = list.find((x) => x.keyword === 'enum') ?? list.find((x) => x.keyword !== 'anyOf' && x.keyword !== 'oneOf') ?? list[0]!;
-    const path = pointerPath(pointer);
+    const path = pathFromPointer(pointer);
     const keyword = path.length > 0 ? String(path[path.length - 1]) : '';
     let message = `${keyword ? `'${keyword}' ` : ''}${e.message ?? e.keyword}`;
     if (e.keyword === 'enum') {
@@ -72,14 +72,6 @@ function metaProblems(schema: object, errors: ErrorObject[]): SchemaProblem[] {
   return out;
 }
 
-function pointerPath(pointer: string): PathPart[] {
-  if (pointer === '') return [];
-  return pointer
-    .slice(1)
-    .split('/')
-    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
-}
 
 /** Path of the `$ref` whose value is `ref`, for pointing at it. */
 function findRef(value: unknown, ref: string, path: PathPart[] = []): PathPart[] | undefined {
