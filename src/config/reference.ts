@@ -22,8 +22,10 @@ reports every problem as \`FILE:LINE:COL: message\`.
 Any string value may contain \`\${VAR}\` or \`\${VAR:-default}\`, replaced from the environment
 when the file is loaded (and on every reload). A plain (unquoted) scalar that is exactly
 \`\${VAR}\` takes the type of its value, so \`port: \${PORT}\` is a number; quote it
-(\`"\${PORT}"\`) to keep a string. A variable that is not set and has no default is an error
-naming it and its line. \`$\${VAR}\` is a literal \`\${VAR}\`. Values that came from the
+(\`"\${PORT}"\`) to keep a string; an empty value stays an empty string. YAML does not allow an
+unquoted \`\${VAR}\` inside a flow map or list (\`{ port: \${PORT} }\`): write that map in block
+style. A variable that is not set and has no default is an error naming it, at its line and
+column. \`$\${VAR}\` is a literal \`\${VAR}\`. Values that came from the
 environment are treated as secrets: they never appear in \`/admin/status\`.
 
 \`\`\`yaml

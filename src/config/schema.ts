@@ -128,7 +128,7 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
               description: 'A chain name, or a list of chain names and inline steps.',
               oneOf: [name, { type: 'array', items: { oneOf: [name, step] } }],
             },
-            to: { oneOf: [target, { type: 'array', minItems: 1, items: target }] },
+            to: { description: 'A target, or a list of targets (fan-out).', oneOf: [target, { type: 'array', minItems: 1, items: target }] },
             deadletter: brokerTopic,
             ack: { type: 'boolean', default: false, description: 'WebSocket publish routes: answer each delivered frame with {"type":"ack",...}.' },
           },

@@ -27,9 +27,20 @@ export interface StepCompileContext {
   /** Report a problem at `relPath` below this step's options. */
   report(relPath: readonly PathPart[], code: ErrorCode, message: string): void;
   compileExpression(source: string, relPath: readonly PathPart[]): Expression | undefined;
+  /**
+   * Compile a JSON Schema. `origin` is the file it came from, when it was read with
+   * readDocument(): problems then point into that file; otherwise into the config at relPath.
+   */
   compileJsonSchema(schema: unknown, relPath: readonly PathPart[], origin?: string): ValidateFunction | undefined;
   /** Read a file named relative to the config file; it is watched for hot reload. */
   readFile(file: string, relPath: readonly PathPart[]): string | undefined;
+  /**
+   * Read and parse a JSON or YAML file named relative to the config file (watched for hot
+   * reload), keeping positions so later problems can point into it. Undefined when it cannot be
+   * read or parsed (already reported, at the position of the syntax error in the file).
+   * Optional so contexts built by hand (unit tests) need not provide it; the compiler always does.
+   */
+  readDocument?(file: string, relPath: readonly PathPart[]): { value: unknown } | undefined;
   /** Check that a broker name exists. */
   checkBroker(name: string, relPath: readonly PathPart[]): boolean;
   /**
@@ -262,5 +273,12 @@ export interface ListenerKind<O = unknown> {
   acceptsPublish: boolean;
   /** Options whose change needs a new socket; others are applied in place by reconfigure(). */
   socketOptions: readonly string[];
+  /**
+   * Whether two route paths on one listener would claim the same requests (`/rooms/:room` and
+   * `/rooms/:id` do, for a router with parameters). Without it, paths conflict when equal.
+   */
+  samePath?(a: string, b: string): boolean;
+  /** Why a route path cannot be used on this kind of listener (bad syntax), or undefined. */
+  checkPath?(path: string): string | undefined;
   create(name: string, options: O, env: RuntimeEnv): ListenerRuntime;
 }

@@ -1,14 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { Ajv, type ValidateFunction } from 'ajv';
-import { Ajv2019 } from 'ajv/dist/2019.js';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormatsModule from 'ajv-formats';
+import type { ValidateFunction } from 'ajv';
 import { parseAsyncApi, type AsyncApiDocument, type AsyncApiMessage } from '../asyncapi/document.js';
 import { lookup, type AsyncApiRef } from '../asyncapi/lookup.js';
 import { checkSchema } from '../config/check-schema.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
-import { readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
+import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import type { ErrorCode } from '../errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
@@ -16,9 +13,8 @@ import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, Messag
 import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { canonical, hash } from './canonical.js';
+import { JsonSchemaCompiler } from './json-schema.js';
 import type { AdminPlan, AsyncApiPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
-
-const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
 export interface LoadOptions {
   registry: KindRegistry;
@@ -52,12 +48,15 @@ export interface LoadResult {
 export async function loadPlan(file: string, options: LoadOptions): Promise<LoadResult> {
   const configFile = resolve(file);
   const diagnostics: Diagnostic[] = [];
-  const src = readSource(file, options.env, diagnostics);
-  if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: new Map([[configFile, 'missing']]) };
+  const { source: src, bytes } = readSource(file, options.env, diagnostics);
+  const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing']]);
+  if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
   const secrets = secretValues(src.value, src.fromEnv);
-  diagnostics.push(...checkSchema(src, options.registry));
-  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: new Map([[configFile, hash(src.text)]]), secrets };
-  const compiler = new Compiler(src, configFile, options.registry, options.overrides);
+  // A value whose variable is missing was left unsubstituted: its schema error would only repeat the problem.
+  const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => d.path));
+  diagnostics.push(...checkSchema(src, options.registry).filter((d) => !missingEnv.has(d.path)));
+  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
+  const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides);
   await compiler.loadAsyncApi();
   const plan = compiler.compile();
   const files = [...compiler.files.keys()];
@@ -116,7 +115,9 @@ class Compiler {
   private readonly config: RawConfig;
   private readonly dir: string;
   private readonly limits: ExpressionLimits;
-  private readonly ajvs = new Map<string, Ajv>();
+  private readonly schemas = new JsonSchemaCompiler();
+  /** Data files read with readDocument, by the name the config used. */
+  private readonly documents = new Map<string, SourceDocument>();
   /** The config's AsyncAPI documents; undefined without `asyncapi:`. */
   private asyncapi: AsyncApiDocument[] | undefined;
   /** Some document did not load (its problems are reported in it): unknown names are then not news. */
@@ -128,12 +129,13 @@ class Compiler {
   constructor(
     private readonly src: SourceDocument,
     configFile: string,
+    configHash: string,
     private readonly registry: KindRegistry,
     private readonly overrides: ReadonlyMap<string, string> | undefined,
   ) {
     this.config = src.value as RawConfig;
     this.dir = dirname(configFile);
-    this.files.set(configFile, hash(src.text));
+    this.files.set(configFile, configHash);
     this.limits = { ...defaultExpressionLimits, ...this.config.expressions };
   }
 
@@ -221,7 +223,8 @@ class Compiler {
     const listeners = new Map<string, ListenerPlan>();
     for (const [name, options] of Object.entries(c.listeners ?? {})) {
       const kind = this.registry.listeners.get(options.kind)!;
-      const socket = Object.fromEntries(kind.socketOptions.map((k) => [k, options[k]]));
+      // A listener that changes kind needs a new socket even on the same port: another kind's runtime cannot take its options.
+      const socket = { kind: options.kind, ...Object.fromEntries(kind.socketOptions.map((k) => [k, options[k]])) };
       const at: PathPart[] = ['listeners', name];
       const files: string[] = [];
       const ctx: ListenerCompileContext = {
@@ -245,24 +248,38 @@ class Compiler {
       chains.set(name, this.compileSteps(steps, ['chains', name]));
     }
     const routes = new Map<string, RoutePlan>();
-    const publishPaths = new Map<string, number>();
+    const names = new Map<string, number>();
+    /** listener → the publish paths claimed on it so far, with the claiming route's index. */
+    const claimed = new Map<string, { path: string; index: number }[]>();
     const forwardAuth = new Map<string, { auth: string; route: string }>();
     (c.routes ?? []).forEach((raw, i) => {
       const at: PathPart[] = ['routes', i];
-      if (routes.has(raw.name)) {
-        this.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is used twice; route names must be unique`);
+      const first = names.get(raw.name);
+      if (first !== undefined) {
+        const { line } = this.src.locate(['routes', first, 'name'], 'value');
+        this.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is already used by routes[${first}] (line ${line}); route names must be unique`);
         return;
       }
+      names.set(raw.name, i);
       const route = this.compileRoute(raw, at, brokers, listeners, chains);
       if (!route) return;
       if (route.from.type === 'listener') {
-        const claim = `${route.from.listener} ${route.from.path}`;
-        const other = publishPaths.get(claim);
-        if (other !== undefined) {
-          this.report([...at, 'from', 'path'], 'EG_CONFIG_CONFLICT', `listener '${route.from.listener}' path '${route.from.path}' is already the source of route '${c.routes![other]!.name}'`);
+        const { listener, path } = route.from;
+        const kind = this.registry.listeners.get(listeners.get(listener)!.kind)!;
+        const invalid = kind.checkPath?.(path);
+        if (invalid !== undefined) {
+          this.report([...at, 'from', 'path'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': path '${path}' cannot be routed: ${invalid}`);
           return;
         }
-        publishPaths.set(claim, i);
+        const same = kind.samePath ?? ((a: string, b: string) => a === b);
+        const paths = claimed.get(listener) ?? [];
+        const other = paths.find((p) => same(p.path, path));
+        if (other !== undefined) {
+          const also = other.path === path ? '' : ` ('${other.path}' matches the same requests)`;
+          this.report([...at, 'from', 'path'], 'EG_CONFIG_CONFLICT', `listener '${listener}' path '${path}' is already the source of route '${c.routes![other.index]!.name}'${also}`);
+          return;
+        }
+        claimed.set(listener, [...paths, { path, index: i }]);
       }
       // Subscribers of a path receive what every route forwarding there sends, so the routes
       // must agree on who may subscribe.
@@ -465,6 +482,11 @@ class Compiler {
         files.push(abs);
         return this.readFile(abs, file, [...stepAt, ...rel]);
       },
+      readDocument: (file, rel) => {
+        const abs = resolve(this.dir, file);
+        files.push(abs);
+        return this.readDocument(abs, file, [...stepAt, ...rel]);
+      },
       checkBroker: (name, rel) => {
         if (this.config.brokers?.[name]) return true;
         this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
@@ -478,7 +500,7 @@ class Compiler {
     try {
       return this.readText(abs);
     } catch (err) {
-      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}`);
       return undefined;
     }
   }
@@ -494,6 +516,17 @@ class Compiler {
       this.files.set(abs, 'missing');
       throw err;
     }
+  }
+
+  private readDocument(abs: string, asWritten: string, at: PathPart[]): { value: unknown } | undefined {
+    const known = this.documents.get(asWritten);
+    if (known) return { value: known.value };
+    const text = this.readFile(abs, asWritten, at);
+    if (text === undefined) return undefined;
+    const doc = parseDataFile(this.display(abs), text, this.diagnostics);
+    if (!doc) return undefined;
+    this.documents.set(asWritten, doc);
+    return { value: doc.value };
   }
 
   private asyncapiContracts(ref: AsyncApiRef, at: PathPart[], stepFiles: string[]): MessageContract[] | undefined {
@@ -527,56 +560,34 @@ class Compiler {
       return compileExpression(source, this.limits);
     } catch (err) {
       if (!(err instanceof ExpressionSyntaxError)) throw err;
-      const { line, column } = this.expressionPosition(at, source, err.position);
+      const { line, column } = this.src.locateInValue(at, err.position);
       this.diagnostics.push({ file: this.src.file, line, column, code: 'EG_CONFIG_EXPRESSION', path: formatPath(at), message: `JSONata expression does not compile: ${err.message}` });
       return undefined;
     }
   }
 
-  /** Maps an offset inside an expression to the file: exact for one-line and block scalars. */
-  private expressionPosition(at: PathPart[], source: string, position: number): { line: number; column: number } {
-    const start = this.src.locate(at, 'value');
-    const offset = this.src.valueOffset(at);
-    const before = source.slice(0, Math.min(position, source.length));
-    const lineInExpr = before.split('\n').length - 1;
-    const colInExpr = before.length - (before.lastIndexOf('\n') + 1);
-    if (offset !== undefined && lineInExpr === 0) return { line: start.line, column: start.column + (this.src.text[offset] === source[0] ? 0 : 1) + colInExpr };
-    const indicator = this.src.text[this.src.text.split('\n').slice(0, start.line - 1).join('\n').length + (start.line > 1 ? 1 : 0) + start.column - 1];
-    if (indicator === '|' || indicator === '>') {
-      const firstContentLine = start.line + 1;
-      const lineText = this.src.text.split('\n')[firstContentLine - 1 + lineInExpr] ?? '';
-      const indent = lineText.length - lineText.trimStart().length;
-      return { line: firstContentLine + lineInExpr, column: indent + colInExpr + 1 };
-    }
-    return start;
-  }
-
-  /** `defaultDraft` applies when the schema has no `$schema` (AsyncAPI payloads are draft-07 supersets). */
+  /**
+   * Problems point into the file the schema came from when it was read with readDocument(), else
+   * into the config at `at`. `defaultDraft` applies when the schema has no `$schema` (AsyncAPI
+   * payloads are draft-07 supersets).
+   */
   private jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '07' | '2020' = '2020'): ValidateFunction | undefined {
+    const { validate, problems } = this.schemas.compile(schema, defaultDraft);
+    const doc = origin === undefined ? undefined : this.documents.get(origin);
     const where = origin ? (origin.startsWith('AsyncAPI') ? `the payload schema of ${origin}` : `JSON Schema in '${origin}'`) : 'JSON Schema';
-    if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
-      this.report(at, 'EG_CONFIG_JSON_SCHEMA', `${where} must be an object`);
-      return undefined;
+    for (const p of problems) {
+      const path = formatPath(p.path);
+      if (doc) {
+        const { line, column } = doc.locate(p.path, 'value');
+        this.diagnostics.push({ file: doc.file, line, column, code: 'EG_CONFIG_JSON_SCHEMA', path, message: `invalid JSON Schema${path ? ` at ${path}` : ''}: ${p.message}` });
+      } else if (origin?.startsWith('AsyncAPI')) {
+        // The payload lives in the AsyncAPI document, not under `at`: point at the step that names it.
+        this.report(at, 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
+      } else {
+        this.report([...at, ...p.path], 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
+      }
     }
-    const declared = (schema as { $schema?: unknown }).$schema;
-    const draft = String(declared ?? '');
-    const ajv = this.ajvFor(declared === undefined ? defaultDraft : draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020');
-    try {
-      return ajv.compile(schema);
-    } catch (err) {
-      this.report(at, 'EG_CONFIG_JSON_SCHEMA', `${where} does not compile: ${(err as Error).message}`);
-      return undefined;
-    }
+    return validate;
   }
 
-  private ajvFor(draft: string): Ajv {
-    let ajv = this.ajvs.get(draft);
-    if (!ajv) {
-      const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false } as const;
-      ajv = draft === '07' ? new Ajv(opts) : draft === '2019' ? (new Ajv2019(opts) as unknown as Ajv) : (new Ajv2020(opts) as unknown as Ajv);
-      addFormats(ajv);
-      this.ajvs.set(draft, ajv);
-    }
-    return ajv;
-  }
 }

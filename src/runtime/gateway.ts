@@ -65,6 +65,8 @@ export class Gateway {
   private watcher: ConfigWatcher | undefined;
   private reloading: Promise<ReloadResult> | undefined;
   private reloadAgain = false;
+  /** Old routes, listeners and brokers of earlier plans, still finishing their in-flight work. */
+  private readonly retiring = new Set<Promise<void>>();
   private stopping = false;
   private readonly runtimeEnv: RuntimeEnv;
 
@@ -152,6 +154,7 @@ export class Gateway {
     } else {
       this.metrics.reloadSucceeded();
       if (result.result === 'applied') this.logger.info({ reason, version: result.version }, 'config reloaded');
+      else this.logger.info({ reason, version: result.version }, 'config unchanged');
       this.lastError = null;
       this.lastReload = { at, result: result.result, version: result.version, error: null };
     }
@@ -177,9 +180,13 @@ export class Gateway {
     });
     const earlyListeners = [...diff.listeners.add, ...diff.listeners.rebind.filter((n) => !lateRebind.includes(n))];
 
+    // The admin server binds early too, unless it must take over its predecessor's port.
+    const adminEarly = (diff.admin === 'start' || diff.admin === 'restart') && !(diff.admin === 'restart' && prev!.admin!.port !== 0 && prev!.admin!.port === next.admin!.port);
+
     // --- build: new brokers and listeners, started; any failure undoes only what was built here.
     const newBrokers = new Map<string, BrokerRuntime>();
     const newListeners = new Map<string, ListenerRuntime>();
+    let newAdmin: AdminServer | undefined;
     try {
       for (const name of [...diff.brokers.add, ...replacedBrokers]) {
         const p = next.brokers.get(name)!;
@@ -193,7 +200,14 @@ export class Gateway {
         newListeners.set(name, l);
         await l.start();
       }
+      if (adminEarly) {
+        newAdmin = this.createAdmin(next.admin!);
+        await newAdmin.start().catch((err: Error) => {
+          throw new Error(`admin server: ${err.message}`);
+        });
+      }
     } catch (err) {
+      await newAdmin?.stop().catch(() => undefined);
       await Promise.allSettled([...newListeners.values()].map((l) => l.stop({ drainMs: 0 })));
       await Promise.allSettled([...newBrokers.values()].map((b) => b.stop()));
       const reason = `could not start the new config: ${(err as Error).message}`;
@@ -251,27 +265,18 @@ export class Gateway {
     for (const [name, listener] of this.listeners) listener.bind(bindingsFor(name, next, routesAfter));
     this.stepState.retain(new Set([...routesAfter.values()].flatMap((r) => r.stateIds)));
     // Old consumers stop (finishing and committing the message in hand) before their successors start.
-    await Promise.all(oldRoutes.map((r) => r.stop(drainMs)));
+    await Promise.all(oldRoutes.map((r) => r.stopConsuming()));
     for (const r of newRoutes.values()) r.start();
-    await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));
-    await Promise.allSettled(oldBrokers.map((b) => b.stop()));
 
     if (diff.admin === 'stop' || diff.admin === 'restart') {
       await this.admin?.stop();
       this.admin = undefined;
     }
-    this.plan = next;
-    this.loadedAt = new Date();
-    this.logger.level = next.log.level;
-    this.logOptions.payloads = next.log.payloads;
-    this.metrics.setVersion(next.version);
-    this.metrics.retain({ routes: next.routes.keys(), listeners: next.listeners.keys(), brokers: next.brokers.keys() });
-    this.tap.retain(next.routes.keys());
-    this.tap.configure(next.admin?.tap);
-    if (diff.admin === 'start' || diff.admin === 'restart') {
-      if (!next.admin!.token && !isLoopback(next.admin!.host)) {
-        this.logger.warn({ host: next.admin!.host }, 'the admin API is reachable beyond this host and has no token; set admin.token');
-      }
+    if ((diff.admin === 'start' || diff.admin === 'restart') && !next.admin!.token && !isLoopback(next.admin!.host)) {
+      this.logger.warn({ host: next.admin!.host }, 'the admin API is reachable beyond this host and has no token; set admin.token');
+    }
+    if (newAdmin) this.admin = newAdmin;
+    else if (diff.admin === 'restart') {
       this.admin = this.createAdmin(next.admin!);
       try {
         await this.admin.start();
@@ -281,7 +286,30 @@ export class Gateway {
     } else if (this.admin) {
       this.admin.configure(next.admin!);
     }
+    this.plan = next;
+    this.loadedAt = new Date();
+    this.logger.level = next.log.level;
+    this.logOptions.payloads = next.log.payloads;
+    this.metrics.setVersion(next.version);
+    this.metrics.retain({ routes: next.routes.keys(), listeners: next.listeners.keys(), brokers: next.brokers.keys() });
+    this.tap.retain(next.routes.keys());
+    this.tap.configure(next.admin?.tap);
     this.logReady();
+
+    // The new config is live. Requests still inside old routes finish there (bounded by the drain
+    // timeout) without holding up the reload; only then do the components they use go away.
+    const oldWork = oldRoutes.filter((r) => r.busy);
+    const retire = (async () => {
+      await Promise.all(oldRoutes.map((r) => r.drain(drainMs)));
+      await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));
+      await Promise.allSettled(oldBrokers.map((b) => b.stop()));
+    })();
+    if (oldWork.length > 0) {
+      this.retiring.add(retire);
+      void retire.finally(() => this.retiring.delete(retire));
+    } else {
+      await retire;
+    }
     return { result: 'applied', version: next.version };
   }
 
@@ -356,7 +384,11 @@ export class Gateway {
     await this.watcher?.close();
     await this.reloading?.catch(() => undefined);
     await Promise.allSettled([...this.listeners.values()].map((l) => l.stop({ drainMs })));
-    await Promise.allSettled([...this.routes.values()].map((r) => r.stop(drainMs)));
+    await Promise.allSettled([...this.routes.values()].map(async (r) => {
+      await r.stopConsuming();
+      await r.drain(drainMs);
+    }));
+    await Promise.allSettled([...this.retiring]);
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
     await this.admin?.stop();
     this.logger.info('shutdown complete');

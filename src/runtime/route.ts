@@ -60,7 +60,8 @@ export class RouteRuntime implements RouteEntry {
   private readonly span: SpanTemplate;
   private subscription: Subscription | undefined;
   private inFlight = 0;
-  private idle: (() => void) | undefined;
+  /** Resolved when the last message inside leaves (drain may be awaited by a reload and a shutdown at once). */
+  private idleWaiters: (() => void)[] = [];
 
   constructor(readonly plan: RoutePlan, private readonly deps: RouteDeps) {
     this.name = plan.name;
@@ -108,7 +109,7 @@ export class RouteRuntime implements RouteEntry {
       this.deps.logger.error({ route: this.name, traceId: span.traceId, err: (err as Error).message }, 'route failed unexpectedly');
       outcome = { outcome: 'failed', problem: problem('EG_INTERNAL', 'the gateway failed to handle this message') };
     } finally {
-      if (--this.inFlight === 0 && this.idle) this.idle();
+      if (--this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
     }
     this.stats.record(outcome, startedAt);
     endMessageSpan(span, outcome);
@@ -241,12 +242,21 @@ export class RouteRuntime implements RouteEntry {
     }
   }
 
-  /** Stops consuming (after the message in hand) and waits, up to drainMs, for messages inside. */
-  async stop(drainMs: number): Promise<void> {
+  /** Stops consuming: resolves once the message in hand is finished and committed. */
+  async stopConsuming(): Promise<void> {
     await this.subscription?.stop();
     this.subscription = undefined;
+  }
+
+  /** Whether messages are inside the route right now. */
+  get busy(): boolean {
+    return this.inFlight > 0;
+  }
+
+  /** Waits, up to drainMs, until no message is inside the route. */
+  async drain(drainMs: number): Promise<void> {
     if (this.inFlight > 0) {
-      await Promise.race([new Promise<void>((r) => (this.idle = r)), new Promise((r) => setTimeout(r, drainMs).unref())]);
+      await Promise.race([new Promise<void>((r) => this.idleWaiters.push(r)), new Promise((r) => setTimeout(r, drainMs).unref())]);
     }
   }
 }

@@ -22,12 +22,13 @@ export class ConfigWatcher {
   private watcher: FSWatcher | undefined;
   private dirs = new Set<string>();
   private hashes = new Map<string, string>();
-  private timer: NodeJS.Timeout | undefined;
-  private firstEventAt = 0;
+  private readonly debounce: Debounce;
   private closed = false;
   private isReady: Promise<void> = Promise.resolve();
 
-  constructor(private readonly onChange: (files: string[]) => void, private readonly timing: WatchTiming = DEFAULT_TIMING) {}
+  constructor(private readonly onChange: (files: string[]) => void, timing: WatchTiming = DEFAULT_TIMING) {
+    this.debounce = new Debounce(() => this.check(), timing);
+  }
 
   /**
    * Replace the set of watched files. `seen` holds the content hash of each as the config load
@@ -64,15 +65,7 @@ export class ConfigWatcher {
   }
 
   private poke(): void {
-    if (this.closed) return;
-    const now = Date.now();
-    if (!this.timer) this.firstEventAt = now;
-    clearTimeout(this.timer);
-    const wait = Math.max(0, Math.min(this.timing.debounceMs, this.firstEventAt + this.timing.maxWaitMs - now));
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.check();
-    }, wait);
+    if (!this.closed) this.debounce.poke();
   }
 
   private check(): void {
@@ -89,8 +82,36 @@ export class ConfigWatcher {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.timer);
+    this.debounce.cancel();
     await this.watcher?.close();
+  }
+}
+
+/**
+ * Calls `fire` once a burst of pokes has been quiet for `debounceMs` (an editor's save is
+ * several events), but never later than `maxWaitMs` after the burst's first poke, so a steady
+ * stream of edits still reloads at least that often.
+ */
+export class Debounce {
+  private timer: NodeJS.Timeout | undefined;
+  private firstPokeAt = 0;
+
+  constructor(private readonly fire: () => void, private readonly timing: WatchTiming) {}
+
+  poke(): void {
+    const now = Date.now();
+    if (!this.timer) this.firstPokeAt = now;
+    clearTimeout(this.timer);
+    const wait = Math.max(0, Math.min(this.timing.debounceMs, this.firstPokeAt + this.timing.maxWaitMs - now));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.fire();
+    }, wait);
+  }
+
+  cancel(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
   }
 }
 

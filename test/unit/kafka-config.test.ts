@@ -110,6 +110,7 @@ routes:
   it('reports a topic expression that does not compile at its position', async () => {
     const { problems } = await load(routes(`{ expression: '"t-" & (' }`));
     assert.equal(problems.length, 1);
-    assert.match(problems[0]!, /^9:54 EG_CONFIG_EXPRESSION JSONata expression does not compile/);
+    // Column 55 is the unclosed '(' (54, pinned before, was the quoted-scalar off-by-one fixed on the foundation branch).
+    assert.match(problems[0]!, /^9:55 EG_CONFIG_EXPRESSION JSONata expression does not compile/);
   });
 });

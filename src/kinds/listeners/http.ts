@@ -236,6 +236,25 @@ export const httpListener: ListenerKind<HttpOptions> = {
   acceptsPublish: true,
   acceptsForward: false,
   socketOptions: ['port', 'host', 'tls'],
+  // The router decides: it refuses a second path that matches the same requests.
+  samePath(a, b) {
+    const router = FindMyWay();
+    router.on('POST', a, noop);
+    try {
+      router.on('POST', b, noop);
+      return false;
+    } catch {
+      return true;
+    }
+  },
+  checkPath(path) {
+    try {
+      FindMyWay().on('POST', path, noop);
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  },
   schema: {
     type: 'object',
     additionalProperties: false,

@@ -83,13 +83,19 @@ export const validateStep: StepKind<ValidateOptions> = {
     let origin: string | undefined;
     if (typeof schema === 'string') {
       origin = schema;
-      const text = ctx.readFile(schema, ['schema']);
-      if (text === undefined) return undefined;
-      try {
-        schema = parseYaml(text);
-      } catch (err) {
-        ctx.report(['schema'], 'EG_CONFIG_JSON_SCHEMA', `schema file '${origin}' is not valid JSON or YAML: ${(err as Error).message.split('\n')[0]}`);
-        return undefined;
+      if (ctx.readDocument) {
+        const doc = ctx.readDocument(schema, ['schema']);
+        if (doc === undefined) return undefined;
+        schema = doc.value;
+      } else {
+        const text = ctx.readFile(schema, ['schema']);
+        if (text === undefined) return undefined;
+        try {
+          schema = parseYaml(text);
+        } catch (err) {
+          ctx.report(['schema'], 'EG_CONFIG_JSON_SCHEMA', `schema file '${origin}' is not valid JSON or YAML: ${(err as Error).message.split('\n')[0]}`);
+          return undefined;
+        }
       }
     }
     const check = ctx.compileJsonSchema(schema, ['schema'], origin);
