@@ -14,6 +14,7 @@ export const ErrorCodes = {
   EG_CONFIG_JSON_SCHEMA: { title: 'JSON Schema does not compile' },
   EG_CONFIG_FILE: { title: 'Referenced file cannot be read' },
   EG_CONFIG_ASYNCAPI: { title: 'AsyncAPI document problem' },
+  EG_CONFIG_ASYNCAPI_REF: { title: 'AsyncAPI message or channel the config names is missing or unusable' },
   // Message path (HTTP status, WebSocket error frame status)
   EG_BAD_JSON: { status: 400, title: 'Body is not valid JSON' },
   EG_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },
@@ -35,6 +36,11 @@ export const ErrorCodes = {
   EG_HEADERS_TOO_LARGE: { status: 431, title: 'Request headers too large' },
   EG_REQUEST_TIMEOUT: { status: 408, title: 'Request timeout' },
   EG_INTERNAL: { status: 500, title: 'Internal error' },
+  // Admin API: AsyncAPI upload (PUT /admin/asyncapi)
+  EG_ASYNCAPI_INVALID: { status: 422, title: 'AsyncAPI document rejected' },
+  EG_ASYNCAPI_CONFLICT: { status: 409, title: 'AsyncAPI document drops a message or channel the config uses' },
+  EG_ASYNCAPI_FILE_REQUIRED: { status: 400, title: 'Several AsyncAPI documents: say which with ?file=' },
+  EG_ASYNCAPI_UNKNOWN_FILE: { status: 404, title: 'No such AsyncAPI document in the config' },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -20,7 +20,7 @@ const seconds = Number(process.argv[2] ?? 5);
 
 const dir = mkdtempSync(join(tmpdir(), 'eventgate-bench-'));
 writeFileSync(join(dir, 'gateway.yaml'), httpMemoryConfig());
-const loaded = loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });
+const loaded = await loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });
 if (!loaded.plan) throw new Error(`bench config does not load: ${JSON.stringify(loaded.diagnostics)}`);
 const steps = loaded.plan.routes.get('light-in')!.steps;
 

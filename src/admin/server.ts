@@ -1,20 +1,27 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { problem } from '../errors.js';
+import { problem, problemBody, type Problem } from '../errors.js';
 import { sendJson, sendProblem } from '../runtime/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
 import type { Gateway } from '../runtime/gateway.js';
+import { addAsyncApiEndpoints } from './asyncapi.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+/** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */
+export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer, url: URL) => void;
 
 /** Endpoints that orchestrators probe without credentials. */
-const OPEN = new Set(['/healthz', '/readyz']);
+const OPEN = ['/healthz', '/readyz'];
 
 /** The admin API (spec §7): health, readiness, status, reload. Bound to 127.0.0.1 unless configured. */
 export class AdminServer {
   private readonly server: Server;
   private readonly routes = new Map<string, Handler>();
+  private readonly upgrades = new Map<string, UpgradeHandler>();
+  private readonly open = new Set(OPEN);
+  private readonly stopHooks: (() => Promise<void>)[] = [];
   private token: string | undefined;
 
   constructor(private readonly gateway: Gateway, private plan: AdminPlan) {
@@ -25,6 +32,7 @@ export class AdminServer {
         if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'admin request failed'));
       });
     });
+    this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
     this.route('GET /healthz', (_req, res) => sendJson(res, 200, { status: 'ok' }));
     this.route('GET /readyz', (_req, res) => {
       const r = gateway.readiness();
@@ -35,11 +43,29 @@ export class AdminServer {
       const result = await gateway.reload('admin API');
       sendJson(res, result.result === 'rejected' ? 422 : 200, result);
     });
+    addAsyncApiEndpoints(this, gateway);
   }
 
-  /** Other admin modules (metrics, tap, dashboard) add their endpoints here. */
-  route(key: string, handler: Handler): void {
+  /**
+   * Other admin modules (metrics, tap, dashboard) add their endpoints here. `open` endpoints need
+   * no token (probes, and the dashboard page, which holds no data and asks for the token itself).
+   */
+  route(key: string, handler: Handler, options: { open?: boolean } = {}): void {
     this.routes.set(key, handler);
+    if (options.open) this.open.add(key.slice(key.indexOf(' ') + 1));
+  }
+
+  /**
+   * A WebSocket endpoint at `path`, behind the same token. Browsers cannot set an Authorization
+   * header on a WebSocket, so upgrades also accept the token as `?token=`.
+   */
+  upgrade(path: string, handler: UpgradeHandler): void {
+    this.upgrades.set(path, handler);
+  }
+
+  /** Runs before the server closes: upgraded sockets are not closed by the HTTP server, their owner closes them. */
+  onStop(hook: () => Promise<void>): void {
+    this.stopHooks.push(hook);
   }
 
   configure(plan: AdminPlan): void {
@@ -58,6 +84,7 @@ export class AdminServer {
   }
 
   async stop(): Promise<void> {
+    await Promise.allSettled(this.stopHooks.map((h) => h()));
     const closed = new Promise<void>((r) => this.server.close(() => r()));
     this.server.closeAllConnections();
     await closed;
@@ -70,7 +97,7 @@ export class AdminServer {
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]!;
-    if (this.token && !OPEN.has(path) && !this.authorized(req)) {
+    if (this.token && !this.open.has(path) && !this.authorized(req)) {
       res.setHeader('www-authenticate', 'Bearer realm="eventgate-admin"');
       return sendProblem(res, problem('EG_UNAUTHORIZED', 'the admin API needs Authorization: Bearer <admin.token>'));
     }
@@ -84,11 +111,32 @@ export class AdminServer {
     sendProblem(res, problem('EG_NOT_FOUND', `no admin endpoint at ${path}`));
   }
 
-  /** Compares digests, so neither the token's content nor its length shows in the time taken. */
-  private authorized(req: IncomingMessage): boolean {
+  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const handler = this.upgrades.get(url.pathname);
+    if (!handler) return refuseUpgrade(socket, problem('EG_NOT_FOUND', `no admin WebSocket endpoint at ${url.pathname}`));
+    if (this.token && !this.authorized(req, url.searchParams.get('token'))) {
+      return refuseUpgrade(socket, problem('EG_UNAUTHORIZED', 'the admin API needs Authorization: Bearer <admin.token> (or ?token=<admin.token> on WebSocket endpoints)'));
+    }
+    handler(req, socket, head, url);
+  }
+
+  /**
+   * Compares digests, so neither the token's content nor its length shows in the time taken.
+   * `queryToken` is `?token=`, accepted on WebSocket endpoints only.
+   */
+  private authorized(req: IncomingMessage, queryToken: string | null = null): boolean {
     const header = req.headers.authorization ?? '';
-    const given = createHash('sha256').update(header.startsWith('Bearer ') ? header.slice(7) : '').digest();
+    const given = createHash('sha256').update(header.startsWith('Bearer ') ? header.slice(7) : (queryToken ?? '')).digest();
     const expected = createHash('sha256').update(this.token!).digest();
     return timingSafeEqual(given, expected);
   }
+}
+
+/** Answers an upgrade request that will not be upgraded with a problem+json response, then closes. */
+export function refuseUpgrade(socket: Duplex, p: Problem): void {
+  const body = JSON.stringify(problemBody(p));
+  const extra = p.status === 401 ? 'www-authenticate: Bearer realm="eventgate-admin"\r\n' : '';
+  socket.end(`HTTP/1.1 ${p.status} ${p.title}\r\nconnection: close\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`);
 }

@@ -50,7 +50,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(`eventgate: --format must be text or json, got '${values.format}'\n`);
         return 2;
       }
-      return validate(values.config!, values.format);
+      return await validate(values.config!, values.format);
     case 'schema':
       process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;
@@ -60,8 +60,8 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function validate(file: string, format: 'text' | 'json'): number {
-  const { diagnostics } = loadPlan(file, { registry: defaultRegistry(), env: process.env });
+async function validate(file: string, format: 'text' | 'json'): Promise<number> {
+  const { diagnostics } = await loadPlan(file, { registry: defaultRegistry(), env: process.env });
   if (format === 'json') {
     process.stdout.write(`${JSON.stringify(diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })), null, 2)}\n`);
   } else if (diagnostics.length === 0) {
@@ -77,38 +77,49 @@ async function run(file: string): Promise<number> {
   process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception (please report this bug)'));
   process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'unhandled rejection (please report this bug)'));
   const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env: process.env, logger });
-  const started = await gateway.start();
-  if (!started.plan) {
-    started.diagnostics = redact(started.diagnostics, started.secrets ?? new Set());
-    for (const d of started.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, 'config is invalid');
-    for (const d of started.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
-    if (started.diagnostics.length === 0) process.stderr.write(`eventgate: ${gateway.lastError?.message ?? 'the gateway could not start'}\n`);
+  // Signals are handled from the first moment: a SIGHUP or SIGTERM that arrives while the first
+  // config loads must not kill the process with the default action (and lose in-flight work).
+  let started = false;
+  let hupWhileStarting = false;
+  let signalled = false;
+  let exit: (code: number) => void = () => undefined;
+  const exited = new Promise<number>((resolve) => (exit = resolve));
+  process.on('SIGHUP', () => {
+    if (started) void gateway.reload('SIGHUP');
+    else hupWhileStarting = true;
+  });
+  const stop = (signal: string) => {
+    if (signalled) {
+      logger.warn({ signal }, 'second signal: exiting without waiting for the drain');
+      exit(1);
+      return;
+    }
+    signalled = true;
+    logger.info({ signal }, 'signal received');
+    gateway.shutdown().then(
+      () => exit(0),
+      (err) => {
+        logger.error({ err: (err as Error).message }, 'shutdown failed');
+        exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+
+  const loaded = await gateway.start();
+  if (!loaded.plan) {
+    loaded.diagnostics = redact(loaded.diagnostics, loaded.secrets ?? new Set());
+    for (const d of loaded.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, 'config is invalid');
+    for (const d of loaded.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
+    if (loaded.diagnostics.length === 0) process.stderr.write(`eventgate: ${gateway.lastError?.message ?? 'the gateway could not start'}\n`);
     await gateway.shutdown();
     return 1;
   }
-  if (gateway.lastReload === undefined && gateway.listeners.size === 0 && !gateway.adminAddress()) logger.warn('the config has no listeners and no admin server');
-  process.on('SIGHUP', () => void gateway.reload('SIGHUP'));
-  return new Promise<number>((resolve) => {
-    let signalled = false;
-    const stop = (signal: string) => {
-      if (signalled) {
-        logger.warn({ signal }, 'second signal: exiting without waiting for the drain');
-        resolve(1);
-        return;
-      }
-      signalled = true;
-      logger.info({ signal }, 'signal received');
-      gateway.shutdown().then(
-        () => resolve(0),
-        (err) => {
-          logger.error({ err: (err as Error).message }, 'shutdown failed');
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
-  });
+  started = true;
+  if (gateway.listeners.size === 0 && !gateway.adminAddress()) logger.warn('the config has no listeners and no admin server');
+  if (hupWhileStarting && !signalled) void gateway.reload('SIGHUP');
+  return exited;
 }
 
 main(process.argv.slice(2)).then(

@@ -2,8 +2,8 @@ import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { buildConfigSchema } from './schema.js';
-import type { PathPart, SourceDocument } from './source.js';
-import { didYouMean } from './suggest.js';
+import { pathFromPointer, type PathPart, type SourceDocument } from './source.js';
+import { closest, didYouMean } from './suggest.js';
 
 const validators = new WeakMap<KindRegistry, ValidateFunction>();
 
@@ -21,7 +21,7 @@ function configValidator(registry: KindRegistry): ValidateFunction {
 export function checkSchema(src: SourceDocument, registry: KindRegistry): Diagnostic[] {
   const validate = configValidator(registry);
   if (validate(src.value)) return [];
-  const errors = relevant(validate.errors ?? []);
+  const errors = withoutEchoes(relevant(validate.errors ?? []), registry);
   const seen = new Set<string>();
   const out: Diagnostic[] = [];
   for (const e of errors) {
@@ -44,18 +44,31 @@ const SUMMARY_KEYWORDS = new Set(['oneOf', 'anyOf', 'type', 'if']);
 function relevant(errors: ErrorObject[]): ErrorObject[] {
   return errors.filter((e) => {
     if (!SUMMARY_KEYWORDS.has(e.keyword)) return true;
-    return !errors.some((o) => o !== e && !SUMMARY_KEYWORDS.has(o.keyword) && (o.instancePath === e.instancePath || o.instancePath.startsWith(e.instancePath + '/')));
+    if (errors.some((o) => o !== e && !SUMMARY_KEYWORDS.has(o.keyword) && (o.instancePath === e.instancePath || o.instancePath.startsWith(e.instancePath + '/')))) return false;
+    // Only shape errors here: the oneOf says it once ("a chain name, or a list ..."), not once per branch.
+    return e.keyword === 'oneOf' || e.keyword === 'anyOf' || !errors.some((o) => (o.keyword === 'oneOf' || o.keyword === 'anyOf') && o.instancePath === e.instancePath);
   });
 }
 
-function pathOf(pointer: string): PathPart[] {
-  if (pointer === '') return [];
-  return pointer
-    .slice(1)
-    .split('/')
-    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+/**
+ * One mistake, one message: a missing `kind` is also a discriminator error, and a misspelt
+ * required key (`prot:`) is also a missing one (`port`); keep only the more telling error.
+ */
+function withoutEchoes(errors: ErrorObject[], registry: KindRegistry): ErrorObject[] {
+  return errors.filter((e) => {
+    if (e.keyword !== 'required') return true;
+    const missing = (e.params as { missingProperty: string }).missingProperty;
+    return !errors.some((o) => {
+      if (o.instancePath !== e.instancePath) return false;
+      if (o.keyword === 'discriminator') return missing === (o.params as { tag: string }).tag;
+      if (o.keyword !== 'additionalProperties') return false;
+      const extra = (o.params as { additionalProperty: string }).additionalProperty;
+      const allowed = Object.keys(((o.parentSchema as { properties?: object }).properties ?? {}) as object);
+      return closest(extra, allowed) === missing && !registry.steps.has(missing);
+    });
+  });
 }
+
 
 function describeValue(v: unknown): string {
   if (v === null) return 'null';
@@ -66,7 +79,7 @@ function describeValue(v: unknown): string {
 }
 
 function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistry): Diagnostic {
-  const path = pathOf(e.instancePath);
+  const path = pathFromPointer(e.instancePath);
   const where = formatPath(path) || 'the config';
   const at = (p: PathPart[], which: 'key' | 'value' = 'value') => {
     const { line, column } = src.locate(p, which);
@@ -76,7 +89,7 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
     case 'additionalProperties': {
       const key = (e.params as { additionalProperty: string }).additionalProperty;
       const allowed = Object.keys(((e.parentSchema as { properties?: object }).properties ?? {}) as object);
-      const isStep = allowed.length > 0 && allowed.every((k) => registry.steps.has(k));
+      const isStep = stepKinds(e, registry) !== undefined;
       const what = isStep ? `unknown step '${key}'` : `unknown key '${key}' in ${where}`;
       return { ...at([...path, key], 'key'), code: 'EG_CONFIG_UNKNOWN_KEY', message: `${what}${didYouMean(key, allowed)}; expected one of: ${allowed.join(', ')}` };
     }
@@ -98,15 +111,36 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
     case 'const':
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}, got ${describeValue(e.data)}` };
     case 'type': {
+      if (path.length === 0 && e.data == null) return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: 'the config file is empty; it needs at least `version: 1`' };
       const t = (e.params as { type: string | string[] }).type;
       const expected = Array.isArray(t) ? t.join(' or ') : t;
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data)}` };
     }
+    case 'minProperties': {
+      const kinds = stepKinds(e, registry);
+      if (kinds) return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} is an empty step; a step is a map with one key, the step kind (one of: ${kinds.join(', ')})` };
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must not be empty` };
+    }
+    case 'maxProperties': {
+      const keys = Object.keys((e.data ?? {}) as object);
+      if (stepKinds(e, registry)) return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} has ${keys.length} keys (${keys.join(', ')}); a step has exactly one, so write each step as its own list item` };
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} ${e.message ?? e.keyword}` };
+    }
     case 'oneOf':
-      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} has the wrong shape (${describeValue(e.data)}); see docs/config.md` };
+    case 'anyOf': {
+      const description = (e.parentSchema as { description?: string }).description;
+      const expected = description ? `: expected ${description.charAt(0).toLowerCase()}${description.slice(1).replace(/\.$/, '')}` : '; see docs/config.md';
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} has the wrong shape (${describeValue(e.data)})${expected}` };
+    }
     default:
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} ${e.message ?? e.keyword}` };
   }
+}
+
+/** The step kinds when `e` is about a chain step's map, else undefined. */
+function stepKinds(e: ErrorObject, registry: KindRegistry): string[] | undefined {
+  const props = Object.keys(((e.parentSchema as { properties?: object }).properties ?? {}) as object);
+  return props.length > 0 && props.every((k) => registry.steps.has(k)) ? props : undefined;
 }
 
 function article(t: string): string {

@@ -22,8 +22,10 @@ reports every problem as \`FILE:LINE:COL: message\`.
 Any string value may contain \`\${VAR}\` or \`\${VAR:-default}\`, replaced from the environment
 when the file is loaded (and on every reload). A plain (unquoted) scalar that is exactly
 \`\${VAR}\` takes the type of its value, so \`port: \${PORT}\` is a number; quote it
-(\`"\${PORT}"\`) to keep a string. A variable that is not set and has no default is an error
-naming it and its line. \`$\${VAR}\` is a literal \`\${VAR}\`. Values that came from the
+(\`"\${PORT}"\`) to keep a string; an empty value stays an empty string. YAML does not allow an
+unquoted \`\${VAR}\` inside a flow map or list (\`{ port: \${PORT} }\`): write that map in block
+style. A variable that is not set and has no default is an error naming it, at its line and
+column. \`$\${VAR}\` is a literal \`\${VAR}\`. Values that came from the
 environment are treated as secrets: they never appear in \`/admin/status\`.
 
 \`\`\`yaml
@@ -38,7 +40,7 @@ listeners:
 | key | required | meaning |
 |---|---|---|
 | \`version\` | yes | must be \`1\` |
-| \`asyncapi\` | no | AsyncAPI document path, or a list of paths, relative to the config file |
+| \`asyncapi\` | no | AsyncAPI document path, or a list of paths, relative to the config file (2.0–3.1, YAML or JSON; see [asyncapi.md](asyncapi.md)) |
 | \`admin\` | no | the admin API (health, readiness, status, reload); none when absent |
 | \`log\` | no | logging |
 | \`expressions\` | no | limits for JSONata evaluation |
@@ -59,13 +61,19 @@ version: 1
 | \`host\` | \`127.0.0.1\` | bind address; keep it private unless \`token\` is set |
 | \`token\` | none | when set, every admin endpoint but \`/healthz\` and \`/readyz\` needs \`Authorization: Bearer <token>\` |
 | \`drainTimeoutMs\` | \`10000\` | how long shutdown (and a reload that replaces a component) waits for in-flight messages |
+| \`tap.maxPerSecond\` | \`100\` | messages per route per second the live tap sends; the rest are counted in a \`skipped\` frame |
 
 Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 when every listener
 is bound and every broker connected, else 503 with the reasons), \`GET /admin/status\` (config
 version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
-(reload now; 200 with the result, 422 with diagnostics when the file is invalid). Nothing the
-admin API returns shows a secret: values from \`\${VAR}\` and under \`token\`, \`secret\`,
-\`password\`, \`passphrase\` or \`keys\` are replaced by \`[redacted]\` (docs/security.md).
+(reload now; 200 with the result, 422 with diagnostics when the file is invalid),
+\`GET /metrics\` (Prometheus), \`GET /admin/stats\` (the same counters as JSON),
+\`GET /admin/tap?route=<name>\` (WebSocket: the route's messages and outcomes, live),
+\`GET /\` (the dashboard page; it asks for the token itself; see docs/operations.md),
+\`GET /admin/asyncapi\` (the AsyncAPI documents in force) and \`PUT /admin/asyncapi\` (replace one,
+checked first; see [asyncapi.md](asyncapi.md)). Nothing the admin API returns shows a secret:
+values from \`\${VAR}\` and under \`token\`, \`secret\`, \`password\`, \`passphrase\` or \`keys\` are
+replaced by \`[redacted]\` (docs/security.md).
 
 \`\`\`yaml
 admin:
@@ -79,12 +87,17 @@ admin:
 | key | default | meaning |
 |---|---|---|
 | \`level\` | \`info\` | \`trace\`, \`debug\`, \`info\`, \`warn\`, \`error\`, \`fatal\` or \`silent\`; applied on reload |
+| \`payloads\` | \`false\` | include message values and headers in the lines about failed, invalid, rejected and dead-lettered messages; applied on reload |
 
-Logs are one JSON object per line on stdout.
+Logs are one JSON object per line on stdout. A failed message is logged at \`warn\` with its
+\`route\`, \`outcome\`, \`traceId\`, \`status\`, \`code\` and \`detail\`; invalid, rejected and
+dead-lettered messages are logged the same way at \`debug\`. Payloads and headers stay out of the
+log unless \`payloads: true\`.
 
 \`\`\`yaml
 log:
   level: debug
+  payloads: false
 \`\`\`
 
 ### expressions
@@ -105,7 +118,9 @@ expressions:
 JSONata expressions see the message value as input and these variables: \`$key\`, \`$headers\`,
 \`$topic\`, \`$route\`, and for HTTP input \`$path\` (path parameters) and \`$query\` (query
 string; repeated keys become lists); after an \`auth\` step, \`$principal\` (who sent it) and
-\`$claims\` (the JWT's claims). Expressions are compiled once per load, never per message.
+\`$claims\` (the JWT's claims); after a \`validate\` step that names an AsyncAPI message or channel,
+\`$message\` (the message's id) and \`$channel\` (its channel key), both \`null\` otherwise (see
+[asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message.
 `);
 
   out.push('## brokers\n\nA map of name → broker; `kind` selects the kind.\n');

@@ -74,12 +74,23 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
           host: { type: 'string', default: '127.0.0.1' },
           token: { type: 'string', minLength: 1 },
           drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000 },
+          tap: {
+            type: 'object',
+            additionalProperties: false,
+            description: 'The live tap (GET /admin/tap?route=<name>, a WebSocket).',
+            properties: {
+              maxPerSecond: { type: 'integer', minimum: 1, default: 100, description: 'Messages per route per second sent to tap clients; the rest are counted in a "skipped" frame.' },
+            },
+          },
         },
       },
       log: {
         type: 'object',
         additionalProperties: false,
-        properties: { level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info' } },
+        properties: {
+          level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info' },
+          payloads: { type: 'boolean', default: false, description: 'Include message values and headers in the log lines about failed, invalid and rejected messages.' },
+        },
       },
       expressions: {
         type: 'object',
@@ -117,7 +128,7 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
               description: 'A chain name, or a list of chain names and inline steps.',
               oneOf: [name, { type: 'array', items: { oneOf: [name, step] } }],
             },
-            to: { oneOf: [target, { type: 'array', minItems: 1, items: target }] },
+            to: { description: 'A target, or a list of targets (fan-out).', oneOf: [target, { type: 'array', minItems: 1, items: target }] },
             deadletter: brokerTopic,
             ack: { type: 'boolean', default: false, description: 'WebSocket publish routes: answer each delivered frame with {"type":"ack",...}.' },
           },

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { LineCounter, parseDocument, parse as parseYaml, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode } from 'yaml';
+import { LineCounter, parseDocument, parse as parseYaml, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode, type Scalar } from 'yaml';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 
 export type PathPart = string | number;
@@ -16,8 +16,17 @@ export interface SourceDocument {
   fromEnv: Set<string>;
   /** 1-based position of the key (or, with `which: 'value'`, the value) at `path`; the nearest existing ancestor when absent. */
   locate(path: readonly PathPart[], which?: 'key' | 'value'): { line: number; column: number };
-  /** Offset of the value's first character in `text`, and whether it is a single-line plain or quoted scalar. */
-  valueOffset(path: readonly PathPart[]): number | undefined;
+  /**
+   * 1-based position of character `index` of the string value at `path` (e.g. where a JSONata
+   * expression fails to parse), through quotes, escapes, folding and block indentation; the
+   * value's start when `path` is not a string scalar.
+   */
+  locateInValue(path: readonly PathPart[], index: number): { line: number; column: number };
+}
+
+export interface ParseOptions {
+  /** Replace `${VAR}` from the environment (default true; off for referenced schema files). */
+  substitute?: boolean;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -25,18 +34,29 @@ export type Env = Readonly<Record<string, string | undefined>>;
 const VAR = /\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 const WHOLE_VAR = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}$/;
 
-export function readSource(file: string, env: Env, diagnostics: Diagnostic[]): SourceDocument | undefined {
-  let text: string;
+/**
+ * Reads and parses the config file. `bytes` is what was read (undefined when the file could not
+ * be read), so a file watcher can tell later whether the file still holds what was loaded.
+ */
+export function readSource(file: string, env: Env, diagnostics: Diagnostic[]): { source: SourceDocument | undefined; bytes: Buffer | undefined } {
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, 'utf8');
+    bytes = readFileSync(file);
   } catch (err) {
-    diagnostics.push({ file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: `cannot read config file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
-    return undefined;
+    diagnostics.push({ file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: `cannot read config file: ${describeFsError(err)}` });
+    return { source: undefined, bytes: undefined };
   }
-  return parseSource(file, text, env, diagnostics);
+  return { source: parseSource(file, bytes.toString('utf8'), env, diagnostics), bytes };
 }
 
-export function parseSource(file: string, text: string, env: Env, diagnostics: Diagnostic[]): SourceDocument | undefined {
+/** `ENOENT` → "no such file (ENOENT)": the code alone means little to most users. */
+export function describeFsError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  const what: Record<string, string> = { ENOENT: 'no such file', EACCES: 'permission denied', EISDIR: 'it is a directory', ENOTDIR: 'a parent is not a directory' };
+  return e.code ? `${what[e.code] ?? 'cannot read'} (${e.code})` : e.message;
+}
+
+export function parseSource(file: string, text: string, env: Env, diagnostics: Diagnostic[], options: ParseOptions = {}): SourceDocument | undefined {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const pos = (offset: number) => {
@@ -44,20 +64,42 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
     return { line: p.line, column: p.col };
   };
   if (doc.errors.length > 0) {
+    // One mistake often yields several errors on its line (the parser's recovery trips again): report the first.
+    const seen = new Set<number>();
     for (const e of doc.errors) {
       const { line, column } = pos(e.pos[0]);
-      diagnostics.push({ file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message: `YAML syntax error: ${firstLine(e.message)}` });
+      if (seen.has(line)) continue;
+      seen.add(line);
+      diagnostics.push({ file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message: `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}` });
     }
     return undefined;
   }
   const fromEnv = new Set<string>();
-  substituteEnv(doc, env, file, pos, fromEnv, diagnostics);
+  if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics);
 
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    // Aliases are resolved only here: an alias to no anchor, or an alias bomb.
+    let offset = 0;
+    visit(doc, {
+      Alias(_key, node) {
+        if (node.resolve(doc) === undefined) {
+          offset = node.range?.[0] ?? 0;
+          return visit.BREAK;
+        }
+      },
+    });
+    const { line, column } = pos(offset);
+    diagnostics.push({ file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message: `YAML error: ${firstLine((err as Error).message)}` });
+    return undefined;
+  }
   const locateNode = (path: readonly PathPart[]) => findNode(doc, path);
   return {
     file,
     text,
-    value: doc.toJS({ maxAliasCount: 100 }),
+    value,
     fromEnv,
     locate(path, which = 'key') {
       const found = locateNode(path);
@@ -65,15 +107,87 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
       const offset = node?.range?.[0] ?? 0;
       return pos(offset);
     },
-    valueOffset(path) {
+    locateInValue(path, index) {
       const found = locateNode(path);
-      if (!found.exact || !isScalar(found.value)) return undefined;
-      const v = found.value;
-      if (v.type === 'PLAIN') return v.range![0];
-      if (v.type === 'QUOTE_DOUBLE' || v.type === 'QUOTE_SINGLE') return v.range![0] + 1;
-      return undefined;
+      const node = found.exact ? found.value : undefined;
+      if (!isScalar(node) || typeof node.value !== 'string') return pos(node?.range?.[0] ?? found.value?.range?.[0] ?? 0);
+      return pos(offsetInScalar(text, node, node.value, index));
     },
   };
+}
+
+/**
+ * Maps character `index` of a string scalar's value to an offset in the file text. The value
+ * and its source differ only in whitespace (indentation, folded line breaks), quotes and
+ * escapes, so the n-th non-blank character of the value is the n-th non-blank character of
+ * the source once escapes are counted as the one character they stand for.
+ */
+function offsetInScalar(text: string, node: Scalar, value: string, index: number): number {
+  const [start, end] = node.range!;
+  let from = start;
+  if (node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE') from = start + 1;
+  else if (node.type === 'BLOCK_LITERAL' || node.type === 'BLOCK_FOLDED') {
+    const nl = text.indexOf('\n', start);
+    from = nl === -1 || nl >= end ? start : nl + 1;
+  }
+  const isBlank = (c: string | undefined) => c === ' ' || c === '\t' || c === '\n' || c === '\r';
+  // The target: the k-th non-blank character of the value, plus `extra` blanks after it on the same line.
+  const clamped = Math.max(0, Math.min(index, value.length));
+  let k = 0;
+  let lastNonBlankEnd = 0;
+  for (let i = 0; i < clamped; i++) {
+    if (!isBlank(value[i])) {
+      k++;
+      lastNonBlankEnd = i + 1;
+    }
+  }
+  // Past the end ("expected ... before end of expression"): the last character, where the text stops short.
+  if (clamped >= value.length && k > 0) return offsetInScalar(text, node, value, lastNonBlankEnd - 1);
+  const onBlank = isBlank(value[clamped]) || clamped >= value.length;
+  const gap = value.slice(lastNonBlankEnd, clamped);
+  const extra = onBlank && !gap.includes('\n') ? gap.length : 0;
+  const want = onBlank ? k : k + 1;
+  if (want === 0) return from + extra;
+  let seen = 0;
+  for (let o = from; o < end; ) {
+    const c = text[o]!;
+    if (isBlank(c)) {
+      o++;
+      continue;
+    }
+    let width = 1;
+    if (node.type === 'QUOTE_DOUBLE' && c === '\\') {
+      width = escapeWidth(text[o + 1]);
+      // Escapes that stand for blanks (or for nothing: an escaped line break) are not counted.
+      if (isBlank(text[o + 1]) || 'ntr'.includes(text[o + 1]!)) {
+        o += width;
+        continue;
+      }
+    } else if (node.type === 'QUOTE_SINGLE' && c === "'" && text[o + 1] === "'") width = 2;
+    seen++;
+    if (seen === want) return onBlank ? o + width + extra : o;
+    o += width;
+  }
+  return from;
+}
+
+/** Source width of a double-quoted escape (`\n` is 2, `\x41` is 4, `\u0041` is 6). */
+function escapeWidth(c: string | undefined): number {
+  if (c === 'x') return 4;
+  if (c === 'u') return 6;
+  if (c === 'U') return 10;
+  return 2;
+}
+
+/**
+ * `{ port: ${PORT} }` is not YAML: `{` and `}` are flow indicators, so an unquoted variable
+ * cannot sit inside a flow map or list. A common stumble, so say how to write it.
+ */
+function flowVariableHint(text: string, line: number): string {
+  const lineText = text.split('\n')[line - 1] ?? '';
+  const at = lineText.indexOf('${');
+  if (at === -1 || !/[[{]/.test(lineText.slice(0, at))) return '';
+  return ' (an unquoted ${VAR} cannot appear inside { } or [ ]: quote it, or write that map in block style to keep a number a number)';
 }
 
 function firstLine(s: string): string {
@@ -103,6 +217,7 @@ function substituteEnv(
   doc: Document,
   env: Env,
   file: string,
+  text: string,
   pos: (offset: number) => { line: number; column: number },
   fromEnv: Set<string>,
   diagnostics: Diagnostic[],
@@ -114,14 +229,14 @@ function substituteEnv(
       const path = pathOf(ancestors, node);
       const whole = node.type === 'PLAIN' ? WHOLE_VAR.exec(source) : null;
       let missing = false;
-      const replaced = source.replace(VAR, (match, escaped: string, name: string, fallback: string | undefined) => {
+      const replaced = source.replace(VAR, (match, escaped: string, name: string, fallback: string | undefined, index: number) => {
         if (escaped) return match.slice(1); // `$${X}` is a literal `${X}`
         const v = env[name];
         if (v !== undefined && v !== '') return v;
         if (fallback !== undefined) return fallback;
         if (v === '') return v;
         missing = true;
-        const { line, column } = pos(node.range![0]);
+        const { line, column } = pos(offsetInScalar(text, node as Scalar, source, index));
         diagnostics.push({ file, line, column, code: 'EG_CONFIG_ENV', path: formatPath(path), message: `environment variable '${name}' is not set and has no default (write \${${name}:-default} to give one)` });
         return '';
       });
@@ -130,7 +245,7 @@ function substituteEnv(
         return;
       }
       fromEnv.add(formatPath(path));
-      if (whole) {
+      if (whole && replaced.trim() !== '') {
         // `port: ${PORT}` takes the type of the value, as if it had been written there.
         try {
           const typed: unknown = parseYaml(replaced);
@@ -166,4 +281,37 @@ function pathOf(ancestors: readonly unknown[], node: unknown): PathPart[] {
     child = a;
   }
   return path;
+}
+
+/**
+ * A referenced JSON or YAML data file (a JSON Schema, an AsyncAPI document), parsed with
+ * positions so problems inside it point into it. No `${VAR}` substitution: `${` is ordinary
+ * text there. JSON files get JSON's own error messages, which name what was expected.
+ */
+export function parseDataFile(file: string, text: string, diagnostics: Diagnostic[]): SourceDocument | undefined {
+  if (/\.json$/i.test(file)) {
+    try {
+      JSON.parse(text);
+    } catch (err) {
+      const message = (err as Error).message;
+      const at = /at position (\d+)/.exec(message);
+      const offset = at ? Number(at[1]) : text.length;
+      const before = text.slice(0, offset);
+      const line = before.split('\n').length;
+      const column = offset - (before.lastIndexOf('\n') + 1) + 1;
+      diagnostics.push({ file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message: `JSON syntax error: ${message.replace(/ in JSON at position \d+.*$/, '').replace(/ of JSON input$/, ' of the file')}` });
+      return undefined;
+    }
+  }
+  return parseSource(file, text, {}, diagnostics, { substitute: false });
+}
+
+/** A JSON Pointer (`/routes/0/to`, as ajv reports places) as a path; all-digit parts are list indexes. */
+export function pathFromPointer(pointer: string): PathPart[] {
+  if (pointer === '') return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
 }

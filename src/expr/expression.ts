@@ -133,6 +133,8 @@ export function bindingsFor(msg: Message, ctx: MessageContext): Record<string, u
     query: ctx.query ?? {},
     principal: ctx.identity?.principal,
     claims: ctx.identity?.claims ?? {},
+    message: ctx.asyncapi?.message ?? null,
+    channel: ctx.asyncapi?.channel ?? null,
   };
 }
 

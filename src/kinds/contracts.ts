@@ -27,11 +27,36 @@ export interface StepCompileContext {
   /** Report a problem at `relPath` below this step's options. */
   report(relPath: readonly PathPart[], code: ErrorCode, message: string): void;
   compileExpression(source: string, relPath: readonly PathPart[]): Expression | undefined;
+  /**
+   * Compile a JSON Schema. `origin` is the file it came from, when it was read with
+   * readDocument(): problems then point into that file; otherwise into the config at relPath.
+   */
   compileJsonSchema(schema: unknown, relPath: readonly PathPart[], origin?: string): ValidateFunction | undefined;
   /** Read a file named relative to the config file; it is watched for hot reload. */
   readFile(file: string, relPath: readonly PathPart[]): string | undefined;
+  /**
+   * Read and parse a JSON or YAML file named relative to the config file (watched for hot
+   * reload), keeping positions so later problems can point into it. Undefined when it cannot be
+   * read or parsed (already reported, at the position of the syntax error in the file).
+   * Optional so contexts built by hand (unit tests) need not provide it; the compiler always does.
+   */
+  readDocument?(file: string, relPath: readonly PathPart[]): { value: unknown } | undefined;
   /** Check that a broker name exists. */
   checkBroker(name: string, relPath: readonly PathPart[]): boolean;
+  /**
+   * The messages of the config's AsyncAPI documents that `ref` names, each with its payload
+   * validator (compiled once per load); undefined, with the problem reported, when the name is unknown.
+   * The documents become files of the step, so editing them rebuilds it. (Optional so contexts
+   * built by hand in tests keep compiling; the compiler always provides it.)
+   */
+  asyncapiContracts?(ref: { message: string } | { channel: string }, relPath: readonly PathPart[]): MessageContract[] | undefined;
+}
+
+/** One message a validate step accepts: its payload check, and what `$message` / `$channel` become when it matches. */
+export interface MessageContract {
+  check: ValidateFunction;
+  message: string | null;
+  channel: string | null;
 }
 
 export type StepResult = Message | StepStop;
@@ -83,6 +108,43 @@ export interface StepKind<O = unknown> {
 
 export interface RuntimeEnv {
   logger: Logger;
+  /** Where components report what only they can see; absent in tests that build a component alone. */
+  telemetry?: Telemetry;
+}
+
+/**
+ * The counters a component reports into (src/admin/metrics.ts turns them into Prometheus series).
+ * A component binds its handle once, when it is created (`env.telemetry?.broker(name, kind)`), and
+ * every call on the handle is a plain increment: no label strings, no lookups on the message path.
+ */
+export interface Telemetry {
+  listener(name: string): ListenerTelemetry;
+  broker(name: string, kind: string): BrokerTelemetry;
+}
+
+export interface ListenerTelemetry {
+  /** An HTTP response was sent with this status (`eventgate_http_requests_total{listener,status}`). */
+  httpResponse(status: number): void;
+}
+
+/**
+ * What a broker reports besides its consumer lag (which is read with `consumerLag()` at scrape
+ * time). Becomes `eventgate_<kind>_producer_errors_total{broker}` and
+ * `eventgate_<kind>_consumer_errors_total{broker,route}`.
+ */
+export interface BrokerTelemetry {
+  /** A publish the broker could not complete (not acknowledged, timed out, refused). */
+  producerError(): void;
+  /** A consumer-side failure: a fetch, commit or group error, or a message its route's handler rejected. `route` when known. */
+  consumerError(route?: string): void;
+}
+
+/** How far one consumer (a route's group) is behind the end of one partition, in messages. */
+export interface ConsumerLag {
+  route: string;
+  topic: string;
+  partition: number;
+  lag: number;
 }
 
 export interface Health {
@@ -117,6 +179,12 @@ export interface BrokerRuntime {
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription;
   /** Why `topic` cannot be a topic of this broker, or undefined; asked of topics computed per message. */
   topicProblem?(topic: string): string | undefined;
+  /**
+   * The lag of every subscription this broker serves, as last known. Called on each /metrics
+   * scrape, so it must answer from memory (no network round trip): a broker that learns lag
+   * asynchronously keeps the latest value per partition and returns it here.
+   */
+  consumerLag?(): readonly ConsumerLag[];
 }
 
 /** What a broker kind may use while its options are compiled: problems and files named in the config. */
@@ -176,6 +244,8 @@ export interface ListenerRuntime {
   address(): { host: string; port: number } | undefined;
   health(): Health;
   status(): Record<string, unknown>;
+  /** Clients currently connected, for listeners that keep connections open (`eventgate_websocket_clients`). */
+  connections?(): number;
   /** Forward target for `to: {listener, path}`; only listeners that push to clients have one. */
   forwardTarget?(path: string, options: { format: 'value' | 'envelope' }): Target;
 }
@@ -203,5 +273,12 @@ export interface ListenerKind<O = unknown> {
   acceptsPublish: boolean;
   /** Options whose change needs a new socket; others are applied in place by reconfigure(). */
   socketOptions: readonly string[];
+  /**
+   * Whether two route paths on one listener would claim the same requests (`/rooms/:room` and
+   * `/rooms/:id` do, for a router with parameters). Without it, paths conflict when equal.
+   */
+  samePath?(a: string, b: string): boolean;
+  /** Why a route path cannot be used on this kind of listener (bad syntax), or undefined. */
+  checkPath?(path: string): string | undefined;
   create(name: string, options: O, env: RuntimeEnv): ListenerRuntime;
 }

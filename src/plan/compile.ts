@@ -1,26 +1,29 @@
 import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { Ajv, type ValidateFunction } from 'ajv';
-import { Ajv2019 } from 'ajv/dist/2019.js';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormatsModule from 'ajv-formats';
+import { dirname, join, relative, resolve } from 'node:path';
+import type { ValidateFunction } from 'ajv';
+import { parseAsyncApi, type AsyncApiDocument, type AsyncApiMessage } from '../asyncapi/document.js';
+import { lookup, type AsyncApiRef } from '../asyncapi/lookup.js';
 import { checkSchema } from '../config/check-schema.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
-import { readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
+import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import type { ErrorCode } from '../errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
-import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, StepCompileContext } from '../kinds/contracts.js';
+import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StepCompileContext } from '../kinds/contracts.js';
 import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { canonical, hash } from './canonical.js';
-import type { AdminPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
-
-const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+import { JsonSchemaCompiler } from './json-schema.js';
+import type { AdminPlan, AsyncApiPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
 
 export interface LoadOptions {
   registry: KindRegistry;
   env: Env;
+  /**
+   * Contents to use instead of what is on disk, by absolute path: the admin API loads the config
+   * with an uploaded AsyncAPI document this way, to check it before writing it.
+   */
+  overrides?: ReadonlyMap<string, string>;
 }
 
 export interface LoadResult {
@@ -28,24 +31,38 @@ export interface LoadResult {
   diagnostics: Diagnostic[];
   /** Every file the config referenced (even when loading failed), so a fix to any of them is noticed. */
   files: string[];
+  /**
+   * Content hash of each file as this load read it ('missing' when it could not be read). A
+   * watcher compares against these, not against a later read, or an edit made while the load
+   * ran would go unnoticed.
+   */
+  seen: Map<string, string>;
   /** Secret strings of the loaded file (see secretValues), also when it was rejected: its diagnostics are redacted with them. */
   secrets?: ReadonlySet<string>;
 }
 
-/** parse → schema check → compile. Collects every problem it can rather than stopping at the first. */
-export function loadPlan(file: string, options: LoadOptions): LoadResult {
+/**
+ * parse → schema check → compile. Collects every problem it can rather than stopping at the first.
+ * Asynchronous because AsyncAPI documents are parsed (and their `$ref`s resolved) asynchronously.
+ */
+export async function loadPlan(file: string, options: LoadOptions): Promise<LoadResult> {
   const configFile = resolve(file);
   const diagnostics: Diagnostic[] = [];
-  const src = readSource(file, options.env, diagnostics);
-  if (!src) return { plan: undefined, diagnostics, files: [configFile] };
+  const { source: src, bytes } = readSource(file, options.env, diagnostics);
+  const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing']]);
+  if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
   const secrets = secretValues(src.value, src.fromEnv);
-  diagnostics.push(...checkSchema(src, options.registry));
-  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], secrets };
-  const compiler = new Compiler(src, configFile, options.registry);
+  // A value whose variable is missing was left unsubstituted: its schema error would only repeat the problem.
+  const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => d.path));
+  diagnostics.push(...checkSchema(src, options.registry).filter((d) => !missingEnv.has(d.path)));
+  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
+  const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides);
+  await compiler.loadAsyncApi();
   const plan = compiler.compile();
   const files = [...compiler.files.keys()];
-  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files, secrets };
-  return { plan, diagnostics: [], files, secrets };
+  const seen = new Map(compiler.files);
+  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files, seen, secrets };
+  return { plan, diagnostics: [], files, seen, secrets };
 }
 
 function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
@@ -56,8 +73,8 @@ function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
 interface RawConfig {
   version: 1;
   asyncapi?: string | string[];
-  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number };
-  log?: { level?: string };
+  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; tap?: { maxPerSecond?: number } };
+  log?: { level?: string; payloads?: boolean };
   expressions?: Partial<ExpressionLimits>;
   brokers?: Record<string, { kind: string } & Record<string, unknown>>;
   listeners?: Record<string, { kind: string } & Record<string, unknown>>;
@@ -98,22 +115,89 @@ class Compiler {
   private readonly config: RawConfig;
   private readonly dir: string;
   private readonly limits: ExpressionLimits;
-  private readonly ajvs = new Map<string, Ajv>();
+  private readonly schemas = new JsonSchemaCompiler();
+  /** Data files read with readDocument, by the name the config used. */
+  private readonly documents = new Map<string, SourceDocument>();
+  /** The config's AsyncAPI documents; undefined without `asyncapi:`. */
+  private asyncapi: AsyncApiDocument[] | undefined;
+  /** Some document did not load (its problems are reported in it): unknown names are then not news. */
+  private asyncapiFailed = false;
+  private readonly asyncapiPlans: AsyncApiPlan[] = [];
+  /** Each message's payload is compiled once per load, however many steps name it. */
+  private readonly payloadChecks = new Map<AsyncApiMessage, ValidateFunction | undefined>();
 
   constructor(
     private readonly src: SourceDocument,
     configFile: string,
+    configHash: string,
     private readonly registry: KindRegistry,
+    private readonly overrides: ReadonlyMap<string, string> | undefined,
   ) {
     this.config = src.value as RawConfig;
     this.dir = dirname(configFile);
-    this.files.set(configFile, hash(src.text));
+    this.files.set(configFile, configHash);
     this.limits = { ...defaultExpressionLimits, ...this.config.expressions };
   }
 
   report(path: readonly PathPart[], code: ErrorCode, message: string, which: 'key' | 'value' = 'value'): void {
     const { line, column } = this.src.locate(path, which);
     this.diagnostics.push({ file: this.src.file, line, column, code, path: formatPath(path), message });
+  }
+
+  /** Parses the `asyncapi:` documents (before compile(), which is synchronous, looks messages up in them). */
+  async loadAsyncApi(): Promise<void> {
+    const raw = this.config.asyncapi;
+    if (raw === undefined) return;
+    this.asyncapi = [];
+    const paths = typeof raw === 'string' ? [raw] : raw;
+    const seen = new Map<string, number>();
+    const loaded = await Promise.all(
+      paths.map(async (asWritten, i) => {
+        const at: PathPart[] = typeof raw === 'string' ? ['asyncapi'] : ['asyncapi', i];
+        const file = resolve(this.dir, asWritten);
+        if (seen.has(file)) {
+          this.report(at, 'EG_CONFIG_CONFLICT', `AsyncAPI document '${asWritten}' is listed twice`);
+          return undefined;
+        }
+        seen.set(file, i);
+        const text = this.readFile(file, asWritten, at);
+        if (text === undefined) return undefined;
+        const files = [file];
+        const parsed = await parseAsyncApi(file, text, (ref) => {
+          if (!files.includes(ref)) files.push(ref);
+          return this.readText(ref);
+        });
+        for (const p of parsed.problems) {
+          this.diagnostics.push({ file: this.display(p.file), line: p.line, column: p.column, code: 'EG_CONFIG_ASYNCAPI', path: formatPath(p.path), message: `AsyncAPI: ${p.message}` });
+        }
+        if (!parsed.document) return undefined;
+        const d = parsed.document;
+        const plan: AsyncApiPlan = {
+          asWritten,
+          file,
+          text,
+          files,
+          version: d.version,
+          title: d.title,
+          messages: [...new Set(d.messages.flatMap((m) => m.ids))],
+          channels: d.channels.map((ch) => ch.name),
+        };
+        return { document: d, plan };
+      }),
+    );
+    for (const l of loaded) {
+      if (!l) {
+        this.asyncapiFailed = true;
+        continue;
+      }
+      this.asyncapi.push(l.document);
+      this.asyncapiPlans.push(l.plan);
+    }
+  }
+
+  /** A path as the user would write it next to the config file's path (relative stays relative). */
+  private display(file: string): string {
+    return join(dirname(this.src.file), relative(this.dir, file));
   }
 
   compile(): Plan {
@@ -139,7 +223,8 @@ class Compiler {
     const listeners = new Map<string, ListenerPlan>();
     for (const [name, options] of Object.entries(c.listeners ?? {})) {
       const kind = this.registry.listeners.get(options.kind)!;
-      const socket = Object.fromEntries(kind.socketOptions.map((k) => [k, options[k]]));
+      // A listener that changes kind needs a new socket even on the same port: another kind's runtime cannot take its options.
+      const socket = { kind: options.kind, ...Object.fromEntries(kind.socketOptions.map((k) => [k, options[k]])) };
       const at: PathPart[] = ['listeners', name];
       const files: string[] = [];
       const ctx: ListenerCompileContext = {
@@ -163,24 +248,38 @@ class Compiler {
       chains.set(name, this.compileSteps(steps, ['chains', name]));
     }
     const routes = new Map<string, RoutePlan>();
-    const publishPaths = new Map<string, number>();
+    const names = new Map<string, number>();
+    /** listener → the publish paths claimed on it so far, with the claiming route's index. */
+    const claimed = new Map<string, { path: string; index: number }[]>();
     const forwardAuth = new Map<string, { auth: string; route: string }>();
     (c.routes ?? []).forEach((raw, i) => {
       const at: PathPart[] = ['routes', i];
-      if (routes.has(raw.name)) {
-        this.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is used twice; route names must be unique`);
+      const first = names.get(raw.name);
+      if (first !== undefined) {
+        const { line } = this.src.locate(['routes', first, 'name'], 'value');
+        this.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is already used by routes[${first}] (line ${line}); route names must be unique`);
         return;
       }
+      names.set(raw.name, i);
       const route = this.compileRoute(raw, at, brokers, listeners, chains);
       if (!route) return;
       if (route.from.type === 'listener') {
-        const claim = `${route.from.listener} ${route.from.path}`;
-        const other = publishPaths.get(claim);
-        if (other !== undefined) {
-          this.report([...at, 'from', 'path'], 'EG_CONFIG_CONFLICT', `listener '${route.from.listener}' path '${route.from.path}' is already the source of route '${c.routes![other]!.name}'`);
+        const { listener, path } = route.from;
+        const kind = this.registry.listeners.get(listeners.get(listener)!.kind)!;
+        const invalid = kind.checkPath?.(path);
+        if (invalid !== undefined) {
+          this.report([...at, 'from', 'path'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': path '${path}' cannot be routed: ${invalid}`);
           return;
         }
-        publishPaths.set(claim, i);
+        const same = kind.samePath ?? ((a: string, b: string) => a === b);
+        const paths = claimed.get(listener) ?? [];
+        const other = paths.find((p) => same(p.path, path));
+        if (other !== undefined) {
+          const also = other.path === path ? '' : ` ('${other.path}' matches the same requests)`;
+          this.report([...at, 'from', 'path'], 'EG_CONFIG_CONFLICT', `listener '${listener}' path '${path}' is already the source of route '${c.routes![other.index]!.name}'${also}`);
+          return;
+        }
+        claimed.set(listener, [...paths, { path, index: i }]);
       }
       // Subscribers of a path receive what every route forwarding there sends, so the routes
       // must agree on who may subscribe.
@@ -201,7 +300,7 @@ class Compiler {
 
     let admin: AdminPlan | undefined;
     if (c.admin) {
-      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000 };
+      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000, tap: { maxPerSecond: c.admin.tap?.maxPerSecond ?? 100 } };
       admin = { ...a, key: canonical({ port: a.port, host: a.host }) };
     }
     const version = hash([...this.files.entries()].sort().map(([f, h]) => `${f}\0${h}`).join('\n')).slice(0, 12);
@@ -209,8 +308,9 @@ class Compiler {
       version,
       file: this.src.file,
       files: this.files,
+      asyncapi: this.asyncapiPlans,
       admin,
-      log: { level: c.log?.level ?? 'info' },
+      log: { level: c.log?.level ?? 'info', payloads: c.log?.payloads ?? false },
       expressions: this.limits,
       brokers,
       listeners,
@@ -382,24 +482,77 @@ class Compiler {
         files.push(abs);
         return this.readFile(abs, file, [...stepAt, ...rel]);
       },
+      readDocument: (file, rel) => {
+        const abs = resolve(this.dir, file);
+        files.push(abs);
+        return this.readDocument(abs, file, [...stepAt, ...rel]);
+      },
       checkBroker: (name, rel) => {
         if (this.config.brokers?.[name]) return true;
         this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
         return false;
       },
+      asyncapiContracts: (ref, rel) => this.asyncapiContracts(ref, [...stepAt, ...rel], files),
     };
   }
 
   private readFile(abs: string, asWritten: string, at: PathPart[]): string | undefined {
     try {
-      const text = readFileSync(abs, 'utf8');
-      this.files.set(abs, hash(text));
-      return text;
+      return this.readText(abs);
     } catch (err) {
-      this.files.set(abs, 'missing');
-      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}`);
       return undefined;
     }
+  }
+
+  /** Reads a referenced file and records its hash (for the plan's version, route keys and the watcher), even when it is missing. */
+  private readText(abs: string): string {
+    try {
+      const override = this.overrides?.get(abs);
+      const bytes = override === undefined ? readFileSync(abs) : Buffer.from(override);
+      this.files.set(abs, hash(bytes));
+      return bytes.toString('utf8');
+    } catch (err) {
+      this.files.set(abs, 'missing');
+      throw err;
+    }
+  }
+
+  private readDocument(abs: string, asWritten: string, at: PathPart[]): { value: unknown } | undefined {
+    const known = this.documents.get(asWritten);
+    if (known) return { value: known.value };
+    const text = this.readFile(abs, asWritten, at);
+    if (text === undefined) return undefined;
+    const doc = parseDataFile(this.display(abs), text, this.diagnostics);
+    if (!doc) return undefined;
+    this.documents.set(asWritten, doc);
+    return { value: doc.value };
+  }
+
+  private asyncapiContracts(ref: AsyncApiRef, at: PathPart[], stepFiles: string[]): MessageContract[] | undefined {
+    const what = 'message' in ref ? 'message' : 'channel';
+    if (!this.asyncapi) {
+      this.report(at, 'EG_CONFIG_ASYNCAPI_REF', `'${what}' names an AsyncAPI ${what}, but the config has no AsyncAPI document; add 'asyncapi: <file>' at the top level`);
+      return undefined;
+    }
+    if (this.asyncapiFailed) return undefined;
+    const found = lookup(this.asyncapi, ref);
+    if (!found.ok) {
+      this.report(at, 'EG_CONFIG_ASYNCAPI_REF', found.message);
+      return undefined;
+    }
+    const contracts: MessageContract[] = [];
+    for (const match of found.matches) {
+      for (const f of this.asyncapiPlans.find((p) => p.file === match.message.document)!.files) if (!stepFiles.includes(f)) stepFiles.push(f);
+      if (!this.payloadChecks.has(match.message)) {
+        const origin = `AsyncAPI message '${match.id ?? '(anonymous)'}'`;
+        this.payloadChecks.set(match.message, this.jsonSchema(match.message.payload, at, origin, '07'));
+      }
+      const check = this.payloadChecks.get(match.message);
+      if (!check) return undefined;
+      contracts.push({ check, message: match.id, channel: match.channel });
+    }
+    return contracts;
   }
 
   expression(source: string, at: PathPart[]): Expression | undefined {
@@ -407,54 +560,34 @@ class Compiler {
       return compileExpression(source, this.limits);
     } catch (err) {
       if (!(err instanceof ExpressionSyntaxError)) throw err;
-      const { line, column } = this.expressionPosition(at, source, err.position);
+      const { line, column } = this.src.locateInValue(at, err.position);
       this.diagnostics.push({ file: this.src.file, line, column, code: 'EG_CONFIG_EXPRESSION', path: formatPath(at), message: `JSONata expression does not compile: ${err.message}` });
       return undefined;
     }
   }
 
-  /** Maps an offset inside an expression to the file: exact for one-line and block scalars. */
-  private expressionPosition(at: PathPart[], source: string, position: number): { line: number; column: number } {
-    const start = this.src.locate(at, 'value');
-    const offset = this.src.valueOffset(at);
-    const before = source.slice(0, Math.min(position, source.length));
-    const lineInExpr = before.split('\n').length - 1;
-    const colInExpr = before.length - (before.lastIndexOf('\n') + 1);
-    if (offset !== undefined && lineInExpr === 0) return { line: start.line, column: start.column + (this.src.text[offset] === source[0] ? 0 : 1) + colInExpr };
-    const indicator = this.src.text[this.src.text.split('\n').slice(0, start.line - 1).join('\n').length + (start.line > 1 ? 1 : 0) + start.column - 1];
-    if (indicator === '|' || indicator === '>') {
-      const firstContentLine = start.line + 1;
-      const lineText = this.src.text.split('\n')[firstContentLine - 1 + lineInExpr] ?? '';
-      const indent = lineText.length - lineText.trimStart().length;
-      return { line: firstContentLine + lineInExpr, column: indent + colInExpr + 1 };
+  /**
+   * Problems point into the file the schema came from when it was read with readDocument(), else
+   * into the config at `at`. `defaultDraft` applies when the schema has no `$schema` (AsyncAPI
+   * payloads are draft-07 supersets).
+   */
+  private jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '07' | '2020' = '2020'): ValidateFunction | undefined {
+    const { validate, problems } = this.schemas.compile(schema, defaultDraft);
+    const doc = origin === undefined ? undefined : this.documents.get(origin);
+    const where = origin ? (origin.startsWith('AsyncAPI') ? `the payload schema of ${origin}` : `JSON Schema in '${origin}'`) : 'JSON Schema';
+    for (const p of problems) {
+      const path = formatPath(p.path);
+      if (doc) {
+        const { line, column } = doc.locate(p.path, 'value');
+        this.diagnostics.push({ file: doc.file, line, column, code: 'EG_CONFIG_JSON_SCHEMA', path, message: `invalid JSON Schema${path ? ` at ${path}` : ''}: ${p.message}` });
+      } else if (origin?.startsWith('AsyncAPI')) {
+        // The payload lives in the AsyncAPI document, not under `at`: point at the step that names it.
+        this.report(at, 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
+      } else {
+        this.report([...at, ...p.path], 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
+      }
     }
-    return start;
+    return validate;
   }
 
-  private jsonSchema(schema: unknown, at: PathPart[], origin?: string): ValidateFunction | undefined {
-    const where = origin ? `JSON Schema in '${origin}'` : 'JSON Schema';
-    if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
-      this.report(at, 'EG_CONFIG_JSON_SCHEMA', `${where} must be an object`);
-      return undefined;
-    }
-    const draft = String((schema as { $schema?: unknown }).$schema ?? '');
-    const ajv = this.ajvFor(draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020');
-    try {
-      return ajv.compile(schema);
-    } catch (err) {
-      this.report(at, 'EG_CONFIG_JSON_SCHEMA', `${where} does not compile: ${(err as Error).message}`);
-      return undefined;
-    }
-  }
-
-  private ajvFor(draft: string): Ajv {
-    let ajv = this.ajvs.get(draft);
-    if (!ajv) {
-      const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false } as const;
-      ajv = draft === '07' ? new Ajv(opts) : draft === '2019' ? (new Ajv2019(opts) as unknown as Ajv) : (new Ajv2020(opts) as unknown as Ajv);
-      addFormats(ajv);
-      this.ajvs.set(draft, ajv);
-    }
-    return ajv;
-  }
 }

@@ -11,8 +11,10 @@ export interface Plan {
   file: string;
   /** Absolute paths of the config and every referenced file → content hash. */
   files: Map<string, string>;
+  /** The AsyncAPI documents in force, in the order the config lists them (optional so hand-built plans keep compiling). */
+  asyncapi?: AsyncApiPlan[];
   admin: AdminPlan | undefined;
-  log: { level: string };
+  log: { level: string; payloads: boolean };
   expressions: ExpressionLimits;
   brokers: Map<string, ComponentPlan>;
   listeners: Map<string, ListenerPlan>;
@@ -28,6 +30,7 @@ export interface AdminPlan {
   host: string;
   token: string | undefined;
   drainTimeoutMs: number;
+  tap: { maxPerSecond: number };
   key: string;
 }
 
@@ -67,4 +70,22 @@ export interface RoutePlan {
   /** Components the route holds references to: when one is replaced, the route is rebuilt. */
   brokers: string[];
   listeners: string[];
+}
+
+export interface AsyncApiPlan {
+  /** The path as the config writes it (relative to the config file). */
+  asWritten: string;
+  /** Absolute path. */
+  file: string;
+  /** The text that was loaded. */
+  text: string;
+  /** The document and every local file it `$ref`s (absolute paths). */
+  files: string[];
+  /** The AsyncAPI version it declares, e.g. `3.0.0`. */
+  version: string;
+  title: string;
+  /** Every id a `validate: {message}` step may use. */
+  messages: string[];
+  /** Channel keys. */
+  channels: string[];
 }

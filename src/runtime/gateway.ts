@@ -8,7 +8,11 @@ import { loadPlan, type LoadResult } from '../plan/compile.js';
 import { diffPlans } from '../plan/diff.js';
 import type { Plan } from '../plan/types.js';
 import { AdminServer } from '../admin/server.js';
+import { mountDashboard } from '../admin/dashboard.js';
+import { GatewayMetrics, mountMetrics } from '../admin/metrics.js';
+import { mountTap, TapHub } from '../admin/tap.js';
 import { redact } from '../config/secrets.js';
+import type { Message } from './message.js';
 import type { Outcome } from './outcome.js';
 import { RouteRuntime } from './route.js';
 import { StepStateStore } from './step-state.js';
@@ -48,20 +52,28 @@ export class Gateway {
   readonly listeners = new Map<string, ListenerRuntime>();
   readonly routes = new Map<string, RouteRuntime>();
   readonly instanceId: string;
-  /** Observers of every route outcome (metrics, tap). */
-  readonly observers = new Set<(route: string, outcome: Outcome, startedAt: number) => void>();
+  /** Observers of every route outcome, with the message as the route received it (metrics and the tap have their own per-route hooks). */
+  readonly observers = new Set<(route: string, outcome: Outcome, startedAt: number, msg: Message) => void>();
+  /** Prometheus metrics in the gateway's own registry; also the components' Telemetry. */
+  readonly metrics: GatewayMetrics;
+  readonly tap = new TapHub();
+  /** Read by routes when a message fails; updated in place on reload. */
+  private readonly logOptions = { payloads: false };
   /** State of stateful steps (rate-limit buckets), kept across reloads for unchanged steps. */
   readonly stepState = new StepStateStore();
   private admin: AdminServer | undefined;
   private watcher: ConfigWatcher | undefined;
   private reloading: Promise<ReloadResult> | undefined;
   private reloadAgain = false;
+  /** Old routes, listeners and brokers of earlier plans, still finishing their in-flight work. */
+  private readonly retiring = new Set<Promise<void>>();
   private stopping = false;
   private readonly runtimeEnv: RuntimeEnv;
 
   constructor(private readonly options: GatewayOptions) {
     this.instanceId = options.env.EVENTGATE_INSTANCE_ID || `${hostname()}-${process.pid}`;
-    this.runtimeEnv = { logger: options.logger };
+    this.metrics = new GatewayMetrics(this, options.registry.brokers.keys());
+    this.runtimeEnv = { logger: options.logger, telemetry: this.metrics };
   }
 
   get logger(): Logger {
@@ -74,26 +86,30 @@ export class Gateway {
 
   /** First load: the caller exits 1 on diagnostics. */
   async start(): Promise<LoadResult> {
-    const loaded = this.load();
+    const loaded = await this.load();
     if (!loaded.plan) return loaded;
     const result = await this.apply(loaded.plan);
     if (result.result === 'rejected') {
       this.lastError = { message: result.reason, diagnostics: result.diagnostics };
-      return { plan: undefined, diagnostics: result.diagnostics, files: loaded.files, secrets: loaded.secrets };
+      return { plan: undefined, diagnostics: result.diagnostics, files: loaded.files, seen: loaded.seen, secrets: loaded.secrets };
     }
     if (this.options.watch !== false) {
       this.watcher = new ConfigWatcher((files) => {
         this.logger.info({ files }, 'config change detected');
         void this.reload('file change');
       });
-      this.watcher.setFiles(loaded.files);
+      this.watcher.setFiles(loaded.files, loaded.seen);
       await this.watcher.ready();
     }
     return loaded;
   }
 
-  private load(): LoadResult {
-    return loadPlan(this.options.configFile, { registry: this.options.registry, env: this.options.env });
+  /**
+   * Loads the config as a reload would; `overrides` replaces files' contents (by absolute path)
+   * without touching the disk, so the admin API can check an upload before writing it.
+   */
+  load(overrides?: ReadonlyMap<string, string>): Promise<LoadResult> {
+    return loadPlan(this.options.configFile, { registry: this.options.registry, env: this.options.env, overrides });
   }
 
   /** Reloads one at a time; a request during a reload runs once more afterwards. */
@@ -115,8 +131,8 @@ export class Gateway {
 
   private async reloadOnce(reason: string): Promise<ReloadResult> {
     if (this.stopping) return { result: 'rejected', reason: 'shutting down', diagnostics: [] };
-    const loaded = this.load();
-    this.watcher?.setFiles(loaded.files);
+    const loaded = await this.load();
+    this.watcher?.setFiles(loaded.files, loaded.seen);
     let result: ReloadResult;
     if (!loaded.plan) {
       result = { result: 'rejected', reason: 'the new config is invalid', diagnostics: loaded.diagnostics };
@@ -127,6 +143,7 @@ export class Gateway {
     }
     const at = new Date().toISOString();
     if (result.result === 'rejected') {
+      this.metrics.reloadFailed();
       // A diagnostic may quote a value; neither the log nor /admin/status may show a secret.
       const secrets = new Set([...(this.plan?.secretValues ?? []), ...(loaded.secrets ?? [])]);
       result = redact(result, secrets);
@@ -135,7 +152,9 @@ export class Gateway {
       if (result.diagnostics.length === 0) this.logger.error({ reason, error: result.reason }, 'reload rejected; the running config keeps serving');
       this.lastReload = { at, result: 'rejected', version: this.plan?.version ?? null, error: this.lastError };
     } else {
+      this.metrics.reloadSucceeded();
       if (result.result === 'applied') this.logger.info({ reason, version: result.version }, 'config reloaded');
+      else this.logger.info({ reason, version: result.version }, 'config unchanged');
       this.lastError = null;
       this.lastReload = { at, result: result.result, version: result.version, error: null };
     }
@@ -161,9 +180,13 @@ export class Gateway {
     });
     const earlyListeners = [...diff.listeners.add, ...diff.listeners.rebind.filter((n) => !lateRebind.includes(n))];
 
+    // The admin server binds early too, unless it must take over its predecessor's port.
+    const adminEarly = (diff.admin === 'start' || diff.admin === 'restart') && !(diff.admin === 'restart' && prev!.admin!.port !== 0 && prev!.admin!.port === next.admin!.port);
+
     // --- build: new brokers and listeners, started; any failure undoes only what was built here.
     const newBrokers = new Map<string, BrokerRuntime>();
     const newListeners = new Map<string, ListenerRuntime>();
+    let newAdmin: AdminServer | undefined;
     try {
       for (const name of [...diff.brokers.add, ...replacedBrokers]) {
         const p = next.brokers.get(name)!;
@@ -177,7 +200,14 @@ export class Gateway {
         newListeners.set(name, l);
         await l.start();
       }
+      if (adminEarly) {
+        newAdmin = this.createAdmin(next.admin!);
+        await newAdmin.start().catch((err: Error) => {
+          throw new Error(`admin server: ${err.message}`);
+        });
+      }
     } catch (err) {
+      await newAdmin?.stop().catch(() => undefined);
       await Promise.allSettled([...newListeners.values()].map((l) => l.stop({ drainMs: 0 })));
       await Promise.allSettled([...newBrokers.values()].map((b) => b.stop()));
       const reason = `could not start the new config: ${(err as Error).message}`;
@@ -195,7 +225,17 @@ export class Gateway {
     for (const name of diff.listeners.remove) listenersAfter.delete(name);
     for (const [name, l] of newListeners) listenersAfter.set(name, l);
 
-    const deps = { brokers: brokersAfter, listeners: listenersAfter, logger: this.logger, instanceId: this.instanceId, observe: (r: string, o: Outcome, t: number) => this.observe(r, o, t), stepState: this.stepState };
+    const deps = {
+      brokers: brokersAfter,
+      listeners: listenersAfter,
+      logger: this.logger,
+      instanceId: this.instanceId,
+      observe: (r: string, o: Outcome, t: number, m: Message) => this.observe(r, o, t, m),
+      metrics: this.metrics,
+      tap: this.tap,
+      logOptions: this.logOptions,
+      stepState: this.stepState,
+    };
     const newRoutes = new Map<string, RouteRuntime>();
     for (const name of [...diff.routes.add, ...diff.routes.change]) newRoutes.set(name, new RouteRuntime(next.routes.get(name)!, deps));
     const routesAfter = new Map<string, RouteRuntime>();
@@ -225,23 +265,19 @@ export class Gateway {
     for (const [name, listener] of this.listeners) listener.bind(bindingsFor(name, next, routesAfter));
     this.stepState.retain(new Set([...routesAfter.values()].flatMap((r) => r.stateIds)));
     // Old consumers stop (finishing and committing the message in hand) before their successors start.
-    await Promise.all(oldRoutes.map((r) => r.stop(drainMs)));
+    await Promise.all(oldRoutes.map((r) => r.stopConsuming()));
     for (const r of newRoutes.values()) r.start();
-    await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));
-    await Promise.allSettled(oldBrokers.map((b) => b.stop()));
 
     if (diff.admin === 'stop' || diff.admin === 'restart') {
       await this.admin?.stop();
       this.admin = undefined;
     }
-    this.plan = next;
-    this.loadedAt = new Date();
-    this.logger.level = next.log.level;
-    if (diff.admin === 'start' || diff.admin === 'restart') {
-      if (!next.admin!.token && !isLoopback(next.admin!.host)) {
-        this.logger.warn({ host: next.admin!.host }, 'the admin API is reachable beyond this host and has no token; set admin.token');
-      }
-      this.admin = new AdminServer(this, next.admin!);
+    if ((diff.admin === 'start' || diff.admin === 'restart') && !next.admin!.token && !isLoopback(next.admin!.host)) {
+      this.logger.warn({ host: next.admin!.host }, 'the admin API is reachable beyond this host and has no token; set admin.token');
+    }
+    if (newAdmin) this.admin = newAdmin;
+    else if (diff.admin === 'restart') {
+      this.admin = this.createAdmin(next.admin!);
       try {
         await this.admin.start();
       } catch (err) {
@@ -250,12 +286,44 @@ export class Gateway {
     } else if (this.admin) {
       this.admin.configure(next.admin!);
     }
+    this.plan = next;
+    this.loadedAt = new Date();
+    this.logger.level = next.log.level;
+    this.logOptions.payloads = next.log.payloads;
+    this.metrics.setVersion(next.version);
+    this.metrics.retain({ routes: next.routes.keys(), listeners: next.listeners.keys(), brokers: next.brokers.keys() });
+    this.tap.retain(next.routes.keys());
+    this.tap.configure(next.admin?.tap);
     this.logReady();
+
+    // The new config is live. Requests still inside old routes finish there (bounded by the drain
+    // timeout) without holding up the reload; only then do the components they use go away.
+    const oldWork = oldRoutes.filter((r) => r.busy);
+    const retire = (async () => {
+      await Promise.all(oldRoutes.map((r) => r.drain(drainMs)));
+      await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));
+      await Promise.allSettled(oldBrokers.map((b) => b.stop()));
+    })();
+    if (oldWork.length > 0) {
+      this.retiring.add(retire);
+      void retire.finally(() => this.retiring.delete(retire));
+    } else {
+      await retire;
+    }
     return { result: 'applied', version: next.version };
   }
 
-  private observe(route: string, outcome: Outcome, startedAt: number): void {
-    for (const o of this.observers) o(route, outcome, startedAt);
+  private observe(route: string, outcome: Outcome, startedAt: number, msg: Message): void {
+    for (const o of this.observers) o(route, outcome, startedAt, msg);
+  }
+
+  /** The admin API with the observability endpoints: /metrics, /admin/stats, /admin/tap and the dashboard. */
+  private createAdmin(plan: NonNullable<Plan['admin']>): AdminServer {
+    const admin = new AdminServer(this, plan);
+    mountMetrics(admin, this.metrics);
+    mountTap(admin, this.tap, (route) => this.routes.has(route));
+    mountDashboard(admin);
+    return admin;
   }
 
   private logReady(): void {
@@ -316,7 +384,11 @@ export class Gateway {
     await this.watcher?.close();
     await this.reloading?.catch(() => undefined);
     await Promise.allSettled([...this.listeners.values()].map((l) => l.stop({ drainMs })));
-    await Promise.allSettled([...this.routes.values()].map((r) => r.stop(drainMs)));
+    await Promise.allSettled([...this.routes.values()].map(async (r) => {
+      await r.stopConsuming();
+      await r.drain(drainMs);
+    }));
+    await Promise.allSettled([...this.retiring]);
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
     await this.admin?.stop();
     this.logger.info('shutdown complete');

@@ -42,6 +42,8 @@ export interface MessageContext {
    * the identity belongs to the request rather than to the message (it is never sent on).
    */
   identity?: Identity;
+  /** Set by a validate step that names AsyncAPI messages: which message (and channel) the value is. */
+  asyncapi?: { message: string | null; channel: string | null };
 }
 
 /** One target's acknowledgement, as listed in the HTTP 200 body. */

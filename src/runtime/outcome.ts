@@ -6,7 +6,8 @@ import type { Delivery, Message } from './message.js';
  * mapped to the client's answer in one place per listener.
  */
 export type Outcome =
-  | { outcome: 'delivered'; deliveries: Delivery[]; tagged: boolean }
+  /** `message` is what the targets received (after the chain's transforms), for the tap. */
+  | { outcome: 'delivered'; deliveries: Delivery[]; tagged: boolean; message?: Message }
   | { outcome: 'filtered' }
   | { outcome: 'invalid'; problem: Problem }
   | { outcome: 'deadlettered'; deliveries: Delivery[]; errors: string[] }

@@ -4,9 +4,12 @@ import type { Admission, BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntr
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
+import { RouteStats } from '../admin/metrics.js';
+import type { TapChannel } from '../admin/tap.js';
 import type { Delivery, Message, MessageContext, RequestMeta } from './message.js';
 import { isStop, type Outcome } from './outcome.js';
 import type { StepStateStore } from './step-state.js';
+import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, type MessageSpan, type SpanTemplate } from './trace.js';
 
 /** Header carried by messages a consume route sent to its dead-letter target after failing them. */
 export const ROUTE_ERROR_HEADER = '_eventgate_error';
@@ -17,8 +20,14 @@ export interface RouteDeps {
   logger: Logger;
   /** Suffix that makes per-instance consumer groups unique to this process. */
   instanceId: string;
-  /** Observer of every outcome (metrics, tap); called after the outcome is known. */
-  observe?(route: string, outcome: Outcome, startedAt: number): void;
+  /** Observer of every outcome (Gateway.observers); called after the outcome is known, with the message as the route received it. */
+  observe?(route: string, outcome: Outcome, startedAt: number, msg: Message): void;
+  /** Per-route counters (src/admin/metrics.ts), resolved once per route, not per message. */
+  metrics?: { route(name: string): RouteStats };
+  /** Live tap channels (src/admin/tap.ts). */
+  tap?: { channel(name: string): TapChannel };
+  /** Log options read when a message fails; one object updated in place on reload. */
+  logOptions?: { payloads: boolean };
   /** Where stateful steps keep state across reloads; without it their state lives as long as this route. */
   stepState?: StepStateStore;
 }
@@ -46,9 +55,13 @@ export class RouteRuntime implements RouteEntry {
   readonly stateIds: readonly string[];
   private readonly targets: Target[];
   private readonly deadletter: BrokerTarget | undefined;
+  private readonly stats: RouteStats;
+  private readonly tap: TapChannel | { active: false };
+  private readonly span: SpanTemplate;
   private subscription: Subscription | undefined;
   private inFlight = 0;
-  private idle: (() => void) | undefined;
+  /** Resolved when the last message inside leaves (drain may be awaited by a reload and a shutdown at once). */
+  private idleWaiters: (() => void)[] = [];
 
   constructor(readonly plan: RoutePlan, private readonly deps: RouteDeps) {
     this.name = plan.name;
@@ -64,6 +77,9 @@ export class RouteRuntime implements RouteEntry {
     this.stateIds = stateIds;
     this.gates = this.steps.filter((s) => s.admit);
     this.targets = plan.to.map((t) => this.target(t));
+    this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
+    this.tap = deps.tap?.channel(this.name) ?? { active: false };
+    this.span = spanTemplate(this.name, plan.from.type === 'broker');
     if (plan.deadletter) {
       this.deadletter = { plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, topicExpr: undefined, key: undefined }, broker: deps.brokers.get(plan.deadletter.broker)! };
     }
@@ -76,32 +92,66 @@ export class RouteRuntime implements RouteEntry {
   }
 
   /**
-   * Runs the message through the chain and to every target. Never rejects. Written with explicit
-   * promises rather than async functions so a chain that answers synchronously costs no microtask
-   * hops before the targets (the only truly asynchronous part).
+   * Runs the message through the chain and to every target. Never rejects. The message travels in
+   * this route's span: its `traceparent` header (from the client, the handshake or the producer)
+   * is replaced by one naming the same trace and this span, so targets and steps see the new one.
+   * Written with explicit promises rather than async functions so a chain that answers
+   * synchronously costs no microtask hops before the targets (the only truly asynchronous part).
    */
   handle(msg: Message, ctx: MessageContext): Promise<Outcome> {
     this.inFlight++;
+    this.stats.received++;
     const startedAt = performance.now();
+    const span = startMessageSpan(this.span, msg.headers[TRACEPARENT]);
+    const traced: Message = { ...msg, headers: { ...msg.headers, [TRACEPARENT]: span.traceparent } };
     let result: Outcome | Promise<Outcome>;
     try {
-      result = this.process(msg, ctx);
+      result = inSpan(span, this.process, this, traced, ctx);
     } catch (err) {
-      result = this.unexpected(err);
+      result = this.unexpected(err, span);
     }
     if (result instanceof Promise) {
       return result.then(
-        (outcome) => this.settle(outcome, startedAt),
-        (err) => this.settle(this.unexpected(err), startedAt),
+        (outcome) => this.settle(msg, outcome, startedAt, span),
+        (err) => this.settle(msg, this.unexpected(err, span), startedAt, span),
       );
     }
-    return Promise.resolve(this.settle(result, startedAt));
+    return Promise.resolve(this.settle(msg, result, startedAt, span));
   }
 
-  private settle(outcome: Outcome, startedAt: number): Outcome {
-    if (--this.inFlight === 0 && this.idle) this.idle();
-    this.deps.observe?.(this.name, outcome, startedAt);
+  /** Everything that follows an outcome, in one place for the synchronous and asynchronous paths. */
+  private settle(msg: Message, outcome: Outcome, startedAt: number, span: MessageSpan): Outcome {
+    if (--this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+    this.stats.record(outcome, startedAt);
+    endMessageSpan(span, outcome);
+    if (outcome.outcome !== 'delivered' && outcome.outcome !== 'filtered') this.logOutcome(msg, outcome, span.traceId);
+    if (this.tap.active) this.tap.publish(msg, outcome, performance.now() - startedAt, span.traceparent);
+    this.deps.observe?.(this.name, outcome, startedAt, msg);
     return outcome;
+  }
+
+  /**
+   * Failures at warn; invalid, rejected and dead-lettered messages (the client's problem, and
+   * possibly frequent) at debug. Never the payload or headers unless `log.payloads: true`.
+   */
+  private logOutcome(msg: Message, outcome: Exclude<Outcome, { outcome: 'delivered' | 'filtered' }>, traceId: string): void {
+    const logger = this.deps.logger;
+    const level = outcome.outcome === 'failed' ? 'warn' : 'debug';
+    if (!logger.isLevelEnabled(level)) return;
+    const line: Record<string, unknown> = { route: this.name, outcome: outcome.outcome, traceId };
+    if (outcome.outcome === 'deadlettered') {
+      line.errors = outcome.errors;
+      line.deliveries = outcome.deliveries;
+    } else {
+      const p = outcome.problem;
+      line.status = p.status;
+      line.code = p.code;
+      line.detail = p.detail;
+      if (p.errors) line.errors = p.errors;
+    }
+    if (msg.topic !== null) Object.assign(line, { topic: msg.topic, partition: msg.partition, offset: msg.offset });
+    if (this.deps.logOptions?.payloads) line.message = { key: msg.key, headers: msg.headers, value: msg.value };
+    logger[level](line, `message ${outcome.outcome}`);
   }
 
   /** A WebSocket client connecting to this route's path: the chain's auth steps decide. */
@@ -119,8 +169,8 @@ export class RouteRuntime implements RouteEntry {
     return this.inFlight;
   }
 
-  private unexpected(err: unknown): Outcome {
-    this.deps.logger.error({ route: this.name, err: (err as Error).message }, 'route failed unexpectedly');
+  private unexpected(err: unknown, span: MessageSpan): Outcome {
+    this.deps.logger.error({ route: this.name, traceId: span.traceId, err: (err as Error).message }, 'route failed unexpectedly');
     return { outcome: 'failed', problem: problem('EG_INTERNAL', 'the gateway failed to handle this message') };
   }
 
@@ -140,7 +190,6 @@ export class RouteRuntime implements RouteEntry {
       case 'rejected':
         return { outcome: 'rejected', problem: r.problem };
       case 'failed':
-        this.deps.logger.warn({ route: this.name, code: r.problem.code, detail: r.problem.detail }, 'message failed');
         return { outcome: 'failed', problem: r.problem };
       case 'deadletter':
         return this.deadletterInstead(r);
@@ -159,7 +208,7 @@ export class RouteRuntime implements RouteEntry {
 
   private deliver(original: Message, m: Message, ctx: MessageContext): Promise<Outcome> {
     const tagged = m.headers[VALIDATION_ERROR_HEADER] !== undefined && original.headers[VALIDATION_ERROR_HEADER] === undefined;
-    const delivered = (deliveries: Delivery[]): Outcome => ({ outcome: 'delivered', deliveries, tagged });
+    const delivered = (deliveries: Delivery[]): Outcome => ({ outcome: 'delivered', deliveries, tagged, message: m });
     const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError ? err.problem : unavailable('target', err) });
     if (this.targets.length === 1) return sent(this.targets[0]!, m, ctx).then((d) => delivered([d]), failed);
     return Promise.all(this.targets.map((t) => sent(t, m, ctx))).then(delivered, failed);
@@ -196,24 +245,34 @@ export class RouteRuntime implements RouteEntry {
       if (this.deadletter) {
         const header = JSON.stringify({ ts: new Date().toISOString(), route: this.name, status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
         await this.deadletter.broker.publish(this.deadletter.plan.topic, { ...msg, headers: { ...msg.headers, [ROUTE_ERROR_HEADER]: header } });
-        this.deps.logger.warn({ route: this.name, topic: msg.topic, offset: msg.offset, code: p.code }, 'message sent to the dead-letter topic');
+        this.stats.deadlettered++;
+        this.deps.logger.warn({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) }, 'message sent to the dead-letter topic');
         return;
       }
       if (!retryable) {
         // Nothing can make this message pass; without a dead-letter target, keeping it would stall the partition forever.
-        this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail }, 'message dropped: it cannot pass this route and the route has no deadletter target');
+        this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, traceId: traceIdOf(msg.headers) }, 'message dropped: it cannot pass this route and the route has no deadletter target');
         return;
       }
       throw new Error(p.detail);
     }
   }
 
-  /** Stops consuming (after the message in hand) and waits, up to drainMs, for messages inside. */
-  async stop(drainMs: number): Promise<void> {
+  /** Stops consuming: resolves once the message in hand is finished and committed. */
+  async stopConsuming(): Promise<void> {
     await this.subscription?.stop();
     this.subscription = undefined;
+  }
+
+  /** Whether messages are inside the route right now. */
+  get busy(): boolean {
+    return this.inFlight > 0;
+  }
+
+  /** Waits, up to drainMs, until no message is inside the route. */
+  async drain(drainMs: number): Promise<void> {
     if (this.inFlight > 0) {
-      await Promise.race([new Promise<void>((r) => (this.idle = r)), new Promise((r) => setTimeout(r, drainMs).unref())]);
+      await Promise.race([new Promise<void>((r) => this.idleWaiters.push(r)), new Promise((r) => setTimeout(r, drainMs).unref())]);
     }
   }
 }

@@ -22,17 +22,21 @@ export class ConfigWatcher {
   private watcher: FSWatcher | undefined;
   private dirs = new Set<string>();
   private hashes = new Map<string, string>();
-  private timer: NodeJS.Timeout | undefined;
-  private firstEventAt = 0;
+  private readonly debounce: Debounce;
   private closed = false;
   private isReady: Promise<void> = Promise.resolve();
 
-  constructor(private readonly onChange: (files: string[]) => void, private readonly timing: WatchTiming = DEFAULT_TIMING) {}
+  constructor(private readonly onChange: (files: string[]) => void, timing: WatchTiming = DEFAULT_TIMING) {
+    this.debounce = new Debounce(() => this.check(), timing);
+  }
 
-  /** Replace the set of watched files; their current content becomes the baseline. */
-  setFiles(files: Iterable<string>): void {
+  /**
+   * Replace the set of watched files. `seen` holds the content hash of each as the config load
+   * read it: a file that differs from that by now (edited while the load ran) counts as changed.
+   */
+  setFiles(files: Iterable<string>, seen: ReadonlyMap<string, string> = new Map()): void {
     if (this.closed) return;
-    this.hashes = new Map([...files].map((f) => [f, contentHash(f)]));
+    this.hashes = new Map([...files].map((f) => [f, seen.get(f) ?? contentHash(f)]));
     const dirs = new Set([...this.hashes.keys()].map((f) => dirname(f)));
     const added = [...dirs].filter((d) => !this.dirs.has(d));
     const removed = [...this.dirs].filter((d) => !dirs.has(d));
@@ -40,7 +44,13 @@ export class ConfigWatcher {
     if (!this.watcher) {
       this.watcher = watch([...dirs], { depth: 0, ignoreInitial: true, followSymlinks: false });
       const w = this.watcher;
-      this.isReady = new Promise((resolve) => w.once('ready', () => resolve()));
+      this.isReady = new Promise((resolve) =>
+        w.once('ready', () => {
+          resolve();
+          // An edit made between the load and now sent no event we could see: compare once.
+          this.poke();
+        }),
+      );
       this.watcher.on('all', () => this.poke());
       this.watcher.on('error', () => this.poke());
       return;
@@ -55,15 +65,7 @@ export class ConfigWatcher {
   }
 
   private poke(): void {
-    if (this.closed) return;
-    const now = Date.now();
-    if (!this.timer) this.firstEventAt = now;
-    clearTimeout(this.timer);
-    const wait = Math.max(0, Math.min(this.timing.debounceMs, this.firstEventAt + this.timing.maxWaitMs - now));
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.check();
-    }, wait);
+    if (!this.closed) this.debounce.poke();
   }
 
   private check(): void {
@@ -80,8 +82,36 @@ export class ConfigWatcher {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.timer);
+    this.debounce.cancel();
     await this.watcher?.close();
+  }
+}
+
+/**
+ * Calls `fire` once a burst of pokes has been quiet for `debounceMs` (an editor's save is
+ * several events), but never later than `maxWaitMs` after the burst's first poke, so a steady
+ * stream of edits still reloads at least that often.
+ */
+export class Debounce {
+  private timer: NodeJS.Timeout | undefined;
+  private firstPokeAt = 0;
+
+  constructor(private readonly fire: () => void, private readonly timing: WatchTiming) {}
+
+  poke(): void {
+    const now = Date.now();
+    if (!this.timer) this.firstPokeAt = now;
+    clearTimeout(this.timer);
+    const wait = Math.max(0, Math.min(this.timing.debounceMs, this.firstPokeAt + this.timing.maxWaitMs - now));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.fire();
+    }, wait);
+  }
+
+  cancel(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
   }
 }
 

@@ -103,3 +103,110 @@ export class WsClient {
     this.ws.close();
   }
 }
+
+/**
+ * A WebSocket client on a raw TCP socket, for what a library client hides: one that stops
+ * reading (a slow consumer), and the exact frames the server sends, close code included.
+ */
+export class RawWsClient {
+  private buffer = Buffer.alloc(0);
+  readonly texts: string[] = [];
+  close: { code: number; reason: string } | undefined;
+  /** Bytes received so far (frames and headers). */
+  received = 0;
+  private readonly ended: Promise<void>;
+  private closeWaiters: ((c: { code: number; reason: string }) => void)[] = [];
+
+  private constructor(readonly socket: import('node:net').Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.received += chunk.length;
+      this.buffer = Buffer.concat([this.buffer, chunk]);
+      this.parse();
+    });
+    this.ended = new Promise((resolve) => socket.once('close', () => resolve()));
+  }
+
+  /** Opens the connection and completes the handshake; rejects with the status if it is refused. */
+  static async connect(url: string): Promise<RawWsClient> {
+    const { connect } = await import('node:net');
+    const u = new URL(url);
+    const socket = connect(Number(u.port), u.hostname);
+    await once(socket, 'connect');
+    socket.write(
+      `GET ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: ${Buffer.from('eventgate-tests!').toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    );
+    let head = Buffer.alloc(0);
+    while (!head.includes('\r\n\r\n')) {
+      const [chunk] = (await once(socket, 'data')) as [Buffer];
+      head = Buffer.concat([head, chunk]);
+    }
+    const end = head.indexOf('\r\n\r\n') + 4;
+    const status = Number(/^HTTP\/1\.1 (\d+)/.exec(head.toString('latin1'))?.[1]);
+    if (status !== 101) {
+      socket.destroy();
+      throw Object.assign(new Error(`handshake refused: ${status}`), { statusCode: status });
+    }
+    const client = new RawWsClient(socket);
+    const rest = head.subarray(end);
+    if (rest.length > 0) socket.emit('data', rest);
+    return client;
+  }
+
+  /** Stop reading: the kernel buffers fill up and the server sees a slow client. */
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  /** Resolves with the close frame's code and reason once it has arrived. */
+  waitCloseFrame(timeoutMs = 10000): Promise<{ code: number; reason: string }> {
+    if (this.close) return Promise.resolve(this.close);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('timed out waiting for a close frame')), timeoutMs);
+      this.closeWaiters.push((c) => {
+        clearTimeout(timer);
+        resolve(c);
+      });
+    });
+  }
+
+  /** Resolves when the TCP connection is gone. */
+  waitEnd(timeoutMs = 10000): Promise<void> {
+    return Promise.race([this.ended, new Promise<void>((_, reject) => setTimeout(() => reject(new Error('timed out waiting for the connection to end')), timeoutMs).unref())]);
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private parse(): void {
+    for (;;) {
+      const b = this.buffer;
+      if (b.length < 2) return;
+      const opcode = b[0]! & 0x0f;
+      let len = b[1]! & 0x7f;
+      let offset = 2;
+      if (len === 126) {
+        if (b.length < 4) return;
+        len = b.readUInt16BE(2);
+        offset = 4;
+      } else if (len === 127) {
+        if (b.length < 10) return;
+        len = Number(b.readBigUInt64BE(2));
+        offset = 10;
+      }
+      if (b.length < offset + len) return;
+      const payload = b.subarray(offset, offset + len);
+      this.buffer = b.subarray(offset + len);
+      if (opcode === 1) this.texts.push(payload.toString('utf8'));
+      else if (opcode === 8) {
+        this.close = { code: payload.length >= 2 ? payload.readUInt16BE(0) : 1005, reason: payload.subarray(2).toString('utf8') };
+        for (const w of this.closeWaiters.splice(0)) w(this.close);
+      }
+    }
+  }
+}

@@ -42,6 +42,13 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** Wait for "gateway ready" (default true); false to observe a failing start. */
   waitReady?: boolean;
+  /**
+   * Prepares the directory before the config is written (e.g. makes gateway.yaml a symlink, as
+   * a Kubernetes ConfigMap volume does; the config is then written through it).
+   */
+  setup?: (dir: string) => void;
+  /** How long to wait for "gateway ready" (default 30 s); configs with AsyncAPI documents parse them first. */
+  readyTimeoutMs?: number;
 }
 
 const running = new Set<RunningGateway>();
@@ -59,6 +66,7 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
     writeFileSync(p, text);
   };
   for (const [name, text] of Object.entries(options.files ?? {})) write(name, text);
+  options.setup?.(dir);
   write('gateway.yaml', yaml);
 
   const child = spawn(process.execPath, [cliPath, 'run', '-c', configFile], {
@@ -148,7 +156,16 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
     },
   };
   running.add(gw);
-  if (options.waitReady !== false) await waitForLog((l) => l.msg === 'gateway ready');
+  if (options.waitReady !== false) {
+    // Generous by default: on a machine shared by parallel test runs, Node alone can take seconds to start.
+    try {
+      await waitForLog((l) => l.msg === 'gateway ready', options.readyTimeoutMs ?? 30000);
+    } catch (err) {
+      // A gateway that never got ready must not outlive the test file (it would keep it from exiting).
+      await gw.stop('SIGKILL');
+      throw err;
+    }
+  }
   return gw;
 }
 
@@ -171,4 +188,20 @@ export function tempFiles(files: Record<string, string>): string {
     writeFileSync(join(dir, name), text);
   }
   return dir;
+}
+
+/**
+ * Retries `check` until it stops throwing (or `timeoutMs` passes, then throws its last error):
+ * for outcomes that become true some time after an event the test cannot observe directly.
+ */
+export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 5000, intervalMs = 25): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  }
 }

@@ -6,9 +6,9 @@ import type { KafkaSettings } from '../../src/kinds/brokers/kafka.js';
 import { loadPlan } from '../../src/plan/compile.js';
 import { tempFiles } from '../helpers/gateway.js';
 
-function load(yaml: string, env: Record<string, string> = {}, files: Record<string, string> = {}) {
+async function load(yaml: string, env: Record<string, string> = {}, files: Record<string, string> = {}) {
   const dir = tempFiles({ 'gateway.yaml': yaml, ...files });
-  const result = loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env });
+  const result = await loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env });
   return { ...result, dir, problems: result.diagnostics.map((d) => `${d.line}:${d.column} ${d.code} ${d.message}`) };
 }
 
@@ -20,14 +20,14 @@ ${body}
 `;
 
 describe('kafka broker config', () => {
-  it('splits a comma-separated broker list from the environment', () => {
-    const { plan, problems } = load(kafkaBroker('    brokers: ${KAFKA_BROKERS}'), { KAFKA_BROKERS: 'a.example:9092, b.example:9093,[::1]:9094' });
+  it('splits a comma-separated broker list from the environment', async () => {
+    const { plan, problems } = await load(kafkaBroker('    brokers: ${KAFKA_BROKERS}'), { KAFKA_BROKERS: 'a.example:9092, b.example:9093,[::1]:9094' });
     assert.deepEqual(problems, []);
     assert.deepEqual((plan!.brokers.get('k')!.options as unknown as KafkaSettings).brokers, ['a.example:9092', 'b.example:9093', '[::1]:9094']);
   });
 
-  it('accepts a list whose entries are themselves comma-separated, and fills in the defaults', () => {
-    const { plan, problems } = load(kafkaBroker('    brokers: ["${KAFKA_BROKERS}", c:9092]'), { KAFKA_BROKERS: 'a:9092,b:9092' });
+  it('accepts a list whose entries are themselves comma-separated, and fills in the defaults', async () => {
+    const { plan, problems } = await load(kafkaBroker('    brokers: ["${KAFKA_BROKERS}", c:9092]'), { KAFKA_BROKERS: 'a:9092,b:9092' });
     assert.deepEqual(problems, []);
     const s = plan!.brokers.get('k')!.options as unknown as KafkaSettings;
     assert.deepEqual(s.brokers, ['a:9092', 'b:9092', 'c:9092']);
@@ -37,30 +37,30 @@ describe('kafka broker config', () => {
     assert.equal(s.consumer.fromBeginning, false);
   });
 
-  it('points at the entry that is not host:port', () => {
-    const { problems } = load(kafkaBroker('    brokers:\n      - good:9092\n      - no-port-here'));
+  it('points at the entry that is not host:port', async () => {
+    const { problems } = await load(kafkaBroker('    brokers:\n      - good:9092\n      - no-port-here'));
     assert.deepEqual(problems, ["7:9 EG_CONFIG_SCHEMA 'no-port-here' is not a broker address: expected host:port"]);
   });
 
-  it('refuses a broker list from the environment that names no broker', () => {
-    const { problems } = load(kafkaBroker('    brokers: ${KAFKA_BROKERS}'), { KAFKA_BROKERS: ' , ' });
+  it('refuses a broker list from the environment that names no broker', async () => {
+    const { problems } = await load(kafkaBroker('    brokers: ${KAFKA_BROKERS}'), { KAFKA_BROKERS: ' , ' });
     assert.equal(problems.length, 1);
     assert.match(problems[0]!, /^5:14 EG_CONFIG_SCHEMA no broker address here/);
   });
 
-  it('refuses an idempotent producer without acks: all, at the idempotent option', () => {
-    const { problems } = load(kafkaBroker('    brokers: [a:9092]\n    producer:\n      acks: leader\n      idempotent: true'));
+  it('refuses an idempotent producer without acks: all, at the idempotent option', async () => {
+    const { problems } = await load(kafkaBroker('    brokers: [a:9092]\n    producer:\n      acks: leader\n      idempotent: true'));
     assert.deepEqual(problems, ["8:19 EG_CONFIG_SCHEMA an idempotent producer needs acks: all (acks is 'leader')"]);
   });
 
-  it('refuses a heartbeat interval that is not below the session timeout', () => {
-    const { problems } = load(kafkaBroker('    brokers: [a:9092]\n    consumer: { sessionTimeoutMs: 3000, heartbeatIntervalMs: 3000 }'));
+  it('refuses a heartbeat interval that is not below the session timeout', async () => {
+    const { problems } = await load(kafkaBroker('    brokers: [a:9092]\n    consumer: { sessionTimeoutMs: 3000, heartbeatIntervalMs: 3000 }'));
     assert.equal(problems.length, 1);
     assert.match(problems[0]!, /^6:62 EG_CONFIG_SCHEMA heartbeatIntervalMs \(3000\) must be lower than sessionTimeoutMs \(3000\)/);
   });
 
-  it('reads TLS files relative to the config, and names the one that is missing', () => {
-    const ok = load(kafkaBroker('    brokers: [a:9093]\n    ssl: { ca: certs/ca.pem, cert: certs/me.pem, key: certs/me.key }'), {}, {
+  it('reads TLS files relative to the config, and names the one that is missing', async () => {
+    const ok = await load(kafkaBroker('    brokers: [a:9093]\n    ssl: { ca: certs/ca.pem, cert: certs/me.pem, key: certs/me.key }'), {}, {
       'certs/ca.pem': 'CA PEM',
       'certs/me.pem': 'CERT PEM',
       'certs/me.key': 'KEY PEM',
@@ -70,20 +70,20 @@ describe('kafka broker config', () => {
     assert.deepEqual(s.ssl, { ca: 'CA PEM', cert: 'CERT PEM', key: 'KEY PEM' });
     assert.ok(ok.files.includes(join(ok.dir, 'certs/ca.pem')), 'the CA file is watched');
 
-    const missing = load(kafkaBroker('    brokers: [a:9093]\n    ssl: { ca: certs/nope.pem }'));
+    const missing = await load(kafkaBroker('    brokers: [a:9093]\n    ssl: { ca: certs/nope.pem }'));
     assert.equal(missing.problems.length, 1);
     assert.match(missing.problems[0]!, /^6:16 EG_CONFIG_FILE cannot read 'certs\/nope.pem'/);
   });
 
-  it('changes the broker key when a referenced certificate changes, so a reload replaces the broker', () => {
+  it('changes the broker key when a referenced certificate changes, so a reload replaces the broker', async () => {
     const yaml = kafkaBroker('    brokers: [a:9093]\n    ssl: { ca: ca.pem }');
-    const a = load(yaml, {}, { 'ca.pem': 'one' }).plan!.brokers.get('k')!.key;
-    const b = load(yaml, {}, { 'ca.pem': 'two' }).plan!.brokers.get('k')!.key;
+    const a = (await load(yaml, {}, { 'ca.pem': 'one' })).plan!.brokers.get('k')!.key;
+    const b = (await load(yaml, {}, { 'ca.pem': 'two' })).plan!.brokers.get('k')!.key;
     assert.notEqual(a, b);
   });
 
-  it('refuses an unknown SASL mechanism through the schema', () => {
-    const { problems } = load(kafkaBroker('    brokers: [a:9092]\n    sasl: { mechanism: kerberos, username: u, password: p }'));
+  it('refuses an unknown SASL mechanism through the schema', async () => {
+    const { problems } = await load(kafkaBroker('    brokers: [a:9092]\n    sasl: { mechanism: kerberos, username: u, password: p }'));
     assert.ok(problems.some((p) => p.startsWith('6:')), problems.join('\n'));
   });
 });
@@ -100,16 +100,17 @@ routes:
     to: { broker: local, topic: ${topic} }
 `;
 
-  it('compiles a topic expression once, keeping a literal topic as it is', () => {
-    const literal = load(routes('plain.name')).plan!.routes.get('r')!.to[0]!;
+  it('compiles a topic expression once, keeping a literal topic as it is', async () => {
+    const literal = (await load(routes('plain.name'))).plan!.routes.get('r')!.to[0]!;
     assert.equal(literal.type === 'broker' && literal.topicExpr, undefined);
-    const computed = load(routes(`{ expression: '"t-" & region' }`)).plan!.routes.get('r')!.to[0]!;
+    const computed = (await load(routes(`{ expression: '"t-" & region' }`))).plan!.routes.get('r')!.to[0]!;
     assert.ok(computed.type === 'broker' && computed.topicExpr !== undefined);
   });
 
-  it('reports a topic expression that does not compile at its position', () => {
-    const { problems } = load(routes(`{ expression: '"t-" & (' }`));
+  it('reports a topic expression that does not compile at its position', async () => {
+    const { problems } = await load(routes(`{ expression: '"t-" & (' }`));
     assert.equal(problems.length, 1);
-    assert.match(problems[0]!, /^9:54 EG_CONFIG_EXPRESSION JSONata expression does not compile/);
+    // Column 55 is the unclosed '(' (54, pinned before, was the quoted-scalar off-by-one fixed on the foundation branch).
+    assert.match(problems[0]!, /^9:55 EG_CONFIG_EXPRESSION JSONata expression does not compile/);
   });
 });

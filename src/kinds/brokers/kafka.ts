@@ -20,7 +20,7 @@ const { CompressionCodecs, CompressionTypes, Kafka, KafkaJSError, logLevel, Part
 type Kafka = InstanceType<typeof Kafka>;
 import type { Logger } from '../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../runtime/message.js';
-import type { BrokerCompileContext, BrokerKind, BrokerRuntime, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
+import type { BrokerCompileContext, BrokerKind, BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
 
 // kafkajs ships gzip; snappy (pure JS, from kafkajs' author) also lets us read topics other clients compress with it.
 CompressionCodecs[CompressionTypes.Snappy] = snappyCodec;
@@ -214,11 +214,14 @@ export class KafkaBroker implements BrokerRuntime {
   private probing: Promise<void> | undefined;
   private stopped = false;
   private readonly subscriptions = new Set<KafkaSubscription>();
+  /** Producer and consumer errors, for eventgate_kafka_*_errors_total. */
+  private readonly telemetry: BrokerTelemetry | undefined;
   /** The partition kafkajs chose for each record, so a retried batch keeps it and offsets can be told per record. */
   private readonly partitionOf = new WeakMap<object, number>();
 
   constructor(readonly name: string, readonly settings: KafkaSettings, env: RuntimeEnv) {
     this.log = env.logger.child({ broker: name });
+    this.telemetry = env.telemetry?.broker(name, 'kafka');
     const base: KafkaConfig = {
       clientId: settings.clientId,
       brokers: settings.brokers,
@@ -298,6 +301,7 @@ export class KafkaBroker implements BrokerRuntime {
       p.timer = setTimeout(() => {
         if (p.settled) return;
         p.settled = true;
+        this.telemetry?.producerError();
         reject(new AckTimeout(this.name, this.settings.producer.ackTimeoutMs));
         void this.probe();
       }, this.settings.producer.ackTimeoutMs);
@@ -308,7 +312,7 @@ export class KafkaBroker implements BrokerRuntime {
   }
 
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
-    const sub = new KafkaSubscription(this.consumerClient, this.settings, spec, handler, this.log.child({ route: spec.route, group: spec.group, topic: spec.topic }));
+    const sub = new KafkaSubscription(this.consumerClient, this.settings, spec, handler, this.log.child({ route: spec.route, group: spec.group, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
     sub.start();
     return {
@@ -317,6 +321,11 @@ export class KafkaBroker implements BrokerRuntime {
         this.subscriptions.delete(sub);
       },
     };
+  }
+
+  /** What each subscription last learnt about its partitions (read by /metrics; no request to the cluster). */
+  consumerLag(): ConsumerLag[] {
+    return [...this.subscriptions].flatMap((s) => s.lag());
   }
 
   // ---- producing ---------------------------------------------------------------------------
@@ -395,7 +404,7 @@ export class KafkaBroker implements BrokerRuntime {
     } catch (err) {
       const e = err as Error;
       this.log.warn({ records: batch.length, err: e.message }, 'produce failed');
-      for (const p of batch) settle(p, undefined, e);
+      for (const p of batch) if (settle(p, undefined, e)) this.telemetry?.producerError();
       void this.probe();
     }
   }
@@ -454,12 +463,14 @@ export class KafkaBroker implements BrokerRuntime {
   }
 }
 
-function settle(p: Pending, delivery: Delivery | undefined, err?: Error): void {
-  if (p.settled) return;
+/** False when the publish was already answered (its ack timeout fired first). */
+function settle(p: Pending, delivery: Delivery | undefined, err?: Error): boolean {
+  if (p.settled) return false;
   p.settled = true;
   clearTimeout(p.timer);
   if (delivery) p.resolve(delivery);
   else p.reject(err ?? new Error('not delivered'));
+  return true;
 }
 
 /** Thrown into kafkajs to give up the record in hand without committing it. */
@@ -484,6 +495,9 @@ class KafkaSubscription {
   private restartBackoff = 500;
   /** Whether stop() must wait for the loop: only once a consumer may hold partitions. */
   private phase: 'connecting' | 'consuming' = 'connecting';
+  /** Per assigned partition: its high watermark as of the last fetched batch, and the lag it gave. */
+  private readonly highWatermarks = new Map<number, bigint>();
+  private readonly lags = new Map<number, number>();
 
   constructor(
     private readonly client: Kafka,
@@ -491,6 +505,7 @@ class KafkaSubscription {
     private readonly spec: SubscribeSpec,
     private readonly handler: (msg: Message) => Promise<void>,
     private readonly log: Logger,
+    private readonly telemetry: BrokerTelemetry | undefined,
   ) {
     this.stopped = new Promise((r) => (this.wake = r));
   }
@@ -499,9 +514,24 @@ class KafkaSubscription {
     this.loop = this.run();
   }
 
+  /**
+   * Records between the group's position and the partition's high watermark, as of the last
+   * record handled: the record in hand counts until it is committed. Partitions that have had no
+   * record since this member joined are not reported (their lag is not known without a request).
+   */
+  lag(): ConsumerLag[] {
+    return [...this.lags].map(([partition, lag]) => ({ route: this.spec.route, topic: this.spec.topic, partition, lag }));
+  }
+
+  private noteLag(partition: number, nextOffset: bigint): void {
+    const hw = this.highWatermarks.get(partition);
+    if (hw !== undefined) this.lags.set(partition, Number(hw > nextOffset ? hw - nextOffset : 0n));
+  }
+
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.lags.clear();
     this.wake();
     const done = (async () => {
       // Still connecting (the cluster unreachable): nothing consumed, nothing to commit; the loop
@@ -541,6 +571,7 @@ class KafkaSubscription {
       } catch (err) {
         await consumer.disconnect().catch(() => undefined);
         if (this.stopping) break;
+        this.telemetry?.consumerError(this.spec.route);
         this.log.warn({ err: (err as Error).message, retryInMs: backoff }, 'consumer could not start; retrying');
         await Promise.race([sleep(backoff), this.stopped]);
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS * 2);
@@ -562,6 +593,9 @@ class KafkaSubscription {
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       joined = true;
       this.restartBackoff = 500;
+      // Lag is reported for the partitions this member holds now.
+      const mine = new Set(e.payload.memberAssignment[this.spec.topic] ?? []);
+      for (const p of [...this.lags.keys()]) if (!mine.has(p)) this.lags.delete(p);
       this.log.info({ memberId: e.payload.memberId, partitions: e.payload.memberAssignment[this.spec.topic] ?? [] }, 'consumer joined group');
     });
     // The first fetch after a join means every assigned partition has its starting offset.
@@ -570,8 +604,12 @@ class KafkaSubscription {
       joined = false;
       this.log.info('consumer ready');
     });
+    consumer.on(consumer.events.START_BATCH_PROCESS, (e) => {
+      this.highWatermarks.set(e.payload.partition, BigInt(e.payload.highWatermark));
+    });
     consumer.on(consumer.events.CRASH, (e) => {
       if (this.stopping) return;
+      this.telemetry?.consumerError(this.spec.route);
       this.log.warn({ err: e.payload.error.message, restart: e.payload.restart }, 'consumer crashed');
       // kafkajs restarts after retriable errors by itself; after others (auth, config) we start over.
       if (!e.payload.restart && consumer === this.consumer) {
@@ -585,6 +623,8 @@ class KafkaSubscription {
 
   private async each({ topic, partition, message, heartbeat }: EachMessagePayload): Promise<void> {
     const msg = toMessage(topic, partition, message);
+    const offset = BigInt(message.offset);
+    this.noteLag(partition, offset);
     let backoff = 100;
     for (;;) {
       if (this.stopping) throw new GiveUp('consumer stopping');
@@ -592,8 +632,10 @@ class KafkaSubscription {
       const beat = setInterval(() => void heartbeat().catch(() => undefined), this.settings.consumer.heartbeatIntervalMs);
       try {
         await this.handler(msg);
+        this.noteLag(partition, offset + 1n);
         return;
       } catch (err) {
+        this.telemetry?.consumerError(this.spec.route);
         this.log.error({ partition, offset: message.offset, err: (err as Error).message, retryInMs: backoff }, 'record not consumed; retrying it');
       } finally {
         clearInterval(beat);

@@ -1,5 +1,5 @@
 import type { Delivery, Message } from '../../runtime/message.js';
-import type { BrokerKind, BrokerRuntime, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
+import type { BrokerKind, BrokerRuntime, BrokerTelemetry, ConsumerLag, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
 
 interface MemoryOptions {
   kind: 'memory';
@@ -7,6 +7,7 @@ interface MemoryOptions {
 }
 
 interface Member {
+  route: string;
   handler: (msg: Message) => Promise<void>;
   inFlight: Promise<void> | undefined;
   stopped: boolean;
@@ -72,9 +73,11 @@ export class MemoryBroker implements BrokerRuntime {
   private readonly topics = new Map<string, Topic>();
   private retain: number;
   private stopped = false;
+  private readonly telemetry: BrokerTelemetry | undefined;
 
   constructor(readonly name: string, options: MemoryOptions, private readonly env: RuntimeEnv) {
     this.retain = options.retain ?? 1000;
+    this.telemetry = env.telemetry?.broker(name, 'memory');
   }
 
   async start(): Promise<void> {}
@@ -95,6 +98,18 @@ export class MemoryBroker implements BrokerRuntime {
     return { ready: true };
   }
 
+  /** Per route: messages from the group's position (the one in hand included) to the end of the topic. */
+  consumerLag(): ConsumerLag[] {
+    const out: ConsumerLag[] = [];
+    for (const [topic, t] of this.topics) {
+      for (const g of t.groups.values()) {
+        const lag = t.end - Math.max(g.next, t.first);
+        for (const route of new Set(g.members.map((m) => m.route))) out.push({ route, topic, partition: 0, lag });
+      }
+    }
+    return out;
+  }
+
   /** Appending cannot fail or wait, so the promise is already settled (no async function on the hot path). */
   publish(topicName: string, msg: Message): Promise<Delivery> {
     const topic = this.topic(topicName);
@@ -113,7 +128,7 @@ export class MemoryBroker implements BrokerRuntime {
       group = { next: spec.fromBeginning ? topic.first : topic.end, members: [], turn: 0, pumping: false };
       topic.groups.set(spec.group, group);
     }
-    const member: Member = { handler, inFlight: undefined, stopped: false };
+    const member: Member = { route: spec.route, handler, inFlight: undefined, stopped: false };
     group.members.push(member);
     void this.pump(topic, group);
     const g = group;
@@ -163,6 +178,7 @@ export class MemoryBroker implements BrokerRuntime {
           backoff = 50;
         } catch (err) {
           // The route could not place the message anywhere (not even a dead-letter target): keep it and retry.
+          this.telemetry?.consumerError(member.route);
           this.env.logger.error({ broker: this.name, topic: msg.topic, offset: msg.offset, err: (err as Error).message }, 'message not consumed; retrying');
           await new Promise((r) => setTimeout(r, backoff));
           backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);

@@ -6,7 +6,7 @@ import { sendJson, sendProblem } from '../../runtime/http-reply.js';
 import { answerFor } from '../../runtime/answer.js';
 import { parseClientJson } from '../../runtime/client-json.js';
 import type { Message, MessageContext } from '../../runtime/message.js';
-import type { ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv } from '../contracts.js';
+import type { ListenerBindings, ListenerKind, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
 import { checkCors, CorsPolicy, corsSchema, type CorsOptions } from './cors.js';
 import { applyLimits, compileTransport, createTransport, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
 
@@ -42,9 +42,11 @@ export class HttpListener implements ListenerRuntime {
   private draining = false;
   private idle: (() => void) | undefined;
   private bound = false;
+  private readonly telemetry: ListenerTelemetry | undefined;
 
   constructor(readonly name: string, options: HttpOptions, private readonly env: RuntimeEnv) {
     this.options = options;
+    this.telemetry = env.telemetry?.listener(name);
     this.cors = options.cors ? new CorsPolicy(options.cors) : undefined;
     this.server = createTransport(name, options, (req, res) => this.onRequest(req, res), env.logger);
   }
@@ -115,13 +117,14 @@ export class HttpListener implements ListenerRuntime {
   }
 
   /** Every request ends through exactly one of finished(), refuse() or failed(). */
-  private finished(): void {
+  private finished(res: ServerResponse): void {
+    this.telemetry?.httpResponse(res.statusCode);
     if (--this.inFlight === 0 && this.idle) this.idle();
   }
 
   private refuse(res: ServerResponse, p: Problem): void {
     sendProblem(res, p);
-    this.finished();
+    this.finished(res);
   }
 
   private failed(req: IncomingMessage, res: ServerResponse, err: unknown): void {
@@ -132,7 +135,7 @@ export class HttpListener implements ListenerRuntime {
       this.env.logger.error({ listener: this.name, err: (err as Error).message }, 'request failed unexpectedly');
       if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'the gateway failed to handle this request'));
     }
-    this.finished();
+    this.finished(res);
   }
 
   private serve(req: IncomingMessage, res: ServerResponse): void {
@@ -154,7 +157,7 @@ export class HttpListener implements ListenerRuntime {
     if (!found) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
     if (this.cors && CorsPolicy.isPreflight(req)) {
       this.cors.preflight(res);
-      return this.finished();
+      return this.finished(res);
     }
     if (req.method !== 'POST') {
       res.setHeader('allow', 'POST');
@@ -218,7 +221,7 @@ export class HttpListener implements ListenerRuntime {
         } catch (err) {
           return this.failed(req, res, err);
         }
-        this.finished();
+        this.finished(res);
       },
       (err) => this.failed(req, res, err),
     );
@@ -298,6 +301,25 @@ export const httpListener: ListenerKind<HttpOptions> = {
   acceptsPublish: true,
   acceptsForward: false,
   socketOptions: ['port', 'host', 'tls'],
+  // The router decides: it refuses a second path that matches the same requests.
+  samePath(a, b) {
+    const router = FindMyWay();
+    router.on('POST', a, noop);
+    try {
+      router.on('POST', b, noop);
+      return false;
+    } catch {
+      return true;
+    }
+  },
+  checkPath(path) {
+    try {
+      FindMyWay().on('POST', path, noop);
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  },
   schema: {
     type: 'object',
     additionalProperties: false,

@@ -25,6 +25,11 @@ const DEFAULT_MAX_PENDING = 64;
 const GOING_AWAY = 1001;
 const POLICY_VIOLATION = 1008;
 const TRY_AGAIN_LATER = 1013;
+/**
+ * A slow client's close frame waits behind everything already buffered for it; it gets this long
+ * to read them and learn why it is disconnected. Nothing new is queued for it meanwhile.
+ */
+const SLOW_CLIENT_GRACE_MS = 5000;
 
 interface Client {
   ws: WebSocket;
@@ -35,6 +40,8 @@ interface Client {
   /** Frames of this client are handled one after another, so acks and errors keep the client's order. */
   queue: Promise<void>;
   pending: number;
+  /** Trace context of the handshake request (W3C traceparent/tracestate): each frame's message continues it. */
+  trace: Record<string, string> | undefined;
 }
 
 /**
@@ -128,9 +135,13 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   status() {
+    return { clients: this.connections() };
+  }
+
+  connections(): number {
     let clients = 0;
     for (const set of this.clients.values()) clients += set.size;
-    return { clients };
+    return clients;
   }
 
   forwardTarget(path: string, { format }: { format: 'value' | 'envelope' }): Target {
@@ -150,7 +161,7 @@ export class WebSocketListener implements ListenerRuntime {
           if (c.ws.bufferedAmount > limit) {
             listener.env.logger.warn({ listener: listener.name, path, remote: c.remoteAddress }, 'client too slow; disconnecting with 1013');
             set.delete(c);
-            void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow');
+            void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
             continue;
           }
           sendFrame(c.ws, frame, payload);
@@ -216,7 +227,7 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta): void {
-    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0 };
+    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, trace: handshakeTrace(req) };
     let set = this.clients.get(path);
     if (!set) this.clients.set(path, (set = new Set()));
     set.add(client);
@@ -229,14 +240,16 @@ export class WebSocketListener implements ListenerRuntime {
 
   private onFrame(client: Client, data: RawData, isBinary: boolean): void {
     const route = this.bindings.publish.get(client.path);
-    if (!route) return sendError(client.ws, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`));
-    if (isBinary) return sendError(client.ws, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames'));
+    // Answered through the client's queue, after the frames before it: replies keep the client's order.
+    const refuse = (p: Problem) => void (client.queue = client.queue.then(() => sendError(client.ws, p)));
+    if (!route) return refuse(problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`));
+    if (isBinary) return refuse(problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames'));
     const parsed = parseClientJson(Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]), 'frame', this.options.maxJsonDepth);
-    if (!parsed.ok) return sendError(client.ws, parsed.problem);
+    if (!parsed.ok) return refuse(parsed.problem);
     const value = parsed.value;
     // Bounded work per client: stop reading its socket while too many frames wait.
     if (++client.pending >= (this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING)) client.ws.pause();
-    const msg: Message = { value, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: Date.now() };
+    const msg: Message = { value, key: null, headers: client.trace ? { ...client.trace } : {}, topic: null, partition: null, offset: null, timestamp: Date.now() };
     client.queue = client.queue.then(() => this.publish(client, route, msg));
   }
 
@@ -286,6 +299,13 @@ function sendFrame(ws: WebSocket, frame: Buffer, payload: Buffer): void {
   else ws.send(payload, { binary: false });
 }
 
+/** The handshake's trace context headers, if it had any; the route gives each frame its own span within that trace. */
+function handshakeTrace(req: IncomingMessage): Record<string, string> | undefined {
+  const { traceparent, tracestate } = req.headers;
+  if (typeof traceparent !== 'string') return undefined;
+  return typeof tracestate === 'string' ? { traceparent, tracestate } : { traceparent };
+}
+
 function envelope(msg: Message): Record<string, unknown> {
   return { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: msg.value, timestamp: msg.timestamp };
 }
@@ -300,14 +320,17 @@ function refuse(socket: Duplex, p: Problem): void {
   else socket.destroy();
 }
 
-/** Close politely; a client that does not answer the close handshake within a second is cut off. */
-function closeClient(ws: WebSocket, code: number, reason: string): Promise<void> {
+/**
+ * Close politely; a client that does not answer the close handshake within `graceMs` is cut off
+ * (which drops whatever it had not read yet, the close frame included).
+ */
+function closeClient(ws: WebSocket, code: number, reason: string, graceMs = 1000): Promise<void> {
   if (ws.readyState === 3) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       ws.terminate();
       resolve();
-    }, 1000);
+    }, graceMs);
     timer.unref();
     ws.once('close', () => {
       clearTimeout(timer);

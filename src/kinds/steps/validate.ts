@@ -1,9 +1,10 @@
-import type { ErrorObject, ValidateFunction } from 'ajv';
+import type { ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { problem } from '../../errors.js';
 import { withHeaders, type Message } from '../../runtime/message.js';
 import type { StepStop } from '../../runtime/outcome.js';
-import type { CompiledStep, StepKind } from '../contracts.js';
+import type { MessageContext } from '../../runtime/message.js';
+import type { CompiledStep, MessageContract, StepKind } from '../contracts.js';
 
 /** The header the AsyncAPI Event Gateway used for tagged messages; kept so its consumers work unchanged. */
 export const VALIDATION_ERROR_HEADER = '_asyncapi_eg_validation_error';
@@ -23,10 +24,21 @@ export const validateStep: StepKind<ValidateOptions> = {
   schema: {
     type: 'object',
     additionalProperties: false,
+    description: 'Exactly one of `schema`, `message` or `channel` says what the value must match.',
     properties: {
       schema: {
         description: 'An inline JSON Schema, or the path of a JSON/YAML schema file relative to gateway.yaml.',
         oneOf: [{ type: 'object' }, { type: 'string', minLength: 1 }],
+      },
+      message: {
+        type: 'string',
+        minLength: 1,
+        description: 'An AsyncAPI message of the `asyncapi:` documents, by id: its key under components.messages, its messageId, or its name.',
+      },
+      channel: {
+        type: 'string',
+        minLength: 1,
+        description: 'An AsyncAPI channel (its key, or its 3.x address): the value must match one of its messages.',
       },
       onInvalid: { enum: ['reject', 'tag', 'deadletter'], default: 'reject' },
       deadletter: {
@@ -36,49 +48,88 @@ export const validateStep: StepKind<ValidateOptions> = {
         properties: { broker: { type: 'string' }, topic: { type: 'string' } },
       },
     },
-    required: ['schema'],
   },
   doc: {
     summary:
-      'Validates the message value against a JSON Schema (ajv, with formats such as date-time). `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = `{"ts": ISO-8601, "errors": ["<instancePath>: <message>", ...]}`; `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets.',
-    example: 'validate:\n  schema: schemas/light-measured.json\n  onInvalid: tag',
+      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}`; `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
+    example: 'validate:\n  message: lightMeasured      # or: channel: lightingMeasured, or: schema: schemas/light-measured.json\n  onInvalid: tag',
     options: {
       schema: 'inline JSON Schema, or a file path relative to gateway.yaml (JSON or YAML); the file is watched',
+      message: 'AsyncAPI message id in the `asyncapi:` documents: its components key, its messageId (2.x) or key in a channel (3.x), or its name; the documents are watched',
+      channel: 'AsyncAPI channel key (or 3.x address): any of its messages passes; with several, each error names the message it is from',
       onInvalid: 'reject | tag | deadletter (default reject)',
       deadletter: '{broker, topic} for onInvalid: deadletter; defaults to the route\'s deadletter',
     },
   },
   compile(options, ctx) {
+    const given = (['schema', 'message', 'channel'] as const).filter((k) => options[k] !== undefined);
+    if (given.length !== 1) {
+      ctx.report(given.length > 1 ? [given[1]!] : [], 'EG_CONFIG_SCHEMA', given.length > 1 ? `validate takes one of 'schema', 'message' or 'channel', not ${given.map((g) => `'${g}'`).join(' and ')}` : `validate needs one of 'schema' (a JSON Schema), 'message' (an AsyncAPI message id) or 'channel' (an AsyncAPI channel)`);
+      return undefined;
+    }
+    const onInvalid = options.onInvalid ?? 'reject';
+    if (options.deadletter && !ctx.checkBroker(options.deadletter.broker, ['deadletter', 'broker'])) return undefined;
+    if (options.message !== undefined || options.channel !== undefined) {
+      const ref = options.message !== undefined ? { message: options.message } : { channel: options.channel! };
+      const rel = [options.message !== undefined ? 'message' : 'channel'];
+      if (!ctx.asyncapiContracts) {
+        ctx.report(rel, 'EG_CONFIG_ASYNCAPI_REF', 'AsyncAPI messages cannot be used here');
+        return undefined;
+      }
+      const contracts = ctx.asyncapiContracts(ref, rel);
+      return contracts && validator(contracts, onInvalid, options.deadletter);
+    }
     let schema: unknown = options.schema;
     let origin: string | undefined;
     if (typeof schema === 'string') {
       origin = schema;
-      const text = ctx.readFile(schema, ['schema']);
-      if (text === undefined) return undefined;
-      try {
-        schema = parseYaml(text);
-      } catch (err) {
-        ctx.report(['schema'], 'EG_CONFIG_JSON_SCHEMA', `schema file '${origin}' is not valid JSON or YAML: ${(err as Error).message.split('\n')[0]}`);
-        return undefined;
+      if (ctx.readDocument) {
+        const doc = ctx.readDocument(schema, ['schema']);
+        if (doc === undefined) return undefined;
+        schema = doc.value;
+      } else {
+        const text = ctx.readFile(schema, ['schema']);
+        if (text === undefined) return undefined;
+        try {
+          schema = parseYaml(text);
+        } catch (err) {
+          ctx.report(['schema'], 'EG_CONFIG_JSON_SCHEMA', `schema file '${origin}' is not valid JSON or YAML: ${(err as Error).message.split('\n')[0]}`);
+          return undefined;
+        }
       }
     }
     const check = ctx.compileJsonSchema(schema, ['schema'], origin);
     if (!check) return undefined;
-    const onInvalid = options.onInvalid ?? 'reject';
-    if (options.deadletter && !ctx.checkBroker(options.deadletter.broker, ['deadletter', 'broker'])) return undefined;
-    return validator(check, onInvalid, options.deadletter);
+    return validator([{ check, message: null, channel: null }], onInvalid, options.deadletter);
   },
 };
 
-/** `deadletter` undefined with onInvalid: deadletter means the route's own dead-letter target. */
-export function validator(check: ValidateFunction, onInvalid: OnInvalid, deadletter?: { broker: string; topic: string }): CompiledStep {
+/**
+ * The one validator behind every form of the step: the value passes when it matches any of the
+ * contracts (a JSON Schema is one contract without AsyncAPI metadata; a channel has one per message).
+ * `deadletter` undefined with onInvalid: deadletter means the route's own dead-letter target.
+ */
+export function validator(contracts: readonly MessageContract[], onInvalid: OnInvalid, deadletter?: { broker: string; topic: string }): CompiledStep {
+  const only = contracts.length === 1 ? contracts[0]! : undefined;
+  // A step that names AsyncAPI messages tells expressions which one the value is: `$message`, `$channel`.
+  const tells = contracts.some((c) => c.message !== null || c.channel !== null);
+  // Without a match (onInvalid: tag), `$message` is still the one message a `message` step names; a channel's contracts share its key.
+  const matched = (ctx: MessageContext, c: MessageContract | undefined) => {
+    if (tells) ctx.asyncapi = c ? { message: c.message, channel: c.channel } : { message: only?.message ?? null, channel: contracts[0]!.channel };
+  };
   return {
     kind: 'validate',
     brokers: deadletter ? [deadletter.broker] : [],
     needsRouteDeadletter: onInvalid === 'deadletter' && !deadletter,
-    run(msg): Message | StepStop {
-      if (check(msg.value)) return msg;
-      const errors = formatErrors(check.errors);
+    run(msg, ctx): Message | StepStop {
+      for (const c of contracts) {
+        if (c.check(msg.value)) {
+          matched(ctx, c);
+          return msg;
+        }
+      }
+      matched(ctx, undefined);
+      const errors = only ? formatErrors(only.check.errors) : contracts.flatMap((c) => formatErrors(c.check.errors).map((e) => `${e} (message ${c.message ?? 'without id'})`));
       if (onInvalid === 'reject') {
         return { stop: 'invalid', problem: problem('EG_INVALID_MESSAGE', `the message does not match its schema (${errors.length} error${errors.length === 1 ? '' : 's'})`, { errors }) };
       }

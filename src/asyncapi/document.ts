@@ -1,0 +1,310 @@
+/**
+ * AsyncAPI documents as the gateway uses them: parsed and validated by @asyncapi/parser (AsyncAPI
+ * 2.0–3.1, YAML or JSON, `$ref`s to other files resolved, Avro payloads converted to JSON Schema),
+ * then indexed by the names a config may use for a message or a channel.
+ *
+ * The parser is heavy (it builds a Spectral ruleset and pulls in hundreds of modules), so it is
+ * imported on first use only: a config without `asyncapi:` never loads it.
+ */
+import { hash } from '../plan/canonical.js';
+
+/** A problem the parser found, positioned (1-based) in the file it is in: the document or a file it `$ref`s. */
+export interface AsyncApiProblem {
+  file: string;
+  line: number;
+  column: number;
+  /** Where in the document, e.g. `['channels', 'light', 'publish']`. */
+  path: (string | number)[];
+  message: string;
+}
+
+export interface AsyncApiMessage {
+  /**
+   * Every name a config may use for it, the preferred first: its key under `components.messages`,
+   * then (2.x) `messageId` or (3.x) its key in a channel's `messages`, then `name`.
+   */
+  readonly ids: readonly string[];
+  /** Keys of the channels that carry it. */
+  readonly channels: readonly string[];
+  /** Its payload as a JSON Schema (`{}`, anything, when the message declares none). */
+  readonly payload: Record<string, unknown>;
+  /** The payload's `schemaFormat` when it is one eventgate cannot validate (neither JSON Schema nor converted by a schema parser). */
+  readonly unsupportedFormat: string | undefined;
+  /** Absolute path of the document that defines it. */
+  readonly document: string;
+}
+
+export interface AsyncApiChannel {
+  /** Its key under `channels`. */
+  readonly name: string;
+  /** 3.x `address`, when it differs from the key. */
+  readonly address: string | undefined;
+  readonly messages: readonly AsyncApiMessage[];
+}
+
+export interface AsyncApiDocument {
+  /** Absolute path. */
+  readonly file: string;
+  /** The `asyncapi` version the document declares, e.g. `2.6.0`. */
+  readonly version: string;
+  readonly title: string;
+  readonly messages: readonly AsyncApiMessage[];
+  readonly channels: readonly AsyncApiChannel[];
+}
+
+export interface ParsedAsyncApi {
+  document: AsyncApiDocument | undefined;
+  problems: AsyncApiProblem[];
+}
+
+/** Reads a file for the parser's `$ref` resolution; throws when it cannot (the parser reports it at the `$ref`). */
+export type FileReader = (absPath: string) => string;
+
+/* The part of @asyncapi/parser used here (typed loosely: its typings pull in Spectral's). */
+interface ParserDiagnostic {
+  message: string;
+  code: string | number;
+  severity: number;
+  source?: string;
+  path: (string | number)[];
+  range: { start: { line: number; character: number } };
+}
+interface Parser {
+  parse(
+    text: string,
+    options: { source: string; __unstable: { resolver: { resolvers: { schema: string; order: number; read(uri: { path(): string }): string }[] } } },
+  ): Promise<{ document?: { json(): unknown }; diagnostics: ParserDiagnostic[] }>;
+}
+
+let parserInstance: Promise<Parser> | undefined;
+
+/** One parser per process, created on first use; the Avro schema parser is registered with it. */
+function asyncApiParser(): Promise<Parser> {
+  parserInstance ??= (async () => {
+    const [{ Parser }, { AvroSchemaParser }] = await Promise.all([import('@asyncapi/parser'), import('@asyncapi/avro-schema-parser')]);
+    // The "recommended" rules only give style advice (warnings), which is not reported: skip them.
+    return new Parser({ schemaParsers: [AvroSchemaParser()], ruleset: { recommended: false } }) as unknown as Parser;
+  })();
+  return parserInstance;
+}
+
+/** Spectral severity 0; warnings and hints are style advice, not reasons to refuse a document. */
+const ERROR = 0;
+const SUMMARIES = [/must match "(then|else)" schema$/, /must match a schema in anyOf$/, /must match exactly one schema in oneOf$/, /must have required property "oneOf"$/];
+
+interface CacheEntry {
+  result: ParsedAsyncApi;
+  /** Every local file the parse read through `$ref`, with the hash of what it read. */
+  refs: Map<string, string>;
+}
+
+/**
+ * Parsing takes a few hundred milliseconds, and a reload of gateway.yaml re-parses documents that
+ * did not change; a parse is reused while the document's text and every file it read are the same.
+ */
+const cache = new Map<string, CacheEntry>();
+const CACHE_SIZE = 32;
+
+/**
+ * Parses one AsyncAPI document. `read` serves the document's `$ref`s to local files (so the
+ * caller learns, and can watch, every file the document depends on).
+ */
+export async function parseAsyncApi(file: string, text: string, read: FileReader): Promise<ParsedAsyncApi> {
+  const key = `${file}\0${hash(text)}`;
+  const cached = cache.get(key);
+  if (cached && [...cached.refs].every(([ref, h]) => readHash(read, ref) === h)) return cached.result;
+
+  const refs = new Map<string, string>();
+  const parser = await asyncApiParser();
+  const out = await parser.parse(text, {
+    source: file,
+    __unstable: {
+      resolver: {
+        resolvers: [
+          {
+            schema: 'file',
+            order: 1, // before the parser's own file reader (0 would count as unset)
+            read: (uri) => {
+              const path = decodeURIComponent(uri.path());
+              try {
+                const t = read(path);
+                refs.set(path, hash(t));
+                return t;
+              } catch (err) {
+                refs.set(path, 'missing');
+                throw err;
+              }
+            },
+          },
+        ],
+      },
+    },
+  });
+  const errors = out.diagnostics.filter((d) => d.severity === ERROR);
+  // A YAML syntax error makes the parser also report the half-read structure as invalid; the syntax error is the news.
+  const syntax = errors.filter((d) => d.code === 'parser');
+  // The AsyncAPI JSON Schema reports every failed branch of its if/then and oneOf besides the specific error.
+  const specific = errors.filter((d) => !SUMMARIES.some((re) => re.test(d.message)));
+  const problems = (syntax.length > 0 ? syntax : specific.length > 0 ? specific : errors).map((d) => ({
+    file: d.source ?? file,
+    line: d.range.start.line + 1,
+    column: d.range.start.character + 1,
+    path: d.path,
+    message: readableMessage(d.message),
+  }));
+  if (problems.length > 0 || !out.document) {
+    if (problems.length === 0) problems.push({ file, line: 1, column: 1, path: [], message: 'not an AsyncAPI document' });
+    // Not cached: a failure may pass (a remote $ref that could not be fetched this time).
+    return { document: undefined, problems };
+  }
+  const result: ParsedAsyncApi = { document: indexDocument(file, out.document.json() as Json), problems: [] };
+  cache.delete(key);
+  cache.set(key, { result, refs });
+  if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
+  return result;
+}
+
+/** The parser passes file-system errors through as they are (`ENOENT: no such file or directory, open '/x'`). */
+function readableMessage(message: string): string {
+  const fs = /^(E[A-Z]+): .*, open '(.*)'$/.exec(message);
+  return fs ? `cannot read the file this $ref points to (${fs[1]}: ${fs[2]})` : message;
+}
+
+function readHash(read: FileReader, file: string): string {
+  try {
+    return hash(read(file));
+  } catch {
+    return 'missing';
+  }
+}
+
+type Json = Record<string, any>;
+
+interface MessageDraft {
+  componentKeys: string[];
+  channelKeys: string[];
+  channels: string[];
+  json: Json;
+}
+
+/**
+ * Builds the index from the parser's resolved document. `$ref`s are resolved to shared objects,
+ * so a message referenced from components and from several channels is one object: one message.
+ */
+function indexDocument(file: string, doc: Json): AsyncApiDocument {
+  const v2 = String(doc.asyncapi).startsWith('2.');
+  const drafts = new Map<object, MessageDraft>();
+  const draft = (m: Json) => {
+    let d = drafts.get(m);
+    if (!d) drafts.set(m, (d = { componentKeys: [], channelKeys: [], channels: [], json: m }));
+    return d;
+  };
+  for (const [key, m] of Object.entries((doc.components?.messages ?? {}) as Record<string, Json>)) {
+    if (isObject(m)) draft(m).componentKeys.push(key);
+  }
+  const channelMessages = new Map<string, Json[]>();
+  for (const [name, ch] of Object.entries((doc.channels ?? {}) as Record<string, Json>)) {
+    if (!isObject(ch)) continue;
+    const here: Json[] = [];
+    if (v2) {
+      for (const op of [ch.publish, ch.subscribe]) {
+        if (!isObject(op?.message)) continue;
+        const m = op.message as Json;
+        for (const one of Array.isArray(m.oneOf) ? m.oneOf : [m]) if (isObject(one)) here.push(one);
+      }
+    } else {
+      for (const [key, m] of Object.entries((ch.messages ?? {}) as Record<string, Json>)) {
+        if (!isObject(m)) continue;
+        draft(m).channelKeys.push(key);
+        here.push(m);
+      }
+    }
+    for (const m of here) {
+      const d = draft(m);
+      if (!d.channels.includes(name)) d.channels.push(name);
+    }
+    channelMessages.set(name, [...new Set(here)]);
+  }
+
+  const messages = new Map<object, AsyncApiMessage>();
+  for (const d of drafts.values()) {
+    // 3.x dropped messageId: a message's key in a channel's `messages` is its id there.
+    const candidates = v2 ? [...d.componentKeys, d.json.messageId, d.json.name] : [...d.componentKeys, ...d.channelKeys, d.json.name];
+    const ids = [...new Set(candidates.filter((id): id is string => typeof id === 'string' && id !== ''))];
+    messages.set(d.json, { ids, channels: d.channels, document: file, ...payloadOf(d.json, v2) });
+  }
+  const channels: AsyncApiChannel[] = [...channelMessages].map(([name, ms]) => {
+    const address = v2 ? undefined : (doc.channels[name] as Json).address;
+    return { name, address: typeof address === 'string' && address !== name ? address : undefined, messages: ms.map((m) => messages.get(m)!) };
+  });
+  return { file, version: String(doc.asyncapi), title: String(doc.info?.title ?? ''), messages: [...messages.values()], channels };
+}
+
+/** Formats whose schemas are JSON Schema (AsyncAPI Schema Object is a superset of draft-07). */
+const JSON_SCHEMA_FORMATS = ['application/vnd.aai.asyncapi', 'application/schema+json', 'application/schema+yaml'];
+
+function payloadOf(m: Json, v2: boolean): { payload: AsyncApiMessage['payload']; unsupportedFormat: string | undefined } {
+  let schema: unknown = m.payload;
+  let format: unknown = v2 ? m.schemaFormat : undefined;
+  // A schema parser (Avro) leaves the original behind when it converted a payload to JSON Schema.
+  let converted = v2 && m['x-parser-original-payload'] !== undefined;
+  if (!v2 && isObject(schema) && 'schemaFormat' in schema && 'schema' in schema) {
+    // 3.x Multi Format Schema Object
+    format = schema.schemaFormat;
+    converted = schema['x-parser-original-payload'] !== undefined;
+    schema = schema.schema;
+  }
+  if (schema === undefined || schema === true) return { payload: {}, unsupportedFormat: undefined };
+  if (typeof format === 'string' && !converted && !JSON_SCHEMA_FORMATS.some((f) => format.startsWith(f))) {
+    return { payload: {}, unsupportedFormat: format };
+  }
+  if (schema === false) return { payload: { not: {} }, unsupportedFormat: undefined };
+  return { payload: decycle(schema) as Record<string, unknown>, unsupportedFormat: undefined };
+}
+
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * The parser resolves a recursive schema (`children: {items: {$ref: '#/...node'}}`) into a cyclic
+ * object, which ajv cannot compile; each back edge becomes a `$ref` to the JSON Pointer of the
+ * schema it loops to. The parser's own `x-parser-*` annotations are dropped on the way.
+ */
+export function decycle(root: unknown): unknown {
+  let loopsToRoot = false;
+  const walk = (base: string) => {
+    const ancestors: object[] = [];
+    const pointers: string[] = [];
+    const visit = (v: unknown, pointer: string): unknown => {
+      if (typeof v !== 'object' || v === null) return v;
+      const loop = ancestors.indexOf(v);
+      if (loop !== -1) {
+        if (loop === 0) loopsToRoot = true;
+        return { $ref: `#${pointers[loop]}` };
+      }
+      ancestors.push(v);
+      pointers.push(pointer);
+      const out = Array.isArray(v)
+        ? v.map((x, i) => visit(x, `${pointer}/${i}`))
+        : Object.fromEntries(
+            Object.entries(v)
+              .filter(([k]) => !k.startsWith('x-parser-'))
+              .map(([k, x]) => [k, visit(x, `${pointer}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`)]),
+          );
+      ancestors.pop();
+      pointers.pop();
+      return out;
+    };
+    return visit(root, base);
+  };
+  const plain = walk('');
+  if (!loopsToRoot || typeof plain !== 'object' || plain === null) return plain;
+  // ajv cannot resolve a bare `#` in a schema it does not register: the root moves under definitions.
+  const inner = walk(`/definitions/${ROOT}`) as Record<string, unknown>;
+  const wrapper: Record<string, unknown> = { $ref: `#/definitions/${ROOT}`, definitions: { [ROOT]: inner } };
+  if (inner.$schema !== undefined) wrapper.$schema = inner.$schema;
+  return wrapper;
+}
+
+const ROOT = 'eventgate-payload';

@@ -1,0 +1,68 @@
+import { basename } from 'node:path';
+import { didYouMean } from '../config/suggest.js';
+import type { AsyncApiDocument, AsyncApiMessage } from './document.js';
+
+/** What a `validate` step names: one message, or every message of one channel. */
+export type AsyncApiRef = { message: string } | { channel: string };
+
+/** A message the step accepts, with the metadata expressions see as `$message` and `$channel`. */
+export interface MessageMatch {
+  message: AsyncApiMessage;
+  /** The message's preferred id (components key, else messageId, else name); null for an anonymous message. */
+  id: string | null;
+  /** Key of the channel: the one named, or the message's only channel (null when it has several or none). */
+  channel: string | null;
+}
+
+export type LookupResult = { ok: true; matches: MessageMatch[] } | { ok: false; message: string };
+
+const LISTED = 12;
+
+/** Finds what `ref` names across the config's documents; when nothing (or more than one thing) fits, says why. */
+export function lookup(documents: readonly AsyncApiDocument[], ref: AsyncApiRef): LookupResult {
+  const where = documents.length === 1 ? `the AsyncAPI document` : `the AsyncAPI documents`;
+  if ('message' in ref) {
+    const id = ref.message;
+    const all = documents.flatMap((d) => d.messages);
+    const found = all.filter((m) => m.ids.includes(id));
+    if (found.length === 0) {
+      const known = [...new Set(all.flatMap((m) => m.ids))];
+      return { ok: false, message: `AsyncAPI message '${id}' is not defined in ${where}${didYouMean(id, known)}${list('messages', known)}` };
+    }
+    if (found.length > 1) {
+      return { ok: false, message: `AsyncAPI message id '${id}' names ${found.length} different messages (${found.map(describe).join('; ')}); give them distinct ids` };
+    }
+    const m = found[0]!;
+    return unsupported([m]) ?? { ok: true, matches: [{ message: m, id: m.ids[0] ?? null, channel: m.channels.length === 1 ? m.channels[0]! : null }] };
+  }
+  const name = ref.channel;
+  const all = documents.flatMap((d) => d.channels);
+  const found = all.filter((c) => c.name === name || c.address === name);
+  if (found.length === 0) {
+    const known = [...new Set(all.flatMap((c) => (c.address ? [c.name, c.address] : [c.name])))];
+    return { ok: false, message: `AsyncAPI channel '${name}' is not defined in ${where}${didYouMean(name, known)}${list('channels', known)}` };
+  }
+  if (found.length > 1) return { ok: false, message: `AsyncAPI channel '${name}' is defined ${found.length} times across the documents; name it by a key that is unique` };
+  const channel = found[0]!;
+  if (channel.messages.length === 0) return { ok: false, message: `AsyncAPI channel '${name}' declares no messages to validate against` };
+  return unsupported(channel.messages) ?? { ok: true, matches: channel.messages.map((m) => ({ message: m, id: m.ids[0] ?? null, channel: channel.name })) };
+}
+
+function unsupported(messages: readonly AsyncApiMessage[]): LookupResult | undefined {
+  const m = messages.find((x) => x.unsupportedFormat !== undefined);
+  if (!m) return undefined;
+  return {
+    ok: false,
+    message: `AsyncAPI message ${m.ids[0] ? `'${m.ids[0]}'` : `of channel '${m.channels[0]}'`} has a payload in schema format '${m.unsupportedFormat}', which eventgate cannot validate (supported: JSON Schema / AsyncAPI Schema, and Avro)`,
+  };
+}
+
+function describe(m: AsyncApiMessage): string {
+  return m.channels.length > 0 ? `in channel '${m.channels[0]}' of ${basename(m.document)}` : `in components of ${basename(m.document)}`;
+}
+
+function list(what: string, names: string[]): string {
+  if (names.length === 0) return `, which defines no ${what}`;
+  const shown = names.slice(0, LISTED).join(', ');
+  return `; defined ${what}: ${shown}${names.length > LISTED ? `, ... (${names.length - LISTED} more)` : ''}`;
+}

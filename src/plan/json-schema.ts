@@ -1,0 +1,91 @@
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { Ajv2019 } from 'ajv/dist/2019.js';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
+import { pathFromPointer, type PathPart } from '../config/source.js';
+import { didYouMean } from '../config/suggest.js';
+
+const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+
+/** A problem with a JSON Schema, at a path inside the schema. */
+export interface SchemaProblem {
+  path: PathPart[];
+  message: string;
+}
+
+/**
+ * Compiles user JSON Schemas (draft-07, 2019-09, 2020-12 by `$schema`; 2020-12 unless told) with
+ * formats. A schema that breaks the meta-schema is reported per offending keyword, so the
+ * diagnostic can point at it rather than at the whole schema.
+ */
+export class JsonSchemaCompiler {
+  private readonly ajvs = new Map<string, Ajv>();
+
+  /** `defaultDraft` applies when the schema has no `$schema`. */
+  compile(schema: unknown, defaultDraft: '07' | '2020' = '2020'): { validate: ValidateFunction | undefined; problems: SchemaProblem[] } {
+    if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
+      return { validate: undefined, problems: [{ path: [], message: 'must be an object (a JSON Schema)' }] };
+    }
+    const declared = (schema as { $schema?: unknown }).$schema;
+    const draft = String(declared ?? '');
+    const ajv = this.ajvFor(declared === undefined ? defaultDraft : draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020');
+    if (!ajv.validateSchema(schema)) return { validate: undefined, problems: metaProblems(schema, ajv.errors ?? []) };
+    try {
+      return { validate: ajv.compile(schema), problems: [] };
+    } catch (err) {
+      const message = (err as Error).message;
+      const ref = /can't resolve reference (\S+)/.exec(message)?.[1];
+      const path = ref === undefined ? [] : (findRef(schema, ref) ?? []);
+      return { validate: undefined, problems: [{ path, message: ref === undefined ? message : `$ref '${ref}' points at nothing in this schema` }] };
+    }
+  }
+
+  private ajvFor(draft: string): Ajv {
+    let ajv = this.ajvs.get(draft);
+    if (!ajv) {
+      const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false } as const;
+      ajv = draft === '07' ? new Ajv(opts) : draft === '2019' ? (new Ajv2019(opts) as unknown as Ajv) : (new Ajv2020(opts) as unknown as Ajv);
+      addFormats(ajv);
+      this.ajvs.set(draft, ajv);
+    }
+    return ajv;
+  }
+}
+
+/** One problem per offending keyword: the meta-schema's `anyOf` branches say the same thing several ways. */
+function metaProblems(schema: object, errors: ErrorObject[]): SchemaProblem[] {
+  const byPath = new Map<string, ErrorObject[]>();
+  for (const e of errors) byPath.set(e.instancePath, [...(byPath.get(e.instancePath) ?? []), e]);
+  const out: SchemaProblem[] = [];
+  for (const [pointer, list] of byPath) {
+    const e = list.find((x) => x.keyword === 'enum') ?? list.find((x) => x.keyword !== 'anyOf' && x.keyword !== 'oneOf') ?? list[0]!;
+    const path = pathFromPointer(pointer);
+    const keyword = path.length > 0 ? String(path[path.length - 1]) : '';
+    let message = `${keyword ? `'${keyword}' ` : ''}${e.message ?? e.keyword}`;
+    if (e.keyword === 'enum') {
+      const allowed = (e.params as { allowedValues: unknown[] }).allowedValues.map(String);
+      const data = path.reduce<unknown>((v, p) => (v as Record<string, unknown> | undefined)?.[p as string], schema);
+      message = `'${keyword}' must be one of ${allowed.join(', ')}, got ${JSON.stringify(data)}${didYouMean(String(data), allowed)}`;
+    }
+    out.push({ path, message });
+  }
+  return out;
+}
+
+
+/** Path of the `$ref` whose value is `ref`, for pointing at it. */
+function findRef(value: unknown, ref: string, path: PathPart[] = []): PathPart[] | undefined {
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = findRef(value[i], ref, [...path, i]);
+      if (found) return found;
+    }
+  } else if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      if (k === '$ref' && v === ref) return [...path, k];
+      const found = findRef(v, ref, [...path, k]);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}

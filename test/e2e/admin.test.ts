@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+
+const config = `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+  push: { kind: websocket, port: 0, host: 127.0.0.1 }
+chains:
+  main:
+    - validate: { schema: { type: object } }
+    - filter: 'true'
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    through: [main, { transform: '$' }]
+    to: { broker: local, topic: events }
+  - name: out
+    from: { broker: local, topic: events }
+    to: { listener: push, path: /out, format: envelope }
+`;
+
+describe('admin API (spec §7)', () => {
+  let gw: RunningGateway;
+  before(async () => {
+    gw = await startGateway(config);
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  it('GET /healthz answers 200 while the process runs', async () => {
+    const res = await fetch(`${gw.adminUrl}/healthz`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { status: 'ok' });
+  });
+
+  it('GET /readyz answers 200 when every listener is bound and every broker connected', async () => {
+    const res = await fetch(`${gw.adminUrl}/readyz`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { status: 'ready' });
+  });
+
+  it('GET /admin/status reports the config version, when it was loaded, the last reload error, listeners, brokers and routes', async () => {
+    const res = await fetch(`${gw.adminUrl}/admin/status`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'application/json');
+    const status = (await res.json()) as any;
+    assert.match(status.version, /^[0-9a-f]{12}$/);
+    assert.ok(Math.abs(Date.parse(status.loadedAt) - Date.now()) < 60000, status.loadedAt);
+    assert.equal(status.lastReloadError, null);
+    assert.deepEqual(
+      status.listeners.map((l: any) => [l.name, l.kind, l.port, l.ready]),
+      [
+        ['api', 'http', gw.port('api'), true],
+        ['push', 'websocket', gw.port('push'), true],
+      ],
+    );
+    assert.deepEqual(status.brokers.map((b: any) => [b.name, b.kind, b.ready]), [['local', 'memory', true]]);
+    assert.deepEqual(
+      status.routes.map(({ name, from, steps, to }: any) => ({ name, from, steps, to })),
+      [
+        { name: 'in', from: { type: 'listener', listener: 'api', path: '/in' }, steps: ['validate', 'filter', 'transform'], to: [{ broker: 'local', topic: 'events' }] },
+        { name: 'out', from: { type: 'broker', broker: 'local', topic: 'events' }, steps: [], to: [{ listener: 'push', path: '/out', format: 'envelope' }] },
+      ],
+    );
+  });
+
+  it('answers 404 problem+json for an unknown admin path and 405 with Allow for a wrong method', async () => {
+    const missing = await fetch(`${gw.adminUrl}/admin/nothing`);
+    assert.equal(missing.status, 404);
+    assert.equal(missing.headers.get('content-type'), 'application/problem+json');
+    const wrong = await fetch(`${gw.adminUrl}/admin/status`, { method: 'DELETE' });
+    assert.equal(wrong.status, 405);
+    assert.equal(wrong.headers.get('allow'), 'GET');
+  });
+});
+
+describe('admin API with a token', () => {
+  let gw: RunningGateway;
+  before(async () => {
+    gw = await startGateway('version: 1\nadmin:\n  port: 0\n  token: ${ADMIN_TOKEN}\n', { env: { ADMIN_TOKEN: 's3cret-token' } });
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  it('keeps /healthz and /readyz open and asks for the bearer token everywhere else', async () => {
+    assert.equal((await fetch(`${gw.adminUrl}/healthz`)).status, 200);
+    assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200);
+    const anonymous = await fetch(`${gw.adminUrl}/admin/status`);
+    assert.equal(anonymous.status, 401);
+    assert.match(anonymous.headers.get('www-authenticate') ?? '', /^Bearer /);
+    assert.equal((await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: 'Bearer wrong' } })).status, 401);
+    const ok = await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: 'Bearer s3cret-token' } });
+    assert.equal(ok.status, 200);
+    assert.doesNotMatch(await ok.text(), /s3cret-token/, 'the token never appears in the status');
+  });
+});

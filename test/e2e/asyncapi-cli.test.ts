@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { lightMeasuredPayload, streetlights30 } from '../helpers/asyncapi-fixtures.js';
+import { repoRoot, runCli, startGateway, tempFiles } from '../helpers/gateway.js';
+
+const config = `version: 1
+asyncapi: streetlights.yaml
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0}
+routes:
+  - name: light
+    from: {listener: api, path: /light}
+    through:
+      - validate: {message: lightMesured}
+    to: {broker: local, topic: light}
+  - name: commands
+    from: {listener: api, path: /commands}
+    through:
+      - validate:
+          channel: lightCommand
+    to: {broker: local, topic: light}
+`;
+
+describe('eventgate validate with AsyncAPI documents', () => {
+  for (const version of ['2.6', '3.0']) {
+    it(`passes on examples/asyncapi-${version}/gateway.yaml`, async () => {
+      const { code, stdout, stderr } = await runCli(['validate', '-c', `examples/asyncapi-${version}/gateway.yaml`]);
+      assert.equal(stderr, '');
+      assert.equal(stdout, 'ok\n');
+      assert.equal(code, 0);
+    });
+  }
+
+  it('names an unknown message id and an unknown channel at their lines in gateway.yaml, with a hint', async () => {
+    const dir = tempFiles({ 'gateway.yaml': config, 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': lightMeasuredPayload });
+    const text = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(text.code, 1);
+    assert.deepEqual(text.stdout.trimEnd().split('\n'), [
+      "gateway.yaml:11:29: AsyncAPI message 'lightMesured' is not defined in the AsyncAPI document (did you mean 'lightMeasured'?); defined messages: lightMeasured, turnOn, turnOnCommand, dimLight, dim",
+      "gateway.yaml:17:20: AsyncAPI channel 'lightCommand' is not defined in the AsyncAPI document (did you mean 'lightCommands'?); defined channels: lightingMeasured, light/measured, lightCommands, light/commands",
+    ]);
+    const json = await runCli(['validate', '-c', 'gateway.yaml', '--format', 'json'], { cwd: dir });
+    assert.equal(json.code, 1);
+    assert.deepEqual(
+      JSON.parse(json.stdout).map((d: { line: number; column: number; path: string }) => [d.line, d.column, d.path]),
+      [
+        [11, 29, 'routes[0].through[0].validate.message'],
+        [17, 20, 'routes[1].through[0].validate.channel'],
+      ],
+    );
+  });
+
+  it('reports what the AsyncAPI parser finds as FILE:LINE:COL in the document', async () => {
+    const broken = streetlights30.replace('    action: receive\n', '    action: recieve\n');
+    const dir = tempFiles({ 'gateway.yaml': config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n'), 'streetlights.yaml': broken, 'schemas/light-measured.yaml': lightMeasuredPayload });
+    const { code, stdout } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(code, 1);
+    assert.equal(stdout, 'streetlights.yaml:25:13: AsyncAPI: "action" property must be equal to one of the allowed values: "send", "receive". Did you mean "receive"?\n');
+  });
+});
+
+describe('the AsyncAPI examples run', () => {
+  for (const version of ['2.6', '3.0'] as const) {
+    it(`examples/asyncapi-${version}: a valid lightMeasured event reaches websocket clients with its AsyncAPI metadata; an invalid one is refused`, async () => {
+      const example = (name: string) => readFileSync(join(repoRoot, 'examples', name), 'utf8');
+      const files: Record<string, string> = { [`asyncapi-${version}/streetlights.yaml`]: example(`asyncapi-${version}/streetlights.yaml`), 'schemas/light-measured.json': example('schemas/light-measured.json') };
+      const yaml = example(`asyncapi-${version}/gateway.yaml`).replace('asyncapi: streetlights.yaml', `asyncapi: asyncapi-${version}/streetlights.yaml`);
+      const gw = await startGateway(yaml, { files, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' }, readyTimeoutMs: 30_000 });
+      try {
+        const client = await WsClient.connect(gw.url('push', '/ws/light', 'ws'));
+        const event = { id: 3, lumens: 250, sentAt: '2026-11-23T10:00:00Z' };
+        assert.equal((await post(gw.url('api', '/light'), event)).status, 200);
+        const seen = await client.next();
+        assert.deepEqual(seen.value, event);
+        assert.equal(seen.headers['ce-type'], 'io.example.streetlights.lightMeasured');
+        assert.equal(seen.headers['ce-subject'], version === '2.6' ? 'light/measured' : 'lightingMeasured');
+        const refused = await post(gw.url('api', '/light'), { ...event, lumens: -3 });
+        assert.equal(refused.status, 400);
+        assert.deepEqual(refused.body.errors, ['/lumens: must be >= 0']);
+        client.close();
+      } finally {
+        await gw.stop();
+      }
+    });
+  }
+});

@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { post, WsClient } from '../helpers/clients.js';
+import { repoRoot, startGateway, type RunningGateway } from '../helpers/gateway.js';
+
+const TOKEN = 'dashboard-token-42';
+const CONFIG = `
+version: 1
+admin:
+  port: 0
+  token: ${TOKEN}
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+  push: { kind: websocket, port: 0 }
+routes:
+  - name: orders-in
+    from: { listener: api, path: /orders }
+    through:
+      - validate: { schema: { type: object, required: [qty], properties: { qty: { type: integer, minimum: 1 } } } }
+    to: { broker: local, topic: orders }
+  - name: orders-out
+    from: { broker: local, topic: orders }
+    to: { listener: push, path: /ws/orders, format: envelope }
+`;
+
+/** Debian's chromium, as the brief for these tests asks: no download, a fresh profile each run. */
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+describe('admin dashboard (GET /) in headless Chromium', () => {
+  let gw: RunningGateway;
+  let context: BrowserContext;
+  let page: Page;
+  let profile: string;
+  const problems: string[] = [];
+  const cell = (route: string, col: string) => `tr[data-route="${route}"] td[data-col="${col}"]`;
+  const waitForText = (selector: string, text: string) =>
+    page.waitForFunction(([s, t]) => (globalThis as any).document.querySelector(s)?.textContent === t, [selector, text], { timeout: 8000 }).catch(async (err: Error) => {
+      throw new Error(`${selector} never showed '${text}' (it shows '${await page.textContent(selector).catch(() => null)}'): ${err.message}`);
+    });
+
+  before(async () => {
+    gw = await startGateway(CONFIG);
+    profile = mkdtempSync(join(tmpdir(), 'eventgate-chromium-'));
+    context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS, viewport: { width: 1440, height: 1100 } });
+    page = context.pages()[0] ?? (await context.newPage());
+    // Console errors include Content-Security-Policy violations: the page must run under its own policy.
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !m.text().includes('401')) problems.push(m.text());
+    });
+    page.on('pageerror', (e) => problems.push(e.message));
+  });
+  after(async () => {
+    await context?.close();
+    rmSync(profile, { recursive: true, force: true });
+    await gw.stop();
+  });
+
+  it('is served without the token, with a strict Content-Security-Policy', async () => {
+    const res = await fetch(`${gw.adminUrl}/`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/html/);
+    const csp = res.headers.get('content-security-policy') ?? '';
+    assert.match(csp, /script-src 'sha256-[A-Za-z0-9+/=]+'/);
+    assert.ok(!csp.includes('unsafe-inline'));
+    assert.match(await res.text(), /<title>eventgate<\/title>/);
+  });
+
+  it('asks for the admin token, then shows the routes, listeners, brokers and consumer lag', async () => {
+    await page.goto(`${gw.adminUrl}/`);
+    await page.waitForSelector('#login.show', { timeout: 8000 });
+    await page.fill('#login-token', TOKEN);
+    await page.click('#login button[type=submit]');
+    await page.waitForSelector('tr[data-route="orders-in"]', { timeout: 8000 });
+    assert.equal(await page.isVisible('#login'), false);
+    await waitForText(cell('orders-in', 'received'), '0');
+    assert.ok(await page.isVisible('tr[data-route="orders-out"]'));
+    assert.match((await page.textContent('#listeners'))!, /api.*http.*bound/s);
+    assert.match((await page.textContent('#listeners'))!, /push.*websocket.*bound/s);
+    assert.match((await page.textContent('#brokers'))!, /local.*memory.*connected/s);
+    assert.match((await page.textContent('#lag'))!, /orders-out.*local \(memory\).*orders/s);
+    assert.equal(await page.textContent('#ready'), 'ready', `title: ${await page.getAttribute('#ready', 'title')}`);
+    const status = (await (await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { version: string };
+    const version = status.version;
+    assert.match(version, /^[0-9a-f]{12}$/);
+    assert.equal(await page.textContent('#card-version'), version);
+  });
+
+  it('updates the counters after traffic', async () => {
+    const client = await WsClient.connect(gw.url('push', '/ws/orders', 'ws'));
+    for (const qty of [1, 2, 3]) assert.equal((await post(gw.url('api', '/orders'), { qty })).status, 200);
+    assert.equal((await post(gw.url('api', '/orders'), { qty: 0 })).status, 400);
+    await waitForText(cell('orders-in', 'received'), '4');
+    await waitForText(cell('orders-in', 'delivered'), '3');
+    await waitForText(cell('orders-in', 'invalid'), '1');
+    await waitForText(cell('orders-out', 'delivered'), '3');
+    await waitForText('#card-clients', '1');
+    client.close();
+  });
+
+  it('shows a live tap of the chosen route, with outcomes and validation errors', async () => {
+    await page.selectOption('#tap-route', 'orders-in');
+    await page.click('#tap-start');
+    await page.waitForFunction(() => (globalThis as any).document.querySelector('#tap-status')?.textContent?.startsWith('tapping orders-in'), null, { timeout: 8000 });
+    await post(gw.url('api', '/orders'), { qty: 7 });
+    await post(gw.url('api', '/orders'), { qty: -1 });
+    await page.waitForSelector('#tap-events details[data-outcome="invalid"]', { timeout: 8000 });
+    assert.match((await page.textContent('#tap-events details[data-outcome="invalid"] summary'))!, /\/qty: must be >= 1/);
+    assert.match((await page.textContent('#tap-events details[data-outcome="delivered"] summary'))!, /"qty":7/);
+  });
+
+  it('shows the last reload and its error, and saves a screenshot', async (t) => {
+    const from = gw.logs.length;
+    gw.write('gateway.yaml', CONFIG.replace('kind: memory', 'kind: memroy'));
+    await gw.waitForLog((l) => l.msg.startsWith('reload rejected'), 8000, from);
+    await page.waitForSelector('#reload-error .diag', { timeout: 8000 });
+    assert.match((await page.textContent('#reload-error'))!, /gateway\.yaml:\d+:\d+: .*memroy/);
+    assert.equal(await page.textContent('[data-field="result"]'), 'rejected');
+
+    const dir = join(repoRoot, 'dist', 'test-artifacts');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, 'dashboard.png');
+    await page.screenshot({ path: file, fullPage: true });
+    t.diagnostic(`dashboard screenshot: ${file}`);
+    assert.deepEqual(problems, [], 'no script errors or CSP violations in the page');
+  });
+});

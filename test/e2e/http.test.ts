@@ -1,0 +1,366 @@
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+
+const config = `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory }
+  other: { kind: memory }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1, maxBodyBytes: 256 }
+  push: { kind: websocket, port: 0, host: 127.0.0.1 }
+chains:
+  light-file:
+    - validate: { schema: schemas/light.json }
+routes:
+  - name: inline
+    from: { listener: api, path: /inline }
+    through:
+      - validate:
+          schema: { type: object, required: [lumens], properties: { lumens: { type: integer, minimum: 0 } } }
+    to: { listener: push, path: /out/inline }
+  - name: file
+    from: { listener: api, path: /file }
+    through: light-file
+    to: { listener: push, path: /out/file }
+  - name: tag
+    from: { listener: api, path: /tag }
+    through:
+      - validate: { schema: schemas/light.json, onInvalid: tag }
+    to: { listener: push, path: /out/tag, format: envelope }
+  - name: deadletter
+    from: { listener: api, path: /deadletter }
+    through:
+      - validate: { schema: schemas/light.json, onInvalid: deadletter }
+    to: { listener: push, path: /out/valid }
+    deadletter: { broker: local, topic: dead }
+  - name: dead-out
+    from: { broker: local, topic: dead }
+    to: { listener: push, path: /out/dead, format: envelope }
+  - name: filter
+    from: { listener: api, path: /filter }
+    through:
+      - filter: lumens > 100
+    to: { listener: push, path: /out/filter }
+  - name: transform
+    from: { listener: api, path: /rooms/:room/light }
+    through:
+      - transform: |
+          {
+            "room": $path.room,
+            "unit": $query.unit,
+            "source": $headers."x-source",
+            "lux": lumens * 10
+          }
+    to: { listener: push, path: /out/transform }
+  - name: no-value
+    from: { listener: api, path: /no-value }
+    through:
+      - transform: missing.field
+    to: { listener: push, path: /out/never }
+  - name: headers
+    from: { listener: api, path: /headers }
+    through:
+      - headers:
+          set:
+            x-room: '"kitchen"'
+            x-doubled: $string(lumens * 2)
+            x-debug: '"replaced"'
+          remove: [x-debug, x-drop]
+    to: { listener: push, path: /out/headers, format: envelope }
+  - name: fanout
+    from: { listener: api, path: /fanout }
+    to:
+      - { broker: local, topic: fan-a }
+      - { broker: other, topic: fan-b }
+      - { listener: push, path: /out/fanout }
+  - name: fan-a
+    from: { broker: local, topic: fan-a }
+    to: { listener: push, path: /out/fan-a, format: envelope }
+  - name: fan-b
+    from: { broker: other, topic: fan-b }
+    to: { listener: push, path: /out/fan-b, format: envelope }
+  - name: text
+    from: { listener: api, path: /text }
+    to: { listener: push, path: /out/text }
+`;
+
+const lightSchema = JSON.stringify({
+  type: 'object',
+  required: ['lumens', 'sentAt'],
+  properties: { lumens: { type: 'integer', minimum: 0 }, sentAt: { type: 'string', format: 'date-time' } },
+  additionalProperties: false,
+});
+
+/** Every error body is RFC 9457 problem+json with these members. */
+function assertProblem(reply: { status: number; headers: Headers; body: any }, status: number, code: string): void {
+  assert.equal(reply.status, status);
+  assert.equal(reply.headers.get('content-type'), 'application/problem+json');
+  assert.equal(reply.body.status, status);
+  assert.equal(reply.body.type, `urn:eventgate:problem:${code}`);
+  assert.equal(typeof reply.body.title, 'string');
+  assert.ok(reply.body.title.length > 0);
+  assert.equal(typeof reply.body.detail, 'string');
+  assert.ok(reply.body.detail.length > 0);
+}
+
+/** A raw POST whose body is sent in chunks without a content-length (transfer-encoding: chunked). */
+function postChunked(url: string, chunks: string[]): Promise<{ status: number; body: any; headers: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text), headers: res.headers }));
+    });
+    // The gateway may answer 413 and close before the last chunk: that is the point.
+    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+    for (const c of chunks) req.write(c);
+    req.end();
+  });
+}
+
+describe('HTTP publish (spec §4)', () => {
+  let gw: RunningGateway;
+  const clients: WsClient[] = [];
+  const listen = async (path: string) => {
+    const c = await WsClient.connect(gw.url('push', path, 'ws'));
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    gw = await startGateway(config, { files: { 'schemas/light.json': lightSchema } });
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    await gw.stop();
+  });
+
+  describe('validate', () => {
+    it('delivers a valid message through an inline schema and answers 200 with the deliveries', async () => {
+      const out = await listen('/out/inline');
+      const reply = await post(gw.url('api', '/inline'), { lumens: 5 });
+      assert.equal(reply.status, 200);
+      assert.equal(reply.headers.get('content-type'), 'application/json');
+      assert.deepEqual(reply.body, { deliveries: [{ listener: 'push', path: '/out/inline', clients: 1 }] });
+      assert.deepEqual(await out.next(), { lumens: 5 });
+    });
+
+    it('rejects an invalid message with 400 problem+json listing the errors, and delivers nothing', async () => {
+      const out = await listen('/out/inline');
+      const reply = await post(gw.url('api', '/inline'), { lumens: -3 });
+      assertProblem(reply, 400, 'EG_INVALID_MESSAGE');
+      assert.deepEqual(reply.body.errors, ['/lumens: must be >= 0']);
+      assert.equal(await out.nothingFor(200), undefined);
+    });
+
+    it('validates against a schema file, with formats', async () => {
+      const out = await listen('/out/file');
+      const ok = await post(gw.url('api', '/file'), { lumens: 1, sentAt: '2026-11-23T10:00:00Z' });
+      assert.equal(ok.status, 200);
+      assert.deepEqual(await out.next(), { lumens: 1, sentAt: '2026-11-23T10:00:00Z' });
+      const bad = await post(gw.url('api', '/file'), { lumens: 1, sentAt: 'yesterday', extra: true });
+      assertProblem(bad, 400, 'EG_INVALID_MESSAGE');
+      assert.deepEqual(bad.body.errors, ['/extra: must NOT have additional properties', '/sentAt: must match format "date-time"']);
+    });
+
+    it('with onInvalid: tag, forwards the invalid message with the _asyncapi_eg_validation_error header', async () => {
+      const out = await listen('/out/tag');
+      const before = Date.now();
+      const reply = await post(gw.url('api', '/tag'), { lumens: 'bright', sentAt: '2026-11-23T10:00:00Z' });
+      assert.equal(reply.status, 200);
+      assert.equal(reply.body.tagged, true);
+      const envelope = await out.next();
+      assert.deepEqual(envelope.value, { lumens: 'bright', sentAt: '2026-11-23T10:00:00Z' });
+      const header = JSON.parse(envelope.headers._asyncapi_eg_validation_error);
+      assert.deepEqual(Object.keys(header).sort(), ['errors', 'ts']);
+      assert.deepEqual(header.errors, ['/lumens: must be integer']);
+      assert.match(header.ts, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/);
+      assert.ok(Date.parse(header.ts) >= before - 1000 && Date.parse(header.ts) <= Date.now() + 1000);
+    });
+
+    it('with onInvalid: tag, forwards a valid message without the header', async () => {
+      const out = await listen('/out/tag');
+      const reply = await post(gw.url('api', '/tag'), { lumens: 3, sentAt: '2026-11-23T10:00:00Z' });
+      assert.equal(reply.status, 200);
+      assert.equal(reply.body.tagged, undefined);
+      const envelope = await out.next();
+      assert.equal(envelope.headers._asyncapi_eg_validation_error, undefined);
+    });
+
+    it('with onInvalid: deadletter, sends the invalid message to the dead-letter topic with the header, not to the targets', async () => {
+      const valid = await listen('/out/valid');
+      const dead = await listen('/out/dead');
+      const reply = await post(gw.url('api', '/deadletter'), { lumens: -1, sentAt: '2026-11-23T10:00:00Z' });
+      assert.equal(reply.status, 200);
+      assert.equal(reply.body.deadlettered, true);
+      assert.deepEqual(reply.body.errors, ['/lumens: must be >= 0']);
+      assert.deepEqual(reply.body.deliveries.map((d: any) => [d.broker, d.topic]), [['local', 'dead']]);
+      const envelope = await dead.next();
+      assert.equal(envelope.topic, 'dead');
+      assert.deepEqual(envelope.value, { lumens: -1, sentAt: '2026-11-23T10:00:00Z' });
+      assert.deepEqual(JSON.parse(envelope.headers._asyncapi_eg_validation_error).errors, ['/lumens: must be >= 0']);
+      assert.equal(await valid.nothingFor(200), undefined);
+      const ok = await post(gw.url('api', '/deadletter'), { lumens: 1, sentAt: '2026-11-23T10:00:00Z' });
+      assert.equal(ok.status, 200);
+      assert.deepEqual(await valid.next(), { lumens: 1, sentAt: '2026-11-23T10:00:00Z' });
+    });
+  });
+
+  describe('filter', () => {
+    it('answers 200 {"deliveries":[],"filtered":true} for a dropped message and delivers nothing', async () => {
+      const out = await listen('/out/filter');
+      const reply = await post(gw.url('api', '/filter'), { lumens: 50 });
+      assert.equal(reply.status, 200);
+      assert.deepEqual(reply.body, { deliveries: [], filtered: true });
+      assert.equal(await out.nothingFor(200), undefined);
+    });
+
+    it('lets a message through when the expression is truthy', async () => {
+      const out = await listen('/out/filter');
+      const reply = await post(gw.url('api', '/filter'), { lumens: 500 });
+      assert.equal(reply.status, 200);
+      assert.equal(reply.body.deliveries.length, 1);
+      assert.deepEqual(await out.next(), { lumens: 500 });
+    });
+  });
+
+  describe('transform', () => {
+    it('binds $path, $query and $headers', async () => {
+      const out = await listen('/out/transform');
+      const reply = await post(gw.url('api', '/rooms/kitchen/light?unit=lux'), { lumens: 7 }, { 'x-source': 'sensor-1' });
+      assert.equal(reply.status, 200);
+      assert.deepEqual(await out.next(), { room: 'kitchen', unit: 'lux', source: 'sensor-1', lux: 70 });
+    });
+
+    it('gives repeated query parameters as a list', async () => {
+      const out = await listen('/out/transform');
+      await post(gw.url('api', '/rooms/hall/light?unit=a&unit=b'), { lumens: 1 });
+      assert.deepEqual((await out.next()).unit, ['a', 'b']);
+    });
+
+    it('answers 500 problem+json when the transform has no result for the message', async () => {
+      const reply = await post(gw.url('api', '/no-value'), { lumens: 1 });
+      assertProblem(reply, 500, 'EG_EXPRESSION_FAILED');
+      assert.match(reply.body.detail, /transform produced no value/);
+    });
+  });
+
+  describe('headers', () => {
+    it('sets headers from expressions and removes listed ones (removal first, so a header can be replaced)', async () => {
+      const out = await listen('/out/headers');
+      const reply = await post(gw.url('api', '/headers'), { lumens: 21 }, { 'x-debug': 'original', 'x-drop': 'gone', 'x-keep': 'kept' });
+      assert.equal(reply.status, 200);
+      const { headers } = await out.next();
+      assert.equal(headers['x-room'], 'kitchen');
+      assert.equal(headers['x-doubled'], '42');
+      assert.equal(headers['x-debug'], 'replaced');
+      assert.equal(headers['x-drop'], undefined);
+      assert.equal(headers['x-keep'], 'kept');
+    });
+  });
+
+  describe('fan-out', () => {
+    it('delivers to every target and lists one delivery per target', async () => {
+      const [a, b, ws] = await Promise.all([listen('/out/fan-a'), listen('/out/fan-b'), listen('/out/fanout')]);
+      const reply = await post(gw.url('api', '/fanout'), { n: 1 });
+      assert.equal(reply.status, 200);
+      const [da, db, dw] = reply.body.deliveries;
+      assert.deepEqual({ ...da, offset: undefined }, { broker: 'local', topic: 'fan-a', partition: 0, offset: undefined });
+      assert.deepEqual({ ...db, offset: undefined }, { broker: 'other', topic: 'fan-b', partition: 0, offset: undefined });
+      assert.match(da.offset, /^\d+$/);
+      assert.deepEqual(dw, { listener: 'push', path: '/out/fanout', clients: 1 });
+      const [ea, eb, vw] = await Promise.all([a.next(), b.next(), ws.next()]);
+      assert.deepEqual([ea.topic, ea.offset, ea.value], ['fan-a', da.offset, { n: 1 }]);
+      assert.deepEqual([eb.topic, eb.offset, eb.value], ['fan-b', db.offset, { n: 1 }]);
+      assert.deepEqual(vw, { n: 1 });
+    });
+  });
+
+  describe('bodies and content types', () => {
+    it('takes a text/plain body as a string value', async () => {
+      const out = await listen('/out/text');
+      const reply = await post(gw.url('api', '/text'), 'hello there', { 'content-type': 'text/plain' });
+      assert.equal(reply.status, 200);
+      assert.equal(await out.next(), 'hello there');
+    });
+
+    it('takes a body with no content type as JSON', async () => {
+      const out = await listen('/out/text');
+      const res = await fetch(gw.url('api', '/text'), { method: 'POST', body: new Blob(['{"a":1}']) });
+      assert.equal(res.status, 200);
+      assert.deepEqual(await out.next(), { a: 1 });
+    });
+
+    it('takes application/*+json as JSON', async () => {
+      const out = await listen('/out/text');
+      const reply = await post(gw.url('api', '/text'), { a: 2 }, { 'content-type': 'application/cloudevents+json; charset=utf-8' });
+      assert.equal(reply.status, 200);
+      assert.deepEqual(await out.next(), { a: 2 });
+    });
+
+    it('answers 400 problem+json for a body that is not JSON', async () => {
+      const reply = await post(gw.url('api', '/text'), '{"lumens": ', { 'content-type': 'application/json' });
+      assertProblem(reply, 400, 'EG_BAD_JSON');
+    });
+
+    it('answers 415 problem+json for an unsupported content type', async () => {
+      const reply = await post(gw.url('api', '/text'), '<light/>', { 'content-type': 'application/xml' });
+      assertProblem(reply, 415, 'EG_UNSUPPORTED_MEDIA_TYPE');
+    });
+
+    it('answers 413 problem+json for a declared body over maxBodyBytes', async () => {
+      const reply = await post(gw.url('api', '/text'), { pad: 'x'.repeat(300) });
+      assertProblem(reply, 413, 'EG_PAYLOAD_TOO_LARGE');
+    });
+
+    it('answers 413 problem+json for a chunked body that grows over maxBodyBytes', async () => {
+      const reply = await postChunked(gw.url('api', '/text'), ['{"pad":"', ...Array.from({ length: 20 }, () => 'x'.repeat(50)), '"}']);
+      assert.equal(reply.status, 413);
+      assert.equal(reply.headers['content-type'], 'application/problem+json');
+      assert.equal(reply.body.type, 'urn:eventgate:problem:EG_PAYLOAD_TOO_LARGE');
+    });
+
+    it('accepts a chunked body under maxBodyBytes', async () => {
+      const out = await listen('/out/text');
+      const reply = await postChunked(gw.url('api', '/text'), ['{"a":', '3}']);
+      assert.equal(reply.status, 200);
+      assert.deepEqual(await out.next(), { a: 3 });
+    });
+
+    it('accepts a body of exactly maxBodyBytes', async () => {
+      const out = await listen('/out/text');
+      const body = JSON.stringify({ pad: 'x'.repeat(256 - 10) });
+      assert.equal(Buffer.byteLength(body), 256);
+      const reply = await post(gw.url('api', '/text'), body);
+      assert.equal(reply.status, 200);
+      assert.equal((await out.next()).pad.length, 246);
+    });
+  });
+
+  describe('paths and methods', () => {
+    it('answers 404 problem+json for an unknown path, whatever the method', async () => {
+      assertProblem(await post(gw.url('api', '/nowhere'), {}), 404, 'EG_NOT_FOUND');
+      const res = await fetch(gw.url('api', '/nowhere'));
+      assert.equal(res.status, 404);
+      assert.equal(res.headers.get('content-type'), 'application/problem+json');
+    });
+
+    it('answers 405 problem+json with Allow: POST for another method on a route path', async () => {
+      for (const method of ['GET', 'PUT', 'DELETE']) {
+        const res = await fetch(gw.url('api', '/text'), { method });
+        const body = await res.json();
+        assertProblem({ status: res.status, headers: res.headers, body }, 405, 'EG_METHOD_NOT_ALLOWED');
+        assert.equal(res.headers.get('allow'), 'POST');
+      }
+    });
+
+    it('matches a path parameter only on its own segment', async () => {
+      assertProblem(await post(gw.url('api', '/rooms/kitchen'), { lumens: 1 }), 404, 'EG_NOT_FOUND');
+    });
+  });
+});

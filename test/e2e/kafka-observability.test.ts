@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { scrape, scrapeUntil } from '../helpers/prometheus.js';
+
+const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+const PARENT = '00f067aa0ba902b7';
+const SHAPE = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
+
+describe('observability of Kafka routes', () => {
+  let kafka: KafkaCluster;
+  let gw: RunningGateway;
+  const t = { events: '', stuck: '' };
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    for (const k of Object.keys(t) as (keyof typeof t)[]) {
+      t[k] = kafka.topic(k);
+      await kafka.createTopic(t[k], 1);
+    }
+    gw = await startGateway(`
+version: 1
+admin: { port: 0 }
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ["${kafka.bootstrap}"]
+    producer: { lingerMs: 1 }
+    consumer: ${kafka.consumerYaml}
+  # Nothing listens there: every publish to it fails after its ack timeout.
+  nowhere:
+    kind: kafka
+    brokers: ["127.0.0.1:1"]
+    connectionTimeoutMs: 200
+    producer: { ackTimeoutMs: 200 }
+listeners:
+  api: { kind: http, port: 0 }
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: publish
+    from: { listener: api, path: /events }
+    to: { broker: kafka, topic: ${t.events} }
+  - name: relay
+    from: { broker: kafka, topic: ${t.events}, fromBeginning: true }
+    to: { listener: ws, path: /events, format: envelope }
+  - name: stuck
+    from: { broker: kafka, topic: ${t.stuck}, fromBeginning: true }
+    to: { broker: nowhere, topic: anywhere }
+`);
+    await Promise.all(['relay', 'stuck'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
+  });
+  after(async () => {
+    await gw?.stop();
+    await kafka?.stop();
+  });
+
+  it('carries an HTTP traceparent into the Kafka record (read with kcat) and on to the websocket envelope, a new span id at each route', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/events', 'ws'));
+    const reply = await post(gw.url('api', '/events'), { n: 1 }, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(reply.status, 200, reply.text);
+
+    const [record] = await kcatConsume(kafka.bootstrap, t.events, 1);
+    const inKafka = SHAPE.exec(record!.headers.traceparent ?? '');
+    assert.ok(inKafka, `record headers: ${JSON.stringify(record!.headers)}`);
+    assert.equal(inKafka[1], TRACE);
+    assert.notEqual(inKafka[2], PARENT);
+
+    const envelope = await client.next(10000);
+    const delivered = SHAPE.exec(envelope.headers.traceparent)!;
+    assert.equal(delivered[1], TRACE);
+    assert.ok(delivered[2] !== PARENT && delivered[2] !== inKafka[2]);
+    client.close();
+
+    // The relay route handled the only record of its partition: it is not behind.
+    const s = await scrapeUntil(gw.adminUrl, (m) => m.value('eventgate_kafka_consumer_lag', { route: 'relay', topic: t.events, partition: '0' }) === 0);
+    assert.equal(s.value('eventgate_route_messages_total', { route: 'relay', outcome: 'delivered' }), 1);
+  });
+
+  it('reports the lag, consumer errors and producer errors of a route whose target broker is unreachable', async () => {
+    await kcatProduce(kafka.bootstrap, t.stuck, [
+      { key: 'k', value: '{"n":1}' },
+      { key: 'k', value: '{"n":2}' },
+      { key: 'k', value: '{"n":3}' },
+    ]);
+    // The first record is retried (never committed), so all three are behind.
+    const s = await scrapeUntil(
+      gw.adminUrl,
+      (m) =>
+        m.value('eventgate_kafka_consumer_lag', { route: 'stuck', topic: t.stuck, partition: '0' }) === 3 &&
+        (m.value('eventgate_kafka_consumer_errors_total', { broker: 'kafka', route: 'stuck' }) ?? 0) >= 1,
+      20000,
+    );
+    assert.ok(s.value('eventgate_kafka_producer_errors_total', { broker: 'nowhere' })! >= 5, 'every attempt of the route is a failed publish');
+    assert.equal(s.value('eventgate_kafka_producer_errors_total', { broker: 'kafka' }), 0);
+    assert.ok(s.value('eventgate_route_messages_total', { route: 'stuck', outcome: 'failed' })! >= 5);
+    assert.equal(s.value('eventgate_route_messages_total', { route: 'stuck', outcome: 'delivered' }), 0);
+    // Readiness says why.
+    assert.equal(s.value('eventgate_ready'), 0);
+    const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { consumerLag: { route: string; lag: number }[] };
+    assert.deepEqual(stats.consumerLag.find((l) => l.route === 'stuck')?.lag, 3);
+    // Failed attempts are logged with their trace id.
+    const failed = gw.logs.find((l) => l.msg === 'message failed' && l.route === 'stuck')!;
+    assert.match(failed.traceId as string, /^[0-9a-f]{32}$/);
+    assert.equal(failed.code, 'EG_BROKER_UNAVAILABLE');
+    assert.equal((await scrape(gw.adminUrl)).types.get('eventgate_kafka_consumer_lag'), 'gauge');
+  });
+});

@@ -1,0 +1,213 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { scrape, scrapeUntil, type Scrape } from '../helpers/prometheus.js';
+
+const SCHEMA = '{ type: object, required: [n], properties: { n: { type: integer, minimum: 0 } } }';
+
+const CONFIG = `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+  push: { kind: websocket, port: 0 }
+routes:
+  - name: mixed
+    from: { listener: api, path: /mixed }
+    through:
+      - validate: { schema: { type: object, required: [n], properties: { n: { type: integer } } } }
+      - filter: n != 0
+      - transform: 'n = 13 ? $error("unlucky number") : $'
+    to: { broker: local, topic: mixed }
+  - name: tagging
+    from: { listener: api, path: /tagging }
+    through:
+      - validate: { schema: ${SCHEMA}, onInvalid: tag }
+    to: { broker: local, topic: tagged }
+  - name: dead
+    from: { listener: api, path: /dead }
+    through:
+      - validate: { schema: ${SCHEMA}, onInvalid: deadletter }
+    to: { broker: local, topic: accepted }
+    deadletter: { broker: local, topic: rejected }
+  - name: limited
+    from: { listener: api, path: /limited }
+    through:
+      - ratelimit: { rate: 1, per: hour, burst: 1 }
+    to: { broker: local, topic: limited }
+  - name: fanout
+    from: { broker: local, topic: mixed }
+    to: { listener: push, path: /ws/mixed, format: envelope }
+`;
+
+function outcomes(s: Scrape, route: string): Record<string, number | undefined> {
+  const out: Record<string, number | undefined> = {};
+  for (const o of ['received', 'delivered', 'filtered', 'invalid', 'tagged', 'deadlettered', 'failed', 'rejected']) out[o] = s.value('eventgate_route_messages_total', { route, outcome: o });
+  return out;
+}
+
+describe('GET /metrics', () => {
+  let gw: RunningGateway;
+  before(async () => {
+    gw = await startGateway(CONFIG);
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  it('counts every outcome of a known mix of messages exactly, per route', async () => {
+    const receiver = await WsClient.connect(gw.url('push', '/ws/mixed', 'ws'));
+    const send = (path: string, body: unknown) => post(gw.url('api', path), body);
+    const statuses = [
+      ...(await Promise.all([send('/mixed', { n: 1 }), send('/mixed', { n: 2 }), send('/mixed', { n: 3 })])),
+      await send('/mixed', { n: 0 }),
+      await send('/mixed', { n: 0 }),
+      await send('/mixed', { n: 'x' }),
+      await send('/mixed', {}),
+      await send('/mixed', { n: 13 }),
+      await send('/tagging', { n: -1 }),
+      await send('/tagging', { n: 5 }),
+      await send('/dead', { n: -1 }),
+      await send('/dead', { n: 1 }),
+      await send('/limited', { n: 1 }),
+      await send('/limited', { n: 2 }),
+      await send('/no-such-path', { n: 1 }),
+    ].map((r) => r.status);
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 400, 400, 500, 200, 200, 200, 200, 200, 429, 404]);
+    // The consume route has forwarded the three delivered messages once the client has them.
+    for (let i = 0; i < 3; i++) await receiver.next();
+    receiver.close();
+
+    const s = await scrape(gw.adminUrl);
+    assert.match(s.contentType ?? '', /^text\/plain; version=0\.0\.4/);
+    assert.deepEqual(outcomes(s, 'mixed'), { received: 8, delivered: 3, filtered: 2, invalid: 2, tagged: 0, deadlettered: 0, failed: 1, rejected: 0 });
+    assert.deepEqual(outcomes(s, 'tagging'), { received: 2, delivered: 1, filtered: 0, invalid: 0, tagged: 1, deadlettered: 0, failed: 0, rejected: 0 });
+    assert.deepEqual(outcomes(s, 'dead'), { received: 2, delivered: 1, filtered: 0, invalid: 0, tagged: 0, deadlettered: 1, failed: 0, rejected: 0 });
+    assert.deepEqual(outcomes(s, 'limited'), { received: 2, delivered: 1, filtered: 0, invalid: 0, tagged: 0, deadlettered: 0, failed: 0, rejected: 1 });
+    assert.deepEqual(outcomes(s, 'fanout'), { received: 3, delivered: 3, filtered: 0, invalid: 0, tagged: 0, deadlettered: 0, failed: 0, rejected: 0 });
+    assert.equal(s.types.get('eventgate_route_messages_total'), 'counter');
+
+    // Every HTTP answer is counted by status, including those that never reached a route (404).
+    assert.deepEqual(
+      s.series('eventgate_http_requests_total').sort((a, b) => a.labels.status!.localeCompare(b.labels.status!)),
+      [
+        { labels: { listener: 'api', status: '200' }, value: 10 },
+        { labels: { listener: 'api', status: '400' }, value: 2 },
+        { labels: { listener: 'api', status: '404' }, value: 1 },
+        { labels: { listener: 'api', status: '429' }, value: 1 },
+        { labels: { listener: 'api', status: '500' }, value: 1 },
+      ],
+    );
+  });
+
+  it('has a latency histogram per route counting the messages their targets acknowledged', async () => {
+    const s = await scrape(gw.adminUrl);
+    assert.equal(s.types.get('eventgate_route_latency_seconds'), 'histogram');
+    // delivered + tagged + dead-lettered; filtered, invalid and failed messages reached no target.
+    for (const [route, n] of [['mixed', 3], ['tagging', 2], ['dead', 2], ['limited', 1], ['fanout', 3]] as const) {
+      assert.equal(s.value('eventgate_route_latency_seconds_count', { route }), n, route);
+      assert.equal(s.value('eventgate_route_latency_seconds_bucket', { route, le: '+Inf' }), n, route);
+      const sum = s.value('eventgate_route_latency_seconds_sum', { route })!;
+      assert.ok(sum > 0 && sum < 10 * n, `${route} sum ${sum}`);
+      // Buckets are cumulative.
+      const buckets = s.series('eventgate_route_latency_seconds_bucket').filter((b) => b.labels.route === route).map((b) => b.value);
+      assert.equal(buckets.length, 15);
+      assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
+    }
+  });
+
+  it('follows WebSocket clients as they connect and disconnect', async () => {
+    const before = (await scrape(gw.adminUrl)).value('eventgate_websocket_clients', { listener: 'push' });
+    assert.equal(before, 0);
+    const a = await WsClient.connect(gw.url('push', '/ws/mixed', 'ws'));
+    const b = await WsClient.connect(gw.url('push', '/ws/mixed', 'ws'));
+    assert.equal((await scrape(gw.adminUrl)).value('eventgate_websocket_clients', { listener: 'push' }), 2);
+    a.close();
+    await a.waitClose();
+    await scrapeUntil(gw.adminUrl, (s) => s.value('eventgate_websocket_clients', { listener: 'push' }) === 1);
+    b.ws.terminate();
+    await scrapeUntil(gw.adminUrl, (s) => s.value('eventgate_websocket_clients', { listener: 'push' }) === 0);
+  });
+
+  it('reports the memory consumer lag of each consume route, and the Node process metrics', async () => {
+    const s = await scrape(gw.adminUrl);
+    assert.equal(s.types.get('eventgate_memory_consumer_lag'), 'gauge');
+    assert.deepEqual(s.series('eventgate_memory_consumer_lag'), [{ labels: { route: 'fanout', topic: 'mixed', partition: '0' }, value: 0 }]);
+    assert.equal(s.value('eventgate_memory_producer_errors_total', { broker: 'local' }), 0);
+    // Every broker kind's families exist (without series) whatever the config, so alerts and dashboards can rely on them.
+    assert.equal(s.types.get('eventgate_kafka_consumer_lag'), 'gauge');
+    assert.deepEqual(s.series('eventgate_kafka_consumer_lag'), []);
+    assert.equal(s.types.get('eventgate_kafka_producer_errors_total'), 'counter');
+    assert.ok(s.value('process_cpu_user_seconds_total')! >= 0);
+    assert.ok(s.value('nodejs_heap_size_used_bytes')! > 0);
+    assert.equal(s.value('eventgate_ready'), 1);
+  });
+
+  it('counts reloads by result and names the running config version', async () => {
+    const first = await scrape(gw.adminUrl);
+    const version0 = (await gw.status()).version as string;
+    assert.deepEqual(first.series('eventgate_config_info'), [{ labels: { version: version0 }, value: 1 }]);
+    assert.equal(first.value('eventgate_config_reloads_total', { result: 'success' }), 0);
+    assert.equal(first.value('eventgate_config_reloads_total', { result: 'failure' }), 0);
+
+    const applied = await gw.reconfigure(CONFIG.replace('mixed }\n  - name: tagging', 'mixed }\n  - name: extra\n    from: { listener: api, path: /extra }\n    to: { broker: local, topic: extra }\n  - name: tagging'));
+    assert.equal(applied.msg, 'config reloaded');
+    const version1 = (await gw.status()).version as string;
+    assert.notEqual(version1, version0);
+    let s = await scrape(gw.adminUrl);
+    assert.equal(s.value('eventgate_config_reloads_total', { result: 'success' }), 1);
+    assert.deepEqual(s.series('eventgate_config_info'), [{ labels: { version: version1 }, value: 1 }]);
+    assert.equal(s.value('eventgate_config_last_reload_successful'), 1);
+    // The new route starts at zero; the kept routes keep their counts.
+    assert.equal(s.value('eventgate_route_messages_total', { route: 'extra', outcome: 'received' }), 0);
+    assert.equal(s.value('eventgate_route_messages_total', { route: 'mixed', outcome: 'received' }), 8);
+
+    const rejected = await gw.reconfigure(CONFIG.replace('kind: memory', 'kind: memroy'));
+    assert.match(rejected.msg, /^reload rejected/);
+    s = await scrape(gw.adminUrl);
+    assert.equal(s.value('eventgate_config_reloads_total', { result: 'failure' }), 1);
+    assert.equal(s.value('eventgate_config_last_reload_successful'), 0);
+    assert.deepEqual(s.series('eventgate_config_info'), [{ labels: { version: version1 }, value: 1 }]);
+
+    // Back to the first config: the removed route's series go away.
+    await gw.reconfigure(CONFIG);
+    s = await scrape(gw.adminUrl);
+    assert.equal(s.value('eventgate_config_reloads_total', { result: 'success' }), 2);
+    assert.equal(s.value('eventgate_config_last_reload_successful'), 1);
+    assert.equal(s.value('eventgate_route_messages_total', { route: 'extra', outcome: 'received' }), undefined);
+  });
+
+  it('serves the same counters as JSON at /admin/stats', async () => {
+    const res = await fetch(`${gw.adminUrl}/admin/stats`);
+    assert.equal(res.status, 200);
+    const stats = (await res.json()) as any;
+    assert.equal(stats.routes.mixed.received, 8);
+    assert.equal(stats.routes.mixed.failed, 1);
+    assert.equal(stats.routes.mixed.latency.count, 3);
+    assert.deepEqual(stats.listeners.api.responses, { 200: 10, 400: 2, 404: 1, 429: 1, 500: 1 });
+    assert.equal(stats.listeners.push.clients, 0);
+    assert.deepEqual(stats.consumerLag, [{ broker: 'local', kind: 'memory', route: 'fanout', topic: 'mixed', partition: 0, lag: 0 }]);
+    assert.deepEqual(stats.reloads, { success: 2, failure: 1 });
+  });
+});
+
+describe('GET /metrics with an admin token', () => {
+  it('needs the token, while /healthz and /readyz stay open', async () => {
+    const gw = await startGateway('version: 1\nadmin:\n  port: 0\n  token: ${ADMIN_TOKEN}\n', { env: { ADMIN_TOKEN: 's3cret-metrics-token' } });
+    try {
+      const denied = await fetch(`${gw.adminUrl}/metrics`);
+      assert.equal(denied.status, 401);
+      assert.equal(denied.headers.get('www-authenticate'), 'Bearer realm="eventgate-admin"');
+      assert.equal((await fetch(`${gw.adminUrl}/admin/stats`)).status, 401);
+      assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200);
+      const s = await scrape(gw.adminUrl, { authorization: 'Bearer s3cret-metrics-token' });
+      assert.equal(s.value('eventgate_ready'), 1);
+      assert.ok(!s.text.includes('s3cret-metrics-token'));
+    } finally {
+      await gw.stop();
+    }
+  });
+});

@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { eventually, startGateway, type LogLine } from '../helpers/gateway.js';
+import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
+
+describe('hot reload (spec §6): config changes', () => {
+  const f = pipelineFixture();
+  const connect = f.connect;
+  const roundTrip = f.roundTrip;
+
+  it('applies a changed transform, and a websocket client stays connected and keeps receiving', async () => {
+    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1, "n": n}')));
+    const client = await connect();
+    assert.deepEqual(await roundTrip(client, 1), { v: 1, n: 1 });
+    const line = await gw.reconfigure(pipelineConfig('{"v": 2, "n": n}'));
+    assert.equal(line.msg, 'config reloaded');
+    assert.deepEqual(await roundTrip(client, 2), { v: 2, n: 2 });
+    assert.equal(client.closed, undefined, 'the client was not disconnected');
+    const status = await gw.status();
+    assert.equal(status.listeners.find((l: { name: string }) => l.name === 'push').clients, 1);
+  });
+
+  it('keeps the old config when the new file is broken, logs file:line:col and reports it in /admin/status; a fix recovers', async () => {
+    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1}')));
+    const client = await connect();
+    const versionBefore = (await gw.status()).version;
+    const broken = pipelineConfig('{"v": 2').replace('routes:', 'routes:\n  - name: [oops');
+    const line = await gw.reconfigure(broken);
+    assert.equal(line.msg, 'reload rejected; the running config keeps serving');
+    assert.match(String(line.diagnostic), new RegExp(`^${gw.configFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+: YAML syntax error`));
+    // Still the old pipeline, and the client is still there.
+    assert.deepEqual(await roundTrip(client, 1), { v: 1 });
+    const status = await gw.status();
+    assert.equal(status.version, versionBefore);
+    assert.equal(status.lastReloadError.diagnostics[0].code, 'EG_CONFIG_SYNTAX');
+    assert.equal(status.lastReloadError.diagnostics[0].file, gw.configFile);
+    assert.equal(typeof status.lastReloadError.diagnostics[0].line, 'number');
+    assert.equal(typeof status.lastReloadError.diagnostics[0].column, 'number');
+
+    const fixed = await gw.reconfigure(pipelineConfig('{"v": 3}'));
+    assert.equal(fixed.msg, 'config reloaded');
+    assert.deepEqual(await roundTrip(client, 2), { v: 3 });
+    const after = await gw.status();
+    assert.equal(after.lastReloadError, null);
+    assert.notEqual(after.version, versionBefore);
+  });
+
+  it('keeps the old config when the new one is valid YAML but wrong, pointing at the mistake', async () => {
+    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1}')));
+    const client = await connect();
+    const line = await gw.reconfigure(pipelineConfig('{"v": 2'));
+    assert.equal(line.msg, 'reload rejected; the running config keeps serving');
+    // Line 11 is `      - transform: '{"v": 2'`; the expression ends unclosed at its last character.
+    assert.match(String(line.diagnostic), /gateway\.yaml:11:27: JSONata expression does not compile: Expected "}" before end of expression/);
+    assert.deepEqual(await roundTrip(client, 1), { v: 1 });
+    assert.match((await gw.status()).lastReloadError.diagnostics[0].message, /JSONata/);
+  });
+
+  it('settles on the last of rapid successive edits', async () => {
+    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 0}')));
+    const client = await connect();
+    for (let v = 1; v <= 12; v++) gw.write('gateway.yaml', pipelineConfig(`{"v": ${v}}`));
+    await eventually(async () => assert.deepEqual(await roundTrip(client, 0), { v: 12 }), 5000);
+    // And it stays there: no late reload of an intermediate version.
+    await gw.waitForLog(reloaded);
+    assert.deepEqual(await roundTrip(client, 0), { v: 12 });
+    assert.equal((await gw.status()).lastReloadError, null);
+  });
+
+  it('reloads on SIGHUP and on POST /admin/reload', async () => {
+    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1}')));
+    let from = gw.logs.length;
+    gw.process.kill('SIGHUP');
+    const hup = await gw.waitForLog((l) => l.reason === 'SIGHUP' && (l.msg === 'config unchanged' || l.msg === 'config reloaded'), 10000, from);
+    assert.equal(hup.msg, 'config unchanged');
+    from = gw.logs.length;
+    const res = await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST' });
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { result: string }).result, 'unchanged');
+    await gw.waitForLog((l) => l.reason === 'admin API' && l.msg === 'config unchanged', 10000, from);
+  });
+
+});

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+
+const TOKEN = 'tap-token-1234';
+const SCHEMA = '{ type: object, required: [qty], properties: { qty: { type: integer, minimum: 1 } } }';
+
+const config = (tap: string, extraRoute = true) => `
+version: 1
+admin:
+  port: 0
+  token: ${TOKEN}
+  tap: ${tap}
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: orders
+    from: { listener: api, path: /orders }
+    through:
+      - validate: { schema: ${SCHEMA} }
+      - filter: qty < 100
+      - transform: '{ "quantity": qty }'
+    to: { broker: local, topic: orders }
+  - name: lenient
+    from: { listener: api, path: /lenient }
+    through:
+      - validate: { schema: ${SCHEMA}, onInvalid: tag }
+    to: { broker: local, topic: lenient }
+${extraRoute ? `  - name: busy
+    from: { listener: api, path: /busy }
+    to: { broker: local, topic: busy }` : ''}
+`;
+
+describe('live tap (GET /admin/tap?route=...)', () => {
+  let gw: RunningGateway;
+  const tapUrl = (query: string) => `${gw.adminUrl.replace('http', 'ws')}/admin/tap?${query}`;
+  const openTap = async (route: string) => {
+    const tap = await WsClient.connect(tapUrl(`route=${route}`), { headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.deepEqual(await tap.next(), { type: 'hello', route, maxPerSecond: tapLimit });
+    return tap;
+  };
+  let tapLimit = 100;
+
+  before(async () => {
+    gw = await startGateway(config('{ maxPerSecond: 100 }'));
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  it('needs the admin token, as a Bearer header or ?token= (what a browser can send)', async () => {
+    await assert.rejects(WsClient.connect(tapUrl('route=orders')), { statusCode: 401 });
+    await assert.rejects(WsClient.connect(tapUrl('route=orders&token=wrong')), { statusCode: 401 });
+    await assert.rejects(WsClient.connect(tapUrl('route=orders'), { headers: { authorization: 'Bearer wrong' } }), { statusCode: 401 });
+    const byQuery = await WsClient.connect(tapUrl(`route=orders&token=${TOKEN}`));
+    assert.equal((await byQuery.next()).type, 'hello');
+    byQuery.close();
+    (await openTap('orders')).close();
+  });
+
+  it('refuses unknown routes and plain GETs with a reason', async () => {
+    const auth = { headers: { authorization: `Bearer ${TOKEN}` } };
+    await assert.rejects(WsClient.connect(tapUrl('route=nope'), auth), { statusCode: 404 });
+    await assert.rejects(WsClient.connect(tapUrl(''), auth), { statusCode: 404 });
+    const plain = await fetch(`${gw.adminUrl}/admin/tap?route=orders`, auth);
+    assert.equal(plain.status, 426);
+    assert.equal(plain.headers.get('upgrade'), 'websocket');
+  });
+
+  it('streams each message of the route with its outcome, the validation errors and what the targets received', async () => {
+    const tap = await openTap('orders');
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    assert.equal((await post(gw.url('api', '/orders'), { qty: 3 }, { traceparent })).status, 200);
+    assert.equal((await post(gw.url('api', '/orders'), { qty: 500 })).status, 200);
+    assert.equal((await post(gw.url('api', '/orders'), { qty: 0 })).status, 400);
+
+    const delivered = await tap.next();
+    assert.equal(delivered.type, 'message');
+    assert.equal(delivered.route, 'orders');
+    assert.equal(delivered.outcome, 'delivered');
+    assert.equal(delivered.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
+    assert.deepEqual(delivered.message.value, { qty: 3 }, 'the message as the route received it');
+    assert.equal(delivered.message.headers.traceparent, traceparent);
+    assert.deepEqual(delivered.output.value, { quantity: 3 }, 'and as its targets received it');
+    assert.equal(delivered.output.headers.traceparent, delivered.traceparent);
+    assert.deepEqual(delivered.deliveries, [{ broker: 'local', topic: 'orders', partition: 0, offset: '0' }]);
+    assert.equal(typeof delivered.latencyMs, 'number');
+    assert.ok(!Number.isNaN(Date.parse(delivered.at)));
+
+    const filtered = await tap.next();
+    assert.equal(filtered.outcome, 'filtered');
+    assert.deepEqual(filtered.message.value, { qty: 500 });
+
+    const invalid = await tap.next();
+    assert.equal(invalid.outcome, 'invalid');
+    assert.equal(invalid.status, 400);
+    assert.deepEqual(invalid.errors, ['/qty: must be >= 1']);
+    assert.equal(invalid.problem.code, 'EG_INVALID_MESSAGE');
+    tap.close();
+  });
+
+  it('shows tagged messages with their validation errors, and only the tapped route', async () => {
+    const lenient = await openTap('lenient');
+    const orders = await openTap('orders');
+    await post(gw.url('api', '/lenient'), { qty: -2 });
+    const tagged = await lenient.next();
+    assert.equal(tagged.outcome, 'tagged');
+    assert.deepEqual(tagged.errors, ['/qty: must be >= 1']);
+    assert.ok(tagged.output.headers._asyncapi_eg_validation_error);
+    await post(gw.url('api', '/orders'), { qty: 1 });
+    assert.equal((await orders.next()).outcome, 'delivered');
+    assert.equal(await lenient.nothingFor(100), undefined, 'the lenient tap does not see the orders route');
+    lenient.close();
+    orders.close();
+  });
+
+  it('sends at most admin.tap.maxPerSecond messages a second and counts the rest in "skipped" frames', async () => {
+    await gw.reconfigure(config('{ maxPerSecond: 5 }'));
+    tapLimit = 5;
+    const tap = await openTap('busy');
+    const total = 40;
+    const started = Date.now();
+    const replies = await Promise.all(Array.from({ length: total }, (_, i) => post(gw.url('api', '/busy'), { i })));
+    assert.ok(replies.every((r) => r.status === 200));
+    let shown = 0;
+    let skipped = 0;
+    while (shown + skipped < total) {
+      const frame = await tap.next(3000);
+      if (frame.type === 'message') shown++;
+      else {
+        assert.equal(frame.type, 'skipped');
+        assert.equal(frame.maxPerSecond, 5);
+        assert.ok(frame.count > 0);
+        skipped += frame.count;
+      }
+    }
+    const windows = Math.ceil((Date.now() - started) / 1000) + 1;
+    assert.equal(shown + skipped, total, 'every message is either shown or counted');
+    assert.ok(shown >= 5, `the first window is filled (${shown})`);
+    assert.ok(shown <= 5 * windows, `${shown} messages shown in at most ${windows} one-second windows`);
+    assert.equal(await tap.nothingFor(50), undefined);
+    tap.close();
+  });
+
+  it('closes the tap of a route that a reload removes, and every tap on shutdown, with 1001', async () => {
+    const busy = await openTap('busy');
+    const orders = await openTap('orders');
+    await gw.reconfigure(config('{ maxPerSecond: 5 }', false));
+    assert.deepEqual(await busy.waitClose(), { code: 1001, reason: 'route removed' });
+    assert.equal(orders.closed, undefined);
+    await gw.stop();
+    assert.equal((await orders.waitClose()).code, 1001);
+  });
+});

@@ -1,0 +1,400 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { runCli, tempFiles } from '../helpers/gateway.js';
+
+/** A config from its lines, so a test reads as "line N, column C" against the array index + 1. */
+function yaml(...lines: string[]): string {
+  return `${lines.join('\n')}\n`;
+}
+
+interface Validated {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** stdout split into lines (text format). */
+  lines: string[];
+}
+
+/** Runs `eventgate validate -c gateway.yaml` in a temp directory holding `files`. */
+async function validate(files: Record<string, string>, options: { env?: Record<string, string>; format?: 'text' | 'json' } = {}): Promise<Validated> {
+  const dir = tempFiles(files);
+  const args = ['validate', '-c', 'gateway.yaml', ...(options.format ? ['--format', options.format] : [])];
+  const r = await runCli(args, { cwd: dir, env: options.env });
+  assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at .+:\d+:\d+\)?\n/, 'never a stack trace');
+  return { ...r, lines: r.stdout.split('\n').filter((l) => l !== '') };
+}
+
+/** Asserts exit 1 and exactly these problems, each `gateway.yaml:LINE:COL: ` followed by text matching the pattern. */
+function assertProblems(r: Validated, expected: [position: string, message: RegExp][]): void {
+  assert.equal(r.code, 1, `exit code 1; stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+  assert.equal(r.lines.length, expected.length, `one line per problem; got:\n${r.stdout}`);
+  expected.forEach(([position, message], i) => {
+    const line = r.lines[i]!;
+    assert.ok(line.startsWith(`${position}: `), `line ${i + 1} is at ${position}: ${line}`);
+    assert.match(line.slice(position.length + 2), message);
+  });
+}
+
+const base = [
+  'version: 1', //                          1
+  'brokers:', //                            2
+  '  local:', //                            3
+  '    kind: memory', //                    4
+  'listeners:', //                          5
+  '  api:', //                              6
+  '    kind: http', //                      7
+  '    port: 0', //                         8
+  '  push:', //                             9
+  '    kind: websocket', //                10
+  '    port: 0', //                        11
+];
+
+describe('eventgate validate', { concurrency: 4 }, () => {
+  it('prints ok and exits 0 for a valid config', async () => {
+    const r = await validate({
+      'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - filter: a > 1', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: main', '    to: { broker: local, topic: t }'),
+    });
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, 'ok\n');
+    assert.equal(r.stderr, '');
+  });
+
+  it('prints an empty JSON array and exits 0 for a valid config with --format json', async () => {
+    const r = await validate({ 'gateway.yaml': yaml(...base) }, { format: 'json' });
+    assert.equal(r.code, 0);
+    assert.deepEqual(JSON.parse(r.stdout), []);
+  });
+
+  describe('YAML syntax errors', () => {
+    it('points at a key indented deeper than its siblings', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '      port: 0') });
+      assertProblems(r, [['gateway.yaml:4:11', /YAML syntax error/]]);
+    });
+
+    it('points at a tab used as indentation', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '\tapi: {}') });
+      assertProblems(r, [['gateway.yaml:3:1', /YAML syntax error: Tabs are not allowed as indentation/]]);
+    });
+
+    it('points at the second of two equal keys', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: 0', '    port: 1') });
+      assertProblems(r, [['gateway.yaml:6:5', /YAML syntax error: Map keys must be unique/]]);
+    });
+
+    it('points at an alias to an anchor that does not exist', async () => {
+      const r = await validate({ 'gateway.yaml': yaml(...base, 'chains:', '  main: *steps') });
+      assertProblems(r, [['gateway.yaml:13:9', /Unresolved alias.*steps/]]);
+    });
+
+    it('reports an empty file as such', async () => {
+      const r = await validate({ 'gateway.yaml': '' });
+      assertProblems(r, [['gateway.yaml:1:1', /empty.*version: 1/]]);
+    });
+  });
+
+  describe('unknown keys', () => {
+    it('points at a misspelt top-level key and suggests the right one', async () => {
+      const r = await validate({ 'gateway.yaml': yaml(...base, 'rotues: []') });
+      assertProblems(r, [['gateway.yaml:12:1', /unknown key 'rotues'.*did you mean 'routes'\?/]]);
+    });
+
+    it('points at a misspelt nested key and does not also report the key it meant as missing', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    prot: 8080') });
+      assertProblems(r, [['gateway.yaml:5:5', /unknown key 'prot' in listeners\.api \(did you mean 'port'\?\)/]]);
+    });
+
+    it('points at a misspelt key in a flow map inside a route', async () => {
+      const r = await validate({ 'gateway.yaml': yaml(...base, 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    to: { broker: local, topik: t }') });
+      assertProblems(r, [['gateway.yaml:15:26', /unknown key 'topik' in routes\[0\]\.to \(did you mean 'topic'\?\)/]]);
+    });
+  });
+
+  describe('wrong types', () => {
+    it('points at each value of the wrong type and says what was expected', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: "eighty"', '    maxBodyBytes: 1.5', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    ack: yes', '    to: { broker: b, topic: t }'),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:5:11', /listeners\.api\.port must be an integer, got string "eighty"/],
+        ['gateway.yaml:6:19', /listeners\.api\.maxBodyBytes must be an integer, got number 1\.5/],
+        ['gateway.yaml:10:10', /routes\[0\]\.ack must be true or false, got string "yes"/],
+      ]);
+    });
+
+    it('points at a version other than 1', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 2') });
+      assertProblems(r, [['gateway.yaml:1:10', /version must be 1, got number 2/]]);
+    });
+
+    it('says what shape `through` takes when given a map', async () => {
+      const r = await validate({ 'gateway.yaml': yaml(...base, 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: { filter: a }', '    to: { broker: local, topic: t }') });
+      assertProblems(r, [['gateway.yaml:15:14', /routes\[0\]\.through has the wrong shape \(a map\): expected a chain name, or a list of chain names and inline steps/]]);
+    });
+  });
+
+  describe('references to things that do not exist', () => {
+    it('points at each missing chain, listener and broker, with a did-you-mean', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:', //                                      12
+          '  main:', //                                      13
+          '    - filter: a > 1', //                          14
+          'routes:', //                                      15
+          '  - name: in', //                                 16
+          '    from: { listener: apii, path: /in }', //      17
+          '    through: mian', //                            18
+          '    to: { broker: lokal, topic: t }', //          19
+          '  - name: out', //                                20
+          '    from: { broker: local, topic: t }', //        21
+          '    through: [main, { filter: "true" }, mainn]', // 22
+          '    to:', //                                      23
+          '      - { listener: psuh, path: /ws }', //        24
+          '      - { listener: api, path: /ws }', //         25
+        ),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:17:23', /listener 'apii' is not defined \(did you mean 'api'\?\)/],
+        ['gateway.yaml:18:14', /chain 'mian' is not defined \(did you mean 'main'\?\)/],
+        ['gateway.yaml:19:19', /broker 'lokal' is not defined \(did you mean 'local'\?\)/],
+        ['gateway.yaml:22:41', /chain 'mainn' is not defined \(did you mean 'main'\?\)/],
+        ['gateway.yaml:24:21', /listener 'psuh' is not defined \(did you mean 'push'\?\)/],
+        ['gateway.yaml:25:21', /listener 'api' is a http listener; only websocket listeners can be targets/],
+      ]);
+    });
+
+    it('says where to define a broker when there are none', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api: { kind: http, port: 0 }', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    to: { broker: local, topic: t }') });
+      assertProblems(r, [['gateway.yaml:7:19', /broker 'local' is not defined; add it under brokers:/]]);
+    });
+  });
+
+  describe('JSONata expressions that do not compile', () => {
+    it('points inside a one-line expression, plain or quoted', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:', //                                         12
+          '  main:', //                                         13
+          '    - filter: a > > 1', //                           14: second '>' at column 19
+          "    - filter: 'b = = 2'", //                         15: second '=' at column 20
+          '    - headers: { set: { x-a: "\\"ok\\" &" } }', //  16: '&' at column 38
+          'routes:', //                                         17
+          '  - name: in', //                                    18
+          '    from: { listener: api, path: /in }', //          19
+          '    through: main', //                               20
+          '    to: { broker: local, topic: t, key: "$string(" }', // 21: '(' at column 49
+        ),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:14:19', /JSONata expression does not compile: The symbol ">" cannot be used as a unary operator/],
+        ['gateway.yaml:15:20', /JSONata expression does not compile: The symbol "=" cannot be used as a unary operator/],
+        ['gateway.yaml:16:38', /JSONata expression does not compile/],
+        ['gateway.yaml:21:49', /JSONata expression does not compile: Expected "\)"/],
+      ]);
+    });
+
+    it('points at the line and column inside a block-scalar expression', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:', //                        12
+          '  main:', //                        13
+          '    - transform: |', //             14
+          '        {', //                      15
+          '          "x": a,', //              16
+          '          "y": b > > 2', //         17: the second '>' at column 20
+          '        }', //                      18
+          'routes:', //                        19
+          '  - name: in', //                   20
+          '    from: { listener: api, path: /in }', // 21
+          '    through: main', //              22
+          '    to: { broker: local, topic: t }', // 23
+        ),
+      });
+      assertProblems(r, [['gateway.yaml:17:20', /JSONata expression does not compile: The symbol ">" cannot be used as a unary operator/]]);
+    });
+  });
+
+  describe('JSON Schemas that do not compile', () => {
+    const route = ['routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: main', '    to: { broker: local, topic: t }'];
+
+    it('points at the offending keyword of an inline schema', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:', //                             12
+          '  main:', //                             13
+          '    - validate:', //                     14
+          '        schema:', //                     15
+          '          type: object', //              16
+          '          properties:', //               17
+          '            lumens: { type: integr }', // 18: 'integr' at column 29
+          '          required: lumens', //          19: 'lumens' at column 21
+          ...route,
+        ),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:18:29', /invalid JSON Schema at properties\.lumens\.type: 'type' must be one of .*got "integr" \(did you mean 'integer'\?\)/],
+        ['gateway.yaml:19:21', /invalid JSON Schema at required: 'required' must be array/],
+      ]);
+    });
+
+    it('points into the schema file at the offending keyword', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', ...route),
+        'schemas/light.json': yaml('{', '  "type": "object",', '  "properties": {', '    "lumens": { "type": "integer", "minimum": "zero" }', '  }', '}'),
+      });
+      assertProblems(r, [['schemas/light.json:4:47', /invalid JSON Schema at properties\.lumens\.minimum: 'minimum' must be number/]]);
+    });
+
+    it('points into a schema file that is not valid JSON', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', ...route),
+        'schemas/light.json': yaml('{', '  "type": "object"', '  "required": ["lumens"]', '}'),
+      });
+      assertProblems(r, [['schemas/light.json:3:3', /JSON syntax error: Expected ',' or '}' after property value/]]);
+    });
+
+    it('points at a $ref that resolves to nothing', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.yaml }', ...route),
+        'schemas/light.yaml': yaml('type: object', 'properties:', '  lumens:', '    $ref: "#/$defs/count"'),
+      });
+      assertProblems(r, [['schemas/light.yaml:4:11', /\$ref '#\/\$defs\/count' points at nothing/]]);
+    });
+  });
+
+  describe('environment variables', () => {
+    it('points at an undefined ${VAR}, naming it, and reports nothing else about that value', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml('version: 1', 'brokers:', '  local:', '    kind: memory', '    retain: ${RETAIN}', 'listeners:', '  api:', '    kind: http', '    port: 0', '    host: "127.0.${SUBNET}.1"'),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:5:13', /environment variable 'RETAIN' is not set and has no default/],
+        ['gateway.yaml:10:18', /environment variable 'SUBNET' is not set and has no default/],
+      ]);
+    });
+
+    it('uses the default of ${VAR:-default} when the variable is not set', async () => {
+      const files = { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: ${PORT:-8080}', '    host: ${HOST:-127.0.0.1}') };
+      const r = await validate(files);
+      assert.equal(r.code, 0, r.stdout);
+      assert.equal(r.stdout, 'ok\n');
+    });
+
+    it('gives `port: ${PORT}` the type of the value: a number', async () => {
+      const files = { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: ${PORT}') };
+      assert.equal((await validate(files, { env: { PORT: '8080' } })).code, 0);
+      assertProblems(await validate(files, { env: { PORT: 'http' } }), [['gateway.yaml:5:11', /listeners\.api\.port must be an integer, got string "http"/]]);
+    });
+
+    it('explains that an unquoted ${VAR} cannot sit inside a flow map', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api: { kind: http, port: ${PORT} }') }, { env: { PORT: '8080' } });
+      assertProblems(r, [['gateway.yaml:3:29', /YAML syntax error: .*\(an unquoted \$\{VAR\} cannot appear inside \{ \} or \[ \]: quote it, or write that map in block style/]]);
+    });
+
+    it('keeps a quoted "${PORT}" a string', async () => {
+      const files = { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: "${PORT}"') };
+      assertProblems(await validate(files, { env: { PORT: '8080' } }), [['gateway.yaml:5:11', /listeners\.api\.port must be an integer, got string "8080"/]]);
+    });
+  });
+
+  describe('files, names and paths', () => {
+    it('points at a referenced file that does not exist', async () => {
+      const r = await validate({ 'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate:', '        schema: schemas/missing.json', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: main', '    to: { broker: local, topic: t }') });
+      assertProblems(r, [['gateway.yaml:15:17', /cannot read 'schemas\/missing\.json' .*no such file/]]);
+    });
+
+    it('points at the second use of a route name and at the first', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'routes:', '  - name: in', '    from: { listener: api, path: /a }', '    to: { broker: local, topic: t }', '  - name: in', '    from: { listener: api, path: /b }', '    to: { broker: local, topic: t }'),
+      });
+      assertProblems(r, [['gateway.yaml:16:11', /route name 'in' is already used by routes\[0\] \(line 13\); route names must be unique/]]);
+    });
+
+    it('points at a second route on the same listener path', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'routes:', '  - name: a', '    from: { listener: api, path: /in }', '    to: { broker: local, topic: t }', '  - name: b', '    from: { listener: api, path: /in }', '    to: { broker: local, topic: u }'),
+      });
+      assertProblems(r, [['gateway.yaml:17:34', /listener 'api' path '\/in' is already the source of route 'a'/]]);
+    });
+
+    // Regression: the compiler compared paths as strings, so two parameter paths passed validation
+    // and the HTTP router then refused the second at start-up ("Method 'POST' already declared").
+    it('points at a route whose path matches the same requests as another (/rooms/:room and /rooms/:id)', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'routes:', '  - name: a', '    from: { listener: api, path: /rooms/:room }', '    to: { broker: local, topic: t }', '  - name: b', '    from: { listener: api, path: /rooms/:id }', '    to: { broker: local, topic: u }'),
+      });
+      assertProblems(r, [['gateway.yaml:17:34', /listener 'api' path '\/rooms\/:id' is already the source of route 'a' \('\/rooms\/:room' matches the same requests\)/]]);
+    });
+  });
+
+  describe('kinds', () => {
+    it('points at an unknown step kind in a chain and inline, with a did-you-mean', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - filtre: a > 1', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: [main, { tranform: a }]', '    to: { broker: local, topic: t }'),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:14:7', /unknown step 'filtre' \(did you mean 'filter'\?\); expected one of: validate, filter, transform, headers/],
+        ['gateway.yaml:18:23', /unknown step 'tranform' \(did you mean 'transform'\?\)/],
+      ]);
+    });
+
+    it('explains a step with no key and a step with two', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'chains:', '  main:', '    - {}', '    - filter: a', '      transform: b') });
+      assertProblems(r, [
+        ['gateway.yaml:4:7', /chains\.main\[0\] is an empty step; a step is a map with one key, the step kind/],
+        ['gateway.yaml:5:7', /chains\.main\[1\] has 2 keys \(filter, transform\); a step has exactly one/],
+      ]);
+    });
+
+    it('points at an unknown broker kind and an unknown listener kind', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'brokers:', '  local:', '    kind: memroy', 'listeners:', '  push:', '    kind: websockets', '    port: 0', '  api:', '    port: 0') });
+      assertProblems(r, [
+        ['gateway.yaml:4:11', /unknown broker kind "memroy" \(did you mean 'memory'\?\); known kinds: memory/],
+        ['gateway.yaml:7:11', /unknown listener kind "websockets" \(did you mean 'websocket'\?\); known kinds: http, websocket/],
+        ['gateway.yaml:9:3', /listeners\.api is missing required key 'kind' \(one of: http, websocket\)/],
+      ]);
+    });
+  });
+
+  describe('output', () => {
+    it('reports every problem of the file at once, in file order', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: -1', 'rotues: []', 'chains: { main: [ { filter: "a >" } ] }') });
+      assert.deepEqual(
+        r.lines.map((l) => l.split(': ')[0]),
+        ['gateway.yaml:5:11', 'gateway.yaml:6:1'],
+      );
+    });
+
+    it('prints a JSON array of {file,line,column,message,path} with --format json and exits 1', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    prot: 8080') }, { format: 'json' });
+      assert.equal(r.code, 1);
+      const problems = JSON.parse(r.stdout) as Record<string, unknown>[];
+      assert.equal(problems.length, 1);
+      const { file, line, column, message, path } = problems[0]!;
+      assert.deepEqual({ file, line, column, path }, { file: 'gateway.yaml', line: 5, column: 5, path: 'listeners.api.prot' });
+      assert.match(String(message), /unknown key 'prot'/);
+      assert.equal(problems[0]!.code, 'EG_CONFIG_UNKNOWN_KEY');
+    });
+
+    it('reports a config file that does not exist as a problem, without a stack trace', async () => {
+      const dir = tempFiles({});
+      const r = await runCli(['validate', '-c', 'nope.yaml'], { cwd: dir });
+      assert.equal(r.code, 1);
+      assert.equal(r.stdout, 'nope.yaml:1:1: cannot read config file: no such file (ENOENT)\n');
+      const json = await runCli(['validate', '-c', 'nope.yaml', '--format', 'json'], { cwd: dir });
+      assert.equal(json.code, 1);
+      assert.equal(JSON.parse(json.stdout)[0].message, 'cannot read config file: no such file (ENOENT)');
+    });
+
+    it('reports a directory given as the config file, without a stack trace', async () => {
+      const dir = tempFiles({ 'conf/x': '' });
+      const r = await runCli(['validate', '-c', 'conf'], { cwd: dir });
+      assert.equal(r.code, 1);
+      assert.equal(r.stdout, 'conf:1:1: cannot read config file: it is a directory (EISDIR)\n');
+      assert.equal(r.stderr, '');
+    });
+  });
+});

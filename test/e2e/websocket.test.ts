@@ -1,0 +1,203 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post, RawWsClient, WsClient } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+
+const config = `
+version: 1
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1, maxBodyBytes: 1048576 }
+  push: { kind: websocket, port: 0, host: 127.0.0.1, maxPayloadBytes: 1024, maxBufferedBytes: 65536 }
+routes:
+  - name: publish
+    from: { listener: push, path: /publish }
+    ack: true
+    through:
+      - validate:
+          schema: { type: object, required: [n], properties: { n: { type: integer } } }
+      - transform: '$merge([$, {"via": $route, "unit": $query.unit}])'
+    to: { broker: local, topic: frames }
+  - name: quiet
+    from: { listener: push, path: /quiet }
+    to: { broker: local, topic: frames }
+  - name: frames-out
+    from: { broker: local, topic: frames }
+    to:
+      - { listener: push, path: /frames }
+      - { listener: push, path: /frames/envelope, format: envelope }
+  - name: bulk
+    from: { listener: api, path: /bulk }
+    to: { listener: push, path: /bulk }
+`;
+
+describe('WebSocket (spec §5)', () => {
+  let gw: RunningGateway;
+  const clients: WsClient[] = [];
+  const connect = async (path: string) => {
+    const c = await WsClient.connect(gw.url('push', path, 'ws'));
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    gw = await startGateway(config);
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    await gw.stop();
+  });
+
+  describe('publish routes', () => {
+    it('acks each delivered frame with the deliveries when the route has ack: true', async () => {
+      const c = await connect('/publish');
+      c.send({ n: 1 });
+      const ack = await c.next();
+      assert.equal(ack.type, 'ack');
+      assert.equal(ack.deliveries.length, 1);
+      assert.deepEqual({ ...ack.deliveries[0], offset: undefined }, { broker: 'local', topic: 'frames', partition: 0, offset: undefined });
+      assert.match(ack.deliveries[0].offset, /^\d+$/);
+    });
+
+    it('answers a frame that is not JSON with an error frame and keeps the connection open', async () => {
+      const c = await connect('/publish');
+      c.send('{"n": ');
+      const error = await c.next();
+      assert.equal(error.type, 'error');
+      assert.equal(error.status, 400);
+      assert.equal(typeof error.title, 'string');
+      assert.deepEqual(error.errors, []);
+      c.send({ n: 2 });
+      assert.equal((await c.next()).type, 'ack');
+      assert.equal(c.closed, undefined);
+    });
+
+    it('answers a frame that fails validation with an error frame listing the errors, and keeps the connection open', async () => {
+      const c = await connect('/publish');
+      c.send({ n: 'two' });
+      const error = await c.next();
+      assert.deepEqual({ type: error.type, status: error.status, errors: error.errors }, { type: 'error', status: 400, errors: ['/n: must be integer'] });
+      assert.equal(error.code, 'EG_INVALID_MESSAGE');
+      c.send({ n: 3 });
+      assert.equal((await c.next()).type, 'ack');
+    });
+
+    it("answers frames in the order they were sent, each with its own outcome", async () => {
+      const c = await connect('/publish');
+      c.send({ n: 10 });
+      c.send('nope');
+      c.send({ n: 'x' });
+      c.send({ n: 11 });
+      const replies = [await c.next(), await c.next(), await c.next(), await c.next()];
+      assert.deepEqual(
+        replies.map((r) => [r.type, r.status]),
+        [['ack', undefined], ['error', 400], ['error', 400], ['ack', undefined]],
+      );
+      assert.ok(Number(replies[3].deliveries[0].offset) > Number(replies[0].deliveries[0].offset));
+    });
+
+    it('answers a binary frame with a 415 error frame', async () => {
+      const c = await connect('/publish');
+      c.ws.send(Buffer.from('{"n":1}'), { binary: true });
+      const error = await c.next();
+      assert.deepEqual([error.type, error.status], ['error', 415]);
+    });
+
+    it('sends nothing back for a delivered frame when the route has no ack', async () => {
+      const c = await connect('/quiet');
+      const out = await connect('/frames');
+      c.send({ n: 'anything goes' });
+      assert.deepEqual(await out.next(), { n: 'anything goes' });
+      assert.equal(await c.nothingFor(200), undefined);
+    });
+
+    it('still answers errors on a route without ack', async () => {
+      const c = await connect('/quiet');
+      c.send('not json');
+      assert.deepEqual([(await c.next()).type], ['error']);
+    });
+
+    it('answers a frame sent on a forward-only path with a 405 error frame', async () => {
+      const c = await connect('/frames');
+      c.send({ n: 1 });
+      const error = await c.next();
+      assert.deepEqual([error.type, error.status], ['error', 405]);
+    });
+
+    it('closes with 1009 a connection that sends a frame over maxPayloadBytes', async () => {
+      const c = await connect('/publish');
+      c.send({ n: 1, pad: 'x'.repeat(2000) });
+      assert.equal((await c.waitClose()).code, 1009);
+    });
+  });
+
+  describe('forward routes', () => {
+    it('pushes the value as the frame with format: value, and the envelope with format: envelope', async () => {
+      const value = await connect('/frames');
+      const envelope = await connect('/frames/envelope');
+      const publisher = await connect('/publish?unit=lux');
+      publisher.send({ n: 42 });
+      const ack = await publisher.next();
+      assert.deepEqual(await value.next(), { n: 42, via: 'publish', unit: 'lux' });
+      const e = await envelope.next();
+      assert.deepEqual(Object.keys(e).sort(), ['headers', 'key', 'offset', 'partition', 'timestamp', 'topic', 'value']);
+      assert.deepEqual(
+        { topic: e.topic, partition: e.partition, offset: e.offset, key: e.key, value: e.value },
+        { topic: 'frames', partition: 0, offset: ack.deliveries[0].offset, key: null, value: { n: 42, via: 'publish', unit: 'lux' } },
+      );
+      assert.equal(typeof e.timestamp, 'number');
+      // A frame carries no headers; the routes it went through gave it trace context (docs/operations.md).
+      assert.deepEqual(Object.keys(e.headers), ['traceparent']);
+      assert.match(e.headers.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    });
+
+    it('pushes every message to every client on the path', async () => {
+      const a = await connect('/frames');
+      const b = await connect('/frames');
+      const publisher = await connect('/quiet');
+      publisher.send({ n: 'to all' });
+      assert.deepEqual(await a.next(), { n: 'to all' });
+      assert.deepEqual(await b.next(), { n: 'to all' });
+    });
+
+    it('refuses a handshake on a path no route uses with 404', async () => {
+      await assert.rejects(WsClient.connect(gw.url('push', '/nowhere', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
+    });
+
+    it('answers a plain HTTP request with 426 Upgrade Required', async () => {
+      const res = await fetch(gw.url('push', '/frames'));
+      assert.equal(res.status, 426);
+    });
+
+    it('disconnects a client that stops reading with 1013, while a normal client keeps receiving everything', async () => {
+      const slow = await RawWsClient.connect(gw.url('push', '/bulk', 'ws'));
+      const normal = await connect('/bulk');
+      slow.pause();
+      const from = gw.logs.length;
+      let slowDropped = false;
+      void gw.waitForLog((l) => l.msg === 'client too slow; disconnecting with 1013', 60000, from).then(() => (slowDropped = true));
+      const pad = 'x'.repeat(256 * 1024);
+      let sent = 0;
+      // Enough to fill the slow client's socket buffers, however large the kernel makes them.
+      while (!slowDropped && sent < 400) {
+        const reply = await post(gw.url('api', '/bulk'), { seq: sent, pad });
+        assert.equal(reply.status, 200);
+        sent++;
+      }
+      assert.ok(slowDropped, `the slow client was disconnected (after ${sent} messages)`);
+      // A few more after the drop: the normal client must get them too.
+      for (let i = 0; i < 5; i++, sent++) assert.equal((await post(gw.url('api', '/bulk'), { seq: sent, pad })).status, 200);
+      for (let seq = 0; seq < sent; seq++) {
+        const frame = await normal.next(10000);
+        assert.equal(frame.seq, seq);
+      }
+      assert.equal(normal.closed, undefined);
+      // The slow client reads what was buffered for it, then the close frame.
+      slow.resume();
+      assert.deepEqual(await slow.waitCloseFrame(), { code: 1013, reason: 'client too slow' });
+      slow.destroy();
+      assert.ok(slow.texts.length < sent, 'the slow client missed messages rather than blocking anyone');
+    });
+  });
+});

@@ -1,0 +1,245 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { formatDiagnostic } from '../../src/config/diagnostics.js';
+import { defaultRegistry } from '../../src/kinds/index.js';
+import { loadPlan, type LoadResult } from '../../src/plan/compile.js';
+import type { Plan } from '../../src/plan/types.js';
+import type { Message, MessageContext } from '../../src/runtime/message.js';
+import { isStop, type StepStop } from '../../src/runtime/outcome.js';
+import { channelsOf, documentOf, lightMeasuredPayload } from '../helpers/asyncapi-fixtures.js';
+import { repoRoot, tempFiles } from '../helpers/gateway.js';
+
+/** A config with one HTTP route per step, named r0, r1, ... */
+function config(steps: string[], asyncapi = 'asyncapi: streetlights.yaml'): string {
+  return [
+    'version: 1',
+    asyncapi,
+    'brokers:',
+    '  local: {kind: memory}',
+    'listeners:',
+    '  api: {kind: http, port: 0}',
+    'routes:',
+    ...steps.flatMap((step, i) => [`  - name: r${i}`, `    from: {listener: api, path: /r${i}}`, '    through:', `      - validate: ${step}`, '    to: {broker: local, topic: t}']),
+    '',
+  ].join('\n');
+}
+
+async function load(files: Record<string, string>): Promise<LoadResult & { dir: string }> {
+  const dir = tempFiles(files);
+  const result = await loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });
+  return { ...result, dir };
+}
+
+async function loadOk(files: Record<string, string>): Promise<Plan> {
+  const { plan, diagnostics } = await load(files);
+  assert.deepEqual(diagnostics.map(formatDiagnostic), []);
+  return plan!;
+}
+
+function message(value: unknown): Message {
+  return { value, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: 0 };
+}
+
+/** Runs route `name`'s first step (the validate step) on `value`. */
+async function validateWith(plan: Plan, name: string, value: unknown): Promise<{ result: Message | StepStop; ctx: MessageContext }> {
+  const ctx: MessageContext = { route: name };
+  const result = await plan.routes.get(name)!.steps[0]!.run(message(value), ctx);
+  return { result, ctx };
+}
+
+const light = { id: 7, lumens: 640, sentAt: '2026-11-23T10:00:00Z' };
+
+for (const version of ['2.6', '3.0'] as const) {
+  const ch = channelsOf[version];
+  const files = (steps: string[]) => ({ 'gateway.yaml': config(steps), 'streetlights.yaml': documentOf[version], 'schemas/light-measured.yaml': lightMeasuredPayload });
+
+  describe(`AsyncAPI ${version} documents`, () => {
+    it('finds a message by its components key, its messageId or its name, and validates its payload (from a $ref\'d file) with formats', async () => {
+      const plan = await loadOk(files(['{message: lightMeasured}', '{message: turnOn}', '{message: turnOnCommand}', '{message: dimLight}', '{message: dim}']));
+      const ok = await validateWith(plan, 'r0', light);
+      assert.equal(isStop(ok.result), false);
+      assert.deepEqual(ok.ctx.asyncapi, { message: 'lightMeasured', channel: ch.measured });
+      const bad = await validateWith(plan, 'r0', { id: 7, lumens: -1, sentAt: 'yesterday' });
+      assert.deepEqual(bad.result, { stop: 'invalid', problem: (bad.result as { problem: unknown }).problem });
+      assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ['/lumens: must be >= 0', '/sentAt: must match format "date-time"']);
+      for (const route of ['r1', 'r2']) {
+        assert.equal(isStop((await validateWith(plan, route, { command: 'on' })).result), false, route);
+        assert.equal(isStop((await validateWith(plan, route, { command: 'off' })).result), true, route);
+        assert.deepEqual((await validateWith(plan, route, { command: 'on' })).ctx.asyncapi, { message: 'turnOn', channel: ch.commands });
+      }
+      for (const route of ['r3', 'r4']) {
+        assert.equal(isStop((await validateWith(plan, route, { percentage: 50 })).result), false, route);
+        assert.equal(isStop((await validateWith(plan, route, { percentage: 150 })).result), true, route);
+      }
+    });
+
+    it('accepts any message of a channel, tells which one matched, and names the message in each error when none does', async () => {
+      const plan = await loadOk(files([`{channel: '${ch.commands}'}`, `{channel: '${ch.measured}'}`]));
+      const on = await validateWith(plan, 'r0', { command: 'on' });
+      assert.equal(isStop(on.result), false);
+      assert.deepEqual(on.ctx.asyncapi, { message: 'turnOn', channel: ch.commands });
+      const dim = await validateWith(plan, 'r0', { percentage: 10 });
+      assert.equal(isStop(dim.result), false);
+      assert.deepEqual(dim.ctx.asyncapi, { message: 'dimLight', channel: ch.commands });
+      const neither = await validateWith(plan, 'r0', { colour: 'red' });
+      assert.deepEqual((neither.result as { problem: { errors: string[] } }).problem.errors, ["/: must have required property 'command' (message turnOn)", "/: must have required property 'percentage' (message dimLight)"]);
+      assert.deepEqual(neither.ctx.asyncapi, { message: null, channel: ch.commands });
+      // a channel with one message reports its errors as they are
+      const bad = await validateWith(plan, 'r1', { ...light, lumens: -1 });
+      assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ['/lumens: must be >= 0']);
+    });
+
+    it('reports an unknown message id or channel at its line in gateway.yaml, with a did-you-mean hint', async () => {
+      const { diagnostics } = await load(files(['{message: lightMeasurd}', `{channel: '${ch.measured}x'}`]));
+      assert.deepEqual(
+        diagnostics.map((d) => [d.line, d.column, d.code, d.path]),
+        [
+          [11, 29, 'EG_CONFIG_ASYNCAPI_REF', 'routes[0].through[0].validate.message'],
+          [16, 29, 'EG_CONFIG_ASYNCAPI_REF', 'routes[1].through[0].validate.channel'],
+        ],
+      );
+      assert.match(diagnostics[0]!.message, /^AsyncAPI message 'lightMeasurd' is not defined in the AsyncAPI document \(did you mean 'lightMeasured'\?\); defined messages: lightMeasured, /);
+      assert.match(diagnostics[1]!.message, new RegExp(`^AsyncAPI channel '${ch.measured}x' is not defined in the AsyncAPI document \\(did you mean '${ch.measured}'\\?\\)`));
+    });
+
+    it('lists the document and every file it $refs as files of the plan, and folds them into the route key', async () => {
+      const { plan, dir } = await load(files(['{message: lightMeasured}']));
+      const payloadFile = join(dir, 'schemas/light-measured.yaml');
+      assert.ok(plan!.files.has(join(dir, 'streetlights.yaml')));
+      assert.ok(plan!.files.has(payloadFile));
+      writeFileSync(payloadFile, lightMeasuredPayload.replace('lumens: {type: integer, minimum: 0}', 'lumens: {type: integer, minimum: 10}'));
+      const again = (await loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} })).plan!;
+      assert.notEqual(again.version, plan!.version);
+      assert.notEqual(again.routes.get('r0')!.key, plan!.routes.get('r0')!.key);
+      assert.equal(isStop((await validateWith(again, 'r0', { ...light, lumens: 5 })).result), true);
+    });
+  });
+}
+
+describe('AsyncAPI documents: versions, formats and problems', () => {
+  it('reads AsyncAPI 2.0 and 3.1 documents, in JSON as well as YAML', async () => {
+    const v31 = { asyncapi: '3.1.0', info: { title: 't', version: '1' }, channels: { c: { address: 'a/b', messages: { m: { payload: { type: 'object', required: ['x'] } } } } } };
+    const v20 = `asyncapi: 2.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  old/topic:\n    subscribe:\n      message:\n        name: legacy\n        payload: {type: object, required: [y]}\n`;
+    const plan = await loadOk({ 'gateway.yaml': config(['{message: m}', '{channel: a/b}', '{message: legacy}'], 'asyncapi: [doc.json, old.yaml]'), 'doc.json': JSON.stringify(v31, null, 2), 'old.yaml': v20 });
+    assert.deepEqual(plan.asyncapi!.map((d) => d.version), ['3.1.0', '2.0.0']);
+    assert.equal(isStop((await validateWith(plan, 'r0', { x: 1 })).result), false);
+    assert.equal(isStop((await validateWith(plan, 'r1', {})).result), true);
+    assert.equal(isStop((await validateWith(plan, 'r2', { y: 1 })).result), false);
+    assert.deepEqual((await validateWith(plan, 'r2', { x: 1 })).ctx.asyncapi, { message: 'legacy', channel: 'old/topic' });
+    assert.equal(isStop((await validateWith(plan, 'r2', { x: 1 })).result), true);
+  });
+
+  for (const [version, doc] of [
+    ['2.6', `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  users:\n    publish:\n      message:\n        messageId: userSignedUp\n        schemaFormat: 'application/vnd.apache.avro;version=1.9.0'\n        payload:\n          type: record\n          name: User\n          fields:\n            - {name: name, type: string}\n            - {name: age, type: int}\n`],
+    ['3.0', `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  users:\n    messages:\n      userSignedUp:\n        payload:\n          schemaFormat: 'application/vnd.apache.avro;version=1.9.0'\n          schema:\n            type: record\n            name: User\n            fields:\n              - {name: name, type: string}\n              - {name: age, type: int}\n`],
+  ] as const) {
+    it(`validates against an Avro payload schema (AsyncAPI ${version})`, async () => {
+      const plan = await loadOk({ 'gateway.yaml': config(['{message: userSignedUp}']), 'streetlights.yaml': doc });
+      assert.equal(isStop((await validateWith(plan, 'r0', { name: 'Ada', age: 36 })).result), false);
+      const bad = await validateWith(plan, 'r0', { name: 'Ada', age: 'old' });
+      assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ['/age: must be integer']);
+    });
+  }
+
+  it('refuses a payload in a schema format it cannot validate, naming the message', async () => {
+    const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    publish:\n      message:\n        messageId: proto\n        schemaFormat: application/vnd.google.protobuf;version=3\n        payload: 'message Point { int32 x = 1; }'\n`;
+    const { diagnostics } = await load({ 'gateway.yaml': config(['{message: proto}']), 'streetlights.yaml': doc });
+    assert.equal(diagnostics.length, 1);
+    assert.equal(diagnostics[0]!.line, 11);
+    assert.match(diagnostics[0]!.message, /AsyncAPI message 'proto' has a payload in schema format 'application\/vnd\.google\.protobuf;version=3', which eventgate cannot validate/);
+  });
+
+  it('validates against a recursive payload schema', async () => {
+    const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  trees:\n    publish:\n      message:\n        messageId: tree\n        payload:\n          $ref: '#/components/schemas/node'\ncomponents:\n  schemas:\n    node:\n      type: object\n      required: [name]\n      properties:\n        name: {type: string}\n        children: {type: array, items: {$ref: '#/components/schemas/node'}}\n`;
+    const plan = await loadOk({ 'gateway.yaml': config(['{message: tree}']), 'streetlights.yaml': doc });
+    assert.equal(isStop((await validateWith(plan, 'r0', { name: 'a', children: [{ name: 'b', children: [{ name: 'c' }] }] })).result), false);
+    const bad = await validateWith(plan, 'r0', { name: 'a', children: [{ name: 'b', children: [{}] }] });
+    assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ["/children/0/children/0: must have required property 'name'"]);
+  });
+
+  it('reports parser problems at their line and column in the AsyncAPI document, or in the file a $ref points to', async () => {
+    const broken = documentOf['2.6'].replace("  version: '1.0.0'\n", '');
+    const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': broken, 'schemas/light-measured.yaml': 'type: object\nproperties: {a: {type: integer}\n' });
+    const lines = diagnostics.map((d) => `${d.file.slice(d.file.lastIndexOf('/eventgate-files-'))}:${d.line}:${d.column}: ${d.code}`.replace(/\/eventgate-files-[^/]+/, ''));
+    assert.deepEqual(lines, ['/schemas/light-measured.yaml:3:1: EG_CONFIG_ASYNCAPI']);
+    assert.match(diagnostics[0]!.message, /^AsyncAPI: Unexpected end of the stream within a flow collection/);
+
+    const { diagnostics: d2 } = await load({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': broken, 'schemas/light-measured.yaml': lightMeasuredPayload });
+    assert.deepEqual(
+      d2.map((d) => [d.file.endsWith('/streetlights.yaml'), d.line, d.column, d.path, d.message]),
+      [[true, 2, 6, 'info', 'AsyncAPI: "info" property must have required property "version"']],
+    );
+  });
+
+  it('reports a $ref to a missing file at the $ref, and watches the missing file so creating it is noticed', async () => {
+    const { diagnostics, files, dir } = await load({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': documentOf['3.0'] });
+    assert.equal(diagnostics.length, 1);
+    assert.equal(diagnostics[0]!.line, 33);
+    assert.equal(diagnostics[0]!.path, 'components.messages.lightMeasured.payload.$ref');
+    assert.equal(diagnostics[0]!.column, 15);
+    assert.match(diagnostics[0]!.message, /^AsyncAPI: cannot read the file this \$ref points to \(ENOENT: .*schemas\/light-measured\.yaml\)$/);
+    assert.ok(files.includes(join(dir, 'schemas/light-measured.yaml')));
+  });
+
+  it('reports a missing AsyncAPI document at its line in gateway.yaml', async () => {
+    const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}'], 'asyncapi:\n  - streetlights.yaml\n  - nowhere.yaml') });
+    assert.deepEqual(diagnostics.map((d) => [d.line, d.column, d.code]), [[3, 5, 'EG_CONFIG_FILE'], [4, 5, 'EG_CONFIG_FILE']]);
+  });
+
+  it('needs an asyncapi document for a message or channel step, and exactly one of schema, message, channel', async () => {
+    const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}', '{schema: {type: object}, channel: c}', '{onInvalid: tag}'], '') });
+    assert.deepEqual(
+      diagnostics.map((d) => [d.line, d.code, d.message]),
+      [
+        [11, 'EG_CONFIG_ASYNCAPI_REF', "'message' names an AsyncAPI message, but the config has no AsyncAPI document; add 'asyncapi: <file>' at the top level"],
+        [16, 'EG_CONFIG_SCHEMA', "validate takes one of 'schema', 'message' or 'channel', not 'schema' and 'channel'"],
+        [21, 'EG_CONFIG_SCHEMA', "validate needs one of 'schema' (a JSON Schema), 'message' (an AsyncAPI message id) or 'channel' (an AsyncAPI channel)"],
+      ],
+    );
+  });
+
+  it('refuses an id that names different messages in two documents', async () => {
+    const { diagnostics } = await load({
+      'gateway.yaml': config(['{message: lightMeasured}', '{message: dimLight}'], 'asyncapi: [a.yaml, b.yaml]'),
+      'a.yaml': documentOf['2.6'],
+      'b.yaml': documentOf['3.0'].replace(/lightMeasured/g, 'lightSeen'),
+      'schemas/light-measured.yaml': lightMeasuredPayload,
+    });
+    assert.deepEqual(diagnostics.map((d) => d.line), [16]);
+    assert.match(diagnostics[0]!.message, /^AsyncAPI message id 'dimLight' names 2 different messages \(in channel 'light\/commands' of a\.yaml; in channel 'lightCommands' of b\.yaml\)/);
+  });
+
+  it('loads an overridden document instead of the one on disk (how an upload is checked)', async () => {
+    const dir = tempFiles({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': documentOf['2.6'], 'schemas/light-measured.yaml': lightMeasuredPayload });
+    const overrides = new Map([[join(dir, 'streetlights.yaml'), documentOf['2.6'].replace(/lightMeasured/g, 'lightSeen')]]);
+    const { diagnostics } = await loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {}, overrides });
+    assert.deepEqual(diagnostics.map((d) => [d.line, d.code]), [[11, 'EG_CONFIG_ASYNCAPI_REF']]);
+  });
+
+  it('loads the AsyncAPI parser only for a config that has asyncapi', async () => {
+    const compile = pathToFileURL(join(repoRoot, 'dist/src/plan/compile.js')).href;
+    const kinds = pathToFileURL(join(repoRoot, 'dist/src/kinds/index.js')).href;
+    const parserLoadedAfter = async (files: Record<string, string>) => {
+      const dir = tempFiles(files);
+      const script = `
+        import { createRequire } from 'node:module';
+        const { loadPlan } = await import(${JSON.stringify(compile)});
+        const { defaultRegistry } = await import(${JSON.stringify(kinds)});
+        const r = await loadPlan(${JSON.stringify(join(dir, 'gateway.yaml'))}, { registry: defaultRegistry(), env: {} });
+        const loaded = Object.keys(createRequire(import.meta.url).cache).some((k) => k.includes('@asyncapi/parser'));
+        console.log(JSON.stringify({ diagnostics: r.diagnostics.length, loaded }));`;
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+      await once(child, 'exit');
+      return JSON.parse(out);
+    };
+    assert.deepEqual(await parserLoadedAfter({ 'gateway.yaml': 'version: 1\nchains:\n  c:\n    - validate: {schema: {type: object}}\n' }), { diagnostics: 0, loaded: false });
+    assert.deepEqual(await parserLoadedAfter({ 'gateway.yaml': config(['{message: dimLight}']), 'streetlights.yaml': documentOf['2.6'], 'schemas/light-measured.yaml': lightMeasuredPayload }), { diagnostics: 0, loaded: true });
+  });
+});

@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { GatewayMetrics } from '../../src/admin/metrics.js';
+import type { BrokerRuntime, ListenerRuntime } from '../../src/kinds/contracts.js';
+import { MemoryBroker } from '../../src/kinds/brokers/memory.js';
+import { createLogger } from '../../src/log.js';
+import type { Message } from '../../src/runtime/message.js';
+import { parsePrometheus } from '../helpers/prometheus.js';
+
+function message(value: unknown): Message {
+  return { value, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: Date.now() };
+}
+
+/** A gateway's metrics over one memory broker, as the Gateway wires them. */
+function setup() {
+  const brokers = new Map<string, BrokerRuntime>();
+  const metrics = new GatewayMetrics({ brokers, listeners: new Map<string, ListenerRuntime>(), readiness: () => ({ ready: true }) }, ['memory']);
+  const broker = new MemoryBroker('local', { kind: 'memory' }, { logger: createLogger('silent'), telemetry: metrics });
+  brokers.set('local', broker);
+  const lag = async () => parsePrometheus(await metrics.text()).series('eventgate_memory_consumer_lag');
+  return { metrics, broker, lag };
+}
+
+describe('broker telemetry (memory broker)', () => {
+  it('reports a consume route falling behind and catching up as eventgate_memory_consumer_lag', async () => {
+    const { broker, lag } = setup();
+    const held: (() => void)[] = [];
+    let arrived: (() => void) | undefined;
+    const sub = broker.subscribe({ topic: 'orders', group: 'g', route: 'orders-out' }, () => {
+      arrived?.();
+      return new Promise<void>((resolve) => held.push(resolve));
+    });
+    assert.deepEqual(await lag(), [{ labels: { route: 'orders-out', topic: 'orders', partition: '0' }, value: 0 }]);
+
+    const first = new Promise<void>((r) => (arrived = r));
+    for (let i = 0; i < 5; i++) await broker.publish('orders', message(i));
+    await first;
+    // The message in hand counts: it is not committed until its handler resolves.
+    assert.deepEqual(broker.consumerLag(), [{ route: 'orders-out', topic: 'orders', partition: 0, lag: 5 }]);
+    assert.equal((await lag())[0]!.value, 5);
+
+    // Release messages one by one until the group is at the end.
+    for (let left = 4; left >= 0; left--) {
+      const next = left > 0 ? new Promise<void>((r) => (arrived = r)) : undefined;
+      held.shift()!();
+      await next;
+      if (left > 0) assert.equal(broker.consumerLag()[0]!.lag, left);
+    }
+    await sub.stop();
+    assert.deepEqual(broker.consumerLag(), [], 'a stopped subscription has no route to report lag for');
+  });
+
+  it('counts a message its route could not take as a consumer error of that route', async () => {
+    const { broker, metrics } = setup();
+    let calls = 0;
+    let done!: () => void;
+    const finished = new Promise<void>((r) => (done = r));
+    broker.subscribe({ topic: 't', group: 'g', route: 'flaky' }, async () => {
+      if (++calls < 3) throw new Error('target down');
+      done();
+    });
+    await broker.publish('t', message('x'));
+    await finished;
+    const s = parsePrometheus(await metrics.text());
+    assert.equal(s.value('eventgate_memory_consumer_errors_total', { broker: 'local', route: 'flaky' }), 2);
+    assert.equal(s.value('eventgate_memory_producer_errors_total', { broker: 'local' }), 0);
+    assert.deepEqual(metrics.snapshot().brokerErrors, { local: { kind: 'memory', producer: 0, consumer: 2 } });
+    await broker.stop();
+  });
+
+  it('registers the metric families of a broker kind it first sees when a broker of that kind reports', async () => {
+    const metrics = new GatewayMetrics({ brokers: new Map(), listeners: new Map(), readiness: () => ({ ready: true }) }, []);
+    metrics.broker('edge', 'kafka').producerError();
+    const s = parsePrometheus(await metrics.text());
+    assert.equal(s.types.get('eventgate_kafka_consumer_lag'), 'gauge');
+    assert.equal(s.value('eventgate_kafka_producer_errors_total', { broker: 'edge' }), 1);
+  });
+});

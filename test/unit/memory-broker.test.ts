@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { pino } from 'pino';
+import { MemoryBroker } from '../../src/kinds/brokers/memory.js';
+import type { Message } from '../../src/runtime/message.js';
+
+function broker(retain?: number): { broker: MemoryBroker; warnings: string[] } {
+  const warnings: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line).msg) });
+  return { broker: new MemoryBroker('mem', { kind: 'memory', retain }, { logger }), warnings };
+}
+
+const msg = (value: unknown): Message => ({ value, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: 0 });
+
+/** A handler that records values and resolves `done` after `count` of them. */
+function collector(count: number) {
+  const values: unknown[] = [];
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  return {
+    values,
+    finished,
+    handler: async (m: Message) => {
+      values.push(m.value);
+      if (values.length === count) done();
+    },
+  };
+}
+
+describe('memory broker', () => {
+  it('acknowledges a publish with the topic, partition 0 and increasing offsets', async () => {
+    const { broker: b } = broker();
+    assert.deepEqual(await b.publish('t', msg(1)), { broker: 'mem', topic: 't', partition: 0, offset: '0' });
+    assert.deepEqual(await b.publish('t', msg(2)), { broker: 'mem', topic: 't', partition: 0, offset: '1' });
+    assert.deepEqual(await b.publish('other', msg(3)), { broker: 'mem', topic: 'other', partition: 0, offset: '0' });
+  });
+
+  it('gives every message to every group, once, in order', async () => {
+    const { broker: b } = broker();
+    const a = collector(3);
+    const c = collector(3);
+    b.subscribe({ topic: 't', group: 'a', route: 'ra' }, a.handler);
+    b.subscribe({ topic: 't', group: 'c', route: 'rc' }, c.handler);
+    for (const v of [1, 2, 3]) await b.publish('t', msg(v));
+    await Promise.all([a.finished, c.finished]);
+    assert.deepEqual(a.values, [1, 2, 3]);
+    assert.deepEqual(c.values, [1, 2, 3]);
+  });
+
+  it('shares a group between its members: each message reaches one of them', async () => {
+    const { broker: b } = broker();
+    const seen: [string, unknown][] = [];
+    let done!: () => void;
+    const all = new Promise<void>((r) => (done = r));
+    const member = (name: string) => async (m: Message) => {
+      seen.push([name, m.value]);
+      if (seen.length === 4) done();
+    };
+    b.subscribe({ topic: 't', group: 'g', route: 'r' }, member('x'));
+    b.subscribe({ topic: 't', group: 'g', route: 'r' }, member('y'));
+    for (const v of [1, 2, 3, 4]) await b.publish('t', msg(v));
+    await all;
+    assert.deepEqual(seen.map(([, v]) => v), [1, 2, 3, 4]);
+    assert.deepEqual(new Set(seen.map(([n]) => n)), new Set(['x', 'y']));
+  });
+
+  it('starts a new group at the end of the topic, or at the oldest retained message with fromBeginning', async () => {
+    const { broker: b } = broker();
+    await b.publish('t', msg('old'));
+    const late = collector(1);
+    const early = collector(2);
+    b.subscribe({ topic: 't', group: 'late', route: 'r' }, late.handler);
+    b.subscribe({ topic: 't', group: 'early', route: 'r', fromBeginning: true }, early.handler);
+    await b.publish('t', msg('new'));
+    await Promise.all([late.finished, early.finished]);
+    assert.deepEqual(late.values, ['new']);
+    assert.deepEqual(early.values, ['old', 'new']);
+  });
+
+  it('resumes a group where it stopped when a new member joins after the last one left (a reload)', async () => {
+    const { broker: b } = broker();
+    const first = collector(1);
+    const sub = b.subscribe({ topic: 't', group: 'g', route: 'r' }, first.handler);
+    await b.publish('t', msg(1));
+    await first.finished;
+    await sub.stop();
+    // Published while the group has no member: kept for it.
+    await b.publish('t', msg(2));
+    await b.publish('t', msg(3));
+    const second = collector(2);
+    b.subscribe({ topic: 't', group: 'g', route: 'r' }, second.handler);
+    await second.finished;
+    assert.deepEqual(second.values, [2, 3]);
+  });
+
+  it('lets stop() wait for the message in hand, which then counts as consumed', async () => {
+    const { broker: b } = broker();
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let started!: () => void;
+    const inHand = new Promise<void>((r) => (started = r));
+    const sub = b.subscribe({ topic: 't', group: 'g', route: 'r' }, async () => {
+      started();
+      await held;
+    });
+    await b.publish('t', msg(1));
+    await b.publish('t', msg(2));
+    await inHand;
+    let stopped = false;
+    const stopping = sub.stop().then(() => (stopped = true));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(stopped, false, 'stop waits for the handler');
+    release();
+    await stopping;
+    const next = collector(1);
+    b.subscribe({ topic: 't', group: 'g', route: 'r' }, next.handler);
+    await next.finished;
+    assert.deepEqual(next.values, [2], 'message 1 was committed, message 2 was not handed to the stopped member');
+  });
+
+  it('offers a message again when its handler fails (at-least-once), keeping the order', async () => {
+    const { broker: b, warnings } = broker();
+    const seen: unknown[] = [];
+    let failures = 1;
+    let done!: () => void;
+    const finished = new Promise<void>((r) => (done = r));
+    b.subscribe({ topic: 't', group: 'g', route: 'r' }, async (m) => {
+      seen.push(m.value);
+      if (m.value === 1 && failures-- > 0) throw new Error('target down');
+      if (m.value === 2) done();
+    });
+    await b.publish('t', msg(1));
+    await b.publish('t', msg(2));
+    await finished;
+    assert.deepEqual(seen, [1, 1, 2]);
+    assert.deepEqual(warnings, ['message not consumed; retrying']);
+  });
+
+  it('keeps at most `retain` messages per topic: a group that falls behind skips the oldest, with a warning', async () => {
+    const { broker: b, warnings } = broker(2);
+    for (const v of [1, 2, 3, 4]) await b.publish('t', msg(v));
+    const c = collector(2);
+    b.subscribe({ topic: 't', group: 'g', route: 'r', fromBeginning: true }, c.handler);
+    await c.finished;
+    assert.deepEqual(c.values, [3, 4]);
+
+    // A member stuck on one message while more arrive than the topic keeps.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const values: unknown[] = [];
+    let done!: () => void;
+    const finished = new Promise<void>((r) => (done = r));
+    b.subscribe({ topic: 'u', group: 'slow', route: 'r' }, async (m) => {
+      values.push(m.value);
+      if (m.value === 'a') await held;
+      if (m.value === 'e') done();
+    });
+    for (const v of ['a', 'b', 'c', 'd', 'e']) await b.publish('u', msg(v));
+    release();
+    await finished;
+    assert.deepEqual(values, ['a', 'd', 'e']);
+    assert.ok(warnings.includes('consumer group fell behind retention; oldest messages were dropped'));
+  });
+
+  it('applies a new retention in place, keeping topics and positions', async () => {
+    const { broker: b } = broker(10);
+    for (const v of [1, 2, 3, 4]) await b.publish('t', msg(v));
+    b.reconfigure({ kind: 'memory', retain: 2 });
+    const c = collector(2);
+    b.subscribe({ topic: 't', group: 'g', route: 'r', fromBeginning: true }, c.handler);
+    await c.finished;
+    assert.deepEqual(c.values, [3, 4]);
+    assert.deepEqual(await b.publish('t', msg(5)), { broker: 'mem', topic: 't', partition: 0, offset: '4' });
+  });
+});

@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { pino } from 'pino';
+import type { BrokerRuntime, ListenerRuntime, SubscribeSpec } from '../../src/kinds/contracts.js';
+import { defaultRegistry } from '../../src/kinds/index.js';
+import { loadPlan } from '../../src/plan/compile.js';
+import { RouteRuntime } from '../../src/runtime/route.js';
+
+const yaml = `
+version: 1
+brokers:
+  local: { kind: memory }
+listeners:
+  push: { kind: websocket, port: 0 }
+routes:
+  - name: to-clients
+    from: { broker: local, topic: t }
+    to: { listener: push, path: /ws }
+  - name: to-topic
+    from: { broker: local, topic: t }
+    to: { broker: local, topic: u }
+  - name: named
+    from: { broker: local, topic: t, group: shared }
+    to: { listener: push, path: /ws }
+`;
+
+describe('consumer groups of consume routes', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'eventgate-groups-'));
+  writeFileSync(join(dir, 'gateway.yaml'), yaml);
+  const loaded = loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });
+
+  async function groupsOf(instanceId: string): Promise<Record<string, string>> {
+    const { plan } = await loaded;
+    const specs: SubscribeSpec[] = [];
+    const broker = { name: 'local', subscribe: (spec: SubscribeSpec) => (specs.push(spec), { stop: async () => undefined }) } as unknown as BrokerRuntime;
+    const listener = { forwardTarget: () => ({ describe: () => 'ws', send: async () => ({ listener: 'push', path: '/ws', clients: 0 }) }) } as unknown as ListenerRuntime;
+    const deps = { brokers: new Map([['local', broker]]), listeners: new Map([['push', listener]]), logger: pino({ level: 'silent' }), instanceId };
+    for (const route of plan!.routes.values()) new RouteRuntime(route, deps).start();
+    return Object.fromEntries(specs.map((s) => [s.route, s.group]));
+  }
+
+  it('is eventgate-<route> by default, shared by every instance', async () => {
+    assert.equal((await groupsOf('a'))['to-topic'], 'eventgate-to-topic');
+    assert.equal((await groupsOf('b'))['to-topic'], 'eventgate-to-topic');
+  });
+
+  it('is per instance for a route whose only targets are websocket forwards, so every instance sees every message', async () => {
+    assert.equal((await groupsOf('host-1'))['to-clients'], 'eventgate-to-clients-host-1');
+    assert.equal((await groupsOf('host-2'))['to-clients'], 'eventgate-to-clients-host-2');
+  });
+
+  // A rebuilt route (after a reload) must rejoin its group, or it would start at the end of the
+  // topic and skip what arrived during the swap.
+  it('is the same for a route rebuilt by a reload', async () => {
+    assert.deepEqual(await groupsOf('host-1'), await groupsOf('host-1'));
+  });
+
+  it('is the configured group when one is given', async () => {
+    assert.equal((await groupsOf('host-1')).named, 'shared');
+  });
+});

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { formatTraceparent, parseTraceparent, spanTemplate, startMessageSpan, endMessageSpan } from '../../src/runtime/trace.js';
+
+const TRACE = '0af7651916cd43dd8448eb211c80319c';
+const SPAN = 'b7ad6b7169203331';
+const VALID = `00-${TRACE}-${SPAN}-01`;
+const TRACEPARENT_SHAPE = /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/;
+
+describe('W3C traceparent parsing', () => {
+  it('reads the trace id, parent id and sampled flag of a version 00 header', () => {
+    assert.deepEqual(parseTraceparent(VALID), { traceId: TRACE, spanId: SPAN, traceFlags: 1, isRemote: true });
+    assert.equal(parseTraceparent(`00-${TRACE}-${SPAN}-00`)!.traceFlags, 0);
+    assert.equal(parseTraceparent(` ${VALID} `)!.traceId, TRACE, 'surrounding whitespace is allowed');
+  });
+
+  it('accepts a future version with extra fields, as the spec asks parsers to', () => {
+    assert.equal(parseTraceparent(`01-${TRACE}-${SPAN}-01-future-stuff`)!.spanId, SPAN);
+  });
+
+  it('rejects malformed headers, so a message carrying one starts a new trace', () => {
+    for (const bad of [
+      '',
+      'garbage',
+      `ff-${TRACE}-${SPAN}-01`, // version ff is forbidden
+      `00-${TRACE}-${SPAN}-01-extra`, // version 00 has exactly four fields
+      `00-${TRACE.toUpperCase()}-${SPAN}-01`, // lowercase hex only
+      `00-${'0'.repeat(32)}-${SPAN}-01`, // all-zero trace id
+      `00-${TRACE}-${'0'.repeat(16)}-01`, // all-zero parent id
+      `00-${TRACE.slice(1)}-${SPAN}-01`,
+      `00-${TRACE}-${SPAN}-1`,
+    ]) {
+      assert.equal(parseTraceparent(bad), undefined, bad);
+    }
+    assert.equal(parseTraceparent(undefined), undefined);
+  });
+
+  it('formats a span context back into a version 00 header', () => {
+    assert.equal(formatTraceparent({ traceId: TRACE, spanId: SPAN, traceFlags: 1 }), VALID);
+    assert.equal(formatTraceparent({ traceId: TRACE, spanId: SPAN, traceFlags: 0 }), `00-${TRACE}-${SPAN}-00`);
+  });
+});
+
+describe('message spans without an OpenTelemetry SDK', () => {
+  const template = spanTemplate('orders-in', false);
+
+  it('continues an incoming trace with a new span id and the same flags', () => {
+    for (const flags of ['00', '01']) {
+      const s = startMessageSpan(template, `00-${TRACE}-${SPAN}-${flags}`);
+      assert.equal(s.traceId, TRACE);
+      assert.match(s.traceparent, TRACEPARENT_SHAPE);
+      const [, traceId, spanId, outFlags] = s.traceparent.split('-');
+      assert.equal(traceId, TRACE);
+      assert.notEqual(spanId, SPAN);
+      assert.equal(outFlags, flags);
+      assert.equal(s.context, undefined, 'nothing to activate when no SDK made the span');
+      endMessageSpan(s, { outcome: 'filtered' });
+    }
+  });
+
+  it('starts a new sampled trace for a message without one, with fresh ids each time', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 1000; i++) {
+      const s = startMessageSpan(template, undefined);
+      assert.match(s.traceparent, TRACEPARENT_SHAPE);
+      assert.ok(s.traceparent.endsWith('-01'));
+      assert.equal(s.traceparent.split('-')[1], s.traceId);
+      seen.add(s.traceId);
+      seen.add(s.traceparent.split('-')[2]!);
+    }
+    assert.equal(seen.size, 2000, 'trace and span ids do not repeat');
+  });
+});

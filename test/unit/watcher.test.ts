@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it, mock } from 'node:test';
+import { Debounce } from '../../src/runtime/watcher.js';
+
+describe('the watcher debounce', () => {
+  let fired: number[];
+  let debounce: Debounce;
+  beforeEach(() => {
+    mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 0 });
+    fired = [];
+    debounce = new Debounce(() => fired.push(Date.now()), { debounceMs: 100, maxWaitMs: 1000 });
+  });
+  afterEach(() => {
+    debounce.cancel();
+    mock.timers.reset();
+  });
+
+  /** Advances the mock clock a millisecond at a time, so a timer's callback sees its own time in Date.now(). */
+  const advance = (ms: number) => {
+    for (let i = 0; i < ms; i++) mock.timers.tick(1);
+  };
+  /** Pokes every `everyMs` from now until `untilMs` (absolute mock time), advancing the clock. */
+  const pokeEvery = (everyMs: number, untilMs: number) => {
+    for (let t = Date.now(); t <= untilMs; t += everyMs) {
+      advance(t - Date.now());
+      debounce.poke();
+    }
+  };
+
+  it('fires once, debounceMs after the last of a burst of events', () => {
+    debounce.poke();
+    advance(30);
+    debounce.poke();
+    advance(30);
+    debounce.poke();
+    advance(99);
+    assert.deepEqual(fired, []);
+    advance(1);
+    assert.deepEqual(fired, [160]);
+    advance(5000);
+    assert.deepEqual(fired, [160]);
+  });
+
+  it('fires once per burst when bursts are separated by quiet time', () => {
+    debounce.poke();
+    advance(500);
+    debounce.poke();
+    advance(500);
+    assert.deepEqual(fired, [100, 600]);
+  });
+
+  it('never postpones firing more than maxWaitMs after the first event of a stream', () => {
+    // An event every 50 ms for 3.5 s: without the ceiling it would fire only at the end.
+    pokeEvery(50, 3500);
+    advance(200);
+    assert.deepEqual(fired.slice(0, 3), [1000, 2000, 3000]);
+    assert.equal(fired.at(-1), 3600, 'and once more after the stream ends');
+    for (let i = 1; i < fired.length; i++) assert.ok(fired[i]! - fired[i - 1]! <= 1100, `gap ${fired[i]! - fired[i - 1]!} ms`);
+  });
+
+  it('an edit every second means a reload every second, each one applied', () => {
+    pokeEvery(1000, 4000);
+    advance(1000);
+    assert.deepEqual(fired, [100, 1100, 2100, 3100, 4100]);
+  });
+
+  it('does not fire after cancel', () => {
+    debounce.poke();
+    debounce.cancel();
+    advance(2000);
+    assert.deepEqual(fired, []);
+  });
+});
