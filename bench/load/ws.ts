@@ -10,15 +10,14 @@ import { cpuMs } from '../processes.js';
 import { percentile } from '../stats.js';
 import { subscribe, type Subscriber } from './frame-counter.js';
 
-/** Opens `n` clients on `url`, a few at a time so the listen backlog never overflows. */
-export async function connectClients(url: string, n: number, onMessage?: (i: number, data: Buffer) => void): Promise<WebSocket[]> {
+/** Opens `n` idle `ws` clients on `url`, a few at a time so the listen backlog never overflows. */
+export async function connectClients(url: string, n: number): Promise<WebSocket[]> {
   const clients: WebSocket[] = [];
   const batch = 50;
   for (let i = 0; i < n; i += batch) {
     const opened = [];
     for (let j = i; j < Math.min(n, i + batch); j++) {
-      const ws = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation: true });
-      if (onMessage) ws.on('message', (data) => onMessage(j, data as Buffer));
+      const ws = new WebSocket(url, { perMessageDeflate: false });
       ws.on('error', () => undefined);
       clients.push(ws);
       opened.push(once(ws, 'open'));
@@ -118,7 +117,6 @@ export async function openFanout(shape: FanoutShape): Promise<FanoutSession> {
       const received0 = received;
       const published0 = published;
       const cpu0 = cpuMs(shape.serverPid);
-      const own0 = process.cpuUsage();
       const t0 = performance.now();
       publishing = true;
       pump();
@@ -126,9 +124,7 @@ export async function openFanout(shape: FanoutShape): Promise<FanoutSession> {
       publishing = false;
       const t1 = performance.now();
       const cpu = cpuMs(shape.serverPid) - cpu0;
-      const own = process.cpuUsage(own0);
       const deliveries = received - received0;
-      if (process.env.BENCH_DEBUG) process.stderr.write(`fanout ${shape.publishUrl}: server cpu ${(cpu / (t1 - t0)).toFixed(2)}, load cpu ${((own.user + own.system) / 1000 / (t1 - t0)).toFixed(2)} deliveries ${deliveries}\n`);
       const messages = published - published0;
       // Let what is in flight arrive, so it does not count towards the next slice (bounded: lost frames never arrive).
       if (received < published * alive()) await Promise.race([new Promise<void>((r) => (drained = r)), delay(2000)]);
