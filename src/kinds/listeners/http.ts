@@ -6,6 +6,7 @@ import { sendJson, sendProblem } from '../../runtime/http-reply.js';
 import { answerFor } from '../../runtime/answer.js';
 import { parseClientJson } from '../../runtime/client-json.js';
 import type { Message, MessageContext } from '../../runtime/message.js';
+import type { Outcome } from '../../runtime/outcome.js';
 import type { ListenerBindings, ListenerKind, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
 import { checkCors, CorsPolicy, corsSchema, type CorsOptions } from './cors.js';
 import { applyLimits, compileTransport, createTransport, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
@@ -43,6 +44,8 @@ export class HttpListener implements ListenerRuntime {
   private idle: (() => void) | undefined;
   private bound = false;
   private readonly telemetry: ListenerTelemetry | undefined;
+  /** Route outcomes waiting to be answered at the end of this event-loop turn (see answerSoon). */
+  private outcomes: { req: IncomingMessage; res: ServerResponse; outcome: Outcome }[] = [];
 
   constructor(readonly name: string, options: HttpOptions, private readonly env: RuntimeEnv) {
     this.options = options;
@@ -213,18 +216,38 @@ export class HttpListener implements ListenerRuntime {
     const remoteAddress = req.socket.remoteAddress;
     const ctx: MessageContext = { route: route.name, path: copyParams(params), query, remoteAddress, request: { headers: req.headers, query, remoteAddress } };
     route.handle(msg, ctx).then(
-      (outcome) => {
-        try {
-          const answer = answerFor(outcome);
-          if (answer.problem) sendProblem(res, answer.problem);
-          else sendJson(res, answer.status, answer.body);
-        } catch (err) {
-          return this.failed(req, res, err);
-        }
-        this.finished(res);
-      },
+      (outcome) => this.answerSoon(req, res, outcome),
       (err) => this.failed(req, res, err),
     );
+  }
+
+  /**
+   * Answers are written together at the end of the event-loop turn (setImmediate runs after the
+   * loop has read every socket that was ready): with many clients the loop reads all their
+   * requests, then writes all the answers, instead of alternating a read and a write per request.
+   * On the http-memory benchmark this took a third off the server's CPU per request (both user and
+   * system time) and raised throughput by ~40 % (docs/performance.md); an answer waits at most
+   * for the rest of one loop turn.
+   */
+  private answerSoon(req: IncomingMessage, res: ServerResponse, outcome: Outcome): void {
+    if (this.outcomes.push({ req, res, outcome }) === 1) setImmediate(this.answerAll);
+  }
+
+  private readonly answerAll = (): void => {
+    const batch = this.outcomes;
+    this.outcomes = [];
+    for (const { req, res, outcome } of batch) this.answer(req, res, outcome);
+  };
+
+  private answer(req: IncomingMessage, res: ServerResponse, outcome: Outcome): void {
+    try {
+      const answer = answerFor(outcome);
+      if (answer.problem) sendProblem(res, answer.problem);
+      else sendJson(res, answer.status, answer.body);
+    } catch (err) {
+      return this.failed(req, res, err);
+    }
+    this.finished(res);
   }
 }
 
