@@ -1,5 +1,4 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { problem, problemBody, type Problem } from '../errors.js';
@@ -7,6 +6,7 @@ import { sendJson, sendProblem } from '../runtime/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
 import type { Gateway } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
+import { boundAddress, listen } from '../runtime/bind.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 /** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */
@@ -74,13 +74,7 @@ export class AdminServer {
   }
 
   async start(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.plan.port, this.plan.host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(this.server, this.plan.port, this.plan.host);
   }
 
   async stop(): Promise<void> {
@@ -91,8 +85,7 @@ export class AdminServer {
   }
 
   address() {
-    const a = this.server.address() as AddressInfo | null;
-    return a ? { host: a.address, port: a.port } : undefined;
+    return boundAddress(this.server);
   }
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -1,5 +1,4 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import FindMyWay from 'find-my-way';
 import { problem, type Problem } from '../../errors.js';
 import { sendJson, sendProblem } from '../../runtime/http-reply.js';
@@ -10,6 +9,7 @@ import type { Outcome } from '../../runtime/outcome.js';
 import type { ListenerBindings, ListenerKind, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
 import { checkCors, CorsPolicy, corsSchema, type CorsOptions } from './cors.js';
 import { applyLimits, compileTransport, createTransport, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
+import { boundAddress, listen } from '../../runtime/bind.js';
 
 export interface HttpOptions extends TransportOptions {
   kind: 'http';
@@ -55,13 +55,7 @@ export class HttpListener implements ListenerRuntime {
   }
 
   async start(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.host ?? '0.0.0.0', () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(this.server, this.options.port, this.options.host ?? '0.0.0.0');
     this.bound = true;
     this.server.on('error', (err) => this.env.logger.error({ listener: this.name, err: err.message }, 'listener error'));
   }
@@ -93,8 +87,7 @@ export class HttpListener implements ListenerRuntime {
   }
 
   address() {
-    const a = this.server.address() as AddressInfo | null;
-    return a ? { host: a.address, port: a.port } : undefined;
+    return boundAddress(this.server);
   }
 
   health() {

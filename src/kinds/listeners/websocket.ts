@@ -1,5 +1,4 @@
 import type { IncomingMessage, Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import * as wsModule from 'ws';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
@@ -9,6 +8,7 @@ import { parseClientJson } from '../../runtime/client-json.js';
 import type { Delivery, Message, MessageContext, RequestMeta } from '../../runtime/message.js';
 import type { Admission, Gate, ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
 import { applyLimits, compileTransport, createTransport, rawResponse, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
+import { boundAddress, listen } from '../../runtime/bind.js';
 
 export interface WebSocketOptions extends TransportOptions {
   kind: 'websocket';
@@ -69,13 +69,7 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   async start(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.options.port, this.options.host ?? '0.0.0.0', () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(this.server, this.options.port, this.options.host ?? '0.0.0.0');
     this.bound = true;
     this.server.on('error', (err) => this.env.logger.error({ listener: this.name, err: err.message }, 'listener error'));
   }
@@ -126,8 +120,7 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   address() {
-    const a = this.server.address() as AddressInfo | null;
-    return a ? { host: a.address, port: a.port } : undefined;
+    return boundAddress(this.server);
   }
 
   health() {
