@@ -8,7 +8,7 @@ import type { Message, MessageContext } from '../../runtime/message.js';
 import type { Outcome } from '../../runtime/outcome.js';
 import type { ListenerBindings, ListenerKind, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
 import { checkCors, CorsPolicy, corsSchema, type CorsOptions } from './cors.js';
-import { applyLimits, compileTransport, createTransport, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
+import { applyLimits, compileTransport, createTransport, parseQuery, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
 import { boundAddress, listen } from '../../runtime/bind.js';
 
 export interface HttpOptions extends TransportOptions {
@@ -261,24 +261,12 @@ function forwardedHeaders(req: IncomingMessage): Record<string, string> {
   return out;
 }
 
-/** What $path and $query are when the request has none; frozen, since every such request shares them. */
+/** What $path is when the route has no parameters; frozen, since every such request shares them. */
 const NO_PARAMS: Record<string, string> = Object.freeze(Object.create(null) as Record<string, string>);
-const NO_QUERY: Record<string, string | string[]> = Object.freeze(Object.create(null) as Record<string, string | string[]>);
 
 function copyParams(params: Record<string, string | undefined>): Record<string, string> {
   for (const _ in params) return { ...params } as Record<string, string>;
   return NO_PARAMS;
-}
-
-/** `?a=1&a=2&b=3` → `{a: ["1","2"], b: "3"}`; a null-prototype object so `__proto__` stays a plain key. */
-function parseQuery(search: string): Record<string, string | string[]> {
-  if (search === '') return NO_QUERY;
-  const out: Record<string, string | string[]> = Object.create(null);
-  for (const [k, v] of new URLSearchParams(search)) {
-    const prev = out[k];
-    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
-  }
-  return out;
 }
 
 /**

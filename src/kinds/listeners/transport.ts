@@ -193,3 +193,19 @@ export function rawResponse(p: Problem, extraHeaders: Record<string, string> = {
   const headers = { 'content-type': 'application/problem+json', 'content-length': String(Buffer.byteLength(body)), connection: 'close', ...p.headers, ...extraHeaders };
   return `HTTP/1.1 ${p.status} ${p.title}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${body}`;
 }
+
+const NO_QUERY: Record<string, string | string[]> = Object.freeze(Object.create(null));
+
+/**
+ * `a=1&a=2&b=3` → `{a: ["1","2"], b: "3"}` ($query). A null-prototype object, so `__proto__` stays a
+ * plain key; the empty query is one shared frozen object.
+ */
+export function parseQuery(search: string): Record<string, string | string[]> {
+  if (search === '') return NO_QUERY;
+  const out: Record<string, string | string[]> = Object.create(null);
+  for (const [k, v] of new URLSearchParams(search)) {
+    const prev = out[k];
+    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  return out;
+}

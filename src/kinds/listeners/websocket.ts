@@ -7,7 +7,7 @@ import { answerFor, errorFrame } from '../../runtime/answer.js';
 import { parseClientJson } from '../../runtime/client-json.js';
 import type { Delivery, Message, MessageContext, RequestMeta } from '../../runtime/message.js';
 import type { Admission, Gate, ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
-import { applyLimits, compileTransport, createTransport, rawResponse, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
+import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
 import { boundAddress, listen } from '../../runtime/bind.js';
 
 export interface WebSocketOptions extends TransportOptions {
@@ -183,7 +183,7 @@ export class WebSocketListener implements ListenerRuntime {
     if (origin !== undefined && origins !== '*' && !origins.some((o) => o.toLowerCase() === origin.toLowerCase())) {
       return refuse(socket, problem('EG_ORIGIN_NOT_ALLOWED', `origin ${origin} may not connect to this listener`));
     }
-    const request: RequestMeta = { headers: req.headers, query: parseQuery(url), remoteAddress: req.socket.remoteAddress };
+    const request: RequestMeta = { headers: req.headers, query: parseQuery(url.indexOf('?') === -1 ? '' : url.slice(url.indexOf('?') + 1)), remoteAddress: req.socket.remoteAddress };
     // node hands over the socket without an error listener; one must be there while auth is awaited.
     const onError = () => socket.destroy();
     socket.on('error', onError);
@@ -335,17 +335,6 @@ function closeClient(ws: WebSocket, code: number, reason: string, graceMs = 1000
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
-}
-
-function parseQuery(url: string): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = Object.create(null);
-  const q = url.indexOf('?');
-  if (q === -1) return out;
-  for (const [k, v] of new URLSearchParams(url.slice(q + 1))) {
-    const prev = out[k];
-    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
-  }
-  return out;
 }
 
 export const websocketListener: ListenerKind<WebSocketOptions> = {
