@@ -282,7 +282,8 @@ interface WsInternals {
  * bytes is exactly what ws's Sender#sendFrame does when its queue is empty — which holds because
  * permessage-deflate is off here, so the sender only queues while it reads a Blob, and nothing
  * sends Blobs. Anything else (no socket, a queued sender) goes through ws.send() as usual.
- * ws.bufferedAmount counts these bytes, so the slow-client bound still applies.
+ * ws.bufferedAmount counts these bytes, so the slow-client bound still applies. These are ws
+ * internals, so package.json pins ws to one minor version; the websocket tests cover this path.
  */
 function sendFrame(ws: WebSocket, frame: Buffer, payload: Buffer): void {
   const internals = ws as unknown as WsInternals;
