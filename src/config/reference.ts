@@ -51,6 +51,9 @@ listeners:
 
 \`\`\`yaml
 version: 1
+asyncapi:                       # or one path: asyncapi: streetlights.yaml
+  - asyncapi/streetlights.yaml
+  - asyncapi/alerts.json
 \`\`\`
 
 ### admin
