@@ -122,6 +122,17 @@ function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
   return e.message ?? String(e);
 }
 
+/**
+ * Evaluates and maps the result with `then` (or an evaluation error with `failed`): synchronously
+ * when the expression has a fast path for this input, so a chain of trivial steps costs no
+ * microtask; otherwise through jsonata's asynchronous evaluate().
+ */
+export function evaluateThen<R>(expr: Expression, input: unknown, bindings: Record<string, unknown>, then: (value: unknown) => R, failed: (err: ExpressionEvaluationError) => R): R | Promise<R> {
+  const v = expr.evaluateSync(input, bindings);
+  if (v !== NOT_SYNC) return then(v);
+  return expr.evaluate(input, bindings).then(then, failed);
+}
+
 /** The variables every expression sees (spec §3), and the identity an auth step established. */
 export function bindingsFor(msg: Message, ctx: MessageContext): Record<string, unknown> {
   return {

@@ -298,7 +298,7 @@ export class Gateway {
 
     // The new config is live. Requests still inside old routes finish there (bounded by the drain
     // timeout) without holding up the reload; only then do the components they use go away.
-    const oldWork = oldRoutes.filter((r) => r.busy);
+    const oldWork = oldRoutes.filter((r) => r.pending > 0);
     const retire = (async () => {
       await Promise.all(oldRoutes.map((r) => r.drain(drainMs)));
       await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));

@@ -1,5 +1,5 @@
 import { problem, type Problem } from '../errors.js';
-import { bindingsFor, ExpressionEvaluationError, NOT_SYNC } from '../expr/expression.js';
+import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../expr/expression.js';
 import type { Admission, BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, StepResult, Subscription, Target } from '../kinds/contracts.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
@@ -264,11 +264,6 @@ export class RouteRuntime implements RouteEntry {
     this.subscription = undefined;
   }
 
-  /** Whether messages are inside the route right now. */
-  get busy(): boolean {
-    return this.inFlight > 0;
-  }
-
   /** Waits, up to drainMs, until no message is inside the route. */
   async drain(drainMs: number): Promise<void> {
     if (this.inFlight > 0) {
@@ -326,17 +321,12 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
     });
   };
   const keyed = (msg: Message, k: unknown): Message => ({ ...msg, key: k === undefined || k === null ? null : typeof k === 'string' ? k : JSON.stringify(k) });
-  const keyFailed = (err: unknown): never => {
-    throw new TargetError(problem('EG_EXPRESSION_FAILED', `key expression failed: ${(err as ExpressionEvaluationError).message}`));
+  const keyFailed = (err: ExpressionEvaluationError): never => {
+    throw new TargetError(problem('EG_EXPRESSION_FAILED', `key expression failed: ${err.message}`));
   };
   /** The message with its key, synchronously when the key expression has a fast path. */
-  const withKey = (msg: Message, ctx: MessageContext): Message | Promise<Message> => {
-    if (!key) return msg;
-    const bindings = bindingsFor(msg, ctx);
-    const k = key.evaluateSync(msg.value, bindings);
-    if (k !== NOT_SYNC) return keyed(msg, k);
-    return key.evaluate(msg.value, bindings).then((v) => keyed(msg, v), keyFailed);
-  };
+  const withKey = (msg: Message, ctx: MessageContext): Message | Promise<Message> =>
+    key ? evaluateThen(key, msg.value, bindingsFor(msg, ctx), (k) => keyed(msg, k), keyFailed) : msg;
   /** A topic chosen per message by an expression. */
   const dynamicTopic = async (msg: Message, ctx: MessageContext): Promise<Delivery> => {
     let name: unknown;

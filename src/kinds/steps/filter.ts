@@ -1,7 +1,6 @@
-import { bindingsFor, truthy, ExpressionEvaluationError, NOT_SYNC } from '../../expr/expression.js';
+import { bindingsFor, evaluateThen, truthy, type ExpressionEvaluationError } from '../../expr/expression.js';
 import { problem } from '../../errors.js';
-import type { StepStop } from '../../runtime/outcome.js';
-import type { StepKind } from '../contracts.js';
+import type { StepKind, StepResult } from '../contracts.js';
 
 const FILTERED = { stop: 'filtered' } as const;
 
@@ -15,15 +14,10 @@ export const filterStep: StepKind<string> = {
   compile(source, ctx) {
     const expr = ctx.compileExpression(source, []);
     if (!expr) return undefined;
-    const failed = (err: unknown): StepStop => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `filter failed: ${(err as ExpressionEvaluationError).message}`) });
+    const failed = (err: ExpressionEvaluationError): StepResult => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `filter failed: ${err.message}`) });
     return {
       kind: 'filter',
-      run(msg, mctx) {
-        const bindings = bindingsFor(msg, mctx);
-        const v = expr.evaluateSync(msg.value, bindings);
-        if (v !== NOT_SYNC) return truthy(v) ? msg : FILTERED;
-        return expr.evaluate(msg.value, bindings).then((r) => (truthy(r) ? msg : FILTERED), failed);
-      },
+      run: (msg, mctx) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (v) => (truthy(v) ? msg : FILTERED), failed),
     };
   },
 };

@@ -1,6 +1,7 @@
-import { bindingsFor, type Expression, ExpressionEvaluationError, NOT_SYNC } from '../../expr/expression.js';
+import { bindingsFor, evaluateThen, type Expression } from '../../expr/expression.js';
 import { problem } from '../../errors.js';
 import { withHeaders } from '../../runtime/message.js';
+import type { StepStop } from '../../runtime/outcome.js';
 import type { StepKind, StepResult } from '../contracts.js';
 
 interface HeadersOptions {
@@ -41,24 +42,16 @@ export const headersStep: StepKind<HeadersOptions> = {
         for (const name of remove) delete headers[name];
         if (set.length === 0) return withHeaders(msg, headers);
         const bindings = bindingsFor(msg, mctx);
-        const assign = (name: string, v: unknown) => {
+        const assign = (name: string, v: unknown): undefined => {
           if (v !== undefined) headers[name] = typeof v === 'string' ? v : JSON.stringify(v);
+          return undefined;
         };
         // Synchronous while every expression has a fast path; from the first that has not, asynchronous.
         const apply = (from: number): StepResult | Promise<StepResult> => {
           for (let i = from; i < set.length; i++) {
             const [name, expr] = set[i]!;
-            const v = expr.evaluateSync(msg.value, bindings);
-            if (v === NOT_SYNC) {
-              return expr.evaluate(msg.value, bindings).then(
-                (r) => {
-                  assign(name, r);
-                  return apply(i + 1);
-                },
-                (err) => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `headers.set.${name} failed: ${(err as ExpressionEvaluationError).message}`) }),
-              );
-            }
-            assign(name, v);
+            const r = evaluateThen<StepStop | undefined>(expr, msg.value, bindings, (v) => assign(name, v), (err): StepStop => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `headers.set.${name} failed: ${err.message}`) }));
+            if (r instanceof Promise) return r.then((stop) => stop ?? apply(i + 1));
           }
           return withHeaders(msg, headers);
         };

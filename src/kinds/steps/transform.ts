@@ -1,8 +1,7 @@
-import { bindingsFor, ExpressionEvaluationError, NOT_SYNC } from '../../expr/expression.js';
+import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../../expr/expression.js';
 import { problem } from '../../errors.js';
 import { withValue, type Message } from '../../runtime/message.js';
-import type { StepStop } from '../../runtime/outcome.js';
-import type { StepKind } from '../contracts.js';
+import type { StepKind, StepResult } from '../contracts.js';
 
 export const transformStep: StepKind<string> = {
   kind: 'transform',
@@ -14,17 +13,12 @@ export const transformStep: StepKind<string> = {
   compile(source, ctx) {
     const expr = ctx.compileExpression(source, []);
     if (!expr) return undefined;
-    const failed = (err: unknown): StepStop => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `transform failed: ${(err as ExpressionEvaluationError).message}`) });
-    const replace = (msg: Message, value: unknown): Message | StepStop =>
+    const failed = (err: ExpressionEvaluationError): StepResult => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `transform failed: ${err.message}`) });
+    const replace = (msg: Message, value: unknown): StepResult =>
       value === undefined ? { stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', 'transform produced no value for this message') } : withValue(msg, value);
     return {
       kind: 'transform',
-      run(msg, mctx) {
-        const bindings = bindingsFor(msg, mctx);
-        const v = expr.evaluateSync(msg.value, bindings);
-        if (v !== NOT_SYNC) return replace(msg, v);
-        return expr.evaluate(msg.value, bindings).then((value) => replace(msg, value), failed);
-      },
+      run: (msg, mctx) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (value) => replace(msg, value), failed),
     };
   },
 };
