@@ -1,0 +1,201 @@
+/**
+ * Kafka RecordBatch v2 (magic 2), the on-disk and on-wire format of records since Kafka 0.11:
+ * https://kafka.apache.org/documentation/#recordbatch. Decoding keeps every header field, so a
+ * batch rebuilt with edited records keeps its producer id, epoch, base sequence and record count
+ * (idempotent and transactional producers depend on them) and its compression codec; the CRC-32C
+ * is computed afresh over the new bytes.
+ */
+import { crc32c } from '@aws-crypto/crc32c';
+import { ProtocolError, Reader, Writer } from './kafka-protocol/wire.js';
+
+/** Compresses and decompresses a records section with the codec a batch's attributes name (bits 0-2). */
+export interface BatchCompression {
+  compress(codec: number, data: Buffer): Promise<Buffer>;
+  decompress(codec: number, data: Buffer): Promise<Buffer>;
+}
+
+export interface RecordHeader {
+  key: string;
+  value: Buffer | null;
+}
+
+export interface KafkaRecord {
+  attributes: number;
+  timestampDelta: number;
+  offsetDelta: number;
+  key: Buffer | null;
+  value: Buffer | null;
+  headers: RecordHeader[];
+}
+
+/** The fixed fields of a batch, as read. */
+export interface BatchHeader {
+  baseOffset: bigint;
+  partitionLeaderEpoch: number;
+  magic: number;
+  crc: number;
+  attributes: number;
+  lastOffsetDelta: number;
+  baseTimestamp: bigint;
+  maxTimestamp: bigint;
+  producerId: bigint;
+  producerEpoch: number;
+  baseSequence: number;
+  recordCount: number;
+}
+
+/** One batch of a records field: its header and where its (possibly compressed) records lie. */
+export interface RawBatch extends BatchHeader {
+  /** The whole batch as it arrived. */
+  bytes: Buffer;
+  /** The records section (compressed when `compression` is not 0). */
+  recordsSection: Buffer;
+}
+
+export interface RecordBatch extends BatchHeader {
+  records: KafkaRecord[];
+}
+
+/** Size of the fixed part of a v2 batch, up to and including the record count. */
+export const BATCH_HEADER_BYTES = 61;
+/** Where the CRC-covered part begins (the attributes field). */
+const CRC_FROM = 21;
+
+
+export function compressionOf(attributes: number): number {
+  return attributes & 0x07;
+}
+
+export function isControlBatch(attributes: number): boolean {
+  return (attributes & 0x20) !== 0;
+}
+
+/**
+ * Splits a produce request's records field into its batches, checking each one's magic and CRC.
+ * Throws ProtocolError for anything that is not a well-formed v2 batch: the proxy cannot look
+ * into the older message formats, and a client that sends them to a governed topic is refused.
+ */
+export function splitBatches(records: Buffer): RawBatch[] {
+  const out: RawBatch[] = [];
+  let at = 0;
+  while (at < records.length) {
+    if (records.length - at < 17) throw new ProtocolError('truncated record batch');
+    const batchLength = records.readInt32BE(at + 8);
+    const end = at + 12 + batchLength;
+    if (batchLength < BATCH_HEADER_BYTES - 12 || end > records.length) throw new ProtocolError(`record batch length ${batchLength} does not fit the ${records.length - at} bytes left`);
+    const bytes = records.subarray(at, end);
+    const r = new Reader(bytes);
+    const baseOffset = r.int64();
+    r.skip(4); // batchLength, read above
+    const header: BatchHeader = {
+      baseOffset,
+      partitionLeaderEpoch: r.int32(),
+      magic: r.int8(),
+      crc: r.uint32(),
+      attributes: r.int16(),
+      lastOffsetDelta: r.int32(),
+      baseTimestamp: r.int64(),
+      maxTimestamp: r.int64(),
+      producerId: r.int64(),
+      producerEpoch: r.int16(),
+      baseSequence: r.int32(),
+      recordCount: r.int32(),
+    };
+    if (header.magic !== 2) throw new ProtocolError(`message format v${header.magic} is not supported (only record batches, magic 2)`);
+    const actual = crc32c(bytes.subarray(CRC_FROM)) >>> 0;
+    if (actual !== header.crc) throw new ProtocolError(`record batch CRC mismatch (${header.crc.toString(16)} sent, ${actual.toString(16)} computed)`);
+    out.push({ ...header, bytes, recordsSection: bytes.subarray(BATCH_HEADER_BYTES) });
+    at = end;
+  }
+  return out;
+}
+
+/** Reads a batch's records, decompressing them with its own codec. */
+export async function decodeRecords(batch: RawBatch, compression: BatchCompression): Promise<KafkaRecord[]> {
+  const codec = compressionOf(batch.attributes);
+  const data = codec === 0 ? batch.recordsSection : await compression.decompress(codec, batch.recordsSection);
+  return readRecords(data, batch.recordCount);
+}
+
+export function readRecords(data: Buffer, count: number): KafkaRecord[] {
+  const r = new Reader(data);
+  const records: KafkaRecord[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const length = r.varint();
+    const end = r.offset + length;
+    if (length < 0 || end > data.length) throw new ProtocolError(`record ${i} length ${length} runs past its batch`);
+    const record: KafkaRecord = {
+      attributes: r.int8(),
+      timestampDelta: r.varlong(),
+      offsetDelta: r.varint(),
+      key: varBytes(r),
+      value: varBytes(r),
+      headers: [],
+    };
+    const headerCount = r.varint();
+    for (let h = 0; h < headerCount; h++) {
+      const key = varBytes(r);
+      if (key === null) throw new ProtocolError(`record ${i} has a header with a null key`);
+      record.headers.push({ key: key.toString('utf8'), value: varBytes(r) });
+    }
+    if (r.offset !== end) throw new ProtocolError(`record ${i} is ${length} bytes long but its fields take ${r.offset - (end - length)}`);
+    records[i] = record;
+  }
+  if (r.remaining !== 0) throw new ProtocolError(`${r.remaining} bytes after the last of ${count} records`);
+  return records;
+}
+
+function varBytes(r: Reader): Buffer | null {
+  const n = r.varint();
+  return n < 0 ? null : r.bytes(n);
+}
+
+export function writeRecords(records: readonly KafkaRecord[]): Buffer {
+  const w = new Writer();
+  for (const rec of records) {
+    const body = new Writer();
+    body.int8(rec.attributes).varlong(rec.timestampDelta).varint(rec.offsetDelta);
+    writeVarBytes(body, rec.key);
+    writeVarBytes(body, rec.value);
+    body.varint(rec.headers.length);
+    for (const h of rec.headers) {
+      writeVarBytes(body, Buffer.from(h.key, 'utf8'));
+      writeVarBytes(body, h.value);
+    }
+    w.varint(body.length).raw(body.finish());
+  }
+  return w.finish();
+}
+
+function writeVarBytes(w: Writer, b: Buffer | null): void {
+  if (b === null) w.varint(-1);
+  else w.varint(b.length).raw(b);
+}
+
+/**
+ * Encodes a batch with `header`'s fields (producer id, epoch, base sequence, timestamps, codec)
+ * around `records`, compressing them with the header's codec and computing the CRC-32C.
+ * The record count must not change: sequence numbers of idempotent producers count records.
+ */
+export async function encodeBatch(header: BatchHeader, records: readonly KafkaRecord[], compression: BatchCompression): Promise<Buffer> {
+  if (records.length !== header.recordCount) throw new Error(`a rebuilt batch must keep its ${header.recordCount} records (has ${records.length})`);
+  const codec = compressionOf(header.attributes);
+  const plain = writeRecords(records);
+  const section = codec === 0 ? plain : await compression.compress(codec, plain);
+  const out = Buffer.allocUnsafe(BATCH_HEADER_BYTES + section.length);
+  out.writeBigInt64BE(header.baseOffset, 0);
+  out.writeInt32BE(BATCH_HEADER_BYTES - 12 + section.length, 8);
+  out.writeInt32BE(header.partitionLeaderEpoch, 12);
+  out.writeInt8(2, 16);
+  out.writeInt16BE(header.attributes, 21);
+  out.writeInt32BE(header.lastOffsetDelta, 23);
+  out.writeBigInt64BE(header.baseTimestamp, 27);
+  out.writeBigInt64BE(header.maxTimestamp, 35);
+  out.writeBigInt64BE(header.producerId, 43);
+  out.writeInt16BE(header.producerEpoch, 51);
+  out.writeInt32BE(header.baseSequence, 53);
+  out.writeInt32BE(header.recordCount, 57);
+  section.copy(out, BATCH_HEADER_BYTES);
+  out.writeUInt32BE(crc32c(out.subarray(CRC_FROM)) >>> 0, 17);
+  return out;
+}

@@ -1,0 +1,272 @@
+/**
+ * One client connection of the Kafka proxy and its own upstream connection. Requests go upstream
+ * in the order the client sent them (a produce request being checked holds back the ones after
+ * it); responses go back in that same order, whether they come from upstream or from the proxy
+ * (a refused produce request). Responses carrying broker addresses (Metadata, FindCoordinator)
+ * and ApiVersions are rewritten; every other response streams through as it arrives.
+ */
+import type { Socket } from 'node:net';
+import {
+  ApiKey,
+  readRequestHeader,
+  readSaslHandshakeMechanism,
+  rewriteApiVersionsResponse,
+  rewriteFindCoordinatorResponse,
+  rewriteMetadataResponse,
+  saslHandshakeError,
+  type BrokerAddress,
+  type RequestHeader,
+} from '../../../codecs/kafka-protocol/messages.js';
+import { frame, ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
+import { FrameReader, type FrameHandler } from './frames.js';
+import type { Governed } from './govern.js';
+
+export interface ConnectionHost {
+  maxFrameBytes: number;
+  /** The client-facing address of each broker, binding a port for brokers not seen before. */
+  advertise(brokers: BrokerAddress[]): Promise<(b: BrokerAddress) => { host: string; port: number }>;
+  /** Checks a Produce request against the routes (throws ProtocolError when it cannot be read). */
+  govern(header: RequestHeader, body: Buffer): Governed | Promise<Governed>;
+  /** The connection ended; `problem` says why when the proxy closed it. */
+  closed(conn: ProxyConnection, problem?: { side: 'client' | 'upstream'; reason: string }): void;
+}
+
+interface Slot {
+  /** Bytes ready for the client (the slot's response so far). */
+  chunks: Buffer[];
+  done: boolean;
+  /** Undefined for raw SASL tokens (no Kafka header). */
+  header: RequestHeader | undefined;
+  /** The response must be read whole: it is rewritten or inspected. */
+  inspect: boolean;
+  saslMechanism?: string;
+}
+
+/** Raw token exchanges after a SaslHandshake v0, per mechanism (unknown mechanisms cannot be followed). */
+const SASL_V0_EXCHANGES: Record<string, number> = { PLAIN: 1, 'SCRAM-SHA-256': 2, 'SCRAM-SHA-512': 2, OAUTHBEARER: 1 };
+
+export class ProxyConnection {
+  /** Responses owed to the client, in request order. */
+  private readonly owed: Slot[] = [];
+  /** Of those, the ones upstream still has to answer, in order. */
+  private readonly awaiting: Slot[] = [];
+  /** Client frames that arrived while an earlier produce request was being checked. */
+  private readonly held: Buffer[] = [];
+  private checking = false;
+  /** Client frames still to pass as raw SASL tokens after a SaslHandshake v0. */
+  private rawTokens = 0;
+  private ended = false;
+
+  constructor(
+    readonly client: Socket,
+    private readonly upstream: Socket,
+    private readonly host: ConnectionHost,
+  ) {
+    const fromClient = new FrameReader(this.requestHandler(), host.maxFrameBytes);
+    // Responses may be larger than any request limit (a Fetch); they are streamed, not held.
+    const fromUpstream = new FrameReader(this.responseHandler(), 0x7fffffff);
+    client.on('data', (chunk: Buffer) => this.guard('client', () => fromClient.push(chunk)));
+    upstream.on('data', (chunk: Buffer) => this.guard('upstream', () => fromUpstream.push(chunk)));
+    client.on('drain', () => upstream.resume());
+    upstream.on('drain', () => {
+      if (!this.checking) client.resume();
+    });
+    client.on('error', () => this.end());
+    client.on('close', () => this.end());
+    upstream.on('error', (err) => this.end({ side: 'upstream', reason: `upstream connection failed: ${err.message}` }));
+    upstream.on('close', () => this.end());
+  }
+
+  /** Closes both sides. */
+  end(problem?: { side: 'client' | 'upstream'; reason: string }): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.client.destroy();
+    this.upstream.destroy();
+    this.host.closed(this, problem);
+  }
+
+  private guard(side: 'client' | 'upstream', work: () => void): void {
+    if (this.ended) return;
+    try {
+      work();
+    } catch (err) {
+      this.end({ side, reason: (err as Error).message });
+    }
+  }
+
+  // ---- client → upstream ---------------------------------------------------------------------
+
+  private requestHandler(): FrameHandler {
+    return {
+      onStart: () => 'buffer',
+      onFrame: (body) => {
+        if (this.checking) this.held.push(body);
+        else this.request(body);
+      },
+      onChunk: () => {},
+    };
+  }
+
+  private request(body: Buffer): void {
+    if (this.rawTokens > 0) {
+      this.rawTokens--;
+      this.forward(body, { chunks: [], done: false, header: undefined, inspect: false });
+      return;
+    }
+    const header = readRequestHeader(body);
+    switch (header.apiKey) {
+      case ApiKey.Produce:
+        return this.produce(header, body);
+      case ApiKey.Metadata:
+      case ApiKey.FindCoordinator:
+      case ApiKey.ApiVersions:
+        return this.forward(body, { chunks: [], done: false, header, inspect: true });
+      case ApiKey.SaslHandshake: {
+        const slot: Slot = { chunks: [], done: false, header, inspect: header.apiVersion === 0 };
+        if (slot.inspect) slot.saslMechanism = readSaslHandshakeMechanism(body, header);
+        return this.forward(body, slot);
+      }
+      default:
+        return this.forward(body, { chunks: [], done: false, header, inspect: false });
+    }
+  }
+
+  private produce(header: RequestHeader, body: Buffer): void {
+    const governed = this.host.govern(header, body);
+    if (!(governed instanceof Promise)) return this.governed(header, governed);
+    // Later requests wait: they must reach the broker after this one, and be answered after it.
+    const slot: Slot = { chunks: [], done: false, header, inspect: false };
+    this.owed.push(slot);
+    this.checking = true;
+    this.client.pause();
+    governed.then(
+      (g) => {
+        if (this.ended) return;
+        this.owed.splice(this.owed.indexOf(slot), 1, ...this.slotFor(header, g));
+        this.flush();
+        this.checking = false;
+        this.client.resume();
+        this.guard('client', () => {
+          while (!this.checking && this.held.length > 0) this.request(this.held.shift()!);
+        });
+      },
+      (err) => this.end({ side: 'client', reason: (err as Error).message }),
+    );
+  }
+
+  /** Sends a checked produce request on, or answers it, synchronously. */
+  private governed(header: RequestHeader, g: Governed): void {
+    this.owed.push(...this.slotFor(header, g));
+    this.flush();
+  }
+
+  /** The slots a checked produce request takes (none for acks=0), sending it upstream if it passed. */
+  private slotFor(header: RequestHeader, g: Governed): Slot[] {
+    if ('respond' in g) return g.respond === null ? [] : [{ chunks: [frame(g.respond)], done: true, header, inspect: false }];
+    const slot: Slot = { chunks: [], done: false, header, inspect: false };
+    this.send(g.forward);
+    if (g.acks === 0) return [];
+    this.awaiting.push(slot);
+    return [slot];
+  }
+
+  private forward(body: Buffer, slot: Slot): void {
+    this.owed.push(slot);
+    this.awaiting.push(slot);
+    this.send(body);
+  }
+
+  private send(body: Buffer): void {
+    const size = Buffer.allocUnsafe(4);
+    size.writeInt32BE(body.length);
+    this.upstream.write(size);
+    if (!this.upstream.write(body)) this.client.pause();
+  }
+
+  // ---- upstream → client ---------------------------------------------------------------------
+
+  private responseHandler(): FrameHandler {
+    let slot: Slot | undefined;
+    return {
+      onStart: (_size, head) => {
+        slot = this.awaiting[0];
+        if (!slot) throw new ProtocolError('the broker sent a response nobody asked for');
+        if (slot.header) {
+          if (head.length < 4) throw new ProtocolError('response shorter than its header');
+          const correlationId = head.readInt32BE(0);
+          if (correlationId !== slot.header.correlationId) throw new ProtocolError(`response ${correlationId} arrived where ${slot.header.correlationId} was due`);
+        }
+        return slot.inspect ? 'buffer' : 'stream';
+      },
+      onChunk: (bytes, last) => {
+        slot!.chunks.push(bytes);
+        if (last) {
+          this.awaiting.shift();
+          slot!.done = true;
+        }
+        this.flush();
+      },
+      onFrame: (body) => {
+        const s = this.awaiting.shift()!;
+        const rewritten = this.inspect(s, body);
+        if (rewritten instanceof Promise) {
+          rewritten.then(
+            (b) => this.respond(s, b),
+            (err) => this.end({ side: 'upstream', reason: (err as Error).message }),
+          );
+        } else this.respond(s, rewritten);
+      },
+    };
+  }
+
+  private respond(slot: Slot, body: Buffer): void {
+    slot.chunks.push(frame(body));
+    slot.done = true;
+    this.flush();
+  }
+
+  /** The response as the client gets it. */
+  private inspect(slot: Slot, body: Buffer): Buffer | Promise<Buffer> {
+    const { apiKey, apiVersion } = slot.header!;
+    switch (apiKey) {
+      case ApiKey.ApiVersions:
+        return rewriteApiVersionsResponse(body, apiVersion).body;
+      case ApiKey.SaslHandshake: {
+        if (saslHandshakeError(body) === 0) {
+          const exchanges = SASL_V0_EXCHANGES[slot.saslMechanism!.toUpperCase()];
+          if (exchanges === undefined) throw new ProtocolError(`SASL mechanism ${slot.saslMechanism} over SaslHandshake v0 cannot be followed by the proxy; use a client that sends SaslAuthenticate (SaslHandshake v1)`);
+          this.rawTokens = exchanges;
+        }
+        return body;
+      }
+      case ApiKey.Metadata: {
+        const seen = rewriteMetadataResponse(body, apiVersion, (b) => b).brokers;
+        return this.host.advertise(seen).then((to) => rewriteMetadataResponse(body, apiVersion, to).body);
+      }
+      case ApiKey.FindCoordinator: {
+        const { coordinator } = rewriteFindCoordinatorResponse(body, apiVersion, (b) => b);
+        if (!coordinator) return body;
+        return this.host.advertise([coordinator]).then((to) => rewriteFindCoordinatorResponse(body, apiVersion, to).body);
+      }
+      default:
+        return body;
+    }
+  }
+
+  /** Writes what is ready, in order: the first slot's bytes, and whole slots after it once it is done. */
+  private flush(): void {
+    while (this.owed.length > 0) {
+      const head = this.owed[0]!;
+      for (const c of head.chunks) if (!this.client.write(c)) this.upstream.pause();
+      head.chunks.length = 0;
+      if (!head.done) return;
+      this.owed.shift();
+    }
+  }
+
+  /** Requests sent and not yet answered (for status). */
+  get inFlight(): number {
+    return this.owed.length;
+  }
+}

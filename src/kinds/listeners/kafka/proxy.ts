@@ -1,0 +1,205 @@
+/**
+ * The Kafka-protocol listener: a proxy that Kafka clients take for the cluster. Clients bootstrap
+ * on `port`; every upstream broker gets a local port of its own (`port + 1 + n` in the order the
+ * proxy learns of them, `brokerPorts` to pin one, or ephemeral ports when `port` is 0), and
+ * Metadata/FindCoordinator responses name those ports, so every connection a client opens comes
+ * through the proxy. Each client connection has its own upstream connection (to a bootstrap
+ * server, or to the broker its port stands for); see connection.ts for what happens on it.
+ */
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { hostname } from 'node:os';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import type { BrokerAddress, RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
+import type { BatchCompression } from '../../../codecs/record-batch.js';
+import { boundAddress, listen } from '../../../runtime/bind.js';
+import type { Health, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv } from '../../contracts.js';
+import { ProxyConnection, type ConnectionHost } from './connection.js';
+import { governProduce, type Governed } from './govern.js';
+
+/** The listener's options once compiled: the upstream broker's addresses and TLS settings resolved. */
+export interface KafkaProxySettings {
+  upstream: string;
+  host: string;
+  port: number;
+  advertisedHost: string | undefined;
+  /** Node id → local port, for brokers whose port must not depend on discovery order. */
+  brokerPorts: Record<string, number>;
+  maxRequestBytes: number;
+  /** The upstream broker's bootstrap servers (`host:port`). */
+  bootstrap: string[];
+  /** TLS to the upstream brokers (the broker's `ssl`), or false. */
+  tls: ConnectionOptions | false;
+}
+
+/** Kafka's own default for `socket.request.max.bytes`. */
+export const DEFAULT_MAX_REQUEST_BYTES = 100 * 1024 * 1024;
+
+interface BrokerPort {
+  nodeId: number;
+  port: number;
+  /** Where the broker is, as the cluster's metadata last said. */
+  upstream: { host: string; port: number };
+  server: Server;
+  ready: Promise<void>;
+  error: string | undefined;
+}
+
+export class KafkaProxyListener implements ListenerRuntime {
+  readonly kind = 'kafka';
+  private readonly bootstrapServer: Server;
+  private readonly brokers = new Map<number, BrokerPort>();
+  private readonly clients = new Set<ProxyConnection>();
+  private routes: ReadonlyMap<string, RouteEntry> = new Map();
+  private settings: KafkaProxySettings;
+  private nextBootstrap = 0;
+  private bound = false;
+  private closedByProxy = 0;
+
+  constructor(readonly name: string, settings: KafkaProxySettings, private readonly env: RuntimeEnv, private readonly compression: BatchCompression) {
+    this.settings = settings;
+    this.bootstrapServer = createServer((socket) => this.accept(socket, undefined));
+    this.bootstrapServer.on('error', (err) => env.logger.error({ listener: name, err: err.message }, 'listener error'));
+  }
+
+  async start(): Promise<void> {
+    await listen(this.bootstrapServer, this.settings.port, this.settings.host);
+    this.bound = true;
+  }
+
+  async stop({ drainMs }: { drainMs: number }): Promise<void> {
+    const servers = [this.bootstrapServer, ...[...this.brokers.values()].map((b) => b.server)];
+    const closed = Promise.all(servers.map((s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()))));
+    // Requests in flight get their answers, up to drainMs; then every client is cut off.
+    const deadline = Date.now() + drainMs;
+    while ([...this.clients].some((c) => c.inFlight > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const c of [...this.clients]) c.end();
+    await closed;
+    this.bound = false;
+  }
+
+  reconfigure(options: unknown): void {
+    this.settings = options as KafkaProxySettings;
+  }
+
+  bind(bindings: ListenerBindings): void {
+    this.routes = bindings.publish;
+  }
+
+  address(): { host: string; port: number } | undefined {
+    return boundAddress(this.bootstrapServer);
+  }
+
+  health(): Health {
+    if (!this.bound) return { ready: false, detail: 'not bound' };
+    const failed = [...this.brokers.values()].filter((b) => b.error);
+    if (failed.length > 0) return { ready: false, detail: failed.map((b) => `broker ${b.nodeId}: ${b.error}`).join('; ') };
+    return { ready: true };
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      upstream: this.settings.upstream,
+      advertisedHost: this.advertisedHost(),
+      ports: [...this.brokers.values()].sort((a, b) => a.nodeId - b.nodeId).map((b) => ({ nodeId: b.nodeId, port: b.port, upstream: `${b.upstream.host}:${b.upstream.port}`, ...(b.error ? { error: b.error } : {}) })),
+      connections: this.clients.size,
+      closedByProxy: this.closedByProxy,
+      routes: [...this.routes.keys()],
+    };
+  }
+
+  connections(): number {
+    return this.clients.size;
+  }
+
+  private advertisedHost(): string {
+    const { advertisedHost, host } = this.settings;
+    if (advertisedHost) return advertisedHost;
+    return host === '0.0.0.0' || host === '::' ? hostname() : host;
+  }
+
+  // ---- connections ------------------------------------------------------------------------------
+
+  private accept(client: Socket, broker: BrokerPort | undefined): void {
+    client.setNoDelay(true);
+    const target = broker ? broker.upstream : this.pickBootstrap();
+    const upstream = this.connectUpstream(target);
+    const conn = new ProxyConnection(client, upstream, this.host(client));
+    this.clients.add(conn);
+  }
+
+  private pickBootstrap(): { host: string; port: number } {
+    const list = this.settings.bootstrap;
+    const entry = list[this.nextBootstrap++ % list.length]!;
+    const at = entry.lastIndexOf(':');
+    return { host: entry.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(entry.slice(at + 1)) };
+  }
+
+  private connectUpstream(to: { host: string; port: number }): Socket {
+    const tls = this.settings.tls;
+    const socket = tls ? tlsConnect({ ...tls, host: to.host, port: to.port, servername: tls.servername ?? to.host }) : netConnect({ host: to.host, port: to.port });
+    socket.setNoDelay(true);
+    return socket;
+  }
+
+  private host(client: Socket): ConnectionHost {
+    const remoteAddress = client.remoteAddress;
+    return {
+      maxFrameBytes: this.settings.maxRequestBytes,
+      advertise: (brokers) => this.advertise(brokers),
+      govern: (header: RequestHeader, body: Buffer): Governed | Promise<Governed> =>
+        governProduce(header, body, { route: (topic) => this.routes.get(topic), compression: this.compression, remoteAddress }),
+      closed: (conn, problem) => {
+        this.clients.delete(conn);
+        if (!problem) return;
+        this.closedByProxy++;
+        this.env.logger.warn({ listener: this.name, remoteAddress, side: problem.side, reason: problem.reason }, problem.side === 'client' ? 'kafka client connection closed: bad request' : 'kafka client connection closed: upstream problem');
+      },
+    };
+  }
+
+  // ---- broker ports -----------------------------------------------------------------------------
+
+  /** Binds a port for every broker not seen before; answers where clients should reach each one. */
+  private async advertise(brokers: BrokerAddress[]): Promise<(b: BrokerAddress) => { host: string; port: number }> {
+    const ready: Promise<void>[] = [];
+    for (const b of [...brokers].sort((x, y) => x.nodeId - y.nodeId)) {
+      const known = this.brokers.get(b.nodeId);
+      if (known) {
+        if (known.upstream.host !== b.host || known.upstream.port !== b.port) {
+          this.env.logger.info({ listener: this.name, nodeId: b.nodeId, from: known.upstream, to: { host: b.host, port: b.port } }, 'kafka broker moved; new connections follow it');
+          known.upstream = { host: b.host, port: b.port };
+        }
+        ready.push(known.ready);
+      } else ready.push(this.openBrokerPort(b).ready);
+    }
+    await Promise.all(ready);
+    const host = this.advertisedHost();
+    return (b) => ({ host, port: this.brokers.get(b.nodeId)!.port });
+  }
+
+  private openBrokerPort(b: BrokerAddress): BrokerPort {
+    const pinned = this.settings.brokerPorts[String(b.nodeId)];
+    const base = this.settings.port;
+    const taken = new Set([...this.brokers.values()].map((x) => x.port));
+    let port = pinned ?? 0;
+    if (pinned === undefined && base !== 0) {
+      port = base + 1 + this.brokers.size;
+      while (taken.has(port) || Object.values(this.settings.brokerPorts).includes(port)) port++;
+    }
+    const server = createServer((socket) => this.accept(socket, entry));
+    const entry: BrokerPort = { nodeId: b.nodeId, port, upstream: { host: b.host, port: b.port }, server, ready: Promise.resolve(), error: undefined };
+    entry.ready = listen(server, port, this.settings.host).then(
+      () => {
+        entry.port = boundAddress(server)!.port;
+        this.env.logger.info({ listener: this.name, nodeId: b.nodeId, port: entry.port, upstream: `${b.host}:${b.port}` }, 'kafka broker port bound');
+      },
+      (err: Error) => {
+        entry.error = `cannot bind port ${port}: ${err.message}`;
+        this.env.logger.error({ listener: this.name, nodeId: b.nodeId, port, err: err.message }, 'kafka broker port could not be bound');
+      },
+    );
+    server.on('error', (err) => this.env.logger.error({ listener: this.name, nodeId: b.nodeId, err: err.message }, 'listener error'));
+    this.brokers.set(b.nodeId, entry);
+    return entry;
+  }
+}
