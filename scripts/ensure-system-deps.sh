@@ -3,6 +3,7 @@
 #   librdkafka-dev  librdkafka's mock Kafka cluster (a real Kafka-protocol broker for tests), gcc links against it
 #   gcc, libc6-dev  compile test/kafka/mock-cluster.c (once per run, cached in test/.build)
 #   kcat            an independent Kafka client for interop tests
+#   python3-kafka   kafka-python, a third Kafka client (the kafka listener's interop tests, /usr/bin/python3)
 #   chromium        headless browser for the admin dashboard test
 # Needs root (CI runs as root); `apt-get update` runs once, only when something is missing.
 set -euo pipefail
@@ -10,6 +11,7 @@ set -euo pipefail
 missing=()
 [ -f /usr/include/librdkafka/rdkafka_mock.h ] || missing+=(librdkafka-dev)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+/usr/bin/python3 -c 'import kafka' >/dev/null 2>&1 || missing+=(python3-kafka)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 # gcc only recommends the C library headers, and --no-install-recommends skips them.

@@ -199,3 +199,16 @@ export async function encodeBatch(header: BatchHeader, records: readonly KafkaRe
   out.writeUInt32BE(crc32c(out.subarray(CRC_FROM)) >>> 0, 17);
   return out;
 }
+
+// PLACEHOLDER until src/codecs/compression.ts (#11) lands: gzip only.
+import { gzipSync, gunzipSync } from 'node:zlib';
+export const batchCompression: BatchCompression = {
+  async compress(codec, data) {
+    if (codec === 1) return gzipSync(data);
+    throw new Error(`codec ${codec} not available yet`);
+  },
+  async decompress(codec, data) {
+    if (codec === 1) return gunzipSync(data);
+    throw new Error(`codec ${codec} not available yet`);
+  },
+};

@@ -108,12 +108,12 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
         items: {
           type: 'object',
           additionalProperties: false,
-          required: ['name', 'from', 'to'],
+          required: ['name', 'from'],
           properties: {
             name: { type: 'string', pattern: '^[A-Za-z0-9._-]+$' },
             from: {
               type: 'object',
-              description: 'A listener path (HTTP POST / WebSocket frames) or a broker topic.',
+              description: 'A listener path (HTTP POST / WebSocket frames), a topic on a kafka listener (what Kafka clients produce to it), or a broker topic.',
               additionalProperties: false,
               properties: {
                 listener: name,
@@ -128,7 +128,7 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
               description: 'A chain name, or a list of chain names and inline steps.',
               oneOf: [name, { type: 'array', items: { oneOf: [name, step] } }],
             },
-            to: { description: 'A target, or a list of targets (fan-out).', oneOf: [target, { type: 'array', minItems: 1, items: target }] },
+            to: { description: 'A target, or a list of targets (fan-out). Required, except on routes from a kafka listener (records go on to the same topic upstream).', oneOf: [target, { type: 'array', minItems: 1, items: target }] },
             deadletter: brokerTopic,
             ack: { type: 'boolean', default: false, description: 'WebSocket publish routes: answer each delivered frame with {"type":"ack",...}.' },
           },

@@ -255,6 +255,12 @@ export interface ListenerCompileContext {
   report(relPath: readonly PathPart[], code: ErrorCode, message: string): void;
   /** Read a file named relative to the config file; it is watched, and a change reconfigures the listener. */
   readFile(file: string, relPath: readonly PathPart[]): string | undefined;
+  /**
+   * A broker of the config as compiled (kind and options), for a listener that takes settings from
+   * it (a kafka listener's `upstream`); a change to it then reconfigures the listener. Reports an
+   * unknown name at `relPath`. Optional so contexts built by hand need not provide it.
+   */
+  broker?(name: string, relPath: readonly PathPart[]): { kind: string; options: Record<string, unknown> } | undefined;
 }
 
 export interface ListenerKind<O = unknown> {
@@ -278,6 +284,13 @@ export interface ListenerKind<O = unknown> {
    * `/rooms/:id` do, for a router with parameters). Without it, paths conflict when equal.
    */
   samePath?(a: string, b: string): boolean;
+  /**
+   * `topic`: routes from this listener name a `topic` instead of a `path` (kafka: the route governs
+   * what clients produce to that topic), and take no `to`. Default `path`.
+   */
+  routesBy?: 'path' | 'topic';
+  /** Why a step cannot run on routes from this kind of listener, or undefined (checked at load). */
+  stepProblem?(step: CompiledStep): string | undefined;
   /** Why a route path cannot be used on this kind of listener (bad syntax), or undefined. */
   checkPath?(path: string): string | undefined;
   create(name: string, options: O, env: RuntimeEnv): ListenerRuntime;

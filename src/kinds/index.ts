@@ -1,6 +1,7 @@
 import { kafkaBroker } from './brokers/kafka.js';
 import { memoryBroker } from './brokers/memory.js';
 import { httpListener } from './listeners/http.js';
+import { kafkaListener } from './listeners/kafka.js';
 import { websocketListener } from './listeners/websocket.js';
 import { KindRegistry } from './registry.js';
 import { authStep } from './steps/auth.js';
@@ -17,6 +18,7 @@ export function defaultRegistry(): KindRegistry {
     .broker(kafkaBroker)
     .listener(httpListener)
     .listener(websocketListener)
+    .listener(kafkaListener)
     .step(validateStep)
     .step(filterStep)
     .step(transformStep)

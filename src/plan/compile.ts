@@ -96,7 +96,8 @@ interface RawRoute {
   name: string;
   from: { listener?: string; path?: string; broker?: string; topic?: string; group?: string; fromBeginning?: boolean };
   through?: string | (string | RawStep)[];
-  to: RawTarget | RawTarget[];
+  /** Required, except on routes from a listener that routes by topic (kafka), where records go on upstream. */
+  to?: RawTarget | RawTarget[];
   deadletter?: { broker: string; topic: string };
   ack?: boolean;
 }
@@ -227,6 +228,7 @@ class Compiler {
       const socket = { kind: options.kind, ...Object.fromEntries(kind.socketOptions.map((k) => [k, options[k]])) };
       const at: PathPart[] = ['listeners', name];
       const files: string[] = [];
+      const upstreams: string[] = [];
       const ctx: ListenerCompileContext = {
         report: (rel, code, message) => this.report([...at, ...rel], code, message),
         readFile: (file, rel) => {
@@ -234,13 +236,23 @@ class Compiler {
           files.push(abs);
           return this.readFile(abs, file, [...at, ...rel]);
         },
+        broker: (brokerName, rel) => {
+          const b = brokers.get(brokerName);
+          if (b === undefined) {
+            this.report([...at, ...rel], 'EG_CONFIG_REF', `broker '${brokerName}' is not defined${didYouMean(brokerName, brokers.keys())}${brokers.size ? `; defined brokers: ${[...brokers.keys()].join(', ')}` : '; add it under brokers:'}`);
+            return undefined;
+          }
+          upstreams.push(b.key);
+          return { kind: b.kind, options: b.options };
+        },
       };
       // On failure the problems are reported (the plan is rejected); the listener stays in the map
       // so routes on it are still checked.
       const compiled = (kind.compile ? kind.compile(options, ctx) : options) ?? options;
       // A changed referenced file (a rotated certificate) changes the key but not the socket key:
       // the listener takes it in place.
-      const key = files.length === 0 ? canonical(options) : canonical({ options, files: files.map((f) => [f, this.files.get(f)]) });
+      // So does a change to a broker the listener reads its settings from (a kafka listener's upstream).
+      const key = files.length === 0 && upstreams.length === 0 ? canonical(options) : canonical({ options, files: files.map((f) => [f, this.files.get(f)]), upstreams });
       listeners.set(name, { name, kind: options.kind, options: compiled as Record<string, unknown>, key, socketKey: canonical(socket) });
     }
     const chains = new Map<string, CompiledChainStep[] | undefined>();
@@ -266,9 +278,10 @@ class Compiler {
       if (route.from.type === 'listener') {
         const { listener, path } = route.from;
         const kind = this.registry.listeners.get(listeners.get(listener)!.kind)!;
+        const word = kind.routesBy === 'topic' ? 'topic' : 'path';
         const invalid = kind.checkPath?.(path);
         if (invalid !== undefined) {
-          this.report([...at, 'from', 'path'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': path '${path}' cannot be routed: ${invalid}`);
+          this.report([...at, 'from', word], 'EG_CONFIG_SCHEMA', `route '${raw.name}': ${word} '${path}' cannot be routed: ${invalid}`);
           return;
         }
         const same = kind.samePath ?? ((a: string, b: string) => a === b);
@@ -276,14 +289,14 @@ class Compiler {
         const other = paths.find((p) => same(p.path, path));
         if (other !== undefined) {
           const also = other.path === path ? '' : ` ('${other.path}' matches the same requests)`;
-          this.report([...at, 'from', 'path'], 'EG_CONFIG_CONFLICT', `listener '${listener}' path '${path}' is already the source of route '${c.routes![other.index]!.name}'${also}`);
+          this.report([...at, 'from', word], 'EG_CONFIG_CONFLICT', `listener '${listener}' ${word} '${path}' is already the source of route '${c.routes![other.index]!.name}'${also}`);
           return;
         }
         claimed.set(listener, [...paths, { path, index: i }]);
       }
       // Subscribers of a path receive what every route forwarding there sends, so the routes
       // must agree on who may subscribe.
-      const targets = Array.isArray(raw.to) ? raw.to : [raw.to];
+      const targets = raw.to === undefined ? [] : Array.isArray(raw.to) ? raw.to : [raw.to];
       for (const [j, t] of targets.entries()) {
         if (t.listener === undefined || t.path === undefined) continue;
         const claim = `${t.listener} ${t.path}`;
@@ -352,6 +365,11 @@ class Compiler {
     const f = raw.from;
     if ((f.listener === undefined) === (f.broker === undefined)) {
       this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from' needs exactly one of 'listener' (with 'path') or 'broker' (with 'topic')`, 'key');
+    } else if (f.listener !== undefined && this.routesByTopic(f.listener, listeners)) {
+      // A kafka listener: the route governs what its clients produce to a topic.
+      if (f.path !== undefined || f.group !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': listener '${f.listener}' takes Kafka clients, so the route names a 'topic' (no 'path' or 'group')`, 'key');
+      else if (f.topic === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' '${f.listener}' is a kafka listener and needs a 'topic'`, 'key');
+      else if (checkListener(f.listener, [...at, 'from', 'listener'])) from = { type: 'listener', listener: f.listener, path: f.topic };
     } else if (f.listener !== undefined) {
       if (f.topic !== undefined || f.group !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'topic' and 'group' belong with 'from.broker', not 'from.listener'`, 'key');
       if (f.path === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' needs a 'path'`, 'key');
@@ -373,8 +391,11 @@ class Compiler {
     const steps: CompiledChainStep[] = [];
     const through = raw.through === undefined ? [] : typeof raw.through === 'string' ? [raw.through] : raw.through;
     const throughAt: PathPart[] = [...at, 'through'];
+    /** The kind of the listener the route reads from, when it limits what its routes may do (kafka). */
+    const sourceKind = from?.type === 'listener' ? this.registry.listeners.get(listeners.get(from.listener)!.kind) : undefined;
     through.forEach((item, j) => {
       const itemAt = typeof raw.through === 'string' ? throughAt : [...throughAt, j];
+      const itemSteps = steps.length;
       if (typeof item === 'string') {
         if (!chains.has(item)) {
           this.report(itemAt, 'EG_CONFIG_REF', `chain '${item}' is not defined${didYouMean(item, chains.keys())}${chains.size ? `; defined chains: ${[...chains.keys()].join(', ')}` : '; add it under chains:'}`);
@@ -384,6 +405,8 @@ class Compiler {
       } else {
         steps.push(...(this.compileSteps([item], itemAt, true) ?? []));
       }
+      const why = sourceKind?.stepProblem ? steps.slice(itemSteps).map((s) => sourceKind.stepProblem!(s.step)).find((w) => w !== undefined) : undefined;
+      if (why !== undefined) this.report(itemAt, 'EG_CONFIG_REF', `route '${raw.name}' is on ${sourceKind!.kind} listener '${f.listener}': ${why}`, typeof item === 'string' ? 'value' : 'key');
     });
     for (const s of steps) for (const b of s.step.brokers ?? []) usesBrokers.add(b);
     if (from?.type === 'broker') {
@@ -397,7 +420,13 @@ class Compiler {
     // to
     const targets: TargetPlan[] = [];
     const targetFiles: string[] = [];
-    const rawTargets = Array.isArray(raw.to) ? raw.to : [raw.to];
+    if (sourceKind?.routesBy === 'topic') {
+      if (raw.to !== undefined) this.report([...at, 'to'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': its records go on to topic '${f.topic}' of the listener's upstream cluster, so it takes no 'to'`, 'key');
+      if (raw.deadletter !== undefined) this.report([...at, 'deadletter'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': a record cannot leave a produce request without breaking the producer's sequence numbers, so there is no dead-letter target; use onInvalid: reject or tag`, 'key');
+    } else if (raw.to === undefined) {
+      this.report(at, 'EG_CONFIG_SCHEMA', `route '${raw.name}' needs a 'to' (a target, or a list of them)`, 'key');
+    }
+    const rawTargets = raw.to === undefined ? [] : Array.isArray(raw.to) ? raw.to : [raw.to];
     rawTargets.forEach((t, j) => {
       const tAt: PathPart[] = Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'];
       if ((t.broker === undefined) === (t.listener === undefined)) {
@@ -452,6 +481,12 @@ class Compiler {
       brokers: [...usesBrokers],
       listeners: [...usesListeners],
     };
+  }
+
+  /** Whether routes from `listener` name a topic rather than a path (kafka listeners). */
+  private routesByTopic(listener: string, listeners: Map<string, ListenerPlan>): boolean {
+    const l = listeners.get(listener);
+    return l !== undefined && this.registry.listeners.get(l.kind)?.routesBy === 'topic';
   }
 
   /** Compiles steps; undefined when any fails (its problems are reported). */

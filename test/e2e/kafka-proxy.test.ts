@@ -1,0 +1,278 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import kafkajs from 'kafkajs';
+import { eventually, repoRoot, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { reloaded } from '../helpers/pipeline.js';
+
+const { Kafka, logLevel, CompressionTypes } = kafkajs;
+
+const ORDER_SCHEMA = '{ type: object, required: [id, total], properties: { id: { type: integer }, total: { type: number } } }';
+const VALID = (id: number) => JSON.stringify({ id, total: 12.5 });
+const INVALID = (id: number) => JSON.stringify({ id, total: 'lots' });
+
+/** Runs a command to completion with `input` on stdin. */
+function run(cmd: string, args: string[], input = '', timeoutMs = 30000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')} timed out; stdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(input);
+  });
+}
+
+/** kcat producing `values` (one per line) with extra librdkafka properties; its report of failed deliveries is on stderr. */
+function kcatProduceRaw(bootstrap: string, topic: string, values: string[], props: string[] = []) {
+  const retries = props.some((p) => p.startsWith('enable.idempotence')) ? [] : ['-X', 'message.send.max.retries=0'];
+  return run('kcat', ['-P', '-b', bootstrap, '-t', topic, ...props.flatMap((p) => ['-X', p]), ...retries], values.map((v) => `${v}\n`).join(''));
+}
+
+const PYTHON_CLIENT = join(repoRoot, 'test', 'kafka', 'python-client.py');
+
+async function pythonProduce(bootstrap: string, topic: string, values: string[], compression = 'none'): Promise<{ ok: boolean; error?: string }[]> {
+  const r = await run('/usr/bin/python3', [PYTHON_CLIENT, 'produce', bootstrap, topic, compression], values.map((v) => `${v}\n`).join(''), 60000);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+}
+
+async function pythonConsume(bootstrap: string, topic: string, group: string, count: number): Promise<string[]> {
+  const r = await run('/usr/bin/python3', [PYTHON_CLIENT, 'consume', bootstrap, topic, group, String(count)], '', 60000);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout.trim()) as string[];
+}
+
+const values = async (bootstrap: string, topic: string) => (await kcatConsumeAll(bootstrap, topic)).map((r) => r.value);
+
+describe('kafka listener: Kafka clients produce and consume through the gateway', () => {
+  let kafka: KafkaCluster;
+  let gw: RunningGateway;
+  let proxy: string;
+  const t = { orders: '', tagged: '', free: '', idem: '', reload: '' };
+
+  const config = (reloadMode: 'reject' | 'tag') => `
+version: 1
+admin: { port: 0 }
+brokers:
+  cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
+listeners:
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+routes:
+  - name: orders-in
+    from: { listener: kafka-in, topic: ${t.orders} }
+    through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: reject } } ]
+  - name: tagged-in
+    from: { listener: kafka-in, topic: ${t.tagged} }
+    through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: tag } } ]
+  - name: idempotent-in
+    from: { listener: kafka-in, topic: ${t.idem} }
+    through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: tag } } ]
+  - name: reload-in
+    from: { listener: kafka-in, topic: ${t.reload} }
+    through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: ${reloadMode} } } ]
+`;
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 3 });
+    for (const k of Object.keys(t) as (keyof typeof t)[]) {
+      t[k] = kafka.topic(k);
+      await kafka.createTopic(t[k], k === 'idem' ? 1 : 3);
+    }
+    gw = await startGateway(config('reject'), { env: { KAFKA_BOOTSTRAP: kafka.bootstrap } });
+    proxy = `127.0.0.1:${gw.port('kafka-in')}`;
+  });
+
+  after(async () => {
+    await gw?.stop();
+    await kafka?.stop();
+  });
+
+  describe('kcat (librdkafka)', () => {
+    it('produces valid records that the cluster has', async () => {
+      await kcatProduce(proxy, t.orders, [{ key: 'a', value: VALID(1) }, { key: 'b', value: VALID(2) }]);
+      const got = await values(kafka.bootstrap, t.orders);
+      assert.ok(got.includes(VALID(1)) && got.includes(VALID(2)), `cluster has ${got}`);
+    });
+
+    it('is told INVALID_RECORD for an invalid record, which the cluster never gets', async () => {
+      const r = await kcatProduceRaw(proxy, t.orders, [INVALID(101)]);
+      // librdkafka's text for error 87 (INVALID_RECORD).
+      assert.match(r.stderr, /Broker: Broker failed to validate record/);
+      assert.ok(!(await values(kafka.bootstrap, t.orders)).includes(INVALID(101)));
+    });
+
+    it('consumes in a group through the proxy', async () => {
+      const topic = t.free;
+      await kcatProduce(kafka.bootstrap, topic, [{ value: 'g1' }, { value: 'g2' }, { value: 'g3' }]);
+      const r = await run('kcat', ['-b', proxy, '-G', `kcat-${topic}`, '-X', 'auto.offset.reset=earliest', '-c', '3', '-q', '-f', '%s\n', topic], '', 60000);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split('\n').sort(), ['g1', 'g2', 'g3']);
+    });
+
+    for (const codec of ['gzip', 'snappy', 'lz4', 'zstd']) {
+      it(`sends ${codec} batches that a tagging route rebuilds in ${codec}`, async () => {
+        // librdkafka sends a batch uncompressed when compressing does not make it smaller: these compress well.
+        const padding = 'x'.repeat(200);
+        const valid200 = JSON.stringify({ id: 200, total: 1, note: `${codec} ${padding}` });
+        const invalid201 = JSON.stringify({ id: 201, total: 'lots', note: `${codec} ${padding}` });
+        const r = await kcatProduceRaw(proxy, t.tagged, [valid200, invalid201, valid200], [`compression.codec=${codec}`, 'linger.ms=50']);
+        assert.equal(r.code, 0, r.stderr);
+        const got = await kcatConsumeAll(kafka.bootstrap, t.tagged);
+        const valid = got.find((g) => g.value === valid200);
+        const invalid = got.find((g) => g.value === invalid201);
+        assert.ok(valid && invalid, `cluster has ${got.map((g) => g.value)}`);
+        assert.equal(valid.headers._asyncapi_eg_validation_error, undefined);
+        const tag = JSON.parse(invalid.headers._asyncapi_eg_validation_error!) as { ts: string; errors: string[] };
+        assert.match(tag.errors.join(), /total/);
+      });
+    }
+
+    it('keeps an idempotent producer working through a route that rebuilds its batches', async () => {
+      const records = Array.from({ length: 200 }, (_, i) => (i % 7 === 3 ? INVALID(i) : VALID(i)));
+      const r = await kcatProduceRaw(proxy, t.idem, records, ['enable.idempotence=true', 'linger.ms=20', 'batch.num.messages=25']);
+      assert.equal(r.code, 0, r.stderr);
+      const got = await kcatConsumeAll(kafka.bootstrap, t.idem);
+      // One partition: every record once, in the order produced.
+      assert.deepEqual(got.map((g) => g.value), records);
+      assert.equal(got.filter((g) => g.headers._asyncapi_eg_validation_error !== undefined).length, records.filter((v) => v.includes('lots')).length);
+    });
+  });
+
+  describe('kafkajs 2.2.4', () => {
+    const client = () => new Kafka({ clientId: 'kafkajs-through-proxy', brokers: [proxy], logLevel: logLevel.NOTHING, retry: { retries: 2, initialRetryTime: 100 } });
+
+    it('produces valid records, and gets INVALID_RECORD for an invalid one', async () => {
+      const producer = client().producer();
+      await producer.connect();
+      try {
+        await producer.send({ topic: t.orders, messages: [{ value: VALID(300) }] });
+        const err = await producer.send({ topic: t.orders, messages: [{ value: INVALID(301) }] }).then(
+          () => undefined,
+          (e: { type?: string }) => e,
+        );
+        assert.equal(err?.type, 'INVALID_RECORD');
+        await producer.send({ topic: t.orders, compression: CompressionTypes.GZIP, messages: [{ value: VALID(302) }, { value: VALID(303) }] });
+      } finally {
+        await producer.disconnect();
+      }
+      const got = await values(kafka.bootstrap, t.orders);
+      assert.ok(got.includes(VALID(300)) && got.includes(VALID(302)) && got.includes(VALID(303)));
+      assert.ok(!got.includes(INVALID(301)));
+    });
+
+    it('consumes in a group through the proxy', async () => {
+      const topic = kafka.topic('kafkajs-group');
+      await kafka.createTopic(topic, 3);
+      await kcatProduce(kafka.bootstrap, topic, [{ value: 'k1' }, { value: 'k2' }]);
+      const consumer = client().consumer({ groupId: `kafkajs-${topic}`, sessionTimeout: 6000, rebalanceTimeout: 6000, maxWaitTimeInMs: 100 });
+      await consumer.connect();
+      const got: string[] = [];
+      try {
+        await consumer.subscribe({ topic, fromBeginning: true });
+        await new Promise<void>((resolve) => {
+          void consumer.run({
+            eachMessage: async ({ message }) => {
+              got.push(message.value!.toString());
+              if (got.length === 2) resolve();
+            },
+          });
+        });
+      } finally {
+        await consumer.disconnect();
+      }
+      assert.deepEqual(got.sort(), ['k1', 'k2']);
+    });
+  });
+
+  describe("Debian's python3-kafka", () => {
+    it('produces valid records (plain and gzip), and an invalid one fails without reaching the cluster', async () => {
+      const plain = await pythonProduce(proxy, t.orders, [VALID(400), INVALID(401)]);
+      assert.equal(plain[0]!.ok, true);
+      // kafka-python 2.0.2 predates error 87 and names it UnknownError; it does not retry it.
+      assert.equal(plain[1]!.ok, false);
+      assert.match(plain[1]!.error!, /UnknownError|InvalidRecord/);
+      const zipped = await pythonProduce(proxy, t.tagged, [VALID(402), INVALID(403)], 'gzip');
+      assert.deepEqual(zipped.map((z) => z.ok), [true, true]);
+      const orders = await values(kafka.bootstrap, t.orders);
+      assert.ok(orders.includes(VALID(400)) && !orders.includes(INVALID(401)));
+      const tagged = await kcatConsumeAll(kafka.bootstrap, t.tagged);
+      assert.ok(tagged.find((g) => g.value === INVALID(403))?.headers._asyncapi_eg_validation_error);
+    });
+
+    it('consumes in a group through the proxy', async () => {
+      const topic = kafka.topic('python-group');
+      await kafka.createTopic(topic, 3);
+      await kcatProduce(kafka.bootstrap, topic, [{ value: 'p1' }, { value: 'p2' }]);
+      assert.deepEqual((await pythonConsume(proxy, topic, `python-${topic}`, 2)).sort(), ['p1', 'p2']);
+    });
+  });
+
+  it('closes a client that sends garbage without disturbing a good client on the same listener', async () => {
+    const before = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in').closedByProxy as number;
+    const producer = new Kafka({ brokers: [proxy], logLevel: logLevel.NOTHING }).producer();
+    await producer.connect();
+    const [host, port] = proxy.split(':');
+    const garbage = connect(Number(port), host!);
+    const closed = new Promise<void>((resolve) => garbage.on('close', () => resolve()));
+    garbage.on('error', () => {});
+    garbage.write(Buffer.from([0x7f, 0xff, 0xff, 0xff, 1, 2, 3, 4])); // a 2 GiB frame
+    await closed;
+    const bad = connect(Number(port), host!);
+    bad.on('error', () => {});
+    const badClosed = new Promise<void>((resolve) => bad.on('close', () => resolve()));
+    bad.write(Buffer.from([0, 0, 0, 3, 0xde, 0xad, 0xbe])); // too short for a request header
+    await badClosed;
+    await producer.send({ topic: t.orders, messages: [{ value: VALID(500) }] });
+    await producer.disconnect();
+    assert.ok((await values(kafka.bootstrap, t.orders)).includes(VALID(500)));
+    const status = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in');
+    assert.equal(status.closedByProxy, before + 2);
+    assert.ok(gw.logs.some((l) => l.msg === 'kafka client connection closed: bad request'));
+  });
+
+  it('shows its port for every broker and its connections in /admin/status', async () => {
+    const status = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in');
+    assert.equal(status.kind, 'kafka');
+    assert.equal(status.ports.length, 3);
+    assert.deepEqual(status.ports.map((p: { nodeId: number }) => p.nodeId), [1, 2, 3]);
+    const upstream = new Set(kafka.bootstrap.split(','));
+    for (const p of status.ports) assert.ok(upstream.has(p.upstream), `${p.upstream} is a broker of the cluster`);
+    assert.equal(typeof status.connections, 'number');
+  });
+
+  it('applies a route change to the next request of a client that stays connected', async () => {
+    const producer = new Kafka({ brokers: [proxy], logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer();
+    await producer.connect();
+    try {
+      const refused = await producer.send({ topic: t.reload, messages: [{ value: INVALID(600) }] }).then(() => undefined, (e: { type?: string }) => e);
+      assert.equal(refused?.type, 'INVALID_RECORD');
+      const connectionsBefore = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in').connections as number;
+      const line = await gw.reconfigure(config('tag'));
+      assert.ok(reloaded(line), JSON.stringify(line));
+      await producer.send({ topic: t.reload, messages: [{ value: INVALID(601) }] });
+      const status = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in');
+      assert.ok(status.connections >= connectionsBefore, 'no client connection was dropped by the reload');
+    } finally {
+      await producer.disconnect();
+    }
+    const got = await eventually(async () => {
+      const all = await kcatConsumeAll(kafka.bootstrap, t.reload);
+      assert.ok(all.some((g) => g.value === INVALID(601)));
+      return all;
+    }, 15000);
+    assert.ok(!got.some((g) => g.value === INVALID(600)));
+    assert.ok(got.find((g) => g.value === INVALID(601))!.headers._asyncapi_eg_validation_error);
+  });
+});
