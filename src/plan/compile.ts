@@ -420,7 +420,7 @@ class Compiler {
     // to
     const targets: TargetPlan[] = [];
     const targetFiles: string[] = [];
-    if (sourceKind?.routesBy === 'topic') {
+    if (f.listener !== undefined && this.routesByTopic(f.listener, listeners)) {
       if (raw.to !== undefined) this.report([...at, 'to'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': its records go on to topic '${f.topic}' of the listener's upstream cluster, so it takes no 'to'`, 'key');
       if (raw.deadletter !== undefined) this.report([...at, 'deadletter'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': a record cannot leave a produce request without breaking the producer's sequence numbers, so there is no dead-letter target; use onInvalid: reject or tag`, 'key');
     } else if (raw.to === undefined) {

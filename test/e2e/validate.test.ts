@@ -353,8 +353,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'brokers:', '  local:', '    kind: memroy', 'listeners:', '  push:', '    kind: websockets', '    port: 0', '  api:', '    port: 0') });
       assertProblems(r, [
         ['gateway.yaml:4:11', /unknown broker kind "memroy" \(did you mean 'memory'\?\); known kinds: memory/],
-        ['gateway.yaml:7:11', /unknown listener kind "websockets" \(did you mean 'websocket'\?\); known kinds: http, websocket/],
-        ['gateway.yaml:9:3', /listeners\.api is missing required key 'kind' \(one of: http, websocket\)/],
+        ['gateway.yaml:7:11', /unknown listener kind "websockets" \(did you mean 'websocket'\?\); known kinds: http, websocket, kafka/],
+        ['gateway.yaml:9:3', /listeners\.api is missing required key 'kind' \(one of: http, websocket, kafka\)/],
       ]);
     });
   });
