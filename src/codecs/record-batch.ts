@@ -6,11 +6,13 @@
  * is computed afresh over the new bytes.
  */
 import { crc32c } from '@aws-crypto/crc32c';
+import { codecOf, compress, decompress, snappyFraming } from './compression.js';
 import { ProtocolError, Reader, Writer } from './kafka-protocol/wire.js';
 
 /** Compresses and decompresses a records section with the codec a batch's attributes name (bits 0-2). */
 export interface BatchCompression {
-  compress(codec: number, data: Buffer): Promise<Buffer>;
+  /** `like`: the records section as the client compressed it, whose framing a rebuilt one keeps. */
+  compress(codec: number, data: Buffer, like?: Buffer): Promise<Buffer>;
   decompress(codec: number, data: Buffer): Promise<Buffer>;
 }
 
@@ -177,11 +179,11 @@ function writeVarBytes(w: Writer, b: Buffer | null): void {
  * around `records`, compressing them with the header's codec and computing the CRC-32C.
  * The record count must not change: sequence numbers of idempotent producers count records.
  */
-export async function encodeBatch(header: BatchHeader, records: readonly KafkaRecord[], compression: BatchCompression): Promise<Buffer> {
+export async function encodeBatch(header: BatchHeader & { recordsSection?: Buffer }, records: readonly KafkaRecord[], compression: BatchCompression): Promise<Buffer> {
   if (records.length !== header.recordCount) throw new Error(`a rebuilt batch must keep its ${header.recordCount} records (has ${records.length})`);
   const codec = compressionOf(header.attributes);
   const plain = writeRecords(records);
-  const section = codec === 0 ? plain : await compression.compress(codec, plain);
+  const section = codec === 0 ? plain : await compression.compress(codec, plain, header.recordsSection);
   const out = Buffer.allocUnsafe(BATCH_HEADER_BYTES + section.length);
   out.writeBigInt64BE(header.baseOffset, 0);
   out.writeInt32BE(BATCH_HEADER_BYTES - 12 + section.length, 8);
@@ -200,15 +202,19 @@ export async function encodeBatch(header: BatchHeader, records: readonly KafkaRe
   return out;
 }
 
-// PLACEHOLDER until src/codecs/compression.ts (#11) lands: gzip only.
-import { gzipSync, gunzipSync } from 'node:zlib';
+/**
+ * Each batch is rebuilt with its own codec (src/codecs/compression.ts); a snappy batch keeps its
+ * framing too (xerial from Java clients, raw blocks from the others).
+ */
 export const batchCompression: BatchCompression = {
-  async compress(codec, data) {
-    if (codec === 1) return gzipSync(data);
-    throw new Error(`codec ${codec} not available yet`);
+  compress(codec, data, like) {
+    const name = codecOf(codec);
+    if (name === undefined) return Promise.reject(new ProtocolError(`unknown compression codec ${codec}`));
+    return compress(name, data, name === 'snappy' && like ? { snappyFraming: snappyFraming(like) } : {});
   },
-  async decompress(codec, data) {
-    if (codec === 1) return gunzipSync(data);
-    throw new Error(`codec ${codec} not available yet`);
+  decompress(codec, data) {
+    const name = codecOf(codec);
+    if (name === undefined) return Promise.reject(new ProtocolError(`unknown compression codec ${codec}`));
+    return decompress(name, data);
   },
 };
