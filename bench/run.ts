@@ -10,12 +10,13 @@ import { isFailure, type Scenario, type ScenarioFailure, type ScenarioResult } f
 import { fanout } from './scenarios/fanout.js';
 import { httpKafka } from './scenarios/http-kafka.js';
 import { httpMemory } from './scenarios/http-memory.js';
+import { kafkaProxy, kafkaProxyConsume, kafkaProxyValidate } from './scenarios/kafka-proxy.js';
 import { kafkaWsLatency } from './scenarios/kafka-ws-latency.js';
 import { memory } from './scenarios/memory.js';
 import { pipeline } from './scenarios/pipeline.js';
 import { reload } from './scenarios/reload.js';
 
-const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, httpKafka, kafkaWsLatency];
+const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, httpKafka, kafkaWsLatency, kafkaProxy, kafkaProxyValidate, kafkaProxyConsume];
 
 const USAGE = `usage: npm run bench -- [--only NAME,...] [--duration SECONDS] [--json FILE]
 scenarios:

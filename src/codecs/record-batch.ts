@@ -73,11 +73,12 @@ export function isControlBatch(attributes: number): boolean {
 }
 
 /**
- * Splits a produce request's records field into its batches, checking each one's magic and CRC.
+ * Splits a produce request's records field into its batches, checking each one's magic (and its
+ * CRC, unless `checkCrc` is false: a batch forwarded as it came is checked by the broker anyway).
  * Throws ProtocolError for anything that is not a well-formed v2 batch: the proxy cannot look
  * into the older message formats, and a client that sends them to a governed topic is refused.
  */
-export function splitBatches(records: Buffer): RawBatch[] {
+export function splitBatches(records: Buffer, { checkCrc = true }: { checkCrc?: boolean } = {}): RawBatch[] {
   const out: RawBatch[] = [];
   let at = 0;
   while (at < records.length) {
@@ -104,12 +105,18 @@ export function splitBatches(records: Buffer): RawBatch[] {
       recordCount: r.int32(),
     };
     if (header.magic !== 2) throw new ProtocolError(`message format v${header.magic} is not supported (only record batches, magic 2)`);
-    const actual = crc32c(bytes.subarray(CRC_FROM)) >>> 0;
-    if (actual !== header.crc) throw new ProtocolError(`record batch CRC mismatch (${header.crc.toString(16)} sent, ${actual.toString(16)} computed)`);
-    out.push({ ...header, bytes, recordsSection: bytes.subarray(BATCH_HEADER_BYTES) });
+    const batch = { ...header, bytes, recordsSection: bytes.subarray(BATCH_HEADER_BYTES) };
+    if (checkCrc) verifyCrc(batch);
+    out.push(batch);
     at = end;
   }
   return out;
+}
+
+/** Throws ProtocolError when the batch's bytes do not match its CRC-32C. */
+export function verifyCrc(batch: RawBatch): void {
+  const actual = crc32c(batch.bytes.subarray(CRC_FROM)) >>> 0;
+  if (actual !== batch.crc) throw new ProtocolError(`record batch CRC mismatch (${batch.crc.toString(16)} sent, ${actual.toString(16)} computed)`);
 }
 
 /** Reads a batch's records, decompressing them with its own codec. */

@@ -213,6 +213,11 @@ export interface RouteEntry {
   /** Route options a listener honours (e.g. `ack` on WebSocket publish routes). */
   readonly options: { ack: boolean };
   handle(msg: Message, ctx: MessageContext): Promise<Outcome>;
+  /**
+   * handle() for one record of many that arrived together (a Kafka produce request): no span of
+   * its own, and synchronous when the chain is.
+   */
+  checkRecord?(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;
   /** Runs the chain's client checks (auth steps) on a connecting client's handshake. */
   admit?(req: RequestMeta): Promise<Admission>;
 }

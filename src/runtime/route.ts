@@ -9,7 +9,7 @@ import type { TapChannel } from '../admin/tap.js';
 import type { Delivery, Message, MessageContext, RequestMeta } from './message.js';
 import { isStop, type Outcome } from './outcome.js';
 import type { StepStateStore } from './step-state.js';
-import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, type MessageSpan, type SpanTemplate } from './trace.js';
+import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, UNTRACED, type MessageSpan, type SpanTemplate } from './trace.js';
 
 /** Header carried by messages a consume route sent to its dead-letter target after failing them. */
 export const ROUTE_ERROR_HEADER = '_eventgate_error';
@@ -99,14 +99,29 @@ export class RouteRuntime implements RouteEntry {
    * synchronously costs no microtask hops before the targets (the only truly asynchronous part).
    */
   handle(msg: Message, ctx: MessageContext): Promise<Outcome> {
+    const outcome = this.check(msg, ctx);
+    return outcome instanceof Promise ? outcome : Promise.resolve(outcome);
+  }
+
+  /**
+   * One record of a Kafka produce request (kafka listener): handle() without a span of its own and
+   * answering synchronously when every step did. Such a request holds thousands of records, and a
+   * promise and a span for each would cost more than checking them; the record keeps its own
+   * `traceparent` header, if it has one, as the client wrote it.
+   */
+  checkRecord(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
+    return this.check(msg, ctx, false);
+  }
+
+  private check(msg: Message, ctx: MessageContext, traced = true): Outcome | Promise<Outcome> {
     this.inFlight++;
     this.stats.received++;
     const startedAt = performance.now();
-    const span = startMessageSpan(this.span, msg.headers[TRACEPARENT]);
-    const traced: Message = { ...msg, headers: { ...msg.headers, [TRACEPARENT]: span.traceparent } };
+    const span = traced ? startMessageSpan(this.span, msg.headers[TRACEPARENT]) : UNTRACED;
+    const input: Message = traced ? { ...msg, headers: { ...msg.headers, [TRACEPARENT]: span.traceparent } } : msg;
     let result: Outcome | Promise<Outcome>;
     try {
-      result = inSpan(span, this.process, this, traced, ctx);
+      result = inSpan(span, this.process, this, input, ctx);
     } catch (err) {
       result = this.unexpected(err, span);
     }
@@ -116,7 +131,7 @@ export class RouteRuntime implements RouteEntry {
         (err) => this.settle(msg, this.unexpected(err, span), startedAt, span),
       );
     }
-    return Promise.resolve(this.settle(msg, result, startedAt, span));
+    return this.settle(msg, result, startedAt, span);
   }
 
   /** Everything that follows an outcome, in one place for the synchronous and asynchronous paths. */
@@ -206,9 +221,11 @@ export class RouteRuntime implements RouteEntry {
     }
   }
 
-  private deliver(original: Message, m: Message, ctx: MessageContext): Promise<Outcome> {
+  private deliver(original: Message, m: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
     const tagged = m.headers[VALIDATION_ERROR_HEADER] !== undefined && original.headers[VALIDATION_ERROR_HEADER] === undefined;
     const delivered = (deliveries: Delivery[]): Outcome => ({ outcome: 'delivered', deliveries, tagged, message: m });
+    // Routes from a kafka listener have no targets: their records go on in the client's own request.
+    if (this.targets.length === 0) return delivered([]);
     const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError ? err.problem : unavailable('target', err) });
     if (this.targets.length === 1) return sent(this.targets[0]!, m, ctx).then((d) => delivered([d]), failed);
     return Promise.all(this.targets.map((t) => sent(t, m, ctx))).then(delivered, failed);

@@ -25,6 +25,9 @@ function sdkRegistered(): boolean {
 /** The span of every message when no SDK is registered: not recording, ending it does nothing. */
 const NON_RECORDING = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
+/** The span of a message that is not traced on its own (a record of a Kafka produce request). */
+export const UNTRACED: MessageSpan = { span: NON_RECORDING, traceId: '', traceparent: '', context: undefined };
+
 /** version "-" trace-id "-" parent-id "-" flags (§3.2); a later version may append "-" fields. */
 const VERSION_00 = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 const LATER_VERSION = /^(?!ff)[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$/;

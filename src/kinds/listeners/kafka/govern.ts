@@ -6,7 +6,7 @@
  * their batch, which is rebuilt with the same codec, record count and producer fields; batches
  * with no change, and topics no route names, go on as the client's own bytes.
  */
-import { splitBatches, decodeRecords, encodeBatch, isControlBatch, type BatchCompression, type KafkaRecord, type RawBatch, type RecordHeader } from '../../../codecs/record-batch.js';
+import { splitBatches, decodeRecords, encodeBatch, isControlBatch, verifyCrc, type BatchCompression, type KafkaRecord, type RawBatch, type RecordHeader } from '../../../codecs/record-batch.js';
 import { ErrorCode, readProduceRequest, writeProduceError, writeProduceRequest, type PartitionError, type ProducePartition, type RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
 import { ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
 import type { RouteEntry } from '../../contracts.js';
@@ -64,7 +64,8 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
   if (p.records === null || p.records.length === 0) return { records: p.records };
   let batches: RawBatch[];
   try {
-    batches = splitBatches(p.records);
+    // The CRC is checked only for batches rebuilt here (below); the broker checks the others.
+    batches = splitBatches(p.records, { checkCrc: false });
   } catch (err) {
     return { refused: { recordErrors: [], message: `route '${route.name}' cannot read these records: ${(err as Error).message}` } };
   }
@@ -80,9 +81,17 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         return undefined;
       }
       const baseTimestamp = Number(batch.baseTimestamp);
-      const messages = records.map((rec) => toMessage(rec, topic, p.index, baseTimestamp));
       const mctx = context(route, ctx);
-      const outcomes = await Promise.all(messages.map((m) => route.handle(m, mctx)));
+      const messages: Message[] = new Array(records.length);
+      const pending: (Outcome | Promise<Outcome>)[] = new Array(records.length);
+      let waits = false;
+      for (let i = 0; i < records.length; i++) {
+        const m = (messages[i] = toMessage(records[i]!, topic, p.index, baseTimestamp));
+        const o = (pending[i] = route.checkRecord ? route.checkRecord(m, mctx) : route.handle(m, mctx));
+        if (o instanceof Promise) waits = true;
+      }
+      // Only a chain with an asynchronous step costs a promise per record.
+      const outcomes = waits ? await Promise.all(pending) : (pending as Outcome[]);
       let edited: KafkaRecord[] | undefined;
       outcomes.forEach((outcome, i) => {
         if (outcome.outcome === 'delivered') {
@@ -92,7 +101,15 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
           recordErrors.push({ index: i, message: describe(outcome) });
         }
       });
-      return edited && recordErrors.length === 0 ? encodeBatch(batch, edited, ctx.compression) : undefined;
+      if (!edited || recordErrors.length > 0) return undefined;
+      // Never launder a corrupted batch into one with a good CRC.
+      try {
+        verifyCrc(batch);
+      } catch (err) {
+        recordErrors.push({ index: 0, message: (err as Error).message });
+        return undefined;
+      }
+      return encodeBatch(batch, edited, ctx.compression);
     }),
   );
   if (recordErrors.length > 0) {

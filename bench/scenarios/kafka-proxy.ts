@@ -1,0 +1,130 @@
+/**
+ * The kafka listener (a Kafka-protocol proxy) against the cluster itself: kcat (librdkafka)
+ * produces a few hundred thousand small JSON records, or consumes them, once through the gateway
+ * and once straight to librdkafka's mock cluster, in alternating rounds. Three figures, each its
+ * own scenario so each has its target: pass-through produce, produce with a JSON Schema check of
+ * every record, and consume.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LIGHT_SCHEMA } from '../configs.js';
+import { startGateway, startKafka, type KafkaCluster, type RunningGateway } from '../processes.js';
+import { median } from '../stats.js';
+import { judge, type Scenario, type ScenarioResult } from '../scenario.js';
+
+const PARTITIONS = 3;
+
+/** Records per round: enough that kcat's start-up and metadata round trips are a small part. */
+function recordCount(duration: number): number {
+  return duration < 5 ? 100_000 : 400_000;
+}
+
+function proxyConfig(bootstrap: string, validated: string): string {
+  return `version: 1
+brokers:
+  cluster: { kind: kafka, brokers: "${bootstrap}" }
+listeners:
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+routes:
+  - name: light-in
+    from: { listener: kafka-in, topic: ${validated} }
+    through:
+      - validate: { schema: ${JSON.stringify(LIGHT_SCHEMA)}, onInvalid: reject }
+`;
+}
+
+/** Runs kcat to completion; resolves with the wall-clock seconds it took. */
+function timedKcat(args: string[], stdinFile?: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const shell = `kcat ${args.map((a) => `'${a}'`).join(' ')}${stdinFile ? ` < '${stdinFile}'` : ''} > /dev/null`;
+    const child = spawn('sh', ['-c', shell], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('exit', (code) => (code === 0 ? resolve((performance.now() - started) / 1000) : reject(new Error(`kcat ${args.join(' ')} exited ${code}: ${stderr}`))));
+  });
+}
+
+type Side = 'direct' | 'proxy';
+type Mode = 'produce' | 'validate' | 'consume';
+
+interface Setup {
+  kafka: KafkaCluster;
+  gw: RunningGateway;
+  records: string;
+  count: number;
+  address: Record<Side, string>;
+}
+
+async function setUp(duration: number): Promise<Setup> {
+  const kafka = await startKafka({ brokers: 3, requestLog: false });
+  const count = recordCount(duration);
+  const dir = mkdtempSync(join(tmpdir(), 'eventgate-bench-kafka-'));
+  const records = join(dir, 'records.jsonl');
+  const lines: string[] = [];
+  for (let i = 0; i < count; i++) lines.push(JSON.stringify({ id: i, lumens: 640, sentAt: '2026-11-23T10:00:00Z' }));
+  writeFileSync(records, `${lines.join('\n')}\n`);
+  const gw = await startGateway(proxyConfig(kafka.bootstrap, 'light-validated'));
+  return { kafka, gw, records, count, address: { direct: kafka.bootstrap, proxy: `127.0.0.1:${gw.port('kafka-in')}` } };
+}
+
+/** One round: records/s of kcat producing every record (to a new topic) or consuming a topic that has them. */
+async function round(s: Setup, mode: Mode, side: Side, filled: string): Promise<number> {
+  const produceProps = ['-X', 'linger.ms=5', '-X', 'queue.buffering.max.messages=1000000', '-q'];
+  if (mode === 'consume') {
+    return s.count / (await timedKcat(['-C', '-b', s.address[side], '-t', filled, '-o', 'beginning', '-e', '-q']));
+  }
+  // Through the proxy, only the topic its route names is validated; directly, the name makes no difference.
+  const topic = mode === 'validate' ? 'light-validated' : s.kafka.topic('light-plain');
+  await s.kafka.createTopic(topic, PARTITIONS).catch(() => {});
+  return s.count / (await timedKcat(['-P', '-b', s.address[side], '-t', topic, ...produceProps], s.records));
+}
+
+function scenario(name: string, mode: Mode, describe: string, limit: number): Scenario {
+  return {
+    name,
+    describe,
+    async run({ duration }): Promise<ScenarioResult> {
+      const s = await setUp(duration);
+      try {
+        await s.kafka.createTopic('light-validated', PARTITIONS);
+        // The consume rounds read a topic that already holds every record.
+        const filled = s.kafka.topic('light-filled');
+        await s.kafka.createTopic(filled, PARTITIONS);
+        await timedKcat(['-P', '-b', s.address.direct, '-t', filled, '-q'], s.records);
+        // Warm-up: connections, the JIT, the cluster's first segments.
+        await round(s, mode, 'proxy', filled);
+        await round(s, mode, 'direct', filled);
+        const rounds = Math.max(3, Math.min(7, Math.floor(duration / 2)));
+        const rates: Record<Side, number[]> = { direct: [], proxy: [] };
+        const ratios: number[] = [];
+        for (let i = 0; i < rounds; i++) {
+          const order: Side[] = i % 2 === 0 ? ['direct', 'proxy'] : ['proxy', 'direct'];
+          for (const side of order) rates[side].push(await round(s, mode, side, filled));
+          ratios.push(rates.proxy[i]! / rates.direct[i]!);
+        }
+        return judge({
+          metric: 'records/s',
+          value: Math.round(median(rates.proxy)),
+          baseline: { name: 'kcat straight to the cluster', value: Math.round(median(rates.direct)) },
+          ratio: median(ratios),
+          p50_ms: null,
+          p99_ms: null,
+          records: s.count,
+          rounds,
+          partitions: PARTITIONS,
+          target: { field: 'ratio', op: '>=', limit },
+        });
+      } finally {
+        await s.gw.stop();
+        await s.kafka.stop();
+      }
+    },
+  };
+}
+
+export const kafkaProxy = scenario('kafka-proxy', 'produce', 'kcat producing small records through the kafka listener (no route on the topic), records/s vs straight to the mock cluster', 0.9);
+export const kafkaProxyValidate = scenario('kafka-proxy-validate', 'validate', 'the same with a JSON Schema check of every record (route on the topic, onInvalid: reject)', 0.7);
+export const kafkaProxyConsume = scenario('kafka-proxy-consume', 'consume', 'kcat consuming a topic through the kafka listener, records/s vs straight from the mock cluster', 0.9);
