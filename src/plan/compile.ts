@@ -52,7 +52,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const { source: src, bytes } = readSource(file, options.env, diagnostics);
   const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing']]);
   if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
-  const secrets = secretValues(src.value, src.fromEnv);
+  const secrets = secretValues(src.value, src.fromEnv, src.envValues);
   // A value whose variable is missing was left unsubstituted: its schema error would only repeat the problem.
   const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => d.path));
   diagnostics.push(...checkSchema(src, options.registry).filter((d) => !missingEnv.has(d.path)));
@@ -323,7 +323,7 @@ class Compiler {
       listeners,
       routes,
       secrets: this.src.fromEnv,
-      secretValues: secretValues(this.src.value, this.src.fromEnv),
+      secretValues: secretValues(this.src.value, this.src.fromEnv, this.src.envValues),
     };
   }
 
