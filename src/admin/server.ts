@@ -34,9 +34,14 @@ export class AdminServer {
     });
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
     this.route('GET /healthz', (_req, res) => sendJson(res, 200, { status: 'ok' }));
-    this.route('GET /readyz', (_req, res) => {
+    // Probes need no token, so /readyz is open: it tells who is not ready and in what state
+    // ("broker kafka: unreachable"), never the error behind it (an address, a DNS name: those are
+    // in /admin/status). With a token set, an unauthenticated probe learns ready or not ready only.
+    this.route('GET /readyz', (req, res) => {
       const r = gateway.readiness();
-      sendJson(res, r.ready ? 200 : 503, r.ready ? { status: 'ready' } : { status: 'not ready', reasons: r.reasons });
+      if (r.ready) return sendJson(res, 200, { status: 'ready' });
+      if (this.token && !this.authorized(req)) return sendJson(res, 503, { status: 'not ready' });
+      sendJson(res, 503, { status: 'not ready', reasons: r.reasons.map(summary) });
     });
     this.route('GET /admin/status', (_req, res) => sendJson(res, 200, gateway.status()));
     this.route('POST /admin/reload', async (_req, res) => {
@@ -125,6 +130,12 @@ export class AdminServer {
     const expected = createHash('sha256').update(this.token!).digest();
     return timingSafeEqual(given, expected);
   }
+}
+
+/** `broker kafka: unreachable: getaddrinfo ENOTFOUND kafka-0.internal` → `broker kafka: unreachable`. */
+function summary(reason: string): string {
+  const parts = reason.split(': ');
+  return parts.slice(0, 2).join(': ');
 }
 
 /** Answers an upgrade request that will not be upgraded with a problem+json response, then closes. */

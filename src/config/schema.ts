@@ -84,6 +84,22 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         description: 'AsyncAPI document(s), relative to this file.',
         oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 } }],
       },
+      asyncapiRemoteRefs: {
+        type: 'object',
+        description: 'Remote (http/https) `$ref`s in AsyncAPI documents: off unless their origins are listed here.',
+        additionalProperties: false,
+        required: ['origins'],
+        properties: {
+          origins: {
+            type: 'array',
+            minItems: 1,
+            description: 'Origins (`https://host[:port]`) remote `$ref`s may point to; any other is refused. Redirects are not followed.',
+            items: { type: 'string', pattern: '^https?://[^/?#]+$' },
+          },
+          timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 5000, description: 'Longest a remote document may take to arrive; the document fails to load after it.' },
+          maxBytes: { type: 'integer', minimum: 1, maximum: 4_194_304, default: 1_048_576, description: 'Largest remote document accepted.' },
+        },
+      },
       admin: {
         type: 'object',
         description: 'The admin server: /healthz, /readyz, /metrics, /admin/status, the tap and the dashboard.',
