@@ -247,8 +247,10 @@ routes:
     assert.equal(status.kind, 'kafka');
     assert.equal(status.ports.length, 3);
     assert.deepEqual(status.ports.map((p: { nodeId: number }) => p.nodeId), [1, 2, 3]);
-    const upstream = new Set(kafka.bootstrap.split(','));
-    for (const p of status.ports) assert.ok(upstream.has(p.upstream), `${p.upstream} is a broker of the cluster`);
+    // The cluster's addresses came from the environment (KAFKA_BOOTSTRAP): status redacts them like any secret.
+    for (const p of status.ports) assert.equal(p.upstream, '[redacted]');
+    assert.equal(new Set(status.ports.map((p: { port: number }) => p.port)).size, 3);
+    assert.ok(!JSON.stringify(status).includes(kafka.bootstrap.split(',')[0]!));
     assert.equal(typeof status.connections, 'number');
   });
 
