@@ -8,6 +8,7 @@ import kafkajs from 'kafkajs';
 import { eventually, repoRoot, runCli, startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { reloaded } from '../helpers/pipeline.js';
+import { scrape } from '../helpers/prometheus.js';
 
 const { Kafka, logLevel, CompressionTypes } = kafkajs;
 
@@ -253,6 +254,14 @@ routes:
     assert.equal(new Set(status.ports.map((p: { port: number }) => p.port)).size, 3);
     assert.ok(!JSON.stringify(status).includes(kafka.bootstrap.split(',')[0]!));
     assert.equal(typeof status.connections, 'number');
+  });
+
+  it('counts records per route and outcome in /metrics', async () => {
+    const s = await scrape(gw.adminUrl);
+    const count = (route: string, outcome: string) => s.value('eventgate_route_messages_total', { route, outcome }) ?? 0;
+    assert.ok(count('orders-in', 'delivered') >= 2, 'valid records counted');
+    assert.ok(count('orders-in', 'invalid') >= 1, 'refused records counted');
+    assert.ok(count('tagged-in', 'tagged') >= 1, 'tagged records counted');
   });
 
   it('applies a route change to the next request of a client that stays connected', async () => {

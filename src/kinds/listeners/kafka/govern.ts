@@ -147,6 +147,7 @@ function toMessage(rec: KafkaRecord, topic: string, partition: number, baseTimes
  * Returns the record itself when nothing changed, so its batch keeps the client's bytes.
  */
 function applyChanges(rec: KafkaRecord, before: Message, out: Message): KafkaRecord {
+  if (out.value === before.value && out.headers === before.headers) return rec;
   // Steps that keep a value pass the same object on; a transform makes a new one.
   const valueChanged = out.value !== before.value;
   const names = new Set(Object.keys(out.headers));
