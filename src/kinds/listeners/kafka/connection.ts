@@ -50,7 +50,7 @@ export class ProxyConnection {
   private readonly owed: Slot[] = [];
   /** Of those, the ones upstream still has to answer, in order. */
   private readonly awaiting: Slot[] = [];
-  /** Client frames that arrived while an earlier produce request was being checked. */
+  /** Client frames (size prefix included) that arrived while an earlier produce request was being checked. */
   private readonly held: Buffer[] = [];
   private checking = false;
   /** Client frames still to pass as raw SASL tokens after a SaslHandshake v0. */
@@ -100,41 +100,43 @@ export class ProxyConnection {
   private requestHandler(): FrameHandler {
     return {
       onStart: () => 'buffer',
-      onFrame: (body) => {
-        if (this.checking) this.held.push(body);
-        else this.request(body);
+      onFrame: (_body, whole) => {
+        if (this.checking) this.held.push(whole);
+        else this.request(whole);
       },
       onChunk: () => {},
     };
   }
 
-  private request(body: Buffer): void {
+  /** One request frame (size prefix included: a request passed on unchanged is written as it came). */
+  private request(whole: Buffer): void {
+    const body = whole.subarray(4);
     if (this.rawTokens > 0) {
       this.rawTokens--;
-      this.forward(body, { chunks: [], done: false, header: undefined, inspect: false });
+      this.forward(whole, { chunks: [], done: false, header: undefined, inspect: false });
       return;
     }
     const header = readRequestHeader(body);
     switch (header.apiKey) {
       case ApiKey.Produce:
-        return this.produce(header, body);
+        return this.produce(header, body, whole);
       case ApiKey.Metadata:
       case ApiKey.FindCoordinator:
       case ApiKey.ApiVersions:
-        return this.forward(body, { chunks: [], done: false, header, inspect: true });
+        return this.forward(whole, { chunks: [], done: false, header, inspect: true });
       case ApiKey.SaslHandshake: {
         const slot: Slot = { chunks: [], done: false, header, inspect: header.apiVersion === 0 };
         if (slot.inspect) slot.saslMechanism = readSaslHandshakeMechanism(body, header);
-        return this.forward(body, slot);
+        return this.forward(whole, slot);
       }
       default:
-        return this.forward(body, { chunks: [], done: false, header, inspect: false });
+        return this.forward(whole, { chunks: [], done: false, header, inspect: false });
     }
   }
 
-  private produce(header: RequestHeader, body: Buffer): void {
+  private produce(header: RequestHeader, body: Buffer, whole: Buffer): void {
     const governed = this.host.govern(header, body);
-    if (!(governed instanceof Promise)) return this.governed(header, governed);
+    if (!(governed instanceof Promise)) return this.governed(header, governed, whole);
     // Later requests wait: they must reach the broker after this one, and be answered after it.
     const slot: Slot = { chunks: [], done: false, header, inspect: false };
     this.owed.push(slot);
@@ -143,7 +145,7 @@ export class ProxyConnection {
     governed.then(
       (g) => {
         if (this.ended) return;
-        this.owed.splice(this.owed.indexOf(slot), 1, ...this.slotFor(header, g));
+        this.owed.splice(this.owed.indexOf(slot), 1, ...this.slotFor(header, g, whole));
         this.flush();
         this.checking = false;
         this.client.resume();
@@ -156,32 +158,31 @@ export class ProxyConnection {
   }
 
   /** Sends a checked produce request on, or answers it, synchronously. */
-  private governed(header: RequestHeader, g: Governed): void {
-    this.owed.push(...this.slotFor(header, g));
+  private governed(header: RequestHeader, g: Governed, whole: Buffer): void {
+    this.owed.push(...this.slotFor(header, g, whole));
     this.flush();
   }
 
   /** The slots a checked produce request takes (none for acks=0), sending it upstream if it passed. */
-  private slotFor(header: RequestHeader, g: Governed): Slot[] {
+  private slotFor(header: RequestHeader, g: Governed, whole: Buffer): Slot[] {
     if ('respond' in g) return g.respond === null ? [] : [{ chunks: [frame(g.respond)], done: true, header, inspect: false }];
     const slot: Slot = { chunks: [], done: false, header, inspect: false };
-    this.send(g.forward);
+    // The client's own bytes go on in one write, size prefix and all.
+    this.send(g.forward.byteOffset === whole.byteOffset + 4 && g.forward.buffer === whole.buffer ? whole : frame(g.forward));
     if (g.acks === 0) return [];
     this.awaiting.push(slot);
     return [slot];
   }
 
-  private forward(body: Buffer, slot: Slot): void {
+  private forward(whole: Buffer, slot: Slot): void {
     this.owed.push(slot);
     this.awaiting.push(slot);
-    this.send(body);
+    this.send(whole);
   }
 
-  private send(body: Buffer): void {
-    const size = Buffer.allocUnsafe(4);
-    size.writeInt32BE(body.length);
-    this.upstream.write(size);
-    if (!this.upstream.write(body)) this.client.pause();
+  /** Writes a whole frame upstream. */
+  private send(whole: Buffer): void {
+    if (!this.upstream.write(whole)) this.client.pause();
   }
 
   // ---- upstream → client ---------------------------------------------------------------------

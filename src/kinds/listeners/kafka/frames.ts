@@ -11,8 +11,8 @@ export interface FrameHandler {
    * included) in onChunk as they come.
    */
   onStart(size: number, head: Buffer): 'buffer' | 'stream';
-  /** A whole frame's body (without the size prefix). */
-  onFrame(body: Buffer): void;
+  /** A whole frame: its body (without the size prefix), and the frame as it came (with it). */
+  onFrame(body: Buffer, frame: Buffer): void;
   onChunk(bytes: Buffer, last: boolean): void;
 }
 
@@ -59,7 +59,7 @@ export class FrameReader {
       if (this.buffered < 4 + this.size) return;
       const whole = this.take(4 + this.size);
       this.size = -1;
-      this.handler.onFrame(whole.subarray(4));
+      this.handler.onFrame(whole.subarray(4), whole);
     }
   }
 
