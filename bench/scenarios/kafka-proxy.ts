@@ -18,7 +18,7 @@ const PARTITIONS = 3;
 
 /** Records per round: enough that kcat's start-up and metadata round trips are a small part. */
 function recordCount(duration: number): number {
-  return duration < 5 ? 100_000 : 400_000;
+  return duration < 5 ? 100_000 : 1_000_000;
 }
 
 function proxyConfig(bootstrap: string, validated: string): string {
@@ -72,7 +72,7 @@ async function setUp(duration: number): Promise<Setup> {
 
 /** One round: records/s of kcat producing every record (to a new topic) or consuming a topic that has them. */
 async function round(s: Setup, mode: Mode, side: Side, filled: string): Promise<number> {
-  const produceProps = ['-X', 'linger.ms=5', '-X', 'queue.buffering.max.messages=1000000', '-q'];
+  const produceProps = ['-X', 'linger.ms=5', '-X', 'queue.buffering.max.messages=2000000', '-q'];
   if (mode === 'consume') {
     return s.count / (await timedKcat(['-C', '-b', s.address[side], '-t', filled, '-o', 'beginning', '-e', '-q']));
   }
