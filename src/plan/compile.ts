@@ -75,7 +75,7 @@ interface RawConfig {
   version: 1;
   asyncapi?: string | string[];
   asyncapiRemoteRefs?: RemoteRefOptions;
-  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; tap?: { maxPerSecond?: number } };
+  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; tap?: { maxPerSecond?: number }; allowedHosts?: string[] };
   log?: { level?: string; payloads?: boolean };
   expressions?: Partial<ExpressionLimits>;
   brokers?: Record<string, { kind: string } & Record<string, unknown>>;
@@ -307,7 +307,7 @@ class Compiler {
 
     let admin: AdminPlan | undefined;
     if (c.admin) {
-      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000, tap: { maxPerSecond: c.admin.tap?.maxPerSecond ?? 100 } };
+      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000, tap: { maxPerSecond: c.admin.tap?.maxPerSecond ?? 100 }, allowedHosts: c.admin.allowedHosts ?? [] };
       admin = { ...a, key: canonical({ port: a.port, host: a.host }) };
     }
     const version = hash([...this.files.entries()].sort().map(([f, h]) => `${f}\0${h}`).join('\n')).slice(0, 12);
