@@ -110,13 +110,13 @@ routes:
 
     const line = await gw.waitForLog((l) => l.msg.startsWith('consumer stopped on a partition') && l.route === 'strict', 15000);
     assert.equal(line.level, 'error');
-    const expected = new RegExp(`^route strict: partition 0 of ${t.strict} stopped at offset 0: a record batch there cannot be decoded \\(lz4 decompress failed: .*\\); give the route a deadletter topic to move past it$`);
     const r = await readyz(gw);
     assert.equal(r.status, 503);
-    assert.ok(r.body.reasons!.some((reason) => expected.test(reason)), JSON.stringify(r.body));
+    // An open /readyz names the state; /admin/status (behind the admin token, if any) has the cause.
+    assert.ok(r.body.reasons!.includes(`route strict: partition 0 of ${t.strict} stopped at offset 0`), JSON.stringify(r.body));
     const health = (await gw.status()).routes.find((x: { name: string }) => x.name === 'strict').consumer;
     assert.equal(health.ready, false);
-    assert.match(`route strict: ${health.detail}`, expected);
+    assert.match(health.detail, new RegExp(`^partition 0 of ${t.strict} stopped at offset 0: a record batch there cannot be decoded \\(lz4 decompress failed: .*\\); give the route a deadletter topic to move past it$`));
     // Nothing of the corrupt batch, nor what follows it, was committed or copied.
     assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-strict', t.strict))[0], '-1');
     await produceTo(kafka.bootstrap, t.strict, 1, '{"sentinel":true}');
@@ -157,7 +157,9 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer crashed; starting a new one' && l.route === 'flaky', 20000);
     const down = await readyz(gw);
     assert.equal(down.status, 503);
-    assert.ok(down.body.reasons!.some((r) => /^route flaky: consumer crashed \(.*\); restarting in \d+ ms$/.test(r)), JSON.stringify(down.body));
+    assert.ok(down.body.reasons!.some((r) => /^route flaky: consumer crashed, restarting in \d+ ms$/.test(r)), JSON.stringify(down.body));
+    const health = (await gw.status()).routes.find((x: { name: string }) => x.name === 'flaky').consumer;
+    assert.match(health.detail, /^consumer crashed, restarting in \d+ ms: .*(authoriz|Authoriz)/);
 
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'flaky', 60000);
     await kcatProduce(kafka.bootstrap, src, [{ value: '{"after":"the crashes"}' }]);

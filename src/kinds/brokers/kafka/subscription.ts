@@ -138,7 +138,8 @@ export class KafkaSubscription {
       await consumer.disconnect().catch(() => undefined);
       if (this.stopping) return;
       this.telemetry?.consumerCrash(this.spec.route);
-      this.problem = `consumer crashed (${why.message}); restarting in ${backoff} ms`;
+      // State first, cause after ': ': an open /readyz shows only the state (the cause may name hosts).
+      this.problem = `consumer crashed, restarting in ${backoff} ms: ${why.message}`;
       this.log.warn({ err: why.message, retryInMs: backoff }, 'consumer crashed; starting a new one');
       await Promise.race([sleep(backoff), this.stopped]);
       backoff = Math.min(backoff * 2, MAX_RESTART_MS);
