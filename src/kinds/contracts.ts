@@ -200,6 +200,11 @@ export interface BrokerKind<O = unknown, C = O> {
    * change replaces the broker). Reports problems through ctx; without it the options pass as written.
    */
   compile?(options: O, ctx: BrokerCompileContext): C | undefined;
+  /**
+   * Topics live inside this gateway process (the memory broker): only its own routes can put
+   * messages on them, so `validate` reports a route reading a topic no route writes to.
+   */
+  inProcess?: boolean;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   create(name: string, options: C, env: RuntimeEnv): BrokerRuntime;
