@@ -8,11 +8,15 @@ import { createLogger } from '../log.js';
 import { loadPlan } from '../plan/compile.js';
 import type { Env } from '../config/source.js';
 import { loadEnv } from './env.js';
+import { testCommand } from './test.js';
 import { Gateway } from '../runtime/gateway.js';
 
 const USAGE = `usage:
   eventgate run [-c FILE]                              run the gateway (default FILE: ./gateway.yaml)
   eventgate validate [-c FILE] [--format text|json]    check a config without starting anything
+  eventgate test [-c FILE] [TESTFILE...] [--format text|junit]
+                                                       run config unit tests (default: FILE's tests
+                                                       beside it, e.g. gateway.tests.yaml)
   eventgate schema                                     print the JSON Schema of the config
   eventgate --version
 
@@ -28,7 +32,7 @@ async function main(argv: string[]): Promise<number> {
       args: argv,
       allowPositionals: true,
       options: {
-        config: { type: 'string', short: 'c', default: 'gateway.yaml' },
+        config: { type: 'string', short: 'c' },
         format: { type: 'string', default: 'text' },
         'vars-file': { type: 'string', multiple: true, default: [] },
         help: { type: 'boolean', short: 'h' },
@@ -58,13 +62,15 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (command) {
     case 'run':
-      return run(values.config!, env);
+      return run(values.config ?? 'gateway.yaml', env);
     case 'validate':
       if (values.format !== 'text' && values.format !== 'json') {
         process.stderr.write(`eventgate: --format must be text or json, got '${values.format}'\n`);
         return 2;
       }
-      return await validate(values.config!, values.format, env);
+      return await validate(values.config ?? 'gateway.yaml', values.format, env);
+    case 'test':
+      return await testCommand(values.config, positionals.slice(1), values.format!, env);
     case 'schema':
       process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;
