@@ -93,6 +93,8 @@ export interface CompiledStep {
   admit?(req: RequestMeta): Promise<Admission>;
   /** The step needs the client request (`ctx.request`), so it only fits routes from a listener. */
   readonly needsClient?: boolean;
+  /** Request headers the step reads credentials from (auth): never shown to anything observing the route (tap, logs, dead-letter copies). */
+  readonly credentialHeaders?: readonly string[];
   /** Stateful steps: the step as one route runs it, holding state from `rt`. */
   forRoute?(rt: StepRouteContext): CompiledStep;
 }

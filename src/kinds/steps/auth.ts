@@ -53,6 +53,8 @@ interface Verifier {
   verify(req: RequestMeta): Verdict | Promise<Verdict>;
   /** Removes the credential from what travels on: the header from the message, the parameter from $query. */
   strip(msg: Message, ctx: MessageContext): Message;
+  /** Headers it reads the credential from. */
+  headers: string[];
 }
 
 const claimValue = { type: ['string', 'number', 'boolean'] };
@@ -158,6 +160,7 @@ function authenticator(verifier: Verifier): CompiledStep {
   return {
     kind: 'auth',
     needsClient: true,
+    credentialHeaders: verifier.headers,
     run(msg, ctx) {
       if (!ctx.request) return { stop: 'rejected', problem: problem('EG_UNAUTHORIZED', 'this message did not come from a client request, so it carries no credentials') };
       const v = check(ctx.request);
@@ -234,6 +237,7 @@ function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | u
       return { ok: true, identity: { principal, claims: undefined }, until: Infinity };
     },
     strip: (msg, ctx) => stripCredential(msg, ctx, headerName, param),
+    headers: headerName ? [headerName] : [],
   };
 }
 
@@ -317,7 +321,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     const identity: Identity = { principal: typeof p === 'string' || typeof p === 'number' ? String(p) : undefined, claims: payload as Record<string, unknown> };
     return { ok: true, identity, until: typeof payload.exp === 'number' ? payload.exp * 1000 + toleranceMs : Infinity };
   };
-  return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param) };
+  return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param), headers: ['authorization'] };
 }
 
 function bearer(req: RequestMeta, param: string | undefined): string | Verdict {
