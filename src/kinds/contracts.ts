@@ -62,7 +62,10 @@ export interface MessageContract {
 export type StepResult = Message | StepStop;
 
 /** Whether a client may connect, and as whom. */
-export type Admission = { ok: true; identity: Identity | undefined } | { ok: false; problem: Problem };
+export type Admission =
+  /** `until`: when the credential stops being valid (a JWT's `exp`, ms since the epoch); absent when it does not expire. */
+  | { ok: true; identity: Identity | undefined; until?: number }
+  | { ok: false; problem: Problem };
 
 /** Checks a client's request before it is accepted (a WebSocket handshake). */
 export interface Gate {
