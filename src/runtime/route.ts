@@ -194,11 +194,13 @@ export class RouteRuntime implements RouteEntry {
   /** A WebSocket client connecting to this route's path: the chain's auth steps decide. */
   async admit(req: RequestMeta): Promise<Admission> {
     let admission: Admission = { ok: true, identity: undefined };
+    let until: number | undefined;
     for (const gate of this.gates) {
       admission = await gate.admit!(req);
       if (!admission.ok) return admission;
+      if (admission.until !== undefined) until = Math.min(until ?? Infinity, admission.until);
     }
-    return admission;
+    return until === undefined ? admission : { ...admission, until };
   }
 
   /** Messages inside the chain or waiting for their targets right now. */
