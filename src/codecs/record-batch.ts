@@ -126,6 +126,9 @@ export async function decodeRecords(batch: RawBatch, compression: BatchCompressi
   return readRecords(data, batch.recordCount);
 }
 
+/** Shared by every record without headers (most of them): one array less per record. */
+const NO_HEADERS: RecordHeader[] = Object.freeze([]) as unknown as RecordHeader[];
+
 export function readRecords(data: Buffer, count: number): KafkaRecord[] {
   const r = new Reader(data);
   const records: KafkaRecord[] = new Array(count);
@@ -139,9 +142,10 @@ export function readRecords(data: Buffer, count: number): KafkaRecord[] {
       offsetDelta: r.varint(),
       key: varBytes(r),
       value: varBytes(r),
-      headers: [],
+      headers: NO_HEADERS,
     };
     const headerCount = r.varint();
+    if (headerCount > 0) record.headers = [];
     for (let h = 0; h < headerCount; h++) {
       const key = varBytes(r);
       if (key === null) throw new ProtocolError(`record ${i} has a header with a null key`);

@@ -125,10 +125,16 @@ function context(route: RouteEntry, ctx: GovernContext): MessageContext {
   return { route: route.name, remoteAddress: ctx.remoteAddress };
 }
 
+const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
 /** A record as a message (spec §3): JSON values parsed, headers as UTF-8 strings (the last of repeated names). */
 function toMessage(rec: KafkaRecord, topic: string, partition: number, baseTimestamp: number): Message {
-  const headers: Record<string, string> = {};
-  for (const h of rec.headers) headers[h.key] = h.value === null ? '' : h.value.toString('utf8');
+  // Steps never change a message in place (they return new ones), so records without headers can share one object.
+  let headers = NO_HEADERS;
+  if (rec.headers.length > 0) {
+    headers = {};
+    for (const h of rec.headers) headers[h.key] = h.value === null ? '' : h.value.toString('utf8');
+  }
   return {
     value: rec.value === null ? null : decodeValue(rec.value.toString('utf8')),
     key: rec.key === null ? null : rec.key.toString('utf8'),
