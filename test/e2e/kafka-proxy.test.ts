@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { eventually, repoRoot, runCli, startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
-import { kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { kcatConsumeAll, kcatProduce, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { reloaded } from '../helpers/pipeline.js';
 import { scrape } from '../helpers/prometheus.js';
 
@@ -16,25 +15,7 @@ const ORDER_SCHEMA = '{ type: object, required: [id, total], properties: { id: {
 const VALID = (id: number) => JSON.stringify({ id, total: 12.5 });
 const INVALID = (id: number) => JSON.stringify({ id, total: 'lots' });
 
-/** Runs a command to completion with `input` on stdin. */
-function run(cmd: string, args: string[], input = '', timeoutMs = 30000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')} timed out; stdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
-}
+const run = (cmd: string, args: string[], input = '', timeoutMs = 30000) => runProcess(cmd, args, input, timeoutMs);
 
 /** kcat producing `values` (one per line) with extra librdkafka properties; its report of failed deliveries is on stderr. */
 function kcatProduceRaw(bootstrap: string, topic: string, values: string[], props: string[] = []) {

@@ -238,22 +238,28 @@ function parseKcat(out: string): KcatRecord[] {
     });
 }
 
-function runKcat(args: string[], input: string | undefined, timeoutMs = 15000): Promise<string> {
+async function runKcat(args: string[], input: string | undefined, timeoutMs = 15000): Promise<string> {
+  const r = await runProcess('kcat', args, input, timeoutMs);
+  if (r.code !== 0) throw new Error(`kcat ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Runs a command to completion with `input` on stdin (kcat, the python client); rejects only when it times out. */
+export function runProcess(cmd: string, args: string[], input = '', timeoutMs = 15000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('kcat', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
     child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`kcat ${args.join(' ')} timed out after ${timeoutMs} ms; got:\n${stdout}\nstderr: ${stderr}`));
+      reject(new Error(`${cmd} ${args.join(' ')} timed out after ${timeoutMs} ms; got:\n${stdout}\nstderr: ${stderr}`));
     }, timeoutMs);
     child.on('exit', (code) => {
       clearTimeout(timer);
-      if (code === 0) resolve(stdout);
-      else reject(new Error(`kcat ${args.join(' ')} exited ${code}: ${stderr}`));
+      resolve({ code, stdout, stderr });
     });
-    child.stdin.end(input ?? '');
+    child.stdin.end(input);
   });
 }
