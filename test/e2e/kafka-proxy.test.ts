@@ -43,7 +43,7 @@ describe('kafka listener: Kafka clients produce and consume through the gateway'
   let kafka: KafkaCluster;
   let gw: RunningGateway;
   let proxy: string;
-  const t = { orders: '', tagged: '', free: '', idem: '', reload: '' };
+  const t = { orders: '', tagged: '', free: '', idem: '', reload: '', shaped: '' };
 
   const config = (reloadMode: 'reject' | 'tag') => `
 version: 1
@@ -62,6 +62,11 @@ routes:
   - name: idempotent-in
     from: { listener: kafka-in, topic: ${t.idem} }
     through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: tag } } ]
+  - name: shaped-in
+    from: { listener: kafka-in, topic: ${t.shaped} }
+    through:
+      - transform: '{ "id": id, "total": total, "currency": "EUR" }'
+      - headers: { set: { shaped-by: '"eventgate"' }, remove: [secret] }
   - name: reload-in
     from: { listener: kafka-in, topic: ${t.reload} }
     through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: ${reloadMode} } } ]
@@ -153,6 +158,28 @@ routes:
       const got = await values(kafka.bootstrap, t.orders);
       assert.ok(got.includes(VALID(300)) && got.includes(VALID(302)) && got.includes(VALID(303)));
       assert.ok(!got.includes(INVALID(301)));
+    });
+
+    it('has its records transformed and their headers edited in a rebuilt batch', async () => {
+      const producer = client().producer();
+      await producer.connect();
+      try {
+        await producer.send({
+          topic: t.shaped,
+          compression: CompressionTypes.GZIP,
+          messages: [
+            { key: 'k', value: VALID(700), headers: { secret: 's3cret', keep: 'me' } },
+            { value: 'not json at all' },
+          ],
+        });
+      } finally {
+        await producer.disconnect();
+      }
+      const got = await kcatConsumeAll(kafka.bootstrap, t.shaped);
+      const first = got.find((g) => g.key === 'k')!;
+      assert.deepEqual(JSON.parse(first.value!), { id: 700, total: 12.5, currency: 'EUR' });
+      assert.deepEqual(first.headers, { keep: 'me', 'shaped-by': 'eventgate' });
+      assert.equal(got.length, 2);
     });
 
     it('consumes in a group through the proxy', async () => {
