@@ -12,7 +12,6 @@ import { ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
 import type { RouteEntry } from '../../contracts.js';
 import { decodeValue, encodeValue, type Message, type MessageContext } from '../../../runtime/message.js';
 import type { Outcome } from '../../../runtime/outcome.js';
-import { TRACEPARENT } from '../../../runtime/trace.js';
 
 export type Governed =
   /** Send `body` upstream (the client's own bytes when nothing changed); `acks` 0 means no response will come. */
@@ -148,26 +147,21 @@ function toMessage(rec: KafkaRecord, topic: string, partition: number, baseTimes
 
 /**
  * The record with what the chain changed: a new value, headers set or removed. Headers the chain
- * left alone keep their original bytes and order (repeated names and binary values included);
- * the `traceparent` the route sets for its own span is not written (records keep the client's).
+ * left alone keep their original bytes and order (repeated names and binary values included).
  * Returns the record itself when nothing changed, so its batch keeps the client's bytes.
  */
 function applyChanges(rec: KafkaRecord, before: Message, out: Message): KafkaRecord {
   if (out.value === before.value && out.headers === before.headers) return rec;
   // Steps that keep a value pass the same object on; a transform makes a new one.
   const valueChanged = out.value !== before.value;
-  const names = new Set(Object.keys(out.headers));
-  names.delete(TRACEPARENT);
-  if (before.headers[TRACEPARENT] !== undefined) names.add(TRACEPARENT);
-  const same = (n: string) => n === TRACEPARENT || before.headers[n] === out.headers[n];
-  const originalCount = Object.keys(before.headers).length;
+  const names = Object.keys(out.headers);
   let headers: RecordHeader[] | undefined;
-  if (names.size !== originalCount || [...names].some((n) => !same(n))) {
+  if (names.length !== Object.keys(before.headers).length || names.some((n) => before.headers[n] !== out.headers[n])) {
     headers = [];
     const written = new Set<string>();
     for (const h of rec.headers) {
-      if (!names.has(h.key)) continue;
-      if (same(h.key)) headers.push(h);
+      if (!(h.key in out.headers)) continue;
+      if (before.headers[h.key] === out.headers[h.key]) headers.push(h);
       else if (!written.has(h.key)) headers.push({ key: h.key, value: Buffer.from(out.headers[h.key]!, 'utf8') });
       written.add(h.key);
     }
