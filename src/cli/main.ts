@@ -9,6 +9,7 @@ import { loadPlan } from '../plan/compile.js';
 import type { Env } from '../config/source.js';
 import { loadEnv } from './env.js';
 import { testCommand } from './test.js';
+import { planCommand } from './plan.js';
 import { Gateway } from '../runtime/gateway.js';
 
 const USAGE = `usage:
@@ -17,6 +18,9 @@ const USAGE = `usage:
   eventgate test [-c FILE] [TESTFILE...] [--format text|junit]
                                                        run config unit tests (default: FILE's tests
                                                        beside it, e.g. gateway.tests.yaml)
+  eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]
+                                                       what a reload to NEW would change (exit 0:
+                                                       nothing, 2: something, 1: NEW is invalid)
   eventgate schema                                     print the JSON Schema of the config
   eventgate --version
 
@@ -35,6 +39,9 @@ async function main(argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         format: { type: 'string', default: 'text' },
         'vars-file': { type: 'string', multiple: true, default: [] },
+        from: { type: 'string' },
+        admin: { type: 'string' },
+        token: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -71,6 +78,8 @@ async function main(argv: string[]): Promise<number> {
       return await validate(values.config ?? 'gateway.yaml', values.format, env);
     case 'test':
       return await testCommand(values.config, positionals.slice(1), values.format!, env);
+    case 'plan':
+      return await planCommand({ config: values.config ?? 'gateway.yaml', from: values.from, admin: values.admin, token: values.token, format: values.format!, env });
     case 'schema':
       process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;
