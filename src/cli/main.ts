@@ -10,6 +10,7 @@ import type { Env } from '../config/source.js';
 import { loadEnv } from './env.js';
 import { testCommand } from './test.js';
 import { planCommand } from './plan.js';
+import { exportCommand } from './export.js';
 import { Gateway } from '../runtime/gateway.js';
 
 const USAGE = `usage:
@@ -21,6 +22,8 @@ const USAGE = `usage:
   eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]
                                                        what a reload to NEW would change (exit 0:
                                                        nothing, 2: something, 1: NEW is invalid)
+  eventgate export asyncapi [-c FILE]                  print an AsyncAPI 3.0 document of the gateway's
+                                                       channels and operations
   eventgate schema                                     print the JSON Schema of the config
   eventgate --version
 
@@ -80,6 +83,8 @@ async function main(argv: string[]): Promise<number> {
       return await testCommand(values.config, positionals.slice(1), values.format!, env);
     case 'plan':
       return await planCommand({ config: values.config ?? 'gateway.yaml', from: values.from, admin: values.admin, token: values.token, format: values.format!, env });
+    case 'export':
+      return await exportCommand(positionals[1], values.config ?? 'gateway.yaml', env);
     case 'schema':
       process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;
