@@ -175,7 +175,7 @@ acknowledged.
 | key | required | meaning |
 |---|---|---|
 | \`name\` | yes | unique; letters, digits, \`.\`, \`_\`, \`-\` |
-| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path) or \`{broker, topic, group?, fromBeginning?}\` |
+| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path) or \`{broker, topic, group?, startFrom?}\` |
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
 | \`to\` | yes | one target or a list: \`{broker, topic, key?}\` or \`{listener, path, format?, auth?}\` |
 | \`deadletter\` | no | \`{broker, topic}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |

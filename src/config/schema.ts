@@ -167,7 +167,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                 broker: { ...name, description: 'Broker name (under `brokers:`) to consume from.' },
                 topic: { ...name, description: 'Topic to consume.' },
                 group: { ...name, description: 'Consumer group (default `eventgate-<route name>`).' },
-                fromBeginning: { type: 'boolean', description: 'Where a consumer group with no committed offset starts: the oldest record (true) or new records only (false, the default).' },
+                startFrom: {
+                  enum: ['earliest', 'latest'],
+                  description: 'Where partitions without a committed offset start: the oldest retained record, or new records only. Default: `earliest` when a target is a broker (no record skipped), `latest` when every target is a websocket forward; a broker\'s `consumer.startFrom` sets it for all its routes.',
+                },
+                fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
               },
             },
             through: {
