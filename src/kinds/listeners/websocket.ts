@@ -9,6 +9,7 @@ import type { Delivery, Message, MessageContext, RequestMeta } from '../../runti
 import type { Admission, Gate, ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
 import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
 import { boundAddress, listen } from '../../runtime/bind.js';
+import { PathBatch, type BatchClient } from './ws-batch.js';
 
 export interface WebSocketOptions extends TransportOptions {
   kind: 'websocket';
@@ -31,7 +32,7 @@ const TRY_AGAIN_LATER = 1013;
  */
 const SLOW_CLIENT_GRACE_MS = 5000;
 
-interface Client {
+interface Client extends BatchClient {
   ws: WebSocket;
   path: string;
   remoteAddress: string | undefined;
@@ -53,6 +54,8 @@ export class WebSocketListener implements ListenerRuntime {
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private readonly clients = new Map<string, Set<Client>>();
+  /** Per forward path: the frames of the current event-loop turn, written to each client at its end. */
+  private readonly batches = new Map<string, PathBatch<Client>>();
   private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
   private options: WebSocketOptions;
   private bound = false;
@@ -80,6 +83,8 @@ export class WebSocketListener implements ListenerRuntime {
     const all = [...this.clients.values()].flatMap((set) => [...set]);
     // Let frames already received finish (bounded), then say goodbye with 1001.
     await Promise.race([Promise.allSettled(all.map((c) => c.queue)), delay(drainMs)]);
+    // What was forwarded goes out before the goodbye.
+    for (const batch of this.batches.values()) batch.flush();
     await Promise.all(all.map((c) => closeClient(c.ws, GOING_AWAY, 'gateway shutting down')));
     this.server.closeAllConnections();
     this.bound = false;
@@ -144,25 +149,44 @@ export class WebSocketListener implements ListenerRuntime {
       async send(msg: Message): Promise<Delivery> {
         const set = listener.clients.get(path);
         if (!set || set.size === 0) return { listener: listener.name, path, clients: 0 };
-        // Serialised and framed once per message, whatever the number of clients.
+        let open = 0;
+        for (const c of set) if (c.ws.readyState === 1) open++;
+        if (open === 0) return { listener: listener.name, path, clients: 0 };
+        // Serialised and framed once per message, whatever the number of clients; written to them
+        // at the end of the turn, together with the other messages of the turn.
         const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(envelope(msg)));
-        const frame = textFrame(payload);
-        const limit = listener.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED;
-        let sent = 0;
-        for (const c of set) {
-          if (c.ws.readyState !== 1) continue;
-          if (c.ws.bufferedAmount > limit) {
-            listener.env.logger.warn({ listener: listener.name, path, remote: c.remoteAddress }, 'client too slow; disconnecting with 1013');
-            set.delete(c);
-            void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
-            continue;
-          }
-          sendFrame(c.ws, frame, payload);
-          sent++;
-        }
-        return { listener: listener.name, path, clients: sent };
+        listener.batch(path).queue(textFrame(payload), payload);
+        return { listener: listener.name, path, clients: open };
       },
     };
+  }
+
+  private batch(path: string): PathBatch<Client> {
+    let batch = this.batches.get(path);
+    if (!batch) {
+      batch = new PathBatch<Client>(
+        () => this.clients.get(path) ?? [],
+        (c) => this.withinBound(c),
+      );
+      this.batches.set(path, batch);
+    }
+    return batch;
+  }
+
+  /** The slow-client bound: a client whose unsent data is over maxBufferedBytes is disconnected with 1013. */
+  private withinBound(c: Client): boolean {
+    if (c.ws.bufferedAmount <= (this.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED)) return true;
+    this.env.logger.warn({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client too slow; disconnecting with 1013');
+    this.clients.get(c.path)?.delete(c);
+    void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
+    return false;
+  }
+
+  /** Sends an answer (ack, error frame) to a client after what was forwarded to it before. */
+  private answer(client: Client, text: string): void {
+    if (client.ws.readyState !== 1) return;
+    this.batches.get(client.path)?.flushClient(client);
+    client.ws.send(text);
   }
 
   /**
@@ -220,10 +244,11 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta): void {
-    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, trace: handshakeTrace(req) };
+    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, trace: handshakeTrace(req), batchSkip: 0, batchEpoch: -1 };
     let set = this.clients.get(path);
     if (!set) this.clients.set(path, (set = new Set()));
     set.add(client);
+    this.batches.get(path)?.joined(client);
     ws.on('close', () => {
       this.clients.get(path)?.delete(client);
     });
@@ -234,7 +259,7 @@ export class WebSocketListener implements ListenerRuntime {
   private onFrame(client: Client, data: RawData, isBinary: boolean): void {
     const route = this.bindings.publish.get(client.path);
     // Answered through the client's queue, after the frames before it: replies keep the client's order.
-    const refuse = (p: Problem) => void (client.queue = client.queue.then(() => sendError(client.ws, p)));
+    const refuse = (p: Problem) => void (client.queue = client.queue.then(() => this.answer(client, errorFrame(p))));
     if (!route) return refuse(problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`));
     if (isBinary) return refuse(problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames'));
     const parsed = parseClientJson(Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]), 'frame', this.options.maxJsonDepth);
@@ -251,11 +276,11 @@ export class WebSocketListener implements ListenerRuntime {
       const ctx: MessageContext = { route: route.name, path: {}, query: client.request.query, remoteAddress: client.remoteAddress, request: client.request };
       const answer = answerFor(await route.handle(msg, ctx));
       if (client.ws.readyState !== 1) return;
-      if (answer.problem) sendError(client.ws, answer.problem);
-      else if (route.options.ack) client.ws.send(JSON.stringify({ type: 'ack', ...answer.body }));
+      if (answer.problem) this.answer(client, errorFrame(answer.problem));
+      else if (route.options.ack) this.answer(client, JSON.stringify({ type: 'ack', ...answer.body }));
     } catch (err) {
       this.env.logger.error({ listener: this.name, route: route.name, err: (err as Error).message }, 'frame failed unexpectedly');
-      sendError(client.ws, problem('EG_INTERNAL', 'the gateway failed to handle this frame'));
+      this.answer(client, errorFrame(problem('EG_INTERNAL', 'the gateway failed to handle this frame')));
     } finally {
       if (--client.pending < (this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING)) client.ws.resume();
     }
@@ -270,29 +295,6 @@ function textFrame(payload: Buffer): Buffer {
   return Buffer.concat(Sender.frame(payload, { fin: true, opcode: 0x01, mask: false, readOnly: false, rsv1: false }));
 }
 
-/** The parts of a ws connection that sendFrame relies on (see there). */
-interface WsInternals {
-  _socket?: Duplex & { writable: boolean };
-  _sender?: { _state: number; _queue: unknown[] };
-}
-
-/**
- * Writes a prepared frame to a client's socket. ws.send() would frame the payload again for every
- * client (a header buffer, an options object, a corked two-buffer write); writing the prepared
- * bytes is exactly what ws's Sender#sendFrame does when its queue is empty — which holds because
- * permessage-deflate is off here, so the sender only queues while it reads a Blob, and nothing
- * sends Blobs. Anything else (no socket, a queued sender) goes through ws.send() as usual.
- * ws.bufferedAmount counts these bytes, so the slow-client bound still applies. These are ws
- * internals, so package.json pins ws to one minor version; the websocket tests cover this path.
- */
-function sendFrame(ws: WebSocket, frame: Buffer, payload: Buffer): void {
-  const internals = ws as unknown as WsInternals;
-  const socket = internals._socket;
-  const sender = internals._sender;
-  if (socket?.writable && sender && sender._state === 0 && sender._queue.length === 0) socket.write(frame);
-  else ws.send(payload, { binary: false });
-}
-
 /** The handshake's trace context headers, if it had any; the route gives each frame its own span within that trace. */
 function handshakeTrace(req: IncomingMessage): Record<string, string> | undefined {
   const { traceparent, tracestate } = req.headers;
@@ -302,10 +304,6 @@ function handshakeTrace(req: IncomingMessage): Record<string, string> | undefine
 
 function envelope(msg: Message): Record<string, unknown> {
   return { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: msg.value, timestamp: msg.timestamp };
-}
-
-function sendError(ws: WebSocket, p: Problem): void {
-  if (ws.readyState === 1) ws.send(errorFrame(p));
 }
 
 /** Refuses a handshake with a plain HTTP problem+json answer (and its headers: WWW-Authenticate, Retry-After). */
