@@ -1,5 +1,5 @@
+import { createRequire } from 'node:module';
 import type { ConnectionOptions } from 'node:tls';
-import kafkajs from 'kafkajs';
 import type {
   Admin,
   Consumer,
@@ -13,17 +13,26 @@ import type {
   RetryOptions,
   SASLOptions,
 } from 'kafkajs';
-import snappyCodec from 'kafkajs-snappy';
 
-// kafkajs is CommonJS: its named exports come through the default import.
-const { CompressionCodecs, CompressionTypes, Kafka, KafkaJSError, logLevel, Partitioners } = kafkajs;
-type Kafka = InstanceType<typeof Kafka>;
+type KafkaJs = typeof import('kafkajs');
+type Kafka = InstanceType<KafkaJs['Kafka']>;
 import type { Logger } from '../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../runtime/message.js';
 import type { BrokerCompileContext, BrokerKind, BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
 
-// kafkajs ships gzip; snappy (pure JS, from kafkajs' author) also lets us read topics other clients compress with it.
-CompressionCodecs[CompressionTypes.Snappy] = snappyCodec;
+let loaded: KafkaJs | undefined;
+/**
+ * kafkajs, loaded when a config first uses a kafka broker: a gateway without one does not pay its
+ * memory and start-up time. It is CommonJS, so it loads synchronously.
+ */
+function kafkajs(): KafkaJs {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  loaded = require('kafkajs') as KafkaJs;
+  // kafkajs ships gzip; snappy (pure JS, from kafkajs' author) also lets us read topics other clients compress with it.
+  loaded.CompressionCodecs[loaded.CompressionTypes.Snappy] = require('kafkajs-snappy');
+  return loaded;
+}
 
 /** The options as written in gateway.yaml (spec §2). */
 interface KafkaOptions {
@@ -74,7 +83,8 @@ const CONSUMER_DEFAULTS: KafkaSettings['consumer'] = {
   partitionsConsumedConcurrently: 1,
 };
 const ACKS = { all: -1, leader: 1, none: 0 } as const;
-const COMPRESSION = { none: CompressionTypes.None, gzip: CompressionTypes.GZIP, snappy: CompressionTypes.Snappy } as const;
+/** kafkajs' CompressionTypes (a fixed enum; named here so compiling a config does not load kafkajs). */
+const COMPRESSION = { none: 0, gzip: 1, snappy: 2 } as const;
 const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;
 const LEGAL_TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
 /** How long stopping a consumer may wait for the record in hand before leaving it uncommitted. */
@@ -153,8 +163,8 @@ function kafkajsLogs(logger: Logger): KafkaConfig['logCreator'] {
       const { message, timestamp: _t, logger: _l, stack: _s, ...extra } = log;
       const fields = { kafkajs: namespace, ...extra };
       if (CHATTY.has(namespace)) logger.debug(fields, `kafkajs: ${message}`);
-      else if (level === logLevel.ERROR || level === logLevel.WARN) logger.warn(fields, `kafkajs: ${message}`);
-      else if (level === logLevel.INFO) logger.info(fields, `kafkajs: ${message}`);
+      else if (level === kafkajs().logLevel.ERROR || level === kafkajs().logLevel.WARN) logger.warn(fields, `kafkajs: ${message}`);
+      else if (level === kafkajs().logLevel.INFO) logger.info(fields, `kafkajs: ${message}`);
       else logger.debug(fields, `kafkajs: ${message}`);
     };
 }
@@ -228,11 +238,12 @@ export class KafkaBroker implements BrokerRuntime {
       ssl: settings.ssl,
       sasl: settings.sasl,
       connectionTimeout: settings.connectionTimeoutMs,
-      logLevel: logLevel.WARN,
+      logLevel: kafkajs().logLevel.WARN,
       logCreator: kafkajsLogs(this.log),
     };
     const ack = settings.producer.ackTimeoutMs;
     // The producer's requests and retries fit in the ack timeout; consumers keep kafkajs' patient defaults.
+    const { Kafka, Partitioners } = kafkajs();
     this.producerClient = new Kafka({ ...base, requestTimeout: Math.max(ack, 1000), retry: retryWithin(ack) });
     this.consumerClient = new Kafka({ ...base, retry: { initialRetryTime: 300, maxRetryTime: MAX_BACKOFF_MS, retries: 10 } });
     const partitionOf = this.partitionOf;
@@ -473,11 +484,9 @@ function settle(p: Pending, delivery: Delivery | undefined, err?: Error): boolea
   return true;
 }
 
-/** Thrown into kafkajs to give up the record in hand without committing it. */
-class GiveUp extends KafkaJSError {
-  constructor(reason: string) {
-    super(reason, { retriable: true });
-  }
+/** Thrown into kafkajs to give up the record in hand without committing it (a retriable KafkaJSError). */
+function giveUp(reason: string): Error {
+  return new (kafkajs().KafkaJSError)(reason, { retriable: true });
 }
 
 /**
@@ -627,7 +636,7 @@ class KafkaSubscription {
     this.noteLag(partition, offset);
     let backoff = 100;
     for (;;) {
-      if (this.stopping) throw new GiveUp('consumer stopping');
+      if (this.stopping) throw giveUp('consumer stopping');
       // A handler may take long (targets retrying with backoff): keep the membership alive meanwhile.
       const beat = setInterval(() => void heartbeat().catch(() => undefined), this.settings.consumer.heartbeatIntervalMs);
       try {
