@@ -11,7 +11,7 @@ const validators = new WeakMap<KindRegistry, ValidateFunction>();
 function configValidator(registry: KindRegistry): ValidateFunction {
   let v = validators.get(registry);
   if (!v) {
-    const schema = buildConfigSchema(registry);
+    const schema = buildConfigSchema(registry, { acceptVariables: false });
     v = precompiledValidator(schema) ?? new Ajv2020(CONFIG_AJV_OPTIONS).compile(schema);
     validators.set(registry, v);
   }

@@ -26,13 +26,11 @@ export class PathBatch<C extends BatchClient> {
   private scheduled = false;
 
   /**
-   * `clients()` gives the path's clients when the batch is written; `beforeWrite` may refuse a
-   * client (the slow-client bound), given the bytes about to be queued for it.
+   * `clients()` gives the path's clients when the batch is written. The send bound is the
+   * listener's business, checked when a frame is queued (counting pendingBytes()): a client over
+   * it has left the path by the time the batch is written.
    */
-  constructor(
-    private readonly clients: () => Iterable<C>,
-    private readonly beforeWrite: (client: C, bytes: number) => boolean,
-  ) {}
+  constructor(private readonly clients: () => Iterable<C>) {}
 
   get pending(): number {
     return this.frames.length;
@@ -115,7 +113,6 @@ export class PathBatch<C extends BatchClient> {
   private write(client: C, from: number, bytes: Buffer): void {
     const ws = client.ws;
     if (ws.readyState !== 1) return;
-    if (!this.beforeWrite(client, bytes.length)) return;
     if (canWriteRaw(ws)) (ws as unknown as WsInternals)._socket!.write(bytes);
     else for (let i = from; i < this.payloads.length; i++) ws.send(this.payloads[i]!, { binary: false });
   }
