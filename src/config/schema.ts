@@ -84,6 +84,22 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         description: 'AsyncAPI document(s), relative to this file.',
         oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 } }],
       },
+      asyncapiRemoteRefs: {
+        type: 'object',
+        description: 'Remote (http/https) `$ref`s in AsyncAPI documents: off unless their origins are listed here.',
+        additionalProperties: false,
+        required: ['origins'],
+        properties: {
+          origins: {
+            type: 'array',
+            minItems: 1,
+            description: 'Origins (`https://host[:port]`) remote `$ref`s may point to; any other is refused. Redirects are not followed.',
+            items: { type: 'string', pattern: '^https?://[^/?#]+$' },
+          },
+          timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 5000, description: 'Longest a remote document may take to arrive; the document fails to load after it.' },
+          maxBytes: { type: 'integer', minimum: 1, maximum: 4_194_304, default: 1_048_576, description: 'Largest remote document accepted.' },
+        },
+      },
       admin: {
         type: 'object',
         description: 'The admin server: /healthz, /readyz, /metrics, /admin/status, the tap and the dashboard.',
@@ -94,6 +110,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           host: { type: 'string', default: '127.0.0.1', description: 'Interface to bind; the default keeps the admin server local.' },
           token: { type: 'string', minLength: 1, description: 'Bearer token required on /admin/* (health, readiness and metrics stay open).' },
           drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000, description: 'On SIGTERM, how long in-flight messages may take before the gateway exits anyway.' },
+          allowedHosts: {
+            type: 'array',
+            description: 'Host names (as in the Host header, without port) the admin API answers to besides loopback names and `host`; others get 403 (DNS rebinding). /healthz and /readyz answer any Host.',
+            items: { type: 'string', minLength: 1, pattern: '^[^\\s:/]+$|^\\[[0-9a-fA-F:.]+\\]$' },
+          },
           tap: {
             type: 'object',
             additionalProperties: false,

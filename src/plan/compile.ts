@@ -3,6 +3,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import type { ValidateFunction } from 'ajv';
 import { parseAsyncApi, type AsyncApiDocument, type AsyncApiMessage } from '../asyncapi/document.js';
 import { lookup, type AsyncApiRef } from '../asyncapi/lookup.js';
+import type { RemoteRefOptions } from '../asyncapi/refs.js';
 import { checkSchema } from '../config/check-schema.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
@@ -51,7 +52,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const { source: src, bytes } = readSource(file, options.env, diagnostics);
   const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing']]);
   if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
-  const secrets = secretValues(src.value, src.fromEnv);
+  const secrets = secretValues(src.value, src.fromEnv, src.envValues);
   // A value whose variable is missing was left unsubstituted: its schema error would only repeat the problem.
   const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => d.path));
   diagnostics.push(...checkSchema(src, options.registry).filter((d) => !missingEnv.has(d.path)));
@@ -73,7 +74,8 @@ function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
 interface RawConfig {
   version: 1;
   asyncapi?: string | string[];
-  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; tap?: { maxPerSecond?: number } };
+  asyncapiRemoteRefs?: RemoteRefOptions;
+  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; tap?: { maxPerSecond?: number }; allowedHosts?: string[] };
   log?: { level?: string; payloads?: boolean };
   expressions?: Partial<ExpressionLimits>;
   brokers?: Record<string, { kind: string } & Record<string, unknown>>;
@@ -163,10 +165,15 @@ class Compiler {
         const text = this.readFile(file, asWritten, at);
         if (text === undefined) return undefined;
         const files = [file];
-        const parsed = await parseAsyncApi(file, text, (ref) => {
-          if (!files.includes(ref)) files.push(ref);
-          return this.readText(ref);
-        });
+        const parsed = await parseAsyncApi(
+          file,
+          text,
+          (ref) => {
+            if (!files.includes(ref)) files.push(ref);
+            return this.readText(ref);
+          },
+          { root: resolve(this.dir), remote: this.config.asyncapiRemoteRefs },
+        );
         for (const p of parsed.problems) {
           this.diagnostics.push({ file: this.display(p.file), line: p.line, column: p.column, code: 'EG_CONFIG_ASYNCAPI', path: formatPath(p.path), message: `AsyncAPI: ${p.message}` });
         }
@@ -300,7 +307,7 @@ class Compiler {
 
     let admin: AdminPlan | undefined;
     if (c.admin) {
-      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000, tap: { maxPerSecond: c.admin.tap?.maxPerSecond ?? 100 } };
+      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000, tap: { maxPerSecond: c.admin.tap?.maxPerSecond ?? 100 }, allowedHosts: c.admin.allowedHosts ?? [] };
       admin = { ...a, key: canonical({ port: a.port, host: a.host }) };
     }
     const version = hash([...this.files.entries()].sort().map(([f, h]) => `${f}\0${h}`).join('\n')).slice(0, 12);
@@ -316,7 +323,7 @@ class Compiler {
       listeners,
       routes,
       secrets: this.src.fromEnv,
-      secretValues: secretValues(this.src.value, this.src.fromEnv),
+      secretValues: secretValues(this.src.value, this.src.fromEnv, this.src.envValues),
     };
   }
 
