@@ -56,7 +56,7 @@ export function byConnections(baselineName: string, perCount: { connections: num
   });
   const worst = rows.reduce((a, b) => (b.ratio < a.ratio ? b : a));
   return {
-    metric: `requests/s (${worst.connections} conns, the worse)`,
+    metric: 'requests/s',
     ...worst,
     rounds: perCount[0]?.s.subject.length ?? 0,
     by_connections: rows,
