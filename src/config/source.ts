@@ -245,7 +245,7 @@ function substituteEnv(
         if (v === '') return v;
         missing = true;
         const { line, column } = pos(offsetInScalar(text, node as Scalar, source, index));
-        diagnostics.push({ file, line, column, code: 'EG_CONFIG_ENV', path: formatPath(path), message: `environment variable '${name}' is not set and has no default (write \${${name}:-default} to give one)` });
+        diagnostics.push({ file, line, column, code: 'EG_CONFIG_ENV', path: formatPath(path), message: `environment variable '${name}' is not set and has no default (write \${${name}:-default} to give one, or pass --vars-file FILE with stand-in values to check the config without the deployment's environment)` });
         return '';
       });
       if (missing || replaced === source) {

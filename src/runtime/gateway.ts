@@ -200,7 +200,9 @@ export class Gateway {
         const p = next.listeners.get(name)!;
         const l = registry.listeners.get(p.kind)!.create(name, p.options, this.runtimeEnv);
         newListeners.set(name, l);
-        await l.start();
+        await l.start().catch((err: Error) => {
+          throw new Error(`listener '${name}': ${err.message}`);
+        });
       }
       if (adminEarly) {
         newAdmin = this.createAdmin(next.admin!);
@@ -212,7 +214,7 @@ export class Gateway {
       await newAdmin?.stop().catch(() => undefined);
       await Promise.allSettled([...newListeners.values()].map((l) => l.stop({ drainMs: 0 })));
       await Promise.allSettled([...newBrokers.values()].map((b) => b.stop()));
-      const reason = `could not start the new config: ${(err as Error).message}`;
+      const reason = `${prev ? 'could not start the new config' : `could not start ${this.options.configFile}`}: ${(err as Error).message}`;
       return { result: 'rejected', reason, diagnostics: [] };
     }
     for (const name of lateRebind) {
@@ -351,6 +353,10 @@ export class Gateway {
       const h = b.health();
       if (!h.ready) reasons.push(`broker ${name}: ${h.detail ?? 'not connected'}`);
     }
+    for (const [name, r] of this.routes) {
+      const h = r.health();
+      if (!h.ready) reasons.push(`route ${name}: ${h.detail ?? 'not consuming'}`);
+    }
     return { ready: reasons.length === 0, reasons };
   }
 
@@ -374,6 +380,7 @@ export class Gateway {
         from: r.plan.from,
         steps: r.plan.steps.map((s) => s.kind),
         inFlight: r.pending,
+        ...(r.plan.from.type === 'broker' ? { consumer: r.health() } : {}),
         to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : { listener: t.listener, path: t.path, format: t.format })),
       })),
     };
