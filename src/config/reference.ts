@@ -129,9 +129,11 @@ log:
 |---|---|---|
 | \`timeoutMs\` | \`1000\` | an evaluation running longer fails its message only (HTTP 500; dead-letter on consume routes); at most 60000 |
 | \`maxDepth\` | \`500\` | an evaluation recursing deeper fails its message only; at most 10000 |
+| \`maxRegexInput\` | \`32768\` | longest string one regular-expression call (\`$match\`, \`$contains\`, \`$replace\`, \`$split\` with a regex) searches; a longer one fails its message |
 
 A long evaluation gives the event loop a turn every 10 ms, so other traffic is answered while a
-runaway expression runs out its time (docs/security.md).
+runaway expression runs out its time (docs/security.md). Regular expressions run on RE2 (linear
+time, no backtracking): backreferences and lookaround are config errors.
 
 \`\`\`yaml
 expressions:
