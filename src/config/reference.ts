@@ -87,7 +87,8 @@ asyncapiRemoteRefs:
 | \`tap.maxPerSecond\` | \`100\` | messages per route per second the live tap sends; the rest are counted in a \`skipped\` frame |
 
 Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 when every listener
-is bound and every broker connected, else 503 with the reasons), \`GET /admin/status\` (config
+is bound and every broker connected, else 503 with the components not ready and their state;
+with \`token\` set, an unauthenticated request gets the status only), \`GET /admin/status\` (config
 version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
 (reload now; 200 with the result, 422 with diagnostics when the file is invalid),
 \`GET /metrics\` (Prometheus), \`GET /admin/stats\` (the same counters as JSON),
@@ -129,9 +130,11 @@ log:
 |---|---|---|
 | \`timeoutMs\` | \`1000\` | an evaluation running longer fails its message only (HTTP 500; dead-letter on consume routes); at most 60000 |
 | \`maxDepth\` | \`500\` | an evaluation recursing deeper fails its message only; at most 10000 |
+| \`maxRegexInput\` | \`32768\` | longest string one regular-expression call (\`$match\`, \`$contains\`, \`$replace\`, \`$split\` with a regex) searches; a longer one fails its message |
 
 A long evaluation gives the event loop a turn every 10 ms, so other traffic is answered while a
-runaway expression runs out its time (docs/security.md).
+runaway expression runs out its time (docs/security.md). Regular expressions run on RE2 (linear
+time, no backtracking): backreferences and lookaround are config errors.
 
 \`\`\`yaml
 expressions:

@@ -141,6 +141,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         properties: {
           timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 1000, description: 'Wall-clock bound of one evaluation; the message fails (500) when it is exceeded.' },
           maxDepth: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'Deepest nesting of evaluation (recursion); deeper fails the message.' },
+          maxRegexInput: { type: 'integer', minimum: 1, maximum: 1_048_576, default: 32_768, description: 'Longest string (characters) one regular-expression call searches; a longer one fails the message. Regexes run on RE2, in time linear in this length.' },
         },
       },
       brokers: { type: 'object', description: 'Broker connections by name; routes read from and write to their topics.', additionalProperties: byKind(registry.brokers.values(), 'broker') },
