@@ -160,6 +160,26 @@ routes:
       assert.ok(!got.includes(INVALID(301)));
     });
 
+    it('gets no response to acks=0 requests, refused or not, and the connection goes on', async () => {
+      const producer = client().producer();
+      await producer.connect();
+      try {
+        await producer.send({ topic: t.orders, acks: 0, messages: [{ value: INVALID(800) }] });
+        await producer.send({ topic: t.orders, acks: 0, messages: [{ value: VALID(801) }] });
+        // Same connection, acks=all: its response is matched to its own request.
+        const [ack] = await producer.send({ topic: t.orders, acks: -1, messages: [{ value: VALID(802) }] });
+        assert.equal(ack!.errorCode, 0);
+      } finally {
+        await producer.disconnect();
+      }
+      const got = await eventually(async () => {
+        const all = await values(kafka.bootstrap, t.orders);
+        assert.ok(all.includes(VALID(801)) && all.includes(VALID(802)));
+        return all;
+      }, 15000);
+      assert.ok(!got.includes(INVALID(800)));
+    });
+
     it('has its records transformed and their headers edited in a rebuilt batch', async () => {
       const producer = client().producer();
       await producer.connect();
