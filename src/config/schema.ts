@@ -47,7 +47,7 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
       listener: name,
       path: { type: 'string', pattern: '^/' },
-      format: { enum: ['value', 'envelope'], default: 'value' },
+      format: { enum: ['value', 'envelope', 'cloudevent'], default: 'value', description: 'Listener targets: the frame or event is the value as JSON, the envelope (with `ce` attributes for CloudEvents), or (`cloudevent`) a CloudEvent in structured JSON form.' },
       // Subscribers of a websocket forward path must pass this at the handshake (the auth step's options).
       ...(registry.steps.has('auth') ? { auth: { ...registry.steps.get('auth')!.schema, description: 'Listener targets: who may subscribe (the auth step options), checked at the WebSocket handshake.' } } : {}),
     },

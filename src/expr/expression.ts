@@ -1,6 +1,7 @@
 import jsonata from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
 import type { Message, MessageContext } from '../runtime/message.js';
+import { attributesOf, CE_SPECVERSION } from '../codecs/cloudevents.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */
 export interface ExpressionLimits {
@@ -146,6 +147,8 @@ export function bindingsFor(msg: Message, ctx: MessageContext): Record<string, u
     claims: ctx.identity?.claims ?? {},
     message: ctx.asyncapi?.message ?? null,
     channel: ctx.asyncapi?.channel ?? null,
+    // CloudEvent attributes; one property lookup for plain messages, which have none.
+    ce: msg.headers[CE_SPECVERSION] === undefined ? undefined : attributesOf(msg.headers),
   };
 }
 

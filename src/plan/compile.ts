@@ -89,7 +89,7 @@ interface RawTarget {
   key?: string;
   listener?: string;
   path?: string;
-  format?: 'value' | 'envelope';
+  format?: 'value' | 'envelope' | 'cloudevent';
   auth?: Record<string, unknown>;
 }
 interface RawRoute {
@@ -419,7 +419,7 @@ class Compiler {
         if (t.path === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a listener target needs a 'path'`, 'key');
         if (!checkListener(t.listener!, [...tAt, 'listener'])) return;
         const kind = this.registry.listeners.get(listeners.get(t.listener!)!.kind)!;
-        if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket listeners can be targets (clients connect to them to receive messages)`);
+        if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket and http listeners can be targets (clients connect to them to receive messages)`);
         let auth: CompiledStep | undefined;
         if (t.auth !== undefined) {
           const authKind = this.registry.steps.get('auth');

@@ -54,7 +54,7 @@ export type SourcePlan =
 export type TargetPlan =
   /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */
   | { type: 'broker'; broker: string; topic: string; topicExpr: Expression | undefined; key: Expression | undefined }
-  | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope'; auth?: CompiledStep };
+  | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope' | 'cloudevent'; auth?: CompiledStep };
 
 export interface RoutePlan {
   name: string;

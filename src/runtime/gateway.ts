@@ -396,7 +396,9 @@ export class Gateway {
 }
 
 function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, RouteRuntime>): ListenerBindings {
-  const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map() };
+  const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map(), replay: new Map() };
+  /** Paths more than one route forwards to: no single source to replay from. */
+  const shared = new Set<string>();
   for (const name of plan.routes.keys()) {
     // The running route's plan, not the new one: a kept route keeps its compiled auth, so the
     // listener can tell that what guards a path did not change.
@@ -404,10 +406,13 @@ function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, R
     if (r.from.type === 'listener' && r.from.listener === listener) bindings.publish.set(r.from.path, routes.get(r.name)!);
     for (const t of r.to) {
       if (t.type !== 'listener' || t.listener !== listener) continue;
+      if (bindings.forward.has(t.path)) shared.add(t.path);
       bindings.forward.add(t.path);
+      if (r.from.type === 'broker') bindings.replay!.set(t.path, routes.get(r.name)!);
       if (t.auth?.admit) bindings.forwardAuth!.set(t.path, t.auth as Gate);
     }
   }
+  for (const path of shared) bindings.replay!.delete(path);
   return bindings;
 }
 

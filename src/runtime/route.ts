@@ -1,6 +1,7 @@
 import { problem, type Problem } from '../errors.js';
 import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../expr/expression.js';
-import type { Admission, BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, StepResult, Subscription, Target } from '../kinds/contracts.js';
+import type { Admission, BrokerRuntime, CompiledStep, ListenerRuntime, ReplaySource, RouteEntry, StepResult, Subscription, Target } from '../kinds/contracts.js';
+import { fromStructuredMessage } from '../codecs/cloudevents.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
@@ -45,7 +46,7 @@ const MAX_BACKOFF_MS = 5000;
  * One route, built from its plan: the chain's steps and the resolved targets. Immutable; a
  * reload builds a new one, and messages already inside finish here.
  */
-export class RouteRuntime implements RouteEntry {
+export class RouteRuntime implements RouteEntry, ReplaySource {
   readonly name: string;
   readonly options: { ack: boolean };
   private readonly steps: readonly CompiledStep[];
@@ -223,7 +224,26 @@ export class RouteRuntime implements RouteEntry {
     const broker = this.deps.brokers.get(from.broker)!;
     // A per-instance group is new at every start: replaying the topic's history to browsers would be wrong.
     const fromBeginning = from.fromBeginning ?? (perInstance ? false : undefined);
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, fromBeginning }, (msg) => this.consume(msg));
+    // Structured-mode CloudEvents records (CloudEvents Kafka binding §3.3) become CloudEvent messages.
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, fromBeginning }, (msg) => this.consume(fromStructuredMessage(msg)));
+  }
+
+  /**
+   * What a reconnecting event-stream client missed: the source topic as the broker still retains
+   * it after `after`, through this route's chain (messages the chain stops are left out). Nothing
+   * is sent to the targets; the caller delivers the result to that one client.
+   */
+  async replay(after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }> {
+    const from = this.plan.from;
+    const broker = from.type === 'broker' ? this.deps.brokers.get(from.broker) : undefined;
+    if (from.type !== 'broker' || !broker?.retained) return { messages: [], truncated: false };
+    const { messages, truncated } = await broker.retained(from.topic, after);
+    const out: Message[] = [];
+    for (const m of messages) {
+      const r = await runChain(this.steps, fromStructuredMessage(m), { route: this.name });
+      if (!isStop(r)) out.push(r);
+    }
+    return { messages: out, truncated };
   }
 
   /**

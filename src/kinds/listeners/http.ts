@@ -10,11 +10,15 @@ import type { ListenerBindings, ListenerKind, ListenerRuntime, ListenerTelemetry
 import { checkCors, CorsPolicy, corsSchema, type CorsOptions } from './cors.js';
 import { applyLimits, compileTransport, createTransport, parseQuery, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
 import { boundAddress, listen } from '../../runtime/bind.js';
+import { decodeBatch, decodeBinary, decodeStructured, httpMode, structuredProblem } from '../../codecs/cloudevents.js';
+import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
+import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat, type SseOptions } from './sse.js';
 
 export interface HttpOptions extends TransportOptions {
   kind: 'http';
   maxBodyBytes?: number;
   cors?: CorsOptions;
+  events?: Partial<SseOptions>;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -44,6 +48,9 @@ export class HttpListener implements ListenerRuntime {
   private idle: (() => void) | undefined;
   private bound = false;
   private readonly telemetry: ListenerTelemetry | undefined;
+  /** Event streams of the paths routes forward to (GET with Accept: text/event-stream). */
+  private readonly streams: SseStreams;
+  private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
   /** Route outcomes waiting to be answered at the end of this event-loop turn (see answerSoon). */
   private outcomes: { req: IncomingMessage; res: ServerResponse; outcome: Outcome }[] = [];
 
@@ -51,6 +58,7 @@ export class HttpListener implements ListenerRuntime {
     this.options = options;
     this.telemetry = env.telemetry?.listener(name);
     this.cors = options.cors ? new CorsPolicy(options.cors) : undefined;
+    this.streams = new SseStreams(name, { ...SSE_DEFAULTS, ...options.events }, env.logger);
     this.server = createTransport(name, options, (req, res) => this.onRequest(req, res), env.logger);
   }
 
@@ -62,6 +70,8 @@ export class HttpListener implements ListenerRuntime {
 
   async stop({ drainMs }: { drainMs: number }): Promise<void> {
     this.draining = true;
+    // Streams never finish on their own: end them so the browsers reconnect (to another instance).
+    this.streams.closeAll();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     if (this.inFlight > 0) {
@@ -77,13 +87,26 @@ export class HttpListener implements ListenerRuntime {
     rotateTls(this.server, this.options.tlsMaterial, next.tlsMaterial);
     applyLimits(this.server, next);
     this.cors = next.cors ? new CorsPolicy(next.cors) : undefined;
+    this.streams.reconfigure({ ...SSE_DEFAULTS, ...next.events });
     this.options = next;
   }
 
   bind(bindings: ListenerBindings): void {
     const router = FindMyWay();
     for (const [path, route] of bindings.publish) router.on('POST', path, noop, { route });
+    for (const path of bindings.forward) router.on('GET', path, noop, { stream: path });
     this.router = router;
+    this.bindings = bindings;
+    // Streams on paths still forwarded to stay open through the reload; the others end.
+    this.streams.retain(bindings.forward);
+  }
+
+  connections(): number {
+    return this.streams.count();
+  }
+
+  forwardTarget(path: string, { format }: { format: SseFormat }): Target {
+    return this.streams.target(path, format);
   }
 
   address() {
@@ -95,7 +118,7 @@ export class HttpListener implements ListenerRuntime {
   }
 
   status() {
-    return { inFlight: this.inFlight };
+    return { inFlight: this.inFlight, eventStreams: this.streams.count(), slowStreamsClosed: this.streams.slowClientsClosed };
   }
 
   /**
@@ -149,6 +172,10 @@ export class HttpListener implements ListenerRuntime {
     }
     const refused = this.cors?.apply(req, res);
     if (refused) return this.refuse(res, refused);
+    if (req.method === 'GET') {
+      const stream = this.router.find('GET', pathname);
+      if (stream) return this.serveStream(req, res, (stream.store as { stream: string }).stream, url, q);
+    }
     const found = this.router.find('POST', pathname);
     if (!found) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
     if (this.cors && CorsPolicy.isPreflight(req)) {
@@ -177,7 +204,7 @@ export class HttpListener implements ListenerRuntime {
       max,
       (body) => {
         try {
-          this.dispatch(req, res, route, body, isJson, found.params, q === -1 ? '' : url.slice(q + 1));
+          this.dispatch(req, res, route, body, isJson, contentType, found.params, q === -1 ? '' : url.slice(q + 1));
         } catch (err) {
           this.failed(req, res, err);
         }
@@ -186,7 +213,33 @@ export class HttpListener implements ListenerRuntime {
     );
   }
 
-  private dispatch(req: IncomingMessage, res: ServerResponse, route: RouteEntry, body: Buffer | undefined, isJson: boolean, params: Record<string, string | undefined>, search: string): void {
+  /**
+   * `GET` on a forward path: an event stream, for clients that ask for one and pass the checks a
+   * WebSocket subscriber of the path would (the target's `auth`).
+   */
+  private serveStream(req: IncomingMessage, res: ServerResponse, path: string, url: string, q: number): void {
+    if (!wantsEventStream(req)) {
+      res.setHeader('allow', this.bindings.publish.has(path) ? 'GET, POST' : 'GET');
+      return this.refuse(res, problem('EG_NOT_ACCEPTABLE', `${path} is an event stream: send Accept: text/event-stream`));
+    }
+    const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
+    const gate: Gate | undefined = this.bindings.forwardAuth?.get(path);
+    const admitted: Promise<Admission> = gate ? gate.admit({ headers: req.headers, query, remoteAddress: req.socket.remoteAddress }) : Promise.resolve({ ok: true, identity: undefined });
+    admitted.then(
+      (admission) => {
+        if (!admission.ok) return this.refuse(res, admission.problem);
+        // A reload may have removed the path while the credentials were checked.
+        if (this.draining || !this.bindings.forward.has(path)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${path}`));
+        const replay: ReplaySource | undefined = this.bindings.replay?.get(path);
+        this.streams.open(req, res, path, replay);
+        // The stream outlives the request: it is answered (200) and no longer in flight for a drain.
+        this.finished(res);
+      },
+      (err) => this.failed(req, res, err),
+    );
+  }
+
+  private dispatch(req: IncomingMessage, res: ServerResponse, route: RouteEntry, body: Buffer | undefined, isJson: boolean, contentType: string, params: Record<string, string | undefined>, search: string): void {
     if (body === undefined) {
       res.setHeader('connection', 'close');
       return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body is over ${this.options.maxBodyBytes ?? DEFAULT_MAX_BODY} bytes`));
@@ -204,10 +257,32 @@ export class HttpListener implements ListenerRuntime {
       }
     }
 
-    const msg: Message = { value, key: null, headers: forwardedHeaders(req), topic: null, partition: null, offset: null, timestamp: Date.now() };
+    let headers = forwardedHeaders(req);
     const query = parseQuery(search);
     const remoteAddress = req.socket.remoteAddress;
     const ctx: MessageContext = { route: route.name, path: copyParams(params), query, remoteAddress, request: { headers: req.headers, query, remoteAddress } };
+    // CloudEvents (HTTP protocol binding): attributes become the message's ce_ headers, data its value.
+    const mode = httpMode(contentType, req.headers);
+    if (mode === 'batch') {
+      const batch = decodeBatch(value, headers);
+      if (!batch.ok) return this.refuse(res, batch.problem);
+      const msgs = batch.events.map((e): Message => ({ value: e.value, key: null, headers: e.headers, topic: null, partition: null, offset: null, timestamp: Date.now() }));
+      return void handleBatch(route, msgs, ctx).then(
+        (outcome) => this.answerSoon(req, res, outcome),
+        (err) => this.failed(req, res, err),
+      );
+    }
+    if (mode === 'structured') {
+      const event = decodeStructured(value, headers);
+      if (!event.ok) return this.refuse(res, structuredProblem(event.errors));
+      headers = event.event.headers;
+      value = event.event.value;
+    } else if (mode === 'binary') {
+      const decoded = decodeBinary(headers);
+      if (!decoded.ok) return this.refuse(res, decoded.problem);
+      headers = decoded.headers;
+    }
+    const msg: Message = { value, key: null, headers, topic: null, partition: null, offset: null, timestamp: Date.now() };
     route.handle(msg, ctx).then(
       (outcome) => this.answerSoon(req, res, outcome),
       (err) => this.failed(req, res, err),
@@ -245,6 +320,25 @@ export class HttpListener implements ListenerRuntime {
 }
 
 function noop(): void {}
+
+/**
+ * The events of a CloudEvents batch, one after another in their order, answered as one: 200 with
+ * every delivery when all passed; otherwise the first failure's answer, saying how many events
+ * before it were delivered (the client resends from there).
+ */
+async function handleBatch(route: RouteEntry, msgs: Message[], ctx: MessageContext): Promise<Outcome> {
+  const deliveries: Outcome & { outcome: 'delivered' } = { outcome: 'delivered', deliveries: [], tagged: false };
+  for (const [i, msg] of msgs.entries()) {
+    const outcome = await route.handle(msg, ctx);
+    if (outcome.outcome === 'delivered' || outcome.outcome === 'deadlettered') deliveries.deliveries.push(...outcome.deliveries);
+    if (outcome.outcome === 'delivered') deliveries.tagged ||= outcome.tagged;
+    if (outcome.outcome === 'invalid' || outcome.outcome === 'rejected' || outcome.outcome === 'failed') {
+      const p = outcome.problem;
+      return { ...outcome, problem: { ...p, detail: `event [${i}] (id ${msg.headers.ce_id}): ${p.detail}; the ${i} event(s) before it were delivered`, errors: p.errors?.map((e) => `[${i}] ${e}`) } };
+    }
+  }
+  return deliveries;
+}
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
@@ -303,7 +397,7 @@ function readBody(req: IncomingMessage, max: number, done: (body: Buffer | undef
 export const httpListener: ListenerKind<HttpOptions> = {
   kind: 'http',
   acceptsPublish: true,
-  acceptsForward: false,
+  acceptsForward: true,
   socketOptions: ['port', 'host', 'tls'],
   // The router decides: it refuses a second path that matches the same requests.
   samePath(a, b) {
