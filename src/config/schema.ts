@@ -1,3 +1,4 @@
+import { webhookSchema } from '../kinds/targets/webhook.js';
 import type { JsonSchema } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
@@ -33,7 +34,7 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
   };
   const target: JsonSchema = {
     type: 'object',
-    description: 'Where messages go: a broker topic, or the clients of a WebSocket path.',
+    description: 'Where messages go: a broker topic, the clients of a WebSocket path or event stream, or an HTTP endpoint (webhook).',
     additionalProperties: false,
     properties: {
       broker: name,
@@ -45,6 +46,8 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
         ],
       },
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
+      cloudevents: { enum: ['binary', 'structured'], default: 'binary', description: 'Broker targets: CloudEvent messages as `ce_` headers and the data as value (binary, the CloudEvents Kafka binding default), or one application/cloudevents+json value (structured).' },
+      http: webhookSchema,
       listener: name,
       path: { type: 'string', pattern: '^/' },
       format: { enum: ['value', 'envelope', 'cloudevent'], default: 'value', description: 'Listener targets: the frame or event is the value as JSON, the envelope (with `ce` attributes for CloudEvents), or (`cloudevent`) a CloudEvent in structured JSON form.' },

@@ -301,6 +301,7 @@ export class Gateway {
     const oldWork = oldRoutes.filter((r) => r.pending > 0);
     const retire = (async () => {
       await Promise.all(oldRoutes.map((r) => r.drain(drainMs)));
+      for (const r of oldRoutes) r.close();
       await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));
       await Promise.allSettled(oldBrokers.map((b) => b.stop()));
     })();
@@ -370,7 +371,7 @@ export class Gateway {
         from: r.plan.from,
         steps: r.plan.steps.map((s) => s.kind),
         inFlight: r.pending,
-        to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : { listener: t.listener, path: t.path, format: t.format })),
+        to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : t.type === 'http' ? { http: t.webhook.url } : { listener: t.listener, path: t.path, format: t.format })),
       })),
     };
   }
@@ -387,6 +388,7 @@ export class Gateway {
     await Promise.allSettled([...this.routes.values()].map(async (r) => {
       await r.stopConsuming();
       await r.drain(drainMs);
+      r.close();
     }));
     await Promise.allSettled([...this.retiring]);
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));

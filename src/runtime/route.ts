@@ -1,7 +1,8 @@
 import { problem, type Problem } from '../errors.js';
 import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../expr/expression.js';
 import type { Admission, BrokerRuntime, CompiledStep, ListenerRuntime, ReplaySource, RouteEntry, StepResult, Subscription, Target } from '../kinds/contracts.js';
-import { fromStructuredMessage } from '../codecs/cloudevents.js';
+import { fromStructuredMessage, toStructuredMessage } from '../codecs/cloudevents.js';
+import { WebhookError, WebhookTarget } from '../kinds/targets/webhook.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
@@ -55,6 +56,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** Identities of the step state this route holds (see StepStateStore). */
   readonly stateIds: readonly string[];
   private readonly targets: Target[];
+  /** Webhook targets, whose kept-alive connections are closed when the route is retired. */
+  private readonly webhooks: WebhookTarget[] = [];
   private readonly deadletter: BrokerTarget | undefined;
   private readonly stats: RouteStats;
   private readonly tap: TapChannel | { active: false };
@@ -77,8 +80,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     });
     this.stateIds = stateIds;
     this.gates = this.steps.filter((s) => s.admit);
-    this.targets = plan.to.map((t) => this.target(t));
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
+    this.targets = plan.to.map((t) => this.target(t));
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
     this.span = spanTemplate(this.name, plan.from.type === 'broker');
     if (plan.deadletter) {
@@ -88,6 +91,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   private target(t: TargetPlan): Target {
     if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format });
+    if (t.type === 'http') {
+      const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name);
+      this.webhooks.push(webhook);
+      return webhook;
+    }
     const broker = this.deps.brokers.get(t.broker)!;
     return brokerTarget(broker, t);
   }
@@ -210,7 +218,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private deliver(original: Message, m: Message, ctx: MessageContext): Promise<Outcome> {
     const tagged = m.headers[VALIDATION_ERROR_HEADER] !== undefined && original.headers[VALIDATION_ERROR_HEADER] === undefined;
     const delivered = (deliveries: Delivery[]): Outcome => ({ outcome: 'delivered', deliveries, tagged, message: m });
-    const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError ? err.problem : unavailable('target', err) });
+    const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err) });
     if (this.targets.length === 1) return sent(this.targets[0]!, m, ctx).then((d) => delivered([d]), failed);
     return Promise.all(this.targets.map((t) => sent(t, m, ctx))).then(delivered, failed);
   }
@@ -282,6 +290,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   async stopConsuming(): Promise<void> {
     await this.subscription?.stop();
     this.subscription = undefined;
+  }
+
+  /** Releases what the route holds open beyond its messages (webhook connections); after drain(). */
+  close(): void {
+    for (const w of this.webhooks) w.close();
   }
 
   /** Waits, up to drainMs, until no message is inside the route. */
@@ -361,7 +374,9 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
   };
   return {
     describe: () => `${broker.name}/${t.topic}`,
-    send(msg, ctx) {
+    send(original, ctx) {
+      // Structured mode (CloudEvents Kafka binding §3.3): the event as one JSON value.
+      const msg = t.structured ? toStructuredMessage(original) : original;
       if (topicExpr) return dynamicTopic(msg, ctx);
       // A literal topic (the common case) costs nothing, and a fast-path key no microtask.
       const out = withKey(msg, ctx);
