@@ -39,6 +39,7 @@ export const ErrorCodes = {
   EG_CLOUDEVENT_INVALID: { status: 400, title: 'CloudEvent attribute missing or malformed' },
   EG_NOT_ACCEPTABLE: { status: 406, title: 'Not acceptable' },
   EG_WEBHOOK_FAILED: { status: 502, title: 'Webhook endpoint did not accept the message' },
+  EG_WEBHOOK_REFUSED: { status: 502, title: 'Webhook endpoint refused the message' },
   EG_WEBHOOK_TIMEOUT: { status: 504, title: 'Webhook endpoint did not answer in time' },
   // Admin API: AsyncAPI upload (PUT /admin/asyncapi)
   EG_ASYNCAPI_INVALID: { status: 422, title: 'AsyncAPI document rejected' },

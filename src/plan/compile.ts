@@ -483,6 +483,7 @@ class Compiler {
       const expr = this.expression(source, [...at, 'headers', name]);
       if (expr) headers.push([name, expr]);
     }
+    const orderBy = o.orderBy === undefined ? undefined : this.expression(o.orderBy, [...at, 'orderBy']);
     if (this.diagnostics.length > before) return undefined;
     return {
       url,
@@ -494,7 +495,7 @@ class Compiler {
       backoffMs: o.retry?.backoffMs ?? WEBHOOK_DEFAULTS.backoffMs,
       maxBackoffMs: o.retry?.maxBackoffMs ?? WEBHOOK_DEFAULTS.maxBackoffMs,
       concurrency: o.concurrency ?? WEBHOOK_DEFAULTS.concurrency,
-      ordering: o.ordering ?? WEBHOOK_DEFAULTS.ordering,
+      orderBy,
       cloudevents: o.cloudevents ?? WEBHOOK_DEFAULTS.cloudevents,
       secret: o.signature ? signatureKey(o.signature.secret) : undefined,
     };

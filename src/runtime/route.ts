@@ -264,8 +264,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const outcome = await this.handle(msg, { route: this.name });
       if (outcome.outcome === 'delivered' || outcome.outcome === 'filtered' || outcome.outcome === 'deadlettered') return;
       const p = outcome.problem;
-      const retryable = p.status === 503;
-      if (retryable && attempt < CONSUME_ATTEMPTS) {
+      // A webhook target retried on its own; what failed on its last try may pass later, but not by retrying here at once.
+      const retriedByTarget = p.code === 'EG_WEBHOOK_FAILED' || p.code === 'EG_WEBHOOK_TIMEOUT';
+      const retryable = p.status === 503 || retriedByTarget;
+      if (retryable && !retriedByTarget && attempt < CONSUME_ATTEMPTS) {
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
         continue;

@@ -24,7 +24,7 @@ export interface WebhookOptions {
   timeoutMs?: number;
   retry?: { attempts?: number; backoffMs?: number; maxBackoffMs?: number };
   concurrency?: number;
-  ordering?: 'none' | 'key';
+  orderBy?: string;
   cloudevents?: 'binary' | 'structured';
   signature?: { secret: string };
 }
@@ -40,13 +40,14 @@ export interface WebhookPlan {
   backoffMs: number;
   maxBackoffMs: number;
   concurrency: number;
-  ordering: 'none' | 'key';
+  /** Messages with equal values are delivered one at a time, in order. */
+  orderBy: Expression | undefined;
   cloudevents: 'binary' | 'structured';
   /** HMAC key of the Standard Webhooks signature. */
   secret: Buffer | undefined;
 }
 
-export const WEBHOOK_DEFAULTS = { method: 'POST', timeoutMs: 10_000, attempts: 3, backoffMs: 200, maxBackoffMs: 10_000, concurrency: 16, ordering: 'none', cloudevents: 'binary' } as const;
+export const WEBHOOK_DEFAULTS = { method: 'POST', timeoutMs: 10_000, attempts: 3, backoffMs: 200, maxBackoffMs: 10_000, concurrency: 16, cloudevents: 'binary' } as const;
 
 export const webhookSchema: JsonSchema = {
   type: 'object',
@@ -74,7 +75,7 @@ export const webhookSchema: JsonSchema = {
       },
     },
     concurrency: { type: 'integer', minimum: 1, maximum: 10_000, default: WEBHOOK_DEFAULTS.concurrency, description: 'Requests in flight at once (= kept-alive connections); more wait their turn.' },
-    ordering: { enum: ['none', 'key'], default: 'none', description: '`key`: messages with the same key are delivered one after another, in order.' },
+    orderBy: { type: 'string', minLength: 1, description: 'JSONata expression (e.g. `$key`): messages for which it gives the same value are delivered one after another, in order.' },
     cloudevents: { enum: ['binary', 'structured'], default: 'binary', description: 'How CloudEvent messages are sent: `ce-*` headers and the data as body, or one application/cloudevents+json body.' },
     signature: {
       type: 'object',
@@ -88,9 +89,9 @@ export const webhookSchema: JsonSchema = {
 
 export const webhookDoc = {
   summary:
-    'Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message\'s `traceparent` and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx are final. Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections; `ordering: key` delivers messages of one key one at a time, in order. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.',
+    'Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message\'s `traceparent` and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx are final. Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections; `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.',
   example:
-    'routes:\n  - name: orders-to-crm\n    from: {broker: kafka, topic: orders}\n    to:\n      http:\n        url: https://crm.example.com/hooks/orders\n        headers: {authorization: \'"Bearer ${CRM_TOKEN}"\'}\n        timeoutMs: 5000\n        retry: {attempts: 5, backoffMs: 500}\n        concurrency: 32\n        ordering: key\n        signature: {secret: ${WEBHOOK_SECRET}}\n    deadletter: {broker: kafka, topic: orders-undeliverable}',
+    'routes:\n  - name: orders-to-crm\n    from: {broker: kafka, topic: orders}\n    to:\n      http:\n        url: https://crm.example.com/hooks/orders\n        headers: {authorization: \'"Bearer ${CRM_TOKEN}"\'}\n        timeoutMs: 5000\n        retry: {attempts: 5, backoffMs: 500}\n        concurrency: 32\n        orderBy: $key\n        signature: {secret: ${WEBHOOK_SECRET}}\n    deadletter: {broker: kafka, topic: orders-undeliverable}',
   options: {
     url: 'http(s) URL (`${VAR}` allowed), or `{expression: <JSONata>}` computed per message',
     method: 'POST (default), PUT or PATCH',
@@ -98,7 +99,7 @@ export const webhookDoc = {
     timeoutMs: 'time one try may take, default 10000',
     retry: '`{attempts (default 3, in all), backoffMs (default 200, doubled per try), maxBackoffMs (default 10000)}`',
     concurrency: 'requests in flight at once over kept-alive connections, default 16',
-    ordering: '`none` (default) or `key`: one message per key at a time, in order',
+    orderBy: 'JSONata expression (`$key`, `customerId`): one message per value at a time, in order',
     cloudevents: '`binary` (default) or `structured`: how CloudEvent messages are sent',
     signature: '`{secret}`: Standard Webhooks HMAC-SHA256 signature headers',
   },
@@ -120,7 +121,7 @@ export class WebhookTarget implements Target {
   /** Requests waiting for a free slot (`concurrency`). */
   private readonly waiting: (() => void)[] = [];
   private active = 0;
-  /** Per key, the tail of its chain of deliveries (ordering: key). */
+  /** Per orderBy value, the tail of its chain of deliveries. */
   private readonly lanes = new Map<string, Promise<unknown>>();
   private closed = false;
 
@@ -136,17 +137,22 @@ export class WebhookTarget implements Target {
   }
 
   send(msg: Message, ctx: MessageContext): Promise<Delivery> {
-    if (this.plan.ordering !== 'key' || msg.key === null) return this.deliver(msg, ctx);
-    const key = msg.key;
-    const before = this.lanes.get(key) ?? Promise.resolve();
-    const mine = before.then(() => this.deliver(msg, ctx), () => this.deliver(msg, ctx));
+    const orderBy = this.plan.orderBy;
+    if (!orderBy) return this.deliver(msg, ctx);
+    return Promise.resolve(evaluate(orderBy, msg.value, bindingsFor(msg, ctx), 'orderBy')).then((v) => (v === undefined || v === null ? this.deliver(msg, ctx) : this.inLane(typeof v === 'string' ? v : JSON.stringify(v), msg, ctx)));
+  }
+
+  /** Delivers after every earlier message of the same lane settled (delivered or failed). */
+  private inLane(lane: string, msg: Message, ctx: MessageContext): Promise<Delivery> {
+    const before = this.lanes.get(lane) ?? Promise.resolve();
+    const mine = before.then(() => this.deliver(msg, ctx));
     const tail = mine.then(
       () => undefined,
       () => undefined,
     );
-    this.lanes.set(key, tail);
+    this.lanes.set(lane, tail);
     void tail.then(() => {
-      if (this.lanes.get(key) === tail) this.lanes.delete(key);
+      if (this.lanes.get(lane) === tail) this.lanes.delete(lane);
     });
     return mine;
   }
@@ -300,7 +306,8 @@ function classify(status: number, res: IncomingMessage, text: string, display: s
     retry,
     result,
     retryAfterMs: Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter * 1000 : undefined,
-    problem: problem('EG_WEBHOOK_FAILED', `${display} answered ${status}${excerpt ? `: ${excerpt}` : ''}`),
+    // A final refusal (most 4xx) is the message's problem, not the endpoint's: retrying later would not help.
+    problem: problem(retry ? 'EG_WEBHOOK_FAILED' : 'EG_WEBHOOK_REFUSED', `${display} answered ${status}${excerpt ? `: ${excerpt}` : ''}`),
   };
 }
 
