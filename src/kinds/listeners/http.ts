@@ -428,6 +428,16 @@ export const httpListener: ListenerKind<HttpOptions> = {
       host: { type: 'string', default: '0.0.0.0' },
       maxBodyBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_BODY },
       cors: corsSchema,
+      events: {
+        type: 'object',
+        additionalProperties: false,
+        description: 'Server-Sent Events streams on the paths routes forward to.',
+        properties: {
+          heartbeatMs: { type: 'integer', minimum: 100, default: SSE_DEFAULTS.heartbeatMs, description: 'A comment line is sent this often on every stream, so proxies keep idle streams open.' },
+          maxBufferedBytes: { type: 'integer', minimum: 1024, default: SSE_DEFAULTS.maxBufferedBytes, description: 'Per-client bound on events written but not yet read; a client over it is disconnected (it reconnects and resumes).' },
+          retryMs: { type: 'integer', minimum: 0, default: SSE_DEFAULTS.retryMs, description: 'Reconnection delay sent to clients (`retry:`).' },
+        },
+      },
       ...transportSchema,
     },
   },
@@ -439,13 +449,15 @@ export const httpListener: ListenerKind<HttpOptions> = {
   doc: {
     summary:
       'Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...). ' +
-      'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403.',
-    example: 'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]',
+      'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
+      'A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition). A client that reconnects with `Last-Event-ID` first gets, through the route\'s chain, what the broker still retains after that position (memory topics: their `retain` messages), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target\'s `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.',
+    example: 'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
     options: {
       port: 'TCP port (0: any free port)',
       host: 'bind address (default 0.0.0.0)',
       maxBodyBytes: 'largest accepted body, default 1 MiB (larger: 413)',
       cors: '`{origins: [..] | "*", methods (default [POST]), headers (default [content-type, authorization]), exposeHeaders (default [retry-after]), credentials (default false), maxAge (default 600 s)}`; preflight OPTIONS requests are answered 204',
+      events: '`{heartbeatMs (default 15000), maxBufferedBytes (default 1 MiB), retryMs (default 2000)}`: event streams on forward paths (see the summary)',
       ...transportDocOptions,
     },
   },
