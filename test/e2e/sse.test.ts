@@ -4,34 +4,7 @@ import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
-
-export interface SseEvent {
-  id?: string;
-  event?: string;
-  data: string;
-}
-
-/** Parses an event stream's text into its events (comments skipped), as a browser's EventSource does. */
-export function parseEvents(text: string): SseEvent[] {
-  const out: SseEvent[] = [];
-  for (const block of text.split('\n\n').slice(0, -1)) {
-    const e: SseEvent = { data: '' };
-    let hasData = false;
-    for (const line of block.split('\n')) {
-      const i = line.indexOf(':');
-      if (i === 0) continue;
-      const field = line.slice(0, i);
-      const value = line.slice(i + 1).replace(/^ /, '');
-      if (field === 'data') {
-        e.data = hasData ? `${e.data}\n${value}` : value;
-        hasData = true;
-      } else if (field === 'id') e.id = value;
-      else if (field === 'event') e.event = value;
-    }
-    if (hasData) out.push(e);
-  }
-  return out;
-}
+import { parseEvents } from '../helpers/sse.js';
 
 /** `curl -N`: an event-stream client that is not a browser. */
 function curl(url: string, headers: string[] = []): { child: ChildProcess; text: () => string } {

@@ -18,8 +18,8 @@ const REQUIRED = new Set(['specversion', 'id', 'source', 'type']);
 
 /**
  * Makes the message a CloudEvent, or rewrites the attributes of one. A plain message is wrapped:
- * its value becomes the data, `id` a new UUID, `time` now, `specversion` 1.0; the attributes the
- * options give are set on every message, wrapped or not.
+ * its value becomes the data, `id` a new UUID, `time` now, `specversion` 1.0, `source` and `type`
+ * the step's; `set` and `remove` then apply to every message, wrapped or not.
  */
 export const cloudeventStep: StepKind<CloudEventOptions> = {
   kind: 'cloudevent',
@@ -28,8 +28,8 @@ export const cloudeventStep: StepKind<CloudEventOptions> = {
     additionalProperties: false,
     minProperties: 1,
     properties: {
-      source: { type: 'string', minLength: 1, description: 'The `source` attribute (a URI-reference), set on every message.' },
-      type: { type: 'string', minLength: 1, description: 'The `type` attribute, set on every message.' },
+      source: { type: 'string', minLength: 1, description: 'The `source` attribute (a URI-reference) of plain messages this step wraps.' },
+      type: { type: 'string', minLength: 1, description: 'The `type` attribute of plain messages this step wraps.' },
       set: {
         type: 'object',
         propertyNames: { pattern: '^[a-z0-9]{1,20}$' },
@@ -41,11 +41,11 @@ export const cloudeventStep: StepKind<CloudEventOptions> = {
   },
   doc: {
     summary:
-      'Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a new UUID, `time` is now, `specversion` is `1.0` and `datacontenttype` `application/json`. `source` and `type` (literal strings) and `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) apply to every message, wrapped or already a CloudEvent; `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message\'s `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.',
+      'Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a new UUID, `time` is now, `specversion` is `1.0`, `datacontenttype` `application/json` (`text/plain` for a string), and `source` and `type` are the step\'s; a message that already is a CloudEvent keeps its attributes. Then `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) rewrites attributes of every message, and `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message\'s `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.',
     example: 'chains:\n  as-cloudevent:\n    - cloudevent:\n        source: /shop/orders\n        type: com.example.order.placed\n        set:\n          subject: $string(orderId)\n          tenant: $headers."x-tenant"',
     options: {
-      source: 'the `source` attribute, set on every message',
-      type: 'the `type` attribute, set on every message',
+      source: 'the `source` of wrapped plain messages',
+      type: 'the `type` of wrapped plain messages',
       set: 'map of attribute or extension name → JSONata expression (no result: left as it was)',
       remove: 'optional attributes or extensions to drop',
     },
@@ -66,8 +66,7 @@ export const cloudeventStep: StepKind<CloudEventOptions> = {
     return {
       kind: 'cloudevent',
       run(msg, mctx) {
-        const attrs: Record<string, unknown> = attributesOf(msg.headers) ?? wrap(msg);
-        Object.assign(attrs, fixed);
+        const attrs: Record<string, unknown> = attributesOf(msg.headers) ?? { ...wrap(msg), ...fixed };
         for (const name of remove) delete attrs[name];
         const done = (): StepResult => {
           const errors = attributeErrors(attrs);
