@@ -472,11 +472,14 @@ class Compiler {
     let url = typeof o.url === 'string' ? o.url : o.url.expression;
     let urlExpr: Expression | undefined;
     if (typeof o.url === 'string') {
+      let parsed: URL | undefined;
       try {
-        url = new URL(o.url).href;
+        parsed = new URL(o.url);
       } catch {
-        this.report([...at, 'url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not a valid URL`);
+        // reported below
       }
+      if (parsed && (parsed.protocol === 'http:' || parsed.protocol === 'https:')) url = parsed.href;
+      else this.report([...at, 'url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not an http(s) URL`);
     } else urlExpr = this.expression(o.url.expression, [...at, 'url', 'expression']);
     const headers: [string, Expression][] = [];
     for (const [name, source] of Object.entries(o.headers ?? {})) {

@@ -58,20 +58,22 @@ export const webhookSchema: JsonSchema = {
     url: {
       description: 'http(s) URL, or `{expression: <JSONata>}` computing it per message.',
       oneOf: [
-        { type: 'string', pattern: '^https?://' },
-        { type: 'object', additionalProperties: false, required: ['expression'], properties: { expression: { type: 'string', minLength: 1 } } },
+        // `${` lets editors accept `url: ${WEBHOOK_URL}` before substitution; the compiler checks the URL itself.
+        { type: 'string', pattern: '^(https?://|\\$\\{)' },
+        { type: 'object', additionalProperties: false, required: ['expression'], properties: { expression: { type: 'string', minLength: 1, description: 'JSONata expression giving the http(s) URL per message.' } } },
       ],
     },
-    method: { enum: ['POST', 'PUT', 'PATCH'], default: 'POST' },
+    method: { enum: ['POST', 'PUT', 'PATCH'], default: 'POST', description: 'HTTP method of the requests.' },
     headers: { type: 'object', additionalProperties: { type: 'string', minLength: 1 }, description: 'Header name → JSONata expression for its value (a string literal needs quotes: `\'"Bearer ${TOKEN}"\'`).' },
     timeoutMs: { type: 'integer', minimum: 1, default: WEBHOOK_DEFAULTS.timeoutMs, description: 'Time one try may take, from sending to the end of the answer.' },
     retry: {
       type: 'object',
       additionalProperties: false,
+      description: 'How failed tries (timeouts, refused connections, 408, 429, 5xx) are repeated.',
       properties: {
         attempts: { type: 'integer', minimum: 1, maximum: 100, default: WEBHOOK_DEFAULTS.attempts, description: 'Tries in all (1: no retry).' },
         backoffMs: { type: 'integer', minimum: 0, default: WEBHOOK_DEFAULTS.backoffMs, description: 'Wait before the second try; doubled for each further one (with jitter).' },
-        maxBackoffMs: { type: 'integer', minimum: 0, default: WEBHOOK_DEFAULTS.maxBackoffMs },
+        maxBackoffMs: { type: 'integer', minimum: 0, default: WEBHOOK_DEFAULTS.maxBackoffMs, description: 'Longest wait between tries (also caps Retry-After).' },
       },
     },
     concurrency: { type: 'integer', minimum: 1, maximum: 10_000, default: WEBHOOK_DEFAULTS.concurrency, description: 'Requests in flight at once (= kept-alive connections); more wait their turn.' },
