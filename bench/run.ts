@@ -14,8 +14,10 @@ import { kafkaWsLatency } from './scenarios/kafka-ws-latency.js';
 import { memory } from './scenarios/memory.js';
 import { pipeline } from './scenarios/pipeline.js';
 import { reload } from './scenarios/reload.js';
+import { sseFanout } from './scenarios/sse-fanout.js';
+import { webhook } from './scenarios/webhook.js';
 
-const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, httpKafka, kafkaWsLatency];
+const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, httpKafka, kafkaWsLatency, sseFanout, webhook];
 
 const USAGE = `usage: npm run bench -- [--only NAME,...] [--duration SECONDS] [--json FILE]
 scenarios:
