@@ -15,6 +15,7 @@ export const ErrorCodes = {
   EG_CONFIG_FILE: { title: 'Referenced file cannot be read' },
   EG_CONFIG_ASYNCAPI: { title: 'AsyncAPI document problem' },
   EG_CONFIG_ASYNCAPI_REF: { title: 'AsyncAPI message or channel the config names is missing or unusable' },
+  EG_TEST_FILE: { title: 'Config test file is not valid' },
   // Message path (HTTP status, WebSocket error frame status)
   EG_BAD_JSON: { status: 400, title: 'Body is not valid JSON' },
   EG_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },
@@ -41,6 +42,8 @@ export const ErrorCodes = {
   EG_WEBHOOK_FAILED: { status: 502, title: 'Webhook endpoint did not accept the message' },
   EG_WEBHOOK_REFUSED: { status: 502, title: 'Webhook endpoint refused the message' },
   EG_WEBHOOK_TIMEOUT: { status: 504, title: 'Webhook endpoint did not answer in time' },
+  // Consume routes: in the _eventgate_error header of a dead-lettered record, never in a response
+  EG_UNDECODABLE_BATCH: { status: 422, title: 'Record batch cannot be decoded' },
   // Admin API: AsyncAPI upload (PUT /admin/asyncapi)
   EG_ASYNCAPI_INVALID: { status: 422, title: 'AsyncAPI document rejected' },
   EG_ASYNCAPI_CONFLICT: { status: 409, title: 'AsyncAPI document drops a message or channel the config uses' },

@@ -87,6 +87,22 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         description: 'AsyncAPI document(s), relative to this file.',
         oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 } }],
       },
+      asyncapiRemoteRefs: {
+        type: 'object',
+        description: 'Remote (http/https) `$ref`s in AsyncAPI documents: off unless their origins are listed here.',
+        additionalProperties: false,
+        required: ['origins'],
+        properties: {
+          origins: {
+            type: 'array',
+            minItems: 1,
+            description: 'Origins (`https://host[:port]`) remote `$ref`s may point to; any other is refused. Redirects are not followed.',
+            items: { type: 'string', pattern: '^https?://[^/?#]+$' },
+          },
+          timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 5000, description: 'Longest a remote document may take to arrive; the document fails to load after it.' },
+          maxBytes: { type: 'integer', minimum: 1, maximum: 4_194_304, default: 1_048_576, description: 'Largest remote document accepted.' },
+        },
+      },
       admin: {
         type: 'object',
         description: 'The admin server: /healthz, /readyz, /metrics, /admin/status, the tap and the dashboard.',
@@ -97,6 +113,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           host: { type: 'string', default: '127.0.0.1', description: 'Interface to bind; the default keeps the admin server local.' },
           token: { type: 'string', minLength: 1, description: 'Bearer token required on /admin/* (health, readiness and metrics stay open).' },
           drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000, description: 'On SIGTERM, how long in-flight messages may take before the gateway exits anyway.' },
+          allowedHosts: {
+            type: 'array',
+            description: 'Host names (as in the Host header, without port) the admin API answers to besides loopback names and `host`; others get 403 (DNS rebinding). /healthz and /readyz answer any Host.',
+            items: { type: 'string', minLength: 1, pattern: '^[^\\s:/]+$|^\\[[0-9a-fA-F:.]+\\]$' },
+          },
           tap: {
             type: 'object',
             additionalProperties: false,
@@ -123,6 +144,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         properties: {
           timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 1000, description: 'Wall-clock bound of one evaluation; the message fails (500) when it is exceeded.' },
           maxDepth: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'Deepest nesting of evaluation (recursion); deeper fails the message.' },
+          maxRegexInput: { type: 'integer', minimum: 1, maximum: 1_048_576, default: 32_768, description: 'Longest string (characters) one regular-expression call searches; a longer one fails the message. Regexes run on RE2, in time linear in this length.' },
         },
       },
       brokers: { type: 'object', description: 'Broker connections by name; routes read from and write to their topics.', additionalProperties: byKind(registry.brokers.values(), 'broker') },
@@ -148,7 +170,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                 broker: { ...name, description: 'Broker name (under `brokers:`) to consume from.' },
                 topic: { ...name, description: 'Topic to consume.' },
                 group: { ...name, description: 'Consumer group (default `eventgate-<route name>`).' },
-                fromBeginning: { type: 'boolean', description: 'Where a consumer group with no committed offset starts: the oldest record (true) or new records only (false, the default).' },
+                startFrom: {
+                  enum: ['earliest', 'latest'],
+                  description: 'Where partitions without a committed offset start: the oldest retained record, or new records only. Default: `earliest` when a target is a broker (no record skipped), `latest` when every target is a websocket forward; a broker\'s `consumer.startFrom` sets it for all its routes.',
+                },
+                fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
               },
             },
             through: {

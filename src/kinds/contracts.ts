@@ -62,7 +62,10 @@ export interface MessageContract {
 export type StepResult = Message | StepStop;
 
 /** Whether a client may connect, and as whom. */
-export type Admission = { ok: true; identity: Identity | undefined } | { ok: false; problem: Problem };
+export type Admission =
+  /** `until`: when the credential stops being valid (a JWT's `exp`, ms since the epoch); absent when it does not expire. */
+  | { ok: true; identity: Identity | undefined; until?: number }
+  | { ok: false; problem: Problem };
 
 /** Checks a client's request before it is accepted (a WebSocket handshake). */
 export interface Gate {
@@ -93,6 +96,8 @@ export interface CompiledStep {
   admit?(req: RequestMeta): Promise<Admission>;
   /** The step needs the client request (`ctx.request`), so it only fits routes from a listener. */
   readonly needsClient?: boolean;
+  /** Request headers the step reads credentials from (auth): never shown to anything observing the route (tap, logs, dead-letter copies). */
+  readonly credentialHeaders?: readonly string[];
   /** Stateful steps: the step as one route runs it, holding state from `rt`. */
   forRoute?(rt: StepRouteContext): CompiledStep;
 }
@@ -137,6 +142,8 @@ export interface BrokerTelemetry {
   producerError(): void;
   /** A consumer-side failure: a fetch, commit or group error, or a message its route's handler rejected. `route` when known. */
   consumerError(route?: string): void;
+  /** A route's consumer crashed and is being started again (`eventgate_<kind>_consumer_crashes_total{broker,route}`). */
+  consumerCrash(route: string): void;
 }
 
 /** How far one consumer (a route's group) is behind the end of one partition, in messages. */
@@ -158,12 +165,36 @@ export interface SubscribeSpec {
   topic: string;
   group: string;
   route: string;
-  fromBeginning?: boolean;
+  /**
+   * Where partitions without a committed offset start: the oldest retained record, or records
+   * produced from now on. Undefined: the broker's default (docs/scaling.md, "Start positions").
+   */
+  startFrom?: StartFrom;
+  /**
+   * Where a record batch the broker cannot decode goes (the route's dead-letter target); resolves
+   * once it is stored. Without it the broker stops consuming that partition and says so in health().
+   */
+  undecodable?(raw: UndecodableBatch): Promise<void>;
+}
+
+export type StartFrom = 'earliest' | 'latest';
+
+/** A batch of records as the broker received it, which it could not decode (corrupt, unknown codec). */
+export interface UndecodableBatch {
+  topic: string;
+  partition: number;
+  /** First and last offset the batch covers. */
+  offset: string;
+  lastOffset: string;
+  reason: string;
+  bytes: Buffer;
 }
 
 export interface Subscription {
   /** Stop taking new messages, wait for the one in hand, commit. */
   stop(): Promise<void>;
+  /** Whether it consumes; when not, why (a consumer that crashed and restarts, a partition stopped). */
+  health?(): Health;
 }
 
 export interface BrokerRuntime {
@@ -206,6 +237,11 @@ export interface BrokerKind<O = unknown, C = O> {
    * change replaces the broker). Reports problems through ctx; without it the options pass as written.
    */
   compile?(options: O, ctx: BrokerCompileContext): C | undefined;
+  /**
+   * Topics live inside this gateway process (the memory broker): only its own routes can put
+   * messages on them, so `validate` reports a route reading a topic no route writes to.
+   */
+  inProcess?: boolean;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   create(name: string, options: C, env: RuntimeEnv): BrokerRuntime;

@@ -1,5 +1,5 @@
 import type { ExpressionLimits, Expression } from '../expr/expression.js';
-import type { CompiledStep } from '../kinds/contracts.js';
+import type { CompiledStep, StartFrom } from '../kinds/contracts.js';
 import type { WebhookPlan } from '../kinds/targets/webhook.js';
 
 /**
@@ -32,6 +32,8 @@ export interface AdminPlan {
   token: string | undefined;
   drainTimeoutMs: number;
   tap: { maxPerSecond: number };
+  /** Host names (besides loopback ones and `host`) the admin API answers to. */
+  allowedHosts?: string[];
   key: string;
 }
 
@@ -50,7 +52,7 @@ export interface ListenerPlan extends ComponentPlan {
 
 export type SourcePlan =
   | { type: 'listener'; listener: string; path: string }
-  | { type: 'broker'; broker: string; topic: string; group: string | undefined; fromBeginning: boolean | undefined };
+  | { type: 'broker'; broker: string; topic: string; group: string | undefined; startFrom: StartFrom | undefined };
 
 export type TargetPlan =
   /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */

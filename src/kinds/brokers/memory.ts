@@ -136,7 +136,7 @@ export class MemoryBroker implements BrokerRuntime {
     let group = topic.groups.get(spec.group);
     if (!group) {
       // A new group starts at the end, as a Kafka group with auto.offset.reset=latest would.
-      group = { next: spec.fromBeginning ? topic.first : topic.end, members: [], turn: 0, pumping: false };
+      group = { next: spec.startFrom === 'earliest' ? topic.first : topic.end, members: [], turn: 0, pumping: false };
       topic.groups.set(spec.group, group);
     }
     const member: Member = { route: spec.route, handler, inFlight: undefined, stopped: false };
@@ -222,6 +222,7 @@ export const memoryBroker: BrokerKind<MemoryOptions> = {
     example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
     options: { retain: 'messages kept per topic (default 1000)' },
   },
+  inProcess: true,
   // Only retention can change, and it can change in place: topics and group positions survive.
   canReconfigure: () => true,
   create: (name, options, env) => new MemoryBroker(name, options, env),

@@ -10,6 +10,7 @@ import type { Admission, Gate, ListenerBindings, ListenerKind, ListenerRuntime, 
 import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
 import { boundAddress, listen } from '../../runtime/bind.js';
 import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
+import { PathBatch, type BatchClient } from './ws-batch.js';
 
 export interface WebSocketOptions extends TransportOptions {
   kind: 'websocket';
@@ -26,13 +27,17 @@ const DEFAULT_MAX_PENDING = 64;
 const GOING_AWAY = 1001;
 const POLICY_VIOLATION = 1008;
 const TRY_AGAIN_LATER = 1013;
+/** Private-use close code (RFC 6455 §7.4.2), after HTTP 401: the credential the client connected with has expired; reconnect with a fresh one. */
+export const CREDENTIAL_EXPIRED = 4401;
+/** setTimeout's longest delay; a later expiry is checked again then. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /**
  * A slow client's close frame waits behind everything already buffered for it; it gets this long
  * to read them and learn why it is disconnected. Nothing new is queued for it meanwhile.
  */
 const SLOW_CLIENT_GRACE_MS = 5000;
 
-interface Client {
+interface Client extends BatchClient {
   ws: WebSocket;
   path: string;
   remoteAddress: string | undefined;
@@ -44,6 +49,8 @@ interface Client {
   pending: number;
   /** Disconnected for exceeding its send bound: nothing more is read from or queued for it. */
   evicted: boolean;
+  /** Closes the connection when its credential expires (a JWT's exp). */
+  expiry: NodeJS.Timeout | undefined;
   /** Trace context of the handshake request (W3C traceparent/tracestate): each frame's message continues it. */
   trace: Record<string, string> | undefined;
 }
@@ -57,6 +64,8 @@ export class WebSocketListener implements ListenerRuntime {
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private readonly clients = new Map<string, Set<Client>>();
+  /** Per forward path: the frames of the current event-loop turn, written to each client at its end. */
+  private readonly batches = new Map<string, PathBatch<Client>>();
   private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
   private options: WebSocketOptions;
   private bound = false;
@@ -84,6 +93,8 @@ export class WebSocketListener implements ListenerRuntime {
     const all = [...this.clients.values()].flatMap((set) => [...set]);
     // Let frames already received finish (bounded), then say goodbye with 1001.
     await Promise.race([Promise.allSettled(all.map((c) => c.queue)), delay(drainMs)]);
+    // What was forwarded goes out before the goodbye.
+    for (const batch of this.batches.values()) batch.flush();
     await Promise.all(all.map((c) => closeClient(c.ws, GOING_AWAY, 'gateway shutting down')));
     this.server.closeAllConnections();
     this.bound = false;
@@ -120,6 +131,8 @@ export class WebSocketListener implements ListenerRuntime {
       this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, status: admission.problem.status }, 'client no longer authorized after reload; disconnecting');
       this.clients.get(c.path)?.delete(c);
       void closeClient(c.ws, POLICY_VIOLATION, admission.problem.title);
+    } else if (admission?.ok) {
+      this.expireAt(c, admission.until);
     }
   }
 
@@ -148,11 +161,15 @@ export class WebSocketListener implements ListenerRuntime {
       async send(msg: Message): Promise<Delivery> {
         const set = listener.clients.get(path);
         if (!set || set.size === 0) return { listener: listener.name, path, clients: 0 };
-        // Serialised and framed once per message, whatever the number of clients.
-        const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? toStructured(msg) : envelope(msg)));
-        const frame = textFrame(payload);
+        // Serialised and framed once per message, whatever the number of clients, and written to
+        // them at the end of the turn together with the turn's other messages (ws-batch.ts).
+        const batch = listener.batch(path);
         let sent = 0;
-        for (const c of set) if (listener.sendTo(c, payload, frame)) sent++;
+        for (const c of set) if (listener.withinBound(c, batch.pendingBytes(c))) sent++;
+        if (sent > 0) {
+          const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? toStructured(msg) : envelope(msg)));
+          batch.queue(textFrame(payload), payload);
+        }
         return { listener: listener.name, path, clients: sent };
       },
     };
@@ -187,7 +204,7 @@ export class WebSocketListener implements ListenerRuntime {
         // A reload or shutdown may have happened while the credentials were checked.
         if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
         if (!this.bindings.publish.has(path) && !this.bindings.forward.has(path)) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, path, req, request));
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, path, req, request, admission.until));
       },
       (err) => {
         socket.off('error', onError);
@@ -205,27 +222,65 @@ export class WebSocketListener implements ListenerRuntime {
     const forward = this.bindings.forwardAuth?.get(path);
     if (forward) gates.push(forward);
     let admission: Admission = { ok: true, identity: undefined };
+    let until: number | undefined;
     for (const gate of gates) {
       admission = await gate.admit(request);
       if (!admission.ok) return admission;
+      if (admission.until !== undefined) until = Math.min(until ?? Infinity, admission.until);
     }
-    return admission;
+    return until === undefined ? admission : { ...admission, until };
   }
 
   /**
-   * The one way bytes are queued for a client — forwarded messages, acks and error frames alike —
-   * so the per-client bound (`maxBufferedBytes`) holds for all of them. A client with more unsent
-   * data than the bound is disconnected with 1013 instead of being buffered for. `frame` is the
-   * payload already framed (forward targets frame once for all clients). Returns whether it was queued.
+   * A connection lives no longer than the credential it was admitted with: at `until` it is
+   * closed with CREDENTIAL_EXPIRED, so a subscriber whose token expired stops receiving.
    */
-  private sendTo(c: Client, payload: Buffer | string, frame?: Buffer): boolean {
+  private expireAt(c: Client, until: number | undefined): void {
+    clearTimeout(c.expiry);
+    c.expiry = undefined;
+    if (until === undefined) return;
+    const wait = until - Date.now();
+    if (wait > MAX_TIMER_MS) {
+      c.expiry = setTimeout(() => this.expireAt(c, until), MAX_TIMER_MS);
+      return;
+    }
+    c.expiry = setTimeout(() => {
+      c.expiry = undefined;
+      if (c.ws.readyState !== 1) return;
+      this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client credential expired; disconnecting with 4401');
+      this.clients.get(c.path)?.delete(c);
+      void closeClient(c.ws, CREDENTIAL_EXPIRED, 'credential expired');
+    }, Math.max(0, wait));
+    c.expiry.unref();
+  }
+
+  private batch(path: string): PathBatch<Client> {
+    let batch = this.batches.get(path);
+    if (!batch) this.batches.set(path, (batch = new PathBatch<Client>(() => this.clients.get(path) ?? [])));
+    return batch;
+  }
+
+  /**
+   * The per-client bound (`maxBufferedBytes`), checked before anything is queued for a client —
+   * forwarded messages, acks and error frames alike. Unsent data counts what the socket holds and
+   * what this turn's batch holds for it (`pending`). A client over the bound is disconnected with
+   * 1013 instead of being buffered for. Returns whether the client may be sent to.
+   */
+  private withinBound(c: Client, pending: number): boolean {
     if (c.evicted || c.ws.readyState !== 1) return false;
-    if (c.ws.bufferedAmount > (this.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED)) {
+    if (c.ws.bufferedAmount + pending > (this.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED)) {
       this.evict(c);
       return false;
     }
-    if (frame) sendFrame(c.ws, frame, payload as Buffer);
-    else c.ws.send(payload);
+    return true;
+  }
+
+  /** Queues an answer (ack, error frame) for a client, after what was forwarded to it before. */
+  private sendTo(c: Client, text: string): boolean {
+    const batch = this.batches.get(c.path);
+    if (!this.withinBound(c, batch ? batch.pendingBytes(c) : 0)) return false;
+    batch?.flushClient(c);
+    c.ws.send(text);
     return true;
   }
 
@@ -244,12 +299,15 @@ export class WebSocketListener implements ListenerRuntime {
     void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
   }
 
-  private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta): void {
-    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, evicted: false, trace: handshakeTrace(req) };
+  private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta, until: number | undefined): void {
+    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, evicted: false, expiry: undefined, trace: handshakeTrace(req), batchSkip: 0, batchEpoch: -1 };
+    this.expireAt(client, until);
     let set = this.clients.get(path);
     if (!set) this.clients.set(path, (set = new Set()));
     set.add(client);
+    this.batches.get(path)?.joined(client);
     ws.on('close', () => {
+      clearTimeout(client.expiry);
       this.clients.get(path)?.delete(client);
     });
     ws.on('error', (err) => this.env.logger.debug({ listener: this.name, path, err: err.message }, 'client error'));
@@ -312,29 +370,6 @@ const { Sender } = wsModule as unknown as { Sender: { frame(data: Buffer, option
 /** A complete unmasked text frame (header + payload), as a server sends it. */
 function textFrame(payload: Buffer): Buffer {
   return Buffer.concat(Sender.frame(payload, { fin: true, opcode: 0x01, mask: false, readOnly: false, rsv1: false }));
-}
-
-/** The parts of a ws connection that sendFrame relies on (see there). */
-interface WsInternals {
-  _socket?: Duplex & { writable: boolean };
-  _sender?: { _state: number; _queue: unknown[] };
-}
-
-/**
- * Writes a prepared frame to a client's socket. ws.send() would frame the payload again for every
- * client (a header buffer, an options object, a corked two-buffer write); writing the prepared
- * bytes is exactly what ws's Sender#sendFrame does when its queue is empty — which holds because
- * permessage-deflate is off here, so the sender only queues while it reads a Blob, and nothing
- * sends Blobs. Anything else (no socket, a queued sender) goes through ws.send() as usual.
- * ws.bufferedAmount counts these bytes, so the slow-client bound still applies. These are ws
- * internals, so package.json pins ws to one minor version; the websocket tests cover this path.
- */
-function sendFrame(ws: WebSocket, frame: Buffer, payload: Buffer): void {
-  const internals = ws as unknown as WsInternals;
-  const socket = internals._socket;
-  const sender = internals._sender;
-  if (socket?.writable && sender && sender._state === 0 && sender._queue.length === 0) socket.write(frame);
-  else ws.send(payload, { binary: false });
 }
 
 /** The handshake's trace context headers, if it had any; the route gives each frame its own span within that trace. */

@@ -1,5 +1,6 @@
 import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
-import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createRequire } from 'node:module';
+import type { JWTPayload, JWTVerifyGetKey } from 'jose';
 import { parse as parseYaml } from 'yaml';
 import { problem, type Problem } from '../../errors.js';
 import type { Identity, Message, MessageContext, RequestMeta } from '../../runtime/message.js';
@@ -27,6 +28,7 @@ export interface JwtOptions {
   query?: string;
   principalClaim?: string;
   clockToleranceSec?: number;
+  requireExp?: boolean;
 }
 
 export interface AuthOptions {
@@ -53,6 +55,8 @@ interface Verifier {
   verify(req: RequestMeta): Verdict | Promise<Verdict>;
   /** Removes the credential from what travels on: the header from the message, the parameter from $query. */
   strip(msg: Message, ctx: MessageContext): Message;
+  /** Headers it reads the credential from. */
+  headers: string[];
 }
 
 const claimValue = { type: ['string', 'number', 'boolean'] };
@@ -100,6 +104,7 @@ export const authSchema = {
         query: { type: 'string', minLength: 1, description: 'Query parameter that may carry the token instead of Authorization: Bearer.' },
         principalClaim: { type: 'string', minLength: 1, default: 'sub', description: 'Claim that becomes $principal.' },
         clockToleranceSec: { type: 'integer', minimum: 0, maximum: 300, default: 0, description: 'Clock skew allowed when checking exp and nbf.' },
+        requireExp: { type: 'boolean', default: false, description: 'Refuse (401) tokens without an `exp` claim, which would otherwise be accepted for ever.' },
       },
     },
   },
@@ -122,7 +127,7 @@ export const authStep: StepKind<AuthOptions> = {
       apiKey:
         `\`{header | query, keys | keysFile}\`: the key is read from \`header\` (default \`${DEFAULT_API_KEY_HEADER}\`) or the \`query\` parameter; \`keys\` maps principal → key or list of keys (at least ${MIN_API_KEY_LENGTH} characters, or \`sha256:<hex>\` of the key); \`keysFile\` is a YAML/JSON file holding the same map, watched. A missing or unknown key is 401`,
       jwt:
-        `\`{secret | publicKey | jwksFile | jwksUrl, algorithms, issuer, audience, requiredClaims, query, principalClaim, clockToleranceSec}\`: exactly one key source — \`secret\` (HMAC, at least ${MIN_HMAC_SECRET_BYTES} bytes), \`publicKey\` (PEM public key or certificate file), \`jwksFile\`, or \`jwksUrl\` (https; cached, refetched for unknown key ids). \`algorithms\` defaults to HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS. \`issuer\`/\`audience\`: a value or list. \`requiredClaims\`: claim → accepted value or list (array claims and the space-separated \`scope\` must contain one). \`query\`: a parameter that may carry the token. \`principalClaim\` (default \`sub\`) becomes \`$principal\`. \`clockToleranceSec\` (default 0) allows clock skew. Missing, malformed, expired, badly signed, wrong issuer/audience: 401; failing requiredClaims: 403; a JWKS URL that cannot be fetched: 503`,
+        `\`{secret | publicKey | jwksFile | jwksUrl, algorithms, issuer, audience, requiredClaims, query, principalClaim, clockToleranceSec}\`: exactly one key source — \`secret\` (HMAC, at least ${MIN_HMAC_SECRET_BYTES} bytes), \`publicKey\` (PEM public key or certificate file), \`jwksFile\`, or \`jwksUrl\` (https; cached, refetched for unknown key ids). \`algorithms\` defaults to HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS. \`issuer\`/\`audience\`: a value or list. \`requiredClaims\`: claim → accepted value or list (array claims and the space-separated \`scope\` must contain one). \`query\`: a parameter that may carry the token. \`principalClaim\` (default \`sub\`) becomes \`$principal\`. \`clockToleranceSec\` (default 0) allows clock skew. \`requireExp\` (default false) refuses tokens without \`exp\`. A WebSocket client admitted with a token is closed with 4401 when it expires. Missing, malformed, expired, badly signed, wrong issuer/audience: 401; failing requiredClaims: 403; a JWKS URL that cannot be fetched: 503`,
     },
   },
   compile(options, ctx) {
@@ -158,6 +163,7 @@ function authenticator(verifier: Verifier): CompiledStep {
   return {
     kind: 'auth',
     needsClient: true,
+    credentialHeaders: verifier.headers,
     run(msg, ctx) {
       if (!ctx.request) return { stop: 'rejected', problem: problem('EG_UNAUTHORIZED', 'this message did not come from a client request, so it carries no credentials') };
       const v = check(ctx.request);
@@ -165,7 +171,7 @@ function authenticator(verifier: Verifier): CompiledStep {
     },
     async admit(req): Promise<Admission> {
       const verdict = await check(req);
-      return verdict.ok ? { ok: true, identity: verdict.identity } : verdict;
+      return verdict.ok ? { ok: true, identity: verdict.identity, ...(Number.isFinite(verdict.until) ? { until: verdict.until } : {}) } : verdict;
     },
   };
 }
@@ -234,6 +240,7 @@ function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | u
       return { ok: true, identity: { principal, claims: undefined }, until: Infinity };
     },
     strip: (msg, ctx) => stripCredential(msg, ctx, headerName, param),
+    headers: headerName ? [headerName] : [],
   };
 }
 
@@ -274,7 +281,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     const text = ctx.readFile(o.jwksFile, ['jwt', 'jwksFile']);
     if (text === undefined) return undefined;
     try {
-      key = createLocalJWKSet(JSON.parse(text));
+      key = jose().createLocalJWKSet(JSON.parse(text));
     } catch (err) {
       ctx.report(['jwt', 'jwksFile'], 'EG_CONFIG_FILE', `'${o.jwksFile}' is not a JSON Web Key Set: ${(err as Error).message}`);
       return undefined;
@@ -286,11 +293,11 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
       ctx.report(['jwt', 'jwksUrl'], 'EG_CONFIG_SCHEMA', 'jwksUrl must use https (http is accepted only on a loopback host): keys fetched in the clear could be replaced');
       return undefined;
     }
-    key = createRemoteJWKSet(url, { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
+    key = jose().createRemoteJWKSet(url, { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
     remote = true;
     algorithms ??= ASYMMETRIC_ALGORITHMS;
   }
-  const verifyOptions = { algorithms, issuer: o.issuer, audience: o.audience, clockTolerance: o.clockToleranceSec ?? 0 };
+  const verifyOptions = { algorithms, issuer: o.issuer, audience: o.audience, clockTolerance: o.clockToleranceSec ?? 0, ...(o.requireExp ? { requiredClaims: ['exp'] } : {}) };
   const required = Object.entries(o.requiredClaims ?? {}).map(([name, v]) => [name, Array.isArray(v) ? v : [v]] as const);
   const principalClaim = o.principalClaim ?? 'sub';
   const param = o.query;
@@ -301,7 +308,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     if (typeof token !== 'string') return token;
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, key as Uint8Array, verifyOptions));
+      ({ payload } = await jose().jwtVerify(token, key as Uint8Array, verifyOptions));
     } catch (err) {
       return jwtFailure(err, remote);
     }
@@ -317,7 +324,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     const identity: Identity = { principal: typeof p === 'string' || typeof p === 'number' ? String(p) : undefined, claims: payload as Record<string, unknown> };
     return { ok: true, identity, until: typeof payload.exp === 'number' ? payload.exp * 1000 + toleranceMs : Infinity };
   };
-  return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param) };
+  return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param), headers: ['authorization'] };
 }
 
 function bearer(req: RequestMeta, param: string | undefined): string | Verdict {
@@ -407,4 +414,10 @@ function first(v: string | string[] | undefined): string | undefined {
 
 function sha256(s: string): string {
   return createHash('sha256').update(s).digest('hex');
+}
+
+let joseModule: typeof import('jose') | undefined;
+/** jose, loaded when a config first uses a `jwt` step (require of its ES module, Node >= 20.19): other gateways do not pay for it. */
+function jose(): typeof import('jose') {
+  return (joseModule ??= createRequire(import.meta.url)('jose') as typeof import('jose'));
 }
