@@ -320,7 +320,7 @@ export class WebSocketListener implements ListenerRuntime {
     const route = this.bindings.publish.get(client.path);
     if (!route) return this.enqueue(client, () => this.sendError(client, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`)));
     if (isBinary) return this.enqueue(client, () => this.sendError(client, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames')));
-    const parsed = parseClientJson(Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]), 'frame', this.options.maxJsonDepth);
+    const parsed = parseClientJson(Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]), 'frame', this.options.maxJsonDepth, this.options.maxParsedBytes);
     if (!parsed.ok) {
       const refusal = parsed.problem;
       return this.enqueue(client, () => this.sendError(client, refusal));
