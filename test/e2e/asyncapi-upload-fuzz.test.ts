@@ -8,6 +8,7 @@ import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { prng } from '../helpers/prng.js';
 
 /**
  * Seeded, time-bounded fuzzing of `PUT /admin/asyncapi` (issue #13), beside the body and frame
@@ -19,17 +20,6 @@ const SEED = Number(process.env.EVENTGATE_FUZZ_SEED ?? 13);
 const BUDGET_MS = 20_000;
 const TOKEN = 'fuzz-admin-token';
 const SECRET = 'fuzz-secret-value-31337';
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe(`AsyncAPI upload fuzzing (seed ${SEED}, ${BUDGET_MS / 1000} s)`, () => {
   let gw: RunningGateway;
