@@ -4,7 +4,8 @@
 #   gcc, libc6-dev  compile test/kafka/mock-cluster.c (once per run, cached in test/.build)
 #   kcat            an independent Kafka client for interop tests
 #   python3-kafka   kafka-python, a third Kafka client (the kafka listener's interop tests, /usr/bin/python3)
-#   chromium        headless browser for the admin dashboard test
+#   chromium        headless browser for the admin dashboard and EventSource (SSE) tests
+#   curl            `curl -N`, an event-stream client that is not a browser (SSE tests)
 #   nginx, libnginx-mod-nchan  the fan-out benchmark's C baseline (nginx + Nchan, one worker)
 # Needs root (CI runs as root); `apt-get update` runs once, only when something is missing.
 set -euo pipefail
@@ -14,6 +15,7 @@ missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 /usr/bin/python3 -c 'import kafka' >/dev/null 2>&1 || missing+=(python3-kafka)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(libnginx-mod-nchan)

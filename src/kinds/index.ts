@@ -5,6 +5,7 @@ import { kafkaListener } from './listeners/kafka.js';
 import { websocketListener } from './listeners/websocket.js';
 import { KindRegistry } from './registry.js';
 import { authStep } from './steps/auth.js';
+import { cloudeventStep } from './steps/cloudevent.js';
 import { filterStep } from './steps/filter.js';
 import { headersStep } from './steps/headers.js';
 import { ratelimitStep } from './steps/ratelimit.js';
@@ -24,5 +25,6 @@ export function defaultRegistry(): KindRegistry {
     .step(transformStep)
     .step(headersStep)
     .step(authStep)
-    .step(ratelimitStep);
+    .step(ratelimitStep)
+    .step(cloudeventStep);
 }
