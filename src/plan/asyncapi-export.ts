@@ -94,7 +94,8 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
 }
 
 function channelId(listener: string, path: string): string {
-  return `${listener}${path}`.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/-+$/, '');
+  // A kafka listener's routes name a topic, not a /path.
+  return `${listener}${path.startsWith('/') ? '' : '-'}${path}`.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/-+$/, '');
 }
 
 /** JSON Pointer escaping for `$ref`s to component keys. */
@@ -110,5 +111,7 @@ function payloadSchema(schema: unknown): unknown {
 }
 
 function describeTargets(to: readonly TargetPlan[]): string {
+  // Routes from a kafka listener have no targets: records go on to their topic upstream.
+  if (to.length === 0) return 'the same topic of the upstream cluster';
   return to.map((t) => (t.type === 'broker' ? `${t.broker}/${t.topic}` : t.type === 'http' ? `webhook ${t.webhook.url}` : `${t.listener}${t.path}`)).join(', ');
 }
