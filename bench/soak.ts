@@ -25,6 +25,11 @@ const TARGETS = { rssMbPerMinute: 1, loopP99Ms: 50 };
 const RELOAD_EVERY_S = 30;
 const SAMPLE_EVERY_S = 5;
 const STABLE_CLIENTS = 5;
+/**
+ * Descriptors the gateway opens and closes by itself (Kafka broker connections, the admin
+ * connection this process polls): a leak grows with the ~6,000 clients that come and go, this does not.
+ */
+const FD_TOLERANCE = 2;
 /** Joining and leaving clients: this many join every second, each stays 2 to 8 seconds. */
 const CHURN_PER_SECOND = 10;
 
@@ -128,7 +133,10 @@ async function main(): Promise<number> {
     gw = await startGateway(config(kafka.bootstrap, topic, revision), { readyTimeoutMs: 60_000 });
     const pid = gw.process.pid!;
     const g = gw;
-    const agent = new Agent({ keepAlive: true, maxSockets: 16 });
+    // FIFO, so every kept-alive connection is used in turn: with LIFO (the default) the coldest ones
+    // sit idle past the gateway's 5 s keepAliveTimeout and a request sent as the gateway closes one
+    // fails with ECONNRESET — a client-side race of HTTP/1.1 keep-alive, not the gateway's doing.
+    const agent = new Agent({ keepAlive: true, maxSockets: 16, scheduling: 'fifo' });
     const padding = 'x'.repeat(200);
 
     // Clients that stay for the whole run: each must see every accepted message once.
@@ -302,7 +310,7 @@ async function main(): Promise<number> {
     const checks = [
       ['RSS growth after warm-up', `${slope.toFixed(2)} MB/min`, `<= ${TARGETS.rssMbPerMinute} MB/min`, slope <= TARGETS.rssMbPerMinute],
       ['event-loop delay p99 (worst 5 s window after warm-up)', `${result.loop_p99_ms.worst_window.toFixed(1)} ms (median window ${result.loop_p99_ms.median_window.toFixed(1)})`, `<= ${TARGETS.loopP99Ms} ms`, result.loop_p99_ms.worst_window <= TARGETS.loopP99Ms],
-      ['file descriptors after the churn', `${end.fds} (before: ${baseline.fds}, max ${result.fds.max})`, 'back to baseline', end.fds <= baseline.fds],
+      ['file descriptors after the churn', `${end.fds} (before: ${baseline.fds}, max ${result.fds.max})`, `back to baseline (± ${FD_TOLERANCE})`, end.fds <= baseline.fds + FD_TOLERANCE],
       ['websocket clients after the churn', `${end.wsClients} (before: ${baseline.wsClients}, max ${result.ws_clients.max}; ${churnJoined} joined and left)`, 'back to baseline', end.wsClients === baseline.wsClients],
       ['errors', `${errors} (HTTP ${httpErrors}, reloads failed ${reloadFailures}/${reloads + reloadFailures}, stable clients dropped ${unexpectedCloses}, gateway error logs ${gatewayErrors})`, '0', errors === 0],
       ['lost (accepted, never delivered)', `memory → ws ${lostEvents} of ${accepted.events.length} (each of ${STABLE_CLIENTS} clients), Kafka → ws ${lostKafka} of ${accepted.kafka.length}`, '0', lostEvents === 0 && lostKafka === 0],
