@@ -10,11 +10,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import { redact } from '../config/secrets.js';
-import { problem, problemBody, type Problem } from '../errors.js';
+import { problem, problemBody, type Problem } from '../core/errors.js';
 import { hash } from '../plan/canonical.js';
 import type { AsyncApiPlan } from '../plan/types.js';
 import type { Gateway } from '../runtime/gateway.js';
-import { sendJson, sendProblem } from '../runtime/http-reply.js';
+import { sendJson, sendProblem } from '../kinds/listeners/http-reply.js';
 import type { AdminServer } from './server.js';
 
 /** Largest document an upload may carry (the body is not buffered beyond it). */

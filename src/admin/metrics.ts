@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type LabelValues, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
 import type { BrokerRuntime, BrokerTelemetry, ListenerRuntime, ListenerTelemetry, Telemetry } from '../kinds/contracts.js';
-import type { Outcome } from '../runtime/outcome.js';
-import { sendJson } from '../runtime/http-reply.js';
+import type { Outcome } from '../core/outcome.js';
+import { sendJson } from '../kinds/listeners/http-reply.js';
 import type { AdminServer } from './server.js';
 
 /** Upper bounds (seconds) of the route latency histogram: a gateway hop is usually well under 10 ms. */

@@ -1,12 +1,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { problem, problemBody, type Problem } from '../errors.js';
-import { sendJson, sendProblem } from '../runtime/http-reply.js';
+import { problem, problemBody, type Problem } from '../core/errors.js';
+import { sendJson, sendProblem } from '../kinds/listeners/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
 import type { Gateway } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
-import { boundAddress, listen } from '../runtime/bind.js';
+import { boundAddress, listen } from '../kinds/listeners/bind.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 /** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */

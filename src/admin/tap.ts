@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { problem } from '../errors.js';
+import { problem } from '../core/errors.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
-import type { Message } from '../runtime/message.js';
-import type { Outcome } from '../runtime/outcome.js';
+import type { Message } from '../core/message.js';
+import type { Outcome } from '../core/outcome.js';
 import { refuseUpgrade, type AdminServer } from './server.js';
 
 export const DEFAULT_TAP_MAX_PER_SECOND = 100;

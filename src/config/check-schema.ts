@@ -1,4 +1,5 @@
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import { EXACTLY_ONE, RULE_MESSAGE } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { buildConfigSchema } from './schema.js';
@@ -21,7 +22,7 @@ function configValidator(registry: KindRegistry): ValidateFunction {
 export function checkSchema(src: SourceDocument, registry: KindRegistry): Diagnostic[] {
   const validate = configValidator(registry);
   if (validate(src.value)) return [];
-  const errors = withoutEchoes(relevant(validate.errors ?? []), registry);
+  const errors = withoutEchoes(relevant(exactlyOneRules(validate.errors ?? [])), registry);
   const seen = new Set<string>();
   const out: Diagnostic[] = [];
   for (const e of errors) {
@@ -32,6 +33,27 @@ export function checkSchema(src: SourceDocument, registry: KindRegistry): Diagno
     out.push(d);
   }
   return out.sort((a, b) => a.line - b.line || a.column - b.column);
+}
+
+/**
+ * A failed exactlyOne() rule (src/kinds/define.ts) is one error, said in the kind's words; the
+ * `required` errors of its branches would only repeat it.
+ */
+function exactlyOneRules(errors: ErrorObject[]): ErrorObject[] {
+  const rules = errors.filter((e) => e.keyword === 'oneOf' && (e.parentSchema as Record<string, unknown> | undefined)?.[EXACTLY_ONE] !== undefined);
+  if (rules.length === 0) return errors;
+  const isMap = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+  // With several of the keys given, what each of them needs beside it is beside the point.
+  const tooMany = new Set(rules.filter((r) => isMap(r.data) && !missingKeys({ ...r, keyword: EXACTLY_ONE, params: ruleOf(r) })).map((r) => r.instancePath));
+  return errors
+    .filter((e) => !rules.some((r) => e.schemaPath.startsWith(`${r.schemaPath}/`)))
+    .filter((e) => !(tooMany.has(e.instancePath) && (e.keyword === 'dependentRequired' || e.schemaPath.includes('/dependentSchemas/'))))
+    .filter((e) => !rules.includes(e) || isMap(e.data)) // a value that is no map has its type error already
+    .map((e) => (rules.includes(e) ? { ...e, keyword: EXACTLY_ONE, params: ruleOf(e) } : e));
+}
+
+function ruleOf(e: ErrorObject): Record<string, unknown> {
+  return (e.parentSchema as Record<string, unknown>)[EXACTLY_ONE] as Record<string, unknown>;
 }
 
 const SUMMARY_KEYWORDS = new Set(['oneOf', 'anyOf', 'type', 'if']);
@@ -56,17 +78,26 @@ function relevant(errors: ErrorObject[]): ErrorObject[] {
  */
 function withoutEchoes(errors: ErrorObject[], registry: KindRegistry): ErrorObject[] {
   return errors.filter((e) => {
-    if (e.keyword !== 'required') return true;
-    const missing = (e.params as { missingProperty: string }).missingProperty;
+    const missing = missingKeys(e);
+    if (missing === undefined) return true;
     return !errors.some((o) => {
       if (o.instancePath !== e.instancePath) return false;
-      if (o.keyword === 'discriminator') return missing === (o.params as { tag: string }).tag;
+      if (o.keyword === 'discriminator') return missing.includes((o.params as { tag: string }).tag);
       if (o.keyword !== 'additionalProperties') return false;
       const extra = (o.params as { additionalProperty: string }).additionalProperty;
       const allowed = Object.keys(((o.parentSchema as { properties?: object }).properties ?? {}) as object);
-      return closest(extra, allowed) === missing && !registry.steps.has(missing);
+      const meant = closest(extra, allowed);
+      return meant !== undefined && missing.includes(meant) && !registry.steps.has(meant);
     });
   });
+}
+
+/** The keys an error says are missing: a required key, a key another one needs, or one of an exactlyOne() set none of which is there. */
+function missingKeys(e: ErrorObject): string[] | undefined {
+  if (e.keyword === 'required' || e.keyword === 'dependentRequired') return [(e.params as { missingProperty: string }).missingProperty];
+  if (e.keyword !== EXACTLY_ONE) return undefined;
+  const { keys } = e.params as { keys: string[] };
+  return keys.some((k) => Object.hasOwn((e.data ?? {}) as object, k)) ? undefined : keys;
 }
 
 
@@ -85,7 +116,13 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
     const { line, column } = src.locate(p, which);
     return { file: src.file, line, column, path: formatPath(p) };
   };
+  const ruleMessage = (e.parentSchema as Record<string, unknown> | undefined)?.[RULE_MESSAGE];
+  if (typeof ruleMessage === 'string') return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${ruleMessage}` };
   switch (e.keyword) {
+    case 'dependentRequired': {
+      const { property, missingProperty } = e.params as { property: string; missingProperty: string };
+      return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: '${property}' needs a '${missingProperty}'` };
+    }
     case 'additionalProperties': {
       const key = (e.params as { additionalProperty: string }).additionalProperty;
       const allowed = Object.keys(((e.parentSchema as { properties?: object }).properties ?? {}) as object);
@@ -125,6 +162,12 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       const keys = Object.keys((e.data ?? {}) as object);
       if (stepKinds(e, registry)) return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} has ${keys.length} keys (${keys.join(', ')}); a step has exactly one, so write each step as its own list item` };
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} ${e.message ?? e.keyword}` };
+    }
+    case EXACTLY_ONE: {
+      const { keys, none, many } = e.params as { keys: string[]; none: string; many: string };
+      const given = keys.filter((k) => Object.hasOwn((e.data ?? {}) as object, k));
+      if (given.length === 0) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${none}` };
+      return { ...at([...path, given[1]!], 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${many}, not ${given.map((g) => `'${g}'`).join(' and ')}` };
     }
     case 'oneOf':
     case 'anyOf': {

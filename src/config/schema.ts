@@ -1,15 +1,24 @@
 import type { JsonSchema } from '../kinds/contracts.js';
+import { exactlyOne, withMessage } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
 export const SCHEMA_ID = 'https://eventgate.dev/gateway.schema.json';
 
 const name = { type: 'string', minLength: 1 };
 
+/** None of `keys` may be present. */
+const forbid = (keys: string[]) => ({ not: { anyOf: keys.map((k) => ({ required: [k] })) } });
+
 /**
  * The JSON Schema of gateway.yaml, assembled from the kinds in the registry (each kind owns its
  * fragment). `eventgate schema` prints it; gateway.schema.json at the repo root is this document.
  */
 export function buildConfigSchema(registry: KindRegistry): JsonSchema {
+  // Plain JSON: TypeBox marks its schemas with symbol keys, which are no part of JSON Schema.
+  return JSON.parse(JSON.stringify(assemble(registry))) as JsonSchema;
+}
+
+function assemble(registry: KindRegistry): JsonSchema {
   const byKind = (kinds: Iterable<{ kind: string; schema: JsonSchema }>, what: string): JsonSchema => ({
     type: 'object',
     required: ['kind'],
@@ -35,6 +44,15 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
     type: 'object',
     description: 'Where messages go: a broker topic, or the clients of a WebSocket path.',
     additionalProperties: false,
+    ...exactlyOne(['broker', 'listener'], {
+      none: "needs exactly one of 'broker' (with 'topic') or 'listener' (with 'path')",
+      many: "takes exactly one of 'broker' (with 'topic') or 'listener' (with 'path')",
+    }),
+    dependentRequired: { broker: ['topic'], listener: ['path'] },
+    dependentSchemas: {
+      broker: withMessage(forbid(['path', 'format', 'auth']), "'path', 'format' and 'auth' belong with 'listener' targets, not 'broker' targets"),
+      listener: withMessage(forbid(['topic', 'key']), "'topic' and 'key' belong with 'broker' targets, not 'listener' targets"),
+    },
     properties: {
       broker: name,
       topic: {
@@ -115,6 +133,15 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
               type: 'object',
               description: 'A listener path (HTTP POST / WebSocket frames) or a broker topic.',
               additionalProperties: false,
+              ...exactlyOne(['listener', 'broker'], {
+                none: "needs exactly one of 'listener' (with 'path') or 'broker' (with 'topic')",
+                many: "takes exactly one of 'listener' (with 'path') or 'broker' (with 'topic')",
+              }),
+              dependentRequired: { listener: ['path'], broker: ['topic'] },
+              dependentSchemas: {
+                listener: withMessage(forbid(['topic', 'group']), "'topic' and 'group' belong with 'from.broker', not 'from.listener'"),
+                broker: withMessage(forbid(['path']), "'path' belongs with 'from.listener', not 'from.broker'"),
+              },
               properties: {
                 listener: name,
                 path: { type: 'string', pattern: '^/' },

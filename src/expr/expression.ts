@@ -1,6 +1,6 @@
 import jsonata from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
-import type { Message, MessageContext } from '../runtime/message.js';
+import type { Message, MessageContext } from '../core/message.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */
 export interface ExpressionLimits {

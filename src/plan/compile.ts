@@ -7,7 +7,7 @@ import { checkSchema } from '../config/check-schema.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
-import type { ErrorCode } from '../errors.js';
+import type { ErrorCode } from '../core/errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
 import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StepCompileContext } from '../kinds/contracts.js';
 import { secretValues } from '../config/secrets.js';
@@ -82,19 +82,17 @@ interface RawConfig {
   routes?: RawRoute[];
 }
 type RawStep = Record<string, unknown>;
-interface RawTarget {
-  broker?: string;
-  /** A topic name, or `{expression}`: JSONata computing it per message. */
-  topic?: string | { expression: string };
-  key?: string;
-  listener?: string;
-  path?: string;
-  format?: 'value' | 'envelope';
-  auth?: Record<string, unknown>;
-}
+type RawTarget =
+  | {
+      broker: string;
+      /** A topic name, or `{expression}`: JSONata computing it per message. */
+      topic: string | { expression: string };
+      key?: string;
+    }
+  | { listener: string; path: string; format?: 'value' | 'envelope'; auth?: Record<string, unknown> };
 interface RawRoute {
   name: string;
-  from: { listener?: string; path?: string; broker?: string; topic?: string; group?: string; fromBeginning?: boolean };
+  from: { listener: string; path: string } | { broker: string; topic: string; group?: string; fromBeginning?: boolean };
   through?: string | (string | RawStep)[];
   to: RawTarget | RawTarget[];
   deadletter?: { broker: string; topic: string };
@@ -285,7 +283,7 @@ class Compiler {
       // must agree on who may subscribe.
       const targets = Array.isArray(raw.to) ? raw.to : [raw.to];
       for (const [j, t] of targets.entries()) {
-        if (t.listener === undefined || t.path === undefined) continue;
+        if (!('listener' in t)) continue;
         const claim = `${t.listener} ${t.path}`;
         const auth = canonical(t.auth ?? null);
         const other = forwardAuth.get(claim);
@@ -347,23 +345,17 @@ class Compiler {
       return false;
     };
 
-    // from
+    // from (the schema guarantees a listener with a path, or a broker with a topic)
     let from: SourcePlan | undefined;
     const f = raw.from;
-    if ((f.listener === undefined) === (f.broker === undefined)) {
-      this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from' needs exactly one of 'listener' (with 'path') or 'broker' (with 'topic')`, 'key');
-    } else if (f.listener !== undefined) {
-      if (f.topic !== undefined || f.group !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'topic' and 'group' belong with 'from.broker', not 'from.listener'`, 'key');
-      if (f.path === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' needs a 'path'`, 'key');
-      else if (checkListener(f.listener, [...at, 'from', 'listener'])) {
+    if ('listener' in f) {
+      if (checkListener(f.listener, [...at, 'from', 'listener'])) {
         const kind = this.registry.listeners.get(listeners.get(f.listener)!.kind)!;
         if (!kind.acceptsPublish) this.report([...at, 'from', 'listener'], 'EG_CONFIG_REF', `listener '${f.listener}' (${kind.kind}) does not accept messages from clients`);
         else from = { type: 'listener', listener: f.listener, path: f.path };
       }
-    } else {
-      if (f.path !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'path' belongs with 'from.listener', not 'from.broker'`, 'key');
-      if (f.topic === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.broker' needs a 'topic'`, 'key');
-      else if (checkBroker(f.broker!, [...at, 'from', 'broker'])) from = { type: 'broker', broker: f.broker!, topic: f.topic, group: f.group, fromBeginning: f.fromBeginning };
+    } else if (checkBroker(f.broker, [...at, 'from', 'broker'])) {
+      from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, fromBeginning: f.fromBeginning };
     }
 
     // deadletter
@@ -400,13 +392,8 @@ class Compiler {
     const rawTargets = Array.isArray(raw.to) ? raw.to : [raw.to];
     rawTargets.forEach((t, j) => {
       const tAt: PathPart[] = Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'];
-      if ((t.broker === undefined) === (t.listener === undefined)) {
-        this.report(tAt, 'EG_CONFIG_SCHEMA', `a target needs exactly one of 'broker' (with 'topic') or 'listener' (with 'path')`, 'key');
-        return;
-      }
-      if (t.broker !== undefined) {
-        if (t.path !== undefined || t.format !== undefined || t.auth !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'path', 'format' and 'auth' belong with 'listener' targets, not 'broker' targets`, 'key');
-        if (t.topic === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a broker target needs a 'topic'`, 'key');
+      // The schema guarantees a broker with a topic, or a listener with a path.
+      if ('broker' in t) {
         if (!checkBroker(t.broker, [...tAt, 'broker'])) return;
         const key = t.key === undefined ? undefined : this.expression(t.key, [...tAt, 'key']);
         if (typeof t.topic === 'string') targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key });
@@ -415,10 +402,8 @@ class Compiler {
           targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key });
         }
       } else {
-        if (t.topic !== undefined || t.key !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'topic' and 'key' belong with 'broker' targets, not 'listener' targets`, 'key');
-        if (t.path === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a listener target needs a 'path'`, 'key');
-        if (!checkListener(t.listener!, [...tAt, 'listener'])) return;
-        const kind = this.registry.listeners.get(listeners.get(t.listener!)!.kind)!;
+        if (!checkListener(t.listener, [...tAt, 'listener'])) return;
+        const kind = this.registry.listeners.get(listeners.get(t.listener)!.kind)!;
         if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket listeners can be targets (clients connect to them to receive messages)`);
         let auth: CompiledStep | undefined;
         if (t.auth !== undefined) {
@@ -428,7 +413,7 @@ class Compiler {
           targetFiles.push(...files);
           if (!auth) return;
         }
-        targets.push({ type: 'listener', listener: t.listener!, path: t.path, format: t.format ?? 'value', auth });
+        targets.push({ type: 'listener', listener: t.listener, path: t.path, format: t.format ?? 'value', auth });
       }
     });
 

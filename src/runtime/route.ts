@@ -1,4 +1,4 @@
-import { problem, type Problem } from '../errors.js';
+import { problem, type Problem } from '../core/errors.js';
 import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../expr/expression.js';
 import type { Admission, BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, StepResult, Subscription, Target } from '../kinds/contracts.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
@@ -6,8 +6,8 @@ import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
 import { RouteStats } from '../admin/metrics.js';
 import type { TapChannel } from '../admin/tap.js';
-import type { Delivery, Message, MessageContext, RequestMeta } from './message.js';
-import { isStop, type Outcome } from './outcome.js';
+import type { Delivery, Message, MessageContext, RequestMeta } from '../core/message.js';
+import { isStop, type Outcome } from '../core/outcome.js';
 import type { StepStateStore } from './step-state.js';
 import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, type MessageSpan, type SpanTemplate } from './trace.js';
 

@@ -4,7 +4,7 @@ import { GatewayMetrics } from '../../src/admin/metrics.js';
 import type { BrokerRuntime, ListenerRuntime } from '../../src/kinds/contracts.js';
 import { MemoryBroker } from '../../src/kinds/brokers/memory.js';
 import { createLogger } from '../../src/log.js';
-import type { Message } from '../../src/runtime/message.js';
+import type { Message } from '../../src/core/message.js';
 import { parsePrometheus } from '../helpers/prometheus.js';
 
 function message(value: unknown): Message {

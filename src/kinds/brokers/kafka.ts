@@ -19,38 +19,14 @@ import snappyCodec from 'kafkajs-snappy';
 const { CompressionCodecs, CompressionTypes, Kafka, KafkaJSError, logLevel, Partitioners } = kafkajs;
 type Kafka = InstanceType<typeof Kafka>;
 import type { Logger } from '../../log.js';
-import { decodeValue, encodeValue, type Delivery, type Message } from '../../runtime/message.js';
-import type { BrokerCompileContext, BrokerKind, BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
+import { decodeValue, encodeValue, type Delivery, type Message } from '../../core/message.js';
+import type { BrokerCompileContext, BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
+
+import { defineBroker } from '../define.js';
+import { kafkaDoc, kafkaOptions, type KafkaOptions } from './kafka-options.js';
 
 // kafkajs ships gzip; snappy (pure JS, from kafkajs' author) also lets us read topics other clients compress with it.
 CompressionCodecs[CompressionTypes.Snappy] = snappyCodec;
-
-/** The options as written in gateway.yaml (spec §2). */
-interface KafkaOptions {
-  kind: 'kafka';
-  brokers: string | string[];
-  clientId?: string;
-  ssl?: boolean | { ca?: string; cert?: string; key?: string; passphrase?: string; servername?: string; rejectUnauthorized?: boolean };
-  sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
-  connectionTimeoutMs?: number;
-  healthCheckIntervalMs?: number;
-  producer?: {
-    acks?: 'all' | 'leader' | 'none';
-    lingerMs?: number;
-    maxBatchRecords?: number;
-    compression?: 'none' | 'gzip' | 'snappy';
-    idempotent?: boolean;
-    ackTimeoutMs?: number;
-  };
-  consumer?: {
-    fromBeginning?: boolean;
-    sessionTimeoutMs?: number;
-    heartbeatIntervalMs?: number;
-    rebalanceTimeoutMs?: number;
-    maxWaitMs?: number;
-    partitionsConsumedConcurrently?: number;
-  };
-}
 
 /** The options compiled: broker lists split, files read, defaults filled in. What the runtime gets. */
 export interface KafkaSettings {
@@ -672,109 +648,11 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
-const ms = (def: number, min: number, description: string) => ({ type: 'integer', minimum: min, default: def, description });
-
-export const kafkaBroker: BrokerKind<KafkaOptions, KafkaSettings> = {
-  kind: 'kafka',
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['kind', 'brokers'],
-    properties: {
-      kind: { const: 'kafka' },
-      brokers: {
-        description: 'Bootstrap servers as host:port: a list, or one string; a comma-separated string is split, so `brokers: ${KAFKA_BROKERS}` takes a list from the environment.',
-        oneOf: [
-          { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
-          { type: 'string', minLength: 1 },
-        ],
-      },
-      clientId: { type: 'string', minLength: 1, default: 'eventgate' },
-      ssl: {
-        description: 'TLS: `true` for the system CAs, or files relative to this config.',
-        oneOf: [
-          { type: 'boolean' },
-          {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              ca: { type: 'string', minLength: 1, description: 'PEM file of the CA(s) to trust.' },
-              cert: { type: 'string', minLength: 1, description: 'PEM file of the client certificate.' },
-              key: { type: 'string', minLength: 1, description: 'PEM file of the client key.' },
-              passphrase: { type: 'string' },
-              servername: { type: 'string', minLength: 1 },
-              rejectUnauthorized: { type: 'boolean', default: true },
-            },
-          },
-        ],
-      },
-      sasl: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['mechanism', 'username', 'password'],
-        properties: {
-          mechanism: { enum: ['plain', 'scram-sha-256', 'scram-sha-512'] },
-          username: { type: 'string', minLength: 1 },
-          password: { type: 'string' },
-        },
-      },
-      connectionTimeoutMs: ms(3000, 1, 'Time to open a connection to a broker.'),
-      healthCheckIntervalMs: ms(2000, 50, 'How often the cluster is asked for its metadata to tell /readyz whether it is reachable.'),
-      producer: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
-          acks: { enum: ['all', 'leader', 'none'], default: 'all', description: 'Acknowledgement a publish waits for.' },
-          lingerMs: ms(5, 0, 'How long a publish waits for others to share its produce request.'),
-          maxBatchRecords: ms(1000, 1, 'Most records in one produce request.'),
-          compression: { enum: ['none', 'gzip', 'snappy'], default: 'none' },
-          idempotent: { type: 'boolean', default: false, description: 'Exactly-once per partition on retries; needs acks: all.' },
-          ackTimeoutMs: ms(5000, 1, 'A publish not acknowledged by then fails: HTTP 503, WebSocket error frame, retry for consume routes.'),
-        },
-      },
-      consumer: {
-        type: 'object',
-        additionalProperties: false,
-        description: 'Defaults for the consumer groups of routes reading from this broker.',
-        properties: {
-          fromBeginning: { type: 'boolean', default: false, description: 'Where a group with no committed offset starts (a route\'s `from.fromBeginning` wins).' },
-          sessionTimeoutMs: ms(30000, 1, 'A member silent this long is dropped from its group.'),
-          heartbeatIntervalMs: ms(3000, 1, 'Heartbeat period; below sessionTimeoutMs (a third is usual).'),
-          rebalanceTimeoutMs: ms(60000, 1, 'How long a rebalance waits for members to rejoin.'),
-          maxWaitMs: ms(1000, 0, 'Longest a fetch waits for new records; also bounds how long a stop waits for the fetch in flight.'),
-          partitionsConsumedConcurrently: ms(1, 1, 'Partitions handled at the same time by one member (records of one partition are always in order).'),
-        },
-      },
-    },
-  },
-  doc: {
-    summary:
-      'A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a record whose chain fails goes to the route\'s `deadletter` and the partition moves on. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.',
-    example:
-      'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, lingerMs: 5, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { fromBeginning: false, sessionTimeoutMs: 30000 }',
-    options: {
-      brokers: 'bootstrap servers, `host:port`: a list, or a comma-separated string such as `${KAFKA_BROKERS}` (write it unbracketed or quoted: in YAML `[${X}]` is a flow mapping inside a list)',
-      clientId: 'client id the cluster sees (default `eventgate`)',
-      ssl: '`true`, or `{ca, cert, key, passphrase, servername, rejectUnauthorized}` with PEM files relative to the config (watched: a new certificate reconnects the broker)',
-      sasl: '`{mechanism: plain | scram-sha-256 | scram-sha-512, username, password}`',
-      connectionTimeoutMs: 'time to open a connection (default 3000)',
-      healthCheckIntervalMs: 'how often reachability is checked for `/readyz` (default 2000)',
-      'producer.acks': '`all` (default), `leader` or `none` (then a delivery\'s offset is `-1`)',
-      'producer.lingerMs': 'how long a publish waits to share a produce request (default 5)',
-      'producer.maxBatchRecords': 'most records per produce request (default 1000)',
-      'producer.compression': '`none` (default), `gzip` or `snappy`',
-      'producer.idempotent': 'idempotent producer (needs `acks: all`)',
-      'producer.ackTimeoutMs': 'a publish not acknowledged by then fails with 503 (default 5000)',
-      'consumer.fromBeginning': 'where a group with no committed offset starts (default false: new records only)',
-      'consumer.sessionTimeoutMs': 'group session timeout (default 30000)',
-      'consumer.heartbeatIntervalMs': 'heartbeat period (default 3000)',
-      'consumer.rebalanceTimeoutMs': 'rebalance timeout (default 60000)',
-      'consumer.maxWaitMs': 'longest wait of a fetch for new records (default 1000)',
-      'consumer.partitionsConsumedConcurrently': 'partitions one member handles at once (default 1)',
-    },
-  },
+export const kafkaBroker = defineBroker<typeof kafkaOptions, KafkaSettings>({
+  options: kafkaOptions,
+  doc: kafkaDoc,
   compile: compileKafka,
   // Connections, producer and consumer groups are built from every option: a change means a new client.
   canReconfigure: () => false,
   create: (name, settings, env) => new KafkaBroker(name, settings, env),
-};
+});

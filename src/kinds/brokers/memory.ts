@@ -1,10 +1,11 @@
-import type { Delivery, Message } from '../../runtime/message.js';
-import type { BrokerKind, BrokerRuntime, BrokerTelemetry, ConsumerLag, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
+import type { Delivery, Message } from '../../core/message.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
+import { defineBroker, kindOptions, Type, type Static } from '../define.js';
 
-interface MemoryOptions {
-  kind: 'memory';
-  retain?: number;
-}
+const options = kindOptions('memory', {
+  retain: Type.Optional(Type.Integer({ minimum: 1, default: 1000, description: 'Messages kept per topic for groups that have not read them yet.' })),
+});
+type MemoryOptions = Static<typeof options>;
 
 interface Member {
   route: string;
@@ -194,24 +195,14 @@ export class MemoryBroker implements BrokerRuntime {
   }
 }
 
-export const memoryBroker: BrokerKind<MemoryOptions> = {
-  kind: 'memory',
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['kind'],
-    properties: {
-      kind: { const: 'memory' },
-      retain: { type: 'integer', minimum: 1, default: 1000, description: 'Messages kept per topic for groups that have not read them yet.' },
-    },
-  },
+export const memoryBroker = defineBroker({
+  options,
   doc: {
     summary:
       'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded (`retain` messages per topic); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads).',
     example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
-    options: { retain: 'messages kept per topic (default 1000)' },
   },
   // Only retention can change, and it can change in place: topics and group positions survive.
   canReconfigure: () => true,
   create: (name, options, env) => new MemoryBroker(name, options, env),
-};
+});

@@ -1,25 +1,28 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import FindMyWay from 'find-my-way';
-import { problem, type Problem } from '../../errors.js';
-import { sendJson, sendProblem } from '../../runtime/http-reply.js';
-import { answerFor } from '../../runtime/answer.js';
-import { parseClientJson } from '../../runtime/client-json.js';
-import type { Message, MessageContext } from '../../runtime/message.js';
-import type { Outcome } from '../../runtime/outcome.js';
-import type { ListenerBindings, ListenerKind, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
-import { checkCors, CorsPolicy, corsSchema, type CorsOptions } from './cors.js';
-import { applyLimits, compileTransport, createTransport, parseQuery, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
-import { boundAddress, listen } from '../../runtime/bind.js';
-
-export interface HttpOptions extends TransportOptions {
-  kind: 'http';
-  maxBodyBytes?: number;
-  cors?: CorsOptions;
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+import { problem, type Problem } from '../../core/errors.js';
+import { sendJson, sendProblem } from './http-reply.js';
+import { answerFor } from '../../core/answer.js';
+import { parseClientJson } from './client-json.js';
+import type { Message, MessageContext } from '../../core/message.js';
+import type { Outcome } from '../../core/outcome.js';
+import type { ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
+import { checkCors, CorsPolicy, corsOptions } from './cors.js';
+import { applyLimits, compileTransport, createTransport, parseQuery, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
+import { defineListener, kindOptions, Type, type Static } from '../define.js';
+import { boundAddress, listen } from './bind.js';
 
 const DEFAULT_MAX_BODY = 1024 * 1024;
+
+const options = kindOptions('http', {
+  ...transportOptions,
+  maxBodyBytes: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_BODY, description: 'Largest accepted body; larger: 413.' })),
+  cors: Type.Optional(corsOptions),
+});
+/** The options as compiled (TLS files read). */
+export type HttpOptions = Static<typeof options> & TransportOptions;
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Request headers that describe the HTTP exchange (or carry credentials) rather than the event;
@@ -300,8 +303,8 @@ function readBody(req: IncomingMessage, max: number, done: (body: Buffer | undef
   });
 }
 
-export const httpListener: ListenerKind<HttpOptions> = {
-  kind: 'http',
+export const httpListener = defineListener({
+  options,
   acceptsPublish: true,
   acceptsForward: false,
   socketOptions: ['port', 'host', 'tls'],
@@ -324,19 +327,6 @@ export const httpListener: ListenerKind<HttpOptions> = {
       return (err as Error).message;
     }
   },
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['kind', 'port'],
-    properties: {
-      kind: { const: 'http' },
-      port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 picks a free port (see /admin/status).' },
-      host: { type: 'string', default: '0.0.0.0' },
-      maxBodyBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_BODY },
-      cors: corsSchema,
-      ...transportSchema,
-    },
-  },
   compile(options, ctx) {
     const corsOk = options.cors ? checkCors(options.cors, ctx) : true;
     const compiled = compileTransport(options, ctx);
@@ -347,13 +337,6 @@ export const httpListener: ListenerKind<HttpOptions> = {
       'Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...). ' +
       'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403.',
     example: 'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]',
-    options: {
-      port: 'TCP port (0: any free port)',
-      host: 'bind address (default 0.0.0.0)',
-      maxBodyBytes: 'largest accepted body, default 1 MiB (larger: 413)',
-      cors: '`{origins: [..] | "*", methods (default [POST]), headers (default [content-type, authorization]), exposeHeaders (default [retry-after]), credentials (default false), maxAge (default 600 s)}`; preflight OPTIONS requests are answered 204',
-      ...transportDocOptions,
-    },
   },
   create: (name, options, env) => new HttpListener(name, options, env),
-};
+});
