@@ -4,6 +4,7 @@
 #   gcc, libc6-dev  compile test/kafka/mock-cluster.c (once per run, cached in test/.build)
 #   kcat            an independent Kafka client for interop tests
 #   chromium        headless browser for the admin dashboard test
+#   nginx, libnginx-mod-nchan  the fan-out benchmark's C baseline (nginx + Nchan, one worker)
 # Needs root (CI runs as root); `apt-get update` runs once, only when something is missing.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(libnginx-mod-nchan)
 # gcc only recommends the C library headers, and --no-install-recommends skips them.
 [ -f /usr/include/stdio.h ] || missing+=(libc6-dev)
 

@@ -1,5 +1,5 @@
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
-import { EXACTLY_ONE, RULE_MESSAGE } from '../kinds/define.js';
+import { exactlyOneKeys } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { buildConfigSchema } from './schema.js';
@@ -12,7 +12,7 @@ function configValidator(registry: KindRegistry): ValidateFunction {
   let v = validators.get(registry);
   if (!v) {
     const ajv = new Ajv2020({ allErrors: true, verbose: true, discriminator: true, strict: false });
-    v = ajv.compile(buildConfigSchema(registry));
+    v = ajv.compile(buildConfigSchema(registry, { acceptVariables: false }));
     validators.set(registry, v);
   }
   return v;
@@ -35,25 +35,39 @@ export function checkSchema(src: SourceDocument, registry: KindRegistry): Diagno
   return out.sort((a, b) => a.line - b.line || a.column - b.column);
 }
 
+/** The keyword a failed exactlyOne() rule (src/kinds/define.ts) becomes here. */
+const EXACTLY_ONE = 'exactlyOne';
+
 /**
- * A failed exactlyOne() rule (src/kinds/define.ts) is one error, said in the kind's words; the
- * `required` errors of its branches would only repeat it.
+ * A failed exactlyOne() rule is one error naming the keys; the `required` errors of its branches
+ * would only repeat it.
  */
 function exactlyOneRules(errors: ErrorObject[]): ErrorObject[] {
-  const rules = errors.filter((e) => e.keyword === 'oneOf' && (e.parentSchema as Record<string, unknown> | undefined)?.[EXACTLY_ONE] !== undefined);
-  if (rules.length === 0) return errors;
+  const rules = new Map<ErrorObject, string[]>();
+  for (const e of errors) {
+    const keys = e.keyword === 'oneOf' ? exactlyOneKeys(e.parentSchema) : undefined;
+    if (keys) rules.set(e, keys);
+  }
+  if (rules.size === 0) return errors;
   const isMap = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
   // With several of the keys given, what each of them needs beside it is beside the point.
-  const tooMany = new Set(rules.filter((r) => isMap(r.data) && !missingKeys({ ...r, keyword: EXACTLY_ONE, params: ruleOf(r) })).map((r) => r.instancePath));
+  const tooMany = new Set([...rules].filter(([r, keys]) => isMap(r.data) && given(r.data, keys).length > 1).map(([r]) => r.instancePath));
   return errors
-    .filter((e) => !rules.some((r) => e.schemaPath.startsWith(`${r.schemaPath}/`)))
+    .filter((e) => ![...rules.keys()].some((r) => e.schemaPath.startsWith(`${r.schemaPath}/`)))
     .filter((e) => !(tooMany.has(e.instancePath) && (e.keyword === 'dependentRequired' || e.schemaPath.includes('/dependentSchemas/'))))
-    .filter((e) => !rules.includes(e) || isMap(e.data)) // a value that is no map has its type error already
-    .map((e) => (rules.includes(e) ? { ...e, keyword: EXACTLY_ONE, params: ruleOf(e) } : e));
+    .filter((e) => !rules.has(e) || isMap(e.data)) // a value that is no map has its type error already
+    .map((e) => (rules.has(e) ? { ...e, keyword: EXACTLY_ONE, params: { keys: rules.get(e)! } } : e));
 }
 
-function ruleOf(e: ErrorObject): Record<string, unknown> {
-  return (e.parentSchema as Record<string, unknown>)[EXACTLY_ONE] as Record<string, unknown>;
+/** Which of `keys` the map `data` has. */
+function given(data: unknown, keys: readonly string[]): string[] {
+  return keys.filter((k) => Object.hasOwn((data ?? {}) as object, k));
+}
+
+/** 'a', 'b' or 'c' */
+function orList(keys: readonly string[]): string {
+  const q = keys.map((k) => `'${k}'`);
+  return q.length < 2 ? q.join('') : `${q.slice(0, -1).join(', ')} or ${q[q.length - 1]}`;
 }
 
 const SUMMARY_KEYWORDS = new Set(['oneOf', 'anyOf', 'type', 'if']);
@@ -97,7 +111,7 @@ function missingKeys(e: ErrorObject): string[] | undefined {
   if (e.keyword === 'required' || e.keyword === 'dependentRequired') return [(e.params as { missingProperty: string }).missingProperty];
   if (e.keyword !== EXACTLY_ONE) return undefined;
   const { keys } = e.params as { keys: string[] };
-  return keys.some((k) => Object.hasOwn((e.data ?? {}) as object, k)) ? undefined : keys;
+  return given(e.data, keys).length > 0 ? undefined : keys;
 }
 
 
@@ -116,9 +130,12 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
     const { line, column } = src.locate(p, which);
     return { file: src.file, line, column, path: formatPath(p) };
   };
-  const ruleMessage = (e.parentSchema as Record<string, unknown> | undefined)?.[RULE_MESSAGE];
-  if (typeof ruleMessage === 'string') return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${ruleMessage}` };
   switch (e.keyword) {
+    case 'not': {
+      // A rule written with withMessage() (src/kinds/define.ts) says what is wrong in its description.
+      const rule = (e.parentSchema as { description?: string } | undefined)?.description;
+      return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${rule ?? e.message ?? 'is not allowed here'}` };
+    }
     case 'dependentRequired': {
       const { property, missingProperty } = e.params as { property: string; missingProperty: string };
       return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: '${property}' needs a '${missingProperty}'` };
@@ -164,10 +181,10 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} ${e.message ?? e.keyword}` };
     }
     case EXACTLY_ONE: {
-      const { keys, none, many } = e.params as { keys: string[]; none: string; many: string };
-      const given = keys.filter((k) => Object.hasOwn((e.data ?? {}) as object, k));
-      if (given.length === 0) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${none}` };
-      return { ...at([...path, given[1]!], 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${many}, not ${given.map((g) => `'${g}'`).join(' and ')}` };
+      const { keys } = e.params as { keys: string[] };
+      const present = given(e.data, keys);
+      if (present.length === 0) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} needs one of ${orList(keys)}` };
+      return { ...at([...path, present[1]!], 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} takes only one of ${orList(keys)}, not ${present.map((g) => `'${g}'`).join(' and ')}` };
     }
     case 'oneOf':
     case 'anyOf': {

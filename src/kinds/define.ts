@@ -35,23 +35,34 @@ export function mapOf<V extends TSchema>(value: V, options: Record<string, unkno
 
 /**
  * Exactly one of `keys` must be present: a shape rule stated in the schema (spread it into an
- * object schema's options), so the config check reports it and compile code can rely on it. The
- * check says `none` when no key is there, or `many` and which keys when several are.
+ * object schema's options), so the config check reports it (src/config/check-schema.ts knows
+ * the shape: a `oneOf` of single `required` keys) and compile code can rely on it.
  */
-export function exactlyOne(keys: readonly string[], says: { none: string; many: string }): Record<string, unknown> {
-  return { oneOf: keys.map((k) => ({ required: [k] })), [EXACTLY_ONE]: { keys, ...says } };
+export function exactlyOne(keys: readonly string[]): { oneOf: { required: string[] }[] } {
+  return { oneOf: keys.map((k) => ({ required: [k] })) };
 }
 
-/** `schema` with the message the config check gives when a value fails it (instead of the validator's words). */
-export function withMessage<T extends Record<string, unknown>>(schema: T, message: string): T {
-  return { ...schema, [RULE_MESSAGE]: message };
+/** `keys` of an exactlyOne() rule when `schema` is one, else undefined. */
+export function exactlyOneKeys(schema: unknown): string[] | undefined {
+  const branches = (schema as { oneOf?: unknown } | undefined)?.oneOf;
+  if (!Array.isArray(branches) || branches.length < 2) return undefined;
+  const keys: string[] = [];
+  for (const b of branches) {
+    const names = Object.keys(b as object);
+    const required = (b as { required?: unknown }).required;
+    if (names.length !== 1 || !Array.isArray(required) || required.length !== 1) return undefined;
+    keys.push(String(required[0]));
+  }
+  return keys;
 }
 
-/** The schema keyword that carries withMessage()'s message (read by src/config/check-schema.ts). */
-export const RULE_MESSAGE = 'x-message';
-
-/** The schema keyword that carries exactlyOne()'s messages (ignored by validators, read by src/config/check-schema.ts). */
-export const EXACTLY_ONE = 'x-exactlyOne';
+/**
+ * `schema` with the message the config check gives when a value fails it (its `description`,
+ * an annotation every validator accepts).
+ */
+export function withMessage<T extends Record<string, unknown>>(schema: T, message: string): T & { description: string } {
+  return { ...schema, description: message };
+}
 
 function kindName(options: TObject): string {
   const kind = (options.properties.kind as { const?: unknown } | undefined)?.const;

@@ -3,6 +3,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import type { ValidateFunction } from 'ajv';
 import { parseAsyncApi, type AsyncApiDocument, type AsyncApiMessage } from '../asyncapi/document.js';
 import { lookup, type AsyncApiRef } from '../asyncapi/lookup.js';
+import type { RemoteRefOptions } from '../asyncapi/refs.js';
 import { checkSchema } from '../config/check-schema.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
@@ -73,6 +74,7 @@ function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
 interface RawConfig {
   version: 1;
   asyncapi?: string | string[];
+  asyncapiRemoteRefs?: RemoteRefOptions;
   admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; tap?: { maxPerSecond?: number } };
   log?: { level?: string; payloads?: boolean };
   expressions?: Partial<ExpressionLimits>;
@@ -161,10 +163,15 @@ class Compiler {
         const text = this.readFile(file, asWritten, at);
         if (text === undefined) return undefined;
         const files = [file];
-        const parsed = await parseAsyncApi(file, text, (ref) => {
-          if (!files.includes(ref)) files.push(ref);
-          return this.readText(ref);
-        });
+        const parsed = await parseAsyncApi(
+          file,
+          text,
+          (ref) => {
+            if (!files.includes(ref)) files.push(ref);
+            return this.readText(ref);
+          },
+          { root: resolve(this.dir), remote: this.config.asyncapiRemoteRefs },
+        );
         for (const p of parsed.problems) {
           this.diagnostics.push({ file: this.display(p.file), line: p.line, column: p.column, code: 'EG_CONFIG_ASYNCAPI', path: formatPath(p.path), message: `AsyncAPI: ${p.message}` });
         }

@@ -362,6 +362,6 @@ routes:
     const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`, '--format', 'json']);
     assert.equal(r.code, 1);
     const found = (JSON.parse(r.stdout) as { line: number; path: string; message: string }[]).map((d) => `${d.line} ${d.path}: ${d.message}`);
-    assert.deepEqual(found, ["7 routes[0].through[0].auth.jwt.jwksUrl: routes[0].through[0].auth.jwt: needs exactly one of secret, publicKey, jwksFile or jwksUrl, not 'jwksFile' and 'jwksUrl'"]);
+    assert.deepEqual(found, ["7 routes[0].through[0].auth.jwt.jwksUrl: routes[0].through[0].auth.jwt takes only one of 'secret', 'publicKey', 'jwksFile' or 'jwksUrl', not 'jwksFile' and 'jwksUrl'"]);
   });
 });

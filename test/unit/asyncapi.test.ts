@@ -204,8 +204,8 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual(
       diagnostics.map((d) => [d.line, d.code, d.message]),
       [
-        [16, 'EG_CONFIG_SCHEMA', "routes[1].through[0].validate: takes one of 'schema', 'message' or 'channel', not 'schema' and 'channel'"],
-        [21, 'EG_CONFIG_SCHEMA', "routes[2].through[0].validate: needs one of 'schema' (a JSON Schema), 'message' (an AsyncAPI message id) or 'channel' (an AsyncAPI channel)"],
+        [16, 'EG_CONFIG_SCHEMA', "routes[1].through[0].validate takes only one of 'schema', 'message' or 'channel', not 'schema' and 'channel'"],
+        [21, 'EG_CONFIG_SCHEMA', "routes[2].through[0].validate needs one of 'schema', 'message' or 'channel'"],
       ],
     );
   });

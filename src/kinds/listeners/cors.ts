@@ -17,7 +17,7 @@ const originList = Type.Array(Type.String({ pattern: '^https?://[^/]+$' }), { mi
 export const corsOptions = Type.Object(
   {
     origins: oneOf([Type.Literal('*'), originList], { description: 'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials).' }),
-    methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods browsers may use.' })),
+    methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' })),
     headers: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.headers, description: 'Request headers browsers may send.' })),
     exposeHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.exposeHeaders, description: 'Response headers scripts may read.' })),
     credentials: Type.Optional(Type.Boolean({ default: false, description: 'Allow cookies and HTTP authentication (needs a list of origins).' })),

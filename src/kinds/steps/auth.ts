@@ -49,7 +49,7 @@ const apiKeyOptions = Type.Object(
   {
     additionalProperties: false,
     description: `The key is read from \`header\` or the \`query\` parameter and looked up in \`keys\` or \`keysFile\` (compared as SHA-256 digests). A missing or unknown key is 401.`,
-    ...exactlyOne(['keys', 'keysFile'], { none: 'needs exactly one of keys or keysFile', many: 'needs exactly one of keys or keysFile' }),
+    ...exactlyOne(['keys', 'keysFile']),
   },
 );
 
@@ -62,7 +62,7 @@ const jwtOptions = Type.Object(
     algorithms: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), {
         minItems: 1,
-        description: "Accepted algorithms; default HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS.",
+        description: "Accepted signature algorithms; default HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS.",
       }),
     ),
     issuer: Type.Optional(oneOrMore(nonEmpty, 'Accepted issuer (`iss`), or a list.')),
@@ -74,16 +74,13 @@ const jwtOptions = Type.Object(
     ),
     query: Type.Optional(Type.String({ minLength: 1, description: 'Query parameter that may carry the token instead of Authorization: Bearer.' })),
     principalClaim: Type.Optional(Type.String({ minLength: 1, default: 'sub', description: 'The claim that becomes `$principal`.' })),
-    clockToleranceSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 300, default: 0, description: 'Clock skew allowed when checking expiry.' })),
+    clockToleranceSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 300, default: 0, description: 'Clock skew allowed when checking exp and nbf.' })),
   },
   {
     additionalProperties: false,
     description:
       'The token comes from `Authorization: Bearer` or the `query` parameter and is verified with exactly one key source. Missing, malformed, expired, badly signed, wrong issuer/audience: 401; failing requiredClaims: 403.',
-    ...exactlyOne(['secret', 'publicKey', 'jwksFile', 'jwksUrl'], {
-      none: 'needs exactly one of secret, publicKey, jwksFile or jwksUrl',
-      many: 'needs exactly one of secret, publicKey, jwksFile or jwksUrl',
-    }),
+    ...exactlyOne(['secret', 'publicKey', 'jwksFile', 'jwksUrl']),
   },
 );
 

@@ -29,16 +29,13 @@ const options = Type.Object(
     channel: Type.Optional(Type.String({ minLength: 1, description: 'An AsyncAPI channel (its key, or its 3.x address): any of its messages passes; with several, each error names the message it is from.' })),
     onInvalid: Type.Optional(oneOfStrings(ON_INVALID, { default: 'reject', description: 'What an invalid message gets: `reject` (400 / error frame), `tag` (forwarded with the header) or `deadletter`.' })),
     deadletter: Type.Optional(
-      Type.Object({ broker: Type.String(), topic: Type.String() }, { additionalProperties: false, description: "`{broker, topic}` for `onInvalid: deadletter`; defaults to the route's deadletter." }),
+      Type.Object({ broker: Type.String({ description: 'Broker name (under `brokers:`).' }), topic: Type.String({ description: 'Topic for invalid messages.' }) }, { additionalProperties: false, description: "`{broker, topic}` for `onInvalid: deadletter`; defaults to the route's deadletter." }),
     ),
   },
   {
     additionalProperties: false,
     description: 'Exactly one of `schema`, `message` or `channel` says what the value must match.',
-    ...exactlyOne(['schema', 'message', 'channel'], {
-      none: "needs one of 'schema' (a JSON Schema), 'message' (an AsyncAPI message id) or 'channel' (an AsyncAPI channel)",
-      many: "takes one of 'schema', 'message' or 'channel'",
-    }),
+    ...exactlyOne(['schema', 'message', 'channel']),
   },
 );
 export type ValidateOptions = Static<typeof options>;
