@@ -121,6 +121,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           host: { type: 'string', default: '127.0.0.1', description: 'Interface to bind; the default keeps the admin server local.' },
           token: { type: 'string', minLength: 1, description: 'Bearer token required on /admin/* (health, readiness and metrics stay open).' },
           drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000, description: 'On SIGTERM, how long in-flight messages may take before the gateway exits anyway.' },
+          allowedHosts: {
+            type: 'array',
+            description: 'Host names (as in the Host header, without port) the admin API answers to besides loopback names and `host`; others get 403 (DNS rebinding). /healthz and /readyz answer any Host.',
+            items: { type: 'string', minLength: 1, pattern: '^[^\\s:/]+$|^\\[[0-9a-fA-F:.]+\\]$' },
+          },
           tap: {
             type: 'object',
             additionalProperties: false,

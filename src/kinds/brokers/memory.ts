@@ -202,6 +202,7 @@ export const memoryBroker = defineBroker({
       'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded (`retain` messages per topic); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads).',
     example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
   },
+  inProcess: true,
   // Only retention can change, and it can change in place: topics and group positions survive.
   canReconfigure: () => true,
   create: (name, options, env) => new MemoryBroker(name, options, env),

@@ -32,6 +32,10 @@ export type WebSocketOptions = Static<typeof options> & TransportOptions;
 const GOING_AWAY = 1001;
 const POLICY_VIOLATION = 1008;
 const TRY_AGAIN_LATER = 1013;
+/** Private-use close code (RFC 6455 §7.4.2), after HTTP 401: the credential the client connected with has expired; reconnect with a fresh one. */
+export const CREDENTIAL_EXPIRED = 4401;
+/** setTimeout's longest delay; a later expiry is checked again then. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /**
  * A slow client's close frame waits behind everything already buffered for it; it gets this long
  * to read them and learn why it is disconnected. Nothing new is queued for it meanwhile.
@@ -50,6 +54,8 @@ interface Client {
   pending: number;
   /** Disconnected for exceeding its send bound: nothing more is read from or queued for it. */
   evicted: boolean;
+  /** Closes the connection when its credential expires (a JWT's exp). */
+  expiry: NodeJS.Timeout | undefined;
   /** Trace context of the handshake request (W3C traceparent/tracestate): each frame's message continues it. */
   trace: Record<string, string> | undefined;
 }
@@ -126,6 +132,8 @@ export class WebSocketListener implements ListenerRuntime {
       this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, status: admission.problem.status }, 'client no longer authorized after reload; disconnecting');
       this.clients.get(c.path)?.delete(c);
       void closeClient(c.ws, POLICY_VIOLATION, admission.problem.title);
+    } else if (admission?.ok) {
+      this.expireAt(c, admission.until);
     }
   }
 
@@ -193,7 +201,7 @@ export class WebSocketListener implements ListenerRuntime {
         // A reload or shutdown may have happened while the credentials were checked.
         if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
         if (!this.bindings.publish.has(path) && !this.bindings.forward.has(path)) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, path, req, request));
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, path, req, request, admission.until));
       },
       (err) => {
         socket.off('error', onError);
@@ -211,11 +219,36 @@ export class WebSocketListener implements ListenerRuntime {
     const forward = this.bindings.forwardAuth?.get(path);
     if (forward) gates.push(forward);
     let admission: Admission = { ok: true, identity: undefined };
+    let until: number | undefined;
     for (const gate of gates) {
       admission = await gate.admit(request);
       if (!admission.ok) return admission;
+      if (admission.until !== undefined) until = Math.min(until ?? Infinity, admission.until);
     }
-    return admission;
+    return until === undefined ? admission : { ...admission, until };
+  }
+
+  /**
+   * A connection lives no longer than the credential it was admitted with: at `until` it is
+   * closed with CREDENTIAL_EXPIRED, so a subscriber whose token expired stops receiving.
+   */
+  private expireAt(c: Client, until: number | undefined): void {
+    clearTimeout(c.expiry);
+    c.expiry = undefined;
+    if (until === undefined) return;
+    const wait = until - Date.now();
+    if (wait > MAX_TIMER_MS) {
+      c.expiry = setTimeout(() => this.expireAt(c, until), MAX_TIMER_MS);
+      return;
+    }
+    c.expiry = setTimeout(() => {
+      c.expiry = undefined;
+      if (c.ws.readyState !== 1) return;
+      this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client credential expired; disconnecting with 4401');
+      this.clients.get(c.path)?.delete(c);
+      void closeClient(c.ws, CREDENTIAL_EXPIRED, 'credential expired');
+    }, Math.max(0, wait));
+    c.expiry.unref();
   }
 
   /**
@@ -250,12 +283,14 @@ export class WebSocketListener implements ListenerRuntime {
     void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
   }
 
-  private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta): void {
-    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, evicted: false, trace: handshakeTrace(req) };
+  private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta, until: number | undefined): void {
+    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, evicted: false, expiry: undefined, trace: handshakeTrace(req) };
+    this.expireAt(client, until);
     let set = this.clients.get(path);
     if (!set) this.clients.set(path, (set = new Set()));
     set.add(client);
     ws.on('close', () => {
+      clearTimeout(client.expiry);
       this.clients.get(path)?.delete(client);
     });
     ws.on('error', (err) => this.env.logger.debug({ listener: this.name, path, err: err.message }, 'client error'));

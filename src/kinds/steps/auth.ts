@@ -28,6 +28,8 @@ interface Verifier {
   verify(req: RequestMeta): Verdict | Promise<Verdict>;
   /** Removes the credential from what travels on: the header from the message, the parameter from $query. */
   strip(msg: Message, ctx: MessageContext): Message;
+  /** Headers it reads the credential from. */
+  headers: string[];
 }
 
 const nonEmpty = Type.String({ minLength: 1 });
@@ -75,6 +77,7 @@ const jwtOptions = Type.Object(
     query: Type.Optional(Type.String({ minLength: 1, description: 'Query parameter that may carry the token instead of Authorization: Bearer.' })),
     principalClaim: Type.Optional(Type.String({ minLength: 1, default: 'sub', description: 'The claim that becomes `$principal`.' })),
     clockToleranceSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 300, default: 0, description: 'Clock skew allowed when checking exp and nbf.' })),
+    requireExp: Type.Optional(Type.Boolean({ default: false, description: 'Refuse (401) tokens without an `exp` claim, which would otherwise be accepted for ever. A WebSocket client admitted with a token is closed with 4401 when it expires.' })),
   },
   {
     additionalProperties: false,
@@ -140,6 +143,7 @@ function authenticator(verifier: Verifier): CompiledStep {
   return {
     kind: 'auth',
     needsClient: true,
+    credentialHeaders: verifier.headers,
     run(msg, ctx) {
       if (!ctx.request) return { stop: 'rejected', problem: problem('EG_UNAUTHORIZED', 'this message did not come from a client request, so it carries no credentials') };
       const v = check(ctx.request);
@@ -147,7 +151,7 @@ function authenticator(verifier: Verifier): CompiledStep {
     },
     async admit(req): Promise<Admission> {
       const verdict = await check(req);
-      return verdict.ok ? { ok: true, identity: verdict.identity } : verdict;
+      return verdict.ok ? { ok: true, identity: verdict.identity, ...(Number.isFinite(verdict.until) ? { until: verdict.until } : {}) } : verdict;
     },
   };
 }
@@ -212,6 +216,7 @@ function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | u
       return { ok: true, identity: { principal, claims: undefined }, until: Infinity };
     },
     strip: (msg, ctx) => stripCredential(msg, ctx, headerName, param),
+    headers: headerName ? [headerName] : [],
   };
 }
 
@@ -264,7 +269,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     remote = true;
     algorithms ??= ASYMMETRIC_ALGORITHMS;
   }
-  const verifyOptions = { algorithms, issuer: o.issuer, audience: o.audience, clockTolerance: o.clockToleranceSec ?? 0 };
+  const verifyOptions = { algorithms, issuer: o.issuer, audience: o.audience, clockTolerance: o.clockToleranceSec ?? 0, ...(o.requireExp ? { requiredClaims: ['exp'] } : {}) };
   const required = Object.entries(o.requiredClaims ?? {}).map(([name, v]) => [name, Array.isArray(v) ? v : [v]] as const);
   const principalClaim = o.principalClaim ?? 'sub';
   const param = o.query;
@@ -291,7 +296,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     const identity: Identity = { principal: typeof p === 'string' || typeof p === 'number' ? String(p) : undefined, claims: payload as Record<string, unknown> };
     return { ok: true, identity, until: typeof payload.exp === 'number' ? payload.exp * 1000 + toleranceMs : Infinity };
   };
-  return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param) };
+  return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param), headers: ['authorization'] };
 }
 
 function bearer(req: RequestMeta, param: string | undefined): string | Verdict {
