@@ -82,10 +82,10 @@ async function upload(gateway: Gateway, target: AsyncApiPlan, text: string, res:
     return sendProblem(res, problem('EG_INTERNAL', `could not write ${target.asWritten}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; nothing was changed`));
   }
   const result = await gateway.reload(`AsyncAPI upload of ${target.asWritten}`);
-  if (result.result === 'rejected') {
+  if (result.result === 'rejected' || result.result === 'rolled_back') {
     // Something else changed between the check and the reload (or a component could not start): put the document back.
     if (before !== undefined) await writeAtomically(target.file, before);
-    return sendRefusal(res, problem('EG_ASYNCAPI_INVALID', `the gateway could not apply the document (${result.reason}); ${target.asWritten} was restored`), result.diagnostics, gateway.plan!.file);
+    return sendRefusal(res, problem('EG_ASYNCAPI_INVALID', `the gateway could not apply the document (${result.reason}); ${target.asWritten} was restored`), result.result === 'rejected' ? result.diagnostics : [], gateway.plan!.file);
   }
   gateway.logger.info({ file: target.asWritten, version: result.version }, 'AsyncAPI document uploaded');
   sendJson(res, 200, { result: result.result, version: result.version, file: target.asWritten });

@@ -104,7 +104,7 @@ export interface StatsSnapshot {
   listeners: Record<string, { kind: string; clients?: number; responses?: Record<string, number> }>;
   consumerLag: { broker: string; kind: string; route: string; topic: string; partition: number; lag: number }[];
   brokerErrors: Record<string, { kind: string; producer: number; consumer: number }>;
-  reloads: { success: number; failure: number };
+  reloads: { success: number; failure: number; rolledBack: number };
 }
 
 /**
@@ -117,7 +117,7 @@ export class GatewayMetrics implements Telemetry {
   private readonly routes = new Map<string, RouteStats>();
   private readonly listenerStats = new Map<string, ListenerStats>();
   private readonly brokerStats = new Map<string, BrokerStats>();
-  private readonly reloads = { success: 0, failure: 0 };
+  private readonly reloads = { success: 0, failure: 0, rolledBack: 0 };
   private version: string | undefined;
   private lastReloadOk = true;
 
@@ -163,13 +163,14 @@ export class GatewayMetrics implements Telemetry {
     const reloads = this.reloads;
     new Counter({
       name: 'eventgate_config_reloads_total',
-      help: 'Config reloads (file change, SIGHUP, POST /admin/reload) by result: success (applied or unchanged) or failure (the old config kept serving).',
+      help: 'Config reloads (file change, SIGHUP, POST /admin/reload) by result: success (applied or unchanged), failure (the new config was refused; the old one kept serving) or rolled_back (the new config could not be put in place, e.g. a port was taken; the old one was restored).',
       labelNames: ['result'],
       registers,
       collect() {
         this.reset();
         this.inc({ result: 'success' }, reloads.success);
         this.inc({ result: 'failure' }, reloads.failure);
+        this.inc({ result: 'rolled_back' }, reloads.rolledBack);
       },
     });
     const self = this;
@@ -276,6 +277,12 @@ export class GatewayMetrics implements Telemetry {
 
   reloadFailed(): void {
     this.reloads.failure++;
+    this.lastReloadOk = false;
+  }
+
+  /** A valid config could not be put in place; the running one was restored. */
+  reloadRolledBack(): void {
+    this.reloads.rolledBack++;
     this.lastReloadOk = false;
   }
 

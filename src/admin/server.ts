@@ -50,7 +50,7 @@ export class AdminServer {
     this.route('GET /admin/status', (_req, res) => sendJson(res, 200, gateway.status()));
     this.route('POST /admin/reload', async (_req, res) => {
       const result = await gateway.reload('admin API');
-      sendJson(res, result.result === 'rejected' ? 422 : 200, result);
+      sendJson(res, result.result === 'rejected' ? 422 : result.result === 'rolled_back' ? 409 : 200, result);
     });
     addAsyncApiEndpoints(this, gateway);
   }
