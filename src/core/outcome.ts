@@ -14,7 +14,6 @@ export type Outcome =
   | { outcome: 'rejected'; problem: Problem }
   | { outcome: 'failed'; problem: Problem };
 
-export type OutcomeName = Outcome['outcome'];
 
 /**
  * What a step returns to end a message's way through the chain. A step that lets the message

@@ -238,7 +238,6 @@ export interface ListenerBindings {
 }
 
 export interface Target {
-  describe(): string;
   send(msg: Message, ctx: MessageContext): Promise<Delivery>;
 }
 

@@ -63,7 +63,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
   const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides, pruned);
   await compiler.loadAsyncApi();
-  const plan = compiler.compile();
+  const plan = compiler.compile(secrets);
   const files = [...compiler.files.keys()];
   const seen = new Map(compiler.files);
   diagnostics.push(...compiler.diagnostics);
@@ -216,7 +216,7 @@ class Compiler {
     return join(dirname(this.src.file), relative(this.dir, file));
   }
 
-  compile(): Plan {
+  compile(secrets: ReadonlySet<string>): Plan {
     const c = this.config;
     const brokers = new Map<string, ComponentPlan>();
     for (const [name, options] of Object.entries(c.brokers ?? {})) {
@@ -337,8 +337,7 @@ class Compiler {
       brokers,
       listeners,
       routes,
-      secrets: this.src.fromEnv,
-      secretValues: secretValues(this.src.value, this.src.fromEnv, this.src.envValues),
+      secretValues: secrets,
     };
   }
 

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
-import type { BrokerRuntime, Gate, ListenerBindings, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
+import type { BrokerRuntime, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import { loadPlan, type LoadResult } from '../plan/compile.js';
@@ -12,8 +12,6 @@ import { mountDashboard } from '../admin/dashboard.js';
 import { GatewayMetrics, mountMetrics } from '../admin/metrics.js';
 import { mountTap, TapHub } from '../admin/tap.js';
 import { redact } from '../config/secrets.js';
-import type { Message } from '../core/message.js';
-import type { Outcome } from '../core/outcome.js';
 import { RouteRuntime } from './route.js';
 import { applyTransition, restoreTransition, type Components, type TransitionEnv } from './transition.js';
 import { StepStateStore } from './step-state.js';
@@ -55,14 +53,12 @@ export class Gateway {
   readonly listeners = new Map<string, ListenerRuntime>();
   readonly routes = new Map<string, RouteRuntime>();
   readonly instanceId: string;
-  /** Observers of every route outcome, with the message as the route received it (metrics and the tap have their own per-route hooks). */
-  readonly observers = new Set<(route: string, outcome: Outcome, startedAt: number, msg: Message) => void>();
   /** Prometheus metrics in the gateway's own registry; also the components' Telemetry. */
   readonly metrics: GatewayMetrics;
   readonly tap = new TapHub();
   /** Read by routes when a message fails; updated in place on reload. */
   private readonly logOptions = { payloads: false };
-  /** The running config's secret values, redacted from what observers of routes see (updated in place on reload). */
+  /** The running config's secret values, redacted from what routes log and tap (updated in place on reload). */
   private readonly redaction: { secrets: ReadonlySet<string> } = { secrets: new Set() };
   /** State of stateful steps (rate-limit buckets), kept across reloads for unchanged steps. */
   readonly stepState = new StepStateStore();
@@ -92,7 +88,6 @@ export class Gateway {
           listeners,
           logger: this.logger,
           instanceId: this.instanceId,
-          observe: (r, o, t, m) => this.observe(r, o, t, m),
           metrics: this.metrics,
           tap: this.tap,
           logOptions: this.logOptions,
@@ -238,10 +233,6 @@ export class Gateway {
       await outcome.retired;
     }
     return { result: 'applied', version: next.version };
-  }
-
-  private observe(route: string, outcome: Outcome, startedAt: number, msg: () => Message): void {
-    for (const o of this.observers) o(route, outcome, startedAt, msg());
   }
 
   /** The admin API with the observability endpoints: /metrics, /admin/stats, /admin/tap and the dashboard. */

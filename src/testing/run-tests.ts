@@ -216,7 +216,6 @@ function recordingListener(name: string, kind: string, outputs: Output[]): Liste
     status: () => ({}),
     forwardTarget(path: string, { format }): Target {
       return {
-        describe: () => `${name}${path}`,
         async send(msg) {
           const { [TRACEPARENT]: _trace, ...headers } = msg.headers;
           const value = format === 'envelope' ? { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers, value: msg.value, timestamp: msg.timestamp } : msg.value;

@@ -1,3 +1,4 @@
+import { Backoff, pause } from '../../core/backoff.js';
 import type { Delivery, Message } from '../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
 import { defineBroker, kindOptions, Type, type Static } from '../define.js';
@@ -62,8 +63,6 @@ class Topic {
     }
   }
 }
-
-const MAX_BACKOFF_MS = 5000;
 
 /**
  * In-process topics with bounded retention. Each group sees every message once, in order, and
@@ -159,7 +158,7 @@ export class MemoryBroker implements BrokerRuntime {
   private async pump(topic: Topic, group: Group): Promise<void> {
     if (group.pumping) return;
     group.pumping = true;
-    let backoff = 50;
+    const backoff = new Backoff();
     try {
       while (!this.stopped && group.next < topic.end && group.members.length > 0) {
         if (group.next < topic.first) {
@@ -176,13 +175,13 @@ export class MemoryBroker implements BrokerRuntime {
         try {
           await attempt;
           group.next++;
-          backoff = 50;
+          backoff.reset();
         } catch (err) {
-          // The route could not place the message anywhere (not even a dead-letter target): keep it and retry.
+          // The handler gave the message back (its route stopped with it in hand; the route owns
+          // retries): keep it, and offer it again, to whichever member is there, after a pause.
           this.telemetry?.consumerError(member.route);
           this.env.logger.error({ broker: this.name, topic: msg.topic, offset: msg.offset, err: (err as Error).message }, 'message not consumed; retrying');
-          await new Promise((r) => setTimeout(r, backoff));
-          backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+          await pause(backoff.delay());
         } finally {
           member.inFlight = undefined;
         }

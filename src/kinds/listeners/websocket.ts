@@ -158,7 +158,6 @@ export class WebSocketListener implements ListenerRuntime {
   forwardTarget(path: string, { format }: { format: 'value' | 'envelope' }): Target {
     const listener = this;
     return {
-      describe: () => `websocket ${this.name}${path}`,
       async send(msg: Message): Promise<Delivery> {
         const set = listener.clients.get(path);
         if (!set || set.size === 0) return { listener: listener.name, path, clients: 0 };
