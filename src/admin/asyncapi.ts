@@ -11,16 +11,15 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import { redact } from '../config/secrets.js';
 import { problem, problemBody, type Problem } from '../core/errors.js';
-import { hash } from '../plan/canonical.js';
+import { hash } from '../core/canonical.js';
 import type { AsyncApiPlan } from '../plan/types.js';
-import type { Gateway } from '../runtime/gateway.js';
 import { sendJson, sendProblem } from '../kinds/listeners/http-reply.js';
-import type { AdminServer } from './server.js';
+import type { AdminServer, AdminSource } from './server.js';
 
 /** Largest document an upload may carry (the body is not buffered beyond it). */
 export const MAX_ASYNCAPI_BYTES = 4 * 1024 * 1024;
 
-export function addAsyncApiEndpoints(admin: AdminServer, gateway: Gateway): void {
+export function addAsyncApiEndpoints(admin: AdminServer, gateway: AdminSource): void {
   // One upload at a time: each is checked against the documents the previous one left on disk.
   let uploads: Promise<unknown> = Promise.resolve();
 
@@ -62,7 +61,7 @@ export function addAsyncApiEndpoints(admin: AdminServer, gateway: Gateway): void
   });
 }
 
-async function upload(gateway: Gateway, target: AsyncApiPlan, text: string, res: ServerResponse): Promise<void> {
+async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, res: ServerResponse): Promise<void> {
   const checked = await gateway.load(new Map([[target.file, text]]));
   if (!checked.plan) {
     // A diagnostic may quote a config value: no secret leaves the gateway in the answer (docs/security.md).

@@ -4,7 +4,10 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { problem, problemBody, type Problem } from '../core/errors.js';
 import { sendJson, sendProblem } from '../kinds/listeners/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
-import type { Gateway } from '../runtime/gateway.js';
+import type { Logger } from '../log.js';
+import type { LoadResult } from '../plan/compile.js';
+import type { Plan } from '../plan/types.js';
+import type { ReloadResult } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
 import { boundAddress, listen } from '../kinds/listeners/bind.js';
 
@@ -19,6 +22,20 @@ const PROBES = ['/healthz', '/readyz'];
 /** Body types an HTML form can send cross-site without a preflight. */
 const FORM_TYPES = ['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain'];
 
+/**
+ * What the admin server needs of the running gateway: an interface, so the admin server depends
+ * on what it reads and asks for, not on the Gateway class (src/runtime/gateway.ts implements it).
+ */
+export interface AdminSource {
+  readonly logger: Logger;
+  readonly plan: Plan | undefined;
+  readiness(): { ready: boolean; reasons: string[] };
+  status(): Record<string, unknown>;
+  reload(reason: string): Promise<ReloadResult>;
+  /** Loads the config as a reload would, with some files' contents replaced (an upload being checked). */
+  load(overrides?: ReadonlyMap<string, string>): Promise<LoadResult>;
+}
+
 /** The admin API (spec §7): health, readiness, status, reload. Bound to 127.0.0.1 unless configured. */
 export class AdminServer {
   private readonly server: Server;
@@ -28,7 +45,7 @@ export class AdminServer {
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private token: string | undefined;
 
-  constructor(private readonly gateway: Gateway, private plan: AdminPlan) {
+  constructor(gateway: AdminSource, private plan: AdminPlan) {
     this.token = plan.token;
     this.server = createServer((req, res) => {
       this.serve(req, res).catch((err) => {

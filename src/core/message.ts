@@ -44,6 +44,11 @@ export interface MessageContext {
   identity?: Identity;
   /** Set by a validate step that names AsyncAPI messages: which message (and channel) the value is. */
   asyncapi?: { message: string | null; channel: string | null };
+  /**
+   * Set by a step that lets an invalid message through tagged (validate with onInvalid: tag): its
+   * validation errors. The route reports them on the outcome, so nobody parses the tag header back.
+   */
+  tagged?: readonly string[];
 }
 
 /** One target's acknowledgement, as listed in the HTTP 200 body. */

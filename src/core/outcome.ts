@@ -7,7 +7,8 @@ import type { Delivery, Message } from './message.js';
  */
 export type Outcome =
   /** `message` is what the targets received (after the chain's transforms), for the tap. */
-  | { outcome: 'delivered'; deliveries: Delivery[]; tagged: boolean; message?: Message }
+  /** `tagged`: a step let the message through marked invalid; `tags` are its validation errors. */
+  | { outcome: 'delivered'; deliveries: Delivery[]; tagged: boolean; tags?: readonly string[]; message?: Message }
   | { outcome: 'filtered' }
   | { outcome: 'invalid'; problem: Problem }
   | { outcome: 'deadlettered'; deliveries: Delivery[]; errors: string[] }

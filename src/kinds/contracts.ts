@@ -119,7 +119,7 @@ export interface RuntimeEnv {
 }
 
 /**
- * The counters a component reports into (src/admin/metrics.ts turns them into Prometheus series).
+ * The counters a component reports into (src/telemetry/metrics.ts turns them into Prometheus series).
  * A component binds its handle once, when it is created (`env.telemetry?.broker(name, kind)`), and
  * every call on the handle is a plain increment: no label strings, no lookups on the message path.
  */

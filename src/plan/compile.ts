@@ -14,7 +14,7 @@ import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type
 import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StepCompileContext } from '../kinds/contracts.js';
 import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
-import { canonical, hash } from './canonical.js';
+import { canonical, hash } from '../core/canonical.js';
 import { findConflicts } from './conflicts.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import type { AdminPlan, AsyncApiPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';

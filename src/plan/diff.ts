@@ -1,5 +1,5 @@
 import type { KindRegistry } from '../kinds/registry.js';
-import { canonical } from './canonical.js';
+import { canonical } from '../core/canonical.js';
 import type { AdminPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan } from './types.js';
 
 /**

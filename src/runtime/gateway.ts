@@ -6,14 +6,12 @@ import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import { loadPlan, type LoadResult } from '../plan/compile.js';
 import { diffPlans } from '../plan/diff.js';
-import type { Plan } from '../plan/types.js';
-import { AdminServer } from '../admin/server.js';
-import { mountDashboard } from '../admin/dashboard.js';
-import { GatewayMetrics, mountMetrics } from '../admin/metrics.js';
-import { mountTap, TapHub } from '../admin/tap.js';
+import type { AdminPlan, Plan } from '../plan/types.js';
+import { GatewayMetrics } from '../telemetry/metrics.js';
+import { TapHub } from '../telemetry/tap.js';
 import { redact } from '../config/secrets.js';
 import { RouteRuntime } from './route.js';
-import { applyTransition, restoreTransition, type Components, type TransitionEnv } from './transition.js';
+import { applyTransition, restoreTransition, type AdminComponent, type Components, type TransitionEnv } from './transition.js';
 import { StepStateStore } from './step-state.js';
 import { ConfigWatcher } from './watcher.js';
 
@@ -24,6 +22,16 @@ export interface GatewayOptions {
   logger: Logger;
   /** Watch the config and referenced files (default true). */
   watch?: boolean;
+  /**
+   * Builds the admin server when the config has an `admin:` section (src/admin/index.ts
+   * createAdminServer); injected so the runtime does not depend on the admin layer above it.
+   */
+  admin?: (gateway: Gateway, plan: AdminPlan) => AdminServerComponent;
+}
+
+/** The admin server as the gateway runs it. */
+export interface AdminServerComponent extends AdminComponent {
+  address(): { host: string; port: number } | undefined;
 }
 
 export type ReloadResult =
@@ -81,7 +89,10 @@ export class Gateway {
       registry: options.registry,
       runtime: this.runtimeEnv,
       logger: options.logger,
-      createAdmin: (plan) => this.createAdmin(plan),
+      createAdmin: (plan) => {
+        if (!options.admin) throw new Error('this gateway was built without an admin server');
+        return options.admin(this, plan);
+      },
       createRoute: (plan, brokers, listeners) =>
         new RouteRuntime(plan, {
           brokers,
@@ -97,8 +108,8 @@ export class Gateway {
     };
   }
 
-  private get admin(): AdminServer | undefined {
-    return this.live.admin as AdminServer | undefined;
+  private get admin(): AdminServerComponent | undefined {
+    return this.live.admin as AdminServerComponent | undefined;
   }
 
   get logger(): Logger {
@@ -201,9 +212,9 @@ export class Gateway {
     const registry = this.options.registry;
     const drainMs = next.admin?.drainTimeoutMs ?? 10000;
     const outcome = await applyTransition(this.live, diffPlans(prev, next, registry), this.transitionEnv, drainMs);
-    if (outcome.result === 'rejected') return { result: 'rejected', reason: outcome.reason, diagnostics: [] };
+    if (outcome.result === 'rejected') return { result: 'rejected', reason: `${prev ? 'could not start the new config' : `could not start ${this.options.configFile}`}: ${outcome.reason}`, diagnostics: [] };
     if (outcome.result === 'rolled_back') {
-      let reason = outcome.reason;
+      let reason = `could not apply the new config: ${outcome.reason}`;
       const restore = prev ? await applyTransition(this.live, restoreTransition(prev, outcome.lost, (a, b) => diffPlans(a, b, registry)), this.transitionEnv, drainMs) : undefined;
       if (restore && restore.result !== 'applied') {
         reason += `; restoring the running config failed too: ${restore.reason}`;
@@ -233,15 +244,6 @@ export class Gateway {
       await outcome.retired;
     }
     return { result: 'applied', version: next.version };
-  }
-
-  /** The admin API with the observability endpoints: /metrics, /admin/stats, /admin/tap and the dashboard. */
-  private createAdmin(plan: NonNullable<Plan['admin']>): AdminServer {
-    const admin = new AdminServer(this, plan);
-    mountMetrics(admin, this.metrics);
-    mountTap(admin, this.tap, (route) => this.routes.has(route));
-    mountDashboard(admin);
-    return admin;
   }
 
   private logReady(): void {

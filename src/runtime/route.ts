@@ -1,12 +1,11 @@
 import { problem, type Problem } from '../core/errors.js';
 import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../expr/expression.js';
 import type { Admission, BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, StepResult, Subscription, Target } from '../kinds/contracts.js';
-import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
-import { RouteStats } from '../admin/metrics.js';
+import { RouteStats } from '../telemetry/metrics.js';
 import { redact } from '../config/secrets.js';
-import type { TapChannel } from '../admin/tap.js';
+import type { TapChannel } from '../telemetry/tap.js';
 import type { Delivery, Message, MessageContext, RequestMeta } from '../core/message.js';
 import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
@@ -24,9 +23,9 @@ export interface RouteDeps {
   logger: Logger;
   /** Suffix that makes per-instance consumer groups unique to this process. */
   instanceId: string;
-  /** Per-route counters (src/admin/metrics.ts), resolved once per route, not per message. */
+  /** Per-route counters (src/telemetry/metrics.ts), resolved once per route, not per message. */
   metrics?: { route(name: string): RouteStats };
-  /** Live tap channels (src/admin/tap.ts). */
+  /** Live tap channels (src/telemetry/tap.ts). */
   tap?: { channel(name: string): TapChannel };
   /** Log options read when a message fails; one object updated in place on reload. */
   logOptions?: { payloads: boolean };
@@ -246,8 +245,8 @@ export class RouteRuntime implements RouteEntry {
   }
 
   private deliver(original: Message, m: Message, ctx: MessageContext): Promise<Outcome> {
-    const tagged = m.headers[VALIDATION_ERROR_HEADER] !== undefined && original.headers[VALIDATION_ERROR_HEADER] === undefined;
-    const delivered = (deliveries: Delivery[]): Outcome => ({ outcome: 'delivered', deliveries, tagged, message: m });
+    const tags = ctx.tagged;
+    const delivered = (deliveries: Delivery[]): Outcome => (tags ? { outcome: 'delivered', deliveries, tagged: true, tags, message: m } : { outcome: 'delivered', deliveries, tagged: false, message: m });
     const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError ? err.problem : unavailable('target', err) });
     if (this.targets.length === 1) return sent(this.targets[0]!, m, ctx).then((d) => delivered([d]), failed);
     return Promise.all(this.targets.map((t) => sent(t, m, ctx))).then(delivered, failed);

@@ -38,7 +38,7 @@ export interface Lost {
 export type TransitionOutcome =
   /** `retired` settles when the old components have drained and stopped (in the background). */
   | { result: 'applied'; retired: Promise<void>; retiring: boolean }
-  /** Nothing live was touched. */
+  /** Nothing live was touched; `reason` names the component that could not start. */
   | { result: 'rejected'; reason: string }
   /** A commit step failed after stopping live components (`lost`); everything new was undone. */
   | { result: 'rolled_back'; reason: string; lost: Lost };
@@ -78,7 +78,9 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       if ((c.op !== 'add' && c.op !== 'replace') || listenerTakeovers.includes(c as never)) continue;
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
       built.listeners.set(c.name, l);
-      await l.start();
+      await l.start().catch((err: Error) => {
+        throw new Error(`listener '${c.name}': ${err.message}`);
+      });
     }
     if (t.admin && (t.admin.op === 'add' || t.admin.op === 'replace') && !adminTakeover) {
       built.admin = env.createAdmin(t.admin.after);
@@ -88,7 +90,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
     }
   } catch (err) {
     await undoBuild();
-    return { result: 'rejected', reason: `could not start the new config: ${(err as Error).message}` };
+    return { result: 'rejected', reason: (err as Error).message };
   }
 
   // --- commit, part that may fail: sockets that take over their predecessor's port.
@@ -113,7 +115,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
     }
   } catch (err) {
     await undoBuild();
-    return { result: 'rolled_back', reason: `could not apply the new config: ${(err as Error).message}`, lost };
+    return { result: 'rolled_back', reason: (err as Error).message, lost };
   }
 
   // --- commit, part that cannot fail.

@@ -191,19 +191,12 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual(diagnostics.map((d) => [d.line, d.column, d.code]), [[3, 5, 'EG_CONFIG_FILE'], [4, 5, 'EG_CONFIG_FILE']]);
   });
 
-  it('needs an asyncapi document for a message or channel step', async () => {
-    const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}'], '') });
-    assert.deepEqual(
-      diagnostics.map((d) => [d.line, d.code, d.message]),
-      [[11, 'EG_CONFIG_ASYNCAPI_REF', "'message' names an AsyncAPI message, but the config has no AsyncAPI document; add 'asyncapi: <file>' at the top level"]],
-    );
-  });
-
-  it('needs exactly one of schema, message, channel in a validate step (a rule of the schema, reported before compiling)', async () => {
+  it('needs an asyncapi document for a message or channel step, and exactly one of schema, message, channel', async () => {
     const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}', '{schema: {type: object}, channel: c}', '{onInvalid: tag}'], '') });
     assert.deepEqual(
       diagnostics.map((d) => [d.line, d.code, d.message]),
       [
+        [11, 'EG_CONFIG_ASYNCAPI_REF', "'message' names an AsyncAPI message, but the config has no AsyncAPI document; add 'asyncapi: <file>' at the top level"],
         [16, 'EG_CONFIG_SCHEMA', "routes[1].through[0].validate takes only one of 'schema', 'message' or 'channel', not 'schema' and 'channel'"],
         [21, 'EG_CONFIG_SCHEMA', "routes[2].through[0].validate needs one of 'schema', 'message' or 'channel'"],
       ],

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { GatewayMetrics } from '../../src/admin/metrics.js';
+import { GatewayMetrics } from '../../src/telemetry/metrics.js';
 import type { BrokerRuntime, ListenerRuntime } from '../../src/kinds/contracts.js';
 import { MemoryBroker } from '../../src/kinds/brokers/memory.js';
 import { createLogger } from '../../src/log.js';

@@ -117,7 +117,10 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
         return { stop: 'invalid', problem: problem('EG_INVALID_MESSAGE', `the message does not match its schema (${errors.length} error${errors.length === 1 ? '' : 's'})`, { errors }) };
       }
       const tagged = withHeaders(msg, { ...msg.headers, [VALIDATION_ERROR_HEADER]: JSON.stringify({ ts: new Date().toISOString(), errors }) });
-      if (onInvalid === 'tag') return tagged;
+      if (onInvalid === 'tag') {
+        ctx.tagged = errors;
+        return tagged;
+      }
       return { stop: 'deadletter', message: tagged, errors, to: deadletter };
     },
   };

@@ -1,7 +1,7 @@
 import kafkajs from 'kafkajs';
 import type { Consumer, EachMessagePayload, KafkaMessage } from 'kafkajs';
 import type { Logger } from '../../../log.js';
-import { decodeValue, type Message } from '../../../runtime/message.js';
+import { decodeValue, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
