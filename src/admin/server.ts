@@ -6,6 +6,7 @@ import { sendJson, sendProblem } from '../kinds/listeners/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
 import type { Logger } from '../log.js';
 import type { LoadResult } from '../plan/compile.js';
+import type { PlanFingerprint } from '../plan/fingerprint.js';
 import type { Plan } from '../plan/types.js';
 import type { ReloadResult } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
@@ -34,6 +35,8 @@ export interface AdminSource {
   reload(reason: string): Promise<ReloadResult>;
   /** Loads the config as a reload would, with some files' contents replaced (an upload being checked). */
   load(overrides?: ReadonlyMap<string, string>): Promise<LoadResult>;
+  /** The running plan as `eventgate plan --admin` compares against it. */
+  planFingerprint(): PlanFingerprint | null;
 }
 
 /** The admin API (spec §7): health, readiness, status, reload. Bound to 127.0.0.1 unless configured. */
@@ -65,6 +68,8 @@ export class AdminServer {
       sendJson(res, 503, { status: 'not ready', reasons: r.reasons.map(summary) });
     });
     this.route('GET /admin/status', (_req, res) => sendJson(res, 200, gateway.status()));
+    // What `eventgate plan --admin` diffs a new config against: hashes of the running components, no config values.
+    this.route('GET /admin/plan', (_req, res) => sendJson(res, 200, gateway.planFingerprint()));
     this.route('POST /admin/reload', async (_req, res) => {
       const result = await gateway.reload('admin API');
       sendJson(res, result.result === 'rejected' ? 422 : result.result === 'rolled_back' ? 409 : 200, result);

@@ -1,3 +1,4 @@
+import { webhookDoc, webhookSchema } from '../kinds/targets/webhook.js';
 import type { KindDoc, JsonSchema } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
@@ -87,7 +88,8 @@ asyncapiRemoteRefs:
 | \`tap.maxPerSecond\` | \`100\` | messages per route per second the live tap sends; the rest are counted in a \`skipped\` frame |
 
 Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 when every listener
-is bound and every broker connected, else 503 with the reasons), \`GET /admin/status\` (config
+is bound and every broker connected, else 503 with the components not ready and their state;
+with \`token\` set, an unauthenticated request gets the status only), \`GET /admin/status\` (config
 version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
 (reload now; 200 with the result, 422 with diagnostics when the file is invalid, 409 \`rolled_back\` when
 the new config could not be put in place — a port taken — and the running one was restored),
@@ -130,9 +132,11 @@ log:
 |---|---|---|
 | \`timeoutMs\` | \`1000\` | an evaluation running longer fails its message only (HTTP 500; dead-letter on consume routes); at most 60000 |
 | \`maxDepth\` | \`500\` | an evaluation recursing deeper fails its message only; at most 10000 |
+| \`maxRegexInput\` | \`32768\` | longest string one regular-expression call (\`$match\`, \`$contains\`, \`$replace\`, \`$split\` with a regex) searches; a longer one fails its message |
 
 A long evaluation gives the event loop a turn every 10 ms, so other traffic is answered while a
-runaway expression runs out its time (docs/security.md).
+runaway expression runs out its time (docs/security.md). Regular expressions run on RE2 (linear
+time, no backtracking): backreferences and lookaround are config errors.
 
 \`\`\`yaml
 expressions:
@@ -174,9 +178,9 @@ acknowledged.
 | key | required | meaning |
 |---|---|---|
 | \`name\` | yes | unique; letters, digits, \`.\`, \`_\`, \`-\` |
-| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path) or \`{broker, topic, group?, fromBeginning?}\` |
+| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path) or \`{broker, topic, group?, startFrom?}\` |
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
-| \`to\` | yes | one target or a list: \`{broker, topic, key?}\` or \`{listener, path, format?, auth?}\` |
+| \`to\` | yes | one target or a list: \`{broker, topic, key?, cloudevents?}\`, \`{listener, path, format?, auth?}\` or \`{http: {url, ...}}\` (a webhook) |
 | \`deadletter\` | no | \`{broker, topic}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |
 | \`ack\` | no | WebSocket publish routes: answer each delivered frame with \`{"type":"ack","deliveries":[...]}\` (default false) |
 
@@ -204,6 +208,21 @@ acknowledged.
   the path: subscribers must pass it at the WebSocket handshake (401/403 otherwise), and are
   disconnected (1008) when a reload stops accepting their credentials. Every route forwarding to
   the same path must declare the same \`auth\`.
+- \`{listener: L, path: /p}\` where L is an **http** listener: \`GET /p\` with
+  \`Accept: text/event-stream\` is a Server-Sent Events stream of the same messages (see
+  [kind: http](#kind-http)); \`auth\` is checked before the stream opens.
+- \`format: cloudevent\` (listener targets): CloudEvent messages are sent in the structured JSON
+  form (\`{"specversion","id","source","type",...,"data"}\`); \`envelope\` frames of CloudEvents
+  also carry their attributes as \`ce\`.
+- \`cloudevents: binary|structured\` (broker targets): how CloudEvent messages are written. A
+  message is a CloudEvent when it came in as one (HTTP binary, structured or batched mode; a
+  Kafka record with \`ce_\` headers, or \`content-type: application/cloudevents+json\`) or a
+  \`cloudevent\` step made it one. \`binary\` (default, the CloudEvents Kafka binding's
+  default too) writes the attributes as \`ce_<name>\` headers, \`datacontenttype\` as
+  \`content-type\`, and the data as the value; \`structured\` writes one JSON event as the value
+  with \`content-type: application/cloudevents+json\`. Expressions see the attributes as \`$ce\`
+  (\`filter: $ce.type = "order.placed"\`); \`validate\` checks the data.
+- \`{http: {url, ...}}\`: a webhook, below.
 
 \`\`\`yaml
 routes:
@@ -216,6 +235,7 @@ routes:
     deadletter: { broker: local, topic: orders-invalid }
 \`\`\`
 `);
+  out.push(kindSection('to: http (webhooks)', webhookDoc, webhookSchema));
   return out.join('\n');
 }
 

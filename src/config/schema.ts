@@ -1,3 +1,4 @@
+import { webhookSchema } from '../kinds/targets/webhook.js';
 import type { JsonSchema } from '../kinds/contracts.js';
 import { exactlyOne, withMessage } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
@@ -57,14 +58,8 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
   };
   const target: JsonSchema = {
     type: 'object',
-    description: 'Where messages go: a broker topic, or the clients of a WebSocket path.',
+    description: 'Where messages go: a broker topic, the clients of a WebSocket path or event stream, or an HTTP endpoint (webhook).',
     additionalProperties: false,
-    ...exactlyOne(['broker', 'listener']),
-    dependentRequired: { broker: ['topic'], listener: ['path'] },
-    dependentSchemas: {
-      broker: withMessage(forbid(['path', 'format', 'auth']), "'path', 'format' and 'auth' belong with 'listener' targets, not 'broker' targets"),
-      listener: withMessage(forbid(['topic', 'key']), "'topic' and 'key' belong with 'broker' targets, not 'listener' targets"),
-    },
     properties: {
       broker: { ...name, description: 'Broker targets: the broker name (under `brokers:`).' },
       topic: {
@@ -75,9 +70,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         ],
       },
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
-      listener: { ...name, description: 'Listener targets: a websocket listener name (under `listeners:`).' },
-      path: { type: 'string', pattern: '^/', description: 'Listener targets: the WebSocket path clients connect to.' },
-      format: { enum: ['value', 'envelope'], default: 'value', description: 'Listener targets: frame the value as JSON (`value`) or the whole message (`envelope`: topic, partition, offset, key, headers, value, timestamp).' },
+      cloudevents: { enum: ['binary', 'structured'], default: 'binary', description: 'Broker targets: CloudEvent messages as `ce_` headers and the data as value (binary, the CloudEvents Kafka binding default), or one application/cloudevents+json value (structured).' },
+      http: webhookSchema,
+      listener: { ...name, description: 'Listener targets: a websocket or http listener name (under `listeners:`).' },
+      path: { type: 'string', pattern: '^/', description: 'Listener targets: the WebSocket path clients connect to, or the http path of the event stream.' },
+      format: { enum: ['value', 'envelope', 'cloudevent'], default: 'value', description: 'Listener targets: the value as JSON (`value`), the whole message (`envelope`: topic, partition, offset, key, headers, value, timestamp, and `ce` for CloudEvents), or a CloudEvent in structured JSON form (`cloudevent`).' },
       // Subscribers of a websocket forward path must pass this at the handshake (the auth step's options).
       ...(registry.steps.has('auth') ? { auth: { ...describedKind(registry.steps.get('auth')!, 'step'), description: 'Listener targets: who may subscribe (the auth step options), checked at the WebSocket handshake.' } } : {}),
     },
@@ -152,6 +149,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         properties: {
           timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 1000, description: 'Wall-clock bound of one evaluation; the message fails (500) when it is exceeded.' },
           maxDepth: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'Deepest nesting of evaluation (recursion); deeper fails the message.' },
+          maxRegexInput: { type: 'integer', minimum: 1, maximum: 1_048_576, default: 32_768, description: 'Longest string (characters) one regular-expression call searches; a longer one fails the message. Regexes run on RE2, in time linear in this length.' },
         },
       },
       brokers: { type: 'object', description: 'Broker connections by name; routes read from and write to their topics.', additionalProperties: byKind(registry.brokers.values(), 'broker') },
@@ -183,7 +181,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                 broker: { ...name, description: 'Broker name (under `brokers:`) to consume from.' },
                 topic: { ...name, description: 'Topic to consume.' },
                 group: { ...name, description: 'Consumer group (default `eventgate-<route name>`).' },
-                fromBeginning: { type: 'boolean', description: 'Where a consumer group with no committed offset starts: the oldest record (true) or new records only (false, the default).' },
+                startFrom: {
+                  enum: ['earliest', 'latest'],
+                  description: 'Where partitions without a committed offset start: the oldest retained record, or new records only. Default: `earliest` when a target is a broker (no record skipped), `latest` when every target is a websocket forward; a broker\'s `consumer.startFrom` sets it for all its routes.',
+                },
+                fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
               },
             },
             through: {

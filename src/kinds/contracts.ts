@@ -89,6 +89,11 @@ export interface CompiledStep {
   readonly brokers?: readonly string[];
   /** The step sends to the route's `deadletter`, which must therefore be set. */
   readonly needsRouteDeadletter?: boolean;
+  /**
+   * The message payloads the step accepts, as JSON Schemas (a validate step): `eventgate export
+   * asyncapi` publishes them as the route's message contract. `message` is the AsyncAPI message id.
+   */
+  readonly accepts?: readonly { schema: unknown; message: string | null }[];
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;
   /**
    * Steps that check the client rather than the message (auth) check WebSocket handshakes here,
@@ -143,6 +148,8 @@ export interface BrokerTelemetry {
   producerError(): void;
   /** A consumer-side failure: a fetch, commit or group error, or a message its route's handler rejected. `route` when known. */
   consumerError(route?: string): void;
+  /** A route's consumer crashed and is being started again (`eventgate_<kind>_consumer_crashes_total{broker,route}`). */
+  consumerCrash(route: string): void;
 }
 
 /** How far one consumer (a route's group) is behind the end of one partition, in messages. */
@@ -164,12 +171,36 @@ export interface SubscribeSpec {
   topic: string;
   group: string;
   route: string;
-  fromBeginning?: boolean;
+  /**
+   * Where partitions without a committed offset start: the oldest retained record, or records
+   * produced from now on. Undefined: the broker's default (docs/scaling.md, "Start positions").
+   */
+  startFrom?: StartFrom;
+  /**
+   * Where a record batch the broker cannot decode goes (the route's dead-letter target); resolves
+   * once it is stored. Without it the broker stops consuming that partition and says so in health().
+   */
+  undecodable?(raw: UndecodableBatch): Promise<void>;
+}
+
+export type StartFrom = 'earliest' | 'latest';
+
+/** A batch of records as the broker received it, which it could not decode (corrupt, unknown codec). */
+export interface UndecodableBatch {
+  topic: string;
+  partition: number;
+  /** First and last offset the batch covers. */
+  offset: string;
+  lastOffset: string;
+  reason: string;
+  bytes: Buffer;
 }
 
 export interface Subscription {
   /** Stop taking new messages, wait for the one in hand, commit. */
   stop(): Promise<void>;
+  /** Whether it consumes; when not, why (a consumer that crashed and restarts, a partition stopped). */
+  health?(): Health;
 }
 
 export interface BrokerRuntime {
@@ -183,6 +214,12 @@ export interface BrokerRuntime {
   publish(topic: string, msg: Message): Promise<Delivery>;
   /** The handler's promise settles when every target accepted the message; only then is it committed. */
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription;
+  /**
+   * The messages the broker still retains on `topic` after the given offsets (per partition; a
+   * partition not named is read from its oldest message), up to its current end. `truncated` when
+   * something after a named offset is no longer retained. Brokers that cannot read back omit it.
+   */
+  retained?(topic: string, after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }>;
   /** Why `topic` cannot be a topic of this broker, or undefined; asked of topics computed per message. */
   topicProblem?(topic: string): string | undefined;
   /**
@@ -231,10 +268,21 @@ export interface RouteEntry {
 /** The routes bound to a listener by the current plan; swapped whole on reload. */
 export interface ListenerBindings {
   publish: Map<string, RouteEntry>;
+  /** Forward paths whose route can read its source again from a position (event-stream resume). */
+  replay?: Map<string, ReplaySource>;
   /** Paths that forward targets push to (WebSocket). */
   forward: Set<string>;
   /** Forward paths whose targets declare `auth`: subscribers must pass it at the handshake. */
   forwardAuth?: Map<string, Gate>;
+}
+
+/**
+ * A forward route's source read again after a position (per partition, the last offset the client
+ * saw), through the route's chain: what a reconnecting event-stream client missed. `truncated`
+ * when the broker no longer retains some of it (the messages then start at the oldest retained).
+ */
+export interface ReplaySource {
+  replay(after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }>;
 }
 
 export interface Target {
@@ -257,7 +305,7 @@ export interface ListenerRuntime {
   /** Clients currently connected, for listeners that keep connections open (`eventgate_websocket_clients`). */
   connections?(): number;
   /** Forward target for `to: {listener, path}`; only listeners that push to clients have one. */
-  forwardTarget?(path: string, options: { format: 'value' | 'envelope' }): Target;
+  forwardTarget?(path: string, options: { format: 'value' | 'envelope' | 'cloudevent' }): Target;
 }
 
 export interface ListenerCompileContext {

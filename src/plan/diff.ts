@@ -33,6 +33,42 @@ export interface Transition {
 
 type Keyed = { key: string };
 
+export interface DiffOptions {
+  /** false when the brokers' options are not known (only their hashes): every changed broker counts as replaced. */
+  reconfigureBrokers?: boolean;
+}
+
+/** The change lists of a transition by name, as `eventgate plan` reports them. */
+export interface ChangeSummary {
+  add: string[];
+  /** Reconfigured in place or replaced. */
+  change: string[];
+  remove: string[];
+  keep: string[];
+}
+
+/** A transition as name lists (the shape of `eventgate plan --format json`). */
+export function summarize(t: Transition): {
+  brokers: ChangeSummary & { reconfigure: string[] };
+  listeners: ChangeSummary & { rebind: string[] };
+  routes: ChangeSummary;
+  admin: 'keep' | 'start' | 'restart' | 'stop';
+} {
+  const lists = <P>(changes: readonly Change<P>[]): ChangeSummary => ({
+    add: named(changes, 'add'),
+    change: changes.filter((c) => c.op === 'reconfigure' || c.op === 'replace').map((c) => c.name),
+    remove: named(changes, 'remove'),
+    keep: named(changes, 'keep'),
+  });
+  const admin = t.admin === undefined ? 'keep' : ({ add: 'start', remove: 'stop', replace: 'restart', keep: 'keep', reconfigure: 'keep' } as const)[t.admin.op];
+  return {
+    brokers: { ...lists(t.brokers), reconfigure: named(t.brokers, 'reconfigure') },
+    listeners: { ...lists(t.listeners), rebind: named(t.listeners, 'replace') },
+    routes: lists(t.routes),
+    admin,
+  };
+}
+
 function diffMap<P extends Keyed>(before: ReadonlyMap<string, P>, after: ReadonlyMap<string, P>, changed: (name: string, before: P, after: P) => Change<P>): Change<P>[] {
   const out: Change<P>[] = [];
   for (const [name, next] of after) {
@@ -52,10 +88,10 @@ function diffMap<P extends Keyed>(before: ReadonlyMap<string, P>, after: Readonl
  * a listener is replaced only when its socket options changed. A route is rebuilt when it changed
  * or when a component it holds is new.
  */
-export function diffPlans(before: Plan | undefined, after: Plan, registry: KindRegistry): Transition {
+export function diffPlans(before: Plan | undefined, after: Plan, registry: KindRegistry, options: DiffOptions = {}): Transition {
   const empty = new Map();
   const brokers = diffMap<ComponentPlan>(before?.brokers ?? empty, after.brokers, (name, prev, next) =>
-    prev.kind === next.kind && registry.brokers.get(prev.kind)?.canReconfigure(prev.options, next.options)
+    options.reconfigureBrokers !== false && prev.kind === next.kind && registry.brokers.get(prev.kind)?.canReconfigure(prev.options, next.options)
       ? { op: 'reconfigure', name, before: prev, after: next }
       : { op: 'replace', name, before: prev, after: next, why: prev.kind === next.kind ? 'its options changed' : `its kind changed to ${next.kind}` },
   );

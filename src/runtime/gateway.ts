@@ -5,6 +5,7 @@ import type { BrokerRuntime, ListenerRuntime, RuntimeEnv } from '../kinds/contra
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import { loadPlan, type LoadResult } from '../plan/compile.js';
+import { planFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
 import { diffPlans } from '../plan/diff.js';
 import type { AdminPlan, Plan } from '../plan/types.js';
 import { GatewayMetrics } from '../telemetry/metrics.js';
@@ -267,7 +268,19 @@ export class Gateway {
       const h = b.health();
       if (!h.ready) reasons.push(`broker ${name}: ${h.detail ?? 'not connected'}`);
     }
+    for (const [name, r] of this.routes) {
+      const h = r.health();
+      if (!h.ready) reasons.push(`route ${name}: ${h.detail ?? 'not consuming'}`);
+    }
     return { ready: reasons.length === 0, reasons };
+  }
+
+  /** The running plan as `eventgate plan --admin` compares against it, with the clients each listener holds. */
+  planFingerprint(): PlanFingerprint | null {
+    if (!this.plan) return null;
+    const clients: Record<string, number> = {};
+    for (const [name, l] of this.listeners) if (l.connections) clients[name] = l.connections();
+    return { ...planFingerprint(this.plan), clients };
   }
 
   /** For /admin/status: never shows a secret, whichever way a config value reached it. */
@@ -290,7 +303,8 @@ export class Gateway {
         from: r.plan.from,
         steps: r.plan.steps.map((s) => s.kind),
         inFlight: r.pending,
-        to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : { listener: t.listener, path: t.path, format: t.format })),
+        ...(r.plan.from.type === 'broker' ? { consumer: r.health() } : {}),
+        to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : t.type === 'http' ? { http: t.webhook.url } : { listener: t.listener, path: t.path, format: t.format })),
       })),
     };
   }
@@ -307,6 +321,7 @@ export class Gateway {
     await Promise.allSettled([...this.routes.values()].map(async (r) => {
       await r.stopConsuming();
       await r.drain(drainMs);
+      r.close();
     }));
     await Promise.allSettled([...this.retiring]);
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));

@@ -145,6 +145,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   const retiring = old.routes.some((r) => r.pending > 0);
   const retired = (async () => {
     await Promise.all(old.routes.map((r) => r.drain(drainMs)));
+    for (const r of old.routes) r.close();
     await Promise.allSettled(old.listeners.map((l) => l.stop({ drainMs })));
     await Promise.allSettled(old.brokers.map((b) => b.stop()));
   })();
@@ -182,17 +183,22 @@ function swap<T, P>(map: Map<string, T>, changes: readonly Change<P>[], built: R
 
 /** What a listener serves under `plan`: the publish routes from it, the forward paths to it. */
 export function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, RouteRuntime>): ListenerBindings {
-  const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map() };
+  const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map(), replay: new Map() };
+  /** Paths more than one route forwards to: no single source to replay from. */
+  const shared = new Set<string>();
   for (const name of plan.routes.keys()) {
     // The running route's plan, not the new one: a kept route keeps its compiled auth, so the
     // listener can tell that what guards a path did not change.
     const r = routes.get(name)!.plan;
     if (r.from.type === 'listener' && r.from.listener === listener) bindings.publish.set(r.from.path, routes.get(r.name)!);
-    for (const to of r.to) {
-      if (to.type !== 'listener' || to.listener !== listener) continue;
-      bindings.forward.add(to.path);
-      if (to.auth?.admit) bindings.forwardAuth!.set(to.path, to.auth as Gate);
+    for (const t of r.to) {
+      if (t.type !== 'listener' || t.listener !== listener) continue;
+      if (bindings.forward.has(t.path)) shared.add(t.path);
+      bindings.forward.add(t.path);
+      if (r.from.type === 'broker') bindings.replay!.set(t.path, routes.get(r.name)!);
+      if (t.auth?.admit) bindings.forwardAuth!.set(t.path, t.auth as Gate);
     }
   }
+  for (const path of shared) bindings.replay!.delete(path);
   return bindings;
 }

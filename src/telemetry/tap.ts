@@ -1,7 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { problem } from '../core/errors.js';
 import type { Message } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 

@@ -1,9 +1,10 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { SASLOptions } from 'kafkajs';
+import { createRequire } from 'node:module';
 import { CODECS } from '../../codecs/compression.js';
-import type { BrokerCompileContext } from '../contracts.js';
+import type { BrokerCompileContext, StartFrom } from '../contracts.js';
 import { defineBroker, kindOptions, oneOf, oneOfStrings, Type, type Static } from '../define.js';
-import { KafkaBroker } from './kafka/broker.js';
+import type { KafkaBroker } from './kafka/broker.js';
 
 const ms = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -69,7 +70,13 @@ const options = kindOptions('kafka', {
   consumer: Type.Optional(
     Type.Object(
       {
-        fromBeginning: Type.Optional(Type.Boolean({ default: false, description: "Where a group with no committed offset starts (a route's `from.fromBeginning` wins); false: new records only." })),
+        startFrom: Type.Optional(
+          oneOfStrings(['earliest', 'latest'], {
+            description:
+              "Where partitions without a committed offset start, for every route reading from this broker (a route's `from.startFrom` wins). Unset: `earliest` for routes with a broker target (never skip a record), `latest` for websocket forward routes (docs/scaling.md).",
+          }),
+        ),
+        fromBeginning: Type.Optional(Type.Boolean({ description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' })),
         sessionTimeoutMs: ms(30000, 1, 'A member silent this long is dropped from its group.'),
         heartbeatIntervalMs: ms(3000, 1, 'Heartbeat period; below sessionTimeoutMs (a third is usual).'),
         rebalanceTimeoutMs: ms(60000, 1, 'How long a rebalance waits for members to rejoin.'),
@@ -93,12 +100,12 @@ export interface KafkaSettings {
   connectionTimeoutMs: number;
   healthCheckIntervalMs: number;
   producer: Required<NonNullable<KafkaOptions['producer']>>;
-  consumer: Required<NonNullable<KafkaOptions['consumer']>>;
+  /** startFrom undefined: each route's own default (earliest for durable routes, latest for websocket forwards). */
+  consumer: Required<Omit<NonNullable<KafkaOptions['consumer']>, 'startFrom' | 'fromBeginning'>> & { startFrom: StartFrom | undefined };
 }
 
 const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 5, maxBatchRecords: 1000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
-const CONSUMER_DEFAULTS: KafkaSettings['consumer'] = {
-  fromBeginning: false,
+const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
   sessionTimeoutMs: 30000,
   heartbeatIntervalMs: 3000,
   rebalanceTimeoutMs: 60000,
@@ -147,7 +154,8 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
     ssl = tls;
   }
   const producer = { ...PRODUCER_DEFAULTS, ...o.producer };
-  const consumer = { ...CONSUMER_DEFAULTS, ...o.consumer };
+  const { fromBeginning, startFrom, ...timings } = o.consumer ?? {};
+  const consumer: KafkaSettings['consumer'] = { ...CONSUMER_DEFAULTS, ...timings, startFrom: startFrom ?? (fromBeginning === undefined ? undefined : fromBeginning ? 'earliest' : 'latest') };
   if (producer.idempotent && producer.acks !== 'all') {
     ctx.report(['producer', 'idempotent'], 'EG_CONFIG_SCHEMA', `an idempotent producer needs acks: all (acks is '${producer.acks}')`);
     ok = false;
@@ -172,13 +180,23 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
 export const kafkaBroker = defineBroker<typeof options, KafkaSettings>({
   options,
   doc: {
-  summary:
-    'A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a record whose chain fails goes to the route\'s `deadletter` and the partition moves on. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.',
-  example:
+    summary:
+      'A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a route with broker targets starts partitions that have no committed offset at the oldest record, so nothing produced before its first start or while it was down is skipped. A record whose chain fails, or a record batch that cannot be decoded, goes to the route\'s `deadletter` and the partition moves on. A consumer that crashes is started again with backoff, and `/readyz` says why meanwhile. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.',
+    example:
     'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, lingerMs: 5, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { fromBeginning: false, sessionTimeoutMs: 30000 }',
   },
   compile: compileKafka,
   // Connections, producer and consumer groups are built from every option: a change means a new client.
   canReconfigure: () => false,
-  create: (name, settings, env) => new KafkaBroker(name, settings, env),
+  create: (name, settings, env) => new (kafkaRuntime().KafkaBroker)(name, settings, env),
 });
+
+let runtime: { KafkaBroker: typeof KafkaBroker } | undefined;
+/**
+ * The kafka runtime (and kafkajs with it), loaded when a config first uses a kafka broker: a
+ * gateway without one does not pay its memory and start-up time. Loaded synchronously (require of
+ * an ES module, Node >= 20.19) because create() is synchronous.
+ */
+function kafkaRuntime(): { KafkaBroker: typeof KafkaBroker } {
+  return (runtime ??= createRequire(import.meta.url)('./kafka/broker.js') as { KafkaBroker: typeof KafkaBroker });
+}

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
-import { DEFAULT_MAX_JSON_DEPTH } from './client-json.js';
+import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
 import type { ListenerCompileContext } from '../contracts.js';
 import { Type, type Static } from '../define.js';
 import type { TObject } from '@sinclair/typebox';
@@ -34,6 +34,7 @@ export const TRANSPORT_DEFAULTS = {
   requestTimeoutMs: 30_000,
   maxConnections: 10_000,
   maxJsonDepth: DEFAULT_MAX_JSON_DEPTH,
+  maxParsedBytes: DEFAULT_MAX_PARSED_BYTES,
 } as const;
 
 /** How often node checks header/request timeouts (its default, 30 s, would make them that coarse). */
@@ -64,6 +65,13 @@ export const transportOptions = {
   requestTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.requestTimeoutMs, description: 'Time a client has to send the whole request; then 408. Open WebSocket connections are not affected.' })),
   maxConnections: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.maxConnections, description: 'Open connections at once; further ones are closed as they arrive.' })),
   maxJsonDepth: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, default: TRANSPORT_DEFAULTS.maxJsonDepth, description: 'Deepest nesting of JSON arrays/objects accepted in a body or frame; deeper: 400.' })),
+  maxParsedBytes: Type.Optional(
+    Type.Integer({
+      minimum: 1024,
+      default: TRANSPORT_DEFAULTS.maxParsedBytes,
+      description: 'Largest estimated heap size of a parsed body or frame (2 bytes per byte, 72 per array/object); larger: 413, refused before parsing.',
+    }),
+  ),
 };
 
 /** The transport options as compiled: the TLS files' contents are read (and watched) at load. */
