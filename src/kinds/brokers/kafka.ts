@@ -52,7 +52,7 @@ const options = kindOptions('kafka', {
     Type.Object(
       {
         acks: Type.Optional(oneOfStrings(['all', 'leader', 'none'], { default: 'all', description: "Acknowledgement a publish waits for: `all`, `leader` or `none` (then a delivery's offset is `-1`)." })),
-        lingerMs: ms(5, 0, 'How long a publish waits for others to share its produce request.'),
+        lingerMs: ms(0, 0, 'How long a publish waits for others to share its produce request. 0: none added; a produce request leaves as soon as the one in flight is answered, carrying what arrived meanwhile, so batches grow with the load.'),
         maxBatchRecords: ms(1000, 1, 'Most records in one produce request.'),
         compression: Type.Optional(
           oneOfStrings(CODECS, {
@@ -104,7 +104,7 @@ export interface KafkaSettings {
   consumer: Required<Omit<NonNullable<KafkaOptions['consumer']>, 'startFrom' | 'fromBeginning'>> & { startFrom: StartFrom | undefined };
 }
 
-const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 5, maxBatchRecords: 1000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
+const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
 const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
   sessionTimeoutMs: 30000,
   heartbeatIntervalMs: 3000,
@@ -183,7 +183,7 @@ export const kafkaBroker = defineBroker<typeof options, KafkaSettings>({
     summary:
       'A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a route with broker targets starts partitions that have no committed offset at the oldest record, so nothing produced before its first start or while it was down is skipped. A record whose chain fails, or a record batch that cannot be decoded, goes to the route\'s `deadletter` and the partition moves on. A consumer that crashes is started again with backoff, and `/readyz` says why meanwhile. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.',
     example:
-    'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, lingerMs: 5, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { fromBeginning: false, sessionTimeoutMs: 30000 }',
+      'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { sessionTimeoutMs: 30000 }',
   },
   compile: compileKafka,
   // Connections, producer and consumer groups are built from every option: a change means a new client.
