@@ -10,12 +10,12 @@ import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { isHidden, pruneInvalid, type Hidden, type Pruned } from '../config/prune.js';
-import type { ErrorCode } from '../errors.js';
+import type { ErrorCode } from '../core/errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
 import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StartFrom, StepCompileContext } from '../kinds/contracts.js';
 import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
-import { canonical, hash } from './canonical.js';
+import { canonical, hash } from '../core/canonical.js';
 import { findConflicts } from './conflicts.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import type { AdminPlan, AsyncApiPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
@@ -64,7 +64,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
   const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides, pruned);
   await compiler.loadAsyncApi();
-  const plan = compiler.compile();
+  const plan = compiler.compile(secrets);
   const files = [...compiler.files.keys()];
   const seen = new Map(compiler.files);
   diagnostics.push(...compiler.diagnostics);
@@ -105,7 +105,8 @@ interface RawTarget {
 }
 interface RawRoute {
   name: string;
-  from: { listener?: string; path?: string; broker?: string; topic?: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean };
+  /** The schema guarantees a listener, or a broker with a topic; the compiler checks a listener's path or topic by its kind. */
+  from: { listener: string; path?: string; topic?: string } | { broker: string; topic: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean };
   through?: string | (string | RawStep)[];
   /** Required, except on routes from a listener that routes by topic (kafka), where records go on upstream. */
   to?: RawTarget | RawTarget[];
@@ -222,7 +223,7 @@ class Compiler {
     return join(dirname(this.src.file), relative(this.dir, file));
   }
 
-  compile(): Plan {
+  compile(secrets: ReadonlySet<string>): Plan {
     const c = this.config;
     const brokers = new Map<string, ComponentPlan>();
     for (const [name, options] of Object.entries(c.brokers ?? {})) {
@@ -355,8 +356,7 @@ class Compiler {
       brokers,
       listeners,
       routes,
-      secrets: this.src.fromEnv,
-      secretValues: secretValues(this.src.value, this.src.fromEnv, this.src.envValues),
+      secretValues: secrets,
     };
   }
 
@@ -389,28 +389,24 @@ class Compiler {
       return false;
     };
 
-    // from
+    // from (the schema guarantees a listener with a path, or a broker with a topic)
     let from: SourcePlan | undefined;
     const f = raw.from;
-    if ((f.listener === undefined) === (f.broker === undefined)) {
-      this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from' needs exactly one of 'listener' (with 'path') or 'broker' (with 'topic')`, 'key');
-    } else if (f.listener !== undefined && this.routesByTopic(f.listener, listeners)) {
+    if ('listener' in f && this.routesByTopic(f.listener, listeners)) {
       // A kafka listener: the route governs what its clients produce to a topic.
-      if (f.path !== undefined || f.group !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': listener '${f.listener}' takes Kafka clients, so the route names a 'topic' (no 'path' or 'group')`, 'key');
+      if (f.path !== undefined) this.report([...at, 'from', 'path'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': listener '${f.listener}' takes Kafka clients, so the route names a 'topic', not a 'path'`, 'key');
       else if (f.topic === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' '${f.listener}' is a kafka listener and needs a 'topic'`, 'key');
       else if (checkListener(f.listener, [...at, 'from', 'listener'])) from = { type: 'listener', listener: f.listener, path: f.topic };
-    } else if (f.listener !== undefined) {
-      if (f.topic !== undefined || f.group !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'topic' and 'group' belong with 'from.broker', not 'from.listener'`, 'key');
-      if (f.path === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' needs a 'path'`, 'key');
+    } else if ('listener' in f) {
+      if (f.topic !== undefined) this.report([...at, 'from', 'topic'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'topic' belongs with 'from.broker' (or a kafka listener), not with ${this.listenerKindOf(f.listener, listeners)} listener '${f.listener}'`, 'key');
+      else if (f.path === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' needs a 'path'`, 'key');
       else if (checkListener(f.listener, [...at, 'from', 'listener'])) {
         const kind = this.registry.listeners.get(listeners.get(f.listener)!.kind)!;
         if (!kind.acceptsPublish) this.report([...at, 'from', 'listener'], 'EG_CONFIG_REF', `listener '${f.listener}' (${kind.kind}) does not accept messages from clients`);
         else from = { type: 'listener', listener: f.listener, path: f.path };
       }
-    } else {
-      if (f.path !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'path' belongs with 'from.listener', not 'from.broker'`, 'key');
-      if (f.topic === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.broker' needs a 'topic'`, 'key');
-      else if (checkBroker(f.broker!, [...at, 'from', 'broker'])) from = { type: 'broker', broker: f.broker!, topic: f.topic, group: f.group, startFrom: f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest') };
+    } else if (checkBroker(f.broker, [...at, 'from', 'broker'])) {
+      from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, startFrom: f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest') };
     }
 
     // deadletter
@@ -436,7 +432,7 @@ class Compiler {
         steps.push(...(this.compileSteps([item], itemAt, true) ?? []));
       }
       const why = sourceKind?.stepProblem ? steps.slice(itemSteps).map((s) => sourceKind.stepProblem!(s.step)).find((w) => w !== undefined) : undefined;
-      if (why !== undefined) this.report(itemAt, 'EG_CONFIG_REF', `route '${raw.name}' is on ${sourceKind!.kind} listener '${f.listener}': ${why}`, typeof item === 'string' ? 'value' : 'key');
+      if (why !== undefined) this.report(itemAt, 'EG_CONFIG_REF', `route '${raw.name}' is on ${sourceKind!.kind} listener '${from!.type === 'listener' ? from!.listener : ''}': ${why}`, typeof item === 'string' ? 'value' : 'key');
     });
     for (const s of steps) for (const b of s.step.brokers ?? []) usesBrokers.add(b);
     if (from?.type === 'broker') {
@@ -450,8 +446,8 @@ class Compiler {
     // to
     const targets: TargetPlan[] = [];
     const targetFiles: string[] = [];
-    if (f.listener !== undefined && this.routesByTopic(f.listener, listeners)) {
-      if (raw.to !== undefined) this.report([...at, 'to'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': its records go on to topic '${f.topic}' of the listener's upstream cluster, so it takes no 'to'`, 'key');
+    if ('listener' in f && this.routesByTopic(f.listener, listeners)) {
+      if (raw.to !== undefined) this.report([...at, 'to'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': its records go on to topic '${f.topic ?? ''}' of the listener's upstream cluster, so it takes no 'to'`, 'key');
       if (raw.deadletter !== undefined) this.report([...at, 'deadletter'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': a record cannot leave a produce request without breaking the producer's sequence numbers, so there is no dead-letter target; use onInvalid: reject or tag`, 'key');
     } else if (raw.to === undefined) {
       this.report(at, 'EG_CONFIG_SCHEMA', `route '${raw.name}' needs a 'to' (a target, or a list of them)`, 'key');
@@ -520,6 +516,12 @@ class Compiler {
       brokers: [...usesBrokers],
       listeners: [...usesListeners],
     };
+  }
+
+  /** The kind of a listener, for messages ('an http', 'a websocket'). */
+  private listenerKindOf(listener: string, listeners: Map<string, ListenerPlan>): string {
+    const kind = listeners.get(listener)?.kind;
+    return kind === undefined ? 'the' : /^[aeiou]/.test(kind) ? `an ${kind}` : `a ${kind}`;
   }
 
   /** Whether routes from `listener` name a topic rather than a path (kafka listeners). */

@@ -2,19 +2,22 @@
  * The `kafka` listener kind: a Kafka-protocol proxy in front of a kafka broker of the config
  * (docs/kafka-proxy.md). Its routes name a topic; they govern what clients produce to it.
  */
-import type { CompiledStep, ListenerKind } from '../contracts.js';
+import type { CompiledStep } from '../contracts.js';
+import { defineListener, kindOptions, mapOf, Type, type Static } from '../define.js';
 import { batchCompression } from '../../codecs/record-batch.js';
 import { DEFAULT_MAX_REQUEST_BYTES, KafkaProxyListener, type KafkaProxySettings } from './kafka/proxy.js';
 
-export interface KafkaListenerOptions {
-  kind: 'kafka';
-  upstream: string;
-  host?: string;
-  port: number;
-  advertisedHost?: string;
-  brokerPorts?: Record<string, number>;
-  maxRequestBytes?: number;
-}
+const options = kindOptions('kafka', {
+  upstream: Type.String({ minLength: 1, description: 'The broker (of kind kafka) whose cluster the listener fronts; the proxy reaches it with that broker\'s `brokers` and `ssl`.' }),
+  host: Type.Optional(Type.String({ default: '0.0.0.0', description: 'Bind address of the bootstrap port and of every broker port.' })),
+  port: Type.Integer({ minimum: 0, maximum: 65535, description: 'The bootstrap port clients are given. Broker n (in the order the proxy learns of them) gets port + 1 + n; with 0, every port is picked free (see /admin/status).' }),
+  advertisedHost: Type.Optional(Type.String({ minLength: 1, description: "Host named to clients in metadata responses (default: host, or this machine's hostname when host is 0.0.0.0 or ::)." })),
+  brokerPorts: Type.Optional(
+    mapOf(Type.Integer({ minimum: 1, maximum: 65535 }), { propertyNames: { pattern: '^[0-9]+$' }, description: 'Local port per upstream broker node id (`"1": 19101`), for ports that must not depend on discovery order.' }),
+  ),
+  maxRequestBytes: Type.Optional(Type.Integer({ minimum: 1024, default: DEFAULT_MAX_REQUEST_BYTES, description: "Largest request frame a client may send (Kafka's socket.request.max.bytes); a larger one closes that client's connection." })),
+});
+export type KafkaListenerOptions = Static<typeof options>;
 
 /** Kafka's rule for topic names. */
 const TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
@@ -41,8 +44,8 @@ function stepProblem(step: CompiledStep): string | undefined {
   }
 }
 
-export const kafkaListener: ListenerKind<KafkaListenerOptions> = {
-  kind: 'kafka',
+export const kafkaListener = defineListener({
+  options,
   acceptsPublish: true,
   acceptsForward: false,
   routesBy: 'topic',
@@ -50,66 +53,37 @@ export const kafkaListener: ListenerKind<KafkaListenerOptions> = {
   socketOptions: ['port', 'host', 'brokerPorts'],
   stepProblem,
   checkPath: (topic) => (TOPIC.test(topic) && topic !== '.' && topic !== '..' ? undefined : 'not a Kafka topic name (letters, digits, ".", "_" and "-", at most 249)'),
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['kind', 'upstream', 'port'],
-    properties: {
-      kind: { const: 'kafka' },
-      upstream: { type: 'string', minLength: 1, description: 'The broker (of kind kafka) whose cluster the listener fronts; clients reach it through the listener, with its `ssl` settings.' },
-      host: { type: 'string', default: '0.0.0.0', description: 'Bind address of the bootstrap port and of every broker port.' },
-      port: { type: 'integer', minimum: 0, maximum: 65535, description: 'The bootstrap port clients are given. Broker n (in the order the proxy learns of them) gets port + 1 + n; with 0, every port is picked free (see /admin/status).' },
-      advertisedHost: { type: 'string', minLength: 1, description: 'Host named to clients in metadata responses (default: host, or this machine\'s hostname when host is 0.0.0.0 or ::).' },
-      brokerPorts: {
-        type: 'object',
-        description: 'Local port per upstream broker node id (`"1": 19101`), for ports that must not depend on discovery order.',
-        propertyNames: { pattern: '^[0-9]+$' },
-        additionalProperties: { type: 'integer', minimum: 1, maximum: 65535 },
-      },
-      maxRequestBytes: { type: 'integer', minimum: 1024, default: DEFAULT_MAX_REQUEST_BYTES, description: 'Largest request frame a client may send (Kafka\'s socket.request.max.bytes); a larger one closes that client\'s connection.' },
-    },
-  },
-  compile(options, ctx): KafkaListenerOptions | undefined {
-    const broker = ctx.broker?.(options.upstream, ['upstream']);
+  compile(o, ctx): KafkaProxySettings | undefined {
+    const broker = ctx.broker?.(o.upstream, ['upstream']);
     if (!broker) return undefined;
     if (broker.kind !== 'kafka') {
-      ctx.report(['upstream'], 'EG_CONFIG_REF', `broker '${options.upstream}' is a ${broker.kind} broker; a kafka listener fronts a broker of kind kafka`);
+      ctx.report(['upstream'], 'EG_CONFIG_REF', `broker '${o.upstream}' is a ${broker.kind} broker; a kafka listener fronts a broker of kind kafka`);
       return undefined;
     }
     const upstream = broker.options as { brokers?: unknown; ssl?: KafkaProxySettings['tls'] | boolean };
     // A kafka broker whose own options failed to compile has reported why; nothing to add here.
     if (!Array.isArray(upstream.brokers)) return undefined;
-    const pinned = Object.entries(options.brokerPorts ?? {});
-    const clash = pinned.find(([, p]) => p === options.port);
-    if (clash && options.port !== 0) {
+    const clash = Object.entries(o.brokerPorts ?? {}).find(([, p]) => p === o.port);
+    if (clash && o.port !== 0) {
       ctx.report(['brokerPorts', clash[0]], 'EG_CONFIG_CONFLICT', `port ${clash[1]} is the listener's bootstrap port`);
       return undefined;
     }
-    const settings: KafkaProxySettings = {
-      upstream: options.upstream,
-      host: options.host ?? '0.0.0.0',
-      port: options.port,
-      advertisedHost: options.advertisedHost,
-      brokerPorts: options.brokerPorts ?? {},
-      maxRequestBytes: options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES,
+    return {
+      upstream: o.upstream,
+      host: o.host ?? '0.0.0.0',
+      port: o.port,
+      advertisedHost: o.advertisedHost,
+      brokerPorts: o.brokerPorts ?? {},
+      maxRequestBytes: o.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES,
       bootstrap: upstream.brokers as string[],
       tls: upstream.ssl === true ? {} : upstream.ssl ? upstream.ssl : false,
     };
-    return settings as unknown as KafkaListenerOptions;
   },
   doc: {
     summary:
       'A Kafka-protocol proxy: Kafka clients use it as their bootstrap server and reach the `upstream` cluster through it (docs/kafka-proxy.md). Every upstream broker gets a local port of its own, and metadata names those ports, so clients never learn the cluster\'s addresses. A route `from: {listener, topic}` governs produce requests for its topic: validate with `onInvalid: reject` refuses the whole request with INVALID_RECORD (87); `tag`, `transform` and `headers` rewrite records in their batch (same codec, record count and producer id/epoch/sequence). Other topics, consumers, groups, transactions and SASL pass through unchanged. Routes on it take no `to` (records go on to the same topic upstream), no `filter`, `auth`, `deadletter` or `onInvalid: deadletter` (a record cannot leave a produce request).',
     example:
       'brokers:\n  cluster: { kind: kafka, brokers: ["${KAFKA_BROKERS}"] }\nlisteners:\n  kafka-in:\n    kind: kafka\n    upstream: cluster\n    host: 127.0.0.1\n    port: 19092\n    advertisedHost: 127.0.0.1\nroutes:\n  - name: orders-in\n    from: { listener: kafka-in, topic: orders }\n    through: [ { validate: { message: OrderPlaced, onInvalid: reject } } ]',
-    options: {
-      upstream: 'the broker (kind kafka) whose cluster the listener fronts',
-      host: 'bind address (default 0.0.0.0)',
-      port: 'bootstrap port; broker n gets port + 1 + n (0: every port picked free)',
-      advertisedHost: 'host named in metadata (default: host)',
-      brokerPorts: 'node id → local port, to pin a broker\'s port',
-      maxRequestBytes: 'largest request frame, default 100 MiB (larger: the connection is closed)',
-    },
   },
-  create: (name, options, env) => new KafkaProxyListener(name, options as unknown as KafkaProxySettings, env, batchCompression),
-};
+  create: (name, settings, env) => new KafkaProxyListener(name, settings, env, batchCompression),
+});

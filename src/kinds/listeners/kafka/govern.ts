@@ -10,8 +10,8 @@ import { splitBatches, decodeRecords, encodeBatch, isControlBatch, verifyCrc, ty
 import { ErrorCode, readProduceRequest, writeProduceError, writeProduceRequest, type PartitionError, type ProducePartition, type RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
 import { ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
 import type { RouteEntry } from '../../contracts.js';
-import { decodeValue, encodeValue, type Message, type MessageContext } from '../../../runtime/message.js';
-import type { Outcome } from '../../../runtime/outcome.js';
+import { decodeValue, encodeValue, type Message, type MessageContext } from '../../../core/message.js';
+import type { Outcome } from '../../../core/outcome.js';
 
 export type Governed =
   /** Send `body` upstream (the client's own bytes when nothing changed); `acks` 0 means no response will come. */

@@ -11,7 +11,7 @@ import { hostname } from 'node:os';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import type { BrokerAddress, RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
 import type { BatchCompression } from '../../../codecs/record-batch.js';
-import { boundAddress, listen } from '../../../runtime/bind.js';
+import { boundAddress, listen } from '../bind.js';
 import type { Health, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv } from '../../contracts.js';
 import { ProxyConnection, type ConnectionHost } from './connection.js';
 import { governProduce, type Governed } from './govern.js';
