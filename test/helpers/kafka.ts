@@ -251,6 +251,15 @@ async function runKcat(args: string[], input: string | undefined, timeoutMs = 15
   return r.stdout;
 }
 
+/**
+ * kcat producing `values` (one per line) with extra librdkafka properties, without retries unless
+ * idempotent (which needs them); resolves with its exit code and output: failed deliveries are on stderr.
+ */
+export function kcatProduceLines(bootstrap: string, topic: string, values: string[], props: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const retries = props.some((p) => p.startsWith('enable.idempotence')) ? [] : ['-X', 'message.send.max.retries=0'];
+  return runProcess('kcat', ['-P', '-b', bootstrap, '-t', topic, ...props.flatMap((p) => ['-X', p]), ...retries], values.map((v) => `${v}\n`).join(''), 30000);
+}
+
 /** Runs a command to completion with `input` on stdin (kcat, the python client); rejects only when it times out. */
 export function runProcess(cmd: string, args: string[], input = '', timeoutMs = 15000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
