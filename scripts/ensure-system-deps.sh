@@ -3,7 +3,8 @@
 #   librdkafka-dev  librdkafka's mock Kafka cluster (a real Kafka-protocol broker for tests), gcc links against it
 #   gcc, libc6-dev  compile test/kafka/mock-cluster.c (once per run, cached in test/.build)
 #   kcat            an independent Kafka client for interop tests
-#   chromium        headless browser for the admin dashboard test
+#   chromium        headless browser for the admin dashboard and EventSource (SSE) tests
+#   curl            `curl -N`, an event-stream client that is not a browser (SSE tests)
 #   nginx, libnginx-mod-nchan  the fan-out benchmark's C baseline (nginx + Nchan, one worker)
 # Needs root (CI runs as root); `apt-get update` runs once, only when something is missing.
 set -euo pipefail
@@ -12,6 +13,7 @@ missing=()
 [ -f /usr/include/librdkafka/rdkafka_mock.h ] || missing+=(librdkafka-dev)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(libnginx-mod-nchan)

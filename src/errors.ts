@@ -37,6 +37,11 @@ export const ErrorCodes = {
   EG_HEADERS_TOO_LARGE: { status: 431, title: 'Request headers too large' },
   EG_REQUEST_TIMEOUT: { status: 408, title: 'Request timeout' },
   EG_INTERNAL: { status: 500, title: 'Internal error' },
+  EG_CLOUDEVENT_INVALID: { status: 400, title: 'CloudEvent attribute missing or malformed' },
+  EG_NOT_ACCEPTABLE: { status: 406, title: 'Not acceptable' },
+  EG_WEBHOOK_FAILED: { status: 502, title: 'Webhook endpoint did not accept the message' },
+  EG_WEBHOOK_REFUSED: { status: 502, title: 'Webhook endpoint refused the message' },
+  EG_WEBHOOK_TIMEOUT: { status: 504, title: 'Webhook endpoint did not answer in time' },
   // Consume routes: in the _eventgate_error header of a dead-lettered record, never in a response
   EG_UNDECODABLE_BATCH: { status: 422, title: 'Record batch cannot be decoded' },
   // Admin API: AsyncAPI upload (PUT /admin/asyncapi)

@@ -1,3 +1,4 @@
+import type { WebhookCounters, WebhookResult } from '../kinds/targets/webhook.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type LabelValues, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
 import type { BrokerRuntime, BrokerTelemetry, ListenerRuntime, ListenerTelemetry, Telemetry } from '../kinds/contracts.js';
 import type { Outcome } from '../runtime/outcome.js';
@@ -28,6 +29,9 @@ export class RouteStats {
   deadlettered = 0;
   failed = 0;
   rejected = 0;
+  /** Answers of this route's webhook targets, per result (every try counts). */
+  readonly webhookAnswers = new Map<WebhookResult, number>();
+  readonly webhook: WebhookCounters = { answered: (r) => void this.webhookAnswers.set(r, (this.webhookAnswers.get(r) ?? 0) + 1) };
   /** Count per latency bucket (not cumulative); the last slot is +Inf. */
   readonly latencyBuckets = new Float64Array(LATENCY_BUCKETS.length + 1);
   latencySum = 0;
@@ -139,6 +143,26 @@ export class GatewayMetrics implements Telemetry {
       },
     });
     new RouteLatencyHistogram(this.registry, routes);
+    new Counter({
+      name: 'eventgate_webhook_requests_total',
+      help: 'Requests webhook targets sent (every try), per route and result: 2xx, 3xx, 4xx, 5xx, timeout or connection (refused, reset, unresolvable).',
+      labelNames: ['route', 'result'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [route, s] of routes) s.webhookAnswers.forEach((n, result) => this.inc({ route, result }, n));
+      },
+    });
+    new Gauge({
+      name: 'eventgate_event_stream_clients',
+      help: 'Server-Sent Events clients connected, per http listener.',
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [listener, l] of source.listeners) if (l.kind === 'http' && l.connections) this.set({ listener }, l.connections());
+      },
+    });
     new Gauge({
       name: 'eventgate_websocket_clients',
       help: 'WebSocket clients connected, per listener.',

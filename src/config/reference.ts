@@ -1,3 +1,4 @@
+import { webhookDoc, webhookSchema } from '../kinds/targets/webhook.js';
 import type { KindDoc, JsonSchema } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
@@ -210,7 +211,7 @@ acknowledged.
 | \`name\` | yes | unique; letters, digits, \`.\`, \`_\`, \`-\` |
 | \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path) or \`{broker, topic, group?, startFrom?}\` |
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
-| \`to\` | yes | one target or a list: \`{broker, topic, key?}\` or \`{listener, path, format?, auth?}\` |
+| \`to\` | yes | one target or a list: \`{broker, topic, key?, cloudevents?}\`, \`{listener, path, format?, auth?}\` or \`{http: {url, ...}}\` (a webhook) |
 | \`deadletter\` | no | \`{broker, topic}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |
 | \`ack\` | no | WebSocket publish routes: answer each delivered frame with \`{"type":"ack","deliveries":[...]}\` (default false) |
 
@@ -238,6 +239,21 @@ acknowledged.
   the path: subscribers must pass it at the WebSocket handshake (401/403 otherwise), and are
   disconnected (1008) when a reload stops accepting their credentials. Every route forwarding to
   the same path must declare the same \`auth\`.
+- \`{listener: L, path: /p}\` where L is an **http** listener: \`GET /p\` with
+  \`Accept: text/event-stream\` is a Server-Sent Events stream of the same messages (see
+  [kind: http](#kind-http)); \`auth\` is checked before the stream opens.
+- \`format: cloudevent\` (listener targets): CloudEvent messages are sent in the structured JSON
+  form (\`{"specversion","id","source","type",...,"data"}\`); \`envelope\` frames of CloudEvents
+  also carry their attributes as \`ce\`.
+- \`cloudevents: binary|structured\` (broker targets): how CloudEvent messages are written. A
+  message is a CloudEvent when it came in as one (HTTP binary, structured or batched mode; a
+  Kafka record with \`ce_\` headers, or \`content-type: application/cloudevents+json\`) or a
+  \`cloudevent\` step made it one. \`binary\` (default, the CloudEvents Kafka binding's
+  default too) writes the attributes as \`ce_<name>\` headers, \`datacontenttype\` as
+  \`content-type\`, and the data as the value; \`structured\` writes one JSON event as the value
+  with \`content-type: application/cloudevents+json\`. Expressions see the attributes as \`$ce\`
+  (\`filter: $ce.type = "order.placed"\`); \`validate\` checks the data.
+- \`{http: {url, ...}}\`: a webhook, below.
 
 \`\`\`yaml
 routes:
@@ -250,6 +266,7 @@ routes:
     deadletter: { broker: local, topic: orders-invalid }
 \`\`\`
 `);
+  out.push(kindSection('to: http (webhooks)', webhookDoc, webhookSchema));
   return out.join('\n');
 }
 

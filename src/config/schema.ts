@@ -1,3 +1,4 @@
+import { webhookSchema } from '../kinds/targets/webhook.js';
 import type { JsonSchema } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
@@ -52,7 +53,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
   };
   const target: JsonSchema = {
     type: 'object',
-    description: 'Where messages go: a broker topic, or the clients of a WebSocket path.',
+    description: 'Where messages go: a broker topic, the clients of a WebSocket path or event stream, or an HTTP endpoint (webhook).',
     additionalProperties: false,
     properties: {
       broker: { ...name, description: 'Broker targets: the broker name (under `brokers:`).' },
@@ -64,9 +65,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         ],
       },
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
-      listener: { ...name, description: 'Listener targets: a websocket listener name (under `listeners:`).' },
-      path: { type: 'string', pattern: '^/', description: 'Listener targets: the WebSocket path clients connect to.' },
-      format: { enum: ['value', 'envelope'], default: 'value', description: 'Listener targets: frame the value as JSON (`value`) or the whole message (`envelope`: topic, partition, offset, key, headers, value, timestamp).' },
+      cloudevents: { enum: ['binary', 'structured'], default: 'binary', description: 'Broker targets: CloudEvent messages as `ce_` headers and the data as value (binary, the CloudEvents Kafka binding default), or one application/cloudevents+json value (structured).' },
+      http: webhookSchema,
+      listener: { ...name, description: 'Listener targets: a websocket or http listener name (under `listeners:`).' },
+      path: { type: 'string', pattern: '^/', description: 'Listener targets: the WebSocket path clients connect to, or the http path of the event stream.' },
+      format: { enum: ['value', 'envelope', 'cloudevent'], default: 'value', description: 'Listener targets: the value as JSON (`value`), the whole message (`envelope`: topic, partition, offset, key, headers, value, timestamp, and `ce` for CloudEvents), or a CloudEvent in structured JSON form (`cloudevent`).' },
       // Subscribers of a websocket forward path must pass this at the handshake (the auth step's options).
       ...(registry.steps.has('auth') ? { auth: { ...describedKind(registry.steps.get('auth')!, 'step'), description: 'Listener targets: who may subscribe (the auth step options), checked at the WebSocket handshake.' } } : {}),
     },

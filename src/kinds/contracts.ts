@@ -213,6 +213,12 @@ export interface BrokerRuntime {
   publish(topic: string, msg: Message): Promise<Delivery>;
   /** The handler's promise settles when every target accepted the message; only then is it committed. */
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription;
+  /**
+   * The messages the broker still retains on `topic` after the given offsets (per partition; a
+   * partition not named is read from its oldest message), up to its current end. `truncated` when
+   * something after a named offset is no longer retained. Brokers that cannot read back omit it.
+   */
+  retained?(topic: string, after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }>;
   /** Why `topic` cannot be a topic of this broker, or undefined; asked of topics computed per message. */
   topicProblem?(topic: string): string | undefined;
   /**
@@ -261,10 +267,21 @@ export interface RouteEntry {
 /** The routes bound to a listener by the current plan; swapped whole on reload. */
 export interface ListenerBindings {
   publish: Map<string, RouteEntry>;
+  /** Forward paths whose route can read its source again from a position (event-stream resume). */
+  replay?: Map<string, ReplaySource>;
   /** Paths that forward targets push to (WebSocket). */
   forward: Set<string>;
   /** Forward paths whose targets declare `auth`: subscribers must pass it at the handshake. */
   forwardAuth?: Map<string, Gate>;
+}
+
+/**
+ * A forward route's source read again after a position (per partition, the last offset the client
+ * saw), through the route's chain: what a reconnecting event-stream client missed. `truncated`
+ * when the broker no longer retains some of it (the messages then start at the oldest retained).
+ */
+export interface ReplaySource {
+  replay(after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }>;
 }
 
 export interface Target {
@@ -288,7 +305,7 @@ export interface ListenerRuntime {
   /** Clients currently connected, for listeners that keep connections open (`eventgate_websocket_clients`). */
   connections?(): number;
   /** Forward target for `to: {listener, path}`; only listeners that push to clients have one. */
-  forwardTarget?(path: string, options: { format: 'value' | 'envelope' }): Target;
+  forwardTarget?(path: string, options: { format: 'value' | 'envelope' | 'cloudevent' }): Target;
 }
 
 export interface ListenerCompileContext {

@@ -1,3 +1,4 @@
+import { signatureKey, WEBHOOK_DEFAULTS, type WebhookOptions, type WebhookPlan } from '../kinds/targets/webhook.js';
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import type { ValidateFunction } from 'ajv';
@@ -108,8 +109,10 @@ interface RawTarget {
   key?: string;
   listener?: string;
   path?: string;
-  format?: 'value' | 'envelope';
+  format?: 'value' | 'envelope' | 'cloudevent';
   auth?: Record<string, unknown>;
+  cloudevents?: 'binary' | 'structured';
+  http?: WebhookOptions;
 }
 interface RawRoute {
   name: string;
@@ -446,26 +449,35 @@ class Compiler {
     const rawTargets = Array.isArray(raw.to) ? raw.to : [raw.to];
     rawTargets.forEach((t, j) => {
       const tAt: PathPart[] = Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'];
-      if ((t.broker === undefined) === (t.listener === undefined)) {
-        this.report(tAt, 'EG_CONFIG_SCHEMA', `a target needs exactly one of 'broker' (with 'topic') or 'listener' (with 'path')`, 'key');
+      if ([t.broker, t.listener, t.http].filter((x) => x !== undefined).length !== 1) {
+        this.report(tAt, 'EG_CONFIG_SCHEMA', `a target needs exactly one of 'broker' (with 'topic'), 'listener' (with 'path') or 'http' (a webhook)`, 'key');
         return;
       }
+      if (t.http !== undefined) {
+        const stray = (['topic', 'key', 'path', 'format', 'auth', 'cloudevents'] as const).filter((k) => t[k] !== undefined);
+        if (stray.length > 0) this.report(tAt, 'EG_CONFIG_SCHEMA', `${stray.map((k) => `'${k}'`).join(', ')} belong with broker or listener targets, not 'http' targets (webhook options go inside 'http')`, 'key');
+        const webhook = this.webhook(t.http, [...tAt, 'http']);
+        if (webhook) targets.push({ type: 'http', webhook });
+        return;
+      }
+      if (t.listener !== undefined && t.cloudevents !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'cloudevents' belongs with broker targets; listener targets choose with 'format'`, 'key');
       if (t.broker !== undefined) {
         if (t.path !== undefined || t.format !== undefined || t.auth !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'path', 'format' and 'auth' belong with 'listener' targets, not 'broker' targets`, 'key');
         if (t.topic === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a broker target needs a 'topic'`, 'key');
         if (!checkBroker(t.broker, [...tAt, 'broker'])) return;
         const key = t.key === undefined ? undefined : this.expression(t.key, [...tAt, 'key']);
-        if (typeof t.topic === 'string') targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key });
+        const structured = t.cloudevents === 'structured';
+        if (typeof t.topic === 'string') targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured });
         else {
           const topicExpr = this.expression(t.topic.expression, [...tAt, 'topic', 'expression']);
-          targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key });
+          targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key, structured });
         }
       } else {
         if (t.topic !== undefined || t.key !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'topic' and 'key' belong with 'broker' targets, not 'listener' targets`, 'key');
         if (t.path === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a listener target needs a 'path'`, 'key');
         if (!checkListener(t.listener!, [...tAt, 'listener'])) return;
         const kind = this.registry.listeners.get(listeners.get(t.listener!)!.kind)!;
-        if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket listeners can be targets (clients connect to them to receive messages)`);
+        if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket and http listeners can be targets (clients connect to them to receive messages)`);
         let auth: CompiledStep | undefined;
         if (t.auth !== undefined) {
           const authKind = this.registry.steps.get('auth');
@@ -497,6 +509,44 @@ class Compiler {
       ack: raw.ack ?? false,
       brokers: [...usesBrokers],
       listeners: [...usesListeners],
+    };
+  }
+
+  /** A webhook target's options with its expressions compiled and defaults filled in. */
+  private webhook(o: WebhookOptions, at: PathPart[]): WebhookPlan | undefined {
+    const before = this.diagnostics.length;
+    let url = typeof o.url === 'string' ? o.url : o.url.expression;
+    let urlExpr: Expression | undefined;
+    if (typeof o.url === 'string') {
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(o.url);
+      } catch {
+        // reported below
+      }
+      if (parsed && (parsed.protocol === 'http:' || parsed.protocol === 'https:')) url = parsed.href;
+      else this.report([...at, 'url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not an http(s) URL`);
+    } else urlExpr = this.expression(o.url.expression, [...at, 'url', 'expression']);
+    const headers: [string, Expression][] = [];
+    for (const [name, source] of Object.entries(o.headers ?? {})) {
+      const expr = this.expression(source, [...at, 'headers', name]);
+      if (expr) headers.push([name, expr]);
+    }
+    const orderBy = o.orderBy === undefined ? undefined : this.expression(o.orderBy, [...at, 'orderBy']);
+    if (this.diagnostics.length > before) return undefined;
+    return {
+      url,
+      urlExpr,
+      method: o.method ?? WEBHOOK_DEFAULTS.method,
+      headers,
+      timeoutMs: o.timeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs,
+      attempts: o.retry?.attempts ?? WEBHOOK_DEFAULTS.attempts,
+      backoffMs: o.retry?.backoffMs ?? WEBHOOK_DEFAULTS.backoffMs,
+      maxBackoffMs: o.retry?.maxBackoffMs ?? WEBHOOK_DEFAULTS.maxBackoffMs,
+      concurrency: o.concurrency ?? WEBHOOK_DEFAULTS.concurrency,
+      orderBy,
+      cloudevents: o.cloudevents ?? WEBHOOK_DEFAULTS.cloudevents,
+      secret: o.signature ? signatureKey(o.signature.secret) : undefined,
     };
   }
 

@@ -308,6 +308,7 @@ export class Gateway {
     const oldWork = oldRoutes.filter((r) => r.pending > 0);
     const retire = (async () => {
       await Promise.all(oldRoutes.map((r) => r.drain(drainMs)));
+      for (const r of oldRoutes) r.close();
       await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));
       await Promise.allSettled(oldBrokers.map((b) => b.stop()));
     })();
@@ -390,7 +391,7 @@ export class Gateway {
         steps: r.plan.steps.map((s) => s.kind),
         inFlight: r.pending,
         ...(r.plan.from.type === 'broker' ? { consumer: r.health() } : {}),
-        to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : { listener: t.listener, path: t.path, format: t.format })),
+        to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : t.type === 'http' ? { http: t.webhook.url } : { listener: t.listener, path: t.path, format: t.format })),
       })),
     };
   }
@@ -407,6 +408,7 @@ export class Gateway {
     await Promise.allSettled([...this.routes.values()].map(async (r) => {
       await r.stopConsuming();
       await r.drain(drainMs);
+      r.close();
     }));
     await Promise.allSettled([...this.retiring]);
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
@@ -416,7 +418,9 @@ export class Gateway {
 }
 
 function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, RouteRuntime>): ListenerBindings {
-  const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map() };
+  const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map(), replay: new Map() };
+  /** Paths more than one route forwards to: no single source to replay from. */
+  const shared = new Set<string>();
   for (const name of plan.routes.keys()) {
     // The running route's plan, not the new one: a kept route keeps its compiled auth, so the
     // listener can tell that what guards a path did not change.
@@ -424,10 +428,13 @@ function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, R
     if (r.from.type === 'listener' && r.from.listener === listener) bindings.publish.set(r.from.path, routes.get(r.name)!);
     for (const t of r.to) {
       if (t.type !== 'listener' || t.listener !== listener) continue;
+      if (bindings.forward.has(t.path)) shared.add(t.path);
       bindings.forward.add(t.path);
+      if (r.from.type === 'broker') bindings.replay!.set(t.path, routes.get(r.name)!);
       if (t.auth?.admit) bindings.forwardAuth!.set(t.path, t.auth as Gate);
     }
   }
+  for (const path of shared) bindings.replay!.delete(path);
   return bindings;
 }
 

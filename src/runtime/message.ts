@@ -49,7 +49,9 @@ export interface MessageContext {
 /** One target's acknowledgement, as listed in the HTTP 200 body. */
 export type Delivery =
   | { broker: string; topic: string; partition: number; offset: string }
-  | { listener: string; path: string; clients: number };
+  | { listener: string; path: string; clients: number }
+  /** A webhook: the endpoint (without its query string), its 2xx status, and how many tries it took. */
+  | { endpoint: string; status: number; attempts: number };
 
 export function withValue(msg: Message, value: unknown): Message {
   return { ...msg, value };

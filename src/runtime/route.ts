@@ -1,6 +1,8 @@
 import { problem, type Problem } from '../errors.js';
 import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../expr/expression.js';
-import type { Admission, BrokerRuntime, CompiledStep, Health, ListenerRuntime, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
+import type { Admission, BrokerRuntime, CompiledStep, Health, ListenerRuntime, ReplaySource, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
+import { fromStructuredMessage, toStructuredMessage } from '../codecs/cloudevents.js';
+import { WebhookError, WebhookTarget } from '../kinds/targets/webhook.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
@@ -56,7 +58,7 @@ const MAX_BACKOFF_MS = 5000;
  * One route, built from its plan: the chain's steps and the resolved targets. Immutable; a
  * reload builds a new one, and messages already inside finish here.
  */
-export class RouteRuntime implements RouteEntry {
+export class RouteRuntime implements RouteEntry, ReplaySource {
   readonly name: string;
   readonly options: { ack: boolean };
   private readonly steps: readonly CompiledStep[];
@@ -65,6 +67,8 @@ export class RouteRuntime implements RouteEntry {
   /** Identities of the step state this route holds (see StepStateStore). */
   readonly stateIds: readonly string[];
   private readonly targets: Target[];
+  /** Webhook targets, whose kept-alive connections are closed when the route is retired. */
+  private readonly webhooks: WebhookTarget[] = [];
   private readonly deadletter: BrokerTarget | undefined;
   private readonly stats: RouteStats;
   private readonly tap: TapChannel | { active: false };
@@ -90,8 +94,8 @@ export class RouteRuntime implements RouteEntry {
     this.stateIds = stateIds;
     this.gates = this.steps.filter((s) => s.admit);
     this.credentialHeaders = new Set([...CREDENTIAL_HEADERS, ...this.steps.flatMap((s) => s.credentialHeaders ?? [])]);
-    this.targets = plan.to.map((t) => this.target(t));
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
+    this.targets = plan.to.map((t) => this.target(t));
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
     this.span = spanTemplate(this.name, plan.from.type === 'broker');
     if (plan.deadletter) {
@@ -101,6 +105,11 @@ export class RouteRuntime implements RouteEntry {
 
   private target(t: TargetPlan): Target {
     if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format });
+    if (t.type === 'http') {
+      const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name);
+      this.webhooks.push(webhook);
+      return webhook;
+    }
     const broker = this.deps.brokers.get(t.broker)!;
     return brokerTarget(broker, t);
   }
@@ -248,7 +257,7 @@ export class RouteRuntime implements RouteEntry {
   private deliver(original: Message, m: Message, ctx: MessageContext): Promise<Outcome> {
     const tagged = m.headers[VALIDATION_ERROR_HEADER] !== undefined && original.headers[VALIDATION_ERROR_HEADER] === undefined;
     const delivered = (deliveries: Delivery[]): Outcome => ({ outcome: 'delivered', deliveries, tagged, message: m });
-    const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError ? err.problem : unavailable('target', err) });
+    const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err) });
     if (this.targets.length === 1) return sent(this.targets[0]!, m, ctx).then((d) => delivered([d]), failed);
     return Promise.all(this.targets.map((t) => sent(t, m, ctx))).then(delivered, failed);
   }
@@ -264,7 +273,26 @@ export class RouteRuntime implements RouteEntry {
     // wrong. Durable routes (broker targets) take the broker's default, which never skips a record.
     const startFrom = from.startFrom ?? (this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined);
     const undecodable = this.deadletter ? (raw: UndecodableBatch) => this.deadletterUndecodable(raw) : undefined;
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, undecodable }, (msg) => this.consume(msg));
+    // Structured-mode CloudEvents records (CloudEvents Kafka binding §3.3) become CloudEvent messages.
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, undecodable }, (msg) => this.consume(fromStructuredMessage(msg)));
+  }
+
+  /**
+   * What a reconnecting event-stream client missed: the source topic as the broker still retains
+   * it after `after`, through this route's chain (messages the chain stops are left out). Nothing
+   * is sent to the targets; the caller delivers the result to that one client.
+   */
+  async replay(after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }> {
+    const from = this.plan.from;
+    const broker = from.type === 'broker' ? this.deps.brokers.get(from.broker) : undefined;
+    if (from.type !== 'broker' || !broker?.retained) return { messages: [], truncated: false };
+    const { messages, truncated } = await broker.retained(from.topic, after);
+    const out: Message[] = [];
+    for (const m of messages) {
+      const r = await runChain(this.steps, fromStructuredMessage(m), { route: this.name });
+      if (!isStop(r)) out.push(r);
+    }
+    return { messages: out, truncated };
   }
 
   /** Whether the route's consumer consumes; why not when it does not (for /readyz and /admin/status). */
@@ -301,8 +329,10 @@ export class RouteRuntime implements RouteEntry {
       const outcome = await this.handle(msg, { route: this.name });
       if (outcome.outcome === 'delivered' || outcome.outcome === 'filtered' || outcome.outcome === 'deadlettered') return;
       const p = outcome.problem;
-      const retryable = p.status === 503;
-      if (retryable && attempt < CONSUME_ATTEMPTS) {
+      // A webhook target retried on its own; what failed on its last try may pass later, but not by retrying here at once.
+      const retriedByTarget = p.code === 'EG_WEBHOOK_FAILED' || p.code === 'EG_WEBHOOK_TIMEOUT';
+      const retryable = p.status === 503 || retriedByTarget;
+      if (retryable && !retriedByTarget && attempt < CONSUME_ATTEMPTS) {
         await new Promise((r) => setTimeout(r, backoff));
         backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
         continue;
@@ -327,6 +357,11 @@ export class RouteRuntime implements RouteEntry {
   async stopConsuming(): Promise<void> {
     await this.subscription?.stop();
     this.subscription = undefined;
+  }
+
+  /** Releases what the route holds open beyond its messages (webhook connections); after drain(). */
+  close(): void {
+    for (const w of this.webhooks) w.close();
   }
 
   /** Waits, up to drainMs, until no message is inside the route. */
@@ -406,7 +441,9 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
   };
   return {
     describe: () => `${broker.name}/${t.topic}`,
-    send(msg, ctx) {
+    send(original, ctx) {
+      // Structured mode (CloudEvents Kafka binding §3.3): the event as one JSON value.
+      const msg = t.structured ? toStructuredMessage(original) : original;
       if (topicExpr) return dynamicTopic(msg, ctx);
       // A literal topic (the common case) costs nothing, and a fast-path key no microtask.
       const out = withKey(msg, ctx);

@@ -157,6 +157,17 @@ export class MemoryBroker implements BrokerRuntime {
     return Promise.resolve({ broker: this.name, topic: topicName, partition: 0, offset });
   }
 
+  /** Memory topics have one partition (0): what is retained after `after.get(0)`. */
+  retained(topicName: string, after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }> {
+    const topic = this.topic(topicName);
+    const seen = after.get(0);
+    const wanted = seen === undefined ? topic.first : Number(seen) + 1;
+    const from = Math.max(wanted, topic.first);
+    const messages: Message[] = [];
+    for (let o = from; o < topic.end; o++) messages.push(topic.at(o));
+    return Promise.resolve({ messages, truncated: wanted < topic.first });
+  }
+
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const topic = this.topic(spec.topic);
     let group = topic.groups.get(spec.group);

@@ -9,6 +9,7 @@ import type { Delivery, Message, MessageContext, RequestMeta } from '../../runti
 import type { Admission, Gate, ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
 import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
 import { boundAddress, listen } from '../../runtime/bind.js';
+import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
 import { PathBatch, type BatchClient } from './ws-batch.js';
 
 export interface WebSocketOptions extends TransportOptions {
@@ -153,7 +154,7 @@ export class WebSocketListener implements ListenerRuntime {
     return clients;
   }
 
-  forwardTarget(path: string, { format }: { format: 'value' | 'envelope' }): Target {
+  forwardTarget(path: string, { format }: { format: 'value' | 'envelope' | 'cloudevent' }): Target {
     const listener = this;
     return {
       describe: () => `websocket ${this.name}${path}`,
@@ -166,7 +167,7 @@ export class WebSocketListener implements ListenerRuntime {
         let sent = 0;
         for (const c of set) if (listener.withinBound(c, batch.pendingBytes(c))) sent++;
         if (sent > 0) {
-          const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(envelope(msg)));
+          const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? toStructured(msg) : envelope(msg)));
           batch.queue(textFrame(payload), payload);
         }
         return { listener: listener.name, path, clients: sent };
@@ -378,8 +379,12 @@ function handshakeTrace(req: IncomingMessage): Record<string, string> | undefine
   return typeof tracestate === 'string' ? { traceparent, tracestate } : { traceparent };
 }
 
+/** The envelope frame; a CloudEvent's attributes are also given as `ce` (they are its ce_ headers too). */
 function envelope(msg: Message): Record<string, unknown> {
-  return { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: msg.value, timestamp: msg.timestamp };
+  const env: Record<string, unknown> = { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: msg.value, timestamp: msg.timestamp };
+  const ce = attributesOf(msg.headers);
+  if (ce) env.ce = ce;
+  return env;
 }
 
 /** Refuses a handshake with a plain HTTP problem+json answer (and its headers: WWW-Authenticate, Retry-After). */

@@ -6,6 +6,7 @@ import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, S
 import type { KafkaSettings } from '../kafka.js';
 import { clientConfig, sleep } from './clients.js';
 import { RecordProducer } from './producer.js';
+import { readRetained } from './replay.js';
 import { KafkaSubscription } from './subscription.js';
 
 const { Kafka } = kafkajs;
@@ -85,6 +86,11 @@ export class KafkaBroker implements BrokerRuntime {
 
   publish(topic: string, msg: Message): Promise<Delivery> {
     return this.producer.publish(topic, msg);
+  }
+
+  /** What an event-stream client missed: the topic read again after `after` (./replay.ts). */
+  retained(topic: string, after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }> {
+    return readRetained(this.consumerClient, this.settings, topic, after, this.log);
   }
 
   /**

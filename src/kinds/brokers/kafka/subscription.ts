@@ -323,7 +323,7 @@ export class KafkaSubscription {
   }
 }
 
-function toMessage(topic: string, partition: number, m: KafkaMessage): Message {
+export function toMessage(topic: string, partition: number, m: KafkaMessage): Message {
   const headers: Record<string, string> = {};
   if (m.headers) {
     for (const [name, v] of Object.entries(m.headers)) {
