@@ -101,7 +101,7 @@ export class AdminServer {
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]!;
-    const browser = this.browserCheck(req, !PROBES.includes(path));
+    const browser = this.browserCheck(req, !PROBES.includes(path) && !this.bearerAuthorized(req));
     if (browser) return sendProblem(res, browser);
     if (this.token && !this.open.has(path) && !this.authorized(req)) {
       res.setHeader('www-authenticate', 'Bearer realm="eventgate-admin"');
@@ -120,7 +120,7 @@ export class AdminServer {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const url = new URL(req.url ?? '/', 'http://admin');
-    const browser = this.browserCheck(req, true);
+    const browser = this.browserCheck(req, !this.bearerAuthorized(req));
     if (browser) return refuseUpgrade(socket, browser);
     const handler = this.upgrades.get(url.pathname);
     if (!handler) return refuseUpgrade(socket, problem('EG_NOT_FOUND', `no admin WebSocket endpoint at ${url.pathname}`));
@@ -133,8 +133,10 @@ export class AdminServer {
   /**
    * What keeps a web page the operator opens from using the admin API through their browser:
    * - `Host` must name this server (loopback names, `admin.host` when it is an address, and
-   *   `admin.allowedHosts`), so a DNS-rebound name pointing at 127.0.0.1 is refused (the probes,
-   *   which orchestrators send with the pod's address as Host and which show nothing, are exempt);
+   *   `admin.allowedHosts`), so a DNS-rebound name pointing at 127.0.0.1 is refused. Exempt: the
+   *   probes (orchestrators send the pod's address as Host, and they show nothing), and requests
+   *   bearing the admin token in `Authorization` (a browser never adds it by itself, so a
+   *   rebinding page cannot; Prometheus scraping a pod by its address can);
    * - an `Origin` (which browsers send on cross-site requests, WebSocket handshakes and every POST)
    *   must be this server's own, so another site's script or form is refused, tap included;
    * - a state-changing request may not have a body type an HTML form can send
@@ -161,6 +163,11 @@ export class AdminServer {
     const bound = this.plan.host.toLowerCase();
     if (bound !== '0.0.0.0' && bound !== '::' && (name === bound || name === `[${bound}]`)) return true;
     return (this.plan.allowedHosts ?? []).some((h) => h.toLowerCase() === name);
+  }
+
+  /** The admin token in an Authorization header (never `?token=`, which a page can put in a URL). */
+  private bearerAuthorized(req: IncomingMessage): boolean {
+    return this.token !== undefined && (req.headers.authorization ?? '').startsWith('Bearer ') && this.authorized(req);
   }
 
   /**

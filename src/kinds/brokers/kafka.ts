@@ -47,7 +47,7 @@ export interface KafkaSettings {
   consumer: Required<Omit<NonNullable<KafkaOptions['consumer']>, 'startFrom' | 'fromBeginning'>> & { startFrom: StartFrom | undefined };
 }
 
-const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 5, maxBatchRecords: 1000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
+const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
 const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
   sessionTimeoutMs: 30000,
   heartbeatIntervalMs: 3000,
@@ -174,7 +174,7 @@ export const kafkaBroker: BrokerKind<KafkaOptions, KafkaSettings> = {
         additionalProperties: false,
         properties: {
           acks: { enum: ['all', 'leader', 'none'], default: 'all', description: 'Acknowledgement a publish waits for.' },
-          lingerMs: ms(5, 0, 'How long a publish waits for others to share its produce request.'),
+          lingerMs: ms(0, 0, 'How long a publish waits for others to share its produce request. 0: none added; a produce request leaves as soon as the one in flight is answered, carrying what arrived meanwhile.'),
           maxBatchRecords: ms(1000, 1, 'Most records in one produce request.'),
           compression: { enum: [...CODECS], default: 'none', description: 'Codec of produced record batches; records in any of them are consumed.' },
           idempotent: { type: 'boolean', default: false, description: 'Exactly-once per partition on retries; needs acks: all.' },
@@ -204,7 +204,7 @@ export const kafkaBroker: BrokerKind<KafkaOptions, KafkaSettings> = {
     summary:
       'A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a route with broker targets starts partitions that have no committed offset at the oldest record, so nothing produced before its first start or while it was down is skipped. A record whose chain fails, or a record batch that cannot be decoded, goes to the route\'s `deadletter` and the partition moves on. A consumer that crashes is started again with backoff, and `/readyz` says why meanwhile. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.',
     example:
-      'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, lingerMs: 5, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { sessionTimeoutMs: 30000 }',
+      'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { sessionTimeoutMs: 30000 }',
     options: {
       brokers: 'bootstrap servers, `host:port`: a list, or a comma-separated string such as `${KAFKA_BROKERS}` (write it unbracketed or quoted: in YAML `[${X}]` is a flow mapping inside a list)',
       clientId: 'client id the cluster sees (default `eventgate`)',
@@ -213,7 +213,7 @@ export const kafkaBroker: BrokerKind<KafkaOptions, KafkaSettings> = {
       connectionTimeoutMs: 'time to open a connection (default 3000)',
       healthCheckIntervalMs: 'how often reachability is checked for `/readyz` (default 2000)',
       'producer.acks': '`all` (default), `leader` or `none` (then a delivery\'s offset is `-1`)',
-      'producer.lingerMs': 'how long a publish waits to share a produce request (default 5)',
+      'producer.lingerMs': 'how long a publish waits to share a produce request (default 0: none added; one request is in flight at a time and the next carries whatever arrived meanwhile, so batches grow with the load)',
       'producer.maxBatchRecords': 'most records per produce request (default 1000)',
       'producer.compression': '`none` (default), `gzip`, `snappy`, `lz4` or `zstd`; consume routes read records in any of them (and both snappy framings: raw, as librdkafka writes, and xerial, as Java clients write)',
       'producer.idempotent': 'idempotent producer (needs `acks: all`)',

@@ -118,7 +118,10 @@ export class KafkaBroker implements BrokerRuntime {
     return {
       // Released rather than stopped while the broker runs: kept for HANDOVER_MS in case the route comes back rebuilt.
       stop: async () => {
-        if (this.stopped || !(await mine.release())) return this.retire(mine);
+        const kept = !this.stopped && (await mine.release());
+        // The broker may have stopped meanwhile; and one released consumer per key (two routes sharing
+        // a group and topic cannot both wait for a successor).
+        if (!kept || this.stopped || this.released.has(key)) return this.retire(mine);
         const timer = setTimeout(() => {
           if (this.released.get(key)?.sub === mine) this.released.delete(key);
           void this.retire(mine);
