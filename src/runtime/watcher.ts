@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
-import { hash } from '../plan/canonical.js';
+import { hash } from '../core/canonical.js';
 import { globFingerprint, isGlob } from '../config/include.js';
 
 export interface WatchTiming {

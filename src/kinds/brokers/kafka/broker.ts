@@ -1,7 +1,7 @@
 import kafkajs from 'kafkajs';
 import type { Admin } from 'kafkajs';
 import type { Logger } from '../../../log.js';
-import type { Delivery, Message } from '../../../runtime/message.js';
+import type { Delivery, Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { clientConfig, sleep } from './clients.js';

@@ -2,7 +2,7 @@ import kafkajs from 'kafkajs';
 import type { ICustomPartitioner, KafkaConfig, Message as KafkaRecord, Producer, RetryOptions } from 'kafkajs';
 import { CODEC_IDS } from '../../../codecs/compression.js';
 import type { Logger } from '../../../log.js';
-import { encodeValue, type Delivery, type Message } from '../../../runtime/message.js';
+import { encodeValue, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
