@@ -1,12 +1,16 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { problem, problemBody, type Problem } from '../errors.js';
-import { sendJson, sendProblem } from '../runtime/http-reply.js';
+import { problem, problemBody, type Problem } from '../core/errors.js';
+import { sendJson, sendProblem } from '../kinds/listeners/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
-import type { Gateway } from '../runtime/gateway.js';
+import type { Logger } from '../log.js';
+import type { LoadResult } from '../plan/compile.js';
+import type { PlanFingerprint } from '../plan/fingerprint.js';
+import type { Plan } from '../plan/types.js';
+import type { ReloadResult } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
-import { boundAddress, listen } from '../runtime/bind.js';
+import { boundAddress, listen } from '../kinds/listeners/bind.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 /** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */
@@ -19,6 +23,22 @@ const PROBES = ['/healthz', '/readyz'];
 /** Body types an HTML form can send cross-site without a preflight. */
 const FORM_TYPES = ['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain'];
 
+/**
+ * What the admin server needs of the running gateway: an interface, so the admin server depends
+ * on what it reads and asks for, not on the Gateway class (src/runtime/gateway.ts implements it).
+ */
+export interface AdminSource {
+  readonly logger: Logger;
+  readonly plan: Plan | undefined;
+  readiness(): { ready: boolean; reasons: string[] };
+  status(): Record<string, unknown>;
+  reload(reason: string): Promise<ReloadResult>;
+  /** Loads the config as a reload would, with some files' contents replaced (an upload being checked). */
+  load(overrides?: ReadonlyMap<string, string>): Promise<LoadResult>;
+  /** The running plan as `eventgate plan --admin` compares against it. */
+  planFingerprint(): PlanFingerprint | null;
+}
+
 /** The admin API (spec §7): health, readiness, status, reload. Bound to 127.0.0.1 unless configured. */
 export class AdminServer {
   private readonly server: Server;
@@ -28,7 +48,7 @@ export class AdminServer {
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private token: string | undefined;
 
-  constructor(private readonly gateway: Gateway, private plan: AdminPlan) {
+  constructor(gateway: AdminSource, private plan: AdminPlan) {
     this.token = plan.token;
     this.server = createServer((req, res) => {
       this.serve(req, res).catch((err) => {
@@ -52,7 +72,7 @@ export class AdminServer {
     this.route('GET /admin/plan', (_req, res) => sendJson(res, 200, gateway.planFingerprint()));
     this.route('POST /admin/reload', async (_req, res) => {
       const result = await gateway.reload('admin API');
-      sendJson(res, result.result === 'rejected' ? 422 : 200, result);
+      sendJson(res, result.result === 'rejected' ? 422 : result.result === 'rolled_back' ? 409 : 200, result);
     });
     addAsyncApiEndpoints(this, gateway);
   }

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { redact, REDACTED, secretValues } from '../../src/config/secrets.js';
 import { bindingsFor, compileExpression } from '../../src/expr/expression.js';
 import { TokenBuckets } from '../../src/kinds/steps/ratelimit.js';
-import { nestingDepth, parseClientJson } from '../../src/runtime/client-json.js';
+import { nestingDepth, parseClientJson } from '../../src/kinds/listeners/client-json.js';
 import { StepStateStore } from '../../src/runtime/step-state.js';
 
 describe('parseClientJson', () => {
