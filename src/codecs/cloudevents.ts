@@ -8,8 +8,8 @@
  * HTTP binding (binary, structured and batched modes) and the structured JSON format, and checks
  * attributes as the spec requires.
  */
-import { problem, type Problem } from '../errors.js';
-import type { Message } from '../runtime/message.js';
+import { problem, type Problem } from '../core/errors.js';
+import type { Message } from '../core/message.js';
 
 /** Header prefix of attributes on messages (the Kafka binding's, section 3.2.3). */
 export const CE_HEADER_PREFIX = 'ce_';

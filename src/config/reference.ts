@@ -83,7 +83,7 @@ asyncapiRemoteRefs:
 | \`port\` | (required) | TCP port of the admin API (0: any free port) |
 | \`host\` | \`127.0.0.1\` | bind address; keep it private unless \`token\` is set |
 | \`token\` | none | when set, every admin endpoint but \`/healthz\` and \`/readyz\` needs \`Authorization: Bearer <token>\` |
-| \`allowedHosts\` | \`[]\` | host names the admin API answers to besides loopback names and \`host\` (DNS-rebinding guard; \`/healthz\` and \`/readyz\` answer any Host) |
+| \`allowedHosts\` | \`[]\` | host names the admin API answers to besides loopback names and \`host\` (DNS-rebinding guard; \`/healthz\`, \`/readyz\` and requests bearing the token in \`Authorization\` answer any Host) |
 | \`drainTimeoutMs\` | \`10000\` | how long shutdown (and a reload that replaces a component) waits for in-flight messages |
 | \`tap.maxPerSecond\` | \`100\` | messages per route per second the live tap sends; the rest are counted in a \`skipped\` frame |
 
@@ -91,7 +91,8 @@ Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 w
 is bound and every broker connected, else 503 with the components not ready and their state;
 with \`token\` set, an unauthenticated request gets the status only), \`GET /admin/status\` (config
 version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
-(reload now; 200 with the result, 422 with diagnostics when the file is invalid),
+(reload now; 200 with the result, 422 with diagnostics when the file is invalid, 409 \`rolled_back\` when
+the new config could not be put in place — a port taken — and the running one was restored),
 \`GET /metrics\` (Prometheus), \`GET /admin/stats\` (the same counters as JSON),
 \`GET /admin/tap?route=<name>\` (WebSocket: the route's messages and outcomes, live),
 \`GET /\` (the dashboard page; it asks for the token itself; see docs/operations.md),
@@ -238,29 +239,28 @@ routes:
   return out.join('\n');
 }
 
+type OptionSchema = { default?: unknown; description?: string; properties?: Record<string, OptionSchema>; required?: string[] };
+
+/**
+ * A kind's section: its summary, a row per option (from the option's schema: required, default,
+ * description; an object option's documented keys get rows of their own) and its example.
+ */
 function kindSection(title: string, doc: KindDoc, schema: JsonSchema): string {
   const lines = [`### ${title}`, '', doc.summary, ''];
-  const props = (schema.properties ?? {}) as Record<string, { default?: unknown; description?: string }>;
-  const required = new Set((schema.required as string[] | undefined) ?? []);
-  const names = Object.keys(props).filter((p) => p !== 'kind');
-  if (names.length > 0) {
-    lines.push('| key | default | meaning |', '|---|---|---|');
-    for (const name of names) {
-      const p = props[name]!;
-      const def = required.has(name) ? '(required)' : p.default === undefined ? '' : `\`${JSON.stringify(p.default)}\``;
-      const meaning = doc.options?.[name] ?? p.description ?? '';
-      lines.push(`| \`${name}\` | ${def} | ${meaning.replace(/\|/g, '\\|')} |`);
-      // Options grouped in an object (kafka's producer.*, consumer.*) get a row each when the kind documents them.
-      const nested = (p as { properties?: Record<string, { default?: unknown; description?: string }> }).properties ?? {};
-      for (const [sub, q] of Object.entries(nested)) {
-        if (doc.options?.[`${name}.${sub}`] === undefined) continue;
-        const subDef = q.default === undefined ? '' : `\`${JSON.stringify(q.default)}\``;
-        const subMeaning = doc.options?.[`${name}.${sub}`] ?? q.description ?? '';
-        lines.push(`| \`${name}.${sub}\` | ${subDef} | ${subMeaning.replace(/\|/g, '\\|')} |`);
-      }
-    }
-    lines.push('');
+  const rows: string[] = [];
+  const row = (name: string, p: OptionSchema, required: boolean) => {
+    const def = required ? '(required)' : p.default === undefined ? '' : `\`${JSON.stringify(p.default)}\``;
+    rows.push(`| \`${name}\` | ${def} | ${(p.description ?? '').replace(/\|/g, '\\|')} |`);
+  };
+  const top = schema as OptionSchema;
+  const required = new Set(top.required ?? []);
+  for (const [name, p] of Object.entries(top.properties ?? {})) {
+    if (name === 'kind') continue;
+    row(name, p, required.has(name));
+    const subRequired = new Set(p.required ?? []);
+    for (const [sub, q] of Object.entries(p.properties ?? {})) if (q.description !== undefined) row(`${name}.${sub}`, q, subRequired.has(sub));
   }
+  if (rows.length > 0) lines.push('| key | default | meaning |', '|---|---|---|', ...rows, '');
   lines.push('```yaml', doc.example, '```', '');
   return lines.join('\n');
 }

@@ -2,7 +2,7 @@ import jsonata from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
 import { unknownFunctionCalls } from './functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
-import type { Message, MessageContext } from '../runtime/message.js';
+import type { Message, MessageContext } from '../core/message.js';
 import { attributesOf, CE_SPECVERSION } from '../codecs/cloudevents.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */

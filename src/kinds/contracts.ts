@@ -1,24 +1,25 @@
 /**
  * What a kind module provides. Each broker, listener and step kind is one module exporting one of
- * these: its JSON Schema fragment (assembled into gateway.schema.json), its docs (assembled into
- * docs/config.md) and its factory. Adding a kind means adding one module and one registry line.
+ * these, made with defineBroker / defineListener / defineStep (./define.ts) from one TypeBox
+ * definition of its options: the JSON Schema fragment (assembled into gateway.schema.json), the
+ * options' TypeScript type and their rows in docs/config.md all come from it. Adding a kind means
+ * adding one module and one registry line (src/kinds/index.ts).
  */
 import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
-import type { ErrorCode, Problem } from '../errors.js';
+import type { ErrorCode, Problem } from '../core/errors.js';
 import type { Expression } from '../expr/expression.js';
 import type { PathPart } from '../config/source.js';
-import type { Delivery, Identity, Message, MessageContext, RequestMeta } from '../runtime/message.js';
-import type { Outcome, StepStop } from '../runtime/outcome.js';
+import type { Delivery, Identity, Message, MessageContext, RequestMeta } from '../core/message.js';
+import type { Outcome, StepStop } from '../core/outcome.js';
 
 export type JsonSchema = Record<string, unknown>;
 
+/** What docs/config.md says about a kind besides its options (which document themselves in the schema). */
 export interface KindDoc {
   summary: string;
   /** YAML showing the kind in use, as it would appear in gateway.yaml. */
   example: string;
-  /** One line per option: `name` → description. */
-  options?: Record<string, string>;
 }
 
 // ---- steps ---------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ export interface RuntimeEnv {
 }
 
 /**
- * The counters a component reports into (src/admin/metrics.ts turns them into Prometheus series).
+ * The counters a component reports into (src/telemetry/metrics.ts turns them into Prometheus series).
  * A component binds its handle once, when it is created (`env.telemetry?.broker(name, kind)`), and
  * every call on the handle is a plain increment: no label strings, no lookups on the message path.
  */
@@ -285,7 +286,6 @@ export interface ReplaySource {
 }
 
 export interface Target {
-  describe(): string;
   send(msg: Message, ctx: MessageContext): Promise<Delivery>;
 }
 
@@ -315,7 +315,8 @@ export interface ListenerCompileContext {
   readFile(file: string, relPath: readonly PathPart[]): string | undefined;
 }
 
-export interface ListenerKind<O = unknown> {
+/** `O`: the options as written; `C`: as compiled (files read), which is what the runtime gets. */
+export interface ListenerKind<O = unknown, C = O> {
   kind: string;
   schema: JsonSchema;
   doc: KindDoc;
@@ -324,7 +325,7 @@ export interface ListenerKind<O = unknown> {
    * diagnostics; the result is what create() and reconfigure() receive. Without it they get the
    * options as written.
    */
-  compile?(options: O, ctx: ListenerCompileContext): O | undefined;
+  compile?(options: O, ctx: ListenerCompileContext): C | undefined;
   /** Whether `to: {listener: <this kind>, path}` targets are allowed. */
   acceptsForward: boolean;
   /** Whether `from: {listener: <this kind>, path}` routes are allowed. */
@@ -338,5 +339,5 @@ export interface ListenerKind<O = unknown> {
   samePath?(a: string, b: string): boolean;
   /** Why a route path cannot be used on this kind of listener (bad syntax), or undefined. */
   checkPath?(path: string): string | undefined;
-  create(name: string, options: O, env: RuntimeEnv): ListenerRuntime;
+  create(name: string, options: C, env: RuntimeEnv): ListenerRuntime;
 }

@@ -10,12 +10,12 @@ import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { isHidden, pruneInvalid, type Hidden, type Pruned } from '../config/prune.js';
-import type { ErrorCode } from '../errors.js';
+import type { ErrorCode } from '../core/errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
 import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StartFrom, StepCompileContext } from '../kinds/contracts.js';
 import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
-import { canonical, hash } from './canonical.js';
+import { canonical, hash } from '../core/canonical.js';
 import { findConflicts } from './conflicts.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import type { AdminPlan, AsyncApiPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
@@ -64,7 +64,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
   const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides, pruned);
   await compiler.loadAsyncApi();
-  const plan = compiler.compile();
+  const plan = compiler.compile(secrets);
   const files = [...compiler.files.keys()];
   const seen = new Map(compiler.files);
   diagnostics.push(...compiler.diagnostics);
@@ -105,7 +105,8 @@ interface RawTarget {
 }
 interface RawRoute {
   name: string;
-  from: { listener?: string; path?: string; broker?: string; topic?: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean };
+  /** The schema guarantees a listener with a path, or a broker with a topic. */
+  from: { listener: string; path: string } | { broker: string; topic: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean };
   through?: string | (string | RawStep)[];
   to: RawTarget | RawTarget[];
   deadletter?: { broker: string; topic: string };
@@ -221,7 +222,7 @@ class Compiler {
     return join(dirname(this.src.file), relative(this.dir, file));
   }
 
-  compile(): Plan {
+  compile(secrets: ReadonlySet<string>): Plan {
     const c = this.config;
     const brokers = new Map<string, ComponentPlan>();
     for (const [name, options] of Object.entries(c.brokers ?? {})) {
@@ -342,8 +343,7 @@ class Compiler {
       brokers,
       listeners,
       routes,
-      secrets: this.src.fromEnv,
-      secretValues: secretValues(this.src.value, this.src.fromEnv, this.src.envValues),
+      secretValues: secrets,
     };
   }
 
@@ -376,23 +376,17 @@ class Compiler {
       return false;
     };
 
-    // from
+    // from (the schema guarantees a listener with a path, or a broker with a topic)
     let from: SourcePlan | undefined;
     const f = raw.from;
-    if ((f.listener === undefined) === (f.broker === undefined)) {
-      this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from' needs exactly one of 'listener' (with 'path') or 'broker' (with 'topic')`, 'key');
-    } else if (f.listener !== undefined) {
-      if (f.topic !== undefined || f.group !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'topic' and 'group' belong with 'from.broker', not 'from.listener'`, 'key');
-      if (f.path === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' needs a 'path'`, 'key');
-      else if (checkListener(f.listener, [...at, 'from', 'listener'])) {
+    if ('listener' in f) {
+      if (checkListener(f.listener, [...at, 'from', 'listener'])) {
         const kind = this.registry.listeners.get(listeners.get(f.listener)!.kind)!;
         if (!kind.acceptsPublish) this.report([...at, 'from', 'listener'], 'EG_CONFIG_REF', `listener '${f.listener}' (${kind.kind}) does not accept messages from clients`);
         else from = { type: 'listener', listener: f.listener, path: f.path };
       }
-    } else {
-      if (f.path !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'path' belongs with 'from.listener', not 'from.broker'`, 'key');
-      if (f.topic === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.broker' needs a 'topic'`, 'key');
-      else if (checkBroker(f.broker!, [...at, 'from', 'broker'])) from = { type: 'broker', broker: f.broker!, topic: f.topic, group: f.group, startFrom: f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest') };
+    } else if (checkBroker(f.broker, [...at, 'from', 'broker'])) {
+      from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, startFrom: f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest') };
     }
 
     // deadletter

@@ -20,8 +20,6 @@ export interface Plan {
   brokers: Map<string, ComponentPlan>;
   listeners: Map<string, ListenerPlan>;
   routes: Map<string, RoutePlan>;
-  /** Formatted config paths whose values came from the environment (redacted in status output). */
-  secrets: Set<string>;
   /** The secret strings themselves (from the environment, or under token/secret/password/keys): redacted wherever output might quote them. */
   secretValues?: ReadonlySet<string>;
 }

@@ -1,29 +1,43 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import FindMyWay from 'find-my-way';
-import { problem, type Problem } from '../../errors.js';
-import { sendJson, sendProblem } from '../../runtime/http-reply.js';
-import { answerFor } from '../../runtime/answer.js';
-import { parseClientJson } from '../../runtime/client-json.js';
-import type { Message, MessageContext } from '../../runtime/message.js';
-import type { Outcome } from '../../runtime/outcome.js';
-import type { ListenerBindings, ListenerKind, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
-import { checkCors, CorsPolicy, corsSchema, type CorsOptions } from './cors.js';
-import { applyLimits, compileTransport, createTransport, parseQuery, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
-import { boundAddress, listen } from '../../runtime/bind.js';
+import { problem, type Problem } from '../../core/errors.js';
+import { sendJson, sendProblem } from './http-reply.js';
+import { answerFor } from '../../core/answer.js';
+import { parseClientJson } from './client-json.js';
+import type { Message, MessageContext } from '../../core/message.js';
+import type { Outcome } from '../../core/outcome.js';
+import type { ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
+import { checkCors, CorsPolicy, corsOptions } from './cors.js';
+import { applyLimits, compileTransport, createTransport, parseQuery, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
+import { defineListener, kindOptions, Type, type Static } from '../define.js';
+import { boundAddress, listen } from './bind.js';
 import { decodeBatch, decodeBinary, decodeStructured, httpMode, structuredProblem } from '../../codecs/cloudevents.js';
 import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
-import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat, type SseOptions } from './sse.js';
-
-export interface HttpOptions extends TransportOptions {
-  kind: 'http';
-  maxBodyBytes?: number;
-  cors?: CorsOptions;
-  events?: Partial<SseOptions>;
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 
 const DEFAULT_MAX_BODY = 1024 * 1024;
+
+const options = kindOptions('http', {
+  ...transportOptions,
+  maxBodyBytes: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_BODY, description: 'Largest accepted body; larger: 413.' })),
+  cors: Type.Optional(corsOptions),
+  events: Type.Optional(
+    Type.Object(
+      {
+        heartbeatMs: Type.Optional(Type.Integer({ minimum: 100, default: SSE_DEFAULTS.heartbeatMs, description: 'A comment line is sent this often on every stream, so proxies keep idle streams open.' })),
+        maxBufferedBytes: Type.Optional(
+          Type.Integer({ minimum: 1024, default: SSE_DEFAULTS.maxBufferedBytes, description: 'Per-client bound on events written but not yet read; a client over it is disconnected (it reconnects and resumes).' }),
+        ),
+        retryMs: Type.Optional(Type.Integer({ minimum: 0, default: SSE_DEFAULTS.retryMs, description: 'Reconnection delay sent to clients (`retry:`).' })),
+      },
+      { additionalProperties: false, description: 'Server-Sent Events streams on the paths routes forward to (see the summary).' },
+    ),
+  ),
+});
+/** The options as compiled (TLS files read). */
+export type HttpOptions = Static<typeof options> & TransportOptions;
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Request headers that describe the HTTP exchange (or carry credentials) rather than the event;
@@ -394,8 +408,8 @@ function readBody(req: IncomingMessage, max: number, done: (body: Buffer | undef
   });
 }
 
-export const httpListener: ListenerKind<HttpOptions> = {
-  kind: 'http',
+export const httpListener = defineListener({
+  options,
   acceptsPublish: true,
   acceptsForward: true,
   socketOptions: ['port', 'host', 'tls'],
@@ -418,29 +432,6 @@ export const httpListener: ListenerKind<HttpOptions> = {
       return (err as Error).message;
     }
   },
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['kind', 'port'],
-    properties: {
-      kind: { const: 'http' },
-      port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 picks a free port (see /admin/status).' },
-      host: { type: 'string', default: '0.0.0.0' },
-      maxBodyBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_BODY },
-      cors: corsSchema,
-      events: {
-        type: 'object',
-        additionalProperties: false,
-        description: 'Server-Sent Events streams on the paths routes forward to.',
-        properties: {
-          heartbeatMs: { type: 'integer', minimum: 100, default: SSE_DEFAULTS.heartbeatMs, description: 'A comment line is sent this often on every stream, so proxies keep idle streams open.' },
-          maxBufferedBytes: { type: 'integer', minimum: 1024, default: SSE_DEFAULTS.maxBufferedBytes, description: 'Per-client bound on events written but not yet read; a client over it is disconnected (it reconnects and resumes).' },
-          retryMs: { type: 'integer', minimum: 0, default: SSE_DEFAULTS.retryMs, description: 'Reconnection delay sent to clients (`retry:`).' },
-        },
-      },
-      ...transportSchema,
-    },
-  },
   compile(options, ctx) {
     const corsOk = options.cors ? checkCors(options.cors, ctx) : true;
     const compiled = compileTransport(options, ctx);
@@ -452,14 +443,6 @@ export const httpListener: ListenerKind<HttpOptions> = {
       'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
       'A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition). A client that reconnects with `Last-Event-ID` first gets, through the route\'s chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target\'s `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.',
     example: 'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
-    options: {
-      port: 'TCP port (0: any free port)',
-      host: 'bind address (default 0.0.0.0)',
-      maxBodyBytes: 'largest accepted body, default 1 MiB (larger: 413)',
-      cors: '`{origins: [..] | "*", methods (default [POST]), headers (default [content-type, authorization]), exposeHeaders (default [retry-after]), credentials (default false), maxAge (default 600 s)}`; preflight OPTIONS requests are answered 204',
-      events: '`{heartbeatMs (default 15000), maxBufferedBytes (default 1 MiB), retryMs (default 2000)}`: event streams on forward paths (see the summary)',
-      ...transportDocOptions,
-    },
   },
   create: (name, options, env) => new HttpListener(name, options, env),
-};
+});

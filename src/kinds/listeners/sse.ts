@@ -11,7 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { attributesOf } from '../../codecs/cloudevents.js';
 import type { Logger } from '../../log.js';
-import type { Delivery, Message } from '../../runtime/message.js';
+import type { Delivery, Message } from '../../core/message.js';
 import type { ReplaySource, Target } from '../contracts.js';
 
 export type SseFormat = 'value' | 'envelope' | 'cloudevent';
@@ -219,7 +219,6 @@ export class SseStreams {
     const state = this.state(path);
     state.format = format;
     return {
-      describe: () => `event stream ${this.listener}${path}`,
       send: (msg: Message): Promise<Delivery> => {
         const pos = positionOf(msg);
         if (pos) state.positions.set(pos.partition, pos.offset);

@@ -1,17 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { attributeErrors, attributesOf, structuredProblem, withAttributes } from '../../codecs/cloudevents.js';
 import { bindingsFor, evaluateThen, type Expression } from '../../expr/expression.js';
-import { problem } from '../../errors.js';
-import type { Message } from '../../runtime/message.js';
-import type { StepStop } from '../../runtime/outcome.js';
-import type { StepKind, StepResult } from '../contracts.js';
-
-interface CloudEventOptions {
-  source?: string;
-  type?: string;
-  set?: Record<string, string>;
-  remove?: string[];
-}
+import { problem } from '../../core/errors.js';
+import type { Message } from '../../core/message.js';
+import type { StepStop } from '../../core/outcome.js';
+import type { StepResult } from '../contracts.js';
+import { defineStep, mapOf, Type } from '../define.js';
 
 /** Attributes a step may not remove: without them the message is no CloudEvent. */
 const REQUIRED = new Set(['specversion', 'id', 'source', 'type']);
@@ -21,34 +15,28 @@ const REQUIRED = new Set(['specversion', 'id', 'source', 'type']);
  * its value becomes the data, `id` a new UUID, `time` now, `specversion` 1.0, `source` and `type`
  * the step's; `set` and `remove` then apply to every message, wrapped or not.
  */
-export const cloudeventStep: StepKind<CloudEventOptions> = {
+export const cloudeventStep = defineStep({
   kind: 'cloudevent',
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    minProperties: 1,
-    properties: {
-      source: { type: 'string', minLength: 1, description: 'The `source` attribute (a URI-reference) of plain messages this step wraps.' },
-      type: { type: 'string', minLength: 1, description: 'The `type` attribute of plain messages this step wraps.' },
-      set: {
-        type: 'object',
-        propertyNames: { pattern: '^[a-z0-9]{1,20}$' },
-        additionalProperties: { type: 'string', minLength: 1 },
-        description: 'Attribute or extension name → JSONata expression for its value (`$ce` holds the current attributes).',
-      },
-      remove: { type: 'array', items: { type: 'string', pattern: '^[a-z0-9]{1,20}$', not: { enum: [...REQUIRED] } }, description: 'Optional attributes or extensions to drop.' },
+  options: Type.Object(
+    {
+      source: Type.Optional(Type.String({ minLength: 1, description: 'The `source` attribute (a URI-reference) of plain messages this step wraps.' })),
+      type: Type.Optional(Type.String({ minLength: 1, description: 'The `type` attribute of plain messages this step wraps.' })),
+      set: Type.Optional(
+        mapOf(Type.String({ minLength: 1 }), {
+          propertyNames: { pattern: '^[a-z0-9]{1,20}$' },
+          description: 'Attribute or extension name → JSONata expression for its value (`$ce` holds the current attributes; no result: left as it was).',
+        }),
+      ),
+      remove: Type.Optional(
+        Type.Array(Type.Unsafe<string>({ type: 'string', pattern: '^[a-z0-9]{1,20}$', not: { enum: [...REQUIRED] } }), { description: 'Optional attributes or extensions to drop.' }),
+      ),
     },
-  },
+    { additionalProperties: false, minProperties: 1 },
+  ),
   doc: {
     summary:
       'Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a new UUID, `time` is now, `specversion` is `1.0`, `datacontenttype` `application/json` (`text/plain` for a string), and `source` and `type` are the step\'s; a message that already is a CloudEvent keeps its attributes. Then `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) rewrites attributes of every message, and `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message\'s `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.',
     example: 'chains:\n  as-cloudevent:\n    - cloudevent:\n        source: /shop/orders\n        type: com.example.order.placed\n        set:\n          subject: $string(orderId)\n          tenant: $headers."x-tenant"',
-    options: {
-      source: 'the `source` of wrapped plain messages',
-      type: 'the `type` of wrapped plain messages',
-      set: 'map of attribute or extension name → JSONata expression (no result: left as it was)',
-      remove: 'optional attributes or extensions to drop',
-    },
   },
   compile(options, ctx) {
     const set: [string, Expression][] = [];
@@ -96,7 +84,7 @@ export const cloudeventStep: StepKind<CloudEventOptions> = {
       },
     };
   },
-};
+});
 
 /** The attributes a plain message gets when it becomes a CloudEvent. */
 function wrap(msg: Message): Record<string, unknown> {

@@ -10,10 +10,10 @@ import { createHmac, randomUUID } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from '../../codecs/cloudevents.js';
-import { problem, type Problem } from '../../errors.js';
+import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateThen, type Expression } from '../../expr/expression.js';
 import type { Logger } from '../../log.js';
-import { encodeValue, type Delivery, type Message, type MessageContext } from '../../runtime/message.js';
+import { encodeValue, type Delivery, type Message, type MessageContext } from '../../core/message.js';
 import type { JsonSchema, Target } from '../contracts.js';
 
 /** `to: {http: ...}` as written. */

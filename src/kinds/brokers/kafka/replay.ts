@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import kafkajs from 'kafkajs';
 import type { Logger } from '../../../log.js';
-import type { Message } from '../../../runtime/message.js';
+import type { Message } from '../../../core/message.js';
 import type { KafkaSettings } from '../kafka.js';
 import { toMessage } from './subscription.js';
 

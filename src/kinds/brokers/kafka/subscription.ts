@@ -1,6 +1,6 @@
 import type { Batch, Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { Logger } from '../../../log.js';
-import { decodeValue, type Message } from '../../../runtime/message.js';
+import { decodeValue, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
