@@ -159,6 +159,11 @@ export interface SubscribeSpec {
   group: string;
   route: string;
   fromBeginning?: boolean;
+  /**
+   * The group is this process's alone (a route whose targets are WebSocket forwards): it wants
+   * live messages only, and brokers with sessions or queues of their own make them temporary.
+   */
+  perInstance?: boolean;
 }
 
 export interface Subscription {

@@ -1,5 +1,6 @@
 import { kafkaBroker } from './brokers/kafka.js';
 import { memoryBroker } from './brokers/memory.js';
+import { mqttBroker } from './brokers/mqtt.js';
 import { httpListener } from './listeners/http.js';
 import { websocketListener } from './listeners/websocket.js';
 import { KindRegistry } from './registry.js';
@@ -15,6 +16,7 @@ export function defaultRegistry(): KindRegistry {
   return new KindRegistry()
     .broker(memoryBroker)
     .broker(kafkaBroker)
+    .broker(mqttBroker)
     .listener(httpListener)
     .listener(websocketListener)
     .step(validateStep)

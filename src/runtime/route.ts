@@ -223,7 +223,7 @@ export class RouteRuntime implements RouteEntry {
     const broker = this.deps.brokers.get(from.broker)!;
     // A per-instance group is new at every start: replaying the topic's history to browsers would be wrong.
     const fromBeginning = from.fromBeginning ?? (perInstance ? false : undefined);
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, fromBeginning }, (msg) => this.consume(msg));
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, fromBeginning, perInstance }, (msg) => this.consume(msg));
   }
 
   /**

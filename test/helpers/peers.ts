@@ -38,9 +38,10 @@ export class MosquittoSub {
   private waiters: (() => void)[] = [];
   private constructor(private readonly child: ChildProcess) {}
 
-  static async start(server: MessageServer, topic: string, qos: 0 | 1 | 2 = 1): Promise<MosquittoSub> {
+  /** `session`: a persistent session of that client id (what the server queued for it while it was away arrives first). */
+  static async start(server: MessageServer, topic: string, qos: 0 | 1 | 2 = 1, session?: string): Promise<MosquittoSub> {
     // stdbuf: mosquitto_sub block-buffers a pipe, and the SUBACK line must arrive at once.
-    const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, '-q', String(qos), '-d', '-F', '%j'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, '-q', String(qos), '-d', '-F', '%j', ...(session ? ['-c', '-i', session] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
     const sub = new MosquittoSub(child);
     let subscribed!: () => void;
     const ready = new Promise<void>((r) => (subscribed = r));
@@ -69,6 +70,19 @@ export class MosquittoSub {
       });
     }
     return this.received.slice(0, count);
+  }
+
+  /** Waits until a message satisfies `pred`, and returns everything received so far. */
+  async until(pred: (m: MqttReceived) => boolean, timeoutMs = 15000): Promise<readonly MqttReceived[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.received.some(pred)) {
+      if (Date.now() > deadline) throw new Error(`mosquitto_sub: no such message among ${this.received.length}: ${JSON.stringify(this.received.slice(-3))}`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 200);
+      });
+    }
+    return this.received;
   }
 
   get all(): readonly MqttReceived[] {
