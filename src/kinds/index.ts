@@ -1,5 +1,6 @@
 import { kafkaBroker } from './brokers/kafka.js';
 import { memoryBroker } from './brokers/memory.js';
+import { amqpBroker } from './brokers/amqp.js';
 import { mqttBroker } from './brokers/mqtt.js';
 import { httpListener } from './listeners/http.js';
 import { websocketListener } from './listeners/websocket.js';
@@ -17,6 +18,7 @@ export function defaultRegistry(): KindRegistry {
     .broker(memoryBroker)
     .broker(kafkaBroker)
     .broker(mqttBroker)
+    .broker(amqpBroker)
     .listener(httpListener)
     .listener(websocketListener)
     .step(validateStep)
