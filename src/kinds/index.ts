@@ -2,6 +2,7 @@ import { kafkaBroker } from './brokers/kafka.js';
 import { memoryBroker } from './brokers/memory.js';
 import { amqpBroker } from './brokers/amqp.js';
 import { mqttBroker } from './brokers/mqtt.js';
+import { natsBroker } from './brokers/nats.js';
 import { httpListener } from './listeners/http.js';
 import { websocketListener } from './listeners/websocket.js';
 import { KindRegistry } from './registry.js';
@@ -19,6 +20,7 @@ export function defaultRegistry(): KindRegistry {
     .broker(kafkaBroker)
     .broker(mqttBroker)
     .broker(amqpBroker)
+    .broker(natsBroker)
     .listener(httpListener)
     .listener(websocketListener)
     .step(validateStep)

@@ -226,6 +226,11 @@ export class RawNats {
     return got.slice(0, count);
   }
 
+  /** Everything subscription `sid` received so far. */
+  received(sid: string): readonly NatsReceived[] {
+    return this.subs.get(sid) ?? [];
+  }
+
   close(): void {
     this.socket.destroy();
   }

@@ -1,0 +1,176 @@
+import type { BrokerCompileContext, BrokerKind } from '../contracts.js';
+import { NatsBroker } from './nats/broker.js';
+import { compileTls, TLS_SCHEMA, type TlsOptions } from './tls.js';
+
+interface StreamOptions {
+  subjects: string[];
+  declare?: boolean;
+  storage?: 'file' | 'memory';
+  maxAgeMs?: number;
+  maxMessages?: number;
+  replicas?: number;
+}
+
+/** The options as written in gateway.yaml. */
+interface NatsOptions {
+  kind: 'nats';
+  servers: string | string[];
+  user?: string;
+  password?: string;
+  token?: string;
+  tls?: TlsOptions;
+  streams?: Record<string, StreamOptions>;
+  prefetch?: number;
+  ackWaitMs?: number;
+  connectTimeoutMs?: number;
+  reconnectTimeWaitMs?: number;
+  ackTimeoutMs?: number;
+}
+
+export interface NatsStream {
+  subjects: string[];
+  declare: boolean;
+  storage: 'file' | 'memory';
+  maxAgeMs: number | undefined;
+  maxMessages: number | undefined;
+  replicas: number | undefined;
+}
+
+/** The options compiled: server lists split, defaults filled in, TLS files read. What the runtime gets. */
+export interface NatsSettings {
+  servers: string[];
+  user: string | undefined;
+  password: string | undefined;
+  token: string | undefined;
+  /** PEM text (nats.js takes `ca`, `cert`, `key` as text). */
+  tls: { ca?: string; cert?: string; key?: string } | undefined;
+  streams: Record<string, NatsStream>;
+  prefetch: number;
+  ackWaitMs: number;
+  connectTimeoutMs: number;
+  reconnectTimeWaitMs: number;
+  ackTimeoutMs: number;
+}
+
+const SERVER = /^((nats|tls|ws|wss):\/\/)?[^\s/:]+(:\d{1,5})?$/;
+const SUBJECT_PATTERN = /^[^\s]+$/;
+
+function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | undefined {
+  let ok = true;
+  // `servers: ${NATS_URL}` with a comma-separated list: split it, as kafka's brokers are.
+  const entries = typeof o.servers === 'string' ? [o.servers] : o.servers;
+  const servers: string[] = [];
+  entries.forEach((entry, i) => {
+    for (const s of entry.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+      if (SERVER.test(s)) servers.push(s);
+      else {
+        ctx.report(typeof o.servers === 'string' ? ['servers'] : ['servers', i], 'EG_CONFIG_SCHEMA', `'${s}' is not a NATS server: expected nats://host:4222 or host:port`);
+        ok = false;
+      }
+    }
+  });
+  const tls = compileTls(o.tls, ctx);
+  if (tls === false) ok = false;
+  const streams: Record<string, NatsStream> = {};
+  for (const [name, st] of Object.entries(o.streams ?? {})) {
+    if (!/^[A-Za-z0-9_-]+$/.test(name)) {
+      ctx.report(['streams', name], 'EG_CONFIG_SCHEMA', `'${name}' cannot name a JetStream stream: use letters, digits, _ and -`);
+      ok = false;
+    }
+    st.subjects.forEach((subject, i) => {
+      if (!SUBJECT_PATTERN.test(subject) || subject.split('.').some((t, j, all) => t === '' || (t === '>' && j !== all.length - 1) || (t.length > 1 && /[*>]/.test(t)))) {
+        ctx.report(['streams', name, 'subjects', i], 'EG_CONFIG_SCHEMA', `'${subject}' is not a NATS subject: dot-separated tokens, '*' a whole token, '>' only the last`);
+        ok = false;
+      }
+    });
+    streams[name] = { subjects: st.subjects, declare: st.declare ?? true, storage: st.storage ?? 'file', maxAgeMs: st.maxAgeMs, maxMessages: st.maxMessages, replicas: st.replicas };
+  }
+  if (!ok) return undefined;
+  return {
+    servers,
+    user: o.user,
+    password: o.password,
+    token: o.token,
+    tls: tls ? { ca: tls.ca as string | undefined, cert: tls.cert as string | undefined, key: tls.key as string | undefined } : undefined,
+    streams,
+    prefetch: o.prefetch ?? 20,
+    ackWaitMs: o.ackWaitMs ?? 30000,
+    connectTimeoutMs: o.connectTimeoutMs ?? 5000,
+    reconnectTimeWaitMs: o.reconnectTimeWaitMs ?? 500,
+    ackTimeoutMs: o.ackTimeoutMs ?? 5000,
+  };
+}
+
+const int = (def: number, min: number, description: string) => ({ type: 'integer', minimum: min, default: def, description });
+
+export const natsBroker: BrokerKind<NatsOptions, NatsSettings> = {
+  kind: 'nats',
+  schema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['kind', 'servers'],
+    properties: {
+      kind: { const: 'nats' },
+      servers: {
+        description: 'Servers as nats://host:4222 (or host:port): a list, or one string; a comma-separated string is split.',
+        oneOf: [
+          { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+          { type: 'string', minLength: 1 },
+        ],
+      },
+      user: { type: 'string', description: 'User name.' },
+      password: { type: 'string', description: 'Password.' },
+      token: { type: 'string', description: 'Authentication token (instead of user and password).' },
+      tls: {
+        type: 'object',
+        additionalProperties: false,
+        description: 'TLS: PEM files relative to this config.',
+        properties: { ca: TLS_SCHEMA.properties.ca, cert: TLS_SCHEMA.properties.cert, key: TLS_SCHEMA.properties.key },
+      },
+      streams: {
+        type: 'object',
+        description: 'JetStream streams: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once).',
+        additionalProperties: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['subjects'],
+          properties: {
+            subjects: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 }, description: 'Subjects the stream stores (wildcards * and > allowed).' },
+            declare: { type: 'boolean', default: true, description: 'Create or update the stream at connect; false when it must exist already.' },
+            storage: { enum: ['file', 'memory'], default: 'file', description: 'Where the server stores the stream.' },
+            maxAgeMs: { type: 'integer', minimum: 1, description: 'Messages older than this are removed.' },
+            maxMessages: { type: 'integer', minimum: 1, description: 'Most messages the stream keeps.' },
+            replicas: { type: 'integer', minimum: 1, maximum: 5, description: 'Copies in a clustered server.' },
+          },
+        },
+      },
+      prefetch: int(20, 1, 'Most unacknowledged messages a JetStream consume route holds (handled one at a time, in order).'),
+      ackWaitMs: int(30000, 100, 'JetStream redelivers a message not acknowledged this long after delivery (the gateway extends it while a route is still working on one).'),
+      connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
+      reconnectTimeWaitMs: int(500, 1, 'Wait between reconnect attempts to one server.'),
+      ackTimeoutMs: int(5000, 1, 'A publish not acknowledged (JetStream PubAck; core: the server\'s flush reply) by then fails: HTTP 503, retry for consume routes.'),
+    },
+  },
+  doc: {
+    summary:
+      'A NATS server, through the `nats` client. Subjects inside a stream listed under `streams` are JetStream\'s: a publish answers 2xx only after the stream stored it (its sequence is the delivery\'s `offset`), and a consume route reads through a durable consumer named after its group, acknowledging each message only after every target accepted it (at least once; a message held past `ackWaitMs` is redelivered, so the gateway signals progress while a route works on one). Other subjects are core NATS, at most once: a publish is confirmed by the server\'s reply to a flush but not stored, and consume routes (a queue group per route group) get only what is published while they are connected. Subject wildcards (`*`, `>`) work in `from.topic`, with the concrete subject as `$topic`; NATS headers are the message headers, both ways. The client reconnects by itself; `/readyz` reports the broker while it is disconnected and publishes answer 503. A changed nats broker is replaced on reload; unchanged routes keep their consumers.',
+    example:
+      'brokers:\n  nats:\n    kind: nats\n    servers: ${NATS_URL}              # "nats://a:4222,nats://b:4222" is split at the commas\n    streams:\n      ORDERS: { subjects: ["orders.>"], maxAgeMs: 604800000 }\nroutes:\n  - name: order-events\n    from: { broker: nats, topic: "orders.*" }        # JetStream: stream ORDERS holds orders.>\n    to: { listener: ws, path: /orders }\n  - name: presence\n    from: { listener: api, path: /presence }\n    to: { broker: nats, topic: presence.online }     # core NATS: at most once',
+    options: {
+      servers: '`nats://host:4222` or `host:port`: a list, or a comma-separated string such as `${NATS_URL}`',
+      user: 'user name',
+      password: 'password',
+      token: 'authentication token',
+      tls: '`{ca, cert, key}`, PEM files relative to the config',
+      streams: 'JetStream streams, `{NAME: {subjects: [..], declare (default true), storage: file|memory, maxAgeMs, maxMessages, replicas}}`; subjects in them are at least once, others core NATS (at most once)',
+      prefetch: 'most unacknowledged messages per JetStream consume route (default 20)',
+      ackWaitMs: 'JetStream ack wait of the gateway\'s consumers (default 30000)',
+      connectTimeoutMs: 'time to open a connection (default 5000)',
+      reconnectTimeWaitMs: 'wait between reconnect attempts (default 500)',
+      ackTimeoutMs: 'a publish not acknowledged by then fails with 503 (default 5000)',
+    },
+  },
+  compile: compileNats,
+  canReconfigure: () => false,
+  create: (name, settings, env) => new NatsBroker(name, settings, env),
+};
