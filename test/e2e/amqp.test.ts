@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
+import { scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { freePort, startRabbit, type MessageServer } from '../helpers/servers.js';
@@ -107,14 +108,17 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     }
   });
 
-  it('keeps a message unacknowledged while its target cannot take it; RabbitMQ still has it afterwards', async () => {
+  it('keeps a message unacknowledged while its target cannot take it, hands it back when a reload removes the route, and keeps the other routes\' channels', async () => {
     await pikaPublish(rabbit, 'amq.topic', 'held', [{ body: '{"keep":"me"}' }]);
     // The route has it in hand (not ready in the queue any more) and keeps retrying its target.
     await eventually(async () => assert.equal(await pikaQueueDepth(rabbit, 'held'), 0), 15000, 200);
     await gw.waitForLog((l) => l.route === 'stuck' && l.msg === 'message not consumed; retrying it', 30000);
     // A reload without the route stops it, which hands the never-acknowledged message back.
+    const from = gw.logs.length;
     const reload = await gw.reconfigure(config(false));
     assert.equal(reload.msg, 'config reloaded');
+    // The other routes kept their channels and the broker its connection.
+    assert.deepEqual(gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'amqp connected'), []);
     const [back] = await pikaConsume(rabbit, 'held', 1);
     assert.deepEqual(JSON.parse(back!.body), { keep: 'me' });
     assert.equal(back!.redelivered, true);
@@ -139,6 +143,8 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     );
     await stopped;
     assert.ok(refused > 0, 'some publishes were refused during the outage');
+    // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
+    assert.ok((await scrape(gw.adminUrl)).value('eventgate_amqp_producer_errors_total', { broker: 'rabbit' })! >= refused);
     const down = await readyz(gw);
     assert.equal(down.status, 503);
     assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker rabbit: unreachable')), JSON.stringify(down.body));

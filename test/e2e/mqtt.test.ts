@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { post, WsClient } from '../helpers/clients.js';
+import { scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { MosquittoSub, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
@@ -18,10 +19,11 @@ async function readyz(gw: RunningGateway): Promise<{ status: number; body: any }
 describe('kind: mqtt (against mosquitto)', () => {
   let mqtt: MessageServer;
   let gw: RunningGateway;
+  let config: string;
 
   before(async () => {
     mqtt = await startMosquitto();
-    gw = await startGateway(`
+    config = `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -46,7 +48,8 @@ routes:
   - name: live
     from: { broker: devices, topic: "live/#" }
     to: { listener: ws, path: /live, format: envelope }
-`);
+`;
+    gw = await startGateway(config);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 15000);
@@ -110,6 +113,26 @@ routes:
     assert.match(res.body.detail, /wildcards/);
   });
 
+  it('keeps the connections and sessions of unchanged routes through a reload', async () => {
+    const from = gw.logs.length;
+    const reload = await gw.reconfigure(`${config}  - name: added
+    from: { listener: api, path: /added }
+    to: { broker: devices, topic: added }
+`);
+    assert.equal(reload.msg, 'config reloaded');
+    const sub = await MosquittoSub.start(mqtt, 'readings');
+    try {
+      await mosquittoPub(mqtt, 'sensors/hall/temperature', '19', { userProperties: { unit: 'C' } });
+      assert.deepEqual(JSON.parse((await sub.take(1))[0]!.payload), { sensor: 'hall', celsius: 19, unit: 'C' });
+    } finally {
+      sub.stop();
+    }
+    assert.equal((await post(gw.url('api', '/added'), { n: 1 })).status, 200);
+    // Nothing reconnected or subscribed again: the broker and the consume routes were kept.
+    const reopened = gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'mqtt connected');
+    assert.deepEqual(reopened, []);
+  });
+
   it('answers 503 while mosquitto is down, reports it in /readyz, loses no acknowledged message, and resumes consuming', async () => {
     // A persistent verifier session: mosquitto queues for it what the gateway publishes, across the restart.
     await run('mosquitto_sub', ['-h', mqtt.host, '-p', String(mqtt.port), '-V', 'mqttv5', '-c', '-i', 'verifier', '-x', '600', '-q', '1', '-t', 'devices/+/command', '-E']);
@@ -134,6 +157,8 @@ routes:
     );
     await stopped;
     assert.ok(refused > 0, 'some publishes were refused during the outage');
+    // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
+    assert.ok((await scrape(gw.adminUrl)).value('eventgate_mqtt_producer_errors_total', { broker: 'devices' })! >= refused);
     const down = await readyz(gw);
     assert.equal(down.status, 503);
     assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker devices:')), JSON.stringify(down.body));

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
+import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
@@ -25,11 +26,12 @@ async function storedMessage(peer: RawNats, stream: string, seq: number): Promis
 describe('kind: nats (against nats-server with JetStream)', () => {
   let nats: MessageServer;
   let gw: RunningGateway;
+  let config: string;
   let peer: RawNats;
 
   before(async () => {
     nats = await startNats();
-    gw = await startGateway(`
+    config = `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -61,7 +63,8 @@ routes:
   - name: chat-out
     from: { broker: nats, topic: "chat.>" }
     to: { listener: ws, path: /chat-feed, format: envelope }
-`);
+`;
+    gw = await startGateway(config);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'audit', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'chat-out', 15000);
@@ -100,6 +103,8 @@ routes:
     assert.equal(ack.stream, 'ORDERS');
     const [m] = await peer.take(sid, 1);
     assert.deepEqual(JSON.parse(m!.payload), { subject: 'orders.us.created', order: { id: 2 }, by: 'raw-client' });
+    // Its consumer's lag, like a Kafka group's: nothing left once the message is acknowledged.
+    await scrapeUntil(gw.adminUrl, (s) => s.value('eventgate_nats_consumer_lag', { route: 'audit', topic: 'orders.*.created', partition: '0' }) === 0, 10000);
   });
 
   it('bridges WebSocket and NATS both ways', async () => {
@@ -119,6 +124,27 @@ routes:
       assert.equal(next.headers.lang, 'en');
     } finally {
       chat.close();
+      feed.close();
+    }
+  });
+
+  it('keeps the connection and consumers of unchanged routes through a reload', async () => {
+    const feed = await WsClient.connect(gw.url('ws', '/chat-feed', 'ws'));
+    try {
+      const from = gw.logs.length;
+      const reload = await gw.reconfigure(`${config}  - name: added
+    from: { listener: api, path: /added }
+    to: { broker: nats, topic: added.subject }
+`);
+      assert.equal(reload.msg, 'config reloaded');
+      peer.publish('chat.after-reload', '{"still":"here"}');
+      const frame = await feed.next(10000);
+      assert.deepEqual(frame.value, { still: 'here' });
+      assert.equal((await post(gw.url('api', '/added'), { n: 1 })).status, 200);
+      const reopened = gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'nats connected');
+      assert.deepEqual(reopened, []);
+      assert.equal(feed.closed, undefined, 'the WebSocket client stayed connected');
+    } finally {
       feed.close();
     }
   });
@@ -143,6 +169,8 @@ routes:
     );
     await stopped;
     assert.ok(refused > 0, 'some publishes were refused during the outage');
+    // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
+    assert.ok((await scrape(gw.adminUrl)).value('eventgate_nats_producer_errors_total', { broker: 'nats' })! >= refused);
     const down = await readyz(gw);
     assert.equal(down.status, 503);
     assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker nats:')), JSON.stringify(down.body));

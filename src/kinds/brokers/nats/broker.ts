@@ -1,7 +1,7 @@
 import { AckPolicy, connect, DeliverPolicy, Events, headers as natsHeaders, nanos, type JetStreamClient, type JetStreamManager, type JsMsg, type Msg, type MsgHdrs, type NatsConnection, type StreamConfig } from 'nats';
 import type { Logger } from '../../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../../runtime/message.js';
-import type { BrokerRuntime, BrokerTelemetry, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
 
@@ -188,6 +188,11 @@ export class NatsBroker implements BrokerRuntime {
     });
   }
 
+  /** JetStream consume routes: messages their consumer has yet to deliver, as of the last one delivered. */
+  consumerLag(): ConsumerLag[] {
+    return [...this.subscriptions].flatMap((s) => (s.lag === undefined ? [] : [{ route: s.route, topic: s.topic, partition: 0, lag: s.lag }]));
+  }
+
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const sub = new NatsSubscription(this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
@@ -228,6 +233,8 @@ class NatsSubscription {
   private stopping = false;
   private running: Promise<void> | undefined;
   private close: (() => void) | undefined;
+  /** Messages the JetStream consumer has not delivered yet, plus the one in hand; unknown for core subscriptions. */
+  lag: number | undefined;
 
   constructor(
     private readonly settings: NatsSettings,
@@ -236,6 +243,14 @@ class NatsSubscription {
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
   ) {}
+
+  get route(): string {
+    return this.spec.route;
+  }
+
+  get topic(): string {
+    return this.spec.topic;
+  }
 
   attach(nc: NatsConnection, jsm: JetStreamManager | undefined): void {
     if (this.running || this.stopping) return;
@@ -277,13 +292,17 @@ class NatsSubscription {
         this.log.info({ stream, consumer: name, subject: this.spec.topic }, 'consumer ready');
         backoff = 250;
         for await (const m of messages) {
+          this.lag = m.info.pending + 1;
           const accepted = await handOver(streamMessage(m), this.handler, {
             ...this.handOverOptions(),
             // JetStream redelivers a message held past ack_wait: tell it we are still at it.
             keepAlive: { everyMs: Math.max(100, Math.floor(this.settings.ackWaitMs / 3)), beat: () => m.working() },
           });
           // Not accepted (stopping): no ack, so the consumer delivers it again after ack_wait.
-          if (accepted) m.ack();
+          if (accepted) {
+            m.ack();
+            this.lag = m.info.pending;
+          }
           if (this.stopping) break;
         }
       } catch (err) {
