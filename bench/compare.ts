@@ -45,3 +45,25 @@ export function medianOf<R>(rs: R[], figure: (r: R) => number): number {
 export function sumOf<R>(rs: R[], figure: (r: R) => number): number {
   return rs.reduce((n, r) => n + figure(r), 0);
 }
+
+/**
+ * The same with more than two sides: each round measures every side once, the order rotating from
+ * round to round, so each side runs first, in the middle and last equally often.
+ */
+export async function rotate<R>(duration: number, sides: Record<string, (seconds: number) => Promise<R>>): Promise<Record<string, R[]>> {
+  const { rounds, seconds } = slicing(duration);
+  const names = Object.keys(sides);
+  const out: Record<string, R[]> = Object.fromEntries(names.map((n) => [n, []]));
+  for (let i = 0; i < rounds; i++) {
+    for (let j = 0; j < names.length; j++) {
+      const name = names[(i + j) % names.length]!;
+      out[name]!.push(await sides[name]!(seconds));
+    }
+  }
+  return out;
+}
+
+/** Median over rounds of subject/baseline for one figure, for rotate()'s results. */
+export function roundRatio<R>(subject: R[], baseline: R[], figure: (r: R) => number): number {
+  return median(subject.map((r, i) => figure(r) / figure(baseline[i]!)));
+}

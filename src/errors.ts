@@ -15,6 +15,7 @@ export const ErrorCodes = {
   EG_CONFIG_FILE: { title: 'Referenced file cannot be read' },
   EG_CONFIG_ASYNCAPI: { title: 'AsyncAPI document problem' },
   EG_CONFIG_ASYNCAPI_REF: { title: 'AsyncAPI message or channel the config names is missing or unusable' },
+  EG_TEST_FILE: { title: 'Config test file is not valid' },
   // Message path (HTTP status, WebSocket error frame status)
   EG_BAD_JSON: { status: 400, title: 'Body is not valid JSON' },
   EG_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },

@@ -46,6 +46,8 @@ export interface FanoutShape {
   window: number;
   /** The server process, whose CPU time during each slice is reported. */
   serverPid: number;
+  /** Frames the server sends the publisher that are not errors (Nchan answers every publish). */
+  isPublishAnswer?: (text: string) => boolean;
 }
 
 export interface FanoutSlice {
@@ -59,6 +61,8 @@ export interface FanoutSlice {
   errors: number;
   /** Server CPU time per delivery during the slice. */
   cpuUsPerDelivery: number;
+  /** Deliveries that had not arrived 2 s after publishing stopped (a lossless server: 0). */
+  lost: number;
 }
 
 export interface FanoutSession {
@@ -97,7 +101,9 @@ export async function openFanout(shape: FanoutShape): Promise<FanoutSession> {
 
   const publisher = new WebSocket(shape.publishUrl, { perMessageDeflate: false });
   let errorFrames = 0;
-  publisher.on('message', () => errorFrames++);
+  publisher.on('message', (data) => {
+    if (!shape.isPublishAnswer?.(String(data))) errorFrames++;
+  });
   publisher.on('error', () => undefined);
   await once(publisher, 'open');
   const padding = 'x'.repeat(64);
@@ -110,6 +116,8 @@ export async function openFanout(shape: FanoutShape): Promise<FanoutSession> {
     }
   }
 
+  /** Deliveries missing at the end of the previous slice, so each slice reports only its own. */
+  let missing = 0;
   return {
     async measure(seconds) {
       latencies = [];
@@ -129,6 +137,9 @@ export async function openFanout(shape: FanoutShape): Promise<FanoutSession> {
       // Let what is in flight arrive, so it does not count towards the next slice (bounded: lost frames never arrive).
       if (received < published * alive()) await Promise.race([new Promise<void>((r) => (drained = r)), delay(2000)]);
       drained = undefined;
+      const missingNow = Math.max(0, published * alive() - received);
+      const lost = missingNow - missing;
+      missing = missingNow;
       const sorted = latencies.sort((a, b) => a - b);
       const secs = (t1 - t0) / 1000;
       return {
@@ -138,6 +149,7 @@ export async function openFanout(shape: FanoutShape): Promise<FanoutSession> {
         p99_ms: percentile(sorted, 0.99),
         errors: disconnected + errorFrames - errors0,
         cpuUsPerDelivery: (cpu * 1000) / Math.max(1, deliveries),
+        lost,
       };
     },
     close() {

@@ -104,7 +104,8 @@ function refusal(target: AsyncApiPlan, diagnostics: Diagnostic[]): Problem {
 /** Diagnostics name files relative to the config's directory, as the config (and `?file=`) write them. */
 function sendRefusal(res: ServerResponse, p: Problem, found: Diagnostic[], configFile: string): void {
   const dir = dirname(resolve(configFile));
-  const diagnostics = found.map((d) => ({ ...d, file: relative(dir, resolve(d.file)) }));
+  // Whoever uploads learns nothing about the host's file system: no absolute path of the config's directory.
+  const diagnostics = found.map((d) => ({ ...d, file: relative(dir, resolve(d.file)), message: d.message.split(`${dir}/`).join('') }));
   const errors = diagnostics.map(formatDiagnostic);
   const text = JSON.stringify({ ...problemBody({ ...p, errors }), diagnostics: diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })) });
   res.writeHead(p.status, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(text) });

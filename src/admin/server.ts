@@ -14,6 +14,10 @@ export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer
 
 /** Endpoints that orchestrators probe without credentials. */
 const OPEN = ['/healthz', '/readyz'];
+/** Probes come with whatever Host the orchestrator uses (a pod address); they reveal nothing, so any Host may ask. */
+const PROBES = ['/healthz', '/readyz'];
+/** Body types an HTML form can send cross-site without a preflight. */
+const FORM_TYPES = ['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain'];
 
 /** The admin API (spec §7): health, readiness, status, reload. Bound to 127.0.0.1 unless configured. */
 export class AdminServer {
@@ -34,9 +38,14 @@ export class AdminServer {
     });
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
     this.route('GET /healthz', (_req, res) => sendJson(res, 200, { status: 'ok' }));
-    this.route('GET /readyz', (_req, res) => {
+    // Probes need no token, so /readyz is open: it tells who is not ready and in what state
+    // ("broker kafka: unreachable"), never the error behind it (an address, a DNS name: those are
+    // in /admin/status). With a token set, an unauthenticated probe learns ready or not ready only.
+    this.route('GET /readyz', (req, res) => {
       const r = gateway.readiness();
-      sendJson(res, r.ready ? 200 : 503, r.ready ? { status: 'ready' } : { status: 'not ready', reasons: r.reasons });
+      if (r.ready) return sendJson(res, 200, { status: 'ready' });
+      if (this.token && !this.authorized(req)) return sendJson(res, 503, { status: 'not ready' });
+      sendJson(res, 503, { status: 'not ready', reasons: r.reasons.map(summary) });
     });
     this.route('GET /admin/status', (_req, res) => sendJson(res, 200, gateway.status()));
     this.route('POST /admin/reload', async (_req, res) => {
@@ -90,6 +99,8 @@ export class AdminServer {
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]!;
+    const browser = this.browserCheck(req, !PROBES.includes(path));
+    if (browser) return sendProblem(res, browser);
     if (this.token && !this.open.has(path) && !this.authorized(req)) {
       res.setHeader('www-authenticate', 'Bearer realm="eventgate-admin"');
       return sendProblem(res, problem('EG_UNAUTHORIZED', 'the admin API needs Authorization: Bearer <admin.token>'));
@@ -107,12 +118,47 @@ export class AdminServer {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const url = new URL(req.url ?? '/', 'http://admin');
+    const browser = this.browserCheck(req, true);
+    if (browser) return refuseUpgrade(socket, browser);
     const handler = this.upgrades.get(url.pathname);
     if (!handler) return refuseUpgrade(socket, problem('EG_NOT_FOUND', `no admin WebSocket endpoint at ${url.pathname}`));
     if (this.token && !this.authorized(req, url.searchParams.get('token'))) {
       return refuseUpgrade(socket, problem('EG_UNAUTHORIZED', 'the admin API needs Authorization: Bearer <admin.token> (or ?token=<admin.token> on WebSocket endpoints)'));
     }
     handler(req, socket, head, url);
+  }
+
+  /**
+   * What keeps a web page the operator opens from using the admin API through their browser:
+   * - `Host` must name this server (loopback names, `admin.host` when it is an address, and
+   *   `admin.allowedHosts`), so a DNS-rebound name pointing at 127.0.0.1 is refused (the probes,
+   *   which orchestrators send with the pod's address as Host and which show nothing, are exempt);
+   * - an `Origin` (which browsers send on cross-site requests, WebSocket handshakes and every POST)
+   *   must be this server's own, so another site's script or form is refused, tap included;
+   * - a state-changing request may not have a body type an HTML form can send
+   *   (`application/x-www-form-urlencoded`, `multipart/form-data`, `text/plain`).
+   */
+  private browserCheck(req: IncomingMessage, checkHost: boolean): Problem | undefined {
+    const host = (req.headers.host ?? '').toLowerCase();
+    if (checkHost && !this.hostAllowed(host)) return problem('EG_FORBIDDEN', `the admin API does not answer to Host '${host}' (allowed: loopback names${this.plan.allowedHosts?.length ? `, ${this.plan.allowedHosts.join(', ')}` : ''}; add others under admin.allowedHosts)`);
+    const origin = req.headers.origin;
+    if (origin !== undefined && origin !== `http://${host}` && origin !== `https://${host}`) {
+      return problem('EG_ORIGIN_NOT_ALLOWED', `the admin API answers its own pages only, not requests from origin ${origin}`);
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD' && req.headers.upgrade === undefined) {
+      const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      if (FORM_TYPES.includes(type)) return problem('EG_UNSUPPORTED_MEDIA_TYPE', `state-changing admin requests may not be sent as ${type} (what any web page's form can send); send no body, or the endpoint's own type`);
+    }
+    return undefined;
+  }
+
+  private hostAllowed(hostHeader: string): boolean {
+    const name = hostHeader.startsWith('[') ? hostHeader.slice(0, hostHeader.indexOf(']') + 1) : hostHeader.split(':')[0]!;
+    if (name === '') return false;
+    if (name === 'localhost' || name.endsWith('.localhost') || name === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(name)) return true;
+    const bound = this.plan.host.toLowerCase();
+    if (bound !== '0.0.0.0' && bound !== '::' && (name === bound || name === `[${bound}]`)) return true;
+    return (this.plan.allowedHosts ?? []).some((h) => h.toLowerCase() === name);
   }
 
   /**
@@ -125,6 +171,12 @@ export class AdminServer {
     const expected = createHash('sha256').update(this.token!).digest();
     return timingSafeEqual(given, expected);
   }
+}
+
+/** `broker kafka: unreachable: getaddrinfo ENOTFOUND kafka-0.internal` → `broker kafka: unreachable`. */
+function summary(reason: string): string {
+  const parts = reason.split(': ');
+  return parts.slice(0, 2).join(': ');
 }
 
 /** Answers an upgrade request that will not be upgraded with a problem+json response, then closes. */

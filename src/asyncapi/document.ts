@@ -6,7 +6,8 @@
  * The parser is heavy (it builds a Spectral ruleset and pulls in hundreds of modules), so it is
  * imported on first use only: a config without `asyncapi:` never loads it.
  */
-import { hash } from '../plan/canonical.js';
+import { canonical, hash } from '../plan/canonical.js';
+import { checkDocument, displayPath, fetchRemote, localReadAllowed, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
 
 /** A problem the parser found, positioned (1-based) in the file it is in: the document or a file it `$ref`s. */
 export interface AsyncApiProblem {
@@ -72,7 +73,7 @@ interface ParserDiagnostic {
 interface Parser {
   parse(
     text: string,
-    options: { source: string; __unstable: { resolver: { resolvers: { schema: string; order: number; read(uri: { path(): string }): string }[] } } },
+    options: { source: string; __unstable: { resolver: { resolvers: { schema: string; order: number; read(uri: { path(): string; toString(): string }): string | Promise<string> }[] } } },
   ): Promise<{ document?: { json(): unknown }; diagnostics: ParserDiagnostic[] }>;
 }
 
@@ -106,16 +107,62 @@ const cache = new Map<string, CacheEntry>();
 const CACHE_SIZE = 32;
 
 /**
- * Parses one AsyncAPI document. `read` serves the document's `$ref`s to local files (so the
- * caller learns, and can watch, every file the document depends on).
+ * What a refused `$ref` resolves to. The parser falls back to its own readers (which read any
+ * file and fetch any URL) when ours throws, so a refusal must not throw: it is recorded, the
+ * reference becomes this empty object, and the parse is reported as failed with the refusal.
  */
-export async function parseAsyncApi(file: string, text: string, read: FileReader): Promise<ParsedAsyncApi> {
-  const key = `${file}\0${hash(text)}`;
+const REFUSED = '{}';
+
+/**
+ * Parses one AsyncAPI document. `read` serves the document's `$ref`s to local files (so the
+ * caller learns, and can watch, every file the document depends on). `policy` says which
+ * references may be followed (refs.ts); problems name files relative to its root.
+ */
+export async function parseAsyncApi(file: string, text: string, read: FileReader, policy: RefPolicy): Promise<ParsedAsyncApi> {
+  const key = `${file}\0${hash(text)}\0${canonical(policy)}`;
   const cached = cache.get(key);
   if (cached && [...cached.refs].every(([ref, h]) => readHash(read, ref) === h)) return cached.result;
 
+  const first = checkDocument(file, text, policy);
+  if (first.problems.length > 0) return { document: undefined, problems: first.problems };
+  const sites = new Map<string, RefSite>(first.targets);
+  const refused: RefProblem[] = [];
+  const refuse = (target: string, message: string) => {
+    const site = sites.get(target) ?? { file, line: 1, column: 1, path: [] };
+    refused.push({ ...site, message });
+    return REFUSED;
+  };
+  /** A document a `$ref` led to is checked like the first before the parser sees it. */
+  const admit = (target: string, from: string, t: string, max?: number) => {
+    const checked = checkDocument(from, t, policy, max);
+    if (checked.problems.length > 0) {
+      const site = sites.get(target);
+      // Problems in a remote document are shown at the $ref that fetched it (a URL is no file to point into).
+      for (const p of checked.problems) refused.push(site && from === target && /^https?:/.test(target) ? { ...site, message: `in '${target}': ${p.message}` } : p);
+      return REFUSED;
+    }
+    for (const [k, v] of checked.targets) if (!sites.has(k)) sites.set(k, v);
+    return t;
+  };
+
   const refs = new Map<string, string>();
   const parser = await asyncApiParser();
+  const remote = {
+    order: 1,
+    read: async (uri: { toString(): string }) => {
+      const url = uri.toString();
+      let allowed = false;
+      try {
+        allowed = remoteAllowed(new URL(url), policy);
+      } catch {
+        allowed = false;
+      }
+      if (!allowed) return refuse(url, `$ref '${url}' is not allowed: its origin is not listed in asyncapiRemoteRefs.origins`);
+      const fetched = await fetchRemote(url, policy);
+      if ('problem' in fetched) return refuse(url, fetched.problem);
+      return admit(url, url, fetched.text, policy.remote?.maxBytes);
+    },
+  };
   const out = await parser.parse(text, {
     source: file,
     __unstable: {
@@ -126,20 +173,25 @@ export async function parseAsyncApi(file: string, text: string, read: FileReader
             order: 1, // before the parser's own file reader (0 would count as unset)
             read: (uri) => {
               const path = decodeURIComponent(uri.path());
+              const why = localReadAllowed(path, policy);
+              if (why !== undefined) return refuse(path, `$ref refused: ${why}`);
               try {
                 const t = read(path);
                 refs.set(path, hash(t));
-                return t;
+                return admit(path, path, t);
               } catch (err) {
                 refs.set(path, 'missing');
                 throw err;
               }
             },
           },
+          { schema: 'http', ...remote },
+          { schema: 'https', ...remote },
         ],
       },
     },
   });
+  if (refused.length > 0) return { document: undefined, problems: refused };
   const errors = out.diagnostics.filter((d) => d.severity === ERROR);
   // A YAML syntax error makes the parser also report the half-read structure as invalid; the syntax error is the news.
   const syntax = errors.filter((d) => d.code === 'parser');
@@ -150,7 +202,7 @@ export async function parseAsyncApi(file: string, text: string, read: FileReader
     line: d.range.start.line + 1,
     column: d.range.start.character + 1,
     path: d.path,
-    message: readableMessage(d.message),
+    message: readableMessage(d.message, policy),
   }));
   if (problems.length > 0 || !out.document) {
     if (problems.length === 0) problems.push({ file, line: 1, column: 1, path: [], message: 'not an AsyncAPI document' });
@@ -164,10 +216,16 @@ export async function parseAsyncApi(file: string, text: string, read: FileReader
   return result;
 }
 
-/** The parser passes file-system errors through as they are (`ENOENT: no such file or directory, open '/x'`). */
-function readableMessage(message: string): string {
+/**
+ * The parser passes file-system errors through as they are (`ENOENT: no such file or directory,
+ * open '/x'`); they are shown with the path relative to the config's directory, and no other
+ * message may carry an absolute path of it either.
+ */
+function readableMessage(message: string, policy: RefPolicy): string {
   const fs = /^(E[A-Z]+): .*, open '(.*)'$/.exec(message);
-  return fs ? `cannot read the file this $ref points to (${fs[1]}: ${fs[2]})` : message;
+  if (fs) return `cannot read the file this $ref points to (${fs[1]}: ${displayPath(fs[2]!, policy)})`;
+  // An exception inside the parser comes with its stack (paths of the gateway's installation): the message is enough.
+  return message.replace(/,? stack: [\s\S]*$/, '').split(`${policy.root}/`).join('');
 }
 
 function readHash(read: FileReader, file: string): string {

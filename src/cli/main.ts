@@ -6,13 +6,24 @@ import { redact } from '../config/secrets.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { createLogger } from '../log.js';
 import { loadPlan } from '../plan/compile.js';
+import type { Env } from '../config/source.js';
+import { loadEnv } from './env.js';
+import { testCommand } from './test.js';
 import { Gateway } from '../runtime/gateway.js';
 
 const USAGE = `usage:
   eventgate run [-c FILE]                              run the gateway (default FILE: ./gateway.yaml)
   eventgate validate [-c FILE] [--format text|json]    check a config without starting anything
+  eventgate test [-c FILE] [TESTFILE...] [--format text|junit]
+                                                       run config unit tests (default: FILE's tests
+                                                       beside it, e.g. gateway.tests.yaml)
   eventgate schema                                     print the JSON Schema of the config
-  eventgate --version`;
+  eventgate --version
+
+options:
+  -c, --config FILE     the config (default ./gateway.yaml)
+  --vars-file FILE      read \${VAR} values from FILE (KEY=value lines) for variables the
+                        environment does not set; may be repeated`;
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -21,8 +32,9 @@ async function main(argv: string[]): Promise<number> {
       args: argv,
       allowPositionals: true,
       options: {
-        config: { type: 'string', short: 'c', default: 'gateway.yaml' },
+        config: { type: 'string', short: 'c' },
         format: { type: 'string', default: 'text' },
+        'vars-file': { type: 'string', multiple: true, default: [] },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -38,19 +50,27 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const command = positionals[0];
+  const loaded = loadEnv(values['vars-file'] ?? []);
+  if ('error' in loaded) {
+    process.stderr.write(`eventgate: ${loaded.error}\n`);
+    return 2;
+  }
+  const { env } = loaded;
   if (values.help || command === undefined || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
   switch (command) {
     case 'run':
-      return run(values.config!);
+      return run(values.config ?? 'gateway.yaml', env);
     case 'validate':
       if (values.format !== 'text' && values.format !== 'json') {
         process.stderr.write(`eventgate: --format must be text or json, got '${values.format}'\n`);
         return 2;
       }
-      return await validate(values.config!, values.format);
+      return await validate(values.config ?? 'gateway.yaml', values.format, env);
+    case 'test':
+      return await testCommand(values.config, positionals.slice(1), values.format!, env);
     case 'schema':
       process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;
@@ -60,8 +80,8 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function validate(file: string, format: 'text' | 'json'): Promise<number> {
-  const { diagnostics } = await loadPlan(file, { registry: defaultRegistry(), env: process.env });
+async function validate(file: string, format: 'text' | 'json', env: Env): Promise<number> {
+  const { diagnostics } = await loadPlan(file, { registry: defaultRegistry(), env });
   if (format === 'json') {
     process.stdout.write(`${JSON.stringify(diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })), null, 2)}\n`);
   } else if (diagnostics.length === 0) {
@@ -72,11 +92,11 @@ async function validate(file: string, format: 'text' | 'json'): Promise<number> 
   return diagnostics.length === 0 ? 0 : 1;
 }
 
-async function run(file: string): Promise<number> {
+async function run(file: string, env: Env): Promise<number> {
   const logger = createLogger('info');
   process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception (please report this bug)'));
   process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'unhandled rejection (please report this bug)'));
-  const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env: process.env, logger });
+  const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env, logger });
   // Signals are handled from the first moment: a SIGHUP or SIGTERM that arrives while the first
   // config loads must not kill the process with the default action (and lose in-flight work).
   let started = false;

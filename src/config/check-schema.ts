@@ -11,7 +11,7 @@ function configValidator(registry: KindRegistry): ValidateFunction {
   let v = validators.get(registry);
   if (!v) {
     const ajv = new Ajv2020({ allErrors: true, verbose: true, discriminator: true, strict: false });
-    v = ajv.compile(buildConfigSchema(registry));
+    v = ajv.compile(buildConfigSchema(registry, { acceptVariables: false }));
     validators.set(registry, v);
   }
   return v;

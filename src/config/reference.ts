@@ -41,6 +41,7 @@ listeners:
 |---|---|---|
 | \`version\` | yes | must be \`1\` |
 | \`asyncapi\` | no | AsyncAPI document path, or a list of paths, relative to the config file (2.0–3.1, YAML or JSON; see [asyncapi.md](asyncapi.md)) |
+| \`asyncapiRemoteRefs\` | no | \`{origins, timeoutMs?, maxBytes?}\`: origins remote \`$ref\`s in AsyncAPI documents may point to; remote references are off without it (see [asyncapi.md](asyncapi.md)) |
 | \`admin\` | no | the admin API (health, readiness, status, reload); none when absent |
 | \`log\` | no | logging |
 | \`expressions\` | no | limits for JSONata evaluation |
@@ -56,6 +57,24 @@ asyncapi:                       # or one path: asyncapi: streetlights.yaml
   - asyncapi/alerts.json
 \`\`\`
 
+### asyncapiRemoteRefs
+
+AsyncAPI documents may be uploaded (\`PUT /admin/asyncapi\`), so what they reference is confined:
+local \`$ref\`s must stay inside the config's directory (no absolute path, no \`..\` or symlink
+leading out), and remote (\`http(s)://\`) \`$ref\`s are refused unless their origin is listed here.
+
+| key | default | meaning |
+|---|---|---|
+| \`origins\` | (required) | origins (\`https://host[:port]\`) remote \`$ref\`s may point to; redirects are not followed |
+| \`timeoutMs\` | \`5000\` | longest a remote document may take to arrive (at most 60000) |
+| \`maxBytes\` | \`1048576\` | largest remote document accepted (at most 4 MiB) |
+
+\`\`\`yaml
+asyncapiRemoteRefs:
+  origins: [https://schemas.example.com]
+  timeoutMs: 2000
+\`\`\`
+
 ### admin
 
 | key | default | meaning |
@@ -63,6 +82,7 @@ asyncapi:                       # or one path: asyncapi: streetlights.yaml
 | \`port\` | (required) | TCP port of the admin API (0: any free port) |
 | \`host\` | \`127.0.0.1\` | bind address; keep it private unless \`token\` is set |
 | \`token\` | none | when set, every admin endpoint but \`/healthz\` and \`/readyz\` needs \`Authorization: Bearer <token>\` |
+| \`allowedHosts\` | \`[]\` | host names the admin API answers to besides loopback names and \`host\` (DNS-rebinding guard; \`/healthz\` and \`/readyz\` answer any Host) |
 | \`drainTimeoutMs\` | \`10000\` | how long shutdown (and a reload that replaces a component) waits for in-flight messages |
 | \`tap.maxPerSecond\` | \`100\` | messages per route per second the live tap sends; the rest are counted in a \`skipped\` frame |
 

@@ -5,17 +5,35 @@ export const SCHEMA_ID = 'https://eventgate.dev/gateway.schema.json';
 
 const name = { type: 'string', minLength: 1 };
 
+/** A `${VAR}` / `${VAR:-default}` reference, substituted from the environment when the config loads. */
+export const VARIABLE_PATTERN = '^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}$';
+
+export interface ConfigSchemaOptions {
+  /**
+   * Accept a `${VAR}` string wherever a number, boolean or enum is allowed (default true): the
+   * schema editors see, where `port: ${HTTP_PORT:-8080}` is written before substitution. The
+   * loader checks the substituted document against the strict schema (false), so a wrong value
+   * gets the type's own message.
+   */
+  acceptVariables?: boolean;
+}
+
 /**
  * The JSON Schema of gateway.yaml, assembled from the kinds in the registry (each kind owns its
  * fragment). `eventgate schema` prints it; gateway.schema.json at the repo root is this document.
  */
-export function buildConfigSchema(registry: KindRegistry): JsonSchema {
+export function buildConfigSchema(registry: KindRegistry, options: ConfigSchemaOptions = {}): JsonSchema {
+  const schema = assembleSchema(registry);
+  return options.acceptVariables === false ? schema : acceptVariables(schema);
+}
+
+function assembleSchema(registry: KindRegistry): JsonSchema {
   const byKind = (kinds: Iterable<{ kind: string; schema: JsonSchema }>, what: string): JsonSchema => ({
     type: 'object',
     required: ['kind'],
     description: `A ${what}; \`kind\` selects which.`,
     discriminator: { propertyName: 'kind' },
-    oneOf: [...kinds].map((k) => k.schema),
+    oneOf: [...kinds].map((k) => describedKind(k, what)),
   });
   const step: JsonSchema = {
     type: 'object',
@@ -23,33 +41,34 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
     minProperties: 1,
     maxProperties: 1,
     additionalProperties: false,
-    properties: Object.fromEntries([...registry.steps.values()].map((s) => [s.kind, s.schema])),
+    properties: Object.fromEntries([...registry.steps.values()].map((s) => [s.kind, describedKind(s, 'step')])),
   };
   const brokerTopic = {
     type: 'object',
+    description: 'Where messages that fail go: a broker topic.',
     additionalProperties: false,
     required: ['broker', 'topic'],
-    properties: { broker: name, topic: name },
+    properties: { broker: { ...name, description: 'Broker name (under `brokers:`).' }, topic: { ...name, description: 'Topic name.' } },
   };
   const target: JsonSchema = {
     type: 'object',
     description: 'Where messages go: a broker topic, or the clients of a WebSocket path.',
     additionalProperties: false,
     properties: {
-      broker: name,
+      broker: { ...name, description: 'Broker targets: the broker name (under `brokers:`).' },
       topic: {
         description: 'Topic name, or `{expression: <JSONata>}` to compute it per message (broker targets).',
         oneOf: [
           { type: 'string', minLength: 1 },
-          { type: 'object', additionalProperties: false, required: ['expression'], properties: { expression: { type: 'string', minLength: 1 } } },
+          { type: 'object', additionalProperties: false, required: ['expression'], properties: { expression: { type: 'string', minLength: 1, description: 'JSONata computing the topic from the message.' } } },
         ],
       },
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
-      listener: name,
-      path: { type: 'string', pattern: '^/' },
-      format: { enum: ['value', 'envelope'], default: 'value' },
+      listener: { ...name, description: 'Listener targets: a websocket listener name (under `listeners:`).' },
+      path: { type: 'string', pattern: '^/', description: 'Listener targets: the WebSocket path clients connect to.' },
+      format: { enum: ['value', 'envelope'], default: 'value', description: 'Listener targets: frame the value as JSON (`value`) or the whole message (`envelope`: topic, partition, offset, key, headers, value, timestamp).' },
       // Subscribers of a websocket forward path must pass this at the handshake (the auth step's options).
-      ...(registry.steps.has('auth') ? { auth: { ...registry.steps.get('auth')!.schema, description: 'Listener targets: who may subscribe (the auth step options), checked at the WebSocket handshake.' } } : {}),
+      ...(registry.steps.has('auth') ? { auth: { ...describedKind(registry.steps.get('auth')!, 'step'), description: 'Listener targets: who may subscribe (the auth step options), checked at the WebSocket handshake.' } } : {}),
     },
   };
   return {
@@ -65,15 +84,37 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
         description: 'AsyncAPI document(s), relative to this file.',
         oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 } }],
       },
+      asyncapiRemoteRefs: {
+        type: 'object',
+        description: 'Remote (http/https) `$ref`s in AsyncAPI documents: off unless their origins are listed here.',
+        additionalProperties: false,
+        required: ['origins'],
+        properties: {
+          origins: {
+            type: 'array',
+            minItems: 1,
+            description: 'Origins (`https://host[:port]`) remote `$ref`s may point to; any other is refused. Redirects are not followed.',
+            items: { type: 'string', pattern: '^https?://[^/?#]+$' },
+          },
+          timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 5000, description: 'Longest a remote document may take to arrive; the document fails to load after it.' },
+          maxBytes: { type: 'integer', minimum: 1, maximum: 4_194_304, default: 1_048_576, description: 'Largest remote document accepted.' },
+        },
+      },
       admin: {
         type: 'object',
+        description: 'The admin server: /healthz, /readyz, /metrics, /admin/status, the tap and the dashboard.',
         additionalProperties: false,
         required: ['port'],
         properties: {
-          port: { type: 'integer', minimum: 0, maximum: 65535 },
-          host: { type: 'string', default: '127.0.0.1' },
-          token: { type: 'string', minLength: 1 },
-          drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000 },
+          port: { type: 'integer', minimum: 0, maximum: 65535, description: 'TCP port of the admin server (0: any free port).' },
+          host: { type: 'string', default: '127.0.0.1', description: 'Interface to bind; the default keeps the admin server local.' },
+          token: { type: 'string', minLength: 1, description: 'Bearer token required on /admin/* (health, readiness and metrics stay open).' },
+          drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000, description: 'On SIGTERM, how long in-flight messages may take before the gateway exits anyway.' },
+          allowedHosts: {
+            type: 'array',
+            description: 'Host names (as in the Host header, without port) the admin API answers to besides loopback names and `host`; others get 403 (DNS rebinding). /healthz and /readyz answer any Host.',
+            items: { type: 'string', minLength: 1, pattern: '^[^\\s:/]+$|^\\[[0-9a-fA-F:.]+\\]$' },
+          },
           tap: {
             type: 'object',
             additionalProperties: false,
@@ -86,41 +127,45 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
       },
       log: {
         type: 'object',
+        description: 'Logging: one JSON object per line on stdout.',
         additionalProperties: false,
         properties: {
-          level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info' },
+          level: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info', description: 'Least severe level logged.' },
           payloads: { type: 'boolean', default: false, description: 'Include message values and headers in the log lines about failed, invalid and rejected messages.' },
         },
       },
       expressions: {
         type: 'object',
+        description: 'Limits on every JSONata expression (filter, transform, headers, keys).',
         additionalProperties: false,
         properties: {
           timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 1000, description: 'Wall-clock bound of one evaluation; the message fails (500) when it is exceeded.' },
           maxDepth: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'Deepest nesting of evaluation (recursion); deeper fails the message.' },
         },
       },
-      brokers: { type: 'object', additionalProperties: byKind(registry.brokers.values(), 'broker') },
-      listeners: { type: 'object', additionalProperties: byKind(registry.listeners.values(), 'listener') },
-      chains: { type: 'object', additionalProperties: { type: 'array', items: step } },
+      brokers: { type: 'object', description: 'Broker connections by name; routes read from and write to their topics.', additionalProperties: byKind(registry.brokers.values(), 'broker') },
+      listeners: { type: 'object', description: 'Sockets clients connect to, by name (HTTP, WebSocket, ...).', additionalProperties: byKind(registry.listeners.values(), 'listener') },
+      chains: { type: 'object', description: 'Named lists of steps that routes share through `through:`.', additionalProperties: { type: 'array', description: 'The steps, applied in order.', items: step } },
       routes: {
         type: 'array',
+        description: 'Where messages come from, which steps they pass and where they go.',
         items: {
           type: 'object',
+          description: 'One route: `from` → `through` → `to`.',
           additionalProperties: false,
           required: ['name', 'from', 'to'],
           properties: {
-            name: { type: 'string', pattern: '^[A-Za-z0-9._-]+$' },
+            name: { type: 'string', pattern: '^[A-Za-z0-9._-]+$', description: 'Unique route name (letters, digits, `.`, `_`, `-`); metrics, logs and tests refer to it.' },
             from: {
               type: 'object',
               description: 'A listener path (HTTP POST / WebSocket frames) or a broker topic.',
               additionalProperties: false,
               properties: {
-                listener: name,
-                path: { type: 'string', pattern: '^/' },
-                broker: name,
-                topic: name,
-                group: name,
+                listener: { ...name, description: 'Listener name (under `listeners:`) whose clients publish.' },
+                path: { type: 'string', pattern: '^/', description: 'HTTP POST path or WebSocket path; `:name` segments are path parameters ($path).' },
+                broker: { ...name, description: 'Broker name (under `brokers:`) to consume from.' },
+                topic: { ...name, description: 'Topic to consume.' },
+                group: { ...name, description: 'Consumer group (default `eventgate-<route name>`).' },
                 fromBeginning: { type: 'boolean', description: 'Where a consumer group with no committed offset starts: the oldest record (true) or new records only (false, the default).' },
               },
             },
@@ -136,4 +181,83 @@ export function buildConfigSchema(registry: KindRegistry): JsonSchema {
       },
     },
   };
+}
+
+/** Keywords that describe a value rather than constrain it: they stay outside the `anyOf`, for hovers and completion. */
+const ANNOTATIONS = new Set(['description', 'markdownDescription', 'title', 'default', 'examples', 'deprecated']);
+const SUBSCHEMA_MAPS = ['properties', 'patternProperties', '$defs'];
+const SUBSCHEMA_LISTS = ['oneOf', 'anyOf', 'allOf', 'prefixItems'];
+const SUBSCHEMA_ONE = ['items', 'additionalProperties', 'if', 'then', 'else', 'contains'];
+
+/**
+ * The editor's schema: every number, boolean and enum also accepts a `${VAR}` string, as the
+ * file is written before substitution. Done here, over the assembled document, so a new kind gets
+ * it without writing anything.
+ */
+function acceptVariables(root: JsonSchema): JsonSchema {
+  const walk = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(walk);
+    if (node === null || typeof node !== 'object') return node;
+    const n = node as JsonSchema;
+    const out: JsonSchema = { ...n };
+    for (const key of SUBSCHEMA_MAPS) {
+      const m = n[key];
+      if (m && typeof m === 'object') out[key] = Object.fromEntries(Object.entries(m).map(([k, v]) => [k, walk(v)]));
+    }
+    for (const key of SUBSCHEMA_LISTS) if (Array.isArray(n[key])) out[key] = (n[key] as unknown[]).map(walk);
+    for (const key of SUBSCHEMA_ONE) if (n[key] && typeof n[key] === 'object') out[key] = walk(n[key]);
+    if (!takesVariable(n)) return out;
+    const outer: JsonSchema = {};
+    const inner: JsonSchema = {};
+    for (const [k, v] of Object.entries(out)) (ANNOTATIONS.has(k) ? outer : inner)[k] = v;
+    return { ...outer, anyOf: [inner, { $ref: '#/$defs/variable' }] };
+  };
+  const schema = walk(root) as JsonSchema;
+  return {
+    ...schema,
+    $defs: {
+      ...(schema.$defs as JsonSchema | undefined),
+      variable: {
+        type: 'string',
+        pattern: VARIABLE_PATTERN,
+        description: '`${VAR}` or `${VAR:-default}`: replaced from the environment when the config loads (a value that is exactly `${VAR}` takes the type of the variable\'s value).',
+      },
+    },
+  };
+}
+
+/** A number, integer, boolean or enum that a string could not satisfy as it is. */
+function takesVariable(n: JsonSchema): boolean {
+  const types = typeof n.type === 'string' ? [n.type] : Array.isArray(n.type) ? (n.type as string[]) : [];
+  if (types.includes('string')) return false;
+  if (Array.isArray(n.enum)) return true;
+  return types.some((t) => t === 'integer' || t === 'number' || t === 'boolean');
+}
+
+/**
+ * A kind's schema with a description on every option, for editor hovers: the ones its schema
+ * gives, else the line of its docs table (`doc.options`), so nothing is written twice.
+ */
+function describedKind(k: { kind: string; schema: JsonSchema; doc?: { summary: string; options?: Record<string, string> } }, what: string): JsonSchema {
+  const docs = k.doc?.options ?? {};
+  const describe = (schema: JsonSchema, prefix: string): JsonSchema => {
+    const props = schema.properties as Record<string, JsonSchema> | undefined;
+    if (!props) return schema;
+    const out: Record<string, JsonSchema> = {};
+    for (const [name, p] of Object.entries(props)) {
+      let next = p;
+      if (next.properties) next = describe(next, `${prefix}${name}.`);
+      for (const list of ['oneOf', 'anyOf'] as const) {
+        if (Array.isArray(next[list])) next = { ...next, [list]: (next[list] as JsonSchema[]).map((b) => describe(b, `${prefix}${name}.`)) };
+      }
+      if (next.description === undefined) {
+        const text = name === 'kind' && prefix === '' ? `The ${what} kind: \`${k.kind}\`.` : docs[`${prefix}${name}`] ?? docs[name];
+        if (text !== undefined) next = { ...next, description: text.charAt(0).toUpperCase() + text.slice(1) };
+      }
+      out[name] = next;
+    }
+    return { ...schema, properties: out };
+  };
+  const schema = describe(k.schema, '');
+  return schema.description === undefined && k.doc ? { ...schema, description: k.doc.summary } : schema;
 }

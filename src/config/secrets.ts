@@ -20,8 +20,21 @@ const MIN_SUBSTRING_SECRET = 6;
  * Redaction goes by value rather than by path so it covers output of any shape — status,
  * diagnostics, log lines — wherever a secret might end up quoted.
  */
-export function secretValues(config: unknown, fromEnv: ReadonlySet<string>): Set<string> {
+export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envValues: Iterable<string> = []): Set<string> {
   const out = new Set<string>();
+  // A variable's value alone (a header set from "${VAR}" shows without the expression's quotes),
+  // and the parts of a list of addresses (a DNS error names the host without its port).
+  // Numbers, booleans and loopback names are no secrets (a port from ${PORT}, localhost:9092).
+  const plain = (s: string) => /^(-?\d+(\.\d+)?|true|false|localhost|127\.0\.0\.1|::1|\[::1\])$/i.test(s);
+  for (const v of envValues) {
+    if (!plain(v)) out.add(v);
+    for (const part of v.split(/[,\s]+/)) {
+      if (part === '' || plain(part)) continue;
+      out.add(part);
+      const host = /^(?:[a-z][a-z0-9+.-]*:\/\/)?([^/:]+):\d+$/i.exec(part)?.[1];
+      if (host && !plain(host)) out.add(host);
+    }
+  }
   const walk = (v: unknown, path: (string | number)[], underSecretKey: boolean) => {
     if (typeof v === 'string') {
       if (v !== '' && (underSecretKey || fromEnv.has(formatPath(path)))) out.add(v);

@@ -14,6 +14,8 @@ export interface SourceDocument {
   value: unknown;
   /** Paths (formatted) whose value came wholly or partly from the environment: redacted in status output. */
   fromEnv: Set<string>;
+  /** The environment values substituted for `${VAR}`s (not the defaults written in the file): secrets wherever they show up. */
+  envValues: Set<string>;
   /** 1-based position of the key (or, with `which: 'value'`, the value) at `path`; the nearest existing ancestor when absent. */
   locate(path: readonly PathPart[], which?: 'key' | 'value'): { line: number; column: number };
   /**
@@ -75,7 +77,8 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
     return undefined;
   }
   const fromEnv = new Set<string>();
-  if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics);
+  const envValues = new Set<string>();
+  if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues);
 
   let value: unknown;
   try {
@@ -101,6 +104,7 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
     text,
     value,
     fromEnv,
+    envValues,
     locate(path, which = 'key') {
       const found = locateNode(path);
       const node = which === 'value' || !found.key ? found.value ?? found.key : found.key;
@@ -221,6 +225,7 @@ function substituteEnv(
   pos: (offset: number) => { line: number; column: number },
   fromEnv: Set<string>,
   diagnostics: Diagnostic[],
+  envValues: Set<string>,
 ): void {
   visit(doc, {
     Scalar(_key, node, ancestors) {
@@ -232,12 +237,15 @@ function substituteEnv(
       const replaced = source.replace(VAR, (match, escaped: string, name: string, fallback: string | undefined, index: number) => {
         if (escaped) return match.slice(1); // `$${X}` is a literal `${X}`
         const v = env[name];
-        if (v !== undefined && v !== '') return v;
+        if (v !== undefined && v !== '') {
+          envValues.add(v);
+          return v;
+        }
         if (fallback !== undefined) return fallback;
         if (v === '') return v;
         missing = true;
         const { line, column } = pos(offsetInScalar(text, node as Scalar, source, index));
-        diagnostics.push({ file, line, column, code: 'EG_CONFIG_ENV', path: formatPath(path), message: `environment variable '${name}' is not set and has no default (write \${${name}:-default} to give one)` });
+        diagnostics.push({ file, line, column, code: 'EG_CONFIG_ENV', path: formatPath(path), message: `environment variable '${name}' is not set and has no default (write \${${name}:-default} to give one, or pass --vars-file FILE with stand-in values to check the config without the deployment's environment)` });
         return '';
       });
       if (missing || replaced === source) {

@@ -1,5 +1,6 @@
 import jsonata from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
+import { unknownFunctionCalls } from './functions.js';
 import type { Message, MessageContext } from '../runtime/message.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */
@@ -58,7 +59,14 @@ interface JsonataError {
   token?: string;
 }
 
-export function compileExpression(source: string, limits: ExpressionLimits = defaultExpressionLimits): Expression {
+/** The variables bindingsFor() gives every expression: calling one is not a call to an unknown function. */
+export const GATEWAY_VARIABLES = ['key', 'headers', 'topic', 'route', 'path', 'query', 'principal', 'claims', 'message', 'channel'] as const;
+
+/**
+ * `origin` says where the expression is written (`gateway.yaml:33`): a run-time failure names it
+ * and the expression, so the log line leads to the config line.
+ */
+export function compileExpression(source: string, limits: ExpressionLimits = defaultExpressionLimits, origin?: string): Expression {
   let compiled: jsonata.Expression;
   try {
     compiled = jsonata(source, { timeout: limits.timeoutMs, stack: limits.maxDepth } as jsonata.JsonataOptions);
@@ -66,6 +74,9 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
     const e = err as JsonataError;
     throw new ExpressionSyntaxError(e.message ?? String(err), Math.max(0, (e.position ?? 1) - 1));
   }
+  const unknown = unknownFunctionCalls(compiled.ast(), GATEWAY_VARIABLES);
+  if (unknown.length > 0) throw new ExpressionSyntaxError(unknown[0]!.message, unknown[0]!.index);
+  const where = ` (expression ${JSON.stringify(source.length > 60 ? `${source.slice(0, 57)}...` : source)}${origin ? ` at ${origin}` : ''})`;
   const fast = compileFastPath(compiled.ast());
   compiled.assign(EVALUATE_ENTRY as unknown as string, yieldingEntry());
   return {
@@ -83,7 +94,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
         return await compiled.evaluate(input, bindings);
       } catch (err) {
         const e = err as JsonataError;
-        throw new ExpressionEvaluationError(source, describeFailure(e, limits), e.code);
+        throw new ExpressionEvaluationError(source, describeFailure(e, limits) + where, e.code);
       }
     },
   };

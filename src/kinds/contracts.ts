@@ -62,7 +62,10 @@ export interface MessageContract {
 export type StepResult = Message | StepStop;
 
 /** Whether a client may connect, and as whom. */
-export type Admission = { ok: true; identity: Identity | undefined } | { ok: false; problem: Problem };
+export type Admission =
+  /** `until`: when the credential stops being valid (a JWT's `exp`, ms since the epoch); absent when it does not expire. */
+  | { ok: true; identity: Identity | undefined; until?: number }
+  | { ok: false; problem: Problem };
 
 /** Checks a client's request before it is accepted (a WebSocket handshake). */
 export interface Gate {
@@ -93,6 +96,8 @@ export interface CompiledStep {
   admit?(req: RequestMeta): Promise<Admission>;
   /** The step needs the client request (`ctx.request`), so it only fits routes from a listener. */
   readonly needsClient?: boolean;
+  /** Request headers the step reads credentials from (auth): never shown to anything observing the route (tap, logs, dead-letter copies). */
+  readonly credentialHeaders?: readonly string[];
   /** Stateful steps: the step as one route runs it, holding state from `rt`. */
   forRoute?(rt: StepRouteContext): CompiledStep;
 }
@@ -205,6 +210,11 @@ export interface BrokerKind<O = unknown, C = O> {
    * change replaces the broker). Reports problems through ctx; without it the options pass as written.
    */
   compile?(options: O, ctx: BrokerCompileContext): C | undefined;
+  /**
+   * Topics live inside this gateway process (the memory broker): only its own routes can put
+   * messages on them, so `validate` reports a route reading a topic no route writes to.
+   */
+  inProcess?: boolean;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   create(name: string, options: C, env: RuntimeEnv): BrokerRuntime;

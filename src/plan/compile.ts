@@ -1,18 +1,21 @@
 import { readFileSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import type { ValidateFunction } from 'ajv';
 import { parseAsyncApi, type AsyncApiDocument, type AsyncApiMessage } from '../asyncapi/document.js';
 import { lookup, type AsyncApiRef } from '../asyncapi/lookup.js';
+import type { RemoteRefOptions } from '../asyncapi/refs.js';
 import { checkSchema } from '../config/check-schema.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
+import { isHidden, pruneInvalid, type Hidden, type Pruned } from '../config/prune.js';
 import type { ErrorCode } from '../errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
 import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StepCompileContext } from '../kinds/contracts.js';
 import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { canonical, hash } from './canonical.js';
+import { findConflicts } from './conflicts.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import type { AdminPlan, AsyncApiPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
 
@@ -51,17 +54,20 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const { source: src, bytes } = readSource(file, options.env, diagnostics);
   const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing']]);
   if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
-  const secrets = secretValues(src.value, src.fromEnv);
+  const secrets = secretValues(src.value, src.fromEnv, src.envValues);
   // A value whose variable is missing was left unsubstituted: its schema error would only repeat the problem.
   const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => d.path));
   diagnostics.push(...checkSchema(src, options.registry).filter((d) => !missingEnv.has(d.path)));
-  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
-  const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides);
+  // With problems so far, the parts that are still sound are compiled anyway, so one run reports everything.
+  const pruned = diagnostics.length > 0 ? pruneInvalid(src.value, diagnostics) : undefined;
+  if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
+  const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides, pruned);
   await compiler.loadAsyncApi();
   const plan = compiler.compile();
   const files = [...compiler.files.keys()];
   const seen = new Map(compiler.files);
-  if (compiler.diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(compiler.diagnostics), files, seen, secrets };
+  diagnostics.push(...compiler.diagnostics);
+  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files, seen, secrets };
   return { plan, diagnostics: [], files, seen, secrets };
 }
 
@@ -73,13 +79,15 @@ function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
 interface RawConfig {
   version: 1;
   asyncapi?: string | string[];
-  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; tap?: { maxPerSecond?: number } };
+  asyncapiRemoteRefs?: RemoteRefOptions;
+  admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; tap?: { maxPerSecond?: number }; allowedHosts?: string[] };
   log?: { level?: string; payloads?: boolean };
   expressions?: Partial<ExpressionLimits>;
   brokers?: Record<string, { kind: string } & Record<string, unknown>>;
   listeners?: Record<string, { kind: string } & Record<string, unknown>>;
   chains?: Record<string, RawStep[]>;
-  routes?: RawRoute[];
+  /** A hole where pruneInvalid() left an invalid route out. */
+  routes?: (RawRoute | undefined)[];
 }
 type RawStep = Record<string, unknown>;
 interface RawTarget {
@@ -125,6 +133,8 @@ class Compiler {
   private readonly asyncapiPlans: AsyncApiPlan[] = [];
   /** Each message's payload is compiled once per load, however many steps name it. */
   private readonly payloadChecks = new Map<AsyncApiMessage, ValidateFunction | undefined>();
+  /** Parts left out because they are invalid themselves (see pruneInvalid): references to them are not reported again. */
+  private readonly hidden: Hidden;
 
   constructor(
     private readonly src: SourceDocument,
@@ -132,8 +142,11 @@ class Compiler {
     configHash: string,
     private readonly registry: KindRegistry,
     private readonly overrides: ReadonlyMap<string, string> | undefined,
+    pruned?: Pruned,
   ) {
-    this.config = src.value as RawConfig;
+    this.config = (pruned?.value ?? src.value) as RawConfig;
+    this.hidden = pruned?.hidden ?? { brokers: new Set(), listeners: new Set(), chains: new Set(), asyncapi: false };
+    if (this.hidden.asyncapi) this.asyncapiFailed = true;
     this.dir = dirname(configFile);
     this.files.set(configFile, configHash);
     this.limits = { ...defaultExpressionLimits, ...this.config.expressions };
@@ -163,10 +176,15 @@ class Compiler {
         const text = this.readFile(file, asWritten, at);
         if (text === undefined) return undefined;
         const files = [file];
-        const parsed = await parseAsyncApi(file, text, (ref) => {
-          if (!files.includes(ref)) files.push(ref);
-          return this.readText(ref);
-        });
+        const parsed = await parseAsyncApi(
+          file,
+          text,
+          (ref) => {
+            if (!files.includes(ref)) files.push(ref);
+            return this.readText(ref);
+          },
+          { root: resolve(this.dir), remote: this.config.asyncapiRemoteRefs },
+        );
         for (const p of parsed.problems) {
           this.diagnostics.push({ file: this.display(p.file), line: p.line, column: p.column, code: 'EG_CONFIG_ASYNCAPI', path: formatPath(p.path), message: `AsyncAPI: ${p.message}` });
         }
@@ -253,6 +271,7 @@ class Compiler {
     const claimed = new Map<string, { path: string; index: number }[]>();
     const forwardAuth = new Map<string, { auth: string; route: string }>();
     (c.routes ?? []).forEach((raw, i) => {
+      if (raw === undefined) return; // left out: invalid itself
       const at: PathPart[] = ['routes', i];
       const first = names.get(raw.name);
       if (first !== undefined) {
@@ -300,8 +319,13 @@ class Compiler {
 
     let admin: AdminPlan | undefined;
     if (c.admin) {
-      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000, tap: { maxPerSecond: c.admin.tap?.maxPerSecond ?? 100 } };
+      const a = { port: c.admin.port, host: c.admin.host ?? '127.0.0.1', token: c.admin.token, drainTimeoutMs: c.admin.drainTimeoutMs ?? 10000, tap: { maxPerSecond: c.admin.tap?.maxPerSecond ?? 100 }, allowedHosts: c.admin.allowedHosts ?? [] };
       admin = { ...a, key: canonical({ port: a.port, host: a.host }) };
+    }
+    const routeIndex = new Map((c.routes ?? []).flatMap((r, i) => (r ? [[r.name, i] as const] : [])));
+    for (const conflict of findConflicts({ registry: this.registry, admin, brokers, listeners, routes: [...routes.values()].map((route) => ({ index: routeIndex.get(route.name)!, route })) })) {
+      const other = conflict.other ? ` (see line ${this.src.locate(conflict.other, 'value').line})` : '';
+      this.report(conflict.path, 'EG_CONFIG_CONFLICT', conflict.message + other);
     }
     const version = hash([...this.files.entries()].sort().map(([f, h]) => `${f}\0${h}`).join('\n')).slice(0, 12);
     return {
@@ -316,7 +340,7 @@ class Compiler {
       listeners,
       routes,
       secrets: this.src.fromEnv,
-      secretValues: secretValues(this.src.value, this.src.fromEnv),
+      secretValues: secretValues(this.src.value, this.src.fromEnv, this.src.envValues),
     };
   }
 
@@ -335,6 +359,7 @@ class Compiler {
         usesBrokers.add(name);
         return true;
       }
+      if (isHidden(this.hidden.brokers, name)) return false;
       this.report(path, 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, brokers.keys())}${brokers.size ? `; defined brokers: ${[...brokers.keys()].join(', ')}` : '; add it under brokers:'}`);
       return false;
     };
@@ -343,6 +368,7 @@ class Compiler {
         usesListeners.add(name);
         return true;
       }
+      if (isHidden(this.hidden.listeners, name)) return false;
       this.report(path, 'EG_CONFIG_REF', `listener '${name}' is not defined${didYouMean(name, listeners.keys())}${listeners.size ? `; defined listeners: ${[...listeners.keys()].join(', ')}` : '; add it under listeners:'}`);
       return false;
     };
@@ -377,6 +403,7 @@ class Compiler {
       const itemAt = typeof raw.through === 'string' ? throughAt : [...throughAt, j];
       if (typeof item === 'string') {
         if (!chains.has(item)) {
+          if (isHidden(this.hidden.chains, item)) return;
           this.report(itemAt, 'EG_CONFIG_REF', `chain '${item}' is not defined${didYouMean(item, chains.keys())}${chains.size ? `; defined chains: ${[...chains.keys()].join(', ')}` : '; add it under chains:'}`);
           return;
         }
@@ -489,6 +516,7 @@ class Compiler {
       },
       checkBroker: (name, rel) => {
         if (this.config.brokers?.[name]) return true;
+        if (isHidden(this.hidden.brokers, name)) return false;
         this.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(this.config.brokers ?? {}))}`);
         return false;
       },
@@ -532,6 +560,7 @@ class Compiler {
   private asyncapiContracts(ref: AsyncApiRef, at: PathPart[], stepFiles: string[]): MessageContract[] | undefined {
     const what = 'message' in ref ? 'message' : 'channel';
     if (!this.asyncapi) {
+      if (this.asyncapiFailed) return undefined;
       this.report(at, 'EG_CONFIG_ASYNCAPI_REF', `'${what}' names an AsyncAPI ${what}, but the config has no AsyncAPI document; add 'asyncapi: <file>' at the top level`);
       return undefined;
     }
@@ -557,7 +586,8 @@ class Compiler {
 
   expression(source: string, at: PathPart[]): Expression | undefined {
     try {
-      return compileExpression(source, this.limits);
+      const { line } = this.src.locate(at, 'value');
+      return compileExpression(source, this.limits, `${basename(this.src.file)}:${line}`);
     } catch (err) {
       if (!(err instanceof ExpressionSyntaxError)) throw err;
       const { line, column } = this.src.locateInValue(at, err.position);

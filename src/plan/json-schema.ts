@@ -43,7 +43,10 @@ export class JsonSchemaCompiler {
   private ajvFor(draft: string): Ajv {
     let ajv = this.ajvs.get(draft);
     if (!ajv) {
-      const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false } as const;
+      // multipleOfPrecision: prices are decimals, and in binary floating point 19.99 / 0.01 is
+      // 1998.9999999999998; a quotient within 1e-6 of an integer counts as one (ajv's option for it),
+      // which is exact for cents up to about 10^8 and never accepts a tenth of a cent.
+      const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false, multipleOfPrecision: 6 } as const;
       ajv = draft === '07' ? new Ajv(opts) : draft === '2019' ? (new Ajv2019(opts) as unknown as Ajv) : (new Ajv2020(opts) as unknown as Ajv);
       addFormats(ajv);
       this.ajvs.set(draft, ajv);

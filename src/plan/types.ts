@@ -31,6 +31,8 @@ export interface AdminPlan {
   token: string | undefined;
   drainTimeoutMs: number;
   tap: { maxPerSecond: number };
+  /** Host names (besides loopback ones and `host`) the admin API answers to. */
+  allowedHosts?: string[];
   key: string;
 }
 

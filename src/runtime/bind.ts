@@ -6,9 +6,10 @@ import type { Server } from 'node:net';
  */
 export function listen(server: Server, port: number, host: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (err: NodeJS.ErrnoException) => reject(bindError(err, host, port));
+    server.once('error', failed);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve();
     });
   });
@@ -18,4 +19,15 @@ export function listen(server: Server, port: number, host: string): Promise<void
 export function boundAddress(server: Server): { host: string; port: number } | undefined {
   const a = server.address();
   return a && typeof a === 'object' ? { host: a.address, port: a.port } : undefined;
+}
+
+/** A bind failure in words a user can act on; the code stays on the error. */
+function bindError(err: NodeJS.ErrnoException, host: string, port: number): Error {
+  const what: Record<string, string> = {
+    EADDRINUSE: 'the port is already in use (another process, or another eventgate)',
+    EACCES: 'permission denied (ports below 1024 need privileges)',
+    EADDRNOTAVAIL: 'the host is not an address of this machine',
+  };
+  const reason = err.code && what[err.code] ? `${what[err.code]} (${err.code})` : err.message;
+  return Object.assign(new Error(`cannot bind ${host}:${port}: ${reason}`), { code: err.code });
 }

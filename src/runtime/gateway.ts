@@ -59,6 +59,8 @@ export class Gateway {
   readonly tap = new TapHub();
   /** Read by routes when a message fails; updated in place on reload. */
   private readonly logOptions = { payloads: false };
+  /** The running config's secret values, redacted from what observers of routes see (updated in place on reload). */
+  private readonly redaction: { secrets: ReadonlySet<string> } = { secrets: new Set() };
   /** State of stateful steps (rate-limit buckets), kept across reloads for unchanged steps. */
   readonly stepState = new StepStateStore();
   private admin: AdminServer | undefined;
@@ -198,7 +200,9 @@ export class Gateway {
         const p = next.listeners.get(name)!;
         const l = registry.listeners.get(p.kind)!.create(name, p.options, this.runtimeEnv);
         newListeners.set(name, l);
-        await l.start();
+        await l.start().catch((err: Error) => {
+          throw new Error(`listener '${name}': ${err.message}`);
+        });
       }
       if (adminEarly) {
         newAdmin = this.createAdmin(next.admin!);
@@ -210,7 +214,7 @@ export class Gateway {
       await newAdmin?.stop().catch(() => undefined);
       await Promise.allSettled([...newListeners.values()].map((l) => l.stop({ drainMs: 0 })));
       await Promise.allSettled([...newBrokers.values()].map((b) => b.stop()));
-      const reason = `could not start the new config: ${(err as Error).message}`;
+      const reason = `${prev ? 'could not start the new config' : `could not start ${this.options.configFile}`}: ${(err as Error).message}`;
       return { result: 'rejected', reason, diagnostics: [] };
     }
     for (const name of lateRebind) {
@@ -230,10 +234,11 @@ export class Gateway {
       listeners: listenersAfter,
       logger: this.logger,
       instanceId: this.instanceId,
-      observe: (r: string, o: Outcome, t: number, m: Message) => this.observe(r, o, t, m),
+      observe: (r: string, o: Outcome, t: number, m: () => Message) => this.observe(r, o, t, m),
       metrics: this.metrics,
       tap: this.tap,
       logOptions: this.logOptions,
+      redaction: this.redaction,
       stepState: this.stepState,
     };
     const newRoutes = new Map<string, RouteRuntime>();
@@ -290,6 +295,7 @@ export class Gateway {
     this.loadedAt = new Date();
     this.logger.level = next.log.level;
     this.logOptions.payloads = next.log.payloads;
+    this.redaction.secrets = next.secretValues ?? new Set();
     this.metrics.setVersion(next.version);
     this.metrics.retain({ routes: next.routes.keys(), listeners: next.listeners.keys(), brokers: next.brokers.keys() });
     this.tap.retain(next.routes.keys());
@@ -313,8 +319,8 @@ export class Gateway {
     return { result: 'applied', version: next.version };
   }
 
-  private observe(route: string, outcome: Outcome, startedAt: number, msg: Message): void {
-    for (const o of this.observers) o(route, outcome, startedAt, msg);
+  private observe(route: string, outcome: Outcome, startedAt: number, msg: () => Message): void {
+    for (const o of this.observers) o(route, outcome, startedAt, msg());
   }
 
   /** The admin API with the observability endpoints: /metrics, /admin/stats, /admin/tap and the dashboard. */

@@ -5,6 +5,7 @@ import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
 import { RouteStats } from '../admin/metrics.js';
+import { redact } from '../config/secrets.js';
 import type { TapChannel } from '../admin/tap.js';
 import type { Delivery, Message, MessageContext, RequestMeta } from './message.js';
 import { isStop, type Outcome } from './outcome.js';
@@ -14,14 +15,20 @@ import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRAC
 /** Header carried by messages a consume route sent to its dead-letter target after failing them. */
 export const ROUTE_ERROR_HEADER = '_eventgate_error';
 
+/** Headers that carry credentials on any route; an auth step adds the ones it reads (e.g. its apiKey header). */
+export const CREDENTIAL_HEADERS: readonly string[] = ['authorization', 'cookie', 'proxy-authorization', 'x-api-key'];
+
 export interface RouteDeps {
   brokers: ReadonlyMap<string, BrokerRuntime>;
   listeners: ReadonlyMap<string, ListenerRuntime>;
   logger: Logger;
   /** Suffix that makes per-instance consumer groups unique to this process. */
   instanceId: string;
-  /** Observer of every outcome (Gateway.observers); called after the outcome is known, with the message as the route received it. */
-  observe?(route: string, outcome: Outcome, startedAt: number, msg: Message): void;
+  /**
+   * Observer of every outcome (Gateway.observers); called after the outcome is known, with the
+   * message as the route received it, credentials removed (built only when asked for).
+   */
+  observe?(route: string, outcome: Outcome, startedAt: number, msg: () => Message): void;
   /** Per-route counters (src/admin/metrics.ts), resolved once per route, not per message. */
   metrics?: { route(name: string): RouteStats };
   /** Live tap channels (src/admin/tap.ts). */
@@ -30,6 +37,8 @@ export interface RouteDeps {
   logOptions?: { payloads: boolean };
   /** Where stateful steps keep state across reloads; without it their state lives as long as this route. */
   stepState?: StepStateStore;
+  /** The config's secret values (config/secrets.ts), redacted from what observers see; one object updated in place on reload. */
+  redaction?: { secrets: ReadonlySet<string> };
 }
 
 interface BrokerTarget {
@@ -58,6 +67,8 @@ export class RouteRuntime implements RouteEntry {
   private readonly stats: RouteStats;
   private readonly tap: TapChannel | { active: false };
   private readonly span: SpanTemplate;
+  /** Credential headers of this route (CREDENTIAL_HEADERS and what its auth steps read), lower case. */
+  private readonly credentialHeaders: ReadonlySet<string>;
   private subscription: Subscription | undefined;
   private inFlight = 0;
   /** Resolved when the last message inside leaves (drain may be awaited by a reload and a shutdown at once). */
@@ -76,6 +87,7 @@ export class RouteRuntime implements RouteEntry {
     });
     this.stateIds = stateIds;
     this.gates = this.steps.filter((s) => s.admit);
+    this.credentialHeaders = new Set([...CREDENTIAL_HEADERS, ...this.steps.flatMap((s) => s.credentialHeaders ?? [])]);
     this.targets = plan.to.map((t) => this.target(t));
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
@@ -124,20 +136,43 @@ export class RouteRuntime implements RouteEntry {
     if (--this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
     this.stats.record(outcome, startedAt);
     endMessageSpan(span, outcome);
-    if (outcome.outcome !== 'delivered' && outcome.outcome !== 'filtered') this.logOutcome(msg, outcome, span.traceId);
-    if (this.tap.active) this.tap.publish(msg, outcome, performance.now() - startedAt, span.traceparent);
-    this.deps.observe?.(this.name, outcome, startedAt, msg);
+    // Observers see the message as the route received it, but never its credentials: the auth
+    // step strips them only from what travels on, and an observer may see a message it refused.
+    let seen: Message | undefined;
+    const observed = () => (seen ??= this.observable(msg));
+    if (outcome.outcome !== 'delivered' && outcome.outcome !== 'filtered') this.logOutcome(observed, outcome, span.traceId);
+    if (this.tap.active) {
+      const shown = outcome.outcome === 'delivered' && outcome.message ? { ...outcome, message: this.observable(outcome.message) } : outcome;
+      this.tap.publish(observed(), shown, performance.now() - startedAt, span.traceparent);
+    }
+    this.deps.observe?.(this.name, outcome, startedAt, observed);
     return outcome;
+  }
+
+  /** `m` without credential headers, and with the config's secret values redacted wherever they appear in it. */
+  private observable(m: Message): Message {
+    const clean = this.withoutCredentials(m);
+    const secrets = this.deps.redaction?.secrets;
+    return secrets && secrets.size > 0 ? redact(clean, secrets) : clean;
+  }
+
+  /** What a dead-letter topic receives: the message without credential headers (the auth step may not have run yet). */
+  private withoutCredentials(m: Message): Message {
+    if (!Object.keys(m.headers).some((k) => this.credentialHeaders.has(k.toLowerCase()))) return m;
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(m.headers)) if (!this.credentialHeaders.has(k.toLowerCase())) headers[k] = v;
+    return { ...m, headers };
   }
 
   /**
    * Failures at warn; invalid, rejected and dead-lettered messages (the client's problem, and
    * possibly frequent) at debug. Never the payload or headers unless `log.payloads: true`.
    */
-  private logOutcome(msg: Message, outcome: Exclude<Outcome, { outcome: 'delivered' | 'filtered' }>, traceId: string): void {
+  private logOutcome(observed: () => Message, outcome: Exclude<Outcome, { outcome: 'delivered' | 'filtered' }>, traceId: string): void {
     const logger = this.deps.logger;
     const level = outcome.outcome === 'failed' ? 'warn' : 'debug';
     if (!logger.isLevelEnabled(level)) return;
+    const msg = observed();
     const line: Record<string, unknown> = { route: this.name, outcome: outcome.outcome, traceId };
     if (outcome.outcome === 'deadlettered') {
       line.errors = outcome.errors;
@@ -157,11 +192,13 @@ export class RouteRuntime implements RouteEntry {
   /** A WebSocket client connecting to this route's path: the chain's auth steps decide. */
   async admit(req: RequestMeta): Promise<Admission> {
     let admission: Admission = { ok: true, identity: undefined };
+    let until: number | undefined;
     for (const gate of this.gates) {
       admission = await gate.admit!(req);
       if (!admission.ok) return admission;
+      if (admission.until !== undefined) until = Math.min(until ?? Infinity, admission.until);
     }
-    return admission;
+    return until === undefined ? admission : { ...admission, until };
   }
 
   /** Messages inside the chain or waiting for their targets right now. */
@@ -199,7 +236,7 @@ export class RouteRuntime implements RouteEntry {
   private async deadletterInstead(r: Extract<StepResult, { stop: 'deadletter' }>): Promise<Outcome> {
     const to = r.to ? { broker: this.deps.brokers.get(r.to.broker)!, topic: r.to.topic } : { broker: this.deadletter!.broker, topic: this.deadletter!.plan.topic };
     try {
-      const delivery = await to.broker.publish(to.topic, r.message);
+      const delivery = await to.broker.publish(to.topic, this.withoutCredentials(r.message));
       return { outcome: 'deadlettered', deliveries: [delivery], errors: r.errors };
     } catch (err) {
       return { outcome: 'failed', problem: unavailable(to.broker.name, err) };

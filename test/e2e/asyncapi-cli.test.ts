@@ -68,7 +68,7 @@ describe('the AsyncAPI examples run', () => {
   for (const version of ['2.6', '3.0'] as const) {
     it(`examples/asyncapi-${version}: a valid lightMeasured event reaches websocket clients with its AsyncAPI metadata; an invalid one is refused`, async () => {
       const example = (name: string) => readFileSync(join(repoRoot, 'examples', name), 'utf8');
-      const files: Record<string, string> = { [`asyncapi-${version}/streetlights.yaml`]: example(`asyncapi-${version}/streetlights.yaml`), 'schemas/light-measured.json': example('schemas/light-measured.json') };
+      const files: Record<string, string> = { [`asyncapi-${version}/streetlights.yaml`]: example(`asyncapi-${version}/streetlights.yaml`), [`asyncapi-${version}/schemas/light-measured.json`]: example('schemas/light-measured.json') };
       const yaml = example(`asyncapi-${version}/gateway.yaml`).replace('asyncapi: streetlights.yaml', `asyncapi: asyncapi-${version}/streetlights.yaml`);
       const gw = await startGateway(yaml, { files, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' }, readyTimeoutMs: 30_000 });
       try {

@@ -7,7 +7,7 @@ import { kcatConsume, startKafka, type KafkaCluster } from '../helpers/kafka.js'
 describe('HTTP and WebSocket producers in front of Kafka', () => {
   let kafka: KafkaCluster;
   let gw: RunningGateway;
-  const t = { orders: '', burst: '', dyn: '', gzip: '', snappy: '', idem: '', none: '', frames: '', ordered: '' };
+  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '' };
 
   before(async () => {
     // One broker: a produce request per batch, so the count below measures batching.
@@ -23,10 +23,6 @@ brokers:
     kind: kafka
     brokers: \${KAFKA_BOOTSTRAP}
     producer: { ackTimeoutMs: 5000 }
-  zipped:
-    kind: kafka
-    brokers: \${KAFKA_BOOTSTRAP}
-    producer: { compression: gzip }
   patient:
     kind: kafka
     brokers: \${KAFKA_BOOTSTRAP}
@@ -39,10 +35,6 @@ brokers:
     kind: kafka
     brokers: \${KAFKA_BOOTSTRAP}
     producer: { acks: none }
-  snapped:
-    kind: kafka
-    brokers: \${KAFKA_BOOTSTRAP}
-    producer: { compression: snappy }
 listeners:
   api: { kind: http, port: 0 }
   ws: { kind: websocket, port: 0 }
@@ -61,12 +53,6 @@ routes:
   - name: by-region
     from: { listener: api, path: /regional }
     to: { broker: kafka, topic: { expression: '"${t.dyn}-" & region' } }
-  - name: gzip
-    from: { listener: api, path: /gzip }
-    to: { broker: zipped, topic: ${t.gzip} }
-  - name: snappy
-    from: { listener: api, path: /snappy }
-    to: { broker: snapped, topic: ${t.snappy} }
   - name: idempotent
     from: { listener: api, path: /idempotent }
     to: { broker: exactly, topic: ${t.idem} }
@@ -152,16 +138,6 @@ routes:
     assert.equal(reply.status, 500);
     assert.equal(reply.body.code, 'EG_EXPRESSION_FAILED');
     assert.match(reply.body.detail, /not a topic of broker 'kafka'/);
-  });
-
-  it('compresses with gzip and with snappy in a way other Kafka clients read', async () => {
-    const value = { text: 'compressible '.repeat(50) };
-    for (const [path, topic] of [['/gzip', t.gzip], ['/snappy', t.snappy]] as const) {
-      const reply = await post(gw.url('api', path), value);
-      assert.equal(reply.status, 200, reply.text);
-      const [rec] = await kcatConsume(kafka.bootstrap, topic, 1);
-      assert.deepEqual(JSON.parse(rec!.value!), value, `${path} record`);
-    }
   });
 
   it('publishes with acks: none, answering without an offset (and through an idempotent producer on a real cluster)', async (t2) => {

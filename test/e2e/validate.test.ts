@@ -364,7 +364,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: -1', 'rotues: []', 'chains: { main: [ { filter: "a >" } ] }') });
       assert.deepEqual(
         r.lines.map((l) => l.split(': ')[0]),
-        ['gateway.yaml:5:11', 'gateway.yaml:6:1'],
+        ['gateway.yaml:5:11', 'gateway.yaml:6:1', 'gateway.yaml:7:32'],
       );
     });
 

@@ -153,6 +153,41 @@ export class RawWsClient {
     return client;
   }
 
+  /** A masked text frame carrying `text`, as a client sends it (RFC 6455 §5.2); short payloads only. */
+  static textFrame(text: string): Buffer {
+    const payload = Buffer.from(text);
+    if (payload.length > 125) throw new Error('textFrame: payloads up to 125 bytes');
+    const mask = Buffer.from([0x12, 0x34, 0x56, 0x78]);
+    return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!))]);
+  }
+
+  /**
+   * Writes `chunk` (client frames) over and over, honouring TCP backpressure, until `stop()` is
+   * true or the server ends the connection. Returns how many chunks were written.
+   */
+  async flood(chunk: Buffer, stop: () => boolean): Promise<number> {
+    let written = 0;
+    let ended = false;
+    void this.ended.then(() => (ended = true));
+    while (!stop() && !ended && !this.socket.destroyed) {
+      written++;
+      if (!this.socket.write(chunk)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            this.socket.off('drain', done);
+            this.socket.off('close', done);
+            resolve();
+          };
+          const timer = setTimeout(done, 200);
+          this.socket.once('drain', done);
+          this.socket.once('close', done);
+        });
+      }
+    }
+    return written;
+  }
+
   /** Stop reading: the kernel buffers fill up and the server sees a slow client. */
   pause(): void {
     this.socket.pause();

@@ -190,7 +190,7 @@ export interface ProduceRecord {
  * Produces records with kcat, in order. kcat takes headers per invocation, so consecutive records
  * with the same headers share one run.
  */
-export async function kcatProduce(bootstrap: string, topic: string, records: ProduceRecord[]): Promise<void> {
+export async function kcatProduce(bootstrap: string, topic: string, records: ProduceRecord[], options: { compression?: string } = {}): Promise<void> {
   let i = 0;
   while (i < records.length) {
     const headers = records[i]!.headers ?? {};
@@ -202,6 +202,8 @@ export async function kcatProduce(bootstrap: string, topic: string, records: Pro
       if (r.value.includes('\n') || r.key?.includes('\t') || r.key?.includes('\n')) throw new Error('kcatProduce: keys and values are line based');
     }
     const args = ['-P', '-b', bootstrap, '-t', topic, '-K', '\t', '-q'];
+    // librdkafka compresses each batch with this codec (kcat -z).
+    if (options.compression) args.push('-z', options.compression);
     for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}=${v}`);
     await runKcat(args, group.map((r) => `${r.key ?? ''}\t${r.value}\n`).join(''));
     i = j;

@@ -15,7 +15,11 @@ brokers:
   local: { kind: memory }
 listeners:
   push: { kind: websocket, port: 0 }
+  api: { kind: http, port: 0 }
 routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: local, topic: t }
   - name: to-clients
     from: { broker: local, topic: t }
     to: { listener: push, path: /ws }

@@ -211,6 +211,7 @@ export const memoryBroker: BrokerKind<MemoryOptions> = {
     example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
     options: { retain: 'messages kept per topic (default 1000)' },
   },
+  inProcess: true,
   // Only retention can change, and it can change in place: topics and group positions survive.
   canReconfigure: () => true,
   create: (name, options, env) => new MemoryBroker(name, options, env),

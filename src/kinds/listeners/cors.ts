@@ -30,7 +30,7 @@ export const corsSchema: JsonSchema = {
       description: 'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials).',
       oneOf: [{ const: '*' }, { type: 'array', minItems: 1, items: { type: 'string', pattern: '^https?://[^/]+$' } }],
     },
-    methods: { type: 'array', items: { type: 'string', minLength: 1 }, default: DEFAULTS.methods },
+    methods: { type: 'array', items: { type: 'string', minLength: 1 }, default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' },
     headers: { type: 'array', items: { type: 'string', minLength: 1 }, default: DEFAULTS.headers, description: 'Request headers browsers may send.' },
     exposeHeaders: { type: 'array', items: { type: 'string', minLength: 1 }, default: DEFAULTS.exposeHeaders, description: 'Response headers scripts may read.' },
     credentials: { type: 'boolean', default: false, description: 'Allow cookies and HTTP authentication.' },

@@ -25,6 +25,10 @@ const DEFAULT_MAX_PENDING = 64;
 const GOING_AWAY = 1001;
 const POLICY_VIOLATION = 1008;
 const TRY_AGAIN_LATER = 1013;
+/** Private-use close code (RFC 6455 §7.4.2), after HTTP 401: the credential the client connected with has expired; reconnect with a fresh one. */
+export const CREDENTIAL_EXPIRED = 4401;
+/** setTimeout's longest delay; a later expiry is checked again then. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /**
  * A slow client's close frame waits behind everything already buffered for it; it gets this long
  * to read them and learn why it is disconnected. Nothing new is queued for it meanwhile.
@@ -39,7 +43,12 @@ interface Client {
   request: RequestMeta;
   /** Frames of this client are handled one after another, so acks and errors keep the client's order. */
   queue: Promise<void>;
+  /** Frames received and not yet answered (published, acked or refused): bounded by maxPendingFrames. */
   pending: number;
+  /** Disconnected for exceeding its send bound: nothing more is read from or queued for it. */
+  evicted: boolean;
+  /** Closes the connection when its credential expires (a JWT's exp). */
+  expiry: NodeJS.Timeout | undefined;
   /** Trace context of the handshake request (W3C traceparent/tracestate): each frame's message continues it. */
   trace: Record<string, string> | undefined;
 }
@@ -116,6 +125,8 @@ export class WebSocketListener implements ListenerRuntime {
       this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, status: admission.problem.status }, 'client no longer authorized after reload; disconnecting');
       this.clients.get(c.path)?.delete(c);
       void closeClient(c.ws, POLICY_VIOLATION, admission.problem.title);
+    } else if (admission?.ok) {
+      this.expireAt(c, admission.until);
     }
   }
 
@@ -147,19 +158,8 @@ export class WebSocketListener implements ListenerRuntime {
         // Serialised and framed once per message, whatever the number of clients.
         const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(envelope(msg)));
         const frame = textFrame(payload);
-        const limit = listener.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED;
         let sent = 0;
-        for (const c of set) {
-          if (c.ws.readyState !== 1) continue;
-          if (c.ws.bufferedAmount > limit) {
-            listener.env.logger.warn({ listener: listener.name, path, remote: c.remoteAddress }, 'client too slow; disconnecting with 1013');
-            set.delete(c);
-            void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
-            continue;
-          }
-          sendFrame(c.ws, frame, payload);
-          sent++;
-        }
+        for (const c of set) if (listener.sendTo(c, payload, frame)) sent++;
         return { listener: listener.name, path, clients: sent };
       },
     };
@@ -194,7 +194,7 @@ export class WebSocketListener implements ListenerRuntime {
         // A reload or shutdown may have happened while the credentials were checked.
         if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
         if (!this.bindings.publish.has(path) && !this.bindings.forward.has(path)) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, path, req, request));
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, path, req, request, admission.until));
       },
       (err) => {
         socket.off('error', onError);
@@ -212,19 +212,78 @@ export class WebSocketListener implements ListenerRuntime {
     const forward = this.bindings.forwardAuth?.get(path);
     if (forward) gates.push(forward);
     let admission: Admission = { ok: true, identity: undefined };
+    let until: number | undefined;
     for (const gate of gates) {
       admission = await gate.admit(request);
       if (!admission.ok) return admission;
+      if (admission.until !== undefined) until = Math.min(until ?? Infinity, admission.until);
     }
-    return admission;
+    return until === undefined ? admission : { ...admission, until };
   }
 
-  private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta): void {
-    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, trace: handshakeTrace(req) };
+  /**
+   * A connection lives no longer than the credential it was admitted with: at `until` it is
+   * closed with CREDENTIAL_EXPIRED, so a subscriber whose token expired stops receiving.
+   */
+  private expireAt(c: Client, until: number | undefined): void {
+    clearTimeout(c.expiry);
+    c.expiry = undefined;
+    if (until === undefined) return;
+    const wait = until - Date.now();
+    if (wait > MAX_TIMER_MS) {
+      c.expiry = setTimeout(() => this.expireAt(c, until), MAX_TIMER_MS);
+      return;
+    }
+    c.expiry = setTimeout(() => {
+      c.expiry = undefined;
+      if (c.ws.readyState !== 1) return;
+      this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client credential expired; disconnecting with 4401');
+      this.clients.get(c.path)?.delete(c);
+      void closeClient(c.ws, CREDENTIAL_EXPIRED, 'credential expired');
+    }, Math.max(0, wait));
+    c.expiry.unref();
+  }
+
+  /**
+   * The one way bytes are queued for a client — forwarded messages, acks and error frames alike —
+   * so the per-client bound (`maxBufferedBytes`) holds for all of them. A client with more unsent
+   * data than the bound is disconnected with 1013 instead of being buffered for. `frame` is the
+   * payload already framed (forward targets frame once for all clients). Returns whether it was queued.
+   */
+  private sendTo(c: Client, payload: Buffer | string, frame?: Buffer): boolean {
+    if (c.evicted || c.ws.readyState !== 1) return false;
+    if (c.ws.bufferedAmount > (this.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED)) {
+      this.evict(c);
+      return false;
+    }
+    if (frame) sendFrame(c.ws, frame, payload as Buffer);
+    else c.ws.send(payload);
+    return true;
+  }
+
+  /**
+   * Disconnects a client over its send bound: it leaves its path at once, nothing more is read
+   * from it (frames waiting in its queue are dropped unanswered, never published), and it gets
+   * SLOW_CLIENT_GRACE_MS to read what is buffered and the close frame before the socket is cut,
+   * which frees everything it held.
+   */
+  private evict(c: Client): void {
+    if (c.evicted) return;
+    c.evicted = true;
+    this.env.logger.warn({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client too slow; disconnecting with 1013');
+    this.clients.get(c.path)?.delete(c);
+    c.ws.pause();
+    void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
+  }
+
+  private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta, until: number | undefined): void {
+    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, evicted: false, expiry: undefined, trace: handshakeTrace(req) };
+    this.expireAt(client, until);
     let set = this.clients.get(path);
     if (!set) this.clients.set(path, (set = new Set()));
     set.add(client);
     ws.on('close', () => {
+      clearTimeout(client.expiry);
       this.clients.get(path)?.delete(client);
     });
     ws.on('error', (err) => this.env.logger.debug({ listener: this.name, path, err: err.message }, 'client error'));
@@ -232,33 +291,52 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   private onFrame(client: Client, data: RawData, isBinary: boolean): void {
+    // ws may still hand over frames it had already read when the client was evicted.
+    if (client.evicted) return;
     const route = this.bindings.publish.get(client.path);
-    // Answered through the client's queue, after the frames before it: replies keep the client's order.
-    const refuse = (p: Problem) => void (client.queue = client.queue.then(() => sendError(client.ws, p)));
-    if (!route) return refuse(problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`));
-    if (isBinary) return refuse(problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames'));
+    if (!route) return this.enqueue(client, () => this.sendError(client, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`)));
+    if (isBinary) return this.enqueue(client, () => this.sendError(client, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames')));
     const parsed = parseClientJson(Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]), 'frame', this.options.maxJsonDepth);
-    if (!parsed.ok) return refuse(parsed.problem);
-    const value = parsed.value;
-    // Bounded work per client: stop reading its socket while too many frames wait.
-    if (++client.pending >= (this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING)) client.ws.pause();
-    const msg: Message = { value, key: null, headers: client.trace ? { ...client.trace } : {}, topic: null, partition: null, offset: null, timestamp: Date.now() };
-    client.queue = client.queue.then(() => this.publish(client, route, msg));
+    if (!parsed.ok) {
+      const refusal = parsed.problem;
+      return this.enqueue(client, () => this.sendError(client, refusal));
+    }
+    const msg: Message = { value: parsed.value, key: null, headers: client.trace ? { ...client.trace } : {}, topic: null, partition: null, offset: null, timestamp: Date.now() };
+    this.enqueue(client, () => this.publish(client, route, msg));
+  }
+
+  /**
+   * Queues a frame's handling after the frames before it (replies keep the client's order).
+   * Bounded work per client: while too many frames wait, its socket is paused (TCP backpressure);
+   * refusals count too, so a flood of bad frames is held back like a flood of good ones.
+   */
+  private enqueue(client: Client, handle: () => void | Promise<void>): void {
+    const max = this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING;
+    if (++client.pending >= max) client.ws.pause();
+    client.queue = client.queue
+      .then(() => (client.evicted ? undefined : handle()))
+      .catch((err: Error) => this.env.logger.error({ listener: this.name, path: client.path, err: err.message }, 'frame failed unexpectedly'))
+      .finally(() => {
+        if (--client.pending < max && !client.evicted) client.ws.resume();
+      });
   }
 
   private async publish(client: Client, route: RouteEntry, msg: Message): Promise<void> {
+    // A frame still waiting when its client left is not published: no one would learn its outcome.
+    if (client.ws.readyState !== 1) return;
     try {
       const ctx: MessageContext = { route: route.name, path: {}, query: client.request.query, remoteAddress: client.remoteAddress, request: client.request };
       const answer = answerFor(await route.handle(msg, ctx));
-      if (client.ws.readyState !== 1) return;
-      if (answer.problem) sendError(client.ws, answer.problem);
-      else if (route.options.ack) client.ws.send(JSON.stringify({ type: 'ack', ...answer.body }));
+      if (answer.problem) this.sendError(client, answer.problem);
+      else if (route.options.ack) this.sendTo(client, JSON.stringify({ type: 'ack', ...answer.body }));
     } catch (err) {
       this.env.logger.error({ listener: this.name, route: route.name, err: (err as Error).message }, 'frame failed unexpectedly');
-      sendError(client.ws, problem('EG_INTERNAL', 'the gateway failed to handle this frame'));
-    } finally {
-      if (--client.pending < (this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING)) client.ws.resume();
+      this.sendError(client, problem('EG_INTERNAL', 'the gateway failed to handle this frame'));
     }
+  }
+
+  private sendError(client: Client, p: Problem): void {
+    this.sendTo(client, errorFrame(p));
   }
 }
 
@@ -302,10 +380,6 @@ function handshakeTrace(req: IncomingMessage): Record<string, string> | undefine
 
 function envelope(msg: Message): Record<string, unknown> {
   return { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: msg.value, timestamp: msg.timestamp };
-}
-
-function sendError(ws: WebSocket, p: Problem): void {
-  if (ws.readyState === 1) ws.send(errorFrame(p));
 }
 
 /** Refuses a handshake with a plain HTTP problem+json answer (and its headers: WWW-Authenticate, Retry-After). */
@@ -352,7 +426,7 @@ export const websocketListener: ListenerKind<WebSocketOptions> = {
       port: { type: 'integer', minimum: 0, maximum: 65535 },
       host: { type: 'string', default: '0.0.0.0' },
       maxPayloadBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_PAYLOAD, description: 'Largest frame a client may send; a larger one closes the connection with 1009.' },
-      maxBufferedBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_BUFFERED, description: 'Per-client send buffer bound; a client over it is disconnected with 1013.' },
+      maxBufferedBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_BUFFERED, description: 'Per-client send buffer bound: forwarded messages, acks and error frames all count; a client over it is disconnected with 1013.' },
       maxPendingFrames: { type: 'integer', minimum: 1, default: DEFAULT_MAX_PENDING, description: "Frames a client may have waiting; beyond that its socket is paused (TCP backpressure)." },
       origins: {
         description: 'Origins (scheme://host[:port]) browsers may connect from, or "*" (default). Clients that send no Origin (non-browsers) are not affected.',
@@ -364,13 +438,13 @@ export const websocketListener: ListenerKind<WebSocketOptions> = {
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      'Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route\'s `auth` steps and a forward target\'s `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message; failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data exceeds `maxBufferedBytes` is disconnected with close code 1013, so a slow client never blocks others.',
+      'Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route\'s `auth` steps and a forward target\'s `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message; failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway\'s memory.',
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
     options: {
       port: 'TCP port (0: any free port)',
       host: 'bind address (default 0.0.0.0)',
       maxPayloadBytes: 'largest frame accepted from a client, default 1 MiB (larger: close 1009)',
-      maxBufferedBytes: 'per-client send buffer bound, default 1 MiB (over it: close 1013)',
+      maxBufferedBytes: 'per-client send buffer bound (forwards, acks, error frames), default 1 MiB (over it: close 1013)',
       maxPendingFrames: 'frames a client may have in processing before its socket is paused, default 64',
       origins: 'origins browsers may connect from (default any); a foreign Origin is refused with 403 before the upgrade',
       ...transportDocOptions,

@@ -27,6 +27,7 @@ export interface JwtOptions {
   query?: string;
   principalClaim?: string;
   clockToleranceSec?: number;
+  requireExp?: boolean;
 }
 
 export interface AuthOptions {
@@ -53,6 +54,8 @@ interface Verifier {
   verify(req: RequestMeta): Verdict | Promise<Verdict>;
   /** Removes the credential from what travels on: the header from the message, the parameter from $query. */
   strip(msg: Message, ctx: MessageContext): Message;
+  /** Headers it reads the credential from. */
+  headers: string[];
 }
 
 const claimValue = { type: ['string', 'number', 'boolean'] };
@@ -89,17 +92,18 @@ export const authSchema = {
         publicKey: { type: 'string', minLength: 1, description: 'PEM file with the public key (SPKI) or an X.509 certificate; watched.' },
         jwksFile: { type: 'string', minLength: 1, description: 'JSON Web Key Set file; watched.' },
         jwksUrl: { type: 'string', pattern: '^https?://', description: 'JSON Web Key Set URL (https, or http on a loopback host); cached, refetched for unknown key ids.' },
-        algorithms: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
-        issuer: nameList,
-        audience: nameList,
+        algorithms: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 }, description: 'Accepted signature algorithms (default: those of the key source).' },
+        issuer: { ...nameList, description: 'Accepted `iss`: a value or a list.' },
+        audience: { ...nameList, description: 'Accepted `aud`: a value or a list.' },
         requiredClaims: {
           type: 'object',
           description: 'Claim → accepted value (or list); a valid token without it is refused with 403.',
           additionalProperties: { oneOf: [claimValue, { type: 'array', minItems: 1, items: claimValue }] },
         },
         query: { type: 'string', minLength: 1, description: 'Query parameter that may carry the token instead of Authorization: Bearer.' },
-        principalClaim: { type: 'string', minLength: 1, default: 'sub' },
-        clockToleranceSec: { type: 'integer', minimum: 0, maximum: 300, default: 0 },
+        principalClaim: { type: 'string', minLength: 1, default: 'sub', description: 'Claim that becomes $principal.' },
+        clockToleranceSec: { type: 'integer', minimum: 0, maximum: 300, default: 0, description: 'Clock skew allowed when checking exp and nbf.' },
+        requireExp: { type: 'boolean', default: false, description: 'Refuse (401) tokens without an `exp` claim, which would otherwise be accepted for ever.' },
       },
     },
   },
@@ -122,7 +126,7 @@ export const authStep: StepKind<AuthOptions> = {
       apiKey:
         `\`{header | query, keys | keysFile}\`: the key is read from \`header\` (default \`${DEFAULT_API_KEY_HEADER}\`) or the \`query\` parameter; \`keys\` maps principal → key or list of keys (at least ${MIN_API_KEY_LENGTH} characters, or \`sha256:<hex>\` of the key); \`keysFile\` is a YAML/JSON file holding the same map, watched. A missing or unknown key is 401`,
       jwt:
-        `\`{secret | publicKey | jwksFile | jwksUrl, algorithms, issuer, audience, requiredClaims, query, principalClaim, clockToleranceSec}\`: exactly one key source — \`secret\` (HMAC, at least ${MIN_HMAC_SECRET_BYTES} bytes), \`publicKey\` (PEM public key or certificate file), \`jwksFile\`, or \`jwksUrl\` (https; cached, refetched for unknown key ids). \`algorithms\` defaults to HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS. \`issuer\`/\`audience\`: a value or list. \`requiredClaims\`: claim → accepted value or list (array claims and the space-separated \`scope\` must contain one). \`query\`: a parameter that may carry the token. \`principalClaim\` (default \`sub\`) becomes \`$principal\`. \`clockToleranceSec\` (default 0) allows clock skew. Missing, malformed, expired, badly signed, wrong issuer/audience: 401; failing requiredClaims: 403; a JWKS URL that cannot be fetched: 503`,
+        `\`{secret | publicKey | jwksFile | jwksUrl, algorithms, issuer, audience, requiredClaims, query, principalClaim, clockToleranceSec}\`: exactly one key source — \`secret\` (HMAC, at least ${MIN_HMAC_SECRET_BYTES} bytes), \`publicKey\` (PEM public key or certificate file), \`jwksFile\`, or \`jwksUrl\` (https; cached, refetched for unknown key ids). \`algorithms\` defaults to HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS. \`issuer\`/\`audience\`: a value or list. \`requiredClaims\`: claim → accepted value or list (array claims and the space-separated \`scope\` must contain one). \`query\`: a parameter that may carry the token. \`principalClaim\` (default \`sub\`) becomes \`$principal\`. \`clockToleranceSec\` (default 0) allows clock skew. \`requireExp\` (default false) refuses tokens without \`exp\`. A WebSocket client admitted with a token is closed with 4401 when it expires. Missing, malformed, expired, badly signed, wrong issuer/audience: 401; failing requiredClaims: 403; a JWKS URL that cannot be fetched: 503`,
     },
   },
   compile(options, ctx) {
@@ -158,6 +162,7 @@ function authenticator(verifier: Verifier): CompiledStep {
   return {
     kind: 'auth',
     needsClient: true,
+    credentialHeaders: verifier.headers,
     run(msg, ctx) {
       if (!ctx.request) return { stop: 'rejected', problem: problem('EG_UNAUTHORIZED', 'this message did not come from a client request, so it carries no credentials') };
       const v = check(ctx.request);
@@ -165,7 +170,7 @@ function authenticator(verifier: Verifier): CompiledStep {
     },
     async admit(req): Promise<Admission> {
       const verdict = await check(req);
-      return verdict.ok ? { ok: true, identity: verdict.identity } : verdict;
+      return verdict.ok ? { ok: true, identity: verdict.identity, ...(Number.isFinite(verdict.until) ? { until: verdict.until } : {}) } : verdict;
     },
   };
 }
@@ -234,6 +239,7 @@ function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | u
       return { ok: true, identity: { principal, claims: undefined }, until: Infinity };
     },
     strip: (msg, ctx) => stripCredential(msg, ctx, headerName, param),
+    headers: headerName ? [headerName] : [],
   };
 }
 
@@ -290,7 +296,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     remote = true;
     algorithms ??= ASYMMETRIC_ALGORITHMS;
   }
-  const verifyOptions = { algorithms, issuer: o.issuer, audience: o.audience, clockTolerance: o.clockToleranceSec ?? 0 };
+  const verifyOptions = { algorithms, issuer: o.issuer, audience: o.audience, clockTolerance: o.clockToleranceSec ?? 0, ...(o.requireExp ? { requiredClaims: ['exp'] } : {}) };
   const required = Object.entries(o.requiredClaims ?? {}).map(([name, v]) => [name, Array.isArray(v) ? v : [v]] as const);
   const principalClaim = o.principalClaim ?? 'sub';
   const param = o.query;
@@ -317,7 +323,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     const identity: Identity = { principal: typeof p === 'string' || typeof p === 'number' ? String(p) : undefined, claims: payload as Record<string, unknown> };
     return { ok: true, identity, until: typeof payload.exp === 'number' ? payload.exp * 1000 + toleranceMs : Infinity };
   };
-  return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param) };
+  return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param), headers: ['authorization'] };
 }
 
 function bearer(req: RequestMeta, param: string | undefined): string | Verdict {

@@ -45,7 +45,7 @@ export const validateStep: StepKind<ValidateOptions> = {
         type: 'object',
         additionalProperties: false,
         required: ['broker', 'topic'],
-        properties: { broker: { type: 'string' }, topic: { type: 'string' } },
+        properties: { broker: { type: 'string', description: 'Broker name (under `brokers:`).' }, topic: { type: 'string', description: 'Topic for invalid messages.' } },
       },
     },
   },

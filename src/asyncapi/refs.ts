@@ -1,0 +1,257 @@
+/**
+ * What an AsyncAPI document may make the gateway read. Documents can be uploaded through the admin
+ * API, so they are untrusted input: every `$ref` is confined to the config's directory (no
+ * absolute path, no `..` or symlink leading out of it), remote references are off unless the
+ * config names their origins (then fetched with a timeout and a size cap, no redirects), and
+ * every document read — the upload, each file or URL it references — is held to a size cap and
+ * YAML alias limits before the AsyncAPI parser (whose YAML reader has no alias bound) sees it.
+ */
+import { realpathSync } from 'node:fs';
+import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
+import { isPair, isScalar, LineCounter, parseDocument, visit } from 'yaml';
+
+/** `asyncapiRemoteRefs` in gateway.yaml. */
+export interface RemoteRefOptions {
+  /** Origins (`https://schemas.example.com`) remote `$ref`s may point to; nothing else is fetched. */
+  origins: string[];
+  timeoutMs?: number;
+  maxBytes?: number;
+}
+
+export interface RefPolicy {
+  /** The config's directory: local `$ref`s must stay inside it. */
+  root: string;
+  /** Off (undefined) by default: no `$ref` reaches the network. */
+  remote?: RemoteRefOptions;
+}
+
+/** Largest AsyncAPI document (uploaded, or a local file a `$ref` reads). */
+export const MAX_DOCUMENT_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_REMOTE_TIMEOUT_MS = 5000;
+export const DEFAULT_REMOTE_MAX_BYTES = 1024 * 1024;
+/** Nodes an alias may expand to, summed over a document (the yaml library's exponential-expansion guard, as for gateway.yaml). */
+const MAX_ALIAS_COUNT = 100;
+/** Deepest nesting of a document: far beyond any real contract, well below what overflows a parser's stack. */
+const MAX_NESTING = 256;
+
+/** A problem positioned in `file` (absolute path, 1-based). */
+export interface RefProblem {
+  file: string;
+  line: number;
+  column: number;
+  path: (string | number)[];
+  message: string;
+}
+
+/** Where a `$ref` was written, so a refusal found later (symlink, fetch) can point at it. */
+export interface RefSite {
+  file: string;
+  line: number;
+  column: number;
+  path: (string | number)[];
+}
+
+/**
+ * Checks one document's text before anything parses it for real: its size, YAML aliases and
+ * nesting, and every `$ref` in it (as written). Returns the problems and where each allowed
+ * `$ref` leads (absolute file path or URL, without the fragment) → where it was written.
+ */
+export function checkDocument(file: string, text: string, policy: RefPolicy, maxBytes = MAX_DOCUMENT_BYTES): { problems: RefProblem[]; targets: Map<string, RefSite> } {
+  const problems: RefProblem[] = [];
+  const targets = new Map<string, RefSite>();
+  const at = (line = 1, column = 1, path: (string | number)[] = []) => ({ file, line, column, path });
+  const size = Buffer.byteLength(text);
+  if (size > maxBytes) {
+    problems.push({ ...at(), message: `the document has ${size} bytes; at most ${maxBytes} are accepted` });
+    return { problems, targets };
+  }
+  const lineCounter = new LineCounter();
+  let doc;
+  try {
+    doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
+  } catch (err) {
+    problems.push({ ...at(), message: `the document cannot be read as YAML or JSON (${(err as Error).message})` });
+    return { problems, targets };
+  }
+  const pos = (offset: number | undefined) => {
+    const p = lineCounter.linePos(offset ?? 0);
+    return { line: p.line, column: p.col };
+  };
+  if (doc.errors.length > 0) {
+    if (doc.errors.some((e) => e.message.includes('Maximum call stack'))) {
+      problems.push({ ...at(), message: 'the document is nested too deeply' });
+      return { problems, targets };
+    }
+    // The AsyncAPI parser reports syntax errors in its own words; it only must not see anchors it could expand.
+    if (/(^|[\s[{,:-])&\S/.test(text)) {
+      const e = doc.errors[0]!;
+      const { line, column } = pos(e.pos[0]);
+      problems.push({ ...at(line, column), message: `YAML syntax error: ${e.message.split('\n')[0]}` });
+    }
+    return { problems, targets };
+  }
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    let offset = 0;
+    visit(doc, {
+      Alias(_key, node) {
+        offset = node.range?.[0] ?? 0;
+        return visit.BREAK;
+      },
+    });
+    const { line, column } = pos(offset);
+    const message = err instanceof RangeError ? `the document is nested too deeply` : `YAML error: ${(err as Error).message.split('\n')[0]}`;
+    problems.push({ ...at(line, column), message });
+    return { problems, targets };
+  }
+  if (depthOver(value, MAX_NESTING)) {
+    problems.push({ ...at(), message: `the document is nested more than ${MAX_NESTING} levels deep` });
+    return { problems, targets };
+  }
+  visit(doc, {
+    Pair(_key, pair, path) {
+      if (!isPair(pair) || !isScalar(pair.key) || pair.key.value !== '$ref' || !isScalar(pair.value) || typeof pair.value.value !== 'string') return;
+      const { line, column } = pos(pair.value.range?.[0]);
+      const docPath = path.filter(isPair).map((p) => (isScalar(p.key) ? String(p.key.value) : '?'));
+      const site = { file, line, column, path: [...docPath, '$ref'] };
+      const checked = checkRef(pair.value.value, file, policy);
+      if ('problem' in checked) problems.push({ ...site, message: checked.problem });
+      else if (checked.target !== undefined && !targets.has(checked.target)) targets.set(checked.target, site);
+    },
+  });
+  return { problems, targets };
+}
+
+/**
+ * Where a `$ref` written in `from` (a file path or a URL) leads, or why it may not be followed.
+ * `target` is undefined for a reference inside the same document (`#/...`).
+ */
+export function checkRef(ref: string, from: string, policy: RefPolicy): { target: string | undefined } | { problem: string } {
+  const hash = ref.indexOf('#');
+  const location = hash === -1 ? ref : ref.slice(0, hash);
+  if (location === '') return { target: undefined };
+  const fromUrl = /^https?:\/\//i.test(from);
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(location)?.[1]?.toLowerCase();
+  if (fromUrl || scheme === 'http' || scheme === 'https') {
+    let url: URL;
+    try {
+      url = new URL(location, fromUrl ? from : undefined);
+    } catch {
+      return { problem: `$ref '${ref}' is not a valid URL` };
+    }
+    return remoteAllowed(url, policy) ? { target: url.href } : { problem: remoteRefused(ref, policy) };
+  }
+  if (scheme !== undefined && scheme.length > 1) return { problem: `$ref '${ref}' uses the '${scheme}:' scheme; only paths relative to the document (and allowed http(s) origins) are followed` };
+  if (isAbsolute(location) || location.startsWith('\\') || scheme !== undefined) return { problem: `$ref '${ref}' is an absolute path; write it relative to the document, inside the config's directory` };
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(location);
+  } catch {
+    return { problem: `$ref '${ref}' is not a valid path` };
+  }
+  const target = resolve(dirname(from), decoded);
+  if (!inside(policy.root, target)) return { problem: `$ref '${ref}' leads outside the config's directory` };
+  return { target };
+}
+
+/** A local file a `$ref` resolved to may be read: inside the config's directory, also once symlinks are followed. */
+export function localReadAllowed(file: string, policy: RefPolicy): string | undefined {
+  if (!inside(policy.root, file)) return `'${displayPath(file, policy)}' is outside the config's directory`;
+  let real: string;
+  try {
+    real = realpathSync(file);
+  } catch {
+    return undefined; // missing: reading it fails with the usual "cannot read" problem
+  }
+  if (!inside(realRoot(policy.root), real)) return `'${displayPath(file, policy)}' is a link leading outside the config's directory`;
+  return undefined;
+}
+
+export function remoteAllowed(url: URL, policy: RefPolicy): boolean {
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return false;
+  return (policy.remote?.origins ?? []).some((o) => sameOrigin(o, url));
+}
+
+function remoteRefused(ref: string, policy: RefPolicy): string {
+  return policy.remote
+    ? `$ref '${ref}' points to an origin not listed in asyncapiRemoteRefs.origins`
+    : `$ref '${ref}' is remote, and remote references are off (list the origins to allow under asyncapiRemoteRefs.origins in gateway.yaml)`;
+}
+
+function sameOrigin(allowed: string, url: URL): boolean {
+  try {
+    return new URL(allowed).origin === url.origin;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Fetches an allowed remote document: no redirects (they could lead anywhere), at most
+ * `timeoutMs` for the whole answer and `maxBytes` of it. Failures are described without the
+ * network's details (no addresses, no error codes): the answer goes to whoever uploaded the document.
+ */
+export async function fetchRemote(url: string, policy: RefPolicy): Promise<{ text: string } | { problem: string }> {
+  const timeoutMs = policy.remote?.timeoutMs ?? DEFAULT_REMOTE_TIMEOUT_MS;
+  const maxBytes = policy.remote?.maxBytes ?? DEFAULT_REMOTE_MAX_BYTES;
+  const signal = AbortSignal.timeout(timeoutMs);
+  try {
+    const res = await fetch(url, { redirect: 'manual', signal, headers: { accept: 'application/yaml, application/json, text/*' } });
+    if (res.status >= 300 && res.status < 400) {
+      await res.body?.cancel();
+      return { problem: `cannot fetch '${url}': it redirects, and redirects are not followed` };
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      return { problem: `cannot fetch '${url}': HTTP ${res.status}` };
+    }
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for await (const chunk of res.body ?? []) {
+      size += (chunk as Uint8Array).length;
+      if (size > maxBytes) {
+        await res.body?.cancel().catch(() => undefined);
+        return { problem: `cannot fetch '${url}': larger than ${maxBytes} bytes` };
+      }
+      chunks.push(chunk as Uint8Array);
+    }
+    return { text: Buffer.concat(chunks).toString('utf8') };
+  } catch {
+    return { problem: signal.aborted ? `cannot fetch '${url}': no answer within ${timeoutMs} ms` : `cannot fetch '${url}': the request failed` };
+  }
+}
+
+/** A path as the config's directory sees it (what errors show: never an absolute path). */
+export function displayPath(file: string, policy: RefPolicy): string {
+  const rel = relative(policy.root, file);
+  return rel === '' ? '.' : rel;
+}
+
+function inside(root: string, file: string): boolean {
+  const rel = relative(resolve(root), resolve(file));
+  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
+}
+
+function realRoot(root: string): string {
+  try {
+    return realpathSync(root);
+  } catch {
+    return resolve(root);
+  }
+}
+
+/** Whether `value` nests deeper than `max` (iterative: the point is not to overflow the stack). */
+function depthOver(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  const seen = new Set<object>();
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!;
+    if (typeof v !== 'object' || v === null || seen.has(v)) continue;
+    if (d > max) return true;
+    seen.add(v);
+    for (const x of Object.values(v)) stack.push([x, d + 1]);
+  }
+  return false;
+}

@@ -1,0 +1,66 @@
+import { closest } from '../config/suggest.js';
+
+/**
+ * JSONata's built-in functions (jsonata 2.x binds these in its static and per-evaluation frames;
+ * test/unit/expr-functions.test.ts checks the list against the installed library). A call to any
+ * other name that the expression does not bind itself fails only when a message reaches it
+ * ("Attempted to invoke a non-function"), so the config check reports it instead.
+ */
+export const BUILTIN_FUNCTIONS: ReadonlySet<string> = new Set([
+  'abs', 'append', 'assert', 'average', 'base64decode', 'base64encode', 'boolean', 'ceil', 'clone', 'contains', 'count',
+  'decodeUrl', 'decodeUrlComponent', 'distinct', 'each', 'encodeUrl', 'encodeUrlComponent', 'error', 'eval', 'exists',
+  'filter', 'floor', 'formatBase', 'formatInteger', 'formatNumber', 'fromMillis', 'join', 'keys', 'length', 'lookup',
+  'lowercase', 'map', 'match', 'max', 'merge', 'millis', 'min', 'not', 'now', 'number', 'pad', 'parseInteger', 'power',
+  'random', 'reduce', 'replace', 'reverse', 'round', 'shuffle', 'sift', 'single', 'sort', 'split', 'spread', 'sqrt',
+  'string', 'substring', 'substringAfter', 'substringBefore', 'sum', 'toMillis', 'trim', 'type', 'uppercase', 'zip',
+]);
+
+interface AstNode {
+  type?: string;
+  value?: unknown;
+  position?: number;
+  [k: string]: unknown;
+}
+
+export interface UnknownCall {
+  name: string;
+  /** 0-based index of the `$` of the call in the expression text. */
+  index: number;
+  message: string;
+}
+
+/**
+ * Calls of `$name(...)` (or `~> $name`) where `name` is neither built in, nor bound by the
+ * expression (`$f := ...`, a lambda parameter), nor one of the variables the gateway binds.
+ */
+export function unknownFunctionCalls(ast: unknown, gatewayVariables: Iterable<string>): UnknownCall[] {
+  const bound = new Set<string>(gatewayVariables);
+  const called: { name: string; position: number }[] = [];
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(walk);
+    if (node === null || typeof node !== 'object') return;
+    const n = node as AstNode;
+    if (n.type === 'bind' && isVariable(n.lhs)) bound.add(n.lhs.value);
+    if (n.type === 'lambda' && Array.isArray(n.arguments)) for (const a of n.arguments) if (isVariable(a)) bound.add(a.value);
+    if ((n.type === 'function' || n.type === 'partial') && isVariable(n.procedure)) called.push({ name: n.procedure.value, position: n.procedure.position ?? 0 });
+    if (n.type === 'apply' && isVariable(n.rhs)) called.push({ name: n.rhs.value, position: n.rhs.position ?? 0 });
+    for (const v of Object.values(n)) if (v !== null && typeof v === 'object') walk(v);
+  };
+  walk(ast);
+  const known = [...BUILTIN_FUNCTIONS, ...bound];
+  return called
+    .filter((c) => c.name !== '' && !BUILTIN_FUNCTIONS.has(c.name) && !bound.has(c.name))
+    .map((c) => {
+      const hint = closest(c.name, known);
+      return {
+        name: c.name,
+        // jsonata positions point just past the token; the call starts at its `$`.
+        index: Math.max(0, c.position - c.name.length - 1),
+        message: `unknown function $${c.name}${hint === undefined ? '' : ` (did you mean $${hint}?)`}`,
+      };
+    });
+}
+
+function isVariable(n: unknown): n is { type: 'variable'; value: string; position?: number } {
+  return n !== null && typeof n === 'object' && (n as AstNode).type === 'variable' && typeof (n as AstNode).value === 'string';
+}

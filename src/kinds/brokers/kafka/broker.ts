@@ -1,0 +1,137 @@
+import kafkajs from 'kafkajs';
+import type { Admin } from 'kafkajs';
+import type { Logger } from '../../../log.js';
+import type { Delivery, Message } from '../../../runtime/message.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { KafkaSettings } from '../kafka.js';
+import { clientConfig, sleep } from './clients.js';
+import { RecordProducer } from './producer.js';
+import { KafkaSubscription } from './subscription.js';
+
+const { Kafka } = kafkajs;
+type Kafka = InstanceType<typeof Kafka>;
+
+const LEGAL_TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
+const MAX_BACKOFF_MS = 5000;
+
+/**
+ * A Kafka cluster, through kafkajs: a producer (./producer.ts), one consumer group member per
+ * consume route (./subscription.ts), and a health probe that tells /readyz whether the cluster
+ * answers.
+ */
+export class KafkaBroker implements BrokerRuntime {
+  readonly kind = 'kafka';
+  private readonly log: Logger;
+  private readonly consumerClient: Kafka;
+  private readonly producer: RecordProducer;
+  private readonly admin: Admin;
+  private adminConnected = false;
+  private state: { ready: boolean; detail: string } = { ready: false, detail: 'connecting' };
+  private probeTimer: NodeJS.Timeout | undefined;
+  private probing: Promise<void> | undefined;
+  private stopped = false;
+  private readonly subscriptions = new Set<KafkaSubscription>();
+  /** Producer and consumer errors, for eventgate_kafka_*_errors_total. */
+  private readonly telemetry: BrokerTelemetry | undefined;
+
+  constructor(readonly name: string, readonly settings: KafkaSettings, env: RuntimeEnv) {
+    this.log = env.logger.child({ broker: name });
+    this.telemetry = env.telemetry?.broker(name, 'kafka');
+    const base = clientConfig(settings, this.log);
+    this.producer = new RecordProducer(name, base, settings, this.log, this.telemetry, {
+      acknowledged: () => this.markReady(),
+      failed: () => void this.probe(),
+    });
+    // Consumers keep kafkajs' patient retries; the probe asks once and reports.
+    this.consumerClient = new Kafka({ ...base, retry: { initialRetryTime: 300, maxRetryTime: MAX_BACKOFF_MS, retries: 10 } });
+    this.admin = new Kafka({ ...base, requestTimeout: Math.max(settings.producer.ackTimeoutMs, 1000), retry: { retries: 0 } }).admin({ retry: { retries: 0 } });
+  }
+
+  /** Never fails: an unreachable cluster makes the broker not ready, and it keeps trying. */
+  async start(): Promise<void> {
+    this.producer.start();
+    void this.probe();
+    this.probeTimer = setInterval(() => void this.probe(), this.settings.healthCheckIntervalMs);
+    this.probeTimer.unref();
+  }
+
+  /** Stops consumers (committing), flushes what is queued (bounded by the ack timeout), disconnects. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.probeTimer);
+    await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
+    const admin = Promise.race([this.admin.disconnect().catch(() => undefined), sleep(this.settings.connectionTimeoutMs)]);
+    await Promise.all([this.producer.stop(), admin]);
+  }
+
+  /** Never called: canReconfigure() says no, so a changed kafka broker is replaced. */
+  reconfigure(): void {}
+
+  health(): Health {
+    return this.state;
+  }
+
+  topicProblem(topic: string): string | undefined {
+    if (!LEGAL_TOPIC.test(topic) || topic === '.' || topic === '..') return 'Kafka topic names are 1 to 249 characters among A-Z a-z 0-9 . _ -';
+    return undefined;
+  }
+
+  publish(topic: string, msg: Message): Promise<Delivery> {
+    return this.producer.publish(topic, msg);
+  }
+
+  subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
+    const sub = new KafkaSubscription(this.consumerClient, this.settings, spec, handler, this.log.child({ route: spec.route, group: spec.group, topic: spec.topic }), this.telemetry);
+    this.subscriptions.add(sub);
+    sub.start();
+    return {
+      stop: async () => {
+        await sub.stop();
+        this.subscriptions.delete(sub);
+      },
+    };
+  }
+
+  /** What each subscription last learnt about its partitions (read by /metrics; no request to the cluster). */
+  consumerLag(): ConsumerLag[] {
+    return [...this.subscriptions].flatMap((s) => s.lag());
+  }
+
+  // ---- health ------------------------------------------------------------------------------
+
+  /** Asks the cluster for its metadata; a fresh connection after each failure, so recovery is noticed. */
+  private probe(): Promise<void> {
+    if (this.probing || this.stopped) return this.probing ?? Promise.resolve();
+    this.probing = (async () => {
+      try {
+        if (!this.adminConnected) {
+          await this.admin.connect();
+          this.adminConnected = true;
+        }
+        if (this.stopped) return void (await this.admin.disconnect());
+        await this.admin.describeCluster();
+        this.markReady();
+      } catch (err) {
+        this.markDown((err as Error).message);
+        if (this.adminConnected) await this.admin.disconnect().catch(() => undefined);
+        this.adminConnected = false;
+      }
+    })().finally(() => (this.probing = undefined));
+    return this.probing;
+  }
+
+  private markReady(): void {
+    if (this.state.ready || this.stopped) return;
+    this.state = { ready: true, detail: 'connected' };
+    this.log.info({ brokers: this.settings.brokers }, 'kafka broker connected');
+  }
+
+  private markDown(reason: string): void {
+    if (this.stopped) return;
+    // Logged once per outage (and once when the first attempt fails), not at every probe.
+    const news = this.state.ready || this.state.detail === 'connecting';
+    this.state = { ready: false, detail: `unreachable: ${reason}` };
+    if (news) this.log.warn({ brokers: this.settings.brokers, err: reason }, 'kafka broker unreachable');
+  }
+}

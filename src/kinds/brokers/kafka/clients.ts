@@ -1,0 +1,43 @@
+import kafkajs from 'kafkajs';
+import type { KafkaConfig, LogEntry } from 'kafkajs';
+import type { Logger } from '../../../log.js';
+import type { KafkaSettings } from '../kafka.js';
+import { registerCodecs } from './codecs.js';
+
+const { logLevel } = kafkajs;
+
+// Every kafkajs client of the gateway reads and writes all five codecs.
+registerCodecs();
+
+/** What every kafkajs client of one broker shares: where the cluster is, how to log in, where to log. */
+export function clientConfig(settings: KafkaSettings, logger: Logger): KafkaConfig {
+  return {
+    clientId: settings.clientId,
+    brokers: settings.brokers,
+    ssl: settings.ssl,
+    sasl: settings.sasl,
+    connectionTimeout: settings.connectionTimeoutMs,
+    logLevel: logLevel.WARN,
+    logCreator: kafkajsLogs(logger),
+  };
+}
+
+/** kafkajs' connection attempts: one line each while a cluster is down. The broker's own lines tell the outage. */
+const CHATTY = new Set(['Connection', 'BrokerPool']);
+
+/** kafkajs logs through pino, one JSON line like every other; its errors are mostly transient, hence warn. */
+function kafkajsLogs(logger: Logger): KafkaConfig['logCreator'] {
+  return () =>
+    ({ namespace, level, log }: LogEntry) => {
+      const { message, timestamp: _t, logger: _l, stack: _s, ...extra } = log;
+      const fields = { kafkajs: namespace, ...extra };
+      if (CHATTY.has(namespace)) logger.debug(fields, `kafkajs: ${message}`);
+      else if (level === logLevel.ERROR || level === logLevel.WARN) logger.warn(fields, `kafkajs: ${message}`);
+      else if (level === logLevel.INFO) logger.info(fields, `kafkajs: ${message}`);
+      else logger.debug(fields, `kafkajs: ${message}`);
+    };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

@@ -1,0 +1,241 @@
+import kafkajs from 'kafkajs';
+import type { ICustomPartitioner, KafkaConfig, Message as KafkaRecord, Producer, RetryOptions } from 'kafkajs';
+import { CODEC_IDS } from '../../../codecs/compression.js';
+import type { Logger } from '../../../log.js';
+import { encodeValue, type Delivery, type Message } from '../../../runtime/message.js';
+import type { BrokerTelemetry } from '../../contracts.js';
+import type { KafkaSettings } from '../kafka.js';
+import { sleep } from './clients.js';
+
+const { Kafka, Partitioners } = kafkajs;
+
+const ACKS = { all: -1, leader: 1, none: 0 } as const;
+
+interface Pending {
+  /** performance.now() when it was published: a batch leaves lingerMs after its oldest record. */
+  at: number;
+  topic: string;
+  record: KafkaRecord;
+  resolve(d: Delivery): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+  settled: boolean;
+}
+
+class AckTimeout extends Error {
+  constructor(broker: string, ms: number) {
+    super(`no acknowledgement from broker '${broker}' within ${ms} ms`);
+  }
+}
+
+/** What the producer tells its broker: a produce request went through, or the cluster may be down. */
+export interface ProducerEvents {
+  acknowledged(): void;
+  failed(): void;
+}
+
+/**
+ * The broker's publishing side. Publishes are gathered for `lingerMs` and sent as one produce
+ * request per broker node; one batch is in flight at a time, which keeps records of a key in order
+ * even when kafkajs retries. Each publish races its own `ackTimeoutMs` timer, so a caller gets an
+ * answer in time whatever the cluster does, and never a success for a record Kafka did not take.
+ */
+export class RecordProducer {
+  private readonly producer: Producer;
+  private producerConnect: Promise<void> | undefined;
+  private producerConnected = false;
+  private queue: Pending[] = [];
+  private flushing = false;
+  private idleWaiters: (() => void)[] = [];
+  /** Ends the linger wait early when the next batch is full. */
+  private batchFull: (() => void) | undefined;
+  private stopped = false;
+  /** The partition kafkajs chose for each record, so a retried batch keeps it and offsets can be told per record. */
+  private readonly partitionOf = new WeakMap<object, number>();
+
+  constructor(
+    private readonly broker: string,
+    base: KafkaConfig,
+    private readonly settings: KafkaSettings,
+    private readonly log: Logger,
+    private readonly telemetry: BrokerTelemetry | undefined,
+    private readonly events: ProducerEvents,
+  ) {
+    const ack = settings.producer.ackTimeoutMs;
+    // The producer's requests and retries fit in the ack timeout.
+    const client = new Kafka({ ...base, requestTimeout: Math.max(ack, 1000), retry: retryWithin(ack) });
+    const partitionOf = this.partitionOf;
+    const createPartitioner: ICustomPartitioner = () => {
+      const choose = Partitioners.DefaultPartitioner();
+      return (args) => {
+        const known = partitionOf.get(args.message);
+        if (known !== undefined && known < args.partitionMetadata.length) return known;
+        const p = choose(args);
+        partitionOf.set(args.message, p);
+        return p;
+      };
+    };
+    this.producer = client.producer({
+      createPartitioner,
+      allowAutoTopicCreation: true,
+      idempotent: settings.producer.idempotent,
+      maxInFlightRequests: settings.producer.idempotent ? 1 : undefined,
+    });
+  }
+
+  /** Connects in the background; publishing before that just waits for it. */
+  start(): void {
+    void this.ensureProducer().catch(() => undefined);
+  }
+
+  /** Flushes what is queued (bounded by the ack timeout), then disconnects. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.kick();
+    await Promise.race([this.idle(), sleep(this.settings.producer.ackTimeoutMs + 500)]);
+    // A connect still retrying against an unreachable cluster is not worth waiting for.
+    await Promise.race([this.producer.disconnect().catch(() => undefined), sleep(this.settings.connectionTimeoutMs)]);
+  }
+
+  publish(topic: string, msg: Message): Promise<Delivery> {
+    if (this.stopped) return Promise.reject(new Error(`broker '${this.broker}' is stopped`));
+    return new Promise<Delivery>((resolve, reject) => {
+      const record: KafkaRecord = {
+        key: msg.key,
+        value: encodeValue(msg.value ?? null),
+        headers: msg.headers,
+        timestamp: msg.timestamp ? String(msg.timestamp) : undefined,
+      };
+      const p: Pending = { at: performance.now(), topic, record, resolve, reject, settled: false, timer: undefined as unknown as NodeJS.Timeout };
+      p.timer = setTimeout(() => {
+        if (p.settled) return;
+        p.settled = true;
+        this.telemetry?.producerError();
+        reject(new AckTimeout(this.broker, this.settings.producer.ackTimeoutMs));
+        this.events.failed();
+      }, this.settings.producer.ackTimeoutMs);
+      this.queue.push(p);
+      if (this.queue.length >= this.settings.producer.maxBatchRecords) this.batchFull?.();
+      this.kick();
+    });
+  }
+
+  /** Starts the send loop unless it runs: it takes whatever is queued, batch after batch. */
+  private kick(): void {
+    if (this.flushing) return;
+    this.flushing = true;
+    void this.flush().finally(() => {
+      this.flushing = false;
+      if (this.queue.length > 0) this.kick();
+      else for (const w of this.idleWaiters.splice(0)) w();
+    });
+  }
+
+  private idle(): Promise<void> {
+    if (!this.flushing && this.queue.length === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  /**
+   * One batch in flight at a time; what arrives meanwhile becomes the next batch, which leaves
+   * when it is full or lingerMs after its oldest record (as Kafka's own producer does).
+   */
+  private async flush(): Promise<void> {
+    while (this.queue.length > 0) {
+      const wait = this.settings.producer.lingerMs - (performance.now() - this.queue[0]!.at);
+      if (wait >= 1 && this.queue.length < this.settings.producer.maxBatchRecords && !this.stopped) {
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, wait);
+          this.batchFull = () => (clearTimeout(timer), r());
+        });
+        this.batchFull = undefined;
+      }
+      const batch = this.queue.splice(0, this.settings.producer.maxBatchRecords).filter((p) => !p.settled);
+      if (batch.length === 0) continue;
+      // kafkajs bounds its requests and retries; this is a backstop so one stuck send cannot stall the gateway.
+      let guard: NodeJS.Timeout | undefined;
+      const stuck = new Promise<'stuck'>((r) => (guard = setTimeout(() => r('stuck'), 2 * this.settings.producer.ackTimeoutMs + this.settings.connectionTimeoutMs)));
+      const outcome = await Promise.race([this.send(batch).then(() => 'sent' as const), stuck]);
+      clearTimeout(guard);
+      if (outcome === 'stuck') this.log.warn({ records: batch.length }, 'a produce request has not settled; sending the next batch');
+    }
+  }
+
+  private async send(batch: Pending[]): Promise<void> {
+    const byTopic = new Map<string, KafkaRecord[]>();
+    for (const p of batch) {
+      let list = byTopic.get(p.topic);
+      if (!list) byTopic.set(p.topic, (list = []));
+      list.push(p.record);
+    }
+    try {
+      await this.ensureProducer();
+      const acks = ACKS[this.settings.producer.acks];
+      const results = await this.producer.sendBatch({
+        acks,
+        timeout: this.settings.producer.ackTimeoutMs,
+        // kafkajs' compression types are Kafka's codec ids; every codec is registered (./codecs.ts).
+        compression: CODEC_IDS[this.settings.producer.compression],
+        topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+      });
+      const base = new Map<string, bigint>();
+      for (const r of results) base.set(`${r.topicName}\0${r.partition}`, BigInt(r.baseOffset ?? '-1'));
+      // Records of one partition are sent in batch order, so the n-th gets baseOffset + n.
+      const seen = new Map<string, bigint>();
+      for (const p of batch) {
+        const partition = this.partitionOf.get(p.record) ?? -1;
+        const k = `${p.topic}\0${partition}`;
+        const n = seen.get(k) ?? 0n;
+        seen.set(k, n + 1n);
+        const b = base.get(k);
+        const offset = acks === 0 || b === undefined || b < 0n ? '-1' : String(b + n);
+        settle(p, { broker: this.broker, topic: p.topic, partition, offset });
+      }
+      this.events.acknowledged();
+    } catch (err) {
+      const e = err as Error;
+      this.log.warn({ records: batch.length, err: e.message }, 'produce failed');
+      for (const p of batch) if (settle(p, undefined, e)) this.telemetry?.producerError();
+      this.events.failed();
+    }
+  }
+
+  private ensureProducer(): Promise<void> {
+    if (this.producerConnected) return Promise.resolve();
+    this.producerConnect ??= this.producer.connect().then(
+      () => {
+        this.producerConnected = true;
+        // Connected after stop() gave up waiting for it: let go at once.
+        if (this.stopped) void this.producer.disconnect().catch(() => undefined);
+      },
+      (err: Error) => {
+        this.producerConnect = undefined;
+        throw err;
+      },
+    );
+    return this.producerConnect;
+  }
+}
+
+/** False when the publish was already answered (its ack timeout fired first). */
+function settle(p: Pending, delivery: Delivery | undefined, err?: Error): boolean {
+  if (p.settled) return false;
+  p.settled = true;
+  clearTimeout(p.timer);
+  if (delivery) p.resolve(delivery);
+  else p.reject(err ?? new Error('not delivered'));
+  return true;
+}
+
+/** kafkajs retries a send until roughly `budgetMs` has passed, so a failed batch releases the lane in time. */
+function retryWithin(budgetMs: number): RetryOptions {
+  const initialRetryTime = 100;
+  const maxRetryTime = 1000;
+  let retries = 0;
+  for (let wait = initialRetryTime, spent = 0; spent < budgetMs; wait = Math.min(wait * 2, maxRetryTime)) {
+    spent += wait;
+    retries++;
+  }
+  return { initialRetryTime, maxRetryTime, retries: Math.max(1, retries) };
+}

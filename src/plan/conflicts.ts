@@ -1,0 +1,82 @@
+import type { PathPart } from '../config/source.js';
+import type { KindRegistry } from '../kinds/registry.js';
+import type { AdminPlan, ComponentPlan, ListenerPlan, RoutePlan } from './types.js';
+
+export interface Conflict {
+  path: PathPart[];
+  message: string;
+  /** Where the other party is, to name it in the message ("line 12"). */
+  other?: PathPart[];
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::', '']);
+
+/** Two binds collide when the ports match and the hosts match or either is a wildcard (Linux refuses the second with EADDRINUSE). */
+function sameSocket(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  if (a.port === 0 || b.port === 0 || a.port !== b.port) return false;
+  return a.host === b.host || WILDCARDS.has(a.host) || WILDCARDS.has(b.host);
+}
+
+function socketOf(options: Record<string, unknown>): { host: string; port: number } | undefined {
+  return typeof options.port === 'number' ? { host: typeof options.host === 'string' ? options.host : '0.0.0.0', port: options.port } : undefined;
+}
+
+/**
+ * What `run` would only find out at run time, found from the plan: two sockets on one
+ * host:port, the admin server on a listener's port, a route reading a topic of an in-process
+ * broker that no route writes to (it can never receive a message).
+ */
+export function findConflicts(plan: {
+  registry: KindRegistry;
+  admin: AdminPlan | undefined;
+  brokers: ReadonlyMap<string, ComponentPlan>;
+  listeners: ReadonlyMap<string, ListenerPlan>;
+  routes: readonly { index: number; route: RoutePlan }[];
+}): Conflict[] {
+  const out: Conflict[] = [];
+  const bound: { name: string; socket: { host: string; port: number } }[] = [];
+  for (const [name, l] of plan.listeners) {
+    const socket = socketOf(l.options);
+    if (!socket) continue;
+    const other = bound.find((b) => sameSocket(b.socket, socket));
+    if (other) {
+      out.push({
+        path: ['listeners', name, 'port'],
+        other: ['listeners', other.name, 'port'],
+        message: `listener '${name}' and listener '${other.name}' both bind port ${socket.port}${socket.host === other.socket.host ? ` on ${socket.host}` : ''}; the second would fail with EADDRINUSE. Give each listener its own port`,
+      });
+    } else bound.push({ name, socket });
+  }
+  if (plan.admin) {
+    const socket = { host: plan.admin.host, port: plan.admin.port };
+    const other = bound.find((b) => sameSocket(b.socket, socket));
+    if (other) out.push({ path: ['admin', 'port'], other: ['listeners', other.name, 'port'], message: `the admin server and listener '${other.name}' both bind port ${socket.port}; the admin server needs a port of its own` });
+  }
+
+  // Topics of in-process brokers that some route writes to; a topic computed per message may be any.
+  const written = new Set<string>();
+  const anyTopic = new Set<string>();
+  for (const { route } of plan.routes) {
+    for (const t of route.to) {
+      if (t.type !== 'broker') continue;
+      if (t.topicExpr) anyTopic.add(t.broker);
+      else written.add(`${t.broker}\0${t.topic}`);
+    }
+    if (route.deadletter) written.add(`${route.deadletter.broker}\0${route.deadletter.topic}`);
+    // A step that writes to a broker (a dead-letter topic of a validate step) does not say which topic.
+    for (const s of route.steps) for (const b of s.brokers ?? []) anyTopic.add(b);
+  }
+  for (const { index, route } of plan.routes) {
+    const from = route.from;
+    if (from.type !== 'broker') continue;
+    const broker = plan.brokers.get(from.broker);
+    if (!broker || !plan.registry.brokers.get(broker.kind)?.inProcess) continue;
+    if (anyTopic.has(from.broker) || written.has(`${from.broker}\0${from.topic}`)) continue;
+    const writers = [...written].filter((w) => w.startsWith(`${from.broker}\0`)).map((w) => w.split('\0')[1]!);
+    out.push({
+      path: ['routes', index, 'from', 'topic'],
+      message: `route '${route.name}' can never receive a message: '${from.broker}' is a ${broker.kind} broker, whose topics only this gateway's routes write to, and no route writes to topic '${from.topic}'${writers.length ? ` (routes write to: ${[...new Set(writers)].join(', ')})` : ''}`,
+    });
+  }
+  return out;
+}

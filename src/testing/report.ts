@@ -1,0 +1,62 @@
+import { relative } from 'node:path';
+import type { TestResult } from './run-tests.js';
+
+/** Readable results: one line per test, and under each failure where it is written and what differed. */
+export function textReport(results: readonly TestResult[]): string {
+  const lines: string[] = [];
+  for (const r of results) {
+    const where = `${r.test.file}:${r.test.line}`;
+    if (r.passed) {
+      lines.push(`ok    ${r.test.route}: ${r.test.name}`);
+      continue;
+    }
+    lines.push(`FAIL  ${r.test.route}: ${r.test.name} (${where})`);
+    for (const m of r.mismatches) {
+      lines.push(`      ${r.test.file}:${m.line}: ${m.what}`);
+      lines.push(`        - expected: ${m.expected}`);
+      lines.push(`        + actual:   ${m.actual}`);
+    }
+  }
+  const failed = results.filter((r) => !r.passed).length;
+  lines.push('');
+  lines.push(failed === 0 ? `${results.length} tests passed` : `${failed} of ${results.length} tests failed`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** JUnit XML, the format CI systems (GitLab, Jenkins, GitHub test reporters) read: one suite per test file. */
+export function junitReport(results: readonly TestResult[]): string {
+  const byFile = new Map<string, TestResult[]>();
+  for (const r of results) byFile.set(r.test.file, [...(byFile.get(r.test.file) ?? []), r]);
+  const out = ['<?xml version="1.0" encoding="UTF-8"?>'];
+  const failures = results.filter((r) => !r.passed).length;
+  out.push(`<testsuites name="eventgate" tests="${results.length}" failures="${failures}" errors="0" time="${seconds(results)}">`);
+  for (const [file, rs] of byFile) {
+    const name = relative(process.cwd(), file) || file;
+    out.push(`  <testsuite name="${xml(name)}" tests="${rs.length}" failures="${rs.filter((r) => !r.passed).length}" errors="0" skipped="0" time="${seconds(rs)}">`);
+    for (const r of rs) {
+      const head = `  <testcase classname="${xml(r.test.route)}" name="${xml(r.test.name)}" file="${xml(name)}" line="${r.test.line}" time="${(r.durationMs / 1000).toFixed(3)}"`;
+      if (r.passed) {
+        out.push(`  ${head}/>`);
+        continue;
+      }
+      const first = r.mismatches[0]!;
+      const body = r.mismatches.map((m) => `${r.test.file}:${m.line}: ${m.what}\n  - expected: ${m.expected}\n  + actual:   ${m.actual}`).join('\n');
+      out.push(`  ${head}>`);
+      out.push(`      <failure message="${xml(`${first.what}: expected ${first.expected}, got ${first.actual}`)}" type="AssertionError">${xml(body)}</failure>`);
+      out.push('    </testcase>');
+    }
+    out.push('  </testsuite>');
+  }
+  out.push('</testsuites>');
+  return `${out.join('\n')}\n`;
+}
+
+function seconds(rs: readonly TestResult[]): string {
+  return (rs.reduce((s, r) => s + r.durationMs, 0) / 1000).toFixed(3);
+}
+
+function xml(s: string): string {
+  // Characters XML 1.0 cannot carry at all are dropped; the rest escaped.
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, '').replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}

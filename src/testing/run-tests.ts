@@ -1,0 +1,229 @@
+import { isDeepStrictEqual } from 'node:util';
+import FindMyWay from 'find-my-way';
+import pino from 'pino';
+import { compileExpression, truthy } from '../expr/expression.js';
+import type { BrokerRuntime, CompiledStep, ListenerRuntime, Target } from '../kinds/contracts.js';
+import type { Plan, RoutePlan } from '../plan/types.js';
+import type { Delivery, Message, MessageContext } from '../runtime/message.js';
+import type { Outcome } from '../runtime/outcome.js';
+import { RouteRuntime } from '../runtime/route.js';
+import { TRACEPARENT } from '../runtime/trace.js';
+import type { ExpectedOutput, TestCase } from './test-file.js';
+
+/** What a route sent to one target. */
+export interface Output {
+  broker?: string;
+  listener?: string;
+  topic?: string;
+  path?: string;
+  key: string | null;
+  headers: Record<string, string>;
+  value: unknown;
+}
+
+export interface Mismatch {
+  /** Line in the test file of the expectation that failed. */
+  line: number;
+  what: string;
+  expected: string;
+  actual: string;
+}
+
+export interface TestResult {
+  test: TestCase;
+  passed: boolean;
+  mismatches: Mismatch[];
+  outcome: Outcome | undefined;
+  outputs: Output[];
+  durationMs: number;
+}
+
+/**
+ * Runs one test: the route is built from the compiled plan exactly as `run` builds it, with its
+ * real steps, key and topic expressions; only its brokers and listeners are replaced by recorders
+ * that keep what the route sends (nothing leaves the process, no socket is opened).
+ */
+export async function runTest(plan: Plan, test: TestCase): Promise<TestResult> {
+  const started = performance.now();
+  const fail = (what: string, expected: string, actual: string, line = test.line): TestResult => ({
+    test,
+    passed: false,
+    mismatches: [{ line, what, expected, actual }],
+    outcome: undefined,
+    outputs: [],
+    durationMs: performance.now() - started,
+  });
+  const routePlan = plan.routes.get(test.route);
+  if (!routePlan) return fail('route', `a route named '${test.route}'`, `the config's routes are: ${[...plan.routes.keys()].join(', ') || '(none)'}`);
+
+  const outputs: Output[] = [];
+  const brokers = new Map<string, BrokerRuntime>([...plan.brokers.values()].map((b) => [b.name, recordingBroker(b.name, b.kind, outputs)]));
+  const listeners = new Map<string, ListenerRuntime>([...plan.listeners.values()].map((l) => [l.name, recordingListener(l.name, l.kind, outputs)]));
+
+  let params: Record<string, string> | undefined;
+  if (routePlan.from.type === 'listener') {
+    const p = test.input.path;
+    if (typeof p === 'string') {
+      const router = FindMyWay();
+      router.on('POST', routePlan.from.path, () => undefined);
+      const found = router.find('POST', p);
+      if (!found) return fail('input.path', `a path that route '${test.route}' serves (${routePlan.from.path})`, p);
+      params = { ...found.params } as Record<string, string>;
+    } else params = p ?? {};
+  }
+  const route = new RouteRuntime(withPrincipal(routePlan, test), { brokers, listeners, logger: pino({ level: 'silent' }), instanceId: 'test' });
+  const msg: Message = {
+    value: test.input.value,
+    key: test.input.key,
+    headers: test.input.headers,
+    topic: routePlan.from.type === 'broker' ? routePlan.from.topic : null,
+    partition: routePlan.from.type === 'broker' ? 0 : null,
+    offset: routePlan.from.type === 'broker' ? '0' : null,
+    timestamp: Date.now(),
+  };
+  const lowerHeaders = Object.fromEntries(Object.entries(test.input.headers).map(([k, v]) => [k.toLowerCase(), v]));
+  const ctx: MessageContext =
+    routePlan.from.type === 'listener'
+      ? { route: test.route, path: params, query: test.input.query, remoteAddress: '127.0.0.1', request: { headers: lowerHeaders, query: test.input.query, remoteAddress: '127.0.0.1' } }
+      : { route: test.route };
+  const outcome = await route.handle(msg, ctx);
+  // The trace header the route adds to every message is the gateway's, not the config's doing.
+  for (const o of outputs) delete o.headers[TRACEPARENT];
+  const mismatches = await compare(test, outcome, outputs);
+  return { test, passed: mismatches.length === 0, mismatches, outcome, outputs, durationMs: performance.now() - started };
+}
+
+/**
+ * With `principal` in the input the test stands for an authenticated client: the route's auth
+ * steps accept it as that principal instead of checking credentials (send real credentials in
+ * `headers` to test the auth step itself).
+ */
+function withPrincipal(plan: RoutePlan, test: TestCase): RoutePlan {
+  const { principal, claims } = test.input;
+  if (principal === undefined && claims === undefined) return plan;
+  const authenticated: CompiledStep = {
+    kind: 'auth',
+    needsClient: true,
+    run(msg, ctx) {
+      ctx.identity = { principal, claims: claims ?? {} };
+      return msg;
+    },
+  };
+  return { ...plan, steps: plan.steps.map((s) => (s.kind === 'auth' ? authenticated : s)) };
+}
+
+async function compare(test: TestCase, outcome: Outcome, outputs: Output[]): Promise<Mismatch[]> {
+  const out: Mismatch[] = [];
+  const e = test.expect;
+  const problem = 'problem' in outcome ? outcome.problem : undefined;
+  if (outcome.outcome !== e.outcome) {
+    const why = problem ? ` (${problem.status} ${problem.detail}${problem.errors?.length ? `: ${problem.errors.join('; ')}` : ''})` : outcome.outcome === 'deadlettered' ? ` (${outcome.errors.join('; ')})` : '';
+    out.push({ line: e.at('outcome'), what: 'outcome', expected: e.outcome, actual: `${outcome.outcome}${why}` });
+    return out;
+  }
+  if (e.status !== undefined && problem?.status !== e.status) out.push({ line: e.at('status'), what: 'status', expected: String(e.status), actual: problem ? String(problem.status) : `none (${outcome.outcome})` });
+  if (e.error !== undefined) {
+    const text = [problem?.detail, ...(problem?.errors ?? []), ...(outcome.outcome === 'deadlettered' ? outcome.errors : [])].filter(Boolean).join('\n');
+    if (!new RegExp(e.error).test(text)) out.push({ line: e.at('error'), what: 'error', expected: `matching /${e.error}/`, actual: text || '(no error)' });
+  }
+  if (e.to === undefined) return out;
+  if (e.to.length !== outputs.length) {
+    out.push({ line: e.at('to'), what: 'number of outputs', expected: String(e.to.length), actual: `${outputs.length}${outputs.length ? `: ${outputs.map(describeOutput).join(', ')}` : ''}` });
+  }
+  for (const [i, want] of e.to.entries()) {
+    const got = outputs[i];
+    if (!got) break;
+    out.push(...(await compareOutput(i, want, got)));
+  }
+  return out;
+}
+
+function describeOutput(o: Output): string {
+  return o.broker !== undefined ? `${o.broker}/${o.topic}` : `${o.listener}${o.path}`;
+}
+
+async function compareOutput(i: number, want: ExpectedOutput, got: Output): Promise<Mismatch[]> {
+  const out: Mismatch[] = [];
+  const where = `to[${i}]`;
+  for (const field of ['broker', 'topic', 'listener', 'path', 'key'] as const) {
+    if (want[field] === undefined) continue;
+    if (want[field] !== got[field]) out.push({ line: want.at(field), what: `${where}.${field}`, expected: show(want[field]), actual: show(got[field] ?? null) });
+  }
+  for (const [name, value] of Object.entries(want.headers ?? {})) {
+    const actual = got.headers[name] ?? got.headers[name.toLowerCase()];
+    // `name: null` says the header must be absent.
+    if ((value ?? undefined) !== actual) out.push({ line: want.at('headers'), what: `${where}.headers.${name}`, expected: value === null ? '(absent)' : show(value), actual: actual === undefined ? '(absent)' : show(actual) });
+  }
+  if ('value' in want && !isDeepStrictEqual(want.value, got.value)) {
+    for (const d of diff(want.value, got.value, `${where}.value`)) out.push({ line: want.at('value'), ...d });
+  }
+  if (want.condition !== undefined) {
+    let result: unknown;
+    try {
+      result = await compileExpression(want.condition).evaluate(got.value, { key: got.key, headers: got.headers, topic: got.topic ?? null });
+    } catch (err) {
+      result = `error: ${(err as Error).message}`;
+    }
+    if (!truthy(result) || typeof result === 'string') out.push({ line: want.at('condition'), what: `${where}.condition`, expected: `${want.condition} to be true`, actual: `${show(result ?? null)} for value ${show(got.value)}` });
+  }
+  return out;
+}
+
+/** Where two values differ, by path: a readable diff of expected vs actual. */
+export function diff(expected: unknown, actual: unknown, at: string): { what: string; expected: string; actual: string }[] {
+  const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (isObj(expected) && isObj(actual)) {
+    const keys = [...new Set([...Object.keys(expected), ...Object.keys(actual)])];
+    return keys.flatMap((k) => (isDeepStrictEqual(expected[k], actual[k]) ? [] : k in actual ? (k in expected ? diff(expected[k], actual[k], `${at}.${k}`) : [{ what: `${at}.${k}`, expected: '(absent)', actual: show(actual[k]) }]) : [{ what: `${at}.${k}`, expected: show(expected[k]), actual: '(absent)' }]));
+  }
+  if (Array.isArray(expected) && Array.isArray(actual) && expected.length === actual.length) {
+    return expected.flatMap((v, i) => (isDeepStrictEqual(v, actual[i]) ? [] : diff(v, actual[i], `${at}[${i}]`)));
+  }
+  return [{ what: at, expected: show(expected), actual: show(actual) }];
+}
+
+function show(v: unknown): string {
+  return v === undefined ? '(nothing)' : JSON.stringify(v);
+}
+
+function recordingBroker(name: string, kind: string, outputs: Output[]): BrokerRuntime {
+  let offset = 0;
+  return {
+    name,
+    kind,
+    start: async () => undefined,
+    stop: async () => undefined,
+    reconfigure: () => undefined,
+    health: () => ({ ready: true }),
+    async publish(topic: string, msg: Message): Promise<Delivery> {
+      outputs.push({ broker: name, topic, key: msg.key, headers: { ...msg.headers }, value: msg.value });
+      return { broker: name, topic, partition: 0, offset: String(offset++) };
+    },
+    subscribe: () => ({ stop: async () => undefined }),
+  };
+}
+
+function recordingListener(name: string, kind: string, outputs: Output[]): ListenerRuntime {
+  return {
+    name,
+    kind,
+    start: async () => undefined,
+    stop: async () => undefined,
+    reconfigure: () => undefined,
+    bind: () => undefined,
+    address: () => undefined,
+    health: () => ({ ready: true }),
+    status: () => ({}),
+    forwardTarget(path: string, { format }): Target {
+      return {
+        describe: () => `${name}${path}`,
+        async send(msg) {
+          const { [TRACEPARENT]: _trace, ...headers } = msg.headers;
+          const value = format === 'envelope' ? { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers, value: msg.value, timestamp: msg.timestamp } : msg.value;
+          outputs.push({ listener: name, path, key: msg.key, headers: { ...msg.headers }, value });
+          return { listener: name, path, clients: 1 };
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,174 @@
+import { readFileSync } from 'node:fs';
+import type { Diagnostic } from '../config/diagnostics.js';
+import { describeFsError, parseSource, type PathPart } from '../config/source.js';
+
+/**
+ * A config test file (`eventgate test`): YAML with a list of `tests:`, each sending one message
+ * into one route and saying what must come out. Kept apart from the config so a platform team
+ * can review "what this route does" as data.
+ *
+ *   config: gateway.yaml            # optional: the config, relative to this file
+ *   tests:
+ *     - name: bright lights are published
+ *       route: light-in
+ *       input: { value: {id: 1, lumens: 800}, key: ..., headers: {...}, path: /light, query: {...}, principal: alice, claims: {...} }
+ *       expect:
+ *         outcome: delivered        # delivered | filtered | invalid | rejected | failed | deadlettered
+ *         status: 400               # the HTTP status of a problem (invalid, rejected, failed)
+ *         error: <regex>            # matched against the problem detail and errors
+ *         to:                       # every output, in target order
+ *           - { broker: local, topic: t, key: '1', headers: {...}, value: {...}, condition: <JSONata> }
+ */
+export interface TestInput {
+  value: unknown;
+  key: string | null;
+  headers: Record<string, string>;
+  /** The request path (matched against the route's path for $path), or $path itself. */
+  path: string | Record<string, string> | undefined;
+  query: Record<string, string | string[]>;
+  principal: string | undefined;
+  claims: Record<string, unknown> | undefined;
+}
+
+export interface ExpectedOutput {
+  broker?: string;
+  topic?: string;
+  listener?: string;
+  path?: string;
+  key?: string | null;
+  headers?: Record<string, string | null>;
+  value?: unknown;
+  /** JSONata over the output value ($key, $headers, $topic bound): must be truthy. */
+  condition?: string;
+  /** Where each expectation is written, for failure messages. */
+  at: (field: string) => number;
+}
+
+export interface TestCase {
+  file: string;
+  /** Line of the test's list item. */
+  line: number;
+  name: string;
+  route: string;
+  input: TestInput;
+  expect: {
+    outcome: string;
+    status?: number;
+    error?: string;
+    to?: ExpectedOutput[];
+    at: (field: string) => number;
+  };
+}
+
+export interface TestFile {
+  file: string;
+  /** `config:` resolved against the test file's directory, when it names one. */
+  config: string | undefined;
+  tests: TestCase[];
+}
+
+const OUTCOMES = ['delivered', 'filtered', 'invalid', 'rejected', 'failed', 'deadlettered'];
+const TEST_KEYS = ['name', 'route', 'input', 'expect'];
+const INPUT_KEYS = ['value', 'key', 'headers', 'path', 'query', 'principal', 'claims'];
+const EXPECT_KEYS = ['outcome', 'status', 'error', 'to'];
+const OUTPUT_KEYS = ['broker', 'topic', 'listener', 'path', 'key', 'headers', 'value', 'condition'];
+
+/** Reads and checks a test file; problems are diagnostics at `file:line:col`, like the config's. */
+export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    diagnostics.push({ file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: `cannot read test file: ${describeFsError(err)}` });
+    return undefined;
+  }
+  const src = parseSource(file, text, {}, diagnostics, { substitute: false });
+  if (!src) return undefined;
+  const problems = diagnostics.length;
+  const report = (path: PathPart[], message: string, which: 'key' | 'value' = 'value') => {
+    const { line, column } = src.locate(path, which);
+    diagnostics.push({ file, line, column, code: 'EG_TEST_FILE', path: path.join('.'), message });
+  };
+  const doc = src.value as Record<string, unknown> | null;
+  if (!isMap(doc) || !Array.isArray(doc.tests)) {
+    report([], "a test file needs a list under 'tests:'");
+    return undefined;
+  }
+  unknownKeys(doc, ['config', 'tests'], [], report);
+  if (doc.config !== undefined && typeof doc.config !== 'string') report(['config'], "'config' must be a path");
+  const tests: TestCase[] = [];
+  doc.tests.forEach((raw: unknown, i: number) => {
+    const at: PathPart[] = ['tests', i];
+    if (!isMap(raw)) return report(at, 'a test must be a map with name, route, input and expect');
+    unknownKeys(raw, TEST_KEYS, at, report);
+    for (const k of TEST_KEYS) if (raw[k] === undefined) report(at, `test is missing '${k}'`, 'key');
+    if (raw.name !== undefined && typeof raw.name !== 'string') report([...at, 'name'], "'name' must be a string");
+    if (raw.route !== undefined && typeof raw.route !== 'string') report([...at, 'route'], "'route' must be a route name");
+    const input = raw.input;
+    if (input !== undefined && !isMap(input)) report([...at, 'input'], "'input' must be a map (value, key, headers, path, query, principal, claims)");
+    if (isMap(input)) {
+      unknownKeys(input, INPUT_KEYS, [...at, 'input'], report);
+      if (input.headers !== undefined && !isStringMap(input.headers)) report([...at, 'input', 'headers'], "'headers' must map names to strings");
+      if (input.key !== undefined && input.key !== null && typeof input.key !== 'string') report([...at, 'input', 'key'], "'key' must be a string");
+      if (input.path !== undefined && typeof input.path !== 'string' && !isStringMap(input.path)) report([...at, 'input', 'path'], "'path' must be the request path (/orders/7) or a map of path parameters");
+    }
+    const expect = raw.expect;
+    if (expect !== undefined && !isMap(expect)) report([...at, 'expect'], "'expect' must be a map (outcome, status, error, to)");
+    if (isMap(expect)) {
+      unknownKeys(expect, EXPECT_KEYS, [...at, 'expect'], report);
+      if (expect.outcome === undefined) report([...at, 'expect'], `'expect' is missing 'outcome' (one of: ${OUTCOMES.join(', ')})`, 'key');
+      else if (!OUTCOMES.includes(String(expect.outcome))) report([...at, 'expect', 'outcome'], `'outcome' must be one of: ${OUTCOMES.join(', ')}`);
+      if (expect.status !== undefined && !Number.isInteger(expect.status)) report([...at, 'expect', 'status'], "'status' must be an HTTP status code");
+      if (expect.to !== undefined && !Array.isArray(expect.to)) report([...at, 'expect', 'to'], "'to' must be a list of outputs");
+      if (Array.isArray(expect.to)) {
+        expect.to.forEach((o: unknown, j: number) => {
+          const oAt: PathPart[] = [...at, 'expect', 'to', j];
+          if (!isMap(o)) return report(oAt, 'an output must be a map (broker/topic or listener/path, key, headers, value, condition)');
+          unknownKeys(o, OUTPUT_KEYS, oAt, report);
+        });
+      }
+    }
+    if (diagnostics.length > problems) return;
+    const inp = (input ?? {}) as Record<string, unknown>;
+    const exp = expect as Record<string, unknown>;
+    const lineOf = (path: PathPart[]) => src.locate(path, 'key').line;
+    tests.push({
+      file,
+      line: lineOf(at),
+      name: raw.name as string,
+      route: raw.route as string,
+      input: {
+        value: inp.value ?? null,
+        key: (inp.key as string | null | undefined) ?? null,
+        headers: (inp.headers as Record<string, string> | undefined) ?? {},
+        path: inp.path as TestInput['path'],
+        query: (inp.query as Record<string, string | string[]> | undefined) ?? {},
+        principal: inp.principal === undefined ? undefined : String(inp.principal),
+        claims: inp.claims as Record<string, unknown> | undefined,
+      },
+      expect: {
+        outcome: exp.outcome as string,
+        status: exp.status as number | undefined,
+        error: exp.error === undefined ? undefined : String(exp.error),
+        to: Array.isArray(exp.to)
+          ? exp.to.map((o: Record<string, unknown>, j: number) => ({ ...o, at: (field: string) => lineOf([...at, 'expect', 'to', j, field]) }) as ExpectedOutput)
+          : undefined,
+        at: (field: string) => lineOf([...at, 'expect', field]),
+      },
+    });
+  });
+  if (diagnostics.length > problems) return undefined;
+  return { file, config: typeof doc.config === 'string' ? doc.config : undefined, tests };
+}
+
+function unknownKeys(map: Record<string, unknown>, allowed: string[], at: PathPart[], report: (path: PathPart[], message: string, which: 'key' | 'value') => void): void {
+  for (const k of Object.keys(map)) if (!allowed.includes(k)) report([...at, k], `unknown key '${k}'; expected one of: ${allowed.join(', ')}`, 'key');
+}
+
+function isMap(v: unknown): v is Record<string, any> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function isStringMap(v: unknown): v is Record<string, string> {
+  return isMap(v) && Object.values(v).every((x) => typeof x === 'string');
+}

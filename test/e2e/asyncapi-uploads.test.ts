@@ -1,0 +1,206 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+
+/**
+ * Uploaded AsyncAPI documents are untrusted (issue #13, docs/security.md): each attack is a
+ * `PUT /admin/asyncapi` as an outsider holding the admin token (or a page the operator opened) would send it.
+ */
+const TOKEN = 'admin-secret-token';
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+/** An AsyncAPI 3.0 document whose one message's payload is `payload` (YAML, indented for its place). */
+const documentWith = (payload: string) => `asyncapi: 3.0.0
+info: {title: Alerts, version: '1.0.0'}
+channels:
+  alerts:
+    messages:
+      alert:
+        payload:
+          ${payload}
+`;
+const plain = documentWith('type: object');
+
+function config(extra = ''): string {
+  return `version: 1
+asyncapi: contracts/alerts.yaml
+admin: {port: 0, token: ${TOKEN}}
+${extra}
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0, host: 127.0.0.1}
+routes:
+  - name: alert
+    from: {listener: api, path: /alert}
+    through:
+      - validate: {channel: alerts}
+    to: {broker: local, topic: alerts}
+  - name: other
+    from: {listener: api, path: /other}
+    to: {broker: local, topic: other}
+`;
+}
+
+/** A real HTTP server on a free port that records the requests it gets and answers with `handler`. */
+async function server(handler: (path: string, res: import('node:http').ServerResponse) => void): Promise<{ url: string; hits: string[]; srv: Server }> {
+  const hits: string[] = [];
+  const srv = createServer((req, res) => {
+    hits.push(req.url ?? '');
+    handler(req.url ?? '', res);
+  });
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  return { url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, hits, srv };
+}
+
+describe('uploaded AsyncAPI documents cannot read files or reach the network', () => {
+  let gw: RunningGateway;
+  let outside: string;
+  const put = (body: string) => fetch(`${gw.adminUrl}/admin/asyncapi`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...auth } });
+  const current = async () => ((await (await fetch(`${gw.adminUrl}/admin/asyncapi`, { headers: auth })).json()) as { documents: { content: string }[] }).documents[0]!.content;
+  /** The upload is refused with 422, says why, and shows nothing of the host: no absolute path, no secret, no network error. */
+  async function refused(body: string, why: RegExp): Promise<any> {
+    const res = await put(body);
+    const text = await res.text();
+    assert.equal(res.status, 422, text);
+    assert.match(text, why);
+    assert.ok(!text.includes(gw.dir), `the answer names no absolute path: ${text}`);
+    assert.ok(!text.includes('hunter2'), 'the secret is not shown');
+    assert.doesNotMatch(text, /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|getaddrinfo/);
+    assert.equal(await current(), plain, 'the document in force is unchanged');
+    return JSON.parse(text);
+  }
+
+  before(async () => {
+    gw = await startGateway(config(), { files: { 'contracts/alerts.yaml': plain, 'contracts/schemas/ok.yaml': 'type: object\n' } });
+    // A secret next to the config's directory, and a link inside the directory pointing at it.
+    outside = join(mkdtempSync(join(tmpdir(), 'eventgate-secrets-')), 'secret.yaml');
+    writeFileSync(outside, 'db:\n  password: hunter2\n');
+    symlinkSync(outside, join(gw.dir, 'contracts', 'innocent.yaml'));
+  });
+  after(async () => {
+    await gw.stop();
+  });
+
+  it("refuses a $ref leading out of the config's directory with ..", async () => {
+    const body = await refused(documentWith(`$ref: '${relative(join(gw.dir, 'contracts'), outside)}#/db/password'`), /leads outside the config's directory/);
+    // Positioned in the uploaded document, named relative to the config's directory.
+    assert.deepEqual(body.diagnostics.map((d: any) => [d.file, d.line]), [['contracts/alerts.yaml', 8]]);
+    assert.equal((await post(gw.url('api', '/alert'), { any: 'thing' })).status, 200);
+  });
+
+  it('refuses an absolute $ref, also as a file: URL', async () => {
+    await refused(documentWith(`$ref: '${outside}#/db/password'`), /absolute path/);
+    await refused(documentWith(`$ref: 'file://${outside}#/db/password'`), /'file:' scheme/);
+  });
+
+  it("refuses a $ref through a symlink that leads out of the config's directory", async () => {
+    await refused(documentWith(`$ref: 'innocent.yaml#/db/password'`), /innocent\.yaml' is a link leading outside the config's directory/);
+  });
+
+  it('still follows a relative $ref inside the directory', async () => {
+    const doc = documentWith(`$ref: 'schemas/ok.yaml'`);
+    const res = await put(doc);
+    assert.equal(res.status, 200, await res.text());
+    assert.equal(await current(), doc);
+    assert.equal((await put(plain)).status, 200);
+  });
+
+  it('never fetches a remote $ref while remote references are off, and answers the same for an open and a closed port', async () => {
+    const internal = await server((_p, res) => res.end('type: object\n'));
+    try {
+      const open = await refused(documentWith(`$ref: '${internal.url}/internal/schema.yaml'`), /remote references are off/);
+      const closed = await refused(documentWith(`$ref: 'http://127.0.0.1:1/internal/schema.yaml'`), /remote references are off/);
+      assert.deepEqual(internal.hits, [], 'the internal server was never asked');
+      const strip = (b: any) => JSON.stringify(b).replace(/http:\/\/127\.0\.0\.1:\d+/g, 'URL');
+      assert.equal(strip(open), strip(closed), 'no port-scanning oracle');
+    } finally {
+      internal.srv.close();
+    }
+  });
+
+  it('refuses a 431-byte YAML alias bomb at once, and the data plane keeps answering', async () => {
+    const bomb = [
+      'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+      'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]',
+      'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]',
+      'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]',
+      'e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]',
+      'f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]',
+      'g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]',
+      'h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]',
+      'i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]',
+      '',
+    ].join('\n');
+    assert.ok(Buffer.byteLength(bomb) <= 440);
+    const upload = refused(bomb, /alias/i);
+    assert.equal((await post(gw.url('api', '/other'), { during: 'the bomb' })).status, 200);
+    await upload;
+  });
+
+  it('refuses an alias bomb in a file a $ref reads, and a document nested beyond the limit', async () => {
+    gw.write('contracts/schemas/bomb.yaml', 'a: &a [1,1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n');
+    await refused(documentWith(`$ref: 'schemas/bomb.yaml'`), /alias/i);
+    await refused(`asyncapi: 3.0.0\nx: ${'['.repeat(5000)}${']'.repeat(5000)}\n`, /nested/);
+  });
+});
+
+describe('remote $refs allowed by origin: fetched with a timeout and a size cap', () => {
+  let gw: RunningGateway;
+  let schemas: Awaited<ReturnType<typeof server>>;
+  let other: Awaited<ReturnType<typeof server>>;
+  const put = (body: string) => fetch(`${gw.adminUrl}/admin/asyncapi`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...auth } });
+
+  before(async () => {
+    schemas = await server((path, res) => {
+      if (path === '/hang.yaml') return; // never answers
+      if (path === '/huge.yaml') return res.end(`type: object\ndescription: ${'x'.repeat(200_000)}\n`);
+      if (path === '/redirect.yaml') return res.writeHead(302, { location: `${other.url}/schema.yaml` }).end();
+      res.end('type: object\nrequired: [level]\n');
+    });
+    other = await server((_p, res) => res.end('type: object\n'));
+    gw = await startGateway(config(`asyncapiRemoteRefs: {origins: ['${schemas.url}'], timeoutMs: 500, maxBytes: 65536}`), { files: { 'contracts/alerts.yaml': plain } });
+  });
+  after(async () => {
+    await gw.stop();
+    schemas.srv.closeAllConnections();
+    schemas.srv.close();
+    other.srv.close();
+  });
+
+  it('fetches a $ref to an allowed origin', async () => {
+    const res = await put(documentWith(`$ref: '${schemas.url}/alert.yaml'`));
+    assert.equal(res.status, 200, await res.text());
+    assert.equal((await post(gw.url('api', '/alert'), {})).status, 400);
+  });
+
+  it('a fetch that never answers fails its upload after timeoutMs, and does not block the next upload', async () => {
+    const hung = await put(documentWith(`$ref: '${schemas.url}/hang.yaml'`));
+    const text = await hung.text();
+    assert.equal(hung.status, 422);
+    assert.match(text, /no answer within 500 ms/);
+    const next = await put(plain);
+    assert.equal(next.status, 200);
+  });
+
+  it('refuses a remote document over maxBytes, a redirect, and an origin not on the list', async () => {
+    const huge = await put(documentWith(`$ref: '${schemas.url}/huge.yaml'`));
+    assert.equal(huge.status, 422);
+    assert.match(await huge.text(), /larger than 65536 bytes/);
+    const redirect = await put(documentWith(`$ref: '${schemas.url}/redirect.yaml'`));
+    assert.equal(redirect.status, 422);
+    assert.match(await redirect.text(), /redirects are not followed/);
+    const foreign = await put(documentWith(`$ref: '${other.url}/schema.yaml'`));
+    assert.equal(foreign.status, 422);
+    assert.match(await foreign.text(), /not listed in asyncapiRemoteRefs.origins/);
+    assert.deepEqual(other.hits, []);
+  });
+});

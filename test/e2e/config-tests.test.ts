@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { runCli, tempFiles } from '../helpers/gateway.js';
+
+const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
+
+const noStackTrace = (r: { stdout: string; stderr: string }) => assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at .+:\d+:\d+\)?\n/, 'never a stack trace');
+
+describe('eventgate test: the examples ship tests beside their configs', () => {
+  for (const [config, extra] of [
+    ['examples/gateway.yaml', []],
+    ['examples/asyncapi-3.0/gateway.yaml', []],
+    ['examples/asyncapi-2.6/gateway.yaml', []],
+    ['examples/kafka.yaml', ['--vars-file', 'examples/ci.env']],
+  ] as const) {
+    it(`eventgate test -c ${config} runs the tests beside it and they pass`, async () => {
+      const r = await runCli(['test', '-c', config, ...extra]);
+      noStackTrace(r);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /^\d+ tests passed$/m);
+      assert.doesNotMatch(r.stdout, /FAIL/);
+    });
+  }
+});
+
+const config = yaml(
+  'version: 1',
+  'brokers: { local: { kind: memory } }',
+  'listeners: { api: { kind: http, port: 0 } }',
+  'routes:',
+  '  - name: orders',
+  '    from: { listener: api, path: /orders/:id }',
+  '    through:',
+  '      - auth: { apiKey: { keys: { shop: "a-long-enough-secret-key-1234" } } }',
+  '      - transform: \'{"id": $path.id, "by": $principal, "qty": qty, "channel": $query.channel}\'',
+  '    to: { broker: local, topic: orders, key: id }',
+);
+
+const tests = yaml(
+  'config: gateway.yaml', //                                   1
+  'tests:', //                                                 2
+  '  - name: an order takes its id from the path and its author from the principal', // 3
+  '    route: orders', //                                      4
+  '    input:', //                                             5
+  '      path: /orders/42', //                                 6
+  '      query: { channel: web }', //                          7
+  '      principal: alice', //                                 8
+  '      value: { qty: 2 }', //                                9
+  '    expect:', //                                            10
+  '      outcome: delivered', //                               11
+  '      to:', //                                              12
+  '        - topic: orders', //                                13
+  "          key: '42'", //                                    14
+  "          value: { id: '42', by: alice, qty: 2, channel: web }", // 15
+  '  - name: real credentials go through the real auth step', // 16
+  '    route: orders',
+  '    input:',
+  '      path: /orders/1',
+  '      headers: { x-api-key: a-long-enough-secret-key-1234 }',
+  '      value: { qty: 1 }',
+  '    expect:',
+  '      outcome: delivered',
+  '      to: [{ condition: by = "shop" and qty = 1 }]',
+  '  - name: no key is refused with 401', //                   25
+  '    route: orders',
+  '    input: { path: /orders/1, value: { qty: 1 } }',
+  '    expect: { outcome: rejected, status: 401 }',
+);
+
+describe('eventgate test', () => {
+  it('runs the route in-process with path parameters, query, principal and real credentials', async () => {
+    const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests });
+    const r = await runCli(['test', 'orders.tests.yaml'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^ok {4}orders: an order takes its id from the path/m);
+    assert.match(r.stdout, /^3 tests passed$/m);
+  });
+
+  it('fails a wrong expectation: exit 1, the test file:line, and expected vs actual', async () => {
+    const wrong = tests.replace("value: { id: '42', by: alice, qty: 2, channel: web }", "value: { id: '42', by: bob, qty: 2, channel: web }").replace('status: 401', 'status: 403');
+    const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': wrong });
+    const r = await runCli(['test', 'orders.tests.yaml'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /^FAIL {2}orders: an order takes its id from the path and its author from the principal \(orders\.tests\.yaml:3\)$/m);
+    assert.match(r.stdout, /orders\.tests\.yaml:15: to\[0\]\.value\.by\n\s+- expected: "bob"\n\s+\+ actual: {3}"alice"/);
+    assert.match(r.stdout, /^ok {4}orders: real credentials go through the real auth step$/m);
+    assert.match(r.stdout, /orders\.tests\.yaml:28: status\n\s+- expected: 403\n\s+\+ actual: {3}401/);
+    assert.match(r.stdout, /^2 of 3 tests failed$/m);
+  });
+
+  it('a wrong outcome says what happened instead, with the reason', async () => {
+    const wrong = tests.replace('      outcome: delivered\n      to:\n        - topic: orders', '      outcome: filtered\n      to:\n        - topic: orders');
+    const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': wrong });
+    const r = await runCli(['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /orders\.tests\.yaml:11: outcome\n\s+- expected: filtered\n\s+\+ actual: {3}delivered/);
+  });
+
+  it('--format junit writes JUnit XML with the failure and its location', async () => {
+    const wrong = tests.replace('status: 401', 'status: 403');
+    const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': wrong });
+    const r = await runCli(['test', 'orders.tests.yaml', '--format', 'junit'], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /^<\?xml version="1\.0" encoding="UTF-8"\?>\n<testsuites name="eventgate" tests="3" failures="1"/);
+    assert.match(r.stdout, /<testsuite name="orders\.tests\.yaml" tests="3" failures="1"/);
+    assert.match(r.stdout, /<testcase classname="orders" name="no key is refused with 401" file="orders\.tests\.yaml" line="25" time="[\d.]+">\n\s+<failure message="status: expected 403, got 401" type="AssertionError">orders\.tests\.yaml:28: status/);
+    assert.equal((r.stdout.match(/<testcase /g) ?? []).length, 3);
+    assert.equal((r.stdout.match(/<\/testsuite>/g) ?? []).length, 1);
+  });
+
+  it('exits 2 when the tests cannot run: an invalid config, a broken test file, no tests', async () => {
+    const broken = await runCli(['test', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config.replace('kind: memory', 'kind: memroy'), 'orders.tests.yaml': tests }) });
+    assert.equal(broken.code, 2);
+    assert.match(broken.stderr, /the config gateway\.yaml is invalid, so its tests cannot run:\ngateway\.yaml:2:27: unknown broker kind "memroy"/);
+
+    const badTests = await runCli(['test', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }) });
+    assert.equal(badTests.code, 2);
+    assert.match(badTests.stderr, /orders\.tests\.yaml:28:5: unknown key 'expcet'; expected one of: name, route, input, expect/);
+
+    const none = await runCli(['test', '-c', 'gateway.yaml'], { cwd: tempFiles({ 'gateway.yaml': config }) });
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /no tests: name test files, or put them in gateway\.tests\.yaml/);
+
+    const unknownRoute = await runCli(['test', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order') }) });
+    assert.equal(unknownRoute.code, 1);
+    assert.match(unknownRoute.stdout, /orders\.tests\.yaml:25: route\n\s+- expected: a route named 'order'\n\s+\+ actual: {3}the config's routes are: orders/);
+    for (const r of [broken, badTests, none, unknownRoute]) noStackTrace(r);
+  });
+
+});

@@ -1,0 +1,215 @@
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:net';
+import { once } from 'node:events';
+import { describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { runCli, startGateway, tempFiles } from '../helpers/gateway.js';
+
+/** A config from its lines, so a test reads as "line N, column C" against the array index + 1. */
+const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
+
+async function validate(config: string, extra: string[] = [], files: Record<string, string> = {}) {
+  const dir = tempFiles({ 'gateway.yaml': config, ...files });
+  const r = await runCli(['validate', '-c', 'gateway.yaml', ...extra], { cwd: dir });
+  assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at .+:\d+:\d+\)?\n/, 'never a stack trace');
+  return { ...r, lines: r.stdout.split('\n').filter((l) => l !== '') };
+}
+
+describe('eventgate validate finds every problem in one pass', () => {
+  it('reports a key typo, a bad expression and an unknown broker of the same file together', async () => {
+    const r = await validate(
+      yaml(
+        'version: 1', //                                   1
+        'brokers:', //                                     2
+        '  local: { kind: memory, retian: 5 }', //         3
+        '  other: { kind: memory }', //                    4
+        'listeners: { api: { kind: http, port: 0 } }', //  5
+        'chains:', //                                      6
+        '  c1:', //                                        7
+        "    - filter: 'a >'", //                          8
+        'routes:', //                                      9
+        '  - name: r', //                                  10
+        '    from: { listener: api, path: /x }', //        11
+        '    through: c1', //                              12
+        '    to: { broker: other, topic: t }', //          13
+        '  - name: r2', //                                 14
+        '    form: { listener: api, path: /y }', //        15
+        '    to: { broker: other, topic: t }', //          16
+        '  - name: r3', //                                 17
+        '    from: { listener: api, path: /z }', //        18
+        '    to: { broker: nope, topic: t }', //           19
+      ),
+    );
+    assert.equal(r.code, 1);
+    assert.deepEqual(
+      r.lines.map((l) => l.replace(/: .*/, '')),
+      ['gateway.yaml:3:26', 'gateway.yaml:8:18', 'gateway.yaml:15:5', 'gateway.yaml:19:19'],
+      r.stdout,
+    );
+    assert.match(r.lines[0]!, /unknown key 'retian'.*did you mean 'retain'/);
+    assert.match(r.lines[1]!, /JSONata expression does not compile/);
+    assert.match(r.lines[2]!, /unknown key 'form'.*did you mean 'from'/);
+    assert.match(r.lines[3]!, /broker 'nope' is not defined/);
+  });
+
+  it('does not repeat a problem as a broken reference: a route using an invalid broker is not told the broker is missing', async () => {
+    const r = await validate(
+      yaml(
+        'version: 1',
+        'brokers:',
+        '  local: { kind: memory, retain: many }', // 3
+        'listeners: { api: { kind: http, port: 0 } }',
+        'routes:',
+        '  - name: r',
+        '    from: { listener: api, path: /x }',
+        '    to: { broker: local, topic: t }',
+      ),
+    );
+    assert.equal(r.code, 1);
+    assert.equal(r.lines.length, 1, r.stdout);
+    assert.match(r.lines[0]!, /^gateway\.yaml:3:34: brokers\.local\.retain must be an integer/);
+  });
+});
+
+describe('eventgate validate catches what would only fail at run time', () => {
+  it('two listeners on one port, and the admin server on a listener port', async () => {
+    const r = await validate(
+      yaml(
+        'version: 1',
+        'admin: { port: 9100 }', //                                    2
+        'brokers: { local: { kind: memory } }',
+        'listeners:',
+        '  api: { kind: http, port: 9100, host: 127.0.0.1 }', //      5
+        '  push: { kind: websocket, port: 9100 }', //                  6
+        '  other: { kind: http, port: 9101, host: 127.0.0.1 }',
+        '  more: { kind: http, port: 9101, host: 127.0.0.2 }', //      different hosts: no clash
+        'routes:',
+        '  - name: r',
+        '    from: { listener: api, path: /x }',
+        '    to: { broker: local, topic: t }',
+      ),
+    );
+    assert.equal(r.code, 1);
+    assert.equal(r.lines.length, 2, r.stdout);
+    assert.match(r.lines[0]!, /^gateway\.yaml:2:16: the admin server and listener 'api' both bind port 9100.*\(see line 5\)/);
+    assert.match(r.lines[1]!, /^gateway\.yaml:6:34: listener 'push' and listener 'api' both bind port 9100; the second would fail with EADDRINUSE.*\(see line 5\)/);
+  });
+
+  it('a websocket path served by two routes', async () => {
+    const r = await validate(
+      yaml(
+        'version: 1',
+        'brokers: { local: { kind: memory } }',
+        'listeners: { push: { kind: websocket, port: 0 } }',
+        'routes:',
+        '  - name: a',
+        '    from: { listener: push, path: /in }',
+        '    to: { broker: local, topic: t }',
+        '  - name: b',
+        '    from: { listener: push, path: /in }', // 9
+        '    to: { broker: local, topic: t }',
+      ),
+    );
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.lines, ["gateway.yaml:9:35: listener 'push' path '/in' is already the source of route 'a'"]);
+  });
+
+  it('a route that can never receive a message: it reads a memory topic no route writes to', async () => {
+    const r = await validate(
+      yaml(
+        'version: 1',
+        'brokers: { local: { kind: memory } }',
+        'listeners: { api: { kind: http, port: 0 }, push: { kind: websocket, port: 0 } }',
+        'routes:',
+        '  - name: in',
+        '    from: { listener: api, path: /x }',
+        '    to: { broker: local, topic: orders }',
+        '  - name: out',
+        '    from: { broker: local, topic: order }', // 9
+        '    to: { listener: push, path: /ws }',
+      ),
+    );
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.lines, ["gateway.yaml:9:35: route 'out' can never receive a message: 'local' is a memory broker, whose topics only this gateway's routes write to, and no route writes to topic 'order' (routes write to: orders)"]);
+  });
+
+  it('a call to a JSONata function that does not exist, with a hint and its position', async () => {
+    const r = await validate(
+      yaml(
+        'version: 1',
+        'brokers: { local: { kind: memory } }',
+        'listeners: { api: { kind: http, port: 0 } }',
+        'routes:',
+        '  - name: r',
+        '    from: { listener: api, path: /x }',
+        '    through:',
+        "      - transform: '{\"n\": $uppercse(name)}'", // 8: `$` at column 27
+        "      - filter: '($twice := function($v){ $v * 2 }; $twice(n) > 1)'", // user-defined: fine
+        '    to: { broker: local, topic: t }',
+      ),
+    );
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.lines, ['gateway.yaml:8:27: JSONata expression does not compile: unknown function $uppercse (did you mean $uppercase?)']);
+  });
+});
+
+describe('${VAR} without the deployment environment', () => {
+  it('--vars-file supplies stand-ins for variables the environment does not set', async () => {
+    const config = yaml('version: 1', 'brokers:', '  local:', '    kind: memory', '    retain: ${RETAIN}');
+    const without = await validate(config);
+    assert.equal(without.code, 1);
+    assert.match(without.stdout, /gateway\.yaml:5:13: environment variable 'RETAIN' is not set.*--vars-file/);
+    const withFile = await validate(config, ['--vars-file', 'ci.env'], { 'ci.env': '# stand-ins for CI\nRETAIN=10\n' });
+    assert.equal(withFile.code, 0, withFile.stdout);
+    assert.equal(withFile.stdout, 'ok\n');
+    const missingFile = await validate(config, ['--vars-file', 'nope.env']);
+    assert.equal(missingFile.code, 2);
+    assert.match(missingFile.stderr, /cannot read env file 'nope\.env': no such file/);
+  });
+
+  it('examples/kafka.yaml validates in CI with an env file', async () => {
+    const r = await runCli(['validate', '-c', 'examples/kafka.yaml', '--vars-file', 'examples/ci.env']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  });
+});
+
+describe('run-time failures name their cause', () => {
+  it('a taken port: the file, the listener and the address, no stack trace', async () => {
+    const holder: Server = createServer();
+    holder.listen(0, '127.0.0.1');
+    await once(holder, 'listening');
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const dir = tempFiles({ 'gateway.yaml': yaml('version: 1', `listeners: { api: { kind: http, port: ${port}, host: 127.0.0.1 } }`) });
+      const r = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`could not start gateway\\.yaml: listener 'api': cannot bind 127\\.0\\.0\\.1:${port}: the port is already in use .*\\(EADDRINUSE\\)`));
+      assert.doesNotMatch(r.stderr, /new config|\n\s+at /);
+    } finally {
+      holder.close();
+    }
+  });
+
+  it('a JSONata evaluation error names the expression and its file:line', async () => {
+    const gw = await startGateway(
+      yaml(
+        'version: 1',
+        'brokers: { local: { kind: memory } }',
+        'listeners: { api: { kind: http, port: 0 } }',
+        'routes:',
+        '  - name: r',
+        '    from: { listener: api, path: /x }',
+        '    through:',
+        "      - transform: '($f := name; $f(1))'", // 8
+        '    to: { broker: local, topic: t }',
+      ),
+    );
+    try {
+      const reply = await post(gw.url('api', '/x'), { name: 'not a function' });
+      assert.equal(reply.status, 500);
+      assert.match(String((reply.body as { detail: string }).detail), /non-function.*\(expression "\(\$f := name; \$f\(1\)\)" at gateway\.yaml:8\)/);
+    } finally {
+      await gw.stop();
+    }
+  });
+});

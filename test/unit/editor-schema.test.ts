@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { describe, it } from 'node:test';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { parse } from 'yaml';
+import { repoRoot } from '../helpers/gateway.js';
+
+const schema = JSON.parse(readFileSync(join(repoRoot, 'gateway.schema.json'), 'utf8')) as Record<string, unknown>;
+
+/** A standard JSON Schema 2020-12 validator, as an editor or a CI linter would run it (ajv knows `discriminator` only when asked). */
+let compiled: ReturnType<Ajv2020['compile']> | undefined;
+function standardValidator() {
+  compiled ??= new Ajv2020({ allErrors: true, discriminator: true, allowUnionTypes: true }).compile(schema);
+  return compiled;
+}
+
+function yamlFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) return yamlFiles(p);
+    return /\.ya?ml$/.test(name) ? [p] : [];
+  });
+}
+
+/** Gateway configs are the files with a top-level `version`; examples/ also holds AsyncAPI documents, fragments and tests. */
+const configs = yamlFiles(join(repoRoot, 'examples')).filter((f) => {
+  const doc = parse(readFileSync(f, 'utf8')) as Record<string, unknown> | null;
+  return doc !== null && typeof doc === 'object' && 'version' in doc;
+});
+
+describe('gateway.schema.json in an editor', () => {
+  it('finds the example configs', () => {
+    assert.ok(configs.length >= 4, `only ${configs.length} example configs found`);
+  });
+
+  for (const file of configs) {
+    it(`accepts ${relative(repoRoot, file)} as it is, \${VAR} values included`, () => {
+      const validate = standardValidator();
+      const ok = validate(parse(readFileSync(file, 'utf8')));
+      assert.ok(ok, JSON.stringify(validate.errors, null, 2));
+    });
+  }
+
+  it('accepts ${VAR} and ${VAR:-default} wherever a number, boolean or enum goes, and still rejects a wrong literal', () => {
+    const validate = standardValidator();
+    const config = (port: unknown, level: unknown, payloads: unknown) => ({
+      version: 1,
+      log: { level, payloads },
+      listeners: { api: { kind: 'http', port } },
+      brokers: { kafka: { kind: 'kafka', brokers: ['k:9092'], producer: { acks: '${ACKS:-all}', idempotent: '${IDEMPOTENT}' } } },
+    });
+    assert.ok(validate(config('${HTTP_PORT:-8080}', '${LOG_LEVEL}', '${PAYLOADS:-false}')), JSON.stringify(validate.errors));
+    assert.equal(validate(config('eighty', 'info', false)), false, 'a word is not a port');
+    assert.equal(validate(config(8080, 'loud', false)), false, 'not a level');
+    assert.equal(validate(config(8080, 'info', 'yes')), false, 'not a boolean');
+    assert.equal(validate(config('${HTTP PORT}', 'info', false)), false, 'not a variable name');
+  });
+
+  it('gives every property a description, for hovers', () => {
+    const missing: string[] = [];
+    const walk = (node: unknown, at: string): void => {
+      if (Array.isArray(node)) return node.forEach((n, i) => walk(n, `${at}[${i}]`));
+      if (node === null || typeof node !== 'object') return;
+      const n = node as Record<string, unknown>;
+      for (const [name, p] of Object.entries((n.properties ?? {}) as Record<string, Record<string, unknown>>)) {
+        if (typeof p.description !== 'string' || p.description === '') missing.push(`${at}.${name}`);
+        walk(p, `${at}.${name}`);
+      }
+      for (const k of ['items', 'additionalProperties', 'oneOf', 'anyOf', 'allOf', '$defs']) walk(n[k], `${at}/${k}`);
+    };
+    walk(schema, '');
+    assert.deepEqual(missing, []);
+  });
+});
