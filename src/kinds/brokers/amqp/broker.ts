@@ -1,4 +1,4 @@
-import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Options } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../../runtime/message.js';
 import type { BrokerRuntime, BrokerTelemetry, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
@@ -42,6 +42,7 @@ export class AmqpBroker implements BrokerRuntime {
   /** Publishes awaiting their confirm, by the message id that correlates a basic.return. */
   private readonly confirms = new Map<string, Confirm>();
   private nextId = 0;
+  private open!: (typeof import('amqplib'))['connect'];
 
   constructor(readonly name: string, readonly settings: AmqpSettings, env: RuntimeEnv) {
     this.log = env.logger.child({ broker: name });
@@ -50,6 +51,9 @@ export class AmqpBroker implements BrokerRuntime {
 
   /** Never fails: an unreachable server makes the broker not ready, and it keeps trying. */
   async start(): Promise<void> {
+    // Loaded when a broker starts, so commands that start none (validate, schema) never load it.
+    const { connect } = await import('amqplib');
+    this.open = connect;
     void this.connect();
   }
 
@@ -78,7 +82,7 @@ export class AmqpBroker implements BrokerRuntime {
   private async connect(): Promise<void> {
     if (this.stopped) return;
     try {
-      const conn = await connect(this.settings.url, { ...(this.settings.tls ?? {}), timeout: this.settings.connectTimeoutMs, clientProperties: { connection_name: `eventgate ${this.name}` } });
+      const conn = await this.open(this.settings.url, { ...(this.settings.tls ?? {}), timeout: this.settings.connectTimeoutMs, clientProperties: { connection_name: `eventgate ${this.name}` } });
       conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp connection error'));
       conn.on('close', () => this.lost('connection closed'));
       conn.on('blocked', (reason: string) => {

@@ -1,4 +1,4 @@
-import { connect, type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import type { IClientOptions, IClientPublishOptions, IPublishPacket, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../../runtime/message.js';
 import type { BrokerRuntime, BrokerTelemetry, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
@@ -26,6 +26,11 @@ function qosFor(settings: MqttSettings, topic: string): 0 | 1 | 2 {
   for (const [filter, qos] of settings.qosByTopic) if (topicMatches(filter, topic)) return qos;
   return settings.qos;
 }
+
+/** The client library, loaded when the first mqtt broker starts (commands that start none, such as validate, never load it). */
+type MqttLib = typeof import('mqtt');
+let lib: MqttLib | undefined;
+const loadMqtt = async (): Promise<MqttLib> => (lib ??= await import('mqtt'));
 
 /** A connection's state, as /readyz reports it. */
 class Link {
@@ -94,6 +99,7 @@ export class MqttBroker implements BrokerRuntime {
 
   /** Never fails: an unreachable server makes the broker not ready, and the client keeps trying. */
   async start(): Promise<void> {
+    const { connect } = await loadMqtt();
     const client = connect(this.settings.url, clientOptions(this.settings, `${this.settings.clientId}-pub`, false));
     this.publisher = new Link(client, this.log, 'publish');
   }
@@ -142,7 +148,7 @@ export class MqttBroker implements BrokerRuntime {
   }
 
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
-    const sub = new MqttSubscription(this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
+    const sub = new MqttSubscription(lib!, this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
     return {
       stop: async () => {
@@ -163,7 +169,7 @@ class MqttSubscription {
   private stopping = false;
   private inHand: Promise<unknown> | undefined;
 
-  constructor(settings: MqttSettings, private readonly spec: SubscribeSpec, handler: (msg: Message) => Promise<void>, log: Logger, telemetry: BrokerTelemetry | undefined) {
+  constructor({ connect }: MqttLib, settings: MqttSettings, private readonly spec: SubscribeSpec, handler: (msg: Message) => Promise<void>, log: Logger, telemetry: BrokerTelemetry | undefined) {
     // A per-instance group (WebSocket forwards) wants live messages only: a plain subscription, a clean session.
     const perInstance = spec.perInstance === true;
     const persistent = settings.persistentSessions && !perInstance;

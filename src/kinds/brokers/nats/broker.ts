@@ -1,4 +1,8 @@
-import { AckPolicy, connect, DeliverPolicy, Events, headers as natsHeaders, nanos, type JetStreamClient, type JetStreamManager, type JsMsg, type Msg, type MsgHdrs, type NatsConnection, type StreamConfig } from 'nats';
+import type { JetStreamClient, JetStreamManager, JsMsg, Msg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
+
+/** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
+type NatsLib = typeof import('nats');
+let lib!: NatsLib;
 import type { Logger } from '../../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../../runtime/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
@@ -37,7 +41,7 @@ const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
 function toHeaders(h: Record<string, string>): MsgHdrs | undefined {
   const names = Object.keys(h);
   if (names.length === 0) return undefined;
-  const out = natsHeaders();
+  const out = lib.headers();
   for (const n of names) out.set(n, h[n]!);
   return out;
 }
@@ -73,6 +77,7 @@ export class NatsBroker implements BrokerRuntime {
 
   /** Never fails: an unreachable server makes the broker not ready, and the client keeps trying. */
   async start(): Promise<void> {
+    lib ??= await import('nats');
     void this.open();
   }
 
@@ -80,7 +85,7 @@ export class NatsBroker implements BrokerRuntime {
     const s = this.settings;
     let nc: NatsConnection;
     try {
-      nc = await connect({
+      nc = await lib.connect({
         servers: s.servers,
         name: `eventgate ${this.name}`,
         user: s.user,
@@ -134,13 +139,13 @@ export class NatsBroker implements BrokerRuntime {
 
   private async watch(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
-      if (s.type === Events.Disconnect) {
+      if (s.type === lib.Events.Disconnect) {
         this.state = { ready: false, detail: `unreachable: disconnected from ${s.data}` };
         this.log.warn({ server: s.data }, 'nats connection lost; reconnecting');
-      } else if (s.type === Events.Reconnect) {
+      } else if (s.type === lib.Events.Reconnect) {
         this.state = { ready: true };
         this.log.info({ server: s.data }, 'nats reconnected');
-      } else if (s.type === Events.Error) {
+      } else if (s.type === lib.Events.Error) {
         this.log.warn({ err: String(s.data) }, 'nats error');
       }
     }
@@ -212,7 +217,7 @@ async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream
     return;
   }
   const config: Partial<StreamConfig> = { name, subjects: st.subjects, storage: st.storage as StreamConfig['storage'] };
-  if (st.maxAgeMs) config.max_age = nanos(st.maxAgeMs);
+  if (st.maxAgeMs) config.max_age = lib.nanos(st.maxAgeMs);
   if (st.maxMessages) config.max_msgs = st.maxMessages;
   if (st.replicas) config.num_replicas = st.replicas;
   try {
@@ -275,11 +280,11 @@ class NatsSubscription {
     while (!this.stopping) {
       try {
         await jsm.consumers.add(stream, {
-          ...(this.spec.perInstance ? { name, inactive_threshold: nanos(300_000) } : { durable_name: name }),
+          ...(this.spec.perInstance ? { name, inactive_threshold: lib.nanos(300_000) } : { durable_name: name }),
           filter_subject: this.spec.topic,
-          ack_policy: AckPolicy.Explicit,
-          deliver_policy: this.spec.fromBeginning ? DeliverPolicy.All : DeliverPolicy.New,
-          ack_wait: nanos(this.settings.ackWaitMs),
+          ack_policy: lib.AckPolicy.Explicit,
+          deliver_policy: this.spec.fromBeginning ? lib.DeliverPolicy.All : lib.DeliverPolicy.New,
+          ack_wait: lib.nanos(this.settings.ackWaitMs),
           max_ack_pending: this.settings.prefetch,
         });
         const consumer = await nc.jetstream().consumers.get(stream, name);
