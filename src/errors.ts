@@ -37,6 +37,8 @@ export const ErrorCodes = {
   EG_HEADERS_TOO_LARGE: { status: 431, title: 'Request headers too large' },
   EG_REQUEST_TIMEOUT: { status: 408, title: 'Request timeout' },
   EG_INTERNAL: { status: 500, title: 'Internal error' },
+  // Consume routes: in the _eventgate_error header of a dead-lettered record, never in a response
+  EG_UNDECODABLE_BATCH: { status: 422, title: 'Record batch cannot be decoded' },
   // Admin API: AsyncAPI upload (PUT /admin/asyncapi)
   EG_ASYNCAPI_INVALID: { status: 422, title: 'AsyncAPI document rejected' },
   EG_ASYNCAPI_CONFLICT: { status: 409, title: 'AsyncAPI document drops a message or channel the config uses' },

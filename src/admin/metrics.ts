@@ -88,6 +88,10 @@ class BrokerStats implements BrokerTelemetry {
   consumerError(route = ''): void {
     this.consumerErrors.set(route, (this.consumerErrors.get(route) ?? 0) + 1);
   }
+  readonly consumerCrashes = new Map<string, number>();
+  consumerCrash(route: string): void {
+    this.consumerCrashes.set(route, (this.consumerCrashes.get(route) ?? 0) + 1);
+  }
 }
 
 /** What the metrics read from the running gateway at scrape time. */
@@ -239,6 +243,16 @@ export class GatewayMetrics implements Telemetry {
       collect() {
         this.reset();
         for (const [broker, s] of brokerStats) if (s.kind === kind) for (const [route, n] of s.consumerErrors) this.inc({ broker, route }, n);
+      },
+    });
+    new Counter({
+      name: `${prefix}_consumer_crashes_total`,
+      help: `Consumers of a route that crashed (on ${kind} brokers) and were started again with backoff; /readyz says why while one is down.`,
+      labelNames: ['broker', 'route'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [broker, s] of brokerStats) if (s.kind === kind) for (const [route, n] of s.consumerCrashes) this.inc({ broker, route }, n);
       },
     });
   }

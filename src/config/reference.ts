@@ -129,9 +129,11 @@ log:
 |---|---|---|
 | \`timeoutMs\` | \`1000\` | an evaluation running longer fails its message only (HTTP 500; dead-letter on consume routes); at most 60000 |
 | \`maxDepth\` | \`500\` | an evaluation recursing deeper fails its message only; at most 10000 |
+| \`maxRegexInput\` | \`32768\` | longest string one regular-expression call (\`$match\`, \`$contains\`, \`$replace\`, \`$split\` with a regex) searches; a longer one fails its message |
 
 A long evaluation gives the event loop a turn every 10 ms, so other traffic is answered while a
-runaway expression runs out its time (docs/security.md).
+runaway expression runs out its time (docs/security.md). Regular expressions run on RE2 (linear
+time, no backtracking): backreferences and lookaround are config errors.
 
 \`\`\`yaml
 expressions:
@@ -173,7 +175,7 @@ acknowledged.
 | key | required | meaning |
 |---|---|---|
 | \`name\` | yes | unique; letters, digits, \`.\`, \`_\`, \`-\` |
-| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path) or \`{broker, topic, group?, fromBeginning?}\` |
+| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path) or \`{broker, topic, group?, startFrom?}\` |
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
 | \`to\` | yes | one target or a list: \`{broker, topic, key?}\` or \`{listener, path, format?, auth?}\` |
 | \`deadletter\` | no | \`{broker, topic}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |

@@ -141,6 +141,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         properties: {
           timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 1000, description: 'Wall-clock bound of one evaluation; the message fails (500) when it is exceeded.' },
           maxDepth: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'Deepest nesting of evaluation (recursion); deeper fails the message.' },
+          maxRegexInput: { type: 'integer', minimum: 1, maximum: 1_048_576, default: 32_768, description: 'Longest string (characters) one regular-expression call searches; a longer one fails the message. Regexes run on RE2, in time linear in this length.' },
         },
       },
       brokers: { type: 'object', description: 'Broker connections by name; routes read from and write to their topics.', additionalProperties: byKind(registry.brokers.values(), 'broker') },
@@ -166,7 +167,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                 broker: { ...name, description: 'Broker name (under `brokers:`) to consume from.' },
                 topic: { ...name, description: 'Topic to consume.' },
                 group: { ...name, description: 'Consumer group (default `eventgate-<route name>`).' },
-                fromBeginning: { type: 'boolean', description: 'Where a consumer group with no committed offset starts: the oldest record (true) or new records only (false, the default).' },
+                startFrom: {
+                  enum: ['earliest', 'latest'],
+                  description: 'Where partitions without a committed offset start: the oldest retained record, or new records only. Default: `earliest` when a target is a broker (no record skipped), `latest` when every target is a websocket forward; a broker\'s `consumer.startFrom` sets it for all its routes.',
+                },
+                fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
               },
             },
             through: {

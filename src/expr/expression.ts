@@ -1,15 +1,18 @@
 import jsonata from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
 import { unknownFunctionCalls } from './functions.js';
+import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import type { Message, MessageContext } from '../runtime/message.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */
 export interface ExpressionLimits {
   timeoutMs: number;
   maxDepth: number;
+  /** Longest string one regex call searches (regex.ts); absent: DEFAULT_MAX_REGEX_INPUT. */
+  maxRegexInput?: number;
 }
 
-export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500 };
+export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500, maxRegexInput: DEFAULT_MAX_REGEX_INPUT };
 
 /** evaluateSync's answer when the expression needs JSONata's (asynchronous) evaluator for this input. */
 export const NOT_SYNC: unique symbol = Symbol('needs the asynchronous evaluator');
@@ -69,10 +72,19 @@ export const GATEWAY_VARIABLES = ['key', 'headers', 'topic', 'route', 'path', 'q
 export function compileExpression(source: string, limits: ExpressionLimits = defaultExpressionLimits, origin?: string): Expression {
   let compiled: jsonata.Expression;
   try {
-    compiled = jsonata(source, { timeout: limits.timeoutMs, stack: limits.maxDepth } as jsonata.JsonataOptions);
+    // Regexes run on RE2 (linear time), never on the backtracking RegExp (regex.ts).
+    const RegexEngine = linearRegexEngine(limits.maxRegexInput ?? DEFAULT_MAX_REGEX_INPUT);
+    compiled = jsonata(source, { timeout: limits.timeoutMs, stack: limits.maxDepth, RegexEngine } as jsonata.JsonataOptions);
   } catch (err) {
     const e = err as JsonataError;
     throw new ExpressionSyntaxError(e.message ?? String(err), Math.max(0, (e.position ?? 1) - 1));
+  }
+  for (const { re, position } of regexLiterals(compiled.ast())) {
+    try {
+      compileLinear(re);
+    } catch (err) {
+      throw new ExpressionSyntaxError(`regular expression /${re.source}/ cannot run in linear time (${(err as Error).message}); backreferences and lookaround are not supported`, Math.max(0, position - 1));
+    }
   }
   const unknown = unknownFunctionCalls(compiled.ast(), GATEWAY_VARIABLES);
   if (unknown.length > 0) throw new ExpressionSyntaxError(unknown[0]!.message, unknown[0]!.index);

@@ -142,6 +142,8 @@ export interface BrokerTelemetry {
   producerError(): void;
   /** A consumer-side failure: a fetch, commit or group error, or a message its route's handler rejected. `route` when known. */
   consumerError(route?: string): void;
+  /** A route's consumer crashed and is being started again (`eventgate_<kind>_consumer_crashes_total{broker,route}`). */
+  consumerCrash(route: string): void;
 }
 
 /** How far one consumer (a route's group) is behind the end of one partition, in messages. */
@@ -163,17 +165,41 @@ export interface SubscribeSpec {
   topic: string;
   group: string;
   route: string;
-  fromBeginning?: boolean;
+  /**
+   * Where partitions without a committed offset start: the oldest retained record, or records
+   * produced from now on. Undefined: the broker's default (docs/scaling.md, "Start positions").
+   */
+  startFrom?: StartFrom;
   /**
    * The group is this process's alone (a route whose targets are WebSocket forwards): it wants
    * live messages only, and brokers with sessions or queues of their own make them temporary.
    */
   perInstance?: boolean;
+  /**
+   * Where a record batch the broker cannot decode goes (the route's dead-letter target); resolves
+   * once it is stored. Without it the broker stops consuming that partition and says so in health().
+   */
+  undecodable?(raw: UndecodableBatch): Promise<void>;
+}
+
+export type StartFrom = 'earliest' | 'latest';
+
+/** A batch of records as the broker received it, which it could not decode (corrupt, unknown codec). */
+export interface UndecodableBatch {
+  topic: string;
+  partition: number;
+  /** First and last offset the batch covers. */
+  offset: string;
+  lastOffset: string;
+  reason: string;
+  bytes: Buffer;
 }
 
 export interface Subscription {
   /** Stop taking new messages, wait for the one in hand, commit. */
   stop(): Promise<void>;
+  /** Whether it consumes; when not, why (a consumer that crashed and restarts, a partition stopped). */
+  health?(): Health;
 }
 
 export interface BrokerRuntime {

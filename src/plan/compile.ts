@@ -11,7 +11,7 @@ import { didYouMean } from '../config/suggest.js';
 import { isHidden, pruneInvalid, type Hidden, type Pruned } from '../config/prune.js';
 import type { ErrorCode } from '../errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
-import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StepCompileContext } from '../kinds/contracts.js';
+import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StartFrom, StepCompileContext } from '../kinds/contracts.js';
 import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { canonical, hash } from './canonical.js';
@@ -102,7 +102,7 @@ interface RawTarget {
 }
 interface RawRoute {
   name: string;
-  from: { listener?: string; path?: string; broker?: string; topic?: string; group?: string; fromBeginning?: boolean };
+  from: { listener?: string; path?: string; broker?: string; topic?: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean };
   through?: string | (string | RawStep)[];
   to: RawTarget | RawTarget[];
   deadletter?: { broker: string; topic: string };
@@ -389,7 +389,7 @@ class Compiler {
     } else {
       if (f.path !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'path' belongs with 'from.listener', not 'from.broker'`, 'key');
       if (f.topic === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.broker' needs a 'topic'`, 'key');
-      else if (checkBroker(f.broker!, [...at, 'from', 'broker'])) from = { type: 'broker', broker: f.broker!, topic: f.topic, group: f.group, fromBeginning: f.fromBeginning };
+      else if (checkBroker(f.broker!, [...at, 'from', 'broker'])) from = { type: 'broker', broker: f.broker!, topic: f.topic, group: f.group, startFrom: f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest') };
     }
 
     // deadletter

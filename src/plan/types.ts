@@ -1,5 +1,5 @@
 import type { ExpressionLimits, Expression } from '../expr/expression.js';
-import type { CompiledStep } from '../kinds/contracts.js';
+import type { CompiledStep, StartFrom } from '../kinds/contracts.js';
 
 /**
  * The immutable result of compiling gateway.yaml: every reference resolved, every expression and
@@ -51,7 +51,7 @@ export interface ListenerPlan extends ComponentPlan {
 
 export type SourcePlan =
   | { type: 'listener'; listener: string; path: string }
-  | { type: 'broker'; broker: string; topic: string; group: string | undefined; fromBeginning: boolean | undefined };
+  | { type: 'broker'; broker: string; topic: string; group: string | undefined; startFrom: StartFrom | undefined };
 
 export type TargetPlan =
   /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */

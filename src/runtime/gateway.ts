@@ -353,6 +353,10 @@ export class Gateway {
       const h = b.health();
       if (!h.ready) reasons.push(`broker ${name}: ${h.detail ?? 'not connected'}`);
     }
+    for (const [name, r] of this.routes) {
+      const h = r.health();
+      if (!h.ready) reasons.push(`route ${name}: ${h.detail ?? 'not consuming'}`);
+    }
     return { ready: reasons.length === 0, reasons };
   }
 
@@ -376,6 +380,7 @@ export class Gateway {
         from: r.plan.from,
         steps: r.plan.steps.map((s) => s.kind),
         inFlight: r.pending,
+        ...(r.plan.from.type === 'broker' ? { consumer: r.health() } : {}),
         to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : { listener: t.listener, path: t.path, format: t.format })),
       })),
     };

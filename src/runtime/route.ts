@@ -1,6 +1,6 @@
 import { problem, type Problem } from '../errors.js';
 import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../expr/expression.js';
-import type { Admission, BrokerRuntime, CompiledStep, ListenerRuntime, RouteEntry, StepResult, Subscription, Target } from '../kinds/contracts.js';
+import type { Admission, BrokerRuntime, CompiledStep, Health, ListenerRuntime, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
 import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
@@ -14,6 +14,8 @@ import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRAC
 
 /** Header carried by messages a consume route sent to its dead-letter target after failing them. */
 export const ROUTE_ERROR_HEADER = '_eventgate_error';
+/** Header of a dead-lettered record batch that could not be decoded: `{topic, partition, offset, lastOffset}` it came from. */
+export const ROUTE_SOURCE_HEADER = '_eventgate_source';
 
 /** Headers that carry credentials on any route; an auth step adds the ones it reads (e.g. its apiKey header). */
 export const CREDENTIAL_HEADERS: readonly string[] = ['authorization', 'cookie', 'proxy-authorization', 'x-api-key'];
@@ -258,9 +260,35 @@ export class RouteRuntime implements RouteEntry {
     const perInstance = from.group === undefined && this.plan.to.every((t) => t.type === 'listener');
     const group = from.group ?? (perInstance ? `eventgate-${this.name}-${this.deps.instanceId}` : `eventgate-${this.name}`);
     const broker = this.deps.brokers.get(from.broker)!;
-    // A per-instance group is new at every start: replaying the topic's history to browsers would be wrong.
-    const fromBeginning = from.fromBeginning ?? (perInstance ? false : undefined);
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, fromBeginning, perInstance }, (msg) => this.consume(msg));
+    // Websocket forwards show what happens now: replaying a topic's history to browsers would be
+    // wrong. Durable routes (broker targets) take the broker's default, which never skips a record.
+    const startFrom = from.startFrom ?? (this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined);
+    const undecodable = this.deadletter ? (raw: UndecodableBatch) => this.deadletterUndecodable(raw) : undefined;
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, perInstance, undecodable }, (msg) => this.consume(msg));
+  }
+
+  /** Whether the route's consumer consumes; why not when it does not (for /readyz and /admin/status). */
+  health(): Health {
+    return this.subscription?.health?.() ?? { ready: true };
+  }
+
+  /**
+   * A record batch the broker could not decode goes to the dead-letter topic as the raw bytes it
+   * was, with the same error header as other dead-lettered messages and where it came from.
+   */
+  private async deadletterUndecodable(raw: UndecodableBatch): Promise<void> {
+    const error = { ts: new Date().toISOString(), route: this.name, status: 422, code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}`, errors: [] };
+    const source = { topic: raw.topic, partition: raw.partition, offset: raw.offset, lastOffset: raw.lastOffset };
+    await this.deadletter!.broker.publish(this.deadletter!.plan.topic, {
+      value: raw.bytes,
+      key: null,
+      headers: { [ROUTE_ERROR_HEADER]: JSON.stringify(error), [ROUTE_SOURCE_HEADER]: JSON.stringify(source) },
+      topic: raw.topic,
+      partition: raw.partition,
+      offset: raw.offset,
+      timestamp: Date.now(),
+    });
+    this.stats.deadlettered++;
   }
 
   /**

@@ -32,6 +32,8 @@ export interface KafkaCluster {
   /** Broker `id` (default: every broker) closes its connections and refuses new ones. */
   down(id?: number): Promise<void>;
   up(id?: number): Promise<void>;
+  /** The next `count` requests of Kafka API `apiKey` (e.g. 11, JoinGroup) fail with error `code` (mock only). */
+  failRequests(apiKey: number, count: number, code: number): Promise<void>;
   /** Produce requests the cluster received since it started (mock only: read from its debug log). */
   produceRequests(): number;
   stop(): Promise<void>;
@@ -100,6 +102,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     createTopic: (name, partitions) => command(`topic ${name} ${partitions}`),
     down: (id = -1) => command(`down ${id}`),
     up: (id = -1) => command(`up ${id}`),
+    failRequests: (apiKey, count, code) => command(`errors ${apiKey} ${count} ${code}`),
     produceRequests: () => (requestLog ? produceRequests : Number.NaN),
     async stop() {
       if (child.exitCode !== null) return;
@@ -134,6 +137,7 @@ function externalCluster(bootstrap: string): KafkaCluster {
     },
     down: unavailable,
     up: unavailable,
+    failRequests: unavailable,
     produceRequests: () => Number.NaN,
     async stop() {},
   };

@@ -5,6 +5,7 @@
  *   down <id|-1>           the broker closes its connections and refuses new ones (-1: every broker)
  *   up <id|-1>             it accepts connections again
  *   topic <name> <parts>   create a topic with that many partitions (auto-created topics get 4)
+ *   errors <api> <n> <err> the next n requests of API key <api> (e.g. 11 JoinGroup) fail with error code <err>
  * Exits when stdin closes, so a test runner that dies takes its cluster with it. With MOCK_DEBUG set
  * (e.g. "mock"), librdkafka's debug log goes to stderr: one line per request the brokers receive.
  * Build: gcc -O1 -o mock-cluster mock-cluster.c -lrdkafka
@@ -17,7 +18,7 @@
 
 int main(int argc, char **argv) {
   char errstr[512], line[512], name[256];
-  int brokers = argc > 1 ? atoi(argv[1]) : 1, id, parts;
+  int brokers = argc > 1 ? atoi(argv[1]) : 1, id, parts, api, n, code;
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   if (getenv("MOCK_DEBUG")) rd_kafka_conf_set(conf, "debug", getenv("MOCK_DEBUG"), errstr, sizeof(errstr));
   /* The handle only hosts the mock cluster's threads; it never connects anywhere. */
@@ -32,6 +33,12 @@ int main(int argc, char **argv) {
     if (sscanf(line, "down %d", &id) == 1) err = rd_kafka_mock_broker_set_down(mc, id);
     else if (sscanf(line, "up %d", &id) == 1) err = rd_kafka_mock_broker_set_up(mc, id);
     else if (sscanf(line, "topic %255s %d", name, &parts) == 2) err = rd_kafka_mock_topic_create(mc, name, parts, 1);
+    else if (sscanf(line, "errors %d %d %d", &api, &n, &code) == 3 && n > 0 && n <= 1000) {
+      rd_kafka_resp_err_t codes[1000];
+      for (int i = 0; i < n; i++) codes[i] = (rd_kafka_resp_err_t)code;
+      rd_kafka_mock_push_request_errors_array(mc, (int16_t)api, (size_t)n, codes);
+      err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
     if (err) printf("error %s\n", rd_kafka_err2str(err));
     else printf("ok\n");
     fflush(stdout);

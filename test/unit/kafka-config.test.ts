@@ -34,7 +34,7 @@ describe('kafka broker config', () => {
     assert.equal(s.clientId, 'eventgate');
     assert.equal(s.producer.ackTimeoutMs, 5000);
     assert.equal(s.producer.acks, 'all');
-    assert.equal(s.consumer.fromBeginning, false);
+    assert.equal(s.consumer.startFrom, undefined, 'each route picks its own start position unless the broker says');
   });
 
   it('points at the entry that is not host:port', async () => {

@@ -64,13 +64,13 @@ describe('memory broker', () => {
     assert.deepEqual(new Set(seen.map(([n]) => n)), new Set(['x', 'y']));
   });
 
-  it('starts a new group at the end of the topic, or at the oldest retained message with fromBeginning', async () => {
+  it('starts a new group at the end of the topic, or at the oldest retained message with startFrom: earliest', async () => {
     const { broker: b } = broker();
     await b.publish('t', msg('old'));
     const late = collector(1);
     const early = collector(2);
     b.subscribe({ topic: 't', group: 'late', route: 'r' }, late.handler);
-    b.subscribe({ topic: 't', group: 'early', route: 'r', fromBeginning: true }, early.handler);
+    b.subscribe({ topic: 't', group: 'early', route: 'r', startFrom: 'earliest' }, early.handler);
     await b.publish('t', msg('new'));
     await Promise.all([late.finished, early.finished]);
     assert.deepEqual(late.values, ['new']);
@@ -140,7 +140,7 @@ describe('memory broker', () => {
     const { broker: b, warnings } = broker(2);
     for (const v of [1, 2, 3, 4]) await b.publish('t', msg(v));
     const c = collector(2);
-    b.subscribe({ topic: 't', group: 'g', route: 'r', fromBeginning: true }, c.handler);
+    b.subscribe({ topic: 't', group: 'g', route: 'r', startFrom: 'earliest' }, c.handler);
     await c.finished;
     assert.deepEqual(c.values, [3, 4]);
 
@@ -167,7 +167,7 @@ describe('memory broker', () => {
     for (const v of [1, 2, 3, 4]) await b.publish('t', msg(v));
     b.reconfigure({ kind: 'memory', retain: 2 });
     const c = collector(2);
-    b.subscribe({ topic: 't', group: 'g', route: 'r', fromBeginning: true }, c.handler);
+    b.subscribe({ topic: 't', group: 'g', route: 'r', startFrom: 'earliest' }, c.handler);
     await c.finished;
     assert.deepEqual(c.values, [3, 4]);
     assert.deepEqual(await b.publish('t', msg(5)), { broker: 'mem', topic: 't', partition: 0, offset: '4' });

@@ -1,7 +1,7 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { SASLOptions } from 'kafkajs';
 import { CODECS, type CodecName } from '../../codecs/compression.js';
-import type { BrokerCompileContext, BrokerKind } from '../contracts.js';
+import type { BrokerCompileContext, BrokerKind, StartFrom } from '../contracts.js';
 import { KafkaBroker } from './kafka/broker.js';
 
 /** The options as written in gateway.yaml (spec §2). */
@@ -22,6 +22,8 @@ interface KafkaOptions {
     ackTimeoutMs?: number;
   };
   consumer?: {
+    startFrom?: StartFrom;
+    /** The older spelling of startFrom: true is earliest, false latest. */
     fromBeginning?: boolean;
     sessionTimeoutMs?: number;
     heartbeatIntervalMs?: number;
@@ -40,12 +42,12 @@ export interface KafkaSettings {
   connectionTimeoutMs: number;
   healthCheckIntervalMs: number;
   producer: Required<NonNullable<KafkaOptions['producer']>>;
-  consumer: Required<NonNullable<KafkaOptions['consumer']>>;
+  /** startFrom undefined: each route's own default (earliest for durable routes, latest for websocket forwards). */
+  consumer: Required<Omit<NonNullable<KafkaOptions['consumer']>, 'startFrom' | 'fromBeginning'>> & { startFrom: StartFrom | undefined };
 }
 
 const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 5, maxBatchRecords: 1000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
-const CONSUMER_DEFAULTS: KafkaSettings['consumer'] = {
-  fromBeginning: false,
+const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
   sessionTimeoutMs: 30000,
   heartbeatIntervalMs: 3000,
   rebalanceTimeoutMs: 60000,
@@ -94,7 +96,8 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
     ssl = tls;
   }
   const producer = { ...PRODUCER_DEFAULTS, ...o.producer };
-  const consumer = { ...CONSUMER_DEFAULTS, ...o.consumer };
+  const { fromBeginning, startFrom, ...timings } = o.consumer ?? {};
+  const consumer: KafkaSettings['consumer'] = { ...CONSUMER_DEFAULTS, ...timings, startFrom: startFrom ?? (fromBeginning === undefined ? undefined : fromBeginning ? 'earliest' : 'latest') };
   if (producer.idempotent && producer.acks !== 'all') {
     ctx.report(['producer', 'idempotent'], 'EG_CONFIG_SCHEMA', `an idempotent producer needs acks: all (acks is '${producer.acks}')`);
     ok = false;
@@ -182,7 +185,11 @@ export const kafkaBroker: BrokerKind<KafkaOptions, KafkaSettings> = {
         additionalProperties: false,
         description: 'Defaults for the consumer groups of routes reading from this broker.',
         properties: {
-          fromBeginning: { type: 'boolean', default: false, description: 'Where a group with no committed offset starts (a route\'s `from.fromBeginning` wins).' },
+          startFrom: {
+            enum: ['earliest', 'latest'],
+            description: 'Where partitions without a committed offset start, for every route reading from this broker (a route\'s `from.startFrom` wins). Unset: `earliest` for routes with a broker target (never skip a record), `latest` for websocket forward routes.',
+          },
+          fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
           sessionTimeoutMs: ms(30000, 1, 'A member silent this long is dropped from its group.'),
           heartbeatIntervalMs: ms(3000, 1, 'Heartbeat period; below sessionTimeoutMs (a third is usual).'),
           rebalanceTimeoutMs: ms(60000, 1, 'How long a rebalance waits for members to rejoin.'),
@@ -194,9 +201,9 @@ export const kafkaBroker: BrokerKind<KafkaOptions, KafkaSettings> = {
   },
   doc: {
     summary:
-      'A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a record whose chain fails goes to the route\'s `deadletter` and the partition moves on. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.',
+      'A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a route with broker targets starts partitions that have no committed offset at the oldest record, so nothing produced before its first start or while it was down is skipped. A record whose chain fails, or a record batch that cannot be decoded, goes to the route\'s `deadletter` and the partition moves on. A consumer that crashes is started again with backoff, and `/readyz` says why meanwhile. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.',
     example:
-      'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, lingerMs: 5, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { fromBeginning: false, sessionTimeoutMs: 30000 }',
+      'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, lingerMs: 5, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { sessionTimeoutMs: 30000 }',
     options: {
       brokers: 'bootstrap servers, `host:port`: a list, or a comma-separated string such as `${KAFKA_BROKERS}` (write it unbracketed or quoted: in YAML `[${X}]` is a flow mapping inside a list)',
       clientId: 'client id the cluster sees (default `eventgate`)',
@@ -210,7 +217,8 @@ export const kafkaBroker: BrokerKind<KafkaOptions, KafkaSettings> = {
       'producer.compression': '`none` (default), `gzip`, `snappy`, `lz4` or `zstd`; consume routes read records in any of them (and both snappy framings: raw, as librdkafka writes, and xerial, as Java clients write)',
       'producer.idempotent': 'idempotent producer (needs `acks: all`)',
       'producer.ackTimeoutMs': 'a publish not acknowledged by then fails with 503 (default 5000)',
-      'consumer.fromBeginning': 'where a group with no committed offset starts (default false: new records only)',
+      'consumer.startFrom': '`earliest` or `latest`: where partitions without a committed offset start, for every route on this broker (a route\'s `from.startFrom` wins); unset, durable routes (broker targets) start at `earliest` and websocket forward routes at `latest` (docs/scaling.md)',
+      'consumer.fromBeginning': 'older spelling of `startFrom` (true: `earliest`, false: `latest`)',
       'consumer.sessionTimeoutMs': 'group session timeout (default 30000)',
       'consumer.heartbeatIntervalMs': 'heartbeat period (default 3000)',
       'consumer.rebalanceTimeoutMs': 'rebalance timeout (default 60000)',

@@ -125,7 +125,7 @@ export class MemoryBroker implements BrokerRuntime {
     let group = topic.groups.get(spec.group);
     if (!group) {
       // A new group starts at the end, as a Kafka group with auto.offset.reset=latest would.
-      group = { next: spec.fromBeginning ? topic.first : topic.end, members: [], turn: 0, pumping: false };
+      group = { next: spec.startFrom === 'earliest' ? topic.first : topic.end, members: [], turn: 0, pumping: false };
       topic.groups.set(spec.group, group);
     }
     const member: Member = { route: spec.route, handler, inFlight: undefined, stopped: false };

@@ -90,6 +90,7 @@ export class KafkaBroker implements BrokerRuntime {
         await sub.stop();
         this.subscriptions.delete(sub);
       },
+      health: () => sub.health(),
     };
   }
 

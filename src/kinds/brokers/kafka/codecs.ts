@@ -1,20 +1,88 @@
+import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import kafkajs from 'kafkajs';
+import type { KafkaMessage } from 'kafkajs';
 import { CODEC_IDS, compress, decompress, type CodecName } from '../../../codecs/compression.js';
 
 const { CompressionCodecs } = kafkajs;
+const require = createRequire(import.meta.url);
+/** kafkajs' own record encoder (2.2.4, pinned): the exact inverse of the decoder that reads our stand-ins. */
+const encodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0') as (r: { offsetDelta: number; key: Buffer | null; value: Buffer | null; headers: Record<string, Buffer> }) => { buffer: Buffer };
 
 /**
  * Installs the five codecs of src/codecs/compression.ts into kafkajs (a process-wide table), so
  * its producers write and its consumers read every codec Kafka defines. kafkajs ships only gzip
  * and answers the others with KafkaJSNotImplemented, which used to kill a consume route for good.
+ *
+ * A batch that cannot be decompressed (corrupt, or codec ids 5-7 that Kafka does not define) must
+ * not fail the whole fetch: kafkajs would then stop every partition of that broker node, for ever.
+ * Instead the codec answers with stand-in records, one per record the batch holds, that carry a
+ * marker header only this process knows; the subscription sees them at the batch's offsets and
+ * dead-letters the raw batch (or stops that partition). See undecodable() below.
  */
 export function registerCodecs(): void {
+  const table = CompressionCodecs as unknown as Record<number, () => unknown>;
   for (const codec of ['gzip', 'snappy', 'lz4', 'zstd'] as const satisfies readonly CodecName[]) {
-    const table = CompressionCodecs as unknown as Record<number, () => unknown>;
     table[CODEC_IDS[codec]] = () => ({
       // kafkajs hands compress() its encoder, whose buffer holds the encoded records.
       compress: (encoder: { buffer: Buffer }) => compress(codec, encoder.buffer),
-      decompress: (data: Buffer) => decompress(codec, data),
+      decompress: (data: Buffer) => decompress(codec, data).catch((err: Error) => standIns(data, err.message, err)),
     });
   }
+  for (const id of [5, 6, 7]) {
+    table[id] = () => ({
+      compress: () => Promise.reject(new Error(`codec id ${id} is not a Kafka codec`)),
+      decompress: async (data: Buffer) => standIns(data, `the batch names codec id ${id}, which Kafka does not define`),
+    });
+  }
+}
+
+/** Header of stand-in records: random per process, so no record from a topic can pose as one. */
+const MARKER = `eventgate-undecodable-${randomBytes(8).toString('hex')}`;
+
+/** A record batch this process could not decode, as the subscription learns of it. */
+export interface UndecodableRecord {
+  reason: string;
+  /** The whole record batch as the cluster sent it; only on the batch's first stand-in. */
+  batch: Buffer | undefined;
+}
+
+/** The stand-in's story when `message` is one (see registerCodecs), else undefined. */
+export function undecodable(message: KafkaMessage): UndecodableRecord | undefined {
+  const reason = message.headers?.[MARKER];
+  if (reason === undefined) return undefined;
+  return { reason: String(reason), batch: message.value ?? undefined };
+}
+
+// Record batch v2 (magic 2) layout before the records: the compressed section kafkajs hands a
+// codec is the tail of the batch buffer, so the header sits right before it in the same memory.
+const HEADER_BYTES = 61;
+const AT_LENGTH = 8;
+const AT_MAGIC = 16;
+const AT_ATTRIBUTES = 21;
+const AT_LAST_OFFSET_DELTA = 23;
+const AT_RECORD_COUNT = 57;
+/** A batch's length field counts the bytes after it: the rest of the header and the records. */
+const AFTER_LENGTH = HEADER_BYTES - AT_LENGTH - 4;
+
+/**
+ * Stand-in records for the batch whose compressed section is `data`: as many as the batch says it
+ * holds, the first carrying the raw batch, the last at the batch's last offset so committing it
+ * moves past the whole batch. When the header cannot be found and checked, the error goes to
+ * kafkajs after all (the route's consumer then restarts with backoff and reports it).
+ */
+function standIns(data: Buffer, reason: string, err: Error = new Error(reason)): Buffer {
+  if (data.byteOffset < HEADER_BYTES) throw err;
+  const batch = Buffer.from(data.buffer, data.byteOffset - HEADER_BYTES, HEADER_BYTES + data.length);
+  const consistent = batch.readInt8(AT_MAGIC) === 2 && batch.readInt32BE(AT_LENGTH) === AFTER_LENGTH + data.length && (batch.readInt16BE(AT_ATTRIBUTES) & 0x07) !== 0;
+  const count = consistent ? batch.readInt32BE(AT_RECORD_COUNT) : -1;
+  const lastOffsetDelta = consistent ? batch.readInt32BE(AT_LAST_OFFSET_DELTA) : -1;
+  if (count < 1 || lastOffsetDelta < count - 1) throw err;
+  const headers = { [MARKER]: Buffer.from(reason) };
+  const records: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    const offsetDelta = i === count - 1 ? lastOffsetDelta : i;
+    records.push(encodeRecord({ offsetDelta, key: null, value: i === 0 ? Buffer.from(batch) : null, headers }).buffer);
+  }
+  return Buffer.concat(records);
 }

@@ -103,7 +103,8 @@ export class RecordProducer {
     return new Promise<Delivery>((resolve, reject) => {
       const record: KafkaRecord = {
         key: msg.key,
-        value: encodeValue(msg.value ?? null),
+        // Raw bytes (a dead-lettered batch that could not be decoded) travel as they are.
+        value: Buffer.isBuffer(msg.value) ? msg.value : encodeValue(msg.value ?? null),
         headers: msg.headers,
         timestamp: msg.timestamp ? String(msg.timestamp) : undefined,
       };

@@ -1,30 +1,31 @@
-import kafkajs from 'kafkajs';
-import type { Consumer, EachMessagePayload, KafkaMessage } from 'kafkajs';
+import type { Batch, Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import { decodeValue, type Message } from '../../../runtime/message.js';
-import type { BrokerTelemetry, ConsumerLag, SubscribeSpec } from '../../contracts.js';
+import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
+import { undecodable, type UndecodableRecord } from './codecs.js';
 
-const { KafkaJSError } = kafkajs;
-type Kafka = InstanceType<typeof kafkajs.Kafka>;
+type Kafka = InstanceType<typeof import('kafkajs').Kafka>;
 
 /** How long stopping a consumer may wait for the record in hand before leaving it uncommitted. */
 const STOP_TIMEOUT_MS = 15000;
-const MAX_BACKOFF_MS = 5000;
-
-/** Thrown into kafkajs to give up the record in hand without committing it. */
-class GiveUp extends KafkaJSError {
-  constructor(reason: string) {
-    super(reason, { retriable: true });
-  }
-}
+const MAX_RETRY_BACKOFF_MS = 5000;
+/** A crashed consumer is started again after 0.5 s, then 1, 2, ... up to 30 s while it keeps crashing. */
+const FIRST_RESTART_MS = 500;
+const MAX_RESTART_MS = 30000;
 
 /**
  * One route's consumer group member. Records of a partition are handled one after the other, and
- * kafkajs commits an offset only once the handler resolved for it (and every record before it).
+ * an offset is committed only once the handler resolved for it (and every record before it).
  * A handler that throws gets the same record again, with backoff, while the member keeps
  * heartbeating; the record is left uncommitted only when the member stops or loses the partition.
+ *
+ * Nothing leaves it dead: whatever kafkajs throws (a coordinator error, a fetch it cannot parse)
+ * crashes only the current consumer, and a new one starts with backoff; meanwhile health() says
+ * why, for /readyz and /admin/status. A batch no codec can decode reaches it as stand-in records
+ * (./codecs.ts): it goes to the route's dead-letter topic, or, without one, its partition stops
+ * there and health() says so until the route is rebuilt.
  */
 export class KafkaSubscription {
   private consumer: Consumer | undefined;
@@ -32,12 +33,16 @@ export class KafkaSubscription {
   private wake: () => void = () => undefined;
   private readonly stopped: Promise<void>;
   private loop: Promise<void> | undefined;
-  private restartBackoff = 500;
-  /** Whether stop() must wait for the loop: only once a consumer may hold partitions. */
+  /** Whether stop() must wait for the consumer: only once it may hold partitions. */
   private phase: 'connecting' | 'consuming' = 'connecting';
+  /** Why the consumer is not consuming (it crashed and waits to start again), or undefined. */
+  private problem: string | undefined;
+  /** Partitions stopped at a batch nobody can decode (no dead-letter topic), with why. */
+  private readonly halted = new Map<number, string>();
   /** Per assigned partition: its high watermark as of the last fetched batch, and the lag it gave. */
   private readonly highWatermarks = new Map<number, bigint>();
   private readonly lags = new Map<number, number>();
+  private readonly fromBeginning: boolean;
 
   constructor(
     private readonly client: Kafka,
@@ -48,10 +53,18 @@ export class KafkaSubscription {
     private readonly telemetry: BrokerTelemetry | undefined,
   ) {
     this.stopped = new Promise((r) => (this.wake = r));
+    // Route, then broker, then at-least-once: a group's partitions without a committed offset start at the oldest record.
+    this.fromBeginning = (spec.startFrom ?? settings.consumer.startFrom ?? 'earliest') === 'earliest';
   }
 
   start(): void {
     this.loop = this.run();
+  }
+
+  health(): Health {
+    if (this.problem) return { ready: false, detail: this.problem };
+    if (this.halted.size > 0) return { ready: false, detail: [...this.halted.values()].join('; ') };
+    return { ready: true };
   }
 
   /**
@@ -77,8 +90,6 @@ export class KafkaSubscription {
       // Still connecting (the cluster unreachable): nothing consumed, nothing to commit; the loop
       // lets go of that consumer when its connect attempt ends. Joining or consuming: wait for it.
       if (this.phase !== 'connecting') await this.loop;
-      // kafkajs finishes the record in hand, commits what was handled, and leaves the group.
-      await this.consumer?.disconnect();
     })();
     const outcome = await Promise.race([done.then(() => 'done' as const, () => 'done' as const), sleep(STOP_TIMEOUT_MS).then(() => 'late' as const)]);
     if (outcome === 'late') this.log.warn({ waitedMs: STOP_TIMEOUT_MS }, 'consumer did not stop in time; its record in hand stays uncommitted and will be delivered again');
@@ -86,40 +97,56 @@ export class KafkaSubscription {
     else this.log.info('consumer stopped before it could join its group');
   }
 
-  /** Connects, joins and starts consuming; retries with backoff until it does or the route stops. */
+  /**
+   * One consumer after the other until the route stops: each runs until it crashes, and the next
+   * starts after a backoff that grows while consumers keep crashing without consuming.
+   */
   private async run(): Promise<void> {
-    let backoff = 500;
+    let backoff = FIRST_RESTART_MS;
     while (!this.stopping) {
-      const consumer = this.create();
+      const consumer = this.create(() => (backoff = FIRST_RESTART_MS));
       this.consumer = consumer;
+      let crashed!: (err: Error) => void;
+      const crash = new Promise<Error>((r) => (crashed = r));
+      consumer.on(consumer.events.CRASH, (e) => crashed(e.payload.error));
+      let why: Error;
       try {
         this.phase = 'connecting';
         await consumer.connect();
-        const fromBeginning = this.spec.fromBeginning ?? this.settings.consumer.fromBeginning;
-        if (!this.stopping) await consumer.subscribe({ topics: [this.spec.topic], fromBeginning });
-        if (this.stopping) {
-          await consumer.disconnect();
+        if (!this.stopping) await consumer.subscribe({ topics: [this.spec.topic], fromBeginning: this.fromBeginning });
+        if (!this.stopping) {
+          this.phase = 'consuming';
+          await consumer.run({
+            autoCommit: true,
+            eachBatchAutoResolve: false,
+            partitionsConsumedConcurrently: this.settings.consumer.partitionsConsumedConcurrently,
+            eachBatch: (payload) => this.eachBatch(payload),
+          });
+        }
+        const ended = await Promise.race([crash, this.stopped.then(() => undefined)]);
+        if (ended === undefined) {
+          // Graceful: kafkajs finishes the batch in hand, commits what was handled, and leaves the
+          // group, so whoever takes the partitions next (a restarted gateway too) joins at once.
+          await consumer.disconnect().catch(() => undefined);
           return;
         }
-        this.phase = 'consuming';
-        await consumer.run({
-          autoCommit: true,
-          partitionsConsumedConcurrently: this.settings.consumer.partitionsConsumedConcurrently,
-          eachMessage: (payload) => this.each(payload),
-        });
-        return;
+        why = ended;
       } catch (err) {
-        await consumer.disconnect().catch(() => undefined);
-        if (this.stopping) break;
-        this.telemetry?.consumerError(this.spec.route);
-        this.log.warn({ err: (err as Error).message, retryInMs: backoff }, 'consumer could not start; retrying');
-        await Promise.race([sleep(backoff), this.stopped]);
-        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS * 2);
+        why = err as Error;
       }
+      // kafkajs disconnected a crashed consumer itself (leaving the group); a failed start may still hold connections.
+      await consumer.disconnect().catch(() => undefined);
+      if (this.stopping) return;
+      this.telemetry?.consumerCrash(this.spec.route);
+      // State first, cause after ': ': an open /readyz shows only the state (the cause may name hosts).
+      this.problem = `consumer crashed, restarting in ${backoff} ms: ${why.message}`;
+      this.log.warn({ err: why.message, retryInMs: backoff }, 'consumer crashed; starting a new one');
+      await Promise.race([sleep(backoff), this.stopped]);
+      backoff = Math.min(backoff * 2, MAX_RESTART_MS);
     }
   }
 
-  private create(): Consumer {
+  private create(onConsuming: () => void): Consumer {
     const c = this.settings.consumer;
     const consumer = this.client.consumer({
       groupId: this.spec.group,
@@ -128,60 +155,103 @@ export class KafkaSubscription {
       rebalanceTimeout: c.rebalanceTimeoutMs,
       maxWaitTimeInMs: c.maxWaitMs,
       allowAutoTopicCreation: true,
+      // Every crash comes to run(), which starts a fresh consumer: one restart policy, whatever the error.
+      retry: { initialRetryTime: 300, maxRetryTime: MAX_RETRY_BACKOFF_MS, retries: 10, restartOnFailure: async () => false },
     });
     let joined = false;
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       joined = true;
-      this.restartBackoff = 500;
-      // Lag is reported for the partitions this member holds now.
+      // Lag and halted partitions are reported for the partitions this member holds now.
       const mine = new Set(e.payload.memberAssignment[this.spec.topic] ?? []);
       for (const p of [...this.lags.keys()]) if (!mine.has(p)) this.lags.delete(p);
+      for (const p of [...this.halted.keys()]) if (!mine.has(p)) this.halted.delete(p);
       this.log.info({ memberId: e.payload.memberId, partitions: e.payload.memberAssignment[this.spec.topic] ?? [] }, 'consumer joined group');
     });
     // The first fetch after a join means every assigned partition has its starting offset.
     consumer.on(consumer.events.FETCH, () => {
       if (!joined) return;
       joined = false;
+      this.problem = undefined;
+      onConsuming();
       this.log.info('consumer ready');
-    });
-    consumer.on(consumer.events.START_BATCH_PROCESS, (e) => {
-      this.highWatermarks.set(e.payload.partition, BigInt(e.payload.highWatermark));
-    });
-    consumer.on(consumer.events.CRASH, (e) => {
-      if (this.stopping) return;
-      this.telemetry?.consumerError(this.spec.route);
-      this.log.warn({ err: e.payload.error.message, restart: e.payload.restart }, 'consumer crashed');
-      // kafkajs restarts after retriable errors by itself; after others (auth, config) we start over.
-      if (!e.payload.restart && consumer === this.consumer) {
-        const wait = this.restartBackoff;
-        this.restartBackoff = Math.min(wait * 2, MAX_BACKOFF_MS * 6);
-        this.loop = Promise.race([sleep(wait), this.stopped]).then(() => this.run());
-      }
     });
     return consumer;
   }
 
-  private async each({ topic, partition, message, heartbeat }: EachMessagePayload): Promise<void> {
+  private async eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause }: EachBatchPayload): Promise<void> {
+    const { topic, partition } = batch;
+    this.highWatermarks.set(partition, BigInt(batch.highWatermark));
+    for (const message of batch.messages) {
+      if (!isRunning() || isStale() || this.stopping) return;
+      const offset = BigInt(message.offset);
+      this.noteLag(partition, offset);
+      const broken = undecodable(message);
+      const handled = broken ? await this.undecodable(batch, message, broken, heartbeat) : await this.each(topic, partition, message, heartbeat);
+      if (handled === 'halt') {
+        pause();
+        return;
+      }
+      if (!handled) return;
+      resolveOffset(message.offset);
+      this.noteLag(partition, offset + 1n);
+      await heartbeat();
+      await commitOffsetsIfNecessary();
+    }
+  }
+
+  /** Retries the record until the handler takes it; false when the member stops first (left uncommitted). */
+  private async each(topic: string, partition: number, message: KafkaMessage, heartbeat: () => Promise<void>): Promise<boolean> {
     const msg = toMessage(topic, partition, message);
-    const offset = BigInt(message.offset);
-    this.noteLag(partition, offset);
+    return this.persist(heartbeat, () => this.handler(msg), (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'record not consumed; retrying it'));
+  }
+
+  /**
+   * A stand-in for a record of a batch no codec could decode. The batch's first stand-in carries
+   * the raw batch to the route's dead-letter topic; the others only move the offset past it. With
+   * no dead-letter topic the partition halts here, loudly, and nothing of the batch is committed.
+   */
+  private async undecodable(batch: Batch, message: KafkaMessage, broken: UndecodableRecord, heartbeat: () => Promise<void>): Promise<boolean | 'halt'> {
+    const { topic, partition } = batch;
+    const deadletter = this.spec.undecodable;
+    if (!deadletter) {
+      const detail = `partition ${partition} of ${topic} stopped at offset ${message.offset}: a record batch there cannot be decoded (${broken.reason}); give the route a deadletter topic to move past it`;
+      if (!this.halted.has(partition)) {
+        this.telemetry?.consumerError(this.spec.route);
+        this.log.error({ partition, offset: message.offset, reason: broken.reason }, `consumer stopped on a partition: ${detail}`);
+      }
+      this.halted.set(partition, detail);
+      return 'halt';
+    }
+    if (!broken.batch) return true;
+    const raw = { topic, partition, offset: message.offset, lastOffset: batch.lastOffset(), reason: broken.reason, bytes: broken.batch };
+    return this.persist(
+      heartbeat,
+      async () => {
+        await deadletter(raw);
+        this.log.warn({ partition, offset: raw.offset, lastOffset: raw.lastOffset, reason: raw.reason }, 'undecodable record batch sent to the dead-letter topic');
+      },
+      (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'undecodable record batch not dead-lettered; retrying'),
+    );
+  }
+
+  /** Runs `attempt` until it resolves, heartbeating meanwhile; false when the member stops (or loses the partition) first. */
+  private async persist(heartbeat: () => Promise<void>, attempt: () => Promise<void>, failed: (err: Error, retryInMs: number) => void): Promise<boolean> {
     let backoff = 100;
     for (;;) {
-      if (this.stopping) throw new GiveUp('consumer stopping');
+      if (this.stopping) return false;
       // A handler may take long (targets retrying with backoff): keep the membership alive meanwhile.
       const beat = setInterval(() => void heartbeat().catch(() => undefined), this.settings.consumer.heartbeatIntervalMs);
       try {
-        await this.handler(msg);
-        this.noteLag(partition, offset + 1n);
-        return;
+        await attempt();
+        return true;
       } catch (err) {
         this.telemetry?.consumerError(this.spec.route);
-        this.log.error({ partition, offset: message.offset, err: (err as Error).message, retryInMs: backoff }, 'record not consumed; retrying it');
+        failed(err as Error, backoff);
       } finally {
         clearInterval(beat);
       }
       await Promise.race([sleep(backoff), this.stopped]);
-      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      backoff = Math.min(backoff * 2, MAX_RETRY_BACKOFF_MS);
       // Throws when the group rebalances: the record stays uncommitted for whoever gets the partition.
       await heartbeat();
     }

@@ -283,7 +283,8 @@ class NatsSubscription {
           ...(this.spec.perInstance ? { name, inactive_threshold: lib.nanos(300_000) } : { durable_name: name }),
           filter_subject: this.spec.topic,
           ack_policy: lib.AckPolicy.Explicit,
-          deliver_policy: this.spec.fromBeginning ? lib.DeliverPolicy.All : lib.DeliverPolicy.New,
+          // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
+          deliver_policy: this.spec.startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All,
           ack_wait: lib.nanos(this.settings.ackWaitMs),
           max_ack_pending: this.settings.prefetch,
         });

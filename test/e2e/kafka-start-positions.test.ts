@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { WsClient } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { committedOffsets, kcatConsume, kcatConsumeAll, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+
+async function produce(bootstrap: string, topic: string, records: { partition: number; value: string }[]): Promise<void> {
+  const producer = testClient(bootstrap).producer();
+  await producer.connect();
+  try {
+    await producer.send({ topic, messages: records });
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+describe('where consume routes start (no gaps in at-least-once)', () => {
+  let kafka: KafkaCluster;
+  const running: RunningGateway[] = [];
+  const t = { src: '', dst: '', fresh: '', freshOut: '', news: '', newsOut: '', live: '' };
+  const group = 'copy-group';
+
+  const start = async (yaml: string, routes: string[]) => {
+    const gw = await startGateway(yaml);
+    running.push(gw);
+    await Promise.all(routes.map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 30000)));
+    return gw;
+  };
+  const broker = () => `  kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }`;
+  const copyRoute = () => `  - name: copy
+    from: { broker: kafka, topic: ${t.src}, group: ${group} }
+    to: { broker: kafka, topic: ${t.dst} }`;
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
+    await kafka.createTopic(t.src, 3);
+    for (const topic of [t.dst, t.fresh, t.freshOut, t.news, t.newsOut, t.live]) await kafka.createTopic(topic, 1);
+  });
+  after(async () => {
+    for (const gw of running) await gw.stop('SIGKILL');
+    await kafka?.stop();
+  });
+
+  it('a durable route whose group committed one partition of three copies all 200 records produced while it was down, on every partition', async () => {
+    const first = await start(`version: 1\nbrokers:\n${broker()}\nroutes:\n${copyRoute()}\n`, ['copy']);
+    await produce(kafka.bootstrap, t.src, [{ partition: 0, value: '{"n":"first"}' }]);
+    await kcatConsume(kafka.bootstrap, t.dst, 1, 30000);
+    assert.deepEqual(await first.stop('SIGTERM'), { code: 0, signal: null });
+    assert.deepEqual(await committedOffsets(kafka.bootstrap, group, t.src), { 0: '1', 1: '-1', 2: '-1' }, 'only partition 0 was ever committed');
+
+    await produce(kafka.bootstrap, t.src, Array.from({ length: 200 }, (_, n) => ({ partition: n % 3, value: JSON.stringify({ n }) })));
+    await start(`version: 1\nbrokers:\n${broker()}\nroutes:\n${copyRoute()}\n`, ['copy']);
+    const copied = await kcatConsume(kafka.bootstrap, t.dst, 201, 60000);
+    const ns = new Set(copied.map((r) => JSON.parse(r.value!).n));
+    for (let n = 0; n < 200; n++) assert.ok(ns.has(n), `record ${n} was copied`);
+  });
+
+  it('a brand-new durable route copies what was produced before its first start; a websocket forward route and startFrom: latest see only what comes after', async () => {
+    await kcatProduce(kafka.bootstrap, t.fresh, [{ value: '{"old":1}' }, { value: '{"old":2}' }]);
+    await kcatProduce(kafka.bootstrap, t.news, [{ value: '{"old":1}' }, { value: '{"old":2}' }]);
+    await kcatProduce(kafka.bootstrap, t.live, [{ value: '{"old":1}' }]);
+    const gw = await start(
+      `version: 1
+brokers:
+${broker()}
+listeners:
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: fresh
+    from: { broker: kafka, topic: ${t.fresh} }
+    to: { broker: kafka, topic: ${t.freshOut} }
+  - name: news-only
+    from: { broker: kafka, topic: ${t.news}, startFrom: latest }
+    to: { broker: kafka, topic: ${t.newsOut} }
+  - name: live
+    from: { broker: kafka, topic: ${t.live} }
+    to: { listener: ws, path: /live }
+`,
+      ['fresh', 'news-only', 'live'],
+    );
+    const fresh = await kcatConsume(kafka.bootstrap, t.freshOut, 2, 30000);
+    assert.deepEqual(
+      fresh.map((r) => r.value),
+      ['{"old":1}', '{"old":2}'],
+    );
+
+    // One partition each: had the older records been taken, they would arrive before the sentinel.
+    const client = await WsClient.connect(gw.url('ws', '/live', 'ws'));
+    await kcatProduce(kafka.bootstrap, t.live, [{ value: '{"sentinel":true}' }]);
+    assert.deepEqual(await client.next(15000), { sentinel: true });
+    client.close();
+    await kcatProduce(kafka.bootstrap, t.news, [{ value: '{"sentinel":true}' }]);
+    await kcatConsume(kafka.bootstrap, t.newsOut, 1, 30000);
+    assert.deepEqual(
+      (await kcatConsumeAll(kafka.bootstrap, t.newsOut)).map((r) => r.value),
+      ['{"sentinel":true}'],
+    );
+  });
+});
