@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { describeMachine, markdownTable, rounded } from './report.js';
 import { isFailure, type Scenario, type ScenarioFailure, type ScenarioResult } from './scenario.js';
 import { fanout } from './scenarios/fanout.js';
+import { httpAmqp, httpMqtt, httpNats } from './scenarios/http-brokers.js';
 import { httpKafka } from './scenarios/http-kafka.js';
 import { httpMemory } from './scenarios/http-memory.js';
 import { kafkaWsLatency } from './scenarios/kafka-ws-latency.js';
@@ -15,7 +16,7 @@ import { memory } from './scenarios/memory.js';
 import { pipeline } from './scenarios/pipeline.js';
 import { reload } from './scenarios/reload.js';
 
-const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, httpKafka, kafkaWsLatency];
+const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, httpKafka, kafkaWsLatency, httpMqtt, httpAmqp, httpNats];
 
 const USAGE = `usage: npm run bench -- [--only NAME,...] [--duration SECONDS] [--json FILE]
 scenarios:
