@@ -1,17 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
+import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { freePort, startRabbit, type MessageServer } from '../helpers/servers.js';
 
 const ACK_TIMEOUT_MS = 2000;
-
-async function readyz(gw: RunningGateway): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${gw.adminUrl}/readyz`);
-  return { status: res.status, body: await res.json() };
-}
 
 // One RabbitMQ for the file (it takes seconds to boot); each test uses queues of its own.
 describe('kind: amqp (against rabbitmq-server)', () => {
@@ -125,24 +121,9 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
   });
 
   it('answers 503 while RabbitMQ is down, reports it in /readyz, loses no confirmed message, and resumes consuming', async () => {
-    const acked: number[] = [];
-    let refused = 0;
-    let stopped: Promise<void> | undefined;
-    await Promise.all(
-      [0, 1, 2, 3].map(async (lane) => {
-        for (let i = lane; i < 120; i += 4) {
-          if (i >= 40 && !stopped) stopped = rabbit.down();
-          const res = await post(gw.url('api', '/orders/load'), { i });
-          if (res.status === 200) acked.push(i);
-          else {
-            assert.equal(res.status, 503, res.text);
-            refused++;
-          }
-        }
-      }),
-    );
-    await stopped;
-    assert.ok(refused > 0, 'some publishes were refused during the outage');
+    const load = await publishThroughOutage((i) => post(gw.url('api', '/orders/load'), { i }), () => rabbit.down(), { total: 120 });
+    const acked = load.acked.map((a) => a.i);
+    const refused = load.refused;
     // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
     assert.ok((await scrape(gw.adminUrl)).value('eventgate_amqp_producer_errors_total', { broker: 'rabbit' })! >= refused);
     const down = await readyz(gw);

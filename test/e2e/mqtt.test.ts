@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { post, WsClient } from '../helpers/clients.js';
+import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { MosquittoSub, mosquittoPub } from '../helpers/peers.js';
@@ -10,11 +11,6 @@ import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 
 const ACK_TIMEOUT_MS = 1500;
 const run = promisify(execFile);
-
-async function readyz(gw: RunningGateway): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${gw.adminUrl}/readyz`);
-  return { status: res.status, body: await res.json() };
-}
 
 describe('kind: mqtt (against mosquitto)', () => {
   let mqtt: MessageServer;
@@ -136,33 +132,15 @@ routes:
   it('answers 503 while mosquitto is down, reports it in /readyz, loses no acknowledged message, and resumes consuming', async () => {
     // A persistent verifier session: mosquitto queues for it what the gateway publishes, across the restart.
     await run('mosquitto_sub', ['-h', mqtt.host, '-p', String(mqtt.port), '-V', 'mqttv5', '-c', '-i', 'verifier', '-x', '600', '-q', '1', '-t', 'devices/+/command', '-E']);
-    const acked: number[] = [];
-    let refused = 0;
-    let stopAt = 40;
-    let stopped: Promise<void> | undefined;
     // Load from 4 concurrent clients; the server goes down part-way through.
-    await Promise.all(
-      [0, 1, 2, 3].map(async (lane) => {
-        for (let i = lane; i < 160; i += 4) {
-          if (i >= stopAt && !stopped) stopped = mqtt.down();
-          const res = await post(gw.url('api', `/devices/load/command`), { i });
-          if (res.status === 200) acked.push(i);
-          else {
-            assert.equal(res.status, 503, res.text);
-            assert.equal(res.body.code, 'EG_BROKER_UNAVAILABLE');
-            refused++;
-          }
-        }
-      }),
-    );
-    await stopped;
-    assert.ok(refused > 0, 'some publishes were refused during the outage');
+    const load = await publishThroughOutage((i) => post(gw.url('api', '/devices/load/command'), { i }), () => mqtt.down());
+    const acked = load.acked.map((a) => a.i);
+    const refused = load.refused;
     // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
     assert.ok((await scrape(gw.adminUrl)).value('eventgate_mqtt_producer_errors_total', { broker: 'devices' })! >= refused);
     const down = await readyz(gw);
     assert.equal(down.status, 503);
     assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker devices:')), JSON.stringify(down.body));
-    stopAt = Infinity;
 
     await mqtt.up();
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 20000, 100);

@@ -1,17 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
+import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 
 const ACK_TIMEOUT_MS = 1500;
-
-async function readyz(gw: RunningGateway): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${gw.adminUrl}/readyz`);
-  return { status: res.status, body: await res.json() };
-}
 
 /** A stored message read back through the JetStream API (`$JS.API.STREAM.MSG.GET`), as a raw client can. */
 async function storedMessage(peer: RawNats, stream: string, seq: number): Promise<{ subject: string; data: string } | undefined> {
@@ -151,24 +147,9 @@ routes:
 
   it('answers 503 while nats-server is down, reports it in /readyz, loses no stored message, and resumes consuming', async () => {
     peer.close();
-    const acked: { i: number; seq: number }[] = [];
-    let refused = 0;
-    let stopped: Promise<void> | undefined;
-    await Promise.all(
-      [0, 1, 2, 3].map(async (lane) => {
-        for (let i = lane; i < 160; i += 4) {
-          if (i >= 40 && !stopped) stopped = nats.down();
-          const res = await post(gw.url('api', '/orders/load'), { i });
-          if (res.status === 200) acked.push({ i, seq: Number(res.body.deliveries[0].offset) });
-          else {
-            assert.equal(res.status, 503, res.text);
-            refused++;
-          }
-        }
-      }),
-    );
-    await stopped;
-    assert.ok(refused > 0, 'some publishes were refused during the outage');
+    const load = await publishThroughOutage((i) => post(gw.url('api', '/orders/load'), { i }), () => nats.down());
+    const acked = load.acked.map(({ i, reply }) => ({ i, seq: Number(reply.body.deliveries[0].offset) }));
+    const refused = load.refused;
     // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
     assert.ok((await scrape(gw.adminUrl)).value('eventgate_nats_producer_errors_total', { broker: 'nats' })! >= refused);
     const down = await readyz(gw);
