@@ -15,8 +15,9 @@ import { kafkaWsLatency } from './scenarios/kafka-ws-latency.js';
 import { memory } from './scenarios/memory.js';
 import { pipeline } from './scenarios/pipeline.js';
 import { reload } from './scenarios/reload.js';
+import { startup } from './scenarios/startup.js';
 
-const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, httpKafka, kafkaWsLatency, httpMqtt, httpAmqp, httpNats];
+const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, startup, httpKafka, kafkaWsLatency, httpMqtt, httpAmqp, httpNats];
 
 const USAGE = `usage: npm run bench -- [--only NAME,...] [--duration SECONDS] [--json FILE]
 scenarios:

@@ -48,6 +48,8 @@ export class AdminServer {
       sendJson(res, 503, { status: 'not ready', reasons: r.reasons.map(summary) });
     });
     this.route('GET /admin/status', (_req, res) => sendJson(res, 200, gateway.status()));
+    // What `eventgate plan --admin` diffs a new config against: hashes of the running components, no config values.
+    this.route('GET /admin/plan', (_req, res) => sendJson(res, 200, gateway.planFingerprint()));
     this.route('POST /admin/reload', async (_req, res) => {
       const result = await gateway.reload('admin API');
       sendJson(res, result.result === 'rejected' ? 422 : 200, result);

@@ -9,6 +9,8 @@ import { loadPlan } from '../plan/compile.js';
 import type { Env } from '../config/source.js';
 import { loadEnv } from './env.js';
 import { testCommand } from './test.js';
+import { planCommand } from './plan.js';
+import { exportCommand } from './export.js';
 import { Gateway } from '../runtime/gateway.js';
 
 const USAGE = `usage:
@@ -17,6 +19,11 @@ const USAGE = `usage:
   eventgate test [-c FILE] [TESTFILE...] [--format text|junit]
                                                        run config unit tests (default: FILE's tests
                                                        beside it, e.g. gateway.tests.yaml)
+  eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]
+                                                       what a reload to NEW would change (exit 0:
+                                                       nothing, 2: something, 1: NEW is invalid)
+  eventgate export asyncapi [-c FILE]                  print an AsyncAPI 3.0 document of the gateway's
+                                                       channels and operations
   eventgate schema                                     print the JSON Schema of the config
   eventgate --version
 
@@ -35,6 +42,9 @@ async function main(argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         format: { type: 'string', default: 'text' },
         'vars-file': { type: 'string', multiple: true, default: [] },
+        from: { type: 'string' },
+        admin: { type: 'string' },
+        token: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -71,6 +81,10 @@ async function main(argv: string[]): Promise<number> {
       return await validate(values.config ?? 'gateway.yaml', values.format, env);
     case 'test':
       return await testCommand(values.config, positionals.slice(1), values.format!, env);
+    case 'plan':
+      return await planCommand({ config: values.config ?? 'gateway.yaml', from: values.from, admin: values.admin, token: values.token, format: values.format!, env });
+    case 'export':
+      return await exportCommand(positionals[1], values.config ?? 'gateway.yaml', env);
     case 'schema':
       process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;

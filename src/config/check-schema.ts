@@ -1,6 +1,7 @@
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
+import { CONFIG_AJV_OPTIONS, precompiledValidator } from './precompiled-validator.js';
 import { buildConfigSchema } from './schema.js';
 import { pathFromPointer, type PathPart, type SourceDocument } from './source.js';
 import { closest, didYouMean } from './suggest.js';
@@ -10,8 +11,8 @@ const validators = new WeakMap<KindRegistry, ValidateFunction>();
 function configValidator(registry: KindRegistry): ValidateFunction {
   let v = validators.get(registry);
   if (!v) {
-    const ajv = new Ajv2020({ allErrors: true, verbose: true, discriminator: true, strict: false });
-    v = ajv.compile(buildConfigSchema(registry, { acceptVariables: false }));
+    const schema = buildConfigSchema(registry, { acceptVariables: false });
+    v = precompiledValidator(schema) ?? new Ajv2020(CONFIG_AJV_OPTIONS).compile(schema);
     validators.set(registry, v);
   }
   return v;

@@ -87,7 +87,8 @@ asyncapiRemoteRefs:
 | \`tap.maxPerSecond\` | \`100\` | messages per route per second the live tap sends; the rest are counted in a \`skipped\` frame |
 
 Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 when every listener
-is bound and every broker connected, else 503 with the reasons), \`GET /admin/status\` (config
+is bound and every broker connected, else 503 with the components not ready and their state;
+with \`token\` set, an unauthenticated request gets the status only), \`GET /admin/status\` (config
 version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
 (reload now; 200 with the result, 422 with diagnostics when the file is invalid),
 \`GET /metrics\` (Prometheus), \`GET /admin/stats\` (the same counters as JSON),

@@ -88,6 +88,11 @@ export interface CompiledStep {
   readonly brokers?: readonly string[];
   /** The step sends to the route's `deadletter`, which must therefore be set. */
   readonly needsRouteDeadletter?: boolean;
+  /**
+   * The message payloads the step accepts, as JSON Schemas (a validate step): `eventgate export
+   * asyncapi` publishes them as the route's message contract. `message` is the AsyncAPI message id.
+   */
+  readonly accepts?: readonly { schema: unknown; message: string | null }[];
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;
   /**
    * Steps that check the client rather than the message (auth) check WebSocket handshakes here,

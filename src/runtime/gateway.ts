@@ -5,6 +5,7 @@ import type { BrokerRuntime, Gate, ListenerBindings, ListenerRuntime, RuntimeEnv
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import { loadPlan, type LoadResult } from '../plan/compile.js';
+import { planFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
 import { diffPlans } from '../plan/diff.js';
 import type { Plan } from '../plan/types.js';
 import { AdminServer } from '../admin/server.js';
@@ -358,6 +359,14 @@ export class Gateway {
       if (!h.ready) reasons.push(`route ${name}: ${h.detail ?? 'not consuming'}`);
     }
     return { ready: reasons.length === 0, reasons };
+  }
+
+  /** The running plan as `eventgate plan --admin` compares against it, with the clients each listener holds. */
+  planFingerprint(): PlanFingerprint | null {
+    if (!this.plan) return null;
+    const clients: Record<string, number> = {};
+    for (const [name, l] of this.listeners) if (l.connections) clients[name] = l.connections();
+    return { ...planFingerprint(this.plan), clients };
   }
 
   /** For /admin/status: never shows a secret, whichever way a config value reached it. */

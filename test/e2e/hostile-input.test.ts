@@ -3,18 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { rawHttp } from '../helpers/raw-http.js';
-
-/** A small seeded PRNG (mulberry32), so a failing case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../helpers/prng.js';
 
 const SAMPLES = [
   '{"id":7,"lumens":640,"tags":["a","b"],"nested":{"x":[1,2,{"y":null}]}}',

@@ -10,6 +10,8 @@ import { eventually, startGateway, type RunningGateway } from '../helpers/gatewa
  * RSS_BOUND of what it was before the attack — during it and after the attacker is gone.
  */
 const RSS_BOUND = 96 * 1024 * 1024;
+/** The memory broker's default retainBytes per topic (estimated heap, docs/config.md). */
+const RETAIN_BYTES_DEFAULT = 32 * 1024 * 1024;
 
 function rss(pid: number): number {
   const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
@@ -92,5 +94,88 @@ describe('memory a client can grow (websocket send bound)', () => {
 
   it('closes a never-reading client whose 1-byte frames each draw an error frame with 1013, RSS bounded', async () => {
     await neverReadingClient('/strict', '1');
+  });
+});
+
+describe('memory a client can grow (parsed size, memory broker retention)', () => {
+  const retentionConfig = (broker: string) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: ${broker}
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: store
+    from: { listener: api, path: /store }
+    to: { broker: local, topic: stored }
+  - name: spread
+    from: { listener: api, path: /spread }
+    to: { broker: local, topic: { expression: '"spread-" & $string(n)' } }
+`;
+
+  async function withRssBound(gw: RunningGateway, attack: () => Promise<void>, bound = RSS_BOUND): Promise<void> {
+    const pid = gw.process.pid!;
+    const baseline = rss(pid);
+    let peak = baseline;
+    const sampler = setInterval(() => (peak = Math.max(peak, rss(pid))), 50);
+    try {
+      await attack();
+    } finally {
+      clearInterval(sampler);
+    }
+    peak = Math.max(peak, rss(pid));
+    console.log(`# RSS baseline ${mb(baseline)}, peak +${mb(peak - baseline)}`);
+    assert.ok(peak - baseline < bound, `RSS grew by ${mb(peak - baseline)} (bound ${mb(bound)}; baseline ${mb(baseline)})`);
+    // Still answering.
+    const ok = await fetch(gw.url('api', '/store'), { method: 'POST', body: '{"after":true}', headers: { 'content-type': 'application/json' } });
+    assert.equal(ok.status, 200);
+  }
+
+  it('refuses a 1 MiB body of [{},{},…] (25 MB of heap once parsed) with 413 before parsing; 40 of them leave RSS bounded', async () => {
+    const gw = await startGateway(retentionConfig('{ kind: memory }'));
+    try {
+      const body = `[${'{},'.repeat(349_000)}{}]`;
+      assert.ok(Buffer.byteLength(body) <= 1024 * 1024);
+      await withRssBound(gw, async () => {
+        for (let i = 0; i < 40; i++) {
+          const r = await fetch(gw.url('api', '/store'), { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+          const problem = (await r.json()) as { code: string; detail: string };
+          assert.equal(r.status, 413);
+          assert.equal(problem.code, 'EG_PAYLOAD_TOO_LARGE');
+          assert.match(problem.detail, /349002 arrays\/objects/);
+        }
+      });
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('bounds a default memory topic by bytes: 250 posts of 700 KB that nobody reads (175 MB, under the count bound) leave RSS within retainBytes + RSS_BOUND', async () => {
+    const gw = await startGateway(retentionConfig('{ kind: memory }'));
+    try {
+      await withRssBound(gw, async () => {
+        for (let i = 0; i < 250; i++) {
+          const r = await fetch(gw.url('api', '/store'), { method: 'POST', body: JSON.stringify({ i, pad: `${i}`.padEnd(700_000, 'x') }), headers: { 'content-type': 'application/json' } });
+          assert.equal(r.status, 200);
+        }
+      }, RETAIN_BYTES_DEFAULT + RSS_BOUND);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('bounds the whole broker by maxBytes across topics', async () => {
+    const gw = await startGateway(retentionConfig('{ kind: memory, retainBytes: 4194304, maxBytes: 16777216 }'));
+    try {
+      await withRssBound(gw, async () => {
+        for (let i = 0; i < 100; i++) {
+          const r = await fetch(gw.url('api', '/spread'), { method: 'POST', body: JSON.stringify({ n: i % 20, pad: 'y'.repeat(300_000) }), headers: { 'content-type': 'application/json' } });
+          assert.equal(r.status, 200);
+        }
+      });
+    } finally {
+      await gw.stop();
+    }
   });
 });

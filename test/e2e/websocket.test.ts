@@ -161,6 +161,20 @@ describe('WebSocket (spec §5)', () => {
       assert.deepEqual(await b.next(), { n: 'to all' });
     });
 
+    it('delivers a burst (frames handled in one event-loop turn, written to each client together) complete and in order', async () => {
+      const a = await connect('/frames');
+      const b = await connect('/frames');
+      const publisher = await RawWsClient.connect(gw.url('push', '/quiet', 'ws'));
+      // One TCP write with 100 frames: the gateway reads them in one turn and forwards them as one batch.
+      publisher.socket.write(Buffer.concat(Array.from({ length: 100 }, (_, i) => RawWsClient.textFrame(JSON.stringify({ n: i })))));
+      for (const c of [a, b]) {
+        const got = [];
+        for (let i = 0; i < 100; i++) got.push((await c.next()).n);
+        assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => i));
+      }
+      publisher.socket.destroy();
+    });
+
     it('refuses a handshake on a path no route uses with 404', async () => {
       await assert.rejects(WsClient.connect(gw.url('push', '/nowhere', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
     });

@@ -36,6 +36,8 @@ export interface KafkaCluster {
   failRequests(apiKey: number, count: number, code: number): Promise<void>;
   /** Produce requests the cluster received since it started (mock only: read from its debug log). */
   produceRequests(): number;
+  /** How many members left `group` with a LeaveGroup request (mock only, from its debug log; NaN elsewhere). */
+  leaves(group: string): number;
   stop(): Promise<void>;
 }
 
@@ -73,10 +75,13 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
   else delete env.MOCK_DEBUG;
   const child: ChildProcess = spawn(mockClusterBinary(), [String(brokers)], { stdio: ['pipe', 'pipe', 'pipe'], env });
   let produceRequests = 0;
+  const leaves = new Map<string, number>();
   const err = createInterface({ input: child.stderr! });
   let stderrTail: string[] = [];
   err.on('line', (l) => {
     if (l.includes('Received ProduceRequest')) produceRequests++;
+    const leave = /Member \S+ is leaving group (\S+)/.exec(l);
+    if (leave) leaves.set(leave[1]!, (leaves.get(leave[1]!) ?? 0) + 1);
     else if (!l.includes('|MOCK|')) stderrTail = [...stderrTail.slice(-20), l];
   });
   const lines: Interface = createInterface({ input: child.stdout! });
@@ -104,6 +109,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     up: (id = -1) => command(`up ${id}`),
     failRequests: (apiKey, count, code) => command(`errors ${apiKey} ${count} ${code}`),
     produceRequests: () => (requestLog ? produceRequests : Number.NaN),
+    leaves: (group) => (requestLog ? (leaves.get(group) ?? 0) : Number.NaN),
     async stop() {
       if (child.exitCode !== null) return;
       child.stdin!.end();
@@ -139,6 +145,7 @@ function externalCluster(bootstrap: string): KafkaCluster {
     up: unavailable,
     failRequests: unavailable,
     produceRequests: () => Number.NaN,
+    leaves: () => Number.NaN,
     async stop() {},
   };
 }

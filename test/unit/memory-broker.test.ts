@@ -172,4 +172,21 @@ describe('memory broker', () => {
     assert.deepEqual(c.values, [3, 4]);
     assert.deepEqual(await b.publish('t', msg(5)), { broker: 'mem', topic: 't', partition: 0, offset: '4' });
   });
+
+  it('bounds retention by estimated bytes per topic (retainBytes) and across topics (maxBytes), keeping the newest', async () => {
+    const b = new MemoryBroker('mem', { kind: 'memory', retainBytes: 10 * 1024 * 1024, maxBytes: 16 * 1024 * 1024 }, { logger: pino({ level: 'silent' }) });
+    const big = (i: number) => msg({ i, pad: 'x'.repeat(1024 * 1024) }); // ~2 MiB estimated (2 bytes a character)
+    for (let i = 0; i < 20; i++) await b.publish('a', big(i));
+    const seenA = collector(4);
+    await b.subscribe({ route: 'r', topic: 'a', group: 'g', startFrom: 'earliest' } as never, seenA.handler);
+    await seenA.finished;
+    assert.deepEqual(seenA.values.map((v) => (v as { i: number }).i), [16, 17, 18, 19], 'only the newest ~10 MiB stay');
+    // A second topic pushes the broker over maxBytes: the largest topic (a) gives up its oldest first.
+    for (let i = 0; i < 4; i++) await b.publish('b', big(100 + i));
+    const seenA2 = collector(1);
+    await b.subscribe({ route: 'r2', topic: 'a', group: 'g2', startFrom: 'earliest' } as never, seenA2.handler);
+    await seenA2.finished;
+    assert.ok((seenA2.values[0] as { i: number }).i >= 17, `topic a was trimmed to stay under maxBytes (oldest now ${(seenA2.values[0] as { i: number }).i})`);
+    await b.stop();
+  });
 });

@@ -23,6 +23,16 @@ describe('parseClientJson', () => {
     assert.equal(!r.ok && r.problem.code, 'EG_JSON_TOO_DEEP');
   });
 
+  it('refuses a body whose estimated parsed size is over maxParsedBytes (arrays/objects outside strings counted), before parsing', () => {
+    const body = Buffer.from(`[${'{},'.repeat(999)}{}]`); // 1 001 containers: 2 * 3 001 + 72 * 1 001 = 78 074
+    assert.equal(parseClientJson(body, 'body', 64, 80_000).ok, true);
+    const r = parseClientJson(body, 'body', 64, 78_000);
+    assert.equal(!r.ok && r.problem.code, 'EG_PAYLOAD_TOO_LARGE');
+    assert.equal(!r.ok && r.problem.status, 413);
+    // Brackets inside strings cost nothing extra.
+    assert.equal(parseClientJson(Buffer.from(JSON.stringify(['{}'.repeat(1000)])), 'body', 64, 10_000).ok, true);
+  });
+
   it('refuses __proto__ keys and constructor.prototype, but not a plain constructor key', () => {
     for (const text of ['{"__proto__":{}}', '{"a":{"\\u005f\\u005fproto__":1}}', '[{"constructor":{"prototype":{}}}]']) {
       const r = parse(text);

@@ -1,8 +1,9 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { SASLOptions } from 'kafkajs';
 import { CODECS, type CodecName } from '../../codecs/compression.js';
+import { createRequire } from 'node:module';
 import type { BrokerCompileContext, BrokerKind, StartFrom } from '../contracts.js';
-import { KafkaBroker } from './kafka/broker.js';
+import type { KafkaBroker } from './kafka/broker.js';
 
 /** The options as written in gateway.yaml (spec §2). */
 interface KafkaOptions {
@@ -229,5 +230,15 @@ export const kafkaBroker: BrokerKind<KafkaOptions, KafkaSettings> = {
   compile: compileKafka,
   // Connections, producer and consumer groups are built from every option: a change means a new client.
   canReconfigure: () => false,
-  create: (name, settings, env) => new KafkaBroker(name, settings, env),
+  create: (name, settings, env) => new (kafkaRuntime().KafkaBroker)(name, settings, env),
 };
+
+let runtime: { KafkaBroker: typeof KafkaBroker } | undefined;
+/**
+ * The kafka runtime (and kafkajs with it), loaded when a config first uses a kafka broker: a
+ * gateway without one does not pay its memory and start-up time. Loaded synchronously (require of
+ * an ES module, Node >= 20.19) because create() is synchronous.
+ */
+function kafkaRuntime(): { KafkaBroker: typeof KafkaBroker } {
+  return (runtime ??= createRequire(import.meta.url)('./kafka/broker.js') as { KafkaBroker: typeof KafkaBroker });
+}

@@ -1,10 +1,19 @@
+import { approxMessageBytes } from '../../runtime/heap-size.js';
 import type { Delivery, Message } from '../../runtime/message.js';
 import type { BrokerKind, BrokerRuntime, BrokerTelemetry, ConsumerLag, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
 
 interface MemoryOptions {
   kind: 'memory';
   retain?: number;
+  retainBytes?: number;
+  maxBytes?: number;
 }
+
+const DEFAULT_RETAIN = 1000;
+/** Estimated heap (heap-size.ts) one topic's retained messages may take. */
+const DEFAULT_RETAIN_BYTES = 32 * 1024 * 1024;
+/** Estimated heap all topics of one memory broker may take together. */
+const DEFAULT_MAX_BYTES = 128 * 1024 * 1024;
 
 interface Member {
   route: string;
@@ -28,7 +37,11 @@ interface Group {
  */
 class Topic {
   private items: (Message | undefined)[] = [];
+  /** Estimated heap size of each retained message, parallel to `items`. */
+  private sizes: number[] = [];
   private head = 0;
+  /** Estimated heap size of the retained messages. */
+  bytes = 0;
   /** Offset of the oldest retained message. */
   first = 0;
   readonly groups = new Map<string, Group>();
@@ -48,17 +61,27 @@ class Topic {
     return this.items[this.head + offset - this.first]!;
   }
 
-  push(msg: Message): void {
+  push(msg: Message, size: number): void {
     this.items.push(msg);
+    this.sizes.push(size);
+    this.bytes += size;
   }
 
-  dropOldest(n: number): void {
-    for (let i = 0; i < n; i++) this.items[this.head++] = undefined;
+  /** Drops the `n` oldest messages; returns the bytes freed. */
+  dropOldest(n: number): number {
+    let freed = 0;
+    for (let i = 0; i < n; i++) {
+      freed += this.sizes[this.head]!;
+      this.items[this.head++] = undefined;
+    }
+    this.bytes -= freed;
     this.first += n;
     if (this.head >= 1024 && this.head * 2 >= this.items.length) {
       this.items = this.items.slice(this.head);
+      this.sizes = this.sizes.slice(this.head);
       this.head = 0;
     }
+    return freed;
   }
 }
 
@@ -72,11 +95,17 @@ export class MemoryBroker implements BrokerRuntime {
   readonly kind = 'memory';
   private readonly topics = new Map<string, Topic>();
   private retain: number;
+  private retainBytes: number;
+  private maxBytes: number;
+  /** Estimated heap size of every topic's retained messages. */
+  private bytes = 0;
   private stopped = false;
   private readonly telemetry: BrokerTelemetry | undefined;
 
   constructor(readonly name: string, options: MemoryOptions, private readonly env: RuntimeEnv) {
-    this.retain = options.retain ?? 1000;
+    this.retain = options.retain ?? DEFAULT_RETAIN;
+    this.retainBytes = options.retainBytes ?? DEFAULT_RETAIN_BYTES;
+    this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
     this.telemetry = env.telemetry?.broker(name, 'memory');
   }
 
@@ -90,8 +119,12 @@ export class MemoryBroker implements BrokerRuntime {
   }
 
   reconfigure(options: unknown): void {
-    this.retain = (options as MemoryOptions).retain ?? 1000;
+    const o = options as MemoryOptions;
+    this.retain = o.retain ?? DEFAULT_RETAIN;
+    this.retainBytes = o.retainBytes ?? DEFAULT_RETAIN_BYTES;
+    this.maxBytes = o.maxBytes ?? DEFAULT_MAX_BYTES;
     for (const t of this.topics.values()) this.trim(t);
+    this.trimGlobal();
   }
 
   health() {
@@ -114,8 +147,12 @@ export class MemoryBroker implements BrokerRuntime {
   publish(topicName: string, msg: Message): Promise<Delivery> {
     const topic = this.topic(topicName);
     const offset = String(topic.end);
-    topic.push({ ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp || Date.now() });
+    const stored = { ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp || Date.now() };
+    const size = approxMessageBytes(stored);
+    topic.push(stored, size);
+    this.bytes += size;
     this.trim(topic);
+    this.trimGlobal();
     for (const group of topic.groups.values()) if (!group.pumping) void this.pump(topic, group);
     return Promise.resolve({ broker: this.name, topic: topicName, partition: 0, offset });
   }
@@ -150,9 +187,24 @@ export class MemoryBroker implements BrokerRuntime {
     return t;
   }
 
+  /**
+   * Retention: at most `retain` messages and `retainBytes` per topic. The newest message always
+   * stays (a message larger than the bound is still delivered, then dropped first).
+   */
   private trim(topic: Topic): void {
     const excess = topic.size - this.retain;
-    if (excess > 0) topic.dropOldest(excess);
+    if (excess > 0) this.bytes -= topic.dropOldest(excess);
+    while (topic.bytes > this.retainBytes && topic.size > 1) this.bytes -= topic.dropOldest(1);
+  }
+
+  /** The broker-wide cap: over `maxBytes`, the largest topic gives up its oldest messages first. */
+  private trimGlobal(): void {
+    while (this.bytes > this.maxBytes) {
+      let largest: Topic | undefined;
+      for (const t of this.topics.values()) if (t.size > 1 && (!largest || t.bytes > largest.bytes)) largest = t;
+      if (!largest) return;
+      this.bytes -= largest.dropOldest(1);
+    }
   }
 
   private async pump(topic: Topic, group: Group): Promise<void> {
@@ -202,14 +254,20 @@ export const memoryBroker: BrokerKind<MemoryOptions> = {
     required: ['kind'],
     properties: {
       kind: { const: 'memory' },
-      retain: { type: 'integer', minimum: 1, default: 1000, description: 'Messages kept per topic for groups that have not read them yet.' },
+      retain: { type: 'integer', minimum: 1, default: DEFAULT_RETAIN, description: 'Messages kept per topic for groups that have not read them yet.' },
+      retainBytes: { type: 'integer', minimum: 1024, default: DEFAULT_RETAIN_BYTES, description: 'Estimated heap the retained messages of one topic may take; the oldest go first.' },
+      maxBytes: { type: 'integer', minimum: 1024, default: DEFAULT_MAX_BYTES, description: 'Estimated heap all topics of this broker may take together; over it, the largest topic drops its oldest messages.' },
     },
   },
   doc: {
     summary:
-      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded (`retain` messages per topic); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads).',
+      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded by count (`retain` messages per topic) and by estimated heap size (`retainBytes` per topic, `maxBytes` for the whole broker: 2 bytes per character, 72 per array or object); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads).',
     example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
-    options: { retain: 'messages kept per topic (default 1000)' },
+    options: {
+      retain: 'messages kept per topic (default 1000)',
+      retainBytes: 'estimated heap kept per topic, default 32 MiB (the oldest messages go first)',
+      maxBytes: 'estimated heap kept by the whole broker, default 128 MiB (over it, the largest topic drops its oldest)',
+    },
   },
   inProcess: true,
   // Only retention can change, and it can change in place: topics and group positions survive.

@@ -193,7 +193,7 @@ export class HttpListener implements ListenerRuntime {
     }
     let value: unknown;
     if (isJson) {
-      const parsed = parseClientJson(body, 'body', this.options.maxJsonDepth);
+      const parsed = parseClientJson(body, 'body', this.options.maxJsonDepth, this.options.maxParsedBytes);
       if (!parsed.ok) return this.refuse(res, parsed.problem);
       value = parsed.value;
     } else {

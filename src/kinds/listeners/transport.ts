@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { problem, problemBody, type Problem } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { DEFAULT_MAX_JSON_DEPTH } from '../../runtime/client-json.js';
+import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from '../../runtime/client-json.js';
 import type { JsonSchema, ListenerCompileContext } from '../contracts.js';
 
 /**
@@ -39,6 +39,7 @@ export interface TransportOptions {
   requestTimeoutMs?: number;
   maxConnections?: number;
   maxJsonDepth?: number;
+  maxParsedBytes?: number;
 }
 
 /** Safe defaults for every input bound (docs/security.md lists them). */
@@ -53,6 +54,7 @@ export const TRANSPORT_DEFAULTS = {
   requestTimeoutMs: 30_000,
   maxConnections: 10_000,
   maxJsonDepth: DEFAULT_MAX_JSON_DEPTH,
+  maxParsedBytes: DEFAULT_MAX_PARSED_BYTES,
 } as const;
 
 /** How often node checks header/request timeouts (its default, 30 s, would make them that coarse). */
@@ -78,6 +80,7 @@ export const transportSchema: Record<string, JsonSchema> = {
   requestTimeoutMs: { type: 'integer', minimum: 1, default: TRANSPORT_DEFAULTS.requestTimeoutMs, description: 'Time a client has to send the whole request; then 408. Open WebSocket connections are not affected.' },
   maxConnections: { type: 'integer', minimum: 1, default: TRANSPORT_DEFAULTS.maxConnections, description: 'Open connections at once; further ones are closed as they arrive.' },
   maxJsonDepth: { type: 'integer', minimum: 1, maximum: 100_000, default: TRANSPORT_DEFAULTS.maxJsonDepth, description: 'Deepest nesting of JSON arrays/objects accepted in a body or frame; deeper: 400.' },
+  maxParsedBytes: { type: 'integer', minimum: 1024, default: TRANSPORT_DEFAULTS.maxParsedBytes, description: 'Largest estimated heap size of a parsed body or frame (2 bytes per byte, 72 per array/object); larger: 413, before parsing.' },
 };
 
 export const transportDocOptions: Record<string, string> = {
@@ -88,6 +91,7 @@ export const transportDocOptions: Record<string, string> = {
   requestTimeoutMs: `time to send the whole request, default ${TRANSPORT_DEFAULTS.requestTimeoutMs} (then 408)`,
   maxConnections: `open connections at once, default ${TRANSPORT_DEFAULTS.maxConnections} (more are closed on arrival)`,
   maxJsonDepth: `deepest JSON nesting in a body or frame, default ${TRANSPORT_DEFAULTS.maxJsonDepth} (deeper: 400)`,
+  maxParsedBytes: `largest estimated parsed size of a body or frame (2 bytes per byte + 72 per array/object), default ${TRANSPORT_DEFAULTS.maxParsedBytes} (larger: 413, refused before parsing)`,
 };
 
 /** Reads the TLS files (watched) and checks they make a usable context, so a bad pair is a diagnostic, not a failed bind. */

@@ -9,6 +9,7 @@ import type { Delivery, Message, MessageContext, RequestMeta } from '../../runti
 import type { Admission, Gate, ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
 import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
 import { boundAddress, listen } from '../../runtime/bind.js';
+import { PathBatch, type BatchClient } from './ws-batch.js';
 
 export interface WebSocketOptions extends TransportOptions {
   kind: 'websocket';
@@ -35,7 +36,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 const SLOW_CLIENT_GRACE_MS = 5000;
 
-interface Client {
+interface Client extends BatchClient {
   ws: WebSocket;
   path: string;
   remoteAddress: string | undefined;
@@ -62,6 +63,8 @@ export class WebSocketListener implements ListenerRuntime {
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private readonly clients = new Map<string, Set<Client>>();
+  /** Per forward path: the frames of the current event-loop turn, written to each client at its end. */
+  private readonly batches = new Map<string, PathBatch<Client>>();
   private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
   private options: WebSocketOptions;
   private bound = false;
@@ -89,6 +92,8 @@ export class WebSocketListener implements ListenerRuntime {
     const all = [...this.clients.values()].flatMap((set) => [...set]);
     // Let frames already received finish (bounded), then say goodbye with 1001.
     await Promise.race([Promise.allSettled(all.map((c) => c.queue)), delay(drainMs)]);
+    // What was forwarded goes out before the goodbye.
+    for (const batch of this.batches.values()) batch.flush();
     await Promise.all(all.map((c) => closeClient(c.ws, GOING_AWAY, 'gateway shutting down')));
     this.server.closeAllConnections();
     this.bound = false;
@@ -155,11 +160,15 @@ export class WebSocketListener implements ListenerRuntime {
       async send(msg: Message): Promise<Delivery> {
         const set = listener.clients.get(path);
         if (!set || set.size === 0) return { listener: listener.name, path, clients: 0 };
-        // Serialised and framed once per message, whatever the number of clients.
-        const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(envelope(msg)));
-        const frame = textFrame(payload);
+        // Serialised and framed once per message, whatever the number of clients, and written to
+        // them at the end of the turn together with the turn's other messages (ws-batch.ts).
+        const batch = listener.batch(path);
         let sent = 0;
-        for (const c of set) if (listener.sendTo(c, payload, frame)) sent++;
+        for (const c of set) if (listener.withinBound(c, batch.pendingBytes(c))) sent++;
+        if (sent > 0) {
+          const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(envelope(msg)));
+          batch.queue(textFrame(payload), payload);
+        }
         return { listener: listener.name, path, clients: sent };
       },
     };
@@ -244,20 +253,33 @@ export class WebSocketListener implements ListenerRuntime {
     c.expiry.unref();
   }
 
+  private batch(path: string): PathBatch<Client> {
+    let batch = this.batches.get(path);
+    if (!batch) this.batches.set(path, (batch = new PathBatch<Client>(() => this.clients.get(path) ?? [])));
+    return batch;
+  }
+
   /**
-   * The one way bytes are queued for a client — forwarded messages, acks and error frames alike —
-   * so the per-client bound (`maxBufferedBytes`) holds for all of them. A client with more unsent
-   * data than the bound is disconnected with 1013 instead of being buffered for. `frame` is the
-   * payload already framed (forward targets frame once for all clients). Returns whether it was queued.
+   * The per-client bound (`maxBufferedBytes`), checked before anything is queued for a client —
+   * forwarded messages, acks and error frames alike. Unsent data counts what the socket holds and
+   * what this turn's batch holds for it (`pending`). A client over the bound is disconnected with
+   * 1013 instead of being buffered for. Returns whether the client may be sent to.
    */
-  private sendTo(c: Client, payload: Buffer | string, frame?: Buffer): boolean {
+  private withinBound(c: Client, pending: number): boolean {
     if (c.evicted || c.ws.readyState !== 1) return false;
-    if (c.ws.bufferedAmount > (this.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED)) {
+    if (c.ws.bufferedAmount + pending > (this.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED)) {
       this.evict(c);
       return false;
     }
-    if (frame) sendFrame(c.ws, frame, payload as Buffer);
-    else c.ws.send(payload);
+    return true;
+  }
+
+  /** Queues an answer (ack, error frame) for a client, after what was forwarded to it before. */
+  private sendTo(c: Client, text: string): boolean {
+    const batch = this.batches.get(c.path);
+    if (!this.withinBound(c, batch ? batch.pendingBytes(c) : 0)) return false;
+    batch?.flushClient(c);
+    c.ws.send(text);
     return true;
   }
 
@@ -277,11 +299,12 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta, until: number | undefined): void {
-    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, evicted: false, expiry: undefined, trace: handshakeTrace(req) };
+    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, evicted: false, expiry: undefined, trace: handshakeTrace(req), batchSkip: 0, batchEpoch: -1 };
     this.expireAt(client, until);
     let set = this.clients.get(path);
     if (!set) this.clients.set(path, (set = new Set()));
     set.add(client);
+    this.batches.get(path)?.joined(client);
     ws.on('close', () => {
       clearTimeout(client.expiry);
       this.clients.get(path)?.delete(client);
@@ -296,7 +319,7 @@ export class WebSocketListener implements ListenerRuntime {
     const route = this.bindings.publish.get(client.path);
     if (!route) return this.enqueue(client, () => this.sendError(client, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`)));
     if (isBinary) return this.enqueue(client, () => this.sendError(client, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames')));
-    const parsed = parseClientJson(Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]), 'frame', this.options.maxJsonDepth);
+    const parsed = parseClientJson(Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]), 'frame', this.options.maxJsonDepth, this.options.maxParsedBytes);
     if (!parsed.ok) {
       const refusal = parsed.problem;
       return this.enqueue(client, () => this.sendError(client, refusal));
@@ -346,29 +369,6 @@ const { Sender } = wsModule as unknown as { Sender: { frame(data: Buffer, option
 /** A complete unmasked text frame (header + payload), as a server sends it. */
 function textFrame(payload: Buffer): Buffer {
   return Buffer.concat(Sender.frame(payload, { fin: true, opcode: 0x01, mask: false, readOnly: false, rsv1: false }));
-}
-
-/** The parts of a ws connection that sendFrame relies on (see there). */
-interface WsInternals {
-  _socket?: Duplex & { writable: boolean };
-  _sender?: { _state: number; _queue: unknown[] };
-}
-
-/**
- * Writes a prepared frame to a client's socket. ws.send() would frame the payload again for every
- * client (a header buffer, an options object, a corked two-buffer write); writing the prepared
- * bytes is exactly what ws's Sender#sendFrame does when its queue is empty — which holds because
- * permessage-deflate is off here, so the sender only queues while it reads a Blob, and nothing
- * sends Blobs. Anything else (no socket, a queued sender) goes through ws.send() as usual.
- * ws.bufferedAmount counts these bytes, so the slow-client bound still applies. These are ws
- * internals, so package.json pins ws to one minor version; the websocket tests cover this path.
- */
-function sendFrame(ws: WebSocket, frame: Buffer, payload: Buffer): void {
-  const internals = ws as unknown as WsInternals;
-  const socket = internals._socket;
-  const sender = internals._sender;
-  if (socket?.writable && sender && sender._state === 0 && sender._queue.length === 0) socket.write(frame);
-  else ws.send(payload, { binary: false });
 }
 
 /** The handshake's trace context headers, if it had any; the route gives each frame its own span within that trace. */

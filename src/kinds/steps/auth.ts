@@ -1,5 +1,6 @@
 import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
-import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createRequire } from 'node:module';
+import type { JWTPayload, JWTVerifyGetKey } from 'jose';
 import { parse as parseYaml } from 'yaml';
 import { problem, type Problem } from '../../errors.js';
 import type { Identity, Message, MessageContext, RequestMeta } from '../../runtime/message.js';
@@ -280,7 +281,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     const text = ctx.readFile(o.jwksFile, ['jwt', 'jwksFile']);
     if (text === undefined) return undefined;
     try {
-      key = createLocalJWKSet(JSON.parse(text));
+      key = jose().createLocalJWKSet(JSON.parse(text));
     } catch (err) {
       ctx.report(['jwt', 'jwksFile'], 'EG_CONFIG_FILE', `'${o.jwksFile}' is not a JSON Web Key Set: ${(err as Error).message}`);
       return undefined;
@@ -292,7 +293,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
       ctx.report(['jwt', 'jwksUrl'], 'EG_CONFIG_SCHEMA', 'jwksUrl must use https (http is accepted only on a loopback host): keys fetched in the clear could be replaced');
       return undefined;
     }
-    key = createRemoteJWKSet(url, { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
+    key = jose().createRemoteJWKSet(url, { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
     remote = true;
     algorithms ??= ASYMMETRIC_ALGORITHMS;
   }
@@ -307,7 +308,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     if (typeof token !== 'string') return token;
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, key as Uint8Array, verifyOptions));
+      ({ payload } = await jose().jwtVerify(token, key as Uint8Array, verifyOptions));
     } catch (err) {
       return jwtFailure(err, remote);
     }
@@ -413,4 +414,10 @@ function first(v: string | string[] | undefined): string | undefined {
 
 function sha256(s: string): string {
   return createHash('sha256').update(s).digest('hex');
+}
+
+let joseModule: typeof import('jose') | undefined;
+/** jose, loaded when a config first uses a `jwt` step (require of its ES module, Node >= 20.19): other gateways do not pay for it. */
+function jose(): typeof import('jose') {
+  return (joseModule ??= createRequire(import.meta.url)('jose') as typeof import('jose'));
 }

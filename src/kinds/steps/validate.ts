@@ -121,6 +121,7 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
     kind: 'validate',
     brokers: deadletter ? [deadletter.broker] : [],
     needsRouteDeadletter: onInvalid === 'deadletter' && !deadletter,
+    accepts: contracts.map((c) => ({ schema: c.check.schema, message: c.message })),
     run(msg, ctx): Message | StepStop {
       for (const c of contracts) {
         if (c.check(msg.value)) {

@@ -13,6 +13,8 @@ type Kafka = InstanceType<typeof Kafka>;
 
 const LEGAL_TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
 const MAX_BACKOFF_MS = 5000;
+/** How long a released consumer waits, in its group, for the rebuilt route (which a reload starts right after). */
+const HANDOVER_MS = 5000;
 
 /**
  * A Kafka cluster, through kafkajs: a producer (./producer.ts), one consumer group member per
@@ -31,6 +33,8 @@ export class KafkaBroker implements BrokerRuntime {
   private probing: Promise<void> | undefined;
   private stopped = false;
   private readonly subscriptions = new Set<KafkaSubscription>();
+  /** Consumers released by routes a reload is rebuilding, by handover key, until adopted or HANDOVER_MS pass. */
+  private readonly released = new Map<string, { sub: KafkaSubscription; timer: NodeJS.Timeout }>();
   /** Producer and consumer errors, for eventgate_kafka_*_errors_total. */
   private readonly telemetry: BrokerTelemetry | undefined;
 
@@ -60,6 +64,8 @@ export class KafkaBroker implements BrokerRuntime {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.probeTimer);
+    for (const { timer } of this.released.values()) clearTimeout(timer);
+    this.released.clear();
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
     const admin = Promise.race([this.admin.disconnect().catch(() => undefined), sleep(this.settings.connectionTimeoutMs)]);
     await Promise.all([this.producer.stop(), admin]);
@@ -81,17 +87,46 @@ export class KafkaBroker implements BrokerRuntime {
     return this.producer.publish(topic, msg);
   }
 
+  /**
+   * A route a reload rebuilt with the same group, topic and start position takes over the consumer
+   * its predecessor released (see stop below), so the group neither rebalances nor waits for a
+   * new member: records flow again at once.
+   */
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
-    const sub = new KafkaSubscription(this.consumerClient, this.settings, spec, handler, this.log.child({ route: spec.route, group: spec.group, topic: spec.topic }), this.telemetry);
-    this.subscriptions.add(sub);
-    sub.start();
+    const log = this.log.child({ route: spec.route, group: spec.group, topic: spec.topic });
+    const key = KafkaSubscription.handoverKey(spec);
+    const released = this.released.get(key);
+    let sub: KafkaSubscription | undefined;
+    if (released) {
+      this.released.delete(key);
+      clearTimeout(released.timer);
+      if (released.sub.adopt(spec, handler, log)) sub = released.sub;
+      else void this.retire(released.sub);
+    }
+    if (!sub) {
+      sub = new KafkaSubscription(this.consumerClient, this.settings, spec, handler, log, this.telemetry);
+      this.subscriptions.add(sub);
+      sub.start();
+    }
+    const mine = sub;
     return {
+      // Released rather than stopped while the broker runs: kept for HANDOVER_MS in case the route comes back rebuilt.
       stop: async () => {
-        await sub.stop();
-        this.subscriptions.delete(sub);
+        if (this.stopped || !(await mine.release())) return this.retire(mine);
+        const timer = setTimeout(() => {
+          if (this.released.get(key)?.sub === mine) this.released.delete(key);
+          void this.retire(mine);
+        }, HANDOVER_MS);
+        timer.unref();
+        this.released.set(key, { sub: mine, timer });
       },
-      health: () => sub.health(),
+      health: () => mine.health(),
     };
+  }
+
+  private async retire(sub: KafkaSubscription): Promise<void> {
+    await sub.stop();
+    this.subscriptions.delete(sub);
   }
 
   /** What each subscription last learnt about its partitions (read by /metrics; no request to the cluster). */

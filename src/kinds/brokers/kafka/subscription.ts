@@ -32,6 +32,17 @@ export class KafkaSubscription {
   private stopping = false;
   private wake: () => void = () => undefined;
   private readonly stopped: Promise<void>;
+  /**
+   * Released by its route (a reload rebuilds it): handling stops, the consumer keeps its group
+   * membership, paused, until the rebuilt route adopts it or the broker stops it.
+   */
+  private parked = false;
+  /** Settles when handling must stop (stop or release); a new one after each adoption. */
+  private interrupted!: Promise<void>;
+  private interrupt: () => void = () => undefined;
+  /** eachBatch calls running, and who waits for there to be none. */
+  private active = 0;
+  private idleWaiters: (() => void)[] = [];
   private loop: Promise<void> | undefined;
   /** Whether stop() must wait for the consumer: only once it may hold partitions. */
   private phase: 'connecting' | 'consuming' = 'connecting';
@@ -47,18 +58,59 @@ export class KafkaSubscription {
   constructor(
     private readonly client: Kafka,
     private readonly settings: KafkaSettings,
-    private readonly spec: SubscribeSpec,
-    private readonly handler: (msg: Message) => Promise<void>,
-    private readonly log: Logger,
+    private spec: SubscribeSpec,
+    private handler: (msg: Message) => Promise<void>,
+    private log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
   ) {
     this.stopped = new Promise((r) => (this.wake = r));
+    this.arm();
     // Route, then broker, then at-least-once: a group's partitions without a committed offset start at the oldest record.
     this.fromBeginning = (spec.startFrom ?? settings.consumer.startFrom ?? 'earliest') === 'earliest';
   }
 
   start(): void {
     this.loop = this.run();
+  }
+
+  private arm(): void {
+    this.interrupted = new Promise((r) => (this.interrupt = r));
+  }
+
+  /** What a rebuilt route must match to take this consumer over: same group, topic and start position. */
+  static handoverKey(spec: SubscribeSpec): string {
+    return `${spec.group}\0${spec.topic}\0${spec.startFrom ?? ''}`;
+  }
+
+  /**
+   * Stops handling records, as stop() does (the record in hand finishes, nothing after it is
+   * taken), but keeps the consumer and its group membership, paused. False when there is no
+   * consumer in a group to keep (then stop() it).
+   */
+  async release(): Promise<boolean> {
+    if (this.stopping || this.parked || this.phase !== 'consuming' || !this.consumer) return false;
+    this.parked = true;
+    this.interrupt();
+    const idle = this.active === 0 ? Promise.resolve() : new Promise<void>((r) => this.idleWaiters.push(r));
+    const outcome = await Promise.race([idle.then(() => 'idle' as const), sleep(STOP_TIMEOUT_MS).then(() => 'late' as const)]);
+    if (outcome === 'late') return false;
+    this.consumer.pause([{ topic: this.spec.topic }]);
+    this.lags.clear();
+    this.log.info('consumer released by its route; kept in its group, paused, for the rebuilt route');
+    return true;
+  }
+
+  /** A rebuilt route takes the released consumer over: records now go to `handler`. False when it is gone. */
+  adopt(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>, log: Logger): boolean {
+    if (!this.parked || this.stopping || !this.consumer) return false;
+    this.spec = spec;
+    this.handler = handler;
+    this.log = log;
+    this.parked = false;
+    this.arm();
+    this.consumer.resume([{ topic: spec.topic }]);
+    this.log.info('consumer taken over by the rebuilt route, without leaving its group');
+    return true;
   }
 
   health(): Health {
@@ -86,6 +138,7 @@ export class KafkaSubscription {
     this.stopping = true;
     this.lags.clear();
     this.wake();
+    this.interrupt();
     const done = (async () => {
       // Still connecting (the cluster unreachable): nothing consumed, nothing to commit; the loop
       // lets go of that consumer when its connect attempt ends. Joining or consuming: wait for it.
@@ -136,6 +189,8 @@ export class KafkaSubscription {
       }
       // kafkajs disconnected a crashed consumer itself (leaving the group); a failed start may still hold connections.
       await consumer.disconnect().catch(() => undefined);
+      // A released consumer that crashes is not started again: the rebuilt route makes its own.
+      if (this.parked) this.stopping = true;
       if (this.stopping) return;
       this.telemetry?.consumerCrash(this.spec.route);
       // State first, cause after ': ': an open /readyz shows only the state (the cause may name hosts).
@@ -178,11 +233,20 @@ export class KafkaSubscription {
     return consumer;
   }
 
-  private async eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause }: EachBatchPayload): Promise<void> {
+  private async eachBatch(payload: EachBatchPayload): Promise<void> {
+    this.active++;
+    try {
+      await this.handleBatch(payload);
+    } finally {
+      if (--this.active === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  private async handleBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause }: EachBatchPayload): Promise<void> {
     const { topic, partition } = batch;
     this.highWatermarks.set(partition, BigInt(batch.highWatermark));
     for (const message of batch.messages) {
-      if (!isRunning() || isStale() || this.stopping) return;
+      if (!isRunning() || isStale() || this.stopping || this.parked) return;
       const offset = BigInt(message.offset);
       this.noteLag(partition, offset);
       const broken = undecodable(message);
@@ -238,7 +302,7 @@ export class KafkaSubscription {
   private async persist(heartbeat: () => Promise<void>, attempt: () => Promise<void>, failed: (err: Error, retryInMs: number) => void): Promise<boolean> {
     let backoff = 100;
     for (;;) {
-      if (this.stopping) return false;
+      if (this.stopping || this.parked) return false;
       // A handler may take long (targets retrying with backoff): keep the membership alive meanwhile.
       const beat = setInterval(() => void heartbeat().catch(() => undefined), this.settings.consumer.heartbeatIntervalMs);
       try {
@@ -250,8 +314,9 @@ export class KafkaSubscription {
       } finally {
         clearInterval(beat);
       }
-      await Promise.race([sleep(backoff), this.stopped]);
+      await Promise.race([sleep(backoff), this.interrupted]);
       backoff = Math.min(backoff * 2, MAX_RETRY_BACKOFF_MS);
+      if (this.stopping || this.parked) return false;
       // Throws when the group rebalances: the record stays uncommitted for whoever gets the partition.
       await heartbeat();
     }

@@ -1,0 +1,203 @@
+import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
+import type { Env } from '../config/source.js';
+import { defaultRegistry } from '../kinds/index.js';
+import { loadPlan } from '../plan/compile.js';
+import { diffPlans, type ComponentDiff } from '../plan/diff.js';
+import { listenerPaths, planFingerprint, planFromFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
+import type { Plan } from '../plan/types.js';
+
+export interface PlanOptions {
+  config: string;
+  from: string | undefined;
+  admin: string | undefined;
+  token: string | undefined;
+  format: string;
+  env: Env;
+}
+
+interface Disconnect {
+  listener: string;
+  path?: string;
+  clients?: number;
+  reason: string;
+}
+
+interface Rejoin {
+  route: string;
+  broker: string;
+  topic: string;
+  group: string;
+  change: 'join' | 'rejoin' | 'leave';
+}
+
+/** What `eventgate plan --format json` prints (a bot comments it on a pull request). */
+export interface PlanReport {
+  valid: boolean;
+  changes: boolean;
+  config: string;
+  against: { type: 'file'; file: string } | { type: 'admin'; url: string } | { type: 'nothing' };
+  version: { from: string | null; to: string | null };
+  brokers?: ComponentDiff & { reconfigure: string[] };
+  listeners?: ComponentDiff & { rebind: string[] };
+  routes?: ComponentDiff;
+  admin?: 'keep' | 'start' | 'restart' | 'stop';
+  disconnected?: Disconnect[];
+  groups?: Rejoin[];
+  errors: { file: string; line: number; column: number; message: string; path: string; code: string }[];
+}
+
+/**
+ * `eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]`: what a
+ * reload to NEW would do, from the same diff a reload uses. Exit 0 when nothing changes, 2 when
+ * something does, 1 when NEW is invalid (and 2, with a message, when the command cannot run).
+ */
+export async function planCommand(o: PlanOptions): Promise<number> {
+  if (o.format !== 'text' && o.format !== 'json') return usage(`--format must be text or json, got '${o.format}'`);
+  if (o.from !== undefined && o.admin !== undefined) return usage('give --from OLD or --admin URL, not both');
+  if (o.token !== undefined && o.admin === undefined) return usage('--token goes with --admin URL');
+  const registry = defaultRegistry();
+  const against: PlanReport['against'] = o.from !== undefined ? { type: 'file', file: o.from } : o.admin !== undefined ? { type: 'admin', url: o.admin } : { type: 'nothing' };
+
+  let before: Plan | undefined;
+  let clients: Record<string, number> = {};
+  if (o.from !== undefined) {
+    const old = await loadPlan(o.from, { registry, env: o.env });
+    if (!old.plan) {
+      for (const d of old.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
+      return usage(`the old config ${o.from} is invalid, so there is nothing to compare with`);
+    }
+    before = old.plan;
+  } else if (o.admin !== undefined) {
+    const fetched = await fetchRunning(o.admin, o.token);
+    if ('error' in fetched) return usage(fetched.error);
+    if (fetched.fingerprint === null) return usage(`the gateway at ${o.admin} has no config loaded`);
+    before = planFromFingerprint(fetched.fingerprint);
+    clients = fetched.fingerprint.clients ?? {};
+  }
+
+  const next = await loadPlan(o.config, { registry, env: o.env });
+  if (!next.plan) {
+    const report: PlanReport = { valid: false, changes: false, config: o.config, against, version: { from: before?.version ?? null, to: null }, errors: next.diagnostics.map(toError) };
+    write(o.format, report);
+    return 1;
+  }
+  // Against a running gateway only hashes are known: compare hashes with hashes.
+  const after = o.admin !== undefined ? planFromFingerprint(planFingerprint(next.plan)) : next.plan;
+  const reconfigurable = (name: string) => {
+    if (o.admin !== undefined) return false; // options unknown: assume the broker is replaced
+    const a = before!.brokers.get(name)!;
+    const b = after.brokers.get(name)!;
+    return a.kind === b.kind && registry.brokers.get(a.kind)!.canReconfigure(a.options, b.options);
+  };
+  const diff = diffPlans(before, after, reconfigurable);
+
+  // Clients lose their connection when their listener gets a new socket or goes, or their path is no longer served.
+  const keepsClients = (kind: string) => registry.listeners.get(kind)?.acceptsForward === true;
+  const disconnected: Disconnect[] = [];
+  if (before) {
+    const oldPaths = listenerPaths(before.routes.values());
+    const newPaths = listenerPaths(next.plan.routes.values());
+    for (const [name, l] of before.listeners) {
+      if (!keepsClients(l.kind)) continue;
+      const count = clients[name];
+      if (diff.listeners.remove.includes(name)) disconnected.push({ listener: name, clients: count, reason: 'the listener is removed' });
+      else if (diff.listeners.rebind.includes(name)) disconnected.push({ listener: name, clients: count, reason: 'the listener needs a new socket (port, host or TLS changed)' });
+      else for (const p of oldPaths.get(name) ?? []) if (!newPaths.get(name)?.has(p)) disconnected.push({ listener: name, path: p, reason: 'no route serves this path any more' });
+    }
+  }
+  const groups: Rejoin[] = [];
+  const groupOf = (p: Plan, route: string) => {
+    const r = p.routes.get(route)!;
+    if (r.from.type !== 'broker') return undefined;
+    const perInstance = r.to.length > 0 && r.to.every((t) => t.type === 'listener');
+    return { route, broker: r.from.broker, topic: r.from.topic, group: r.from.group ?? (perInstance ? `eventgate-${route}-<instance>` : `eventgate-${route}`) };
+  };
+  for (const name of diff.routes.add) {
+    const g = groupOf(next.plan, name);
+    if (g) groups.push({ ...g, change: 'join' });
+  }
+  for (const name of diff.routes.change) {
+    const g = groupOf(next.plan, name);
+    if (g) groups.push({ ...g, change: 'rejoin' });
+  }
+  for (const name of diff.routes.remove) {
+    const r = before!.routes.get(name)!;
+    if (r.from.type === 'broker') groups.push({ route: name, broker: r.from.broker, topic: r.from.topic, group: r.from.group ?? `eventgate-${name}`, change: 'leave' });
+  }
+
+  const reconfigure = diff.brokers.change.filter(reconfigurable);
+  const changes = [diff.brokers, diff.listeners, diff.routes].some((d) => d.add.length + d.change.length + d.remove.length > 0) || diff.admin !== 'keep';
+  const report: PlanReport = {
+    valid: true,
+    changes,
+    config: o.config,
+    against,
+    version: { from: before?.version ?? null, to: next.plan.version },
+    brokers: { ...diff.brokers, reconfigure },
+    listeners: diff.listeners,
+    routes: diff.routes,
+    admin: diff.admin,
+    disconnected,
+    groups,
+    errors: [],
+  };
+  write(o.format, report);
+  return changes ? 2 : 0;
+}
+
+async function fetchRunning(url: string, token: string | undefined): Promise<{ fingerprint: PlanFingerprint | null } | { error: string }> {
+  let res: Response;
+  const endpoint = `${url.replace(/\/+$/, '')}/admin/plan`;
+  try {
+    res = await fetch(endpoint, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(10_000) });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    return { error: `cannot reach the admin API at ${endpoint}: ${cause?.code ?? cause?.message ?? (err as Error).message}` };
+  }
+  if (res.status === 401) return { error: `the admin API at ${endpoint} wants a token: pass --token (401)` };
+  if (res.status === 403) return { error: `the admin API at ${endpoint} refused the request (403)` };
+  if (!res.ok) return { error: `the admin API at ${endpoint} answered ${res.status}` };
+  try {
+    return { fingerprint: (await res.json()) as PlanFingerprint | null };
+  } catch {
+    return { error: `the admin API at ${endpoint} did not answer JSON` };
+  }
+}
+
+function toError(d: Diagnostic): PlanReport['errors'][number] {
+  return { file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code };
+}
+
+function usage(message: string): number {
+  process.stderr.write(`eventgate: ${message}\n`);
+  return 2;
+}
+
+function write(format: string, report: PlanReport): void {
+  process.stdout.write(format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : text(report));
+}
+
+function text(r: PlanReport): string {
+  const against = r.against.type === 'file' ? r.against.file : r.against.type === 'admin' ? `the gateway at ${r.against.url}` : 'nothing (a first start)';
+  const lines = [`plan: ${r.config} against ${against}`];
+  if (!r.valid) {
+    lines.push(`${r.config} is invalid; a reload would be rejected and the running config kept:`);
+    for (const e of r.errors) lines.push(`  ${e.file}:${e.line}:${e.column}: ${e.message}`);
+    return `${lines.join('\n')}\n`;
+  }
+  const section = (what: string, d: ComponentDiff, note: (name: string) => string = () => '') => {
+    for (const n of d.add) lines.push(`  + ${what} ${n}`);
+    for (const n of d.change) lines.push(`  ~ ${what} ${n}${note(n)}`);
+    for (const n of d.remove) lines.push(`  - ${what} ${n}`);
+  };
+  section('broker', r.brokers!, (n) => (r.brokers!.reconfigure.includes(n) ? ' (reconfigured in place)' : ' (replaced)'));
+  section('listener', r.listeners!, (n) => (r.listeners!.rebind.includes(n) ? ' (new socket)' : ' (same socket)'));
+  section('route', r.routes!);
+  if (r.admin !== 'keep') lines.push(`  ~ admin server: ${r.admin}`);
+  const kept = r.brokers!.keep.length + r.listeners!.keep.length + r.routes!.keep.length;
+  if (!r.changes) lines.push(`no changes: a reload would keep all ${kept} components as they are`);
+  else lines.push(`  = ${kept} kept (${[...r.brokers!.keep, ...r.listeners!.keep, ...r.routes!.keep].join(', ') || 'none'})`);
+  for (const d of r.disconnected ?? []) lines.push(`clients disconnected: listener ${d.listener}${d.path ?? ''}${d.clients !== undefined ? ` (${d.clients} connected now)` : ''}: ${d.reason}`);
+  for (const g of r.groups ?? []) lines.push(`consumer group ${g.change === 'join' ? 'joins' : g.change === 'rejoin' ? 'rejoins' : 'leaves'}: ${g.group} (route ${g.route}, ${g.broker}/${g.topic})`);
+  return `${lines.join('\n')}\n`;
+}

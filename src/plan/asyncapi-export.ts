@@ -1,0 +1,114 @@
+import type { Plan, TargetPlan } from './types.js';
+
+type Json = Record<string, unknown>;
+
+/** AsyncAPI protocol names of listener kinds; a kind not listed is named by its kind. */
+const PROTOCOLS: Record<string, { plain: string; tls: string }> = {
+  http: { plain: 'http', tls: 'https' },
+  websocket: { plain: 'ws', tls: 'wss' },
+  kafka: { plain: 'kafka', tls: 'kafka-secure' },
+};
+
+/**
+ * The gateway's own surface as an AsyncAPI 3.0 document: a server per listener, a channel per
+ * path clients use, an operation per route (`receive`: clients send the gateway messages on it;
+ * `send`: the gateway pushes messages to clients), with the payload schemas the routes' validate
+ * steps enforce. Generic over kinds: any listener a route reads from or forwards to appears.
+ */
+export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
+  const servers: Json = {};
+  for (const l of plan.listeners.values()) {
+    const o = l.options as { host?: string; port?: number; tls?: unknown; tlsMaterial?: unknown };
+    const host = !o.host || o.host === '0.0.0.0' || o.host === '::' ? 'localhost' : o.host;
+    const p = PROTOCOLS[l.kind] ?? { plain: l.kind, tls: l.kind };
+    servers[l.name] = {
+      host: o.port === undefined ? host : `${host}:${o.port}`,
+      protocol: o.tls || o.tlsMaterial ? p.tls : p.plain,
+      description: `eventgate ${l.kind} listener '${l.name}'.`,
+    };
+  }
+  const channels: Json = {};
+  const operations: Json = {};
+  const channelFor = (listener: string, path: string) => {
+    const id = channelId(listener, path);
+    if (!channels[id]) {
+      const params = [...path.matchAll(/:([A-Za-z0-9_]+)/g)].map((m) => m[1]!);
+      channels[id] = {
+        address: path.replace(/:([A-Za-z0-9_]+)/g, '{$1}'),
+        servers: [{ $ref: `#/servers/${escape(listener)}` }],
+        messages: {},
+        ...(params.length ? { parameters: Object.fromEntries(params.map((n) => [n, { description: `Path parameter \`${n}\` ($path.${n} in expressions).` }])) } : {}),
+      };
+    }
+    return { id, channel: channels[id] as { messages: Json } };
+  };
+
+  for (const r of plan.routes.values()) {
+    if (r.from.type === 'listener') {
+      const { id, channel } = channelFor(r.from.listener, r.from.path);
+      const accepted = r.steps.flatMap((s) => s.accepts ?? []);
+      // Only the first validate step decides what gets in; later ones check what earlier steps made of it.
+      const first = r.steps.find((s) => s.accepts)?.accepts ?? [];
+      const messages = first.length
+        ? first.map((a, i) => [a.message ?? (first.length === 1 ? `${r.name}` : `${r.name}-${i + 1}`), { name: a.message ?? r.name, contentType: 'application/json', payload: payloadSchema(a.schema) }] as const)
+        : [[r.name, { name: r.name, contentType: 'application/json', description: 'Any JSON value (the route validates nothing).' }] as const];
+      for (const [mid, m] of messages) channel.messages[mid] = m;
+      operations[r.name] = {
+        action: 'receive',
+        title: `route ${r.name}`,
+        summary: `Clients send messages here (${r.from.path}); route '${r.name}' delivers them to ${describeTargets(r.to)}.`,
+        channel: { $ref: `#/channels/${escape(id)}` },
+        messages: messages.map(([mid]) => ({ $ref: `#/channels/${escape(id)}/messages/${escape(mid)}` })),
+        ...(accepted.length > first.length ? { description: 'Later validate steps check the message further after earlier steps changed it.' } : {}),
+      };
+    }
+    for (const t of r.to) {
+      if (t.type !== 'listener') continue;
+      const { id, channel } = channelFor(t.listener, t.path);
+      const mid = `${r.name}-forward`;
+      channel.messages[mid] =
+        t.format === 'envelope'
+          ? { name: mid, contentType: 'application/json', summary: `What route '${r.name}' forwards, in an envelope.`, payload: payloadSchema(envelopeSchema) }
+          : { name: mid, contentType: 'application/json', summary: `What route '${r.name}' forwards: the message value.` };
+      operations[`${r.name}-forward-${id}`] = {
+        action: 'send',
+        title: `route ${r.name} → ${t.listener}${t.path}`,
+        summary: `The gateway pushes what route '${r.name}' forwards to every client connected on ${t.path}.`,
+        channel: { $ref: `#/channels/${escape(id)}` },
+        messages: [{ $ref: `#/channels/${escape(id)}/messages/${escape(mid)}` }],
+      };
+    }
+  }
+  const used = new Set(Object.values(channels).map((c) => ((c as { servers: { $ref: string }[] }).servers[0]!.$ref.split('/').pop() ?? '').replace(/~1/g, '/').replace(/~0/g, '~')));
+  return {
+    asyncapi: '3.0.0',
+    info: {
+      title: `eventgate: ${plan.file}`,
+      version: plan.version,
+      description: 'The channels and operations of this gateway, exported by `eventgate export asyncapi` from its config.',
+    },
+    servers: Object.fromEntries(Object.entries(servers).filter(([name]) => used.has(name))),
+    channels,
+    operations,
+  };
+}
+
+function channelId(listener: string, path: string): string {
+  return `${listener}${path}`.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/-+$/, '');
+}
+
+/** JSON Pointer escaping for `$ref`s to component keys. */
+function escape(key: string): string {
+  return key.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+/** A payload as AsyncAPI's default schema format takes it: its own `$schema`/`$id` would be read as a dialect switch. */
+function payloadSchema(schema: unknown): unknown {
+  if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) return schema;
+  const { $schema: _s, $id: _i, ...rest } = schema as Json;
+  return rest;
+}
+
+function describeTargets(to: readonly TargetPlan[]): string {
+  return to.map((t) => (t.type === 'broker' ? `${t.broker}/${t.topic}` : `${t.listener}${t.path}`)).join(', ');
+}

@@ -1,0 +1,61 @@
+import { hash } from './canonical.js';
+import type { Plan, RoutePlan, SourcePlan } from './types.js';
+
+/**
+ * What a reload diff needs to know about a plan, and nothing more: each component's kind and a
+ * hash of its canonical config (never the config itself, which may hold secrets). The admin
+ * server serves the running plan's fingerprint (`GET /admin/plan`) so `eventgate plan --admin`
+ * can say what a new config would change in a gateway it cannot read the files of.
+ */
+export interface PlanFingerprint {
+  version: string;
+  admin: { key: string } | null;
+  brokers: { name: string; kind: string; key: string }[];
+  listeners: { name: string; kind: string; key: string; socketKey: string; paths: string[] }[];
+  routes: { name: string; key: string; from: SourcePlan; brokers: string[]; listeners: string[] }[];
+  /** Clients connected to each listener that keeps connections open (filled in by the running gateway). */
+  clients?: Record<string, number>;
+}
+
+const digest = (key: string) => hash(key).slice(0, 16);
+
+/** Paths each listener serves: publish routes' paths and forward targets' paths. */
+export function listenerPaths(routes: Iterable<RoutePlan>): Map<string, Set<string>> {
+  const paths = new Map<string, Set<string>>();
+  const add = (listener: string, path: string) => paths.set(listener, (paths.get(listener) ?? new Set()).add(path));
+  for (const r of routes) {
+    if (r.from.type === 'listener') add(r.from.listener, r.from.path);
+    for (const t of r.to) if (t.type === 'listener') add(t.listener, t.path);
+  }
+  return paths;
+}
+
+export function planFingerprint(plan: Plan): PlanFingerprint {
+  const paths = listenerPaths(plan.routes.values());
+  return {
+    version: plan.version,
+    admin: plan.admin ? { key: digest(plan.admin.key) } : null,
+    brokers: [...plan.brokers.values()].map((b) => ({ name: b.name, kind: b.kind, key: digest(b.key) })),
+    listeners: [...plan.listeners.values()].map((l) => ({ name: l.name, kind: l.kind, key: digest(l.key), socketKey: digest(l.socketKey), paths: [...(paths.get(l.name) ?? [])].sort() })),
+    routes: [...plan.routes.values()].map((r) => ({ name: r.name, key: digest(r.key), from: r.from, brokers: r.brokers, listeners: r.listeners })),
+  };
+}
+
+/**
+ * A plan whose keys are the fingerprint's hashes, so diffPlans() can compare it with a plan
+ * fingerprinted the same way. Only what diffPlans reads is filled in.
+ */
+export function planFromFingerprint(fp: PlanFingerprint): Plan {
+  return {
+    version: fp.version,
+    file: '',
+    files: new Map(),
+    admin: fp.admin ? ({ key: fp.admin.key } as Plan['admin']) : undefined,
+    log: { level: 'info', payloads: false },
+    expressions: { timeoutMs: 0, maxDepth: 0 },
+    brokers: new Map(fp.brokers.map((b) => [b.name, { name: b.name, kind: b.kind, options: {}, key: b.key }])),
+    listeners: new Map(fp.listeners.map((l) => [l.name, { name: l.name, kind: l.kind, options: {}, key: l.key, socketKey: l.socketKey }])),
+    routes: new Map(fp.routes.map((r) => [r.name, { name: r.name, key: r.key, from: r.from, steps: [], to: [], deadletter: undefined, ack: false, brokers: r.brokers, listeners: r.listeners }])),
+    secrets: new Set(),
+  };
+}

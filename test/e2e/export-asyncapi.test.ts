@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { Parser } from '@asyncapi/parser';
+import { parse } from 'yaml';
+import { repoRoot, runCli, tempFiles } from '../helpers/gateway.js';
+
+const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
+
+/** Parses with the AsyncAPI project's own parser; returns the document and its error diagnostics. */
+async function parseAsyncApi(text: string) {
+  const { document, diagnostics } = await new Parser().parse(text);
+  return { document, errors: diagnostics.filter((d) => d.severity === 0).map((d) => `${d.message} at ${d.path.join('/')}`) };
+}
+
+describe('eventgate export asyncapi', () => {
+  for (const config of ['examples/gateway.yaml', 'examples/asyncapi-3.0/gateway.yaml', 'examples/asyncapi-2.6/gateway.yaml']) {
+    it(`exports ${config} as an AsyncAPI 3.0 document that @asyncapi/parser parses without errors`, async () => {
+      const r = await runCli(['export', 'asyncapi', '-c', config]);
+      assert.equal(r.code, 0, r.stderr);
+      const { document, errors } = await parseAsyncApi(r.stdout);
+      assert.deepEqual(errors, []);
+      assert.ok(document);
+      assert.equal(document.version(), '3.0.0');
+    });
+  }
+
+  it('describes the main example: a receive operation with the schema its validate step enforces, a send operation for websocket clients', async () => {
+    const r = await runCli(['export', 'asyncapi', '-c', 'examples/gateway.yaml']);
+    const doc = parse(r.stdout);
+    assert.deepEqual(doc.servers.api, { host: 'localhost:8080', protocol: 'http', description: "eventgate http listener 'api'." });
+    assert.equal(doc.servers.push.protocol, 'ws');
+    assert.equal(doc.channels['api-light'].address, '/light');
+    assert.equal(doc.operations['light-in'].action, 'receive');
+    const { $schema: _, ...schema } = JSON.parse(readFileSync(join(repoRoot, 'examples/schemas/light-measured.json'), 'utf8'));
+    assert.deepEqual(doc.channels['api-light'].messages['light-in'].payload, schema);
+    assert.equal(doc.channels['push-ws-light'].address, '/ws/light');
+    assert.equal(doc.operations['light-out-forward-push-ws-light'].action, 'send');
+  });
+
+  it('names AsyncAPI messages by their ids, turns :params into channel parameters, and documents envelopes', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': yaml(
+        'version: 1',
+        'brokers: { local: { kind: memory } }',
+        'listeners: { api: { kind: http, port: 0 }, push: { kind: websocket, port: 0, host: 127.0.0.1 } }',
+        'routes:',
+        '  - name: orders',
+        '    from: { listener: api, path: /orders/:id }',
+        '    through:',
+        '      - validate: { schema: { type: object, required: [qty], properties: { qty: { type: integer } } } }',
+        '    to: { broker: local, topic: orders }',
+        '  - name: orders-ws',
+        '    from: { broker: local, topic: orders }',
+        '    to: { listener: push, path: /ws/orders, format: envelope }',
+        '  - name: anything',
+        '    from: { listener: push, path: /ws/in }',
+        '    to: { broker: local, topic: orders }',
+      ),
+    });
+    const r = await runCli(['export', 'asyncapi'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    const { errors } = await parseAsyncApi(r.stdout);
+    assert.deepEqual(errors, []);
+    const doc = parse(r.stdout);
+    assert.equal(doc.channels['api-orders-id'].address, '/orders/{id}');
+    assert.deepEqual(Object.keys(doc.channels['api-orders-id'].parameters), ['id']);
+    assert.deepEqual(doc.channels['api-orders-id'].messages.orders.payload.required, ['qty']);
+    assert.equal(doc.servers.push.host, '127.0.0.1:0');
+    assert.deepEqual(doc.channels['push-ws-orders'].messages['orders-ws-forward'].payload.required.sort(), ['headers', 'key', 'offset', 'partition', 'timestamp', 'topic', 'value'].sort());
+    assert.equal(doc.channels['push-ws-in'].messages.anything.payload, undefined);
+  });
+
+  it('exits 1 with the problems when the config is invalid, and 2 when asked to export something else', async () => {
+    const dir = tempFiles({ 'gateway.yaml': yaml('version: 1', 'brokers: { local: { kind: memroy } }') });
+    const bad = await runCli(['export', 'asyncapi'], { cwd: dir });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^gateway\.yaml:2:27: unknown broker kind "memroy"/);
+    assert.equal(bad.stdout, '');
+    const other = await runCli(['export', 'openapi'], { cwd: dir });
+    assert.equal(other.code, 2);
+    assert.match(other.stderr, /export what\? 'eventgate export asyncapi \[-c FILE\]' \(not 'openapi'\)/);
+  });
+});

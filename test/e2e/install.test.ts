@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { repoRoot } from '../helpers/gateway.js';
+
+const run = promisify(execFile);
+
+/** Runs a command to completion; resolves with its exit code and output whatever the code. */
+async function sh(cmd: string, args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(cmd, args, { cwd, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, npm_config_update_notifier: 'false' } });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
+  }
+}
+
+describe('installable outside the repository', () => {
+  it('npm pack makes a tarball that `npm install -g` installs, and eventgate then runs from any directory', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'eventgate-install-'));
+    // The tests run from the compiled dist/, so the tarball packs that (no rebuild under the running suite).
+    const pack = await sh('npm', ['pack', '--ignore-scripts', '--pack-destination', work], repoRoot);
+    assert.equal(pack.code, 0, pack.stderr);
+    const tarball = readdirSync(work).find((f) => /^eventgate-.*\.tgz$/.test(f));
+    assert.ok(tarball, 'a tarball eventgate-<version>.tgz');
+    const prefix = join(work, 'prefix');
+    const install = await sh('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(work, tarball)], work);
+    assert.equal(install.code, 0, install.stderr);
+    const bin = join(prefix, 'bin', 'eventgate');
+
+    // Somewhere that is not the repository: a copy of the examples.
+    const elsewhere = join(work, 'configs');
+    cpSync(join(repoRoot, 'examples'), elsewhere, { recursive: true });
+    const version = await sh(bin, ['--version'], elsewhere);
+    assert.match(version.stdout, /^eventgate \d+\.\d+\.\d+/);
+    const validate = await sh(bin, ['validate', '-c', 'gateway.yaml'], elsewhere);
+    assert.equal(validate.stdout, 'ok\n', validate.stderr);
+    const test = await sh(bin, ['test', '-c', 'gateway.yaml', '--format', 'junit'], elsewhere);
+    assert.equal(test.code, 0, test.stdout + test.stderr);
+    assert.match(test.stdout, /<testsuites name="eventgate" tests="5" failures="0"/);
+    const plan = await sh(bin, ['plan', '-c', 'gateway.yaml', '--from', 'asyncapi-3.0/gateway.yaml'], elsewhere);
+    assert.equal(plan.code, 2, plan.stderr);
+    const exported = await sh(bin, ['export', 'asyncapi', '-c', 'asyncapi-3.0/gateway.yaml'], elsewhere);
+    assert.match(exported.stdout, /^asyncapi: 3\.0\.0$/m);
+    const schema = await sh(bin, ['schema'], elsewhere);
+    assert.equal(JSON.parse(schema.stdout).$id, 'https://eventgate.dev/gateway.schema.json');
+  });
+});

@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { describe, it } from 'node:test';
+import { WsClient } from '../helpers/clients.js';
+import { runCli, startGateway, tempFiles } from '../helpers/gateway.js';
+
+const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
+
+const base = (filter: string, wsHost = '127.0.0.1', extraRoute: string[] = []) =>
+  yaml(
+    'version: 1',
+    'admin: { port: 0, token: plan-test-token-0123456789 }',
+    'brokers: { local: { kind: memory } }',
+    'listeners:',
+    '  api: { kind: http, port: 0 }',
+    `  push: { kind: websocket, port: 0, host: ${wsHost} }`,
+    'routes:',
+    '  - name: in',
+    '    from: { listener: api, path: /in }',
+    `    through: [ { filter: '${filter}' } ]`,
+    '    to: { broker: local, topic: t }',
+    '  - name: out',
+    '    from: { broker: local, topic: t }',
+    '    to: { listener: push, path: /ws }',
+    ...extraRoute,
+  );
+
+const noStackTrace = (r: { stdout: string; stderr: string }) => assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at .+:\d+:\d+\)?\n/, 'never a stack trace');
+
+describe('eventgate plan --from OLD', () => {
+  it('exits 0 and says so when nothing would change', async () => {
+    const dir = tempFiles({ 'old.yaml': base('a > 1'), 'new.yaml': base('a > 1') });
+    const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^no changes: a reload would keep all 5 components as they are$/m);
+  });
+
+  it('exits 2 and lists what is added, changed, removed and kept, with the clients and groups affected', async () => {
+    const added = ['  - name: audit', '    from: { broker: local, topic: t }', '    to: { broker: local, topic: audit }'];
+    const dir = tempFiles({ 'old.yaml': base('a > 1'), 'new.yaml': base('a > 2', '0.0.0.0', added) });
+    const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 2, r.stderr);
+    assert.deepEqual(r.stdout.split('\n').slice(0, 6), [
+      'plan: new.yaml against old.yaml',
+      '  ~ listener push (new socket)',
+      '  + route audit',
+      '  ~ route in',
+      '  ~ route out',
+      '  = 2 kept (local, api)',
+    ]);
+    assert.match(r.stdout, /^clients disconnected: listener push: the listener needs a new socket/m);
+    assert.match(r.stdout, /^consumer group joins: eventgate-audit \(route audit, local\/t\)$/m);
+    assert.match(r.stdout, /^consumer group rejoins: eventgate-out-<instance> \(route out, local\/t\)$/m);
+
+    const json = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir });
+    assert.equal(json.code, 2);
+    const report = JSON.parse(json.stdout);
+    assert.equal(report.valid, true);
+    assert.equal(report.changes, true);
+    assert.deepEqual(report.routes, { add: ['audit'], change: ['in', 'out'], remove: [], keep: [] });
+    assert.deepEqual(report.listeners.rebind, ['push']);
+    assert.deepEqual(report.errors, []);
+  });
+
+  it('exits 1 with every validation error when NEW is invalid', async () => {
+    const dir = tempFiles({ 'old.yaml': base('a > 1'), 'new.yaml': base('a >').replace('kind: memory', 'kind: memroy') });
+    const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 1);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report.valid, false);
+    assert.deepEqual(
+      report.errors.map((e: { line: number; code: string }) => [e.line, e.code]),
+      [
+        [3, 'EG_CONFIG_SCHEMA'],
+        [10, 'EG_CONFIG_EXPRESSION'],
+      ],
+    );
+    const text = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+    assert.equal(text.code, 1);
+    assert.match(text.stdout, /new\.yaml is invalid; a reload would be rejected and the running config kept:\n {2}new\.yaml:3:27: unknown broker kind "memroy"/);
+  });
+
+  it('exits 2 on a usage error', async () => {
+    const dir = tempFiles({ 'new.yaml': base('a > 1') });
+    const both = await runCli(['plan', '-c', 'new.yaml', '--from', 'x.yaml', '--admin', 'http://127.0.0.1:1'], { cwd: dir });
+    assert.equal(both.code, 2);
+    assert.match(both.stderr, /give --from OLD or --admin URL, not both/);
+    const missing = await runCli(['plan', '-c', 'new.yaml', '--from', 'nope.yaml'], { cwd: dir });
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /nope\.yaml:1:1: cannot read config file/);
+  });
+});
+
+describe('eventgate plan --admin URL against a running gateway', () => {
+  it('compares with the running config, counts the clients a change would disconnect, and agrees with the reload that follows', async () => {
+    const gw = await startGateway(base('a > 1'));
+    const client = await WsClient.connect(gw.url('push', '/ws', 'ws'));
+    try {
+      const token = ['--token', 'plan-test-token-0123456789'];
+      const same = await runCli(['plan', '-c', gw.configFile, '--admin', gw.adminUrl, ...token]);
+      noStackTrace(same);
+      assert.equal(same.code, 0, same.stdout + same.stderr);
+
+      const dir = tempFiles({ 'new.yaml': base('a > 2', '0.0.0.0') });
+      const changed = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: dir });
+      assert.equal(changed.code, 2, changed.stdout + changed.stderr);
+      const report = JSON.parse(changed.stdout);
+      assert.deepEqual(report.routes.change.sort(), ['in', 'out']);
+      assert.deepEqual(report.disconnected, [{ listener: 'push', clients: 1, reason: 'the listener needs a new socket (port, host or TLS changed)' }]);
+
+      const unauthorized = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir });
+      assert.equal(unauthorized.code, 2);
+      assert.match(unauthorized.stderr, /wants a token: pass --token \(401\)/);
+
+      // Apply the filter change only: afterwards the plan for that config is empty.
+      await gw.reconfigure(base('a > 2'));
+      const after = await runCli(['plan', '-c', gw.configFile, '--admin', gw.adminUrl, ...token]);
+      assert.equal(after.code, 0, after.stdout + after.stderr);
+    } finally {
+      await client.close?.();
+      await gw.stop();
+    }
+  });
+
+  it('says so when the admin API cannot be reached', async () => {
+    // A port that was just free: nothing listens there.
+    const probe = createServer().listen(0, '127.0.0.1');
+    await once(probe, 'listening');
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((r) => probe.close(r));
+    const dir = tempFiles({ 'new.yaml': base('a > 1') });
+    const r = await runCli(['plan', '-c', 'new.yaml', '--admin', `http://127.0.0.1:${port}`], { cwd: dir });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, new RegExp(`cannot reach the admin API at http://127\\.0\\.0\\.1:${port}/admin/plan: ECONNREFUSED`));
+  });
+});
