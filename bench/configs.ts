@@ -90,3 +90,40 @@ routes:
     to: { listener: push, path: /stream }
 `;
 }
+
+/** POST /publish → memory topic → a Server-Sent Events stream on the same http listener. */
+export const SSE_FANOUT_CONFIG = `version: 1
+brokers:
+  local: { kind: memory, retain: 1000 }
+listeners:
+  api:
+    kind: http
+    port: 0
+    host: 127.0.0.1
+    # No heartbeats during a run: the driver counts blank-line-terminated blocks as events.
+    events: { heartbeatMs: 3600000 }
+routes:
+  - name: publish
+    from: { listener: api, path: /publish }
+    to: { broker: local, topic: ticks }
+  - name: stream
+    from: { broker: local, topic: ticks }
+    to: { listener: api, path: /fanout }
+`;
+
+/** POST /in → memory topic → a webhook target posting to `sinkUrl` (one delivery at a time: a memory consumer group takes one message at a time). */
+export function webhookConfig(sinkUrl: string): string {
+  return `version: 1
+brokers:
+  local: { kind: memory, retain: 100000 }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: local, topic: jobs }
+  - name: deliver
+    from: { broker: local, topic: jobs }
+    to: { http: { url: ${JSON.stringify(sinkUrl)}, concurrency: 1 } }
+`;
+}

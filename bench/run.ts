@@ -15,9 +15,11 @@ import { kafkaWsLatency } from './scenarios/kafka-ws-latency.js';
 import { memory } from './scenarios/memory.js';
 import { pipeline } from './scenarios/pipeline.js';
 import { reload } from './scenarios/reload.js';
+import { sseFanout } from './scenarios/sse-fanout.js';
 import { startup } from './scenarios/startup.js';
+import { webhook } from './scenarios/webhook.js';
 
-const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, startup, httpKafka, kafkaWsLatency, httpMqtt, httpAmqp, httpNats];
+const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, startup, httpKafka, kafkaWsLatency, sseFanout, webhook, httpMqtt, httpAmqp, httpNats];
 
 const USAGE = `usage: npm run bench -- [--only NAME,...] [--duration SECONDS] [--json FILE]
 scenarios:

@@ -23,7 +23,7 @@ export function renderPlot(series: Series[], opts: { warmupMinutes: number; capt
     const top = TOP + i * (PANEL + 20);
     const bottom = top + PANEL - 30;
     const values = s.points.map((p) => p[1]).filter(Number.isFinite);
-    const yMax = niceCeil(Math.max(1e-9, s.limit ?? 0, ...values) * 1.1);
+    const yMax = 4 * niceCeil((Math.max(1e-9, s.limit ?? 0, ...values) * 1.1) / 4);
     const y = (v: number) => bottom - (v / yMax) * (bottom - top - 20);
     parts.push(`<text x="${LEFT}" y="${top + 12}" font-weight="bold">${escape(s.title)}</text>`);
     parts.push(`<rect x="${x(0)}" y="${top + 20}" width="${x(Math.min(opts.warmupMinutes, xMax)) - x(0)}" height="${bottom - top - 20}" fill="#f2f2f2"/>`);
@@ -47,7 +47,7 @@ export function renderPlot(series: Series[], opts: { warmupMinutes: number; capt
 
 function niceCeil(v: number): number {
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
 

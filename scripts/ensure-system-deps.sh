@@ -3,7 +3,8 @@
 #   librdkafka-dev  librdkafka's mock Kafka cluster (a real Kafka-protocol broker for tests), gcc links against it
 #   gcc, libc6-dev  compile test/kafka/mock-cluster.c (once per run, cached in test/.build)
 #   kcat            an independent Kafka client for interop tests
-#   chromium        headless browser for the admin dashboard test
+#   chromium        headless browser for the admin dashboard and EventSource (SSE) tests
+#   curl            `curl -N`, an event-stream client that is not a browser (SSE tests)
 #   mosquitto, mosquitto-clients   an MQTT broker, and mosquitto_pub/_sub as independent MQTT peers
 #   rabbitmq-server, python3-pika  an AMQP 0-9-1 broker, and an independent Python client (test/peers/amqp_peer.py)
 #   nats-server     a NATS server with JetStream (the tests talk the NATS text protocol to it themselves)
@@ -15,6 +16,7 @@ missing=()
 [ -f /usr/include/librdkafka/rdkafka_mock.h ] || missing+=(librdkafka-dev)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)

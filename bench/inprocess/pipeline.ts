@@ -11,8 +11,8 @@ import addFormatsModule from 'ajv-formats';
 import { defaultRegistry } from '../../src/kinds/index.js';
 import type { StepResult } from '../../src/kinds/contracts.js';
 import { loadPlan } from '../../src/plan/compile.js';
-import type { Message, MessageContext } from '../../src/runtime/message.js';
-import { isStop } from '../../src/runtime/outcome.js';
+import type { Message, MessageContext } from '../../src/core/message.js';
+import { isStop } from '../../src/core/outcome.js';
 import { runChain } from '../../src/runtime/route.js';
 import { httpMemoryConfig, LIGHT_SCHEMA } from '../configs.js';
 

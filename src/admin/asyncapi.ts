@@ -10,17 +10,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import { redact } from '../config/secrets.js';
-import { problem, problemBody, type Problem } from '../errors.js';
-import { hash } from '../plan/canonical.js';
+import { problem, problemBody, type Problem } from '../core/errors.js';
+import { hash } from '../core/canonical.js';
 import type { AsyncApiPlan } from '../plan/types.js';
-import type { Gateway } from '../runtime/gateway.js';
-import { sendJson, sendProblem } from '../runtime/http-reply.js';
-import type { AdminServer } from './server.js';
+import { sendJson, sendProblem } from '../kinds/listeners/http-reply.js';
+import type { AdminServer, AdminSource } from './server.js';
 
 /** Largest document an upload may carry (the body is not buffered beyond it). */
 export const MAX_ASYNCAPI_BYTES = 4 * 1024 * 1024;
 
-export function addAsyncApiEndpoints(admin: AdminServer, gateway: Gateway): void {
+export function addAsyncApiEndpoints(admin: AdminServer, gateway: AdminSource): void {
   // One upload at a time: each is checked against the documents the previous one left on disk.
   let uploads: Promise<unknown> = Promise.resolve();
 
@@ -62,7 +61,7 @@ export function addAsyncApiEndpoints(admin: AdminServer, gateway: Gateway): void
   });
 }
 
-async function upload(gateway: Gateway, target: AsyncApiPlan, text: string, res: ServerResponse): Promise<void> {
+async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, res: ServerResponse): Promise<void> {
   const checked = await gateway.load(new Map([[target.file, text]]));
   if (!checked.plan) {
     // A diagnostic may quote a config value: no secret leaves the gateway in the answer (docs/security.md).
@@ -82,10 +81,10 @@ async function upload(gateway: Gateway, target: AsyncApiPlan, text: string, res:
     return sendProblem(res, problem('EG_INTERNAL', `could not write ${target.asWritten}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; nothing was changed`));
   }
   const result = await gateway.reload(`AsyncAPI upload of ${target.asWritten}`);
-  if (result.result === 'rejected') {
+  if (result.result === 'rejected' || result.result === 'rolled_back') {
     // Something else changed between the check and the reload (or a component could not start): put the document back.
     if (before !== undefined) await writeAtomically(target.file, before);
-    return sendRefusal(res, problem('EG_ASYNCAPI_INVALID', `the gateway could not apply the document (${result.reason}); ${target.asWritten} was restored`), result.diagnostics, gateway.plan!.file);
+    return sendRefusal(res, problem('EG_ASYNCAPI_INVALID', `the gateway could not apply the document (${result.reason}); ${target.asWritten} was restored`), result.result === 'rejected' ? result.diagnostics : [], gateway.plan!.file);
   }
   gateway.logger.info({ file: target.asWritten, version: result.version }, 'AsyncAPI document uploaded');
   sendJson(res, 200, { result: result.result, version: result.version, file: target.asWritten });

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { problem } from '../errors.js';
-import { sendProblem } from '../runtime/http-reply.js';
+import { problem } from '../core/errors.js';
+import { sendProblem } from '../kinds/listeners/http-reply.js';
 import type { AdminServer } from './server.js';
 
 /**

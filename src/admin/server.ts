@@ -1,12 +1,16 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { problem, problemBody, type Problem } from '../errors.js';
-import { sendJson, sendProblem } from '../runtime/http-reply.js';
+import { problem, problemBody, type Problem } from '../core/errors.js';
+import { sendJson, sendProblem } from '../kinds/listeners/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
-import type { Gateway } from '../runtime/gateway.js';
+import type { Logger } from '../log.js';
+import type { LoadResult } from '../plan/compile.js';
+import type { PlanFingerprint } from '../plan/fingerprint.js';
+import type { Plan } from '../plan/types.js';
+import type { ReloadResult } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
-import { boundAddress, listen } from '../runtime/bind.js';
+import { boundAddress, listen } from '../kinds/listeners/bind.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 /** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */
@@ -19,6 +23,22 @@ const PROBES = ['/healthz', '/readyz'];
 /** Body types an HTML form can send cross-site without a preflight. */
 const FORM_TYPES = ['application/x-www-form-urlencoded', 'multipart/form-data', 'text/plain'];
 
+/**
+ * What the admin server needs of the running gateway: an interface, so the admin server depends
+ * on what it reads and asks for, not on the Gateway class (src/runtime/gateway.ts implements it).
+ */
+export interface AdminSource {
+  readonly logger: Logger;
+  readonly plan: Plan | undefined;
+  readiness(): { ready: boolean; reasons: string[] };
+  status(): Record<string, unknown>;
+  reload(reason: string): Promise<ReloadResult>;
+  /** Loads the config as a reload would, with some files' contents replaced (an upload being checked). */
+  load(overrides?: ReadonlyMap<string, string>): Promise<LoadResult>;
+  /** The running plan as `eventgate plan --admin` compares against it. */
+  planFingerprint(): PlanFingerprint | null;
+}
+
 /** The admin API (spec §7): health, readiness, status, reload. Bound to 127.0.0.1 unless configured. */
 export class AdminServer {
   private readonly server: Server;
@@ -28,7 +48,7 @@ export class AdminServer {
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private token: string | undefined;
 
-  constructor(private readonly gateway: Gateway, private plan: AdminPlan) {
+  constructor(gateway: AdminSource, private plan: AdminPlan) {
     this.token = plan.token;
     this.server = createServer((req, res) => {
       this.serve(req, res).catch((err) => {
@@ -52,7 +72,7 @@ export class AdminServer {
     this.route('GET /admin/plan', (_req, res) => sendJson(res, 200, gateway.planFingerprint()));
     this.route('POST /admin/reload', async (_req, res) => {
       const result = await gateway.reload('admin API');
-      sendJson(res, result.result === 'rejected' ? 422 : 200, result);
+      sendJson(res, result.result === 'rejected' ? 422 : result.result === 'rolled_back' ? 409 : 200, result);
     });
     addAsyncApiEndpoints(this, gateway);
   }
@@ -101,7 +121,7 @@ export class AdminServer {
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]!;
-    const browser = this.browserCheck(req, !PROBES.includes(path));
+    const browser = this.browserCheck(req, !PROBES.includes(path) && !this.bearerAuthorized(req));
     if (browser) return sendProblem(res, browser);
     if (this.token && !this.open.has(path) && !this.authorized(req)) {
       res.setHeader('www-authenticate', 'Bearer realm="eventgate-admin"');
@@ -120,7 +140,7 @@ export class AdminServer {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const url = new URL(req.url ?? '/', 'http://admin');
-    const browser = this.browserCheck(req, true);
+    const browser = this.browserCheck(req, !this.bearerAuthorized(req));
     if (browser) return refuseUpgrade(socket, browser);
     const handler = this.upgrades.get(url.pathname);
     if (!handler) return refuseUpgrade(socket, problem('EG_NOT_FOUND', `no admin WebSocket endpoint at ${url.pathname}`));
@@ -133,8 +153,10 @@ export class AdminServer {
   /**
    * What keeps a web page the operator opens from using the admin API through their browser:
    * - `Host` must name this server (loopback names, `admin.host` when it is an address, and
-   *   `admin.allowedHosts`), so a DNS-rebound name pointing at 127.0.0.1 is refused (the probes,
-   *   which orchestrators send with the pod's address as Host and which show nothing, are exempt);
+   *   `admin.allowedHosts`), so a DNS-rebound name pointing at 127.0.0.1 is refused. Exempt: the
+   *   probes (orchestrators send the pod's address as Host, and they show nothing), and requests
+   *   bearing the admin token in `Authorization` (a browser never adds it by itself, so a
+   *   rebinding page cannot; Prometheus scraping a pod by its address can);
    * - an `Origin` (which browsers send on cross-site requests, WebSocket handshakes and every POST)
    *   must be this server's own, so another site's script or form is refused, tap included;
    * - a state-changing request may not have a body type an HTML form can send
@@ -161,6 +183,11 @@ export class AdminServer {
     const bound = this.plan.host.toLowerCase();
     if (bound !== '0.0.0.0' && bound !== '::' && (name === bound || name === `[${bound}]`)) return true;
     return (this.plan.allowedHosts ?? []).some((h) => h.toLowerCase() === name);
+  }
+
+  /** The admin token in an Authorization header (never `?token=`, which a page can put in a URL). */
+  private bearerAuthorized(req: IncomingMessage): boolean {
+    return this.token !== undefined && (req.headers.authorization ?? '').startsWith('Bearer ') && this.authorized(req);
   }
 
   /**

@@ -6,7 +6,7 @@
  * The parser is heavy (it builds a Spectral ruleset and pulls in hundreds of modules), so it is
  * imported on first use only: a config without `asyncapi:` never loads it.
  */
-import { canonical, hash } from '../plan/canonical.js';
+import { canonical, hash } from '../core/canonical.js';
 import { checkDocument, displayPath, fetchRemote, localReadAllowed, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
 
 /** A problem the parser found, positioned (1-based) in the file it is in: the document or a file it `$ref`s. */

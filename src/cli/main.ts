@@ -9,6 +9,7 @@ import { loadPlan } from '../plan/compile.js';
 import type { Env } from '../config/source.js';
 import { loadEnv } from './env.js';
 import { testCommand } from './test.js';
+import { createAdminServer } from '../admin/index.js';
 import { planCommand } from './plan.js';
 import { exportCommand } from './export.js';
 import { Gateway } from '../runtime/gateway.js';
@@ -110,7 +111,7 @@ async function run(file: string, env: Env): Promise<number> {
   const logger = createLogger('info');
   process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception (please report this bug)'));
   process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'unhandled rejection (please report this bug)'));
-  const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env, logger });
+  const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env, logger, admin: createAdminServer });
   // Signals are handled from the first moment: a SIGHUP or SIGTERM that arrives while the first
   // config loads must not kill the process with the default action (and lose in-flight work).
   let started = false;

@@ -2,7 +2,7 @@ import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
-import { diffPlans, type ComponentDiff } from '../plan/diff.js';
+import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
 import { listenerPaths, planFingerprint, planFromFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
 import type { Plan } from '../plan/types.js';
 
@@ -83,13 +83,8 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   }
   // Against a running gateway only hashes are known: compare hashes with hashes.
   const after = o.admin !== undefined ? planFromFingerprint(planFingerprint(next.plan)) : next.plan;
-  const reconfigurable = (name: string) => {
-    if (o.admin !== undefined) return false; // options unknown: assume the broker is replaced
-    const a = before!.brokers.get(name)!;
-    const b = after.brokers.get(name)!;
-    return a.kind === b.kind && registry.brokers.get(a.kind)!.canReconfigure(a.options, b.options);
-  };
-  const diff = diffPlans(before, after, reconfigurable);
+  // Against a running gateway only hashes are known: a changed broker counts as replaced.
+  const diff = summarize(diffPlans(before, after, registry, { reconfigureBrokers: o.admin === undefined }));
 
   // Clients lose their connection when their listener gets a new socket or goes, or their path is no longer served.
   const keepsClients = (kind: string) => registry.listeners.get(kind)?.acceptsForward === true;
@@ -125,7 +120,6 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     if (r.from.type === 'broker') groups.push({ route: name, broker: r.from.broker, topic: r.from.topic, group: r.from.group ?? `eventgate-${name}`, change: 'leave' });
   }
 
-  const reconfigure = diff.brokers.change.filter(reconfigurable);
   const changes = [diff.brokers, diff.listeners, diff.routes].some((d) => d.add.length + d.change.length + d.remove.length > 0) || diff.admin !== 'keep';
   const report: PlanReport = {
     valid: true,
@@ -133,7 +127,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     config: o.config,
     against,
     version: { from: before?.version ?? null, to: next.plan.version },
-    brokers: { ...diff.brokers, reconfigure },
+    brokers: diff.brokers,
     listeners: diff.listeners,
     routes: diff.routes,
     admin: diff.admin,

@@ -1,4 +1,5 @@
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import { exactlyOneKeys } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { CONFIG_AJV_OPTIONS, precompiledValidator } from './precompiled-validator.js';
@@ -22,7 +23,7 @@ function configValidator(registry: KindRegistry): ValidateFunction {
 export function checkSchema(src: SourceDocument, registry: KindRegistry): Diagnostic[] {
   const validate = configValidator(registry);
   if (validate(src.value)) return [];
-  const errors = withoutEchoes(relevant(validate.errors ?? []), registry);
+  const errors = withoutEchoes(relevant(exactlyOneRules(validate.errors ?? [])), registry);
   const seen = new Set<string>();
   const out: Diagnostic[] = [];
   for (const e of errors) {
@@ -33,6 +34,41 @@ export function checkSchema(src: SourceDocument, registry: KindRegistry): Diagno
     out.push(d);
   }
   return out.sort((a, b) => a.line - b.line || a.column - b.column);
+}
+
+/** The keyword a failed exactlyOne() rule (src/kinds/define.ts) becomes here. */
+const EXACTLY_ONE = 'exactlyOne';
+
+/**
+ * A failed exactlyOne() rule is one error naming the keys; the `required` errors of its branches
+ * would only repeat it.
+ */
+function exactlyOneRules(errors: ErrorObject[]): ErrorObject[] {
+  const rules = new Map<ErrorObject, string[]>();
+  for (const e of errors) {
+    const keys = e.keyword === 'oneOf' ? exactlyOneKeys(e.parentSchema) : undefined;
+    if (keys) rules.set(e, keys);
+  }
+  if (rules.size === 0) return errors;
+  const isMap = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+  // With several of the keys given, what each of them needs beside it is beside the point.
+  const tooMany = new Set([...rules].filter(([r, keys]) => isMap(r.data) && given(r.data, keys).length > 1).map(([r]) => r.instancePath));
+  return errors
+    .filter((e) => ![...rules.keys()].some((r) => e.schemaPath.startsWith(`${r.schemaPath}/`)))
+    .filter((e) => !(tooMany.has(e.instancePath) && (e.keyword === 'dependentRequired' || e.schemaPath.includes('/dependentSchemas/'))))
+    .filter((e) => !rules.has(e) || isMap(e.data)) // a value that is no map has its type error already
+    .map((e) => (rules.has(e) ? { ...e, keyword: EXACTLY_ONE, params: { keys: rules.get(e)! } } : e));
+}
+
+/** Which of `keys` the map `data` has. */
+function given(data: unknown, keys: readonly string[]): string[] {
+  return keys.filter((k) => Object.hasOwn((data ?? {}) as object, k));
+}
+
+/** 'a', 'b' or 'c' */
+function orList(keys: readonly string[]): string {
+  const q = keys.map((k) => `'${k}'`);
+  return q.length < 2 ? q.join('') : `${q.slice(0, -1).join(', ')} or ${q[q.length - 1]}`;
 }
 
 const SUMMARY_KEYWORDS = new Set(['oneOf', 'anyOf', 'type', 'if']);
@@ -57,17 +93,26 @@ function relevant(errors: ErrorObject[]): ErrorObject[] {
  */
 function withoutEchoes(errors: ErrorObject[], registry: KindRegistry): ErrorObject[] {
   return errors.filter((e) => {
-    if (e.keyword !== 'required') return true;
-    const missing = (e.params as { missingProperty: string }).missingProperty;
+    const missing = missingKeys(e);
+    if (missing === undefined) return true;
     return !errors.some((o) => {
       if (o.instancePath !== e.instancePath) return false;
-      if (o.keyword === 'discriminator') return missing === (o.params as { tag: string }).tag;
+      if (o.keyword === 'discriminator') return missing.includes((o.params as { tag: string }).tag);
       if (o.keyword !== 'additionalProperties') return false;
       const extra = (o.params as { additionalProperty: string }).additionalProperty;
       const allowed = Object.keys(((o.parentSchema as { properties?: object }).properties ?? {}) as object);
-      return closest(extra, allowed) === missing && !registry.steps.has(missing);
+      const meant = closest(extra, allowed);
+      return meant !== undefined && missing.includes(meant) && !registry.steps.has(meant);
     });
   });
+}
+
+/** The keys an error says are missing: a required key, a key another one needs, or one of an exactlyOne() set none of which is there. */
+function missingKeys(e: ErrorObject): string[] | undefined {
+  if (e.keyword === 'required' || e.keyword === 'dependentRequired') return [(e.params as { missingProperty: string }).missingProperty];
+  if (e.keyword !== EXACTLY_ONE) return undefined;
+  const { keys } = e.params as { keys: string[] };
+  return given(e.data, keys).length > 0 ? undefined : keys;
 }
 
 
@@ -87,6 +132,15 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
     return { file: src.file, line, column, path: formatPath(p) };
   };
   switch (e.keyword) {
+    case 'not': {
+      // A rule written with withMessage() (src/kinds/define.ts) says what is wrong in its description.
+      const rule = (e.parentSchema as { description?: string } | undefined)?.description;
+      return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${rule ?? e.message ?? 'is not allowed here'}` };
+    }
+    case 'dependentRequired': {
+      const { property, missingProperty } = e.params as { property: string; missingProperty: string };
+      return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: '${property}' needs a '${missingProperty}'` };
+    }
     case 'additionalProperties': {
       const key = (e.params as { additionalProperty: string }).additionalProperty;
       const allowed = Object.keys(((e.parentSchema as { properties?: object }).properties ?? {}) as object);
@@ -126,6 +180,12 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       const keys = Object.keys((e.data ?? {}) as object);
       if (stepKinds(e, registry)) return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} has ${keys.length} keys (${keys.join(', ')}); a step has exactly one, so write each step as its own list item` };
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} ${e.message ?? e.keyword}` };
+    }
+    case EXACTLY_ONE: {
+      const { keys } = e.params as { keys: string[] };
+      const present = given(e.data, keys);
+      if (present.length === 0) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} needs one of ${orList(keys)}` };
+      return { ...at([...path, present[1]!], 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} takes only one of ${orList(keys)}, not ${present.map((g) => `'${g}'`).join(' and ')}` };
     }
     case 'oneOf':
     case 'anyOf': {

@@ -23,10 +23,4 @@ export function formatPath(path: readonly (string | number)[]): string {
   return out;
 }
 
-/** Thrown only across the loader boundary so callers get every problem at once. */
-export class ConfigError extends Error {
-  constructor(readonly diagnostics: Diagnostic[]) {
-    super(diagnostics.map(formatDiagnostic).join('\n'));
-    this.name = 'ConfigError';
-  }
-}
+

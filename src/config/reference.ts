@@ -1,3 +1,4 @@
+import { webhookDoc, webhookSchema } from '../kinds/targets/webhook.js';
 import type { KindDoc, JsonSchema } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
@@ -82,7 +83,7 @@ asyncapiRemoteRefs:
 | \`port\` | (required) | TCP port of the admin API (0: any free port) |
 | \`host\` | \`127.0.0.1\` | bind address; keep it private unless \`token\` is set |
 | \`token\` | none | when set, every admin endpoint but \`/healthz\` and \`/readyz\` needs \`Authorization: Bearer <token>\` |
-| \`allowedHosts\` | \`[]\` | host names the admin API answers to besides loopback names and \`host\` (DNS-rebinding guard; \`/healthz\` and \`/readyz\` answer any Host) |
+| \`allowedHosts\` | \`[]\` | host names the admin API answers to besides loopback names and \`host\` (DNS-rebinding guard; \`/healthz\`, \`/readyz\` and requests bearing the token in \`Authorization\` answer any Host) |
 | \`drainTimeoutMs\` | \`10000\` | how long shutdown (and a reload that replaces a component) waits for in-flight messages |
 | \`tap.maxPerSecond\` | \`100\` | messages per route per second the live tap sends; the rest are counted in a \`skipped\` frame |
 
@@ -90,7 +91,8 @@ Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 w
 is bound and every broker connected, else 503 with the components not ready and their state;
 with \`token\` set, an unauthenticated request gets the status only), \`GET /admin/status\` (config
 version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
-(reload now; 200 with the result, 422 with diagnostics when the file is invalid),
+(reload now; 200 with the result, 422 with diagnostics when the file is invalid, 409 \`rolled_back\` when
+the new config could not be put in place — a port taken — and the running one was restored),
 \`GET /metrics\` (Prometheus), \`GET /admin/stats\` (the same counters as JSON),
 \`GET /admin/tap?route=<name>\` (WebSocket: the route's messages and outcomes, live),
 \`GET /\` (the dashboard page; it asks for the token itself; see docs/operations.md),
@@ -178,7 +180,7 @@ acknowledged.
 | \`name\` | yes | unique; letters, digits, \`.\`, \`_\`, \`-\` |
 | \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path) or \`{broker, topic, group?, startFrom?}\` |
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
-| \`to\` | yes | one target or a list: \`{broker, topic, key?}\` or \`{listener, path, format?, auth?}\` |
+| \`to\` | yes | one target or a list: \`{broker, topic, key?, cloudevents?}\`, \`{listener, path, format?, auth?}\` or \`{http: {url, ...}}\` (a webhook) |
 | \`deadletter\` | no | \`{broker, topic}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |
 | \`ack\` | no | WebSocket publish routes: answer each delivered frame with \`{"type":"ack","deliveries":[...]}\` (default false) |
 
@@ -206,6 +208,21 @@ acknowledged.
   the path: subscribers must pass it at the WebSocket handshake (401/403 otherwise), and are
   disconnected (1008) when a reload stops accepting their credentials. Every route forwarding to
   the same path must declare the same \`auth\`.
+- \`{listener: L, path: /p}\` where L is an **http** listener: \`GET /p\` with
+  \`Accept: text/event-stream\` is a Server-Sent Events stream of the same messages (see
+  [kind: http](#kind-http)); \`auth\` is checked before the stream opens.
+- \`format: cloudevent\` (listener targets): CloudEvent messages are sent in the structured JSON
+  form (\`{"specversion","id","source","type",...,"data"}\`); \`envelope\` frames of CloudEvents
+  also carry their attributes as \`ce\`.
+- \`cloudevents: binary|structured\` (broker targets): how CloudEvent messages are written. A
+  message is a CloudEvent when it came in as one (HTTP binary, structured or batched mode; a
+  Kafka record with \`ce_\` headers, or \`content-type: application/cloudevents+json\`) or a
+  \`cloudevent\` step made it one. \`binary\` (default, the CloudEvents Kafka binding's
+  default too) writes the attributes as \`ce_<name>\` headers, \`datacontenttype\` as
+  \`content-type\`, and the data as the value; \`structured\` writes one JSON event as the value
+  with \`content-type: application/cloudevents+json\`. Expressions see the attributes as \`$ce\`
+  (\`filter: $ce.type = "order.placed"\`); \`validate\` checks the data.
+- \`{http: {url, ...}}\`: a webhook, below.
 
 \`\`\`yaml
 routes:
@@ -218,32 +235,32 @@ routes:
     deadletter: { broker: local, topic: orders-invalid }
 \`\`\`
 `);
+  out.push(kindSection('to: http (webhooks)', webhookDoc, webhookSchema));
   return out.join('\n');
 }
 
+type OptionSchema = { default?: unknown; description?: string; properties?: Record<string, OptionSchema>; required?: string[] };
+
+/**
+ * A kind's section: its summary, a row per option (from the option's schema: required, default,
+ * description; an object option's documented keys get rows of their own) and its example.
+ */
 function kindSection(title: string, doc: KindDoc, schema: JsonSchema): string {
   const lines = [`### ${title}`, '', doc.summary, ''];
-  const props = (schema.properties ?? {}) as Record<string, { default?: unknown; description?: string }>;
-  const required = new Set((schema.required as string[] | undefined) ?? []);
-  const names = Object.keys(props).filter((p) => p !== 'kind');
-  if (names.length > 0) {
-    lines.push('| key | default | meaning |', '|---|---|---|');
-    for (const name of names) {
-      const p = props[name]!;
-      const def = required.has(name) ? '(required)' : p.default === undefined ? '' : `\`${JSON.stringify(p.default)}\``;
-      const meaning = doc.options?.[name] ?? p.description ?? '';
-      lines.push(`| \`${name}\` | ${def} | ${meaning.replace(/\|/g, '\\|')} |`);
-      // Options grouped in an object (kafka's producer.*, consumer.*) get a row each when the kind documents them.
-      const nested = (p as { properties?: Record<string, { default?: unknown; description?: string }> }).properties ?? {};
-      for (const [sub, q] of Object.entries(nested)) {
-        if (doc.options?.[`${name}.${sub}`] === undefined) continue;
-        const subDef = q.default === undefined ? '' : `\`${JSON.stringify(q.default)}\``;
-        const subMeaning = doc.options?.[`${name}.${sub}`] ?? q.description ?? '';
-        lines.push(`| \`${name}.${sub}\` | ${subDef} | ${subMeaning.replace(/\|/g, '\\|')} |`);
-      }
-    }
-    lines.push('');
+  const rows: string[] = [];
+  const row = (name: string, p: OptionSchema, required: boolean) => {
+    const def = required ? '(required)' : p.default === undefined ? '' : `\`${JSON.stringify(p.default)}\``;
+    rows.push(`| \`${name}\` | ${def} | ${(p.description ?? '').replace(/\|/g, '\\|')} |`);
+  };
+  const top = schema as OptionSchema;
+  const required = new Set(top.required ?? []);
+  for (const [name, p] of Object.entries(top.properties ?? {})) {
+    if (name === 'kind') continue;
+    row(name, p, required.has(name));
+    const subRequired = new Set(p.required ?? []);
+    for (const [sub, q] of Object.entries(p.properties ?? {})) if (q.description !== undefined) row(`${name}.${sub}`, q, subRequired.has(sub));
   }
+  if (rows.length > 0) lines.push('| key | default | meaning |', '|---|---|---|', ...rows, '');
   lines.push('```yaml', doc.example, '```', '');
   return lines.join('\n');
 }

@@ -1,9 +1,14 @@
+import { webhookSchema } from '../kinds/targets/webhook.js';
 import type { JsonSchema } from '../kinds/contracts.js';
+import { exactlyOne, withMessage } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
 export const SCHEMA_ID = 'https://eventgate.dev/gateway.schema.json';
 
 const name = { type: 'string', minLength: 1 };
+
+/** None of `keys` may be present. */
+const forbid = (keys: string[]) => ({ not: { anyOf: keys.map((k) => ({ required: [k] })) } });
 
 /** A `${VAR}` / `${VAR:-default}` reference, substituted from the environment when the config loads. */
 export const VARIABLE_PATTERN = '^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}$';
@@ -23,7 +28,8 @@ export interface ConfigSchemaOptions {
  * fragment). `eventgate schema` prints it; gateway.schema.json at the repo root is this document.
  */
 export function buildConfigSchema(registry: KindRegistry, options: ConfigSchemaOptions = {}): JsonSchema {
-  const schema = assembleSchema(registry);
+  // Plain JSON: TypeBox marks its schemas with symbol keys, which are no part of JSON Schema.
+  const schema = JSON.parse(JSON.stringify(assembleSchema(registry))) as JsonSchema;
   return options.acceptVariables === false ? schema : acceptVariables(schema);
 }
 
@@ -52,7 +58,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
   };
   const target: JsonSchema = {
     type: 'object',
-    description: 'Where messages go: a broker topic, or the clients of a WebSocket path.',
+    description: 'Where messages go: a broker topic, the clients of a WebSocket path or event stream, or an HTTP endpoint (webhook).',
     additionalProperties: false,
     properties: {
       broker: { ...name, description: 'Broker targets: the broker name (under `brokers:`).' },
@@ -64,9 +70,11 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         ],
       },
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
-      listener: { ...name, description: 'Listener targets: a websocket listener name (under `listeners:`).' },
-      path: { type: 'string', pattern: '^/', description: 'Listener targets: the WebSocket path clients connect to.' },
-      format: { enum: ['value', 'envelope'], default: 'value', description: 'Listener targets: frame the value as JSON (`value`) or the whole message (`envelope`: topic, partition, offset, key, headers, value, timestamp).' },
+      cloudevents: { enum: ['binary', 'structured'], default: 'binary', description: 'Broker targets: CloudEvent messages as `ce_` headers and the data as value (binary, the CloudEvents Kafka binding default), or one application/cloudevents+json value (structured).' },
+      http: webhookSchema,
+      listener: { ...name, description: 'Listener targets: a websocket or http listener name (under `listeners:`).' },
+      path: { type: 'string', pattern: '^/', description: 'Listener targets: the WebSocket path clients connect to, or the http path of the event stream.' },
+      format: { enum: ['value', 'envelope', 'cloudevent'], default: 'value', description: 'Listener targets: the value as JSON (`value`), the whole message (`envelope`: topic, partition, offset, key, headers, value, timestamp, and `ce` for CloudEvents), or a CloudEvent in structured JSON form (`cloudevent`).' },
       // Subscribers of a websocket forward path must pass this at the handshake (the auth step's options).
       ...(registry.steps.has('auth') ? { auth: { ...describedKind(registry.steps.get('auth')!, 'step'), description: 'Listener targets: who may subscribe (the auth step options), checked at the WebSocket handshake.' } } : {}),
     },
@@ -112,7 +120,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000, description: 'On SIGTERM, how long in-flight messages may take before the gateway exits anyway.' },
           allowedHosts: {
             type: 'array',
-            description: 'Host names (as in the Host header, without port) the admin API answers to besides loopback names and `host`; others get 403 (DNS rebinding). /healthz and /readyz answer any Host.',
+            description: 'Host names (as in the Host header, without port) the admin API answers to besides loopback names and `host`; others get 403 (DNS rebinding). /healthz, /readyz and requests bearing the token in Authorization answer any Host.',
             items: { type: 'string', minLength: 1, pattern: '^[^\\s:/]+$|^\\[[0-9a-fA-F:.]+\\]$' },
           },
           tap: {
@@ -161,6 +169,12 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               type: 'object',
               description: 'A listener path (HTTP POST / WebSocket frames) or a broker topic.',
               additionalProperties: false,
+              ...exactlyOne(['listener', 'broker']),
+              dependentRequired: { listener: ['path'], broker: ['topic'] },
+              dependentSchemas: {
+                listener: withMessage(forbid(['topic', 'group']), "'topic' and 'group' belong with 'from.broker', not 'from.listener'"),
+                broker: withMessage(forbid(['path']), "'path' belongs with 'from.listener', not 'from.broker'"),
+              },
               properties: {
                 listener: { ...name, description: 'Listener name (under `listeners:`) whose clients publish.' },
                 path: { type: 'string', pattern: '^/', description: 'HTTP POST path or WebSocket path; `:name` segments are path parameters ($path).' },
@@ -240,29 +254,12 @@ function takesVariable(n: JsonSchema): boolean {
 }
 
 /**
- * A kind's schema with a description on every option, for editor hovers: the ones its schema
- * gives, else the line of its docs table (`doc.options`), so nothing is written twice.
+ * A kind's schema as editors show it: the `kind` key and the kind itself described (its options
+ * describe themselves in the kind's definition).
  */
-function describedKind(k: { kind: string; schema: JsonSchema; doc?: { summary: string; options?: Record<string, string> } }, what: string): JsonSchema {
-  const docs = k.doc?.options ?? {};
-  const describe = (schema: JsonSchema, prefix: string): JsonSchema => {
-    const props = schema.properties as Record<string, JsonSchema> | undefined;
-    if (!props) return schema;
-    const out: Record<string, JsonSchema> = {};
-    for (const [name, p] of Object.entries(props)) {
-      let next = p;
-      if (next.properties) next = describe(next, `${prefix}${name}.`);
-      for (const list of ['oneOf', 'anyOf'] as const) {
-        if (Array.isArray(next[list])) next = { ...next, [list]: (next[list] as JsonSchema[]).map((b) => describe(b, `${prefix}${name}.`)) };
-      }
-      if (next.description === undefined) {
-        const text = name === 'kind' && prefix === '' ? `The ${what} kind: \`${k.kind}\`.` : docs[`${prefix}${name}`] ?? docs[name];
-        if (text !== undefined) next = { ...next, description: text.charAt(0).toUpperCase() + text.slice(1) };
-      }
-      out[name] = next;
-    }
-    return { ...schema, properties: out };
-  };
-  const schema = describe(k.schema, '');
+function describedKind(k: { kind: string; schema: JsonSchema; doc?: { summary: string } }, what: string): JsonSchema {
+  const props = k.schema.properties as Record<string, JsonSchema> | undefined;
+  const kindProp = props?.kind;
+  const schema = kindProp && kindProp.description === undefined ? { ...k.schema, properties: { ...props, kind: { ...kindProp, description: `The ${what} kind: \`${k.kind}\`.` } } } : k.schema;
   return schema.description === undefined && k.doc ? { ...schema, description: k.doc.summary } : schema;
 }

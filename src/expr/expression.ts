@@ -2,7 +2,8 @@ import jsonata from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
 import { unknownFunctionCalls } from './functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
-import type { Message, MessageContext } from '../runtime/message.js';
+import type { Message, MessageContext } from '../core/message.js';
+import { attributesOf, CE_SPECVERSION } from '../codecs/cloudevents.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */
 export interface ExpressionLimits {
@@ -169,6 +170,8 @@ export function bindingsFor(msg: Message, ctx: MessageContext): Record<string, u
     claims: ctx.identity?.claims ?? {},
     message: ctx.asyncapi?.message ?? null,
     channel: ctx.asyncapi?.channel ?? null,
+    // CloudEvent attributes; one property lookup for plain messages, which have none.
+    ce: msg.headers[CE_SPECVERSION] === undefined ? undefined : attributesOf(msg.headers),
   };
 }
 

@@ -1,24 +1,25 @@
 /**
  * What a kind module provides. Each broker, listener and step kind is one module exporting one of
- * these: its JSON Schema fragment (assembled into gateway.schema.json), its docs (assembled into
- * docs/config.md) and its factory. Adding a kind means adding one module and one registry line.
+ * these, made with defineBroker / defineListener / defineStep (./define.ts) from one TypeBox
+ * definition of its options: the JSON Schema fragment (assembled into gateway.schema.json), the
+ * options' TypeScript type and their rows in docs/config.md all come from it. Adding a kind means
+ * adding one module and one registry line (src/kinds/index.ts).
  */
 import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
-import type { ErrorCode, Problem } from '../errors.js';
+import type { ErrorCode, Problem } from '../core/errors.js';
 import type { Expression } from '../expr/expression.js';
 import type { PathPart } from '../config/source.js';
-import type { Delivery, Identity, Message, MessageContext, RequestMeta } from '../runtime/message.js';
-import type { Outcome, StepStop } from '../runtime/outcome.js';
+import type { Delivery, Identity, Message, MessageContext, RequestMeta } from '../core/message.js';
+import type { Outcome, StepStop } from '../core/outcome.js';
 
 export type JsonSchema = Record<string, unknown>;
 
+/** What docs/config.md says about a kind besides its options (which document themselves in the schema). */
 export interface KindDoc {
   summary: string;
   /** YAML showing the kind in use, as it would appear in gateway.yaml. */
   example: string;
-  /** One line per option: `name` → description. */
-  options?: Record<string, string>;
 }
 
 // ---- steps ---------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ export interface RuntimeEnv {
 }
 
 /**
- * The counters a component reports into (src/admin/metrics.ts turns them into Prometheus series).
+ * The counters a component reports into (src/telemetry/metrics.ts turns them into Prometheus series).
  * A component binds its handle once, when it is created (`env.telemetry?.broker(name, kind)`), and
  * every call on the handle is a plain increment: no label strings, no lookups on the message path.
  */
@@ -218,6 +219,12 @@ export interface BrokerRuntime {
   publish(topic: string, msg: Message): Promise<Delivery>;
   /** The handler's promise settles when every target accepted the message; only then is it committed. */
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription;
+  /**
+   * The messages the broker still retains on `topic` after the given offsets (per partition; a
+   * partition not named is read from its oldest message), up to its current end. `truncated` when
+   * something after a named offset is no longer retained. Brokers that cannot read back omit it.
+   */
+  retained?(topic: string, after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }>;
   /** Why `topic` cannot be a topic of this broker, or undefined; asked of topics computed per message. */
   topicProblem?(topic: string): string | undefined;
   /**
@@ -266,14 +273,24 @@ export interface RouteEntry {
 /** The routes bound to a listener by the current plan; swapped whole on reload. */
 export interface ListenerBindings {
   publish: Map<string, RouteEntry>;
+  /** Forward paths whose route can read its source again from a position (event-stream resume). */
+  replay?: Map<string, ReplaySource>;
   /** Paths that forward targets push to (WebSocket). */
   forward: Set<string>;
   /** Forward paths whose targets declare `auth`: subscribers must pass it at the handshake. */
   forwardAuth?: Map<string, Gate>;
 }
 
+/**
+ * A forward route's source read again after a position (per partition, the last offset the client
+ * saw), through the route's chain: what a reconnecting event-stream client missed. `truncated`
+ * when the broker no longer retains some of it (the messages then start at the oldest retained).
+ */
+export interface ReplaySource {
+  replay(after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }>;
+}
+
 export interface Target {
-  describe(): string;
   send(msg: Message, ctx: MessageContext): Promise<Delivery>;
 }
 
@@ -293,7 +310,7 @@ export interface ListenerRuntime {
   /** Clients currently connected, for listeners that keep connections open (`eventgate_websocket_clients`). */
   connections?(): number;
   /** Forward target for `to: {listener, path}`; only listeners that push to clients have one. */
-  forwardTarget?(path: string, options: { format: 'value' | 'envelope' }): Target;
+  forwardTarget?(path: string, options: { format: 'value' | 'envelope' | 'cloudevent' }): Target;
 }
 
 export interface ListenerCompileContext {
@@ -303,7 +320,8 @@ export interface ListenerCompileContext {
   readFile(file: string, relPath: readonly PathPart[]): string | undefined;
 }
 
-export interface ListenerKind<O = unknown> {
+/** `O`: the options as written; `C`: as compiled (files read), which is what the runtime gets. */
+export interface ListenerKind<O = unknown, C = O> {
   kind: string;
   schema: JsonSchema;
   doc: KindDoc;
@@ -312,7 +330,7 @@ export interface ListenerKind<O = unknown> {
    * diagnostics; the result is what create() and reconfigure() receive. Without it they get the
    * options as written.
    */
-  compile?(options: O, ctx: ListenerCompileContext): O | undefined;
+  compile?(options: O, ctx: ListenerCompileContext): C | undefined;
   /** Whether `to: {listener: <this kind>, path}` targets are allowed. */
   acceptsForward: boolean;
   /** Whether `from: {listener: <this kind>, path}` routes are allowed. */
@@ -326,5 +344,5 @@ export interface ListenerKind<O = unknown> {
   samePath?(a: string, b: string): boolean;
   /** Why a route path cannot be used on this kind of listener (bad syntax), or undefined. */
   checkPath?(path: string): string | undefined;
-  create(name: string, options: O, env: RuntimeEnv): ListenerRuntime;
+  create(name: string, options: C, env: RuntimeEnv): ListenerRuntime;
 }

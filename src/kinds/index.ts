@@ -7,6 +7,7 @@ import { httpListener } from './listeners/http.js';
 import { websocketListener } from './listeners/websocket.js';
 import { KindRegistry } from './registry.js';
 import { authStep } from './steps/auth.js';
+import { cloudeventStep } from './steps/cloudevent.js';
 import { filterStep } from './steps/filter.js';
 import { headersStep } from './steps/headers.js';
 import { ratelimitStep } from './steps/ratelimit.js';
@@ -28,5 +29,6 @@ export function defaultRegistry(): KindRegistry {
     .step(transformStep)
     .step(headersStep)
     .step(authStep)
-    .step(ratelimitStep);
+    .step(ratelimitStep)
+    .step(cloudeventStep);
 }

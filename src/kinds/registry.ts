@@ -6,7 +6,7 @@ import type { BrokerKind, ListenerKind, StepKind } from './contracts.js';
  */
 export class KindRegistry {
   readonly brokers = new Map<string, BrokerKind<any, any>>();
-  readonly listeners = new Map<string, ListenerKind<any>>();
+  readonly listeners = new Map<string, ListenerKind<any, any>>();
   readonly steps = new Map<string, StepKind<any>>();
 
   broker(kind: BrokerKind<any, any>): this {
@@ -14,7 +14,7 @@ export class KindRegistry {
     return this;
   }
 
-  listener(kind: ListenerKind<any>): this {
+  listener(kind: ListenerKind<any, any>): this {
     this.listeners.set(kind.kind, kind);
     return this;
   }

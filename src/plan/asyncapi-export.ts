@@ -110,5 +110,5 @@ function payloadSchema(schema: unknown): unknown {
 }
 
 function describeTargets(to: readonly TargetPlan[]): string {
-  return to.map((t) => (t.type === 'broker' ? `${t.broker}/${t.topic}` : `${t.listener}${t.path}`)).join(', ');
+  return to.map((t) => (t.type === 'broker' ? `${t.broker}/${t.topic}` : t.type === 'http' ? `webhook ${t.webhook.url}` : `${t.listener}${t.path}`)).join(', ');
 }

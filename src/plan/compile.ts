@@ -1,3 +1,4 @@
+import { signatureKey, WEBHOOK_DEFAULTS, type WebhookOptions, type WebhookPlan } from '../kinds/targets/webhook.js';
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import type { ValidateFunction } from 'ajv';
@@ -9,12 +10,12 @@ import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { isHidden, pruneInvalid, type Hidden, type Pruned } from '../config/prune.js';
-import type { ErrorCode } from '../errors.js';
+import type { ErrorCode } from '../core/errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
 import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StartFrom, StepCompileContext } from '../kinds/contracts.js';
 import { secretValues } from '../config/secrets.js';
 import type { KindRegistry } from '../kinds/registry.js';
-import { canonical, hash } from './canonical.js';
+import { canonical, hash } from '../core/canonical.js';
 import { findConflicts } from './conflicts.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import type { AdminPlan, AsyncApiPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan, SourcePlan, TargetPlan } from './types.js';
@@ -63,7 +64,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
   const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides, pruned);
   await compiler.loadAsyncApi();
-  const plan = compiler.compile();
+  const plan = compiler.compile(secrets);
   const files = [...compiler.files.keys()];
   const seen = new Map(compiler.files);
   diagnostics.push(...compiler.diagnostics);
@@ -97,12 +98,15 @@ interface RawTarget {
   key?: string;
   listener?: string;
   path?: string;
-  format?: 'value' | 'envelope';
+  format?: 'value' | 'envelope' | 'cloudevent';
   auth?: Record<string, unknown>;
+  cloudevents?: 'binary' | 'structured';
+  http?: WebhookOptions;
 }
 interface RawRoute {
   name: string;
-  from: { listener?: string; path?: string; broker?: string; topic?: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean };
+  /** The schema guarantees a listener with a path, or a broker with a topic. */
+  from: { listener: string; path: string } | { broker: string; topic: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean };
   through?: string | (string | RawStep)[];
   to: RawTarget | RawTarget[];
   deadletter?: { broker: string; topic: string };
@@ -218,7 +222,7 @@ class Compiler {
     return join(dirname(this.src.file), relative(this.dir, file));
   }
 
-  compile(): Plan {
+  compile(secrets: ReadonlySet<string>): Plan {
     const c = this.config;
     const brokers = new Map<string, ComponentPlan>();
     for (const [name, options] of Object.entries(c.brokers ?? {})) {
@@ -339,8 +343,7 @@ class Compiler {
       brokers,
       listeners,
       routes,
-      secrets: this.src.fromEnv,
-      secretValues: secretValues(this.src.value, this.src.fromEnv, this.src.envValues),
+      secretValues: secrets,
     };
   }
 
@@ -373,23 +376,17 @@ class Compiler {
       return false;
     };
 
-    // from
+    // from (the schema guarantees a listener with a path, or a broker with a topic)
     let from: SourcePlan | undefined;
     const f = raw.from;
-    if ((f.listener === undefined) === (f.broker === undefined)) {
-      this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from' needs exactly one of 'listener' (with 'path') or 'broker' (with 'topic')`, 'key');
-    } else if (f.listener !== undefined) {
-      if (f.topic !== undefined || f.group !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'topic' and 'group' belong with 'from.broker', not 'from.listener'`, 'key');
-      if (f.path === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' needs a 'path'`, 'key');
-      else if (checkListener(f.listener, [...at, 'from', 'listener'])) {
+    if ('listener' in f) {
+      if (checkListener(f.listener, [...at, 'from', 'listener'])) {
         const kind = this.registry.listeners.get(listeners.get(f.listener)!.kind)!;
         if (!kind.acceptsPublish) this.report([...at, 'from', 'listener'], 'EG_CONFIG_REF', `listener '${f.listener}' (${kind.kind}) does not accept messages from clients`);
         else from = { type: 'listener', listener: f.listener, path: f.path };
       }
-    } else {
-      if (f.path !== undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'path' belongs with 'from.listener', not 'from.broker'`, 'key');
-      if (f.topic === undefined) this.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.broker' needs a 'topic'`, 'key');
-      else if (checkBroker(f.broker!, [...at, 'from', 'broker'])) from = { type: 'broker', broker: f.broker!, topic: f.topic, group: f.group, startFrom: f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest') };
+    } else if (checkBroker(f.broker, [...at, 'from', 'broker'])) {
+      from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, startFrom: f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest') };
     }
 
     // deadletter
@@ -427,26 +424,35 @@ class Compiler {
     const rawTargets = Array.isArray(raw.to) ? raw.to : [raw.to];
     rawTargets.forEach((t, j) => {
       const tAt: PathPart[] = Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'];
-      if ((t.broker === undefined) === (t.listener === undefined)) {
-        this.report(tAt, 'EG_CONFIG_SCHEMA', `a target needs exactly one of 'broker' (with 'topic') or 'listener' (with 'path')`, 'key');
+      if ([t.broker, t.listener, t.http].filter((x) => x !== undefined).length !== 1) {
+        this.report(tAt, 'EG_CONFIG_SCHEMA', `a target needs exactly one of 'broker' (with 'topic'), 'listener' (with 'path') or 'http' (a webhook)`, 'key');
         return;
       }
+      if (t.http !== undefined) {
+        const stray = (['topic', 'key', 'path', 'format', 'auth', 'cloudevents'] as const).filter((k) => t[k] !== undefined);
+        if (stray.length > 0) this.report(tAt, 'EG_CONFIG_SCHEMA', `${stray.map((k) => `'${k}'`).join(', ')} belong with broker or listener targets, not 'http' targets (webhook options go inside 'http')`, 'key');
+        const webhook = this.webhook(t.http, [...tAt, 'http']);
+        if (webhook) targets.push({ type: 'http', webhook });
+        return;
+      }
+      if (t.listener !== undefined && t.cloudevents !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'cloudevents' belongs with broker targets; listener targets choose with 'format'`, 'key');
       if (t.broker !== undefined) {
         if (t.path !== undefined || t.format !== undefined || t.auth !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'path', 'format' and 'auth' belong with 'listener' targets, not 'broker' targets`, 'key');
         if (t.topic === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a broker target needs a 'topic'`, 'key');
         if (!checkBroker(t.broker, [...tAt, 'broker'])) return;
         const key = t.key === undefined ? undefined : this.expression(t.key, [...tAt, 'key']);
-        if (typeof t.topic === 'string') targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key });
+        const structured = t.cloudevents === 'structured';
+        if (typeof t.topic === 'string') targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured });
         else {
           const topicExpr = this.expression(t.topic.expression, [...tAt, 'topic', 'expression']);
-          targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key });
+          targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key, structured });
         }
       } else {
         if (t.topic !== undefined || t.key !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'topic' and 'key' belong with 'broker' targets, not 'listener' targets`, 'key');
         if (t.path === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a listener target needs a 'path'`, 'key');
         if (!checkListener(t.listener!, [...tAt, 'listener'])) return;
         const kind = this.registry.listeners.get(listeners.get(t.listener!)!.kind)!;
-        if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket listeners can be targets (clients connect to them to receive messages)`);
+        if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket and http listeners can be targets (clients connect to them to receive messages)`);
         let auth: CompiledStep | undefined;
         if (t.auth !== undefined) {
           const authKind = this.registry.steps.get('auth');
@@ -478,6 +484,44 @@ class Compiler {
       ack: raw.ack ?? false,
       brokers: [...usesBrokers],
       listeners: [...usesListeners],
+    };
+  }
+
+  /** A webhook target's options with its expressions compiled and defaults filled in. */
+  private webhook(o: WebhookOptions, at: PathPart[]): WebhookPlan | undefined {
+    const before = this.diagnostics.length;
+    let url = typeof o.url === 'string' ? o.url : o.url.expression;
+    let urlExpr: Expression | undefined;
+    if (typeof o.url === 'string') {
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(o.url);
+      } catch {
+        // reported below
+      }
+      if (parsed && (parsed.protocol === 'http:' || parsed.protocol === 'https:')) url = parsed.href;
+      else this.report([...at, 'url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not an http(s) URL`);
+    } else urlExpr = this.expression(o.url.expression, [...at, 'url', 'expression']);
+    const headers: [string, Expression][] = [];
+    for (const [name, source] of Object.entries(o.headers ?? {})) {
+      const expr = this.expression(source, [...at, 'headers', name]);
+      if (expr) headers.push([name, expr]);
+    }
+    const orderBy = o.orderBy === undefined ? undefined : this.expression(o.orderBy, [...at, 'orderBy']);
+    if (this.diagnostics.length > before) return undefined;
+    return {
+      url,
+      urlExpr,
+      method: o.method ?? WEBHOOK_DEFAULTS.method,
+      headers,
+      timeoutMs: o.timeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs,
+      attempts: o.retry?.attempts ?? WEBHOOK_DEFAULTS.attempts,
+      backoffMs: o.retry?.backoffMs ?? WEBHOOK_DEFAULTS.backoffMs,
+      maxBackoffMs: o.retry?.maxBackoffMs ?? WEBHOOK_DEFAULTS.maxBackoffMs,
+      concurrency: o.concurrency ?? WEBHOOK_DEFAULTS.concurrency,
+      orderBy,
+      cloudevents: o.cloudevents ?? WEBHOOK_DEFAULTS.cloudevents,
+      secret: o.signature ? signatureKey(o.signature.secret) : undefined,
     };
   }
 

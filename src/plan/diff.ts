@@ -1,60 +1,128 @@
-import type { Plan } from './types.js';
+import type { KindRegistry } from '../kinds/registry.js';
+import { canonical } from '../core/canonical.js';
+import type { AdminPlan, ComponentPlan, ListenerPlan, Plan, RoutePlan } from './types.js';
 
-export interface ComponentDiff {
+/**
+ * What a reload does to one named component. Each change carries the plans themselves (before
+ * and after), so whoever applies it — the runtime (src/runtime/transition.ts) or `eventgate plan`
+ * — needs no lookups by name.
+ */
+export type Change<P> =
+  | { op: 'add'; name: string; after: P }
+  | { op: 'remove'; name: string; before: P }
+  /** Nothing changed: the running component stays as it is. */
+  | { op: 'keep'; name: string; before: P; after: P }
+  /** Changed options the running component takes in place (same socket, same clients, same connections). */
+  | { op: 'reconfigure'; name: string; before: P; after: P }
+  /** A new component replaces the running one; `why` says what made it necessary. */
+  | { op: 'replace'; name: string; before: P; after: P; why: string };
+
+export type ChangeOp = Change<unknown>['op'];
+
+/** A reload, per kind and by name: everything applyTransition() needs, as data. */
+export interface Transition {
+  before: Plan | undefined;
+  after: Plan;
+  brokers: Change<ComponentPlan>[];
+  listeners: Change<ListenerPlan>[];
+  /** Routes have no in-place change: a changed route, or one holding a replaced or new component, is rebuilt. */
+  routes: Change<RoutePlan>[];
+  /** Undefined when neither plan has an admin server. */
+  admin: Change<AdminPlan> | undefined;
+}
+
+type Keyed = { key: string };
+
+export interface DiffOptions {
+  /** false when the brokers' options are not known (only their hashes): every changed broker counts as replaced. */
+  reconfigureBrokers?: boolean;
+}
+
+/** The change lists of a transition by name, as `eventgate plan` reports them. */
+export interface ChangeSummary {
   add: string[];
-  /** Present in both with different options. */
+  /** Reconfigured in place or replaced. */
   change: string[];
   remove: string[];
   keep: string[];
 }
 
-export interface PlanDiff {
-  brokers: ComponentDiff;
-  listeners: ComponentDiff & {
-    /** Changed listeners whose socket options differ: they need a new socket. */
-    rebind: string[];
-  };
-  /** Routes to rebuild: changed, or holding a broker or listener that is being replaced. */
-  routes: ComponentDiff;
+/** A transition as name lists (the shape of `eventgate plan --format json`). */
+export function summarize(t: Transition): {
+  brokers: ChangeSummary & { reconfigure: string[] };
+  listeners: ChangeSummary & { rebind: string[] };
+  routes: ChangeSummary;
   admin: 'keep' | 'start' | 'restart' | 'stop';
+} {
+  const lists = <P>(changes: readonly Change<P>[]): ChangeSummary => ({
+    add: named(changes, 'add'),
+    change: changes.filter((c) => c.op === 'reconfigure' || c.op === 'replace').map((c) => c.name),
+    remove: named(changes, 'remove'),
+    keep: named(changes, 'keep'),
+  });
+  const admin = t.admin === undefined ? 'keep' : ({ add: 'start', remove: 'stop', replace: 'restart', keep: 'keep', reconfigure: 'keep' } as const)[t.admin.op];
+  return {
+    brokers: { ...lists(t.brokers), reconfigure: named(t.brokers, 'reconfigure') },
+    listeners: { ...lists(t.listeners), rebind: named(t.listeners, 'replace') },
+    routes: lists(t.routes),
+    admin,
+  };
 }
 
-function diffMaps<T extends { key: string }>(before: ReadonlyMap<string, T>, after: ReadonlyMap<string, T>): ComponentDiff {
-  const d: ComponentDiff = { add: [], change: [], remove: [], keep: [] };
+function diffMap<P extends Keyed>(before: ReadonlyMap<string, P>, after: ReadonlyMap<string, P>, changed: (name: string, before: P, after: P) => Change<P>): Change<P>[] {
+  const out: Change<P>[] = [];
   for (const [name, next] of after) {
     const prev = before.get(name);
-    if (!prev) d.add.push(name);
-    else if (prev.key !== next.key) d.change.push(name);
-    else d.keep.push(name);
+    if (!prev) out.push({ op: 'add', name, after: next });
+    else if (prev.key === next.key) out.push({ op: 'keep', name, before: prev, after: next });
+    else out.push(changed(name, prev, next));
   }
-  for (const name of before.keys()) if (!after.has(name)) d.remove.push(name);
-  return d;
+  for (const [name, prev] of before) if (!after.has(name)) out.push({ op: 'remove', name, before: prev });
+  return out;
 }
 
 /**
  * What a reload must touch, per kind and by name (Vector's config diff). Compares canonical
  * values, never serialised config text, and takes referenced files' hashes into account through
- * the route keys.
+ * the keys. A broker whose kind can take the new options in place is reconfigured, else replaced;
+ * a listener is replaced only when its socket options changed. A route is rebuilt when it changed
+ * or when a component it holds is new.
  */
-export function diffPlans(before: Plan | undefined, after: Plan, brokerReconfigurable: (name: string) => boolean): PlanDiff {
+export function diffPlans(before: Plan | undefined, after: Plan, registry: KindRegistry, options: DiffOptions = {}): Transition {
   const empty = new Map();
-  const brokers = diffMaps(before?.brokers ?? empty, after.brokers);
-  const listeners = diffMaps(before?.listeners ?? empty, after.listeners);
-  const rebind = listeners.change.filter((name) => before!.listeners.get(name)!.socketKey !== after.listeners.get(name)!.socketKey);
-  const replacedBrokers = new Set([...brokers.change.filter((b) => !brokerReconfigurable(b)), ...brokers.remove]);
-  const replacedListeners = new Set([...rebind, ...listeners.remove]);
-  const routes = diffMaps(before?.routes ?? empty, after.routes);
-  // A kept route that holds a replaced component is rebuilt against the new one.
-  const dependent = routes.keep.filter((name) => {
-    const r = after.routes.get(name)!;
-    return r.brokers.some((b) => replacedBrokers.has(b)) || r.listeners.some((l) => replacedListeners.has(l));
-  });
-  routes.keep = routes.keep.filter((n) => !dependent.includes(n));
-  routes.change.push(...dependent);
+  const brokers = diffMap<ComponentPlan>(before?.brokers ?? empty, after.brokers, (name, prev, next) =>
+    options.reconfigureBrokers !== false && prev.kind === next.kind && registry.brokers.get(prev.kind)?.canReconfigure(prev.options, next.options)
+      ? { op: 'reconfigure', name, before: prev, after: next }
+      : { op: 'replace', name, before: prev, after: next, why: prev.kind === next.kind ? 'its options changed' : `its kind changed to ${next.kind}` },
+  );
+  const listeners = diffMap<ListenerPlan>(before?.listeners ?? empty, after.listeners, (name, prev, next) =>
+    prev.socketKey === next.socketKey ? { op: 'reconfigure', name, before: prev, after: next } : { op: 'replace', name, before: prev, after: next, why: 'it needs a new socket' },
+  );
+  const fresh = (changes: Change<Keyed>[]) => new Set(changes.filter((c) => c.op === 'add' || c.op === 'replace').map((c) => c.name));
+  const newBrokers = fresh(brokers);
+  const newListeners = fresh(listeners);
+  const routes = diffMap<RoutePlan>(before?.routes ?? empty, after.routes, (name, prev, next) => ({ op: 'replace', name, before: prev, after: next, why: 'it changed' })).map(
+    (c): Change<RoutePlan> => {
+      if (c.op !== 'keep') return c;
+      // A kept route that holds a new component is rebuilt against it.
+      const broker = c.after.brokers.find((b) => newBrokers.has(b));
+      const listener = c.after.listeners.find((l) => newListeners.has(l));
+      if (broker === undefined && listener === undefined) return c;
+      return { op: 'replace', name: c.name, before: c.before, after: c.after, why: broker !== undefined ? `broker '${broker}' is replaced` : `listener '${listener}' is replaced` };
+    },
+  );
+  return { before, after, brokers, listeners, routes, admin: diffAdmin(before?.admin, after.admin) };
+}
 
-  let admin: PlanDiff['admin'] = 'keep';
-  if (!before?.admin && after.admin) admin = 'start';
-  else if (before?.admin && !after.admin) admin = 'stop';
-  else if (before?.admin && after.admin && before.admin.key !== after.admin.key) admin = 'restart';
-  return { brokers, listeners: { ...listeners, rebind }, routes, admin };
+function diffAdmin(prev: AdminPlan | undefined, next: AdminPlan | undefined): Change<AdminPlan> | undefined {
+  if (!prev && !next) return undefined;
+  if (!prev) return { op: 'add', name: 'admin', after: next! };
+  if (!next) return { op: 'remove', name: 'admin', before: prev };
+  if (prev.key !== next.key) return { op: 'replace', name: 'admin', before: prev, after: next, why: 'its port or host changed' };
+  return canonical(prev) === canonical(next) ? { op: 'keep', name: 'admin', before: prev, after: next } : { op: 'reconfigure', name: 'admin', before: prev, after: next };
+}
+
+/** The names of `changes` with op `op` (for logs, tests and `eventgate plan`). */
+export function named<P>(changes: readonly Change<P>[], op: ChangeOp): string[] {
+  return changes.filter((c) => c.op === op).map((c) => c.name);
 }

@@ -1,4 +1,4 @@
-import { hash } from './canonical.js';
+import { hash } from '../core/canonical.js';
 import type { Plan, RoutePlan, SourcePlan } from './types.js';
 
 /**
@@ -56,6 +56,5 @@ export function planFromFingerprint(fp: PlanFingerprint): Plan {
     brokers: new Map(fp.brokers.map((b) => [b.name, { name: b.name, kind: b.kind, options: {}, key: b.key }])),
     listeners: new Map(fp.listeners.map((l) => [l.name, { name: l.name, kind: l.kind, options: {}, key: l.key, socketKey: l.socketKey }])),
     routes: new Map(fp.routes.map((r) => [r.name, { name: r.name, key: r.key, from: r.from, steps: [], to: [], deadletter: undefined, ack: false, brokers: r.brokers, listeners: r.listeners }])),
-    secrets: new Set(),
   };
 }

@@ -1,5 +1,6 @@
 import type { ExpressionLimits, Expression } from '../expr/expression.js';
 import type { CompiledStep, StartFrom } from '../kinds/contracts.js';
+import type { WebhookPlan } from '../kinds/targets/webhook.js';
 
 /**
  * The immutable result of compiling gateway.yaml: every reference resolved, every expression and
@@ -19,8 +20,6 @@ export interface Plan {
   brokers: Map<string, ComponentPlan>;
   listeners: Map<string, ListenerPlan>;
   routes: Map<string, RoutePlan>;
-  /** Formatted config paths whose values came from the environment (redacted in status output). */
-  secrets: Set<string>;
   /** The secret strings themselves (from the environment, or under token/secret/password/keys): redacted wherever output might quote them. */
   secretValues?: ReadonlySet<string>;
 }
@@ -55,8 +54,9 @@ export type SourcePlan =
 
 export type TargetPlan =
   /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */
-  | { type: 'broker'; broker: string; topic: string; topicExpr: Expression | undefined; key: Expression | undefined }
-  | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope'; auth?: CompiledStep };
+  | { type: 'broker'; broker: string; topic: string; topicExpr: Expression | undefined; key: Expression | undefined; structured?: boolean }
+  | { type: 'http'; webhook: WebhookPlan }
+  | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope' | 'cloudevent'; auth?: CompiledStep };
 
 export interface RoutePlan {
   name: string;

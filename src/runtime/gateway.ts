@@ -1,21 +1,18 @@
 import { hostname } from 'node:os';
 import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
-import type { BrokerRuntime, Gate, ListenerBindings, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
+import type { BrokerRuntime, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import { loadPlan, type LoadResult } from '../plan/compile.js';
 import { planFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
 import { diffPlans } from '../plan/diff.js';
-import type { Plan } from '../plan/types.js';
-import { AdminServer } from '../admin/server.js';
-import { mountDashboard } from '../admin/dashboard.js';
-import { GatewayMetrics, mountMetrics } from '../admin/metrics.js';
-import { mountTap, TapHub } from '../admin/tap.js';
+import type { AdminPlan, Plan } from '../plan/types.js';
+import { GatewayMetrics } from '../telemetry/metrics.js';
+import { TapHub } from '../telemetry/tap.js';
 import { redact } from '../config/secrets.js';
-import type { Message } from './message.js';
-import type { Outcome } from './outcome.js';
 import { RouteRuntime } from './route.js';
+import { applyTransition, restoreTransition, type AdminComponent, type Components, type TransitionEnv } from './transition.js';
 import { StepStateStore } from './step-state.js';
 import { ConfigWatcher } from './watcher.js';
 
@@ -26,12 +23,24 @@ export interface GatewayOptions {
   logger: Logger;
   /** Watch the config and referenced files (default true). */
   watch?: boolean;
+  /**
+   * Builds the admin server when the config has an `admin:` section (src/admin/index.ts
+   * createAdminServer); injected so the runtime does not depend on the admin layer above it.
+   */
+  admin?: (gateway: Gateway, plan: AdminPlan) => AdminServerComponent;
+}
+
+/** The admin server as the gateway runs it. */
+export interface AdminServerComponent extends AdminComponent {
+  address(): { host: string; port: number } | undefined;
 }
 
 export type ReloadResult =
   | { result: 'applied'; version: string }
   | { result: 'unchanged'; version: string }
-  | { result: 'rejected'; reason: string; diagnostics: Diagnostic[] };
+  | { result: 'rejected'; reason: string; diagnostics: Diagnostic[] }
+  /** The new config was valid but could not be put in place (a socket could not bind): the running one was restored. */
+  | { result: 'rolled_back'; reason: string; version: string | null };
 
 export interface ReloadRecord {
   at: string;
@@ -53,18 +62,18 @@ export class Gateway {
   readonly listeners = new Map<string, ListenerRuntime>();
   readonly routes = new Map<string, RouteRuntime>();
   readonly instanceId: string;
-  /** Observers of every route outcome, with the message as the route received it (metrics and the tap have their own per-route hooks). */
-  readonly observers = new Set<(route: string, outcome: Outcome, startedAt: number, msg: Message) => void>();
   /** Prometheus metrics in the gateway's own registry; also the components' Telemetry. */
   readonly metrics: GatewayMetrics;
   readonly tap = new TapHub();
   /** Read by routes when a message fails; updated in place on reload. */
   private readonly logOptions = { payloads: false };
-  /** The running config's secret values, redacted from what observers of routes see (updated in place on reload). */
+  /** The running config's secret values, redacted from what routes log and tap (updated in place on reload). */
   private readonly redaction: { secrets: ReadonlySet<string> } = { secrets: new Set() };
   /** State of stateful steps (rate-limit buckets), kept across reloads for unchanged steps. */
   readonly stepState = new StepStateStore();
-  private admin: AdminServer | undefined;
+  /** The running components, as transitions change them. */
+  private readonly live: Components = { brokers: this.brokers, listeners: this.listeners, routes: this.routes, admin: undefined };
+  private readonly transitionEnv: TransitionEnv;
   private watcher: ConfigWatcher | undefined;
   private reloading: Promise<ReloadResult> | undefined;
   private reloadAgain = false;
@@ -77,6 +86,31 @@ export class Gateway {
     this.instanceId = options.env.EVENTGATE_INSTANCE_ID || `${hostname()}-${process.pid}`;
     this.metrics = new GatewayMetrics(this, options.registry.brokers.keys());
     this.runtimeEnv = { logger: options.logger, telemetry: this.metrics };
+    this.transitionEnv = {
+      registry: options.registry,
+      runtime: this.runtimeEnv,
+      logger: options.logger,
+      createAdmin: (plan) => {
+        if (!options.admin) throw new Error('this gateway was built without an admin server');
+        return options.admin(this, plan);
+      },
+      createRoute: (plan, brokers, listeners) =>
+        new RouteRuntime(plan, {
+          brokers,
+          listeners,
+          logger: this.logger,
+          instanceId: this.instanceId,
+          metrics: this.metrics,
+          tap: this.tap,
+          logOptions: this.logOptions,
+          stepState: this.stepState,
+          redaction: this.redaction,
+        }),
+    };
+  }
+
+  private get admin(): AdminServerComponent | undefined {
+    return this.live.admin as AdminServerComponent | undefined;
   }
 
   get logger(): Logger {
@@ -145,7 +179,12 @@ export class Gateway {
       result = await this.apply(loaded.plan);
     }
     const at = new Date().toISOString();
-    if (result.result === 'rejected') {
+    if (result.result === 'rolled_back') {
+      this.metrics.reloadRolledBack();
+      this.lastError = { message: result.reason, diagnostics: [] };
+      this.logger.error({ reason, error: result.reason }, 'reload rolled back; the running config keeps serving');
+      this.lastReload = { at, result: 'rolled_back', version: this.plan?.version ?? null, error: this.lastError };
+    } else if (result.result === 'rejected') {
       this.metrics.reloadFailed();
       // A diagnostic may quote a value; neither the log nor /admin/status may show a secret.
       const secrets = new Set([...(this.plan?.secretValues ?? []), ...(loaded.secrets ?? [])]);
@@ -164,133 +203,30 @@ export class Gateway {
     return result;
   }
 
-  /** Applies a plan as a transaction: nothing live is touched until every new piece is built and bound. */
+  /**
+   * Applies a plan as a transaction (src/runtime/transition.ts): nothing live is touched until
+   * every new piece is built and bound; a commit that fails is rolled back, and what it had
+   * stopped is brought back by the same code.
+   */
   async apply(next: Plan): Promise<ReloadResult> {
     const prev = this.plan;
     const registry = this.options.registry;
-    const reconfigurable = (name: string) => {
-      const a = prev!.brokers.get(name)!;
-      const b = next.brokers.get(name)!;
-      return a.kind === b.kind && registry.brokers.get(a.kind)!.canReconfigure(a.options, b.options);
-    };
-    const diff = diffPlans(prev, next, reconfigurable);
-    const replacedBrokers = diff.brokers.change.filter((n) => !reconfigurable(n));
-    // Listeners whose new socket must take the old one's port are swapped during the commit.
-    const lateRebind = diff.listeners.rebind.filter((n) => {
-      const a = prev!.listeners.get(n)!.options as { port: number; host?: string };
-      const b = next.listeners.get(n)!.options as { port: number; host?: string };
-      return a.port !== 0 && a.port === b.port;
-    });
-    const earlyListeners = [...diff.listeners.add, ...diff.listeners.rebind.filter((n) => !lateRebind.includes(n))];
-
-    // The admin server binds early too, unless it must take over its predecessor's port.
-    const adminEarly = (diff.admin === 'start' || diff.admin === 'restart') && !(diff.admin === 'restart' && prev!.admin!.port !== 0 && prev!.admin!.port === next.admin!.port);
-
-    // --- build: new brokers and listeners, started; any failure undoes only what was built here.
-    const newBrokers = new Map<string, BrokerRuntime>();
-    const newListeners = new Map<string, ListenerRuntime>();
-    let newAdmin: AdminServer | undefined;
-    try {
-      for (const name of [...diff.brokers.add, ...replacedBrokers]) {
-        const p = next.brokers.get(name)!;
-        const b = registry.brokers.get(p.kind)!.create(name, p.options, this.runtimeEnv);
-        newBrokers.set(name, b);
-        await b.start();
-      }
-      for (const name of earlyListeners) {
-        const p = next.listeners.get(name)!;
-        const l = registry.listeners.get(p.kind)!.create(name, p.options, this.runtimeEnv);
-        newListeners.set(name, l);
-        await l.start().catch((err: Error) => {
-          throw new Error(`listener '${name}': ${err.message}`);
-        });
-      }
-      if (adminEarly) {
-        newAdmin = this.createAdmin(next.admin!);
-        await newAdmin.start().catch((err: Error) => {
-          throw new Error(`admin server: ${err.message}`);
-        });
-      }
-    } catch (err) {
-      await newAdmin?.stop().catch(() => undefined);
-      await Promise.allSettled([...newListeners.values()].map((l) => l.stop({ drainMs: 0 })));
-      await Promise.allSettled([...newBrokers.values()].map((b) => b.stop()));
-      const reason = `${prev ? 'could not start the new config' : `could not start ${this.options.configFile}`}: ${(err as Error).message}`;
-      return { result: 'rejected', reason, diagnostics: [] };
-    }
-    for (const name of lateRebind) {
-      const p = next.listeners.get(name)!;
-      newListeners.set(name, registry.listeners.get(p.kind)!.create(name, p.options, this.runtimeEnv));
-    }
-
-    const brokersAfter = new Map(this.brokers);
-    for (const name of diff.brokers.remove) brokersAfter.delete(name);
-    for (const [name, b] of newBrokers) brokersAfter.set(name, b);
-    const listenersAfter = new Map(this.listeners);
-    for (const name of diff.listeners.remove) listenersAfter.delete(name);
-    for (const [name, l] of newListeners) listenersAfter.set(name, l);
-
-    const deps = {
-      brokers: brokersAfter,
-      listeners: listenersAfter,
-      logger: this.logger,
-      instanceId: this.instanceId,
-      observe: (r: string, o: Outcome, t: number, m: () => Message) => this.observe(r, o, t, m),
-      metrics: this.metrics,
-      tap: this.tap,
-      logOptions: this.logOptions,
-      redaction: this.redaction,
-      stepState: this.stepState,
-    };
-    const newRoutes = new Map<string, RouteRuntime>();
-    for (const name of [...diff.routes.add, ...diff.routes.change]) newRoutes.set(name, new RouteRuntime(next.routes.get(name)!, deps));
-    const routesAfter = new Map<string, RouteRuntime>();
-    for (const name of next.routes.keys()) routesAfter.set(name, newRoutes.get(name) ?? this.routes.get(name)!);
-
-    // --- commit
     const drainMs = next.admin?.drainTimeoutMs ?? 10000;
-    const oldBrokers = [...diff.brokers.remove, ...replacedBrokers].map((n) => this.brokers.get(n)!);
-    const oldListeners = [...diff.listeners.remove, ...diff.listeners.rebind].map((n) => this.listeners.get(n)!);
-    const oldRoutes = [...diff.routes.remove, ...diff.routes.change].map((n) => this.routes.get(n)!);
-    for (const name of diff.brokers.change) if (!replacedBrokers.includes(name)) this.brokers.get(name)!.reconfigure(next.brokers.get(name)!.options);
-    for (const name of diff.listeners.change) if (!diff.listeners.rebind.includes(name)) this.listeners.get(name)!.reconfigure(next.listeners.get(name)!.options);
-    for (const name of lateRebind) {
-      await this.listeners.get(name)!.stop({ drainMs });
-      try {
-        await newListeners.get(name)!.start();
-      } catch (err) {
-        this.logger.error({ listener: name, err: (err as Error).message }, 'listener could not bind its new socket');
+    const outcome = await applyTransition(this.live, diffPlans(prev, next, registry), this.transitionEnv, drainMs);
+    if (outcome.result === 'rejected') return { result: 'rejected', reason: `${prev ? 'could not start the new config' : `could not start ${this.options.configFile}`}: ${outcome.reason}`, diagnostics: [] };
+    if (outcome.result === 'rolled_back') {
+      let reason = `could not apply the new config: ${outcome.reason}`;
+      const restore = prev ? await applyTransition(this.live, restoreTransition(prev, outcome.lost, (a, b) => diffPlans(a, b, registry)), this.transitionEnv, drainMs) : undefined;
+      if (restore && restore.result !== 'applied') {
+        reason += `; restoring the running config failed too: ${restore.reason}`;
+        this.logger.error({ err: restore.reason, lost: outcome.lost }, 'could not restore the components the failed reload had stopped');
       }
+      return { result: 'rolled_back', reason, version: prev?.version ?? null };
     }
-    this.brokers.clear();
-    for (const [n, b] of brokersAfter) this.brokers.set(n, b);
-    this.listeners.clear();
-    for (const [n, l] of listenersAfter) this.listeners.set(n, l);
-    this.routes.clear();
-    for (const [n, r] of routesAfter) this.routes.set(n, r);
-    for (const [name, listener] of this.listeners) listener.bind(bindingsFor(name, next, routesAfter));
-    this.stepState.retain(new Set([...routesAfter.values()].flatMap((r) => r.stateIds)));
-    // Old consumers stop (finishing and committing the message in hand) before their successors start.
-    await Promise.all(oldRoutes.map((r) => r.stopConsuming()));
-    for (const r of newRoutes.values()) r.start();
-
-    if (diff.admin === 'stop' || diff.admin === 'restart') {
-      await this.admin?.stop();
-      this.admin = undefined;
-    }
-    if ((diff.admin === 'start' || diff.admin === 'restart') && !next.admin!.token && !isLoopback(next.admin!.host)) {
-      this.logger.warn({ host: next.admin!.host }, 'the admin API is reachable beyond this host and has no token; set admin.token');
-    }
-    if (newAdmin) this.admin = newAdmin;
-    else if (diff.admin === 'restart') {
-      this.admin = this.createAdmin(next.admin!);
-      try {
-        await this.admin.start();
-      } catch (err) {
-        this.logger.error({ err: (err as Error).message, port: next.admin!.port }, 'admin server could not bind');
-      }
-    } else if (this.admin) {
-      this.admin.configure(next.admin!);
+    this.stepState.retain(new Set([...this.routes.values()].flatMap((r) => r.stateIds)));
+    const admin = next.admin;
+    if (admin && prev?.admin?.key !== admin.key && !admin.token && !isLoopback(admin.host)) {
+      this.logger.warn({ host: admin.host }, 'the admin API is reachable beyond this host and has no token; set admin.token');
     }
     this.plan = next;
     this.loadedAt = new Date();
@@ -302,35 +238,13 @@ export class Gateway {
     this.tap.retain(next.routes.keys());
     this.tap.configure(next.admin?.tap);
     this.logReady();
-
-    // The new config is live. Requests still inside old routes finish there (bounded by the drain
-    // timeout) without holding up the reload; only then do the components they use go away.
-    const oldWork = oldRoutes.filter((r) => r.pending > 0);
-    const retire = (async () => {
-      await Promise.all(oldRoutes.map((r) => r.drain(drainMs)));
-      await Promise.all(oldListeners.filter((l) => !lateRebind.includes(l.name)).map((l) => l.stop({ drainMs })));
-      await Promise.allSettled(oldBrokers.map((b) => b.stop()));
-    })();
-    if (oldWork.length > 0) {
-      this.retiring.add(retire);
-      void retire.finally(() => this.retiring.delete(retire));
+    if (outcome.retiring) {
+      this.retiring.add(outcome.retired);
+      void outcome.retired.finally(() => this.retiring.delete(outcome.retired));
     } else {
-      await retire;
+      await outcome.retired;
     }
     return { result: 'applied', version: next.version };
-  }
-
-  private observe(route: string, outcome: Outcome, startedAt: number, msg: () => Message): void {
-    for (const o of this.observers) o(route, outcome, startedAt, msg());
-  }
-
-  /** The admin API with the observability endpoints: /metrics, /admin/stats, /admin/tap and the dashboard. */
-  private createAdmin(plan: NonNullable<Plan['admin']>): AdminServer {
-    const admin = new AdminServer(this, plan);
-    mountMetrics(admin, this.metrics);
-    mountTap(admin, this.tap, (route) => this.routes.has(route));
-    mountDashboard(admin);
-    return admin;
   }
 
   private logReady(): void {
@@ -390,7 +304,7 @@ export class Gateway {
         steps: r.plan.steps.map((s) => s.kind),
         inFlight: r.pending,
         ...(r.plan.from.type === 'broker' ? { consumer: r.health() } : {}),
-        to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : { listener: t.listener, path: t.path, format: t.format })),
+        to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : t.type === 'http' ? { http: t.webhook.url } : { listener: t.listener, path: t.path, format: t.format })),
       })),
     };
   }
@@ -407,28 +321,13 @@ export class Gateway {
     await Promise.allSettled([...this.routes.values()].map(async (r) => {
       await r.stopConsuming();
       await r.drain(drainMs);
+      r.close();
     }));
     await Promise.allSettled([...this.retiring]);
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
     await this.admin?.stop();
     this.logger.info('shutdown complete');
   }
-}
-
-function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, RouteRuntime>): ListenerBindings {
-  const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map() };
-  for (const name of plan.routes.keys()) {
-    // The running route's plan, not the new one: a kept route keeps its compiled auth, so the
-    // listener can tell that what guards a path did not change.
-    const r = routes.get(name)!.plan;
-    if (r.from.type === 'listener' && r.from.listener === listener) bindings.publish.set(r.from.path, routes.get(r.name)!);
-    for (const t of r.to) {
-      if (t.type !== 'listener' || t.listener !== listener) continue;
-      bindings.forward.add(t.path);
-      if (t.auth?.admit) bindings.forwardAuth!.set(t.path, t.auth as Gate);
-    }
-  }
-  return bindings;
 }
 
 function isLoopback(host: string): boolean {

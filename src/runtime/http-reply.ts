@@ -1,15 +1,3 @@
-import type { ServerResponse } from 'node:http';
-import { problemBody, type Problem } from '../errors.js';
-
-/** JSON responses for the listeners and the admin API, with an exact content-length. */
-export function sendJson(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
-
-/** RFC 9457 problem+json, with any headers the problem carries (Retry-After, ...). */
-export function sendProblem(res: ServerResponse, p: Problem): void {
-  for (const [k, v] of Object.entries(p.headers ?? {})) res.setHeader(k, v);
-  sendJson(res, p.status, problemBody(p), 'application/problem+json');
-}
+// Moved to ../kinds/listeners/http-reply.js (issue #15). This re-export keeps branches started before the move compiling; it goes
+// away in #15's last landing — import the new path.
+export * from '../kinds/listeners/http-reply.js';

@@ -1,32 +1,3 @@
-import type { Problem } from '../errors.js';
-import type { Delivery, Message } from './message.js';
-
-/**
- * What happened to one message, as a value (never an exception). Every outcome is counted and
- * mapped to the client's answer in one place per listener.
- */
-export type Outcome =
-  /** `message` is what the targets received (after the chain's transforms), for the tap. */
-  | { outcome: 'delivered'; deliveries: Delivery[]; tagged: boolean; message?: Message }
-  | { outcome: 'filtered' }
-  | { outcome: 'invalid'; problem: Problem }
-  | { outcome: 'deadlettered'; deliveries: Delivery[]; errors: string[] }
-  | { outcome: 'rejected'; problem: Problem }
-  | { outcome: 'failed'; problem: Problem };
-
-export type OutcomeName = Outcome['outcome'];
-
-/**
- * What a step returns to end a message's way through the chain. A step that lets the message
- * continue returns the (possibly new) Message instead.
- */
-export type StepStop =
-  | { stop: 'filtered' }
-  | { stop: 'invalid'; problem: Problem }
-  | { stop: 'deadletter'; message: Message; errors: string[]; to: { broker: string; topic: string } | undefined }
-  | { stop: 'rejected'; problem: Problem }
-  | { stop: 'failed'; problem: Problem };
-
-export function isStop(r: Message | StepStop): r is StepStop {
-  return (r as StepStop).stop !== undefined;
-}
+// Moved to ../core/outcome.js (issue #15). This re-export keeps branches started before the move compiling; it goes
+// away in #15's last landing — import the new path.
+export * from '../core/outcome.js';

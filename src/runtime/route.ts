@@ -1,19 +1,20 @@
-import { problem, type Problem } from '../errors.js';
+import { problem, type Problem } from '../core/errors.js';
 import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../expr/expression.js';
-import type { Admission, BrokerRuntime, CompiledStep, Health, ListenerRuntime, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
-import { VALIDATION_ERROR_HEADER } from '../kinds/steps/validate.js';
+import type { Admission, BrokerRuntime, CompiledStep, Health, ListenerRuntime, ReplaySource, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
+import { fromStructuredMessage, toStructuredMessage } from '../codecs/cloudevents.js';
+import { WebhookError, WebhookTarget } from '../kinds/targets/webhook.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
-import { RouteStats } from '../admin/metrics.js';
+import { RouteStats } from '../telemetry/metrics.js';
 import { redact } from '../config/secrets.js';
-import type { TapChannel } from '../admin/tap.js';
-import type { Delivery, Message, MessageContext, RequestMeta } from './message.js';
-import { isStop, type Outcome } from './outcome.js';
+import type { TapChannel } from '../telemetry/tap.js';
+import type { Delivery, Message, MessageContext, RequestMeta } from '../core/message.js';
+import { isStop, type Outcome } from '../core/outcome.js';
+import { Backoff, pause } from '../core/backoff.js';
+import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
 import type { StepStateStore } from './step-state.js';
 import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, type MessageSpan, type SpanTemplate } from './trace.js';
 
-/** Header carried by messages a consume route sent to its dead-letter target after failing them. */
-export const ROUTE_ERROR_HEADER = '_eventgate_error';
 /** Header of a dead-lettered record batch that could not be decoded: `{topic, partition, offset, lastOffset}` it came from. */
 export const ROUTE_SOURCE_HEADER = '_eventgate_source';
 
@@ -26,20 +27,15 @@ export interface RouteDeps {
   logger: Logger;
   /** Suffix that makes per-instance consumer groups unique to this process. */
   instanceId: string;
-  /**
-   * Observer of every outcome (Gateway.observers); called after the outcome is known, with the
-   * message as the route received it, credentials removed (built only when asked for).
-   */
-  observe?(route: string, outcome: Outcome, startedAt: number, msg: () => Message): void;
-  /** Per-route counters (src/admin/metrics.ts), resolved once per route, not per message. */
+  /** Per-route counters (src/telemetry/metrics.ts), resolved once per route, not per message. */
   metrics?: { route(name: string): RouteStats };
-  /** Live tap channels (src/admin/tap.ts). */
+  /** Live tap channels (src/telemetry/tap.ts). */
   tap?: { channel(name: string): TapChannel };
   /** Log options read when a message fails; one object updated in place on reload. */
   logOptions?: { payloads: boolean };
   /** Where stateful steps keep state across reloads; without it their state lives as long as this route. */
   stepState?: StepStateStore;
-  /** The config's secret values (config/secrets.ts), redacted from what observers see; one object updated in place on reload. */
+  /** The config's secret values (config/secrets.ts), redacted from what the log and the tap see; one object updated in place on reload. */
   redaction?: { secrets: ReadonlySet<string> };
 }
 
@@ -48,15 +44,14 @@ interface BrokerTarget {
   broker: BrokerRuntime;
 }
 
-/** How often a consume route retries a message whose targets failed before dead-lettering it. */
+/** How often a consume route tries a message whose targets are unavailable before dead-lettering it. */
 const CONSUME_ATTEMPTS = 5;
-const MAX_BACKOFF_MS = 5000;
 
 /**
  * One route, built from its plan: the chain's steps and the resolved targets. Immutable; a
  * reload builds a new one, and messages already inside finish here.
  */
-export class RouteRuntime implements RouteEntry {
+export class RouteRuntime implements RouteEntry, ReplaySource {
   readonly name: string;
   readonly options: { ack: boolean };
   private readonly steps: readonly CompiledStep[];
@@ -65,6 +60,8 @@ export class RouteRuntime implements RouteEntry {
   /** Identities of the step state this route holds (see StepStateStore). */
   readonly stateIds: readonly string[];
   private readonly targets: Target[];
+  /** Webhook targets, whose kept-alive connections are closed when the route is retired. */
+  private readonly webhooks: WebhookTarget[] = [];
   private readonly deadletter: BrokerTarget | undefined;
   private readonly stats: RouteStats;
   private readonly tap: TapChannel | { active: false };
@@ -72,6 +69,10 @@ export class RouteRuntime implements RouteEntry {
   /** Credential headers of this route (CREDENTIAL_HEADERS and what its auth steps read), lower case. */
   private readonly credentialHeaders: ReadonlySet<string>;
   private subscription: Subscription | undefined;
+  /** Set when the route stops consuming: a retry waiting for its next attempt gives the message back. */
+  private stopping = false;
+  private stop!: () => void;
+  private readonly stopped = new Promise<void>((r) => (this.stop = r));
   private inFlight = 0;
   /** Resolved when the last message inside leaves (drain may be awaited by a reload and a shutdown at once). */
   private idleWaiters: (() => void)[] = [];
@@ -90,8 +91,8 @@ export class RouteRuntime implements RouteEntry {
     this.stateIds = stateIds;
     this.gates = this.steps.filter((s) => s.admit);
     this.credentialHeaders = new Set([...CREDENTIAL_HEADERS, ...this.steps.flatMap((s) => s.credentialHeaders ?? [])]);
-    this.targets = plan.to.map((t) => this.target(t));
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
+    this.targets = plan.to.map((t) => this.target(t));
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
     this.span = spanTemplate(this.name, plan.from.type === 'broker');
     if (plan.deadletter) {
@@ -101,6 +102,11 @@ export class RouteRuntime implements RouteEntry {
 
   private target(t: TargetPlan): Target {
     if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format });
+    if (t.type === 'http') {
+      const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name);
+      this.webhooks.push(webhook);
+      return webhook;
+    }
     const broker = this.deps.brokers.get(t.broker)!;
     return brokerTarget(broker, t);
   }
@@ -147,7 +153,6 @@ export class RouteRuntime implements RouteEntry {
       const shown = outcome.outcome === 'delivered' && outcome.message ? { ...outcome, message: this.observable(outcome.message) } : outcome;
       this.tap.publish(observed(), shown, performance.now() - startedAt, span.traceparent);
     }
-    this.deps.observe?.(this.name, outcome, startedAt, observed);
     return outcome;
   }
 
@@ -238,17 +243,22 @@ export class RouteRuntime implements RouteEntry {
   private async deadletterInstead(r: Extract<StepResult, { stop: 'deadletter' }>): Promise<Outcome> {
     const to = r.to ? { broker: this.deps.brokers.get(r.to.broker)!, topic: r.to.topic } : { broker: this.deadletter!.broker, topic: this.deadletter!.plan.topic };
     try {
-      const delivery = await to.broker.publish(to.topic, this.withoutCredentials(r.message));
+      const delivery = await this.sendToDeadletter(to, r.message, { status: 400, code: 'EG_INVALID_MESSAGE', detail: 'the message does not match its schema', errors: r.errors });
       return { outcome: 'deadlettered', deliveries: [delivery], errors: r.errors };
     } catch (err) {
       return { outcome: 'failed', problem: unavailable(to.broker.name, err) };
     }
   }
 
+  /** The one dead-letter path of a route: the same headers (core/deadletter.ts), never credentials. */
+  private sendToDeadletter(to: { broker: BrokerRuntime; topic: string }, msg: Message, cause: DeadletterCause): Promise<Delivery> {
+    return to.broker.publish(to.topic, deadletterMessage(this.withoutCredentials(msg), this.name, cause));
+  }
+
   private deliver(original: Message, m: Message, ctx: MessageContext): Promise<Outcome> {
-    const tagged = m.headers[VALIDATION_ERROR_HEADER] !== undefined && original.headers[VALIDATION_ERROR_HEADER] === undefined;
-    const delivered = (deliveries: Delivery[]): Outcome => ({ outcome: 'delivered', deliveries, tagged, message: m });
-    const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError ? err.problem : unavailable('target', err) });
+    const tags = ctx.tagged;
+    const delivered = (deliveries: Delivery[]): Outcome => (tags ? { outcome: 'delivered', deliveries, tagged: true, tags, message: m } : { outcome: 'delivered', deliveries, tagged: false, message: m });
+    const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err) });
     if (this.targets.length === 1) return sent(this.targets[0]!, m, ctx).then((d) => delivered([d]), failed);
     return Promise.all(this.targets.map((t) => sent(t, m, ctx))).then(delivered, failed);
   }
@@ -264,7 +274,26 @@ export class RouteRuntime implements RouteEntry {
     // wrong. Durable routes (broker targets) take the broker's default, which never skips a record.
     const startFrom = from.startFrom ?? (this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined);
     const undecodable = this.deadletter ? (raw: UndecodableBatch) => this.deadletterUndecodable(raw) : undefined;
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, perInstance, undecodable }, (msg) => this.consume(msg));
+    // Structured-mode CloudEvents records (CloudEvents Kafka binding §3.3) become CloudEvent messages.
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, perInstance, undecodable }, (msg) => this.consume(fromStructuredMessage(msg)));
+  }
+
+  /**
+   * What a reconnecting event-stream client missed: the source topic as the broker still retains
+   * it after `after`, through this route's chain (messages the chain stops are left out). Nothing
+   * is sent to the targets; the caller delivers the result to that one client.
+   */
+  async replay(after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }> {
+    const from = this.plan.from;
+    const broker = from.type === 'broker' ? this.deps.brokers.get(from.broker) : undefined;
+    if (from.type !== 'broker' || !broker?.retained) return { messages: [], truncated: false };
+    const { messages, truncated } = await broker.retained(from.topic, after);
+    const out: Message[] = [];
+    for (const m of messages) {
+      const r = await runChain(this.steps, fromStructuredMessage(m), { route: this.name });
+      if (!isStop(r)) out.push(r);
+    }
+    return { messages: out, truncated };
   }
 
   /** Whether the route's consumer consumes; why not when it does not (for /readyz and /admin/status). */
@@ -277,56 +306,62 @@ export class RouteRuntime implements RouteEntry {
    * was, with the same error header as other dead-lettered messages and where it came from.
    */
   private async deadletterUndecodable(raw: UndecodableBatch): Promise<void> {
-    const error = { ts: new Date().toISOString(), route: this.name, status: 422, code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}`, errors: [] };
     const source = { topic: raw.topic, partition: raw.partition, offset: raw.offset, lastOffset: raw.lastOffset };
-    await this.deadletter!.broker.publish(this.deadletter!.plan.topic, {
-      value: raw.bytes,
-      key: null,
-      headers: { [ROUTE_ERROR_HEADER]: JSON.stringify(error), [ROUTE_SOURCE_HEADER]: JSON.stringify(source) },
-      topic: raw.topic,
-      partition: raw.partition,
-      offset: raw.offset,
-      timestamp: Date.now(),
-    });
+    const batch: Message = { value: raw.bytes, key: null, headers: { [ROUTE_SOURCE_HEADER]: JSON.stringify(source) }, topic: raw.topic, partition: raw.partition, offset: raw.offset, timestamp: Date.now() };
+    const to = { broker: this.deadletter!.broker, topic: this.deadletter!.plan.topic };
+    await this.sendToDeadletter(to, batch, { status: 422, code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}`, errors: [] });
     this.stats.deadlettered++;
   }
 
   /**
-   * At-least-once: resolves only once every target accepted the message (or it went to the
-   * dead-letter target); rejecting makes the broker keep the message and offer it again.
+   * At-least-once, and the one owner of retries for consumed messages: resolves once every
+   * target accepted the message, it went to the dead-letter target, or it was dropped because
+   * nothing could make it pass. Targets that are unavailable are tried again with backoff; after
+   * CONSUME_ATTEMPTS the message is dead-lettered when the route has a target for that, else
+   * tried for as long as the route runs. Rejects only when the route stops with the message in
+   * hand: the broker then leaves it uncommitted for whoever consumes next.
    */
   private async consume(msg: Message): Promise<void> {
-    let backoff = 100;
+    const backoff = new Backoff();
     for (let attempt = 1; ; attempt++) {
       const outcome = await this.handle(msg, { route: this.name });
       if (outcome.outcome === 'delivered' || outcome.outcome === 'filtered' || outcome.outcome === 'deadlettered') return;
       const p = outcome.problem;
-      const retryable = p.status === 503;
-      if (retryable && attempt < CONSUME_ATTEMPTS) {
-        await new Promise((r) => setTimeout(r, backoff));
-        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
-        continue;
-      }
-      if (this.deadletter) {
-        const header = JSON.stringify({ ts: new Date().toISOString(), route: this.name, status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
-        await this.deadletter.broker.publish(this.deadletter.plan.topic, { ...msg, headers: { ...msg.headers, [ROUTE_ERROR_HEADER]: header } });
-        this.stats.deadlettered++;
-        this.deps.logger.warn({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) }, 'message sent to the dead-letter topic');
-        return;
-      }
-      if (!retryable) {
+      // A webhook target retried on its own; what failed on its last try may pass later, but not by retrying here at once.
+      const retriedByTarget = p.code === 'EG_WEBHOOK_FAILED' || p.code === 'EG_WEBHOOK_TIMEOUT';
+      const retryable = p.status === 503 || retriedByTarget;
+      if (this.deadletter && (!retryable || retriedByTarget || attempt >= CONSUME_ATTEMPTS)) {
+        const to = { broker: this.deadletter.broker, topic: this.deadletter.plan.topic };
+        try {
+          await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
+          this.stats.deadlettered++;
+          this.deps.logger.warn({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) }, 'message sent to the dead-letter topic');
+          return;
+        } catch (err) {
+          this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, err: (err as Error).message }, 'dead-letter target did not acknowledge; retrying');
+        }
+      } else if (!retryable) {
         // Nothing can make this message pass; without a dead-letter target, keeping it would stall the partition forever.
         this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, traceId: traceIdOf(msg.headers) }, 'message dropped: it cannot pass this route and the route has no deadletter target');
         return;
       }
-      throw new Error(p.detail);
+      if (attempt === CONSUME_ATTEMPTS && !this.deadletter) this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail }, 'message not consumed; retrying it until its targets accept it (the route has no deadletter target)');
+      await pause(backoff.delay(), this.stopped);
+      if (this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
     }
   }
 
-  /** Stops consuming: resolves once the message in hand is finished and committed. */
+  /** Stops consuming: resolves once the message in hand is finished and committed (or given back). */
   async stopConsuming(): Promise<void> {
+    this.stopping = true;
+    this.stop();
     await this.subscription?.stop();
     this.subscription = undefined;
+  }
+
+  /** Releases what the route holds open beyond its messages (webhook connections); after drain(). */
+  close(): void {
+    for (const w of this.webhooks) w.close();
   }
 
   /** Waits, up to drainMs, until no message is inside the route. */
@@ -405,8 +440,9 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
     return publish(name as string, await withKey(msg, ctx));
   };
   return {
-    describe: () => `${broker.name}/${t.topic}`,
-    send(msg, ctx) {
+    send(original, ctx) {
+      // Structured mode (CloudEvents Kafka binding §3.3): the event as one JSON value.
+      const msg = t.structured ? toStructuredMessage(original) : original;
       if (topicExpr) return dynamicTopic(msg, ctx);
       // A literal topic (the common case) costs nothing, and a fast-path key no microtask.
       const out = withKey(msg, ctx);

@@ -1,6 +1,6 @@
 import { randomFillSync } from 'node:crypto';
 import { context, INVALID_SPAN_CONTEXT, ProxyTracerProvider, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Context, type Span, type SpanContext } from '@opentelemetry/api';
-import type { Outcome } from './outcome.js';
+import type { Outcome } from '../core/outcome.js';
 
 /** W3C Trace Context headers (https://www.w3.org/TR/trace-context/). */
 export const TRACEPARENT = 'traceparent';

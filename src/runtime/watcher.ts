@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
-import { hash } from '../plan/canonical.js';
+import { hash } from '../core/canonical.js';
 
 export interface WatchTiming {
   /** Quiet time that ends a burst of editor events. */

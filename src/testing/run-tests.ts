@@ -4,8 +4,8 @@ import pino from 'pino';
 import { compileExpression, truthy } from '../expr/expression.js';
 import type { BrokerRuntime, CompiledStep, ListenerRuntime, Target } from '../kinds/contracts.js';
 import type { Plan, RoutePlan } from '../plan/types.js';
-import type { Delivery, Message, MessageContext } from '../runtime/message.js';
-import type { Outcome } from '../runtime/outcome.js';
+import type { Delivery, Message, MessageContext } from '../core/message.js';
+import type { Outcome } from '../core/outcome.js';
 import { RouteRuntime } from '../runtime/route.js';
 import { TRACEPARENT } from '../runtime/trace.js';
 import type { ExpectedOutput, TestCase } from './test-file.js';
@@ -216,7 +216,6 @@ function recordingListener(name: string, kind: string, outputs: Output[]): Liste
     status: () => ({}),
     forwardTarget(path: string, { format }): Target {
       return {
-        describe: () => `${name}${path}`,
         async send(msg) {
           const { [TRACEPARENT]: _trace, ...headers } = msg.headers;
           const value = format === 'envelope' ? { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers, value: msg.value, timestamp: msg.timestamp } : msg.value;

@@ -82,4 +82,19 @@ describe('the admin API refuses what a browser on another site would send', () =
     assert.equal((await own.next()).outcome, 'delivered');
     own.close();
   });
+
+  it('with a token: a request bearing it in Authorization passes any Host (Prometheus scraping a pod by address); without it, the Host check holds', async () => {
+    const withToken = await startGateway(config.replace('admin: {port: 0, allowedHosts: [gateway.internal]}', 'admin: {port: 0, token: scrape-token-1234}'));
+    try {
+      const p = Number(new URL(withToken.adminUrl).port);
+      const scrape = await rawHttp(p, `GET /metrics HTTP/1.1\r\nHost: 10.1.2.3:${p}\r\nAuthorization: Bearer scrape-token-1234\r\nConnection: close\r\n\r\n`);
+      assert.equal(scrape?.status, 200);
+      const rebound = await rawHttp(p, `GET /metrics HTTP/1.1\r\nHost: attacker.example:${p}\r\nConnection: close\r\n\r\n`);
+      assert.equal(rebound?.status, 403);
+      const tokenInQuery = await rawHttp(p, `GET /admin/status?token=scrape-token-1234 HTTP/1.1\r\nHost: attacker.example:${p}\r\nConnection: close\r\n\r\n`);
+      assert.equal(tokenInQuery?.status, 403);
+    } finally {
+      await withToken.stop();
+    }
+  });
 });

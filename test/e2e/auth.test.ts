@@ -319,9 +319,9 @@ routes:
     from: {listener: api, path: /a}
     through: [{auth: {apiKey: {keys: {alice: short}}}}]
     to: {broker: local, topic: t}
-  - name: two-sources
+  - name: fine
     from: {listener: api, path: /b}
-    through: [{auth: {jwt: {jwksFile: jwks.json, jwksUrl: "https://x.test/jwks"}}}]
+    through: [{filter: "true"}]
     to: {broker: local, topic: t}
   - name: private-key
     from: {listener: api, path: /c}
@@ -342,9 +342,26 @@ routes:
     assert.equal(r.code, 1);
     const found = (JSON.parse(r.stdout) as { line: number; path: string; message: string }[]).map((d) => `${d.line} ${d.path}: ${d.message}`);
     assert.ok(found.some((d) => d.startsWith('7 routes[0].through[0].auth.apiKey.keys') && d.includes('shorter than 16')), found.join('\n'));
-    assert.ok(found.some((d) => d.startsWith('11 routes[1].through[0].auth.jwt') && d.includes('exactly one of secret, publicKey, jwksFile or jwksUrl')), found.join('\n'));
     assert.ok(found.some((d) => d.startsWith('15 routes[2].through[0].auth.jwt.publicKey') && d.includes('private key')), found.join('\n'));
     assert.ok(found.some((d) => d.startsWith('19 routes[3].through') && d.includes('consumes from a broker')), found.join('\n'));
     assert.ok(found.some((d) => d.startsWith('23 routes[4].through[0].auth.jwt.jwksUrl') && d.includes('https')), found.join('\n'));
+  });
+
+  it('need exactly one key source for a jwt (a rule of the schema, reported at the second source)', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': `version: 1
+brokers: {local: {kind: memory}}
+listeners: {api: {kind: http, port: 0}}
+routes:
+  - name: two-sources
+    from: {listener: api, path: /b}
+    through: [{auth: {jwt: {jwksFile: jwks.json, jwksUrl: "https://x.test/jwks"}}}]
+    to: {broker: local, topic: t}
+`,
+    });
+    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`, '--format', 'json']);
+    assert.equal(r.code, 1);
+    const found = (JSON.parse(r.stdout) as { line: number; path: string; message: string }[]).map((d) => `${d.line} ${d.path}: ${d.message}`);
+    assert.deepEqual(found, ["7 routes[0].through[0].auth.jwt.jwksUrl: routes[0].through[0].auth.jwt takes only one of 'secret', 'publicKey', 'jwksFile' or 'jwksUrl', not 'jwksFile' and 'jwksUrl'"]);
   });
 });

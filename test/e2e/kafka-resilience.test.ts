@@ -17,11 +17,19 @@ const { CompressionCodecs, CompressionTypes } = kafkajs;
   },
 });
 
-async function produceCorruptBatch(bootstrap: string, topic: string, partition: number, records: number): Promise<void> {
+/** Codec id 5 is not one Kafka defines: this producer writes plain records under it. */
+(CompressionCodecs as unknown as Record<number, unknown>)[5] = () => ({
+  compress: async (encoder: { buffer: Buffer }) => encoder.buffer,
+  decompress: async () => {
+    throw new Error('the test never reads codec 5');
+  },
+});
+
+async function produceCorruptBatch(bootstrap: string, topic: string, partition: number, records: number, codec: number = CompressionTypes.LZ4): Promise<void> {
   const producer = testClient(bootstrap).producer();
   await producer.connect();
   try {
-    await producer.send({ topic, compression: CompressionTypes.LZ4, messages: Array.from({ length: records }, (_, i) => ({ partition, value: `lost ${i}` })) });
+    await producer.send({ topic, compression: codec, messages: Array.from({ length: records }, (_, i) => ({ partition, value: `lost ${i}` })) });
   } finally {
     await producer.disconnect();
   }
@@ -99,6 +107,23 @@ routes:
     await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-tolerant', t.poison))[0], '4'), 15000, 200);
     const health = (await gw.status()).routes.find((r: { name: string }) => r.name === 'tolerant').consumer;
     assert.deepEqual(health, { ready: true });
+  });
+
+  it('dead-letters a batch that names a codec Kafka does not define (id 5) the same way', async () => {
+    await produceCorruptBatch(kafka.bootstrap, t.poison, 1, 2, 5);
+    await produceTo(kafka.bootstrap, t.poison, 1, '{"after":"the unknown codec"}');
+    await kcatConsume(kafka.bootstrap, t.copied, 3, 30000);
+    const consumer = testClient(kafka.bootstrap).consumer({ groupId: kafka.topic('dlq-reader'), maxWaitTimeInMs: 100 });
+    await consumer.connect();
+    await consumer.subscribe({ topic: t.dlq, fromBeginning: true });
+    const dead: kafkajs.KafkaMessage[] = [];
+    await new Promise<void>((resolve) => void consumer.run({ eachMessage: async ({ message }) => void (dead.push(message) === 2 && resolve()) }));
+    await consumer.disconnect();
+    const unknown = dead.find((m) => JSON.parse(String(m.headers!._eventgate_source)).partition === 1)!;
+    const error = JSON.parse(String(unknown.headers!._eventgate_error));
+    assert.equal(error.code, 'EG_UNDECODABLE_BATCH');
+    assert.match(error.detail, /codec id 5, which Kafka does not define/);
+    assert.deepEqual(JSON.parse(String(unknown.headers!._eventgate_source)), { topic: t.poison, partition: 1, offset: '1', lastOffset: '2' });
   });
 
   it('without a dead-letter topic, stops on that partition and says so in /readyz, /admin/status and the log, while other partitions go on', async () => {

@@ -190,7 +190,7 @@ describe('GET /metrics', () => {
     assert.deepEqual(stats.listeners.api.responses, { 200: 10, 400: 2, 404: 1, 429: 1, 500: 1 });
     assert.equal(stats.listeners.push.clients, 0);
     assert.deepEqual(stats.consumerLag, [{ broker: 'local', kind: 'memory', route: 'fanout', topic: 'mixed', partition: 0, lag: 0 }]);
-    assert.deepEqual(stats.reloads, { success: 2, failure: 1 });
+    assert.deepEqual(stats.reloads, { success: 2, failure: 1, rolledBack: 0 });
   });
 });
 

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, it } from 'node:test';
-import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type LogLine } from '../helpers/gateway.js';
+import { describe, it } from 'node:test';
+import { post, } from '../helpers/clients.js';
+import { startGateway, } from '../helpers/gateway.js';
 import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
 
 describe('hot reload (spec §6): following files', () => {

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { once } from 'node:events';
-import { afterEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, startGateway, type LogLine } from '../helpers/gateway.js';
-import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
+import { pipelineConfig, pipelineFixture, } from '../helpers/pipeline.js';
 
 describe('hot reload (spec §6): sockets and traffic', () => {
   const f = pipelineFixture();

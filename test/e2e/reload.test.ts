@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import { afterEach, describe, it } from 'node:test';
-import { post, WsClient } from '../helpers/clients.js';
-import { eventually, startGateway, type LogLine } from '../helpers/gateway.js';
+import { describe, it } from 'node:test';
+import { eventually, startGateway, } from '../helpers/gateway.js';
 import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
 
 describe('hot reload (spec §6): config changes', () => {

@@ -142,7 +142,7 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
     async reconfigure(text, file = 'gateway.yaml') {
       const from = logs.length;
       write(file, text);
-      return waitForLog((l) => l.msg === 'config reloaded' || l.msg.startsWith('reload rejected'), 10000, from);
+      return waitForLog((l) => l.msg === 'config reloaded' || l.msg.startsWith('reload rejected') || l.msg.startsWith('reload rolled back'), 10000, from);
     },
     async status() {
       const res = await fetch(`${gw.adminUrl}/admin/status`);

@@ -9,8 +9,8 @@ import { formatDiagnostic } from '../../src/config/diagnostics.js';
 import { defaultRegistry } from '../../src/kinds/index.js';
 import { loadPlan, type LoadResult } from '../../src/plan/compile.js';
 import type { Plan } from '../../src/plan/types.js';
-import type { Message, MessageContext } from '../../src/runtime/message.js';
-import { isStop, type StepStop } from '../../src/runtime/outcome.js';
+import type { Message, MessageContext } from '../../src/core/message.js';
+import { isStop, type StepStop } from '../../src/core/outcome.js';
 import { channelsOf, documentOf, lightMeasuredPayload } from '../helpers/asyncapi-fixtures.js';
 import { repoRoot, tempFiles } from '../helpers/gateway.js';
 
@@ -197,8 +197,8 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       diagnostics.map((d) => [d.line, d.code, d.message]),
       [
         [11, 'EG_CONFIG_ASYNCAPI_REF', "'message' names an AsyncAPI message, but the config has no AsyncAPI document; add 'asyncapi: <file>' at the top level"],
-        [16, 'EG_CONFIG_SCHEMA', "validate takes one of 'schema', 'message' or 'channel', not 'schema' and 'channel'"],
-        [21, 'EG_CONFIG_SCHEMA', "validate needs one of 'schema' (a JSON Schema), 'message' (an AsyncAPI message id) or 'channel' (an AsyncAPI channel)"],
+        [16, 'EG_CONFIG_SCHEMA', "routes[1].through[0].validate takes only one of 'schema', 'message' or 'channel', not 'schema' and 'channel'"],
+        [21, 'EG_CONFIG_SCHEMA', "routes[2].through[0].validate needs one of 'schema', 'message' or 'channel'"],
       ],
     );
   });

@@ -3,8 +3,8 @@ import { describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 import { authStep } from '../../src/kinds/steps/auth.js';
 import type { StepCompileContext } from '../../src/kinds/contracts.js';
-import type { Message, MessageContext, RequestMeta } from '../../src/runtime/message.js';
-import { isStop } from '../../src/runtime/outcome.js';
+import type { Message, MessageContext, RequestMeta } from '../../src/core/message.js';
+import { isStop } from '../../src/core/outcome.js';
 
 const SECRET = 'unit-test-secret-that-is-32-bytes-long';
 

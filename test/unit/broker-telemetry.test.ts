@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { GatewayMetrics } from '../../src/admin/metrics.js';
+import { GatewayMetrics } from '../../src/telemetry/metrics.js';
 import type { BrokerRuntime, ListenerRuntime } from '../../src/kinds/contracts.js';
 import { MemoryBroker } from '../../src/kinds/brokers/memory.js';
 import { createLogger } from '../../src/log.js';
-import type { Message } from '../../src/runtime/message.js';
+import type { Message } from '../../src/core/message.js';
 import { parsePrometheus } from '../helpers/prometheus.js';
 
 function message(value: unknown): Message {

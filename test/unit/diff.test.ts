@@ -5,7 +5,8 @@ import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { defaultRegistry } from '../../src/kinds/index.js';
 import { loadPlan } from '../../src/plan/compile.js';
-import { diffPlans, type PlanDiff } from '../../src/plan/diff.js';
+import { memoryBroker } from '../../src/kinds/brokers/memory.js';
+import { diffPlans, type Change, type ChangeOp } from '../../src/plan/diff.js';
 import type { Plan } from '../../src/plan/types.js';
 
 const registry = defaultRegistry();
@@ -56,32 +57,46 @@ routes:
 }
 
 const schema = (max: number) => JSON.stringify({ type: 'object', properties: { a: { maximum: max } } });
-const reconfigurable = () => true;
-const routes = (d: PlanDiff) => ({ change: [...d.routes.change].sort(), keep: [...d.routes.keep].sort(), add: d.routes.add, remove: d.routes.remove });
+/** The names of each op, sorted: `{keep: [...], replace: [...]}` (ops with no names are left out). */
+function ops<P>(changes: readonly Change<P>[]): Partial<Record<ChangeOp, string[]>> {
+  const out: Partial<Record<ChangeOp, string[]>> = {};
+  for (const c of changes) (out[c.op] ??= []).push(c.name);
+  for (const names of Object.values(out)) names.sort();
+  return out;
+}
 
 describe('diffPlans', () => {
-  it('starts everything on the first plan', async () => {
+  it('adds everything on the first plan', async () => {
     const compile = workspace();
-    const d = diffPlans(undefined, await compile(config(), { 'schemas/s.json': schema(1) }), reconfigurable);
-    assert.deepEqual(d.brokers.add, ['local']);
-    assert.deepEqual(d.listeners.add, ['api', 'push']);
-    assert.deepEqual(d.routes.add, ['validated', 'filtered', 'plain']);
+    const d = diffPlans(undefined, await compile(config(), { 'schemas/s.json': schema(1) }), registry);
+    assert.deepEqual(ops(d.brokers), { add: ['local'] });
+    assert.deepEqual(ops(d.listeners), { add: ['api', 'push'] });
+    assert.deepEqual(ops(d.routes), { add: ['filtered', 'plain', 'validated'] });
+    assert.equal(d.admin, undefined);
   });
 
-  it('changes nothing for the same config, or one whose keys are only reordered', async () => {
+  it('keeps everything for the same config, or one whose keys are only reordered', async () => {
     const compile = workspace();
     const a = await compile(config(), { 'schemas/s.json': schema(1) });
     const b = await compile(config({ keyOrder: true }));
-    const d = diffPlans(a, b, reconfigurable);
-    assert.deepEqual([d.brokers.change, d.listeners.change, d.routes.change, d.routes.add, d.routes.remove], [[], [], [], [], []]);
-    assert.deepEqual(d.admin, 'keep');
+    const d = diffPlans(a, b, registry);
+    assert.deepEqual([ops(d.brokers), ops(d.listeners), ops(d.routes)], [{ keep: ['local'] }, { keep: ['api', 'push'] }, { keep: ['filtered', 'plain', 'validated'] }]);
+  });
+
+  it('carries the plans themselves, so nothing needs a lookup by name', async () => {
+    const compile = workspace();
+    const a = await compile(config(), { 'schemas/s.json': schema(1) });
+    const b = await compile(config({ filter: 'a > 2' }));
+    const filtered = diffPlans(a, b, registry).routes.find((c) => c.name === 'filtered')!;
+    assert.equal(filtered.op, 'replace');
+    assert.ok(filtered.op === 'replace' && filtered.before === a.routes.get('filtered') && filtered.after === b.routes.get('filtered'));
   });
 
   it('rebuilds only the routes that use a changed chain', async () => {
     const compile = workspace();
-    const d = diffPlans(await compile(config(), { 'schemas/s.json': schema(1) }), await compile(config({ filter: 'a > 2' })), reconfigurable);
-    assert.deepEqual(routes(d), { change: ['filtered'], keep: ['plain', 'validated'], add: [], remove: [] });
-    assert.deepEqual(d.listeners.change, []);
+    const d = diffPlans(await compile(config(), { 'schemas/s.json': schema(1) }), await compile(config({ filter: 'a > 2' })), registry);
+    assert.deepEqual(ops(d.routes), { replace: ['filtered'], keep: ['plain', 'validated'] });
+    assert.deepEqual(ops(d.listeners), { keep: ['api', 'push'] });
   });
 
   it('rebuilds the routes that use a schema file whose content changed, though the config did not', async () => {
@@ -89,60 +104,61 @@ describe('diffPlans', () => {
     const a = await compile(config(), { 'schemas/s.json': schema(1) });
     const b = await compile(config(), { 'schemas/s.json': schema(2) });
     assert.notEqual(a.version, b.version);
-    assert.deepEqual(routes(diffPlans(a, b, reconfigurable)), { change: ['validated'], keep: ['filtered', 'plain'], add: [], remove: [] });
+    assert.deepEqual(ops(diffPlans(a, b, registry).routes), { replace: ['validated'], keep: ['filtered', 'plain'] });
   });
 
-  it('rebinds a listener whose port changed and rebuilds the routes on it, keeping the rest', async () => {
+  it('replaces a listener whose port changed and rebuilds the routes on it, keeping the rest', async () => {
     const compile = workspace();
-    const d = diffPlans(await compile(config({ apiPort: 8001 }), { 'schemas/s.json': schema(1) }), await compile(config({ apiPort: 8002 })), reconfigurable);
-    assert.deepEqual(d.listeners.change, ['api']);
-    assert.deepEqual(d.listeners.rebind, ['api']);
-    assert.deepEqual(routes(d), { change: ['filtered', 'validated'], keep: ['plain'], add: [], remove: [] });
+    const d = diffPlans(await compile(config({ apiPort: 8001 }), { 'schemas/s.json': schema(1) }), await compile(config({ apiPort: 8002 })), registry);
+    assert.deepEqual(ops(d.listeners), { replace: ['api'], keep: ['push'] });
+    assert.deepEqual(ops(d.routes), { replace: ['filtered', 'validated'], keep: ['plain'] });
+    const why = d.routes.find((c) => c.name === 'validated');
+    assert.equal(why?.op === 'replace' && why.why, "listener 'api' is replaced");
   });
 
   it('reconfigures a listener in place when only a non-socket option changed, keeping its routes', async () => {
     const compile = workspace();
-    const d = diffPlans(await compile(config(), { 'schemas/s.json': schema(1) }), await compile(config({ maxBody: 1000 })), reconfigurable);
-    assert.deepEqual(d.listeners.change, ['api']);
-    assert.deepEqual(d.listeners.rebind, []);
-    assert.deepEqual(routes(d).change, []);
+    const d = diffPlans(await compile(config(), { 'schemas/s.json': schema(1) }), await compile(config({ maxBody: 1000 })), registry);
+    assert.deepEqual(ops(d.listeners), { reconfigure: ['api'], keep: ['push'] });
+    assert.equal(ops(d.routes).replace, undefined);
   });
 
   // Regression: the socket key held only port and host, so a listener that changed kind on the
   // same port kept its socket and was handed the other kind's options.
-  it('rebinds a listener that changes kind on the same port', async () => {
+  it('replaces a listener that changes kind on the same port', async () => {
     const compile = workspace();
-    const d = diffPlans(await compile(config(), { 'schemas/s.json': schema(1) }), await compile(config({ pushKind: 'http' })), reconfigurable);
-    assert.deepEqual(d.listeners.rebind, ['push']);
+    const d = diffPlans(await compile(config(), { 'schemas/s.json': schema(1) }), await compile(config({ pushKind: 'http' })), registry);
+    assert.deepEqual(ops(d.listeners).replace, ['push']);
   });
 
   it('keeps a broker reconfigured in place with its routes, but rebuilds the routes of a replaced one', async () => {
     const compile = workspace();
     const a = await compile(config(), { 'schemas/s.json': schema(1) });
     const b = await compile(config({ retain: 10 }));
-    const inPlace = diffPlans(a, b, () => true);
-    assert.deepEqual(inPlace.brokers.change, ['local']);
-    assert.deepEqual(routes(inPlace).change, []);
-    const replaced = diffPlans(a, b, () => false);
-    assert.deepEqual(routes(replaced).change, ['filtered', 'plain', 'validated']);
+    const inPlace = diffPlans(a, b, registry);
+    assert.deepEqual(ops(inPlace.brokers), { reconfigure: ['local'] });
+    assert.equal(ops(inPlace.routes).replace, undefined);
+    const notInPlace = defaultRegistry().broker({ ...memoryBroker, canReconfigure: () => false });
+    const replaced = diffPlans(a, b, notInPlace);
+    assert.deepEqual(ops(replaced.brokers), { replace: ['local'] });
+    assert.deepEqual(ops(replaced.routes), { replace: ['filtered', 'plain', 'validated'] });
   });
 
   it('adds and removes routes by name', async () => {
     const compile = workspace();
     const a = await compile(config(), { 'schemas/s.json': schema(1) });
     const b = await compile(config().replace('name: plain', 'name: renamed'));
-    const d = diffPlans(a, b, reconfigurable);
-    assert.deepEqual([d.routes.add, d.routes.remove], [['renamed'], ['plain']]);
+    assert.deepEqual(ops(diffPlans(a, b, registry).routes), { add: ['renamed'], keep: ['filtered', 'validated'], remove: ['plain'] });
   });
 
-  it('starts, restarts and stops the admin server as its section appears, moves and goes', async () => {
+  it('adds, replaces and removes the admin server as its section appears, moves and goes', async () => {
     const compile = workspace();
     const none = await compile(config(), { 'schemas/s.json': schema(1) });
     const at1 = await compile(config({ adminPort: 9001 }));
     const at2 = await compile(config({ adminPort: 9002 }));
-    assert.equal(diffPlans(none, at1, reconfigurable).admin, 'start');
-    assert.equal(diffPlans(at1, at1, reconfigurable).admin, 'keep');
-    assert.equal(diffPlans(at1, at2, reconfigurable).admin, 'restart');
-    assert.equal(diffPlans(at2, none, reconfigurable).admin, 'stop');
+    assert.equal(diffPlans(none, at1, registry).admin?.op, 'add');
+    assert.equal(diffPlans(at1, at1, registry).admin?.op, 'keep');
+    assert.equal(diffPlans(at1, at2, registry).admin?.op, 'replace');
+    assert.equal(diffPlans(at2, none, registry).admin?.op, 'remove');
   });
 });

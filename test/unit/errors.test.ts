@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ErrorCodes, problem, problemBody } from '../../src/errors.js';
+import { ErrorCodes, problem, problemBody } from '../../src/core/errors.js';
 import { repoRoot } from '../helpers/gateway.js';
 
 /** Rows of docs/errors.md's tables: code → the status cell. */
@@ -14,16 +14,16 @@ function documented(): Map<string, string> {
 }
 
 describe('error codes', () => {
-  it('every code in src/errors.ts is documented in docs/errors.md, with its HTTP status', () => {
+  it('every code in src/core/errors.ts is documented in docs/errors.md, with its HTTP status', () => {
     const docs = documented();
     for (const [code, def] of Object.entries(ErrorCodes)) {
       assert.ok(docs.has(code), `${code} is missing from docs/errors.md`);
       const status = (def as { status?: number }).status;
-      assert.equal(docs.get(code), status === undefined ? '—' : String(status), `${code}: docs/errors.md says ${docs.get(code)}, src/errors.ts says ${status ?? 'no status'}`);
+      assert.equal(docs.get(code), status === undefined ? '—' : String(status), `${code}: docs/errors.md says ${docs.get(code)}, src/core/errors.ts says ${status ?? 'no status'}`);
     }
   });
 
-  it('docs/errors.md documents no code that src/errors.ts does not have', () => {
+  it('docs/errors.md documents no code that src/core/errors.ts does not have', () => {
     const known = new Set(Object.keys(ErrorCodes));
     assert.deepEqual([...documented().keys()].filter((c) => !known.has(c)), []);
   });

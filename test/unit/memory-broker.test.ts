@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { MemoryBroker } from '../../src/kinds/brokers/memory.js';
-import type { Message } from '../../src/runtime/message.js';
+import type { Message } from '../../src/core/message.js';
 
 function broker(retain?: number): { broker: MemoryBroker; warnings: string[] } {
   const warnings: string[] = [];

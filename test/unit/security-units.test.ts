@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { redact, REDACTED, secretValues } from '../../src/config/secrets.js';
 import { bindingsFor, compileExpression } from '../../src/expr/expression.js';
 import { TokenBuckets } from '../../src/kinds/steps/ratelimit.js';
-import { nestingDepth, parseClientJson } from '../../src/runtime/client-json.js';
+import { nestingDepth, parseClientJson } from '../../src/kinds/listeners/client-json.js';
 import { StepStateStore } from '../../src/runtime/step-state.js';
 
 describe('parseClientJson', () => {
@@ -117,5 +117,15 @@ describe('expression time box', () => {
     const b = bindingsFor(msg, { route: 'r', identity: { principal: 'alice', claims: { tenant: 'acme' } } });
     const expr = compileExpression('$principal & "@" & $claims.tenant');
     assert.equal(await expr.evaluate({}, b), 'alice@acme');
+  });
+});
+
+describe('secretValues: environment values', () => {
+  it('counts each variable value, each address of a list and its host as secrets, but not numbers, booleans or loopback names', () => {
+    const secrets = secretValues({ brokers: ['kafka-0.internal:9092,kafka-1.internal:9092'], port: 8080 }, new Set(['brokers.0']), ['kafka-0.internal:9092,kafka-1.internal:9092', '8080', 'true', 'localhost:9092', 'upstream-token-123']);
+    for (const s of ['kafka-0.internal:9092,kafka-1.internal:9092', 'kafka-0.internal:9092', 'kafka-0.internal', 'kafka-1.internal', 'upstream-token-123']) assert.ok(secrets.has(s), s);
+    for (const s of ['8080', 'true', 'localhost', '9092']) assert.ok(!secrets.has(s), s);
+    assert.ok(secrets.has('localhost:9092'), 'a loopback address with its port is still the value of a variable');
+    assert.equal(redact('getaddrinfo ENOTFOUND kafka-1.internal', secrets), `getaddrinfo ENOTFOUND ${REDACTED}`);
   });
 });

@@ -1,5 +1,5 @@
 import type { Logger } from '../../log.js';
-import type { Message } from '../../runtime/message.js';
+import type { Message } from '../../core/message.js';
 import type { BrokerTelemetry } from '../contracts.js';
 
 /**

@@ -1,38 +1,95 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { SASLOptions } from 'kafkajs';
-import { CODECS, type CodecName } from '../../codecs/compression.js';
 import { createRequire } from 'node:module';
-import type { BrokerCompileContext, BrokerKind, StartFrom } from '../contracts.js';
+import { CODECS } from '../../codecs/compression.js';
+import type { BrokerCompileContext, StartFrom } from '../contracts.js';
+import { defineBroker, kindOptions, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { KafkaBroker } from './kafka/broker.js';
 
+const ms = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
+
+const options = kindOptions('kafka', {
+  brokers: oneOf([Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), Type.String({ minLength: 1 })], {
+    description:
+      'Bootstrap servers as `host:port`: a list, or one string; a comma-separated string is split, so `brokers: ${KAFKA_BROKERS}` takes a list from the environment (write it unbracketed or quoted: in YAML `[${X}]` is a flow mapping inside a list).',
+  }),
+  clientId: Type.Optional(Type.String({ minLength: 1, default: 'eventgate', description: 'Client id the cluster sees.' })),
+  ssl: Type.Optional(
+    oneOf(
+      [
+        Type.Boolean(),
+        Type.Object(
+          {
+            ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the CA(s) to trust.' })),
+            cert: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client certificate.' })),
+            key: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client key.' })),
+            passphrase: Type.Optional(Type.String({ description: 'Passphrase of the client key.' })),
+            servername: Type.Optional(Type.String({ minLength: 1, description: 'Server name for SNI and certificate checks (default: the broker host).' })),
+            rejectUnauthorized: Type.Optional(Type.Boolean({ default: true, description: 'Refuse brokers whose certificate is not trusted.' })),
+          },
+          { additionalProperties: false },
+        ),
+      ],
+      {
+        description:
+          'TLS: `true` for the system CAs, or `{ca, cert, key, passphrase, servername, rejectUnauthorized}` with PEM files relative to this config (watched: a new certificate reconnects the broker).',
+      },
+    ),
+  ),
+  sasl: Type.Optional(
+    Type.Object(
+      {
+        mechanism: oneOfStrings(['plain', 'scram-sha-256', 'scram-sha-512'], { description: 'SASL mechanism.' }),
+        username: Type.String({ minLength: 1, description: 'SASL user name.' }),
+        password: Type.String({ description: 'SASL password (write it as ${VAR} to keep it out of the file).' }),
+      },
+      { additionalProperties: false, description: '`{mechanism: plain | scram-sha-256 | scram-sha-512, username, password}`.' },
+    ),
+  ),
+  connectionTimeoutMs: ms(3000, 1, 'Time to open a connection to a broker.'),
+  healthCheckIntervalMs: ms(2000, 50, 'How often the cluster is asked for its metadata to tell /readyz whether it is reachable.'),
+  producer: Type.Optional(
+    Type.Object(
+      {
+        acks: Type.Optional(oneOfStrings(['all', 'leader', 'none'], { default: 'all', description: "Acknowledgement a publish waits for: `all`, `leader` or `none` (then a delivery's offset is `-1`)." })),
+        lingerMs: ms(0, 0, 'How long a publish waits for others to share its produce request. 0: none added; a produce request leaves as soon as the one in flight is answered, carrying what arrived meanwhile, so batches grow with the load.'),
+        maxBatchRecords: ms(1000, 1, 'Most records in one produce request.'),
+        compression: Type.Optional(
+          oneOfStrings(CODECS, {
+            default: 'none',
+            description:
+              'Codec of produced record batches: `none`, `gzip`, `snappy`, `lz4` or `zstd`; consume routes read records in any of them (and both snappy framings: raw, as librdkafka writes, and xerial, as Java clients write).',
+          }),
+        ),
+        idempotent: Type.Optional(Type.Boolean({ default: false, description: 'Idempotent producer: exactly-once per partition on retries; needs `acks: all`.' })),
+        ackTimeoutMs: ms(5000, 1, 'A publish not acknowledged by then fails: HTTP 503, WebSocket error frame, retry for consume routes.'),
+      },
+      { additionalProperties: false, description: 'How messages are published.' },
+    ),
+  ),
+  consumer: Type.Optional(
+    Type.Object(
+      {
+        startFrom: Type.Optional(
+          oneOfStrings(['earliest', 'latest'], {
+            description:
+              "Where partitions without a committed offset start, for every route reading from this broker (a route's `from.startFrom` wins). Unset: `earliest` for routes with a broker target (never skip a record), `latest` for websocket forward routes (docs/scaling.md).",
+          }),
+        ),
+        fromBeginning: Type.Optional(Type.Boolean({ description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' })),
+        sessionTimeoutMs: ms(30000, 1, 'A member silent this long is dropped from its group.'),
+        heartbeatIntervalMs: ms(3000, 1, 'Heartbeat period; below sessionTimeoutMs (a third is usual).'),
+        rebalanceTimeoutMs: ms(60000, 1, 'How long a rebalance waits for members to rejoin.'),
+        maxWaitMs: ms(1000, 0, 'Longest a fetch waits for new records; also bounds how long a stop waits for the fetch in flight.'),
+        partitionsConsumedConcurrently: ms(1, 1, 'Partitions handled at the same time by one member (records of one partition are always in order).'),
+      },
+      { additionalProperties: false, description: 'Defaults for the consumer groups of routes reading from this broker.' },
+    ),
+  ),
+});
+
 /** The options as written in gateway.yaml (spec §2). */
-interface KafkaOptions {
-  kind: 'kafka';
-  brokers: string | string[];
-  clientId?: string;
-  ssl?: boolean | { ca?: string; cert?: string; key?: string; passphrase?: string; servername?: string; rejectUnauthorized?: boolean };
-  sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
-  connectionTimeoutMs?: number;
-  healthCheckIntervalMs?: number;
-  producer?: {
-    acks?: 'all' | 'leader' | 'none';
-    lingerMs?: number;
-    maxBatchRecords?: number;
-    compression?: CodecName;
-    idempotent?: boolean;
-    ackTimeoutMs?: number;
-  };
-  consumer?: {
-    startFrom?: StartFrom;
-    /** The older spelling of startFrom: true is earliest, false latest. */
-    fromBeginning?: boolean;
-    sessionTimeoutMs?: number;
-    heartbeatIntervalMs?: number;
-    rebalanceTimeoutMs?: number;
-    maxWaitMs?: number;
-    partitionsConsumedConcurrently?: number;
-  };
-}
+type KafkaOptions = Static<typeof options>;
 
 /** The options compiled: broker lists split, files read, defaults filled in. What the runtime gets. */
 export interface KafkaSettings {
@@ -47,7 +104,7 @@ export interface KafkaSettings {
   consumer: Required<Omit<NonNullable<KafkaOptions['consumer']>, 'startFrom' | 'fromBeginning'>> & { startFrom: StartFrom | undefined };
 }
 
-const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 5, maxBatchRecords: 1000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
+const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
 const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
   sessionTimeoutMs: 30000,
   heartbeatIntervalMs: 3000,
@@ -120,118 +177,19 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
   };
 }
 
-const ms = (def: number, min: number, description: string) => ({ type: 'integer', minimum: min, default: def, description });
-
-export const kafkaBroker: BrokerKind<KafkaOptions, KafkaSettings> = {
-  kind: 'kafka',
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['kind', 'brokers'],
-    properties: {
-      kind: { const: 'kafka' },
-      brokers: {
-        description: 'Bootstrap servers as host:port: a list, or one string; a comma-separated string is split, so `brokers: ${KAFKA_BROKERS}` takes a list from the environment.',
-        oneOf: [
-          { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
-          { type: 'string', minLength: 1 },
-        ],
-      },
-      clientId: { type: 'string', minLength: 1, default: 'eventgate' },
-      ssl: {
-        description: 'TLS: `true` for the system CAs, or files relative to this config.',
-        oneOf: [
-          { type: 'boolean' },
-          {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              ca: { type: 'string', minLength: 1, description: 'PEM file of the CA(s) to trust.' },
-              cert: { type: 'string', minLength: 1, description: 'PEM file of the client certificate.' },
-              key: { type: 'string', minLength: 1, description: 'PEM file of the client key.' },
-              passphrase: { type: 'string', description: 'Passphrase of the client key.' },
-              servername: { type: 'string', minLength: 1, description: 'Server name for SNI and certificate checks (default: the broker host).' },
-              rejectUnauthorized: { type: 'boolean', default: true, description: 'Refuse brokers whose certificate is not trusted.' },
-            },
-          },
-        ],
-      },
-      sasl: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['mechanism', 'username', 'password'],
-        properties: {
-          mechanism: { enum: ['plain', 'scram-sha-256', 'scram-sha-512'], description: 'SASL mechanism.' },
-          username: { type: 'string', minLength: 1, description: 'SASL user name.' },
-          password: { type: 'string', description: 'SASL password (write it as ${VAR} to keep it out of the file).' },
-        },
-      },
-      connectionTimeoutMs: ms(3000, 1, 'Time to open a connection to a broker.'),
-      healthCheckIntervalMs: ms(2000, 50, 'How often the cluster is asked for its metadata to tell /readyz whether it is reachable.'),
-      producer: {
-        type: 'object',
-        description: 'How messages are published.',
-        additionalProperties: false,
-        properties: {
-          acks: { enum: ['all', 'leader', 'none'], default: 'all', description: 'Acknowledgement a publish waits for.' },
-          lingerMs: ms(5, 0, 'How long a publish waits for others to share its produce request.'),
-          maxBatchRecords: ms(1000, 1, 'Most records in one produce request.'),
-          compression: { enum: [...CODECS], default: 'none', description: 'Codec of produced record batches; records in any of them are consumed.' },
-          idempotent: { type: 'boolean', default: false, description: 'Exactly-once per partition on retries; needs acks: all.' },
-          ackTimeoutMs: ms(5000, 1, 'A publish not acknowledged by then fails: HTTP 503, WebSocket error frame, retry for consume routes.'),
-        },
-      },
-      consumer: {
-        type: 'object',
-        additionalProperties: false,
-        description: 'Defaults for the consumer groups of routes reading from this broker.',
-        properties: {
-          startFrom: {
-            enum: ['earliest', 'latest'],
-            description: 'Where partitions without a committed offset start, for every route reading from this broker (a route\'s `from.startFrom` wins). Unset: `earliest` for routes with a broker target (never skip a record), `latest` for websocket forward routes.',
-          },
-          fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
-          sessionTimeoutMs: ms(30000, 1, 'A member silent this long is dropped from its group.'),
-          heartbeatIntervalMs: ms(3000, 1, 'Heartbeat period; below sessionTimeoutMs (a third is usual).'),
-          rebalanceTimeoutMs: ms(60000, 1, 'How long a rebalance waits for members to rejoin.'),
-          maxWaitMs: ms(1000, 0, 'Longest a fetch waits for new records; also bounds how long a stop waits for the fetch in flight.'),
-          partitionsConsumedConcurrently: ms(1, 1, 'Partitions handled at the same time by one member (records of one partition are always in order).'),
-        },
-      },
-    },
-  },
+export const kafkaBroker = defineBroker<typeof options, KafkaSettings>({
+  options,
   doc: {
     summary:
       'A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a route with broker targets starts partitions that have no committed offset at the oldest record, so nothing produced before its first start or while it was down is skipped. A record whose chain fails, or a record batch that cannot be decoded, goes to the route\'s `deadletter` and the partition moves on. A consumer that crashes is started again with backoff, and `/readyz` says why meanwhile. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.',
     example:
-      'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, lingerMs: 5, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { sessionTimeoutMs: 30000 }',
-    options: {
-      brokers: 'bootstrap servers, `host:port`: a list, or a comma-separated string such as `${KAFKA_BROKERS}` (write it unbracketed or quoted: in YAML `[${X}]` is a flow mapping inside a list)',
-      clientId: 'client id the cluster sees (default `eventgate`)',
-      ssl: '`true`, or `{ca, cert, key, passphrase, servername, rejectUnauthorized}` with PEM files relative to the config (watched: a new certificate reconnects the broker)',
-      sasl: '`{mechanism: plain | scram-sha-256 | scram-sha-512, username, password}`',
-      connectionTimeoutMs: 'time to open a connection (default 3000)',
-      healthCheckIntervalMs: 'how often reachability is checked for `/readyz` (default 2000)',
-      'producer.acks': '`all` (default), `leader` or `none` (then a delivery\'s offset is `-1`)',
-      'producer.lingerMs': 'how long a publish waits to share a produce request (default 5)',
-      'producer.maxBatchRecords': 'most records per produce request (default 1000)',
-      'producer.compression': '`none` (default), `gzip`, `snappy`, `lz4` or `zstd`; consume routes read records in any of them (and both snappy framings: raw, as librdkafka writes, and xerial, as Java clients write)',
-      'producer.idempotent': 'idempotent producer (needs `acks: all`)',
-      'producer.ackTimeoutMs': 'a publish not acknowledged by then fails with 503 (default 5000)',
-      'consumer.startFrom': '`earliest` or `latest`: where partitions without a committed offset start, for every route on this broker (a route\'s `from.startFrom` wins); unset, durable routes (broker targets) start at `earliest` and websocket forward routes at `latest` (docs/scaling.md)',
-      'consumer.fromBeginning': 'older spelling of `startFrom` (true: `earliest`, false: `latest`)',
-      'consumer.sessionTimeoutMs': 'group session timeout (default 30000)',
-      'consumer.heartbeatIntervalMs': 'heartbeat period (default 3000)',
-      'consumer.rebalanceTimeoutMs': 'rebalance timeout (default 60000)',
-      'consumer.maxWaitMs': 'longest wait of a fetch for new records (default 1000)',
-      'consumer.partitionsConsumedConcurrently': 'partitions one member handles at once (default 1)',
-    },
+      'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { sessionTimeoutMs: 30000 }',
   },
   compile: compileKafka,
   // Connections, producer and consumer groups are built from every option: a change means a new client.
   canReconfigure: () => false,
   create: (name, settings, env) => new (kafkaRuntime().KafkaBroker)(name, settings, env),
-};
+});
 
 let runtime: { KafkaBroker: typeof KafkaBroker } | undefined;
 /**

@@ -1,19 +1,23 @@
-import { approxMessageBytes } from '../../runtime/heap-size.js';
-import type { Delivery, Message } from '../../runtime/message.js';
-import type { BrokerKind, BrokerRuntime, BrokerTelemetry, ConsumerLag, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
-
-interface MemoryOptions {
-  kind: 'memory';
-  retain?: number;
-  retainBytes?: number;
-  maxBytes?: number;
-}
+import { Backoff, pause } from '../../core/backoff.js';
+import { approxMessageBytes } from '../../core/heap-size.js';
+import type { Delivery, Message } from '../../core/message.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
+import { defineBroker, kindOptions, Type, type Static } from '../define.js';
 
 const DEFAULT_RETAIN = 1000;
 /** Estimated heap (heap-size.ts) one topic's retained messages may take. */
 const DEFAULT_RETAIN_BYTES = 32 * 1024 * 1024;
 /** Estimated heap all topics of one memory broker may take together. */
 const DEFAULT_MAX_BYTES = 128 * 1024 * 1024;
+
+const options = kindOptions('memory', {
+  retain: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_RETAIN, description: 'Messages kept per topic for groups that have not read them yet.' })),
+  retainBytes: Type.Optional(Type.Integer({ minimum: 1024, default: DEFAULT_RETAIN_BYTES, description: 'Estimated heap the retained messages of one topic may take; the oldest go first.' })),
+  maxBytes: Type.Optional(
+    Type.Integer({ minimum: 1024, default: DEFAULT_MAX_BYTES, description: 'Estimated heap all topics of this broker may take together; over it, the largest topic drops its oldest messages.' }),
+  ),
+});
+type MemoryOptions = Static<typeof options>;
 
 interface Member {
   route: string;
@@ -85,8 +89,6 @@ class Topic {
   }
 }
 
-const MAX_BACKOFF_MS = 5000;
-
 /**
  * In-process topics with bounded retention. Each group sees every message once, in order, and
  * a message counts as consumed only when its handler resolves (at-least-once, like Kafka).
@@ -157,6 +159,17 @@ export class MemoryBroker implements BrokerRuntime {
     return Promise.resolve({ broker: this.name, topic: topicName, partition: 0, offset });
   }
 
+  /** Memory topics have one partition (0): what is retained after `after.get(0)`. */
+  retained(topicName: string, after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }> {
+    const topic = this.topic(topicName);
+    const seen = after.get(0);
+    const wanted = seen === undefined ? topic.first : Number(seen) + 1;
+    const from = Math.max(wanted, topic.first);
+    const messages: Message[] = [];
+    for (let o = from; o < topic.end; o++) messages.push(topic.at(o));
+    return Promise.resolve({ messages, truncated: wanted < topic.first });
+  }
+
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const topic = this.topic(spec.topic);
     let group = topic.groups.get(spec.group);
@@ -210,7 +223,7 @@ export class MemoryBroker implements BrokerRuntime {
   private async pump(topic: Topic, group: Group): Promise<void> {
     if (group.pumping) return;
     group.pumping = true;
-    let backoff = 50;
+    const backoff = new Backoff();
     try {
       while (!this.stopped && group.next < topic.end && group.members.length > 0) {
         if (group.next < topic.first) {
@@ -227,13 +240,13 @@ export class MemoryBroker implements BrokerRuntime {
         try {
           await attempt;
           group.next++;
-          backoff = 50;
+          backoff.reset();
         } catch (err) {
-          // The route could not place the message anywhere (not even a dead-letter target): keep it and retry.
+          // The handler gave the message back (its route stopped with it in hand; the route owns
+          // retries): keep it, and offer it again, to whichever member is there, after a pause.
           this.telemetry?.consumerError(member.route);
           this.env.logger.error({ broker: this.name, topic: msg.topic, offset: msg.offset, err: (err as Error).message }, 'message not consumed; retrying');
-          await new Promise((r) => setTimeout(r, backoff));
-          backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+          await pause(backoff.delay());
         } finally {
           member.inFlight = undefined;
         }
@@ -246,31 +259,15 @@ export class MemoryBroker implements BrokerRuntime {
   }
 }
 
-export const memoryBroker: BrokerKind<MemoryOptions> = {
-  kind: 'memory',
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['kind'],
-    properties: {
-      kind: { const: 'memory' },
-      retain: { type: 'integer', minimum: 1, default: DEFAULT_RETAIN, description: 'Messages kept per topic for groups that have not read them yet.' },
-      retainBytes: { type: 'integer', minimum: 1024, default: DEFAULT_RETAIN_BYTES, description: 'Estimated heap the retained messages of one topic may take; the oldest go first.' },
-      maxBytes: { type: 'integer', minimum: 1024, default: DEFAULT_MAX_BYTES, description: 'Estimated heap all topics of this broker may take together; over it, the largest topic drops its oldest messages.' },
-    },
-  },
+export const memoryBroker = defineBroker({
+  options,
   doc: {
     summary:
       'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded by count (`retain` messages per topic) and by estimated heap size (`retainBytes` per topic, `maxBytes` for the whole broker: 2 bytes per character, 72 per array or object); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads).',
     example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
-    options: {
-      retain: 'messages kept per topic (default 1000)',
-      retainBytes: 'estimated heap kept per topic, default 32 MiB (the oldest messages go first)',
-      maxBytes: 'estimated heap kept by the whole broker, default 128 MiB (over it, the largest topic drops its oldest)',
-    },
   },
   inProcess: true,
   // Only retention can change, and it can change in place: topics and group positions survive.
   canReconfigure: () => true,
   create: (name, options, env) => new MemoryBroker(name, options, env),
-};
+});

@@ -1,31 +1,47 @@
-import type { BrokerCompileContext, BrokerKind } from '../contracts.js';
+import type { BrokerCompileContext } from '../contracts.js';
+import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import { NatsBroker } from './nats/broker.js';
-import { compileTls, TLS_SCHEMA, type TlsOptions } from './tls.js';
+import { compileTls, TLS_OPTIONS } from './tls.js';
 
-interface StreamOptions {
-  subjects: string[];
-  declare?: boolean;
-  storage?: 'file' | 'memory';
-  maxAgeMs?: number;
-  maxMessages?: number;
-  replicas?: number;
-}
+const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
-/** The options as written in gateway.yaml. */
-interface NatsOptions {
-  kind: 'nats';
-  servers: string | string[];
-  user?: string;
-  password?: string;
-  token?: string;
-  tls?: TlsOptions;
-  streams?: Record<string, StreamOptions>;
-  prefetch?: number;
-  ackWaitMs?: number;
-  connectTimeoutMs?: number;
-  reconnectTimeWaitMs?: number;
-  ackTimeoutMs?: number;
-}
+const stream = Type.Object(
+  {
+    subjects: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'Subjects the stream stores (wildcards `*` and `>` allowed).' }),
+    declare: Type.Optional(Type.Boolean({ default: true, description: 'Create or update the stream at connect; false when it must exist already.' })),
+    storage: Type.Optional(oneOfStrings(['file', 'memory'], { default: 'file', description: 'Where the server stores the stream.' })),
+    maxAgeMs: Type.Optional(Type.Integer({ minimum: 1, description: 'Messages older than this are removed.' })),
+    maxMessages: Type.Optional(Type.Integer({ minimum: 1, description: 'Most messages the stream keeps.' })),
+    replicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 5, description: 'Copies in a clustered server.' })),
+  },
+  { additionalProperties: false },
+);
+
+const options = kindOptions('nats', {
+  servers: oneOf([Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), Type.String({ minLength: 1 })], {
+    description: 'Servers as `nats://host:4222` or `host:port`: a list, or one string; a comma-separated string is split, so `servers: ${NATS_URL}` takes a list from the environment.',
+  }),
+  user: Type.Optional(Type.String({ description: 'User name.' })),
+  password: Type.Optional(Type.String({ description: 'Password (write it as ${VAR}).' })),
+  token: Type.Optional(Type.String({ description: 'Authentication token (instead of user and password).' })),
+  tls: Type.Optional(
+    Type.Object(
+      { ca: TLS_OPTIONS.properties.ca, cert: TLS_OPTIONS.properties.cert, key: TLS_OPTIONS.properties.key },
+      { additionalProperties: false, description: 'TLS: `{ca, cert, key}`, PEM files relative to this config.' },
+    ),
+  ),
+  streams: Type.Optional(
+    mapOf(stream, {
+      description: 'JetStream streams, by name: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once).',
+    }),
+  ),
+  prefetch: int(20, 1, 'Most unacknowledged messages a JetStream consume route holds (handled one at a time, in order).'),
+  ackWaitMs: int(30000, 100, 'JetStream redelivers a message not acknowledged this long after delivery; the gateway extends it while a route still works on one.'),
+  connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
+  reconnectTimeWaitMs: int(500, 1, 'Wait between reconnect attempts to one server.'),
+  ackTimeoutMs: int(5000, 1, "A publish not acknowledged (JetStream PubAck; core subjects: the server's reply to a flush) by then fails: HTTP 503, retry for consume routes."),
+});
+type NatsOptions = Static<typeof options>;
 
 export interface NatsStream {
   subjects: string[];
@@ -101,76 +117,15 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
   };
 }
 
-const int = (def: number, min: number, description: string) => ({ type: 'integer', minimum: min, default: def, description });
-
-export const natsBroker: BrokerKind<NatsOptions, NatsSettings> = {
-  kind: 'nats',
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['kind', 'servers'],
-    properties: {
-      kind: { const: 'nats' },
-      servers: {
-        description: 'Servers as nats://host:4222 (or host:port): a list, or one string; a comma-separated string is split.',
-        oneOf: [
-          { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
-          { type: 'string', minLength: 1 },
-        ],
-      },
-      user: { type: 'string', description: 'User name.' },
-      password: { type: 'string', description: 'Password.' },
-      token: { type: 'string', description: 'Authentication token (instead of user and password).' },
-      tls: {
-        type: 'object',
-        additionalProperties: false,
-        description: 'TLS: PEM files relative to this config.',
-        properties: { ca: TLS_SCHEMA.properties.ca, cert: TLS_SCHEMA.properties.cert, key: TLS_SCHEMA.properties.key },
-      },
-      streams: {
-        type: 'object',
-        description: 'JetStream streams: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once).',
-        additionalProperties: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['subjects'],
-          properties: {
-            subjects: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 }, description: 'Subjects the stream stores (wildcards * and > allowed).' },
-            declare: { type: 'boolean', default: true, description: 'Create or update the stream at connect; false when it must exist already.' },
-            storage: { enum: ['file', 'memory'], default: 'file', description: 'Where the server stores the stream.' },
-            maxAgeMs: { type: 'integer', minimum: 1, description: 'Messages older than this are removed.' },
-            maxMessages: { type: 'integer', minimum: 1, description: 'Most messages the stream keeps.' },
-            replicas: { type: 'integer', minimum: 1, maximum: 5, description: 'Copies in a clustered server.' },
-          },
-        },
-      },
-      prefetch: int(20, 1, 'Most unacknowledged messages a JetStream consume route holds (handled one at a time, in order).'),
-      ackWaitMs: int(30000, 100, 'JetStream redelivers a message not acknowledged this long after delivery (the gateway extends it while a route is still working on one).'),
-      connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
-      reconnectTimeWaitMs: int(500, 1, 'Wait between reconnect attempts to one server.'),
-      ackTimeoutMs: int(5000, 1, 'A publish not acknowledged (JetStream PubAck; core: the server\'s flush reply) by then fails: HTTP 503, retry for consume routes.'),
-    },
-  },
+export const natsBroker = defineBroker({
+  options,
   doc: {
     summary:
       'A NATS server, through the `nats` client. Subjects inside a stream listed under `streams` are JetStream\'s: a publish answers 2xx only after the stream stored it (its sequence is the delivery\'s `offset`), and a consume route reads through a durable consumer named after its group, acknowledging each message only after every target accepted it (at least once; a message held past `ackWaitMs` is redelivered, so the gateway signals progress while a route works on one). Other subjects are core NATS, at most once: a publish is confirmed by the server\'s reply to a flush but not stored, and consume routes (a queue group per route group) get only what is published while they are connected. Subject wildcards (`*`, `>`) work in `from.topic`, with the concrete subject as `$topic`; NATS headers are the message headers, both ways. The client reconnects by itself; `/readyz` reports the broker while it is disconnected and publishes answer 503. A changed nats broker is replaced on reload; unchanged routes keep their consumers.',
     example:
       'brokers:\n  nats:\n    kind: nats\n    servers: ${NATS_URL}              # "nats://a:4222,nats://b:4222" is split at the commas\n    streams:\n      ORDERS: { subjects: ["orders.>"], maxAgeMs: 604800000 }\nroutes:\n  - name: order-events\n    from: { broker: nats, topic: "orders.*" }        # JetStream: stream ORDERS holds orders.>\n    to: { listener: ws, path: /orders }\n  - name: presence\n    from: { listener: api, path: /presence }\n    to: { broker: nats, topic: presence.online }     # core NATS: at most once',
-    options: {
-      servers: '`nats://host:4222` or `host:port`: a list, or a comma-separated string such as `${NATS_URL}`',
-      user: 'user name',
-      password: 'password',
-      token: 'authentication token',
-      tls: '`{ca, cert, key}`, PEM files relative to the config',
-      streams: 'JetStream streams, `{NAME: {subjects: [..], declare (default true), storage: file|memory, maxAgeMs, maxMessages, replicas}}`; subjects in them are at least once, others core NATS (at most once)',
-      prefetch: 'most unacknowledged messages per JetStream consume route (default 20)',
-      ackWaitMs: 'JetStream ack wait of the gateway\'s consumers (default 30000)',
-      connectTimeoutMs: 'time to open a connection (default 5000)',
-      reconnectTimeWaitMs: 'wait between reconnect attempts (default 500)',
-      ackTimeoutMs: 'a publish not acknowledged by then fails with 503 (default 5000)',
-    },
   },
   compile: compileNats,
   canReconfigure: () => false,
   create: (name, settings, env) => new NatsBroker(name, settings, env),
-};
+});

@@ -1,29 +1,20 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { BrokerCompileContext } from '../contracts.js';
+import { Type, type Static } from '../define.js';
 
 /** `tls:` as the MQTT, AMQP and NATS brokers write it: PEM files relative to the config. */
-export interface TlsOptions {
-  ca?: string;
-  cert?: string;
-  key?: string;
-  passphrase?: string;
-  servername?: string;
-  rejectUnauthorized?: boolean;
-}
-
-export const TLS_SCHEMA = {
-  type: 'object',
-  additionalProperties: false,
-  description: 'TLS settings; PEM files relative to this config (watched: a new certificate reconnects the broker).',
-  properties: {
-    ca: { type: 'string', minLength: 1, description: 'PEM file of the CA(s) to trust.' },
-    cert: { type: 'string', minLength: 1, description: 'PEM file of the client certificate.' },
-    key: { type: 'string', minLength: 1, description: 'PEM file of the client key.' },
-    passphrase: { type: 'string', description: 'Passphrase of the client key.' },
-    servername: { type: 'string', minLength: 1, description: 'Server name for SNI and certificate checks.' },
-    rejectUnauthorized: { type: 'boolean', default: true, description: 'Refuse servers whose certificate does not verify.' },
+export const TLS_OPTIONS = Type.Object(
+  {
+    ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the CA(s) to trust.' })),
+    cert: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client certificate.' })),
+    key: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client key.' })),
+    passphrase: Type.Optional(Type.String({ description: 'Passphrase of the client key.' })),
+    servername: Type.Optional(Type.String({ minLength: 1, description: 'Server name for SNI and certificate checks (default: the host of the URL).' })),
+    rejectUnauthorized: Type.Optional(Type.Boolean({ default: true, description: 'Refuse servers whose certificate is not trusted.' })),
   },
-} as const;
+  { additionalProperties: false, description: 'TLS: `{ca, cert, key, passphrase, servername, rejectUnauthorized}`, PEM files relative to this config (watched: a new certificate reconnects the broker).' },
+);
+export type TlsOptions = Static<typeof TLS_OPTIONS>;
 
 /** Reads the files `tls` names; undefined (problems reported) when one cannot be read or cert/key come alone. */
 export function compileTls(tls: TlsOptions | undefined, ctx: BrokerCompileContext): ConnectionOptions | undefined | false {

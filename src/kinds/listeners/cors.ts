@@ -1,16 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { problem, type Problem } from '../../errors.js';
-import type { JsonSchema, ListenerCompileContext } from '../contracts.js';
-
-/** `cors:` on an http listener. */
-export interface CorsOptions {
-  origins: string[] | '*';
-  methods?: string[];
-  headers?: string[];
-  exposeHeaders?: string[];
-  credentials?: boolean;
-  maxAge?: number;
-}
+import { problem, type Problem } from '../../core/errors.js';
+import type { ListenerCompileContext } from '../contracts.js';
+import { oneOf, Type, type Static } from '../define.js';
 
 const DEFAULTS = {
   methods: ['POST'],
@@ -20,23 +11,21 @@ const DEFAULTS = {
   maxAge: 600,
 };
 
-export const corsSchema: JsonSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['origins'],
-  description: 'Cross-origin requests from browsers (see docs/security.md).',
-  properties: {
-    origins: {
-      description: 'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials).',
-      oneOf: [{ const: '*' }, { type: 'array', minItems: 1, items: { type: 'string', pattern: '^https?://[^/]+$' } }],
-    },
-    methods: { type: 'array', items: { type: 'string', minLength: 1 }, default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' },
-    headers: { type: 'array', items: { type: 'string', minLength: 1 }, default: DEFAULTS.headers, description: 'Request headers browsers may send.' },
-    exposeHeaders: { type: 'array', items: { type: 'string', minLength: 1 }, default: DEFAULTS.exposeHeaders, description: 'Response headers scripts may read.' },
-    credentials: { type: 'boolean', default: false, description: 'Allow cookies and HTTP authentication.' },
-    maxAge: { type: 'integer', minimum: 0, default: DEFAULTS.maxAge, description: 'Seconds browsers may cache a preflight answer.' },
+const originList = Type.Array(Type.String({ pattern: '^https?://[^/]+$' }), { minItems: 1 });
+
+/** `cors:` on an http listener. */
+export const corsOptions = Type.Object(
+  {
+    origins: oneOf([Type.Literal('*'), originList], { description: 'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials).' }),
+    methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' })),
+    headers: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.headers, description: 'Request headers browsers may send.' })),
+    exposeHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.exposeHeaders, description: 'Response headers scripts may read.' })),
+    credentials: Type.Optional(Type.Boolean({ default: false, description: 'Allow cookies and HTTP authentication (needs a list of origins).' })),
+    maxAge: Type.Optional(Type.Integer({ minimum: 0, default: DEFAULTS.maxAge, description: 'Seconds browsers may cache a preflight answer.' })),
   },
-};
+  { additionalProperties: false, description: 'Cross-origin requests from browsers (see docs/security.md); preflight OPTIONS requests are answered 204.' },
+);
+export type CorsOptions = Static<typeof corsOptions>;
 
 export function checkCors(o: CorsOptions, ctx: ListenerCompileContext): boolean {
   if (o.origins === '*' && o.credentials) {

@@ -1,25 +1,43 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import FindMyWay from 'find-my-way';
-import { problem, type Problem } from '../../errors.js';
-import { sendJson, sendProblem } from '../../runtime/http-reply.js';
-import { answerFor } from '../../runtime/answer.js';
-import { parseClientJson } from '../../runtime/client-json.js';
-import type { Message, MessageContext } from '../../runtime/message.js';
-import type { Outcome } from '../../runtime/outcome.js';
-import type { ListenerBindings, ListenerKind, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
-import { checkCors, CorsPolicy, corsSchema, type CorsOptions } from './cors.js';
-import { applyLimits, compileTransport, createTransport, parseQuery, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
-import { boundAddress, listen } from '../../runtime/bind.js';
-
-export interface HttpOptions extends TransportOptions {
-  kind: 'http';
-  maxBodyBytes?: number;
-  cors?: CorsOptions;
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+import { problem, type Problem } from '../../core/errors.js';
+import { sendJson, sendProblem } from './http-reply.js';
+import { answerFor } from '../../core/answer.js';
+import { parseClientJson } from './client-json.js';
+import type { Message, MessageContext } from '../../core/message.js';
+import type { Outcome } from '../../core/outcome.js';
+import type { ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
+import { checkCors, CorsPolicy, corsOptions } from './cors.js';
+import { applyLimits, compileTransport, createTransport, parseQuery, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
+import { defineListener, kindOptions, Type, type Static } from '../define.js';
+import { boundAddress, listen } from './bind.js';
+import { decodeBatch, decodeBinary, decodeStructured, httpMode, structuredProblem } from '../../codecs/cloudevents.js';
+import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
+import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 
 const DEFAULT_MAX_BODY = 1024 * 1024;
+
+const options = kindOptions('http', {
+  ...transportOptions,
+  maxBodyBytes: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_BODY, description: 'Largest accepted body; larger: 413.' })),
+  cors: Type.Optional(corsOptions),
+  events: Type.Optional(
+    Type.Object(
+      {
+        heartbeatMs: Type.Optional(Type.Integer({ minimum: 100, default: SSE_DEFAULTS.heartbeatMs, description: 'A comment line is sent this often on every stream, so proxies keep idle streams open.' })),
+        maxBufferedBytes: Type.Optional(
+          Type.Integer({ minimum: 1024, default: SSE_DEFAULTS.maxBufferedBytes, description: 'Per-client bound on events written but not yet read; a client over it is disconnected (it reconnects and resumes).' }),
+        ),
+        retryMs: Type.Optional(Type.Integer({ minimum: 0, default: SSE_DEFAULTS.retryMs, description: 'Reconnection delay sent to clients (`retry:`).' })),
+      },
+      { additionalProperties: false, description: 'Server-Sent Events streams on the paths routes forward to (see the summary).' },
+    ),
+  ),
+});
+/** The options as compiled (TLS files read). */
+export type HttpOptions = Static<typeof options> & TransportOptions;
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Request headers that describe the HTTP exchange (or carry credentials) rather than the event;
@@ -44,6 +62,9 @@ export class HttpListener implements ListenerRuntime {
   private idle: (() => void) | undefined;
   private bound = false;
   private readonly telemetry: ListenerTelemetry | undefined;
+  /** Event streams of the paths routes forward to (GET with Accept: text/event-stream). */
+  private readonly streams: SseStreams;
+  private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
   /** Route outcomes waiting to be answered at the end of this event-loop turn (see answerSoon). */
   private outcomes: { req: IncomingMessage; res: ServerResponse; outcome: Outcome }[] = [];
 
@@ -51,6 +72,7 @@ export class HttpListener implements ListenerRuntime {
     this.options = options;
     this.telemetry = env.telemetry?.listener(name);
     this.cors = options.cors ? new CorsPolicy(options.cors) : undefined;
+    this.streams = new SseStreams(name, { ...SSE_DEFAULTS, ...options.events }, env.logger);
     this.server = createTransport(name, options, (req, res) => this.onRequest(req, res), env.logger);
   }
 
@@ -62,6 +84,8 @@ export class HttpListener implements ListenerRuntime {
 
   async stop({ drainMs }: { drainMs: number }): Promise<void> {
     this.draining = true;
+    // Streams never finish on their own: end them so the browsers reconnect (to another instance).
+    this.streams.closeAll();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
     if (this.inFlight > 0) {
@@ -77,13 +101,26 @@ export class HttpListener implements ListenerRuntime {
     rotateTls(this.server, this.options.tlsMaterial, next.tlsMaterial);
     applyLimits(this.server, next);
     this.cors = next.cors ? new CorsPolicy(next.cors) : undefined;
+    this.streams.reconfigure({ ...SSE_DEFAULTS, ...next.events });
     this.options = next;
   }
 
   bind(bindings: ListenerBindings): void {
     const router = FindMyWay();
     for (const [path, route] of bindings.publish) router.on('POST', path, noop, { route });
+    for (const path of bindings.forward) router.on('GET', path, noop, { stream: path });
     this.router = router;
+    this.bindings = bindings;
+    // Streams on paths still forwarded to stay open through the reload; the others end.
+    this.streams.retain(bindings.forward);
+  }
+
+  connections(): number {
+    return this.streams.count();
+  }
+
+  forwardTarget(path: string, { format }: { format: SseFormat }): Target {
+    return this.streams.target(path, format);
   }
 
   address() {
@@ -95,7 +132,7 @@ export class HttpListener implements ListenerRuntime {
   }
 
   status() {
-    return { inFlight: this.inFlight };
+    return { inFlight: this.inFlight, eventStreams: this.streams.count(), slowStreamsClosed: this.streams.slowClientsClosed };
   }
 
   /**
@@ -149,6 +186,10 @@ export class HttpListener implements ListenerRuntime {
     }
     const refused = this.cors?.apply(req, res);
     if (refused) return this.refuse(res, refused);
+    if (req.method === 'GET') {
+      const stream = this.router.find('GET', pathname);
+      if (stream) return this.serveStream(req, res, (stream.store as { stream: string }).stream, url, q);
+    }
     const found = this.router.find('POST', pathname);
     if (!found) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
     if (this.cors && CorsPolicy.isPreflight(req)) {
@@ -177,7 +218,7 @@ export class HttpListener implements ListenerRuntime {
       max,
       (body) => {
         try {
-          this.dispatch(req, res, route, body, isJson, found.params, q === -1 ? '' : url.slice(q + 1));
+          this.dispatch(req, res, route, body, isJson, contentType, found.params, q === -1 ? '' : url.slice(q + 1));
         } catch (err) {
           this.failed(req, res, err);
         }
@@ -186,7 +227,33 @@ export class HttpListener implements ListenerRuntime {
     );
   }
 
-  private dispatch(req: IncomingMessage, res: ServerResponse, route: RouteEntry, body: Buffer | undefined, isJson: boolean, params: Record<string, string | undefined>, search: string): void {
+  /**
+   * `GET` on a forward path: an event stream, for clients that ask for one and pass the checks a
+   * WebSocket subscriber of the path would (the target's `auth`).
+   */
+  private serveStream(req: IncomingMessage, res: ServerResponse, path: string, url: string, q: number): void {
+    if (!wantsEventStream(req)) {
+      res.setHeader('allow', this.bindings.publish.has(path) ? 'GET, POST' : 'GET');
+      return this.refuse(res, problem('EG_NOT_ACCEPTABLE', `${path} is an event stream: send Accept: text/event-stream`));
+    }
+    const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
+    const gate: Gate | undefined = this.bindings.forwardAuth?.get(path);
+    const admitted: Promise<Admission> = gate ? gate.admit({ headers: req.headers, query, remoteAddress: req.socket.remoteAddress }) : Promise.resolve({ ok: true, identity: undefined });
+    admitted.then(
+      (admission) => {
+        if (!admission.ok) return this.refuse(res, admission.problem);
+        // A reload may have removed the path while the credentials were checked.
+        if (this.draining || !this.bindings.forward.has(path)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${path}`));
+        const replay: ReplaySource | undefined = this.bindings.replay?.get(path);
+        this.streams.open(req, res, path, replay);
+        // The stream outlives the request: it is answered (200) and no longer in flight for a drain.
+        this.finished(res);
+      },
+      (err) => this.failed(req, res, err),
+    );
+  }
+
+  private dispatch(req: IncomingMessage, res: ServerResponse, route: RouteEntry, body: Buffer | undefined, isJson: boolean, contentType: string, params: Record<string, string | undefined>, search: string): void {
     if (body === undefined) {
       res.setHeader('connection', 'close');
       return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body is over ${this.options.maxBodyBytes ?? DEFAULT_MAX_BODY} bytes`));
@@ -204,10 +271,32 @@ export class HttpListener implements ListenerRuntime {
       }
     }
 
-    const msg: Message = { value, key: null, headers: forwardedHeaders(req), topic: null, partition: null, offset: null, timestamp: Date.now() };
+    let headers = forwardedHeaders(req);
     const query = parseQuery(search);
     const remoteAddress = req.socket.remoteAddress;
     const ctx: MessageContext = { route: route.name, path: copyParams(params), query, remoteAddress, request: { headers: req.headers, query, remoteAddress } };
+    // CloudEvents (HTTP protocol binding): attributes become the message's ce_ headers, data its value.
+    const mode = httpMode(contentType, req.headers);
+    if (mode === 'batch') {
+      const batch = decodeBatch(value, headers);
+      if (!batch.ok) return this.refuse(res, batch.problem);
+      const msgs = batch.events.map((e): Message => ({ value: e.value, key: null, headers: e.headers, topic: null, partition: null, offset: null, timestamp: Date.now() }));
+      return void handleBatch(route, msgs, ctx).then(
+        (outcome) => this.answerSoon(req, res, outcome),
+        (err) => this.failed(req, res, err),
+      );
+    }
+    if (mode === 'structured') {
+      const event = decodeStructured(value, headers);
+      if (!event.ok) return this.refuse(res, structuredProblem(event.errors));
+      headers = event.event.headers;
+      value = event.event.value;
+    } else if (mode === 'binary') {
+      const decoded = decodeBinary(headers);
+      if (!decoded.ok) return this.refuse(res, decoded.problem);
+      headers = decoded.headers;
+    }
+    const msg: Message = { value, key: null, headers, topic: null, partition: null, offset: null, timestamp: Date.now() };
     route.handle(msg, ctx).then(
       (outcome) => this.answerSoon(req, res, outcome),
       (err) => this.failed(req, res, err),
@@ -245,6 +334,25 @@ export class HttpListener implements ListenerRuntime {
 }
 
 function noop(): void {}
+
+/**
+ * The events of a CloudEvents batch, one after another in their order, answered as one: 200 with
+ * every delivery when all passed; otherwise the first failure's answer, saying how many events
+ * before it were delivered (the client resends from there).
+ */
+async function handleBatch(route: RouteEntry, msgs: Message[], ctx: MessageContext): Promise<Outcome> {
+  const deliveries: Outcome & { outcome: 'delivered' } = { outcome: 'delivered', deliveries: [], tagged: false };
+  for (const [i, msg] of msgs.entries()) {
+    const outcome = await route.handle(msg, ctx);
+    if (outcome.outcome === 'delivered' || outcome.outcome === 'deadlettered') deliveries.deliveries.push(...outcome.deliveries);
+    if (outcome.outcome === 'delivered') deliveries.tagged ||= outcome.tagged;
+    if (outcome.outcome === 'invalid' || outcome.outcome === 'rejected' || outcome.outcome === 'failed') {
+      const p = outcome.problem;
+      return { ...outcome, problem: { ...p, detail: `event [${i}] (id ${msg.headers.ce_id}): ${p.detail}; the ${i} event(s) before it were delivered`, errors: p.errors?.map((e) => `[${i}] ${e}`) } };
+    }
+  }
+  return deliveries;
+}
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
@@ -300,10 +408,10 @@ function readBody(req: IncomingMessage, max: number, done: (body: Buffer | undef
   });
 }
 
-export const httpListener: ListenerKind<HttpOptions> = {
-  kind: 'http',
+export const httpListener = defineListener({
+  options,
   acceptsPublish: true,
-  acceptsForward: false,
+  acceptsForward: true,
   socketOptions: ['port', 'host', 'tls'],
   // The router decides: it refuses a second path that matches the same requests.
   samePath(a, b) {
@@ -324,19 +432,6 @@ export const httpListener: ListenerKind<HttpOptions> = {
       return (err as Error).message;
     }
   },
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['kind', 'port'],
-    properties: {
-      kind: { const: 'http' },
-      port: { type: 'integer', minimum: 0, maximum: 65535, description: '0 picks a free port (see /admin/status).' },
-      host: { type: 'string', default: '0.0.0.0' },
-      maxBodyBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_BODY },
-      cors: corsSchema,
-      ...transportSchema,
-    },
-  },
   compile(options, ctx) {
     const corsOk = options.cors ? checkCors(options.cors, ctx) : true;
     const compiled = compileTransport(options, ctx);
@@ -344,16 +439,10 @@ export const httpListener: ListenerKind<HttpOptions> = {
   },
   doc: {
     summary:
-      'Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...). ' +
-      'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403.',
-    example: 'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]',
-    options: {
-      port: 'TCP port (0: any free port)',
-      host: 'bind address (default 0.0.0.0)',
-      maxBodyBytes: 'largest accepted body, default 1 MiB (larger: 413)',
-      cors: '`{origins: [..] | "*", methods (default [POST]), headers (default [content-type, authorization]), exposeHeaders (default [retry-after]), credentials (default false), maxAge (default 600 s)}`; preflight OPTIONS requests are answered 204',
-      ...transportDocOptions,
-    },
+      'Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message\'s `ce_<name>` headers and `$ce` in expressions; the data is the value. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...). ' +
+      'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
+      'A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition). A client that reconnects with `Last-Event-ID` first gets, through the route\'s chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target\'s `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.',
+    example: 'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
   },
   create: (name, options, env) => new HttpListener(name, options, env),
-};
+});

@@ -2,10 +2,12 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
-import { problem, problemBody, type Problem } from '../../errors.js';
+import { problem, problemBody, type Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
-import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from '../../runtime/client-json.js';
-import type { JsonSchema, ListenerCompileContext } from '../contracts.js';
+import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
+import type { ListenerCompileContext } from '../contracts.js';
+import { Type, type Static } from '../define.js';
+import type { TObject } from '@sinclair/typebox';
 
 /**
  * The socket side shared by the http and websocket listeners: a plain or TLS server with bounds
@@ -13,33 +15,11 @@ import type { JsonSchema, ListenerCompileContext } from '../contracts.js';
  * and the whole request may take, connections at once).
  */
 
-/** `tls:` as written: file paths, relative to gateway.yaml. */
-export interface TlsFiles {
-  cert: string;
-  key: string;
-  ca?: string;
-}
-
-/** What the files held, read (and watched) when the config was compiled. */
+/** What the TLS files held, read (and watched) when the config was compiled. */
 export interface TlsMaterial {
   cert: string;
   key: string;
   ca?: string;
-}
-
-export interface TransportOptions {
-  port: number;
-  host?: string;
-  tls?: TlsFiles;
-  /** Set by compileTransport, not written in the config. */
-  tlsMaterial?: TlsMaterial;
-  maxHeaderBytes?: number;
-  maxHeaders?: number;
-  headersTimeoutMs?: number;
-  requestTimeoutMs?: number;
-  maxConnections?: number;
-  maxJsonDepth?: number;
-  maxParsedBytes?: number;
 }
 
 /** Safe defaults for every input bound (docs/security.md lists them). */
@@ -62,37 +42,40 @@ const TIMEOUT_CHECK_INTERVAL_MS = 1000;
 /** Dropped connections are logged at most this often, so a flood does not flood the log too. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
-export const transportSchema: Record<string, JsonSchema> = {
-  tls: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['cert', 'key'],
-    description: 'Serve TLS. Files are relative to gateway.yaml and watched: a replaced certificate is used for new connections without a restart.',
-    properties: {
-      cert: { type: 'string', minLength: 1, description: 'PEM certificate (chain) file.' },
-      key: { type: 'string', minLength: 1, description: 'PEM private key file.' },
-      ca: { type: 'string', minLength: 1, description: 'PEM CA bundle: clients must present a certificate it signed (mutual TLS).' },
-    },
-  },
-  maxHeaderBytes: { type: 'integer', minimum: 1024, maximum: 1024 * 1024, default: TRANSPORT_DEFAULTS.maxHeaderBytes, description: 'Largest request head (request line and headers); larger: 431.' },
-  maxHeaders: { type: 'integer', minimum: 1, maximum: 10_000, default: TRANSPORT_DEFAULTS.maxHeaders, description: 'Most request headers; more: 431.' },
-  headersTimeoutMs: { type: 'integer', minimum: 1, default: TRANSPORT_DEFAULTS.headersTimeoutMs, description: 'Time a client has to send the request headers; then 408 and the connection is closed.' },
-  requestTimeoutMs: { type: 'integer', minimum: 1, default: TRANSPORT_DEFAULTS.requestTimeoutMs, description: 'Time a client has to send the whole request; then 408. Open WebSocket connections are not affected.' },
-  maxConnections: { type: 'integer', minimum: 1, default: TRANSPORT_DEFAULTS.maxConnections, description: 'Open connections at once; further ones are closed as they arrive.' },
-  maxJsonDepth: { type: 'integer', minimum: 1, maximum: 100_000, default: TRANSPORT_DEFAULTS.maxJsonDepth, description: 'Deepest nesting of JSON arrays/objects accepted in a body or frame; deeper: 400.' },
-  maxParsedBytes: { type: 'integer', minimum: 1024, default: TRANSPORT_DEFAULTS.maxParsedBytes, description: 'Largest estimated heap size of a parsed body or frame (2 bytes per byte, 72 per array/object); larger: 413, before parsing.' },
+/** The options of every listener with a socket of its own (http, websocket): address, TLS and input bounds. */
+export const transportOptions = {
+  port: Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port (0: any free port, see /admin/status).' }),
+  host: Type.Optional(Type.String({ default: '0.0.0.0', description: 'Bind address.' })),
+  tls: Type.Optional(
+    Type.Object(
+      {
+        cert: Type.String({ minLength: 1, description: 'PEM certificate (chain) file.' }),
+        key: Type.String({ minLength: 1, description: 'PEM private key file.' }),
+        ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM CA bundle: clients must present a certificate it signed (mutual TLS).' })),
+      },
+      {
+        additionalProperties: false,
+        description: 'Serve TLS (https/wss). Files are relative to gateway.yaml and watched: a renewed certificate is used for new connections without a restart.',
+      },
+    ),
+  ),
+  maxHeaderBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: TRANSPORT_DEFAULTS.maxHeaderBytes, description: 'Largest request head (request line and headers); larger: 431.' })),
+  maxHeaders: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: TRANSPORT_DEFAULTS.maxHeaders, description: 'Most request headers; more: 431.' })),
+  headersTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.headersTimeoutMs, description: 'Time a client has to send the request headers; then 408 and the connection is closed.' })),
+  requestTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.requestTimeoutMs, description: 'Time a client has to send the whole request; then 408. Open WebSocket connections are not affected.' })),
+  maxConnections: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.maxConnections, description: 'Open connections at once; further ones are closed as they arrive.' })),
+  maxJsonDepth: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, default: TRANSPORT_DEFAULTS.maxJsonDepth, description: 'Deepest nesting of JSON arrays/objects accepted in a body or frame; deeper: 400.' })),
+  maxParsedBytes: Type.Optional(
+    Type.Integer({
+      minimum: 1024,
+      default: TRANSPORT_DEFAULTS.maxParsedBytes,
+      description: 'Largest estimated heap size of a parsed body or frame (2 bytes per byte, 72 per array/object); larger: 413, refused before parsing.',
+    }),
+  ),
 };
 
-export const transportDocOptions: Record<string, string> = {
-  tls: '`{cert, key, ca?}` PEM files: serve TLS (https/wss); `ca` requires client certificates signed by it. Watched: a renewed certificate is picked up in place',
-  maxHeaderBytes: `largest request head, default ${TRANSPORT_DEFAULTS.maxHeaderBytes} (larger: 431)`,
-  maxHeaders: `most request headers, default ${TRANSPORT_DEFAULTS.maxHeaders} (more: 431)`,
-  headersTimeoutMs: `time to send the headers, default ${TRANSPORT_DEFAULTS.headersTimeoutMs} (then 408)`,
-  requestTimeoutMs: `time to send the whole request, default ${TRANSPORT_DEFAULTS.requestTimeoutMs} (then 408)`,
-  maxConnections: `open connections at once, default ${TRANSPORT_DEFAULTS.maxConnections} (more are closed on arrival)`,
-  maxJsonDepth: `deepest JSON nesting in a body or frame, default ${TRANSPORT_DEFAULTS.maxJsonDepth} (deeper: 400)`,
-  maxParsedBytes: `largest estimated parsed size of a body or frame (2 bytes per byte + 72 per array/object), default ${TRANSPORT_DEFAULTS.maxParsedBytes} (larger: 413, refused before parsing)`,
-};
+/** The transport options as compiled: the TLS files' contents are read (and watched) at load. */
+export type TransportOptions = Static<TObject<typeof transportOptions>> & { tlsMaterial?: TlsMaterial };
 
 /** Reads the TLS files (watched) and checks they make a usable context, so a bad pair is a diagnostic, not a failed bind. */
 export function compileTransport<O extends TransportOptions>(options: O, ctx: ListenerCompileContext): O | undefined {

@@ -2,26 +2,34 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import * as wsModule from 'ws';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
-import { problem, type Problem } from '../../errors.js';
-import { answerFor, errorFrame } from '../../runtime/answer.js';
-import { parseClientJson } from '../../runtime/client-json.js';
-import type { Delivery, Message, MessageContext, RequestMeta } from '../../runtime/message.js';
-import type { Admission, Gate, ListenerBindings, ListenerKind, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
-import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportDocOptions, transportSchema, type TransportOptions } from './transport.js';
-import { boundAddress, listen } from '../../runtime/bind.js';
+import { problem, type Problem } from '../../core/errors.js';
+import { answerFor, errorFrame } from '../../core/answer.js';
+import { parseClientJson } from './client-json.js';
+import type { Delivery, Message, MessageContext, RequestMeta } from '../../core/message.js';
+import type { Admission, Gate, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
+import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
+import { defineListener, kindOptions, oneOf, Type, type Static } from '../define.js';
+import { boundAddress, listen } from './bind.js';
+import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
 import { PathBatch, type BatchClient } from './ws-batch.js';
-
-export interface WebSocketOptions extends TransportOptions {
-  kind: 'websocket';
-  maxPayloadBytes?: number;
-  maxBufferedBytes?: number;
-  maxPendingFrames?: number;
-  origins?: string[] | '*';
-}
 
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 const DEFAULT_MAX_BUFFERED = 1024 * 1024;
 const DEFAULT_MAX_PENDING = 64;
+
+const options = kindOptions('websocket', {
+  ...transportOptions,
+  maxPayloadBytes: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_PAYLOAD, description: 'Largest frame a client may send; a larger one closes the connection with 1009.' })),
+  maxBufferedBytes: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_BUFFERED, description: 'Per-client send buffer bound: forwarded messages, acks and error frames all count; a client over it is disconnected with 1013.' })),
+  maxPendingFrames: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_PENDING, description: 'Frames a client may have in processing; beyond that its socket is paused (TCP backpressure).' })),
+  origins: Type.Optional(
+    oneOf([Type.Literal('*'), Type.Array(Type.String({ pattern: '^https?://[^/]+$' }), { minItems: 1 })], {
+      description: 'Origins (scheme://host[:port]) browsers may connect from, or "*" (default). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected.',
+    }),
+  ),
+});
+/** The options as compiled (TLS files read). */
+export type WebSocketOptions = Static<typeof options> & TransportOptions;
 /** RFC 6455 close codes used here. */
 const GOING_AWAY = 1001;
 const POLICY_VIOLATION = 1008;
@@ -153,10 +161,9 @@ export class WebSocketListener implements ListenerRuntime {
     return clients;
   }
 
-  forwardTarget(path: string, { format }: { format: 'value' | 'envelope' }): Target {
+  forwardTarget(path: string, { format }: { format: 'value' | 'envelope' | 'cloudevent' }): Target {
     const listener = this;
     return {
-      describe: () => `websocket ${this.name}${path}`,
       async send(msg: Message): Promise<Delivery> {
         const set = listener.clients.get(path);
         if (!set || set.size === 0) return { listener: listener.name, path, clients: 0 };
@@ -166,7 +173,7 @@ export class WebSocketListener implements ListenerRuntime {
         let sent = 0;
         for (const c of set) if (listener.withinBound(c, batch.pendingBytes(c))) sent++;
         if (sent > 0) {
-          const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(envelope(msg)));
+          const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? toStructured(msg) : envelope(msg)));
           batch.queue(textFrame(payload), payload);
         }
         return { listener: listener.name, path, clients: sent };
@@ -378,8 +385,12 @@ function handshakeTrace(req: IncomingMessage): Record<string, string> | undefine
   return typeof tracestate === 'string' ? { traceparent, tracestate } : { traceparent };
 }
 
+/** The envelope frame; a CloudEvent's attributes are also given as `ce` (they are its ce_ headers too). */
 function envelope(msg: Message): Record<string, unknown> {
-  return { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: msg.value, timestamp: msg.timestamp };
+  const env: Record<string, unknown> = { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: msg.value, timestamp: msg.timestamp };
+  const ce = attributesOf(msg.headers);
+  if (ce) env.ce = ce;
+  return env;
 }
 
 /** Refuses a handshake with a plain HTTP problem+json answer (and its headers: WWW-Authenticate, Retry-After). */
@@ -412,43 +423,16 @@ function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
-export const websocketListener: ListenerKind<WebSocketOptions> = {
-  kind: 'websocket',
+export const websocketListener = defineListener({
+  options,
   acceptsPublish: true,
   acceptsForward: true,
   socketOptions: ['port', 'host', 'tls'],
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['kind', 'port'],
-    properties: {
-      kind: { const: 'websocket' },
-      port: { type: 'integer', minimum: 0, maximum: 65535 },
-      host: { type: 'string', default: '0.0.0.0' },
-      maxPayloadBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_PAYLOAD, description: 'Largest frame a client may send; a larger one closes the connection with 1009.' },
-      maxBufferedBytes: { type: 'integer', minimum: 1, default: DEFAULT_MAX_BUFFERED, description: 'Per-client send buffer bound: forwarded messages, acks and error frames all count; a client over it is disconnected with 1013.' },
-      maxPendingFrames: { type: 'integer', minimum: 1, default: DEFAULT_MAX_PENDING, description: "Frames a client may have waiting; beyond that its socket is paused (TCP backpressure)." },
-      origins: {
-        description: 'Origins (scheme://host[:port]) browsers may connect from, or "*" (default). Clients that send no Origin (non-browsers) are not affected.',
-        oneOf: [{ const: '*' }, { type: 'array', minItems: 1, items: { type: 'string', pattern: '^https?://[^/]+$' } }],
-      },
-      ...transportSchema,
-    },
-  },
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
       'Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route\'s `auth` steps and a forward target\'s `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message; failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway\'s memory.',
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
-    options: {
-      port: 'TCP port (0: any free port)',
-      host: 'bind address (default 0.0.0.0)',
-      maxPayloadBytes: 'largest frame accepted from a client, default 1 MiB (larger: close 1009)',
-      maxBufferedBytes: 'per-client send buffer bound (forwards, acks, error frames), default 1 MiB (over it: close 1013)',
-      maxPendingFrames: 'frames a client may have in processing before its socket is paused, default 64',
-      origins: 'origins browsers may connect from (default any); a foreign Origin is refused with 403 before the upgrade',
-      ...transportDocOptions,
-    },
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
-};
+});

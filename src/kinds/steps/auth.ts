@@ -2,39 +2,13 @@ import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'no
 import { createRequire } from 'node:module';
 import type { JWTPayload, JWTVerifyGetKey } from 'jose';
 import { parse as parseYaml } from 'yaml';
-import { problem, type Problem } from '../../errors.js';
-import type { Identity, Message, MessageContext, RequestMeta } from '../../runtime/message.js';
-import type { StepStop } from '../../runtime/outcome.js';
-import type { Admission, CompiledStep, StepCompileContext, StepKind } from '../contracts.js';
+import { problem, type Problem } from '../../core/errors.js';
+import type { Identity, Message, MessageContext, RequestMeta } from '../../core/message.js';
+import type { StepStop } from '../../core/outcome.js';
+import type { Admission, CompiledStep, StepCompileContext } from '../contracts.js';
+import { defineStep, exactlyOne, mapOf, oneOf, Type, type Static, type TSchema } from '../define.js';
 
 type ClaimValue = string | number | boolean;
-
-export interface ApiKeyOptions {
-  header?: string;
-  query?: string;
-  keys?: Record<string, string | string[]>;
-  keysFile?: string;
-}
-
-export interface JwtOptions {
-  secret?: string;
-  publicKey?: string;
-  jwksFile?: string;
-  jwksUrl?: string;
-  algorithms?: string[];
-  issuer?: string | string[];
-  audience?: string | string[];
-  requiredClaims?: Record<string, ClaimValue | ClaimValue[]>;
-  query?: string;
-  principalClaim?: string;
-  clockToleranceSec?: number;
-  requireExp?: boolean;
-}
-
-export interface AuthOptions {
-  apiKey?: ApiKeyOptions;
-  jwt?: JwtOptions;
-}
 
 const DEFAULT_API_KEY_HEADER = 'x-api-key';
 /** Shorter keys can be guessed; a `sha256:` digest stands for a key of any length the operator chose. */
@@ -59,60 +33,73 @@ interface Verifier {
   headers: string[];
 }
 
-const claimValue = { type: ['string', 'number', 'boolean'] };
-const nameList = { oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } }] };
+const nonEmpty = Type.String({ minLength: 1 });
+const oneOrMore = <T extends TSchema>(item: T, description?: string) => oneOf([item, Type.Array(item, { minItems: 1 })], description === undefined ? {} : { description });
+const claimValue = Type.Unsafe<ClaimValue>({ type: ['string', 'number', 'boolean'] });
+
+const apiKeyOptions = Type.Object(
+  {
+    header: Type.Optional(Type.String({ minLength: 1, description: `Header carrying the key (default \`${DEFAULT_API_KEY_HEADER}\` unless \`query\` is set).` })),
+    query: Type.Optional(Type.String({ minLength: 1, description: 'Query parameter carrying the key (for browsers opening WebSockets).' })),
+    keys: Type.Optional(
+      mapOf(oneOrMore(nonEmpty), {
+        minProperties: 1,
+        description: `Principal → key (or list of keys), each at least ${MIN_API_KEY_LENGTH} characters or written as \`sha256:<hex digest>\` of the key.`,
+      }),
+    ),
+    keysFile: Type.Optional(Type.String({ minLength: 1, description: 'YAML/JSON file with the same principal → key map; watched.' })),
+  },
+  {
+    additionalProperties: false,
+    description: `The key is read from \`header\` or the \`query\` parameter and looked up in \`keys\` or \`keysFile\` (compared as SHA-256 digests). A missing or unknown key is 401.`,
+    ...exactlyOne(['keys', 'keysFile']),
+  },
+);
+
+const jwtOptions = Type.Object(
+  {
+    secret: Type.Optional(Type.String({ minLength: MIN_HMAC_SECRET_BYTES, description: `HMAC secret (HS256/384/512), at least ${MIN_HMAC_SECRET_BYTES} bytes.` })),
+    publicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM file with the public key (SPKI) or an X.509 certificate; watched.' })),
+    jwksFile: Type.Optional(Type.String({ minLength: 1, description: 'JSON Web Key Set file; watched.' })),
+    jwksUrl: Type.Optional(Type.String({ pattern: '^https?://', description: 'JSON Web Key Set URL (https, or http on a loopback host); cached, refetched for unknown key ids; one that cannot be fetched answers 503.' })),
+    algorithms: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), {
+        minItems: 1,
+        description: "Accepted signature algorithms; default HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS.",
+      }),
+    ),
+    issuer: Type.Optional(oneOrMore(nonEmpty, 'Accepted issuer (`iss`), or a list.')),
+    audience: Type.Optional(oneOrMore(nonEmpty, 'Accepted audience (`aud`), or a list.')),
+    requiredClaims: Type.Optional(
+      mapOf(oneOrMore(claimValue), {
+        description: 'Claim → accepted value (or list; array claims and the space-separated `scope` must contain one); a valid token without it is refused with 403.',
+      }),
+    ),
+    query: Type.Optional(Type.String({ minLength: 1, description: 'Query parameter that may carry the token instead of Authorization: Bearer.' })),
+    principalClaim: Type.Optional(Type.String({ minLength: 1, default: 'sub', description: 'The claim that becomes `$principal`.' })),
+    clockToleranceSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 300, default: 0, description: 'Clock skew allowed when checking exp and nbf.' })),
+    requireExp: Type.Optional(Type.Boolean({ default: false, description: 'Refuse (401) tokens without an `exp` claim, which would otherwise be accepted for ever. A WebSocket client admitted with a token is closed with 4401 when it expires.' })),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'The token comes from `Authorization: Bearer` or the `query` parameter and is verified with exactly one key source. Missing, malformed, expired, badly signed, wrong issuer/audience: 401; failing requiredClaims: 403.',
+    ...exactlyOne(['secret', 'publicKey', 'jwksFile', 'jwksUrl']),
+  },
+);
 
 /** Exported for forward targets' `auth:` (same options, checked at the subscriber's handshake). */
-export const authSchema = {
-  type: 'object',
-  description: 'Exactly one of apiKey or jwt.',
-  additionalProperties: false,
-  minProperties: 1,
-  maxProperties: 1,
-  properties: {
-    apiKey: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        header: { type: 'string', minLength: 1, description: `Header carrying the key (default ${DEFAULT_API_KEY_HEADER} unless query is set).` },
-        query: { type: 'string', minLength: 1, description: 'Query parameter carrying the key (for browsers opening WebSockets).' },
-        keys: {
-          type: 'object',
-          description: 'Principal → key (or list of keys). A key may be written as sha256:<hex digest>.',
-          minProperties: 1,
-          additionalProperties: { oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } }] },
-        },
-        keysFile: { type: 'string', minLength: 1, description: 'YAML/JSON file with the same principal → key map; watched.' },
-      },
-    },
-    jwt: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        secret: { type: 'string', minLength: MIN_HMAC_SECRET_BYTES, description: `HMAC secret (HS256/384/512), at least ${MIN_HMAC_SECRET_BYTES} bytes.` },
-        publicKey: { type: 'string', minLength: 1, description: 'PEM file with the public key (SPKI) or an X.509 certificate; watched.' },
-        jwksFile: { type: 'string', minLength: 1, description: 'JSON Web Key Set file; watched.' },
-        jwksUrl: { type: 'string', pattern: '^https?://', description: 'JSON Web Key Set URL (https, or http on a loopback host); cached, refetched for unknown key ids.' },
-        algorithms: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 }, description: 'Accepted signature algorithms (default: those of the key source).' },
-        issuer: { ...nameList, description: 'Accepted `iss`: a value or a list.' },
-        audience: { ...nameList, description: 'Accepted `aud`: a value or a list.' },
-        requiredClaims: {
-          type: 'object',
-          description: 'Claim → accepted value (or list); a valid token without it is refused with 403.',
-          additionalProperties: { oneOf: [claimValue, { type: 'array', minItems: 1, items: claimValue }] },
-        },
-        query: { type: 'string', minLength: 1, description: 'Query parameter that may carry the token instead of Authorization: Bearer.' },
-        principalClaim: { type: 'string', minLength: 1, default: 'sub', description: 'Claim that becomes $principal.' },
-        clockToleranceSec: { type: 'integer', minimum: 0, maximum: 300, default: 0, description: 'Clock skew allowed when checking exp and nbf.' },
-        requireExp: { type: 'boolean', default: false, description: 'Refuse (401) tokens without an `exp` claim, which would otherwise be accepted for ever.' },
-      },
-    },
-  },
-};
+export const authOptions = Type.Object(
+  { apiKey: Type.Optional(apiKeyOptions), jwt: Type.Optional(jwtOptions) },
+  { additionalProperties: false, minProperties: 1, maxProperties: 1, description: 'Exactly one of apiKey or jwt.' },
+);
+export type AuthOptions = Static<typeof authOptions>;
+type ApiKeyOptions = Static<typeof apiKeyOptions>;
+type JwtOptions = Static<typeof jwtOptions>;
 
-export const authStep: StepKind<AuthOptions> = {
+export const authStep = defineStep({
   kind: 'auth',
-  schema: authSchema,
+  options: authOptions,
   doc: {
     summary:
       "Lets a message through only when the client's credentials are valid, and makes its identity available to later steps as `$principal` (and, for JWTs, `$claims`). " +
@@ -123,19 +110,13 @@ export const authStep: StepKind<AuthOptions> = {
       'Key and certificate files are watched: editing one reloads the route. Only for routes from a listener.',
     example:
       'auth:\n  jwt:\n    jwksUrl: https://login.example.com/.well-known/jwks.json\n    issuer: https://login.example.com/\n    audience: eventgate\n    requiredClaims: {scope: publish}\n\n# or\nauth:\n  apiKey:\n    header: x-api-key\n    keys:\n      sensor-fleet: ${SENSOR_KEY}\n      dashboard: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
-    options: {
-      apiKey:
-        `\`{header | query, keys | keysFile}\`: the key is read from \`header\` (default \`${DEFAULT_API_KEY_HEADER}\`) or the \`query\` parameter; \`keys\` maps principal → key or list of keys (at least ${MIN_API_KEY_LENGTH} characters, or \`sha256:<hex>\` of the key); \`keysFile\` is a YAML/JSON file holding the same map, watched. A missing or unknown key is 401`,
-      jwt:
-        `\`{secret | publicKey | jwksFile | jwksUrl, algorithms, issuer, audience, requiredClaims, query, principalClaim, clockToleranceSec}\`: exactly one key source — \`secret\` (HMAC, at least ${MIN_HMAC_SECRET_BYTES} bytes), \`publicKey\` (PEM public key or certificate file), \`jwksFile\`, or \`jwksUrl\` (https; cached, refetched for unknown key ids). \`algorithms\` defaults to HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS. \`issuer\`/\`audience\`: a value or list. \`requiredClaims\`: claim → accepted value or list (array claims and the space-separated \`scope\` must contain one). \`query\`: a parameter that may carry the token. \`principalClaim\` (default \`sub\`) becomes \`$principal\`. \`clockToleranceSec\` (default 0) allows clock skew. \`requireExp\` (default false) refuses tokens without \`exp\`. A WebSocket client admitted with a token is closed with 4401 when it expires. Missing, malformed, expired, badly signed, wrong issuer/audience: 401; failing requiredClaims: 403; a JWKS URL that cannot be fetched: 503`,
-    },
   },
   compile(options, ctx) {
     const verifier = options.apiKey ? apiKeyVerifier(options.apiKey, ctx) : options.jwt ? jwtVerifier(options.jwt, ctx) : undefined;
     if (!verifier) return undefined;
     return authenticator(verifier);
   },
-};
+});
 
 /**
  * The compiled step. Verdicts are cached per request object, so a WebSocket client's handshake
@@ -179,10 +160,6 @@ function authenticator(verifier: Verifier): CompiledStep {
 // ---- apiKey --------------------------------------------------------------------------------
 
 function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | undefined {
-  if ((o.keys === undefined) === (o.keysFile === undefined)) {
-    ctx.report(['apiKey'], 'EG_CONFIG_SCHEMA', 'apiKey needs exactly one of keys or keysFile');
-    return undefined;
-  }
   let map: unknown = o.keys;
   let at: (string | number)[] = ['apiKey', 'keys'];
   if (o.keysFile !== undefined) {
@@ -247,11 +224,7 @@ function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | u
 // ---- jwt -----------------------------------------------------------------------------------
 
 function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefined {
-  const sources = (['secret', 'publicKey', 'jwksFile', 'jwksUrl'] as const).filter((k) => o[k] !== undefined);
-  if (sources.length !== 1) {
-    ctx.report(['jwt'], 'EG_CONFIG_SCHEMA', `jwt needs exactly one of secret, publicKey, jwksFile or jwksUrl${sources.length > 1 ? ` (got ${sources.join(', ')})` : ''}`);
-    return undefined;
-  }
+  // The schema guarantees exactly one key source.
   let key: Uint8Array | KeyObject | JWTVerifyGetKey;
   let algorithms = o.algorithms;
   let remote = false;

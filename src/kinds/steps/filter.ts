@@ -1,12 +1,13 @@
 import { bindingsFor, evaluateThen, truthy, type ExpressionEvaluationError } from '../../expr/expression.js';
-import { problem } from '../../errors.js';
-import type { StepKind, StepResult } from '../contracts.js';
+import { problem } from '../../core/errors.js';
+import type { StepResult } from '../contracts.js';
+import { defineStep, Type } from '../define.js';
 
 const FILTERED = { stop: 'filtered' } as const;
 
-export const filterStep: StepKind<string> = {
+export const filterStep = defineStep({
   kind: 'filter',
-  schema: { type: 'string', minLength: 1, description: 'JSONata expression; the message continues only when it is truthy.' },
+  options: Type.String({ minLength: 1, description: 'JSONata expression; the message continues only when it is truthy.' }),
   doc: {
     summary: 'Drops the message unless the JSONata expression is truthy (JSONata $boolean rules: empty string, array, object, 0, null and no result are false).',
     example: 'filter: lumens > 0 and $headers."x-source" != "test"',
@@ -20,4 +21,4 @@ export const filterStep: StepKind<string> = {
       run: (msg, mctx) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (v) => (truthy(v) ? msg : FILTERED), failed),
     };
   },
-};
+});

@@ -1,29 +1,22 @@
 import { bindingsFor, evaluateThen, type Expression } from '../../expr/expression.js';
-import { problem } from '../../errors.js';
-import { withHeaders } from '../../runtime/message.js';
-import type { StepStop } from '../../runtime/outcome.js';
-import type { StepKind, StepResult } from '../contracts.js';
+import { problem } from '../../core/errors.js';
+import { withHeaders } from '../../core/message.js';
+import type { StepStop } from '../../core/outcome.js';
+import type { StepResult } from '../contracts.js';
+import { defineStep, mapOf, Type } from '../define.js';
 
-interface HeadersOptions {
-  set?: Record<string, string>;
-  remove?: string[];
-}
-
-export const headersStep: StepKind<HeadersOptions> = {
+export const headersStep = defineStep({
   kind: 'headers',
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    minProperties: 1,
-    properties: {
-      set: { type: 'object', additionalProperties: { type: 'string', minLength: 1 }, description: 'Header name → JSONata expression for its value.' },
-      remove: { type: 'array', items: { type: 'string', minLength: 1 }, description: 'Header names to remove.' },
+  options: Type.Object(
+    {
+      set: Type.Optional(mapOf(Type.String({ minLength: 1 }), { description: 'Map of header name → JSONata expression for its value.' })),
+      remove: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'List of header names to remove.' })),
     },
-  },
+    { additionalProperties: false, minProperties: 1 },
+  ),
   doc: {
     summary: "Edits the message headers. `set` maps a header name to a JSONata expression (a string result is used as is, anything else as JSON; no result leaves the header unset); `remove` lists headers to drop. Removal runs first, so a header can be replaced.",
     example: 'headers:\n  set:\n    ce-type: \'"io.example.light.measured"\'\n    x-room: $path.room\n  remove: [x-debug]',
-    options: { set: 'map of header name → JSONata expression', remove: 'list of header names' },
   },
   compile(options, ctx) {
     const set: [string, Expression][] = [];
@@ -59,4 +52,4 @@ export const headersStep: StepKind<HeadersOptions> = {
       },
     };
   },
-};
+});

@@ -1,19 +1,24 @@
 import { bindingsFor, type ExpressionEvaluationError } from '../../expr/expression.js';
-import { problem } from '../../errors.js';
-import type { Message, MessageContext } from '../../runtime/message.js';
-import type { StepStop } from '../../runtime/outcome.js';
-import type { CompiledStep, StepKind } from '../contracts.js';
-
-export interface RateLimitOptions {
-  rate: number;
-  per?: 'second' | 'minute' | 'hour';
-  burst?: number;
-  key?: string;
-  maxKeys?: number;
-}
+import { problem } from '../../core/errors.js';
+import type { Message, MessageContext } from '../../core/message.js';
+import type { StepStop } from '../../core/outcome.js';
+import type { CompiledStep } from '../contracts.js';
+import { defineStep, oneOfStrings, Type, type Static } from '../define.js';
 
 const PERIOD_MS = { second: 1000, minute: 60_000, hour: 3_600_000 } as const;
 const DEFAULT_MAX_KEYS = 100_000;
+
+const options = Type.Object(
+  {
+    rate: Type.Number({ exclusiveMinimum: 0, description: 'Tokens added per period (may be fractional: 0.5 per second is one every 2 s).' }),
+    per: Type.Optional(oneOfStrings(['second', 'minute', 'hour'], { default: 'second', description: 'The period of `rate`.' })),
+    burst: Type.Optional(Type.Integer({ minimum: 1, description: 'Bucket size: messages a client may send at once (default: rate, rounded up).' })),
+    key: Type.Optional(Type.String({ minLength: 1, description: 'JSONata expression naming the client (default: its IP address), e.g. $principal.' })),
+    maxKeys: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_KEYS, description: 'Most clients tracked at once; the least recently seen are forgotten first.' })),
+  },
+  { additionalProperties: false },
+);
+export type RateLimitOptions = Static<typeof options>;
 
 /**
  * Token buckets, one per client key: each holds up to `burst` tokens and refills at `rate` per
@@ -57,33 +62,15 @@ export class TokenBuckets {
   }
 }
 
-export const ratelimitStep: StepKind<RateLimitOptions> = {
+export const ratelimitStep = defineStep({
   kind: 'ratelimit',
-  schema: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['rate'],
-    properties: {
-      rate: { type: 'number', exclusiveMinimum: 0, description: 'Tokens added per period.' },
-      per: { enum: ['second', 'minute', 'hour'], default: 'second' },
-      burst: { type: 'integer', minimum: 1, description: 'Bucket size: messages a client may send at once (default: rate, rounded up).' },
-      key: { type: 'string', minLength: 1, description: 'JSONata expression naming the client (default: its IP address), e.g. $principal.' },
-      maxKeys: { type: 'integer', minimum: 1, default: DEFAULT_MAX_KEYS, description: 'Most clients tracked at once.' },
-    },
-  },
+  options,
   doc: {
     summary:
       'Token-bucket rate limit per client: each client may send `burst` messages at once and `rate` per `per` on average. Over the limit, HTTP answers 429 with `Retry-After` (seconds) and WebSocket clients get an error frame with status 429. ' +
       'Clients are told apart by IP address, or by the JSONata `key` (for example `$principal` after an `auth` step; when it has no result the IP is used). Behind a proxy, key on `$headers."x-forwarded-for"` only if the proxy sets that header. ' +
       "Buckets are kept across reloads for as long as the route keeps this step unchanged. Each route has its own buckets, even when it uses the step through a shared chain. Only for routes from a listener.",
     example: 'ratelimit:\n  rate: 100\n  per: minute\n  burst: 20\n  key: $principal',
-    options: {
-      rate: 'tokens added per period (may be fractional: 0.5 per second is one every 2 s)',
-      per: 'second | minute | hour (default second)',
-      burst: 'bucket size (default: rate rounded up)',
-      key: 'JSONata expression naming the client (default: client IP)',
-      maxKeys: `most clients tracked at once (default ${DEFAULT_MAX_KEYS}); the least recently seen are forgotten first`,
-    },
   },
   compile(options, ctx) {
     const key = options.key === undefined ? undefined : ctx.compileExpression(options.key, ['key']);
@@ -109,7 +96,7 @@ export const ratelimitStep: StepKind<RateLimitOptions> = {
     });
     return step(create());
   },
-};
+});
 
 function admitOne(buckets: TokenBuckets, key: string, msg: Message, limit: string): Message | StepStop {
   const waitMs = buckets.take(key, performance.now());

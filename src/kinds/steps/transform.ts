@@ -1,11 +1,12 @@
 import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../../expr/expression.js';
-import { problem } from '../../errors.js';
-import { withValue, type Message } from '../../runtime/message.js';
-import type { StepKind, StepResult } from '../contracts.js';
+import { problem } from '../../core/errors.js';
+import { withValue, type Message } from '../../core/message.js';
+import type { StepResult } from '../contracts.js';
+import { defineStep, Type } from '../define.js';
 
-export const transformStep: StepKind<string> = {
+export const transformStep = defineStep({
   kind: 'transform',
-  schema: { type: 'string', minLength: 1, description: 'JSONata expression whose result replaces the message value.' },
+  options: Type.String({ minLength: 1, description: 'JSONata expression whose result replaces the message value.' }),
   doc: {
     summary: "Replaces the message value with the JSONata expression's result. An expression with no result fails the message (HTTP 500), since an empty message is almost always a mistake in the expression.",
     example: 'transform: |\n  { "lux": lumens, "at": sentAt, "room": $path.room }',
@@ -21,4 +22,4 @@ export const transformStep: StepKind<string> = {
       run: (msg, mctx) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (value) => replace(msg, value), failed),
     };
   },
-};
+});

@@ -1,72 +1,55 @@
 import type { ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
-import { problem } from '../../errors.js';
-import { withHeaders, type Message } from '../../runtime/message.js';
-import type { StepStop } from '../../runtime/outcome.js';
-import type { MessageContext } from '../../runtime/message.js';
-import type { CompiledStep, MessageContract, StepKind } from '../contracts.js';
+import { problem } from '../../core/errors.js';
+import { withHeaders, type Message } from '../../core/message.js';
+import type { StepStop } from '../../core/outcome.js';
+import type { MessageContext } from '../../core/message.js';
+import type { CompiledStep, MessageContract } from '../contracts.js';
+import { defineStep, exactlyOne, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 
 /** The header the AsyncAPI Event Gateway used for tagged messages; kept so its consumers work unchanged. */
 export const VALIDATION_ERROR_HEADER = '_asyncapi_eg_validation_error';
 
-type OnInvalid = 'reject' | 'tag' | 'deadletter';
+const ON_INVALID = ['reject', 'tag', 'deadletter'] as const;
+type OnInvalid = (typeof ON_INVALID)[number];
 
-export interface ValidateOptions {
-  schema?: Record<string, unknown> | string;
-  message?: string;
-  channel?: string;
-  onInvalid?: OnInvalid;
-  deadletter?: { broker: string; topic: string };
-}
-
-export const validateStep: StepKind<ValidateOptions> = {
-  kind: 'validate',
-  schema: {
-    type: 'object',
+const options = Type.Object(
+  {
+    schema: Type.Optional(
+      oneOf([Type.Unsafe<Record<string, unknown>>({ type: 'object' }), Type.String({ minLength: 1 })], {
+        description: 'An inline JSON Schema, or the path of a JSON/YAML schema file relative to gateway.yaml; the file is watched.',
+      }),
+    ),
+    message: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: 'An AsyncAPI message of the `asyncapi:` documents, by id: its components key, its messageId (2.x) or key in a channel (3.x), or its name; the documents are watched.',
+      }),
+    ),
+    channel: Type.Optional(Type.String({ minLength: 1, description: 'An AsyncAPI channel (its key, or its 3.x address): any of its messages passes; with several, each error names the message it is from.' })),
+    onInvalid: Type.Optional(oneOfStrings(ON_INVALID, { default: 'reject', description: 'What an invalid message gets: `reject` (400 / error frame), `tag` (forwarded with the header) or `deadletter`.' })),
+    deadletter: Type.Optional(
+      Type.Object({ broker: Type.String({ description: 'Broker name (under `brokers:`).' }), topic: Type.String({ description: 'Topic for invalid messages.' }) }, { additionalProperties: false, description: "`{broker, topic}` for `onInvalid: deadletter`; defaults to the route's deadletter." }),
+    ),
+  },
+  {
     additionalProperties: false,
     description: 'Exactly one of `schema`, `message` or `channel` says what the value must match.',
-    properties: {
-      schema: {
-        description: 'An inline JSON Schema, or the path of a JSON/YAML schema file relative to gateway.yaml.',
-        oneOf: [{ type: 'object' }, { type: 'string', minLength: 1 }],
-      },
-      message: {
-        type: 'string',
-        minLength: 1,
-        description: 'An AsyncAPI message of the `asyncapi:` documents, by id: its key under components.messages, its messageId, or its name.',
-      },
-      channel: {
-        type: 'string',
-        minLength: 1,
-        description: 'An AsyncAPI channel (its key, or its 3.x address): the value must match one of its messages.',
-      },
-      onInvalid: { enum: ['reject', 'tag', 'deadletter'], default: 'reject' },
-      deadletter: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['broker', 'topic'],
-        properties: { broker: { type: 'string', description: 'Broker name (under `brokers:`).' }, topic: { type: 'string', description: 'Topic for invalid messages.' } },
-      },
-    },
+    ...exactlyOne(['schema', 'message', 'channel']),
   },
+);
+export type ValidateOptions = Static<typeof options>;
+
+export const validateStep = defineStep({
+  kind: 'validate',
+  options,
   doc: {
     summary:
       'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}`; `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
     example: 'validate:\n  message: lightMeasured      # or: channel: lightingMeasured, or: schema: schemas/light-measured.json\n  onInvalid: tag',
-    options: {
-      schema: 'inline JSON Schema, or a file path relative to gateway.yaml (JSON or YAML); the file is watched',
-      message: 'AsyncAPI message id in the `asyncapi:` documents: its components key, its messageId (2.x) or key in a channel (3.x), or its name; the documents are watched',
-      channel: 'AsyncAPI channel key (or 3.x address): any of its messages passes; with several, each error names the message it is from',
-      onInvalid: 'reject | tag | deadletter (default reject)',
-      deadletter: '{broker, topic} for onInvalid: deadletter; defaults to the route\'s deadletter',
-    },
   },
   compile(options, ctx) {
-    const given = (['schema', 'message', 'channel'] as const).filter((k) => options[k] !== undefined);
-    if (given.length !== 1) {
-      ctx.report(given.length > 1 ? [given[1]!] : [], 'EG_CONFIG_SCHEMA', given.length > 1 ? `validate takes one of 'schema', 'message' or 'channel', not ${given.map((g) => `'${g}'`).join(' and ')}` : `validate needs one of 'schema' (a JSON Schema), 'message' (an AsyncAPI message id) or 'channel' (an AsyncAPI channel)`);
-      return undefined;
-    }
+    // The schema guarantees exactly one of schema, message and channel.
     const onInvalid = options.onInvalid ?? 'reject';
     if (options.deadletter && !ctx.checkBroker(options.deadletter.broker, ['deadletter', 'broker'])) return undefined;
     if (options.message !== undefined || options.channel !== undefined) {
@@ -102,7 +85,7 @@ export const validateStep: StepKind<ValidateOptions> = {
     if (!check) return undefined;
     return validator([{ check, message: null, channel: null }], onInvalid, options.deadletter);
   },
-};
+});
 
 /**
  * The one validator behind every form of the step: the value passes when it matches any of the
@@ -135,7 +118,10 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
         return { stop: 'invalid', problem: problem('EG_INVALID_MESSAGE', `the message does not match its schema (${errors.length} error${errors.length === 1 ? '' : 's'})`, { errors }) };
       }
       const tagged = withHeaders(msg, { ...msg.headers, [VALIDATION_ERROR_HEADER]: JSON.stringify({ ts: new Date().toISOString(), errors }) });
-      if (onInvalid === 'tag') return tagged;
+      if (onInvalid === 'tag') {
+        ctx.tagged = errors;
+        return tagged;
+      }
       return { stop: 'deadletter', message: tagged, errors, to: deadletter };
     },
   };

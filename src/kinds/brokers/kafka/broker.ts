@@ -1,11 +1,12 @@
 import kafkajs from 'kafkajs';
 import type { Admin } from 'kafkajs';
 import type { Logger } from '../../../log.js';
-import type { Delivery, Message } from '../../../runtime/message.js';
+import type { Delivery, Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { clientConfig, sleep } from './clients.js';
 import { RecordProducer } from './producer.js';
+import { readRetained } from './replay.js';
 import { KafkaSubscription } from './subscription.js';
 
 const { Kafka } = kafkajs;
@@ -87,6 +88,11 @@ export class KafkaBroker implements BrokerRuntime {
     return this.producer.publish(topic, msg);
   }
 
+  /** What an event-stream client missed: the topic read again after `after` (./replay.ts). */
+  retained(topic: string, after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }> {
+    return readRetained(this.consumerClient, this.settings, topic, after, this.log);
+  }
+
   /**
    * A route a reload rebuilt with the same group, topic and start position takes over the consumer
    * its predecessor released (see stop below), so the group neither rebalances nor waits for a
@@ -112,7 +118,10 @@ export class KafkaBroker implements BrokerRuntime {
     return {
       // Released rather than stopped while the broker runs: kept for HANDOVER_MS in case the route comes back rebuilt.
       stop: async () => {
-        if (this.stopped || !(await mine.release())) return this.retire(mine);
+        const kept = !this.stopped && (await mine.release());
+        // The broker may have stopped meanwhile; and one released consumer per key (two routes sharing
+        // a group and topic cannot both wait for a successor).
+        if (!kept || this.stopped || this.released.has(key)) return this.retire(mine);
         const timer = setTimeout(() => {
           if (this.released.get(key)?.sub === mine) this.released.delete(key);
           void this.retire(mine);

@@ -2,7 +2,7 @@ import kafkajs from 'kafkajs';
 import type { ICustomPartitioner, KafkaConfig, Message as KafkaRecord, Producer, RetryOptions } from 'kafkajs';
 import { CODEC_IDS } from '../../../codecs/compression.js';
 import type { Logger } from '../../../log.js';
-import { encodeValue, type Delivery, type Message } from '../../../runtime/message.js';
+import { encodeValue, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
@@ -140,11 +140,16 @@ export class RecordProducer {
 
   /**
    * One batch in flight at a time; what arrives meanwhile becomes the next batch, which leaves
-   * when it is full or lingerMs after its oldest record (as Kafka's own producer does).
+   * when it is full or lingerMs after its oldest record (as Kafka's own producer does). With
+   * lingerMs 0 (the default) a batch leaves as soon as the one before it is answered, with what
+   * arrived meanwhile and in the current event-loop turn ("group commit"): no added latency when
+   * the gateway is idle, and batches that grow with the load.
    */
   private async flush(): Promise<void> {
     while (this.queue.length > 0) {
-      const wait = this.settings.producer.lingerMs - (performance.now() - this.queue[0]!.at);
+      const linger = this.settings.producer.lingerMs;
+      if (linger === 0 && !this.stopped) await new Promise<void>((r) => setImmediate(r));
+      const wait = linger - (performance.now() - this.queue[0]!.at);
       if (wait >= 1 && this.queue.length < this.settings.producer.maxBatchRecords && !this.stopped) {
         await new Promise<void>((r) => {
           const timer = setTimeout(r, wait);

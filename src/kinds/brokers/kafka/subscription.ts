@@ -1,6 +1,6 @@
 import type { Batch, Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { Logger } from '../../../log.js';
-import { decodeValue, type Message } from '../../../runtime/message.js';
+import { decodeValue, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
@@ -323,7 +323,7 @@ export class KafkaSubscription {
   }
 }
 
-function toMessage(topic: string, partition: number, m: KafkaMessage): Message {
+export function toMessage(topic: string, partition: number, m: KafkaMessage): Message {
   const headers: Record<string, string> = {};
   if (m.headers) {
     for (const [name, v] of Object.entries(m.headers)) {

@@ -1,6 +1,6 @@
 import type { IClientOptions, IClientPublishOptions, IPublishPacket, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
-import { decodeValue, encodeValue, type Delivery, type Message } from '../../../runtime/message.js';
+import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
@@ -37,7 +37,7 @@ class Link {
   ready = false;
   detail = 'connecting';
 
-  constructor(readonly client: MqttClient, private readonly log: Logger, private readonly what: string) {
+  constructor(readonly client: MqttClient, log: Logger, what: string) {
     client.on('connect', () => {
       if (!this.ready) log.info({ connection: what }, 'mqtt connected');
       this.ready = true;
@@ -169,7 +169,7 @@ class MqttSubscription {
   private stopping = false;
   private inHand: Promise<unknown> | undefined;
 
-  constructor({ connect }: MqttLib, settings: MqttSettings, private readonly spec: SubscribeSpec, handler: (msg: Message) => Promise<void>, log: Logger, telemetry: BrokerTelemetry | undefined) {
+  constructor({ connect }: MqttLib, settings: MqttSettings, spec: SubscribeSpec, handler: (msg: Message) => Promise<void>, log: Logger, telemetry: BrokerTelemetry | undefined) {
     // A per-instance group (WebSocket forwards) wants live messages only: a plain subscription, a clean session.
     const perInstance = spec.perInstance === true;
     const persistent = settings.persistentSessions && !perInstance;

@@ -4,7 +4,7 @@ import type { JetStreamClient, JetStreamManager, JsMsg, Msg, MsgHdrs, NatsConnec
 type NatsLib = typeof import('nats');
 let lib!: NatsLib;
 import type { Logger } from '../../../log.js';
-import { decodeValue, encodeValue, type Delivery, type Message } from '../../../runtime/message.js';
+import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { NatsSettings, NatsStream } from '../nats.js';

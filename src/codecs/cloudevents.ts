@@ -1,0 +1,230 @@
+/**
+ * CloudEvents 1.0 (https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/spec.md) as
+ * eventgate carries it: a message is a CloudEvent when its headers hold the attributes under the
+ * Kafka protocol binding's names (`ce_<attribute>`, datacontenttype as `content-type`), and its
+ * value is the event's data. That one representation is what the Kafka binding puts on the wire in
+ * binary mode, so Kafka out and in need no translation, the memory broker keeps attributes as it
+ * keeps any header, and `headers` steps can read them. This module converts between it and the
+ * HTTP binding (binary, structured and batched modes) and the structured JSON format, and checks
+ * attributes as the spec requires.
+ */
+import { problem, type Problem } from '../core/errors.js';
+import type { Message } from '../core/message.js';
+
+/** Header prefix of attributes on messages (the Kafka binding's, section 3.2.3). */
+export const CE_HEADER_PREFIX = 'ce_';
+/** The header holding the version: a message is a CloudEvent exactly when it has one. */
+export const CE_SPECVERSION = 'ce_specversion';
+export const STRUCTURED_TYPE = 'application/cloudevents+json';
+export const BATCH_TYPE = 'application/cloudevents-batch+json';
+
+/** Context attributes of one event (string-valued, as every binding carries them). */
+export type CloudEventAttributes = Record<string, string>;
+
+const REQUIRED = ['specversion', 'id', 'source', 'type'] as const;
+/** Attribute names: lower-case letters and digits (spec §3.1.1 "Attribute Naming Convention"). */
+const ATTRIBUTE_NAME = /^[a-z0-9]{1,20}$/;
+/** RFC 3339 date-time, as `time` must be. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+/** RFC 2046 media type with optional parameters. */
+const MEDIA_TYPE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+(\s*;.*)?$/;
+/** Absolute URI (RFC 3986 scheme ':' ...), as `dataschema` must be. */
+const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s]*$/;
+
+/** The attributes of a CloudEvent message (`$ce` in expressions), or undefined for a plain message. */
+export function attributesOf(headers: Readonly<Record<string, string>>): CloudEventAttributes | undefined {
+  if (headers[CE_SPECVERSION] === undefined) return undefined;
+  const out: CloudEventAttributes = {};
+  for (const name in headers) {
+    if (name.startsWith(CE_HEADER_PREFIX)) out[name.slice(CE_HEADER_PREFIX.length)] = headers[name]!;
+  }
+  const ct = headers['content-type'];
+  if (ct !== undefined) out.datacontenttype = ct;
+  return out;
+}
+
+/**
+ * Why `attrs` is not a valid CloudEvent, one line per attribute (`'id' is missing`), or an empty
+ * list. `at` prefixes each line (the index of an event in a batch).
+ */
+export function attributeErrors(attrs: Readonly<Record<string, unknown>>, at = ''): string[] {
+  const errors: string[] = [];
+  const bad = (name: string, why: string) => errors.push(`${at}'${name}' ${why}`);
+  for (const name of REQUIRED) {
+    const v = attrs[name];
+    if (v === undefined || v === null) bad(name, 'is missing (a required CloudEvents attribute)');
+    else if (typeof v !== 'string' || v === '') bad(name, 'must be a non-empty string');
+  }
+  if (typeof attrs.specversion === 'string' && attrs.specversion !== '1.0') bad('specversion', `is '${attrs.specversion}'; only CloudEvents 1.0 is supported`);
+  if (typeof attrs.source === 'string' && /\s/.test(attrs.source)) bad('source', 'must be a URI-reference (no spaces)');
+  const optional: Record<string, [RegExp, string]> = {
+    time: [RFC3339, 'must be an RFC 3339 timestamp such as 2026-12-01T17:00:00Z'],
+    datacontenttype: [MEDIA_TYPE, 'must be a media type such as application/json'],
+    dataschema: [ABSOLUTE_URI, 'must be an absolute URI'],
+    subject: [/^.+$/s, 'must be a non-empty string'],
+  };
+  for (const [name, [pattern, why]] of Object.entries(optional)) {
+    const v = attrs[name];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || !pattern.test(v)) bad(name, why);
+  }
+  for (const name of Object.keys(attrs)) {
+    if (!ATTRIBUTE_NAME.test(name)) bad(name, 'is not a valid attribute name (lower-case letters and digits, at most 20)');
+    else if (!REQUIRED.includes(name as (typeof REQUIRED)[number]) && !(name in optional) && !isScalar(attrs[name])) bad(name, 'must be a string, number or boolean');
+  }
+  return errors;
+}
+
+function isScalar(v: unknown): boolean {
+  return typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
+}
+
+function invalid(errors: string[]): Problem {
+  return problem('EG_CLOUDEVENT_INVALID', errors.length === 1 ? `not a valid CloudEvent: ${errors[0]}` : `not a valid CloudEvent: ${errors.length} problems`, { errors });
+}
+
+/** The headers of a message carrying `attrs` (and the headers it had that are not attributes). */
+export function withAttributes(headers: Readonly<Record<string, string>>, attrs: Readonly<Record<string, unknown>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name in headers) if (!name.startsWith(CE_HEADER_PREFIX) && name !== 'content-type') out[name] = headers[name]!;
+  for (const [name, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null) continue;
+    out[name === 'datacontenttype' ? 'content-type' : CE_HEADER_PREFIX + name] = String(v);
+  }
+  return out;
+}
+
+// ---- HTTP binding (https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md)
+
+export type HttpMode = 'binary' | 'structured' | 'batch';
+
+/** Which mode an HTTP request uses, or undefined when it is not a CloudEvent. */
+export function httpMode(contentType: string, headers: Readonly<Record<string, string | string[] | undefined>>): HttpMode | undefined {
+  if (contentType === STRUCTURED_TYPE) return 'structured';
+  if (contentType === BATCH_TYPE) return 'batch';
+  if (headers['ce-specversion'] !== undefined) return 'binary';
+  return undefined;
+}
+
+/**
+ * Binary mode: the request's `ce-*` headers become attributes (percent-decoded, §3.1.3.2) and
+ * `content-type` the datacontenttype; the body is the data. `headers` are the request headers the
+ * message would carry; the result replaces the `ce-*` ones with their message form.
+ */
+export function decodeBinary(headers: Readonly<Record<string, string>>): { ok: true; headers: Record<string, string> } | { ok: false; problem: Problem } {
+  const attrs: Record<string, string> = {};
+  const rest: Record<string, string> = {};
+  const errors: string[] = [];
+  for (const name in headers) {
+    if (!name.startsWith('ce-')) {
+      if (name !== 'content-type') rest[name] = headers[name]!;
+      continue;
+    }
+    const attr = name.slice(3);
+    try {
+      attrs[attr] = decodeURIComponent(headers[name]!);
+    } catch {
+      errors.push(`'${attr}' is not valid percent-encoded UTF-8`);
+    }
+  }
+  if (headers['content-type'] !== undefined) attrs.datacontenttype = headers['content-type'];
+  errors.push(...attributeErrors(attrs));
+  if (errors.length > 0) return { ok: false, problem: invalid(errors) };
+  return { ok: true, headers: withAttributes(rest, attrs) };
+}
+
+/** One event of a structured or batched request: the message's headers (attributes included) and value (the data). */
+export interface DecodedEvent {
+  headers: Record<string, string>;
+  value: unknown;
+}
+
+/**
+ * Structured mode: `body` is the parsed JSON event format (§3 of the JSON format spec); `headers`
+ * are the request headers the message would carry besides the attributes.
+ */
+export function decodeStructured(body: unknown, headers: Readonly<Record<string, string>>, at = ''): { ok: true; event: DecodedEvent } | { ok: false; errors: string[] } {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return { ok: false, errors: [`${at}a structured CloudEvent must be a JSON object`] };
+  const { data, data_base64: base64, ...attrs } = body as Record<string, unknown>;
+  const errors = attributeErrors(attrs, at);
+  // The gateway carries JSON and text values; binary data has no message form here.
+  if (base64 !== undefined) errors.push(`${at}'data_base64' (binary data) is not supported; send the data as JSON or text in 'data'`);
+  if (errors.length > 0) return { ok: false, errors };
+  const rest: Record<string, string> = {};
+  for (const name in headers) if (name !== 'content-type' && !name.startsWith('ce-')) rest[name] = headers[name]!;
+  if (attrs.datacontenttype === undefined && data !== undefined) attrs.datacontenttype = 'application/json';
+  return { ok: true, event: { headers: withAttributes(rest, attrs), value: data === undefined ? null : data } };
+}
+
+/** Batched mode: a JSON array of structured events. Every event is checked before any is accepted. */
+export function decodeBatch(body: unknown, headers: Readonly<Record<string, string>>): { ok: true; events: DecodedEvent[] } | { ok: false; problem: Problem } {
+  if (!Array.isArray(body)) return { ok: false, problem: invalid(['a CloudEvents batch must be a JSON array of events']) };
+  const events: DecodedEvent[] = [];
+  const errors: string[] = [];
+  body.forEach((item, i) => {
+    const r = decodeStructured(item, headers, `[${i}] `);
+    if (r.ok) events.push(r.event);
+    else errors.push(...r.errors);
+  });
+  if (errors.length > 0) return { ok: false, problem: invalid(errors) };
+  return { ok: true, events };
+}
+
+export function structuredProblem(errors: string[]): Problem {
+  return invalid(errors);
+}
+
+/** The structured JSON form of a CloudEvent message: its attributes and its value as `data`. */
+export function toStructured(msg: Pick<Message, 'headers' | 'value'>): Record<string, unknown> {
+  const event: Record<string, unknown> = { ...attributesOf(msg.headers) };
+  if (msg.value !== null && msg.value !== undefined) event.data = msg.value;
+  return event;
+}
+
+/** Characters an HTTP header value of an attribute must percent-encode (HTTP binding §3.1.3.2). */
+const NEEDS_ENCODING = /[^\x21-\x7e]|[%"]/;
+
+/** HTTP binary mode: the `ce-*` headers (and content-type) for a CloudEvent message. */
+export function binaryHttpHeaders(headers: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name in headers) {
+    if (!name.startsWith(CE_HEADER_PREFIX)) continue;
+    const v = headers[name]!;
+    out[`ce-${name.slice(CE_HEADER_PREFIX.length)}`] = NEEDS_ENCODING.test(v) ? percentEncode(v) : v;
+  }
+  return out;
+}
+
+function percentEncode(v: string): string {
+  let out = '';
+  for (const byte of Buffer.from(v, 'utf8')) {
+    out += byte >= 0x21 && byte <= 0x7e && byte !== 0x25 && byte !== 0x22 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+// ---- structured mode on brokers (Kafka binding §3.3) -------------------------------------------
+
+/**
+ * A message as a structured-mode record: the value is the JSON event, attributes leave the
+ * headers, and `content-type` says what the value is. Plain messages are returned unchanged.
+ */
+export function toStructuredMessage(msg: Message): Message {
+  if (msg.headers[CE_SPECVERSION] === undefined) return msg;
+  const headers: Record<string, string> = {};
+  for (const name in msg.headers) if (!name.startsWith(CE_HEADER_PREFIX) && name !== 'content-type') headers[name] = msg.headers[name]!;
+  headers['content-type'] = STRUCTURED_TYPE;
+  return { ...msg, headers, value: toStructured(msg) };
+}
+
+/**
+ * A consumed record in structured mode (`content-type: application/cloudevents+json`) as a
+ * CloudEvent message; any other record unchanged. A structured record that is not a valid event
+ * stays as it is (its value is the JSON it holds), so a validate step can still see it.
+ */
+export function fromStructuredMessage(msg: Message): Message {
+  const ct = msg.headers['content-type'];
+  if (ct === undefined || !ct.toLowerCase().startsWith(STRUCTURED_TYPE)) return msg;
+  const r = decodeStructured(msg.value, msg.headers);
+  return r.ok ? { ...msg, headers: r.event.headers, value: r.event.value } : msg;
+}

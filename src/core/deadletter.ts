@@ -1,0 +1,22 @@
+import type { Message } from './message.js';
+
+/**
+ * Header on every message sent to a dead-letter topic, whichever path sent it (a validate step
+ * with `onInvalid: deadletter`, a consume route that cannot deliver a message, a broker that
+ * cannot decode a record): why, as compact JSON `{ts, route, status, code, detail, errors}`.
+ */
+export const DEADLETTER_HEADER = '_eventgate_error';
+
+export interface DeadletterCause {
+  /** HTTP-like status of the problem (400 invalid, 503 broker unavailable, ...). */
+  status: number | undefined;
+  code: string;
+  detail: string;
+  errors: readonly string[];
+}
+
+/** `msg` as a dead-letter topic receives it: the one set of headers every dead-letter path writes. */
+export function deadletterMessage(msg: Message, route: string, cause: DeadletterCause): Message {
+  const why = { ts: new Date().toISOString(), route, status: cause.status, code: cause.code, detail: cause.detail, errors: cause.errors };
+  return { ...msg, headers: { ...msg.headers, [DEADLETTER_HEADER]: JSON.stringify(why) } };
+}

@@ -1,0 +1,86 @@
+/**
+ * Every error code eventgate emits, in one place (test/unit/errors.test.ts checks each is documented
+ * in docs/errors.md). Codes are never reused once retired.
+ */
+export const ErrorCodes = {
+  // Config (reported as diagnostics by `eventgate validate` and on reload)
+  EG_CONFIG_SYNTAX: { title: 'YAML syntax error' },
+  EG_CONFIG_SCHEMA: { title: 'Config does not match the schema' },
+  EG_CONFIG_UNKNOWN_KEY: { title: 'Unknown key' },
+  EG_CONFIG_ENV: { title: 'Undefined environment variable' },
+  EG_CONFIG_REF: { title: 'Reference to something that does not exist' },
+  EG_CONFIG_CONFLICT: { title: 'Two parts of the config claim the same thing' },
+  EG_CONFIG_EXPRESSION: { title: 'JSONata expression does not compile' },
+  EG_CONFIG_JSON_SCHEMA: { title: 'JSON Schema does not compile' },
+  EG_CONFIG_FILE: { title: 'Referenced file cannot be read' },
+  EG_CONFIG_ASYNCAPI: { title: 'AsyncAPI document problem' },
+  EG_CONFIG_ASYNCAPI_REF: { title: 'AsyncAPI message or channel the config names is missing or unusable' },
+  EG_TEST_FILE: { title: 'Config test file is not valid' },
+  // Message path (HTTP status, WebSocket error frame status)
+  EG_BAD_JSON: { status: 400, title: 'Body is not valid JSON' },
+  EG_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },
+  EG_INVALID_MESSAGE: { status: 400, title: 'Message failed validation' },
+  EG_PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large' },
+  EG_NOT_FOUND: { status: 404, title: 'No route for this path' },
+  EG_METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed' },
+  EG_EXPRESSION_FAILED: { status: 500, title: 'Expression failed' },
+  EG_BROKER_UNAVAILABLE: { status: 503, title: 'Broker did not acknowledge' },
+  EG_SHUTTING_DOWN: { status: 503, title: 'Gateway is shutting down' },
+  EG_UNAUTHORIZED: { status: 401, title: 'Authentication required' },
+  EG_FORBIDDEN: { status: 403, title: 'Forbidden' },
+  EG_RATE_LIMITED: { status: 429, title: 'Too many requests' },
+  EG_AUTH_UNAVAILABLE: { status: 503, title: 'Credentials cannot be checked right now' },
+  EG_ORIGIN_NOT_ALLOWED: { status: 403, title: 'Origin not allowed' },
+  EG_JSON_TOO_DEEP: { status: 400, title: 'JSON nested too deeply' },
+  EG_JSON_FORBIDDEN_KEY: { status: 400, title: 'JSON has a forbidden key' },
+  EG_BAD_REQUEST: { status: 400, title: 'Malformed request' },
+  EG_HEADERS_TOO_LARGE: { status: 431, title: 'Request headers too large' },
+  EG_REQUEST_TIMEOUT: { status: 408, title: 'Request timeout' },
+  EG_INTERNAL: { status: 500, title: 'Internal error' },
+  EG_CLOUDEVENT_INVALID: { status: 400, title: 'CloudEvent attribute missing or malformed' },
+  EG_NOT_ACCEPTABLE: { status: 406, title: 'Not acceptable' },
+  EG_WEBHOOK_FAILED: { status: 502, title: 'Webhook endpoint did not accept the message' },
+  EG_WEBHOOK_REFUSED: { status: 502, title: 'Webhook endpoint refused the message' },
+  EG_WEBHOOK_TIMEOUT: { status: 504, title: 'Webhook endpoint did not answer in time' },
+  // Consume routes: in the _eventgate_error header of a dead-lettered record, never in a response
+  EG_UNDECODABLE_BATCH: { status: 422, title: 'Record batch cannot be decoded' },
+  // Admin API: AsyncAPI upload (PUT /admin/asyncapi)
+  EG_ASYNCAPI_INVALID: { status: 422, title: 'AsyncAPI document rejected' },
+  EG_ASYNCAPI_CONFLICT: { status: 409, title: 'AsyncAPI document drops a message or channel the config uses' },
+  EG_ASYNCAPI_FILE_REQUIRED: { status: 400, title: 'Several AsyncAPI documents: say which with ?file=' },
+  EG_ASYNCAPI_UNKNOWN_FILE: { status: 404, title: 'No such AsyncAPI document in the config' },
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export function problemType(code: ErrorCode): string {
+  return `urn:eventgate:problem:${code}`;
+}
+
+/** An RFC 9457 problem as eventgate sends it over HTTP (and, reshaped, as a WebSocket error frame). */
+export interface Problem {
+  code: ErrorCode;
+  status: number;
+  title: string;
+  detail: string;
+  errors?: string[];
+  /** Extra response headers, e.g. Retry-After. */
+  headers?: Record<string, string>;
+}
+
+export function problem(code: ErrorCode, detail: string, extra: Partial<Problem> = {}): Problem {
+  const def = ErrorCodes[code] as { status?: number; title: string };
+  return { code, status: def.status ?? 500, title: def.title, detail, ...extra };
+}
+
+export function problemBody(p: Problem): Record<string, unknown> {
+  const body: Record<string, unknown> = {
+    type: problemType(p.code),
+    title: p.title,
+    status: p.status,
+    detail: p.detail,
+    code: p.code,
+  };
+  if (p.errors) body.errors = p.errors;
+  return body;
+}

@@ -1,0 +1,85 @@
+/** The unit that flows through a route (spec §3). Immutable by convention: steps return new messages. */
+export interface Message {
+  value: unknown;
+  key: string | null;
+  headers: Record<string, string>;
+  topic: string | null;
+  partition: number | null;
+  offset: string | null;
+  /** Milliseconds since the epoch. */
+  timestamp: number;
+}
+
+/**
+ * The client request a message arrived with (an HTTP request, or a WebSocket's handshake), for
+ * steps that check who sent it. One object per request or per connection, so a step may cache
+ * what it concluded about it (an auth step verifies a WebSocket client's token once, not per frame).
+ */
+export interface RequestMeta {
+  /** Lower-cased header names, as node parses them. */
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+  query: Readonly<Record<string, string | string[]>>;
+  remoteAddress: string | undefined;
+}
+
+/** Who sent a message, as an auth step established it: `$principal` and `$claims` in expressions. */
+export interface Identity {
+  principal: string | undefined;
+  claims: Record<string, unknown> | undefined;
+}
+
+/** Where the message entered, for expression bindings ($path, $query) and logs. */
+export interface MessageContext {
+  route: string;
+  path?: Record<string, string>;
+  query?: Record<string, string | string[]>;
+  /** Client address, for rate limits and logs. */
+  remoteAddress?: string;
+  /** The client request, on routes from a listener; absent on consume routes. */
+  request?: RequestMeta;
+  /**
+   * Set by an auth step once it accepted the credentials: the one field a step writes, because
+   * the identity belongs to the request rather than to the message (it is never sent on).
+   */
+  identity?: Identity;
+  /** Set by a validate step that names AsyncAPI messages: which message (and channel) the value is. */
+  asyncapi?: { message: string | null; channel: string | null };
+  /**
+   * Set by a step that lets an invalid message through tagged (validate with onInvalid: tag): its
+   * validation errors. The route reports them on the outcome, so nobody parses the tag header back.
+   */
+  tagged?: readonly string[];
+}
+
+/** One target's acknowledgement, as listed in the HTTP 200 body. */
+export type Delivery =
+  | { broker: string; topic: string; partition: number; offset: string }
+  | { listener: string; path: string; clients: number }
+  /** A webhook: the endpoint (without its query string), its 2xx status, and how many tries it took. */
+  | { endpoint: string; status: number; attempts: number };
+
+export function withValue(msg: Message, value: unknown): Message {
+  return { ...msg, value };
+}
+
+export function withHeaders(msg: Message, headers: Record<string, string>): Message {
+  return { ...msg, headers };
+}
+
+/** JSON text of a value as it travels on the wire: strings as they are, everything else as JSON. */
+export function encodeValue(value: unknown): string {
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+/** The inverse of encodeValue for payloads from brokers: JSON when it parses, otherwise the string. */
+export function decodeValue(payload: string): unknown {
+  const c = payload.trimStart()[0];
+  if (c === '{' || c === '[' || c === '"' || c === '-' || (c !== undefined && c >= '0' && c <= '9') || payload === 'true' || payload === 'false' || payload === 'null') {
+    try {
+      return JSON.parse(payload);
+    } catch {
+      return payload;
+    }
+  }
+  return payload;
+}

@@ -1,0 +1,32 @@
+import type { Problem } from './errors.js';
+import type { Delivery, Message } from './message.js';
+
+/**
+ * What happened to one message, as a value (never an exception). Every outcome is counted and
+ * mapped to the client's answer in one place per listener.
+ */
+export type Outcome =
+  /** `message` is what the targets received (after the chain's transforms), for the tap. */
+  /** `tagged`: a step let the message through marked invalid; `tags` are its validation errors. */
+  | { outcome: 'delivered'; deliveries: Delivery[]; tagged: boolean; tags?: readonly string[]; message?: Message }
+  | { outcome: 'filtered' }
+  | { outcome: 'invalid'; problem: Problem }
+  | { outcome: 'deadlettered'; deliveries: Delivery[]; errors: string[] }
+  | { outcome: 'rejected'; problem: Problem }
+  | { outcome: 'failed'; problem: Problem };
+
+
+/**
+ * What a step returns to end a message's way through the chain. A step that lets the message
+ * continue returns the (possibly new) Message instead.
+ */
+export type StepStop =
+  | { stop: 'filtered' }
+  | { stop: 'invalid'; problem: Problem }
+  | { stop: 'deadletter'; message: Message; errors: string[]; to: { broker: string; topic: string } | undefined }
+  | { stop: 'rejected'; problem: Problem }
+  | { stop: 'failed'; problem: Problem };
+
+export function isStop(r: Message | StepStop): r is StepStop {
+  return (r as StepStop).stop !== undefined;
+}

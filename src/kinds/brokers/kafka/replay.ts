@@ -1,0 +1,80 @@
+import { randomUUID } from 'node:crypto';
+import kafkajs from 'kafkajs';
+import type { Logger } from '../../../log.js';
+import type { Message } from '../../../core/message.js';
+import type { KafkaSettings } from '../kafka.js';
+import { toMessage } from './subscription.js';
+
+type Kafka = InstanceType<typeof kafkajs.Kafka>;
+
+/** At most this many records are read back per call; older ones count as no longer retained. */
+export const MAX_REPLAY_RECORDS = 10_000;
+/** A replay that has not reached the end offsets by then gives up (the client streams from now). */
+const REPLAY_TIMEOUT_MS = 30_000;
+
+/**
+ * Reads `topic` again after the given offsets, up to the end offsets it has now: what an
+ * event-stream client missed while it was disconnected. A throwaway consumer (its own group id,
+ * nothing committed) seeks each partition and reads until its end offset. Partitions not named
+ * in `after` are read from their oldest retained record.
+ */
+export async function readRetained(client: Kafka, settings: KafkaSettings, topic: string, after: ReadonlyMap<number, bigint>, log: Logger): Promise<{ messages: Message[]; truncated: boolean }> {
+  const admin = client.admin();
+  await admin.connect();
+  let ends: { partition: number; high: bigint; low: bigint }[];
+  try {
+    ends = (await admin.fetchTopicOffsets(topic)).map((p) => ({ partition: p.partition, high: BigInt(p.high), low: BigInt(p.low) }));
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+  let truncated = false;
+  const budget = BigInt(Math.max(1, Math.floor(MAX_REPLAY_RECORDS / Math.max(1, ends.length))));
+  const wanted = new Map<number, { from: bigint; end: bigint }>();
+  for (const { partition, high, low } of ends) {
+    const seen = after.get(partition);
+    let from = seen === undefined ? low : seen + 1n;
+    if (from < low) {
+      truncated = true;
+      from = low;
+    }
+    if (high - from > budget) {
+      truncated = true;
+      from = high - budget;
+    }
+    if (from < high) wanted.set(partition, { from, end: high });
+  }
+  if (wanted.size === 0) return { messages: [], truncated };
+
+  const c = settings.consumer;
+  const consumer = client.consumer({ groupId: `eventgate-replay-${randomUUID()}`, sessionTimeout: c.sessionTimeoutMs, heartbeatInterval: c.heartbeatIntervalMs, rebalanceTimeout: c.rebalanceTimeoutMs, maxWaitTimeInMs: c.maxWaitMs });
+  const messages: Message[] = [];
+  const pending = new Set(wanted.keys());
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`replay of ${topic} did not reach the end offsets within ${REPLAY_TIMEOUT_MS} ms`)), REPLAY_TIMEOUT_MS);
+      consumer
+        .run({
+          autoCommit: false,
+          eachMessage: async ({ partition, message }) => {
+            const w = wanted.get(partition);
+            if (!w || !pending.has(partition)) return;
+            const offset = BigInt(message.offset);
+            if (offset >= w.from && offset < w.end) messages.push(toMessage(topic, partition, message));
+            if (offset + 1n >= w.end) pending.delete(partition);
+            if (pending.size === 0) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        })
+        .then(() => {
+          for (const [partition, w] of wanted) consumer.seek({ topic, partition, offset: String(w.from) });
+        }, reject);
+    });
+  } finally {
+    await consumer.disconnect().catch((err: Error) => log.debug({ topic, err: err.message }, 'replay consumer did not disconnect cleanly'));
+  }
+  return { messages, truncated };
+}

@@ -1,0 +1,99 @@
+/**
+ * How a kind is defined: once. A kind module writes its options as a TypeBox schema; from that one
+ * definition come the TypeScript type of its options (`Static<typeof options>`), its fragment of
+ * gateway.schema.json (and so editor hovers and the checks `eventgate validate` runs) and its rows
+ * in docs/config.md (each option's `description` and `default`). The kind's summary and example
+ * sit beside it in `doc`. See docs/architecture.md, "Adding a kind".
+ */
+import { Type, type Static, type TLiteral, type TObject, type TProperties, type TSchema } from '@sinclair/typebox';
+import type { BrokerKind, KindDoc, ListenerKind, StepKind } from './contracts.js';
+
+export { Type, type Static, type TSchema };
+
+/** The options of a broker or listener kind: `kind: <name>` and its own keys, no others. */
+export function kindOptions<K extends string, P extends TProperties>(kind: K, properties: P): TObject<{ kind: TLiteral<K> } & P> {
+  return Type.Object({ kind: Type.Literal(kind), ...properties } as { kind: TLiteral<K> } & P, { additionalProperties: false });
+}
+
+/**
+ * One of fixed strings, as a JSON Schema `enum` (TypeBox's literal unions become `anyOf` of
+ * consts, whose errors read worse than "must be one of ...").
+ */
+export function oneOfStrings<const T extends readonly string[]>(values: T, options: Record<string, unknown> = {}) {
+  return Type.Unsafe<T[number]>({ ...options, enum: [...values] });
+}
+
+/** Exactly one of `schemas` (JSON Schema `oneOf`; the diagnostics describe it with `description`). */
+export function oneOf<T extends TSchema[]>(schemas: [...T], options: Record<string, unknown> = {}) {
+  return Type.Unsafe<Static<T[number]>>({ ...options, oneOf: schemas });
+}
+
+/** A map of any key → `value` (JSON Schema `additionalProperties`, as editors and diagnostics expect). */
+export function mapOf<V extends TSchema>(value: V, options: Record<string, unknown> = {}) {
+  return Type.Unsafe<Record<string, Static<V>>>({ ...options, type: 'object', additionalProperties: value });
+}
+
+/**
+ * Exactly one of `keys` must be present: a shape rule stated in the schema (spread it into an
+ * object schema's options), so the config check reports it (src/config/check-schema.ts knows
+ * the shape: a `oneOf` of single `required` keys) and compile code can rely on it.
+ */
+export function exactlyOne(keys: readonly string[]): { oneOf: { required: string[] }[] } {
+  return { oneOf: keys.map((k) => ({ required: [k] })) };
+}
+
+/** `keys` of an exactlyOne() rule when `schema` is one, else undefined. */
+export function exactlyOneKeys(schema: unknown): string[] | undefined {
+  const branches = (schema as { oneOf?: unknown } | undefined)?.oneOf;
+  if (!Array.isArray(branches) || branches.length < 2) return undefined;
+  const keys: string[] = [];
+  for (const b of branches) {
+    const names = Object.keys(b as object);
+    const required = (b as { required?: unknown }).required;
+    if (names.length !== 1 || !Array.isArray(required) || required.length !== 1) return undefined;
+    keys.push(String(required[0]));
+  }
+  return keys;
+}
+
+/**
+ * `schema` with the message the config check gives when a value fails it (its `description`,
+ * an annotation every validator accepts).
+ */
+export function withMessage<T extends Record<string, unknown>>(schema: T, message: string): T & { description: string } {
+  return { ...schema, description: message };
+}
+
+function kindName(options: TObject): string {
+  const kind = (options.properties.kind as { const?: unknown } | undefined)?.const;
+  if (typeof kind !== 'string') throw new Error('kind options need `kind: Type.Literal(<name>)`; use kindOptions()');
+  return kind;
+}
+
+type BrokerDefinition<S extends TObject, C> = Omit<BrokerKind<Static<S>, C>, 'kind' | 'schema'> & { options: S };
+type ListenerDefinition<S extends TObject, C> = Omit<ListenerKind<Static<S>, C>, 'kind' | 'schema' | 'socketOptions'> & {
+  options: S;
+  /** Options whose change needs a new socket; others are applied in place by reconfigure(). */
+  socketOptions: readonly (keyof Static<S> & string)[];
+};
+type StepDefinition<S extends TSchema> = Omit<StepKind<Static<S>>, 'schema'> & { options: S };
+
+/** A broker kind from its options schema (made with kindOptions()), docs and factory. */
+export function defineBroker<S extends TObject, C = Static<S>>(def: BrokerDefinition<S, C>): BrokerKind<Static<S>, C> {
+  const { options, ...rest } = def;
+  return { ...rest, kind: kindName(options), schema: options };
+}
+
+/** A listener kind from its options schema (made with kindOptions()), docs, routing rules and factory. */
+export function defineListener<S extends TObject, C = Static<S>>(def: ListenerDefinition<S, C>): ListenerKind<Static<S>, C> {
+  const { options, ...rest } = def;
+  return { ...rest, kind: kindName(options), schema: options };
+}
+
+/** A step kind: its name (the key in a chain), options schema, docs and compile function. */
+export function defineStep<S extends TSchema>(def: StepDefinition<S>): StepKind<Static<S>> {
+  const { options, ...rest } = def;
+  return { ...rest, schema: options };
+}
+
+export type { KindDoc };

@@ -1,0 +1,102 @@
+import secureJson from 'secure-json-parse';
+import { problem, type Problem } from '../../core/errors.js';
+import { CONTAINER_BYTES } from '../../core/heap-size.js';
+
+/** Nesting deeper than this is refused before parsing (listeners' `maxJsonDepth` default). */
+export const DEFAULT_MAX_JSON_DEPTH = 64;
+/** A body or frame whose parsed value would take more heap than this (estimated) is refused before parsing (listeners' `maxParsedBytes` default). */
+export const DEFAULT_MAX_PARSED_BYTES = 8 * 1024 * 1024;
+
+export type ClientJson = { ok: true; value: unknown } | { ok: false; problem: Problem };
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** A JSON number overflows a double only with a 3-digit exponent or 309+ integer digits. */
+const MAYBE_HUGE_NUMBER = /[eE]\+?0*[1-9]\d{2}|\d{309}/;
+
+/**
+ * Parses a body or frame a client sent, refusing what could hurt the gateway or the systems
+ * behind it, before any of it reaches a chain:
+ * - nesting deeper than `maxDepth` (recursive code downstream — ajv, JSON.stringify, consumers —
+ *   can overflow the stack on deep values; checked on the raw bytes, so nothing is allocated);
+ * - a parsed size over `maxParsedBytes`, estimated on the raw bytes too (heap-size.ts): a small
+ *   body of many empty objects would otherwise cost 25 times its size in heap;
+ * - bytes that are not UTF-8 (RFC 8259 §8.1), instead of silently replacing them;
+ * - `__proto__` keys, and `constructor` keys holding a `prototype` (prototype poisoning of
+ *   consumers that merge objects naively; secure-json-parse, as fastify uses it);
+ * - numbers too large for a double, which JSON.parse turns into Infinity and JSON.stringify
+ *   would then send on as `null`.
+ */
+export function parseClientJson(body: Buffer, what: 'body' | 'frame', maxDepth = DEFAULT_MAX_JSON_DEPTH, maxParsedBytes = DEFAULT_MAX_PARSED_BYTES): ClientJson {
+  const shape = jsonShape(body, maxDepth);
+  if (shape.depth > maxDepth) return refuse('EG_JSON_TOO_DEEP', `the ${what} nests JSON arrays/objects more than ${maxDepth} levels deep`);
+  const parsedBytes = 2 * body.length + shape.containers * CONTAINER_BYTES;
+  if (parsedBytes > maxParsedBytes) {
+    return refuse('EG_PAYLOAD_TOO_LARGE', `the ${what} would take about ${parsedBytes} bytes once parsed (${shape.containers} arrays/objects); at most ${maxParsedBytes} are accepted`);
+  }
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    return refuse('EG_BAD_JSON', `the ${what} is not valid UTF-8`);
+  }
+  let value: unknown;
+  try {
+    value = secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
+  } catch (err) {
+    const message = (err as Error).message;
+    if (message.includes('forbidden prototype property')) {
+      return refuse('EG_JSON_FORBIDDEN_KEY', `the ${what} has a "__proto__" key or a "constructor" key with a "prototype"; these are refused to protect consumers from prototype poisoning`);
+    }
+    return refuse('EG_BAD_JSON', `the ${what} is not valid JSON: ${message}`);
+  }
+  if (MAYBE_HUGE_NUMBER.test(text) && !allFinite(value)) return refuse('EG_BAD_JSON', `the ${what} has a number too large to represent (over ±1.8e308)`);
+  return { ok: true, value };
+}
+
+function refuse(code: 'EG_BAD_JSON' | 'EG_JSON_TOO_DEEP' | 'EG_JSON_FORBIDDEN_KEY' | 'EG_PAYLOAD_TOO_LARGE', detail: string): ClientJson {
+  return { ok: false, problem: problem(code, detail) };
+}
+
+/**
+ * The deepest nesting of `[`/`{` outside strings, counted on the bytes; stops counting once past
+ * `limit`. Multi-byte UTF-8 sequences never contain ASCII bytes, so they cannot fake a bracket
+ * or a quote.
+ */
+export function nestingDepth(bytes: Uint8Array, limit: number): number {
+  return jsonShape(bytes, limit).depth;
+}
+
+/** nestingDepth, and how many arrays and objects the bytes hold (counted while scanning anyway). */
+export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; containers: number } {
+  let depth = 0;
+  let max = 0;
+  let containers = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    if (inString) {
+      if (b === 0x5c) i++; // backslash: skip the escaped byte
+      else if (b === 0x22) inString = false;
+      continue;
+    }
+    if (b === 0x22) inString = true;
+    else if (b === 0x5b || b === 0x7b) {
+      containers++;
+      if (++depth > max && (max = depth) > limit) return { depth: max, containers };
+    } else if (b === 0x5d || b === 0x7d) depth--;
+  }
+  return { depth: max, containers };
+}
+
+function allFinite(v: unknown): boolean {
+  const stack: unknown[] = [v];
+  while (stack.length > 0) {
+    const x = stack.pop();
+    if (typeof x === 'number') {
+      if (!Number.isFinite(x)) return false;
+    } else if (x !== null && typeof x === 'object') {
+      for (const child of Object.values(x)) stack.push(child);
+    }
+  }
+  return true;
+}

@@ -1,0 +1,15 @@
+import type { ServerResponse } from 'node:http';
+import { problemBody, type Problem } from '../../core/errors.js';
+
+/** JSON responses for the listeners and the admin API, with an exact content-length. */
+export function sendJson(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** RFC 9457 problem+json, with any headers the problem carries (Retry-After, ...). */
+export function sendProblem(res: ServerResponse, p: Problem): void {
+  for (const [k, v] of Object.entries(p.headers ?? {})) res.setHeader(k, v);
+  sendJson(res, p.status, problemBody(p), 'application/problem+json');
+}

@@ -1,0 +1,336 @@
+/**
+ * Webhook targets: `to: {http: {url, ...}}` delivers each message as an HTTP request. One
+ * keep-alive agent per target bounds the connections (and so the requests in flight) and reuses
+ * them; the target retries what may pass later (timeouts, refused connections, 5xx, 408, 429)
+ * with exponential backoff, and answers only when the endpoint accepted (2xx) or the last try
+ * failed. It is the only place that retries a webhook: a failed delivery is a 502/504 that the
+ * route does not retry again, and that consume routes send to their `deadletter` target.
+ */
+import { createHmac, randomUUID } from 'node:crypto';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from '../../codecs/cloudevents.js';
+import { problem, type Problem } from '../../core/errors.js';
+import { bindingsFor, evaluateThen, type Expression } from '../../expr/expression.js';
+import type { Logger } from '../../log.js';
+import { encodeValue, type Delivery, type Message, type MessageContext } from '../../core/message.js';
+import type { JsonSchema, Target } from '../contracts.js';
+
+/** `to: {http: ...}` as written. */
+export interface WebhookOptions {
+  url: string | { expression: string };
+  method?: 'POST' | 'PUT' | 'PATCH';
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+  retry?: { attempts?: number; backoffMs?: number; maxBackoffMs?: number };
+  concurrency?: number;
+  orderBy?: string;
+  cloudevents?: 'binary' | 'structured';
+  signature?: { secret: string };
+}
+
+/** The options compiled: expressions compiled, defaults filled in. */
+export interface WebhookPlan {
+  url: string;
+  urlExpr: Expression | undefined;
+  method: 'POST' | 'PUT' | 'PATCH';
+  headers: [string, Expression][];
+  timeoutMs: number;
+  attempts: number;
+  backoffMs: number;
+  maxBackoffMs: number;
+  concurrency: number;
+  /** Messages with equal values are delivered one at a time, in order. */
+  orderBy: Expression | undefined;
+  cloudevents: 'binary' | 'structured';
+  /** HMAC key of the Standard Webhooks signature. */
+  secret: Buffer | undefined;
+}
+
+export const WEBHOOK_DEFAULTS = { method: 'POST', timeoutMs: 10_000, attempts: 3, backoffMs: 200, maxBackoffMs: 10_000, concurrency: 16, cloudevents: 'binary' } as const;
+
+export const webhookSchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['url'],
+  description: 'Deliver each message to an HTTP endpoint (a webhook).',
+  properties: {
+    url: {
+      description: 'http(s) URL, or `{expression: <JSONata>}` computing it per message.',
+      oneOf: [
+        // `${` lets editors accept `url: ${WEBHOOK_URL}` before substitution; the compiler checks the URL itself.
+        { type: 'string', pattern: '^(https?://|\\$\\{)' },
+        { type: 'object', additionalProperties: false, required: ['expression'], properties: { expression: { type: 'string', minLength: 1, description: 'JSONata expression giving the http(s) URL per message.' } } },
+      ],
+    },
+    method: { enum: ['POST', 'PUT', 'PATCH'], default: 'POST', description: 'HTTP method of the requests.' },
+    headers: { type: 'object', additionalProperties: { type: 'string', minLength: 1 }, description: 'Header name → JSONata expression for its value (a string literal needs quotes: `\'"Bearer ${TOKEN}"\'`).' },
+    timeoutMs: { type: 'integer', minimum: 1, default: WEBHOOK_DEFAULTS.timeoutMs, description: 'Time one try may take, from sending to the end of the answer.' },
+    retry: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'How failed tries (timeouts, refused connections, 408, 429, 5xx) are repeated.',
+      properties: {
+        attempts: { type: 'integer', minimum: 1, maximum: 100, default: WEBHOOK_DEFAULTS.attempts, description: 'Tries in all (1: no retry).' },
+        backoffMs: { type: 'integer', minimum: 0, default: WEBHOOK_DEFAULTS.backoffMs, description: 'Wait before the second try; doubled for each further one (with jitter).' },
+        maxBackoffMs: { type: 'integer', minimum: 0, default: WEBHOOK_DEFAULTS.maxBackoffMs, description: 'Longest wait between tries (also caps Retry-After).' },
+      },
+    },
+    concurrency: { type: 'integer', minimum: 1, maximum: 10_000, default: WEBHOOK_DEFAULTS.concurrency, description: 'Requests in flight at once (= kept-alive connections); more wait their turn.' },
+    orderBy: { type: 'string', minLength: 1, description: 'JSONata expression (e.g. `$key`): messages for which it gives the same value are delivered one after another, in order.' },
+    cloudevents: { enum: ['binary', 'structured'], default: 'binary', description: 'How CloudEvent messages are sent: `ce-*` headers and the data as body, or one application/cloudevents+json body.' },
+    signature: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['secret'],
+      description: 'Sign requests as Standard Webhooks does (webhook-id, webhook-timestamp, webhook-signature headers).',
+      properties: { secret: { type: 'string', minLength: 1, description: '`whsec_<base64>` (or any string, used as is) — usually `${WEBHOOK_SECRET}`.' } },
+    },
+  },
+};
+
+export const webhookDoc = {
+  summary:
+    'Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message\'s `traceparent` and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx are final. Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections; `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.',
+  example:
+    'routes:\n  - name: orders-to-crm\n    from: {broker: kafka, topic: orders}\n    to:\n      http:\n        url: https://crm.example.com/hooks/orders\n        headers: {authorization: \'"Bearer ${CRM_TOKEN}"\'}\n        timeoutMs: 5000\n        retry: {attempts: 5, backoffMs: 500}\n        concurrency: 32\n        orderBy: $key\n        signature: {secret: ${WEBHOOK_SECRET}}\n    deadletter: {broker: kafka, topic: orders-undeliverable}',
+  options: {
+    url: 'http(s) URL (`${VAR}` allowed), or `{expression: <JSONata>}` computed per message',
+    method: 'POST (default), PUT or PATCH',
+    headers: 'header name → JSONata expression',
+    timeoutMs: 'time one try may take, default 10000',
+    retry: '`{attempts (default 3, in all), backoffMs (default 200, doubled per try), maxBackoffMs (default 10000)}`',
+    concurrency: 'requests in flight at once over kept-alive connections, default 16',
+    orderBy: 'JSONata expression (`$key`, `customerId`): one message per value at a time, in order',
+    cloudevents: '`binary` (default) or `structured`: how CloudEvent messages are sent',
+    signature: '`{secret}`: Standard Webhooks HMAC-SHA256 signature headers',
+  },
+};
+
+/** Counts each try's answer: `2xx`, `3xx`, `4xx`, `5xx`, `timeout` or `connection` (refused, reset, DNS). */
+export interface WebhookCounters {
+  answered(result: WebhookResult): void;
+}
+export type WebhookResult = '2xx' | '3xx' | '4xx' | '5xx' | 'timeout' | 'connection';
+
+/** How one try ended. */
+type Attempt = { ok: true; status: number } | { ok: false; retry: boolean; retryAfterMs?: number; problem: Problem; result: WebhookResult };
+
+/** A webhook target of one route. `close()` releases its kept-alive connections. */
+export class WebhookTarget implements Target {
+  private readonly agent: HttpAgent;
+  private readonly httpsAgent: HttpsAgent;
+  /** Requests waiting for a free slot (`concurrency`). */
+  private readonly waiting: (() => void)[] = [];
+  private active = 0;
+  /** Per orderBy value, the tail of its chain of deliveries. */
+  private readonly lanes = new Map<string, Promise<unknown>>();
+  private closed = false;
+
+  constructor(private readonly plan: WebhookPlan, private readonly counters: WebhookCounters | undefined, private readonly logger: Logger, private readonly route: string) {
+    // One socket per request in flight, kept alive between them: the agent is the concurrency bound's twin.
+    const agentOptions = { keepAlive: true, maxSockets: plan.concurrency, maxFreeSockets: plan.concurrency, scheduling: 'lifo' as const };
+    this.agent = new HttpAgent(agentOptions);
+    this.httpsAgent = new HttpsAgent(agentOptions);
+  }
+
+  describe(): string {
+    return `webhook ${this.plan.url}`;
+  }
+
+  send(msg: Message, ctx: MessageContext): Promise<Delivery> {
+    const orderBy = this.plan.orderBy;
+    if (!orderBy) return this.deliver(msg, ctx);
+    return Promise.resolve(evaluate(orderBy, msg.value, bindingsFor(msg, ctx), 'orderBy')).then((v) => (v === undefined || v === null ? this.deliver(msg, ctx) : this.inLane(typeof v === 'string' ? v : JSON.stringify(v), msg, ctx)));
+  }
+
+  /** Delivers after every earlier message of the same lane settled (delivered or failed). */
+  private inLane(lane: string, msg: Message, ctx: MessageContext): Promise<Delivery> {
+    const before = this.lanes.get(lane) ?? Promise.resolve();
+    const mine = before.then(() => this.deliver(msg, ctx));
+    const tail = mine.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.lanes.set(lane, tail);
+    void tail.then(() => {
+      if (this.lanes.get(lane) === tail) this.lanes.delete(lane);
+    });
+    return mine;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.agent.destroy();
+    this.httpsAgent.destroy();
+  }
+
+  private async deliver(msg: Message, ctx: MessageContext): Promise<Delivery> {
+    const request = await this.prepare(msg, ctx);
+    let backoff = this.plan.backoffMs;
+    for (let attempt = 1; ; attempt++) {
+      await this.slot();
+      let result: Attempt;
+      try {
+        result = await this.attempt(request);
+      } finally {
+        this.release();
+      }
+      if (result.ok) return { endpoint: request.display, status: result.status, attempts: attempt };
+      if (!result.retry || attempt >= this.plan.attempts || this.closed) {
+        const p = result.problem;
+        throw new WebhookError(attempt > 1 ? { ...p, detail: `${p.detail} (after ${attempt} tries)` } : p);
+      }
+      const wait = Math.min(result.retryAfterMs ?? jitter(backoff), this.plan.maxBackoffMs);
+      this.logger.debug({ route: this.route, endpoint: request.display, attempt, waitMs: wait, detail: result.problem.detail }, 'webhook try failed; retrying');
+      await new Promise((r) => setTimeout(r, wait));
+      backoff = Math.min(backoff * 2, this.plan.maxBackoffMs);
+    }
+  }
+
+  private slot(): Promise<void> | void {
+    if (this.active < this.plan.concurrency) {
+      this.active++;
+      return;
+    }
+    return new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active--;
+  }
+
+  /** URL, headers and body, computed once per message (the same for every try, signature included). */
+  private async prepare(msg: Message, ctx: MessageContext): Promise<PreparedRequest> {
+    const needsBindings = this.plan.urlExpr !== undefined || this.plan.headers.length > 0;
+    const bindings = needsBindings ? bindingsFor(msg, ctx) : undefined;
+    let url = this.plan.url;
+    if (this.plan.urlExpr) {
+      const v = await evaluate(this.plan.urlExpr, msg.value, bindings!, 'url');
+      if (typeof v !== 'string' || !/^https?:\/\//.test(v)) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `url expression gave ${JSON.stringify(v) ?? 'nothing'}, which is not an http(s) URL`));
+      url = v;
+    }
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch {
+      throw new WebhookError(problem('EG_EXPRESSION_FAILED', `'${url}' is not a valid URL`));
+    }
+    const headers: OutgoingHttpHeaders = {};
+    let body: string;
+    const isEvent = msg.headers[CE_SPECVERSION] !== undefined;
+    if (isEvent && this.plan.cloudevents === 'structured') {
+      body = JSON.stringify(toStructured(msg));
+      headers['content-type'] = STRUCTURED_TYPE;
+    } else {
+      body = encodeValue(msg.value ?? null);
+      if (isEvent) Object.assign(headers, binaryHttpHeaders(msg.headers));
+      headers['content-type'] = msg.headers['content-type'] ?? (typeof msg.value === 'string' ? 'text/plain; charset=utf-8' : 'application/json');
+    }
+    for (const name of ['traceparent', 'tracestate']) if (msg.headers[name] !== undefined) headers[name] = msg.headers[name];
+    for (const [name, expr] of this.plan.headers) {
+      const v = await evaluate(expr, msg.value, bindings!, `headers.${name}`);
+      if (v !== undefined) headers[name] = typeof v === 'string' ? v : JSON.stringify(v);
+    }
+    const bytes = Buffer.from(body);
+    headers['content-length'] = bytes.length;
+    if (this.plan.secret) {
+      // Standard Webhooks: the id stays the same across retries, so receivers can deduplicate.
+      const id = msg.headers.ce_id ?? (msg.topic !== null && msg.offset !== null ? `${msg.topic}-${msg.partition}-${msg.offset}` : randomUUID());
+      const timestamp = Math.floor(Date.now() / 1000);
+      const signature = createHmac('sha256', this.plan.secret).update(`${id}.${timestamp}.`).update(bytes).digest('base64');
+      headers['webhook-id'] = id;
+      headers['webhook-timestamp'] = String(timestamp);
+      headers['webhook-signature'] = `v1,${signature}`;
+    }
+    return { url: target, display: `${target.origin}${target.pathname}`, headers, body: bytes };
+  }
+
+  private attempt(req: PreparedRequest): Promise<Attempt> {
+    return new Promise<Attempt>((resolve) => {
+      const secure = req.url.protocol === 'https:';
+      let settled = false;
+      const done = (a: Attempt) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.counters?.answered(a.ok ? '2xx' : a.result);
+        resolve(a);
+      };
+      const send = secure ? httpsRequest : httpRequest;
+      const out = send(req.url, { method: this.plan.method, headers: req.headers, agent: secure ? this.httpsAgent : this.agent }, (res: IncomingMessage) => {
+        const status = res.statusCode ?? 0;
+        // The answer is read to its end (and at most 4 KiB kept, for the log), so the connection can be reused.
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          if (text.length < 4096) text += c;
+        });
+        res.on('error', () => undefined);
+        res.on('end', () => done(classify(status, res, text, req.display)));
+      });
+      const timer = setTimeout(() => {
+        out.destroy();
+        done({ ok: false, retry: true, result: 'timeout', problem: problem('EG_WEBHOOK_TIMEOUT', `${req.display} did not answer within ${this.plan.timeoutMs} ms`) });
+      }, this.plan.timeoutMs);
+      out.on('error', (err: NodeJS.ErrnoException) => {
+        done({ ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', `${req.display} could not be reached: ${err.code ?? err.message}`) });
+      });
+      out.end(req.body);
+    });
+  }
+}
+
+interface PreparedRequest {
+  url: URL;
+  /** The URL without query string (which may hold credentials), for logs and answers. */
+  display: string;
+  headers: OutgoingHttpHeaders;
+  body: Buffer;
+}
+
+export class WebhookError extends Error {
+  constructor(readonly problem: Problem) {
+    super(problem.detail);
+  }
+}
+
+function classify(status: number, res: IncomingMessage, text: string, display: string): Attempt {
+  if (status >= 200 && status < 300) return { ok: true, status };
+  const result: WebhookResult = status >= 500 ? '5xx' : status >= 400 ? '4xx' : '3xx';
+  const retry = status >= 500 || status === 408 || status === 429;
+  const retryAfter = Number(res.headers['retry-after']);
+  const excerpt = text.trim().slice(0, 200);
+  return {
+    ok: false,
+    retry,
+    result,
+    retryAfterMs: Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter * 1000 : undefined,
+    // A final refusal (most 4xx) is the message's problem, not the endpoint's: retrying later would not help.
+    problem: problem(retry ? 'EG_WEBHOOK_FAILED' : 'EG_WEBHOOK_REFUSED', `${display} answered ${status}${excerpt ? `: ${excerpt}` : ''}`),
+  };
+}
+
+async function evaluate(expr: Expression, value: unknown, bindings: Record<string, unknown>, what: string): Promise<unknown> {
+  return evaluateThen(
+    expr,
+    value,
+    bindings,
+    (v) => v,
+    (err) => {
+      throw new WebhookError(problem('EG_EXPRESSION_FAILED', `${what} expression failed: ${err.message}`));
+    },
+  );
+}
+
+/** Full jitter over the upper half, so many failed deliveries do not retry in lockstep. */
+function jitter(ms: number): number {
+  return Math.round(ms / 2 + (Math.random() * ms) / 2);
+}
+
+/** The HMAC key of a `signature.secret`: Standard Webhooks secrets are `whsec_` + base64. */
+export function signatureKey(secret: string): Buffer {
+  return secret.startsWith('whsec_') ? Buffer.from(secret.slice(6), 'base64') : Buffer.from(secret, 'utf8');
+}

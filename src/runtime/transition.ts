@@ -1,0 +1,204 @@
+import type { BrokerRuntime, Gate, ListenerBindings, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
+import type { KindRegistry } from '../kinds/registry.js';
+import type { Logger } from '../log.js';
+import type { Change, Transition } from '../plan/diff.js';
+import type { AdminPlan, ListenerPlan, Plan, RoutePlan } from '../plan/types.js';
+import type { RouteRuntime } from './route.js';
+
+/** The admin server as a transition manages it: one more component with a socket. */
+export interface AdminComponent {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Options that need no new socket (token, tap rate, ...). */
+  configure(plan: AdminPlan): void;
+}
+
+/** The running components; a transition changes them in place (maps are swapped whole at commit). */
+export interface Components {
+  readonly brokers: Map<string, BrokerRuntime>;
+  readonly listeners: Map<string, ListenerRuntime>;
+  readonly routes: Map<string, RouteRuntime>;
+  admin: AdminComponent | undefined;
+}
+
+export interface TransitionEnv {
+  registry: KindRegistry;
+  runtime: RuntimeEnv;
+  logger: Logger;
+  createAdmin(plan: AdminPlan): AdminComponent;
+  createRoute(plan: RoutePlan, brokers: ReadonlyMap<string, BrokerRuntime>, listeners: ReadonlyMap<string, ListenerRuntime>): RouteRuntime;
+}
+
+/** Components whose running instance a failed commit had stopped (to free its port): they must be brought back. */
+export interface Lost {
+  listeners: string[];
+  admin: boolean;
+}
+
+export type TransitionOutcome =
+  /** `retired` settles when the old components have drained and stopped (in the background). */
+  | { result: 'applied'; retired: Promise<void>; retiring: boolean }
+  /** Nothing live was touched; `reason` names the component that could not start. */
+  | { result: 'rejected'; reason: string }
+  /** A commit step failed after stopping live components (`lost`); everything new was undone. */
+  | { result: 'rolled_back'; reason: string; lost: Lost };
+
+/**
+ * Runs a transition in three phases (Vector's topology reload, with sockets kept):
+ * 1. build — new brokers, listeners and the admin server are created and started (bound) before
+ *    anything live is touched; a failure stops what was built: `rejected`.
+ * 2. commit — a component whose new socket needs its predecessor's port takes it over (stop the
+ *    old, bind the new). This can fail (another process took the port): everything new is stopped
+ *    and the reload is `rolled_back`; the caller restores what was `lost` with a second
+ *    transition (restoreTransition). After the takeovers nothing can fail: options are applied in
+ *    place, the maps swapped, listeners bound to their new routes, consumers handed over.
+ * 3. retire — routes, listeners and brokers that were replaced or removed drain and stop.
+ */
+export async function applyTransition(live: Components, t: Transition, env: TransitionEnv, drainMs: number): Promise<TransitionOutcome> {
+  const takesOver = (c: Change<{ port: number; host?: string }>): boolean =>
+    c.op === 'replace' && c.before.port !== 0 && c.before.port === c.after.port;
+  const listenerTakeovers = t.listeners.filter((c): c is Extract<Change<ListenerPlan>, { op: 'replace' }> => takesOver(listenerPorts(c)));
+  const adminTakeover = t.admin !== undefined && takesOver(t.admin);
+
+  // --- build
+  const built = { brokers: new Map<string, BrokerRuntime>(), listeners: new Map<string, ListenerRuntime>(), admin: undefined as AdminComponent | undefined };
+  const undoBuild = async () => {
+    await built.admin?.stop().catch(() => undefined);
+    await Promise.allSettled([...built.listeners.values()].map((l) => l.stop({ drainMs: 0 })));
+    await Promise.allSettled([...built.brokers.values()].map((b) => b.stop()));
+  };
+  try {
+    for (const c of t.brokers) {
+      if (c.op !== 'add' && c.op !== 'replace') continue;
+      const b = env.registry.brokers.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
+      built.brokers.set(c.name, b);
+      await b.start();
+    }
+    for (const c of t.listeners) {
+      if ((c.op !== 'add' && c.op !== 'replace') || listenerTakeovers.includes(c as never)) continue;
+      const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
+      built.listeners.set(c.name, l);
+      await l.start().catch((err: Error) => {
+        throw new Error(`listener '${c.name}': ${err.message}`);
+      });
+    }
+    if (t.admin && (t.admin.op === 'add' || t.admin.op === 'replace') && !adminTakeover) {
+      built.admin = env.createAdmin(t.admin.after);
+      await built.admin.start().catch((err: Error) => {
+        throw new Error(`admin server: ${err.message}`);
+      });
+    }
+  } catch (err) {
+    await undoBuild();
+    return { result: 'rejected', reason: (err as Error).message };
+  }
+
+  // --- commit, part that may fail: sockets that take over their predecessor's port.
+  const lost: Lost = { listeners: [], admin: false };
+  try {
+    for (const c of listenerTakeovers) {
+      lost.listeners.push(c.name);
+      await live.listeners.get(c.name)!.stop({ drainMs });
+      const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
+      built.listeners.set(c.name, l);
+      await l.start().catch((err: Error) => {
+        throw new Error(`listener '${c.name}': ${err.message}`);
+      });
+    }
+    if (adminTakeover) {
+      lost.admin = true;
+      await live.admin?.stop();
+      built.admin = env.createAdmin((t.admin as Extract<Change<AdminPlan>, { op: 'replace' }>).after);
+      await built.admin.start().catch((err: Error) => {
+        throw new Error(`admin server: ${err.message}`);
+      });
+    }
+  } catch (err) {
+    await undoBuild();
+    return { result: 'rolled_back', reason: (err as Error).message, lost };
+  }
+
+  // --- commit, part that cannot fail.
+  for (const c of t.brokers) if (c.op === 'reconfigure') live.brokers.get(c.name)!.reconfigure(c.after.options);
+  for (const c of t.listeners) if (c.op === 'reconfigure') live.listeners.get(c.name)!.reconfigure(c.after.options);
+  const old = {
+    brokers: t.brokers.filter((c) => c.op === 'remove' || c.op === 'replace').map((c) => live.brokers.get(c.name)!),
+    listeners: t.listeners.filter((c) => c.op === 'remove' || (c.op === 'replace' && !listenerTakeovers.includes(c))).map((c) => live.listeners.get(c.name)!),
+    routes: t.routes.filter((c) => c.op === 'remove' || c.op === 'replace').map((c) => live.routes.get(c.name)!),
+  };
+  swap(live.brokers, t.brokers, built.brokers);
+  swap(live.listeners, t.listeners, built.listeners);
+  const newRoutes = new Map<string, RouteRuntime>();
+  for (const c of t.routes) if (c.op === 'add' || c.op === 'replace') newRoutes.set(c.name, env.createRoute(c.after, live.brokers, live.listeners));
+  swap(live.routes, t.routes, newRoutes);
+  for (const [name, listener] of live.listeners) listener.bind(bindingsFor(name, t.after, live.routes));
+  // Old consumers stop (finishing and committing the message in hand) before their successors start.
+  await Promise.all(old.routes.map((r) => r.stopConsuming()));
+  for (const r of newRoutes.values()) r.start();
+  if (t.admin?.op === 'remove' || (t.admin?.op === 'replace' && !adminTakeover)) await live.admin?.stop();
+  if (t.admin?.op === 'remove') live.admin = undefined;
+  else if (built.admin) live.admin = built.admin;
+  else if (t.admin?.op === 'reconfigure') live.admin?.configure(t.admin.after);
+
+  // --- retire: requests still inside old routes finish there (bounded by drainMs) without
+  // holding up the reload; only then do the components they use go away.
+  const retiring = old.routes.some((r) => r.pending > 0);
+  const retired = (async () => {
+    await Promise.all(old.routes.map((r) => r.drain(drainMs)));
+    for (const r of old.routes) r.close();
+    await Promise.allSettled(old.listeners.map((l) => l.stop({ drainMs })));
+    await Promise.allSettled(old.brokers.map((b) => b.stop()));
+  })();
+  return { result: 'applied', retired, retiring };
+}
+
+/**
+ * The transition that brings back what a rolled-back commit had stopped: from the running plan
+ * without those components to the running plan. The same code as any reload, so the lost
+ * listeners are created and bound again and the routes that hold them are rebuilt.
+ */
+export function restoreTransition(running: Plan, lost: Lost, diff: (before: Plan, after: Plan) => Transition): Transition {
+  const without: Plan = { ...running, listeners: new Map([...running.listeners].filter(([name]) => !lost.listeners.includes(name))), admin: lost.admin ? undefined : running.admin };
+  return diff(without, running);
+}
+
+/** The port and host of a listener change, for the takeover check. */
+function listenerPorts(c: Change<ListenerPlan>): Change<{ port: number; host?: string }> {
+  const ports = (p: ListenerPlan) => p.options as { port: number; host?: string };
+  switch (c.op) {
+    case 'add':
+      return { ...c, after: ports(c.after) };
+    case 'remove':
+      return { ...c, before: ports(c.before) };
+    default:
+      return { ...c, before: ports(c.before), after: ports(c.after) };
+  }
+}
+
+/** Puts `built` in place of replaced and added components and drops removed ones. */
+function swap<T, P>(map: Map<string, T>, changes: readonly Change<P>[], built: ReadonlyMap<string, T>): void {
+  for (const c of changes) if (c.op === 'remove') map.delete(c.name);
+  for (const [name, component] of built) map.set(name, component);
+}
+
+/** What a listener serves under `plan`: the publish routes from it, the forward paths to it. */
+export function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, RouteRuntime>): ListenerBindings {
+  const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map(), replay: new Map() };
+  /** Paths more than one route forwards to: no single source to replay from. */
+  const shared = new Set<string>();
+  for (const name of plan.routes.keys()) {
+    // The running route's plan, not the new one: a kept route keeps its compiled auth, so the
+    // listener can tell that what guards a path did not change.
+    const r = routes.get(name)!.plan;
+    if (r.from.type === 'listener' && r.from.listener === listener) bindings.publish.set(r.from.path, routes.get(r.name)!);
+    for (const t of r.to) {
+      if (t.type !== 'listener' || t.listener !== listener) continue;
+      if (bindings.forward.has(t.path)) shared.add(t.path);
+      bindings.forward.add(t.path);
+      if (r.from.type === 'broker') bindings.replay!.set(t.path, routes.get(r.name)!);
+      if (t.auth?.admit) bindings.forwardAuth!.set(t.path, t.auth as Gate);
+    }
+  }
+  for (const path of shared) bindings.replay!.delete(path);
+  return bindings;
+}

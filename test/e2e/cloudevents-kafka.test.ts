@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { CloudEvent, HTTP, Kafka } from 'cloudevents';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+describe('CloudEvents on Kafka (the CloudEvents Kafka protocol binding)', () => {
+  let kafka: KafkaCluster;
+  let gw: RunningGateway;
+  let receiver: WebhookReceiver;
+  const t = { binary: '', structured: '', incoming: '' };
+
+  before(async () => {
+    kafka = await startKafka();
+    receiver = await WebhookReceiver.start();
+    for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
+    for (const topic of Object.values(t)) await kafka.createTopic(topic, 1);
+    gw = await startGateway(`
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ["${kafka.bootstrap}"]
+    producer: { lingerMs: 1 }
+    consumer: ${kafka.consumerYaml}
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: in
+    from: { listener: api, path: /events }
+    to:
+      - { broker: kafka, topic: ${t.binary} }
+      - { broker: kafka, topic: ${t.structured}, cloudevents: structured }
+  - name: out
+    from: { broker: kafka, topic: ${t.binary}, fromBeginning: true }
+    to: { http: { url: "${receiver.url}/hook", cloudevents: structured } }
+  - name: produced-elsewhere
+    from: { broker: kafka, topic: ${t.incoming}, fromBeginning: true }
+    to: { http: { url: "${receiver.url}/elsewhere" } }
+`);
+    await Promise.all(['out', 'produced-elsewhere'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
+  });
+  after(async () => {
+    await gw?.stop();
+    await receiver?.stop();
+    await kafka?.stop();
+  });
+
+  it('round trip HTTP binary → Kafka binary → HTTP structured keeps every attribute and extension (SDK on both ends)', async () => {
+    const sent = new CloudEvent({ id: 'rt-1', source: 'urn:shop:eu', type: 'order.placed', subject: 'order-7', time: '2026-12-01T17:00:00.000Z', dataschema: 'https://example.com/order.json', tenant: 'acme', traceid: 'abc123', data: { orderId: 7, lines: [{ sku: 'x', qty: 2 }] } });
+    const { headers, body } = HTTP.binary(sent);
+    const res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: headers as Record<string, string>, body: body as string });
+    assert.equal(res.status, 200, await res.clone().text());
+
+    // On Kafka, binary mode: ce_ headers and content-type; the SDK's Kafka binding reads it back.
+    const [record] = await kcatConsume(kafka.bootstrap, t.binary, 1);
+    assert.equal(record!.headers.ce_id, 'rt-1');
+    assert.equal(record!.headers.ce_tenant, 'acme');
+    assert.match(record!.headers['content-type']!, /^application\/json/);
+    const fromKafka = Kafka.toEvent({ headers: record!.headers, key: record!.key ?? undefined, value: record!.value, body: record!.value } as never) as CloudEvent<unknown>;
+    assert.equal(fromKafka.id, 'rt-1');
+
+    // Structured mode as an option: one JSON value, content-type application/cloudevents+json.
+    const [structured] = await kcatConsume(kafka.bootstrap, t.structured, 1);
+    assert.equal(structured!.headers['content-type'], 'application/cloudevents+json');
+    assert.equal(structured!.headers.ce_id, undefined);
+    assert.equal((JSON.parse(structured!.value!) as { id: string }).id, 'rt-1');
+
+    const [hook] = await receiver.received(1);
+    assert.equal(hook!.url, '/hook');
+    const got = HTTP.toEvent({ headers: hook!.headers as Record<string, string>, body: hook!.body }) as CloudEvent<unknown>;
+    const fields = ['id', 'source', 'type', 'subject', 'time', 'dataschema', 'specversion', 'tenant', 'traceid'];
+    for (const f of fields) assert.equal((got as unknown as Record<string, unknown>)[f], (sent as unknown as Record<string, unknown>)[f], f);
+    assert.deepEqual(got.data, sent.data);
+  });
+
+  it('reads events other producers wrote in structured mode as CloudEvents', async () => {
+    const ev = { specversion: '1.0', id: 'k-1', source: '/producer', type: 'thing.happened', region: 'eu', data: { n: 1 } };
+    await kcatProduce(kafka.bootstrap, t.incoming, [{ value: JSON.stringify(ev), headers: { 'content-type': 'application/cloudevents+json' } }]);
+    const hook = await receiver.received(2);
+    const r = hook.find((h) => h.url === '/elsewhere')!;
+    assert.equal(r.headers['ce-id'], 'k-1');
+    assert.equal(r.headers['ce-region'], 'eu');
+    assert.deepEqual(JSON.parse(r.body), { n: 1 });
+  });
+});

@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { CloudEvent, HTTP } from 'cloudevents';
+import { WsClient } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/** The cloudevents SDK's view of a request the gateway sent (it throws on anything that is not a valid CloudEvent). */
+function sdkEvent(r: { headers: Record<string, unknown>; body: string }): CloudEvent<unknown> {
+  return HTTP.toEvent({ headers: r.headers as Record<string, string>, body: r.body }) as CloudEvent<unknown>;
+}
+
+describe('CloudEvents over HTTP: binary, structured and batched in; binary and structured out', () => {
+  let gw: RunningGateway;
+  let binaryOut: WebhookReceiver;
+  let structuredOut: WebhookReceiver;
+
+  before(async () => {
+    binaryOut = await WebhookReceiver.start();
+    structuredOut = await WebhookReceiver.start();
+    gw = await startGateway(`
+version: 1
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: events-in
+    from: { listener: api, path: /events }
+    through:
+      - filter: $ce.type != "test.ignored"
+      - validate: { schema: { type: object, required: [orderId], properties: { orderId: { type: integer } } } }
+    to: { broker: local, topic: events }
+  - name: events-out
+    from: { broker: local, topic: events }
+    to:
+      - { http: { url: "${binaryOut.url}/binary" } }
+      - { http: { url: "${structuredOut.url}/structured", cloudevents: structured } }
+      - { listener: ws, path: /watch, format: envelope }
+  - name: wrap
+    from: { listener: api, path: /plain }
+    through:
+      - cloudevent:
+          source: /shop/orders
+          type: com.example.order.placed
+          set: { subject: $string(orderId), tenant: $headers."x-tenant" }
+    to: { broker: local, topic: events }
+`);
+  });
+  after(async () => {
+    await gw?.stop();
+    await binaryOut?.stop();
+    await structuredOut?.stop();
+  });
+
+  it('keeps every attribute and extension of a binary-mode event, out in binary and structured mode (SDK on both ends)', async () => {
+    const watcher = await WsClient.connect(gw.url('ws', '/watch', 'ws'));
+    const sent = new CloudEvent({ id: 'evt-1', source: '/shop', type: 'order.placed', subject: 'order-1', time: '2026-12-01T17:00:00.000Z', dataschema: 'https://example.com/order.json', tenant: 'acme', priority: '3', data: { orderId: 1 } });
+    const { headers, body } = HTTP.binary(sent);
+    const res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: headers as Record<string, string>, body: body as string });
+    assert.equal(res.status, 200, await res.clone().text());
+    const [binary] = await binaryOut.received(1);
+    const [structured] = await structuredOut.received(1);
+    assert.equal(structured!.headers['content-type'], 'application/cloudevents+json');
+    for (const got of [sdkEvent(binary!), sdkEvent(structured!)]) {
+      for (const attr of ['id', 'source', 'type', 'subject', 'time', 'dataschema', 'specversion', 'tenant', 'priority'] as const) {
+        assert.equal(String((got as unknown as Record<string, unknown>)[attr]), String((sent as unknown as Record<string, unknown>)[attr]), attr);
+      }
+      assert.deepEqual(got.data, { orderId: 1 });
+    }
+    const frame = (await watcher.next()) as { ce: Record<string, string>; headers: Record<string, string>; value: unknown };
+    assert.equal(frame.ce.id, 'evt-1');
+    assert.equal(frame.ce.tenant, 'acme');
+    assert.equal(frame.headers.ce_type, 'order.placed');
+    assert.deepEqual(frame.value, { orderId: 1 });
+    watcher.close();
+  });
+
+  it('accepts structured mode, and batches as one request delivered in order', async () => {
+    const before = binaryOut.requests.length;
+    const one = HTTP.structured(new CloudEvent({ id: 's-1', source: '/s', type: 'order.placed', data: { orderId: 2 } }));
+    let res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: one.headers as Record<string, string>, body: one.body as string });
+    assert.equal(res.status, 200, await res.clone().text());
+    const batch = [1, 2, 3].map((n) => ({ specversion: '1.0', id: `b-${n}`, source: '/batch', type: 'order.placed', data: { orderId: 10 + n } }));
+    res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: JSON.stringify(batch) });
+    assert.equal(res.status, 200);
+    const answer = (await res.json()) as { deliveries: unknown[] };
+    assert.equal(answer.deliveries.length, 3);
+    const got = await binaryOut.received(before + 4);
+    assert.deepEqual(got.slice(before).map((r) => r.headers['ce-id']), ['s-1', 'b-1', 'b-2', 'b-3']);
+  });
+
+  it('answers 400 naming the attribute that is missing or malformed', async () => {
+    const cases: [Record<string, string>, string, string][] = [
+      [{ 'ce-specversion': '1.0', 'ce-source': '/s', 'ce-type': 't', 'content-type': 'application/json' }, '{"orderId":1}', "'id' is missing"],
+      [{ 'ce-specversion': '1.0', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'ce-time': 'yesterday', 'content-type': 'application/json' }, '{"orderId":1}', "'time' must be an RFC 3339 timestamp"],
+      [{ 'ce-specversion': '0.3', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'content-type': 'application/json' }, '{"orderId":1}', "'specversion' is '0.3'"],
+      [{ 'content-type': 'application/cloudevents+json' }, JSON.stringify({ specversion: '1.0', id: 'x', type: 't', data: {} }), "'source' is missing"],
+      [{ 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify([{ specversion: '1.0', id: 'a', source: '/s', type: 't' }, { specversion: '1.0', source: '/s', type: 't' }]), "[1] 'id' is missing"],
+    ];
+    for (const [headers, body, expected] of cases) {
+      const res = await fetch(gw.url('api', '/events'), { method: 'POST', headers, body });
+      assert.equal(res.status, 400, expected);
+      assert.equal(res.headers.get('content-type'), 'application/problem+json');
+      const p = (await res.json()) as { code: string; errors: string[] };
+      assert.equal(p.code, 'EG_CLOUDEVENT_INVALID');
+      assert.ok(p.errors.some((e) => e.includes(expected)), `${JSON.stringify(p.errors)} should include ${expected}`);
+    }
+  });
+
+  it('filters on $ce and validates the data of an event, not its envelope', async () => {
+    const ignored = HTTP.binary(new CloudEvent({ id: 'i-1', source: '/s', type: 'test.ignored', data: { orderId: 1 } }));
+    let res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: ignored.headers as Record<string, string>, body: ignored.body as string });
+    assert.deepEqual(await res.json(), { deliveries: [], filtered: true });
+    const bad = HTTP.binary(new CloudEvent({ id: 'v-1', source: '/s', type: 'order.placed', data: { orderId: 'one' } }));
+    res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: bad.headers as Record<string, string>, body: bad.body as string });
+    assert.equal(res.status, 400);
+    assert.equal(((await res.json()) as { code: string }).code, 'EG_INVALID_MESSAGE');
+  });
+
+  it('wraps plain JSON into a CloudEvent with a generated id, the configured source and type, and the time', async () => {
+    const before = structuredOut.requests.length;
+    const res = await fetch(gw.url('api', '/plain'), { method: 'POST', headers: { 'content-type': 'application/json', 'x-tenant': 'globex' }, body: JSON.stringify({ orderId: 42 }) });
+    assert.equal(res.status, 200);
+    const [r] = (await structuredOut.received(before + 1)).slice(before);
+    const ev = sdkEvent(r!);
+    assert.equal(ev.source, '/shop/orders');
+    assert.equal(ev.type, 'com.example.order.placed');
+    assert.equal(ev.subject, '42');
+    assert.equal((ev as unknown as Record<string, unknown>).tenant, 'globex');
+    assert.match(ev.id, /^[0-9a-f-]{36}$/);
+    assert.ok(Math.abs(Date.parse(ev.time!) - Date.now()) < 60_000);
+    assert.deepEqual(ev.data, { orderId: 42 });
+  });
+});

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { freePort, holdPort } from '../helpers/ports.js';
+
+/**
+ * A reload whose new config is valid but cannot be put in place: the listener must move to a new
+ * socket on the same port (here: from one address to all of them), and another process holds
+ * that port on an address the new socket would cover. The old socket was already closed to free
+ * the port, so the gateway must bring it back and say the reload was rolled back.
+ */
+function config(port: number, host: string, transform: string): string {
+  return `version: 1
+admin: { port: 0 }
+brokers: { local: { kind: memory } }
+listeners:
+  api: { kind: http, port: ${port}, host: ${host} }
+  push: { kind: websocket, port: 0 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    through: [{ transform: '${transform}' }]
+    to: { broker: local, topic: t }
+  - name: out
+    from: { broker: local, topic: t }
+    to: { listener: push, path: /ws }
+`;
+}
+
+describe('hot reload: a commit that fails is rolled back', () => {
+  let gw: RunningGateway | undefined;
+  let holder: Awaited<ReturnType<typeof holdPort>> | undefined;
+  afterEach(async () => {
+    await gw?.stop();
+    await holder?.release();
+    gw = holder = undefined;
+  });
+
+  it('restores the old listener when its new socket cannot bind because another process holds the port, and reports rolled_back', async () => {
+    const port = await freePort('127.0.0.1');
+    gw = await startGateway(config(port, '127.0.0.1', '{"v": 1, "n": n}'));
+    const client = await WsClient.connect(gw.url('push', '/ws', 'ws'));
+    assert.equal((await post(`http://127.0.0.1:${port}/in`, { n: 1 })).status, 200);
+    assert.deepEqual(await client.next(), { v: 1, n: 1 });
+    const versionBefore = (await gw.status()).version;
+
+    // Another process takes the port on a second loopback address: 0.0.0.0:<port> cannot bind now.
+    holder = await holdPort('127.0.0.2', port);
+    const line = await gw.reconfigure(config(port, '0.0.0.0', '{"v": 2, "n": n}'));
+    assert.equal(line.msg, 'reload rolled back; the running config keeps serving');
+    assert.match(String(line.error), /listener 'api'.*already in use.*EADDRINUSE/);
+
+    // The old pipeline serves on the old socket, and the websocket client on the unchanged listener stayed.
+    assert.equal((await post(`http://127.0.0.1:${port}/in`, { n: 2 })).status, 200);
+    assert.deepEqual(await client.next(), { v: 1, n: 2 });
+    assert.equal(client.closed, undefined, 'the client of the unchanged listener stayed connected');
+
+    const status = await gw.status();
+    assert.equal(status.version, versionBefore);
+    assert.equal(status.lastReload.result, 'rolled_back');
+    assert.match(status.lastReloadError.message, /listener 'api'.*EADDRINUSE/);
+    const api = status.listeners.find((l: { name: string }) => l.name === 'api');
+    assert.equal(api.port, port);
+    assert.equal(api.ready, true);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(metrics, /eventgate_config_reloads_total\{result="rolled_back"\} 1/);
+    assert.match(metrics, /eventgate_config_last_reload_successful 0/);
+
+    // POST /admin/reload says the same, with 409.
+    const res = await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST' });
+    assert.equal(res.status, 409);
+    assert.equal(((await res.json()) as { result: string }).result, 'rolled_back');
+
+    // Once the port is free, the same config applies.
+    await holder.release();
+    const applied = await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST' });
+    assert.equal(applied.status, 200);
+    assert.equal(((await applied.json()) as { result: string }).result, 'applied');
+    assert.equal((await post(`http://127.0.0.1:${port}/in`, { n: 3 })).status, 200);
+    assert.deepEqual(await client.next(), { v: 2, n: 3 });
+  });
+
+  it('restores the old admin server when its new socket cannot bind', async () => {
+    const port = await freePort('127.0.0.1');
+    const withAdmin = (host: string, transform: string) => config(0, '127.0.0.1', transform).replace('admin: { port: 0 }', `admin: { port: ${port}, host: ${host} }`);
+    gw = await startGateway(withAdmin('127.0.0.1', '{"v": 1}'));
+    holder = await holdPort('127.0.0.2', port);
+    const line = await gw.reconfigure(withAdmin('0.0.0.0', '{"v": 2}'));
+    assert.equal(line.msg, 'reload rolled back; the running config keeps serving');
+    assert.match(String(line.error), /admin server.*EADDRINUSE/);
+    const status = await gw.status();
+    assert.equal(status.lastReload.result, 'rolled_back');
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+  });
+});

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { parseEvents } from '../helpers/sse.js';
+
+/** `curl -N`: an event-stream client that is not a browser. */
+function curl(url: string, headers: string[] = []): { child: ChildProcess; text: () => string } {
+  let text = '';
+  const child = spawn('curl', ['-N', '-s', '-H', 'Accept: text/event-stream', ...headers.flatMap((h) => ['-H', h]), url], { stdio: ['ignore', 'pipe', 'inherit'] });
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => (text += c));
+  return { child, text: () => text };
+}
+
+/** An event-stream client that reads nothing after the headers: its unread events pile up at the gateway. */
+async function stalledReader(port: number, path: string): Promise<Socket> {
+  const socket = connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
+  await once(socket, 'data');
+  socket.pause();
+  return socket;
+}
+
+describe('Server-Sent Events on an http listener', () => {
+  let gw: RunningGateway;
+  const config = (extra = '') => `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory, retain: 20 }
+listeners:
+  api: { kind: http, port: 0, events: { heartbeatMs: 200, maxBufferedBytes: 65536 } }
+routes:
+  - name: publish
+    from: { listener: api, path: /ticks }
+    to: { broker: local, topic: ticks }
+  - name: stream
+    from: { broker: local, topic: ticks }
+    through:
+      - filter: n != 13
+    to: { listener: api, path: /ticks }
+  - name: secret-stream
+    from: { broker: local, topic: ticks }
+    to:
+      listener: api
+      path: /private
+      auth: { apiKey: { keys: { reader: reader-key-0123456789 } } }
+${extra}`;
+  const publish = async (n: number) => {
+    const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n }) });
+    assert.equal(res.status, 200);
+    return ((await res.json()) as { deliveries: { offset: string }[] }).deliveries[0]!.offset;
+  };
+
+  before(async () => {
+    gw = await startGateway(config());
+  });
+  after(async () => {
+    await gw?.stop();
+  });
+
+  it('streams every message to curl -N as one event with a resumable id, with heartbeats', async () => {
+    const c = curl(gw.url('api', '/ticks'));
+    await eventually(() => assert.match(c.text(), /^retry: \d+/));
+    const offset = await publish(1);
+    await publish(2);
+    await eventually(() => assert.equal(parseEvents(c.text()).length, 2));
+    const events = parseEvents(c.text());
+    assert.deepEqual(events.map((e) => JSON.parse(e.data)), [{ n: 1 }, { n: 2 }]);
+    assert.equal(events[0]!.id, `0:${offset}`);
+    assert.equal(events[1]!.id, `0:${Number(offset) + 1}`);
+    await eventually(() => assert.match(c.text(), /: heartbeat\n\n/));
+    c.child.kill();
+  });
+
+  it('resumes after Last-Event-ID from the broker retention, through the chain, with no gap and no duplicate', async () => {
+    const first = await publish(10);
+    for (const n of [11, 12, 13, 14]) await publish(n);
+    const c = curl(gw.url('api', '/ticks'), [`Last-Event-ID: 0:${first}`]);
+    // Events published while the replay is sent go after it, each once.
+    await eventually(() => assert.ok(parseEvents(c.text()).length >= 1));
+    await publish(15);
+    await eventually(() => assert.equal(parseEvents(c.text()).length, 4));
+    assert.deepEqual(parseEvents(c.text()).map((e) => JSON.parse(e.data).n), [11, 12, 14, 15]);
+    c.child.kill();
+  });
+
+  it('says so in an event when Last-Event-ID is older than what the broker retains, and starts at the oldest retained', async () => {
+    for (let n = 100; n < 125; n++) await publish(n);
+    const c = curl(gw.url('api', '/ticks'), ['Last-Event-ID: 0:0']);
+    await eventually(() => assert.equal(parseEvents(c.text()).length, 21));
+    const [notice, ...events] = parseEvents(c.text());
+    assert.equal(notice!.event, 'eventgate.resume');
+    assert.equal(JSON.parse(notice!.data).gap, true);
+    assert.deepEqual(events.map((e) => JSON.parse(e.data).n), Array.from({ length: 20 }, (_, i) => 105 + i));
+    c.child.kill();
+  });
+
+  it('checks the target auth before streaming, and answers 406 without Accept: text/event-stream', async () => {
+    let res = await fetch(gw.url('api', '/private'), { headers: { accept: 'text/event-stream' } });
+    assert.equal(res.status, 401);
+    res = await fetch(gw.url('api', '/ticks'));
+    assert.equal(res.status, 406);
+    assert.equal(((await res.json()) as { code: string }).code, 'EG_NOT_ACCEPTABLE');
+    const c = curl(gw.url('api', '/private'), ['x-api-key: reader-key-0123456789']);
+    await eventually(() => assert.match(c.text(), /^retry:/));
+    await publish(200);
+    await eventually(() => assert.deepEqual(parseEvents(c.text()).map((e) => JSON.parse(e.data).n), [200]));
+    c.child.kill();
+  });
+
+  it('cuts off a client that does not read, and frees what was buffered for it', async () => {
+    const socket = await stalledReader(gw.port('api'), '/ticks');
+    const closed = once(socket, 'close');
+    const big = 'x'.repeat(60_000);
+    // Loopback socket buffers take megabytes before the gateway's own buffer grows.
+    for (let i = 0; i < 400 && socket.readyState !== 'closed' && !socket.destroyed; i++) {
+      await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n: 1000 + i, big }) });
+      const listeners = (await gw.status()).listeners as { name: string; slowStreamsClosed?: number }[];
+      if (listeners.find((l) => l.name === 'api')!.slowStreamsClosed! > 0) break;
+    }
+    socket.resume();
+    await closed;
+    const listeners = (await gw.status()).listeners as { name: string; slowStreamsClosed?: number }[];
+    assert.equal(listeners.find((l) => l.name === 'api')!.slowStreamsClosed, 1);
+  });
+
+  it('keeps streams of unchanged routes open through a reload, and counts clients in the metrics', async () => {
+    const c = curl(gw.url('api', '/ticks'));
+    await eventually(() => assert.match(c.text(), /^retry:/));
+    // Clients of the earlier tests are gone once the gateway saw their connections close.
+    await eventually(async () => assert.match(await (await fetch(`${gw.adminUrl}/metrics`)).text(), /eventgate_event_stream_clients\{listener="api"\} 1\n/));
+    const line = await gw.reconfigure(config(`  - name: unrelated
+    from: { listener: api, path: /other }
+    to: { broker: local, topic: other }
+`));
+    assert.equal(line.msg, 'config reloaded');
+    await publish(300);
+    await eventually(() => assert.deepEqual(parseEvents(c.text()).map((e) => JSON.parse(e.data).n), [300]));
+    assert.equal(c.child.exitCode, null);
+    c.child.kill();
+  });
+});

@@ -1,0 +1,226 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { Webhook } from 'standardwebhooks';
+import { WsClient } from '../helpers/clients.js';
+import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { WebhookReceiver, type Received } from '../helpers/webhook-receiver.js';
+
+const SECRET = `whsec_${Buffer.from('a secret of thirty-two bytes, ok').toString('base64')}`;
+
+/** A port nothing listens on: connections to it are refused. */
+async function closedPort(): Promise<number> {
+  const s = createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+describe('webhook targets (to: {http})', () => {
+  let gw: RunningGateway;
+  let hook: WebhookReceiver;
+  let refusedPort: number;
+
+  before(async () => {
+    hook = await WebhookReceiver.start();
+    refusedPort = await closedPort();
+    gw = await startGateway(
+      `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: direct
+    from: { listener: api, path: /direct/:name }
+    to:
+      http:
+        url: { expression: '"${hook.url}/direct/" & $path.name' }
+        headers: { authorization: '"Bearer " & "\${HOOK_TOKEN}"', x-order: $string(orderId) }
+        retry: { attempts: 3, backoffMs: 10 }
+        signature: { secret: "\${HOOK_SECRET}" }
+  - name: refused
+    from: { listener: api, path: /refused }
+    to: { http: { url: "http://127.0.0.1:${refusedPort}/x", retry: { attempts: 2, backoffMs: 10 } } }
+  - name: slow
+    from: { listener: api, path: /slow }
+    to: { http: { url: "${hook.url}/slow", timeoutMs: 300, retry: { attempts: 1 } } }
+  - name: bounded
+    from: { listener: api, path: /bounded }
+    to: { http: { url: "${hook.url}/bounded", concurrency: 2 } }
+  - name: ordered
+    from: { listener: api, path: /ordered }
+    to: { http: { url: "${hook.url}/ordered", concurrency: 8, orderBy: k } }
+  - name: enqueue
+    from: { listener: api, path: /enqueue }
+    to: { broker: local, topic: jobs }
+  - name: consume
+    from: { broker: local, topic: jobs }
+    to: { http: { url: "${hook.url}/consume", retry: { attempts: 2, backoffMs: 10 } } }
+    deadletter: { broker: local, topic: jobs-dlq }
+  - name: dlq-watch
+    from: { broker: local, topic: jobs-dlq }
+    to: { listener: ws, path: /dlq, format: envelope }
+`,
+      { env: { HOOK_TOKEN: 't0ken', HOOK_SECRET: SECRET } },
+    );
+  });
+  after(async () => {
+    await gw?.stop();
+    await hook?.stop();
+  });
+
+  const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+    fetch(gw.url('api', path), { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+
+  it('answers 200 only after the endpoint did, with URL and headers from expressions and a Standard Webhooks signature', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    hook.respond = (_r, res) => void held.then(() => res.end('thanks'));
+    let settled = false;
+    const answer = post('/direct/orders', { orderId: 7 }).then((r) => ((settled = true), r));
+    const [r] = await hook.received(1);
+    // The endpoint has the request but has not answered: neither has the gateway.
+    assert.equal(settled, false);
+    release();
+    const res = await answer;
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { deliveries: { endpoint: string; status: number; attempts: number }[] };
+    assert.deepEqual(body.deliveries, [{ endpoint: `${hook.url}/direct/orders`, status: 200, attempts: 1 }]);
+    assert.equal(r!.url, '/direct/orders');
+    assert.equal(r!.headers.authorization, 'Bearer t0ken');
+    assert.equal(r!.headers['x-order'], '7');
+    assert.deepEqual(JSON.parse(r!.body), { orderId: 7 });
+    // The independent Standard Webhooks implementation accepts the signature.
+    assert.deepEqual(new Webhook(SECRET).verify(r!.body, r!.headers as Record<string, string>), { orderId: 7 });
+    hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it('retries 5xx with backoff and counts every answer per route in the metrics', async () => {
+    const from = hook.requests.length;
+    let n = 0;
+    hook.respond = (_r, res) => {
+      res.statusCode = ++n <= 2 ? 503 : 200;
+      res.end();
+    };
+    const res = await post('/direct/retry', { orderId: 1 });
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { deliveries: { attempts: number }[] };
+    assert.equal(body.deliveries[0]!.attempts, 3);
+    assert.equal(hook.requests.length - from, 3);
+    // Every try carries the same webhook-id, so a receiver can deduplicate.
+    assert.equal(new Set(hook.requests.slice(from).map((r) => r.headers['webhook-id'])).size, 1);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",result="5xx"\} 2/);
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",result="2xx"\} [2-9]/);
+    hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it('answers 502 after the last try when the endpoint keeps failing, refuses the connection, or refuses the message', async () => {
+    hook.respond = (_r, res) => {
+      res.statusCode = 500;
+      res.end('database down');
+    };
+    let res = await post('/direct/down', { orderId: 1 });
+    assert.equal(res.status, 502);
+    let p = (await res.json()) as { code: string; detail: string };
+    assert.equal(p.code, 'EG_WEBHOOK_FAILED');
+    assert.match(p.detail, /answered 500: database down \(after 3 tries\)/);
+
+    hook.respond = (_r, res) => {
+      res.statusCode = 422;
+      res.end();
+    };
+    const from = hook.requests.length;
+    res = await post('/direct/refuses', { orderId: 1 });
+    assert.equal(res.status, 502);
+    assert.equal(((await res.json()) as { code: string }).code, 'EG_WEBHOOK_REFUSED');
+    assert.equal(hook.requests.length - from, 1, 'a final 4xx is not retried');
+    hook.respond = (_r, res) => res.end('ok');
+
+    res = await post('/refused', { a: 1 });
+    assert.equal(res.status, 502);
+    p = (await res.json()) as { code: string; detail: string };
+    assert.match(p.detail, /could not be reached: ECONNREFUSED \(after 2 tries\)/);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="refused",result="connection"\} 2/);
+    assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",result="4xx"\} 1/);
+  });
+
+  it('answers 504 when the endpoint does not answer within timeoutMs', async () => {
+    hook.respond = () => undefined; // never answers
+    const res = await post('/slow', { a: 1 });
+    assert.equal(res.status, 504);
+    assert.equal(((await res.json()) as { code: string }).code, 'EG_WEBHOOK_TIMEOUT');
+    hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it('keeps at most `concurrency` requests in flight, over reused keep-alive connections', async () => {
+    const pending: ServerResponse[] = [];
+    let inFlight = 0;
+    let most = 0;
+    hook.respond = (r, res) => {
+      if (r.url !== '/bounded') return void res.end();
+      most = Math.max(most, ++inFlight);
+      pending.push(res);
+    };
+    const from = hook.requests.length;
+    const answers = Array.from({ length: 6 }, (_, i) => post('/bounded', { i }));
+    for (let done = 0; done < 6; done++) {
+      await eventually(() => assert.ok(pending.length > 0));
+      // Answer one; only then may the next request reach the endpoint.
+      inFlight--;
+      pending.shift()!.end();
+    }
+    assert.deepEqual((await Promise.all(answers)).map((r) => r.status), [200, 200, 200, 200, 200, 200]);
+    assert.equal(most, 2);
+    const ports = new Set(hook.requests.slice(from).map((r: Received) => r.remotePort));
+    assert.ok(ports.size <= 2, `6 requests over ${ports.size} connections`);
+    hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it('with orderBy, delivers messages of one key one after another, others meanwhile', async () => {
+    const heldA: ServerResponse[] = [];
+    hook.respond = (r, res) => {
+      if (r.url === '/ordered' && JSON.parse(r.body).v === 'a1') heldA.push(res);
+      else res.end();
+    };
+    const from = hook.requests.length;
+    const a1 = post('/ordered', { k: 'a', v: 'a1' });
+    await eventually(() => assert.equal(heldA.length, 1));
+    const a2 = post('/ordered', { k: 'a', v: 'a2' });
+    const b1 = post('/ordered', { k: 'b', v: 'b1' });
+    assert.equal((await b1).status, 200);
+    // b1 was sent after a2 and is delivered; a2 waits for a1.
+    assert.deepEqual(hook.requests.slice(from).map((r) => JSON.parse(r.body).v), ['a1', 'b1']);
+    heldA[0]!.end();
+    assert.equal((await a1).status, 200);
+    assert.equal((await a2).status, 200);
+    assert.deepEqual(hook.requests.slice(from).map((r) => JSON.parse(r.body).v), ['a1', 'b1', 'a2']);
+    hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it('consume routes: delivered after a 2xx, dead-lettered after the last try', async () => {
+    const dlq = await WsClient.connect(gw.url('ws', '/dlq', 'ws'));
+    hook.respond = (r, res) => {
+      res.statusCode = r.url === '/consume' && JSON.parse(r.body).fail ? 500 : 200;
+      res.end();
+    };
+    const from = hook.requests.length;
+    assert.equal((await post('/enqueue', { n: 1 })).status, 200);
+    assert.equal((await post('/enqueue', { n: 2, fail: true })).status, 200);
+    assert.equal((await post('/enqueue', { n: 3 })).status, 200);
+    const frame = (await dlq.next()) as { value: { n: number }; headers: Record<string, string> };
+    assert.equal(frame.value.n, 2);
+    assert.match(JSON.parse(frame.headers._eventgate_error!).code, /EG_WEBHOOK_FAILED/);
+    await eventually(() => assert.deepEqual(hook.requests.slice(from).filter((r) => r.url === '/consume').map((r) => JSON.parse(r.body).n), [1, 2, 2, 3]));
+    dlq.close();
+    hook.respond = (_r, res) => res.end('ok');
+  });
+});

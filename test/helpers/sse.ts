@@ -1,0 +1,44 @@
+export interface SseEvent {
+  id?: string;
+  event?: string;
+  data: string;
+}
+
+/** Parses an event stream's text into its events (comments skipped), as a browser's EventSource does. */
+export function parseEvents(text: string): SseEvent[] {
+  const out: SseEvent[] = [];
+  for (const block of text.split('\n\n').slice(0, -1)) {
+    const e: SseEvent = { data: '' };
+    let hasData = false;
+    for (const line of block.split('\n')) {
+      const i = line.indexOf(':');
+      if (i === 0) continue;
+      const field = line.slice(0, i);
+      const value = line.slice(i + 1).replace(/^ /, '');
+      if (field === 'data') {
+        e.data = hasData ? `${e.data}\n${value}` : value;
+        hasData = true;
+      } else if (field === 'id') e.id = value;
+      else if (field === 'event') e.event = value;
+    }
+    if (hasData) out.push(e);
+  }
+  return out;
+}
+
+/** An event stream read with fetch: `text()` is everything received so far. */
+export async function openStream(url: string, headers: Record<string, string> = {}): Promise<{ text: () => string; events: () => SseEvent[]; close: () => void }> {
+  const controller = new AbortController();
+  const res = await fetch(url, { headers: { accept: 'text/event-stream', ...headers }, signal: controller.signal });
+  if (res.status !== 200) throw new Error(`event stream answered ${res.status}: ${await res.text()}`);
+  let text = '';
+  const decoder = new TextDecoder();
+  void (async () => {
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) text += decoder.decode(chunk, { stream: true });
+    } catch {
+      // aborted
+    }
+  })();
+  return { text: () => text, events: () => parseEvents(text), close: () => controller.abort() };
+}

@@ -1,0 +1,60 @@
+import { once } from 'node:events';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+
+/**
+ * A TCP proxy in front of a listener that can cut every connection (as a network failure or a
+ * load balancer would) and hold new ones until released: a way to make a real client reconnect.
+ */
+export class TcpProxy {
+  private readonly sockets = new Set<Socket>();
+  private held: (() => void)[] | undefined;
+  private constructor(private readonly server: Server) {}
+
+  static async start(targetPort: number): Promise<TcpProxy> {
+    const server = createServer();
+    const proxy = new TcpProxy(server);
+    server.on('connection', (client) => {
+      proxy.sockets.add(client);
+      client.on('close', () => proxy.sockets.delete(client));
+      client.on('error', () => client.destroy());
+      client.pause();
+      const go = () => {
+        if (client.destroyed) return;
+        const upstream = connect(targetPort, '127.0.0.1');
+        proxy.sockets.add(upstream);
+        upstream.on('close', () => (proxy.sockets.delete(upstream), client.destroy()));
+        upstream.on('error', () => upstream.destroy());
+        client.on('close', () => upstream.destroy());
+        client.pipe(upstream);
+        upstream.pipe(client);
+        client.resume();
+      };
+      if (proxy.held) proxy.held.push(go);
+      else go();
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return proxy;
+  }
+
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+
+  /** Cuts every open connection; new ones wait until release(). */
+  cutAndHold(): void {
+    this.held = [];
+    for (const s of this.sockets) s.destroy();
+  }
+
+  release(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const go of held) go();
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise((r) => this.server.close(r));
+  }
+}

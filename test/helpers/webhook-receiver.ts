@@ -1,0 +1,64 @@
+import { once } from 'node:events';
+import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface Received {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+  /** The client port: requests over one kept-alive connection share it. */
+  remotePort: number;
+}
+
+/**
+ * A real HTTP endpoint for webhook targets to call: records every request and answers what
+ * `respond` says (200 by default). Waiters resolve once `n` requests arrived.
+ */
+export class WebhookReceiver {
+  readonly requests: Received[] = [];
+  respond: (r: Received, res: ServerResponse) => void = (_r, res) => res.end('ok');
+  private waiters: { n: number; resolve: () => void }[] = [];
+  private constructor(private readonly server: Server) {}
+
+  static async start(): Promise<WebhookReceiver> {
+    const server = createServer();
+    const receiver = new WebhookReceiver(server);
+    server.on('request', (req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const r: Received = { method: req.method!, url: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), remotePort: req.socket.remotePort! };
+        receiver.requests.push(r);
+        receiver.respond(r, res);
+        for (const w of [...receiver.waiters]) {
+          if (receiver.requests.length >= w.n) {
+            receiver.waiters.splice(receiver.waiters.indexOf(w), 1);
+            w.resolve();
+          }
+        }
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return receiver;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  /** Resolves once `n` requests arrived in all (rejects after timeoutMs with what arrived). */
+  received(n: number, timeoutMs = 15000): Promise<Received[]> {
+    if (this.requests.length >= n) return Promise.resolve(this.requests.slice(0, n));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`expected ${n} webhook requests, got ${this.requests.length}`)), timeoutMs);
+      this.waiters.push({ n, resolve: () => (clearTimeout(timer), resolve(this.requests.slice(0, n))) });
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((r) => this.server.close(r));
+  }
+}
