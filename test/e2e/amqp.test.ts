@@ -108,7 +108,7 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     await pikaPublish(rabbit, 'amq.topic', 'held', [{ body: '{"keep":"me"}' }]);
     // The route has it in hand (not ready in the queue any more) and keeps retrying its target.
     await eventually(async () => assert.equal(await pikaQueueDepth(rabbit, 'held'), 0), 15000, 200);
-    await gw.waitForLog((l) => l.route === 'stuck' && l.msg === 'message not consumed; retrying it', 30000);
+    await gw.waitForLog((l) => l.route === 'stuck' && l.msg.startsWith('message not consumed'), 30000);
     // A reload without the route stops it, which hands the never-acknowledged message back.
     const from = gw.logs.length;
     const reload = await gw.reconfigure(config(false));
