@@ -115,7 +115,7 @@ routes:
 export function webhookConfig(sinkUrl: string): string {
   return `version: 1
 brokers:
-  local: { kind: memory, retain: 100000 }
+  local: { kind: memory, retain: 1000 }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1 }
 routes:

@@ -1,7 +1,8 @@
 /**
- * Baseline for webhook: what one would write by hand. `POST /in` bodies go into an in-memory queue
- * (answered 200 once queued, as a memory topic answers); one consumer takes them in order and
- * POSTs each to SINK_URL over a kept-alive connection, the next only after a 2xx (the same
+ * Baseline for webhook: what one would write by hand. `POST /in` bodies are parsed as JSON (the
+ * gateway parses them too: its routes work on values) and go into an in-memory queue (answered 200
+ * once queued, as a memory topic answers); one consumer takes them in order and POSTs each, as
+ * JSON, to SINK_URL over a kept-alive connection, the next only after a 2xx (the same
  * at-least-once, one-at-a-time delivery as the gateway's consume route; retried on failure).
  */
 import { Agent, createServer, request } from 'node:http';
@@ -10,10 +11,11 @@ import { announce } from './announce.js';
 
 const sink = new URL(process.env.SINK_URL!);
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-const queue: Buffer[] = [];
+const queue: unknown[] = [];
 let consuming = false;
 
-function deliver(body: Buffer): Promise<boolean> {
+function deliver(value: unknown): Promise<boolean> {
+  const body = Buffer.from(JSON.stringify(value));
   return new Promise((resolve) => {
     const req = request({ host: sink.hostname, port: Number(sink.port), path: sink.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
       res.resume();
@@ -37,7 +39,14 @@ const server = createServer((req, res) => {
   const chunks: Buffer[] = [];
   req.on('data', (c: Buffer) => chunks.push(c));
   req.on('end', () => {
-    queue.push(Buffer.concat(chunks));
+    let value: unknown;
+    try {
+      value = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      res.writeHead(400).end();
+      return;
+    }
+    queue.push(value);
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 });
     res.end('{}');
     void consume();

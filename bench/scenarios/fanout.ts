@@ -52,7 +52,8 @@ export const fanout: Scenario = {
   },
 };
 
-function fanoutFigures(slices: FanoutSlice[]) {
+/** The figures of a fan-out side over its slices (also used by sse-fanout). */
+export function fanoutFigures(slices: FanoutSlice[]) {
   return {
     value: medianOf(slices, (r) => r.deliveriesPerSecond),
     p50_ms: medianOf(slices, (r) => r.p50_ms),

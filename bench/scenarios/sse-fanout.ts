@@ -1,9 +1,9 @@
-import { alternate, medianOf, pairedRatio, slicing, sumOf } from '../compare.js';
+import { alternate, pairedRatio, slicing } from '../compare.js';
 import { SSE_FANOUT_CONFIG } from '../configs.js';
 import { openSseFanout } from '../load/sse.js';
-import type { FanoutSlice } from '../load/ws.js';
 import { startBaseline, startGateway } from '../processes.js';
 import { judge, warmupSeconds, type Scenario } from '../scenario.js';
+import { fanoutFigures } from './fanout.js';
 
 const CLIENTS = 500;
 const WINDOW = 16;
@@ -29,8 +29,8 @@ export const sseFanout: Scenario = {
       const s = await alternate(duration, (t) => gateway.measure(t), (t) => baseline.measure(t));
       return judge({
         metric: 'deliveries/s',
-        baseline: { name: 'node-http-sse', ...figures(s.baseline) },
-        ...figures(s.subject),
+        baseline: { name: 'node-http-sse', ...fanoutFigures(s.baseline) },
+        ...fanoutFigures(s.subject),
         ratio: pairedRatio(s, (r) => r.deliveriesPerSecond),
         clients: CLIENTS,
         rounds: slicing(duration).rounds,
@@ -42,16 +42,3 @@ export const sseFanout: Scenario = {
     }
   },
 };
-
-function figures(slices: FanoutSlice[]) {
-  return {
-    value: medianOf(slices, (r) => r.deliveriesPerSecond),
-    p50_ms: medianOf(slices, (r) => r.p50_ms),
-    p99_ms: medianOf(slices, (r) => r.p99_ms),
-    errors: sumOf(slices, (r) => r.errors),
-    lost: sumOf(slices, (r) => r.lost),
-    slices: slices.map((r) => r.deliveriesPerSecond),
-    messages_per_s: medianOf(slices, (r) => r.messagesPerSecond),
-    cpu_us_per_delivery: medianOf(slices, (r) => r.cpuUsPerDelivery),
-  };
-}

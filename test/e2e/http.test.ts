@@ -155,7 +155,9 @@ describe('HTTP publish (spec §4)', () => {
       const reply = await post(gw.url('api', '/inline'), { lumens: -3 });
       assertProblem(reply, 400, 'EG_INVALID_MESSAGE');
       assert.deepEqual(reply.body.errors, ['/lumens: must be >= 0']);
-      assert.equal(await out.nothingFor(200), undefined);
+      // A sentinel through the same route is the next thing out: the invalid message was not delivered.
+      assert.equal((await post(gw.url('api', '/inline'), { lumens: 7 })).status, 200);
+      assert.deepEqual(await out.next(), { lumens: 7 });
     });
 
     it('validates against a schema file, with formats', async () => {
@@ -204,7 +206,7 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal(envelope.topic, 'dead');
       assert.deepEqual(envelope.value, { lumens: -1, sentAt: '2026-11-23T10:00:00Z' });
       assert.deepEqual(JSON.parse(envelope.headers._asyncapi_eg_validation_error).errors, ['/lumens: must be >= 0']);
-      assert.equal(await valid.nothingFor(200), undefined);
+      // The next valid message is the first the targets see: the invalid one never reached them.
       const ok = await post(gw.url('api', '/deadletter'), { lumens: 1, sentAt: '2026-11-23T10:00:00Z' });
       assert.equal(ok.status, 200);
       assert.deepEqual(await valid.next(), { lumens: 1, sentAt: '2026-11-23T10:00:00Z' });
@@ -217,7 +219,9 @@ describe('HTTP publish (spec §4)', () => {
       const reply = await post(gw.url('api', '/filter'), { lumens: 50 });
       assert.equal(reply.status, 200);
       assert.deepEqual(reply.body, { deliveries: [], filtered: true });
-      assert.equal(await out.nothingFor(200), undefined);
+      // A message the filter lets through is the next thing out: the dropped one was not delivered.
+      assert.equal((await post(gw.url('api', '/filter'), { lumens: 500 })).status, 200);
+      assert.deepEqual(await out.next(), { lumens: 500 });
     });
 
     it('lets a message through when the expression is truthy', async () => {

@@ -7,6 +7,8 @@ import { pino } from 'pino';
 import type { BrokerRuntime, ListenerRuntime, SubscribeSpec } from '../../src/kinds/contracts.js';
 import { defaultRegistry } from '../../src/kinds/index.js';
 import { loadPlan } from '../../src/plan/compile.js';
+import { diffPlans } from '../../src/plan/diff.js';
+import type { Plan } from '../../src/plan/types.js';
 import { RouteRuntime } from '../../src/runtime/route.js';
 
 const yaml = `
@@ -36,11 +38,11 @@ describe('consumer groups of consume routes', () => {
   writeFileSync(join(dir, 'gateway.yaml'), yaml);
   const loaded = loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });
 
-  async function groupsOf(instanceId: string): Promise<Record<string, string>> {
-    const { plan } = await loaded;
+  async function groupsOf(instanceId: string, planned?: Plan): Promise<Record<string, string>> {
+    const plan = planned ?? (await loaded).plan;
     const specs: SubscribeSpec[] = [];
     const broker = { name: 'local', subscribe: (spec: SubscribeSpec) => (specs.push(spec), { stop: async () => undefined }) } as unknown as BrokerRuntime;
-    const listener = { forwardTarget: () => ({ describe: () => 'ws', send: async () => ({ listener: 'push', path: '/ws', clients: 0 }) }) } as unknown as ListenerRuntime;
+    const listener = { forwardTarget: () => ({ send: async () => ({ listener: 'push', path: '/ws', clients: 0 }) }) } as unknown as ListenerRuntime;
     const deps = { brokers: new Map([['local', broker]]), listeners: new Map([['push', listener]]), logger: pino({ level: 'silent' }), instanceId };
     for (const route of plan!.routes.values()) new RouteRuntime(route, deps).start();
     return Object.fromEntries(specs.map((s) => [s.route, s.group]));
@@ -59,7 +61,16 @@ describe('consumer groups of consume routes', () => {
   // A rebuilt route (after a reload) must rejoin its group, or it would start at the end of the
   // topic and skip what arrived during the swap.
   it('is the same for a route rebuilt by a reload', async () => {
-    assert.deepEqual(await groupsOf('host-1'), await groupsOf('host-1'));
+    const before = (await loaded).plan!;
+    // The reload changes the two consume routes' chains, so diffPlans has them rebuilt.
+    const edited = yaml.replace("to: { broker: local, topic: u }", "through: [{ filter: 'true' }]\n    to: { broker: local, topic: u }").replace("from: { broker: local, topic: t }\n    to: { listener: push, path: /ws }", "from: { broker: local, topic: t }\n    through: [{ filter: 'true' }]\n    to: { listener: push, path: /ws }");
+    const dir2 = mkdtempSync(join(tmpdir(), 'eventgate-groups-'));
+    writeFileSync(join(dir2, 'gateway.yaml'), edited);
+    const after = (await loadPlan(join(dir2, 'gateway.yaml'), { registry: defaultRegistry(), env: {} })).plan!;
+    const rebuilt = diffPlans(before, after, defaultRegistry()).routes.filter((c) => c.op === 'replace').map((c) => c.name);
+    assert.deepEqual(rebuilt.sort(), ['to-clients', 'to-topic']);
+    const [groupsBefore, groupsAfter] = [await groupsOf('host-1', before), await groupsOf('host-1', after)];
+    for (const route of rebuilt) assert.equal(groupsAfter[route], groupsBefore[route], route);
   });
 
   it('is the configured group when one is given', async () => {

@@ -101,11 +101,12 @@ describe('secret redaction', () => {
 
 describe('expression time box', () => {
   it('lets timers run while a runaway expression is evaluated, then fails it', async () => {
-    const expr = compileExpression('($f := function($n){ $f($n + 1) }; $f(1))', { timeoutMs: 300, maxDepth: 500 });
+    // A time box long enough that the evaluation reaches its first 10 ms slice even on a busy machine.
+    const expr = compileExpression('($f := function($n){ $f($n + 1) }; $f(1))', { timeoutMs: 1500, maxDepth: 500 });
     let ticks = 0;
     const timer = setInterval(() => ticks++, 5);
     try {
-      await assert.rejects(expr.evaluate({}, {}), /longer than 300 ms/);
+      await assert.rejects(expr.evaluate({}, {}), /longer than 1500 ms/);
     } finally {
       clearInterval(timer);
     }

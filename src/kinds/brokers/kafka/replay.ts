@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import kafkajs from 'kafkajs';
+import type kafkajs from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { Message } from '../../../core/message.js';
 import type { KafkaSettings } from '../kafka.js';

@@ -1,5 +1,6 @@
 import type { Batch, Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { Logger } from '../../../log.js';
+import { Backoff, pause } from '../../../core/backoff.js';
 import { decodeValue, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
@@ -10,6 +11,7 @@ type Kafka = InstanceType<typeof import('kafkajs').Kafka>;
 
 /** How long stopping a consumer may wait for the record in hand before leaving it uncommitted. */
 const STOP_TIMEOUT_MS = 15000;
+/** kafkajs' own retries of one request (a fetch, a commit) before it gives up and the consumer crashes. */
 const MAX_RETRY_BACKOFF_MS = 5000;
 /** A crashed consumer is started again after 0.5 s, then 1, 2, ... up to 30 s while it keeps crashing. */
 const FIRST_RESTART_MS = 500;
@@ -155,9 +157,9 @@ export class KafkaSubscription {
    * starts after a backoff that grows while consumers keep crashing without consuming.
    */
   private async run(): Promise<void> {
-    let backoff = FIRST_RESTART_MS;
+    const backoff = new Backoff(FIRST_RESTART_MS, MAX_RESTART_MS);
     while (!this.stopping) {
-      const consumer = this.create(() => (backoff = FIRST_RESTART_MS));
+      const consumer = this.create(() => backoff.reset());
       this.consumer = consumer;
       let crashed!: (err: Error) => void;
       const crash = new Promise<Error>((r) => (crashed = r));
@@ -194,10 +196,10 @@ export class KafkaSubscription {
       if (this.stopping) return;
       this.telemetry?.consumerCrash(this.spec.route);
       // State first, cause after ': ': an open /readyz shows only the state (the cause may name hosts).
-      this.problem = `consumer crashed, restarting in ${backoff} ms: ${why.message}`;
-      this.log.warn({ err: why.message, retryInMs: backoff }, 'consumer crashed; starting a new one');
-      await Promise.race([sleep(backoff), this.stopped]);
-      backoff = Math.min(backoff * 2, MAX_RESTART_MS);
+      const wait = backoff.delay();
+      this.problem = `consumer crashed, restarting in ${wait} ms: ${why.message}`;
+      this.log.warn({ err: why.message, retryInMs: wait }, 'consumer crashed; starting a new one');
+      await pause(wait, this.stopped);
     }
   }
 
@@ -300,8 +302,10 @@ export class KafkaSubscription {
 
   /** Runs `attempt` until it resolves, heartbeating meanwhile; false when the member stops (or loses the partition) first. */
   private async persist(heartbeat: () => Promise<void>, attempt: () => Promise<void>, failed: (err: Error, retryInMs: number) => void): Promise<boolean> {
-    let backoff = 100;
+    // The route retries deliveries itself (core/backoff.ts); a handler that rejects gave the record back, and it is offered again by the same policy.
+    const backoff = new Backoff();
     for (;;) {
+      let wait = 0;
       if (this.stopping || this.parked) return false;
       // A handler may take long (targets retrying with backoff): keep the membership alive meanwhile.
       const beat = setInterval(() => void heartbeat().catch(() => undefined), this.settings.consumer.heartbeatIntervalMs);
@@ -310,12 +314,12 @@ export class KafkaSubscription {
         return true;
       } catch (err) {
         this.telemetry?.consumerError(this.spec.route);
-        failed(err as Error, backoff);
+        wait = backoff.delay();
+        failed(err as Error, wait);
       } finally {
         clearInterval(beat);
       }
-      await Promise.race([sleep(backoff), this.interrupted]);
-      backoff = Math.min(backoff * 2, MAX_RETRY_BACKOFF_MS);
+      await pause(wait, this.interrupted);
       if (this.stopping || this.parked) return false;
       // Throws when the group rebalances: the record stays uncommitted for whoever gets the partition.
       await heartbeat();
