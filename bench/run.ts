@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { describeMachine, markdownTable, rounded } from './report.js';
 import { isFailure, type Scenario, type ScenarioFailure, type ScenarioResult } from './scenario.js';
 import { fanout } from './scenarios/fanout.js';
+import { httpAmqp, httpMqtt, httpNats } from './scenarios/http-brokers.js';
 import { httpKafka } from './scenarios/http-kafka.js';
 import { httpMemory } from './scenarios/http-memory.js';
 import { kafkaProxy, kafkaProxyConsume, kafkaProxyValidate } from './scenarios/kafka-proxy.js';
@@ -19,7 +20,7 @@ import { sseFanout } from './scenarios/sse-fanout.js';
 import { startup } from './scenarios/startup.js';
 import { webhook } from './scenarios/webhook.js';
 
-const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, startup, httpKafka, kafkaWsLatency, sseFanout, webhook, kafkaProxy, kafkaProxyValidate, kafkaProxyConsume];
+const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, startup, httpKafka, kafkaWsLatency, sseFanout, webhook, httpMqtt, httpAmqp, httpNats, kafkaProxy, kafkaProxyValidate, kafkaProxyConsume];
 
 const USAGE = `usage: npm run bench -- [--only NAME,...] [--duration SECONDS] [--json FILE]
 scenarios:
