@@ -4,10 +4,12 @@ import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { CONFIG_AJV_OPTIONS, precompiledValidator } from './precompiled-validator.js';
 import { buildConfigSchema } from './schema.js';
+import { FRAGMENT_SECTIONS } from './include.js';
 import { pathFromPointer, type PathPart, type SourceDocument } from './source.js';
 import { closest, didYouMean } from './suggest.js';
 
 const validators = new WeakMap<KindRegistry, ValidateFunction>();
+const fragmentValidators = new WeakMap<KindRegistry, ValidateFunction>();
 
 function configValidator(registry: KindRegistry): ValidateFunction {
   let v = validators.get(registry);
@@ -19,9 +21,26 @@ function configValidator(registry: KindRegistry): ValidateFunction {
   return v;
 }
 
-/** Checks the document against the config schema; each problem becomes a positioned diagnostic. */
-export function checkSchema(src: SourceDocument, registry: KindRegistry): Diagnostic[] {
-  const validate = configValidator(registry);
+/** A file named by `include:` holds only some sections of the config, none required (compiled only when a config includes one). */
+function fragmentValidator(registry: KindRegistry): ValidateFunction {
+  let v = fragmentValidators.get(registry);
+  if (!v) {
+    const schema = buildConfigSchema(registry, { acceptVariables: false });
+    const props = schema.properties as Record<string, unknown>;
+    const { required: _required, ...rest } = schema;
+    v = new Ajv2020(CONFIG_AJV_OPTIONS).compile({ ...rest, properties: Object.fromEntries(FRAGMENT_SECTIONS.map((s) => [s, props[s]])) });
+    fragmentValidators.set(registry, v);
+  }
+  return v;
+}
+
+/**
+ * Checks the document against the config schema (or, for a file pulled in with `include:`, the
+ * fragment schema); each problem becomes a positioned diagnostic.
+ */
+export function checkSchema(src: SourceDocument, registry: KindRegistry, options: { fragment?: boolean } = {}): Diagnostic[] {
+  if (options.fragment && (src.value === null || src.value === undefined)) return [];
+  const validate = options.fragment ? fragmentValidator(registry) : configValidator(registry);
   if (validate(src.value)) return [];
   const errors = withoutEchoes(relevant(exactlyOneRules(validate.errors ?? [])), registry);
   const seen = new Set<string>();

@@ -41,6 +41,7 @@ listeners:
 | key | required | meaning |
 |---|---|---|
 | \`version\` | yes | must be \`1\` |
+| \`include\` | no | config fragments to merge in: a file or glob, or a list of them, relative to the config file (see [include](#include)) |
 | \`asyncapi\` | no | AsyncAPI document path, or a list of paths, relative to the config file (2.0–3.1, YAML or JSON; see [asyncapi.md](asyncapi.md)) |
 | \`asyncapiRemoteRefs\` | no | \`{origins, timeoutMs?, maxBytes?}\`: origins remote \`$ref\`s in AsyncAPI documents may point to; remote references are off without it (see [asyncapi.md](asyncapi.md)) |
 | \`admin\` | no | the admin API (health, readiness, status, reload); none when absent |
@@ -56,6 +57,37 @@ version: 1
 asyncapi:                       # or one path: asyncapi: streetlights.yaml
   - asyncapi/streetlights.yaml
   - asyncapi/alerts.json
+\`\`\`
+
+### include
+
+Split a config by team: each fragment holds any of \`brokers\`, \`listeners\`, \`chains\` and
+\`routes\`. Maps are merged by name and route lists appended, the config's own routes first,
+then each fragment's in include order (a glob's files in name order). A name defined in two
+files is an error naming both places; every problem in a fragment points into it
+(\`teams/orders.yaml:12:7: ...\`). A glob may use \`*\`, \`?\` and \`[...]\` in the file name (not
+in directories). Hot reload follows every included file, and a new file that matches a glob.
+Fragments cannot include further files.
+
+\`\`\`yaml
+version: 1
+include:
+  - shared/brokers.yaml
+  - teams/*.yaml               # teams/orders.yaml, teams/payments.yaml, ...
+listeners:
+  api: { kind: http, port: 8080 }
+\`\`\`
+
+\`\`\`yaml
+# teams/orders.yaml
+chains:
+  orders-validate:
+    - validate: { schema: ../schemas/order.json }    # paths stay relative to the config file
+routes:
+  - name: orders-in
+    from: { listener: api, path: /orders }
+    through: orders-validate
+    to: { broker: kafka, topic: orders }
 \`\`\`
 
 ### asyncapiRemoteRefs

@@ -88,6 +88,10 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
     required: ['version'],
     properties: {
       version: { const: 1, description: 'Config language version; must be 1.' },
+      include: {
+        description: 'Config fragments to merge in: files or globs (`teams/*.yaml`; `*`, `?` and `[...]` in the file name), relative to this file. A fragment holds any of `brokers`, `listeners`, `chains`, `routes`: maps are merged, route lists appended in include order; a name defined twice is an error. Included files are watched, and a new file matching a glob is picked up by hot reload.',
+        oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 } }],
+      },
       asyncapi: {
         description: 'AsyncAPI document(s), relative to this file.',
         oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 } }],

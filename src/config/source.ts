@@ -24,6 +24,8 @@ export interface SourceDocument {
    * value's start when `path` is not a string scalar.
    */
   locateInValue(path: readonly PathPart[], index: number): { line: number; column: number };
+  /** The file the value at `path` was written in, when the document merges several (`include:`); else `file`. */
+  fileOf?(path: readonly PathPart[]): string;
 }
 
 export interface ParseOptions {

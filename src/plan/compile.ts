@@ -10,6 +10,7 @@ import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseDataFile, readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { isHidden, pruneInvalid, type Hidden, type Pruned } from '../config/prune.js';
+import { mergedPath, resolveIncludes } from '../config/include.js';
 import type { ErrorCode } from '../core/errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
 import type { BrokerCompileContext, CompiledStep, ListenerCompileContext, MessageContract, StartFrom, StepCompileContext } from '../kinds/contracts.js';
@@ -52,17 +53,27 @@ export interface LoadResult {
 export async function loadPlan(file: string, options: LoadOptions): Promise<LoadResult> {
   const configFile = resolve(file);
   const diagnostics: Diagnostic[] = [];
-  const { source: src, bytes } = readSource(file, options.env, diagnostics);
+  const { source: root, bytes } = readSource(file, options.env, diagnostics);
   const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing']]);
-  if (!src) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
+  if (!root) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
+  // Fragments named by `include:` are merged in; the watcher follows them (and each glob's directory).
+  const included = resolveIncludes(root, file, options.env, diagnostics);
+  for (const [f, h] of included?.files ?? []) configSeen.set(f, h);
+  const src = included?.source ?? root;
   const secrets = secretValues(src.value, src.fromEnv, src.envValues);
   // A value whose variable is missing was left unsubstituted: its schema error would only repeat the problem.
-  const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => d.path));
-  diagnostics.push(...checkSchema(src, options.registry).filter((d) => !missingEnv.has(d.path)));
+  const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => `${d.file}\0${d.path}`));
+  const schemaProblems = [
+    ...checkSchema(root, options.registry),
+    ...(included?.fragments ?? []).flatMap((f) => checkSchema(f.source, options.registry, { fragment: true }).map((d) => ({ ...d, path: mergedPath(d.path, f.routeOffset) }))),
+  ];
+  diagnostics.push(...schemaProblems.filter((d) => !missingEnv.has(`${d.file}\0${d.path}`)));
   // With problems so far, the parts that are still sound are compiled anyway, so one run reports everything.
-  const pruned = diagnostics.length > 0 ? pruneInvalid(src.value, diagnostics) : undefined;
-  if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [configFile], seen: configSeen, secrets };
+  // (A name defined twice keeps its first definition: that is not a part to leave out.)
+  const pruned = diagnostics.length > 0 ? pruneInvalid(src.value, diagnostics.filter((d) => d.code !== 'EG_CONFIG_CONFLICT')) : undefined;
+  if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [...configSeen.keys()], seen: configSeen, secrets };
   const compiler = new Compiler(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides, pruned);
+  for (const [f, h] of included?.files ?? []) compiler.files.set(f, h);
   await compiler.loadAsyncApi();
   const plan = compiler.compile(secrets);
   const files = [...compiler.files.keys()];
@@ -156,9 +167,14 @@ class Compiler {
     this.limits = { ...defaultExpressionLimits, ...this.config.expressions };
   }
 
+  /** The file a config path was written in (a fragment pulled in with `include:`, or the config). */
+  private fileOf(path: readonly PathPart[]): string {
+    return this.src.fileOf?.(path) ?? this.src.file;
+  }
+
   report(path: readonly PathPart[], code: ErrorCode, message: string, which: 'key' | 'value' = 'value'): void {
     const { line, column } = this.src.locate(path, which);
-    this.diagnostics.push({ file: this.src.file, line, column, code, path: formatPath(path), message });
+    this.diagnostics.push({ file: this.fileOf(path), line, column, code, path: formatPath(path), message });
   }
 
   /** Parses the `asyncapi:` documents (before compile(), which is synchronous, looks messages up in them). */
@@ -280,7 +296,9 @@ class Compiler {
       const first = names.get(raw.name);
       if (first !== undefined) {
         const { line } = this.src.locate(['routes', first, 'name'], 'value');
-        this.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is already used by routes[${first}] (line ${line}); route names must be unique`);
+        const firstFile = this.fileOf(['routes', first]);
+        const where = firstFile === this.fileOf(at) ? `line ${line}` : `${firstFile}:${line}`;
+        this.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is already used by routes[${first}] (${where}); route names must be unique`);
         return;
       }
       names.set(raw.name, i);
@@ -328,7 +346,8 @@ class Compiler {
     }
     const routeIndex = new Map((c.routes ?? []).flatMap((r, i) => (r ? [[r.name, i] as const] : [])));
     for (const conflict of findConflicts({ registry: this.registry, admin, brokers, listeners, routes: [...routes.values()].map((route) => ({ index: routeIndex.get(route.name)!, route })) })) {
-      const other = conflict.other ? ` (see line ${this.src.locate(conflict.other, 'value').line})` : '';
+      const otherFile = conflict.other && this.fileOf(conflict.other);
+      const other = conflict.other ? ` (see ${otherFile === this.fileOf(conflict.path) ? 'line ' : `${otherFile}:`}${this.src.locate(conflict.other, 'value').line})` : '';
       this.report(conflict.path, 'EG_CONFIG_CONFLICT', conflict.message + other);
     }
     const version = hash([...this.files.entries()].sort().map(([f, h]) => `${f}\0${h}`).join('\n')).slice(0, 12);
@@ -631,11 +650,11 @@ class Compiler {
   expression(source: string, at: PathPart[]): Expression | undefined {
     try {
       const { line } = this.src.locate(at, 'value');
-      return compileExpression(source, this.limits, `${basename(this.src.file)}:${line}`);
+      return compileExpression(source, this.limits, `${basename(this.fileOf(at))}:${line}`);
     } catch (err) {
       if (!(err instanceof ExpressionSyntaxError)) throw err;
       const { line, column } = this.src.locateInValue(at, err.position);
-      this.diagnostics.push({ file: this.src.file, line, column, code: 'EG_CONFIG_EXPRESSION', path: formatPath(at), message: `JSONata expression does not compile: ${err.message}` });
+      this.diagnostics.push({ file: this.fileOf(at), line, column, code: 'EG_CONFIG_EXPRESSION', path: formatPath(at), message: `JSONata expression does not compile: ${err.message}` });
       return undefined;
     }
   }

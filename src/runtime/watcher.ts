@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { hash } from '../core/canonical.js';
+import { globFingerprint, isGlob } from '../config/include.js';
 
 export interface WatchTiming {
   /** Quiet time that ends a burst of editor events. */
@@ -116,6 +117,8 @@ export class Debounce {
 }
 
 function contentHash(file: string): string {
+  // An `include:` glob: its value is the list of files it matches, so a new match is a change.
+  if (isGlob(file)) return globFingerprint(file);
   try {
     return hash(readFileSync(file));
   } catch {

@@ -170,7 +170,9 @@ routes:
       const wrong = await post(gw.url('api', '/key'), { n: 6 }, { 'x-api-key': `${ALICE_KEY}x` });
       assert.equal(wrong.status, 401);
       assert.doesNotMatch(wrong.text, new RegExp(ALICE_KEY));
-      assert.equal(await out.nothingFor(100), undefined);
+      // An accepted sentinel is the next thing out: neither refused message got through.
+      assert.equal((await post(gw.url('api', '/key'), { n: 7 }, { 'x-api-key': ALICE_KEY })).status, 200);
+      assert.deepEqual((await out.next()).value.body, { n: 7 });
     });
 
     it('reads the key from a query parameter and a keys file, and drops it from $query', async () => {
@@ -184,6 +186,13 @@ routes:
   });
 
   describe('jwt', () => {
+    /** An accepted message is the next thing out: none of the refused ones got through. */
+    async function acceptedSentinel(): Promise<void> {
+      const token = await hs({ sub: 'sentinel', scope: 'publish', tenant: 'acme' });
+      assert.equal((await post(gw.url('api', '/hs'), { n: 'sentinel' }, { authorization: `Bearer ${token}` })).status, 200);
+      assert.deepEqual((await out.next()).value.body, { n: 'sentinel' });
+    }
+
     it('accepts an HS256 token from Authorization: Bearer and binds $principal and $claims', async () => {
       const token = await hs({ sub: 'svc-1', scope: 'read publish', tenant: 'acme' });
       const reply = await post(gw.url('api', '/hs'), { n: 1 }, { authorization: `Bearer ${token}` });
@@ -208,7 +217,7 @@ routes:
         assert.equal(reply.status, 401, `${name}: ${reply.text}`);
         assert.match(reply.headers.get('www-authenticate') ?? '', /^Bearer realm="eventgate"/, name);
       }
-      assert.equal(await out.nothingFor(100), undefined);
+      await acceptedSentinel();
     });
 
     it('answers 403 for a valid token that fails a required claim', async () => {
@@ -220,7 +229,7 @@ routes:
       assert.equal(otherTenant.status, 403);
       const noTenant = await post(gw.url('api', '/hs'), {}, { authorization: `Bearer ${await hs({ sub: 's', scope: 'publish' })}` });
       assert.equal(noTenant.status, 403);
-      assert.equal(await out.nothingFor(100), undefined);
+      await acceptedSentinel();
     });
 
     it('verifies with a PEM public key file, refusing tokens signed by another key', async () => {

@@ -1,0 +1,207 @@
+import { readdirSync } from 'node:fs';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { formatPath, type Diagnostic } from './diagnostics.js';
+import { readSource, type Env, type PathPart, type SourceDocument } from './source.js';
+
+const hash = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
+
+/** Sections a fragment may hold. Maps are merged by name, `routes` lists concatenated. */
+export const FRAGMENT_SECTIONS = ['brokers', 'listeners', 'chains', 'routes'] as const;
+const MAPS = ['brokers', 'listeners', 'chains'] as const;
+
+/** `*`, `?` and `[...]` in the file name (not in directories: the watcher follows one directory per pattern). */
+export function isGlob(path: string): boolean {
+  return /[*?[]/.test(basename(path));
+}
+
+function globRegex(pattern: string): RegExp {
+  let re = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const end = pattern.indexOf(']', i + 1);
+      if (end === -1) re += '\\[';
+      else {
+        re += `[${pattern.slice(i + 1, end).replace(/^!/, '^').replace(/\\/g, '\\\\')}]`;
+        i = end;
+      }
+    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+/** The files a pattern matches now, sorted (so fragments merge in a stable order); hidden files never match. */
+export function expandGlob(absPattern: string): string[] {
+  const re = globRegex(basename(absPattern));
+  const dir = dirname(absPattern);
+  return readdirSync(dir)
+    .filter((name) => !name.startsWith('.') && re.test(name))
+    .sort()
+    .map((name) => join(dir, name));
+}
+
+/** What the watcher compares for a glob: the list of matching files (a new file matching it is a change). */
+export function globFingerprint(absPattern: string): string {
+  try {
+    return `glob:${hash(expandGlob(absPattern).join('\n'))}`;
+  } catch {
+    return 'missing';
+  }
+}
+
+export interface Included {
+  /** The merged document, with positions leading into the file each part came from. */
+  source: SourceDocument;
+  /** Fragment files and glob patterns → hash, for the watcher. */
+  files: Map<string, string>;
+  /** Fragments that loaded, for their own schema check. */
+  fragments: { source: SourceDocument; routeOffset: number }[];
+}
+
+interface Origin {
+  doc: SourceDocument;
+  /** Path prefix in `doc` that stands for the merged path prefix. */
+  at: PathPart[];
+}
+
+/**
+ * Resolves `include:` (files or globs relative to the config) and merges the fragments into the
+ * config: maps by name, route lists concatenated in include order after the config's own. A
+ * name defined twice is reported at the second definition, naming the first. Diagnostics about a
+ * merged part point into the file it came from (SourceDocument.fileOf).
+ */
+export function resolveIncludes(root: SourceDocument, configFile: string, env: Env, diagnostics: Diagnostic[], read = readSource): Included | undefined {
+  if (!isMap(root.value)) return undefined;
+  const value = root.value;
+  const raw = value.include;
+  if (raw === undefined || (typeof raw !== 'string' && !Array.isArray(raw))) return undefined;
+  const patterns = (typeof raw === 'string' ? [raw] : raw).map((p, i) => ({ p, at: (typeof raw === 'string' ? ['include'] : ['include', i]) as PathPart[] }));
+  const dir = dirname(resolve(configFile));
+  const shown = (abs: string) => join(dirname(root.file), relative(dir, abs));
+  const files = new Map<string, string>();
+  const fragments: Included['fragments'] = [];
+  const rootReport = (at: PathPart[], message: string, code = 'EG_CONFIG_FILE') => {
+    const { line, column } = root.locate(at, 'value');
+    diagnostics.push({ file: root.file, line, column, code, path: formatPath(at), message });
+  };
+
+  const merged: Record<string, unknown> = { ...value };
+  delete merged.include;
+  for (const s of MAPS) if (merged[s] !== undefined && isMap(merged[s])) merged[s] = { ...(merged[s] as object) };
+  if (Array.isArray(merged.routes)) merged.routes = [...merged.routes];
+  const origins = new Map<string, Origin>();
+  const routeOrigins: { from: number; to: number; doc: SourceDocument }[] = [];
+  const ownRoutes = Array.isArray(value.routes) ? value.routes.length : 0;
+  for (const s of MAPS) for (const name of Object.keys(isMap(value[s]) ? (value[s] as object) : {})) origins.set(`${s}\0${name}`, { doc: root, at: [s, name] });
+
+  const seen = new Set<string>([resolve(configFile)]);
+  for (const { p, at } of patterns) {
+    if (typeof p !== 'string' || p === '') continue; // the schema check reports it
+    const abs = resolve(dir, p);
+    let matches: string[];
+    if (isGlob(p)) {
+      if (/[*?[]/.test(dirname(p))) {
+        rootReport(at, `include '${p}': a pattern may only use *, ? and [...] in the file name, not in directories`, 'EG_CONFIG_SCHEMA');
+        continue;
+      }
+      files.set(abs, globFingerprint(abs));
+      try {
+        matches = expandGlob(abs);
+      } catch {
+        rootReport(at, `include '${p}': the directory ${shown(dirname(abs))} does not exist`);
+        continue;
+      }
+    } else matches = [abs];
+    for (const file of matches) {
+      if (seen.has(file)) continue;
+      seen.add(file);
+      const before = diagnostics.length;
+      const { source, bytes } = read(shown(file), env, diagnostics);
+      files.set(file, bytes ? hash(bytes) : 'missing');
+      if (!source) {
+        // Unreadable: say so at the include line (the fragment's own file has no line to point at).
+        if (!bytes) {
+          const why = diagnostics[before]?.message.replace(/^cannot read config file: /, '') ?? 'cannot read';
+          diagnostics.splice(before);
+          rootReport(at, `cannot read included file '${shown(file)}': ${why}`);
+        }
+        continue;
+      }
+      const frag = source.value;
+      if (frag === null || frag === undefined) continue; // an empty fragment adds nothing
+      const routeOffset = Array.isArray(merged.routes) ? merged.routes.length : 0;
+      fragments.push({ source, routeOffset });
+      // Its problems so far (unset variables) keep their place in the file but name the merged path.
+      for (const d of diagnostics.slice(before)) d.path = mergedPath(d.path, routeOffset);
+      if (!isMap(frag)) continue; // its schema check reports it
+      for (const s of MAPS) {
+        if (!isMap(frag[s])) continue;
+        const into = (isMap(merged[s]) ? merged[s] : (merged[s] = {})) as Record<string, unknown>;
+        for (const [name, v] of Object.entries(frag[s] as object)) {
+          const first = origins.get(`${s}\0${name}`);
+          if (first) {
+            const { line } = first.doc.locate(first.at, 'key');
+            const { line: l2, column } = source.locate([s, name], 'key');
+            diagnostics.push({ file: source.file, line: l2, column, code: 'EG_CONFIG_CONFLICT', path: formatPath([s, name]), message: `${s.slice(0, -1)} '${name}' is defined twice: here and in ${first.doc.file}:${line}` });
+            continue;
+          }
+          origins.set(`${s}\0${name}`, { doc: source, at: [s, name] });
+          into[name] = v;
+        }
+      }
+      if (Array.isArray(frag.routes)) {
+        const list = (Array.isArray(merged.routes) ? merged.routes : (merged.routes = [])) as unknown[];
+        routeOrigins.push({ from: list.length, to: list.length + frag.routes.length, doc: source });
+        list.push(...frag.routes);
+      }
+    }
+  }
+
+  /** The document and path inside it that a merged path stands for. */
+  const resolvePath = (path: readonly PathPart[]): { doc: SourceDocument; path: PathPart[] } => {
+    const [section, key, ...rest] = path;
+    if (section === 'routes' && typeof key === 'number' && key >= ownRoutes) {
+      const o = routeOrigins.find((r) => key >= r.from && key < r.to);
+      if (o) return { doc: o.doc, path: ['routes', key - o.from, ...rest] };
+    }
+    if (typeof section === 'string' && (MAPS as readonly string[]).includes(section) && key !== undefined) {
+      const o = origins.get(`${section}\0${key}`);
+      if (o) return { doc: o.doc, path: [...o.at, ...rest] };
+    }
+    return { doc: root, path: [...path] };
+  };
+  const fromEnv = new Set(root.fromEnv);
+  const envValues = new Set(root.envValues);
+  for (const { source, routeOffset } of fragments) {
+    for (const p of source.fromEnv) fromEnv.add(mergedPath(p, routeOffset));
+    for (const v of source.envValues ?? []) envValues.add(v);
+  }
+  const composite: SourceDocument = {
+    ...root,
+    value: merged,
+    fromEnv,
+    envValues,
+    locate: (path, which) => {
+      const r = resolvePath(path);
+      return r.doc.locate(r.path, which);
+    },
+    locateInValue: (path, index) => {
+      const r = resolvePath(path);
+      return r.doc.locateInValue(r.path, index);
+    },
+    fileOf: (path) => resolvePath(path).doc.file,
+  };
+  return { source: composite, files, fragments };
+}
+
+/** A fragment's `routes[i]...` is `routes[offset + i]...` of the merged config; other paths are the same. */
+export function mergedPath(path: string, routeOffset: number): string {
+  return path.replace(/^routes\[(\d+)\]/, (_, n: string) => `routes[${Number(n) + routeOffset}]`);
+}
+
+function isMap(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { runCli, startGateway, tempFiles } from '../helpers/gateway.js';
+
+const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
+
+const root = yaml(
+  'version: 1',
+  'admin: { port: 0 }',
+  'include:',
+  '  - shared.yaml',
+  '  - teams/*.yaml',
+  'listeners: { api: { kind: http, port: 0 } }',
+  'routes:',
+  '  - name: root-route',
+  '    from: { listener: api, path: /root }',
+  '    to: { broker: local, topic: t }',
+);
+const shared = yaml('brokers:', '  local: { kind: memory }');
+const teamA = (filter: string) =>
+  yaml(
+    'chains:', //                        1
+    '  a-chain:', //                     2
+    `    - filter: '${filter}'`, //      3
+    'routes:', //                        4
+    '  - name: a-in', //                 5
+    '    from: { listener: api, path: /a }',
+    '    through: a-chain',
+    '    to: { broker: local, topic: t }',
+  );
+
+describe('include: config fragments', () => {
+  it('merges fragments, and points each problem into the file it is in, naming both places of a name defined twice', async () => {
+    const teamB = yaml(
+      'brokers:', //                                   1
+      '  local: { kind: memory }', //                  2  defined in shared.yaml too
+      'routes:', //                                    3
+      '  - name: b-in', //                             4
+      '    from: { listener: api, path: /b }', //      5
+      "    through: [ { filter: 'y >' } ]", //         6
+      '    to: { broker: nope, topic: t }', //         7
+      '  - name: a-in', //                             8  defined in teams/a.yaml too
+      '    from: { listener: api, path: /a2 }',
+      '    to: { broker: local, topic: t }',
+    );
+    const dir = tempFiles({ 'gateway.yaml': root, 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1'), 'teams/b.yaml': teamB });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      'teams/b.yaml:2:3: broker \'local\' is defined twice: here and in shared.yaml:2',
+      "teams/b.yaml:6:29: JSONata expression does not compile: Unexpected end of expression",
+      "teams/b.yaml:7:19: broker 'nope' is not defined; defined brokers: local",
+      "teams/b.yaml:8:11: route name 'a-in' is already used by routes[1] (teams/a.yaml:5); route names must be unique",
+    ]);
+    const good = tempFiles({ 'gateway.yaml': root, 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1') });
+    assert.equal((await runCli(['validate', '-c', 'gateway.yaml'], { cwd: good })).stdout, 'ok\n');
+  });
+
+  it('reports an included file that does not exist at its include line; a fragment may hold only brokers, listeners, chains and routes', async () => {
+    const dir = tempFiles({ 'gateway.yaml': root.replace('shared.yaml', 'sahred.yaml'), 'teams/a.yaml': yaml('admin: { port: 1 }') });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1);
+    const lines = r.stdout.trim().split('\n');
+    assert.ok(lines.includes("gateway.yaml:4:5: cannot read included file 'sahred.yaml': no such file (ENOENT)"), r.stdout);
+    assert.ok(lines.some((l) => /^teams\/a\.yaml:1:1: unknown key 'admin'/.test(l)), r.stdout);
+  });
+
+  it('hot reload follows included files, and files that newly match a glob', async () => {
+    const gw = await startGateway(root, { files: { 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1') } });
+    try {
+      assert.equal((await post(gw.url('api', '/a'), { x: 1 })).body.filtered, true);
+      // An edit to a fragment is a reload.
+      const edited = await gw.reconfigure(teamA('x > 0'), 'teams/a.yaml');
+      assert.equal(edited.msg, 'config reloaded');
+      assert.equal((await post(gw.url('api', '/a'), { x: 1 })).status, 200);
+      assert.equal((await post(gw.url('api', '/a'), { x: 1 })).body.filtered, undefined);
+      // A new file matching teams/*.yaml is picked up.
+      assert.equal((await post(gw.url('api', '/c'), { x: 1 })).status, 404);
+      const added = await gw.reconfigure(yaml('routes:', '  - name: c-in', '    from: { listener: api, path: /c }', '    to: { broker: local, topic: t }'), 'teams/c.yaml');
+      assert.equal(added.msg, 'config reloaded');
+      assert.equal((await post(gw.url('api', '/c'), { x: 1 })).status, 200);
+      // A broken fragment is rejected, pointing into it; the running config keeps serving.
+      const broken = await gw.reconfigure(teamA('x >'), 'teams/a.yaml');
+      assert.match(broken.msg, /^reload rejected/);
+      assert.match(String(broken.diagnostic), /teams\/a\.yaml:3:\d+: JSONata expression does not compile/);
+      assert.equal((await post(gw.url('api', '/a'), { x: 1 })).status, 200);
+    } finally {
+      await gw.stop();
+    }
+  });
+});
