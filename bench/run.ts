@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { describeMachine, markdownTable, rounded } from './report.js';
 import { isFailure, type Scenario, type ScenarioFailure, type ScenarioResult } from './scenario.js';
 import { fanout } from './scenarios/fanout.js';
+import { httpAmqp, httpMqtt, httpNats } from './scenarios/http-brokers.js';
 import { httpKafka } from './scenarios/http-kafka.js';
 import { httpMemory } from './scenarios/http-memory.js';
 import { kafkaWsLatency } from './scenarios/kafka-ws-latency.js';
@@ -18,7 +19,7 @@ import { sseFanout } from './scenarios/sse-fanout.js';
 import { startup } from './scenarios/startup.js';
 import { webhook } from './scenarios/webhook.js';
 
-const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, startup, httpKafka, kafkaWsLatency, sseFanout, webhook];
+const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, startup, httpKafka, kafkaWsLatency, sseFanout, webhook, httpMqtt, httpAmqp, httpNats];
 
 const USAGE = `usage: npm run bench -- [--only NAME,...] [--duration SECONDS] [--json FILE]
 scenarios:

@@ -5,6 +5,9 @@
 #   kcat            an independent Kafka client for interop tests
 #   chromium        headless browser for the admin dashboard and EventSource (SSE) tests
 #   curl            `curl -N`, an event-stream client that is not a browser (SSE tests)
+#   mosquitto, mosquitto-clients   an MQTT broker, and mosquitto_pub/_sub as independent MQTT peers
+#   rabbitmq-server, python3-pika  an AMQP 0-9-1 broker, and an independent Python client (test/peers/amqp_peer.py)
+#   nats-server     a NATS server with JetStream (the tests talk the NATS text protocol to it themselves)
 #   nginx, libnginx-mod-nchan  the fan-out benchmark's C baseline (nginx + Nchan, one worker)
 # Needs root (CI runs as root); `apt-get update` runs once, only when something is missing.
 set -euo pipefail
@@ -15,6 +18,11 @@ command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+/usr/bin/python3 -c 'import pika' >/dev/null 2>&1 || missing+=(python3-pika)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(libnginx-mod-nchan)
 # gcc only recommends the C library headers, and --no-install-recommends skips them.

@@ -177,6 +177,11 @@ export interface SubscribeSpec {
    */
   startFrom?: StartFrom;
   /**
+   * The group is this process's alone (a route whose targets are WebSocket forwards): it wants
+   * live messages only, and brokers with sessions or queues of their own make them temporary.
+   */
+  perInstance?: boolean;
+  /**
    * Where a record batch the broker cannot decode goes (the route's dead-letter target); resolves
    * once it is stored. Without it the broker stops consuming that partition and says so in health().
    */

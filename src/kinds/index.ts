@@ -1,5 +1,8 @@
 import { kafkaBroker } from './brokers/kafka.js';
 import { memoryBroker } from './brokers/memory.js';
+import { amqpBroker } from './brokers/amqp.js';
+import { mqttBroker } from './brokers/mqtt.js';
+import { natsBroker } from './brokers/nats.js';
 import { httpListener } from './listeners/http.js';
 import { websocketListener } from './listeners/websocket.js';
 import { KindRegistry } from './registry.js';
@@ -16,6 +19,9 @@ export function defaultRegistry(): KindRegistry {
   return new KindRegistry()
     .broker(memoryBroker)
     .broker(kafkaBroker)
+    .broker(mqttBroker)
+    .broker(amqpBroker)
+    .broker(natsBroker)
     .listener(httpListener)
     .listener(websocketListener)
     .step(validateStep)

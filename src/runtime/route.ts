@@ -278,7 +278,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const startFrom = from.startFrom ?? (this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined);
     const undecodable = this.deadletter ? (raw: UndecodableBatch) => this.deadletterUndecodable(raw) : undefined;
     // Structured-mode CloudEvents records (CloudEvents Kafka binding §3.3) become CloudEvent messages.
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, undecodable }, (msg) => this.consume(fromStructuredMessage(msg)));
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, perInstance, undecodable }, (msg) => this.consume(fromStructuredMessage(msg)));
   }
 
   /**

@@ -1,0 +1,135 @@
+import type { ConnectionOptions } from 'node:tls';
+import type { BrokerCompileContext } from '../contracts.js';
+import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
+import { AmqpBroker } from './amqp/broker.js';
+import { compileTls, TLS_OPTIONS } from './tls.js';
+
+const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
+
+const binding = oneOf(
+  [
+    Type.String({ description: 'Routing key (a pattern for a topic exchange) on the broker\'s exchange.' }),
+    Type.Object(
+      {
+        exchange: Type.Optional(Type.String({ description: 'Exchange to bind to (default: the broker\'s exchange).' })),
+        routingKey: Type.String({ description: 'Routing key or pattern.' }),
+      },
+      { additionalProperties: false },
+    ),
+  ],
+  { description: 'A routing key on the broker\'s exchange, or `{exchange, routingKey}`.' },
+);
+
+const queue = Type.Object(
+  {
+    declare: Type.Optional(Type.Boolean({ default: true, description: 'Declare the queue at every connect; false when it must exist already.' })),
+    durable: Type.Optional(Type.Boolean({ default: true, description: 'The queue survives a server restart.' })),
+    bindings: Type.Optional(Type.Array(binding, { description: 'Bindings of the queue: routing keys (patterns for a topic exchange) on the broker\'s exchange, or `{exchange, routingKey}`.' })),
+    deadLetterExchange: Type.Optional(
+      Type.String({ description: 'RabbitMQ dead-letter exchange (`x-dead-letter-exchange`): gets what RabbitMQ itself dead-letters (TTL, length limit); the gateway dead-letters to the route\'s `deadletter` target.' }),
+    ),
+    arguments: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Further queue arguments (`x-message-ttl`, `x-queue-type`, ...).' })),
+  },
+  { additionalProperties: false },
+);
+
+const options = kindOptions('amqp', {
+  url: Type.String({ minLength: 1, description: 'Server URL: `amqp://user:password@host:5672/vhost` (`amqps://` for TLS); query parameters such as `heartbeat=30` pass to amqplib.' }),
+  tls: Type.Optional(TLS_OPTIONS),
+  exchange: Type.Optional(
+    oneOf(
+      [
+        Type.String(),
+        Type.Object(
+          {
+            name: Type.String({ description: 'Exchange name (`""` is the default exchange: the routing key is a queue name).' }),
+            type: Type.Optional(oneOfStrings(['topic', 'direct', 'fanout', 'headers'], { default: 'topic', description: 'Exchange type, when the gateway declares it.' })),
+            declare: Type.Optional(Type.Boolean({ default: true, description: 'Declare the exchange (durable) at connect; false when it must exist already.' })),
+          },
+          { additionalProperties: false },
+        ),
+      ],
+      { description: 'Exchange that publishes go to (the topic is the routing key) and that routing-key routes bind their queue to: a name, or `{name, type, declare}`; default `amq.topic`.' },
+    ),
+  ),
+  queues: Type.Optional(mapOf(queue, { description: 'Queues that consume routes name in `from.topic`: declared (with their bindings) at every connect, or existing ones (`declare: false`).' })),
+  prefetch: int(20, 1, 'Most unacknowledged messages a consume route holds (handled one at a time, in order).'),
+  persistent: Type.Optional(Type.Boolean({ default: true, description: 'Publish persistent messages (delivery mode 2): they survive a server restart in durable queues.' })),
+  mandatory: Type.Optional(Type.Boolean({ default: true, description: 'A publish no queue is bound for fails (503) instead of being dropped by the server.' })),
+  connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
+  ackTimeoutMs: int(5000, 1, 'A publish not confirmed by then fails: HTTP 503, retry for consume routes.'),
+});
+type AmqpOptions = Static<typeof options>;
+
+export interface AmqpQueue {
+  declare: boolean;
+  durable: boolean;
+  bindings: { exchange?: string; routingKey: string }[];
+  deadLetterExchange: string | undefined;
+  arguments: Record<string, unknown>;
+}
+
+/** The options compiled: defaults filled in, TLS files read. What the runtime gets. */
+export interface AmqpSettings {
+  url: string;
+  tls: ConnectionOptions | undefined;
+  exchange: { name: string; type: 'topic' | 'direct' | 'fanout' | 'headers'; declare: boolean };
+  /** A plain record, not a Map: reloads compare compiled options by their canonical JSON. */
+  queues: Record<string, AmqpQueue>;
+  prefetch: number;
+  persistent: boolean;
+  mandatory: boolean;
+  connectTimeoutMs: number;
+  ackTimeoutMs: number;
+}
+
+function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | undefined {
+  let ok = true;
+  if (!/^amqps?:\/\/[^\s/]+/.test(o.url)) {
+    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not an AMQP URL: expected amqp://user:password@host:5672/vhost (or amqps://)`);
+    ok = false;
+  }
+  const tls = compileTls(o.tls, ctx);
+  if (tls === false) ok = false;
+  const ex = typeof o.exchange === 'string' || o.exchange === undefined ? { name: o.exchange ?? 'amq.topic' } : o.exchange;
+  const queues: Record<string, AmqpQueue> = {};
+  for (const [name, q] of Object.entries(o.queues ?? {})) {
+    const declare = q.declare ?? true;
+    if (!declare && (q.bindings || q.deadLetterExchange !== undefined || q.arguments)) {
+      ctx.report(['queues', name], 'EG_CONFIG_SCHEMA', `queue '${name}' has declare: false (it must exist already), so it cannot also set bindings, deadLetterExchange or arguments`);
+      ok = false;
+    }
+    queues[name] = {
+      declare,
+      durable: q.durable ?? true,
+      bindings: (q.bindings ?? []).map((b) => (typeof b === 'string' ? { routingKey: b } : b)),
+      deadLetterExchange: q.deadLetterExchange,
+      arguments: q.arguments ?? {},
+    };
+  }
+  if (!ok) return undefined;
+  return {
+    url: o.url,
+    tls: tls || undefined,
+    exchange: { name: ex.name, type: ex.type ?? 'topic', declare: ex.declare ?? true },
+    queues,
+    prefetch: o.prefetch ?? 20,
+    persistent: o.persistent ?? true,
+    mandatory: o.mandatory ?? true,
+    connectTimeoutMs: o.connectTimeoutMs ?? 5000,
+    ackTimeoutMs: o.ackTimeoutMs ?? 5000,
+  };
+}
+
+export const amqpBroker = defineBroker({
+  options,
+  doc: {
+    summary:
+      'A RabbitMQ (AMQP 0-9-1) server, through amqplib. Routes publish to the broker\'s `exchange` with the topic as routing key (`to: {broker, topic: orders.created}`), with publisher confirms: 2xx only after RabbitMQ confirmed the message, 503 when it did not within `ackTimeoutMs`, when the server is unreachable, or (`mandatory`, the default) when no queue is bound for the routing key. Consume routes read a queue: `from.topic` names a queue of `queues` (declared with its bindings, or existing), or else is a routing-key pattern (`orders.*`, `#`) on the exchange, and the route\'s group names a durable queue the gateway declares and binds (WebSocket forward routes get an exclusive queue per instance). A message is acknowledged only after every target accepted it; `prefetch` bounds those in hand. `$topic` is a message\'s routing key; AMQP headers are the message headers, both ways. A message that fails for good goes to the route\'s `deadletter` target (the gateway\'s dead-letter path, with its `_eventgate_error` header) and is then acknowledged; a queue\'s `deadLetterExchange` only receives what RabbitMQ itself dead-letters (TTL, length limits). The connection is re-opened with backoff after a loss; unacknowledged messages are redelivered by RabbitMQ. A changed amqp broker is replaced on reload; unchanged routes keep their channels.',
+    example:
+      'brokers:\n  rabbit:\n    kind: amqp\n    url: amqp://gateway:${RABBITMQ_PASSWORD}@rabbitmq:5672/\n    exchange: { name: events, type: topic }\n    queues:\n      billing:\n        bindings: [orders.*]\n        deadLetterExchange: billing.dlx\n    prefetch: 20\n    ackTimeoutMs: 5000\nroutes:\n  - name: invoices\n    from: { broker: rabbit, topic: billing }       # the queue declared above\n    to: { broker: kafka, topic: invoices }',
+  },
+  compile: compileAmqp,
+  canReconfigure: () => false,
+  create: (name, settings, env) => new AmqpBroker(name, settings, env),
+});

@@ -1,0 +1,318 @@
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+import type { Logger } from '../../../log.js';
+import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
+import type { BrokerRuntime, BrokerTelemetry, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import type { AmqpQueue, AmqpSettings } from '../amqp.js';
+
+const MAX_BACKOFF_MS = 5000;
+
+/** Exchanges every RabbitMQ has; they cannot be declared, only used. */
+const builtInExchange = (name: string) => name === '' || name.startsWith('amq.');
+
+class Unroutable extends Error {
+  constructor(broker: string, exchange: string, key: string) {
+    super(`broker '${broker}': no queue is bound to exchange '${exchange}' for routing key '${key}', so the message would be dropped`);
+  }
+}
+
+interface Confirm {
+  resolve(): void;
+  reject(err: Error): void;
+  exchange: string;
+  key: string;
+}
+
+/**
+ * A RabbitMQ (AMQP 0-9-1) server through amqplib. One connection per broker, with a confirm
+ * channel for publishing and a channel per consume route. amqplib does not reconnect: this class
+ * does, with backoff, re-declaring the topology and restarting every route's consumer.
+ */
+export class AmqpBroker implements BrokerRuntime {
+  readonly kind = 'amqp';
+  private readonly log: Logger;
+  private readonly telemetry: BrokerTelemetry | undefined;
+  private connection: ChannelModel | undefined;
+  private publisher: ConfirmChannel | undefined;
+  private state: Health = { ready: false, detail: 'connecting' };
+  private stopped = false;
+  private backoff = 250;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly subscriptions = new Set<AmqpSubscription>();
+  /** Publishes awaiting their confirm, by the message id that correlates a basic.return. */
+  private readonly confirms = new Map<string, Confirm>();
+  private nextId = 0;
+  private open!: (typeof import('amqplib'))['connect'];
+
+  constructor(readonly name: string, readonly settings: AmqpSettings, env: RuntimeEnv) {
+    this.log = env.logger.child({ broker: name });
+    this.telemetry = env.telemetry?.broker(name, 'amqp');
+  }
+
+  /** Never fails: an unreachable server makes the broker not ready, and it keeps trying. */
+  async start(): Promise<void> {
+    // Loaded when a broker starts, so commands that start none (validate, schema) never load it.
+    const { connect } = await import('amqplib');
+    this.open = connect;
+    void this.connect();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
+    // Wait (bounded) for confirms in flight, then close.
+    const deadline = Date.now() + this.settings.ackTimeoutMs;
+    while (this.confirms.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await this.connection?.close().catch(() => undefined);
+  }
+
+  reconfigure(): void {}
+
+  health(): Health {
+    return this.state;
+  }
+
+  topicProblem(topic: string): string | undefined {
+    if (Buffer.byteLength(topic) > 255) return 'an AMQP routing key is at most 255 bytes';
+    return undefined;
+  }
+
+  private async connect(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      const conn = await this.open(this.settings.url, { ...(this.settings.tls ?? {}), timeout: this.settings.connectTimeoutMs, clientProperties: { connection_name: `eventgate ${this.name}` } });
+      conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp connection error'));
+      conn.on('close', () => this.lost('connection closed'));
+      conn.on('blocked', (reason: string) => {
+        this.state = { ready: false, detail: `blocked by the server: ${reason}` };
+      });
+      conn.on('unblocked', () => {
+        if (this.connection === conn) this.state = { ready: true };
+      });
+      await declareTopology(conn, this.settings);
+      const publisher = await conn.createConfirmChannel();
+      publisher.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp publish channel error'));
+      publisher.on('return', (m: ConsumeMessage) => {
+        const c = this.confirms.get(m.properties.messageId as string);
+        if (c) c.reject(new Unroutable(this.name, c.exchange, c.key));
+      });
+      publisher.on('close', () => {
+        // A channel the server closed (e.g. publishing to a missing exchange) while the connection lives: open another.
+        if (this.connection === conn && !this.stopped) void conn.close().catch(() => undefined);
+      });
+      if (this.stopped) {
+        await conn.close().catch(() => undefined);
+        return;
+      }
+      this.connection = conn;
+      this.publisher = publisher;
+      this.backoff = 250;
+      this.state = { ready: true };
+      this.log.info('amqp connected');
+      for (const s of this.subscriptions) s.attach(conn);
+    } catch (err) {
+      this.state = { ready: false, detail: `unreachable: ${(err as Error).message}` };
+      this.log.warn({ err: (err as Error).message, retryInMs: this.backoff }, 'amqp connect failed; retrying');
+      this.retry();
+    }
+  }
+
+  private lost(why: string): void {
+    if (this.stopped || !this.connection) return;
+    this.connection = undefined;
+    this.publisher = undefined;
+    this.state = { ready: false, detail: `unreachable: ${why}` };
+    this.log.warn({ reason: why }, 'amqp connection lost; reconnecting');
+    // Publishes awaiting a confirm on the dead channel will never get one.
+    for (const c of this.confirms.values()) c.reject(new NotConnected(this.name, why));
+    for (const s of this.subscriptions) s.detach();
+    this.retry();
+  }
+
+  private retry(): void {
+    if (this.stopped) return;
+    this.retryTimer = setTimeout(() => void this.connect(), this.backoff);
+    this.retryTimer.unref();
+    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+  }
+
+  publish(topic: string, msg: Message): Promise<Delivery> {
+    if (this.stopped) return Promise.reject(new Error(`broker '${this.name}' is stopped`));
+    const channel = this.publisher;
+    if (!channel || !this.state.ready) {
+      this.telemetry?.producerError();
+      return Promise.reject(new NotConnected(this.name, this.state.detail ?? 'connecting'));
+    }
+    const exchange = this.settings.exchange.name;
+    const id = `${this.name}-${++this.nextId}`;
+    const confirmed = new Promise<void>((resolve, reject) => {
+      const settle = () => this.confirms.delete(id);
+      this.confirms.set(id, { exchange, key: topic, resolve: () => (settle(), resolve()), reject: (e) => (settle(), reject(e)) });
+      const options: Options.Publish = {
+        persistent: this.settings.persistent,
+        mandatory: this.settings.mandatory,
+        headers: msg.headers,
+        messageId: id,
+        contentType: typeof msg.value === 'string' ? 'text/plain' : 'application/json',
+        timestamp: Math.floor((msg.timestamp || Date.now()) / 1000),
+      };
+      try {
+        // The callback runs on the server's basic.ack (or nack); a basic.return for an unroutable
+        // mandatory message comes before its ack and has already rejected the promise.
+        channel.publish(exchange, topic, Buffer.from(encodeValue(msg.value ?? null)), options, (err) => {
+          const c = this.confirms.get(id);
+          if (!c) return;
+          if (err) c.reject(new Error(`broker '${this.name}' refused the message (basic.nack)`));
+          else c.resolve();
+        });
+      } catch (err) {
+        this.confirms.get(id)?.reject(err as Error);
+      }
+    });
+    return ackWithin(confirmed, this.settings.ackTimeoutMs, this.name).then(
+      (): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }),
+      (err: Error) => {
+        this.confirms.delete(id);
+        this.telemetry?.producerError();
+        throw err;
+      },
+    );
+  }
+
+  subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
+    const sub = new AmqpSubscription(this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
+    this.subscriptions.add(sub);
+    if (this.connection) sub.attach(this.connection);
+    return {
+      stop: async () => {
+        await sub.stop();
+        this.subscriptions.delete(sub);
+      },
+    };
+  }
+}
+
+/** The exchange (unless built in) and the queues the config declares, with their bindings. */
+async function declareTopology(conn: ChannelModel, s: AmqpSettings): Promise<void> {
+  const ch = await conn.createChannel();
+  try {
+    if (s.exchange.declare && !builtInExchange(s.exchange.name)) await ch.assertExchange(s.exchange.name, s.exchange.type, { durable: true });
+    for (const [name, q] of Object.entries(s.queues)) await declareQueue(ch, name, q, s);
+  } finally {
+    await ch.close().catch(() => undefined);
+  }
+}
+
+async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSettings): Promise<void> {
+  if (!q.declare) {
+    await ch.checkQueue(name);
+    return;
+  }
+  const args: Record<string, unknown> = { ...q.arguments };
+  if (q.deadLetterExchange !== undefined) args['x-dead-letter-exchange'] = q.deadLetterExchange;
+  await ch.assertQueue(name, { durable: q.durable, arguments: args });
+  for (const b of q.bindings) await ch.bindQueue(name, b.exchange ?? s.exchange.name, b.routingKey);
+}
+
+/**
+ * One consume route. Its queue is a queue the config declares (`queues:`) when `from.topic` names
+ * one; otherwise `from.topic` is a routing-key pattern on the broker's exchange, and the route's
+ * group names a durable queue bound with it (a per-instance group gets an exclusive queue that
+ * goes away with the connection). Messages are handled one at a time, in order, with at most
+ * `prefetch` unacknowledged; each is acknowledged only after every target accepted it.
+ */
+class AmqpSubscription {
+  private channel: Channel | undefined;
+  private stopping = false;
+  /** Handling is sequential: each delivery waits for the previous one. */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly settings: AmqpSettings,
+    private readonly spec: SubscribeSpec,
+    private readonly handler: (msg: Message) => Promise<void>,
+    private readonly log: Logger,
+    private readonly telemetry: BrokerTelemetry | undefined,
+  ) {}
+
+  attach(conn: ChannelModel): void {
+    if (this.stopping) return;
+    void this.open(conn).catch((err: Error) => {
+      this.telemetry?.consumerError(this.spec.route);
+      this.log.error({ err: err.message }, 'amqp consumer could not start; retrying on the next connection');
+      // A channel error (e.g. a queue that does not exist) closes only the channel: try again on the same connection after a while.
+      setTimeout(() => {
+        if (!this.stopping && !this.channel) this.attach(conn);
+      }, MAX_BACKOFF_MS).unref();
+    });
+  }
+
+  detach(): void {
+    this.channel = undefined;
+  }
+
+  private async open(conn: ChannelModel): Promise<void> {
+    const ch = await conn.createChannel();
+    ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp consume channel error'));
+    await ch.prefetch(this.settings.prefetch);
+    let queue = this.spec.topic;
+    if (!Object.hasOwn(this.settings.queues, queue)) {
+      // A routing-key pattern: the group's queue, bound to the broker's exchange.
+      const perInstance = this.spec.perInstance === true;
+      queue = this.spec.group;
+      await ch.assertQueue(queue, perInstance ? { exclusive: true, autoDelete: true, durable: false } : { durable: true });
+      await ch.bindQueue(queue, this.settings.exchange.name, this.spec.topic);
+    }
+    if (this.stopping) {
+      await ch.close().catch(() => undefined);
+      return;
+    }
+    this.channel = ch;
+    await ch.consume(queue, (m) => {
+      if (m === null) {
+        this.log.warn('consumer cancelled by the server (queue deleted?)');
+        return;
+      }
+      this.chain = this.chain.then(() => this.deliver(ch, m));
+    });
+    this.log.info({ queue }, 'consumer ready');
+  }
+
+  private async deliver(ch: Channel, m: ConsumeMessage): Promise<void> {
+    const msg = toMessage(m);
+    const accepted = await handOver(msg, this.handler, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping || this.channel !== ch });
+    // Not accepted: the route stopped, or the channel died (the server then redelivers it by itself).
+    if (accepted) {
+      try {
+        ch.ack(m);
+      } catch {
+        // The channel closed after the route accepted: the server redelivers it (at least once).
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.chain;
+    const ch = this.channel;
+    this.channel = undefined;
+    // Closing the channel hands unacknowledged messages (prefetched, never handled) back to the queue.
+    await ch?.close().catch(() => undefined);
+  }
+}
+
+function toMessage(m: ConsumeMessage): Message {
+  const payload = m.content.toString('utf8');
+  const ts = m.properties.timestamp as number | undefined;
+  return {
+    value: decodeValue(payload),
+    key: null,
+    headers: singleValued(Object.entries(m.properties.headers ?? {})),
+    topic: m.fields.routingKey,
+    partition: null,
+    offset: null,
+    timestamp: typeof ts === 'number' ? ts * 1000 : Date.now(),
+  };
+}

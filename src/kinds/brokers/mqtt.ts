@@ -1,0 +1,120 @@
+import { hostname } from 'node:os';
+import type { ConnectionOptions } from 'node:tls';
+import type { BrokerCompileContext } from '../contracts.js';
+import { defineBroker, kindOptions, mapOf, Type, type Static } from '../define.js';
+import { MqttBroker } from './mqtt/broker.js';
+import { compileTls, TLS_OPTIONS } from './tls.js';
+
+type Qos = 0 | 1 | 2;
+
+const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
+const qos = (options: Record<string, unknown>) => Type.Unsafe<Qos>({ ...options, enum: [0, 1, 2] });
+
+const options = kindOptions('mqtt', {
+  url: Type.String({ minLength: 1, description: 'Server URL: `mqtt://host:1883`, `mqtts://host:8883`, `ws://…` or `wss://…`.' }),
+  clientId: Type.Optional(
+    Type.String({ minLength: 1, description: 'Prefix of the client ids (`<clientId>-pub` publishes, `<clientId>-<route>` per consume route); default `eventgate-<hostname>`; must differ between instances.' }),
+  ),
+  username: Type.Optional(Type.String({ description: 'User name for the server.' })),
+  password: Type.Optional(Type.String({ description: 'Password for the server (write it as ${VAR}).' })),
+  protocolVersion: Type.Optional(Type.Unsafe<4 | 5>({ enum: [4, 5], default: 5, description: '`5` (default) or `4` (MQTT 3.1.1: no user properties, so no headers).' })),
+  tls: Type.Optional(TLS_OPTIONS),
+  qos: Type.Optional(qos({ default: 1, description: 'QoS of publishes and subscriptions: `0` at most once, `1` at least once (default), `2` exactly once.' })),
+  qosByTopic: Type.Optional(mapOf(qos({}), { description: 'QoS per topic filter (`+` and `#` allowed), first match wins, e.g. `{"telemetry/#": 0}`; other topics use `qos`.' })),
+  retain: Type.Optional(Type.Boolean({ default: false, description: 'Publish with the retain flag.' })),
+  persistentSessions: Type.Optional(Type.Boolean({ default: true, description: 'Consume routes keep their session (and the QoS ≥ 1 messages queued for it) across disconnects and restarts.' })),
+  sessionExpirySeconds: int(86400, 0, 'MQTT 5: how long the server keeps the persistent session of a disconnected route.'),
+  sharedSubscriptions: Type.Optional(Type.Boolean({ default: true, description: 'Consume routes of one group share messages across instances through `$share/<group>/<filter>`.' })),
+  keepaliveSeconds: int(30, 0, 'Keep-alive interval in seconds; a silent connection is declared lost after 1.5 times it.'),
+  connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
+  reconnectPeriodMs: int(1000, 1, 'Wait between reconnect attempts.'),
+  ackTimeoutMs: int(5000, 1, 'A publish not acknowledged (PUBACK / PUBCOMP) by then fails: HTTP 503, retry for consume routes.'),
+});
+type MqttOptions = Static<typeof options>;
+
+/** The options compiled: defaults filled in, TLS files read. What the runtime gets. */
+export interface MqttSettings {
+  url: string;
+  clientId: string;
+  username: string | undefined;
+  password: string | undefined;
+  protocolVersion: 4 | 5;
+  tls: ConnectionOptions | undefined;
+  qos: Qos;
+  /** In the order written: the first filter matching a topic gives its QoS. */
+  qosByTopic: [string, Qos][];
+  retain: boolean;
+  persistentSessions: boolean;
+  sessionExpirySeconds: number;
+  sharedSubscriptions: boolean;
+  keepaliveSeconds: number;
+  connectTimeoutMs: number;
+  reconnectPeriodMs: number;
+  ackTimeoutMs: number;
+}
+
+const URL_SCHEMES = /^(mqtt|mqtts|tcp|tls|ssl|ws|wss):\/\/[^\s/]+/;
+
+/** Whether a topic filter is well formed: `#` only last and alone in its level, `+` alone in its level. */
+function filterProblem(filter: string): string | undefined {
+  const levels = filter.split('/');
+  for (let i = 0; i < levels.length; i++) {
+    const l = levels[i]!;
+    if (l.includes('#') && (l !== '#' || i !== levels.length - 1)) return `'#' must be a whole level, and the last one`;
+    if (l.includes('+') && l !== '+') return `'+' must be a whole level`;
+  }
+  return undefined;
+}
+
+function compileMqtt(o: MqttOptions, ctx: BrokerCompileContext): MqttSettings | undefined {
+  let ok = true;
+  if (!URL_SCHEMES.test(o.url)) {
+    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not an MQTT server URL: expected mqtt://host:port (or mqtts, ws, wss)`);
+    ok = false;
+  }
+  const qosByTopic: [string, Qos][] = [];
+  for (const [filter, qos] of Object.entries(o.qosByTopic ?? {})) {
+    const why = filterProblem(filter);
+    if (why) {
+      ctx.report(['qosByTopic', filter], 'EG_CONFIG_SCHEMA', `'${filter}' is not an MQTT topic filter: ${why}`);
+      ok = false;
+    }
+    qosByTopic.push([filter, qos]);
+  }
+  const tls = compileTls(o.tls, ctx);
+  if (tls === false) ok = false;
+  if (!ok) return undefined;
+  return {
+    url: o.url,
+    clientId: o.clientId ?? `eventgate-${hostname()}`,
+    username: o.username,
+    password: o.password,
+    protocolVersion: o.protocolVersion ?? 5,
+    tls: tls || undefined,
+    qos: o.qos ?? 1,
+    qosByTopic,
+    retain: o.retain ?? false,
+    persistentSessions: o.persistentSessions ?? true,
+    sessionExpirySeconds: o.sessionExpirySeconds ?? 86400,
+    sharedSubscriptions: o.sharedSubscriptions ?? true,
+    keepaliveSeconds: o.keepaliveSeconds ?? 30,
+    connectTimeoutMs: o.connectTimeoutMs ?? 5000,
+    reconnectPeriodMs: o.reconnectPeriodMs ?? 1000,
+    ackTimeoutMs: o.ackTimeoutMs ?? 5000,
+  };
+}
+
+export const mqttBroker = defineBroker({
+  options,
+  doc: {
+    summary:
+      'An MQTT server (MQTT 5 or 3.1.1), through the `mqtt` client. Routes publish to its topics (`to: {broker, topic}`) and consume topic filters (`from: {broker, topic: "sensors/+/temp"}`, `+` and `#` allowed; `$topic` is the concrete topic of each message). At QoS 1 and 2 a publish answers 2xx only after the server acknowledged it (PUBACK / PUBCOMP), and 503 when it did not within `ackTimeoutMs` or the server is unreachable; QoS 0 is at most once. A consume route has its own connection and acknowledges (PUBACK) a QoS 1 message only after every target accepted it; with persistent sessions (the default) the server keeps what arrives while the gateway is down or reloading, so nothing acknowledged is lost. Routes of a group share messages across instances through shared subscriptions (`$share/<group>/<filter>`); WebSocket forward routes subscribe per instance with a clean session. MQTT 5 user properties are the message headers, both ways. A changed mqtt broker is replaced on reload; unchanged routes keep their connections and sessions.',
+    example:
+      'brokers:\n  devices:\n    kind: mqtt\n    url: mqtt://mosquitto:1883\n    clientId: eventgate-${HOSTNAME}\n    username: gateway\n    password: "${MQTT_PASSWORD}"\n    qos: 1\n    qosByTopic: { "telemetry/#": 0 }\n    ackTimeoutMs: 5000\nroutes:\n  - name: temperatures\n    from: { broker: devices, topic: "sensors/+/temperature" }\n    through:\n      - transform: \'{"sensor": $split($topic, "/")[1], "celsius": value}\'\n    to: { broker: kafka, topic: temperatures }',
+  },
+  compile: compileMqtt,
+  canReconfigure: () => false,
+  create: (name, settings, env) => new MqttBroker(name, settings, env),
+});
+
+

@@ -1,0 +1,223 @@
+import type { IClientOptions, IClientPublishOptions, IPublishPacket, MqttClient } from 'mqtt';
+import type { Logger } from '../../../log.js';
+import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
+import type { BrokerRuntime, BrokerTelemetry, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import type { MqttSettings } from '../mqtt.js';
+
+/** Whether an MQTT topic filter (with `+` and `#`) matches a concrete topic (MQTT 3.1.1 §4.7). */
+export function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return !(i === 0 && t[0]!.startsWith('$'));
+    if (i >= t.length) return false;
+    if (f[i] === '+') {
+      if (i === 0 && t[0]!.startsWith('$')) return false;
+      continue;
+    }
+    if (f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+/** The QoS for a topic: the first `qosByTopic` filter that matches it, else the broker's `qos`. */
+function qosFor(settings: MqttSettings, topic: string): 0 | 1 | 2 {
+  for (const [filter, qos] of settings.qosByTopic) if (topicMatches(filter, topic)) return qos;
+  return settings.qos;
+}
+
+/** The client library, loaded when the first mqtt broker starts (commands that start none, such as validate, never load it). */
+type MqttLib = typeof import('mqtt');
+let lib: MqttLib | undefined;
+const loadMqtt = async (): Promise<MqttLib> => (lib ??= await import('mqtt'));
+
+/** A connection's state, as /readyz reports it. */
+class Link {
+  ready = false;
+  detail = 'connecting';
+
+  constructor(readonly client: MqttClient, log: Logger, what: string) {
+    client.on('connect', () => {
+      if (!this.ready) log.info({ connection: what }, 'mqtt connected');
+      this.ready = true;
+      this.detail = 'connected';
+    });
+    client.on('error', (err) => {
+      this.detail = `unreachable: ${err.message}`;
+    });
+    client.on('close', () => {
+      if (this.ready) log.warn({ connection: what }, 'mqtt connection lost; reconnecting');
+      this.ready = false;
+      if (this.detail === 'connected') this.detail = 'unreachable: connection closed';
+    });
+    client.on('offline', () => {
+      this.ready = false;
+    });
+  }
+}
+
+function clientOptions(settings: MqttSettings, clientId: string, persistent: boolean): IClientOptions {
+  return {
+    clientId,
+    username: settings.username,
+    password: settings.password,
+    protocolVersion: settings.protocolVersion,
+    clean: !persistent,
+    keepalive: settings.keepaliveSeconds,
+    connectTimeout: settings.connectTimeoutMs,
+    reconnectPeriod: settings.reconnectPeriodMs,
+    // A publish made while offline is refused at once (503) rather than queued for later.
+    queueQoSZero: false,
+    // The subscription's own 'connect' handler subscribes (see MqttSubscription).
+    resubscribe: false,
+    // A persistent session outlives a disconnect (MQTT 5 ends it at once unless told otherwise).
+    properties: settings.protocolVersion === 5 && persistent ? { sessionExpiryInterval: settings.sessionExpirySeconds } : undefined,
+    ...(settings.tls as IClientOptions | undefined),
+  };
+}
+
+/**
+ * An MQTT broker through the `mqtt` client (MQTT 3.1.1 or 5). One connection publishes; each
+ * consume route has a connection of its own (its session, its order, its acknowledgements).
+ * Routes of a shared group subscribe through `$share/<group>/` with a persistent session, so
+ * instances share the work and a restart finds the messages queued meanwhile; routes that
+ * forward to WebSocket clients subscribe per instance with a clean session.
+ */
+export class MqttBroker implements BrokerRuntime {
+  readonly kind = 'mqtt';
+  private readonly log: Logger;
+  private readonly telemetry: BrokerTelemetry | undefined;
+  private publisher: Link | undefined;
+  private readonly subscriptions = new Set<MqttSubscription>();
+  private stopped = false;
+
+  constructor(readonly name: string, readonly settings: MqttSettings, env: RuntimeEnv) {
+    this.log = env.logger.child({ broker: name });
+    this.telemetry = env.telemetry?.broker(name, 'mqtt');
+  }
+
+  /** Never fails: an unreachable server makes the broker not ready, and the client keeps trying. */
+  async start(): Promise<void> {
+    const { connect } = await loadMqtt();
+    const client = connect(this.settings.url, clientOptions(this.settings, `${this.settings.clientId}-pub`, false));
+    this.publisher = new Link(client, this.log, 'publish');
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
+    await this.publisher?.client.endAsync().catch(() => undefined);
+  }
+
+  reconfigure(): void {}
+
+  health(): Health {
+    const links = [this.publisher, ...[...this.subscriptions].map((s) => s.link)].filter((l): l is Link => l !== undefined);
+    const down = links.find((l) => !l.ready);
+    return down ? { ready: false, detail: down.detail } : { ready: true };
+  }
+
+  topicProblem(topic: string): string | undefined {
+    if (topic.includes('+') || topic.includes('#')) return 'an MQTT topic to publish to cannot hold the wildcards + or #';
+    if (topic.includes('\u0000')) return 'an MQTT topic cannot hold NUL';
+    if (Buffer.byteLength(topic) > 65535) return 'an MQTT topic is at most 65535 bytes';
+    return undefined;
+  }
+
+  publish(topic: string, msg: Message): Promise<Delivery> {
+    const link = this.publisher;
+    if (this.stopped || !link) return Promise.reject(new Error(`broker '${this.name}' is stopped`));
+    if (!link.ready) {
+      this.telemetry?.producerError();
+      return Promise.reject(new NotConnected(this.name, link.detail));
+    }
+    const qos = qosFor(this.settings, topic);
+    const options: IClientPublishOptions = { qos, retain: this.settings.retain };
+    if (this.settings.protocolVersion === 5 && Object.keys(msg.headers).length > 0) options.properties = { userProperties: msg.headers };
+    // QoS 0 has no acknowledgement: it resolves once written to the socket (at most once).
+    const sent = link.client.publishAsync(topic, encodeValue(msg.value ?? null), options);
+    return ackWithin(sent, this.settings.ackTimeoutMs, this.name).then(
+      (): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }),
+      (err: Error) => {
+        this.telemetry?.producerError();
+        throw err;
+      },
+    );
+  }
+
+  subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
+    const sub = new MqttSubscription(lib!, this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
+    this.subscriptions.add(sub);
+    return {
+      stop: async () => {
+        await sub.stop();
+        this.subscriptions.delete(sub);
+      },
+    };
+  }
+}
+
+/**
+ * One consume route's connection. mqtt.js hands over messages one at a time and sends PUBACK
+ * (QoS 1) only when `handleMessage` calls back: we call back once the route accepted the message,
+ * so an unacknowledged message is redelivered by the server after a reconnect or a restart.
+ */
+class MqttSubscription {
+  readonly link: Link;
+  private stopping = false;
+  private inHand: Promise<unknown> | undefined;
+
+  constructor({ connect }: MqttLib, settings: MqttSettings, spec: SubscribeSpec, handler: (msg: Message) => Promise<void>, log: Logger, telemetry: BrokerTelemetry | undefined) {
+    // A per-instance group (WebSocket forwards) wants live messages only: a plain subscription, a clean session.
+    const perInstance = spec.perInstance === true;
+    const persistent = settings.persistentSessions && !perInstance;
+    const clientId = perInstance ? `${settings.clientId}-${spec.group}` : `${settings.clientId}-${spec.route}`;
+    const client = connect(settings.url, clientOptions(settings, clientId, persistent));
+    this.link = new Link(client, log, `route ${spec.route}`);
+    const filter = settings.sharedSubscriptions && !perInstance ? `$share/${spec.group}/${spec.topic}` : spec.topic;
+    const qos = qosFor(settings, spec.topic);
+    // Subscribe on every connect, even when the server kept the session: a server restart may
+    // restore a session without its shared subscriptions (mosquitto does), and subscribing again is harmless.
+    client.on('connect', () => {
+      client.subscribe(filter, { qos }, (err) => {
+        if (err) {
+          telemetry?.consumerError(spec.route);
+          log.error({ err: err.message, filter }, 'mqtt subscribe refused');
+        } else log.info({ filter, qos }, 'consumer ready');
+      });
+    });
+    client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
+      const msg = toMessage(packet);
+      const done = handOver(msg, handler, { route: spec.route, log, telemetry, stopping: () => this.stopping });
+      this.inHand = done;
+      void done.then((accepted) => {
+        this.inHand = undefined;
+        // Not accepted (stopping): no PUBACK, so the server offers it again to the next session.
+        if (accepted) callback();
+      });
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.inHand;
+    // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
+    await this.link.client.endAsync().catch(() => undefined);
+  }
+}
+
+function toMessage(packet: IPublishPacket): Message {
+  const props = packet.properties?.userProperties;
+  const payload = typeof packet.payload === 'string' ? packet.payload : Buffer.from(packet.payload).toString('utf8');
+  return {
+    value: decodeValue(payload),
+    key: null,
+    headers: props ? singleValued(Object.entries(props)) : {},
+    topic: packet.topic,
+    partition: null,
+    offset: null,
+    timestamp: Date.now(),
+  };
+}

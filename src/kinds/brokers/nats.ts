@@ -1,0 +1,131 @@
+import type { BrokerCompileContext } from '../contracts.js';
+import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
+import { NatsBroker } from './nats/broker.js';
+import { compileTls, TLS_OPTIONS } from './tls.js';
+
+const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
+
+const stream = Type.Object(
+  {
+    subjects: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'Subjects the stream stores (wildcards `*` and `>` allowed).' }),
+    declare: Type.Optional(Type.Boolean({ default: true, description: 'Create or update the stream at connect; false when it must exist already.' })),
+    storage: Type.Optional(oneOfStrings(['file', 'memory'], { default: 'file', description: 'Where the server stores the stream.' })),
+    maxAgeMs: Type.Optional(Type.Integer({ minimum: 1, description: 'Messages older than this are removed.' })),
+    maxMessages: Type.Optional(Type.Integer({ minimum: 1, description: 'Most messages the stream keeps.' })),
+    replicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 5, description: 'Copies in a clustered server.' })),
+  },
+  { additionalProperties: false },
+);
+
+const options = kindOptions('nats', {
+  servers: oneOf([Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), Type.String({ minLength: 1 })], {
+    description: 'Servers as `nats://host:4222` or `host:port`: a list, or one string; a comma-separated string is split, so `servers: ${NATS_URL}` takes a list from the environment.',
+  }),
+  user: Type.Optional(Type.String({ description: 'User name.' })),
+  password: Type.Optional(Type.String({ description: 'Password (write it as ${VAR}).' })),
+  token: Type.Optional(Type.String({ description: 'Authentication token (instead of user and password).' })),
+  tls: Type.Optional(
+    Type.Object(
+      { ca: TLS_OPTIONS.properties.ca, cert: TLS_OPTIONS.properties.cert, key: TLS_OPTIONS.properties.key },
+      { additionalProperties: false, description: 'TLS: `{ca, cert, key}`, PEM files relative to this config.' },
+    ),
+  ),
+  streams: Type.Optional(
+    mapOf(stream, {
+      description: 'JetStream streams, by name: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once).',
+    }),
+  ),
+  prefetch: int(20, 1, 'Most unacknowledged messages a JetStream consume route holds (handled one at a time, in order).'),
+  ackWaitMs: int(30000, 100, 'JetStream redelivers a message not acknowledged this long after delivery; the gateway extends it while a route still works on one.'),
+  connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
+  reconnectTimeWaitMs: int(500, 1, 'Wait between reconnect attempts to one server.'),
+  ackTimeoutMs: int(5000, 1, "A publish not acknowledged (JetStream PubAck; core subjects: the server's reply to a flush) by then fails: HTTP 503, retry for consume routes."),
+});
+type NatsOptions = Static<typeof options>;
+
+export interface NatsStream {
+  subjects: string[];
+  declare: boolean;
+  storage: 'file' | 'memory';
+  maxAgeMs: number | undefined;
+  maxMessages: number | undefined;
+  replicas: number | undefined;
+}
+
+/** The options compiled: server lists split, defaults filled in, TLS files read. What the runtime gets. */
+export interface NatsSettings {
+  servers: string[];
+  user: string | undefined;
+  password: string | undefined;
+  token: string | undefined;
+  /** PEM text (nats.js takes `ca`, `cert`, `key` as text). */
+  tls: { ca?: string; cert?: string; key?: string } | undefined;
+  streams: Record<string, NatsStream>;
+  prefetch: number;
+  ackWaitMs: number;
+  connectTimeoutMs: number;
+  reconnectTimeWaitMs: number;
+  ackTimeoutMs: number;
+}
+
+const SERVER = /^((nats|tls|ws|wss):\/\/)?[^\s/:]+(:\d{1,5})?$/;
+const SUBJECT_PATTERN = /^[^\s]+$/;
+
+function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | undefined {
+  let ok = true;
+  // `servers: ${NATS_URL}` with a comma-separated list: split it, as kafka's brokers are.
+  const entries = typeof o.servers === 'string' ? [o.servers] : o.servers;
+  const servers: string[] = [];
+  entries.forEach((entry, i) => {
+    for (const s of entry.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+      if (SERVER.test(s)) servers.push(s);
+      else {
+        ctx.report(typeof o.servers === 'string' ? ['servers'] : ['servers', i], 'EG_CONFIG_SCHEMA', `'${s}' is not a NATS server: expected nats://host:4222 or host:port`);
+        ok = false;
+      }
+    }
+  });
+  const tls = compileTls(o.tls, ctx);
+  if (tls === false) ok = false;
+  const streams: Record<string, NatsStream> = {};
+  for (const [name, st] of Object.entries(o.streams ?? {})) {
+    if (!/^[A-Za-z0-9_-]+$/.test(name)) {
+      ctx.report(['streams', name], 'EG_CONFIG_SCHEMA', `'${name}' cannot name a JetStream stream: use letters, digits, _ and -`);
+      ok = false;
+    }
+    st.subjects.forEach((subject, i) => {
+      if (!SUBJECT_PATTERN.test(subject) || subject.split('.').some((t, j, all) => t === '' || (t === '>' && j !== all.length - 1) || (t.length > 1 && /[*>]/.test(t)))) {
+        ctx.report(['streams', name, 'subjects', i], 'EG_CONFIG_SCHEMA', `'${subject}' is not a NATS subject: dot-separated tokens, '*' a whole token, '>' only the last`);
+        ok = false;
+      }
+    });
+    streams[name] = { subjects: st.subjects, declare: st.declare ?? true, storage: st.storage ?? 'file', maxAgeMs: st.maxAgeMs, maxMessages: st.maxMessages, replicas: st.replicas };
+  }
+  if (!ok) return undefined;
+  return {
+    servers,
+    user: o.user,
+    password: o.password,
+    token: o.token,
+    tls: tls ? { ca: tls.ca as string | undefined, cert: tls.cert as string | undefined, key: tls.key as string | undefined } : undefined,
+    streams,
+    prefetch: o.prefetch ?? 20,
+    ackWaitMs: o.ackWaitMs ?? 30000,
+    connectTimeoutMs: o.connectTimeoutMs ?? 5000,
+    reconnectTimeWaitMs: o.reconnectTimeWaitMs ?? 500,
+    ackTimeoutMs: o.ackTimeoutMs ?? 5000,
+  };
+}
+
+export const natsBroker = defineBroker({
+  options,
+  doc: {
+    summary:
+      'A NATS server, through the `nats` client. Subjects inside a stream listed under `streams` are JetStream\'s: a publish answers 2xx only after the stream stored it (its sequence is the delivery\'s `offset`), and a consume route reads through a durable consumer named after its group, acknowledging each message only after every target accepted it (at least once; a message held past `ackWaitMs` is redelivered, so the gateway signals progress while a route works on one). Other subjects are core NATS, at most once: a publish is confirmed by the server\'s reply to a flush but not stored, and consume routes (a queue group per route group) get only what is published while they are connected. Subject wildcards (`*`, `>`) work in `from.topic`, with the concrete subject as `$topic`; NATS headers are the message headers, both ways. The client reconnects by itself; `/readyz` reports the broker while it is disconnected and publishes answer 503. A changed nats broker is replaced on reload; unchanged routes keep their consumers.',
+    example:
+      'brokers:\n  nats:\n    kind: nats\n    servers: ${NATS_URL}              # "nats://a:4222,nats://b:4222" is split at the commas\n    streams:\n      ORDERS: { subjects: ["orders.>"], maxAgeMs: 604800000 }\nroutes:\n  - name: order-events\n    from: { broker: nats, topic: "orders.*" }        # JetStream: stream ORDERS holds orders.>\n    to: { listener: ws, path: /orders }\n  - name: presence\n    from: { listener: api, path: /presence }\n    to: { broker: nats, topic: presence.online }     # core NATS: at most once',
+  },
+  compile: compileNats,
+  canReconfigure: () => false,
+  create: (name, settings, env) => new NatsBroker(name, settings, env),
+});

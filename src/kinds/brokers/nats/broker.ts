@@ -1,0 +1,351 @@
+import type { JetStreamClient, JetStreamManager, JsMsg, Msg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
+
+/** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
+type NatsLib = typeof import('nats');
+let lib!: NatsLib;
+import type { Logger } from '../../../log.js';
+import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import type { NatsSettings, NatsStream } from '../nats.js';
+
+const MAX_BACKOFF_MS = 5000;
+
+/**
+ * Whether every subject `filter` matches is also matched by `pattern` (NATS wildcards: `*` one
+ * token, `>` the rest): a concrete subject is covered when it matches, a filter when it is narrower.
+ */
+export function subjectCovers(pattern: string, filter: string): boolean {
+  const p = pattern.split('.');
+  const f = filter.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return i < f.length;
+    if (i >= f.length) return false;
+    if (p[i] === '*') {
+      if (f[i] === '>') return false;
+      continue;
+    }
+    if (p[i] !== f[i]) return false;
+  }
+  return p.length === f.length;
+}
+
+/** The stream whose subjects hold every subject of `filter`, if any: messages there are JetStream's. */
+function streamFor(settings: NatsSettings, filter: string): [string, NatsStream] | undefined {
+  return Object.entries(settings.streams).find(([, s]) => s.subjects.some((p) => subjectCovers(p, filter)));
+}
+
+/** JetStream consumer names: no `.`, `*`, `>`, whitespace or path separators. */
+const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
+
+function toHeaders(h: Record<string, string>): MsgHdrs | undefined {
+  const names = Object.keys(h);
+  if (names.length === 0) return undefined;
+  const out = lib.headers();
+  for (const n of names) out.set(n, h[n]!);
+  return out;
+}
+
+function fromHeaders(h: MsgHdrs | undefined): Record<string, string> {
+  if (!h) return {};
+  return singleValued(h.keys().map((k) => [k, h.values(k)] as [string, string[]]));
+}
+
+/**
+ * A NATS server through the `nats` client. Subjects inside a stream this broker lists under
+ * `streams` are JetStream's: a publish answers 2xx only once the stream stored it (its PubAck),
+ * and consume routes read through a durable consumer, acknowledging each message after every
+ * target accepted it (at least once). Other subjects are core NATS: a publish is confirmed as
+ * received by the server (a flush round trip) but not stored, and consume routes get what is
+ * published while they are subscribed (at most once). The client reconnects by itself.
+ */
+export class NatsBroker implements BrokerRuntime {
+  readonly kind = 'nats';
+  private readonly log: Logger;
+  private readonly telemetry: BrokerTelemetry | undefined;
+  private nc: NatsConnection | undefined;
+  private js: JetStreamClient | undefined;
+  private jsm: JetStreamManager | undefined;
+  private state: Health = { ready: false, detail: 'connecting' };
+  private stopped = false;
+  private readonly subscriptions = new Set<NatsSubscription>();
+
+  constructor(readonly name: string, readonly settings: NatsSettings, env: RuntimeEnv) {
+    this.log = env.logger.child({ broker: name });
+    this.telemetry = env.telemetry?.broker(name, 'nats');
+  }
+
+  /** Never fails: an unreachable server makes the broker not ready, and the client keeps trying. */
+  async start(): Promise<void> {
+    lib ??= await import('nats');
+    void this.open();
+  }
+
+  private async open(): Promise<void> {
+    const s = this.settings;
+    let nc: NatsConnection;
+    try {
+      nc = await lib.connect({
+        servers: s.servers,
+        name: `eventgate ${this.name}`,
+        user: s.user,
+        pass: s.password,
+        token: s.token,
+        tls: s.tls ?? undefined,
+        timeout: s.connectTimeoutMs,
+        reconnect: true,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: s.reconnectTimeWaitMs,
+        // Keep trying until the server is there, as after a loss.
+        waitOnFirstConnect: true,
+      });
+    } catch (err) {
+      this.state = { ready: false, detail: `unreachable: ${(err as Error).message}` };
+      this.log.error({ err: (err as Error).message }, 'nats connect failed');
+      return;
+    }
+    if (this.stopped) {
+      await nc.close();
+      return;
+    }
+    this.nc = nc;
+    void this.watch(nc);
+    this.js = nc.jetstream({ timeout: s.ackTimeoutMs });
+    await this.declareStreams(nc);
+    for (const sub of this.subscriptions) sub.attach(nc, this.jsm);
+  }
+
+  /** Declares the streams (or checks those that must exist); retried until it works. */
+  private async declareStreams(nc: NatsConnection): Promise<void> {
+    let backoff = 250;
+    for (;;) {
+      if (this.stopped) return;
+      try {
+        if (Object.keys(this.settings.streams).length > 0) {
+          this.jsm ??= await nc.jetstreamManager({ timeout: this.settings.ackTimeoutMs });
+          for (const [name, st] of Object.entries(this.settings.streams)) await declareStream(this.jsm, name, st);
+        }
+        this.state = { ready: true };
+        this.log.info('nats connected');
+        return;
+      } catch (err) {
+        this.state = { ready: false, detail: `streams not ready: ${(err as Error).message}` };
+        this.log.warn({ err: (err as Error).message, retryInMs: backoff }, 'nats streams could not be declared; retrying');
+        await new Promise((r) => setTimeout(r, backoff).unref());
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      }
+    }
+  }
+
+  private async watch(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === lib.Events.Disconnect) {
+        this.state = { ready: false, detail: `unreachable: disconnected from ${s.data}` };
+        this.log.warn({ server: s.data }, 'nats connection lost; reconnecting');
+      } else if (s.type === lib.Events.Reconnect) {
+        this.state = { ready: true };
+        this.log.info({ server: s.data }, 'nats reconnected');
+      } else if (s.type === lib.Events.Error) {
+        this.log.warn({ err: String(s.data) }, 'nats error');
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
+    // drain() flushes what was published and lets subscriptions finish.
+    await Promise.race([this.nc?.drain().catch(() => undefined), new Promise((r) => setTimeout(r, this.settings.ackTimeoutMs).unref())]);
+  }
+
+  reconfigure(): void {}
+
+  health(): Health {
+    return this.state;
+  }
+
+  topicProblem(topic: string): string | undefined {
+    if (topic === '' || /[\s*>]/.test(topic) || topic.split('.').some((t) => t === '')) return 'a NATS subject to publish to has non-empty dot-separated tokens, no whitespace and no wildcards (* >)';
+    return undefined;
+  }
+
+  publish(topic: string, msg: Message): Promise<Delivery> {
+    const nc = this.nc;
+    if (this.stopped) return Promise.reject(new Error(`broker '${this.name}' is stopped`));
+    if (!nc || !this.state.ready || nc.isClosed()) {
+      this.telemetry?.producerError();
+      return Promise.reject(new NotConnected(this.name, this.state.detail ?? 'connecting'));
+    }
+    const data = Buffer.from(encodeValue(msg.value ?? null));
+    const headers = toHeaders(msg.headers);
+    let acked: Promise<Delivery>;
+    if (streamFor(this.settings, topic)) {
+      acked = this.js!.publish(topic, data, { headers, timeout: this.settings.ackTimeoutMs }).then((ack) => ({ broker: this.name, topic, partition: 0, offset: String(ack.seq) }));
+    } else {
+      // Core NATS: a flush round trip proves the server read it; nothing stores it.
+      nc.publish(topic, data, { headers });
+      acked = nc.flush().then(() => ({ broker: this.name, topic, partition: 0, offset: '-1' }));
+    }
+    return ackWithin(acked, this.settings.ackTimeoutMs, this.name).catch((err: Error) => {
+      this.telemetry?.producerError();
+      throw err;
+    });
+  }
+
+  /** JetStream consume routes: messages their consumer has yet to deliver, as of the last one delivered. */
+  consumerLag(): ConsumerLag[] {
+    return [...this.subscriptions].flatMap((s) => (s.lag === undefined ? [] : [{ route: s.route, topic: s.topic, partition: 0, lag: s.lag }]));
+  }
+
+  subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
+    const sub = new NatsSubscription(this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
+    this.subscriptions.add(sub);
+    if (this.nc && this.state.ready) sub.attach(this.nc, this.jsm);
+    return {
+      stop: async () => {
+        await sub.stop();
+        this.subscriptions.delete(sub);
+      },
+    };
+  }
+}
+
+async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream): Promise<void> {
+  if (!st.declare) {
+    await jsm.streams.info(name);
+    return;
+  }
+  const config: Partial<StreamConfig> = { name, subjects: st.subjects, storage: st.storage as StreamConfig['storage'] };
+  if (st.maxAgeMs) config.max_age = lib.nanos(st.maxAgeMs);
+  if (st.maxMessages) config.max_msgs = st.maxMessages;
+  if (st.replicas) config.num_replicas = st.replicas;
+  try {
+    await jsm.streams.info(name);
+    await jsm.streams.update(name, config);
+  } catch (err) {
+    if (!/stream not found/i.test((err as Error).message)) throw err;
+    await jsm.streams.add(config);
+  }
+}
+
+/**
+ * One consume route: a JetStream consumer (durable, named after the group; a per-instance group
+ * gets one that the server removes once idle) when the subject is a stream's, else a core
+ * subscription (a queue group unless per instance). Messages are handled one at a time, in order.
+ */
+class NatsSubscription {
+  private stopping = false;
+  private running: Promise<void> | undefined;
+  private close: (() => void) | undefined;
+  /** Messages the JetStream consumer has not delivered yet, plus the one in hand; unknown for core subscriptions. */
+  lag: number | undefined;
+
+  constructor(
+    private readonly settings: NatsSettings,
+    private readonly spec: SubscribeSpec,
+    private readonly handler: (msg: Message) => Promise<void>,
+    private readonly log: Logger,
+    private readonly telemetry: BrokerTelemetry | undefined,
+  ) {}
+
+  get route(): string {
+    return this.spec.route;
+  }
+
+  get topic(): string {
+    return this.spec.topic;
+  }
+
+  attach(nc: NatsConnection, jsm: JetStreamManager | undefined): void {
+    if (this.running || this.stopping) return;
+    const stream = streamFor(this.settings, this.spec.topic);
+    this.running = stream && jsm ? this.consumeStream(nc, jsm, stream[0]) : this.consumeCore(nc);
+  }
+
+  private async consumeCore(nc: NatsConnection): Promise<void> {
+    const sub = nc.subscribe(this.spec.topic, this.spec.perInstance ? {} : { queue: this.spec.group });
+    this.close = () => sub.unsubscribe();
+    this.log.info({ subject: this.spec.topic, queue: this.spec.perInstance ? undefined : this.spec.group }, 'consumer ready');
+    for await (const m of sub) {
+      if (this.stopping) break;
+      await handOver(coreMessage(m), this.handler, this.handOverOptions());
+    }
+  }
+
+  /** Creates (or updates) the consumer, then reads it; starts over after anything that ends the read. */
+  private async consumeStream(nc: NatsConnection, jsm: JetStreamManager, stream: string): Promise<void> {
+    const name = consumerName(this.spec.group);
+    let backoff = 250;
+    while (!this.stopping) {
+      try {
+        await jsm.consumers.add(stream, {
+          ...(this.spec.perInstance ? { name, inactive_threshold: lib.nanos(300_000) } : { durable_name: name }),
+          filter_subject: this.spec.topic,
+          ack_policy: lib.AckPolicy.Explicit,
+          // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
+          deliver_policy: this.spec.startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All,
+          ack_wait: lib.nanos(this.settings.ackWaitMs),
+          max_ack_pending: this.settings.prefetch,
+        });
+        const consumer = await nc.jetstream().consumers.get(stream, name);
+        const messages = await consumer.consume({ max_messages: this.settings.prefetch });
+        this.close = () => void messages.close();
+        if (this.stopping) {
+          await messages.close();
+          return;
+        }
+        this.log.info({ stream, consumer: name, subject: this.spec.topic }, 'consumer ready');
+        backoff = 250;
+        for await (const m of messages) {
+          this.lag = m.info.pending + 1;
+          const accepted = await handOver(streamMessage(m), this.handler, {
+            ...this.handOverOptions(),
+            // JetStream redelivers a message held past ack_wait: tell it we are still at it.
+            keepAlive: { everyMs: Math.max(100, Math.floor(this.settings.ackWaitMs / 3)), beat: () => m.working() },
+          });
+          // Not accepted (stopping): no ack, so the consumer delivers it again after ack_wait.
+          if (accepted) {
+            m.ack();
+            this.lag = m.info.pending;
+          }
+          if (this.stopping) break;
+        }
+      } catch (err) {
+        if (this.stopping) return;
+        this.telemetry?.consumerError(this.spec.route);
+        this.log.warn({ err: (err as Error).message, retryInMs: backoff }, 'nats consumer stopped; starting it again');
+      }
+      if (this.stopping) return;
+      await new Promise((r) => setTimeout(r, backoff).unref());
+      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+    }
+  }
+
+  private handOverOptions() {
+    return { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping };
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.close?.();
+    await this.running;
+  }
+}
+
+function coreMessage(m: Msg): Message {
+  return { value: decodeValue(Buffer.from(m.data).toString('utf8')), key: null, headers: fromHeaders(m.headers), topic: m.subject, partition: null, offset: null, timestamp: Date.now() };
+}
+
+function streamMessage(m: JsMsg): Message {
+  return {
+    value: decodeValue(Buffer.from(m.data).toString('utf8')),
+    key: null,
+    headers: fromHeaders(m.headers),
+    topic: m.subject,
+    partition: 0,
+    offset: String(m.seq),
+    // JetStream timestamps are nanoseconds.
+    timestamp: Math.floor(m.info.timestampNanos / 1e6),
+  };
+}

@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { publishThroughOutage, readyz } from '../helpers/outage.js';
+import { scrape } from '../helpers/prometheus.js';
+import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { pikaConsume, pikaDeclareQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
+import { freePort, startRabbit, type MessageServer } from '../helpers/servers.js';
+
+const ACK_TIMEOUT_MS = 2000;
+
+// One RabbitMQ for the file (it takes seconds to boot); each test uses queues of its own.
+describe('kind: amqp (against rabbitmq-server)', () => {
+  let rabbit: MessageServer;
+  let gw: RunningGateway;
+  let config: (withStuck: boolean) => string;
+
+  before(async () => {
+    rabbit = await startRabbit();
+    // Where the gateway's publishes land, declared by an independent client.
+    await pikaDeclareQueue(rabbit, 'orders-seen', 'amq.topic', 'orders.*');
+    await pikaDeclareQueue(rabbit, 'relayed', 'amq.topic', 'out.#');
+    const deadPort = await freePort();
+    config = (withStuck: boolean) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  rabbit:
+    kind: amqp
+    url: ${rabbit.url}
+    ackTimeoutMs: ${ACK_TIMEOUT_MS}
+    queues:
+      inbox: { bindings: ["in.#"] }
+      held: { bindings: [held] }
+  nowhere:
+    kind: amqp
+    url: amqp://guest:guest@127.0.0.1:${deadPort}
+    ackTimeoutMs: 500
+listeners:
+  api: { kind: http, port: 0 }
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: orders
+    from: { listener: api, path: /orders/:event }
+    to: { broker: rabbit, topic: { expression: '"orders." & $path.event' } }
+  - name: relay
+    from: { broker: rabbit, topic: inbox }
+    through:
+      - transform: '{"from": $topic, "value": $, "tenant": $headers.tenant}'
+    to: { broker: rabbit, topic: { expression: '"out." & $topic' } }
+${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    to: { broker: nowhere, topic: x }\n' : ''}  - name: live
+    from: { broker: rabbit, topic: "live.*" }
+    to: { listener: ws, path: /live, format: envelope }
+`;
+    gw = await startGateway(config(true));
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 30000);
+  });
+  after(async () => {
+    await gw?.stop();
+    await rabbit?.stop();
+  });
+
+  it('answers 200 only after RabbitMQ confirmed the message; HTTP headers become AMQP headers', async () => {
+    const res = await post(gw.url('api', '/orders/created'), { id: 7 }, { 'x-tenant': 'acme' });
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(res.body.deliveries, [{ broker: 'rabbit', topic: 'orders.created', partition: 0, offset: '-1' }]);
+    const [got] = await pikaConsume(rabbit, 'orders-seen', 1);
+    assert.equal(got!.routingKey, 'orders.created');
+    assert.deepEqual(JSON.parse(got!.body), { id: 7 });
+    assert.equal(got!.headers['x-tenant'], 'acme');
+  });
+
+  it('answers 503 for a message no queue is bound for, instead of letting RabbitMQ drop it', async () => {
+    const res = await post(gw.url('api', '/orders/nobody.listens'), { id: 8 });
+    // orders.nobody.listens has three words: orders.* does not match it.
+    assert.equal(res.status, 503, res.text);
+    assert.match(res.body.detail, /no queue is bound/);
+  });
+
+  it('consumes a declared queue with $topic bound to the routing key and AMQP headers as $headers, acknowledging each message', async () => {
+    await pikaPublish(rabbit, 'amq.topic', 'in.eu.paris', [{ body: '{"n":1}', headers: { tenant: 't1' } }, { body: 'plain text', headers: { tenant: 't2' } }]);
+    const got = await pikaConsume(rabbit, 'relayed', 2);
+    assert.deepEqual(
+      got.map((m) => [m.routingKey, JSON.parse(m.body)]),
+      [
+        ['out.in.eu.paris', { from: 'in.eu.paris', value: { n: 1 }, tenant: 't1' }],
+        ['out.in.eu.paris', { from: 'in.eu.paris', value: 'plain text', tenant: 't2' }],
+      ],
+    );
+    await eventually(async () => assert.equal(await pikaQueueDepth(rabbit, 'inbox'), 0), 10000, 200);
+  });
+
+  it('forwards a routing-key pattern to WebSocket clients through a queue of its own', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/live', 'ws'));
+    try {
+      await pikaPublish(rabbit, 'amq.topic', 'live.scores', [{ body: '{"goal":1}', headers: { match: 'm1' } }]);
+      const frame = await client.next(15000);
+      assert.equal(frame.topic, 'live.scores');
+      assert.deepEqual(frame.value, { goal: 1 });
+      assert.equal(frame.headers.match, 'm1');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('keeps a message unacknowledged while its target cannot take it, hands it back when a reload removes the route, and keeps the other routes\' channels', async () => {
+    await pikaPublish(rabbit, 'amq.topic', 'held', [{ body: '{"keep":"me"}' }]);
+    // The route has it in hand (not ready in the queue any more) and keeps retrying its target.
+    await eventually(async () => assert.equal(await pikaQueueDepth(rabbit, 'held'), 0), 15000, 200);
+    await gw.waitForLog((l) => l.route === 'stuck' && l.msg.startsWith('message not consumed'), 30000);
+    // A reload without the route stops it, which hands the never-acknowledged message back.
+    const from = gw.logs.length;
+    const reload = await gw.reconfigure(config(false));
+    assert.equal(reload.msg, 'config reloaded');
+    // The other routes kept their channels and the broker its connection.
+    assert.deepEqual(gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'amqp connected'), []);
+    const [back] = await pikaConsume(rabbit, 'held', 1);
+    assert.deepEqual(JSON.parse(back!.body), { keep: 'me' });
+    assert.equal(back!.redelivered, true);
+  });
+
+  it('answers 503 while RabbitMQ is down, reports it in /readyz, loses no confirmed message, and resumes consuming', async () => {
+    const load = await publishThroughOutage((i) => post(gw.url('api', '/orders/load'), { i }), () => rabbit.down(), { total: 120 });
+    const acked = load.acked.map((a) => a.i);
+    const refused = load.refused;
+    // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
+    assert.ok((await scrape(gw.adminUrl)).value('eventgate_amqp_producer_errors_total', { broker: 'rabbit' })! >= refused);
+    const down = await readyz(gw);
+    assert.equal(down.status, 503);
+    assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker rabbit: unreachable')), JSON.stringify(down.body));
+
+    await rabbit.up();
+    // (The 'nowhere' broker keeps /readyz at 503 for itself: look at rabbit's reason alone.)
+    await eventually(async () => assert.ok(!(await readyz(gw)).body.reasons.some((r: string) => r.startsWith('broker rabbit'))), 60000, 250);
+    const later = await post(gw.url('api', '/orders/load'), { i: 1000 });
+    assert.equal(later.status, 200, later.text);
+    acked.push(1000);
+
+    const got = await pikaConsume(rabbit, 'orders-seen', 10000, 3);
+    const seen = new Set(got.map((m) => (JSON.parse(m.body) as { i: number }).i));
+    const lost = acked.filter((i) => !seen.has(i));
+    assert.deepEqual(lost, [], `confirmed but not in the queue: ${lost.join(', ')}`);
+
+    // The consume route found its queue again on the new connection.
+    await pikaPublish(rabbit, 'amq.topic', 'in.after', [{ body: '{"after":"outage"}' }]);
+    const [relayed] = await pikaConsume(rabbit, 'relayed', 1, 30);
+    assert.deepEqual(JSON.parse(relayed!.body), { from: 'in.after', value: { after: 'outage' } });
+  });
+});

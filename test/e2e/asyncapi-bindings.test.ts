@@ -1,0 +1,127 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { runCli, startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
+import { MosquittoSub, mosquittoPub, RawNats } from '../helpers/peers.js';
+import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
+
+/** An AsyncAPI 3.0 document whose channels carry MQTT, AMQP and NATS bindings (channel, operation and message level). */
+const plant = `asyncapi: 3.0.0
+info: { title: Plant, version: 1.0.0 }
+channels:
+  temperatures:
+    address: sensors/{sensor}/temperature
+    parameters: { sensor: { description: sensor id } }
+    messages:
+      reading:
+        payload: { type: object, required: [celsius], properties: { celsius: { type: number } } }
+        bindings: { mqtt: { bindingVersion: 0.2.0 } }
+  orders:
+    address: orders.created
+    messages:
+      created:
+        payload: { type: object, required: [id], properties: { id: { type: integer } } }
+        bindings: { amqp: { contentEncoding: utf-8, messageType: order.created, bindingVersion: 0.3.0 } }
+    bindings:
+      amqp:
+        is: routingKey
+        exchange: { name: events, type: topic, durable: true, autoDelete: false, vhost: / }
+        bindingVersion: 0.3.0
+  presence:
+    address: presence.online
+    messages:
+      online:
+        payload: { type: object, required: [user], properties: { user: { type: string } } }
+operations:
+  readTemperatures:
+    action: receive
+    channel: { $ref: '#/channels/temperatures' }
+    bindings: { mqtt: { qos: 1, bindingVersion: 0.2.0 } }
+  sendOrder:
+    action: send
+    channel: { $ref: '#/channels/orders' }
+    bindings: { amqp: { deliveryMode: 2, mandatory: true, bindingVersion: 0.3.0 } }
+  announcePresence:
+    action: send
+    channel: { $ref: '#/channels/presence' }
+    bindings: { nats: { queue: presence, bindingVersion: 0.1.0 } }
+`;
+
+describe('validate: {channel} on AsyncAPI channels with MQTT, AMQP and NATS bindings', () => {
+  let mqtt: MessageServer;
+  let nats: MessageServer;
+  let gw: RunningGateway;
+  let config: string;
+
+  before(async () => {
+    [mqtt, nats] = await Promise.all([startMosquitto(), startNats()]);
+    config = `
+version: 1
+asyncapi: plant.yaml
+brokers:
+  devices: { kind: mqtt, url: "${mqtt.url}", clientId: "eg-bindings-${process.pid}" }
+  nats: { kind: nats, servers: "${nats.url}" }
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: readings
+    from: { broker: devices, topic: "sensors/+/temperature" }
+    through:
+      - validate: { channel: temperatures, onInvalid: tag }
+      - transform: '{"channel": $channel, "valid": $not($exists($headers._asyncapi_eg_validation_error)), "celsius": celsius}'
+    to: { broker: devices, topic: checked }
+  - name: orders
+    from: { listener: api, path: /orders }
+    through: [{ validate: { channel: orders.created } }]
+    to: { broker: local, topic: orders }
+  - name: presence
+    from: { listener: api, path: /presence }
+    through: [{ validate: { channel: presence } }]
+    to: { broker: nats, topic: presence.online }
+`;
+    gw = await startGateway(config, { files: { 'plant.yaml': plant }, readyTimeoutMs: 60000 });
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'readings', 15000);
+  });
+  after(async () => {
+    await gw?.stop();
+    await Promise.all([mqtt?.stop(), nats?.stop()]);
+  });
+
+  it('eventgate validate accepts the config and its bindings', async () => {
+    const dir = tempFiles({ 'gateway.yaml': config, 'plant.yaml': plant });
+    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(r.stdout.trim(), 'ok');
+  });
+
+  it('checks MQTT messages against the channel named by its key, whatever concrete topic they came on', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'checked');
+    try {
+      await mosquittoPub(mqtt, 'sensors/s1/temperature', '{"celsius": 20}');
+      await mosquittoPub(mqtt, 'sensors/s2/temperature', '{"celsius": "warm"}');
+      const got = (await sub.take(2)).map((m) => JSON.parse(m.payload));
+      assert.deepEqual(got, [
+        { channel: 'temperatures', valid: true, celsius: 20 },
+        { channel: 'temperatures', valid: false, celsius: 'warm' },
+      ]);
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it('checks HTTP publishes against channels with AMQP (by address) and NATS bindings', async () => {
+    assert.equal((await post(gw.url('api', '/orders'), { id: 1 })).status, 200);
+    const bad = await post(gw.url('api', '/orders'), { id: 'one' });
+    assert.equal(bad.status, 400, bad.text);
+    const peer = await RawNats.connect(nats);
+    try {
+      const sid = await peer.subscribe('presence.online');
+      assert.equal((await post(gw.url('api', '/presence'), { user: 'ana' })).status, 200);
+      assert.deepEqual(JSON.parse((await peer.take(sid, 1))[0]!.payload), { user: 'ana' });
+      assert.equal((await post(gw.url('api', '/presence'), { name: 'no user' })).status, 400);
+    } finally {
+      peer.close();
+    }
+  });
+});

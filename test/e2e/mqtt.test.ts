@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { post, WsClient } from '../helpers/clients.js';
+import { publishThroughOutage, readyz } from '../helpers/outage.js';
+import { scrape } from '../helpers/prometheus.js';
+import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { MosquittoSub, mosquittoPub } from '../helpers/peers.js';
+import { startMosquitto, type MessageServer } from '../helpers/servers.js';
+
+const ACK_TIMEOUT_MS = 1500;
+const run = promisify(execFile);
+
+describe('kind: mqtt (against mosquitto)', () => {
+  let mqtt: MessageServer;
+  let gw: RunningGateway;
+  let config: string;
+
+  before(async () => {
+    mqtt = await startMosquitto();
+    config = `
+version: 1
+admin: { port: 0 }
+brokers:
+  devices:
+    kind: mqtt
+    url: ${mqtt.url}
+    clientId: eg-test-${process.pid}
+    reconnectPeriodMs: 200
+    ackTimeoutMs: ${ACK_TIMEOUT_MS}
+listeners:
+  api: { kind: http, port: 0 }
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: command
+    from: { listener: api, path: /devices/:id/command }
+    to: { broker: devices, topic: { expression: '"devices/" & $path.id & "/command"' } }
+  - name: relay
+    from: { broker: devices, topic: "sensors/+/temperature" }
+    through:
+      - transform: '{"sensor": $split($topic, "/")[1], "celsius": $, "unit": $headers.unit}'
+    to: { broker: devices, topic: readings }
+  - name: live
+    from: { broker: devices, topic: "live/#" }
+    to: { listener: ws, path: /live, format: envelope }
+`;
+    gw = await startGateway(config);
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 15000);
+  });
+  after(async () => {
+    await gw?.stop();
+    await mqtt?.stop();
+  });
+
+  it('answers 200 once mosquitto acknowledged the publish, with HTTP headers as MQTT 5 user properties', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'devices/#');
+    try {
+      const res = await post(gw.url('api', '/devices/d7/command'), { action: 'reboot' }, { 'x-request-id': 'r-1' });
+      assert.equal(res.status, 200, res.text);
+      assert.deepEqual(res.body.deliveries, [{ broker: 'devices', topic: 'devices/d7/command', partition: 0, offset: '-1' }]);
+      const [got] = await sub.take(1);
+      assert.equal(got!.topic, 'devices/d7/command');
+      assert.deepEqual(JSON.parse(got!.payload), { action: 'reboot' });
+      assert.equal(got!.qos, 1);
+      assert.equal(got!.userProperties['x-request-id'], 'r-1');
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it('consumes a wildcard filter, binds the concrete topic as $topic and user properties as $headers', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'readings');
+    try {
+      await mosquittoPub(mqtt, 'sensors/kitchen/temperature', '21.5', { userProperties: { unit: 'C' } });
+      await mosquittoPub(mqtt, 'sensors/cellar/temperature', '12', { userProperties: { unit: 'C' } });
+      const got = await sub.take(2);
+      assert.deepEqual(
+        got.map((m) => JSON.parse(m.payload)),
+        [
+          { sensor: 'kitchen', celsius: 21.5, unit: 'C' },
+          { sensor: 'cellar', celsius: 12, unit: 'C' },
+        ],
+      );
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it('forwards to WebSocket clients with the topic and user properties in the envelope', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/live', 'ws'));
+    try {
+      await mosquittoPub(mqtt, 'live/room1', '{"t":1}', { userProperties: { from: 'peer' } });
+      const frame = await client.next(15000);
+      assert.equal(frame.topic, 'live/room1');
+      assert.deepEqual(frame.value, { t: 1 });
+      assert.equal(frame.headers.from, 'peer');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('refuses a computed topic holding a wildcard instead of publishing to it', async () => {
+    const res = await post(gw.url('api', '/devices/%2B/command'), { action: 'x' });
+    assert.equal(res.status, 500, res.text);
+    assert.equal(res.body.code, 'EG_EXPRESSION_FAILED');
+    assert.match(res.body.detail, /wildcards/);
+  });
+
+  it('keeps the connections and sessions of unchanged routes through a reload', async () => {
+    const from = gw.logs.length;
+    const reload = await gw.reconfigure(`${config}  - name: added
+    from: { listener: api, path: /added }
+    to: { broker: devices, topic: added }
+`);
+    assert.equal(reload.msg, 'config reloaded');
+    const sub = await MosquittoSub.start(mqtt, 'readings');
+    try {
+      await mosquittoPub(mqtt, 'sensors/hall/temperature', '19', { userProperties: { unit: 'C' } });
+      assert.deepEqual(JSON.parse((await sub.take(1))[0]!.payload), { sensor: 'hall', celsius: 19, unit: 'C' });
+    } finally {
+      sub.stop();
+    }
+    assert.equal((await post(gw.url('api', '/added'), { n: 1 })).status, 200);
+    // Nothing reconnected or subscribed again: the broker and the consume routes were kept.
+    const reopened = gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'mqtt connected');
+    assert.deepEqual(reopened, []);
+  });
+
+  it('answers 503 while mosquitto is down, reports it in /readyz, loses no acknowledged message, and resumes consuming', async () => {
+    // A persistent verifier session: mosquitto queues for it what the gateway publishes, across the restart.
+    await run('mosquitto_sub', ['-h', mqtt.host, '-p', String(mqtt.port), '-V', 'mqttv5', '-c', '-i', 'verifier', '-x', '600', '-q', '1', '-t', 'devices/+/command', '-E']);
+    // Load from 4 concurrent clients; the server goes down part-way through.
+    const load = await publishThroughOutage((i) => post(gw.url('api', '/devices/load/command'), { i }), () => mqtt.down());
+    const acked = load.acked.map((a) => a.i);
+    const refused = load.refused;
+    // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
+    assert.ok((await scrape(gw.adminUrl)).value('eventgate_mqtt_producer_errors_total', { broker: 'devices' })! >= refused);
+    const down = await readyz(gw);
+    assert.equal(down.status, 503);
+    assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker devices:')), JSON.stringify(down.body));
+
+    await mqtt.up();
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 20000, 100);
+    const after = await post(gw.url('api', '/devices/load/command'), { i: 1000 });
+    assert.equal(after.status, 200, after.text);
+    acked.push(1000);
+
+    // Every message answered 200 reached the server, and was kept for the offline verifier.
+    const verifier = await MosquittoSub.start(mqtt, 'devices/+/command', 1, 'verifier');
+    const received = await verifier.until((m) => (JSON.parse(m.payload) as { i: number }).i === 1000, 30000);
+    verifier.stop();
+    const seen = new Set(received.map((m) => (JSON.parse(m.payload) as { i: number }).i));
+    const lost = acked.filter((i) => !seen.has(i));
+    assert.deepEqual(lost, [], `acknowledged but not delivered: ${lost.join(', ')}`);
+
+    // The consume route reconnected and resubscribed by itself.
+    const sub = await MosquittoSub.start(mqtt, 'readings');
+    try {
+      await mosquittoPub(mqtt, 'sensors/attic/temperature', '30', { userProperties: { unit: 'C' } });
+      const [got] = await sub.take(1, 20000);
+      assert.deepEqual(JSON.parse(got!.payload), { sensor: 'attic', celsius: 30, unit: 'C' });
+    } finally {
+      sub.stop();
+    }
+  });
+});

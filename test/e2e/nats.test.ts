@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post, WsClient } from '../helpers/clients.js';
+import { publishThroughOutage, readyz } from '../helpers/outage.js';
+import { scrape, scrapeUntil } from '../helpers/prometheus.js';
+import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { RawNats } from '../helpers/peers.js';
+import { startNats, type MessageServer } from '../helpers/servers.js';
+
+const ACK_TIMEOUT_MS = 1500;
+
+/** A stored message read back through the JetStream API (`$JS.API.STREAM.MSG.GET`), as a raw client can. */
+async function storedMessage(peer: RawNats, stream: string, seq: number): Promise<{ subject: string; data: string } | undefined> {
+  const inbox = `_INBOX.get.${seq}.${Math.random().toString(36).slice(2)}`;
+  const sid = await peer.subscribe(inbox);
+  peer.publish(`$JS.API.STREAM.MSG.GET.${stream}`, JSON.stringify({ seq }), {}, inbox);
+  const [reply] = await peer.take(sid, 1);
+  const body = JSON.parse(reply!.payload) as { message?: { subject: string; data: string } };
+  return body.message && { subject: body.message.subject, data: Buffer.from(body.message.data, 'base64').toString('utf8') };
+}
+
+describe('kind: nats (against nats-server with JetStream)', () => {
+  let nats: MessageServer;
+  let gw: RunningGateway;
+  let config: string;
+  let peer: RawNats;
+
+  before(async () => {
+    nats = await startNats();
+    config = `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: ${nats.url}
+    reconnectTimeWaitMs: 200
+    ackTimeoutMs: ${ACK_TIMEOUT_MS}
+    streams:
+      ORDERS: { subjects: ["orders.>"] }
+listeners:
+  api: { kind: http, port: 0 }
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: orders
+    from: { listener: api, path: /orders/:region }
+    to: { broker: nats, topic: { expression: '"orders." & $path.region & ".created"' } }
+  - name: presence
+    from: { listener: api, path: /presence }
+    to: { broker: nats, topic: presence.online }
+  - name: audit
+    from: { broker: nats, topic: "orders.*.created" }
+    through:
+      - transform: '{"subject": $topic, "order": $, "by": $headers."x-user"}'
+    to: { broker: nats, topic: audit.orders }
+  - name: chat-in
+    from: { listener: ws, path: /chat }
+    to: { broker: nats, topic: chat.room1 }
+  - name: chat-out
+    from: { broker: nats, topic: "chat.>" }
+    to: { listener: ws, path: /chat-feed, format: envelope }
+`;
+    gw = await startGateway(config);
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'audit', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'chat-out', 15000);
+    peer = await RawNats.connect(nats);
+  });
+  after(async () => {
+    peer?.close();
+    await gw?.stop();
+    await nats?.stop();
+  });
+
+  it('answers 200 with the JetStream sequence once the stream stored the message; headers become NATS headers', async () => {
+    const res = await post(gw.url('api', '/orders/eu'), { id: 1 }, { 'x-user': 'ana' });
+    assert.equal(res.status, 200, res.text);
+    const [d] = res.body.deliveries;
+    assert.equal(d.topic, 'orders.eu.created');
+    assert.ok(Number(d.offset) >= 1, JSON.stringify(d));
+    const stored = await storedMessage(peer, 'ORDERS', Number(d.offset));
+    assert.deepEqual(stored && { subject: stored.subject, value: JSON.parse(stored.data) }, { subject: 'orders.eu.created', value: { id: 1 } });
+  });
+
+  it('publishes core subjects at most once, confirmed by the server, with headers', async () => {
+    const sid = await peer.subscribe('presence.*');
+    const res = await post(gw.url('api', '/presence'), { user: 'bo' }, { 'x-session': 's1' });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.body.deliveries[0].offset, '-1');
+    const [m] = await peer.take(sid, 1);
+    assert.equal(m!.subject, 'presence.online');
+    assert.deepEqual(JSON.parse(m!.payload), { user: 'bo' });
+    assert.equal(m!.headers['x-session'], 's1');
+  });
+
+  it('consumes a JetStream wildcard subject with $topic and $headers, and acknowledges it', async () => {
+    const sid = await peer.subscribe('audit.orders');
+    const ack = await peer.jsPublish('orders.us.created', '{"id":2}', { 'x-user': 'raw-client' });
+    assert.equal(ack.stream, 'ORDERS');
+    const [m] = await peer.take(sid, 1);
+    assert.deepEqual(JSON.parse(m!.payload), { subject: 'orders.us.created', order: { id: 2 }, by: 'raw-client' });
+    // Its consumer's lag, like a Kafka group's: nothing left once the message is acknowledged.
+    await scrapeUntil(gw.adminUrl, (s) => s.value('eventgate_nats_consumer_lag', { route: 'audit', topic: 'orders.*.created', partition: '0' }) === 0, 10000);
+  });
+
+  it('bridges WebSocket and NATS both ways', async () => {
+    const feed = await WsClient.connect(gw.url('ws', '/chat-feed', 'ws'));
+    const chat = await WsClient.connect(gw.url('ws', '/chat', 'ws'));
+    try {
+      const sid = await peer.subscribe('chat.room1');
+      chat.send({ text: 'hello' });
+      const [seen] = await peer.take(sid, 1);
+      assert.deepEqual(JSON.parse(seen!.payload), { text: 'hello' });
+      const frame = await feed.next(10000);
+      assert.equal(frame.topic, 'chat.room1');
+      assert.deepEqual(frame.value, { text: 'hello' });
+      peer.publish('chat.room2', '{"text":"from raw"}', { lang: 'en' });
+      const next = await feed.next(10000);
+      assert.equal(next.topic, 'chat.room2');
+      assert.equal(next.headers.lang, 'en');
+    } finally {
+      chat.close();
+      feed.close();
+    }
+  });
+
+  it('keeps the connection and consumers of unchanged routes through a reload', async () => {
+    const feed = await WsClient.connect(gw.url('ws', '/chat-feed', 'ws'));
+    try {
+      const from = gw.logs.length;
+      const reload = await gw.reconfigure(`${config}  - name: added
+    from: { listener: api, path: /added }
+    to: { broker: nats, topic: added.subject }
+`);
+      assert.equal(reload.msg, 'config reloaded');
+      peer.publish('chat.after-reload', '{"still":"here"}');
+      const frame = await feed.next(10000);
+      assert.deepEqual(frame.value, { still: 'here' });
+      assert.equal((await post(gw.url('api', '/added'), { n: 1 })).status, 200);
+      const reopened = gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'nats connected');
+      assert.deepEqual(reopened, []);
+      assert.equal(feed.closed, undefined, 'the WebSocket client stayed connected');
+    } finally {
+      feed.close();
+    }
+  });
+
+  it('answers 503 while nats-server is down, reports it in /readyz, loses no stored message, and resumes consuming', async () => {
+    peer.close();
+    const load = await publishThroughOutage((i) => post(gw.url('api', '/orders/load'), { i }), () => nats.down());
+    const acked = load.acked.map(({ i, reply }) => ({ i, seq: Number(reply.body.deliveries[0].offset) }));
+    const refused = load.refused;
+    // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
+    assert.ok((await scrape(gw.adminUrl)).value('eventgate_nats_producer_errors_total', { broker: 'nats' })! >= refused);
+    const down = await readyz(gw);
+    assert.equal(down.status, 503);
+    assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker nats:')), JSON.stringify(down.body));
+
+    await nats.up();
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000, 100);
+    peer = await RawNats.connect(nats);
+    // Every message answered 200 is in the stream, at the sequence the answer gave.
+    for (const { i, seq } of acked) {
+      const stored = await storedMessage(peer, 'ORDERS', seq);
+      assert.deepEqual(stored && JSON.parse(stored.data), { i }, `message ${i} (seq ${seq})`);
+    }
+    // The durable consumer picked up where it was.
+    const sid = await peer.subscribe('audit.orders');
+    await peer.jsPublish('orders.after.created', '{"after":"outage"}');
+    await eventually(() => assert.ok(peer.received(sid).some((m) => (JSON.parse(m.payload) as { subject: string }).subject === 'orders.after.created')), 30000, 100);
+  });
+});

@@ -1,0 +1,270 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
+import { repoRoot } from './gateway.js';
+import type { MessageServer } from './servers.js';
+
+/**
+ * Independent clients for the message servers: what the gateway writes is read by someone else's
+ * code (mosquitto's own clients, Python's pika, the NATS text protocol by hand), and what they
+ * write is what the gateway must read.
+ */
+
+const run = promisify(execFile);
+
+// ---- MQTT: mosquitto_pub / mosquitto_sub --------------------------------------------------
+
+export interface MqttReceived {
+  topic: string;
+  qos: number;
+  payload: string;
+  /** MQTT 5 user properties. */
+  userProperties: Record<string, string>;
+}
+
+/** Publishes with mosquitto_pub (MQTT 5), waiting for the broker's acknowledgement at QoS ≥ 1. */
+export async function mosquittoPub(server: MessageServer, topic: string, payload: string, options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string> } = {}): Promise<void> {
+  const args = ['-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, '-m', payload, '-q', String(options.qos ?? 1)];
+  for (const [k, v] of Object.entries(options.userProperties ?? {})) args.push('-D', 'publish', 'user-property', k, v);
+  await run('mosquitto_pub', args);
+}
+
+/** A mosquitto_sub that has its subscription acknowledged (SUBACK) before this resolves. */
+export class MosquittoSub {
+  private readonly received: MqttReceived[] = [];
+  private waiters: (() => void)[] = [];
+  private constructor(private readonly child: ChildProcess) {}
+
+  /** `session`: a persistent session of that client id (what the server queued for it while it was away arrives first). */
+  static async start(server: MessageServer, topic: string, qos: 0 | 1 | 2 = 1, session?: string): Promise<MosquittoSub> {
+    // stdbuf: mosquitto_sub block-buffers a pipe, and the SUBACK line must arrive at once.
+    const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, '-q', String(qos), '-d', '-F', '%j', ...(session ? ['-c', '-i', session] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const sub = new MosquittoSub(child);
+    let subscribed!: () => void;
+    const ready = new Promise<void>((r) => (subscribed = r));
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.includes('received SUBACK')) subscribed();
+      if (!line.startsWith('{')) return;
+      const j = JSON.parse(line) as { topic: string; qos: number; payload: string; properties?: { 'user-properties'?: Record<string, string> } };
+      sub.received.push({ topic: j.topic, qos: j.qos, payload: j.payload, userProperties: j.properties?.['user-properties'] ?? {} });
+      for (const w of sub.waiters.splice(0)) w();
+    });
+    const exited = once(child, 'exit').then(() => {
+      throw new Error('mosquitto_sub exited before it subscribed');
+    });
+    await Promise.race([ready, exited]);
+    return sub;
+  }
+
+  /** Resolves once `count` messages arrived in all (the first `count` of them). */
+  async take(count: number, timeoutMs = 15000): Promise<MqttReceived[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.received.length < count) {
+      if (Date.now() > deadline) throw new Error(`mosquitto_sub got ${this.received.length} of ${count} messages: ${JSON.stringify(this.received.slice(-3))}`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 200);
+      });
+    }
+    return this.received.slice(0, count);
+  }
+
+  /** Waits until a message satisfies `pred`, and returns everything received so far. */
+  async until(pred: (m: MqttReceived) => boolean, timeoutMs = 15000): Promise<readonly MqttReceived[]> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.received.some(pred)) {
+      if (Date.now() > deadline) throw new Error(`mosquitto_sub: no such message among ${this.received.length}: ${JSON.stringify(this.received.slice(-3))}`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 200);
+      });
+    }
+    return this.received;
+  }
+
+  get all(): readonly MqttReceived[] {
+    return this.received;
+  }
+
+  stop(): void {
+    this.child.kill();
+  }
+}
+
+// ---- AMQP: Python's pika (test/peers/amqp_peer.py) ---------------------------------------
+
+const PY = '/usr/bin/python3';
+const AMQP_PEER = join(repoRoot, 'test', 'peers', 'amqp_peer.py');
+
+export interface AmqpReceived {
+  routingKey: string;
+  exchange: string;
+  redelivered: boolean;
+  headers: Record<string, unknown>;
+  body: string;
+}
+
+/** Publishes with publisher confirms (each message confirmed by RabbitMQ before this resolves). */
+export async function pikaPublish(server: MessageServer, exchange: string, routingKey: string, messages: { body: string; headers?: Record<string, string> }[]): Promise<void> {
+  const child = spawn(PY, [AMQP_PEER, server.url, 'publish', exchange, routingKey], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  child.stdin!.end(messages.map((m) => JSON.stringify(m)).join('\n') + '\n');
+  const [code] = (await once(child, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`pika publish failed (${code}): ${err}`);
+}
+
+/** Consumes (and acknowledges) `count` messages from a queue; fewer if none arrives for `idleS` seconds. */
+export async function pikaConsume(server: MessageServer, queue: string, count: number, idleS = 15): Promise<AmqpReceived[]> {
+  const { stdout } = await run(PY, [AMQP_PEER, server.url, 'consume', queue, String(count), String(idleS)]);
+  return stdout
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as AmqpReceived);
+}
+
+/** Declares a durable queue, bound to `exchange` with `key` ('' exchange: no binding). */
+export async function pikaDeclareQueue(server: MessageServer, queue: string, exchange = '', key = ''): Promise<void> {
+  await run(PY, [AMQP_PEER, server.url, 'declare', queue, exchange, key]);
+}
+
+/** Messages ready in a queue (neither delivered nor unacknowledged). */
+export async function pikaQueueDepth(server: MessageServer, queue: string): Promise<number> {
+  const { stdout } = await run(PY, [AMQP_PEER, server.url, 'count', queue]);
+  return Number(stdout.trim());
+}
+
+// ---- NATS: the text protocol over a raw socket ------------------------------------------
+
+export interface NatsReceived {
+  subject: string;
+  reply: string | undefined;
+  headers: Record<string, string>;
+  payload: string;
+}
+
+/**
+ * A NATS client written against the protocol text (INFO / CONNECT / PUB / HPUB / SUB / MSG /
+ * HMSG), sharing no code with the gateway's client library.
+ */
+export class RawNats {
+  private buffer = Buffer.alloc(0);
+  private readonly subs = new Map<string, NatsReceived[]>();
+  private waiters: (() => void)[] = [];
+  private pongs: (() => void)[] = [];
+  private nextSid = 1;
+  private constructor(private readonly socket: Socket) {}
+
+  static async connect(server: MessageServer): Promise<RawNats> {
+    const socket = connect(server.port, server.host);
+    await once(socket, 'connect');
+    const c = new RawNats(socket);
+    socket.on('data', (d: Buffer) => c.onData(d));
+    socket.on('error', () => undefined);
+    socket.write(`CONNECT ${JSON.stringify({ verbose: false, pedantic: false, headers: true, no_responders: true, lang: 'raw', version: '0' })}\r\n`);
+    await c.ping();
+    return c;
+  }
+
+  /** A round trip: everything sent before it has been processed by the server. */
+  ping(): Promise<void> {
+    const p = new Promise<void>((r) => this.pongs.push(r));
+    this.socket.write('PING\r\n');
+    return p;
+  }
+
+  /** Subscribes; returns the subscription id, whose messages `take()` reads. */
+  async subscribe(subject: string, queueGroup?: string): Promise<string> {
+    const sid = String(this.nextSid++);
+    this.subs.set(sid, []);
+    this.socket.write(`SUB ${subject}${queueGroup ? ` ${queueGroup}` : ''} ${sid}\r\n`);
+    await this.ping();
+    return sid;
+  }
+
+  publish(subject: string, payload: string, headers: Record<string, string> = {}, reply?: string): void {
+    const body = Buffer.from(payload);
+    const r = reply ? ` ${reply}` : '';
+    if (Object.keys(headers).length === 0) {
+      this.socket.write(`PUB ${subject}${r} ${body.length}\r\n`);
+    } else {
+      const head = Buffer.from(`NATS/1.0\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`);
+      this.socket.write(`HPUB ${subject}${r} ${head.length} ${head.length + body.length}\r\n`);
+      this.socket.write(head);
+    }
+    this.socket.write(Buffer.concat([body, Buffer.from('\r\n')]));
+  }
+
+  /**
+   * Publishes to a JetStream subject and waits for the stream's acknowledgement (the JSON reply
+   * `{"stream","seq"}`), as a JetStream client does.
+   */
+  async jsPublish(subject: string, payload: string, headers: Record<string, string> = {}): Promise<{ stream: string; seq: number }> {
+    const inbox = `_INBOX.raw.${Math.random().toString(36).slice(2)}`;
+    const sid = await this.subscribe(inbox);
+    this.publish(subject, payload, headers, inbox);
+    const [reply] = await this.take(sid, 1);
+    const ack = JSON.parse(reply!.payload) as { stream: string; seq: number; error?: unknown };
+    if (ack.error) throw new Error(`JetStream refused the message: ${reply!.payload}`);
+    return ack;
+  }
+
+  /** The first `count` messages of subscription `sid`. */
+  async take(sid: string, count: number, timeoutMs = 15000): Promise<NatsReceived[]> {
+    const deadline = Date.now() + timeoutMs;
+    const got = this.subs.get(sid)!;
+    while (got.length < count) {
+      if (Date.now() > deadline) throw new Error(`raw NATS subscription got ${got.length} of ${count} messages`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 200);
+      });
+    }
+    return got.slice(0, count);
+  }
+
+  /** Everything subscription `sid` received so far. */
+  received(sid: string): readonly NatsReceived[] {
+    return this.subs.get(sid) ?? [];
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private onData(d: Buffer): void {
+    this.buffer = Buffer.concat([this.buffer, d]);
+    for (;;) {
+      const eol = this.buffer.indexOf('\r\n');
+      if (eol < 0) return;
+      const line = this.buffer.subarray(0, eol).toString('utf8');
+      const [op, ...parts] = line.split(' ');
+      if (op === 'MSG' || op === 'HMSG') {
+        // MSG <subject> <sid> [reply] <#bytes>; HMSG <subject> <sid> [reply] <#header bytes> <#total bytes>
+        const sizes = op === 'MSG' ? 1 : 2;
+        const total = Number(parts[parts.length - 1]);
+        const headerBytes = op === 'HMSG' ? Number(parts[parts.length - 2]) : 0;
+        const [subject, sid] = parts;
+        const reply = parts.length - sizes === 3 ? parts[2] : undefined;
+        if (this.buffer.length < eol + 2 + total + 2) return;
+        const body = this.buffer.subarray(eol + 2, eol + 2 + total);
+        this.buffer = this.buffer.subarray(eol + 2 + total + 2);
+        const headers: Record<string, string> = {};
+        for (const h of body.subarray(0, headerBytes).toString('utf8').split('\r\n').slice(1)) {
+          const i = h.indexOf(':');
+          if (i > 0) headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
+        }
+        this.subs.get(sid!)?.push({ subject: subject!, reply, headers, payload: body.subarray(headerBytes).toString('utf8') });
+        for (const w of this.waiters.splice(0)) w();
+        continue;
+      }
+      this.buffer = this.buffer.subarray(eol + 2);
+      if (op === 'PING') this.socket.write('PONG\r\n');
+      else if (op === 'PONG') this.pongs.shift()?.();
+      else if (op === '-ERR') throw new Error(`NATS server: ${line}`);
+    }
+  }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/python3
+"""An independent AMQP 0-9-1 client for the tests (Debian's python3-pika).
+
+  amqp_peer.py URL publish EXCHANGE ROUTING_KEY   one message per stdin line: {"body": str, "headers": {...}}
+  amqp_peer.py URL consume QUEUE COUNT TIMEOUT_S  prints COUNT messages as JSON lines, acking each
+  amqp_peer.py URL declare QUEUE EXCHANGE KEY     declares a durable queue bound to EXCHANGE with KEY
+  amqp_peer.py URL count QUEUE                     prints the queue's ready message count
+
+Publishing uses publisher confirms, so a line printed "ok" is a message the broker took.
+"""
+import json
+import sys
+
+import pika
+
+
+def main():
+    url, command, *args = sys.argv[1:]
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    if command == "publish":
+        exchange, key = args
+        channel.confirm_delivery()
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            msg = json.loads(line)
+            props = pika.BasicProperties(headers=msg.get("headers") or None, delivery_mode=2, content_type=msg.get("contentType"))
+            channel.basic_publish(exchange=exchange, routing_key=key, body=msg["body"].encode(), properties=props, mandatory=False)
+            print("ok", flush=True)
+    elif command == "consume":
+        queue, count, timeout = args[0], int(args[1]), float(args[2])
+        seen = 0
+        for method, props, body in channel.consume(queue, inactivity_timeout=timeout):
+            if method is None:
+                break
+            headers = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (props.headers or {}).items()}
+            print(json.dumps({"routingKey": method.routing_key, "exchange": method.exchange, "redelivered": method.redelivered,
+                              "headers": headers, "body": body.decode()}), flush=True)
+            channel.basic_ack(method.delivery_tag)
+            seen += 1
+            if seen >= count:
+                break
+        channel.cancel()
+    elif command == "declare":
+        queue, exchange, key = args
+        channel.queue_declare(queue, durable=True)
+        if exchange:
+            channel.queue_bind(queue, exchange, routing_key=key)
+        print("ok", flush=True)
+    elif command == "count":
+        print(channel.queue_declare(args[0], passive=True).method.message_count, flush=True)
+    else:
+        sys.exit(f"unknown command {command}")
+    connection.close()
+
+
+if __name__ == "__main__":
+    main()
