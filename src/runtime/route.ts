@@ -1,6 +1,6 @@
 import { problem, type Problem } from '../core/errors.js';
 import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../expr/expression.js';
-import type { Admission, BrokerRuntime, CompiledStep, Health, ListenerRuntime, ReplaySource, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
+import type { Admission, BrokerRuntime, BrokerTelemetry, CompiledStep, Health, ListenerRuntime, ReplaySource, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
 import { fromStructuredMessage, toStructuredMessage } from '../codecs/cloudevents.js';
 import { WebhookError, WebhookTarget } from '../kinds/targets/webhook.js';
 import type { Logger } from '../log.js';
@@ -28,7 +28,7 @@ export interface RouteDeps {
   /** Suffix that makes per-instance consumer groups unique to this process. */
   instanceId: string;
   /** Per-route counters (src/telemetry/metrics.ts), resolved once per route, not per message. */
-  metrics?: { route(name: string): RouteStats };
+  metrics?: { route(name: string): RouteStats; broker?(name: string, kind: string): BrokerTelemetry };
   /** Live tap channels (src/telemetry/tap.ts). */
   tap?: { channel(name: string): TapChannel };
   /** Log options read when a message fails; one object updated in place on reload. */
@@ -69,6 +69,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** Credential headers of this route (CREDENTIAL_HEADERS and what its auth steps read), lower case. */
   private readonly credentialHeaders: ReadonlySet<string>;
   private subscription: Subscription | undefined;
+  /** Where a consume route counts the attempts its targets refused (its source broker's consumer errors). */
+  private consumerTelemetry: BrokerTelemetry | undefined;
   /** Set when the route stops consuming: a retry waiting for its next attempt gives the message back. */
   private stopping = false;
   private stop!: () => void;
@@ -287,6 +289,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const perInstance = from.group === undefined && this.plan.to.every((t) => t.type === 'listener');
     const group = from.group ?? (perInstance ? `eventgate-${this.name}-${this.deps.instanceId}` : `eventgate-${this.name}`);
     const broker = this.deps.brokers.get(from.broker)!;
+    this.consumerTelemetry = this.deps.metrics?.broker?.(from.broker, broker.kind);
     // Websocket forwards show what happens now: replaying a topic's history to browsers would be
     // wrong. Durable routes (broker targets) take the broker's default, which never skips a record.
     const startFrom = from.startFrom ?? (this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined);
@@ -363,6 +366,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         return;
       }
       if (attempt === CONSUME_ATTEMPTS && !this.deadletter) this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail }, 'message not consumed; retrying it until its targets accept it (the route has no deadletter target)');
+      // eventgate_<kind>_consumer_errors_total{broker,route}: a consumed message its route could not deliver yet.
+      this.consumerTelemetry?.consumerError(this.name);
       await pause(backoff.delay(), this.stopped);
       if (this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
     }

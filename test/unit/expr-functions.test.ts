@@ -1,0 +1,23 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { describe, it } from 'node:test';
+import jsonata from 'jsonata';
+import { BUILTIN_FUNCTIONS, unknownFunctionCalls } from '../../src/expr/functions.js';
+
+describe('calls to JSONata functions that do not exist', () => {
+  it('knows exactly the functions the installed jsonata binds', async () => {
+    const source = readFileSync(createRequire(import.meta.url).resolve('jsonata'), 'utf8');
+    const bound = new Set([...source.matchAll(/\.bind\('([A-Za-z0-9]+)'/g)].map((m) => m[1]!));
+    assert.deepEqual([...BUILTIN_FUNCTIONS].sort(), [...bound].sort());
+    for (const name of BUILTIN_FUNCTIONS) assert.notEqual(await jsonata(`$${name}`).evaluate({}), undefined, `$${name} is bound`);
+    assert.equal(await jsonata('$uppercse').evaluate({}), undefined);
+  });
+
+  it('accepts functions the expression defines and lambda parameters; names the unknown ones with a hint', () => {
+    const calls = (src: string) => unknownFunctionCalls(jsonata(src).ast(), ['key']).map((c) => [c.name, c.index, c.message]);
+    assert.deepEqual(calls('($f := function($g){ $g(1) }; $f($string))'), []);
+    assert.deepEqual(calls('$uppercse(a)'), [['uppercse', 0, 'unknown function $uppercse (did you mean $uppercase?)']]);
+    assert.deepEqual(calls('a ~> $nope'), [['nope', 5, 'unknown function $nope (did you mean $not?)']]);
+  });
+});
