@@ -4,6 +4,7 @@ import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { killOnExit } from './reaper.js';
 
 /** The repository root (this file runs from dist/test/helpers). */
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
@@ -52,7 +53,7 @@ export interface StartOptions {
 }
 
 const running = new Set<RunningGateway>();
-process.on('exit', () => {
+killOnExit(() => {
   for (const g of running) g.process.kill('SIGKILL');
 });
 

@@ -9,6 +9,7 @@ import kafkajs from 'kafkajs';
 const { Kafka, logLevel } = kafkajs;
 type Kafka = InstanceType<typeof Kafka>;
 import { repoRoot } from './gateway.js';
+import { killOnExit } from './reaper.js';
 
 /**
  * A Kafka cluster for the tests. By default librdkafka's mock cluster (a real Kafka protocol
@@ -98,7 +99,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     const answer = await reply;
     if (answer !== 'ok') throw new Error(`mock cluster: '${cmd}' → ${answer}`);
   };
-  process.once('exit', () => child.kill('SIGKILL'));
+  killOnExit(() => child.kill('SIGKILL'));
   return {
     bootstrap,
     canInjectOutages: true,

@@ -4,6 +4,7 @@ import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { killOnExit } from './reaper.js';
 
 /**
  * Real message servers for the tests — Debian's mosquitto, rabbitmq-server and nats-server —
@@ -48,7 +49,7 @@ async function acceptsConnections(port: number, child: ChildProcess, what: strin
 }
 
 const children = new Set<ChildProcess>();
-process.on('exit', () => {
+killOnExit(() => {
   for (const c of children) if (c.pid !== undefined) try {
     process.kill(-c.pid, 'SIGKILL');
   } catch {

@@ -1,3 +1,0 @@
-// Moved to ./core/errors.js (issue #15). This re-export keeps branches started before the move compiling; it goes
-// away in #15's last landing — import the new path.
-export * from './core/errors.js';
