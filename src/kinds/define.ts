@@ -6,7 +6,8 @@
  * sit beside it in `doc`. See docs/architecture.md, "Adding a kind".
  */
 import { Type, type Static, type TLiteral, type TObject, type TProperties, type TSchema } from '@sinclair/typebox';
-import type { BrokerKind, KindDoc, ListenerKind, StepKind } from './contracts.js';
+import type { Expression } from '../expr/expression.js';
+import type { BrokerKind, KindDoc, ListenerKind, StepCompileContext, StepKind } from './contracts.js';
 
 export { Type, type Static, type TSchema };
 
@@ -97,3 +98,18 @@ export function defineStep<S extends TSchema>(def: StepDefinition<S>): StepKind<
 }
 
 export type { KindDoc };
+
+/**
+ * Compiles a map of name → JSONata expression (a step's `set:`), reporting each failure at its own
+ * key; undefined when any entry failed, so the step is not built half-compiled.
+ */
+export function compileExpressionMap(ctx: StepCompileContext, key: string, map: Record<string, string> | undefined): [string, Expression][] | undefined {
+  const compiled: [string, Expression][] = [];
+  let ok = true;
+  for (const [name, source] of Object.entries(map ?? {})) {
+    const expr = ctx.compileExpression(source, [key, name]);
+    if (expr) compiled.push([name, expr]);
+    else ok = false;
+  }
+  return ok ? compiled : undefined;
+}

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { attributeErrors, attributesOf, structuredProblem, withAttributes } from '../../codecs/cloudevents.js';
-import { bindingsFor, evaluateThen, type Expression } from '../../expr/expression.js';
+import { bindingsFor, evaluateThen } from '../../expr/expression.js';
 import { problem } from '../../core/errors.js';
 import type { Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
-import { defineStep, mapOf, Type } from '../define.js';
+import { compileExpressionMap, defineStep, mapOf, Type } from '../define.js';
 
 /** Attributes a step may not remove: without them the message is no CloudEvent. */
 const REQUIRED = new Set(['specversion', 'id', 'source', 'type']);
@@ -39,14 +39,8 @@ export const cloudeventStep = defineStep({
     example: 'chains:\n  as-cloudevent:\n    - cloudevent:\n        source: /shop/orders\n        type: com.example.order.placed\n        set:\n          subject: $string(orderId)\n          tenant: $headers."x-tenant"',
   },
   compile(options, ctx) {
-    const set: [string, Expression][] = [];
-    let ok = true;
-    for (const [name, source] of Object.entries(options.set ?? {})) {
-      const expr = ctx.compileExpression(source, ['set', name]);
-      if (expr) set.push([name, expr]);
-      else ok = false;
-    }
-    if (!ok) return undefined;
+    const set = compileExpressionMap(ctx, 'set', options.set);
+    if (!set) return undefined;
     const fixed: Record<string, string> = {};
     if (options.source !== undefined) fixed.source = options.source;
     if (options.type !== undefined) fixed.type = options.type;

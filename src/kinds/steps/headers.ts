@@ -1,9 +1,9 @@
-import { bindingsFor, evaluateThen, type Expression } from '../../expr/expression.js';
+import { bindingsFor, evaluateThen } from '../../expr/expression.js';
 import { problem } from '../../core/errors.js';
 import { withHeaders } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
-import { defineStep, mapOf, Type } from '../define.js';
+import { compileExpressionMap, defineStep, mapOf, Type } from '../define.js';
 
 export const headersStep = defineStep({
   kind: 'headers',
@@ -19,14 +19,8 @@ export const headersStep = defineStep({
     example: 'headers:\n  set:\n    ce-type: \'"io.example.light.measured"\'\n    x-room: $path.room\n  remove: [x-debug]',
   },
   compile(options, ctx) {
-    const set: [string, Expression][] = [];
-    let ok = true;
-    for (const [name, source] of Object.entries(options.set ?? {})) {
-      const expr = ctx.compileExpression(source, ['set', name]);
-      if (expr) set.push([name, expr]);
-      else ok = false;
-    }
-    if (!ok) return undefined;
+    const set = compileExpressionMap(ctx, 'set', options.set);
+    if (!set) return undefined;
     const remove = options.remove ?? [];
     return {
       kind: 'headers',
