@@ -277,6 +277,8 @@ class Compiler {
         broker: (brokerName, rel) => {
           const b = brokers.get(brokerName);
           if (b === undefined) {
+            // A broker set aside for its own problem (one-pass validate) is not reported again here.
+            if (isHidden(this.hidden.brokers, brokerName)) return undefined;
             this.report([...at, ...rel], 'EG_CONFIG_REF', `broker '${brokerName}' is not defined${didYouMean(brokerName, brokers.keys())}${brokers.size ? `; defined brokers: ${[...brokers.keys()].join(', ')}` : '; add it under brokers:'}`);
             return undefined;
           }

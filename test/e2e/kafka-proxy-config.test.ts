@@ -43,5 +43,21 @@ describe('kafka listener: what its routes cannot do is a config error at its lin
     at('22:', /no dead-letter target/);
     assert.equal(lines.length, 8, r.stdout);
   });
-});
 
+  it('an upstream broker set aside for its own problem is reported once, not again as undefined', async () => {
+    const config = [
+      'version: 1', //                                                           1
+      'brokers:', //                                                             2
+      '  cluster: { kind: kafka, brokers: "${UPSTREAM_BROKERS}" }', //           3
+      'listeners:', //                                                           4
+      '  kin: { kind: kafka, upstream: cluster, port: 0 }', //                   5
+    ].join('\n');
+    const env = { ...process.env } as Record<string, string>;
+    delete env.UPSTREAM_BROKERS;
+    const dir = tempFiles({ 'gateway.yaml': `${config}\n` });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir, env });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /^gateway\.yaml:3:\d+: environment variable 'UPSTREAM_BROKERS' is not set/);
+    assert.equal(r.stdout.trim().split('\n').length, 1, r.stdout);
+  });
+});
