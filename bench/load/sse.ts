@@ -5,9 +5,8 @@
  * driver (load/ws.ts), so the server, not the driver, is what runs out first.
  */
 import { Agent, request } from 'node:http';
-import { cpuMs } from '../processes.js';
-import { percentile } from '../stats.js';
-import type { FanoutSession, FanoutSlice } from './ws.js';
+import { delay, PublishWindow } from './fanout-window.js';
+import type { FanoutSession } from './ws.js';
 
 export interface SseFanoutShape {
   publishUrl: string;
@@ -57,100 +56,37 @@ function openStream(url: string, onEvent: () => void, onData: ((text: string) =>
 }
 
 export async function openSseFanout(shape: SseFanoutShape): Promise<FanoutSession> {
-  let received = 0;
-  let published = 0;
-  const sentAt: number[] = [];
-  let latencies: number[] = [];
-  let publishing = false;
-  let disconnected = 0;
-  let errors = 0;
-  let drained: (() => void) | undefined;
-  const alive = () => Math.max(1, shape.clients - disconnected);
+  const agent = new Agent({ keepAlive: true, maxSockets: shape.window });
+  const u = new URL(shape.publishUrl);
+  const flow = new PublishWindow(shape.clients, shape.window, shape.serverPid, (body) => {
+    const req = request({ host: u.hostname, port: Number(u.port), path: u.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      if (res.statusCode !== 200) flow.error();
+      res.resume();
+    });
+    req.on('error', flow.error);
+    req.end(body);
+  });
   // Every stream opens with one `retry:` block (the gateway's) or none (the baseline's): count only data events.
-  const onEvent = () => {
-    if (++received % alive() !== 0) return;
-    if (publishing) pump();
-    else if (drained && received >= published * alive()) drained();
-  };
-  const streams: Stream[] = [];
   let counting = false;
   const counted = () => {
-    if (counting) onEvent();
+    if (counting) flow.delivered();
   };
+  const streams: Stream[] = [];
   for (let i = 0; i < shape.clients; i += 50) {
     const batch = [];
     for (let j = i; j < Math.min(shape.clients, i + 50); j++) {
-      const onData = j === shape.clients - 1 ? (text: string) => latencies.push(performance.now() - sentAt[(JSON.parse(text) as { seq: number }).seq]!) : undefined;
-      batch.push(openStream(shape.streamUrl, counted, onData, () => disconnected++));
+      batch.push(openStream(shape.streamUrl, counted, j === shape.clients - 1 ? flow.watched : undefined, flow.disconnect));
     }
     streams.push(...(await Promise.all(batch)));
   }
   // Let the streams' opening blocks arrive before events are counted.
   await delay(200);
   counting = true;
-
-  const agent = new Agent({ keepAlive: true, maxSockets: shape.window });
-  const u = new URL(shape.publishUrl);
-  const padding = 'x'.repeat(64);
-  function post(seq: number): void {
-    const body = `{"seq":${seq},"room":"r${seq % 16}","lumens":${seq % 1000},"padding":"${padding}"}`;
-    const req = request({ host: u.hostname, port: Number(u.port), path: u.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-      if (res.statusCode !== 200) errors++;
-      res.resume();
-    });
-    req.on('error', () => errors++);
-    req.end(body);
-  }
-  function pump(): void {
-    const complete = Math.floor(received / alive());
-    while (published - complete < shape.window) {
-      sentAt[published] = performance.now();
-      post(published);
-      published++;
-    }
-  }
-
-  let missing = 0;
   return {
-    async measure(seconds): Promise<FanoutSlice> {
-      latencies = [];
-      const errors0 = disconnected + errors;
-      const received0 = received;
-      const published0 = published;
-      const cpu0 = cpuMs(shape.serverPid);
-      const t0 = performance.now();
-      publishing = true;
-      pump();
-      await delay(seconds * 1000);
-      publishing = false;
-      const t1 = performance.now();
-      const cpu = cpuMs(shape.serverPid) - cpu0;
-      const deliveries = received - received0;
-      const messages = published - published0;
-      if (received < published * alive()) await Promise.race([new Promise<void>((r) => (drained = r)), delay(2000)]);
-      drained = undefined;
-      const missingNow = Math.max(0, published * alive() - received);
-      const lost = missingNow - missing;
-      missing = missingNow;
-      const sorted = latencies.sort((a, b) => a - b);
-      const secs = (t1 - t0) / 1000;
-      return {
-        deliveriesPerSecond: deliveries / secs,
-        messagesPerSecond: messages / secs,
-        p50_ms: percentile(sorted, 0.5),
-        p99_ms: percentile(sorted, 0.99),
-        errors: disconnected + errors - errors0,
-        cpuUsPerDelivery: (cpu * 1000) / Math.max(1, deliveries),
-        lost,
-      };
-    },
+    measure: (seconds) => flow.measure(seconds),
     close() {
       agent.destroy();
       for (const s of streams) s.close();
     },
   };
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
