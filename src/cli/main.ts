@@ -8,7 +8,7 @@ import { createLogger } from '../log.js';
 import { loadPlan } from '../plan/compile.js';
 import type { Env } from '../config/source.js';
 import { loadEnv } from './env.js';
-import { testCommand } from './test.js';
+import { checkTestFile, isTestFileName, testCommand } from './test.js';
 import { createAdminServer } from '../admin/index.js';
 import { planCommand } from './plan.js';
 import { exportCommand } from './export.js';
@@ -17,6 +17,8 @@ import { Gateway } from '../runtime/gateway.js';
 const USAGE = `usage:
   eventgate run [-c FILE]                              run the gateway (default FILE: ./gateway.yaml)
   eventgate validate [-c FILE] [--format text|json]    check a config without starting anything
+                                                       (a *.tests.yaml FILE: the tests, their config
+                                                       and the routes they name)
   eventgate test [-c FILE] [TESTFILE...] [--format text|junit]
                                                        run config unit tests (default: FILE's tests
                                                        beside it, e.g. gateway.tests.yaml)
@@ -96,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function validate(file: string, format: 'text' | 'json', env: Env): Promise<number> {
-  const { diagnostics } = await loadPlan(file, { registry: defaultRegistry(), env });
+  const diagnostics = isTestFileName(file) ? await checkTestFile(file, env) : (await loadPlan(file, { registry: defaultRegistry(), env })).diagnostics;
   if (format === 'json') {
     process.stdout.write(`${JSON.stringify(diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })), null, 2)}\n`);
   } else if (diagnostics.length === 0) {

@@ -13,6 +13,35 @@ export function testFileBeside(config: string): string {
   return join(dirname(config), `${basename(config, extname(config))}.tests${extname(config) || '.yaml'}`);
 }
 
+/** Whether `file` is named as a config test file (`*.tests.yaml`), not as a config. */
+export function isTestFileName(file: string): boolean {
+  return /\.tests\.ya?ml$/.test(file);
+}
+
+/**
+ * What `eventgate validate` checks of a config test file: the file itself, the config it tests
+ * (its `config:`, else the config it sits beside), and that every route it names exists. So a CI
+ * job that validates every YAML file of a config directory passes over the tests beside them.
+ */
+export async function checkTestFile(file: string, env: Env): Promise<Diagnostic[]> {
+  const problems: Diagnostic[] = [];
+  const t = readTestFile(file, problems);
+  if (!t) return problems;
+  // As `eventgate test` finds them: the file's `config:`, else the config it sits beside by name, else gateway.yaml there.
+  const beside = file.replace(/\.tests(\.ya?ml)$/, '$1');
+  const config = t.config ?? (existsSync(beside) ? beside : join(dirname(file), 'gateway.yaml'));
+  const { plan, diagnostics } = await loadPlan(config, { registry: defaultRegistry(), env });
+  problems.push(...diagnostics);
+  if (plan) {
+    for (const test of t.tests) {
+      if (!plan.routes.has(test.route)) {
+        problems.push({ file, line: test.line, column: 1, code: 'EG_TEST_FILE', path: 'route', message: `test '${test.name}' names route '${test.route}', which ${config} does not define` });
+      }
+    }
+  }
+  return problems;
+}
+
 /**
  * `eventgate test [-c FILE] [TESTFILE...] [--format text|junit]`: exit 0 when every test passes,
  * 1 when any fails, 2 when the tests cannot run (usage, unreadable test file, invalid config).

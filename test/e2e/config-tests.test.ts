@@ -129,4 +129,27 @@ describe('eventgate test', () => {
     for (const r of [broken, badTests, none, unknownRoute]) noStackTrace(r);
   });
 
+  it('validate checks a test file as config tests: the file, its config and the routes it names', async () => {
+    const good = await runCli(['validate', '-c', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests }) });
+    assert.equal(good.code, 0, good.stdout + good.stderr);
+    assert.equal(good.stdout, 'ok\n');
+
+    const unknownRoute = await runCli(['validate', '-c', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order') }) });
+    assert.equal(unknownRoute.code, 1);
+    assert.equal(unknownRoute.stdout, "orders.tests.yaml:25:1: test 'no key is refused with 401' names route 'order', which gateway.yaml does not define\n");
+
+    const badTests = await runCli(['validate', '-c', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }) });
+    assert.equal(badTests.code, 1);
+    assert.match(badTests.stdout, /^orders\.tests\.yaml:28:5: unknown key 'expcet'/m);
+
+    const badConfig = await runCli(['validate', '-c', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config.replace('kind: memory', 'kind: memroy'), 'orders.tests.yaml': tests }) });
+    assert.equal(badConfig.code, 1);
+    assert.match(badConfig.stdout, /^gateway\.yaml:2:27: unknown broker kind "memroy"/m);
+
+    // The shipped examples' tests, as a CI job that validates every YAML file would meet them.
+    const shipped = await runCli(['validate', '-c', 'examples/gateway.tests.yaml']);
+    assert.equal(shipped.stdout, 'ok\n', shipped.stdout + shipped.stderr);
+    for (const r of [good, unknownRoute, badTests, badConfig, shipped]) noStackTrace(r);
+  });
+
 });
