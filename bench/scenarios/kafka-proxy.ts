@@ -43,7 +43,7 @@ function timedKcat(args: string[], stdinFile?: string): Promise<number> {
     const child = spawn('sh', ['-c', shell], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    child.on('exit', (code) => (code === 0 ? resolve((performance.now() - started) / 1000) : reject(new Error(`kcat ${args.join(' ')} exited ${code}: ${stderr}`))));
+    child.on('close', (code) => (code === 0 ? resolve((performance.now() - started) / 1000) : reject(new Error(`kcat ${args.join(' ')} exited ${code}: ${stderr}`))));
   });
 }
 

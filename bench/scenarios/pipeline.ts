@@ -12,7 +12,7 @@ export const pipeline: Scenario = {
     const child = spawn(process.execPath, [script, String(duration)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
-    const [code] = (await once(child, 'exit')) as [number | null];
+    const [code] = (await once(child, 'close')) as [number | null];
     if (code !== 0) throw new Error(`pipeline child exited with ${code}`);
     const r = JSON.parse(out) as { gateway_us: number; hand_us: number };
     return judge({

@@ -177,7 +177,8 @@ export async function runCli(args: string[], options: { cwd?: string; env?: Reco
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
   child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  const [code] = (await once(child, 'exit')) as [number | null];
+  // 'close', not 'exit': under load the last stdout chunk can still be in the pipe when the process has exited.
+  const [code] = (await once(child, 'close')) as [number | null];
   return { code, stdout, stderr };
 }
 

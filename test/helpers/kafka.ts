@@ -273,7 +273,7 @@ export function runProcess(cmd: string, args: string[], input = '', timeoutMs = 
       child.kill('SIGKILL');
       reject(new Error(`${cmd} ${args.join(' ')} timed out after ${timeoutMs} ms; got:\n${stdout}\nstderr: ${stderr}`));
     }, timeoutMs);
-    child.on('exit', (code) => {
+    child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });

@@ -113,7 +113,7 @@ export async function pikaPublish(server: MessageServer, exchange: string, routi
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
   child.stdin!.end(messages.map((m) => JSON.stringify(m)).join('\n') + '\n');
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const [code] = (await once(child, 'close')) as [number | null];
   if (code !== 0) throw new Error(`pika publish failed (${code}): ${err}`);
 }
 
