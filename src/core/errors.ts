@@ -66,6 +66,8 @@ export interface Problem {
   errors?: string[];
   /** Extra response headers, e.g. Retry-After. */
   headers?: Record<string, string>;
+  /** For the log only, never answered to a client: e.g. which expression at which config line failed. */
+  logDetail?: string;
 }
 
 export function problem(code: ErrorCode, detail: string, extra: Partial<Problem> = {}): Problem {

@@ -2,6 +2,7 @@ import jsonata from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
 import { unknownFunctionCalls } from './functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
+import { type Problem, problem } from '../core/errors.js';
 import type { Message, MessageContext } from '../core/message.js';
 import { attributesOf, CE_SPECVERSION } from '../codecs/cloudevents.js';
 
@@ -50,8 +51,12 @@ export class ExpressionSyntaxError extends Error {
   }
 }
 
+/**
+ * `message` says what went wrong with this message and is safe to answer a client with; `where`
+ * names the expression and its config line, which belong in the log, not in a client's answer.
+ */
 export class ExpressionEvaluationError extends Error {
-  constructor(readonly source: string, message: string, readonly code: string | undefined) {
+  constructor(readonly source: string, message: string, readonly code: string | undefined, readonly where = '') {
     super(message);
   }
 }
@@ -89,7 +94,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   }
   const unknown = unknownFunctionCalls(compiled.ast(), GATEWAY_VARIABLES);
   if (unknown.length > 0) throw new ExpressionSyntaxError(unknown[0]!.message, unknown[0]!.index);
-  const where = ` (expression ${JSON.stringify(source.length > 60 ? `${source.slice(0, 57)}...` : source)}${origin ? ` at ${origin}` : ''})`;
+  const where = `expression ${JSON.stringify(source.length > 60 ? `${source.slice(0, 57)}...` : source)}${origin ? ` at ${origin}` : ''}`;
   const fast = compileFastPath(compiled.ast());
   compiled.assign(EVALUATE_ENTRY as unknown as string, yieldingEntry());
   return {
@@ -107,10 +112,15 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
         return await compiled.evaluate(input, bindings);
       } catch (err) {
         const e = err as JsonataError;
-        throw new ExpressionEvaluationError(source, describeFailure(e, limits) + where, e.code);
+        throw new ExpressionEvaluationError(source, describeFailure(e, limits), e.code, where);
       }
     },
   };
+}
+
+/** The 500 answered for a failed expression: what failed for the client, where in the config for the log. */
+export function expressionProblem(what: string, err: ExpressionEvaluationError): Problem {
+  return problem('EG_EXPRESSION_FAILED', `${what} failed: ${err.message}`, err.where ? { logDetail: err.where } : {});
 }
 
 /**

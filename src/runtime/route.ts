@@ -1,5 +1,5 @@
 import { problem, type Problem } from '../core/errors.js';
-import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../expr/expression.js';
+import { bindingsFor, evaluateThen, expressionProblem, type ExpressionEvaluationError } from '../expr/expression.js';
 import type { Admission, BrokerRuntime, BrokerTelemetry, CompiledStep, Health, ListenerRuntime, ReplaySource, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
 import { fromStructuredMessage, toStructuredMessage } from '../codecs/cloudevents.js';
 import { WebhookError, WebhookTarget } from '../kinds/targets/webhook.js';
@@ -206,6 +206,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       line.status = p.status;
       line.code = p.code;
       line.detail = p.detail;
+      if (p.logDetail) line.where = p.logDetail;
       if (p.errors) line.errors = p.errors;
     }
     if (msg.topic !== null) Object.assign(line, { topic: msg.topic, partition: msg.partition, offset: msg.offset });
@@ -272,7 +273,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return to.broker.publish(to.topic, deadletterMessage(this.withoutCredentials(msg), this.name, cause));
   }
 
-  private deliver(original: Message, m: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
+  private deliver(_original: Message, m: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
     const tags = ctx.tagged;
     const delivered = (deliveries: Delivery[]): Outcome => (tags ? { outcome: 'delivered', deliveries, tagged: true, tags, message: m } : { outcome: 'delivered', deliveries, tagged: false, message: m });
     // Routes from a kafka listener have no targets: their records go on in the client's own request.
@@ -444,7 +445,7 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
   };
   const keyed = (msg: Message, k: unknown): Message => ({ ...msg, key: k === undefined || k === null ? null : typeof k === 'string' ? k : JSON.stringify(k) });
   const keyFailed = (err: ExpressionEvaluationError): never => {
-    throw new TargetError(problem('EG_EXPRESSION_FAILED', `key expression failed: ${err.message}`));
+    throw new TargetError(expressionProblem('key expression', err));
   };
   /** The message with its key, synchronously when the key expression has a fast path. */
   const withKey = (msg: Message, ctx: MessageContext): Message | Promise<Message> =>
@@ -455,7 +456,7 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
     try {
       name = await topicExpr!.evaluate(msg.value, bindingsFor(msg, ctx));
     } catch (err) {
-      throw new TargetError(problem('EG_EXPRESSION_FAILED', `topic expression failed: ${(err as ExpressionEvaluationError).message}`));
+      throw new TargetError(expressionProblem('topic expression', err as ExpressionEvaluationError));
     }
     const why = typeof name !== 'string' || name === '' ? 'not a non-empty string' : broker.topicProblem?.(name);
     if (why) throw new TargetError(problem('EG_EXPRESSION_FAILED', `topic expression gave ${JSON.stringify(name) ?? 'nothing'}, which is not a topic of broker '${broker.name}': ${why}`));

@@ -57,7 +57,17 @@ describe('logs', () => {
     assert.equal(line.status, 500);
     assert.equal(line.code, 'EG_EXPRESSION_FAILED');
     assert.match(line.detail as string, /the order cannot be priced/);
+    assert.match(line.where as string, /^expression "fail = true .*" at gateway\.yaml:16$/, 'the log names the expression and its config line');
     assert.equal(line.message, undefined);
+  });
+
+  it('answers the client what failed, but not the expression or where it is in the config', async () => {
+    const from = gw.logs.length;
+    const reply = await send({ id: 1, fail: true });
+    assert.equal(reply.status, 500);
+    assert.equal(reply.body.detail, 'transform failed: the order cannot be priced');
+    assert.doesNotMatch(JSON.stringify(reply.body), /gateway\.yaml|\$error/);
+    await failedLine(from); // so the next test's log window starts after this message's line
   });
 
   it('keeps invalid messages out of the log at level info', async () => {

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { attributeErrors, attributesOf, structuredProblem, withAttributes } from '../../codecs/cloudevents.js';
-import { bindingsFor, evaluateThen } from '../../expr/expression.js';
-import { problem } from '../../core/errors.js';
+import { bindingsFor, evaluateThen, expressionProblem } from '../../expr/expression.js';
 import type { Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
@@ -68,7 +67,7 @@ export const cloudeventStep = defineStep({
                 if (v !== undefined) attrs[name] = typeof v === 'string' ? v : JSON.stringify(v);
                 return undefined;
               },
-              (err): StepStop => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `cloudevent.set.${name} failed: ${err.message}`) }),
+              (err): StepStop => ({ stop: 'failed', problem: expressionProblem(`cloudevent.set.${name}`, err) }),
             );
             if (r instanceof Promise) return r.then((stop) => stop ?? apply(i + 1));
           }

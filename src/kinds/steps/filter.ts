@@ -1,5 +1,4 @@
-import { bindingsFor, evaluateThen, truthy, type ExpressionEvaluationError } from '../../expr/expression.js';
-import { problem } from '../../core/errors.js';
+import { bindingsFor, evaluateThen, expressionProblem, truthy, type ExpressionEvaluationError } from '../../expr/expression.js';
 import type { StepResult } from '../contracts.js';
 import { defineStep, Type } from '../define.js';
 
@@ -15,7 +14,7 @@ export const filterStep = defineStep({
   compile(source, ctx) {
     const expr = ctx.compileExpression(source, []);
     if (!expr) return undefined;
-    const failed = (err: ExpressionEvaluationError): StepResult => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `filter failed: ${err.message}`) });
+    const failed = (err: ExpressionEvaluationError): StepResult => ({ stop: 'failed', problem: expressionProblem('filter', err) });
     return {
       kind: 'filter',
       run: (msg, mctx) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (v) => (truthy(v) ? msg : FILTERED), failed),

@@ -1,5 +1,4 @@
-import { bindingsFor, evaluateThen } from '../../expr/expression.js';
-import { problem } from '../../core/errors.js';
+import { bindingsFor, evaluateThen, expressionProblem } from '../../expr/expression.js';
 import { withHeaders } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
@@ -37,7 +36,7 @@ export const headersStep = defineStep({
         const apply = (from: number): StepResult | Promise<StepResult> => {
           for (let i = from; i < set.length; i++) {
             const [name, expr] = set[i]!;
-            const r = evaluateThen<StepStop | undefined>(expr, msg.value, bindings, (v) => assign(name, v), (err): StepStop => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `headers.set.${name} failed: ${err.message}`) }));
+            const r = evaluateThen<StepStop | undefined>(expr, msg.value, bindings, (v) => assign(name, v), (err): StepStop => ({ stop: 'failed', problem: expressionProblem(`headers.set.${name}`, err) }));
             if (r instanceof Promise) return r.then((stop) => stop ?? apply(i + 1));
           }
           return withHeaders(msg, headers);

@@ -1,4 +1,4 @@
-import { bindingsFor, type ExpressionEvaluationError } from '../../expr/expression.js';
+import { bindingsFor, expressionProblem, type ExpressionEvaluationError } from '../../expr/expression.js';
 import { problem } from '../../core/errors.js';
 import type { Message, MessageContext } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
@@ -88,7 +88,7 @@ export const ratelimitStep = defineStep({
         if (!key) return admitOne(buckets, `ip:${clientAddress(mctx)}`, msg, limit);
         return key.evaluate(msg.value, bindingsFor(msg, mctx)).then(
           (k) => admitOne(buckets, k === undefined || k === null ? `ip:${clientAddress(mctx)}` : `key:${typeof k === 'string' ? k : JSON.stringify(k)}`, msg, limit),
-          (err) => ({ stop: 'failed' as const, problem: problem('EG_EXPRESSION_FAILED', `ratelimit key failed: ${(err as ExpressionEvaluationError).message}`) }),
+          (err) => ({ stop: 'failed' as const, problem: expressionProblem('ratelimit key', err as ExpressionEvaluationError) }),
         );
       },
       // Buckets live in the route's step state, not in this compiled object, so they outlast reloads.

@@ -1,4 +1,4 @@
-import { bindingsFor, evaluateThen, type ExpressionEvaluationError } from '../../expr/expression.js';
+import { bindingsFor, evaluateThen, expressionProblem, type ExpressionEvaluationError } from '../../expr/expression.js';
 import { problem } from '../../core/errors.js';
 import { withValue, type Message } from '../../core/message.js';
 import type { StepResult } from '../contracts.js';
@@ -14,7 +14,7 @@ export const transformStep = defineStep({
   compile(source, ctx) {
     const expr = ctx.compileExpression(source, []);
     if (!expr) return undefined;
-    const failed = (err: ExpressionEvaluationError): StepResult => ({ stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', `transform failed: ${err.message}`) });
+    const failed = (err: ExpressionEvaluationError): StepResult => ({ stop: 'failed', problem: expressionProblem('transform', err) });
     const replace = (msg: Message, value: unknown): StepResult =>
       value === undefined ? { stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', 'transform produced no value for this message') } : withValue(msg, value);
     return {

@@ -11,7 +11,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type 
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from '../../codecs/cloudevents.js';
 import { problem, type Problem } from '../../core/errors.js';
-import { bindingsFor, evaluateThen, type Expression } from '../../expr/expression.js';
+import { bindingsFor, evaluateThen, expressionProblem, type Expression } from '../../expr/expression.js';
 import type { Logger } from '../../log.js';
 import { encodeValue, type Delivery, type Message, type MessageContext } from '../../core/message.js';
 import type { JsonSchema, Target } from '../contracts.js';
@@ -320,7 +320,7 @@ async function evaluate(expr: Expression, value: unknown, bindings: Record<strin
     bindings,
     (v) => v,
     (err) => {
-      throw new WebhookError(problem('EG_EXPRESSION_FAILED', `${what} expression failed: ${err.message}`));
+      throw new WebhookError(expressionProblem(`${what} expression`, err));
     },
   );
 }
