@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 const config = `
 version: 1
@@ -124,21 +124,16 @@ function postChunked(url: string, chunks: string[]): Promise<{ status: number; b
 }
 
 describe('HTTP publish (spec §4)', () => {
-  let gw: RunningGateway;
   const clients: WsClient[] = [];
+  after(() => {
+    for (const c of clients) c.close();
+  });
+  const gw = useGateway(config, { files: { 'schemas/light.json': lightSchema } });
   const listen = async (path: string) => {
     const c = await WsClient.connect(gw.url('push', path, 'ws'));
     clients.push(c);
     return c;
   };
-
-  before(async () => {
-    gw = await startGateway(config, { files: { 'schemas/light.json': lightSchema } });
-  });
-  after(async () => {
-    for (const c of clients) c.close();
-    await gw.stop();
-  });
 
   describe('validate', () => {
     it('delivers a valid message through an inline schema and answers 200 with the deliveries', async () => {

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { after, afterEach, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { killOnExit } from './reaper.js';
 
@@ -164,10 +165,80 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
     } catch (err) {
       // A gateway that never got ready must not outlive the test file (it would keep it from exiting).
       await gw.stop('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
       throw err;
     }
   }
   return gw;
+}
+
+type Lazy<T> = T | (() => T | Promise<T>);
+const resolveLazy = <T>(v: Lazy<T>): Promise<T> => Promise.resolve(typeof v === 'function' ? (v as () => T | Promise<T>)() : v);
+
+/** A gateway that a test fixture owns: reads go to the gateway it currently runs. */
+export interface GatewayFixture extends RunningGateway {
+  /**
+   * Starts this test's gateway (for a fixture made without a config); it is stopped, and its
+   * directory removed, after the test.
+   */
+  start(yaml: string, options?: StartOptions): Promise<RunningGateway>;
+}
+
+/**
+ * A gateway for the enclosing `describe` block, always stopped afterwards with its temp directory
+ * removed, whether the tests passed or not.
+ *
+ * - `useGateway(yaml, options)`: started once in `before()`, stopped in `after()`. `yaml` and
+ *   `options` may be functions, for configs that need what an earlier `before()` made (a peer's
+ *   port); hooks run in the order they are registered.
+ * - `useGateway()`: each test starts its own with `await gw.start(yaml, options)` (reload and
+ *   shutdown tests change or stop it); stopped in `afterEach()`.
+ *
+ * The returned object stands for the running gateway (`gw.url(...)`, `gw.logs`, `gw.stop()` — a
+ * test may stop it itself; stopping twice is harmless).
+ */
+export function useGateway(yaml?: Lazy<string>, options: Lazy<StartOptions> = {}): GatewayFixture {
+  let current: RunningGateway | undefined;
+  let forgetDir: (() => void) | undefined;
+  const start = async (text: string, opts: StartOptions = {}): Promise<RunningGateway> => {
+    if (current) throw new Error('useGateway: a gateway is already running in this fixture');
+    current = await startGateway(text, opts);
+    const dir = current.dir;
+    // A test file cancelled by the runner skips after(): its directory goes with the process.
+    forgetDir = killOnExit(() => rmSync(dir, { recursive: true, force: true }));
+    return current;
+  };
+  const dispose = async (): Promise<void> => {
+    const gw = current;
+    current = undefined;
+    if (!gw) return;
+    // Graceful, as a user stops it; a gateway stuck in shutdown is killed rather than hanging the file.
+    const killer = setTimeout(() => gw.process.kill('SIGKILL'), 20000);
+    try {
+      await gw.stop();
+    } finally {
+      clearTimeout(killer);
+      rmSync(gw.dir, { recursive: true, force: true });
+      forgetDir?.();
+    }
+  };
+  if (yaml === undefined) {
+    afterEach(dispose);
+  } else {
+    before(async () => {
+      await start(await resolveLazy(yaml), await resolveLazy(options));
+    });
+    after(dispose);
+  }
+  return new Proxy({ start } as GatewayFixture, {
+    get(target, prop) {
+      if (prop === 'start') return target.start;
+      if (prop === 'then') return undefined; // not a thenable, even when awaited by mistake
+      if (!current) throw new Error(`useGateway: no gateway is running (reading ${String(prop)} outside a test, or before start())`);
+      const value = Reflect.get(current, prop, current) as unknown;
+      return typeof value === 'function' ? value.bind(current) : value;
+    },
+  });
 }
 
 /** Runs the CLI to completion (validate, schema, ...). */
