@@ -303,7 +303,7 @@ export class Gateway {
         from: r.plan.from,
         steps: r.plan.steps.map((s) => s.kind),
         inFlight: r.pending,
-        ...(r.plan.from.type === 'broker' ? { consumer: r.health() } : {}),
+        ...(r.plan.from.type === 'broker' ? { consumer: r.health(), stalled: r.stalledMessages() } : {}),
         to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : t.type === 'http' ? { http: t.webhook.url } : { listener: t.listener, path: t.path, format: t.format })),
       })),
     };

@@ -47,6 +47,18 @@ interface BrokerTarget {
 /** How often a consume route tries a message whose targets are unavailable before dead-lettering it. */
 const CONSUME_ATTEMPTS = 5;
 
+/** A consumed message its route keeps retrying because it has no dead-letter target (in /admin/status). */
+export interface StalledMessage {
+  topic: string | null;
+  partition: number | null;
+  offset: string | null;
+  /** When the route gave up hoping a few retries would do (after CONSUME_ATTEMPTS). */
+  since: string;
+  attempts: number;
+  code: string;
+  detail: string;
+}
+
 /**
  * One route, built from its plan: the chain's steps and the resolved targets. Immutable; a
  * reload builds a new one, and messages already inside finish here.
@@ -78,6 +90,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private inFlight = 0;
   /** Resolved when the last message inside leaves (drain may be awaited by a reload and a shutdown at once). */
   private idleWaiters: (() => void)[] = [];
+  /** Consumed messages tried CONSUME_ATTEMPTS times with no dead-letter target, still retried (their partitions wait). */
+  private readonly stalls = new Set<StalledMessage>();
 
   constructor(readonly plan: RoutePlan, private readonly deps: RouteDeps) {
     this.name = plan.name;
@@ -343,6 +357,29 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * hand: the broker then leaves it uncommitted for whoever consumes next.
    */
   private async consume(msg: Message): Promise<void> {
+    let stall: StalledMessage | undefined;
+    try {
+      await this.consumeUntilSettled(msg, (attempt, p) => {
+        if (!stall) {
+          stall = { topic: msg.topic, partition: msg.partition, offset: msg.offset, since: new Date().toISOString(), attempts: attempt, code: p.code, detail: p.detail };
+          this.stalls.add(stall);
+          this.stats.stalled++;
+        } else Object.assign(stall, { attempts: attempt, code: p.code, detail: p.detail });
+      });
+    } finally {
+      if (stall) {
+        this.stalls.delete(stall);
+        this.stats.stalled--;
+      }
+    }
+  }
+
+  /** What /admin/status shows of messages this route keeps retrying without a dead-letter target. */
+  stalledMessages(): readonly StalledMessage[] {
+    return [...this.stalls];
+  }
+
+  private async consumeUntilSettled(msg: Message, stalled: (attempt: number, p: Problem) => void): Promise<void> {
     const backoff = new Backoff();
     for (let attempt = 1; ; attempt++) {
       const outcome = await this.handle(msg, { route: this.name });
@@ -366,6 +403,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, traceId: traceIdOf(msg.headers) }, 'message dropped: it cannot pass this route and the route has no deadletter target');
         return;
       }
+      if (attempt >= CONSUME_ATTEMPTS && !this.deadletter) stalled(attempt, p);
       if (attempt === CONSUME_ATTEMPTS && !this.deadletter) this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail }, 'message not consumed; retrying it until its targets accept it (the route has no deadletter target)');
       // eventgate_<kind>_consumer_errors_total{broker,route}: a consumed message its route could not deliver yet.
       this.consumerTelemetry?.consumerError(this.name);

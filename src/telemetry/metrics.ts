@@ -27,6 +27,8 @@ export class RouteStats {
   deadlettered = 0;
   failed = 0;
   rejected = 0;
+  /** Consumed messages retried past the route's attempts with no dead-letter target to take them (a gauge). */
+  stalled = 0;
   /** Answers of this route's webhook targets, per result (every try counts). */
   readonly webhookAnswers = new Map<WebhookResult, number>();
   readonly webhook: WebhookCounters = { answered: (r) => void this.webhookAnswers.set(r, (this.webhookAnswers.get(r) ?? 0) + 1) };
@@ -149,6 +151,16 @@ export class GatewayMetrics implements Telemetry {
       collect() {
         this.reset();
         for (const [route, s] of routes) s.webhookAnswers.forEach((n, result) => this.inc({ route, result }, n));
+      },
+    });
+    new Gauge({
+      name: 'eventgate_route_stalled_messages',
+      help: 'Consumed messages a route has tried 5 times and keeps retrying because it has no deadletter target; each holds up its partition. /admin/status says which and why.',
+      labelNames: ['route'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [route, s] of routes) this.set({ route }, s.stalled);
       },
     });
     new Gauge({
