@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { post, RawWsClient, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 const config = `
 version: 1
@@ -33,21 +33,16 @@ routes:
 `;
 
 describe('WebSocket (spec §5)', () => {
-  let gw: RunningGateway;
   const clients: WsClient[] = [];
+  after(() => {
+    for (const c of clients) c.close();
+  });
+  const gw = useGateway(config);
   const connect = async (path: string) => {
     const c = await WsClient.connect(gw.url('push', path, 'ws'));
     clients.push(c);
     return c;
   };
-
-  before(async () => {
-    gw = await startGateway(config);
-  });
-  after(async () => {
-    for (const c of clients) c.close();
-    await gw.stop();
-  });
 
   describe('publish routes', () => {
     it('acks each delivered frame with the deliveries when the route has ack: true', async () => {
