@@ -3,7 +3,6 @@ import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { post, } from '../helpers/clients.js';
-import { startGateway, } from '../helpers/gateway.js';
 import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
 
 describe('hot reload (spec §6): following files', () => {
@@ -12,7 +11,7 @@ describe('hot reload (spec §6): following files', () => {
   const roundTrip = f.roundTrip;
 
   it('follows a file renamed over the config (as editors and git checkout write it), again and again', async () => {
-    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1}')));
+    const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
     const client = await connect();
     for (const v of [2, 3]) {
       const from = gw.logs.length;
@@ -35,12 +34,12 @@ describe('hot reload (spec §6): following files', () => {
       if (generation > 1) rmSync(join(dir, `..2026_11_23_${generation - 1}`), { recursive: true });
       generation++;
     };
-    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1}'), {
+    const gw = await f.gw.start(pipelineConfig('{"v": 1}'), {
       setup: (dir) => {
         publish(dir, undefined);
         symlinkSync('..data/gateway.yaml', join(dir, 'gateway.yaml'));
       },
-    }));
+    });
     const client = await connect();
     assert.deepEqual(await roundTrip(client, 1), { v: 1 });
     for (const v of [2, 3]) {
@@ -53,7 +52,7 @@ describe('hot reload (spec §6): following files', () => {
 
   it('reloads when a referenced schema file changes', async () => {
     const schema = (max: number) => JSON.stringify({ type: 'object', properties: { n: { type: 'integer', maximum: max } } });
-    const gw = (f.gw = await startGateway(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': schema(10) } }));
+    const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': schema(10) } });
     const client = await connect();
     assert.equal((await post(gw.url('api', '/in'), { n: 50 })).status, 400);
     const line = await gw.reconfigure(schema(100), 'schemas/n.json');
@@ -63,7 +62,7 @@ describe('hot reload (spec §6): following files', () => {
   });
 
   it('reports a broken schema file with its own file:line:col and keeps serving', async () => {
-    const gw = (f.gw = await startGateway(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': '{"type": "object"}' } }));
+    const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': '{"type": "object"}' } });
     const client = await connect();
     const line = await gw.reconfigure('{"type": "object",\n "properties": {"n": {"type": "number", "minimum": "0"}}}', 'schemas/n.json');
     assert.equal(line.msg, 'reload rejected; the running config keeps serving');

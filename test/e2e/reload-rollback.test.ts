@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { freePort, holdPort } from '../helpers/ports.js';
 
 /**
@@ -29,17 +29,16 @@ routes:
 }
 
 describe('hot reload: a commit that fails is rolled back', () => {
-  let gw: RunningGateway | undefined;
+  const gw = useGateway();
   let holder: Awaited<ReturnType<typeof holdPort>> | undefined;
   afterEach(async () => {
-    await gw?.stop();
     await holder?.release();
-    gw = holder = undefined;
+    holder = undefined;
   });
 
   it('restores the old listener when its new socket cannot bind because another process holds the port, and reports rolled_back', async () => {
     const port = await freePort('127.0.0.1');
-    gw = await startGateway(config(port, '127.0.0.1', '{"v": 1, "n": n}'));
+    await gw.start(config(port, '127.0.0.1', '{"v": 1, "n": n}'));
     const client = await WsClient.connect(gw.url('push', '/ws', 'ws'));
     assert.equal((await post(`http://127.0.0.1:${port}/in`, { n: 1 })).status, 200);
     assert.deepEqual(await client.next(), { v: 1, n: 1 });
@@ -84,7 +83,7 @@ describe('hot reload: a commit that fails is rolled back', () => {
   it('restores the old admin server when its new socket cannot bind', async () => {
     const port = await freePort('127.0.0.1');
     const withAdmin = (host: string, transform: string) => config(0, '127.0.0.1', transform).replace('admin: { port: 0 }', `admin: { port: ${port}, host: ${host} }`);
-    gw = await startGateway(withAdmin('127.0.0.1', '{"v": 1}'));
+    await gw.start(withAdmin('127.0.0.1', '{"v": 1}'));
     holder = await holdPort('127.0.0.2', port);
     const line = await gw.reconfigure(withAdmin('0.0.0.0', '{"v": 2}'));
     assert.equal(line.msg, 'reload rolled back; the running config keeps serving');

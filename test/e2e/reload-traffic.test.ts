@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { eventually, startGateway, type LogLine } from '../helpers/gateway.js';
+import { eventually, type LogLine } from '../helpers/gateway.js';
 import { pipelineConfig, pipelineFixture, } from '../helpers/pipeline.js';
 
 describe('hot reload (spec §6): sockets and traffic', () => {
@@ -13,7 +13,7 @@ describe('hot reload (spec §6): sockets and traffic', () => {
   const roundTrip = f.roundTrip;
 
   it('finishes a request that started before a reload on the old pipeline, without holding up the reload', async () => {
-    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1, "n": n}')));
+    const gw = await f.gw.start(pipelineConfig('{"v": 1, "n": n}'));
     const client = await connect();
     // A request whose body is still arriving: the route was chosen when its headers came in.
     const reply = new Promise<{ status: number; body: string }>((resolve, reject) => {
@@ -41,7 +41,7 @@ describe('hot reload (spec §6): sockets and traffic', () => {
     await once(holder, 'listening');
     const taken = (holder.address() as { port: number }).port;
     try {
-      const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1}')));
+      const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
       const client = await connect();
       const line = await gw.reconfigure(pipelineConfig('{"v": 2}', { apiPort: taken }));
       assert.equal(line.msg, 'reload rejected; the running config keeps serving');
@@ -54,7 +54,7 @@ describe('hot reload (spec §6): sockets and traffic', () => {
   });
 
   it('moves a listener to its new port, leaving the other listeners and their clients alone', async () => {
-    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1}')));
+    const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
     const client = await connect();
     const oldPort = gw.port('api');
     const holder: Server = createServer();
@@ -79,7 +79,7 @@ listeners:
 routes:
 ${paths.map((p) => `  - name: to-${p}\n    from: { listener: api, path: /in/${p} }\n    to: { listener: push, path: /${p} }`).join('\n')}
 `;
-    const gw = (f.gw = await startGateway(two(['a', 'b'])));
+    const gw = await f.gw.start(two(['a', 'b']));
     const a = await connect('/a');
     const b = await connect('/b');
     await gw.reconfigure(two(['a']));
@@ -112,7 +112,7 @@ routes:
       - transform: '$merge([$, {"out": ${k - ((k + 1) % 2)}}])'
     to: { listener: push, path: /out }
 `;
-    const gw = (f.gw = await startGateway(loaded(0)));
+    const gw = await f.gw.start(loaded(0));
     const consumer = await connect();
     const received: number[] = [];
     consumer.ws.on('message', (data) => received.push((JSON.parse(String(data)) as { seq: number }).seq));

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { eventually, startGateway, } from '../helpers/gateway.js';
+import { eventually } from '../helpers/gateway.js';
 import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
 
 describe('hot reload (spec §6): config changes', () => {
@@ -9,7 +9,7 @@ describe('hot reload (spec §6): config changes', () => {
   const roundTrip = f.roundTrip;
 
   it('applies a changed transform, and a websocket client stays connected and keeps receiving', async () => {
-    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1, "n": n}')));
+    const gw = await f.gw.start(pipelineConfig('{"v": 1, "n": n}'));
     const client = await connect();
     assert.deepEqual(await roundTrip(client, 1), { v: 1, n: 1 });
     const line = await gw.reconfigure(pipelineConfig('{"v": 2, "n": n}'));
@@ -21,7 +21,7 @@ describe('hot reload (spec §6): config changes', () => {
   });
 
   it('keeps the old config when the new file is broken, logs file:line:col and reports it in /admin/status; a fix recovers', async () => {
-    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1}')));
+    const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
     const client = await connect();
     const versionBefore = (await gw.status()).version;
     const broken = pipelineConfig('{"v": 2').replace('routes:', 'routes:\n  - name: [oops');
@@ -46,7 +46,7 @@ describe('hot reload (spec §6): config changes', () => {
   });
 
   it('keeps the old config when the new one is valid YAML but wrong, pointing at the mistake', async () => {
-    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1}')));
+    const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
     const client = await connect();
     const line = await gw.reconfigure(pipelineConfig('{"v": 2'));
     assert.equal(line.msg, 'reload rejected; the running config keeps serving');
@@ -57,7 +57,7 @@ describe('hot reload (spec §6): config changes', () => {
   });
 
   it('settles on the last of rapid successive edits', async () => {
-    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 0}')));
+    const gw = await f.gw.start(pipelineConfig('{"v": 0}'));
     const client = await connect();
     for (let v = 1; v <= 12; v++) gw.write('gateway.yaml', pipelineConfig(`{"v": ${v}}`));
     await eventually(async () => assert.deepEqual(await roundTrip(client, 0), { v: 12 }), 5000);
@@ -68,7 +68,7 @@ describe('hot reload (spec §6): config changes', () => {
   });
 
   it('reloads on SIGHUP and on POST /admin/reload', async () => {
-    const gw = (f.gw = await startGateway(pipelineConfig('{"v": 1}')));
+    const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
     let from = gw.logs.length;
     gw.process.kill('SIGHUP');
     const hup = await gw.waitForLog((l) => l.reason === 'SIGHUP' && (l.msg === 'config unchanged' || l.msg === 'config reloaded'), 10000, from);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { afterEach } from 'node:test';
 import { post, WsClient } from './clients.js';
-import type { LogLine, RunningGateway } from './gateway.js';
+import { type LogLine, useGateway } from './gateway.js';
 
 /**
  * The pipeline the hot-reload tests change: HTTP POST /in → (validate) → transform → websocket
@@ -26,29 +26,28 @@ routes:
 export const reloaded = (l: LogLine) => l.msg === 'config reloaded';
 
 /**
- * One gateway per test, stopped (with its websocket clients) after each: reload tests change
- * the config, so they do not share one.
+ * One gateway per test (`await f.gw.start(yaml)`), stopped with its websocket clients after each:
+ * reload tests change the config, so they do not share one.
  */
 export function pipelineFixture() {
+  const clients: WsClient[] = [];
+  afterEach(() => {
+    for (const c of clients.splice(0)) c.close();
+  });
+  const gw = useGateway();
   const f = {
-    gw: undefined as RunningGateway | undefined,
-    clients: [] as WsClient[],
+    gw,
     async connect(path = '/out'): Promise<WsClient> {
-      const c = await WsClient.connect(f.gw!.url('push', path, 'ws'));
-      f.clients.push(c);
+      const c = await WsClient.connect(gw.url('push', path, 'ws'));
+      clients.push(c);
       return c;
     },
     /** Posts {n} to /in and returns what the websocket client receives. */
     async roundTrip(client: WsClient, n: number): Promise<any> {
-      const reply = await post(f.gw!.url('api', '/in'), { n });
+      const reply = await post(gw.url('api', '/in'), { n });
       assert.equal(reply.status, 200, reply.text);
       return client.next();
     },
   };
-  afterEach(async () => {
-    for (const c of f.clients.splice(0)) c.close();
-    await f.gw?.stop();
-    f.gw = undefined;
-  });
   return f;
 }
