@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { describe, it } from 'node:test';
+import { useGateway } from '../helpers/gateway.js';
 
 const config = `
 version: 1
@@ -25,13 +25,7 @@ routes:
 `;
 
 describe('admin API (spec §7)', () => {
-  let gw: RunningGateway;
-  before(async () => {
-    gw = await startGateway(config);
-  });
-  after(async () => {
-    await gw.stop();
-  });
+  const gw = useGateway(config);
 
   it('GET /healthz answers 200 while the process runs', async () => {
     const res = await fetch(`${gw.adminUrl}/healthz`);
@@ -81,13 +75,7 @@ describe('admin API (spec §7)', () => {
 });
 
 describe('admin API with a token', () => {
-  let gw: RunningGateway;
-  before(async () => {
-    gw = await startGateway('version: 1\nadmin:\n  port: 0\n  token: ${ADMIN_TOKEN}\n', { env: { ADMIN_TOKEN: 's3cret-token' } });
-  });
-  after(async () => {
-    await gw.stop();
-  });
+  const gw = useGateway('version: 1\nadmin:\n  port: 0\n  token: ${ADMIN_TOKEN}\n', { env: { ADMIN_TOKEN: 's3cret-token' } });
 
   it('keeps /healthz and /readyz open and asks for the bearer token everywhere else', async () => {
     assert.equal((await fetch(`${gw.adminUrl}/healthz`)).status, 200);
