@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { request, type ClientRequest } from 'node:http';
-import { afterEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { type RunningGateway, useGateway } from '../helpers/gateway.js';
 
 const config = (drainTimeoutMs = 10000) => `
 version: 1
@@ -40,15 +40,10 @@ function slowPost(url: string, n: number): { req: ClientRequest; finish(): void;
 }
 
 describe('shutdown (spec §7)', () => {
-  let gw: RunningGateway | undefined;
-  afterEach(async () => {
-    await gw?.stop('SIGKILL');
-    gw = undefined;
-  });
+  const gw = useGateway();
 
   it('on SIGTERM finishes requests in flight with 200, refuses new connections, reports not ready, closes websockets with 1001 and exits 0', async () => {
-    gw = await startGateway(config());
-    const g = gw;
+    const g = await gw.start(config());
     const out = await WsClient.connect(g.url('push', '/out', 'ws'));
     const events = await WsClient.connect(g.url('push', '/events', 'ws'));
     // Requests whose bodies are still arriving when the signal comes.
@@ -81,12 +76,12 @@ describe('shutdown (spec §7)', () => {
   });
 
   it('exits 0 on SIGINT too', async () => {
-    gw = await startGateway(config());
+    await gw.start(config());
     assert.deepEqual(await gw.stop('SIGINT'), { code: 0, signal: null });
   });
 
   it('gives up on a request that never finishes after drainTimeoutMs, and still exits 0', async () => {
-    gw = await startGateway(config(300));
+    await gw.start(config(300));
     const stuck = slowPost(gw.url('api', '/in'), 1);
     stuck.reply.catch(() => undefined);
     await waitInFlight(gw, 1);
@@ -98,7 +93,7 @@ describe('shutdown (spec §7)', () => {
   });
 
   it('exits 0 with no work in flight, and the listeners are gone afterwards', async () => {
-    gw = await startGateway(config());
+    await gw.start(config());
     const port = gw.port('api');
     assert.equal((await post(gw.url('api', '/in'), { n: 1 })).status, 200);
     assert.deepEqual(await gw.stop('SIGTERM'), { code: 0, signal: null });
