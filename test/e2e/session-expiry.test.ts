@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 /** Sessions end with their tokens (issue #13, docs/security.md): a WebSocket client is closed with 4401 when its JWT expires. */
 const SECRET = 'a-jwt-secret-of-at-least-thirty-two-bytes!';
@@ -38,13 +38,7 @@ routes:
 `;
 
 describe('sessions end with their tokens', () => {
-  let gw: RunningGateway;
-  before(async () => {
-    gw = await startGateway(config);
-  });
-  after(async () => {
-    await gw.stop();
-  });
+  const gw = useGateway(config);
 
   it('closes a forward subscriber with 4401 when its JWT expires; it receives nothing after', async () => {
     const short = await token({}, 3);
