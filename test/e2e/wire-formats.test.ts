@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import { post, WsClient } from '../helpers/clients.js';
-import { repoRoot, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { repoRoot, useGateway } from '../helpers/gateway.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => Ajv2020;
 const ajv = addFormats(new Ajv2020({ allErrors: true, strict: true }));
@@ -46,13 +46,7 @@ routes:
 `;
 
 describe('wire formats in schemas/ match what the gateway sends', () => {
-  let gw: RunningGateway;
-  before(async () => {
-    gw = await startGateway(config);
-  });
-  after(async () => {
-    await gw.stop();
-  });
+  const gw = useGateway(config);
 
   it('HTTP error bodies match problem.json', async () => {
     const invalid = await post(gw.url('api', '/strict'), { kelvin: 3 });
