@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { scrape, scrapeUntil, type Scrape } from '../helpers/prometheus.js';
 
 const SCHEMA = '{ type: object, required: [n], properties: { n: { type: integer, minimum: 0 } } }';
@@ -50,13 +50,7 @@ function outcomes(s: Scrape, route: string): Record<string, number | undefined> 
 }
 
 describe('GET /metrics', () => {
-  let gw: RunningGateway;
-  before(async () => {
-    gw = await startGateway(CONFIG);
-  });
-  after(async () => {
-    await gw.stop();
-  });
+  const gw = useGateway(CONFIG);
 
   it('counts every outcome of a known mix of messages exactly, per route', async () => {
     const receiver = await WsClient.connect(gw.url('push', '/ws/mixed', 'ws'));
@@ -195,19 +189,15 @@ describe('GET /metrics', () => {
 });
 
 describe('GET /metrics with an admin token', () => {
+  const gw = useGateway('version: 1\nadmin:\n  port: 0\n  token: ${ADMIN_TOKEN}\n', { env: { ADMIN_TOKEN: 's3cret-metrics-token' } });
   it('needs the token, while /healthz and /readyz stay open', async () => {
-    const gw = await startGateway('version: 1\nadmin:\n  port: 0\n  token: ${ADMIN_TOKEN}\n', { env: { ADMIN_TOKEN: 's3cret-metrics-token' } });
-    try {
-      const denied = await fetch(`${gw.adminUrl}/metrics`);
-      assert.equal(denied.status, 401);
-      assert.equal(denied.headers.get('www-authenticate'), 'Bearer realm="eventgate-admin"');
-      assert.equal((await fetch(`${gw.adminUrl}/admin/stats`)).status, 401);
-      assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200);
-      const s = await scrape(gw.adminUrl, { authorization: 'Bearer s3cret-metrics-token' });
-      assert.equal(s.value('eventgate_ready'), 1);
-      assert.ok(!s.text.includes('s3cret-metrics-token'));
-    } finally {
-      await gw.stop();
-    }
+    const denied = await fetch(`${gw.adminUrl}/metrics`);
+    assert.equal(denied.status, 401);
+    assert.equal(denied.headers.get('www-authenticate'), 'Bearer realm="eventgate-admin"');
+    assert.equal((await fetch(`${gw.adminUrl}/admin/stats`)).status, 401);
+    assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200);
+    const s = await scrape(gw.adminUrl, { authorization: 'Bearer s3cret-metrics-token' });
+    assert.equal(s.value('eventgate_ready'), 1);
+    assert.ok(!s.text.includes('s3cret-metrics-token'));
   });
 });
