@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { RawWsClient, WsClient } from '../helpers/clients.js';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 
 /**
  * Memory a client could grow without bound (issue #13, docs/security.md "Memory bounds"): each
@@ -40,13 +40,7 @@ routes:
 `;
 
 describe('memory a client can grow (websocket send bound)', () => {
-  let gw: RunningGateway;
-  before(async () => {
-    gw = await startGateway(config);
-  });
-  after(async () => {
-    await gw.stop();
-  });
+  const gw = useGateway(config);
 
   /**
    * A client that never reads floods a route with 1-byte frames, each drawing a reply (an ack, or
@@ -98,6 +92,7 @@ describe('memory a client can grow (websocket send bound)', () => {
 });
 
 describe('memory a client can grow (parsed size, memory broker retention)', () => {
+  const gw = useGateway();
   const retentionConfig = (broker: string) => `
 version: 1
 admin: { port: 0 }
@@ -133,49 +128,37 @@ routes:
   }
 
   it('refuses a 1 MiB body of [{},{},…] (25 MB of heap once parsed) with 413 before parsing; 40 of them leave RSS bounded', async () => {
-    const gw = await startGateway(retentionConfig('{ kind: memory }'));
-    try {
-      const body = `[${'{},'.repeat(349_000)}{}]`;
-      assert.ok(Buffer.byteLength(body) <= 1024 * 1024);
-      await withRssBound(gw, async () => {
-        for (let i = 0; i < 40; i++) {
-          const r = await fetch(gw.url('api', '/store'), { method: 'POST', body, headers: { 'content-type': 'application/json' } });
-          const problem = (await r.json()) as { code: string; detail: string };
-          assert.equal(r.status, 413);
-          assert.equal(problem.code, 'EG_PAYLOAD_TOO_LARGE');
-          assert.match(problem.detail, /349002 arrays\/objects/);
-        }
-      });
-    } finally {
-      await gw.stop();
-    }
+    await gw.start(retentionConfig('{ kind: memory }'));
+    const body = `[${'{},'.repeat(349_000)}{}]`;
+    assert.ok(Buffer.byteLength(body) <= 1024 * 1024);
+    await withRssBound(gw, async () => {
+      for (let i = 0; i < 40; i++) {
+        const r = await fetch(gw.url('api', '/store'), { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+        const problem = (await r.json()) as { code: string; detail: string };
+        assert.equal(r.status, 413);
+        assert.equal(problem.code, 'EG_PAYLOAD_TOO_LARGE');
+        assert.match(problem.detail, /349002 arrays\/objects/);
+      }
+    });
   });
 
   it('bounds a default memory topic by bytes: 250 posts of 700 KB that nobody reads (175 MB, under the count bound) leave RSS within retainBytes + RSS_BOUND', async () => {
-    const gw = await startGateway(retentionConfig('{ kind: memory }'));
-    try {
-      await withRssBound(gw, async () => {
-        for (let i = 0; i < 250; i++) {
-          const r = await fetch(gw.url('api', '/store'), { method: 'POST', body: JSON.stringify({ i, pad: `${i}`.padEnd(700_000, 'x') }), headers: { 'content-type': 'application/json' } });
-          assert.equal(r.status, 200);
-        }
-      }, RETAIN_BYTES_DEFAULT + RSS_BOUND);
-    } finally {
-      await gw.stop();
-    }
+    await gw.start(retentionConfig('{ kind: memory }'));
+    await withRssBound(gw, async () => {
+      for (let i = 0; i < 250; i++) {
+        const r = await fetch(gw.url('api', '/store'), { method: 'POST', body: JSON.stringify({ i, pad: `${i}`.padEnd(700_000, 'x') }), headers: { 'content-type': 'application/json' } });
+        assert.equal(r.status, 200);
+      }
+    }, RETAIN_BYTES_DEFAULT + RSS_BOUND);
   });
 
   it('bounds the whole broker by maxBytes across topics', async () => {
-    const gw = await startGateway(retentionConfig('{ kind: memory, retainBytes: 4194304, maxBytes: 16777216 }'));
-    try {
-      await withRssBound(gw, async () => {
-        for (let i = 0; i < 100; i++) {
-          const r = await fetch(gw.url('api', '/spread'), { method: 'POST', body: JSON.stringify({ n: i % 20, pad: 'y'.repeat(300_000) }), headers: { 'content-type': 'application/json' } });
-          assert.equal(r.status, 200);
-        }
-      });
-    } finally {
-      await gw.stop();
-    }
+    await gw.start(retentionConfig('{ kind: memory, retainBytes: 4194304, maxBytes: 16777216 }'));
+    await withRssBound(gw, async () => {
+      for (let i = 0; i < 100; i++) {
+        const r = await fetch(gw.url('api', '/spread'), { method: 'POST', body: JSON.stringify({ n: i % 20, pad: 'y'.repeat(300_000) }), headers: { 'content-type': 'application/json' } });
+        assert.equal(r.status, 200);
+      }
+    });
   });
 });
