@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { after, before, describe, it } from 'node:test';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { describe, it } from 'node:test';
+import { useGateway } from '../helpers/gateway.js';
 
 const ADMIN_TOKEN = 'admin-token-8c1d6f0e2b7a4953';
 const JWT_SECRET = 'jwt-secret-that-is-long-enough-for-hs256!';
@@ -40,16 +40,8 @@ function listeningAddresses(port: number): string[] {
 }
 
 describe('admin API protection', () => {
-  let gw: RunningGateway;
+  const gw = useGateway(config(), { env: { ADMIN_TOKEN, JWT_SECRET, API_KEY, SECRET_TOPIC } });
   const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
-
-  before(async () => {
-    gw = await startGateway(config(), { env: { ADMIN_TOKEN, JWT_SECRET, API_KEY, SECRET_TOPIC } });
-  });
-
-  after(async () => {
-    await gw?.stop();
-  });
 
   it('binds the admin API to 127.0.0.1 by default', () => {
     const port = Number(new URL(gw.adminUrl).port);
@@ -96,14 +88,11 @@ describe('admin API protection', () => {
 });
 
 describe('admin API bound beyond loopback', () => {
+  const gw = useGateway('version: 1\nadmin: {port: 0, host: 0.0.0.0}\n');
+
   it('warns when it has no token', async () => {
-    const gw = await startGateway('version: 1\nadmin: {port: 0, host: 0.0.0.0}\n');
-    try {
-      const warning = await gw.waitForLog((l) => /admin API is reachable beyond this host/.test(l.msg));
-      assert.equal(warning.level, 'warn');
-      assert.deepEqual(listeningAddresses(Number(new URL(gw.adminUrl).port)), ['0.0.0.0']);
-    } finally {
-      await gw.stop();
-    }
+    const warning = await gw.waitForLog((l) => /admin API is reachable beyond this host/.test(l.msg));
+    assert.equal(warning.level, 'warn');
+    assert.deepEqual(listeningAddresses(Number(new URL(gw.adminUrl).port)), ['0.0.0.0']);
   });
 });
