@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { rawHttp } from '../helpers/raw-http.js';
 
 /**
@@ -23,16 +23,14 @@ routes:
 `;
 
 describe('the admin API refuses what a browser on another site would send', () => {
-  let gw: RunningGateway;
+  const gw = useGateway(config);
+  /** A second gateway, for the test that needs a token. */
+  const withToken = useGateway();
   let port: number;
   const raw = (head: string, body = '') => rawHttp(port, `${head}\r\nConnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 
-  before(async () => {
-    gw = await startGateway(config);
+  before(() => {
     port = Number(new URL(gw.adminUrl).port);
-  });
-  after(async () => {
-    await gw.stop();
   });
 
   it('refuses a DNS-rebound Host on every admin endpoint, but answers probes and configured and loopback names', async () => {
@@ -84,17 +82,13 @@ describe('the admin API refuses what a browser on another site would send', () =
   });
 
   it('with a token: a request bearing it in Authorization passes any Host (Prometheus scraping a pod by address); without it, the Host check holds', async () => {
-    const withToken = await startGateway(config.replace('admin: {port: 0, allowedHosts: [gateway.internal]}', 'admin: {port: 0, token: scrape-token-1234}'));
-    try {
-      const p = Number(new URL(withToken.adminUrl).port);
-      const scrape = await rawHttp(p, `GET /metrics HTTP/1.1\r\nHost: 10.1.2.3:${p}\r\nAuthorization: Bearer scrape-token-1234\r\nConnection: close\r\n\r\n`);
-      assert.equal(scrape?.status, 200);
-      const rebound = await rawHttp(p, `GET /metrics HTTP/1.1\r\nHost: attacker.example:${p}\r\nConnection: close\r\n\r\n`);
-      assert.equal(rebound?.status, 403);
-      const tokenInQuery = await rawHttp(p, `GET /admin/status?token=scrape-token-1234 HTTP/1.1\r\nHost: attacker.example:${p}\r\nConnection: close\r\n\r\n`);
-      assert.equal(tokenInQuery?.status, 403);
-    } finally {
-      await withToken.stop();
-    }
+    await withToken.start(config.replace('admin: {port: 0, allowedHosts: [gateway.internal]}', 'admin: {port: 0, token: scrape-token-1234}'));
+    const p = Number(new URL(withToken.adminUrl).port);
+    const scrape = await rawHttp(p, `GET /metrics HTTP/1.1\r\nHost: 10.1.2.3:${p}\r\nAuthorization: Bearer scrape-token-1234\r\nConnection: close\r\n\r\n`);
+    assert.equal(scrape?.status, 200);
+    const rebound = await rawHttp(p, `GET /metrics HTTP/1.1\r\nHost: attacker.example:${p}\r\nConnection: close\r\n\r\n`);
+    assert.equal(rebound?.status, 403);
+    const tokenInQuery = await rawHttp(p, `GET /admin/status?token=scrape-token-1234 HTTP/1.1\r\nHost: attacker.example:${p}\r\nConnection: close\r\n\r\n`);
+    assert.equal(tokenInQuery?.status, 403);
   });
 });
