@@ -1,15 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { runCli, startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
+import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const APP = 'https://app.example.com';
 
 describe('CORS and origins', () => {
-  let gw: RunningGateway;
-
-  before(async () => {
-    gw = await startGateway(`version: 1
+  const gw = useGateway(`version: 1
 brokers:
   local: {kind: memory}
 listeners:
@@ -38,11 +35,6 @@ routes:
     from: {listener: push, path: /ws}
     to: {broker: local, topic: t}
 `);
-  });
-
-  after(async () => {
-    await gw?.stop();
-  });
 
   it('answers a preflight from an allowed origin with 204 and what it may send', async () => {
     const res = await fetch(gw.url('api', '/in'), { method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } });
