@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { type RunningGateway, useGateway } from '../helpers/gateway.js';
 
 /**
  * Credentials never reach an observer (issue #13, docs/security.md): the tap, the log (even with
@@ -36,16 +36,9 @@ routes:
 `.replace("'\"${'$'}{UPSTREAM}\"'", `'"\${UPSTREAM}"'`);
 
 describe('credentials never reach an observer', () => {
-  let gw: RunningGateway;
+  const gw = useGateway(config, { env: { UPSTREAM } });
   const auth = { authorization: `Bearer ${TOKEN}` };
   const tapUrl = (route: string) => `${gw.adminUrl.replace('http', 'ws')}/admin/tap?route=${route}`;
-
-  before(async () => {
-    gw = await startGateway(config, { env: { UPSTREAM } });
-  });
-  after(async () => {
-    await gw.stop();
-  });
 
   it("the tap shows accepted, refused and later-refused messages without the key the auth step reads, and ${VAR} header values redacted", async () => {
     const tap = await WsClient.connect(tapUrl('sensors'), { headers: auth });
@@ -97,6 +90,7 @@ describe('credentials never reach an observer', () => {
 });
 
 describe('the open /readyz says ready or not ready, nothing about the network', () => {
+  const gw = useGateway();
   const BROKERS = 'kafka-0.eventgate-secret-cluster.invalid:9092';
   const kafkaConfig = (admin: string) => `
 version: 1
@@ -120,26 +114,18 @@ routes:
   }
 
   it('with an admin token: an unauthenticated probe gets the status only; the token holder gets the state, never the address', async () => {
-    const gw = await startGateway(kafkaConfig(`{ port: 0, token: ${TOKEN} }`), { env: { KAFKA_BROKERS: BROKERS } });
-    try {
-      assert.deepEqual(await notReady(gw), { status: 'not ready' });
-      const authed = await notReady(gw, { authorization: `Bearer ${TOKEN}` });
-      assert.ok(authed.reasons.includes('broker kafka: unreachable'), JSON.stringify(authed));
-      assert.ok(!JSON.stringify(authed).includes('secret-cluster'));
-      const status = await (await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
-      assert.ok(!status.includes('secret-cluster'), status);
-    } finally {
-      await gw.stop();
-    }
+    await gw.start(kafkaConfig(`{ port: 0, token: ${TOKEN} }`), { env: { KAFKA_BROKERS: BROKERS } });
+    assert.deepEqual(await notReady(gw), { status: 'not ready' });
+    const authed = await notReady(gw, { authorization: `Bearer ${TOKEN}` });
+    assert.ok(authed.reasons.includes('broker kafka: unreachable'), JSON.stringify(authed));
+    assert.ok(!JSON.stringify(authed).includes('secret-cluster'));
+    const status = await (await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+    assert.ok(!status.includes('secret-cluster'), status);
   });
 
   it('without a token (loopback admin), /readyz names the component and its state only', async () => {
-    const gw = await startGateway(kafkaConfig('{ port: 0 }'), { env: { KAFKA_BROKERS: BROKERS } });
-    try {
-      const body = await notReady(gw);
-      assert.deepEqual(body.reasons, ['broker kafka: unreachable']);
-    } finally {
-      await gw.stop();
-    }
+    await gw.start(kafkaConfig('{ port: 0 }'), { env: { KAFKA_BROKERS: BROKERS } });
+    const body = await notReady(gw);
+    assert.deepEqual(body.reasons, ['broker kafka: unreachable']);
   });
 });
