@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 describe('JSON Schema multipleOf with decimal steps', () => {
-  let gw: RunningGateway;
-
-  before(async () => {
-    gw = await startGateway(`
+  const gw = useGateway(`
 version: 1
 brokers:
   local: { kind: memory }
@@ -20,10 +17,6 @@ routes:
       - validate: { schema: { type: object, required: [price], properties: { price: { type: number, multipleOf: 0.01 } } } }
     to: { broker: local, topic: prices }
 `);
-  });
-  after(async () => {
-    await gw?.stop();
-  });
 
   it('accepts prices in cents that binary floating point cannot divide exactly (19.99, 0.07, 1234567.89)', async () => {
     for (const price of [19.99, 0.07, 1234567.89, 0.1 + 0.2 - 0.3 + 4.35, 100]) {
