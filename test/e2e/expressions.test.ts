@@ -1,16 +1,13 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 const RUNAWAY = '($f := function($n){ $f($n + 1) }; $f(1))';
 const DEEP_RECURSION = '($f := function($n){ 1 + $f($n + 1) }; $f(1))';
 
 describe('expression guardrails', () => {
-  let gw: RunningGateway;
-
-  before(async () => {
-    gw = await startGateway(`version: 1
+  const gw = useGateway(`version: 1
 admin: {port: 0}
 expressions: {timeoutMs: 2000}
 brokers:
@@ -48,11 +45,6 @@ routes:
     from: {broker: local, topic: dead}
     to: {listener: push, path: /ws/dead, format: envelope}
 `);
-  });
-
-  after(async () => {
-    await gw?.stop();
-  });
 
   it('fails a runaway expression with 500 while another route keeps answering during it', async () => {
     let settled = false;
