@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { rawHttp } from '../helpers/raw-http.js';
 import { prng } from '../helpers/prng.js';
 
@@ -54,10 +54,7 @@ const RAW_REQUESTS = [
 const sent = { http: 0, ws: 0, raw: 0 };
 
 describe('hostile input (fuzz)', () => {
-  let gw: RunningGateway;
-
-  before(async () => {
-    gw = await startGateway(`version: 1
+  const gw = useGateway(`version: 1
 brokers:
   local: {kind: memory}
 listeners:
@@ -84,11 +81,6 @@ routes:
     from: {broker: local, topic: t}
     to: {listener: push, path: /ws/out}
 `);
-  });
-
-  after(async () => {
-    await gw?.stop();
-  });
 
   /** Posts raw bytes; every answer must be a clean one: 2xx, or 4xx with a problem+json body. */
   async function postRaw(body: Buffer | string, contentType: string, path = '/in'): Promise<number> {
