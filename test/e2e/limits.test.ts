@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { idleConnection, rawHttp } from '../helpers/raw-http.js';
 
 const config = (maxHeaders: number) => `version: 1
@@ -35,15 +35,7 @@ function request(path: string, headers: string[] = [], body = ''): string {
 const nested = (depth: number) => '['.repeat(depth) + ']'.repeat(depth);
 
 describe('input limits', () => {
-  let gw: RunningGateway;
-
-  before(async () => {
-    gw = await startGateway(config(10));
-  });
-
-  after(async () => {
-    await gw?.stop();
-  });
+  const gw = useGateway(config(10));
 
   it('answers 413 for a body over maxBodyBytes', async () => {
     const r = await post(gw.url('small', '/in'), { pad: 'x'.repeat(200) });
