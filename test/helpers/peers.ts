@@ -32,6 +32,34 @@ export async function mosquittoPub(server: MessageServer, topic: string, payload
   await run('mosquitto_pub', args);
 }
 
+/**
+ * A mosquitto_pub reading messages from its stdin (`-l`, one line each) on one connection, so a
+ * test can publish a stream in parts (before, during and after a gateway restart). `end()` closes
+ * stdin and resolves once mosquitto_pub has had every message acknowledged and exited.
+ */
+export class MosquittoPubStream {
+  private err = '';
+  private readonly closed: Promise<[number | null]>;
+  private constructor(private readonly child: ChildProcess) {
+    child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.err += c));
+    this.closed = once(child, 'close') as Promise<[number | null]>;
+  }
+
+  static start(server: MessageServer, topic: string, qos: 0 | 1 | 2): MosquittoPubStream {
+    return new MosquittoPubStream(spawn('mosquitto_pub', ['-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, '-q', String(qos), '-l'], { stdio: ['pipe', 'ignore', 'pipe'] }));
+  }
+
+  write(lines: string[]): void {
+    this.child.stdin!.write(lines.map((l) => `${l}\n`).join(''));
+  }
+
+  async end(): Promise<void> {
+    this.child.stdin!.end();
+    const [code] = await this.closed;
+    if (code !== 0) throw new Error(`mosquitto_pub -l exited with ${code}: ${this.err}`);
+  }
+}
+
 /** A mosquitto_sub that has its subscription acknowledged (SUBACK) before this resolves. */
 export class MosquittoSub {
   private readonly received: MqttReceived[] = [];

@@ -160,16 +160,31 @@ export class MqttBroker implements BrokerRuntime {
 }
 
 /**
- * One consume route's connection. mqtt.js hands over messages one at a time and sends PUBACK
- * (QoS 1) only when `handleMessage` calls back: we call back once the route accepted the message,
- * so an unacknowledged message is redelivered by the server after a reconnect or a restart.
+ * One consume route's connection. A QoS 1 or 2 message is acknowledged — PUBACK, or PUBREC for
+ * QoS 2 — only once the route accepted it (mqtt.js's `customHandleAcks` holds the acknowledgement
+ * until we call back), so a message in hand when the gateway stops, crashes or loses the connection
+ * is sent again by the server to the route's persistent session. mqtt.js reads the connection one
+ * packet at a time and waits for that callback before the next, so messages are handled in order,
+ * one at a time. QoS 0 messages arrive through `handleMessage` (nothing to acknowledge).
  */
 class MqttSubscription {
   readonly link: Link;
   private stopping = false;
-  private inHand: Promise<unknown> | undefined;
+  /** Every message waits for the one before it, across reconnects too (a new connection's redelivery waits for the old one's handler). */
+  private chain: Promise<unknown> = Promise.resolve();
+  /** Connections so far: an acknowledgement is sent only on the connection the message came on. */
+  private generation = 0;
+  /**
+   * Packet ids of messages the route accepted whose exchange with the server is not finished:
+   * QoS 1 accepted while the connection was down (no PUBACK went out), QoS 2 PUBRECed and waiting
+   * for PUBREL. The server sends those again (DUP) after a reconnect: they are acknowledged
+   * without being handled a second time.
+   */
+  private readonly settled = new Set<number>();
+  /** Messages received and not yet acknowledged (or, at QoS 0, not yet handled): the route's lag. */
+  unacknowledged = 0;
 
-  constructor({ connect }: MqttLib, settings: MqttSettings, spec: SubscribeSpec, handler: (msg: Message) => Promise<void>, log: Logger, telemetry: BrokerTelemetry | undefined) {
+  constructor({ connect }: MqttLib, settings: MqttSettings, readonly spec: SubscribeSpec, private readonly handler: (msg: Message) => Promise<void>, private readonly log: Logger, private readonly telemetry: BrokerTelemetry | undefined) {
     // A per-instance group (WebSocket forwards) wants live messages only: a plain subscription, a clean session.
     const perInstance = spec.perInstance === true;
     const persistent = settings.persistentSessions && !perInstance;
@@ -178,9 +193,12 @@ class MqttSubscription {
     this.link = new Link(client, log, `route ${spec.route}`);
     const filter = settings.sharedSubscriptions && !perInstance ? `$share/${spec.group}/${spec.topic}` : spec.topic;
     const qos = qosFor(settings, spec.topic);
+    client.on('close', () => this.generation++);
     // Subscribe on every connect, even when the server kept the session: a server restart may
     // restore a session without its shared subscriptions (mosquitto does), and subscribing again is harmless.
-    client.on('connect', () => {
+    client.on('connect', (connack) => {
+      // A new session: the server will send nothing again, so nothing it sends is a repeat.
+      if (!connack.sessionPresent) this.settled.clear();
       client.subscribe(filter, { qos }, (err) => {
         if (err) {
           telemetry?.consumerError(spec.route);
@@ -188,21 +206,50 @@ class MqttSubscription {
         } else log.info({ filter, qos }, 'consumer ready');
       });
     });
-    client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
-      const msg = toMessage(packet);
-      const done = handOver(msg, handler, { route: spec.route, log, telemetry, stopping: () => this.stopping });
-      this.inHand = done;
-      void done.then((accepted) => {
-        this.inHand = undefined;
-        // Not accepted (stopping): no PUBACK, so the server offers it again to the next session.
-        if (accepted) callback();
-      });
+    // mqtt.js honours the `customHandleAcks` option for MQTT 5 only, but reads it from `options` at
+    // each packet; set here it holds the acknowledgement on MQTT 3.1.1 connections too.
+    client.options.customHandleAcks = (_topic, _payload, packet: IPublishPacket, ack) => {
+      this.receive(packet, this.generation, () => ack(null as unknown as Error, 0));
     };
+    client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
+      // QoS 1: already acknowledged through customHandleAcks. QoS 2: this is the PUBREL, the exchange is over.
+      if (packet.qos === 2 && packet.messageId !== undefined) this.settled.delete(packet.messageId);
+      if (packet.qos !== 0) return callback();
+      this.receive(packet, this.generation, callback);
+    };
+  }
+
+  private receive(packet: IPublishPacket, generation: number, acknowledge: () => void): void {
+    this.unacknowledged++;
+    const done = this.chain.then(() => this.take(packet, generation, acknowledge));
+    this.chain = done.finally(() => this.unacknowledged--);
+  }
+
+  private async take(packet: IPublishPacket, generation: number, acknowledge: () => void): Promise<void> {
+    const id = packet.messageId;
+    if (packet.qos > 0 && id !== undefined && packet.dup && this.settled.has(id)) {
+      // Already accepted by the route: only the acknowledgement went missing.
+      if (packet.qos === 1) this.settled.delete(id);
+      acknowledge();
+      return;
+    }
+    const accepted = await handOver(toMessage(packet), this.handler, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping });
+    // Not accepted (stopping): no acknowledgement, so the server offers it again to the next session.
+    if (!accepted) return;
+    if (packet.qos === 0) return acknowledge();
+    if (id === undefined) return;
+    if (generation !== this.generation) {
+      // The connection it came on is gone; the server sends it again on the new one (DUP), and that copy is acknowledged.
+      this.settled.add(id);
+      return;
+    }
+    if (packet.qos === 2) this.settled.add(id);
+    acknowledge();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
-    await this.inHand;
+    await this.chain;
     // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
     await this.link.client.endAsync().catch(() => undefined);
   }
