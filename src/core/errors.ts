@@ -42,6 +42,9 @@ export const ErrorCodes = {
   EG_WEBHOOK_FAILED: { status: 502, title: 'Webhook endpoint did not accept the message' },
   EG_WEBHOOK_REFUSED: { status: 502, title: 'Webhook endpoint refused the message' },
   EG_WEBHOOK_TIMEOUT: { status: 504, title: 'Webhook endpoint did not answer in time' },
+  // Kafka listener (records of a produce request): in the route's tap and log, never sent to the client
+  EG_PRODUCE_REFUSED: { status: 400, title: 'Not written: another record of its produce request was refused' },
+  EG_KAFKA_ERROR: { status: 502, title: 'The Kafka cluster answered with an error' },
   // Consume routes: in the _eventgate_error header of a dead-lettered record, never in a response
   EG_UNDECODABLE_BATCH: { status: 422, title: 'Record batch cannot be decoded' },
   // Admin API: AsyncAPI upload (PUT /admin/asyncapi)

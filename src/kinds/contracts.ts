@@ -267,13 +267,33 @@ export interface RouteEntry {
   readonly options: { ack: boolean };
   handle(msg: Message, ctx: MessageContext): Promise<Outcome>;
   /**
-   * handle() for one record of many that arrived together (a Kafka produce request): no span of
-   * its own, and synchronous when the chain is.
+   * The chain for one record of many that arrived together (a Kafka produce request): no span of
+   * its own, and synchronous when the chain is. The record counts as received; its outcome is
+   * recorded (counters, tap, log) only by settleRecords(), once the listener knows what became of it.
    */
   checkRecord?(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;
+  /** Records checkRecord() judged, with what became of the ones it let through. Called once per set. */
+  settleRecords?(records: CheckedRecords, answer: RecordsAnswer): void;
   /** Runs the chain's client checks (auth steps) on a connecting client's handshake. */
   admit?(req: RequestMeta): Promise<Admission>;
 }
+
+/** Records of one partition of a produce request, as checkRecord() judged them, in order. */
+export interface CheckedRecords {
+  topic: string;
+  partition: number;
+  /** Each record as the route received it. */
+  messages: readonly Message[];
+  outcomes: readonly Outcome[];
+  /** performance.now() when the first of them entered the route. */
+  startedAt: number;
+}
+
+/** What became of the records a route let through ('delivered' outcomes); the others keep theirs. */
+export type RecordsAnswer =
+  /** The cluster acknowledged them: the first one's offset (undefined when acks=0 asked for no acknowledgement). */
+  | { written: true; broker: string; baseOffset: bigint | undefined }
+  | { written: false; outcome: 'failed' | 'rejected'; problem: Problem };
 
 /** The routes bound to a listener by the current plan; swapped whole on reload. */
 export interface ListenerBindings {

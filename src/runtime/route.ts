@@ -1,6 +1,6 @@
 import { problem, type Problem } from '../core/errors.js';
 import { bindingsFor, evaluateThen, expressionProblem, type ExpressionEvaluationError } from '../expr/expression.js';
-import type { Admission, BrokerRuntime, BrokerTelemetry, CompiledStep, Health, ListenerRuntime, ReplaySource, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
+import type { Admission, BrokerRuntime, BrokerTelemetry, CheckedRecords, CompiledStep, Health, ListenerRuntime, RecordsAnswer, ReplaySource, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
 import { fromStructuredMessage, toStructuredMessage } from '../codecs/cloudevents.js';
 import { WebhookError, WebhookTarget } from '../kinds/targets/webhook.js';
 import type { Logger } from '../log.js';
@@ -140,21 +140,83 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /**
-   * One record of a Kafka produce request (kafka listener): handle() without a span of its own and
+   * One record of a Kafka produce request (kafka listener): the chain without a span of its own,
    * answering synchronously when every step did. Such a request holds thousands of records, and a
    * promise and a span for each would cost more than checking them; the record keeps its own
-   * `traceparent` header, if it has one, as the client wrote it.
+   * `traceparent` header, if it has one, as the client wrote it. Only `received` is counted here:
+   * the outcome is recorded by settleRecords(), once the cluster answered (a record is delivered
+   * when the cluster acknowledged it, not when the proxy passed it on). Kafka routes have no
+   * targets: a record the chain lets through goes on in the client's own request.
    */
   checkRecord(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
-    return this.check(msg, ctx, false);
+    this.inFlight++;
+    this.stats.received++;
+    let r: StepResult | Promise<StepResult>;
+    try {
+      r = runChain(this.steps, msg, ctx);
+    } catch (err) {
+      return this.unexpected(err, UNTRACED);
+    }
+    if (r instanceof Promise) return r.then((settled) => this.recordOutcome(msg, settled, ctx), (err) => this.unexpected(err, UNTRACED));
+    return this.recordOutcome(msg, r, ctx);
   }
 
-  private check(msg: Message, ctx: MessageContext, traced = true): Outcome | Promise<Outcome> {
+  private recordOutcome(msg: Message, r: StepResult, ctx: MessageContext): Outcome | Promise<Outcome> {
+    if (isStop(r)) return this.afterChain(msg, r, ctx);
+    if (ctx.tagged) return { outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: true, tags: ctx.tagged, message: r };
+    // Most records pass a validate-only chain unchanged: one shared outcome, no object per record.
+    return r === msg ? PASSED_UNCHANGED : { outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: false, message: r };
+  }
+
+  /**
+   * Records the outcomes of records checkRecord() judged, now that the listener knows what became
+   * of the ones it let through: acknowledged by the cluster (delivered or tagged, with their
+   * offsets on the tap), or not written (failed: the cluster answered with an error or never
+   * answered; rejected: another record of their request was refused). One log line per set for
+   * records not written, not one per record.
+   */
+  settleRecords(records: CheckedRecords, answer: RecordsAnswer): void {
+    const { messages, outcomes } = records;
+    const n = outcomes.length;
+    const latencyMs = performance.now() - records.startedAt;
+    const tap = this.tap.active;
+    const notWritten: Outcome | undefined = answer.written ? undefined : { outcome: answer.outcome, problem: answer.problem };
+    let lost = 0;
+    for (let i = 0; i < n; i++) {
+      let o = outcomes[i]!;
+      if (o.outcome === 'delivered') {
+        if (notWritten) {
+          o = notWritten;
+          lost++;
+        } else if (tap && answer.written) {
+          const offset = answer.baseOffset === undefined ? '-1' : String(answer.baseOffset + BigInt(i));
+          o = { ...o, deliveries: [{ broker: answer.broker, topic: records.topic, partition: records.partition, offset }] };
+        }
+      } else if (o.outcome !== 'filtered') {
+        this.logOutcome(() => this.observable(messages[i]!), o, traceIdOf(messages[i]!.headers) ?? '');
+      }
+      this.stats.count(o, latencyMs / 1000);
+      if (tap) {
+        const shown = o.outcome === 'delivered' && o.message ? { ...o, message: this.observable(o.message) } : o;
+        this.tap.publish(this.observable(messages[i]!), shown, latencyMs, messages[i]!.headers[TRACEPARENT] ?? '');
+      }
+    }
+    if (lost > 0 && !answer.written) {
+      const level = answer.outcome === 'failed' ? 'warn' : 'debug';
+      if (this.deps.logger.isLevelEnabled(level)) {
+        this.deps.logger[level]({ route: this.name, outcome: answer.outcome, topic: records.topic, partition: records.partition, records: lost, code: answer.problem.code, detail: answer.problem.detail }, `records ${answer.outcome}`);
+      }
+    }
+    this.inFlight -= n;
+    if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private check(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
     this.inFlight++;
     this.stats.received++;
     const startedAt = performance.now();
-    const span = traced ? startMessageSpan(this.span, msg.headers[TRACEPARENT]) : UNTRACED;
-    const input: Message = traced ? { ...msg, headers: { ...msg.headers, [TRACEPARENT]: span.traceparent } } : msg;
+    const span = startMessageSpan(this.span, msg.headers[TRACEPARENT]);
+    const input: Message = { ...msg, headers: { ...msg.headers, [TRACEPARENT]: span.traceparent } };
     let result: Outcome | Promise<Outcome>;
     try {
       result = inSpan(span, this.process, this, input, ctx);
@@ -447,6 +509,10 @@ export function runChain(steps: readonly CompiledStep[], msg: Message, ctx: Mess
   }
   return m;
 }
+
+const NO_DELIVERIES: Delivery[] = Object.freeze([]) as unknown as Delivery[];
+/** A record a chain let through as it came (checkRecord): shared, since nothing in it is per record. */
+const PASSED_UNCHANGED: Outcome = Object.freeze({ outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: false });
 
 /** A target's send as a promise, even when it throws synchronously. */
 function sent(target: Target, msg: Message, ctx: MessageContext): Promise<Delivery> {

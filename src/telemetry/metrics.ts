@@ -39,15 +39,20 @@ export class RouteStats {
 
   /** Latency is observed for messages that reached targets that acknowledged them (delivered, tagged, dead-lettered). */
   record(outcome: Outcome, startedAt: number): void {
+    this.count(outcome, (performance.now() - startedAt) / 1000);
+  }
+
+  /** record() with the latency known (records settled together share theirs). */
+  count(outcome: Outcome, seconds: number): void {
     switch (outcome.outcome) {
       case 'delivered':
         if (outcome.tagged) this.tagged++;
         else this.delivered++;
-        this.observe((performance.now() - startedAt) / 1000);
+        this.observe(seconds);
         return;
       case 'deadlettered':
         this.deadlettered++;
-        this.observe((performance.now() - startedAt) / 1000);
+        this.observe(seconds);
         return;
       case 'filtered':
         this.filtered++;

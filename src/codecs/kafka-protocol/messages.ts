@@ -181,6 +181,74 @@ export function writeProduceError(header: RequestHeader, req: ProduceRequest, er
   return w.finish();
 }
 
+export interface ProducePartitionResponse {
+  index: number;
+  errorCode: number;
+  baseOffset: bigint;
+  /** Produce v8+ `error_message`. */
+  errorMessage: string | null;
+}
+
+/** A Produce response (v0-v8), topic by topic: what the cluster did with each partition's records. */
+export function readProduceResponse(body: Buffer, version: number): Map<string, ProducePartitionResponse[]> {
+  if (version > 8) throw new ProtocolError(`Produce v${version} is above the v8 the proxy offers`);
+  const r = new Reader(body, 4);
+  const topics = new Map<string, ProducePartitionResponse[]>();
+  for (let t = r.arrayLength(); t > 0; t--) {
+    const name = r.string();
+    const partitions: ProducePartitionResponse[] = [];
+    for (let p = r.arrayLength(); p > 0; p--) {
+      const index = r.int32();
+      const errorCode = r.int16();
+      const baseOffset = r.int64();
+      if (version >= 2) r.skip(8); // log_append_time_ms
+      if (version >= 5) r.skip(8); // log_start_offset
+      let errorMessage: string | null = null;
+      if (version >= 8) {
+        for (let e = r.arrayLength(); e > 0; e--) {
+          r.skip(4); // batch_index
+          r.nullableString();
+        }
+        errorMessage = r.nullableString();
+      }
+      partitions.push({ index, errorCode, baseOffset, errorMessage });
+    }
+    topics.set(name, [...(topics.get(name) ?? []), ...partitions]);
+  }
+  return topics;
+}
+
+/** Names of the Kafka error codes a produce response commonly carries, for logs (others show as numbers). */
+const ERROR_NAMES: Record<number, string> = {
+  [-1]: 'UNKNOWN_SERVER_ERROR',
+  1: 'OFFSET_OUT_OF_RANGE',
+  2: 'CORRUPT_MESSAGE',
+  3: 'UNKNOWN_TOPIC_OR_PARTITION',
+  5: 'LEADER_NOT_AVAILABLE',
+  6: 'NOT_LEADER_OR_FOLLOWER',
+  7: 'REQUEST_TIMED_OUT',
+  10: 'MESSAGE_TOO_LARGE',
+  19: 'NOT_ENOUGH_REPLICAS',
+  20: 'NOT_ENOUGH_REPLICAS_AFTER_APPEND',
+  21: 'INVALID_REQUIRED_ACKS',
+  22: 'ILLEGAL_GENERATION',
+  29: 'TOPIC_AUTHORIZATION_FAILED',
+  32: 'INVALID_TIMESTAMP',
+  43: 'UNSUPPORTED_FOR_MESSAGE_FORMAT',
+  45: 'OUT_OF_ORDER_SEQUENCE_NUMBER',
+  46: 'DUPLICATE_SEQUENCE_NUMBER',
+  47: 'INVALID_PRODUCER_EPOCH',
+  53: 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
+  59: 'UNKNOWN_PRODUCER_ID',
+  87: 'INVALID_RECORD',
+};
+
+/** `6 (NOT_LEADER_OR_FOLLOWER)`, or the bare number for codes not listed. */
+export function errorName(code: number): string {
+  const name = ERROR_NAMES[code];
+  return name ? `${code} (${name})` : String(code);
+}
+
 // ---- responses with broker addresses ---------------------------------------------------------
 
 export interface BrokerAddress {

@@ -19,7 +19,7 @@ import {
 } from '../../../codecs/kafka-protocol/messages.js';
 import { frame, ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
 import { FrameReader, type FrameHandler } from './frames.js';
-import type { Governed } from './govern.js';
+import type { Governed, PendingRecords } from './govern.js';
 
 export interface ConnectionHost {
   maxFrameBytes: number;
@@ -40,6 +40,8 @@ interface Slot {
   /** The response must be read whole: it is rewritten or inspected. */
   inspect: boolean;
   saslMechanism?: string;
+  /** A forwarded produce request's governed records, settled by its response. */
+  pending?: PendingRecords;
 }
 
 /** Raw token exchanges after a SaslHandshake v0, per mechanism (unknown mechanisms cannot be followed). */
@@ -81,6 +83,7 @@ export class ProxyConnection {
   end(problem?: { side: 'client' | 'upstream'; reason: string }): void {
     if (this.ended) return;
     this.ended = true;
+    for (const slot of this.awaiting) slot.pending?.lost('the connection closed before the cluster answered; the records may or may not have been written');
     this.client.destroy();
     this.upstream.destroy();
     this.host.closed(this, problem);
@@ -144,7 +147,10 @@ export class ProxyConnection {
     this.client.pause();
     governed.then(
       (g) => {
-        if (this.ended) return;
+        if (this.ended) {
+          if ('forward' in g) g.pending?.lost('the client closed its connection before the request was sent on; nothing was written');
+          return;
+        }
         this.owed.splice(this.owed.indexOf(slot), 1, ...this.slotFor(header, g, whole));
         this.flush();
         this.checking = false;
@@ -166,10 +172,14 @@ export class ProxyConnection {
   /** The slots a checked produce request takes (none for acks=0), sending it upstream if it passed. */
   private slotFor(header: RequestHeader, g: Governed, whole: Buffer): Slot[] {
     if ('respond' in g) return g.respond === null ? [] : [{ chunks: [frame(g.respond)], done: true, header, inspect: false }];
-    const slot: Slot = { chunks: [], done: false, header, inspect: false };
+    // A response that settles governed records is read whole (it is small); it still goes back unchanged.
+    const slot: Slot = { chunks: [], done: false, header, inspect: g.pending !== undefined, pending: g.pending };
     // The client's own bytes go on in one write, size prefix and all.
     this.send(g.forward.byteOffset === whole.byteOffset + 4 && g.forward.buffer === whole.buffer ? whole : frame(g.forward));
-    if (g.acks === 0) return [];
+    if (g.acks === 0) {
+      g.pending?.unacknowledged();
+      return [];
+    }
     this.awaiting.push(slot);
     return [slot];
   }
@@ -231,6 +241,9 @@ export class ProxyConnection {
   private inspect(slot: Slot, body: Buffer): Buffer | Promise<Buffer> {
     const { apiKey, apiVersion } = slot.header!;
     switch (apiKey) {
+      case ApiKey.Produce:
+        slot.pending?.answered(body, apiVersion);
+        return body;
       case ApiKey.ApiVersions:
         return rewriteApiVersionsResponse(body, apiVersion).body;
       case ApiKey.SaslHandshake: {

@@ -4,18 +4,24 @@
  * INVALID_RECORD (nothing is forwarded, so a client never has to guess which records landed);
  * records the chain changed (a validation tag, a transform, edited headers) are written back into
  * their batch, which is rebuilt with the same codec, record count and producer fields; batches
- * with no change, and topics no route names, go on as the client's own bytes.
+ * with no change, and topics no route names, go on as the client's own bytes. The records'
+ * outcomes are recorded once the cluster answered (PendingRecords): a record counts as delivered
+ * only when the cluster acknowledged its partition.
  */
 import { splitBatches, decodeRecords, encodeBatch, isControlBatch, verifyCrc, type BatchCompression, type KafkaRecord, type RawBatch, type RecordHeader } from '../../../codecs/record-batch.js';
-import { ErrorCode, readProduceRequest, writeProduceError, writeProduceRequest, type PartitionError, type ProducePartition, type RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
+import { ErrorCode, errorName, readProduceRequest, readProduceResponse, writeProduceError, writeProduceRequest, type PartitionError, type ProducePartition, type RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
 import { ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
-import type { RouteEntry } from '../../contracts.js';
+import type { CheckedRecords, RecordsAnswer, RouteEntry } from '../../contracts.js';
+import { problem } from '../../../core/errors.js';
 import { decodeValue, encodeValue, type Message, type MessageContext } from '../../../core/message.js';
 import type { Outcome } from '../../../core/outcome.js';
 
 export type Governed =
-  /** Send `body` upstream (the client's own bytes when nothing changed); `acks` 0 means no response will come. */
-  | { forward: Buffer; acks: number }
+  /**
+   * Send `body` upstream (the client's own bytes when nothing changed); `acks` 0 means no response
+   * will come. `pending`: the governed records, to settle with the cluster's answer.
+   */
+  | { forward: Buffer; acks: number; pending: PendingRecords | undefined }
   /** Answer the client with this response body (null for acks=0: the client expects none). */
   | { respond: Buffer | null };
 
@@ -24,6 +30,58 @@ export interface GovernContext {
   route(topic: string): RouteEntry | undefined;
   compression: BatchCompression;
   remoteAddress: string | undefined;
+  /** The upstream broker's name in the config, as deliveries name it. */
+  broker: string;
+}
+
+interface Checked {
+  route: RouteEntry;
+  records: CheckedRecords;
+}
+
+/**
+ * The records of a forwarded produce request that routes checked, waiting for the cluster's
+ * answer. Exactly one of answered(), unacknowledged() or lost() settles them; later calls do nothing.
+ */
+export class PendingRecords {
+  private settled = false;
+
+  constructor(private readonly sets: readonly Checked[], private readonly broker: string) {}
+
+  /** The cluster's Produce response: each partition is delivered or failed by its own error code. */
+  answered(body: Buffer, version: number): void {
+    let topics: ReturnType<typeof readProduceResponse>;
+    try {
+      topics = readProduceResponse(body, version);
+    } catch (err) {
+      this.lost(`the cluster's produce response could not be read (${(err as Error).message}); the records may or may not have been written`);
+      return;
+    }
+    this.settle((records) => {
+      const p = topics.get(records.topic)?.find((x) => x.index === records.partition);
+      if (!p) return { written: false, outcome: 'failed', problem: problem('EG_KAFKA_ERROR', `the cluster's produce response does not name ${records.topic}-${records.partition}`) };
+      if (p.errorCode === ErrorCode.NONE) return { written: true, broker: this.broker, baseOffset: p.baseOffset };
+      const said = p.errorMessage ? `: ${p.errorMessage}` : '';
+      return { written: false, outcome: 'failed', problem: problem('EG_KAFKA_ERROR', `the cluster answered ${errorName(p.errorCode)} for ${records.topic}-${records.partition}${said}`) };
+    });
+  }
+
+  /** acks=0: the request was written upstream, and no acknowledgement will ever come. */
+  unacknowledged(): void {
+    this.settle(() => ({ written: true, broker: this.broker, baseOffset: undefined }));
+  }
+
+  /** No answer will come (the connection closed first). */
+  lost(reason: string): void {
+    const answer: RecordsAnswer = { written: false, outcome: 'failed', problem: problem('EG_BROKER_UNAVAILABLE', reason) };
+    this.settle(() => answer);
+  }
+
+  private settle(answer: (records: CheckedRecords) => RecordsAnswer): void {
+    if (this.settled) return;
+    this.settled = true;
+    for (const { route, records } of this.sets) route.settleRecords?.(records, answer(records));
+  }
 }
 
 /** Throws ProtocolError when the request itself cannot be read (the connection is then closed). */
@@ -33,14 +91,17 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
     const route = ctx.route(t.name);
     return route ? [{ topic: t.name, partitions: t.partitions, route }] : [];
   });
-  if (routed.length === 0) return { forward: body, acks: req.acks };
+  if (routed.length === 0) return { forward: body, acks: req.acks, pending: undefined };
   return (async (): Promise<Governed> => {
+    const startedAt = performance.now();
     const refused = new Map<string, PartitionError>();
+    const checked: Checked[] = [];
     let changed = false;
     await Promise.all(
       routed.flatMap(({ topic, partitions, route }) =>
         partitions.map(async (p) => {
           const result = await governPartition(topic, p, route, ctx);
+          if (result.checked) checked.push({ route, records: { topic, partition: p.index, messages: result.checked.messages, outcomes: result.checked.outcomes, startedAt } });
           if ('refused' in result) refused.set(`${topic}\0${p.index}`, result.refused);
           else if (result.records !== p.records) {
             p.records = result.records;
@@ -50,14 +111,17 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
       ),
     );
     if (refused.size > 0) {
+      const notWritten: RecordsAnswer = { written: false, outcome: 'rejected', problem: problem('EG_PRODUCE_REFUSED', 'not written: another record of this produce request was refused') };
+      for (const { route, records } of checked) route.settleRecords?.(records, notWritten);
       const response = writeProduceError(header, req, ErrorCode.INVALID_RECORD, refused, 'not written: another record of this produce request was refused');
       return { respond: req.acks === 0 ? null : response };
     }
-    return { forward: changed ? writeProduceRequest(body, header, req) : body, acks: req.acks };
+    return { forward: changed ? writeProduceRequest(body, header, req) : body, acks: req.acks, pending: checked.length > 0 ? new PendingRecords(checked, ctx.broker) : undefined };
   })();
 }
 
-type PartitionResult = { records: Buffer | null } | { refused: PartitionError };
+/** `checked`: the records the route judged (settled later, whatever the result). */
+type PartitionResult = ({ records: Buffer | null } | { refused: PartitionError }) & { checked?: { messages: Message[]; outcomes: Outcome[] } };
 
 async function governPartition(topic: string, p: ProducePartition, route: RouteEntry, ctx: GovernContext): Promise<PartitionResult> {
   if (p.records === null || p.records.length === 0) return { records: p.records };
@@ -69,8 +133,9 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
     return { refused: { recordErrors: [], message: `route '${route.name}' cannot read these records: ${(err as Error).message}` } };
   }
   const recordErrors: { index: number; message: string }[] = [];
+  const judged: ({ messages: Message[]; outcomes: Outcome[] } | undefined)[] = new Array(batches.length);
   const rebuilt: (Buffer | undefined)[] = await Promise.all(
-    batches.map(async (batch) => {
+    batches.map(async (batch, b) => {
       if (isControlBatch(batch.attributes)) return undefined;
       let records: KafkaRecord[];
       try {
@@ -80,26 +145,30 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         return undefined;
       }
       const baseTimestamp = Number(batch.baseTimestamp);
+      // One context for the batch: what a step wrote on it for the previous record is cleared.
       const mctx = context(route, ctx);
       const messages: Message[] = new Array(records.length);
       const pending: (Outcome | Promise<Outcome>)[] = new Array(records.length);
       let waits = false;
       for (let i = 0; i < records.length; i++) {
         const m = (messages[i] = toMessage(records[i]!, topic, p.index, baseTimestamp));
+        mctx.tagged = undefined;
         const o = (pending[i] = route.checkRecord ? route.checkRecord(m, mctx) : route.handle(m, mctx));
         if (o instanceof Promise) waits = true;
       }
       // Only a chain with an asynchronous step costs a promise per record.
       const outcomes = waits ? await Promise.all(pending) : (pending as Outcome[]);
+      judged[b] = { messages, outcomes };
       let edited: KafkaRecord[] | undefined;
-      outcomes.forEach((outcome, i) => {
+      for (let i = 0; i < outcomes.length; i++) {
+        const outcome = outcomes[i]!;
         if (outcome.outcome === 'delivered') {
           const next = outcome.message ? applyChanges(records[i]!, messages[i]!, outcome.message) : records[i]!;
           if (next !== records[i]) (edited ??= records.slice())[i] = next;
         } else if (outcome.outcome !== 'filtered') {
           recordErrors.push({ index: i, message: describe(outcome) });
         }
-      });
+      }
       if (!edited || recordErrors.length > 0) return undefined;
       // Never launder a corrupted batch into one with a good CRC.
       try {
@@ -108,16 +177,21 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         recordErrors.push({ index: 0, message: (err as Error).message });
         return undefined;
       }
-      return encodeBatch(batch, edited, ctx.compression);
+      return encodeBatch(batch, edited, ctx.compression).catch((err: Error) => {
+        recordErrors.push({ index: 0, message: `cannot rebuild the batch: ${err.message}` });
+        return undefined;
+      });
     }),
   );
+  const sets = judged.filter((j) => j !== undefined);
+  const checked = sets.length === 0 ? undefined : sets.length === 1 ? sets[0] : { messages: sets.flatMap((j) => j.messages), outcomes: sets.flatMap((j) => j.outcomes) };
   if (recordErrors.length > 0) {
     const first = recordErrors[0]!;
     const more = recordErrors.length > 1 ? ` (and ${recordErrors.length - 1} more)` : '';
-    return { refused: { recordErrors, message: `route '${route.name}' refused record ${first.index}: ${first.message}${more}` } };
+    return { refused: { recordErrors, message: `route '${route.name}' refused record ${first.index}: ${first.message}${more}` }, checked };
   }
-  if (rebuilt.every((b) => b === undefined)) return { records: p.records };
-  return { records: Buffer.concat(batches.map((b, i) => rebuilt[i] ?? b.bytes)) };
+  if (rebuilt.every((b) => b === undefined)) return { records: p.records, checked };
+  return { records: Buffer.concat(batches.map((b, i) => rebuilt[i] ?? b.bytes)), checked };
 }
 
 function context(route: RouteEntry, ctx: GovernContext): MessageContext {

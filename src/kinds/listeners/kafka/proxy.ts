@@ -147,7 +147,7 @@ export class KafkaProxyListener implements ListenerRuntime {
       maxFrameBytes: this.settings.maxRequestBytes,
       advertise: (brokers) => this.advertise(brokers),
       govern: (header: RequestHeader, body: Buffer): Governed | Promise<Governed> =>
-        governProduce(header, body, { route: (topic) => this.routes.get(topic), compression: this.compression, remoteAddress }),
+        governProduce(header, body, { route: (topic) => this.routes.get(topic), compression: this.compression, remoteAddress, broker: this.settings.upstream }),
       closed: (conn, problem) => {
         this.clients.delete(conn);
         if (!problem) return;

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import kafkajs from 'kafkajs';
+import { WsClient } from '../helpers/clients.js';
+import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { kcatConsumeAll, kcatProduceLines, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { scrape } from '../helpers/prometheus.js';
+
+const { Kafka, logLevel } = kafkajs;
+
+const TOKEN = 'tap-token-acks';
+const SCHEMA = '{ type: object, required: [id], properties: { id: { type: integer } } }';
+/** Kafka's TOPIC_AUTHORIZATION_FAILED: an error no client retries. */
+const TOPIC_AUTHORIZATION_FAILED = 29;
+const PRODUCE = 0;
+
+/**
+ * A record counts as delivered on a kafka listener's route only once the cluster acknowledged it:
+ * the route's counters and its tap follow the cluster's Produce response, partition by partition.
+ */
+describe('kafka listener: outcomes follow the cluster’s acknowledgement', () => {
+  let kafka: KafkaCluster;
+  let gw: RunningGateway;
+  let proxy: string;
+  let topic: string;
+  let taggedTopic: string;
+  let tap: WsClient;
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    topic = kafka.topic('acked');
+    await kafka.createTopic(topic, 1);
+    taggedTopic = kafka.topic('tagged');
+    await kafka.createTopic(taggedTopic, 1);
+    gw = await startGateway(
+      `
+version: 1
+admin: { port: 0, token: ${TOKEN}, tap: { maxPerSecond: 1000 } }
+brokers:
+  cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
+listeners:
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+routes:
+  - name: acked-in
+    from: { listener: kafka-in, topic: ${topic} }
+    through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
+  - name: tagged-in
+    from: { listener: kafka-in, topic: ${taggedTopic} }
+    through: [ { validate: { schema: ${SCHEMA}, onInvalid: tag } } ]
+`,
+      { env: { KAFKA_BOOTSTRAP: kafka.bootstrap } },
+    );
+    proxy = `127.0.0.1:${gw.port('kafka-in')}`;
+    tap = await WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/tap?route=acked-in`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.equal((await tap.next()).type, 'hello');
+  });
+
+  after(async () => {
+    tap?.close();
+    await gw?.stop();
+    await kafka?.stop();
+  });
+
+  const counts = async (route = 'acked-in') => {
+    const s = await scrape(gw.adminUrl, { authorization: `Bearer ${TOKEN}` });
+    const c = (outcome: string) => s.value('eventgate_route_messages_total', { route, outcome }) ?? 0;
+    return { received: c('received'), delivered: c('delivered'), failed: c('failed'), invalid: c('invalid'), rejected: c('rejected'), tagged: c('tagged') };
+  };
+
+  it('counts acknowledged records as delivered, with the offsets the cluster gave them on the tap', async () => {
+    const r = await kcatProduceLines(proxy, topic, ['{"id":1}', '{"id":2}']);
+    assert.equal(r.code, 0, r.stderr);
+    const events = [await tap.next(), await tap.next()];
+    assert.deepEqual(events.map((e) => e.outcome), ['delivered', 'delivered']);
+    const onCluster = await kcatConsumeAll(kafka.bootstrap, topic);
+    for (const e of events) {
+      const [d] = e.deliveries as { broker: string; topic: string; partition: number; offset: string }[];
+      assert.equal(d!.broker, 'cluster');
+      assert.equal(d!.topic, topic);
+      // The offset the tap shows is where the cluster put that very record.
+      const stored = onCluster.find((c) => c.partition === d!.partition && String(c.offset) === d!.offset);
+      assert.equal(stored?.value, JSON.stringify(e.message.value));
+    }
+    assert.deepEqual(await counts(), { received: 2, delivered: 2, failed: 0, invalid: 0, rejected: 0, tagged: 0 });
+  });
+
+  it('counts records the cluster answered with an error as failed, never delivered', async () => {
+    // The mock cluster answers the next Produce request with TOPIC_AUTHORIZATION_FAILED for every partition.
+    await kafka.failRequests(PRODUCE, 1, TOPIC_AUTHORIZATION_FAILED);
+    const r = await kcatProduceLines(proxy, topic, ['{"id":3}']);
+    assert.match(r.stderr, /Topic authorization failed/i);
+    const failed = await tap.next();
+    assert.equal(failed.outcome, 'failed');
+    assert.equal(failed.problem.code, 'EG_KAFKA_ERROR');
+    assert.match(failed.problem.detail, /29 \(TOPIC_AUTHORIZATION_FAILED\)/);
+    assert.deepEqual(failed.message.value, { id: 3 });
+    assert.deepEqual(await counts(), { received: 3, delivered: 2, failed: 1, invalid: 0, rejected: 0, tagged: 0 });
+    // One warn line for the partition (the log reaches the test through a pipe, maybe after the tap's frame).
+    await eventually(() => assert.ok(gw.logs.some((l) => l.msg === 'records failed' && l.route === 'acked-in' && l.records === 1)));
+    // A sentinel after it: the next request is acknowledged and counted as usual.
+    const next = await kcatProduceLines(proxy, topic, ['{"id":4}']);
+    assert.equal(next.code, 0, next.stderr);
+    assert.equal((await tap.next()).outcome, 'delivered');
+    assert.deepEqual(await counts(), { received: 4, delivered: 3, failed: 1, invalid: 0, rejected: 0, tagged: 0 });
+  });
+
+  it('counts the valid records of a refused request as rejected, not delivered', async () => {
+    // One request, one batch: a valid record and an invalid one.
+    const producer = new Kafka({ brokers: [proxy], logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer();
+    await producer.connect();
+    try {
+      const err = await producer.send({ topic, messages: [{ value: '{"id":5}' }, { value: '{"id":"six"}' }] }).then(() => undefined, (e: { type?: string }) => e);
+      assert.equal(err?.type, 'INVALID_RECORD');
+    } finally {
+      await producer.disconnect();
+    }
+    const events = [await tap.next(), await tap.next()];
+    assert.deepEqual(events.map((e) => [e.outcome, e.problem.code]), [
+      ['rejected', 'EG_PRODUCE_REFUSED'],
+      ['invalid', 'EG_INVALID_MESSAGE'],
+    ]);
+    assert.deepEqual(await counts(), { received: 6, delivered: 3, failed: 1, invalid: 1, rejected: 1, tagged: 0 });
+  });
+
+  it('counts acks=0 records as delivered once written upstream: no acknowledgement will ever come', async () => {
+    const producer = new Kafka({ brokers: [proxy], logLevel: logLevel.NOTHING }).producer();
+    await producer.connect();
+    try {
+      await producer.send({ topic, acks: 0, messages: [{ value: '{"id":7}' }] });
+    } finally {
+      await producer.disconnect();
+    }
+    const e = await tap.next();
+    assert.equal(e.outcome, 'delivered');
+    assert.equal(e.deliveries[0].offset, '-1');
+    await eventually(async () => assert.deepEqual(await counts(), { received: 7, delivered: 4, failed: 1, invalid: 1, rejected: 1, tagged: 0 }));
+  });
+
+  it('counts only the invalid records of a batch as tagged, the valid ones after them as delivered', async () => {
+    const r = await kcatProduceLines(proxy, taggedTopic, ['{"id":"one"}', '{"id":2}', '{"id":3}'], ['linger.ms=50']);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(async () => assert.deepEqual(await counts('tagged-in'), { received: 3, delivered: 2, failed: 0, invalid: 0, rejected: 0, tagged: 1 }));
+    const stored = await kcatConsumeAll(kafka.bootstrap, taggedTopic);
+    assert.deepEqual(stored.map((s) => s.headers._asyncapi_eg_validation_error !== undefined), [true, false, false]);
+  });
+});
