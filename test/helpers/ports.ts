@@ -1,16 +1,46 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
-/** A port free on `host` right now (the OS picks it; never a fixed number). */
+/**
+ * A port free on `host` right now, for a config that must name its port. Picked at random below
+ * the kernel's ephemeral range: the OS hands ports from that range to every outgoing connection
+ * and every listen(0) of the other tests running at the same time, so a port picked there can be
+ * taken again before the gateway binds it (seen under CI load). Never a fixed number.
+ */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const [low] = ephemeralRange();
+  const floor = 10000;
+  for (let tries = 0; tries < 50; tries++) {
+    const port = floor + Math.floor(Math.random() * (low - floor));
+    if (await canBind(host, port)) return port;
+  }
+  throw new Error(`no free port on ${host} below ${low} after 50 tries`);
+}
+
+/** The kernel's ephemeral port range (Linux), or the IANA default elsewhere. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [a, b] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (a && b && a > 10000) return [a, b];
+  } catch {
+    // not Linux: fall through
+  }
+  return [49152, 65535];
+}
+
+async function canBind(host: string, port: number): Promise<boolean> {
   const server = createServer();
-  server.listen(0, host);
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, 'close');
-  return port;
+  const bound = await new Promise<boolean>((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(port, host, () => resolve(true));
+  });
+  if (bound) {
+    server.close();
+    await once(server, 'close');
+  }
+  return bound;
 }
 
 /**
