@@ -1,5 +1,5 @@
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
-import { exactlyOneKeys } from '../kinds/define.js';
+import { exactlyOneKeys, forbiddenKeys } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { CONFIG_AJV_OPTIONS, precompiledValidator } from './precompiled-validator.js';
@@ -84,6 +84,16 @@ function given(data: unknown, keys: readonly string[]): string[] {
   return keys.filter((k) => Object.hasOwn((data ?? {}) as object, k));
 }
 
+function isPlainMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** 'a', 'b' and 'c' */
+function andList(keys: readonly string[]): string {
+  const q = keys.map((k) => `'${k}'`);
+  return q.length < 2 ? q.join('') : `${q.slice(0, -1).join(', ')} and ${q[q.length - 1]}`;
+}
+
 /** 'a', 'b' or 'c' */
 function orList(keys: readonly string[]): string {
   const q = keys.map((k) => `'${k}'`);
@@ -152,9 +162,18 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
   };
   switch (e.keyword) {
     case 'not': {
-      // A rule written with withMessage() (src/kinds/define.ts) says what is wrong in its description.
+      // A rule written with withMessage() or forbidKeys() (src/kinds/define.ts) says what is wrong in its description.
       const rule = (e.parentSchema as { description?: string } | undefined)?.description;
-      return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${rule ?? e.message ?? 'is not allowed here'}` };
+      // The offending keys in the order they are written; the first is where the diagnostic points.
+      const forbidden = forbiddenKeys(e.parentSchema) ?? [];
+      const present = isPlainMap(e.data) ? Object.keys(e.data).filter((k) => forbidden.includes(k)) : [];
+      const message = rule?.replace('{keys}', andList(present)).replace('{s}', present.length === 1 ? 's' : '');
+      return { ...at(present.length > 0 ? [...path, present[0]!] : path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${message ?? e.message ?? 'is not allowed here'}` };
+    }
+    case 'pattern': {
+      // A string made with stringMatching() names what it must be in its title.
+      const what = (e.parentSchema as { title?: string } | undefined)?.title;
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: what ? `${where} must be ${what}, got ${describeValue(e.data)}` : `${where} ${e.message ?? e.keyword}` };
     }
     case 'dependentRequired': {
       const { property, missingProperty } = e.params as { property: string; missingProperty: string };

@@ -1,4 +1,4 @@
-import { webhookDoc, webhookSchema } from '../kinds/targets/webhook.js';
+import { webhookDoc, webhookOptions } from '../kinds/targets/webhook.js';
 import type { KindDoc, JsonSchema } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
@@ -267,7 +267,7 @@ routes:
     deadletter: { broker: local, topic: orders-invalid }
 \`\`\`
 `);
-  out.push(kindSection('to: http (webhooks)', webhookDoc, webhookSchema));
+  out.push(kindSection('to: http (webhooks)', webhookDoc, webhookOptions));
   return out.join('\n');
 }
 

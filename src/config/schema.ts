@@ -1,14 +1,11 @@
-import { webhookSchema } from '../kinds/targets/webhook.js';
+import { NOT_WEBHOOK_KEYS, webhookOptions } from '../kinds/targets/webhook.js';
 import type { JsonSchema } from '../kinds/contracts.js';
-import { exactlyOne, withMessage } from '../kinds/define.js';
+import { exactlyOne, forbidKeys } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
 export const SCHEMA_ID = 'https://eventgate.dev/gateway.schema.json';
 
 const name = { type: 'string', minLength: 1 };
-
-/** None of `keys` may be present. */
-const forbid = (keys: string[]) => ({ not: { anyOf: keys.map((k) => ({ required: [k] })) } });
 
 /** A `${VAR}` / `${VAR:-default}` reference, substituted from the environment when the config loads. */
 export const VARIABLE_PATTERN = '^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}$';
@@ -60,6 +57,19 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
     type: 'object',
     description: 'Where messages go: a broker topic, the clients of a WebSocket path or event stream, or an HTTP endpoint (webhook).',
     additionalProperties: false,
+    // Which kind of target it is decides which keys it takes.
+    ...exactlyOne(['broker', 'listener', 'http']),
+    dependentRequired: { broker: ['topic'], listener: ['path'] },
+    dependentSchemas: {
+      broker: forbidKeys(['path', 'format', 'auth'], "{keys} belong{s} with 'listener' targets, not 'broker' targets"),
+      listener: {
+        allOf: [
+          forbidKeys(['topic', 'key'], "{keys} belong{s} with 'broker' targets, not 'listener' targets"),
+          forbidKeys(['cloudevents'], "'cloudevents' belongs with broker targets; listener targets choose with 'format'"),
+        ],
+      },
+      http: forbidKeys(NOT_WEBHOOK_KEYS, "{keys} belong{s} with broker or listener targets, not 'http' targets (webhook options go inside 'http')"),
+    },
     properties: {
       broker: { ...name, description: 'Broker targets: the broker name (under `brokers:`).' },
       topic: {
@@ -71,7 +81,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
       },
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
       cloudevents: { enum: ['binary', 'structured'], default: 'binary', description: 'Broker targets: CloudEvent messages as `ce_` headers and the data as value (binary, the CloudEvents Kafka binding default), or one application/cloudevents+json value (structured).' },
-      http: webhookSchema,
+      http: webhookOptions,
       listener: { ...name, description: 'Listener targets: a websocket or http listener name (under `listeners:`).' },
       path: { type: 'string', pattern: '^/', description: 'Listener targets: the WebSocket path clients connect to, or the http path of the event stream.' },
       format: { enum: ['value', 'envelope', 'cloudevent'], default: 'value', description: 'Listener targets: the value as JSON (`value`), the whole message (`envelope`: topic, partition, offset, key, headers, value, timestamp, and `ce` for CloudEvents), or a CloudEvent in structured JSON form (`cloudevent`).' },
@@ -177,8 +187,8 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               // A listener route names a `path`, or a `topic` on a kafka listener: which one the compiler checks, by the listener's kind.
               dependentRequired: { broker: ['topic'] },
               dependentSchemas: {
-                listener: withMessage(forbid(['group']), "'group' belongs with 'from.broker', not 'from.listener'"),
-                broker: withMessage(forbid(['path']), "'path' belongs with 'from.listener', not 'from.broker'"),
+                listener: forbidKeys(['group'], "'group' belongs with 'from.broker', not 'from.listener'"),
+                broker: forbidKeys(['path'], "'path' belongs with 'from.listener', not 'from.broker'"),
               },
               properties: {
                 listener: { ...name, description: 'Listener name (under `listeners:`) whose clients publish.' },
@@ -230,6 +240,11 @@ function acceptVariables(root: JsonSchema): JsonSchema {
     }
     for (const key of SUBSCHEMA_LISTS) if (Array.isArray(n[key])) out[key] = (n[key] as unknown[]).map(walk);
     for (const key of SUBSCHEMA_ONE) if (n[key] && typeof n[key] === 'object') out[key] = walk(n[key]);
+    // A patterned string (a path, a URL) is checked after substitution: before it, any `${VAR}` in it may make it right.
+    if (typeof n.pattern === 'string' && n.type === 'string') {
+      const { pattern: _pattern, ...rest } = out;
+      return { ...rest, anyOf: [{ pattern: n.pattern }, { $ref: '#/$defs/containsVariable' }] };
+    }
     if (!takesVariable(n)) return out;
     const outer: JsonSchema = {};
     const inner: JsonSchema = {};
@@ -241,6 +256,7 @@ function acceptVariables(root: JsonSchema): JsonSchema {
     ...schema,
     $defs: {
       ...(schema.$defs as JsonSchema | undefined),
+      containsVariable: { type: 'string', pattern: VARIABLE_PATTERN.slice(1, -1), description: 'A string with `${VAR}` or `${VAR:-default}` in it, replaced from the environment when the config loads.' },
       variable: {
         type: 'string',
         pattern: VARIABLE_PATTERN,

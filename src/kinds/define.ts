@@ -65,6 +65,32 @@ export function withMessage<T extends Record<string, unknown>>(schema: T, messag
   return { ...schema, description: message };
 }
 
+/**
+ * A string that must match `pattern`; `what` names such a value ("an http(s) URL"), and the config
+ * check says "<where> must be <what>" rather than quoting the pattern. (`title` is the JSON Schema
+ * annotation for it, so editors show it too.)
+ */
+export function stringMatching(pattern: string, what: string, options: Record<string, unknown> = {}) {
+  return Type.String({ ...options, pattern, title: what });
+}
+
+/**
+ * None of `keys` may be present: a shape rule for an object schema's `dependentSchemas` (with
+ * key K present, these may not be). `message` is what the config check says; `{keys}` in it
+ * becomes the offending keys as written ('a' and 'b'), and `{s}` an 's' when there is one (`belong{s}`).
+ */
+export function forbidKeys(keys: readonly string[], message: string): { not: { anyOf: { required: string[] }[] }; description: string } {
+  return withMessage({ not: { anyOf: keys.map((k) => ({ required: [k] })) } }, message);
+}
+
+/** `keys` of a forbidKeys() rule when `schema` is one, else undefined. */
+export function forbiddenKeys(schema: unknown): string[] | undefined {
+  const anyOf = (schema as { not?: { anyOf?: unknown } } | undefined)?.not?.anyOf;
+  if (!Array.isArray(anyOf)) return undefined;
+  const keys = anyOf.map((b) => (b as { required?: unknown[] }).required?.[0]);
+  return keys.every((k) => typeof k === 'string') ? (keys as string[]) : undefined;
+}
+
 function kindName(options: TObject): string {
   const kind = (options.properties.kind as { const?: unknown } | undefined)?.const;
   if (typeof kind !== 'string') throw new Error('kind options need `kind: Type.Literal(<name>)`; use kindOptions()');

@@ -102,18 +102,12 @@ interface RawConfig {
   routes?: (RawRoute | undefined)[];
 }
 type RawStep = Record<string, unknown>;
-interface RawTarget {
-  broker?: string;
-  /** A topic name, or `{expression}`: JSONata computing it per message. */
-  topic?: string | { expression: string };
-  key?: string;
-  listener?: string;
-  path?: string;
-  format?: 'value' | 'envelope' | 'cloudevent';
-  auth?: Record<string, unknown>;
-  cloudevents?: 'binary' | 'structured';
-  http?: WebhookOptions;
-}
+/** A target as the schema guarantees it: one of three shapes, each with only its own keys. */
+type RawTarget =
+  | { http: WebhookOptions }
+  /** `topic` is a name, or `{expression}`: JSONata computing it per message. */
+  | { broker: string; topic: string | { expression: string }; key?: string; cloudevents?: 'binary' | 'structured' }
+  | { listener: string; path: string; format?: 'value' | 'envelope' | 'cloudevent'; auth?: Record<string, unknown> };
 interface RawRoute {
   name: string;
   /** The schema guarantees a listener, or a broker with a topic; the compiler checks a listener's path or topic by its kind. */
@@ -341,7 +335,7 @@ class Compiler {
       // must agree on who may subscribe.
       const targets = raw.to === undefined ? [] : Array.isArray(raw.to) ? raw.to : [raw.to];
       for (const [j, t] of targets.entries()) {
-        if (t.listener === undefined || t.path === undefined) continue;
+        if (!('listener' in t)) continue;
         const claim = `${t.listener} ${t.path}`;
         const auth = canonical(t.auth ?? null);
         const other = forwardAuth.get(claim);
@@ -476,21 +470,13 @@ class Compiler {
     const rawTargets = raw.to === undefined ? [] : Array.isArray(raw.to) ? raw.to : [raw.to];
     rawTargets.forEach((t, j) => {
       const tAt: PathPart[] = Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'];
-      if ([t.broker, t.listener, t.http].filter((x) => x !== undefined).length !== 1) {
-        this.report(tAt, 'EG_CONFIG_SCHEMA', `a target needs exactly one of 'broker' (with 'topic'), 'listener' (with 'path') or 'http' (a webhook)`, 'key');
-        return;
-      }
-      if (t.http !== undefined) {
-        const stray = (['topic', 'key', 'path', 'format', 'auth', 'cloudevents'] as const).filter((k) => t[k] !== undefined);
-        if (stray.length > 0) this.report(tAt, 'EG_CONFIG_SCHEMA', `${stray.map((k) => `'${k}'`).join(', ')} belong with broker or listener targets, not 'http' targets (webhook options go inside 'http')`, 'key');
+      // The schema has checked the target's shape: exactly one of broker (with topic), listener (with path) or http, and only the keys of that kind.
+      if ('http' in t) {
         const webhook = this.webhook(t.http, [...tAt, 'http']);
         if (webhook) targets.push({ type: 'http', webhook });
         return;
       }
-      if (t.listener !== undefined && t.cloudevents !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'cloudevents' belongs with broker targets; listener targets choose with 'format'`, 'key');
-      if (t.broker !== undefined) {
-        if (t.path !== undefined || t.format !== undefined || t.auth !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'path', 'format' and 'auth' belong with 'listener' targets, not 'broker' targets`, 'key');
-        if (t.topic === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a broker target needs a 'topic'`, 'key');
+      if ('broker' in t) {
         if (!checkBroker(t.broker, [...tAt, 'broker'])) return;
         const key = t.key === undefined ? undefined : this.expression(t.key, [...tAt, 'key']);
         const structured = t.cloudevents === 'structured';
@@ -500,10 +486,8 @@ class Compiler {
           targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key, structured });
         }
       } else {
-        if (t.topic !== undefined || t.key !== undefined) this.report(tAt, 'EG_CONFIG_SCHEMA', `'topic' and 'key' belong with 'broker' targets, not 'listener' targets`, 'key');
-        if (t.path === undefined) return this.report(tAt, 'EG_CONFIG_SCHEMA', `a listener target needs a 'path'`, 'key');
-        if (!checkListener(t.listener!, [...tAt, 'listener'])) return;
-        const kind = this.registry.listeners.get(listeners.get(t.listener!)!.kind)!;
+        if (!checkListener(t.listener, [...tAt, 'listener'])) return;
+        const kind = this.registry.listeners.get(listeners.get(t.listener)!.kind)!;
         if (!kind.acceptsForward) return this.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket and http listeners can be targets (clients connect to them to receive messages)`);
         let auth: CompiledStep | undefined;
         if (t.auth !== undefined) {
@@ -513,7 +497,7 @@ class Compiler {
           targetFiles.push(...files);
           if (!auth) return;
         }
-        targets.push({ type: 'listener', listener: t.listener!, path: t.path, format: t.format ?? 'value', auth });
+        targets.push({ type: 'listener', listener: t.listener, path: t.path, format: t.format ?? 'value', auth });
       }
     });
 
@@ -556,16 +540,8 @@ class Compiler {
     const before = this.diagnostics.length;
     let url = typeof o.url === 'string' ? o.url : o.url.expression;
     let urlExpr: Expression | undefined;
-    if (typeof o.url === 'string') {
-      let parsed: URL | undefined;
-      try {
-        parsed = new URL(o.url);
-      } catch {
-        // reported below
-      }
-      if (parsed && (parsed.protocol === 'http:' || parsed.protocol === 'https:')) url = parsed.href;
-      else this.report([...at, 'url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not an http(s) URL`);
-    } else urlExpr = this.expression(o.url.expression, [...at, 'url', 'expression']);
+    if (typeof o.url === 'string') url = normalUrl(o.url);
+    else urlExpr = this.expression(o.url.expression, [...at, 'url', 'expression']);
     const headers: [string, Expression][] = [];
     for (const [name, source] of Object.entries(o.headers ?? {})) {
       const expr = this.expression(source, [...at, 'headers', name]);
@@ -728,4 +704,13 @@ class Compiler {
     return validate;
   }
 
+}
+
+/** The URL as `new URL()` writes it (the schema has checked it is an http(s) URL; one it still cannot read fails each delivery, with the reason). */
+function normalUrl(url: string): string {
+  try {
+    return new URL(url).href;
+  } catch {
+    return url;
+  }
 }

@@ -132,6 +132,56 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
   });
 
+  describe('target shapes (stated in the schema)', () => {
+    /** base + one route from api whose `to` is the given lines (the first on line 15). */
+    const route = (...to: string[]) => yaml(...base, 'routes:', '  - name: r', '    from: { listener: api, path: /in }', ...to);
+
+    it('points at a target that is none of broker, listener or http', async () => {
+      const r = await validate({ 'gateway.yaml': route('    to: { topic: t }') });
+      assertProblems(r, [['gateway.yaml:15:5', /^routes\[0\]\.to needs one of 'broker', 'listener' or 'http'$/]]);
+    });
+
+    it('points at the second kind of a target that is two', async () => {
+      const r = await validate({ 'gateway.yaml': route('    to: { broker: local, topic: t, http: { url: "http://127.0.0.1:1/x" } }') });
+      assertProblems(r, [['gateway.yaml:15:36', /^routes\[0\]\.to takes only one of 'broker', 'listener' or 'http', not 'broker' and 'http'$/]]);
+    });
+
+    it('points at broker and listener keys beside http, naming them', async () => {
+      const r = await validate({ 'gateway.yaml': route('    to:', '      http: { url: "http://127.0.0.1:1/x" }', '      path: /p', '      cloudevents: structured') });
+      assertProblems(r, [['gateway.yaml:17:7', /^routes\[0\]\.to: 'path' and 'cloudevents' belong with broker or listener targets, not 'http' targets \(webhook options go inside 'http'\)$/]]);
+    });
+
+    it('points at a webhook url that is not an http(s) URL, also when it comes from a ${VAR}', async () => {
+      const r = await validate(
+        { 'gateway.yaml': route('    to:', '      - http: { url: "ftp://files.example.com/in" }', '      - http: { url: "${HOOK_URL}" }', '      - http: { url: "https://hooks.example.com/${TENANT}/in" }') },
+        { env: { HOOK_URL: 'localhost:8080/hook', TENANT: 'acme' } },
+      );
+      assertProblems(r, [
+        ['gateway.yaml:16:22', /^routes\[0\]\.to\[0\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path\), got string "ftp:\/\/files\.example\.com\/in"$/],
+        ['gateway.yaml:17:22', /^routes\[0\]\.to\[1\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path\), got string "localhost:8080\/hook"$/],
+      ]);
+    });
+
+    it('points at a broker target without a topic and a listener target without a path', async () => {
+      const r = await validate({ 'gateway.yaml': route('    to:', '      - { broker: local }', '      - { listener: push }') });
+      assertProblems(r, [
+        ['gateway.yaml:16:9', /^routes\[0\]\.to\[0\]: 'broker' needs a 'topic'$/],
+        ['gateway.yaml:17:9', /^routes\[0\]\.to\[1\]: 'listener' needs a 'path'$/],
+      ]);
+    });
+
+    it('points at listener keys on a broker target and broker keys on a listener target', async () => {
+      const r = await validate({
+        'gateway.yaml': route('    to:', '      - { broker: local, topic: t, format: envelope, path: /p }', '      - { listener: push, path: /p, key: id }', '      - { listener: push, path: /q, cloudevents: structured }'),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:16:36', /^routes\[0\]\.to\[0\]: 'format' and 'path' belong with 'listener' targets, not 'broker' targets$/],
+        ['gateway.yaml:17:37', /^routes\[0\]\.to\[1\]: 'key' belongs with 'broker' targets, not 'listener' targets$/],
+        ['gateway.yaml:18:37', /^routes\[0\]\.to\[2\]: 'cloudevents' belongs with broker targets; listener targets choose with 'format'$/],
+      ]);
+    });
+  });
+
   describe('references to things that do not exist', () => {
     it('points at each missing chain, listener and broker, with a did-you-mean', async () => {
       const r = await validate({

@@ -14,20 +14,11 @@ import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateThen, expressionProblem, type Expression } from '../../expr/expression.js';
 import type { Logger } from '../../log.js';
 import { encodeValue, type Delivery, type Message, type MessageContext } from '../../core/message.js';
-import type { JsonSchema, Target } from '../contracts.js';
+import type { KindDoc, Target } from '../contracts.js';
+import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
 
-/** `to: {http: ...}` as written. */
-export interface WebhookOptions {
-  url: string | { expression: string };
-  method?: 'POST' | 'PUT' | 'PATCH';
-  headers?: Record<string, string>;
-  timeoutMs?: number;
-  retry?: { attempts?: number; backoffMs?: number; maxBackoffMs?: number };
-  concurrency?: number;
-  orderBy?: string;
-  cloudevents?: 'binary' | 'structured';
-  signature?: { secret: string };
-}
+/** `to: {http: ...}` as written (the schema has checked it). */
+export type WebhookOptions = Static<typeof webhookOptions>;
 
 /** The options compiled: expressions compiled, defaults filled in. */
 export interface WebhookPlan {
@@ -49,62 +40,58 @@ export interface WebhookPlan {
 
 export const WEBHOOK_DEFAULTS = { method: 'POST', timeoutMs: 10_000, attempts: 3, backoffMs: 200, maxBackoffMs: 10_000, concurrency: 16, cloudevents: 'binary' } as const;
 
-export const webhookSchema: JsonSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['url'],
-  description: 'Deliver each message to an HTTP endpoint (a webhook).',
-  properties: {
-    url: {
-      description: 'http(s) URL, or `{expression: <JSONata>}` computing it per message.',
-      oneOf: [
-        // `${` lets editors accept `url: ${WEBHOOK_URL}` before substitution; the compiler checks the URL itself.
-        { type: 'string', pattern: '^(https?://|\\$\\{)' },
-        { type: 'object', additionalProperties: false, required: ['expression'], properties: { expression: { type: 'string', minLength: 1, description: 'JSONata expression giving the http(s) URL per message.' } } },
-      ],
-    },
-    method: { enum: ['POST', 'PUT', 'PATCH'], default: 'POST', description: 'HTTP method of the requests.' },
-    headers: { type: 'object', additionalProperties: { type: 'string', minLength: 1 }, description: 'Header name → JSONata expression for its value (a string literal needs quotes: `\'"Bearer ${TOKEN}"\'`).' },
-    timeoutMs: { type: 'integer', minimum: 1, default: WEBHOOK_DEFAULTS.timeoutMs, description: 'Time one try may take, from sending to the end of the answer.' },
-    retry: {
-      type: 'object',
-      additionalProperties: false,
-      description: 'How failed tries (timeouts, refused connections, 408, 429, 5xx) are repeated.',
-      properties: {
-        attempts: { type: 'integer', minimum: 1, maximum: 100, default: WEBHOOK_DEFAULTS.attempts, description: 'Tries in all (1: no retry).' },
-        backoffMs: { type: 'integer', minimum: 0, default: WEBHOOK_DEFAULTS.backoffMs, description: 'Wait before the second try; doubled for each further one (with jitter).' },
-        maxBackoffMs: { type: 'integer', minimum: 0, default: WEBHOOK_DEFAULTS.maxBackoffMs, description: 'Longest wait between tries (also caps Retry-After).' },
-      },
-    },
-    concurrency: { type: 'integer', minimum: 1, maximum: 10_000, default: WEBHOOK_DEFAULTS.concurrency, description: 'Requests in flight at once (= kept-alive connections); more wait their turn.' },
-    orderBy: { type: 'string', minLength: 1, description: 'JSONata expression (e.g. `$key`): messages for which it gives the same value are delivered one after another, in order.' },
-    cloudevents: { enum: ['binary', 'structured'], default: 'binary', description: 'How CloudEvent messages are sent: `ce-*` headers and the data as body, or one application/cloudevents+json body.' },
-    signature: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['secret'],
-      description: 'Sign requests as Standard Webhooks does (webhook-id, webhook-timestamp, webhook-signature headers).',
-      properties: { secret: { type: 'string', minLength: 1, description: '`whsec_<base64>` (or any string, used as is) — usually `${WEBHOOK_SECRET}`.' } },
-    },
-  },
-};
+/**
+ * An http(s) URL as `new URL()` reads it: a scheme, a host (a name or a bracketed IPv6 address), an
+ * optional port up to 65535, then anything. Stated in the schema so `validate` reports it where it is written.
+ */
+const HTTP_URL = '^https?://([^\\s/?#@]*@)?([^\\s/?#:@\\[\\]<>^|\\\\%]+|\\[[0-9A-Fa-f:.]+\\])(:([0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#].*)?$';
 
-export const webhookDoc = {
+export const webhookOptions = Type.Object(
+  {
+    url: oneOf(
+      [
+        stringMatching(HTTP_URL, 'an http(s) URL (http://host[:port]/path)'),
+        Type.Object({ expression: Type.String({ minLength: 1, description: 'JSONata expression giving the http(s) URL per message.' }) }, { additionalProperties: false }),
+      ],
+      { description: 'http(s) URL, or `{expression: <JSONata>}` computing it per message.' },
+    ),
+    method: Type.Optional(oneOfStrings(['POST', 'PUT', 'PATCH'] as const, { default: 'POST', description: 'HTTP method of the requests.' })),
+    headers: Type.Optional(mapOf(Type.String({ minLength: 1 }), { description: 'Header name → JSONata expression for its value (a string literal needs quotes: `\'"Bearer ${TOKEN}"\'`).' })),
+    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: WEBHOOK_DEFAULTS.timeoutMs, description: 'Time one try may take, from sending to the end of the answer.' })),
+    retry: Type.Optional(
+      Type.Object(
+        {
+          attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: WEBHOOK_DEFAULTS.attempts, description: 'Tries in all (1: no retry).' })),
+          backoffMs: Type.Optional(Type.Integer({ minimum: 0, default: WEBHOOK_DEFAULTS.backoffMs, description: 'Wait before the second try; doubled for each further one (with jitter).' })),
+          maxBackoffMs: Type.Optional(Type.Integer({ minimum: 0, default: WEBHOOK_DEFAULTS.maxBackoffMs, description: 'Longest wait between tries (also caps Retry-After).' })),
+        },
+        { additionalProperties: false, description: 'How failed tries (timeouts, refused connections, 408, 429, 5xx) are repeated.' },
+      ),
+    ),
+    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: WEBHOOK_DEFAULTS.concurrency, description: 'Requests in flight at once (= kept-alive connections); more wait their turn.' })),
+    orderBy: Type.Optional(Type.String({ minLength: 1, description: 'JSONata expression (e.g. `$key`): messages for which it gives the same value are delivered one after another, in order.' })),
+    cloudevents: Type.Optional(oneOfStrings(['binary', 'structured'] as const, { default: 'binary', description: 'How CloudEvent messages are sent: `ce-*` headers and the data as body, or one application/cloudevents+json body.' })),
+    signature: Type.Optional(
+      Type.Object(
+        { secret: Type.String({ minLength: 1, description: '`whsec_<base64>` (or any string, used as is) — usually `${WEBHOOK_SECRET}`.' }) },
+        { additionalProperties: false, description: 'Sign requests as Standard Webhooks does (webhook-id, webhook-timestamp, webhook-signature headers).' },
+      ),
+    ),
+  },
+  { additionalProperties: false, description: 'Deliver each message to an HTTP endpoint (a webhook).' },
+);
+
+/**
+ * Keys of broker and listener targets, which an `http` target does not take: its options go
+ * inside `http` (the target schema forbids them beside it).
+ */
+export const NOT_WEBHOOK_KEYS = ['topic', 'key', 'path', 'format', 'auth', 'cloudevents'] as const;
+
+export const webhookDoc: KindDoc = {
   summary:
     'Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message\'s `traceparent` and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx are final. Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections; `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.',
   example:
     'routes:\n  - name: orders-to-crm\n    from: {broker: kafka, topic: orders}\n    to:\n      http:\n        url: https://crm.example.com/hooks/orders\n        headers: {authorization: \'"Bearer ${CRM_TOKEN}"\'}\n        timeoutMs: 5000\n        retry: {attempts: 5, backoffMs: 500}\n        concurrency: 32\n        orderBy: $key\n        signature: {secret: ${WEBHOOK_SECRET}}\n    deadletter: {broker: kafka, topic: orders-undeliverable}',
-  options: {
-    url: 'http(s) URL (`${VAR}` allowed), or `{expression: <JSONata>}` computed per message',
-    method: 'POST (default), PUT or PATCH',
-    headers: 'header name → JSONata expression',
-    timeoutMs: 'time one try may take, default 10000',
-    retry: '`{attempts (default 3, in all), backoffMs (default 200, doubled per try), maxBackoffMs (default 10000)}`',
-    concurrency: 'requests in flight at once over kept-alive connections, default 16',
-    orderBy: 'JSONata expression (`$key`, `customerId`): one message per value at a time, in order',
-    cloudevents: '`binary` (default) or `structured`: how CloudEvent messages are sent',
-    signature: '`{secret}`: Standard Webhooks HMAC-SHA256 signature headers',
-  },
 };
 
 /** Counts each try's answer: `2xx`, `3xx`, `4xx`, `5xx`, `timeout` or `connection` (refused, reset, DNS). */
