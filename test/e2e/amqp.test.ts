@@ -4,6 +4,7 @@ import { post, WsClient } from '../helpers/clients.js';
 import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { HeldTarget } from '../helpers/held-target.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { freePort, startRabbit, type MessageServer } from '../helpers/servers.js';
 
@@ -118,6 +119,39 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     const [back] = await pikaConsume(rabbit, 'held', 1);
     assert.deepEqual(JSON.parse(back!.body), { keep: 'me' });
     assert.equal(back!.redelivered, true);
+  });
+
+  it('reports a route\'s backlog (ready in its queue + held unacknowledged) as eventgate_amqp_consumer_lag, draining to 0 once its target takes messages again', async () => {
+    const target = await HeldTarget.start();
+    const lagged = await startGateway(`
+version: 1
+admin: { port: 0 }
+brokers:
+  rabbit:
+    kind: amqp
+    url: ${rabbit.url}
+    lagPollMs: 200
+    queues:
+      lagging: { bindings: [lagging] }
+routes:
+  - name: slow
+    from: { broker: rabbit, topic: lagging }
+    to: { http: { url: "${target.url}", timeoutMs: 120000 } }
+`);
+    try {
+      await lagged.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'slow', 30000);
+      const lag = async () => (await scrape(lagged.adminUrl)).value('eventgate_amqp_consumer_lag', { route: 'slow', topic: 'lagging', partition: '0' });
+      await pikaPublish(rabbit, 'amq.topic', 'lagging', Array.from({ length: 30 }, (_, i) => ({ body: JSON.stringify({ i }) })));
+      // The target holds the first message: 20 (prefetch) wait unacknowledged at the gateway, 10 ready in the queue.
+      await eventually(async () => assert.equal(await lag(), 30), 30000, 100);
+      assert.equal(await pikaQueueDepth(rabbit, 'lagging'), 10);
+      target.release();
+      await eventually(async () => assert.equal(await lag(), 0), 60000, 100);
+      assert.deepEqual(new Set(target.bodies.map((b) => (JSON.parse(b) as { i: number }).i)), new Set(Array.from({ length: 30 }, (_, i) => i)));
+    } finally {
+      await lagged.stop();
+      await target.stop();
+    }
   });
 
   it('answers 503 while RabbitMQ is down, reports it in /readyz, loses no confirmed message, and resumes consuming', async () => {

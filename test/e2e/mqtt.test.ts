@@ -6,6 +6,7 @@ import { post, WsClient } from '../helpers/clients.js';
 import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { HeldTarget } from '../helpers/held-target.js';
 import { MosquittoSub, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 
@@ -127,6 +128,37 @@ routes:
     // Nothing reconnected or subscribed again: the broker and the consume routes were kept.
     const reopened = gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'mqtt connected');
     assert.deepEqual(reopened, []);
+  });
+
+  it('reports the message a route holds unacknowledged as eventgate_mqtt_consumer_lag, 0 once its target takes messages again', async () => {
+    const target = await HeldTarget.start();
+    const lagged = await startGateway(`
+version: 1
+admin: { port: 0 }
+brokers:
+  devices:
+    kind: mqtt
+    url: ${mqtt.url}
+    clientId: eg-lag-${process.pid}
+routes:
+  - name: slow
+    from: { broker: devices, topic: slow/+ }
+    to: { http: { url: "${target.url}", timeoutMs: 120000 } }
+`);
+    try {
+      await lagged.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'slow', 15000);
+      const lag = async () => (await scrape(lagged.adminUrl)).value('eventgate_mqtt_consumer_lag', { route: 'slow', topic: 'slow/+', partition: '0' });
+      assert.equal(await lag(), 0);
+      for (let i = 0; i < 5; i++) await mosquittoPub(mqtt, `slow/${i}`, JSON.stringify({ i }));
+      // One message in hand, not acknowledged; the others wait at the server (which an MQTT client cannot see).
+      await eventually(async () => assert.equal(await lag(), 1), 15000, 100);
+      target.release();
+      await eventually(() => assert.equal(new Set(target.bodies).size, 5), 30000, 100);
+      await eventually(async () => assert.equal(await lag(), 0), 15000, 100);
+    } finally {
+      await lagged.stop();
+      await target.stop();
+    }
   });
 
   it('answers 503 while mosquitto is down, reports it in /readyz, loses no acknowledged message, and resumes consuming', async () => {

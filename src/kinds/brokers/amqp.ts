@@ -58,6 +58,7 @@ const options = kindOptions('amqp', {
   mandatory: Type.Optional(Type.Boolean({ default: true, description: 'A publish no queue is bound for fails (503) instead of being dropped by the server.' })),
   connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
   ackTimeoutMs: int(5000, 1, 'A publish not confirmed by then fails: HTTP 503, retry for consume routes.'),
+  lagPollMs: int(5000, 100, 'How often each consume route asks the server how many messages wait in its queue (`eventgate_amqp_consumer_lag`).'),
 });
 type AmqpOptions = Static<typeof options>;
 
@@ -81,6 +82,7 @@ export interface AmqpSettings {
   mandatory: boolean;
   connectTimeoutMs: number;
   ackTimeoutMs: number;
+  lagPollMs: number;
 }
 
 function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | undefined {
@@ -118,6 +120,7 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
     mandatory: o.mandatory ?? true,
     connectTimeoutMs: o.connectTimeoutMs ?? 5000,
     ackTimeoutMs: o.ackTimeoutMs ?? 5000,
+    lagPollMs: o.lagPollMs ?? 5000,
   };
 }
 

@@ -1,7 +1,7 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
 
@@ -181,6 +181,14 @@ export class AmqpBroker implements BrokerRuntime {
     );
   }
 
+  /** Per consume route: messages ready in its queue as of the last poll, plus those it holds unacknowledged. */
+  consumerLag(): ConsumerLag[] {
+    return [...this.subscriptions].flatMap((s) => {
+      const lag = s.lag();
+      return lag === undefined ? [] : [{ route: s.spec.route, topic: s.spec.topic, partition: 0, lag }];
+    });
+  }
+
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const sub = new AmqpSubscription(this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
@@ -228,10 +236,15 @@ class AmqpSubscription {
   private stopping = false;
   /** Handling is sequential: each delivery waits for the previous one. */
   private chain: Promise<unknown> = Promise.resolve();
+  /** Deliveries on the current channel not acknowledged yet (at most `prefetch`). */
+  private held = 0;
+  /** Messages ready in the queue (not delivered to any consumer), as of the last poll; undefined before the first. */
+  private ready: number | undefined;
+  private poll: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly settings: AmqpSettings,
-    private readonly spec: SubscribeSpec,
+    readonly spec: SubscribeSpec,
     private readonly handler: (msg: Message) => Promise<void>,
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
@@ -251,6 +264,36 @@ class AmqpSubscription {
 
   detach(): void {
     this.channel = undefined;
+    // The server requeues what the dead channel held.
+    this.held = 0;
+    clearInterval(this.poll);
+  }
+
+  /**
+   * What waits for this route: the queue's ready messages (shared by every instance consuming it)
+   * plus the ones this instance holds. Undefined until the queue was polled once.
+   */
+  lag(): number | undefined {
+    return this.ready === undefined ? undefined : this.ready + this.held;
+  }
+
+  /** Asks for the queue's depth every `lagPollMs` (passive declare: one round trip, nothing created), one request at a time. */
+  private pollDepth(ch: Channel, queue: string): void {
+    let asking = false;
+    const ask = () => {
+      if (asking || this.channel !== ch) return;
+      asking = true;
+      ch.checkQueue(queue).then(
+        (q) => {
+          if (this.channel === ch) this.ready = q.messageCount;
+        },
+        () => undefined,
+      ).finally(() => (asking = false));
+    };
+    clearInterval(this.poll);
+    this.poll = setInterval(ask, this.settings.lagPollMs);
+    this.poll.unref();
+    ask();
   }
 
   private async open(conn: ChannelModel): Promise<void> {
@@ -270,13 +313,16 @@ class AmqpSubscription {
       return;
     }
     this.channel = ch;
+    this.held = 0;
     await ch.consume(queue, (m) => {
       if (m === null) {
         this.log.warn('consumer cancelled by the server (queue deleted?)');
         return;
       }
+      this.held++;
       this.chain = this.chain.then(() => this.deliver(ch, m));
     });
+    this.pollDepth(ch, queue);
     this.log.info({ queue }, 'consumer ready');
   }
 
@@ -287,6 +333,7 @@ class AmqpSubscription {
     if (accepted) {
       try {
         ch.ack(m);
+        if (this.channel === ch) this.held--;
       } catch {
         // The channel closed after the route accepted: the server redelivers it (at least once).
       }
@@ -295,6 +342,7 @@ class AmqpSubscription {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    clearInterval(this.poll);
     await this.chain;
     const ch = this.channel;
     this.channel = undefined;

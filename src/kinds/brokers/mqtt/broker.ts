@@ -1,7 +1,7 @@
 import type { IClientOptions, IClientPublishOptions, IPublishPacket, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 
@@ -145,6 +145,15 @@ export class MqttBroker implements BrokerRuntime {
         throw err;
       },
     );
+  }
+
+  /**
+   * Per consume route: messages received and not yet acknowledged. mqtt.js reads one message at a
+   * time, so this is 0 or 1 (more only while a reconnect's redeliveries wait for the message in
+   * hand); what the server queues for the session is not visible to an MQTT client.
+   */
+  consumerLag(): ConsumerLag[] {
+    return [...this.subscriptions].map((s) => ({ route: s.spec.route, topic: s.spec.topic, partition: 0, lag: s.unacknowledged }));
   }
 
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
