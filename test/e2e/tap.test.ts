@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 const TOKEN = 'tap-token-1234';
 const SCHEMA = '{ type: object, required: [qty], properties: { qty: { type: integer, minimum: 1 } } }';
@@ -35,7 +35,7 @@ ${extraRoute ? `  - name: busy
 `;
 
 describe('live tap (GET /admin/tap?route=...)', () => {
-  let gw: RunningGateway;
+  const gw = useGateway(config('{ maxPerSecond: 100 }'));
   const tapUrl = (query: string) => `${gw.adminUrl.replace('http', 'ws')}/admin/tap?${query}`;
   const openTap = async (route: string) => {
     const tap = await WsClient.connect(tapUrl(`route=${route}`), { headers: { authorization: `Bearer ${TOKEN}` } });
@@ -43,13 +43,6 @@ describe('live tap (GET /admin/tap?route=...)', () => {
     return tap;
   };
   let tapLimit = 100;
-
-  before(async () => {
-    gw = await startGateway(config('{ maxPerSecond: 100 }'));
-  });
-  after(async () => {
-    await gw.stop();
-  });
 
   it('needs the admin token, as a Bearer header or ?token= (what a browser can send)', async () => {
     await assert.rejects(WsClient.connect(tapUrl('route=orders')), { statusCode: 401 });
