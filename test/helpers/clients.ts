@@ -82,12 +82,6 @@ export class WsClient {
     });
   }
 
-  /** Resolves when nothing arrives for `ms` (asserts silence). */
-  async nothingFor(ms: number): Promise<string | undefined> {
-    await new Promise((r) => setTimeout(r, ms));
-    return this.frames.shift();
-  }
-
   waitClose(timeoutMs = 5000): Promise<{ code: number; reason: string }> {
     if (this.closed) return Promise.resolve(this.closed);
     return new Promise((resolve, reject) => {
