@@ -11,11 +11,14 @@ const SCALAR_BYTES = 16;
 /** The estimated heap size of a message (value, key and headers); iterative, so deep values cannot overflow the stack. */
 export function approxMessageBytes(msg: Message): number {
   let total = approxValueBytes(msg.value) + approxValueBytes(msg.key);
-  for (const [k, v] of Object.entries(msg.headers)) total += 2 * (k.length + v.length) + SCALAR_BYTES;
+  const headers = msg.headers;
+  for (const k in headers) total += 2 * (k.length + headers[k]!.length) + SCALAR_BYTES;
   return total;
 }
 
 export function approxValueBytes(value: unknown): number {
+  // Scalars (keys, most headers-only messages) need no walk.
+  if (value === null || typeof value !== 'object') return typeof value === 'string' ? 2 * value.length + SCALAR_BYTES : SCALAR_BYTES;
   let total = 0;
   const stack: unknown[] = [value];
   while (stack.length > 0) {
@@ -25,11 +28,15 @@ export function approxValueBytes(value: unknown): number {
     else if (v !== null && typeof v === 'object') {
       total += CONTAINER_BYTES;
       if (Array.isArray(v)) for (const x of v) stack.push(x);
-      else
-        for (const [k, x] of Object.entries(v)) {
+      else {
+        // for-in, not Object.entries: no array per object on a path every published message takes.
+        const o = v as Record<string, unknown>;
+        for (const k in o) {
+          if (!Object.hasOwn(o, k)) continue;
           total += 2 * k.length;
-          stack.push(x);
+          stack.push(o[k]);
         }
+      }
     } else total += SCALAR_BYTES;
   }
   return total;

@@ -217,6 +217,11 @@ export interface BrokerRuntime {
   reconfigure(options: unknown): void;
   health(): Health;
   publish(topic: string, msg: Message): Promise<Delivery>;
+  /**
+   * publish() for brokers whose append cannot wait (the memory broker): the delivery at once, or a
+   * throw. Route targets use it when present, so a message to such a broker costs no promise.
+   */
+  publishNow?(topic: string, msg: Message): Delivery;
   /** The handler's promise settles when every target accepted the message; only then is it committed. */
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription;
   /**
@@ -266,6 +271,8 @@ export interface RouteEntry {
   /** Route options a listener honours (e.g. `ack` on WebSocket publish routes). */
   readonly options: { ack: boolean };
   handle(msg: Message, ctx: MessageContext): Promise<Outcome>;
+  /** handle(), answering synchronously when the chain and the targets did (e.g. a memory topic). */
+  handleNow?(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;
   /**
    * The chain for one record of many that arrived together (a Kafka produce request): no span of
    * its own, and synchronous when the chain is. The record counts as received; its outcome is
@@ -316,7 +323,8 @@ export interface ReplaySource {
 }
 
 export interface Target {
-  send(msg: Message, ctx: MessageContext): Promise<Delivery>;
+  /** The delivery, synchronously when it is already done (an append to a memory topic). */
+  send(msg: Message, ctx: MessageContext): Delivery | Promise<Delivery>;
 }
 
 export interface ListenerRuntime {

@@ -139,6 +139,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return outcome instanceof Promise ? outcome : Promise.resolve(outcome);
   }
 
+  /** handle() without the promise when the chain and the targets answered synchronously (a memory topic). */
+  handleNow(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
+    return this.check(msg, ctx);
+  }
+
   /**
    * One record of a Kafka produce request (kafka listener): the chain without a span of its own,
    * answering synchronously when every step did. Such a request holds thousands of records, and a
@@ -355,7 +360,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // Routes from a kafka listener have no targets: their records go on in the client's own request.
     if (this.targets.length === 0) return delivered([]);
     const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err) });
-    if (this.targets.length === 1) return sent(this.targets[0]!, m, ctx).then((d) => delivered([d]), failed);
+    if (this.targets.length === 1) {
+      const d = sent(this.targets[0]!, m, ctx);
+      return d instanceof Promise ? d.then((x) => delivered([x]), failed) : delivered([d]);
+    }
     return Promise.all(this.targets.map((t) => sent(t, m, ctx))).then(delivered, failed);
   }
 
@@ -514,8 +522,8 @@ const NO_DELIVERIES: Delivery[] = Object.freeze([]) as unknown as Delivery[];
 /** A record a chain let through as it came (checkRecord): shared, since nothing in it is per record. */
 const PASSED_UNCHANGED: Outcome = Object.freeze({ outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: false });
 
-/** A target's send as a promise, even when it throws synchronously. */
-function sent(target: Target, msg: Message, ctx: MessageContext): Promise<Delivery> {
+/** A target's send; a synchronous throw becomes a rejection. */
+function sent(target: Target, msg: Message, ctx: MessageContext): Delivery | Promise<Delivery> {
   try {
     return target.send(msg, ctx);
   } catch (err) {
@@ -536,7 +544,15 @@ function unavailable(broker: string, err: unknown): Problem {
 function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'broker' }>): Target {
   const key = t.key;
   const topicExpr = t.topicExpr;
-  const publish = (topic: string, out: Message): Promise<Delivery> => {
+  const now = broker.publishNow?.bind(broker);
+  const publish = (topic: string, out: Message): Delivery | Promise<Delivery> => {
+    if (now) {
+      try {
+        return now(topic, out);
+      } catch (err) {
+        return Promise.reject(new TargetError(unavailable(broker.name, err)));
+      }
+    }
     let pending: Promise<Delivery>;
     try {
       pending = broker.publish(topic, out);

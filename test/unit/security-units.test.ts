@@ -49,6 +49,8 @@ describe('parseClientJson', () => {
     assert.equal(parse(`[${'9'.repeat(309)}]`).ok, false);
     assert.equal(parse(`[${'9'.repeat(300)}]`).ok, true);
     assert.equal(parse('["1e999"]').ok, true, 'a string that looks like a huge number is a string');
+    assert.equal(parse('{"s":"12e","n":-1E+400}').ok, false, 'an exponent after digits in a string before it');
+    assert.equal(parse('[true,false,1.5e3]').ok, true);
   });
 });
 

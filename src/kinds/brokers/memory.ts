@@ -147,6 +147,11 @@ export class MemoryBroker implements BrokerRuntime {
 
   /** Appending cannot fail or wait, so the promise is already settled (no async function on the hot path). */
   publish(topicName: string, msg: Message): Promise<Delivery> {
+    return Promise.resolve(this.publishNow(topicName, msg));
+  }
+
+  /** What route targets call: the append, with no promise at all. */
+  publishNow(topicName: string, msg: Message): Delivery {
     const topic = this.topic(topicName);
     const offset = String(topic.end);
     const stored = { ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp || Date.now() };
@@ -156,7 +161,7 @@ export class MemoryBroker implements BrokerRuntime {
     this.trim(topic);
     this.trimGlobal();
     for (const group of topic.groups.values()) if (!group.pumping) void this.pump(topic, group);
-    return Promise.resolve({ broker: this.name, topic: topicName, partition: 0, offset });
+    return { broker: this.name, topic: topicName, partition: 0, offset };
   }
 
   /** Memory topics have one partition (0): what is retained after `after.get(0)`. */

@@ -10,8 +10,6 @@ export const DEFAULT_MAX_PARSED_BYTES = 8 * 1024 * 1024;
 export type ClientJson = { ok: true; value: unknown } | { ok: false; problem: Problem };
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
-/** A JSON number overflows a double only with a 3-digit exponent or 309+ integer digits. */
-const MAYBE_HUGE_NUMBER = /[eE]\+?0*[1-9]\d{2}|\d{309}/;
 
 /**
  * Parses a body or frame a client sent, refusing what could hurt the gateway or the systems
@@ -49,7 +47,7 @@ export function parseClientJson(body: Buffer, what: 'body' | 'frame', maxDepth =
     }
     return refuse('EG_BAD_JSON', `the ${what} is not valid JSON: ${message}`);
   }
-  if (MAYBE_HUGE_NUMBER.test(text) && !allFinite(value)) return refuse('EG_BAD_JSON', `the ${what} has a number too large to represent (over ±1.8e308)`);
+  if (shape.maybeHuge && !allFinite(value)) return refuse('EG_BAD_JSON', `the ${what} has a number too large to represent (over ±1.8e308)`);
   return { ok: true, value };
 }
 
@@ -66,12 +64,20 @@ export function nestingDepth(bytes: Uint8Array, limit: number): number {
   return jsonShape(bytes, limit).depth;
 }
 
-/** nestingDepth, and how many arrays and objects the bytes hold (counted while scanning anyway). */
-export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; containers: number } {
+/**
+ * nestingDepth, how many arrays and objects the bytes hold, and whether a number might overflow a
+ * double (all counted while scanning anyway, so no second pass over the text). A JSON number
+ * overflows only with an exponent or 309+ digits, so `maybeHuge` is set by any exponent (an
+ * `e`/`E` right after a digit, outside strings) or digit run that long; the parsed value is then
+ * checked.
+ */
+export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; containers: number; maybeHuge: boolean } {
   let depth = 0;
   let max = 0;
   let containers = 0;
   let inString = false;
+  let digits = 0;
+  let maybeHuge = false;
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i]!;
     if (inString) {
@@ -79,13 +85,19 @@ export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; co
       else if (b === 0x22) inString = false;
       continue;
     }
+    if (b >= 0x30 && b <= 0x39) {
+      if (++digits >= 309) maybeHuge = true;
+      continue;
+    }
+    if ((b === 0x65 || b === 0x45) && digits > 0) maybeHuge = true;
+    digits = 0;
     if (b === 0x22) inString = true;
     else if (b === 0x5b || b === 0x7b) {
       containers++;
-      if (++depth > max && (max = depth) > limit) return { depth: max, containers };
+      if (++depth > max && (max = depth) > limit) return { depth: max, containers, maybeHuge };
     } else if (b === 0x5d || b === 0x7d) depth--;
   }
-  return { depth: max, containers };
+  return { depth: max, containers, maybeHuge };
 }
 
 function allFinite(v: unknown): boolean {

@@ -297,8 +297,10 @@ export class HttpListener implements ListenerRuntime {
       headers = decoded.headers;
     }
     const msg: Message = { value, key: null, headers, topic: null, partition: null, offset: null, timestamp: Date.now() };
-    route.handle(msg, ctx).then(
-      (outcome) => this.answerSoon(req, res, outcome),
+    const outcome = route.handleNow ? route.handleNow(msg, ctx) : route.handle(msg, ctx);
+    if (!(outcome instanceof Promise)) return this.answerSoon(req, res, outcome);
+    outcome.then(
+      (o) => this.answerSoon(req, res, o),
       (err) => this.failed(req, res, err),
     );
   }
