@@ -62,6 +62,18 @@ export function withValue(msg: Message, value: unknown): Message {
   return { ...msg, value };
 }
 
+/**
+ * `headers` with one header set, as a new object. Copied key by key: in V8 `{...headers, [name]: v}`
+ * (and a spread followed by an assignment) cost about 1 µs, ten times this, on a path every
+ * message takes (route spans, dead-letter headers).
+ */
+export function headersWith(headers: Readonly<Record<string, string>>, name: string, value: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k in headers) out[k] = headers[k]!;
+  out[name] = value;
+  return out;
+}
+
 export function withHeaders(msg: Message, headers: Record<string, string>): Message {
   return { ...msg, headers };
 }

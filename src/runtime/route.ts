@@ -8,7 +8,7 @@ import type { RoutePlan, TargetPlan } from '../plan/types.js';
 import { RouteStats } from '../telemetry/metrics.js';
 import { redact } from '../config/secrets.js';
 import type { TapChannel } from '../telemetry/tap.js';
-import type { Delivery, Message, MessageContext, RequestMeta } from '../core/message.js';
+import { headersWith, type Delivery, type Message, type MessageContext, type RequestMeta } from '../core/message.js';
 import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
@@ -221,7 +221,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.stats.received++;
     const startedAt = performance.now();
     const span = startMessageSpan(this.span, msg.headers[TRACEPARENT]);
-    const input: Message = { ...msg, headers: { ...msg.headers, [TRACEPARENT]: span.traceparent } };
+    const input: Message = { ...msg, headers: headersWith(msg.headers, TRACEPARENT, span.traceparent) };
     let result: Outcome | Promise<Outcome>;
     try {
       result = inSpan(span, this.process, this, input, ctx);

@@ -111,10 +111,16 @@ export function startMessageSpan(template: SpanTemplate, incoming: string | unde
 
 /** Ids made here, when nothing recorded the span: the parent's trace (or a new, sampled one) and a new span id. */
 function ownSpan(parent: SpanContext | undefined): MessageSpan {
-  const traceId = parent?.traceId ?? randomHex(16, ZERO_TRACE);
-  const traceFlags = parent ? parent.traceFlags : TraceFlags.SAMPLED;
-  return { span: NON_RECORDING, traceId, traceparent: formatTraceparent({ traceId, spanId: randomHex(8, ZERO_SPAN), traceFlags }), context: undefined };
+  if (parent) {
+    return { span: NON_RECORDING, traceId: parent.traceId, traceparent: formatTraceparent({ traceId: parent.traceId, spanId: randomHex(8, ZERO_SPAN), traceFlags: parent.traceFlags }), context: undefined };
+  }
+  // A new trace: both ids from one draw (one hex conversion), the header built in one go.
+  const ids = randomHex(24, ZERO_IDS);
+  const traceId = ids.slice(0, 32);
+  if (traceId === ZERO_TRACE || ids.endsWith(ZERO_SPAN)) return ownSpan(undefined);
+  return { span: NON_RECORDING, traceId, traceparent: `00-${traceId}-${ids.slice(32)}-01`, context: undefined };
 }
+const ZERO_IDS = ZERO_TRACE + ZERO_SPAN;
 
 /** Calls `fn` with the span active (only when an SDK made it; otherwise there is nothing to nest under it). */
 export function inSpan<A extends unknown[], R>(s: MessageSpan, fn: (...args: A) => R, thisArg: unknown, ...args: A): R {

@@ -55,6 +55,12 @@ export class HttpListener implements ListenerRuntime {
   readonly kind = 'http';
   private readonly server: Server;
   private router: Router = FindMyWay();
+  /**
+   * Publish routes whose path has no parameters, by the exact request path: a request for exactly
+   * such a path is the router's answer too (a static path wins over parametric ones), found
+   * without the router's walk and decoding; any other path (parameters, `%`-escapes) asks the router.
+   */
+  private staticPublish = new Map<string, RouteEntry>();
   private options: HttpOptions;
   private cors: CorsPolicy | undefined;
   private inFlight = 0;
@@ -107,9 +113,14 @@ export class HttpListener implements ListenerRuntime {
 
   bind(bindings: ListenerBindings): void {
     const router = FindMyWay();
-    for (const [path, route] of bindings.publish) router.on('POST', path, noop, { route });
+    const staticPublish = new Map<string, RouteEntry>();
+    for (const [path, route] of bindings.publish) {
+      router.on('POST', path, noop, { route });
+      if (!/[:*(%]/.test(path)) staticPublish.set(path, route);
+    }
     for (const path of bindings.forward) router.on('GET', path, noop, { stream: path });
     this.router = router;
+    this.staticPublish = staticPublish;
     this.bindings = bindings;
     // Streams on paths still forwarded to stay open through the reload; the others end.
     this.streams.retain(bindings.forward);
@@ -190,8 +201,9 @@ export class HttpListener implements ListenerRuntime {
       const stream = this.router.find('GET', pathname);
       if (stream) return this.serveStream(req, res, (stream.store as { stream: string }).stream, url, q);
     }
-    const found = this.router.find('POST', pathname);
-    if (!found) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
+    const exact = this.staticPublish.get(pathname);
+    const found = exact ? undefined : this.router.find('POST', pathname);
+    if (!exact && !found) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
     if (this.cors && CorsPolicy.isPreflight(req)) {
       this.cors.preflight(res);
       return this.finished(res);
@@ -200,7 +212,8 @@ export class HttpListener implements ListenerRuntime {
       res.setHeader('allow', 'POST');
       return this.refuse(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; use POST`));
     }
-    const route = (found.store as { route: RouteEntry }).route;
+    const route = exact ?? (found!.store as { route: RouteEntry }).route;
+    const params = found ? found.params : NO_PARAMS;
 
     const contentType = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
     const isJson = contentType === 'application/json' || (contentType.startsWith('application/') && contentType.endsWith('+json'));
@@ -218,7 +231,7 @@ export class HttpListener implements ListenerRuntime {
       max,
       (body) => {
         try {
-          this.dispatch(req, res, route, body, isJson, contentType, found.params, q === -1 ? '' : url.slice(q + 1));
+          this.dispatch(req, res, route, body, isJson, contentType, params, q === -1 ? '' : url.slice(q + 1));
         } catch (err) {
           this.failed(req, res, err);
         }

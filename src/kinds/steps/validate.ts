@@ -1,7 +1,7 @@
 import type { ErrorObject } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { problem } from '../../core/errors.js';
-import { withHeaders, type Message } from '../../core/message.js';
+import { headersWith, withHeaders, type Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { MessageContext } from '../../core/message.js';
 import type { CompiledStep, MessageContract } from '../contracts.js';
@@ -117,7 +117,7 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
       if (onInvalid === 'reject') {
         return { stop: 'invalid', problem: problem('EG_INVALID_MESSAGE', `the message does not match its schema (${errors.length} error${errors.length === 1 ? '' : 's'})`, { errors }) };
       }
-      const tagged = withHeaders(msg, { ...msg.headers, [VALIDATION_ERROR_HEADER]: JSON.stringify({ ts: new Date().toISOString(), errors }) });
+      const tagged = withHeaders(msg, headersWith(msg.headers, VALIDATION_ERROR_HEADER, JSON.stringify({ ts: new Date().toISOString(), errors })));
       if (onInvalid === 'tag') {
         ctx.tagged = errors;
         return tagged;
