@@ -13,10 +13,16 @@
  *   so streamed frames from librdkafka and Java decode too.
  * Native bindings load on first use, so a platform without a prebuilt binary fails only where that
  * codec is used, with a CodecError saying so, never at start-up.
+ *
+ * Decompression is bounded (`maxBytes`): a few kilobytes of zstd or gzip can stand for gigabytes of
+ * zeros. gzip stops inflating at the bound (zlib's maxOutputLength); for snappy, lz4 and zstd the
+ * most a section can decompress to is read from its framing before anything is decompressed
+ * (snappy's length preamble; lz4 and zstd frames' content size, or their block count times the
+ * largest block), so a bomb costs no memory at all. Either way it fails with DecompressedTooLarge.
  */
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
-import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
+import { gunzip as gunzipCb, gzip as gzipCb, type ZlibOptions } from 'node:zlib';
 
 export const CODECS = ['none', 'gzip', 'snappy', 'lz4', 'zstd'] as const;
 export type CodecName = (typeof CODECS)[number];
@@ -36,15 +42,41 @@ export interface CompressOptions {
 
 export type SnappyFraming = 'raw' | 'xerial';
 
+export interface DecompressOptions {
+  /** Most bytes the section may decompress to (default DEFAULT_MAX_DECOMPRESSED_BYTES). */
+  maxBytes?: number;
+}
+
+/**
+ * 64 MiB. A batch is at most Kafka's message.max.bytes (1 MiB by default) compressed, and real
+ * records rarely shrink more than 10-20x; librdkafka bounds the same thing by
+ * receive.message.max.bytes (100 MB).
+ */
+export const DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024;
+
 /** A codec could not compress or decompress (corrupt input, or its native binding is missing here). */
 export class CodecError extends Error {
-  override readonly name = 'CodecError';
+  override readonly name: string = 'CodecError';
   constructor(
     readonly codec: CodecName,
     readonly direction: 'compress' | 'decompress',
     reason: string,
   ) {
     super(`${codec} ${direction} failed: ${reason}`);
+  }
+}
+
+/** The section would decompress to more than the bound allows (a decompression bomb, or a bound set too low). */
+export class DecompressedTooLarge extends CodecError {
+  override readonly name = 'DecompressedTooLarge';
+  constructor(
+    codec: CodecName,
+    readonly limit: number,
+    /** What the framing says it holds, when it says (gzip does not: it stops at the limit). */
+    readonly claimed: number | undefined,
+    what = 'the records',
+  ) {
+    super(codec, 'decompress', `${what} would decompress to ${claimed === undefined ? 'more than' : `up to ${claimed} bytes, more than`} the limit of ${limit} bytes`);
   }
 }
 
@@ -67,23 +99,48 @@ export async function compress(codec: CodecName, data: Uint8Array, options: Comp
   }
 }
 
-export async function decompress(codec: CodecName, data: Uint8Array): Promise<Buffer> {
+export async function decompress(codec: CodecName, data: Uint8Array, options: DecompressOptions = {}): Promise<Buffer> {
+  const limit = options.maxBytes ?? DEFAULT_MAX_DECOMPRESSED_BYTES;
   try {
+    let out: Buffer;
     switch (codec) {
       case 'none':
+        // Not a decompression: these bytes arrived as they are, within the fetch or request size.
         return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
       case 'gzip':
-        return await gunzip(data);
+        try {
+          out = await gunzip(data, { maxOutputLength: Math.max(1, limit) });
+        } catch (err) {
+          if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw new DecompressedTooLarge(codec, limit, undefined);
+          throw err;
+        }
+        break;
       case 'snappy':
-        return snappyFraming(data) === 'xerial' ? await xerialDecompress(data) : await native.snappy.uncompress(asBuffer(data), { asBuffer: true }) as Buffer;
+        if (snappyFraming(data) === 'xerial') out = await xerialDecompress(data, limit);
+        else {
+          within(codec, snappyLength(asBuffer(data), 0), limit);
+          out = (await native.snappy.uncompress(asBuffer(data), { asBuffer: true })) as Buffer;
+        }
+        break;
       case 'lz4':
-        return await native.lz4.decompressFrame(data);
+        within(codec, lz4Bound(asBuffer(data)), limit);
+        out = await native.lz4.decompressFrame(data);
+        break;
       case 'zstd':
-        return await zstdDecoder().decode(asBuffer(data));
+        within(codec, zstdBound(asBuffer(data)), limit);
+        out = await zstdDecoder().decode(asBuffer(data));
+        break;
     }
+    // The bounds above come from the framing the decoders obey; this is the belt to those braces.
+    if (out.length > limit) throw new DecompressedTooLarge(codec, limit, out.length);
+    return out;
   } catch (err) {
     throw codecError(codec, 'decompress', err);
   }
+}
+
+function within(codec: CodecName, bound: number, limit: number): void {
+  if (bound > limit) throw new DecompressedTooLarge(codec, limit, bound);
 }
 
 // ---- snappy: raw blocks, or xerial framing ---------------------------------------------------
@@ -115,25 +172,163 @@ async function xerialCompress(data: Uint8Array): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-async function xerialDecompress(data: Uint8Array): Promise<Buffer> {
+async function xerialDecompress(data: Uint8Array, limit: number): Promise<Buffer> {
   const input = asBuffer(data);
-  const blocks: Buffer[] = [];
+  const chunks: Buffer[] = [];
+  let total = 0;
   let at = XERIAL_HEADER_BYTES;
   while (at < input.length) {
     if (at + 4 > input.length) throw new Error(`xerial chunk header cut short at byte ${at}`);
     const size = input.readInt32BE(at);
     at += 4;
     if (size < 0 || at + size > input.length) throw new Error(`xerial chunk at byte ${at - 4} claims ${size} bytes, ${input.length - at} are left`);
-    blocks.push((await native.snappy.uncompress(input.subarray(at, at + size), { asBuffer: true })) as Buffer);
+    chunks.push(input.subarray(at, at + size));
+    total += snappyLength(input, at);
     at += size;
   }
+  within('snappy', total, limit);
+  const blocks: Buffer[] = [];
+  for (const chunk of chunks) blocks.push((await native.snappy.uncompress(chunk, { asBuffer: true })) as Buffer);
   return Buffer.concat(blocks);
+}
+
+/** A raw snappy block's preamble: its uncompressed length, a little-endian base-128 varint (at most 32 bits). */
+function snappyLength(b: Buffer, at: number): number {
+  let n = 0;
+  for (let i = 0; i < 5; i++) {
+    if (at + i >= b.length) throw new Error('snappy block cut short in its length preamble');
+    const byte = b[at + i]!;
+    n += (byte & 0x7f) * 2 ** (7 * i);
+    if ((byte & 0x80) === 0) return n;
+  }
+  throw new Error('snappy length preamble longer than 5 bytes');
+}
+
+// ---- lz4 and zstd: the most a frame can decompress to, from its framing alone ------------------
+
+const LZ4_MAGIC = 0x184d2204;
+/** Skippable frames (lz4 and zstd share the range): magic, 4-byte length, data nobody decodes. */
+const isSkippable = (magic: number) => (magic & 0xfffffff0) === 0x184d2a50;
+const LZ4_BLOCK_MAX = [0, 0, 0, 0, 64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024];
+
+/**
+ * Upper bound of what LZ4 frames (https://github.com/lz4/lz4/blob/dev/doc/lz4_Frame_format.md)
+ * decompress to: per frame its content size when present, else the sum over its blocks (a stored
+ * block its own size, a compressed one at most the frame's block size). Malformed framing throws.
+ */
+export function lz4Bound(b: Buffer): number {
+  let total = 0;
+  let at = 0;
+  const need = (n: number) => {
+    if (at + n > b.length) throw new Error(`lz4 frame cut short at byte ${at}`);
+  };
+  while (at < b.length) {
+    need(4);
+    const magic = b.readUInt32LE(at);
+    at += 4;
+    if (isSkippable(magic)) {
+      need(4);
+      at += 4 + b.readUInt32LE(at);
+      continue;
+    }
+    if (magic !== LZ4_MAGIC) throw new Error(`not an lz4 frame at byte ${at - 4}`);
+    need(2);
+    const flg = b[at]!;
+    const blockMax = LZ4_BLOCK_MAX[(b[at + 1]! >> 4) & 0x07]!;
+    at += 2;
+    if (blockMax === 0) throw new Error('lz4 frame names no valid block size');
+    let contentSize: number | undefined;
+    if (flg & 0x08) {
+      need(8);
+      contentSize = Number(b.readBigUInt64LE(at));
+      at += 8;
+    }
+    if (flg & 0x01) at += 4; // dictionary id
+    at += 1; // header checksum
+    let frame = 0;
+    for (;;) {
+      need(4);
+      const word = b.readUInt32LE(at);
+      at += 4;
+      if (word === 0) break; // end mark
+      const size = word & 0x7fffffff;
+      // LZ4 yields at most 255 bytes per byte read (a length byte of 255), so a short block of a
+      // frame with 4 MiB blocks (lz4_flex's default) is not taken for 4 MiB.
+      frame += word & 0x80000000 ? size : Math.min(blockMax, size * 255);
+      at += size + (flg & 0x10 ? 4 : 0);
+    }
+    if (flg & 0x04) at += 4; // content checksum
+    total += contentSize === undefined ? frame : Math.min(contentSize, frame);
+  }
+  return total;
+}
+
+const ZSTD_MAGIC = 0xfd2fb528;
+const ZSTD_BLOCK_MAX = 128 * 1024;
+
+/**
+ * Upper bound of what zstd frames (RFC 8878) decompress to: per frame its content size when
+ * present, else the sum over its blocks (raw and RLE blocks say their size, a compressed block
+ * is at most min(window, 128 KiB)). Malformed framing throws.
+ */
+export function zstdBound(b: Buffer): number {
+  let total = 0;
+  let at = 0;
+  const need = (n: number) => {
+    if (at + n > b.length) throw new Error(`zstd frame cut short at byte ${at}`);
+  };
+  while (at < b.length) {
+    need(4);
+    const magic = b.readUInt32LE(at);
+    at += 4;
+    if (isSkippable(magic)) {
+      need(4);
+      at += 4 + b.readUInt32LE(at);
+      continue;
+    }
+    if (magic !== ZSTD_MAGIC) throw new Error(`not a zstd frame at byte ${at - 4}`);
+    need(1);
+    const fhd = b[at++]!;
+    const fcsFlag = fhd >> 6;
+    const singleSegment = (fhd & 0x20) !== 0;
+    let window = Number.POSITIVE_INFINITY;
+    if (!singleSegment) {
+      need(1);
+      const wd = b[at++]!;
+      const base = 2 ** (10 + (wd >> 3));
+      window = base + (base / 8) * (wd & 0x07);
+    }
+    at += [0, 1, 2, 4][fhd & 0x03]!; // dictionary id
+    const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag]!;
+    let contentSize: number | undefined;
+    if (fcsBytes > 0) {
+      need(fcsBytes);
+      contentSize = fcsBytes === 1 ? b[at]! : fcsBytes === 2 ? b.readUInt16LE(at) + 256 : fcsBytes === 4 ? b.readUInt32LE(at) : Number(b.readBigUInt64LE(at));
+      at += fcsBytes;
+    }
+    const blockMax = Math.min(singleSegment ? (contentSize ?? 0) : window, ZSTD_BLOCK_MAX);
+    let frame = 0;
+    for (;;) {
+      need(3);
+      const header = b.readUIntLE(at, 3);
+      at += 3;
+      const type = (header >> 1) & 0x03;
+      const size = header >>> 3;
+      if (type === 3) throw new Error('zstd block of the reserved type');
+      frame += type === 2 ? blockMax : size;
+      at += type === 1 ? 1 : size;
+      if (header & 0x01) break; // last block
+    }
+    if (fhd & 0x04) at += 4; // content checksum
+    total += contentSize === undefined ? frame : Math.min(contentSize, frame);
+  }
+  return total;
 }
 
 // ---- the libraries ---------------------------------------------------------------------------
 
 const gzip = promisify(gzipCb);
-const gunzip = promisify(gunzipCb);
+const gunzip = promisify(gunzipCb) as (data: Uint8Array, options: ZlibOptions) => Promise<Buffer>;
 
 interface SnappyBinding {
   compress(data: Buffer): Promise<Buffer>;

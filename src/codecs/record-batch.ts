@@ -6,14 +6,15 @@
  * is computed afresh over the new bytes.
  */
 import { crc32c } from '@aws-crypto/crc32c';
-import { codecOf, compress, decompress, snappyFraming } from './compression.js';
+import { codecOf, compress, decompress, DecompressedTooLarge, snappyFraming } from './compression.js';
 import { ProtocolError, Reader, Writer } from './kafka-protocol/wire.js';
 
 /** Compresses and decompresses a records section with the codec a batch's attributes name (bits 0-2). */
 export interface BatchCompression {
   /** `like`: the records section as the client compressed it, whose framing a rebuilt one keeps. */
   compress(codec: number, data: Buffer, like?: Buffer): Promise<Buffer>;
-  decompress(codec: number, data: Buffer): Promise<Buffer>;
+  /** Fails with DecompressedTooLarge beyond `maxBytes` (default: compression.ts's DEFAULT_MAX_DECOMPRESSED_BYTES). */
+  decompress(codec: number, data: Buffer, maxBytes?: number): Promise<Buffer>;
 }
 
 export interface RecordHeader {
@@ -223,9 +224,39 @@ export const batchCompression: BatchCompression = {
     if (name === undefined) return Promise.reject(new ProtocolError(`unknown compression codec ${codec}`));
     return compress(name, data, name === 'snappy' && like ? { snappyFraming: snappyFraming(like) } : {});
   },
-  decompress(codec, data) {
+  decompress(codec, data, maxBytes) {
     const name = codecOf(codec);
     if (name === undefined) return Promise.reject(new ProtocolError(`unknown compression codec ${codec}`));
-    return decompress(name, data);
+    return decompress(name, data, { maxBytes });
   },
 };
+
+/**
+ * `compression` with one bound on everything it decompresses, for one produce request: its
+ * batches may not decompress to more than `maxBytes` together, however many there are (many small
+ * bombs, each under a per-batch bound, are still one big one). Decompressions run one after the
+ * other, each bounded by what is left, so the bytes held never pass `maxBytes`.
+ */
+export function decompressBudget(compression: BatchCompression, maxBytes: number): BatchCompression {
+  let left = maxBytes;
+  let queue: Promise<unknown> = Promise.resolve();
+  return {
+    compress: (codec, data, like) => compression.compress(codec, data, like),
+    decompress(codec, data, cap) {
+      const run = queue.then(async () => {
+        const fresh = left === maxBytes;
+        try {
+          const out = await compression.decompress(codec, data, Math.min(left, cap ?? left));
+          left -= out.length;
+          return out;
+        } catch (err) {
+          // Past what earlier batches left over: say the bound is the request's, not this batch's.
+          if (err instanceof DecompressedTooLarge && !fresh) throw new DecompressedTooLarge(err.codec, maxBytes, undefined, "this request's records");
+          throw err;
+        }
+      });
+      queue = run.catch(() => undefined);
+      return run;
+    },
+  };
+}

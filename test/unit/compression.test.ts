@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
-import { CodecError, CODEC_IDS, compress, decompress, snappyFraming, type CodecName, type CompressOptions } from '../../src/codecs/compression.js';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CodecError, CODEC_IDS, compress, DecompressedTooLarge, decompress, DEFAULT_MAX_DECOMPRESSED_BYTES, lz4Bound, snappyFraming, zstdBound, type CodecName, type CompressOptions } from '../../src/codecs/compression.js';
+import { batchCompression, decompressBudget } from '../../src/codecs/record-batch.js';
 import { kcatConsume, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 const { CompressionCodecs } = kafkajs;
@@ -146,5 +151,98 @@ describe('Kafka compression codecs, on their own', () => {
     }
     const header = Buffer.from([0x82, 0x53, 0x4e, 0x41, 0x50, 0x50, 0x59, 0x00, 0, 0, 0, 1, 0, 0, 0, 1]);
     await assert.rejects(decompress('snappy', Buffer.concat([header, Buffer.from([0, 0, 1, 0, 1, 2, 3])])), /xerial chunk at byte 16 claims 256 bytes, 3 are left/);
+  });
+});
+
+/** `cmd` (zstd, lz4, gzip: implementations independent of ours) fed `input` on stdin, as a stream: no content size in the frame. */
+const tool = (cmd: string, args: string[], input: Buffer) => execFileSync(cmd, args, { input, maxBuffer: 64 * 1024 * 1024 });
+/** `cmd` compressing a file: the tools then know the size and write it in the frame. */
+function toolOnFile(cmd: string, args: string[], input: Buffer): Buffer {
+  const dir = mkdtempSync(join(tmpdir(), 'eg-codec-'));
+  try {
+    writeFileSync(join(dir, 'in'), input);
+    return execFileSync(cmd, [...args, join(dir, 'in')], { maxBuffer: 64 * 1024 * 1024 });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+const MiB = 1024 * 1024;
+
+describe('Kafka compression codecs: decompressed size bound', () => {
+  const zeros = Buffer.alloc(256 * MiB);
+  const tooLarge = (codec: CodecName, limit: number, claimed?: (n: number | undefined) => boolean) => (err: unknown) =>
+    err instanceof DecompressedTooLarge && err instanceof CodecError && err.codec === codec && err.limit === limit && (claimed ? claimed(err.claimed) : true) && err.message.startsWith(`${codec} decompress failed: the records would decompress to `);
+
+  it('defaults to 64 MiB and refuses 256 MiB of zeros in each codec, as other tools compress it', async () => {
+    assert.equal(DEFAULT_MAX_DECOMPRESSED_BYTES, 64 * MiB);
+    // A frame with no content size (the tools read a pipe): the bound comes from the block headers.
+    const zstd = tool('zstd', ['-c', '-q'], zeros);
+    assert.ok(zstdBound(zstd) >= zeros.length);
+    await assert.rejects(decompress('zstd', zstd), tooLarge('zstd', 64 * MiB, (n) => n! >= zeros.length));
+    const lz4 = tool('lz4', ['-c', '-q'], zeros);
+    assert.ok(lz4Bound(lz4) >= zeros.length);
+    await assert.rejects(decompress('lz4', lz4), tooLarge('lz4', 64 * MiB, (n) => n! >= zeros.length));
+    // gzip says nothing of its size: inflating stops at the bound.
+    const gzip = tool('gzip', ['-c'], zeros);
+    await assert.rejects(decompress('gzip', gzip), tooLarge('gzip', 64 * MiB, (n) => n === undefined));
+    // snappy's preamble says the size; ours compresses, the bound is checked before decoding.
+    const snappy = await compress('snappy', zeros);
+    await assert.rejects(decompress('snappy', snappy), tooLarge('snappy', 64 * MiB, (n) => n === zeros.length));
+    const xerial = await compress('snappy', zeros, { snappyFraming: 'xerial' });
+    await assert.rejects(decompress('snappy', xerial), tooLarge('snappy', 64 * MiB, (n) => n === zeros.length));
+  });
+
+  it('takes a section that decompresses to exactly maxBytes, and refuses it one byte lower', async () => {
+    const data = Buffer.concat([randomBytes(64 * 1024), Buffer.alloc(200 * 1024, 'eventgate ')]);
+    const vectors: [CodecName, Buffer][] = [
+      ['gzip', tool('gzip', ['-c'], data)],
+      ['snappy', await compress('snappy', data)],
+      ['snappy', await compress('snappy', data, { snappyFraming: 'xerial' })],
+      // With the content size in the frame (as the tools write for files): the bound is exact.
+      ['lz4', toolOnFile('lz4', ['-c', '-q', '--content-size'], data)],
+      ['zstd', toolOnFile('zstd', ['-c', '-q'], data)],
+    ];
+    for (const [codec, z] of vectors) {
+      assert.deepEqual(await decompress(codec, z, { maxBytes: data.length }), data, codec);
+      await assert.rejects(decompress(codec, z, { maxBytes: data.length - 1 }), tooLarge(codec, data.length - 1), codec);
+    }
+  });
+
+  it('bounds what our own lz4 and zstd write (no content size) to within a block of the truth', async () => {
+    const data = Buffer.alloc(3 * MiB + 12345, 'abc');
+    for (const [codec, bound] of [['lz4', lz4Bound], ['zstd', zstdBound]] as const) {
+      const z = await compress(codec, data);
+      const b = bound(z);
+      assert.ok(b >= data.length && b <= data.length + 4 * MiB, `${codec}: ${b} for ${data.length}`);
+      assert.deepEqual(await decompress(codec, z, { maxBytes: b }), data);
+    }
+  });
+
+  it('refuses a snappy block whose preamble claims a gigabyte before decoding it', async () => {
+    // Preamble 2^30 as a varint, then a 4-byte literal: a lie no decoder gets to see.
+    const lie = Buffer.from([0x80, 0x80, 0x80, 0x80, 0x04, 0x0c, 0x61, 0x62, 0x63, 0x64]);
+    await assert.rejects(decompress('snappy', lie), tooLarge('snappy', 64 * MiB, (n) => n === 2 ** 30));
+  });
+
+  it('answers malformed lz4 and zstd framing with a CodecError, not a bound', async () => {
+    const zstd = tool('zstd', ['-c', '-q'], Buffer.alloc(MiB));
+    await assert.rejects(decompress('zstd', zstd.subarray(0, 10)), (err: unknown) => err instanceof CodecError && !(err instanceof DecompressedTooLarge) && /zstd frame cut short/.test(err.message));
+    await assert.rejects(decompress('zstd', zstd.subarray(0, zstd.length - 2)), (err: unknown) => err instanceof CodecError && !(err instanceof DecompressedTooLarge));
+    const lz4 = tool('lz4', ['-c', '-q'], Buffer.alloc(MiB));
+    await assert.rejects(decompress('lz4', lz4.subarray(0, 9)), (err: unknown) => err instanceof CodecError && !(err instanceof DecompressedTooLarge) && /lz4 frame cut short/.test(err.message));
+  });
+
+  it("bounds one produce request's batches together (decompressBudget): many small bombs are one big one", async () => {
+    const part = await compress('gzip', Buffer.alloc(600 * 1024));
+    const one = decompressBudget(batchCompression, MiB);
+    assert.equal((await one.decompress(CODEC_IDS.gzip, part)).length, 600 * 1024);
+    await assert.rejects(one.decompress(CODEC_IDS.gzip, part), (err: unknown) => err instanceof DecompressedTooLarge && err.message === "gzip decompress failed: this request's records would decompress to more than the limit of 1048576 bytes");
+    // Batches asked for at once are decompressed one after the other, each within what is left.
+    const together = decompressBudget(batchCompression, MiB);
+    const results = await Promise.allSettled([together.decompress(CODEC_IDS.gzip, part), together.decompress(CODEC_IDS.gzip, part), together.decompress(CODEC_IDS.gzip, part)]);
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'rejected']);
+    // A single batch over the whole bound says what it claims.
+    const big = await compress('zstd', Buffer.alloc(2 * MiB));
+    await assert.rejects(decompressBudget(batchCompression, MiB).decompress(CODEC_IDS.zstd, big), /^DecompressedTooLarge: zstd decompress failed: the records would decompress to up to \d+ bytes, more than the limit of 1048576 bytes$/);
   });
 });

@@ -1,7 +1,7 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { SASLOptions } from 'kafkajs';
 import { createRequire } from 'node:module';
-import { CODECS } from '../../codecs/compression.js';
+import { CODECS, DEFAULT_MAX_DECOMPRESSED_BYTES } from '../../codecs/compression.js';
 import type { BrokerCompileContext, StartFrom } from '../contracts.js';
 import { defineBroker, kindOptions, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { KafkaBroker } from './kafka/broker.js';
@@ -82,6 +82,14 @@ const options = kindOptions('kafka', {
         rebalanceTimeoutMs: ms(60000, 1, 'How long a rebalance waits for members to rejoin.'),
         maxWaitMs: ms(1000, 0, 'Longest a fetch waits for new records; also bounds how long a stop waits for the fetch in flight.'),
         partitionsConsumedConcurrently: ms(1, 1, 'Partitions handled at the same time by one member (records of one partition are always in order).'),
+        maxBatchBytes: Type.Optional(
+          Type.Integer({
+            minimum: 1024,
+            default: DEFAULT_MAX_DECOMPRESSED_BYTES,
+            description:
+              "Most bytes one compressed record batch may decompress to (default 64 MiB). A batch claiming more (a decompression bomb: a few KB of zstd or gzip can stand for gigabytes) is not decompressed past it; it counts as undecodable: it goes to the route's `deadletter` as raw bytes with `EG_UNDECODABLE_BATCH`, or, without one, its partition stops. A batch is at most the cluster's `message.max.bytes` (1 MiB by default) compressed; raise this only for records that shrink more than 64 times.",
+          }),
+        ),
       },
       { additionalProperties: false, description: 'Defaults for the consumer groups of routes reading from this broker.' },
     ),
@@ -111,6 +119,7 @@ const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
   rebalanceTimeoutMs: 60000,
   maxWaitMs: 1000,
   partitionsConsumedConcurrently: 1,
+  maxBatchBytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
 };
 const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;
 

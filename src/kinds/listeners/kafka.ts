@@ -15,7 +15,7 @@ const options = kindOptions('kafka', {
   brokerPorts: Type.Optional(
     mapOf(Type.Integer({ minimum: 1, maximum: 65535 }), { propertyNames: { pattern: '^[0-9]+$' }, description: 'Local port per upstream broker node id (`"1": 19101`), for ports that must not depend on discovery order.' }),
   ),
-  maxRequestBytes: Type.Optional(Type.Integer({ minimum: 1024, default: DEFAULT_MAX_REQUEST_BYTES, description: "Largest request frame a client may send (Kafka's socket.request.max.bytes); a larger one closes that client's connection." })),
+  maxRequestBytes: Type.Optional(Type.Integer({ minimum: 1024, default: DEFAULT_MAX_REQUEST_BYTES, description: "Largest request frame a client may send (Kafka's socket.request.max.bytes); a larger one closes that client's connection. Also the most a produce request's compressed records may decompress to, all batches together: a larger one (a decompression bomb) is refused with INVALID_RECORD." })),
 });
 export type KafkaListenerOptions = Static<typeof options>;
 

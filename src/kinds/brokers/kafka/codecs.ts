@@ -1,8 +1,9 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import kafkajs from 'kafkajs';
 import type { KafkaMessage } from 'kafkajs';
-import { CODEC_IDS, compress, decompress, type CodecName } from '../../../codecs/compression.js';
+import { CODEC_IDS, compress, decompress, DEFAULT_MAX_DECOMPRESSED_BYTES, type CodecName } from '../../../codecs/compression.js';
 
 const { CompressionCodecs } = kafkajs;
 const require = createRequire(import.meta.url);
@@ -26,7 +27,8 @@ export function registerCodecs(): void {
     table[CODEC_IDS[codec]] = () => ({
       // kafkajs hands compress() its encoder, whose buffer holds the encoded records.
       compress: (encoder: { buffer: Buffer }) => compress(codec, encoder.buffer),
-      decompress: (data: Buffer) => decompress(codec, data).catch((err: Error) => standIns(data, err.message, err)),
+      // A batch over the bound (a decompression bomb) is undecodable like a corrupt one.
+      decompress: (data: Buffer) => decompress(codec, data, { maxBytes: batchBound.getStore() ?? DEFAULT_MAX_DECOMPRESSED_BYTES }).catch((err: Error) => standIns(data, err.message, err)),
     });
   }
   for (const id of [5, 6, 7]) {
@@ -35,6 +37,19 @@ export function registerCodecs(): void {
       decompress: async (data: Buffer) => standIns(data, `the batch names codec id ${id}, which Kafka does not define`),
     });
   }
+}
+
+/**
+ * The decompressed-size bound of the consumer whose fetch is being decoded. The codec table is
+ * kafkajs' and process-wide, so a broker's `consumer.maxBatchBytes` travels with the consumer's
+ * async context instead (withBatchBound): kafkajs decodes a fetch response in the continuation
+ * of the consumer's own request, so the store seen here is that consumer's.
+ */
+const batchBound = new AsyncLocalStorage<number>();
+
+/** Runs `fn` (a consumer's connect and run) so that batches it fetches decompress to at most `maxBytes` each. */
+export function withBatchBound<T>(maxBytes: number, fn: () => T): T {
+  return batchBound.run(maxBytes, fn);
 }
 
 /** Header of stand-in records: random per process, so no record from a topic can pose as one. */

@@ -5,7 +5,7 @@ import { decodeValue, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
-import { undecodable, type UndecodableRecord } from './codecs.js';
+import { undecodable, withBatchBound, type UndecodableRecord } from './codecs.js';
 
 type Kafka = InstanceType<typeof import('kafkajs').Kafka>;
 
@@ -72,7 +72,8 @@ export class KafkaSubscription {
   }
 
   start(): void {
-    this.loop = this.run();
+    // Every consumer of this loop decodes its fetches under the broker's bound on decompressed batches.
+    this.loop = withBatchBound(this.settings.consumer.maxBatchBytes, () => this.run());
   }
 
   private arm(): void {

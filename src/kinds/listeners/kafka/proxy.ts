@@ -10,7 +10,7 @@ import { createServer, connect as netConnect, type Server, type Socket } from 'n
 import { hostname } from 'node:os';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import type { BrokerAddress, RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
-import type { BatchCompression } from '../../../codecs/record-batch.js';
+import { decompressBudget, type BatchCompression } from '../../../codecs/record-batch.js';
 import { boundAddress, listen } from '../bind.js';
 import type { Health, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv } from '../../contracts.js';
 import { ProxyConnection, type ConnectionHost } from './connection.js';
@@ -147,7 +147,8 @@ export class KafkaProxyListener implements ListenerRuntime {
       maxFrameBytes: this.settings.maxRequestBytes,
       advertise: (brokers) => this.advertise(brokers),
       govern: (header: RequestHeader, body: Buffer): Governed | Promise<Governed> =>
-        governProduce(header, body, { route: (topic) => this.routes.get(topic), compression: this.compression, remoteAddress, broker: this.settings.upstream }),
+        // A request's records may not decompress to more than a request may carry (a compression bomb is refused).
+        governProduce(header, body, { route: (topic) => this.routes.get(topic), compression: decompressBudget(this.compression, this.settings.maxRequestBytes), remoteAddress, broker: this.settings.upstream }),
       closed: (conn, problem) => {
         this.clients.delete(conn);
         if (!problem) return;
