@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { lightMeasuredPayload, streetlights26 } from '../helpers/asyncapi-fixtures.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 const TOKEN = 'admin-secret';
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -54,17 +54,10 @@ function streetlightsWithMinimum(min: number): string {
 }
 
 describe('AsyncAPI documents change validation live: edits on disk and uploads', () => {
-  let gw: RunningGateway;
+  const gw = useGateway(config, { files: { 'streetlights.yaml': streetlights26, 'schemas/light-measured.yaml': lightMeasuredPayload, 'alerts.yaml': alerts }, readyTimeoutMs: 30_000 });
   const put = (body: string, query = '', headers: Record<string, string> = auth) => fetch(`${gw.adminUrl}/admin/asyncapi${query}`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...headers } });
   const onDisk = (name: string) => readFileSync(join(gw.dir, name), 'utf8');
   const version = async () => (await json(await fetch(`${gw.adminUrl}/admin/status`, { headers: auth }))).version as string;
-
-  before(async () => {
-    gw = await startGateway(config, { files: { 'streetlights.yaml': streetlights26, 'schemas/light-measured.yaml': lightMeasuredPayload, 'alerts.yaml': alerts }, readyTimeoutMs: 30_000 });
-  });
-  after(async () => {
-    await gw?.stop();
-  });
 
   it('reloads when a file the document $refs changes, and validates with the new payload schema', async () => {
     assert.equal((await post(gw.url('api', '/light'), dim)).status, 200);
