@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { startGateway, type LogLine, type RunningGateway } from '../helpers/gateway.js';
+import { type LogLine, useGateway } from '../helpers/gateway.js';
 
 const TOKEN = 'admin-token-never-logged-7f3a';
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -28,7 +28,7 @@ routes:
 `;
 
 describe('logs', () => {
-  let gw: RunningGateway;
+  const gw = useGateway(config('{ level: info }'), { env: { ADMIN_TOKEN: TOKEN } });
   const send = (body: unknown, traceparent = `00-${TRACE}-00f067aa0ba902b7-01`) => post(gw.url('api', '/orders'), body, { traceparent, 'x-note': HEADER_MARKER });
   /** Applies the config now and waits for the result (a quiet log level may hide the "config reloaded" line). */
   const reconfigure = async (yaml: string) => {
@@ -37,13 +37,6 @@ describe('logs', () => {
     assert.equal(res.status, 200, await res.text());
   };
   const failedLine = (from: number) => gw.waitForLog((l) => l.msg === 'message failed', 5000, from);
-
-  before(async () => {
-    gw = await startGateway(config('{ level: info }'), { env: { ADMIN_TOKEN: TOKEN } });
-  });
-  after(async () => {
-    await gw.stop();
-  });
 
   it('logs a failed message at warn with its route, outcome and trace id, and without its payload or headers', async () => {
     const from = gw.logs.length;
