@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
-import { after, before, describe, it } from 'node:test';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { describe, it } from 'node:test';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { parseEvents } from '../helpers/sse.js';
 
 /** `curl -N`: an event-stream client that is not a browser. */
@@ -25,7 +25,6 @@ async function stalledReader(port: number, path: string): Promise<Socket> {
 }
 
 describe('Server-Sent Events on an http listener', () => {
-  let gw: RunningGateway;
   const config = (extra = '') => `
 version: 1
 admin: { port: 0 }
@@ -49,18 +48,12 @@ routes:
       path: /private
       auth: { apiKey: { keys: { reader: reader-key-0123456789 } } }
 ${extra}`;
+  const gw = useGateway(config());
   const publish = async (n: number) => {
     const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n }) });
     assert.equal(res.status, 200);
     return ((await res.json()) as { deliveries: { offset: string }[] }).deliveries[0]!.offset;
   };
-
-  before(async () => {
-    gw = await startGateway(config());
-  });
-  after(async () => {
-    await gw?.stop();
-  });
 
   it('streams every message to curl -N as one event with a resumable id, with heartbeats', async () => {
     const c = curl(gw.url('api', '/ticks'));
