@@ -4,10 +4,10 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { WsClient } from '../helpers/clients.js';
-import { startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
+import { tempFiles, useGateway } from '../helpers/gateway.js';
 
 interface Pem {
   cert: string;
@@ -53,11 +53,8 @@ const fingerprintOf = (pem: string) => new X509Certificate(pem).fingerprint256;
 describe('TLS listeners', () => {
   const certs = makeCertificates();
   const trust = { ca: [certs.a.cert, certs.b.cert] };
-  let gw: RunningGateway;
-
-  before(async () => {
-    gw = await startGateway(
-      `version: 1
+  const gw = useGateway(
+    `version: 1
 brokers:
   local: {kind: memory}
 listeners:
@@ -75,13 +72,8 @@ routes:
     from: {broker: local, topic: t}
     to: {listener: wss, path: /ws/out}
 `,
-      { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key, 'certs/ca.pem': certs.ca.cert } },
-    );
-  });
-
-  after(async () => {
-    await gw?.stop();
-  });
+    { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key, 'certs/ca.pem': certs.ca.cert } },
+  );
 
   it('serves HTTPS and WSS with the configured certificate', async () => {
     const client = await WsClient.connect(gw.url('wss', '/ws/out', 'wss'), { ca: trust.ca });
