@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 const config = (surviveTransform: string, surviveRate: number) => `version: 1
 brokers:
@@ -50,15 +50,7 @@ routes:
 `;
 
 describe('ratelimit step', () => {
-  let gw: RunningGateway;
-
-  before(async () => {
-    gw = await startGateway(config('$', 1));
-  });
-
-  after(async () => {
-    await gw?.stop();
-  });
+  const gw = useGateway(config('$', 1));
 
   it('answers 429 with Retry-After once a client used its burst', async () => {
     assert.equal((await post(gw.url('api', '/limited'), { n: 1 })).status, 200);
