@@ -1,17 +1,14 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { runCli, startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
+import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 /**
  * Client data cannot make a regular expression hold the event loop (issue #13, docs/security.md):
  * regexes run on RE2 (linear time), and one call's input is bounded by expressions.maxRegexInput.
  */
 describe('regular expressions in the time box', () => {
-  let gw: RunningGateway;
-
-  before(async () => {
-    gw = await startGateway(`version: 1
+  const gw = useGateway(`version: 1
 admin: {port: 0}
 expressions: {timeoutMs: 1000, maxRegexInput: 4096}
 brokers:
@@ -31,10 +28,6 @@ routes:
     from: {listener: api, path: /other}
     to: {broker: local, topic: t}
 `);
-  });
-  after(async () => {
-    await gw.stop();
-  });
 
   it('answers the issue\'s attack — $contains(s, /^(a+)+$/) on a 32-byte body — with the filter\'s verdict (it took 10.8 s with a backtracking engine)', async () => {
     const body = JSON.stringify({ s: 'a'.repeat(23) + '!' });
