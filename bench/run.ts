@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { describeMachine, markdownTable, rounded } from './report.js';
 import { isFailure, type Scenario, type ScenarioFailure, type ScenarioResult } from './scenario.js';
+import { amqpWsLatency, mqttWsLatency, natsWsLatency } from './scenarios/broker-ws-latency.js';
 import { fanout } from './scenarios/fanout.js';
 import { httpAmqp, httpMqtt, httpNats } from './scenarios/http-brokers.js';
 import { httpKafka } from './scenarios/http-kafka.js';
@@ -20,7 +21,7 @@ import { sseFanout } from './scenarios/sse-fanout.js';
 import { startup } from './scenarios/startup.js';
 import { webhook } from './scenarios/webhook.js';
 
-const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, startup, httpKafka, kafkaWsLatency, sseFanout, webhook, httpMqtt, httpAmqp, httpNats, kafkaProxy, kafkaProxyValidate, kafkaProxyConsume];
+const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, startup, httpKafka, kafkaWsLatency, sseFanout, webhook, httpMqtt, httpAmqp, httpNats, mqttWsLatency, amqpWsLatency, natsWsLatency, kafkaProxy, kafkaProxyValidate, kafkaProxyConsume];
 
 const USAGE = `usage: npm run bench -- [--only NAME,...] [--duration SECONDS] [--json FILE]
 scenarios:

@@ -1,7 +1,7 @@
 /**
- * Kafka → websocket latency: records produced at a fixed rate, each carrying the time it was
- * handed to the producer, and websocket clients (in this same process, so one clock) noting
- * when it reaches them.
+ * Broker → websocket latency: records produced at a fixed rate (to Kafka here; MQTT, AMQP and NATS
+ * through broker-publishers.ts), each carrying the time it was handed to the producer, and
+ * websocket clients (in this same process, so one clock) noting when it reaches them.
  */
 import kafkajs from 'kafkajs';
 import { percentile } from '../stats.js';
@@ -58,20 +58,21 @@ export interface FixedRateProducer {
   stop(): Promise<void>;
 }
 
-export async function fixedRateProducer(bootstrap: string, topic: string, sentAt: Map<number, number>): Promise<FixedRateProducer> {
-  const kafka = new Kafka({ clientId: 'bench-producer', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
-  const producer = kafka.producer();
-  await producer.connect();
+/** Publishes a batch of message values and resolves once the server acknowledged all of them. */
+export type BatchPublisher = { send(values: string[]): Promise<unknown>; stop(): Promise<void> };
+
+/** The fixed-rate driver over any broker's publisher: each value carries its sequence number, timed from the send() call. */
+export function fixedRate(publisher: BatchPublisher, sentAt: Map<number, number>): FixedRateProducer {
   let seq = 0;
   let acks: number[] = [];
   const send = (n: number) => {
     const now = performance.now();
-    const messages = [];
+    const values = [];
     for (let i = 0; i < n; i++) {
       sentAt.set(seq, now);
-      messages.push({ value: JSON.stringify({ seq: seq++, room: 'r1', lumens: 640 }) });
+      values.push(JSON.stringify({ seq: seq++, room: 'r1', lumens: 640 }));
     }
-    return producer.send({ topic, acks: 1, messages }).then(() => acks.push(performance.now() - now));
+    return publisher.send(values).then(() => acks.push(performance.now() - now));
   };
   return {
     async probe(_sides, seen, timeoutMs) {
@@ -103,8 +104,15 @@ export async function fixedRateProducer(bootstrap: string, topic: string, sentAt
       await Promise.all(inFlight);
       return produced;
     },
-    stop: () => producer.disconnect(),
+    stop: () => publisher.stop(),
   };
+}
+
+export async function fixedRateProducer(bootstrap: string, topic: string, sentAt: Map<number, number>): Promise<FixedRateProducer> {
+  const kafka = new Kafka({ clientId: 'bench-producer', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
+  const producer = kafka.producer();
+  await producer.connect();
+  return fixedRate({ send: (values) => producer.send({ topic, acks: 1, messages: values.map((value) => ({ value })) }), stop: () => producer.disconnect() }, sentAt);
 }
 
 export function latencyFigures(side: LatencySide, produced: number) {
