@@ -1,0 +1,85 @@
+/**
+ * The JSON Schema `date-time` format (RFC 3339 date and time, time zone required) as ajv-formats
+ * 3.0.1 defines it, without its allocations. ajv-formats splits the string with a regex and runs two
+ * capturing regexes over the halves: on a Kafka proxy route checking small records with a
+ * `date-time` field, that was about a sixth of the CPU per record. This function accepts exactly
+ * the strings ajv-formats' `fullFormats['date-time']` accepts (test/unit/date-time.test.ts compares
+ * the two over generated strings), leap years, leap seconds and time-zone offsets included.
+ */
+
+const DAYS = [0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+/** What ajv-formats splits date and time on: `t`, `T` or any whitespace (`/t|\s/i`). */
+const WHITESPACE = /\s/;
+
+/** 0-9 of an ASCII digit at `i`, else -1 (`\d` without the `u` flag is ASCII only). */
+function digit(s: string, i: number): number {
+  const c = s.charCodeAt(i) - 48;
+  return c >= 0 && c <= 9 ? c : -1;
+}
+
+/** The two-digit number at `i`, or -1. */
+function twoDigits(s: string, i: number): number {
+  const a = digit(s, i);
+  const b = digit(s, i + 1);
+  return a < 0 || b < 0 ? -1 : a * 10 + b;
+}
+
+function isLeapYear(year: number): boolean {
+  return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+}
+
+export function isDateTime(s: string): boolean {
+  // YYYY-MM-DD, the separator, hh:mm:ss: 19 characters at least.
+  if (s.length < 20) return false;
+  const sep = s.charCodeAt(10);
+  if (sep !== 0x54 && sep !== 0x74 && !WHITESPACE.test(s.charAt(10))) return false;
+  // full-date
+  const y1 = twoDigits(s, 0);
+  const y2 = twoDigits(s, 2);
+  const month = twoDigits(s, 5);
+  const day = twoDigits(s, 8);
+  if (y1 < 0 || y2 < 0 || month < 0 || day < 0 || s.charCodeAt(4) !== 0x2d || s.charCodeAt(7) !== 0x2d) return false;
+  if (month < 1 || month > 12 || day < 1 || day > (month === 2 && isLeapYear(y1 * 100 + y2) ? 29 : DAYS[month]!)) return false;
+  // full-time: hh:mm:ss[.frac](Z|±hh[[:]mm])
+  const hr = twoDigits(s, 11);
+  const min = twoDigits(s, 14);
+  const whole = twoDigits(s, 17);
+  if (hr < 0 || min < 0 || whole < 0 || s.charCodeAt(13) !== 0x3a || s.charCodeAt(16) !== 0x3a) return false;
+  let i = 19;
+  let sec = whole;
+  if (s.charCodeAt(i) === 0x2e) {
+    i++;
+    const from = i;
+    while (digit(s, i) >= 0) i++;
+    if (i === from) return false;
+    // As ajv-formats reads it: `+"59.99999999999999999"` is 60.
+    sec = Number(s.slice(17, i));
+  }
+  const tz = s.charCodeAt(i);
+  let tzSign = 1;
+  let tzH = 0;
+  let tzM = 0;
+  if (tz === 0x5a || tz === 0x7a) {
+    i++;
+  } else if (tz === 0x2b || tz === 0x2d) {
+    tzSign = tz === 0x2d ? -1 : 1;
+    tzH = twoDigits(s, i + 1);
+    if (tzH < 0) return false;
+    i += 3;
+    if (i < s.length) {
+      if (s.charCodeAt(i) === 0x3a) i++;
+      tzM = twoDigits(s, i);
+      if (tzM < 0) return false;
+      i += 2;
+    }
+  } else {
+    return false; // no time zone: the strict date-time requires one
+  }
+  if (i !== s.length) return false;
+  if (tzH > 23 || tzM > 59) return false;
+  if (hr <= 23 && min <= 59 && sec < 60) return true;
+  // A leap second: 23:59:60 in UTC.
+  const utcMin = min - tzM * tzSign;
+  const utcHr = hr - tzH * tzSign - (utcMin < 0 ? 1 : 0);
+  return (utcHr === 23 || utcHr === -1) && (utcMin === 59 || utcMin === -1) && sec < 61;
+}
