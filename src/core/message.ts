@@ -83,6 +83,21 @@ export function encodeValue(value: unknown): string {
   return typeof value === 'string' ? value : JSON.stringify(value);
 }
 
+/**
+ * decodeValue() of `buf[start, end)` as UTF-8. A value starting with `{` or `[` (most JSON records)
+ * goes straight to JSON.parse, without looking for leading whitespace in a string first.
+ */
+export function decodeValueBytes(buf: Buffer, start: number, end: number): unknown {
+  const first = buf[start];
+  const payload = buf.toString('utf8', start, end);
+  if (first !== 0x7b && first !== 0x5b) return decodeValue(payload);
+  try {
+    return JSON.parse(payload);
+  } catch {
+    return payload;
+  }
+}
+
 /** The inverse of encodeValue for payloads from brokers: JSON when it parses, otherwise the string. */
 export function decodeValue(payload: string): unknown {
   const c = payload.trimStart()[0];

@@ -279,6 +279,8 @@ export interface RouteEntry {
    * recorded (counters, tap, log) only by settleRecords(), once the listener knows what became of it.
    */
   checkRecord?(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;
+  /** Whether anyone watches this route's records one by one (its tap): settleRecords() then needs every message. */
+  observed?(): boolean;
   /** Records checkRecord() judged, with what became of the ones it let through. Called once per set. */
   settleRecords?(records: CheckedRecords, answer: RecordsAnswer): void;
   /** Runs the chain's client checks (auth steps) on a connecting client's handshake. */
@@ -289,7 +291,7 @@ export interface RouteEntry {
 export interface CheckedRecords {
   topic: string;
   partition: number;
-  /** Each record as the route received it. */
+  /** Each record as the route received it; empty when every record passed and nobody observed the route. */
   messages: readonly Message[];
   outcomes: readonly Outcome[];
   /** performance.now() when the first of them entered the route. */

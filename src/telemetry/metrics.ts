@@ -69,12 +69,19 @@ export class RouteStats {
     }
   }
 
-  private observe(seconds: number): void {
+  /** `n` messages delivered at once, with the same latency. */
+  countDelivered(n: number, seconds: number): void {
+    if (n === 0) return;
+    this.delivered += n;
+    this.observe(seconds, n);
+  }
+
+  private observe(seconds: number, n = 1): void {
     let i = 0;
     while (i < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[i]!) i++;
-    this.latencyBuckets[i]!++;
-    this.latencySum += seconds;
-    this.latencyCount++;
+    this.latencyBuckets[i]! += n;
+    this.latencySum += seconds * n;
+    this.latencyCount += n;
   }
 }
 

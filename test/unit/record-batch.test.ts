@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { batchCompression, compressionOf, decodeRecords, encodeBatch, splitBatches, type KafkaRecord } from '../../src/codecs/record-batch.js';
+import { batchCompression, compressionOf, decodeRecords, encodeBatch, readRecords, RecordCursor, splitBatches, writeRecords, type KafkaRecord } from '../../src/codecs/record-batch.js';
 import { ProtocolError } from '../../src/codecs/kafka-protocol/wire.js';
 import { repoRoot } from '../helpers/gateway.js';
 
@@ -97,5 +97,49 @@ describe('record batches (Kafka RecordBatch v2)', () => {
     const batches = splitBatches(two);
     assert.equal(batches.length, 2);
     assert.equal((await decodeRecords(batches[1]!, batchCompression)).length, 3);
+  });
+
+  it('reads the same fields through a RecordCursor as through readRecords, and refuses the same bad sections', async () => {
+    const records: KafkaRecord[] = [
+      { attributes: 0, timestampDelta: 0, offsetDelta: 0, key: null, value: Buffer.from('{"id":1}'), headers: [] },
+      { attributes: 0, timestampDelta: 2 ** 40 + 3, offsetDelta: 1, key: Buffer.from('k'), value: null, headers: [{ key: 'a', value: Buffer.from('1') }, { key: 'a', value: null }, { key: 'é', value: Buffer.from('ü') }] },
+      { attributes: 0, timestampDelta: -5, offsetDelta: 2, key: Buffer.alloc(0), value: Buffer.alloc(0), headers: [] },
+      { attributes: 0, timestampDelta: 2 ** 52, offsetDelta: 3, key: null, value: Buffer.from('x'.repeat(300)), headers: [] },
+    ];
+    const sections = [writeRecords(records), ...(await Promise.all(WRITTEN.map(async ({ name }) => {
+      const [batch] = splitBatches(fixture(name));
+      return compressionOf(batch!.attributes) === 0 ? batch!.recordsSection : batchCompression.decompress(compressionOf(batch!.attributes), batch!.recordsSection);
+    })))];
+    const slice = (data: Buffer, start: number, end: number) => (start < 0 ? null : data.toString('utf8', start, end));
+    for (const data of sections) {
+      const count = readRecords(data, data === sections[0] ? records.length : 3).length;
+      const expected = readRecords(data, count);
+      const cur = new RecordCursor(data, count);
+      const got: unknown[] = [];
+      while (cur.next()) {
+        got.push({ attributes: cur.attributes, timestampDelta: cur.timestampDelta, key: slice(data, cur.keyStart, cur.keyEnd), value: slice(data, cur.valueStart, cur.valueEnd), headers: cur.headerCount > 0 ? cur.headers() : {} });
+      }
+      assert.deepEqual(
+        got,
+        expected.map((r) => ({ attributes: r.attributes, timestampDelta: r.timestampDelta, key: text(r.key), value: text(r.value), headers: Object.fromEntries(r.headers.map((h) => [h.key, text(h.value) ?? ''])) })),
+      );
+    }
+    const data = sections[0]!;
+    const drain = (d: Buffer, n: number) => {
+      const cur = new RecordCursor(d, n);
+      while (cur.next());
+    };
+    for (const [d, n] of [[data.subarray(0, data.length - 1), 4], [data, 3], [data, 5], [data, -1]] as const) {
+      const old = (() => {
+        try {
+          readRecords(d, n);
+          return 'ok';
+        } catch (err) {
+          return err instanceof ProtocolError ? 'protocol error' : 'other';
+        }
+      })();
+      assert.throws(() => drain(d, n), ProtocolError, `count ${n}, ${d.length} bytes`);
+      if (n >= 0) assert.equal(old, 'protocol error');
+    }
   });
 });

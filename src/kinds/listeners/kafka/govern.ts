@@ -8,12 +8,12 @@
  * outcomes are recorded once the cluster answered (PendingRecords): a record counts as delivered
  * only when the cluster acknowledged its partition.
  */
-import { splitBatches, decodeRecords, encodeBatch, isControlBatch, verifyCrc, type BatchCompression, type KafkaRecord, type RawBatch, type RecordHeader } from '../../../codecs/record-batch.js';
+import { compressionOf, encodeBatch, isControlBatch, readRecords, RecordCursor, splitBatches, verifyCrc, type BatchCompression, type KafkaRecord, type RawBatch, type RecordHeader } from '../../../codecs/record-batch.js';
 import { ErrorCode, errorName, readProduceRequest, readProduceResponse, writeProduceError, writeProduceRequest, type PartitionError, type ProducePartition, type RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
 import { ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
 import type { CheckedRecords, RecordsAnswer, RouteEntry } from '../../contracts.js';
 import { problem } from '../../../core/errors.js';
-import { decodeValue, encodeValue, type Message, type MessageContext } from '../../../core/message.js';
+import { decodeValueBytes, encodeValue, type Message, type MessageContext } from '../../../core/message.js';
 import type { Outcome } from '../../../core/outcome.js';
 
 export type Governed =
@@ -137,28 +137,39 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
   const rebuilt: (Buffer | undefined)[] = await Promise.all(
     batches.map(async (batch, b) => {
       if (isControlBatch(batch.attributes)) return undefined;
-      let records: KafkaRecord[];
+      let data: Buffer;
+      let messages: Message[];
       try {
-        records = await decodeRecords(batch, ctx.compression);
+        const codec = compressionOf(batch.attributes);
+        data = codec === 0 ? batch.recordsSection : await ctx.compression.decompress(codec, batch.recordsSection);
+        messages = readMessages(data, batch, topic, p.index);
       } catch (err) {
         recordErrors.push({ index: 0, message: `cannot read the batch: ${err instanceof ProtocolError ? err.message : (err as Error).message}` });
         return undefined;
       }
-      const baseTimestamp = Number(batch.baseTimestamp);
       // One context for the batch: what a step wrote on it for the previous record is cleared.
       const mctx = context(route, ctx);
-      const messages: Message[] = new Array(records.length);
-      const pending: (Outcome | Promise<Outcome>)[] = new Array(records.length);
+      const pending: (Outcome | Promise<Outcome>)[] = new Array(messages.length);
       let waits = false;
-      for (let i = 0; i < records.length; i++) {
-        const m = (messages[i] = toMessage(records[i]!, topic, p.index, baseTimestamp));
+      for (let i = 0; i < messages.length; i++) {
         mctx.tagged = undefined;
-        const o = (pending[i] = route.checkRecord ? route.checkRecord(m, mctx) : route.handle(m, mctx));
+        const o = (pending[i] = route.checkRecord ? route.checkRecord(messages[i]!, mctx) : route.handle(messages[i]!, mctx));
         if (o instanceof Promise) waits = true;
       }
       // Only a chain with an asynchronous step costs a promise per record.
       const outcomes = waits ? await Promise.all(pending) : (pending as Outcome[]);
-      judged[b] = { messages, outcomes };
+      let changes = false;
+      let refusals = false;
+      for (const o of outcomes) {
+        if (o.outcome !== 'delivered') refusals ||= o.outcome !== 'filtered';
+        else if (o.message) changes = true;
+      }
+      // The messages are kept until the cluster answers only for the tap and the log of refused
+      // records: held longer, thousands of them per request would outlive the young generation.
+      judged[b] = { messages: refusals || route.observed?.() !== false ? messages : NO_MESSAGES, outcomes };
+      if (!changes && !refusals) return undefined;
+      // Batches the chain changed are read again, as records to rebuild (the rare path).
+      const records = changes ? readRecords(data, batch.recordCount) : [];
       let edited: KafkaRecord[] | undefined;
       for (let i = 0; i < outcomes.length; i++) {
         const outcome = outcomes[i]!;
@@ -200,23 +211,30 @@ function context(route: RouteEntry, ctx: GovernContext): MessageContext {
 
 const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
-/** A record as a message (spec §3): JSON values parsed, headers as UTF-8 strings (the last of repeated names). */
-function toMessage(rec: KafkaRecord, topic: string, partition: number, baseTimestamp: number): Message {
-  // Steps never change a message in place (they return new ones), so records without headers can share one object.
-  let headers = NO_HEADERS;
-  if (rec.headers.length > 0) {
-    headers = {};
-    for (const h of rec.headers) headers[h.key] = h.value === null ? '' : h.value.toString('utf8');
+const NO_MESSAGES: Message[] = [];
+
+/**
+ * A batch's records as messages (spec §3): JSON values parsed, keys and headers as UTF-8 strings
+ * (the last of repeated names). Read straight from the records section, with no record objects or
+ * Buffer views in between: this runs for every record of every governed produce request.
+ */
+function readMessages(data: Buffer, batch: RawBatch, topic: string, partition: number): Message[] {
+  const baseTimestamp = Number(batch.baseTimestamp);
+  const cur = new RecordCursor(data, batch.recordCount);
+  const messages: Message[] = [];
+  while (cur.next()) {
+    messages.push({
+      value: cur.valueStart < 0 ? null : decodeValueBytes(data, cur.valueStart, cur.valueEnd),
+      key: cur.keyStart < 0 ? null : data.toString('utf8', cur.keyStart, cur.keyEnd),
+      // Steps never change a message in place (they return new ones), so records without headers share one object.
+      headers: cur.headerCount > 0 ? cur.headers() : NO_HEADERS,
+      topic,
+      partition,
+      offset: null,
+      timestamp: baseTimestamp + cur.timestampDelta,
+    });
   }
-  return {
-    value: rec.value === null ? null : decodeValue(rec.value.toString('utf8')),
-    key: rec.key === null ? null : rec.key.toString('utf8'),
-    headers,
-    topic,
-    partition,
-    offset: null,
-    timestamp: baseTimestamp + rec.timestampDelta,
-  };
+  return messages;
 }
 
 /**
