@@ -248,13 +248,21 @@ export class RecordCursor {
     return b;
   }
 
-  /** Zig-zag varint (32-bit), as Reader.varint(). */
+  /** Zig-zag varint (32-bit), as Reader.varint(). Most fields of a small record take one byte. */
   private varint(): number {
+    const data = this.data;
+    let at = this.at;
     let u = 0;
-    for (let shift = 0; shift < 35; shift += 7) {
-      const b = this.byte();
-      u += (b & 0x7f) * 2 ** shift;
-      if ((b & 0x80) === 0) return u % 2 === 0 ? u / 2 : -(u + 1) / 2;
+    let scale = 1;
+    for (let n = 0; n < 5; n++) {
+      const b = data[at++];
+      if (b === undefined) throw new ProtocolError(`truncated: needs 1 bytes at ${at - 1}, has 0`);
+      u += (b & 0x7f) * scale;
+      if (b < 0x80) {
+        this.at = at;
+        return u < 0x80000000 ? (u >>> 1) ^ -(u & 1) : u % 2 === 0 ? u / 2 : -(u + 1) / 2;
+      }
+      scale *= 128;
     }
     throw new ProtocolError('varint longer than 5 bytes');
   }
