@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { runCli, startGateway, tempFiles } from '../helpers/gateway.js';
+import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 
@@ -31,6 +31,8 @@ const teamA = (filter: string) =>
   );
 
 describe('include: config fragments', () => {
+  const gw = useGateway();
+
   it('merges fragments, and points each problem into the file it is in, naming both places of a name defined twice', async () => {
     const teamB = yaml(
       'brokers:', //                                   1
@@ -67,26 +69,22 @@ describe('include: config fragments', () => {
   });
 
   it('hot reload follows included files, and files that newly match a glob', async () => {
-    const gw = await startGateway(root, { files: { 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1') } });
-    try {
-      assert.equal((await post(gw.url('api', '/a'), { x: 1 })).body.filtered, true);
-      // An edit to a fragment is a reload.
-      const edited = await gw.reconfigure(teamA('x > 0'), 'teams/a.yaml');
-      assert.equal(edited.msg, 'config reloaded');
-      assert.equal((await post(gw.url('api', '/a'), { x: 1 })).status, 200);
-      assert.equal((await post(gw.url('api', '/a'), { x: 1 })).body.filtered, undefined);
-      // A new file matching teams/*.yaml is picked up.
-      assert.equal((await post(gw.url('api', '/c'), { x: 1 })).status, 404);
-      const added = await gw.reconfigure(yaml('routes:', '  - name: c-in', '    from: { listener: api, path: /c }', '    to: { broker: local, topic: t }'), 'teams/c.yaml');
-      assert.equal(added.msg, 'config reloaded');
-      assert.equal((await post(gw.url('api', '/c'), { x: 1 })).status, 200);
-      // A broken fragment is rejected, pointing into it; the running config keeps serving.
-      const broken = await gw.reconfigure(teamA('x >'), 'teams/a.yaml');
-      assert.match(broken.msg, /^reload rejected/);
-      assert.match(String(broken.diagnostic), /teams\/a\.yaml:3:\d+: JSONata expression does not compile/);
-      assert.equal((await post(gw.url('api', '/a'), { x: 1 })).status, 200);
-    } finally {
-      await gw.stop();
-    }
+    await gw.start(root, { files: { 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1') } });
+    assert.equal((await post(gw.url('api', '/a'), { x: 1 })).body.filtered, true);
+    // An edit to a fragment is a reload.
+    const edited = await gw.reconfigure(teamA('x > 0'), 'teams/a.yaml');
+    assert.equal(edited.msg, 'config reloaded');
+    assert.equal((await post(gw.url('api', '/a'), { x: 1 })).status, 200);
+    assert.equal((await post(gw.url('api', '/a'), { x: 1 })).body.filtered, undefined);
+    // A new file matching teams/*.yaml is picked up.
+    assert.equal((await post(gw.url('api', '/c'), { x: 1 })).status, 404);
+    const added = await gw.reconfigure(yaml('routes:', '  - name: c-in', '    from: { listener: api, path: /c }', '    to: { broker: local, topic: t }'), 'teams/c.yaml');
+    assert.equal(added.msg, 'config reloaded');
+    assert.equal((await post(gw.url('api', '/c'), { x: 1 })).status, 200);
+    // A broken fragment is rejected, pointing into it; the running config keeps serving.
+    const broken = await gw.reconfigure(teamA('x >'), 'teams/a.yaml');
+    assert.match(broken.msg, /^reload rejected/);
+    assert.match(String(broken.diagnostic), /teams\/a\.yaml:3:\d+: JSONata expression does not compile/);
+    assert.equal((await post(gw.url('api', '/a'), { x: 1 })).status, 200);
   });
 });
