@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse, parseAllDocuments } from 'yaml';
-import { repoRoot, runCli, startGateway, tempFiles } from '../helpers/gateway.js';
+import { repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 /** Dockerfile instructions of the final stage, continuation lines joined. */
 function finalStage(): { instruction: string; args: string }[] {
@@ -28,6 +28,8 @@ const env: Record<string, string> = Object.fromEntries(container.env.filter((e: 
 const configAsDeployed = parse(configMap.data['gateway.yaml'].replace(/\$\{([A-Z_]+)(?::-([^}]*))?\}/g, (_: string, name: string, dflt: string) => env[name] ?? dflt ?? ''));
 
 describe('deploy/: the Dockerfile and Kubernetes manifests match the code', () => {
+  const gw = useGateway();
+
   it('the image runs as a non-root user, with the config in a mounted directory', () => {
     const stage = finalStage();
     const user = stage.filter((s) => s.instruction === 'USER').pop();
@@ -79,22 +81,18 @@ describe('deploy/: the Dockerfile and Kubernetes manifests match the code', () =
   });
 
   it('the probes and the image health check answer 200 on a gateway running the ConfigMap config', async () => {
-    const gw = await startGateway(configMap.data['gateway.yaml'], { env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' } });
-    try {
-      for (const probe of ['livenessProbe', 'readinessProbe']) {
-        const res = await fetch(`${gw.adminUrl}${container[probe].httpGet.path}`);
-        assert.equal(res.status, 200, probe);
-      }
-      const health = finalStage().find((s) => s.instruction === 'HEALTHCHECK')!.args;
-      const cmd = JSON.parse(health.slice(health.indexOf('CMD') + 3).trim()) as string[];
-      const port = new URL(gw.adminUrl).port;
-      const child = spawn(process.execPath, cmd.slice(1), { env: { ...process.env, ADMIN_PORT: port }, stdio: 'ignore' });
-      const [code] = await once(child, 'exit');
-      assert.equal(cmd[0], 'node');
-      assert.equal(code, 0, 'the HEALTHCHECK command succeeds');
-    } finally {
-      await gw.stop();
+    await gw.start(configMap.data['gateway.yaml'], { env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' } });
+    for (const probe of ['livenessProbe', 'readinessProbe']) {
+      const res = await fetch(`${gw.adminUrl}${container[probe].httpGet.path}`);
+      assert.equal(res.status, 200, probe);
     }
+    const health = finalStage().find((s) => s.instruction === 'HEALTHCHECK')!.args;
+    const cmd = JSON.parse(health.slice(health.indexOf('CMD') + 3).trim()) as string[];
+    const port = new URL(gw.adminUrl).port;
+    const child = spawn(process.execPath, cmd.slice(1), { env: { ...process.env, ADMIN_PORT: port }, stdio: 'ignore' });
+    const [code] = await once(child, 'exit');
+    assert.equal(cmd[0], 'node');
+    assert.equal(code, 0, 'the HEALTHCHECK command succeeds');
   });
 
   it('docs/gitops.md explains deploy/', () => {
