@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { lightMeasuredPayload, streetlights30 } from '../helpers/asyncapi-fixtures.js';
-import { repoRoot, runCli, startGateway, tempFiles } from '../helpers/gateway.js';
+import { repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const config = `version: 1
 asyncapi: streetlights.yaml
@@ -65,27 +65,25 @@ describe('eventgate validate with AsyncAPI documents', () => {
 });
 
 describe('the AsyncAPI examples run', () => {
+  const gw = useGateway();
+
   for (const version of ['2.6', '3.0'] as const) {
     it(`examples/asyncapi-${version}: a valid lightMeasured event reaches websocket clients with its AsyncAPI metadata; an invalid one is refused`, async () => {
       const example = (name: string) => readFileSync(join(repoRoot, 'examples', name), 'utf8');
       const files: Record<string, string> = { [`asyncapi-${version}/streetlights.yaml`]: example(`asyncapi-${version}/streetlights.yaml`), [`asyncapi-${version}/schemas/light-measured.json`]: example('schemas/light-measured.json') };
       const yaml = example(`asyncapi-${version}/gateway.yaml`).replace('asyncapi: streetlights.yaml', `asyncapi: asyncapi-${version}/streetlights.yaml`);
-      const gw = await startGateway(yaml, { files, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' }, readyTimeoutMs: 30_000 });
-      try {
-        const client = await WsClient.connect(gw.url('push', '/ws/light', 'ws'));
-        const event = { id: 3, lumens: 250, sentAt: '2026-11-23T10:00:00Z' };
-        assert.equal((await post(gw.url('api', '/light'), event)).status, 200);
-        const seen = await client.next();
-        assert.deepEqual(seen.value, event);
-        assert.equal(seen.headers['ce-type'], 'io.example.streetlights.lightMeasured');
-        assert.equal(seen.headers['ce-subject'], version === '2.6' ? 'light/measured' : 'lightingMeasured');
-        const refused = await post(gw.url('api', '/light'), { ...event, lumens: -3 });
-        assert.equal(refused.status, 400);
-        assert.deepEqual(refused.body.errors, ['/lumens: must be >= 0']);
-        client.close();
-      } finally {
-        await gw.stop();
-      }
+      await gw.start(yaml, { files, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' }, readyTimeoutMs: 30_000 });
+      const client = await WsClient.connect(gw.url('push', '/ws/light', 'ws'));
+      const event = { id: 3, lumens: 250, sentAt: '2026-11-23T10:00:00Z' };
+      assert.equal((await post(gw.url('api', '/light'), event)).status, 200);
+      const seen = await client.next();
+      assert.deepEqual(seen.value, event);
+      assert.equal(seen.headers['ce-type'], 'io.example.streetlights.lightMeasured');
+      assert.equal(seen.headers['ce-subject'], version === '2.6' ? 'light/measured' : 'lightingMeasured');
+      const refused = await post(gw.url('api', '/light'), { ...event, lumens: -3 });
+      assert.equal(refused.status, 400);
+      assert.deepEqual(refused.body.errors, ['/lumens: must be >= 0']);
+      client.close();
     });
   }
 });
