@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:net';
 import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { runCli, startGateway, tempFiles } from '../helpers/gateway.js';
+import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 /** A config from its lines, so a test reads as "line N, column C" against the array index + 1. */
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
@@ -174,6 +174,8 @@ describe('${VAR} without the deployment environment', () => {
 });
 
 describe('run-time failures name their cause', () => {
+  const gw = useGateway();
+
   it('a taken port: the file, the listener and the address, no stack trace', async () => {
     const holder: Server = createServer();
     holder.listen(0, '127.0.0.1');
@@ -191,7 +193,7 @@ describe('run-time failures name their cause', () => {
   });
 
   it('a JSONata evaluation error names the expression and its file:line in the log, and only what failed in the answer', async () => {
-    const gw = await startGateway(
+    await gw.start(
       yaml(
         'version: 1',
         'brokers: { local: { kind: memory } }',
@@ -204,14 +206,10 @@ describe('run-time failures name their cause', () => {
         '    to: { broker: local, topic: t }',
       ),
     );
-    try {
-      const reply = await post(gw.url('api', '/x'), { name: 'not a function' });
-      assert.equal(reply.status, 500);
-      assert.equal((reply.body as { detail: string }).detail, 'transform failed: Attempted to invoke a non-function');
-      const line = await gw.waitForLog((l) => l.msg === 'message failed');
-      assert.equal(line.where, 'expression "($f := name; $f(1))" at gateway.yaml:8');
-    } finally {
-      await gw.stop();
-    }
+    const reply = await post(gw.url('api', '/x'), { name: 'not a function' });
+    assert.equal(reply.status, 500);
+    assert.equal((reply.body as { detail: string }).detail, 'transform failed: Attempted to invoke a non-function');
+    const line = await gw.waitForLog((l) => l.msg === 'message failed');
+    assert.equal(line.where, 'expression "($f := name; $f(1))" at gateway.yaml:8');
   });
 });
