@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { repoRoot, runCli, startGateway, tempFiles } from '../helpers/gateway.js';
+import { repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 async function exitCode(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null) return child.exitCode;
@@ -14,8 +14,10 @@ async function exitCode(child: ChildProcess): Promise<number | null> {
 }
 
 describe('eventgate run: a first load that fails (spec §1)', () => {
+  const gw = useGateway();
+
   it('exits 1 and prints every problem as FILE:LINE:COL on stderr', async () => {
-    const gw = await startGateway('version: 1\nlisteners:\n  api: { kind: http, prot: 0 }\n', { waitReady: false });
+    await gw.start('version: 1\nlisteners:\n  api: { kind: http, prot: 0 }\n', { waitReady: false });
     assert.equal(await exitCode(gw.process), 1);
     assert.match(gw.stderr(), /gateway\.yaml:3:22: unknown key 'prot' in listeners\.api \(did you mean 'port'\?\)/);
     assert.doesNotMatch(gw.stderr(), /\n\s+at /, 'no stack trace');
@@ -26,7 +28,7 @@ describe('eventgate run: a first load that fails (spec §1)', () => {
     await once(holder, 'listening');
     const port = (holder.address() as { port: number }).port;
     try {
-      const gw = await startGateway(`version: 1\nlisteners:\n  api: { kind: http, port: ${port}, host: 127.0.0.1 }\n`, { waitReady: false });
+      await gw.start(`version: 1\nlisteners:\n  api: { kind: http, port: ${port}, host: 127.0.0.1 }\n`, { waitReady: false });
       assert.equal(await exitCode(gw.process), 1);
       assert.match(gw.stderr(), /EADDRINUSE/);
     } finally {
