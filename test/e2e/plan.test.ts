@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
-import { runCli, startGateway, tempFiles } from '../helpers/gateway.js';
+import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 
@@ -96,8 +96,10 @@ describe('eventgate plan --from OLD', () => {
 });
 
 describe('eventgate plan --admin URL against a running gateway', () => {
+  const gw = useGateway();
+
   it('compares with the running config, counts the clients a change would disconnect, and agrees with the reload that follows', async () => {
-    const gw = await startGateway(base('a > 1'));
+    await gw.start(base('a > 1'));
     const client = await WsClient.connect(gw.url('push', '/ws', 'ws'));
     try {
       const token = ['--token', 'plan-test-token-0123456789'];
@@ -122,7 +124,6 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       assert.equal(after.code, 0, after.stdout + after.stderr);
     } finally {
       await client.close?.();
-      await gw.stop();
     }
   });
 
