@@ -1,4 +1,4 @@
-import type { Message } from './message.js';
+import { ORIGINAL, type Message } from './message.js';
 
 /**
  * What a parsed value costs in the heap, estimated: body bytes are not enough (a 1 MiB body of
@@ -13,6 +13,12 @@ export function approxMessageBytes(msg: Message): number {
   let total = approxValueBytes(msg.value) + approxValueBytes(msg.key);
   const headers = msg.headers;
   for (const k in headers) total += 2 * (k.length + headers[k]!.length) + SCALAR_BYTES;
+  // A consumed record's bytes, kept for byte-exact copies (its decoded fields are the ones counted above).
+  const original = msg[ORIGINAL];
+  if (original) {
+    total += (original.value?.length ?? 0) + (original.key?.length ?? 0) + CONTAINER_BYTES;
+    for (const v of Object.values(original.headers)) total += Buffer.isBuffer(v) ? v.length + SCALAR_BYTES : v.reduce((n, b) => n + b.length + SCALAR_BYTES, 0);
+  }
   return total;
 }
 

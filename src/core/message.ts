@@ -8,6 +8,30 @@ export interface Message {
   offset: string | null;
   /** Milliseconds since the epoch. */
   timestamp: number;
+  /** The record's bytes, when the message was read from a broker that has them (see OriginalRecord). */
+  [ORIGINAL]?: OriginalRecord;
+}
+
+/**
+ * Where a message keeps the bytes it was read from. A symbol: steps' spreads (`{...msg, value}`)
+ * carry it along, while JSON, logs, the tap and expressions never see it.
+ */
+export const ORIGINAL: unique symbol = Symbol('eventgate.original');
+
+/**
+ * A consumed record as it was on the wire, and what the message was made of it. A field of the
+ * message that is still the very one made from the bytes (`===`: steps never change a message in
+ * place, they return a new one) was not changed by any step, so a broker target writes the
+ * original bytes again: binary values, invalid UTF-8, `{ "a" : 1.0 }` and repeated headers stay
+ * as they were, byte for byte.
+ */
+export interface OriginalRecord {
+  value: Buffer | null;
+  key: Buffer | null;
+  /** Header values by name; a name repeated in the record has all its values, in order. */
+  headers: Readonly<Record<string, Buffer | readonly Buffer[]>>;
+  /** What the message's value, key and headers were made of these bytes. */
+  decoded: { value: unknown; key: string | null; headers: Readonly<Record<string, string>> };
 }
 
 /**
@@ -57,6 +81,17 @@ export type Delivery =
   | { listener: string; path: string; clients: number }
   /** A webhook: the endpoint (without its query string), its 2xx status, and how many tries it took. */
   | { endpoint: string; status: number; attempts: number };
+
+/**
+ * `original` on buffers of its own: a consumed record's bytes are slices of the whole fetch
+ * response, which a message kept for long (a memory topic's retention) must not hold on to.
+ */
+export function detachOriginal(original: OriginalRecord): OriginalRecord {
+  const copy = (b: Buffer | null) => (b === null ? null : Buffer.from(b));
+  const headers: Record<string, Buffer | readonly Buffer[]> = {};
+  for (const [name, v] of Object.entries(original.headers)) headers[name] = Buffer.isBuffer(v) ? Buffer.from(v) : v.map((b) => Buffer.from(b));
+  return { value: copy(original.value), key: copy(original.key), headers, decoded: original.decoded };
+}
 
 export function withValue(msg: Message, value: unknown): Message {
   return { ...msg, value };

@@ -1,6 +1,6 @@
 import { Backoff, pause } from '../../core/backoff.js';
 import { approxMessageBytes } from '../../core/heap-size.js';
-import type { Delivery, Message } from '../../core/message.js';
+import { detachOriginal, ORIGINAL, type Delivery, type Message } from '../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
 import { defineBroker, kindOptions, Type, type Static } from '../define.js';
 
@@ -154,7 +154,9 @@ export class MemoryBroker implements BrokerRuntime {
   publishNow(topicName: string, msg: Message): Delivery {
     const topic = this.topic(topicName);
     const offset = String(topic.end);
-    const stored = { ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp || Date.now() };
+    const stored: Message = { ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp || Date.now() };
+    const original = msg[ORIGINAL];
+    if (original) stored[ORIGINAL] = detachOriginal(original);
     const size = approxMessageBytes(stored);
     topic.push(stored, size);
     this.bytes += size;

@@ -1,8 +1,8 @@
 import kafkajs from 'kafkajs';
-import type { ICustomPartitioner, KafkaConfig, Message as KafkaRecord, Producer, RetryOptions } from 'kafkajs';
+import type { ICustomPartitioner, IHeaders, KafkaConfig, Message as KafkaRecord, Producer, RetryOptions } from 'kafkajs';
 import { CODEC_IDS } from '../../../codecs/compression.js';
 import type { Logger } from '../../../log.js';
-import { encodeValue, type Delivery, type Message } from '../../../core/message.js';
+import { encodeValue, ORIGINAL, type Delivery, type Message, type OriginalRecord } from '../../../core/message.js';
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
@@ -101,11 +101,13 @@ export class RecordProducer {
   publish(topic: string, msg: Message): Promise<Delivery> {
     if (this.stopped) return Promise.reject(new Error(`broker '${this.broker}' is stopped`));
     return new Promise<Delivery>((resolve, reject) => {
+      const original = msg[ORIGINAL];
       const record: KafkaRecord = {
-        key: msg.key,
+        // A consumed record's own bytes where no step changed the field (core/message.ts, OriginalRecord).
+        key: original && original.decoded.key === msg.key ? original.key : msg.key,
         // Raw bytes (a dead-lettered batch that could not be decoded) travel as they are.
-        value: Buffer.isBuffer(msg.value) ? msg.value : encodeValue(msg.value ?? null),
-        headers: msg.headers,
+        value: original && original.decoded.value === msg.value ? original.value : Buffer.isBuffer(msg.value) ? msg.value : encodeValue(msg.value ?? null),
+        headers: original ? originalHeaders(msg.headers, original) : msg.headers,
         timestamp: msg.timestamp ? String(msg.timestamp) : undefined,
       };
       const p: Pending = { at: performance.now(), topic, record, resolve, reject, settled: false, timer: undefined as unknown as NodeJS.Timeout };
@@ -244,4 +246,18 @@ function retryWithin(budgetMs: number): RetryOptions {
     retries++;
   }
   return { initialRetryTime, maxRetryTime, retries: Math.max(1, retries) };
+}
+
+/**
+ * The message's headers, each as the consumed record had it (bytes, and every value of a repeated
+ * name) unless a step set it to something else; headers steps added go as text, removed ones not at all.
+ */
+function originalHeaders(headers: Record<string, string>, original: OriginalRecord): IHeaders {
+  const out: IHeaders = {};
+  for (const name in headers) {
+    const v = headers[name]!;
+    const raw = original.headers[name];
+    out[name] = raw !== undefined && original.decoded.headers[name] === v ? (raw as Buffer | Buffer[]) : v;
+  }
+  return out;
 }

@@ -1,7 +1,7 @@
 import type { Batch, Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import { Backoff, pause } from '../../../core/backoff.js';
-import { decodeValue, type Message } from '../../../core/message.js';
+import { decodeValue, ORIGINAL, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
@@ -330,20 +330,26 @@ export class KafkaSubscription {
 
 export function toMessage(topic: string, partition: number, m: KafkaMessage): Message {
   const headers: Record<string, string> = {};
+  const rawHeaders: Record<string, Buffer | Buffer[]> = {};
   if (m.headers) {
     for (const [name, v] of Object.entries(m.headers)) {
       if (v === undefined) continue;
-      // A header repeated in the record: the last one wins, as in a map.
+      // A header repeated in the record: the last one wins, as in a map (the original keeps them all).
       headers[name] = String(Array.isArray(v) ? v[v.length - 1] : v);
+      rawHeaders[name] = v as Buffer | Buffer[];
     }
   }
+  const value = m.value === null ? null : decodeValue(m.value.toString('utf8'));
+  const key = m.key === null || m.key === undefined ? null : m.key.toString('utf8');
   return {
-    value: m.value === null ? null : decodeValue(m.value.toString('utf8')),
-    key: m.key === null || m.key === undefined ? null : m.key.toString('utf8'),
+    value,
+    key,
     headers,
     topic,
     partition,
     offset: m.offset,
     timestamp: Number(m.timestamp),
+    // The bytes, so that a copy to a broker is byte for byte where no step changed the record.
+    [ORIGINAL]: { value: m.value, key: m.key ?? null, headers: rawHeaders, decoded: { value, key, headers } },
   };
 }
