@@ -20,8 +20,16 @@ export interface SchemaProblem {
  * formats. A schema that breaks the meta-schema is reported per offending keyword, so the
  * diagnostic can point at it rather than at the whole schema.
  */
+/**
+ * One ajv per draft for the whole process, not per config load: a new instance compiles the
+ * draft's meta-schema before it can check a schema, which was most of a reload's time on the event
+ * loop (~50-80 ms on a busy machine for a config with one small schema). What a compile leaves in
+ * ajv's cache is removed right after it, so reloads do not accumulate old schemas.
+ */
+const sharedAjvs = new Map<string, Ajv>();
+
 export class JsonSchemaCompiler {
-  private readonly ajvs = new Map<string, Ajv>();
+  private readonly ajvs = sharedAjvs;
 
   /** `defaultDraft` applies when the schema has no `$schema`. */
   compile(schema: unknown, defaultDraft: '07' | '2020' = '2020'): { validate: ValidateFunction | undefined; problems: SchemaProblem[] } {
@@ -30,7 +38,11 @@ export class JsonSchemaCompiler {
     }
     const declared = (schema as { $schema?: unknown }).$schema;
     const draft = String(declared ?? '');
-    const ajv = this.ajvFor(declared === undefined ? defaultDraft : draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020');
+    const which = declared === undefined ? defaultDraft : draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020';
+    // Removing a schema with an `$id` from ajv also drops that id, which could be one the shared
+    // instance needs (a meta-schema's): such schemas get an instance of their own, as all did before.
+    const ownId = (schema as { $id?: unknown }).$id !== undefined;
+    const ajv = ownId ? newAjv(which) : this.ajvFor(which);
     if (!ajv.validateSchema(schema)) return { validate: undefined, problems: metaProblems(schema, ajv.errors ?? []) };
     try {
       return { validate: ajv.compile(schema), problems: [] };
@@ -39,24 +51,32 @@ export class JsonSchemaCompiler {
       const ref = /can't resolve reference (\S+)/.exec(message)?.[1];
       const path = ref === undefined ? [] : (findRef(schema, ref) ?? []);
       return { validate: undefined, problems: [{ path, message: ref === undefined ? message : `$ref '${ref}' points at nothing in this schema` }] };
+    } finally {
+      // The compiled function keeps what it needs; the shared instance's cache must not keep every reload's schemas.
+      if (!ownId) ajv.removeSchema(schema);
     }
   }
 
   private ajvFor(draft: string): Ajv {
     let ajv = this.ajvs.get(draft);
     if (!ajv) {
-      // multipleOfPrecision: prices are decimals, and in binary floating point 19.99 / 0.01 is
-      // 1998.9999999999998; a quotient within 1e-6 of an integer counts as one (ajv's option for it),
-      // which is exact for cents up to about 10^8 and never accepts a tenth of a cent.
-      const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false, multipleOfPrecision: 6 } as const;
-      ajv = draft === '07' ? new Ajv(opts) : draft === '2019' ? (new Ajv2019(opts) as unknown as Ajv) : (new Ajv2020(opts) as unknown as Ajv);
-      addFormats(ajv);
-      // The same date-time, without a regex split and two capturing regexes per value (date-time.ts).
-      ajv.addFormat('date-time', { ...(fullFormats['date-time'] as object), validate: isDateTime } as Parameters<Ajv['addFormat']>[1]);
+      ajv = newAjv(draft);
       this.ajvs.set(draft, ajv);
     }
     return ajv;
   }
+}
+
+function newAjv(draft: string): Ajv {
+  // multipleOfPrecision: prices are decimals, and in binary floating point 19.99 / 0.01 is
+  // 1998.9999999999998; a quotient within 1e-6 of an integer counts as one (ajv's option for it),
+  // which is exact for cents up to about 10^8 and never accepts a tenth of a cent.
+  const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false, multipleOfPrecision: 6 } as const;
+  const ajv = draft === '07' ? new Ajv(opts) : draft === '2019' ? (new Ajv2019(opts) as unknown as Ajv) : (new Ajv2020(opts) as unknown as Ajv);
+  addFormats(ajv);
+  // The same date-time, without a regex split and two capturing regexes per value (date-time.ts).
+  ajv.addFormat('date-time', { ...(fullFormats['date-time'] as object), validate: isDateTime } as Parameters<Ajv['addFormat']>[1]);
+  return ajv;
 }
 
 /** One problem per offending keyword: the meta-schema's `anyOf` branches say the same thing several ways. */
