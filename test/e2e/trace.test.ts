@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 const CONFIG = `
 version: 1
@@ -35,20 +35,18 @@ function parts(traceparent: unknown): { traceId: string; spanId: string; flags: 
 }
 
 describe('W3C trace context through the gateway', () => {
-  let gw: RunningGateway;
   let watcher: WsClient;
   let tap: WsClient;
+  after(() => {
+    watcher?.close();
+    tap?.close();
+  });
+  const gw = useGateway(CONFIG);
   before(async () => {
-    gw = await startGateway(CONFIG);
     watcher = await WsClient.connect(gw.url('push', '/watch', 'ws'));
     // The tap of the consume route shows each message as it was read from the memory topic.
     tap = await WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/tap?route=out`);
     assert.equal((await tap.next()).type, 'hello');
-  });
-  after(async () => {
-    watcher.close();
-    tap.close();
-    await gw.stop();
   });
 
   it('carries an HTTP traceparent into the memory topic and the websocket envelope, with a new span id at each route', async () => {
