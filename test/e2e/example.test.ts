@@ -1,20 +1,14 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { repoRoot, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { repoRoot, useGateway } from '../helpers/gateway.js';
 
 describe('examples/gateway.yaml (the README walkthrough)', () => {
-  let gw: RunningGateway;
-  before(async () => {
-    const yaml = readFileSync(join(repoRoot, 'examples/gateway.yaml'), 'utf8');
-    const schema = readFileSync(join(repoRoot, 'examples/schemas/light-measured.json'), 'utf8');
-    gw = await startGateway(yaml, { files: { 'schemas/light-measured.json': schema }, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' } });
-  });
-  after(async () => {
-    await gw.stop();
-  });
+  const yaml = readFileSync(join(repoRoot, 'examples/gateway.yaml'), 'utf8');
+  const schema = readFileSync(join(repoRoot, 'examples/schemas/light-measured.json'), 'utf8');
+  const gw = useGateway(yaml, { files: { 'schemas/light-measured.json': schema }, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' } });
 
   it('delivers a posted lightMeasured event, transformed, to a websocket client', async () => {
     const client = await WsClient.connect(gw.url('push', '/ws/light', 'ws'));
