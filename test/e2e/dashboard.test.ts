@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { post, WsClient } from '../helpers/clients.js';
-import { repoRoot, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { repoRoot, useGateway } from '../helpers/gateway.js';
 
 const TOKEN = 'dashboard-token-42';
 const CONFIG = `
@@ -33,7 +33,6 @@ routes:
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 describe('admin dashboard (GET /) in headless Chromium', () => {
-  let gw: RunningGateway;
   let context: BrowserContext;
   let page: Page;
   let profile: string;
@@ -45,7 +44,6 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
     });
 
   before(async () => {
-    gw = await startGateway(CONFIG);
     profile = mkdtempSync(join(tmpdir(), 'eventgate-chromium-'));
     context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS, viewport: { width: 1440, height: 1100 } });
     page = context.pages()[0] ?? (await context.newPage());
@@ -58,8 +56,8 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
   after(async () => {
     await context?.close();
     rmSync(profile, { recursive: true, force: true });
-    await gw.stop();
   });
+  const gw = useGateway(CONFIG);
 
   it('is served without the token, with a strict Content-Security-Policy', async () => {
     const res = await fetch(`${gw.adminUrl}/`);
