@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 /** Debian's chromium: no download, a fresh profile each run. */
@@ -17,14 +17,17 @@ interface Seen {
 }
 
 describe('Server-Sent Events in headless Chromium (EventSource)', () => {
-  let gw: RunningGateway;
   let proxy: TcpProxy;
   let context: BrowserContext;
   let page: Page;
   let profile: string;
+  after(async () => {
+    await context?.close();
+    if (profile) rmSync(profile, { recursive: true, force: true });
+    await proxy?.stop();
+  });
 
-  before(async () => {
-    gw = await startGateway(`
+  const gw = useGateway(`
 version: 1
 brokers:
   local: { kind: memory }
@@ -40,6 +43,7 @@ routes:
     from: { broker: local, topic: orders }
     to: { listener: api, path: /orders/stream }
 `);
+  before(async () => {
     // The browser reaches the gateway through a proxy that can cut its connection, as a network would.
     proxy = await TcpProxy.start(gw.port('api'));
     profile = mkdtempSync(join(tmpdir(), 'eventgate-chromium-'));
@@ -47,12 +51,6 @@ routes:
     page = context.pages()[0] ?? (await context.newPage());
     // Any page of the gateway's origin will do: the stream is then same-origin.
     await page.goto(`http://127.0.0.1:${proxy.port}/`);
-  });
-  after(async () => {
-    await context?.close();
-    if (profile) rmSync(profile, { recursive: true, force: true });
-    await proxy?.stop();
-    await gw?.stop();
   });
 
   const publish = async (n: number) => {
