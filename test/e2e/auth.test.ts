@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK, SignJWT } from 'jose';
 import { post, WsClient } from '../helpers/clients.js';
-import { runCli, startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
+import { runCli, type StartOptions, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const ALICE_KEY = 'alice-key-5f1c2a9e7d3b';
 const BOB_KEY = 'bob-key-0123456789abcdef';
@@ -42,10 +42,10 @@ function keysFile(keys: Record<string, string>): string {
 }
 
 describe('auth step', () => {
-  let gw: RunningGateway;
   let jwks: Server;
   let out: WsClient;
   let yaml: string;
+  let options: StartOptions;
 
   before(async () => {
     const rsaJwk = { ...(await exportJWK(rsa.publicKey)), kid: 'remote-1', alg: 'RS256' };
@@ -123,20 +123,24 @@ routes:
       path: /ws/feed
       auth: {apiKey: {query: key, keysFile: keys.yaml}}
 `;
-    gw = await startGateway(yaml, {
-        env: { ALICE_KEY, JWT_SECRET },
-        files: {
-          'keys.yaml': keysFile({ dave: 'dave-key-00112233445566' }),
-          'keys/ec.pem': ec.publicKey.export({ type: 'spki', format: 'pem' }) as string,
-          'keys/jwks.json': JSON.stringify({ keys: [ecJwk] }),
-        },
-      });
+    options = {
+      env: { ALICE_KEY, JWT_SECRET },
+      files: {
+        'keys.yaml': keysFile({ dave: 'dave-key-00112233445566' }),
+        'keys/ec.pem': ec.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+        'keys/jwks.json': JSON.stringify({ keys: [ecJwk] }),
+      },
+    };
+  });
+  after(() => {
+    out?.close();
+  });
+  // Started once the JWKS server above is listening: the config names its port.
+  const gw = useGateway(() => yaml, () => options);
+  before(async () => {
     out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
   });
-
-  after(async () => {
-    out?.close();
-    await gw?.stop();
+  after(() => {
     jwks?.close();
   });
 
