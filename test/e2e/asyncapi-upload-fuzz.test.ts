@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { prng } from '../helpers/prng.js';
 
 /**
@@ -22,7 +22,6 @@ const TOKEN = 'fuzz-admin-token';
 const SECRET = 'fuzz-secret-value-31337';
 
 describe(`AsyncAPI upload fuzzing (seed ${SEED}, ${BUDGET_MS / 1000} s)`, () => {
-  let gw: RunningGateway;
   let outside: string;
   const hits: string[] = [];
   const internal = createServer((req, res) => {
@@ -35,8 +34,9 @@ describe(`AsyncAPI upload fuzzing (seed ${SEED}, ${BUDGET_MS / 1000} s)`, () => 
     internal.listen(0, '127.0.0.1');
     await once(internal, 'listening');
     internalUrl = `http://127.0.0.1:${(internal.address() as AddressInfo).port}`;
-    gw = await startGateway(
-      `version: 1
+  });
+  const gw = useGateway(
+    `version: 1
 asyncapi: contracts/alerts.yaml
 admin: {port: 0, token: ${TOKEN}}
 brokers:
@@ -53,21 +53,22 @@ routes:
     from: {listener: api, path: /other}
     to: {broker: local, topic: other}
 `,
-      {
-        files: {
-          'contracts/alerts.yaml': 'asyncapi: 3.0.0\ninfo: {title: A, version: "1"}\nchannels:\n  alerts:\n    messages:\n      alert:\n        payload: {type: object}\n',
-          'contracts/schemas/ok.yaml': 'type: object\n',
-          'contracts/schemas/nested.yaml': 'type: object\nproperties:\n  a: {$ref: "ok.yaml"}\n',
-        },
+    {
+      files: {
+        'contracts/alerts.yaml': 'asyncapi: 3.0.0\ninfo: {title: A, version: "1"}\nchannels:\n  alerts:\n    messages:\n      alert:\n        payload: {type: object}\n',
+        'contracts/schemas/ok.yaml': 'type: object\n',
+        'contracts/schemas/nested.yaml': 'type: object\nproperties:\n  a: {$ref: "ok.yaml"}\n',
       },
-    );
+    },
+  );
+  before(() => {
     outside = join(mkdtempSync(join(tmpdir(), 'eventgate-fuzz-secret-')), 'secret.yaml');
     writeFileSync(outside, `secret: ${SECRET}\n`);
     symlinkSync(outside, join(gw.dir, 'contracts', 'link.yaml'));
   });
-  after(async () => {
-    await gw.stop();
+  after(() => {
     internal.close();
+    if (outside) rmSync(dirname(outside), { recursive: true, force: true });
   });
 
   it('answers every fuzzed upload without leaking files, paths or network details, and keeps serving', async () => {
