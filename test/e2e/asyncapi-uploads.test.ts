@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 /**
  * Uploaded AsyncAPI documents are untrusted (issue #13, docs/security.md): each attack is a
@@ -62,7 +62,7 @@ async function server(handler: (path: string, res: import('node:http').ServerRes
 }
 
 describe('uploaded AsyncAPI documents cannot read files or reach the network', () => {
-  let gw: RunningGateway;
+  const gw = useGateway(config(), { files: { 'contracts/alerts.yaml': plain, 'contracts/schemas/ok.yaml': 'type: object\n' } });
   let outside: string;
   const put = (body: string) => fetch(`${gw.adminUrl}/admin/asyncapi`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...auth } });
   const current = async () => ((await (await fetch(`${gw.adminUrl}/admin/asyncapi`, { headers: auth })).json()) as { documents: { content: string }[] }).documents[0]!.content;
@@ -79,15 +79,14 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
     return JSON.parse(text);
   }
 
-  before(async () => {
-    gw = await startGateway(config(), { files: { 'contracts/alerts.yaml': plain, 'contracts/schemas/ok.yaml': 'type: object\n' } });
+  before(() => {
     // A secret next to the config's directory, and a link inside the directory pointing at it.
     outside = join(mkdtempSync(join(tmpdir(), 'eventgate-secrets-')), 'secret.yaml');
     writeFileSync(outside, 'db:\n  password: hunter2\n');
     symlinkSync(outside, join(gw.dir, 'contracts', 'innocent.yaml'));
   });
-  after(async () => {
-    await gw.stop();
+  after(() => {
+    if (outside) rmSync(dirname(outside), { recursive: true, force: true });
   });
 
   it("refuses a $ref leading out of the config's directory with ..", async () => {
@@ -154,7 +153,6 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
 });
 
 describe('remote $refs allowed by origin: fetched with a timeout and a size cap', () => {
-  let gw: RunningGateway;
   let schemas: Awaited<ReturnType<typeof server>>;
   let other: Awaited<ReturnType<typeof server>>;
   const put = (body: string) => fetch(`${gw.adminUrl}/admin/asyncapi`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...auth } });
@@ -167,10 +165,10 @@ describe('remote $refs allowed by origin: fetched with a timeout and a size cap'
       res.end('type: object\nrequired: [level]\n');
     });
     other = await server((_p, res) => res.end('type: object\n'));
-    gw = await startGateway(config(`asyncapiRemoteRefs: {origins: ['${schemas.url}'], timeoutMs: 500, maxBytes: 65536}`), { files: { 'contracts/alerts.yaml': plain } });
   });
-  after(async () => {
-    await gw.stop();
+  // Started once the schema server is listening: the config allows its origin.
+  const gw = useGateway(() => config(`asyncapiRemoteRefs: {origins: ['${schemas.url}'], timeoutMs: 500, maxBytes: 65536}`), { files: { 'contracts/alerts.yaml': plain } });
+  after(() => {
     schemas.srv.closeAllConnections();
     schemas.srv.close();
     other.srv.close();
