@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { channelsOf, documentOf, lightMeasuredPayload } from '../helpers/asyncapi-fixtures.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 const HEADER = '_asyncapi_eg_validation_error';
 const valid = { id: 7, lumens: 640, sentAt: '2026-11-23T10:00:00Z' };
@@ -50,15 +50,13 @@ for (const version of ['2.6', '3.0'] as const) {
   const ch = channelsOf[version];
 
   describe(`onInvalid with an AsyncAPI ${version} message, over HTTP and WebSocket`, () => {
-    let gw: RunningGateway;
     const see: Record<'accepted' | 'tagged' | 'dead', WsClient> = {} as never;
-    before(async () => {
-      gw = await startGateway(config(ch.commands), { files: { 'streetlights.yaml': documentOf[version], 'schemas/light-measured.yaml': lightMeasuredPayload }, readyTimeoutMs: 30_000 });
-      for (const topic of ['accepted', 'tagged', 'dead'] as const) see[topic] = await WsClient.connect(gw.url('ws', `/see/${topic}`, 'ws'));
-    });
-    after(async () => {
+    after(() => {
       for (const c of Object.values(see)) c.close();
-      await gw?.stop();
+    });
+    const gw = useGateway(config(ch.commands), { files: { 'streetlights.yaml': documentOf[version], 'schemas/light-measured.yaml': lightMeasuredPayload }, readyTimeoutMs: 30_000 });
+    before(async () => {
+      for (const topic of ['accepted', 'tagged', 'dead'] as const) see[topic] = await WsClient.connect(gw.url('ws', `/see/${topic}`, 'ws'));
     });
 
     it('reject: answers an invalid HTTP message 400 with the errors and publishes nothing; a valid one passes with $message and $channel', async () => {
