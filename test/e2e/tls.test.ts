@@ -1,33 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { TLSSocket } from 'node:tls';
+import { makeCertificates } from '../helpers/certificates.js';
 import { WsClient } from '../helpers/clients.js';
 import { tempFiles, useGateway } from '../helpers/gateway.js';
-
-interface Pem {
-  cert: string;
-  key: string;
-}
-
-/** Self-signed server certificates, a CA and a client certificate it signed, made with the openssl CLI. */
-function makeCertificates(): { a: Pem; b: Pem; ca: Pem; client: Pem } {
-  const dir = tempFiles({});
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  const ecKey = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  for (const name of ['a', 'b']) {
-    ssl('req', '-x509', ...ecKey, '-keyout', `${name}-key.pem`, '-out', `${name}.pem`, '-days', '1', '-subj', `/CN=eventgate-${name}`, '-addext', 'subjectAltName=IP:127.0.0.1');
-  }
-  ssl('req', '-x509', ...ecKey, '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=test-ca');
-  ssl('req', ...ecKey, '-keyout', 'client-key.pem', '-out', 'client.csr', '-subj', '/CN=client');
-  ssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', 'client.pem', '-days', '1');
-  const read = (name: string): Pem => ({ cert: readFileSync(join(dir, `${name}.pem`), 'utf8'), key: readFileSync(join(dir, `${name}-key.pem`), 'utf8') });
-  return { a: read('a'), b: read('b'), ca: read('ca'), client: read('client') };
-}
 
 interface HttpsReply {
   status: number;

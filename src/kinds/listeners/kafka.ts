@@ -6,6 +6,7 @@ import type { CompiledStep } from '../contracts.js';
 import { defineListener, kindOptions, mapOf, Type, type Static } from '../define.js';
 import { batchCompression } from '../../codecs/record-batch.js';
 import { DEFAULT_MAX_REQUEST_BYTES, KafkaProxyListener, type KafkaProxySettings } from './kafka/proxy.js';
+import { compileTls, tlsServerOption } from './transport.js';
 
 const options = kindOptions('kafka', {
   upstream: Type.String({ minLength: 1, description: 'The broker (of kind kafka) whose cluster the listener fronts; the proxy reaches it with that broker\'s `brokers` and `ssl`.' }),
@@ -14,6 +15,9 @@ const options = kindOptions('kafka', {
   advertisedHost: Type.Optional(Type.String({ minLength: 1, description: "Host named to clients in metadata responses (default: host, or this machine's hostname when host is 0.0.0.0 or ::)." })),
   brokerPorts: Type.Optional(
     mapOf(Type.Integer({ minimum: 1, maximum: 65535 }), { propertyNames: { pattern: '^[0-9]+$' }, description: 'Local port per upstream broker node id (`"1": 19101`), for ports that must not depend on discovery order.' }),
+  ),
+  tls: tlsServerOption(
+    "Serve TLS to Kafka clients (they connect with security.protocol=ssl) on the bootstrap port and every broker port. Files are relative to gateway.yaml and watched: a renewed certificate is used for new connections without a restart. Independent of the upstream broker's `ssl`, which is for the proxy's own connections to the cluster.",
   ),
   maxRequestBytes: Type.Optional(Type.Integer({ minimum: 1024, default: DEFAULT_MAX_REQUEST_BYTES, description: "Largest request frame a client may send (Kafka's socket.request.max.bytes); a larger one closes that client's connection. Also the most a produce request's compressed records may decompress to, all batches together: a larger one (a decompression bomb) is refused with INVALID_RECORD." })),
 });
@@ -50,7 +54,8 @@ export const kafkaListener = defineListener({
   acceptsForward: false,
   routesBy: 'topic',
   // Broker ports follow `port` (port + 1 + n) and `brokerPorts`: changing either rebinds them all.
-  socketOptions: ['port', 'host', 'brokerPorts'],
+  // Turning `tls` on or off changes every socket too; a renewed certificate does not (reconfigure).
+  socketOptions: ['port', 'host', 'brokerPorts', 'tls'],
   stepProblem,
   checkPath: (topic) => (TOPIC.test(topic) && topic !== '.' && topic !== '..' ? undefined : 'not a Kafka topic name (letters, digits, ".", "_" and "-", at most 249)'),
   compile(o, ctx): KafkaProxySettings | undefined {
@@ -68,8 +73,11 @@ export const kafkaListener = defineListener({
       ctx.report(['brokerPorts', clash[0]], 'EG_CONFIG_CONFLICT', `port ${clash[1]} is the listener's bootstrap port`);
       return undefined;
     }
+    const serverTls = o.tls ? compileTls(o.tls, ctx) : undefined;
+    if (o.tls && !serverTls) return undefined;
     return {
       upstream: o.upstream,
+      serverTls,
       host: o.host ?? '0.0.0.0',
       port: o.port,
       advertisedHost: o.advertisedHost,

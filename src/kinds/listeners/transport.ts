@@ -1,6 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import type { Socket } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
@@ -42,23 +42,25 @@ const TIMEOUT_CHECK_INTERVAL_MS = 1000;
 /** Dropped connections are logged at most this often, so a flood does not flood the log too. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
-/** The options of every listener with a socket of its own (http, websocket): address, TLS and input bounds. */
-export const transportOptions = {
-  port: Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port (0: any free port, see /admin/status).' }),
-  host: Type.Optional(Type.String({ default: '0.0.0.0', description: 'Bind address.' })),
-  tls: Type.Optional(
+/** The `tls` option of a listener that serves TLS (http, websocket, kafka): certificate, key, and a CA for mutual TLS. */
+export function tlsServerOption(description: string) {
+  return Type.Optional(
     Type.Object(
       {
         cert: Type.String({ minLength: 1, description: 'PEM certificate (chain) file.' }),
         key: Type.String({ minLength: 1, description: 'PEM private key file.' }),
         ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM CA bundle: clients must present a certificate it signed (mutual TLS).' })),
       },
-      {
-        additionalProperties: false,
-        description: 'Serve TLS (https/wss). Files are relative to gateway.yaml and watched: a renewed certificate is used for new connections without a restart.',
-      },
+      { additionalProperties: false, description },
     ),
-  ),
+  );
+}
+
+/** The options of every listener with a socket of its own (http, websocket): address, TLS and input bounds. */
+export const transportOptions = {
+  port: Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port (0: any free port, see /admin/status).' }),
+  host: Type.Optional(Type.String({ default: '0.0.0.0', description: 'Bind address.' })),
+  tls: tlsServerOption('Serve TLS (https/wss). Files are relative to gateway.yaml and watched: a renewed certificate is used for new connections without a restart.'),
   maxHeaderBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: TRANSPORT_DEFAULTS.maxHeaderBytes, description: 'Largest request head (request line and headers); larger: 431.' })),
   maxHeaders: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: TRANSPORT_DEFAULTS.maxHeaders, description: 'Most request headers; more: 431.' })),
   headersTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.headersTimeoutMs, description: 'Time a client has to send the request headers; then 408 and the connection is closed.' })),
@@ -87,18 +89,29 @@ export function compileTransport<O extends TransportOptions>(options: O, ctx: Li
     ok = false;
   }
   if (!options.tls) return ok ? options : undefined;
-  const cert = ctx.readFile(options.tls.cert, ['tls', 'cert']);
-  const key = ctx.readFile(options.tls.key, ['tls', 'key']);
-  const ca = options.tls.ca === undefined ? undefined : ctx.readFile(options.tls.ca, ['tls', 'ca']);
-  if (cert === undefined || key === undefined || (options.tls.ca !== undefined && ca === undefined)) return undefined;
+  const material = compileTls(options.tls, ctx);
+  return ok && material ? { ...options, tlsMaterial: material } : undefined;
+}
+
+/** Reads a `tls` option's files (watched) and checks they make a usable context; undefined when they do not (reported). */
+export function compileTls(tls: { cert: string; key: string; ca?: string }, ctx: Pick<ListenerCompileContext, 'readFile' | 'report'>): TlsMaterial | undefined {
+  const cert = ctx.readFile(tls.cert, ['tls', 'cert']);
+  const key = ctx.readFile(tls.key, ['tls', 'key']);
+  const ca = tls.ca === undefined ? undefined : ctx.readFile(tls.ca, ['tls', 'ca']);
+  if (cert === undefined || key === undefined || (tls.ca !== undefined && ca === undefined)) return undefined;
   const material: TlsMaterial = ca === undefined ? { cert, key } : { cert, key, ca };
   try {
     createSecureContext(material);
   } catch (err) {
-    ctx.report(['tls'], 'EG_CONFIG_FILE', `TLS certificate '${options.tls.cert}' and key '${options.tls.key}' cannot be used: ${(err as Error).message}`);
+    ctx.report(['tls'], 'EG_CONFIG_FILE', `TLS certificate '${tls.cert}' and key '${tls.key}' cannot be used: ${(err as Error).message}`);
     return undefined;
   }
-  return ok ? { ...options, tlsMaterial: material } : undefined;
+  return material;
+}
+
+/** TLS server options for `material`: a client certificate is required when it has a CA (mutual TLS). */
+export function tlsServerOptions(m: TlsMaterial): { cert: string; key: string; ca?: string; requestCert?: boolean; rejectUnauthorized?: boolean } {
+  return { ...m, ...(m.ca !== undefined ? { requestCert: true, rejectUnauthorized: true } : {}) };
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -113,7 +126,7 @@ export function createTransport(listener: string, options: TransportOptions, han
   };
   const m = options.tlsMaterial;
   const server: Server = m
-    ? (createHttpsServer({ ...httpOptions, ...m, ...(m.ca !== undefined ? { requestCert: true, rejectUnauthorized: true } : {}) }, handler) as unknown as Server)
+    ? (createHttpsServer({ ...httpOptions, ...tlsServerOptions(m) }, handler) as unknown as Server)
     : createHttpServer(httpOptions, handler);
   applyLimits(server, options);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket));
@@ -144,7 +157,7 @@ export function applyLimits(server: Server, options: TransportOptions): void {
 }
 
 /** A changed certificate (same files, new content) applies to new connections; open ones keep theirs. */
-export function rotateTls(server: Server, before: TlsMaterial | undefined, after: TlsMaterial | undefined): void {
+export function rotateTls(server: NetServer, before: TlsMaterial | undefined, after: TlsMaterial | undefined): void {
   if (!after || !before) return; // switching TLS on or off changes the socket: the listener is rebound instead
   if (before.cert === after.cert && before.key === after.key && before.ca === after.ca) return;
   (server as unknown as HttpsServer).setSecureContext(after);

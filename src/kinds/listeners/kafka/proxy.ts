@@ -8,10 +8,11 @@
  */
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions } from 'node:tls';
 import type { BrokerAddress, RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
 import { decompressBudget, type BatchCompression } from '../../../codecs/record-batch.js';
 import { boundAddress, listen } from '../bind.js';
+import { rotateTls, tlsServerOptions, type TlsMaterial } from '../transport.js';
 import type { Health, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv } from '../../contracts.js';
 import { ProxyConnection, type ConnectionHost } from './connection.js';
 import { governProduce, type Governed } from './govern.js';
@@ -27,6 +28,8 @@ export interface KafkaProxySettings {
   maxRequestBytes: number;
   /** The upstream broker's bootstrap servers (`host:port`). */
   bootstrap: string[];
+  /** TLS towards clients (the listener's `tls`, files read), or undefined for plaintext. */
+  serverTls: TlsMaterial | undefined;
   /** TLS to the upstream brokers (the broker's `ssl`), or false. */
   tls: ConnectionOptions | false;
 }
@@ -57,7 +60,7 @@ export class KafkaProxyListener implements ListenerRuntime {
 
   constructor(readonly name: string, settings: KafkaProxySettings, private readonly env: RuntimeEnv, private readonly compression: BatchCompression) {
     this.settings = settings;
-    this.bootstrapServer = createServer((socket) => this.accept(socket, undefined));
+    this.bootstrapServer = this.createServer((socket) => this.accept(socket, undefined));
     this.bootstrapServer.on('error', (err) => env.logger.error({ listener: name, err: err.message }, 'listener error'));
   }
 
@@ -67,7 +70,7 @@ export class KafkaProxyListener implements ListenerRuntime {
   }
 
   async stop({ drainMs }: { drainMs: number }): Promise<void> {
-    const servers = [this.bootstrapServer, ...[...this.brokers.values()].map((b) => b.server)];
+    const servers = this.servers();
     const closed = Promise.all(servers.map((s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()))));
     // Requests in flight get their answers, up to drainMs; then every client is cut off.
     const deadline = Date.now() + drainMs;
@@ -78,7 +81,22 @@ export class KafkaProxyListener implements ListenerRuntime {
   }
 
   reconfigure(options: unknown): void {
-    this.settings = options as KafkaProxySettings;
+    const next = options as KafkaProxySettings;
+    for (const server of this.servers()) rotateTls(server, this.settings.serverTls, next.serverTls);
+    this.settings = next;
+  }
+
+  private servers(): Server[] {
+    return [this.bootstrapServer, ...[...this.brokers.values()].map((b) => b.server)];
+  }
+
+  /** A plain or (with `tls`) TLS server; a client that fails the handshake is its own problem, logged at debug. */
+  private createServer(accept: (socket: Socket) => void): Server {
+    const m = this.settings.serverTls;
+    if (!m) return createServer(accept);
+    const server = createTlsServer(tlsServerOptions(m), accept);
+    server.on('tlsClientError', (err: Error) => this.env.logger.debug({ listener: this.name, err: err.message }, 'TLS handshake failed'));
+    return server;
   }
 
   bind(bindings: ListenerBindings): void {
@@ -187,7 +205,7 @@ export class KafkaProxyListener implements ListenerRuntime {
       port = base + 1 + this.brokers.size;
       while (taken.has(port) || Object.values(this.settings.brokerPorts).includes(port)) port++;
     }
-    const server = createServer((socket) => this.accept(socket, entry));
+    const server = this.createServer((socket) => this.accept(socket, entry));
     const entry: BrokerPort = { nodeId: b.nodeId, port, upstream: { host: b.host, port: b.port }, server, ready: Promise.resolve(), error: undefined };
     entry.ready = listen(server, port, this.settings.host).then(
       () => {

@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, describe, it } from 'node:test';
+import kafkajs from 'kafkajs';
+import { makeCertificates } from '../helpers/certificates.js';
+import { useGateway } from '../helpers/gateway.js';
+import { kcatConsumeAll, kcatProduceLines, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+
+const { Kafka, logLevel } = kafkajs;
+
+const SCHEMA = '{ type: object, required: [id], properties: { id: { type: integer } } }';
+
+/** Kafka clients reach the proxy over TLS (security.protocol=ssl) when the kafka listener has `tls`. */
+describe('kafka listener with tls: clients connect with security.protocol=ssl', async () => {
+  const certs = makeCertificates();
+  let kafka: KafkaCluster;
+  let topic = '';
+  const gw = useGateway(
+    async () => {
+      kafka = await startKafka({ brokers: 2 });
+      topic = kafka.topic('tls');
+      await kafka.createTopic(topic, 2);
+      return `
+version: 1
+brokers:
+  cluster: { kind: kafka, brokers: "${kafka.bootstrap}" }
+listeners:
+  kafka-tls:
+    kind: kafka
+    upstream: cluster
+    host: 127.0.0.1
+    port: 0
+    tls: { cert: certs/server.pem, key: certs/server-key.pem }
+  kafka-mtls:
+    kind: kafka
+    upstream: cluster
+    host: 127.0.0.1
+    port: 0
+    tls: { cert: certs/server.pem, key: certs/server-key.pem, ca: certs/ca.pem }
+routes:
+  - name: tls-in
+    from: { listener: kafka-tls, topic: ${topic} }
+    through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
+`;
+    },
+    { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key, 'certs/ca.pem': certs.ca.cert } },
+  );
+  after(() => kafka?.stop());
+  const proxy = () => `127.0.0.1:${gw.port('kafka-tls')}`;
+  // librdkafka checks the certificate and that it names the host it connects to (127.0.0.1 here).
+  const ssl = () => ['security.protocol=ssl', `ssl.ca.location=${certs.a.certFile}`];
+
+  it('kcat produces through TLS, is told INVALID_RECORD over TLS, and consumes through TLS', async () => {
+    const ok = await kcatProduceLines(proxy(), topic, ['{"id":1}', '{"id":2}'], ssl());
+    assert.equal(ok.code, 0, ok.stderr);
+    const refused = await kcatProduceLines(proxy(), topic, ['{"id":"three"}'], ssl());
+    assert.match(refused.stderr, /Broker: Broker failed to validate record/);
+    const direct = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => r.value).sort();
+    assert.deepEqual(direct, ['{"id":1}', '{"id":2}']);
+    const through = await runProcess('kcat', ['-C', '-b', proxy(), ...ssl().flatMap((p) => ['-X', p]), '-t', topic, '-o', 'beginning', '-e', '-q', '-f', '%s\n'], '', 30000);
+    assert.equal(through.code, 0, through.stderr);
+    assert.deepEqual(through.stdout.trim().split('\n').sort(), ['{"id":1}', '{"id":2}']);
+  });
+
+  it('kafkajs produces through TLS with the CA it trusts', async () => {
+    const producer = new Kafka({ brokers: [proxy()], ssl: { ca: [certs.a.cert] }, logLevel: logLevel.NOTHING, retry: { retries: 1 } }).producer();
+    await producer.connect();
+    try {
+      const [ack] = await producer.send({ topic, messages: [{ value: '{"id":4}' }] });
+      assert.equal(ack!.errorCode, 0);
+    } finally {
+      await producer.disconnect();
+    }
+    assert.ok((await kcatConsumeAll(kafka.bootstrap, topic)).some((r) => r.value === '{"id":4}'));
+  });
+
+  it('closes a client that speaks plaintext to the TLS port; TLS clients go on', async () => {
+    const [host, port] = proxy().split(':');
+    const plain = connect(Number(port), host!);
+    plain.on('error', () => {});
+    const closed = new Promise<void>((resolve) => plain.on('close', () => resolve()));
+    // An ApiVersions v0 request, as a plaintext client opens with.
+    plain.write(Buffer.from([0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0, 0]));
+    await closed;
+    const after = await kcatProduceLines(proxy(), topic, ['{"id":5}'], ssl());
+    assert.equal(after.code, 0, after.stderr);
+  });
+
+  it('is refused by a client that does not trust its certificate', async () => {
+    // Certificate `b` is not the one the listener serves: librdkafka fails the handshake and reports it.
+    const r = await kcatProduceLines(proxy(), topic, ['{"id":6}'], ['security.protocol=ssl', `ssl.ca.location=${certs.b.certFile}`, 'message.timeout.ms=5000']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /certificate verify failed|SSL handshake failed/i);
+  });
+
+  it('with `ca`, takes only clients that present a certificate the CA signed (mutual TLS)', async () => {
+    const mtls = `127.0.0.1:${gw.port('kafka-mtls')}`;
+    const withCert = await kcatProduceLines(mtls, topic, ['{"id":7}'], [...ssl(), `ssl.certificate.location=${certs.client.certFile}`, `ssl.key.location=${certs.client.keyFile}`]);
+    assert.equal(withCert.code, 0, withCert.stderr);
+    const without = await kcatProduceLines(mtls, topic, ['{"id":8}'], [...ssl(), 'message.timeout.ms=5000']);
+    assert.notEqual(without.code, 0);
+    const stored = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => r.value);
+    assert.ok(stored.includes('{"id":7}') && !stored.includes('{"id":8}'));
+  });
+});
