@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { makeCertificates } from '../helpers/certificates.js';
 import { WsClient } from '../helpers/clients.js';
-import { tempFiles, useGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 
 interface HttpsReply {
   status: number;
