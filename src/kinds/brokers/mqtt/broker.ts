@@ -3,6 +3,7 @@ import type { Logger } from '../../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import { coalesceWrites } from '../coalesce.js';
 import type { MqttSettings } from '../mqtt.js';
 
 /** Whether an MQTT topic filter (with `+` and `#`) matches a concrete topic (MQTT 3.1.1 §4.7). */
@@ -136,6 +137,7 @@ export class MqttBroker implements BrokerRuntime {
     const qos = qosFor(this.settings, topic);
     const options: IClientPublishOptions = { qos, retain: this.settings.retain };
     if (this.settings.protocolVersion === 5 && Object.keys(msg.headers).length > 0) options.properties = { userProperties: msg.headers };
+    coalesceWrites(link.client.stream);
     // QoS 0 has no acknowledgement: it resolves once written to the socket (at most once).
     const sent = link.client.publishAsync(topic, encodeValue(msg.value ?? null), options);
     return ackWithin(sent, this.settings.ackTimeoutMs, this.name).then(
