@@ -38,6 +38,7 @@ brokers:
     ackTimeoutMs: ${ACK_TIMEOUT_MS}
     streams:
       ORDERS: { subjects: ["orders.>"] }
+      SCRATCH: { subjects: ["scratch.>"] }
 listeners:
   api: { kind: http, port: 0 }
   ws: { kind: websocket, port: 0 }
@@ -48,6 +49,9 @@ routes:
   - name: presence
     from: { listener: api, path: /presence }
     to: { broker: nats, topic: presence.online }
+  - name: scratch
+    from: { listener: api, path: /scratch }
+    to: { broker: nats, topic: scratch.one }
   - name: audit
     from: { broker: nats, topic: "orders.*.created" }
     through:
@@ -91,6 +95,32 @@ routes:
     assert.equal(m!.subject, 'presence.online');
     assert.deepEqual(JSON.parse(m!.payload), { user: 'bo' });
     assert.equal(m!.headers['x-session'], 's1');
+  });
+
+  it('pipelines concurrent publishes: each 200 names the stream sequence holding its own message, and every core publish reaches a subscriber', async () => {
+    const sid = await peer.subscribe('presence.online');
+    const [stored, core] = await Promise.all([
+      Promise.all(Array.from({ length: 100 }, (_, i) => post(gw.url('api', '/scratch'), { i }))),
+      Promise.all(Array.from({ length: 100 }, (_, i) => post(gw.url('api', '/presence'), { i }))),
+    ]);
+    for (const r of [...stored, ...core]) assert.equal(r.status, 200, r.text);
+    const offsets = stored.map((r) => Number(r.body.deliveries[0].offset));
+    assert.equal(new Set(offsets).size, 100, 'each publish has a sequence of its own');
+    const held = await Promise.all(offsets.map((seq) => storedMessage(peer, 'SCRATCH', seq)));
+    assert.deepEqual(held.map((m) => JSON.parse(m!.data)), Array.from({ length: 100 }, (_, i) => ({ i })));
+    const got = await peer.take(sid, 100);
+    assert.deepEqual(new Set(got.map((m) => (JSON.parse(m.payload) as { i: number }).i)), new Set(Array.from({ length: 100 }, (_, i) => i)));
+  });
+
+  it('answers 503 naming the subject when no stream stores it any more (the stream was deleted under the gateway)', async () => {
+    const inbox = `_INBOX.del.${Math.random().toString(36).slice(2)}`;
+    const sid = await peer.subscribe(inbox);
+    peer.publish('$JS.API.STREAM.DELETE.SCRATCH', '', {}, inbox);
+    assert.match((await peer.take(sid, 1))[0]!.payload, /"success":true/);
+    const res = await post(gw.url('api', '/scratch'), { lost: false });
+    assert.equal(res.status, 503, res.text);
+    assert.equal(res.body.code, 'EG_BROKER_UNAVAILABLE');
+    assert.match(res.body.detail, /no JetStream stream stores subject 'scratch\.one'/);
   });
 
   it('consumes a JetStream wildcard subject with $topic and $headers, and acknowledges it', async () => {

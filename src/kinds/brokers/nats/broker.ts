@@ -1,4 +1,4 @@
-import type { JetStreamClient, JetStreamManager, JsMsg, Msg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
+import type { JetStreamManager, JsMsg, Msg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
 
 /** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
 type NatsLib = typeof import('nats');
@@ -8,6 +8,8 @@ import { decodeValue, encodeValue, type Delivery, type Message } from '../../../
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
+import { JetStreamPublisher, socketOf } from './publisher.js';
+import { coalesceWrites } from '../coalesce.js';
 
 const MAX_BACKOFF_MS = 5000;
 
@@ -64,7 +66,10 @@ export class NatsBroker implements BrokerRuntime {
   private readonly log: Logger;
   private readonly telemetry: BrokerTelemetry | undefined;
   private nc: NatsConnection | undefined;
-  private js: JetStreamClient | undefined;
+  private js: JetStreamPublisher | undefined;
+  /** One flush round trip for the core publishes of an event-loop turn: its PONG proves the server read all of them. */
+  private turnFlush: Promise<void> | undefined;
+  private readonly streamSubjects = new Map<string, boolean>();
   private jsm: JetStreamManager | undefined;
   private state: Health = { ready: false, detail: 'connecting' };
   private stopped = false;
@@ -110,7 +115,7 @@ export class NatsBroker implements BrokerRuntime {
     }
     this.nc = nc;
     void this.watch(nc);
-    this.js = nc.jetstream({ timeout: s.ackTimeoutMs });
+    this.js = new JetStreamPublisher(nc, lib.createInbox, this.name, s.ackTimeoutMs);
     await this.declareStreams(nc);
     for (const sub of this.subscriptions) sub.attach(nc, this.jsm);
   }
@@ -141,6 +146,7 @@ export class NatsBroker implements BrokerRuntime {
     for await (const s of nc.status()) {
       if (s.type === lib.Events.Disconnect) {
         this.state = { ready: false, detail: `unreachable: disconnected from ${s.data}` };
+        this.js?.failAll(this.state.detail!);
         this.log.warn({ server: s.data }, 'nats connection lost; reconnecting');
       } else if (s.type === lib.Events.Reconnect) {
         this.state = { ready: true };
@@ -179,18 +185,46 @@ export class NatsBroker implements BrokerRuntime {
     }
     const data = Buffer.from(encodeValue(msg.value ?? null));
     const headers = toHeaders(msg.headers);
-    let acked: Promise<Delivery>;
-    if (streamFor(this.settings, topic)) {
-      acked = this.js!.publish(topic, data, { headers, timeout: this.settings.ackTimeoutMs }).then((ack) => ({ broker: this.name, topic, partition: 0, offset: String(ack.seq) }));
-    } else {
-      // Core NATS: a flush round trip proves the server read it; nothing stores it.
-      nc.publish(topic, data, { headers });
-      acked = nc.flush().then(() => ({ broker: this.name, topic, partition: 0, offset: '-1' }));
+    if (this.isStreamSubject(topic)) {
+      return this.js!.publish(topic, data, headers).then(
+        (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: String(seq) }),
+        (err: Error) => {
+          this.telemetry?.producerError();
+          throw err;
+        },
+      );
     }
+    // Core NATS: a flush round trip proves the server read it; nothing stores it.
+    coalesceWrites(socketOf(nc));
+    nc.publish(topic, data, { headers });
+    const acked = this.flushAfter(nc).then((): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }));
     return ackWithin(acked, this.settings.ackTimeoutMs, this.name).catch((err: Error) => {
       this.telemetry?.producerError();
       throw err;
     });
+  }
+
+  /** Whether a stream stores `subject`, remembered per subject (up to a bound: subjects may be computed per message). */
+  private isStreamSubject(subject: string): boolean {
+    let yes = this.streamSubjects.get(subject);
+    if (yes === undefined) {
+      yes = streamFor(this.settings, subject) !== undefined;
+      if (this.streamSubjects.size < 10_000) this.streamSubjects.set(subject, yes);
+    }
+    return yes;
+  }
+
+  /** A flush sent after every publish of this turn (at its end), shared by them. */
+  private flushAfter(nc: NatsConnection): Promise<void> {
+    if (!this.turnFlush) {
+      this.turnFlush = new Promise<void>((resolve, reject) =>
+        setImmediate(() => {
+          this.turnFlush = undefined;
+          nc.flush().then(resolve, reject);
+        }),
+      );
+    }
+    return this.turnFlush;
   }
 
   /** JetStream consume routes: messages their consumer has yet to deliver, as of the last one delivered. */
