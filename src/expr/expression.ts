@@ -1,4 +1,5 @@
-import jsonata from 'jsonata';
+import { createRequire } from 'node:module';
+import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
 import { unknownFunctionCalls } from './functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
@@ -15,6 +16,17 @@ export interface ExpressionLimits {
 }
 
 export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500, maxRegexInput: DEFAULT_MAX_REGEX_INPUT };
+
+/**
+ * jsonata (600 KB of source, held in the heap with its compiled code for as long as the process
+ * runs) is loaded when the first expression is compiled, so a config without expressions never
+ * holds it (docs/performance.md, idle memory).
+ */
+let jsonataLoaded: typeof jsonataModule | undefined;
+function jsonata(source: string, options: jsonataModule.JsonataOptions): jsonataModule.Expression {
+  jsonataLoaded ??= createRequire(import.meta.url)('jsonata') as typeof jsonataModule;
+  return jsonataLoaded(source, options);
+}
 
 /** evaluateSync's answer when the expression needs JSONata's (asynchronous) evaluator for this input. */
 export const NOT_SYNC: unique symbol = Symbol('needs the asynchronous evaluator');
@@ -76,11 +88,11 @@ export const GATEWAY_VARIABLES = ['key', 'headers', 'topic', 'route', 'path', 'q
  * and the expression, so the log line leads to the config line.
  */
 export function compileExpression(source: string, limits: ExpressionLimits = defaultExpressionLimits, origin?: string): Expression {
-  let compiled: jsonata.Expression;
+  let compiled: jsonataModule.Expression;
   try {
     // Regexes run on RE2 (linear time), never on the backtracking RegExp (regex.ts).
     const RegexEngine = linearRegexEngine(limits.maxRegexInput ?? DEFAULT_MAX_REGEX_INPUT);
-    compiled = jsonata(source, { timeout: limits.timeoutMs, stack: limits.maxDepth, RegexEngine } as jsonata.JsonataOptions);
+    compiled = jsonata(source, { timeout: limits.timeoutMs, stack: limits.maxDepth, RegexEngine } as jsonataModule.JsonataOptions);
   } catch (err) {
     const e = err as JsonataError;
     throw new ExpressionSyntaxError(e.message ?? String(err), Math.max(0, (e.position ?? 1) - 1));

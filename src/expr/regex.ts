@@ -6,18 +6,26 @@
  * is linear in the input, and bounds the input a regex call may be given, so one call's cost is
  * bounded too. RE2 has no backreferences or lookaround: such a pattern is a config error.
  */
-import { RE2JS } from 're2js';
+import { createRequire } from 'node:module';
+import type { RE2JS } from 're2js';
+
+/** re2js is loaded with the first regex literal a config has: most configs have none (see expression.ts). */
+let re2: typeof RE2JS | undefined;
+function engine(): typeof RE2JS {
+  return (re2 ??= (createRequire(import.meta.url)('re2js') as { RE2JS: typeof RE2JS }).RE2JS);
+}
 
 /** Longest string (UTF-16 code units) one regex call may search, unless `expressions.maxRegexInput` says otherwise. */
 export const DEFAULT_MAX_REGEX_INPUT = 32 * 1024;
 
 /** A JavaScript regex literal compiled for RE2, or why it cannot be. */
 export function compileLinear(re: RegExp): RE2JS {
+  const R = engine();
   let flags = 0;
-  if (re.flags.includes('i')) flags |= RE2JS.CASE_INSENSITIVE;
-  if (re.flags.includes('m')) flags |= RE2JS.MULTILINE;
-  if (re.flags.includes('s')) flags |= RE2JS.DOTALL;
-  return RE2JS.compile(RE2JS.translateRegExp(re.source), flags);
+  if (re.flags.includes('i')) flags |= R.CASE_INSENSITIVE;
+  if (re.flags.includes('m')) flags |= R.MULTILINE;
+  if (re.flags.includes('s')) flags |= R.DOTALL;
+  return R.compile(R.translateRegExp(re.source), flags);
 }
 
 /** The RegExp-shaped engine class jsonata instantiates per evaluation (`new RegexEngine(literal)`; it sets lastIndex and calls exec). */
