@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { after, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { makeCertificates } from '../helpers/certificates.js';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, useGateway, type RunningGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduceLines, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 const { Kafka, logLevel } = kafkajs;
@@ -101,5 +101,73 @@ routes:
     assert.notEqual(without.code, 0);
     const stored = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => r.value);
     assert.ok(stored.includes('{"id":7}') && !stored.includes('{"id":8}'));
+  });
+});
+
+/**
+ * The proxy's own connections to the cluster over TLS (the upstream broker's `ssl`). The mock
+ * cluster speaks only plaintext, so a real TLS Kafka endpoint is put in front of it: a second
+ * gateway whose kafka listener serves TLS (tested with kcat and kafkajs above).
+ */
+describe('kafka listener whose upstream cluster is reached over TLS', async () => {
+  const certs = makeCertificates();
+  let kafka: KafkaCluster;
+  let inner: RunningGateway | undefined;
+  let topic = '';
+  const edge = useGateway(
+    async () => {
+      kafka = await startKafka({ brokers: 2 });
+      topic = kafka.topic('upstream-tls');
+      await kafka.createTopic(topic, 2);
+      inner = await startGateway(
+        `
+version: 1
+brokers:
+  mock: { kind: kafka, brokers: "${kafka.bootstrap}" }
+listeners:
+  inner: { kind: kafka, upstream: mock, host: 127.0.0.1, port: 0, tls: { cert: certs/server.pem, key: certs/server-key.pem } }
+`,
+        { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key } },
+      );
+      const tlsCluster = `127.0.0.1:${inner.port('inner')}`;
+      return `
+version: 1
+brokers:
+  tls-cluster: { kind: kafka, brokers: ["${tlsCluster}"], ssl: { ca: certs/ca.pem } }
+  untrusted: { kind: kafka, brokers: ["${tlsCluster}"], ssl: { ca: certs/other.pem } }
+listeners:
+  edge: { kind: kafka, upstream: tls-cluster, host: 127.0.0.1, port: 0 }
+  edge-untrusted: { kind: kafka, upstream: untrusted, host: 127.0.0.1, port: 0 }
+routes:
+  - name: edge-in
+    from: { listener: edge, topic: ${topic} }
+    through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
+`;
+    },
+    { files: { 'certs/ca.pem': certs.a.cert, 'certs/other.pem': certs.b.cert } },
+  );
+  after(async () => {
+    await inner?.stop();
+    await kafka?.stop();
+  });
+
+  it('produces (valid and refused) and consumes through a proxy that reaches the cluster over TLS', async () => {
+    const proxy = `127.0.0.1:${edge.port('edge')}`;
+    const ok = await kcatProduceLines(proxy, topic, ['{"id":1}', '{"id":2}']);
+    assert.equal(ok.code, 0, ok.stderr);
+    const refused = await kcatProduceLines(proxy, topic, ['{"id":"three"}']);
+    assert.match(refused.stderr, /Broker: Broker failed to validate record/);
+    assert.deepEqual((await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => r.value).sort(), ['{"id":1}', '{"id":2}']);
+    const through = await runProcess('kcat', ['-C', '-b', proxy, '-t', topic, '-o', 'beginning', '-e', '-q', '-f', '%s\n'], '', 30000);
+    assert.equal(through.code, 0, through.stderr);
+    assert.deepEqual(through.stdout.trim().split('\n').sort(), ['{"id":1}', '{"id":2}']);
+  });
+
+  it('does not talk to an upstream whose certificate it does not trust, and says why', async () => {
+    const proxy = `127.0.0.1:${edge.port('edge-untrusted')}`;
+    const r = await kcatProduceLines(proxy, topic, ['{"id":9}'], ['message.timeout.ms=5000']);
+    assert.notEqual(r.code, 0);
+    await eventually(() => assert.ok(edge.logs.some((l) => l.msg === 'kafka client connection closed: upstream problem' && /self-signed certificate|unable to verify/.test(String(l.reason)))));
+    assert.ok(!(await kcatConsumeAll(kafka.bootstrap, topic)).some((x) => x.value === '{"id":9}'));
   });
 });

@@ -6,7 +6,7 @@
  * through the proxy. Each client connection has its own upstream connection (to a bootstrap
  * server, or to the broker its port stands for); see connection.ts for what happens on it.
  */
-import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { createServer, isIP, connect as netConnect, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions } from 'node:tls';
 import type { BrokerAddress, RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
@@ -154,7 +154,9 @@ export class KafkaProxyListener implements ListenerRuntime {
 
   private connectUpstream(to: { host: string; port: number }): Socket {
     const tls = this.settings.tls;
-    const socket = tls ? tlsConnect({ ...tls, host: to.host, port: to.port, servername: tls.servername ?? to.host }) : netConnect({ host: to.host, port: to.port });
+    // SNI carries host names only (RFC 6066); an IP address is still checked against the certificate.
+    const servername = tls ? (tls.servername ?? (isIP(to.host) ? undefined : to.host)) : undefined;
+    const socket = tls ? tlsConnect({ ...tls, host: to.host, port: to.port, servername }) : netConnect({ host: to.host, port: to.port });
     socket.setNoDelay(true);
     return socket;
   }
