@@ -186,6 +186,13 @@ export interface SubscribeSpec {
    * once it is stored. Without it the broker stops consuming that partition and says so in health().
    */
   undecodable?(raw: UndecodableBatch): Promise<void>;
+  /**
+   * How many messages of one partition the handler may have in hand at once (default 1: one
+   * after the other). Offsets are committed only up to the first message not yet handled.
+   */
+  inFlight?: number;
+  /** With `inFlight` above 1: messages that share a key are handled one after the other, in order. */
+  orderKeys?(msg: Message): readonly string[] | Promise<readonly string[]>;
 }
 
 export type StartFrom = 'earliest' | 'latest';

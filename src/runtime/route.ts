@@ -44,6 +44,8 @@ interface BrokerTarget {
   broker: BrokerRuntime;
 }
 
+/** How long stopping a consume route waits for webhook endpoints to answer the tries in flight before cutting them. */
+const WEBHOOK_STOP_GRACE_MS = 5000;
 /** How often a consume route tries a message whose targets are unavailable before dead-lettering it. */
 const CONSUME_ATTEMPTS = 5;
 
@@ -391,7 +393,24 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const startFrom = from.startFrom ?? (this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined);
     const undecodable = this.deadletter ? (raw: UndecodableBatch) => this.deadletterUndecodable(raw) : undefined;
     // Structured-mode CloudEvents records (CloudEvents Kafka binding §3.3) become CloudEvent messages.
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, perInstance, undecodable }, (msg) => this.consume(fromStructuredMessage(msg)));
+    // A route that only calls webhooks may have several messages of a partition in hand at once (up to the
+    // smallest webhook concurrency), each committed once it and every one before it are done; orderBy keeps order per value.
+    const webhooksOnly = this.webhooks.length > 0 && this.webhooks.length === this.targets.length;
+    const inFlight = webhooksOnly ? Math.min(...this.webhooks.map((w) => w.concurrency)) : 1;
+    const ordered = this.webhooks.filter((w) => w.ordered);
+    const orderKeys = inFlight > 1 && ordered.length > 0 ? (msg: Message) => this.orderKeys(fromStructuredMessage(msg), ordered) : undefined;
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, perInstance, undecodable, inFlight, orderKeys }, (msg) => this.consume(fromStructuredMessage(msg)));
+  }
+
+  /**
+   * The order keys of a consumed message: each ordered webhook's `orderBy` value, computed on the
+   * message as consumed (before the route's steps, which may run only once per delivery). A value
+   * the expression cannot give keeps no order; the target reports that failure when it delivers.
+   */
+  private async orderKeys(msg: Message, ordered: readonly WebhookTarget[]): Promise<string[]> {
+    const ctx = { route: this.name };
+    const lanes = await Promise.all(ordered.map((w) => w.laneOf(msg, ctx).catch(() => undefined)));
+    return lanes.flatMap((lane, i) => (lane === undefined ? [] : [`${i}\0${lane}`]));
   }
 
   /**
@@ -497,7 +516,13 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   async stopConsuming(): Promise<void> {
     this.stopping = true;
     this.stop();
-    await this.subscription?.stop();
+    const stopped = this.subscription?.stop();
+    // An endpoint slow to answer must not keep the consumer from committing what is done: after a
+    // grace period the webhook tries in flight are cut, and their messages given back (uncommitted,
+    // so delivered again by whoever consumes next).
+    const cut = this.webhooks.length > 0 ? setTimeout(() => this.close(), WEBHOOK_STOP_GRACE_MS) : undefined;
+    await stopped;
+    clearTimeout(cut);
     this.subscription = undefined;
   }
 

@@ -1,5 +1,6 @@
 import { Backoff, pause } from '../../core/backoff.js';
 import { approxMessageBytes } from '../../core/heap-size.js';
+import { InFlightWindow } from '../../core/in-flight-window.js';
 import { detachOriginal, ORIGINAL, type Delivery, type Message } from '../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
 import { defineBroker, kindOptions, Type, type Static } from '../define.js';
@@ -22,13 +23,21 @@ type MemoryOptions = Static<typeof options>;
 interface Member {
   route: string;
   handler: (msg: Message) => Promise<void>;
-  inFlight: Promise<void> | undefined;
+  /** Handlings of this member not yet settled (stop() waits for them). */
+  inFlight: Set<Promise<unknown>>;
   stopped: boolean;
+  spec: SubscribeSpec;
 }
 
-/** A consumer group: one committed position, messages shared round-robin between its members. */
+/**
+ * A consumer group: one committed position, messages shared round-robin between its members. Up
+ * to the latest member's `inFlight` messages are in hand at once (core/in-flight-window.ts);
+ * `next` is the committed position, `dispatched` the next message to hand out.
+ */
 interface Group {
   next: number;
+  dispatched: number;
+  window: InFlightWindow<number>;
   members: Member[];
   turn: number;
   pumping: boolean;
@@ -116,7 +125,7 @@ export class MemoryBroker implements BrokerRuntime {
   async stop(): Promise<void> {
     this.stopped = true;
     const inFlight: Promise<void>[] = [];
-    for (const t of this.topics.values()) for (const g of t.groups.values()) for (const m of g.members) if (m.inFlight) inFlight.push(m.inFlight);
+    for (const t of this.topics.values()) for (const g of t.groups.values()) inFlight.push(g.window.idle());
     await Promise.allSettled(inFlight);
   }
 
@@ -180,12 +189,14 @@ export class MemoryBroker implements BrokerRuntime {
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const topic = this.topic(spec.topic);
     let group = topic.groups.get(spec.group);
+    const capacity = spec.inFlight ?? 1;
     if (!group) {
       // A new group starts at the end, as a Kafka group with auto.offset.reset=latest would.
-      group = { next: spec.startFrom === 'earliest' ? topic.first : topic.end, members: [], turn: 0, pumping: false };
+      const next = spec.startFrom === 'earliest' ? topic.first : topic.end;
+      group = { next, dispatched: next, window: new InFlightWindow(capacity), members: [], turn: 0, pumping: false };
       topic.groups.set(spec.group, group);
     }
-    const member: Member = { route: spec.route, handler, inFlight: undefined, stopped: false };
+    const member: Member = { route: spec.route, handler, inFlight: new Set(), stopped: false, spec };
     group.members.push(member);
     void this.pump(topic, group);
     const g = group;
@@ -193,7 +204,7 @@ export class MemoryBroker implements BrokerRuntime {
       stop: async () => {
         member.stopped = true;
         g.members = g.members.filter((m) => m !== member);
-        await member.inFlight;
+        await Promise.allSettled([...member.inFlight]);
       },
     };
   }
@@ -227,44 +238,83 @@ export class MemoryBroker implements BrokerRuntime {
     }
   }
 
+  /**
+   * Hands the group's messages out in order, up to the window's capacity at once, and moves the
+   * committed position over the prefix that is done. A message whose handler gives it back (its
+   * route stopped with it in hand; the route owns retries) is offered again, to whichever member
+   * is there, after a pause; with no member left the window stops, and the next member starts
+   * again from the committed position.
+   */
   private async pump(topic: Topic, group: Group): Promise<void> {
     if (group.pumping) return;
     group.pumping = true;
-    const backoff = new Backoff();
     try {
-      while (!this.stopped && group.next < topic.end && group.members.length > 0) {
-        if (group.next < topic.first) {
-          this.env.logger.warn({ broker: this.name, topic: topic.name, skipped: topic.first - group.next }, 'consumer group fell behind retention; oldest messages were dropped');
-          group.next = topic.first;
+      for (;;) {
+        if (group.window.broken) {
+          await group.window.idle();
+          group.dispatched = group.next;
+          group.window = new InFlightWindow(group.members.at(-1)?.spec.inFlight ?? 1);
         }
-        const msg = topic.at(group.next);
+        if (this.stopped || group.members.length === 0 || group.dispatched >= topic.end) break;
+        await group.window.room();
+        if (this.stopped || group.members.length === 0 || group.window.broken) continue;
+        if (group.dispatched < topic.first) {
+          this.env.logger.warn({ broker: this.name, topic: topic.name, skipped: topic.first - group.dispatched }, 'consumer group fell behind retention; oldest messages were dropped');
+          group.dispatched = topic.first;
+          if (group.window.size === 0) group.next = topic.first;
+        }
+        const offset = group.dispatched++;
+        const msg = topic.at(offset);
         const member = group.members[group.turn++ % group.members.length]!;
-        const attempt = member.handler(msg);
-        member.inFlight = attempt.then(
-          () => undefined,
-          () => undefined,
+        const orderKeys = member.spec.orderKeys;
+        const keys = orderKeys && group.window.capacity > 1 ? await orderKeys(msg) : NO_KEYS;
+        const window = group.window;
+        window.start(
+          offset,
+          keys,
+          () => this.consumeOne(group, member, msg),
+          () => {
+            const done = window.committable();
+            if (done !== undefined && window === group.window) group.next = Math.max(group.next, done + 1);
+            if (window.broken) void this.pump(topic, group);
+          },
         );
-        try {
-          await attempt;
-          group.next++;
-          backoff.reset();
-        } catch (err) {
-          // The handler gave the message back (its route stopped with it in hand; the route owns
-          // retries): keep it, and offer it again, to whichever member is there, after a pause.
-          this.telemetry?.consumerError(member.route);
-          this.env.logger.error({ broker: this.name, topic: msg.topic, offset: msg.offset, err: (err as Error).message }, 'message not consumed; retrying');
-          await pause(backoff.delay());
-        } finally {
-          member.inFlight = undefined;
-        }
       }
     } finally {
       group.pumping = false;
     }
     // A member may have joined, or a message arrived, while the last handler ran.
-    if (!this.stopped && group.next < topic.end && group.members.length > 0) void this.pump(topic, group);
+    if (!this.stopped && group.dispatched < topic.end && group.members.length > 0 && !group.window.broken) void this.pump(topic, group);
+  }
+
+  /** One message to `first` (then to whichever member is there, while handlers give it back); false when no member is left. */
+  private async consumeOne(group: Group, first: Member, msg: Message): Promise<boolean> {
+    const backoff = new Backoff();
+    let member: Member | undefined = first;
+    for (;;) {
+      if (!member || member.stopped || this.stopped) return false;
+      const attempt = member.handler(msg);
+      const settled = attempt.then(
+        () => undefined,
+        () => undefined,
+      );
+      member.inFlight.add(settled);
+      try {
+        await attempt;
+        return true;
+      } catch (err) {
+        this.telemetry?.consumerError(member.route);
+        this.env.logger.error({ broker: this.name, topic: msg.topic, offset: msg.offset, err: (err as Error).message }, 'message not consumed; retrying');
+        await pause(backoff.delay());
+      } finally {
+        member.inFlight.delete(settled);
+      }
+      member = group.members.length > 0 ? group.members[group.turn++ % group.members.length] : undefined;
+    }
   }
 }
+
+const NO_KEYS: readonly string[] = [];
 
 export const memoryBroker = defineBroker({
   options,

@@ -68,8 +68,8 @@ export const webhookOptions = Type.Object(
         { additionalProperties: false, description: 'How failed tries (timeouts, refused connections, 408, 429, 5xx) are repeated.' },
       ),
     ),
-    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: WEBHOOK_DEFAULTS.concurrency, description: 'Requests in flight at once (= kept-alive connections); more wait their turn.' })),
-    orderBy: Type.Optional(Type.String({ minLength: 1, description: 'JSONata expression (e.g. `$key`): messages for which it gives the same value are delivered one after another, in order.' })),
+    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: WEBHOOK_DEFAULTS.concurrency, description: 'Requests in flight at once (= kept-alive connections); more wait their turn. A consume route whose targets are all webhooks has this many messages of a partition in hand at once, committing up to the first not yet done.' })),
+    orderBy: Type.Optional(Type.String({ minLength: 1, description: 'JSONata expression (e.g. `$key`): messages for which it gives the same value are delivered one after another, in order (a failed one retried before the next). On consume routes it is evaluated on the message as consumed, before the steps.' })),
     cloudevents: Type.Optional(oneOfStrings(['binary', 'structured'] as const, { default: 'binary', description: 'How CloudEvent messages are sent: `ce-*` headers and the data as body, or one application/cloudevents+json body.' })),
     signature: Type.Optional(
       Type.Object(
@@ -89,7 +89,7 @@ export const NOT_WEBHOOK_KEYS = ['topic', 'key', 'path', 'format', 'auth', 'clou
 
 export const webhookDoc: KindDoc = {
   summary:
-    'Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message\'s `traceparent` and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx are final. Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections; `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.',
+    'Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message\'s `traceparent` and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx are final. Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections, and a consume route whose targets are all webhooks has that many messages of a partition in hand at once (offsets committed up to the first not yet done); `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.',
   example:
     'routes:\n  - name: orders-to-crm\n    from: {broker: kafka, topic: orders}\n    to:\n      http:\n        url: https://crm.example.com/hooks/orders\n        headers: {authorization: \'"Bearer ${CRM_TOKEN}"\'}\n        timeoutMs: 5000\n        retry: {attempts: 5, backoffMs: 500}\n        concurrency: 32\n        orderBy: $key\n        signature: {secret: ${WEBHOOK_SECRET}}\n    deadletter: {broker: kafka, topic: orders-undeliverable}',
 };
@@ -125,10 +125,27 @@ export class WebhookTarget implements Target {
     return `webhook ${this.plan.url}`;
   }
 
+  /** Requests in flight at once; consume routes whose targets are webhooks hand them this many messages of a partition at once. */
+  get concurrency(): number {
+    return this.plan.concurrency;
+  }
+
+  /** Whether the target keeps an order (`orderBy`). */
+  get ordered(): boolean {
+    return this.plan.orderBy !== undefined;
+  }
+
   send(msg: Message, ctx: MessageContext): Promise<Delivery> {
+    if (!this.plan.orderBy) return this.deliver(msg, ctx);
+    return this.laneOf(msg, ctx).then((lane) => (lane === undefined ? this.deliver(msg, ctx) : this.inLane(lane, msg, ctx)));
+  }
+
+  /** The message's `orderBy` value as a string, undefined when it has none (no order to keep). Rejects when the expression fails. */
+  async laneOf(msg: Message, ctx: MessageContext): Promise<string | undefined> {
     const orderBy = this.plan.orderBy;
-    if (!orderBy) return this.deliver(msg, ctx);
-    return Promise.resolve(evaluate(orderBy, msg.value, bindingsFor(msg, ctx), 'orderBy')).then((v) => (v === undefined || v === null ? this.deliver(msg, ctx) : this.inLane(typeof v === 'string' ? v : JSON.stringify(v), msg, ctx)));
+    if (!orderBy) return undefined;
+    const v = await evaluate(orderBy, msg.value, bindingsFor(msg, ctx), 'orderBy');
+    return v === undefined || v === null ? undefined : typeof v === 'string' ? v : JSON.stringify(v);
   }
 
   /** Delivers after every earlier message of the same lane settled (delivered or failed). */

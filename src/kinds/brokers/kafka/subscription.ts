@@ -6,6 +6,9 @@ import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
 import { undecodable, withBatchBound, type UndecodableRecord } from './codecs.js';
+import { InFlightWindow } from '../../../core/in-flight-window.js';
+
+const NO_KEYS: readonly string[] = [];
 
 type Kafka = InstanceType<typeof import('kafkajs').Kafka>;
 
@@ -245,9 +248,11 @@ export class KafkaSubscription {
     }
   }
 
-  private async handleBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause }: EachBatchPayload): Promise<void> {
+  private async handleBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause } = payload;
     const { topic, partition } = batch;
     this.highWatermarks.set(partition, BigInt(batch.highWatermark));
+    if ((this.spec.inFlight ?? 1) > 1) return this.handleBatchWindowed(payload);
     for (const message of batch.messages) {
       if (!isRunning() || isStale() || this.stopping || this.parked) return;
       const offset = BigInt(message.offset);
@@ -264,6 +269,59 @@ export class KafkaSubscription {
       await heartbeat();
       await commitOffsetsIfNecessary();
     }
+  }
+
+  /**
+   * The records of a batch with up to `spec.inFlight` in hand at once (./in-flight-window.ts):
+   * offsets are resolved and committed up to the first record not yet handled, records sharing
+   * an order key one after the other. A batch that cannot be decoded waits until the window is
+   * empty and is then handled alone, as in the one-at-a-time loop.
+   */
+  private async handleBatchWindowed({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause }: EachBatchPayload): Promise<void> {
+    const { topic, partition } = batch;
+    const window = new InFlightWindow<string>(this.spec.inFlight ?? 1);
+    const orderKeys = this.spec.orderKeys;
+    const going = () => isRunning() && !isStale() && !this.stopping && !this.parked && !window.broken;
+    // Resolving is bookkeeping (kafkajs commits what was resolved, also when the member stops); committing is a request, made from the loop.
+    const settled = () => {
+      const offset = window.committable();
+      if (offset === undefined) return;
+      resolveOffset(offset);
+      this.noteLag(partition, BigInt(offset) + 1n);
+    };
+    const commit = async () => {
+      await heartbeat();
+      await commitOffsetsIfNecessary();
+    };
+    try {
+      for (const message of batch.messages) {
+        await window.room();
+        await commit();
+        if (!going()) break;
+        const broken = undecodable(message);
+        if (broken) {
+          await window.idle();
+          await commit();
+          if (!going()) break;
+          const handled = await this.undecodable(batch, message, broken, heartbeat);
+          if (handled === 'halt') {
+            pause();
+            return;
+          }
+          if (!handled) break;
+          resolveOffset(message.offset);
+          await commit();
+          continue;
+        }
+        const msg = toMessage(topic, partition, message);
+        const keys = orderKeys ? await orderKeys(msg) : NO_KEYS;
+        // Each record keeps the membership alive while it is retried.
+        window.start(message.offset, keys, () => this.persist(heartbeat, () => this.handler(msg), (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'record not consumed; retrying it')), settled);
+      }
+    } finally {
+      await window.idle();
+    }
+    await commit().catch(() => undefined);
   }
 
   /** Retries the record until the handler takes it; false when the member stops first (left uncommitted). */

@@ -1,0 +1,92 @@
+/**
+ * Several messages of one partition in hand at once, committed in order. A consumer hands each
+ * message of a partition to `start()` in offset order; up to `capacity` are handled at the same
+ * time, and `committable()` is the last offset of the contiguous prefix that is done: committing
+ * it never skips a message still in hand (at-least-once). Messages that share an order key are
+ * handled one after the other, in offset order (each waits until the earlier one settled,
+ * retries included); others go meanwhile. With a capacity of 1 it is the one-at-a-time consumer.
+ */
+/** How many times `capacity` messages may be uncommitted behind the oldest one in hand. */
+export const SPAN = 4;
+
+export class InFlightWindow<O> {
+  /** In offset order: what is in hand or done but not yet committable. */
+  private readonly entries: { offset: O; done: boolean }[] = [];
+  /** Per order key, the settling of the latest message that has it. */
+  private readonly lanes = new Map<string, Promise<void>>();
+  private inHand = 0;
+  private waiters: (() => void)[] = [];
+  private last: O | undefined;
+  /** A message was given back (its handler stopped with it in hand): nothing after it may be committed, nothing more started. */
+  private givenBack = false;
+
+  constructor(readonly capacity: number) {}
+
+  /** Whether a message was given back: the owner stops starting new ones and, once idle, starts again from the committed offset. */
+  get broken(): boolean {
+    return this.givenBack;
+  }
+
+  get size(): number {
+    return this.inHand;
+  }
+
+  /**
+   * Resolves once fewer than `capacity` messages are in hand and fewer than SPAN × capacity are
+   * past the committable offset: a message that takes long holds back only so many after it,
+   * which bounds what a crash delivers again. At once when a message was given back (the owner stops).
+   */
+  async room(): Promise<void> {
+    while (!this.givenBack && (this.inHand >= this.capacity || this.entries.length >= this.capacity * SPAN)) await new Promise<void>((r) => this.waiters.push(r));
+  }
+
+  /** Resolves once no message is in hand. */
+  async idle(): Promise<void> {
+    while (this.inHand > 0) await new Promise<void>((r) => this.waiters.push(r));
+  }
+
+  /**
+   * Handles the message at `offset` (the next in order) with `handle`, after every earlier
+   * message sharing one of `keys` settled. `handle` resolves true when the message is done, false
+   * when it was given back. `settled` is told after each message, to commit what became committable.
+   */
+  start(offset: O, keys: readonly string[], handle: () => Promise<boolean>, settled: () => void): void {
+    const entry = { offset, done: false };
+    this.entries.push(entry);
+    this.inHand++;
+    const before = keys.map((k) => this.lanes.get(k)).filter((p) => p !== undefined);
+    const run = async (): Promise<void> => {
+      if (before.length > 0) await Promise.all(before);
+      let ok = false;
+      try {
+        ok = !this.givenBack && (await handle());
+      } catch {
+        ok = false;
+      }
+      if (ok) entry.done = true;
+      else this.givenBack = true;
+      this.advance();
+      this.inHand--;
+      for (const w of this.waiters.splice(0)) w();
+      settled();
+    };
+    const mine = run();
+    for (const k of keys) {
+      this.lanes.set(k, mine);
+      void mine.then(() => {
+        if (this.lanes.get(k) === mine) this.lanes.delete(k);
+      });
+    }
+  }
+
+  /** The last offset before which every message is done (and it too), or undefined when that has not moved since the last call. */
+  committable(): O | undefined {
+    const last = this.last;
+    this.last = undefined;
+    return last;
+  }
+
+  private advance(): void {
+    while (this.entries.length > 0 && this.entries[0]!.done) this.last = this.entries.shift()!.offset;
+  }
+}

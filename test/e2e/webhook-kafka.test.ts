@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { committedOffsets, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+
+interface Held {
+  n: number;
+  key: string;
+  res: ServerResponse;
+}
+
+/**
+ * A webhook endpoint that answers only when the test lets it: it counts the requests in flight
+ * (overall and per key) at the moment each arrives, so concurrency is measured where it happens.
+ */
+class SlowEndpoint {
+  readonly arrivals: { n: number; key: string }[] = [];
+  readonly held: Held[] = [];
+  inFlight = 0;
+  maxInFlight = 0;
+  /** The most requests of one key in flight at once. */
+  maxPerKey = 0;
+  private readonly perKey = new Map<string, number>();
+  /** Called on each arrival; answers (res.end) now or later. Default: hold until release(). */
+  onArrival: (h: Held) => void = (h) => this.held.push(h);
+  private constructor(private readonly server: Server) {}
+
+  static async start(): Promise<SlowEndpoint> {
+    const server = createServer();
+    const e = new SlowEndpoint(server);
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const { n } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { n: number };
+        const key = String(req.headers['x-key']);
+        e.arrivals.push({ n, key });
+        e.inFlight++;
+        e.maxInFlight = Math.max(e.maxInFlight, e.inFlight);
+        const k = (e.perKey.get(key) ?? 0) + 1;
+        e.perKey.set(key, k);
+        e.maxPerKey = Math.max(e.maxPerKey, k);
+        res.on('finish', () => {
+          e.inFlight--;
+          e.perKey.set(key, e.perKey.get(key)! - 1);
+        });
+        e.onArrival({ n, key, res });
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return e;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  /** Answers every held request with `status` (the oldest first). */
+  release(status = 200): void {
+    for (const h of this.held.splice(0)) h.res.writeHead(status).end();
+  }
+
+  reset(): void {
+    this.held.length = 0;
+    this.arrivals.length = 0;
+    this.maxInFlight = 0;
+    this.maxPerKey = 0;
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((r) => this.server.close(r));
+  }
+}
+
+const records = (from: number, n: number, keys: number) => Array.from({ length: n }, (_, i) => ({ key: `k${(from + i) % keys}`, value: JSON.stringify({ n: from + i }) }));
+
+describe('webhook targets of Kafka consume routes: several records of a partition in flight', () => {
+  let kafka: KafkaCluster;
+  let hook: SlowEndpoint;
+  const running: RunningGateway[] = [];
+
+  /** A gateway whose one route consumes `topic` (one partition) into the endpoint. */
+  const gateway = async (topic: string, group: string, http: string) => {
+    const gw = await startGateway(`
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ${kafka.bootstrap}
+    consumer: ${kafka.consumerYaml}
+routes:
+  - name: hook
+    from: { broker: kafka, topic: ${topic}, group: ${group}, startFrom: earliest }
+    to: { http: { url: "${hook.url}/in", headers: { x-key: $key }, ${http} } }
+`);
+    running.push(gw);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hook', 20000);
+    return gw;
+  };
+
+  before(async () => {
+    kafka = await startKafka();
+    hook = await SlowEndpoint.start();
+  });
+  after(async () => {
+    for (const gw of running) await gw.stop('SIGKILL');
+    await hook?.stop();
+    await kafka?.stop();
+  });
+
+  it('has `concurrency` requests in flight at once, never more, and commits every record once all are answered', async () => {
+    const topic = kafka.topic('conc');
+    const group = kafka.topic('conc-group');
+    await kafka.createTopic(topic, 1);
+    hook.reset();
+    hook.onArrival = (h) => hook.held.push(h);
+    await kcatProduce(kafka.bootstrap, topic, records(0, 24, 24));
+    const gw = await gateway(topic, group, 'concurrency: 4');
+    // Held: the endpoint sees exactly 4 at once before it answers any.
+    for (let round = 0; round < 6; round++) {
+      await eventually(() => assert.equal(hook.held.length, 4));
+      assert.equal(hook.inFlight, 4);
+      hook.release();
+    }
+    await eventually(() => assert.equal(hook.arrivals.length, 24));
+    assert.equal(hook.maxInFlight, 4, 'never more than concurrency in flight');
+    assert.deepEqual(hook.arrivals.map((a) => a.n).sort((a, b) => a - b), Array.from({ length: 24 }, (_, i) => i));
+    await gw.stop('SIGTERM');
+    assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '24' });
+  });
+
+  it('with orderBy: $key, keeps each key in order (one request per key at a time, a failed one retried first) while keys go side by side', async () => {
+    const topic = kafka.topic('ordered');
+    const group = kafka.topic('ordered-group');
+    await kafka.createTopic(topic, 1);
+    hook.reset();
+    let failedOnce = false;
+    const total = 30;
+    const answered = new Map<string, number>();
+    // Answer the oldest held request once every key that still has records to deliver has one in
+    // flight: so the keys were in flight side by side, and a gateway that held them back would stall here.
+    const open = () => ['k0', 'k1', 'k2'].filter((k) => (answered.get(k) ?? 0) < total / 3).length;
+    hook.onArrival = (h) => {
+      hook.held.push(h);
+      while (hook.held.length > 0 && hook.held.length >= open()) {
+        const oldest = hook.held.shift()!;
+        // The first request of k1 fails once: the target retries it before k1's next record goes.
+        const fail = oldest.key === 'k1' && !failedOnce;
+        if (fail) failedOnce = true;
+        else answered.set(oldest.key, (answered.get(oldest.key) ?? 0) + 1);
+        oldest.res.writeHead(fail ? 503 : 200).end();
+      }
+    };
+    await kcatProduce(kafka.bootstrap, topic, records(0, total, 3));
+    const gw = await gateway(topic, group, 'concurrency: 8, orderBy: $key, retry: { attempts: 3, backoffMs: 10 }');
+    await eventually(() => assert.equal(hook.arrivals.length, total + 1, JSON.stringify({ arrivals: hook.arrivals, held: hook.held.map((h) => h.n), answered: [...answered] })));
+    assert.equal(hook.maxPerKey, 1, 'one request per key in flight');
+    assert.ok(hook.maxInFlight >= 3, `keys went side by side (at most ${hook.maxInFlight} in flight)`);
+    for (const key of ['k0', 'k1', 'k2']) {
+      const ns = hook.arrivals.filter((a) => a.key === key).map((a) => a.n);
+      const expected = records(0, total, 3).filter((r) => r.key === key).map((r) => JSON.parse(r.value).n as number);
+      // k1's first record arrives twice (the failed try, then the retry), right after each other.
+      assert.deepEqual(ns, key === 'k1' ? [expected[0]!, ...expected] : expected, `order of ${key}`);
+    }
+    await gw.stop('SIGTERM');
+    assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: String(total) });
+  });
+
+  it('commits only up to the first unanswered record: a restart delivers it and those after it again, none before it', async () => {
+    const topic = kafka.topic('restart');
+    const group = kafka.topic('restart-group');
+    await kafka.createTopic(topic, 1);
+    hook.reset();
+    // Record 2 is never answered; every other one at once.
+    hook.onArrival = (h) => (h.n === 2 ? hook.held.push(h) : h.res.end());
+    await kcatProduce(kafka.bootstrap, topic, records(0, 10, 10));
+    const first = await gateway(topic, group, 'concurrency: 4, timeoutMs: 600000');
+    await eventually(() => assert.deepEqual([...new Set(hook.arrivals.map((a) => a.n))].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    assert.equal(hook.held.length, 1);
+    await first.stop('SIGTERM');
+    assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '2' }, 'committed up to the unanswered record, not past it');
+
+    hook.release(500);
+    hook.reset();
+    hook.onArrival = (h) => h.res.end();
+    const second = await gateway(topic, group, 'concurrency: 4');
+    await eventually(() => assert.deepEqual([...new Set(hook.arrivals.map((a) => a.n))].sort((a, b) => a - b), [2, 3, 4, 5, 6, 7, 8, 9]));
+    await kcatProduce(kafka.bootstrap, topic, [{ key: 'sentinel', value: '{"n":10}' }]);
+    await eventually(() => assert.ok(hook.arrivals.some((a) => a.n === 10)));
+    assert.ok(!hook.arrivals.some((a) => a.n < 2), 'records committed before the restart are not delivered again');
+    await second.stop('SIGTERM');
+    assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '11' });
+  });
+});
