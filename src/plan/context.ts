@@ -1,0 +1,151 @@
+import { readFileSync } from 'node:fs';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import type { ValidateFunction } from 'ajv';
+import { formatPath, type Diagnostic } from '../config/diagnostics.js';
+import type { Hidden, Pruned } from '../config/prune.js';
+import { describeFsError, parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
+import { didYouMean } from '../config/suggest.js';
+import { hash } from '../core/canonical.js';
+import type { ErrorCode } from '../core/errors.js';
+import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
+import type { KindRegistry } from '../kinds/registry.js';
+import { JsonSchemaCompiler } from './json-schema.js';
+import type { RawConfig } from './raw.js';
+
+/**
+ * What every part of one compile shares: the config (as the schema guarantees it), the problems
+ * found so far, the files read with their hashes, and the ways to read files, expressions and
+ * JSON Schemas so that each problem points at its file:line:col.
+ */
+export class CompileContext {
+  readonly diagnostics: Diagnostic[] = [];
+  /** Every file read (the config, fragments, referenced files) → content hash, or 'missing'. */
+  readonly files = new Map<string, string>();
+  readonly config: RawConfig;
+  /** The config file's directory: relative paths in the config are resolved against it. */
+  readonly dir: string;
+  readonly limits: ExpressionLimits;
+  /** Parts left out because they are invalid themselves (see pruneInvalid): references to them are not reported again. */
+  readonly hidden: Hidden;
+  private readonly schemas = new JsonSchemaCompiler();
+  /** Data files read with readDocument, by the name the config used. */
+  private readonly documents = new Map<string, SourceDocument>();
+
+  constructor(
+    readonly src: SourceDocument,
+    configFile: string,
+    configHash: string,
+    readonly registry: KindRegistry,
+    private readonly overrides: ReadonlyMap<string, string> | undefined,
+    pruned?: Pruned,
+  ) {
+    this.config = (pruned?.value ?? src.value) as RawConfig;
+    this.hidden = pruned?.hidden ?? { brokers: new Set(), listeners: new Set(), chains: new Set(), asyncapi: false };
+    this.dir = dirname(configFile);
+    this.files.set(configFile, configHash);
+    this.limits = { ...defaultExpressionLimits, ...this.config.expressions };
+  }
+
+  /** The file a config path was written in (a fragment pulled in with `include:`, or the config). */
+  fileOf(path: readonly PathPart[]): string {
+    return this.src.fileOf?.(path) ?? this.src.file;
+  }
+
+  report(path: readonly PathPart[], code: ErrorCode, message: string, which: 'key' | 'value' = 'value'): void {
+    const { line, column } = this.src.locate(path, which);
+    this.diagnostics.push({ file: this.fileOf(path), line, column, code, path: formatPath(path), message });
+  }
+
+  /** "broker 'x' is not defined", with a did-you-mean and the names that are (`what` is the section's singular). */
+  reportUndefined(path: readonly PathPart[], what: 'broker' | 'listener' | 'chain', name: string, defined: Iterable<string>): void {
+    const names = [...defined];
+    this.report(path, 'EG_CONFIG_REF', `${what} '${name}' is not defined${didYouMean(name, names)}${names.length ? `; defined ${what}s: ${names.join(', ')}` : `; add it under ${what}s:`}`);
+  }
+
+  /** A path as the user would write it next to the config file's path (relative stays relative). */
+  display(file: string): string {
+    return join(dirname(this.src.file), relative(this.dir, file));
+  }
+
+  /**
+   * What a component's compile context gets as `readFile(file, rel)`: the file resolved against
+   * the config's directory, its absolute path appended to `files` (it becomes part of the key).
+   */
+  fileReader(at: PathPart[], files: string[]): (file: string, rel: PathPart[]) => string | undefined {
+    return (file, rel) => {
+      const abs = resolve(this.dir, file);
+      files.push(abs);
+      return this.readFile(abs, file, [...at, ...rel]);
+    };
+  }
+
+  readFile(abs: string, asWritten: string, at: PathPart[]): string | undefined {
+    try {
+      return this.readText(abs);
+    } catch (err) {
+      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}`);
+      return undefined;
+    }
+  }
+
+  /** Reads a referenced file and records its hash (for the plan's version, route keys and the watcher), even when it is missing. */
+  readText(abs: string): string {
+    try {
+      const override = this.overrides?.get(abs);
+      const bytes = override === undefined ? readFileSync(abs) : Buffer.from(override);
+      this.files.set(abs, hash(bytes));
+      return bytes.toString('utf8');
+    } catch (err) {
+      this.files.set(abs, 'missing');
+      throw err;
+    }
+  }
+
+  /** A JSON or YAML data file (a schema), parsed once per load with positions kept for its own problems. */
+  readDocument(abs: string, asWritten: string, at: PathPart[]): { value: unknown } | undefined {
+    const known = this.documents.get(asWritten);
+    if (known) return { value: known.value };
+    const text = this.readFile(abs, asWritten, at);
+    if (text === undefined) return undefined;
+    const doc = parseDataFile(this.display(abs), text, this.diagnostics);
+    if (!doc) return undefined;
+    this.documents.set(asWritten, doc);
+    return { value: doc.value };
+  }
+
+  expression(source: string, at: PathPart[]): Expression | undefined {
+    try {
+      const { line } = this.src.locate(at, 'value');
+      return compileExpression(source, this.limits, `${basename(this.fileOf(at))}:${line}`);
+    } catch (err) {
+      if (!(err instanceof ExpressionSyntaxError)) throw err;
+      const { line, column } = this.src.locateInValue(at, err.position);
+      this.diagnostics.push({ file: this.fileOf(at), line, column, code: 'EG_CONFIG_EXPRESSION', path: formatPath(at), message: `JSONata expression does not compile: ${err.message}` });
+      return undefined;
+    }
+  }
+
+  /**
+   * Problems point into the file the schema came from when it was read with readDocument(), else
+   * into the config at `at`. `defaultDraft` applies when the schema has no `$schema` (AsyncAPI
+   * payloads are draft-07 supersets).
+   */
+  jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '07' | '2020' = '2020'): ValidateFunction | undefined {
+    const { validate, problems } = this.schemas.compile(schema, defaultDraft);
+    const doc = origin === undefined ? undefined : this.documents.get(origin);
+    const where = origin ? (origin.startsWith('AsyncAPI') ? `the payload schema of ${origin}` : `JSON Schema in '${origin}'`) : 'JSON Schema';
+    for (const p of problems) {
+      const path = formatPath(p.path);
+      if (doc) {
+        const { line, column } = doc.locate(p.path, 'value');
+        this.diagnostics.push({ file: doc.file, line, column, code: 'EG_CONFIG_JSON_SCHEMA', path, message: `invalid JSON Schema${path ? ` at ${path}` : ''}: ${p.message}` });
+      } else if (origin?.startsWith('AsyncAPI')) {
+        // The payload lives in the AsyncAPI document, not under `at`: point at the step that names it.
+        this.report(at, 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
+      } else {
+        this.report([...at, ...p.path], 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
+      }
+    }
+    return validate;
+  }
+}

@@ -1,0 +1,204 @@
+import { isHidden } from '../config/prune.js';
+import type { PathPart } from '../config/source.js';
+import { canonical } from '../core/canonical.js';
+import type { CompileContext } from './context.js';
+import type { RawRoute } from './raw.js';
+import type { CompiledChainStep, StepCompiler } from './steps.js';
+import { compileTargets } from './targets.js';
+import type { ComponentPlan, ListenerPlan, RoutePlan, SourcePlan } from './types.js';
+
+/**
+ * The routes, with what only the set of them can show: names used twice, two routes publishing
+ * on the same listener path, routes forwarding to one path with different auth.
+ */
+export function compileRoutes(
+  ctx: CompileContext,
+  steps: StepCompiler,
+  brokers: Map<string, ComponentPlan>,
+  listeners: Map<string, ListenerPlan>,
+  chains: Map<string, CompiledChainStep[] | undefined>,
+): Map<string, RoutePlan> {
+  const raws = ctx.config.routes ?? [];
+  const routes = new Map<string, RoutePlan>();
+  const names = new Map<string, number>();
+  /** listener → the publish paths claimed on it so far, with the claiming route's index. */
+  const claimed = new Map<string, { path: string; index: number }[]>();
+  const forwardAuth = new Map<string, { auth: string; route: string }>();
+  raws.forEach((raw, i) => {
+    if (raw === undefined) return; // left out: invalid itself
+    const at: PathPart[] = ['routes', i];
+    const first = names.get(raw.name);
+    if (first !== undefined) {
+      const { line } = ctx.src.locate(['routes', first, 'name'], 'value');
+      const firstFile = ctx.fileOf(['routes', first]);
+      const where = firstFile === ctx.fileOf(at) ? `line ${line}` : `${firstFile}:${line}`;
+      ctx.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is already used by routes[${first}] (${where}); route names must be unique`);
+      return;
+    }
+    names.set(raw.name, i);
+    const route = compileRoute(ctx, steps, raw, at, brokers, listeners, chains);
+    if (!route) return;
+    if (route.from.type === 'listener') {
+      const { listener, path } = route.from;
+      const kind = ctx.registry.listeners.get(listeners.get(listener)!.kind)!;
+      const word = kind.routesBy === 'topic' ? 'topic' : 'path';
+      const invalid = kind.checkPath?.(path);
+      if (invalid !== undefined) {
+        ctx.report([...at, 'from', word], 'EG_CONFIG_SCHEMA', `route '${raw.name}': ${word} '${path}' cannot be routed: ${invalid}`);
+        return;
+      }
+      const same = kind.samePath ?? ((a: string, b: string) => a === b);
+      const paths = claimed.get(listener) ?? [];
+      const other = paths.find((p) => same(p.path, path));
+      if (other !== undefined) {
+        const also = other.path === path ? '' : ` ('${other.path}' matches the same requests)`;
+        ctx.report([...at, 'from', word], 'EG_CONFIG_CONFLICT', `listener '${listener}' ${word} '${path}' is already the source of route '${raws[other.index]!.name}'${also}`);
+        return;
+      }
+      claimed.set(listener, [...paths, { path, index: i }]);
+    }
+    // Subscribers of a path receive what every route forwarding there sends, so the routes
+    // must agree on who may subscribe.
+    const targets = raw.to === undefined ? [] : Array.isArray(raw.to) ? raw.to : [raw.to];
+    for (const [j, t] of targets.entries()) {
+      if (!('listener' in t)) continue;
+      const claim = `${t.listener} ${t.path}`;
+      const auth = canonical(t.auth ?? null);
+      const other = forwardAuth.get(claim);
+      if (other === undefined) forwardAuth.set(claim, { auth, route: raw.name });
+      else if (other.auth !== auth) {
+        ctx.report(Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'], 'EG_CONFIG_CONFLICT', `route '${other.route}' also forwards to listener '${t.listener}' path '${t.path}' with ${other.auth === 'null' ? 'no auth' : 'a different auth'}; every route forwarding to a path must declare the same auth`, 'key');
+        return;
+      }
+    }
+    routes.set(route.name, route);
+  });
+  return routes;
+}
+
+/** One route: its source, its steps and its targets, each reference checked; undefined when it has a problem (reported). */
+function compileRoute(
+  ctx: CompileContext,
+  stepCompiler: StepCompiler,
+  raw: RawRoute,
+  at: PathPart[],
+  brokers: Map<string, ComponentPlan>,
+  listeners: Map<string, ListenerPlan>,
+  chains: Map<string, CompiledChainStep[] | undefined>,
+): RoutePlan | undefined {
+  const errorsBefore = ctx.diagnostics.length;
+  const usesBrokers = new Set<string>();
+  const usesListeners = new Set<string>();
+  const checkBroker = (name: string, path: PathPart[]) => {
+    if (brokers.has(name)) {
+      usesBrokers.add(name);
+      return true;
+    }
+    if (!isHidden(ctx.hidden.brokers, name)) ctx.reportUndefined(path, 'broker', name, brokers.keys());
+    return false;
+  };
+  const checkListener = (name: string, path: PathPart[]) => {
+    if (listeners.has(name)) {
+      usesListeners.add(name);
+      return true;
+    }
+    if (!isHidden(ctx.hidden.listeners, name)) ctx.reportUndefined(path, 'listener', name, listeners.keys());
+    return false;
+  };
+
+  // from (the schema guarantees a listener with a path, or a broker with a topic)
+  let from: SourcePlan | undefined;
+  const f = raw.from;
+  if ('listener' in f && routesByTopic(ctx, f.listener, listeners)) {
+    // A kafka listener: the route governs what its clients produce to a topic.
+    if (f.path !== undefined) ctx.report([...at, 'from', 'path'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': listener '${f.listener}' takes Kafka clients, so the route names a 'topic', not a 'path'`, 'key');
+    else if (f.topic === undefined) ctx.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' '${f.listener}' is a kafka listener and needs a 'topic'`, 'key');
+    else if (checkListener(f.listener, [...at, 'from', 'listener'])) from = { type: 'listener', listener: f.listener, path: f.topic };
+  } else if ('listener' in f) {
+    if (f.topic !== undefined) ctx.report([...at, 'from', 'topic'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'topic' belongs with 'from.broker' (or a kafka listener), not with ${listenerKindOf(f.listener, listeners)} listener '${f.listener}'`, 'key');
+    else if (f.path === undefined) ctx.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' needs a 'path'`, 'key');
+    else if (checkListener(f.listener, [...at, 'from', 'listener'])) {
+      const kind = ctx.registry.listeners.get(listeners.get(f.listener)!.kind)!;
+      if (!kind.acceptsPublish) ctx.report([...at, 'from', 'listener'], 'EG_CONFIG_REF', `listener '${f.listener}' (${kind.kind}) does not accept messages from clients`);
+      else from = { type: 'listener', listener: f.listener, path: f.path };
+    }
+  } else if (checkBroker(f.broker, [...at, 'from', 'broker'])) {
+    from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, startFrom: f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest') };
+  }
+
+  // deadletter
+  if (raw.deadletter) checkBroker(raw.deadletter.broker, [...at, 'deadletter', 'broker']);
+
+  // through
+  const steps: CompiledChainStep[] = [];
+  const through = raw.through === undefined ? [] : typeof raw.through === 'string' ? [raw.through] : raw.through;
+  const throughAt: PathPart[] = [...at, 'through'];
+  /** The kind of the listener the route reads from, when it limits what its routes may do (kafka). */
+  const sourceKind = from?.type === 'listener' ? ctx.registry.listeners.get(listeners.get(from.listener)!.kind) : undefined;
+  through.forEach((item, j) => {
+    const itemAt = typeof raw.through === 'string' ? throughAt : [...throughAt, j];
+    const itemSteps = steps.length;
+    if (typeof item === 'string') {
+      if (!chains.has(item)) {
+        if (!isHidden(ctx.hidden.chains, item)) ctx.reportUndefined(itemAt, 'chain', item, chains.keys());
+        return;
+      }
+      steps.push(...(chains.get(item) ?? []));
+    } else {
+      steps.push(...(stepCompiler.compile([item], itemAt, true) ?? []));
+    }
+    const why = sourceKind?.stepProblem ? steps.slice(itemSteps).map((s) => sourceKind.stepProblem!(s.step)).find((w) => w !== undefined) : undefined;
+    if (why !== undefined) ctx.report(itemAt, 'EG_CONFIG_REF', `route '${raw.name}' is on ${sourceKind!.kind} listener '${from!.type === 'listener' ? from!.listener : ''}': ${why}`, typeof item === 'string' ? 'value' : 'key');
+  });
+  for (const s of steps) for (const b of s.step.brokers ?? []) usesBrokers.add(b);
+  if (from?.type === 'broker') {
+    const clientSteps = [...new Set(steps.filter((s) => s.step.needsClient).map((s) => s.step.kind))];
+    if (clientSteps.length > 0) ctx.report(throughAt, 'EG_CONFIG_REF', `route '${raw.name}' consumes from a broker, but ${clientSteps.join(' and ')} steps check the client that sent a message, and broker messages have none; use them on routes from a listener`, 'key');
+  }
+  if (!raw.deadletter && steps.some((s) => s.step.needsRouteDeadletter)) {
+    ctx.report(throughAt, 'EG_CONFIG_REF', `route '${raw.name}' uses a validate step with onInvalid: deadletter but neither the step nor the route has a 'deadletter: {broker, topic}'`, 'key');
+  }
+
+  // to
+  if ('listener' in f && routesByTopic(ctx, f.listener, listeners)) {
+    if (raw.to !== undefined) ctx.report([...at, 'to'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': its records go on to topic '${f.topic ?? ''}' of the listener's upstream cluster, so it takes no 'to'`, 'key');
+    if (raw.deadletter !== undefined) ctx.report([...at, 'deadletter'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': a record cannot leave a produce request without breaking the producer's sequence numbers, so there is no dead-letter target; use onInvalid: reject or tag`, 'key');
+  } else if (raw.to === undefined) {
+    ctx.report(at, 'EG_CONFIG_SCHEMA', `route '${raw.name}' needs a 'to' (a target, or a list of them)`, 'key');
+  }
+  const targetFiles: string[] = [];
+  const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener }, listeners, targetFiles);
+
+  if (ctx.diagnostics.length > errorsBefore || !from) return undefined;
+  const fileHashes = [...steps.flatMap((s) => s.files), ...targetFiles].map((file) => [file, ctx.files.get(file)]);
+  const seen = new Map<string, number>();
+  const stepIds = steps.map((s) => {
+    const n = seen.get(s.key) ?? 0;
+    seen.set(s.key, n + 1);
+    return `${raw.name}\0${s.key}\0${n}`;
+  });
+  return {
+    name: raw.name,
+    key: canonical({ raw, steps: steps.map((s) => s.key), files: fileHashes }),
+    from,
+    steps: steps.map((s) => s.step),
+    stepIds,
+    to: targets,
+    deadletter: raw.deadletter,
+    ack: raw.ack ?? false,
+    brokers: [...usesBrokers],
+    listeners: [...usesListeners],
+  };
+}
+
+/** The kind of a listener, for messages ('an http', 'a websocket'). */
+function listenerKindOf(listener: string, listeners: Map<string, ListenerPlan>): string {
+  const kind = listeners.get(listener)?.kind;
+  return kind === undefined ? 'the' : /^[aeiou]/.test(kind) ? `an ${kind}` : `a ${kind}`;
+}
+
+/** Whether routes from `listener` name a topic rather than a path (kafka listeners). */
+function routesByTopic(ctx: CompileContext, listener: string, listeners: Map<string, ListenerPlan>): boolean {
+  const l = listeners.get(listener);
+  return l !== undefined && ctx.registry.listeners.get(l.kind)?.routesBy === 'topic';
+}

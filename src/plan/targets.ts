@@ -1,0 +1,103 @@
+import type { PathPart } from '../config/source.js';
+import type { Expression } from '../expr/expression.js';
+import type { CompiledStep } from '../kinds/contracts.js';
+import { signatureKey, WEBHOOK_DEFAULTS, type WebhookOptions, type WebhookPlan } from '../kinds/targets/webhook.js';
+import type { CompileContext } from './context.js';
+import type { RawTarget } from './raw.js';
+import type { StepCompiler } from './steps.js';
+import type { ListenerPlan, TargetPlan } from './types.js';
+
+/** How a route's targets check the brokers and listeners they name (and record that the route uses them). */
+export interface TargetRefs {
+  checkBroker(name: string, path: PathPart[]): boolean;
+  checkListener(name: string, path: PathPart[]): boolean;
+}
+
+/**
+ * A route's `to:` targets; files a forward target's auth reads are appended to `files`. A target
+ * with a problem is left out (the problem is reported, so the route is rejected).
+ */
+export function compileTargets(
+  ctx: CompileContext,
+  steps: StepCompiler,
+  to: RawTarget | RawTarget[] | undefined,
+  at: PathPart[],
+  refs: TargetRefs,
+  listeners: Map<string, ListenerPlan>,
+  files: string[],
+): TargetPlan[] {
+  const targets: TargetPlan[] = [];
+  const rawTargets = to === undefined ? [] : Array.isArray(to) ? to : [to];
+  rawTargets.forEach((t, j) => {
+    const tAt: PathPart[] = Array.isArray(to) ? [...at, 'to', j] : [...at, 'to'];
+    // The schema has checked the target's shape: exactly one of broker (with topic), listener (with path) or http, and only the keys of that kind.
+    if ('http' in t) {
+      const webhook = compileWebhook(ctx, t.http, [...tAt, 'http']);
+      if (webhook) targets.push({ type: 'http', webhook });
+      return;
+    }
+    if ('broker' in t) {
+      if (!refs.checkBroker(t.broker, [...tAt, 'broker'])) return;
+      const key = t.key === undefined ? undefined : ctx.expression(t.key, [...tAt, 'key']);
+      const structured = t.cloudevents === 'structured';
+      if (typeof t.topic === 'string') targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured });
+      else {
+        const topicExpr = ctx.expression(t.topic.expression, [...tAt, 'topic', 'expression']);
+        targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key, structured });
+      }
+    } else {
+      if (!refs.checkListener(t.listener, [...tAt, 'listener'])) return;
+      const kind = ctx.registry.listeners.get(listeners.get(t.listener)!.kind)!;
+      if (!kind.acceptsForward) return ctx.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket and http listeners can be targets (clients connect to them to receive messages)`);
+      let auth: CompiledStep | undefined;
+      if (t.auth !== undefined) {
+        const authKind = ctx.registry.steps.get('auth');
+        const authFiles: string[] = [];
+        auth = authKind?.compile(t.auth, steps.context([...tAt, 'auth'], authFiles));
+        files.push(...authFiles);
+        if (!auth) return;
+      }
+      targets.push({ type: 'listener', listener: t.listener, path: t.path, format: t.format ?? 'value', auth });
+    }
+  });
+  return targets;
+}
+
+/** A webhook target's options with its expressions compiled and defaults filled in. */
+function compileWebhook(ctx: CompileContext, o: WebhookOptions, at: PathPart[]): WebhookPlan | undefined {
+  const before = ctx.diagnostics.length;
+  let url = typeof o.url === 'string' ? o.url : o.url.expression;
+  let urlExpr: Expression | undefined;
+  if (typeof o.url === 'string') url = normalUrl(o.url);
+  else urlExpr = ctx.expression(o.url.expression, [...at, 'url', 'expression']);
+  const headers: [string, Expression][] = [];
+  for (const [name, source] of Object.entries(o.headers ?? {})) {
+    const expr = ctx.expression(source, [...at, 'headers', name]);
+    if (expr) headers.push([name, expr]);
+  }
+  const orderBy = o.orderBy === undefined ? undefined : ctx.expression(o.orderBy, [...at, 'orderBy']);
+  if (ctx.diagnostics.length > before) return undefined;
+  return {
+    url,
+    urlExpr,
+    method: o.method ?? WEBHOOK_DEFAULTS.method,
+    headers,
+    timeoutMs: o.timeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs,
+    attempts: o.retry?.attempts ?? WEBHOOK_DEFAULTS.attempts,
+    backoffMs: o.retry?.backoffMs ?? WEBHOOK_DEFAULTS.backoffMs,
+    maxBackoffMs: o.retry?.maxBackoffMs ?? WEBHOOK_DEFAULTS.maxBackoffMs,
+    concurrency: o.concurrency ?? WEBHOOK_DEFAULTS.concurrency,
+    orderBy,
+    cloudevents: o.cloudevents ?? WEBHOOK_DEFAULTS.cloudevents,
+    secret: o.signature ? signatureKey(o.signature.secret) : undefined,
+  };
+}
+
+/** The URL as `new URL()` writes it (the schema has checked it is an http(s) URL; one it still cannot read fails each delivery, with the reason). */
+function normalUrl(url: string): string {
+  try {
+    return new URL(url).href;
+  } catch {
+    return url;
+  }
+}
