@@ -298,8 +298,11 @@ export interface RouteEntry {
 export interface CheckedRecords {
   topic: string;
   partition: number;
-  /** Each record as the route received it; empty when every record passed and nobody observed the route. */
-  messages: readonly Message[];
+  /**
+   * Each record as the route received it, at its outcome's index; empty (or with holes) where every
+   * record of a batch passed and nobody observed the route.
+   */
+  messages: readonly (Message | undefined)[];
   outcomes: readonly Outcome[];
   /** performance.now() when the first of them entered the route. */
   startedAt: number;

@@ -209,13 +209,15 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
           const offset = answer.baseOffset === undefined ? '-1' : String(answer.baseOffset + BigInt(i));
           o = { ...o, deliveries: [{ broker: answer.broker, topic: records.topic, partition: records.partition, offset }] };
         }
-      } else if (o.outcome !== 'filtered') {
-        this.logOutcome(() => this.observable(messages[i]!), o, traceIdOf(messages[i]!.headers) ?? '');
+      } else if (o.outcome !== 'filtered' && messages[i]) {
+        const m = messages[i]!;
+        this.logOutcome(() => this.observable(m), o, traceIdOf(m.headers) ?? '');
       }
       this.stats.count(o, latencyMs / 1000);
-      if (tap && messages[i]) {
+      const m = messages[i];
+      if (tap && m) {
         const shown = o.outcome === 'delivered' && o.message ? { ...o, message: this.observable(o.message) } : o;
-        this.tap.publish(this.observable(messages[i]!), shown, latencyMs, messages[i]!.headers[TRACEPARENT] ?? '');
+        this.tap.publish(this.observable(m), shown, latencyMs, m.headers[TRACEPARENT] ?? '');
       }
     }
     this.stats.countDelivered(acknowledged, latencyMs / 1000);

@@ -38,13 +38,17 @@ routes:
   return { route: r, stats };
 }
 
-/** A Produce v8 request to TOPIC: `values[p]` are the record values of partition p. */
-async function request(values: string[][], acks = -1): Promise<Buffer> {
+function batch(vs: string[]): Promise<Buffer> {
+  const records: KafkaRecord[] = vs.map((v, i) => ({ attributes: 0, timestampDelta: 0, offsetDelta: i, key: null, value: Buffer.from(v), headers: [] }));
+  return encodeBatch({ baseOffset: 0n, partitionLeaderEpoch: -1, magic: 2, crc: 0, attributes: 0, lastOffsetDelta: vs.length - 1, baseTimestamp: 0n, maxTimestamp: 0n, producerId: -1n, producerEpoch: -1, baseSequence: -1, recordCount: vs.length }, records, batchCompression);
+}
+
+/** A Produce v8 request to TOPIC: `values[p]` are the record values of partition p (one batch each, or several). */
+async function request(values: (string[] | string[][])[], acks = -1): Promise<Buffer> {
   const w = new Writer().int16(0).int16(8).int32(7).nullableString('test').nullableString(null).int16(acks).int32(30000).int32(1).string(TOPIC).int32(values.length);
   for (const [p, vs] of values.entries()) {
-    const records: KafkaRecord[] = vs.map((v, i) => ({ attributes: 0, timestampDelta: 0, offsetDelta: i, key: null, value: Buffer.from(v), headers: [] }));
-    const batch = await encodeBatch({ baseOffset: 0n, partitionLeaderEpoch: -1, magic: 2, crc: 0, attributes: 0, lastOffsetDelta: vs.length - 1, baseTimestamp: 0n, maxTimestamp: 0n, producerId: -1n, producerEpoch: -1, baseSequence: -1, recordCount: vs.length }, records, batchCompression);
-    w.int32(p).nullableBytes(batch);
+    const batches = Array.isArray(vs[0]) ? (vs as string[][]) : [vs as string[]];
+    w.int32(p).nullableBytes(Buffer.concat(await Promise.all(batches.map(batch))));
   }
   return w.finish();
 }
@@ -104,6 +108,15 @@ describe('kafka listener: every governed record ends in one outcome', () => {
     const g = await governProduce(readRequestHeader(body), body, { route: () => r, compression: batchCompression, remoteAddress: undefined, broker: 'cluster' });
     assert.ok('respond' in g);
     assert.deepEqual(counts(stats), { received: 4, delivered: 1, failed: 0, invalid: 1, rejected: 2 });
+    assert.equal(r.pending, 0);
+  });
+
+  it('settles a partition of several batches record by record when a later batch has a refused record', async () => {
+    const { route: r, stats } = await route();
+    const body = await request([[['{"id":1}', '{"id":2}'], ['{"id":3}', '"no id"']]]);
+    const g = await governProduce(readRequestHeader(body), body, { route: () => r, compression: batchCompression, remoteAddress: undefined, broker: 'cluster' });
+    assert.ok('respond' in g);
+    assert.deepEqual(counts(stats), { received: 4, delivered: 0, failed: 0, invalid: 1, rejected: 3 });
     assert.equal(r.pending, 0);
   });
 });

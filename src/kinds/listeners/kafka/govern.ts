@@ -195,7 +195,8 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
     }),
   );
   const sets = judged.filter((j) => j !== undefined);
-  const checked = sets.length === 0 ? undefined : sets.length === 1 ? sets[0] : { messages: sets.flatMap((j) => j.messages), outcomes: sets.flatMap((j) => j.outcomes) };
+  // A batch whose messages were dropped (NO_MESSAGES) keeps its places, so messages[i] stays outcomes[i]'s record.
+  const checked = sets.length === 0 ? undefined : sets.length === 1 ? sets[0] : { messages: sets.flatMap((j) => (j.messages === NO_MESSAGES ? new Array<Message>(j.outcomes.length) : j.messages)), outcomes: sets.flatMap((j) => j.outcomes) };
   if (recordErrors.length > 0) {
     const first = recordErrors[0]!;
     const more = recordErrors.length > 1 ? ` (and ${recordErrors.length - 1} more)` : '';
