@@ -267,7 +267,10 @@ function objectConstructor(pairs: [Node, Node][]): FastPath | undefined {
   }
   return (input, bindings) => {
     // JSONata builds objects without a prototype; so does the fast path, so results are indistinguishable.
-    const out: Record<string, unknown> = Object.create(null);
+    // setPrototypeOf on a fresh literal, not Object.create(null): V8 makes the latter a dictionary
+    // (slow properties), and every later reader (heap estimate, JSON.stringify to each subscriber)
+    // pays for it; this object has fast properties and the same null prototype.
+    const out: Record<string, unknown> = Object.setPrototypeOf({}, null);
     for (let i = 0; i < keys.length; i++) {
       const v = values[i]!(input, bindings);
       if (v === FALLBACK) return FALLBACK;
