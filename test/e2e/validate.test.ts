@@ -377,6 +377,29 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       });
       assertProblems(r, [['gateway.yaml:17:34', /listener 'api' path '\/rooms\/:id' is already the source of route 'a' \('\/rooms\/:room' matches the same requests\)/]]);
     });
+
+    // Kafka's `ssl` and the other brokers' `tls` are read by one function: both report alike, each under its own key.
+    it('points at a TLS file that cannot be read and at a client certificate without its key, for kafka ssl and mqtt tls', async () => {
+      const r = await validate({
+        'cert.pem': 'not really a certificate\n',
+        'gateway.yaml': yaml(
+          'version: 1',
+          'brokers:',
+          '  k:',
+          '    kind: kafka',
+          '    brokers: [ "127.0.0.1:9092" ]',
+          '    ssl: { ca: missing-ca.pem, cert: cert.pem }', // 6
+          '  m:',
+          '    kind: mqtt',
+          '    url: mqtts://127.0.0.1:8883',
+          '    tls: { cert: cert.pem }', // 10
+        ),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:6:16', /cannot read 'missing-ca\.pem' .*no such file/],
+        ['gateway.yaml:10:10', /a client certificate needs both 'cert' and 'key'/],
+      ]);
+    });
   });
 
   describe('kinds', () => {

@@ -5,6 +5,7 @@ import { CODECS, DEFAULT_MAX_DECOMPRESSED_BYTES } from '../../codecs/compression
 import type { BrokerCompileContext, StartFrom } from '../contracts.js';
 import { defineBroker, kindOptions, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { KafkaBroker } from './kafka/broker.js';
+import { clientTlsOptions, compileTls } from './tls.js';
 
 const ms = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -18,17 +19,7 @@ const options = kindOptions('kafka', {
     oneOf(
       [
         Type.Boolean(),
-        Type.Object(
-          {
-            ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the CA(s) to trust.' })),
-            cert: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client certificate.' })),
-            key: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client key.' })),
-            passphrase: Type.Optional(Type.String({ description: 'Passphrase of the client key.' })),
-            servername: Type.Optional(Type.String({ minLength: 1, description: 'Server name for SNI and certificate checks (default: the broker host).' })),
-            rejectUnauthorized: Type.Optional(Type.Boolean({ default: true, description: 'Refuse brokers whose certificate is not trusted.' })),
-          },
-          { additionalProperties: false },
-        ),
+        clientTlsOptions('the broker host'),
       ],
       {
         description:
@@ -145,22 +136,9 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
   });
   let ssl: KafkaSettings['ssl'] = o.ssl ?? false;
   if (typeof o.ssl === 'object') {
-    const tls: ConnectionOptions = {};
-    for (const file of ['ca', 'cert', 'key'] as const) {
-      const name = o.ssl[file];
-      if (name === undefined) continue;
-      const text = ctx.readFile(name, ['ssl', file]);
-      if (text === undefined) ok = false;
-      else tls[file] = text;
-    }
-    if (o.ssl.passphrase !== undefined) tls.passphrase = o.ssl.passphrase;
-    if (o.ssl.servername !== undefined) tls.servername = o.ssl.servername;
-    if (o.ssl.rejectUnauthorized !== undefined) tls.rejectUnauthorized = o.ssl.rejectUnauthorized;
-    if ((tls.cert === undefined) !== (tls.key === undefined) && ok) {
-      ctx.report(['ssl'], 'EG_CONFIG_SCHEMA', `a client certificate needs both 'cert' and 'key'`);
-      ok = false;
-    }
-    ssl = tls;
+    const tls = compileTls(o.ssl, ctx, 'ssl');
+    if (tls === false) ok = false;
+    else if (tls) ssl = tls;
   }
   const producer = { ...PRODUCER_DEFAULTS, ...o.producer };
   const { fromBeginning, startFrom, ...timings } = o.consumer ?? {};

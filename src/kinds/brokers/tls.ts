@@ -2,29 +2,40 @@ import type { ConnectionOptions } from 'node:tls';
 import type { BrokerCompileContext } from '../contracts.js';
 import { Type, type Static } from '../define.js';
 
+/** The client TLS object of a broker kind; `server` names the peer in the descriptions ("the host of the URL"). */
+export function clientTlsOptions(server: string, description?: string) {
+  return Type.Object(
+    {
+      ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the CA(s) to trust.' })),
+      cert: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client certificate.' })),
+      key: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client key.' })),
+      passphrase: Type.Optional(Type.String({ description: 'Passphrase of the client key.' })),
+      servername: Type.Optional(Type.String({ minLength: 1, description: `Server name for SNI and certificate checks (default: ${server}).` })),
+      rejectUnauthorized: Type.Optional(Type.Boolean({ default: true, description: 'Refuse servers whose certificate is not trusted.' })),
+    },
+    { additionalProperties: false, ...(description ? { description } : {}) },
+  );
+}
+
 /** `tls:` as the MQTT, AMQP and NATS brokers write it: PEM files relative to the config. */
-export const TLS_OPTIONS = Type.Object(
-  {
-    ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the CA(s) to trust.' })),
-    cert: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client certificate.' })),
-    key: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client key.' })),
-    passphrase: Type.Optional(Type.String({ description: 'Passphrase of the client key.' })),
-    servername: Type.Optional(Type.String({ minLength: 1, description: 'Server name for SNI and certificate checks (default: the host of the URL).' })),
-    rejectUnauthorized: Type.Optional(Type.Boolean({ default: true, description: 'Refuse servers whose certificate is not trusted.' })),
-  },
-  { additionalProperties: false, description: 'TLS: `{ca, cert, key, passphrase, servername, rejectUnauthorized}`, PEM files relative to this config (watched: a new certificate reconnects the broker).' },
+export const TLS_OPTIONS = clientTlsOptions(
+  'the host of the URL',
+  'TLS: `{ca, cert, key, passphrase, servername, rejectUnauthorized}`, PEM files relative to this config (watched: a new certificate reconnects the broker).',
 );
 export type TlsOptions = Static<typeof TLS_OPTIONS>;
 
-/** Reads the files `tls` names; undefined (problems reported) when one cannot be read or cert/key come alone. */
-export function compileTls(tls: TlsOptions | undefined, ctx: BrokerCompileContext): ConnectionOptions | undefined | false {
+/**
+ * Reads the files `tls` names (problems reported under `at`); false when one cannot be read or
+ * cert and key come alone.
+ */
+export function compileTls(tls: TlsOptions | undefined, ctx: BrokerCompileContext, at = 'tls'): ConnectionOptions | undefined | false {
   if (!tls) return undefined;
   const out: ConnectionOptions = {};
   let ok = true;
   for (const file of ['ca', 'cert', 'key'] as const) {
     const name = tls[file];
     if (name === undefined) continue;
-    const text = ctx.readFile(name, ['tls', file]);
+    const text = ctx.readFile(name, [at, file]);
     if (text === undefined) ok = false;
     else out[file] = text;
   }
@@ -32,7 +43,7 @@ export function compileTls(tls: TlsOptions | undefined, ctx: BrokerCompileContex
   if (tls.servername !== undefined) out.servername = tls.servername;
   if (tls.rejectUnauthorized !== undefined) out.rejectUnauthorized = tls.rejectUnauthorized;
   if (ok && (out.cert === undefined) !== (out.key === undefined)) {
-    ctx.report(['tls'], 'EG_CONFIG_SCHEMA', `a client certificate needs both 'cert' and 'key'`);
+    ctx.report([at], 'EG_CONFIG_SCHEMA', `a client certificate needs both 'cert' and 'key'`);
     ok = false;
   }
   return ok ? out : false;
