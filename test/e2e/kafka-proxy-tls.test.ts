@@ -102,6 +102,30 @@ routes:
     const stored = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => r.value);
     assert.ok(stored.includes('{"id":7}') && !stored.includes('{"id":8}'));
   });
+
+  it('serves a renewed certificate to new connections without rebinding; open connections go on', async () => {
+    const port = gw.port('kafka-tls');
+    const producer = new Kafka({ brokers: [proxy()], ssl: { ca: [certs.a.cert] }, logLevel: logLevel.NOTHING, retry: { retries: 1 } }).producer();
+    await producer.connect();
+    try {
+      // One key: both sends go to the same partition, over the same broker connection.
+      await producer.send({ topic, messages: [{ key: 'k', value: '{"id":10}' }] });
+      const from = gw.logs.length;
+      gw.write('certs/server.pem', certs.b.cert);
+      gw.write('certs/server-key.pem', certs.b.key);
+      await gw.waitForLog((l) => l.msg === 'config reloaded', 10_000, from);
+      assert.equal(gw.port('kafka-tls'), port);
+      // A new connection gets the renewed certificate: a client trusting only it gets through.
+      const renewed = await kcatProduceLines(proxy(), topic, ['{"id":11}'], ['security.protocol=ssl', `ssl.ca.location=${certs.b.certFile}`]);
+      assert.equal(renewed.code, 0, renewed.stderr);
+      // The producer trusts only the old certificate: it can go on only on the connections it has.
+      await producer.send({ topic, messages: [{ key: 'k', value: '{"id":12}' }] });
+    } finally {
+      await producer.disconnect();
+    }
+    const stored = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => r.value);
+    assert.ok(['{"id":10}', '{"id":11}', '{"id":12}'].every((v) => stored.includes(v)), `cluster has ${stored}`);
+  });
 });
 
 /**
