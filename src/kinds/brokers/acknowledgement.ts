@@ -5,8 +5,8 @@ import type { BrokerTelemetry } from '../contracts.js';
 /**
  * What the MQTT, AMQP and NATS brokers share about acknowledgements: a publish either gets the
  * server's acknowledgement within `ackTimeoutMs` or fails (HTTP 503, never a hang); a consumed
- * message is acknowledged to the server only once its route accepted it, and is offered to the
- * route again (with backoff) until then.
+ * message is acknowledged to the server only once its route accepted it (the route retries its
+ * targets until then), and left unacknowledged, for the server to deliver again, when it is not.
  */
 
 export class AckTimeout extends Error {
@@ -31,8 +31,6 @@ export function ackWithin<T>(pending: Promise<T>, ms: number, broker: string): P
   return Promise.race([pending, timeout]).finally(() => clearTimeout(timer));
 }
 
-const MAX_BACKOFF_MS = 5000;
-
 export interface HandOver {
   route: string;
   log: Logger;
@@ -44,28 +42,28 @@ export interface HandOver {
 }
 
 /**
- * Offers `msg` to the route until it accepts it. Resolves true when accepted (the caller then
- * acknowledges it to the server), false when the subscription stopped first (the caller leaves it
- * unacknowledged, so the server delivers it again). The route itself retries failed targets and
- * dead-letters what can never pass; a rejection here means not even that worked, so waiting and
- * offering it again is the only way not to lose it.
+ * Offers `msg` to the route. Resolves true when the route accepted it (the caller then
+ * acknowledges it to the server), false when the subscription stops first or the route gave it
+ * back (the caller leaves it unacknowledged, so the server delivers it again). No retry here: the
+ * route is the one owner of retries (core/backoff.ts) — it retries failed targets and dead-letters
+ * what can never pass, and rejects only when it stops with the message in hand, by which time
+ * its subscription is stopping too.
  */
 export async function handOver(msg: Message, handler: (msg: Message) => Promise<void>, o: HandOver): Promise<boolean> {
-  let backoff = 100;
-  for (;;) {
-    if (o.stopping()) return false;
-    const beat = o.keepAlive ? setInterval(o.keepAlive.beat, o.keepAlive.everyMs) : undefined;
-    try {
-      await handler(msg);
-      return true;
-    } catch (err) {
+  if (o.stopping()) return false;
+  const beat = o.keepAlive ? setInterval(o.keepAlive.beat, o.keepAlive.everyMs) : undefined;
+  try {
+    await handler(msg);
+    return true;
+  } catch (err) {
+    // A give-back while the subscription still runs is not the route's contract: say so.
+    if (!o.stopping()) {
       o.telemetry?.consumerError(o.route);
-      o.log.error({ topic: msg.topic, err: (err as Error).message, retryInMs: backoff }, 'message not consumed; retrying it');
-    } finally {
-      clearInterval(beat);
+      o.log.error({ topic: msg.topic, err: (err as Error).message }, 'message given back by its route while its subscription runs; left unacknowledged for the server to deliver again');
     }
-    await new Promise((r) => setTimeout(r, backoff).unref());
-    backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+    return false;
+  } finally {
+    clearInterval(beat);
   }
 }
 
