@@ -23,8 +23,9 @@ const MAX_RESTART_MS = 30000;
 /**
  * One route's consumer group member. Records of a partition are handled one after the other, and
  * an offset is committed only once the handler resolved for it (and every record before it).
- * A handler that throws gets the same record again, with backoff, while the member keeps
- * heartbeating; the record is left uncommitted only when the member stops or loses the partition.
+ * The handler resolves once its route is done with the record (the route retries its targets),
+ * while the member keeps heartbeating; it rejects when the route stops with the record in hand,
+ * which is left uncommitted then, as when the member stops or loses the partition.
  *
  * Nothing leaves it dead: whatever kafkajs throws (a coordinator error, a fetch it cannot parse)
  * crashes only the current consumer, and a new one starts with backoff; meanwhile health() says
@@ -359,9 +360,15 @@ export class KafkaSubscription {
     );
   }
 
-  /** Runs `attempt` until it resolves, heartbeating meanwhile; false when the member stops (or loses the partition) first. */
+  /**
+   * Runs `attempt` until it resolves, heartbeating meanwhile; false when the member stops, is
+   * released, or loses the partition first. The route retries deliveries itself (core/backoff.ts)
+   * and rejects only when it stops with the record in hand — a give-back, by which time this member
+   * is stopping or released: not counted as an error, not retried. What is retried here, by the
+   * same policy, is the one attempt the route does not retry: sending an undecodable batch to the
+   * dead-letter topic (docs/architecture.md, "Retries and dead-lettering").
+   */
   private async persist(heartbeat: () => Promise<void>, attempt: () => Promise<void>, failed: (err: Error, retryInMs: number) => void): Promise<boolean> {
-    // The route retries deliveries itself (core/backoff.ts); a handler that rejects gave the record back, and it is offered again by the same policy.
     const backoff = new Backoff();
     for (;;) {
       let wait = 0;
@@ -372,6 +379,7 @@ export class KafkaSubscription {
         await attempt();
         return true;
       } catch (err) {
+        if (this.stopping || this.parked) return false;
         this.telemetry?.consumerError(this.spec.route);
         wait = backoff.delay();
         failed(err as Error, wait);
