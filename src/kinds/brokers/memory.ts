@@ -303,8 +303,12 @@ export class MemoryBroker implements BrokerRuntime {
         await attempt;
         return true;
       } catch (err) {
-        this.telemetry?.consumerError(member.route);
-        this.env.logger.error({ broker: this.name, topic: msg.topic, offset: msg.offset, err: (err as Error).message }, 'message not consumed; retrying');
+        // A route gives a message back only when it stops with it in hand (the route owns retries):
+        // that is a hand-over to the next member, not an error. Anything else is, and waits the same policy.
+        if (!member.stopped && !this.stopped) {
+          this.telemetry?.consumerError(member.route);
+          this.env.logger.error({ broker: this.name, topic: msg.topic, offset: msg.offset, err: (err as Error).message }, 'message not consumed; retrying');
+        }
         await pause(backoff.delay());
       } finally {
         member.inFlight.delete(settled);
