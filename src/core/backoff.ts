@@ -1,8 +1,8 @@
 /**
  * The one retry policy of the gateway: capped exponential backoff between attempts at one
- * message. Consume routes own retrying (src/runtime/consume.ts); a broker only offers a message
- * again when its handler gave it back, and waits by the same policy (docs/architecture.md,
- * "Retries and dead-lettering").
+ * message. Consume routes own retrying (RouteRuntime.consume, src/runtime/route.ts); a broker
+ * retries nothing a route gave back, except to hand it to the next consumer where nothing else
+ * would deliver it again (docs/architecture.md, "Retries and dead-lettering").
  */
 export const RETRY_POLICY = { firstDelayMs: 100, maxDelayMs: 5000 } as const;
 
