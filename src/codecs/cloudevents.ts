@@ -28,6 +28,8 @@ const ATTRIBUTE_NAME = /^[a-z0-9]{1,20}$/;
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 /** RFC 2046 media type with optional parameters. */
 const MEDIA_TYPE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+(\s*;.*)?$/;
+/** Standard base64 with padding (RFC 4648 §4), as `data_base64` holds binary data. */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 /** Absolute URI (RFC 3986 scheme ':' ...), as `dataschema` must be. */
 const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s]*$/;
 
@@ -147,13 +149,19 @@ export function decodeStructured(body: unknown, headers: Readonly<Record<string,
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return { ok: false, errors: [`${at}a structured CloudEvent must be a JSON object`] };
   const { data, data_base64: base64, ...attrs } = body as Record<string, unknown>;
   const errors = attributeErrors(attrs, at);
-  // The gateway carries JSON and text values; binary data has no message form here.
-  if (base64 !== undefined) errors.push(`${at}'data_base64' (binary data) is not supported; send the data as JSON or text in 'data'`);
+  // Binary data (JSON format §3.1.2) becomes the bytes it encodes: the message's value is a Buffer.
+  let bytes: Buffer | undefined;
+  if (base64 !== undefined) {
+    if (data !== undefined) errors.push(`${at}'data' and 'data_base64' are both given; an event has one or the other`);
+    else if (typeof base64 !== 'string' || !BASE64.test(base64)) errors.push(`${at}'data_base64' must be a base64 string (RFC 4648)`);
+    else bytes = Buffer.from(base64, 'base64');
+  }
   if (errors.length > 0) return { ok: false, errors };
   const rest: Record<string, string> = {};
   for (const name in headers) if (name !== 'content-type' && !name.startsWith('ce-')) rest[name] = headers[name]!;
   if (attrs.datacontenttype === undefined && data !== undefined) attrs.datacontenttype = 'application/json';
-  return { ok: true, event: { headers: withAttributes(rest, attrs), value: data === undefined ? null : data } };
+  if (attrs.datacontenttype === undefined && bytes !== undefined) attrs.datacontenttype = 'application/octet-stream';
+  return { ok: true, event: { headers: withAttributes(rest, attrs), value: bytes ?? (data === undefined ? null : data) } };
 }
 
 /** Batched mode: a JSON array of structured events. Every event is checked before any is accepted. */
@@ -174,10 +182,11 @@ export function structuredProblem(errors: string[]): Problem {
   return invalid(errors);
 }
 
-/** The structured JSON form of a CloudEvent message: its attributes and its value as `data`. */
+/** The structured JSON form of a CloudEvent message: its attributes and its value as `data`, or binary data (a Buffer) as `data_base64`. */
 export function toStructured(msg: Pick<Message, 'headers' | 'value'>): Record<string, unknown> {
   const event: Record<string, unknown> = { ...attributesOf(msg.headers) };
-  if (msg.value !== null && msg.value !== undefined) event.data = msg.value;
+  if (Buffer.isBuffer(msg.value)) event.data_base64 = msg.value.toString('base64');
+  else if (msg.value !== null && msg.value !== undefined) event.data = msg.value;
   return event;
 }
 

@@ -134,3 +134,83 @@ routes:
     assert.deepEqual(ev.data, { orderId: 42 });
   });
 });
+
+describe('CloudEvents with binary data (data_base64): structured in, bytes out in binary mode, data_base64 out in structured mode', () => {
+  let gw: RunningGateway;
+  let binaryOut: WebhookReceiver;
+  let structuredOut: WebhookReceiver;
+  /** Bytes that are no UTF-8 and no JSON: they survive only as bytes. */
+  const bytes = Buffer.from([0x00, 0x01, 0xfe, 0xff, 0x80, 0x7b, 0x22, 0x0a, 0xc3, 0x28]);
+
+  before(async () => {
+    binaryOut = await WebhookReceiver.start();
+    structuredOut = await WebhookReceiver.start();
+    gw = await startGateway(`
+version: 1
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: blobs-in
+    from: { listener: api, path: /blobs }
+    to: { broker: local, topic: blobs }
+  - name: blobs-out
+    from: { broker: local, topic: blobs }
+    to:
+      - { http: { url: "${binaryOut.url}/binary" } }
+      - { http: { url: "${structuredOut.url}/structured", cloudevents: structured } }
+`);
+  });
+  after(async () => {
+    await gw?.stop();
+    await binaryOut?.stop();
+    await structuredOut?.stop();
+  });
+
+  const post = (body: string) => fetch(gw.url('api', '/blobs'), { method: 'POST', headers: { 'content-type': 'application/cloudevents+json' }, body });
+
+  it('decodes data_base64 to the bytes, sends them as the body in binary mode and as data_base64 in structured mode (SDK on both ends)', async () => {
+    const sent = new CloudEvent({ id: 'blob-1', source: '/camera', type: 'image.taken', datacontenttype: 'image/x-raw', data: bytes });
+    const { body } = HTTP.structured(sent);
+    assert.equal(JSON.parse(body as string).data_base64, bytes.toString('base64'), 'the SDK sends binary data as data_base64');
+    const res = await post(body as string);
+    assert.equal(res.status, 200, await res.text());
+
+    const [bin] = await binaryOut.received(1);
+    assert.deepEqual(bin!.bytes, bytes, 'the body is the bytes, not their base64 or JSON');
+    assert.equal(bin!.headers['content-type'], 'image/x-raw');
+    assert.equal(bin!.headers['ce-id'], 'blob-1');
+
+    const [structured] = await structuredOut.received(1);
+    const ev = sdkEvent(structured!);
+    assert.equal(ev.id, 'blob-1');
+    assert.equal(ev.datacontenttype, 'image/x-raw');
+    assert.equal(ev.data_base64, bytes.toString('base64'));
+    assert.equal(JSON.parse(structured!.body).data, undefined, 'no data beside data_base64');
+  });
+
+  it('gives binary data without a datacontenttype application/octet-stream', async () => {
+    const before = binaryOut.requests.length;
+    const res = await post(JSON.stringify({ specversion: '1.0', id: 'blob-2', source: '/s', type: 't', data_base64: bytes.toString('base64') }));
+    assert.equal(res.status, 200);
+    const [bin] = (await binaryOut.received(before + 1)).slice(before);
+    assert.deepEqual(bin!.bytes, bytes);
+    assert.equal(bin!.headers['content-type'], 'application/octet-stream');
+  });
+
+  it('answers 400 naming the problem for data_base64 that is not base64, or given beside data', async () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ data_base64: 'not base64!' }, /'data_base64' must be a base64 string/],
+      [{ data_base64: 42 }, /'data_base64' must be a base64 string/],
+      [{ data_base64: 'AAEC', data: { a: 1 } }, /'data' and 'data_base64' are both given/],
+    ];
+    for (const [extra, expected] of cases) {
+      const res = await post(JSON.stringify({ specversion: '1.0', id: 'bad', source: '/s', type: 't', ...extra }));
+      assert.equal(res.status, 400);
+      const p = (await res.json()) as { code: string; errors: string[] };
+      assert.equal(p.code, 'EG_CLOUDEVENT_INVALID');
+      assert.ok(p.errors.some((e) => expected.test(e)), `${JSON.stringify(p.errors)} should match ${expected}`);
+    }
+  });
+});

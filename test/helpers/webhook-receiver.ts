@@ -7,6 +7,8 @@ export interface Received {
   url: string;
   headers: IncomingHttpHeaders;
   body: string;
+  /** The body as it arrived (binary data). */
+  bytes: Buffer;
   /** The client port: requests over one kept-alive connection share it. */
   remotePort: number;
 }
@@ -28,7 +30,8 @@ export class WebhookReceiver {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        const r: Received = { method: req.method!, url: req.url!, headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), remotePort: req.socket.remotePort! };
+        const bytes = Buffer.concat(chunks);
+        const r: Received = { method: req.method!, url: req.url!, headers: req.headers, body: bytes.toString('utf8'), bytes, remotePort: req.socket.remotePort! };
         receiver.requests.push(r);
         receiver.respond(r, res);
         for (const w of [...receiver.waiters]) {
