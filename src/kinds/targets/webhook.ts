@@ -113,8 +113,11 @@ export class WebhookTarget implements Target {
   /** Per orderBy value, the tail of its chain of deliveries. */
   private readonly lanes = new Map<string, Promise<unknown>>();
   private closed = false;
+  /** The endpoint of a fixed `url`, parsed once (a WebhookError when it cannot be, reported per message). */
+  private readonly fixed: Endpoint | WebhookError | undefined;
 
   constructor(private readonly plan: WebhookPlan, private readonly counters: WebhookCounters | undefined, private readonly logger: Logger, private readonly route: string) {
+    this.fixed = plan.urlExpr ? undefined : parseEndpoint(plan.url);
     // One socket per request in flight, kept alive between them: the agent is the concurrency bound's twin.
     const agentOptions = { keepAlive: true, maxSockets: plan.concurrency, maxFreeSockets: plan.concurrency, scheduling: 'lifo' as const };
     this.agent = new HttpAgent(agentOptions);
@@ -210,35 +213,33 @@ export class WebhookTarget implements Target {
   private async prepare(msg: Message, ctx: MessageContext): Promise<PreparedRequest> {
     const needsBindings = this.plan.urlExpr !== undefined || this.plan.headers.length > 0;
     const bindings = needsBindings ? bindingsFor(msg, ctx) : undefined;
-    let url = this.plan.url;
+    let endpoint = this.fixed;
     if (this.plan.urlExpr) {
       const v = await evaluate(this.plan.urlExpr, msg.value, bindings!, 'url');
       if (typeof v !== 'string' || !/^https?:\/\//.test(v)) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `url expression gave ${JSON.stringify(v) ?? 'nothing'}, which is not an http(s) URL`));
-      url = v;
+      endpoint = parseEndpoint(v);
     }
-    let target: URL;
-    try {
-      target = new URL(url);
-    } catch {
-      throw new WebhookError(problem('EG_EXPRESSION_FAILED', `'${url}' is not a valid URL`));
-    }
+    if (!endpoint) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `'${this.plan.url}' is not a valid URL`));
+    if (endpoint instanceof WebhookError) throw endpoint;
     const headers: OutgoingHttpHeaders = {};
-    let body: string;
+    let body: string | Buffer;
     const isEvent = msg.headers[CE_SPECVERSION] !== undefined;
     if (isEvent && this.plan.cloudevents === 'structured') {
       body = JSON.stringify(toStructured(msg));
       headers['content-type'] = STRUCTURED_TYPE;
     } else {
-      body = encodeValue(msg.value ?? null);
+      // Binary data (a structured event's data_base64) goes as the bytes it is.
+      const binary = Buffer.isBuffer(msg.value);
+      body = binary ? (msg.value as Buffer) : encodeValue(msg.value ?? null);
       if (isEvent) Object.assign(headers, binaryHttpHeaders(msg.headers));
-      headers['content-type'] = msg.headers['content-type'] ?? (typeof msg.value === 'string' ? 'text/plain; charset=utf-8' : 'application/json');
+      headers['content-type'] = msg.headers['content-type'] ?? (binary ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain; charset=utf-8' : 'application/json');
     }
     for (const name of ['traceparent', 'tracestate']) if (msg.headers[name] !== undefined) headers[name] = msg.headers[name];
     for (const [name, expr] of this.plan.headers) {
       const v = await evaluate(expr, msg.value, bindings!, `headers.${name}`);
       if (v !== undefined) headers[name] = typeof v === 'string' ? v : JSON.stringify(v);
     }
-    const bytes = Buffer.from(body);
+    const bytes = typeof body === 'string' ? Buffer.from(body) : body;
     headers['content-length'] = bytes.length;
     if (this.plan.secret) {
       // Standard Webhooks: the id stays the same across retries, so receivers can deduplicate.
@@ -249,12 +250,12 @@ export class WebhookTarget implements Target {
       headers['webhook-timestamp'] = String(timestamp);
       headers['webhook-signature'] = `v1,${signature}`;
     }
-    return { url: target, display: `${target.origin}${target.pathname}`, headers, body: bytes };
+    return { endpoint, display: endpoint.display, headers, body: bytes };
   }
 
   private attempt(req: PreparedRequest): Promise<Attempt> {
     return new Promise<Attempt>((resolve) => {
-      const secure = req.url.protocol === 'https:';
+      const { secure, hostname, port, path } = req.endpoint;
       let settled = false;
       const done = (a: Attempt) => {
         if (settled) return;
@@ -264,15 +265,21 @@ export class WebhookTarget implements Target {
         resolve(a);
       };
       const send = secure ? httpsRequest : httpRequest;
-      const out = send(req.url, { method: this.plan.method, headers: req.headers, agent: secure ? this.httpsAgent : this.agent }, (res: IncomingMessage) => {
+      const out = send({ hostname, port, path, method: this.plan.method, headers: req.headers, agent: secure ? this.httpsAgent : this.agent }, (res: IncomingMessage) => {
         const status = res.statusCode ?? 0;
-        // The answer is read to its end (and at most 4 KiB kept, for the log), so the connection can be reused.
+        res.on('error', () => undefined);
+        // The answer is read to its end, so the connection can be reused; a 2xx's body is not looked at.
+        if (status >= 200 && status < 300) {
+          res.on('end', () => done({ ok: true, status }));
+          res.resume();
+          return;
+        }
+        // At most 4 KiB of a failure's body is kept, for the log.
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => {
           if (text.length < 4096) text += c;
         });
-        res.on('error', () => undefined);
         res.on('end', () => done(classify(status, res, text, req.display)));
       });
       const timer = setTimeout(() => {
@@ -287,12 +294,36 @@ export class WebhookTarget implements Target {
   }
 }
 
-interface PreparedRequest {
-  url: URL;
+/** Where requests go, as node:http takes it: parsed once for a fixed URL, per message for a computed one. */
+interface Endpoint {
+  secure: boolean;
+  hostname: string;
+  port: string;
+  /** Path and query string. */
+  path: string;
   /** The URL without query string (which may hold credentials), for logs and answers. */
+  display: string;
+}
+
+function endpointOf(url: URL): Endpoint {
+  // URL keeps IPv6 hosts in brackets; node:http wants them bare.
+  const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  return { secure: url.protocol === 'https:', hostname, port: url.port, path: `${url.pathname}${url.search}`, display: `${url.origin}${url.pathname}` };
+}
+
+interface PreparedRequest {
+  endpoint: Endpoint;
   display: string;
   headers: OutgoingHttpHeaders;
   body: Buffer;
+}
+
+function parseEndpoint(url: string): Endpoint | WebhookError {
+  try {
+    return endpointOf(new URL(url));
+  } catch {
+    return new WebhookError(problem('EG_EXPRESSION_FAILED', `'${url}' is not a valid URL`));
+  }
 }
 
 export class WebhookError extends Error {
