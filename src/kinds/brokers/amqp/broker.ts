@@ -2,8 +2,9 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } f
 import type { Logger } from '../../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
-import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
+import { coalesceDeferredWrites } from '../coalesce.js';
 
 const MAX_BACKOFF_MS = 5000;
 
@@ -42,9 +43,15 @@ export class AmqpBroker implements BrokerRuntime {
   /** Publishes awaiting their confirm, by the message id that correlates a basic.return. */
   private readonly confirms = new Map<string, Confirm>();
   private nextId = 0;
+  /** The connection's socket (amqplib's Connection.stream), for coalescing writes. */
+  private socket: { cork?(): void; uncork?(): void } | undefined;
   private open!: (typeof import('amqplib'))['connect'];
 
+  /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
+  private readonly deadlines: AckDeadlines;
+
   constructor(readonly name: string, readonly settings: AmqpSettings, env: RuntimeEnv) {
+    this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'amqp');
   }
@@ -107,6 +114,7 @@ export class AmqpBroker implements BrokerRuntime {
         return;
       }
       this.connection = conn;
+      this.socket = (conn as unknown as { connection?: { stream?: { cork?(): void; uncork?(): void } } }).connection?.stream;
       this.publisher = publisher;
       this.backoff = 250;
       this.state = { ready: true };
@@ -167,11 +175,13 @@ export class AmqpBroker implements BrokerRuntime {
           if (err) c.reject(new Error(`broker '${this.name}' refused the message (basic.nack)`));
           else c.resolve();
         });
+        // After the publish, so the cork is taken after amqplib scheduled its write: the frames of every publish in this turn leave in one socket write.
+        coalesceDeferredWrites(this.socket);
       } catch (err) {
         this.confirms.get(id)?.reject(err as Error);
       }
     });
-    return ackWithin(confirmed, this.settings.ackTimeoutMs, this.name).then(
+    return this.deadlines.within(confirmed).then(
       (): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }),
       (err: Error) => {
         this.confirms.delete(id);

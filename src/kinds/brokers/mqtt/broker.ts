@@ -2,7 +2,7 @@ import type { IClientOptions, IClientPublishOptions, IPublishPacket, MqttClient 
 import type { Logger } from '../../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
-import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import { coalesceWrites } from '../coalesce.js';
 import type { MqttSettings } from '../mqtt.js';
 
@@ -93,7 +93,11 @@ export class MqttBroker implements BrokerRuntime {
   private readonly subscriptions = new Set<MqttSubscription>();
   private stopped = false;
 
+  /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
+  private readonly deadlines: AckDeadlines;
+
   constructor(readonly name: string, readonly settings: MqttSettings, env: RuntimeEnv) {
+    this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'mqtt');
   }
@@ -140,7 +144,7 @@ export class MqttBroker implements BrokerRuntime {
     coalesceWrites(link.client.stream);
     // QoS 0 has no acknowledgement: it resolves once written to the socket (at most once).
     const sent = link.client.publishAsync(topic, encodeValue(msg.value ?? null), options);
-    return ackWithin(sent, this.settings.ackTimeoutMs, this.name).then(
+    return this.deadlines.within(sent).then(
       (): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }),
       (err: Error) => {
         this.telemetry?.producerError();

@@ -6,7 +6,7 @@ let lib!: NatsLib;
 import type { Logger } from '../../../log.js';
 import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
-import { ackWithin, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
 import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
@@ -75,7 +75,11 @@ export class NatsBroker implements BrokerRuntime {
   private stopped = false;
   private readonly subscriptions = new Set<NatsSubscription>();
 
+  /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
+  private readonly deadlines: AckDeadlines;
+
   constructor(readonly name: string, readonly settings: NatsSettings, env: RuntimeEnv) {
+    this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'nats');
   }
@@ -198,7 +202,7 @@ export class NatsBroker implements BrokerRuntime {
     coalesceWrites(socketOf(nc));
     nc.publish(topic, data, { headers });
     const acked = this.flushAfter(nc).then((): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }));
-    return ackWithin(acked, this.settings.ackTimeoutMs, this.name).catch((err: Error) => {
+    return this.deadlines.within(acked).catch((err: Error) => {
       this.telemetry?.producerError();
       throw err;
     });

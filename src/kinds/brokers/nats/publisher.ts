@@ -1,5 +1,5 @@
 import type { Msg, MsgHdrs, NatsConnection } from 'nats';
-import { AckTimeout, NotConnected } from '../acknowledgement.js';
+import { AckDeadlines, NotConnected } from '../acknowledgement.js';
 import { coalesceWrites } from '../coalesce.js';
 
 interface Pending {
@@ -14,34 +14,29 @@ interface Pending {
  * settles it. This is what `js.publish()` does through the client's request machinery, minus what
  * made it the gateway's largest cost per publish (an Error with a stack trace, a timer and a
  * headers object each). Publishes are pipelined: as many are in flight as requests come in, each
- * bounded by `ackTimeoutMs`; since every publish gets the same timeout, deadlines come in the
- * order publishes were made, and one timer serves them all.
+ * bounded by `ackTimeoutMs` (AckDeadlines: one timer for all).
  */
 export class JetStreamPublisher {
   private readonly prefix: string;
   private readonly pending = new Map<string, Pending>();
-  /** Tokens in the order they were published, with their deadlines; settled ones are skipped. */
-  private deadlines: { token: string; at: number }[] = [];
-  private head = 0;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly deadlines: AckDeadlines;
   private next = 0;
 
   constructor(
     private readonly nc: NatsConnection,
     createInbox: () => string,
     private readonly broker: string,
-    private readonly timeoutMs: number,
+    timeoutMs: number,
   ) {
+    this.deadlines = new AckDeadlines(timeoutMs, broker);
     this.prefix = `${createInbox()}.`;
     nc.subscribe(`${this.prefix}*`, { callback: (_err, m) => this.settle(m) });
   }
 
   publish(subject: string, data: Uint8Array, headers: MsgHdrs | undefined): Promise<number> {
     const token = (this.next++).toString(36);
-    return new Promise<number>((resolve, reject) => {
+    const acked = new Promise<number>((resolve, reject) => {
       this.pending.set(token, { subject, resolve, reject });
-      this.deadlines.push({ token, at: Date.now() + this.timeoutMs });
-      if (!this.timer) this.arm();
       coalesceWrites(socketOf(this.nc));
       try {
         this.nc.publish(subject, data, { reply: this.prefix + token, headers });
@@ -50,6 +45,7 @@ export class JetStreamPublisher {
         reject(err as Error);
       }
     });
+    return this.deadlines.within(acked, () => this.pending.delete(token));
   }
 
   /** The connection dropped: PubAcks sent meanwhile are lost, so what waits for one answers now (503; the stream may have stored it). */
@@ -72,31 +68,6 @@ export class JetStreamPublisher {
       else p.resolve(ack.seq);
     } catch {
       p.reject(new Error('JetStream answered something that is not a PubAck'));
-    }
-  }
-
-  /** Fails what is past its deadline, then waits for the oldest publish still unanswered. */
-  private arm(): void {
-    this.timer = undefined;
-    const now = Date.now();
-    while (this.head < this.deadlines.length) {
-      const d = this.deadlines[this.head]!;
-      const p = this.pending.get(d.token);
-      if (p && d.at > now) {
-        this.timer = setTimeout(() => this.arm(), d.at - now);
-        this.timer.unref();
-        break;
-      }
-      if (p) {
-        this.pending.delete(d.token);
-        p.reject(new AckTimeout(this.broker, this.timeoutMs));
-      }
-      this.head++;
-    }
-    // Drop the entries passed over once they are half the array.
-    if (this.head > 1024 && this.head * 2 > this.deadlines.length) {
-      this.deadlines = this.deadlines.slice(this.head);
-      this.head = 0;
     }
   }
 }

@@ -1,0 +1,41 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { AckDeadlines, AckTimeout } from '../../src/kinds/brokers/acknowledgement.js';
+
+const never = () => new Promise<never>(() => undefined);
+
+describe('AckDeadlines (one timer for a broker\'s publishes)', () => {
+  // Its timer never keeps a process alive (unref): something else must, while the tests wait for it.
+  let alive: NodeJS.Timeout;
+  before(() => {
+    alive = setInterval(() => undefined, 1000);
+  });
+  after(() => clearInterval(alive));
+
+  it('settles with the acknowledgement when it comes first, and with AckTimeout (calling onExpire) when the deadline does', async () => {
+    const d = new AckDeadlines(30, 'b');
+    let expired = 0;
+    const acked = d.within(Promise.resolve('ack'), () => expired++);
+    const refused = d.within(Promise.reject(new Error('nack')), () => expired++);
+    const lost = d.within(never(), () => expired++);
+    assert.equal(await acked, 'ack');
+    await assert.rejects(refused, /nack/);
+    await assert.rejects(lost, (err: Error) => err instanceof AckTimeout && /no acknowledgement from broker 'b' within 30 ms/.test(err.message));
+    assert.equal(expired, 1);
+  });
+
+  it('expires every unanswered publish among thousands answered, in order, and keeps working after its queue was compacted', async () => {
+    const d = new AckDeadlines(20, 'b');
+    const order: number[] = [];
+    const all: Promise<unknown>[] = [];
+    for (let i = 0; i < 5000; i++) {
+      const p = i % 1000 === 999 ? never() : Promise.resolve(i);
+      all.push(d.within(p, () => order.push(i)).catch((err: Error) => assert.ok(err instanceof AckTimeout)));
+    }
+    await Promise.all(all);
+    assert.deepEqual(order, [999, 1999, 2999, 3999, 4999]);
+    // A later round, after the queue emptied and the timer stopped.
+    await assert.rejects(d.within(never()), AckTimeout);
+    assert.equal(await d.within(Promise.resolve('again')), 'again');
+  });
+});
