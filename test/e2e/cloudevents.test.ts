@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CloudEvent, HTTP } from 'cloudevents';
 import { WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /** The cloudevents SDK's view of a request the gateway sent (it throws on anything that is not a valid CloudEvent). */
@@ -11,14 +11,16 @@ function sdkEvent(r: { headers: Record<string, unknown>; body: string }): CloudE
 }
 
 describe('CloudEvents over HTTP: binary, structured and batched in; binary and structured out', () => {
-  let gw: RunningGateway;
   let binaryOut: WebhookReceiver;
   let structuredOut: WebhookReceiver;
 
   before(async () => {
     binaryOut = await WebhookReceiver.start();
     structuredOut = await WebhookReceiver.start();
-    gw = await startGateway(`
+  });
+  // Started once the receivers it calls are listening.
+  const gw = useGateway(
+    () => `
 version: 1
 brokers:
   local: { kind: memory }
@@ -46,10 +48,9 @@ routes:
           type: com.example.order.placed
           set: { subject: $string(orderId), tenant: $headers."x-tenant" }
     to: { broker: local, topic: events }
-`);
-  });
+`,
+  );
   after(async () => {
-    await gw?.stop();
     await binaryOut?.stop();
     await structuredOut?.stop();
   });
@@ -136,7 +137,6 @@ routes:
 });
 
 describe('CloudEvents with binary data (data_base64): structured in, bytes out in binary mode, data_base64 out in structured mode', () => {
-  let gw: RunningGateway;
   let binaryOut: WebhookReceiver;
   let structuredOut: WebhookReceiver;
   /** Bytes that are no UTF-8 and no JSON: they survive only as bytes. */
@@ -145,7 +145,9 @@ describe('CloudEvents with binary data (data_base64): structured in, bytes out i
   before(async () => {
     binaryOut = await WebhookReceiver.start();
     structuredOut = await WebhookReceiver.start();
-    gw = await startGateway(`
+  });
+  const gw = useGateway(
+    () => `
 version: 1
 brokers:
   local: { kind: memory }
@@ -160,10 +162,9 @@ routes:
     to:
       - { http: { url: "${binaryOut.url}/binary" } }
       - { http: { url: "${structuredOut.url}/structured", cloudevents: structured } }
-`);
-  });
+`,
+  );
   after(async () => {
-    await gw?.stop();
     await binaryOut?.stop();
     await structuredOut?.stop();
   });
