@@ -1,33 +1,20 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { eventually, repoRoot, runCli, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { before, describe, it } from 'node:test';
+import { eventually, repoRoot, runCli, useGateway } from '../helpers/gateway.js';
+import { freePort } from '../helpers/ports.js';
 import { openStream } from '../helpers/sse.js';
 
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 describe('examples/http-edge.yaml (CloudEvents in, SSE and webhooks out)', () => {
-  let gw: RunningGateway;
+  const yaml = readFileSync(join(repoRoot, 'examples/http-edge.yaml'), 'utf8');
+  const schema = readFileSync(join(repoRoot, 'examples/schemas/order.json'), 'utf8');
+  // The webhook calls the example's own receiver route, so it needs to know the port up front.
+  let port: number;
   before(async () => {
-    const yaml = readFileSync(join(repoRoot, 'examples/http-edge.yaml'), 'utf8');
-    const schema = readFileSync(join(repoRoot, 'examples/schemas/order.json'), 'utf8');
-    // The webhook calls the example's own receiver route, so it needs to know the port up front.
-    const port = await freePort();
-    gw = await startGateway(yaml, { files: { 'schemas/order.json': schema }, env: { HTTP_PORT: String(port), ADMIN_PORT: '0', WEBHOOK_URL: `http://127.0.0.1:${port}/hooks/orders` } });
+    port = await freePort();
   });
-  after(async () => {
-    await gw?.stop();
-  });
+  const gw = useGateway(yaml, () => ({ files: { 'schemas/order.json': schema }, env: { HTTP_PORT: String(port), ADMIN_PORT: '0', WEBHOOK_URL: `http://127.0.0.1:${port}/hooks/orders` } }));
 
   it('validates as it is', async () => {
     const r = await runCli(['validate', '-c', 'examples/http-edge.yaml']);
