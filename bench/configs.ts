@@ -112,7 +112,7 @@ routes:
 `;
 
 /** POST /in → memory topic → a webhook target posting to `sinkUrl` (one delivery at a time: a memory consumer group takes one message at a time). */
-export function webhookConfig(sinkUrl: string): string {
+export function webhookConfig(sinkUrl: string, concurrency: number): string {
   return `version: 1
 brokers:
   local: { kind: memory, retain: 1000 }
@@ -124,6 +124,6 @@ routes:
     to: { broker: local, topic: jobs }
   - name: deliver
     from: { broker: local, topic: jobs }
-    to: { http: { url: ${JSON.stringify(sinkUrl)}, concurrency: 1 } }
+    to: { http: { url: ${JSON.stringify(sinkUrl)}, concurrency: ${concurrency} } }
 `;
 }

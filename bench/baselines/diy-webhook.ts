@@ -1,18 +1,19 @@
 /**
  * Baseline for webhook: what one would write by hand. `POST /in` bodies are parsed as JSON (the
  * gateway parses them too: its routes work on values) and go into an in-memory queue (answered 200
- * once queued, as a memory topic answers); one consumer takes them in order and POSTs each, as
- * JSON, to SINK_URL over a kept-alive connection, the next only after a 2xx (the same
- * at-least-once, one-at-a-time delivery as the gateway's consume route; retried on failure).
+ * once queued, as a memory topic answers); CONCURRENCY consumers (default 1) take them in order and
+ * POST each, as JSON, to SINK_URL over kept-alive connections, each taking the next only after a
+ * 2xx (at-least-once, as the gateway's consume route; a failed one is retried).
  */
 import { Agent, createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { announce } from './announce.js';
 
 const sink = new URL(process.env.SINK_URL!);
-const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+const concurrency = Number(process.env.CONCURRENCY ?? 1);
+const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
 const queue: unknown[] = [];
-let consuming = false;
+let consumers = 0;
 
 function deliver(value: unknown): Promise<boolean> {
   const body = Buffer.from(JSON.stringify(value));
@@ -27,12 +28,14 @@ function deliver(value: unknown): Promise<boolean> {
 }
 
 async function consume(): Promise<void> {
-  if (consuming) return;
-  consuming = true;
+  consumers++;
   while (queue.length > 0) {
-    if (await deliver(queue[0]!)) queue.shift();
+    const value = queue.shift();
+    while (!(await deliver(value))) {
+      // retried until the endpoint takes it
+    }
   }
-  consuming = false;
+  consumers--;
 }
 
 const server = createServer((req, res) => {
@@ -49,7 +52,7 @@ const server = createServer((req, res) => {
     queue.push(value);
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 });
     res.end('{}');
-    void consume();
+    if (consumers < concurrency) void consume();
   });
 });
 server.listen(0, '127.0.0.1', () => announce((server.address() as AddressInfo).port));

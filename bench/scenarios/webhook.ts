@@ -8,6 +8,8 @@ import { judge, warmupSeconds, type Scenario } from '../scenario.js';
 import { percentile } from '../stats.js';
 
 const WINDOW = 16;
+/** Requests in flight to the endpoint on both sides: the webhook's `concurrency`, the baseline's posters. */
+const CONCURRENCY = 8;
 
 interface Slice {
   deliveriesPerSecond: number;
@@ -21,8 +23,9 @@ interface Slice {
 
 /**
  * Messages published to a memory topic and delivered by a webhook target to an HTTP endpoint
- * (in this process), against a hand-written queue + consumer posting over a kept-alive connection
- * with the same concurrency (1: a consumer group takes one message at a time). The publisher keeps
+ * (in this process), against a hand-written queue + consumer posting over kept-alive connections
+ * with the same concurrency (CONCURRENCY requests in flight: the webhook's `concurrency`, which a
+ * consume route whose targets are all webhooks also takes as messages in hand). The publisher keeps
  * at most WINDOW messages between publish and delivery, so neither side builds a backlog.
  */
 export const webhook: Scenario = {
@@ -47,8 +50,8 @@ export const webhook: Scenario = {
     sink.listen(0, '127.0.0.1');
     await once(sink, 'listening');
     const sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}/hook`;
-    const diy = await startBaseline('diy-webhook', { SINK_URL: sinkUrl });
-    const gw = await startGateway(webhookConfig(sinkUrl));
+    const diy = await startBaseline('diy-webhook', { SINK_URL: sinkUrl, CONCURRENCY: String(CONCURRENCY) });
+    const gw = await startGateway(webhookConfig(sinkUrl, CONCURRENCY));
     const agent = new Agent({ keepAlive: true, maxSockets: WINDOW });
     // Deliveries are routed to whichever side is being measured (they never overlap: the window drains between slices).
     const sides = {
@@ -118,7 +121,7 @@ export const webhook: Scenario = {
         baseline: { name: 'diy-queue-poster', ...figures(s.baseline) },
         ...figures(s.subject),
         ratio: pairedRatio(s, (r) => r.deliveriesPerSecond),
-        concurrency: 1,
+        concurrency: CONCURRENCY,
         rounds: slicing(duration).rounds,
         target: { field: 'ratio', op: '>=', limit: 1.0 },
       });
