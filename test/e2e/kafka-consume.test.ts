@@ -1,19 +1,19 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 describe('Kafka topics consumed to websockets, other topics and memory topics', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   const t = { live: '', src: '', dst: '', poison: '', good: '', dlq: '', mem: '' };
 
   before(async () => {
     kafka = await startKafka();
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     for (const topic of Object.values(t)) await kafka.createTopic(topic, 4);
-    gw = await startGateway(`
+  });
+  const gw = useGateway(() => `
 version: 1
 brokers:
   kafka:
@@ -48,11 +48,11 @@ routes:
     from: { broker: local, topic: lights }
     to: { listener: ws, path: /mem }
 `);
+  before(async () => {
     // Until a group has its partitions and offsets, a record produced to a `latest` group is not its to read.
     await Promise.all(['live', 'copy', 'picky', 'to-memory'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
   });
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
