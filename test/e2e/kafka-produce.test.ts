@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { kcatConsume, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 describe('HTTP and WebSocket producers in front of Kafka', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '' };
 
   before(async () => {
@@ -14,8 +13,8 @@ describe('HTTP and WebSocket producers in front of Kafka', () => {
     kafka = await startKafka({ brokers: 1 });
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     await kafka.createTopic(t.ordered, 4);
-    gw = await startGateway(
-      `
+  });
+  const gw = useGateway(() => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -63,12 +62,8 @@ routes:
     from: { listener: ws, path: /frames }
     ack: true
     to: { broker: kafka, topic: ${t.frames}, key: $string(n) }
-`,
-      { env: { KAFKA_BOOTSTRAP: kafka.bootstrap } },
-    );
-  });
+`, () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }));
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
