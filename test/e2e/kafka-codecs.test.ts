@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { CODEC_IDS, CODECS, decompress, type CodecName } from '../../src/codecs/compression.js';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 const { CompressionCodecs } = kafkajs;
@@ -19,7 +19,6 @@ for (const codec of CODECS.filter((c) => c !== 'none')) {
 
 describe('every Kafka codec, both directions, with kcat as the other client', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   let live = '';
   const out: Record<string, string> = {};
 
@@ -28,9 +27,12 @@ describe('every Kafka codec, both directions, with kcat as the other client', ()
     live = kafka.topic('live');
     await kafka.createTopic(live, 1);
     for (const codec of CODECS) out[codec] = kafka.topic(`out-${codec}`);
+  });
+  // Started once the cluster is up: one broker per codec, each with a route publishing through it.
+  const gw = useGateway(() => {
     const brokers = CODECS.map((c) => `  k-${c}: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { compression: ${c}, lingerMs: 1 }, consumer: ${kafka.consumerYaml} }`).join('\n');
     const routes = CODECS.map((c) => `  - { name: to-${c}, from: { listener: api, path: /${c} }, to: { broker: k-${c}, topic: ${out[c]} } }`).join('\n');
-    gw = await startGateway(`
+    return `
 version: 1
 brokers:
 ${brokers}
@@ -42,11 +44,12 @@ ${routes}
   - name: live
     from: { broker: k-none, topic: ${live} }
     to: { listener: ws, path: /live }
-`);
+`;
+  });
+  before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 20000);
   });
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
