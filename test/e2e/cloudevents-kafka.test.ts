@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CloudEvent, HTTP, Kafka } from 'cloudevents';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 describe('CloudEvents on Kafka (the CloudEvents Kafka protocol binding)', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   let receiver: WebhookReceiver;
   const t = { binary: '', structured: '', incoming: '' };
 
@@ -16,7 +15,8 @@ describe('CloudEvents on Kafka (the CloudEvents Kafka protocol binding)', () => 
     receiver = await WebhookReceiver.start();
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     for (const topic of Object.values(t)) await kafka.createTopic(topic, 1);
-    gw = await startGateway(`
+  });
+  const gw = useGateway(() => `
 version: 1
 brokers:
   kafka:
@@ -39,10 +39,10 @@ routes:
     from: { broker: kafka, topic: ${t.incoming}, fromBeginning: true }
     to: { http: { url: "${receiver.url}/elsewhere" } }
 `);
+  before(async () => {
     await Promise.all(['out', 'produced-elsewhere'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
   });
   after(async () => {
-    await gw?.stop();
     await receiver?.stop();
     await kafka?.stop();
   });
