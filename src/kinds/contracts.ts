@@ -319,6 +319,11 @@ export interface ListenerBindings {
   publish: Map<string, RouteEntry>;
   /** Forward paths whose route can read its source again from a position (event-stream resume). */
   replay?: Map<string, ReplaySource>;
+  /**
+   * Forward paths that more than one route forwards to: positions of different sources cannot be
+   * told apart in one event id, so their event streams carry no ids and do not resume.
+   */
+  sharedForward?: Set<string>;
   /** Paths that forward targets push to (WebSocket). */
   forward: Set<string>;
   /** Forward paths whose targets declare `auth`: subscribers must pass it at the handshake. */

@@ -200,5 +200,6 @@ export function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<st
     }
   }
   for (const path of shared) bindings.replay!.delete(path);
+  bindings.sharedForward = shared;
   return bindings;
 }

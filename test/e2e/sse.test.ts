@@ -47,6 +47,15 @@ routes:
       listener: api
       path: /private
       auth: { apiKey: { keys: { reader: reader-key-0123456789 } } }
+  - name: publish-tocks
+    from: { listener: api, path: /tocks }
+    to: { broker: local, topic: tocks }
+  - name: mixed-ticks
+    from: { broker: local, topic: ticks }
+    to: { listener: api, path: /mixed }
+  - name: mixed-tocks
+    from: { broker: local, topic: tocks }
+    to: { listener: api, path: /mixed }
 ${extra}`;
   const gw = useGateway(config());
   const publish = async (n: number) => {
@@ -90,6 +99,28 @@ ${extra}`;
     assert.equal(JSON.parse(notice!.data).gap, true);
     assert.deepEqual(events.map((e) => JSON.parse(e.data).n), Array.from({ length: 20 }, (_, i) => 105 + i));
     c.child.kill();
+  });
+
+  it('gives no event ids on a path several routes forward to, and says it cannot resume when a client asks', async () => {
+    const c = curl(gw.url('api', '/mixed'));
+    await eventually(() => assert.match(c.text(), /^retry: \d+/));
+    await publish(500);
+    const tock = await fetch(gw.url('api', '/tocks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ m: 1 }) });
+    assert.equal(tock.status, 200);
+    await eventually(() => assert.equal(parseEvents(c.text()).length, 2));
+    assert.deepEqual(parseEvents(c.text()).map((e) => e.id), [undefined, undefined], 'an offset of one topic would be read as one of the other');
+    c.child.kill();
+
+    const again = curl(gw.url('api', '/mixed'), ['Last-Event-ID: 0:3']);
+    await eventually(() => assert.equal(parseEvents(again.text()).length, 1));
+    const [notice] = parseEvents(again.text());
+    assert.equal(notice!.event, 'eventgate.resume');
+    assert.equal(JSON.parse(notice!.data).resumed, false);
+    assert.match(JSON.parse(notice!.data).reason, /several routes forward to this stream/);
+    // Live events follow the notice (the sentinel).
+    await publish(501);
+    await eventually(() => assert.deepEqual(parseEvents(again.text()).slice(1).map((e) => JSON.parse(e.data).n), [501]));
+    again.child.kill();
   });
 
   it('checks the target auth before streaming, and answers 406 without Accept: text/event-stream', async () => {

@@ -123,7 +123,7 @@ export class HttpListener implements ListenerRuntime {
     this.staticPublish = staticPublish;
     this.bindings = bindings;
     // Streams on paths still forwarded to stay open through the reload; the others end.
-    this.streams.retain(bindings.forward);
+    this.streams.retain(bindings.forward, bindings.sharedForward);
   }
 
   connections(): number {

@@ -89,6 +89,8 @@ function payload(msg: Message, format: SseFormat): { event: string | undefined; 
 /** The event streams of one http listener. */
 export class SseStreams {
   private readonly paths = new Map<string, PathState>();
+  /** Paths several routes forward to: no event ids, no resume. */
+  private shared: ReadonlySet<string> = new Set();
   private heartbeat: NodeJS.Timeout | undefined;
   private static readonly HEARTBEAT = Buffer.from(': heartbeat\n\n');
   /** Clients cut off for reading too slowly, since the listener started (for status and tests). */
@@ -146,6 +148,8 @@ export class SseStreams {
     if (lastId !== undefined && replay) {
       if (from) void this.resume(client, replay, from);
       else this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `Last-Event-ID '${lastId.slice(0, 100)}' is not a position of this stream; streaming from now` }) }));
+    } else if (lastId !== undefined && this.shared.has(path)) {
+      this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: 'several routes forward to this stream, so it cannot resume (an event id cannot name positions in several sources); streaming from now' }) }));
     }
   }
 
@@ -220,7 +224,7 @@ export class SseStreams {
     state.format = format;
     return {
       send: (msg: Message): Promise<Delivery> => {
-        const pos = positionOf(msg);
+        const pos = this.shared.has(path) ? undefined : positionOf(msg);
         if (pos) state.positions.set(pos.partition, pos.offset);
         if (state.clients.size === 0) return Promise.resolve({ listener: this.listener, path, clients: 0 });
         const { event, data } = payload(msg, format);
@@ -235,8 +239,12 @@ export class SseStreams {
     };
   }
 
-  /** Ends the streams of paths no route forwards to any more (after a reload). */
-  retain(paths: ReadonlySet<string>): void {
+  /**
+   * Ends the streams of paths no route forwards to any more (after a reload). `shared`: paths fed
+   * by several routes, whose events carry no id from now on (their positions would mix sources).
+   */
+  retain(paths: ReadonlySet<string>, shared: ReadonlySet<string> = new Set()): void {
+    this.shared = shared;
     for (const [path, s] of this.paths) {
       if (paths.has(path)) continue;
       for (const c of s.clients) c.res.end();
