@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { runCli, startGateway, tempFiles, type RunningGateway } from '../helpers/gateway.js';
+import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { MosquittoSub, mosquittoPub, RawNats } from '../helpers/peers.js';
 import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 
@@ -50,7 +50,6 @@ operations:
 describe('validate: {channel} on AsyncAPI channels with MQTT, AMQP and NATS bindings', () => {
   let mqtt: MessageServer;
   let nats: MessageServer;
-  let gw: RunningGateway;
   let config: string;
 
   before(async () => {
@@ -80,11 +79,12 @@ routes:
     through: [{ validate: { channel: presence } }]
     to: { broker: nats, topic: presence.online }
 `;
-    gw = await startGateway(config, { files: { 'plant.yaml': plant }, readyTimeoutMs: 60000 });
+  });
+  const gw = useGateway(() => config, () => ({ files: { 'plant.yaml': plant }, readyTimeoutMs: 60000 }));
+  before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'readings', 15000);
   });
   after(async () => {
-    await gw?.stop();
     await Promise.all([mqtt?.stop(), nats?.stop()]);
   });
 
