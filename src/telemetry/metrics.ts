@@ -261,7 +261,7 @@ export class GatewayMetrics implements Telemetry {
     const { source, brokerStats } = this;
     new Gauge({
       name: `${prefix}_consumer_lag`,
-      help: `Messages between the end of each partition and the position of the route's consumer group (${kind} brokers).`,
+      help: `Messages a route has yet to take from its source (${kind} brokers): for partitioned logs the distance from the end of each partition to the route's consumer position; docs/operations.md says what each kind counts.`,
       labelNames: ['route', 'topic', 'partition'],
       registers,
       collect() {
