@@ -64,6 +64,12 @@ routes:
     from: { broker: local, topic: jobs }
     to: { http: { url: "${hook.url}/consume", retry: { attempts: 2, backoffMs: 10 } } }
     deadletter: { broker: local, topic: jobs-dlq }
+  - name: enqueue-held
+    from: { listener: api, path: /enqueue-held }
+    to: { broker: local, topic: held-jobs }
+  - name: consume-held
+    from: { broker: local, topic: held-jobs }
+    to: { http: { url: "${hook.url}/held", concurrency: 3 } }
   - name: dlq-watch
     from: { broker: local, topic: jobs-dlq }
     to: { listener: ws, path: /dlq, format: envelope }
@@ -223,5 +229,23 @@ routes:
     await eventually(() => assert.deepEqual(hook.requests.slice(from).filter((r) => r.url === '/consume').map((r) => JSON.parse(r.body).n).sort(), [1, 2, 2, 3]));
     dlq.close();
     hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it('memory consume routes: up to `concurrency` messages of the topic in flight at once, all committed once answered', async () => {
+    const held: ServerResponse[] = [];
+    hook.respond = (r, res) => (r.url === '/held' ? held.push(res) : res.end('ok'));
+    for (let n = 0; n < 6; n++) assert.equal((await post('/enqueue-held', { n })).status, 200);
+    // Three at once reach the endpoint before it answers any; then the next three.
+    await eventually(() => assert.equal(held.length, 3));
+    for (const res of held.splice(0)) res.end('ok');
+    await eventually(() => assert.equal(held.length, 3));
+    for (const res of held.splice(0)) res.end('ok');
+    const bodies = hook.requests.filter((r) => r.url === '/held').map((r) => JSON.parse(r.body).n as number);
+    assert.deepEqual(bodies.sort(), [0, 1, 2, 3, 4, 5]);
+    // The group moved past all six: a sentinel is the only one delivered next.
+    hook.respond = (_r, res) => res.end('ok');
+    assert.equal((await post('/enqueue-held', { n: 'sentinel' })).status, 200);
+    await eventually(() => assert.equal(hook.requests.filter((r) => r.url === '/held').length, 7));
+    assert.equal(JSON.parse(hook.requests.filter((r) => r.url === '/held').at(-1)!.body).n, 'sentinel');
   });
 });
