@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { committedOffsets, endOffsets, kcatConsumeAll, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 /** The shape of the load, not an assertion: how long a broker stays down, then up, and how often. */
@@ -14,7 +14,6 @@ const MAX_REQUESTS_EACH = 400;
 
 describe('a broker that goes down and up under load', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   let input = '';
   let copy = '';
 
@@ -24,7 +23,8 @@ describe('a broker that goes down and up under load', () => {
     copy = kafka.topic('flap-copy');
     await kafka.createTopic(input, 6);
     await kafka.createTopic(copy, 6);
-    gw = await startGateway(`
+  });
+  const gw = useGateway(() => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -45,10 +45,10 @@ routes:
     from: { broker: kafka, topic: ${input} }
     to: { broker: kafka, topic: ${copy}, key: $key }
 `);
+  before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copy', 30000);
   });
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
