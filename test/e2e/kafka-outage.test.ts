@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { startGateway, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 const ACK_TIMEOUT_MS = 1500;
@@ -34,7 +34,6 @@ async function closedPort(): Promise<number> {
 
 describe('Kafka outages', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   let topic: string;
   let live: string;
 
@@ -43,7 +42,8 @@ describe('Kafka outages', () => {
     topic = kafka.topic('outage');
     live = kafka.topic('live');
     await kafka.createTopic(live, 2);
-    gw = await startGateway(`
+  });
+  const gw = useGateway(() => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -65,10 +65,10 @@ routes:
     from: { broker: kafka, topic: ${live} }
     to: { listener: ws, path: /live }
 `);
+  before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 20000);
   });
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
