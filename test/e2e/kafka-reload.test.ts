@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { startGateway, type LogLine, type RunningGateway } from '../helpers/gateway.js';
+import { type LogLine, useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 describe('Kafka consumers through hot reloads', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   const t = { steadyIn: '', steadyOut: '', changingIn: '', changingOut: '', posted: '' };
 
   const config = (opts: { transform: string; clientId: string; extraRoute?: boolean }) => `
@@ -38,11 +37,12 @@ ${opts.extraRoute ? `  - name: posted\n    from: { listener: api, path: /posted 
     kafka = await startKafka();
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     for (const topic of Object.values(t)) await kafka.createTopic(topic, 4);
-    gw = await startGateway(config({ transform: '{"v": 1, "i": i}', clientId: 'first' }));
+  });
+  const gw = useGateway(() => config({ transform: '{"v": 1, "i": i}', clientId: 'first' }));
+  before(async () => {
     await Promise.all(['steady', 'changing'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
   });
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
