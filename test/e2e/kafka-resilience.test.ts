@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
-import { startGateway, eventually, type RunningGateway } from '../helpers/gateway.js';
+import { startGateway, eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { committedOffsets, kcatConsume, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 const { CompressionCodecs, CompressionTypes } = kafkajs;
@@ -52,14 +52,14 @@ async function readyz(gw: RunningGateway): Promise<{ status: number; body: { rea
 
 describe('no consumer stays dead', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   const t = { poison: '', copied: '', dlq: '', strict: '', strictOut: '' };
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     for (const topic of Object.values(t)) await kafka.createTopic(topic, 2);
-    gw = await startGateway(`
+  });
+  const gw = useGateway(() => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -73,9 +73,7 @@ routes:
     from: { broker: kafka, topic: ${t.strict} }
     to: { broker: kafka, topic: ${t.strictOut} }
 `);
-  });
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
