@@ -1,19 +1,19 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { openStream } from '../helpers/sse.js';
 
 describe('Server-Sent Events from a Kafka topic', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   let topic: string;
 
   before(async () => {
     kafka = await startKafka();
     topic = kafka.topic('sse');
     await kafka.createTopic(topic, 3);
-    gw = await startGateway(`
+  });
+  const gw = useGateway(() => `
 version: 1
 brokers:
   kafka:
@@ -31,10 +31,10 @@ routes:
     from: { broker: kafka, topic: ${topic} }
     to: { listener: api, path: /ticks }
 `);
+  before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
   });
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
