@@ -4,25 +4,25 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { repoRoot, runCli, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { repoRoot, runCli, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 describe('examples/kafka.yaml (the README walkthrough against a Kafka cluster)', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
+  const yaml = readFileSync(join(repoRoot, 'examples/kafka.yaml'), 'utf8');
+  const schema = readFileSync(join(repoRoot, 'examples/schemas/light-measured.json'), 'utf8');
 
   before(async () => {
     kafka = await startKafka();
-    const yaml = readFileSync(join(repoRoot, 'examples/kafka.yaml'), 'utf8');
-    const schema = readFileSync(join(repoRoot, 'examples/schemas/light-measured.json'), 'utf8');
-    gw = await startGateway(yaml, {
-      files: { 'schemas/light-measured.json': schema },
-      env: { KAFKA_BROKERS: kafka.bootstrap, HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' },
-    });
+  });
+  const gw = useGateway(yaml, () => ({
+    files: { 'schemas/light-measured.json': schema },
+    env: { KAFKA_BROKERS: kafka.bootstrap, HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' },
+  }));
+  before(async () => {
     await Promise.all(['light-out', 'light-bright'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 30000)));
   });
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
