@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 
@@ -11,7 +11,6 @@ const SHAPE = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
 
 describe('observability of Kafka routes', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   const t = { events: '', stuck: '' };
 
   before(async () => {
@@ -20,7 +19,8 @@ describe('observability of Kafka routes', () => {
       t[k] = kafka.topic(k);
       await kafka.createTopic(t[k], 1);
     }
-    gw = await startGateway(`
+  });
+  const gw = useGateway(() => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -49,10 +49,10 @@ routes:
     from: { broker: kafka, topic: ${t.stuck}, fromBeginning: true }
     to: { broker: nowhere, topic: anywhere }
 `);
+  before(async () => {
     await Promise.all(['relay', 'stuck'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
   });
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
