@@ -2,26 +2,24 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { repoRoot, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { repoRoot, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduceLines, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 const values = async (bootstrap: string, topic: string) => (await kcatConsumeAll(bootstrap, topic)).map((r) => r.value);
 
 describe('examples/kafka-proxy.yaml (the docs/kafka-proxy.md walkthrough)', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
     await kafka.createTopic('light.measured', 1);
     await kafka.createTopic('light.measured.audit', 1);
-    gw = await startGateway(readFileSync(join(repoRoot, 'examples/kafka-proxy.yaml'), 'utf8'), {
+  });
+  const gw = useGateway(() => readFileSync(join(repoRoot, 'examples/kafka-proxy.yaml'), 'utf8'), () => ({
       files: { 'asyncapi-3.0/streetlights.yaml': readFileSync(join(repoRoot, 'examples/asyncapi-3.0/streetlights.yaml'), 'utf8') },
       env: { KAFKA_BROKERS: kafka.bootstrap, PROXY_PORT: '0', ADMIN_PORT: '0' },
-    });
-  });
+    }));
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
