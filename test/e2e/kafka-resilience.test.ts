@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
-import { startGateway, eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
+import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { committedOffsets, kcatConsume, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 const { CompressionCodecs, CompressionTypes } = kafkajs;
@@ -150,13 +150,12 @@ routes:
 
 describe('a consumer that crashes is started again', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway | undefined;
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
   });
+  const gw = useGateway();
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
@@ -167,7 +166,7 @@ describe('a consumer that crashes is started again', () => {
     await kafka.createTopic(dst, 1);
     // The coordinator refuses the next joins with GROUP_AUTHORIZATION_FAILED (30): kafkajs gives up on the consumer ("restart: false").
     await kafka.failRequests(11, 3, 30);
-    gw = await startGateway(`
+    await gw.start(`
 version: 1
 admin: { port: 0 }
 brokers:
