@@ -48,10 +48,7 @@ function roundDeep(v: unknown): unknown {
 }
 
 export function markdownTable(machine: Machine, results: Record<string, ScenarioResult | ScenarioFailure>): string {
-  const rows = [
-    '| scenario | metric | value | baseline | baseline value | ratio | p50 ms | p99 ms | target | ok |',
-    '|---|---|---:|---|---:|---:|---:|---:|---|---|',
-  ];
+  const rows = ['| scenario | metric | value | baseline | baseline value | ratio | p50 ms | p99 ms | target | ok |', '|---|---|---:|---|---:|---:|---:|---:|---|---|'];
   for (const [name, r] of Object.entries(results)) {
     if (isFailure(r)) {
       rows.push(`| ${name} | | | | | | | | | failed: ${r.error.replace(/\|/g, '\\|')} |`);

@@ -21,7 +21,27 @@ import { sseFanout } from './scenarios/sse-fanout.js';
 import { startup } from './scenarios/startup.js';
 import { webhook } from './scenarios/webhook.js';
 
-const SCENARIOS: Scenario[] = [pipeline, httpMemory, reload, fanout, memory, startup, httpKafka, kafkaWsLatency, sseFanout, webhook, httpMqtt, httpAmqp, httpNats, mqttWsLatency, amqpWsLatency, natsWsLatency, kafkaProxy, kafkaProxyValidate, kafkaProxyConsume];
+const SCENARIOS: Scenario[] = [
+  pipeline,
+  httpMemory,
+  reload,
+  fanout,
+  memory,
+  startup,
+  httpKafka,
+  kafkaWsLatency,
+  sseFanout,
+  webhook,
+  httpMqtt,
+  httpAmqp,
+  httpNats,
+  mqttWsLatency,
+  amqpWsLatency,
+  natsWsLatency,
+  kafkaProxy,
+  kafkaProxyValidate,
+  kafkaProxyConsume,
+];
 
 const USAGE = `usage: npm run bench -- [--only NAME,...] [--duration SECONDS] [--json FILE]
 scenarios:
@@ -48,7 +68,10 @@ async function main(): Promise<number> {
   }
   let selected = SCENARIOS;
   if (values.only !== undefined) {
-    const names = values.only.split(',').map((s) => s.trim()).filter(Boolean);
+    const names = values.only
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     const unknown = names.filter((n) => !SCENARIOS.some((s) => s.name === n));
     if (unknown.length > 0) {
       process.stderr.write(`bench: unknown scenario ${unknown.join(', ')}\n${USAGE}\n`);

@@ -18,7 +18,11 @@ export function renderPlot(series: Series[], opts: { warmupMinutes: number; capt
   const height = TOP + series.length * (PANEL + 20) + 30;
   const xMax = Math.max(1e-9, ...series.flatMap((s) => s.points.map((p) => p[0])));
   const x = (t: number) => LEFT + (t / xMax) * (WIDTH - LEFT - RIGHT);
-  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" font-family="sans-serif" font-size="12">`, `<rect width="100%" height="100%" fill="#fff"/>`, `<text x="${LEFT}" y="24" font-size="15">${escape(opts.caption)}</text>`];
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="100%" height="100%" fill="#fff"/>`,
+    `<text x="${LEFT}" y="24" font-size="15">${escape(opts.caption)}</text>`,
+  ];
   series.forEach((s, i) => {
     const top = TOP + i * (PANEL + 20);
     const bottom = top + PANEL - 30;
@@ -36,8 +40,14 @@ export function renderPlot(series: Series[], opts: { warmupMinutes: number; capt
       parts.push(`<text x="${x(t)}" y="${bottom + 16}" text-anchor="middle">${fmt(t)}</text>`);
     }
     parts.push(`<text x="${WIDTH - RIGHT}" y="${bottom + 16}" text-anchor="end">min</text>`);
-    if (s.limit !== undefined) parts.push(`<line x1="${LEFT}" x2="${WIDTH - RIGHT}" y1="${y(s.limit)}" y2="${y(s.limit)}" stroke="#c00" stroke-dasharray="6 4"/><text x="${WIDTH - RIGHT}" y="${y(s.limit) - 4}" text-anchor="end" fill="#c00">target ${fmt(s.limit)}</text>`);
-    const path = s.points.filter((p) => Number.isFinite(p[1])).map((p, j) => `${j === 0 ? 'M' : 'L'}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(' ');
+    if (s.limit !== undefined)
+      parts.push(
+        `<line x1="${LEFT}" x2="${WIDTH - RIGHT}" y1="${y(s.limit)}" y2="${y(s.limit)}" stroke="#c00" stroke-dasharray="6 4"/><text x="${WIDTH - RIGHT}" y="${y(s.limit) - 4}" text-anchor="end" fill="#c00">target ${fmt(s.limit)}</text>`,
+      );
+    const path = s.points
+      .filter((p) => Number.isFinite(p[1]))
+      .map((p, j) => `${j === 0 ? 'M' : 'L'}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`)
+      .join(' ');
     parts.push(`<path d="${path}" fill="none" stroke="#1f5fbf" stroke-width="1.8"/>`);
     parts.push(`<line x1="${LEFT}" x2="${LEFT}" y1="${top + 20}" y2="${bottom}" stroke="#333"/><line x1="${LEFT}" x2="${WIDTH - RIGHT}" y1="${bottom}" y2="${bottom}" stroke="#333"/>`);
   });

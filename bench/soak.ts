@@ -101,7 +101,15 @@ class Tally {
 async function main(): Promise<number> {
   let values;
   try {
-    ({ values } = parseArgs({ options: { minutes: { type: 'string', default: '10' }, out: { type: 'string', default: 'soak-results' }, 'http-rate': { type: 'string', default: '200' }, 'kafka-rate': { type: 'string', default: '50' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({
+      options: {
+        minutes: { type: 'string', default: '10' },
+        out: { type: 'string', default: 'soak-results' },
+        'http-rate': { type: 'string', default: '200' },
+        'kafka-rate': { type: 'string', default: '50' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
   } catch (err) {
     process.stderr.write(`soak: ${(err as Error).message}\n${USAGE}\n`);
     return 2;
@@ -146,10 +154,24 @@ async function main(): Promise<number> {
     for (let i = 0; i < STABLE_CLIENTS; i++) {
       const tally = new Tally();
       eventTallies.push(tally);
-      subscribers.push(await subscribe(g.url('push', '/events', 'ws'), () => undefined, (text) => tally.add((JSON.parse(text) as { seq: number }).seq), () => void (stopping || unexpectedCloses++)));
+      subscribers.push(
+        await subscribe(
+          g.url('push', '/events', 'ws'),
+          () => undefined,
+          (text) => tally.add((JSON.parse(text) as { seq: number }).seq),
+          () => void (stopping || unexpectedCloses++),
+        ),
+      );
     }
     const kafkaTally = new Tally();
-    subscribers.push(await subscribe(g.url('push', '/kafka', 'ws'), () => undefined, (text) => kafkaTally.add((JSON.parse(text) as { seq: number }).seq), () => void (stopping || unexpectedCloses++)));
+    subscribers.push(
+      await subscribe(
+        g.url('push', '/kafka', 'ws'),
+        () => undefined,
+        (text) => kafkaTally.add((JSON.parse(text) as { seq: number }).seq),
+        () => void (stopping || unexpectedCloses++),
+      ),
+    );
 
     const accepted = { events: [] as number[], kafka: [] as number[] };
     const failures: string[] = [];
@@ -186,7 +208,12 @@ async function main(): Promise<number> {
     await post('/events');
     await post('/kafka');
     const probing = setInterval(() => void post('/kafka'), 500);
-    await until(() => kafkaTally.received > 0 && eventTallies.every((t) => t.received > 0), 60_000, () => `the probe messages never arrived (accepted ${JSON.stringify(accepted)}, memory → ws clients got ${eventTallies.map((t) => t.received)}, Kafka → ws got ${kafkaTally.received}; ${failures.join('; ')})`);
+    await until(
+      () => kafkaTally.received > 0 && eventTallies.every((t) => t.received > 0),
+      60_000,
+      () =>
+        `the probe messages never arrived (accepted ${JSON.stringify(accepted)}, memory → ws clients got ${eventTallies.map((t) => t.received)}, Kafka → ws got ${kafkaTally.received}; ${failures.join('; ')})`,
+    );
     clearInterval(probing);
     await delay(1000);
     // A websocket forward is a live stream: records produced before the route's consumer joined
@@ -222,10 +249,13 @@ async function main(): Promise<number> {
         subscribe(g.url('push', '/events', 'ws'), () => undefined).then(
           (s) => {
             churners.add(s);
-            setTimeout(() => {
-              churners.delete(s);
-              s.close();
-            }, 2000 + Math.random() * 6000);
+            setTimeout(
+              () => {
+                churners.delete(s);
+                s.close();
+              },
+              2000 + Math.random() * 6000,
+            );
           },
           () => churnFailed++,
         );
@@ -273,7 +303,11 @@ async function main(): Promise<number> {
 
     // Everything accepted arrives (bounded wait); the churning clients leave.
     const expectedEvents = accepted.events.length;
-    await until(() => eventTallies.every((t) => t.received >= expectedEvents) && kafkaTally.received >= accepted.kafka.length, 30_000, () => 'not everything arrived').catch(() => undefined);
+    await until(
+      () => eventTallies.every((t) => t.received >= expectedEvents) && kafkaTally.received >= accepted.kafka.length,
+      30_000,
+      () => 'not everything arrived',
+    ).catch(() => undefined);
     for (const s of churners) s.close();
     churners.clear();
     await delay(9000); // the last churners' timers have fired and their sockets are closed
@@ -298,7 +332,15 @@ async function main(): Promise<number> {
       lost: { events: lostEvents, kafka: lostKafka, kafka_first_seqs: lostKafkaSeqs.slice(0, 20) },
       kafka_probe_before_consumer_joined: { accepted: beforeJoin.length, delivered: beforeJoin.filter((n) => kafkaTally.has(n)).length },
       duplicates: { events: Math.max(...eventTallies.map((t) => t.duplicates)), kafka: kafkaTally.duplicates },
-      errors: { total: errors, http: httpErrors, reload_failures: reloadFailures, stable_client_disconnects: unexpectedCloses, churn_connect_failures: churnFailed, gateway_error_logs: gatewayErrors, first: failures },
+      errors: {
+        total: errors,
+        http: httpErrors,
+        reload_failures: reloadFailures,
+        stable_client_disconnects: unexpectedCloses,
+        churn_connect_failures: churnFailed,
+        gateway_error_logs: gatewayErrors,
+        first: failures,
+      },
       reloads,
       churn: { joined: churnJoined },
       rss_mb: { start: samples[0]?.rssMb ?? NaN, end: samples[samples.length - 1]?.rssMb ?? NaN, max: Math.max(...samples.map((s) => s.rssMb)), slope_after_warmup_mb_per_min: slope },
@@ -309,17 +351,33 @@ async function main(): Promise<number> {
     };
     const checks = [
       ['RSS growth after warm-up', `${slope.toFixed(2)} MB/min`, `<= ${TARGETS.rssMbPerMinute} MB/min`, slope <= TARGETS.rssMbPerMinute],
-      ['event-loop delay p99 (worst 5 s window after warm-up)', `${result.loop_p99_ms.worst_window.toFixed(1)} ms (median window ${result.loop_p99_ms.median_window.toFixed(1)})`, `<= ${TARGETS.loopP99Ms} ms`, result.loop_p99_ms.worst_window <= TARGETS.loopP99Ms],
+      [
+        'event-loop delay p99 (worst 5 s window after warm-up)',
+        `${result.loop_p99_ms.worst_window.toFixed(1)} ms (median window ${result.loop_p99_ms.median_window.toFixed(1)})`,
+        `<= ${TARGETS.loopP99Ms} ms`,
+        result.loop_p99_ms.worst_window <= TARGETS.loopP99Ms,
+      ],
       ['file descriptors after the churn', `${end.fds} (before: ${baseline.fds}, max ${result.fds.max})`, `back to baseline (± ${FD_TOLERANCE})`, end.fds <= baseline.fds + FD_TOLERANCE],
-      ['websocket clients after the churn', `${end.wsClients} (before: ${baseline.wsClients}, max ${result.ws_clients.max}; ${churnJoined} joined and left)`, 'back to baseline', end.wsClients === baseline.wsClients],
-      ['errors', `${errors} (HTTP ${httpErrors}, reloads failed ${reloadFailures}/${reloads + reloadFailures}, stable clients dropped ${unexpectedCloses}, gateway error logs ${gatewayErrors})`, '0', errors === 0],
-      ['lost (accepted, never delivered)', `memory → ws ${lostEvents} of ${accepted.events.length} (each of ${STABLE_CLIENTS} clients), Kafka → ws ${lostKafka} of ${accepted.kafka.length}`, '0', lostEvents === 0 && lostKafka === 0],
+      [
+        'websocket clients after the churn',
+        `${end.wsClients} (before: ${baseline.wsClients}, max ${result.ws_clients.max}; ${churnJoined} joined and left)`,
+        'back to baseline',
+        end.wsClients === baseline.wsClients,
+      ],
+      [
+        'errors',
+        `${errors} (HTTP ${httpErrors}, reloads failed ${reloadFailures}/${reloads + reloadFailures}, stable clients dropped ${unexpectedCloses}, gateway error logs ${gatewayErrors})`,
+        '0',
+        errors === 0,
+      ],
+      [
+        'lost (accepted, never delivered)',
+        `memory → ws ${lostEvents} of ${accepted.events.length} (each of ${STABLE_CLIENTS} clients), Kafka → ws ${lostKafka} of ${accepted.kafka.length}`,
+        '0',
+        lostEvents === 0 && lostKafka === 0,
+      ],
     ] as const;
-    const table = [
-      `| check | measured | target | ok |`,
-      `|---|---|---|---|`,
-      ...checks.map(([what, got, target, ok]) => `| ${what} | ${got} | ${target} | ${ok ? 'yes' : '**no**'} |`),
-    ].join('\n');
+    const table = [`| check | measured | target | ok |`, `|---|---|---|---|`, ...checks.map(([what, got, target, ok]) => `| ${what} | ${got} | ${target} | ${ok ? 'yes' : '**no**'} |`)].join('\n');
     const summary = `${table}\n\n${minutes} min, ${httpRate} POST/s to a memory topic fanned out to ${STABLE_CLIENTS} staying and ~${CHURN_PER_SECOND * 5} joining/leaving websocket clients, ${kafkaRate} POST/s to Kafka (mock cluster, 3 brokers) consumed back to a websocket client, a reload every ${RELOAD_EVERY_S} s (${reloads} applied); RSS ${result.rss_mb.start.toFixed(1)} → ${result.rss_mb.end.toFixed(1)} MB (max ${result.rss_mb.max.toFixed(1)}). ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, load average ${machine.loadavg_at_start} at start, commit ${machine.commit ?? '?'}, ${machine.date}.\n`;
     writeFileSync(join(outDir, 'soak.json'), `${JSON.stringify({ ...result, pass: checks.every((c) => c[3]) }, null, 2)}\n`);
     writeFileSync(join(outDir, 'soak.md'), summary);
@@ -387,7 +445,11 @@ function delay(ms: number): Promise<void> {
 /** Renders the SVG to PNG with Debian's headless Chromium (the one the dashboard test uses). */
 async function screenshot(svg: string, file: string): Promise<void> {
   const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update'] });
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update'],
+  });
   try {
     const page = await browser.newPage({ viewport: { width: 1000, height: 760 } });
     await page.setContent(`<!doctype html><html><body style="margin:0;background:#fff">${svg}</body></html>`);

@@ -22,8 +22,7 @@ async function publisher(): Promise<(body: string) => Promise<unknown>> {
     case 'amqp': {
       const { connect } = await import('amqplib');
       const channel = await (await connect(url)).createConfirmChannel();
-      return (body) =>
-        new Promise<void>((resolve, reject) => channel.publish('amq.topic', topic, Buffer.from(body), { persistent: true }, (err) => (err ? reject(err) : resolve())));
+      return (body) => new Promise<void>((resolve, reject) => channel.publish('amq.topic', topic, Buffer.from(body), { persistent: true }, (err) => (err ? reject(err) : resolve())));
     }
     case 'nats': {
       const { connect } = await import('nats');

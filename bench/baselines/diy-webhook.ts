@@ -18,10 +18,13 @@ let consumers = 0;
 function deliver(value: unknown): Promise<boolean> {
   const body = Buffer.from(JSON.stringify(value));
   return new Promise((resolve) => {
-    const req = request({ host: sink.hostname, port: Number(sink.port), path: sink.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode! >= 200 && res.statusCode! < 300));
-    });
+    const req = request(
+      { host: sink.hostname, port: Number(sink.port), path: sink.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length } },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode! >= 200 && res.statusCode! < 300));
+      },
+    );
     req.on('error', () => resolve(false));
     req.end(body);
   });

@@ -59,7 +59,20 @@ async function produceRequest(topic: string, first: number): Promise<Buffer> {
     }
     const now = BigInt(Date.now());
     const batch = await encodeBatch(
-      { baseOffset: 0n, partitionLeaderEpoch: -1, magic: 2, crc: 0, attributes: 0, lastOffsetDelta: perBatch - 1, baseTimestamp: now, maxTimestamp: now, producerId: -1n, producerEpoch: -1, baseSequence: -1, recordCount: perBatch },
+      {
+        baseOffset: 0n,
+        partitionLeaderEpoch: -1,
+        magic: 2,
+        crc: 0,
+        attributes: 0,
+        lastOffsetDelta: perBatch - 1,
+        baseTimestamp: now,
+        maxTimestamp: now,
+        producerId: -1n,
+        producerEpoch: -1,
+        baseSequence: -1,
+        recordCount: perBatch,
+      },
       records,
       batchCompression,
     );
@@ -73,7 +86,14 @@ const ctx: GovernContext = { route: (t) => (t === 'light-validated' ? route : un
 /** The cluster's Produce v8 response acknowledging every partition. */
 function acknowledgement(topic: string): Buffer {
   const w = new Writer().int32(1).int32(1).string(topic).int32(PARTITIONS);
-  for (let p = 0; p < PARTITIONS; p++) w.int32(p).int16(0).int64(BigInt(p * 1000)).int64(-1n).int64(0n).int32(0).nullableString(null);
+  for (let p = 0; p < PARTITIONS; p++)
+    w.int32(p)
+      .int16(0)
+      .int64(BigInt(p * 1000))
+      .int64(-1n)
+      .int64(0n)
+      .int32(0)
+      .nullableString(null);
   return w.int32(0).finish();
 }
 

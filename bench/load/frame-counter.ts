@@ -60,7 +60,10 @@ class FrameWalker {
   /** Whether the current frame carries data (text or binary), as opposed to ping, pong or close. */
   private data = false;
 
-  constructor(private readonly onFrame: () => void, private readonly onPayload?: (text: string) => void) {}
+  constructor(
+    private readonly onFrame: () => void,
+    private readonly onPayload?: (text: string) => void,
+  ) {}
 
   push(chunk: Buffer): void {
     let i = 0;

@@ -59,10 +59,13 @@ export async function openSseFanout(shape: SseFanoutShape): Promise<FanoutSessio
   const agent = new Agent({ keepAlive: true, maxSockets: shape.window });
   const u = new URL(shape.publishUrl);
   const flow = new PublishWindow(shape.clients, shape.window, shape.serverPid, (body) => {
-    const req = request({ host: u.hostname, port: Number(u.port), path: u.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-      if (res.statusCode !== 200) flow.error();
-      res.resume();
-    });
+    const req = request(
+      { host: u.hostname, port: Number(u.port), path: u.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      (res) => {
+        if (res.statusCode !== 200) flow.error();
+        res.resume();
+      },
+    );
     req.on('error', flow.error);
     req.end(body);
   });

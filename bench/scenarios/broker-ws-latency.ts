@@ -80,7 +80,10 @@ routes:
             errors: produced - g.received,
             rate_per_s: RATE,
             // How long the server took to acknowledge the publishes: the part of the latency neither side controls.
-            publish_ack_p99_ms: percentile([...producer.acks].sort((x, y) => x - y), 0.99),
+            publish_ack_p99_ms: percentile(
+              [...producer.acks].sort((x, y) => x - y),
+              0.99,
+            ),
             cores,
             clients: CLIENTS,
             target: { field: 'ratio', op: '<=', limit: 1.2 },

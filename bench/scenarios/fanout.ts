@@ -29,7 +29,14 @@ export const fanout: Scenario = {
     try {
       const rawWs = await openFanout({ clients: CLIENTS, window: WINDOW, serverPid: raw.pid, publishUrl: `${rawUrl}/publish`, subscribeUrl: `${rawUrl}/fanout` });
       sessions.push(rawWs);
-      const nginx = await openFanout({ clients: CLIENTS, window: WINDOW, serverPid: nchan.pid, publishUrl: `${nchanUrl}/publish`, subscribeUrl: `${nchanUrl}/fanout`, isPublishAnswer: isNchanPublishAnswer });
+      const nginx = await openFanout({
+        clients: CLIENTS,
+        window: WINDOW,
+        serverPid: nchan.pid,
+        publishUrl: `${nchanUrl}/publish`,
+        subscribeUrl: `${nchanUrl}/fanout`,
+        isPublishAnswer: isNchanPublishAnswer,
+      });
       sessions.push(nginx);
       const gateway = await openFanout({ clients: CLIENTS, window: WINDOW, serverPid: gw.process.pid!, publishUrl: gw.url('push', '/publish', 'ws'), subscribeUrl: gw.url('push', '/fanout', 'ws') });
       sessions.push(gateway);

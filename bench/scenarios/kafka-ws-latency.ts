@@ -77,7 +77,10 @@ export const kafkaWsLatency: Scenario = {
           errors: produced - g.received,
           rate_per_s: RATE,
           // How long the cluster took to acknowledge the records: the part of the latency neither side controls.
-          produce_ack_p99_ms: percentile([...producer.acks].sort((a, b) => a - b), 0.99),
+          produce_ack_p99_ms: percentile(
+            [...producer.acks].sort((a, b) => a - b),
+            0.99,
+          ),
           cores,
           max_wait_ms: MAX_WAIT_MS,
           clients: CLIENTS,

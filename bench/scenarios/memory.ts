@@ -21,7 +21,8 @@ export const memory: Scenario = {
   async run({ duration }) {
     // This process and the server each hold one descriptor per client.
     const limit = openFileLimit();
-    if (limit !== undefined && limit < CLIENTS + 1000) throw new Error(`the memory scenario needs ${CLIENTS + 1000} open files per process, ulimit -n is ${limit}: raise it (ulimit -n ${CLIENTS * 2}) and run again`);
+    if (limit !== undefined && limit < CLIENTS + 1000)
+      throw new Error(`the memory scenario needs ${CLIENTS + 1000} open files per process, ulimit -n is ${limit}: raise it (ulimit -n ${CLIENTS * 2}) and run again`);
     const raw = await startBaseline('raw-ws');
     let baseline: { idle: number; loaded: number };
     try {

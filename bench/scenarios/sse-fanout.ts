@@ -21,12 +21,22 @@ export const sseFanout: Scenario = {
     const gw = await startGateway(SSE_FANOUT_CONFIG);
     const sessions = [];
     try {
-      const baseline = await openSseFanout({ clients: CLIENTS, window: WINDOW, serverPid: raw.pid, publishUrl: `http://127.0.0.1:${raw.port}/publish`, streamUrl: `http://127.0.0.1:${raw.port}/fanout` });
+      const baseline = await openSseFanout({
+        clients: CLIENTS,
+        window: WINDOW,
+        serverPid: raw.pid,
+        publishUrl: `http://127.0.0.1:${raw.port}/publish`,
+        streamUrl: `http://127.0.0.1:${raw.port}/fanout`,
+      });
       sessions.push(baseline);
       const gateway = await openSseFanout({ clients: CLIENTS, window: WINDOW, serverPid: gw.process.pid!, publishUrl: gw.url('api', '/publish'), streamUrl: gw.url('api', '/fanout') });
       sessions.push(gateway);
       for (const s of sessions) await s.measure(warmupSeconds(duration));
-      const s = await alternate(duration, (t) => gateway.measure(t), (t) => baseline.measure(t));
+      const s = await alternate(
+        duration,
+        (t) => gateway.measure(t),
+        (t) => baseline.measure(t),
+      );
       return judge({
         metric: 'deliveries/s',
         baseline: { name: 'node-http-sse', ...fanoutFigures(s.baseline) },

@@ -56,4 +56,3 @@ async function bareNode(): Promise<number> {
   await once(child, 'exit');
   return t;
 }
-

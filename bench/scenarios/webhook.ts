@@ -74,10 +74,13 @@ export const webhook: Scenario = {
           const seq = published++;
           sentAt.set(seq, performance.now());
           const body = `{"seq":${seq},"padding":"${'x'.repeat(64)}"}`;
-          const req = request({ host: u.hostname, port: Number(u.port), path: u.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-            if (res.statusCode !== 200) errors++;
-            res.resume();
-          });
+          const req = request(
+            { host: u.hostname, port: Number(u.port), path: u.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+            (res) => {
+              if (res.statusCode !== 200) errors++;
+              res.resume();
+            },
+          );
           req.on('error', () => errors++);
           req.end(body);
         }

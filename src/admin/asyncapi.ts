@@ -44,7 +44,11 @@ export function addAsyncApiEndpoints(admin: AdminServer, gateway: AdminSource): 
     const file = new URL(req.url ?? '/', 'http://admin').searchParams.get('file');
     let target: AsyncApiPlan | undefined;
     if (file === null) {
-      if (docs.length > 1) return sendProblem(res, problem('EG_ASYNCAPI_FILE_REQUIRED', `the config has ${docs.length} AsyncAPI documents; say which to replace with ?file= (one of: ${docs.map((d) => d.asWritten).join(', ')})`));
+      if (docs.length > 1)
+        return sendProblem(
+          res,
+          problem('EG_ASYNCAPI_FILE_REQUIRED', `the config has ${docs.length} AsyncAPI documents; say which to replace with ?file= (one of: ${docs.map((d) => d.asWritten).join(', ')})`),
+        );
       target = docs[0];
     } else {
       target = docs.find((d) => d.asWritten === file);
@@ -84,7 +88,12 @@ async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, 
   if (result.result === 'rejected' || result.result === 'rolled_back') {
     // Something else changed between the check and the reload (or a component could not start): put the document back.
     if (before !== undefined) await writeAtomically(target.file, before);
-    return sendRefusal(res, problem('EG_ASYNCAPI_INVALID', `the gateway could not apply the document (${result.reason}); ${target.asWritten} was restored`), result.result === 'rejected' ? result.diagnostics : [], gateway.plan!.file);
+    return sendRefusal(
+      res,
+      problem('EG_ASYNCAPI_INVALID', `the gateway could not apply the document (${result.reason}); ${target.asWritten} was restored`),
+      result.result === 'rejected' ? result.diagnostics : [],
+      gateway.plan!.file,
+    );
   }
   gateway.logger.info({ file: target.asWritten, version: result.version }, 'AsyncAPI document uploaded');
   sendJson(res, 200, { result: result.result, version: result.version, file: target.asWritten });
@@ -95,7 +104,12 @@ function refusal(target: AsyncApiPlan, diagnostics: Diagnostic[]): Problem {
   const invalid = diagnostics.filter((d) => d.code !== 'EG_CONFIG_ASYNCAPI_REF');
   if (invalid.length > 0) {
     const own = diagnostics.some((d) => d.code === 'EG_CONFIG_ASYNCAPI');
-    return problem('EG_ASYNCAPI_INVALID', own ? `the document does not parse as AsyncAPI (${invalid.length} problem${invalid.length === 1 ? '' : 's'}); nothing was changed` : `the config would not load with this document (${invalid.length} problem${invalid.length === 1 ? '' : 's'}); nothing was changed`);
+    return problem(
+      'EG_ASYNCAPI_INVALID',
+      own
+        ? `the document does not parse as AsyncAPI (${invalid.length} problem${invalid.length === 1 ? '' : 's'}); nothing was changed`
+        : `the config would not load with this document (${invalid.length} problem${invalid.length === 1 ? '' : 's'}); nothing was changed`,
+    );
   }
   return problem('EG_ASYNCAPI_CONFLICT', `the config uses AsyncAPI messages or channels that ${target.asWritten} would no longer provide; nothing was changed`);
 }
@@ -106,7 +120,10 @@ function sendRefusal(res: ServerResponse, p: Problem, found: Diagnostic[], confi
   // Whoever uploads learns nothing about the host's file system: no absolute path of the config's directory.
   const diagnostics = found.map((d) => ({ ...d, file: relative(dir, resolve(d.file)), message: d.message.split(`${dir}/`).join('') }));
   const errors = diagnostics.map(formatDiagnostic);
-  const text = JSON.stringify({ ...problemBody({ ...p, errors }), diagnostics: diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })) });
+  const text = JSON.stringify({
+    ...problemBody({ ...p, errors }),
+    diagnostics: diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })),
+  });
   res.writeHead(p.status, { 'content-type': 'application/problem+json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
@@ -119,7 +136,10 @@ function unknownFile(file: string | null, docs: readonly AsyncApiPlan[]): Proble
 /** Temp file in the same directory, then rename: readers (and the watcher) see the old file or the new one, never half of one. */
 async function writeAtomically(file: string, text: string): Promise<void> {
   const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const mode = await stat(file).then((s) => s.mode & 0o777, () => 0o644);
+  const mode = await stat(file).then(
+    (s) => s.mode & 0o777,
+    () => 0o644,
+  );
   try {
     await writeFile(tmp, text, { mode });
     await rename(tmp, file);

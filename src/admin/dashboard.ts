@@ -23,8 +23,7 @@ let cached: Page | undefined;
 function page(): Page {
   if (cached) return cached;
   const html = readFileSync(PAGE_FILE, 'utf8');
-  const hashes = (tag: string) =>
-    [...html.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g'))].map((m) => `'sha256-${createHash('sha256').update(m[1]!).digest('base64')}'`).join(' ');
+  const hashes = (tag: string) => [...html.matchAll(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g'))].map((m) => `'sha256-${createHash('sha256').update(m[1]!).digest('base64')}'`).join(' ');
   const csp = [
     "default-src 'none'",
     `script-src ${hashes('script')}`,

@@ -48,7 +48,10 @@ export class AdminServer {
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private token: string | undefined;
 
-  constructor(gateway: AdminSource, private plan: AdminPlan) {
+  constructor(
+    gateway: AdminSource,
+    private plan: AdminPlan,
+  ) {
     this.token = plan.token;
     this.server = createServer((req, res) => {
       this.serve(req, res).catch((err) => {
@@ -164,14 +167,19 @@ export class AdminServer {
    */
   private browserCheck(req: IncomingMessage, checkHost: boolean): Problem | undefined {
     const host = (req.headers.host ?? '').toLowerCase();
-    if (checkHost && !this.hostAllowed(host)) return problem('EG_FORBIDDEN', `the admin API does not answer to Host '${host}' (allowed: loopback names${this.plan.allowedHosts?.length ? `, ${this.plan.allowedHosts.join(', ')}` : ''}; add others under admin.allowedHosts)`);
+    if (checkHost && !this.hostAllowed(host))
+      return problem(
+        'EG_FORBIDDEN',
+        `the admin API does not answer to Host '${host}' (allowed: loopback names${this.plan.allowedHosts?.length ? `, ${this.plan.allowedHosts.join(', ')}` : ''}; add others under admin.allowedHosts)`,
+      );
     const origin = req.headers.origin;
     if (origin !== undefined && origin !== `http://${host}` && origin !== `https://${host}`) {
       return problem('EG_ORIGIN_NOT_ALLOWED', `the admin API answers its own pages only, not requests from origin ${origin}`);
     }
     if (req.method !== 'GET' && req.method !== 'HEAD' && req.headers.upgrade === undefined) {
       const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-      if (FORM_TYPES.includes(type)) return problem('EG_UNSUPPORTED_MEDIA_TYPE', `state-changing admin requests may not be sent as ${type} (what any web page's form can send); send no body, or the endpoint's own type`);
+      if (FORM_TYPES.includes(type))
+        return problem('EG_UNSUPPORTED_MEDIA_TYPE', `state-changing admin requests may not be sent as ${type} (what any web page's form can send); send no body, or the endpoint's own type`);
     }
     return undefined;
   }
@@ -196,7 +204,9 @@ export class AdminServer {
    */
   private authorized(req: IncomingMessage, queryToken: string | null = null): boolean {
     const header = req.headers.authorization ?? '';
-    const given = createHash('sha256').update(header.startsWith('Bearer ') ? header.slice(7) : (queryToken ?? '')).digest();
+    const given = createHash('sha256')
+      .update(header.startsWith('Bearer ') ? header.slice(7) : (queryToken ?? ''))
+      .digest();
     const expected = createHash('sha256').update(this.token!).digest();
     return timingSafeEqual(given, expected);
   }

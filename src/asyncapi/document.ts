@@ -225,7 +225,10 @@ function readableMessage(message: string, policy: RefPolicy): string {
   const fs = /^(E[A-Z]+): .*, open '(.*)'$/.exec(message);
   if (fs) return `cannot read the file this $ref points to (${fs[1]}: ${displayPath(fs[2]!, policy)})`;
   // An exception inside the parser comes with its stack (paths of the gateway's installation): the message is enough.
-  return message.replace(/,? stack: [\s\S]*$/, '').split(`${policy.root}/`).join('');
+  return message
+    .replace(/,? stack: [\s\S]*$/, '')
+    .split(`${policy.root}/`)
+    .join('');
 }
 
 function readHash(read: FileReader, file: string): string {

@@ -144,7 +144,8 @@ export function checkRef(ref: string, from: string, policy: RefPolicy): { target
     return remoteAllowed(url, policy) ? { target: url.href } : { problem: remoteRefused(ref, policy) };
   }
   if (scheme !== undefined && scheme.length > 1) return { problem: `$ref '${ref}' uses the '${scheme}:' scheme; only paths relative to the document (and allowed http(s) origins) are followed` };
-  if (isAbsolute(location) || location.startsWith('\\') || scheme !== undefined) return { problem: `$ref '${ref}' is an absolute path; write it relative to the document, inside the config's directory` };
+  if (isAbsolute(location) || location.startsWith('\\') || scheme !== undefined)
+    return { problem: `$ref '${ref}' is an absolute path; write it relative to the document, inside the config's directory` };
   let decoded: string;
   try {
     decoded = decodeURIComponent(location);

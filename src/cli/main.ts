@@ -101,7 +101,13 @@ async function main(argv: string[]): Promise<number> {
 async function validate(file: string, format: 'text' | 'json', env: Env): Promise<number> {
   const diagnostics = isTestFileName(file) ? await checkTestFile(file, env) : (await loadPlan(file, { registry: defaultRegistry(), env })).diagnostics;
   if (format === 'json') {
-    process.stdout.write(`${JSON.stringify(diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })), null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify(
+        diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })),
+        null,
+        2,
+      )}\n`,
+    );
   } else if (diagnostics.length === 0) {
     process.stdout.write('ok\n');
   } else {

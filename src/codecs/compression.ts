@@ -374,8 +374,8 @@ function load<T>(name: string): T {
 /** zstd's default level (3), as librdkafka and the Java client use. Encoders and decoders are reusable. */
 let encoder: { encode(data: Buffer): Promise<Buffer> } | undefined;
 let decoder: { decode(data: Buffer): Promise<Buffer> } | undefined;
-const zstdEncoder = () => (encoder ??= new (native.zstd.Encoder)(3));
-const zstdDecoder = () => (decoder ??= new (native.zstd.Decoder)());
+const zstdEncoder = () => (encoder ??= new native.zstd.Encoder(3));
+const zstdDecoder = () => (decoder ??= new native.zstd.Decoder());
 
 function asBuffer(data: Uint8Array): Buffer {
   return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);

@@ -64,7 +64,6 @@ export const BATCH_HEADER_BYTES = 61;
 /** Where the CRC-covered part begins (the attributes field). */
 const CRC_FROM = 21;
 
-
 export function compressionOf(attributes: number): number {
   return attributes & 0x07;
 }
@@ -178,7 +177,10 @@ export class RecordCursor {
   headerCount = 0;
   private at = 0;
 
-  constructor(readonly data: Buffer, readonly count: number) {
+  constructor(
+    readonly data: Buffer,
+    readonly count: number,
+  ) {
     if (count < 0) throw new ProtocolError(`record count ${count} is negative`);
   }
 

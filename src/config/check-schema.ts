@@ -144,7 +144,6 @@ function missingKeys(e: ErrorObject): string[] | undefined {
   return given(e.data, keys).length > 0 ? undefined : keys;
 }
 
-
 function describeValue(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
@@ -195,11 +194,19 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       const section = path[0] === 'brokers' ? 'broker' : 'listener';
       const known = [...(section === 'broker' ? registry.brokers.keys() : registry.listeners.keys())];
       if (tagValue === undefined) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} is missing required key 'kind' (one of: ${known.join(', ')})` };
-      return { ...at([...path, 'kind']), code: 'EG_CONFIG_SCHEMA', message: `unknown ${section} kind ${JSON.stringify(tagValue)}${didYouMean(String(tagValue), known)}; known kinds: ${known.join(', ')}` };
+      return {
+        ...at([...path, 'kind']),
+        code: 'EG_CONFIG_SCHEMA',
+        message: `unknown ${section} kind ${JSON.stringify(tagValue)}${didYouMean(String(tagValue), known)}; known kinds: ${known.join(', ')}`,
+      };
     }
     case 'enum': {
       const allowed = (e.params as { allowedValues: unknown[] }).allowedValues;
-      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describeValue(e.data)}${didYouMean(String(e.data), allowed.map(String))}` };
+      return {
+        ...at(path),
+        code: 'EG_CONFIG_SCHEMA',
+        message: `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describeValue(e.data)}${didYouMean(String(e.data), allowed.map(String))}`,
+      };
     }
     case 'const':
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}, got ${describeValue(e.data)}` };
@@ -216,7 +223,8 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
     }
     case 'maxProperties': {
       const keys = Object.keys((e.data ?? {}) as object);
-      if (stepKinds(e, registry)) return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} has ${keys.length} keys (${keys.join(', ')}); a step has exactly one, so write each step as its own list item` };
+      if (stepKinds(e, registry))
+        return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} has ${keys.length} keys (${keys.join(', ')}); a step has exactly one, so write each step as its own list item` };
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} ${e.message ?? e.keyword}` };
     }
     case EXACTLY_ONE: {

@@ -22,5 +22,3 @@ export function formatPath(path: readonly (string | number)[]): string {
   }
   return out;
 }
-
-

@@ -25,7 +25,10 @@ function globRegex(pattern: string): RegExp {
       const end = pattern.indexOf(']', i + 1);
       if (end === -1) re += '\\[';
       else {
-        re += `[${pattern.slice(i + 1, end).replace(/^!/, '^').replace(/\\/g, '\\\\')}]`;
+        re += `[${pattern
+          .slice(i + 1, end)
+          .replace(/^!/, '^')
+          .replace(/\\/g, '\\\\')}]`;
         i = end;
       }
     } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
@@ -145,7 +148,14 @@ export function resolveIncludes(root: SourceDocument, configFile: string, env: E
           if (first) {
             const { line } = first.doc.locate(first.at, 'key');
             const { line: l2, column } = source.locate([s, name], 'key');
-            diagnostics.push({ file: source.file, line: l2, column, code: 'EG_CONFIG_CONFLICT', path: formatPath([s, name]), message: `${s.slice(0, -1)} '${name}' is defined twice: here and in ${first.doc.file}:${line}` });
+            diagnostics.push({
+              file: source.file,
+              line: l2,
+              column,
+              code: 'EG_CONFIG_CONFLICT',
+              path: formatPath([s, name]),
+              message: `${s.slice(0, -1)} '${name}' is defined twice: here and in ${first.doc.file}:${line}`,
+            });
             continue;
           }
           origins.set(`${s}\0${name}`, { doc: source, at: [s, name] });

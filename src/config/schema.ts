@@ -76,17 +76,34 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         description: 'Topic name, or `{expression: <JSONata>}` to compute it per message (broker targets).',
         oneOf: [
           { type: 'string', minLength: 1 },
-          { type: 'object', additionalProperties: false, required: ['expression'], properties: { expression: { type: 'string', minLength: 1, description: 'JSONata computing the topic from the message.' } } },
+          {
+            type: 'object',
+            additionalProperties: false,
+            required: ['expression'],
+            properties: { expression: { type: 'string', minLength: 1, description: 'JSONata computing the topic from the message.' } },
+          },
         ],
       },
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
-      cloudevents: { enum: ['binary', 'structured'], default: 'binary', description: 'Broker targets: CloudEvent messages as `ce_` headers and the data as value (binary, the CloudEvents Kafka binding default), or one application/cloudevents+json value (structured).' },
+      cloudevents: {
+        enum: ['binary', 'structured'],
+        default: 'binary',
+        description:
+          'Broker targets: CloudEvent messages as `ce_` headers and the data as value (binary, the CloudEvents Kafka binding default), or one application/cloudevents+json value (structured).',
+      },
       http: webhookOptions,
       listener: { ...name, description: 'Listener targets: a websocket or http listener name (under `listeners:`).' },
       path: { type: 'string', pattern: '^/', description: 'Listener targets: the WebSocket path clients connect to, or the http path of the event stream.' },
-      format: { enum: ['value', 'envelope', 'cloudevent'], default: 'value', description: 'Listener targets: the value as JSON (`value`), the whole message (`envelope`: topic, partition, offset, key, headers, value, timestamp, and `ce` for CloudEvents), or a CloudEvent in structured JSON form (`cloudevent`).' },
+      format: {
+        enum: ['value', 'envelope', 'cloudevent'],
+        default: 'value',
+        description:
+          'Listener targets: the value as JSON (`value`), the whole message (`envelope`: topic, partition, offset, key, headers, value, timestamp, and `ce` for CloudEvents), or a CloudEvent in structured JSON form (`cloudevent`).',
+      },
       // Subscribers of a websocket forward path must pass this at the handshake (the auth step's options).
-      ...(registry.steps.has('auth') ? { auth: { ...describedKind(registry.steps.get('auth')!, 'step'), description: 'Listener targets: who may subscribe (the auth step options), checked at the WebSocket handshake.' } } : {}),
+      ...(registry.steps.has('auth')
+        ? { auth: { ...describedKind(registry.steps.get('auth')!, 'step'), description: 'Listener targets: who may subscribe (the auth step options), checked at the WebSocket handshake.' } }
+        : {}),
     },
   };
   return {
@@ -99,12 +116,19 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
     properties: {
       version: { const: 1, description: 'Config language version; must be 1.' },
       include: {
-        description: 'Config fragments to merge in: files or globs (`teams/*.yaml`; `*`, `?` and `[...]` in the file name), relative to this file. A fragment holds any of `brokers`, `listeners`, `chains`, `routes`: maps are merged, route lists appended in include order; a name defined twice is an error. Included files are watched, and a new file matching a glob is picked up by hot reload.',
-        oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 } }],
+        description:
+          'Config fragments to merge in: files or globs (`teams/*.yaml`; `*`, `?` and `[...]` in the file name), relative to this file. A fragment holds any of `brokers`, `listeners`, `chains`, `routes`: maps are merged, route lists appended in include order; a name defined twice is an error. Included files are watched, and a new file matching a glob is picked up by hot reload.',
+        oneOf: [
+          { type: 'string', minLength: 1 },
+          { type: 'array', items: { type: 'string', minLength: 1 } },
+        ],
       },
       asyncapi: {
         description: 'AsyncAPI document(s), relative to this file.',
-        oneOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 } }],
+        oneOf: [
+          { type: 'string', minLength: 1 },
+          { type: 'array', items: { type: 'string', minLength: 1 } },
+        ],
       },
       asyncapiRemoteRefs: {
         type: 'object',
@@ -134,7 +158,8 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000, description: 'On SIGTERM, how long in-flight messages may take before the gateway exits anyway.' },
           allowedHosts: {
             type: 'array',
-            description: 'Host names (as in the Host header, without port) the admin API answers to besides loopback names and `host`; others get 403 (DNS rebinding). /healthz, /readyz and requests bearing the token in Authorization answer any Host.',
+            description:
+              'Host names (as in the Host header, without port) the admin API answers to besides loopback names and `host`; others get 403 (DNS rebinding). /healthz, /readyz and requests bearing the token in Authorization answer any Host.',
             items: { type: 'string', minLength: 1, pattern: '^[^\\s:/]+$|^\\[[0-9a-fA-F:.]+\\]$' },
           },
           tap: {
@@ -163,12 +188,22 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         properties: {
           timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 1000, description: 'Wall-clock bound of one evaluation; the message fails (500) when it is exceeded.' },
           maxDepth: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'Deepest nesting of evaluation (recursion); deeper fails the message.' },
-          maxRegexInput: { type: 'integer', minimum: 1, maximum: 1_048_576, default: 32_768, description: 'Longest string (characters) one regular-expression call searches; a longer one fails the message. Regexes run on RE2, in time linear in this length.' },
+          maxRegexInput: {
+            type: 'integer',
+            minimum: 1,
+            maximum: 1_048_576,
+            default: 32_768,
+            description: 'Longest string (characters) one regular-expression call searches; a longer one fails the message. Regexes run on RE2, in time linear in this length.',
+          },
         },
       },
       brokers: { type: 'object', description: 'Broker connections by name; routes read from and write to their topics.', additionalProperties: byKind(registry.brokers.values(), 'broker') },
       listeners: { type: 'object', description: 'Sockets clients connect to, by name (HTTP, WebSocket, ...).', additionalProperties: byKind(registry.listeners.values(), 'listener') },
-      chains: { type: 'object', description: 'Named lists of steps that routes share through `through:`.', additionalProperties: { type: 'array', description: 'The steps, applied in order.', items: step } },
+      chains: {
+        type: 'object',
+        description: 'Named lists of steps that routes share through `through:`.',
+        additionalProperties: { type: 'array', description: 'The steps, applied in order.', items: step },
+      },
       routes: {
         type: 'array',
         description: 'Where messages come from, which steps they pass and where they go.',
@@ -198,7 +233,8 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                 group: { ...name, description: 'Consumer group (default `eventgate-<route name>`).' },
                 startFrom: {
                   enum: ['earliest', 'latest'],
-                  description: 'Where partitions without a committed offset start: the oldest retained record, or new records only. Default: `earliest` when a target is a broker (no record skipped), `latest` when every target is a websocket forward; a broker\'s `consumer.startFrom` sets it for all its routes.',
+                  description:
+                    "Where partitions without a committed offset start: the oldest retained record, or new records only. Default: `earliest` when a target is a broker (no record skipped), `latest` when every target is a websocket forward; a broker's `consumer.startFrom` sets it for all its routes.",
                 },
                 fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
               },
@@ -207,7 +243,10 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               description: 'A chain name, or a list of chain names and inline steps.',
               oneOf: [name, { type: 'array', items: { oneOf: [name, step] } }],
             },
-            to: { description: 'A target, or a list of targets (fan-out). Required, except on routes from a kafka listener (records go on to the same topic upstream).', oneOf: [target, { type: 'array', minItems: 1, items: target }] },
+            to: {
+              description: 'A target, or a list of targets (fan-out). Required, except on routes from a kafka listener (records go on to the same topic upstream).',
+              oneOf: [target, { type: 'array', minItems: 1, items: target }],
+            },
             deadletter: brokerTopic,
             ack: { type: 'boolean', default: false, description: 'WebSocket publish routes: answer each delivered frame with {"type":"ack",...}.' },
           },
@@ -256,11 +295,15 @@ function acceptVariables(root: JsonSchema): JsonSchema {
     ...schema,
     $defs: {
       ...(schema.$defs as JsonSchema | undefined),
-      containsVariable: { type: 'string', pattern: VARIABLE_PATTERN.slice(1, -1), description: 'A string with `${VAR}` or `${VAR:-default}` in it, replaced from the environment when the config loads.' },
+      containsVariable: {
+        type: 'string',
+        pattern: VARIABLE_PATTERN.slice(1, -1),
+        description: 'A string with `${VAR}` or `${VAR:-default}` in it, replaced from the environment when the config loads.',
+      },
       variable: {
         type: 'string',
         pattern: VARIABLE_PATTERN,
-        description: '`${VAR}` or `${VAR:-default}`: replaced from the environment when the config loads (a value that is exactly `${VAR}` takes the type of the variable\'s value).',
+        description: "`${VAR}` or `${VAR:-default}`: replaced from the environment when the config loads (a value that is exactly `${VAR}` takes the type of the variable's value).",
       },
     },
   };

@@ -109,7 +109,7 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
     envValues,
     locate(path, which = 'key') {
       const found = locateNode(path);
-      const node = which === 'value' || !found.key ? found.value ?? found.key : found.key;
+      const node = which === 'value' || !found.key ? (found.value ?? found.key) : found.key;
       const offset = node?.range?.[0] ?? 0;
       return pos(offset);
     },
@@ -247,7 +247,14 @@ function substituteEnv(
         if (v === '') return v;
         missing = true;
         const { line, column } = pos(offsetInScalar(text, node as Scalar, source, index));
-        diagnostics.push({ file, line, column, code: 'EG_CONFIG_ENV', path: formatPath(path), message: `environment variable '${name}' is not set and has no default (write \${${name}:-default} to give one, or pass --vars-file FILE with stand-in values to check the config without the deployment's environment)` });
+        diagnostics.push({
+          file,
+          line,
+          column,
+          code: 'EG_CONFIG_ENV',
+          path: formatPath(path),
+          message: `environment variable '${name}' is not set and has no default (write \${${name}:-default} to give one, or pass --vars-file FILE with stand-in values to check the config without the deployment's environment)`,
+        });
         return '';
       });
       if (missing || replaced === source) {
@@ -309,7 +316,14 @@ export function parseDataFile(file: string, text: string, diagnostics: Diagnosti
       const before = text.slice(0, offset);
       const line = before.split('\n').length;
       const column = offset - (before.lastIndexOf('\n') + 1) + 1;
-      diagnostics.push({ file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message: `JSON syntax error: ${message.replace(/ in JSON at position \d+.*$/, '').replace(/ of JSON input$/, ' of the file')}` });
+      diagnostics.push({
+        file,
+        line,
+        column,
+        code: 'EG_CONFIG_SYNTAX',
+        path: '',
+        message: `JSON syntax error: ${message.replace(/ in JSON at position \d+.*$/, '').replace(/ of JSON input$/, ' of the file')}`,
+      });
       return undefined;
     }
   }

@@ -9,7 +9,10 @@ export const RETRY_POLICY = { firstDelayMs: 100, maxDelayMs: 5000 } as const;
 export class Backoff {
   private next: number;
 
-  constructor(private readonly first: number = RETRY_POLICY.firstDelayMs, private readonly max: number = RETRY_POLICY.maxDelayMs) {
+  constructor(
+    private readonly first: number = RETRY_POLICY.firstDelayMs,
+    private readonly max: number = RETRY_POLICY.maxDelayMs,
+  ) {
     this.next = first;
   }
 

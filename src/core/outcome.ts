@@ -15,7 +15,6 @@ export type Outcome =
   | { outcome: 'rejected'; problem: Problem }
   | { outcome: 'failed'; problem: Problem };
 
-
 /**
  * What a step returns to end a message's way through the chain. A step that lets the message
  * continue returns the (possibly new) Message instead.

@@ -58,7 +58,10 @@ export interface Expression {
 }
 
 export class ExpressionSyntaxError extends Error {
-  constructor(message: string, readonly position: number) {
+  constructor(
+    message: string,
+    readonly position: number,
+  ) {
     super(message);
   }
 }
@@ -68,7 +71,12 @@ export class ExpressionSyntaxError extends Error {
  * names the expression and its config line, which belong in the log, not in a client's answer.
  */
 export class ExpressionEvaluationError extends Error {
-  constructor(readonly source: string, message: string, readonly code: string | undefined, readonly where = '') {
+  constructor(
+    readonly source: string,
+    message: string,
+    readonly code: string | undefined,
+    readonly where = '',
+  ) {
     super(message);
   }
 }
@@ -101,7 +109,10 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
     try {
       compileLinear(re);
     } catch (err) {
-      throw new ExpressionSyntaxError(`regular expression /${re.source}/ cannot run in linear time (${(err as Error).message}); backreferences and lookaround are not supported`, Math.max(0, position - 1));
+      throw new ExpressionSyntaxError(
+        `regular expression /${re.source}/ cannot run in linear time (${(err as Error).message}); backreferences and lookaround are not supported`,
+        Math.max(0, position - 1),
+      );
     }
   }
   const unknown = unknownFunctionCalls(compiled.ast(), GATEWAY_VARIABLES);
@@ -111,10 +122,12 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   compiled.assign(EVALUATE_ENTRY as unknown as string, yieldingEntry());
   return {
     source,
-    evaluateSync: fast ? (input, bindings) => {
-      const v = fast(input, bindings);
-      return v === FALLBACK ? NOT_SYNC : v;
-    } : () => NOT_SYNC,
+    evaluateSync: fast
+      ? (input, bindings) => {
+          const v = fast(input, bindings);
+          return v === FALLBACK ? NOT_SYNC : v;
+        }
+      : () => NOT_SYNC,
     async evaluate(input, bindings) {
       if (fast) {
         const v = fast(input, bindings);

@@ -48,7 +48,8 @@ export function linearRegexEngine(maxInput: number): RegexEngineClass {
     }
 
     exec(s: string): RegExpExecArray | null {
-      if (s.length > maxInput) throw { code: 'EG_REGEX_INPUT', message: `a regular expression was given a string of ${s.length} characters; at most ${maxInput} are searched (expressions.maxRegexInput)` };
+      if (s.length > maxInput)
+        throw { code: 'EG_REGEX_INPUT', message: `a regular expression was given a string of ${s.length} characters; at most ${maxInput} are searched (expressions.maxRegexInput)` };
       if (this.lastIndex > s.length) {
         this.lastIndex = 0;
         return null;

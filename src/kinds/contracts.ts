@@ -65,8 +65,7 @@ export type StepResult = Message | StepStop;
 /** Whether a client may connect, and as whom. */
 export type Admission =
   /** `until`: when the credential stops being valid (a JWT's `exp`, ms since the epoch); absent when it does not expire. */
-  | { ok: true; identity: Identity | undefined; until?: number }
-  | { ok: false; problem: Problem };
+  { ok: true; identity: Identity | undefined; until?: number } | { ok: false; problem: Problem };
 
 /** Checks a client's request before it is accepted (a WebSocket handshake). */
 export interface Gate {
@@ -311,8 +310,7 @@ export interface CheckedRecords {
 /** What became of the records a route let through ('delivered' outcomes); the others keep theirs. */
 export type RecordsAnswer =
   /** The cluster acknowledged them: the first one's offset (undefined when acks=0 asked for no acknowledgement). */
-  | { written: true; broker: string; baseOffset: bigint | undefined }
-  | { written: false; outcome: 'failed' | 'rejected'; problem: Problem };
+  { written: true; broker: string; baseOffset: bigint | undefined } | { written: false; outcome: 'failed' | 'rejected'; problem: Problem };
 
 /** The routes bound to a listener by the current plan; swapped whole on reload. */
 export interface ListenerBindings {

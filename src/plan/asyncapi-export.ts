@@ -50,7 +50,10 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
       // Only the first validate step decides what gets in; later ones check what earlier steps made of it.
       const first = r.steps.find((s) => s.accepts)?.accepts ?? [];
       const messages = first.length
-        ? first.map((a, i) => [a.message ?? (first.length === 1 ? `${r.name}` : `${r.name}-${i + 1}`), { name: a.message ?? r.name, contentType: 'application/json', payload: payloadSchema(a.schema) }] as const)
+        ? first.map(
+            (a, i) =>
+              [a.message ?? (first.length === 1 ? `${r.name}` : `${r.name}-${i + 1}`), { name: a.message ?? r.name, contentType: 'application/json', payload: payloadSchema(a.schema) }] as const,
+          )
         : [[r.name, { name: r.name, contentType: 'application/json', description: 'Any JSON value (the route validates nothing).' }] as const];
       for (const [mid, m] of messages) channel.messages[mid] = m;
       operations[r.name] = {

@@ -69,7 +69,13 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   diagnostics.push(...schemaProblems.filter((d) => !missingEnv.has(`${d.file}\0${d.path}`)));
   // With problems so far, the parts that are still sound are compiled anyway, so one run reports everything.
   // (A name defined twice keeps its first definition: that is not a part to leave out.)
-  const pruned = diagnostics.length > 0 ? pruneInvalid(src.value, diagnostics.filter((d) => d.code !== 'EG_CONFIG_CONFLICT')) : undefined;
+  const pruned =
+    diagnostics.length > 0
+      ? pruneInvalid(
+          src.value,
+          diagnostics.filter((d) => d.code !== 'EG_CONFIG_CONFLICT'),
+        )
+      : undefined;
   if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [...configSeen.keys()], seen: configSeen, secrets };
   const ctx = new CompileContext(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides, pruned);
   for (const [f, h] of included?.files ?? []) ctx.files.set(f, h);
@@ -102,7 +108,12 @@ function compile(ctx: CompileContext, asyncapi: AsyncApiCatalog, secrets: Readon
     const other = conflict.other ? ` (see ${otherFile === ctx.fileOf(conflict.path) ? 'line ' : `${otherFile}:`}${ctx.src.locate(conflict.other, 'value').line})` : '';
     ctx.report(conflict.path, 'EG_CONFIG_CONFLICT', conflict.message + other);
   }
-  const version = hash([...ctx.files.entries()].sort().map(([f, h]) => `${f}\0${h}`).join('\n')).slice(0, 12);
+  const version = hash(
+    [...ctx.files.entries()]
+      .sort()
+      .map(([f, h]) => `${f}\0${h}`)
+      .join('\n'),
+  ).slice(0, 12);
   return {
     version,
     file: ctx.src.file,

@@ -64,6 +64,13 @@ export function compileListeners(ctx: CompileContext, brokers: Map<string, Compo
 export function compileAdmin(ctx: CompileContext): AdminPlan | undefined {
   const c = ctx.config.admin;
   if (!c) return undefined;
-  const a = { port: c.port, host: c.host ?? '127.0.0.1', token: c.token, drainTimeoutMs: c.drainTimeoutMs ?? 10000, tap: { maxPerSecond: c.tap?.maxPerSecond ?? 100 }, allowedHosts: c.allowedHosts ?? [] };
+  const a = {
+    port: c.port,
+    host: c.host ?? '127.0.0.1',
+    token: c.token,
+    drainTimeoutMs: c.drainTimeoutMs ?? 10000,
+    tap: { maxPerSecond: c.tap?.maxPerSecond ?? 100 },
+    allowedHosts: c.allowedHosts ?? [],
+  };
   return { ...a, key: canonical({ port: a.port, host: a.host }) };
 }

@@ -50,7 +50,12 @@ export function findConflicts(plan: {
   if (plan.admin) {
     const socket = { host: plan.admin.host, port: plan.admin.port };
     const other = bound.find((b) => sameSocket(b.socket, socket));
-    if (other) out.push({ path: ['admin', 'port'], other: ['listeners', other.name, 'port'], message: `the admin server and listener '${other.name}' both bind port ${socket.port}; the admin server needs a port of its own` });
+    if (other)
+      out.push({
+        path: ['admin', 'port'],
+        other: ['listeners', other.name, 'port'],
+        message: `the admin server and listener '${other.name}' both bind port ${socket.port}; the admin server needs a port of its own`,
+      });
   }
 
   // Topics of in-process brokers that some route writes to; a topic computed per message may be any.

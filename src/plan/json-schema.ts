@@ -99,7 +99,6 @@ function metaProblems(schema: object, errors: ErrorObject[]): SchemaProblem[] {
   return out;
 }
 
-
 /** Path of the `$ref` whose value is `ref`, for pointing at it. */
 function findRef(value: unknown, ref: string, path: PathPart[] = []): PathPart[] | undefined {
   if (Array.isArray(value)) {

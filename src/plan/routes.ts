@@ -67,7 +67,12 @@ export function compileRoutes(
       const other = forwardAuth.get(claim);
       if (other === undefined) forwardAuth.set(claim, { auth, route: raw.name });
       else if (other.auth !== auth) {
-        ctx.report(Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'], 'EG_CONFIG_CONFLICT', `route '${other.route}' also forwards to listener '${t.listener}' path '${t.path}' with ${other.auth === 'null' ? 'no auth' : 'a different auth'}; every route forwarding to a path must declare the same auth`, 'key');
+        ctx.report(
+          Array.isArray(raw.to) ? [...at, 'to', j] : [...at, 'to'],
+          'EG_CONFIG_CONFLICT',
+          `route '${other.route}' also forwards to listener '${t.listener}' path '${t.path}' with ${other.auth === 'null' ? 'no auth' : 'a different auth'}; every route forwarding to a path must declare the same auth`,
+          'key',
+        );
         return;
       }
     }
@@ -111,11 +116,18 @@ function compileRoute(
   const f = raw.from;
   if ('listener' in f && routesByTopic(ctx, f.listener, listeners)) {
     // A kafka listener: the route governs what its clients produce to a topic.
-    if (f.path !== undefined) ctx.report([...at, 'from', 'path'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': listener '${f.listener}' takes Kafka clients, so the route names a 'topic', not a 'path'`, 'key');
+    if (f.path !== undefined)
+      ctx.report([...at, 'from', 'path'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': listener '${f.listener}' takes Kafka clients, so the route names a 'topic', not a 'path'`, 'key');
     else if (f.topic === undefined) ctx.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' '${f.listener}' is a kafka listener and needs a 'topic'`, 'key');
     else if (checkListener(f.listener, [...at, 'from', 'listener'])) from = { type: 'listener', listener: f.listener, path: f.topic };
   } else if ('listener' in f) {
-    if (f.topic !== undefined) ctx.report([...at, 'from', 'topic'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'topic' belongs with 'from.broker' (or a kafka listener), not with ${listenerKindOf(f.listener, listeners)} listener '${f.listener}'`, 'key');
+    if (f.topic !== undefined)
+      ctx.report(
+        [...at, 'from', 'topic'],
+        'EG_CONFIG_SCHEMA',
+        `route '${raw.name}': 'topic' belongs with 'from.broker' (or a kafka listener), not with ${listenerKindOf(f.listener, listeners)} listener '${f.listener}'`,
+        'key',
+      );
     else if (f.path === undefined) ctx.report([...at, 'from'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'from.listener' needs a 'path'`, 'key');
     else if (checkListener(f.listener, [...at, 'from', 'listener'])) {
       const kind = ctx.registry.listeners.get(listeners.get(f.listener)!.kind)!;
@@ -147,13 +159,30 @@ function compileRoute(
     } else {
       steps.push(...(stepCompiler.compile([item], itemAt, true) ?? []));
     }
-    const why = sourceKind?.stepProblem ? steps.slice(itemSteps).map((s) => sourceKind.stepProblem!(s.step)).find((w) => w !== undefined) : undefined;
-    if (why !== undefined) ctx.report(itemAt, 'EG_CONFIG_REF', `route '${raw.name}' is on ${sourceKind!.kind} listener '${from!.type === 'listener' ? from!.listener : ''}': ${why}`, typeof item === 'string' ? 'value' : 'key');
+    const why = sourceKind?.stepProblem
+      ? steps
+          .slice(itemSteps)
+          .map((s) => sourceKind.stepProblem!(s.step))
+          .find((w) => w !== undefined)
+      : undefined;
+    if (why !== undefined)
+      ctx.report(
+        itemAt,
+        'EG_CONFIG_REF',
+        `route '${raw.name}' is on ${sourceKind!.kind} listener '${from!.type === 'listener' ? from!.listener : ''}': ${why}`,
+        typeof item === 'string' ? 'value' : 'key',
+      );
   });
   for (const s of steps) for (const b of s.step.brokers ?? []) usesBrokers.add(b);
   if (from?.type === 'broker') {
     const clientSteps = [...new Set(steps.filter((s) => s.step.needsClient).map((s) => s.step.kind))];
-    if (clientSteps.length > 0) ctx.report(throughAt, 'EG_CONFIG_REF', `route '${raw.name}' consumes from a broker, but ${clientSteps.join(' and ')} steps check the client that sent a message, and broker messages have none; use them on routes from a listener`, 'key');
+    if (clientSteps.length > 0)
+      ctx.report(
+        throughAt,
+        'EG_CONFIG_REF',
+        `route '${raw.name}' consumes from a broker, but ${clientSteps.join(' and ')} steps check the client that sent a message, and broker messages have none; use them on routes from a listener`,
+        'key',
+      );
   }
   if (!raw.deadletter && steps.some((s) => s.step.needsRouteDeadletter)) {
     ctx.report(throughAt, 'EG_CONFIG_REF', `route '${raw.name}' uses a validate step with onInvalid: deadletter but neither the step nor the route has a 'deadletter: {broker, topic}'`, 'key');
@@ -161,8 +190,20 @@ function compileRoute(
 
   // to
   if ('listener' in f && routesByTopic(ctx, f.listener, listeners)) {
-    if (raw.to !== undefined) ctx.report([...at, 'to'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': its records go on to topic '${f.topic ?? ''}' of the listener's upstream cluster, so it takes no 'to'`, 'key');
-    if (raw.deadletter !== undefined) ctx.report([...at, 'deadletter'], 'EG_CONFIG_SCHEMA', `route '${raw.name}' is on kafka listener '${f.listener}': a record cannot leave a produce request without breaking the producer's sequence numbers, so there is no dead-letter target; use onInvalid: reject or tag`, 'key');
+    if (raw.to !== undefined)
+      ctx.report(
+        [...at, 'to'],
+        'EG_CONFIG_SCHEMA',
+        `route '${raw.name}' is on kafka listener '${f.listener}': its records go on to topic '${f.topic ?? ''}' of the listener's upstream cluster, so it takes no 'to'`,
+        'key',
+      );
+    if (raw.deadletter !== undefined)
+      ctx.report(
+        [...at, 'deadletter'],
+        'EG_CONFIG_SCHEMA',
+        `route '${raw.name}' is on kafka listener '${f.listener}': a record cannot leave a produce request without breaking the producer's sequence numbers, so there is no dead-letter target; use onInvalid: reject or tag`,
+        'key',
+      );
   } else if (raw.to === undefined) {
     ctx.report(at, 'EG_CONFIG_SCHEMA', `route '${raw.name}' needs a 'to' (a target, or a list of them)`, 'key');
   }

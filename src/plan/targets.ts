@@ -48,7 +48,12 @@ export function compileTargets(
     } else {
       if (!refs.checkListener(t.listener, [...tAt, 'listener'])) return;
       const kind = ctx.registry.listeners.get(listeners.get(t.listener)!.kind)!;
-      if (!kind.acceptsForward) return ctx.report([...tAt, 'listener'], 'EG_CONFIG_REF', `listener '${t.listener}' is a ${kind.kind} listener; only websocket and http listeners can be targets (clients connect to them to receive messages)`);
+      if (!kind.acceptsForward)
+        return ctx.report(
+          [...tAt, 'listener'],
+          'EG_CONFIG_REF',
+          `listener '${t.listener}' is a ${kind.kind} listener; only websocket and http listeners can be targets (clients connect to them to receive messages)`,
+        );
       let auth: CompiledStep | undefined;
       if (t.auth !== undefined) {
         const authKind = ctx.registry.steps.get('auth');

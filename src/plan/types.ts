@@ -48,9 +48,7 @@ export interface ListenerPlan extends ComponentPlan {
   socketKey: string;
 }
 
-export type SourcePlan =
-  | { type: 'listener'; listener: string; path: string }
-  | { type: 'broker'; broker: string; topic: string; group: string | undefined; startFrom: StartFrom | undefined };
+export type SourcePlan = { type: 'listener'; listener: string; path: string } | { type: 'broker'; broker: string; topic: string; group: string | undefined; startFrom: StartFrom | undefined };
 
 export type TargetPlan =
   /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */

@@ -213,10 +213,18 @@ export class Gateway {
     const registry = this.options.registry;
     const drainMs = next.admin?.drainTimeoutMs ?? 10000;
     const outcome = await applyTransition(this.live, diffPlans(prev, next, registry), this.transitionEnv, drainMs);
-    if (outcome.result === 'rejected') return { result: 'rejected', reason: `${prev ? 'could not start the new config' : `could not start ${this.options.configFile}`}: ${outcome.reason}`, diagnostics: [] };
+    if (outcome.result === 'rejected')
+      return { result: 'rejected', reason: `${prev ? 'could not start the new config' : `could not start ${this.options.configFile}`}: ${outcome.reason}`, diagnostics: [] };
     if (outcome.result === 'rolled_back') {
       let reason = `could not apply the new config: ${outcome.reason}`;
-      const restore = prev ? await applyTransition(this.live, restoreTransition(prev, outcome.lost, (a, b) => diffPlans(a, b, registry)), this.transitionEnv, drainMs) : undefined;
+      const restore = prev
+        ? await applyTransition(
+            this.live,
+            restoreTransition(prev, outcome.lost, (a, b) => diffPlans(a, b, registry)),
+            this.transitionEnv,
+            drainMs,
+          )
+        : undefined;
       if (restore && restore.result !== 'applied') {
         reason += `; restoring the running config failed too: ${restore.reason}`;
         this.logger.error({ err: restore.reason, lost: outcome.lost }, 'could not restore the components the failed reload had stopped');
@@ -318,11 +326,13 @@ export class Gateway {
     await this.watcher?.close();
     await this.reloading?.catch(() => undefined);
     await Promise.allSettled([...this.listeners.values()].map((l) => l.stop({ drainMs })));
-    await Promise.allSettled([...this.routes.values()].map(async (r) => {
-      await r.stopConsuming();
-      await r.drain(drainMs);
-      r.close();
-    }));
+    await Promise.allSettled(
+      [...this.routes.values()].map(async (r) => {
+        await r.stopConsuming();
+        await r.drain(drainMs);
+        r.close();
+      }),
+    );
     await Promise.allSettled([...this.retiring]);
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
     await this.admin?.stop();

@@ -1,6 +1,21 @@
 import { problem, type Problem } from '../core/errors.js';
 import { bindingsFor, evaluateThen, expressionProblem, type ExpressionEvaluationError } from '../expr/expression.js';
-import type { Admission, BrokerRuntime, BrokerTelemetry, CheckedRecords, CompiledStep, Health, ListenerRuntime, RecordsAnswer, ReplaySource, RouteEntry, StepResult, Subscription, Target, UndecodableBatch } from '../kinds/contracts.js';
+import type {
+  Admission,
+  BrokerRuntime,
+  BrokerTelemetry,
+  CheckedRecords,
+  CompiledStep,
+  Health,
+  ListenerRuntime,
+  RecordsAnswer,
+  ReplaySource,
+  RouteEntry,
+  StepResult,
+  Subscription,
+  Target,
+  UndecodableBatch,
+} from '../kinds/contracts.js';
 import { fromStructuredMessage, toStructuredMessage } from '../codecs/cloudevents.js';
 import { WebhookError, WebhookTarget } from '../kinds/targets/webhook.js';
 import type { Logger } from '../log.js';
@@ -95,7 +110,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** Consumed messages tried CONSUME_ATTEMPTS times with no dead-letter target, still retried (their partitions wait). */
   private readonly stalls = new Set<StalledMessage>();
 
-  constructor(readonly plan: RoutePlan, private readonly deps: RouteDeps) {
+  constructor(
+    readonly plan: RoutePlan,
+    private readonly deps: RouteDeps,
+  ) {
     this.name = plan.name;
     this.options = { ack: plan.ack };
     const stateIds: string[] = [];
@@ -114,7 +132,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
     this.span = spanTemplate(this.name, plan.from.type === 'broker');
     if (plan.deadletter) {
-      this.deadletter = { plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, topicExpr: undefined, key: undefined }, broker: deps.brokers.get(plan.deadletter.broker)! };
+      this.deadletter = {
+        plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, topicExpr: undefined, key: undefined },
+        broker: deps.brokers.get(plan.deadletter.broker)!,
+      };
     }
   }
 
@@ -164,7 +185,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     } catch (err) {
       return this.unexpected(err, UNTRACED);
     }
-    if (r instanceof Promise) return r.then((settled) => this.recordOutcome(msg, settled, ctx), (err) => this.unexpected(err, UNTRACED));
+    if (r instanceof Promise)
+      return r.then(
+        (settled) => this.recordOutcome(msg, settled, ctx),
+        (err) => this.unexpected(err, UNTRACED),
+      );
     return this.recordOutcome(msg, r, ctx);
   }
 
@@ -224,7 +249,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (lost > 0 && !answer.written) {
       const level = answer.outcome === 'failed' ? 'warn' : 'debug';
       if (this.deps.logger.isLevelEnabled(level)) {
-        this.deps.logger[level]({ route: this.name, outcome: answer.outcome, topic: records.topic, partition: records.partition, records: lost, code: answer.problem.code, detail: answer.problem.detail }, `records ${answer.outcome}`);
+        this.deps.logger[level](
+          { route: this.name, outcome: answer.outcome, topic: records.topic, partition: records.partition, records: lost, code: answer.problem.code, detail: answer.problem.detail },
+          `records ${answer.outcome}`,
+        );
       }
     }
     this.inFlight -= n;
@@ -371,7 +399,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   private deliver(_original: Message, m: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
     const tags = ctx.tagged;
-    const delivered = (deliveries: Delivery[]): Outcome => (tags ? { outcome: 'delivered', deliveries, tagged: true, tags, message: m } : { outcome: 'delivered', deliveries, tagged: false, message: m });
+    const delivered = (deliveries: Delivery[]): Outcome =>
+      tags ? { outcome: 'delivered', deliveries, tagged: true, tags, message: m } : { outcome: 'delivered', deliveries, tagged: false, message: m };
     // Routes from a kafka listener have no targets: their records go on in the client's own request.
     if (this.targets.length === 0) return delivered([]);
     const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err) });
@@ -444,7 +473,15 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   private async deadletterUndecodable(raw: UndecodableBatch): Promise<void> {
     const source = { topic: raw.topic, partition: raw.partition, offset: raw.offset, lastOffset: raw.lastOffset };
-    const batch: Message = { value: raw.bytes, key: null, headers: { [ROUTE_SOURCE_HEADER]: JSON.stringify(source) }, topic: raw.topic, partition: raw.partition, offset: raw.offset, timestamp: Date.now() };
+    const batch: Message = {
+      value: raw.bytes,
+      key: null,
+      headers: { [ROUTE_SOURCE_HEADER]: JSON.stringify(source) },
+      topic: raw.topic,
+      partition: raw.partition,
+      offset: raw.offset,
+      timestamp: Date.now(),
+    };
     const to = { broker: this.deadletter!.broker, topic: this.deadletter!.plan.topic };
     await this.sendToDeadletter(to, batch, { status: 422, code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}`, errors: [] });
     this.stats.deadlettered++;
@@ -495,18 +532,28 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         try {
           await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
           this.stats.deadlettered++;
-          this.deps.logger.warn({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) }, 'message sent to the dead-letter topic');
+          this.deps.logger.warn(
+            { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) },
+            'message sent to the dead-letter topic',
+          );
           return;
         } catch (err) {
           this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, err: (err as Error).message }, 'dead-letter target did not acknowledge; retrying');
         }
       } else if (!retryable) {
         // Nothing can make this message pass; without a dead-letter target, keeping it would stall the partition forever.
-        this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, traceId: traceIdOf(msg.headers) }, 'message dropped: it cannot pass this route and the route has no deadletter target');
+        this.deps.logger.error(
+          { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, traceId: traceIdOf(msg.headers) },
+          'message dropped: it cannot pass this route and the route has no deadletter target',
+        );
         return;
       }
       if (attempt >= CONSUME_ATTEMPTS && !this.deadletter) stalled(attempt, p);
-      if (attempt === CONSUME_ATTEMPTS && !this.deadletter) this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail }, 'message not consumed; retrying it until its targets accept it (the route has no deadletter target)');
+      if (attempt === CONSUME_ATTEMPTS && !this.deadletter)
+        this.deps.logger.error(
+          { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail },
+          'message not consumed; retrying it until its targets accept it (the route has no deadletter target)',
+        );
       // eventgate_<kind>_consumer_errors_total{broker,route}: a consumed message its route could not deliver yet.
       this.consumerTelemetry?.consumerError(this.name);
       await pause(backoff.delay(), this.stopped);
@@ -606,8 +653,7 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
     throw new TargetError(expressionProblem('key expression', err));
   };
   /** The message with its key, synchronously when the key expression has a fast path. */
-  const withKey = (msg: Message, ctx: MessageContext): Message | Promise<Message> =>
-    key ? evaluateThen(key, msg.value, bindingsFor(msg, ctx), (k) => keyed(msg, k), keyFailed) : msg;
+  const withKey = (msg: Message, ctx: MessageContext): Message | Promise<Message> => (key ? evaluateThen(key, msg.value, bindingsFor(msg, ctx), (k) => keyed(msg, k), keyFailed) : msg);
   /** A topic chosen per message by an expression. */
   const dynamicTopic = async (msg: Message, ctx: MessageContext): Promise<Delivery> => {
     let name: unknown;

@@ -112,7 +112,12 @@ export function startMessageSpan(template: SpanTemplate, incoming: string | unde
 /** Ids made here, when nothing recorded the span: the parent's trace (or a new, sampled one) and a new span id. */
 function ownSpan(parent: SpanContext | undefined): MessageSpan {
   if (parent) {
-    return { span: NON_RECORDING, traceId: parent.traceId, traceparent: formatTraceparent({ traceId: parent.traceId, spanId: randomHex(8, ZERO_SPAN), traceFlags: parent.traceFlags }), context: undefined };
+    return {
+      span: NON_RECORDING,
+      traceId: parent.traceId,
+      traceparent: formatTraceparent({ traceId: parent.traceId, spanId: randomHex(8, ZERO_SPAN), traceFlags: parent.traceFlags }),
+      context: undefined,
+    };
   }
   // A new trace: both ids from one draw (one hex conversion), the header built in one go.
   const ids = randomHex(24, ZERO_IDS);

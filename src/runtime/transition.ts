@@ -55,8 +55,7 @@ export type TransitionOutcome =
  * 3. retire — routes, listeners and brokers that were replaced or removed drain and stop.
  */
 export async function applyTransition(live: Components, t: Transition, env: TransitionEnv, drainMs: number): Promise<TransitionOutcome> {
-  const takesOver = (c: Change<{ port: number; host?: string }>): boolean =>
-    c.op === 'replace' && c.before.port !== 0 && c.before.port === c.after.port;
+  const takesOver = (c: Change<{ port: number; host?: string }>): boolean => c.op === 'replace' && c.before.port !== 0 && c.before.port === c.after.port;
   const listenerTakeovers = t.listeners.filter((c): c is Extract<Change<ListenerPlan>, { op: 'replace' }> => takesOver(listenerPorts(c)));
   const adminTakeover = t.admin !== undefined && takesOver(t.admin);
 

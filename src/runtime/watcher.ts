@@ -27,7 +27,10 @@ export class ConfigWatcher {
   private closed = false;
   private isReady: Promise<void> = Promise.resolve();
 
-  constructor(private readonly onChange: (files: string[]) => void, timing: WatchTiming = DEFAULT_TIMING) {
+  constructor(
+    private readonly onChange: (files: string[]) => void,
+    timing: WatchTiming = DEFAULT_TIMING,
+  ) {
     this.debounce = new Debounce(() => this.check(), timing);
   }
 
@@ -97,7 +100,10 @@ export class Debounce {
   private timer: NodeJS.Timeout | undefined;
   private firstPokeAt = 0;
 
-  constructor(private readonly fire: () => void, private readonly timing: WatchTiming) {}
+  constructor(
+    private readonly fire: () => void,
+    private readonly timing: WatchTiming,
+  ) {}
 
   poke(): void {
     const now = Date.now();

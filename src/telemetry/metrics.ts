@@ -141,7 +141,10 @@ export class GatewayMetrics implements Telemetry {
   private version: string | undefined;
   private lastReloadOk = true;
 
-  constructor(private readonly source: MetricsSource, brokerKinds: Iterable<string>) {
+  constructor(
+    private readonly source: MetricsSource,
+    brokerKinds: Iterable<string>,
+  ) {
     const registers = [this.registry];
     const routes = this.routes;
     new Counter({
@@ -413,7 +416,10 @@ const LATENCY_NAME = 'eventgate_route_latency_seconds';
 const LATENCY_HELP = 'Time from a message entering its route until every target acknowledged it (delivered, tagged and dead-lettered messages).';
 
 class RouteLatencyHistogram extends Histogram<'route'> {
-  constructor(registry: Registry, private readonly stats: ReadonlyMap<string, RouteStats>) {
+  constructor(
+    registry: Registry,
+    private readonly stats: ReadonlyMap<string, RouteStats>,
+  ) {
     super({
       name: LATENCY_NAME,
       help: LATENCY_HELP,

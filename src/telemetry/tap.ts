@@ -1,4 +1,4 @@
-import type { IncomingMessage, } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Message } from '../core/message.js';
@@ -25,7 +25,10 @@ export class TapChannel {
   private skipped = 0;
   private flushTimer: NodeJS.Timeout | undefined;
 
-  constructor(readonly route: string, private readonly hub: TapHub) {}
+  constructor(
+    readonly route: string,
+    private readonly hub: TapHub,
+  ) {}
 
   add(ws: WebSocket): void {
     this.clients.add(ws);

@@ -117,11 +117,16 @@ async function compare(test: TestCase, outcome: Outcome, outputs: Output[]): Pro
   const e = test.expect;
   const problem = 'problem' in outcome ? outcome.problem : undefined;
   if (outcome.outcome !== e.outcome) {
-    const why = problem ? ` (${problem.status} ${problem.detail}${problem.errors?.length ? `: ${problem.errors.join('; ')}` : ''})` : outcome.outcome === 'deadlettered' ? ` (${outcome.errors.join('; ')})` : '';
+    const why = problem
+      ? ` (${problem.status} ${problem.detail}${problem.errors?.length ? `: ${problem.errors.join('; ')}` : ''})`
+      : outcome.outcome === 'deadlettered'
+        ? ` (${outcome.errors.join('; ')})`
+        : '';
     out.push({ line: e.at('outcome'), what: 'outcome', expected: e.outcome, actual: `${outcome.outcome}${why}` });
     return out;
   }
-  if (e.status !== undefined && problem?.status !== e.status) out.push({ line: e.at('status'), what: 'status', expected: String(e.status), actual: problem ? String(problem.status) : `none (${outcome.outcome})` });
+  if (e.status !== undefined && problem?.status !== e.status)
+    out.push({ line: e.at('status'), what: 'status', expected: String(e.status), actual: problem ? String(problem.status) : `none (${outcome.outcome})` });
   if (e.error !== undefined) {
     const text = [problem?.detail, ...(problem?.errors ?? []), ...(outcome.outcome === 'deadlettered' ? outcome.errors : [])].filter(Boolean).join('\n');
     if (!new RegExp(e.error).test(text)) out.push({ line: e.at('error'), what: 'error', expected: `matching /${e.error}/`, actual: text || '(no error)' });
@@ -152,7 +157,8 @@ async function compareOutput(i: number, want: ExpectedOutput, got: Output): Prom
   for (const [name, value] of Object.entries(want.headers ?? {})) {
     const actual = got.headers[name] ?? got.headers[name.toLowerCase()];
     // `name: null` says the header must be absent.
-    if ((value ?? undefined) !== actual) out.push({ line: want.at('headers'), what: `${where}.headers.${name}`, expected: value === null ? '(absent)' : show(value), actual: actual === undefined ? '(absent)' : show(actual) });
+    if ((value ?? undefined) !== actual)
+      out.push({ line: want.at('headers'), what: `${where}.headers.${name}`, expected: value === null ? '(absent)' : show(value), actual: actual === undefined ? '(absent)' : show(actual) });
   }
   if ('value' in want && !isDeepStrictEqual(want.value, got.value)) {
     for (const d of diff(want.value, got.value, `${where}.value`)) out.push({ line: want.at('value'), ...d });
@@ -164,7 +170,8 @@ async function compareOutput(i: number, want: ExpectedOutput, got: Output): Prom
     } catch (err) {
       result = `error: ${(err as Error).message}`;
     }
-    if (!truthy(result) || typeof result === 'string') out.push({ line: want.at('condition'), what: `${where}.condition`, expected: `${want.condition} to be true`, actual: `${show(result ?? null)} for value ${show(got.value)}` });
+    if (!truthy(result) || typeof result === 'string')
+      out.push({ line: want.at('condition'), what: `${where}.condition`, expected: `${want.condition} to be true`, actual: `${show(result ?? null)} for value ${show(got.value)}` });
   }
   return out;
 }
@@ -174,7 +181,15 @@ export function diff(expected: unknown, actual: unknown, at: string): { what: st
   const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
   if (isObj(expected) && isObj(actual)) {
     const keys = [...new Set([...Object.keys(expected), ...Object.keys(actual)])];
-    return keys.flatMap((k) => (isDeepStrictEqual(expected[k], actual[k]) ? [] : k in actual ? (k in expected ? diff(expected[k], actual[k], `${at}.${k}`) : [{ what: `${at}.${k}`, expected: '(absent)', actual: show(actual[k]) }]) : [{ what: `${at}.${k}`, expected: show(expected[k]), actual: '(absent)' }]));
+    return keys.flatMap((k) =>
+      isDeepStrictEqual(expected[k], actual[k])
+        ? []
+        : k in actual
+          ? k in expected
+            ? diff(expected[k], actual[k], `${at}.${k}`)
+            : [{ what: `${at}.${k}`, expected: '(absent)', actual: show(actual[k]) }]
+          : [{ what: `${at}.${k}`, expected: show(expected[k]), actual: '(absent)' }],
+    );
   }
   if (Array.isArray(expected) && Array.isArray(actual) && expected.length === actual.length) {
     return expected.flatMap((v, i) => (isDeepStrictEqual(v, actual[i]) ? [] : diff(v, actual[i], `${at}[${i}]`)));

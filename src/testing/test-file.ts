@@ -110,7 +110,8 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
       unknownKeys(input, INPUT_KEYS, [...at, 'input'], report);
       if (input.headers !== undefined && !isStringMap(input.headers)) report([...at, 'input', 'headers'], "'headers' must map names to strings");
       if (input.key !== undefined && input.key !== null && typeof input.key !== 'string') report([...at, 'input', 'key'], "'key' must be a string");
-      if (input.path !== undefined && typeof input.path !== 'string' && !isStringMap(input.path)) report([...at, 'input', 'path'], "'path' must be the request path (/orders/7) or a map of path parameters");
+      if (input.path !== undefined && typeof input.path !== 'string' && !isStringMap(input.path))
+        report([...at, 'input', 'path'], "'path' must be the request path (/orders/7) or a map of path parameters");
     }
     const expect = raw.expect;
     if (expect !== undefined && !isMap(expect)) report([...at, 'expect'], "'expect' must be a map (outcome, status, error, to)");
@@ -150,9 +151,7 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
         outcome: exp.outcome as string,
         status: exp.status as number | undefined,
         error: exp.error === undefined ? undefined : String(exp.error),
-        to: Array.isArray(exp.to)
-          ? exp.to.map((o: Record<string, unknown>, j: number) => ({ ...o, at: (field: string) => lineOf([...at, 'expect', 'to', j, field]) }) as ExpectedOutput)
-          : undefined,
+        to: Array.isArray(exp.to) ? exp.to.map((o: Record<string, unknown>, j: number) => ({ ...o, at: (field: string) => lineOf([...at, 'expect', 'to', j, field]) }) as ExpectedOutput) : undefined,
         at: (field: string) => lineOf([...at, 'expect', field]),
       },
     });

@@ -36,7 +36,14 @@ function listeningAddresses(port: number): string[] {
     .slice(1)
     .map((l) => l.trim().split(/\s+/))
     .filter((f) => f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A')
-    .map((f) => f[1]!.split(':')[0]!.match(/../g)!.reverse().map((b) => parseInt(b, 16)).join('.'));
+    .map((f) =>
+      f[1]!
+        .split(':')[0]!
+        .match(/../g)!
+        .reverse()
+        .map((b) => parseInt(b, 16))
+        .join('.'),
+    );
 }
 
 describe('admin API protection', () => {
@@ -46,7 +53,10 @@ describe('admin API protection', () => {
   it('binds the admin API to 127.0.0.1 by default', () => {
     const port = Number(new URL(gw.adminUrl).port);
     assert.deepEqual(listeningAddresses(port), ['127.0.0.1']);
-    assert.equal(gw.logs.some((l) => /admin API is reachable beyond this host/.test(l.msg)), false);
+    assert.equal(
+      gw.logs.some((l) => /admin API is reachable beyond this host/.test(l.msg)),
+      false,
+    );
   });
 
   it('serves /healthz and /readyz without the token', async () => {
@@ -55,7 +65,11 @@ describe('admin API protection', () => {
   });
 
   it('answers 401 on every other endpoint without the right bearer token', async () => {
-    for (const [method, path] of [['GET', '/admin/status'], ['POST', '/admin/reload'], ['GET', '/admin/nothing']]) {
+    for (const [method, path] of [
+      ['GET', '/admin/status'],
+      ['POST', '/admin/reload'],
+      ['GET', '/admin/nothing'],
+    ]) {
       for (const headers of <Record<string, string>[]>[{}, { authorization: 'Bearer wrong' }, { authorization: `Bearer ${ADMIN_TOKEN}x` }, { authorization: ADMIN_TOKEN }]) {
         const res = await fetch(`${gw.adminUrl}${path}`, { method, headers });
         assert.equal(res.status, 401, `${method} ${path} with ${JSON.stringify(headers)}`);
@@ -73,11 +87,13 @@ describe('admin API protection', () => {
     assert.deepEqual(status.routes.find((r: { name: string }) => r.name === 'secured').to, [{ broker: 'local', topic: '[redacted]' }]);
   });
 
-  it('keeps secrets out of a rejected reload\'s error, in /admin/status and in the log', async () => {
-    const line = await gw.reconfigure(config(`  - name: broken
+  it("keeps secrets out of a rejected reload's error, in /admin/status and in the log", async () => {
+    const line = await gw.reconfigure(
+      config(`  - name: broken
     from: {listener: api, path: /broken}
     to: {broker: "\${SECRET_TOPIC}", topic: x}
-`));
+`),
+    );
     assert.match(line.msg, /^reload rejected/);
     const text = await (await fetch(`${gw.adminUrl}/admin/status`, { headers: auth })).text();
     const status = JSON.parse(text);

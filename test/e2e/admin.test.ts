@@ -54,7 +54,10 @@ describe('admin API (spec §7)', () => {
         ['push', 'websocket', gw.port('push'), true],
       ],
     );
-    assert.deepEqual(status.brokers.map((b: any) => [b.name, b.kind, b.ready]), [['local', 'memory', true]]);
+    assert.deepEqual(
+      status.brokers.map((b: any) => [b.name, b.kind, b.ready]),
+      [['local', 'memory', true]],
+    );
     assert.deepEqual(
       status.routes.map(({ name, from, steps, to }: any) => ({ name, from, steps, to })),
       [

@@ -80,7 +80,10 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
   });
 
   it('consumes a declared queue with $topic bound to the routing key and AMQP headers as $headers, acknowledging each message', async () => {
-    await pikaPublish(rabbit, 'amq.topic', 'in.eu.paris', [{ body: '{"n":1}', headers: { tenant: 't1' } }, { body: 'plain text', headers: { tenant: 't2' } }]);
+    await pikaPublish(rabbit, 'amq.topic', 'in.eu.paris', [
+      { body: '{"n":1}', headers: { tenant: 't1' } },
+      { body: 'plain text', headers: { tenant: 't2' } },
+    ]);
     const got = await pikaConsume(rabbit, 'relayed', 2);
     assert.deepEqual(
       got.map((m) => [m.routingKey, JSON.parse(m.body)]),
@@ -105,7 +108,7 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     }
   });
 
-  it('keeps a message unacknowledged while its target cannot take it, hands it back when a reload removes the route, and keeps the other routes\' channels', async () => {
+  it("keeps a message unacknowledged while its target cannot take it, hands it back when a reload removes the route, and keeps the other routes' channels", async () => {
     await pikaPublish(rabbit, 'amq.topic', 'held', [{ body: '{"keep":"me"}' }]);
     // The route has it in hand (not ready in the queue any more) and keeps retrying its target.
     await eventually(async () => assert.equal(await pikaQueueDepth(rabbit, 'held'), 0), 15000, 200);
@@ -115,13 +118,16 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     const reload = await gw.reconfigure(config(false));
     assert.equal(reload.msg, 'config reloaded');
     // The other routes kept their channels and the broker its connection.
-    assert.deepEqual(gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'amqp connected'), []);
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'amqp connected'),
+      [],
+    );
     const [back] = await pikaConsume(rabbit, 'held', 1);
     assert.deepEqual(JSON.parse(back!.body), { keep: 'me' });
     assert.equal(back!.redelivered, true);
   });
 
-  it('reports a route\'s backlog (ready in its queue + held unacknowledged) as eventgate_amqp_consumer_lag, draining to 0 once its target takes messages again', async () => {
+  it("reports a route's backlog (ready in its queue + held unacknowledged) as eventgate_amqp_consumer_lag, draining to 0 once its target takes messages again", async () => {
     const target = await HeldTarget.start();
     const lagged = await startGateway(`
 version: 1
@@ -141,7 +147,12 @@ routes:
     try {
       await lagged.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'slow', 30000);
       const lag = async () => (await scrape(lagged.adminUrl)).value('eventgate_amqp_consumer_lag', { route: 'slow', topic: 'lagging', partition: '0' });
-      await pikaPublish(rabbit, 'amq.topic', 'lagging', Array.from({ length: 30 }, (_, i) => ({ body: JSON.stringify({ i }) })));
+      await pikaPublish(
+        rabbit,
+        'amq.topic',
+        'lagging',
+        Array.from({ length: 30 }, (_, i) => ({ body: JSON.stringify({ i }) })),
+      );
       // The target holds the first message: 20 (prefetch) wait unacknowledged at the gateway, 10 ready in the queue.
       await eventually(async () => assert.equal(await lag(), 30), 30000, 100);
       assert.equal(await pikaQueueDepth(rabbit, 'lagging'), 10);
@@ -155,14 +166,21 @@ routes:
   });
 
   it('answers 503 while RabbitMQ is down, reports it in /readyz, loses no confirmed message, and resumes consuming', async () => {
-    const load = await publishThroughOutage((i) => post(gw.url('api', '/orders/load'), { i }), () => rabbit.down(), { total: 120 });
+    const load = await publishThroughOutage(
+      (i) => post(gw.url('api', '/orders/load'), { i }),
+      () => rabbit.down(),
+      { total: 120 },
+    );
     const acked = load.acked.map((a) => a.i);
     const refused = load.refused;
     // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
     assert.ok((await scrape(gw.adminUrl)).value('eventgate_amqp_producer_errors_total', { broker: 'rabbit' })! >= refused);
     const down = await readyz(gw);
     assert.equal(down.status, 503);
-    assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker rabbit: unreachable')), JSON.stringify(down.body));
+    assert.ok(
+      down.body.reasons.some((r: string) => r.startsWith('broker rabbit: unreachable')),
+      JSON.stringify(down.body),
+    );
 
     await rabbit.up();
     // (The 'nowhere' broker keeps /readyz at 503 for itself: look at rabbit's reason alone.)

@@ -80,7 +80,10 @@ routes:
     to: { broker: nats, topic: presence.online }
 `;
   });
-  const gw = useGateway(() => config, () => ({ files: { 'plant.yaml': plant }, readyTimeoutMs: 60000 }));
+  const gw = useGateway(
+    () => config,
+    () => ({ files: { 'plant.yaml': plant }, readyTimeoutMs: 60000 }),
+  );
   before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'readings', 15000);
   });

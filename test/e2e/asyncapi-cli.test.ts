@@ -57,7 +57,11 @@ describe('eventgate validate with AsyncAPI documents', () => {
 
   it('reports what the AsyncAPI parser finds as FILE:LINE:COL in the document', async () => {
     const broken = streetlights30.replace('    action: receive\n', '    action: recieve\n');
-    const dir = tempFiles({ 'gateway.yaml': config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n'), 'streetlights.yaml': broken, 'schemas/light-measured.yaml': lightMeasuredPayload });
+    const dir = tempFiles({
+      'gateway.yaml': config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n'),
+      'streetlights.yaml': broken,
+      'schemas/light-measured.yaml': lightMeasuredPayload,
+    });
     const { code, stdout } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(code, 1);
     assert.equal(stdout, 'streetlights.yaml:25:13: AsyncAPI: "action" property must be equal to one of the allowed values: "send", "receive". Did you mean "receive"?\n');
@@ -70,7 +74,10 @@ describe('the AsyncAPI examples run', () => {
   for (const version of ['2.6', '3.0'] as const) {
     it(`examples/asyncapi-${version}: a valid lightMeasured event reaches websocket clients with its AsyncAPI metadata; an invalid one is refused`, async () => {
       const example = (name: string) => readFileSync(join(repoRoot, 'examples', name), 'utf8');
-      const files: Record<string, string> = { [`asyncapi-${version}/streetlights.yaml`]: example(`asyncapi-${version}/streetlights.yaml`), [`asyncapi-${version}/schemas/light-measured.json`]: example('schemas/light-measured.json') };
+      const files: Record<string, string> = {
+        [`asyncapi-${version}/streetlights.yaml`]: example(`asyncapi-${version}/streetlights.yaml`),
+        [`asyncapi-${version}/schemas/light-measured.json`]: example('schemas/light-measured.json'),
+      };
       const yaml = example(`asyncapi-${version}/gateway.yaml`).replace('asyncapi: streetlights.yaml', `asyncapi: asyncapi-${version}/streetlights.yaml`);
       await gw.start(yaml, { files, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' }, readyTimeoutMs: 30_000 });
       const client = await WsClient.connect(gw.url('push', '/ws/light', 'ws'));

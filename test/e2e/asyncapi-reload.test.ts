@@ -50,12 +50,16 @@ const dim = { id: 1, lumens: 5, sentAt: '2026-11-23T10:00:00Z' };
 
 /** The streetlights document with the lightMeasured payload inline, needing at least `min` lumens. */
 function streetlightsWithMinimum(min: number): string {
-  return streetlights26.replace("        $ref: 'schemas/light-measured.yaml'", `        type: object\n        required: [id, lumens]\n        properties:\n          lumens: {type: integer, minimum: ${min}}`);
+  return streetlights26.replace(
+    "        $ref: 'schemas/light-measured.yaml'",
+    `        type: object\n        required: [id, lumens]\n        properties:\n          lumens: {type: integer, minimum: ${min}}`,
+  );
 }
 
 describe('AsyncAPI documents change validation live: edits on disk and uploads', () => {
   const gw = useGateway(config, { files: { 'streetlights.yaml': streetlights26, 'schemas/light-measured.yaml': lightMeasuredPayload, 'alerts.yaml': alerts }, readyTimeoutMs: 30_000 });
-  const put = (body: string, query = '', headers: Record<string, string> = auth) => fetch(`${gw.adminUrl}/admin/asyncapi${query}`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...headers } });
+  const put = (body: string, query = '', headers: Record<string, string> = auth) =>
+    fetch(`${gw.adminUrl}/admin/asyncapi${query}`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...headers } });
   const onDisk = (name: string) => readFileSync(join(gw.dir, name), 'utf8');
   const version = async () => (await json(await fetch(`${gw.adminUrl}/admin/status`, { headers: auth }))).version as string;
 
@@ -106,7 +110,7 @@ describe('AsyncAPI documents change validation live: edits on disk and uploads',
     assert.equal(await one.text(), alerts);
   });
 
-  it('PUT needs the admin token, says which document when there are several, and knows only the config\'s documents', async () => {
+  it("PUT needs the admin token, says which document when there are several, and knows only the config's documents", async () => {
     assert.equal((await put(alerts, '?file=alerts.yaml', {})).status, 401);
     const which = await put(alerts);
     assert.equal(which.status, 400);
@@ -137,7 +141,10 @@ describe('AsyncAPI documents change validation live: edits on disk and uploads',
     assert.equal(res.status, 409);
     const body = await json(res);
     assert.equal(body.code, 'EG_ASYNCAPI_CONFLICT');
-    assert.deepEqual(body.diagnostics.map((d: any) => [d.file, d.line, d.code]), [['gateway.yaml', 14, 'EG_CONFIG_ASYNCAPI_REF']]);
+    assert.deepEqual(
+      body.diagnostics.map((d: any) => [d.file, d.line, d.code]),
+      [['gateway.yaml', 14, 'EG_CONFIG_ASYNCAPI_REF']],
+    );
     assert.match(body.errors[0], /^gateway\.yaml:14:29: AsyncAPI message 'lightMeasured' is not defined in the AsyncAPI documents/);
     assert.equal(onDisk('streetlights.yaml'), streetlightsWithMinimum(3));
     assert.equal(await version(), before);

@@ -76,11 +76,33 @@ routes:
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
     const up = relative(join(gw.dir, 'contracts'), outside);
     const refs = [
-      'schemas/ok.yaml', 'schemas/nested.yaml', './schemas/ok.yaml', 'schemas/../schemas/ok.yaml', '#/components/schemas/x', 'schemas/missing.yaml',
-      `${up}#/secret`, '../gateway.yaml', '../../../../../../etc/passwd', outside, `file://${outside}`, 'file:///etc/passwd', 'link.yaml#/secret',
-      `${internalUrl}/schema.yaml`, 'http://127.0.0.1:1/x', 'https://169.254.169.254/latest/meta-data/', '//127.0.0.1/x', 'ftp://example.com/x',
-      'schemas%2F..%2F..%2F..%2Fetc%2Fpasswd', '..%2f..%2f..%2fetc%2fpasswd', 'schemas\\..\\..\\secret.yaml', 'data:text/plain,secret', '',
-      '#', '#/', `${'../'.repeat(40)}tmp`, 'schemas/ok.yaml#/' + 'a/'.repeat(200),
+      'schemas/ok.yaml',
+      'schemas/nested.yaml',
+      './schemas/ok.yaml',
+      'schemas/../schemas/ok.yaml',
+      '#/components/schemas/x',
+      'schemas/missing.yaml',
+      `${up}#/secret`,
+      '../gateway.yaml',
+      '../../../../../../etc/passwd',
+      outside,
+      `file://${outside}`,
+      'file:///etc/passwd',
+      'link.yaml#/secret',
+      `${internalUrl}/schema.yaml`,
+      'http://127.0.0.1:1/x',
+      'https://169.254.169.254/latest/meta-data/',
+      '//127.0.0.1/x',
+      'ftp://example.com/x',
+      'schemas%2F..%2F..%2F..%2Fetc%2Fpasswd',
+      '..%2f..%2f..%2fetc%2fpasswd',
+      'schemas\\..\\..\\secret.yaml',
+      'data:text/plain,secret',
+      '',
+      '#',
+      '#/',
+      `${'../'.repeat(40)}tmp`,
+      'schemas/ok.yaml#/' + 'a/'.repeat(200),
     ] as const;
     const payloads = [
       () => `{$ref: '${pick(refs)}'}`,
@@ -92,8 +114,18 @@ routes:
     const docs = [
       () => `asyncapi: 3.0.0\ninfo: {title: F, version: '1'}\nchannels:\n  alerts:\n    messages:\n      alert:\n        payload: ${pick(payloads)()}\n`,
       () => `asyncapi: '2.6.0'\ninfo: {title: F, version: '1'}\nchannels:\n  alerts:\n    publish:\n      message:\n        payload: ${pick(payloads)()}\n`,
-      () => `asyncapi: 3.0.0\ninfo: {title: F, version: '1'}\ncomponents:\n  schemas:\n    x: ${pick(payloads)()}\nchannels:\n  alerts:\n    messages:\n      alert:\n        payload: {$ref: '#/components/schemas/x'}\n`,
-      () => `a: &a [${'"x",'.repeat(9)}"x"]\n` + Array.from({ length: 2 + Math.floor(rand() * 8) }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(',')}]`).join('\n') + '\n',
+      () =>
+        `asyncapi: 3.0.0\ninfo: {title: F, version: '1'}\ncomponents:\n  schemas:\n    x: ${pick(payloads)()}\nchannels:\n  alerts:\n    messages:\n      alert:\n        payload: {$ref: '#/components/schemas/x'}\n`,
+      () =>
+        `a: &a [${'"x",'.repeat(9)}"x"]\n` +
+        Array.from(
+          { length: 2 + Math.floor(rand() * 8) },
+          (_, i) =>
+            `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10)
+              .fill(`*${String.fromCharCode(97 + i)}`)
+              .join(',')}]`,
+        ).join('\n') +
+        '\n',
       () => `asyncapi: 3.0.0\nx: ${'['.repeat(100 + Math.floor(rand() * 4000))}\n`,
       () => `{"asyncapi": "3.0.0", "info": {"title": "F", "version": "1"}, "channels": {"alerts": {"messages": {"alert": {"payload": {"$ref": ${JSON.stringify(pick(refs))}}}}}}}`,
       () => Buffer.from(Array.from({ length: 1 + Math.floor(rand() * 200) }, () => Math.floor(rand() * 256))).toString('latin1'),

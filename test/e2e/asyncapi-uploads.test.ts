@@ -92,7 +92,10 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
   it("refuses a $ref leading out of the config's directory with ..", async () => {
     const body = await refused(documentWith(`$ref: '${relative(join(gw.dir, 'contracts'), outside)}#/db/password'`), /leads outside the config's directory/);
     // Positioned in the uploaded document, named relative to the config's directory.
-    assert.deepEqual(body.diagnostics.map((d: any) => [d.file, d.line]), [['contracts/alerts.yaml', 8]]);
+    assert.deepEqual(
+      body.diagnostics.map((d: any) => [d.file, d.line]),
+      [['contracts/alerts.yaml', 8]],
+    );
     assert.equal((await post(gw.url('api', '/alert'), { any: 'thing' })).status, 200);
   });
 

@@ -123,7 +123,7 @@ for (const version of ['2.6', '3.0'] as const) {
       client.close();
     });
 
-    it('deadletter: sends an invalid WebSocket frame to the route\'s dead-letter topic', async () => {
+    it("deadletter: sends an invalid WebSocket frame to the route's dead-letter topic", async () => {
       const client = await WsClient.connect(gw.url('ws', '/in/deadletter', 'ws'));
       client.send(invalid);
       const ack = await client.next();

@@ -30,7 +30,11 @@ function hs(claims: Record<string, unknown>, opts: { exp?: string | number; iss?
 }
 
 function es(claims: Record<string, unknown>, key = ec.privateKey, kid?: string): Promise<string> {
-  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', ...(kid ? { kid } : {}) }).setIssuer(ISSUER).setExpirationTime('5m').sign(key);
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'ES256', ...(kid ? { kid } : {}) })
+    .setIssuer(ISSUER)
+    .setExpirationTime('5m')
+    .sign(key);
 }
 
 function rs(claims: Record<string, unknown>, kid: string): Promise<string> {
@@ -38,7 +42,11 @@ function rs(claims: Record<string, unknown>, kid: string): Promise<string> {
 }
 
 function keysFile(keys: Record<string, string>): string {
-  return Object.entries(keys).map(([p, k]) => `${p}: ${k}`).join('\n') + '\n';
+  return (
+    Object.entries(keys)
+      .map(([p, k]) => `${p}: ${k}`)
+      .join('\n') + '\n'
+  );
 }
 
 describe('auth step', () => {
@@ -136,7 +144,10 @@ routes:
     out?.close();
   });
   // Started once the JWKS server above is listening: the config names its port.
-  const gw = useGateway(() => yaml, () => options);
+  const gw = useGateway(
+    () => yaml,
+    () => options,
+  );
   before(async () => {
     out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
   });
@@ -152,7 +163,7 @@ routes:
       assert.deepEqual(frame.value, { who: 'alice', body: { n: 1 } });
     });
 
-    it('accepts any of a principal\'s keys, including one given as its sha256 digest', async () => {
+    it("accepts any of a principal's keys, including one given as its sha256 digest", async () => {
       assert.equal((await post(gw.url('api', '/key'), { n: 2 }, { 'x-api-key': BOB_KEY })).status, 200);
       assert.equal((await out.next()).value.who, 'bob');
       assert.equal((await post(gw.url('api', '/key'), { n: 3 }, { 'x-api-key': CAROL_KEY })).status, 200);
@@ -214,7 +225,10 @@ routes:
         ['bad signature', { authorization: `Bearer ${await hs(claims, { key: new TextEncoder().encode('another-secret-that-is-32-bytes-long!!') })}` }],
         ['wrong issuer', { authorization: `Bearer ${await hs(claims, { iss: 'https://evil.test/' })}` }],
         ['wrong audience', { authorization: `Bearer ${await hs(claims, { aud: 'someone-else' })}` }],
-        ['unsigned (alg none)', { authorization: `Bearer ${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify({ ...claims, iss: ISSUER, aud: 'eventgate' })).toString('base64url')}.` }],
+        [
+          'unsigned (alg none)',
+          { authorization: `Bearer ${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify({ ...claims, iss: ISSUER, aud: 'eventgate' })).toString('base64url')}.` },
+        ],
       ];
       for (const [name, headers] of cases) {
         const reply = await post(gw.url('api', '/hs'), { n: 2 }, headers);
@@ -286,7 +300,7 @@ routes:
       viaHeader.close();
     });
 
-    it('guards a forward path: subscribers need the target\'s auth at the handshake', async () => {
+    it("guards a forward path: subscribers need the target's auth at the handshake", async () => {
       await assert.rejects(WsClient.connect(gw.url('push', '/ws/feed', 'ws')), (err: { statusCode?: number }) => err.statusCode === 401);
       await assert.rejects(WsClient.connect(gw.url('push', '/ws/feed?key=wrong-wrong-wrong-wrong', 'ws')), (err: { statusCode?: number }) => err.statusCode === 401);
       const feed = await WsClient.connect(gw.url('push', '/ws/feed?key=dave-key-00112233445566', 'ws'));
@@ -354,10 +368,22 @@ routes:
     const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`, '--format', 'json']);
     assert.equal(r.code, 1);
     const found = (JSON.parse(r.stdout) as { line: number; path: string; message: string }[]).map((d) => `${d.line} ${d.path}: ${d.message}`);
-    assert.ok(found.some((d) => d.startsWith('7 routes[0].through[0].auth.apiKey.keys') && d.includes('shorter than 16')), found.join('\n'));
-    assert.ok(found.some((d) => d.startsWith('15 routes[2].through[0].auth.jwt.publicKey') && d.includes('private key')), found.join('\n'));
-    assert.ok(found.some((d) => d.startsWith('19 routes[3].through') && d.includes('consumes from a broker')), found.join('\n'));
-    assert.ok(found.some((d) => d.startsWith('23 routes[4].through[0].auth.jwt.jwksUrl') && d.includes('https')), found.join('\n'));
+    assert.ok(
+      found.some((d) => d.startsWith('7 routes[0].through[0].auth.apiKey.keys') && d.includes('shorter than 16')),
+      found.join('\n'),
+    );
+    assert.ok(
+      found.some((d) => d.startsWith('15 routes[2].through[0].auth.jwt.publicKey') && d.includes('private key')),
+      found.join('\n'),
+    );
+    assert.ok(
+      found.some((d) => d.startsWith('19 routes[3].through') && d.includes('consumes from a broker')),
+      found.join('\n'),
+    );
+    assert.ok(
+      found.some((d) => d.startsWith('23 routes[4].through[0].auth.jwt.jwksUrl') && d.includes('https')),
+      found.join('\n'),
+    );
   });
 
   it('need exactly one key source for a jwt (a rule of the schema, reported at the second source)', async () => {

@@ -48,8 +48,14 @@ describe('npm run bench (smoke, --duration 1)', () => {
 
     const lines = run.stdout.split('\n');
     assert.match(lines[0]!, /^\| scenario \| metric \| value \| baseline \|/);
-    assert.ok(lines.some((l) => l.startsWith('| pipeline | µs/message |')), run.stdout);
-    assert.ok(lines.some((l) => l.startsWith('| http-memory | requests/s |') && l.includes('| raw-http |')), run.stdout);
+    assert.ok(
+      lines.some((l) => l.startsWith('| pipeline | µs/message |')),
+      run.stdout,
+    );
+    assert.ok(
+      lines.some((l) => l.startsWith('| http-memory | requests/s |') && l.includes('| raw-http |')),
+      run.stdout,
+    );
   });
 
   it('refuses an unknown scenario name and lists the known ones', async () => {

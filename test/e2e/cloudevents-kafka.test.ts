@@ -16,7 +16,8 @@ describe('CloudEvents on Kafka (the CloudEvents Kafka protocol binding)', () => 
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     for (const topic of Object.values(t)) await kafka.createTopic(topic, 1);
   });
-  const gw = useGateway(() => `
+  const gw = useGateway(
+    () => `
 version: 1
 brokers:
   kafka:
@@ -38,7 +39,8 @@ routes:
   - name: produced-elsewhere
     from: { broker: kafka, topic: ${t.incoming}, fromBeginning: true }
     to: { http: { url: "${receiver.url}/elsewhere" } }
-`);
+`,
+  );
   before(async () => {
     await Promise.all(['out', 'produced-elsewhere'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
   });
@@ -48,7 +50,17 @@ routes:
   });
 
   it('round trip HTTP binary → Kafka binary → HTTP structured keeps every attribute and extension (SDK on both ends)', async () => {
-    const sent = new CloudEvent({ id: 'rt-1', source: 'urn:shop:eu', type: 'order.placed', subject: 'order-7', time: '2026-12-01T17:00:00.000Z', dataschema: 'https://example.com/order.json', tenant: 'acme', traceid: 'abc123', data: { orderId: 7, lines: [{ sku: 'x', qty: 2 }] } });
+    const sent = new CloudEvent({
+      id: 'rt-1',
+      source: 'urn:shop:eu',
+      type: 'order.placed',
+      subject: 'order-7',
+      time: '2026-12-01T17:00:00.000Z',
+      dataschema: 'https://example.com/order.json',
+      tenant: 'acme',
+      traceid: 'abc123',
+      data: { orderId: 7, lines: [{ sku: 'x', qty: 2 }] },
+    });
     const { headers, body } = HTTP.binary(sent);
     const res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: headers as Record<string, string>, body: body as string });
     assert.equal(res.status, 200, await res.clone().text());

@@ -57,7 +57,17 @@ routes:
 
   it('keeps every attribute and extension of a binary-mode event, out in binary and structured mode (SDK on both ends)', async () => {
     const watcher = await WsClient.connect(gw.url('ws', '/watch', 'ws'));
-    const sent = new CloudEvent({ id: 'evt-1', source: '/shop', type: 'order.placed', subject: 'order-1', time: '2026-12-01T17:00:00.000Z', dataschema: 'https://example.com/order.json', tenant: 'acme', priority: '3', data: { orderId: 1 } });
+    const sent = new CloudEvent({
+      id: 'evt-1',
+      source: '/shop',
+      type: 'order.placed',
+      subject: 'order-1',
+      time: '2026-12-01T17:00:00.000Z',
+      dataschema: 'https://example.com/order.json',
+      tenant: 'acme',
+      priority: '3',
+      data: { orderId: 1 },
+    });
     const { headers, body } = HTTP.binary(sent);
     const res = await fetch(gw.url('api', '/events'), { method: 'POST', headers: headers as Record<string, string>, body: body as string });
     assert.equal(res.status, 200, await res.clone().text());
@@ -89,16 +99,30 @@ routes:
     const answer = (await res.json()) as { deliveries: unknown[] };
     assert.equal(answer.deliveries.length, 3);
     const got = await binaryOut.received(before + 4);
-    assert.deepEqual(got.slice(before).map((r) => r.headers['ce-id']), ['s-1', 'b-1', 'b-2', 'b-3']);
+    assert.deepEqual(
+      got.slice(before).map((r) => r.headers['ce-id']),
+      ['s-1', 'b-1', 'b-2', 'b-3'],
+    );
   });
 
   it('answers 400 naming the attribute that is missing or malformed', async () => {
     const cases: [Record<string, string>, string, string][] = [
       [{ 'ce-specversion': '1.0', 'ce-source': '/s', 'ce-type': 't', 'content-type': 'application/json' }, '{"orderId":1}', "'id' is missing"],
-      [{ 'ce-specversion': '1.0', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'ce-time': 'yesterday', 'content-type': 'application/json' }, '{"orderId":1}', "'time' must be an RFC 3339 timestamp"],
+      [
+        { 'ce-specversion': '1.0', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'ce-time': 'yesterday', 'content-type': 'application/json' },
+        '{"orderId":1}',
+        "'time' must be an RFC 3339 timestamp",
+      ],
       [{ 'ce-specversion': '0.3', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'content-type': 'application/json' }, '{"orderId":1}', "'specversion' is '0.3'"],
       [{ 'content-type': 'application/cloudevents+json' }, JSON.stringify({ specversion: '1.0', id: 'x', type: 't', data: {} }), "'source' is missing"],
-      [{ 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify([{ specversion: '1.0', id: 'a', source: '/s', type: 't' }, { specversion: '1.0', source: '/s', type: 't' }]), "[1] 'id' is missing"],
+      [
+        { 'content-type': 'application/cloudevents-batch+json' },
+        JSON.stringify([
+          { specversion: '1.0', id: 'a', source: '/s', type: 't' },
+          { specversion: '1.0', source: '/s', type: 't' },
+        ]),
+        "[1] 'id' is missing",
+      ],
     ];
     for (const [headers, body, expected] of cases) {
       const res = await fetch(gw.url('api', '/events'), { method: 'POST', headers, body });
@@ -106,7 +130,10 @@ routes:
       assert.equal(res.headers.get('content-type'), 'application/problem+json');
       const p = (await res.json()) as { code: string; errors: string[] };
       assert.equal(p.code, 'EG_CLOUDEVENT_INVALID');
-      assert.ok(p.errors.some((e) => e.includes(expected)), `${JSON.stringify(p.errors)} should include ${expected}`);
+      assert.ok(
+        p.errors.some((e) => e.includes(expected)),
+        `${JSON.stringify(p.errors)} should include ${expected}`,
+      );
     }
   });
 
@@ -211,7 +238,10 @@ routes:
       assert.equal(res.status, 400);
       const p = (await res.json()) as { code: string; errors: string[] };
       assert.equal(p.code, 'EG_CLOUDEVENT_INVALID');
-      assert.ok(p.errors.some((e) => expected.test(e)), `${JSON.stringify(p.errors)} should match ${expected}`);
+      assert.ok(
+        p.errors.some((e) => expected.test(e)),
+        `${JSON.stringify(p.errors)} should match ${expected}`,
+      );
     }
   });
 });

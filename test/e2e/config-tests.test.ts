@@ -105,7 +105,10 @@ describe('eventgate test', () => {
     assert.equal(r.code, 1);
     assert.match(r.stdout, /^<\?xml version="1\.0" encoding="UTF-8"\?>\n<testsuites name="eventgate" tests="3" failures="1"/);
     assert.match(r.stdout, /<testsuite name="orders\.tests\.yaml" tests="3" failures="1"/);
-    assert.match(r.stdout, /<testcase classname="orders" name="no key is refused with 401" file="orders\.tests\.yaml" line="25" time="[\d.]+">\n\s+<failure message="status: expected 403, got 401" type="AssertionError">orders\.tests\.yaml:28: status/);
+    assert.match(
+      r.stdout,
+      /<testcase classname="orders" name="no key is refused with 401" file="orders\.tests\.yaml" line="25" time="[\d.]+">\n\s+<failure message="status: expected 403, got 401" type="AssertionError">orders\.tests\.yaml:28: status/,
+    );
     assert.equal((r.stdout.match(/<testcase /g) ?? []).length, 3);
     assert.equal((r.stdout.match(/<\/testsuite>/g) ?? []).length, 1);
   });
@@ -115,7 +118,9 @@ describe('eventgate test', () => {
     assert.equal(broken.code, 2);
     assert.match(broken.stderr, /the config gateway\.yaml is invalid, so its tests cannot run:\ngateway\.yaml:2:27: unknown broker kind "memroy"/);
 
-    const badTests = await runCli(['test', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }) });
+    const badTests = await runCli(['test', 'orders.tests.yaml'], {
+      cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }),
+    });
     assert.equal(badTests.code, 2);
     assert.match(badTests.stderr, /orders\.tests\.yaml:28:5: unknown key 'expcet'; expected one of: name, route, input, expect/);
 
@@ -123,7 +128,12 @@ describe('eventgate test', () => {
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no tests: name test files, or put them in gateway\.tests\.yaml/);
 
-    const unknownRoute = await runCli(['test', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order') }) });
+    const unknownRoute = await runCli(['test', 'orders.tests.yaml'], {
+      cwd: tempFiles({
+        'gateway.yaml': config,
+        'orders.tests.yaml': tests.replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order'),
+      }),
+    });
     assert.equal(unknownRoute.code, 1);
     assert.match(unknownRoute.stdout, /orders\.tests\.yaml:25: route\n\s+- expected: a route named 'order'\n\s+\+ actual: {3}the config's routes are: orders/);
     for (const r of [broken, badTests, none, unknownRoute]) noStackTrace(r);
@@ -134,11 +144,18 @@ describe('eventgate test', () => {
     assert.equal(good.code, 0, good.stdout + good.stderr);
     assert.equal(good.stdout, 'ok\n');
 
-    const unknownRoute = await runCli(['validate', '-c', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order') }) });
+    const unknownRoute = await runCli(['validate', '-c', 'orders.tests.yaml'], {
+      cwd: tempFiles({
+        'gateway.yaml': config,
+        'orders.tests.yaml': tests.replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order'),
+      }),
+    });
     assert.equal(unknownRoute.code, 1);
     assert.equal(unknownRoute.stdout, "orders.tests.yaml:25:1: test 'no key is refused with 401' names route 'order', which gateway.yaml does not define\n");
 
-    const badTests = await runCli(['validate', '-c', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }) });
+    const badTests = await runCli(['validate', '-c', 'orders.tests.yaml'], {
+      cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }),
+    });
     assert.equal(badTests.code, 1);
     assert.match(badTests.stdout, /^orders\.tests\.yaml:28:5: unknown key 'expcet'/m);
 
@@ -151,5 +168,4 @@ describe('eventgate test', () => {
     assert.equal(shipped.stdout, 'ok\n', shipped.stdout + shipped.stderr);
     for (const r of [good, unknownRoute, badTests, badConfig, shipped]) noStackTrace(r);
   });
-
 });

@@ -47,7 +47,10 @@ routes:
     // A sentinel published after the reload arrives next: the given-back message came once, before it.
     assert.equal((await post(gw.url('api', '/in'), { n: 2 })).status, 200);
     while (ups().length < 2) await receiver.received(receiver.requests.length + 1);
-    assert.deepEqual(ups().map((r) => JSON.parse(r.body)), [{ n: 1 }, { n: 2 }]);
+    assert.deepEqual(
+      ups().map((r) => JSON.parse(r.body)),
+      [{ n: 1 }, { n: 2 }],
+    );
 
     // The broker handed it over without calling it a failure.
     const failures = gw.logs.slice(from).filter((l) => l.level === 'error' && /not consumed|given back/.test(l.msg) && l.route !== 'out');

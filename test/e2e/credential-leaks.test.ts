@@ -40,14 +40,17 @@ describe('credentials never reach an observer', () => {
   const auth = { authorization: `Bearer ${TOKEN}` };
   const tapUrl = (route: string) => `${gw.adminUrl.replace('http', 'ws')}/admin/tap?route=${route}`;
 
-  it("the tap shows accepted, refused and later-refused messages without the key the auth step reads, and ${VAR} header values redacted", async () => {
+  it('the tap shows accepted, refused and later-refused messages without the key the auth step reads, and ${VAR} header values redacted', async () => {
     const tap = await WsClient.connect(tapUrl('sensors'), { headers: auth });
     assert.equal((await tap.next()).type, 'hello');
     assert.equal((await post(gw.url('api', '/sensors'), { n: 1 }, { 'x-sensor-key': KEY })).status, 200);
     assert.equal((await post(gw.url('api', '/sensors'), { n: 1 }, { 'x-sensor-key': `${KEY}-wrong` })).status, 401);
     assert.equal((await post(gw.url('api', '/sensors'), { n: 99 }, { 'x-sensor-key': KEY, 'x-api-key': 'another-credential-1234' })).status, 400);
     const events = [await tap.next(), await tap.next(), await tap.next()];
-    assert.deepEqual(events.map((e) => e.outcome), ['delivered', 'rejected', 'invalid']);
+    assert.deepEqual(
+      events.map((e) => e.outcome),
+      ['delivered', 'rejected', 'invalid'],
+    );
     const text = JSON.stringify(events);
     assert.ok(!text.includes(KEY), `no key in the tap: ${text}`);
     assert.ok(!text.includes('another-credential-1234'));
@@ -61,11 +64,11 @@ describe('credentials never reach an observer', () => {
     const from = gw.logs.length;
     assert.equal((await post(gw.url('api', '/sensors'), { n: 50 }, { 'x-sensor-key': KEY })).status, 400);
     assert.equal((await post(gw.url('api', '/sensors'), { n: 1 }, { 'x-sensor-key': `${KEY}-nope` })).status, 401);
-    const lines = [
-      await gw.waitForLog((l) => l.msg === 'message invalid', 10000, from),
-      await gw.waitForLog((l) => l.msg === 'message rejected', 10000, from),
-    ];
-    assert.ok(lines.every((l) => (l as any).message !== undefined), 'payloads are logged');
+    const lines = [await gw.waitForLog((l) => l.msg === 'message invalid', 10000, from), await gw.waitForLog((l) => l.msg === 'message rejected', 10000, from)];
+    assert.ok(
+      lines.every((l) => (l as any).message !== undefined),
+      'payloads are logged',
+    );
     const text = JSON.stringify(gw.logs.slice(from));
     assert.ok(!text.includes(KEY), `no key in the log: ${text}`);
   });

@@ -39,9 +39,11 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
   const problems: string[] = [];
   const cell = (route: string, col: string) => `tr[data-route="${route}"] td[data-col="${col}"]`;
   const waitForText = (selector: string, text: string) =>
-    page.waitForFunction(([s, t]) => (globalThis as any).document.querySelector(s)?.textContent === t, [selector, text], { timeout: 8000 }).catch(async (err: Error) => {
-      throw new Error(`${selector} never showed '${text}' (it shows '${await page.textContent(selector).catch(() => null)}'): ${err.message}`);
-    });
+    page
+      .waitForFunction(([s, t]) => (globalThis as any).document.querySelector(s)?.textContent === t, [selector, text], { timeout: 8000 })
+      .catch(async (err: Error) => {
+        throw new Error(`${selector} never showed '${text}' (it shows '${await page.textContent(selector).catch(() => null)}'): ${err.message}`);
+      });
 
   before(async () => {
     profile = mkdtempSync(join(tmpdir(), 'eventgate-chromium-'));

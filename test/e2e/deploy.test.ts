@@ -15,7 +15,10 @@ function finalStage(): { instruction: string; args: string }[] {
     const m = /^\s*(\S+)\s+(.*)$/.exec(l)!;
     return { instruction: m[1]!.toUpperCase(), args: m[2]!.trim() };
   });
-  const from = all.map((x, i) => (x.instruction === 'FROM' ? i : -1)).filter((i) => i >= 0).pop()!;
+  const from = all
+    .map((x, i) => (x.instruction === 'FROM' ? i : -1))
+    .filter((i) => i >= 0)
+    .pop()!;
   return all.slice(from);
 }
 
@@ -45,7 +48,11 @@ describe('deploy/: the Dockerfile and Kubernetes manifests match the code', () =
 
   it('the image exposes the ports of the default config and checks /healthz on the admin port', () => {
     const stage = finalStage();
-    const exposed = stage.filter((s) => s.instruction === 'EXPOSE').flatMap((s) => s.args.split(/\s+/)).map(Number).sort();
+    const exposed = stage
+      .filter((s) => s.instruction === 'EXPOSE')
+      .flatMap((s) => s.args.split(/\s+/))
+      .map(Number)
+      .sort();
     const defaults = readFileSync(join(repoRoot, 'deploy/kubernetes/configmap.yaml'), 'utf8');
     const ports = [...defaults.matchAll(/\$\{(?:HTTP|WS|ADMIN)_PORT:-(\d+)\}/g)].map((m) => Number(m[1])).sort();
     assert.deepEqual(exposed, ports);
@@ -68,8 +75,13 @@ describe('deploy/: the Dockerfile and Kubernetes manifests match the code', () =
     assert.equal(container.livenessProbe.httpGet.path, '/healthz');
     assert.equal(container.readinessProbe.httpGet.path, '/readyz');
     assert.equal(configAsDeployed.admin.host, '0.0.0.0', 'probes come from outside the pod');
-    const listenerPorts = Object.values(configAsDeployed.listeners as Record<string, { port: number }>).map((l) => Number(l.port)).sort();
-    const containerPorts = container.ports.map((p: { containerPort: number }) => p.containerPort).filter((p: number) => p !== configAsDeployed.admin.port).sort();
+    const listenerPorts = Object.values(configAsDeployed.listeners as Record<string, { port: number }>)
+      .map((l) => Number(l.port))
+      .sort();
+    const containerPorts = container.ports
+      .map((p: { containerPort: number }) => p.containerPort)
+      .filter((p: number) => p !== configAsDeployed.admin.port)
+      .sort();
     assert.deepEqual(containerPorts, listenerPorts);
   });
 

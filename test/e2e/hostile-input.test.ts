@@ -5,12 +5,7 @@ import { useGateway } from '../helpers/gateway.js';
 import { rawHttp } from '../helpers/raw-http.js';
 import { prng } from '../helpers/prng.js';
 
-const SAMPLES = [
-  '{"id":7,"lumens":640,"tags":["a","b"],"nested":{"x":[1,2,{"y":null}]}}',
-  '[1,2,3,{"a":"b"}]',
-  '"just a string"',
-  '{"text":"h\\u00e9llo \\ud83d\\ude00","n":-0.5e-3}',
-];
+const SAMPLES = ['{"id":7,"lumens":640,"tags":["a","b"],"nested":{"x":[1,2,{"y":null}]}}', '[1,2,3,{"a":"b"}]', '"just a string"', '{"text":"h\\u00e9llo \\ud83d\\ude00","n":-0.5e-3}'];
 
 /** Hostile bodies chosen on purpose: each must be refused with this status. */
 const KNOWN: [string, Buffer | string, string, number][] = [
@@ -158,7 +153,11 @@ routes:
     assert.equal(Object.getOwnPropertyDescriptor(q, '__proto__')?.value, 'x');
     assert.equal(Object.getOwnPropertyDescriptor(q, 'constructor')?.value, 'y');
     ws.close();
-    const r = await fetch(gw.url('api', '/in?__proto__[polluted]=1&constructor[prototype][x]=1'), { method: 'POST', body: '{"id":1}', headers: { 'content-type': 'application/json', constructor: 'z' } });
+    const r = await fetch(gw.url('api', '/in?__proto__[polluted]=1&constructor[prototype][x]=1'), {
+      method: 'POST',
+      body: '{"id":1}',
+      headers: { 'content-type': 'application/json', constructor: 'z' },
+    });
     assert.equal(r.status, 200);
     assert.deepEqual(Object.keys((await out.next()).q).sort(), ['__proto__[polluted]', 'constructor[prototype][x]']);
     out.close();

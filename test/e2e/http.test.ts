@@ -196,7 +196,10 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal(reply.status, 200);
       assert.equal(reply.body.deadlettered, true);
       assert.deepEqual(reply.body.errors, ['/lumens: must be >= 0']);
-      assert.deepEqual(reply.body.deliveries.map((d: any) => [d.broker, d.topic]), [['local', 'dead']]);
+      assert.deepEqual(
+        reply.body.deliveries.map((d: any) => [d.broker, d.topic]),
+        [['local', 'dead']],
+      );
       const envelope = await dead.next();
       assert.equal(envelope.topic, 'dead');
       assert.deepEqual(envelope.value, { lumens: -1, sentAt: '2026-11-23T10:00:00Z' });

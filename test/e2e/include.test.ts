@@ -50,8 +50,8 @@ describe('include: config fragments', () => {
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1);
     assert.deepEqual(r.stdout.trim().split('\n'), [
-      'teams/b.yaml:2:3: broker \'local\' is defined twice: here and in shared.yaml:2',
-      "teams/b.yaml:6:29: JSONata expression does not compile: Unexpected end of expression",
+      "teams/b.yaml:2:3: broker 'local' is defined twice: here and in shared.yaml:2",
+      'teams/b.yaml:6:29: JSONata expression does not compile: Unexpected end of expression',
       "teams/b.yaml:7:19: broker 'nope' is not defined; defined brokers: local",
       "teams/b.yaml:8:11: route name 'a-in' is already used by routes[1] (teams/a.yaml:5); route names must be unique",
     ]);
@@ -65,7 +65,10 @@ describe('include: config fragments', () => {
     assert.equal(r.code, 1);
     const lines = r.stdout.trim().split('\n');
     assert.ok(lines.includes("gateway.yaml:4:5: cannot read included file 'sahred.yaml': no such file (ENOENT)"), r.stdout);
-    assert.ok(lines.some((l) => /^teams\/a\.yaml:1:1: unknown key 'admin'/.test(l)), r.stdout);
+    assert.ok(
+      lines.some((l) => /^teams\/a\.yaml:1:1: unknown key 'admin'/.test(l)),
+      r.stdout,
+    );
   });
 
   it('hot reload follows included files, and files that newly match a glob', async () => {

@@ -225,13 +225,19 @@ routes:
     const big = Array.from({ length: 4 }, (_, i) => ({ value: JSON.stringify({ i, pad: 'y'.repeat(512 * 1024) }) }));
     await send(kafka.bootstrap, t.bombs, big, CompressionTypes.GZIP);
     const copied = await kcatConsume(kafka.bootstrap, t.copied, 6, 60000);
-    assert.deepEqual(copied.slice(2).map((r) => r.value), big.map((m) => m.value));
+    assert.deepEqual(
+      copied.slice(2).map((r) => r.value),
+      big.map((m) => m.value),
+    );
     // The tight route dead-lettered both bombs and this batch, and copied only what was not compressed.
     const dead = await readAll(kafka.bootstrap, t.tightDlq, 3);
     const details = dead.map((d) => JSON.parse(String(d.headers!._eventgate_error)).detail as string);
     assert.match(details[2]!, /^a record batch could not be decoded: gzip decompress failed: the records would decompress to more than the limit of 1048576 bytes$/);
     const tightCopied = await kcatConsume(kafka.bootstrap, t.tightCopied, 2, 60000);
-    assert.deepEqual(tightCopied.map((r) => r.value), ['{"after":"the gzip bomb"}', '{"after":"the zstd bomb"}']);
+    assert.deepEqual(
+      tightCopied.map((r) => r.value),
+      ['{"after":"the gzip bomb"}', '{"after":"the zstd bomb"}'],
+    );
   });
 
   it('without a dead-letter topic, stops the partition at the bomb and says why', async () => {
@@ -240,7 +246,10 @@ routes:
     await gw.waitForLog((l) => l.msg.startsWith('consumer stopped on a partition') && l.route === 'strict', 30000);
     const health = (await gw.status()).routes.find((x: { name: string }) => x.name === 'strict').consumer;
     assert.equal(health.ready, false);
-    assert.match(health.detail, /^partition 0 of .* stopped at offset 0: a record batch there cannot be decoded \(zstd decompress failed: the records would decompress to up to \d+ bytes, more than the limit of 67108864 bytes\)/);
+    assert.match(
+      health.detail,
+      /^partition 0 of .* stopped at offset 0: a record batch there cannot be decoded \(zstd decompress failed: the records would decompress to up to \d+ bytes, more than the limit of 67108864 bytes\)/,
+    );
     assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-strict', t.strict))[0], '-1');
   });
 

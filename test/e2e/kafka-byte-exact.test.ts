@@ -133,11 +133,7 @@ routes:
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const expected = (): RawRecord[] => [
-    ...FILES.map(([, value]) => ({ key: Buffer.from('k-file'), value })),
-    { key: BINARY_KEY, value: KAFKAJS_VALUE },
-    { key: Buffer.from('gone'), value: null },
-  ];
+  const expected = (): RawRecord[] => [...FILES.map(([, value]) => ({ key: Buffer.from('k-file'), value })), { key: BINARY_KEY, value: KAFKAJS_VALUE }, { key: Buffer.from('gone'), value: null }];
 
   it('copies values and keys byte for byte: random bytes, invalid UTF-8, spaced JSON, 1.0, big numbers, a binary key, a tombstone', async () => {
     assert.deepEqual(await kcatRaw(kafka.bootstrap, t.src, count), expected(), 'kcat wrote what the test meant');
@@ -156,7 +152,10 @@ routes:
   it('a step that changes only the headers keeps the value and key bytes', async () => {
     assert.deepEqual(await kcatRaw(kafka.bootstrap, t.headed, count), expected());
     const headers = await readHeaders(kafka.bootstrap, t.headed, count);
-    assert.deepEqual(headers.map((h) => String(h['x-seen'])), Array(count).fill('yes'));
+    assert.deepEqual(
+      headers.map((h) => String(h['x-seen'])),
+      Array(count).fill('yes'),
+    );
     assert.deepEqual(headers[FILES.length]!.bin, Buffer.from([0x80, 0x81, 0x00]));
   });
 

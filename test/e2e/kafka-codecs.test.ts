@@ -61,7 +61,12 @@ ${routes}
     for (const [i, codec] of order.entries()) {
       const batch = [0, 1, 2].map((j) => ({ n: i * 3 + j, codec }));
       sent.push(...batch);
-      await kcatProduce(kafka.bootstrap, live, batch.map((v) => ({ value: JSON.stringify(v) })), { compression: codec });
+      await kcatProduce(
+        kafka.bootstrap,
+        live,
+        batch.map((v) => ({ value: JSON.stringify(v) })),
+        { compression: codec },
+      );
     }
     const seen: unknown[] = [];
     for (let i = 0; i < sent.length; i++) seen.push(await client.next(15000));

@@ -13,7 +13,8 @@ describe('Kafka topics consumed to websockets, other topics and memory topics', 
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     for (const topic of Object.values(t)) await kafka.createTopic(topic, 4);
   });
-  const gw = useGateway(() => `
+  const gw = useGateway(
+    () => `
 version: 1
 brokers:
   kafka:
@@ -47,7 +48,8 @@ routes:
   - name: from-memory
     from: { broker: local, topic: lights }
     to: { listener: ws, path: /mem }
-`);
+`,
+  );
   before(async () => {
     // Until a group has its partitions and offsets, a record produced to a `latest` group is not its to read.
     await Promise.all(['live', 'copy', 'picky', 'to-memory'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
@@ -89,8 +91,17 @@ routes:
     ]);
     const copied = await kcatConsume(kafka.bootstrap, t.dst, 2);
     copied.sort((a, b) => Number(a.key) - Number(b.key));
-    assert.deepEqual(copied.map((r) => r.key), ['1', '3']);
-    assert.deepEqual(copied.map((r) => JSON.parse(r.value!)), [{ id: 1, lux: 50 }, { id: 3, lux: 70 }]);
+    assert.deepEqual(
+      copied.map((r) => r.key),
+      ['1', '3'],
+    );
+    assert.deepEqual(
+      copied.map((r) => JSON.parse(r.value!)),
+      [
+        { id: 1, lux: 50 },
+        { id: 3, lux: 70 },
+      ],
+    );
     for (const r of copied) {
       const { traceparent, ...rest } = r.headers;
       assert.deepEqual(rest, { origin: 'sensor', 'x-copied-by': 'eventgate' });
@@ -110,7 +121,10 @@ routes:
     assert.deepEqual(JSON.parse(good!.value!), { n: 2 });
     const dead = await kcatConsume(kafka.bootstrap, t.dlq, 2);
     dead.sort((a, b) => a.offset - b.offset);
-    assert.deepEqual(dead.map((r) => r.value), ['{"n":"not a number"}', 'not even JSON']);
+    assert.deepEqual(
+      dead.map((r) => r.value),
+      ['{"n":"not a number"}', 'not even JSON'],
+    );
     assert.equal(dead[0]!.key, 'p');
     assert.equal(dead[0]!.headers.origin, 'test');
     const why = JSON.parse(dead[0]!.headers._eventgate_error!);

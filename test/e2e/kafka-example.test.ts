@@ -36,7 +36,11 @@ describe('examples/kafka.yaml (the README walkthrough against a Kafka cluster)',
     assert.equal(unset.stdout.trim(), 'ok', unset.stdout + unset.stderr);
     assert.equal(unset.status, 0);
     // A broker address list that is not host:port is still refused at its line.
-    const bad = spawnSync(process.execPath, [join(repoRoot, 'bin/eventgate.js'), 'validate', '-c', 'examples/kafka.yaml'], { cwd: repoRoot, env: { ...env, KAFKA_BROKERS: 'not a broker' }, encoding: 'utf8' });
+    const bad = spawnSync(process.execPath, [join(repoRoot, 'bin/eventgate.js'), 'validate', '-c', 'examples/kafka.yaml'], {
+      cwd: repoRoot,
+      env: { ...env, KAFKA_BROKERS: 'not a broker' },
+      encoding: 'utf8',
+    });
     assert.equal(bad.status, 1, bad.stdout + bad.stderr);
     assert.match(bad.stdout, /examples\/kafka\.yaml:25:\d+: /);
   });

@@ -24,7 +24,8 @@ describe('a broker that goes down and up under load', () => {
     await kafka.createTopic(input, 6);
     await kafka.createTopic(copy, 6);
   });
-  const gw = useGateway(() => `
+  const gw = useGateway(
+    () => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -44,7 +45,8 @@ routes:
   - name: copy
     from: { broker: kafka, topic: ${input} }
     to: { broker: kafka, topic: ${copy}, key: $key }
-`);
+`,
+  );
   before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copy', 30000);
   });
@@ -99,9 +101,16 @@ routes:
       500,
     );
     const copied = new Set((await kcatConsumeAll(kafka.bootstrap, copy, 60000)).map((r) => JSON.parse(r.value!).id as string));
-    assert.deepEqual([...inTopic].filter((id) => !copied.has(id)), [], 'every stored record was copied');
+    assert.deepEqual(
+      [...inTopic].filter((id) => !copied.has(id)),
+      [],
+      'every stored record was copied',
+    );
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
     const lags = [...metrics.matchAll(/^eventgate_kafka_consumer_lag\{route="copy",[^}]*\} (\d+)$/gm)].map((m) => Number(m[1]));
-    assert.ok(lags.every((lag) => lag === 0), `consumer lag of the copy route: ${lags.join(', ')}`);
+    assert.ok(
+      lags.every((lag) => lag === 0),
+      `consumer lag of the copy route: ${lags.join(', ')}`,
+    );
   });
 });

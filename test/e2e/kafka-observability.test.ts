@@ -20,7 +20,8 @@ describe('observability of Kafka routes', () => {
       await kafka.createTopic(t[k], 1);
     }
   });
-  const gw = useGateway(() => `
+  const gw = useGateway(
+    () => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -48,7 +49,8 @@ routes:
   - name: stuck
     from: { broker: kafka, topic: ${t.stuck}, fromBeginning: true }
     to: { broker: nowhere, topic: anywhere }
-`);
+`,
+  );
   before(async () => {
     await Promise.all(['relay', 'stuck'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
   });

@@ -43,7 +43,8 @@ describe('Kafka outages', () => {
     live = kafka.topic('live');
     await kafka.createTopic(live, 2);
   });
-  const gw = useGateway(() => `
+  const gw = useGateway(
+    () => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -64,7 +65,8 @@ routes:
   - name: live
     from: { broker: kafka, topic: ${live} }
     to: { listener: ws, path: /live }
-`);
+`,
+  );
   before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 20000);
   });
@@ -92,7 +94,10 @@ routes:
     // The spec's bound is ackTimeoutMs; the margin absorbs a busy machine, not a retry.
     assert.ok(tookMs < ACK_TIMEOUT_MS + 1000, `503 after ${tookMs} ms`);
     const down = await readyzBecomes(gw, 503);
-    assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker kafka: unreachable')), JSON.stringify(down.body));
+    assert.ok(
+      down.body.reasons.some((r: string) => r.startsWith('broker kafka: unreachable')),
+      JSON.stringify(down.body),
+    );
 
     await kafka.up();
     await readyzBecomes(gw, 200, 15000);
@@ -135,7 +140,11 @@ routes:
     try {
       await relay.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 20000);
       await target.down();
-      await kcatProduce(kafka.bootstrap, src, [1, 2, 3].map((n) => ({ key: 'same', value: JSON.stringify({ n }) })));
+      await kcatProduce(
+        kafka.bootstrap,
+        src,
+        [1, 2, 3].map((n) => ({ key: 'same', value: JSON.stringify({ n }) })),
+      );
       // The route used up its attempts on record 1 and, with no deadletter target, holds on to it rather than moving on.
       const gaveUp = await relay.waitForLog((l) => l.msg.startsWith('message not consumed; retrying it') && l.route === 'relay', 20000);
       assert.equal(gaveUp.offset, '0');
@@ -176,7 +185,10 @@ routes:
 `);
     try {
       const r = await readyzBecomes(lonely, 503);
-      assert.ok(r.body.reasons.some((x: string) => x.startsWith('broker nowhere:')), JSON.stringify(r.body));
+      assert.ok(
+        r.body.reasons.some((x: string) => x.startsWith('broker nowhere:')),
+        JSON.stringify(r.body),
+      );
       const startedAt = Date.now();
       const reply = await post(lonely.url('api', '/events'), { n: 1 });
       assert.equal(reply.status, 503, reply.text);

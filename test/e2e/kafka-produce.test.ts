@@ -14,7 +14,8 @@ describe('HTTP and WebSocket producers in front of Kafka', () => {
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     await kafka.createTopic(t.ordered, 4);
   });
-  const gw = useGateway(() => `
+  const gw = useGateway(
+    () => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -62,7 +63,9 @@ routes:
     from: { listener: ws, path: /frames }
     ack: true
     to: { broker: kafka, topic: ${t.frames}, key: $string(n) }
-`, () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }));
+`,
+    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
+  );
   after(async () => {
     await kafka?.stop();
   });
@@ -100,7 +103,11 @@ routes:
       const mine = records.filter((r) => r.key === k);
       assert.equal(new Set(mine.map((r) => r.partition)).size, 1, `records of ${k} share a partition`);
       mine.sort((a, b) => a.offset - b.offset);
-      assert.deepEqual(mine.map((r) => JSON.parse(r.value!).seq), [...Array(perKey).keys()], `records of ${k} in order`);
+      assert.deepEqual(
+        mine.map((r) => JSON.parse(r.value!).seq),
+        [...Array(perKey).keys()],
+        `records of ${k} in order`,
+      );
     }
     const answered = new Set(replies.flat().map((r) => `${r.body.deliveries[0].partition}/${r.body.deliveries[0].offset}`));
     assert.deepEqual(answered, new Set(records.map((r) => `${r.partition}/${r.offset}`)));

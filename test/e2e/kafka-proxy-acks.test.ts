@@ -71,7 +71,10 @@ routes:
     const r = await kcatProduceLines(proxy, topic, ['{"id":1}', '{"id":2}']);
     assert.equal(r.code, 0, r.stderr);
     const events = [await tap.next(), await tap.next()];
-    assert.deepEqual(events.map((e) => e.outcome), ['delivered', 'delivered']);
+    assert.deepEqual(
+      events.map((e) => e.outcome),
+      ['delivered', 'delivered'],
+    );
     const onCluster = await kcatConsumeAll(kafka.bootstrap, topic);
     for (const e of events) {
       const [d] = e.deliveries as { broker: string; topic: string; partition: number; offset: string }[];
@@ -109,16 +112,22 @@ routes:
     const producer = new Kafka({ brokers: [proxy], logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer();
     await producer.connect();
     try {
-      const err = await producer.send({ topic, messages: [{ value: '{"id":5}' }, { value: '{"id":"six"}' }] }).then(() => undefined, (e: { type?: string }) => e);
+      const err = await producer.send({ topic, messages: [{ value: '{"id":5}' }, { value: '{"id":"six"}' }] }).then(
+        () => undefined,
+        (e: { type?: string }) => e,
+      );
       assert.equal(err?.type, 'INVALID_RECORD');
     } finally {
       await producer.disconnect();
     }
     const events = [await tap.next(), await tap.next()];
-    assert.deepEqual(events.map((e) => [e.outcome, e.problem.code]), [
-      ['rejected', 'EG_PRODUCE_REFUSED'],
-      ['invalid', 'EG_INVALID_MESSAGE'],
-    ]);
+    assert.deepEqual(
+      events.map((e) => [e.outcome, e.problem.code]),
+      [
+        ['rejected', 'EG_PRODUCE_REFUSED'],
+        ['invalid', 'EG_INVALID_MESSAGE'],
+      ],
+    );
     assert.deepEqual(await counts(), { received: 6, delivered: 3, failed: 1, invalid: 1, rejected: 1, tagged: 0 });
   });
 
@@ -141,6 +150,9 @@ routes:
     assert.equal(r.code, 0, r.stderr);
     await eventually(async () => assert.deepEqual(await counts('tagged-in'), { received: 3, delivered: 2, failed: 0, invalid: 0, rejected: 0, tagged: 1 }));
     const stored = await kcatConsumeAll(kafka.bootstrap, taggedTopic);
-    assert.deepEqual(stored.map((s) => s.headers._asyncapi_eg_validation_error !== undefined), [true, false, false]);
+    assert.deepEqual(
+      stored.map((s) => s.headers._asyncapi_eg_validation_error !== undefined),
+      [true, false, false],
+    );
   });
 });

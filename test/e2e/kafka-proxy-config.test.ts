@@ -32,7 +32,11 @@ describe('kafka listener: what its routes cannot do is a config error at its lin
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const lines = r.stdout.trim().split('\n');
-    const at = (prefix: string, pattern: RegExp) => assert.ok(lines.some((l) => l.startsWith(`gateway.yaml:${prefix}`) && pattern.test(l)), `a problem at ${prefix} matching ${pattern}; got:\n${r.stdout}`);
+    const at = (prefix: string, pattern: RegExp) =>
+      assert.ok(
+        lines.some((l) => l.startsWith(`gateway.yaml:${prefix}`) && pattern.test(l)),
+        `a problem at ${prefix} matching ${pattern}; got:\n${r.stdout}`,
+      );
     at('7:', /broker 'mem' is a memory broker/);
     at('8:', /broker 'clustr' is not defined.*did you mean 'cluster'/);
     at('13:', /filter step would drop records/);

@@ -15,10 +15,13 @@ describe('examples/kafka-proxy.yaml (the docs/kafka-proxy.md walkthrough)', () =
     await kafka.createTopic('light.measured', 1);
     await kafka.createTopic('light.measured.audit', 1);
   });
-  const gw = useGateway(() => readFileSync(join(repoRoot, 'examples/kafka-proxy.yaml'), 'utf8'), () => ({
+  const gw = useGateway(
+    () => readFileSync(join(repoRoot, 'examples/kafka-proxy.yaml'), 'utf8'),
+    () => ({
       files: { 'asyncapi-3.0/streetlights.yaml': readFileSync(join(repoRoot, 'examples/asyncapi-3.0/streetlights.yaml'), 'utf8') },
       env: { KAFKA_BROKERS: kafka.bootstrap, PROXY_PORT: '0', ADMIN_PORT: '0' },
-    }));
+    }),
+  );
   after(async () => {
     await kafka?.stop();
   });

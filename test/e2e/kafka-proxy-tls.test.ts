@@ -124,7 +124,10 @@ routes:
       await producer.disconnect();
     }
     const stored = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => r.value);
-    assert.ok(['{"id":10}', '{"id":11}', '{"id":12}'].every((v) => stored.includes(v)), `cluster has ${stored}`);
+    assert.ok(
+      ['{"id":10}', '{"id":11}', '{"id":12}'].every((v) => stored.includes(v)),
+      `cluster has ${stored}`,
+    );
   });
 });
 

@@ -16,14 +16,15 @@ const INVALID = (id: number) => JSON.stringify({ id, total: 'lots' });
 
 const run = (cmd: string, args: string[], input = '', timeoutMs = 30000) => runProcess(cmd, args, input, timeoutMs);
 
-
-
 const PYTHON_CLIENT = join(repoRoot, 'test', 'kafka', 'python-client.py');
 
 async function pythonProduce(bootstrap: string, topic: string, values: string[], compression = 'none'): Promise<{ ok: boolean; error?: string }[]> {
   const r = await run('/usr/bin/python3', [PYTHON_CLIENT, 'produce', bootstrap, topic, compression], values.map((v) => `${v}\n`).join(''), 60000);
   assert.equal(r.code, 0, r.stderr);
-  return r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  return r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
 }
 
 async function pythonConsume(bootstrap: string, topic: string, group: string, count: number): Promise<string[]> {
@@ -84,7 +85,10 @@ routes:
 
   describe('kcat (librdkafka)', () => {
     it('produces valid records that the cluster has', async () => {
-      await kcatProduce(proxy, t.orders, [{ key: 'a', value: VALID(1) }, { key: 'b', value: VALID(2) }]);
+      await kcatProduce(proxy, t.orders, [
+        { key: 'a', value: VALID(1) },
+        { key: 'b', value: VALID(2) },
+      ]);
       const got = await values(kafka.bootstrap, t.orders);
       assert.ok(got.includes(VALID(1)) && got.includes(VALID(2)), `cluster has ${got}`);
     });
@@ -128,7 +132,10 @@ routes:
       assert.equal(r.code, 0, r.stderr);
       const got = await kcatConsumeAll(kafka.bootstrap, t.idem);
       // One partition: every record once, in the order produced.
-      assert.deepEqual(got.map((g) => g.value), records);
+      assert.deepEqual(
+        got.map((g) => g.value),
+        records,
+      );
       assert.equal(got.filter((g) => g.headers._asyncapi_eg_validation_error !== undefined).length, records.filter((v) => v.includes('lots')).length);
     });
   });
@@ -182,10 +189,7 @@ routes:
         await producer.send({
           topic: t.shaped,
           compression: CompressionTypes.GZIP,
-          messages: [
-            { key: 'k', value: VALID(700), headers: { secret: 's3cret', keep: 'me' } },
-            { value: 'not json at all' },
-          ],
+          messages: [{ key: 'k', value: VALID(700), headers: { secret: 's3cret', keep: 'me' } }, { value: 'not json at all' }],
         });
       } finally {
         await producer.disconnect();
@@ -229,7 +233,10 @@ routes:
       assert.equal(plain[1]!.ok, false);
       assert.match(plain[1]!.error!, /UnknownError|InvalidRecord/);
       const zipped = await pythonProduce(proxy, t.tagged, [VALID(402), INVALID(403)], 'gzip');
-      assert.deepEqual(zipped.map((z) => z.ok), [true, true]);
+      assert.deepEqual(
+        zipped.map((z) => z.ok),
+        [true, true],
+      );
       const orders = await values(kafka.bootstrap, t.orders);
       assert.ok(orders.includes(VALID(400)) && !orders.includes(INVALID(401)));
       const tagged = await kcatConsumeAll(kafka.bootstrap, t.tagged);
@@ -271,7 +278,10 @@ routes:
     const status = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in');
     assert.equal(status.kind, 'kafka');
     assert.equal(status.ports.length, 3);
-    assert.deepEqual(status.ports.map((p: { nodeId: number }) => p.nodeId), [1, 2, 3]);
+    assert.deepEqual(
+      status.ports.map((p: { nodeId: number }) => p.nodeId),
+      [1, 2, 3],
+    );
     // The cluster's addresses came from the environment (KAFKA_BOOTSTRAP): status redacts them like any secret.
     for (const p of status.ports) assert.equal(p.upstream, '[redacted]');
     assert.equal(new Set(status.ports.map((p: { port: number }) => p.port)).size, 3);
@@ -291,7 +301,10 @@ routes:
     const producer = new Kafka({ brokers: [proxy], logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer();
     await producer.connect();
     try {
-      const refused = await producer.send({ topic: t.reload, messages: [{ value: INVALID(600) }] }).then(() => undefined, (e: { type?: string }) => e);
+      const refused = await producer.send({ topic: t.reload, messages: [{ value: INVALID(600) }] }).then(
+        () => undefined,
+        (e: { type?: string }) => e,
+      );
       assert.equal(refused?.type, 'INVALID_RECORD');
       const connectionsBefore = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in').connections as number;
       const line = await gw.reconfigure(config('tag'));
@@ -311,4 +324,3 @@ routes:
     assert.ok(got.find((g) => g.value === INVALID(601))!.headers._asyncapi_eg_validation_error);
   });
 });
-

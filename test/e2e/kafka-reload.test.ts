@@ -46,7 +46,7 @@ ${opts.extraRoute ? `  - name: posted\n    from: { listener: api, path: /posted 
     await kafka?.stop();
   });
 
-  it('keeps the consumer and group membership of a route that did not change, and hands a changed one its predecessor\'s membership, without loss or repeats', async () => {
+  it("keeps the consumer and group membership of a route that did not change, and hands a changed one its predecessor's membership, without loss or repeats", async () => {
     await kcatProduce(kafka.bootstrap, t.steadyIn, records('before', 30));
     await kcatProduce(kafka.bootstrap, t.changingIn, records('before', 30));
     await kcatConsume(kafka.bootstrap, t.steadyOut, 30);
@@ -62,10 +62,16 @@ ${opts.extraRoute ? `  - name: posted\n    from: { listener: api, path: /posted 
     await kcatConsume(kafka.bootstrap, t.changingOut, 60);
 
     // The unchanged route never left its group nor joined it again: same member, no rebalance.
-    assert.deepEqual(logsSince(mark, (l) => l.route === 'steady' && /consumer (joined|stopped|crashed)/.test(l.msg)), []);
+    assert.deepEqual(
+      logsSince(mark, (l) => l.route === 'steady' && /consumer (joined|stopped|crashed)/.test(l.msg)),
+      [],
+    );
     // The changed one finished the record in hand, then its rebuilt successor took the consumer over: no leave, no join, no rebalance.
     assert.equal(logsSince(mark, (l) => l.route === 'changing' && l.msg === 'consumer released by its route; kept in its group, paused, for the rebuilt route').length, 1);
-    assert.deepEqual(logsSince(mark, (l) => l.route === 'changing' && /consumer (joined|stopped|crashed)/.test(l.msg)), []);
+    assert.deepEqual(
+      logsSince(mark, (l) => l.route === 'changing' && /consumer (joined|stopped|crashed)/.test(l.msg)),
+      [],
+    );
 
     const steady = await kcatConsumeAll(kafka.bootstrap, t.steadyOut);
     assert.equal(steady.length, 60, 'each record copied once');

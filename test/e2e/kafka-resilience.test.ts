@@ -59,7 +59,8 @@ describe('no consumer stays dead', () => {
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     for (const topic of Object.values(t)) await kafka.createTopic(topic, 2);
   });
-  const gw = useGateway(() => `
+  const gw = useGateway(
+    () => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -72,7 +73,8 @@ routes:
   - name: strict
     from: { broker: kafka, topic: ${t.strict} }
     to: { broker: kafka, topic: ${t.strictOut} }
-`);
+`,
+  );
   after(async () => {
     await kafka?.stop();
   });
@@ -139,7 +141,10 @@ routes:
     assert.ok(r.body.reasons!.includes(`route strict: partition 0 of ${t.strict} stopped at offset 0`), JSON.stringify(r.body));
     const health = (await gw.status()).routes.find((x: { name: string }) => x.name === 'strict').consumer;
     assert.equal(health.ready, false);
-    assert.match(health.detail, new RegExp(`^partition 0 of ${t.strict} stopped at offset 0: a record batch there cannot be decoded \\(lz4 decompress failed: .*\\); give the route a deadletter topic to move past it$`));
+    assert.match(
+      health.detail,
+      new RegExp(`^partition 0 of ${t.strict} stopped at offset 0: a record batch there cannot be decoded \\(lz4 decompress failed: .*\\); give the route a deadletter topic to move past it$`),
+    );
     // Nothing of the corrupt batch, nor what follows it, was committed or copied.
     assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-strict', t.strict))[0], '-1');
     await produceTo(kafka.bootstrap, t.strict, 1, '{"sentinel":true}');
@@ -179,7 +184,10 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer crashed; starting a new one' && l.route === 'flaky', 20000);
     const down = await readyz(gw);
     assert.equal(down.status, 503);
-    assert.ok(down.body.reasons!.some((r) => /^route flaky: consumer crashed, restarting in \d+ ms$/.test(r)), JSON.stringify(down.body));
+    assert.ok(
+      down.body.reasons!.some((r) => /^route flaky: consumer crashed, restarting in \d+ ms$/.test(r)),
+      JSON.stringify(down.body),
+    );
     const health = (await gw.status()).routes.find((x: { name: string }) => x.name === 'flaky').consumer;
     assert.match(health.detail, /^consumer crashed, restarting in \d+ ms: .*(authoriz|Authoriz)/);
 
@@ -190,6 +198,12 @@ routes:
     assert.equal((await readyz(gw)).status, 200);
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
     const crashes = /^eventgate_kafka_consumer_crashes_total\{broker="kafka",route="flaky"\} (\d+)$/m.exec(metrics);
-    assert.ok(crashes && Number(crashes[1]) >= 1, metrics.split('\n').filter((l) => l.includes('crashes')).join('\n'));
+    assert.ok(
+      crashes && Number(crashes[1]) >= 1,
+      metrics
+        .split('\n')
+        .filter((l) => l.includes('crashes'))
+        .join('\n'),
+    );
   });
 });

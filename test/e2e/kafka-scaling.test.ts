@@ -48,7 +48,15 @@ routes:
       if (Date.now() > deadline) throw new Error(`shared group did not settle: a=${pa} b=${pb}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    await Promise.all([a, b].map((gw) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copy', 20000, gw.logs.findLastIndex((l) => l.msg === 'consumer joined group' && l.route === 'copy'))));
+    await Promise.all(
+      [a, b].map((gw) =>
+        gw.waitForLog(
+          (l) => l.msg === 'consumer ready' && l.route === 'copy',
+          20000,
+          gw.logs.findLastIndex((l) => l.msg === 'consumer joined group' && l.route === 'copy'),
+        ),
+      ),
+    );
   });
   after(async () => {
     await Promise.all([a?.stop(), b?.stop()]);
@@ -56,7 +64,11 @@ routes:
   });
 
   it('shares one consumer group between instances for broker targets: each record is copied once', async () => {
-    await kcatProduce(kafka.bootstrap, t.src, Array.from({ length: 40 }, (_, i) => ({ key: `k${i}`, value: JSON.stringify({ i }) })));
+    await kcatProduce(
+      kafka.bootstrap,
+      t.src,
+      Array.from({ length: 40 }, (_, i) => ({ key: `k${i}`, value: JSON.stringify({ i }) })),
+    );
     await kcatConsume(kafka.bootstrap, t.dst, 40);
     const all = await kcatConsumeAll(kafka.bootstrap, t.dst);
     assert.equal(all.length, 40);
@@ -68,7 +80,11 @@ routes:
   it('gives websocket forward routes a group per instance: the clients of every instance see every record', async () => {
     const ca = await WsClient.connect(a.url('ws', '/live', 'ws'));
     const cb = await WsClient.connect(b.url('ws', '/live', 'ws'));
-    await kcatProduce(kafka.bootstrap, t.live, Array.from({ length: 5 }, (_, i) => ({ key: `k${i}`, value: JSON.stringify({ i }) })));
+    await kcatProduce(
+      kafka.bootstrap,
+      t.live,
+      Array.from({ length: 5 }, (_, i) => ({ key: `k${i}`, value: JSON.stringify({ i }) })),
+    );
     for (const c of [ca, cb]) {
       const got = [];
       for (let i = 0; i < 5; i++) got.push((await c.next(10000)).i);

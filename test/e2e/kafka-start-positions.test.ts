@@ -51,7 +51,11 @@ describe('where consume routes start (no gaps in at-least-once)', () => {
     if (kafka.canInjectOutages) assert.equal(kafka.leaves(group), 1);
     assert.deepEqual(await committedOffsets(kafka.bootstrap, group, t.src), { 0: '1', 1: '-1', 2: '-1' }, 'only partition 0 was ever committed');
 
-    await produce(kafka.bootstrap, t.src, Array.from({ length: 200 }, (_, n) => ({ partition: n % 3, value: JSON.stringify({ n }) })));
+    await produce(
+      kafka.bootstrap,
+      t.src,
+      Array.from({ length: 200 }, (_, n) => ({ partition: n % 3, value: JSON.stringify({ n }) })),
+    );
     await start(`version: 1\nbrokers:\n${broker()}\nroutes:\n${copyRoute()}\n`, ['copy']);
     const copied = await kcatConsume(kafka.bootstrap, t.dst, 201, 60000);
     const ns = new Set(copied.map((r) => JSON.parse(r.value!).n));

@@ -52,10 +52,24 @@ describe('input limits', () => {
 
   it('answers 431 for more headers than maxHeaders, and accepts exactly maxHeaders', async () => {
     // Host, Connection and Content-Length count too.
-    const tooMany = await rawHttp(gw.port('small'), request('/in', Array.from({ length: 8 }, (_, i) => `x-h${i}: ${i}`), '{}'));
+    const tooMany = await rawHttp(
+      gw.port('small'),
+      request(
+        '/in',
+        Array.from({ length: 8 }, (_, i) => `x-h${i}: ${i}`),
+        '{}',
+      ),
+    );
     assert.equal(tooMany?.status, 431);
     assert.match(JSON.parse(tooMany!.body).detail, /more than 10 headers/);
-    const enough = await rawHttp(gw.port('small'), request('/in', Array.from({ length: 7 }, (_, i) => `x-h${i}: ${i}`), '{}'));
+    const enough = await rawHttp(
+      gw.port('small'),
+      request(
+        '/in',
+        Array.from({ length: 7 }, (_, i) => `x-h${i}: ${i}`),
+        '{}',
+      ),
+    );
     assert.equal(enough?.status, 200);
   });
 
@@ -118,7 +132,14 @@ describe('input limits', () => {
     const port = gw.port('small');
     assert.equal((await gw.reconfigure(config(20))).msg, 'config reloaded');
     assert.equal(gw.port('small'), port);
-    const r = await rawHttp(port, request('/in', Array.from({ length: 15 }, (_, i) => `x-h${i}: ${i}`), '{}'));
+    const r = await rawHttp(
+      port,
+      request(
+        '/in',
+        Array.from({ length: 15 }, (_, i) => `x-h${i}: ${i}`),
+        '{}',
+      ),
+    );
     assert.equal(r?.status, 200);
   });
 });

@@ -69,7 +69,10 @@ describe('logs', () => {
     // Lines are written in order: once the next failure is logged, an invalid line would be there too.
     await send({ id: 2, fail: true });
     await failedLine(from);
-    assert.deepEqual(gw.logs.slice(from).map((l) => l.msg), ['message failed']);
+    assert.deepEqual(
+      gw.logs.slice(from).map((l) => l.msg),
+      ['message failed'],
+    );
   });
 
   it('applies a new log.level and log.payloads on reload', async () => {
@@ -126,6 +129,9 @@ describe('logs', () => {
     assert.ok(!all.includes(TOKEN), 'the admin token never appears');
     // The marker appears only in the one line logged while payloads: true.
     const withPayload = gw.logs.filter((l) => JSON.stringify(l).includes(PAYLOAD_MARKER) || JSON.stringify(l).includes(HEADER_MARKER));
-    assert.deepEqual(withPayload.map((l) => l.msg), ['message invalid']);
+    assert.deepEqual(
+      withPayload.map((l) => l.msg),
+      ['message invalid'],
+    );
   });
 });

@@ -57,7 +57,12 @@ describe('memory a client can grow (websocket send bound)', () => {
       attacker.pause();
       const from = gw.logs.length;
       let evicted = false;
-      void gw.waitForLog((l) => l.msg === 'client too slow; disconnecting with 1013', 120000, from).then(() => (evicted = true), () => undefined);
+      void gw
+        .waitForLog((l) => l.msg === 'client too slow; disconnecting with 1013', 120000, from)
+        .then(
+          () => (evicted = true),
+          () => undefined,
+        );
       const frames = Buffer.concat(Array.from({ length: 4096 }, () => RawWsClient.textFrame(frameText)));
       const deadline = Date.now() + 60000;
       await attacker.flood(frames, () => evicted || peak - baseline > RSS_BOUND || Date.now() > deadline);
@@ -144,12 +149,16 @@ routes:
 
   it('bounds a default memory topic by bytes: 250 posts of 700 KB that nobody reads (175 MB, under the count bound) leave RSS within retainBytes + RSS_BOUND', async () => {
     await gw.start(retentionConfig('{ kind: memory }'));
-    await withRssBound(gw, async () => {
-      for (let i = 0; i < 250; i++) {
-        const r = await fetch(gw.url('api', '/store'), { method: 'POST', body: JSON.stringify({ i, pad: `${i}`.padEnd(700_000, 'x') }), headers: { 'content-type': 'application/json' } });
-        assert.equal(r.status, 200);
-      }
-    }, RETAIN_BYTES_DEFAULT + RSS_BOUND);
+    await withRssBound(
+      gw,
+      async () => {
+        for (let i = 0; i < 250; i++) {
+          const r = await fetch(gw.url('api', '/store'), { method: 'POST', body: JSON.stringify({ i, pad: `${i}`.padEnd(700_000, 'x') }), headers: { 'content-type': 'application/json' } });
+          assert.equal(r.status, 200);
+        }
+      },
+      RETAIN_BYTES_DEFAULT + RSS_BOUND,
+    );
   });
 
   it('bounds the whole broker by maxBytes across topics', async () => {

@@ -101,15 +101,27 @@ describe('GET /metrics', () => {
     const s = await scrape(gw.adminUrl);
     assert.equal(s.types.get('eventgate_route_latency_seconds'), 'histogram');
     // delivered + tagged + dead-lettered; filtered, invalid and failed messages reached no target.
-    for (const [route, n] of [['mixed', 3], ['tagging', 2], ['dead', 2], ['limited', 1], ['fanout', 3]] as const) {
+    for (const [route, n] of [
+      ['mixed', 3],
+      ['tagging', 2],
+      ['dead', 2],
+      ['limited', 1],
+      ['fanout', 3],
+    ] as const) {
       assert.equal(s.value('eventgate_route_latency_seconds_count', { route }), n, route);
       assert.equal(s.value('eventgate_route_latency_seconds_bucket', { route, le: '+Inf' }), n, route);
       const sum = s.value('eventgate_route_latency_seconds_sum', { route })!;
       assert.ok(sum > 0 && sum < 10 * n, `${route} sum ${sum}`);
       // Buckets are cumulative.
-      const buckets = s.series('eventgate_route_latency_seconds_bucket').filter((b) => b.labels.route === route).map((b) => b.value);
+      const buckets = s
+        .series('eventgate_route_latency_seconds_bucket')
+        .filter((b) => b.labels.route === route)
+        .map((b) => b.value);
       assert.equal(buckets.length, 15);
-      assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b));
+      assert.deepEqual(
+        buckets,
+        [...buckets].sort((a, b) => a - b),
+      );
     }
   });
 
@@ -147,7 +159,9 @@ describe('GET /metrics', () => {
     assert.equal(first.value('eventgate_config_reloads_total', { result: 'success' }), 0);
     assert.equal(first.value('eventgate_config_reloads_total', { result: 'failure' }), 0);
 
-    const applied = await gw.reconfigure(CONFIG.replace('mixed }\n  - name: tagging', 'mixed }\n  - name: extra\n    from: { listener: api, path: /extra }\n    to: { broker: local, topic: extra }\n  - name: tagging'));
+    const applied = await gw.reconfigure(
+      CONFIG.replace('mixed }\n  - name: tagging', 'mixed }\n  - name: extra\n    from: { listener: api, path: /extra }\n    to: { broker: local, topic: extra }\n  - name: tagging'),
+    );
     assert.equal(applied.msg, 'config reloaded');
     const version1 = (await gw.status()).version as string;
     assert.notEqual(version1, version0);

@@ -52,8 +52,7 @@ routes:
     from: { broker: devices, topic: stream/q2 }
     to: { broker: devices, topic: out/q2 }
 `;
-    const ready = (g: RunningGateway) =>
-      Promise.all(['q1', 'q2'].map((route) => g.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 20000)));
+    const ready = (g: RunningGateway) => Promise.all(['q1', 'q2'].map((route) => g.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 20000)));
     verifier = await MosquittoSub.start(mqtt, 'out/#', 1);
     gw = await startGateway(config);
     await ready(gw);
@@ -65,10 +64,14 @@ routes:
 
     // Part 1 flows through the gateway; it is killed once both routes are under way.
     part(0);
-    await eventually(() => {
-      const got = verifier!.all;
-      assert.ok(counts(got, 'q1').size >= 50 && counts(got, 'q2').size >= 50, `verifier has ${got.length}`);
-    }, 60000, 50);
+    await eventually(
+      () => {
+        const got = verifier!.all;
+        assert.ok(counts(got, 'q1').size >= 50 && counts(got, 'q2').size >= 50, `verifier has ${got.length}`);
+      },
+      60000,
+      50,
+    );
     await gw.stop('SIGKILL');
     const atKill = { q1: counts(verifier.all, 'q1').size, q2: counts(verifier.all, 'q2').size };
     t.diagnostic(`delivered when killed: q1 ${atKill.q1}, q2 ${atKill.q2} of ${3 * PER_PART} each`);
@@ -82,18 +85,25 @@ routes:
     await Promise.all(Object.values(streams).map((p) => p.end()));
 
     for (const s of ['q1', 'q2']) {
-      const seen = await eventually(() => {
-        const c = counts(verifier!.all, s);
-        assert.equal(c.size, 3 * PER_PART, `${s}: ${c.size} distinct messages at the target`);
-        return c;
-      }, 90000, 100);
+      const seen = await eventually(
+        () => {
+          const c = counts(verifier!.all, s);
+          assert.equal(c.size, 3 * PER_PART, `${s}: ${c.size} distinct messages at the target`);
+          return c;
+        },
+        90000,
+        100,
+      );
       const missing = Array.from({ length: 3 * PER_PART }, (_, i) => i).filter((i) => !seen.has(i));
       assert.deepEqual(missing, [], `${s}: lost`);
       const repeated = [...seen].filter(([, n]) => n > 1).map(([i]) => i);
       t.diagnostic(`${s}: ${repeated.length} delivered twice (${repeated.join(', ')})`);
       // Only messages mosquitto had sent and not seen acknowledged before the kill can come again.
       assert.ok(repeated.length <= MOSQUITTO_INFLIGHT, `${s}: ${repeated.length} repeats`);
-      assert.ok([...seen.values()].every((n) => n <= 2), `${s}: a message arrived more than twice`);
+      assert.ok(
+        [...seen.values()].every((n) => n <= 2),
+        `${s}: a message arrived more than twice`,
+      );
     }
   });
 });

@@ -165,14 +165,20 @@ routes:
     // A persistent verifier session: mosquitto queues for it what the gateway publishes, across the restart.
     await run('mosquitto_sub', ['-h', mqtt.host, '-p', String(mqtt.port), '-V', 'mqttv5', '-c', '-i', 'verifier', '-x', '600', '-q', '1', '-t', 'devices/+/command', '-E']);
     // Load from 4 concurrent clients; the server goes down part-way through.
-    const load = await publishThroughOutage((i) => post(gw.url('api', '/devices/load/command'), { i }), () => mqtt.down());
+    const load = await publishThroughOutage(
+      (i) => post(gw.url('api', '/devices/load/command'), { i }),
+      () => mqtt.down(),
+    );
     const acked = load.acked.map((a) => a.i);
     const refused = load.refused;
     // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
     assert.ok((await scrape(gw.adminUrl)).value('eventgate_mqtt_producer_errors_total', { broker: 'devices' })! >= refused);
     const down = await readyz(gw);
     assert.equal(down.status, 503);
-    assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker devices:')), JSON.stringify(down.body));
+    assert.ok(
+      down.body.reasons.some((r: string) => r.startsWith('broker devices:')),
+      JSON.stringify(down.body),
+    );
 
     await mqtt.up();
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 20000, 100);

@@ -107,7 +107,10 @@ routes:
     const offsets = stored.map((r) => Number(r.body.deliveries[0].offset));
     assert.equal(new Set(offsets).size, 100, 'each publish has a sequence of its own');
     const held = await Promise.all(offsets.map((seq) => storedMessage(peer, 'SCRATCH', seq)));
-    assert.deepEqual(held.map((m) => JSON.parse(m!.data)), Array.from({ length: 100 }, (_, i) => ({ i })));
+    assert.deepEqual(
+      held.map((m) => JSON.parse(m!.data)),
+      Array.from({ length: 100 }, (_, i) => ({ i })),
+    );
     const got = await peer.take(sid, 100);
     assert.deepEqual(new Set(got.map((m) => (JSON.parse(m.payload) as { i: number }).i)), new Set(Array.from({ length: 100 }, (_, i) => i)));
   });
@@ -177,14 +180,20 @@ routes:
 
   it('answers 503 while nats-server is down, reports it in /readyz, loses no stored message, and resumes consuming', async () => {
     peer.close();
-    const load = await publishThroughOutage((i) => post(gw.url('api', '/orders/load'), { i }), () => nats.down());
+    const load = await publishThroughOutage(
+      (i) => post(gw.url('api', '/orders/load'), { i }),
+      () => nats.down(),
+    );
     const acked = load.acked.map(({ i, reply }) => ({ i, seq: Number(reply.body.deliveries[0].offset) }));
     const refused = load.refused;
     // Counted like Kafka's: eventgate_<kind>_producer_errors_total{broker}.
     assert.ok((await scrape(gw.adminUrl)).value('eventgate_nats_producer_errors_total', { broker: 'nats' })! >= refused);
     const down = await readyz(gw);
     assert.equal(down.status, 503);
-    assert.ok(down.body.reasons.some((r: string) => r.startsWith('broker nats:')), JSON.stringify(down.body));
+    assert.ok(
+      down.body.reasons.some((r: string) => r.startsWith('broker nats:')),
+      JSON.stringify(down.body),
+    );
 
     await nats.up();
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000, 100);

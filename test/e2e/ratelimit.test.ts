@@ -73,7 +73,7 @@ describe('ratelimit step', () => {
     assert.equal((await post(gw.url('api', '/refill'), {})).status, 200);
   });
 
-  it('keys buckets by $principal when told to, so one client does not use up another\'s', async () => {
+  it("keys buckets by $principal when told to, so one client does not use up another's", async () => {
     assert.equal((await post(gw.url('api', '/tenant'), {}, { 'x-api-key': 'alice-key-0123456789' })).status, 200);
     assert.equal((await post(gw.url('api', '/tenant'), {}, { 'x-api-key': 'alice-key-0123456789' })).status, 429);
     assert.equal((await post(gw.url('api', '/tenant'), {}, { 'x-api-key': 'bob-key-0123456789ab' })).status, 200);

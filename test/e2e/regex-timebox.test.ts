@@ -29,7 +29,7 @@ routes:
     to: {broker: local, topic: t}
 `);
 
-  it('answers the issue\'s attack — $contains(s, /^(a+)+$/) on a 32-byte body — with the filter\'s verdict (it took 10.8 s with a backtracking engine)', async () => {
+  it("answers the issue's attack — $contains(s, /^(a+)+$/) on a 32-byte body — with the filter's verdict (it took 10.8 s with a backtracking engine)", async () => {
     const body = JSON.stringify({ s: 'a'.repeat(23) + '!' });
     assert.equal(Buffer.byteLength(body), 32);
     const r = await post(gw.url('api', '/hostile'), body);

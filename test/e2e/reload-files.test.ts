@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { post, } from '../helpers/clients.js';
+import { post } from '../helpers/clients.js';
 import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
 
 describe('hot reload (spec §6): following files', () => {
@@ -69,5 +69,4 @@ describe('hot reload (spec §6): following files', () => {
     assert.match(String(line.diagnostic), /schemas\/n\.json:2:52: invalid JSON Schema at properties\.n\.minimum/);
     assert.deepEqual(await roundTrip(client, 1), { n: 1 });
   });
-
 });

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, type LogLine } from '../helpers/gateway.js';
-import { pipelineConfig, pipelineFixture, } from '../helpers/pipeline.js';
+import { pipelineConfig, pipelineFixture } from '../helpers/pipeline.js';
 
 describe('hot reload (spec §6): sockets and traffic', () => {
   const f = pipelineFixture();
@@ -141,9 +141,16 @@ routes:
     await eventually(() => assert.ok(received.length >= accepted.length), 15000);
     const counts = new Map<number, number>();
     for (const r of received) counts.set(r, (counts.get(r) ?? 0) + 1);
-    assert.deepEqual([...counts].filter(([, c]) => c > 1), [], 'no message delivered twice');
-    assert.deepEqual([...received].sort((a, b) => a - b), [...accepted].sort((a, b) => a - b), 'every accepted message delivered');
+    assert.deepEqual(
+      [...counts].filter(([, c]) => c > 1),
+      [],
+      'no message delivered twice',
+    );
+    assert.deepEqual(
+      [...received].sort((a, b) => a - b),
+      [...accepted].sort((a, b) => a - b),
+      'every accepted message delivered',
+    );
     assert.equal(consumer.closed, undefined);
   });
-
 });

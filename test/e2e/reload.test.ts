@@ -79,5 +79,4 @@ describe('hot reload (spec §6): config changes', () => {
     assert.equal(((await res.json()) as { result: string }).result, 'unchanged');
     await gw.waitForLog((l) => l.reason === 'admin API' && l.msg === 'config unchanged', 10000, from);
   });
-
 });

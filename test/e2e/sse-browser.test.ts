@@ -59,9 +59,11 @@ routes:
   };
   const seen = () => page.evaluate(() => (globalThis as any).seen as Seen[]);
   const waitFor = (count: number) =>
-    page.waitForFunction((n) => (globalThis as any).seen.length >= n, count, { timeout: 15000 }).catch(async (err: Error) => {
-      throw new Error(`the page saw ${JSON.stringify(await seen())}, expected ${count} events: ${err.message}`);
-    });
+    page
+      .waitForFunction((n) => (globalThis as any).seen.length >= n, count, { timeout: 15000 })
+      .catch(async (err: Error) => {
+        throw new Error(`the page saw ${JSON.stringify(await seen())}, expected ${count} events: ${err.message}`);
+      });
 
   it('receives each message as an event named by its CloudEvent type, and resumes after a cut connection with no gap and no duplicate', async () => {
     await page.evaluate(() => {
@@ -89,8 +91,14 @@ routes:
     await waitFor(5);
 
     const events = await seen();
-    assert.deepEqual(events.map((e) => JSON.parse(e.data).n), [1, 2, 3, 4, 5]);
-    assert.deepEqual(events.map((e) => e.id), ['0:0', '0:1', '0:2', '0:3', '0:4']);
+    assert.deepEqual(
+      events.map((e) => JSON.parse(e.data).n),
+      [1, 2, 3, 4, 5],
+    );
+    assert.deepEqual(
+      events.map((e) => e.id),
+      ['0:0', '0:1', '0:2', '0:3', '0:4'],
+    );
     assert.ok(events.every((e) => e.type === 'order.placed'));
     await page.evaluate(() => (globalThis as any).es.close());
   });

@@ -13,7 +13,8 @@ describe('Server-Sent Events from a Kafka topic', () => {
     topic = kafka.topic('sse');
     await kafka.createTopic(topic, 3);
   });
-  const gw = useGateway(() => `
+  const gw = useGateway(
+    () => `
 version: 1
 brokers:
   kafka:
@@ -30,7 +31,8 @@ routes:
   - name: stream
     from: { broker: kafka, topic: ${topic} }
     to: { listener: api, path: /ticks }
-`);
+`,
+  );
   before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
   });
@@ -58,7 +60,10 @@ routes:
     await eventually(() => assert.equal(resumed.events().length, 5), 15000);
     const ns = resumed.events().map((e) => JSON.parse(e.data).n as number);
     // Order holds within a partition (a room), not across them.
-    assert.deepEqual([...ns].sort((a, b) => a - b), [7, 8, 9, 10, 11]);
+    assert.deepEqual(
+      [...ns].sort((a, b) => a - b),
+      [7, 8, 9, 10, 11],
+    );
     assert.equal(ns.at(-1), 11);
     resumed.close();
   });

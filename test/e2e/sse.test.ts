@@ -71,7 +71,10 @@ ${extra}`;
     await publish(2);
     await eventually(() => assert.equal(parseEvents(c.text()).length, 2));
     const events = parseEvents(c.text());
-    assert.deepEqual(events.map((e) => JSON.parse(e.data)), [{ n: 1 }, { n: 2 }]);
+    assert.deepEqual(
+      events.map((e) => JSON.parse(e.data)),
+      [{ n: 1 }, { n: 2 }],
+    );
     assert.equal(events[0]!.id, `0:${offset}`);
     assert.equal(events[1]!.id, `0:${Number(offset) + 1}`);
     await eventually(() => assert.match(c.text(), /: heartbeat\n\n/));
@@ -86,7 +89,10 @@ ${extra}`;
     await eventually(() => assert.ok(parseEvents(c.text()).length >= 1));
     await publish(15);
     await eventually(() => assert.equal(parseEvents(c.text()).length, 4));
-    assert.deepEqual(parseEvents(c.text()).map((e) => JSON.parse(e.data).n), [11, 12, 14, 15]);
+    assert.deepEqual(
+      parseEvents(c.text()).map((e) => JSON.parse(e.data).n),
+      [11, 12, 14, 15],
+    );
     c.child.kill();
   });
 
@@ -97,7 +103,10 @@ ${extra}`;
     const [notice, ...events] = parseEvents(c.text());
     assert.equal(notice!.event, 'eventgate.resume');
     assert.equal(JSON.parse(notice!.data).gap, true);
-    assert.deepEqual(events.map((e) => JSON.parse(e.data).n), Array.from({ length: 20 }, (_, i) => 105 + i));
+    assert.deepEqual(
+      events.map((e) => JSON.parse(e.data).n),
+      Array.from({ length: 20 }, (_, i) => 105 + i),
+    );
     c.child.kill();
   });
 
@@ -108,7 +117,11 @@ ${extra}`;
     const tock = await fetch(gw.url('api', '/tocks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ m: 1 }) });
     assert.equal(tock.status, 200);
     await eventually(() => assert.equal(parseEvents(c.text()).length, 2));
-    assert.deepEqual(parseEvents(c.text()).map((e) => e.id), [undefined, undefined], 'an offset of one topic would be read as one of the other');
+    assert.deepEqual(
+      parseEvents(c.text()).map((e) => e.id),
+      [undefined, undefined],
+      'an offset of one topic would be read as one of the other',
+    );
     c.child.kill();
 
     const again = curl(gw.url('api', '/mixed'), ['Last-Event-ID: 0:3']);
@@ -119,7 +132,14 @@ ${extra}`;
     assert.match(JSON.parse(notice!.data).reason, /several routes forward to this stream/);
     // Live events follow the notice (the sentinel).
     await publish(501);
-    await eventually(() => assert.deepEqual(parseEvents(again.text()).slice(1).map((e) => JSON.parse(e.data).n), [501]));
+    await eventually(() =>
+      assert.deepEqual(
+        parseEvents(again.text())
+          .slice(1)
+          .map((e) => JSON.parse(e.data).n),
+        [501],
+      ),
+    );
     again.child.kill();
   });
 
@@ -132,7 +152,12 @@ ${extra}`;
     const c = curl(gw.url('api', '/private'), ['x-api-key: reader-key-0123456789']);
     await eventually(() => assert.match(c.text(), /^retry:/));
     await publish(200);
-    await eventually(() => assert.deepEqual(parseEvents(c.text()).map((e) => JSON.parse(e.data).n), [200]));
+    await eventually(() =>
+      assert.deepEqual(
+        parseEvents(c.text()).map((e) => JSON.parse(e.data).n),
+        [200],
+      ),
+    );
     c.child.kill();
   });
 
@@ -157,13 +182,20 @@ ${extra}`;
     await eventually(() => assert.match(c.text(), /^retry:/));
     // Clients of the earlier tests are gone once the gateway saw their connections close.
     await eventually(async () => assert.match(await (await fetch(`${gw.adminUrl}/metrics`)).text(), /eventgate_event_stream_clients\{listener="api"\} 1\n/));
-    const line = await gw.reconfigure(config(`  - name: unrelated
+    const line = await gw.reconfigure(
+      config(`  - name: unrelated
     from: { listener: api, path: /other }
     to: { broker: local, topic: other }
-`));
+`),
+    );
     assert.equal(line.msg, 'config reloaded');
     await publish(300);
-    await eventually(() => assert.deepEqual(parseEvents(c.text()).map((e) => JSON.parse(e.data).n), [300]));
+    await eventually(() =>
+      assert.deepEqual(
+        parseEvents(c.text()).map((e) => JSON.parse(e.data).n),
+        [300],
+      ),
+    );
     assert.equal(c.child.exitCode, null);
     c.child.kill();
   });

@@ -29,9 +29,13 @@ routes:
     through:
       - validate: { schema: ${SCHEMA}, onInvalid: tag }
     to: { broker: local, topic: lenient }
-${extraRoute ? `  - name: busy
+${
+  extraRoute
+    ? `  - name: busy
     from: { listener: api, path: /busy }
-    to: { broker: local, topic: busy }` : ''}
+    to: { broker: local, topic: busy }`
+    : ''
+}
 `;
 
 describe('live tap (GET /admin/tap?route=...)', () => {

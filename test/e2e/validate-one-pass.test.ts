@@ -130,7 +130,9 @@ describe('eventgate validate catches what would only fail at run time', () => {
       ),
     );
     assert.equal(r.code, 1);
-    assert.deepEqual(r.lines, ["gateway.yaml:9:35: route 'out' can never receive a message: 'local' is a memory broker, whose topics only this gateway's routes write to, and no route writes to topic 'order' (routes write to: orders)"]);
+    assert.deepEqual(r.lines, [
+      "gateway.yaml:9:35: route 'out' can never receive a message: 'local' is a memory broker, whose topics only this gateway's routes write to, and no route writes to topic 'order' (routes write to: orders)",
+    ]);
   });
 
   it('a call to a JSONata function that does not exist, with a hint and its position', async () => {
@@ -143,7 +145,7 @@ describe('eventgate validate catches what would only fail at run time', () => {
         '  - name: r',
         '    from: { listener: api, path: /x }',
         '    through:',
-        "      - transform: '{\"n\": $uppercse(name)}'", // 8: `$` at column 27
+        '      - transform: \'{"n": $uppercse(name)}\'', // 8: `$` at column 27
         "      - filter: '($twice := function($v){ $v * 2 }; $twice(n) > 1)'", // user-defined: fine
         '    to: { broker: local, topic: t }',
       ),

@@ -52,7 +52,17 @@ const base = [
 describe('eventgate validate', { concurrency: 4 }, () => {
   it('prints ok and exits 0 for a valid config', async () => {
     const r = await validate({
-      'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - filter: a > 1', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: main', '    to: { broker: local, topic: t }'),
+      'gateway.yaml': yaml(
+        ...base,
+        'chains:',
+        '  main:',
+        '    - filter: a > 1',
+        'routes:',
+        '  - name: in',
+        '    from: { listener: api, path: /in }',
+        '    through: main',
+        '    to: { broker: local, topic: t }',
+      ),
     });
     assert.equal(r.code, 0);
     assert.equal(r.stdout, 'ok\n');
@@ -112,7 +122,19 @@ describe('eventgate validate', { concurrency: 4 }, () => {
   describe('wrong types', () => {
     it('points at each value of the wrong type and says what was expected', async () => {
       const r = await validate({
-        'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: "eighty"', '    maxBodyBytes: 1.5', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    ack: yes', '    to: { broker: b, topic: t }'),
+        'gateway.yaml': yaml(
+          'version: 1',
+          'listeners:',
+          '  api:',
+          '    kind: http',
+          '    port: "eighty"',
+          '    maxBodyBytes: 1.5',
+          'routes:',
+          '  - name: in',
+          '    from: { listener: api, path: /in }',
+          '    ack: yes',
+          '    to: { broker: b, topic: t }',
+        ),
       });
       assertProblems(r, [
         ['gateway.yaml:5:11', /listeners\.api\.port must be an integer, got string "eighty"/],
@@ -127,7 +149,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
 
     it('says what shape `through` takes when given a map', async () => {
-      const r = await validate({ 'gateway.yaml': yaml(...base, 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: { filter: a }', '    to: { broker: local, topic: t }') });
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: { filter: a }', '    to: { broker: local, topic: t }'),
+      });
       assertProblems(r, [['gateway.yaml:15:14', /routes\[0\]\.through has the wrong shape \(a map\): expected a chain name, or a list of chain names and inline steps/]]);
     });
   });
@@ -153,7 +177,14 @@ describe('eventgate validate', { concurrency: 4 }, () => {
 
     it('points at a webhook url that is not an http(s) URL, also when it comes from a ${VAR}', async () => {
       const r = await validate(
-        { 'gateway.yaml': route('    to:', '      - http: { url: "ftp://files.example.com/in" }', '      - http: { url: "${HOOK_URL}" }', '      - http: { url: "https://hooks.example.com/${TENANT}/in" }') },
+        {
+          'gateway.yaml': route(
+            '    to:',
+            '      - http: { url: "ftp://files.example.com/in" }',
+            '      - http: { url: "${HOOK_URL}" }',
+            '      - http: { url: "https://hooks.example.com/${TENANT}/in" }',
+          ),
+        },
         { env: { HOOK_URL: 'localhost:8080/hook', TENANT: 'acme' } },
       );
       assertProblems(r, [
@@ -172,7 +203,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
 
     it('points at listener keys on a broker target and broker keys on a listener target', async () => {
       const r = await validate({
-        'gateway.yaml': route('    to:', '      - { broker: local, topic: t, format: envelope, path: /p }', '      - { listener: push, path: /p, key: id }', '      - { listener: push, path: /q, cloudevents: structured }'),
+        'gateway.yaml': route(
+          '    to:',
+          '      - { broker: local, topic: t, format: envelope, path: /p }',
+          '      - { listener: push, path: /p, key: id }',
+          '      - { listener: push, path: /q, cloudevents: structured }',
+        ),
       });
       assertProblems(r, [
         ['gateway.yaml:16:36', /^routes\[0\]\.to\[0\]: 'format' and 'path' belong with 'listener' targets, not 'broker' targets$/],
@@ -213,7 +249,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
 
     it('says where to define a broker when there are none', async () => {
-      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api: { kind: http, port: 0 }', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    to: { broker: local, topic: t }') });
+      const r = await validate({
+        'gateway.yaml': yaml('version: 1', 'listeners:', '  api: { kind: http, port: 0 }', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    to: { broker: local, topic: t }'),
+      });
       assertProblems(r, [['gateway.yaml:7:19', /broker 'local' is not defined; add it under brokers:/]]);
     });
   });
@@ -317,7 +355,18 @@ describe('eventgate validate', { concurrency: 4 }, () => {
   describe('environment variables', () => {
     it('points at an undefined ${VAR}, naming it, and reports nothing else about that value', async () => {
       const r = await validate({
-        'gateway.yaml': yaml('version: 1', 'brokers:', '  local:', '    kind: memory', '    retain: ${RETAIN}', 'listeners:', '  api:', '    kind: http', '    port: 0', '    host: "127.0.${SUBNET}.1"'),
+        'gateway.yaml': yaml(
+          'version: 1',
+          'brokers:',
+          '  local:',
+          '    kind: memory',
+          '    retain: ${RETAIN}',
+          'listeners:',
+          '  api:',
+          '    kind: http',
+          '    port: 0',
+          '    host: "127.0.${SUBNET}.1"',
+        ),
       });
       assertProblems(r, [
         ['gateway.yaml:5:13', /environment variable 'RETAIN' is not set and has no default/],
@@ -351,20 +400,51 @@ describe('eventgate validate', { concurrency: 4 }, () => {
 
   describe('files, names and paths', () => {
     it('points at a referenced file that does not exist', async () => {
-      const r = await validate({ 'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate:', '        schema: schemas/missing.json', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: main', '    to: { broker: local, topic: t }') });
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:',
+          '  main:',
+          '    - validate:',
+          '        schema: schemas/missing.json',
+          'routes:',
+          '  - name: in',
+          '    from: { listener: api, path: /in }',
+          '    through: main',
+          '    to: { broker: local, topic: t }',
+        ),
+      });
       assertProblems(r, [['gateway.yaml:15:17', /cannot read 'schemas\/missing\.json' .*no such file/]]);
     });
 
     it('points at the second use of a route name and at the first', async () => {
       const r = await validate({
-        'gateway.yaml': yaml(...base, 'routes:', '  - name: in', '    from: { listener: api, path: /a }', '    to: { broker: local, topic: t }', '  - name: in', '    from: { listener: api, path: /b }', '    to: { broker: local, topic: t }'),
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:',
+          '  - name: in',
+          '    from: { listener: api, path: /a }',
+          '    to: { broker: local, topic: t }',
+          '  - name: in',
+          '    from: { listener: api, path: /b }',
+          '    to: { broker: local, topic: t }',
+        ),
       });
       assertProblems(r, [['gateway.yaml:16:11', /route name 'in' is already used by routes\[0\] \(line 13\); route names must be unique/]]);
     });
 
     it('points at a second route on the same listener path', async () => {
       const r = await validate({
-        'gateway.yaml': yaml(...base, 'routes:', '  - name: a', '    from: { listener: api, path: /in }', '    to: { broker: local, topic: t }', '  - name: b', '    from: { listener: api, path: /in }', '    to: { broker: local, topic: u }'),
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:',
+          '  - name: a',
+          '    from: { listener: api, path: /in }',
+          '    to: { broker: local, topic: t }',
+          '  - name: b',
+          '    from: { listener: api, path: /in }',
+          '    to: { broker: local, topic: u }',
+        ),
       });
       assertProblems(r, [['gateway.yaml:17:34', /listener 'api' path '\/in' is already the source of route 'a'/]]);
     });
@@ -373,7 +453,16 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     // and the HTTP router then refused the second at start-up ("Method 'POST' already declared").
     it('points at a route whose path matches the same requests as another (/rooms/:room and /rooms/:id)', async () => {
       const r = await validate({
-        'gateway.yaml': yaml(...base, 'routes:', '  - name: a', '    from: { listener: api, path: /rooms/:room }', '    to: { broker: local, topic: t }', '  - name: b', '    from: { listener: api, path: /rooms/:id }', '    to: { broker: local, topic: u }'),
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:',
+          '  - name: a',
+          '    from: { listener: api, path: /rooms/:room }',
+          '    to: { broker: local, topic: t }',
+          '  - name: b',
+          '    from: { listener: api, path: /rooms/:id }',
+          '    to: { broker: local, topic: u }',
+        ),
       });
       assertProblems(r, [['gateway.yaml:17:34', /listener 'api' path '\/rooms\/:id' is already the source of route 'a' \('\/rooms\/:room' matches the same requests\)/]]);
     });
@@ -405,7 +494,17 @@ describe('eventgate validate', { concurrency: 4 }, () => {
   describe('kinds', () => {
     it('points at an unknown step kind in a chain and inline, with a did-you-mean', async () => {
       const r = await validate({
-        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - filtre: a > 1', 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: [main, { tranform: a }]', '    to: { broker: local, topic: t }'),
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:',
+          '  main:',
+          '    - filtre: a > 1',
+          'routes:',
+          '  - name: in',
+          '    from: { listener: api, path: /in }',
+          '    through: [main, { tranform: a }]',
+          '    to: { broker: local, topic: t }',
+        ),
       });
       assertProblems(r, [
         ['gateway.yaml:14:7', /unknown step 'filtre' \(did you mean 'filter'\?\); expected one of: validate, filter, transform, headers/],
@@ -422,7 +521,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
 
     it('points at an unknown broker kind and an unknown listener kind', async () => {
-      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'brokers:', '  local:', '    kind: memroy', 'listeners:', '  push:', '    kind: websockets', '    port: 0', '  api:', '    port: 0') });
+      const r = await validate({
+        'gateway.yaml': yaml('version: 1', 'brokers:', '  local:', '    kind: memroy', 'listeners:', '  push:', '    kind: websockets', '    port: 0', '  api:', '    port: 0'),
+      });
       assertProblems(r, [
         ['gateway.yaml:4:11', /unknown broker kind "memroy" \(did you mean 'memory'\?\); known kinds: memory/],
         ['gateway.yaml:7:11', /unknown listener kind "websockets" \(did you mean 'websocket'\?\); known kinds: http, websocket, kafka/],

@@ -129,7 +129,10 @@ routes:
     }
     await eventually(() => assert.equal(hook.arrivals.length, 24));
     assert.equal(hook.maxInFlight, 4, 'never more than concurrency in flight');
-    assert.deepEqual(hook.arrivals.map((a) => a.n).sort((a, b) => a - b), Array.from({ length: 24 }, (_, i) => i));
+    assert.deepEqual(
+      hook.arrivals.map((a) => a.n).sort((a, b) => a - b),
+      Array.from({ length: 24 }, (_, i) => i),
+    );
     await gw.stop('SIGTERM');
     assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '24' });
   });
@@ -163,7 +166,9 @@ routes:
     assert.ok(hook.maxInFlight >= 3, `keys went side by side (at most ${hook.maxInFlight} in flight)`);
     for (const key of ['k0', 'k1', 'k2']) {
       const ns = hook.arrivals.filter((a) => a.key === key).map((a) => a.n);
-      const expected = records(0, total, 3).filter((r) => r.key === key).map((r) => JSON.parse(r.value).n as number);
+      const expected = records(0, total, 3)
+        .filter((r) => r.key === key)
+        .map((r) => JSON.parse(r.value).n as number);
       // k1's first record arrives twice (the failed try, then the retry), right after each other.
       assert.deepEqual(ns, key === 'k1' ? [expected[0]!, ...expected] : expected, `order of ${key}`);
     }
@@ -180,7 +185,12 @@ routes:
     hook.onArrival = (h) => (h.n === 2 ? hook.held.push(h) : h.res.end());
     await kcatProduce(kafka.bootstrap, topic, records(0, 10, 10));
     const first = await gateway(topic, group, 'concurrency: 4, timeoutMs: 600000');
-    await eventually(() => assert.deepEqual([...new Set(hook.arrivals.map((a) => a.n))].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    await eventually(() =>
+      assert.deepEqual(
+        [...new Set(hook.arrivals.map((a) => a.n))].sort((a, b) => a - b),
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+      ),
+    );
     assert.equal(hook.held.length, 1);
     await first.stop('SIGTERM');
     assert.deepEqual(await committedOffsets(kafka.bootstrap, group, topic), { 0: '2' }, 'committed up to the unanswered record, not past it');
@@ -189,7 +199,12 @@ routes:
     hook.reset();
     hook.onArrival = (h) => h.res.end();
     const second = await gateway(topic, group, 'concurrency: 4');
-    await eventually(() => assert.deepEqual([...new Set(hook.arrivals.map((a) => a.n))].sort((a, b) => a - b), [2, 3, 4, 5, 6, 7, 8, 9]));
+    await eventually(() =>
+      assert.deepEqual(
+        [...new Set(hook.arrivals.map((a) => a.n))].sort((a, b) => a - b),
+        [2, 3, 4, 5, 6, 7, 8, 9],
+      ),
+    );
     await kcatProduce(kafka.bootstrap, topic, [{ key: 'sentinel', value: '{"n":10}' }]);
     await eventually(() => assert.ok(hook.arrivals.some((a) => a.n === 10)));
     assert.ok(!hook.arrivals.some((a) => a.n < 2), 'records committed before the restart are not delivered again');

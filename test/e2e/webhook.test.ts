@@ -184,7 +184,10 @@ routes:
       inFlight--;
       pending.shift()!.end();
     }
-    assert.deepEqual((await Promise.all(answers)).map((r) => r.status), [200, 200, 200, 200, 200, 200]);
+    assert.deepEqual(
+      (await Promise.all(answers)).map((r) => r.status),
+      [200, 200, 200, 200, 200, 200],
+    );
     assert.equal(most, 2);
     const ports = new Set(hook.requests.slice(from).map((r: Received) => r.remotePort));
     assert.ok(ports.size <= 2, `6 requests over ${ports.size} connections`);
@@ -204,11 +207,17 @@ routes:
     const b1 = post('/ordered', { k: 'b', v: 'b1' });
     assert.equal((await b1).status, 200);
     // b1 was sent after a2 and is delivered; a2 waits for a1.
-    assert.deepEqual(hook.requests.slice(from).map((r) => JSON.parse(r.body).v), ['a1', 'b1']);
+    assert.deepEqual(
+      hook.requests.slice(from).map((r) => JSON.parse(r.body).v),
+      ['a1', 'b1'],
+    );
     heldA[0]!.end();
     assert.equal((await a1).status, 200);
     assert.equal((await a2).status, 200);
-    assert.deepEqual(hook.requests.slice(from).map((r) => JSON.parse(r.body).v), ['a1', 'b1', 'a2']);
+    assert.deepEqual(
+      hook.requests.slice(from).map((r) => JSON.parse(r.body).v),
+      ['a1', 'b1', 'a2'],
+    );
     hook.respond = (_r, res) => res.end('ok');
   });
 
@@ -226,7 +235,16 @@ routes:
     assert.equal(frame.value.n, 2);
     assert.match(JSON.parse(frame.headers._eventgate_error!).code, /EG_WEBHOOK_FAILED/);
     // Without orderBy the route has several messages in hand at once: 3 may go while 2 is retried.
-    await eventually(() => assert.deepEqual(hook.requests.slice(from).filter((r) => r.url === '/consume').map((r) => JSON.parse(r.body).n).sort(), [1, 2, 2, 3]));
+    await eventually(() =>
+      assert.deepEqual(
+        hook.requests
+          .slice(from)
+          .filter((r) => r.url === '/consume')
+          .map((r) => JSON.parse(r.body).n)
+          .sort(),
+        [1, 2, 2, 3],
+      ),
+    );
     dlq.close();
     hook.respond = (_r, res) => res.end('ok');
   });

@@ -78,7 +78,7 @@ describe('WebSocket (spec §5)', () => {
       assert.equal((await c.next()).type, 'ack');
     });
 
-    it("answers frames in the order they were sent, each with its own outcome", async () => {
+    it('answers frames in the order they were sent, each with its own outcome', async () => {
       const c = await connect('/publish');
       c.send({ n: 10 });
       c.send('nope');
@@ -87,7 +87,12 @@ describe('WebSocket (spec §5)', () => {
       const replies = [await c.next(), await c.next(), await c.next(), await c.next()];
       assert.deepEqual(
         replies.map((r) => [r.type, r.status]),
-        [['ack', undefined], ['error', 400], ['error', 400], ['ack', undefined]],
+        [
+          ['ack', undefined],
+          ['error', 400],
+          ['error', 400],
+          ['ack', undefined],
+        ],
       );
       assert.ok(Number(replies[3].deliveries[0].offset) > Number(replies[0].deliveries[0].offset));
     });
@@ -168,7 +173,10 @@ describe('WebSocket (spec §5)', () => {
       for (const c of [a, b]) {
         const got = [];
         for (let i = 0; i < 100; i++) got.push((await c.next()).n);
-        assert.deepEqual(got, Array.from({ length: 100 }, (_, i) => i));
+        assert.deepEqual(
+          got,
+          Array.from({ length: 100 }, (_, i) => i),
+        );
       }
       publisher.socket.destroy();
     });

@@ -109,7 +109,18 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
     const seen = logs.slice(fromIndex).find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise<LogLine>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for a log line; last lines:\n${logs.slice(-5).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${stderr}`)), timeoutMs);
+      const timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `timed out waiting for a log line; last lines:\n${logs
+                .slice(-5)
+                .map((l) => JSON.stringify(l))
+                .join('\n')}\nstderr: ${stderr}`,
+            ),
+          ),
+        timeoutMs,
+      );
       const w = { pred, from: fromIndex, resolve: (l: LogLine) => (clearTimeout(timer), resolve(l)) };
       waiters.push(w);
       void exited.then(() => {

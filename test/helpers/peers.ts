@@ -69,7 +69,11 @@ export class MosquittoSub {
   /** `session`: a persistent session of that client id (what the server queued for it while it was away arrives first). */
   static async start(server: MessageServer, topic: string, qos: 0 | 1 | 2 = 1, session?: string): Promise<MosquittoSub> {
     // stdbuf: mosquitto_sub block-buffers a pipe, and the SUBACK line must arrive at once.
-    const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, '-q', String(qos), '-d', '-F', '%j', ...(session ? ['-c', '-i', session] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      'stdbuf',
+      ['-oL', 'mosquitto_sub', '-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, '-q', String(qos), '-d', '-F', '%j', ...(session ? ['-c', '-i', session] : [])],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     const sub = new MosquittoSub(child);
     let subscribed!: () => void;
     const ready = new Promise<void>((r) => (subscribed = r));
@@ -219,7 +223,11 @@ export class RawNats {
     if (Object.keys(headers).length === 0) {
       this.socket.write(`PUB ${subject}${r} ${body.length}\r\n`);
     } else {
-      const head = Buffer.from(`NATS/1.0\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`);
+      const head = Buffer.from(
+        `NATS/1.0\r\n${Object.entries(headers)
+          .map(([k, v]) => `${k}: ${v}\r\n`)
+          .join('')}\r\n`,
+      );
       this.socket.write(`HPUB ${subject}${r} ${head.length} ${head.length + body.length}\r\n`);
       this.socket.write(head);
     }

@@ -55,7 +55,13 @@ export async function scrapeUntil(adminUrl: string, check: (s: Scrape) => boolea
   for (;;) {
     const s = await scrape(adminUrl);
     if (check(s)) return s;
-    if (Date.now() > deadline) throw new Error(`metrics did not reach the expected state within ${timeoutMs} ms:\n${s.text.split('\n').filter((l) => l.startsWith('eventgate_')).join('\n')}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `metrics did not reach the expected state within ${timeoutMs} ms:\n${s.text
+          .split('\n')
+          .filter((l) => l.startsWith('eventgate_'))
+          .join('\n')}`,
+      );
     await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -50,11 +50,13 @@ async function acceptsConnections(port: number, child: ChildProcess, what: strin
 
 const children = new Set<ChildProcess>();
 killOnExit(() => {
-  for (const c of children) if (c.pid !== undefined) try {
-    process.kill(-c.pid, 'SIGKILL');
-  } catch {
-    /* already gone */
-  }
+  for (const c of children)
+    if (c.pid !== undefined)
+      try {
+        process.kill(-c.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
 });
 
 /** A server process in its own process group, so stopping it stops whatever it started. */
@@ -84,11 +86,12 @@ class ServerProcess {
 
   log(): string {
     let file = '';
-    if (this.logFile) try {
-      file = readFileSync(this.logFile, 'utf8').slice(-4000);
-    } catch {
-      /* not written yet */
-    }
+    if (this.logFile)
+      try {
+        file = readFileSync(this.logFile, 'utf8').slice(-4000);
+      } catch {
+        /* not written yet */
+      }
     return `${this.output}\n${file}`;
   }
 

@@ -4,7 +4,7 @@ import { AckDeadlines, AckTimeout } from '../../src/kinds/brokers/acknowledgemen
 
 const never = () => new Promise<never>(() => undefined);
 
-describe('AckDeadlines (one timer for a broker\'s publishes)', () => {
+describe("AckDeadlines (one timer for a broker's publishes)", () => {
   // Its timer never keeps a process alive (unref): something else must, while the tests wait for it.
   let alive: NodeJS.Timeout;
   before(() => {

@@ -59,7 +59,7 @@ for (const version of ['2.6', '3.0'] as const) {
   const files = (steps: string[]) => ({ 'gateway.yaml': config(steps), 'streetlights.yaml': documentOf[version], 'schemas/light-measured.yaml': lightMeasuredPayload });
 
   describe(`AsyncAPI ${version} documents`, () => {
-    it('finds a message by its components key, its messageId or its name, and validates its payload (from a $ref\'d file) with formats', async () => {
+    it("finds a message by its components key, its messageId or its name, and validates its payload (from a $ref'd file) with formats", async () => {
       const plan = await loadOk(files(['{message: lightMeasured}', '{message: turnOn}', '{message: turnOnCommand}', '{message: dimLight}', '{message: dim}']));
       const ok = await validateWith(plan, 'r0', light);
       assert.equal(isStop(ok.result), false);
@@ -87,7 +87,10 @@ for (const version of ['2.6', '3.0'] as const) {
       assert.equal(isStop(dim.result), false);
       assert.deepEqual(dim.ctx.asyncapi, { message: 'dimLight', channel: ch.commands });
       const neither = await validateWith(plan, 'r0', { colour: 'red' });
-      assert.deepEqual((neither.result as { problem: { errors: string[] } }).problem.errors, ["/: must have required property 'command' (message turnOn)", "/: must have required property 'percentage' (message dimLight)"]);
+      assert.deepEqual((neither.result as { problem: { errors: string[] } }).problem.errors, [
+        "/: must have required property 'command' (message turnOn)",
+        "/: must have required property 'percentage' (message dimLight)",
+      ]);
       assert.deepEqual(neither.ctx.asyncapi, { message: null, channel: ch.commands });
       // a channel with one message reports its errors as they are
       const bad = await validateWith(plan, 'r1', { ...light, lumens: -1 });
@@ -125,8 +128,15 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
   it('reads AsyncAPI 2.0 and 3.1 documents, in JSON as well as YAML', async () => {
     const v31 = { asyncapi: '3.1.0', info: { title: 't', version: '1' }, channels: { c: { address: 'a/b', messages: { m: { payload: { type: 'object', required: ['x'] } } } } } };
     const v20 = `asyncapi: 2.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  old/topic:\n    subscribe:\n      message:\n        name: legacy\n        payload: {type: object, required: [y]}\n`;
-    const plan = await loadOk({ 'gateway.yaml': config(['{message: m}', '{channel: a/b}', '{message: legacy}'], 'asyncapi: [doc.json, old.yaml]'), 'doc.json': JSON.stringify(v31, null, 2), 'old.yaml': v20 });
-    assert.deepEqual(plan.asyncapi!.map((d) => d.version), ['3.1.0', '2.0.0']);
+    const plan = await loadOk({
+      'gateway.yaml': config(['{message: m}', '{channel: a/b}', '{message: legacy}'], 'asyncapi: [doc.json, old.yaml]'),
+      'doc.json': JSON.stringify(v31, null, 2),
+      'old.yaml': v20,
+    });
+    assert.deepEqual(
+      plan.asyncapi!.map((d) => d.version),
+      ['3.1.0', '2.0.0'],
+    );
     assert.equal(isStop((await validateWith(plan, 'r0', { x: 1 })).result), false);
     assert.equal(isStop((await validateWith(plan, 'r1', {})).result), true);
     assert.equal(isStop((await validateWith(plan, 'r2', { y: 1 })).result), false);
@@ -135,8 +145,14 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
   });
 
   for (const [version, doc] of [
-    ['2.6', `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  users:\n    publish:\n      message:\n        messageId: userSignedUp\n        schemaFormat: 'application/vnd.apache.avro;version=1.9.0'\n        payload:\n          type: record\n          name: User\n          fields:\n            - {name: name, type: string}\n            - {name: age, type: int}\n`],
-    ['3.0', `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  users:\n    messages:\n      userSignedUp:\n        payload:\n          schemaFormat: 'application/vnd.apache.avro;version=1.9.0'\n          schema:\n            type: record\n            name: User\n            fields:\n              - {name: name, type: string}\n              - {name: age, type: int}\n`],
+    [
+      '2.6',
+      `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  users:\n    publish:\n      message:\n        messageId: userSignedUp\n        schemaFormat: 'application/vnd.apache.avro;version=1.9.0'\n        payload:\n          type: record\n          name: User\n          fields:\n            - {name: name, type: string}\n            - {name: age, type: int}\n`,
+    ],
+    [
+      '3.0',
+      `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  users:\n    messages:\n      userSignedUp:\n        payload:\n          schemaFormat: 'application/vnd.apache.avro;version=1.9.0'\n          schema:\n            type: record\n            name: User\n            fields:\n              - {name: name, type: string}\n              - {name: age, type: int}\n`,
+    ],
   ] as const) {
     it(`validates against an Avro payload schema (AsyncAPI ${version})`, async () => {
       const plan = await loadOk({ 'gateway.yaml': config(['{message: userSignedUp}']), 'streetlights.yaml': doc });
@@ -164,7 +180,11 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
 
   it('reports parser problems at their line and column in the AsyncAPI document, or in the file a $ref points to', async () => {
     const broken = documentOf['2.6'].replace("  version: '1.0.0'\n", '');
-    const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': broken, 'schemas/light-measured.yaml': 'type: object\nproperties: {a: {type: integer}\n' });
+    const { diagnostics } = await load({
+      'gateway.yaml': config(['{message: lightMeasured}']),
+      'streetlights.yaml': broken,
+      'schemas/light-measured.yaml': 'type: object\nproperties: {a: {type: integer}\n',
+    });
     const lines = diagnostics.map((d) => `${d.file.slice(d.file.lastIndexOf('/eventgate-files-'))}:${d.line}:${d.column}: ${d.code}`.replace(/\/eventgate-files-[^/]+/, ''));
     assert.deepEqual(lines, ['/schemas/light-measured.yaml:3:1: EG_CONFIG_ASYNCAPI']);
     assert.match(diagnostics[0]!.message, /^AsyncAPI: Unexpected end of the stream within a flow collection/);
@@ -188,7 +208,13 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
 
   it('reports a missing AsyncAPI document at its line in gateway.yaml', async () => {
     const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}'], 'asyncapi:\n  - streetlights.yaml\n  - nowhere.yaml') });
-    assert.deepEqual(diagnostics.map((d) => [d.line, d.column, d.code]), [[3, 5, 'EG_CONFIG_FILE'], [4, 5, 'EG_CONFIG_FILE']]);
+    assert.deepEqual(
+      diagnostics.map((d) => [d.line, d.column, d.code]),
+      [
+        [3, 5, 'EG_CONFIG_FILE'],
+        [4, 5, 'EG_CONFIG_FILE'],
+      ],
+    );
   });
 
   it('needs an asyncapi document for a message or channel step, and exactly one of schema, message, channel', async () => {
@@ -210,7 +236,10 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       'b.yaml': documentOf['3.0'].replace(/lightMeasured/g, 'lightSeen'),
       'schemas/light-measured.yaml': lightMeasuredPayload,
     });
-    assert.deepEqual(diagnostics.map((d) => d.line), [16]);
+    assert.deepEqual(
+      diagnostics.map((d) => d.line),
+      [16],
+    );
     assert.match(diagnostics[0]!.message, /^AsyncAPI message id 'dimLight' names 2 different messages \(in channel 'light\/commands' of a\.yaml; in channel 'lightCommands' of b\.yaml\)/);
   });
 
@@ -218,7 +247,10 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     const dir = tempFiles({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': documentOf['2.6'], 'schemas/light-measured.yaml': lightMeasuredPayload });
     const overrides = new Map([[join(dir, 'streetlights.yaml'), documentOf['2.6'].replace(/lightMeasured/g, 'lightSeen')]]);
     const { diagnostics } = await loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {}, overrides });
-    assert.deepEqual(diagnostics.map((d) => [d.line, d.code]), [[11, 'EG_CONFIG_ASYNCAPI_REF']]);
+    assert.deepEqual(
+      diagnostics.map((d) => [d.line, d.code]),
+      [[11, 'EG_CONFIG_ASYNCAPI_REF']],
+    );
   });
 
   it('loads the AsyncAPI parser only for a config that has asyncapi', async () => {
@@ -240,6 +272,9 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       return JSON.parse(out);
     };
     assert.deepEqual(await parserLoadedAfter({ 'gateway.yaml': 'version: 1\nchains:\n  c:\n    - validate: {schema: {type: object}}\n' }), { diagnostics: 0, loaded: false });
-    assert.deepEqual(await parserLoadedAfter({ 'gateway.yaml': config(['{message: dimLight}']), 'streetlights.yaml': documentOf['2.6'], 'schemas/light-measured.yaml': lightMeasuredPayload }), { diagnostics: 0, loaded: true });
+    assert.deepEqual(await parserLoadedAfter({ 'gateway.yaml': config(['{message: dimLight}']), 'streetlights.yaml': documentOf['2.6'], 'schemas/light-measured.yaml': lightMeasuredPayload }), {
+      diagnostics: 0,
+      loaded: true,
+    });
   });
 });

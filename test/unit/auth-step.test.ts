@@ -51,4 +51,3 @@ describe('auth step, per connection', () => {
     assert.ok(isStop(r) && r.stop === 'rejected' && r.problem.status === 401);
   });
 });
-

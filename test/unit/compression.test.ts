@@ -6,7 +6,19 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CodecError, CODEC_IDS, compress, DecompressedTooLarge, decompress, DEFAULT_MAX_DECOMPRESSED_BYTES, lz4Bound, snappyFraming, zstdBound, type CodecName, type CompressOptions } from '../../src/codecs/compression.js';
+import {
+  CodecError,
+  CODEC_IDS,
+  compress,
+  DecompressedTooLarge,
+  decompress,
+  DEFAULT_MAX_DECOMPRESSED_BYTES,
+  lz4Bound,
+  snappyFraming,
+  zstdBound,
+  type CodecName,
+  type CompressOptions,
+} from '../../src/codecs/compression.js';
 import { batchCompression, decompressBudget } from '../../src/codecs/record-batch.js';
 import { kcatConsume, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
@@ -81,7 +93,12 @@ describe('Kafka compression codecs, against librdkafka (kcat)', () => {
       const topic = kafka.topic(`kcat-${codec}`);
       await kafka.createTopic(topic, 1);
       const sent = values(codec, 30);
-      await kcatProduce(kafka.bootstrap, topic, sent.map((value) => ({ value })), { compression: codec });
+      await kcatProduce(
+        kafka.bootstrap,
+        topic,
+        sent.map((value) => ({ value })),
+        { compression: codec },
+      );
       assert.deepEqual(await readWithCodecs(topic, sent.length), sent);
       assert.ok((captured.get(codec) ?? []).length > 0, `kcat wrote ${codec} batches (the codec was asked to decode them)`);
     });
@@ -171,25 +188,45 @@ const MiB = 1024 * 1024;
 describe('Kafka compression codecs: decompressed size bound', () => {
   const zeros = Buffer.alloc(256 * MiB);
   const tooLarge = (codec: CodecName, limit: number, claimed?: (n: number | undefined) => boolean) => (err: unknown) =>
-    err instanceof DecompressedTooLarge && err instanceof CodecError && err.codec === codec && err.limit === limit && (claimed ? claimed(err.claimed) : true) && err.message.startsWith(`${codec} decompress failed: the records would decompress to `);
+    err instanceof DecompressedTooLarge &&
+    err instanceof CodecError &&
+    err.codec === codec &&
+    err.limit === limit &&
+    (claimed ? claimed(err.claimed) : true) &&
+    err.message.startsWith(`${codec} decompress failed: the records would decompress to `);
 
   it('defaults to 64 MiB and refuses 256 MiB of zeros in each codec, as other tools compress it', async () => {
     assert.equal(DEFAULT_MAX_DECOMPRESSED_BYTES, 64 * MiB);
     // A frame with no content size (the tools read a pipe): the bound comes from the block headers.
     const zstd = tool('zstd', ['-c', '-q'], zeros);
     assert.ok(zstdBound(zstd) >= zeros.length);
-    await assert.rejects(decompress('zstd', zstd), tooLarge('zstd', 64 * MiB, (n) => n! >= zeros.length));
+    await assert.rejects(
+      decompress('zstd', zstd),
+      tooLarge('zstd', 64 * MiB, (n) => n! >= zeros.length),
+    );
     const lz4 = tool('lz4', ['-c', '-q'], zeros);
     assert.ok(lz4Bound(lz4) >= zeros.length);
-    await assert.rejects(decompress('lz4', lz4), tooLarge('lz4', 64 * MiB, (n) => n! >= zeros.length));
+    await assert.rejects(
+      decompress('lz4', lz4),
+      tooLarge('lz4', 64 * MiB, (n) => n! >= zeros.length),
+    );
     // gzip says nothing of its size: inflating stops at the bound.
     const gzip = tool('gzip', ['-c'], zeros);
-    await assert.rejects(decompress('gzip', gzip), tooLarge('gzip', 64 * MiB, (n) => n === undefined));
+    await assert.rejects(
+      decompress('gzip', gzip),
+      tooLarge('gzip', 64 * MiB, (n) => n === undefined),
+    );
     // snappy's preamble says the size; ours compresses, the bound is checked before decoding.
     const snappy = await compress('snappy', zeros);
-    await assert.rejects(decompress('snappy', snappy), tooLarge('snappy', 64 * MiB, (n) => n === zeros.length));
+    await assert.rejects(
+      decompress('snappy', snappy),
+      tooLarge('snappy', 64 * MiB, (n) => n === zeros.length),
+    );
     const xerial = await compress('snappy', zeros, { snappyFraming: 'xerial' });
-    await assert.rejects(decompress('snappy', xerial), tooLarge('snappy', 64 * MiB, (n) => n === zeros.length));
+    await assert.rejects(
+      decompress('snappy', xerial),
+      tooLarge('snappy', 64 * MiB, (n) => n === zeros.length),
+    );
   });
 
   it('takes a section that decompresses to exactly maxBytes, and refuses it one byte lower', async () => {
@@ -210,7 +247,10 @@ describe('Kafka compression codecs: decompressed size bound', () => {
 
   it('bounds what our own lz4 and zstd write (no content size) to within a block of the truth', async () => {
     const data = Buffer.alloc(3 * MiB + 12345, 'abc');
-    for (const [codec, bound] of [['lz4', lz4Bound], ['zstd', zstdBound]] as const) {
+    for (const [codec, bound] of [
+      ['lz4', lz4Bound],
+      ['zstd', zstdBound],
+    ] as const) {
       const z = await compress(codec, data);
       const b = bound(z);
       assert.ok(b >= data.length && b <= data.length + 4 * MiB, `${codec}: ${b} for ${data.length}`);
@@ -221,7 +261,10 @@ describe('Kafka compression codecs: decompressed size bound', () => {
   it('refuses a snappy block whose preamble claims a gigabyte before decoding it', async () => {
     // Preamble 2^30 as a varint, then a 4-byte literal: a lie no decoder gets to see.
     const lie = Buffer.from([0x80, 0x80, 0x80, 0x80, 0x04, 0x0c, 0x61, 0x62, 0x63, 0x64]);
-    await assert.rejects(decompress('snappy', lie), tooLarge('snappy', 64 * MiB, (n) => n === 2 ** 30));
+    await assert.rejects(
+      decompress('snappy', lie),
+      tooLarge('snappy', 64 * MiB, (n) => n === 2 ** 30),
+    );
   });
 
   it('answers malformed lz4 and zstd framing with a CodecError, not a bound', async () => {
@@ -236,13 +279,22 @@ describe('Kafka compression codecs: decompressed size bound', () => {
     const part = await compress('gzip', Buffer.alloc(600 * 1024));
     const one = decompressBudget(batchCompression, MiB);
     assert.equal((await one.decompress(CODEC_IDS.gzip, part)).length, 600 * 1024);
-    await assert.rejects(one.decompress(CODEC_IDS.gzip, part), (err: unknown) => err instanceof DecompressedTooLarge && err.message === "gzip decompress failed: this request's records would decompress to more than the limit of 1048576 bytes");
+    await assert.rejects(
+      one.decompress(CODEC_IDS.gzip, part),
+      (err: unknown) => err instanceof DecompressedTooLarge && err.message === "gzip decompress failed: this request's records would decompress to more than the limit of 1048576 bytes",
+    );
     // Batches asked for at once are decompressed one after the other, each within what is left.
     const together = decompressBudget(batchCompression, MiB);
     const results = await Promise.allSettled([together.decompress(CODEC_IDS.gzip, part), together.decompress(CODEC_IDS.gzip, part), together.decompress(CODEC_IDS.gzip, part)]);
-    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'rejected']);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'rejected', 'rejected'],
+    );
     // A single batch over the whole bound says what it claims.
     const big = await compress('zstd', Buffer.alloc(2 * MiB));
-    await assert.rejects(decompressBudget(batchCompression, MiB).decompress(CODEC_IDS.zstd, big), /^DecompressedTooLarge: zstd decompress failed: the records would decompress to up to \d+ bytes, more than the limit of 1048576 bytes$/);
+    await assert.rejects(
+      decompressBudget(batchCompression, MiB).decompress(CODEC_IDS.zstd, big),
+      /^DecompressedTooLarge: zstd decompress failed: the records would decompress to up to \d+ bytes, more than the limit of 1048576 bytes$/,
+    );
   });
 });

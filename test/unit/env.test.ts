@@ -59,10 +59,13 @@ describe('${VAR} substitution', () => {
 
   it('reports every missing variable in one scalar', () => {
     const { diagnostics } = load('url: "${SCHEME}://${HOST}"');
-    assert.deepEqual(diagnostics.map((d) => [d.column, /'(\w+)'/.exec(d.message)![1]]), [
-      [7, 'SCHEME'],
-      [19, 'HOST'],
-    ]);
+    assert.deepEqual(
+      diagnostics.map((d) => [d.column, /'(\w+)'/.exec(d.message)![1]]),
+      [
+        [7, 'SCHEME'],
+        [19, 'HOST'],
+      ],
+    );
   });
 
   it('treats $${VAR} as a literal ${VAR}', () => {

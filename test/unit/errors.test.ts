@@ -25,7 +25,10 @@ describe('error codes', () => {
 
   it('docs/errors.md documents no code that src/core/errors.ts does not have', () => {
     const known = new Set(Object.keys(ErrorCodes));
-    assert.deepEqual([...documented().keys()].filter((c) => !known.has(c)), []);
+    assert.deepEqual(
+      [...documented().keys()].filter((c) => !known.has(c)),
+      [],
+    );
   });
 
   it('a problem body has the RFC 9457 members, the code, and errors only when there are some', () => {

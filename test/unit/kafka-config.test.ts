@@ -60,11 +60,15 @@ describe('kafka broker config', () => {
   });
 
   it('reads TLS files relative to the config, and names the one that is missing', async () => {
-    const ok = await load(kafkaBroker('    brokers: [a:9093]\n    ssl: { ca: certs/ca.pem, cert: certs/me.pem, key: certs/me.key }'), {}, {
-      'certs/ca.pem': 'CA PEM',
-      'certs/me.pem': 'CERT PEM',
-      'certs/me.key': 'KEY PEM',
-    });
+    const ok = await load(
+      kafkaBroker('    brokers: [a:9093]\n    ssl: { ca: certs/ca.pem, cert: certs/me.pem, key: certs/me.key }'),
+      {},
+      {
+        'certs/ca.pem': 'CA PEM',
+        'certs/me.pem': 'CERT PEM',
+        'certs/me.key': 'KEY PEM',
+      },
+    );
     assert.deepEqual(ok.problems, []);
     const s = ok.plan!.brokers.get('k')!.options as unknown as KafkaSettings;
     assert.deepEqual(s.ssl, { ca: 'CA PEM', cert: 'CERT PEM', key: 'KEY PEM' });
@@ -84,7 +88,10 @@ describe('kafka broker config', () => {
 
   it('refuses an unknown SASL mechanism through the schema', async () => {
     const { problems } = await load(kafkaBroker('    brokers: [a:9092]\n    sasl: { mechanism: kerberos, username: u, password: p }'));
-    assert.ok(problems.some((p) => p.startsWith('6:')), problems.join('\n'));
+    assert.ok(
+      problems.some((p) => p.startsWith('6:')),
+      problems.join('\n'),
+    );
   });
 });
 

@@ -29,7 +29,10 @@ function metadataResponse(version: number): Buffer {
   const w = new Writer().int32(7);
   if (version >= 3) w.int32(0);
   w.int32(2);
-  for (const [id, port] of [[1, 9092], [2, 9093]] as const) {
+  for (const [id, port] of [
+    [1, 9092],
+    [2, 9093],
+  ] as const) {
     w.int32(id).string('kafka.internal').int32(port);
     if (version >= 1) w.nullableString(id === 1 ? 'rack-a' : null);
   }
@@ -47,11 +50,30 @@ describe('Kafka protocol messages', () => {
 
   it('reads a Produce request and writes it back unchanged', () => {
     for (const version of [3, 7, 8]) {
-      const body = produceRequest(version, [{ name: 'orders', partitions: [{ index: 0, records: Buffer.from('abc') }, { index: 3, records: null }] }]);
+      const body = produceRequest(version, [
+        {
+          name: 'orders',
+          partitions: [
+            { index: 0, records: Buffer.from('abc') },
+            { index: 3, records: null },
+          ],
+        },
+      ]);
       const header = readRequestHeader(body);
       const req = readProduceRequest(body, header);
       assert.equal(req.acks, -1);
-      assert.deepEqual(req.topics.map((t) => [t.name, t.partitions.map((p) => [p.index, p.records?.toString() ?? null])]), [['orders', [[0, 'abc'], [3, null]]]]);
+      assert.deepEqual(
+        req.topics.map((t) => [t.name, t.partitions.map((p) => [p.index, p.records?.toString() ?? null])]),
+        [
+          [
+            'orders',
+            [
+              [0, 'abc'],
+              [3, null],
+            ],
+          ],
+        ],
+      );
       assert.deepEqual(writeProduceRequest(body, header, req), body);
     }
   });
@@ -62,7 +84,15 @@ describe('Kafka protocol messages', () => {
   });
 
   it('answers INVALID_RECORD for every partition, with record errors from v8', () => {
-    const body = produceRequest(8, [{ name: 'orders', partitions: [{ index: 0, records: null }, { index: 1, records: null }] }]);
+    const body = produceRequest(8, [
+      {
+        name: 'orders',
+        partitions: [
+          { index: 0, records: null },
+          { index: 1, records: null },
+        ],
+      },
+    ]);
     const header = readRequestHeader(body);
     const req = readProduceRequest(body, header);
     const response = writeProduceError(header, req, 87, new Map([['orders\u00000', { recordErrors: [{ index: 2, message: '/total: must be number' }], message: 'refused' }]]), 'other');
@@ -80,18 +110,33 @@ describe('Kafka protocol messages', () => {
     }
     assert.equal(r.int32(), 0); // throttle
     assert.equal(r.remaining, 0);
-    assert.deepEqual(partitions.map((p) => [p.index, p.error, p.recordErrors, p.message]), [
-      [0, 87, [[2, '/total: must be number']], 'refused'],
-      [1, 87, [], 'other'],
-    ]);
+    assert.deepEqual(
+      partitions.map((p) => [p.index, p.error, p.recordErrors, p.message]),
+      [
+        [0, 87, [[2, '/total: must be number']], 'refused'],
+        [1, 87, [], 'other'],
+      ],
+    );
   });
 
   for (const version of [0, 1, 3, 8]) {
     it(`advertises the proxy's ports in a Metadata v${version} response`, () => {
       const { body, brokers } = rewriteMetadataResponse(metadataResponse(version), version, (b) => ({ host: 'proxy', port: 19092 + b.nodeId }));
-      assert.deepEqual(brokers.map((b) => [b.nodeId, b.host, b.port]), [[1, 'kafka.internal', 9092], [2, 'kafka.internal', 9093]]);
+      assert.deepEqual(
+        brokers.map((b) => [b.nodeId, b.host, b.port]),
+        [
+          [1, 'kafka.internal', 9092],
+          [2, 'kafka.internal', 9093],
+        ],
+      );
       const again = rewriteMetadataResponse(body, version, (b) => b);
-      assert.deepEqual(again.brokers.map((b) => [b.nodeId, b.host, b.port]), [[1, 'proxy', 19093], [2, 'proxy', 19094]]);
+      assert.deepEqual(
+        again.brokers.map((b) => [b.nodeId, b.host, b.port]),
+        [
+          [1, 'proxy', 19093],
+          [2, 'proxy', 19094],
+        ],
+      );
       // Everything after the brokers is kept.
       const tail = version >= 2 ? 'cluster-x' : '';
       assert.ok(body.includes(Buffer.from(tail)));
@@ -121,7 +166,14 @@ describe('Kafka protocol messages', () => {
   for (const version of [0, 2, 3]) {
     it(`offers only versions the proxy parses in an ApiVersions v${version} response`, () => {
       const flexible = version >= 3;
-      const apis = [[0, 0, 11], [3, 0, 12], [10, 0, 4], [60, 0, 1], [18, 0, 3], [12, 0, 4]] as const;
+      const apis = [
+        [0, 0, 11],
+        [3, 0, 12],
+        [10, 0, 4],
+        [60, 0, 1],
+        [18, 0, 3],
+        [12, 0, 4],
+      ] as const;
       const w = new Writer().int32(9).int16(0);
       if (flexible) w.uvarint(apis.length + 1);
       else w.int32(apis.length);
@@ -132,7 +184,16 @@ describe('Kafka protocol messages', () => {
       if (version >= 1) w.int32(0);
       if (flexible) w.uvarint(0);
       const { apis: offered, body } = rewriteApiVersionsResponse(w.finish(), version);
-      assert.deepEqual(offered.map((a) => [a.apiKey, a.max]), [[0, 8], [3, 8], [10, 2], [18, 3], [12, 4]]);
+      assert.deepEqual(
+        offered.map((a) => [a.apiKey, a.max]),
+        [
+          [0, 8],
+          [3, 8],
+          [10, 2],
+          [18, 3],
+          [12, 4],
+        ],
+      );
       assert.ok(!offered.some((a) => a.apiKey === 60), 'DescribeCluster names brokers: not offered');
       assert.deepEqual(rewriteApiVersionsResponse(body, version).apis, offered);
       assert.ok(VERSION_CAPS.get(0)! <= 8);

@@ -34,13 +34,36 @@ routes:
   });
   const loaded = await loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });
   const stats = new RouteStats();
-  const r = new RouteRuntime(loaded.plan!.routes.get('orders-in')!, { brokers: new Map(), listeners: new Map(), logger: pino({ level: 'silent' }), instanceId: 'test', metrics: { route: () => stats } });
+  const r = new RouteRuntime(loaded.plan!.routes.get('orders-in')!, {
+    brokers: new Map(),
+    listeners: new Map(),
+    logger: pino({ level: 'silent' }),
+    instanceId: 'test',
+    metrics: { route: () => stats },
+  });
   return { route: r, stats };
 }
 
 function batch(vs: string[]): Promise<Buffer> {
   const records: KafkaRecord[] = vs.map((v, i) => ({ attributes: 0, timestampDelta: 0, offsetDelta: i, key: null, value: Buffer.from(v), headers: [] }));
-  return encodeBatch({ baseOffset: 0n, partitionLeaderEpoch: -1, magic: 2, crc: 0, attributes: 0, lastOffsetDelta: vs.length - 1, baseTimestamp: 0n, maxTimestamp: 0n, producerId: -1n, producerEpoch: -1, baseSequence: -1, recordCount: vs.length }, records, batchCompression);
+  return encodeBatch(
+    {
+      baseOffset: 0n,
+      partitionLeaderEpoch: -1,
+      magic: 2,
+      crc: 0,
+      attributes: 0,
+      lastOffsetDelta: vs.length - 1,
+      baseTimestamp: 0n,
+      maxTimestamp: 0n,
+      producerId: -1n,
+      producerEpoch: -1,
+      baseSequence: -1,
+      recordCount: vs.length,
+    },
+    records,
+    batchCompression,
+  );
 }
 
 /** A Produce v8 request to TOPIC: `values[p]` are the record values of partition p (one batch each, or several). */
@@ -57,7 +80,14 @@ async function request(values: (string[] | string[][])[], acks = -1): Promise<Bu
 function response(codes: Record<number, number>): Buffer {
   const entries = Object.entries(codes);
   const w = new Writer().int32(7).int32(1).string(TOPIC).int32(entries.length);
-  for (const [p, code] of entries) w.int32(Number(p)).int16(code).int64(100n).int64(-1n).int64(0n).int32(0).nullableString(code === 0 ? null : 'no');
+  for (const [p, code] of entries)
+    w.int32(Number(p))
+      .int16(code)
+      .int64(100n)
+      .int64(-1n)
+      .int64(0n)
+      .int32(0)
+      .nullableString(code === 0 ? null : 'no');
   return w.int32(0).finish();
 }
 
@@ -113,7 +143,12 @@ describe('kafka listener: every governed record ends in one outcome', () => {
 
   it('settles a partition of several batches record by record when a later batch has a refused record', async () => {
     const { route: r, stats } = await route();
-    const body = await request([[['{"id":1}', '{"id":2}'], ['{"id":3}', '"no id"']]]);
+    const body = await request([
+      [
+        ['{"id":1}', '{"id":2}'],
+        ['{"id":3}', '"no id"'],
+      ],
+    ]);
     const g = await governProduce(readRequestHeader(body), body, { route: () => r, compression: batchCompression, remoteAddress: undefined, broker: 'cluster' });
     assert.ok('respond' in g);
     assert.deepEqual(counts(stats), { received: 4, delivered: 0, failed: 0, invalid: 1, rejected: 3 });

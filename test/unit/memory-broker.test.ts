@@ -60,7 +60,10 @@ describe('memory broker', () => {
     b.subscribe({ topic: 't', group: 'g', route: 'r' }, member('y'));
     for (const v of [1, 2, 3, 4]) await b.publish('t', msg(v));
     await all;
-    assert.deepEqual(seen.map(([, v]) => v), [1, 2, 3, 4]);
+    assert.deepEqual(
+      seen.map(([, v]) => v),
+      [1, 2, 3, 4],
+    );
     assert.deepEqual(new Set(seen.map(([n]) => n)), new Set(['x', 'y']));
   });
 
@@ -180,7 +183,11 @@ describe('memory broker', () => {
     const seenA = collector(4);
     await b.subscribe({ route: 'r', topic: 'a', group: 'g', startFrom: 'earliest' } as never, seenA.handler);
     await seenA.finished;
-    assert.deepEqual(seenA.values.map((v) => (v as { i: number }).i), [16, 17, 18, 19], 'only the newest ~10 MiB stay');
+    assert.deepEqual(
+      seenA.values.map((v) => (v as { i: number }).i),
+      [16, 17, 18, 19],
+      'only the newest ~10 MiB stay',
+    );
     // A second topic pushes the broker over maxBytes: the largest topic (a) gives up its oldest first.
     for (let i = 0; i < 4; i++) await b.publish('b', big(100 + i));
     const seenA2 = collector(1);

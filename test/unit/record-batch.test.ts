@@ -32,10 +32,31 @@ describe('record batches (Kafka RecordBatch v2)', () => {
       assert.deepEqual(
         view(records).map((r) => ({ ...r, headers: r.headers.filter(([k]) => k === 'source' || k === 'empty') })),
         [
-          { key: 'k1', value: '{"id":1,"name":"first"}', headers: [['source', client], ['empty', '']] },
+          {
+            key: 'k1',
+            value: '{"id":1,"name":"first"}',
+            headers: [
+              ['source', client],
+              ['empty', ''],
+            ],
+          },
           // kcat -K sends an empty key; kafkajs a null one.
-          { key: client === 'kcat' ? '' : null, value: '{"id":2}', headers: [['source', client], ['empty', '']] },
-          { key: 'k3', value: 'not json', headers: [['source', client], ['empty', '']] },
+          {
+            key: client === 'kcat' ? '' : null,
+            value: '{"id":2}',
+            headers: [
+              ['source', client],
+              ['empty', ''],
+            ],
+          },
+          {
+            key: 'k3',
+            value: 'not json',
+            headers: [
+              ['source', client],
+              ['empty', ''],
+            ],
+          },
         ],
       );
     });
@@ -46,7 +67,18 @@ describe('record batches (Kafka RecordBatch v2)', () => {
       const tagged = records.map((r, i) => (i === 1 ? { ...r, headers: [...r.headers, { key: '_asyncapi_eg_validation_error', value: Buffer.from('{"errors":[]}') }] } : r));
       const rebuilt = await encodeBatch(batch!, tagged, batchCompression);
       const [again] = splitBatches(rebuilt); // checks the new CRC-32C
-      for (const field of ['baseOffset', 'partitionLeaderEpoch', 'attributes', 'lastOffsetDelta', 'baseTimestamp', 'maxTimestamp', 'producerId', 'producerEpoch', 'baseSequence', 'recordCount'] as const) {
+      for (const field of [
+        'baseOffset',
+        'partitionLeaderEpoch',
+        'attributes',
+        'lastOffsetDelta',
+        'baseTimestamp',
+        'maxTimestamp',
+        'producerId',
+        'producerEpoch',
+        'baseSequence',
+        'recordCount',
+      ] as const) {
         assert.equal(again![field], batch![field], field);
       }
       assert.deepEqual(view(await decodeRecords(again!, batchCompression)), view(tagged));
@@ -81,7 +113,10 @@ describe('record batches (Kafka RecordBatch v2)', () => {
   it('finds a corrupted byte through the CRC-32C', () => {
     const bytes = Buffer.from(fixture('kcat-none'));
     bytes[bytes.length - 3]! ^= 0xff;
-    assert.throws(() => splitBatches(bytes), (err: unknown) => err instanceof ProtocolError && /CRC mismatch/.test(err.message));
+    assert.throws(
+      () => splitBatches(bytes),
+      (err: unknown) => err instanceof ProtocolError && /CRC mismatch/.test(err.message),
+    );
   });
 
   it('refuses truncated batches and the old message formats', () => {
@@ -102,14 +137,30 @@ describe('record batches (Kafka RecordBatch v2)', () => {
   it('reads the same fields through a RecordCursor as through readRecords, and refuses the same bad sections', async () => {
     const records: KafkaRecord[] = [
       { attributes: 0, timestampDelta: 0, offsetDelta: 0, key: null, value: Buffer.from('{"id":1}'), headers: [] },
-      { attributes: 0, timestampDelta: 2 ** 40 + 3, offsetDelta: 1, key: Buffer.from('k'), value: null, headers: [{ key: 'a', value: Buffer.from('1') }, { key: 'a', value: null }, { key: 'é', value: Buffer.from('ü') }] },
+      {
+        attributes: 0,
+        timestampDelta: 2 ** 40 + 3,
+        offsetDelta: 1,
+        key: Buffer.from('k'),
+        value: null,
+        headers: [
+          { key: 'a', value: Buffer.from('1') },
+          { key: 'a', value: null },
+          { key: 'é', value: Buffer.from('ü') },
+        ],
+      },
       { attributes: 0, timestampDelta: -5, offsetDelta: 2, key: Buffer.alloc(0), value: Buffer.alloc(0), headers: [] },
       { attributes: 0, timestampDelta: 2 ** 52, offsetDelta: 3, key: null, value: Buffer.from('x'.repeat(300)), headers: [] },
     ];
-    const sections = [writeRecords(records), ...(await Promise.all(WRITTEN.map(async ({ name }) => {
-      const [batch] = splitBatches(fixture(name));
-      return compressionOf(batch!.attributes) === 0 ? batch!.recordsSection : batchCompression.decompress(compressionOf(batch!.attributes), batch!.recordsSection);
-    })))];
+    const sections = [
+      writeRecords(records),
+      ...(await Promise.all(
+        WRITTEN.map(async ({ name }) => {
+          const [batch] = splitBatches(fixture(name));
+          return compressionOf(batch!.attributes) === 0 ? batch!.recordsSection : batchCompression.decompress(compressionOf(batch!.attributes), batch!.recordsSection);
+        }),
+      )),
+    ];
     const slice = (data: Buffer, start: number, end: number) => (start < 0 ? null : data.toString('utf8', start, end));
     for (const data of sections) {
       const count = readRecords(data, data === sections[0] ? records.length : 3).length;
@@ -117,11 +168,23 @@ describe('record batches (Kafka RecordBatch v2)', () => {
       const cur = new RecordCursor(data, count);
       const got: unknown[] = [];
       while (cur.next()) {
-        got.push({ attributes: cur.attributes, timestampDelta: cur.timestampDelta, key: slice(data, cur.keyStart, cur.keyEnd), value: slice(data, cur.valueStart, cur.valueEnd), headers: cur.headerCount > 0 ? cur.headers() : {} });
+        got.push({
+          attributes: cur.attributes,
+          timestampDelta: cur.timestampDelta,
+          key: slice(data, cur.keyStart, cur.keyEnd),
+          value: slice(data, cur.valueStart, cur.valueEnd),
+          headers: cur.headerCount > 0 ? cur.headers() : {},
+        });
       }
       assert.deepEqual(
         got,
-        expected.map((r) => ({ attributes: r.attributes, timestampDelta: r.timestampDelta, key: text(r.key), value: text(r.value), headers: Object.fromEntries(r.headers.map((h) => [h.key, text(h.value) ?? ''])) })),
+        expected.map((r) => ({
+          attributes: r.attributes,
+          timestampDelta: r.timestampDelta,
+          key: text(r.key),
+          value: text(r.value),
+          headers: Object.fromEntries(r.headers.map((h) => [h.key, text(h.value) ?? ''])),
+        })),
       );
     }
     const data = sections[0]!;
@@ -129,7 +192,12 @@ describe('record batches (Kafka RecordBatch v2)', () => {
       const cur = new RecordCursor(d, n);
       while (cur.next());
     };
-    for (const [d, n] of [[data.subarray(0, data.length - 1), 4], [data, 3], [data, 5], [data, -1]] as const) {
+    for (const [d, n] of [
+      [data.subarray(0, data.length - 1), 4],
+      [data, 3],
+      [data, 5],
+      [data, -1],
+    ] as const) {
       const old = (() => {
         try {
           readRecords(d, n);

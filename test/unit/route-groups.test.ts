@@ -63,11 +63,18 @@ describe('consumer groups of consume routes', () => {
   it('is the same for a route rebuilt by a reload', async () => {
     const before = (await loaded).plan!;
     // The reload changes the two consume routes' chains, so diffPlans has them rebuilt.
-    const edited = yaml.replace("to: { broker: local, topic: u }", "through: [{ filter: 'true' }]\n    to: { broker: local, topic: u }").replace("from: { broker: local, topic: t }\n    to: { listener: push, path: /ws }", "from: { broker: local, topic: t }\n    through: [{ filter: 'true' }]\n    to: { listener: push, path: /ws }");
+    const edited = yaml
+      .replace('to: { broker: local, topic: u }', "through: [{ filter: 'true' }]\n    to: { broker: local, topic: u }")
+      .replace(
+        'from: { broker: local, topic: t }\n    to: { listener: push, path: /ws }',
+        "from: { broker: local, topic: t }\n    through: [{ filter: 'true' }]\n    to: { listener: push, path: /ws }",
+      );
     const dir2 = mkdtempSync(join(tmpdir(), 'eventgate-groups-'));
     writeFileSync(join(dir2, 'gateway.yaml'), edited);
     const after = (await loadPlan(join(dir2, 'gateway.yaml'), { registry: defaultRegistry(), env: {} })).plan!;
-    const rebuilt = diffPlans(before, after, defaultRegistry()).routes.filter((c) => c.op === 'replace').map((c) => c.name);
+    const rebuilt = diffPlans(before, after, defaultRegistry())
+      .routes.filter((c) => c.op === 'replace')
+      .map((c) => c.name);
     assert.deepEqual(rebuilt.sort(), ['to-clients', 'to-topic']);
     const [groupsBefore, groupsAfter] = [await groupsOf('host-1', before), await groupsOf('host-1', after)];
     for (const route of rebuilt) assert.equal(groupsAfter[route], groupsBefore[route], route);

@@ -81,7 +81,10 @@ describe('StepStateStore', () => {
   it('hands out the same state for the same identity and drops what no route claims', () => {
     const store = new StepStateStore();
     const a = store.claim('r\0k\0' + 0, () => ({ n: 1 }));
-    assert.equal(store.claim('r\0k\0' + 0, () => ({ n: 2 })), a);
+    assert.equal(
+      store.claim('r\0k\0' + 0, () => ({ n: 2 })),
+      a,
+    );
     store.claim('gone', () => 1);
     store.retain(new Set(['r\0k\0' + 0]));
     assert.equal(store.size, 1);
@@ -125,7 +128,13 @@ describe('expression time box', () => {
 
 describe('secretValues: environment values', () => {
   it('counts each variable value, each address of a list and its host as secrets, but not numbers, booleans or loopback names', () => {
-    const secrets = secretValues({ brokers: ['kafka-0.internal:9092,kafka-1.internal:9092'], port: 8080 }, new Set(['brokers.0']), ['kafka-0.internal:9092,kafka-1.internal:9092', '8080', 'true', 'localhost:9092', 'upstream-token-123']);
+    const secrets = secretValues({ brokers: ['kafka-0.internal:9092,kafka-1.internal:9092'], port: 8080 }, new Set(['brokers.0']), [
+      'kafka-0.internal:9092,kafka-1.internal:9092',
+      '8080',
+      'true',
+      'localhost:9092',
+      'upstream-token-123',
+    ]);
     for (const s of ['kafka-0.internal:9092,kafka-1.internal:9092', 'kafka-0.internal:9092', 'kafka-0.internal', 'kafka-1.internal', 'upstream-token-123']) assert.ok(secrets.has(s), s);
     for (const s of ['8080', 'true', 'localhost', '9092']) assert.ok(!secrets.has(s), s);
     assert.ok(secrets.has('localhost:9092'), 'a loopback address with its port is still the value of a variable');

@@ -291,7 +291,11 @@ export function rewriteMetadataResponse(body: Buffer, version: number, advertise
 }
 
 /** Rewrites the coordinator's address in a FindCoordinator response (v0-v2). */
-export function rewriteFindCoordinatorResponse(body: Buffer, version: number, advertise: (b: BrokerAddress) => { host: string; port: number }): { body: Buffer; coordinator: BrokerAddress | undefined } {
+export function rewriteFindCoordinatorResponse(
+  body: Buffer,
+  version: number,
+  advertise: (b: BrokerAddress) => { host: string; port: number },
+): { body: Buffer; coordinator: BrokerAddress | undefined } {
   if (version > 2) throw new ProtocolError(`FindCoordinator v${version} is above the v2 the proxy offers`);
   const r = new Reader(body, 4);
   if (version >= 1) r.int32(); // throttle_time_ms

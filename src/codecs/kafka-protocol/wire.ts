@@ -10,7 +10,11 @@ export class ProtocolError extends Error {}
 export class Reader {
   offset: number;
 
-  constructor(readonly buf: Buffer, offset = 0, readonly end = buf.length) {
+  constructor(
+    readonly buf: Buffer,
+    offset = 0,
+    readonly end = buf.length,
+  ) {
     this.offset = offset;
   }
 

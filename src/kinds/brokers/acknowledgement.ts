@@ -33,7 +33,10 @@ export class AckDeadlines {
   private head = 0;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly ms: number, private readonly broker: string) {}
+  constructor(
+    private readonly ms: number,
+    private readonly broker: string,
+  ) {}
 
   /** `onExpire` runs when the deadline passes first (to forget what waits for the acknowledgement). */
   within<T>(pending: Promise<T>, onExpire?: () => void): Promise<T> {

@@ -8,25 +8,28 @@ const int = (def: number, min: number, description: string) => Type.Optional(Typ
 
 const binding = oneOf(
   [
-    Type.String({ description: 'Routing key (a pattern for a topic exchange) on the broker\'s exchange.' }),
+    Type.String({ description: "Routing key (a pattern for a topic exchange) on the broker's exchange." }),
     Type.Object(
       {
-        exchange: Type.Optional(Type.String({ description: 'Exchange to bind to (default: the broker\'s exchange).' })),
+        exchange: Type.Optional(Type.String({ description: "Exchange to bind to (default: the broker's exchange)." })),
         routingKey: Type.String({ description: 'Routing key or pattern.' }),
       },
       { additionalProperties: false },
     ),
   ],
-  { description: 'A routing key on the broker\'s exchange, or `{exchange, routingKey}`.' },
+  { description: "A routing key on the broker's exchange, or `{exchange, routingKey}`." },
 );
 
 const queue = Type.Object(
   {
     declare: Type.Optional(Type.Boolean({ default: true, description: 'Declare the queue at every connect; false when it must exist already.' })),
     durable: Type.Optional(Type.Boolean({ default: true, description: 'The queue survives a server restart.' })),
-    bindings: Type.Optional(Type.Array(binding, { description: 'Bindings of the queue: routing keys (patterns for a topic exchange) on the broker\'s exchange, or `{exchange, routingKey}`.' })),
+    bindings: Type.Optional(Type.Array(binding, { description: "Bindings of the queue: routing keys (patterns for a topic exchange) on the broker's exchange, or `{exchange, routingKey}`." })),
     deadLetterExchange: Type.Optional(
-      Type.String({ description: 'RabbitMQ dead-letter exchange (`x-dead-letter-exchange`): gets what RabbitMQ itself dead-letters (TTL, length limit); the gateway dead-letters to the route\'s `deadletter` target.' }),
+      Type.String({
+        description:
+          "RabbitMQ dead-letter exchange (`x-dead-letter-exchange`): gets what RabbitMQ itself dead-letters (TTL, length limit); the gateway dead-letters to the route's `deadletter` target.",
+      }),
     ),
     arguments: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Further queue arguments (`x-message-ttl`, `x-queue-type`, ...).' })),
   },
@@ -128,7 +131,7 @@ export const amqpBroker = defineBroker({
   options,
   doc: {
     summary:
-      'A RabbitMQ (AMQP 0-9-1) server, through amqplib. Routes publish to the broker\'s `exchange` with the topic as routing key (`to: {broker, topic: orders.created}`), with publisher confirms: 2xx only after RabbitMQ confirmed the message, 503 when it did not within `ackTimeoutMs`, when the server is unreachable, or (`mandatory`, the default) when no queue is bound for the routing key. Consume routes read a queue: `from.topic` names a queue of `queues` (declared with its bindings, or existing), or else is a routing-key pattern (`orders.*`, `#`) on the exchange, and the route\'s group names a durable queue the gateway declares and binds (WebSocket forward routes get an exclusive queue per instance). A message is acknowledged only after every target accepted it; `prefetch` bounds those in hand. `$topic` is a message\'s routing key; AMQP headers are the message headers, both ways. A message that fails for good goes to the route\'s `deadletter` target (the gateway\'s dead-letter path, with its `_eventgate_error` header) and is then acknowledged; a queue\'s `deadLetterExchange` only receives what RabbitMQ itself dead-letters (TTL, length limits). The connection is re-opened with backoff after a loss; unacknowledged messages are redelivered by RabbitMQ. A changed amqp broker is replaced on reload; unchanged routes keep their channels.',
+      "A RabbitMQ (AMQP 0-9-1) server, through amqplib. Routes publish to the broker's `exchange` with the topic as routing key (`to: {broker, topic: orders.created}`), with publisher confirms: 2xx only after RabbitMQ confirmed the message, 503 when it did not within `ackTimeoutMs`, when the server is unreachable, or (`mandatory`, the default) when no queue is bound for the routing key. Consume routes read a queue: `from.topic` names a queue of `queues` (declared with its bindings, or existing), or else is a routing-key pattern (`orders.*`, `#`) on the exchange, and the route's group names a durable queue the gateway declares and binds (WebSocket forward routes get an exclusive queue per instance). A message is acknowledged only after every target accepted it; `prefetch` bounds those in hand. `$topic` is a message's routing key; AMQP headers are the message headers, both ways. A message that fails for good goes to the route's `deadletter` target (the gateway's dead-letter path, with its `_eventgate_error` header) and is then acknowledged; a queue's `deadLetterExchange` only receives what RabbitMQ itself dead-letters (TTL, length limits). The connection is re-opened with backoff after a loss; unacknowledged messages are redelivered by RabbitMQ. A changed amqp broker is replaced on reload; unchanged routes keep their channels.",
     example:
       'brokers:\n  rabbit:\n    kind: amqp\n    url: amqp://gateway:${RABBITMQ_PASSWORD}@rabbitmq:5672/\n    exchange: { name: events, type: topic }\n    queues:\n      billing:\n        bindings: [orders.*]\n        deadLetterExchange: billing.dlx\n    prefetch: 20\n    ackTimeoutMs: 5000\nroutes:\n  - name: invoices\n    from: { broker: rabbit, topic: billing }       # the queue declared above\n    to: { broker: kafka, topic: invoices }',
   },

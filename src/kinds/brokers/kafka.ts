@@ -16,16 +16,10 @@ const options = kindOptions('kafka', {
   }),
   clientId: Type.Optional(Type.String({ minLength: 1, default: 'eventgate', description: 'Client id the cluster sees.' })),
   ssl: Type.Optional(
-    oneOf(
-      [
-        Type.Boolean(),
-        clientTlsOptions('the broker host'),
-      ],
-      {
-        description:
-          'TLS: `true` for the system CAs, or `{ca, cert, key, passphrase, servername, rejectUnauthorized}` with PEM files relative to this config (watched: a new certificate reconnects the broker).',
-      },
-    ),
+    oneOf([Type.Boolean(), clientTlsOptions('the broker host')], {
+      description:
+        'TLS: `true` for the system CAs, or `{ca, cert, key, passphrase, servername, rejectUnauthorized}` with PEM files relative to this config (watched: a new certificate reconnects the broker).',
+    }),
   ),
   sasl: Type.Optional(
     Type.Object(
@@ -42,8 +36,14 @@ const options = kindOptions('kafka', {
   producer: Type.Optional(
     Type.Object(
       {
-        acks: Type.Optional(oneOfStrings(['all', 'leader', 'none'], { default: 'all', description: "Acknowledgement a publish waits for: `all`, `leader` or `none` (then a delivery's offset is `-1`)." })),
-        lingerMs: ms(0, 0, 'How long a publish waits for others to share its produce request. 0: none added; a produce request leaves as soon as the one in flight is answered, carrying what arrived meanwhile, so batches grow with the load.'),
+        acks: Type.Optional(
+          oneOfStrings(['all', 'leader', 'none'], { default: 'all', description: "Acknowledgement a publish waits for: `all`, `leader` or `none` (then a delivery's offset is `-1`)." }),
+        ),
+        lingerMs: ms(
+          0,
+          0,
+          'How long a publish waits for others to share its produce request. 0: none added; a produce request leaves as soon as the one in flight is answered, carrying what arrived meanwhile, so batches grow with the load.',
+        ),
         maxBatchRecords: ms(1000, 1, 'Most records in one produce request.'),
         compression: Type.Optional(
           oneOfStrings(CODECS, {
@@ -121,7 +121,10 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
   const brokers: string[] = [];
   entries.forEach((entry, i) => {
     const at = typeof o.brokers === 'string' ? ['brokers'] : ['brokers', i];
-    const parts = entry.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    const parts = entry
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
     if (parts.length === 0) {
       ctx.report(at, 'EG_CONFIG_SCHEMA', `no broker address here: expected host:port, or a comma-separated list of them`);
       ok = false;
@@ -148,7 +151,11 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
     ok = false;
   }
   if (consumer.heartbeatIntervalMs >= consumer.sessionTimeoutMs) {
-    ctx.report(['consumer', 'heartbeatIntervalMs'], 'EG_CONFIG_SCHEMA', `heartbeatIntervalMs (${consumer.heartbeatIntervalMs}) must be lower than sessionTimeoutMs (${consumer.sessionTimeoutMs}); a third of it is usual`);
+    ctx.report(
+      ['consumer', 'heartbeatIntervalMs'],
+      'EG_CONFIG_SCHEMA',
+      `heartbeatIntervalMs (${consumer.heartbeatIntervalMs}) must be lower than sessionTimeoutMs (${consumer.sessionTimeoutMs}); a third of it is usual`,
+    );
     ok = false;
   }
   if (!ok) return undefined;
@@ -168,7 +175,7 @@ export const kafkaBroker = defineBroker<typeof options, KafkaSettings>({
   options,
   doc: {
     summary:
-      'A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a route with broker targets starts partitions that have no committed offset at the oldest record, so nothing produced before its first start or while it was down is skipped. A record whose chain fails, or a record batch that cannot be decoded (corrupt, or decompressing past `consumer.maxBatchBytes`), goes to the route\'s `deadletter` and the partition moves on. A Kafka → Kafka copy writes the record\'s own bytes (value, key, headers) wherever no step changed them: binary values and JSON as its producer spelled it stay byte for byte (docs/scaling.md). A consumer that crashes is started again with backoff, and `/readyz` says why meanwhile. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.',
+      "A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a route with broker targets starts partitions that have no committed offset at the oldest record, so nothing produced before its first start or while it was down is skipped. A record whose chain fails, or a record batch that cannot be decoded (corrupt, or decompressing past `consumer.maxBatchBytes`), goes to the route's `deadletter` and the partition moves on. A Kafka → Kafka copy writes the record's own bytes (value, key, headers) wherever no step changed them: binary values and JSON as its producer spelled it stay byte for byte (docs/scaling.md). A consumer that crashes is started again with backoff, and `/readyz` says why meanwhile. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership.",
     example:
       'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { sessionTimeoutMs: 30000 }',
   },

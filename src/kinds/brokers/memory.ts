@@ -113,7 +113,11 @@ export class MemoryBroker implements BrokerRuntime {
   private stopped = false;
   private readonly telemetry: BrokerTelemetry | undefined;
 
-  constructor(readonly name: string, options: MemoryOptions, private readonly env: RuntimeEnv) {
+  constructor(
+    readonly name: string,
+    options: MemoryOptions,
+    private readonly env: RuntimeEnv,
+  ) {
     this.retain = options.retain ?? DEFAULT_RETAIN;
     this.retainBytes = options.retainBytes ?? DEFAULT_RETAIN_BYTES;
     this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;

@@ -13,7 +13,10 @@ const qos = (options: Record<string, unknown>) => Type.Unsafe<Qos>({ ...options,
 const options = kindOptions('mqtt', {
   url: Type.String({ minLength: 1, description: 'Server URL: `mqtt://host:1883`, `mqtts://host:8883`, `ws://…` or `wss://…`.' }),
   clientId: Type.Optional(
-    Type.String({ minLength: 1, description: 'Prefix of the client ids (`<clientId>-pub` publishes, `<clientId>-<route>` per consume route); default `eventgate-<hostname>`; must differ between instances.' }),
+    Type.String({
+      minLength: 1,
+      description: 'Prefix of the client ids (`<clientId>-pub` publishes, `<clientId>-<route>` per consume route); default `eventgate-<hostname>`; must differ between instances.',
+    }),
   ),
   username: Type.Optional(Type.String({ description: 'User name for the server.' })),
   password: Type.Optional(Type.String({ description: 'Password for the server (write it as ${VAR}).' })),
@@ -116,5 +119,3 @@ export const mqttBroker = defineBroker({
   canReconfigure: () => false,
   create: (name, settings, env) => new MqttBroker(name, settings, env),
 });
-
-

@@ -32,7 +32,8 @@ const options = kindOptions('nats', {
   ),
   streams: Type.Optional(
     mapOf(stream, {
-      description: 'JetStream streams, by name: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once).',
+      description:
+        'JetStream streams, by name: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once).',
     }),
   ),
   prefetch: int(20, 1, 'Most unacknowledged messages a JetStream consume route holds (handled one at a time, in order).'),
@@ -77,7 +78,10 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
   const entries = typeof o.servers === 'string' ? [o.servers] : o.servers;
   const servers: string[] = [];
   entries.forEach((entry, i) => {
-    for (const s of entry.split(',').map((x) => x.trim()).filter((x) => x !== '')) {
+    for (const s of entry
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x !== '')) {
       if (SERVER.test(s)) servers.push(s);
       else {
         ctx.report(typeof o.servers === 'string' ? ['servers'] : ['servers', i], 'EG_CONFIG_SCHEMA', `'${s}' is not a NATS server: expected nats://host:4222 or host:port`);
@@ -121,7 +125,7 @@ export const natsBroker = defineBroker({
   options,
   doc: {
     summary:
-      'A NATS server, through the `nats` client. Subjects inside a stream listed under `streams` are JetStream\'s: a publish answers 2xx only after the stream stored it (its sequence is the delivery\'s `offset`), and a consume route reads through a durable consumer named after its group, acknowledging each message only after every target accepted it (at least once; a message held past `ackWaitMs` is redelivered, so the gateway signals progress while a route works on one). Other subjects are core NATS, at most once: a publish is confirmed by the server\'s reply to a flush but not stored, and consume routes (a queue group per route group) get only what is published while they are connected. Subject wildcards (`*`, `>`) work in `from.topic`, with the concrete subject as `$topic`; NATS headers are the message headers, both ways. The client reconnects by itself; `/readyz` reports the broker while it is disconnected and publishes answer 503. A changed nats broker is replaced on reload; unchanged routes keep their consumers.',
+      "A NATS server, through the `nats` client. Subjects inside a stream listed under `streams` are JetStream's: a publish answers 2xx only after the stream stored it (its sequence is the delivery's `offset`), and a consume route reads through a durable consumer named after its group, acknowledging each message only after every target accepted it (at least once; a message held past `ackWaitMs` is redelivered, so the gateway signals progress while a route works on one). Other subjects are core NATS, at most once: a publish is confirmed by the server's reply to a flush but not stored, and consume routes (a queue group per route group) get only what is published while they are connected. Subject wildcards (`*`, `>`) work in `from.topic`, with the concrete subject as `$topic`; NATS headers are the message headers, both ways. The client reconnects by itself; `/readyz` reports the broker while it is disconnected and publishes answer 503. A changed nats broker is replaced on reload; unchanged routes keep their consumers.",
     example:
       'brokers:\n  nats:\n    kind: nats\n    servers: ${NATS_URL}              # "nats://a:4222,nats://b:4222" is split at the commas\n    streams:\n      ORDERS: { subjects: ["orders.>"], maxAgeMs: 604800000 }\nroutes:\n  - name: order-events\n    from: { broker: nats, topic: "orders.*" }        # JetStream: stream ORDERS holds orders.>\n    to: { listener: ws, path: /orders }\n  - name: presence\n    from: { listener: api, path: /presence }\n    to: { broker: nats, topic: presence.online }     # core NATS: at most once',
   },

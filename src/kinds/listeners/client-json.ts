@@ -81,7 +81,8 @@ export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; co
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i]!;
     if (inString) {
-      if (b === 0x5c) i++; // backslash: skip the escaped byte
+      if (b === 0x5c)
+        i++; // backslash: skip the escaped byte
       else if (b === 0x22) inString = false;
       continue;
     }

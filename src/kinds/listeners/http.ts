@@ -24,9 +24,15 @@ const options = kindOptions('http', {
   events: Type.Optional(
     Type.Object(
       {
-        heartbeatMs: Type.Optional(Type.Integer({ minimum: 100, default: SSE_DEFAULTS.heartbeatMs, description: 'A comment line is sent this often on every stream, so proxies keep idle streams open.' })),
+        heartbeatMs: Type.Optional(
+          Type.Integer({ minimum: 100, default: SSE_DEFAULTS.heartbeatMs, description: 'A comment line is sent this often on every stream, so proxies keep idle streams open.' }),
+        ),
         maxBufferedBytes: Type.Optional(
-          Type.Integer({ minimum: 1024, default: SSE_DEFAULTS.maxBufferedBytes, description: 'Per-client bound on events written but not yet read; a client over it is disconnected (it reconnects and resumes).' }),
+          Type.Integer({
+            minimum: 1024,
+            default: SSE_DEFAULTS.maxBufferedBytes,
+            description: 'Per-client bound on events written but not yet read; a client over it is disconnected (it reconnects and resumes).',
+          }),
         ),
         retryMs: Type.Optional(Type.Integer({ minimum: 0, default: SSE_DEFAULTS.retryMs, description: 'Reconnection delay sent to clients (`retry:`).' })),
       },
@@ -44,8 +50,23 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * every other header travels with the message.
  */
 const NOT_FORWARDED = new Set([
-  'host', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'content-length', 'expect',
-  'authorization', 'cookie', 'proxy-authorization', 'proxy-connection', 'accept', 'accept-encoding', 'accept-language', 'user-agent',
+  'host',
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'content-length',
+  'expect',
+  'authorization',
+  'cookie',
+  'proxy-authorization',
+  'proxy-connection',
+  'accept',
+  'accept-encoding',
+  'accept-language',
+  'user-agent',
 ]);
 
 type Router = FindMyWay.Instance<FindMyWay.HTTPVersion.V1>;
@@ -74,7 +95,11 @@ export class HttpListener implements ListenerRuntime {
   /** Route outcomes waiting to be answered at the end of this event-loop turn (see answerSoon). */
   private outcomes: { req: IncomingMessage; res: ServerResponse; outcome: Outcome }[] = [];
 
-  constructor(readonly name: string, options: HttpOptions, private readonly env: RuntimeEnv) {
+  constructor(
+    readonly name: string,
+    options: HttpOptions,
+    private readonly env: RuntimeEnv,
+  ) {
     this.options = options;
     this.telemetry = env.telemetry?.listener(name);
     this.cors = options.cors ? new CorsPolicy(options.cors) : undefined;
@@ -266,7 +291,16 @@ export class HttpListener implements ListenerRuntime {
     );
   }
 
-  private dispatch(req: IncomingMessage, res: ServerResponse, route: RouteEntry, body: Buffer | undefined, isJson: boolean, contentType: string, params: Record<string, string | undefined>, search: string): void {
+  private dispatch(
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: RouteEntry,
+    body: Buffer | undefined,
+    isJson: boolean,
+    contentType: string,
+    params: Record<string, string | undefined>,
+    search: string,
+  ): void {
     if (body === undefined) {
       res.setHeader('connection', 'close');
       return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body is over ${this.options.maxBodyBytes ?? DEFAULT_MAX_BODY} bytes`));
@@ -454,10 +488,11 @@ export const httpListener = defineListener({
   },
   doc: {
     summary:
-      'Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message\'s `ce_<name>` headers and `$ce` in expressions; the data is the value. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...). ' +
+      "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...). " +
       'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
-      'A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition). A client that reconnects with `Last-Event-ID` first gets, through the route\'s chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target\'s `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.',
-    example: 'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
+      "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition). A client that reconnects with `Last-Event-ID` first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target's `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.",
+    example:
+      'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
   },
   create: (name, options, env) => new HttpListener(name, options, env),
 });

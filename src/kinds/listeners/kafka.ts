@@ -9,17 +9,31 @@ import { DEFAULT_MAX_REQUEST_BYTES, KafkaProxyListener, type KafkaProxySettings 
 import { compileTls, tlsServerOption } from './transport.js';
 
 const options = kindOptions('kafka', {
-  upstream: Type.String({ minLength: 1, description: 'The broker (of kind kafka) whose cluster the listener fronts; the proxy reaches it with that broker\'s `brokers` and `ssl`.' }),
+  upstream: Type.String({ minLength: 1, description: "The broker (of kind kafka) whose cluster the listener fronts; the proxy reaches it with that broker's `brokers` and `ssl`." }),
   host: Type.Optional(Type.String({ default: '0.0.0.0', description: 'Bind address of the bootstrap port and of every broker port.' })),
-  port: Type.Integer({ minimum: 0, maximum: 65535, description: 'The bootstrap port clients are given. Broker n (in the order the proxy learns of them) gets port + 1 + n; with 0, every port is picked free (see /admin/status).' }),
+  port: Type.Integer({
+    minimum: 0,
+    maximum: 65535,
+    description: 'The bootstrap port clients are given. Broker n (in the order the proxy learns of them) gets port + 1 + n; with 0, every port is picked free (see /admin/status).',
+  }),
   advertisedHost: Type.Optional(Type.String({ minLength: 1, description: "Host named to clients in metadata responses (default: host, or this machine's hostname when host is 0.0.0.0 or ::)." })),
   brokerPorts: Type.Optional(
-    mapOf(Type.Integer({ minimum: 1, maximum: 65535 }), { propertyNames: { pattern: '^[0-9]+$' }, description: 'Local port per upstream broker node id (`"1": 19101`), for ports that must not depend on discovery order.' }),
+    mapOf(Type.Integer({ minimum: 1, maximum: 65535 }), {
+      propertyNames: { pattern: '^[0-9]+$' },
+      description: 'Local port per upstream broker node id (`"1": 19101`), for ports that must not depend on discovery order.',
+    }),
   ),
   tls: tlsServerOption(
     "Serve TLS to Kafka clients (they connect with security.protocol=ssl) on the bootstrap port and every broker port. Files are relative to gateway.yaml and watched: a renewed certificate is used for new connections without a restart. Independent of the upstream broker's `ssl`, which is for the proxy's own connections to the cluster.",
   ),
-  maxRequestBytes: Type.Optional(Type.Integer({ minimum: 1024, default: DEFAULT_MAX_REQUEST_BYTES, description: "Largest request frame a client may send (Kafka's socket.request.max.bytes); a larger one closes that client's connection. Also the most a produce request's compressed records may decompress to, all batches together: a larger one (a decompression bomb) is refused with INVALID_RECORD." })),
+  maxRequestBytes: Type.Optional(
+    Type.Integer({
+      minimum: 1024,
+      default: DEFAULT_MAX_REQUEST_BYTES,
+      description:
+        "Largest request frame a client may send (Kafka's socket.request.max.bytes); a larger one closes that client's connection. Also the most a produce request's compressed records may decompress to, all batches together: a larger one (a decompression bomb) is refused with INVALID_RECORD.",
+    }),
+  ),
 });
 export type KafkaListenerOptions = Static<typeof options>;
 
@@ -34,7 +48,8 @@ const TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
 function stepProblem(step: CompiledStep): string | undefined {
   switch (step.kind) {
     case 'validate':
-      if (step.needsRouteDeadletter || (step.brokers?.length ?? 0) > 0) return 'validate with onInvalid: deadletter would take records out of a produce request, which breaks the batch the client signed with its sequence numbers; use onInvalid: reject (the client is told INVALID_RECORD) or tag';
+      if (step.needsRouteDeadletter || (step.brokers?.length ?? 0) > 0)
+        return 'validate with onInvalid: deadletter would take records out of a produce request, which breaks the batch the client signed with its sequence numbers; use onInvalid: reject (the client is told INVALID_RECORD) or tag';
       return undefined;
     case 'transform':
     case 'headers':
@@ -89,7 +104,7 @@ export const kafkaListener = defineListener({
   },
   doc: {
     summary:
-      'A Kafka-protocol proxy: Kafka clients use it as their bootstrap server and reach the `upstream` cluster through it (docs/kafka-proxy.md). Every upstream broker gets a local port of its own, and metadata names those ports, so clients never learn the cluster\'s addresses. A route `from: {listener, topic}` governs produce requests for its topic: validate with `onInvalid: reject` refuses the whole request with INVALID_RECORD (87); `tag`, `transform` and `headers` rewrite records in their batch (same codec, record count and producer id/epoch/sequence). Other topics, consumers, groups, transactions and SASL pass through unchanged. Routes on it take no `to` (records go on to the same topic upstream), no `filter`, `auth`, `deadletter` or `onInvalid: deadletter` (a record cannot leave a produce request).',
+      "A Kafka-protocol proxy: Kafka clients use it as their bootstrap server and reach the `upstream` cluster through it (docs/kafka-proxy.md). Every upstream broker gets a local port of its own, and metadata names those ports, so clients never learn the cluster's addresses. A route `from: {listener, topic}` governs produce requests for its topic: validate with `onInvalid: reject` refuses the whole request with INVALID_RECORD (87); `tag`, `transform` and `headers` rewrite records in their batch (same codec, record count and producer id/epoch/sequence). Other topics, consumers, groups, transactions and SASL pass through unchanged. Routes on it take no `to` (records go on to the same topic upstream), no `filter`, `auth`, `deadletter` or `onInvalid: deadletter` (a record cannot leave a produce request).",
     example:
       'brokers:\n  cluster: { kind: kafka, brokers: ["${KAFKA_BROKERS}"] }\nlisteners:\n  kafka-in:\n    kind: kafka\n    upstream: cluster\n    host: 127.0.0.1\n    port: 19092\n    advertisedHost: 127.0.0.1\nroutes:\n  - name: orders-in\n    from: { listener: kafka-in, topic: orders }\n    through: [ { validate: { message: OrderPlaced, onInvalid: reject } } ]',
   },

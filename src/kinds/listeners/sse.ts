@@ -47,7 +47,10 @@ interface PathState {
 /** The `id:` of a stream position (`0:41,1:17`), or undefined when no position is known. */
 export function formatPositions(p: Positions): string | undefined {
   if (p.size === 0) return undefined;
-  return [...p].sort((a, b) => a[0] - b[0]).map(([part, off]) => `${part}:${off}`).join(',');
+  return [...p]
+    .sort((a, b) => a[0] - b[0])
+    .map(([part, off]) => `${part}:${off}`)
+    .join(',');
 }
 
 /** The positions a `Last-Event-ID` names, or undefined when it is not one of ours. */
@@ -83,7 +86,19 @@ function payload(msg: Message, format: SseFormat): { event: string | undefined; 
     if (msg.value !== null && msg.value !== undefined) ce.data = msg.value;
     return { event, data: JSON.stringify(ce) };
   }
-  return { event, data: JSON.stringify({ topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: msg.value, timestamp: msg.timestamp, ...(attrs ? { ce: attrs } : {}) }) };
+  return {
+    event,
+    data: JSON.stringify({
+      topic: msg.topic,
+      partition: msg.partition,
+      offset: msg.offset,
+      key: msg.key,
+      headers: msg.headers,
+      value: msg.value,
+      timestamp: msg.timestamp,
+      ...(attrs ? { ce: attrs } : {}),
+    }),
+  };
 }
 
 /** The event streams of one http listener. */
@@ -96,7 +111,11 @@ export class SseStreams {
   /** Clients cut off for reading too slowly, since the listener started (for status and tests). */
   slowClientsClosed = 0;
 
-  constructor(private readonly listener: string, private options: SseOptions, private readonly logger: Logger) {}
+  constructor(
+    private readonly listener: string,
+    private options: SseOptions,
+    private readonly logger: Logger,
+  ) {}
 
   reconfigure(options: SseOptions): void {
     const beat = options.heartbeatMs !== this.options.heartbeatMs;
@@ -147,9 +166,19 @@ export class SseStreams {
     const from = lastId === undefined ? undefined : parsePositions(lastId);
     if (lastId !== undefined && replay) {
       if (from) void this.resume(client, replay, from);
-      else this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `Last-Event-ID '${lastId.slice(0, 100)}' is not a position of this stream; streaming from now` }) }));
+      else
+        this.write(
+          client,
+          sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `Last-Event-ID '${lastId.slice(0, 100)}' is not a position of this stream; streaming from now` }) }),
+        );
     } else if (lastId !== undefined && this.shared.has(path)) {
-      this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: 'several routes forward to this stream, so it cannot resume (an event id cannot name positions in several sources); streaming from now' }) }));
+      this.write(
+        client,
+        sseEvent({
+          event: 'eventgate.resume',
+          data: JSON.stringify({ resumed: false, reason: 'several routes forward to this stream, so it cannot resume (an event id cannot name positions in several sources); streaming from now' }),
+        }),
+      );
     }
   }
 
@@ -159,7 +188,13 @@ export class SseStreams {
     try {
       const { messages, truncated } = await replay.replay(after);
       if (truncated) {
-        this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: 'some events after Last-Event-ID are no longer retained by the broker; resuming from the oldest retained event' }) }));
+        this.write(
+          client,
+          sseEvent({
+            event: 'eventgate.resume',
+            data: JSON.stringify({ resumed: true, gap: true, reason: 'some events after Last-Event-ID are no longer retained by the broker; resuming from the oldest retained event' }),
+          }),
+        );
       }
       const format = this.state(client.path).format;
       for (const message of messages) {

@@ -61,12 +61,20 @@ export const transportOptions = {
   port: Type.Integer({ minimum: 0, maximum: 65535, description: 'TCP port (0: any free port, see /admin/status).' }),
   host: Type.Optional(Type.String({ default: '0.0.0.0', description: 'Bind address.' })),
   tls: tlsServerOption('Serve TLS (https/wss). Files are relative to gateway.yaml and watched: a renewed certificate is used for new connections without a restart.'),
-  maxHeaderBytes: Type.Optional(Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: TRANSPORT_DEFAULTS.maxHeaderBytes, description: 'Largest request head (request line and headers); larger: 431.' })),
+  maxHeaderBytes: Type.Optional(
+    Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: TRANSPORT_DEFAULTS.maxHeaderBytes, description: 'Largest request head (request line and headers); larger: 431.' }),
+  ),
   maxHeaders: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: TRANSPORT_DEFAULTS.maxHeaders, description: 'Most request headers; more: 431.' })),
-  headersTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.headersTimeoutMs, description: 'Time a client has to send the request headers; then 408 and the connection is closed.' })),
-  requestTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.requestTimeoutMs, description: 'Time a client has to send the whole request; then 408. Open WebSocket connections are not affected.' })),
+  headersTimeoutMs: Type.Optional(
+    Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.headersTimeoutMs, description: 'Time a client has to send the request headers; then 408 and the connection is closed.' }),
+  ),
+  requestTimeoutMs: Type.Optional(
+    Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.requestTimeoutMs, description: 'Time a client has to send the whole request; then 408. Open WebSocket connections are not affected.' }),
+  ),
   maxConnections: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.maxConnections, description: 'Open connections at once; further ones are closed as they arrive.' })),
-  maxJsonDepth: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000, default: TRANSPORT_DEFAULTS.maxJsonDepth, description: 'Deepest nesting of JSON arrays/objects accepted in a body or frame; deeper: 400.' })),
+  maxJsonDepth: Type.Optional(
+    Type.Integer({ minimum: 1, maximum: 100_000, default: TRANSPORT_DEFAULTS.maxJsonDepth, description: 'Deepest nesting of JSON arrays/objects accepted in a body or frame; deeper: 400.' }),
+  ),
   maxParsedBytes: Type.Optional(
     Type.Integer({
       minimum: 1024,
@@ -125,9 +133,7 @@ export function createTransport(listener: string, options: TransportOptions, han
     connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
   };
   const m = options.tlsMaterial;
-  const server: Server = m
-    ? (createHttpsServer({ ...httpOptions, ...tlsServerOptions(m) }, handler) as unknown as Server)
-    : createHttpServer(httpOptions, handler);
+  const server: Server = m ? (createHttpsServer({ ...httpOptions, ...tlsServerOptions(m) }, handler) as unknown as Server) : createHttpServer(httpOptions, handler);
   applyLimits(server, options);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket));
   let dropped = 0;
@@ -191,7 +197,9 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
 export function rawResponse(p: Problem, extraHeaders: Record<string, string> = {}): string {
   const body = JSON.stringify(problemBody(p));
   const headers = { 'content-type': 'application/problem+json', 'content-length': String(Buffer.byteLength(body)), connection: 'close', ...p.headers, ...extraHeaders };
-  return `HTTP/1.1 ${p.status} ${p.title}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${body}`;
+  return `HTTP/1.1 ${p.status} ${p.title}\r\n${Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join('\r\n')}\r\n\r\n${body}`;
 }
 
 const NO_QUERY: Record<string, string | string[]> = Object.freeze(Object.create(null));

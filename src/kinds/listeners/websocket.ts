@@ -20,11 +20,20 @@ const DEFAULT_MAX_PENDING = 64;
 const options = kindOptions('websocket', {
   ...transportOptions,
   maxPayloadBytes: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_PAYLOAD, description: 'Largest frame a client may send; a larger one closes the connection with 1009.' })),
-  maxBufferedBytes: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_BUFFERED, description: 'Per-client send buffer bound: forwarded messages, acks and error frames all count; a client over it is disconnected with 1013.' })),
-  maxPendingFrames: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_PENDING, description: 'Frames a client may have in processing; beyond that its socket is paused (TCP backpressure).' })),
+  maxBufferedBytes: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      default: DEFAULT_MAX_BUFFERED,
+      description: 'Per-client send buffer bound: forwarded messages, acks and error frames all count; a client over it is disconnected with 1013.',
+    }),
+  ),
+  maxPendingFrames: Type.Optional(
+    Type.Integer({ minimum: 1, default: DEFAULT_MAX_PENDING, description: 'Frames a client may have in processing; beyond that its socket is paused (TCP backpressure).' }),
+  ),
   origins: Type.Optional(
     oneOf([Type.Literal('*'), Type.Array(Type.String({ pattern: '^https?://[^/]+$' }), { minItems: 1 })], {
-      description: 'Origins (scheme://host[:port]) browsers may connect from, or "*" (default). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected.',
+      description:
+        'Origins (scheme://host[:port]) browsers may connect from, or "*" (default). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected.',
     }),
   ),
 });
@@ -78,12 +87,21 @@ export class WebSocketListener implements ListenerRuntime {
   private bound = false;
   private draining = false;
 
-  constructor(readonly name: string, options: WebSocketOptions, private readonly env: RuntimeEnv) {
+  constructor(
+    readonly name: string,
+    options: WebSocketOptions,
+    private readonly env: RuntimeEnv,
+  ) {
     this.options = options;
-    this.server = createTransport(name, options, (_req, res) => {
-      res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
-      res.end('this listener speaks WebSocket only\n');
-    }, env.logger);
+    this.server = createTransport(
+      name,
+      options,
+      (_req, res) => {
+        res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
+        res.end('this listener speaks WebSocket only\n');
+      },
+      env.logger,
+    );
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD });
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
   }
@@ -173,7 +191,9 @@ export class WebSocketListener implements ListenerRuntime {
         let sent = 0;
         for (const c of set) if (listener.withinBound(c, batch.pendingBytes(c))) sent++;
         if (sent > 0) {
-          const payload = Buffer.from(format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? toStructured(msg) : envelope(msg)));
+          const payload = Buffer.from(
+            format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? toStructured(msg) : envelope(msg)),
+          );
           batch.queue(textFrame(payload), payload);
         }
         return { listener: listener.name, path, clients: sent };
@@ -250,13 +270,16 @@ export class WebSocketListener implements ListenerRuntime {
       c.expiry = setTimeout(() => this.expireAt(c, until), MAX_TIMER_MS);
       return;
     }
-    c.expiry = setTimeout(() => {
-      c.expiry = undefined;
-      if (c.ws.readyState !== 1) return;
-      this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client credential expired; disconnecting with 4401');
-      this.clients.get(c.path)?.delete(c);
-      void closeClient(c.ws, CREDENTIAL_EXPIRED, 'credential expired');
-    }, Math.max(0, wait));
+    c.expiry = setTimeout(
+      () => {
+        c.expiry = undefined;
+        if (c.ws.readyState !== 1) return;
+        this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client credential expired; disconnecting with 4401');
+        this.clients.get(c.path)?.delete(c);
+        void closeClient(c.ws, CREDENTIAL_EXPIRED, 'credential expired');
+      },
+      Math.max(0, wait),
+    );
     c.expiry.unref();
   }
 
@@ -306,7 +329,19 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta, until: number | undefined): void {
-    const client: Client = { ws, path, remoteAddress: req.socket.remoteAddress, request, queue: Promise.resolve(), pending: 0, evicted: false, expiry: undefined, trace: handshakeTrace(req), batchSkip: 0, batchEpoch: -1 };
+    const client: Client = {
+      ws,
+      path,
+      remoteAddress: req.socket.remoteAddress,
+      request,
+      queue: Promise.resolve(),
+      pending: 0,
+      evicted: false,
+      expiry: undefined,
+      trace: handshakeTrace(req),
+      batchSkip: 0,
+      batchEpoch: -1,
+    };
     this.expireAt(client, until);
     let set = this.clients.get(path);
     if (!set) this.clients.set(path, (set = new Set()));
@@ -431,7 +466,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      'Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route\'s `auth` steps and a forward target\'s `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message; failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway\'s memory.',
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message; failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),

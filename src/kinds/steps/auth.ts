@@ -61,7 +61,9 @@ const jwtOptions = Type.Object(
     secret: Type.Optional(Type.String({ minLength: MIN_HMAC_SECRET_BYTES, description: `HMAC secret (HS256/384/512), at least ${MIN_HMAC_SECRET_BYTES} bytes.` })),
     publicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM file with the public key (SPKI) or an X.509 certificate; watched.' })),
     jwksFile: Type.Optional(Type.String({ minLength: 1, description: 'JSON Web Key Set file; watched.' })),
-    jwksUrl: Type.Optional(Type.String({ pattern: '^https?://', description: 'JSON Web Key Set URL (https, or http on a loopback host); cached, refetched for unknown key ids; one that cannot be fetched answers 503.' })),
+    jwksUrl: Type.Optional(
+      Type.String({ pattern: '^https?://', description: 'JSON Web Key Set URL (https, or http on a loopback host); cached, refetched for unknown key ids; one that cannot be fetched answers 503.' }),
+    ),
     algorithms: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), {
         minItems: 1,
@@ -78,7 +80,12 @@ const jwtOptions = Type.Object(
     query: Type.Optional(Type.String({ minLength: 1, description: 'Query parameter that may carry the token instead of Authorization: Bearer.' })),
     principalClaim: Type.Optional(Type.String({ minLength: 1, default: 'sub', description: 'The claim that becomes `$principal`.' })),
     clockToleranceSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 300, default: 0, description: 'Clock skew allowed when checking exp and nbf.' })),
-    requireExp: Type.Optional(Type.Boolean({ default: false, description: 'Refuse (401) tokens without an `exp` claim, which would otherwise be accepted for ever. A WebSocket client admitted with a token is closed with 4401 when it expires.' })),
+    requireExp: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description: 'Refuse (401) tokens without an `exp` claim, which would otherwise be accepted for ever. A WebSocket client admitted with a token is closed with 4401 when it expires.',
+      }),
+    ),
   },
   {
     additionalProperties: false,

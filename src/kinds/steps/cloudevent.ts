@@ -34,8 +34,9 @@ export const cloudeventStep = defineStep({
   ),
   doc: {
     summary:
-      'Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a new UUID, `time` is now, `specversion` is `1.0`, `datacontenttype` `application/json` (`text/plain` for a string), and `source` and `type` are the step\'s; a message that already is a CloudEvent keeps its attributes. Then `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) rewrites attributes of every message, and `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message\'s `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.',
-    example: 'chains:\n  as-cloudevent:\n    - cloudevent:\n        source: /shop/orders\n        type: com.example.order.placed\n        set:\n          subject: $string(orderId)\n          tenant: $headers."x-tenant"',
+      "Makes each message a [CloudEvent](https://cloudevents.io) or rewrites its attributes. A plain message is wrapped: its value becomes the event data, `id` is a new UUID, `time` is now, `specversion` is `1.0`, `datacontenttype` `application/json` (`text/plain` for a string), and `source` and `type` are the step's; a message that already is a CloudEvent keeps its attributes. Then `set` (JSONata per attribute or extension, evaluated on the value with `$ce` bound to the attributes so far) rewrites attributes of every message, and `remove` drops optional attributes or extensions. A message left without a required attribute, or with a malformed one, is `invalid` (400 `EG_CLOUDEVENT_INVALID`). Attributes travel as the message's `ce_<name>` headers (the CloudEvents Kafka binding), so Kafka targets carry them in binary mode.",
+    example:
+      'chains:\n  as-cloudevent:\n    - cloudevent:\n        source: /shop/orders\n        type: com.example.order.placed\n        set:\n          subject: $string(orderId)\n          tenant: $headers."x-tenant"',
   },
   compile(options, ctx) {
     const set = compileExpressionMap(ctx, 'set', options.set);

@@ -14,7 +14,8 @@ export const headersStep = defineStep({
     { additionalProperties: false, minProperties: 1 },
   ),
   doc: {
-    summary: "Edits the message headers. `set` maps a header name to a JSONata expression (a string result is used as is, anything else as JSON; no result leaves the header unset); `remove` lists headers to drop. Removal runs first, so a header can be replaced.",
+    summary:
+      'Edits the message headers. `set` maps a header name to a JSONata expression (a string result is used as is, anything else as JSON; no result leaves the header unset); `remove` lists headers to drop. Removal runs first, so a header can be replaced.',
     example: 'headers:\n  set:\n    ce-type: \'"io.example.light.measured"\'\n    x-room: $path.room\n  remove: [x-debug]',
   },
   compile(options, ctx) {
@@ -36,7 +37,13 @@ export const headersStep = defineStep({
         const apply = (from: number): StepResult | Promise<StepResult> => {
           for (let i = from; i < set.length; i++) {
             const [name, expr] = set[i]!;
-            const r = evaluateThen<StepStop | undefined>(expr, msg.value, bindings, (v) => assign(name, v), (err): StepStop => ({ stop: 'failed', problem: expressionProblem(`headers.set.${name}`, err) }));
+            const r = evaluateThen<StepStop | undefined>(
+              expr,
+              msg.value,
+              bindings,
+              (v) => assign(name, v),
+              (err): StepStop => ({ stop: 'failed', problem: expressionProblem(`headers.set.${name}`, err) }),
+            );
             if (r instanceof Promise) return r.then((stop) => stop ?? apply(i + 1));
           }
           return withHeaders(msg, headers);

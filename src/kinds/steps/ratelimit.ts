@@ -29,7 +29,11 @@ export type RateLimitOptions = Static<typeof options>;
 export class TokenBuckets {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
 
-  constructor(private readonly perMs: number, private readonly burst: number, private readonly maxKeys: number) {}
+  constructor(
+    private readonly perMs: number,
+    private readonly burst: number,
+    private readonly maxKeys: number,
+  ) {}
 
   /** Takes a token for `key`: 0 when granted, otherwise the milliseconds until one is available. */
   take(key: string, now: number): number {
@@ -69,7 +73,7 @@ export const ratelimitStep = defineStep({
     summary:
       'Token-bucket rate limit per client: each client may send `burst` messages at once and `rate` per `per` on average. Over the limit, HTTP answers 429 with `Retry-After` (seconds) and WebSocket clients get an error frame with status 429. ' +
       'Clients are told apart by IP address, or by the JSONata `key` (for example `$principal` after an `auth` step; when it has no result the IP is used). Behind a proxy, key on `$headers."x-forwarded-for"` only if the proxy sets that header. ' +
-      "Buckets are kept across reloads for as long as the route keeps this step unchanged. Each route has its own buckets, even when it uses the step through a shared chain. Only for routes from a listener.",
+      'Buckets are kept across reloads for as long as the route keeps this step unchanged. Each route has its own buckets, even when it uses the step through a shared chain. Only for routes from a listener.',
     example: 'ratelimit:\n  rate: 100\n  per: minute\n  burst: 20\n  key: $principal',
   },
   compile(options, ctx) {

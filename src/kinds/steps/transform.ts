@@ -8,7 +8,8 @@ export const transformStep = defineStep({
   kind: 'transform',
   options: Type.String({ minLength: 1, description: 'JSONata expression whose result replaces the message value.' }),
   doc: {
-    summary: "Replaces the message value with the JSONata expression's result. An expression with no result fails the message (HTTP 500), since an empty message is almost always a mistake in the expression.",
+    summary:
+      "Replaces the message value with the JSONata expression's result. An expression with no result fails the message (HTTP 500), since an empty message is almost always a mistake in the expression.",
     example: 'transform: |\n  { "lux": lumens, "at": sentAt, "room": $path.room }',
   },
   compile(source, ctx) {

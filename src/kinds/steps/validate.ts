@@ -26,10 +26,17 @@ const options = Type.Object(
         description: 'An AsyncAPI message of the `asyncapi:` documents, by id: its components key, its messageId (2.x) or key in a channel (3.x), or its name; the documents are watched.',
       }),
     ),
-    channel: Type.Optional(Type.String({ minLength: 1, description: 'An AsyncAPI channel (its key, or its 3.x address): any of its messages passes; with several, each error names the message it is from.' })),
-    onInvalid: Type.Optional(oneOfStrings(ON_INVALID, { default: 'reject', description: 'What an invalid message gets: `reject` (400 / error frame), `tag` (forwarded with the header) or `deadletter`.' })),
+    channel: Type.Optional(
+      Type.String({ minLength: 1, description: 'An AsyncAPI channel (its key, or its 3.x address): any of its messages passes; with several, each error names the message it is from.' }),
+    ),
+    onInvalid: Type.Optional(
+      oneOfStrings(ON_INVALID, { default: 'reject', description: 'What an invalid message gets: `reject` (400 / error frame), `tag` (forwarded with the header) or `deadletter`.' }),
+    ),
     deadletter: Type.Optional(
-      Type.Object({ broker: Type.String({ description: 'Broker name (under `brokers:`).' }), topic: Type.String({ description: 'Topic for invalid messages.' }) }, { additionalProperties: false, description: "`{broker, topic}` for `onInvalid: deadletter`; defaults to the route's deadletter." }),
+      Type.Object(
+        { broker: Type.String({ description: 'Broker name (under `brokers:`).' }), topic: Type.String({ description: 'Topic for invalid messages.' }) },
+        { additionalProperties: false, description: "`{broker, topic}` for `onInvalid: deadletter`; defaults to the route's deadletter." },
+      ),
     ),
   },
   {

@@ -68,9 +68,28 @@ export const webhookOptions = Type.Object(
         { additionalProperties: false, description: 'How failed tries (timeouts, refused connections, 408, 429, 5xx) are repeated.' },
       ),
     ),
-    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: WEBHOOK_DEFAULTS.concurrency, description: 'Requests in flight at once (= kept-alive connections); more wait their turn. A consume route whose targets are all webhooks has this many messages of a partition in hand at once, committing up to the first not yet done.' })),
-    orderBy: Type.Optional(Type.String({ minLength: 1, description: 'JSONata expression (e.g. `$key`): messages for which it gives the same value are delivered one after another, in order (a failed one retried before the next). On consume routes it is evaluated on the message as consumed, before the steps.' })),
-    cloudevents: Type.Optional(oneOfStrings(['binary', 'structured'] as const, { default: 'binary', description: 'How CloudEvent messages are sent: `ce-*` headers and the data as body, or one application/cloudevents+json body.' })),
+    concurrency: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 10_000,
+        default: WEBHOOK_DEFAULTS.concurrency,
+        description:
+          'Requests in flight at once (= kept-alive connections); more wait their turn. A consume route whose targets are all webhooks has this many messages of a partition in hand at once, committing up to the first not yet done.',
+      }),
+    ),
+    orderBy: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'JSONata expression (e.g. `$key`): messages for which it gives the same value are delivered one after another, in order (a failed one retried before the next). On consume routes it is evaluated on the message as consumed, before the steps.',
+      }),
+    ),
+    cloudevents: Type.Optional(
+      oneOfStrings(['binary', 'structured'] as const, {
+        default: 'binary',
+        description: 'How CloudEvent messages are sent: `ce-*` headers and the data as body, or one application/cloudevents+json body.',
+      }),
+    ),
     signature: Type.Optional(
       Type.Object(
         { secret: Type.String({ minLength: 1, description: '`whsec_<base64>` (or any string, used as is) — usually `${WEBHOOK_SECRET}`.' }) },
@@ -89,7 +108,7 @@ export const NOT_WEBHOOK_KEYS = ['topic', 'key', 'path', 'format', 'auth', 'clou
 
 export const webhookDoc: KindDoc = {
   summary:
-    'Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message\'s `traceparent` and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx are final. Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections, and a consume route whose targets are all webhooks has that many messages of a partition in hand at once (offsets committed up to the first not yet done); `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.',
+    "Delivers each message to an HTTP endpoint. The body is the value as JSON (a string value as text); CloudEvent messages go in binary mode (`ce-*` headers) or, with `cloudevents: structured`, as `application/cloudevents+json`. Each request carries the message's `traceparent` and the `headers` the target computes. A 2xx answer is a delivery; timeouts, refused connections, 408, 429 (honouring `Retry-After`) and 5xx are retried with exponential backoff up to `retry.attempts`; other 4xx are final. Only then does the route answer: an HTTP publish route answers 200 after the endpoint did (502/504 when the last try failed), and a consume route commits the message after a 2xx, or sends it to its `deadletter` target after the last try. Requests in flight are bounded by `concurrency` over reused keep-alive connections, and a consume route whose targets are all webhooks has that many messages of a partition in hand at once (offsets committed up to the first not yet done); `orderBy` (e.g. `orderBy: $key`) delivers messages with the same value one at a time, in order, and others meanwhile. With `signature`, requests are signed as [Standard Webhooks](https://www.standardwebhooks.com) specifies. Every answer is counted in `eventgate_webhook_requests_total{route,result}`.",
   example:
     'routes:\n  - name: orders-to-crm\n    from: {broker: kafka, topic: orders}\n    to:\n      http:\n        url: https://crm.example.com/hooks/orders\n        headers: {authorization: \'"Bearer ${CRM_TOKEN}"\'}\n        timeoutMs: 5000\n        retry: {attempts: 5, backoffMs: 500}\n        concurrency: 32\n        orderBy: $key\n        signature: {secret: ${WEBHOOK_SECRET}}\n    deadletter: {broker: kafka, topic: orders-undeliverable}',
 };
@@ -116,7 +135,12 @@ export class WebhookTarget implements Target {
   /** The endpoint of a fixed `url`, parsed once (a WebhookError when it cannot be, reported per message). */
   private readonly fixed: Endpoint | WebhookError | undefined;
 
-  constructor(private readonly plan: WebhookPlan, private readonly counters: WebhookCounters | undefined, private readonly logger: Logger, private readonly route: string) {
+  constructor(
+    private readonly plan: WebhookPlan,
+    private readonly counters: WebhookCounters | undefined,
+    private readonly logger: Logger,
+    private readonly route: string,
+  ) {
     this.fixed = plan.urlExpr ? undefined : parseEndpoint(plan.url);
     // One socket per request in flight, kept alive between them: the agent is the concurrency bound's twin.
     const agentOptions = { keepAlive: true, maxSockets: plan.concurrency, maxFreeSockets: plan.concurrency, scheduling: 'lifo' as const };
@@ -216,7 +240,8 @@ export class WebhookTarget implements Target {
     let endpoint = this.fixed;
     if (this.plan.urlExpr) {
       const v = await evaluate(this.plan.urlExpr, msg.value, bindings!, 'url');
-      if (typeof v !== 'string' || !/^https?:\/\//.test(v)) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `url expression gave ${JSON.stringify(v) ?? 'nothing'}, which is not an http(s) URL`));
+      if (typeof v !== 'string' || !/^https?:\/\//.test(v))
+        throw new WebhookError(problem('EG_EXPRESSION_FAILED', `url expression gave ${JSON.stringify(v) ?? 'nothing'}, which is not an http(s) URL`));
       endpoint = parseEndpoint(v);
     }
     if (!endpoint) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `'${this.plan.url}' is not a valid URL`));

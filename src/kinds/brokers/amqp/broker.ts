@@ -45,12 +45,16 @@ export class AmqpBroker implements BrokerRuntime {
   private nextId = 0;
   /** The connection's socket (amqplib's Connection.stream), for coalescing writes. */
   private socket: { cork?(): void; uncork?(): void } | undefined;
-  private open!: (typeof import('amqplib'))['connect'];
+  private open!: typeof import('amqplib')['connect'];
 
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private readonly deadlines: AckDeadlines;
 
-  constructor(readonly name: string, readonly settings: AmqpSettings, env: RuntimeEnv) {
+  constructor(
+    readonly name: string,
+    readonly settings: AmqpSettings,
+    env: RuntimeEnv,
+  ) {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'amqp');
@@ -293,12 +297,14 @@ class AmqpSubscription {
     const ask = () => {
       if (asking || this.channel !== ch) return;
       asking = true;
-      ch.checkQueue(queue).then(
-        (q) => {
-          if (this.channel === ch) this.ready = q.messageCount;
-        },
-        () => undefined,
-      ).finally(() => (asking = false));
+      ch.checkQueue(queue)
+        .then(
+          (q) => {
+            if (this.channel === ch) this.ready = q.messageCount;
+          },
+          () => undefined,
+        )
+        .finally(() => (asking = false));
     };
     clearInterval(this.poll);
     this.poll = setInterval(ask, this.settings.lagPollMs);

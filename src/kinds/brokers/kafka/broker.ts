@@ -39,7 +39,11 @@ export class KafkaBroker implements BrokerRuntime {
   /** Producer and consumer errors, for eventgate_kafka_*_errors_total. */
   private readonly telemetry: BrokerTelemetry | undefined;
 
-  constructor(readonly name: string, readonly settings: KafkaSettings, env: RuntimeEnv) {
+  constructor(
+    readonly name: string,
+    readonly settings: KafkaSettings,
+    env: RuntimeEnv,
+  ) {
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'kafka');
     const base = clientConfig(settings, this.log);

@@ -8,7 +8,9 @@ import { CODEC_IDS, compress, decompress, DEFAULT_MAX_DECOMPRESSED_BYTES, type C
 const { CompressionCodecs } = kafkajs;
 const require = createRequire(import.meta.url);
 /** kafkajs' own record encoder (2.2.4, pinned): the exact inverse of the decoder that reads our stand-ins. */
-const encodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0') as (r: { offsetDelta: number; key: Buffer | null; value: Buffer | null; headers: Record<string, Buffer> }) => { buffer: Buffer };
+const encodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0') as (r: { offsetDelta: number; key: Buffer | null; value: Buffer | null; headers: Record<string, Buffer> }) => {
+  buffer: Buffer;
+};
 
 /**
  * Installs the five codecs of src/codecs/compression.ts into kafkajs (a process-wide table), so

@@ -46,7 +46,13 @@ export async function readRetained(client: Kafka, settings: KafkaSettings, topic
   if (wanted.size === 0) return { messages: [], truncated };
 
   const c = settings.consumer;
-  const consumer = client.consumer({ groupId: `eventgate-replay-${randomUUID()}`, sessionTimeout: c.sessionTimeoutMs, heartbeatInterval: c.heartbeatIntervalMs, rebalanceTimeout: c.rebalanceTimeoutMs, maxWaitTimeInMs: c.maxWaitMs });
+  const consumer = client.consumer({
+    groupId: `eventgate-replay-${randomUUID()}`,
+    sessionTimeout: c.sessionTimeoutMs,
+    heartbeatInterval: c.heartbeatIntervalMs,
+    rebalanceTimeout: c.rebalanceTimeoutMs,
+    maxWaitTimeInMs: c.maxWaitMs,
+  });
   const messages: Message[] = [];
   const pending = new Set(wanted.keys());
   try {

@@ -151,7 +151,13 @@ export class KafkaSubscription {
       // lets go of that consumer when its connect attempt ends. Joining or consuming: wait for it.
       if (this.phase !== 'connecting') await this.loop;
     })();
-    const outcome = await Promise.race([done.then(() => 'done' as const, () => 'done' as const), sleep(STOP_TIMEOUT_MS).then(() => 'late' as const)]);
+    const outcome = await Promise.race([
+      done.then(
+        () => 'done' as const,
+        () => 'done' as const,
+      ),
+      sleep(STOP_TIMEOUT_MS).then(() => 'late' as const),
+    ]);
     if (outcome === 'late') this.log.warn({ waitedMs: STOP_TIMEOUT_MS }, 'consumer did not stop in time; its record in hand stays uncommitted and will be delivered again');
     else if (this.phase === 'consuming') this.log.info('consumer stopped; offsets committed');
     else this.log.info('consumer stopped before it could join its group');
@@ -317,7 +323,17 @@ export class KafkaSubscription {
         const msg = toMessage(topic, partition, message);
         const keys = orderKeys ? await orderKeys(msg) : NO_KEYS;
         // Each record keeps the membership alive while it is retried.
-        window.start(message.offset, keys, () => this.persist(heartbeat, () => this.handler(msg), (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'record not consumed; retrying it')), settled);
+        window.start(
+          message.offset,
+          keys,
+          () =>
+            this.persist(
+              heartbeat,
+              () => this.handler(msg),
+              (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'record not consumed; retrying it'),
+            ),
+          settled,
+        );
       }
     } finally {
       await window.idle();
@@ -328,7 +344,11 @@ export class KafkaSubscription {
   /** Retries the record until the handler takes it; false when the member stops first (left uncommitted). */
   private async each(topic: string, partition: number, message: KafkaMessage, heartbeat: () => Promise<void>): Promise<boolean> {
     const msg = toMessage(topic, partition, message);
-    return this.persist(heartbeat, () => this.handler(msg), (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'record not consumed; retrying it'));
+    return this.persist(
+      heartbeat,
+      () => this.handler(msg),
+      (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'record not consumed; retrying it'),
+    );
   }
 
   /**

@@ -38,7 +38,11 @@ class Link {
   ready = false;
   detail = 'connecting';
 
-  constructor(readonly client: MqttClient, log: Logger, what: string) {
+  constructor(
+    readonly client: MqttClient,
+    log: Logger,
+    what: string,
+  ) {
     client.on('connect', () => {
       if (!this.ready) log.info({ connection: what }, 'mqtt connected');
       this.ready = true;
@@ -96,7 +100,11 @@ export class MqttBroker implements BrokerRuntime {
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private readonly deadlines: AckDeadlines;
 
-  constructor(readonly name: string, readonly settings: MqttSettings, env: RuntimeEnv) {
+  constructor(
+    readonly name: string,
+    readonly settings: MqttSettings,
+    env: RuntimeEnv,
+  ) {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'mqtt');
@@ -199,7 +207,14 @@ class MqttSubscription {
   /** Messages received and not yet acknowledged (or, at QoS 0, not yet handled): the route's lag. */
   unacknowledged = 0;
 
-  constructor({ connect }: MqttLib, settings: MqttSettings, readonly spec: SubscribeSpec, private readonly handler: (msg: Message) => Promise<void>, private readonly log: Logger, private readonly telemetry: BrokerTelemetry | undefined) {
+  constructor(
+    { connect }: MqttLib,
+    settings: MqttSettings,
+    readonly spec: SubscribeSpec,
+    private readonly handler: (msg: Message) => Promise<void>,
+    private readonly log: Logger,
+    private readonly telemetry: BrokerTelemetry | undefined,
+  ) {
     // A per-instance group (WebSocket forwards) wants live messages only: a plain subscription, a clean session.
     const perInstance = spec.perInstance === true;
     const persistent = settings.persistentSessions && !perInstance;

@@ -78,7 +78,11 @@ export class NatsBroker implements BrokerRuntime {
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private readonly deadlines: AckDeadlines;
 
-  constructor(readonly name: string, readonly settings: NatsSettings, env: RuntimeEnv) {
+  constructor(
+    readonly name: string,
+    readonly settings: NatsSettings,
+    env: RuntimeEnv,
+  ) {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'nats');

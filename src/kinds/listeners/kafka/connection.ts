@@ -249,7 +249,8 @@ export class ProxyConnection {
       case ApiKey.SaslHandshake: {
         if (saslHandshakeError(body) === 0) {
           const exchanges = SASL_V0_EXCHANGES[slot.saslMechanism!.toUpperCase()];
-          if (exchanges === undefined) throw new ProtocolError(`SASL mechanism ${slot.saslMechanism} over SaslHandshake v0 cannot be followed by the proxy; use a client that sends SaslAuthenticate (SaslHandshake v1)`);
+          if (exchanges === undefined)
+            throw new ProtocolError(`SASL mechanism ${slot.saslMechanism} over SaslHandshake v0 cannot be followed by the proxy; use a client that sends SaslAuthenticate (SaslHandshake v1)`);
           this.rawTokens = exchanges;
         }
         return body;

@@ -27,7 +27,10 @@ export class FrameReader {
   /** Bytes of the streamed frame still to come. */
   private left = 0;
 
-  constructor(private readonly handler: FrameHandler, private readonly maxFrameBytes: number) {}
+  constructor(
+    private readonly handler: FrameHandler,
+    private readonly maxFrameBytes: number,
+  ) {}
 
   /** Throws FrameTooLarge for a size prefix that is negative or over the limit. */
   push(chunk: Buffer): void {

@@ -8,8 +8,30 @@
  * outcomes are recorded once the cluster answered (PendingRecords): a record counts as delivered
  * only when the cluster acknowledged its partition.
  */
-import { compressionOf, encodeBatch, isControlBatch, readRecords, RecordCursor, splitBatches, verifyCrc, type BatchCompression, type KafkaRecord, type RawBatch, type RecordHeader } from '../../../codecs/record-batch.js';
-import { ErrorCode, errorName, readProduceRequest, readProduceResponse, writeProduceError, writeProduceRequest, type PartitionError, type ProducePartition, type RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
+import {
+  compressionOf,
+  encodeBatch,
+  isControlBatch,
+  readRecords,
+  RecordCursor,
+  splitBatches,
+  verifyCrc,
+  type BatchCompression,
+  type KafkaRecord,
+  type RawBatch,
+  type RecordHeader,
+} from '../../../codecs/record-batch.js';
+import {
+  ErrorCode,
+  errorName,
+  readProduceRequest,
+  readProduceResponse,
+  writeProduceError,
+  writeProduceRequest,
+  type PartitionError,
+  type ProducePartition,
+  type RequestHeader,
+} from '../../../codecs/kafka-protocol/messages.js';
 import { ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
 import type { CheckedRecords, RecordsAnswer, RouteEntry } from '../../contracts.js';
 import { problem } from '../../../core/errors.js';
@@ -46,7 +68,10 @@ interface Checked {
 export class PendingRecords {
   private settled = false;
 
-  constructor(private readonly sets: readonly Checked[], private readonly broker: string) {}
+  constructor(
+    private readonly sets: readonly Checked[],
+    private readonly broker: string,
+  ) {}
 
   /** The cluster's Produce response: each partition is delivered or failed by its own error code. */
   answered(body: Buffer, version: number): void {
@@ -196,7 +221,12 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
   );
   const sets = judged.filter((j) => j !== undefined);
   // A batch whose messages were dropped (NO_MESSAGES) keeps its places, so messages[i] stays outcomes[i]'s record.
-  const checked = sets.length === 0 ? undefined : sets.length === 1 ? sets[0] : { messages: sets.flatMap((j) => (j.messages === NO_MESSAGES ? new Array<Message>(j.outcomes.length) : j.messages)), outcomes: sets.flatMap((j) => j.outcomes) };
+  const checked =
+    sets.length === 0
+      ? undefined
+      : sets.length === 1
+        ? sets[0]
+        : { messages: sets.flatMap((j) => (j.messages === NO_MESSAGES ? new Array<Message>(j.outcomes.length) : j.messages)), outcomes: sets.flatMap((j) => j.outcomes) };
   if (recordErrors.length > 0) {
     const first = recordErrors[0]!;
     const more = recordErrors.length > 1 ? ` (and ${recordErrors.length - 1} more)` : '';

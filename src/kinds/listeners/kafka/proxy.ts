@@ -58,7 +58,12 @@ export class KafkaProxyListener implements ListenerRuntime {
   private bound = false;
   private closedByProxy = 0;
 
-  constructor(readonly name: string, settings: KafkaProxySettings, private readonly env: RuntimeEnv, private readonly compression: BatchCompression) {
+  constructor(
+    readonly name: string,
+    settings: KafkaProxySettings,
+    private readonly env: RuntimeEnv,
+    private readonly compression: BatchCompression,
+  ) {
     this.settings = settings;
     this.bootstrapServer = this.createServer((socket) => this.accept(socket, undefined));
     this.bootstrapServer.on('error', (err) => env.logger.error({ listener: name, err: err.message }, 'listener error'));
@@ -118,7 +123,9 @@ export class KafkaProxyListener implements ListenerRuntime {
     return {
       upstream: this.settings.upstream,
       advertisedHost: this.advertisedHost(),
-      ports: [...this.brokers.values()].sort((a, b) => a.nodeId - b.nodeId).map((b) => ({ nodeId: b.nodeId, port: b.port, upstream: `${b.upstream.host}:${b.upstream.port}`, ...(b.error ? { error: b.error } : {}) })),
+      ports: [...this.brokers.values()]
+        .sort((a, b) => a.nodeId - b.nodeId)
+        .map((b) => ({ nodeId: b.nodeId, port: b.port, upstream: `${b.upstream.host}:${b.upstream.port}`, ...(b.error ? { error: b.error } : {}) })),
       connections: this.clients.size,
       closedByProxy: this.closedByProxy,
       routes: [...this.routes.keys()],
@@ -168,12 +175,20 @@ export class KafkaProxyListener implements ListenerRuntime {
       advertise: (brokers) => this.advertise(brokers),
       govern: (header: RequestHeader, body: Buffer): Governed | Promise<Governed> =>
         // A request's records may not decompress to more than a request may carry (a compression bomb is refused).
-        governProduce(header, body, { route: (topic) => this.routes.get(topic), compression: decompressBudget(this.compression, this.settings.maxRequestBytes), remoteAddress, broker: this.settings.upstream }),
+        governProduce(header, body, {
+          route: (topic) => this.routes.get(topic),
+          compression: decompressBudget(this.compression, this.settings.maxRequestBytes),
+          remoteAddress,
+          broker: this.settings.upstream,
+        }),
       closed: (conn, problem) => {
         this.clients.delete(conn);
         if (!problem) return;
         this.closedByProxy++;
-        this.env.logger.warn({ listener: this.name, remoteAddress, side: problem.side, reason: problem.reason }, problem.side === 'client' ? 'kafka client connection closed: bad request' : 'kafka client connection closed: upstream problem');
+        this.env.logger.warn(
+          { listener: this.name, remoteAddress, side: problem.side, reason: problem.reason },
+          problem.side === 'client' ? 'kafka client connection closed: bad request' : 'kafka client connection closed: upstream problem',
+        );
       },
     };
   }
