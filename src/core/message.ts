@@ -113,6 +113,18 @@ export function withHeaders(msg: Message, headers: Record<string, string>): Mess
   return { ...msg, headers };
 }
 
+/**
+ * What a target writes for the message's value: the consumed record's own bytes when no step
+ * changed the value (binary, invalid UTF-8 and JSON as its producer spelled it stay as they were),
+ * raw bytes as they are (an undecodable batch, a CloudEvent's data_base64), otherwise encodeValue's
+ * text. A Kafka tombstone (null bytes) is Kafka's own matter: its producer checks for it first.
+ */
+export function valuePayload(msg: Message): Buffer | string {
+  const original = msg[ORIGINAL];
+  if (original && original.value !== null && original.decoded.value === msg.value) return original.value;
+  return Buffer.isBuffer(msg.value) ? msg.value : encodeValue(msg.value ?? null);
+}
+
 /** JSON text of a value as it travels on the wire: strings as they are, everything else as JSON. */
 export function encodeValue(value: unknown): string {
   return typeof value === 'string' ? value : JSON.stringify(value);

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import type kafkajs from 'kafkajs';
 import { WsClient } from '../helpers/clients.js';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { runProcess, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 /**
@@ -68,11 +69,13 @@ describe('Kafka → Kafka copies are byte for byte', () => {
   let gw: RunningGateway;
   let ws: WsClient;
   let dir: string;
+  let hook: WebhookReceiver;
   const t = { src: '', copied: '', headed: '', shaped: '', viaMemory: '' };
   const count = FILES.length + 2;
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
+    hook = await WebhookReceiver.start();
     for (const k of Object.keys(t) as (keyof typeof t)[]) {
       t[k] = kafka.topic(k);
       await kafka.createTopic(t[k], 1);
@@ -103,12 +106,15 @@ routes:
   - name: from-memory
     from: { broker: mem, topic: parked }
     to: { broker: kafka, topic: ${t.viaMemory} }
+  - name: hook
+    from: { broker: kafka, topic: ${t.src}, startFrom: earliest }
+    to: { http: { url: "${hook.url}/records", concurrency: 1 } }
   - name: live
     from: { broker: kafka, topic: ${t.src}, startFrom: earliest }
     to: { listener: push, path: /live }
 `);
     ws = await WsClient.connect(gw.url('push', '/live', 'ws'));
-    for (const route of ['copy', 'headed', 'shaped', 'to-memory', 'live']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000);
+    for (const route of ['copy', 'headed', 'shaped', 'to-memory', 'hook', 'live']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000);
 
     dir = mkdtempSync(join(tmpdir(), 'eg-bytes-'));
     for (const [name, bytes] of FILES) writeFileSync(join(dir, name), bytes);
@@ -130,6 +136,7 @@ routes:
     ws?.close();
     await gw?.stop();
     await kafka?.stop();
+    await hook?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -173,6 +180,16 @@ routes:
 
   it('keeps the bytes through a memory topic too', async () => {
     assert.deepEqual(await kcatRaw(kafka.bootstrap, t.viaMemory, count), expected());
+  });
+
+  it('a webhook gets each record’s value bytes as the body, binary and invalid UTF-8 included', async () => {
+    // One request per record, in order (concurrency 1); the tombstone has no bytes and goes as JSON null.
+    const got = await hook.received(count, 30000);
+    assert.deepEqual(
+      got.slice(0, count - 1).map((r) => r.bytes),
+      [...FILES.map(([, value]) => value), KAFKAJS_VALUE],
+    );
+    assert.equal(got[count - 1]!.body, 'null');
   });
 
   it('a websocket forward sends text: JSON values as JSON, other values as a JSON string of their UTF-8 reading (invalid bytes become U+FFFD)', async () => {

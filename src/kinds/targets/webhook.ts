@@ -13,7 +13,7 @@ import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from
 import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateThen, expressionProblem, type Expression } from '../../expr/expression.js';
 import type { Logger } from '../../log.js';
-import { encodeValue, type Delivery, type Message, type MessageContext } from '../../core/message.js';
+import { valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
 
@@ -253,9 +253,10 @@ export class WebhookTarget implements Target {
       body = JSON.stringify(toStructured(msg));
       headers['content-type'] = STRUCTURED_TYPE;
     } else {
-      // Binary data (a structured event's data_base64) goes as the bytes it is.
+      // Binary data (a structured event's data_base64) goes as the bytes it is, and so does a
+      // consumed record no step changed (core/message.ts, valuePayload).
       const binary = Buffer.isBuffer(msg.value);
-      body = binary ? (msg.value as Buffer) : encodeValue(msg.value ?? null);
+      body = valuePayload(msg);
       if (isEvent) Object.assign(headers, binaryHttpHeaders(msg.headers));
       headers['content-type'] = msg.headers['content-type'] ?? (binary ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain; charset=utf-8' : 'application/json');
     }

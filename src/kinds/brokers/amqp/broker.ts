@@ -1,6 +1,6 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import type { Logger } from '../../../log.js';
-import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
+import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
@@ -167,13 +167,13 @@ export class AmqpBroker implements BrokerRuntime {
         mandatory: this.settings.mandatory,
         headers: msg.headers,
         messageId: id,
-        contentType: typeof msg.value === 'string' ? 'text/plain' : 'application/json',
+        contentType: Buffer.isBuffer(msg.value) ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain' : 'application/json',
         timestamp: Math.floor((msg.timestamp || Date.now()) / 1000),
       };
       try {
         // The callback runs on the server's basic.ack (or nack); a basic.return for an unroutable
         // mandatory message comes before its ack and has already rejected the promise.
-        channel.publish(exchange, topic, Buffer.from(encodeValue(msg.value ?? null)), options, (err) => {
+        channel.publish(exchange, topic, Buffer.from(valuePayload(msg)), options, (err) => {
           const c = this.confirms.get(id);
           if (!c) return;
           if (err) c.reject(new Error(`broker '${this.name}' refused the message (basic.nack)`));

@@ -2,7 +2,7 @@ import kafkajs from 'kafkajs';
 import type { ICustomPartitioner, IHeaders, KafkaConfig, Message as KafkaRecord, Producer, RetryOptions } from 'kafkajs';
 import { CODEC_IDS } from '../../../codecs/compression.js';
 import type { Logger } from '../../../log.js';
-import { encodeValue, ORIGINAL, type Delivery, type Message, type OriginalRecord } from '../../../core/message.js';
+import { ORIGINAL, valuePayload, type Delivery, type Message, type OriginalRecord } from '../../../core/message.js';
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
@@ -106,7 +106,7 @@ export class RecordProducer {
         // A consumed record's own bytes where no step changed the field (core/message.ts, OriginalRecord).
         key: original && original.decoded.key === msg.key ? original.key : msg.key,
         // Raw bytes (a dead-lettered batch that could not be decoded) travel as they are.
-        value: original && original.decoded.value === msg.value ? original.value : Buffer.isBuffer(msg.value) ? msg.value : encodeValue(msg.value ?? null),
+        value: original && original.decoded.value === msg.value ? original.value : valuePayload(msg),
         headers: original ? originalHeaders(msg.headers, original) : msg.headers,
         timestamp: msg.timestamp ? String(msg.timestamp) : undefined,
       };

@@ -1,6 +1,6 @@
 import type { IClientOptions, IClientPublishOptions, IPublishPacket, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
-import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
+import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import { coalesceWrites } from '../coalesce.js';
@@ -151,7 +151,7 @@ export class MqttBroker implements BrokerRuntime {
     if (this.settings.protocolVersion === 5 && Object.keys(msg.headers).length > 0) options.properties = { userProperties: msg.headers };
     coalesceWrites(link.client.stream);
     // QoS 0 has no acknowledgement: it resolves once written to the socket (at most once).
-    const sent = link.client.publishAsync(topic, encodeValue(msg.value ?? null), options);
+    const sent = link.client.publishAsync(topic, valuePayload(msg), options);
     return this.deadlines.within(sent).then(
       (): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }),
       (err: Error) => {

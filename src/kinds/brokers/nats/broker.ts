@@ -4,7 +4,7 @@ import type { JetStreamManager, JsMsg, Msg, MsgHdrs, NatsConnection, StreamConfi
 type NatsLib = typeof import('nats');
 let lib!: NatsLib;
 import type { Logger } from '../../../log.js';
-import { decodeValue, encodeValue, type Delivery, type Message } from '../../../core/message.js';
+import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
@@ -191,7 +191,7 @@ export class NatsBroker implements BrokerRuntime {
       this.telemetry?.producerError();
       return Promise.reject(new NotConnected(this.name, this.state.detail ?? 'connecting'));
     }
-    const data = Buffer.from(encodeValue(msg.value ?? null));
+    const data = Buffer.from(valuePayload(msg));
     const headers = toHeaders(msg.headers);
     if (this.isStreamSubject(topic)) {
       return this.js!.publish(topic, data, headers).then(
