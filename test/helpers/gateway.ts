@@ -264,9 +264,10 @@ export async function runCli(args: string[], options: { cwd?: string; env?: Reco
   return { code, stdout, stderr };
 }
 
-/** A temp directory with the given files; returns its path. */
+/** A temp directory with the given files; returns its path. Removed when the test process ends. */
 export function tempFiles(files: Record<string, string>): string {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-files-'));
+  killOnExit(() => rmSync(dir, { recursive: true, force: true }));
   for (const [name, text] of Object.entries(files)) {
     mkdirSync(dirname(join(dir, name)), { recursive: true });
     writeFileSync(join(dir, name), text);
