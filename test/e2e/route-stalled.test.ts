@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 interface RouteStatus {
@@ -15,7 +15,6 @@ interface RouteStatus {
  * message, why, since when) and as a gauge, and gone once the target takes the message.
  */
 describe('a consume route stuck on a message its target keeps failing', () => {
-  let gw: RunningGateway;
   let hook: WebhookReceiver;
   let failing = true;
 
@@ -25,7 +24,10 @@ describe('a consume route stuck on a message its target keeps failing', () => {
       res.statusCode = failing ? 503 : 200;
       res.end();
     };
-    gw = await startGateway(`
+  });
+  // Registered after the receiver's before(), so the config can name its URL; stopped before it.
+  const gw = useGateway(
+    () => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -39,10 +41,9 @@ routes:
   - name: deliver
     from: { broker: local, topic: jobs }
     to: { http: { url: "${hook.url}/job", retry: { attempts: 1 } } }
-`);
-  });
+`,
+  );
   after(async () => {
-    await gw.stop();
     await hook.stop();
   });
 
