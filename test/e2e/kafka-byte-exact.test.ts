@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type kafkajs from 'kafkajs';
 import { WsClient } from '../helpers/clients.js';
-import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { runProcess, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
@@ -66,7 +66,6 @@ const KAFKAJS_VALUE = Buffer.from('[1.50, 2e3]');
 
 describe('Kafka → Kafka copies are byte for byte', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   let ws: WsClient;
   let dir: string;
   let hook: WebhookReceiver;
@@ -80,7 +79,10 @@ describe('Kafka → Kafka copies are byte for byte', () => {
       t[k] = kafka.topic(k);
       await kafka.createTopic(t[k], 1);
     }
-    gw = await startGateway(`
+  });
+  // Registered after the before() that starts the cluster and the receiver, so the config can name them.
+  const gw = useGateway(
+    () => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -112,7 +114,9 @@ routes:
   - name: live
     from: { broker: kafka, topic: ${t.src}, startFrom: earliest }
     to: { listener: push, path: /live }
-`);
+`,
+  );
+  before(async () => {
     ws = await WsClient.connect(gw.url('push', '/live', 'ws'));
     for (const route of ['copy', 'headed', 'shaped', 'to-memory', 'hook', 'live']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000);
 
@@ -134,7 +138,6 @@ routes:
   });
   after(async () => {
     ws?.close();
-    await gw?.stop();
     await kafka?.stop();
     await hook?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });

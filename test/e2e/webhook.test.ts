@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Webhook } from 'standardwebhooks';
 import { WsClient } from '../helpers/clients.js';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver, type Received } from '../helpers/webhook-receiver.js';
 
 const SECRET = `whsec_${Buffer.from('a secret of thirty-two bytes, ok').toString('base64')}`;
@@ -20,15 +20,16 @@ async function closedPort(): Promise<number> {
 }
 
 describe('webhook targets (to: {http})', () => {
-  let gw: RunningGateway;
   let hook: WebhookReceiver;
   let refusedPort: number;
 
   before(async () => {
     hook = await WebhookReceiver.start();
     refusedPort = await closedPort();
-    gw = await startGateway(
-      `
+  });
+  // Registered after the receiver's before(), so the config can name its URL; stopped before it.
+  const gw = useGateway(
+    () => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -74,11 +75,9 @@ routes:
     from: { broker: local, topic: jobs-dlq }
     to: { listener: ws, path: /dlq, format: envelope }
 `,
-      { env: { HOOK_TOKEN: 't0ken', HOOK_SECRET: SECRET } },
-    );
-  });
+    { env: { HOOK_TOKEN: 't0ken', HOOK_SECRET: SECRET } },
+  );
   after(async () => {
-    await gw?.stop();
     await hook?.stop();
   });
 
