@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 
@@ -21,7 +21,6 @@ async function storedMessage(peer: RawNats, stream: string, seq: number): Promis
 
 describe('kind: nats (against nats-server with JetStream)', () => {
   let nats: MessageServer;
-  let gw: RunningGateway;
   let config: string;
   let peer: RawNats;
 
@@ -64,7 +63,10 @@ routes:
     from: { broker: nats, topic: "chat.>" }
     to: { listener: ws, path: /chat-feed, format: envelope }
 `;
-    gw = await startGateway(config);
+  });
+  // Registered after the before() that starts nats-server, so the config can name it.
+  const gw = useGateway(() => config);
+  before(async () => {
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'audit', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'chat-out', 15000);
@@ -72,7 +74,6 @@ routes:
   });
   after(async () => {
     peer?.close();
-    await gw?.stop();
     await nats?.stop();
   });
 
