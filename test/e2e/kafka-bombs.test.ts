@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { createGzip, gzipSync } from 'node:zlib';
 import kafkajs from 'kafkajs';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { committedOffsets, kcatConsume, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 const { CompressionCodecs, CompressionTypes, Kafka, logLevel } = kafkajs;
@@ -137,7 +137,6 @@ async function peakRss(gw: RunningGateway, attack: () => Promise<void>): Promise
 
 describe('decompression bombs', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   let gzipped: Buffer;
   let zstded: Buffer;
   const t = { bombs: '', copied: '', dlq: '', tightDlq: '', tightCopied: '', strict: '', strictOut: '', proxied: '' };
@@ -149,13 +148,15 @@ describe('decompression bombs', () => {
       await kafka.createTopic(t[k], 1);
     }
     [gzipped, zstded] = await Promise.all([gzipBomb(BOMB_BYTES), zstdBomb(BOMB_BYTES)]);
-    const consumer = kafka.consumerYaml.replace(/ }$/, '');
-    gw = await startGateway(`
+  });
+  // Registered after the before() that starts the cluster, so the config can name it.
+  const gw = useGateway(
+    () => `
 version: 1
 admin: { port: 0 }
 brokers:
   kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }
-  tight: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${consumer}, maxBatchBytes: 1048576 } }
+  tight: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml.replace(/ }$/, '')}, maxBatchBytes: 1048576 } }
 listeners:
   kafka-in: { kind: kafka, upstream: kafka, host: 127.0.0.1, port: 0, advertisedHost: 127.0.0.1, maxRequestBytes: 16777216 }
 routes:
@@ -174,12 +175,13 @@ routes:
     from: { listener: kafka-in, topic: ${t.proxied} }
     # Takes any record: a refusal here can only be the bound's.
     through: [ { headers: { set: { governed: '"yes"' } } } ]
-`);
+`,
+  );
+  before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'tolerant', 30000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'tight', 30000);
   });
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
