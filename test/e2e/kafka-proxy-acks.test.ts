@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { WsClient } from '../helpers/clients.js';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduceLines, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape } from '../helpers/prometheus.js';
 
@@ -20,7 +20,6 @@ const PRODUCE = 0;
  */
 describe('kafka listener: outcomes follow the cluster’s acknowledgement', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   let proxy: string;
   let topic: string;
   let taggedTopic: string;
@@ -32,8 +31,10 @@ describe('kafka listener: outcomes follow the cluster’s acknowledgement', () =
     await kafka.createTopic(topic, 1);
     taggedTopic = kafka.topic('tagged');
     await kafka.createTopic(taggedTopic, 1);
-    gw = await startGateway(
-      `
+  });
+  // Registered after the before() that starts the cluster, so the config can name its topics.
+  const gw = useGateway(
+    () => `
 version: 1
 admin: { port: 0, token: ${TOKEN}, tap: { maxPerSecond: 1000 } }
 brokers:
@@ -48,8 +49,9 @@ routes:
     from: { listener: kafka-in, topic: ${taggedTopic} }
     through: [ { validate: { schema: ${SCHEMA}, onInvalid: tag } } ]
 `,
-      { env: { KAFKA_BOOTSTRAP: kafka.bootstrap } },
-    );
+    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
+  );
+  before(async () => {
     proxy = `127.0.0.1:${gw.port('kafka-in')}`;
     tap = await WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/tap?route=acked-in`, { headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal((await tap.next()).type, 'hello');
@@ -57,7 +59,6 @@ routes:
 
   after(async () => {
     tap?.close();
-    await gw?.stop();
     await kafka?.stop();
   });
 
