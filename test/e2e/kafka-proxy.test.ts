@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
-import { eventually, repoRoot, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, repoRoot, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduce, kcatProduceLines, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { reloaded } from '../helpers/pipeline.js';
 import { scrape } from '../helpers/prometheus.js';
@@ -37,7 +37,6 @@ const values = async (bootstrap: string, topic: string) => (await kcatConsumeAll
 
 describe('kafka listener: Kafka clients produce and consume through the gateway', () => {
   let kafka: KafkaCluster;
-  let gw: RunningGateway;
   let proxy: string;
   const t = { orders: '', tagged: '', free: '', idem: '', reload: '', shaped: '' };
 
@@ -74,12 +73,17 @@ routes:
       t[k] = kafka.topic(k);
       await kafka.createTopic(t[k], k === 'idem' ? 1 : 3);
     }
-    gw = await startGateway(config('reject'), { env: { KAFKA_BOOTSTRAP: kafka.bootstrap } });
+  });
+  // Registered after the before() that starts the cluster, so the config can name its topics.
+  const gw = useGateway(
+    () => config('reject'),
+    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
+  );
+  before(() => {
     proxy = `127.0.0.1:${gw.port('kafka-in')}`;
   });
 
   after(async () => {
-    await gw?.stop();
     await kafka?.stop();
   });
 
