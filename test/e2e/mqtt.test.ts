@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { post, WsClient } from '../helpers/clients.js';
 import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { MosquittoSub, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
@@ -15,7 +15,6 @@ const run = promisify(execFile);
 
 describe('kind: mqtt (against mosquitto)', () => {
   let mqtt: MessageServer;
-  let gw: RunningGateway;
   let config: string;
 
   before(async () => {
@@ -46,13 +45,15 @@ routes:
     from: { broker: devices, topic: "live/#" }
     to: { listener: ws, path: /live, format: envelope }
 `;
-    gw = await startGateway(config);
+  });
+  // Registered after the before() that starts mosquitto, so the config can name it.
+  const gw = useGateway(() => config);
+  before(async () => {
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 15000);
   });
   after(async () => {
-    await gw?.stop();
     await mqtt?.stop();
   });
 
