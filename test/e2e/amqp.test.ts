@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { freePort, startRabbit, type MessageServer } from '../helpers/servers.js';
@@ -13,7 +13,6 @@ const ACK_TIMEOUT_MS = 2000;
 // One RabbitMQ for the file (it takes seconds to boot); each test uses queues of its own.
 describe('kind: amqp (against rabbitmq-server)', () => {
   let rabbit: MessageServer;
-  let gw: RunningGateway;
   let config: (withStuck: boolean) => string;
 
   before(async () => {
@@ -53,12 +52,14 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     from: { broker: rabbit, topic: "live.*" }
     to: { listener: ws, path: /live, format: envelope }
 `;
-    gw = await startGateway(config(true));
+  });
+  // Registered after the before() that starts RabbitMQ, so the config can name it.
+  const gw = useGateway(() => config(true));
+  before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 30000);
   });
   after(async () => {
-    await gw?.stop();
     await rabbit?.stop();
   });
 
