@@ -4,6 +4,8 @@
  * websocket clients (in this same process, so one clock) noting when it reaches them.
  */
 import kafkajs from 'kafkajs';
+import { cpuMs } from '../processes.js';
+import { warmupSeconds } from '../scenario.js';
 import { percentile } from '../stats.js';
 import { subscribe, type Subscriber } from './frame-counter.js';
 
@@ -118,4 +120,53 @@ export async function fixedRateProducer(bootstrap: string, topic: string, sentAt
 export function latencyFigures(side: LatencySide, produced: number) {
   const sorted = [...side.latencies].sort((a, b) => a - b);
   return { p50_ms: percentile(sorted, 0.5), p99_ms: percentile(sorted, 0.99), max_ms: sorted[sorted.length - 1] ?? NaN, records: produced, received: side.received };
+}
+
+/**
+ * One latency measurement of a gateway and its baseline fed by the same producer: probe until a
+ * message reaches each (their subscriptions are in place), warm up, then publish at `rate` for
+ * `duration` s and wait (bounded: a lost message never arrives) for the last ones.
+ * `measuring(on)` gates what the subscribers record.
+ */
+export async function measureLatency(o: {
+  producer: FixedRateProducer;
+  gateway: Subscribers;
+  baseline: Subscribers;
+  pids: { gateway: number; baseline: number };
+  rate: number;
+  duration: number;
+  measuring: (on: boolean) => void;
+}) {
+  const { producer, gateway, baseline, pids } = o;
+  o.measuring(true);
+  await producer.probe([gateway.side, baseline.side], () => gateway.side.received > 0 && baseline.side.received > 0, 30000);
+  o.measuring(false);
+  await producer.run(o.rate, warmupSeconds(o.duration));
+  await new Promise((r) => setTimeout(r, 500));
+  for (const s of [gateway.side, baseline.side]) {
+    s.latencies = [];
+    s.received = 0;
+  }
+  o.measuring(true);
+  const cpu0 = { gateway: cpuMs(pids.gateway), baseline: cpuMs(pids.baseline), load: process.cpuUsage() };
+  const t0 = performance.now();
+  const produced = await producer.run(o.rate, o.duration);
+  const elapsed = performance.now() - t0;
+  const own = process.cpuUsage(cpu0.load);
+  // Share of a core each process used while messages flowed: a saturated load generator would inflate both sides' latency.
+  const cores = { gateway: (cpuMs(pids.gateway) - cpu0.gateway) / elapsed, baseline: (cpuMs(pids.baseline) - cpu0.baseline) / elapsed, load_generator: (own.user + own.system) / 1000 / elapsed };
+  const until = performance.now() + 5000;
+  while ((gateway.side.received < produced || baseline.side.received < produced) && performance.now() < until) await new Promise((r) => setTimeout(r, 50));
+  o.measuring(false);
+  return {
+    produced,
+    cores,
+    gateway: latencyFigures(gateway.side, produced),
+    baseline: latencyFigures(baseline.side, produced),
+    // How long the broker took to acknowledge the publishes: the part of the latency neither side controls.
+    ackP99: percentile(
+      [...producer.acks].sort((a, b) => a - b),
+      0.99,
+    ),
+  };
 }

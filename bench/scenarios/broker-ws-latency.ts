@@ -1,8 +1,7 @@
 import { brokerPublisher, type BrokerKind } from '../load/broker-publishers.js';
-import { closeSubscribers, fixedRate, latencyFigures, subscribeFrames } from '../load/kafka-ws.js';
-import { cpuMs, startBaseline, startGateway } from '../processes.js';
-import { judge, warmupSeconds, type Scenario } from '../scenario.js';
-import { percentile } from '../stats.js';
+import { closeSubscribers, fixedRate, measureLatency, subscribeFrames } from '../load/kafka-ws.js';
+import { startBaseline, startGateway } from '../processes.js';
+import { judge, type Scenario } from '../scenario.js';
 import { startMosquitto, startNats, startRabbit, type MessageServer } from '../../test/helpers/servers.js';
 
 const RATE = 2000;
@@ -47,30 +46,10 @@ routes:
         const baseline = await subscribeFrames(`ws://127.0.0.1:${diy.port}/stream`, CLIENTS, sentAt, () => measuring);
         const producer = fixedRate(await brokerPublisher(b.kind, server.url, b.topic), sentAt);
         try {
-          // Both subscriptions must be in place before the clock starts: probe until a message gets through each.
-          measuring = true;
-          await producer.probe([gateway.side, baseline.side], () => gateway.side.received > 0 && baseline.side.received > 0, 30000);
-          measuring = false;
-          await producer.run(RATE, warmupSeconds(duration));
-          await new Promise((r) => setTimeout(r, 500));
-          for (const s of [gateway.side, baseline.side]) {
-            s.latencies = [];
-            s.received = 0;
-          }
-          measuring = true;
-          const cpu0 = { gateway: cpuMs(gw.process.pid!), baseline: cpuMs(diy.pid), load: process.cpuUsage() };
-          const t0 = performance.now();
-          const produced = await producer.run(RATE, duration);
-          const elapsed = performance.now() - t0;
-          const own = process.cpuUsage(cpu0.load);
-          // Share of a core each process used while messages flowed: a saturated load generator would inflate both sides' latency.
-          const cores = { gateway: (cpuMs(gw.process.pid!) - cpu0.gateway) / elapsed, baseline: (cpuMs(diy.pid) - cpu0.baseline) / elapsed, load_generator: (own.user + own.system) / 1000 / elapsed };
-          // Let the last messages arrive (bounded: a lost message never does).
-          const until = performance.now() + 5000;
-          while ((gateway.side.received < produced || baseline.side.received < produced) && performance.now() < until) await new Promise((r) => setTimeout(r, 50));
-          measuring = false;
-          const g = latencyFigures(gateway.side, produced);
-          const d = latencyFigures(baseline.side, produced);
+          const m = await measureLatency({ producer, gateway, baseline, pids: { gateway: gw.process.pid!, baseline: diy.pid }, rate: RATE, duration, measuring: (on) => (measuring = on) });
+          const produced = m.produced;
+          const g = m.gateway;
+          const d = m.baseline;
           return judge({
             metric: 'p99 ms',
             value: g.p99_ms,
@@ -79,12 +58,8 @@ routes:
             ...g,
             errors: produced - g.received,
             rate_per_s: RATE,
-            // How long the server took to acknowledge the publishes: the part of the latency neither side controls.
-            publish_ack_p99_ms: percentile(
-              [...producer.acks].sort((x, y) => x - y),
-              0.99,
-            ),
-            cores,
+            publish_ack_p99_ms: m.ackP99,
+            cores: m.cores,
             clients: CLIENTS,
             target: { field: 'ratio', op: '<=', limit: 1.2 },
           });

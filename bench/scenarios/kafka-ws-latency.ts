@@ -1,9 +1,8 @@
 import { parse as parseYaml } from 'yaml';
 import { kafkaWsConfig } from '../configs.js';
-import { closeSubscribers, fixedRateProducer, latencyFigures, subscribeFrames } from '../load/kafka-ws.js';
-import { cpuMs, startBaseline, startGateway, startKafka } from '../processes.js';
-import { judge, warmupSeconds, type Scenario } from '../scenario.js';
-import { percentile } from '../stats.js';
+import { closeSubscribers, fixedRateProducer, measureLatency, subscribeFrames } from '../load/kafka-ws.js';
+import { startBaseline, startGateway, startKafka } from '../processes.js';
+import { judge, type Scenario } from '../scenario.js';
 
 const RATE = 2000;
 const CLIENTS = 10;
@@ -44,30 +43,11 @@ export const kafkaWsLatency: Scenario = {
       const baseline = await subscribeFrames(`ws://127.0.0.1:${diy.port}/stream`, CLIENTS, sentAt, () => measuring);
       const producer = await fixedRateProducer(kafka.bootstrap, topic, sentAt);
       try {
-        // Both consumers must have joined their groups before the clock starts: probe until a record gets through each.
-        measuring = true;
-        await producer.probe([gateway.side, baseline.side], () => gateway.side.received > 0 && baseline.side.received > 0, 30000);
-        measuring = false;
-        await producer.run(RATE, warmupSeconds(duration));
-        await new Promise((r) => setTimeout(r, 500));
-        gateway.side.latencies = [];
-        baseline.side.latencies = [];
-        gateway.side.received = 0;
-        baseline.side.received = 0;
-        measuring = true;
-        const cpu0 = { gateway: cpuMs(gw.process.pid!), baseline: cpuMs(diy.pid), load: process.cpuUsage() };
-        const t0 = performance.now();
-        const produced = await producer.run(RATE, duration);
-        const elapsed = performance.now() - t0;
-        const own = process.cpuUsage(cpu0.load);
-        // Share of a core each process used while records flowed: a saturated load generator would inflate both sides' latency.
-        const cores = { gateway: (cpuMs(gw.process.pid!) - cpu0.gateway) / elapsed, baseline: (cpuMs(diy.pid) - cpu0.baseline) / elapsed, load_generator: (own.user + own.system) / 1000 / elapsed };
-        // Let the last records arrive (bounded: a lost record never does).
-        const until = performance.now() + 5000;
-        while ((gateway.side.received < produced || baseline.side.received < produced) && performance.now() < until) await new Promise((r) => setTimeout(r, 50));
-        measuring = false;
-        const g = latencyFigures(gateway.side, produced);
-        const b = latencyFigures(baseline.side, produced);
+        // Both consumers must have joined their groups before the clock starts: measureLatency probes until a record gets through each.
+        const m = await measureLatency({ producer, gateway, baseline, pids: { gateway: gw.process.pid!, baseline: diy.pid }, rate: RATE, duration, measuring: (on) => (measuring = on) });
+        const produced = m.produced;
+        const g = m.gateway;
+        const b = m.baseline;
         return judge({
           metric: 'p99 ms',
           value: g.p99_ms,
@@ -76,12 +56,8 @@ export const kafkaWsLatency: Scenario = {
           ...g,
           errors: produced - g.received,
           rate_per_s: RATE,
-          // How long the cluster took to acknowledge the records: the part of the latency neither side controls.
-          produce_ack_p99_ms: percentile(
-            [...producer.acks].sort((a, b) => a - b),
-            0.99,
-          ),
-          cores,
+          produce_ack_p99_ms: m.ackP99,
+          cores: m.cores,
           max_wait_ms: MAX_WAIT_MS,
           clients: CLIENTS,
           partitions: PARTITIONS,
