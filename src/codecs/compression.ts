@@ -211,118 +211,123 @@ const LZ4_MAGIC = 0x184d2204;
 const isSkippable = (magic: number) => (magic & 0xfffffff0) === 0x184d2a50;
 const LZ4_BLOCK_MAX = [0, 0, 0, 0, 64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024];
 
+/** A read position in a buffer of frames; reading past its end is "<codec> frame cut short". */
+class FrameCursor {
+  at = 0;
+  constructor(
+    readonly b: Buffer,
+    private readonly codec: string,
+  ) {}
+
+  need(n: number): void {
+    if (this.at + n > this.b.length) throw new Error(`${this.codec} frame cut short at byte ${this.at}`);
+  }
+}
+
 /**
- * Upper bound of what LZ4 frames (https://github.com/lz4/lz4/blob/dev/doc/lz4_Frame_format.md)
- * decompress to: per frame its content size when present, else the sum over its blocks (a stored
- * block its own size, a compressed one at most the frame's block size). Malformed framing throws.
+ * The most the frames of `b` decompress to: skippable frames passed over, and for each frame
+ * (read by `frame`, the cursor just past its magic) its content size when it gives one, else the
+ * sum over its blocks, whichever is smaller. Malformed framing throws.
  */
-export function lz4Bound(b: Buffer): number {
+function boundOfFrames(b: Buffer, codec: string, magic: number, frame: (c: FrameCursor) => { contentSize: number | undefined; blocks: number }): number {
+  const c = new FrameCursor(b, codec);
   let total = 0;
-  let at = 0;
-  const need = (n: number) => {
-    if (at + n > b.length) throw new Error(`lz4 frame cut short at byte ${at}`);
-  };
-  while (at < b.length) {
-    need(4);
-    const magic = b.readUInt32LE(at);
-    at += 4;
-    if (isSkippable(magic)) {
-      need(4);
-      at += 4 + b.readUInt32LE(at);
+  while (c.at < b.length) {
+    c.need(4);
+    const m = b.readUInt32LE(c.at);
+    c.at += 4;
+    if (isSkippable(m)) {
+      c.need(4);
+      c.at += 4 + b.readUInt32LE(c.at);
       continue;
     }
-    if (magic !== LZ4_MAGIC) throw new Error(`not an lz4 frame at byte ${at - 4}`);
-    need(2);
-    const flg = b[at]!;
-    const blockMax = LZ4_BLOCK_MAX[(b[at + 1]! >> 4) & 0x07]!;
-    at += 2;
+    if (m !== magic) throw new Error(`not a ${codec} frame at byte ${c.at - 4}`);
+    const { contentSize, blocks } = frame(c);
+    total += contentSize === undefined ? blocks : Math.min(contentSize, blocks);
+  }
+  return total;
+}
+
+/**
+ * Upper bound of what LZ4 frames (https://github.com/lz4/lz4/blob/dev/doc/lz4_Frame_format.md)
+ * decompress to: a stored block counts its own size, a compressed one at most the frame's block size.
+ */
+export function lz4Bound(b: Buffer): number {
+  return boundOfFrames(b, 'lz4', LZ4_MAGIC, (c) => {
+    c.need(2);
+    const flg = b[c.at]!;
+    const blockMax = LZ4_BLOCK_MAX[(b[c.at + 1]! >> 4) & 0x07]!;
+    c.at += 2;
     if (blockMax === 0) throw new Error('lz4 frame names no valid block size');
     let contentSize: number | undefined;
     if (flg & 0x08) {
-      need(8);
-      contentSize = Number(b.readBigUInt64LE(at));
-      at += 8;
+      c.need(8);
+      contentSize = Number(b.readBigUInt64LE(c.at));
+      c.at += 8;
     }
-    if (flg & 0x01) at += 4; // dictionary id
-    at += 1; // header checksum
-    let frame = 0;
+    if (flg & 0x01) c.at += 4; // dictionary id
+    c.at += 1; // header checksum
+    let blocks = 0;
     for (;;) {
-      need(4);
-      const word = b.readUInt32LE(at);
-      at += 4;
+      c.need(4);
+      const word = b.readUInt32LE(c.at);
+      c.at += 4;
       if (word === 0) break; // end mark
       const size = word & 0x7fffffff;
       // LZ4 yields at most 255 bytes per byte read (a length byte of 255), so a short block of a
       // frame with 4 MiB blocks (lz4_flex's default) is not taken for 4 MiB.
-      frame += word & 0x80000000 ? size : Math.min(blockMax, size * 255);
-      at += size + (flg & 0x10 ? 4 : 0);
+      blocks += word & 0x80000000 ? size : Math.min(blockMax, size * 255);
+      c.at += size + (flg & 0x10 ? 4 : 0);
     }
-    if (flg & 0x04) at += 4; // content checksum
-    total += contentSize === undefined ? frame : Math.min(contentSize, frame);
-  }
-  return total;
+    if (flg & 0x04) c.at += 4; // content checksum
+    return { contentSize, blocks };
+  });
 }
 
 const ZSTD_MAGIC = 0xfd2fb528;
 const ZSTD_BLOCK_MAX = 128 * 1024;
 
 /**
- * Upper bound of what zstd frames (RFC 8878) decompress to: per frame its content size when
- * present, else the sum over its blocks (raw and RLE blocks say their size, a compressed block
- * is at most min(window, 128 KiB)). Malformed framing throws.
+ * Upper bound of what zstd frames (RFC 8878) decompress to: raw and RLE blocks say their size, a
+ * compressed block is at most min(window, 128 KiB).
  */
 export function zstdBound(b: Buffer): number {
-  let total = 0;
-  let at = 0;
-  const need = (n: number) => {
-    if (at + n > b.length) throw new Error(`zstd frame cut short at byte ${at}`);
-  };
-  while (at < b.length) {
-    need(4);
-    const magic = b.readUInt32LE(at);
-    at += 4;
-    if (isSkippable(magic)) {
-      need(4);
-      at += 4 + b.readUInt32LE(at);
-      continue;
-    }
-    if (magic !== ZSTD_MAGIC) throw new Error(`not a zstd frame at byte ${at - 4}`);
-    need(1);
-    const fhd = b[at++]!;
+  return boundOfFrames(b, 'zstd', ZSTD_MAGIC, (c) => {
+    c.need(1);
+    const fhd = b[c.at++]!;
     const fcsFlag = fhd >> 6;
     const singleSegment = (fhd & 0x20) !== 0;
     let window = Number.POSITIVE_INFINITY;
     if (!singleSegment) {
-      need(1);
-      const wd = b[at++]!;
+      c.need(1);
+      const wd = b[c.at++]!;
       const base = 2 ** (10 + (wd >> 3));
       window = base + (base / 8) * (wd & 0x07);
     }
-    at += [0, 1, 2, 4][fhd & 0x03]!; // dictionary id
+    c.at += [0, 1, 2, 4][fhd & 0x03]!; // dictionary id
     const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag]!;
     let contentSize: number | undefined;
     if (fcsBytes > 0) {
-      need(fcsBytes);
-      contentSize = fcsBytes === 1 ? b[at]! : fcsBytes === 2 ? b.readUInt16LE(at) + 256 : fcsBytes === 4 ? b.readUInt32LE(at) : Number(b.readBigUInt64LE(at));
-      at += fcsBytes;
+      c.need(fcsBytes);
+      contentSize = fcsBytes === 1 ? b[c.at]! : fcsBytes === 2 ? b.readUInt16LE(c.at) + 256 : fcsBytes === 4 ? b.readUInt32LE(c.at) : Number(b.readBigUInt64LE(c.at));
+      c.at += fcsBytes;
     }
     const blockMax = Math.min(singleSegment ? (contentSize ?? 0) : window, ZSTD_BLOCK_MAX);
-    let frame = 0;
+    let blocks = 0;
     for (;;) {
-      need(3);
-      const header = b.readUIntLE(at, 3);
-      at += 3;
+      c.need(3);
+      const header = b.readUIntLE(c.at, 3);
+      c.at += 3;
       const type = (header >> 1) & 0x03;
       const size = header >>> 3;
       if (type === 3) throw new Error('zstd block of the reserved type');
-      frame += type === 2 ? blockMax : size;
-      at += type === 1 ? 1 : size;
+      blocks += type === 2 ? blockMax : size;
+      c.at += type === 1 ? 1 : size;
       if (header & 0x01) break; // last block
     }
-    if (fhd & 0x04) at += 4; // content checksum
-    total += contentSize === undefined ? frame : Math.min(contentSize, frame);
-  }
-  return total;
+    if (fhd & 0x04) c.at += 4; // content checksum
+    return { contentSize, blocks };
+  });
 }
 
 // ---- the libraries ---------------------------------------------------------------------------
