@@ -23,7 +23,7 @@ export interface LatencySide {
   frames: number;
 }
 
-export interface Subscribers {
+interface Subscribers {
   clients: Subscriber[];
   side: LatencySide;
 }
@@ -33,7 +33,7 @@ export interface Subscribers {
  * number to time it. One sentinel is enough to time the path, and parsing every frame on every
  * client would make this process, not the servers, the bottleneck.
  */
-export async function subscribeFrames(url: string, clients: number, sentAt: Map<number, number>, measuring: () => boolean): Promise<Subscribers> {
+async function subscribeFrames(url: string, clients: number, sentAt: Map<number, number>, measuring: () => boolean): Promise<Subscribers> {
   const side: LatencySide = { latencies: [], received: 0, frames: 0 };
   const onPayload = (text: string) => {
     const t = sentAt.get((JSON.parse(text) as { seq: number }).seq);
@@ -46,7 +46,7 @@ export async function subscribeFrames(url: string, clients: number, sentAt: Map<
   return { clients: subs, side };
 }
 
-export function closeSubscribers(s: Subscribers): void {
+function closeSubscribers(s: Subscribers): void {
   for (const c of s.clients) c.close();
 }
 
@@ -123,50 +123,58 @@ export function latencyFigures(side: LatencySide, produced: number) {
 }
 
 /**
- * One latency measurement of a gateway and its baseline fed by the same producer: probe until a
- * message reaches each (their subscriptions are in place), warm up, then publish at `rate` for
- * `duration` s and wait (bounded: a lost message never arrives) for the last ones.
- * `measuring(on)` gates what the subscribers record.
+ * A gateway and its baseline, each with `clients` websocket subscribers, timed against one
+ * producer: `sentAt` is where the producer notes when it sent each message (fixedRate), and the
+ * subscribers record arrivals only while `measure` is measuring.
  */
-export async function measureLatency(o: {
-  producer: FixedRateProducer;
-  gateway: Subscribers;
-  baseline: Subscribers;
-  pids: { gateway: number; baseline: number };
-  rate: number;
-  duration: number;
-  measuring: (on: boolean) => void;
-}) {
-  const { producer, gateway, baseline, pids } = o;
-  o.measuring(true);
-  await producer.probe([gateway.side, baseline.side], () => gateway.side.received > 0 && baseline.side.received > 0, 30000);
-  o.measuring(false);
-  await producer.run(o.rate, warmupSeconds(o.duration));
-  await new Promise((r) => setTimeout(r, 500));
-  for (const s of [gateway.side, baseline.side]) {
-    s.latencies = [];
-    s.received = 0;
-  }
-  o.measuring(true);
-  const cpu0 = { gateway: cpuMs(pids.gateway), baseline: cpuMs(pids.baseline), load: process.cpuUsage() };
-  const t0 = performance.now();
-  const produced = await producer.run(o.rate, o.duration);
-  const elapsed = performance.now() - t0;
-  const own = process.cpuUsage(cpu0.load);
-  // Share of a core each process used while messages flowed: a saturated load generator would inflate both sides' latency.
-  const cores = { gateway: (cpuMs(pids.gateway) - cpu0.gateway) / elapsed, baseline: (cpuMs(pids.baseline) - cpu0.baseline) / elapsed, load_generator: (own.user + own.system) / 1000 / elapsed };
-  const until = performance.now() + 5000;
-  while ((gateway.side.received < produced || baseline.side.received < produced) && performance.now() < until) await new Promise((r) => setTimeout(r, 50));
-  o.measuring(false);
+export async function latencyRig(urls: { gateway: string; baseline: string }, clients: number) {
+  const sentAt = new Map<number, number>();
+  let measuring = false;
+  const gateway = await subscribeFrames(urls.gateway, clients, sentAt, () => measuring);
+  const baseline = await subscribeFrames(urls.baseline, clients, sentAt, () => measuring);
   return {
-    produced,
-    cores,
-    gateway: latencyFigures(gateway.side, produced),
-    baseline: latencyFigures(baseline.side, produced),
-    // How long the broker took to acknowledge the publishes: the part of the latency neither side controls.
-    ackP99: percentile(
-      [...producer.acks].sort((a, b) => a - b),
-      0.99,
-    ),
+    sentAt,
+    /**
+     * Probes until a message reaches each side (their subscriptions are in place), warms up,
+     * then publishes at `rate` for `duration` s and waits (bounded: a lost message never
+     * arrives) for the last ones.
+     */
+    async measure(producer: FixedRateProducer, pids: { gateway: number; baseline: number }, rate: number, duration: number) {
+      measuring = true;
+      await producer.probe([gateway.side, baseline.side], () => gateway.side.received > 0 && baseline.side.received > 0, 30000);
+      measuring = false;
+      await producer.run(rate, warmupSeconds(duration));
+      await new Promise((r) => setTimeout(r, 500));
+      for (const s of [gateway.side, baseline.side]) {
+        s.latencies = [];
+        s.received = 0;
+      }
+      measuring = true;
+      const cpu0 = { gateway: cpuMs(pids.gateway), baseline: cpuMs(pids.baseline), load: process.cpuUsage() };
+      const t0 = performance.now();
+      const produced = await producer.run(rate, duration);
+      const elapsed = performance.now() - t0;
+      const own = process.cpuUsage(cpu0.load);
+      // Share of a core each process used while messages flowed: a saturated load generator would inflate both sides' latency.
+      const cores = { gateway: (cpuMs(pids.gateway) - cpu0.gateway) / elapsed, baseline: (cpuMs(pids.baseline) - cpu0.baseline) / elapsed, load_generator: (own.user + own.system) / 1000 / elapsed };
+      const until = performance.now() + 5000;
+      while ((gateway.side.received < produced || baseline.side.received < produced) && performance.now() < until) await new Promise((r) => setTimeout(r, 50));
+      measuring = false;
+      return {
+        produced,
+        cores,
+        gateway: latencyFigures(gateway.side, produced),
+        baseline: latencyFigures(baseline.side, produced),
+        // How long the broker took to acknowledge the publishes: the part of the latency neither side controls.
+        ackP99: percentile(
+          [...producer.acks].sort((a, b) => a - b),
+          0.99,
+        ),
+      };
+    },
+    close(): void {
+      closeSubscribers(gateway);
+      closeSubscribers(baseline);
+    },
   };
 }

@@ -1,5 +1,5 @@
 import { brokerPublisher, type BrokerKind } from '../load/broker-publishers.js';
-import { closeSubscribers, fixedRate, measureLatency, subscribeFrames } from '../load/kafka-ws.js';
+import { fixedRate, latencyRig } from '../load/kafka-ws.js';
 import { startBaseline, startGateway } from '../processes.js';
 import { judge, type Scenario } from '../scenario.js';
 import { startMosquitto, startNats, startRabbit, type MessageServer } from '../../test/helpers/servers.js';
@@ -40,13 +40,10 @@ routes:
     from: { broker: source, topic: ${b.topic} }
     to: { listener: push, path: /stream }
 `);
-        const sentAt = new Map<number, number>();
-        let measuring = false;
-        const gateway = await subscribeFrames(gw.url('push', '/stream', 'ws'), CLIENTS, sentAt, () => measuring);
-        const baseline = await subscribeFrames(`ws://127.0.0.1:${diy.port}/stream`, CLIENTS, sentAt, () => measuring);
-        const producer = fixedRate(await brokerPublisher(b.kind, server.url, b.topic), sentAt);
+        const rig = await latencyRig({ gateway: gw.url('push', '/stream', 'ws'), baseline: `ws://127.0.0.1:${diy.port}/stream` }, CLIENTS);
+        const producer = fixedRate(await brokerPublisher(b.kind, server.url, b.topic), rig.sentAt);
         try {
-          const m = await measureLatency({ producer, gateway, baseline, pids: { gateway: gw.process.pid!, baseline: diy.pid }, rate: RATE, duration, measuring: (on) => (measuring = on) });
+          const m = await rig.measure(producer, { gateway: gw.process.pid!, baseline: diy.pid }, RATE, duration);
           const produced = m.produced;
           const g = m.gateway;
           const d = m.baseline;
@@ -65,8 +62,7 @@ routes:
           });
         } finally {
           await producer.stop();
-          closeSubscribers(gateway);
-          closeSubscribers(baseline);
+          rig.close();
           await Promise.all([gw.stop(), diy.stop()]);
         }
       } finally {

@@ -1,6 +1,6 @@
 import { parse as parseYaml } from 'yaml';
 import { kafkaWsConfig } from '../configs.js';
-import { closeSubscribers, fixedRateProducer, measureLatency, subscribeFrames } from '../load/kafka-ws.js';
+import { fixedRateProducer, latencyRig } from '../load/kafka-ws.js';
 import { startBaseline, startGateway, startKafka } from '../processes.js';
 import { judge, type Scenario } from '../scenario.js';
 
@@ -37,14 +37,11 @@ export const kafkaWsLatency: Scenario = {
         MAX_WAIT_MS: String(consumer.maxWaitMs),
       });
       const gw = await startGateway(kafkaWsConfig(kafka.bootstrap, topic, JSON.stringify(consumer)));
-      const sentAt = new Map<number, number>();
-      let measuring = false;
-      const gateway = await subscribeFrames(gw.url('push', '/stream', 'ws'), CLIENTS, sentAt, () => measuring);
-      const baseline = await subscribeFrames(`ws://127.0.0.1:${diy.port}/stream`, CLIENTS, sentAt, () => measuring);
-      const producer = await fixedRateProducer(kafka.bootstrap, topic, sentAt);
+      const rig = await latencyRig({ gateway: gw.url('push', '/stream', 'ws'), baseline: `ws://127.0.0.1:${diy.port}/stream` }, CLIENTS);
+      const producer = await fixedRateProducer(kafka.bootstrap, topic, rig.sentAt);
       try {
-        // Both consumers must have joined their groups before the clock starts: measureLatency probes until a record gets through each.
-        const m = await measureLatency({ producer, gateway, baseline, pids: { gateway: gw.process.pid!, baseline: diy.pid }, rate: RATE, duration, measuring: (on) => (measuring = on) });
+        // Both consumers must have joined their groups before the clock starts: measure() probes until a record gets through each.
+        const m = await rig.measure(producer, { gateway: gw.process.pid!, baseline: diy.pid }, RATE, duration);
         const produced = m.produced;
         const g = m.gateway;
         const b = m.baseline;
@@ -65,8 +62,7 @@ export const kafkaWsLatency: Scenario = {
         });
       } finally {
         await producer.stop();
-        closeSubscribers(gateway);
-        closeSubscribers(baseline);
+        rig.close();
         await Promise.all([gw.stop(), diy.stop()]);
       }
     } finally {
