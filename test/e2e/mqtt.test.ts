@@ -44,6 +44,9 @@ routes:
   - name: live
     from: { broker: devices, topic: "live/#" }
     to: { listener: ws, path: /live, format: envelope }
+  - name: binary
+    from: { listener: api, path: /binary }
+    to: { broker: devices, topic: binary/out }
 `;
   });
   // Registered after the before() that starts mosquitto, so the config can name it.
@@ -109,6 +112,20 @@ routes:
     assert.equal(res.status, 500, res.text);
     assert.equal(res.body.code, 'EG_EXPRESSION_FAILED');
     assert.match(res.body.detail, /wildcards/);
+  });
+
+  it('publishes binary data (a CloudEvent’s data_base64) as its bytes, not as the JSON of a buffer', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'binary/out');
+    try {
+      const bytes = Buffer.from('not JSON, but bytes: \u00fc\u0001');
+      const event = { specversion: '1.0', id: 'b-1', source: '/test', type: 'bytes', data_base64: bytes.toString('base64') };
+      const res = await post(gw.url('api', '/binary'), event, { 'content-type': 'application/cloudevents+json' });
+      assert.equal(res.status, 200, res.text);
+      const [got] = await sub.take(1);
+      assert.equal(got!.payload, bytes.toString('utf8'));
+    } finally {
+      sub.stop();
+    }
   });
 
   it('keeps the connections and sessions of unchanged routes through a reload', async () => {
