@@ -232,10 +232,10 @@ export interface BrokerRuntime {
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription;
   /**
    * The messages the broker still retains on `topic` after the given offsets (per partition; a
-   * partition not named is read from its oldest message), up to its current end. `truncated` when
-   * something after a named offset is no longer retained. Brokers that cannot read back omit it.
+   * partition not named is read from its oldest message), up to its current end. Brokers that
+   * cannot read back omit it.
    */
-  retained?(topic: string, after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }>;
+  retained?(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained>;
   /** Why `topic` cannot be a topic of this broker, or undefined; asked of topics computed per message. */
   topicProblem?(topic: string): string | undefined;
   /**
@@ -329,12 +329,21 @@ export interface ListenerBindings {
 }
 
 /**
+ * Messages read back after a position. `gap` says why some after it are missing: no longer
+ * retained (the messages then start at the oldest retained), or in a record batch the gateway
+ * cannot decode; the client is told, never left to assume it saw everything.
+ */
+export interface Retained {
+  messages: Message[];
+  gap?: string;
+}
+
+/**
  * A forward route's source read again after a position (per partition, the last offset the client
- * saw), through the route's chain: what a reconnecting event-stream client missed. `truncated`
- * when the broker no longer retains some of it (the messages then start at the oldest retained).
+ * saw), through the route's chain: what a reconnecting event-stream client missed.
  */
 export interface ReplaySource {
-  replay(after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }>;
+  replay(after: ReadonlyMap<number, bigint>): Promise<Retained>;
 }
 
 export interface Target {

@@ -10,6 +10,7 @@ import type {
   ListenerRuntime,
   RecordsAnswer,
   ReplaySource,
+  Retained,
   RouteEntry,
   StepResult,
   Subscription,
@@ -449,17 +450,17 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * it after `after`, through this route's chain (messages the chain stops are left out). Nothing
    * is sent to the targets; the caller delivers the result to that one client.
    */
-  async replay(after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }> {
+  async replay(after: ReadonlyMap<number, bigint>): Promise<Retained> {
     const from = this.plan.from;
     const broker = from.type === 'broker' ? this.deps.brokers.get(from.broker) : undefined;
-    if (from.type !== 'broker' || !broker?.retained) return { messages: [], truncated: false };
-    const { messages, truncated } = await broker.retained(from.topic, after);
+    if (from.type !== 'broker' || !broker?.retained) return { messages: [] };
+    const { messages, gap } = await broker.retained(from.topic, after);
     const out: Message[] = [];
     for (const m of messages) {
       const r = await runChain(this.steps, fromStructuredMessage(m), { route: this.name });
       if (!isStop(r)) out.push(r);
     }
-    return { messages: out, truncated };
+    return { messages: out, gap };
   }
 
   /** Whether the route's consumer consumes; why not when it does not (for /readyz and /admin/status). */

@@ -6,6 +6,7 @@ import { createGzip, gzipSync } from 'node:zlib';
 import kafkajs from 'kafkajs';
 import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { committedOffsets, kcatConsume, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { openStream } from '../helpers/sse.js';
 
 const { CompressionCodecs, CompressionTypes, Kafka, logLevel } = kafkajs;
 
@@ -139,7 +140,7 @@ describe('decompression bombs', () => {
   let kafka: KafkaCluster;
   let gzipped: Buffer;
   let zstded: Buffer;
-  const t = { bombs: '', copied: '', dlq: '', tightDlq: '', tightCopied: '', strict: '', strictOut: '', proxied: '' };
+  const t = { bombs: '', copied: '', dlq: '', tightDlq: '', tightCopied: '', strict: '', strictOut: '', proxied: '', stream: '', streamDlq: '' };
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
@@ -159,7 +160,12 @@ brokers:
   tight: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml.replace(/ }$/, '')}, maxBatchBytes: 1048576 } }
 listeners:
   kafka-in: { kind: kafka, upstream: kafka, host: 127.0.0.1, port: 0, advertisedHost: 127.0.0.1, maxRequestBytes: 16777216 }
+  api: { kind: http, port: 0 }
 routes:
+  - name: stream
+    from: { broker: tight, topic: ${t.stream} }
+    to: { listener: api, path: /stream }
+    deadletter: { broker: tight, topic: ${t.streamDlq} }
   - name: tolerant
     from: { broker: kafka, topic: ${t.bombs} }
     to: { broker: kafka, topic: ${t.copied} }
@@ -180,6 +186,7 @@ routes:
   before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'tolerant', 30000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'tight', 30000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 30000);
   });
   after(async () => {
     await kafka?.stop();
@@ -239,6 +246,38 @@ routes:
     assert.deepEqual(
       tightCopied.map((r) => r.value),
       ['{"after":"the gzip bomb"}', '{"after":"the zstd bomb"}'],
+    );
+  });
+
+  it("an event-stream client resuming over a batch past its broker's maxBatchBytes is told of the gap and gets the events after it", async () => {
+    const first = await openStream(gw.url('api', '/stream'));
+    await send(kafka.bootstrap, t.stream, [{ value: '{"n":1}' }]);
+    await eventually(() => assert.equal(first.events().length, 1), 30000);
+    const lastId = first.events()[0]!.id!;
+    first.close();
+
+    // 2 MiB of records in one gzip batch: over the tight broker's 1 MiB bound.
+    await send(
+      kafka.bootstrap,
+      t.stream,
+      Array.from({ length: 4 }, (_, i) => ({ value: JSON.stringify({ big: i, pad: 'z'.repeat(512 * 1024) }) })),
+      CompressionTypes.GZIP,
+    );
+    await send(kafka.bootstrap, t.stream, [{ value: '{"n":2}' }]);
+    const resumed = await openStream(gw.url('api', '/stream'), { 'last-event-id': lastId });
+    await eventually(() => assert.ok(resumed.events().some((e) => e.data === '{"n":2}')), 30000);
+    const [notice, ...rest] = resumed.events();
+    resumed.close();
+    assert.equal(notice!.event, 'eventgate.resume');
+    const said = JSON.parse(notice!.data);
+    assert.equal(said.gap, true);
+    assert.match(
+      said.reason,
+      /^events in record batches the gateway cannot decode are left out: partition 0 from offset 1 \(gzip decompress failed: the records would decompress to more than the limit of 1048576 bytes\)$/,
+    );
+    assert.deepEqual(
+      rest.map((e) => e.data),
+      ['{"n":2}'],
     );
   });
 

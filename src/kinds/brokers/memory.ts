@@ -2,7 +2,7 @@ import { Backoff, pause } from '../../core/backoff.js';
 import { approxMessageBytes } from '../../core/heap-size.js';
 import { InFlightWindow } from '../../core/in-flight-window.js';
 import { detachOriginal, ORIGINAL, type Delivery, type Message } from '../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
 import { defineBroker, kindOptions, Type, type Static } from '../define.js';
 
 const DEFAULT_RETAIN = 1000;
@@ -180,14 +180,17 @@ export class MemoryBroker implements BrokerRuntime {
   }
 
   /** Memory topics have one partition (0): what is retained after `after.get(0)`. */
-  retained(topicName: string, after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }> {
+  retained(topicName: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
     const topic = this.topic(topicName);
     const seen = after.get(0);
     const wanted = seen === undefined ? topic.first : Number(seen) + 1;
     const from = Math.max(wanted, topic.first);
     const messages: Message[] = [];
     for (let o = from; o < topic.end; o++) messages.push(topic.at(o));
-    return Promise.resolve({ messages, truncated: wanted < topic.first });
+    return Promise.resolve({
+      messages,
+      gap: wanted < topic.first ? "some events after Last-Event-ID are no longer retained by the memory broker (its 'retain' and 'retainBytes'); resuming from the oldest retained event" : undefined,
+    });
   }
 
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {

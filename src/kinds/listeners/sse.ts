@@ -186,16 +186,8 @@ export class SseStreams {
     client.held = [];
     const last = new Map(after);
     try {
-      const { messages, truncated } = await replay.replay(after);
-      if (truncated) {
-        this.write(
-          client,
-          sseEvent({
-            event: 'eventgate.resume',
-            data: JSON.stringify({ resumed: true, gap: true, reason: 'some events after Last-Event-ID are no longer retained by the broker; resuming from the oldest retained event' }),
-          }),
-        );
-      }
+      const { messages, gap } = await replay.replay(after);
+      if (gap !== undefined) this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: gap }) }));
       const format = this.state(client.path).format;
       for (const message of messages) {
         const pos = positionOf(message);

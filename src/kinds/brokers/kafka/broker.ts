@@ -2,7 +2,7 @@ import kafkajs from 'kafkajs';
 import type { Admin } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { Delivery, Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { clientConfig, sleep } from './clients.js';
 import { RecordProducer } from './producer.js';
@@ -93,7 +93,7 @@ export class KafkaBroker implements BrokerRuntime {
   }
 
   /** What an event-stream client missed: the topic read again after `after` (./replay.ts). */
-  retained(topic: string, after: ReadonlyMap<number, bigint>): Promise<{ messages: Message[]; truncated: boolean }> {
+  retained(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
     return readRetained(this.consumerClient, this.settings, topic, after, this.log);
   }
 

@@ -2,13 +2,16 @@ import { randomUUID } from 'node:crypto';
 import type kafkajs from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { Message } from '../../../core/message.js';
+import type { Retained } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
+import { undecodable, withBatchBound } from './codecs.js';
 import { toMessage } from './subscription.js';
 
 type Kafka = InstanceType<typeof kafkajs.Kafka>;
 
 /** At most this many records are read back per call; older ones count as no longer retained. */
 export const MAX_REPLAY_RECORDS = 10_000;
+const NO_LONGER_RETAINED = `some events after Last-Event-ID are no longer retained by the Kafka cluster (or are more than ${MAX_REPLAY_RECORDS} records back); resuming from the oldest retained event`;
 /** A replay that has not reached the end offsets by then gives up (the client streams from now). */
 const REPLAY_TIMEOUT_MS = 30_000;
 
@@ -16,9 +19,15 @@ const REPLAY_TIMEOUT_MS = 30_000;
  * Reads `topic` again after the given offsets, up to the end offsets it has now: what an
  * event-stream client missed while it was disconnected. A throwaway consumer (its own group id,
  * nothing committed) seeks each partition and reads until its end offset. Partitions not named
- * in `after` are read from their oldest retained record.
+ * in `after` are read from their oldest retained record. Batches decompress within the broker's
+ * `consumer.maxBatchBytes`, as the routes' own consumers do; records of a batch that cannot be
+ * decoded are left out and named in `gap` (the live route dead-letters or stops on them).
  */
-export async function readRetained(client: Kafka, settings: KafkaSettings, topic: string, after: ReadonlyMap<number, bigint>, log: Logger): Promise<{ messages: Message[]; truncated: boolean }> {
+export function readRetained(client: Kafka, settings: KafkaSettings, topic: string, after: ReadonlyMap<number, bigint>, log: Logger): Promise<Retained> {
+  return withBatchBound(settings.consumer.maxBatchBytes, () => read(client, settings, topic, after, log));
+}
+
+async function read(client: Kafka, settings: KafkaSettings, topic: string, after: ReadonlyMap<number, bigint>, log: Logger): Promise<Retained> {
   const admin = client.admin();
   await admin.connect();
   let ends: { partition: number; high: bigint; low: bigint }[];
@@ -43,7 +52,7 @@ export async function readRetained(client: Kafka, settings: KafkaSettings, topic
     }
     if (from < high) wanted.set(partition, { from, end: high });
   }
-  if (wanted.size === 0) return { messages: [], truncated };
+  if (wanted.size === 0) return { messages: [], gap: truncated ? NO_LONGER_RETAINED : undefined };
 
   const c = settings.consumer;
   const consumer = client.consumer({
@@ -54,6 +63,9 @@ export async function readRetained(client: Kafka, settings: KafkaSettings, topic
     maxWaitTimeInMs: c.maxWaitMs,
   });
   const messages: Message[] = [];
+  const undecoded: string[] = [];
+  /** Partitions whose last record read was a stand-in for an undecodable batch (one note per run of them). */
+  const inUndecodable = new Set<number>();
   const pending = new Set(wanted.keys());
   try {
     await consumer.connect();
@@ -67,7 +79,16 @@ export async function readRetained(client: Kafka, settings: KafkaSettings, topic
             const w = wanted.get(partition);
             if (!w || !pending.has(partition)) return;
             const offset = BigInt(message.offset);
-            if (offset >= w.from && offset < w.end) messages.push(toMessage(topic, partition, message));
+            if (offset >= w.from && offset < w.end) {
+              const broken = undecodable(message);
+              if (!broken) {
+                inUndecodable.delete(partition);
+                messages.push(toMessage(topic, partition, message));
+              } else if (!inUndecodable.has(partition)) {
+                inUndecodable.add(partition);
+                undecoded.push(`partition ${partition} from offset ${offset} (${broken.reason})`);
+              }
+            }
             if (offset + 1n >= w.end) pending.delete(partition);
             if (pending.size === 0) {
               clearTimeout(timer);
@@ -82,5 +103,7 @@ export async function readRetained(client: Kafka, settings: KafkaSettings, topic
   } finally {
     await consumer.disconnect().catch((err: Error) => log.debug({ topic, err: err.message }, 'replay consumer did not disconnect cleanly'));
   }
-  return { messages, truncated };
+  if (undecoded.length > 0) log.warn({ topic, batches: undecoded }, 'replay left out record batches it cannot decode');
+  const gaps = [truncated ? NO_LONGER_RETAINED : '', undecoded.length > 0 ? `events in record batches the gateway cannot decode are left out: ${undecoded.join('; ')}` : ''];
+  return { messages, gap: gaps.filter(Boolean).join('; ') || undefined };
 }
