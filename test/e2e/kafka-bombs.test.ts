@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { createGzip, gzipSync } from 'node:zlib';
 import kafkajs from 'kafkajs';
-import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
-import { committedOffsets, kcatConsume, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { eventually, type RunningGateway, startGateway, useGateway } from '../helpers/gateway.js';
+import { committedOffsets, endOffsets, kcatConsume, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 import { openStream } from '../helpers/sse.js';
 
 const { CompressionCodecs, CompressionTypes, Kafka, logLevel } = kafkajs;
@@ -279,6 +279,49 @@ routes:
       rest.map((e) => e.data),
       ['{"n":2}'],
     );
+  });
+
+  it('bounds a whole fetch by maxBatchBytes too: 200 gzip batches of 1 MB of zeros each (200 MB in one fetch) are all copied, without holding them at once', async () => {
+    const count = 200;
+    const zeros = Buffer.alloc(1_000_000);
+    const [many, manyOut] = [kafka.topic('many'), kafka.topic('many-out')];
+    await kafka.createTopic(many, count);
+    await kafka.createTopic(manyOut, 1);
+    // Written before any consumer reads the topic, one batch per partition: all in the route's first fetch.
+    const producer = testClient(kafka.bootstrap).producer();
+    await producer.connect();
+    try {
+      await producer.send({ topic: many, compression: CompressionTypes.GZIP, messages: Array.from({ length: count }, (_, partition) => ({ value: zeros, partition })) });
+    } finally {
+      await producer.disconnect();
+    }
+    const copier = await startGateway(`
+version: 1
+brokers:
+  tight: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1, compression: gzip }, consumer: ${kafka.consumerYaml.replace(/ }$/, '')}, maxBatchBytes: 1048576 } }
+routes:
+  - name: many
+    from: { broker: tight, topic: ${many} }
+    to: { broker: tight, topic: ${manyOut} }
+`);
+    try {
+      const grew = await peakRss(copier, async () => {
+        await eventually(
+          async () => {
+            const done = Object.values(await committedOffsets(kafka.bootstrap, 'eventgate-many', many)).filter((o) => o === '1').length;
+            assert.equal(done, count);
+          },
+          120000,
+          250,
+        );
+      });
+      console.log(`# ${count} gzip batches of ${mb(zeros.length)} each in one fetch: gateway RSS peak +${mb(grew)}`);
+      assert.ok(grew < RSS_BOUND, `RSS grew by ${mb(grew)} (bound ${mb(RSS_BOUND)})`);
+    } finally {
+      await copier.stop();
+    }
+    const copied = Object.values(await endOffsets(kafka.bootstrap, manyOut)).reduce((sum, o) => sum + Number(o), 0);
+    assert.equal(copied, count);
   });
 
   it('without a dead-letter topic, stops the partition at the bomb and says why', async () => {

@@ -78,7 +78,7 @@ const options = kindOptions('kafka', {
             minimum: 1024,
             default: DEFAULT_MAX_DECOMPRESSED_BYTES,
             description:
-              "Most bytes one compressed record batch may decompress to (default 64 MiB). A batch claiming more (a decompression bomb: a few KB of zstd or gzip can stand for gigabytes) is not decompressed past it; it counts as undecodable: it goes to the route's `deadletter` as raw bytes with `EG_UNDECODABLE_BATCH`, or, without one, its partition stops. A batch is at most the cluster's `message.max.bytes` (1 MiB by default) compressed; raise this only for records that shrink more than 64 times.",
+              "Most bytes one compressed record batch may decompress to (default 64 MiB). A batch claiming more (a decompression bomb: a few KB of zstd or gzip can stand for gigabytes) is not decompressed past it; it counts as undecodable: it goes to the route's `deadletter` as raw bytes with `EG_UNDECODABLE_BATCH`, or, without one, its partition stops. The batches of one fetch together are held to it too: once they reach it, the rest of that fetch is left for the next fetches (nothing skipped), so many small batches cannot add up either. A batch is at most the cluster's `message.max.bytes` (1 MiB by default) compressed; raise this only for records that shrink more than 64 times.",
           }),
         ),
       },

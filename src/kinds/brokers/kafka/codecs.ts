@@ -6,6 +6,8 @@ import type { KafkaMessage } from 'kafkajs';
 import { CODEC_IDS, compress, decompress, DEFAULT_MAX_DECOMPRESSED_BYTES, type CodecName } from '../../../codecs/compression.js';
 
 const { CompressionCodecs } = kafkajs;
+/** kafkajs' fetch decoder ends a partition's records quietly at this error (a truncated tail); its typings omit the message argument. */
+const PartialFetch = kafkajs.KafkaJSPartialMessageError as unknown as new (message: string) => Error;
 const require = createRequire(import.meta.url);
 /** kafkajs' own record encoder (2.2.4, pinned): the exact inverse of the decoder that reads our stand-ins. */
 const encodeRecord = require('kafkajs/src/protocol/recordBatch/record/v0') as (r: { offsetDelta: number; key: Buffer | null; value: Buffer | null; headers: Record<string, Buffer> }) => {
@@ -29,8 +31,20 @@ export function registerCodecs(): void {
     table[CODEC_IDS[codec]] = () => ({
       // kafkajs hands compress() its encoder, whose buffer holds the encoded records.
       compress: (encoder: { buffer: Buffer }) => compress(codec, encoder.buffer),
-      // A batch over the bound (a decompression bomb) is undecodable like a corrupt one.
-      decompress: (data: Buffer) => decompress(codec, data, { maxBytes: batchBound.getStore() ?? DEFAULT_MAX_DECOMPRESSED_BYTES }).catch((err: Error) => standIns(data, err.message, err)),
+      decompress: async (data: Buffer) => {
+        const budget = budgets.getStore() ?? new DecodeBudget(DEFAULT_MAX_DECOMPRESSED_BYTES);
+        const allowance = budget.allowance();
+        let records: Buffer;
+        try {
+          records = await decompress(codec, data, { maxBytes: allowance.maxBytes });
+        } catch (err) {
+          if (!allowance.first) budget.defer();
+          // A batch over the bound (a decompression bomb) is undecodable like a corrupt one.
+          return standIns(data, (err as Error).message, err as Error);
+        }
+        budget.spent(records.length);
+        return records;
+      },
     });
   }
   for (const id of [5, 6, 7]) {
@@ -42,16 +56,62 @@ export function registerCodecs(): void {
 }
 
 /**
- * The decompressed-size bound of the consumer whose fetch is being decoded. The codec table is
- * kafkajs' and process-wide, so a broker's `consumer.maxBatchBytes` travels with the consumer's
- * async context instead (withBatchBound): kafkajs decodes a fetch response in the continuation
- * of the consumer's own request, so the store seen here is that consumer's.
+ * What the fetch being decoded may still decompress. Each batch is bounded by the broker's
+ * `consumer.maxBatchBytes`, and so are a fetch's batches together: one fetch (1 MiB per
+ * partition) can hold hundreds of small batches that each stay under the bound, and kafkajs keeps
+ * every record of a fetch until it is handled. A batch that does not decompress within what the
+ * fetch has left ends that partition's part of the fetch as a truncated tail does (kafkajs keeps
+ * the records before it and fetches the rest again from there), and so does every batch after it
+ * in the fetch, undecompressed: nothing is skipped, and a fetch costs at most twice the bound. The
+ * first batch of a fetch gets the whole bound, so a consumer always moves on, and only a batch
+ * that fails as a first batch is undecodable.
  */
-const batchBound = new AsyncLocalStorage<number>();
+class DecodeBudget {
+  private used = 0;
+  private full = false;
+  constructor(readonly maxBatchBytes: number) {}
 
-/** Runs `fn` (a consumer's connect and run) so that batches it fetches decompress to at most `maxBytes` each. */
+  /** What the next batch may decompress to; throws (ending the partition's records) once the fetch is full. */
+  allowance(): { maxBytes: number; first: boolean } {
+    if (this.full) this.defer();
+    return { maxBytes: this.maxBatchBytes - this.used, first: this.used === 0 };
+  }
+
+  spent(bytes: number): void {
+    this.used += bytes;
+  }
+
+  /** The batch in hand did not fit in what was left: it and the rest of the fetch wait for later fetches. */
+  defer(): never {
+    this.full = true;
+    throw new PartialFetch(`this fetch decompressed ${this.used} bytes of its bound (consumer.maxBatchBytes ${this.maxBatchBytes}); the rest is fetched again`);
+  }
+}
+
+/**
+ * The budget of the consumer whose fetch is being decoded. The codec table is kafkajs' and
+ * process-wide, so a broker's `consumer.maxBatchBytes` travels with the consumer's async context
+ * instead (withBatchBound): kafkajs decodes a fetch response in the continuation of the
+ * consumer's own request, so the store seen here is that consumer's.
+ */
+const budgets = new AsyncLocalStorage<DecodeBudget>();
+
+/**
+ * Runs `fn` (a consumer's connect and run) so that what it fetches decompresses to at most
+ * `maxBytes` per batch and per fetch; the consumer must call newFetchBudget on FETCH_START.
+ */
 export function withBatchBound<T>(maxBytes: number, fn: () => T): T {
-  return batchBound.run(maxBytes, fn);
+  return budgets.run(new DecodeBudget(maxBytes), fn);
+}
+
+/**
+ * A fresh budget for the fetch about to be sent: called from a consumer's FETCH_START listener,
+ * which kafkajs runs synchronously right before the fetch whose response it then decodes in the
+ * same async context, so the fetch and its decoding see the new budget.
+ */
+export function newFetchBudget(): void {
+  const budget = budgets.getStore();
+  if (budget) budgets.enterWith(new DecodeBudget(budget.maxBatchBytes));
 }
 
 /** Header of stand-in records: random per process, so no record from a topic can pose as one. */

@@ -4,7 +4,7 @@ import type { Logger } from '../../../log.js';
 import type { Message } from '../../../core/message.js';
 import type { Retained } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
-import { undecodable, withBatchBound } from './codecs.js';
+import { newFetchBudget, undecodable, withBatchBound } from './codecs.js';
 import { toMessage } from './subscription.js';
 
 type Kafka = InstanceType<typeof kafkajs.Kafka>;
@@ -62,6 +62,7 @@ async function read(client: Kafka, settings: KafkaSettings, topic: string, after
     rebalanceTimeout: c.rebalanceTimeoutMs,
     maxWaitTimeInMs: c.maxWaitMs,
   });
+  consumer.on(consumer.events.FETCH_START, newFetchBudget);
   const messages: Message[] = [];
   const undecoded: string[] = [];
   /** Partitions whose last record read was a stand-in for an undecodable batch (one note per run of them). */

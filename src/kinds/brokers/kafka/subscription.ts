@@ -5,7 +5,7 @@ import { decodeValue, ORIGINAL, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
-import { undecodable, withBatchBound, type UndecodableRecord } from './codecs.js';
+import { newFetchBudget, undecodable, withBatchBound, type UndecodableRecord } from './codecs.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
 
 const NO_KEYS: readonly string[] = [];
@@ -235,6 +235,7 @@ export class KafkaSubscription {
       for (const p of [...this.halted.keys()]) if (!mine.has(p)) this.halted.delete(p);
       this.log.info({ memberId: e.payload.memberId, partitions: e.payload.memberAssignment[this.spec.topic] ?? [] }, 'consumer joined group');
     });
+    consumer.on(consumer.events.FETCH_START, newFetchBudget);
     // The first fetch after a join means every assigned partition has its starting offset.
     consumer.on(consumer.events.FETCH, () => {
       if (!joined) return;
