@@ -315,11 +315,11 @@ export type RecordsAnswer =
 /** The routes bound to a listener by the current plan; swapped whole on reload. */
 export interface ListenerBindings {
   publish: Map<string, RouteEntry>;
-  /** Forward paths whose route can read its source again from a position (event-stream resume). */
-  replay?: Map<string, ReplaySource>;
+  /** Per forward path, the routes feeding it that can read their source again from a position (event-stream resume), by name. */
+  replay?: Map<string, Map<string, ReplaySource>>;
   /**
    * Forward paths that more than one route forwards to: positions of different sources cannot be
-   * told apart in one event id, so their event streams carry no ids and do not resume.
+   * told apart by offsets alone, so their event ids name each route's positions.
    */
   sharedForward?: Set<string>;
   /** Paths that forward targets push to (WebSocket). */
@@ -367,7 +367,7 @@ export interface ListenerRuntime {
   /** Clients currently connected, for listeners that keep connections open (`eventgate_websocket_clients`). */
   connections?(): number;
   /** Forward target for `to: {listener, path}`; only listeners that push to clients have one. */
-  forwardTarget?(path: string, options: { format: 'value' | 'envelope' | 'cloudevent' }): Target;
+  forwardTarget?(path: string, options: { format: 'value' | 'envelope' | 'cloudevent'; route: string }): Target;
 }
 
 export interface ListenerCompileContext {

@@ -141,7 +141,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   private target(t: TargetPlan): Target {
-    if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format });
+    if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format, route: this.name });
     if (t.type === 'http') {
       const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name);
       this.webhooks.push(webhook);

@@ -1,4 +1,4 @@
-import type { BrokerRuntime, Gate, ListenerBindings, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
+import type { BrokerRuntime, Gate, ListenerBindings, ListenerRuntime, ReplaySource, RuntimeEnv } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import type { Change, Transition } from '../plan/diff.js';
@@ -183,7 +183,7 @@ function swap<T, P>(map: Map<string, T>, changes: readonly Change<P>[], built: R
 /** What a listener serves under `plan`: the publish routes from it, the forward paths to it. */
 export function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<string, RouteRuntime>): ListenerBindings {
   const bindings: ListenerBindings = { publish: new Map(), forward: new Set(), forwardAuth: new Map(), replay: new Map() };
-  /** Paths more than one route forwards to: no single source to replay from. */
+  /** Paths more than one route forwards to: their event ids name each route's positions. */
   const shared = new Set<string>();
   for (const name of plan.routes.keys()) {
     // The running route's plan, not the new one: a kept route keeps its compiled auth, so the
@@ -194,11 +194,13 @@ export function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<st
       if (t.type !== 'listener' || t.listener !== listener) continue;
       if (bindings.forward.has(t.path)) shared.add(t.path);
       bindings.forward.add(t.path);
-      if (r.from.type === 'broker') bindings.replay!.set(t.path, routes.get(r.name)!);
+      if (r.from.type === 'broker') {
+        const sources = bindings.replay!.get(t.path) ?? new Map<string, ReplaySource>();
+        bindings.replay!.set(t.path, sources.set(r.name, routes.get(r.name)!));
+      }
       if (t.auth?.admit) bindings.forwardAuth!.set(t.path, t.auth as Gate);
     }
   }
-  for (const path of shared) bindings.replay!.delete(path);
   bindings.sharedForward = shared;
   return bindings;
 }

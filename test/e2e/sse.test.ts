@@ -110,37 +110,60 @@ ${extra}`;
     c.child.kill();
   });
 
-  it('gives no event ids on a path several routes forward to, and says it cannot resume when a client asks', async () => {
+  it('names each route in the event ids of a path several routes forward to, and resumes every route after them', async () => {
+    const tock = async (m: number) => {
+      const res = await fetch(gw.url('api', '/tocks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ m }) });
+      assert.equal(res.status, 200);
+      return ((await res.json()) as { deliveries: { offset: string }[] }).deliveries[0]!.offset;
+    };
     const c = curl(gw.url('api', '/mixed'));
     await eventually(() => assert.match(c.text(), /^retry: \d+/));
-    await publish(500);
-    const tock = await fetch(gw.url('api', '/tocks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ m: 1 }) });
-    assert.equal(tock.status, 200);
+    const tick500 = await publish(500);
+    const tock1 = await tock(1);
     await eventually(() => assert.equal(parseEvents(c.text()).length, 2));
-    assert.deepEqual(
-      parseEvents(c.text()).map((e) => e.id),
-      [undefined, undefined],
-      'an offset of one topic would be read as one of the other',
-    );
+    const seen = parseEvents(c.text());
     c.child.kill();
+    // An offset of one topic could be read as one of the other: each route's positions are named.
+    assert.deepEqual(
+      seen.map((e) => e.id),
+      [`mixed-ticks=0:${tick500}`, `mixed-ticks=0:${tick500};mixed-tocks=0:${tock1}`],
+    );
 
-    const again = curl(gw.url('api', '/mixed'), ['Last-Event-ID: 0:3']);
-    await eventually(() => assert.equal(parseEvents(again.text()).length, 1));
-    const [notice] = parseEvents(again.text());
+    // Missed while disconnected: two ticks and a tock, from two topics.
+    await publish(501);
+    await tock(2);
+    const tick502 = await publish(502);
+    const again = curl(gw.url('api', '/mixed'), [`Last-Event-ID: ${seen[1]!.id}`]);
+    await eventually(() => assert.equal(parseEvents(again.text()).length, 3));
+    await publish(503);
+    await eventually(() => assert.equal(parseEvents(again.text()).length, 4));
+    const resumed = parseEvents(again.text());
+    again.child.kill();
+    // Route by route, then live; each event once.
+    assert.deepEqual(
+      resumed.map((e) => JSON.parse(e.data)),
+      [{ n: 501 }, { n: 502 }, { m: 2 }, { n: 503 }],
+    );
+    assert.equal(resumed[1]!.id, `mixed-ticks=0:${tick502};mixed-tocks=0:${tock1}`);
+    assert.equal(resumed[2]!.id, `mixed-ticks=0:${tick502};mixed-tocks=0:${Number(tock1) + 1}`);
+
+    // An id of the one-route form names no route of this path: said so, then live events.
+    const stray = curl(gw.url('api', '/mixed'), ['Last-Event-ID: 0:3']);
+    await eventually(() => assert.equal(parseEvents(stray.text()).length, 1));
+    const [notice] = parseEvents(stray.text());
     assert.equal(notice!.event, 'eventgate.resume');
     assert.equal(JSON.parse(notice!.data).resumed, false);
-    assert.match(JSON.parse(notice!.data).reason, /several routes forward to this stream/);
-    // Live events follow the notice (the sentinel).
-    await publish(501);
+    assert.match(JSON.parse(notice!.data).reason, /is not a position of this stream; streaming from now/);
+    await publish(504);
     await eventually(() =>
       assert.deepEqual(
-        parseEvents(again.text())
+        parseEvents(stray.text())
           .slice(1)
           .map((e) => JSON.parse(e.data).n),
-        [501],
+        [504],
       ),
     );
-    again.child.kill();
+    stray.child.kill();
   });
 
   it('checks the target auth before streaming, and answers 406 without Accept: text/event-stream', async () => {

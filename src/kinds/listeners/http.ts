@@ -148,15 +148,15 @@ export class HttpListener implements ListenerRuntime {
     this.staticPublish = staticPublish;
     this.bindings = bindings;
     // Streams on paths still forwarded to stay open through the reload; the others end.
-    this.streams.retain(bindings.forward, bindings.sharedForward);
+    this.streams.retain(bindings.forward, bindings.sharedForward ?? new Set(), bindings.replay ?? new Map());
   }
 
   connections(): number {
     return this.streams.count();
   }
 
-  forwardTarget(path: string, { format }: { format: SseFormat }): Target {
-    return this.streams.target(path, format);
+  forwardTarget(path: string, { format, route }: { format: SseFormat; route: string }): Target {
+    return this.streams.target(path, format, route);
   }
 
   address() {
@@ -282,8 +282,8 @@ export class HttpListener implements ListenerRuntime {
         if (!admission.ok) return this.refuse(res, admission.problem);
         // A reload may have removed the path while the credentials were checked.
         if (this.draining || !this.bindings.forward.has(path)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${path}`));
-        const replay: ReplaySource | undefined = this.bindings.replay?.get(path);
-        this.streams.open(req, res, path, replay);
+        const sources: ReadonlyMap<string, ReplaySource> | undefined = this.bindings.replay?.get(path);
+        this.streams.open(req, res, path, sources);
         // The stream outlives the request: it is answered (200) and no longer in flight for a drain.
         this.finished(res);
       },
@@ -490,7 +490,7 @@ export const httpListener = defineListener({
     summary:
       "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...). " +
       'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
-      "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition). A client that reconnects with `Last-Event-ID` first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target's `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.",
+      "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition; on a path several routes feed, `<route>=<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target's `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.",
     example:
       'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
   },

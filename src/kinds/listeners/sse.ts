@@ -6,7 +6,8 @@
  * Event ids are positions in the route's source topic (`<partition>:<offset>`, one pair per
  * partition seen so far, comma-separated), so a client that reconnects with `Last-Event-ID` is
  * replayed what the broker still retains after that position — through the same chain — before
- * it goes live, without a gap or a duplicate.
+ * it goes live, without a gap or a duplicate. On a path several routes forward to, the id names
+ * each route's position (`<route>=<positions>`, `;`-separated), and a resume replays each route.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { attributesOf } from '../../codecs/cloudevents.js';
@@ -28,19 +29,21 @@ export const SSE_DEFAULTS: SseOptions = { maxBufferedBytes: 1024 * 1024, heartbe
 
 /** Positions per partition: what a client has seen, and what an event id names. */
 export type Positions = Map<number, bigint>;
+/** Positions per source route of a path: one entry on a path one route feeds. */
+export type SourcePositions = Map<string, Positions>;
 
 interface SseClient {
   res: ServerResponse;
   path: string;
   remoteAddress: string | undefined;
   /** Set while the client is being replayed what it missed: live events wait here meanwhile. */
-  held: { frame: Buffer; partition: number | null; offset: bigint | null }[] | undefined;
+  held: { frame: Buffer; source: string; partition: number | null; offset: bigint | null }[] | undefined;
 }
 
 interface PathState {
   clients: Set<SseClient>;
-  /** Latest offset delivered per partition on this path: the event id of the next event extends it. */
-  positions: Positions;
+  /** Latest offset delivered per source route and partition on this path: the next event's id extends it. */
+  positions: SourcePositions;
   format: SseFormat;
 }
 
@@ -51,6 +54,28 @@ export function formatPositions(p: Positions): string | undefined {
     .sort((a, b) => a[0] - b[0])
     .map(([part, off]) => `${part}:${off}`)
     .join(',');
+}
+
+/** The `id:` of a path several routes feed: `<route>=<positions>` per route that has any, `;`-separated. */
+export function formatSources(sources: SourcePositions): string | undefined {
+  const parts: string[] = [];
+  for (const route of [...sources.keys()].sort()) {
+    const p = formatPositions(sources.get(route)!);
+    if (p !== undefined) parts.push(`${route}=${p}`);
+  }
+  return parts.length > 0 ? parts.join(';') : undefined;
+}
+
+/** The per-route positions a composite `Last-Event-ID` names, or undefined when it is not one. */
+export function parseSources(id: string): SourcePositions | undefined {
+  const out: SourcePositions = new Map();
+  for (const part of id.split(';')) {
+    const m = /^\s*([A-Za-z0-9._-]{1,200})=(.*)$/.exec(part);
+    const positions = m ? parsePositions(m[2]!) : undefined;
+    if (!positions) return undefined;
+    out.set(m![1]!, positions);
+  }
+  return out.size > 0 ? out : undefined;
 }
 
 /** The positions a `Last-Event-ID` names, or undefined when it is not one of ours. */
@@ -104,7 +129,7 @@ function payload(msg: Message, format: SseFormat): { event: string | undefined; 
 /** The event streams of one http listener. */
 export class SseStreams {
   private readonly paths = new Map<string, PathState>();
-  /** Paths several routes forward to: no event ids, no resume. */
+  /** Paths several routes forward to: their event ids name each route's positions. */
   private shared: ReadonlySet<string> = new Set();
   private heartbeat: NodeJS.Timeout | undefined;
   private static readonly HEARTBEAT = Buffer.from(': heartbeat\n\n');
@@ -140,10 +165,11 @@ export class SseStreams {
   }
 
   /**
-   * Opens a stream for an admitted client. With a `Last-Event-ID` and a source that can replay,
-   * what the broker retains after that position is sent first; live events wait meanwhile.
+   * Opens a stream for an admitted client. With a `Last-Event-ID` and sources that can replay
+   * (per route feeding the path), what the brokers retain after that position is sent first;
+   * live events wait meanwhile.
    */
-  open(req: IncomingMessage, res: ServerResponse, path: string, replay: ReplaySource | undefined): void {
+  open(req: IncomingMessage, res: ServerResponse, path: string, sources: ReadonlyMap<string, ReplaySource> | undefined): void {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
@@ -163,48 +189,61 @@ export class SseStreams {
     res.on('error', forget);
     this.startHeartbeat();
     const lastId = header(req, 'last-event-id');
-    const from = lastId === undefined ? undefined : parsePositions(lastId);
-    if (lastId !== undefined && replay) {
-      if (from) void this.resume(client, replay, from);
-      else
-        this.write(
-          client,
-          sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `Last-Event-ID '${lastId.slice(0, 100)}' is not a position of this stream; streaming from now` }) }),
-        );
-    } else if (lastId !== undefined && this.shared.has(path)) {
+    if (lastId === undefined || !sources || sources.size === 0) return;
+    const from = this.resumePoint(path, lastId, sources);
+    if (from) void this.resume(client, sources, from);
+    else
       this.write(
         client,
-        sseEvent({
-          event: 'eventgate.resume',
-          data: JSON.stringify({ resumed: false, reason: 'several routes forward to this stream, so it cannot resume (an event id cannot name positions in several sources); streaming from now' }),
-        }),
+        sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `Last-Event-ID '${lastId.slice(0, 100)}' is not a position of this stream; streaming from now` }) }),
       );
-    }
   }
 
-  private async resume(client: SseClient, replay: ReplaySource, after: Positions): Promise<void> {
+  /** The per-route positions `lastId` names on `path`, or undefined when it names none of this path's. */
+  private resumePoint(path: string, lastId: string, sources: ReadonlyMap<string, ReplaySource>): SourcePositions | undefined {
+    if (this.shared.has(path)) {
+      const named = parseSources(lastId);
+      return named && [...named.keys()].every((route) => sources.has(route)) ? named : undefined;
+    }
+    const positions = parsePositions(lastId);
+    const [route] = sources.keys();
+    return positions && route !== undefined ? new Map([[route, positions]]) : undefined;
+  }
+
+  /**
+   * Sends `client` what each source route delivered after `after` (a route the id does not name:
+   * from its oldest retained message), route by route, then the live events held meanwhile that
+   * the replay did not already send.
+   */
+  private async resume(client: SseClient, sources: ReadonlyMap<string, ReplaySource>, after: SourcePositions): Promise<void> {
     client.held = [];
-    const last = new Map(after);
-    try {
-      const { messages, gap } = await replay.replay(after);
-      if (gap !== undefined) this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: gap }) }));
-      const format = this.state(client.path).format;
-      for (const message of messages) {
-        const pos = positionOf(message);
-        if (pos) last.set(pos.partition, pos.offset);
-        const { event, data } = payload(message, format);
-        this.write(client, sseEvent({ id: formatPositions(last), event, data }));
+    const shared = this.shared.has(client.path);
+    const last: SourcePositions = new Map([...after].map(([route, p]) => [route, new Map(p)]));
+    const format = this.state(client.path).format;
+    for (const [route, source] of sources) {
+      const seen = last.get(route) ?? new Map<number, bigint>();
+      last.set(route, seen);
+      const from = shared ? `route ${route}: ` : '';
+      try {
+        const { messages, gap } = await source.replay(after.get(route) ?? new Map());
+        if (gap !== undefined) this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: from + gap }) }));
+        for (const message of messages) {
+          const pos = positionOf(message);
+          if (pos) seen.set(pos.partition, pos.offset);
+          const { event, data } = payload(message, format);
+          this.write(client, sseEvent({ id: shared ? formatSources(last) : formatPositions(seen), event, data }));
+        }
+      } catch (err) {
+        this.logger.warn({ listener: this.listener, path: client.path, route, err: (err as Error).message }, 'event stream could not be resumed; streaming from now');
+        this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `${from}the broker could not replay retained events` }) }));
       }
-    } catch (err) {
-      this.logger.warn({ listener: this.listener, path: client.path, err: (err as Error).message }, 'event stream could not be resumed; streaming from now');
-      this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: 'the broker could not replay retained events' }) }));
     }
     const held = client.held;
     client.held = undefined;
     // Live events that arrived during the replay, minus those the replay already sent.
     for (const h of held) {
       if (h.partition !== null && h.offset !== null) {
-        const seen = last.get(h.partition);
+        const seen = last.get(h.source)?.get(h.partition);
         if (seen !== undefined && h.offset <= seen) continue;
       }
       this.write(client, h.frame);
@@ -245,20 +284,26 @@ export class SseStreams {
     this.heartbeat.unref();
   }
 
-  /** The target of `to: {listener, path}` on an http listener. */
-  target(path: string, format: SseFormat): Target {
+  /** The target of `to: {listener, path}` on an http listener, for route `route`. */
+  target(path: string, format: SseFormat, route: string): Target {
     const state = this.state(path);
     state.format = format;
     return {
       send: (msg: Message): Promise<Delivery> => {
-        const pos = this.shared.has(path) ? undefined : positionOf(msg);
-        if (pos) state.positions.set(pos.partition, pos.offset);
+        const pos = positionOf(msg);
+        let seen: Positions | undefined;
+        if (pos) {
+          seen = state.positions.get(route);
+          if (!seen) state.positions.set(route, (seen = new Map()));
+          seen.set(pos.partition, pos.offset);
+        }
         if (state.clients.size === 0) return Promise.resolve({ listener: this.listener, path, clients: 0 });
         const { event, data } = payload(msg, format);
-        const frame = sseEvent({ id: pos ? formatPositions(state.positions) : undefined, event, data });
+        const id = seen ? (this.shared.has(path) ? formatSources(state.positions) : formatPositions(seen)) : undefined;
+        const frame = sseEvent({ id, event, data });
         let sent = 0;
         for (const c of state.clients) {
-          if (c.held) c.held.push({ frame, partition: pos?.partition ?? null, offset: pos?.offset ?? null });
+          if (c.held) c.held.push({ frame, source: route, partition: pos?.partition ?? null, offset: pos?.offset ?? null });
           else if (this.write(c, frame)) sent++;
         }
         return Promise.resolve({ listener: this.listener, path, clients: sent });
@@ -267,15 +312,19 @@ export class SseStreams {
   }
 
   /**
-   * Ends the streams of paths no route forwards to any more (after a reload). `shared`: paths fed
-   * by several routes, whose events carry no id from now on (their positions would mix sources).
+   * Ends the streams of paths no route forwards to any more (after a reload) and forgets the
+   * positions of routes that no longer feed a path. `shared`: paths fed by several routes, whose
+   * event ids name each route's positions from now on.
    */
-  retain(paths: ReadonlySet<string>, shared: ReadonlySet<string> = new Set()): void {
+  retain(paths: ReadonlySet<string>, shared: ReadonlySet<string>, sources: ReadonlyMap<string, ReadonlyMap<string, unknown>>): void {
     this.shared = shared;
     for (const [path, s] of this.paths) {
-      if (paths.has(path)) continue;
-      for (const c of s.clients) c.res.end();
-      this.paths.delete(path);
+      if (!paths.has(path)) {
+        for (const c of s.clients) c.res.end();
+        this.paths.delete(path);
+        continue;
+      }
+      for (const route of [...s.positions.keys()]) if (!sources.get(path)?.has(route)) s.positions.delete(route);
     }
   }
 
