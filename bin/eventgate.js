@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Thin launcher: the CLI is compiled from src/cli by `npm run build` (run by `npm ci` through "prepare").
-// The young-generation hold must come before the CLI's modules load (src/cli/young-generation.ts).
-import { holdYoungGeneration } from '../dist/src/cli/young-generation.js';
+// The start-up hold of V8 settings must come before the CLI's modules load (src/cli/startup-hold.ts).
+import { holdWhileStarting } from '../dist/src/cli/startup-hold.js';
 
-holdYoungGeneration(process.argv.slice(2));
+holdWhileStarting(process.argv.slice(2));
 await import('../dist/src/cli/main.js');

@@ -13,7 +13,7 @@ import { createAdminServer } from '../admin/index.js';
 import { planCommand } from './plan.js';
 import { exportCommand } from './export.js';
 import { Gateway } from '../runtime/gateway.js';
-import { releaseYoungGeneration } from './young-generation.js';
+import { releaseAfterStart } from './startup-hold.js';
 
 const USAGE = `usage:
   eventgate run [-c FILE]                              run the gateway (default FILE: ./gateway.yaml)
@@ -152,7 +152,7 @@ async function run(file: string, env: Env): Promise<number> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 
   const loaded = await gateway.start();
-  releaseYoungGeneration();
+  releaseAfterStart();
   if (!loaded.plan) {
     loaded.diagnostics = redact(loaded.diagnostics, loaded.secrets ?? new Set());
     for (const d of loaded.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, 'config is invalid');
