@@ -1,4 +1,6 @@
-import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import { createRequire } from 'node:module';
+import type { ErrorObject, ValidateFunction } from 'ajv';
+import type { Ajv2020 } from 'ajv/dist/2020.js';
 import { exactlyOneKeys, forbiddenKeys } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
@@ -9,13 +11,19 @@ import { pathFromPointer, type PathPart, type SourceDocument } from './source.js
 import { closest, didYouMean } from './suggest.js';
 
 const validators = new WeakMap<KindRegistry, ValidateFunction>();
+
+/** ajv itself only when the build-time validator cannot serve (a config with `include:`, a test's own registry). */
+function compileSchema(schema: object): ValidateFunction {
+  const { Ajv2020: Ajv } = createRequire(import.meta.url)('ajv/dist/2020.js') as { Ajv2020: typeof Ajv2020 };
+  return new Ajv(CONFIG_AJV_OPTIONS).compile(schema);
+}
 const fragmentValidators = new WeakMap<KindRegistry, ValidateFunction>();
 
 function configValidator(registry: KindRegistry): ValidateFunction {
   let v = validators.get(registry);
   if (!v) {
     const schema = buildConfigSchema(registry, { acceptVariables: false });
-    v = precompiledValidator(schema) ?? new Ajv2020(CONFIG_AJV_OPTIONS).compile(schema);
+    v = precompiledValidator(schema) ?? compileSchema(schema);
     validators.set(registry, v);
   }
   return v;
@@ -28,7 +36,7 @@ function fragmentValidator(registry: KindRegistry): ValidateFunction {
     const schema = buildConfigSchema(registry, { acceptVariables: false });
     const props = schema.properties as Record<string, unknown>;
     const { required: _required, ...rest } = schema;
-    v = new Ajv2020(CONFIG_AJV_OPTIONS).compile({ ...rest, properties: Object.fromEntries(FRAGMENT_SECTIONS.map((s) => [s, props[s]])) });
+    v = compileSchema({ ...rest, properties: Object.fromEntries(FRAGMENT_SECTIONS.map((s) => [s, props[s]])) });
     fragmentValidators.set(registry, v);
   }
   return v;

@@ -1,13 +1,11 @@
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { Ajv2019 } from 'ajv/dist/2019.js';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormatsModule from 'ajv-formats';
-import { fullFormats } from 'ajv-formats/dist/formats.js';
+import { createRequire } from 'node:module';
+import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
+import type { Ajv2019 } from 'ajv/dist/2019.js';
+import type { Ajv2020 } from 'ajv/dist/2020.js';
+import type { fullFormats } from 'ajv-formats/dist/formats.js';
 import { pathFromPointer, type PathPart } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { isDateTime } from './date-time.js';
-
-const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
 /** A problem with a JSON Schema, at a path inside the schema. */
 export interface SchemaProblem {
@@ -67,15 +65,25 @@ export class JsonSchemaCompiler {
   }
 }
 
+/** ajv is loaded with a config's first JSON Schema: a config without one never needs it. */
 function newAjv(draft: string): Ajv {
+  const require = createRequire(import.meta.url);
+  const draftClass =
+    draft === '07'
+      ? (require('ajv') as { Ajv: typeof Ajv }).Ajv
+      : draft === '2019'
+        ? (require('ajv/dist/2019.js') as { Ajv2019: typeof Ajv2019 }).Ajv2019
+        : (require('ajv/dist/2020.js') as { Ajv2020: typeof Ajv2020 }).Ajv2020;
+  const addFormats = require('ajv-formats') as (ajv: Ajv) => Ajv;
+  const formats = (require('ajv-formats/dist/formats.js') as { fullFormats: typeof fullFormats }).fullFormats;
   // multipleOfPrecision: prices are decimals, and in binary floating point 19.99 / 0.01 is
   // 1998.9999999999998; a quotient within 1e-6 of an integer counts as one (ajv's option for it),
   // which is exact for cents up to about 10^8 and never accepts a tenth of a cent.
   const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false, multipleOfPrecision: 6 } as const;
-  const ajv = draft === '07' ? new Ajv(opts) : draft === '2019' ? (new Ajv2019(opts) as unknown as Ajv) : (new Ajv2020(opts) as unknown as Ajv);
+  const ajv = new draftClass(opts) as Ajv;
   addFormats(ajv);
   // The same date-time, without a regex split and two capturing regexes per value (date-time.ts).
-  ajv.addFormat('date-time', { ...(fullFormats['date-time'] as object), validate: isDateTime } as Parameters<Ajv['addFormat']>[1]);
+  ajv.addFormat('date-time', { ...(formats['date-time'] as object), validate: isDateTime } as Parameters<Ajv['addFormat']>[1]);
   return ajv;
 }
 
