@@ -1,8 +1,9 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
-import { AmqpBroker } from './amqp/broker.js';
+import type { AmqpBroker } from './amqp/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
+import { whenUsed } from '../when-used.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -137,5 +138,7 @@ export const amqpBroker = defineBroker({
   },
   compile: compileAmqp,
   canReconfigure: () => false,
-  create: (name, settings, env) => new AmqpBroker(name, settings, env),
+  create: (name, settings, env) => new (runtime().AmqpBroker)(name, settings, env),
 });
+
+const runtime = whenUsed<{ AmqpBroker: typeof AmqpBroker }>(import.meta.url, './amqp/broker.js');

@@ -1,11 +1,11 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { SASLOptions } from 'kafkajs';
-import { createRequire } from 'node:module';
 import { CODECS, DEFAULT_MAX_DECOMPRESSED_BYTES } from '../../codecs/compression.js';
 import type { BrokerCompileContext, StartFrom } from '../contracts.js';
 import { defineBroker, kindOptions, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { KafkaBroker } from './kafka/broker.js';
 import { clientTlsOptions, compileTls } from './tls.js';
+import { whenUsed } from '../when-used.js';
 
 const ms = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -185,12 +185,5 @@ export const kafkaBroker = defineBroker<typeof options, KafkaSettings>({
   create: (name, settings, env) => new (kafkaRuntime().KafkaBroker)(name, settings, env),
 });
 
-let runtime: { KafkaBroker: typeof KafkaBroker } | undefined;
-/**
- * The kafka runtime (and kafkajs with it), loaded when a config first uses a kafka broker: a
- * gateway without one does not pay its memory and start-up time. Loaded synchronously (require of
- * an ES module, Node >= 20.19) because create() is synchronous.
- */
-function kafkaRuntime(): { KafkaBroker: typeof KafkaBroker } {
-  return (runtime ??= createRequire(import.meta.url)('./kafka/broker.js') as { KafkaBroker: typeof KafkaBroker });
-}
+/** The kafka runtime, and kafkajs with it. */
+const kafkaRuntime = whenUsed<{ KafkaBroker: typeof KafkaBroker }>(import.meta.url, './kafka/broker.js');

@@ -2,8 +2,9 @@ import { hostname } from 'node:os';
 import type { ConnectionOptions } from 'node:tls';
 import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, Type, type Static } from '../define.js';
-import { MqttBroker } from './mqtt/broker.js';
+import type { MqttBroker } from './mqtt/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
+import { whenUsed } from '../when-used.js';
 
 type Qos = 0 | 1 | 2;
 
@@ -117,5 +118,7 @@ export const mqttBroker = defineBroker({
   },
   compile: compileMqtt,
   canReconfigure: () => false,
-  create: (name, settings, env) => new MqttBroker(name, settings, env),
+  create: (name, settings, env) => new (runtime().MqttBroker)(name, settings, env),
 });
+
+const runtime = whenUsed<{ MqttBroker: typeof MqttBroker }>(import.meta.url, './mqtt/broker.js');

@@ -1,7 +1,8 @@
 import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
-import { NatsBroker } from './nats/broker.js';
+import type { NatsBroker } from './nats/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
+import { whenUsed } from '../when-used.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -131,5 +132,7 @@ export const natsBroker = defineBroker({
   },
   compile: compileNats,
   canReconfigure: () => false,
-  create: (name, settings, env) => new NatsBroker(name, settings, env),
+  create: (name, settings, env) => new (runtime().NatsBroker)(name, settings, env),
 });
+
+const runtime = whenUsed<{ NatsBroker: typeof NatsBroker }>(import.meta.url, './nats/broker.js');

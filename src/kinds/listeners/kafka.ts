@@ -4,9 +4,13 @@
  */
 import type { CompiledStep } from '../contracts.js';
 import { defineListener, kindOptions, mapOf, Type, type Static } from '../define.js';
-import { batchCompression } from '../../codecs/record-batch.js';
-import { DEFAULT_MAX_REQUEST_BYTES, KafkaProxyListener, type KafkaProxySettings } from './kafka/proxy.js';
+import type { batchCompression } from '../../codecs/record-batch.js';
+import type { KafkaProxyListener, KafkaProxySettings } from './kafka/proxy.js';
+import { whenUsed } from '../when-used.js';
 import { compileTls, tlsServerOption } from './transport.js';
+
+/** Kafka's own default for `socket.request.max.bytes`. */
+const DEFAULT_MAX_REQUEST_BYTES = 100 * 1024 * 1024;
 
 const options = kindOptions('kafka', {
   upstream: Type.String({ minLength: 1, description: "The broker (of kind kafka) whose cluster the listener fronts; the proxy reaches it with that broker's `brokers` and `ssl`." }),
@@ -108,5 +112,8 @@ export const kafkaListener = defineListener({
     example:
       'brokers:\n  cluster: { kind: kafka, brokers: ["${KAFKA_BROKERS}"] }\nlisteners:\n  kafka-in:\n    kind: kafka\n    upstream: cluster\n    host: 127.0.0.1\n    port: 19092\n    advertisedHost: 127.0.0.1\nroutes:\n  - name: orders-in\n    from: { listener: kafka-in, topic: orders }\n    through: [ { validate: { message: OrderPlaced, onInvalid: reject } } ]',
   },
-  create: (name, settings, env) => new KafkaProxyListener(name, settings, env, batchCompression),
+  create: (name, settings, env) => new (proxy().KafkaProxyListener)(name, settings, env, codecs().batchCompression),
 });
+
+const proxy = whenUsed<{ KafkaProxyListener: typeof KafkaProxyListener }>(import.meta.url, './kafka/proxy.js');
+const codecs = whenUsed<{ batchCompression: typeof batchCompression }>(import.meta.url, '../../codecs/record-batch.js');

@@ -34,9 +34,6 @@ export interface KafkaProxySettings {
   tls: ConnectionOptions | false;
 }
 
-/** Kafka's own default for `socket.request.max.bytes`. */
-export const DEFAULT_MAX_REQUEST_BYTES = 100 * 1024 * 1024;
-
 interface BrokerPort {
   nodeId: number;
   port: number;
