@@ -8,10 +8,7 @@ import { createLogger } from '../log.js';
 import { loadPlan } from '../plan/compile.js';
 import type { Env } from '../config/source.js';
 import { loadEnv } from './env.js';
-import { checkTestFile, isTestFileName, testCommand } from './test.js';
 import { createAdminServer } from '../admin/index.js';
-import { planCommand } from './plan.js';
-import { exportCommand } from './export.js';
 import { Gateway } from '../runtime/gateway.js';
 import { releaseAfterStart } from './startup-hold.js';
 
@@ -83,12 +80,13 @@ async function main(argv: string[]): Promise<number> {
         return 2;
       }
       return await validate(values.config ?? 'gateway.yaml', values.format, env);
+    // The other commands are loaded when used, so `run` does not carry their code.
     case 'test':
-      return await testCommand(values.config, positionals.slice(1), values.format!, env);
+      return await (await import('./test.js')).testCommand(values.config, positionals.slice(1), values.format!, env);
     case 'plan':
-      return await planCommand({ config: values.config ?? 'gateway.yaml', from: values.from, admin: values.admin, token: values.token, format: values.format!, env });
+      return await (await import('./plan.js')).planCommand({ config: values.config ?? 'gateway.yaml', from: values.from, admin: values.admin, token: values.token, format: values.format!, env });
     case 'export':
-      return await exportCommand(positionals[1], values.config ?? 'gateway.yaml', env);
+      return await (await import('./export.js')).exportCommand(positionals[1], values.config ?? 'gateway.yaml', env);
     case 'schema':
       process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;
@@ -99,7 +97,8 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function validate(file: string, format: 'text' | 'json', env: Env): Promise<number> {
-  const diagnostics = isTestFileName(file) ? await checkTestFile(file, env) : (await loadPlan(file, { registry: defaultRegistry(), env })).diagnostics;
+  const tests = await import('./test.js');
+  const diagnostics = tests.isTestFileName(file) ? await tests.checkTestFile(file, env) : (await loadPlan(file, { registry: defaultRegistry(), env })).diagnostics;
   if (format === 'json') {
     process.stdout.write(
       `${JSON.stringify(
