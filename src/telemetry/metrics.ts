@@ -1,7 +1,8 @@
+import { createRequire } from 'node:module';
 import type { WebhookCounters, WebhookResult } from '../kinds/targets/webhook.js';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type LabelValues, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
 import type { BrokerRuntime, BrokerTelemetry, ListenerRuntime, ListenerTelemetry, Telemetry } from '../kinds/contracts.js';
 import type { Outcome } from '../core/outcome.js';
+import type { Prometheus } from './prometheus.js';
 
 /** Upper bounds (seconds) of the route latency histogram: a gateway hop is usually well under 10 ms. */
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
@@ -85,7 +86,7 @@ export class RouteStats {
   }
 }
 
-class ListenerStats implements ListenerTelemetry {
+export class ListenerStats implements ListenerTelemetry {
   /** Responses by status code, indexed by the code itself. */
   readonly responses = new Float64Array(600);
   httpResponse(status: number): void {
@@ -93,7 +94,7 @@ class ListenerStats implements ListenerTelemetry {
   }
 }
 
-class BrokerStats implements BrokerTelemetry {
+export class BrokerStats implements BrokerTelemetry {
   producerErrors = 0;
   /** By route; '' when the broker could not tell which route. Error path only, so a Map is fine. */
   readonly consumerErrors = new Map<string, number>();
@@ -128,183 +129,49 @@ export interface StatsSnapshot {
 }
 
 /**
- * The gateway's Prometheus metrics, in a Registry of its own (never prom-client's global one, so
- * two gateways in one process, as in tests, do not collide). Everything is read from plain
- * counters and the running components when scraped; nothing here runs per message.
+ * The gateway's counters (the components' Telemetry) and, once the admin server serves
+ * `/metrics`, their Prometheus form (telemetry/prometheus.ts, with prom-client: loaded only then,
+ * so a gateway without an admin server does not carry it). Everything is read from plain counters
+ * and the running components when scraped; nothing here runs per message.
  */
 export class GatewayMetrics implements Telemetry {
-  readonly registry = new Registry();
   private readonly routes = new Map<string, RouteStats>();
   private readonly listenerStats = new Map<string, ListenerStats>();
   private readonly brokerStats = new Map<string, BrokerStats>();
   private readonly reloads = { success: 0, failure: 0, rolledBack: 0 };
   private version: string | undefined;
   private lastReloadOk = true;
+  private readonly brokerKinds: Set<string>;
+  private prom: Prometheus | undefined;
 
   constructor(
     private readonly source: MetricsSource,
     brokerKinds: Iterable<string>,
   ) {
-    const registers = [this.registry];
-    const routes = this.routes;
-    new Counter({
-      name: 'eventgate_route_messages_total',
-      help: 'Messages per route and outcome: received (every attempt), then exactly one of delivered, filtered, invalid, tagged, deadlettered, failed, rejected.',
-      labelNames: ['route', 'outcome'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [route, s] of routes) for (const outcome of OUTCOME_LABELS) this.inc({ route, outcome }, s[outcome]);
-      },
-    });
-    new RouteLatencyHistogram(this.registry, routes);
-    new Counter({
-      name: 'eventgate_webhook_requests_total',
-      help: 'Requests webhook targets sent (every try), per route and result: 2xx, 3xx, 4xx, 5xx, timeout or connection (refused, reset, unresolvable).',
-      labelNames: ['route', 'result'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [route, s] of routes) s.webhookAnswers.forEach((n, result) => this.inc({ route, result }, n));
-      },
-    });
-    new Gauge({
-      name: 'eventgate_route_stalled_messages',
-      help: 'Consumed messages a route has tried 5 times and keeps retrying because it has no deadletter target; each holds up its partition. /admin/status says which and why.',
-      labelNames: ['route'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [route, s] of routes) this.set({ route }, s.stalled);
-      },
-    });
-    new Gauge({
-      name: 'eventgate_event_stream_clients',
-      help: 'Server-Sent Events clients connected, per http listener.',
-      labelNames: ['listener'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [listener, l] of source.listeners) if (l.kind === 'http' && l.connections) this.set({ listener }, l.connections());
-      },
-    });
-    new Gauge({
-      name: 'eventgate_websocket_clients',
-      help: 'WebSocket clients connected, per listener.',
-      labelNames: ['listener'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [listener, l] of source.listeners) if (l.kind === 'websocket' && l.connections) this.set({ listener }, l.connections());
-      },
-    });
-    const listenerStats = this.listenerStats;
-    new Counter({
-      name: 'eventgate_http_requests_total',
-      help: 'HTTP requests answered by the listeners, per listener and status code.',
-      labelNames: ['listener', 'status'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [listener, s] of listenerStats) {
-          s.responses.forEach((n, status) => {
-            if (n > 0) this.inc({ listener, status: String(status) }, n);
-          });
-        }
-      },
-    });
-    const reloads = this.reloads;
-    new Counter({
-      name: 'eventgate_config_reloads_total',
-      help: 'Config reloads (file change, SIGHUP, POST /admin/reload) by result: success (applied or unchanged), failure (the new config was refused; the old one kept serving) or rolled_back (the new config could not be put in place, e.g. a port was taken; the old one was restored).',
-      labelNames: ['result'],
-      registers,
-      collect() {
-        this.reset();
-        this.inc({ result: 'success' }, reloads.success);
-        this.inc({ result: 'failure' }, reloads.failure);
-        this.inc({ result: 'rolled_back' }, reloads.rolledBack);
-      },
-    });
-    const self = this;
-    new Gauge({
-      name: 'eventgate_config_info',
-      help: 'The running config version (hash of the config and every file it references); always 1.',
-      labelNames: ['version'],
-      registers,
-      collect() {
-        this.reset();
-        if (self.version) this.set({ version: self.version }, 1);
-      },
-    });
-    new Gauge({
-      name: 'eventgate_config_last_reload_successful',
-      help: '1 when the last config reload was applied (or none was tried), 0 while the gateway runs an older config because the last reload failed.',
-      registers,
-      collect() {
-        this.set(self.lastReloadOk ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: 'eventgate_ready',
-      help: '1 when every listener is bound and every broker connected (as GET /readyz), else 0.',
-      registers,
-      collect() {
-        this.set(source.readiness().ready ? 1 : 0);
-      },
-    });
-    for (const kind of new Set(brokerKinds)) this.brokerFamilies(kind);
-    collectDefaultMetrics({ register: this.registry });
+    this.brokerKinds = new Set(brokerKinds);
   }
 
-  /** `eventgate_<kind>_consumer_lag`, `..._producer_errors_total`, `..._consumer_errors_total` for one broker kind. */
-  private brokerFamilies(kind: string): void {
-    const prefix = `eventgate_${kind.replace(/[^A-Za-z0-9_]/g, '_')}`;
-    const registers = [this.registry];
-    const { source, brokerStats } = this;
-    new Gauge({
-      name: `${prefix}_consumer_lag`,
-      help: `Messages a route has yet to take from its source (${kind} brokers): for partitioned logs the distance from the end of each partition to the route's consumer position; docs/operations.md says what each kind counts.`,
-      labelNames: ['route', 'topic', 'partition'],
-      registers,
-      collect() {
-        this.reset();
-        for (const b of source.brokers.values()) {
-          if (b.kind !== kind || !b.consumerLag) continue;
-          for (const l of b.consumerLag()) this.set({ route: l.route, topic: l.topic, partition: String(l.partition) }, l.lag);
-        }
-      },
-    });
-    new Counter({
-      name: `${prefix}_producer_errors_total`,
-      help: `Publishes a ${kind} broker could not complete.`,
-      labelNames: ['broker'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [broker, s] of brokerStats) if (s.kind === kind) this.inc({ broker }, s.producerErrors);
-      },
-    });
-    new Counter({
-      name: `${prefix}_consumer_errors_total`,
-      help: `Consumer failures on ${kind} brokers: fetch, commit or group errors, and messages a route could not take (retried).`,
-      labelNames: ['broker', 'route'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [broker, s] of brokerStats) if (s.kind === kind) for (const [route, n] of s.consumerErrors) this.inc({ broker, route }, n);
-      },
-    });
-    new Counter({
-      name: `${prefix}_consumer_crashes_total`,
-      help: `Consumers of a route that crashed (on ${kind} brokers) and were started again with backoff; /readyz says why while one is down.`,
-      labelNames: ['broker', 'route'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [broker, s] of brokerStats) if (s.kind === kind) for (const [route, n] of s.consumerCrashes) this.inc({ broker, route }, n);
-      },
-    });
+  /** The Prometheus registry, built (and prom-client loaded) on first use: the admin server asks for it when it starts. */
+  prometheus(): Prometheus {
+    if (!this.prom) {
+      const { Prometheus: Registry } = createRequire(import.meta.url)('./prometheus.js') as { Prometheus: typeof Prometheus };
+      const self = this;
+      this.prom = new Registry({
+        source: this.source,
+        routes: this.routes,
+        listenerStats: this.listenerStats,
+        brokerStats: this.brokerStats,
+        reloads: this.reloads,
+        get version() {
+          return self.version;
+        },
+        get lastReloadOk() {
+          return self.lastReloadOk;
+        },
+      });
+      for (const kind of this.brokerKinds) this.prom.brokerFamilies(kind);
+    }
+    return this.prom;
   }
 
   /** The counters of a route; a route rebuilt by a reload keeps its name and so its counters. */
@@ -323,7 +190,10 @@ export class GatewayMetrics implements Telemetry {
   broker(name: string, kind: string): BrokerTelemetry {
     let s = this.brokerStats.get(name);
     if (!s || s.kind !== kind) this.brokerStats.set(name, (s = new BrokerStats(kind)));
-    if (this.registry.getSingleMetric(`eventgate_${kind.replace(/[^A-Za-z0-9_]/g, '_')}_consumer_lag`) === undefined) this.brokerFamilies(kind);
+    if (!this.brokerKinds.has(kind)) {
+      this.brokerKinds.add(kind);
+      this.prom?.brokerFamilies(kind);
+    }
     return s;
   }
 
@@ -357,11 +227,11 @@ export class GatewayMetrics implements Telemetry {
   }
 
   get contentType(): string {
-    return this.registry.contentType;
+    return this.prometheus().registry.contentType;
   }
 
   text(): Promise<string> {
-    return this.registry.metrics();
+    return this.prometheus().registry.metrics();
   }
 
   snapshot(): StatsSnapshot {
@@ -402,51 +272,4 @@ export class GatewayMetrics implements Telemetry {
 function prune<T>(map: Map<string, T>, keep: Iterable<string>): void {
   const names = new Set(keep);
   for (const name of map.keys()) if (!names.has(name)) map.delete(name);
-}
-
-type LatencyValue = MetricValueWithName<'route' | 'le'>;
-
-/**
- * eventgate_route_latency_seconds, rendered from RouteStats when scraped. prom-client's
- * Histogram.observe() builds a label-hash string per call, too much for the message path, and it
- * has no way to load bucket counts kept elsewhere; so this subclass answers get() (which the
- * Registry calls to render it) from the per-route arrays instead of its own storage.
- */
-const LATENCY_NAME = 'eventgate_route_latency_seconds';
-const LATENCY_HELP = 'Time from a message entering its route until every target acknowledged it (delivered, tagged and dead-lettered messages).';
-
-class RouteLatencyHistogram extends Histogram<'route'> {
-  constructor(
-    registry: Registry,
-    private readonly stats: ReadonlyMap<string, RouteStats>,
-  ) {
-    super({
-      name: LATENCY_NAME,
-      help: LATENCY_HELP,
-      labelNames: ['route'],
-      buckets: [...LATENCY_BUCKETS],
-      registers: [registry],
-    });
-  }
-
-  override async get(): Promise<MetricObjectWithValues<MetricValueWithName<'route'>>> {
-    const values: LatencyValue[] = [];
-    const bucket = `${LATENCY_NAME}_bucket`;
-    for (const [route, s] of this.stats) {
-      let acc = 0;
-      LATENCY_BUCKETS.forEach((le, i) => {
-        acc += s.latencyBuckets[i]!;
-        values.push({ metricName: bucket, labels: { route, le }, value: acc });
-      });
-      values.push({ metricName: bucket, labels: { route, le: '+Inf' }, value: s.latencyCount });
-      values.push({ metricName: `${LATENCY_NAME}_sum`, labels: { route } as LabelValues<'route' | 'le'>, value: s.latencySum });
-      values.push({ metricName: `${LATENCY_NAME}_count`, labels: { route } as LabelValues<'route' | 'le'>, value: s.latencyCount });
-    }
-    return { name: LATENCY_NAME, help: LATENCY_HELP, type: 'histogram', aggregator: 'sum', values } as unknown as MetricObjectWithValues<MetricValueWithName<'route'>>;
-  }
-
-  /** The Registry prefers this to get() when rendering text; the values above already carry all their labels. */
-  getForPromString(): Promise<MetricObjectWithValues<MetricValueWithName<'route'>>> {
-    return this.get();
-  }
 }
