@@ -3,7 +3,11 @@ import { problemBody, type Problem } from '../../core/errors.js';
 
 /** JSON responses for the listeners and the admin API, with an exact content-length. */
 export function sendJson(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
-  const text = JSON.stringify(body);
+  sendJsonText(res, status, JSON.stringify(body), type);
+}
+
+/** sendJson for a body already written as JSON text. */
+export function sendJsonText(res: ServerResponse, status: number, text: string, type = 'application/json'): void {
   res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }

@@ -1,8 +1,8 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import FindMyWay from 'find-my-way';
 import { problem, type Problem } from '../../core/errors.js';
-import { sendJson, sendProblem } from './http-reply.js';
-import { answerFor } from '../../core/answer.js';
+import { sendJson, sendJsonText, sendProblem } from './http-reply.js';
+import { answerFor, deliveredJson } from '../../core/answer.js';
 import { parseClientJson } from './client-json.js';
 import type { Message, MessageContext } from '../../core/message.js';
 import type { Outcome } from '../../core/outcome.js';
@@ -372,6 +372,10 @@ export class HttpListener implements ListenerRuntime {
 
   private answer(req: IncomingMessage, res: ServerResponse, outcome: Outcome): void {
     try {
+      if (outcome.outcome === 'delivered') {
+        sendJsonText(res, 200, deliveredJson(outcome.deliveries, outcome.tagged));
+        return this.finished(res);
+      }
       const answer = answerFor(outcome);
       if (answer.problem) sendProblem(res, answer.problem);
       else sendJson(res, answer.status, answer.body);

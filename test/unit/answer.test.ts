@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { answerFor, deliveredJson } from '../../src/core/answer.js';
+import type { Delivery } from '../../src/core/message.js';
+
+describe('deliveredJson: the HTTP 200 body of a delivered message, written by hand', () => {
+  const cases: { name: string; deliveries: Delivery[]; tagged: boolean }[] = [
+    { name: 'one broker delivery', deliveries: [{ broker: 'local', topic: 'light-measured', partition: 0, offset: '41' }], tagged: false },
+    { name: 'none (a kafka-listener route)', deliveries: [], tagged: false },
+    { name: 'tagged', deliveries: [{ broker: 'k', topic: 't', partition: 2, offset: '-1' }], tagged: true },
+    {
+      name: 'names that need escaping',
+      deliveries: [{ broker: 'b"\\', topic: 'line\nbreak\u0001 é 😀 \ud800', partition: 1, offset: '9007199254740993123' }],
+      tagged: false,
+    },
+    {
+      name: 'every kind of delivery, in order',
+      deliveries: [
+        { broker: 'local', topic: 'a', partition: 0, offset: '1' },
+        { listener: 'push', path: '/rooms/1', clients: 3 },
+        { endpoint: 'https://example.com/hook', status: 202, attempts: 2 },
+        { broker: 'kafka', topic: 'b', partition: 7, offset: '123' },
+      ],
+      tagged: false,
+    },
+  ];
+  for (const c of cases) {
+    it(`is the text JSON.stringify gives: ${c.name}`, () => {
+      const expected = JSON.stringify(answerFor({ outcome: 'delivered', deliveries: c.deliveries, tagged: c.tagged }).body);
+      const text = deliveredJson(c.deliveries, c.tagged);
+      assert.equal(text, expected);
+      assert.deepEqual(JSON.parse(text), JSON.parse(expected));
+    });
+  }
+});
