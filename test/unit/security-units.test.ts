@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { redact, REDACTED, secretValues } from '../../src/config/secrets.js';
 import { bindingsFor, compileExpression } from '../../src/expr/expression.js';
 import { TokenBuckets } from '../../src/kinds/steps/ratelimit.js';
+import secureJson from 'secure-json-parse';
 import { nestingDepth, parseClientJson } from '../../src/kinds/listeners/client-json.js';
 import { StepStateStore } from '../../src/runtime/step-state.js';
 
@@ -39,6 +40,42 @@ describe('parseClientJson', () => {
       assert.equal(!r.ok && r.problem.code, 'EG_JSON_FORBIDDEN_KEY', text);
     }
     assert.deepEqual(parse('{"constructor":"Ford"}'), { ok: true, value: { constructor: 'Ford' } });
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  });
+
+  it('answers as secure-json-parse after a strict UTF-8 decode would, on plain ASCII bodies and on others alike', () => {
+    const reference = (text: string) => {
+      try {
+        return { ok: true, value: secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' }) };
+      } catch (err) {
+        return { ok: false, message: (err as Error).message };
+      }
+    };
+    const bodies = [
+      '{"id":7,"lumens":640,"sentAt":"2026-11-23T10:00:00Z"}',
+      '{"__proto__":{"polluted":1}}',
+      '{"a":1,"constructor":{"prototype":{"polluted":1}}}',
+      '{"constructor":{"x":1}}',
+      '{"note":"__proto__ in a string","constructor":"Ford"}',
+      '{"\\u005f_proto__":{}}',
+      '{"\\u0063onstructor":{"prototype":{}}}',
+      '{"é":1,"__proto__":{}}',
+      '{"ü":"constructor"}',
+      '{"a":}',
+      '[1,2',
+      '',
+      'null',
+      '"text"',
+      '{"s":"tab\\there"}',
+    ];
+    for (const text of bodies) {
+      const r = parse(text);
+      const ref = reference(text);
+      assert.equal(r.ok, ref.ok, text);
+      if (r.ok) assert.deepEqual(r.value, ref.value, text);
+      else if (r.problem.code === 'EG_BAD_JSON') assert.equal(r.problem.detail, `the body is not valid JSON: ${ref.message}`, text);
+      else assert.equal(r.problem.code, 'EG_JSON_FORBIDDEN_KEY', text);
+    }
     assert.equal(({} as Record<string, unknown>).polluted, undefined);
   });
 

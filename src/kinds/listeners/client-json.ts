@@ -32,14 +32,23 @@ export function parseClientJson(body: Buffer, what: 'body' | 'frame', maxDepth =
     return refuse('EG_PAYLOAD_TOO_LARGE', `the ${what} would take about ${parsedBytes} bytes once parsed (${shape.containers} arrays/objects); at most ${maxParsedBytes} are accepted`);
   }
   let text: string;
-  try {
-    text = utf8.decode(body);
-  } catch {
-    return refuse('EG_BAD_JSON', `the ${what} is not valid UTF-8`);
-  }
   let value: unknown;
   try {
-    value = secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
+    if (shape.plain) {
+      // ASCII is UTF-8 as it is, and without a backslash the only way to spell a `__proto__` or
+      // `constructor` key is literally: JSON.parse alone gives what secure-json-parse would, unless
+      // the text holds one of those words (then it decides). Its two regular expressions over
+      // every body cost as much as the parse (docs/performance.md).
+      text = body.toString('latin1');
+      value = text.indexOf('__proto__') === -1 && text.indexOf('constructor') === -1 ? JSON.parse(text) : secureParse(text);
+    } else {
+      try {
+        text = utf8.decode(body);
+      } catch {
+        return refuse('EG_BAD_JSON', `the ${what} is not valid UTF-8`);
+      }
+      value = secureParse(text);
+    }
   } catch (err) {
     const message = (err as Error).message;
     if (message.includes('forbidden prototype property')) {
@@ -49,6 +58,10 @@ export function parseClientJson(body: Buffer, what: 'body' | 'frame', maxDepth =
   }
   if (shape.maybeHuge && !allFinite(value)) return refuse('EG_BAD_JSON', `the ${what} has a number too large to represent (over ±1.8e308)`);
   return { ok: true, value };
+}
+
+function secureParse(text: string): unknown {
+  return secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
 }
 
 function refuse(code: 'EG_BAD_JSON' | 'EG_JSON_TOO_DEEP' | 'EG_JSON_FORBIDDEN_KEY' | 'EG_PAYLOAD_TOO_LARGE', detail: string): ClientJson {
@@ -65,25 +78,28 @@ export function nestingDepth(bytes: Uint8Array, limit: number): number {
 }
 
 /**
- * nestingDepth, how many arrays and objects the bytes hold, and whether a number might overflow a
- * double (all counted while scanning anyway, so no second pass over the text). A JSON number
- * overflows only with an exponent or 309+ digits, so `maybeHuge` is set by any exponent (an
- * `e`/`E` right after a digit, outside strings) or digit run that long; the parsed value is then
- * checked.
+ * nestingDepth, how many arrays and objects the bytes hold, whether a number might overflow a
+ * double, and whether the bytes are `plain`: ASCII without a backslash (all counted while scanning
+ * anyway, so no second pass over the text). A JSON number overflows only with an exponent or 309+
+ * digits, so `maybeHuge` is set by any exponent (an `e`/`E` right after a digit, outside strings)
+ * or digit run that long; the parsed value is then checked.
  */
-export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; containers: number; maybeHuge: boolean } {
+export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; containers: number; maybeHuge: boolean; plain: boolean } {
   let depth = 0;
   let max = 0;
   let containers = 0;
   let inString = false;
   let digits = 0;
   let maybeHuge = false;
+  let plain = true;
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i]!;
     if (inString) {
-      if (b === 0x5c)
+      if (b === 0x5c) {
+        plain = false;
         i++; // backslash: skip the escaped byte
-      else if (b === 0x22) inString = false;
+      } else if (b === 0x22) inString = false;
+      else if (b >= 0x80) plain = false;
       continue;
     }
     if (b >= 0x30 && b <= 0x39) {
@@ -95,10 +111,11 @@ export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; co
     if (b === 0x22) inString = true;
     else if (b === 0x5b || b === 0x7b) {
       containers++;
-      if (++depth > max && (max = depth) > limit) return { depth: max, containers, maybeHuge };
+      if (++depth > max && (max = depth) > limit) return { depth: max, containers, maybeHuge, plain };
     } else if (b === 0x5d || b === 0x7d) depth--;
+    else if (b >= 0x80 || b === 0x5c) plain = false;
   }
-  return { depth: max, containers, maybeHuge };
+  return { depth: max, containers, maybeHuge, plain };
 }
 
 function allFinite(v: unknown): boolean {
