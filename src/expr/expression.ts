@@ -55,6 +55,11 @@ export interface Expression {
    * uses evaluate(). Never throws.
    */
   evaluateSync(input: unknown, bindings: Record<string, unknown>): unknown;
+  /**
+   * Whether the expression names any variable (`$headers`, `$path`, a function such as `$string`):
+   * one that does not computes the same result with no bindings at all (evaluateNow).
+   */
+  readonly readsVariables: boolean;
 }
 
 export class ExpressionSyntaxError extends Error {
@@ -122,6 +127,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   compiled.assign(EVALUATE_ENTRY as unknown as string, yieldingEntry());
   return {
     source,
+    readsVariables: hasVariable(compiled.ast()),
     evaluateSync: fast
       ? (input, bindings) => {
           const v = fast(input, bindings);
@@ -190,6 +196,26 @@ export function evaluateThen<R>(expr: Expression, input: unknown, bindings: Reco
   const v = expr.evaluateSync(input, bindings);
   if (v !== NOT_SYNC) return then(v);
   return expr.evaluate(input, bindings).then(then, failed);
+}
+
+/** What evaluateNow passes an expression that reads no variable. */
+const NO_BINDINGS: Record<string, unknown> = Object.freeze({});
+
+/**
+ * evaluateSync on a message, with the bindings built only when the expression reads one: the
+ * common `lumens > 0` or `{"lux": lumens}` costs no bindings object (eleven properties) per message.
+ * NOT_SYNC when JSONata has to evaluate it (with bindingsFor).
+ */
+export function evaluateNow(expr: Expression, msg: Message, ctx: MessageContext): unknown {
+  return expr.evaluateSync(msg.value, expr.readsVariables ? bindingsFor(msg, ctx) : NO_BINDINGS);
+}
+
+/** Whether a JSONata AST has a variable node anywhere (a function call's name is one too). */
+function hasVariable(node: unknown): boolean {
+  if (Array.isArray(node)) return node.some(hasVariable);
+  if (node === null || typeof node !== 'object') return false;
+  if ((node as { type?: unknown }).type === 'variable') return true;
+  return Object.values(node).some(hasVariable);
 }
 
 /** The variables every expression sees (spec §3), and the identity an auth step established. */

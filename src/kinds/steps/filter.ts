@@ -1,4 +1,5 @@
-import { bindingsFor, evaluateThen, expressionProblem, truthy, type ExpressionEvaluationError } from '../../expr/expression.js';
+import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, NOT_SYNC, truthy, type ExpressionEvaluationError } from '../../expr/expression.js';
+import type { Message, MessageContext } from '../../core/message.js';
 import type { StepResult } from '../contracts.js';
 import { defineStep, Type } from '../define.js';
 
@@ -15,9 +16,14 @@ export const filterStep = defineStep({
     const expr = ctx.compileExpression(source, []);
     if (!expr) return undefined;
     const failed = (err: ExpressionEvaluationError): StepResult => ({ stop: 'failed', problem: expressionProblem('filter', err) });
+    const evaluated = (msg: Message, mctx: MessageContext) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (v) => (truthy(v) ? msg : FILTERED), failed);
     return {
       kind: 'filter',
-      run: (msg, mctx) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (v) => (truthy(v) ? msg : FILTERED), failed),
+      run: (msg, mctx) => {
+        // The fast path first, with no closure per message; JSONata when it cannot answer.
+        const v = evaluateNow(expr, msg, mctx);
+        return v !== NOT_SYNC ? (truthy(v) ? msg : FILTERED) : evaluated(msg, mctx);
+      },
     };
   },
 });

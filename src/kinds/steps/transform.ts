@@ -1,6 +1,6 @@
-import { bindingsFor, evaluateThen, expressionProblem, type ExpressionEvaluationError } from '../../expr/expression.js';
+import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, NOT_SYNC, type ExpressionEvaluationError } from '../../expr/expression.js';
 import { problem } from '../../core/errors.js';
-import { withValue, type Message } from '../../core/message.js';
+import { withValue, type Message, type MessageContext } from '../../core/message.js';
 import type { StepResult } from '../contracts.js';
 import { defineStep, Type } from '../define.js';
 
@@ -18,9 +18,14 @@ export const transformStep = defineStep({
     const failed = (err: ExpressionEvaluationError): StepResult => ({ stop: 'failed', problem: expressionProblem('transform', err) });
     const replace = (msg: Message, value: unknown): StepResult =>
       value === undefined ? { stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', 'transform produced no value for this message') } : withValue(msg, value);
+    const evaluated = (msg: Message, mctx: MessageContext) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (value) => replace(msg, value), failed);
     return {
       kind: 'transform',
-      run: (msg, mctx) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (value) => replace(msg, value), failed),
+      run: (msg, mctx) => {
+        // The fast path first, with no closure per message; JSONata when it cannot answer.
+        const v = evaluateNow(expr, msg, mctx);
+        return v !== NOT_SYNC ? replace(msg, v) : evaluated(msg, mctx);
+      },
     };
   },
 });
