@@ -268,7 +268,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const input: Message = { ...msg, headers: headersWith(msg.headers, TRACEPARENT, span.traceparent) };
     let result: Outcome | Promise<Outcome>;
     try {
-      result = inSpan(span, this.process, this, input, ctx);
+      // Without an SDK there is no context to enter: a plain call (inSpan's rest arguments are an array per message).
+      result = span.context ? inSpan(span, this.process, this, input, ctx) : this.process(input, ctx);
     } catch (err) {
       result = this.unexpected(err, span);
     }
@@ -288,6 +289,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     endMessageSpan(span, outcome);
     // Observers see the message as the route received it, but never its credentials: the auth
     // step strips them only from what travels on, and an observer may see a message it refused.
+    // The common case (delivered or filtered, no tap) needs none of it.
+    if (!this.tap.active && (outcome.outcome === 'delivered' || outcome.outcome === 'filtered')) return outcome;
     let seen: Message | undefined;
     const observed = () => (seen ??= this.observable(msg));
     if (outcome.outcome !== 'delivered' && outcome.outcome !== 'filtered') this.logOutcome(observed, outcome, span.traceId);
@@ -400,16 +403,15 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   private deliver(_original: Message, m: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
     const tags = ctx.tagged;
-    const delivered = (deliveries: Delivery[]): Outcome =>
-      tags ? { outcome: 'delivered', deliveries, tagged: true, tags, message: m } : { outcome: 'delivered', deliveries, tagged: false, message: m };
     // Routes from a kafka listener have no targets: their records go on in the client's own request.
-    if (this.targets.length === 0) return delivered([]);
-    const failed = (err: unknown): Outcome => ({ outcome: 'failed', problem: err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err) });
+    if (this.targets.length === 0) return deliveredOutcome([], m, tags);
+    // A synchronous delivery (a memory topic) answers with no closure or promise; the closures are
+    // in deliveredLater, since V8 allocates a function's closure context on every call that has one.
     if (this.targets.length === 1) {
       const d = sent(this.targets[0]!, m, ctx);
-      return d instanceof Promise ? d.then((x) => delivered([x]), failed) : delivered([d]);
+      return d instanceof Promise ? deliveredLater(d, m, tags) : deliveredOutcome([d], m, tags);
     }
-    return Promise.all(this.targets.map((t) => sent(t, m, ctx))).then(delivered, failed);
+    return deliveredLater(Promise.all(this.targets.map((t) => sent(t, m, ctx))), m, tags);
   }
 
   /** Consume routes subscribe here; listener routes are bound by their listener instead. */
@@ -602,6 +604,18 @@ export function runChain(steps: readonly CompiledStep[], msg: Message, ctx: Mess
     m = r;
   }
   return m;
+}
+
+function deliveredOutcome(deliveries: Delivery[], m: Message, tags: readonly string[] | undefined): Outcome {
+  return tags ? { outcome: 'delivered', deliveries, tagged: true, tags, message: m } : { outcome: 'delivered', deliveries, tagged: false, message: m };
+}
+
+function deliveredLater(pending: Promise<Delivery | Delivery[]>, m: Message, tags: readonly string[] | undefined): Promise<Outcome> {
+  return pending.then((d) => deliveredOutcome(Array.isArray(d) ? d : [d], m, tags), targetFailed);
+}
+
+function targetFailed(err: unknown): Outcome {
+  return { outcome: 'failed', problem: err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err) };
 }
 
 const NO_DELIVERIES: Delivery[] = Object.freeze([]) as unknown as Delivery[];
