@@ -5,11 +5,22 @@
  * in docs/config.md (each option's `description` and `default`). The kind's summary and example
  * sit beside it in `doc`. See docs/architecture.md, "Adding a kind".
  */
-import { Type, type Static, type TLiteral, type TObject, type TProperties, type TSchema } from '@sinclair/typebox';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type * as TypeBox from '@sinclair/typebox';
+import type { Static, TLiteral, TObject, TProperties, TSchema } from '@sinclair/typebox';
 import type { Expression } from '../expr/expression.js';
 import type { BrokerKind, KindDoc, ListenerKind, StepCompileContext, StepKind } from './contracts.js';
 
-export { Type, type Static, type TSchema };
+/**
+ * TypeBox from one file, written by `npm run build` (scripts/bundle-cjs.js): as the package's 200
+ * module files it cost every gateway ~3 MB more resident memory (docs/performance.md). The package
+ * itself when the file is missing (a build that has only run tsc).
+ */
+const BUNDLE = fileURLToPath(new URL('./typebox.generated.cjs', import.meta.url));
+export const { Type } = createRequire(import.meta.url)(existsSync(BUNDLE) ? BUNDLE : '@sinclair/typebox') as typeof TypeBox;
+export type { Static, TSchema };
 
 /** The options of a broker or listener kind: `kind: <name>` and its own keys, no others. */
 export function kindOptions<K extends string, P extends TProperties>(kind: K, properties: P): TObject<{ kind: TLiteral<K> } & P> {
