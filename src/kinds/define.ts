@@ -5,21 +5,13 @@
  * in docs/config.md (each option's `description` and `default`). The kind's summary and example
  * sit beside it in `doc`. See docs/architecture.md, "Adding a kind".
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import type * as TypeBox from '@sinclair/typebox';
 import type { Static, TLiteral, TObject, TProperties, TSchema } from '@sinclair/typebox';
+import { bundled } from '../core/bundled.js';
 import type { Expression } from '../expr/expression.js';
 import type { BrokerKind, KindDoc, ListenerKind, StepCompileContext, StepKind } from './contracts.js';
 
-/**
- * TypeBox from one file, written by `npm run build` (scripts/bundle-cjs.js): as the package's 200
- * module files it cost every gateway ~3 MB more resident memory (docs/performance.md). The package
- * itself when the file is missing (a build that has only run tsc).
- */
-const BUNDLE = fileURLToPath(new URL('./typebox.generated.cjs', import.meta.url));
-export const { Type } = createRequire(import.meta.url)(existsSync(BUNDLE) ? BUNDLE : '@sinclair/typebox') as typeof TypeBox;
+export const { Type } = bundled<typeof TypeBox>('@sinclair/typebox');
 export type { Static, TSchema };
 
 /** The options of a broker or listener kind: `kind: <name>` and its own keys, no others. */
