@@ -8,7 +8,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
-import { isPair, isScalar, LineCounter, parseDocument, visit } from 'yaml';
+import { isPair, isScalar, LineCounter, parseDocument, visit } from '../config/yaml.js';
 
 /** `asyncapiRemoteRefs` in gateway.yaml. */
 export interface RemoteRefOptions {

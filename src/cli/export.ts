@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { stringify } from 'yaml';
+import { stringify } from '../config/yaml.js';
 import { formatDiagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';

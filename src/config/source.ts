@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { LineCounter, parseDocument, parse as parseYaml, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode, type Scalar } from 'yaml';
+import { LineCounter, parseDocument, parse as parseYaml, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode, type Scalar } from './yaml.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 
 export type PathPart = string | number;

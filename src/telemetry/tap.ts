@@ -1,8 +1,12 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
+import type * as Ws from 'ws';
+import type { WebSocket } from 'ws';
+import { bundled } from '../core/bundled.js';
 import type { Message } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
+
+const { WebSocketServer } = bundled<typeof Ws>('ws');
 
 export const DEFAULT_TAP_MAX_PER_SECOND = 100;
 /** A tap client with more unsent data than this is too slow to follow; it is closed with 1013. */

@@ -1,5 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import FindMyWay from 'find-my-way';
+import type FindMyWayModule from 'find-my-way';
 import { problem, type Problem } from '../../core/errors.js';
 import { sendJson, sendJsonText, sendProblem } from './http-reply.js';
 import { answerFor, deliveredJson } from '../../core/answer.js';
@@ -14,6 +14,9 @@ import { boundAddress, listen } from './bind.js';
 import { decodeBatch, decodeBinary, decodeStructured, httpMode, structuredProblem } from '../../codecs/cloudevents.js';
 import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
 import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
+import { bundled } from '../../core/bundled.js';
+
+const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
 
 const DEFAULT_MAX_BODY = 1024 * 1024;
 
@@ -69,7 +72,7 @@ const NOT_FORWARDED = new Set([
   'user-agent',
 ]);
 
-type Router = FindMyWay.Instance<FindMyWay.HTTPVersion.V1>;
+type Router = FindMyWayModule.Instance<FindMyWayModule.HTTPVersion.V1>;
 
 /** `POST <path>` → message on the route bound to that path (spec §4). */
 export class HttpListener implements ListenerRuntime {

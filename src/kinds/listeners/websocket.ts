@@ -1,7 +1,8 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
-import * as wsModule from 'ws';
-import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import type * as Ws from 'ws';
+import type { WebSocket, RawData, WebSocketServer as WsServer } from 'ws';
+import { bundled } from '../../core/bundled.js';
 import { problem, type Problem } from '../../core/errors.js';
 import { answerFor, errorFrame } from '../../core/answer.js';
 import { parseClientJson } from './client-json.js';
@@ -12,6 +13,9 @@ import { defineListener, kindOptions, oneOf, Type, type Static } from '../define
 import { boundAddress, listen } from './bind.js';
 import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
 import { PathBatch, type BatchClient } from './ws-batch.js';
+
+const wsModule = bundled<typeof Ws>('ws');
+const { WebSocketServer } = wsModule;
 
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 const DEFAULT_MAX_BUFFERED = 1024 * 1024;
@@ -78,7 +82,7 @@ interface Client extends BatchClient {
 export class WebSocketListener implements ListenerRuntime {
   readonly kind = 'websocket';
   private readonly server: Server;
-  private readonly wss: WebSocketServer;
+  private readonly wss: WsServer;
   private readonly clients = new Map<string, Set<Client>>();
   /** Per forward path: the frames of the current event-loop turn, written to each client at its end. */
   private readonly batches = new Map<string, PathBatch<Client>>();

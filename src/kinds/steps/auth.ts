@@ -1,7 +1,7 @@
 import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { JWTPayload, JWTVerifyGetKey } from 'jose';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml } from '../../config/yaml.js';
 import { problem, type Problem } from '../../core/errors.js';
 import type { Identity, Message, MessageContext, RequestMeta } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';

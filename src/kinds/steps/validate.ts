@@ -1,5 +1,5 @@
 import type { ErrorObject } from 'ajv';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml } from '../../config/yaml.js';
 import { problem } from '../../core/errors.js';
 import { headersWith, withHeaders, type Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
