@@ -21,6 +21,11 @@ export class NotConnected extends Error {
   }
 }
 
+/** A publish's place among the deadlines: whoever settles the publish first sets `settled`. */
+export interface Deadline {
+  settled: boolean;
+}
+
 /**
  * The acknowledgement deadlines of one broker's publishes: each publish's promise, or an
  * AckTimeout after `ms`, whichever comes first. Every publish of a broker gets the same `ms`, so
@@ -29,7 +34,7 @@ export class NotConnected extends Error {
  * The timer never keeps the process alive.
  */
 export class AckDeadlines {
-  private queue: { at: number; settled: boolean; expire(): void }[] = [];
+  private queue: { at: number; settled: boolean; expire(err: AckTimeout): void }[] = [];
   private head = 0;
   private timer: NodeJS.Timeout | undefined;
 
@@ -41,16 +46,10 @@ export class AckDeadlines {
   /** `onExpire` runs when the deadline passes first (to forget what waits for the acknowledgement). */
   within<T>(pending: Promise<T>, onExpire?: () => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const entry = {
-        at: Date.now() + this.ms,
-        settled: false,
-        expire: () => {
-          onExpire?.();
-          reject(new AckTimeout(this.broker, this.ms));
-        },
-      };
-      this.queue.push(entry);
-      if (!this.timer) this.arm();
+      const entry = this.add((err) => {
+        onExpire?.();
+        reject(err);
+      });
       pending.then(
         (v) => {
           entry.settled = true;
@@ -62,6 +61,18 @@ export class AckDeadlines {
         },
       );
     });
+  }
+
+  /**
+   * A deadline without a promise around it, for publishes settled by a callback: `expire` runs
+   * with the AckTimeout if the deadline passes while `settled` is still false (the caller sets it
+   * when the acknowledgement or an error comes first, and ignores whatever comes after).
+   */
+  add(expire: (err: AckTimeout) => void): Deadline {
+    const entry = { at: Date.now() + this.ms, settled: false, expire };
+    this.queue.push(entry);
+    if (!this.timer) this.arm();
+    return entry;
   }
 
   /** Expires what is past its deadline, then waits for the oldest publish still unanswered. */
@@ -77,7 +88,7 @@ export class AckDeadlines {
       }
       if (!e.settled) {
         e.settled = true;
-        e.expire();
+        e.expire(new AckTimeout(this.broker, this.ms));
       }
       this.head++;
     }
