@@ -1,10 +1,10 @@
-import type { IClientOptions, IClientPublishOptions, IPublishPacket, MqttClient } from 'mqtt';
+import type { IClientOptions, IPublishPacket, IStore, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
-import { coalesceWrites } from '../coalesce.js';
 import type { MqttSettings } from '../mqtt.js';
+import { MqttPublisher, NO_STORE } from './publisher.js';
 
 /** Whether an MQTT topic filter (with `+` and `#`) matches a concrete topic (MQTT 3.1.1 §4.7). */
 export function topicMatches(filter: string, topic: string): boolean {
@@ -94,6 +94,7 @@ export class MqttBroker implements BrokerRuntime {
   private readonly log: Logger;
   private readonly telemetry: BrokerTelemetry | undefined;
   private publisher: Link | undefined;
+  private out: MqttPublisher | undefined;
   private readonly subscriptions = new Set<MqttSubscription>();
   private stopped = false;
 
@@ -113,8 +114,10 @@ export class MqttBroker implements BrokerRuntime {
   /** Never fails: an unreachable server makes the broker not ready, and the client keeps trying. */
   async start(): Promise<void> {
     const { connect } = await loadMqtt();
-    const client = connect(this.settings.url, clientOptions(this.settings, `${this.settings.clientId}-pub`, false));
+    // MqttPublisher writes the packets and awaits their acknowledgements through mqtt.js's table of packets in flight; nothing is stored to be sent again.
+    const client = connect(this.settings.url, { ...clientOptions(this.settings, `${this.settings.clientId}-pub`, false), outgoingStore: NO_STORE as unknown as IStore });
     this.publisher = new Link(client, this.log, 'publish');
+    this.out = new MqttPublisher(client, this.settings.protocolVersion === 5);
   }
 
   async stop(): Promise<void> {
@@ -141,24 +144,32 @@ export class MqttBroker implements BrokerRuntime {
 
   publish(topic: string, msg: Message): Promise<Delivery> {
     const link = this.publisher;
-    if (this.stopped || !link) return Promise.reject(new Error(`broker '${this.name}' is stopped`));
+    const out = this.out;
+    if (this.stopped || !link || !out) return Promise.reject(new Error(`broker '${this.name}' is stopped`));
     if (!link.ready) {
       this.telemetry?.producerError();
       return Promise.reject(new NotConnected(this.name, link.detail));
     }
-    const qos = qosFor(this.settings, topic);
-    const options: IClientPublishOptions = { qos, retain: this.settings.retain };
-    if (this.settings.protocolVersion === 5 && Object.keys(msg.headers).length > 0) options.properties = { userProperties: msg.headers };
-    coalesceWrites(link.client.stream);
-    // QoS 0 has no acknowledgement: it resolves once written to the socket (at most once).
-    const sent = link.client.publishAsync(topic, valuePayload(msg), options);
-    return this.deadlines.within(sent).then(
-      (): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }),
-      (err: Error) => {
+    // One promise per publish: the deadline and the acknowledgement settle it through callbacks.
+    return new Promise<Delivery>((resolve, reject) => {
+      const fail = (err: Error) => {
         this.telemetry?.producerError();
-        throw err;
-      },
-    );
+        reject(err);
+      };
+      const deadline = this.deadlines.add(fail);
+      try {
+        // QoS 0 has no acknowledgement: it settles once written to the socket (at most once).
+        out.publish(topic, valuePayload(msg), qosFor(this.settings, topic), this.settings.retain, msg.headers, (err) => {
+          if (deadline.settled) return;
+          deadline.settled = true;
+          if (err) fail(err);
+          else resolve({ broker: this.name, topic, partition: 0, offset: '-1' });
+        });
+      } catch (err) {
+        deadline.settled = true;
+        fail(err as Error);
+      }
+    });
   }
 
   /**

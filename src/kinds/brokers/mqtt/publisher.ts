@@ -1,0 +1,256 @@
+import { Readable } from 'node:stream';
+import type { MqttClient } from 'mqtt';
+
+/** Called once per publish: with nothing when the server acknowledged it (QoS 0: once written), with the error otherwise. */
+export type Settle = (err?: Error) => void;
+
+/** What mqtt.js keeps per packet id awaiting an acknowledgement (`MqttClient.outgoing`, public). */
+interface Outgoing {
+  volatile: boolean;
+  cmd: 'publish';
+  cb(err?: Error): void;
+}
+
+interface Writable {
+  write(chunk: Buffer, cb?: (err?: Error | null) => void): boolean;
+  destroyed?: boolean;
+}
+
+/** Room for the PUBLISH packets of one event-loop turn; a turn with more takes another. */
+const SLAB_BYTES = 64 * 1024;
+/** Topics whose encoded form is kept (a topic expression may produce many: the cache starts over past this). */
+const MAX_CACHED_TOPICS = 1024;
+/** MQTT's largest remaining length (a 4-byte variable byte integer). */
+const MAX_REMAINING = 268_435_455;
+
+const varIntSize = (n: number) => (n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4);
+
+function writeVarInt(buf: Buffer, at: number, n: number): number {
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    buf[at++] = byte;
+  } while (n > 0);
+  return at;
+}
+
+/**
+ * PUBLISH packets written straight to the connection of an mqtt.js client, which keeps everything
+ * else: connecting (every transport it supports), keepalive, reconnecting, and reading the server's
+ * acknowledgements. mqtt.js builds each packet as an object, stores it, and writes it as five to
+ * eight small chunks (one `writev` entry each) with a debug call per step, which the profiles
+ * showed as most of the gateway's cost per publish. Here the topic's bytes are encoded once, each
+ * packet is encoded into a buffer shared by the turn's publishes, and the turn's packets leave in
+ * one write at its end. The acknowledgement is awaited through mqtt.js's own table of packets in
+ * flight (`client.outgoing`): its handler calls back on PUBACK (QoS 1), answers PUBREC with PUBREL
+ * and calls back on PUBCOMP (QoS 2), turns an MQTT 5 reason code ≥ 0x80 into an error, and fails
+ * every entry when the connection closes (so a publish never waits on a dead connection). The
+ * client's `outgoingStore` must be `NO_STORE`: nothing is kept to be sent again on a new connection
+ * (the publisher's session is clean; an unacknowledged publish is answered 503).
+ */
+export class MqttPublisher {
+  private readonly topics = new Map<string, Buffer>();
+  private slab: Buffer | undefined;
+  private used = 0;
+  /** Filled slabs of this turn, written before the current one. */
+  private full: Buffer[] = [];
+  /** QoS 0 publishes of this turn: settled once their bytes are written. */
+  private written: Settle[] = [];
+  private flushing = false;
+  private nextId = 1;
+  /**
+   * QoS 2 publishes the server takes in flight: its Receive Maximum (MQTT 5 CONNACK), else 20.
+   * mosquitto refuses more with "Quota exceeded" (MQTT 5) or, on MQTT 3.1.1, drops them behind a
+   * PUBREC the client cannot tell from success; 20 is its default `max_inflight_messages`.
+   */
+  private window2 = 20;
+  private inflight2 = 0;
+  /** QoS 2 publishes waiting for a place in the window, oldest first. */
+  private waiting2: (() => void)[] = [];
+
+  constructor(
+    private readonly client: MqttClient,
+    private readonly v5: boolean,
+  ) {
+    client.on('connect', (connack) => {
+      this.window2 = connack.properties?.receiveMaximum ?? 20;
+    });
+  }
+
+  /**
+   * Encodes a PUBLISH of `payload` to `topic` (user properties from `headers` on MQTT 5) into this
+   * turn's write. Throws when it cannot be sent (too large, no packet id free); `settle` is then never called.
+   */
+  publish(topic: string, payload: Buffer | string, qos: 0 | 1 | 2, retain: boolean, headers: Record<string, string> | undefined, settle: Settle, deadline?: { settled: boolean }): void {
+    if (qos === 2) {
+      if (this.inflight2 >= this.window2) {
+        // Encoded once a place frees, unless its deadline passed meanwhile; an error then settles it.
+        this.waiting2.push(() => {
+          if (deadline?.settled) return;
+          try {
+            this.publish(topic, payload, qos, retain, headers, settle, deadline);
+          } catch (err) {
+            settle(err as Error);
+          }
+        });
+        return;
+      }
+      this.inflight2++;
+      const done = settle;
+      settle = (err) => {
+        this.inflight2--;
+        done(err);
+        this.waiting2.shift()?.();
+      };
+    }
+    const name = this.topic(topic);
+    const payloadBytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+    let props = -1;
+    if (this.v5) {
+      props = 0;
+      if (headers) {
+        for (const k in headers) {
+          const kl = Buffer.byteLength(k);
+          const vl = Buffer.byteLength(headers[k]!);
+          if (kl > 65_535 || vl > 65_535) throw new Error(`header '${k.slice(0, 64)}' is too long for an MQTT user property (65535 bytes each for name and value)`);
+          props += 5 + kl + vl;
+        }
+      }
+    }
+    const remaining = name.length + (qos > 0 ? 2 : 0) + (props >= 0 ? varIntSize(props) + props : 0) + payloadBytes;
+    if (remaining > MAX_REMAINING) throw new Error(`a ${payloadBytes}-byte message is larger than an MQTT packet can be`);
+    const id = qos > 0 ? this.packetId() : 0;
+    const size = 1 + varIntSize(remaining) + remaining;
+    const buf = this.room(size);
+    let at = this.used;
+    buf[at++] = 0x30 | (qos << 1) | (retain ? 1 : 0);
+    at = writeVarInt(buf, at, remaining);
+    at += name.copy(buf, at);
+    if (qos > 0) at = buf.writeUInt16BE(id, at);
+    if (props >= 0) {
+      at = writeVarInt(buf, at, props);
+      if (headers) {
+        for (const k in headers) {
+          buf[at++] = 0x26; // User Property
+          at = writeString(buf, at, k);
+          at = writeString(buf, at, headers[k]!);
+        }
+      }
+    }
+    at += typeof payload === 'string' ? buf.write(payload, at) : payload.copy(buf, at);
+    this.used = at;
+    if (qos > 0) (this.client.outgoing as Record<number, Outgoing>)[id] = { volatile: true, cmd: 'publish', cb: settle };
+    else this.written.push(settle);
+    if (!this.flushing) {
+      this.flushing = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** A topic's length-prefixed UTF-8, encoded once. */
+  private topic(topic: string): Buffer {
+    let b = this.topics.get(topic);
+    if (!b) {
+      const len = Buffer.byteLength(topic);
+      b = Buffer.allocUnsafe(2 + len);
+      b.writeUInt16BE(len, 0);
+      b.write(topic, 2);
+      if (this.topics.size >= MAX_CACHED_TOPICS) this.topics.clear();
+      this.topics.set(topic, b);
+    }
+    return b;
+  }
+
+  /** The next packet id no publish in flight holds (ids stay taken until acknowledged or the connection closes). */
+  private packetId(): number {
+    const outgoing = this.client.outgoing;
+    for (let tries = 0; tries < 65_535; tries++) {
+      const id = this.nextId;
+      this.nextId = id === 65_535 ? 1 : id + 1;
+      if (outgoing[id] === undefined) return id;
+    }
+    throw new Error('65535 publishes are awaiting acknowledgement on this connection');
+  }
+
+  /** The current slab with `size` bytes free at `used`. */
+  private room(size: number): Buffer {
+    if (this.slab && this.used + size <= this.slab.length) return this.slab;
+    if (this.slab && this.used > 0) this.full.push(this.slab.subarray(0, this.used));
+    this.slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, size));
+    this.used = 0;
+    return this.slab;
+  }
+
+  /** Writes the turn's packets; a connection gone meanwhile has already failed the publishes awaiting acknowledgement. */
+  private flush(): void {
+    this.flushing = false;
+    const chunks = this.full;
+    if (this.slab && this.used > 0) chunks.push(this.slab.subarray(0, this.used));
+    this.full = [];
+    // The rest of the slab serves the next turn: what was written stays untouched.
+    this.slab = this.slab && this.used + 512 <= this.slab.length ? this.slab.subarray(this.used) : undefined;
+    this.used = 0;
+    const written = this.written;
+    this.written = [];
+    const stream = this.client.stream as unknown as Writable | undefined;
+    if (!stream || stream.destroyed || !this.client.connected) {
+      const err = new Error('connection closed before the message was written');
+      for (const s of written) s(err);
+      return;
+    }
+    for (let i = 0; i < chunks.length; i++) {
+      const last = i === chunks.length - 1;
+      stream.write(
+        chunks[i]!,
+        last && written.length > 0
+          ? (err) => {
+              for (const s of written) s(err ?? undefined);
+            }
+          : undefined,
+      );
+    }
+  }
+}
+
+function writeString(buf: Buffer, at: number, s: string): number {
+  const len = buf.write(s, at + 2);
+  buf.writeUInt16BE(len, at);
+  return at + 2 + len;
+}
+
+/**
+ * An `outgoingStore` for the publishing client that stores nothing: the packets written by
+ * MqttPublisher are not mqtt.js's to send again, and `del` (called on every acknowledgement)
+ * must succeed for packets it never saw (the default store answers those with an Error).
+ */
+export const NO_STORE = {
+  put(_packet: unknown, cb?: () => void) {
+    cb?.();
+    return NO_STORE;
+  },
+  get(_packet: unknown, cb: (err?: Error) => void) {
+    cb(new Error('no stored packets'));
+    return NO_STORE;
+  },
+  del(_packet: unknown, cb?: (err: Error | null) => void) {
+    cb?.(null);
+    return NO_STORE;
+  },
+  createStream() {
+    // An empty object stream: mqtt.js reads it to resend stored packets after a reconnect.
+    return emptyStream();
+  },
+  close(cb?: () => void) {
+    cb?.();
+  },
+};
+
+function emptyStream(): Readable {
+  return new Readable({
+    objectMode: true,
+    read() {
+      this.push(null);
+    },
+  });
+}
