@@ -31,6 +31,11 @@ export function answerFor(outcome: Outcome): Answer {
  * case) is written field by field; any other delivery goes through JSON.stringify.
  */
 export function deliveredJson(deliveries: readonly Delivery[], tagged: boolean): string {
+  const only = deliveries.length === 1 ? deliveries[0]! : undefined;
+  // One broker delivery: the text up to its offset is the same for every message of a route.
+  if (only && 'broker' in only && typeof only.offset === 'string' && Number.isInteger(only.partition)) {
+    return `${prefixOf(only)}${jsonString(only.offset)}${tagged ? '}],"tagged":true}' : '}]}'}`;
+  }
   let text = '{"deliveries":[';
   for (let i = 0; i < deliveries.length; i++) {
     const d = deliveries[i]!;
@@ -41,6 +46,16 @@ export function deliveredJson(deliveries: readonly Delivery[], tagged: boolean):
         : JSON.stringify(d);
   }
   return tagged ? `${text}],"tagged":true}` : `${text}]}`;
+}
+
+/** The last prefix written, kept while deliveries go to the same broker, topic and partition. */
+let prefix = { broker: '', topic: '', partition: -1, text: '' };
+
+function prefixOf(d: { broker: string; topic: string; partition: number }): string {
+  if (d.broker !== prefix.broker || d.topic !== prefix.topic || d.partition !== prefix.partition) {
+    prefix = { broker: d.broker, topic: d.topic, partition: d.partition, text: `{"deliveries":[{"broker":${jsonString(d.broker)},"topic":${jsonString(d.topic)},"partition":${d.partition},"offset":` };
+  }
+  return prefix.text;
 }
 
 /** A string as JSON: quoted as it is when no character needs escaping (names, topics, offsets), else by JSON.stringify. */

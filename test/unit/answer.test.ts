@@ -24,6 +24,18 @@ describe('deliveredJson: the HTTP 200 body of a delivered message, written by ha
       tagged: false,
     },
   ];
+  it('is right for each of a run of deliveries that change broker, topic or partition (the prefix is kept between them)', () => {
+    const runs: Delivery[] = [
+      { broker: 'local', topic: 'a', partition: 0, offset: '1' },
+      { broker: 'local', topic: 'a', partition: 0, offset: '2' },
+      { broker: 'local', topic: 'a', partition: 1, offset: '3' },
+      { broker: 'local', topic: 'b', partition: 1, offset: '4' },
+      { broker: 'other', topic: 'b', partition: 1, offset: '5' },
+      { broker: 'local', topic: 'a', partition: 0, offset: '6' },
+    ];
+    for (const d of runs) assert.equal(deliveredJson([d], false), JSON.stringify({ deliveries: [d] }));
+  });
+
   for (const c of cases) {
     it(`is the text JSON.stringify gives: ${c.name}`, () => {
       const expected = JSON.stringify(answerFor({ outcome: 'delivered', deliveries: c.deliveries, tagged: c.tagged }).body);
