@@ -19,7 +19,7 @@ import { tempFiles } from '../helpers/gateway.js';
  */
 const TOPIC = 'orders';
 
-async function route(): Promise<{ route: RouteRuntime; stats: RouteStats }> {
+async function route(logged?: Record<string, unknown>[]): Promise<{ route: RouteRuntime; stats: RouteStats }> {
   const dir = tempFiles({
     'gateway.yaml': `version: 1
 brokers:
@@ -37,7 +37,7 @@ routes:
   const r = new RouteRuntime(loaded.plan!.routes.get('orders-in')!, {
     brokers: new Map(),
     listeners: new Map(),
-    logger: pino({ level: 'silent' }),
+    logger: logged ? pino({ level: 'debug' }, { write: (line: string) => logged.push(JSON.parse(line)) }) : pino({ level: 'silent' }),
     instanceId: 'test',
     metrics: { route: () => stats },
   });
@@ -153,5 +153,22 @@ describe('kafka listener: every governed record ends in one outcome', () => {
     assert.ok('respond' in g);
     assert.deepEqual(counts(stats), { received: 4, delivered: 0, failed: 0, invalid: 1, rejected: 3 });
     assert.equal(r.pending, 0);
+  });
+
+  it('logs the refused record of a later batch when an earlier batch of its partition passed whole', async () => {
+    const logged: Record<string, unknown>[] = [];
+    const { route: r } = await route(logged);
+    const body = await request([
+      [
+        ['{"id":1}', '{"id":2}'],
+        ['{"id":3}', '"no id"'],
+      ],
+    ]);
+    const g = await governProduce(readRequestHeader(body), body, { route: () => r, compression: batchCompression, remoteAddress: undefined, broker: 'cluster' });
+    assert.ok('respond' in g);
+    const invalid = logged.filter((l) => l.msg === 'message invalid');
+    assert.equal(invalid.length, 1, JSON.stringify(logged));
+    assert.equal(invalid[0]!.topic, TOPIC);
+    assert.equal(invalid[0]!.code, 'EG_INVALID_MESSAGE');
   });
 });

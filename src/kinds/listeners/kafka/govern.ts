@@ -146,7 +146,7 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
 }
 
 /** `checked`: the records the route judged (settled later, whatever the result). */
-type PartitionResult = ({ records: Buffer | null } | { refused: PartitionError }) & { checked?: { messages: Message[]; outcomes: Outcome[] } };
+type PartitionResult = ({ records: Buffer | null } | { refused: PartitionError }) & { checked?: { messages: (Message | undefined)[]; outcomes: Outcome[] } };
 
 async function governPartition(topic: string, p: ProducePartition, route: RouteEntry, ctx: GovernContext): Promise<PartitionResult> {
   if (p.records === null || p.records.length === 0) return { records: p.records };
@@ -220,13 +220,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
     }),
   );
   const sets = judged.filter((j) => j !== undefined);
-  // A batch whose messages were dropped (NO_MESSAGES) keeps its places, so messages[i] stays outcomes[i]'s record.
-  const checked =
-    sets.length === 0
-      ? undefined
-      : sets.length === 1
-        ? sets[0]
-        : { messages: sets.flatMap((j) => (j.messages === NO_MESSAGES ? new Array<Message>(j.outcomes.length) : j.messages)), outcomes: sets.flatMap((j) => j.outcomes) };
+  const checked = sets.length === 0 ? undefined : sets.length === 1 ? sets[0] : joinSets(sets);
   if (recordErrors.length > 0) {
     const first = recordErrors[0]!;
     const more = recordErrors.length > 1 ? ` (and ${recordErrors.length - 1} more)` : '';
@@ -234,6 +228,22 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
   }
   if (rebuilt.every((b) => b === undefined)) return { records: p.records, checked };
   return { records: Buffer.concat(batches.map((b, i) => rebuilt[i] ?? b.bytes)), checked };
+}
+
+/**
+ * Several batches' judged records as one set, each batch keeping its places so that messages[i]
+ * stays outcomes[i]'s record (not flatMap: it skips the holes of a batch whose messages were dropped).
+ */
+function joinSets(sets: { messages: (Message | undefined)[]; outcomes: Outcome[] }[]): { messages: (Message | undefined)[]; outcomes: Outcome[] } {
+  const messages: (Message | undefined)[] = [];
+  const outcomes: Outcome[] = [];
+  for (const j of sets) {
+    for (let i = 0; i < j.outcomes.length; i++) {
+      messages.push(j.messages[i]);
+      outcomes.push(j.outcomes[i]!);
+    }
+  }
+  return { messages, outcomes };
 }
 
 function context(route: RouteEntry, ctx: GovernContext): MessageContext {
