@@ -271,6 +271,12 @@ export class RecordCursor {
 
   /** Zig-zag varlong, as Reader.varlong(): numbers while exact (7 bytes, 49 bits), BigInt beyond. */
   private varlong(): number {
+    const first = this.data[this.at];
+    // One byte (timestamp deltas under 64 ms): no loop, no powers.
+    if (first !== undefined && first < 0x80) {
+      this.at++;
+      return (first >>> 1) ^ -(first & 1);
+    }
     const from = this.at;
     let u = 0;
     for (let shift = 0; shift < 49; shift += 7) {
