@@ -38,7 +38,7 @@ const values = async (bootstrap: string, topic: string) => (await kcatConsumeAll
 describe('kafka listener: Kafka clients produce and consume through the gateway', () => {
   let kafka: KafkaCluster;
   let proxy: string;
-  const t = { orders: '', tagged: '', free: '', idem: '', reload: '', shaped: '' };
+  const t = { orders: '', tagged: '', free: '', idem: '', reload: '', shaped: '', stream: '' };
 
   const config = (reloadMode: 'reject' | 'tag') => `
 version: 1
@@ -102,6 +102,26 @@ routes:
       // librdkafka's text for error 87 (INVALID_RECORD).
       assert.match(r.stderr, /Broker: Broker failed to validate record/);
       assert.ok(!(await values(kafka.bootstrap, t.orders)).includes(INVALID(101)));
+    });
+
+    it('passes a topic no route names through whole: requests far larger than one read, acks=1 and acks=0', async () => {
+      // Produce requests to one ungoverned topic go upstream as their bytes arrive (streamed, not read whole).
+      const topic = t.stream;
+      const many = Array.from({ length: 30000 }, (_, i) => JSON.stringify({ i, pad: 'x'.repeat(80 + (i % 40)) }));
+      const r = await kcatProduceLines(proxy, topic, many, ['linger.ms=50', 'batch.size=1000000']);
+      assert.equal(r.code, 0, r.stderr);
+      const r0 = await kcatProduceLines(proxy, topic, ['acks0-a', 'acks0-b'], ['acks=0']);
+      assert.equal(r0.code, 0, r0.stderr);
+      // acks=0 gets no answer: a sentinel produced after them says when to look.
+      assert.equal((await kcatProduceLines(proxy, topic, ['sentinel'])).code, 0);
+      const got = await eventually(async () => {
+        const all = await values(kafka.bootstrap, topic);
+        assert.ok(all.includes('sentinel'));
+        return all;
+      });
+      const sent = [...many, 'acks0-a', 'acks0-b', 'sentinel'];
+      assert.equal(got.length, sent.length, 'every record once');
+      assert.deepEqual([...got].sort(), [...sent].sort());
     });
 
     it('consumes in a group through the proxy', async () => {

@@ -137,6 +137,27 @@ export function readProduceRequest(body: Buffer, header: RequestHeader): Produce
   return { transactionalId, acks, timeoutMs, topics };
 }
 
+/**
+ * What a Produce request's first bytes say: its acks, how many topics it names and the first one's
+ * name (which come before any records). Undefined when `head` ends before the first topic's name.
+ * Lets a request to one topic no route governs go upstream as its bytes arrive (the rest of it is
+ * then not read here; the broker reads it).
+ */
+export function peekProduceRequest(head: Buffer, header: RequestHeader): { acks: number; topics: number; firstTopic: string } | undefined {
+  if (header.apiVersion > 8) return undefined;
+  try {
+    const r = new Reader(head, header.bodyOffset);
+    if (header.apiVersion >= 3) r.nullableString();
+    const acks = r.int16();
+    r.int32(); // timeout
+    const topics = r.arrayLength();
+    return { acks, topics, firstTopic: topics > 0 ? r.string() : '' };
+  } catch (err) {
+    if (err instanceof ProtocolError) return undefined;
+    throw err;
+  }
+}
+
 /** The same request with other records (the header bytes are kept as the client sent them). */
 export function writeProduceRequest(body: Buffer, header: RequestHeader, req: ProduceRequest): Buffer {
   const w = new Writer().raw(body.subarray(0, header.bodyOffset));

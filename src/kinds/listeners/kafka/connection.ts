@@ -8,6 +8,7 @@
 import type { Socket } from 'node:net';
 import {
   ApiKey,
+  peekProduceRequest,
   readRequestHeader,
   readSaslHandshakeMechanism,
   rewriteApiVersionsResponse,
@@ -27,6 +28,8 @@ export interface ConnectionHost {
   advertise(brokers: BrokerAddress[]): Promise<(b: BrokerAddress) => { host: string; port: number }>;
   /** Checks a Produce request against the routes (throws ProtocolError when it cannot be read). */
   govern(header: RequestHeader, body: Buffer): Governed | Promise<Governed>;
+  /** Whether a route governs what clients produce to `topic` now. */
+  governs(topic: string): boolean;
   /** The connection ended; `problem` says why when the proxy closed it. */
   closed(conn: ProxyConnection, problem?: { side: 'client' | 'upstream'; reason: string }): void;
 }
@@ -68,7 +71,12 @@ export class ProxyConnection {
     // Responses may be larger than any request limit (a Fetch); they are streamed, not held.
     const fromUpstream = new FrameReader(this.responseHandler(), 0x7fffffff);
     client.on('data', (chunk: Buffer) => this.guard('client', () => fromClient.push(chunk)));
-    upstream.on('data', (chunk: Buffer) => this.guard('upstream', () => fromUpstream.push(chunk)));
+    // What one read from upstream completes (often several small responses) goes to the client in one write.
+    upstream.on('data', (chunk: Buffer) => {
+      client.cork();
+      this.guard('upstream', () => fromUpstream.push(chunk));
+      client.uncork();
+    });
     client.on('drain', () => upstream.resume());
     upstream.on('drain', () => {
       if (!this.checking) client.resume();
@@ -102,13 +110,38 @@ export class ProxyConnection {
 
   private requestHandler(): FrameHandler {
     return {
-      onStart: () => 'buffer',
+      onStart: (_size, head) => (this.checking || this.held.length > 0 || this.rawTokens > 0 ? 'buffer' : this.passThrough(head)),
       onFrame: (_body, whole) => {
         if (this.checking) this.held.push(whole);
         else this.request(whole);
       },
-      onChunk: () => {},
+      // A streamed request (passThrough) goes upstream piece by piece, as it arrives.
+      onChunk: (bytes) => this.send(bytes),
     };
+  }
+
+  /**
+   * 'stream' for a produce request to one topic no route governs, which then goes upstream as its
+   * bytes arrive: no copy into one buffer, nothing held (its answer is owed like any other). Other
+   * requests are read whole: they are small, answered by the proxy, rewritten, or checked (a
+   * request naming several topics is read whole to look at every name).
+   */
+  private passThrough(head: Buffer): 'buffer' | 'stream' {
+    let header: RequestHeader;
+    try {
+      header = readRequestHeader(head);
+    } catch {
+      return 'buffer'; // read whole, and refused there if it really is malformed
+    }
+    if (header.apiKey !== ApiKey.Produce) return 'buffer';
+    const produce = peekProduceRequest(head, header);
+    if (produce === undefined || produce.topics !== 1 || this.host.governs(produce.firstTopic)) return 'buffer';
+    if (produce.acks !== 0) {
+      const slot: Slot = { chunks: [], done: false, header, inspect: false };
+      this.owed.push(slot);
+      this.awaiting.push(slot);
+    }
+    return 'stream';
   }
 
   /** One request frame (size prefix included: a request passed on unchanged is written as it came). */

@@ -6,9 +6,10 @@
  */
 export interface FrameHandler {
   /**
-   * A frame of `size` bytes begins; `head` holds its first bytes (up to 8, fewer if the frame is
-   * shorter). Return 'buffer' to get it whole in onFrame, 'stream' to get its bytes (size prefix
-   * included) in onChunk as they come.
+   * A frame of `size` bytes begins; `head` holds its first bytes (without the size prefix): at
+   * least 8 (fewer if the frame is shorter), and as many more of the frame as arrived with them.
+   * Return 'buffer' to get it whole in onFrame, 'stream' to get its bytes (size prefix included)
+   * in onChunk as they come.
    */
   onStart(size: number, head: Buffer): 'buffer' | 'stream';
   /** A whole frame: its body (without the size prefix), and the frame as it came (with it). */
@@ -46,7 +47,7 @@ export class FrameReader {
         const size = this.peekInt32();
         if (size < 0 || size > this.maxFrameBytes) throw new FrameTooLarge(`frame of ${size} bytes (limit ${this.maxFrameBytes})`);
         if (this.buffered < 4 + Math.min(size, 8)) return;
-        const head = this.peek(4 + Math.min(size, 8)).subarray(4);
+        const head = this.peek(4 + Math.min(size, 8)).subarray(4, 4 + size);
         this.size = size;
         if (this.handler.onStart(size, head) === 'stream') {
           this.streaming = true;

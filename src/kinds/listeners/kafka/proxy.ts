@@ -178,6 +178,7 @@ export class KafkaProxyListener implements ListenerRuntime {
           remoteAddress,
           broker: this.settings.upstream,
         }),
+      governs: (topic) => this.routes.has(topic),
       closed: (conn, problem) => {
         this.clients.delete(conn);
         if (!problem) return;
