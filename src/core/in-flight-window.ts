@@ -35,8 +35,13 @@ export class InFlightWindow<O> {
    * Resolves once fewer than `capacity` messages are in hand and fewer than SPAN × capacity are
    * past the committable offset: a message that takes long holds back only so many after it,
    * which bounds what a crash delivers again. At once when a message was given back (the owner stops).
+   * Undefined when there is room now, so a consumer with room goes on without a microtask hop.
    */
-  async room(): Promise<void> {
+  room(): Promise<void> | undefined {
+    return this.givenBack || (this.inHand < this.capacity && this.entries.length < this.capacity * SPAN) ? undefined : this.waitForRoom();
+  }
+
+  private async waitForRoom(): Promise<void> {
     while (!this.givenBack && (this.inHand >= this.capacity || this.entries.length >= this.capacity * SPAN)) await new Promise<void>((r) => this.waiters.push(r));
   }
 
@@ -54,23 +59,40 @@ export class InFlightWindow<O> {
     const entry = { offset, done: false };
     this.entries.push(entry);
     this.inHand++;
-    const before = keys.map((k) => this.lanes.get(k)).filter((p) => p !== undefined);
-    const run = async (): Promise<void> => {
-      if (before.length > 0) await Promise.all(before);
-      let ok = false;
-      try {
-        ok = !this.givenBack && (await handle());
-      } catch {
-        ok = false;
-      }
+    // Plain callbacks rather than an async function: this runs once per consumed message.
+    const finish = (ok: boolean): void => {
       if (ok) entry.done = true;
       else this.givenBack = true;
       this.advance();
       this.inHand--;
-      for (const w of this.waiters.splice(0)) w();
+      if (this.waiters.length > 0) {
+        const waiters = this.waiters;
+        this.waiters = [];
+        for (const w of waiters) w();
+      }
       settled();
     };
-    const mine = run();
+    const failed = () => finish(false);
+    const run = (): Promise<void> | void => {
+      if (this.givenBack) return finish(false);
+      let handling: Promise<boolean>;
+      try {
+        handling = handle();
+      } catch {
+        return finish(false);
+      }
+      return handling.then(finish, failed);
+    };
+    if (keys.length === 0) {
+      void run();
+      return;
+    }
+    let before: Promise<void>[] | undefined;
+    for (const k of keys) {
+      const p = this.lanes.get(k);
+      if (p) (before ??= []).push(p);
+    }
+    const mine = before ? Promise.all(before).then(run) : Promise.resolve(run());
     for (const k of keys) {
       this.lanes.set(k, mine);
       void mine.then(() => {

@@ -498,10 +498,17 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * tried for as long as the route runs. Rejects only when the route stops with the message in
    * hand: the broker then leaves it uncommitted for whoever consumes next.
    */
-  private async consume(msg: Message): Promise<void> {
+  private consume(msg: Message): Promise<void> {
+    // Most messages pass at the first try: that costs one promise callback, no retry state.
+    const ctx: MessageContext = { route: this.name };
+    return this.handle(msg, ctx).then((first) => (consumed(first) ? undefined : this.consumeAgain(msg, ctx, first)));
+  }
+
+  /** consume() after a first try that did not settle the message: retries, stall reporting, dead-lettering. */
+  private async consumeAgain(msg: Message, ctx: MessageContext, first: Outcome): Promise<void> {
     let stall: StalledMessage | undefined;
     try {
-      await this.consumeUntilSettled(msg, (attempt, p) => {
+      await this.consumeUntilSettled(msg, ctx, first, (attempt, p) => {
         if (!stall) {
           stall = { topic: msg.topic, partition: msg.partition, offset: msg.offset, since: new Date().toISOString(), attempts: attempt, code: p.code, detail: p.detail };
           this.stalls.add(stall);
@@ -521,11 +528,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return [...this.stalls];
   }
 
-  private async consumeUntilSettled(msg: Message, stalled: (attempt: number, p: Problem) => void): Promise<void> {
+  private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, stalled: (attempt: number, p: Problem) => void): Promise<void> {
     const backoff = new Backoff();
     for (let attempt = 1; ; attempt++) {
-      const outcome = await this.handle(msg, { route: this.name });
-      if (outcome.outcome === 'delivered' || outcome.outcome === 'filtered' || outcome.outcome === 'deadlettered') return;
+      const outcome = attempt === 1 ? first : await this.handle(msg, ctx);
+      if (consumed(outcome)) return;
       const p = outcome.problem;
       // A webhook target retried on its own; what failed on its last try may pass later, but not by retrying here at once.
       const retriedByTarget = p.code === 'EG_WEBHOOK_FAILED' || p.code === 'EG_WEBHOOK_TIMEOUT';
@@ -616,6 +623,11 @@ function deliveredLater(pending: Promise<Delivery | Delivery[]>, m: Message, tag
 
 function targetFailed(err: unknown): Outcome {
   return { outcome: 'failed', problem: err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err) };
+}
+
+/** Whether a consumed message is done with: its targets took it, the chain filtered it, or it went to a dead-letter topic. */
+function consumed(o: Outcome): o is Extract<Outcome, { outcome: 'delivered' | 'filtered' | 'deadlettered' }> {
+  return o.outcome === 'delivered' || o.outcome === 'filtered' || o.outcome === 'deadlettered';
 }
 
 const NO_DELIVERIES: Delivery[] = Object.freeze([]) as unknown as Delivery[];

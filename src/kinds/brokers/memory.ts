@@ -24,7 +24,9 @@ interface Member {
   route: string;
   handler: (msg: Message) => Promise<void>;
   /** Handlings of this member not yet settled (stop() waits for them). */
-  inFlight: Set<Promise<unknown>>;
+  inFlight: number;
+  /** Called once `inFlight` drops to 0. */
+  idle: (() => void)[];
   stopped: boolean;
   spec: SubscribeSpec;
 }
@@ -203,7 +205,7 @@ export class MemoryBroker implements BrokerRuntime {
       group = { next, dispatched: next, window: new InFlightWindow(capacity), members: [], turn: 0, pumping: false };
       topic.groups.set(spec.group, group);
     }
-    const member: Member = { route: spec.route, handler, inFlight: new Set(), stopped: false, spec };
+    const member: Member = { route: spec.route, handler, inFlight: 0, idle: [], stopped: false, spec };
     group.members.push(member);
     void this.pump(topic, group);
     const g = group;
@@ -211,7 +213,7 @@ export class MemoryBroker implements BrokerRuntime {
       stop: async () => {
         member.stopped = true;
         g.members = g.members.filter((m) => m !== member);
-        await Promise.allSettled([...member.inFlight]);
+        if (member.inFlight > 0) await new Promise<void>((r) => member.idle.push(r));
       },
     };
   }
@@ -263,7 +265,8 @@ export class MemoryBroker implements BrokerRuntime {
           group.window = new InFlightWindow(group.members.at(-1)?.spec.inFlight ?? 1);
         }
         if (this.stopped || group.members.length === 0 || group.dispatched >= topic.end) break;
-        await group.window.room();
+        const room = group.window.room();
+        if (room) await room;
         if (this.stopped || group.members.length === 0 || group.window.broken) continue;
         if (group.dispatched < topic.first) {
           this.env.logger.warn({ broker: this.name, topic: topic.name, skipped: topic.first - group.dispatched }, 'consumer group fell behind retention; oldest messages were dropped');
@@ -294,37 +297,61 @@ export class MemoryBroker implements BrokerRuntime {
     if (!this.stopped && group.dispatched < topic.end && group.members.length > 0 && !group.window.broken) void this.pump(topic, group);
   }
 
-  /** One message to `first` (then to whichever member is there, while handlers give it back); false when no member is left. */
-  private async consumeOne(group: Group, first: Member, msg: Message): Promise<boolean> {
+  /**
+   * One message to `first` (then to whichever member is there, while handlers give it back); false
+   * when no member is left. The first try is one promise callback: it is every message's path.
+   */
+  private consumeOne(group: Group, first: Member, msg: Message): Promise<boolean> {
+    if (first.stopped || this.stopped) return NOT_CONSUMED;
+    const handling = this.handled(first, msg);
+    return handling.then(
+      () => true,
+      (err) => this.consumeAgain(group, first, msg, err),
+    );
+  }
+
+  /** `member.handler(msg)`, counted in the member's handlings (stop() waits for them) until it settles. */
+  private handled(member: Member, msg: Message): Promise<void> {
+    member.inFlight++;
+    const left = () => {
+      if (--member.inFlight === 0 && member.idle.length > 0) for (const r of member.idle.splice(0)) r();
+    };
+    let handling: Promise<void>;
+    try {
+      handling = member.handler(msg);
+    } catch (err) {
+      handling = Promise.reject(err);
+    }
+    handling.then(left, left);
+    return handling;
+  }
+
+  /** After a failed handling: the same policy of pauses, the message to whichever member is there. */
+  private async consumeAgain(group: Group, failed: Member, msg: Message, error: unknown): Promise<boolean> {
     const backoff = new Backoff();
-    let member: Member | undefined = first;
+    let member: Member | undefined = failed;
+    let err = error;
     for (;;) {
-      if (!member || member.stopped || this.stopped) return false;
-      const attempt = member.handler(msg);
-      const settled = attempt.then(
-        () => undefined,
-        () => undefined,
-      );
-      member.inFlight.add(settled);
-      try {
-        await attempt;
-        return true;
-      } catch (err) {
-        // A route gives a message back only when it stops with it in hand (the route owns retries):
-        // that is a hand-over to the next member, not an error. Anything else is, and waits the same policy.
-        if (!member.stopped && !this.stopped) {
-          this.telemetry?.consumerError(member.route);
-          this.env.logger.error({ broker: this.name, topic: msg.topic, offset: msg.offset, err: (err as Error).message }, 'message not consumed; retrying');
-        }
-        await pause(backoff.delay());
-      } finally {
-        member.inFlight.delete(settled);
+      // A route gives a message back only when it stops with it in hand (the route owns retries):
+      // that is a hand-over to the next member, not an error. Anything else is, and waits the same policy.
+      if (!member.stopped && !this.stopped) {
+        this.telemetry?.consumerError(member.route);
+        this.env.logger.error({ broker: this.name, topic: msg.topic, offset: msg.offset, err: (err as Error).message }, 'message not consumed; retrying');
       }
+      await pause(backoff.delay());
       member = group.members.length > 0 ? group.members[group.turn++ % group.members.length] : undefined;
+      if (!member || member.stopped || this.stopped) return false;
+      try {
+        await this.handled(member, msg);
+        return true;
+      } catch (e) {
+        err = e;
+      }
     }
   }
 }
 
+const NOT_CONSUMED = Promise.resolve(false);
 const NO_KEYS: readonly string[] = [];
 
 export const memoryBroker = defineBroker({

@@ -196,17 +196,45 @@ export class WebhookTarget implements Target {
     this.httpsAgent.destroy();
   }
 
-  private async deliver(msg: Message, ctx: MessageContext): Promise<Delivery> {
-    const request = await this.prepare(msg, ctx);
+  /**
+   * Prepares the request once, then tries it. Plain promise callbacks rather than async functions
+   * on the way of a first try that succeeds (every delivery's path); retries take the slow road.
+   */
+  private deliver(msg: Message, ctx: MessageContext): Promise<Delivery> {
+    let request: PreparedRequest | Promise<PreparedRequest>;
+    try {
+      request = this.prepare(msg, ctx);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return request instanceof Promise ? request.then((r) => this.tries(r)) : this.tries(request);
+  }
+
+  private tries(request: PreparedRequest): Promise<Delivery> {
+    return this.tryOnce(request).then((result) => (result.ok ? { endpoint: request.display, status: result.status, attempts: 1 } : this.retry(request, result)));
+  }
+
+  /** One try in a free slot (waiting for one when `concurrency` are in flight). */
+  private tryOnce(request: PreparedRequest): Promise<Attempt> {
+    const released = (a: Attempt): Attempt => {
+      this.release();
+      return a;
+    };
+    const failed = (err: unknown): never => {
+      this.release();
+      throw err;
+    };
+    const run = () => this.attempt(request).then(released, failed);
+    const waiting = this.slot();
+    return waiting ? waiting.then(run) : run();
+  }
+
+  /** After a failed first try: retries with backoff until one passes, one fails for good, or the tries are used up. */
+  private async retry(request: PreparedRequest, first: Extract<Attempt, { ok: false }>): Promise<Delivery> {
     let backoff = this.plan.backoffMs;
+    let result: Attempt = first;
     for (let attempt = 1; ; attempt++) {
-      await this.slot();
-      let result: Attempt;
-      try {
-        result = await this.attempt(request);
-      } finally {
-        this.release();
-      }
+      if (attempt > 1) result = await this.tryOnce(request);
       if (result.ok) return { endpoint: request.display, status: result.status, attempts: attempt };
       if (!result.retry || attempt >= this.plan.attempts || this.closed) {
         const p = result.problem;
@@ -233,17 +261,34 @@ export class WebhookTarget implements Target {
     else this.active--;
   }
 
-  /** URL, headers and body, computed once per message (the same for every try, signature included). */
-  private async prepare(msg: Message, ctx: MessageContext): Promise<PreparedRequest> {
-    const needsBindings = this.plan.urlExpr !== undefined || this.plan.headers.length > 0;
-    const bindings = needsBindings ? bindingsFor(msg, ctx) : undefined;
+  /**
+   * URL, headers and body, computed once per message (the same for every try, signature
+   * included); synchronously when no URL or header is computed by an expression.
+   */
+  private prepare(msg: Message, ctx: MessageContext): PreparedRequest | Promise<PreparedRequest> {
+    if (this.plan.urlExpr === undefined && this.plan.headers.length === 0) return this.build(msg, this.fixed, NO_HEADERS);
+    return this.prepareComputed(msg, ctx);
+  }
+
+  /** prepare() with the expressions of `url` and `headers` evaluated for this message. */
+  private async prepareComputed(msg: Message, ctx: MessageContext): Promise<PreparedRequest> {
+    const bindings = bindingsFor(msg, ctx);
     let endpoint = this.fixed;
     if (this.plan.urlExpr) {
-      const v = await evaluate(this.plan.urlExpr, msg.value, bindings!, 'url');
+      const v = await evaluate(this.plan.urlExpr, msg.value, bindings, 'url');
       if (typeof v !== 'string' || !/^https?:\/\//.test(v))
         throw new WebhookError(problem('EG_EXPRESSION_FAILED', `url expression gave ${JSON.stringify(v) ?? 'nothing'}, which is not an http(s) URL`));
       endpoint = parseEndpoint(v);
     }
+    const computed: [string, string][] = [];
+    for (const [name, expr] of this.plan.headers) {
+      const v = await evaluate(expr, msg.value, bindings, `headers.${name}`);
+      if (v !== undefined) computed.push([name, typeof v === 'string' ? v : JSON.stringify(v)]);
+    }
+    return this.build(msg, endpoint, computed);
+  }
+
+  private build(msg: Message, endpoint: Endpoint | WebhookError | undefined, computed: readonly [string, string][]): PreparedRequest {
     if (!endpoint) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `'${this.plan.url}' is not a valid URL`));
     if (endpoint instanceof WebhookError) throw endpoint;
     const headers: OutgoingHttpHeaders = {};
@@ -260,11 +305,11 @@ export class WebhookTarget implements Target {
       if (isEvent) Object.assign(headers, binaryHttpHeaders(msg.headers));
       headers['content-type'] = msg.headers['content-type'] ?? (binary ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain; charset=utf-8' : 'application/json');
     }
-    for (const name of ['traceparent', 'tracestate']) if (msg.headers[name] !== undefined) headers[name] = msg.headers[name];
-    for (const [name, expr] of this.plan.headers) {
-      const v = await evaluate(expr, msg.value, bindings!, `headers.${name}`);
-      if (v !== undefined) headers[name] = typeof v === 'string' ? v : JSON.stringify(v);
-    }
+    const traceparent = msg.headers.traceparent;
+    if (traceparent !== undefined) headers.traceparent = traceparent;
+    const tracestate = msg.headers.tracestate;
+    if (tracestate !== undefined) headers.tracestate = tracestate;
+    for (const [name, value] of computed) headers[name] = value;
     const bytes = typeof body === 'string' ? Buffer.from(body) : body;
     headers['content-length'] = bytes.length;
     if (this.plan.secret) {
@@ -319,6 +364,8 @@ export class WebhookTarget implements Target {
     });
   }
 }
+
+const NO_HEADERS: readonly [string, string][] = [];
 
 /** Where requests go, as node:http takes it: parsed once for a fixed URL, per message for a computed one. */
 interface Endpoint {
