@@ -1,14 +1,12 @@
 /**
  * Webhook targets: `to: {http: {url, ...}}` delivers each message as an HTTP request. One
- * keep-alive agent per target bounds the connections (and so the requests in flight) and reuses
+ * keep-alive connection pool per target (webhook-client.ts) holds a connection per request in flight and reuses
  * them; the target retries what may pass later (timeouts, refused connections, 5xx, 408, 429)
  * with exponential backoff, and answers only when the endpoint accepted (2xx) or the last try
  * failed. It is the only place that retries a webhook: a failed delivery is a 502/504 that the
  * route does not retry again, and that consume routes send to their `deadletter` target.
  */
 import { createHmac, randomUUID } from 'node:crypto';
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from '../../codecs/cloudevents.js';
 import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateThen, expressionProblem, type Expression } from '../../expr/expression.js';
@@ -16,6 +14,7 @@ import type { Logger } from '../../log.js';
 import { valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
+import { ConnectionPool, type ClientAnswer } from './webhook-client.js';
 
 /** `to: {http: ...}` as written (the schema has checked it). */
 export type WebhookOptions = Static<typeof webhookOptions>;
@@ -124,8 +123,7 @@ type Attempt = { ok: true; status: number } | { ok: false; retry: boolean; retry
 
 /** A webhook target of one route. `close()` releases its kept-alive connections. */
 export class WebhookTarget implements Target {
-  private readonly agent: HttpAgent;
-  private readonly httpsAgent: HttpsAgent;
+  private readonly pool: ConnectionPool;
   /** Requests waiting for a free slot (`concurrency`). */
   private readonly waiting: (() => void)[] = [];
   private active = 0;
@@ -142,10 +140,8 @@ export class WebhookTarget implements Target {
     private readonly route: string,
   ) {
     this.fixed = plan.urlExpr ? undefined : parseEndpoint(plan.url);
-    // One socket per request in flight, kept alive between them: the agent is the concurrency bound's twin.
-    const agentOptions = { keepAlive: true, maxSockets: plan.concurrency, maxFreeSockets: plan.concurrency, scheduling: 'lifo' as const };
-    this.agent = new HttpAgent(agentOptions);
-    this.httpsAgent = new HttpsAgent(agentOptions);
+    // One connection per request in flight (slot() bounds them), kept alive between them.
+    this.pool = new ConnectionPool(plan.concurrency);
   }
 
   describe(): string {
@@ -192,8 +188,7 @@ export class WebhookTarget implements Target {
 
   close(): void {
     this.closed = true;
-    this.agent.destroy();
-    this.httpsAgent.destroy();
+    this.pool.close();
   }
 
   /**
@@ -291,87 +286,93 @@ export class WebhookTarget implements Target {
   private build(msg: Message, endpoint: Endpoint | WebhookError | undefined, computed: readonly [string, string][]): PreparedRequest {
     if (!endpoint) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `'${this.plan.url}' is not a valid URL`));
     if (endpoint instanceof WebhookError) throw endpoint;
-    const headers: OutgoingHttpHeaders = {};
+    // Lower-case names; a computed header replaces one of the same name, as node:http's setHeader did.
+    const headers: [string, string][] = [];
     let body: string | Buffer;
     const isEvent = msg.headers[CE_SPECVERSION] !== undefined;
     if (isEvent && this.plan.cloudevents === 'structured') {
       body = JSON.stringify(toStructured(msg));
-      headers['content-type'] = STRUCTURED_TYPE;
+      headers.push(['content-type', STRUCTURED_TYPE]);
     } else {
       // Binary data (a structured event's data_base64) goes as the bytes it is, and so does a
       // consumed record no step changed (core/message.ts, valuePayload).
       const binary = Buffer.isBuffer(msg.value);
       body = valuePayload(msg);
-      if (isEvent) Object.assign(headers, binaryHttpHeaders(msg.headers));
-      headers['content-type'] = msg.headers['content-type'] ?? (binary ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain; charset=utf-8' : 'application/json');
+      if (isEvent) for (const [name, value] of Object.entries(binaryHttpHeaders(msg.headers))) headers.push([name.toLowerCase(), String(value)]);
+      headers.push(['content-type', msg.headers['content-type'] ?? (binary ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain; charset=utf-8' : 'application/json')]);
     }
     const traceparent = msg.headers.traceparent;
-    if (traceparent !== undefined) headers.traceparent = traceparent;
+    if (traceparent !== undefined) headers.push(['traceparent', traceparent]);
     const tracestate = msg.headers.tracestate;
-    if (tracestate !== undefined) headers.tracestate = tracestate;
-    for (const [name, value] of computed) headers[name] = value;
+    if (tracestate !== undefined) headers.push(['tracestate', tracestate]);
+    for (const [name, value] of computed) {
+      const lower = name.toLowerCase();
+      if (!HTTP_TOKEN.test(name) || INVALID_HEADER_CHAR.test(value))
+        throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name} gave a value HTTP does not allow in a header (control characters such as CR or LF)`));
+      const i = headers.findIndex(([n]) => n === lower);
+      if (i >= 0) headers.splice(i, 1);
+      if (lower !== 'content-length') headers.push([lower, value]);
+    }
     const bytes = typeof body === 'string' ? Buffer.from(body) : body;
-    headers['content-length'] = bytes.length;
     if (this.plan.secret) {
       // Standard Webhooks: the id stays the same across retries, so receivers can deduplicate.
       const id = msg.headers.ce_id ?? (msg.topic !== null && msg.offset !== null ? `${msg.topic}-${msg.partition}-${msg.offset}` : randomUUID());
       const timestamp = Math.floor(Date.now() / 1000);
       const signature = createHmac('sha256', this.plan.secret).update(`${id}.${timestamp}.`).update(bytes).digest('base64');
-      headers['webhook-id'] = id;
-      headers['webhook-timestamp'] = String(timestamp);
-      headers['webhook-signature'] = `v1,${signature}`;
+      headers.push(['webhook-id', id], ['webhook-timestamp', String(timestamp)], ['webhook-signature', `v1,${signature}`]);
     }
-    return { endpoint, display: endpoint.display, headers, body: bytes };
+    let head = `${this.plan.method} ${endpoint.path} HTTP/1.1\r\n`;
+    let host = false;
+    let connection = false;
+    for (const [name, value] of headers) {
+      // Values from the message (content-type, tracestate, ce-* attributes, a record's headers) are checked as node:http would.
+      if (INVALID_HEADER_CHAR.test(value))
+        throw new WebhookError(problem('EG_INVALID_MESSAGE', `header '${name}' has characters HTTP does not allow in a header (control characters such as CR or LF)`));
+      if (name === 'host') host = true;
+      else if (name === 'connection') connection = true;
+      head += `${name}: ${value}\r\n`;
+    }
+    if (!host) head += `host: ${endpoint.host}\r\n`;
+    if (!connection) head += 'connection: keep-alive\r\n';
+    head += `content-length: ${bytes.length}\r\n\r\n`;
+    return { endpoint, display: endpoint.display, head, body: bytes };
   }
 
   private attempt(req: PreparedRequest): Promise<Attempt> {
     return new Promise<Attempt>((resolve) => {
-      const { secure, hostname, port, path } = req.endpoint;
-      let settled = false;
-      const done = (a: Attempt) => {
-        if (settled) return;
-        settled = true;
+      const done = (err: NodeJS.ErrnoException | undefined, answer: ClientAnswer | undefined) => {
         clearTimeout(timer);
+        const a: Attempt = answer
+          ? classify(answer, req.display)
+          : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', `${req.display} could not be reached: ${err?.code ?? err?.message}`) };
         this.counters?.answered(a.ok ? '2xx' : a.result);
         resolve(a);
       };
-      const send = secure ? httpsRequest : httpRequest;
-      const out = send({ hostname, port, path, method: this.plan.method, headers: req.headers, agent: secure ? this.httpsAgent : this.agent }, (res: IncomingMessage) => {
-        const status = res.statusCode ?? 0;
-        res.on('error', () => undefined);
-        // The answer is read to its end, so the connection can be reused; a 2xx's body is not looked at.
-        if (status >= 200 && status < 300) {
-          res.on('end', () => done({ ok: true, status }));
-          res.resume();
-          return;
-        }
-        // At most 4 KiB of a failure's body is kept, for the log.
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => {
-          if (text.length < 4096) text += c;
-        });
-        res.on('end', () => done(classify(status, res, text, req.display)));
-      });
+      const exchange = this.pool.request(req.endpoint, req.head, req.body, done);
       const timer = setTimeout(() => {
-        out.destroy();
-        done({ ok: false, retry: true, result: 'timeout', problem: problem('EG_WEBHOOK_TIMEOUT', `${req.display} did not answer within ${this.plan.timeoutMs} ms`) });
+        exchange.abort();
+        const a: Attempt = { ok: false, retry: true, result: 'timeout', problem: problem('EG_WEBHOOK_TIMEOUT', `${req.display} did not answer within ${this.plan.timeoutMs} ms`) };
+        this.counters?.answered(a.result);
+        resolve(a);
       }, this.plan.timeoutMs);
-      out.on('error', (err: NodeJS.ErrnoException) => {
-        done({ ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', `${req.display} could not be reached: ${err.code ?? err.message}`) });
-      });
-      out.end(req.body);
     });
   }
 }
 
 const NO_HEADERS: readonly [string, string][] = [];
 
+/** RFC 9110 token (header names); node:http's checkIsHttpToken. */
+const HTTP_TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
+/** What node:http refuses in a header value. */
+const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+
 /** Where requests go, as node:http takes it: parsed once for a fixed URL, per message for a computed one. */
 interface Endpoint {
   secure: boolean;
   hostname: string;
-  port: string;
+  port: number;
+  /** The Host header: name (IPv6 in brackets) and a port other than the scheme's. */
+  host: string;
   /** Path and query string. */
   path: string;
   /** The URL without query string (which may hold credentials), for logs and answers. */
@@ -381,13 +382,16 @@ interface Endpoint {
 function endpointOf(url: URL): Endpoint {
   // URL keeps IPv6 hosts in brackets; node:http wants them bare.
   const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  return { secure: url.protocol === 'https:', hostname, port: url.port, path: `${url.pathname}${url.search}`, display: `${url.origin}${url.pathname}` };
+  const secure = url.protocol === 'https:';
+  const port = url.port === '' ? (secure ? 443 : 80) : Number(url.port);
+  return { secure, hostname, port, host: url.host, path: `${url.pathname}${url.search}`, display: `${url.origin}${url.pathname}` };
 }
 
 interface PreparedRequest {
   endpoint: Endpoint;
   display: string;
-  headers: OutgoingHttpHeaders;
+  /** Request line and headers, up to the blank line. */
+  head: string;
   body: Buffer;
 }
 
@@ -405,12 +409,13 @@ export class WebhookError extends Error {
   }
 }
 
-function classify(status: number, res: IncomingMessage, text: string, display: string): Attempt {
+function classify(answer: ClientAnswer, display: string): Attempt {
+  const status = answer.status;
   if (status >= 200 && status < 300) return { ok: true, status };
   const result: WebhookResult = status >= 500 ? '5xx' : status >= 400 ? '4xx' : '3xx';
   const retry = status >= 500 || status === 408 || status === 429;
-  const retryAfter = Number(res.headers['retry-after']);
-  const excerpt = text.trim().slice(0, 200);
+  const retryAfter = answer.retryAfter === undefined ? NaN : Number(answer.retryAfter);
+  const excerpt = answer.text.trim().slice(0, 200);
   return {
     ok: false,
     retry,

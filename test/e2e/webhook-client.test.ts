@@ -1,0 +1,215 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { createServer as createTlsServer } from 'node:tls';
+import { makeCertificates } from '../helpers/certificates.js';
+import { useGateway } from '../helpers/gateway.js';
+
+interface Seen {
+  head: string;
+  body: string;
+  /** Which connection it came on (1, 2, ... in the order they were opened). */
+  connection: number;
+}
+
+/**
+ * A webhook endpoint written on raw sockets, so each answer is exactly the bytes a test scripts:
+ * chunked bodies, 1xx answers, answers framed by closing, answers cut short. It reads requests
+ * framed by Content-Length (what the gateway sends) and answers each with the next script.
+ */
+class RawEndpoint {
+  readonly seen: Seen[] = [];
+  /** Each request takes the first script; the last one stays. A script writes to the socket (and may end it). */
+  scripts: ((s: Socket) => void)[] = [(s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n')];
+  /** Open connections by number. */
+  readonly sockets = new Map<number, Socket>();
+  private connections = 0;
+  private constructor(private readonly server: Server) {}
+
+  static async start(tls?: { cert: string; key: string }): Promise<RawEndpoint> {
+    let e!: RawEndpoint;
+    const onSocket = (socket: Socket) => {
+      const id = ++e.connections;
+      e.sockets.set(id, socket);
+      socket.on('close', () => e.sockets.delete(id));
+      socket.on('error', () => undefined);
+      let buf = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        buf = Buffer.concat([buf, chunk]);
+        for (;;) {
+          const end = buf.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          const head = buf.subarray(0, end).toString('latin1');
+          const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+          if (buf.length < end + 4 + length) return;
+          const body = buf.subarray(end + 4, end + 4 + length).toString('utf8');
+          buf = buf.subarray(end + 4 + length);
+          e.seen.push({ head, body, connection: id });
+          const script = e.scripts.length > 1 ? e.scripts.shift()! : e.scripts[0]!;
+          script(socket);
+        }
+      });
+    };
+    const server = tls ? createTlsServer(tls, onSocket) : createTcpServer(onSocket);
+    e = new RawEndpoint(server);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return e;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets.values()) s.destroy();
+    await new Promise((r) => this.server.close(r));
+  }
+}
+
+const ok =
+  (extra = '') =>
+  (s: Socket) =>
+    s.write(`HTTP/1.1 200 OK\r\ncontent-length: 2\r\n${extra}\r\nok`);
+
+describe("webhook targets' HTTP client, against an endpoint on raw sockets", () => {
+  let raw: RawEndpoint;
+  let secure: RawEndpoint;
+  let untrusted: RawEndpoint;
+  const certs = makeCertificates();
+
+  before(async () => {
+    raw = await RawEndpoint.start();
+    secure = await RawEndpoint.start(certs.a);
+    untrusted = await RawEndpoint.start(certs.b);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: raw
+    from: { listener: api, path: /raw }
+    to: { http: { url: "http://127.0.0.1:${raw.port}/hook?q=1", timeoutMs: 2000, retry: { attempts: 2, backoffMs: 10 } } }
+  - name: noted
+    from: { listener: api, path: /noted }
+    to: { http: { url: "http://127.0.0.1:${raw.port}/noted", headers: { x-note: note } } }
+  - name: secure
+    from: { listener: api, path: /secure }
+    to: { http: { url: "https://127.0.0.1:${secure.port}/hook" } }
+  - name: untrusted
+    from: { listener: api, path: /untrusted }
+    to: { http: { url: "https://127.0.0.1:${untrusted.port}/hook", retry: { attempts: 1 } } }
+`,
+    // The gateway trusts certificate a (as an operator's NODE_EXTRA_CA_CERTS would), not b.
+    () => ({ env: { NODE_EXTRA_CA_CERTS: certs.a.certFile } }),
+  );
+  after(async () => {
+    await Promise.all([raw?.stop(), secure?.stop(), untrusted?.stop()]);
+  });
+
+  const post = async (path: string, body: unknown) => {
+    const res = await fetch(gw.url('api', path), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: res.status, body: (await res.json()) as { deliveries?: { attempts: number; status: number }[]; detail?: string; code?: string } };
+  };
+
+  it('sends the request line, Host, keep-alive, the headers and the body as node:http did', async () => {
+    raw.scripts = [ok()];
+    const from = raw.seen.length;
+    const r = await post('/raw', { a: 1 });
+    assert.equal(r.status, 200);
+    const { head, body } = raw.seen[from]!;
+    const [line, ...headers] = head.split('\r\n');
+    assert.equal(line, 'POST /hook?q=1 HTTP/1.1');
+    const h = Object.fromEntries(headers.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+    assert.equal(h.host, `127.0.0.1:${raw.port}`);
+    assert.equal(h.connection, 'keep-alive');
+    assert.equal(h['content-type'], 'application/json');
+    assert.match(h.traceparent!, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    assert.equal(h['content-length'], String(Buffer.byteLength(body)));
+    assert.deepEqual(JSON.parse(body), { a: 1 });
+  });
+
+  it('reads chunked answers and 1xx answers to their end and reuses the connection after them', async () => {
+    raw.scripts = [
+      (s) => s.write('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n'),
+      (s) => s.write('HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n'),
+      ok(),
+    ];
+    // The rest of the chunked body arrives later, in pieces split inside the framing.
+    const from = raw.seen.length;
+    const first = post('/raw', { n: 1 });
+    while (raw.seen.length === from) await new Promise((r) => setTimeout(r, 10));
+    const socket = raw.sockets.get(raw.seen[from]!.connection)!;
+    for (const piece of ['6\r', '\n world\r\n', '0\r\nx-trailer: 1\r', '\n\r\n']) {
+      await new Promise((r) => setTimeout(r, 20));
+      socket.write(piece);
+    }
+    assert.deepEqual((await first).body.deliveries, [{ endpoint: `http://127.0.0.1:${raw.port}/hook`, status: 200, attempts: 1 }]);
+    assert.equal((await post('/raw', { n: 2 })).body.deliveries![0]!.status, 201);
+    assert.equal((await post('/raw', { n: 3 })).status, 200);
+    const conns = raw.seen.slice(from).map((s) => s.connection);
+    assert.equal(new Set(conns).size, 1, `one kept-alive connection for all three: ${conns}`);
+  });
+
+  it('keeps a failed answer’s chunked body for the detail, and retries a 503', async () => {
+    raw.scripts = [
+      (s) => s.write('HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n4\r\nbusy\r\n0\r\n\r\n'),
+      (s) => s.write('HTTP/1.1 400 Bad Request\r\ntransfer-encoding: chunked\r\n\r\n9\r\nbad field\r\n8\r\n: émoji\r\n0\r\n\r\n'),
+      ok(),
+    ];
+    const r = await post('/raw', { n: 1 });
+    assert.equal(r.status, 502);
+    assert.equal(r.body.code, 'EG_WEBHOOK_REFUSED');
+    assert.match(r.body.detail!, /answered 400: bad field: émoji \(after 2 tries\)/);
+  });
+
+  it('takes an answer framed by the end of the connection, and opens a new connection after `Connection: close`', async () => {
+    raw.scripts = [(s) => s.end('HTTP/1.1 200 OK\r\n\r\nall of this is the body'), (s) => s.end('HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n'), ok()];
+    const from = raw.seen.length;
+    assert.equal((await post('/raw', { n: 1 })).body.deliveries![0]!.status, 200);
+    assert.equal((await post('/raw', { n: 2 })).body.deliveries![0]!.status, 202);
+    assert.equal((await post('/raw', { n: 3 })).status, 200);
+    const conns = raw.seen.slice(from).map((s) => s.connection);
+    assert.equal(new Set(conns).size, 3, `a new connection after each close: ${conns}`);
+  });
+
+  it('counts an answer cut short as a failed try (retried), and an endpoint that never answers as a timeout', async () => {
+    raw.scripts = [(s) => s.end('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc'), ok()];
+    const r = await post('/raw', { n: 1 });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.deliveries![0]!.attempts, 2);
+    raw.scripts = [() => undefined, () => undefined, ok()];
+    const t = await post('/raw', { n: 2 });
+    assert.equal(t.status, 504);
+    assert.equal(t.body.code, 'EG_WEBHOOK_TIMEOUT');
+  });
+
+  it('refuses a header value with CR or LF (no header injection), sending nothing', async () => {
+    const from = raw.seen.length;
+    raw.scripts = [ok()];
+    const r = await post('/noted', { note: 'fine\r\nx-injected: yes' });
+    assert.equal(r.status, 500);
+    assert.equal(r.body.code, 'EG_EXPRESSION_FAILED');
+    assert.match(r.body.detail!, /headers\.x-note/);
+    const good = await post('/noted', { note: 'fine' });
+    assert.equal(good.status, 200);
+    assert.equal(raw.seen.length, from + 1);
+    assert.match(raw.seen[from]!.head, /\r\nx-note: fine/);
+  });
+
+  it('delivers over TLS to an endpoint whose certificate it trusts, and refuses one it does not', async () => {
+    secure.scripts = [ok()];
+    const r = await post('/secure', { n: 1 });
+    assert.equal(r.status, 200);
+    assert.deepEqual(JSON.parse(secure.seen.at(-1)!.body), { n: 1 });
+    assert.equal((await post('/secure', { n: 2 })).status, 200);
+    assert.equal(new Set(secure.seen.map((s) => s.connection)).size, 1, 'the TLS connection is kept alive too');
+    const u = await post('/untrusted', { n: 1 });
+    assert.equal(u.status, 502);
+    assert.match(u.body.detail!, /could not be reached: (DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE)/);
+    assert.equal(untrusted.seen.length, 0);
+  });
+});
