@@ -80,6 +80,33 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     assert.match(res.body.detail, /no queue is bound/);
   });
 
+  it('writes frames RabbitMQ and pika read as sent: a body over several frames, non-ASCII headers, the properties; a burst each answered once confirmed', async () => {
+    // 300 KB: three body frames at amqplib's default frameMax (128 KiB).
+    const big = { text: 'grüße ☃ '.repeat(30_000) };
+    const before = Math.floor(Date.now() / 1000);
+    const res = await post(gw.url('api', '/orders/big'), big, { 'x-tenant': 'bäckerei' });
+    assert.equal(res.status, 200, res.text);
+    const [got] = await pikaConsume(rabbit, 'orders-seen', 1);
+    assert.equal(got!.routingKey, 'orders.big');
+    assert.deepEqual(JSON.parse(got!.body), big);
+    assert.equal(got!.headers['x-tenant'], 'bäckerei');
+    assert.equal(got!.properties.contentType, 'application/json');
+    assert.equal(got!.properties.deliveryMode, 2);
+    assert.match(got!.properties.messageId ?? '', /^rabbit-\d+$/);
+    assert.ok(got!.properties.timestamp! >= before && got!.properties.timestamp! <= Math.ceil(Date.now() / 1000), String(got!.properties.timestamp));
+    // 500 concurrent publishes, encoded into shared writes: each 200 only once confirmed, and every one in the queue.
+    const answers = await Promise.all(Array.from({ length: 500 }, (_, i) => post(gw.url('api', '/orders/burst'), { i })));
+    assert.deepEqual(
+      answers.filter((a) => a.status !== 200).map((a) => a.text),
+      [],
+    );
+    const burst = await pikaConsume(rabbit, 'orders-seen', 500);
+    assert.deepEqual(
+      burst.map((m) => (JSON.parse(m.body) as { i: number }).i).sort((a, b) => a - b),
+      Array.from({ length: 500 }, (_, i) => i),
+    );
+  });
+
   it('consumes a declared queue with $topic bound to the routing key and AMQP headers as $headers, acknowledging each message', async () => {
     await pikaPublish(rabbit, 'amq.topic', 'in.eu.paris', [
       { body: '{"n":1}', headers: { tenant: 't1' } },

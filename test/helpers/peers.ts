@@ -137,6 +137,7 @@ export interface AmqpReceived {
   redelivered: boolean;
   headers: Record<string, unknown>;
   body: string;
+  properties: { contentType: string | null; deliveryMode: number | null; messageId: string | null; timestamp: number | null };
 }
 
 /** Publishes with publisher confirms (each message confirmed by RabbitMQ before this resolves). */

@@ -36,7 +36,9 @@ def main():
                 break
             headers = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (props.headers or {}).items()}
             print(json.dumps({"routingKey": method.routing_key, "exchange": method.exchange, "redelivered": method.redelivered,
-                              "headers": headers, "body": body.decode()}), flush=True)
+                              "headers": headers, "body": body.decode(),
+                              "properties": {"contentType": props.content_type, "deliveryMode": props.delivery_mode,
+                                             "messageId": props.message_id, "timestamp": props.timestamp}}), flush=True)
             channel.basic_ack(method.delivery_tag)
             seen += 1
             if seen >= count:

@@ -22,21 +22,3 @@ export function coalesceWrites(stream: Corkable | undefined): void {
     stream.uncork!();
   });
 }
-
-/**
- * coalesceWrites() for a client that writes from a setImmediate of its own, scheduled in reaction
- * to a publish (amqplib's Mux hands the channels' frames to the socket one write each): the cork
- * is taken once the client has reacted (next tick), so the uncork comes after its writes of the
- * turn, not before them. Call it after the write it is for: its tick must come after the client's.
- */
-export function coalesceDeferredWrites(stream: Corkable | undefined): void {
-  if (!stream?.cork || !stream.uncork || corked.has(stream)) return;
-  corked.add(stream);
-  process.nextTick(() => {
-    stream.cork!();
-    setImmediate(() => {
-      corked.delete(stream);
-      stream.uncork!();
-    });
-  });
-}

@@ -1,10 +1,10 @@
-import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
-import { coalesceDeferredWrites } from '../coalesce.js';
+import { AmqpPublisher } from './publisher.js';
 
 const MAX_BACKOFF_MS = 5000;
 
@@ -18,8 +18,8 @@ class Unroutable extends Error {
 }
 
 interface Confirm {
-  resolve(): void;
-  reject(err: Error): void;
+  /** Settles the publish (once: whatever comes after the first is ignored). */
+  settle(err?: Error): void;
   exchange: string;
   key: string;
 }
@@ -34,7 +34,7 @@ export class AmqpBroker implements BrokerRuntime {
   private readonly log: Logger;
   private readonly telemetry: BrokerTelemetry | undefined;
   private connection: ChannelModel | undefined;
-  private publisher: ConfirmChannel | undefined;
+  private publisher: AmqpPublisher | undefined;
   private state: Health = { ready: false, detail: 'connecting' };
   private stopped = false;
   private backoff = 250;
@@ -43,8 +43,6 @@ export class AmqpBroker implements BrokerRuntime {
   /** Publishes awaiting their confirm, by the message id that correlates a basic.return. */
   private readonly confirms = new Map<string, Confirm>();
   private nextId = 0;
-  /** The connection's socket (amqplib's Connection.stream), for coalescing writes. */
-  private socket: { cork?(): void; uncork?(): void } | undefined;
   private open!: typeof import('amqplib')['connect'];
 
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
@@ -107,7 +105,7 @@ export class AmqpBroker implements BrokerRuntime {
       publisher.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp publish channel error'));
       publisher.on('return', (m: ConsumeMessage) => {
         const c = this.confirms.get(m.properties.messageId as string);
-        if (c) c.reject(new Unroutable(this.name, c.exchange, c.key));
+        if (c) c.settle(new Unroutable(this.name, c.exchange, c.key));
       });
       publisher.on('close', () => {
         // A channel the server closed (e.g. publishing to a missing exchange) while the connection lives: open another.
@@ -118,8 +116,7 @@ export class AmqpBroker implements BrokerRuntime {
         return;
       }
       this.connection = conn;
-      this.socket = (conn as unknown as { connection?: { stream?: { cork?(): void; uncork?(): void } } }).connection?.stream;
-      this.publisher = publisher;
+      this.publisher = new AmqpPublisher(publisher);
       this.backoff = 250;
       this.state = { ready: true };
       this.log.info('amqp connected');
@@ -138,7 +135,7 @@ export class AmqpBroker implements BrokerRuntime {
     this.state = { ready: false, detail: `unreachable: ${why}` };
     this.log.warn({ reason: why }, 'amqp connection lost; reconnecting');
     // Publishes awaiting a confirm on the dead channel will never get one.
-    for (const c of this.confirms.values()) c.reject(new NotConnected(this.name, why));
+    for (const c of this.confirms.values()) c.settle(new NotConnected(this.name, why));
     for (const s of this.subscriptions) s.detach();
     this.retry();
   }
@@ -152,47 +149,50 @@ export class AmqpBroker implements BrokerRuntime {
 
   publish(topic: string, msg: Message): Promise<Delivery> {
     if (this.stopped) return Promise.reject(new Error(`broker '${this.name}' is stopped`));
-    const channel = this.publisher;
-    if (!channel || !this.state.ready) {
+    const out = this.publisher;
+    if (!out || !this.state.ready) {
       this.telemetry?.producerError();
       return Promise.reject(new NotConnected(this.name, this.state.detail ?? 'connecting'));
     }
     const exchange = this.settings.exchange.name;
     const id = `${this.name}-${++this.nextId}`;
-    const confirmed = new Promise<void>((resolve, reject) => {
-      const settle = () => this.confirms.delete(id);
-      this.confirms.set(id, { exchange, key: topic, resolve: () => (settle(), resolve()), reject: (e) => (settle(), reject(e)) });
-      const options: Options.Publish = {
-        persistent: this.settings.persistent,
-        mandatory: this.settings.mandatory,
-        headers: msg.headers,
-        messageId: id,
-        contentType: Buffer.isBuffer(msg.value) ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain' : 'application/json',
-        timestamp: Math.floor((msg.timestamp || Date.now()) / 1000),
-      };
-      try {
-        // The callback runs on the server's basic.ack (or nack); a basic.return for an unroutable
-        // mandatory message comes before its ack and has already rejected the promise.
-        channel.publish(exchange, topic, Buffer.from(valuePayload(msg)), options, (err) => {
-          const c = this.confirms.get(id);
-          if (!c) return;
-          if (err) c.reject(new Error(`broker '${this.name}' refused the message (basic.nack)`));
-          else c.resolve();
-        });
-        // After the publish, so the cork is taken after amqplib scheduled its write: the frames of every publish in this turn leave in one socket write.
-        coalesceDeferredWrites(this.socket);
-      } catch (err) {
-        this.confirms.get(id)?.reject(err as Error);
-      }
-    });
-    return this.deadlines.within(confirmed).then(
-      (): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }),
-      (err: Error) => {
+    // One promise per publish: the deadline, the confirm, a basic.return and a lost connection settle it through callbacks.
+    return new Promise<Delivery>((resolve, reject) => {
+      const fail = (err: Error) => {
         this.confirms.delete(id);
         this.telemetry?.producerError();
-        throw err;
-      },
-    );
+        reject(err);
+      };
+      const deadline = this.deadlines.add(fail);
+      const settle = (err?: Error) => {
+        if (deadline.settled) return;
+        deadline.settled = true;
+        if (err) return fail(err);
+        this.confirms.delete(id);
+        resolve({ broker: this.name, topic, partition: 0, offset: '-1' });
+      };
+      this.confirms.set(id, { exchange, key: topic, settle });
+      try {
+        // The callback runs on the server's basic.ack (or nack); a basic.return for an unroutable
+        // mandatory message comes before its ack and has already settled it.
+        out.publish(
+          exchange,
+          topic,
+          valuePayload(msg),
+          {
+            mandatory: this.settings.mandatory,
+            persistent: this.settings.persistent,
+            headers: msg.headers,
+            messageId: id,
+            contentType: Buffer.isBuffer(msg.value) ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain' : 'application/json',
+            timestamp: Math.floor((msg.timestamp || Date.now()) / 1000),
+          },
+          (err) => settle(err ? (err.message === 'message nacked' ? new Error(`broker '${this.name}' refused the message (basic.nack)`) : err) : undefined),
+        );
+      } catch (err) {
+        settle(err as Error);
+      }
+    });
   }
 
   /** Per consume route: messages ready in its queue as of the last poll, plus those it holds unacknowledged. */

@@ -1,0 +1,183 @@
+import type { ConfirmChannel } from 'amqplib';
+
+/** Called once per publish: with nothing on the server's basic.ack, with an error on basic.nack or when the channel closes first. */
+export type Settle = (err?: Error | null) => void;
+
+/** What a publish carries besides its body (the properties the gateway sets). */
+export interface PublishProperties {
+  mandatory: boolean;
+  persistent: boolean;
+  headers: Record<string, string>;
+  messageId: string;
+  contentType: string;
+  /** Seconds since the epoch. */
+  timestamp: number;
+}
+
+/** The parts of amqplib's channel and connection this writes through (not in its types). */
+interface Internals {
+  ch: number;
+  pushConfirmCallback(cb: Settle): void;
+  connection: {
+    stream: { write(chunk: Buffer): boolean; destroyed?: boolean };
+    frameMax: number;
+    sentSinceLastCheck: boolean;
+  };
+}
+
+const FRAME_METHOD = 1;
+const FRAME_HEADER = 2;
+const FRAME_BODY = 3;
+const FRAME_END = 0xce;
+/** Frame type, channel, size before the payload; FRAME_END after it. */
+const FRAME_OVERHEAD = 8;
+/** basic.publish: class 60, method 40. */
+const BASIC_PUBLISH = 0x003c0028;
+/** Content header of class 60 (basic), weight 0. */
+const BASIC_HEADER = 0x003c0000;
+// Property flags, in the order their values follow (AMQP 0-9-1 basic properties).
+const CONTENT_TYPE = 0x8000;
+const HEADERS = 0x2000;
+const DELIVERY_MODE = 0x1000;
+const MESSAGE_ID = 0x0080;
+const TIMESTAMP = 0x0040;
+
+const SLAB_BYTES = 64 * 1024;
+
+/**
+ * basic.publish frames written straight to an amqplib connection's socket, for a confirm channel
+ * that publishes nothing else. amqplib encodes each message's three frames through its generic
+ * encoders (a fields object, the headers table through a scratch buffer, three allocations and
+ * copies) and hands them to the socket through the channel's own stream and the connection's
+ * multiplexer: one stream write per message on each. Here a turn's messages are encoded into one
+ * buffer and leave in one socket write at the end of the turn. amqplib still owns the channel:
+ * `pushConfirmCallback` puts each publish's callback in its window of unconfirmed delivery tags,
+ * in the order the frames are written (the order the server numbers them), so its confirm
+ * handling — basic.ack and basic.nack, `multiple` or not, and failing every callback when the
+ * channel closes — settles these publishes as it settles its own.
+ */
+export class AmqpPublisher {
+  private readonly ch: number;
+  private readonly conn: Internals['connection'];
+  private readonly internals: Internals;
+  private slab: Buffer | undefined;
+  private used = 0;
+  private full: Buffer[] = [];
+  private flushing = false;
+
+  constructor(channel: ConfirmChannel) {
+    this.internals = channel as unknown as Internals;
+    this.ch = this.internals.ch;
+    this.conn = this.internals.connection;
+  }
+
+  /** Encodes a message into this turn's write and registers `settle` for its confirm. Throws (and never calls `settle`) when it cannot be encoded. */
+  publish(exchange: string, routingKey: string, body: Buffer | string, p: PublishProperties, settle: Settle): void {
+    const exchangeLen = Buffer.byteLength(exchange);
+    const keyLen = Buffer.byteLength(routingKey);
+    if (exchangeLen > 255 || keyLen > 255) throw new Error('an AMQP exchange name or routing key is at most 255 bytes');
+    const typeLen = p.contentType.length; // ASCII
+    const idLen = Buffer.byteLength(p.messageId);
+    if (idLen > 255) throw new Error('an AMQP message id is at most 255 bytes');
+    let table = 0;
+    for (const k in p.headers) {
+      const kl = Buffer.byteLength(k);
+      if (kl > 255) throw new Error(`header '${k.slice(0, 64)}' is too long for an AMQP header name (255 bytes)`);
+      table += 1 + kl + 1 + 4 + Buffer.byteLength(p.headers[k]!);
+    }
+    const bodyLen = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+    const methodSize = 4 + 2 + 1 + exchangeLen + 1 + keyLen + 1;
+    const headerSize = 4 + 8 + 2 + (1 + typeLen) + (4 + table) + 1 + (1 + idLen) + 8;
+    const maxBody = this.conn.frameMax - FRAME_OVERHEAD;
+    if (headerSize > maxBody) throw new Error(`the message's headers (${table} bytes) do not fit in one AMQP frame (frameMax ${this.conn.frameMax})`);
+    const bodyFrames = Math.ceil(bodyLen / maxBody);
+    const size = methodSize + headerSize + 2 * FRAME_OVERHEAD + bodyLen + bodyFrames * FRAME_OVERHEAD;
+    const buf = this.room(size);
+    let at = this.used;
+    // basic.publish
+    at = this.frameStart(buf, at, FRAME_METHOD, methodSize);
+    at = buf.writeUInt32BE(BASIC_PUBLISH, at);
+    at = buf.writeUInt16BE(0, at); // reserved (ticket)
+    buf[at++] = exchangeLen;
+    at += buf.write(exchange, at);
+    buf[at++] = keyLen;
+    at += buf.write(routingKey, at);
+    buf[at++] = p.mandatory ? 1 : 0; // mandatory; immediate unset
+    buf[at++] = FRAME_END;
+    // content header: class, weight, body size, property flags, then the properties in flag order
+    at = this.frameStart(buf, at, FRAME_HEADER, headerSize);
+    at = buf.writeUInt32BE(BASIC_HEADER, at);
+    at = buf.writeUInt32BE(Math.floor(bodyLen / 0x1_0000_0000), at);
+    at = buf.writeUInt32BE(bodyLen >>> 0, at);
+    at = buf.writeUInt16BE(CONTENT_TYPE | HEADERS | DELIVERY_MODE | MESSAGE_ID | TIMESTAMP, at);
+    buf[at++] = typeLen;
+    at += buf.write(p.contentType, at, 'latin1');
+    at = buf.writeUInt32BE(table, at);
+    for (const k in p.headers) {
+      const kl = buf.write(k, at + 1);
+      buf[at] = kl;
+      at += 1 + kl;
+      buf[at++] = 0x53; // 'S': long string, as amqplib encodes a string in a table
+      const vl = buf.write(p.headers[k]!, at + 4);
+      buf.writeUInt32BE(vl, at);
+      at += 4 + vl;
+    }
+    buf[at++] = p.persistent ? 2 : 1;
+    buf[at++] = idLen;
+    at += buf.write(p.messageId, at);
+    at = buf.writeUInt32BE(Math.floor(p.timestamp / 0x1_0000_0000), at);
+    at = buf.writeUInt32BE(p.timestamp >>> 0, at);
+    buf[at++] = FRAME_END;
+    // body frames of at most frameMax
+    if (typeof body === 'string' && bodyFrames === 1) {
+      at = this.frameStart(buf, at, FRAME_BODY, bodyLen);
+      at += buf.write(body, at);
+      buf[at++] = FRAME_END;
+    } else {
+      const bytes = typeof body === 'string' ? Buffer.from(body) : body;
+      for (let from = 0; from < bodyLen; from += maxBody) {
+        const n = Math.min(maxBody, bodyLen - from);
+        at = this.frameStart(buf, at, FRAME_BODY, n);
+        at += bytes.copy(buf, at, from, from + n);
+        buf[at++] = FRAME_END;
+      }
+    }
+    this.used = at;
+    this.internals.pushConfirmCallback(settle);
+    if (!this.flushing) {
+      this.flushing = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private frameStart(buf: Buffer, at: number, type: number, size: number): number {
+    buf[at] = type;
+    buf.writeUInt16BE(this.ch, at + 1);
+    buf.writeUInt32BE(size, at + 3);
+    return at + 7;
+  }
+
+  /** The current slab with `size` bytes free at `used`. */
+  private room(size: number): Buffer {
+    if (this.slab && this.used + size <= this.slab.length) return this.slab;
+    if (this.slab && this.used > 0) this.full.push(this.slab.subarray(0, this.used));
+    this.slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, size));
+    this.used = 0;
+    return this.slab;
+  }
+
+  /** Writes the turn's frames. On a connection gone meanwhile, amqplib has failed (or will fail) their callbacks as the channel closes. */
+  private flush(): void {
+    this.flushing = false;
+    const chunks = this.full;
+    if (this.slab && this.used > 0) chunks.push(this.slab.subarray(0, this.used));
+    this.full = [];
+    // The rest of the slab serves the next turn: what was written stays untouched.
+    this.slab = this.slab && this.used + 512 <= this.slab.length ? this.slab.subarray(this.used) : undefined;
+    this.used = 0;
+    if (this.conn.stream.destroyed) return;
+    for (const c of chunks) this.conn.stream.write(c);
+    // amqplib sends heartbeats only on a connection that sent nothing since its last check.
+    this.conn.sentSinceLastCheck = true;
+  }
+}
