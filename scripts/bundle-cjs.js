@@ -28,7 +28,8 @@ function bundle(pkg) {
     const id = modules.length;
     ids.set(file, id);
     // Beyond Latin-1 (only in strings and comments here) as \u escapes: V8 keeps the bundle a one-byte string, half the memory.
-    const source = readFileSync(file, 'utf8')
+    const text = readFileSync(file, 'utf8');
+    const source = (file.endsWith('.json') ? `module.exports = ${text};` : text)
       .replace(/^\/\/# sourceMappingURL=.*$/m, '')
       .replace(/[^\0-\xff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
     const module = { source, deps: {} };
