@@ -2,7 +2,19 @@ import { pino, type Logger, type Level } from 'pino';
 
 export type { Logger };
 
+const pad = (n: number, width = 2) => String(n).padStart(width, '0');
+
+/**
+ * pino's `isoTime`, the same text, from the UTC getters: V8's Date#toISOString reads ICU's
+ * time-zone data although its answer is UTC, which paged ~0.6 MB into every gateway's RSS with
+ * its first log line (docs/performance.md). Years 0–9999.
+ */
+export function isoTime(now = Date.now()): string {
+  const d = new Date(now);
+  return `,"time":"${pad(d.getUTCFullYear(), 4)}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}T${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}.${pad(d.getUTCMilliseconds(), 3)}Z"`;
+}
+
 /** One JSON object per line on stdout (spec §1). */
 export function createLogger(level: Level | 'silent' = 'info'): Logger {
-  return pino({ level, base: { service: 'eventgate' }, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } });
+  return pino({ level, base: { service: 'eventgate' }, timestamp: () => isoTime(), formatters: { level: (label) => ({ level: label }) } });
 }
