@@ -6,6 +6,7 @@ import { ORIGINAL, valuePayload, type Delivery, type Message, type OriginalRecor
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
+import { AckDeadlines, type AckTimeout, type Deadline } from '../acknowledgement.js';
 
 const { Kafka, Partitioners } = kafkajs;
 
@@ -18,14 +19,8 @@ interface Pending {
   record: KafkaRecord;
   resolve(d: Delivery): void;
   reject(err: Error): void;
-  timer: NodeJS.Timeout;
-  settled: boolean;
-}
-
-class AckTimeout extends Error {
-  constructor(broker: string, ms: number) {
-    super(`no acknowledgement from broker '${broker}' within ${ms} ms`);
-  }
+  /** Its place among the acknowledgement deadlines; `settled` once answered either way. */
+  deadline: Deadline;
 }
 
 /** What the producer tells its broker: a produce request went through, or the cluster may be down. */
@@ -37,7 +32,7 @@ export interface ProducerEvents {
 /**
  * The broker's publishing side. Publishes are gathered for `lingerMs` and sent as one produce
  * request per broker node; one batch is in flight at a time, which keeps records of a key in order
- * even when kafkajs retries. Each publish races its own `ackTimeoutMs` timer, so a caller gets an
+ * even when kafkajs retries. Each publish has its own `ackTimeoutMs` deadline (one timer serves them all), so a caller gets an
  * answer in time whatever the cluster does, and never a success for a record Kafka did not take.
  */
 export class RecordProducer {
@@ -52,6 +47,8 @@ export class RecordProducer {
   private stopped = false;
   /** The partition kafkajs chose for each record, so a retried batch keeps it and offsets can be told per record. */
   private readonly partitionOf = new WeakMap<object, number>();
+  /** One queue and one timer for every publish's ackTimeoutMs, not a timer per publish. */
+  private readonly deadlines: AckDeadlines;
 
   constructor(
     private readonly broker: string,
@@ -62,6 +59,7 @@ export class RecordProducer {
     private readonly events: ProducerEvents,
   ) {
     const ack = settings.producer.ackTimeoutMs;
+    this.deadlines = new AckDeadlines(ack, broker);
     // The producer's requests and retries fit in the ack timeout.
     const client = new Kafka({ ...base, requestTimeout: Math.max(ack, 1000), retry: retryWithin(ack) });
     const partitionOf = this.partitionOf;
@@ -110,15 +108,12 @@ export class RecordProducer {
         headers: original ? originalHeaders(msg.headers, original) : msg.headers,
         timestamp: msg.timestamp ? String(msg.timestamp) : undefined,
       };
-      const p: Pending = { at: performance.now(), topic, record, resolve, reject, settled: false, timer: undefined as unknown as NodeJS.Timeout };
-      p.timer = setTimeout(() => {
-        if (p.settled) return;
-        p.settled = true;
+      const deadline = this.deadlines.add((err: AckTimeout) => {
         this.telemetry?.producerError();
-        reject(new AckTimeout(this.broker, this.settings.producer.ackTimeoutMs));
+        reject(err);
         this.events.failed();
-      }, this.settings.producer.ackTimeoutMs);
-      this.queue.push(p);
+      });
+      this.queue.push({ at: performance.now(), topic, record, resolve, reject, deadline });
       if (this.queue.length >= this.settings.producer.maxBatchRecords) this.batchFull?.();
       this.kick();
     });
@@ -159,7 +154,7 @@ export class RecordProducer {
         });
         this.batchFull = undefined;
       }
-      const batch = this.queue.splice(0, this.settings.producer.maxBatchRecords).filter((p) => !p.settled);
+      const batch = this.queue.splice(0, this.settings.producer.maxBatchRecords).filter((p) => !p.deadline.settled);
       if (batch.length === 0) continue;
       // kafkajs bounds its requests and retries; this is a backstop so one stuck send cannot stall the gateway.
       let guard: NodeJS.Timeout | undefined;
@@ -228,9 +223,8 @@ export class RecordProducer {
 
 /** False when the publish was already answered (its ack timeout fired first). */
 function settle(p: Pending, delivery: Delivery | undefined, err?: Error): boolean {
-  if (p.settled) return false;
-  p.settled = true;
-  clearTimeout(p.timer);
+  if (p.deadline.settled) return false;
+  p.deadline.settled = true;
   if (delivery) p.resolve(delivery);
   else p.reject(err ?? new Error('not delivered'));
   return true;
