@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 /**
- * A dependency loaded from the one file `npm run build` bundles it into (scripts/bundle-cjs.js):
+ * A dependency loaded from the one file `npm run build` bundles it into (scripts/bundle-vendor.js, esbuild):
  * as the package's many module files it cost every gateway more resident memory
  * (docs/performance.md). The package itself when the file is missing (a build that only ran tsc).
  */
