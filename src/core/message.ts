@@ -136,7 +136,8 @@ export function encodeValue(value: unknown): string {
  */
 export function decodeValueBytes(buf: Buffer, start: number, end: number): unknown {
   const first = buf[start];
-  const payload = buf.toString('utf8', start, end);
+  // No encoding is UTF-8 without Buffer's look-up of the encoding's name (run for every record read).
+  const payload = buf.toString(undefined, start, end);
   if (first !== 0x7b && first !== 0x5b) return decodeValue(payload);
   try {
     return JSON.parse(payload);

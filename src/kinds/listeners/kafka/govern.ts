@@ -266,7 +266,7 @@ function readMessages(data: Buffer, batch: RawBatch, topic: string, partition: n
   while (cur.next()) {
     messages.push({
       value: cur.valueStart < 0 ? null : decodeValueBytes(data, cur.valueStart, cur.valueEnd),
-      key: cur.keyStart < 0 ? null : data.toString('utf8', cur.keyStart, cur.keyEnd),
+      key: cur.keyStart < 0 ? null : data.toString(undefined, cur.keyStart, cur.keyEnd),
       // Steps never change a message in place (they return new ones), so records without headers share one object.
       headers: cur.headerCount > 0 ? cur.headers() : NO_HEADERS,
       topic,
