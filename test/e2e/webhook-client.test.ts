@@ -96,6 +96,11 @@ routes:
   - name: noted
     from: { listener: api, path: /noted }
     to: { http: { url: "http://127.0.0.1:${raw.port}/noted", headers: { x-note: note } } }
+  - name: typed
+    from: { listener: api, path: /typed }
+    through:
+      - headers: { set: { content-type: kind } }
+    to: { http: { url: "http://127.0.0.1:${raw.port}/typed" } }
   - name: secure
     from: { listener: api, path: /secure }
     to: { http: { url: "https://127.0.0.1:${secure.port}/hook" } }
@@ -198,6 +203,12 @@ routes:
     assert.equal(good.status, 200);
     assert.equal(raw.seen.length, from + 1);
     assert.match(raw.seen[from]!.head, /\r\nx-note: fine/);
+    // A header the message itself carries (here set by a step) is checked too.
+    const typed = await post('/typed', { kind: 'text/plain\r\nx-injected: yes' });
+    assert.equal(typed.status, 400);
+    assert.equal(typed.body.code, 'EG_INVALID_MESSAGE');
+    assert.match(typed.body.detail!, /header 'content-type'/);
+    assert.equal(raw.seen.length, from + 1, 'nothing sent');
   });
 
   it('delivers over TLS to an endpoint whose certificate it trusts, and refuses one it does not', async () => {
