@@ -57,24 +57,30 @@ export class MqttPublisher {
   private full: Buffer[] = [];
   /** QoS 0 publishes of this turn: settled once their bytes are written. */
   private written: Settle[] = [];
+  /** Packet ids encoded this turn, awaiting acknowledgement once written. */
+  private ids: number[] = [];
   private flushing = false;
   private nextId = 1;
   /**
-   * QoS 2 publishes the server takes in flight: its Receive Maximum (MQTT 5 CONNACK), else 20.
-   * mosquitto refuses more with "Quota exceeded" (MQTT 5) or, on MQTT 3.1.1, drops them behind a
-   * PUBREC the client cannot tell from success; 20 is its default `max_inflight_messages`.
+   * QoS 1 and 2 publishes the server takes in flight: its Receive Maximum (MQTT 5 CONNACK), else
+   * 20 (mosquitto's default `max_inflight_messages`). mosquitto counts QoS 1 publishes against it
+   * too (a window for QoS 2 alone still drew "Quota exceeded" in a mixed burst), and refuses a QoS 2 publish beyond it with "Quota exceeded"
+   * (MQTT 5) or, on MQTT 3.1.1, drops it behind a PUBREC the client cannot tell from success. So a
+   * QoS 2 publish waits until fewer than that many are in flight, and QoS 1 publishes queue behind
+   * a waiting one (first come, first sent); QoS 1 alone is not held to it, as mqtt.js never held
+   * it: mosquitto takes any number.
    */
-  private window2 = 20;
-  private inflight2 = 0;
-  /** QoS 2 publishes waiting for a place in the window, oldest first. */
-  private waiting2: (() => void)[] = [];
+  private window = 20;
+  private inflight = 0;
+  /** Publishes waiting for a place in the window, oldest first. */
+  private waiting: { qos: 1 | 2; send(): void }[] = [];
 
   constructor(
     private readonly client: MqttClient,
     private readonly v5: boolean,
   ) {
     client.on('connect', (connack) => {
-      this.window2 = connack.properties?.receiveMaximum ?? 20;
+      this.window = connack.properties?.receiveMaximum ?? 20;
     });
   }
 
@@ -83,27 +89,41 @@ export class MqttPublisher {
    * turn's write. Throws when it cannot be sent (too large, no packet id free); `settle` is then never called.
    */
   publish(topic: string, payload: Buffer | string, qos: 0 | 1 | 2, retain: boolean, headers: Record<string, string> | undefined, settle: Settle, deadline?: { settled: boolean }): void {
-    if (qos === 2) {
-      if (this.inflight2 >= this.window2) {
-        // Encoded once a place frees, unless its deadline passed meanwhile; an error then settles it.
-        this.waiting2.push(() => {
+    if (qos === 0) return this.encode(topic, payload, 0, retain, headers, settle);
+    if (qos === 2 ? this.inflight >= this.window : this.waiting.length > 0) {
+      // Encoded once its turn comes, unless its deadline passed meanwhile; an error then settles it.
+      this.waiting.push({
+        qos,
+        send: () => {
           if (deadline?.settled) return;
           try {
-            this.publish(topic, payload, qos, retain, headers, settle, deadline);
+            this.start(topic, payload, qos, retain, headers, settle);
           } catch (err) {
             settle(err as Error);
           }
-        });
-        return;
-      }
-      this.inflight2++;
-      const done = settle;
-      settle = (err) => {
-        this.inflight2--;
-        done(err);
-        this.waiting2.shift()?.();
-      };
+        },
+      });
+      return;
     }
+    this.start(topic, payload, qos, retain, headers, settle);
+  }
+
+  /** A QoS 1 or 2 publish takes its place in the window until it is settled. */
+  private start(topic: string, payload: Buffer | string, qos: 1 | 2, retain: boolean, headers: Record<string, string> | undefined, settle: Settle): void {
+    this.inflight++;
+    try {
+      this.encode(topic, payload, qos, retain, headers, (err) => {
+        this.inflight--;
+        settle(err);
+        this.release();
+      });
+    } catch (err) {
+      this.inflight--;
+      throw err;
+    }
+  }
+
+  private encode(topic: string, payload: Buffer | string, qos: 0 | 1 | 2, retain: boolean, headers: Record<string, string> | undefined, settle: Settle): void {
     const name = this.topic(topic);
     const payloadBytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
     let props = -1;
@@ -140,12 +160,19 @@ export class MqttPublisher {
     }
     at += typeof payload === 'string' ? buf.write(payload, at) : payload.copy(buf, at);
     this.used = at;
-    if (qos > 0) (this.client.outgoing as Record<number, Outgoing>)[id] = { volatile: true, cmd: 'publish', cb: settle };
-    else this.written.push(settle);
+    if (qos > 0) {
+      (this.client.outgoing as Record<number, Outgoing>)[id] = { volatile: true, cmd: 'publish', cb: settle };
+      this.ids.push(id);
+    } else this.written.push(settle);
     if (!this.flushing) {
       this.flushing = true;
       setImmediate(() => this.flush());
     }
+  }
+
+  /** Sends the waiting publishes whose turn has come: QoS 1 at once, QoS 2 while the window has room. */
+  private release(): void {
+    while (this.waiting.length > 0 && (this.waiting[0]!.qos === 1 || this.inflight < this.window)) this.waiting.shift()!.send();
   }
 
   /** A topic's length-prefixed UTF-8, encoded once. */
@@ -182,7 +209,7 @@ export class MqttPublisher {
     return this.slab;
   }
 
-  /** Writes the turn's packets; a connection gone meanwhile has already failed the publishes awaiting acknowledgement. */
+  /** Writes the turn's packets, or fails their publishes when the connection is gone meanwhile. */
   private flush(): void {
     this.flushing = false;
     const chunks = this.full;
@@ -193,10 +220,19 @@ export class MqttPublisher {
     this.used = 0;
     const written = this.written;
     this.written = [];
+    const ids = this.ids;
+    this.ids = [];
     const stream = this.client.stream as unknown as Writable | undefined;
     if (!stream || stream.destroyed || !this.client.connected) {
       const err = new Error('connection closed before the message was written');
       for (const s of written) s(err);
+      // Never written, so no acknowledgement will come (mqtt.js fails only what it holds when a connection closes, and these may be for the next one).
+      const outgoing = this.client.outgoing as Record<number, Outgoing | undefined>;
+      for (const id of ids) {
+        const e = outgoing[id];
+        delete outgoing[id];
+        e?.cb(err);
+      }
       return;
     }
     for (let i = 0; i < chunks.length; i++) {
