@@ -1,7 +1,7 @@
 /**
  * Webhook targets: `to: {http: {url, ...}}` delivers each message as an HTTP request. One
- * keep-alive connection pool per target (webhook-client.ts) holds a connection per request in flight and reuses
- * them; the target retries what may pass later (timeouts, refused connections, 5xx, 408, 429)
+ * keep-alive HTTP client per target (webhook-client.ts, undici) holds a connection per request in
+ * flight and reuses them; the target retries what may pass later (timeouts, refused connections, 5xx, 408, 429)
  * with exponential backoff, and answers only when the endpoint accepted (2xx) or the last try
  * failed. It is the only place that retries a webhook: a failed delivery is a 502/504 that the
  * route does not retry again, and that consume routes send to their `deadletter` target.
@@ -14,7 +14,7 @@ import type { Logger } from '../../log.js';
 import { valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
-import { ConnectionPool, type ClientAnswer } from './webhook-client.js';
+import { HttpClient, type ClientAnswer, type ClientRequest } from './webhook-client.js';
 
 /** `to: {http: ...}` as written (the schema has checked it). */
 export type WebhookOptions = Static<typeof webhookOptions>;
@@ -123,7 +123,7 @@ type Attempt = { ok: true; status: number } | { ok: false; retry: boolean; retry
 
 /** A webhook target of one route. `close()` releases its kept-alive connections. */
 export class WebhookTarget implements Target {
-  private readonly pool: ConnectionPool;
+  private readonly client: HttpClient;
   /** Requests waiting for a free slot (`concurrency`). */
   private readonly waiting: (() => void)[] = [];
   private active = 0;
@@ -141,7 +141,7 @@ export class WebhookTarget implements Target {
   ) {
     this.fixed = plan.urlExpr ? undefined : parseEndpoint(plan.url);
     // One connection per request in flight (slot() bounds them), kept alive between them.
-    this.pool = new ConnectionPool(plan.concurrency);
+    this.client = new HttpClient(plan.concurrency);
   }
 
   describe(): string {
@@ -188,7 +188,7 @@ export class WebhookTarget implements Target {
 
   close(): void {
     this.closed = true;
-    this.pool.close();
+    this.client.close();
   }
 
   /**
@@ -309,6 +309,8 @@ export class WebhookTarget implements Target {
       const lower = name.toLowerCase();
       if (!HTTP_TOKEN.test(name) || INVALID_HEADER_CHAR.test(value))
         throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name} gave a value HTTP does not allow in a header (control characters such as CR or LF)`));
+      if (CLIENT_FRAMING.has(lower) && !(lower === 'connection' && (value === 'close' || value === 'keep-alive')))
+        throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name}: the HTTP client frames requests itself; ${name} cannot be set (connection may be 'close' or 'keep-alive')`));
       const i = headers.findIndex(([n]) => n === lower);
       if (i >= 0) headers.splice(i, 1);
       if (lower !== 'content-length') headers.push([lower, value]);
@@ -321,26 +323,19 @@ export class WebhookTarget implements Target {
       const signature = createHmac('sha256', this.plan.secret).update(`${id}.${timestamp}.`).update(bytes).digest('base64');
       headers.push(['webhook-id', id], ['webhook-timestamp', String(timestamp)], ['webhook-signature', `v1,${signature}`]);
     }
-    let head = `${this.plan.method} ${endpoint.path} HTTP/1.1\r\n`;
-    let host = false;
-    let connection = false;
+    const flat: string[] = [];
     for (const [name, value] of headers) {
       // Values from the message (content-type, tracestate, ce-* attributes, a record's headers) are checked as node:http would.
       if (INVALID_HEADER_CHAR.test(value))
         throw new WebhookError(problem('EG_INVALID_MESSAGE', `header '${name}' has characters HTTP does not allow in a header (control characters such as CR or LF)`));
-      if (name === 'host') host = true;
-      else if (name === 'connection') connection = true;
-      head += `${name}: ${value}\r\n`;
+      flat.push(name, value);
     }
-    if (!host) head += `host: ${endpoint.host}\r\n`;
-    if (!connection) head += 'connection: keep-alive\r\n';
-    head += `content-length: ${bytes.length}\r\n\r\n`;
-    return { endpoint, display: endpoint.display, head, body: bytes };
+    return { display: endpoint.display, request: { origin: endpoint.origin, path: endpoint.path, method: this.plan.method, headers: flat, body: bytes } };
   }
 
   private attempt(req: PreparedRequest): Promise<Attempt> {
     return new Promise<Attempt>((resolve) => {
-      const done = (err: NodeJS.ErrnoException | undefined, answer: ClientAnswer | undefined) => {
+      const done = (err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined) => {
         clearTimeout(timer);
         const a: Attempt = answer
           ? classify(answer, req.display)
@@ -348,7 +343,7 @@ export class WebhookTarget implements Target {
         this.counters?.answered(a.ok ? '2xx' : a.result);
         resolve(a);
       };
-      const exchange = this.pool.request(req.endpoint, req.head, req.body, done);
+      const exchange = this.client.request(req.request, done);
       const timer = setTimeout(() => {
         exchange.abort();
         const a: Attempt = { ok: false, retry: true, result: 'timeout', problem: problem('EG_WEBHOOK_TIMEOUT', `${req.display} did not answer within ${this.plan.timeoutMs} ms`) };
@@ -365,14 +360,13 @@ const NO_HEADERS: readonly [string, string][] = [];
 const HTTP_TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
 /** What node:http refuses in a header value. */
 const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+/** Headers that frame an HTTP/1.1 request: the client's to set (it refuses them, `connection` aside). */
+const CLIENT_FRAMING = new Set(['connection', 'transfer-encoding', 'keep-alive', 'upgrade', 'expect', 'te']);
 
-/** Where requests go, as node:http takes it: parsed once for a fixed URL, per message for a computed one. */
+/** Where requests go: parsed once for a fixed URL, per message for a computed one. */
 interface Endpoint {
-  secure: boolean;
-  hostname: string;
-  port: number;
-  /** The Host header: name (IPv6 in brackets) and a port other than the scheme's. */
-  host: string;
+  /** `http(s)://host[:port]`: the connection pool's key. */
+  origin: string;
   /** Path and query string. */
   path: string;
   /** The URL without query string (which may hold credentials), for logs and answers. */
@@ -380,19 +374,12 @@ interface Endpoint {
 }
 
 function endpointOf(url: URL): Endpoint {
-  // URL keeps IPv6 hosts in brackets; node:http wants them bare.
-  const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  const secure = url.protocol === 'https:';
-  const port = url.port === '' ? (secure ? 443 : 80) : Number(url.port);
-  return { secure, hostname, port, host: url.host, path: `${url.pathname}${url.search}`, display: `${url.origin}${url.pathname}` };
+  return { origin: url.origin, path: `${url.pathname}${url.search}`, display: `${url.origin}${url.pathname}` };
 }
 
 interface PreparedRequest {
-  endpoint: Endpoint;
   display: string;
-  /** Request line and headers, up to the blank line. */
-  head: string;
-  body: Buffer;
+  request: ClientRequest;
 }
 
 function parseEndpoint(url: string): Endpoint | WebhookError {
