@@ -96,6 +96,9 @@ routes:
   - name: noted
     from: { listener: api, path: /noted }
     to: { http: { url: "http://127.0.0.1:${raw.port}/noted", headers: { x-note: note } } }
+  - name: framed
+    from: { listener: api, path: /framed }
+    to: { http: { url: "http://127.0.0.1:${raw.port}/framed", headers: { transfer-encoding: '"chunked"' } } }
   - name: typed
     from: { listener: api, path: /typed }
     through:
@@ -208,6 +211,12 @@ routes:
     assert.equal(typed.status, 400);
     assert.equal(typed.body.code, 'EG_INVALID_MESSAGE');
     assert.match(typed.body.detail!, /header 'content-type'/);
+    assert.equal(raw.seen.length, from + 1, 'nothing sent');
+    // Framing is the client's: a computed transfer-encoding would contradict the body it sends.
+    const framed = await post('/framed', { any: 1 });
+    assert.equal(framed.status, 500);
+    assert.equal(framed.body.code, 'EG_EXPRESSION_FAILED');
+    assert.match(framed.body.detail!, /headers\.transfer-encoding: the HTTP client frames requests itself/);
     assert.equal(raw.seen.length, from + 1, 'nothing sent');
   });
 
