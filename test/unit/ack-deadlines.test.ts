@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { AckDeadlines, AckTimeout } from '../../src/kinds/brokers/acknowledgement.js';
 
 const never = () => new Promise<never>(() => undefined);
@@ -22,6 +24,26 @@ describe("AckDeadlines (one timer for a broker's publishes)", () => {
     await assert.rejects(refused, /nack/);
     await assert.rejects(lost, (err: Error) => err instanceof AckTimeout && /no acknowledgement from broker 'b' within 30 ms/.test(err.message));
     assert.equal(expired, 1);
+  });
+
+  it('lets go of a settled publish at once, not when its deadline would have passed', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const d = new AckDeadlines(60_000, 'b');
+    // What a broker's publish does: the expiry callback closes over the message being published.
+    const publish = () => {
+      const message = { value: Buffer.alloc(8 * 1024 * 1024) };
+      const deadline = d.add(() => void message.value.length);
+      return { deadline, message: new WeakRef(message) };
+    };
+    const { deadline, message } = publish();
+    const kept = publish();
+    deadline.settled = true;
+    await new Promise((r) => setImmediate(r));
+    gc();
+    assert.equal(message.deref(), undefined, 'the settled publish is still held by its deadline');
+    assert.notEqual(kept.message.deref(), undefined, 'an unsettled one is held until its acknowledgement or deadline');
+    kept.deadline.settled = true;
   });
 
   it('expires every unanswered publish among thousands answered, in order, and keeps working after its queue was compacted', async () => {

@@ -27,6 +27,33 @@ export interface Deadline {
 }
 
 /**
+ * One deadline in the queue. Settling it drops its expiry callback at once: the callback closes
+ * over the publish (its message, whose value may be megabytes), and a settled entry stays queued
+ * until the timer passes it, up to `ackTimeoutMs` later.
+ */
+class Entry implements Deadline {
+  constructor(
+    readonly at: number,
+    private expire: ((err: AckTimeout) => void) | undefined,
+  ) {}
+
+  get settled(): boolean {
+    return this.expire === undefined;
+  }
+
+  set settled(settled: boolean) {
+    if (settled) this.expire = undefined;
+  }
+
+  /** Runs the expiry callback, once, unless the publish was settled first. */
+  fire(err: () => AckTimeout): void {
+    const expire = this.expire;
+    this.expire = undefined;
+    expire?.(err());
+  }
+}
+
+/**
  * The acknowledgement deadlines of one broker's publishes: each publish's promise, or an
  * AckTimeout after `ms`, whichever comes first. Every publish of a broker gets the same `ms`, so
  * deadlines come in the order publishes were made: one queue and one timer serve them all, where
@@ -34,7 +61,7 @@ export interface Deadline {
  * The timer never keeps the process alive.
  */
 export class AckDeadlines {
-  private queue: { at: number; settled: boolean; expire(err: AckTimeout): void }[] = [];
+  private queue: Entry[] = [];
   private head = 0;
   private timer: NodeJS.Timeout | undefined;
 
@@ -69,7 +96,7 @@ export class AckDeadlines {
    * when the acknowledgement or an error comes first, and ignores whatever comes after).
    */
   add(expire: (err: AckTimeout) => void): Deadline {
-    const entry = { at: Date.now() + this.ms, settled: false, expire };
+    const entry = new Entry(Date.now() + this.ms, expire);
     this.queue.push(entry);
     if (!this.timer) this.arm();
     return entry;
@@ -86,10 +113,7 @@ export class AckDeadlines {
         this.timer.unref();
         break;
       }
-      if (!e.settled) {
-        e.settled = true;
-        e.expire(new AckTimeout(this.broker, this.ms));
-      }
+      e.fire(() => new AckTimeout(this.broker, this.ms));
       this.head++;
     }
     // Drop the entries passed over once they are half the queue.
