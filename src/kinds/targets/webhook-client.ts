@@ -8,7 +8,11 @@
  * `Retry-After` header and, for a failure, the beginning of the body; a 2xx body is read and
  * dropped so the connection can be reused.
  */
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { whenUsed } from '../when-used.js';
+
+/** undici is loaded with the first webhook target: a gateway without one pays neither its memory nor its start-up time. */
+const undici = whenUsed<typeof import('undici')>(import.meta.url, 'undici');
 
 /** A request as the target prepared it: header names in lower case, values checked. */
 export interface ClientRequest {
@@ -42,10 +46,10 @@ const MAX_TEXT = 4096;
 const ABORTED = new Error('the webhook target gave up on this request');
 
 export class HttpClient {
-  private readonly agent: Agent;
+  private readonly agent: Dispatcher;
 
   constructor(connections: number) {
-    this.agent = new Agent({ connections, pipelining: 1 });
+    this.agent = new (undici().Agent)({ connections, pipelining: 1 });
   }
 
   request(req: ClientRequest, done: ClientCallback): Exchange {
