@@ -1,4 +1,5 @@
 import type { ConfirmChannel } from 'amqplib';
+import { TurnBuffer } from '../turn-buffer.js';
 
 /** Called once per publish: with nothing on the server's basic.ack, with an error on basic.nack or when the channel closes first. */
 export type Settle = (err?: Error | null) => void;
@@ -42,8 +43,6 @@ const DELIVERY_MODE = 0x1000;
 const MESSAGE_ID = 0x0080;
 const TIMESTAMP = 0x0040;
 
-const SLAB_BYTES = 64 * 1024;
-
 /**
  * basic.publish frames written straight to an amqplib connection's socket, for a confirm channel
  * that publishes nothing else. amqplib encodes each message's three frames through its generic
@@ -60,9 +59,7 @@ export class AmqpPublisher {
   private readonly ch: number;
   private readonly conn: Internals['connection'];
   private readonly internals: Internals;
-  private slab: Buffer | undefined;
-  private used = 0;
-  private full: Buffer[] = [];
+  private readonly out = new TurnBuffer();
   private flushing = false;
 
   constructor(channel: ConfirmChannel) {
@@ -92,8 +89,8 @@ export class AmqpPublisher {
     if (headerSize > maxBody) throw new Error(`the message's headers (${table} bytes) do not fit in one AMQP frame (frameMax ${this.conn.frameMax})`);
     const bodyFrames = Math.ceil(bodyLen / maxBody);
     const size = methodSize + headerSize + 2 * FRAME_OVERHEAD + bodyLen + bodyFrames * FRAME_OVERHEAD;
-    const buf = this.room(size);
-    let at = this.used;
+    const buf = this.out.room(size);
+    let at = this.out.at;
     // basic.publish
     at = this.frameStart(buf, at, FRAME_METHOD, methodSize);
     at = buf.writeUInt32BE(BASIC_PUBLISH, at);
@@ -142,7 +139,7 @@ export class AmqpPublisher {
         buf[at++] = FRAME_END;
       }
     }
-    this.used = at;
+    this.out.commit(at);
     this.internals.pushConfirmCallback(settle);
     if (!this.flushing) {
       this.flushing = true;
@@ -157,24 +154,10 @@ export class AmqpPublisher {
     return at + 7;
   }
 
-  /** The current slab with `size` bytes free at `used`. */
-  private room(size: number): Buffer {
-    if (this.slab && this.used + size <= this.slab.length) return this.slab;
-    if (this.slab && this.used > 0) this.full.push(this.slab.subarray(0, this.used));
-    this.slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, size));
-    this.used = 0;
-    return this.slab;
-  }
-
   /** Writes the turn's frames. On a connection gone meanwhile, amqplib has failed (or will fail) their callbacks as the channel closes. */
   private flush(): void {
     this.flushing = false;
-    const chunks = this.full;
-    if (this.slab && this.used > 0) chunks.push(this.slab.subarray(0, this.used));
-    this.full = [];
-    // The rest of the slab serves the next turn: what was written stays untouched.
-    this.slab = this.slab && this.used + 512 <= this.slab.length ? this.slab.subarray(this.used) : undefined;
-    this.used = 0;
+    const chunks = this.out.take();
     if (this.conn.stream.destroyed) return;
     for (const c of chunks) this.conn.stream.write(c);
     // amqplib sends heartbeats only on a connection that sent nothing since its last check.

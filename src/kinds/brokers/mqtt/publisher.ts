@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type { MqttClient } from 'mqtt';
+import { TurnBuffer } from '../turn-buffer.js';
 
 /** Called once per publish: with nothing when the server acknowledged it (QoS 0: once written), with the error otherwise. */
 export type Settle = (err?: Error) => void;
@@ -16,8 +17,6 @@ interface Writable {
   destroyed?: boolean;
 }
 
-/** Room for the PUBLISH packets of one event-loop turn; a turn with more takes another. */
-const SLAB_BYTES = 64 * 1024;
 /** Topics whose encoded form is kept (a topic expression may produce many: the cache starts over past this). */
 const MAX_CACHED_TOPICS = 1024;
 /** MQTT's largest remaining length (a 4-byte variable byte integer). */
@@ -51,10 +50,7 @@ function writeVarInt(buf: Buffer, at: number, n: number): number {
  */
 export class MqttPublisher {
   private readonly topics = new Map<string, Buffer>();
-  private slab: Buffer | undefined;
-  private used = 0;
-  /** Filled slabs of this turn, written before the current one. */
-  private full: Buffer[] = [];
+  private readonly out = new TurnBuffer();
   /** QoS 0 publishes of this turn: settled once their bytes are written. */
   private written: Settle[] = [];
   /** Packet ids encoded this turn, awaiting acknowledgement once written. */
@@ -142,8 +138,8 @@ export class MqttPublisher {
     if (remaining > MAX_REMAINING) throw new Error(`a ${payloadBytes}-byte message is larger than an MQTT packet can be`);
     const id = qos > 0 ? this.packetId() : 0;
     const size = 1 + varIntSize(remaining) + remaining;
-    const buf = this.room(size);
-    let at = this.used;
+    const buf = this.out.room(size);
+    let at = this.out.at;
     buf[at++] = 0x30 | (qos << 1) | (retain ? 1 : 0);
     at = writeVarInt(buf, at, remaining);
     at += name.copy(buf, at);
@@ -159,7 +155,7 @@ export class MqttPublisher {
       }
     }
     at += typeof payload === 'string' ? buf.write(payload, at) : payload.copy(buf, at);
-    this.used = at;
+    this.out.commit(at);
     if (qos > 0) {
       (this.client.outgoing as Record<number, Outgoing>)[id] = { volatile: true, cmd: 'publish', cb: settle };
       this.ids.push(id);
@@ -200,24 +196,10 @@ export class MqttPublisher {
     throw new Error('65535 publishes are awaiting acknowledgement on this connection');
   }
 
-  /** The current slab with `size` bytes free at `used`. */
-  private room(size: number): Buffer {
-    if (this.slab && this.used + size <= this.slab.length) return this.slab;
-    if (this.slab && this.used > 0) this.full.push(this.slab.subarray(0, this.used));
-    this.slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, size));
-    this.used = 0;
-    return this.slab;
-  }
-
   /** Writes the turn's packets, or fails their publishes when the connection is gone meanwhile. */
   private flush(): void {
     this.flushing = false;
-    const chunks = this.full;
-    if (this.slab && this.used > 0) chunks.push(this.slab.subarray(0, this.used));
-    this.full = [];
-    // The rest of the slab serves the next turn: what was written stays untouched.
-    this.slab = this.slab && this.used + 512 <= this.slab.length ? this.slab.subarray(this.used) : undefined;
-    this.used = 0;
+    const chunks = this.out.take();
     const written = this.written;
     this.written = [];
     const ids = this.ids;
