@@ -222,4 +222,33 @@ ${extra}`;
     assert.equal(c.child.exitCode, null);
     c.child.kill();
   });
+
+  it('resumes a composite id after a reload removed one of its routes, and names the route left out', async () => {
+    const c = curl(gw.url('api', '/mixed'));
+    await eventually(() => assert.match(c.text(), /^retry: \d+/));
+    const tick = await publish(600);
+    await eventually(() => assert.equal(parseEvents(c.text()).length, 1));
+    const [seen] = parseEvents(c.text());
+    c.child.kill();
+    assert.match(seen!.id!, /^mixed-ticks=0:\d+;mixed-tocks=0:\d+$/);
+
+    // mixed-tocks is removed: /mixed is fed by mixed-ticks alone, whose ids carry no route names.
+    const line = await gw.reconfigure(config().replace(/  - name: mixed-tocks\n(    .*\n){2}/, ''));
+    assert.equal(line.msg, 'config reloaded');
+    await publish(601);
+    const again = curl(gw.url('api', '/mixed'), [`Last-Event-ID: ${seen!.id}`]);
+    await eventually(() => assert.equal(parseEvents(again.text()).length, 2));
+    await publish(602);
+    await eventually(() => assert.equal(parseEvents(again.text()).length, 3));
+    const [notice, ...events] = parseEvents(again.text());
+    again.child.kill();
+    assert.equal(notice!.event, 'eventgate.resume');
+    assert.deepEqual(JSON.parse(notice!.data), { resumed: true, reason: 'no longer feeding this stream, left out: mixed-tocks' });
+    // After the id's position, each once, then live; ids in the one-route form again.
+    assert.deepEqual(
+      events.map((e) => JSON.parse(e.data).n),
+      [601, 602],
+    );
+    assert.equal(events[0]!.id, `0:${Number(tick) + 1}`);
+  });
 });

@@ -190,24 +190,36 @@ export class SseStreams {
     this.startHeartbeat();
     const lastId = header(req, 'last-event-id');
     if (lastId === undefined || !sources || sources.size === 0) return;
-    const from = this.resumePoint(path, lastId, sources);
-    if (from) void this.resume(client, sources, from);
-    else
+    const point = this.resumePoint(path, lastId, sources);
+    if (point) {
+      // Routes that fed this path when the id was given and no longer do (a reload removed them).
+      if (point.gone.length > 0)
+        this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, reason: `no longer feeding this stream, left out: ${point.gone.join(', ')}` }) }));
+      void this.resume(client, sources, point.from);
+    } else
       this.write(
         client,
         sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `Last-Event-ID '${lastId.slice(0, 100)}' is not a position of this stream; streaming from now` }) }),
       );
   }
 
-  /** The per-route positions `lastId` names on `path`, or undefined when it names none of this path's. */
-  private resumePoint(path: string, lastId: string, sources: ReadonlyMap<string, ReplaySource>): SourcePositions | undefined {
-    if (this.shared.has(path)) {
-      const named = parseSources(lastId);
-      return named && [...named.keys()].every((route) => sources.has(route)) ? named : undefined;
+  /**
+   * The per-route positions `lastId` names on `path`, and the routes it names that no longer feed
+   * the path; undefined when it names none of this path's routes.
+   */
+  private resumePoint(path: string, lastId: string, sources: ReadonlyMap<string, ReplaySource>): { from: SourcePositions; gone: string[] } | undefined {
+    const named = parseSources(lastId);
+    if (named) {
+      // A composite id stays usable across a reload that removes some of its routes (even down to one).
+      const from: SourcePositions = new Map([...named].filter(([route]) => sources.has(route)));
+      const gone = [...named.keys()].filter((route) => !sources.has(route));
+      return from.size > 0 ? { from, gone } : undefined;
     }
+    // A one-route id on a path several routes feed could be read as any route's positions.
+    if (this.shared.has(path)) return undefined;
     const positions = parsePositions(lastId);
     const [route] = sources.keys();
-    return positions && route !== undefined ? new Map([[route, positions]]) : undefined;
+    return positions && route !== undefined ? { from: new Map([[route, positions]]), gone: [] } : undefined;
   }
 
   /**
