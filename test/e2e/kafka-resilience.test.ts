@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
-import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
-import { committedOffsets, kcatConsume, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { eventually, type RunningGateway, startGateway, useGateway } from '../helpers/gateway.js';
+import { committedOffsets, endOffsets, kcatConsume, kcatConsumeAll, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 const { CompressionCodecs, CompressionTypes } = kafkajs;
 
@@ -150,6 +150,56 @@ routes:
     await produceTo(kafka.bootstrap, t.strict, 1, '{"sentinel":true}');
     const out = await kcatConsume(kafka.bootstrap, t.strictOut, 2, 30000);
     assert.deepEqual(out.map((x) => x.value).sort(), ['{"on":"another partition"}', '{"sentinel":true}']);
+  });
+});
+
+describe('a corrupt batch in the middle of a fetch', () => {
+  let kafka: KafkaCluster;
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('copies the records before it once, dead-letters it, and copies the records after it, all read in one fetch', async () => {
+    const [from, out, dlq] = [kafka.topic('mid'), kafka.topic('mid-out'), kafka.topic('mid-dlq')];
+    for (const topic of [from, out, dlq]) await kafka.createTopic(topic, 1);
+    // Three batches written before any consumer reads the topic: the route's first fetch has them all.
+    const producer = testClient(kafka.bootstrap).producer();
+    await producer.connect();
+    try {
+      await producer.send({ topic: from, messages: [{ value: '{"before":1}' }, { value: '{"before":2}' }] });
+    } finally {
+      await producer.disconnect();
+    }
+    await produceCorruptBatch(kafka.bootstrap, from, 0, 3);
+    await produceTo(kafka.bootstrap, from, 0, '{"after":1}');
+
+    const gw = await startGateway(`
+version: 1
+brokers:
+  kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }
+routes:
+  - name: mid
+    from: { broker: kafka, topic: ${from} }
+    to: { broker: kafka, topic: ${out} }
+    deadletter: { broker: kafka, topic: ${dlq} }
+`);
+    try {
+      await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, 'eventgate-mid', from))[0], '6'), 30000, 200);
+    } finally {
+      await gw.stop();
+    }
+    // Each good record once, in order; the corrupt batch's three records are one dead letter.
+    assert.deepEqual((await endOffsets(kafka.bootstrap, out))[0], '3');
+    assert.deepEqual(
+      (await kcatConsumeAll(kafka.bootstrap, out)).map((r) => r.value),
+      ['{"before":1}', '{"before":2}', '{"after":1}'],
+    );
+    const dead = await kcatConsumeAll(kafka.bootstrap, dlq);
+    assert.equal(dead.length, 1);
+    assert.deepEqual(JSON.parse(dead[0]!.headers._eventgate_source!), { topic: from, partition: 0, offset: '2', lastOffset: '4' });
   });
 });
 
