@@ -1,5 +1,5 @@
 import { alternate, pairedRatio, slicing } from '../compare.js';
-import { startBaseline, startGateway } from '../processes.js';
+import { groupCpuMs, startBaseline, startGateway } from '../processes.js';
 import { judge, warmupSeconds, type Scenario } from '../scenario.js';
 import { startMosquitto, startNats, startRabbit, type MessageServer } from '../../test/helpers/servers.js';
 import { pikaDeclareQueue, RawNats } from '../../test/helpers/peers.js';
@@ -43,8 +43,9 @@ routes:
     to: { broker: target, topic: ${b.topic} }
 `);
         try {
-          const gateway = httpTarget(gw.url('api', '/light'), gw.process.pid!, CONNECTIONS);
-          const baseline = httpTarget(`http://127.0.0.1:${diy.port}/light`, diy.pid, CONNECTIONS);
+          const brokerCpu = () => groupCpuMs(server.pid()!);
+          const gateway = httpTarget(gw.url('api', '/light'), gw.process.pid!, CONNECTIONS, brokerCpu);
+          const baseline = httpTarget(`http://127.0.0.1:${diy.port}/light`, diy.pid, CONNECTIONS, brokerCpu);
           await baseline(warmupSeconds(duration));
           await gateway(warmupSeconds(duration));
           const s = await alternate(duration, gateway, baseline);

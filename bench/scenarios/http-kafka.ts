@@ -1,6 +1,6 @@
 import { alternate } from '../compare.js';
 import { httpKafkaConfig } from '../configs.js';
-import { startBaseline, startGateway, startKafka } from '../processes.js';
+import { cpuMs, startBaseline, startGateway, startKafka } from '../processes.js';
 import { judge, warmupSeconds, type Scenario } from '../scenario.js';
 import { byConnections, CONNECTION_COUNTS, httpTarget } from './http-memory.js';
 
@@ -22,9 +22,10 @@ export const httpKafka: Scenario = {
       const gw = await startGateway(httpKafkaConfig(kafka.bootstrap, topic));
       try {
         const perCount = [];
+        const brokerCpu = kafka.pid === undefined ? undefined : () => cpuMs(kafka.pid!);
         for (const connections of CONNECTION_COUNTS) {
-          const gateway = httpTarget(gw.url('api', '/light'), gw.process.pid!, connections);
-          const baseline = httpTarget(`http://127.0.0.1:${diy.port}/light`, diy.pid, connections);
+          const gateway = httpTarget(gw.url('api', '/light'), gw.process.pid!, connections, brokerCpu);
+          const baseline = httpTarget(`http://127.0.0.1:${diy.port}/light`, diy.pid, connections, brokerCpu);
           await baseline(warmupSeconds(duration));
           await gateway(warmupSeconds(duration));
           perCount.push({ connections, s: await alternate(duration, gateway, baseline) });

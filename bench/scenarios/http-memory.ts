@@ -10,6 +10,10 @@ export const CONNECTIONS = 50;
 
 export interface HttpSlice extends HttpLoadResult {
   cpuUsPerRequest: number;
+  /** The harness process's CPU per request: autocannon, the load generator, runs in it. */
+  loadCpuUsPerRequest: number;
+  /** The message server's CPU per request, when the scenario names one (mosquitto, RabbitMQ, the mock cluster). */
+  brokerCpuUsPerRequest?: number;
 }
 
 /** Connection counts every HTTP scenario is measured at (the target must hold at each). */
@@ -64,11 +68,24 @@ export function byConnections(baselineName: string, perCount: { connections: num
   };
 }
 
-/** A function that loads one server for a slice and reports what it did and what it cost. */
-export function httpTarget(url: string, pid: number, connections = CONNECTIONS): (seconds: number) => Promise<HttpSlice> {
+/**
+ * A function that loads one server for a slice and reports what it did and what it cost: the
+ * server's CPU, the load generator's (this process) and, with `brokerCpuMs`, the message server's.
+ * With every process on the same cores, the three together bound the rate a side can reach.
+ */
+export function httpTarget(url: string, pid: number, connections = CONNECTIONS, brokerCpuMs?: () => number): (seconds: number) => Promise<HttpSlice> {
   return async (seconds) => {
+    const load = process.cpuUsage();
+    const broker = brokerCpuMs?.() ?? 0;
     const { result, cpuMs } = await withCpu(pid, () => runHttpLoad({ url, body: LIGHT_BODY, connections }, seconds));
-    return { ...result, cpuUsPerRequest: (cpuMs * 1000) / Math.max(1, result.requests) };
+    const perRequest = (ms: number) => (ms * 1000) / Math.max(1, result.requests);
+    const used = process.cpuUsage(load);
+    return {
+      ...result,
+      cpuUsPerRequest: perRequest(cpuMs),
+      loadCpuUsPerRequest: perRequest((used.user + used.system) / 1000),
+      ...(brokerCpuMs ? { brokerCpuUsPerRequest: perRequest(brokerCpuMs() - broker) } : {}),
+    };
   };
 }
 
@@ -81,5 +98,7 @@ export function httpFigures(slices: HttpSlice[]) {
     errors: sumOf(slices, (r) => r.errors),
     slices: slices.map((r) => r.rps),
     cpu_us_per_request: medianOf(slices, (r) => r.cpuUsPerRequest),
+    load_cpu_us_per_request: medianOf(slices, (r) => r.loadCpuUsPerRequest),
+    ...(slices[0]?.brokerCpuUsPerRequest === undefined ? {} : { broker_cpu_us_per_request: medianOf(slices, (r) => r.brokerCpuUsPerRequest!) }),
   };
 }

@@ -19,6 +19,8 @@ import { killOnExit } from './reaper.js';
 export interface KafkaCluster {
   /** Comma-separated bootstrap servers. */
   bootstrap: string;
+  /** The mock cluster's process (undefined for a real cluster): the benchmarks read its CPU time. */
+  pid?: number;
   /** False against a real cluster (KAFKA_BROKERS): down()/up() are not available there. */
   canInjectOutages: boolean;
   /**
@@ -102,6 +104,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
   killOnExit(() => child.kill('SIGKILL'));
   return {
     bootstrap,
+    pid: child.pid,
     canInjectOutages: true,
     consumerYaml: '{ sessionTimeoutMs: 4000, heartbeatIntervalMs: 500, rebalanceTimeoutMs: 4000, maxWaitMs: 100 }',
     topic: uniqueTopic,

@@ -21,6 +21,8 @@ export interface MessageServer {
   down(): Promise<void>;
   up(): Promise<void>;
   stop(): Promise<void>;
+  /** The server's process group (its start script's pid), while it runs: the benchmarks read its CPU time. */
+  pid(): number | undefined;
 }
 
 /** A port nothing listens on right now (the OS's choice for port 0, released at once). */
@@ -84,6 +86,10 @@ class ServerProcess {
     await acceptsConnections(this.port, child, this.what, this.readyTimeoutMs, () => this.log());
   }
 
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   log(): string {
     let file = '';
     if (this.logFile)
@@ -120,6 +126,7 @@ function serverOf(proc: ServerProcess, url: string, port: number, dir: string, c
     host: '127.0.0.1',
     port,
     dir,
+    pid: () => proc.pid,
     down: () => proc.stop(),
     up: () => proc.start(),
     async stop() {
