@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type * as Ws from 'ws';
 import type { WebSocket, RawData, WebSocketServer as WsServer } from 'ws';
@@ -56,23 +57,62 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  * to read them and learn why it is disconnected. Nothing new is queued for it meanwhile.
  */
 const SLOW_CLIENT_GRACE_MS = 5000;
+/** Where a client's first frame queues behind. */
+const SETTLED: Promise<void> = Promise.resolve();
 
-interface Client extends BatchClient {
-  ws: WebSocket;
-  path: string;
-  remoteAddress: string | undefined;
-  /** The handshake: auth steps verify its credentials (once, then cached) for every frame. */
-  request: RequestMeta;
-  /** Frames of this client are handled one after another, so acks and errors keep the client's order. */
-  queue: Promise<void>;
+/**
+ * A client, from its handshake on. It is also the handshake's RequestMeta, which auth steps verify
+ * (once, then cached per request object) for every frame. What a connection holds is what an idle
+ * client costs (the `memory` scenario, docs/performance.md): one object here rather than a client,
+ * a request and a promise, no closures per connection (the socket's events go to shared handlers),
+ * and the peer address read from the socket only when something asks for it (node keeps it on the
+ * socket once read).
+ */
+class Client implements BatchClient, RequestMeta {
+  /** Set once the upgrade is done. */
+  ws!: WebSocket;
+  /** Frames of this client are handled one after another, so acks and errors keep the client's order; made with the first frame. */
+  queue: Promise<void> | undefined = undefined;
   /** Frames received and not yet answered (published, acked or refused): bounded by maxPendingFrames. */
-  pending: number;
+  pending = 0;
   /** Disconnected for exceeding its send bound: nothing more is read from or queued for it. */
-  evicted: boolean;
+  evicted = false;
   /** Closes the connection when its credential expires (a JWT's exp). */
-  expiry: NodeJS.Timeout | undefined;
-  /** Trace context of the handshake request (W3C traceparent/tracestate): each frame's message continues it. */
-  trace: Record<string, string> | undefined;
+  expiry: NodeJS.Timeout | undefined = undefined;
+  batchSkip = 0;
+  batchEpoch = -1;
+
+  constructor(
+    readonly listener: WebSocketListener,
+    readonly path: string,
+    readonly headers: RequestMeta['headers'],
+    readonly query: RequestMeta['query'],
+    /** Trace context of the handshake request (W3C traceparent/tracestate): each frame's message continues it. */
+    readonly trace: Record<string, string> | undefined,
+    private readonly socket: Duplex,
+  ) {}
+
+  get remoteAddress(): string | undefined {
+    return (this.socket as Socket).remoteAddress;
+  }
+}
+
+/** The client of each connection, for the socket events' shared handlers (`this` is the WebSocket). */
+const clientOf = new WeakMap<WebSocket, Client>();
+
+function onClientClose(this: WebSocket): void {
+  const c = clientOf.get(this);
+  if (c) c.listener.left(c);
+}
+
+function onClientError(this: WebSocket, err: Error): void {
+  const c = clientOf.get(this);
+  c?.listener.env.logger.debug({ listener: c.listener.name, path: c.path, err: err.message }, 'client error');
+}
+
+function onClientMessage(this: WebSocket, data: RawData, isBinary: boolean): void {
+  const c = clientOf.get(this);
+  if (c) c.listener.frame(c, data, isBinary);
 }
 
 /**
@@ -94,7 +134,7 @@ export class WebSocketListener implements ListenerRuntime {
   constructor(
     readonly name: string,
     options: WebSocketOptions,
-    private readonly env: RuntimeEnv,
+    readonly env: RuntimeEnv,
   ) {
     this.options = options;
     this.server = createTransport(
@@ -106,7 +146,8 @@ export class WebSocketListener implements ListenerRuntime {
       },
       env.logger,
     );
-    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD });
+    // clientTracking off: ws would keep its own set of clients and a close handler per connection; the listener has its own.
+    this.wss = new WebSocketServer({ noServer: true, clientTracking: false, perMessageDeflate: false, maxPayload: options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD });
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
   }
 
@@ -155,7 +196,7 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   private async recheck(c: Client): Promise<void> {
-    const admission = await this.admit(c.path, c.request).catch(() => undefined);
+    const admission = await this.admit(c.path, c).catch(() => undefined);
     if (admission && !admission.ok && (admission.problem.status === 401 || admission.problem.status === 403)) {
       this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, status: admission.problem.status }, 'client no longer authorized after reload; disconnecting');
       this.clients.get(c.path)?.delete(c);
@@ -223,18 +264,18 @@ export class WebSocketListener implements ListenerRuntime {
     if (origin !== undefined && origins !== '*' && !origins.some((o) => o.toLowerCase() === origin.toLowerCase())) {
       return refuse(socket, problem('EG_ORIGIN_NOT_ALLOWED', `origin ${origin} may not connect to this listener`));
     }
-    const request: RequestMeta = { headers: req.headers, query: parseQuery(url.indexOf('?') === -1 ? '' : url.slice(url.indexOf('?') + 1)), remoteAddress: req.socket.remoteAddress };
+    const client = new Client(this, this.pathName(path), sharedValues(req.headers), parseQuery(q === -1 ? '' : url.slice(q + 1)), handshakeTrace(req), socket);
     // node hands over the socket without an error listener; one must be there while auth is awaited.
     const onError = () => socket.destroy();
     socket.on('error', onError);
-    this.admit(path, request).then(
+    this.admit(path, client).then(
       (admission) => {
         socket.off('error', onError);
         if (!admission.ok) return refuse(socket, admission.problem);
         // A reload or shutdown may have happened while the credentials were checked.
         if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
         if (!this.bindings.publish.has(path) && !this.bindings.forward.has(path)) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, path, req, request, admission.until));
+        this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, client, admission.until));
       },
       (err) => {
         socket.off('error', onError);
@@ -332,34 +373,37 @@ export class WebSocketListener implements ListenerRuntime {
     void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
   }
 
-  private onConnection(ws: WebSocket, path: string, req: IncomingMessage, request: RequestMeta, until: number | undefined): void {
-    const client: Client = {
-      ws,
-      path,
-      remoteAddress: req.socket.remoteAddress,
-      request,
-      queue: Promise.resolve(),
-      pending: 0,
-      evicted: false,
-      expiry: undefined,
-      trace: handshakeTrace(req),
-      batchSkip: 0,
-      batchEpoch: -1,
-    };
+  private onConnection(ws: WebSocket, client: Client, until: number | undefined): void {
+    client.ws = ws;
     this.expireAt(client, until);
-    let set = this.clients.get(path);
-    if (!set) this.clients.set(path, (set = new Set()));
+    let set = this.clients.get(client.path);
+    if (!set) this.clients.set(client.path, (set = new Set()));
     set.add(client);
-    this.batches.get(path)?.joined(client);
-    ws.on('close', () => {
-      clearTimeout(client.expiry);
-      this.clients.get(path)?.delete(client);
-    });
-    ws.on('error', (err) => this.env.logger.debug({ listener: this.name, path, err: err.message }, 'client error'));
-    ws.on('message', (data, isBinary) => this.onFrame(client, data, isBinary));
+    this.batches.get(client.path)?.joined(client);
+    clientOf.set(ws, client);
+    ws.on('close', onClientClose);
+    ws.on('error', onClientError);
+    ws.on('message', onClientMessage);
   }
 
-  private onFrame(client: Client, data: RawData, isBinary: boolean): void {
+  /** The connection closed. */
+  left(client: Client): void {
+    clearTimeout(client.expiry);
+    this.clients.get(client.path)?.delete(client);
+  }
+
+  /**
+   * The path as the bindings spell it, so that 10,000 clients of a path share one string rather
+   * than each keeping its own slice of its request line.
+   */
+  private pathName(path: string): string {
+    for (const p of this.bindings.publish.keys()) if (p === path) return p;
+    for (const p of this.bindings.forward) if (p === path) return p;
+    return path;
+  }
+
+  /** A frame from a client (onClientMessage). */
+  frame(client: Client, data: RawData, isBinary: boolean): void {
     // ws may still hand over frames it had already read when the client was evicted.
     if (client.evicted) return;
     const route = this.bindings.publish.get(client.path);
@@ -382,7 +426,7 @@ export class WebSocketListener implements ListenerRuntime {
   private enqueue(client: Client, handle: () => void | Promise<void>): void {
     const max = this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING;
     if (++client.pending >= max) client.ws.pause();
-    client.queue = client.queue
+    client.queue = (client.queue ?? SETTLED)
       .then(() => (client.evicted ? undefined : handle()))
       .catch((err: Error) => this.env.logger.error({ listener: this.name, path: client.path, err: err.message }, 'frame failed unexpectedly'))
       .finally(() => {
@@ -394,7 +438,7 @@ export class WebSocketListener implements ListenerRuntime {
     // A frame still waiting when its client left is not published: no one would learn its outcome.
     if (client.ws.readyState !== 1) return;
     try {
-      const ctx: MessageContext = { route: route.name, path: {}, query: client.request.query, remoteAddress: client.remoteAddress, request: client.request };
+      const ctx: MessageContext = { route: route.name, path: {}, query: client.query, remoteAddress: client.remoteAddress, request: client };
       const answer = answerFor(await route.handle(msg, ctx));
       if (answer.problem) this.sendError(client, answer.problem);
       else if (route.options.ack) this.sendTo(client, JSON.stringify({ type: 'ack', ...answer.body }));
@@ -415,6 +459,37 @@ const { Sender } = wsModule as unknown as { Sender: { frame(data: Buffer, option
 /** A complete unmasked text frame (header + payload), as a server sends it. */
 function textFrame(payload: Buffer): Buffer {
   return Buffer.concat(Sender.frame(payload, { fin: true, opcode: 0x01, mask: false, readOnly: false, rsv1: false }));
+}
+
+/** Header values seen in handshakes, each kept once (bounded: emptied when full). */
+const HEADER_VALUES = new Map<string, string>();
+const HEADER_VALUES_MAX = 1024;
+/** Longer values (cookies, tokens) are rarely shared between clients. */
+const SHARED_VALUE_MAX_LENGTH = 256;
+
+/**
+ * The handshake's headers, kept for as long as the client is connected (auth steps check them
+ * again after a reload), with the values many clients send alike (host, user-agent, upgrade,
+ * accept-language, ...) shared: node makes new strings for every request, which 10,000 idle
+ * clients would each keep. sec-websocket-key is unique to each handshake (RFC 6455).
+ */
+function sharedValues(headers: IncomingMessage['headers']): RequestMeta['headers'] {
+  const out: Record<string, string | string[] | undefined> = {};
+  for (const name of Object.keys(headers)) {
+    const v = headers[name];
+    if (typeof v !== 'string' || name === 'sec-websocket-key' || v.length > SHARED_VALUE_MAX_LENGTH) {
+      out[name] = v;
+      continue;
+    }
+    let shared = HEADER_VALUES.get(v);
+    if (shared === undefined) {
+      if (HEADER_VALUES.size >= HEADER_VALUES_MAX) HEADER_VALUES.clear();
+      HEADER_VALUES.set(v, v);
+      shared = v;
+    }
+    out[name] = shared;
+  }
+  return out;
 }
 
 /** The handshake's trace context headers, if it had any; the route gives each frame its own span within that trace. */
