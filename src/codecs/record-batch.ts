@@ -5,7 +5,7 @@
  * (idempotent and transactional producers depend on them) and its compression codec; the CRC-32C
  * is computed afresh over the new bytes.
  */
-import { crc32c } from '@aws-crypto/crc32c';
+import { crc32c } from './crc32c.js';
 import { codecOf, compress, decompress, DecompressedTooLarge, snappyFraming } from './compression.js';
 import { ProtocolError, Reader, Writer } from './kafka-protocol/wire.js';
 
