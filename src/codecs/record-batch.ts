@@ -393,3 +393,183 @@ export function decompressBudget(compression: BatchCompression, maxBytes: number
     },
   };
 }
+
+// ---- A producer's batches --------------------------------------------------------------------
+
+/** A record as a producer hands it over: text goes as UTF-8, a header with several values repeats its name. */
+export interface OutgoingRecord {
+  key?: Buffer | string | null;
+  value: Buffer | string | null;
+  headers?: Record<string, Buffer | string | readonly (Buffer | string)[] | undefined>;
+  /** Milliseconds since the epoch (or their decimal text); the batch's time when absent. */
+  timestamp?: number | string;
+}
+
+/** The batch fields a producer sets (idempotent and transactional producers number their records). */
+export interface ProducerBatchFields {
+  producerId: bigint;
+  producerEpoch: number;
+  baseSequence: number;
+  transactional: boolean;
+  /** Kafka's codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd). */
+  codec: number;
+}
+
+const TRANSACTIONAL = 0x10;
+
+/**
+ * Encodes `records` as one v2 batch: record sizes in a first pass, then every field written into
+ * one buffer (uncompressed) or into the records section that is then compressed. This is the
+ * gateway's producer path (kinds/brokers/kafka/produce-request.ts); kafkajs' encoder built a
+ * Buffer per field and an encoder per record and per header.
+ */
+export function encodeProducerBatch(records: readonly OutgoingRecord[], fields: ProducerBatchFields, compression: BatchCompression): Buffer | Promise<Buffer> {
+  const now = Date.now();
+  let first = Number.POSITIVE_INFINITY;
+  let max = Number.NEGATIVE_INFINITY;
+  for (const r of records) {
+    const t = r.timestamp === undefined || r.timestamp === '' ? now : Number(r.timestamp);
+    if (t < first) first = t;
+    if (t > max) max = t;
+  }
+  if (records.length === 0) first = max = now;
+  const sizes = new Array<number>(records.length);
+  let section = 0;
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
+    const t = r.timestamp === undefined || r.timestamp === '' ? now : Number(r.timestamp);
+    const body = 1 + varlongSize(t - first) + varintSize(i) + bytesSize(r.key) + bytesSize(r.value) + headersSize(r.headers);
+    sizes[i] = body;
+    section += varintSize(body) + body;
+  }
+  const writeSection = (buf: Buffer, at: number): number => {
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!;
+      const t = r.timestamp === undefined || r.timestamp === '' ? now : Number(r.timestamp);
+      at = putVarint(buf, at, sizes[i]!);
+      buf[at++] = 0; // attributes: none are defined for records
+      at = putVarlong(buf, at, t - first);
+      at = putVarint(buf, at, i);
+      at = putBytes(buf, at, r.key);
+      at = putBytes(buf, at, r.value);
+      at = putHeaders(buf, at, r.headers);
+    }
+    return at;
+  };
+  const attributes = (fields.codec & 0x07) | (fields.transactional ? TRANSACTIONAL : 0);
+  const header = (buf: Buffer, sectionLength: number): Buffer => {
+    buf.writeBigInt64BE(0n, 0); // base offset: the broker assigns
+    buf.writeInt32BE(BATCH_HEADER_BYTES - 12 + sectionLength, 8);
+    buf.writeInt32BE(0, 12); // partition leader epoch
+    buf[16] = 2; // magic
+    buf.writeInt16BE(attributes, 21);
+    buf.writeInt32BE(records.length - 1, 23); // last offset delta
+    putInt64(buf, 27, first);
+    putInt64(buf, 35, max);
+    buf.writeBigInt64BE(fields.producerId, 43);
+    buf.writeInt16BE(fields.producerEpoch, 51);
+    buf.writeInt32BE(fields.baseSequence, 53);
+    buf.writeInt32BE(records.length, 57);
+    buf.writeUInt32BE(crc32c(buf.subarray(CRC_FROM)) >>> 0, 17);
+    return buf;
+  };
+  if ((fields.codec & 0x07) === 0) {
+    const buf = Buffer.allocUnsafe(BATCH_HEADER_BYTES + section);
+    writeSection(buf, BATCH_HEADER_BYTES);
+    return header(buf, section);
+  }
+  const plain = Buffer.allocUnsafe(section);
+  writeSection(plain, 0);
+  return compression.compress(fields.codec & 0x07, plain).then((packed) => {
+    const buf = Buffer.allocUnsafe(BATCH_HEADER_BYTES + packed.length);
+    packed.copy(buf, BATCH_HEADER_BYTES);
+    return header(buf, packed.length);
+  });
+}
+
+/** Bytes of an unsigned LEB128 varint. */
+function uvarintSize(u: number): number {
+  let n = 1;
+  while (u >= 0x80) {
+    u = Math.floor(u / 0x80);
+    n++;
+  }
+  return n;
+}
+
+const zigzag = (v: number): number => (v >= 0 ? v * 2 : -v * 2 - 1);
+const varintSize = (v: number): number => uvarintSize(zigzag(v));
+/** Record timestamp deltas are well within 2^52 ms, where zig-zag in doubles is exact. */
+const varlongSize = varintSize;
+
+function putUvarint(buf: Buffer, at: number, u: number): number {
+  while (u >= 0x80) {
+    buf[at++] = (u % 0x80) | 0x80;
+    u = Math.floor(u / 0x80);
+  }
+  buf[at++] = u;
+  return at;
+}
+
+const putVarint = (buf: Buffer, at: number, v: number): number => putUvarint(buf, at, zigzag(v));
+const putVarlong = putVarint;
+
+function putInt64(buf: Buffer, at: number, v: number): void {
+  buf.writeInt32BE(Math.floor(v / 0x1_0000_0000), at);
+  buf.writeUInt32BE(v >>> 0, at + 4);
+}
+
+function bytesSize(v: Buffer | string | null | undefined): number {
+  if (v === null || v === undefined) return 1;
+  const n = typeof v === 'string' ? Buffer.byteLength(v) : v.length;
+  return varintSize(n) + n;
+}
+
+function putBytes(buf: Buffer, at: number, v: Buffer | string | null | undefined): number {
+  if (v === null || v === undefined) return putVarint(buf, at, -1);
+  if (typeof v === 'string') {
+    at = putVarint(buf, at, Buffer.byteLength(v));
+    return at + buf.write(v, at); // UTF-8; the buffer was sized for exactly these bytes
+  }
+  at = putVarint(buf, at, v.length);
+  return at + v.copy(buf, at);
+}
+
+type OutgoingHeaders = OutgoingRecord['headers'];
+
+function headersSize(headers: OutgoingHeaders): number {
+  let count = 0;
+  let size = 0;
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    const keySize = bytesSize(name);
+    if (Array.isArray(v)) {
+      for (const each of v as readonly (Buffer | string)[]) {
+        count++;
+        size += keySize + bytesSize(each);
+      }
+    } else {
+      count++;
+      size += keySize + bytesSize(v as Buffer | string);
+    }
+  }
+  return varintSize(count) + size;
+}
+
+function putHeaders(buf: Buffer, at: number, headers: OutgoingHeaders): number {
+  let count = 0;
+  for (const name in headers) {
+    const v = headers[name];
+    if (v !== undefined) count += Array.isArray(v) ? v.length : 1;
+  }
+  at = putVarint(buf, at, count);
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) {
+      for (const each of v as readonly (Buffer | string)[]) at = putBytes(buf, putBytes(buf, at, name), each);
+    } else at = putBytes(buf, putBytes(buf, at, name), v as Buffer | string);
+  }
+  return at;
+}

@@ -160,14 +160,23 @@ export function peekProduceRequest(head: Buffer, header: RequestHeader): { acks:
 
 /** The same request with other records (the header bytes are kept as the client sent them). */
 export function writeProduceRequest(body: Buffer, header: RequestHeader, req: ProduceRequest): Buffer {
-  const w = new Writer().raw(body.subarray(0, header.bodyOffset));
-  if (header.apiVersion >= 3) w.nullableString(req.transactionalId);
+  return produceFields(new Writer().raw(body.subarray(0, header.bodyOffset)), header.apiVersion, req).finish();
+}
+
+/** A Produce request's body (what follows the request header), v3 to v8: the versions whose body is laid out alike. */
+export function encodeProduceRequest(apiVersion: number, req: ProduceRequest): Buffer {
+  if (apiVersion < 3 || apiVersion > 8) throw new ProtocolError(`Produce v${apiVersion} is not encoded here (v3 to v8 are)`);
+  return produceFields(new Writer(), apiVersion, req).finish();
+}
+
+function produceFields(w: Writer, apiVersion: number, req: ProduceRequest): Writer {
+  if (apiVersion >= 3) w.nullableString(req.transactionalId);
   w.int16(req.acks).int32(req.timeoutMs).int32(req.topics.length);
   for (const t of req.topics) {
     w.string(t.name).int32(t.partitions.length);
     for (const p of t.partitions) w.int32(p.index).nullableBytes(p.records);
   }
-  return w.finish();
+  return w;
 }
 
 export interface PartitionError {

@@ -3,11 +3,13 @@ import type { KafkaConfig, LogEntry } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { KafkaSettings } from '../kafka.js';
 import { registerCodecs } from './codecs.js';
+import { encodeProduceRequestsHere } from './produce-request.js';
 
 const { logLevel } = kafkajs;
 
-// Every kafkajs client of the gateway reads and writes all five codecs.
+// Every kafkajs client of the gateway reads and writes all five codecs, and encodes its produce requests with the project's codec.
 registerCodecs();
+encodeProduceRequestsHere();
 
 /** What every kafkajs client of one broker shares: where the cluster is, how to log in, where to log. */
 export function clientConfig(settings: KafkaSettings, logger: Logger): KafkaConfig {
