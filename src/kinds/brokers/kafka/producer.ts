@@ -45,8 +45,6 @@ export class RecordProducer {
   /** Ends the linger wait early when the next batch is full. */
   private batchFull: (() => void) | undefined;
   private stopped = false;
-  /** The partition kafkajs chose for each record, so a retried batch keeps it and offsets can be told per record. */
-  private readonly partitionOf = new WeakMap<object, number>();
   /** One queue and one timer for every publish's ackTimeoutMs, not a timer per publish. */
   private readonly deadlines: AckDeadlines;
 
@@ -62,15 +60,16 @@ export class RecordProducer {
     this.deadlines = new AckDeadlines(ack, broker);
     // The producer's requests and retries fit in the ack timeout.
     const client = new Kafka({ ...base, requestTimeout: Math.max(ack, 1000), retry: retryWithin(ack) });
-    const partitionOf = this.partitionOf;
+    // The partition first chosen for a record stays on it (kafkajs' `partition` field, which its
+    // partitioners honour), so a retried batch keeps it and offsets can be told per record.
     const createPartitioner: ICustomPartitioner = () => {
       const choose = Partitioners.DefaultPartitioner();
       return (args) => {
-        const known = partitionOf.get(args.message);
+        const record = args.message;
+        const known = record.partition;
         if (known !== undefined && known < args.partitionMetadata.length) return known;
-        const p = choose(args);
-        partitionOf.set(args.message, p);
-        return p;
+        record.partition = undefined;
+        return (record.partition = choose(args));
       };
     };
     this.producer = client.producer({
@@ -182,18 +181,23 @@ export class RecordProducer {
         compression: CODEC_IDS[this.settings.producer.compression],
         topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
       });
-      const base = new Map<string, bigint>();
-      for (const r of results) base.set(`${r.topicName}\0${r.partition}`, BigInt(r.baseOffset ?? '-1'));
-      // Records of one partition are sent in batch order, so the n-th gets baseOffset + n.
-      const seen = new Map<string, bigint>();
+      // Records of one partition are sent in batch order, so the n-th gets baseOffset + n: the
+      // next offset of each partition, per topic, counted on as its records are settled.
+      const next = new Map<string, (bigint | undefined)[]>();
+      if (acks !== 0)
+        for (const r of results) {
+          const b = BigInt(r.baseOffset ?? '-1');
+          if (b < 0n) continue;
+          let partitions = next.get(r.topicName);
+          if (!partitions) next.set(r.topicName, (partitions = []));
+          partitions[r.partition] = b;
+        }
       for (const p of batch) {
-        const partition = this.partitionOf.get(p.record) ?? -1;
-        const k = `${p.topic}\0${partition}`;
-        const n = seen.get(k) ?? 0n;
-        seen.set(k, n + 1n);
-        const b = base.get(k);
-        const offset = acks === 0 || b === undefined || b < 0n ? '-1' : String(b + n);
-        settle(p, { broker: this.broker, topic: p.topic, partition, offset });
+        const partition = p.record.partition ?? -1;
+        const partitions = next.get(p.topic);
+        const at = partitions?.[partition];
+        if (at !== undefined) partitions![partition] = at + 1n;
+        settle(p, { broker: this.broker, topic: p.topic, partition, offset: at === undefined ? '-1' : String(at) });
       }
       this.events.acknowledged();
     } catch (err) {
