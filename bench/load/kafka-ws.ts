@@ -17,8 +17,12 @@ const TICK_MS = 5;
 export interface LatencySide {
   /** Milliseconds from producer.send() to the frame's arrival at the sentinel client. */
   latencies: number[];
-  /** Records that reached the sentinel client. */
+  /** Records of the current phase that reached the sentinel client (each counted once). */
   received: number;
+  /** The sequence numbers received in the current phase. */
+  seen: Set<number>;
+  /** Records of the current phase that reached the sentinel client again. */
+  duplicates: number;
   /** Frames all clients received. */
   frames: number;
 }
@@ -31,13 +35,21 @@ interface Subscribers {
 /**
  * `clients` lean subscribers (frame-counter.ts); the first one also reads each payload's sequence
  * number to time it. One sentinel is enough to time the path, and parsing every frame on every
- * client would make this process, not the servers, the bottleneck.
+ * client would make this process, not the servers, the bottleneck. Only records of the current
+ * phase are timed: `sentAt` is cleared when a phase starts, so a record produced before it (a
+ * warm-up record that arrives late) is not counted in it.
  */
-async function subscribeFrames(url: string, clients: number, sentAt: Map<number, number>, measuring: () => boolean): Promise<Subscribers> {
-  const side: LatencySide = { latencies: [], received: 0, frames: 0 };
+async function subscribeFrames(url: string, clients: number, sentAt: Map<number, number>): Promise<Subscribers> {
+  const side: LatencySide = { latencies: [], received: 0, seen: new Set(), duplicates: 0, frames: 0 };
   const onPayload = (text: string) => {
-    const t = sentAt.get((JSON.parse(text) as { seq: number }).seq);
-    if (t === undefined || !measuring()) return;
+    const { seq } = JSON.parse(text) as { seq: number };
+    const t = sentAt.get(seq);
+    if (t === undefined) return;
+    if (side.seen.has(seq)) {
+      side.duplicates++;
+      return;
+    }
+    side.seen.add(seq);
     side.latencies.push(performance.now() - t);
     side.received++;
   };
@@ -110,46 +122,73 @@ export function fixedRate(publisher: BatchPublisher, sentAt: Map<number, number>
   };
 }
 
-export async function fixedRateProducer(bootstrap: string, topic: string, sentAt: Map<number, number>): Promise<FixedRateProducer> {
+/**
+ * Each send() (one tick's records) goes to one partition, the next send to the next: the sticky
+ * partitioning that librdkafka and the Java client use for records without a key (KIP-480), which
+ * is what a producer with a linger does. kafkajs's own partitioner spreads every send over all
+ * partitions, one small batch each; on librdkafka's mock cluster, which answers a fetch with at
+ * most one batch per partition, that made each consumer need a fetch round trip per broker every
+ * tick just to keep up (docs/performance.md, "kafka-ws-latency on the mock cluster").
+ */
+export async function fixedRateProducer(bootstrap: string, topic: string, partitions: number, sentAt: Map<number, number>): Promise<FixedRateProducer> {
   const kafka = new Kafka({ clientId: 'bench-producer', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
   const producer = kafka.producer();
   await producer.connect();
-  return fixedRate({ send: (values) => producer.send({ topic, acks: 1, messages: values.map((value) => ({ value })) }), stop: () => producer.disconnect() }, sentAt);
+  let next = 0;
+  const send = (values: string[]) => {
+    const partition = next++ % partitions;
+    return producer.send({ topic, acks: 1, messages: values.map((value) => ({ value, partition })) });
+  };
+  return fixedRate({ send, stop: () => producer.disconnect() }, sentAt);
 }
 
 export function latencyFigures(side: LatencySide, produced: number) {
   const sorted = [...side.latencies].sort((a, b) => a - b);
-  return { p50_ms: percentile(sorted, 0.5), p99_ms: percentile(sorted, 0.99), max_ms: sorted[sorted.length - 1] ?? NaN, records: produced, received: side.received };
+  return { p50_ms: percentile(sorted, 0.5), p99_ms: percentile(sorted, 0.99), max_ms: sorted[sorted.length - 1] ?? NaN, records: produced, received: side.received, duplicates: side.duplicates };
 }
 
 /**
  * A gateway and its baseline, each with `clients` websocket subscribers, timed against one
- * producer: `sentAt` is where the producer notes when it sent each message (fixedRate), and the
- * subscribers record arrivals only while `measure` is measuring.
+ * producer: `sentAt` is where the producer notes when it sent each message (fixedRate); it holds
+ * the records of the current phase only (probe, warm-up, measured run).
  */
 export async function latencyRig(urls: { gateway: string; baseline: string }, clients: number) {
   const sentAt = new Map<number, number>();
-  let measuring = false;
-  const gateway = await subscribeFrames(urls.gateway, clients, sentAt, () => measuring);
-  const baseline = await subscribeFrames(urls.baseline, clients, sentAt, () => measuring);
+  const gateway = await subscribeFrames(urls.gateway, clients, sentAt);
+  const baseline = await subscribeFrames(urls.baseline, clients, sentAt);
+  const sides = [gateway.side, baseline.side];
+  /** A new phase: records produced before it are no longer timed or counted. */
+  const phase = () => {
+    sentAt.clear();
+    for (const s of sides) {
+      s.latencies = [];
+      s.received = 0;
+      s.seen.clear();
+      s.duplicates = 0;
+    }
+  };
+  /** Waits (bounded: a lost record never arrives) until both sides have received `produced` records of this phase; returns how long that took. */
+  const arrived = async (produced: number, timeoutMs: number) => {
+    const start = performance.now();
+    while (sides.some((s) => s.received < produced) && performance.now() - start < timeoutMs) await new Promise((r) => setTimeout(r, 10));
+    return performance.now() - start;
+  };
   return {
     sentAt,
     /**
-     * Probes until a message reaches each side (their subscriptions are in place), warms up,
-     * then publishes at `rate` for `duration` s and waits (bounded: a lost message never
-     * arrives) for the last ones.
+     * Probes until a message reaches each side (their subscriptions are in place), warms up and
+     * waits until both sides have received every warm-up record, then publishes at `rate` for
+     * `duration` s and waits (bounded) for the last ones. The measured run starts with nothing
+     * outstanding on either side, so what it reports is not the tail of the warm-up's backlog.
      */
     async measure(producer: FixedRateProducer, pids: { gateway: number; baseline: number }, rate: number, duration: number) {
-      measuring = true;
-      await producer.probe([gateway.side, baseline.side], () => gateway.side.received > 0 && baseline.side.received > 0, 30000);
-      measuring = false;
-      await producer.run(rate, warmupSeconds(duration));
-      await new Promise((r) => setTimeout(r, 500));
-      for (const s of [gateway.side, baseline.side]) {
-        s.latencies = [];
-        s.received = 0;
-      }
-      measuring = true;
+      phase();
+      await producer.probe(sides, () => gateway.side.received > 0 && baseline.side.received > 0, 30000);
+      phase();
+      const warm = await producer.run(rate, warmupSeconds(duration));
+      const catchUpMs = await arrived(warm, 10000);
+      await new Promise((r) => setTimeout(r, 100));
+      phase();
       const cpu0 = { gateway: cpuMs(pids.gateway), baseline: cpuMs(pids.baseline), load: process.cpuUsage() };
       const t0 = performance.now();
       const produced = await producer.run(rate, duration);
@@ -157,12 +196,12 @@ export async function latencyRig(urls: { gateway: string; baseline: string }, cl
       const own = process.cpuUsage(cpu0.load);
       // Share of a core each process used while messages flowed: a saturated load generator would inflate both sides' latency.
       const cores = { gateway: (cpuMs(pids.gateway) - cpu0.gateway) / elapsed, baseline: (cpuMs(pids.baseline) - cpu0.baseline) / elapsed, load_generator: (own.user + own.system) / 1000 / elapsed };
-      const until = performance.now() + 5000;
-      while ((gateway.side.received < produced || baseline.side.received < produced) && performance.now() < until) await new Promise((r) => setTimeout(r, 50));
-      measuring = false;
+      await arrived(produced, 5000);
       return {
         produced,
         cores,
+        /** How long after the warm-up's last send both sides had received all its records (a backlog left by the warm-up shows here, not in the figures). */
+        warmupCatchUpMs: catchUpMs,
         gateway: latencyFigures(gateway.side, produced),
         baseline: latencyFigures(baseline.side, produced),
         // How long the broker took to acknowledge the publishes: the part of the latency neither side controls.

@@ -56,6 +56,7 @@ routes:
             errors: produced - g.received,
             rate_per_s: RATE,
             publish_ack_p99_ms: m.ackP99,
+            warmup_catch_up_ms: m.warmupCatchUpMs,
             cores: m.cores,
             clients: CLIENTS,
             target: { field: 'ratio', op: '<=', limit: 1.2 },

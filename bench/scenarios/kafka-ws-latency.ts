@@ -38,7 +38,7 @@ export const kafkaWsLatency: Scenario = {
       });
       const gw = await startGateway(kafkaWsConfig(kafka.bootstrap, topic, JSON.stringify(consumer)));
       const rig = await latencyRig({ gateway: gw.url('push', '/stream', 'ws'), baseline: `ws://127.0.0.1:${diy.port}/stream` }, CLIENTS);
-      const producer = await fixedRateProducer(kafka.bootstrap, topic, rig.sentAt);
+      const producer = await fixedRateProducer(kafka.bootstrap, topic, PARTITIONS, rig.sentAt);
       try {
         // Both consumers must have joined their groups before the clock starts: measure() probes until a record gets through each.
         const m = await rig.measure(producer, { gateway: gw.process.pid!, baseline: diy.pid }, RATE, duration);
@@ -54,6 +54,7 @@ export const kafkaWsLatency: Scenario = {
           errors: produced - g.received,
           rate_per_s: RATE,
           produce_ack_p99_ms: m.ackP99,
+          warmup_catch_up_ms: m.warmupCatchUpMs,
           cores: m.cores,
           max_wait_ms: MAX_WAIT_MS,
           clients: CLIENTS,
