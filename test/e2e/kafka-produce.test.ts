@@ -6,13 +6,14 @@ import { kcatConsume, startKafka, type KafkaCluster } from '../helpers/kafka.js'
 
 describe('HTTP and WebSocket producers in front of Kafka', () => {
   let kafka: KafkaCluster;
-  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '' };
+  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '', spread: '' };
 
   before(async () => {
     // One broker: a produce request per batch, so the count below measures batching.
     kafka = await startKafka({ brokers: 1 });
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     await kafka.createTopic(t.ordered, 4);
+    await kafka.createTopic(t.spread, 4);
   });
   const gw = useGateway(
     () => `
@@ -50,6 +51,12 @@ routes:
   - name: ordered
     from: { listener: api, path: /ordered }
     to: { broker: kafka, topic: ${t.ordered}, key: k }
+  - name: spread
+    from: { listener: api, path: /spread }
+    to: { broker: kafka, topic: ${t.spread} }
+  - name: spread-together
+    from: { listener: api, path: /spread-together }
+    to: { broker: patient, topic: ${t.spread} }
   - name: by-region
     from: { listener: api, path: /regional }
     to: { broker: kafka, topic: { expression: '"${t.dyn}-" & region' } }
@@ -125,6 +132,29 @@ routes:
       const requests = kafka.produceRequests() - requestsBefore;
       assert.ok(requests <= 20, `100 concurrent publishes took ${requests} produce requests`);
     }
+  });
+
+  it('sends records without a key to one partition per produce request, the next partition each request', async () => {
+    // One after the other: each record is its own produce request, so each goes to the next partition.
+    const alone = [];
+    for (let i = 0; i < 8; i++) alone.push(await post(gw.url('api', '/spread'), { alone: i }));
+    for (const r of alone) assert.equal(r.status, 200, r.text);
+    const partitions = alone.map((r) => r.body.deliveries[0].partition as number);
+    assert.equal(new Set(partitions).size, 4, `spread over every partition: ${partitions}`);
+    for (let i = 1; i < partitions.length; i++) assert.notEqual(partitions[i], partitions[i - 1], `consecutive requests change partition: ${partitions}`);
+    // At once (the broker lingers 50 ms): records sharing a produce request share its partition.
+    const requestsBefore = kafka.produceRequests();
+    const together = await Promise.all(Array.from({ length: 40 }, (_, i) => post(gw.url('api', '/spread-together'), { together: i })));
+    for (const r of together) assert.equal(r.status, 200, r.text);
+    if (kafka.canInjectOutages) {
+      const requests = kafka.produceRequests() - requestsBefore;
+      const used = new Set(together.map((r) => r.body.deliveries[0].partition));
+      assert.ok(used.size <= requests, `40 records in ${requests} produce requests went to ${used.size} partitions`);
+    }
+    const records = await kcatConsume(kafka.bootstrap, t.spread, 48);
+    const at = new Map(records.map((r) => [`${r.partition}/${r.offset}`, JSON.parse(r.value!)]));
+    for (const [i, r] of alone.entries()) assert.deepEqual(at.get(`${r.body.deliveries[0].partition}/${r.body.deliveries[0].offset}`), { alone: i });
+    for (const [i, r] of together.entries()) assert.deepEqual(at.get(`${r.body.deliveries[0].partition}/${r.body.deliveries[0].offset}`), { together: i });
   });
 
   it('computes the topic from the message when the target topic is an expression', async () => {

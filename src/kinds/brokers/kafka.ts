@@ -55,7 +55,11 @@ const options = kindOptions('kafka', {
         idempotent: Type.Optional(Type.Boolean({ default: false, description: 'Idempotent producer: exactly-once per partition on retries; needs `acks: all`.' })),
         ackTimeoutMs: ms(5000, 1, 'A publish not acknowledged by then fails: HTTP 503, WebSocket error frame, retry for consume routes.'),
       },
-      { additionalProperties: false, description: 'How messages are published.' },
+      {
+        additionalProperties: false,
+        description:
+          "How messages are published. A record with a key goes to the partition its key's hash names (murmur2, as Kafka's Java client does); records without one go to one partition per produce request, the next one each request (sticky partitioning, Kafka's own default since 2.4).",
+      },
     ),
   ),
   consumer: Type.Optional(

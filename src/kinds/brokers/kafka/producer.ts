@@ -1,5 +1,5 @@
 import kafkajs from 'kafkajs';
-import type { ICustomPartitioner, IHeaders, KafkaConfig, Message as KafkaRecord, Producer, RetryOptions } from 'kafkajs';
+import type { ICustomPartitioner, IHeaders, KafkaConfig, Message as KafkaRecord, PartitionMetadata, Producer, RetryOptions } from 'kafkajs';
 import { CODEC_IDS } from '../../../codecs/compression.js';
 import type { Logger } from '../../../log.js';
 import { ORIGINAL, valuePayload, type Delivery, type Message, type OriginalRecord } from '../../../core/message.js';
@@ -47,6 +47,7 @@ export class RecordProducer {
   private stopped = false;
   /** One queue and one timer for every publish's ackTimeoutMs, not a timer per publish. */
   private readonly deadlines: AckDeadlines;
+  private readonly sticky = new StickyPartitions();
 
   constructor(
     private readonly broker: string,
@@ -62,6 +63,11 @@ export class RecordProducer {
     const client = new Kafka({ ...base, requestTimeout: Math.max(ack, 1000), retry: retryWithin(ack) });
     // The partition first chosen for a record stays on it (kafkajs' `partition` field, which its
     // partitioners honour), so a retried batch keeps it and offsets can be told per record.
+    // Records with a key go where its hash says (kafkajs' default, the Java client's murmur2);
+    // those without one go to one partition per batch, the next available one each batch (sticky
+    // partitioning, as Kafka's own producer does since 2.4, KIP-480): one produce request per
+    // batch instead of one per broker, while successive batches still spread over the partitions.
+    const sticky = this.sticky;
     const createPartitioner: ICustomPartitioner = () => {
       const choose = Partitioners.DefaultPartitioner();
       return (args) => {
@@ -69,7 +75,7 @@ export class RecordProducer {
         const known = record.partition;
         if (known !== undefined && known < args.partitionMetadata.length) return known;
         record.partition = undefined;
-        return (record.partition = choose(args));
+        return (record.partition = record.key === null || record.key === undefined ? sticky.partition(args.topic, args.partitionMetadata) : choose(args));
       };
     };
     this.producer = client.producer({
@@ -171,6 +177,7 @@ export class RecordProducer {
       if (!list) byTopic.set(p.topic, (list = []));
       list.push(p.record);
     }
+    this.sticky.nextBatch();
     try {
       await this.ensureProducer();
       const acks = ACKS[this.settings.producer.acks];
@@ -222,6 +229,28 @@ export class RecordProducer {
       },
     );
     return this.producerConnect;
+  }
+}
+
+/** The partition of each topic that the current batch's records without a key go to. */
+class StickyPartitions {
+  private batch = 0;
+  private readonly chosen = new Map<string, { batch: number; partition: number; turn: number }>();
+
+  nextBatch(): void {
+    this.batch++;
+  }
+
+  partition(topic: string, partitions: PartitionMetadata[]): number {
+    let c = this.chosen.get(topic);
+    if (!c) this.chosen.set(topic, (c = { batch: -1, partition: 0, turn: Math.floor(Math.random() * 0x7fffffff) }));
+    if (c.batch !== this.batch || c.partition >= partitions.length) {
+      const available = partitions.filter((p) => p.leader >= 0);
+      c.turn = (c.turn + 1) & 0x7fffffff;
+      c.partition = available.length > 0 ? available[c.turn % available.length]!.partitionId : c.turn % partitions.length;
+      c.batch = this.batch;
+    }
+    return c.partition;
   }
 }
 
