@@ -83,3 +83,70 @@ export function isDateTime(s: string): boolean {
   const utcHr = hr - tzH * tzSign - (utcMin < 0 ? 1 : 0);
   return (utcHr === 23 || utcHr === -1) && (utcMin === 59 || utcMin === -1) && sec < 61;
 }
+
+/** The two-digit number at `buf[i]`, or -1. */
+function twoDigitBytes(buf: Uint8Array, i: number): number {
+  const a = buf[i]! - 48;
+  const b = buf[i + 1]! - 48;
+  return a < 0 || a > 9 || b < 0 || b > 9 ? -1 : a * 10 + b;
+}
+
+/**
+ * isDateTime() of the ASCII string in `buf[start, end)` (the caller checked there are no escapes
+ * and no bytes beyond ASCII), without making the string: the same steps on bytes. Only fractional
+ * seconds of 59 and up are read as a number (ajv-formats rounds `59.99999999999999999` to 60).
+ */
+export function isDateTimeBytes(buf: Buffer, start: number, end: number): boolean {
+  if (end - start < 20) return false;
+  // The only ASCII whitespace a JSON string holds unescaped is a space.
+  const sep = buf[start + 10];
+  if (sep !== 0x54 && sep !== 0x74 && sep !== 0x20) return false;
+  const y1 = twoDigitBytes(buf, start);
+  const y2 = twoDigitBytes(buf, start + 2);
+  const month = twoDigitBytes(buf, start + 5);
+  const day = twoDigitBytes(buf, start + 8);
+  if (y1 < 0 || y2 < 0 || month < 0 || day < 0 || buf[start + 4] !== 0x2d || buf[start + 7] !== 0x2d) return false;
+  if (month < 1 || month > 12 || day < 1 || day > (month === 2 && isLeapYear(y1 * 100 + y2) ? 29 : DAYS[month]!)) return false;
+  const hr = twoDigitBytes(buf, start + 11);
+  const min = twoDigitBytes(buf, start + 14);
+  const whole = twoDigitBytes(buf, start + 17);
+  if (hr < 0 || min < 0 || whole < 0 || buf[start + 13] !== 0x3a || buf[start + 16] !== 0x3a) return false;
+  let i = start + 19;
+  let sec = whole;
+  if (i < end && buf[i] === 0x2e) {
+    i++;
+    const from = i;
+    while (i < end && buf[i]! >= 0x30 && buf[i]! <= 0x39) i++;
+    if (i === from) return false;
+    if (whole >= 59) sec = Number(buf.toString('latin1', start + 17, i));
+  }
+  if (i >= end) return false; // no time zone: the strict date-time requires one
+  const tz = buf[i];
+  let tzSign = 1;
+  let tzH = 0;
+  let tzM = 0;
+  if (tz === 0x5a || tz === 0x7a) {
+    i++;
+  } else if (tz === 0x2b || tz === 0x2d) {
+    tzSign = tz === 0x2d ? -1 : 1;
+    if (i + 3 > end) return false;
+    tzH = twoDigitBytes(buf, i + 1);
+    if (tzH < 0) return false;
+    i += 3;
+    if (i < end) {
+      if (buf[i] === 0x3a) i++;
+      if (i + 2 > end) return false;
+      tzM = twoDigitBytes(buf, i);
+      if (tzM < 0) return false;
+      i += 2;
+    }
+  } else {
+    return false;
+  }
+  if (i !== end) return false;
+  if (tzH > 23 || tzM > 59) return false;
+  if (hr <= 23 && min <= 59 && sec < 60) return true;
+  const utcMin = min - tzM * tzSign;
+  const utcHr = hr - tzH * tzSign - (utcMin < 0 ? 1 : 0);
+  return (utcHr === 23 || utcHr === -1) && (utcMin === 59 || utcMin === -1) && sec < 61;
+}
