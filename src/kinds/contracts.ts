@@ -32,7 +32,7 @@ export interface StepCompileContext {
    * Compile a JSON Schema. `origin` is the file it came from, when it was read with
    * readDocument(): problems then point into that file; otherwise into the config at relPath.
    */
-  compileJsonSchema(schema: unknown, relPath: readonly PathPart[], origin?: string): ValidateFunction | undefined;
+  compileJsonSchema(schema: unknown, relPath: readonly PathPart[], origin?: string): SchemaCheck | undefined;
   /** Read a file named relative to the config file; it is watched for hot reload. */
   readFile(file: string, relPath: readonly PathPart[]): string | undefined;
   /**
@@ -53,9 +53,18 @@ export interface StepCompileContext {
   asyncapiContracts?(ref: { message: string } | { channel: string }, relPath: readonly PathPart[]): MessageContract[] | undefined;
 }
 
+/**
+ * A compiled JSON Schema: ajv's check of a decoded value, and for schemas simple enough, a check of
+ * the value's UTF-8 bytes (plan/json-bytes.ts) that answers true only for values ajv accepts.
+ */
+export type SchemaCheck = ValidateFunction & {
+  /** True when the value `buf[start, end)` decodes to (decodeValueBytes) certainly passes; false when it does not or it cannot tell. */
+  acceptsBytes?: (buf: Buffer, start: number, end: number) => boolean;
+};
+
 /** One message a validate step accepts: its payload check, and what `$message` / `$channel` become when it matches. */
 export interface MessageContract {
-  check: ValidateFunction;
+  check: SchemaCheck;
   message: string | null;
   channel: string | null;
 }
@@ -94,6 +103,12 @@ export interface CompiledStep {
    */
   readonly accepts?: readonly { schema: unknown; message: string | null }[];
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;
+  /**
+   * True when a message whose value is decoded from `buf[start, end)` (decodeValueBytes), whatever
+   * its key and headers, certainly passes run() unchanged; false when it may not or the step cannot
+   * tell from the bytes. Lets a route judge a Kafka record without decoding it (validate steps).
+   */
+  acceptsBytes?(buf: Buffer, start: number, end: number): boolean;
   /**
    * Steps that check the client rather than the message (auth) check WebSocket handshakes here,
    * so a refused client never gets a connection.
@@ -285,6 +300,12 @@ export interface RouteEntry {
    * recorded (counters, tap, log) only by settleRecords(), once the listener knows what became of it.
    */
   checkRecord?(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;
+  /**
+   * checkRecord() for a record judged from its value's bytes `buf[start, end)` alone, without
+   * decoding it; undefined when the chain cannot be sure the record passes (the listener then
+   * decodes it and calls checkRecord(); nothing was counted).
+   */
+  checkRecordBytes?(buf: Buffer, start: number, end: number): Outcome | undefined;
   /** Whether anyone watches this route's records one by one (its tap): settleRecords() then needs every message. */
   observed?(): boolean;
   /** Records checkRecord() judged, with what became of the ones it let through. Called once per set. */

@@ -1,10 +1,9 @@
 import { resolve } from 'node:path';
-import type { ValidateFunction } from 'ajv';
 import { parseAsyncApi, type AsyncApiDocument, type AsyncApiMessage } from '../asyncapi/document.js';
 import { lookup, type AsyncApiRef } from '../asyncapi/lookup.js';
 import { formatPath } from '../config/diagnostics.js';
 import type { PathPart } from '../config/source.js';
-import type { MessageContract } from '../kinds/contracts.js';
+import type { MessageContract, SchemaCheck } from '../kinds/contracts.js';
 import type { CompileContext } from './context.js';
 import type { AsyncApiPlan } from './types.js';
 
@@ -19,7 +18,7 @@ export class AsyncApiCatalog {
   private failed: boolean;
   readonly plans: AsyncApiPlan[] = [];
   /** Each message's payload is compiled once per load, however many steps name it. */
-  private readonly payloadChecks = new Map<AsyncApiMessage, ValidateFunction | undefined>();
+  private readonly payloadChecks = new Map<AsyncApiMessage, SchemaCheck | undefined>();
 
   constructor(private readonly ctx: CompileContext) {
     this.failed = ctx.hidden.asyncapi;

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
-import type { ValidateFunction } from 'ajv';
+import type { SchemaCheck } from '../kinds/contracts.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Hidden, Pruned } from '../config/prune.js';
 import { describeFsError, parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
@@ -130,7 +130,7 @@ export class CompileContext {
    * into the config at `at`. `defaultDraft` applies when the schema has no `$schema` (AsyncAPI
    * payloads are draft-07 supersets).
    */
-  jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '07' | '2020' = '2020'): ValidateFunction | undefined {
+  jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '07' | '2020' = '2020'): SchemaCheck | undefined {
     const { validate, problems } = this.schemas.compile(schema, defaultDraft);
     const doc = origin === undefined ? undefined : this.documents.get(origin);
     const where = origin ? (origin.startsWith('AsyncAPI') ? `the payload schema of ${origin}` : `JSON Schema in '${origin}'`) : 'JSON Schema';

@@ -1,11 +1,13 @@
 import { createRequire } from 'node:module';
-import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
+import type { Ajv, ErrorObject } from 'ajv';
 import type { Ajv2019 } from 'ajv/dist/2019.js';
 import type { Ajv2020 } from 'ajv/dist/2020.js';
 import type { fullFormats } from 'ajv-formats/dist/formats.js';
 import { pathFromPointer, type PathPart } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
+import type { SchemaCheck } from '../kinds/contracts.js';
 import { isDateTime } from './date-time.js';
+import { compileBytesCheck } from './json-bytes.js';
 
 /** A problem with a JSON Schema, at a path inside the schema. */
 export interface SchemaProblem {
@@ -30,7 +32,7 @@ export class JsonSchemaCompiler {
   private readonly ajvs = sharedAjvs;
 
   /** `defaultDraft` applies when the schema has no `$schema`. */
-  compile(schema: unknown, defaultDraft: '07' | '2020' = '2020'): { validate: ValidateFunction | undefined; problems: SchemaProblem[] } {
+  compile(schema: unknown, defaultDraft: '07' | '2020' = '2020'): { validate: SchemaCheck | undefined; problems: SchemaProblem[] } {
     if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
       return { validate: undefined, problems: [{ path: [], message: 'must be an object (a JSON Schema)' }] };
     }
@@ -43,7 +45,10 @@ export class JsonSchemaCompiler {
     const ajv = ownId ? newAjv(which) : this.ajvFor(which);
     if (!ajv.validateSchema(schema)) return { validate: undefined, problems: metaProblems(schema, ajv.errors ?? []) };
     try {
-      return { validate: ajv.compile(schema), problems: [] };
+      const validate: SchemaCheck = ajv.compile(schema);
+      // Schemas in the subset json-bytes.ts reads can also be checked on a value's bytes.
+      validate.acceptsBytes ??= compileBytesCheck(schema);
+      return { validate, problems: [] };
     } catch (err) {
       const message = (err as Error).message;
       const ref = /can't resolve reference (\S+)/.exec(message)?.[1];

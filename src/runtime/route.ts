@@ -87,6 +87,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private readonly steps: readonly CompiledStep[];
   /** Steps that check a connecting client (auth), in chain order. */
   private readonly gates: readonly CompiledStep[];
+  /** The chain's checks of a value's bytes, when every step has one (checkRecordBytes). */
+  private readonly byteChecks: readonly ((buf: Buffer, start: number, end: number) => boolean)[] | undefined;
   /** Identities of the step state this route holds (see StepStateStore). */
   readonly stateIds: readonly string[];
   private readonly targets: Target[];
@@ -127,6 +129,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     });
     this.stateIds = stateIds;
     this.gates = this.steps.filter((s) => s.admit);
+    // Only a chain of steps that all judge bytes can skip decoding: a step without acceptsBytes may
+    // change the message or read what earlier ones left on the context (`$message`).
+    const byteChecks = this.steps.map((s) => s.acceptsBytes?.bind(s));
+    this.byteChecks = byteChecks.length > 0 && byteChecks.every((b) => b !== undefined) ? (byteChecks as ((buf: Buffer, start: number, end: number) => boolean)[]) : undefined;
     this.credentialHeaders = new Set([...CREDENTIAL_HEADERS, ...this.steps.flatMap((s) => s.credentialHeaders ?? [])]);
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
     this.targets = plan.to.map((t) => this.target(t));
@@ -192,6 +198,22 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         (err) => this.unexpected(err, UNTRACED),
       );
     return this.recordOutcome(msg, r, ctx);
+  }
+
+  /**
+   * checkRecord() for a record whose value is `buf[start, end)`, judged from the bytes without
+   * decoding the record: the shared outcome of a record that passed unchanged when every step of the
+   * chain is certain it passes (validate steps with schemas json-bytes.ts reads), undefined when the
+   * record must go through checkRecord() as a message (nothing is counted then). Never while the tap
+   * is open: it shows every message.
+   */
+  checkRecordBytes(buf: Buffer, start: number, end: number): Outcome | undefined {
+    const checks = this.byteChecks;
+    if (checks === undefined || this.tap.active) return undefined;
+    for (let i = 0; i < checks.length; i++) if (!checks[i]!(buf, start, end)) return undefined;
+    this.inFlight++;
+    this.stats.received++;
+    return PASSED_UNCHANGED;
   }
 
   private recordOutcome(msg: Message, r: StepResult, ctx: MessageContext): Outcome | Promise<Outcome> {

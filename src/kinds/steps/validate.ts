@@ -107,11 +107,16 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
   const matched = (ctx: MessageContext, c: MessageContract | undefined) => {
     if (tells) ctx.asyncapi = c ? { message: c.message, channel: c.channel } : { message: only?.message ?? null, channel: contracts[0]!.channel };
   };
+  // Every contract must be readable from bytes for the step to be (any one accepting is a match).
+  const byteChecks = contracts.map((c) => c.check.acceptsBytes);
+  const bytesOnly = byteChecks.every((b) => b !== undefined) ? (byteChecks as ((buf: Buffer, start: number, end: number) => boolean)[]) : undefined;
   return {
     kind: 'validate',
     brokers: deadletter ? [deadletter.broker] : [],
     needsRouteDeadletter: onInvalid === 'deadletter' && !deadletter,
     accepts: contracts.map((c) => ({ schema: c.check.schema, message: c.message })),
+    // A value that passes leaves the message as it came; `$message`/`$channel` are set only for later steps' expressions.
+    acceptsBytes: bytesOnly && (bytesOnly.length === 1 ? bytesOnly[0] : (buf, start, end) => bytesOnly.some((b) => b(buf, start, end))),
     run(msg, ctx): Message | StepStop {
       for (const c of contracts) {
         if (c.check(msg.value)) {

@@ -32,7 +32,6 @@ import {
   type ProducePartition,
   type RequestHeader,
 } from '../../../codecs/kafka-protocol/messages.js';
-import { ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
 import type { CheckedRecords, RecordsAnswer, RouteEntry } from '../../contracts.js';
 import { problem } from '../../../core/errors.js';
 import { decodeValueBytes, encodeValue, type Message, type MessageContext } from '../../../core/message.js';
@@ -158,31 +157,53 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
     return { refused: { recordErrors: [], message: `route '${route.name}' cannot read these records: ${(err as Error).message}` } };
   }
   const recordErrors: { index: number; message: string }[] = [];
-  const judged: ({ messages: Message[]; outcomes: Outcome[] } | undefined)[] = new Array(batches.length);
+  const judged: ({ messages: (Message | undefined)[]; outcomes: Outcome[] } | undefined)[] = new Array(batches.length);
   const rebuilt: (Buffer | undefined)[] = await Promise.all(
     batches.map(async (batch, b) => {
       if (isControlBatch(batch.attributes)) return undefined;
       let data: Buffer;
-      let messages: Message[];
       try {
         const codec = compressionOf(batch.attributes);
         data = codec === 0 ? batch.recordsSection : await ctx.compression.decompress(codec, batch.recordsSection);
-        messages = readMessages(data, batch, topic, p.index);
       } catch (err) {
-        recordErrors.push({ index: 0, message: `cannot read the batch: ${err instanceof ProtocolError ? err.message : (err as Error).message}` });
+        recordErrors.push({ index: 0, message: `cannot read the batch: ${(err as Error).message}` });
         return undefined;
       }
       // One context for the batch: what a step wrote on it for the previous record is cleared.
       const mctx = context(route, ctx);
-      const pending: (Outcome | Promise<Outcome>)[] = new Array(messages.length);
+      const baseTimestamp = Number(batch.baseTimestamp);
+      const cur = new RecordCursor(data, batch.recordCount);
+      // Records judged from their value's bytes have no message (their places stay holes).
+      const messages: (Message | undefined)[] = [];
+      const pending: (Outcome | Promise<Outcome>)[] = [];
       let waits = false;
-      for (let i = 0; i < messages.length; i++) {
-        mctx.tagged = undefined;
-        const o = (pending[i] = route.checkRecord ? route.checkRecord(messages[i]!, mctx) : route.handle(messages[i]!, mctx));
-        if (o instanceof Promise) waits = true;
+      let unreadable: Error | undefined;
+      try {
+        while (cur.next()) {
+          const i = cur.index;
+          const byBytes = cur.valueStart >= 0 && route.checkRecordBytes ? route.checkRecordBytes(data, cur.valueStart, cur.valueEnd) : undefined;
+          if (byBytes !== undefined) {
+            pending.push(byBytes);
+            continue;
+          }
+          const m = messageAt(cur, data, baseTimestamp, topic, p.index);
+          messages[i] = m;
+          mctx.tagged = undefined;
+          const o = route.checkRecord ? route.checkRecord(m, mctx) : route.handle(m, mctx);
+          if (o instanceof Promise) waits = true;
+          pending.push(o);
+        }
+      } catch (err) {
+        // The records judged so far are settled with the request (refused); the batch cannot go on.
+        unreadable = err as Error;
       }
       // Only a chain with an asynchronous step costs a promise per record.
       const outcomes = waits ? await Promise.all(pending) : (pending as Outcome[]);
+      if (unreadable) {
+        judged[b] = { messages, outcomes };
+        recordErrors.push({ index: 0, message: `cannot read the batch: ${unreadable.message}` });
+        return undefined;
+      }
       let changes = false;
       let refusals = false;
       for (const o of outcomes) {
@@ -252,30 +273,24 @@ function context(route: RouteEntry, ctx: GovernContext): MessageContext {
 
 const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
-const NO_MESSAGES: Message[] = [];
+const NO_MESSAGES: (Message | undefined)[] = [];
 
 /**
- * A batch's records as messages (spec §3): JSON values parsed, keys and headers as UTF-8 strings
- * (the last of repeated names). Read straight from the records section, with no record objects or
- * Buffer views in between: this runs for every record of every governed produce request.
+ * The cursor's record as a message (spec §3): JSON value parsed, key and headers as UTF-8 strings
+ * (the last of repeated names). Read straight from the records section, with no record object or
+ * Buffer views in between.
  */
-function readMessages(data: Buffer, batch: RawBatch, topic: string, partition: number): Message[] {
-  const baseTimestamp = Number(batch.baseTimestamp);
-  const cur = new RecordCursor(data, batch.recordCount);
-  const messages: Message[] = [];
-  while (cur.next()) {
-    messages.push({
-      value: cur.valueStart < 0 ? null : decodeValueBytes(data, cur.valueStart, cur.valueEnd),
-      key: cur.keyStart < 0 ? null : data.toString(undefined, cur.keyStart, cur.keyEnd),
-      // Steps never change a message in place (they return new ones), so records without headers share one object.
-      headers: cur.headerCount > 0 ? cur.headers() : NO_HEADERS,
-      topic,
-      partition,
-      offset: null,
-      timestamp: baseTimestamp + cur.timestampDelta,
-    });
-  }
-  return messages;
+function messageAt(cur: RecordCursor, data: Buffer, baseTimestamp: number, topic: string, partition: number): Message {
+  return {
+    value: cur.valueStart < 0 ? null : decodeValueBytes(data, cur.valueStart, cur.valueEnd),
+    key: cur.keyStart < 0 ? null : data.toString(undefined, cur.keyStart, cur.keyEnd),
+    // Steps never change a message in place (they return new ones), so records without headers share one object.
+    headers: cur.headerCount > 0 ? cur.headers() : NO_HEADERS,
+    topic,
+    partition,
+    offset: null,
+    timestamp: baseTimestamp + cur.timestampDelta,
+  };
 }
 
 /**
