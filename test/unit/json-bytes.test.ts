@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { defaultRegistry } from '../../src/kinds/index.js';
+import { loadPlan } from '../../src/plan/compile.js';
 import { decodeValueBytes } from '../../src/core/message.js';
 import { isDateTime, isDateTimeBytes } from '../../src/plan/date-time.js';
 import { compileBytesCheck } from '../../src/plan/json-bytes.js';
 import { JsonSchemaCompiler } from '../../src/plan/json-schema.js';
+import { repoRoot } from '../helpers/gateway.js';
 import { prng } from '../helpers/prng.js';
 
 /**
@@ -328,6 +332,17 @@ describe('JSON Schema checks on bytes (kafka listener records)', () => {
     assert.equal(compileBytesCheck(cyclic), undefined);
     assert.ok(compileBytesCheck(true));
     assert.ok(compileBytesCheck({ description: 'anything', 'x-tag': 1 }));
+  });
+
+  it("reads the walkthrough's AsyncAPI message from bytes (examples/kafka-proxy.yaml: $ref resolved, x-parser annotations)", async () => {
+    const { plan, diagnostics } = await loadPlan(join(repoRoot, 'examples', 'kafka-proxy.yaml'), { registry: defaultRegistry(), env: { KAFKA_BROKERS: '127.0.0.1:9092' } });
+    assert.ok(plan, JSON.stringify(diagnostics));
+    const [validate] = plan.routes.get('light-in')!.steps;
+    assert.equal(validate?.kind, 'validate');
+    const bytes = validate.acceptsBytes!;
+    assert.ok(bytes, 'the message payload compiles to a byte check');
+    const value = Buffer.from('{"id":1,"lumens":640,"sentAt":"2026-11-23T10:00:00Z"}');
+    assert.equal(bytes(value, 0, value.length), true);
   });
 
   it('date-time on bytes is isDateTime of the same ASCII string', () => {
