@@ -427,34 +427,38 @@ export function encodeProducerBatch(records: readonly OutgoingRecord[], fields: 
   const now = Date.now();
   let first = Number.POSITIVE_INFINITY;
   let max = Number.NEGATIVE_INFINITY;
-  for (const r of records) {
-    const t = r.timestamp === undefined || r.timestamp === '' ? now : Number(r.timestamp);
+  for (let i = 0; i < records.length; i++) {
+    const ts = records[i]!.timestamp;
+    const t = ts === undefined || ts === '' ? now : Number(ts);
+    stamps[i] = t;
     if (t < first) first = t;
     if (t > max) max = t;
   }
   if (records.length === 0) first = max = now;
+  textsSized = 0;
   const sizes = new Array<number>(records.length);
   let section = 0;
   for (let i = 0; i < records.length; i++) {
     const r = records[i]!;
-    const t = r.timestamp === undefined || r.timestamp === '' ? now : Number(r.timestamp);
-    const body = 1 + varlongSize(t - first) + varintSize(i) + bytesSize(r.key) + bytesSize(r.value) + headersSize(r.headers);
+    const body = 1 + varlongSize(stamps[i]! - first) + varintSize(i) + bytesSize(r.key) + bytesSize(r.value) + headersSize(r.headers);
     sizes[i] = body;
     section += varintSize(body) + body;
   }
-  const writeSection = (buf: Buffer, at: number): number => {
+  const writeSection = (buf: Buffer, from: number): void => {
+    textsWritten = 0;
+    let at = from;
     for (let i = 0; i < records.length; i++) {
       const r = records[i]!;
-      const t = r.timestamp === undefined || r.timestamp === '' ? now : Number(r.timestamp);
       at = putVarint(buf, at, sizes[i]!);
       buf[at++] = 0; // attributes: none are defined for records
-      at = putVarlong(buf, at, t - first);
+      at = putVarlong(buf, at, stamps[i]! - first);
       at = putVarint(buf, at, i);
       at = putBytes(buf, at, r.key);
       at = putBytes(buf, at, r.value);
       at = putHeaders(buf, at, r.headers);
     }
-    return at;
+    // The two passes must have met the same fields (a record changed in between would not).
+    if (at !== from + section || textsWritten !== textsSized) throw new Error(`record batch encoding: ${at - from} bytes written where ${section} were sized`);
   };
   const attributes = (fields.codec & 0x07) | (fields.transactional ? TRANSACTIONAL : 0);
   const header = (buf: Buffer, sectionLength: number): Buffer => {
@@ -519,16 +523,25 @@ function putInt64(buf: Buffer, at: number, v: number): void {
   buf.writeUInt32BE(v >>> 0, at + 4);
 }
 
+/** Timestamps of the batch being encoded, each record's read once. */
+const stamps: number[] = [];
+/** UTF-8 lengths of the batch's texts in the order both passes meet them: each text measured once. */
+const texts: number[] = [];
+let textsSized = 0;
+let textsWritten = 0;
+
 function bytesSize(v: Buffer | string | null | undefined): number {
   if (v === null || v === undefined) return 1;
-  const n = typeof v === 'string' ? Buffer.byteLength(v) : v.length;
+  let n: number;
+  if (typeof v === 'string') texts[textsSized++] = n = Buffer.byteLength(v);
+  else n = v.length;
   return varintSize(n) + n;
 }
 
 function putBytes(buf: Buffer, at: number, v: Buffer | string | null | undefined): number {
   if (v === null || v === undefined) return putVarint(buf, at, -1);
   if (typeof v === 'string') {
-    at = putVarint(buf, at, Buffer.byteLength(v));
+    at = putVarint(buf, at, texts[textsWritten++]!);
     return at + buf.write(v, at); // UTF-8; the buffer was sized for exactly these bytes
   }
   at = putVarint(buf, at, v.length);
@@ -543,15 +556,15 @@ function headersSize(headers: OutgoingHeaders): number {
   for (const name in headers) {
     const v = headers[name];
     if (v === undefined) continue;
-    const keySize = bytesSize(name);
+    // The name is measured once for each time it is written (putHeaders' order).
     if (Array.isArray(v)) {
       for (const each of v as readonly (Buffer | string)[]) {
         count++;
-        size += keySize + bytesSize(each);
+        size += bytesSize(name) + bytesSize(each);
       }
     } else {
       count++;
-      size += keySize + bytesSize(v as Buffer | string);
+      size += bytesSize(name) + bytesSize(v as Buffer | string);
     }
   }
   return varintSize(count) + size;
