@@ -54,21 +54,38 @@ export function formatTraceparent(sc: Pick<SpanContext, 'traceId' | 'spanId' | '
 }
 
 /**
- * Random ids come from a pooled buffer filled by the CSPRNG: one syscall per few hundred
- * messages instead of one per id.
+ * New traces' `traceparent`s are made ahead, a pool at a time: the CSPRNG fills one buffer, one
+ * hex conversion turns it into text, and one join lays it out as ready-made
+ * `00-<trace-id>-<span-id>-01` headers. A message's header is one slice of that text, where a hex
+ * conversion per message (a native call and a malloc) put it together from four pieces: a rope of
+ * six strings, which a memory topic then kept with every retained message and the scavenger copied
+ * (docs/performance.md). A pool's bytes are never used twice.
  */
-const pool = Buffer.allocUnsafe(4096);
-let poolAt = pool.length;
-function randomHex(bytes: number, zero: string): string {
-  for (;;) {
-    if (poolAt + bytes > pool.length) {
-      randomFillSync(pool);
-      poolAt = 0;
+const POOL_HEADERS = 128;
+/** `00-` + 32 + `-` + 16 + `-01`. */
+const HEADER_LENGTH = 55;
+const random = Buffer.allocUnsafe(POOL_HEADERS * 24);
+let pool = '';
+let poolAt = 0;
+
+/** The next unused ready-made header of the pool (trace id at [3, 35), span id at [36, 52)). */
+function nextHeader(): string {
+  while (poolAt === pool.length) {
+    randomFillSync(random);
+    const hex = random.toString('hex');
+    const parts: string[] = [];
+    for (let i = 0; i < hex.length; i += 48) {
+      const traceId = hex.slice(i, i + 32);
+      const spanId = hex.slice(i + 32, i + 48);
+      // All-zero ids are invalid (W3C Trace Context §3.2.2.3); the rare header with one is left out.
+      if (traceId !== ZERO_TRACE && spanId !== ZERO_SPAN) parts.push('00-', traceId, '-', spanId, '-01');
     }
-    const hex = pool.toString('hex', poolAt, poolAt + bytes);
-    poolAt += bytes;
-    if (hex !== zero) return hex;
+    pool = parts.join('');
+    poolAt = 0;
   }
+  const header = pool.slice(poolAt, poolAt + HEADER_LENGTH);
+  poolAt += HEADER_LENGTH;
+  return header;
 }
 
 /** The gateway's span for one message on one route. */
@@ -111,21 +128,14 @@ export function startMessageSpan(template: SpanTemplate, incoming: string | unde
 
 /** Ids made here, when nothing recorded the span: the parent's trace (or a new, sampled one) and a new span id. */
 function ownSpan(parent: SpanContext | undefined): MessageSpan {
+  const header = nextHeader();
   if (parent) {
-    return {
-      span: NON_RECORDING,
-      traceId: parent.traceId,
-      traceparent: formatTraceparent({ traceId: parent.traceId, spanId: randomHex(8, ZERO_SPAN), traceFlags: parent.traceFlags }),
-      context: undefined,
-    };
+    const traceparent = formatTraceparent({ traceId: parent.traceId, spanId: header.slice(36, 52), traceFlags: parent.traceFlags });
+    return { span: NON_RECORDING, traceId: parent.traceId, traceparent, context: undefined };
   }
-  // A new trace: both ids from one draw (one hex conversion), the header built in one go.
-  const ids = randomHex(24, ZERO_IDS);
-  const traceId = ids.slice(0, 32);
-  if (traceId === ZERO_TRACE || ids.endsWith(ZERO_SPAN)) return ownSpan(undefined);
-  return { span: NON_RECORDING, traceId, traceparent: `00-${traceId}-${ids.slice(32)}-01`, context: undefined };
+  // A new trace: the header as it was made, marked sampled (flags 01).
+  return { span: NON_RECORDING, traceId: header.slice(3, 35), traceparent: header, context: undefined };
 }
-const ZERO_IDS = ZERO_TRACE + ZERO_SPAN;
 
 /** Calls `fn` with the span active (only when an SDK made it; otherwise there is nothing to nest under it). */
 export function inSpan<A extends unknown[], R>(s: MessageSpan, fn: (...args: A) => R, thisArg: unknown, ...args: A): R {
