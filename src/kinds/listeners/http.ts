@@ -243,7 +243,9 @@ export class HttpListener implements ListenerRuntime {
     const route = exact ?? (found!.store as { route: RouteEntry }).route;
     const params = found ? found.params : NO_PARAMS;
 
-    const contentType = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
+    // The common case is compared as it is: splitting, trimming and lower-casing it cost ~0.1 µs a request.
+    const declaredType = req.headers['content-type'];
+    const contentType = declaredType === 'application/json' ? declaredType : (declaredType ?? 'application/json').split(';')[0]!.trim().toLowerCase();
     const isJson = contentType === 'application/json' || (contentType.startsWith('application/') && contentType.endsWith('+json'));
     if (!isJson && contentType !== 'text/plain') {
       return this.refuse(res, problem('EG_UNSUPPORTED_MEDIA_TYPE', `content type '${contentType}' is not accepted; send application/json (or application/*+json, or text/plain for a string value)`));
