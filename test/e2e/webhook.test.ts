@@ -52,6 +52,9 @@ routes:
   - name: slow
     from: { listener: api, path: /slow }
     to: { http: { url: "${hook.url}/slow", timeoutMs: 300, retry: { attempts: 1 } } }
+  - name: patient
+    from: { listener: api, path: /patient }
+    to: { http: { url: "${hook.url}/patient", timeoutMs: 2000, concurrency: 1, retry: { attempts: 1 } } }
   - name: bounded
     from: { listener: api, path: /bounded }
     to: { http: { url: "${hook.url}/bounded", concurrency: 2 } }
@@ -163,6 +166,22 @@ routes:
     const res = await post('/slow', { a: 1 });
     assert.equal(res.status, 504);
     assert.equal(((await res.json()) as { code: string }).code, 'EG_WEBHOOK_TIMEOUT');
+    hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it('gives each try its whole timeoutMs, also one that starts late in the time of the try before it on the same connection', async () => {
+    // Concurrency 1: the second message's try starts once the first is answered, 1.5 s into the first one's 2 s.
+    let n = 0;
+    hook.respond = (r, res) => {
+      if (r.url !== '/patient') return void res.end('ok');
+      setTimeout(() => res.end('ok'), n++ === 0 ? 1500 : 1000);
+    };
+    const answers = await Promise.all([post('/patient', { n: 1 }), post('/patient', { n: 2 })]);
+    assert.deepEqual(
+      answers.map((r) => r.status),
+      [200, 200],
+    );
+    assert.equal(n, 2);
     hook.respond = (_r, res) => res.end('ok');
   });
 

@@ -28,9 +28,9 @@ export interface ClientRequest {
 
 /** A complete answer: its status, `Retry-After`, and (for non-2xx answers) up to MAX_TEXT characters of its body. */
 export interface ClientAnswer {
-  status: number;
-  retryAfter: string | undefined;
-  text: string;
+  readonly status: number;
+  readonly retryAfter: string | undefined;
+  readonly text: string;
 }
 
 /** How a request ended: an answer, or why there is none (the error's `code` when it has one). */
@@ -46,61 +46,87 @@ const MAX_TEXT = 4096;
 const ABORTED = new Error('the webhook target gave up on this request');
 
 export class HttpClient {
-  private readonly agent: Dispatcher;
+  /** The pool of the target's fixed origin: requests to it skip the Agent's look-up of a pool per origin. */
+  private readonly pool: Dispatcher | undefined;
+  /** Pools per origin, for URLs computed per message (made with the first such request). */
+  private agent: Dispatcher | undefined;
 
-  constructor(connections: number) {
-    this.agent = new (undici().Agent)({ connections, pipelining: 1 });
+  constructor(
+    private readonly connections: number,
+    private readonly origin?: string,
+  ) {
+    if (origin !== undefined) this.pool = new (undici().Pool)(origin, { connections, pipelining: 1 });
   }
 
   request(req: ClientRequest, done: ClientCallback): Exchange {
-    let abort: ((err: Error) => void) | undefined;
-    let over = false;
-    let status = 0;
-    let retryAfter: string | undefined;
-    let kept: Buffer[] | undefined;
-    let keptBytes = 0;
-    const finish = (err: Error | undefined, answer: ClientAnswer | undefined) => {
-      if (over) return;
-      over = true;
-      done(err, answer);
-    };
-    // undici's own handler interface (raw header buffers): its newer one parses every answer's headers into an object first.
-    const handler: Dispatcher.DispatchHandler = {
-      onConnect: (a) => {
-        abort = a;
-        if (over) a(ABORTED);
-      },
-      onHeaders: (statusCode, rawHeaders) => {
-        status = statusCode;
-        for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-          const name = rawHeaders[i]!;
-          if (name.length === 11 && name.toString('latin1').toLowerCase() === 'retry-after') retryAfter = rawHeaders[i + 1]!.toString('latin1');
-        }
-        if (statusCode >= 300) kept = [];
-        return true;
-      },
-      onData: (chunk) => {
-        if (kept && keptBytes < MAX_TEXT) {
-          kept.push(chunk);
-          keptBytes += chunk.length;
-        }
-        return true;
-      },
-      onComplete: () => finish(undefined, { status, retryAfter, text: kept ? Buffer.concat(kept).toString('utf8').slice(0, MAX_TEXT) : '' }),
-      onError: (err) => finish(err, undefined),
-    };
-    this.agent.dispatch({ origin: req.origin, path: req.path, method: req.method, headers: req.headers, body: req.body, headersTimeout: 0, bodyTimeout: 0 }, handler);
-    return {
-      abort: () => {
-        if (over) return;
-        over = true;
-        abort?.(ABORTED);
-      },
-    };
+    const handler = new AnswerHandler(done);
+    const dispatcher = req.origin === this.origin && this.pool ? this.pool : (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1 }));
+    dispatcher.dispatch({ origin: req.origin, path: req.path, method: req.method, headers: req.headers, body: req.body, headersTimeout: 0, bodyTimeout: 0 }, handler);
+    return handler;
   }
 
   /** Closes every connection: requests in flight end with an error (the route is stopping and gave them their grace). */
   close(): void {
-    void this.agent.destroy().catch(() => undefined);
+    for (const d of [this.pool, this.agent]) void d?.destroy().catch(() => undefined);
+  }
+}
+
+/**
+ * One request's handler in undici's own interface (raw header buffers: its newer one parses every
+ * answer's headers into an object first), and the answer it collects: one object per request, with
+ * methods rather than a closure per callback.
+ */
+class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchange {
+  status = 0;
+  retryAfter: string | undefined = undefined;
+  text = '';
+  private over = false;
+  private cut: ((err: Error) => void) | undefined = undefined;
+  /** Body chunks of a non-2xx answer, up to MAX_TEXT bytes. */
+  private kept: Buffer[] | undefined = undefined;
+  private keptBytes = 0;
+
+  constructor(private readonly done: ClientCallback) {}
+
+  onConnect(abort: (err: Error) => void): void {
+    this.cut = abort;
+    if (this.over) abort(ABORTED);
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[]): boolean {
+    this.status = statusCode;
+    for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i]!;
+      if (name.length === 11 && name.toString('latin1').toLowerCase() === 'retry-after') this.retryAfter = rawHeaders[i + 1]!.toString('latin1');
+    }
+    if (statusCode >= 300) this.kept = [];
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.kept && this.keptBytes < MAX_TEXT) {
+      this.kept.push(chunk);
+      this.keptBytes += chunk.length;
+    }
+    return true;
+  }
+
+  onComplete(): void {
+    if (this.over) return;
+    this.over = true;
+    if (this.kept) this.text = Buffer.concat(this.kept).toString('utf8').slice(0, MAX_TEXT);
+    this.done(undefined, this);
+  }
+
+  onError(err: Error): void {
+    if (this.over) return;
+    this.over = true;
+    this.done(err, undefined);
+  }
+
+  abort(): void {
+    if (this.over) return;
+    this.over = true;
+    this.cut?.(ABORTED);
   }
 }

@@ -9,12 +9,12 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from '../../codecs/cloudevents.js';
 import { problem, type Problem } from '../../core/errors.js';
-import { bindingsFor, evaluateThen, expressionProblem, type Expression } from '../../expr/expression.js';
+import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, NOT_SYNC, type Expression } from '../../expr/expression.js';
 import type { Logger } from '../../log.js';
 import { valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
-import { HttpClient, type ClientAnswer, type ClientRequest } from './webhook-client.js';
+import { HttpClient, type ClientAnswer, type ClientRequest, type Exchange } from './webhook-client.js';
 
 /** `to: {http: ...}` as written (the schema has checked it). */
 export type WebhookOptions = Static<typeof webhookOptions>;
@@ -124,9 +124,11 @@ type Attempt = { ok: true; status: number } | { ok: false; retry: boolean; retry
 /** A webhook target of one route. `close()` releases its kept-alive connections. */
 export class WebhookTarget implements Target {
   private readonly client: HttpClient;
-  /** Requests waiting for a free slot (`concurrency`). */
-  private readonly waiting: (() => void)[] = [];
-  private active = 0;
+  /** Every slot made (at most `concurrency`), and those not in use. */
+  private readonly slots: Slot[] = [];
+  private readonly free: Slot[] = [];
+  /** Tries waiting for a free slot. */
+  private readonly waiting: ((slot: Slot) => void)[] = [];
   /** Per orderBy value, the tail of its chain of deliveries. */
   private readonly lanes = new Map<string, Promise<unknown>>();
   private closed = false;
@@ -140,8 +142,8 @@ export class WebhookTarget implements Target {
     private readonly route: string,
   ) {
     this.fixed = plan.urlExpr ? undefined : parseEndpoint(plan.url);
-    // One connection per request in flight (slot() bounds them), kept alive between them.
-    this.client = new HttpClient(plan.concurrency);
+    // One connection per request in flight (the slots bound them), kept alive between them.
+    this.client = new HttpClient(plan.concurrency, this.fixed instanceof WebhookError ? undefined : this.fixed?.origin);
   }
 
   describe(): string {
@@ -188,12 +190,16 @@ export class WebhookTarget implements Target {
 
   close(): void {
     this.closed = true;
+    for (const slot of this.slots) {
+      clearTimeout(slot.timer);
+      slot.timer = undefined;
+    }
     this.client.close();
   }
 
   /**
-   * Prepares the request once, then tries it. Plain promise callbacks rather than async functions
-   * on the way of a first try that succeeds (every delivery's path); retries take the slow road.
+   * Prepares the request once, then tries it. A first try that succeeds (every delivery's path)
+   * costs one promise and no timer of its own; retries take the slow road.
    */
   private deliver(msg: Message, ctx: MessageContext): Promise<Delivery> {
     let request: PreparedRequest | Promise<PreparedRequest>;
@@ -206,22 +212,20 @@ export class WebhookTarget implements Target {
   }
 
   private tries(request: PreparedRequest): Promise<Delivery> {
-    return this.tryOnce(request).then((result) => (result.ok ? { endpoint: request.display, status: result.status, attempts: 1 } : this.retry(request, result)));
+    return new Promise<Delivery>((resolve, reject) => {
+      this.tryOnce(request, (result) => {
+        if (result.ok) resolve({ endpoint: request.display, status: result.status, attempts: 1 });
+        else this.retry(request, result).then(resolve, reject);
+      });
+    });
   }
 
-  /** One try in a free slot (waiting for one when `concurrency` are in flight). */
-  private tryOnce(request: PreparedRequest): Promise<Attempt> {
-    const released = (a: Attempt): Attempt => {
-      this.release();
-      return a;
-    };
-    const failed = (err: unknown): never => {
-      this.release();
-      throw err;
-    };
-    const run = () => this.attempt(request).then(released, failed);
-    const waiting = this.slot();
-    return waiting ? waiting.then(run) : run();
+  /** One try in a free slot (waiting for one when `concurrency` are in flight); `then` is called once, with how it ended. */
+  private tryOnce(request: PreparedRequest, then: (a: Attempt) => void): void {
+    let slot = this.free.pop();
+    if (!slot && this.slots.length < this.plan.concurrency) this.slots.push((slot = new Slot()));
+    if (slot) this.attempt(slot, request, then);
+    else this.waiting.push((s) => this.attempt(s, request, then));
   }
 
   /** After a failed first try: retries with backoff until one passes, one fails for good, or the tries are used up. */
@@ -229,7 +233,7 @@ export class WebhookTarget implements Target {
     let backoff = this.plan.backoffMs;
     let result: Attempt = first;
     for (let attempt = 1; ; attempt++) {
-      if (attempt > 1) result = await this.tryOnce(request);
+      if (attempt > 1) result = await new Promise<Attempt>((resolve) => this.tryOnce(request, resolve));
       if (result.ok) return { endpoint: request.display, status: result.status, attempts: attempt };
       if (!result.retry || attempt >= this.plan.attempts || this.closed) {
         const p = result.problem;
@@ -242,27 +246,34 @@ export class WebhookTarget implements Target {
     }
   }
 
-  private slot(): Promise<void> | void {
-    if (this.active < this.plan.concurrency) {
-      this.active++;
-      return;
-    }
-    return new Promise<void>((resolve) => this.waiting.push(resolve));
-  }
-
-  private release(): void {
+  /** The slot goes to the next try waiting for one (after this callback's stack: never inside the HTTP client's), else back to the free ones. */
+  private release(slot: Slot): void {
     const next = this.waiting.shift();
-    if (next) next();
-    else this.active--;
+    if (next) queueMicrotask(() => next(slot));
+    else this.free.push(slot);
   }
 
   /**
    * URL, headers and body, computed once per message (the same for every try, signature
-   * included); synchronously when no URL or header is computed by an expression.
+   * included); synchronously when no expression needs JSONata's own evaluator (no expression at
+   * all, or literals, field paths, `&`, `$string(...)` and the other shapes of expr/fast-path.ts).
    */
   private prepare(msg: Message, ctx: MessageContext): PreparedRequest | Promise<PreparedRequest> {
-    if (this.plan.urlExpr === undefined && this.plan.headers.length === 0) return this.build(msg, this.fixed, NO_HEADERS);
-    return this.prepareComputed(msg, ctx);
+    const plan = this.plan;
+    if (plan.urlExpr === undefined && plan.headers.length === 0) return this.build(msg, this.fixed, NO_HEADERS);
+    let endpoint = this.fixed;
+    if (plan.urlExpr) {
+      const v = evaluateNow(plan.urlExpr, msg, ctx);
+      if (v === NOT_SYNC) return this.prepareComputed(msg, ctx);
+      endpoint = computedEndpoint(v);
+    }
+    const computed: [string, string][] = [];
+    for (const [name, expr] of plan.headers) {
+      const v = evaluateNow(expr, msg, ctx);
+      if (v === NOT_SYNC) return this.prepareComputed(msg, ctx);
+      if (v !== undefined) computed.push([name, typeof v === 'string' ? v : JSON.stringify(v)]);
+    }
+    return this.build(msg, endpoint, computed);
   }
 
   /** prepare() with the expressions of `url` and `headers` evaluated for this message. */
@@ -270,10 +281,7 @@ export class WebhookTarget implements Target {
     const bindings = bindingsFor(msg, ctx);
     let endpoint = this.fixed;
     if (this.plan.urlExpr) {
-      const v = await evaluate(this.plan.urlExpr, msg.value, bindings, 'url');
-      if (typeof v !== 'string' || !/^https?:\/\//.test(v))
-        throw new WebhookError(problem('EG_EXPRESSION_FAILED', `url expression gave ${JSON.stringify(v) ?? 'nothing'}, which is not an http(s) URL`));
-      endpoint = parseEndpoint(v);
+      endpoint = computedEndpoint(await evaluate(this.plan.urlExpr, msg.value, bindings, 'url'));
     }
     const computed: [string, string][] = [];
     for (const [name, expr] of this.plan.headers) {
@@ -333,25 +341,71 @@ export class WebhookTarget implements Target {
     return { display: endpoint.display, request: { origin: endpoint.origin, path: endpoint.path, method: this.plan.method, headers: flat, body: bytes } };
   }
 
-  private attempt(req: PreparedRequest): Promise<Attempt> {
-    return new Promise<Attempt>((resolve) => {
-      const done = (err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined) => {
-        clearTimeout(timer);
-        const a: Attempt = answer
-          ? classify(answer, req.display)
-          : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', `${req.display} could not be reached: ${err?.code ?? err?.message}`) };
-        this.counters?.answered(a.ok ? '2xx' : a.result);
-        resolve(a);
-      };
-      const exchange = this.client.request(req.request, done);
-      const timer = setTimeout(() => {
-        exchange.abort();
-        const a: Attempt = { ok: false, retry: true, result: 'timeout', problem: problem('EG_WEBHOOK_TIMEOUT', `${req.display} did not answer within ${this.plan.timeoutMs} ms`) };
-        this.counters?.answered(a.result);
-        resolve(a);
-      }, this.plan.timeoutMs);
-    });
+  /**
+   * Sends the request from `slot`; `then` learns how the try ended (an answer, no connection, or
+   * no complete answer within timeoutMs) and the slot is released first.
+   */
+  private attempt(slot: Slot, req: PreparedRequest, then: (a: Attempt) => void): void {
+    let exchange: Exchange | undefined;
+    const expire = (): void => {
+      exchange?.abort();
+      this.release(slot);
+      this.counters?.answered('timeout');
+      then({ ok: false, retry: true, result: 'timeout', problem: problem('EG_WEBHOOK_TIMEOUT', `${req.display} did not answer within ${this.plan.timeoutMs} ms`) });
+    };
+    const answered = (err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined): void => {
+      // Once the timer ended this try (and the slot went on to another), an aborted request does not call back; be sure anyway.
+      if (slot.expire !== expire) return;
+      slot.expire = undefined;
+      this.release(slot);
+      const a: Attempt = answer
+        ? classify(answer, req.display)
+        : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', `${req.display} could not be reached: ${err?.code ?? err?.message}`) };
+      this.counters?.answered(a.ok ? '2xx' : a.result);
+      then(a);
+    };
+    // Armed before the request is made: a client that fails at once calls back before request() returns.
+    this.arm(slot, expire);
+    try {
+      exchange = this.client.request(req.request, answered);
+    } catch (err) {
+      answered(err as Error, undefined);
+    }
   }
+
+  /**
+   * Starts the try's clock. Each slot has one timer, armed lazily: it is left running when a try
+   * ends, and when it fires it ends the try in flight if that one's time is up, or sets itself for
+   * the rest of that try's time (or stops, the slot being free). A delivery therefore costs no
+   * timer of its own; a slot's timer fires about once per timeoutMs while the slot is busy.
+   */
+  private arm(slot: Slot, expire: () => void): void {
+    slot.expire = expire;
+    slot.deadline = performance.now() + this.plan.timeoutMs;
+    if (slot.timer === undefined) slot.timer = setTimeout(this.expired, this.plan.timeoutMs, slot).unref();
+  }
+
+  private readonly expired = (slot: Slot): void => {
+    slot.timer = undefined;
+    const expire = slot.expire;
+    if (expire === undefined) return;
+    const left = slot.deadline - performance.now();
+    if (left > 0) {
+      slot.timer = setTimeout(this.expired, Math.ceil(left), slot).unref();
+      return;
+    }
+    slot.expire = undefined;
+    expire();
+  };
+}
+
+/** One of a target's `concurrency` places for a request in flight, with the timer of its tries. */
+class Slot {
+  /** Ends the try in flight when its time is up; undefined while no try is in flight. */
+  expire: (() => void) | undefined = undefined;
+  /** When the try in flight times out (performance.now()). */
+  deadline = 0;
+  timer: NodeJS.Timeout | undefined = undefined;
 }
 
 const NO_HEADERS: readonly [string, string][] = [];
@@ -380,6 +434,12 @@ function endpointOf(url: URL): Endpoint {
 interface PreparedRequest {
   display: string;
   request: ClientRequest;
+}
+
+/** The endpoint of a URL an expression gave; throws (the message fails) when it is not an http(s) URL. */
+function computedEndpoint(v: unknown): Endpoint | WebhookError {
+  if (typeof v !== 'string' || !/^https?:\/\//.test(v)) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `url expression gave ${JSON.stringify(v) ?? 'nothing'}, which is not an http(s) URL`));
+  return parseEndpoint(v);
 }
 
 function parseEndpoint(url: string): Endpoint | WebhookError {
