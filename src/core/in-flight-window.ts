@@ -38,7 +38,21 @@ export class InFlightWindow<O> {
    * Undefined when there is room now, so a consumer with room goes on without a microtask hop.
    */
   room(): Promise<void> | undefined {
-    return this.givenBack || (this.inHand < this.capacity && this.entries.length < this.capacity * SPAN) ? undefined : this.waitForRoom();
+    return this.hasRoom() ? undefined : this.waitForRoom();
+  }
+
+  /** Whether another message may start now (see room()); true once a message was given back. */
+  hasRoom(): boolean {
+    return this.givenBack || (this.inHand < this.capacity && this.entries.length < this.capacity * SPAN);
+  }
+
+  /**
+   * Resolves when the next message in hand settles, for a consumer that checks hasRoom() again
+   * anyway: one promise per wait, where room() is an async loop. Only while hasRoom() is false
+   * (a message is then in hand, so one will settle).
+   */
+  settling(): Promise<void> {
+    return new Promise<void>((r) => this.waiters.push(r));
   }
 
   private async waitForRoom(): Promise<void> {

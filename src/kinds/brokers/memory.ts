@@ -265,9 +265,10 @@ export class MemoryBroker implements BrokerRuntime {
           group.window = new InFlightWindow(group.members.at(-1)?.spec.inFlight ?? 1);
         }
         if (this.stopped || group.members.length === 0 || group.dispatched >= topic.end) break;
-        const room = group.window.room();
-        if (room) await room;
-        if (this.stopped || group.members.length === 0 || group.window.broken) continue;
+        if (!group.window.hasRoom()) {
+          await group.window.settling();
+          continue;
+        }
         if (group.dispatched < topic.first) {
           this.env.logger.warn({ broker: this.name, topic: topic.name, skipped: topic.first - group.dispatched }, 'consumer group fell behind retention; oldest messages were dropped');
           group.dispatched = topic.first;
@@ -303,26 +304,35 @@ export class MemoryBroker implements BrokerRuntime {
    */
   private consumeOne(group: Group, first: Member, msg: Message): Promise<boolean> {
     if (first.stopped || this.stopped) return NOT_CONSUMED;
-    const handling = this.handled(first, msg);
-    return handling.then(
-      () => true,
-      (err) => this.consumeAgain(group, first, msg, err),
+    return this.handle(first, msg).then(
+      () => {
+        left(first);
+        return true;
+      },
+      (err) => {
+        left(first);
+        return this.consumeAgain(group, first, msg, err);
+      },
     );
   }
 
-  /** `member.handler(msg)`, counted in the member's handlings (stop() waits for them) until it settles. */
-  private handled(member: Member, msg: Message): Promise<void> {
+  /** `member.handler(msg)`, counted in the member's handlings (stop() waits for them): the caller calls left() once it settled. */
+  private handle(member: Member, msg: Message): Promise<void> {
     member.inFlight++;
-    const left = () => {
-      if (--member.inFlight === 0 && member.idle.length > 0) for (const r of member.idle.splice(0)) r();
-    };
-    let handling: Promise<void>;
     try {
-      handling = member.handler(msg);
+      return member.handler(msg);
     } catch (err) {
-      handling = Promise.reject(err);
+      return Promise.reject(err);
     }
-    handling.then(left, left);
+  }
+
+  /** handle() with left() when it settles. */
+  private handled(member: Member, msg: Message): Promise<void> {
+    const handling = this.handle(member, msg);
+    handling.then(
+      () => left(member),
+      () => left(member),
+    );
     return handling;
   }
 
@@ -349,6 +359,11 @@ export class MemoryBroker implements BrokerRuntime {
       }
     }
   }
+}
+
+/** A handling of `member` settled: stop() may be waiting for the last one. */
+function left(member: Member): void {
+  if (--member.inFlight === 0 && member.idle.length > 0) for (const r of member.idle.splice(0)) r();
 }
 
 const NOT_CONSUMED = Promise.resolve(false);
