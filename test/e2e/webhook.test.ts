@@ -46,6 +46,12 @@ routes:
         headers: { authorization: '"Bearer " & "\${HOOK_TOKEN}"', x-order: $string(orderId) }
         retry: { attempts: 3, backoffMs: 10 }
         signature: { secret: "\${HOOK_SECRET}" }
+  - name: computed
+    from: { listener: api, path: /computed }
+    to:
+      http:
+        url: { expression: target }
+        headers: { x-name: $uppercase(name), x-static: '"fixed"' }
   - name: refused
     from: { listener: api, path: /refused }
     to: { http: { url: "http://127.0.0.1:${refusedPort}/x", retry: { attempts: 2, backoffMs: 10 } } }
@@ -108,6 +114,24 @@ routes:
     // The independent Standard Webhooks implementation accepts the signature.
     assert.deepEqual(new Webhook(SECRET).verify(r!.body, r!.headers as Record<string, string>), { orderId: 7 });
     hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it('evaluates URL and headers that need JSONata’s own evaluator as well as those it answers at once, and fails a computed URL that is not http(s)', async () => {
+    const from = hook.requests.length;
+    // `target` and the literal have fast paths; $uppercase needs JSONata.
+    const ok = await post('/computed', { target: `${hook.url}/computed/1`, name: 'alice' });
+    assert.equal(ok.status, 200);
+    const [r] = hook.requests.slice(from);
+    assert.equal(r!.url, '/computed/1');
+    assert.equal(r!.headers['x-name'], 'ALICE');
+    assert.equal(r!.headers['x-static'], 'fixed');
+    const bad = await post('/computed', { target: 'ftp://example.com/x', name: 'bob' });
+    assert.equal(bad.status, 500);
+    const p = (await bad.json()) as { code: string; detail: string };
+    assert.equal(p.code, 'EG_EXPRESSION_FAILED');
+    assert.match(p.detail, /url expression gave "ftp:\/\/example.com\/x", which is not an http\(s\) URL/);
+    // Nothing was sent for it.
+    assert.equal(hook.requests.length, from + 1);
   });
 
   it('retries 5xx with backoff and counts every answer per route in the metrics', async () => {
