@@ -61,6 +61,12 @@ export class ProxyConnection {
   /** Client frames still to pass as raw SASL tokens after a SaslHandshake v0. */
   private rawTokens = 0;
   private ended = false;
+  /**
+   * Correlation ids of the latest acks=0 produce requests sent upstream. Kafka answers none, but
+   * some brokers do (librdkafka's mock cluster): such an answer is dropped, not taken for a broken
+   * upstream, which would close the connection and lose the requests behind it.
+   */
+  private readonly unanswered = new Set<number>();
 
   constructor(
     readonly client: Socket,
@@ -140,7 +146,7 @@ export class ProxyConnection {
       const slot: Slot = { chunks: [], done: false, header, inspect: false };
       this.owed.push(slot);
       this.awaiting.push(slot);
-    }
+    } else this.sentUnanswered(header.correlationId);
     return 'stream';
   }
 
@@ -211,6 +217,7 @@ export class ProxyConnection {
     this.send(g.forward.byteOffset === whole.byteOffset + 4 && g.forward.buffer === whole.buffer ? whole : frame(g.forward));
     if (g.acks === 0) {
       g.pending?.unacknowledged();
+      this.sentUnanswered(header.correlationId);
       return [];
     }
     this.awaiting.push(slot);
@@ -223,6 +230,12 @@ export class ProxyConnection {
     this.send(whole);
   }
 
+  private sentUnanswered(correlationId: number): void {
+    // Bounded: with a broker that answers none of them the ids would pile up for ever.
+    if (this.unanswered.size >= 1024) this.unanswered.delete(this.unanswered.values().next().value!);
+    this.unanswered.add(correlationId);
+  }
+
   /** Writes a whole frame upstream. */
   private send(whole: Buffer): void {
     if (!this.upstream.write(whole)) this.client.pause();
@@ -232,18 +245,23 @@ export class ProxyConnection {
 
   private responseHandler(): FrameHandler {
     let slot: Slot | undefined;
+    /** The frame being read answers an acks=0 request: dropped. */
+    let dropping = false;
     return {
       onStart: (_size, head) => {
         slot = this.awaiting[0];
+        const correlationId = head.length >= 4 ? head.readInt32BE(0) : undefined;
+        dropping = correlationId !== undefined && slot?.header?.correlationId !== correlationId && this.unanswered.delete(correlationId);
+        if (dropping) return 'stream';
         if (!slot) throw new ProtocolError('the broker sent a response nobody asked for');
         if (slot.header) {
-          if (head.length < 4) throw new ProtocolError('response shorter than its header');
-          const correlationId = head.readInt32BE(0);
+          if (correlationId === undefined) throw new ProtocolError('response shorter than its header');
           if (correlationId !== slot.header.correlationId) throw new ProtocolError(`response ${correlationId} arrived where ${slot.header.correlationId} was due`);
         }
         return slot.inspect ? 'buffer' : 'stream';
       },
       onChunk: (bytes, last) => {
+        if (dropping) return;
         slot!.chunks.push(bytes);
         if (last) {
           this.awaiting.shift();
