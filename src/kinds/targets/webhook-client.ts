@@ -1,7 +1,7 @@
 /**
- * The webhook target's HTTP client: undici's Agent (the client behind Node's own fetch), one per
- * target, keeping up to `concurrency` connections alive per origin with one request at a time on
- * each. node:http's client (ClientRequest, the Agent's bookkeeping, the IncomingMessage stream)
+ * The webhook target's HTTP client: undici (the client behind Node's own fetch), one per target,
+ * keeping up to `concurrency` connections alive per origin with one request at a time on each: a
+ * Pool for the origin of a fixed URL, an Agent (a Pool per origin) for URLs computed per message. node:http's client (ClientRequest, the Agent's bookkeeping, the IncomingMessage stream)
  * cost more CPU per request than the rest of a delivery's path; undici's dispatch API costs a
  * fraction of it and leaves HTTP/1.1 framing (chunked answers, 1xx, close-delimited bodies,
  * connection reuse) to a client that is maintained for it. A delivery needs only the status, the
