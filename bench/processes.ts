@@ -18,6 +18,17 @@ export interface Baseline {
   stop(): Promise<void>;
 }
 
+/** Baselines started and not yet stopped. */
+const running = new Set<Baseline>();
+
+/**
+ * Stops the baselines a scenario left running (one that failed before its own `finally` could):
+ * they would load the machine under the next scenario, and keep the run from exiting.
+ */
+export async function stopLeftoverBaselines(): Promise<void> {
+  await Promise.all([...running].map((b) => b.stop()));
+}
+
 /** Starts dist/bench/baselines/<name>.js and waits for its "baseline ready" line. */
 export async function startBaseline(name: string, env: Record<string, string> = {}): Promise<Baseline> {
   const script = fileURLToPath(new URL(`./baselines/${name}.js`, import.meta.url));
@@ -35,7 +46,16 @@ export async function startBaseline(name: string, env: Record<string, string> = 
     });
     void exited.then(() => reject(new Error(`baseline ${name} exited before it was ready`)));
   });
-  return { port, pid: child.pid!, stop: () => stopChild(child, exited) };
+  const baseline: Baseline = {
+    port,
+    pid: child.pid!,
+    stop: () => {
+      running.delete(baseline);
+      return stopChild(child, exited);
+    },
+  };
+  running.add(baseline);
+  return baseline;
 }
 
 async function stopChild(child: ChildProcess, exited: Promise<unknown>): Promise<void> {

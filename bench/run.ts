@@ -6,6 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { describeMachine, markdownTable, rounded } from './report.js';
+import { stopLeftoverBaselines } from './processes.js';
 import { isFailure, type Scenario, type ScenarioFailure, type ScenarioResult } from './scenario.js';
 import { amqpWsLatency, mqttWsLatency, natsWsLatency } from './scenarios/broker-ws-latency.js';
 import { fanout } from './scenarios/fanout.js';
@@ -88,6 +89,8 @@ async function main(): Promise<number> {
       scenarios[s.name] = rounded(await s.run({ duration }));
     } catch (err) {
       scenarios[s.name] = { error: (err as Error).message };
+    } finally {
+      await stopLeftoverBaselines();
     }
   }
   process.stdout.write(markdownTable(machine, scenarios));
