@@ -127,3 +127,18 @@ routes:
     to: { http: { url: ${JSON.stringify(sinkUrl)}, concurrency: ${concurrency} } }
 `;
 }
+
+/** A kafka listener in front of the cluster at `bootstrap`; route light-in checks every record of `validated` against LIGHT_SCHEMA. */
+export function kafkaProxyConfig(bootstrap: string, validated: string): string {
+  return `version: 1
+brokers:
+  cluster: { kind: kafka, brokers: "${bootstrap}" }
+listeners:
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+routes:
+  - name: light-in
+    from: { listener: kafka-in, topic: ${validated} }
+    through:
+      - validate: { schema: ${JSON.stringify(LIGHT_SCHEMA)}, onInvalid: reject }
+`;
+}

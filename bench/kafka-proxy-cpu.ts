@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LIGHT_SCHEMA } from './configs.js';
+import { kafkaProxyConfig } from './configs.js';
 import { cpuMs, startGateway, startKafka } from './processes.js';
 
 const mode = process.argv[2] === 'plain' ? 'plain' : 'validate';
@@ -24,17 +24,7 @@ const records = join(dir, 'records.jsonl');
 const lines: string[] = [];
 for (let i = 0; i < count; i++) lines.push(JSON.stringify({ id: i, lumens: 640, sentAt: '2026-11-23T10:00:00Z' }));
 writeFileSync(records, `${lines.join('\n')}\n`);
-const gw = await startGateway(`version: 1
-brokers:
-  cluster: { kind: kafka, brokers: "${kafka.bootstrap}" }
-listeners:
-  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
-routes:
-  - name: light-in
-    from: { listener: kafka-in, topic: light-validated }
-    through:
-      - validate: { schema: ${JSON.stringify(LIGHT_SCHEMA)}, onInvalid: reject }
-`);
+const gw = await startGateway(kafkaProxyConfig(kafka.bootstrap, 'light-validated'));
 await kafka.createTopic('light-validated', 3);
 
 /** One kcat run; wall seconds and µs of CPU per record of kcat, the mock cluster and the gateway. */

@@ -22,27 +22,14 @@ import { defaultRegistry } from '../../src/kinds/index.js';
 import { governProduce, type GovernContext } from '../../src/kinds/listeners/kafka/govern.js';
 import { loadPlan } from '../../src/plan/compile.js';
 import { RouteRuntime } from '../../src/runtime/route.js';
-import { LIGHT_SCHEMA } from '../configs.js';
+import { kafkaProxyConfig } from '../configs.js';
 
 const perBatch = Number(process.argv[2] ?? 5000);
 const rounds = Number(process.argv[3] ?? 40);
 const PARTITIONS = 3;
 
 const dir = mkdtempSync(join(tmpdir(), 'eventgate-bench-'));
-writeFileSync(
-  join(dir, 'gateway.yaml'),
-  `version: 1
-brokers:
-  cluster: { kind: kafka, brokers: ["127.0.0.1:9092"] }
-listeners:
-  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
-routes:
-  - name: light-in
-    from: { listener: kafka-in, topic: light-validated }
-    through:
-      - validate: { schema: ${JSON.stringify(LIGHT_SCHEMA)}, onInvalid: reject }
-`,
-);
+writeFileSync(join(dir, 'gateway.yaml'), kafkaProxyConfig('127.0.0.1:9092', 'light-validated'));
 const loaded = await loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });
 if (!loaded.plan) throw new Error(`bench config does not load: ${JSON.stringify(loaded.diagnostics)}`);
 const route = new RouteRuntime(loaded.plan.routes.get('light-in')!, { brokers: new Map(), listeners: new Map(), logger: pino({ level: 'silent' }), instanceId: 'bench' });

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LIGHT_SCHEMA } from '../configs.js';
+import { kafkaProxyConfig } from '../configs.js';
 import { cpuMs, startGateway, startKafka, type KafkaCluster, type RunningGateway } from '../processes.js';
 import { median } from '../stats.js';
 import { judge, type Scenario, type ScenarioResult } from '../scenario.js';
@@ -19,20 +19,6 @@ const PARTITIONS = 3;
 /** Records per round: enough that kcat's start-up and metadata round trips are a small part. */
 function recordCount(duration: number): number {
   return duration < 5 ? 100_000 : 1_000_000;
-}
-
-function proxyConfig(bootstrap: string, validated: string): string {
-  return `version: 1
-brokers:
-  cluster: { kind: kafka, brokers: "${bootstrap}" }
-listeners:
-  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
-routes:
-  - name: light-in
-    from: { listener: kafka-in, topic: ${validated} }
-    through:
-      - validate: { schema: ${JSON.stringify(LIGHT_SCHEMA)}, onInvalid: reject }
-`;
 }
 
 /** Runs kcat to completion; resolves with the wall-clock seconds it took. */
@@ -66,7 +52,7 @@ async function setUp(duration: number): Promise<Setup> {
   const lines: string[] = [];
   for (let i = 0; i < count; i++) lines.push(JSON.stringify({ id: i, lumens: 640, sentAt: '2026-11-23T10:00:00Z' }));
   writeFileSync(records, `${lines.join('\n')}\n`);
-  const gw = await startGateway(proxyConfig(kafka.bootstrap, 'light-validated'));
+  const gw = await startGateway(kafkaProxyConfig(kafka.bootstrap, 'light-validated'));
   return { kafka, gw, records, count, address: { direct: kafka.bootstrap, proxy: `127.0.0.1:${gw.port('kafka-in')}` } };
 }
 
