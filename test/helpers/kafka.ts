@@ -205,7 +205,7 @@ export interface ProduceRecord {
  * Produces records with kcat, in order. kcat takes headers per invocation, so consecutive records
  * with the same headers share one run.
  */
-export async function kcatProduce(bootstrap: string, topic: string, records: ProduceRecord[], options: { compression?: string } = {}): Promise<void> {
+export async function kcatProduce(bootstrap: string, topic: string, records: ProduceRecord[], options: { compression?: string; lingerMs?: number } = {}): Promise<void> {
   let i = 0;
   while (i < records.length) {
     const headers = records[i]!.headers ?? {};
@@ -219,6 +219,8 @@ export async function kcatProduce(bootstrap: string, topic: string, records: Pro
     const args = ['-P', '-b', bootstrap, '-t', topic, '-K', '\t', '-q'];
     // librdkafka compresses each batch with this codec (kcat -z).
     if (options.compression) args.push('-z', options.compression);
+    // Records read within lingerMs share a batch (per partition): kcat's input may otherwise be cut into several.
+    if (options.lingerMs !== undefined) args.push('-X', `linger.ms=${options.lingerMs}`);
     for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}=${v}`);
     await runKcat(args, group.map((r) => `${r.key ?? ''}\t${r.value}\n`).join(''));
     i = j;
