@@ -1,4 +1,7 @@
 /** The gateway configs the scenarios run, and the message they send. */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** The README's chain: a JSON Schema check, a filter and a reshaping transform. */
 export const LIGHT_SCHEMA = {
@@ -141,4 +144,13 @@ routes:
     through:
       - validate: { schema: ${JSON.stringify(LIGHT_SCHEMA)}, onInvalid: reject }
 `;
+}
+
+/** A temp file of `count` LIGHT_SCHEMA messages, one JSON line each (kcat's input for the kafka-proxy scenarios). */
+export function lightRecordsFile(count: number): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'eventgate-bench-records-')), 'records.jsonl');
+  const lines: string[] = [];
+  for (let i = 0; i < count; i++) lines.push(JSON.stringify({ id: i, lumens: 640, sentAt: '2026-11-23T10:00:00Z' }));
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  return file;
 }

@@ -8,10 +8,7 @@
  *   node dist/bench/kafka-proxy-cpu.js [validate|plain] [rounds] [records]
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { kafkaProxyConfig } from './configs.js';
+import { kafkaProxyConfig, lightRecordsFile } from './configs.js';
 import { cpuMs, startGateway, startKafka } from './processes.js';
 
 const mode = process.argv[2] === 'plain' ? 'plain' : 'validate';
@@ -19,11 +16,7 @@ const rounds = Number(process.argv[3] ?? 3);
 const count = Number(process.argv[4] ?? 1_000_000);
 
 const kafka = await startKafka({ brokers: 3, requestLog: false });
-const dir = mkdtempSync(join(tmpdir(), 'eventgate-proxy-cpu-'));
-const records = join(dir, 'records.jsonl');
-const lines: string[] = [];
-for (let i = 0; i < count; i++) lines.push(JSON.stringify({ id: i, lumens: 640, sentAt: '2026-11-23T10:00:00Z' }));
-writeFileSync(records, `${lines.join('\n')}\n`);
+const records = lightRecordsFile(count);
 const gw = await startGateway(kafkaProxyConfig(kafka.bootstrap, 'light-validated'));
 await kafka.createTopic('light-validated', 3);
 

@@ -6,10 +6,7 @@
  * every record, and consume.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { kafkaProxyConfig } from '../configs.js';
+import { kafkaProxyConfig, lightRecordsFile } from '../configs.js';
 import { cpuMs, startGateway, startKafka, type KafkaCluster, type RunningGateway } from '../processes.js';
 import { median } from '../stats.js';
 import { judge, type Scenario, type ScenarioResult } from '../scenario.js';
@@ -47,11 +44,7 @@ interface Setup {
 async function setUp(duration: number): Promise<Setup> {
   const kafka = await startKafka({ brokers: 3, requestLog: false });
   const count = recordCount(duration);
-  const dir = mkdtempSync(join(tmpdir(), 'eventgate-bench-kafka-'));
-  const records = join(dir, 'records.jsonl');
-  const lines: string[] = [];
-  for (let i = 0; i < count; i++) lines.push(JSON.stringify({ id: i, lumens: 640, sentAt: '2026-11-23T10:00:00Z' }));
-  writeFileSync(records, `${lines.join('\n')}\n`);
+  const records = lightRecordsFile(count);
   const gw = await startGateway(kafkaProxyConfig(kafka.bootstrap, 'light-validated'));
   return { kafka, gw, records, count, address: { direct: kafka.bootstrap, proxy: `127.0.0.1:${gw.port('kafka-in')}` } };
 }
