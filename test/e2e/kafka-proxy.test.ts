@@ -314,7 +314,7 @@ routes:
     assert.ok((await values(kafka.bootstrap, t.orders)).includes(VALID(500)));
     const status = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in');
     assert.equal(status.closedByProxy, before + 2);
-    assert.ok(gw.logs.some((l) => l.msg === 'kafka client connection closed: bad request'));
+    await gw.waitForLog((l) => l.msg === 'kafka client connection closed: bad request');
   });
 
   it('shows its port for every broker and its connections in /admin/status', async () => {
