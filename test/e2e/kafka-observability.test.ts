@@ -104,7 +104,7 @@ routes:
     const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as { consumerLag: { route: string; lag: number }[] };
     assert.deepEqual(stats.consumerLag.find((l) => l.route === 'stuck')?.lag, 3);
     // Failed attempts are logged with their trace id.
-    const failed = gw.logs.find((l) => l.msg === 'message failed' && l.route === 'stuck')!;
+    const failed = await gw.waitForLog((l) => l.msg === 'message failed' && l.route === 'stuck');
     assert.match(failed.traceId as string, /^[0-9a-f]{32}$/);
     assert.equal(failed.code, 'EG_BROKER_UNAVAILABLE');
     assert.equal((await scrape(gw.adminUrl)).types.get('eventgate_kafka_consumer_lag'), 'gauge');
