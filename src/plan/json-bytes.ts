@@ -16,6 +16,11 @@
  * are ajv 8's with the gateway's options (json-schema.ts): `integer` is `!(v % 1) && !isNaN(v)`,
  * lengths count code points, and `properties`/`required` read inherited members too (ajv tests
  * `data.constructor !== undefined`), so names that Object.prototype has do not compile.
+ *
+ * A schema compiles to a JavaScript function written for it (as ajv does for its own checks): its
+ * property names become byte comparisons, its bounds constants, each subschema a function of its
+ * own. Interpreting the schema per record cost about twice as much (docs/performance.md). Only
+ * numbers and byte values from the schema reach the generated source, never its strings.
  */
 import { isDateTimeBytes } from './date-time.js';
 
@@ -43,8 +48,6 @@ interface Property {
   bytes: Buffer;
   node: Node;
   required: boolean;
-  /** Its place in its object node's `seen`. */
-  slot: number;
 }
 
 /** One (sub)schema, compiled. */
@@ -61,15 +64,10 @@ interface Node {
   minLength: number;
   maxLength: number;
   dateTime: boolean;
-  // objects: known names by byte length, and what other names may hold (null: none allowed)
-  /** Known names by hash (open addressing, slot + 1, 0 empty); undefined without object keywords. */
-  table: Int32Array | undefined;
-  mask: number;
-  properties: Property[];
-  requiredCount: number;
+  // objects: the known names (undefined without object keywords: any name, any value), and what
+  // other names may hold (null: none allowed)
+  properties: Property[] | undefined;
   additional: Node | null;
-  /** Per known property, the visit in which it was last seen (duplicate keys, required). */
-  seen: Float64Array;
   // arrays
   items: Node | undefined;
   minItems: number;
@@ -89,12 +87,8 @@ function node(): Node {
     minLength: 0,
     maxLength: Infinity,
     dateTime: false,
-    table: undefined,
-    mask: 0,
-    properties: [],
-    requiredCount: 0,
+    properties: undefined,
     additional: null,
-    seen: new Float64Array(0),
     items: undefined,
     minItems: 0,
     maxItems: Infinity,
@@ -108,8 +102,7 @@ const ANY: Node = { ...node(), any: true };
 export function compileBytesCheck(schema: unknown): BytesCheck | undefined {
   const root = compileNode(schema, 0);
   if (!root) return undefined;
-  const reader = new Reader();
-  return (buf, start, end) => reader.check(root, buf, start, end);
+  return generate(root);
 }
 
 function isCount(v: unknown): v is number {
@@ -206,14 +199,14 @@ function compileObject(s: Record<string, unknown>, n: Node, depth: number): bool
     for (const [name, sub] of Object.entries(s.properties as Record<string, unknown>)) {
       const compiled = compileNode(sub, depth + 1);
       if (!compiled || name in Object.prototype) return false;
-      props.set(name, { bytes: Buffer.from(name, 'utf8'), node: compiled, required: false, slot: 0 });
+      props.set(name, { bytes: Buffer.from(name, 'utf8'), node: compiled, required: false });
     }
   }
   if (s.required !== undefined) {
     if (!Array.isArray(s.required)) return false;
     for (const name of s.required) {
       if (typeof name !== 'string' || name in Object.prototype) return false;
-      const p = props.get(name) ?? { bytes: Buffer.from(name, 'utf8'), node: ANY, required: false, slot: 0 };
+      const p = props.get(name) ?? { bytes: Buffer.from(name, 'utf8'), node: ANY, required: false };
       p.required = true;
       props.set(name, p);
     }
@@ -226,281 +219,363 @@ function compileObject(s: Record<string, unknown>, n: Node, depth: number): bool
     n.additional = additional;
   }
   n.properties = [...props.values()];
-  let size = 8;
-  while (size < n.properties.length * 2) size *= 2;
-  n.table = new Int32Array(size);
-  n.mask = size - 1;
-  let slot = 0;
-  for (const p of n.properties) {
-    p.slot = slot++;
-    let h = hashOf(p.bytes, 0, p.bytes.length) & n.mask;
-    while (n.table[h] !== 0) h = (h + 1) & n.mask;
-    n.table[h] = p.slot + 1;
-    if (p.required) n.requiredCount++;
-  }
-  n.seen = new Float64Array(slot);
   return true;
 }
 
-/** Reads one value at a time; not reentrant (each compiled check has its own). */
-class Reader {
-  private buf: Buffer = Buffer.alloc(0);
-  private at = 0;
-  private end = 0;
-  /** Counts object visits: a property was seen in this object when its `seen` slot holds the visit's number. */
-  private visit = 0;
-  private depth = 0;
-  /** Set by string(): whether the last string had escapes or bytes beyond ASCII. */
-  private escaped = false;
-  private high = false;
-  private strStart = 0;
-  private strEnd = 0;
+// ---- code generation -----------------------------------------------------------------------------
+//
+// Every generated value function reads one value starting at `at` (its first byte, whitespace
+// already skipped) and returns the position after it, or -1 when the value is not certainly
+// valid. Positions only grow, so a function that looked at a byte past `end` (the record's next
+// bytes) is caught by the final `=== end`.
 
-  check(root: Node, buf: Buffer, start: number, end: number): boolean {
-    // decodeValueBytes parses a value starting with `{` or `[` as JSON; anything else is left to it.
-    const first = buf[start];
-    if (first !== 0x7b && first !== 0x5b) return false;
-    this.buf = buf;
-    this.at = start;
-    this.end = end;
-    this.depth = 0;
-    if (!this.value(root)) return false;
-    this.ws();
-    return this.at === end;
+/** What generated code calls: plain functions, which V8 inlines where they are hot. */
+const HELPERS = { ws, skipValue, scanString, scanNumber, isDateTimeBytes, sameBytes };
+
+/** Names and enum strings longer than this are compared with sameBytes rather than inline. */
+const INLINE_BYTES = 32;
+
+function generate(root: Node): BytesCheck {
+  const g = new Generator();
+  const first = g.value(root, 0, 'start');
+  const body = `"use strict";
+${g.functions.join('\n')}
+return function checkBytes(buf, start, end) {
+  // decodeValueBytes parses a value starting with \`{\` or \`[\` as JSON; anything else is left to it.
+  const first = buf[start];
+  if (first !== 0x7b && first !== 0x5b) return false;
+  const at = ${first};
+  return at >= 0 && ws(buf, at, end) === end;
+};`;
+  const names = Object.keys(HELPERS);
+  // The source holds numbers and byte values from the schema only, never its strings (see Generator).
+  const make = new Function(...names, 'K', body) as (...args: unknown[]) => BytesCheck;
+  return make(...Object.values(HELPERS), g.constants);
+}
+
+class Generator {
+  readonly functions: string[] = [];
+  /** Values the generated code reads as `K[i]` (enum strings and numbers too long to inline). */
+  readonly constants: unknown[] = [];
+
+  /** An expression reading a value of `n` at `at`, `depth` containers deep. */
+  value(n: Node, depth: number, at: string): string {
+    if (n.any) return `skipValue(buf, ${at}, end, ${MAX_DEPTH - depth})`;
+    return `${this.node(n, depth)}(buf, ${at}, end)`;
   }
 
-  /** Skips JSON whitespace (space, tab, LF, CR: JSON.parse accepts nothing else). */
-  private ws(): void {
-    const buf = this.buf;
-    let at = this.at;
-    while (at < this.end) {
-      const b = buf[at]!;
-      if (b !== 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09) break;
-      at++;
-    }
-    this.at = at;
+  private constant(v: unknown): string {
+    this.constants.push(v);
+    return `K[${this.constants.length - 1}]`;
   }
 
-  private value(n: Node): boolean {
-    this.ws();
-    if (this.at >= this.end) return false;
-    const b = this.buf[this.at]!;
-    if (b === 0x22) return this.stringValue(n);
-    if (b === 0x7b) return (n.types & OBJECT) !== 0 && n.allowed === undefined && this.object(n);
-    if (b === 0x5b) return (n.types & ARRAY) !== 0 && n.allowed === undefined && this.array(n);
-    if (b === 0x2d || (b >= 0x30 && b <= 0x39)) return this.number(n);
-    if (b === 0x74) return this.literal('true', n, BOOLEAN) && (n.allowed === undefined || n.allowed.true);
-    if (b === 0x66) return this.literal('false', n, BOOLEAN) && (n.allowed === undefined || n.allowed.false);
-    if (b === 0x6e) return this.literal('null', n, NULL) && (n.allowed === undefined || n.allowed.null);
-    return false;
+  /** A condition: `buf` holds `bytes` at `at` (the caller knows at least that many bytes are there). */
+  private same(bytes: Buffer, at: string): string {
+    if (bytes.length === 0) return 'true';
+    if (bytes.length > INLINE_BYTES) return `sameBytes(${this.constant(bytes)}, buf, ${at})`;
+    return [...bytes].map((b, i) => `buf[${at} + ${i}] === ${b}`).join(' && ');
   }
 
-  private literal(word: string, n: Node, type: number): boolean {
-    if ((n.types & type) === 0 || this.at + word.length > this.end) return false;
-    for (let i = 1; i < word.length; i++) if (this.buf[this.at + i] !== word.charCodeAt(i)) return false;
-    this.at += word.length;
-    return true;
-  }
-
-  /** Scans a string token at `at` (on its opening quote): sets strStart/strEnd (its content), escaped, high. */
-  private string(): boolean {
-    const buf = this.buf;
-    const end = this.end;
-    let at = this.at + 1;
-    const from = at;
-    let escaped = false;
-    let high = false;
-    for (;;) {
-      if (at >= end) return false;
-      const b = buf[at]!;
-      if (b === 0x22) break;
-      if (b < 0x20) return false;
-      if (b === 0x5c) {
-        escaped = true;
-        const e = buf[at + 1];
-        if (e === 0x75) {
-          if (at + 6 > end || !hex(buf[at + 2]!) || !hex(buf[at + 3]!) || !hex(buf[at + 4]!) || !hex(buf[at + 5]!)) return false;
-          at += 6;
-          continue;
-        }
-        // " \ / b f n r t
-        if (e !== 0x22 && e !== 0x5c && e !== 0x2f && e !== 0x62 && e !== 0x66 && e !== 0x6e && e !== 0x72 && e !== 0x74) return false;
-        at += 2;
-        continue;
-      }
-      if (b >= 0x80) high = true;
-      at++;
-    }
-    this.strStart = from;
-    this.strEnd = at;
-    this.escaped = escaped;
-    this.high = high;
-    this.at = at + 1;
-    return true;
-  }
-
-  private stringValue(n: Node): boolean {
-    if ((n.types & STRING) === 0 || !this.string()) return false;
-    if (n.any) return true;
-    const len = this.strEnd - this.strStart;
-    if (n.allowed !== undefined) {
-      if (this.escaped || !this.oneOfStrings(n.allowed.strings)) return false;
-    }
-    if (n.minLength > 0 || n.maxLength !== Infinity) {
-      // Code points: only counted here for ASCII without escapes (one byte each).
-      if (this.escaped || this.high || len < n.minLength || len > n.maxLength) return false;
-    }
-    if (n.dateTime && (this.escaped || this.high || !isDateTimeBytes(this.buf, this.strStart, this.strEnd))) return false;
-    return true;
-  }
-
-  private oneOfStrings(candidates: Buffer[]): boolean {
-    const len = this.strEnd - this.strStart;
-    for (const c of candidates) if (c.length === len && sameBytes(c, this.buf, this.strStart)) return true;
-    return false;
-  }
-
-  private number(n: Node): boolean {
-    const buf = this.buf;
-    const end = this.end;
-    const from = this.at;
-    let at = from;
-    const negative = buf[at] === 0x2d;
-    if (negative) at++;
-    let b = buf[at];
-    if (b === undefined || at >= end) return false;
-    let digits = 0;
-    let v = 0;
-    if (b === 0x30) {
-      at++;
-      digits = 1;
-    } else if (b >= 0x31 && b <= 0x39) {
-      while (at < end && (b = buf[at]!) >= 0x30 && b <= 0x39) {
-        v = v * 10 + (b - 0x30);
-        digits++;
-        at++;
-      }
-    } else return false;
-    let plain = digits <= 15;
-    if (at < end && buf[at] === 0x2e) {
-      plain = false;
-      at++;
-      const f = at;
-      while (at < end && (b = buf[at]!) >= 0x30 && b <= 0x39) at++;
-      if (at === f) return false;
-    }
-    if (at < end && (buf[at] === 0x65 || buf[at] === 0x45)) {
-      plain = false;
-      at++;
-      if (at < end && (buf[at] === 0x2b || buf[at] === 0x2d)) at++;
-      const e = at;
-      while (at < end && (b = buf[at]!) >= 0x30 && b <= 0x39) at++;
-      if (at === e) return false;
-    }
-    this.at = at;
-    if (n.any) return true;
-    // Up to 15 digits an integer is exact; otherwise the double JSON.parse gives (the same rounding).
-    const value = plain ? (negative ? -v : v) : Number(buf.toString('latin1', from, at));
+  /** The function reading a value of `n` (not `any`), by name. */
+  private node(n: Node, depth: number): string {
+    const name = `v${this.functions.length}`;
+    this.functions.push(''); // its place; filled in below, after the functions it calls
     const t = n.types;
-    if ((t & NUMBER) === 0 && ((t & INTEGER) === 0 || value % 1 || Number.isNaN(value))) return false;
-    if (value < n.minimum || value > n.maximum || value <= n.exclusiveMinimum || value >= n.exclusiveMaximum) return false;
-    if (n.allowed !== undefined && !n.allowed.numbers.includes(value)) return false;
-    return true;
+    const a = n.allowed;
+    const parts: string[] = [];
+    if ((t & STRING) !== 0 && (a === undefined || a.strings.length > 0)) parts.push(`if (b === 0x22) {\n${this.string(n)}\n}`);
+    if ((t & OBJECT) !== 0 && a === undefined) parts.push(`if (b === 0x7b) {\n${this.object(n, depth)}\n}`);
+    if ((t & ARRAY) !== 0 && a === undefined) parts.push(`if (b === 0x5b) {\n${this.array(n, depth)}\n}`);
+    if ((t & (NUMBER | INTEGER)) !== 0 && (a === undefined || a.numbers.length > 0)) parts.push(`if (b === 0x2d || (b >= 0x30 && b <= 0x39)) {\n${this.number(n)}\n}`);
+    const literal = (word: string, first: number) => {
+      const rest = Buffer.from(word.slice(1), 'latin1');
+      return `if (b === ${first}) return at + ${word.length} <= end && ${this.same(rest, 'at + 1')} ? at + ${word.length} : -1;`;
+    };
+    if ((t & BOOLEAN) !== 0 && (a === undefined || a.true)) parts.push(literal('true', 0x74));
+    if ((t & BOOLEAN) !== 0 && (a === undefined || a.false)) parts.push(literal('false', 0x66));
+    if ((t & NULL) !== 0 && (a === undefined || a.null)) parts.push(literal('null', 0x6e));
+    this.functions[Number(name.slice(1))] = `function ${name}(buf, at, end) {
+if (at >= end) return -1;
+const b = buf[at];
+${parts.join('\n')}
+return -1;
+}`;
+    return name;
   }
 
-  private object(n: Node): boolean {
-    if (++this.depth > MAX_DEPTH) return false;
-    const buf = this.buf;
-    this.at++; // {
-    this.ws();
-    const visit = ++this.visit;
-    let required = 0;
-    const table = n.table;
-    if (buf[this.at] === 0x7d) {
-      this.at++;
-    } else {
-      for (;;) {
-        if (buf[this.at] !== 0x22) return false;
-        let prop: Property | undefined;
-        if (table !== undefined) {
-          // Known names are matched byte for byte: an escaped or non-ASCII key might decode to one.
-          const from = this.at + 1;
-          let at = from;
-          let h = 0;
-          for (;;) {
-            if (at >= this.end) return false;
-            const c = buf[at]!;
-            if (c === 0x22) break;
-            if (c < 0x20 || c === 0x5c || c >= 0x80) return false;
-            h = (Math.imul(h, 31) + c) | 0;
-            at++;
-          }
-          this.at = at + 1;
-          const len = at - from;
-          let i = h & n.mask;
-          for (let s = table[i]!; s !== 0; s = table[(i = (i + 1) & n.mask)]!) {
-            const p = n.properties[s - 1]!;
-            if (p.bytes.length === len && sameBytes(p.bytes, buf, from)) {
-              prop = p;
-              break;
-            }
-          }
-        } else if (!this.string()) return false;
-        this.ws();
-        if (buf[this.at] !== 0x3a) return false;
-        this.at++;
-        if (prop !== undefined) {
-          // JSON.parse keeps the last of repeated names: left to it and ajv.
-          if (n.seen[prop.slot] === visit) return false;
-          n.seen[prop.slot] = visit;
-          if (prop.required) required++;
-          if (!this.value(prop.node)) return false;
-        } else {
-          const other = table === undefined ? ANY : n.additional;
-          if (other === null || !this.value(other)) return false;
-        }
-        this.ws();
-        const c = buf[this.at];
-        this.at++;
-        if (c === 0x7d) break;
-        if (c !== 0x2c) return false;
-        this.ws();
-      }
-    }
-    this.depth--;
-    return required === n.requiredCount;
+  private string(n: Node): string {
+    const a = n.allowed;
+    const lengths = n.minLength > 0 || n.maxLength !== Infinity;
+    if (a === undefined && !lengths && !n.dateTime) return 'return scanString(buf, at, end);';
+    // A constrained string is read here only without escapes; lengths count code points, so they
+    // and date-time are read only for ASCII (one byte each). Enum strings compare UTF-8 bytes.
+    const ascii = lengths || n.dateTime;
+    const out = [
+      'let j = at + 1;',
+      'for (;;) {',
+      'if (j >= end) return -1;',
+      'const c = buf[j];',
+      'if (c === 0x22) break;',
+      `if (c < 0x20 || c === 0x5c${ascii ? ' || c >= 0x80' : ''}) return -1;`,
+      'j++;',
+      '}',
+      'const len = j - at - 1;',
+    ];
+    if (n.minLength > 0) out.push(`if (len < ${n.minLength}) return -1;`);
+    if (n.maxLength !== Infinity) out.push(`if (len > ${n.maxLength}) return -1;`);
+    if (n.dateTime) out.push('if (!isDateTimeBytes(buf, at + 1, j)) return -1;');
+    if (a !== undefined) out.push(`if (!(${a.strings.map((s) => `(len === ${s.length} && ${this.same(s, 'at + 1')})`).join(' || ')})) return -1;`);
+    out.push('return j + 1;');
+    return out.join('\n');
   }
 
-  private array(n: Node): boolean {
-    if (++this.depth > MAX_DEPTH) return false;
-    const buf = this.buf;
-    const items = n.items ?? ANY;
-    this.at++; // [
-    this.ws();
-    let count = 0;
-    if (buf[this.at] === 0x5d) {
-      this.at++;
-    } else {
-      for (;;) {
-        if (!this.value(items)) return false;
-        count++;
-        this.ws();
-        const c = buf[this.at];
-        this.at++;
-        if (c === 0x5d) break;
-        if (c !== 0x2c) return false;
-      }
+  private number(n: Node): string {
+    const a = n.allowed;
+    const bounds: string[] = [];
+    if (n.minimum !== -Infinity) bounds.push(`value < ${n.minimum}`);
+    if (n.maximum !== Infinity) bounds.push(`value > ${n.maximum}`);
+    if (!Number.isNaN(n.exclusiveMinimum)) bounds.push(`value <= ${n.exclusiveMinimum}`);
+    if (!Number.isNaN(n.exclusiveMaximum)) bounds.push(`value >= ${n.exclusiveMaximum}`);
+    const integer = (n.types & NUMBER) === 0;
+    if (!integer && bounds.length === 0 && a === undefined) return 'return scanNumber(buf, at, end);';
+    return [
+      'let j = at;',
+      'const negative = b === 0x2d;',
+      'if (negative) j++;',
+      'if (j >= end) return -1;',
+      'let c = buf[j];',
+      'let v = 0;',
+      'let digits = 0;',
+      'if (c === 0x30) {',
+      'j++;',
+      'digits = 1;',
+      '} else if (c >= 0x31 && c <= 0x39) {',
+      'do {',
+      'v = v * 10 + (c - 0x30);',
+      'digits++;',
+      'j++;',
+      '} while (j < end && (c = buf[j]) >= 0x30 && c <= 0x39);',
+      '} else return -1;',
+      'let plain = digits <= 15;',
+      'if (j < end && buf[j] === 0x2e) {',
+      'plain = false;',
+      'const f = ++j;',
+      'while (j < end && (c = buf[j]) >= 0x30 && c <= 0x39) j++;',
+      'if (j === f) return -1;',
+      '}',
+      'if (j < end && (buf[j] === 0x65 || buf[j] === 0x45)) {',
+      'plain = false;',
+      'j++;',
+      'if (j < end && (buf[j] === 0x2b || buf[j] === 0x2d)) j++;',
+      'const e = j;',
+      'while (j < end && (c = buf[j]) >= 0x30 && c <= 0x39) j++;',
+      'if (j === e) return -1;',
+      '}',
+      // Up to 15 digits an integer is exact; otherwise the double JSON.parse gives (the same rounding).
+      "const value = plain ? (negative ? -v : v) : Number(buf.toString('latin1', at, j));",
+      // ajv's `integer`: `!(v % 1) && !isNaN(v)` (a plain value is an integer).
+      ...(integer ? ['if (!plain && (value % 1 || Number.isNaN(value))) return -1;'] : []),
+      ...bounds.map((b) => `if (${b}) return -1;`),
+      ...(a !== undefined ? [`if (!${this.constant(a.numbers)}.includes(value)) return -1;`] : []),
+      'return j;',
+    ].join('\n');
+  }
+
+  private object(n: Node, depth: number): string {
+    // Past MAX_DEPTH containers the value is left to JSON.parse and ajv.
+    if (depth + 1 > MAX_DEPTH) return 'return -1;';
+    const props = n.properties;
+    if (props === undefined) return `return skipValue(buf, at, end, ${MAX_DEPTH - depth});`;
+    const words = Math.ceil(props.length / 32);
+    const seen = (slot: number) => `s${slot >> 5}`;
+    const bit = (slot: number) => (1 << (slot & 31)) | 0;
+    const other = n.additional === null ? 'return -1;' : `i = ${this.value(n.additional, depth + 1, 'i')};`;
+    // Known names by byte length; each matched byte for byte (a name with escapes or bytes beyond
+    // ASCII might decode to a known one: left to ajv).
+    const byLength = new Map<number, number[]>();
+    props.forEach((p, slot) => byLength.set(p.bytes.length, [...(byLength.get(p.bytes.length) ?? []), slot]));
+    const cases: string[] = [];
+    for (const [len, slots] of byLength) {
+      const tries = slots.map((slot) => {
+        const p = props[slot]!;
+        const s = seen(slot);
+        // JSON.parse keeps the last of repeated names: left to it and ajv.
+        return `if (${this.same(p.bytes, 'k')}) {
+if ((${s} & ${bit(slot)}) !== 0) return -1;
+${s} |= ${bit(slot)};
+i = ${this.value(p.node, depth + 1, 'i')};
+break;
+}`;
+      });
+      cases.push(`case ${len}:\n${tries.join('\n')}\n${other}\nbreak;`);
     }
-    this.depth--;
-    return count >= n.minItems && count <= n.maxItems;
+    const required: string[] = [];
+    for (let w = 0; w < words; w++) {
+      let mask = 0;
+      props.forEach((p, slot) => {
+        if (p.required && slot >> 5 === w) mask |= bit(slot);
+      });
+      if (mask !== 0) required.push(`if ((s${w} & ${mask}) !== ${mask}) return -1;`);
+    }
+    const declare = Array.from({ length: words }, (_, w) => `let s${w} = 0;`).join('\n');
+    return `let i = ws(buf, at + 1, end);
+${declare}
+if (buf[i] === 0x7d) i++;
+else {
+for (;;) {
+if (buf[i] !== 0x22) return -1;
+const k = i + 1;
+let j = k;
+for (;;) {
+if (j >= end) return -1;
+const c = buf[j];
+if (c === 0x22) break;
+if (c < 0x20 || c === 0x5c || c >= 0x80) return -1;
+j++;
+}
+i = ws(buf, j + 1, end);
+if (buf[i] !== 0x3a) return -1;
+i = ws(buf, i + 1, end);
+switch (j - k) {
+${cases.join('\n')}
+default:
+${other}
+}
+if (i < 0) return -1;
+i = ws(buf, i, end);
+const c = buf[i++];
+if (c === 0x7d) break;
+if (c !== 0x2c) return -1;
+i = ws(buf, i, end);
+}
+}
+${required.join('\n')}
+return i;`;
+  }
+
+  private array(n: Node, depth: number): string {
+    if (depth + 1 > MAX_DEPTH) return 'return -1;';
+    const counted = n.minItems > 0 || n.maxItems !== Infinity;
+    if (n.items === undefined && !counted) return `return skipValue(buf, at, end, ${MAX_DEPTH - depth});`;
+    const limits: string[] = [];
+    if (n.minItems > 0) limits.push(`if (count < ${n.minItems}) return -1;`);
+    if (n.maxItems !== Infinity) limits.push(`if (count > ${n.maxItems}) return -1;`);
+    return `let i = ws(buf, at + 1, end);
+let count = 0;
+if (buf[i] === 0x5d) i++;
+else {
+for (;;) {
+i = ${this.value(n.items ?? ANY, depth + 1, 'i')};
+if (i < 0) return -1;
+count++;
+i = ws(buf, i, end);
+const c = buf[i++];
+if (c === 0x5d) break;
+if (c !== 0x2c) return -1;
+i = ws(buf, i, end);
+}
+}
+${limits.join('\n')}
+return i;`;
   }
 }
 
-/** The hash the object reader computes over a key's bytes. */
-function hashOf(bytes: Uint8Array, from: number, to: number): number {
-  let h = 0;
-  for (let i = from; i < to; i++) h = (Math.imul(h, 31) + bytes[i]!) | 0;
-  return h;
+// ---- helpers of the generated code ---------------------------------------------------------------
+
+/** Skips JSON whitespace (space, tab, LF, CR: JSON.parse accepts nothing else) from `at`. */
+function ws(buf: Buffer, at: number, end: number): number {
+  while (at < end) {
+    const b = buf[at]!;
+    if (b !== 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09) return at;
+    at++;
+  }
+  return at;
+}
+
+/** Any JSON value at `at` (no constraint), with at most `room` more containers nested; its end or -1. */
+function skipValue(buf: Buffer, at: number, end: number, room: number): number {
+  if (at >= end) return -1;
+  const b = buf[at]!;
+  if (b === 0x22) return scanString(buf, at, end);
+  if (b === 0x2d || (b >= 0x30 && b <= 0x39)) return scanNumber(buf, at, end);
+  if (b === 0x7b || b === 0x5b) {
+    if (room <= 0) return -1;
+    const close = b + 2; // } or ]
+    let i = ws(buf, at + 1, end);
+    if (buf[i] === close) return i + 1;
+    for (;;) {
+      if (b === 0x7b) {
+        if (buf[i] !== 0x22) return -1;
+        i = scanString(buf, i, end);
+        if (i < 0) return -1;
+        i = ws(buf, i, end);
+        if (buf[i] !== 0x3a) return -1;
+        i = ws(buf, i + 1, end);
+      }
+      i = skipValue(buf, i, end, room - 1);
+      if (i < 0) return -1;
+      i = ws(buf, i, end);
+      const c = buf[i++];
+      if (c === close) return i;
+      if (c !== 0x2c) return -1;
+      i = ws(buf, i, end);
+    }
+  }
+  const word = b === 0x74 ? TRUE : b === 0x66 ? FALSE : b === 0x6e ? NULL_BYTES : undefined;
+  if (word === undefined || at + word.length > end || !sameBytes(word, buf, at)) return -1;
+  return at + word.length;
+}
+
+const TRUE = Buffer.from('true');
+const FALSE = Buffer.from('false');
+const NULL_BYTES = Buffer.from('null');
+
+/** A string token at `at` (on its opening quote), escapes checked; its end or -1. */
+function scanString(buf: Buffer, at: number, end: number): number {
+  let j = at + 1;
+  for (;;) {
+    if (j >= end) return -1;
+    const b = buf[j]!;
+    if (b === 0x22) return j + 1;
+    if (b < 0x20) return -1;
+    if (b === 0x5c) {
+      const e = buf[j + 1];
+      if (e === 0x75) {
+        if (j + 6 > end || !hex(buf[j + 2]!) || !hex(buf[j + 3]!) || !hex(buf[j + 4]!) || !hex(buf[j + 5]!)) return -1;
+        j += 6;
+        continue;
+      }
+      // " \ / b f n r t
+      if (e !== 0x22 && e !== 0x5c && e !== 0x2f && e !== 0x62 && e !== 0x66 && e !== 0x6e && e !== 0x72 && e !== 0x74) return -1;
+      j += 2;
+      continue;
+    }
+    j++;
+  }
+}
+
+/** A number token at `at` (JSON's grammar); its end or -1. */
+function scanNumber(buf: Buffer, at: number, end: number): number {
+  let j = at;
+  if (buf[j] === 0x2d) j++;
+  if (j >= end) return -1;
+  let c = buf[j]!;
+  if (c === 0x30) j++;
+  else if (c >= 0x31 && c <= 0x39) while (j < end && (c = buf[j]!) >= 0x30 && c <= 0x39) j++;
+  else return -1;
+  if (j < end && buf[j] === 0x2e) {
+    const f = ++j;
+    while (j < end && (c = buf[j]!) >= 0x30 && c <= 0x39) j++;
+    if (j === f) return -1;
+  }
+  if (j < end && (buf[j] === 0x65 || buf[j] === 0x45)) {
+    j++;
+    if (j < end && (buf[j] === 0x2b || buf[j] === 0x2d)) j++;
+    const e = j;
+    while (j < end && (c = buf[j]!) >= 0x30 && c <= 0x39) j++;
+    if (j === e) return -1;
+  }
+  return j;
 }
 
 /** Whether `buf` holds `bytes` at `at` (Buffer.compare is a native call: slower than this for short names). */
