@@ -14,16 +14,22 @@ import { whenUsed } from '../when-used.js';
 /** undici is loaded with the first webhook target: a gateway without one pays neither its memory nor its start-up time. */
 const undici = whenUsed<typeof import('undici')>(import.meta.url, 'undici');
 
-/** A request as the target prepared it: header names in lower case, values checked. */
+/**
+ * A request as the target prepared it: header names in lower case, values checked. It is also
+ * what undici's dispatch() is given (the timeouts are the target's own), so a try makes no
+ * options object of its own, and every try of a message sends the same one.
+ */
 export interface ClientRequest {
   /** `http(s)://host:port`. */
-  origin: string;
+  readonly origin: string;
   /** Path and query string. */
-  path: string;
-  method: 'POST' | 'PUT' | 'PATCH';
+  readonly path: string;
+  readonly method: 'POST' | 'PUT' | 'PATCH';
   /** Name, value, name, value, ... */
-  headers: string[];
-  body: Buffer;
+  readonly headers: string[];
+  readonly body: Buffer;
+  readonly headersTimeout: 0;
+  readonly bodyTimeout: 0;
 }
 
 /** A complete answer: its status, `Retry-After`, and (for non-2xx answers) up to MAX_TEXT characters of its body. */
@@ -33,8 +39,14 @@ export interface ClientAnswer {
   readonly text: string;
 }
 
-/** How a request ended: an answer, or why there is none (the error's `code` when it has one). */
-export type ClientCallback = (err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined) => void;
+/**
+ * Told how a request ended: an answer, or why there is none (the error's `code` when it has one).
+ * An object rather than a callback, so a try needs no closure; `ticket` is the one request() was
+ * given, so a listener making several requests one after the other knows which one ended.
+ */
+export interface AnswerListener {
+  answered(ticket: number, err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined): void;
+}
 
 /** A request in flight; abort() ends it (its connection is closed) without a callback. */
 export interface Exchange {
@@ -58,10 +70,10 @@ export class HttpClient {
     if (origin !== undefined) this.pool = new (undici().Pool)(origin, { connections, pipelining: 1 });
   }
 
-  request(req: ClientRequest, done: ClientCallback): Exchange {
-    const handler = new AnswerHandler(done);
+  request(req: ClientRequest, listener: AnswerListener, ticket: number): Exchange {
+    const handler = new AnswerHandler(listener, ticket);
     const dispatcher = req.origin === this.origin && this.pool ? this.pool : (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1 }));
-    dispatcher.dispatch({ origin: req.origin, path: req.path, method: req.method, headers: req.headers, body: req.body, headersTimeout: 0, bodyTimeout: 0 }, handler);
+    dispatcher.dispatch(req, handler);
     return handler;
   }
 
@@ -86,7 +98,10 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
   private kept: Buffer[] | undefined = undefined;
   private keptBytes = 0;
 
-  constructor(private readonly done: ClientCallback) {}
+  constructor(
+    private readonly listener: AnswerListener,
+    private readonly ticket: number,
+  ) {}
 
   onConnect(abort: (err: Error) => void): void {
     this.cut = abort;
@@ -115,13 +130,13 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
     if (this.over) return;
     this.over = true;
     if (this.kept) this.text = Buffer.concat(this.kept).toString('utf8').slice(0, MAX_TEXT);
-    this.done(undefined, this);
+    this.listener.answered(this.ticket, undefined, this);
   }
 
   onError(err: Error): void {
     if (this.over) return;
     this.over = true;
-    this.done(err, undefined);
+    this.listener.answered(this.ticket, err, undefined);
   }
 
   abort(): void {

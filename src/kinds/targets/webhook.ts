@@ -14,7 +14,7 @@ import type { Logger } from '../../log.js';
 import { valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
-import { HttpClient, type ClientAnswer, type ClientRequest, type Exchange } from './webhook-client.js';
+import { HttpClient, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange } from './webhook-client.js';
 
 /** `to: {http: ...}` as written (the schema has checked it). */
 export type WebhookOptions = Static<typeof webhookOptions>;
@@ -128,7 +128,7 @@ export class WebhookTarget implements Target {
   private readonly slots: Slot[] = [];
   private readonly free: Slot[] = [];
   /** Tries waiting for a free slot. */
-  private readonly waiting: ((slot: Slot) => void)[] = [];
+  private readonly waiting: Flight[] = [];
   /** Per orderBy value, the tail of its chain of deliveries. */
   private readonly lanes = new Map<string, Promise<unknown>>();
   private closed = false;
@@ -199,7 +199,7 @@ export class WebhookTarget implements Target {
 
   /**
    * Prepares the request once, then tries it. A first try that succeeds (every delivery's path)
-   * costs one promise and no timer of its own; retries take the slow road.
+   * costs one promise, one Flight and no timer or closure of its own; retries take the slow road.
    */
   private deliver(msg: Message, ctx: MessageContext): Promise<Delivery> {
     let request: PreparedRequest | Promise<PreparedRequest>;
@@ -212,28 +212,40 @@ export class WebhookTarget implements Target {
   }
 
   private tries(request: PreparedRequest): Promise<Delivery> {
-    return new Promise<Delivery>((resolve, reject) => {
-      this.tryOnce(request, (result) => {
-        if (result.ok) resolve({ endpoint: request.display, status: result.status, attempts: 1 });
-        else this.retry(request, result).then(resolve, reject);
-      });
-    });
+    const delivered = new Promise<Delivery>(capture);
+    this.tryOnce(new Flight(this, request, captured.resolve!, captured.reject!));
+    return delivered;
   }
 
-  /** One try in a free slot (waiting for one when `concurrency` are in flight); `then` is called once, with how it ended. */
-  private tryOnce(request: PreparedRequest, then: (a: Attempt) => void): void {
+  /** One try of `flight` in a free slot, or once one is free (`concurrency` tries are in flight). */
+  private tryOnce(flight: Flight): void {
     let slot = this.free.pop();
     if (!slot && this.slots.length < this.plan.concurrency) this.slots.push((slot = new Slot()));
-    if (slot) this.attempt(slot, request, then);
-    else this.waiting.push((s) => this.attempt(s, request, then));
+    if (slot) this.attempt(slot, flight);
+    else this.waiting.push(flight);
+  }
+
+  /** How a try of `flight` ended: the first settles the message's promise (retry() goes on after a failure), a retry tells retry(). */
+  private ended(flight: Flight, a: Attempt): void {
+    const onRetry = flight.onRetry;
+    if (onRetry) {
+      flight.onRetry = undefined;
+      onRetry(a);
+    } else if (a.ok) flight.resolve({ endpoint: flight.request.display, status: a.status, attempts: 1 });
+    else this.retry(flight, a).then(flight.resolve, flight.reject);
   }
 
   /** After a failed first try: retries with backoff until one passes, one fails for good, or the tries are used up. */
-  private async retry(request: PreparedRequest, first: Extract<Attempt, { ok: false }>): Promise<Delivery> {
+  private async retry(flight: Flight, first: Extract<Attempt, { ok: false }>): Promise<Delivery> {
+    const request = flight.request;
     let backoff = this.plan.backoffMs;
     let result: Attempt = first;
     for (let attempt = 1; ; attempt++) {
-      if (attempt > 1) result = await new Promise<Attempt>((resolve) => this.tryOnce(request, resolve));
+      if (attempt > 1)
+        result = await new Promise<Attempt>((resolve) => {
+          flight.onRetry = resolve;
+          this.tryOnce(flight);
+        });
       if (result.ok) return { endpoint: request.display, status: result.status, attempts: attempt };
       if (!result.retry || attempt >= this.plan.attempts || this.closed) {
         const p = result.problem;
@@ -249,7 +261,7 @@ export class WebhookTarget implements Target {
   /** The slot goes to the next try waiting for one (after this callback's stack: never inside the HTTP client's), else back to the free ones. */
   private release(slot: Slot): void {
     const next = this.waiting.shift();
-    if (next) queueMicrotask(() => next(slot));
+    if (next) queueMicrotask(() => this.attempt(slot, next));
     else this.free.push(slot);
   }
 
@@ -294,34 +306,39 @@ export class WebhookTarget implements Target {
   private build(msg: Message, endpoint: Endpoint | WebhookError | undefined, computed: readonly [string, string][]): PreparedRequest {
     if (!endpoint) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `'${this.plan.url}' is not a valid URL`));
     if (endpoint instanceof WebhookError) throw endpoint;
-    // Lower-case names; a computed header replaces one of the same name, as node:http's setHeader did.
-    const headers: [string, string][] = [];
+    // Name, value, name, value, ... as the client takes them: lower-case names; a computed header
+    // replaces one of the same name, as node:http's setHeader did.
+    const headers: string[] = [];
     let body: string | Buffer;
     const isEvent = msg.headers[CE_SPECVERSION] !== undefined;
     if (isEvent && this.plan.cloudevents === 'structured') {
       body = JSON.stringify(toStructured(msg));
-      headers.push(['content-type', STRUCTURED_TYPE]);
+      headers.push('content-type', STRUCTURED_TYPE);
     } else {
       // Binary data (a structured event's data_base64) goes as the bytes it is, and so does a
       // consumed record no step changed (core/message.ts, valuePayload).
       const binary = Buffer.isBuffer(msg.value);
       body = valuePayload(msg);
-      if (isEvent) for (const [name, value] of Object.entries(binaryHttpHeaders(msg.headers))) headers.push([name.toLowerCase(), String(value)]);
-      headers.push(['content-type', msg.headers['content-type'] ?? (binary ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain; charset=utf-8' : 'application/json')]);
+      if (isEvent) for (const [name, value] of Object.entries(binaryHttpHeaders(msg.headers))) headers.push(name.toLowerCase(), String(value));
+      headers.push('content-type', msg.headers['content-type'] ?? (binary ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain; charset=utf-8' : 'application/json'));
     }
     const traceparent = msg.headers.traceparent;
-    if (traceparent !== undefined) headers.push(['traceparent', traceparent]);
+    if (traceparent !== undefined) headers.push('traceparent', traceparent);
     const tracestate = msg.headers.tracestate;
-    if (tracestate !== undefined) headers.push(['tracestate', tracestate]);
+    if (tracestate !== undefined) headers.push('tracestate', tracestate);
     for (const [name, value] of computed) {
       const lower = name.toLowerCase();
       if (!HTTP_TOKEN.test(name) || INVALID_HEADER_CHAR.test(value))
         throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name} gave a value HTTP does not allow in a header (control characters such as CR or LF)`));
       if (CLIENT_FRAMING.has(lower) && !(lower === 'connection' && (value === 'close' || value === 'keep-alive')))
         throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name}: the HTTP client frames requests itself; ${name} cannot be set (connection may be 'close' or 'keep-alive')`));
-      const i = headers.findIndex(([n]) => n === lower);
-      if (i >= 0) headers.splice(i, 1);
-      if (lower !== 'content-length') headers.push([lower, value]);
+      for (let i = 0; i < headers.length; i += 2) {
+        if (headers[i] === lower) {
+          headers.splice(i, 2);
+          break;
+        }
+      }
+      if (lower !== 'content-length') headers.push(lower, value);
     }
     const bytes = typeof body === 'string' ? Buffer.from(body) : body;
     if (this.plan.secret) {
@@ -329,48 +346,61 @@ export class WebhookTarget implements Target {
       const id = msg.headers.ce_id ?? (msg.topic !== null && msg.offset !== null ? `${msg.topic}-${msg.partition}-${msg.offset}` : randomUUID());
       const timestamp = Math.floor(Date.now() / 1000);
       const signature = createHmac('sha256', this.plan.secret).update(`${id}.${timestamp}.`).update(bytes).digest('base64');
-      headers.push(['webhook-id', id], ['webhook-timestamp', String(timestamp)], ['webhook-signature', `v1,${signature}`]);
+      headers.push('webhook-id', id, 'webhook-timestamp', String(timestamp), 'webhook-signature', `v1,${signature}`);
     }
-    const flat: string[] = [];
-    for (const [name, value] of headers) {
+    for (let i = 1; i < headers.length; i += 2) {
       // Values from the message (content-type, tracestate, ce-* attributes, a record's headers) are checked as node:http would.
-      if (INVALID_HEADER_CHAR.test(value))
-        throw new WebhookError(problem('EG_INVALID_MESSAGE', `header '${name}' has characters HTTP does not allow in a header (control characters such as CR or LF)`));
-      flat.push(name, value);
+      if (INVALID_HEADER_CHAR.test(headers[i]!))
+        throw new WebhookError(problem('EG_INVALID_MESSAGE', `header '${headers[i - 1]}' has characters HTTP does not allow in a header (control characters such as CR or LF)`));
     }
-    return { display: endpoint.display, request: { origin: endpoint.origin, path: endpoint.path, method: this.plan.method, headers: flat, body: bytes } };
+    return { origin: endpoint.origin, path: endpoint.path, method: this.plan.method, headers, body: bytes, headersTimeout: 0, bodyTimeout: 0, display: endpoint.display };
   }
 
   /**
-   * Sends the request from `slot`; `then` learns how the try ended (an answer, no connection, or
-   * no complete answer within timeoutMs) and the slot is released first.
+   * Sends the flight's request from `slot`; the try ends with an answer or no connection
+   * (answered()) or when its time is up (expire()), whichever comes first, and the slot is
+   * released before the flight learns how it ended.
    */
-  private attempt(slot: Slot, req: PreparedRequest, then: (a: Attempt) => void): void {
-    let exchange: Exchange | undefined;
-    const expire = (): void => {
-      exchange?.abort();
-      this.release(slot);
-      this.counters?.answered('timeout');
-      then({ ok: false, retry: true, result: 'timeout', problem: problem('EG_WEBHOOK_TIMEOUT', `${req.display} did not answer within ${this.plan.timeoutMs} ms`) });
-    };
-    const answered = (err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined): void => {
-      // Once the timer ended this try (and the slot went on to another), an aborted request does not call back; be sure anyway.
-      if (slot.expire !== expire) return;
-      slot.expire = undefined;
-      this.release(slot);
-      const a: Attempt = answer
-        ? classify(answer, req.display)
-        : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', `${req.display} could not be reached: ${err?.code ?? err?.message}`) };
-      this.counters?.answered(a.ok ? '2xx' : a.result);
-      then(a);
-    };
+  private attempt(slot: Slot, flight: Flight): void {
+    const ticket = ++flight.tries;
+    flight.exchange = undefined;
     // Armed before the request is made: a client that fails at once calls back before request() returns.
-    this.arm(slot, expire);
+    this.arm(slot, flight);
     try {
-      exchange = this.client.request(req.request, answered);
+      const exchange = this.client.request(flight.request, flight, ticket);
+      if (slot.flight === flight && flight.tries === ticket) flight.exchange = exchange;
     } catch (err) {
-      answered(err as Error, undefined);
+      this.answered(flight, ticket, err as Error, undefined);
     }
+  }
+
+  /** The HTTP client's answer (or error) for try `ticket` of `flight` (Flight.answered). */
+  answered(flight: Flight, ticket: number, err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined): void {
+    const slot = flight.slot;
+    // Once the timer ended this try (and the slot went on to another), an aborted request does not call back; be sure anyway.
+    if (ticket !== flight.tries || slot === undefined || slot.flight !== flight) return;
+    slot.flight = undefined;
+    flight.slot = undefined;
+    flight.exchange = undefined;
+    this.release(slot);
+    const a: Attempt = answer
+      ? classify(answer, flight.request.display)
+      : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', `${flight.request.display} could not be reached: ${err?.code ?? err?.message}`) };
+    this.counters?.answered(a.ok ? '2xx' : a.result);
+    this.ended(flight, a);
+  }
+
+  /** The try in flight in `slot` took longer than timeoutMs: it is cut and counts as failed (retried). */
+  private expire(slot: Slot, flight: Flight): void {
+    slot.flight = undefined;
+    flight.slot = undefined;
+    const exchange = flight.exchange;
+    flight.exchange = undefined;
+    exchange?.abort();
+    this.release(slot);
+    this.counters?.answered('timeout');
+    const display = flight.request.display;
+    this.ended(flight, { ok: false, retry: true, result: 'timeout', problem: problem('EG_WEBHOOK_TIMEOUT', `${display} did not answer within ${this.plan.timeoutMs} ms`) });
   }
 
   /**
@@ -379,30 +409,61 @@ export class WebhookTarget implements Target {
    * the rest of that try's time (or stops, the slot being free). A delivery therefore costs no
    * timer of its own; a slot's timer fires about once per timeoutMs while the slot is busy.
    */
-  private arm(slot: Slot, expire: () => void): void {
-    slot.expire = expire;
+  private arm(slot: Slot, flight: Flight): void {
+    slot.flight = flight;
+    flight.slot = slot;
     slot.deadline = performance.now() + this.plan.timeoutMs;
     if (slot.timer === undefined) slot.timer = setTimeout(this.expired, this.plan.timeoutMs, slot).unref();
   }
 
   private readonly expired = (slot: Slot): void => {
     slot.timer = undefined;
-    const expire = slot.expire;
-    if (expire === undefined) return;
+    const flight = slot.flight;
+    if (flight === undefined) return;
     const left = slot.deadline - performance.now();
     if (left > 0) {
       slot.timer = setTimeout(this.expired, Math.ceil(left), slot).unref();
       return;
     }
-    slot.expire = undefined;
-    expire();
+    this.expire(slot, flight);
   };
+}
+
+/**
+ * One message's tries, made one after the other: its request, the promise that tells the route,
+ * and the slot of the try in flight. One object per message instead of a closure per try and callback.
+ */
+class Flight implements AnswerListener {
+  /** Tries made so far: the ticket of the latest. */
+  tries = 0;
+  slot: Slot | undefined = undefined;
+  exchange: Exchange | undefined = undefined;
+  /** Set while retry() waits for a try; the first try settles the promise itself. */
+  onRetry: ((a: Attempt) => void) | undefined = undefined;
+
+  constructor(
+    private readonly target: WebhookTarget,
+    readonly request: PreparedRequest,
+    readonly resolve: (d: Delivery) => void,
+    readonly reject: (err: unknown) => void,
+  ) {}
+
+  answered(ticket: number, err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined): void {
+    this.target.answered(this, ticket, err, answer);
+  }
+}
+
+/** new Promise(capture) leaves its resolving functions in `captured` (no executor closure per promise). */
+const captured: { resolve: ((d: Delivery) => void) | undefined; reject: ((err: unknown) => void) | undefined } = { resolve: undefined, reject: undefined };
+function capture(resolve: (d: Delivery) => void, reject: (err: unknown) => void): void {
+  captured.resolve = resolve;
+  captured.reject = reject;
 }
 
 /** One of a target's `concurrency` places for a request in flight, with the timer of its tries. */
 class Slot {
-  /** Ends the try in flight when its time is up; undefined while no try is in flight. */
-  expire: (() => void) | undefined = undefined;
+  /** The message whose try is in flight; undefined while none is. */
+  flight: Flight | undefined = undefined;
   /** When the try in flight times out (performance.now()). */
   deadline = 0;
   timer: NodeJS.Timeout | undefined = undefined;
@@ -431,9 +492,9 @@ function endpointOf(url: URL): Endpoint {
   return { origin: url.origin, path: `${url.pathname}${url.search}`, display: `${url.origin}${url.pathname}` };
 }
 
-interface PreparedRequest {
-  display: string;
-  request: ClientRequest;
+/** What the HTTP client sends (the same object for every try), and the endpoint as logs and answers name it. */
+interface PreparedRequest extends ClientRequest {
+  readonly display: string;
 }
 
 /** The endpoint of a URL an expression gave; throws (the message fails) when it is not an http(s) URL. */
