@@ -16,6 +16,8 @@ export class InFlightWindow<O> {
   private readonly lanes = new Map<string, Promise<void>>();
   private inHand = 0;
   private waiters: (() => void)[] = [];
+  /** The waiters' array while they are told (swapped with `waiters`: no array per settling). */
+  private told: (() => void)[] = [];
   private last: O | undefined;
   /** A message was given back (its handler stopped with it in hand): nothing after it may be committed, nothing more started. */
   private givenBack = false;
@@ -55,6 +57,11 @@ export class InFlightWindow<O> {
     return new Promise<void>((r) => this.waiters.push(r));
   }
 
+  /** settling() without a promise: `then` is called once, when the next message in hand settles (inside its settling: defer what it starts). */
+  onSettled(then: () => void): void {
+    this.waiters.push(then);
+  }
+
   private async waitForRoom(): Promise<void> {
     while (!this.givenBack && (this.inHand >= this.capacity || this.entries.length >= this.capacity * SPAN)) await new Promise<void>((r) => this.waiters.push(r));
   }
@@ -73,32 +80,25 @@ export class InFlightWindow<O> {
     const entry = { offset, done: false };
     this.entries.push(entry);
     this.inHand++;
-    // Plain callbacks rather than an async function: this runs once per consumed message.
-    const finish = (ok: boolean): void => {
-      if (ok) entry.done = true;
+    // Plain callbacks rather than an async function: this runs once per consumed message. `handle`
+    // resolves true when the message is done; false, or a rejection (never with `true`), gives it back.
+    const finish = (result: unknown): void => {
+      if (result === true) entry.done = true;
       else this.givenBack = true;
       this.advance();
       this.inHand--;
       if (this.waiters.length > 0) {
         const waiters = this.waiters;
-        this.waiters = [];
-        for (const w of waiters) w();
+        // (A new array only when a waiter settled a message itself, inside this loop.)
+        this.waiters = this.told.length === 0 ? this.told : [];
+        this.told = waiters;
+        for (let i = 0; i < waiters.length; i++) waiters[i]!();
+        waiters.length = 0;
       }
       settled();
     };
-    const failed = () => finish(false);
-    const run = (): Promise<void> | void => {
-      if (this.givenBack) return finish(false);
-      let handling: Promise<boolean>;
-      try {
-        handling = handle();
-      } catch {
-        return finish(false);
-      }
-      return handling.then(finish, failed);
-    };
     if (keys.length === 0) {
-      void run();
+      void this.run(handle, finish);
       return;
     }
     let before: Promise<void>[] | undefined;
@@ -106,13 +106,25 @@ export class InFlightWindow<O> {
       const p = this.lanes.get(k);
       if (p) (before ??= []).push(p);
     }
-    const mine = before ? Promise.all(before).then(run) : Promise.resolve(run());
+    const mine = before ? Promise.all(before).then(() => this.run(handle, finish)) : Promise.resolve(this.run(handle, finish));
     for (const k of keys) {
       this.lanes.set(k, mine);
       void mine.then(() => {
         if (this.lanes.get(k) === mine) this.lanes.delete(k);
       });
     }
+  }
+
+  /** Runs `handle` (unless a message was given back meanwhile), `finish` told how it ended. */
+  private run(handle: () => Promise<boolean>, finish: (result: unknown) => void): Promise<void> | void {
+    if (this.givenBack) return finish(false);
+    let handling: Promise<boolean>;
+    try {
+      handling = handle();
+    } catch {
+      return finish(false);
+    }
+    return handling.then(finish, finish);
   }
 
   /** The last offset before which every message is done (and it too), or undefined when that has not moved since the last call. */

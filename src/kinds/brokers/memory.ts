@@ -40,6 +40,10 @@ interface Group {
   next: number;
   dispatched: number;
   window: InFlightWindow<number>;
+  /** The window's callback after each message: commits what became committable. */
+  settled: () => void;
+  /** Goes on pumping, once a message in hand settled (the pump waits for room). */
+  wake: () => void;
   members: Member[];
   turn: number;
   pumping: boolean;
@@ -177,7 +181,7 @@ export class MemoryBroker implements BrokerRuntime {
     this.bytes += size;
     this.trim(topic);
     this.trimGlobal();
-    for (const group of topic.groups.values()) if (!group.pumping) void this.pump(topic, group);
+    for (const group of topic.groups.values()) if (!group.pumping) this.pump(topic, group);
     return { broker: this.name, topic: topicName, partition: 0, offset };
   }
 
@@ -202,12 +206,12 @@ export class MemoryBroker implements BrokerRuntime {
     if (!group) {
       // A new group starts at the end, as a Kafka group with auto.offset.reset=latest would.
       const next = spec.startFrom === 'earliest' ? topic.first : topic.end;
-      group = { next, dispatched: next, window: new InFlightWindow(capacity), members: [], turn: 0, pumping: false };
+      group = this.newGroup(topic, next, capacity);
       topic.groups.set(spec.group, group);
     }
     const member: Member = { route: spec.route, handler, inFlight: 0, idle: [], stopped: false, spec };
     group.members.push(member);
-    void this.pump(topic, group);
+    this.pump(topic, group);
     const g = group;
     return {
       stop: async () => {
@@ -252,50 +256,92 @@ export class MemoryBroker implements BrokerRuntime {
    * committed position over the prefix that is done. A message whose handler gives it back (its
    * route stopped with it in hand; the route owns retries) is offered again, to whichever member
    * is there, after a pause; with no member left the window stops, and the next member starts
-   * again from the committed position.
+   * again from the committed position. Synchronous while the window has room and no order keys
+   * are computed (every message's path): no promise per message or per wait; `pumping` stays set
+   * while it waits for room, a broken window to empty or a message's order keys.
    */
-  private async pump(topic: Topic, group: Group): Promise<void> {
+  private pump(topic: Topic, group: Group): void {
     if (group.pumping) return;
     group.pumping = true;
-    try {
-      for (;;) {
-        if (group.window.broken) {
-          await group.window.idle();
-          group.dispatched = group.next;
-          group.window = new InFlightWindow(group.members.at(-1)?.spec.inFlight ?? 1);
-        }
-        if (this.stopped || group.members.length === 0 || group.dispatched >= topic.end) break;
-        if (!group.window.hasRoom()) {
-          await group.window.settling();
-          continue;
-        }
-        if (group.dispatched < topic.first) {
-          this.env.logger.warn({ broker: this.name, topic: topic.name, skipped: topic.first - group.dispatched }, 'consumer group fell behind retention; oldest messages were dropped');
-          group.dispatched = topic.first;
-          if (group.window.size === 0) group.next = topic.first;
-        }
-        const offset = group.dispatched++;
-        const msg = topic.at(offset);
-        const member = group.members[group.turn++ % group.members.length]!;
-        const orderKeys = member.spec.orderKeys;
-        const keys = orderKeys && group.window.capacity > 1 ? await orderKeys(msg) : NO_KEYS;
-        const window = group.window;
-        window.start(
-          offset,
-          keys,
-          () => this.consumeOne(group, member, msg),
-          () => {
-            const done = window.committable();
-            if (done !== undefined && window === group.window) group.next = Math.max(group.next, done + 1);
-            if (window.broken) void this.pump(topic, group);
-          },
-        );
+    this.pumpOn(topic, group);
+  }
+
+  /** pump()'s loop, `pumping` being set. */
+  private pumpOn(topic: Topic, group: Group): void {
+    for (;;) {
+      const window = group.window;
+      if (window.broken) {
+        void this.restart(topic, group);
+        return;
       }
-    } finally {
-      group.pumping = false;
+      if (this.stopped || group.members.length === 0 || group.dispatched >= topic.end) break;
+      if (!window.hasRoom()) {
+        window.onSettled(group.wake);
+        return;
+      }
+      if (group.dispatched < topic.first) {
+        this.env.logger.warn({ broker: this.name, topic: topic.name, skipped: topic.first - group.dispatched }, 'consumer group fell behind retention; oldest messages were dropped');
+        group.dispatched = topic.first;
+        if (window.size === 0) group.next = topic.first;
+      }
+      const offset = group.dispatched++;
+      const msg = topic.at(offset);
+      const member = group.members[group.turn++ % group.members.length]!;
+      const orderKeys = member.spec.orderKeys;
+      if (orderKeys && window.capacity > 1) {
+        void this.startKeyed(topic, group, member, msg, offset, orderKeys);
+        return;
+      }
+      window.start(offset, NO_KEYS, () => this.consumeOne(group, member, msg), group.settled);
     }
-    // A member may have joined, or a message arrived, while the last handler ran.
-    if (!this.stopped && group.dispatched < topic.end && group.members.length > 0 && !group.window.broken) void this.pump(topic, group);
+    group.pumping = false;
+  }
+
+  /** The pump after a message was given back: once the window is empty, a new one from the committed position. */
+  private async restart(topic: Topic, group: Group): Promise<void> {
+    try {
+      await group.window.idle();
+      group.dispatched = group.next;
+      this.newWindow(topic, group, group.members.at(-1)?.spec.inFlight ?? 1);
+    } catch (err) {
+      group.pumping = false;
+      throw err;
+    }
+    this.pumpOn(topic, group);
+  }
+
+  /** One message whose order keys are computed first (they may need JSONata's evaluator), then the pump goes on. */
+  private async startKeyed(topic: Topic, group: Group, member: Member, msg: Message, offset: number, orderKeys: NonNullable<SubscribeSpec['orderKeys']>): Promise<void> {
+    let keys: readonly string[];
+    try {
+      keys = await orderKeys(msg);
+    } catch (err) {
+      group.pumping = false;
+      throw err;
+    }
+    group.window.start(offset, keys, () => this.consumeOne(group, member, msg), group.settled);
+    this.pumpOn(topic, group);
+  }
+
+  /** A group at `next`, with the callbacks its pump and windows use for every message. */
+  private newGroup(topic: Topic, next: number, capacity: number): Group {
+    const group: Group = { next, dispatched: next, window: new InFlightWindow(capacity), settled: NOTHING, wake: NOTHING, members: [], turn: 0, pumping: false };
+    // Told inside the settling of a message: the loop goes on after it, as an await would.
+    const again = () => this.pumpOn(topic, group);
+    group.wake = () => queueMicrotask(again);
+    this.newWindow(topic, group, capacity);
+    return group;
+  }
+
+  /** A new window for `group`, with its one `settled` callback: commits what became committable. */
+  private newWindow(topic: Topic, group: Group, capacity: number): void {
+    const window = new InFlightWindow<number>(capacity);
+    group.window = window;
+    group.settled = () => {
+      const done = window.committable();
+      if (done !== undefined && window === group.window) group.next = Math.max(group.next, done + 1);
+      if (window.broken) this.pump(topic, group);
+    };
   }
 
   /**
@@ -367,6 +413,7 @@ function left(member: Member): void {
 }
 
 const NOT_CONSUMED = Promise.resolve(false);
+const NOTHING = (): void => undefined;
 const NO_KEYS: readonly string[] = [];
 
 export const memoryBroker = defineBroker({
