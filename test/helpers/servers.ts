@@ -139,10 +139,12 @@ function serverOf(proc: ServerProcess, url: string, port: number, dir: string, c
 
 /**
  * mosquitto with persistence (sessions and QoS 1/2 messages survive a restart, as on a real
- * deployment), anonymous access, listening on 127.0.0.1 only.
+ * deployment), anonymous access, listening on 127.0.0.1 only. `acl`: the lines of an ACL file for
+ * anonymous clients (`topic readwrite open/#`); without it every client may do anything.
  */
-export async function startMosquitto(): Promise<MessageServer> {
+export async function startMosquitto(acl?: string[]): Promise<MessageServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-mosquitto-'));
+  if (acl) writeFileSync(join(dir, 'acl'), `${acl.join('\n')}\n`);
   const port = await freePort();
   const conf = join(dir, 'mosquitto.conf');
   writeFileSync(
@@ -159,6 +161,7 @@ export async function startMosquitto(): Promise<MessageServer> {
       'log_dest stdout',
       'log_type error',
       'log_type warning',
+      ...(acl ? [`acl_file ${join(dir, 'acl')}`] : []),
       '',
     ].join('\n'),
   );

@@ -113,11 +113,17 @@ export class MqttBroker implements BrokerRuntime {
 
   /** Never fails: an unreachable server makes the broker not ready, and the client keeps trying. */
   async start(): Promise<void> {
-    const { connect } = await loadMqtt();
-    // MqttPublisher writes the packets and awaits their acknowledgements through mqtt.js's table of packets in flight; nothing is stored to be sent again.
-    const client = connect(this.settings.url, { ...clientOptions(this.settings, `${this.settings.clientId}-pub`, false), outgoingStore: NO_STORE as unknown as IStore });
+    const { connect, ErrorWithReasonCode, ReasonCodes } = await loadMqtt();
+    // MqttPublisher writes the packets and reads their acknowledgements; mqtt.js's table of packets in flight holds them; nothing is stored to be sent again.
+    const client = connect(this.settings.url, {
+      ...clientOptions(this.settings, `${this.settings.clientId}-pub`, false),
+      outgoingStore: NO_STORE as unknown as IStore,
+      // A PINGREQ every keepalive interval, whatever else comes and goes, rather than a timer re-armed per received packet (per acknowledgement here):
+      // the connection is still declared lost when no PINGRESP came 1.5 intervals after the last one.
+      reschedulePings: false,
+    });
     this.publisher = new Link(client, this.log, 'publish');
-    this.out = new MqttPublisher(client, this.settings.protocolVersion === 5);
+    this.out = new MqttPublisher(client, this.settings.protocolVersion === 5, (rc) => new ErrorWithReasonCode(`Publish error: ${ReasonCodes[rc as keyof typeof ReasonCodes] ?? rc}`, rc));
   }
 
   async stop(): Promise<void> {

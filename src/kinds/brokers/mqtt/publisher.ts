@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import type { MqttClient } from 'mqtt';
 import { TurnBuffer } from '../turn-buffer.js';
+import { AckFramer, PUBACK, PUBREC } from './acks.js';
 
 /** Called once per publish: with nothing when the server acknowledged it (QoS 0: once written), with the error otherwise. */
 export type Settle = (err?: Error) => void;
@@ -12,6 +13,22 @@ interface Outgoing {
   cb(err?: Error): void;
 }
 
+/** A QoS 1 or 2 publish of ours in `client.outgoing`: volatile, so mqtt.js fails it when the connection closes. */
+class Pending implements Outgoing {
+  readonly volatile = true;
+  readonly cmd = 'publish';
+  /** QoS 2: the PUBREC came and the PUBREL went, the PUBCOMP is awaited. */
+  released = false;
+
+  constructor(
+    readonly qos: 1 | 2,
+    readonly cb: Settle,
+  ) {}
+}
+
+/** mqtt.js's error for an acknowledgement's reason code (MQTT 5): `Publish error: <reason>`, with the code. */
+export type Refusal = (reasonCode: number) => Error;
+
 interface Writable {
   write(chunk: Buffer, cb?: (err?: Error | null) => void): boolean;
   destroyed?: boolean;
@@ -19,6 +36,8 @@ interface Writable {
 
 /** Topics whose encoded form is kept (a topic expression may produce many: the cache starts over past this). */
 const MAX_CACHED_TOPICS = 1024;
+/** Marks a connection's stream whose acknowledgements the publisher reads. */
+const READING = Symbol('eventgate.mqtt.readingAcks');
 /** MQTT's largest remaining length (a 4-byte variable byte integer). */
 const MAX_REMAINING = 268_435_455;
 
@@ -35,18 +54,19 @@ function writeVarInt(buf: Buffer, at: number, n: number): number {
 }
 
 /**
- * PUBLISH packets written straight to the connection of an mqtt.js client, which keeps everything
- * else: connecting (every transport it supports), keepalive, reconnecting, and reading the server's
- * acknowledgements. mqtt.js builds each packet as an object, stores it, and writes it as five to
- * eight small chunks (one `writev` entry each) with a debug call per step, which the profiles
- * showed as most of the gateway's cost per publish. Here the topic's bytes are encoded once, each
- * packet is encoded into a buffer shared by the turn's publishes, and the turn's packets leave in
- * one write at its end. The acknowledgement is awaited through mqtt.js's own table of packets in
- * flight (`client.outgoing`): its handler calls back on PUBACK (QoS 1), answers PUBREC with PUBREL
- * and calls back on PUBCOMP (QoS 2), turns an MQTT 5 reason code ≥ 0x80 into an error, and fails
- * every entry when the connection closes (so a publish never waits on a dead connection). The
- * client's `outgoingStore` must be `NO_STORE`: nothing is kept to be sent again on a new connection
- * (the publisher's session is clean; an unacknowledged publish is answered 503).
+ * PUBLISH packets written straight to the connection of an mqtt.js client, and their
+ * acknowledgements read from it; mqtt.js keeps everything else: connecting (every transport it
+ * supports), keepalive, reconnecting, and any other packet. mqtt.js builds each packet as an
+ * object, stores it, and writes it as five to eight small chunks (one `writev` entry each) with a
+ * debug call per step, which the profiles showed as most of the gateway's cost per publish. Here
+ * the topic's bytes are encoded once, each packet is encoded into a buffer shared by the turn's
+ * publishes, and the turn's packets leave in one write at its end. Each publish awaiting its
+ * acknowledgement is an entry in mqtt.js's own table of packets in flight (`client.outgoing`), so
+ * mqtt.js fails it when the connection closes (a publish never waits on a dead connection); the
+ * acknowledgements are read as mqtt.js's handler read them (see `acknowledged`), and any it could
+ * handle differently is left to it. The client's `outgoingStore` must be `NO_STORE`: nothing is
+ * kept to be sent again on a new connection (the publisher's session is clean; an unacknowledged
+ * publish is answered 503).
  */
 export class MqttPublisher {
   private readonly topics = new Map<string, Buffer>();
@@ -74,10 +94,62 @@ export class MqttPublisher {
   constructor(
     private readonly client: MqttClient,
     private readonly v5: boolean,
+    private readonly refusal: Refusal,
   ) {
     client.on('connect', (connack) => {
       this.window = connack.properties?.receiveMaximum ?? 20;
+      this.readAcks(client.stream as unknown as NodeJS.EventEmitter);
     });
+  }
+
+  /**
+   * Reads the acknowledgements of this connection's publishes before mqtt.js does (AckFramer): its
+   * 'data' events pass through the framer, which hands mqtt.js the rest. Installed once the
+   * connection is accepted: until the CONNACK nothing was published, so no acknowledgement came.
+   */
+  private readAcks(stream: NodeJS.EventEmitter & { [READING]?: true }): void {
+    if (stream[READING]) return;
+    stream[READING] = true;
+    const emit = stream.emit;
+    const framer = new AckFramer(
+      this.v5,
+      (type, id, rc) => this.acknowledged(type, id, rc),
+      (bytes) => emit.call(stream, 'data', bytes),
+    );
+    stream.emit = function (this: NodeJS.EventEmitter, event: string | symbol, ...args: unknown[]): boolean {
+      if (event !== 'data') return emit.call(this, event, ...args);
+      const chunk = args[0];
+      framer.read(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+      return true;
+    };
+  }
+
+  /**
+   * What mqtt.js's handler did for an acknowledgement of one of ours, the one it expected (anything
+   * else is left to mqtt.js): PUBACK (QoS 1) and PUBCOMP (QoS 2) settle it, PUBREC (QoS 2) is
+   * answered with PUBREL, and a reason code other than success or "no matching subscribers" fails it.
+   */
+  private acknowledged(type: number, id: number, rc: number): boolean {
+    const outgoing = this.client.outgoing as Record<number, Outgoing | undefined>;
+    const p = outgoing[id];
+    if (!(p instanceof Pending) || (type === PUBACK ? p.qos !== 1 : p.qos !== 2 || (type === PUBREC) === p.released)) return false;
+    const refused = rc !== 0 && rc !== 0x10;
+    if (type === PUBREC && !refused) {
+      p.released = true;
+      const buf = this.out.room(4);
+      const at = this.out.at;
+      buf[at] = 0x62; // PUBREL
+      buf[at + 1] = 2;
+      buf.writeUInt16BE(id, at + 2);
+      this.out.commit(at + 4);
+      this.scheduleFlush();
+      return true;
+    }
+    delete outgoing[id];
+    p.cb(refused ? this.refusal(rc) : undefined);
+    // mqtt.js's end() waits for this before closing the connection.
+    if (this.client.disconnecting && Object.keys(outgoing).length === 0) this.client.emit('outgoingEmpty');
+    return true;
   }
 
   /**
@@ -157,9 +229,13 @@ export class MqttPublisher {
     at += typeof payload === 'string' ? buf.write(payload, at) : payload.copy(buf, at);
     this.out.commit(at);
     if (qos > 0) {
-      (this.client.outgoing as Record<number, Outgoing>)[id] = { volatile: true, cmd: 'publish', cb: settle };
+      (this.client.outgoing as Record<number, Outgoing>)[id] = new Pending(qos as 1 | 2, settle);
       this.ids.push(id);
     } else this.written.push(settle);
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
     if (!this.flushing) {
       this.flushing = true;
       setImmediate(() => this.flush());

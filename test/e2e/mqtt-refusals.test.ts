@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { readyz } from '../helpers/outage.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { MosquittoSub } from '../helpers/peers.js';
+import { startMosquitto, type MessageServer } from '../helpers/servers.js';
+
+describe('kind: mqtt, publishes the server refuses (MQTT 5 reason codes, mosquitto with an ACL)', () => {
+  let mqtt: MessageServer;
+  let config: string;
+
+  before(async () => {
+    // Anonymous clients may use open/# only: mosquitto answers a publish elsewhere with reason code 0x87 (Not authorized), in the PUBACK at QoS 1 and in the PUBREC at QoS 2.
+    mqtt = await startMosquitto(['topic readwrite open/#']);
+    config = `
+version: 1
+admin: { port: 0 }
+brokers:
+  acl:
+    kind: mqtt
+    url: ${mqtt.url}
+    clientId: eg-refusals-${process.pid}
+    qosByTopic: { "+/two": 2 }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: publish
+    from: { listener: api, path: /to/:where/:level }
+    to: { broker: acl, topic: { expression: '$path.where & "/" & $path.level' } }
+`;
+  });
+  const gw = useGateway(() => config);
+  before(async () => {
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
+  });
+  after(async () => {
+    await mqtt?.stop();
+  });
+
+  it('answers 503 with the reason for a refused QoS 1 or QoS 2 publish, 200 for the accepted ones around it, on the same connection', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'open/#', 1);
+    try {
+      for (const level of ['one', 'two']) {
+        const refused = await post(gw.url('api', `/to/closed/${level}`), { level });
+        assert.equal(refused.status, 503, refused.text);
+        assert.match(refused.text, /Not authorized/);
+        const accepted = await post(gw.url('api', `/to/open/${level}`), { level });
+        assert.equal(accepted.status, 200, accepted.text);
+      }
+      // Refused and accepted publishes interleaved, more QoS 2 ones than mosquitto's window of 20 in flight: each answered for what it was, none left waiting.
+      const burst = await Promise.all(Array.from({ length: 120 }, (_, i) => post(gw.url('api', `/to/${i % 2 ? 'closed' : 'open'}/${i % 3 ? 'one' : 'two'}`), { i })));
+      assert.deepEqual(
+        burst.map((r) => r.status),
+        Array.from({ length: 120 }, (_, i) => (i % 2 ? 503 : 200)),
+      );
+      const got = await sub.take(2 + 60);
+      assert.deepEqual(
+        got
+          .slice(2)
+          .map((m) => (JSON.parse(m.payload) as { i: number }).i)
+          .sort((a, b) => a - b),
+        Array.from({ length: 60 }, (_, k) => 2 * k),
+      );
+    } finally {
+      sub.stop();
+    }
+  });
+});
