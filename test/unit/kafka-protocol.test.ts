@@ -226,6 +226,31 @@ describe('Kafka frames', () => {
     }
   });
 
+  it('keeps copies of what it holds when the chunks come from one reused buffer', () => {
+    // A 1.5 MB frame too: frames over 1 MB are gathered as their chunks come, not allocated at once.
+    const large = Buffer.alloc(1152 * 1024, 'large frame ');
+    const withLarge = Buffer.concat([stream, Buffer.from([0, 0x12, 0, 0]), large, stream]);
+    const scratch = Buffer.alloc(70000);
+    for (const cut of [1, 2, 3, 5, 13, 40, 4096, 65536]) {
+      // Byte by byte only the small frames (a size prefix or header over several reads).
+      const bytes = cut < 13 ? Buffer.concat([stream, stream]) : withLarge;
+      const expected = (cut < 13 ? [...frames, ...frames] : [...frames, large, ...frames]).map(String);
+      for (const mode of ['buffer', 'stream'] as const) {
+        // Frames are kept as they are handed on and read only at the end: they must not be views of the scratch buffer.
+        const got: Buffer[] = [];
+        const streamed: Buffer[] = [];
+        const reader = new FrameReader({ onStart: () => mode, onFrame: (b) => got.push(b), onChunk: (b) => streamed.push(Buffer.from(b)) }, 2 << 20);
+        for (let at = 0; at < bytes.length; at += cut) {
+          const n = bytes.copy(scratch, 0, at, at + cut);
+          reader.push(scratch.subarray(0, n), true);
+          scratch.fill(0xee); // the next read overwrites it
+        }
+        if (mode === 'buffer') assert.deepEqual(got.map(String), expected, `chunks of ${cut}`);
+        else assert.deepEqual(Buffer.concat(streamed), bytes, `chunks of ${cut}`);
+      }
+    }
+  });
+
   it('refuses a frame over the limit and a negative size', () => {
     const reader = () => new FrameReader({ onStart: () => 'buffer', onFrame: () => {}, onChunk: () => {} }, 10);
     assert.throws(() => reader().push(Buffer.from([0, 0, 0, 11])), FrameTooLarge);

@@ -21,6 +21,7 @@ import {
 import { frame, ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
 import { FrameReader, type FrameHandler } from './frames.js';
 import type { Governed, PendingRecords } from './govern.js';
+import { readIntoBuffer } from './read-buffer.js';
 
 export interface ConnectionHost {
   maxFrameBytes: number;
@@ -47,6 +48,8 @@ interface Slot {
   pending?: PendingRecords;
 }
 
+const NOTHING = Buffer.alloc(0);
+
 /** Raw token exchanges after a SaslHandshake v0, per mechanism (unknown mechanisms cannot be followed). */
 const SASL_V0_EXCHANGES: Record<string, number> = { PLAIN: 1, 'SCRAM-SHA-256': 2, 'SCRAM-SHA-512': 2, OAUTHBEARER: 1 };
 
@@ -67,16 +70,33 @@ export class ProxyConnection {
    * upstream, which would close the connection and lose the requests behind it.
    */
   private readonly unanswered = new Set<number>();
+  readonly client: Socket;
+  /** A view of the client's read buffer went upstream during the current read (readIntoBuffer). */
+  private viewSent = false;
+  /** Reading from the client waits until upstream has taken the views of its read buffer. */
+  private flushing = false;
 
+  /**
+   * `accepted`: the client's connection; a plain TCP one not yet read from (pauseOnConnect) is
+   * read into one buffer of its own (readIntoBuffer) when `reuseReads`.
+   */
   constructor(
-    readonly client: Socket,
+    accepted: Socket,
     private readonly upstream: Socket,
     private readonly host: ConnectionHost,
+    reuseReads = false,
   ) {
     const fromClient = new FrameReader(this.requestHandler(), host.maxFrameBytes);
     // Responses may be larger than any request limit (a Fetch); they are streamed, not held.
     const fromUpstream = new FrameReader(this.responseHandler(), 0x7fffffff);
-    client.on('data', (chunk: Buffer) => this.guard('client', () => fromClient.push(chunk)));
+    const reused = reuseReads ? readIntoBuffer(accepted, (bytes) => this.clientRead(fromClient, bytes)) : undefined;
+    const client = reused ?? accepted;
+    this.client = client;
+    client.setNoDelay(true);
+    if (!reused) {
+      client.on('data', (chunk: Buffer) => this.guard('client', () => fromClient.push(chunk)));
+      if (reuseReads) client.resume(); // accepted paused (pauseOnConnect)
+    }
     // What one read from upstream completes (often several small responses) goes to the client in one write.
     upstream.on('data', (chunk: Buffer) => {
       client.cork();
@@ -84,9 +104,7 @@ export class ProxyConnection {
       client.uncork();
     });
     client.on('drain', () => upstream.resume());
-    upstream.on('drain', () => {
-      if (!this.checking) client.resume();
-    });
+    upstream.on('drain', () => this.resumeClient());
     client.on('error', () => this.end());
     client.on('close', () => this.end());
     upstream.on('error', (err) => this.end({ side: 'upstream', reason: `upstream connection failed: ${err.message}` }));
@@ -101,6 +119,29 @@ export class ProxyConnection {
     this.client.destroy();
     this.upstream.destroy();
     this.host.closed(this, problem);
+  }
+
+  /**
+   * One read into the client's read buffer. Streamed requests go upstream as views of it: if
+   * upstream could not take them at once (they wait in its queue), reading stops until it has,
+   * since the next read would overwrite them. Frames read whole are copies (FrameReader).
+   */
+  private clientRead(reader: FrameReader, bytes: Buffer): boolean {
+    this.viewSent = false;
+    this.guard('client', () => reader.push(bytes, true));
+    if (!this.viewSent || this.ended || this.upstream.writableLength === 0) return true;
+    this.flushing = true;
+    // Written after the views: its callback runs once upstream has taken them.
+    this.upstream.write(NOTHING, () => {
+      this.flushing = false;
+      this.resumeClient();
+    });
+    return false;
+  }
+
+  /** Reads from the client again, unless a request is being checked or upstream is behind. */
+  private resumeClient(): void {
+    if (!this.checking && !this.flushing && !this.upstream.writableNeedDrain) this.client.resume();
   }
 
   private guard(side: 'client' | 'upstream', work: () => void): void {
@@ -122,7 +163,10 @@ export class ProxyConnection {
         else this.request(whole);
       },
       // A streamed request (passThrough) goes upstream piece by piece, as it arrives.
-      onChunk: (bytes) => this.send(bytes),
+      onChunk: (bytes) => {
+        this.viewSent = true;
+        this.send(bytes);
+      },
     };
   }
 
@@ -193,7 +237,7 @@ export class ProxyConnection {
         this.owed.splice(this.owed.indexOf(slot), 1, ...this.slotFor(header, g, whole));
         this.flush();
         this.checking = false;
-        this.client.resume();
+        this.resumeClient();
         this.guard('client', () => {
           while (!this.checking && this.held.length > 0) this.request(this.held.shift()!);
         });

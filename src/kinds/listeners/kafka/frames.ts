@@ -1,13 +1,14 @@
 /**
  * Splits a Kafka byte stream into size-prefixed frames without copying more than it must: a frame
- * that arrived in one chunk is a view of it; only frames spread over chunks are concatenated, once.
- * A frame may instead be streamed (`stream` returned from onStart): its bytes are handed on as they
+ * that arrived in one chunk is a view of it; only frames spread over chunks (or read from a socket
+ * that reuses one buffer for its reads) are copied, once, into a buffer of their size. A frame may instead be streamed (`stream` returned from onStart): its bytes are handed on as they
  * arrive, which keeps large opaque responses (Fetch) from being held whole in memory.
  */
 export interface FrameHandler {
   /**
    * A frame of `size` bytes begins; `head` holds its first bytes (without the size prefix): at
-   * least 8 (fewer if the frame is shorter), and as many more of the frame as arrived with them.
+   * least 8 (fewer if the frame is shorter), and as many more of the frame as arrived with them
+   * (up to 512 when its first bytes came in an earlier chunk). A view: not to be kept.
    * Return 'buffer' to get it whole in onFrame, 'stream' to get its bytes (size prefix included)
    * in onChunk as they come.
    */
@@ -19,52 +20,98 @@ export interface FrameHandler {
 
 export class FrameTooLarge extends Error {}
 
+/** Frames up to this size are assembled in one buffer allocated when they begin; larger ones as their chunks arrive. */
+const ASSEMBLE_BYTES = 1 << 20;
+
+/** Bytes of a frame's start handed to onStart when they were held back over a chunk's end. */
+const HEAD_BYTES = 512;
+
+const EMPTY = Buffer.alloc(0);
+
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  /** Body size of the frame being read, or -1 between frames. */
-  private size = -1;
+  /** The start of the next frame (fewer bytes than its head needs), always a copy. */
+  private held: Buffer = EMPTY;
   private streaming = false;
   /** Bytes of the streamed frame still to come. */
   private left = 0;
+  /** Bytes (size prefix included) of the buffered frame being read, or -1 between frames. */
+  private size = -1;
+  private filled = 0;
+  /** That frame, filled as its bytes arrive; or, when it is large, its chunks. */
+  private frame: Buffer | undefined;
+  private parts: Buffer[] | undefined;
 
   constructor(
     private readonly handler: FrameHandler,
     private readonly maxFrameBytes: number,
   ) {}
 
-  /** Throws FrameTooLarge for a size prefix that is negative or over the limit. */
-  push(chunk: Buffer): void {
-    if (this.streaming) chunk = this.streamOn(chunk);
-    if (chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    for (;;) {
-      if (this.size < 0) {
-        // Wait for the size and the first 8 bytes of the header (correlation id or api key,
-        // version and correlation id), or for the whole frame if it is shorter.
-        if (this.buffered < 4) return;
-        const size = this.peekInt32();
-        if (size < 0 || size > this.maxFrameBytes) throw new FrameTooLarge(`frame of ${size} bytes (limit ${this.maxFrameBytes})`);
-        if (this.buffered < 4 + Math.min(size, 8)) return;
-        const head = this.peek(4 + Math.min(size, 8)).subarray(4, 4 + size);
-        this.size = size;
-        if (this.handler.onStart(size, head) === 'stream') {
-          this.streaming = true;
-          this.left = 4 + size;
-          const held = this.take(this.buffered);
-          const rest = this.streamOn(held);
-          if (rest.length === 0) return;
-          this.chunks.push(rest);
-          this.buffered = rest.length;
-          continue;
-        }
-      }
-      if (this.buffered < 4 + this.size) return;
-      const whole = this.take(4 + this.size);
+  /**
+   * `transient`: the chunk's memory is reused once push returns (a socket reading into one
+   * buffer): what must outlive the call is copied; streamed bytes are still handed on as views.
+   * Throws FrameTooLarge for a size prefix that is negative or over the limit.
+   */
+  push(chunk: Buffer, transient = false): void {
+    while (chunk.length > 0) {
+      if (this.streaming) chunk = this.streamOn(chunk);
+      else if (this.size >= 0) chunk = this.fill(chunk, transient);
+      else chunk = this.start(chunk, transient);
+    }
+  }
+
+  /** Between frames: reads the next frame's size and head; returns what of `chunk` is still to read. */
+  private start(chunk: Buffer, transient: boolean): Buffer {
+    const held = this.held;
+    // Wait for the size and the first 8 bytes of the header (correlation id or api key, version
+    // and correlation id), or for the whole frame if it is shorter.
+    const first = held.length === 0 ? chunk : Buffer.concat([held, chunk.subarray(0, HEAD_BYTES)]);
+    if (first.length < 4) return this.hold(first, chunk);
+    const size = first.readInt32BE(0);
+    if (size < 0 || size > this.maxFrameBytes) throw new FrameTooLarge(`frame of ${size} bytes (limit ${this.maxFrameBytes})`);
+    if (first.length < 4 + Math.min(size, 8)) return this.hold(first, chunk);
+    const head = first.subarray(4, Math.min(first.length, 4 + size));
+    this.held = EMPTY;
+    if (this.handler.onStart(size, head) === 'stream') {
+      this.streaming = true;
+      this.left = 4 + size;
+      if (held.length > 0) this.streamOn(held);
+      return chunk;
+    }
+    // A frame that arrived whole in one chunk is a view of it (unless the chunk is reused).
+    if (held.length === 0 && !transient && chunk.length >= 4 + size) {
+      const whole = chunk.subarray(0, 4 + size);
+      this.handler.onFrame(whole.subarray(4), whole);
+      return chunk.subarray(4 + size);
+    }
+    // Large frames are not allocated whole before their bytes come (a size prefix costs nothing to send).
+    this.size = 4 + size;
+    this.filled = 0;
+    if (this.size <= ASSEMBLE_BYTES) this.frame = Buffer.allocUnsafe(this.size);
+    else this.parts = [];
+    if (held.length > 0) this.fill(held, false);
+    return chunk;
+  }
+
+  /** Keeps the first bytes of a frame until more arrive (a copy: `chunk` may be reused). */
+  private hold(first: Buffer, chunk: Buffer): Buffer {
+    this.held = first === chunk ? Buffer.from(chunk) : Buffer.concat([this.held, chunk]);
+    return EMPTY;
+  }
+
+  /** Adds what belongs to the buffered frame; hands the frame on once whole; returns what follows it. */
+  private fill(chunk: Buffer, transient: boolean): Buffer {
+    const n = Math.min(chunk.length, this.size - this.filled);
+    if (this.frame !== undefined) chunk.copy(this.frame, this.filled, 0, n);
+    else this.parts!.push(transient ? Buffer.from(chunk.subarray(0, n)) : chunk.subarray(0, n));
+    this.filled += n;
+    if (this.filled === this.size) {
+      const whole = this.frame ?? Buffer.concat(this.parts!, this.size);
       this.size = -1;
+      this.frame = undefined;
+      this.parts = undefined;
       this.handler.onFrame(whole.subarray(4), whole);
     }
+    return chunk.subarray(n);
   }
 
   /** Hands on what belongs to the streamed frame; returns what follows it. */
@@ -72,38 +119,8 @@ export class FrameReader {
     const n = Math.min(this.left, chunk.length);
     this.left -= n;
     const last = this.left === 0;
-    if (last) {
-      this.streaming = false;
-      this.size = -1;
-    }
+    if (last) this.streaming = false;
     if (n > 0) this.handler.onChunk(n === chunk.length ? chunk : chunk.subarray(0, n), last);
     return chunk.subarray(n);
-  }
-
-  private peekInt32(): number {
-    return this.peek(4).readInt32BE(0);
-  }
-
-  private peek(n: number): Buffer {
-    if (this.chunks[0]!.length >= n) return this.chunks[0]!;
-    const all = Buffer.concat(this.chunks, this.buffered);
-    this.chunks = [all];
-    return all;
-  }
-
-  private take(n: number): Buffer {
-    const first = this.chunks[0]!;
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      const all = Buffer.concat(this.chunks, this.buffered);
-      out = all.subarray(0, n);
-      this.chunks = all.length > n ? [all.subarray(n)] : [];
-    }
-    this.buffered -= n;
-    return out;
   }
 }

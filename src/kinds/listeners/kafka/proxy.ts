@@ -95,7 +95,8 @@ export class KafkaProxyListener implements ListenerRuntime {
   /** A plain or (with `tls`) TLS server; a client that fails the handshake is its own problem, logged at debug. */
   private createServer(accept: (socket: Socket) => void): Server {
     const m = this.settings.serverTls;
-    if (!m) return createServer(accept);
+    // Paused until the connection has its own read buffer (ProxyConnection, readIntoBuffer).
+    if (!m) return createServer({ pauseOnConnect: true }, accept);
     const server = createTlsServer(tlsServerOptions(m), accept);
     server.on('tlsClientError', (err: Error) => this.env.logger.debug({ listener: this.name, err: err.message }, 'TLS handshake failed'));
     return server;
@@ -142,10 +143,9 @@ export class KafkaProxyListener implements ListenerRuntime {
   // ---- connections ------------------------------------------------------------------------------
 
   private accept(client: Socket, broker: BrokerPort | undefined): void {
-    client.setNoDelay(true);
     const target = broker ? broker.upstream : this.pickBootstrap();
     const upstream = this.connectUpstream(target);
-    const conn = new ProxyConnection(client, upstream, this.host(client));
+    const conn = new ProxyConnection(client, upstream, this.host(client), !this.settings.serverTls);
     this.clients.add(conn);
   }
 
