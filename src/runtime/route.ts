@@ -217,7 +217,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   private recordOutcome(msg: Message, r: StepResult, ctx: MessageContext): Outcome | Promise<Outcome> {
-    if (isStop(r)) return this.afterChain(msg, r, ctx);
+    if (isStop(r)) return outcomeOf(this.afterChain(msg, r, ctx));
     if (ctx.tagged) return { outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: true, tags: ctx.tagged, message: r };
     // Most records pass a validate-only chain unchanged: one shared outcome, no object per record.
     return r === msg ? PASSED_UNCHANGED : { outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: false, message: r };
@@ -282,26 +282,47 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
-  private check(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
+  /**
+   * The chain, the targets and settle(). With `consuming` (consume()), what follows a consumed
+   * message's first outcome runs in the same promise callback as settle(): the promise then
+   * resolves once the message is done with (see consume()) rather than with the outcome.
+   */
+  private check(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;
+  private check(msg: Message, ctx: MessageContext, consuming: true): Outcome | Promise<unknown>;
+  private check(msg: Message, ctx: MessageContext, consuming = false): Outcome | Promise<unknown> {
     this.inFlight++;
     this.stats.received++;
     const startedAt = performance.now();
     const span = startMessageSpan(this.span, msg.headers[TRACEPARENT]);
     const input: Message = { ...msg, headers: headersWith(msg.headers, TRACEPARENT, span.traceparent) };
-    let result: Outcome | Promise<Outcome>;
+    let result: Outcome | Promise<Outcome> | Later;
     try {
       // Without an SDK there is no context to enter: a plain call (inSpan's rest arguments are an array per message).
       result = span.context ? inSpan(span, this.process, this, input, ctx) : this.process(input, ctx);
     } catch (err) {
       result = this.unexpected(err, span);
     }
+    // Targets still at work: one promise callback from their answer to the settled outcome (deliver()).
+    if (result instanceof Later) {
+      const later = result;
+      return later.pending.then<unknown, unknown>(
+        (d) => this.settled(msg, ctx, later.outcome(d), startedAt, span, consuming),
+        (err) => this.settled(msg, ctx, targetFailed(err), startedAt, span, consuming),
+      );
+    }
     if (result instanceof Promise) {
-      return result.then(
-        (outcome) => this.settle(msg, outcome, startedAt, span),
-        (err) => this.settle(msg, this.unexpected(err, span), startedAt, span),
+      return result.then<unknown, unknown>(
+        (outcome) => this.settled(msg, ctx, outcome, startedAt, span, consuming),
+        (err) => this.settled(msg, ctx, this.unexpected(err, span), startedAt, span, consuming),
       );
     }
     return this.settle(msg, result, startedAt, span);
+  }
+
+  /** settle() after the targets answered; for a consumed message, what follows its first outcome (consume()). */
+  private settled(msg: Message, ctx: MessageContext, outcome: Outcome, startedAt: number, span: MessageSpan, consuming: boolean): Outcome | Promise<void> | undefined {
+    const settled = this.settle(msg, outcome, startedAt, span);
+    return consuming ? this.afterFirst(msg, ctx, settled) : settled;
   }
 
   /** Everything that follows an outcome, in one place for the synchronous and asynchronous paths. */
@@ -386,13 +407,13 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return { outcome: 'failed', problem: problem('EG_INTERNAL', 'the gateway failed to handle this message') };
   }
 
-  private process(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
+  private process(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome> | Later {
     const r = runChain(this.steps, msg, ctx);
-    if (r instanceof Promise) return r.then((settled) => this.afterChain(msg, settled, ctx));
+    if (r instanceof Promise) return r.then((settled) => outcomeOf(this.afterChain(msg, settled, ctx)));
     return this.afterChain(msg, r, ctx);
   }
 
-  private afterChain(msg: Message, r: StepResult, ctx: MessageContext): Outcome | Promise<Outcome> {
+  private afterChain(msg: Message, r: StepResult, ctx: MessageContext): Outcome | Promise<Outcome> | Later {
     if (!isStop(r)) return this.deliver(msg, r, ctx);
     switch (r.stop) {
       case 'filtered':
@@ -423,7 +444,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return to.broker.publish(to.topic, deadletterMessage(this.withoutCredentials(msg), this.name, cause));
   }
 
-  private deliver(_original: Message, m: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
+  private deliver(_original: Message, m: Message, ctx: MessageContext): Outcome | Later {
     const tags = ctx.tagged;
     // Routes from a kafka listener have no targets: their records go on in the client's own request.
     if (this.targets.length === 0) return deliveredOutcome([], m, tags);
@@ -431,9 +452,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // in deliveredLater, since V8 allocates a function's closure context on every call that has one.
     if (this.targets.length === 1) {
       const d = sent(this.targets[0]!, m, ctx);
-      return d instanceof Promise ? deliveredLater(d, m, tags) : deliveredOutcome([d], m, tags);
+      return d instanceof Promise ? new Later(d, m, tags) : deliveredOutcome([d], m, tags);
     }
-    return deliveredLater(Promise.all(this.targets.map((t) => sent(t, m, ctx))), m, tags);
+    return new Later(Promise.all(this.targets.map((t) => sent(t, m, ctx))), m, tags);
   }
 
   /** Consume routes subscribe here; listener routes are bound by their listener instead. */
@@ -521,9 +542,17 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * hand: the broker then leaves it uncommitted for whoever consumes next.
    */
   private consume(msg: Message): Promise<void> {
-    // Most messages pass at the first try: that costs one promise callback, no retry state.
+    // Most messages pass at the first try: that costs one promise callback (check()'s), no retry state.
     const ctx: MessageContext = { route: this.name };
-    return this.handle(msg, ctx).then((first) => (consumed(first) ? undefined : this.consumeAgain(msg, ctx, first)));
+    const first = this.check(msg, ctx, true);
+    if (first instanceof Promise) return first as Promise<void>;
+    const after = this.afterFirst(msg, ctx, first);
+    return after ?? CONSUMED;
+  }
+
+  /** Nothing when a consumed message's first outcome settled it; else consumeAgain(). */
+  private afterFirst(msg: Message, ctx: MessageContext, first: Outcome): Promise<void> | undefined {
+    return consumed(first) ? undefined : this.consumeAgain(msg, ctx, first);
   }
 
   /** consume() after a first try that did not settle the message: retries, stall reporting, dead-lettering. */
@@ -639,9 +668,33 @@ function deliveredOutcome(deliveries: Delivery[], m: Message, tags: readonly str
   return tags ? { outcome: 'delivered', deliveries, tagged: true, tags, message: m } : { outcome: 'delivered', deliveries, tagged: false, message: m };
 }
 
-function deliveredLater(pending: Promise<Delivery | Delivery[]>, m: Message, tags: readonly string[] | undefined): Promise<Outcome> {
-  return pending.then((d) => deliveredOutcome(Array.isArray(d) ? d : [d], m, tags), targetFailed);
+/**
+ * Targets still at work on message `m`: what check() waits for, with one promise callback from
+ * their answer to the settled outcome (a promise of the outcome first was one layer more).
+ */
+class Later {
+  constructor(
+    readonly pending: Promise<Delivery | Delivery[]>,
+    private readonly m: Message,
+    private readonly tags: readonly string[] | undefined,
+  ) {}
+
+  /** The outcome once the targets answered `d`. */
+  outcome(d: Delivery | Delivery[]): Outcome {
+    return deliveredOutcome(Array.isArray(d) ? d : [d], this.m, this.tags);
+  }
+
+  /** The outcome as a promise, for callers other than check(). */
+  promise(): Promise<Outcome> {
+    return this.pending.then((d) => this.outcome(d), targetFailed);
+  }
 }
+
+function outcomeOf(o: Outcome | Promise<Outcome> | Later): Outcome | Promise<Outcome> {
+  return o instanceof Later ? o.promise() : o;
+}
+
+const CONSUMED: Promise<void> = Promise.resolve();
 
 function targetFailed(err: unknown): Outcome {
   return { outcome: 'failed', problem: err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err) };
