@@ -25,9 +25,6 @@ function sdkRegistered(): boolean {
 /** The span of every message when no SDK is registered: not recording, ending it does nothing. */
 const NON_RECORDING = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
-/** The span of a message that is not traced on its own (a record of a Kafka produce request). */
-export const UNTRACED: MessageSpan = { span: NON_RECORDING, traceId: '', traceparent: '', context: undefined };
-
 /** version "-" trace-id "-" parent-id "-" flags (§3.2); a later version may append "-" fields. */
 const VERSION_00 = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 const LATER_VERSION = /^(?!ff)[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$/;
@@ -119,6 +116,25 @@ export interface MessageSpan {
   readonly context: Context | undefined;
 }
 
+/**
+ * A MessageSpan. Its trace id is read from its `traceparent` (where every form of the header has it)
+ * when something asks, which only logs about a failed message do, rather than sliced out for every message.
+ */
+class Spanned implements MessageSpan {
+  constructor(
+    readonly span: Span,
+    readonly traceparent: string,
+    readonly context: Context | undefined,
+  ) {}
+
+  get traceId(): string {
+    return this.traceparent.slice(3, 35);
+  }
+}
+
+/** The span of a message that is not traced on its own (a record of a Kafka produce request). */
+export const UNTRACED: MessageSpan = new Spanned(NON_RECORDING, '', undefined);
+
 export interface SpanTemplate {
   name: string;
   kind: SpanKind;
@@ -143,19 +159,18 @@ export function startMessageSpan(template: SpanTemplate, incoming: string | unde
   const span = tracer.startSpan(template.name, { kind: template.kind, attributes: template.attributes }, parentContext);
   const sc = span.spanContext();
   // A provider that hands back the parent's context (or an invalid one) made no span of its own.
-  if (sc.spanId === ZERO_SPAN || sc.traceId === ZERO_TRACE || (parent !== undefined && sc.spanId === parent.spanId)) return { ...ownSpan(parent), span };
-  return { span, traceId: sc.traceId, traceparent: formatTraceparent(sc), context: trace.setSpan(parentContext, span) };
+  if (sc.spanId === ZERO_SPAN || sc.traceId === ZERO_TRACE || (parent !== undefined && sc.spanId === parent.spanId)) return new Spanned(span, ownSpan(parent).traceparent, undefined);
+  return new Spanned(span, formatTraceparent(sc), trace.setSpan(parentContext, span));
 }
 
 /** Ids made here, when nothing recorded the span: the parent's trace (or a new, sampled one) and a new span id. */
 function ownSpan(parent: SpanContext | undefined): MessageSpan {
   const header = nextHeader();
   if (parent) {
-    const traceparent = formatTraceparent({ traceId: parent.traceId, spanId: header.slice(36, 52), traceFlags: parent.traceFlags });
-    return { span: NON_RECORDING, traceId: parent.traceId, traceparent, context: undefined };
+    return new Spanned(NON_RECORDING, formatTraceparent({ traceId: parent.traceId, spanId: header.slice(36, 52), traceFlags: parent.traceFlags }), undefined);
   }
   // A new trace: the header as it was made, marked sampled (flags 01).
-  return { span: NON_RECORDING, traceId: header.slice(3, 35), traceparent: header, context: undefined };
+  return new Spanned(NON_RECORDING, header, undefined);
 }
 
 /** Calls `fn` with the span active (only when an SDK made it; otherwise there is nothing to nest under it). */

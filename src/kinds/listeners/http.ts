@@ -95,8 +95,11 @@ export class HttpListener implements ListenerRuntime {
   /** Event streams of the paths routes forward to (GET with Accept: text/event-stream). */
   private readonly streams: SseStreams;
   private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
-  /** Route outcomes waiting to be answered at the end of this event-loop turn (see answerSoon). */
-  private outcomes: { req: IncomingMessage; res: ServerResponse; outcome: Outcome }[] = [];
+  /**
+   * Route outcomes waiting to be answered at the end of this event-loop turn (see answerSoon), three
+   * entries per request (request, response, outcome) rather than an object per request.
+   */
+  private outcomes: (IncomingMessage | ServerResponse | Outcome)[] = [];
 
   constructor(
     readonly name: string,
@@ -365,13 +368,13 @@ export class HttpListener implements ListenerRuntime {
    * for the rest of one loop turn.
    */
   private answerSoon(req: IncomingMessage, res: ServerResponse, outcome: Outcome): void {
-    if (this.outcomes.push({ req, res, outcome }) === 1) setImmediate(this.answerAll);
+    if (this.outcomes.push(req, res, outcome) === 3) setImmediate(this.answerAll);
   }
 
   private readonly answerAll = (): void => {
     const batch = this.outcomes;
     this.outcomes = [];
-    for (const { req, res, outcome } of batch) this.answer(req, res, outcome);
+    for (let i = 0; i < batch.length; i += 3) this.answer(batch[i] as IncomingMessage, batch[i + 1] as ServerResponse, batch[i + 2] as Outcome);
   };
 
   private answer(req: IncomingMessage, res: ServerResponse, outcome: Outcome): void {
@@ -421,10 +424,13 @@ function forwardedHeaders(req: IncomingMessage): Record<string, string> {
   for (const name in raw) {
     if (NOT_FORWARDED.has(name)) continue;
     const v = raw[name];
-    if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v;
+    // The usual content type is shared rather than the parser's fresh copy, which a memory topic would retain with every message.
+    if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v === JSON_TYPE ? JSON_TYPE : v;
   }
   return out;
 }
+
+const JSON_TYPE = 'application/json';
 
 /** What $path is when the route has no parameters; frozen, since every such request shares them. */
 const NO_PARAMS: Record<string, string> = Object.freeze(Object.create(null) as Record<string, string>);
