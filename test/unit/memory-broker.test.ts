@@ -176,6 +176,30 @@ describe('memory broker', () => {
     assert.deepEqual(await b.publish('t', msg(5)), { broker: 'mem', topic: 't', partition: 0, offset: '4' });
   });
 
+  it('keeps the newest messages in order, at their offsets, as the topic wraps around, grows and shrinks', async () => {
+    const { broker: b } = broker(40);
+    const retainedValues = async (after?: number) => (await b.retained('t', new Map(after === undefined ? [] : [[0, BigInt(after)]]))).messages.map((m) => [m.offset, m.value]);
+    const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => [String(from + i), from + i]);
+    for (let v = 0; v < 100; v++) await b.publish('t', msg(v));
+    assert.deepEqual(await retainedValues(), range(60, 100));
+    assert.deepEqual(await retainedValues(89), range(90, 100));
+    b.reconfigure({ kind: 'memory', retain: 3 });
+    assert.deepEqual(await retainedValues(), range(97, 100));
+    for (let v = 100; v < 110; v++) await b.publish('t', msg(v));
+    assert.deepEqual(await retainedValues(), range(107, 110));
+    b.reconfigure({ kind: 'memory', retain: 1000 });
+    for (let v = 110; v < 2110; v++) await b.publish('t', msg(v));
+    const all = await retainedValues();
+    assert.equal(all.length, 1000);
+    assert.deepEqual(all[0], ['1110', 1110]);
+    assert.deepEqual(all.at(-1), ['2109', 2109]);
+    const c = collector(1001);
+    b.subscribe({ topic: 't', group: 'g', route: 'r', startFrom: 'earliest' }, c.handler);
+    await b.publish('t', msg('next'));
+    await c.finished;
+    assert.deepEqual(c.values, [...all.map(([, v]) => v), 'next'], 'a group reads every retained message in order, then the new one');
+  });
+
   it('bounds retention by estimated bytes per topic (retainBytes) and across topics (maxBytes), keeping the newest', async () => {
     const b = new MemoryBroker('mem', { kind: 'memory', retainBytes: 10 * 1024 * 1024, maxBytes: 16 * 1024 * 1024 }, { logger: pino({ level: 'silent' }) });
     const big = (i: number) => msg({ i, pad: 'x'.repeat(1024 * 1024) }); // ~2 MiB estimated (2 bytes a character)

@@ -6,6 +6,8 @@ import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Retained, RuntimeEnv,
 import { defineBroker, kindOptions, Type, type Static } from '../define.js';
 
 const DEFAULT_RETAIN = 1000;
+/** Slots a topic's ring starts with (a power of two). */
+const MIN_RING = 16;
 /** Estimated heap (heap-size.ts) one topic's retained messages may take. */
 const DEFAULT_RETAIN_BYTES = 32 * 1024 * 1024;
 /** Estimated heap all topics of one memory broker may take together. */
@@ -50,15 +52,20 @@ interface Group {
 }
 
 /**
- * A topic's retained messages, addressed by offset. Dropping the oldest is O(1): slots are cleared
- * and the array is compacted only once at least half of it is cleared (a splice per publish made
- * every publish on a full topic cost O(retain)).
+ * A topic's retained messages, addressed by offset, in a ring whose capacity is a power of two:
+ * appending and dropping the oldest are O(1) and, once the ring has grown to the topic's size,
+ * allocate nothing. (A splice per publish made every publish on a full topic cost O(retain); an
+ * array compacted by slicing every 1,024 drops made and grew two new arrays that often, which the
+ * young-generation collector then copied, docs/performance.md.)
  */
 class Topic {
-  private items: (Message | undefined)[] = [];
-  /** Estimated heap size of each retained message, parallel to `items`. */
-  private sizes: number[] = [];
+  private items: (Message | undefined)[] = new Array(MIN_RING);
+  /** Estimated heap size of each retained message, in the same slots as `items`. */
+  private sizes = new Float64Array(MIN_RING);
+  /** Slot of the oldest retained message. */
   private head = 0;
+  /** How many messages are retained. */
+  size = 0;
   /** Estimated heap size of the retained messages. */
   bytes = 0;
   /** Offset of the oldest retained message. */
@@ -67,40 +74,54 @@ class Topic {
 
   constructor(readonly name: string) {}
 
-  get size(): number {
-    return this.items.length - this.head;
-  }
-
   get end(): number {
     return this.first + this.size;
   }
 
   /** The message at `offset`, which must be in [first, end). */
   at(offset: number): Message {
-    return this.items[this.head + offset - this.first]!;
+    return this.items[(this.head + offset - this.first) & (this.items.length - 1)]!;
   }
 
   push(msg: Message, size: number): void {
-    this.items.push(msg);
-    this.sizes.push(size);
+    if (this.size === this.items.length) this.resize(this.items.length * 2);
+    const slot = (this.head + this.size) & (this.items.length - 1);
+    this.items[slot] = msg;
+    this.sizes[slot] = size;
+    this.size++;
     this.bytes += size;
   }
 
   /** Drops the `n` oldest messages; returns the bytes freed. */
   dropOldest(n: number): number {
+    const mask = this.items.length - 1;
     let freed = 0;
     for (let i = 0; i < n; i++) {
       freed += this.sizes[this.head]!;
-      this.items[this.head++] = undefined;
+      this.items[this.head] = undefined;
+      this.head = (this.head + 1) & mask;
     }
+    this.size -= n;
     this.bytes -= freed;
     this.first += n;
-    if (this.head >= 1024 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.sizes = this.sizes.slice(this.head);
-      this.head = 0;
-    }
+    // A topic whose retention shrank (a reload) gives the room back.
+    if (this.items.length > MIN_RING && this.size * 4 < this.items.length) this.resize(Math.max(MIN_RING, this.items.length / 2));
     return freed;
+  }
+
+  /** Moves the retained messages, oldest first, into a ring of `capacity` slots (a power of two, at least `size`). */
+  private resize(capacity: number): void {
+    const items: (Message | undefined)[] = new Array(capacity);
+    const sizes = new Float64Array(capacity);
+    const mask = this.items.length - 1;
+    for (let i = 0; i < this.size; i++) {
+      const slot = (this.head + i) & mask;
+      items[i] = this.items[slot];
+      sizes[i] = this.sizes[slot]!;
+    }
+    this.items = items;
+    this.sizes = sizes;
+    this.head = 0;
   }
 }
 
@@ -181,7 +202,8 @@ export class MemoryBroker implements BrokerRuntime {
     this.bytes += size;
     this.trim(topic);
     this.trimGlobal();
-    for (const group of topic.groups.values()) if (!group.pumping) this.pump(topic, group);
+    // A topic nobody consumes (a publish route's) needs no iterator over its groups on each publish.
+    if (topic.groups.size > 0) for (const group of topic.groups.values()) if (!group.pumping) this.pump(topic, group);
     return { broker: this.name, topic: topicName, partition: 0, offset };
   }
 
