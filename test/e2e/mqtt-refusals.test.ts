@@ -6,7 +6,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { MosquittoSub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 
-describe('kind: mqtt, publishes the server refuses (MQTT 5 reason codes, mosquitto with an ACL)', () => {
+describe('kind: mqtt, publishes the server refuses (MQTT 5 reason codes, mosquitto with an ACL) or leaves unanswered', () => {
   let mqtt: MessageServer;
   let config: string;
 
@@ -21,6 +21,7 @@ brokers:
     kind: mqtt
     url: ${mqtt.url}
     clientId: eg-refusals-${process.pid}
+    ackTimeoutMs: 1000
     qosByTopic: { "+/two": 2 }
 listeners:
   api: { kind: http, port: 0 }
@@ -62,6 +63,34 @@ routes:
           .sort((a, b) => a - b),
         Array.from({ length: 60 }, (_, k) => 2 * k),
       );
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it('answers 503 once ackTimeoutMs passed without an acknowledgement, ignores the acknowledgements that come late, and goes on publishing', async () => {
+    // mosquitto stopped (SIGSTOP): the connection stays up, the publishes are written, no acknowledgement comes.
+    process.kill(mqtt.pid()!, 'SIGSTOP');
+    let answers: Awaited<ReturnType<typeof post>>[];
+    try {
+      answers = await Promise.all(Array.from({ length: 30 }, (_, i) => post(gw.url('api', `/to/open/${i % 3 ? 'one' : 'two'}`), { late: i })));
+    } finally {
+      process.kill(mqtt.pid()!, 'SIGCONT');
+    }
+    assert.deepEqual(
+      answers.map((r) => r.status),
+      Array.from({ length: 30 }, () => 503),
+    );
+    assert.match(answers[0]!.text, /no acknowledgement from broker 'acl' within 1000 ms/);
+    // The late acknowledgements arrive (and free the QoS 2 window); what follows is answered as acknowledged.
+    const sub = await MosquittoSub.start(mqtt, 'open/after', 1);
+    try {
+      const after = await Promise.all(Array.from({ length: 30 }, (_, i) => post(gw.url('api', `/to/open/after`), { after: i })));
+      assert.deepEqual(
+        after.map((r) => r.status),
+        Array.from({ length: 30 }, () => 200),
+      );
+      assert.equal((await sub.take(30)).length, 30);
     } finally {
       sub.stop();
     }

@@ -27,29 +27,40 @@ export interface Deadline {
 }
 
 /**
- * One deadline in the queue. Settling it drops its expiry callback at once: the callback closes
- * over the publish (its message, whose value may be megabytes), and a settled entry stays queued
- * until the timer passes it, up to `ackTimeoutMs` later.
+ * What the queue holds: when the deadline passes, whether the publish was settled meanwhile, and
+ * what to do when it passes first. A publish may be its own deadline (`AckDeadlines.track`); it
+ * stays queued until the timer passes it, up to `ackTimeoutMs` after it was settled, so it must
+ * not hold on to its message then.
  */
-class Entry implements Deadline {
+export interface Timed {
+  readonly at: number;
+  readonly settled: boolean;
+  /** Called once, when the deadline passes while `settled` is false. */
+  expire(err: AckTimeout): void;
+}
+
+/**
+ * A deadline for a callback. Settling it drops the callback at once: the callback closes over the
+ * publish (its message, whose value may be megabytes).
+ */
+class Entry implements Deadline, Timed {
   constructor(
     readonly at: number,
-    private expire: ((err: AckTimeout) => void) | undefined,
+    private onExpire: ((err: AckTimeout) => void) | undefined,
   ) {}
 
   get settled(): boolean {
-    return this.expire === undefined;
+    return this.onExpire === undefined;
   }
 
   set settled(settled: boolean) {
-    if (settled) this.expire = undefined;
+    if (settled) this.onExpire = undefined;
   }
 
-  /** Runs the expiry callback, once, unless the publish was settled first. */
-  fire(err: () => AckTimeout): void {
-    const expire = this.expire;
-    this.expire = undefined;
-    expire?.(err());
+  expire(err: AckTimeout): void {
+    const onExpire = this.onExpire;
+    this.onExpire = undefined;
+    onExpire?.(err);
   }
 }
 
@@ -61,7 +72,7 @@ class Entry implements Deadline {
  * The timer never keeps the process alive.
  */
 export class AckDeadlines {
-  private queue: Entry[] = [];
+  private queue: Timed[] = [];
   private head = 0;
   private timer: NodeJS.Timeout | undefined;
 
@@ -96,10 +107,20 @@ export class AckDeadlines {
    * when the acknowledgement or an error comes first, and ignores whatever comes after).
    */
   add(expire: (err: AckTimeout) => void): Deadline {
-    const entry = new Entry(Date.now() + this.ms, expire);
+    const entry = new Entry(this.expiry(), expire);
+    this.track(entry);
+    return entry;
+  }
+
+  /** When a publish made now is due: the `at` of a publish that is its own deadline. */
+  expiry(): number {
+    return Date.now() + this.ms;
+  }
+
+  /** Queues a publish that is its own deadline (its `at` from `expiry()`, taken when it was made). */
+  track(entry: Timed): void {
     this.queue.push(entry);
     if (!this.timer) this.arm();
-    return entry;
   }
 
   /** Expires what is past its deadline, then waits for the oldest publish still unanswered. */
@@ -113,8 +134,8 @@ export class AckDeadlines {
         this.timer.unref();
         break;
       }
-      e.fire(() => new AckTimeout(this.broker, this.ms));
       this.head++;
+      if (!e.settled) e.expire(new AckTimeout(this.broker, this.ms));
     }
     // Drop the entries passed over once they are half the queue.
     if (this.head > 1024 && this.head * 2 > this.queue.length) {

@@ -2,9 +2,9 @@ import type { IClientOptions, IPublishPacket, IStore, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
-import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import { AckDeadlines, type AckTimeout, handOver, NotConnected, singleValued, type Timed } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
-import { MqttPublisher, NO_STORE } from './publisher.js';
+import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 
 /** Whether an MQTT topic filter (with `+` and `#`) matches a concrete topic (MQTT 3.1.1 §4.7). */
 export function topicMatches(filter: string, topic: string): boolean {
@@ -26,6 +26,46 @@ export function topicMatches(filter: string, topic: string): boolean {
 function qosFor(settings: MqttSettings, topic: string): 0 | 1 | 2 {
   for (const [filter, qos] of settings.qosByTopic) if (topicMatches(filter, topic)) return qos;
   return settings.qos;
+}
+
+/** The resolving functions of the promise just made (`new Promise(capture)`): no executor closure per publish. */
+const captured: { resolve: (d: Delivery) => void; reject: (err: Error) => void } = { resolve: () => undefined, reject: () => undefined };
+function capture(resolve: (d: Delivery) => void, reject: (err: Error) => void): void {
+  captured.resolve = resolve;
+  captured.reject = reject;
+}
+
+/**
+ * One publish until it is answered, in one object: its promise's resolving functions, its
+ * acknowledgement deadline (AckDeadlines) and its flight through the publisher (mqtt.js's entry in
+ * flight). Whichever comes first answers it: the acknowledgement, an error, or the deadline.
+ * It holds no part of the message, as it stays queued among the deadlines up to `ackTimeoutMs`.
+ */
+class Publish extends Flight implements Timed {
+  settled = false;
+
+  constructor(
+    readonly at: number,
+    private readonly broker: MqttBroker,
+    private readonly topic: string,
+    private readonly resolve: (d: Delivery) => void,
+    private readonly reject: (err: Error) => void,
+  ) {
+    super();
+  }
+
+  protected settle(err?: Error): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (err) {
+      this.broker.failed();
+      this.reject(err);
+    } else this.resolve(this.broker.delivery(this.topic));
+  }
+
+  expire(err: AckTimeout): void {
+    this.settle(err);
+  }
 }
 
 /** The client library, loaded when the first mqtt broker starts (commands that start none, such as validate, never load it). */
@@ -98,6 +138,8 @@ export class MqttBroker implements BrokerRuntime {
   private readonly subscriptions = new Set<MqttSubscription>();
   private stopped = false;
 
+  /** Per topic published to, its delivery (see `delivery`); starts over past 1024 topics. */
+  private readonly deliveries = new Map<string, Delivery>();
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private readonly deadlines: AckDeadlines;
 
@@ -156,26 +198,32 @@ export class MqttBroker implements BrokerRuntime {
       this.telemetry?.producerError();
       return Promise.reject(new NotConnected(this.name, link.detail));
     }
-    // One promise per publish: the deadline and the acknowledgement settle it through callbacks.
-    return new Promise<Delivery>((resolve, reject) => {
-      const fail = (err: Error) => {
-        this.telemetry?.producerError();
-        reject(err);
-      };
-      const deadline = this.deadlines.add(fail);
-      try {
-        // QoS 0 has no acknowledgement: it settles once written to the socket (at most once).
-        out.publish(topic, valuePayload(msg), qosFor(this.settings, topic), this.settings.retain, msg.headers, (err) => {
-          if (deadline.settled) return;
-          deadline.settled = true;
-          if (err) fail(err);
-          else resolve({ broker: this.name, topic, partition: 0, offset: '-1' });
-        });
-      } catch (err) {
-        deadline.settled = true;
-        fail(err as Error);
-      }
-    });
+    const promise = new Promise<Delivery>(capture);
+    const p = new Publish(this.deadlines.expiry(), this, topic, captured.resolve, captured.reject);
+    this.deadlines.track(p);
+    try {
+      // QoS 0 has no acknowledgement: it settles once written to the socket (at most once).
+      out.publish(topic, valuePayload(msg), qosFor(this.settings, topic), this.settings.retain, msg.headers, p);
+    } catch (err) {
+      p.end(err as Error);
+    }
+    return promise;
+  }
+
+  /** What a publish to `topic` answers: one object per topic, as nothing in it is per publish (nothing changes a delivery once made). */
+  delivery(topic: string): Delivery {
+    let d = this.deliveries.get(topic);
+    if (!d) {
+      d = { broker: this.name, topic, partition: 0, offset: '-1' };
+      if (this.deliveries.size >= 1024) this.deliveries.clear();
+      this.deliveries.set(topic, d);
+    }
+    return d;
+  }
+
+  /** A publish failed (refused, timed out, connection lost), for the producer error counter. */
+  failed(): void {
+    this.telemetry?.producerError();
   }
 
   /**

@@ -3,9 +3,6 @@ import type { MqttClient } from 'mqtt';
 import { TurnBuffer } from '../turn-buffer.js';
 import { AckFramer, PUBACK, PUBREC } from './acks.js';
 
-/** Called once per publish: with nothing when the server acknowledged it (QoS 0: once written), with the error otherwise. */
-export type Settle = (err?: Error) => void;
-
 /** What mqtt.js keeps per packet id awaiting an acknowledgement (`MqttClient.outgoing`, public). */
 interface Outgoing {
   volatile: boolean;
@@ -13,17 +10,40 @@ interface Outgoing {
   cb(err?: Error): void;
 }
 
-/** A QoS 1 or 2 publish of ours in `client.outgoing`: volatile, so mqtt.js fails it when the connection closes. */
-class Pending implements Outgoing {
+/**
+ * One publish handed to the publisher, and for QoS 1 and 2 its entry in mqtt.js's table of
+ * packets in flight (volatile, so mqtt.js fails it when the connection closes). The caller's
+ * subclass is the rest of the publish (its promise, its deadline): one object per publish.
+ */
+export abstract class Flight implements Outgoing {
   readonly volatile = true;
   readonly cmd = 'publish';
+  /** Set as it is encoded: which acknowledgement it awaits. */
+  qos: 0 | 1 | 2 = 0;
   /** QoS 2: the PUBREC came and the PUBREL went, the PUBCOMP is awaited. */
   released = false;
+  /** The publisher whose window it holds a place in, until it ends. */
+  holder: MqttPublisher | undefined;
 
-  constructor(
-    readonly qos: 1 | 2,
-    readonly cb: Settle,
-  ) {}
+  /** Whether the publish was answered already (its deadline passed): a publish still waiting for the window is then dropped. */
+  abstract readonly settled: boolean;
+
+  /** Called once: with nothing when the server acknowledged it (QoS 0: once written), with the error otherwise. */
+  protected abstract settle(err?: Error): void;
+
+  /** The exchange is over: its place in the window is free, and the publish settled. */
+  end(err?: Error): void {
+    const holder = this.holder;
+    this.holder = undefined;
+    if (holder) holder.inflight--;
+    this.settle(err);
+    holder?.release();
+  }
+
+  /** For mqtt.js, which calls it unbound (an acknowledgement it reads, the connection closing). */
+  get cb(): (err?: Error) => void {
+    return (err) => this.end(err ?? undefined);
+  }
 }
 
 /** mqtt.js's error for an acknowledgement's reason code (MQTT 5): `Publish error: <reason>`, with the code. */
@@ -72,7 +92,7 @@ export class MqttPublisher {
   private readonly topics = new Map<string, Buffer>();
   private readonly out = new TurnBuffer();
   /** QoS 0 publishes of this turn: settled once their bytes are written. */
-  private written: Settle[] = [];
+  private written: Flight[] = [];
   /** Packet ids encoded this turn, awaiting acknowledgement once written. */
   private ids: number[] = [];
   private flushing = false;
@@ -87,7 +107,8 @@ export class MqttPublisher {
    * it: mosquitto takes any number.
    */
   private window = 20;
-  private inflight = 0;
+  /** QoS 1 and 2 publishes sent and not ended (each Flight frees its place as it ends). */
+  inflight = 0;
   /** Publishes waiting for a place in the window, oldest first. */
   private waiting: { qos: 1 | 2; send(): void }[] = [];
 
@@ -132,7 +153,7 @@ export class MqttPublisher {
   private acknowledged(type: number, id: number, rc: number): boolean {
     const outgoing = this.client.outgoing as Record<number, Outgoing | undefined>;
     const p = outgoing[id];
-    if (!(p instanceof Pending) || (type === PUBACK ? p.qos !== 1 : p.qos !== 2 || (type === PUBREC) === p.released)) return false;
+    if (!(p instanceof Flight) || (type === PUBACK ? p.qos !== 1 : p.qos !== 2 || (type === PUBREC) === p.released)) return false;
     const refused = rc !== 0 && rc !== 0x10;
     if (type === PUBREC && !refused) {
       p.released = true;
@@ -146,7 +167,7 @@ export class MqttPublisher {
       return true;
     }
     delete outgoing[id];
-    p.cb(refused ? this.refusal(rc) : undefined);
+    p.end(refused ? this.refusal(rc) : undefined);
     // mqtt.js's end() waits for this before closing the connection.
     if (this.client.disconnecting && Object.keys(outgoing).length === 0) this.client.emit('outgoingEmpty');
     return true;
@@ -154,44 +175,37 @@ export class MqttPublisher {
 
   /**
    * Encodes a PUBLISH of `payload` to `topic` (user properties from `headers` on MQTT 5) into this
-   * turn's write. Throws when it cannot be sent (too large, no packet id free); `settle` is then never called.
+   * turn's write; `flight` ends once it is acknowledged (QoS 0: written) or fails. Throws when it
+   * cannot be sent (too large, no packet id free); `flight` then never ends.
    */
-  publish(topic: string, payload: Buffer | string, qos: 0 | 1 | 2, retain: boolean, headers: Record<string, string> | undefined, settle: Settle, deadline?: { settled: boolean }): void {
-    if (qos === 0) return this.encode(topic, payload, 0, retain, headers, settle);
+  publish(topic: string, payload: Buffer | string, qos: 0 | 1 | 2, retain: boolean, headers: Record<string, string> | undefined, flight: Flight): void {
+    if (qos === 0) return this.encode(topic, payload, 0, retain, headers, flight);
     if (qos === 2 ? this.inflight >= this.window : this.waiting.length > 0) {
-      // Encoded once its turn comes, unless its deadline passed meanwhile; an error then settles it.
+      // Encoded once its turn comes, unless its deadline passed meanwhile; an error then ends it.
       this.waiting.push({
         qos,
         send: () => {
-          if (deadline?.settled) return;
+          if (flight.settled) return;
           try {
-            this.start(topic, payload, qos, retain, headers, settle);
+            this.start(topic, payload, qos, retain, headers, flight);
           } catch (err) {
-            settle(err as Error);
+            flight.end(err as Error);
           }
         },
       });
       return;
     }
-    this.start(topic, payload, qos, retain, headers, settle);
+    this.start(topic, payload, qos, retain, headers, flight);
   }
 
-  /** A QoS 1 or 2 publish takes its place in the window until it is settled. */
-  private start(topic: string, payload: Buffer | string, qos: 1 | 2, retain: boolean, headers: Record<string, string> | undefined, settle: Settle): void {
+  /** A QoS 1 or 2 publish takes its place in the window until it ends. */
+  private start(topic: string, payload: Buffer | string, qos: 1 | 2, retain: boolean, headers: Record<string, string> | undefined, flight: Flight): void {
+    this.encode(topic, payload, qos, retain, headers, flight);
     this.inflight++;
-    try {
-      this.encode(topic, payload, qos, retain, headers, (err) => {
-        this.inflight--;
-        settle(err);
-        this.release();
-      });
-    } catch (err) {
-      this.inflight--;
-      throw err;
-    }
+    flight.holder = this;
   }
 
-  private encode(topic: string, payload: Buffer | string, qos: 0 | 1 | 2, retain: boolean, headers: Record<string, string> | undefined, settle: Settle): void {
+  private encode(topic: string, payload: Buffer | string, qos: 0 | 1 | 2, retain: boolean, headers: Record<string, string> | undefined, flight: Flight): void {
     const name = this.topic(topic);
     const payloadBytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
     let props = -1;
@@ -228,10 +242,11 @@ export class MqttPublisher {
     }
     at += typeof payload === 'string' ? buf.write(payload, at) : payload.copy(buf, at);
     this.out.commit(at);
+    flight.qos = qos;
     if (qos > 0) {
-      (this.client.outgoing as Record<number, Outgoing>)[id] = new Pending(qos as 1 | 2, settle);
+      (this.client.outgoing as Record<number, Outgoing>)[id] = flight;
       this.ids.push(id);
-    } else this.written.push(settle);
+    } else this.written.push(flight);
     this.scheduleFlush();
   }
 
@@ -243,7 +258,7 @@ export class MqttPublisher {
   }
 
   /** Sends the waiting publishes whose turn has come: QoS 1 at once, QoS 2 while the window has room. */
-  private release(): void {
+  release(): void {
     while (this.waiting.length > 0 && (this.waiting[0]!.qos === 1 || this.inflight < this.window)) this.waiting.shift()!.send();
   }
 
@@ -283,13 +298,13 @@ export class MqttPublisher {
     const stream = this.client.stream as unknown as Writable | undefined;
     if (!stream || stream.destroyed || !this.client.connected) {
       const err = new Error('connection closed before the message was written');
-      for (const s of written) s(err);
+      for (const f of written) f.end(err);
       // Never written, so no acknowledgement will come (mqtt.js fails only what it holds when a connection closes, and these may be for the next one).
       const outgoing = this.client.outgoing as Record<number, Outgoing | undefined>;
       for (const id of ids) {
         const e = outgoing[id];
         delete outgoing[id];
-        e?.cb(err);
+        if (e instanceof Flight) e.end(err);
       }
       return;
     }
@@ -299,7 +314,7 @@ export class MqttPublisher {
         chunks[i]!,
         last && written.length > 0
           ? (err) => {
-              for (const s of written) s(err ?? undefined);
+              for (const f of written) f.end(err ?? undefined);
             }
           : undefined,
       );
