@@ -16,8 +16,8 @@ export class InFlightWindow<O> {
   private readonly lanes = new Map<string, Promise<void>>();
   private inHand = 0;
   private waiters: (() => void)[] = [];
-  /** The waiters' array while they are told (swapped with `waiters`: no array per settling). */
-  private told: (() => void)[] = [];
+  /** Who onSettled() tells (a consumer's loop waits for room once per message: no array for it). */
+  private wake: (() => void) | undefined = undefined;
   private last: O | undefined;
   /** A message was given back (its handler stopped with it in hand): nothing after it may be committed, nothing more started. */
   private givenBack = false;
@@ -59,7 +59,8 @@ export class InFlightWindow<O> {
 
   /** settling() without a promise: `then` is called once, when the next message in hand settles (inside its settling: defer what it starts). */
   onSettled(then: () => void): void {
-    this.waiters.push(then);
+    if (this.wake === undefined) this.wake = then;
+    else this.waiters.push(then);
   }
 
   private async waitForRoom(): Promise<void> {
@@ -87,13 +88,15 @@ export class InFlightWindow<O> {
       else this.givenBack = true;
       this.advance();
       this.inHand--;
+      const wake = this.wake;
+      if (wake !== undefined) {
+        this.wake = undefined;
+        wake();
+      }
       if (this.waiters.length > 0) {
         const waiters = this.waiters;
-        // (A new array only when a waiter settled a message itself, inside this loop.)
-        this.waiters = this.told.length === 0 ? this.told : [];
-        this.told = waiters;
-        for (let i = 0; i < waiters.length; i++) waiters[i]!();
-        waiters.length = 0;
+        this.waiters = [];
+        for (const w of waiters) w();
       }
       settled();
     };
