@@ -153,8 +153,8 @@ export function spanTemplate(route: string, fromBroker: boolean): SpanTemplate {
  * either way, and a new trace is marked sampled so downstream parent-based samplers keep it.
  */
 export function startMessageSpan(template: SpanTemplate, incoming: string | undefined): MessageSpan {
+  if (!sdkRegistered()) return new Spanned(NON_RECORDING, ownTraceparent(incoming), undefined);
   const parent = parseTraceparent(incoming);
-  if (!sdkRegistered()) return ownSpan(parent);
   const parentContext = parent ? trace.setSpanContext(ROOT_CONTEXT, parent) : ROOT_CONTEXT;
   const span = tracer.startSpan(template.name, { kind: template.kind, attributes: template.attributes }, parentContext);
   const sc = span.spanContext();
@@ -171,6 +171,22 @@ function ownSpan(parent: SpanContext | undefined): MessageSpan {
   }
   // A new trace: the header as it was made, marked sampled (flags 01).
   return new Spanned(NON_RECORDING, header, undefined);
+}
+
+/**
+ * ownSpan(parseTraceparent(incoming)).traceparent. A plain version-00 header (what a route hands
+ * the next one through a topic, and what W3C clients send) keeps its first 36 characters (version
+ * and trace id) before the new span id and the sampled flag: no span context sliced out of it and
+ * put together again for every consumed message.
+ */
+function ownTraceparent(incoming: string | undefined): string {
+  if (incoming === undefined) return nextHeader();
+  if (!VERSION_00.test(incoming) || incoming.startsWith(ZERO_TRACE, 3) || incoming.startsWith(ZERO_SPAN, 36)) return ownSpan(parseTraceparent(incoming)).traceparent;
+  const header = nextHeader();
+  // The flags' last hex digit holds the sampled bit (TraceFlags.SAMPLED).
+  const digit = incoming.charCodeAt(54);
+  const sampled = ((digit <= 57 ? digit - 48 : digit - 87) & 1) === 1;
+  return sampled ? incoming.slice(0, 36) + header.slice(36) : `${incoming.slice(0, 36)}${header.slice(36, 52)}-00`;
 }
 
 /** Calls `fn` with the span active (only when an SDK made it; otherwise there is nothing to nest under it). */
