@@ -38,7 +38,7 @@ const values = async (bootstrap: string, topic: string) => (await kcatConsumeAll
 describe('kafka listener: Kafka clients produce and consume through the gateway', () => {
   let kafka: KafkaCluster;
   let proxy: string;
-  const t = { orders: '', tagged: '', free: '', idem: '', reload: '', shaped: '', stream: '' };
+  const t = { orders: '', tagged: '', free: '', idem: '', reload: '', shaped: '', stream: '', big: '' };
 
   const config = (reloadMode: 'reject' | 'tag') => `
 version: 1
@@ -50,6 +50,9 @@ listeners:
 routes:
   - name: orders-in
     from: { listener: kafka-in, topic: ${t.orders} }
+    through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: reject } } ]
+  - name: big-in
+    from: { listener: kafka-in, topic: ${t.big} }
     through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: reject } } ]
   - name: tagged-in
     from: { listener: kafka-in, topic: ${t.tagged} }
@@ -137,6 +140,16 @@ routes:
       const sent = [...many, 'acks0-a', 'acks0-b', 'sentinel'];
       assert.equal(got.length, sent.length, 'every record once');
       assert.deepEqual([...got].sort(), [...sent].sort());
+    });
+
+    it('checks produce requests far larger than one read, one after another, and passes each on as its producer wrote it', async () => {
+      // A governed request is read whole into memory of its own, which holds a later request once this one is written upstream.
+      const many = Array.from({ length: 12000 }, (_, i) => JSON.stringify({ id: i, total: i / 4, note: String.fromCharCode(97 + (i % 26)).repeat(100 + (i % 50)) }));
+      const r = await kcatProduceLines(proxy, t.big, many, ['linger.ms=20', 'batch.size=200000']);
+      assert.equal(r.code, 0, r.stderr);
+      const got = await values(kafka.bootstrap, t.big);
+      assert.equal(got.length, many.length, 'every record once');
+      assert.deepEqual([...got].sort(), [...many].sort());
     });
 
     it('consumes in a group through the proxy', async () => {

@@ -251,6 +251,27 @@ describe('Kafka frames', () => {
     }
   });
 
+  it('reads a later frame into the memory of one given back, and takes back only frames it assembled', () => {
+    const big = (fill: string) => Buffer.concat([Buffer.from([0, 1, 0, 0]), Buffer.alloc(65536, fill)]);
+    const got: Buffer[] = [];
+    const reader = new FrameReader({ onStart: () => 'buffer', onFrame: (b, whole) => got.push(whole), onChunk: () => assert.fail() }, 1 << 20);
+    const feed = (bytes: Buffer) => {
+      for (let at = 0; at < bytes.length; at += 40000) reader.push(bytes.subarray(at, at + 40000));
+    };
+    feed(big('a'));
+    reader.recycle(got[0]!);
+    feed(big('b'));
+    assert.equal(got[1]!.buffer, got[0]!.buffer, "the second frame is read into the first one's memory");
+    assert.equal(got[1]!.subarray(4).toString(), 'b'.repeat(65536));
+    // A frame that arrived whole in one chunk is a view of the chunk, not the reader's: never taken back.
+    const chunk = Buffer.concat([big('c'), big('d')]);
+    reader.push(chunk);
+    reader.recycle(got[2]!);
+    feed(big('e'));
+    assert.notEqual(got[4]!.buffer, chunk.buffer);
+    assert.equal(got[3]!.subarray(4).toString(), 'd'.repeat(65536), 'the chunk is left alone');
+  });
+
   it('refuses a frame over the limit and a negative size', () => {
     const reader = () => new FrameReader({ onStart: () => 'buffer', onFrame: () => {}, onChunk: () => {} }, 10);
     assert.throws(() => reader().push(Buffer.from([0, 0, 0, 11])), FrameTooLarge);

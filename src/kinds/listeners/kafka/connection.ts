@@ -71,6 +71,7 @@ export class ProxyConnection {
    */
   private readonly unanswered = new Set<number>();
   readonly client: Socket;
+  private readonly fromClient: FrameReader;
   /** A view of the client's read buffer went upstream during the current read (readIntoBuffer). */
   private viewSent = false;
   /** Reading from the client waits until upstream has taken the views of its read buffer. */
@@ -87,6 +88,7 @@ export class ProxyConnection {
     reuseReads = false,
   ) {
     const fromClient = new FrameReader(this.requestHandler(), host.maxFrameBytes);
+    this.fromClient = fromClient;
     // Responses may be larger than any request limit (a Fetch); they are streamed, not held.
     const fromUpstream = new FrameReader(this.responseHandler(), 0x7fffffff);
     const reused = reuseReads ? readIntoBuffer(accepted, (bytes) => this.clientRead(fromClient, bytes)) : undefined;
@@ -257,8 +259,12 @@ export class ProxyConnection {
     if ('respond' in g) return g.respond === null ? [] : [{ chunks: [frame(g.respond)], done: true, header, inspect: false }];
     // A response that settles governed records is read whole (it is small); it still goes back unchanged.
     const slot: Slot = { chunks: [], done: false, header, inspect: g.pending !== undefined, pending: g.pending };
-    // The client's own bytes go on in one write, size prefix and all.
-    this.send(g.forward.byteOffset === whole.byteOffset + 4 && g.forward.buffer === whole.buffer ? whole : frame(g.forward));
+    // The client's own bytes go on in one write, size prefix and all; once written, their memory
+    // may hold the client's next request (nothing else keeps a view of it: records that were read
+    // are copies, decoded values and strings).
+    if (g.forward.byteOffset === whole.byteOffset + 4 && g.forward.buffer === whole.buffer) {
+      if (!this.upstream.write(whole, () => this.fromClient.recycle(whole))) this.client.pause();
+    } else this.send(frame(g.forward));
     if (g.acks === 0) {
       g.pending?.unacknowledged();
       this.sentUnanswered(header.correlationId);

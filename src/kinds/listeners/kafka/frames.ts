@@ -23,6 +23,9 @@ export class FrameTooLarge extends Error {}
 /** Frames up to this size are assembled in one buffer allocated when they begin; larger ones as their chunks arrive. */
 const ASSEMBLE_BYTES = 1 << 20;
 
+/** Frames from this size up are read into a buffer of their own that can be recycled (smaller ones come from Buffer's pool). */
+const RECYCLE_BYTES = 64 * 1024;
+
 /** Bytes of a frame's start handed to onStart when they were held back over a chunk's end. */
 const HEAD_BYTES = 512;
 
@@ -40,6 +43,10 @@ export class FrameReader {
   /** That frame, filled as its bytes arrive; or, when it is large, its chunks. */
   private frame: Buffer | undefined;
   private parts: Buffer[] | undefined;
+  /** Memory this reader allocated for frames (recycle() takes back only these). */
+  private readonly own = new WeakSet<ArrayBufferLike>();
+  /** A frame's memory given back by recycle(), for the next frame that fits. */
+  private spare: Buffer | undefined;
 
   constructor(
     private readonly handler: FrameHandler,
@@ -86,10 +93,34 @@ export class FrameReader {
     // Large frames are not allocated whole before their bytes come (a size prefix costs nothing to send).
     this.size = 4 + size;
     this.filled = 0;
-    if (this.size <= ASSEMBLE_BYTES) this.frame = Buffer.allocUnsafe(this.size);
+    if (this.size <= ASSEMBLE_BYTES) this.frame = this.allocate(this.size);
     else this.parts = [];
     if (held.length > 0) this.fill(held, false);
     return chunk;
+  }
+
+  /**
+   * Memory for a frame of `size` bytes: the spare when it fits, or a new buffer (rounded up to 64 KB
+   * from that size, so that the next frames of a similar size fit when it comes back).
+   */
+  private allocate(size: number): Buffer {
+    if (size < RECYCLE_BYTES) return Buffer.allocUnsafe(size);
+    const spare = this.spare;
+    if (spare !== undefined && spare.length >= size) {
+      this.spare = undefined;
+      return spare.subarray(0, size);
+    }
+    const fresh = Buffer.allocUnsafeSlow(Math.ceil(size / RECYCLE_BYTES) * RECYCLE_BYTES);
+    this.own.add(fresh.buffer);
+    return fresh.subarray(0, size);
+  }
+
+  /**
+   * A frame handed on by onFrame that nothing reads any more (its bytes were written on): its
+   * memory may hold the next frame. Only frames this reader assembled are taken back.
+   */
+  recycle(frame: Buffer): void {
+    if (this.own.has(frame.buffer)) this.spare = Buffer.from(frame.buffer);
   }
 
   /** Keeps the first bytes of a frame until more arrive (a copy: `chunk` may be reused). */
