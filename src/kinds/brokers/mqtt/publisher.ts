@@ -96,6 +96,8 @@ export class MqttPublisher {
   /** Packet ids encoded this turn, awaiting acknowledgement once written. */
   private ids: number[] = [];
   private flushing = false;
+  /** A PUBREL was encoded while reading a chunk: the turn's bytes are written once it is read. */
+  private releasing = false;
   private nextId = 1;
   /**
    * QoS 1 and 2 publishes the server takes in flight: its Receive Maximum (MQTT 5 CONNACK), else
@@ -132,6 +134,13 @@ export class MqttPublisher {
     if (stream[READING]) return;
     stream[READING] = true;
     const emit = stream.emit;
+    // PUBRELs leave as soon as the chunk is read, as mqtt.js sent them: each holds a place in the QoS 2 window until its PUBCOMP.
+    const sendReleases = () => {
+      if (this.releasing) {
+        this.releasing = false;
+        this.flush();
+      }
+    };
     const framer = new AckFramer(
       this.v5,
       (type, id, rc) => this.acknowledged(type, id, rc),
@@ -141,6 +150,7 @@ export class MqttPublisher {
       if (event !== 'data') return emit.call(this, event, ...args);
       const chunk = args[0];
       framer.read(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+      sendReleases();
       return true;
     };
   }
@@ -163,7 +173,7 @@ export class MqttPublisher {
       buf[at + 1] = 2;
       buf.writeUInt16BE(id, at + 2);
       this.out.commit(at + 4);
-      this.scheduleFlush();
+      this.releasing = true;
       return true;
     }
     delete outgoing[id];
