@@ -254,7 +254,7 @@ describe('Kafka frames', () => {
   it('reads a later frame into the memory of one given back, and takes back only frames it assembled', () => {
     const big = (fill: string) => Buffer.concat([Buffer.from([0, 1, 0, 0]), Buffer.alloc(65536, fill)]);
     const got: Buffer[] = [];
-    const reader = new FrameReader({ onStart: () => 'buffer', onFrame: (b, whole) => got.push(whole), onChunk: () => assert.fail() }, 1 << 20);
+    const reader = new FrameReader({ onStart: () => 'buffer', onFrame: (_body, whole) => got.push(whole), onChunk: () => assert.fail() }, 1 << 20);
     const feed = (bytes: Buffer) => {
       for (let at = 0; at < bytes.length; at += 40000) reader.push(bytes.subarray(at, at + 40000));
     };
