@@ -288,8 +288,21 @@ export class MemoryBroker implements BrokerRuntime {
     this.pumpOn(topic, group);
   }
 
-  /** pump()'s loop, `pumping` being set. */
+  /**
+   * pump()'s loop, `pumping` being set. It runs inside a publish or a message's settling: a
+   * failure (none is expected) stops this pump, not them, and the next publish starts it again
+   * (as when the loop was an async function whose rejection nobody awaited).
+   */
   private pumpOn(topic: Topic, group: Group): void {
+    try {
+      this.pumpLoop(topic, group);
+    } catch (err) {
+      group.pumping = false;
+      this.env.logger.error({ broker: this.name, topic: topic.name, err: (err as Error).message }, 'memory topic consumer stopped; the next message starts it again');
+    }
+  }
+
+  private pumpLoop(topic: Topic, group: Group): void {
     for (;;) {
       const window = group.window;
       if (window.broken) {
