@@ -52,6 +52,24 @@ const FAST = [
   '{"1": lumens, "b": id, "0": a}',
   '{"__proto__": lumens, "x": 1}',
   '{}',
+  // Names and strings that need quoting in the generated source, and names objects already have.
+  '`a"b`',
+  '`a\\b`',
+  '"a\\"b"',
+  '"\\u2028\\ud800é☃"',
+  '`é☃`.`0`',
+  '`0`',
+  '`1e3`',
+  '`-1`',
+  '`__proto__`',
+  '`__proto__`.x',
+  '`constructor`.name',
+  '`toString`',
+  '`"]; throw 1; //`',
+  '$headers."a\\"b"',
+  '"\\"); throw 1; (\\"" & lumens',
+  '{"a\\"b": `a"b`, "\\\\": `a\\b`, "constructor": lumens, "toString": 1, "0": `0`, "1e3": `1e3`, "-1": `-1`, "\\u2028": 1, "é☃": `é☃`}',
+  '{"__proto__": `__proto__`, "x": `"]; throw 1; //`}',
 ];
 
 /** Shapes whose semantics are JSONata's alone. */
@@ -110,6 +128,10 @@ const INPUTS: unknown[] = [
   JSON.parse('{"__proto__": 1, "lumens": 3}'),
   { constructor: 1 },
   { 'x-source': 'sensor' },
+  { 'a"b': 1, 'a\\b': 'two', '0': 3, '1e3': 4, '-1': null, 'é☃': { '0': 'zero' }, '"]; throw 1; //': 'x', lumens: 9 },
+  { 'a"b': { x: 1 }, 'a\\b': true, '0': [1], '1e3': 'x', 'é☃': 5 },
+  JSON.parse('{"__proto__": {"x": 1}, "constructor": {"name": "n"}, "toString": "s"}'),
+  [3, 4],
   'a string',
   42,
   null,
@@ -123,6 +145,7 @@ const BINDINGS: Record<string, unknown>[] = [
   { key: null, headers: { 'x-source': 'test' }, topic: null, route: 'r', path: { room: 'kitchen' }, query: { a: '1', b: ['1', '2'] } },
   { key: 'k1', headers: {}, topic: 'light', route: 'r2', path: {}, query: {} },
   { key: '12', headers: { 'x-source': 'sensor' }, topic: 't', route: 'r', path: { room: 7 }, query: { a: ['x'] } },
+  { key: 'k', headers: { 'a"b': 'quoted' }, topic: null, route: 'r', path: {}, query: {} },
 ];
 
 type Settled = { ok: true; value: unknown } | { ok: false; code: string | undefined };
