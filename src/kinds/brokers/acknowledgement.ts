@@ -26,41 +26,37 @@ export interface Deadline {
   settled: boolean;
 }
 
-/**
- * What the queue holds: when the deadline passes, whether the publish was settled meanwhile, and
- * what to do when it passes first. A publish may be its own deadline (`AckDeadlines.track`); it
- * stays queued until the timer passes it, up to `ackTimeoutMs` after it was settled, so it must
- * not hold on to its message then.
- */
-export interface Timed {
-  readonly at: number;
-  readonly settled: boolean;
-  /** Called once, when the deadline passes while `settled` is false. */
+/** What a deadline tells when it passes first: a publish object of its own (`AckDeadlines.track`). */
+export interface Expiring {
   expire(err: AckTimeout): void;
 }
 
 /**
- * A deadline for a callback. Settling it drops the callback at once: the callback closes over the
- * publish (its message, whose value may be megabytes).
+ * One deadline in the queue. Settling it drops what it would tell at once: that closes over the
+ * publish (its message, whose value may be megabytes; its promise), and a settled entry stays
+ * queued until the timer passes it, up to `ackTimeoutMs` later — every publish of the last
+ * `ackTimeoutMs` under load, so an entry must stay this small.
  */
-class Entry implements Deadline, Timed {
+class Entry implements Deadline {
   constructor(
     readonly at: number,
-    private onExpire: ((err: AckTimeout) => void) | undefined,
+    private target: ((err: AckTimeout) => void) | Expiring | undefined,
   ) {}
 
   get settled(): boolean {
-    return this.onExpire === undefined;
+    return this.target === undefined;
   }
 
   set settled(settled: boolean) {
-    if (settled) this.onExpire = undefined;
+    if (settled) this.target = undefined;
   }
 
+  /** Tells the publish, once, unless it was settled first. */
   expire(err: AckTimeout): void {
-    const onExpire = this.onExpire;
-    this.onExpire = undefined;
-    onExpire?.(err);
+    const target = this.target;
+    this.target = undefined;
+    if (typeof target === 'function') target(err);
+    else target?.expire(err);
   }
 }
 
@@ -72,7 +68,7 @@ class Entry implements Deadline, Timed {
  * The timer never keeps the process alive.
  */
 export class AckDeadlines {
-  private queue: Timed[] = [];
+  private queue: Entry[] = [];
   private head = 0;
   private timer: NodeJS.Timeout | undefined;
 
@@ -107,20 +103,18 @@ export class AckDeadlines {
    * when the acknowledgement or an error comes first, and ignores whatever comes after).
    */
   add(expire: (err: AckTimeout) => void): Deadline {
-    const entry = new Entry(this.expiry(), expire);
-    this.track(entry);
-    return entry;
+    return this.queued(new Entry(Date.now() + this.ms, expire));
   }
 
-  /** When a publish made now is due: the `at` of a publish that is its own deadline. */
-  expiry(): number {
-    return Date.now() + this.ms;
+  /** The same for a publish object that is told itself (no callback made per publish). */
+  track(publish: Expiring): Deadline {
+    return this.queued(new Entry(Date.now() + this.ms, publish));
   }
 
-  /** Queues a publish that is its own deadline (its `at` from `expiry()`, taken when it was made). */
-  track(entry: Timed): void {
+  private queued(entry: Entry): Deadline {
     this.queue.push(entry);
     if (!this.timer) this.arm();
+    return entry;
   }
 
   /** Expires what is past its deadline, then waits for the oldest publish still unanswered. */

@@ -2,7 +2,7 @@ import type { IClientOptions, IPublishPacket, IStore, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
-import { AckDeadlines, type AckTimeout, handOver, NotConnected, singleValued, type Timed } from '../acknowledgement.js';
+import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 
@@ -36,16 +36,16 @@ function capture(resolve: (d: Delivery) => void, reject: (err: Error) => void): 
 }
 
 /**
- * One publish until it is answered, in one object: its promise's resolving functions, its
- * acknowledgement deadline (AckDeadlines) and its flight through the publisher (mqtt.js's entry in
- * flight). Whichever comes first answers it: the acknowledgement, an error, or the deadline.
- * It holds no part of the message, as it stays queued among the deadlines up to `ackTimeoutMs`.
+ * One publish until it is answered, in one object: its promise's resolving functions and its
+ * flight through the publisher (mqtt.js's entry in flight), told by its acknowledgement deadline
+ * (a small entry of AckDeadlines, dropped from it once settled). Whichever comes first answers it:
+ * the acknowledgement, an error, or the deadline.
  */
-class Publish extends Flight implements Timed {
+class Publish extends Flight implements Expiring {
   settled = false;
+  deadline: Deadline | undefined;
 
   constructor(
-    readonly at: number,
     private readonly broker: MqttBroker,
     private readonly topic: string,
     private readonly resolve: (d: Delivery) => void,
@@ -57,6 +57,7 @@ class Publish extends Flight implements Timed {
   protected settle(err?: Error): void {
     if (this.settled) return;
     this.settled = true;
+    if (this.deadline) this.deadline.settled = true;
     if (err) {
       this.broker.failed();
       this.reject(err);
@@ -199,8 +200,8 @@ export class MqttBroker implements BrokerRuntime {
       return Promise.reject(new NotConnected(this.name, link.detail));
     }
     const promise = new Promise<Delivery>(capture);
-    const p = new Publish(this.deadlines.expiry(), this, topic, captured.resolve, captured.reject);
-    this.deadlines.track(p);
+    const p = new Publish(this, topic, captured.resolve, captured.reject);
+    p.deadline = this.deadlines.track(p);
     try {
       // QoS 0 has no acknowledgement: it settles once written to the socket (at most once).
       out.publish(topic, valuePayload(msg), qosFor(this.settings, topic), this.settings.retain, msg.headers, p);
