@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import jsonata from 'jsonata';
 import { compileExpression, NOT_SYNC } from '../../src/expr/expression.js';
@@ -218,6 +219,15 @@ describe('compiled expressions', () => {
         }
       }
     }
+  });
+
+  it('evaluate with JSONata where code generation from strings is disallowed', () => {
+    // The fast paths are generated code; a node run with this flag cannot build them.
+    const script = `const { compileExpression, NOT_SYNC } = await import(${JSON.stringify(new URL('../../src/expr/expression.js', import.meta.url).href)});
+const e = compileExpression('{"lux": lumens, "bright": lumens >= 500}');
+process.stdout.write(JSON.stringify([e.evaluateSync({ lumens: 640 }, {}) === NOT_SYNC, await e.evaluate({ lumens: 640 }, {})]));`;
+    const out = execFileSync(process.execPath, ['--disallow-code-generation-from-strings', '--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.deepStrictEqual(JSON.parse(out), [true, { lux: 640, bright: true }]);
   });
 
   it('answer synchronously only where the fast path can, and then with the same value', async () => {
