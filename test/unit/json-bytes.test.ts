@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { defaultRegistry } from '../../src/kinds/index.js';
@@ -371,5 +372,13 @@ describe('JSON Schema checks on bytes (kafka listener records)', () => {
       if (isDateTime(s)) agreed++;
     }
     assert.ok(agreed > 5000, `${agreed} valid`);
+  });
+
+  it('leaves every record to ajv where code generation from strings is disallowed', () => {
+    // The byte checks are generated code; a node run with this flag cannot build them (nor an EvalError at config load).
+    const script = `const { compileBytesCheck } = await import(${JSON.stringify(new URL('../../src/plan/json-bytes.js', import.meta.url).href)});
+process.stdout.write(JSON.stringify([compileBytesCheck({ type: 'object', properties: { id: { type: 'integer' } } }) === undefined]));`;
+    const out = execFileSync(process.execPath, ['--disallow-code-generation-from-strings', '--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.deepStrictEqual(JSON.parse(out), [true]);
   });
 });
