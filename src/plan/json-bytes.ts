@@ -23,6 +23,7 @@
  * numbers and byte values from the schema reach the generated source, never its strings.
  */
 import { isDateTimeBytes } from './date-time.js';
+import { buildGenerated } from '../core/generated-code.js';
 
 /** True when the value `buf[start, end)` decodes to certainly passes the schema; false otherwise or when unsure. */
 export type BytesCheck = (buf: Buffer, start: number, end: number) => boolean;
@@ -247,17 +248,9 @@ return function checkBytes(buf, start, end) {
   const at = ${first};
   return at >= 0 && ws(buf, at, end) === end;
 };`;
-  const names = Object.keys(HELPERS);
   // The source holds numbers and byte values from the schema only, never its strings (see Generator).
-  let make: (...args: unknown[]) => BytesCheck;
-  try {
-    make = new Function(...names, 'K', body) as typeof make;
-  } catch (err) {
-    // A node run with --disallow-code-generation-from-strings: no byte check, ajv decides every record.
-    if (err instanceof EvalError) return undefined;
-    throw err;
-  }
-  return make(...Object.values(HELPERS), g.constants);
+  // Where code generation is disallowed there is no byte check: ajv decides every record.
+  return buildGenerated<BytesCheck>(HELPERS, g.constants, body);
 }
 
 class Generator {
