@@ -11,6 +11,7 @@ import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from
 import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, NOT_SYNC, type Expression } from '../../expr/expression.js';
 import type { Logger } from '../../log.js';
+import { captured, newPromise } from '../../core/captured-promise.js';
 import { valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
@@ -212,8 +213,8 @@ export class WebhookTarget implements Target {
   }
 
   private tries(request: PreparedRequest): Promise<Delivery> {
-    const delivered = new Promise<Delivery>(capture);
-    this.tryOnce(new Flight(this, request, captured.resolve!, captured.reject!));
+    const delivered = newPromise<Delivery>();
+    this.tryOnce(new Flight(this, request, captured.resolve, captured.reject));
     return delivered;
   }
 
@@ -451,13 +452,6 @@ class Flight implements AnswerListener {
   answered(ticket: number, err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined): void {
     this.target.answered(this, ticket, err, answer);
   }
-}
-
-/** new Promise(capture) leaves its resolving functions in `captured` (no executor closure per promise). */
-const captured: { resolve: ((d: Delivery) => void) | undefined; reject: ((err: unknown) => void) | undefined } = { resolve: undefined, reject: undefined };
-function capture(resolve: (d: Delivery) => void, reject: (err: unknown) => void): void {
-  captured.resolve = resolve;
-  captured.reject = reject;
 }
 
 /** One of a target's `concurrency` places for a request in flight, with the timer of its tries. */

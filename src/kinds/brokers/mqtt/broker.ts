@@ -1,5 +1,6 @@
 import type { IClientOptions, IPublishPacket, IStore, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
+import { captured, newPromise } from '../../../core/captured-promise.js';
 import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued } from '../acknowledgement.js';
@@ -26,13 +27,6 @@ export function topicMatches(filter: string, topic: string): boolean {
 function qosFor(settings: MqttSettings, topic: string): 0 | 1 | 2 {
   for (const [filter, qos] of settings.qosByTopic) if (topicMatches(filter, topic)) return qos;
   return settings.qos;
-}
-
-/** The resolving functions of the promise just made (`new Promise(capture)`): no executor closure per publish. */
-const captured: { resolve: (d: Delivery) => void; reject: (err: Error) => void } = { resolve: () => undefined, reject: () => undefined };
-function capture(resolve: (d: Delivery) => void, reject: (err: Error) => void): void {
-  captured.resolve = resolve;
-  captured.reject = reject;
 }
 
 /**
@@ -199,7 +193,7 @@ export class MqttBroker implements BrokerRuntime {
       this.telemetry?.producerError();
       return Promise.reject(new NotConnected(this.name, link.detail));
     }
-    const promise = new Promise<Delivery>(capture);
+    const promise = newPromise<Delivery>();
     const p = new Publish(this, topic, captured.resolve, captured.reject);
     p.deadline = this.deadlines.track(p);
     try {
