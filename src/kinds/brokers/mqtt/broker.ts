@@ -209,7 +209,8 @@ export class MqttBroker implements BrokerRuntime {
   delivery(topic: string): Delivery {
     let d = this.deliveries.get(topic);
     if (!d) {
-      d = { broker: this.name, topic, partition: 0, offset: '-1' };
+      // Frozen: every publish to the topic answers with this object.
+      d = Object.freeze({ broker: this.name, topic, partition: 0, offset: '-1' });
       if (this.deliveries.size >= 1024) this.deliveries.clear();
       this.deliveries.set(topic, d);
     }
