@@ -46,6 +46,28 @@ describe("AckDeadlines (one timer for a broker's publishes)", () => {
     kept.deadline.settled = true;
   });
 
+  it('keeps nothing of a settled publish, not even its own entry, while older publishes still wait', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const d = new AckDeadlines(60_000, 'b');
+    let expired = 0;
+    // An unanswered publish made first: the settled ones after it must not wait for it to go.
+    const oldest = d.track({ expire: () => expired++ });
+    // In a function of its own, so no variable of this test still holds the last one.
+    const answered = () => {
+      const deadline = d.track({ expire: () => expired++ });
+      deadline.settled = true;
+      return new WeakRef(deadline);
+    };
+    const settled = Array.from({ length: 1000 }, answered);
+    await new Promise((r) => setImmediate(r));
+    gc();
+    assert.equal(settled.filter((w) => w.deref() !== undefined).length, 0, 'settled deadlines are still held');
+    assert.equal(oldest.settled, false);
+    oldest.settled = true;
+    assert.equal(expired, 0);
+  });
+
   it('expires every unanswered publish among thousands answered, in order, and keeps working after its queue was compacted', async () => {
     const d = new AckDeadlines(20, 'b');
     const order: number[] = [];

@@ -32,13 +32,19 @@ export interface Expiring {
 }
 
 /**
- * One deadline in the queue. Settling it drops what it would tell at once: that closes over the
- * publish (its message, whose value may be megabytes; its promise), and a settled entry stays
- * queued until the timer passes it, up to `ackTimeoutMs` later — every publish of the last
- * `ackTimeoutMs` under load, so an entry must stay this small.
+ * One deadline, linked into its broker's list of unsettled publishes in the order they were made.
+ * Settling it unlinks it at once and drops what it would tell (the publish, its message and
+ * promise): under load a publish is answered within milliseconds, and nothing of it may stay
+ * reachable after that — an entry that stayed queued until its deadline passed (up to
+ * `ackTimeoutMs`, every publish of the last few seconds) outlived two scavenges, was promoted to
+ * the old generation, and cost the process a full mark-compact every couple of seconds.
  */
 class Entry implements Deadline {
+  prev: Entry = this;
+  next: Entry = this;
+
   constructor(
+    /** `performance.now()` milliseconds, rounded up: a small integer, stored without a heap number. */
     readonly at: number,
     private target: ((err: AckTimeout) => void) | Expiring | undefined,
   ) {}
@@ -48,13 +54,24 @@ class Entry implements Deadline {
   }
 
   set settled(settled: boolean) {
-    if (settled) this.target = undefined;
+    if (settled && this.target !== undefined) {
+      this.target = undefined;
+      this.unlink();
+    }
+  }
+
+  unlink(): void {
+    this.prev.next = this.next;
+    this.next.prev = this.prev;
+    this.prev = this;
+    this.next = this;
   }
 
   /** Tells the publish, once, unless it was settled first. */
   expire(err: AckTimeout): void {
     const target = this.target;
     this.target = undefined;
+    this.unlink();
     if (typeof target === 'function') target(err);
     else target?.expire(err);
   }
@@ -63,13 +80,14 @@ class Entry implements Deadline {
 /**
  * The acknowledgement deadlines of one broker's publishes: each publish's promise, or an
  * AckTimeout after `ms`, whichever comes first. Every publish of a broker gets the same `ms`, so
- * deadlines come in the order publishes were made: one queue and one timer serve them all, where
- * a timer, a race and the promises around them per publish were a measurable share of its cost.
- * The timer never keeps the process alive.
+ * deadlines come in the order publishes were made: one list (oldest first) and one timer serve
+ * them all, where a timer, a race and the promises around them per publish were a measurable
+ * share of its cost. The timer waits for the oldest unsettled publish; when it fires it expires
+ * what is due and waits for the next. The timer never keeps the process alive.
  */
 export class AckDeadlines {
-  private queue: Entry[] = [];
-  private head = 0;
+  /** The list's sentinel: `head.next` is the oldest unsettled publish, `head.prev` the newest. */
+  private readonly head = new Entry(0, undefined);
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -103,43 +121,41 @@ export class AckDeadlines {
    * when the acknowledgement or an error comes first, and ignores whatever comes after).
    */
   add(expire: (err: AckTimeout) => void): Deadline {
-    return this.queued(new Entry(Date.now() + this.ms, expire));
+    return this.queued(new Entry(Math.ceil(performance.now()) + this.ms, expire));
   }
 
   /** The same for a publish object that is told itself (no callback made per publish). */
   track(publish: Expiring): Deadline {
-    return this.queued(new Entry(Date.now() + this.ms, publish));
+    return this.queued(new Entry(Math.ceil(performance.now()) + this.ms, publish));
   }
 
   private queued(entry: Entry): Deadline {
-    this.queue.push(entry);
-    if (!this.timer) this.arm();
+    const head = this.head;
+    entry.prev = head.prev;
+    entry.next = head;
+    head.prev.next = entry;
+    head.prev = entry;
+    if (!this.timer) this.arm(entry.at);
     return entry;
   }
 
-  /** Expires what is past its deadline, then waits for the oldest publish still unanswered. */
-  private arm(): void {
-    this.timer = undefined;
-    const now = Date.now();
-    while (this.head < this.queue.length) {
-      const e = this.queue[this.head]!;
-      if (!e.settled && e.at > now) {
-        this.timer = setTimeout(() => this.arm(), e.at - now);
-        this.timer.unref();
-        break;
-      }
-      this.head++;
-      if (!e.settled) e.expire(new AckTimeout(this.broker, this.ms));
-    }
-    // Drop the entries passed over once they are half the queue.
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    } else if (this.head === this.queue.length) {
-      this.queue = [];
-      this.head = 0;
-    }
+  private arm(at: number): void {
+    this.timer = setTimeout(this.due, Math.max(0, at - performance.now()));
+    this.timer.unref();
   }
+
+  /** Expires what is past its deadline, then waits for the oldest publish still unanswered. */
+  private readonly due = (): void => {
+    this.timer = undefined;
+    const head = this.head;
+    const now = performance.now();
+    let e = head.next;
+    while (e !== head && e.at <= now) {
+      e.expire(new AckTimeout(this.broker, this.ms));
+      e = head.next;
+    }
+    if (e !== head) this.arm(e.at);
+  };
 }
 
 export interface HandOver {
