@@ -13,6 +13,16 @@ export interface Message {
 }
 
 /**
+ * A numeric offset or sequence number as a message's `offset` text. Not `String(n)`: V8 keeps what
+ * that makes in its number-to-string cache, an old-generation table, so under load every offset
+ * string outlived a dozen scavenges and was promoted (~25 B a message, a mark-compact every few
+ * seconds). `toFixed(0)` writes the same digits for any integer below 2^53, outside the cache.
+ */
+export function offsetText(n: number): string {
+  return n.toFixed(0);
+}
+
+/**
  * Where a message keeps the bytes it was read from. A symbol: steps' spreads (`{...msg, value}`)
  * carry it along, while JSON, logs, the tap and expressions never see it.
  */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { MemoryBroker } from '../../src/kinds/brokers/memory.js';
-import type { Message } from '../../src/core/message.js';
+import { offsetText, type Message } from '../../src/core/message.js';
 
 function broker(retain?: number): { broker: MemoryBroker; warnings: string[] } {
   const warnings: string[] = [];
@@ -33,6 +33,10 @@ describe('memory broker', () => {
     assert.deepEqual(await b.publish('t', msg(1)), { broker: 'mem', topic: 't', partition: 0, offset: '0' });
     assert.deepEqual(await b.publish('t', msg(2)), { broker: 'mem', topic: 't', partition: 0, offset: '1' });
     assert.deepEqual(await b.publish('other', msg(3)), { broker: 'mem', topic: 'other', partition: 0, offset: '0' });
+  });
+
+  it('writes offsets as String() would, without its number-to-string cache, for every safe integer', () => {
+    for (const n of [0, 1, 9, 10, 99, 100, 1234567, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 1e15, 1e15 + 1, Number.MAX_SAFE_INTEGER]) assert.equal(offsetText(n), String(n));
   });
 
   it('gives every message to every group, once, in order', async () => {

@@ -1,7 +1,7 @@
 import { Backoff, pause } from '../../core/backoff.js';
 import { approxMessageBytes } from '../../core/heap-size.js';
 import { InFlightWindow } from '../../core/in-flight-window.js';
-import { detachOriginal, ORIGINAL, type Delivery, type Message } from '../../core/message.js';
+import { detachOriginal, offsetText, ORIGINAL, type Delivery, type Message } from '../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
 import { defineBroker, kindOptions, Type, type Static } from '../define.js';
 
@@ -193,7 +193,7 @@ export class MemoryBroker implements BrokerRuntime {
   /** What route targets call: the append, with no promise at all. */
   publishNow(topicName: string, msg: Message): Delivery {
     const topic = this.topic(topicName);
-    const offset = String(topic.end);
+    const offset = offsetText(topic.end);
     const stored: Message = { ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp || Date.now() };
     const original = msg[ORIGINAL];
     if (original) stored[ORIGINAL] = detachOriginal(original);

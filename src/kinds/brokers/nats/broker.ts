@@ -4,7 +4,7 @@ import type { JetStreamManager, JsMsg, Msg, MsgHdrs, NatsConnection, StreamConfi
 type NatsLib = typeof import('nats');
 let lib!: NatsLib;
 import type { Logger } from '../../../log.js';
-import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import { decodeValue, offsetText, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
@@ -195,7 +195,7 @@ export class NatsBroker implements BrokerRuntime {
     const headers = toHeaders(msg.headers);
     if (this.isStreamSubject(topic)) {
       return this.js!.publish(topic, data, headers).then(
-        (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: String(seq) }),
+        (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: offsetText(seq) }),
         (err: Error) => {
           this.telemetry?.producerError();
           throw err;
@@ -386,7 +386,7 @@ function streamMessage(m: JsMsg): Message {
     headers: fromHeaders(m.headers),
     topic: m.subject,
     partition: 0,
-    offset: String(m.seq),
+    offset: offsetText(m.seq),
     // JetStream timestamps are nanoseconds.
     timestamp: Math.floor(m.info.timestampNanos / 1e6),
   };
