@@ -17,6 +17,11 @@ interface Slice {
   p99_ms: number;
   errors: number;
   cpuUsPerDelivery: number;
+  /** The harness's CPU per delivery: the publisher and the endpoint run in this process. */
+  loadCpuUsPerDelivery: number;
+  /** Share of one core the side's server was busy, and the harness: whichever is near 1 bounds the rate. */
+  busy: number;
+  loadBusy: number;
   /** Connections the endpoint saw opened during the slice (keep-alive reuse: 1 or so). */
   connections: number;
 }
@@ -96,12 +101,15 @@ export const webhook: Scenario = {
       };
       const connections0 = sinkConnections;
       const cpu0 = cpuMs(pid);
+      const load0 = process.cpuUsage();
       const t0 = performance.now();
       publish();
       await new Promise((r) => setTimeout(r, seconds * 1000));
       publishing = false;
       const t1 = performance.now();
       const cpu = cpuMs(pid) - cpu0;
+      const used = process.cpuUsage(load0);
+      const loadMs = (used.user + used.system) / 1000;
       const count = delivered;
       if (delivered < published) await Promise.race([new Promise<void>((r) => (drained = r)), new Promise((r) => setTimeout(r, 5000))]);
       const sorted = latencies.sort((a, b) => a - b);
@@ -111,6 +119,9 @@ export const webhook: Scenario = {
         p99_ms: percentile(sorted, 0.99),
         errors: errors + (published - delivered),
         cpuUsPerDelivery: (cpu * 1000) / Math.max(1, count),
+        loadCpuUsPerDelivery: (loadMs * 1000) / Math.max(1, count),
+        busy: cpu / (t1 - t0),
+        loadBusy: loadMs / (t1 - t0),
         connections: sinkConnections - connections0,
       };
     }
@@ -145,6 +156,9 @@ function figures(slices: Slice[]) {
     errors: sumOf(slices, (r) => r.errors),
     slices: slices.map((r) => r.deliveriesPerSecond),
     cpu_us_per_delivery: medianOf(slices, (r) => r.cpuUsPerDelivery),
+    load_cpu_us_per_delivery: medianOf(slices, (r) => r.loadCpuUsPerDelivery),
+    busy: medianOf(slices, (r) => r.busy),
+    load_busy: medianOf(slices, (r) => r.loadBusy),
     sink_connections_opened: sumOf(slices, (r) => r.connections),
   };
 }
