@@ -11,9 +11,15 @@ export interface Sliced<R> {
   baseline: R[];
 }
 
-/** How many alternating slices a run of `duration` seconds per side gets, and how long each is. */
+/**
+ * How many alternating slices a run of `duration` seconds per side gets, and how long each is: an
+ * odd number, up to five, of at least 1.5 s each, so the median of the paired ratios is the middle
+ * pair's. With an even number the (nearest-rank) median is the lower of the two middle pairs: a
+ * 5 s run had two rounds, and its "median" was the worse of the two.
+ */
 export function slicing(duration: number): { rounds: number; seconds: number } {
-  const rounds = Math.max(1, Math.min(5, Math.floor(duration / 2)));
+  const fit = Math.max(1, Math.min(5, Math.floor(duration / 1.5)));
+  const rounds = fit % 2 === 1 ? fit : fit - 1;
   return { rounds, seconds: duration / rounds };
 }
 
