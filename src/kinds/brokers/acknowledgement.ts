@@ -140,7 +140,8 @@ export class AckDeadlines {
   }
 
   private arm(at: number): void {
-    this.timer = setTimeout(this.due, Math.max(0, at - performance.now()));
+    // Whole milliseconds (node truncates a fraction, and would wake a millisecond early).
+    this.timer = setTimeout(this.due, Math.max(1, Math.ceil(at - performance.now())));
     this.timer.unref();
   }
 
