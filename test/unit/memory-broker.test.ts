@@ -35,6 +35,28 @@ describe('memory broker', () => {
     assert.deepEqual(await b.publish('other', msg(3)), { broker: 'mem', topic: 'other', partition: 0, offset: '0' });
   });
 
+  it('delivers a message whose order keys cannot be computed, in no order, and goes on with the rest', async () => {
+    const { broker: b, warnings } = broker();
+    const got = collector(4);
+    b.subscribe(
+      {
+        topic: 't',
+        group: 'g',
+        route: 'r',
+        inFlight: 2,
+        orderKeys: (m) => {
+          if (m.value === 2) throw new Error('no key for 2');
+          return Promise.resolve([String(m.value)]);
+        },
+      },
+      got.handler,
+    );
+    for (const v of [1, 2, 3, 4]) b.publishNow('t', msg(v));
+    await got.finished;
+    assert.deepEqual([...got.values].sort(), [1, 2, 3, 4]);
+    assert.deepEqual(warnings, ['order keys of a message could not be computed; it is delivered in no order']);
+  });
+
   it('writes offsets as String() would, without its number-to-string cache, for every safe integer', () => {
     for (const n of [0, 1, 9, 10, 99, 100, 1234567, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 1e15, 1e15 + 1, Number.MAX_SAFE_INTEGER]) assert.equal(offsetText(n), String(n));
   });

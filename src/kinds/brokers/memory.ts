@@ -332,27 +332,26 @@ export class MemoryBroker implements BrokerRuntime {
     group.pumping = false;
   }
 
-  /** The pump after a message was given back: once the window is empty, a new one from the committed position. */
+  /** The pump after a message was given back: once the window is empty (idle() never rejects), a new one from the committed position. */
   private async restart(topic: Topic, group: Group): Promise<void> {
-    try {
-      await group.window.idle();
-      group.dispatched = group.next;
-      this.newWindow(topic, group, group.members.at(-1)?.spec.inFlight ?? 1);
-    } catch (err) {
-      group.pumping = false;
-      throw err;
-    }
+    await group.window.idle();
+    group.dispatched = group.next;
+    this.newWindow(topic, group, group.members.at(-1)?.spec.inFlight ?? 1);
     this.pumpOn(topic, group);
   }
 
-  /** One message whose order keys are computed first (they may need JSONata's evaluator), then the pump goes on. */
+  /**
+   * One message whose order keys are computed first (they may need JSONata's evaluator), then the
+   * pump goes on. Keys that cannot be computed keep the message in no order, as a value its
+   * `orderBy` cannot give does: it is already dispatched, and skipping it would lose it.
+   */
   private async startKeyed(topic: Topic, group: Group, member: Member, msg: Message, offset: number, orderKeys: NonNullable<SubscribeSpec['orderKeys']>): Promise<void> {
     let keys: readonly string[];
     try {
       keys = await orderKeys(msg);
     } catch (err) {
-      group.pumping = false;
-      throw err;
+      this.env.logger.warn({ broker: this.name, topic: topic.name, offset, err: (err as Error).message }, 'order keys of a message could not be computed; it is delivered in no order');
+      keys = NO_KEYS;
     }
     group.window.start(offset, keys, () => this.consumeOne(group, member, msg), group.settled);
     this.pumpOn(topic, group);
