@@ -159,29 +159,27 @@ export function startMessageSpan(template: SpanTemplate, incoming: string | unde
   const span = tracer.startSpan(template.name, { kind: template.kind, attributes: template.attributes }, parentContext);
   const sc = span.spanContext();
   // A provider that hands back the parent's context (or an invalid one) made no span of its own.
-  if (sc.spanId === ZERO_SPAN || sc.traceId === ZERO_TRACE || (parent !== undefined && sc.spanId === parent.spanId)) return new Spanned(span, ownSpan(parent).traceparent, undefined);
+  if (sc.spanId === ZERO_SPAN || sc.traceId === ZERO_TRACE || (parent !== undefined && sc.spanId === parent.spanId)) return new Spanned(span, ownHeader(parent), undefined);
   return new Spanned(span, formatTraceparent(sc), trace.setSpan(parentContext, span));
 }
 
-/** Ids made here, when nothing recorded the span: the parent's trace (or a new, sampled one) and a new span id. */
-function ownSpan(parent: SpanContext | undefined): MessageSpan {
+/** The `traceparent` of a span made here, when nothing recorded one: the parent's trace (or a new, sampled one) and a new span id. */
+function ownHeader(parent: SpanContext | undefined): string {
   const header = nextHeader();
-  if (parent) {
-    return new Spanned(NON_RECORDING, formatTraceparent({ traceId: parent.traceId, spanId: header.slice(36, 52), traceFlags: parent.traceFlags }), undefined);
-  }
+  if (parent) return formatTraceparent({ traceId: parent.traceId, spanId: header.slice(36, 52), traceFlags: parent.traceFlags });
   // A new trace: the header as it was made, marked sampled (flags 01).
-  return new Spanned(NON_RECORDING, header, undefined);
+  return header;
 }
 
 /**
- * ownSpan(parseTraceparent(incoming)).traceparent. A plain version-00 header (what a route hands
+ * ownHeader(parseTraceparent(incoming)). A plain version-00 header (what a route hands
  * the next one through a topic, and what W3C clients send) keeps its first 36 characters (version
  * and trace id) before the new span id and the sampled flag: no span context sliced out of it and
  * put together again for every consumed message.
  */
 function ownTraceparent(incoming: string | undefined): string {
   if (incoming === undefined) return nextHeader();
-  if (!VERSION_00.test(incoming) || incoming.startsWith(ZERO_TRACE, 3) || incoming.startsWith(ZERO_SPAN, 36)) return ownSpan(parseTraceparent(incoming)).traceparent;
+  if (!VERSION_00.test(incoming) || incoming.startsWith(ZERO_TRACE, 3) || incoming.startsWith(ZERO_SPAN, 36)) return ownHeader(parseTraceparent(incoming));
   const header = nextHeader();
   // The flags' last hex digit holds the sampled bit (TraceFlags.SAMPLED).
   const digit = incoming.charCodeAt(54);
