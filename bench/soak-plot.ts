@@ -21,7 +21,7 @@ export function renderPlot(series: Series[], opts: { warmupMinutes: number; capt
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
-    `<text x="${LEFT}" y="24" font-size="15">${escape(opts.caption)}</text>`,
+    `<text x="${LEFT}" y="24" font-size="15">${escapeXml(opts.caption)}</text>`,
   ];
   series.forEach((s, i) => {
     const top = TOP + i * (PANEL + 20);
@@ -29,7 +29,7 @@ export function renderPlot(series: Series[], opts: { warmupMinutes: number; capt
     const values = s.points.map((p) => p[1]).filter(Number.isFinite);
     const yMax = 4 * niceCeil((Math.max(1e-9, s.limit ?? 0, ...values) * 1.1) / 4);
     const y = (v: number) => bottom - (v / yMax) * (bottom - top - 20);
-    parts.push(`<text x="${LEFT}" y="${top + 12}" font-weight="bold">${escape(s.title)}</text>`);
+    parts.push(`<text x="${LEFT}" y="${top + 12}" font-weight="bold">${escapeXml(s.title)}</text>`);
     parts.push(`<rect x="${x(0)}" y="${top + 20}" width="${x(Math.min(opts.warmupMinutes, xMax)) - x(0)}" height="${bottom - top - 20}" fill="#f2f2f2"/>`);
     for (let k = 0; k <= 4; k++) {
       const v = (yMax * k) / 4;
@@ -65,6 +65,6 @@ function fmt(v: number): string {
   return Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 1 : 0);
 }
 
-function escape(s: string): string {
+function escapeXml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 }

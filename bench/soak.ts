@@ -177,7 +177,7 @@ async function main(): Promise<number> {
     const failures: string[] = [];
     let httpErrors = 0;
     let httpDone = 0;
-    let seq = { events: 0, kafka: 0 };
+    const seq = { events: 0, kafka: 0 };
     const post = (path: '/events' | '/kafka'): Promise<void> => {
       const key = path === '/events' ? 'events' : 'kafka';
       const n = seq[key]++;

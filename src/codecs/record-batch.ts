@@ -204,7 +204,7 @@ export class RecordCursor {
     this.valueEnd = this.field();
     this.valueStart = this.valueEnd < 0 ? -1 : this.valueEnd - this.lastLength;
     const headerCount = this.varint();
-    this.headerCount = headerCount > 0 ? headerCount : 0;
+    this.headerCount = Math.max(headerCount, 0);
     this.headersStart = this.at;
     for (let h = 0; h < headerCount; h++) {
       if (this.field() < 0) throw new ProtocolError(`record ${i} has a header with a null key`);

@@ -35,7 +35,7 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
       const params = [...path.matchAll(/:([A-Za-z0-9_]+)/g)].map((m) => m[1]!);
       channels[id] = {
         address: path.replace(/:([A-Za-z0-9_]+)/g, '{$1}'),
-        servers: [{ $ref: `#/servers/${escape(listener)}` }],
+        servers: [{ $ref: `#/servers/${escapePointer(listener)}` }],
         messages: {},
         ...(params.length ? { parameters: Object.fromEntries(params.map((n) => [n, { description: `Path parameter \`${n}\` ($path.${n} in expressions).` }])) } : {}),
       };
@@ -60,8 +60,8 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
         action: 'receive',
         title: `route ${r.name}`,
         summary: `Clients send messages here (${r.from.path}); route '${r.name}' delivers them to ${describeTargets(r.to)}.`,
-        channel: { $ref: `#/channels/${escape(id)}` },
-        messages: messages.map(([mid]) => ({ $ref: `#/channels/${escape(id)}/messages/${escape(mid)}` })),
+        channel: { $ref: `#/channels/${escapePointer(id)}` },
+        messages: messages.map(([mid]) => ({ $ref: `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}` })),
         ...(accepted.length > first.length ? { description: 'Later validate steps check the message further after earlier steps changed it.' } : {}),
       };
     }
@@ -77,8 +77,8 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
         action: 'send',
         title: `route ${r.name} → ${t.listener}${t.path}`,
         summary: `The gateway pushes what route '${r.name}' forwards to every client connected on ${t.path}.`,
-        channel: { $ref: `#/channels/${escape(id)}` },
-        messages: [{ $ref: `#/channels/${escape(id)}/messages/${escape(mid)}` }],
+        channel: { $ref: `#/channels/${escapePointer(id)}` },
+        messages: [{ $ref: `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}` }],
       };
     }
   }
@@ -102,7 +102,7 @@ function channelId(listener: string, path: string): string {
 }
 
 /** JSON Pointer escaping for `$ref`s to component keys. */
-function escape(key: string): string {
+function escapePointer(key: string): string {
   return key.replace(/~/g, '~0').replace(/\//g, '~1');
 }
 

@@ -57,7 +57,7 @@ describe('auth step', () => {
 
   before(async () => {
     const rsaJwk = { ...(await exportJWK(rsa.publicKey)), kid: 'remote-1', alg: 'RS256' };
-    jwks = createServer((req, res) => {
+    jwks = createServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ keys: [rsaJwk] }));
     }).listen(0, '127.0.0.1');

@@ -233,7 +233,7 @@ ${extra}`;
     assert.match(seen!.id!, /^mixed-ticks=0:\d+;mixed-tocks=0:\d+$/);
 
     // mixed-tocks is removed: /mixed is fed by mixed-ticks alone, whose ids carry no route names.
-    const line = await gw.reconfigure(config().replace(/  - name: mixed-tocks\n(    .*\n){2}/, ''));
+    const line = await gw.reconfigure(config().replace(/ {2}- name: mixed-tocks\n( {4}.*\n){2}/, ''));
     assert.equal(line.msg, 'config reloaded');
     await publish(601);
     const again = curl(gw.url('api', '/mixed'), [`Last-Event-ID: ${seen!.id}`]);
