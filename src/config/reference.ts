@@ -205,7 +205,9 @@ chains:
 
 A list. Each route takes messages from one source, runs them through its steps, and sends
 each survivor to every target (fan-out). Delivery is answered only after every target
-acknowledged.
+acknowledged. When a target fails, the answer still waits for the others, and the problem's
+\`deliveries\` lists those that took the message (a client that retries sends it to them again);
+a consume route retries the message to the targets that failed only.
 
 | key | required | meaning |
 |---|---|---|

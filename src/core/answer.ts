@@ -1,4 +1,4 @@
-import { problemBody, type Problem } from './errors.js';
+import { problemBody, tookDeliveries, type Problem } from './errors.js';
 import type { Delivery } from './message.js';
 import type { Outcome } from './outcome.js';
 
@@ -71,5 +71,6 @@ function jsonString(s: string): string {
 export function errorFrame(p: Problem): string {
   const frame: Record<string, unknown> = { type: 'error', status: p.status, title: p.title, detail: p.detail, code: p.code };
   frame.errors = p.errors ?? [];
+  if (p.took) frame.deliveries = tookDeliveries(p.took);
   return JSON.stringify(frame);
 }

@@ -1,3 +1,5 @@
+import type { Delivery } from './message.js';
+
 /**
  * Every error code eventgate emits, in one place (test/unit/errors.test.ts checks each is documented
  * in docs/errors.md). Codes are never reused once retired.
@@ -71,6 +73,12 @@ export interface Problem {
   headers?: Record<string, string>;
   /** For the log only, never answered to a client: e.g. which expression at which config line failed. */
   logDetail?: string;
+  /**
+   * A fan-out failure: per target, in `to` order, its delivery, or undefined where it failed.
+   * Answered as `deliveries` (the targets that took the message, so a client that retries knows it
+   * sends it to them again); a consume route retries the message to the others only.
+   */
+  took?: readonly (Delivery | undefined)[];
 }
 
 export function problem(code: ErrorCode, detail: string, extra: Partial<Problem> = {}): Problem {
@@ -87,5 +95,11 @@ export function problemBody(p: Problem): Record<string, unknown> {
     code: p.code,
   };
   if (p.errors) body.errors = p.errors;
+  if (p.took) body.deliveries = tookDeliveries(p.took);
   return body;
+}
+
+/** The deliveries of the targets that took a message whose fan-out failed (Problem.took). */
+export function tookDeliveries(took: readonly (Delivery | undefined)[]): Delivery[] {
+  return took.filter((d): d is Delivery => d !== undefined);
 }

@@ -83,6 +83,11 @@ export interface MessageContext {
    * validation errors. The route reports them on the outcome, so nobody parses the tag header back.
    */
   tagged?: readonly string[];
+  /**
+   * On a consume route's retry of a fan-out that failed: per target, what took the message on an
+   * earlier attempt (Problem.took). Those targets are not sent it again; the others are.
+   */
+  took?: readonly (Delivery | undefined)[];
 }
 
 /** One target's acknowledgement, as listed in the HTTP 200 body. */

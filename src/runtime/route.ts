@@ -455,7 +455,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const d = sent(this.targets[0]!, m, ctx);
       return d instanceof Promise ? new Later(d, m, tags) : deliveredOutcome([d], m, tags);
     }
-    return new Later(Promise.all(this.targets.map((t) => sent(t, m, ctx))), m, tags);
+    const took = ctx.took;
+    return new Later(everyTarget(this.targets.map((t, i) => took?.[i] ?? sent(t, m, ctx))), m, tags);
   }
 
   /** Consume routes subscribe here; listener routes are bound by their listener instead. */
@@ -582,10 +583,13 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, stalled: (attempt: number, p: Problem) => void): Promise<void> {
     const backoff = new Backoff();
+    let retryCtx = ctx;
     for (let attempt = 1; ; attempt++) {
-      const outcome = attempt === 1 ? first : await this.handle(msg, ctx);
+      const outcome = attempt === 1 ? first : await this.handle(msg, retryCtx);
       if (consumed(outcome)) return;
       const p = outcome.problem;
+      // Targets of a fan-out that took the message are not sent it again (everyTarget).
+      if (p.took) retryCtx = { ...ctx, took: p.took };
       // A webhook target retried on its own; what failed on its last try may pass later, but not by retrying here at once.
       const retriedByTarget = p.code === 'EG_WEBHOOK_FAILED' || p.code === 'EG_WEBHOOK_TIMEOUT';
       const retryable = p.status === 503 || retriedByTarget;
@@ -698,7 +702,40 @@ function outcomeOf(o: Outcome | Promise<Outcome> | Later): Outcome | Promise<Out
 const CONSUMED: Promise<void> = Promise.resolve();
 
 function targetFailed(err: unknown): Outcome {
-  return { outcome: 'failed', problem: err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err) };
+  return { outcome: 'failed', problem: failureOf(err) };
+}
+
+function failureOf(err: unknown): Problem {
+  return err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err);
+}
+
+/**
+ * A fan-out's deliveries once every target answered. When one fails, the others are still waited
+ * for, so the failure can name the targets that did take the message (Problem.took): a client that
+ * retries knows it sends it to them again, and a consume route retries the others only, instead of
+ * duplicating it silently.
+ */
+function everyTarget(sends: (Delivery | Promise<Delivery>)[]): Promise<Delivery[]> {
+  return Promise.allSettled(sends).then((results) => {
+    const took: (Delivery | undefined)[] = [];
+    let first: Problem | undefined;
+    let count = 0;
+    for (const r of results) {
+      if (r.status === 'fulfilled') {
+        took.push(r.value);
+        count++;
+      } else {
+        took.push(undefined);
+        first ??= failureOf(r.reason);
+      }
+    }
+    if (first === undefined) return took as Delivery[];
+    const detail =
+      count === 0
+        ? `${first.detail} (none of the ${results.length} targets took it)`
+        : `${first.detail}; ${count} of the ${results.length} targets took it (see deliveries): a retry sends it to them again`;
+    throw new TargetError({ ...first, detail, took });
+  });
 }
 
 /** Whether a consumed message is done with: its targets took it, the chain filtered it, or it went to a dead-letter topic. */

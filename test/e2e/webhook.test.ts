@@ -83,6 +83,33 @@ routes:
   - name: dlq-watch
     from: { broker: local, topic: jobs-dlq }
     to: { listener: ws, path: /dlq, format: envelope }
+  - name: fan-partial
+    from: { listener: api, path: /fan-partial }
+    to:
+      - { broker: local, topic: fanned }
+      - { http: { url: "http://127.0.0.1:${refusedPort}/x", retry: { attempts: 1 } } }
+      - { http: { url: "${hook.url}/fanned" } }
+  - name: fan-partial-ws
+    from: { listener: ws, path: /fan-partial }
+    to:
+      - { broker: local, topic: fanned }
+      - { http: { url: "http://127.0.0.1:${refusedPort}/x", retry: { attempts: 1 } } }
+  - name: fan-none
+    from: { listener: api, path: /fan-none }
+    to:
+      - { http: { url: "http://127.0.0.1:${refusedPort}/a", retry: { attempts: 1 } } }
+      - { http: { url: "http://127.0.0.1:${refusedPort}/b", retry: { attempts: 1 } } }
+  - name: enqueue-fan
+    from: { listener: api, path: /enqueue-fan }
+    to: { broker: local, topic: fan-jobs }
+  - name: consume-fan
+    from: { broker: local, topic: fan-jobs }
+    to:
+      - { http: { url: "${hook.url}/fan-steady", retry: { attempts: 1 } } }
+      - { http: { url: "${hook.url}/fan-flaky", retry: { attempts: 1 } } }
+  - name: fanned-watch
+    from: { broker: local, topic: fanned }
+    to: { listener: ws, path: /fanned, format: envelope }
 `,
     { env: { HOOK_TOKEN: 't0ken', HOOK_SECRET: SECRET } },
   );
@@ -183,6 +210,77 @@ routes:
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
     assert.match(metrics, /eventgate_webhook_requests_total\{route="refused",result="connection"\} 2/);
     assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",result="4xx"\} 1/);
+  });
+
+  it('fan-out: a target that fails is answered once every target did, naming the ones that took the message', async () => {
+    const watch = await WsClient.connect(gw.url('ws', '/fanned', 'ws'));
+    const from = hook.requests.length;
+    const res = await post('/fan-partial', { n: 1 });
+    // The refused webhook (the second target) fails; the memory topic and the third target took it.
+    assert.equal(res.status, 502);
+    assert.equal(res.headers.get('content-type'), 'application/problem+json');
+    const p = (await res.json()) as { code: string; detail: string; deliveries: Record<string, unknown>[] };
+    assert.match(p.code, /^EG_WEBHOOK_/);
+    assert.match(p.detail, /could not be reached: ECONNREFUSED.*; 2 of the 3 targets took it \(see deliveries\): a retry sends it to them again$/);
+    const [topic, endpoint] = p.deliveries;
+    assert.deepEqual({ ...topic, offset: undefined }, { broker: 'local', topic: 'fanned', partition: 0, offset: undefined });
+    assert.deepEqual(endpoint, { endpoint: `${hook.url}/fanned`, status: 200, attempts: 1 });
+    assert.equal(p.deliveries.length, 2);
+    // What the answer lists is what happened: the topic has it at that offset, the endpoint got it once.
+    const consumed = (await watch.next()) as { offset: string; value: unknown };
+    assert.deepEqual([consumed.offset, consumed.value], [topic!.offset, { n: 1 }]);
+    assert.deepEqual(
+      hook.requests.slice(from).map((r) => [r.url, JSON.parse(r.body)]),
+      [['/fanned', { n: 1 }]],
+    );
+    watch.close();
+  });
+
+  it('fan-out: when no target took the message the failure says so, with no deliveries', async () => {
+    const res = await post('/fan-none', { n: 1 });
+    assert.equal(res.status, 502);
+    const p = (await res.json()) as { detail: string; deliveries: unknown[] };
+    assert.match(p.detail, /\(none of the 2 targets took it\)$/);
+    assert.deepEqual(p.deliveries, []);
+  });
+
+  it('fan-out on a websocket publish route: the error frame names the targets that took the frame, and the connection stays open', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/fan-partial', 'ws'));
+    for (const n of [1, 2]) {
+      client.send({ n });
+      const frame = (await client.next()) as { type: string; status: number; detail: string; deliveries: { broker: string; topic: string }[] };
+      assert.equal(frame.type, 'error');
+      assert.equal(frame.status, 502);
+      assert.match(frame.detail, /1 of the 2 targets took it/);
+      assert.deepEqual(
+        frame.deliveries.map((d) => [d.broker, d.topic]),
+        [['local', 'fanned']],
+      );
+    }
+    client.close();
+  });
+
+  it('fan-out on a consume route: a retry goes to the targets that failed, not again to those that took the message', async () => {
+    let flaky = 0;
+    hook.respond = (r, res) => {
+      // The flaky endpoint refuses its first two requests.
+      res.statusCode = r.url === '/fan-flaky' && ++flaky <= 2 ? 500 : 200;
+      res.end();
+    };
+    const from = hook.requests.length;
+    assert.equal((await post('/enqueue-fan', { n: 1 })).status, 200);
+    await eventually(() => assert.equal(hook.requests.slice(from).filter((r) => r.url === '/fan-flaky').length, 3));
+    // The next message goes once to each: the first one was done once the flaky endpoint took it.
+    assert.equal((await post('/enqueue-fan', { n: 2 })).status, 200);
+    await eventually(() => assert.equal(hook.requests.slice(from).filter((r) => JSON.parse(r.body).n === 2).length, 2));
+    const seen = (url: string) =>
+      hook.requests
+        .slice(from)
+        .filter((r) => r.url === url)
+        .map((r) => JSON.parse(r.body).n);
+    assert.deepEqual(seen('/fan-steady'), [1, 2]);
+    assert.deepEqual(seen('/fan-flaky'), [1, 1, 1, 2]);
+    hook.respond = (_r, res) => res.end('ok');
   });
 
   it('answers 504 when the endpoint does not answer within timeoutMs', async () => {
