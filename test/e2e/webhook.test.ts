@@ -7,6 +7,7 @@ import { Webhook } from 'standardwebhooks';
 import { WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver, type Received } from '../helpers/webhook-receiver.js';
+import { conforms } from '../helpers/wire-formats.js';
 
 const SECRET = `whsec_${Buffer.from('a secret of thirty-two bytes, ok').toString('base64')}`;
 
@@ -220,6 +221,7 @@ routes:
     assert.equal(res.status, 502);
     assert.equal(res.headers.get('content-type'), 'application/problem+json');
     const p = (await res.json()) as { code: string; detail: string; deliveries: Record<string, unknown>[] };
+    conforms('problem.json', p);
     assert.match(p.code, /^EG_WEBHOOK_/);
     assert.match(p.detail, /could not be reached: ECONNREFUSED.*; 2 of the 3 targets took it \(see deliveries\): a retry sends it to them again$/);
     const [topic, endpoint] = p.deliveries;
@@ -249,6 +251,7 @@ routes:
     for (const n of [1, 2]) {
       client.send({ n });
       const frame = (await client.next()) as { type: string; status: number; detail: string; deliveries: { broker: string; topic: string }[] };
+      conforms('ws-error-frame.json', frame);
       assert.equal(frame.type, 'error');
       assert.equal(frame.status, 502);
       assert.match(frame.detail, /1 of the 2 targets took it/);

@@ -1,18 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormatsModule from 'ajv-formats';
 import { post, WsClient } from '../helpers/clients.js';
-import { repoRoot, useGateway } from '../helpers/gateway.js';
-
-const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => Ajv2020;
-const ajv = addFormats(new Ajv2020({ allErrors: true, strict: true }));
-function conforms(schemaFile: string, value: unknown): void {
-  const check = ajv.compile(JSON.parse(readFileSync(join(repoRoot, 'schemas', schemaFile), 'utf8')));
-  assert.ok(check(value), `${schemaFile}: ${JSON.stringify(check.errors)} for ${JSON.stringify(value)}`);
-}
+import { useGateway } from '../helpers/gateway.js';
+import { conforms } from '../helpers/wire-formats.js';
 
 const config = `version: 1
 admin: { port: 0 }
