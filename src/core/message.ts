@@ -161,6 +161,18 @@ export function decodeValueBytes(buf: Buffer, start: number, end: number): unkno
   }
 }
 
+/**
+ * The value of a payload consumed from a broker that carries bytes and no key (MQTT, AMQP, NATS),
+ * with the bytes kept as the message's ORIGINAL: a copy to any broker is then byte for byte where
+ * no step changed the value (bytes that are not UTF-8, JSON as it was written), as Kafka records are.
+ */
+export function payloadMessage(payload: Buffer, fields: Omit<Message, 'value' | 'key' | typeof ORIGINAL>): Message {
+  const value = decodeValueBytes(payload, 0, payload.length);
+  return { value, key: null, ...fields, [ORIGINAL]: { value: payload, key: null, headers: NO_RAW_HEADERS, decoded: { value, key: null, headers: fields.headers } } };
+}
+
+const NO_RAW_HEADERS: Readonly<Record<string, Buffer>> = Object.freeze({});
+
 /** The inverse of encodeValue for payloads from brokers: JSON when it parses, otherwise the string. */
 export function decodeValue(payload: string): unknown {
   const c = payload.trimStart()[0];

@@ -20,6 +20,7 @@ describe('kind: amqp (against rabbitmq-server)', () => {
     // Where the gateway's publishes land, declared by an independent client.
     await pikaDeclareQueue(rabbit, 'orders-seen', 'amq.topic', 'orders.*');
     await pikaDeclareQueue(rabbit, 'relayed', 'amq.topic', 'out.#');
+    await pikaDeclareQueue(rabbit, 'raw-seen', 'amq.topic', 'raw.out');
     const deadPort = await freePort();
     config = (withStuck: boolean) => `
 version: 1
@@ -32,6 +33,7 @@ brokers:
     queues:
       inbox: { bindings: ["in.#"] }
       held: { bindings: [held] }
+      raw: { bindings: [raw.in] }
   nowhere:
     kind: amqp
     url: amqp://guest:guest@127.0.0.1:${deadPort}
@@ -48,6 +50,9 @@ routes:
     through:
       - transform: '{"from": $topic, "value": $, "tenant": $headers.tenant}'
     to: { broker: rabbit, topic: { expression: '"out." & $topic' } }
+  - name: bytes
+    from: { broker: rabbit, topic: raw }
+    to: { broker: rabbit, topic: raw.out }
 ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    to: { broker: nowhere, topic: x }\n' : ''}  - name: live
     from: { broker: rabbit, topic: "live.*" }
     to: { listener: ws, path: /live, format: envelope }
@@ -58,6 +63,7 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
   before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 30000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 30000);
   });
   after(async () => {
     await rabbit?.stop();
@@ -121,6 +127,17 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
       ],
     );
     await eventually(async () => assert.equal(await pikaQueueDepth(rabbit, 'inbox'), 0), 10000, 200);
+  });
+
+  it('relays a consumed body byte for byte: bytes that are not UTF-8, and JSON as it was written', async () => {
+    const notUtf8 = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41, 0xc3]);
+    const spaced = Buffer.from('{ "a" : 1.0 }');
+    await pikaPublish(rabbit, 'amq.topic', 'raw.in', [{ body: notUtf8 }, { body: spaced }]);
+    const got = await pikaConsume(rabbit, 'raw-seen', 2);
+    assert.deepEqual(
+      got.map((m) => m.bytes.toString('hex')),
+      [notUtf8.toString('hex'), spaced.toString('hex')],
+    );
   });
 
   it('forwards a routing-key pattern to WebSocket clients through a queue of its own', async () => {

@@ -14,6 +14,9 @@ import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 // (its first QoS 2 publishes wait for a window of 20 behind hundreds of others); e2e/mqtt-refusals tests the deadline.
 const ACK_TIMEOUT_MS = 30_000;
 const run = promisify(execFile);
+/** Payloads a relay must not re-encode: bytes that are not UTF-8, and JSON that re-serialising would change. */
+const NOT_UTF8 = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41, 0xc3]);
+const SPACED_JSON = '{ "a" : 1.0 }';
 
 describe('kind: mqtt (against mosquitto)', () => {
   let mqtt: MessageServer;
@@ -56,6 +59,9 @@ routes:
   - name: binary
     from: { listener: api, path: /binary }
     to: { broker: devices, topic: binary/out }
+  - name: bytes
+    from: { broker: devices, topic: "bytes/in" }
+    to: { broker: devices, topic: bytes/out }
   - name: levels
     from: { listener: api, path: /qos/:level }
     to: { broker: legacy, topic: { expression: '"qos/" & $path.level' } }
@@ -70,6 +76,7 @@ routes:
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
   });
   after(async () => {
     await mqtt?.stop();
@@ -127,6 +134,21 @@ routes:
     assert.equal(res.status, 500, res.text);
     assert.equal(res.body.code, 'EG_EXPRESSION_FAILED');
     assert.match(res.body.detail, /wildcards/);
+  });
+
+  it('relays a consumed payload byte for byte: bytes that are not UTF-8, and JSON as it was written', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'bytes/out');
+    try {
+      await mosquittoPub(mqtt, 'bytes/in', NOT_UTF8);
+      await mosquittoPub(mqtt, 'bytes/in', Buffer.from(SPACED_JSON));
+      const got = await sub.take(2);
+      assert.deepEqual(
+        got.map((m) => m.bytes.toString('hex')),
+        [NOT_UTF8.toString('hex'), Buffer.from(SPACED_JSON).toString('hex')],
+      );
+    } finally {
+      sub.stop();
+    }
   });
 
   it('publishes binary data (a CloudEvent’s data_base64) as its bytes, not as the JSON of a buffer', async () => {

@@ -56,6 +56,9 @@ routes:
     through:
       - transform: '{"subject": $topic, "order": $, "by": $headers."x-user"}'
     to: { broker: nats, topic: audit.orders }
+  - name: bytes
+    from: { broker: nats, topic: bytes.in }
+    to: { broker: nats, topic: bytes.out }
   - name: chat-in
     from: { listener: ws, path: /chat }
     to: { broker: nats, topic: chat.room1 }
@@ -70,6 +73,7 @@ routes:
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'audit', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'chat-out', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
     peer = await RawNats.connect(nats);
   });
   after(async () => {
@@ -135,6 +139,19 @@ routes:
     assert.deepEqual(JSON.parse(m!.payload), { subject: 'orders.us.created', order: { id: 2 }, by: 'raw-client' });
     // Its consumer's lag, like a Kafka group's: nothing left once the message is acknowledged.
     await scrapeUntil(gw.adminUrl, (s) => s.value('eventgate_nats_consumer_lag', { route: 'audit', topic: 'orders.*.created', partition: '0' }) === 0, 10000);
+  });
+
+  it('relays a consumed payload byte for byte: bytes that are not UTF-8, and JSON as it was written', async () => {
+    const notUtf8 = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41, 0xc3]);
+    const spaced = Buffer.from('{ "a" : 1.0 }');
+    const sid = await peer.subscribe('bytes.out');
+    peer.publish('bytes.in', notUtf8);
+    peer.publish('bytes.in', spaced);
+    const got = await peer.take(sid, 2);
+    assert.deepEqual(
+      got.map((m) => m.bytes.toString('hex')),
+      [notUtf8.toString('hex'), spaced.toString('hex')],
+    );
   });
 
   it('bridges WebSocket and NATS both ways', async () => {

@@ -21,15 +21,27 @@ export interface MqttReceived {
   topic: string;
   qos: number;
   payload: string;
+  /** The payload as sent, byte for byte (mosquitto_sub's `%x`; its `%j` leaves a payload that is not UTF-8 empty). */
+  bytes: Buffer;
   /** MQTT 5 user properties. */
   userProperties: Record<string, string>;
 }
 
-/** Publishes with mosquitto_pub (MQTT 5), waiting for the broker's acknowledgement at QoS ≥ 1. */
-export async function mosquittoPub(server: MessageServer, topic: string, payload: string, options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string> } = {}): Promise<void> {
-  const args = ['-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, '-m', payload, '-q', String(options.qos ?? 1)];
+/**
+ * Publishes with mosquitto_pub (MQTT 5), waiting for the broker's acknowledgement at QoS ≥ 1.
+ * Bytes are given on its stdin (`-s`), so any payload goes as it is.
+ */
+export async function mosquittoPub(server: MessageServer, topic: string, payload: string | Buffer, options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string> } = {}): Promise<void> {
+  const message = typeof payload === 'string' ? ['-m', payload] : ['-s'];
+  const args = ['-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, ...message, '-q', String(options.qos ?? 1)];
   for (const [k, v] of Object.entries(options.userProperties ?? {})) args.push('-D', 'publish', 'user-property', k, v);
-  await run('mosquitto_pub', args);
+  if (typeof payload === 'string') return void (await run('mosquitto_pub', args));
+  const child = spawn('mosquitto_pub', args, { stdio: ['pipe', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  child.stdin!.end(payload);
+  const [code] = (await once(child, 'close')) as [number | null];
+  if (code !== 0) throw new Error(`mosquitto_pub -s exited with ${code}: ${err}`);
 }
 
 /**
@@ -71,7 +83,7 @@ export class MosquittoSub {
     // stdbuf: mosquitto_sub block-buffers a pipe, and the SUBACK line must arrive at once.
     const child = spawn(
       'stdbuf',
-      ['-oL', 'mosquitto_sub', '-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, '-q', String(qos), '-d', '-F', '%j', ...(session ? ['-c', '-i', session] : [])],
+      ['-oL', 'mosquitto_sub', '-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, '-q', String(qos), '-d', '-F', '%j\t%x', ...(session ? ['-c', '-i', session] : [])],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const sub = new MosquittoSub(child);
@@ -80,8 +92,10 @@ export class MosquittoSub {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (line.includes('received SUBACK')) subscribed();
       if (!line.startsWith('{')) return;
-      const j = JSON.parse(line) as { topic: string; qos: number; payload: string; properties?: { 'user-properties'?: Record<string, string> } };
-      sub.received.push({ topic: j.topic, qos: j.qos, payload: j.payload, userProperties: j.properties?.['user-properties'] ?? {} });
+      // `%j<TAB>%x`: the JSON escapes any tab of its own, so the last one starts the hex payload.
+      const tab = line.lastIndexOf('\t');
+      const j = JSON.parse(line.slice(0, tab)) as { topic: string; qos: number; payload: string; properties?: { 'user-properties'?: Record<string, string> } };
+      sub.received.push({ topic: j.topic, qos: j.qos, payload: j.payload, bytes: Buffer.from(line.slice(tab + 1), 'hex'), userProperties: j.properties?.['user-properties'] ?? {} });
       for (const w of sub.waiters.splice(0)) w();
     });
     const exited = once(child, 'exit').then(() => {
@@ -136,27 +150,34 @@ export interface AmqpReceived {
   exchange: string;
   redelivered: boolean;
   headers: Record<string, unknown>;
+  /** The body as UTF-8 (bytes that are not become U+FFFD); `bytes` has it as sent. */
   body: string;
+  bytes: Buffer;
   properties: { contentType: string | null; deliveryMode: number | null; messageId: string | null; timestamp: number | null };
 }
 
 /** Publishes with publisher confirms (each message confirmed by RabbitMQ before this resolves). */
-export async function pikaPublish(server: MessageServer, exchange: string, routingKey: string, messages: { body: string; headers?: Record<string, string> }[]): Promise<void> {
+export async function pikaPublish(server: MessageServer, exchange: string, routingKey: string, messages: { body: string | Buffer; headers?: Record<string, string> }[]): Promise<void> {
   const child = spawn(PY, [AMQP_PEER, server.url, 'publish', exchange, routingKey], { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
-  child.stdin!.end(messages.map((m) => JSON.stringify(m)).join('\n') + '\n');
+  // Bytes go as base64, so any body (invalid UTF-8 included) reaches RabbitMQ as it is.
+  child.stdin!.end(messages.map((m) => JSON.stringify(Buffer.isBuffer(m.body) ? { ...m, body: undefined, bodyBase64: m.body.toString('base64') } : m)).join('\n') + '\n');
   const [code] = (await once(child, 'close')) as [number | null];
   if (code !== 0) throw new Error(`pika publish failed (${code}): ${err}`);
 }
 
 /** Consumes (and acknowledges) `count` messages from a queue; fewer if none arrives for `idleS` seconds. */
 export async function pikaConsume(server: MessageServer, queue: string, count: number, idleS = 15): Promise<AmqpReceived[]> {
-  const { stdout } = await run(PY, [AMQP_PEER, server.url, 'consume', queue, String(count), String(idleS)]);
+  // Each body is printed twice (as text and as base64): room for the tests' 300 KB messages.
+  const { stdout } = await run(PY, [AMQP_PEER, server.url, 'consume', queue, String(count), String(idleS)], { maxBuffer: 64 * 1024 * 1024 });
   return stdout
     .split('\n')
     .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as AmqpReceived);
+    .map((l) => {
+      const m = JSON.parse(l) as AmqpReceived & { bodyBase64: string };
+      return { ...m, bytes: Buffer.from(m.bodyBase64, 'base64') };
+    });
 }
 
 /** Declares a durable queue, bound to `exchange` with `key` ('' exchange: no binding). */
@@ -177,6 +198,8 @@ export interface NatsReceived {
   reply: string | undefined;
   headers: Record<string, string>;
   payload: string;
+  /** The payload as sent, byte for byte. */
+  bytes: Buffer;
 }
 
 /**
@@ -218,7 +241,7 @@ export class RawNats {
     return sid;
   }
 
-  publish(subject: string, payload: string, headers: Record<string, string> = {}, reply?: string): void {
+  publish(subject: string, payload: string | Buffer, headers: Record<string, string> = {}, reply?: string): void {
     const body = Buffer.from(payload);
     const r = reply ? ` ${reply}` : '';
     if (Object.keys(headers).length === 0) {
@@ -239,7 +262,7 @@ export class RawNats {
    * Publishes to a JetStream subject and waits for the stream's acknowledgement (the JSON reply
    * `{"stream","seq"}`), as a JetStream client does.
    */
-  async jsPublish(subject: string, payload: string, headers: Record<string, string> = {}): Promise<{ stream: string; seq: number }> {
+  async jsPublish(subject: string, payload: string | Buffer, headers: Record<string, string> = {}): Promise<{ stream: string; seq: number }> {
     const inbox = `_INBOX.raw.${Math.random().toString(36).slice(2)}`;
     const sid = await this.subscribe(inbox);
     this.publish(subject, payload, headers, inbox);
@@ -294,7 +317,7 @@ export class RawNats {
           const i = h.indexOf(':');
           if (i > 0) headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
         }
-        this.subs.get(sid!)?.push({ subject: subject!, reply, headers, payload: body.subarray(headerBytes).toString('utf8') });
+        this.subs.get(sid!)?.push({ subject: subject!, reply, headers, payload: body.subarray(headerBytes).toString('utf8'), bytes: Buffer.from(body.subarray(headerBytes)) });
         for (const w of this.waiters.splice(0)) w();
         continue;
       }

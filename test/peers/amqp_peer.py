@@ -1,13 +1,14 @@
 #!/usr/bin/python3
 """An independent AMQP 0-9-1 client for the tests (Debian's python3-pika).
 
-  amqp_peer.py URL publish EXCHANGE ROUTING_KEY   one message per stdin line: {"body": str, "headers": {...}}
+  amqp_peer.py URL publish EXCHANGE ROUTING_KEY   one message per stdin line: {"body": str | "bodyBase64": str, "headers": {...}}
   amqp_peer.py URL consume QUEUE COUNT TIMEOUT_S  prints COUNT messages as JSON lines, acking each
   amqp_peer.py URL declare QUEUE EXCHANGE KEY     declares a durable queue bound to EXCHANGE with KEY
   amqp_peer.py URL count QUEUE                     prints the queue's ready message count
 
 Publishing uses publisher confirms, so a line printed "ok" is a message the broker took.
 """
+import base64
 import json
 import sys
 
@@ -26,7 +27,8 @@ def main():
                 continue
             msg = json.loads(line)
             props = pika.BasicProperties(headers=msg.get("headers") or None, delivery_mode=2, content_type=msg.get("contentType"))
-            channel.basic_publish(exchange=exchange, routing_key=key, body=msg["body"].encode(), properties=props, mandatory=False)
+            body = base64.b64decode(msg["bodyBase64"]) if "bodyBase64" in msg else msg["body"].encode()
+            channel.basic_publish(exchange=exchange, routing_key=key, body=body, properties=props, mandatory=False)
             print("ok", flush=True)
     elif command == "consume":
         queue, count, timeout = args[0], int(args[1]), float(args[2])
@@ -36,7 +38,8 @@ def main():
                 break
             headers = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (props.headers or {}).items()}
             print(json.dumps({"routingKey": method.routing_key, "exchange": method.exchange, "redelivered": method.redelivered,
-                              "headers": headers, "body": body.decode(),
+                              "headers": headers, "body": body.decode(errors="replace"),
+                              "bodyBase64": base64.b64encode(body).decode(),
                               "properties": {"contentType": props.content_type, "deliveryMode": props.delivery_mode,
                                              "messageId": props.message_id, "timestamp": props.timestamp}}), flush=True)
             channel.basic_ack(method.delivery_tag)

@@ -1,6 +1,6 @@
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
-import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import { payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
@@ -368,15 +368,12 @@ class AmqpSubscription {
 }
 
 function toMessage(m: ConsumeMessage): Message {
-  const payload = m.content.toString('utf8');
   const ts = m.properties.timestamp as number | undefined;
-  return {
-    value: decodeValue(payload),
-    key: null,
+  return payloadMessage(m.content, {
     headers: singleValued(Object.entries(m.properties.headers ?? {})),
     topic: m.fields.routingKey,
     partition: null,
     offset: null,
     timestamp: typeof ts === 'number' ? ts * 1000 : Date.now(),
-  };
+  });
 }

@@ -1,7 +1,7 @@
 import type { IClientOptions, IPublishPacket, IStore, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
-import { decodeValue, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import { payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
@@ -348,14 +348,6 @@ class MqttSubscription {
 
 function toMessage(packet: IPublishPacket): Message {
   const props = packet.properties?.userProperties;
-  const payload = typeof packet.payload === 'string' ? packet.payload : Buffer.from(packet.payload).toString('utf8');
-  return {
-    value: decodeValue(payload),
-    key: null,
-    headers: props ? singleValued(Object.entries(props)) : {},
-    topic: packet.topic,
-    partition: null,
-    offset: null,
-    timestamp: Date.now(),
-  };
+  const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+  return payloadMessage(payload, { headers: props ? singleValued(Object.entries(props)) : {}, topic: packet.topic, partition: null, offset: null, timestamp: Date.now() });
 }

@@ -4,7 +4,7 @@ import type { JetStreamManager, JsMsg, Msg, MsgHdrs, NatsConnection, StreamConfi
 type NatsLib = typeof import('nats');
 let lib!: NatsLib;
 import type { Logger } from '../../../log.js';
-import { decodeValue, offsetText, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import { offsetText, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
@@ -375,19 +375,18 @@ class NatsSubscription {
   }
 }
 
+// The payload is copied: the client's message data is a view of its read buffer.
 function coreMessage(m: Msg): Message {
-  return { value: decodeValue(Buffer.from(m.data).toString('utf8')), key: null, headers: fromHeaders(m.headers), topic: m.subject, partition: null, offset: null, timestamp: Date.now() };
+  return payloadMessage(Buffer.from(m.data), { headers: fromHeaders(m.headers), topic: m.subject, partition: null, offset: null, timestamp: Date.now() });
 }
 
 function streamMessage(m: JsMsg): Message {
-  return {
-    value: decodeValue(Buffer.from(m.data).toString('utf8')),
-    key: null,
+  return payloadMessage(Buffer.from(m.data), {
     headers: fromHeaders(m.headers),
     topic: m.subject,
     partition: 0,
     offset: offsetText(m.seq),
     // JetStream timestamps are nanoseconds.
     timestamp: Math.floor(m.info.timestampNanos / 1e6),
-  };
+  });
 }
