@@ -102,11 +102,15 @@ export type Delivery =
  * response, which a message kept for long (a memory topic's retention) must not hold on to.
  */
 export function detachOriginal(original: OriginalRecord): OriginalRecord {
-  const copy = (b: Buffer | null) => (b === null ? null : Buffer.from(b));
+  // A buffer about its own size (a client's request, a broker's packet) is kept as it is.
+  const copy = (b: Buffer | null) => (b === null || b.buffer.byteLength <= b.length + DETACH_SLACK ? b : Buffer.from(b));
   const headers: Record<string, Buffer | readonly Buffer[]> = {};
   for (const [name, v] of Object.entries(original.headers)) headers[name] = Buffer.isBuffer(v) ? Buffer.from(v) : v.map((b) => Buffer.from(b));
   return { value: copy(original.value), key: copy(original.key), headers, decoded: original.decoded };
 }
+
+/** How many bytes more than its own a kept buffer may hold on to (a slice of a larger read is copied). */
+const DETACH_SLACK = 4096;
 
 export function withValue(msg: Message, value: unknown): Message {
   return { ...msg, value };
@@ -168,10 +172,28 @@ export function decodeValueBytes(buf: Buffer, start: number, end: number): unkno
  */
 export function payloadMessage(payload: Buffer, fields: Omit<Message, 'value' | 'key' | typeof ORIGINAL>): Message {
   const value = decodeValueBytes(payload, 0, payload.length);
-  return { value, key: null, ...fields, [ORIGINAL]: { value: payload, key: null, headers: NO_RAW_HEADERS, decoded: { value, key: null, headers: fields.headers } } };
+  return { value, key: null, ...fields, [ORIGINAL]: payloadOriginal(payload, value, fields.headers) };
+}
+
+/**
+ * The ORIGINAL of a message whose value was decoded from `payload` (and that has no key): a
+ * broker's payload, or a JSON body or frame a client published, which then goes on as the client
+ * wrote it where no step changed it.
+ */
+export function payloadOriginal(payload: Buffer, value: unknown, headers: Readonly<Record<string, string>>): OriginalRecord {
+  return { value: payload, key: null, headers: NO_RAW_HEADERS, decoded: { value, key: null, headers } };
 }
 
 const NO_RAW_HEADERS: Readonly<Record<string, Buffer>> = Object.freeze({});
+
+/** The message's ORIGINAL while a field of it is still the one decoded from those bytes (else nothing is left to copy). */
+export function liveOriginal(msg: Message): OriginalRecord | undefined {
+  const o = msg[ORIGINAL];
+  if (o === undefined) return undefined;
+  if ((o.value !== null && o.decoded.value === msg.value) || (o.key !== null && o.decoded.key === msg.key)) return o;
+  for (const name in o.headers) if (o.decoded.headers[name] === msg.headers[name]) return o;
+  return undefined;
+}
 
 /** The inverse of encodeValue for payloads from brokers: JSON when it parses, otherwise the string. */
 export function decodeValue(payload: string): unknown {

@@ -6,7 +6,7 @@ import { kcatConsume, startKafka, type KafkaCluster } from '../helpers/kafka.js'
 
 describe('HTTP and WebSocket producers in front of Kafka', () => {
   let kafka: KafkaCluster;
-  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '', spread: '' };
+  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '', spread: '', reshaped: '' };
 
   before(async () => {
     // One broker: a produce request per batch, so the count below measures batching.
@@ -66,6 +66,10 @@ routes:
   - name: fire-and-forget
     from: { listener: api, path: /acks-none }
     to: { broker: careless, topic: ${t.none} }
+  - name: reshaped
+    from: { listener: api, path: /reshaped }
+    through: [{ transform: '{"id": id}' }]
+    to: { broker: kafka, topic: ${t.reshaped} }
   - name: frames
     from: { listener: ws, path: /frames }
     ack: true
@@ -201,5 +205,25 @@ routes:
     }
     const records = await kcatConsume(kafka.bootstrap, t.frames, 2);
     assert.deepEqual(records.map((r) => r.key).sort(), ['1', '2']);
+  });
+
+  it('writes a JSON body or frame as the client wrote it where no step changed the value, and a transformed value as JSON', async () => {
+    const body = '{ "id" : "o-2", "total" : 12.50, "note" : "caf\\u00e9" }';
+    assert.equal((await post(gw.url('api', '/orders'), body)).status, 200);
+    const frame = '{ "n" : 3.0 }';
+    const client = await WsClient.connect(gw.url('ws', '/frames', 'ws'));
+    client.send(frame);
+    assert.equal((await client.next()).type, 'ack');
+    client.close();
+    assert.equal((await post(gw.url('api', '/reshaped'), '{ "id" : "o-3", "extra" : true }')).status, 200);
+    // After the first test's order.
+    const [order] = (await kcatConsume(kafka.bootstrap, t.orders, 2)).slice(-1);
+    assert.equal(order!.value, body);
+    assert.equal(order!.headers['ce-type'], 'order.created');
+    // After the two frames of the test before.
+    const frames = await kcatConsume(kafka.bootstrap, t.frames, 3);
+    assert.equal(frames.find((r) => r.key === '3')!.value, frame);
+    const [reshaped] = await kcatConsume(kafka.bootstrap, t.reshaped, 1);
+    assert.equal(reshaped!.value, '{"id":"o-3"}');
   });
 });

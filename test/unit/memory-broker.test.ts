@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { MemoryBroker } from '../../src/kinds/brokers/memory.js';
-import { offsetText, type Message } from '../../src/core/message.js';
+import { ORIGINAL, offsetText, payloadOriginal, type Message } from '../../src/core/message.js';
 
 function broker(retain?: number): { broker: MemoryBroker; warnings: string[] } {
   const warnings: string[] = [];
@@ -59,6 +59,24 @@ describe('memory broker', () => {
 
   it('writes offsets as String() would, without its number-to-string cache, for every safe integer', () => {
     for (const n of [0, 1, 9, 10, 99, 100, 1234567, 2 ** 31 - 1, 2 ** 31, 2 ** 32, 1e15, 1e15 + 1, Number.MAX_SAFE_INTEGER]) assert.equal(offsetText(n), String(n));
+  });
+
+  it("retains a message's bytes while its value is still the one decoded from them: a buffer of its own as it is, a slice of a larger one copied", async () => {
+    const { broker: b } = broker();
+    // Buffer.alloc, not Buffer.from: a small Buffer.from is a slice of node's shared 8 KiB pool.
+    const own = Buffer.alloc(11);
+    own.write('{ "a" : 1 }');
+    const read = Buffer.alloc(64 * 1024, 0x20);
+    read.write('{ "b" : 2 }', 100);
+    const slice = read.subarray(100, 111);
+    const unchanged = (payload: Buffer, value: unknown): Message => ({ ...msg(value), [ORIGINAL]: payloadOriginal(payload, value, {}) });
+    const transformed: Message = { ...unchanged(own, { a: 1 }), value: { a: 2 } };
+    for (const m of [unchanged(own, { a: 1 }), unchanged(slice, { b: 2 }), transformed]) await b.publish('bytes', m);
+    const [a, s, t] = (await b.retained('bytes', new Map())).messages;
+    assert.equal(a![ORIGINAL]!.value, own, 'kept as it is');
+    assert.equal(s![ORIGINAL]!.value!.toString(), '{ "b" : 2 }');
+    assert.notEqual(s![ORIGINAL]!.value!.buffer, read.buffer, 'copied off the 64 KiB read');
+    assert.equal(t![ORIGINAL], undefined, 'no field is made of those bytes any more');
   });
 
   it('gives every message to every group, once, in order', async () => {

@@ -1,7 +1,7 @@
 import { Backoff, pause } from '../../core/backoff.js';
 import { approxMessageBytes } from '../../core/heap-size.js';
 import { InFlightWindow } from '../../core/in-flight-window.js';
-import { detachOriginal, offsetText, ORIGINAL, type Delivery, type Message } from '../../core/message.js';
+import { detachOriginal, liveOriginal, offsetText, ORIGINAL, type Delivery, type Message } from '../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
 import { defineBroker, kindOptions, Type, type Static } from '../define.js';
 
@@ -195,8 +195,10 @@ export class MemoryBroker implements BrokerRuntime {
     const topic = this.topic(topicName);
     const offset = offsetText(topic.end);
     const stored: Message = { ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp || Date.now() };
-    const original = msg[ORIGINAL];
+    // Bytes no field is made of any more (a transform replaced the value) are not retained.
+    const original = liveOriginal(msg);
     if (original) stored[ORIGINAL] = detachOriginal(original);
+    else if (msg[ORIGINAL]) stored[ORIGINAL] = undefined;
     const size = approxMessageBytes(stored);
     topic.push(stored, size);
     this.bytes += size;

@@ -7,7 +7,7 @@ import { bundled } from '../../core/bundled.js';
 import { problem, type Problem } from '../../core/errors.js';
 import { answerFor, errorFrame } from '../../core/answer.js';
 import { parseClientJson } from './client-json.js';
-import type { Delivery, Message, MessageContext, RequestMeta } from '../../core/message.js';
+import { ORIGINAL, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import type { Admission, Gate, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
 import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
 import { defineListener, kindOptions, oneOf, Type, type Static } from '../define.js';
@@ -409,12 +409,15 @@ export class WebSocketListener implements ListenerRuntime {
     const route = this.bindings.publish.get(client.path);
     if (!route) return this.enqueue(client, () => this.sendError(client, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`)));
     if (isBinary) return this.enqueue(client, () => this.sendError(client, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames')));
-    const parsed = parseClientJson(Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]), 'frame', this.options.maxJsonDepth, this.options.maxParsedBytes);
+    const frame = Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]);
+    const parsed = parseClientJson(frame, 'frame', this.options.maxJsonDepth, this.options.maxParsedBytes);
     if (!parsed.ok) {
       const refusal = parsed.problem;
       return this.enqueue(client, () => this.sendError(client, refusal));
     }
-    const msg: Message = { value: parsed.value, key: null, headers: client.trace ? { ...client.trace } : {}, topic: null, partition: null, offset: null, timestamp: Date.now() };
+    const headers = client.trace ? { ...client.trace } : {};
+    // The frame goes on to brokers as the client wrote it where no step changes the value.
+    const msg: Message = { value: parsed.value, key: null, headers, topic: null, partition: null, offset: null, timestamp: Date.now(), [ORIGINAL]: payloadOriginal(frame, parsed.value, headers) };
     this.enqueue(client, () => this.publish(client, route, msg));
   }
 
@@ -545,7 +548,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message; failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
