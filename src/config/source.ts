@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { LineCounter, parseDocument, parse as parseYaml, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode, type Scalar } from './yaml.js';
+import { LineCounter, parseDocument, parse as parseYaml, isAlias, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode, type Scalar } from './yaml.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 
 export type PathPart = string | number;
@@ -76,6 +76,34 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
       seen.add(line);
       diagnostics.push({ file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message: `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}` });
     }
+    return undefined;
+  }
+  // An alias inside the node its anchor names (`a: &x [*x]`) is a cycle: toJS would build a
+  // circular object, and every later walk of the config would recurse until the stack overflows
+  // (a bare "Maximum call stack size exceeded", no file:line:col). A config is a tree: say so here.
+  // One pass in document order: an alias names the last node with its anchor before it.
+  let cycle: { at: number; name: string } | undefined;
+  const anchored = new Map<string, YamlNode>();
+  visit(doc, (_key, node) => {
+    if (isAlias(node)) {
+      const target = anchored.get(node.source);
+      const at = node.range?.[0];
+      if (target?.range && at !== undefined && at >= target.range[0] && at < target.range[2]) {
+        cycle = { at, name: node.source };
+        return visit.BREAK;
+      }
+    } else if ((isMap(node) || isSeq(node) || isScalar(node)) && node.anchor) anchored.set(node.anchor, node);
+  });
+  if (cycle) {
+    const { line, column } = pos(cycle.at);
+    diagnostics.push({
+      file,
+      line,
+      column,
+      code: 'EG_CONFIG_SYNTAX',
+      path: '',
+      message: `YAML error: alias *${cycle.name} is inside the node its anchor &${cycle.name} names, so the value would contain itself; copy the value instead`,
+    });
     return undefined;
   }
   const fromEnv = new Set<string>();

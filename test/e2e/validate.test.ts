@@ -96,6 +96,19 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:13:9', /Unresolved alias.*steps/]]);
     });
 
+    it('points at an alias inside the node its anchor names (a cycle), in text and json, without a stack overflow', async () => {
+      // `&steps` names the list that `*steps` sits in: the value would contain itself.
+      const files = { 'gateway.yaml': yaml(...base, 'chains:', '  main: &steps', '    - *steps') };
+      assertProblems(await validate(files), [['gateway.yaml:14:7', /YAML error: alias \*steps is inside the node its anchor &steps names/]]);
+      const json = await validate(files, { format: 'json' });
+      assert.equal(json.code, 1);
+      const problems = JSON.parse(json.stdout) as { file: string; line: number; column: number; message: string }[];
+      assert.deepEqual(
+        problems.map((p) => [p.file, p.line, p.column]),
+        [['gateway.yaml', 14, 7]],
+      );
+    });
+
     it('reports an empty file as such', async () => {
       const r = await validate({ 'gateway.yaml': '' });
       assertProblems(r, [['gateway.yaml:1:1', /empty.*version: 1/]]);
