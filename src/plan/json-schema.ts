@@ -45,7 +45,7 @@ export class JsonSchemaCompiler {
     const ajv = ownId ? newAjv(which) : this.ajvFor(which);
     if (!ajv.validateSchema(schema)) return { validate: undefined, problems: metaProblems(schema, ajv.errors ?? []) };
     try {
-      const validate: SchemaCheck = ajv.compile(schema);
+      const validate: SchemaCheck = compileOn(ajv, schema, () => (ownId ? undefined : newAjv(which, { addUsedSchema: true })));
       // Schemas in the subset json-bytes.ts reads can also be checked on a value's bytes.
       validate.acceptsBytes ??= compileBytesCheck(schema);
       return { validate, problems: [] };
@@ -70,8 +70,30 @@ export class JsonSchemaCompiler {
   }
 }
 
+/**
+ * Compiles `schema` on `ajv`. With `addUsedSchema: false` (the shared instances', so they do not
+ * keep every reload's schemas) ajv cannot resolve a `$ref` to the root of a schema without `$id`:
+ * `{"properties": {"child": {"$ref": "#"}}}`, a valid recursive schema, fails with "can't resolve
+ * reference # from id #". Such a schema is compiled again on an instance of its own (`fallback`),
+ * which may add it; the first error stands when that fails too.
+ */
+function compileOn(ajv: Ajv, schema: object, fallback: () => Ajv | undefined): SchemaCheck {
+  try {
+    return ajv.compile(schema);
+  } catch (err) {
+    if (!/can't resolve reference #/.test((err as Error).message)) throw err;
+    const own = fallback();
+    if (!own) throw err;
+    try {
+      return own.compile(schema);
+    } catch {
+      throw err;
+    }
+  }
+}
+
 /** ajv is loaded with a config's first JSON Schema: a config without one never needs it. */
-function newAjv(draft: string): Ajv {
+function newAjv(draft: string, { addUsedSchema = false } = {}): Ajv {
   const require = createRequire(import.meta.url);
   const draftClass =
     draft === '07'
@@ -84,7 +106,7 @@ function newAjv(draft: string): Ajv {
   // multipleOfPrecision: prices are decimals, and in binary floating point 19.99 / 0.01 is
   // 1998.9999999999998; a quotient within 1e-6 of an integer counts as one (ajv's option for it),
   // which is exact for cents up to about 10^8 and never accepts a tenth of a cent.
-  const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema: false, multipleOfPrecision: 6 } as const;
+  const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema, multipleOfPrecision: 6 } as const;
   const ajv = new draftClass(opts) as Ajv;
   addFormats(ajv);
   // The same date-time, without a regex split and two capturing regexes per value (date-time.ts).

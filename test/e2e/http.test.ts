@@ -367,3 +367,37 @@ describe('HTTP publish (spec §4)', () => {
     });
   });
 });
+
+describe('HTTP publish through a recursive JSON Schema', () => {
+  // `"$ref": "#"` is the whole schema: a tree of any depth. Valid JSON Schema, so the config loads.
+  const tree = JSON.stringify({
+    type: 'object',
+    required: ['name'],
+    properties: { name: { type: 'string' }, children: { type: 'array', items: { $ref: '#' } } },
+  });
+  const gw = useGateway(
+    `
+version: 1
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: tree
+    from: { listener: api, path: /tree }
+    through:
+      - validate: { schema: schemas/tree.json }
+    to: { broker: local, topic: trees }
+`,
+    { files: { 'schemas/tree.json': tree } },
+  );
+
+  it('validates every level of the tree: a valid one is delivered, a bad grandchild is refused with its path', async () => {
+    const ok = await post(gw.url('api', '/tree'), { name: 'root', children: [{ name: 'a', children: [{ name: 'b' }] }] });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.body.deliveries.length, 1);
+    const bad = await post(gw.url('api', '/tree'), { name: 'root', children: [{ name: 'a', children: [{ name: 7 }] }] });
+    assertProblem(bad, 400, 'EG_INVALID_MESSAGE');
+    assert.deepEqual(bad.body.errors, ['/children/0/children/0/name: must be string']);
+  });
+});

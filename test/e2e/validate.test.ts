@@ -356,6 +356,15 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['schemas/light.json:3:3', /JSON syntax error: Expected ',' or '}' after property value/]]);
     });
 
+    it('accepts a recursive schema whose $ref is the root ("#")', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/tree.json }', ...route),
+        'schemas/tree.json': '{"type": "object", "properties": {"name": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#"}}}}\n',
+      });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.deepEqual(r.lines, ['ok']);
+    });
+
     it('points at a $ref that resolves to nothing', async () => {
       const r = await validate({
         'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.yaml }', ...route),
