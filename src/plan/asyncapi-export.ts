@@ -50,10 +50,11 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
       // Only the first validate step decides what gets in; later ones check what earlier steps made of it.
       const first = r.steps.find((s) => s.accepts)?.accepts ?? [];
       const messages = first.length
-        ? first.map(
-            (a, i) =>
-              [a.message ?? (first.length === 1 ? `${r.name}` : `${r.name}-${i + 1}`), { name: a.message ?? r.name, contentType: 'application/json', payload: payloadSchema(a.schema) }] as const,
-          )
+        ? first.map((a, i) => {
+            const mid = a.message ?? (first.length === 1 ? `${r.name}` : `${r.name}-${i + 1}`);
+            const at = `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`;
+            return [mid, { name: a.message ?? r.name, contentType: 'application/json', payload: payloadSchema(a.schema, at) }] as const;
+          })
         : [[r.name, { name: r.name, contentType: 'application/json', description: 'Any JSON value (the route validates nothing).' }] as const];
       for (const [mid, m] of messages) channel.messages[mid] = m;
       operations[r.name] = {
@@ -71,7 +72,12 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
       const mid = `${r.name}-forward`;
       channel.messages[mid] =
         t.format === 'envelope'
-          ? { name: mid, contentType: 'application/json', summary: `What route '${r.name}' forwards, in an envelope.`, payload: payloadSchema(envelopeSchema) }
+          ? {
+              name: mid,
+              contentType: 'application/json',
+              summary: `What route '${r.name}' forwards, in an envelope.`,
+              payload: payloadSchema(envelopeSchema, `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`),
+            }
           : { name: mid, contentType: 'application/json', summary: `What route '${r.name}' forwards: the message value.` };
       operations[`${r.name}-forward-${id}`] = {
         action: 'send',
@@ -106,11 +112,30 @@ function escapePointer(key: string): string {
   return key.replace(/~/g, '~0').replace(/\//g, '~1');
 }
 
-/** A payload as AsyncAPI's default schema format takes it: its own `$schema`/`$id` would be read as a dialect switch. */
-function payloadSchema(schema: unknown): unknown {
+/**
+ * A payload as AsyncAPI's default schema format takes it: its own `$schema`/`$id` would be read as
+ * a dialect switch. `at` is where it is put in the document: a local `$ref` of the schema (`#`,
+ * `#/$defs/node`) would resolve against the AsyncAPI document's root there, not the schema's, so
+ * it is rebased onto `at` and a recursive or `$defs`-using schema stays valid.
+ */
+function payloadSchema(schema: unknown, at: string): unknown {
   if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) return schema;
   const { $schema: _s, $id: _i, ...rest } = schema as Json;
-  return rest;
+  return rebaseRefs(rest, at);
+}
+
+/** Keywords whose values are data, not schemas: a `$ref` key inside them is no reference. */
+const DATA_KEYWORDS = new Set(['const', 'enum', 'default', 'examples', 'example']);
+
+function rebaseRefs(value: unknown, at: string): unknown {
+  if (Array.isArray(value)) return value.map((v) => rebaseRefs(v, at));
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value as Json).map(([k, v]) => {
+      if (k === '$ref' && typeof v === 'string' && v.startsWith('#')) return [k, `${at}${v.slice(1)}`];
+      return [k, DATA_KEYWORDS.has(k) ? v : rebaseRefs(v, at)];
+    }),
+  );
 }
 
 function describeTargets(to: readonly TargetPlan[]): string {

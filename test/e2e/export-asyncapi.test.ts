@@ -72,6 +72,50 @@ describe('eventgate export asyncapi', () => {
     assert.equal(doc.channels['push-ws-in'].messages.anything.payload, undefined);
   });
 
+  it('keeps the local $refs of a schema ($defs, "#") and of an AsyncAPI message (components) pointing into the payload', async () => {
+    // Embedded in the exported document, "#/..." would resolve against the AsyncAPI document's root.
+    const dir = tempFiles({
+      'gateway.yaml': yaml(
+        'version: 1',
+        'asyncapi: api.yaml',
+        'brokers: { local: { kind: memory } }',
+        'listeners: { api: { kind: http, port: 0 } }',
+        'routes:',
+        '  - name: defs',
+        '    from: { listener: api, path: /defs }',
+        '    through: [{ validate: { schema: defs.json } }]',
+        '    to: { broker: local, topic: t }',
+        '  - name: root',
+        '    from: { listener: api, path: /root }',
+        '    through: [{ validate: { schema: root.json } }]',
+        '    to: { broker: local, topic: t }',
+        '  - name: message',
+        '    from: { listener: api, path: /message }',
+        '    through: [{ validate: { message: node } }]',
+        '    to: { broker: local, topic: t }',
+      ),
+      'defs.json': JSON.stringify({ $defs: { n: { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#/$defs/n' } } } } }, $ref: '#/$defs/n' }),
+      'root.json': JSON.stringify({ type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } } } }),
+      'api.yaml': yaml(
+        'asyncapi: 3.0.0',
+        'info: { title: trees, version: "1" }',
+        'components:',
+        '  schemas:',
+        '    node: { type: object, properties: { kids: { type: array, items: { $ref: "#/components/schemas/node" } } } }',
+        '  messages:',
+        '    node: { payload: { $ref: "#/components/schemas/node" } }',
+      ),
+    });
+    const r = await runCli(['export', 'asyncapi'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    const { document, errors } = await parseAsyncApi(r.stdout);
+    assert.deepEqual(errors, []);
+    assert.ok(document);
+    const doc = parse(r.stdout);
+    assert.equal(doc.channels['api-defs'].messages.defs.payload.$ref, '#/channels/api-defs/messages/defs/payload/$defs/n');
+    assert.equal(doc.channels['api-root'].messages.root.payload.properties.kids.items.$ref, '#/channels/api-root/messages/root/payload');
+  });
+
   it('exits 1 with the problems when the config is invalid, and 2 when asked to export something else', async () => {
     const dir = tempFiles({ 'gateway.yaml': yaml('version: 1', 'brokers: { local: { kind: memroy } }') });
     const bad = await runCli(['export', 'asyncapi'], { cwd: dir });
