@@ -46,6 +46,12 @@ export function expandGlob(absPattern: string): string[] {
     .map((name) => join(dir, name));
 }
 
+/** Whether `absFile` is one `absPattern` matches (what expandGlob would list). */
+export function globMatches(absPattern: string, absFile: string): boolean {
+  const name = basename(absFile);
+  return dirname(absFile) === dirname(absPattern) && !name.startsWith('.') && globRegex(basename(absPattern)).test(name);
+}
+
 /** What the watcher compares for a glob: the list of matching files (a new file matching it is a change). */
 export function globFingerprint(absPattern: string): string {
   try {

@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { hash } from '../core/canonical.js';
-import { globFingerprint, isGlob } from '../config/include.js';
+import { globFingerprint, globMatches, isGlob } from '../config/include.js';
 
 export interface WatchTiming {
   /** Quiet time that ends a burst of editor events. */
@@ -55,7 +55,9 @@ export class ConfigWatcher {
           this.poke();
         }),
       );
-      this.watcher.on('all', () => this.poke());
+      this.watcher.on('all', (_event, path) => {
+        if (this.concerns(path)) this.poke();
+      });
       this.watcher.on('error', () => this.poke());
       return;
     }
@@ -66,6 +68,24 @@ export class ConfigWatcher {
   /** Resolves when the underlying watcher is ready to report events. */
   ready(): Promise<void> {
     return this.isReady;
+  }
+
+  /**
+   * Whether an event on `path` may change a watched file. The directories watched also hold other
+   * files (a log the gateway's output is redirected to, an editor's swap file): events on those
+   * must not keep restarting the debounce, or a busy neighbour would hold every reload back to
+   * `maxWaitMs` instead of `debounceMs`. A regular file that is neither watched nor matched by a
+   * watched glob is such a neighbour; anything else (a watched file, a symlink or directory such
+   * as a ConfigMap's `..data` swap, a path already gone) counts.
+   */
+  private concerns(path: string): boolean {
+    if (this.hashes.has(path)) return true;
+    for (const f of this.hashes.keys()) if (isGlob(f) && globMatches(f, path)) return true;
+    try {
+      return !lstatSync(path).isFile();
+    } catch {
+      return true;
+    }
   }
 
   private poke(): void {

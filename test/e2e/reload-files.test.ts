@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { post } from '../helpers/clients.js';
+import { eventually } from '../helpers/gateway.js';
 import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
 
 describe('hot reload (spec §6): following files', () => {
@@ -47,6 +49,27 @@ describe('hot reload (spec §6): following files', () => {
       publish(gw.dir, pipelineConfig(`{"v": ${v}}`));
       await gw.waitForLog(reloaded, 10000, from);
       assert.deepEqual(await roundTrip(client, v), { v });
+    }
+  });
+
+  it('applies each edit on its own while another file in the config directory is written all the time (a log beside it)', async () => {
+    const gw = await f.gw.start(pipelineConfig('{"v": 0}'));
+    const client = await connect();
+    // As busy as a log the gateway's output is redirected to: its events are no change to the config.
+    const busy = setInterval(() => appendFileSync(join(gw.dir, 'gateway.log'), 'a line\n'), 5);
+    try {
+      const from = gw.logs.length;
+      // An edit every 600 ms, far apart for the debounce. While the neighbour's events restarted
+      // the debounce, only its 1 s ceiling fired, and two of these edits were applied as one.
+      for (let v = 1; v <= 4; v++) {
+        gw.write('gateway.yaml', pipelineConfig(`{"v": ${v}}`));
+        await delay(600);
+      }
+      await eventually(async () => assert.deepEqual(await roundTrip(client, 0), { v: 4 }));
+      const reloads = gw.logs.slice(from).filter(reloaded);
+      assert.equal(reloads.length, 4, `one reload per edit; got: ${JSON.stringify(reloads)}`);
+    } finally {
+      clearInterval(busy);
     }
   });
 
