@@ -26,8 +26,35 @@ export interface ConfigSchemaOptions {
  */
 export function buildConfigSchema(registry: KindRegistry, options: ConfigSchemaOptions = {}): JsonSchema {
   // Plain JSON: TypeBox marks its schemas with symbol keys, which are no part of JSON Schema.
-  const schema = JSON.parse(JSON.stringify(assembleSchema(registry))) as JsonSchema;
+  const schema = capTimers(JSON.parse(JSON.stringify(assembleSchema(registry))) as JsonSchema);
   return options.acceptVariables === false ? schema : acceptVariables(schema);
+}
+
+/**
+ * Node arms timers with a 32-bit delay: one longer than 2^31-1 ms (~24.8 days) fires after 1 ms
+ * instead (TimeoutOverflowWarning). So `drainTimeoutMs: 3000000000` cut shutdown's drain short
+ * and dropped in-flight requests, and a webhook `timeoutMs` that large re-armed a 1 ms timer for
+ * the whole request. Every `...Ms` duration is a delay the gateway (or its client libraries)
+ * arms, except a NATS stream's `maxAgeMs`, a retention age sent to the server: cap the others
+ * where no smaller maximum is set, so such a value is a validation error at its line.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+const NOT_TIMERS = new Set(['maxAgeMs']);
+
+function capTimers(root: JsonSchema): JsonSchema {
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(walk);
+    if (node === null || typeof node !== 'object') return;
+    const props = (node as JsonSchema).properties;
+    if (props && typeof props === 'object') {
+      for (const [key, prop] of Object.entries(props as Record<string, JsonSchema>)) {
+        if (key.endsWith('Ms') && !NOT_TIMERS.has(key) && (prop.type === 'integer' || prop.type === 'number') && prop.maximum === undefined) prop.maximum = MAX_TIMER_MS;
+      }
+    }
+    for (const v of Object.values(node)) walk(v);
+  };
+  walk(root);
+  return root;
 }
 
 function assembleSchema(registry: KindRegistry): JsonSchema {

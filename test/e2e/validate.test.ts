@@ -156,6 +156,30 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    it('points at a millisecond duration longer than a timer can hold, also from a ${VAR}', async () => {
+      // Node fires a timer of more than 2^31-1 ms after 1 ms: this drain would have ended at once.
+      const r = await validate(
+        {
+          'gateway.yaml': yaml(
+            'version: 1',
+            'admin:',
+            '  port: 0',
+            '  drainTimeoutMs: 3000000000',
+            'listeners:',
+            '  api:',
+            '    kind: http',
+            '    port: 0',
+            '    requestTimeoutMs: ${REQUEST_TIMEOUT}',
+          ),
+        },
+        { env: { REQUEST_TIMEOUT: '2147483648' } },
+      );
+      assertProblems(r, [
+        ['gateway.yaml:4:19', /admin\.drainTimeoutMs must be <= 2147483647/],
+        ['gateway.yaml:9:23', /listeners\.api\.requestTimeoutMs must be <= 2147483647/],
+      ]);
+    });
+
     it('points at a version other than 1', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 2') });
       assertProblems(r, [['gateway.yaml:1:10', /version must be 1, got number 2/]]);
