@@ -45,6 +45,18 @@ describe('hot reload (spec §6): config changes', () => {
     assert.notEqual(after.version, versionBefore);
   });
 
+  it('rejects a new config whose YAML alias sits inside its own anchor (a cycle), and reports it in /admin/status', async () => {
+    const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
+    const client = await connect();
+    // `*in` inside the route `&in` names: before, the reload died with an unhandled stack overflow and status said nothing.
+    const cyclic = pipelineConfig('{"v": 2}').replace('  - name: in', '  - &in\n    name: in\n    again: *in');
+    const line = await gw.reconfigure(cyclic);
+    assert.equal(line.msg, 'reload rejected; the running config keeps serving');
+    assert.match(String(line.diagnostic), /gateway\.yaml:\d+:\d+: YAML error: alias \*in is inside the node its anchor &in names/);
+    assert.deepEqual(await roundTrip(client, 1), { v: 1 });
+    assert.equal((await gw.status()).lastReloadError.diagnostics[0].code, 'EG_CONFIG_SYNTAX');
+  });
+
   it('keeps the old config when the new one is valid YAML but wrong, pointing at the mistake', async () => {
     const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
     const client = await connect();
