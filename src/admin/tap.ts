@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { problem } from '../core/errors.js';
+import { sendProblem } from '../kinds/listeners/http-reply.js';
 import type { TapHub } from '../telemetry/tap.js';
 import { refuseUpgrade, type AdminServer } from './server.js';
 
@@ -13,8 +14,8 @@ export function mountTap(admin: AdminServer, hub: TapHub, hasRoute: (name: strin
   });
   // Without an upgrade this is a plain GET: say what the endpoint wants, as the WebSocket listener does.
   admin.route('GET /admin/tap', (_req: IncomingMessage, res: ServerResponse) => {
-    res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket', connection: 'upgrade' });
-    res.end('the tap is a WebSocket: connect to ws://<admin>/admin/tap?route=<name>\n');
+    res.setHeader('upgrade', 'websocket');
+    sendProblem(res, problem('EG_UPGRADE_REQUIRED', 'the tap is a WebSocket: connect to ws://<admin>/admin/tap?route=<name>'));
   });
   admin.onStop(() => hub.closeAll('admin server stopping'));
 }

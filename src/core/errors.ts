@@ -41,6 +41,7 @@ export const ErrorCodes = {
   EG_INTERNAL: { status: 500, title: 'Internal error' },
   EG_CLOUDEVENT_INVALID: { status: 400, title: 'CloudEvent attribute missing or malformed' },
   EG_NOT_ACCEPTABLE: { status: 406, title: 'Not acceptable' },
+  EG_UPGRADE_REQUIRED: { status: 426, title: 'Upgrade required' },
   EG_WEBHOOK_FAILED: { status: 502, title: 'Webhook endpoint did not accept the message' },
   EG_WEBHOOK_REFUSED: { status: 502, title: 'Webhook endpoint refused the message' },
   EG_WEBHOOK_TIMEOUT: { status: 504, title: 'Webhook endpoint did not answer in time' },

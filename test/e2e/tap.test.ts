@@ -65,6 +65,7 @@ describe('live tap (GET /admin/tap?route=...)', () => {
     const plain = await fetch(`${gw.adminUrl}/admin/tap?route=orders`, auth);
     assert.equal(plain.status, 426);
     assert.equal(plain.headers.get('upgrade'), 'websocket');
+    assert.equal(((await plain.json()) as { code: string }).code, 'EG_UPGRADE_REQUIRED');
   });
 
   it('streams each message of the route with its outcome, the validation errors and what the targets received', async () => {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { post, RawWsClient, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
+import { conforms } from '../helpers/wire-formats.js';
 
 const config = `
 version: 1
@@ -185,9 +186,14 @@ describe('WebSocket (spec §5)', () => {
       await assert.rejects(WsClient.connect(gw.url('push', '/nowhere', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
     });
 
-    it('answers a plain HTTP request with 426 Upgrade Required', async () => {
+    it('answers a plain HTTP request with 426 Upgrade Required, as problem+json', async () => {
       const res = await fetch(gw.url('push', '/frames'));
       assert.equal(res.status, 426);
+      assert.equal(res.headers.get('upgrade'), 'websocket');
+      assert.equal(res.headers.get('content-type'), 'application/problem+json');
+      const body = (await res.json()) as { code: string; status: number };
+      conforms('problem.json', body);
+      assert.deepEqual([body.code, body.status], ['EG_UPGRADE_REQUIRED', 426]);
     });
 
     it('disconnects a client that stops reading with 1013, while a normal client keeps receiving everything', async () => {

@@ -6,6 +6,7 @@ import type { WebSocket, RawData, WebSocketServer as WsServer } from 'ws';
 import { bundled } from '../../core/bundled.js';
 import { problem, type Problem } from '../../core/errors.js';
 import { answerFor, errorFrame } from '../../core/answer.js';
+import { sendProblem } from './http-reply.js';
 import { parseClientJson } from './client-json.js';
 import { ORIGINAL, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import type { Admission, Gate, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
@@ -141,8 +142,8 @@ export class WebSocketListener implements ListenerRuntime {
       name,
       options,
       (_req, res) => {
-        res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
-        res.end('this listener speaks WebSocket only\n');
+        res.setHeader('upgrade', 'websocket');
+        sendProblem(res, problem('EG_UPGRADE_REQUIRED', 'this listener speaks WebSocket only: connect with a WebSocket client to a route path'));
       },
       env.logger,
     );
