@@ -15,7 +15,9 @@ export function renderConfigReference(registry: KindRegistry): string {
 One YAML document. Every key is listed here with an example; \`eventgate schema\` prints the
 same rules as JSON Schema (\`gateway.schema.json\`; start a config with
 \`# yaml-language-server: $schema=./gateway.schema.json\` for editor completion).
-Unknown keys are errors, with a "did you mean" hint where one fits. \`eventgate validate\`
+Unknown keys are errors, with a "did you mean" hint where one fits. YAML anchors, aliases and
+merge keys share settings (\`api2: {<<: *http, port: 8081}\`); a problem in a merged key is
+reported where it is written and at the map that merges it. \`eventgate validate\`
 reports every problem as \`FILE:LINE:COL: message\`. Durations in milliseconds (keys ending in
 \`Ms\`) are at most 2147483647 (about 24.8 days), the longest timer Node.js can arm; a NATS
 stream's \`maxAgeMs\` is a retention age and may be longer.

@@ -62,7 +62,7 @@ export function describeFsError(err: unknown): string {
 
 export function parseSource(file: string, text: string, env: Env, diagnostics: Diagnostic[], options: ParseOptions = {}): SourceDocument | undefined {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, merge: true });
   const pos = (offset: number) => {
     const p = lineCounter.linePos(offset);
     return { line: p.line, column: p.col };

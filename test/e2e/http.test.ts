@@ -401,3 +401,35 @@ routes:
     assert.deepEqual(bad.body.errors, ['/children/0/children/0/name: must be string']);
   });
 });
+
+describe('A config written with YAML anchors and merge keys', () => {
+  // Two listeners and two routes share their settings through `&anchor` / `<<: *anchor`, as docker-compose files do.
+  const gw = useGateway(`
+version: 1
+brokers:
+  local: { kind: memory }
+listeners:
+  public: &http { kind: http, port: 0, host: 127.0.0.1, maxBodyBytes: 64 }
+  internal:
+    <<: *http
+    maxBodyBytes: 4096
+routes:
+  - &publish
+    name: public-in
+    from: { listener: public, path: /in }
+    through: [{ validate: { schema: { type: object, required: [id] } } }]
+    to: { broker: local, topic: events }
+  - <<: *publish
+    name: internal-in
+    from: { listener: internal, path: /in }
+`);
+
+  it('serves every listener and route built from an anchor, each with its own overrides', async () => {
+    const big = { id: 1, note: 'x'.repeat(100) };
+    assert.equal((await post(gw.url('public', '/in'), { id: 1 })).status, 200);
+    assert.equal((await post(gw.url('public', '/in'), big)).status, 413);
+    assert.equal((await post(gw.url('internal', '/in'), big)).status, 200);
+    // The merged route has the anchor's chain too.
+    assertProblem(await post(gw.url('internal', '/in'), { note: 'no id' }), 400, 'EG_INVALID_MESSAGE');
+  });
+});

@@ -109,6 +109,17 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       );
     });
 
+    it('takes YAML merge keys (<<: *anchor), and points at a bad key of an anchor where it is written and where it is merged', async () => {
+      const merged = (extra: string) =>
+        yaml('version: 1', 'brokers: { local: { kind: memory } }', 'listeners:', `  api: &http { kind: http, port: 0${extra} }`, '  api2:', '    <<: *http', '    host: 127.0.0.1');
+      const ok = await validate({ 'gateway.yaml': merged('') });
+      assert.deepEqual([ok.code, ok.stdout.trim()], [0, 'ok']);
+      assertProblems(await validate({ 'gateway.yaml': merged(', prot: 1') }), [
+        ['gateway.yaml:4:37', /unknown key 'prot' in listeners\.api \(did you mean 'port'\?\)/],
+        ['gateway.yaml:5:3', /unknown key 'prot' in listeners\.api2 \(did you mean 'port'\?\)/],
+      ]);
+    });
+
     it('reports an empty file as such', async () => {
       const r = await validate({ 'gateway.yaml': '' });
       assertProblems(r, [['gateway.yaml:1:1', /empty.*version: 1/]]);
