@@ -191,6 +191,11 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    it('points at an MQTT keep-alive longer than the protocol can carry', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'brokers:', '  devices: { kind: mqtt, url: "mqtt://localhost:1883", keepaliveSeconds: 65536 }') });
+      assertProblems(r, [['gateway.yaml:3:74', /brokers\.devices\.keepaliveSeconds must be <= 65535/]]);
+    });
+
     it('points at a version other than 1', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 2') });
       assertProblems(r, [['gateway.yaml:1:10', /version must be 1, got number 2/]]);

@@ -29,7 +29,15 @@ const options = kindOptions('mqtt', {
   persistentSessions: Type.Optional(Type.Boolean({ default: true, description: 'Consume routes keep their session (and the QoS ≥ 1 messages queued for it) across disconnects and restarts.' })),
   sessionExpirySeconds: int(86400, 0, 'MQTT 5: how long the server keeps the persistent session of a disconnected route.'),
   sharedSubscriptions: Type.Optional(Type.Boolean({ default: true, description: 'Consume routes of one group share messages across instances through `$share/<group>/<filter>`.' })),
-  keepaliveSeconds: int(30, 0, 'Keep-alive interval in seconds; a silent connection is declared lost after 1.5 times it.'),
+  // The CONNECT packet carries it in two bytes.
+  keepaliveSeconds: Type.Optional(
+    Type.Integer({
+      minimum: 0,
+      maximum: 65535,
+      default: 30,
+      description: "Keep-alive interval in seconds (at most 65535, the protocol's limit); a silent connection is declared lost after 1.5 times it.",
+    }),
+  ),
   connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
   reconnectPeriodMs: int(1000, 1, 'Wait between reconnect attempts.'),
   ackTimeoutMs: int(5000, 1, 'A publish not acknowledged (PUBACK / PUBCOMP) by then fails: HTTP 503, retry for consume routes.'),
