@@ -163,6 +163,18 @@ routes:
     );
   });
 
+  it('bounds the topics a topic expression can name (maxTopics), replacing the oldest nobody reads, and refuses a name over 249 characters', async () => {
+    await gw.start(retentionConfig('{ kind: memory, maxTopics: 20 }'));
+    const from = gw.logs.length;
+    const post = (n: unknown) => fetch(gw.url('api', '/spread'), { method: 'POST', body: JSON.stringify({ n }), headers: { 'content-type': 'application/json' } });
+    for (let i = 0; i < 100; i++) assert.equal((await post(i)).status, 200);
+    // spread-0 … spread-19 filled the 20; each of the 80 later topics replaced the oldest.
+    await eventually(() => assert.equal(gw.logs.slice(from).filter((l) => l.msg === 'memory topic no route reads was dropped to make room for a new one (maxTopics)').length, 80));
+    const long = await post('x'.repeat(250));
+    assert.equal(long.status, 500);
+    assert.match(((await long.json()) as { detail: string }).detail, /which is not a topic of broker 'local': longer than 249 characters/);
+  });
+
   it('bounds the whole broker by maxBytes across topics', async () => {
     await gw.start(retentionConfig('{ kind: memory, retainBytes: 4194304, maxBytes: 16777216 }'));
     await withRssBound(gw, async () => {

@@ -244,6 +244,51 @@ describe('memory broker', () => {
     assert.deepEqual(c.values, [...all.map(([, v]) => v), 'next'], 'a group reads every retained message in order, then the new one');
   });
 
+  it('holds at most maxTopics topics: a new one replaces the oldest topic nobody reads, and fails when every topic is read', async () => {
+    const warnings: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line)) });
+    const b = new MemoryBroker('mem', { kind: 'memory', maxTopics: 3 }, { logger });
+    const read = collector(2);
+    await b.subscribe({ route: 'r', topic: 'read', group: 'g' }, read.handler);
+    await b.publish('old', msg('o'));
+    await b.publish('newer', msg('n'));
+    // Three topics; a fourth replaces 'old' (no group), not 'read' (created first, but read).
+    await b.publish('fourth', msg('f'));
+    assert.deepEqual(
+      warnings.map((w) => [w.topic, w.for, w.dropped]),
+      [['old', 'fourth', 1]],
+    );
+    assert.deepEqual(
+      (await b.retained('newer', new Map())).messages.map((m) => m.value),
+      ['n'],
+    );
+    // 'read' keeps working, and a group joining 'old' later finds it empty.
+    await b.publish('read', msg(1));
+    await b.publish('read', msg(2));
+    await read.finished;
+    assert.deepEqual(read.values, [1, 2]);
+    // Every topic read: nothing may go, so a publish to a new topic fails (the route answers 503).
+    const full = new MemoryBroker('full', { kind: 'memory', maxTopics: 1 }, { logger: pino({ level: 'silent' }) });
+    await full.subscribe({ route: 'r', topic: 'only', group: 'g' }, async () => undefined);
+    assert.throws(() => full.publishNow('another', msg(1)), /holds its maxTopics \(1\) topics, each read by a route: no room for topic 'another'/);
+    assert.equal(b.topicProblem('x'.repeat(249)), undefined);
+    assert.match(b.topicProblem('x'.repeat(250))!, /longer than 249 characters/);
+  });
+
+  it('lets a topic nobody reads give up its last message to maxBytes, where a read topic keeps its newest', async () => {
+    const b = new MemoryBroker('mem', { kind: 'memory', maxBytes: 8 * 1024 * 1024 }, { logger: pino({ level: 'silent' }) });
+    const big = (i: number) => msg({ i, pad: 'x'.repeat(1024 * 1024) }); // ~2 MiB estimated
+    await b.subscribe({ route: 'r', topic: 'read', group: 'g' }, async () => undefined);
+    await b.publish('read', big(0));
+    // Six unread topics of one message each: over 8 MiB, the largest unread ones go, whole.
+    for (let i = 1; i <= 6; i++) await b.publish(`unread-${i}`, big(i));
+    const left = async (t: string) => (await b.retained(t, new Map())).messages.length;
+    assert.equal(await left('read'), 1);
+    const unread = await Promise.all([1, 2, 3, 4, 5, 6].map((i) => left(`unread-${i}`)));
+    assert.ok(unread.reduce((a, n) => a + n, 0) <= 3, `at most 4 of ~2 MiB in 8 MiB: ${unread}`);
+    assert.equal(unread[5], 1, 'the newest stays');
+  });
+
   it('bounds retention by estimated bytes per topic (retainBytes) and across topics (maxBytes), keeping the newest', async () => {
     const b = new MemoryBroker('mem', { kind: 'memory', retainBytes: 10 * 1024 * 1024, maxBytes: 16 * 1024 * 1024 }, { logger: pino({ level: 'silent' }) });
     const big = (i: number) => msg({ i, pad: 'x'.repeat(1024 * 1024) }); // ~2 MiB estimated (2 bytes a character)

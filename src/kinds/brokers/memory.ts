@@ -12,12 +12,24 @@ const MIN_RING = 16;
 const DEFAULT_RETAIN_BYTES = 32 * 1024 * 1024;
 /** Estimated heap all topics of one memory broker may take together. */
 const DEFAULT_MAX_BYTES = 128 * 1024 * 1024;
+/** Topics one memory broker may hold (a topic expression may name a new one per message). */
+const DEFAULT_MAX_TOPICS = 10_000;
+/** The longest topic name, as Kafka's. */
+const MAX_TOPIC_NAME = 249;
 
 const options = kindOptions('memory', {
   retain: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_RETAIN, description: 'Messages kept per topic for groups that have not read them yet.' })),
   retainBytes: Type.Optional(Type.Integer({ minimum: 1024, default: DEFAULT_RETAIN_BYTES, description: 'Estimated heap the retained messages of one topic may take; the oldest go first.' })),
   maxBytes: Type.Optional(
     Type.Integer({ minimum: 1024, default: DEFAULT_MAX_BYTES, description: 'Estimated heap all topics of this broker may take together; over it, the largest topic drops its oldest messages.' }),
+  ),
+  maxTopics: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      default: DEFAULT_MAX_TOPICS,
+      description:
+        'Topics this broker may hold. A new topic over it (a topic expression names one per message) replaces the oldest topic no route reads, with a warning; when every topic is read, the publish fails (503).',
+    }),
   ),
 });
 type MemoryOptions = Static<typeof options>;
@@ -135,6 +147,7 @@ export class MemoryBroker implements BrokerRuntime {
   private retain: number;
   private retainBytes: number;
   private maxBytes: number;
+  private maxTopics: number;
   /** Estimated heap size of every topic's retained messages. */
   private bytes = 0;
   private stopped = false;
@@ -148,6 +161,7 @@ export class MemoryBroker implements BrokerRuntime {
     this.retain = options.retain ?? DEFAULT_RETAIN;
     this.retainBytes = options.retainBytes ?? DEFAULT_RETAIN_BYTES;
     this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+    this.maxTopics = options.maxTopics ?? DEFAULT_MAX_TOPICS;
     this.telemetry = env.telemetry?.broker(name, 'memory');
   }
 
@@ -165,12 +179,18 @@ export class MemoryBroker implements BrokerRuntime {
     this.retain = o.retain ?? DEFAULT_RETAIN;
     this.retainBytes = o.retainBytes ?? DEFAULT_RETAIN_BYTES;
     this.maxBytes = o.maxBytes ?? DEFAULT_MAX_BYTES;
+    this.maxTopics = o.maxTopics ?? DEFAULT_MAX_TOPICS;
     for (const t of this.topics.values()) this.trim(t);
     this.trimGlobal();
   }
 
   health() {
     return { ready: true };
+  }
+
+  /** A topic a topic expression named: any name up to Kafka's length. */
+  topicProblem(topic: string): string | undefined {
+    return topic.length > MAX_TOPIC_NAME ? `longer than ${MAX_TOPIC_NAME} characters` : undefined;
   }
 
   /** Per route: messages from the group's position (the one in hand included) to the end of the topic. */
@@ -192,7 +212,7 @@ export class MemoryBroker implements BrokerRuntime {
 
   /** What route targets call: the append, with no promise at all. */
   publishNow(topicName: string, msg: Message): Delivery {
-    const topic = this.topic(topicName);
+    const topic = this.topic(topicName, true);
     const offset = offsetText(topic.end);
     const stored: Message = { ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp || Date.now() };
     // Bytes no field is made of any more (a transform replaced the value) are not retained.
@@ -246,13 +266,34 @@ export class MemoryBroker implements BrokerRuntime {
     };
   }
 
-  private topic(name: string): Topic {
+  /** The topic, created if new; a publish makes room for it first (a route's own topics always get one). */
+  private topic(name: string, publishing = false): Topic {
     let t = this.topics.get(name);
     if (!t) {
+      if (publishing && this.topics.size >= this.maxTopics) this.evictTopic(name);
       t = new Topic(name);
       this.topics.set(name, t);
     }
     return t;
+  }
+
+  /**
+   * Room for topic `wanted` at `maxTopics`: the oldest topic no consumer group reads goes, with
+   * its retained messages (what a later `startFrom: earliest` or an event stream's resume could
+   * have replayed). With every topic read, nothing may go: the publish fails.
+   */
+  private evictTopic(wanted: string): void {
+    for (const t of this.topics.values()) {
+      if (t.groups.size > 0) continue;
+      this.topics.delete(t.name);
+      this.bytes -= t.bytes;
+      this.env.logger.warn(
+        { broker: this.name, topic: t.name, dropped: t.size, for: wanted, maxTopics: this.maxTopics },
+        'memory topic no route reads was dropped to make room for a new one (maxTopics)',
+      );
+      return;
+    }
+    throw new Error(`memory broker '${this.name}' holds its maxTopics (${this.maxTopics}) topics, each read by a route: no room for topic '${wanted}'`);
   }
 
   /**
@@ -265,11 +306,15 @@ export class MemoryBroker implements BrokerRuntime {
     while (topic.bytes > this.retainBytes && topic.size > 1) this.bytes -= topic.dropOldest(1);
   }
 
-  /** The broker-wide cap: over `maxBytes`, the largest topic gives up its oldest messages first. */
+  /**
+   * The broker-wide cap: over `maxBytes`, the largest topic gives up its oldest messages first. A
+   * topic some route reads keeps its newest message (it may not be handed out yet); one nobody
+   * reads may lose its last too.
+   */
   private trimGlobal(): void {
     while (this.bytes > this.maxBytes) {
       let largest: Topic | undefined;
-      for (const t of this.topics.values()) if (t.size > 1 && (!largest || t.bytes > largest.bytes)) largest = t;
+      for (const t of this.topics.values()) if ((t.size > 1 || (t.size === 1 && t.groups.size === 0)) && (!largest || t.bytes > largest.bytes)) largest = t;
       if (!largest) return;
       this.bytes -= largest.dropOldest(1);
     }
@@ -456,7 +501,7 @@ export const memoryBroker = defineBroker({
   options,
   doc: {
     summary:
-      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded by count (`retain` messages per topic) and by estimated heap size (`retainBytes` per topic, `maxBytes` for the whole broker: 2 bytes per character, 72 per array or object); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads).',
+      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded by count (`retain` messages per topic) and by estimated heap size (`retainBytes` per topic, `maxBytes` for the whole broker: 2 bytes per character, 72 per array or object); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads), up to `maxTopics`: a topic expression that names a new topic beyond it replaces the oldest topic no route reads. A topic name is at most 249 characters.',
     example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
   },
   inProcess: true,
