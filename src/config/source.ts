@@ -74,7 +74,7 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
       const { line, column } = pos(e.pos[0]);
       if (seen.has(line)) continue;
       seen.add(line);
-      diagnostics.push({ file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message: `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}` });
+      diagnostics.push(syntaxProblem(file, line, column, `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}`));
     }
     return undefined;
   }
@@ -96,14 +96,9 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
   });
   if (cycle) {
     const { line, column } = pos(cycle.at);
-    diagnostics.push({
-      file,
-      line,
-      column,
-      code: 'EG_CONFIG_SYNTAX',
-      path: '',
-      message: `YAML error: alias *${cycle.name} is inside the node its anchor &${cycle.name} names, so the value would contain itself; copy the value instead`,
-    });
+    diagnostics.push(
+      syntaxProblem(file, line, column, `YAML error: alias *${cycle.name} is inside the node its anchor &${cycle.name} names, so the value would contain itself; copy the value instead`),
+    );
     return undefined;
   }
   const fromEnv = new Set<string>();
@@ -125,7 +120,7 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
       },
     });
     const { line, column } = pos(offset);
-    diagnostics.push({ file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message: `YAML error: ${firstLine((err as Error).message)}` });
+    diagnostics.push(syntaxProblem(file, line, column, `YAML error: ${firstLine((err as Error).message)}`));
     return undefined;
   }
   const locateNode = (path: readonly PathPart[]) => findNode(doc, path);
@@ -333,6 +328,11 @@ function pathOf(ancestors: readonly unknown[], node: unknown): PathPart[] {
  * positions so problems inside it point into it. No `${VAR}` substitution: `${` is ordinary
  * text there. JSON files get JSON's own error messages, which name what was expected.
  */
+/** A file that cannot be read as YAML or JSON at all: no path in the config to name. */
+function syntaxProblem(file: string, line: number, column: number, message: string): Diagnostic {
+  return { file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message };
+}
+
 export function parseDataFile(file: string, text: string, diagnostics: Diagnostic[]): SourceDocument | undefined {
   if (/\.json$/i.test(file)) {
     try {
@@ -344,14 +344,7 @@ export function parseDataFile(file: string, text: string, diagnostics: Diagnosti
       const before = text.slice(0, offset);
       const line = before.split('\n').length;
       const column = offset - (before.lastIndexOf('\n') + 1) + 1;
-      diagnostics.push({
-        file,
-        line,
-        column,
-        code: 'EG_CONFIG_SYNTAX',
-        path: '',
-        message: `JSON syntax error: ${message.replace(/ in JSON at position \d+.*$/, '').replace(/ of JSON input$/, ' of the file')}`,
-      });
+      diagnostics.push(syntaxProblem(file, line, column, `JSON syntax error: ${message.replace(/ in JSON at position \d+.*$/, '').replace(/ of JSON input$/, ' of the file')}`));
       return undefined;
     }
   }
