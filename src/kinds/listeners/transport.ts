@@ -213,7 +213,11 @@ export function parseQuery(search: string): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = Object.create(null);
   for (const [k, v] of new URLSearchParams(search)) {
     const prev = out[k];
-    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+    // Appended in place: copying the list for every repeat was quadratic, so a 16 KiB query of
+    // `a&a&a&…` held the event loop for ~45 ms before any auth or rate limit could refuse it.
+    if (prev === undefined) out[k] = v;
+    else if (Array.isArray(prev)) prev.push(v);
+    else out[k] = [prev, v];
   }
   return out;
 }
