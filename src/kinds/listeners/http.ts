@@ -4,7 +4,7 @@ import { problem, type Problem } from '../../core/errors.js';
 import { sendJson, sendJsonText, sendProblem } from './http-reply.js';
 import { answerFor, deliveredJson } from '../../core/answer.js';
 import { parseClientJson } from './client-json.js';
-import { ORIGINAL, payloadOriginal, type Message, type MessageContext } from '../../core/message.js';
+import { ORIGINAL, payloadOriginal, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import type { Outcome } from '../../core/outcome.js';
 import type { ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
 import { checkCors, CorsPolicy, corsOptions } from './cors.js';
@@ -143,6 +143,7 @@ export class HttpListener implements ListenerRuntime {
   }
 
   bind(bindings: ListenerBindings): void {
+    const before = this.bindings;
     const router = FindMyWay();
     const staticPublish = new Map<string, RouteEntry>();
     for (const [path, route] of bindings.publish) {
@@ -155,6 +156,11 @@ export class HttpListener implements ListenerRuntime {
     this.bindings = bindings;
     // Streams on paths still forwarded to stay open through the reload; the others end.
     this.streams.retain(bindings.forward, bindings.sharedForward ?? new Set(), bindings.replay ?? new Map());
+    // Streams whose path's auth changed are checked again: a key revoked by a reload ends them.
+    for (const path of bindings.forward) {
+      const gate = bindings.forwardAuth?.get(path);
+      if (before.forwardAuth?.get(path) !== gate) this.streams.recheck(path, gate);
+    }
   }
 
   connections(): number {
@@ -283,14 +289,15 @@ export class HttpListener implements ListenerRuntime {
     }
     const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
     const gate: Gate | undefined = this.bindings.forwardAuth?.get(path);
-    const admitted: Promise<Admission> = gate ? gate.admit({ headers: req.headers, query, remoteAddress: req.socket.remoteAddress }) : Promise.resolve({ ok: true, identity: undefined });
+    const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
+    const admitted: Promise<Admission> = gate ? gate.admit(request) : Promise.resolve({ ok: true, identity: undefined });
     admitted.then(
       (admission) => {
         if (!admission.ok) return this.refuse(res, admission.problem);
         // A reload may have removed the path while the credentials were checked.
         if (this.draining || !this.bindings.forward.has(path)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${path}`));
         const sources: ReadonlyMap<string, ReplaySource> | undefined = this.bindings.replay?.get(path);
-        this.streams.open(req, res, path, sources);
+        this.streams.open(req, res, path, sources, { request, until: admission.until });
         // The stream outlives the request: it is answered (200) and no longer in flight for a drain.
         this.finished(res);
       },

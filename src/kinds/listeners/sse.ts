@@ -12,8 +12,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { attributesOf } from '../../codecs/cloudevents.js';
 import type { Logger } from '../../log.js';
-import type { Delivery, Message } from '../../core/message.js';
-import type { ReplaySource, Target } from '../contracts.js';
+import type { Delivery, Message, RequestMeta } from '../../core/message.js';
+import type { Gate, ReplaySource, Target } from '../contracts.js';
 
 export type SseFormat = 'value' | 'envelope' | 'cloudevent';
 
@@ -27,6 +27,16 @@ export interface SseOptions {
 
 export const SSE_DEFAULTS: SseOptions = { maxBufferedBytes: 1024 * 1024, heartbeatMs: 15_000, retryMs: 2000 };
 
+/** Longest delay setTimeout takes; a later expiry is waited for in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** How a client was let in: its request (checked again when a reload changes the path's auth) and when its credential expires. */
+export interface SseAdmission {
+  request: RequestMeta;
+  /** A JWT's `exp` (ms since the epoch); absent when the credential does not expire. */
+  until: number | undefined;
+}
+
 /** Positions per partition: what a client has seen, and what an event id names. */
 export type Positions = Map<number, bigint>;
 /** Positions per source route of a path: one entry on a path one route feeds. */
@@ -36,6 +46,10 @@ interface SseClient {
   res: ServerResponse;
   path: string;
   remoteAddress: string | undefined;
+  /** The credentials it was admitted with (headers, query), for the check after a reload. */
+  request: RequestMeta;
+  /** Ends the stream when the credential expires. */
+  expiry: NodeJS.Timeout | undefined;
   /** Set while the client is being replayed what it missed: live events wait here meanwhile. */
   held: { frame: Buffer; source: string; partition: number | null; offset: bigint | null }[] | undefined;
 }
@@ -169,7 +183,7 @@ export class SseStreams {
    * (per route feeding the path), what the brokers retain after that position is sent first;
    * live events wait meanwhile.
    */
-  open(req: IncomingMessage, res: ServerResponse, path: string, sources: ReadonlyMap<string, ReplaySource> | undefined): void {
+  open(req: IncomingMessage, res: ServerResponse, path: string, sources: ReadonlyMap<string, ReplaySource> | undefined, admission: SseAdmission): void {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
@@ -180,11 +194,16 @@ export class SseStreams {
     res.write(`retry: ${this.options.retryMs}\n\n`);
     // Headers and the first bytes now, so the client's open event fires before the first message.
     res.flushHeaders();
-    const client: SseClient = { res, path, remoteAddress: req.socket.remoteAddress, held: undefined };
+    const client: SseClient = { res, path, remoteAddress: req.socket.remoteAddress, request: admission.request, expiry: undefined, held: undefined };
     const state = this.state(path);
     state.clients.add(client);
     res.socket?.setNoDelay(true);
-    const forget = () => state.clients.delete(client);
+    // A stream lives no longer than the credential it was opened with, as a WebSocket subscriber does.
+    this.expireAt(client, admission.until);
+    const forget = () => {
+      clearTimeout(client.expiry);
+      state.clients.delete(client);
+    };
     res.on('close', forget);
     res.on('error', forget);
     this.startHeartbeat();
@@ -338,6 +357,57 @@ export class SseStreams {
       }
       for (const route of [...s.positions.keys()]) if (!sources.get(path)?.has(route)) s.positions.delete(route);
     }
+  }
+
+  /**
+   * A reload changed what guards `path` (`gate`: its auth now, if any): each client is checked
+   * again with the credentials it connected with, and a stream whose credentials are no longer
+   * accepted ends, so revoking a key or tightening a claim applies to open streams too.
+   */
+  recheck(path: string, gate: Gate | undefined): void {
+    for (const c of this.paths.get(path)?.clients ?? []) {
+      if (!gate) {
+        this.expireAt(c, undefined);
+        continue;
+      }
+      gate.admit(c.request).then(
+        (admission) => {
+          if (admission.ok) return this.expireAt(c, admission.until);
+          // A key set that cannot be fetched right now (503) is no verdict on the client.
+          if (admission.problem.status !== 401 && admission.problem.status !== 403) return;
+          this.logger.info({ listener: this.listener, path, remote: c.remoteAddress, status: admission.problem.status }, 'event stream client no longer authorized after reload; ending its stream');
+          this.end(c);
+        },
+        (err) => this.logger.error({ listener: this.listener, path, err: (err as Error).message }, 'event stream client could not be checked again'),
+      );
+    }
+  }
+
+  private expireAt(c: SseClient, until: number | undefined): void {
+    clearTimeout(c.expiry);
+    c.expiry = undefined;
+    if (until === undefined || !Number.isFinite(until)) return;
+    const wait = until - Date.now();
+    if (wait > MAX_TIMER_MS) {
+      c.expiry = setTimeout(() => this.expireAt(c, until), MAX_TIMER_MS).unref();
+      return;
+    }
+    c.expiry = setTimeout(
+      () => {
+        c.expiry = undefined;
+        this.logger.info({ listener: this.listener, path: c.path, remote: c.remoteAddress }, 'event stream client credential expired; ending its stream');
+        this.end(c);
+      },
+      Math.max(0, wait),
+    ).unref();
+  }
+
+  /** Ends one client's stream: it gets nothing more (a browser reconnects, and must present a valid credential again). */
+  private end(c: SseClient): void {
+    clearTimeout(c.expiry);
+    c.expiry = undefined;
+    this.paths.get(c.path)?.clients.delete(c);
+    c.res.end();
   }
 
   /** Ends every stream (shutdown); browsers reconnect elsewhere. */

@@ -83,7 +83,8 @@ const jwtOptions = Type.Object(
     requireExp: Type.Optional(
       Type.Boolean({
         default: false,
-        description: 'Refuse (401) tokens without an `exp` claim, which would otherwise be accepted for ever. A WebSocket client admitted with a token is closed with 4401 when it expires.',
+        description:
+          'Refuse (401) tokens without an `exp` claim, which would otherwise be accepted for ever. A WebSocket client admitted with a token is closed with 4401 when it expires (an event stream is ended).',
       }),
     ),
   },
