@@ -28,6 +28,10 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
   const plain = (s: string) => /^(-?\d+(\.\d+)?|true|false|localhost|127\.0\.0\.1|::1|\[::1\])$/i.test(s);
   for (const v of envValues) {
     if (!plain(v)) out.add(v);
+    // A URL is shown without its credentials, query and fragment (a webhook's endpoint in answers
+    // and logs): that form of it is as secret as the whole, whose path may be the token itself.
+    const shown = shownUrl(v);
+    if (shown !== undefined && !plain(shown)) out.add(shown);
     for (const part of v.split(/[,\s]+/)) {
       if (part === '' || plain(part)) continue;
       out.add(part);
@@ -48,6 +52,17 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
   };
   walk(config, [], false);
   return out;
+}
+
+/** `scheme://host[:port]/path` of an http(s) URL, as the gateway names an endpoint; undefined for anything else. */
+function shownUrl(v: string): string | undefined {
+  if (!/^https?:\/\//i.test(v)) return undefined;
+  try {
+    const url = new URL(v);
+    return `${url.origin}${url.pathname}`;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A copy of `value` with every secret replaced by `[redacted]`, in strings and object keys alike. */

@@ -326,9 +326,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** Everything that follows an outcome, in one place for the synchronous and asynchronous paths. */
-  private settle(msg: Message, outcome: Outcome, startedAt: number, span: MessageSpan): Outcome {
+  private settle(msg: Message, settled: Outcome, startedAt: number, span: MessageSpan): Outcome {
     // splice(0) makes an array even when empty: on every message of an idle route it was one allocation more.
     if (--this.inFlight === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
+    // Before anyone sees it: the client's answer, the log, the tap, a dead-letter header. Deliveries
+    // to brokers and listeners name the topic or path (spec §4) and cost nothing here.
+    const outcome = settled.outcome === 'filtered' || (settled.outcome === 'delivered' && this.webhooks.length === 0) ? settled : this.redacted(settled);
     this.stats.record(outcome, startedAt);
     endMessageSpan(span, outcome);
     // Observers see the message as the route received it, but never its credentials: the auth
@@ -343,6 +346,24 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       this.tap.publish(observed(), shown, performance.now() - startedAt, span.traceparent);
     }
     return outcome;
+  }
+
+  /**
+   * `outcome` with the config's secret values redacted where the gateway wrote it from the config:
+   * a problem's text (a webhook URL whose path is a token, a broker address from `${VAR}` in a
+   * DNS error) and webhook endpoints. These reach clients that hold no credential at all.
+   */
+  private redacted(outcome: Outcome): Outcome {
+    const secrets = this.deps.redaction?.secrets;
+    if (!secrets || secrets.size === 0) return outcome;
+    if (outcome.outcome === 'delivered' || outcome.outcome === 'deadlettered') return { ...outcome, deliveries: redact(outcome.deliveries, secrets) };
+    if (outcome.outcome === 'filtered') return outcome;
+    const p = outcome.problem;
+    const clean: Problem = { ...p, detail: redact(p.detail, secrets) };
+    if (p.errors) clean.errors = redact(p.errors, secrets);
+    if (p.logDetail !== undefined) clean.logDetail = redact(p.logDetail, secrets);
+    if (p.took) clean.took = redact(p.took, secrets);
+    return { ...outcome, problem: clean };
   }
 
   /** `m` without credential headers, and with the config's secret values redacted wherever they appear in it. */
