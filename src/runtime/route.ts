@@ -149,7 +149,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private target(t: TargetPlan): Target {
     if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format, route: this.name });
     if (t.type === 'http') {
-      const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name);
+      const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name, (text) => this.shown(text));
       this.webhooks.push(webhook);
       return webhook;
     }
@@ -346,6 +346,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       this.tap.publish(observed(), shown, performance.now() - startedAt, span.traceparent);
     }
     return outcome;
+  }
+
+  /** `text` with the config's secret values redacted (they are known once the config is in force). */
+  private shown(text: string): string {
+    const secrets = this.deps.redaction?.secrets;
+    return secrets && secrets.size > 0 ? redact(text, secrets) : text;
   }
 
   /**

@@ -31,6 +31,7 @@ describe('answers, logs and dead-letter records never show a secret from the con
 
   const gw = useGateway(
     () => `version: 1
+log: {level: debug}
 brokers:
   local: {kind: memory}
   kafka: {kind: kafka, brokers: ["\${KAFKA_BROKERS}"], producer: {ackTimeoutMs: 500}}
@@ -43,6 +44,9 @@ routes:
   - name: token-in-path
     from: {listener: api, path: /down}
     to: {http: {url: "${hook.url}/services/\${PATH_TOKEN}", retry: {attempts: 1}}}
+  - name: retried
+    from: {listener: api, path: /retried}
+    to: {http: {url: "${hook.url}/services/\${PATH_TOKEN}", retry: {attempts: 2, backoffMs: 10}}}
   - name: queued
     from: {listener: api, path: /queued}
     to: {broker: local, topic: queued}
@@ -89,6 +93,13 @@ routes:
     // The URL as written is partly from the environment, so it is a secret as a whole (as in /admin/status).
     assert.equal(r.body.detail, '[redacted] answered 500: no such hook: /services/[redacted]');
     const line = await gw.waitForLog((l) => l.msg === 'message failed' && l.route === 'token-in-path');
+    assert.ok(!JSON.stringify(line).includes(PATH_TOKEN), JSON.stringify(line));
+  });
+
+  it("a retried delivery's debug line does not quote it", async () => {
+    assert.equal((await post(gw.url('api', '/retried'), { n: 4 })).status, 502);
+    const line = await gw.waitForLog((l) => l.msg === 'webhook try failed; retrying' && l.route === 'retried');
+    assert.equal(line.endpoint, '[redacted]');
     assert.ok(!JSON.stringify(line).includes(PATH_TOKEN), JSON.stringify(line));
   });
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { redact, REDACTED, secretValues } from '../../src/config/secrets.js';
 import { bindingsFor, compileExpression } from '../../src/expr/expression.js';
-import { TokenBuckets } from '../../src/kinds/steps/ratelimit.js';
+import { bucketKey, TokenBuckets } from '../../src/kinds/steps/ratelimit.js';
 import secureJson from 'secure-json-parse';
 import { nestingDepth, parseClientJson } from '../../src/kinds/listeners/client-json.js';
 import { StepStateStore } from '../../src/runtime/step-state.js';
@@ -111,6 +111,16 @@ describe('TokenBuckets', () => {
     b.take('new', 5000);
     assert.equal(b.size, 2);
     assert.ok(b.take('recent', 5001) > 0, 'the bucket in use is kept');
+  });
+});
+
+describe('ratelimit bucketKey', () => {
+  it('keeps a short key as it is and a long one (a header a client fills) as a digest of fixed size', () => {
+    assert.equal(bucketKey('device-7'), 'key:device-7');
+    const long = (c: string) => bucketKey(c.repeat(15_000));
+    assert.equal(long('a').length, 'sha256:'.length + 43);
+    assert.notEqual(long('a'), long('b'), 'different clients, different buckets');
+    assert.equal(long('a'), long('a'));
   });
 });
 

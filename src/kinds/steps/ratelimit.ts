@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { bindingsFor, expressionProblem, type ExpressionEvaluationError } from '../../expr/expression.js';
 import { problem } from '../../core/errors.js';
 import type { Message, MessageContext } from '../../core/message.js';
@@ -91,7 +92,7 @@ export const ratelimitStep = defineStep({
       run(msg, mctx) {
         if (!key) return admitOne(buckets, `ip:${clientAddress(mctx)}`, msg, limit);
         return key.evaluate(msg.value, bindingsFor(msg, mctx)).then(
-          (k) => admitOne(buckets, k === undefined || k === null ? `ip:${clientAddress(mctx)}` : `key:${typeof k === 'string' ? k : JSON.stringify(k)}`, msg, limit),
+          (k) => admitOne(buckets, k === undefined || k === null ? `ip:${clientAddress(mctx)}` : bucketKey(typeof k === 'string' ? k : JSON.stringify(k)), msg, limit),
           (err) => ({ stop: 'failed' as const, problem: expressionProblem('ratelimit key', err as ExpressionEvaluationError) }),
         );
       },
@@ -101,6 +102,14 @@ export const ratelimitStep = defineStep({
     return step(create());
   },
 });
+
+/**
+ * The bucket of a computed key. A key longer than a digest (a header clients fill as they like)
+ * is kept as its SHA-256: `maxKeys` buckets of 15 KB keys would otherwise hold ~1.5 GB.
+ */
+export function bucketKey(k: string): string {
+  return k.length <= 64 ? `key:${k}` : `sha256:${createHash('sha256').update(k).digest('base64url')}`;
+}
 
 function admitOne(buckets: TokenBuckets, key: string, msg: Message, limit: string): Message | StepStop {
   const waitMs = buckets.take(key, performance.now());

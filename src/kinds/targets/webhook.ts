@@ -141,6 +141,8 @@ export class WebhookTarget implements Target {
     private readonly counters: WebhookCounters | undefined,
     private readonly logger: Logger,
     private readonly route: string,
+    /** Text as it may be logged: the config's secrets (a URL whose path is a token) redacted. */
+    private readonly shown: (text: string) => string = (text) => text,
   ) {
     this.fixed = plan.urlExpr ? undefined : parseEndpoint(plan.url);
     // One connection per request in flight (the slots bound them), kept alive between them.
@@ -253,7 +255,7 @@ export class WebhookTarget implements Target {
         throw new WebhookError(attempt > 1 ? { ...p, detail: `${p.detail} (after ${attempt} tries)` } : p);
       }
       const wait = Math.min(result.retryAfterMs ?? jitter(backoff), this.plan.maxBackoffMs);
-      this.logger.debug({ route: this.route, endpoint: request.display, attempt, waitMs: wait, detail: result.problem.detail }, 'webhook try failed; retrying');
+      this.logger.debug({ route: this.route, endpoint: this.shown(request.display), attempt, waitMs: wait, detail: this.shown(result.problem.detail) }, 'webhook try failed; retrying');
       await new Promise((r) => setTimeout(r, wait));
       backoff = Math.min(backoff * 2, this.plan.maxBackoffMs);
     }
