@@ -144,6 +144,13 @@ routes:
     }
   });
 
+  it('refuses an HTTP/1.1 request without Host as problem+json', async () => {
+    const reply = await rawHttp(gw.port('api'), 'POST /in HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
+    assert.equal(reply?.status, 400);
+    assert.equal(reply!.headers['content-type'], 'application/problem+json');
+    assert.equal(JSON.parse(reply!.body).detail, 'an HTTP/1.1 request must have a Host header');
+  });
+
   it('keeps query parameters named __proto__ or constructor as plain data', async () => {
     const out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
     const ws = await WsClient.connect(gw.url('push', '/ws?__proto__=x&constructor=y', 'ws'));

@@ -8,7 +8,7 @@ import { ORIGINAL, payloadOriginal, type Message, type MessageContext, type Requ
 import type { Outcome } from '../../core/outcome.js';
 import type { ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
 import { checkCors, CorsPolicy, corsOptions } from './cors.js';
-import { applyLimits, compileTransport, createTransport, parseQuery, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
+import { applyLimits, compileTransport, createTransport, hostless, parseQuery, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
 import { defineListener, kindOptions, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
 import { decodeBatch, decodeBinary, decodeStructured, httpMode, structuredProblem } from '../../codecs/cloudevents.js';
@@ -227,7 +227,7 @@ export class HttpListener implements ListenerRuntime {
       res.setHeader('connection', 'close');
       return this.refuse(res, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
     }
-    const tooMany = tooManyHeaders(req, this.options);
+    const tooMany = tooManyHeaders(req, this.options) ?? hostless(req);
     if (tooMany) {
       res.setHeader('connection', 'close');
       return this.refuse(res, tooMany);

@@ -131,6 +131,8 @@ export function createTransport(listener: string, options: TransportOptions, han
     headersTimeout: options.headersTimeoutMs ?? TRANSPORT_DEFAULTS.headersTimeoutMs,
     requestTimeout: options.requestTimeoutMs ?? TRANSPORT_DEFAULTS.requestTimeoutMs,
     connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+    // Node would answer a request without Host with a bare 400; the listeners refuse it as problem+json (refuseHostless).
+    requireHostHeader: false,
   };
   const m = options.tlsMaterial;
   const server: Server = m ? (createHttpsServer({ ...httpOptions, ...tlsServerOptions(m) }, handler) as unknown as Server) : createHttpServer(httpOptions, handler);
@@ -191,6 +193,11 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
         ? problem('EG_REQUEST_TIMEOUT', 'the request was not received in time')
         : problem('EG_BAD_REQUEST', 'the request is not valid HTTP/1.1');
   socket.end(rawResponse(p));
+}
+
+/** The problem for an HTTP/1.1 request without a Host header (RFC 9112 §3.2), or undefined. */
+export function hostless(req: IncomingMessage): Problem | undefined {
+  return req.headers.host === undefined && req.httpVersion === '1.1' ? problem('EG_BAD_REQUEST', 'an HTTP/1.1 request must have a Host header') : undefined;
 }
 
 /** A complete HTTP/1.1 response with a problem+json body, for sockets without a response object. */
