@@ -68,6 +68,13 @@ type MqttLib = typeof import('mqtt');
 let lib: MqttLib | undefined;
 const loadMqtt = async (): Promise<MqttLib> => (lib ??= await import('mqtt'));
 
+/** What a consume route's connection tells mqtt.js for a message it leaves unacknowledged (see MqttSubscription). */
+class GivenBack extends Error {
+  constructor() {
+    super('message given back by its route; left unacknowledged for the next session');
+  }
+}
+
 /** A connection's state, as /readyz reports it. */
 class Link {
   ready = false;
@@ -84,6 +91,8 @@ class Link {
       this.detail = 'connected';
     });
     client.on('error', (err) => {
+      // A message a route gave back (MqttSubscription) says nothing about the connection.
+      if (err instanceof GivenBack) return;
       this.detail = `unreachable: ${err.message}`;
     });
     client.on('close', () => {
@@ -300,23 +309,33 @@ class MqttSubscription {
     // mqtt.js honours the `customHandleAcks` option for MQTT 5 only, but reads it from `options` at
     // each packet; set here it holds the acknowledgement on MQTT 3.1.1 connections too.
     client.options.customHandleAcks = (_topic, _payload, packet: IPublishPacket, ack) => {
-      this.receive(packet, this.generation, () => ack(null as unknown as Error, 0));
+      // Giving a message back must still let mqtt.js read on: it reads the next packet only once
+      // this callback ran. An error sends no PUBACK/PUBREC (the server keeps the message for the
+      // next session), but the SUBACK or PUBRELs queued behind it get read, without which a
+      // graceful end() waits forever for the SUBACK and a reload or shutdown never finishes.
+      this.receive(
+        packet,
+        this.generation,
+        () => ack(null as unknown as Error, 0),
+        () => ack(new GivenBack()),
+      );
     };
     client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
       // QoS 1: already acknowledged through customHandleAcks. QoS 2: this is the PUBREL, the exchange is over.
       if (packet.qos === 2 && packet.messageId !== undefined) this.settled.delete(packet.messageId);
       if (packet.qos !== 0) return callback();
-      this.receive(packet, this.generation, callback);
+      // QoS 0 has nothing to acknowledge: handled or not, mqtt.js reads on.
+      this.receive(packet, this.generation, callback, callback);
     };
   }
 
-  private receive(packet: IPublishPacket, generation: number, acknowledge: () => void): void {
+  private receive(packet: IPublishPacket, generation: number, acknowledge: () => void, giveBack: () => void): void {
     this.unacknowledged++;
-    const done = this.chain.then(() => this.take(packet, generation, acknowledge));
+    const done = this.chain.then(() => this.take(packet, generation, acknowledge, giveBack));
     this.chain = done.finally(() => this.unacknowledged--);
   }
 
-  private async take(packet: IPublishPacket, generation: number, acknowledge: () => void): Promise<void> {
+  private async take(packet: IPublishPacket, generation: number, acknowledge: () => void, giveBack: () => void): Promise<void> {
     const id = packet.messageId;
     if (packet.qos > 0 && id !== undefined && packet.dup && this.settled.has(id)) {
       // Already accepted by the route: only the acknowledgement went missing.
@@ -326,7 +345,7 @@ class MqttSubscription {
     }
     const accepted = await handOver(toMessage(packet), this.handler, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping });
     // Not accepted (stopping): no acknowledgement, so the server offers it again to the next session.
-    if (!accepted) return;
+    if (!accepted) return giveBack();
     if (packet.qos === 0) return acknowledge();
     if (id === undefined) return;
     if (generation !== this.generation) {
