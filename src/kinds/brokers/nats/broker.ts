@@ -71,6 +71,8 @@ export class NatsBroker implements BrokerRuntime {
   private turnFlush: Promise<void> | undefined;
   private readonly streamSubjects = new Map<string, boolean>();
   private jsm: JetStreamManager | undefined;
+  /** Set once the streams are declared: from then on a route subscribing attaches at once, connected or not. */
+  private declared = false;
   private state: Health = { ready: false, detail: 'connecting' };
   private stopped = false;
   private readonly subscriptions = new Set<NatsSubscription>();
@@ -139,6 +141,7 @@ export class NatsBroker implements BrokerRuntime {
           for (const [name, st] of Object.entries(this.settings.streams)) await declareStream(this.jsm, name, st);
         }
         this.state = { ready: true };
+        this.declared = true;
         this.log.info('nats connected');
         return;
       } catch (err) {
@@ -243,7 +246,10 @@ export class NatsBroker implements BrokerRuntime {
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const sub = new NatsSubscription(this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
-    if (this.nc && this.state.ready) sub.attach(this.nc, this.jsm);
+    // Not `state.ready`: a route a reload adds or rebuilds while the server is away would then
+    // never attach (only open() attaches, once). The client resubscribes core subjects when it is
+    // back, and a JetStream consumer retries until it can be created.
+    if (this.nc && this.declared) sub.attach(this.nc, this.jsm);
     return {
       stop: async () => {
         await sub.stop();

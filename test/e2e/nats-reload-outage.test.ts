@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { useGateway } from '../helpers/gateway.js';
+import { RawNats } from '../helpers/peers.js';
+import { startNats, type MessageServer } from '../helpers/servers.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * A reload applied while nats-server is away: the routes it adds or rebuilds subscribe while the
+ * client is reconnecting. They must consume once the server is back, as the unchanged ones do,
+ * instead of waiting for a connection that already happened (spec §6: the new config serves).
+ */
+describe('kind: nats, consume routes a reload adds or rebuilds while the server is down', () => {
+  let nats: MessageServer;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    nats = await startNats();
+    receiver = await WebhookReceiver.start();
+  });
+  after(async () => {
+    await receiver?.stop();
+    await nats?.stop();
+  });
+
+  const config = (changed: boolean) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: ${nats.url}
+    reconnectTimeWaitMs: 200
+    ackTimeoutMs: 1000
+    streams:
+      EVENTS: { subjects: ["events.>"] }
+routes:
+  - name: kept
+    from: { broker: nats, topic: events.kept }
+    to: { http: { url: "${receiver.url}/kept" } }
+  - name: rebuilt
+    from: { broker: nats, topic: events.rebuilt }
+    ${changed ? `through: [{ transform: '$merge([$, {"config": "new"}])' }]` : ''}
+    to: { http: { url: "${receiver.url}/rebuilt" } }
+${
+  changed
+    ? `  - name: added
+    from: { broker: nats, topic: events.added }
+    to: { http: { url: "${receiver.url}/added" } }
+`
+    : ''
+}`;
+  const gw = useGateway(() => config(false));
+
+  it('consumes on every route once the server is back: kept, rebuilt and added alike', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'kept', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rebuilt', 15000);
+
+    await nats.down();
+    await gw.waitForLog((l) => l.msg === 'nats connection lost; reconnecting', 15000);
+    const reload = await gw.reconfigure(config(true));
+    assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
+    const from = gw.logs.length;
+    await nats.up();
+    await gw.waitForLog((l) => l.msg === 'nats reconnected', 20000, from);
+
+    const peer = await RawNats.connect(nats);
+    try {
+      for (const subject of ['kept', 'rebuilt', 'added']) await peer.jsPublish(`events.${subject}`, JSON.stringify({ subject }));
+    } finally {
+      peer.close();
+    }
+    // A JetStream consumer that could not be made while the server was away is made again with backoff (at most 5 s apart).
+    const got = await receiver.received(3, 30000);
+    assert.deepEqual(got.map((r) => r.url).sort(), ['/added', '/kept', '/rebuilt']);
+    assert.deepEqual(JSON.parse(got.find((r) => r.url === '/rebuilt')!.body), { subject: 'rebuilt', config: 'new' });
+  });
+});
