@@ -620,6 +620,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // A webhook target retried on its own; what failed on its last try may pass later, but not by retrying here at once.
       const retriedByTarget = p.code === 'EG_WEBHOOK_FAILED' || p.code === 'EG_WEBHOOK_TIMEOUT';
       const retryable = p.status === 503 || retriedByTarget;
+      // A failure that may pass later, met while the route stops (stopConsuming cuts the webhook
+      // tries still in flight after a grace period): the message is given back, uncommitted, for
+      // whoever consumes next, never dead-lettered for the route's own stop.
+      if (retryable && this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
       if (this.deadletter && (!retryable || retriedByTarget || attempt >= CONSUME_ATTEMPTS)) {
         const to = { broker: this.deadletter.broker, topic: this.deadletter.plan.topic };
         try {
