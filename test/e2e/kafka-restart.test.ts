@@ -89,4 +89,28 @@ routes:
     assert.equal(all.length, copiedBefore + 200, 'no record copied twice');
     assert.equal(new Set(all.map((r) => r.value)).size, all.length);
   });
+
+  it('commits while a fetched batch is worked through, so a SIGKILL in its middle repeats only the records since the last commit', async () => {
+    const from = kafka.topic('killed-src');
+    const to = kafka.topic('killed-dst');
+    const killedGroup = kafka.topic('killed-group');
+    await kafka.createTopic(from, 1);
+    await kafka.createTopic(to, 1);
+    // One partition, 300 records ready before the gateway starts: the first fetches hand it long batches.
+    await kcatProduce(kafka.bootstrap, from, records(0, 300));
+    const gw = await startGateway(
+      yaml
+        .replace(`consumer: ${kafka.consumerYaml}`, `consumer: ${kafka.consumerYaml.replace('{', '{ commitIntervalMs: 0,')}`)
+        .replace(`topic: ${src}, group: ${group}`, `topic: ${from}, group: ${killedGroup}`)
+        .replace(`topic: ${dst}`, `topic: ${to}`),
+    );
+    running.push(gw);
+    await kcatConsume(kafka.bootstrap, to, 60, 30000);
+    await gw.stop('SIGKILL');
+    const copied = (await kcatConsumeAll(kafka.bootstrap, to)).length;
+    const committed = total(await committedOffsets(kafka.bootstrap, killedGroup, from));
+    assert.ok(copied < 300, `killed in the middle (${copied} copied)`);
+    // Each record's offset is committed once it is copied: at most the one in hand is left over.
+    assert.ok(copied - committed <= 1, `${copied} copied, ${committed} committed`);
+  });
 });

@@ -77,6 +77,11 @@ const options = kindOptions('kafka', {
         rebalanceTimeoutMs: ms(60000, 1, 'How long a rebalance waits for members to rejoin.'),
         maxWaitMs: ms(1000, 0, 'Longest a fetch waits for new records; also bounds how long a stop waits for the fetch in flight.'),
         partitionsConsumedConcurrently: ms(1, 1, 'Partitions handled at the same time by one member (records of one partition are always in order).'),
+        commitIntervalMs: ms(
+          1000,
+          0,
+          'How often the offsets of handled records are committed while a fetched batch is worked through (also at its end and on a graceful stop); 0: after every record. After a crash, what was handled since the last commit is delivered again.',
+        ),
         maxBatchBytes: Type.Optional(
           Type.Integer({
             minimum: 1024,
@@ -114,6 +119,7 @@ const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
   rebalanceTimeoutMs: 60000,
   maxWaitMs: 1000,
   partitionsConsumedConcurrently: 1,
+  commitIntervalMs: 1000,
   maxBatchBytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
 };
 const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;

@@ -182,8 +182,13 @@ export class KafkaSubscription {
         if (!this.stopping) await consumer.subscribe({ topics: [this.spec.topic], fromBeginning: this.fromBeginning });
         if (!this.stopping) {
           this.phase = 'consuming';
+          const every = this.settings.consumer.commitIntervalMs;
           await consumer.run({
             autoCommit: true,
+            // Without an interval or a threshold kafkajs commits only at the end of each fetched
+            // batch, and a crash in a batch of thousands of records would deliver them all again.
+            autoCommitInterval: every > 0 ? every : null,
+            autoCommitThreshold: every > 0 ? null : 1,
             eachBatchAutoResolve: false,
             partitionsConsumedConcurrently: this.settings.consumer.partitionsConsumedConcurrently,
             eachBatch: (payload) => this.eachBatch(payload),
