@@ -15,6 +15,7 @@ import {
   rewriteFindCoordinatorResponse,
   rewriteMetadataResponse,
   saslHandshakeError,
+  VERSION_CAPS,
   type BrokerAddress,
   type RequestHeader,
 } from '../../../codecs/kafka-protocol/messages.js';
@@ -205,6 +206,16 @@ export class ProxyConnection {
       return;
     }
     const header = readRequestHeader(body);
+    // Only APIs and versions the proxy offers in ApiVersions go upstream. A client that ignores
+    // ApiVersions would otherwise reach the broker with requests whose answers may name the
+    // brokers' real addresses (DescribeCluster, Fetch v16+) or that the broker cannot read. Refused
+    // here, as a broker refuses an API it does not know: the connection closes, with the reason logged.
+    // ApiVersions passes at any version: brokers answer one they do not know with their ranges (KIP-511).
+    if (header.apiKey !== ApiKey.ApiVersions) {
+      const cap = VERSION_CAPS.get(header.apiKey);
+      if (cap === undefined) throw new ProtocolError(`API key ${header.apiKey} is not offered by the proxy`);
+      if (header.apiVersion > cap) throw new ProtocolError(`API key ${header.apiKey} v${header.apiVersion} is above the v${cap} the proxy offers`);
+    }
     switch (header.apiKey) {
       case ApiKey.Produce:
         return this.produce(header, body, whole);

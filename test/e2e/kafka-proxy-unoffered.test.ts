@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { useGateway } from '../helpers/gateway.js';
+import { kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+
+/** A request frame with a v1 header (api key, version, correlation id, client id) and no body. */
+function request(apiKey: number, apiVersion: number, correlationId: number): Buffer {
+  const clientId = Buffer.from('raw');
+  const head = Buffer.alloc(14);
+  head.writeInt32BE(10 + clientId.length, 0);
+  head.writeInt16BE(apiKey, 4);
+  head.writeInt16BE(apiVersion, 6);
+  head.writeInt32BE(correlationId, 8);
+  head.writeInt16BE(clientId.length, 12);
+  return Buffer.concat([head, clientId]);
+}
+
+/** Sends one request and resolves once the proxy closed the connection. */
+function sendUntilClosed(proxy: string, bytes: Buffer): Promise<void> {
+  const [host, port] = proxy.split(':');
+  const socket = connect(Number(port), host!);
+  socket.on('error', () => {});
+  socket.on('connect', () => socket.write(bytes));
+  return new Promise((resolve) => socket.on('close', () => resolve()));
+}
+
+describe('kafka listener: requests for APIs or versions the proxy does not offer', () => {
+  let kafka: KafkaCluster;
+  let proxy: string;
+  let topic = '';
+  before(async () => {
+    kafka = await startKafka({ brokers: 3 });
+    topic = kafka.topic('unoffered');
+    await kafka.createTopic(topic, 1);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
+listeners:
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+routes:
+  - name: free-in
+    from: { listener: kafka-in, topic: ${topic} }
+    through: [ { validate: { schema: { type: object }, onInvalid: reject } } ]
+`,
+    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
+  );
+  before(() => {
+    proxy = `127.0.0.1:${gw.port('kafka-in')}`;
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  for (const [apiKey, version, reason] of [
+    [60, 0, /API key 60 is not offered by the proxy/], // DescribeCluster: names the brokers' real addresses
+    [999, 0, /API key 999 is not offered by the proxy/],
+    [1, 16, /API key 1 v16 is above the v15 the proxy offers/], // Fetch v16: node endpoints
+  ] as const) {
+    it(`closes a client that sends API key ${apiKey} v${version}, as a bad request it never passes on`, async () => {
+      const from = gw.logs.length;
+      await sendUntilClosed(proxy, request(apiKey, version, 7));
+      const closed = await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('kafka client connection closed'), undefined, from);
+      assert.equal(closed.msg, 'kafka client connection closed: bad request', JSON.stringify(closed));
+      assert.match(String(closed.reason), reason);
+      // The listener goes on for good clients.
+      await kcatProduce(proxy, topic, [{ key: 'k', value: `{"after":${apiKey}}` }]);
+      assert.ok((await kcatConsumeAll(kafka.bootstrap, topic)).some((r) => r.value === `{"after":${apiKey}}`));
+    });
+  }
+});
