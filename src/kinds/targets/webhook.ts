@@ -518,16 +518,29 @@ function classify(answer: ClientAnswer, display: string): Attempt {
   if (status >= 200 && status < 300) return { ok: true, status };
   const result: WebhookResult = status >= 500 ? '5xx' : status >= 400 ? '4xx' : '3xx';
   const retry = status >= 500 || status === 408 || status === 429;
-  const retryAfter = answer.retryAfter === undefined ? NaN : Number(answer.retryAfter);
+  const retryAfterMs = retryAfterDelay(answer.retryAfter);
   const excerpt = answer.text.trim().slice(0, 200);
   return {
     ok: false,
     retry,
     result,
-    retryAfterMs: Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter * 1000 : undefined,
+    retryAfterMs,
     // A final refusal (most 4xx) is the message's problem, not the endpoint's: retrying later would not help.
     problem: problem(retry ? 'EG_WEBHOOK_FAILED' : 'EG_WEBHOOK_REFUSED', `${display} answered ${status}${excerpt ? `: ${excerpt}` : ''}`),
   };
+}
+
+/**
+ * The wait a `Retry-After` header asks for, in ms (RFC 9110 §10.2.3): delay-seconds, or an
+ * HTTP-date (a date already past means at once). Both forms are allowed; reading only the first
+ * made an endpoint that sends a date be retried after the short backoff instead of when it asked.
+ */
+export function retryAfterDelay(value: string | undefined, now = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const at = Date.parse(text);
+  return Number.isFinite(at) ? Math.max(0, at - now) : undefined;
 }
 
 async function evaluate(expr: Expression, value: unknown, bindings: Record<string, unknown>, what: string): Promise<unknown> {
