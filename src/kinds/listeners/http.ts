@@ -256,7 +256,10 @@ export class HttpListener implements ListenerRuntime {
     const declaredType = req.headers['content-type'];
     const contentType = declaredType === 'application/json' ? declaredType : (declaredType ?? 'application/json').split(';')[0]!.trim().toLowerCase();
     const isJson = contentType === 'application/json' || (contentType.startsWith('application/') && contentType.endsWith('+json'));
-    if (!isJson && contentType !== 'text/plain') {
+    // A binary-mode CloudEvent's body is its data, of any datacontenttype (HTTP binding §3.1.1): it
+    // is taken as bytes, the value a structured event's data_base64 gives. Refusing it made the
+    // gateway unable to take back the binary-mode webhook requests it sends for such events.
+    if (!isJson && contentType !== 'text/plain' && req.headers['ce-specversion'] === undefined) {
       return this.refuse(res, problem('EG_UNSUPPORTED_MEDIA_TYPE', `content type '${contentType}' is not accepted; send application/json (or application/*+json, or text/plain for a string value)`));
     }
     const max = this.options.maxBodyBytes ?? DEFAULT_MAX_BODY;
@@ -324,6 +327,8 @@ export class HttpListener implements ListenerRuntime {
       const parsed = parseClientJson(body, 'body', this.options.maxJsonDepth, this.options.maxParsedBytes);
       if (!parsed.ok) return this.refuse(res, parsed.problem);
       value = parsed.value;
+    } else if (contentType !== 'text/plain') {
+      value = body; // a binary-mode CloudEvent's data as bytes (see serve())
     } else {
       try {
         value = utf8.decode(body);
