@@ -45,6 +45,9 @@ export function attributesOf(headers: Readonly<Record<string, string>>): CloudEv
   return out;
 }
 
+/** Characters a CloudEvents String may not hold: C0 and C1 controls, DEL, unpaired surrogates. */
+const DISALLOWED_CHARS = /[\u0000-\u001f\u007f-\u009f]|\p{Cs}/u;
+
 /**
  * Why `attrs` is not a valid CloudEvent, one line per attribute (`'id' is missing`), or an empty
  * list. `at` prefixes each line (the index of an event in a batch).
@@ -73,6 +76,10 @@ export function attributeErrors(attrs: Readonly<Record<string, unknown>>, at = '
   for (const name of Object.keys(attrs)) {
     if (!ATTRIBUTE_NAME.test(name)) bad(name, 'is not a valid attribute name (lower-case letters and digits, at most 20)');
     else if (!REQUIRED.includes(name as (typeof REQUIRED)[number]) && !(name in optional) && !isScalar(attrs[name])) bad(name, 'must be a string, number or boolean');
+    // CloudEvents' String type disallows control characters and lone surrogates (spec, "Type
+    // System"): a type or id with a line break passed here and then broke binary-mode headers
+    // and SSE event lines on the way out, long after the producer was told 200.
+    else if (typeof attrs[name] === 'string' && DISALLOWED_CHARS.test(attrs[name] as string)) bad(name, 'must not contain control characters or lone surrogates (a CloudEvents String)');
   }
   return errors;
 }
