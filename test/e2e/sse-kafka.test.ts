@@ -67,4 +67,17 @@ routes:
     assert.equal(ns.at(-1), 11);
     resumed.close();
   });
+  it('tells a client whose Last-Event-ID is past the end of the topic (created again since), and replays it from the oldest retained', async () => {
+    const ahead = await openStream(gw.url('api', '/ticks'), { 'last-event-id': '0:9000,1:9000,2:9000' });
+    // The 11 events the test before published, all of them, after the notice.
+    await eventually(() => assert.equal(ahead.events().length, 12), 20000);
+    const [notice, ...replayed] = ahead.events();
+    assert.equal(notice!.event, 'eventgate.resume');
+    assert.match((JSON.parse(notice!.data) as { reason: string }).reason, /past the end of the topic/);
+    assert.deepEqual(
+      replayed.map((e) => JSON.parse(e.data).n as number).sort((a, b) => a - b),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+    );
+    ahead.close();
+  });
 });

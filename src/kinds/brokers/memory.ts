@@ -234,12 +234,20 @@ export class MemoryBroker implements BrokerRuntime {
     const topic = this.topic(topicName);
     const seen = after.get(0);
     const wanted = seen === undefined ? topic.first : Number(seen) + 1;
-    const from = Math.max(wanted, topic.first);
+    // A position past the topic's end was never this topic's (the gateway restarted, so its memory
+    // topics began again at 0): reading after it would skip, without a word, every event the
+    // topic now has. Such a client resumes from the oldest retained event, and is told so.
+    const ahead = wanted > topic.end;
+    const from = ahead ? topic.first : Math.max(wanted, topic.first);
     const messages: Message[] = [];
     for (let o = from; o < topic.end; o++) messages.push(topic.at(o));
     return Promise.resolve({
       messages,
-      gap: wanted < topic.first ? "some events after Last-Event-ID are no longer retained by the memory broker (its 'retain' and 'retainBytes'); resuming from the oldest retained event" : undefined,
+      gap: ahead
+        ? 'Last-Event-ID is past the end of the topic (the gateway restarted since, and its memory topics began again); resuming from the oldest retained event'
+        : wanted < topic.first
+          ? "some events after Last-Event-ID are no longer retained by the memory broker (its 'retain' and 'retainBytes'); resuming from the oldest retained event"
+          : undefined,
     });
   }
 

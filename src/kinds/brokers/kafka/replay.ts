@@ -11,6 +11,7 @@ type Kafka = InstanceType<typeof kafkajs.Kafka>;
 
 /** At most this many records are read back per call; older ones count as no longer retained. */
 export const MAX_REPLAY_RECORDS = 10_000;
+const AHEAD = 'Last-Event-ID is past the end of the topic (it was created again since); resuming from the oldest retained event';
 const NO_LONGER_RETAINED = `some events after Last-Event-ID are no longer retained by the Kafka cluster (or are more than ${MAX_REPLAY_RECORDS} records back); resuming from the oldest retained event`;
 /** A replay that has not reached the end offsets by then gives up (the client streams from now). */
 const REPLAY_TIMEOUT_MS = 30_000;
@@ -37,11 +38,18 @@ async function read(client: Kafka, settings: KafkaSettings, topic: string, after
     await admin.disconnect().catch(() => undefined);
   }
   let truncated = false;
+  let ahead = false;
   const budget = BigInt(Math.max(1, Math.floor(MAX_REPLAY_RECORDS / Math.max(1, ends.length))));
   const wanted = new Map<number, { from: bigint; end: bigint }>();
   for (const { partition, high, low } of ends) {
     const seen = after.get(partition);
     let from = seen === undefined ? low : seen + 1n;
+    // Past the partition's end: the topic was deleted and created again since that id was given.
+    // Reading after it would skip every record it has now without a word; resume from the oldest.
+    if (from > high) {
+      ahead = true;
+      from = low;
+    }
     if (from < low) {
       truncated = true;
       from = low;
@@ -52,7 +60,7 @@ async function read(client: Kafka, settings: KafkaSettings, topic: string, after
     }
     if (from < high) wanted.set(partition, { from, end: high });
   }
-  if (wanted.size === 0) return { messages: [], gap: truncated ? NO_LONGER_RETAINED : undefined };
+  if (wanted.size === 0) return { messages: [], gap: [ahead ? AHEAD : '', truncated ? NO_LONGER_RETAINED : ''].filter(Boolean).join('; ') || undefined };
 
   const c = settings.consumer;
   const consumer = client.consumer({
@@ -105,6 +113,6 @@ async function read(client: Kafka, settings: KafkaSettings, topic: string, after
     await consumer.disconnect().catch((err: Error) => log.debug({ topic, err: err.message }, 'replay consumer did not disconnect cleanly'));
   }
   if (undecoded.length > 0) log.warn({ topic, batches: undecoded }, 'replay left out record batches it cannot decode');
-  const gaps = [truncated ? NO_LONGER_RETAINED : '', undecoded.length > 0 ? `events in record batches the gateway cannot decode are left out: ${undecoded.join('; ')}` : ''];
+  const gaps = [ahead ? AHEAD : '', truncated ? NO_LONGER_RETAINED : '', undecoded.length > 0 ? `events in record batches the gateway cannot decode are left out: ${undecoded.join('; ')}` : ''];
   return { messages, gap: gaps.filter(Boolean).join('; ') || undefined };
 }

@@ -1,0 +1,67 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { useGateway } from '../helpers/gateway.js';
+import { parseEvents } from '../helpers/sse.js';
+
+/**
+ * A Last-Event-ID past the end of the route's topic is not a position it ever gave: the gateway
+ * restarted (memory topics begin again at 0) or the Kafka topic was created again. Reading after
+ * it skipped every event the topic now holds, silently; the client is told and gets them all.
+ */
+describe('SSE resume from an id past the end of the topic', () => {
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory, retain: 100 }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: local, topic: orders }
+  - name: stream
+    from: { broker: local, topic: orders }
+    to: { listener: api, path: /orders/stream }
+`,
+  );
+
+  it('says so in an eventgate.resume event and replays from the oldest retained event', async () => {
+    for (const n of [1, 2, 3]) {
+      const res = await fetch(gw.url('api', '/in'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n }) });
+      assert.equal(res.status, 200);
+    }
+    // As a browser would after the gateway restarted: its last id was from the topic before.
+    const ac = new AbortController();
+    const res = await fetch(gw.url('api', '/orders/stream'), { headers: { accept: 'text/event-stream', 'last-event-id': '0:41' }, signal: ac.signal });
+    assert.equal(res.status, 200);
+    // One more event once the stream is open: it ends the read either way (before the fix it was
+    // the first and only event the client got).
+    const live = await fetch(gw.url('api', '/in'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n: 4 }) });
+    assert.equal(live.status, 200);
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    while (!parseEvents(text).some((e) => e.data === '{"n":4}')) {
+      const { value, done } = await reader.read();
+      assert.ok(!done, `stream ended early: ${text}`);
+      text += decoder.decode(value, { stream: true });
+    }
+    ac.abort();
+    const events = parseEvents(text);
+    assert.equal(events[0]!.event, 'eventgate.resume');
+    const notice = JSON.parse(events[0]!.data) as { resumed: boolean; gap: boolean; reason: string };
+    assert.equal(notice.gap, true);
+    assert.match(notice.reason, /past the end of the topic/);
+    assert.deepEqual(
+      events.slice(1).map((e) => [e.id, JSON.parse(e.data)]),
+      [
+        ['0:0', { n: 1 }],
+        ['0:1', { n: 2 }],
+        ['0:2', { n: 3 }],
+        ['0:3', { n: 4 }],
+      ],
+    );
+  });
+});
