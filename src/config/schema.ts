@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from '../core/expiry.js';
 import { NOT_WEBHOOK_KEYS, webhookOptions } from '../kinds/targets/webhook.js';
 import type { JsonSchema } from '../kinds/contracts.js';
 import { exactlyOne, forbidKeys } from '../kinds/define.js';
@@ -38,7 +39,6 @@ export function buildConfigSchema(registry: KindRegistry, options: ConfigSchemaO
  * arms, except a NATS stream's `maxAgeMs`, a retention age sent to the server: cap the others
  * where no smaller maximum is set, so such a value is a validation error at its line.
  */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
 const NOT_TIMERS = new Set(['maxAgeMs']);
 
 function capTimers(root: JsonSchema): JsonSchema {

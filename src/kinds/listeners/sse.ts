@@ -12,6 +12,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { attributesOf } from '../../codecs/cloudevents.js';
 import type { Logger } from '../../log.js';
+import { expireAt } from '../../core/expiry.js';
 import type { Delivery, Message, RequestMeta } from '../../core/message.js';
 import type { Gate, ReplaySource, Target } from '../contracts.js';
 
@@ -26,9 +27,6 @@ export interface SseOptions {
 }
 
 export const SSE_DEFAULTS: SseOptions = { maxBufferedBytes: 1024 * 1024, heartbeatMs: 15_000, retryMs: 2000 };
-
-/** Longest delay setTimeout takes; a later expiry is waited for in steps. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** How a client was let in: its request (checked again when a reload changes the path's auth) and when its credential expires. */
 export interface SseAdmission {
@@ -384,22 +382,10 @@ export class SseStreams {
   }
 
   private expireAt(c: SseClient, until: number | undefined): void {
-    clearTimeout(c.expiry);
-    c.expiry = undefined;
-    if (until === undefined || !Number.isFinite(until)) return;
-    const wait = until - Date.now();
-    if (wait > MAX_TIMER_MS) {
-      c.expiry = setTimeout(() => this.expireAt(c, until), MAX_TIMER_MS).unref();
-      return;
-    }
-    c.expiry = setTimeout(
-      () => {
-        c.expiry = undefined;
-        this.logger.info({ listener: this.listener, path: c.path, remote: c.remoteAddress }, 'event stream client credential expired; ending its stream');
-        this.end(c);
-      },
-      Math.max(0, wait),
-    ).unref();
+    expireAt(c, until, () => {
+      this.logger.info({ listener: this.listener, path: c.path, remote: c.remoteAddress }, 'event stream client credential expired; ending its stream');
+      this.end(c);
+    });
   }
 
   /** Ends one client's stream: it gets nothing more (a browser reconnects, and must present a valid credential again). */

@@ -6,6 +6,7 @@ import type { WebSocket, RawData, WebSocketServer as WsServer } from 'ws';
 import { bundled } from '../../core/bundled.js';
 import { problem, type Problem } from '../../core/errors.js';
 import { answerFor, errorFrame } from '../../core/answer.js';
+import { expireAt } from '../../core/expiry.js';
 import { sendProblem } from './http-reply.js';
 import { parseClientJson } from './client-json.js';
 import { ORIGINAL, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
@@ -51,8 +52,6 @@ const POLICY_VIOLATION = 1008;
 const TRY_AGAIN_LATER = 1013;
 /** Private-use close code (RFC 6455 §7.4.2), after HTTP 401: the credential the client connected with has expired; reconnect with a fresh one. */
 export const CREDENTIAL_EXPIRED = 4401;
-/** setTimeout's longest delay; a later expiry is checked again then. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /**
  * A slow client's close frame waits behind everything already buffered for it; it gets this long
  * to read them and learn why it is disconnected. Nothing new is queued for it meanwhile.
@@ -308,25 +307,12 @@ export class WebSocketListener implements ListenerRuntime {
    * closed with CREDENTIAL_EXPIRED, so a subscriber whose token expired stops receiving.
    */
   private expireAt(c: Client, until: number | undefined): void {
-    clearTimeout(c.expiry);
-    c.expiry = undefined;
-    if (until === undefined) return;
-    const wait = until - Date.now();
-    if (wait > MAX_TIMER_MS) {
-      c.expiry = setTimeout(() => this.expireAt(c, until), MAX_TIMER_MS);
-      return;
-    }
-    c.expiry = setTimeout(
-      () => {
-        c.expiry = undefined;
-        if (c.ws.readyState !== 1) return;
-        this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client credential expired; disconnecting with 4401');
-        this.clients.get(c.path)?.delete(c);
-        void closeClient(c.ws, CREDENTIAL_EXPIRED, 'credential expired');
-      },
-      Math.max(0, wait),
-    );
-    c.expiry.unref();
+    expireAt(c, until, () => {
+      if (c.ws.readyState !== 1) return;
+      this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client credential expired; disconnecting with 4401');
+      this.clients.get(c.path)?.delete(c);
+      void closeClient(c.ws, CREDENTIAL_EXPIRED, 'credential expired');
+    });
   }
 
   private batch(path: string): PathBatch<Client> {
