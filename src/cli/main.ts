@@ -156,7 +156,12 @@ async function run(file: string, env: Env): Promise<number> {
     loaded.diagnostics = redact(loaded.diagnostics, loaded.secrets ?? new Set());
     for (const d of loaded.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, 'config is invalid');
     for (const d of loaded.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
-    if (loaded.diagnostics.length === 0) process.stderr.write(`eventgate: ${gateway.lastError?.message ?? 'the gateway could not start'}\n`);
+    if (loaded.diagnostics.length === 0) {
+      // A valid config that could not be put in place (a port taken): the log says why, as stderr does.
+      const error = redact(gateway.lastError?.message ?? 'the gateway could not start', loaded.secrets ?? new Set());
+      logger.error({ error }, 'gateway could not start');
+      process.stderr.write(`eventgate: ${error}\n`);
+    }
     await gateway.shutdown();
     return 1;
   }

@@ -36,6 +36,42 @@ describe('eventgate run: a first load that fails (spec §1)', () => {
     }
   });
 
+  it('says why on stdout too, as a JSON error line, whatever made the first load fail', async () => {
+    const holder = createServer().listen(0, '127.0.0.1');
+    await once(holder, 'listening');
+    const taken = (holder.address() as { port: number }).port;
+    const config = (listener: string) =>
+      `version: 1\nbrokers:\n  mem: { kind: memory }\nlisteners:\n  api:\n${listener}\nroutes:\n  - name: r\n    from: { listener: api, path: /p }\n    through: [ { validate: { schema: schema.json } } ]\n    to: { broker: mem, topic: t }\n`;
+    const cases = [
+      { name: 'YAML syntax', file: config('    kind: http\n    port: [0'), reason: /gateway\.yaml:\d+:\d+: YAML syntax error/ },
+      { name: 'schema', file: config('    kind: htp\n    port: 0'), reason: /gateway\.yaml:6:11: unknown listener kind "htp"/ },
+      { name: 'missing referenced file', file: config('    kind: http\n    port: 0').replace('schema.json', 'missing.json'), reason: /gateway\.yaml:11:38: cannot read 'missing\.json'/ },
+      { name: 'unknown ${VAR}', file: config('    kind: http\n    port: ${NO_SUCH_PORT}'), reason: /gateway\.yaml:7:11: environment variable 'NO_SUCH_PORT' is not set/ },
+      { name: 'port in use', file: config(`    kind: http\n    host: 127.0.0.1\n    port: ${taken}`), reason: new RegExp(`cannot bind 127\\.0\\.0\\.1:${taken}: the port is already in use`) },
+    ];
+    try {
+      for (const c of cases) {
+        const dir = tempFiles({ 'gateway.yaml': c.file, 'schema.json': '{"type":"object"}' });
+        const r = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
+        assert.equal(r.code, 1, c.name);
+        assert.match(r.stderr, c.reason, c.name);
+        assert.doesNotMatch(r.stderr, /\n\s+at /, `${c.name}: no stack trace`);
+        // An operator reads the JSON log (stdout), not stderr: it must say the same.
+        const lines = r.stdout
+          .split('\n')
+          .filter((l) => l !== '')
+          .map((l) => JSON.parse(l) as { level: string; msg: string; diagnostic?: string; error?: string });
+        const errors = lines.filter((l) => l.level === 'error');
+        assert.ok(
+          errors.some((l) => c.reason.test(l.diagnostic ?? l.error ?? '')),
+          `${c.name}: the log says why the gateway did not start:\n${r.stdout}`,
+        );
+      }
+    } finally {
+      holder.close();
+    }
+  });
+
   it('exits 1 when the config file does not exist', async () => {
     const dir = tempFiles({});
     const r = await runCli(['run', '-c', 'missing.yaml'], { cwd: dir });
