@@ -95,14 +95,17 @@ class Link {
       if (err instanceof GivenBack) return;
       this.detail = `unreachable: ${err.message}`;
     });
-    client.on('close', () => {
-      if (this.ready) log.warn({ connection: what }, 'mqtt connection lost; reconnecting');
+    // mqtt.js emits 'offline' from its own 'close' listener, before this one's: either may be the
+    // first to see a lost connection. end() (SIGTERM, a route a reload removes) loses nothing.
+    const lost = () => {
+      if (this.ready && !client.disconnecting) log.warn({ connection: what }, 'mqtt connection lost; reconnecting');
       this.ready = false;
+    };
+    client.on('close', () => {
+      lost();
       if (this.detail === 'connected') this.detail = 'unreachable: connection closed';
     });
-    client.on('offline', () => {
-      this.ready = false;
-    });
+    client.on('offline', lost);
   }
 }
 
