@@ -73,6 +73,9 @@ export function parseSource(file: string, text: string, env: Env, diagnostics: D
     for (const e of doc.errors) {
       const { line, column } = pos(e.pos[0]);
       if (seen.has(line)) continue;
+      // "Unexpected ... token in YAML stream" after an error: the parser lost the document there and
+      // trips on every token left, one diagnostic per line to the end of the file.
+      if (seen.size > 0 && e.code === 'UNEXPECTED_TOKEN' && e.message.includes('token in YAML stream')) continue;
       seen.add(line);
       diagnostics.push(syntaxProblem(file, line, column, `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}`));
     }

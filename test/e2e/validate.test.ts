@@ -454,6 +454,24 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:3:29', /YAML syntax error: .*\(an unquoted \$\{VAR\} cannot appear inside \{ \} or \[ \]: quote it, or write that map in block style/]]);
     });
 
+    it('reports that mistake once, not every line the parser could not read after it', async () => {
+      const r = await validate(
+        {
+          'gateway.yaml': yaml(
+            'version: 1',
+            'listeners:',
+            '  api: { kind: http, port: ${PORT} }',
+            'brokers:',
+            '  local: { kind: memory }',
+            'routes:',
+            '  - { name: r, from: { listener: api, path: /p }, to: { broker: local, topic: t } }',
+          ),
+        },
+        { env: { PORT: '8080' } },
+      );
+      assertProblems(r, [['gateway.yaml:3:29', /YAML syntax error: .*\(an unquoted \$\{VAR\} cannot appear inside \{ \} or \[ \]/]]);
+    });
+
     it('keeps a quoted "${PORT}" a string', async () => {
       const files = { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: "${PORT}"') };
       assertProblems(await validate(files, { env: { PORT: '8080' } }), [['gateway.yaml:5:11', /listeners\.api\.port must be an integer, got string "8080"/]]);
