@@ -1,4 +1,4 @@
-import { pino, type Logger, type Level } from 'pino';
+import { destination, pino, type Logger, type Level } from 'pino';
 
 export type { Logger };
 
@@ -14,7 +14,13 @@ export function isoTime(now = Date.now()): string {
   return `,"time":"${pad(d.getUTCFullYear(), 4)}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}T${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}.${pad(d.getUTCMilliseconds(), 3)}Z"`;
 }
 
-/** One JSON object per line on stdout (spec §1). */
+/**
+ * One JSON object per line on stdout (spec §1), each written as it is logged, as Node writes its
+ * own stdout. pino's default writes in the background (libuv's thread pool) and, on exit, writes
+ * what it still holds at once: the last lines (`signal received`, why a start failed) could land
+ * before an earlier one still waiting for a thread, or never. The gateway logs little on its
+ * message path (failures, and debug lines when asked for), so this costs next to nothing.
+ */
 export function createLogger(level: Level | 'silent' = 'info'): Logger {
-  return pino({ level, base: { service: 'eventgate' }, timestamp: () => isoTime(), formatters: { level: (label) => ({ level: label }) } });
+  return pino({ level, base: { service: 'eventgate' }, timestamp: () => isoTime(), formatters: { level: (label) => ({ level: label }) } }, destination({ dest: 1, sync: true }));
 }

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { type LogLine, useGateway } from '../helpers/gateway.js';
@@ -132,6 +135,32 @@ describe('logs', () => {
     assert.deepEqual(
       withPayload.map((l) => l.msg),
       ['message invalid'],
+    );
+  });
+});
+
+describe('logs on the way out', () => {
+  const gw = useGateway();
+  // libuv's thread pool busy from SIGTERM on, as compression, DNS lookups and file reads keep it
+  // under load; with one thread, anything else queued there waits for this.
+  const busyPool = (dir: string) => writeFileSync(join(dir, 'busy.cjs'), "process.prependOnceListener('SIGTERM', () => require('node:crypto').pbkdf2('x', 'y', 3e6, 32, 'sha256', () => {}));\n");
+
+  it('writes every line, in order, up to the last one, however busy the thread pool', async () => {
+    await gw.start(
+      'version: 1\nbrokers:\n  local: { kind: memory }\nlisteners:\n  api: { kind: http, port: 0 }\nroutes:\n  - { name: r, from: { listener: api, path: /p }, to: { broker: local, topic: t } }\n',
+      {
+        setup: busyPool,
+        env: { UV_THREADPOOL_SIZE: '1', NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ./busy.cjs` },
+      },
+    );
+    const from = gw.logs.length;
+    const stdout = gw.process.stdout!;
+    const { code } = await gw.stop('SIGTERM');
+    assert.equal(code, 0);
+    if (!stdout.closed) await once(stdout, 'close'); // every line read
+    assert.deepEqual(
+      gw.logs.slice(from).map((l) => l.msg),
+      ['signal received', 'shutting down: draining', 'shutdown complete'],
     );
   });
 });
