@@ -150,6 +150,8 @@ export interface Telemetry {
 export interface ListenerTelemetry {
   /** An HTTP response was sent with this status (`eventgate_http_requests_total{listener,status}`). */
   httpResponse(status: number): void;
+  /** A WebSocket error frame was sent with this status (`eventgate_websocket_error_frames_total{listener,status}`). */
+  errorFrame(status: number): void;
 }
 
 /**

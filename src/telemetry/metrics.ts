@@ -92,6 +92,11 @@ export class ListenerStats implements ListenerTelemetry {
   httpResponse(status: number): void {
     if (status >= 100 && status < 600) this.responses[status]!++;
   }
+  /** WebSocket error frames by status, indexed by the status itself. */
+  readonly errorFrames = new Float64Array(600);
+  errorFrame(status: number): void {
+    if (status >= 100 && status < 600) this.errorFrames[status]!++;
+  }
 }
 
 export class BrokerStats implements BrokerTelemetry {
@@ -122,7 +127,7 @@ export interface MetricsSource {
 export interface StatsSnapshot {
   at: number;
   routes: Record<string, Record<OutcomeLabel, number> & { latency: { count: number; sum: number; buckets: { le: number | '+Inf'; count: number }[] } }>;
-  listeners: Record<string, { kind: string; clients?: number; responses?: Record<string, number> }>;
+  listeners: Record<string, { kind: string; clients?: number; responses?: Record<string, number>; errorFrames?: Record<string, number> }>;
   consumerLag: { broker: string; kind: string; route: string; topic: string; partition: number; lag: number }[];
   brokerErrors: Record<string, { kind: string; producer: number; consumer: number }>;
   reloads: { success: number; failure: number; rolledBack: number };
@@ -249,11 +254,13 @@ export class GatewayMetrics implements Telemetry {
       if (l.connections) entry.clients = l.connections();
       const stats = this.listenerStats.get(name);
       if (stats) {
-        const responses: Record<string, number> = {};
-        stats.responses.forEach((n, status) => {
-          if (n > 0) responses[status] = n;
+        // HTTP answers of an http listener, error frames of a websocket one: by status.
+        const byStatus: Record<string, number> = {};
+        (l.kind === 'websocket' ? stats.errorFrames : stats.responses).forEach((n, status) => {
+          if (n > 0) byStatus[status] = n;
         });
-        entry.responses = responses;
+        if (l.kind === 'websocket') entry.errorFrames = byStatus;
+        else entry.responses = byStatus;
       }
       listeners[name] = entry;
     }

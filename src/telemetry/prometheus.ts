@@ -89,6 +89,20 @@ export class Prometheus {
         }
       },
     });
+    new Counter({
+      name: 'eventgate_websocket_error_frames_total',
+      help: 'Error frames the WebSocket listeners sent, per listener and status: frames refused before any route (not JSON, binary, on a forward-only path) and by a publish route (invalid, auth, rate limit, broker).',
+      labelNames: ['listener', 'status'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [listener, s] of listenerStats) {
+          s.errorFrames.forEach((n, status) => {
+            if (n > 0) this.inc({ listener, status: String(status) }, n);
+          });
+        }
+      },
+    });
     const reloads = counters.reloads;
     new Counter({
       name: 'eventgate_config_reloads_total',

@@ -41,6 +41,12 @@ routes:
   - name: fanout
     from: { broker: local, topic: mixed }
     to: { listener: push, path: /ws/mixed, format: envelope }
+  - name: ws-in
+    from: { listener: push, path: /ws/in }
+    ack: true
+    through:
+      - validate: { schema: ${SCHEMA} }
+    to: { broker: local, topic: ws-in }
 `;
 
 function outcomes(s: Scrape, route: string): Record<string, number | undefined> {
@@ -199,6 +205,42 @@ describe('GET /metrics', () => {
     assert.equal(stats.listeners.push.clients, 0);
     assert.deepEqual(stats.consumerLag, [{ broker: 'local', kind: 'memory', route: 'fanout', topic: 'mixed', partition: 0, lag: 0 }]);
     assert.deepEqual(stats.reloads, { success: 2, failure: 1, rolledBack: 0 });
+  });
+
+  it('counts the error frames of a WebSocket listener by status, also for frames no route saw', async () => {
+    const client = await WsClient.connect(gw.url('push', '/ws/in', 'ws'));
+    const forwardOnly = await WsClient.connect(gw.url('push', '/ws/mixed', 'ws'));
+    const replies: string[] = [];
+    const reply = async (c: WsClient) => {
+      const f = (await c.next()) as { type: string; status?: number };
+      replies.push(f.type === 'ack' ? 'ack' : `${f.type} ${f.status}`);
+    };
+    for (const frame of [{ n: 1 }, { n: -1 }, 'not json', { n: 2 }, { n: 'x' }]) {
+      client.send(frame);
+      await reply(client);
+    }
+    client.ws.send(Buffer.from('{"n":3}'), { binary: true });
+    await reply(client);
+    forwardOnly.send({ n: 4 });
+    await reply(forwardOnly);
+    assert.deepEqual(replies, ['ack', 'error 400', 'error 400', 'ack', 'error 400', 'error 415', 'error 405']);
+    client.close();
+    forwardOnly.close();
+
+    const s = await scrape(gw.adminUrl);
+    assert.equal(s.types.get('eventgate_websocket_error_frames_total'), 'counter');
+    assert.deepEqual(
+      s.series('eventgate_websocket_error_frames_total').sort((a, b) => a.labels.status!.localeCompare(b.labels.status!)),
+      [
+        { labels: { listener: 'push', status: '400' }, value: 3 },
+        { labels: { listener: 'push', status: '405' }, value: 1 },
+        { labels: { listener: 'push', status: '415' }, value: 1 },
+      ],
+    );
+    // The route counted the frames it saw: not the one that was not JSON, nor the binary one.
+    assert.deepEqual(outcomes(s, 'ws-in'), { received: 4, delivered: 2, filtered: 0, invalid: 2, tagged: 0, deadlettered: 0, failed: 0, rejected: 0 });
+    const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as any;
+    assert.deepEqual(stats.listeners.push.errorFrames, { 400: 3, 405: 1, 415: 1 });
   });
 });
 

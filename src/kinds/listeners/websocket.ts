@@ -10,7 +10,7 @@ import { expireAt } from '../../core/expiry.js';
 import { sendProblem } from './http-reply.js';
 import { parseClientJson } from './client-json.js';
 import { ORIGINAL, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
-import type { Admission, Gate, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
+import type { Admission, Gate, ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
 import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
 import { defineListener, kindOptions, oneOf, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
@@ -130,6 +130,7 @@ export class WebSocketListener implements ListenerRuntime {
   private options: WebSocketOptions;
   private bound = false;
   private draining = false;
+  private readonly telemetry: ListenerTelemetry | undefined;
 
   constructor(
     readonly name: string,
@@ -137,6 +138,7 @@ export class WebSocketListener implements ListenerRuntime {
     readonly env: RuntimeEnv,
   ) {
     this.options = options;
+    this.telemetry = env.telemetry?.listener(name);
     this.server = createTransport(
       name,
       options,
@@ -439,6 +441,7 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   private sendError(client: Client, p: Problem): void {
+    this.telemetry?.errorFrame(p.status);
     this.sendTo(client, errorFrame(p));
   }
 }
