@@ -182,7 +182,12 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           port: { type: 'integer', minimum: 0, maximum: 65535, description: 'TCP port of the admin server (0: any free port).' },
           host: { type: 'string', default: '127.0.0.1', description: 'Interface to bind; the default keeps the admin server local.' },
           token: { type: 'string', minLength: 1, description: 'Bearer token required on /admin/* (health, readiness and metrics stay open).' },
-          drainTimeoutMs: { type: 'integer', minimum: 0, default: 10000, description: 'On SIGTERM, how long in-flight messages may take before the gateway exits anyway.' },
+          drainTimeoutMs: {
+            type: 'integer',
+            minimum: 0,
+            default: 10000,
+            description: 'On SIGTERM, how long in-flight messages, and consumers committing what they handled, may take before the gateway exits anyway.',
+          },
           allowedHosts: {
             type: 'array',
             description:

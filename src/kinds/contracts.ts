@@ -236,6 +236,8 @@ export interface BrokerRuntime {
   readonly kind: string;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** The gateway shuts down: subscriptions stopped from now on stop for good (no reload will take them over). */
+  shuttingDown?(): void;
   /** Apply changed options in place; only called when the kind's canReconfigure() said yes. */
   reconfigure(options: unknown): void;
   health(): Health;

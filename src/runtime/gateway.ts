@@ -325,19 +325,36 @@ export class Gateway {
     this.logger.info({ drainMs }, 'shutting down: draining');
     await this.watcher?.close();
     await this.reloading?.catch(() => undefined);
+    // One budget for the whole drain: a consumer that cannot commit (its cluster down) must not hold
+    // the exit past drainTimeoutMs; its message in hand stays uncommitted and is delivered again.
+    const deadline = performance.now() + drainMs;
+    const left = () => Math.max(0, deadline - performance.now());
     await Promise.allSettled([...this.listeners.values()].map((l) => l.stop({ drainMs })));
+    for (const b of this.brokers.values()) b.shuttingDown?.();
     await Promise.allSettled(
       [...this.routes.values()].map(async (r) => {
-        await r.stopConsuming();
-        await r.drain(drainMs);
+        if ((await within(r.stopConsuming(), left())) === 'late')
+          this.logger.warn({ route: r.name, drainMs }, 'consumer did not stop within drainTimeoutMs; its message in hand stays uncommitted and will be delivered again');
+        await r.drain(left());
         r.close();
       }),
     );
-    await Promise.allSettled([...this.retiring]);
+    await within(Promise.allSettled([...this.retiring]), left());
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
     await this.admin?.stop();
     this.logger.info('shutdown complete');
   }
+}
+
+/** 'late' when `work` has not settled after `ms` (it goes on; only the wait ends). */
+function within(work: Promise<unknown>, ms: number): Promise<'done' | 'late'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), ms).unref()));
+  const done = work.then(
+    () => 'done' as const,
+    () => 'done' as const,
+  );
+  return Promise.race([done, late]).finally(() => clearTimeout(timer));
 }
 
 function isLoopback(host: string): boolean {

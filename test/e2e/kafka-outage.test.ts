@@ -164,6 +164,46 @@ routes:
     }
   });
 
+  it('on SIGTERM with the cluster down, a consumer that cannot commit holds the exit no longer than drainTimeoutMs', async (t) => {
+    if (!kafka.canInjectOutages) {
+      t.diagnostic('KAFKA_BROKERS is set: the cluster cannot be taken down from here, so this test did nothing');
+      return;
+    }
+    const lost = await startKafka({ brokers: 1 });
+    const src = lost.topic('drain-src');
+    await lost.createTopic(src, 1);
+    // Offsets committed only on stop: the record copied below is still uncommitted when the cluster goes.
+    const consumerYaml = lost.consumerYaml.replace(/ }$/, ', commitIntervalMs: 600000 }');
+    const consumer = await startGateway(`
+version: 1
+admin: { port: 0, drainTimeoutMs: 500 }
+brokers:
+  source: { kind: kafka, brokers: ${lost.bootstrap}, connectionTimeoutMs: 300, consumer: ${consumerYaml} }
+listeners:
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: drain
+    from: { broker: source, topic: ${src} }
+    to: { listener: ws, path: /copied }
+`);
+    try {
+      await consumer.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'drain', 20000);
+      const client = await WsClient.connect(consumer.url('ws', '/copied', 'ws'));
+      await kcatProduce(lost.bootstrap, src, [{ value: JSON.stringify({ n: 1 }) }]);
+      assert.deepEqual(await client.next(20000), { n: 1 });
+      await lost.down();
+      const started = Date.now();
+      assert.deepEqual(await consumer.stop('SIGTERM'), { code: 0, signal: null });
+      // The consumer's own stop waits up to 15 s for a cluster that does not answer; the drain budget is 0.5 s.
+      const took = Date.now() - started;
+      assert.ok(took < 8000, `exited after ${took} ms: ${consumer.logs.map((l) => `${l.level} ${l.msg}`).join('; ')}`);
+      assert.ok(consumer.logs.some((l) => l.msg.startsWith('consumer did not stop within drainTimeoutMs') && l.route === 'drain'));
+    } finally {
+      await consumer.stop();
+      await lost.stop();
+    }
+  });
+
   it('starts with an unreachable cluster, is not ready, and answers 503 rather than hanging', async () => {
     const port = await closedPort();
     const lonely = await startGateway(`

@@ -33,6 +33,7 @@ export class KafkaBroker implements BrokerRuntime {
   private probeTimer: NodeJS.Timeout | undefined;
   private probing: Promise<void> | undefined;
   private stopped = false;
+  private closing = false;
   private readonly subscriptions = new Set<KafkaSubscription>();
   /** Consumers released by routes a reload is rebuilding, by handover key, until adopted or HANDOVER_MS pass. */
   private readonly released = new Map<string, { sub: KafkaSubscription; timer: NodeJS.Timeout }>();
@@ -74,6 +75,11 @@ export class KafkaBroker implements BrokerRuntime {
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
     const admin = Promise.race([this.admin.disconnect().catch(() => undefined), sleep(this.settings.connectionTimeoutMs)]);
     await Promise.all([this.producer.stop(), admin]);
+  }
+
+  /** A route stopped from now on stops its consumer (committing) at once: no rebuilt route will adopt it. */
+  shuttingDown(): void {
+    this.closing = true;
   }
 
   /** Never called: canReconfigure() says no, so a changed kafka broker is replaced. */
@@ -122,7 +128,7 @@ export class KafkaBroker implements BrokerRuntime {
     return {
       // Released rather than stopped while the broker runs: kept for HANDOVER_MS in case the route comes back rebuilt.
       stop: async () => {
-        const kept = !this.stopped && (await mine.release());
+        const kept = !this.stopped && !this.closing && (await mine.release());
         // The broker may have stopped meanwhile; and one released consumer per key (two routes sharing
         // a group and topic cannot both wait for a successor).
         if (!kept || this.stopped || this.released.has(key)) return this.retire(mine);
