@@ -129,6 +129,17 @@ describe('WebSocket (spec §5)', () => {
       assert.deepEqual([error.type, error.status], ['error', 405]);
     });
 
+    it('publishes the frames a client sent right before closing (as `websocat` does when its input ends)', async () => {
+      const out = await connect('/frames');
+      for (const path of ['/quiet', '/publish']) {
+        const publisher = await RawWsClient.connect(gw.url('push', path, 'ws'));
+        // The frames and the close in one TCP write: the gateway reads the close before it handles the frames.
+        publisher.socket.write(Buffer.concat([...[1, 2, 3].map((n) => RawWsClient.textFrame(JSON.stringify({ n, path }))), RawWsClient.closeFrame(1000)]));
+        for (const n of [1, 2, 3]) assert.deepEqual(await out.next(), path === '/quiet' ? { n, path } : { n, path, via: 'publish' });
+        await publisher.waitEnd();
+      }
+    });
+
     it('closes with 1009 a connection that sends a frame over maxPayloadBytes', async () => {
       const c = await connect('/publish');
       c.send({ n: 1, pad: 'x'.repeat(2000) });

@@ -155,6 +155,14 @@ export class RawWsClient {
     return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!))]);
   }
 
+  /** A masked close frame with `code`, as a client sends it to end the connection (RFC 6455 §5.5.1). */
+  static closeFrame(code = 1000): Buffer {
+    const payload = Buffer.alloc(2);
+    payload.writeUInt16BE(code);
+    const mask = Buffer.from([0x12, 0x34, 0x56, 0x78]);
+    return Buffer.concat([Buffer.from([0x88, 0x82]), mask, Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!))]);
+  }
+
   /**
    * Writes `chunk` (client frames) over and over, honouring TCP backpressure, until `stop()` is
    * true or the server ends the connection. Returns how many chunks were written.

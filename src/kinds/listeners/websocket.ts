@@ -427,8 +427,9 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   private async publish(client: Client, route: RouteEntry, msg: Message): Promise<void> {
-    // A frame still waiting when its client left is not published: no one would learn its outcome.
-    if (client.ws.readyState !== 1) return;
+    // A frame received before its client closed is published all the same: a client that sends and
+    // then closes (websocat at the end of its input, a script's last line) means it to be. Its
+    // answer has no one to go to (sendTo drops it); only an evicted client's frames are dropped.
     try {
       const ctx: MessageContext = { route: route.name, path: {}, query: client.query, remoteAddress: client.remoteAddress, request: client };
       const answer = answerFor(await route.handle(msg, ctx));
@@ -538,7 +539,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
