@@ -180,8 +180,8 @@ expressions:
 \`\`\`
 
 JSONata expressions see the message value as input and these variables: \`$key\`, \`$headers\`,
-\`$topic\`, \`$route\`, and for HTTP input \`$path\` (path parameters) and \`$query\` (query
-string; repeated keys become lists); after an \`auth\` step, \`$principal\` (who sent it) and
+\`$topic\`, \`$route\`, and for HTTP input and WebSocket frames \`$path\` (path parameters) and \`$query\`
+(query string of the request or of the WebSocket handshake; repeated keys become lists); after an \`auth\` step, \`$principal\` (who sent it) and
 \`$claims\` (the JWT's claims); after a \`validate\` step that names an AsyncAPI message or channel,
 \`$message\` (the message's id) and \`$channel\` (its channel key), both \`null\` otherwise (see
 [asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message.

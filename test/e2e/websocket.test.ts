@@ -31,6 +31,15 @@ routes:
   - name: bulk
     from: { listener: api, path: /bulk }
     to: { listener: push, path: /bulk }
+  - name: device-in
+    from: { listener: push, path: /devices/:id }
+    ack: true
+    through:
+      - transform: '$merge([$, {"device": $path.id, "unit": $query.unit}])'
+    to: { broker: local, topic: devices }
+  - name: device-out
+    from: { broker: local, topic: devices }
+    to: { listener: push, path: /devices/:device }
 `;
 
 describe('WebSocket (spec §5)', () => {
@@ -138,6 +147,27 @@ describe('WebSocket (spec §5)', () => {
         for (const n of [1, 2, 3]) assert.deepEqual(await out.next(), path === '/quiet' ? { n, path } : { n, path, via: 'publish' });
         await publisher.waitEnd();
       }
+    });
+
+    it('takes frames on a path with parameters, bound as $path (and the query as $query)', async () => {
+      const seven = await connect('/devices/7?unit=lux');
+      const eight = await connect('/devices/8');
+      // A publisher here is a subscriber too: its ack and the forwarded message come in either order.
+      const ackAndForward = async (c: WsClient) => {
+        const frames = [await c.next(), await c.next()];
+        assert.deepEqual(
+          frames.map((f) => f.type),
+          frames[0].type === 'ack' ? ['ack', undefined] : [undefined, 'ack'],
+        );
+        return frames.find((f) => f.type === undefined);
+      };
+      seven.send({ t: 21 });
+      // The forward path /devices/:device matches both clients' paths: both receive what was published.
+      assert.deepEqual(await ackAndForward(seven), { t: 21, device: '7', unit: 'lux' });
+      assert.deepEqual(await eight.next(), { t: 21, device: '7', unit: 'lux' });
+      eight.send({ t: 22 });
+      assert.deepEqual(await ackAndForward(eight), { t: 22, device: '8' });
+      await assert.rejects(WsClient.connect(gw.url('push', '/devices/7/8', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
     });
 
     it('closes with 1009 a connection that sends a frame over maxPayloadBytes', async () => {

@@ -2,6 +2,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type * as Ws from 'ws';
+import type FindMyWayModule from 'find-my-way';
 import type { WebSocket, RawData, WebSocketServer as WsServer } from 'ws';
 import { bundled } from '../../core/bundled.js';
 import { problem, type Problem } from '../../core/errors.js';
@@ -19,6 +20,11 @@ import { PathBatch, type BatchClient } from './ws-batch.js';
 
 const wsModule = bundled<typeof Ws>('ws');
 const { WebSocketServer } = wsModule;
+const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
+type Router = FindMyWayModule.Instance<FindMyWayModule.HTTPVersion.V1>;
+const noop = () => undefined;
+/** Path parameters of a client whose path has none (most clients): one frozen object for all of them. */
+const NO_PARAMS: Record<string, string> = Object.freeze(Object.create(null) as Record<string, string>);
 
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 const DEFAULT_MAX_BUFFERED = 1024 * 1024;
@@ -84,7 +90,10 @@ class Client implements BatchClient, RequestMeta {
 
   constructor(
     readonly listener: WebSocketListener,
+    /** The route path the client connected to, as the bindings spell it (`/rooms/:room`): its key in the listener's maps. */
     readonly path: string,
+    /** Parameters of that path (`$path` in expressions). */
+    readonly params: Record<string, string>,
     readonly headers: RequestMeta['headers'],
     readonly query: RequestMeta['query'],
     /** Trace context of the handshake request (W3C traceparent/tracestate): each frame's message continues it. */
@@ -127,6 +136,20 @@ export class WebSocketListener implements ListenerRuntime {
   /** Per forward path: the frames of the current event-loop turn, written to each client at its end. */
   private readonly batches = new Map<string, PathBatch<Client>>();
   private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
+  /**
+   * Route paths without parameters, by themselves: a request for exactly such a path needs no
+   * router walk, and its clients share the bindings' string (10,000 clients of a path keep one
+   * string rather than each a slice of its request line).
+   */
+  private exact = new Map<string, string>();
+  /** Route paths by request path, for the other paths (parameters, `%`-escapes). */
+  private router: Router = FindMyWay();
+  /**
+   * A forward path spelled differently from a publish path that matches the same requests
+   * (`/rooms/:id` and `/rooms/:room`) → that publish path, the clients' key; and back.
+   */
+  private forwardAlias = new Map<string, string>();
+  private aliasedForward = new Map<string, string>();
   private options: WebSocketOptions;
   private bound = false;
   private draining = false;
@@ -184,6 +207,25 @@ export class WebSocketListener implements ListenerRuntime {
 
   bind(bindings: ListenerBindings): void {
     const before = this.bindings;
+    const router = FindMyWay();
+    const forwardAlias = new Map<string, string>();
+    for (const path of bindings.publish.keys()) router.on('GET', path, noop, path);
+    for (const path of bindings.forward) {
+      if (bindings.publish.has(path)) continue;
+      try {
+        router.on('GET', path, noop, path);
+      } catch {
+        // The router refuses a second spelling of the same requests: its clients are the publish path's.
+        const same = [...bindings.publish.keys()].find((p) => samePath(p, path));
+        if (same !== undefined) forwardAlias.set(path, same);
+      }
+    }
+    const exact = new Map<string, string>();
+    for (const path of [...bindings.publish.keys(), ...bindings.forward]) if (!/[:*(%]/.test(path)) exact.set(path, path);
+    this.exact = exact;
+    this.router = router;
+    this.forwardAlias = forwardAlias;
+    this.aliasedForward = new Map([...forwardAlias].map(([f, p]) => [p, f]));
     this.bindings = bindings;
     for (const [path, set] of this.clients) {
       if (!bindings.publish.has(path) && !bindings.forward.has(path)) {
@@ -192,7 +234,8 @@ export class WebSocketListener implements ListenerRuntime {
       }
       // Credentials are checked again when what guards the path changed: a key revoked by a
       // reload disconnects the clients that connected with it.
-      const changed = before.publish.get(path) !== bindings.publish.get(path) || before.forwardAuth?.get(path) !== bindings.forwardAuth?.get(path);
+      const forward = this.aliasedForward.get(path) ?? path;
+      const changed = before.publish.get(path) !== bindings.publish.get(path) || before.forwardAuth?.get(forward) !== bindings.forwardAuth?.get(forward);
       if (changed) for (const c of set) void this.recheck(c);
     }
   }
@@ -230,11 +273,12 @@ export class WebSocketListener implements ListenerRuntime {
     const listener = this;
     return {
       async send(msg: Message): Promise<Delivery> {
-        const set = listener.clients.get(path);
+        const key = listener.forwardAlias.get(path) ?? path;
+        const set = listener.clients.get(key);
         if (!set || set.size === 0) return { listener: listener.name, path, clients: 0 };
         // Serialised and framed once per message, whatever the number of clients, and written to
         // them at the end of the turn together with the turn's other messages (ws-batch.ts).
-        const batch = listener.batch(path);
+        const batch = listener.batch(key);
         let sent = 0;
         for (const c of set) if (listener.withinBound(c, batch.pendingBytes(c))) sent++;
         if (sent > 0) {
@@ -258,7 +302,8 @@ export class WebSocketListener implements ListenerRuntime {
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
     if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
-    if (!this.bindings.publish.has(path) && !this.bindings.forward.has(path)) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
+    const route = this.match(path);
+    if (!route) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
     const tooMany = tooManyHeaders(req, this.options);
     if (tooMany) return refuse(socket, tooMany);
     const origin = req.headers.origin;
@@ -266,17 +311,17 @@ export class WebSocketListener implements ListenerRuntime {
     if (origin !== undefined && origins !== '*' && !origins.some((o) => o.toLowerCase() === origin.toLowerCase())) {
       return refuse(socket, problem('EG_ORIGIN_NOT_ALLOWED', `origin ${origin} may not connect to this listener`));
     }
-    const client = new Client(this, this.pathName(path), sharedValues(req.headers), parseQuery(q === -1 ? '' : url.slice(q + 1)), handshakeTrace(req), socket);
+    const client = new Client(this, route.path, route.params, sharedValues(req.headers), parseQuery(q === -1 ? '' : url.slice(q + 1)), handshakeTrace(req), socket);
     // node hands over the socket without an error listener; one must be there while auth is awaited.
     const onError = () => socket.destroy();
     socket.on('error', onError);
-    this.admit(path, client).then(
+    this.admit(route.path, client).then(
       (admission) => {
         socket.off('error', onError);
         if (!admission.ok) return refuse(socket, admission.problem);
         // A reload or shutdown may have happened while the credentials were checked.
         if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
-        if (!this.bindings.publish.has(path) && !this.bindings.forward.has(path)) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
+        if (this.match(path)?.path !== route.path) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
         this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, client, admission.until));
       },
       (err) => {
@@ -287,12 +332,29 @@ export class WebSocketListener implements ListenerRuntime {
     );
   }
 
-  /** The publish route's client checks, then the forward targets' auth, for a client of `path`. */
+  /**
+   * The route path a request path is for, and its parameters: the path itself when a route uses
+   * it as it is (no router walk, no decoding), else what the router finds (parameters, `%`-escapes).
+   */
+  private match(path: string): { path: string; params: Record<string, string> } | undefined {
+    const exact = this.exact.get(path);
+    if (exact !== undefined) return { path: exact, params: NO_PARAMS };
+    const found = this.router.find('GET', path);
+    if (!found) return undefined;
+    let params = NO_PARAMS;
+    for (const _ in found.params) {
+      params = { ...found.params } as Record<string, string>;
+      break;
+    }
+    return { path: found.store as string, params };
+  }
+
+  /** The publish route's client checks, then the forward targets' auth, for a client of route path `path`. */
   private async admit(path: string, request: RequestMeta): Promise<Admission> {
     const gates: Gate[] = [];
     const route = this.bindings.publish.get(path);
     if (route?.admit) gates.push(route as Gate);
-    const forward = this.bindings.forwardAuth?.get(path);
+    const forward = this.bindings.forwardAuth?.get(this.aliasedForward.get(path) ?? path);
     if (forward) gates.push(forward);
     let admission: Admission = { ok: true, identity: undefined };
     let until: number | undefined;
@@ -381,16 +443,6 @@ export class WebSocketListener implements ListenerRuntime {
     this.clients.get(client.path)?.delete(client);
   }
 
-  /**
-   * The path as the bindings spell it, so that 10,000 clients of a path share one string rather
-   * than each keeping its own slice of its request line.
-   */
-  private pathName(path: string): string {
-    for (const p of this.bindings.publish.keys()) if (p === path) return p;
-    for (const p of this.bindings.forward) if (p === path) return p;
-    return path;
-  }
-
   /** A frame from a client (onClientMessage). */
   frame(client: Client, data: RawData, isBinary: boolean): void {
     // ws may still hand over frames it had already read when the client was evicted.
@@ -431,7 +483,7 @@ export class WebSocketListener implements ListenerRuntime {
     // then closes (websocat at the end of its input, a script's last line) means it to be. Its
     // answer has no one to go to (sendTo drops it); only an evicted client's frames are dropped.
     try {
-      const ctx: MessageContext = { route: route.name, path: {}, query: client.query, remoteAddress: client.remoteAddress, request: client };
+      const ctx: MessageContext = { route: route.name, path: client.params, query: client.query, remoteAddress: client.remoteAddress, request: client };
       const answer = answerFor(await route.handle(msg, ctx));
       if (answer.problem) this.sendError(client, answer.problem);
       else if (route.options.ack) this.sendTo(client, JSON.stringify({ type: 'ack', ...answer.body }));
@@ -444,6 +496,18 @@ export class WebSocketListener implements ListenerRuntime {
   private sendError(client: Client, p: Problem): void {
     this.telemetry?.errorFrame(p.status);
     this.sendTo(client, errorFrame(p));
+  }
+}
+
+/** Whether two route paths match the same requests (the router refuses the second). */
+function samePath(a: string, b: string): boolean {
+  const router = FindMyWay();
+  router.on('GET', a, noop);
+  try {
+    router.on('GET', b, noop);
+    return false;
+  } catch {
+    return true;
   }
 }
 
@@ -539,7 +603,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query`; a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
