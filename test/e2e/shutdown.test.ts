@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { request, type ClientRequest } from 'node:http';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { type RunningGateway, useGateway } from '../helpers/gateway.js';
+import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
+import { HeldTarget } from '../helpers/held-target.js';
 
 const config = (drainTimeoutMs = 10000) => `
 version: 1
@@ -73,6 +74,47 @@ describe('shutdown (spec §7)', () => {
     }
     assert.deepEqual(await exited, { code: 0, signal: null });
     assert.ok(g.logs.some((l) => l.msg === 'shutdown complete'));
+  });
+
+  it('on SIGTERM answers the websocket frames in flight before closing with 1001, and refuses frames arriving while it drains with a 503 error frame, unpublished', async () => {
+    const target = await HeldTarget.start();
+    try {
+      const g = await gw.start(`
+version: 1
+admin: { port: 0 }
+listeners:
+  push: { kind: websocket, port: 0, host: 127.0.0.1 }
+routes:
+  - name: frames
+    from: { listener: push, path: /frames }
+    ack: true
+    to: { http: { url: "${target.url}" } }
+`);
+      const inFlight = await WsClient.connect(g.url('push', '/frames', 'ws'));
+      const late = await WsClient.connect(g.url('push', '/frames', 'ws'));
+      inFlight.send({ n: 1 });
+      // The webhook holds it: the frame is in flight when the signal comes.
+      await eventually(() => assert.equal(target.bodies.length, 1));
+      const from = g.logs.length;
+      const exited = g.stop('SIGTERM');
+      await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
+      late.send({ n: 2 });
+      const refused = await late.next();
+      assert.deepEqual([refused.type, refused.status, refused.code], ['error', 503, 'EG_SHUTTING_DOWN']);
+      target.release();
+      const ack = await inFlight.next();
+      assert.equal(ack.type, 'ack');
+      assert.equal((await inFlight.waitClose()).code, 1001);
+      assert.equal((await late.waitClose()).code, 1001);
+      assert.deepEqual(await exited, { code: 0, signal: null });
+      // The refused frame went nowhere: a client that resends it after reconnecting makes no duplicate.
+      assert.deepEqual(
+        target.bodies.map((b) => JSON.parse(b)),
+        [{ n: 1 }],
+      );
+    } finally {
+      await target.stop();
+    }
   });
 
   it('exits 0 on SIGINT too', async () => {

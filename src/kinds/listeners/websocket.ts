@@ -186,8 +186,16 @@ export class WebSocketListener implements ListenerRuntime {
     this.draining = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const all = [...this.clients.values()].flatMap((set) => [...set]);
-    // Let frames already received finish (bounded), then say goodbye with 1001.
-    await Promise.race([Promise.allSettled(all.map((c) => c.queue)), delay(drainMs)]);
+    // Let frames already received finish (bounded), then say goodbye with 1001. Frames arriving
+    // meanwhile are refused (frame()) but queue behind them, so wait until every queue is still.
+    const settled = async () => {
+      for (;;) {
+        const queues = all.map((c) => c.queue);
+        await Promise.allSettled(queues);
+        if (all.every((c, i) => c.queue === queues[i])) return;
+      }
+    };
+    await Promise.race([settled(), delay(drainMs)]);
     // What was forwarded goes out before the goodbye.
     for (const batch of this.batches.values()) batch.flush();
     await Promise.all(all.map((c) => closeClient(c.ws, GOING_AWAY, 'gateway shutting down')));
@@ -447,6 +455,9 @@ export class WebSocketListener implements ListenerRuntime {
   frame(client: Client, data: RawData, isBinary: boolean): void {
     // ws may still hand over frames it had already read when the client was evicted.
     if (client.evicted) return;
+    // Draining: a frame is not taken on any more, and the client learns it at once (as HTTP's 503),
+    // rather than its frame being published with no answer after the 1001 cut it off.
+    if (this.draining) return this.enqueue(client, () => this.sendError(client, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; send this again on another instance')));
     const route = this.bindings.publish.get(client.path);
     if (!route) return this.enqueue(client, () => this.sendError(client, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`)));
     if (isBinary) return this.enqueue(client, () => this.sendError(client, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames')));
@@ -603,7 +614,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query`; a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query`; a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. On shutdown the frames in flight are answered, frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), then every client is closed with 1001. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
