@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { post, RawWsClient, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
+import { rawHttp } from '../helpers/raw-http.js';
 import { conforms } from '../helpers/wire-formats.js';
 
 const config = `
@@ -225,6 +226,33 @@ describe('WebSocket (spec §5)', () => {
 
     it('refuses a handshake on a path no route uses with 404', async () => {
       await assert.rejects(WsClient.connect(gw.url('push', '/nowhere', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
+    });
+
+    it('answers a malformed handshake on a route path as problem+json, like every other refusal', async () => {
+      const handshake = (lines: string[], method = 'GET') => `${method} /frames HTTP/1.1\r\nHost: localhost\r\n${lines.map((l) => `${l}\r\n`).join('')}\r\n`;
+      const upgrade = ['Upgrade: websocket', 'Connection: Upgrade'];
+      const key = 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==';
+      const cases: [string, string, number, string, Record<string, string>][] = [
+        ['POST', handshake([...upgrade, key, 'Sec-WebSocket-Version: 13'], 'POST'), 405, 'EG_METHOD_NOT_ALLOWED', { allow: 'GET' }],
+        ['no key', handshake([...upgrade, 'Sec-WebSocket-Version: 13']), 400, 'EG_BAD_REQUEST', {}],
+        ['a key of the wrong length', handshake([...upgrade, 'Sec-WebSocket-Key: c2hvcnQ=', 'Sec-WebSocket-Version: 13']), 400, 'EG_BAD_REQUEST', {}],
+        // RFC 6455 §4.4: a version the server does not speak gets 426 and the versions it does.
+        ['no version', handshake([...upgrade, key]), 426, 'EG_UPGRADE_REQUIRED', { 'sec-websocket-version': '13, 8' }],
+        ['version 7', handshake([...upgrade, key, 'Sec-WebSocket-Version: 7']), 426, 'EG_UPGRADE_REQUIRED', { 'sec-websocket-version': '13, 8' }],
+        ['another protocol', handshake(['Upgrade: h2c', 'Connection: Upgrade, HTTP2-Settings', 'HTTP2-Settings: AAMAAABkAAQAAP__']), 426, 'EG_UPGRADE_REQUIRED', { upgrade: 'websocket' }],
+        ['a malformed subprotocol list', handshake([...upgrade, key, 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Protocol: chat,,json']), 400, 'EG_BAD_REQUEST', {}],
+        ['a subprotocol offered twice', handshake([...upgrade, key, 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Protocol: chat, chat']), 400, 'EG_BAD_REQUEST', {}],
+      ];
+      for (const [what, request, status, code, headers] of cases) {
+        const reply = await rawHttp(gw.port('push'), request);
+        assert.ok(reply, `${what}: answered`);
+        assert.equal(reply.status, status, what);
+        assert.equal(reply.headers['content-type'], 'application/problem+json', what);
+        for (const [name, value] of Object.entries(headers)) assert.equal(reply.headers[name], value, `${what}: ${name}`);
+        const body = JSON.parse(reply.body);
+        conforms('problem.json', body);
+        assert.deepEqual([body.status, body.code], [status, code], what);
+      }
     });
 
     it('answers a plain HTTP request with 426 Upgrade Required, as problem+json', async () => {

@@ -312,7 +312,7 @@ export class WebSocketListener implements ListenerRuntime {
     if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
     const route = this.match(path);
     if (!route) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
-    const tooMany = tooManyHeaders(req, this.options);
+    const tooMany = tooManyHeaders(req, this.options) ?? malformedHandshake(req);
     if (tooMany) return refuse(socket, tooMany);
     const origin = req.headers.origin;
     const origins = this.options.origins ?? '*';
@@ -510,6 +510,32 @@ export class WebSocketListener implements ListenerRuntime {
   }
 }
 
+const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * What is wrong with a handshake that ws would refuse, as a problem: ws answers these itself in
+ * text/html, and every other refusal of the gateway is problem+json.
+ */
+function malformedHandshake(req: IncomingMessage): Problem | undefined {
+  if (req.method !== 'GET') return problem('EG_METHOD_NOT_ALLOWED', `a WebSocket handshake is a GET request, not ${req.method}`, { headers: { allow: 'GET' } });
+  if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
+    return problem('EG_UPGRADE_REQUIRED', `this listener speaks WebSocket only, not ${req.headers.upgrade}`, { headers: { upgrade: 'websocket' } });
+  }
+  const version = req.headers['sec-websocket-version'];
+  if (Number(version) !== 13 && Number(version) !== 8) {
+    // RFC 6455 §4.4: refuse with the versions the server speaks.
+    return problem('EG_UPGRADE_REQUIRED', `WebSocket version ${version ?? '(none)'} is not spoken here; use 13`, { headers: { 'sec-websocket-version': '13, 8' } });
+  }
+  const key = req.headers['sec-websocket-key'];
+  if (key === undefined || !WS_KEY.test(key)) return problem('EG_BAD_REQUEST', 'the handshake needs a Sec-WebSocket-Key of 16 bytes in base64 (RFC 6455 §4.1)');
+  const offered = req.headers['sec-websocket-protocol']?.split(',').map((p) => p.trim());
+  if (offered !== undefined && (!offered.every((p) => TOKEN.test(p)) || new Set(offered).size !== offered.length)) {
+    return problem('EG_BAD_REQUEST', 'Sec-WebSocket-Protocol must be a comma-separated list of distinct tokens');
+  }
+  return undefined;
+}
+
 /** Whether two route paths match the same requests (the router refuses the second). */
 function samePath(a: string, b: string): boolean {
   const router = FindMyWay();
@@ -614,7 +640,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query`; a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. On shutdown the frames in flight are answered, frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), then every client is closed with 1001. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query`; a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`), all as problem+json. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. On shutdown the frames in flight are answered, frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), then every client is closed with 1001. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
