@@ -34,10 +34,15 @@ export function subscribe(url: string, onFrame: () => void, onPayload?: (text: s
     req.on('upgrade', (_res, socket: Socket, head: Buffer) => {
       socket.setNoDelay(true);
       const sub: Subscriber = { frames: 0, closed: false, close: () => socket.destroy() };
-      const parser = new FrameWalker(() => {
-        sub.frames++;
-        onFrame();
-      }, onPayload);
+      const parser = new FrameWalker(
+        () => {
+          sub.frames++;
+          onFrame();
+        },
+        onPayload,
+        // Answered as browsers and ws do: the gateway disconnects clients that do not (pingIntervalMs).
+        (payload) => socket.write(pong(payload)),
+      );
       socket.on('data', (chunk: Buffer) => parser.push(chunk));
       socket.on('close', () => {
         sub.closed = true;
@@ -51,6 +56,12 @@ export function subscribe(url: string, onFrame: () => void, onPayload?: (text: s
   });
 }
 
+/** A masked pong echoing a ping's payload (at most 125 bytes), as a client sends it (RFC 6455 §5.5.3). */
+function pong(payload: Buffer): Buffer {
+  const mask = randomBytes(4);
+  return Buffer.concat([Buffer.from([0x8a, 0x80 | payload.length]), mask, Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!))]);
+}
+
 /** Walks unmasked server frames across chunk boundaries: header, then skip (or collect) the payload. */
 class FrameWalker {
   /** Payload bytes still to skip from the current frame. */
@@ -59,10 +70,12 @@ class FrameWalker {
   private payload: Buffer[] = [];
   /** Whether the current frame carries data (text or binary), as opposed to ping, pong or close. */
   private data = false;
+  private ping = false;
 
   constructor(
     private readonly onFrame: () => void,
     private readonly onPayload?: (text: string) => void,
+    private readonly onPing?: (payload: Buffer) => void,
   ) {}
 
   push(chunk: Buffer): void {
@@ -70,7 +83,7 @@ class FrameWalker {
     while (i < chunk.length) {
       if (this.remaining > 0) {
         const take = Math.min(this.remaining, chunk.length - i);
-        if (this.onPayload) this.payload.push(chunk.subarray(i, i + take));
+        if (this.onPayload || this.ping) this.payload.push(chunk.subarray(i, i + take));
         this.remaining -= take;
         i += take;
         if (this.remaining === 0) this.complete();
@@ -87,6 +100,7 @@ class FrameWalker {
       this.header = Buffer.alloc(0);
       const opcode = h[0]! & 0x0f;
       this.data = opcode === 1 || opcode === 2;
+      this.ping = opcode === 9;
       i += size - consumedBefore;
       this.remaining = length;
       if (length === 0) this.complete();
@@ -98,6 +112,7 @@ class FrameWalker {
   }
 
   private complete(): void {
+    if (this.ping) this.onPing?.(Buffer.concat(this.payload));
     if (!this.data) {
       this.payload = [];
       return;

@@ -12,6 +12,7 @@ brokers:
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1, maxBodyBytes: 1048576 }
   push: { kind: websocket, port: 0, host: 127.0.0.1, maxPayloadBytes: 1024, maxBufferedBytes: 65536 }
+  lively: { kind: websocket, port: 0, host: 127.0.0.1, pingIntervalMs: 200 }
 routes:
   - name: publish
     from: { listener: push, path: /publish }
@@ -32,6 +33,9 @@ routes:
   - name: bulk
     from: { listener: api, path: /bulk }
     to: { listener: push, path: /bulk }
+  - name: idle
+    from: { listener: api, path: /idle }
+    to: { listener: lively, path: /idle }
   - name: device-in
     from: { listener: push, path: /devices/:id }
     ack: true
@@ -253,6 +257,19 @@ describe('WebSocket (spec §5)', () => {
         conforms('problem.json', body);
         assert.deepEqual([body.status, body.code], [status, code], what);
       }
+    });
+
+    it('pings clients every pingIntervalMs and disconnects one that stops answering, while clients that answer stay connected', async () => {
+      // ws answers pings itself, as browsers do; the raw client never does (a peer gone without a FIN).
+      const answering = await WsClient.connect(gw.url('lively', '/idle', 'ws'));
+      clients.push(answering);
+      const silent = await RawWsClient.connect(gw.url('lively', '/idle', 'ws'));
+      await silent.waitEnd();
+      assert.ok(silent.pings >= 1, 'the silent client was pinged before it was cut off');
+      // The answering client went through the same pings and is still there.
+      assert.equal((await post(gw.url('api', '/idle'), { n: 1 })).status, 200);
+      assert.deepEqual(await answering.next(), { n: 1 });
+      assert.equal(answering.closed, undefined);
     });
 
     it('answers a plain HTTP request with 426 Upgrade Required, as problem+json', async () => {

@@ -108,6 +108,8 @@ export class RawWsClient {
   close: { code: number; reason: string } | undefined;
   /** Bytes received so far (frames and headers). */
   received = 0;
+  /** Pings received (this client never answers them). */
+  pings = 0;
   private readonly ended: Promise<void>;
   private closeWaiters: ((c: { code: number; reason: string }) => void)[] = [];
 
@@ -240,6 +242,7 @@ export class RawWsClient {
       const payload = b.subarray(offset, offset + len);
       this.buffer = b.subarray(offset + len);
       if (opcode === 1) this.texts.push(payload.toString('utf8'));
+      else if (opcode === 9) this.pings++;
       else if (opcode === 8) {
         this.close = { code: payload.length >= 2 ? payload.readUInt16BE(0) : 1005, reason: payload.subarray(2).toString('utf8') };
         for (const w of this.closeWaiters.splice(0)) w(this.close);

@@ -29,6 +29,7 @@ const NO_PARAMS: Record<string, string> = Object.freeze(Object.create(null) as R
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 const DEFAULT_MAX_BUFFERED = 1024 * 1024;
 const DEFAULT_MAX_PENDING = 64;
+const DEFAULT_PING_INTERVAL = 30_000;
 
 const options = kindOptions('websocket', {
   ...transportOptions,
@@ -42,6 +43,14 @@ const options = kindOptions('websocket', {
   ),
   maxPendingFrames: Type.Optional(
     Type.Integer({ minimum: 1, default: DEFAULT_MAX_PENDING, description: 'Frames a client may have in processing; beyond that its socket is paused (TCP backpressure).' }),
+  ),
+  pingIntervalMs: Type.Optional(
+    Type.Integer({
+      minimum: 0,
+      default: DEFAULT_PING_INTERVAL,
+      description:
+        'Every client is pinged this often, so proxies and load balancers keep idle connections open; a client that has not answered (pong) by the next ping is disconnected, so a peer gone without closing frees its connection. 0: no pings.',
+    }),
   ),
   origins: Type.Optional(
     oneOf([Type.Literal('*'), Type.Array(Type.String({ pattern: '^https?://[^/]+$' }), { minItems: 1 })], {
@@ -85,6 +94,8 @@ class Client implements BatchClient, RequestMeta {
   evicted = false;
   /** Closes the connection when its credential expires (a JWT's exp). */
   expiry: NodeJS.Timeout | undefined = undefined;
+  /** Pinged and not answered yet: still so at the next ping, the client is gone. */
+  awaitingPong = false;
   batchSkip = 0;
   batchEpoch = -1;
 
@@ -117,6 +128,11 @@ function onClientClose(this: WebSocket): void {
 function onClientError(this: WebSocket, err: Error): void {
   const c = clientOf.get(this);
   c?.listener.env.logger.debug({ listener: c.listener.name, path: c.path, err: err.message }, 'client error');
+}
+
+function onClientPong(this: WebSocket): void {
+  const c = clientOf.get(this);
+  if (c) c.awaitingPong = false;
 }
 
 function onClientMessage(this: WebSocket, data: RawData, isBinary: boolean): void {
@@ -154,6 +170,8 @@ export class WebSocketListener implements ListenerRuntime {
   private bound = false;
   private draining = false;
   private readonly telemetry: ListenerTelemetry | undefined;
+  /** Pings every client each pingIntervalMs. */
+  private pinger: NodeJS.Timeout | undefined;
 
   constructor(
     readonly name: string,
@@ -179,11 +197,13 @@ export class WebSocketListener implements ListenerRuntime {
   async start(): Promise<void> {
     await listen(this.server, this.options.port, this.options.host ?? '0.0.0.0');
     this.bound = true;
+    this.schedulePings();
     this.server.on('error', (err) => this.env.logger.error({ listener: this.name, err: err.message }, 'listener error'));
   }
 
   async stop({ drainMs }: { drainMs: number }): Promise<void> {
     this.draining = true;
+    clearInterval(this.pinger);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const all = [...this.clients.values()].flatMap((set) => [...set]);
     // Let frames already received finish (bounded), then say goodbye with 1001. Frames arriving
@@ -208,7 +228,9 @@ export class WebSocketListener implements ListenerRuntime {
     const next = options as WebSocketOptions;
     rotateTls(this.server, this.options.tlsMaterial, next.tlsMaterial);
     applyLimits(this.server, next);
+    const repinging = next.pingIntervalMs !== this.options.pingIntervalMs;
     this.options = next;
+    if (repinging && this.bound && !this.draining) this.schedulePings();
     // ws reads maxPayload per connection from its options object.
     (this.wss.options as { maxPayload: number }).maxPayload = this.options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
   }
@@ -387,6 +409,34 @@ export class WebSocketListener implements ListenerRuntime {
     });
   }
 
+  /** One timer for all clients (no timer per connection: what an idle client costs, docs/performance.md). */
+  private schedulePings(): void {
+    clearInterval(this.pinger);
+    this.pinger = undefined;
+    const every = this.options.pingIntervalMs ?? DEFAULT_PING_INTERVAL;
+    if (every > 0) this.pinger = setInterval(() => this.pingAll(), every).unref();
+  }
+
+  /**
+   * Pings every client; one that did not answer the previous ping is cut off (no close frame: it
+   * is not listening), which frees its connection (and its place under maxConnections).
+   */
+  private pingAll(): void {
+    for (const [path, set] of this.clients) {
+      for (const c of set) {
+        if (c.evicted || c.ws.readyState !== 1) continue;
+        if (c.awaitingPong) {
+          this.env.logger.info({ listener: this.name, path, remote: c.remoteAddress }, 'client did not answer a ping; disconnecting');
+          set.delete(c);
+          c.ws.terminate();
+          continue;
+        }
+        c.awaitingPong = true;
+        c.ws.ping();
+      }
+    }
+  }
+
   private batch(path: string): PathBatch<Client> {
     let batch = this.batches.get(path);
     if (!batch) this.batches.set(path, (batch = new PathBatch<Client>(() => this.clients.get(path) ?? [])));
@@ -443,6 +493,7 @@ export class WebSocketListener implements ListenerRuntime {
     ws.on('close', onClientClose);
     ws.on('error', onClientError);
     ws.on('message', onClientMessage);
+    ws.on('pong', onClientPong);
   }
 
   /** The connection closed. */
@@ -640,7 +691,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query`; a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`), all as problem+json. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. On shutdown the frames in flight are answered, frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), then every client is closed with 1001. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query`; a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`), all as problem+json. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. On shutdown the frames in flight are answered, frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), then every client is closed with 1001. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected, so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
