@@ -242,7 +242,10 @@ a consume route retries the message to the targets that failed only.
 - \`{listener: L, path: /p, format: value|envelope}\` where L is a websocket listener: push to every
   client connected on \`/p\` ("websocket forward route"). \`format: value\` (default) sends the value
   as JSON; \`envelope\` sends \`{"topic","partition","offset","key","headers","value","timestamp"}\`
-  (\`timestamp\` in milliseconds since the epoch). \`auth\` (the \`auth\` step's options) guards
+  (\`partition\` a number, \`offset\` a string of digits, as Kafka offsets can exceed JSON's safe
+  integers, both \`null\` for a message that came from no topic; \`timestamp\` in milliseconds
+  since the epoch). A value of bytes (a binary CloudEvent's data), which JSON has no type for, is
+  a base64 string in both formats, and in event streams too. \`auth\` (the \`auth\` step's options) guards
   the path: subscribers must pass it at the WebSocket handshake (401/403 otherwise), and are
   disconnected (1008) when a reload stops accepting their credentials. Every route forwarding to
   the same path must declare the same \`auth\`.

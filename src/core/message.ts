@@ -144,6 +144,15 @@ export function valuePayload(msg: Message): Buffer | string {
   return Buffer.isBuffer(msg.value) ? msg.value : encodeValue(msg.value ?? null);
 }
 
+/**
+ * A value as it goes into JSON for clients (WebSocket frames, event stream data, envelopes): bytes,
+ * which JSON has no type for, as a base64 string (as CloudEvents' data_base64, protobuf's JSON
+ * mapping and Go write them) rather than Buffer's own `{"type":"Buffer","data":[...]}`.
+ */
+export function jsonValue(value: unknown): unknown {
+  return Buffer.isBuffer(value) ? value.toString('base64') : (value ?? null);
+}
+
 /** JSON text of a value as it travels on the wire: strings as they are, everything else as JSON. */
 export function encodeValue(value: unknown): string {
   return typeof value === 'string' ? value : JSON.stringify(value);

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { post, RawWsClient, WsClient } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { rawHttp } from '../helpers/raw-http.js';
+import { openStream } from '../helpers/sse.js';
 import { conforms } from '../helpers/wire-formats.js';
 
 const config = `
@@ -33,6 +34,14 @@ routes:
   - name: bulk
     from: { listener: api, path: /bulk }
     to: { listener: push, path: /bulk }
+  - name: bytes
+    from: { listener: api, path: /bytes }
+    to:
+      - { listener: push, path: /bytes }
+      - { listener: push, path: /bytes/envelope, format: envelope }
+      - { listener: api, path: /bytes/stream }
+      - { listener: api, path: /bytes/stream/envelope, format: envelope }
+      - { listener: api, path: /bytes/stream/cloudevent, format: cloudevent }
   - name: idle
     from: { listener: api, path: /idle }
     to: { listener: lively, path: /idle }
@@ -200,6 +209,35 @@ describe('WebSocket (spec §5)', () => {
       // A frame carries no headers; the routes it went through gave it trace context (docs/operations.md).
       assert.deepEqual(Object.keys(e.headers), ['traceparent']);
       assert.match(e.headers.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    });
+
+    it('gives a value of bytes (a binary-mode CloudEvent of application/octet-stream) as a base64 string, in frames and event streams alike', async () => {
+      const value = await connect('/bytes');
+      const envelope = await connect('/bytes/envelope');
+      const streams = ['/bytes/stream', '/bytes/stream/envelope', '/bytes/stream/cloudevent'].map((p) => openStream(gw.url('api', p)));
+      const [stream, streamEnvelope, streamCloudEvent] = await Promise.all(streams);
+      const reply = await fetch(gw.url('api', '/bytes'), {
+        method: 'POST',
+        body: Buffer.from([0xde, 0xad, 0xbe, 0xef]),
+        headers: { 'content-type': 'application/octet-stream', 'ce-specversion': '1.0', 'ce-id': 'b-1', 'ce-source': '/tests', 'ce-type': 'bytes' },
+      });
+      assert.equal(reply.status, 200);
+      // JSON has no bytes; base64 is how JSON writes them elsewhere (CloudEvents' data_base64, protobuf's JSON mapping, Go).
+      assert.equal(await value.next(), '3q2+7w==');
+      assert.equal((await envelope.next()).value, '3q2+7w==');
+      const data = async (s: { events: () => { data: string }[] }) =>
+        JSON.parse(
+          await eventually(() => {
+            const event = s.events().find((e) => e.data !== undefined);
+            assert.ok(event, 'an event arrived');
+            return event.data;
+          }),
+        );
+      assert.equal(await data(stream!), '3q2+7w==');
+      assert.equal((await data(streamEnvelope!)).value, '3q2+7w==');
+      const event = await data(streamCloudEvent!);
+      assert.deepEqual([event.data_base64, event.data], ['3q2+7w==', undefined]);
+      for (const s of [stream, streamEnvelope, streamCloudEvent]) s!.close();
     });
 
     it('pushes every message to every client on the path', async () => {

@@ -10,10 +10,10 @@
  * each route's position (`<route>=<positions>`, `;`-separated), and a resume replays each route.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { attributesOf } from '../../codecs/cloudevents.js';
+import { attributesOf, toStructured } from '../../codecs/cloudevents.js';
 import type { Logger } from '../../log.js';
 import { expireAt } from '../../core/expiry.js';
-import type { Delivery, Message, RequestMeta } from '../../core/message.js';
+import { jsonValue, type Delivery, type Message, type RequestMeta } from '../../core/message.js';
 import type { Gate, ReplaySource, Target } from '../contracts.js';
 
 export type SseFormat = 'value' | 'envelope' | 'cloudevent';
@@ -117,12 +117,8 @@ function oneLine(s: string): string {
 function payload(msg: Message, format: SseFormat): { event: string | undefined; data: string } {
   const attrs = attributesOf(msg.headers);
   const event = attrs?.type;
-  if (format === 'value') return { event, data: JSON.stringify(msg.value ?? null) };
-  if (format === 'cloudevent' && attrs) {
-    const ce: Record<string, unknown> = { ...attrs };
-    if (msg.value !== null && msg.value !== undefined) ce.data = msg.value;
-    return { event, data: JSON.stringify(ce) };
-  }
+  if (format === 'value') return { event, data: JSON.stringify(jsonValue(msg.value)) };
+  if (format === 'cloudevent' && attrs) return { event, data: JSON.stringify(toStructured(msg)) };
   return {
     event,
     data: JSON.stringify({
@@ -131,7 +127,7 @@ function payload(msg: Message, format: SseFormat): { event: string | undefined; 
       offset: msg.offset,
       key: msg.key,
       headers: msg.headers,
-      value: msg.value,
+      value: jsonValue(msg.value),
       timestamp: msg.timestamp,
       ...(attrs ? { ce: attrs } : {}),
     }),

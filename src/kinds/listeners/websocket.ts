@@ -10,7 +10,7 @@ import { answerFor, errorFrame } from '../../core/answer.js';
 import { expireAt } from '../../core/expiry.js';
 import { sendProblem } from './http-reply.js';
 import { parseClientJson } from './client-json.js';
-import { ORIGINAL, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
+import { jsonValue, ORIGINAL, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import type { Admission, Gate, ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
 import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
 import { defineListener, kindOptions, oneOf, Type, type Static } from '../define.js';
@@ -313,7 +313,7 @@ export class WebSocketListener implements ListenerRuntime {
         for (const c of set) if (listener.withinBound(c, batch.pendingBytes(c))) sent++;
         if (sent > 0) {
           const payload = Buffer.from(
-            format === 'value' ? JSON.stringify(msg.value) : JSON.stringify(format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? toStructured(msg) : envelope(msg)),
+            format === 'value' ? JSON.stringify(jsonValue(msg.value)) : JSON.stringify(format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? toStructured(msg) : envelope(msg)),
           );
           batch.queue(textFrame(payload), payload);
         }
@@ -647,7 +647,7 @@ function handshakeTrace(req: IncomingMessage): Record<string, string> | undefine
 
 /** The envelope frame; a CloudEvent's attributes are also given as `ce` (they are its ce_ headers too). */
 function envelope(msg: Message): Record<string, unknown> {
-  const env: Record<string, unknown> = { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: msg.value, timestamp: msg.timestamp };
+  const env: Record<string, unknown> = { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: jsonValue(msg.value), timestamp: msg.timestamp };
   const ce = attributesOf(msg.headers);
   if (ce) env.ce = ce;
   return env;
