@@ -71,6 +71,9 @@ function jsonString(s: string): string {
 export function errorFrame(p: Problem): string {
   const frame: Record<string, unknown> = { type: 'error', status: p.status, title: p.title, detail: p.detail, code: p.code };
   frame.errors = p.errors ?? [];
+  // A WebSocket client sees no headers: what HTTP says in Retry-After (seconds), the frame says.
+  const retryAfter = p.headers?.['retry-after'];
+  if (retryAfter !== undefined && /^\d+$/.test(retryAfter)) frame.retryAfter = Number(retryAfter);
   if (p.took) frame.deliveries = tookDeliveries(p.took);
   return JSON.stringify(frame);
 }

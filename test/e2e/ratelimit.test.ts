@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
+import { conforms } from '../helpers/wire-formats.js';
 import { useGateway } from '../helpers/gateway.js';
 
 const config = (surviveTransform: string, surviveRate: number) => `version: 1
@@ -96,6 +97,10 @@ describe('ratelimit step', () => {
     assert.equal(err.type, 'error');
     assert.equal(err.status, 429);
     assert.match(err.detail, /retry in \d+ s/);
+    // What HTTP says in Retry-After, a WebSocket client reads from the frame.
+    assert.ok(Number.isInteger(err.retryAfter) && err.retryAfter > 0, `retryAfter: ${err.retryAfter}`);
+    assert.equal(err.detail, `rate limit of 1 per hour exceeded; retry in ${err.retryAfter} s`);
+    conforms('ws-error-frame.json', err);
     ws.send({ n: 3 });
     assert.equal((await ws.next()).status, 429);
     assert.equal(ws.closed, undefined);

@@ -72,7 +72,7 @@ export const ratelimitStep = defineStep({
   options,
   doc: {
     summary:
-      'Token-bucket rate limit per client: each client may send `burst` messages at once and `rate` per `per` on average. Over the limit, HTTP answers 429 with `Retry-After` (seconds) and WebSocket clients get an error frame with status 429. ' +
+      'Token-bucket rate limit per client: each client may send `burst` messages at once and `rate` per `per` on average. Over the limit, HTTP answers 429 with `Retry-After` (seconds) and WebSocket clients get an error frame with status 429 and `retryAfter` (seconds). ' +
       'Clients are told apart by IP address, or by the JSONata `key` (for example `$principal` after an `auth` step; when it has no result the IP is used). Behind a proxy, key on `$headers."x-forwarded-for"` only if the proxy sets that header. ' +
       'Buckets are kept across reloads for as long as the route keeps this step unchanged. Each route has its own buckets, even when it uses the step through a shared chain. Only for routes from a listener.',
     example: 'ratelimit:\n  rate: 100\n  per: minute\n  burst: 20\n  key: $principal',
