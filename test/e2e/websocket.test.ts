@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { after, describe, it } from 'node:test';
+import WebSocket from 'ws';
 import { post, RawWsClient, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { rawHttp } from '../helpers/raw-http.js';
@@ -308,6 +310,13 @@ describe('WebSocket (spec §5)', () => {
       assert.equal((await post(gw.url('api', '/idle'), { n: 1 })).status, 200);
       assert.deepEqual(await answering.next(), { n: 1 });
       assert.equal(answering.closed, undefined);
+    });
+
+    it('answers a client that offers subprotocols with the first one, as browsers need', async () => {
+      const offered = new WebSocket(gw.url('push', '/frames', 'ws'), ['eventgate.v1', 'json']);
+      await once(offered, 'open');
+      assert.equal(offered.protocol, 'eventgate.v1');
+      offered.close();
     });
 
     it('answers a plain HTTP request with 426 Upgrade Required, as problem+json', async () => {
