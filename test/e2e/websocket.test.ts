@@ -56,6 +56,12 @@ routes:
   - name: device-out
     from: { broker: local, topic: devices }
     to: { listener: push, path: /devices/:device }
+  - name: lobby-a
+    from: { listener: api, path: /lobby-a }
+    to: { listener: push, path: /lobby/:a }
+  - name: lobby-b
+    from: { listener: api, path: /lobby-b }
+    to: { listener: push, path: /lobby/:b }
 `;
 
 describe('WebSocket (spec §5)', () => {
@@ -183,7 +189,14 @@ describe('WebSocket (spec §5)', () => {
       assert.deepEqual(await eight.next(), { t: 21, device: '7', unit: 'lux' });
       eight.send({ t: 22 });
       assert.deepEqual(await ackAndForward(eight), { t: 22, device: '8' });
+      assert.deepEqual(await seven.next(), { t: 22, device: '8' });
       await assert.rejects(WsClient.connect(gw.url('push', '/devices/7/8', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
+      // Two forward routes spelling the same paths differently: both reach the clients of those paths.
+      const lobby = await connect('/lobby/1');
+      for (const from of ['/lobby-a', '/lobby-b']) {
+        assert.equal((await post(gw.url('api', from), { from })).status, 200);
+        assert.deepEqual(await lobby.next(), { from });
+      }
     });
 
     it('closes with 1009 a connection that sends a frame over maxPayloadBytes', async () => {

@@ -161,8 +161,8 @@ export class WebSocketListener implements ListenerRuntime {
   /** Route paths by request path, for the other paths (parameters, `%`-escapes). */
   private router: Router = FindMyWay();
   /**
-   * A forward path spelled differently from a publish path that matches the same requests
-   * (`/rooms/:id` and `/rooms/:room`) → that publish path, the clients' key; and back.
+   * A forward path spelled differently from a path before it that matches the same requests
+   * (`/rooms/:id` and `/rooms/:room`) → that path, the clients' key; and back.
    */
   private forwardAlias = new Map<string, string>();
   private aliasedForward = new Map<string, string>();
@@ -239,14 +239,16 @@ export class WebSocketListener implements ListenerRuntime {
     const before = this.bindings;
     const router = FindMyWay();
     const forwardAlias = new Map<string, string>();
-    for (const path of bindings.publish.keys()) router.on('GET', path, noop, path);
+    const registered = [...bindings.publish.keys()];
+    for (const path of registered) router.on('GET', path, noop, path);
     for (const path of bindings.forward) {
       if (bindings.publish.has(path)) continue;
       try {
         router.on('GET', path, noop, path);
+        registered.push(path);
       } catch {
-        // The router refuses a second spelling of the same requests: its clients are the publish path's.
-        const same = [...bindings.publish.keys()].find((p) => samePath(p, path));
+        // The router refuses a second spelling of the same requests: its clients are the first one's.
+        const same = registered.find((p) => samePath(p, path));
         if (same !== undefined) forwardAlias.set(path, same);
       }
     }
