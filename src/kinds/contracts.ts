@@ -258,6 +258,12 @@ export interface BrokerRuntime {
   /** Why `topic` cannot be a topic of this broker, or undefined; asked of topics computed per message. */
   topicProblem?(topic: string): string | undefined;
   /**
+   * Why this broker's protocol cannot carry the header `name: value`, or undefined; asked of every
+   * header of a message before it is published. Such a message fails as invalid (400) instead of
+   * being sent: the server would refuse it (or, MQTT, drop the connection), and no retry can help.
+   */
+  headerProblem?(name: string, value: string): string | undefined;
+  /**
    * The lag of every subscription this broker serves, as last known. Called on each /metrics
    * scrape, so it must answer from memory (no network round trip): a broker that learns lag
    * asynchronously keeps the latest value per partition and returns it here.

@@ -797,11 +797,28 @@ function unavailable(broker: string, err: unknown): Problem {
   return problem('EG_BROKER_UNAVAILABLE', `broker '${broker}' did not acknowledge the message: ${(err as Error).message ?? String(err)}`);
 }
 
+/** The 400 for a message with a header its broker cannot carry (BrokerRuntime.headerProblem), or undefined. */
+function unpublishableHeader(broker: string, headerProblem: (name: string, value: string) => string | undefined, headers: Readonly<Record<string, string>>): Problem | undefined {
+  for (const name in headers) {
+    const why = headerProblem(name, headers[name]!);
+    if (why === undefined) continue;
+    const shown = JSON.stringify(name.length > 64 ? `${name.slice(0, 61)}...` : name);
+    const error = `header ${shown}: ${why}`;
+    return problem('EG_INVALID_MESSAGE', `broker '${broker}' cannot carry the message's headers: ${error}`, { errors: [error] });
+  }
+  return undefined;
+}
+
 function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'broker' }>): Target {
   const key = t.key;
   const topicExpr = t.topicExpr;
   const now = broker.publishNow?.bind(broker);
+  const headerProblem = broker.headerProblem?.bind(broker);
   const publish = (topic: string, out: Message): Delivery | Promise<Delivery> => {
+    if (headerProblem) {
+      const refused = unpublishableHeader(broker.name, headerProblem, out.headers);
+      if (refused) return Promise.reject(new TargetError(refused));
+    }
     if (now) {
       try {
         return now(topic, out);

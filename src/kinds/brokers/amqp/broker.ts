@@ -88,6 +88,10 @@ export class AmqpBroker implements BrokerRuntime {
     return undefined;
   }
 
+  headerProblem(name: string): string | undefined {
+    return Buffer.byteLength(name) > 255 ? 'an AMQP header name is at most 255 bytes' : undefined;
+  }
+
   private async connect(): Promise<void> {
     if (this.stopped) return;
     try {

@@ -187,6 +187,13 @@ export class NatsBroker implements BrokerRuntime {
     return undefined;
   }
 
+  headerProblem(name: string, value: string): string | undefined {
+    // The NATS header block is MIME-style text: names of printable ASCII without ':', values on one line.
+    if (!/^[!-9;-~]+$/.test(name)) return 'a NATS header name is printable ASCII (no space, no colon), and not empty';
+    if (/[\r\n]/.test(value)) return 'a NATS header value cannot hold CR or LF';
+    return undefined;
+  }
+
   publish(topic: string, msg: Message): Promise<Delivery> {
     const nc = this.nc;
     if (this.stopped) return Promise.reject(new Error(`broker '${this.name}' is stopped`));
