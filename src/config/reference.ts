@@ -185,6 +185,16 @@ JSONata expressions see the message value as input and these variables: \`$key\`
 \`$claims\` (the JWT's claims); after a \`validate\` step that names an AsyncAPI message or channel,
 \`$message\` (the message's id) and \`$channel\` (its channel key), both \`null\` otherwise (see
 [asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message.
+
+An expression that fails on a message fails that message only: one that raises an error (\`$error("...")\`,
+a type error such as \`"a" + 1\`), runs past \`timeoutMs\` or \`maxDepth\`, or yields a result JSON
+cannot hold (a function, as \`$uppercase\` without its call; a number that is not finite, as
+\`total / count\` with a count of 0). HTTP answers 500 \`EG_EXPRESSION_FAILED\` with what failed in
+its detail (\`transform failed: the result is not JSON: it holds Infinity at /avg\`), a WebSocket
+client gets an error frame with status 500, and a consume route sends the message to its
+\`deadletter\` target at once (without one it is dropped, with an error in the log): retrying would
+fail the same way. A failing step sends the message nowhere; a failing \`key\` or \`topic\`
+expression keeps it from that target only (the answer's \`deliveries\` lists the targets that took it).
 `);
 
   out.push('## brokers\n\nA map of name → broker; `kind` selects the kind.\n');

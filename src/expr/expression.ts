@@ -139,14 +139,67 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
         const v = fast(input, bindings);
         if (v !== FALLBACK) return v;
       }
+      let result: unknown;
       try {
-        return await compiled.evaluate(input, bindings);
+        result = await compiled.evaluate(input, bindings);
       } catch (err) {
         const e = err as JsonataError;
         throw new ExpressionEvaluationError(source, describeFailure(e, limits), e.code, where);
       }
+      // The fast path only passes on parts of its input, which is JSON; JSONata can make more.
+      const notJson = nonJsonPart(result);
+      if (notJson !== undefined) throw new ExpressionEvaluationError(source, `the result is not JSON: it holds ${notJson}`, undefined, where);
+      return result;
     },
   };
+}
+
+/**
+ * What in an expression's result JSON cannot hold, or undefined: a function (`$uppercase`
+ * without its call, a regex, a lambda, whose closure would also make the value cyclic) or a
+ * number that is not finite (`total / count` with a count of 0 is Infinity, which JSON would
+ * silently write as null). Iterative, and never enters a function, so it ends on any result.
+ */
+export function nonJsonPart(result: unknown): string | undefined {
+  if (result === null || (typeof result !== 'object' && typeof result !== 'function' && typeof result !== 'number')) return undefined;
+  // Scalars are checked where they are found, only containers go on the stack; paths are made
+  // only for a result that has something to report.
+  const stack: [unknown, string][] = [[result, '']];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [v, at] = next;
+    const bad = notJsonScalar(v);
+    if (bad !== undefined) return `${bad} at ${at || '/'}`;
+    if (v === null || typeof v !== 'object' || Buffer.isBuffer(v)) continue;
+    if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) {
+        const x: unknown = v[i];
+        if (x !== null && typeof x === 'object') stack.push([x, `${at}/${i}`]);
+        else if (notJsonScalar(x) !== undefined) return `${notJsonScalar(x)} at ${at}/${i}`;
+      }
+    } else {
+      const o = v as Record<string, unknown>;
+      for (const k in o) {
+        const x = o[k];
+        if (x !== null && typeof x === 'object') stack.push([x, `${at}/${k}`]);
+        else if (notJsonScalar(x) !== undefined) return `${notJsonScalar(x)} at ${at}/${k}`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** What a value is that JSON cannot hold (`a function`, `Infinity`), or undefined; containers other than function values pass. */
+function notJsonScalar(v: unknown): string | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) ? undefined : String(v);
+  if (typeof v === 'function') return 'a function';
+  if (typeof v === 'object' && v !== null && ((v as JsonataFunction)._jsonata_function || (v as JsonataFunction)._jsonata_lambda)) return 'a function';
+  return undefined;
+}
+
+/** How JSONata marks its function values (a native function's wrapper, a lambda with its closure). */
+interface JsonataFunction {
+  _jsonata_function?: boolean;
+  _jsonata_lambda?: boolean;
 }
 
 /** The 500 answered for a failed expression: what failed for the client, where in the config for the log. */

@@ -93,3 +93,94 @@ routes:
     dead.close();
   });
 });
+
+describe('expression results JSON cannot hold', () => {
+  const gw = useGateway(`version: 1
+admin: {port: 0}
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0}
+  push: {kind: websocket, port: 0}
+routes:
+  - name: lambda
+    from: {listener: api, path: /lambda}
+    through: [{transform: '($twice := function($x){ $x * 2 }; $twice)'}]
+    to: {broker: local, topic: out}
+  - name: ratio
+    from: {listener: api, path: /ratio}
+    through: [{transform: '{"avg": total / count}'}]
+    to: {broker: local, topic: out}
+  - name: ratio-ws
+    from: {listener: push, path: /ws/ratio}
+    through: [{transform: '{"avg": total / count}'}]
+    to: {broker: local, topic: out}
+  - name: header
+    from: {listener: api, path: /header}
+    through: [{headers: {set: {x-name: '$uppercase'}}}]
+    to: {broker: local, topic: out}
+  - name: key
+    from: {listener: api, path: /key}
+    to: {broker: local, topic: out, key: '$lowercase'}
+  - name: jobs-in
+    from: {listener: api, path: /jobs}
+    to: {broker: local, topic: jobs}
+  - name: averages
+    from: {broker: local, topic: jobs}
+    through: [{transform: '{"avg": total / count}'}]
+    to: {broker: local, topic: out}
+    deadletter: {broker: local, topic: dead}
+  - name: out-watch
+    from: {broker: local, topic: out}
+    to: {listener: push, path: /ws/out, format: envelope}
+  - name: dead-watch
+    from: {broker: local, topic: dead}
+    to: {listener: push, path: /ws/dead, format: envelope}
+`);
+
+  it('fails a transform that yields a function with 500 (it used to hang and crash the gateway)', async () => {
+    const r = await post(gw.url('api', '/lambda'), { n: 1 });
+    assert.equal(r.status, 500, r.text);
+    assert.equal(r.body.code, 'EG_EXPRESSION_FAILED');
+    assert.equal(r.body.detail, 'transform failed: the result is not JSON: it holds a function at /');
+    assert.equal((await post(gw.url('api', '/ratio'), { total: 3, count: 2 })).status, 200);
+  });
+
+  it('fails a division by zero with 500 instead of sending null, over HTTP and WebSocket', async () => {
+    const out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
+    const r = await post(gw.url('api', '/ratio'), { total: 3, count: 0 });
+    assert.equal(r.status, 500, r.text);
+    assert.equal(r.body.detail, 'transform failed: the result is not JSON: it holds Infinity at /avg');
+    const ws = await WsClient.connect(gw.url('push', '/ws/ratio', 'ws'));
+    ws.send({ total: 0, count: 0 });
+    const frame = await ws.next();
+    assert.equal(frame.type, 'error');
+    assert.equal(frame.status, 500);
+    assert.equal(frame.detail, 'transform failed: the result is not JSON: it holds NaN at /avg');
+    // The only message out is a good one: nothing was sent for the two above.
+    assert.equal((await post(gw.url('api', '/ratio'), { total: 3, count: 2 })).status, 200);
+    assert.deepEqual((await out.next()).value, { avg: 1.5 });
+    ws.close();
+    out.close();
+  });
+
+  it('fails a header or key expression that yields a function with 500', async () => {
+    const h = await post(gw.url('api', '/header'), {});
+    assert.equal(h.status, 500, h.text);
+    assert.equal(h.body.detail, 'headers.set.x-name failed: the result is not JSON: it holds a function at /');
+    const k = await post(gw.url('api', '/key'), {});
+    assert.equal(k.status, 500, k.text);
+    assert.equal(k.body.detail, 'key expression failed: the result is not JSON: it holds a function at /');
+  });
+
+  it('dead-letters a consumed message whose transform divides by zero', async () => {
+    const dead = await WsClient.connect(gw.url('push', '/ws/dead', 'ws'));
+    assert.equal((await post(gw.url('api', '/jobs'), { total: 1, count: 0 })).status, 200);
+    const frame = await dead.next(10_000);
+    assert.deepEqual(frame.value, { total: 1, count: 0 });
+    const error = JSON.parse(frame.headers._eventgate_error);
+    assert.equal(error.code, 'EG_EXPRESSION_FAILED');
+    assert.equal(error.detail, 'transform failed: the result is not JSON: it holds Infinity at /avg');
+    dead.close();
+  });
+});

@@ -9,7 +9,7 @@ export const transformStep = defineStep({
   options: Type.String({ minLength: 1, description: 'JSONata expression whose result replaces the message value.' }),
   doc: {
     summary:
-      "Replaces the message value with the JSONata expression's result. An expression with no result fails the message (HTTP 500), since an empty message is almost always a mistake in the expression.",
+      "Replaces the message value with the JSONata expression's result. An expression with no result fails the message (HTTP 500), since an empty message is almost always a mistake in the expression; so does a result JSON cannot hold (a function, or a number that is not finite, such as a division by zero's), which would otherwise go out as null.",
     example: 'transform: |\n  { "lux": lumens, "at": sentAt, "room": $path.room }',
   },
   compile(source, ctx) {
