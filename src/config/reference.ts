@@ -184,7 +184,10 @@ JSONata expressions see the message value as input and these variables: \`$key\`
 (query string of the request or of the WebSocket handshake; repeated keys become lists); after an \`auth\` step, \`$principal\` (who sent it) and
 \`$claims\` (the JWT's claims); after a \`validate\` step that names an AsyncAPI message or channel,
 \`$message\` (the message's id) and \`$channel\` (its channel key), both \`null\` otherwise (see
-[asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message.
+[asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message. Header
+names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
+case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep
+their producer's spelling.
 
 An expression that fails on a message fails that message only: one that raises an error (\`$error("...")\`,
 a type error such as \`"a" + 1\`), runs past \`timeoutMs\` or \`maxDepth\`, or yields a result JSON

@@ -15,22 +15,29 @@ export const headersStep = defineStep({
   ),
   doc: {
     summary:
-      'Edits the message headers. `set` maps a header name to a JSONata expression (a string result is used as is, anything else as JSON; no result leaves the header unset); `remove` lists headers to drop. Removal runs first, so a header can be replaced.',
+      'Edits the message headers. `set` maps a header name to a JSONata expression (a string result is used as is, anything else as JSON; no result leaves the header unset); `remove` lists headers to drop. Removal runs first, so a header can be replaced. Names are matched regardless of case (HTTP and WebSocket request headers arrive in lower case; `remove: [X-Debug]` drops `x-debug`), and a header `set` replaces the same name in any case, spelled as in the config.',
     example: 'headers:\n  set:\n    ce-type: \'"io.example.light.measured"\'\n    x-room: $path.room\n  remove: [x-debug]',
   },
   compile(options, ctx) {
     const set = compileExpressionMap(ctx, 'set', options.set);
     if (!set) return undefined;
-    const remove = options.remove ?? [];
+    // Header names are matched regardless of case, as HTTP does: HTTP and WebSocket clients' headers
+    // arrive in lower case, while a config (or a Kafka producer) may spell them `X-Request-Id`.
+    const remove = new Set((options.remove ?? []).map((n) => n.toLowerCase()));
+    const lowerSet = new Map(set.map(([name]) => [name, name.toLowerCase()]));
     return {
       kind: 'headers',
       run(msg, mctx) {
         const headers = { ...msg.headers };
-        for (const name of remove) delete headers[name];
+        if (remove.size > 0) for (const k in headers) if (remove.has(k.toLowerCase())) delete headers[k];
         if (set.length === 0) return withHeaders(msg, headers);
         const bindings = bindingsFor(msg, mctx);
         const assign = (name: string, v: unknown): undefined => {
-          if (v !== undefined) headers[name] = typeof v === 'string' ? v : JSON.stringify(v);
+          if (v === undefined) return undefined;
+          // The config's spelling replaces the header in whatever case the message had it.
+          const lower = lowerSet.get(name)!;
+          for (const k in headers) if (k !== name && k.toLowerCase() === lower) delete headers[k];
+          headers[name] = typeof v === 'string' ? v : JSON.stringify(v);
           return undefined;
         };
         // Synchronous while every expression has a fast path; from the first that has not, asynchronous.
