@@ -15,8 +15,21 @@ export interface DeadletterCause {
   errors: readonly string[];
 }
 
-/** `msg` as a dead-letter topic receives it: the one set of headers every dead-letter path writes. */
-export function deadletterMessage(msg: Message, route: string, cause: DeadletterCause): Message {
-  const why = { ts: new Date().toISOString(), route, status: cause.status, code: cause.code, detail: cause.detail, errors: cause.errors };
-  return { ...msg, headers: { ...msg.headers, [DEADLETTER_HEADER]: JSON.stringify(why) } };
+/**
+ * `msg` as a dead-letter topic receives it: the one set of headers every dead-letter path writes.
+ * `headerProblem` is the dead-letter broker's (BrokerRuntime.headerProblem): headers it cannot
+ * carry are left out, and named in `droppedHeaders`, so the message still reaches the dead-letter
+ * topic (which exists for messages nothing else takes) instead of being refused there for ever.
+ */
+export function deadletterMessage(msg: Message, route: string, cause: DeadletterCause, headerProblem?: (name: string, value: string) => string | undefined): Message {
+  const headers: Record<string, string> = {};
+  const dropped: string[] = [];
+  for (const name in msg.headers) {
+    const value = msg.headers[name]!;
+    if (headerProblem?.(name, value) === undefined) headers[name] = value;
+    else dropped.push(name);
+  }
+  const why = { ts: new Date().toISOString(), route, status: cause.status, code: cause.code, detail: cause.detail, errors: cause.errors, ...(dropped.length > 0 ? { droppedHeaders: dropped } : {}) };
+  headers[DEADLETTER_HEADER] = JSON.stringify(why);
+  return { ...msg, headers };
 }

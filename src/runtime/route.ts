@@ -469,7 +469,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /** The one dead-letter path of a route: the same headers (core/deadletter.ts), never credentials. */
   private sendToDeadletter(to: { broker: BrokerRuntime; topic: string }, msg: Message, cause: DeadletterCause): Promise<Delivery> {
-    return to.broker.publish(to.topic, deadletterMessage(this.withoutCredentials(msg), this.name, cause));
+    return to.broker.publish(to.topic, deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker)));
   }
 
   private deliver(_original: Message, m: Message, ctx: MessageContext): Outcome | Later {

@@ -47,6 +47,17 @@ routes:
       - headers: { set: { x-note: note } }
     to: { broker: devices, topic: h/relayed }
     deadletter: { broker: local, topic: undeliverable }
+  - name: queue-noted
+    from: { listener: api, path: /queue-noted }
+    through:
+      - headers: { set: { x-note: note } }
+    to: { broker: local, topic: noted }
+  - name: doomed
+    from: { broker: local, topic: noted }
+    through:
+      - transform: '$error("cannot handle " & n)'
+    to: { broker: local, topic: handled }
+    deadletter: { broker: devices, topic: h/dead }
   - name: undeliverable
     from: { broker: local, topic: undeliverable }
     to: { listener: ws, path: /undeliverable, format: envelope }
@@ -122,6 +133,22 @@ routes:
     } finally {
       sub.stop();
       dl.close();
+    }
+  });
+
+  it('dead-letters to MQTT a message with a header MQTT cannot carry, without that header, naming it', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'h/dead');
+    try {
+      assert.equal((await post(gw.url('api', '/queue-noted'), { n: 1, note: 'two\nlines' }, { 'x-trace-me': 'yes' })).status, 200);
+      const [dead] = await sub.take(1);
+      assert.deepEqual(JSON.parse(dead!.payload), { n: 1, note: 'two\nlines' });
+      assert.equal(dead!.userProperties['x-trace-me'], 'yes');
+      assert.equal(dead!.userProperties['x-note'], undefined);
+      const error = JSON.parse(dead!.userProperties._eventgate_error!);
+      assert.equal(error.detail, 'transform failed: cannot handle 1');
+      assert.deepEqual(error.droppedHeaders, ['x-note']);
+    } finally {
+      sub.stop();
     }
   });
 });
