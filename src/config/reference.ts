@@ -248,7 +248,9 @@ a consume route retries the message to the targets that failed only.
 
 ### to
 
-- \`{broker: B, topic: T, key: <JSONata>}\`: publish; \`key\` (optional) computes the record key.
+- \`{broker: B, topic: T, key: <JSONata>}\`: publish; \`key\` (optional) computes the record key
+  (a string result is the key as it is, any other result its JSON text: \`42\` → \`"42"\`, a list
+  \`["a","b"]\` → \`'["a","b"]'\`; no result or \`null\`: no key).
   \`topic\` is a name, or \`{expression: <JSONata>}\` to compute it per message (e.g.
   \`{expression: '"orders." & region'}\`); a result that is not a valid topic name fails the
   message (HTTP 500) without publishing it.
