@@ -79,6 +79,14 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     assert.equal(got!.headers['x-tenant'], 'acme');
   });
 
+  it('refuses with 400 a message with a header name AMQP cannot carry (over 255 bytes), not 503', async () => {
+    const name = `x-${'n'.repeat(300)}`;
+    const res = await post(gw.url('api', '/orders/created'), { id: 8 }, { [name]: 'v' });
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.body.code, 'EG_INVALID_MESSAGE');
+    assert.match(res.body.errors[0], /^header "x-n+\.\.\.": an AMQP header name is at most 255 bytes$/);
+  });
+
   it('answers 503 for a message no queue is bound for, instead of letting RabbitMQ drop it', async () => {
     const res = await post(gw.url('api', '/orders/nobody.listens'), { id: 8 });
     // orders.nobody.listens has three words: orders.* does not match it.
