@@ -52,7 +52,7 @@ export const validateStep = defineStep({
   options,
   doc: {
     summary:
-      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}`; `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
+      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}`; `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
     example: 'validate:\n  message: lightMeasured      # or: channel: lightingMeasured, or: schema: schemas/light-measured.json\n  onInvalid: tag',
   },
   compile(options, ctx) {
@@ -129,12 +129,14 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
       if (onInvalid === 'reject') {
         return { stop: 'invalid', problem: problem('EG_INVALID_MESSAGE', `the message does not match its schema (${errors.length} error${errors.length === 1 ? '' : 's'})`, { errors }) };
       }
-      const tagged = withHeaders(msg, headersWith(msg.headers, VALIDATION_ERROR_HEADER, JSON.stringify({ ts: new Date().toISOString(), errors })));
+      // After an earlier validate step of the route tagged the message, the header keeps its errors too.
+      const all = ctx.tagged ? [...ctx.tagged, ...errors] : errors;
+      const tagged = withHeaders(msg, headersWith(msg.headers, VALIDATION_ERROR_HEADER, JSON.stringify({ ts: new Date().toISOString(), errors: all })));
       if (onInvalid === 'tag') {
-        ctx.tagged = errors;
+        ctx.tagged = all;
         return tagged;
       }
-      return { stop: 'deadletter', message: tagged, errors, to: deadletter };
+      return { stop: 'deadletter', message: tagged, errors: all, to: deadletter };
     },
   };
 }
