@@ -1,4 +1,4 @@
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { formatDiagnostic } from '../config/diagnostics.js';
 import { buildConfigSchema } from '../config/schema.js';
@@ -33,26 +33,47 @@ options:
   --vars-file FILE      read \${VAR} values from FILE (KEY=value lines) for variables the
                         environment does not set; may be repeated`;
 
+/** The options each command takes; any other is a usage error, not silently ignored. */
+const COMMAND_OPTIONS: Record<string, readonly string[]> = {
+  run: ['config', 'vars-file'],
+  validate: ['config', 'format', 'vars-file'],
+  test: ['config', 'format', 'vars-file'],
+  plan: ['config', 'from', 'admin', 'token', 'format', 'vars-file'],
+  export: ['config', 'vars-file'],
+  schema: ['vars-file'],
+};
+
+/** Positional arguments each command takes, its name included (`test` also takes test files). */
+const COMMAND_ARGS: Record<string, number> = { run: 1, validate: 1, plan: 1, export: 2, schema: 1, test: Number.POSITIVE_INFINITY };
+
+const OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  format: { type: 'string', default: 'text' },
+  'vars-file': { type: 'string', multiple: true, default: [] as string[] },
+  from: { type: 'string' },
+  admin: { type: 'string' },
+  token: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+} satisfies ParseArgsConfig['options'];
+
+/**
+ * A usage error exits 2, except for `plan`, where 2 means "the reload changes something": CI jobs
+ * accept that code (`|| [ $? -eq 2 ]`), so a plan that could not be made must not exit with it.
+ */
+function usageError(command: string | undefined, message: string): number {
+  process.stderr.write(`eventgate: ${message}\n${USAGE}\n`);
+  return command === 'plan' ? 1 : 2;
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        config: { type: 'string', short: 'c' },
-        format: { type: 'string', default: 'text' },
-        'vars-file': { type: 'string', multiple: true, default: [] },
-        from: { type: 'string' },
-        admin: { type: 'string' },
-        token: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean', short: 'v' },
-      },
-    });
+    parsed = parseArgs({ args: argv, allowPositionals: true, tokens: true, options: OPTIONS });
   } catch (err) {
-    process.stderr.write(`eventgate: ${(err as Error).message}\n${USAGE}\n`);
-    return 2;
+    // Which command was meant, to choose the exit code: the same parse, leniently.
+    const lenient = parseArgs({ args: argv, allowPositionals: true, strict: false, options: OPTIONS });
+    return usageError(lenient.positionals[0], (err as Error).message);
   }
   const { values, positionals } = parsed;
   if (values.version) {
@@ -70,6 +91,21 @@ async function main(argv: string[]): Promise<number> {
   if (values.help || command === undefined || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
     return command === undefined && !values.help ? 2 : 0;
+  }
+  const takes = COMMAND_OPTIONS[command];
+  if (takes) {
+    // `eventgate validate broken.yaml` must not check ./gateway.yaml and print ok.
+    const extra = positionals[COMMAND_ARGS[command]!];
+    if (extra !== undefined) {
+      const hint =
+        command !== 'schema' && /\.(ya?ml|json)$/i.test(extra) && values.config === undefined
+          ? ` (the config is given with -c: eventgate ${positionals.slice(0, COMMAND_ARGS[command]).join(' ')} -c ${extra})`
+          : '';
+      return usageError(command, `unexpected argument '${extra}'${hint}`);
+    }
+    const given = parsed.tokens?.filter((t) => t.kind === 'option').map((t) => t.name) ?? [];
+    const foreign = given.find((name) => !takes.includes(name));
+    if (foreign !== undefined) return usageError(command, `'${command}' does not take --${foreign}`);
   }
   switch (command) {
     case 'run':

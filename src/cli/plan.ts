@@ -49,7 +49,8 @@ export interface PlanReport {
 /**
  * `eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]`: what a
  * reload to NEW would do, from the same diff a reload uses. Exit 0 when nothing changes, 2 when
- * something does, 1 when NEW is invalid (and 2, with a message, when the command cannot run).
+ * something does, 1 when NEW is invalid or the plan cannot be made (OLD unreadable, admin API
+ * unreachable, a usage error): as `terraform plan -detailed-exitcode`, 2 only ever means changes.
  */
 export async function planCommand(o: PlanOptions): Promise<number> {
   if (o.format !== 'text' && o.format !== 'json') return usage(`--format must be text or json, got '${o.format}'`);
@@ -162,9 +163,10 @@ function toError(d: Diagnostic): PlanReport['errors'][number] {
   return { file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code };
 }
 
+/** The plan could not be made: exit 1, never 2, which says "the reload changes something" (and CI jobs accept). */
 function usage(message: string): number {
   process.stderr.write(`eventgate: ${message}\n`);
-  return 2;
+  return 1;
 }
 
 function write(format: string, report: PlanReport): void {

@@ -98,4 +98,23 @@ describe('eventgate: other commands', () => {
     const format = await runCli(['validate', '--format', 'xml']);
     assert.equal(format.code, 2);
   });
+
+  it('refuses an argument a command does not take, rather than checking ./gateway.yaml instead', async () => {
+    // A CI job that writes `eventgate validate broken.yaml` must not get "ok" for the gateway.yaml beside it.
+    const dir = tempFiles({ 'gateway.yaml': 'version: 1\n', 'broken.yaml': 'version: 1\nbrokers: { local: { kind: memroy } }\n' });
+    const validate = await runCli(['validate', 'broken.yaml'], { cwd: dir });
+    assert.equal(validate.code, 2);
+    assert.doesNotMatch(validate.stdout, /ok/);
+    assert.match(validate.stderr, /unexpected argument 'broken\.yaml' \(the config is given with -c: eventgate validate -c broken\.yaml\)/);
+    const exported = await runCli(['export', 'asyncapi', 'broken.yaml'], { cwd: dir });
+    assert.equal(exported.code, 2);
+    assert.match(exported.stderr, /unexpected argument 'broken\.yaml' \(the config is given with -c: eventgate export asyncapi -c broken\.yaml\)/);
+    const schema = await runCli(['schema', 'extra'], { cwd: dir });
+    assert.equal(schema.code, 2);
+    assert.equal(schema.stdout, '');
+    // An option of another command is no option of this one.
+    const from = await runCli(['validate', '-c', 'gateway.yaml', '--from', 'broken.yaml'], { cwd: dir });
+    assert.equal(from.code, 2);
+    assert.match(from.stderr, /'validate' does not take --from/);
+  });
 });

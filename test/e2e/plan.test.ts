@@ -84,14 +84,22 @@ describe('eventgate plan --from OLD', () => {
     assert.match(text.stdout, /new\.yaml is invalid; a reload would be rejected and the running config kept:\n {2}new\.yaml:3:27: unknown broker kind "memroy"/);
   });
 
-  it('exits 2 on a usage error', async () => {
+  // Exit 2 says "the reload changes something", which CI jobs accept (`|| [ $? -eq 2 ]`, docs/gitops.md):
+  // a plan that could not be made exits 1, or a typo in a flag would pass the job with no plan at all.
+  it('exits 1, never 2, when the plan cannot be made: a usage error, an unknown option, an unreadable OLD', async () => {
     const dir = tempFiles({ 'new.yaml': base('a > 1') });
     const both = await runCli(['plan', '-c', 'new.yaml', '--from', 'x.yaml', '--admin', 'http://127.0.0.1:1'], { cwd: dir });
-    assert.equal(both.code, 2);
+    assert.equal(both.code, 1);
     assert.match(both.stderr, /give --from OLD or --admin URL, not both/);
     const missing = await runCli(['plan', '-c', 'new.yaml', '--from', 'nope.yaml'], { cwd: dir });
-    assert.equal(missing.code, 2);
+    assert.equal(missing.code, 1);
     assert.match(missing.stderr, /nope\.yaml:1:1: cannot read config file/);
+    const typo = await runCli(['plan', '-c', 'new.yaml', '--form', 'old.yaml'], { cwd: dir });
+    assert.equal(typo.code, 1);
+    assert.match(typo.stderr, /Unknown option '--form'/);
+    const format = await runCli(['plan', '-c', 'new.yaml', '--format', 'yaml'], { cwd: dir });
+    assert.equal(format.code, 1);
+    assert.equal(format.stdout, '');
   });
 });
 
@@ -115,7 +123,7 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       assert.deepEqual(report.disconnected, [{ listener: 'push', clients: 1, reason: 'the listener needs a new socket (port, host or TLS changed)' }]);
 
       const unauthorized = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir });
-      assert.equal(unauthorized.code, 2);
+      assert.equal(unauthorized.code, 1);
       assert.match(unauthorized.stderr, /wants a token: pass --token \(401\)/);
 
       // Apply the filter change only: afterwards the plan for that config is empty.
@@ -135,7 +143,7 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     await new Promise((r) => probe.close(r));
     const dir = tempFiles({ 'new.yaml': base('a > 1') });
     const r = await runCli(['plan', '-c', 'new.yaml', '--admin', `http://127.0.0.1:${port}`], { cwd: dir });
-    assert.equal(r.code, 2);
+    assert.equal(r.code, 1);
     assert.match(r.stderr, new RegExp(`cannot reach the admin API at http://127\\.0\\.0\\.1:${port}/admin/plan: ECONNREFUSED`));
   });
 });
