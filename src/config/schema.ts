@@ -16,7 +16,8 @@ export interface ConfigSchemaOptions {
    * Accept a `${VAR}` string wherever a number, boolean or enum is allowed (default true): the
    * schema editors see, where `port: ${HTTP_PORT:-8080}` is written before substitution. The
    * loader checks the substituted document against the strict schema (false), so a wrong value
-   * gets the type's own message.
+   * gets the type's own message. The editors' schema also keeps to standard keywords
+   * (standardKeywords below); the loader's own may use ajv's `discriminator`.
    */
   acceptVariables?: boolean;
 }
@@ -28,7 +29,33 @@ export interface ConfigSchemaOptions {
 export function buildConfigSchema(registry: KindRegistry, options: ConfigSchemaOptions = {}): JsonSchema {
   // Plain JSON: TypeBox marks its schemas with symbol keys, which are no part of JSON Schema.
   const schema = capTimers(JSON.parse(JSON.stringify(assembleSchema(registry))) as JsonSchema);
-  return options.acceptVariables === false ? schema : acceptVariables(schema);
+  return options.acceptVariables === false ? schema : standardKeywords(acceptVariables(schema));
+}
+
+/**
+ * The published document must compile in any JSON Schema 2020-12 validator as it comes: ajv, with
+ * its default (strict) options, refuses the OpenAPI `discriminator` keyword ("unknown keyword")
+ * and warns about `type: [a, b]`. So the editors' schema leaves out the one (it only makes the
+ * loader's own messages sharper) and writes the other as an `anyOf`; it accepts the same documents.
+ */
+function standardKeywords(root: JsonSchema): JsonSchema {
+  const walk = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(walk);
+    if (node === null || typeof node !== 'object') return node;
+    const out: JsonSchema = {};
+    for (const [k, v] of Object.entries(node)) {
+      if (k === 'discriminator' && v !== null && typeof v === 'object' && 'propertyName' in v) continue;
+      out[k] = walk(v);
+    }
+    if (Array.isArray(out.type) && out.type.every((t) => typeof t === 'string')) {
+      const union = { anyOf: (out.type as string[]).map((type) => ({ type })) };
+      delete out.type;
+      if (out.anyOf === undefined) Object.assign(out, union);
+      else out.allOf = [...((out.allOf as unknown[] | undefined) ?? []), union];
+    }
+    return out;
+  };
+  return walk(root) as JsonSchema;
 }
 
 /**

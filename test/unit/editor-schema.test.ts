@@ -57,6 +57,22 @@ describe('gateway.schema.json in an editor', () => {
     assert.equal(validate(config('${HTTP PORT}', 'info', false)), false, 'not a variable name');
   });
 
+  it('compiles in ajv with its default, strict options, with no warning: no keyword a standard validator does not know', () => {
+    // A CI linter or an acceptance check writes `new Ajv2020().compile(schema)`, without ajv's extras.
+    const warnings: unknown[] = [];
+    const logger = { log: () => undefined, warn: (...m: unknown[]) => warnings.push(m), error: (...m: unknown[]) => warnings.push(m) };
+    const validate = new Ajv2020({ logger }).compile(schema);
+    assert.deepEqual(warnings, []);
+    for (const file of configs) assert.ok(validate(parse(readFileSync(file, 'utf8'))), `${relative(repoRoot, file)}: ${JSON.stringify(validate.errors)}`);
+    // The claim values that were `type: [string, number, boolean]` are still checked.
+    const claims = (value: unknown) => ({
+      version: 1,
+      chains: { c: [{ auth: { jwt: { secret: 'x'.repeat(32), requiredClaims: { role: value } } } }] },
+    });
+    assert.ok(validate(claims('admin')), JSON.stringify(validate.errors));
+    assert.equal(validate(claims({ not: 'a scalar' })), false);
+  });
+
   it('gives every property a description, for hovers', () => {
     const missing: string[] = [];
     const walk = (node: unknown, at: string): void => {
