@@ -65,7 +65,7 @@ export async function testCommand(config: string | undefined, testFiles: string[
   if (problems.length > 0) return usageError(problems);
 
   // Each test file runs against -c, else the config it names, else ./gateway.yaml.
-  const configOf = (t: TestFile) => config ?? (t.config !== undefined ? join(dirname(t.file), t.config) : 'gateway.yaml');
+  const configOf = (t: TestFile) => config ?? t.config ?? 'gateway.yaml';
   const results: TestResult[] = [];
   const plans = new Map<string, Awaited<ReturnType<typeof loadPlan>>>();
   for (const t of loaded) {

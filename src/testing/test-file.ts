@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join } from 'node:path';
 import type { Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseSource, type PathPart } from '../config/source.js';
 
@@ -157,7 +158,9 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
     });
   });
   if (diagnostics.length > problems) return undefined;
-  return { file, config: typeof doc.config === 'string' ? doc.config : undefined, tests };
+  // Relative to the test file, as `eventgate test` and `eventgate validate` both take it.
+  const config = typeof doc.config === 'string' ? (isAbsolute(doc.config) ? doc.config : join(dirname(file), doc.config)) : undefined;
+  return { file, config, tests };
 }
 
 function unknownKeys(map: Record<string, unknown>, allowed: string[], at: PathPart[], report: (path: PathPart[], message: string, which: 'key' | 'value') => void): void {

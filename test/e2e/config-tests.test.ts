@@ -168,4 +168,19 @@ describe('eventgate test', () => {
     assert.equal(shipped.stdout, 'ok\n', shipped.stdout + shipped.stderr);
     for (const r of [good, unknownRoute, badTests, badConfig, shipped]) noStackTrace(r);
   });
+
+  it("validate reads a test file's `config:` relative to the test file, as test does, not to the working directory", async () => {
+    const dir = tempFiles({ 'team/app.yaml': config, 'team/orders.tests.yaml': tests.replace('config: gateway.yaml', 'config: app.yaml') });
+    const validated = await runCli(['validate', '-c', 'team/orders.tests.yaml'], { cwd: dir });
+    assert.equal(validated.stdout, 'ok\n', validated.stdout + validated.stderr);
+    assert.equal(validated.code, 0);
+    const tested = await runCli(['test', 'team/orders.tests.yaml'], { cwd: dir });
+    assert.equal(tested.code, 0, tested.stdout + tested.stderr);
+    // A broken config is reported where it is.
+    const broken = tempFiles({ 'team/app.yaml': config.replace('kind: memory', 'kind: memroy'), 'team/orders.tests.yaml': tests.replace('config: gateway.yaml', 'config: app.yaml') });
+    const invalid = await runCli(['validate', '-c', 'team/orders.tests.yaml'], { cwd: broken });
+    assert.equal(invalid.code, 1);
+    assert.match(invalid.stdout, /^team\/app\.yaml:2:27: unknown broker kind "memroy"/m);
+    for (const r of [validated, tested, invalid]) noStackTrace(r);
+  });
 });
