@@ -200,7 +200,7 @@ export async function parseAsyncApi(file: string, text: string, read: FileReader
   const problems = (syntax.length > 0 ? syntax : specific.length > 0 ? specific : errors).map((d) => ({
     file: d.source ?? file,
     line: d.range.start.line + 1,
-    column: d.range.start.character + 1,
+    column: Math.max(1, d.range.start.character + 1), // the parser says -1 when it has no place
     path: d.path,
     message: readableMessage(d.message, policy),
   }));

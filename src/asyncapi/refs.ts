@@ -8,6 +8,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
+import { jsonSyntaxProblem } from '../config/source.js';
 import { isPair, isScalar, LineCounter, parseDocument, visit } from '../config/yaml.js';
 
 /** `asyncapiRemoteRefs` in gateway.yaml. */
@@ -63,6 +64,12 @@ export function checkDocument(file: string, text: string, policy: RefPolicy, max
   const size = Buffer.byteLength(text);
   if (size > maxBytes) {
     problems.push({ ...at(), message: `the document has ${size} bytes; at most ${maxBytes} are accepted` });
+    return { problems, targets };
+  }
+  // The AsyncAPI parser reads a broken JSON document as YAML and reports nonsense at 1:0; JSON's own message, at its place.
+  const json = /\.json$/i.test(file) ? jsonSyntaxProblem(text) : undefined;
+  if (json) {
+    problems.push({ ...at(json.line, json.column), message: `JSON syntax error: ${json.message}` });
     return { problems, targets };
   }
   const lineCounter = new LineCounter();

@@ -50,7 +50,48 @@ export function readSource(file: string, env: Env, diagnostics: Diagnostic[]): {
     diagnostics.push({ file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: `cannot read config file: ${describeFsError(err)}` });
     return { source: undefined, bytes: undefined };
   }
-  return { source: parseSource(file, bytes.toString('utf8'), env, diagnostics), bytes };
+  const text = decodeUtf8(bytes);
+  if (typeof text !== 'string') {
+    diagnostics.push(syntaxProblem(file, text.line, text.column, text.message));
+    return { source: undefined, bytes };
+  }
+  return { source: parseSource(file, text, env, diagnostics), bytes };
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * The file's text, or where it stops being UTF-8. Decoding leniently would turn a Latin-1 `é` in
+ * a topic name into U+FFFD without a word, and the gateway would publish to another topic.
+ */
+export function decodeUtf8(bytes: Uint8Array): string | { line: number; column: number; message: string } {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    // Only on failure: find the first byte that starts no valid sequence (or a sequence cut short).
+    let i = 0;
+    while (i < bytes.length) {
+      const b = bytes[i]!;
+      const need = b < 0x80 ? 0 : b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : -1;
+      if (need < 0) break;
+      const seq = bytes.subarray(i, i + need + 1);
+      try {
+        if (seq.length !== need + 1) throw new Error('cut short');
+        utf8.decode(seq);
+      } catch {
+        break;
+      }
+      i += need + 1;
+    }
+    const before = utf8.decode(bytes.subarray(0, i));
+    const lineStart = before.lastIndexOf('\n') + 1;
+    const hex = (bytes[i] ?? 0).toString(16).toUpperCase().padStart(2, '0');
+    return {
+      line: before.split('\n').length,
+      column: before.length - lineStart + 1,
+      message: `the file is not UTF-8 text: byte 0x${hex} here is not valid UTF-8 (save the file as UTF-8)`,
+    };
+  }
 }
 
 /** `ENOENT` → "no such file (ENOENT)": the code alone means little to most users. */
@@ -60,7 +101,9 @@ export function describeFsError(err: unknown): string {
   return e.code ? `${what[e.code] ?? 'cannot read'} (${e.code})` : e.message;
 }
 
-export function parseSource(file: string, text: string, env: Env, diagnostics: Diagnostic[], options: ParseOptions = {}): SourceDocument | undefined {
+export function parseSource(file: string, raw: string, env: Env, diagnostics: Diagnostic[], options: ParseOptions = {}): SourceDocument | undefined {
+  // A byte order mark (Windows editors write one) takes no column: positions are as an editor shows them.
+  const text = raw.charCodeAt(0) === 0xfeff ? raw.slice(1) : raw;
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, merge: true });
   const pos = (offset: number) => {
@@ -338,20 +381,128 @@ function syntaxProblem(file: string, line: number, column: number, message: stri
 
 export function parseDataFile(file: string, text: string, diagnostics: Diagnostic[]): SourceDocument | undefined {
   if (/\.json$/i.test(file)) {
-    try {
-      JSON.parse(text);
-    } catch (err) {
-      const message = (err as Error).message;
-      const at = /at position (\d+)/.exec(message);
-      const offset = at ? Number(at[1]) : text.length;
-      const before = text.slice(0, offset);
-      const line = before.split('\n').length;
-      const column = offset - (before.lastIndexOf('\n') + 1) + 1;
-      diagnostics.push(syntaxProblem(file, line, column, `JSON syntax error: ${message.replace(/ in JSON at position \d+.*$/, '').replace(/ of JSON input$/, ' of the file')}`));
+    const problem = jsonSyntaxProblem(text);
+    if (problem) {
+      diagnostics.push(syntaxProblem(file, problem.line, problem.column, `JSON syntax error: ${problem.message}`));
       return undefined;
     }
   }
   return parseSource(file, text, {}, diagnostics, { substitute: false });
+}
+
+/**
+ * Where JSON.parse would fail, as a 1-based line and column, with its message. V8 gives a
+ * position for some errors only ("Unexpected token 'x', "<the text>" is not valid JSON" has none,
+ * and quotes the file), so the place is found by scanning. A leading byte order mark is allowed.
+ */
+export function jsonSyntaxProblem(text: string): { line: number; column: number; message: string } | undefined {
+  const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  let message: string;
+  try {
+    JSON.parse(body);
+    return undefined;
+  } catch (err) {
+    message = (err as Error).message
+      .replace(/, (?:\.\.\.)?".*"(?:\.\.\.)? is not valid JSON$/s, '')
+      .replace(/ at position \d+.*$/s, '')
+      .replace(/ in JSON$/, '')
+      .replace(/ of JSON input$/, ' of the file');
+  }
+  // Positions as an editor shows them: the byte order mark takes no column.
+  const offset = jsonErrorOffset(body);
+  const before = body.slice(0, offset);
+  return { line: before.split('\n').length, column: offset - (before.lastIndexOf('\n') + 1) + 1, message };
+}
+
+/** Offset of the first character that makes `t` not JSON (t.length when it ends too soon). */
+function jsonErrorOffset(t: string): number {
+  let i = 0;
+  const stop = {};
+  const fail = (): never => {
+    throw stop;
+  };
+  const ws = () => {
+    while (t[i] === ' ' || t[i] === '\t' || t[i] === '\n' || t[i] === '\r') i++;
+  };
+  const string = () => {
+    i++;
+    while (i < t.length) {
+      const c = t[i]!;
+      if (c === '"') {
+        i++;
+        return;
+      }
+      if (c === '\\') {
+        const e = t[i + 1];
+        if (e !== undefined && '"\\/bfnrt'.includes(e)) i += 2;
+        else if (e === 'u' && /^[0-9a-fA-F]{4}$/.test(t.slice(i + 2, i + 6))) i += 6;
+        else {
+          i++;
+          fail();
+        }
+        continue;
+      }
+      if (c < ' ') fail();
+      i++;
+    }
+    fail();
+  };
+  const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+  const value = (): void => {
+    ws();
+    const c = t[i];
+    if (c === '{' || c === '[') {
+      const close = c === '{' ? '}' : ']';
+      i++;
+      ws();
+      if (t[i] === close) {
+        i++;
+        return;
+      }
+      for (;;) {
+        if (c === '{') {
+          ws();
+          if (t[i] !== '"') fail();
+          string();
+          ws();
+          if (t[i] !== ':') fail();
+          i++;
+        }
+        value();
+        ws();
+        if (t[i] === ',') i++;
+        else if (t[i] === close) {
+          i++;
+          return;
+        } else fail();
+      }
+    }
+    if (c === '"') return string();
+    NUMBER.lastIndex = i;
+    if (NUMBER.exec(t) && NUMBER.lastIndex > i && !/[\d.eE+-]/.test(t[NUMBER.lastIndex] ?? '')) {
+      i = NUMBER.lastIndex;
+      return;
+    }
+    for (const literal of ['true', 'false', 'null']) {
+      if (literal[0] !== c) continue;
+      for (const ch of literal) {
+        if (t[i] !== ch) fail();
+        i++;
+      }
+      return;
+    }
+    // A number that goes wrong part-way (01, 1., -x): point after its valid part.
+    if (NUMBER.lastIndex > i) i = NUMBER.lastIndex;
+    fail();
+  };
+  try {
+    value();
+    ws();
+    if (i < t.length) fail();
+  } catch (err) {
+    if (err !== stop) throw err;
+  }
+  return Math.min(i, t.length);
 }
 
 /** A JSON Pointer (`/routes/0/to`, as ajv reports places) as a path; all-digit parts are list indexes. */

@@ -3,7 +3,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import type { SchemaCheck } from '../kinds/contracts.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Hidden, Pruned } from '../config/prune.js';
-import { describeFsError, parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
+import { decodeUtf8, describeFsError, parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { hash } from '../core/canonical.js';
 import type { ErrorCode } from '../core/errors.js';
@@ -94,7 +94,9 @@ export class CompileContext {
       const override = this.overrides?.get(abs);
       const bytes = override === undefined ? readFileSync(abs) : Buffer.from(override);
       this.files.set(abs, hash(bytes));
-      return bytes.toString('utf8');
+      const text = decodeUtf8(bytes);
+      if (typeof text !== 'string') throw new Error(`${text.message.replace(' here ', ` at line ${text.line}, column ${text.column} `)}`);
+      return text;
     } catch (err) {
       this.files.set(abs, 'missing');
       throw err;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { parse } from 'yaml';
 import { post, WsClient } from '../helpers/clients.js';
 import { lightMeasuredPayload, streetlights30 } from '../helpers/asyncapi-fixtures.js';
 import { repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
@@ -65,6 +66,21 @@ describe('eventgate validate with AsyncAPI documents', () => {
     const { code, stdout } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(code, 1);
     assert.equal(stdout, 'streetlights.yaml:25:13: AsyncAPI: "action" property must be equal to one of the allowed values: "send", "receive". Did you mean "receive"?\n');
+  });
+
+  it('points at a JSON syntax error in a JSON document where it is, not at 1:0 with a YAML message', async () => {
+    const document = JSON.stringify(parse(streetlights30), null, 2);
+    const lines = document.split('\n');
+    const at = lines.findIndex((l) => l.includes('"action": "receive",'));
+    lines[at] = lines[at]!.replace('"receive",', '"receive",,'); // the second comma ends the line
+    const dir = tempFiles({
+      'gateway.yaml': config.replace('streetlights.yaml', 'streetlights.json').replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n'),
+      'streetlights.json': lines.join('\n'),
+      'schemas/light-measured.yaml': lightMeasuredPayload,
+    });
+    const { code, stdout } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(code, 1);
+    assert.equal(stdout, `streetlights.json:${at + 1}:${lines[at]!.length}: AsyncAPI: JSON syntax error: Expected double-quoted property name\n`);
   });
 });
 

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCli, tempFiles } from '../helpers/gateway.js';
 
@@ -118,6 +120,21 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:4:37', /unknown key 'prot' in listeners\.api \(did you mean 'port'\?\)/],
         ['gateway.yaml:5:3', /unknown key 'prot' in listeners\.api2 \(did you mean 'port'\?\)/],
       ]);
+    });
+
+    it('points at the first byte that is not UTF-8, rather than reading it as U+FFFD', async () => {
+      // A Latin-1 'é' in a route name: read leniently it became another name without a word.
+      const dir = tempFiles({});
+      const text = yaml(...base, 'routes:', '  - name: caf\u00e9', '    from: { listener: api, path: /in }', '    to: { broker: local, topic: t }');
+      writeFileSync(join(dir, 'gateway.yaml'), Buffer.from(text, 'latin1'));
+      const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      assert.equal(r.code, 1);
+      assert.equal(r.stdout, 'gateway.yaml:13:14: the file is not UTF-8 text: byte 0xE9 here is not valid UTF-8 (save the file as UTF-8)\n');
+    });
+
+    it('takes a file that starts with a byte order mark, with columns as an editor shows them', async () => {
+      const r = await validate({ 'gateway.yaml': `\ufeff${yaml('version: 2')}` });
+      assertProblems(r, [['gateway.yaml:1:10', /version must be 1, got number 2/]]);
     });
 
     it('reports an empty file as such', async () => {
@@ -394,6 +411,22 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         'schemas/light.json': yaml('{', '  "type": "object"', '  "required": ["lumens"]', '}'),
       });
       assertProblems(r, [['schemas/light.json:3:3', /JSON syntax error: Expected ',' or '}' after property value/]]);
+    });
+
+    it('points at the token JSON cannot read, also where V8 gives no position, without quoting the file', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', ...route),
+        'schemas/light.json': yaml('{', '  "type": "object",', '  "properties": { "lumens": { "type": integer } }', '}'),
+      });
+      assertProblems(r, [['schemas/light.json:3:39', /^JSON syntax error: Unexpected token 'i'$/]]);
+    });
+
+    it('takes a schema file that starts with a byte order mark', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', ...route),
+        'schemas/light.json': `\ufeff${yaml('{ "type": "objekt" }')}`,
+      });
+      assertProblems(r, [['schemas/light.json:1:11', /'type' must be one of .*got "objekt"/]]);
     });
 
     it('accepts a recursive schema whose $ref is the root ("#")', async () => {
