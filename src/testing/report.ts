@@ -56,10 +56,11 @@ function seconds(rs: readonly TestResult[]): string {
 }
 
 function xml(s: string): string {
-  // Characters XML 1.0 cannot carry at all are dropped; the rest escaped.
+  // Characters XML 1.0 cannot carry at all (control characters, U+FFFE, U+FFFF, lone surrogates:
+  // a message value may hold any of them) are dropped; the rest escaped.
   // eslint-disable-next-line no-control-regex
   return s
-    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, '')
+    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]|\p{Surrogate}/gu, '')
     .replace(/&/g, '&amp;')
     .replace(/</g, '&lt;')
     .replace(/>/g, '&gt;')

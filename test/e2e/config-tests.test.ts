@@ -113,6 +113,29 @@ describe('eventgate test', () => {
     assert.equal((r.stdout.match(/<\/testsuite>/g) ?? []).length, 1);
   });
 
+  it('--format junit stays well-formed XML when names and values hold characters XML cannot carry', async () => {
+    // U+FFFE, U+FFFF and a lone surrogate are valid in a JSON string, so in a message, but no XML 1.0 document may hold them.
+    const odd = yaml(
+      'config: gateway.yaml',
+      'tests:',
+      '  - name: "odd \\uFFFE name \\x01"',
+      '    route: orders',
+      '    input:',
+      '      path: /orders/7',
+      '      principal: alice',
+      '      value: { qty: "\\uD800 \\uFFFF" }',
+      '    expect:',
+      '      outcome: delivered',
+      '      to: [ { topic: orders, value: { qty: 1 } } ]',
+    );
+    const r = await runCli(['test', 'odd.tests.yaml', '--format', 'junit'], { cwd: tempFiles({ 'gateway.yaml': config, 'odd.tests.yaml': odd }) });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /<testcase classname="orders" name="odd {2}name " /);
+    assert.match(r.stdout, /<failure message="to\[0\]\.value\.qty: /);
+    // XML 1.0 Char: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]
+    assert.doesNotMatch(r.stdout, /[^\t\n\r\u0020-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u);
+  });
+
   it('exits 2 when the tests cannot run: an invalid config, a broken test file, no tests', async () => {
     const broken = await runCli(['test', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config.replace('kind: memory', 'kind: memroy'), 'orders.tests.yaml': tests }) });
     assert.equal(broken.code, 2);
