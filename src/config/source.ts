@@ -120,7 +120,12 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
       // trips on every token left, one diagnostic per line to the end of the file.
       if (seen.size > 0 && e.code === 'UNEXPECTED_TOKEN' && e.message.includes('token in YAML stream')) continue;
       seen.add(line);
-      diagnostics.push(syntaxProblem(file, line, column, `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}`));
+      // The library's own words advise a call of its API; the user needs to know what to change.
+      const message =
+        e.code === 'MULTIPLE_DOCS'
+          ? 'the file holds more than one YAML document (a second one starts at this `---`); eventgate reads one: remove the `---`, or move the second part to a file of its own (in a config, with `include:`)'
+          : `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}`;
+      diagnostics.push(syntaxProblem(file, line, column, message));
     }
     return undefined;
   }

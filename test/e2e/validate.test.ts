@@ -137,6 +137,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:1:10', /version must be 1, got number 2/]]);
     });
 
+    it('points at the start of a second YAML document, saying what to do rather than which library call to use', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'brokers: { local: { kind: memory } }', '---', 'version: 1') });
+      assertProblems(r, [['gateway.yaml:3:1', /^the file holds more than one YAML document \(a second one starts at this `---`\).*include:/]]);
+      assert.doesNotMatch(r.stdout, /parseAllDocuments/);
+    });
+
     it('reports an empty file as such', async () => {
       const r = await validate({ 'gateway.yaml': '' });
       assertProblems(r, [['gateway.yaml:1:1', /empty.*version: 1/]]);
