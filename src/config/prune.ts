@@ -31,6 +31,8 @@ export function pruneInvalid(config: unknown, diagnostics: readonly Diagnostic[]
   const hidden: Hidden = { brokers: new Set(), listeners: new Set(), chains: new Set(), asyncapi: false };
   for (const s of SECTIONS) if (value[s] !== undefined) value[s] = isMap(value[s]) ? { ...(value[s] as object) } : value[s];
   if (Array.isArray(value.routes)) value.routes = [...value.routes];
+  /** Step lists already copied here, so the caller's config is never changed. */
+  const copied = new WeakSet<unknown[]>();
   const under = (path: string, prefix: string) => path === prefix || path.startsWith(`${prefix}.`) || path.startsWith(`${prefix}[`);
 
   for (const d of diagnostics) {
@@ -51,15 +53,27 @@ export function pruneInvalid(config: unknown, diagnostics: readonly Diagnostic[]
         .filter((k) => under(path, formatPath([s, k])))
         .sort((a, b) => b.length - a.length)[0];
       if (name !== undefined && hidden[s] !== 'all') {
-        delete (section as Record<string, unknown>)[name];
-        hidden[s].add(name);
+        // A bad step leaves a hole in its chain, not a missing chain: the chain's other steps are
+        // still checked (an unknown step must not hide a broken expression beside it).
+        const step = s === 'chains' ? /^\[(\d+)\]/.exec(path.slice(formatPath([s, name]).length)) : null;
+        const chain = (section as Record<string, unknown>)[name];
+        if (step && Array.isArray(chain)) (section as Record<string, unknown>)[name] = withHole(chain, Number(step[1]), copied);
+        else {
+          delete (section as Record<string, unknown>)[name];
+          hidden[s].add(name);
+        }
       }
       break;
     }
     if (handled) continue;
     if (under(path, 'routes')) {
       const m = /^routes\[(\d+)\]/.exec(path);
-      if (m && Array.isArray(value.routes)) value.routes[Number(m[1])] = undefined;
+      const routes = value.routes;
+      const route = m && Array.isArray(routes) ? (routes[Number(m[1])] as Record<string, unknown> | undefined) : undefined;
+      // A bad inline step of a route leaves a hole in its `through`, as in a chain.
+      const step = route && /^routes\[\d+\]\.through\[(\d+)\]/.exec(path);
+      if (step && route && Array.isArray(route.through)) (routes as unknown[])[Number(m![1])] = { ...route, through: withHole(route.through, Number(step[1]), copied) };
+      else if (m && Array.isArray(routes)) routes[Number(m[1])] = undefined;
       else delete value.routes;
       continue;
     }
@@ -73,6 +87,14 @@ export function pruneInvalid(config: unknown, diagnostics: readonly Diagnostic[]
     if (top !== undefined && top !== 'version') delete value[top];
   }
   return { value, hidden };
+}
+
+/** `list` with item `i` taken out (left `undefined`, so the other items keep their indexes and positions). */
+function withHole(list: unknown[], i: number, copied: WeakSet<unknown[]>): unknown[] {
+  const out = copied.has(list) ? list : [...list];
+  copied.add(out);
+  out[i] = undefined;
+  return out;
 }
 
 export function isHidden(set: Set<string> | 'all', name: string): boolean {

@@ -32,6 +32,8 @@ export function findConflicts(plan: {
   brokers: ReadonlyMap<string, ComponentPlan>;
   listeners: ReadonlyMap<string, ListenerPlan>;
   routes: readonly { index: number; route: RoutePlan }[];
+  /** False when some route did not compile (it has its own problem): which topics are written is then not known. */
+  allRoutes?: boolean;
 }): Conflict[] {
   const out: Conflict[] = [];
   const bound: { name: string; socket: { host: string; port: number } }[] = [];
@@ -71,7 +73,7 @@ export function findConflicts(plan: {
     // A step that writes to a broker (a dead-letter topic of a validate step) does not say which topic.
     for (const s of route.steps) for (const b of s.brokers ?? []) anyTopic.add(b);
   }
-  for (const { index, route } of plan.routes) {
+  for (const { index, route } of plan.allRoutes === false ? [] : plan.routes) {
     const from = route.from;
     if (from.type !== 'broker') continue;
     const broker = plan.brokers.get(from.broker);

@@ -150,6 +150,7 @@ function compileRoute(
   through.forEach((item, j) => {
     const itemAt = typeof raw.through === 'string' ? throughAt : [...throughAt, j];
     const itemSteps = steps.length;
+    if (item === undefined) return; // refused by the schema check (config/prune.ts): already reported
     if (typeof item === 'string') {
       if (!chains.has(item)) {
         if (!isHidden(ctx.hidden.chains, item)) ctx.reportUndefined(itemAt, 'chain', item, chains.keys());

@@ -35,6 +35,11 @@ export class StepCompiler {
     const out: CompiledChainStep[] = [];
     let failed = false;
     steps.forEach((raw, i) => {
+      // A step the schema check refused was taken out (config/prune.ts): already reported.
+      if (raw === undefined) {
+        failed = true;
+        return;
+      }
       const [kindName, options] = Object.entries(raw)[0]!;
       const kind = this.ctx.registry.steps.get(kindName)!;
       const stepAt: PathPart[] = single ? [...at, kindName] : [...at, i, kindName];

@@ -660,6 +660,33 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       );
     });
 
+    it('reports the other steps of a chain or a route beside an unknown step, and no route as unreachable because of them', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:', //                                                      12
+          '  main:', //                                                      13
+          '    - filtr: a > 1', //                                          14: unknown step
+          '    - transform: "{"', //                                        15: col 19
+          'routes:', //                                                      16
+          '  - name: in', //                                                 17
+          '    from: { listener: api, path: /in }', //                       18
+          '    through: [main, { bogus: 1 }, { filter: "]" }]', //           19: cols 23 and 46
+          '    to: { broker: local, topic: t, key: "(" }', //                20: col 42
+          '  - name: out', //                                                21
+          '    from: { broker: local, topic: t }', //                        22: route 'in' writes t
+          '    to: { listener: push, path: /ws }', //                        23
+        ),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:14:7', /unknown step 'filtr' \(did you mean 'filter'\?\)/],
+        ['gateway.yaml:15:19', /JSONata expression does not compile/],
+        ['gateway.yaml:19:23', /unknown step 'bogus'/],
+        ['gateway.yaml:19:46', /JSONata expression does not compile/],
+        ['gateway.yaml:20:42', /JSONata expression does not compile/],
+      ]);
+    });
+
     it('prints a JSON array of {file,line,column,message,path} with --format json and exits 1', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    prot: 8080') }, { format: 'json' });
       assert.equal(r.code, 1);
