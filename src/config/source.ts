@@ -16,6 +16,8 @@ export interface SourceDocument {
   fromEnv: Set<string>;
   /** The environment values substituted for `${VAR}`s (not the defaults written in the file): secrets wherever they show up. */
   envValues: Set<string>;
+  /** Paths (formatted) of quoted scalars that are exactly `${VAR}`: strings, whatever the variable holds. */
+  quotedVariables?: Set<string>;
   /** 1-based position of the key (or, with `which: 'value'`, the value) at `path`; the nearest existing ancestor when absent. */
   locate(path: readonly PathPart[], which?: 'key' | 'value'): { line: number; column: number };
   /**
@@ -154,7 +156,8 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   }
   const fromEnv = new Set<string>();
   const envValues = new Set<string>();
-  if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues);
+  const quotedVariables = new Set<string>();
+  if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues, quotedVariables);
 
   let value: unknown;
   try {
@@ -181,6 +184,7 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
     value,
     fromEnv,
     envValues,
+    quotedVariables,
     locate(path, which = 'key') {
       const found = locateNode(path);
       const node = which === 'value' || !found.key ? (found.value ?? found.key) : found.key;
@@ -302,12 +306,14 @@ function substituteEnv(
   fromEnv: Set<string>,
   diagnostics: Diagnostic[],
   envValues: Set<string>,
+  quotedVariables: Set<string>,
 ): void {
   visit(doc, {
     Scalar(_key, node, ancestors) {
       if (typeof node.value !== 'string' || !node.value.includes('${')) return;
       const source = node.value;
       const path = pathOf(ancestors, node);
+      if (node.type !== 'PLAIN' && WHOLE_VAR.test(source)) quotedVariables.add(formatPath(path));
       const whole = node.type === 'PLAIN' ? WHOLE_VAR.exec(source) : null;
       let missing = false;
       const replaced = source.replace(VAR, (match, escaped: string, name: string, fallback: string | undefined, index: number) => {

@@ -4,7 +4,7 @@ import type { Diagnostic } from '../config/diagnostics.js';
 import { mergedPath, resolveIncludes } from '../config/include.js';
 import { pruneInvalid } from '../config/prune.js';
 import { secretValues } from '../config/secrets.js';
-import { readSource, type Env } from '../config/source.js';
+import { readSource, type Env, type SourceDocument } from '../config/source.js';
 import { hash } from '../core/canonical.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { AsyncApiCatalog } from './asyncapi.js';
@@ -63,8 +63,8 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   // A value whose variable is missing was left unsubstituted: its schema error would only repeat the problem.
   const missingEnv = new Set(diagnostics.filter((d) => d.code === 'EG_CONFIG_ENV').map((d) => `${d.file}\0${d.path}`));
   const schemaProblems = [
-    ...checkSchema(root, options.registry),
-    ...(included?.fragments ?? []).flatMap((f) => checkSchema(f.source, options.registry, { fragment: true }).map((d) => ({ ...d, path: mergedPath(d.path, f.routeOffset) }))),
+    ...quotingHints(root, checkSchema(root, options.registry)),
+    ...(included?.fragments ?? []).flatMap((f) => quotingHints(f.source, checkSchema(f.source, options.registry, { fragment: true })).map((d) => ({ ...d, path: mergedPath(d.path, f.routeOffset) }))),
   ];
   diagnostics.push(...schemaProblems.filter((d) => !missingEnv.has(`${d.file}\0${d.path}`)));
   // With problems so far, the parts that are still sound are compiled anyway, so one run reports everything.
@@ -87,6 +87,18 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   diagnostics.push(...ctx.diagnostics);
   if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files, seen, secrets };
   return { plan, diagnostics: [], files, seen, secrets };
+}
+
+/**
+ * `retain: "${RETAIN}"` is a string (quoted YAML is), so "must be an integer, got string "10""
+ * puzzles whoever set RETAIN=10: say why, and how to write it.
+ */
+function quotingHints(src: SourceDocument, problems: Diagnostic[]): Diagnostic[] {
+  return problems.map((d) =>
+    src.quotedVariables?.has(d.path) && /must be (an integer|a number|true or false)\b.*, got string /.test(d.message)
+      ? { ...d, message: `${d.message} (quoted, a \${VAR} stays a string whatever its value: write it unquoted, in block style, to take the value's type)` }
+      : d,
+  );
 }
 
 function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {

@@ -515,6 +515,20 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const files = { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: "${PORT}"') };
       assertProblems(await validate(files, { env: { PORT: '8080' } }), [['gateway.yaml:5:11', /listeners\.api\.port must be an integer, got string "8080"/]]);
     });
+
+    it('says why a quoted "${VAR}" is a string, and how to write it, also in a flow map and with a default', async () => {
+      const files = { 'gateway.yaml': yaml('version: 1', 'brokers: { local: { kind: memory, retain: "${RETAIN:-10}" } }', 'listeners:', '  api:', '    kind: http', "    port: '${PORT}'") };
+      const hint = /got string "\d+" \(quoted, a \$\{VAR\} stays a string whatever its value: write it unquoted, in block style, to take the value's type\)$/;
+      assertProblems(await validate(files, { env: { PORT: '8080' } }), [
+        ['gateway.yaml:2:43', hint],
+        ['gateway.yaml:6:11', hint],
+      ]);
+      // A string that merely contains a variable gets no such hint.
+      const partial = { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: "80${PORT}"') };
+      const r = await validate(partial, { env: { PORT: '80' } });
+      assert.equal(r.code, 1);
+      assert.doesNotMatch(r.stdout, /quoted/);
+    });
   });
 
   describe('files, names and paths', () => {
