@@ -1,5 +1,5 @@
-import { lstatSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { lstatSync, readFileSync, realpathSync, statSync, watch as watchDir, type FSWatcher as DirWatcher } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { hash } from '../core/canonical.js';
 import { globFingerprint, globMatches, isGlob } from '../config/include.js';
@@ -17,12 +17,22 @@ const DEFAULT_TIMING: WatchTiming = { debounceMs: 100, maxWaitMs: 1000 };
  * Watches the directories that hold the config and the files it references, and calls `onChange`
  * when any of those files' content differs from what was last seen. Watching directories rather
  * than files follows every way a file can be replaced: written in place, renamed over (editors,
- * `git checkout`), or a Kubernetes ConfigMap `..data` symlink swap.
+ * `git checkout`), or a Kubernetes ConfigMap `..data` symlink swap. A directory can be replaced
+ * too (removed and made again, renamed over, a symlink pointed elsewhere): the watch of the old
+ * one would then see nothing more, so each directory's parent is watched as well, and a
+ * directory that is no longer the one watched is watched again (`follow`).
  */
 export class ConfigWatcher {
   private watcher: FSWatcher | undefined;
-  private dirs = new Set<string>();
+  /** Each directory of watched files → what is watched for it: its real path and identity, as last seen. */
+  private dirs = new Map<string, { real: string; id: string }>();
+  /** Real path of a watched directory → its name in the config (events come under the real one). */
+  private byReal = new Map<string, string>();
+  /** Parents of watched directories (but not watched themselves) → a watch of their entries' names. */
+  private parents = new Map<string, DirWatcher>();
   private hashes = new Map<string, string>();
+  /** The paths chokidar watches. */
+  private watched = new Set<string>();
   private readonly debounce: Debounce;
   private closed = false;
   private isReady: Promise<void> = Promise.resolve();
@@ -42,11 +52,34 @@ export class ConfigWatcher {
     if (this.closed) return;
     this.hashes = new Map([...files].map((f) => [f, seen.get(f) ?? contentHash(f)]));
     const dirs = new Set([...this.hashes.keys()].map((f) => dirname(f)));
-    const added = [...dirs].filter((d) => !this.dirs.has(d));
-    const removed = [...this.dirs].filter((d) => !dirs.has(d));
-    this.dirs = dirs;
+    for (const d of [...this.dirs.keys()]) if (!dirs.has(d)) this.dirs.delete(d);
+    for (const d of dirs) if (!this.dirs.has(d)) this.dirs.set(d, identity(d));
+    this.follow();
+  }
+
+  /**
+   * Watches what the directories are now: a directory replaced since it was last seen is watched
+   * afresh, and what nothing needs any more is unwatched. Returns whether any was replaced.
+   */
+  private follow(): boolean {
+    const replaced = new Set<string>();
+    for (const [d, seen] of this.dirs) {
+      const now = identity(d);
+      if (now.id !== seen.id || now.real !== seen.real) {
+        this.dirs.set(d, now);
+        replaced.add(seen.real).add(now.real);
+      }
+    }
+    const wanted = new Set<string>();
+    this.byReal = new Map();
+    for (const [d, { real }] of this.dirs) {
+      wanted.add(real);
+      this.byReal.set(real, d);
+    }
+    this.watchParents();
     if (!this.watcher) {
-      this.watcher = watch([...dirs], { depth: 0, ignoreInitial: true, followSymlinks: false });
+      this.watched = wanted;
+      this.watcher = watch([...wanted], { depth: 0, ignoreInitial: true, followSymlinks: false });
       const w = this.watcher;
       this.isReady = new Promise((resolve) =>
         w.once('ready', () => {
@@ -56,13 +89,19 @@ export class ConfigWatcher {
         }),
       );
       this.watcher.on('all', (_event, path) => {
-        if (this.concerns(path)) this.poke();
+        if (this.dirs.has(path)) this.replaced(path);
+        else if (this.concerns(path)) this.poke();
       });
       this.watcher.on('error', () => this.poke());
-      return;
+      return replaced.size > 0;
     }
-    if (added.length) this.watcher.add(added);
-    if (removed.length) this.watcher.unwatch(removed);
+    // A replaced directory is a new one behind the same name: watch it from scratch.
+    const stale = [...this.watched].filter((p) => !wanted.has(p) || replaced.has(p));
+    if (stale.length) this.watcher.unwatch(stale);
+    const fresh = [...wanted].filter((p) => !this.watched.has(p) || replaced.has(p));
+    if (fresh.length) this.watcher.add(fresh);
+    this.watched = wanted;
+    return replaced.size > 0;
   }
 
   /** Resolves when the underlying watcher is ready to report events. */
@@ -78,13 +117,52 @@ export class ConfigWatcher {
    * watched glob is such a neighbour; anything else (a watched file, a symlink or directory such
    * as a ConfigMap's `..data` swap, a path already gone) counts.
    */
-  private concerns(path: string): boolean {
+  private concerns(eventPath: string): boolean {
+    const real = this.byReal.get(dirname(eventPath));
+    const path = real === undefined ? eventPath : join(real, basename(eventPath));
     if (this.hashes.has(path)) return true;
     for (const f of this.hashes.keys()) if (isGlob(f) && globMatches(f, path)) return true;
     try {
-      return !lstatSync(path).isFile();
+      return !lstatSync(eventPath).isFile();
     } catch {
       return true;
+    }
+  }
+
+  /** A watched directory's entry changed in its parent: whatever is there now is watched afresh. */
+  private replaced(dir: string): void {
+    const seen = this.dirs.get(dir);
+    if (seen) seen.id = 'replaced';
+    this.poke();
+  }
+
+  /**
+   * The parents' own watches: one each, for the names of their entries only (chokidar would watch
+   * every file beside them). A parent that cannot be watched (it is gone) is tried again on the
+   * next change.
+   */
+  private watchParents(): void {
+    const wanted = new Set([...this.dirs.keys()].map((d) => dirname(d)).filter((p) => !this.byReal.has(p)));
+    for (const [p, w] of this.parents) {
+      if (wanted.has(p)) continue;
+      w.close();
+      this.parents.delete(p);
+    }
+    for (const p of wanted) {
+      if (this.parents.has(p)) continue;
+      try {
+        const w = watchDir(p, { persistent: false }, (_event, name) => {
+          const d = name === null ? undefined : join(p, name.toString());
+          if (d !== undefined && this.dirs.has(d)) this.replaced(d);
+        });
+        w.on('error', () => {
+          w.close();
+          if (this.parents.get(p) === w) this.parents.delete(p);
+        });
+        this.parents.set(p, w);
+      } catch {
+        /* gone: watched again once a change makes follow() run */
+      }
     }
   }
 
@@ -102,11 +180,15 @@ export class ConfigWatcher {
       }
     }
     if (changed.length > 0) this.onChange(changed);
+    // A file edited in a replaced directory before its new watch began sent no event: look again.
+    if (this.follow()) this.poke();
   }
 
   async close(): Promise<void> {
     this.closed = true;
     this.debounce.cancel();
+    for (const w of this.parents.values()) w.close();
+    this.parents.clear();
     await this.watcher?.close();
   }
 }
@@ -139,6 +221,17 @@ export class Debounce {
   cancel(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+  }
+}
+
+/** A directory's real path and inode: either changes when the directory is replaced. */
+function identity(dir: string): { real: string; id: string } {
+  try {
+    const real = realpathSync(dir);
+    const st = statSync(real);
+    return { real, id: `${st.dev}:${st.ino}` };
+  } catch {
+    return { real: dir, id: 'missing' };
   }
 }
 

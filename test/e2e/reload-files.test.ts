@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -83,6 +84,57 @@ describe('hot reload (spec §6): following files', () => {
     assert.deepEqual(await roundTrip(client, 50), { n: 50 });
     assert.equal(client.closed, undefined);
   });
+
+  // A directory of referenced files replaced as a whole (a deploy that syncs it, `git checkout`
+  // of a branch that moved it, a symlink to the current release): the old watch sees nothing
+  // more. Edits in the new directory used to go unnoticed until the gateway restarted. In the
+  // config's own directory, and in one whose parent nothing else watches.
+  for (const schemas of ['schemas', 'lib/schemas']) {
+    it(`follows the directory ${schemas}/ of a referenced file when it is replaced, and edits inside it afterwards`, async () => {
+      const schema = (max: number) => JSON.stringify({ type: 'object', properties: { n: { type: 'integer', maximum: max } } });
+      const gw = await f.gw.start(pipelineConfig('$', { schema: `${schemas}/n.json` }), { files: { [`${schemas}/n.json`]: schema(10) } });
+      const client = await connect();
+      const dir = join(gw.dir, schemas);
+      const parent = dirname(dir);
+      /** Does `act`, waits for the reload it causes, and checks that `max` is the limit in force. */
+      const applied = async (max: number, act: () => void) => {
+        const from = gw.logs.length;
+        act();
+        await gw.waitForLog(reloaded, 10000, from);
+        assert.equal((await post(gw.url('api', '/in'), { n: max + 1 })).status, 400, `limit ${max}`);
+        assert.deepEqual(await roundTrip(client, max), { n: max });
+      };
+      const edit = (max: number) => applied(max, () => writeFileSync(join(dir, 'n.json'), schema(max)));
+      await applied(20, () => {
+        mkdirSync(join(parent, 'next'));
+        writeFileSync(join(parent, 'next', 'n.json'), schema(20));
+        renameSync(dir, join(parent, 'old'));
+        renameSync(join(parent, 'next'), dir);
+      });
+      await edit(30);
+      await applied(40, () => {
+        rmSync(dir, { recursive: true });
+        mkdirSync(dir);
+        writeFileSync(join(dir, 'n.json'), schema(40));
+      });
+      await edit(50);
+      // A symlink to a release directory, pointed at the next release.
+      for (const [release, max] of [
+        ['r1', 60],
+        ['r2', 70],
+      ] as const) {
+        await applied(max, () => {
+          mkdirSync(join(parent, release));
+          writeFileSync(join(parent, release, 'n.json'), schema(max));
+          symlinkSync(release, join(parent, 'link.tmp'));
+          rmSync(dir, { recursive: true, force: true });
+          renameSync(join(parent, 'link.tmp'), dir);
+        });
+        await applied(max + 5, () => writeFileSync(join(parent, release, 'n.json'), schema(max + 5)));
+      }
+      assert.equal(client.closed, undefined);
+    });
+  }
 
   it('reports a broken schema file with its own file:line:col and keeps serving', async () => {
     const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': '{"type": "object"}' } });
