@@ -29,6 +29,12 @@ export interface TransitionEnv {
   createRoute(plan: RoutePlan, brokers: ReadonlyMap<string, BrokerRuntime>, listeners: ReadonlyMap<string, ListenerRuntime>): RouteRuntime;
 }
 
+/**
+ * How long the build phase waits for a new broker's connection before the commit goes on without
+ * it (the server may be away; the broker keeps trying, as at startup, and /readyz says so).
+ */
+export const BROKER_CONNECT_WAIT_MS = 5000;
+
 /** Components whose running instance a failed commit had stopped (to free its port): they must be brought back. */
 export interface Lost {
   listeners: string[];
@@ -73,6 +79,11 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       built.brokers.set(c.name, b);
       await b.start();
     }
+    // Routes move to a replaced broker at the commit: one still connecting would answer their
+    // publishes 503 where its connected predecessor served them. (Added brokers serve only new
+    // routes, and at startup /readyz tells when they are connected.)
+    const successors = t.brokers.filter((c) => c.op === 'replace' && live.brokers.get(c.name)?.health().ready).map((c) => built.brokers.get(c.name)!);
+    await connected(successors, BROKER_CONNECT_WAIT_MS, env.logger);
     for (const c of t.listeners) {
       if ((c.op !== 'add' && c.op !== 'replace') || listenerTakeovers.includes(c as never)) continue;
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
@@ -159,6 +170,17 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
 export function restoreTransition(running: Plan, lost: Lost, diff: (before: Plan, after: Plan) => Transition): Transition {
   const without: Plan = { ...running, listeners: new Map([...running.listeners].filter(([name]) => !lost.listeners.includes(name))), admin: lost.admin ? undefined : running.admin };
   return diff(without, running);
+}
+
+/** Resolves once every broker is ready, or after `ms` (naming those still not connected). */
+async function connected(brokers: BrokerRuntime[], ms: number, logger: Logger): Promise<void> {
+  const deadline = Date.now() + ms;
+  let waiting = brokers.filter((b) => !b.health().ready);
+  while (waiting.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+    waiting = waiting.filter((b) => !b.health().ready);
+  }
+  for (const b of waiting) logger.warn({ broker: b.name, detail: b.health().detail, waitedMs: ms }, 'new broker not connected yet; the reload goes on and it keeps trying');
 }
 
 /** The port and host of a listener change, for the takeover check. */

@@ -16,7 +16,8 @@ const options = kindOptions('mqtt', {
   clientId: Type.Optional(
     Type.String({
       minLength: 1,
-      description: 'Prefix of the client ids (`<clientId>-pub` publishes, `<clientId>-<route>` per consume route); default `eventgate-<hostname>`; must differ between instances.',
+      description:
+        'Prefix of the client ids (`<clientId>-pub` publishes, `<clientId>-<route>` per consume route); default `eventgate-<hostname>`; must differ between instances. While a reload replaces the broker, the new publish connection is `<clientId>-pub-2` (the old one finishes its publishes as `<clientId>-pub`), so an ACL by client id must allow both.',
     }),
   ),
   username: Type.Optional(Type.String({ description: 'User name for the server.' })),

@@ -130,6 +130,22 @@ function clientOptions(settings: MqttSettings, clientId: string, persistent: boo
 }
 
 /**
+ * Publish client ids this process has connected and not yet closed. A reload that replaces an
+ * mqtt broker connects the new one while the old one still finishes the publishes in flight;
+ * with the same id, the server would close one connection for the other, each time either
+ * reconnected (MQTT's session takeover), and the publishes of both would fail.
+ */
+const publishIds = new Set<string>();
+
+/** `<clientId>-pub`, or while that one is taken (see publishIds) `<clientId>-pub-2`, `-3`, ... */
+function takePublishId(clientId: string): string {
+  let id = `${clientId}-pub`;
+  for (let n = 2; publishIds.has(id); n++) id = `${clientId}-pub-${n}`;
+  publishIds.add(id);
+  return id;
+}
+
+/**
  * An MQTT broker through the `mqtt` client (MQTT 3.1.1 or 5). One connection publishes; each
  * consume route has a connection of its own (its session, its order, its acknowledgements).
  * Routes of a shared group subscribe through `$share/<group>/` with a persistent session, so
@@ -141,6 +157,7 @@ export class MqttBroker implements BrokerRuntime {
   private readonly log: Logger;
   private readonly telemetry: BrokerTelemetry | undefined;
   private publisher: Link | undefined;
+  private publishId: string | undefined;
   private out: MqttPublisher | undefined;
   private readonly subscriptions = new Set<MqttSubscription>();
   private stopped = false;
@@ -165,7 +182,7 @@ export class MqttBroker implements BrokerRuntime {
     const { connect, ErrorWithReasonCode, ReasonCodes } = await loadMqtt();
     // MqttPublisher writes the packets and reads their acknowledgements; mqtt.js's table of packets in flight holds them; nothing is stored to be sent again.
     const client = connect(this.settings.url, {
-      ...clientOptions(this.settings, `${this.settings.clientId}-pub`, false),
+      ...clientOptions(this.settings, (this.publishId = takePublishId(this.settings.clientId)), false),
       outgoingStore: NO_STORE as unknown as IStore,
       // A PINGREQ every keepalive interval, whatever else comes and goes, rather than a timer re-armed per received packet (per acknowledgement here):
       // the connection is still declared lost when no PINGRESP came 1.5 intervals after the last one.
@@ -180,6 +197,7 @@ export class MqttBroker implements BrokerRuntime {
     this.stopped = true;
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
     await this.publisher?.client.endAsync().catch(() => undefined);
+    if (this.publishId !== undefined) publishIds.delete(this.publishId);
   }
 
   reconfigure(): void {}
