@@ -333,7 +333,7 @@ export class Gateway {
     for (const b of this.brokers.values()) b.shuttingDown?.();
     await Promise.allSettled(
       [...this.routes.values()].map(async (r) => {
-        if ((await within(r.stopConsuming(), left())) === 'late')
+        if ((await within(r.stopConsuming(left()), left())) === 'late')
           this.logger.warn({ route: r.name, drainMs }, 'consumer did not stop within drainTimeoutMs; its message in hand stays uncommitted and will be delivered again');
         await r.drain(left());
         r.close();

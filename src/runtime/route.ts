@@ -60,7 +60,10 @@ interface BrokerTarget {
   broker: BrokerRuntime;
 }
 
-/** How long stopping a consume route waits for webhook endpoints to answer the tries in flight before cutting them. */
+/**
+ * How long stopping a consume route waits for webhook endpoints to answer the tries in flight
+ * before cutting them; never longer than the drain timeout the stop is given.
+ */
 const WEBHOOK_STOP_GRACE_MS = 5000;
 /** How often a consume route tries a message whose targets are unavailable before dead-lettering it. */
 const CONSUME_ATTEMPTS = 5;
@@ -659,14 +662,14 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** Stops consuming: resolves once the message in hand is finished and committed (or given back). */
-  async stopConsuming(): Promise<void> {
+  async stopConsuming(drainMs: number): Promise<void> {
     this.stopping = true;
     this.stop();
     const stopped = this.subscription?.stop();
     // An endpoint slow to answer must not keep the consumer from committing what is done: after a
-    // grace period the webhook tries in flight are cut, and their messages given back (uncommitted,
-    // so delivered again by whoever consumes next).
-    const cut = this.webhooks.length > 0 ? setTimeout(() => this.close(), WEBHOOK_STOP_GRACE_MS) : undefined;
+    // grace period (within the drain timeout) the webhook tries in flight are cut, and their
+    // messages given back (uncommitted, so delivered again by whoever consumes next).
+    const cut = this.webhooks.length > 0 ? setTimeout(() => this.close(), Math.min(WEBHOOK_STOP_GRACE_MS, drainMs)) : undefined;
     await stopped;
     clearTimeout(cut);
     this.subscription = undefined;

@@ -143,7 +143,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   swap(live.routes, t.routes, newRoutes);
   for (const [name, listener] of live.listeners) listener.bind(bindingsFor(name, t.after, live.routes));
   // Old consumers stop (finishing and committing the message in hand) before their successors start.
-  await Promise.all(old.routes.map((r) => r.stopConsuming()));
+  await Promise.all(old.routes.map((r) => r.stopConsuming(drainMs)));
   for (const r of newRoutes.values()) r.start();
   if (t.admin?.op === 'remove' || (t.admin?.op === 'replace' && !adminTakeover)) await live.admin?.stop();
   if (t.admin?.op === 'remove') live.admin = undefined;

@@ -10,7 +10,9 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * A consume route with a dead-letter target stops (SIGTERM) while its webhook endpoint has not
  * answered: after a grace period the try is cut, and the message must be given back, unacknowledged,
  * for the next run — not dead-lettered, since nothing failed but the gateway's own stop
- * (spec §7: consumed messages not finished are delivered again, not lost or set aside).
+ * (spec §7: consumed messages not finished are delivered again, not lost or set aside). The grace
+ * period is within `drainTimeoutMs`: it used to be a fixed 5 s, so a gateway told to drain for
+ * 500 ms took more than 5 s to exit (past a short Kubernetes grace period, a SIGKILL).
  */
 describe('webhook targets of a consume route stopped while the endpoint holds a message', () => {
   let mqtt: MessageServer;
@@ -36,7 +38,7 @@ describe('webhook targets of a consume route stopped while the endpoint holds a 
 
   const config = () => `
 version: 1
-admin: { port: 0, drainTimeoutMs: 2000 }
+admin: { port: 0, drainTimeoutMs: 500 }
 brokers:
   devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-giveback-${process.pid}, reconnectPeriodMs: 200 }
 routes:
@@ -46,15 +48,18 @@ routes:
     deadletter: { broker: devices, topic: undeliverable }
 `;
 
-  it('gives the message back instead of dead-lettering it, and the next run delivers it', async () => {
+  it('gives the message back within drainTimeoutMs instead of dead-lettering it, and the next run delivers it', async () => {
     gw = await startGateway(config());
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 20000);
     await mosquittoPub(mqtt, 'orders/1', '{"order":1}', { qos: 1 });
     await receiver.received(1, 20000);
 
-    // The route waits for the endpoint until its stop grace period ends, then cuts the try.
+    // The route waits for the endpoint until its stop grace period (the drain timeout) ends, then cuts the try.
+    const stopping = Date.now();
     const exit = await gw.stop();
     assert.deepEqual(exit, { code: 0, signal: null });
+    // A bound, not a wait: 500 ms of drain plus the broker's goodbye, far below the old 5 s.
+    assert.ok(Date.now() - stopping < 4000, `exited ${Date.now() - stopping} ms after SIGTERM`);
     assert.deepEqual(
       gw.logs.filter((l) => l.msg === 'message sent to the dead-letter topic'),
       [],
