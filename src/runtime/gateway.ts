@@ -90,6 +90,7 @@ export class Gateway {
       registry: options.registry,
       runtime: this.runtimeEnv,
       logger: options.logger,
+      stopping: () => this.stopping,
       createAdmin: (plan) => {
         if (!options.admin) throw new Error('this gateway was built without an admin server');
         return options.admin(this, plan);

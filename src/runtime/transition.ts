@@ -27,6 +27,8 @@ export interface TransitionEnv {
   logger: Logger;
   createAdmin(plan: AdminPlan): AdminComponent;
   createRoute(plan: RoutePlan, brokers: ReadonlyMap<string, BrokerRuntime>, listeners: ReadonlyMap<string, ListenerRuntime>): RouteRuntime;
+  /** True once the gateway shuts down: a transition then waits for nothing it can do without. */
+  stopping(): boolean;
 }
 
 /**
@@ -83,7 +85,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
     // publishes 503 where its connected predecessor served them. (Added brokers serve only new
     // routes, and at startup /readyz tells when they are connected.)
     const successors = t.brokers.filter((c) => c.op === 'replace' && live.brokers.get(c.name)?.health().ready).map((c) => built.brokers.get(c.name)!);
-    await connected(successors, BROKER_CONNECT_WAIT_MS, env.logger);
+    await connected(successors, BROKER_CONNECT_WAIT_MS, env);
     for (const c of t.listeners) {
       if ((c.op !== 'add' && c.op !== 'replace') || listenerTakeovers.includes(c as never)) continue;
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
@@ -172,15 +174,16 @@ export function restoreTransition(running: Plan, lost: Lost, diff: (before: Plan
   return diff(without, running);
 }
 
-/** Resolves once every broker is ready, or after `ms` (naming those still not connected). */
-async function connected(brokers: BrokerRuntime[], ms: number, logger: Logger): Promise<void> {
+/** Resolves once every broker is ready, or after `ms` (naming those still not connected), or at shutdown. */
+async function connected(brokers: BrokerRuntime[], ms: number, env: TransitionEnv): Promise<void> {
   const deadline = Date.now() + ms;
   let waiting = brokers.filter((b) => !b.health().ready);
-  while (waiting.length > 0 && Date.now() < deadline) {
+  if (waiting.length > 0) env.logger.info({ brokers: waiting.map((b) => b.name) }, 'waiting for the new broker connections before the swap');
+  while (waiting.length > 0 && Date.now() < deadline && !env.stopping()) {
     await new Promise((r) => setTimeout(r, 10));
     waiting = waiting.filter((b) => !b.health().ready);
   }
-  for (const b of waiting) logger.warn({ broker: b.name, detail: b.health().detail, waitedMs: ms }, 'new broker not connected yet; the reload goes on and it keeps trying');
+  for (const b of waiting) env.logger.warn({ broker: b.name, detail: b.health().detail, waitedMs: ms }, 'new broker not connected yet; the reload goes on and it keeps trying');
 }
 
 /** The port and host of a listener change, for the takeover check. */

@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { MosquittoSub, RawNats } from '../helpers/peers.js';
-import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
+import { freePort, startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 
 /**
  * A reload that changes a broker's settings replaces the broker: a new connection, which the
@@ -21,11 +21,11 @@ describe('hot reload: a broker replaced under load', () => {
     await Promise.all([mqtt?.stop(), nats?.stop()]);
   });
 
-  const config = (ackTimeoutMs: number) => `
+  const config = (ackTimeoutMs: number, mqttUrl = mqtt.url) => `
 version: 1
-admin: { port: 0 }
+admin: { port: 0, drainTimeoutMs: 500 }
 brokers:
-  mqtt: { kind: mqtt, url: ${mqtt.url}, clientId: eg-replaced-${process.pid}, qos: 1, ackTimeoutMs: ${ackTimeoutMs} }
+  mqtt: { kind: mqtt, url: ${mqttUrl}, clientId: eg-replaced-${process.pid}, qos: 1, ackTimeoutMs: ${ackTimeoutMs} }
   nats: { kind: nats, servers: ${nats.url}, ackTimeoutMs: ${ackTimeoutMs}, streams: { REPLACED: { subjects: ["replaced.>"] } } }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1 }
@@ -88,5 +88,16 @@ routes:
       sub.stop();
       peer.close();
     }
+  });
+
+  // Last: it stops the gateway.
+  it('on SIGTERM during a reload that waits for a new broker to connect, stops waiting and exits 0', async () => {
+    const from = gw.logs.length;
+    gw.write('gateway.yaml', config(5000, `mqtt://127.0.0.1:${await freePort()}`));
+    await gw.waitForLog((l) => l.msg === 'waiting for the new broker connections before the swap', 10000, from);
+    const stopping = Date.now();
+    assert.deepEqual(await gw.stop('SIGTERM'), { code: 0, signal: null });
+    // A bound, not a wait: it used to wait the full 5 s for a server that is not there first.
+    assert.ok(Date.now() - stopping < 4000, `exited ${Date.now() - stopping} ms after SIGTERM`);
   });
 });
