@@ -28,7 +28,7 @@ export class ConfigWatcher {
   private dirs = new Map<string, { real: string; id: string }>();
   /** Real path of a watched directory → its name in the config (events come under the real one). */
   private byReal = new Map<string, string>();
-  /** Parents of watched directories (but not watched themselves) → a watch of their entries' names. */
+  /** Parents of watched directories → a watch of their entries' names. */
   private parents = new Map<string, DirWatcher>();
   private hashes = new Map<string, string>();
   /** The paths chokidar watches. */
@@ -142,7 +142,9 @@ export class ConfigWatcher {
    * next change.
    */
   private watchParents(): void {
-    const wanted = new Set([...this.dirs.keys()].map((d) => dirname(d)).filter((p) => !this.byReal.has(p)));
+    // Every parent, even one chokidar watches too: a directory removed and made again at once is
+    // the same directory to chokidar's scan of the parent, and it says nothing.
+    const wanted = new Set([...this.dirs.keys()].map((d) => dirname(d)));
     for (const [p, w] of this.parents) {
       if (wanted.has(p)) continue;
       w.close();
