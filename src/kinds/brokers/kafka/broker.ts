@@ -1,4 +1,4 @@
-import kafkajs from 'kafkajs';
+import kafkajs from './kafkajs.js';
 import type { Admin } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { Delivery, Message } from '../../../core/message.js';

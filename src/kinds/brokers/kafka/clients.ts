@@ -1,4 +1,4 @@
-import kafkajs from 'kafkajs';
+import kafkajs from './kafkajs.js';
 import type { KafkaConfig, LogEntry } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { KafkaSettings } from '../kafka.js';

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import kafkajs from 'kafkajs';
+import kafkajs from './kafkajs.js';
 import type { KafkaMessage } from 'kafkajs';
 import { CODEC_IDS, compress, decompress, DEFAULT_MAX_DECOMPRESSED_BYTES, type CodecName } from '../../../codecs/compression.js';
 
