@@ -12,6 +12,18 @@ type Grouping = (args: {
 }) => Record<number, unknown[]>;
 
 const GROUPING = 'kafkajs/src/producer/groupMessagesPerPartition';
+const REQUEST_QUEUE = 'kafkajs/src/network/requestQueue';
+/** kafkajs' wait before it looks again at requests held back by its in-flight limit (requestQueue/index.js). */
+const CHECK_PENDING_REQUESTS_INTERVAL = 10;
+
+/** What of kafkajs' per-connection request queue the fix below reads and sets (2.2.4, pinned). */
+interface RequestQueue {
+  pending: unknown[];
+  throttledUntil: number;
+  throttleCheckTimeoutId: NodeJS.Timeout | null;
+  checkPendingRequests(): void;
+  scheduleCheckPendingRequests(): void;
+}
 
 /**
  * The records of a topic by partition, in their order: kafkajs' own result, in linear time.
@@ -32,14 +44,35 @@ export const groupMessagesPerPartition: Grouping = ({ topic, partitionMetadata, 
   return grouped;
 };
 
+/**
+ * kafkajs 2.2.4's `scheduleCheckPendingRequests` without its endless timer: with nothing held back
+ * and no throttling it still set a timer with a negative delay (1 ms), whose callback looked at the
+ * empty queue and set the next one, so every connection to a broker woke the event loop a thousand
+ * times a second for as long as it was open, idle or not (tulios/kafkajs#1556, #1704). Here that
+ * case sets no timer: a request held back by the in-flight limit is looked at again when a
+ * response frees a place (fulfillRequest) and, as before, every 10 ms while any waits; a
+ * throttled connection is looked at again when its throttle ends, as before.
+ */
+function scheduleCheckPendingRequests(this: RequestQueue): void {
+  if (this.throttleCheckTimeoutId) return;
+  let scheduleAt = this.throttledUntil - Date.now();
+  if (this.pending.length > 0) scheduleAt = scheduleAt > 0 ? scheduleAt : CHECK_PENDING_REQUESTS_INTERVAL;
+  else if (scheduleAt <= 0) return;
+  this.throttleCheckTimeoutId = setTimeout(() => {
+    this.throttleCheckTimeoutId = null;
+    this.checkPendingRequests();
+  }, scheduleAt);
+}
+
 /** kafkajs' own grouping, which the gateway's replaces (kept for the test that compares the two). */
 export let kafkajsGrouping: Grouping | undefined;
 /** False when kafkajs' producer had been loaded before this module, with its own grouping. */
 export let groupingReplaced = false;
 
 /**
- * kafkajs as every module of the gateway loads it: its producer takes the grouping above, which
- * must be in the module cache before kafkajs' producer module reads it (once, as it loads). So
+ * kafkajs as every module of the gateway loads it: its connections take the timer fix above, and
+ * its producer the grouping, which must be in the module cache before kafkajs' producer module
+ * reads it (once, as it loads). So
  * kafkajs is loaded here and only here; elsewhere only its types are imported.
  */
 function load(): typeof KafkaJS {
@@ -47,6 +80,7 @@ function load(): typeof KafkaJS {
   groupingReplaced = require.cache[require.resolve('kafkajs/src/producer/sendMessages')] === undefined;
   kafkajsGrouping = require(path) as Grouping;
   require.cache[path]!.exports = groupMessagesPerPartition;
+  (require(REQUEST_QUEUE) as { prototype: RequestQueue }).prototype.scheduleCheckPendingRequests = scheduleCheckPendingRequests;
   return require('kafkajs') as typeof KafkaJS;
 }
 

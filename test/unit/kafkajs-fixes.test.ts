@@ -4,6 +4,18 @@ import { describe, it } from 'node:test';
 import kafkajs, { groupingReplaced, groupMessagesPerPartition, kafkajsGrouping } from '../../src/kinds/brokers/kafka/kafkajs.js';
 
 const require = createRequire(import.meta.url);
+/** kafkajs' queue of requests on one connection to a broker, with the gateway's fix (loaded after kinds/brokers/kafka/kafkajs.ts). */
+const RequestQueue = require('kafkajs/src/network/requestQueue') as new (
+  options: Record<string, unknown>,
+) => {
+  pending: unknown[];
+  throttledUntil: number;
+  throttleCheckTimeoutId: NodeJS.Timeout | null;
+  push(request: { entry: Record<string, unknown>; expectResponse: boolean; sendRequest(): void }): void;
+  fulfillRequest(response: { correlationId: number; payload: Buffer; size: number }): void;
+  checkPendingRequests(): void;
+  destroy(): void;
+};
 
 /**
  * kafkajs' producer groups a produce request's records by partition with the gateway's linear
@@ -48,5 +60,54 @@ describe("kafkajs' record grouping", () => {
     const args = { topic: 'orders', partitionMetadata: [], messages: [{ value: 'x' }], partitioner: () => 0 };
     assert.deepEqual(groupMessagesPerPartition(args), kafkajsGrouping!(args));
     assert.deepEqual(groupMessagesPerPartition(args), {});
+  });
+});
+
+/** The connections kafkajs opens to brokers, with the gateway's fix of their endless check timer (kinds/brokers/kafka/kafkajs.ts). */
+describe("kafkajs' request queue", () => {
+  const noop = () => {};
+  const logger = { debug: noop, info: noop, warn: noop, error: noop };
+  const queue = (maxInFlightRequests = 1) => new RequestQueue({ maxInFlightRequests, requestTimeout: 30000, enforceRequestTimeout: false, clientId: 'test', broker: 'b:9092', logger });
+  const request = (correlationId: number, sent: number[], onSent?: () => void) => ({
+    entry: { correlationId, apiKey: 0, apiName: 'Produce', apiVersion: 7, resolve: noop, reject: noop },
+    expectResponse: true,
+    sendRequest: () => {
+      sent.push(correlationId);
+      onSent?.();
+    },
+  });
+
+  it('sets no timer on a connection with nothing held back (kafkajs 2.2.4 set one every millisecond, forever)', () => {
+    const q = queue();
+    q.checkPendingRequests();
+    assert.equal(q.throttleCheckTimeoutId, null);
+    const sent: number[] = [];
+    q.push(request(1, sent));
+    q.fulfillRequest({ correlationId: 1, payload: Buffer.alloc(0), size: 0 });
+    assert.deepEqual(sent, [1]);
+    assert.equal(q.throttleCheckTimeoutId, null);
+  });
+
+  it('sends a request held back by the in-flight limit once a response frees a place', () => {
+    const q = queue(1);
+    const sent: number[] = [];
+    q.push(request(1, sent));
+    q.push(request(2, sent));
+    assert.deepEqual(sent, [1]);
+    assert.equal(q.pending.length, 1);
+    q.fulfillRequest({ correlationId: 1, payload: Buffer.alloc(0), size: 0 });
+    assert.deepEqual(sent, [1, 2]);
+    q.destroy();
+  });
+
+  it('sends what a throttled connection held back once the throttle ends', async () => {
+    const q = queue(5);
+    const sent: number[] = [];
+    q.throttledUntil = Date.now() + 50;
+    const done = new Promise<void>((resolve) => q.push(request(1, sent, resolve)));
+    assert.deepEqual(sent, []);
+    await done;
+    assert.deepEqual(sent, [1]);
+    q.destroy();
   });
 });
