@@ -12,6 +12,9 @@ import { createAdminServer } from '../admin/index.js';
 import { Gateway } from '../runtime/gateway.js';
 import { releaseAfterStart } from './startup-hold.js';
 
+/** A second SIGINT sooner than this after the first is the same Ctrl-C, delivered twice. */
+const REPEATED_CTRL_C_MS = 500;
+
 const USAGE = `usage:
   eventgate run [-c FILE]                              run the gateway (default FILE: ./gateway.yaml)
   eventgate validate [-c FILE] [--format text|json]    check a config without starting anything
@@ -160,7 +163,7 @@ async function run(file: string, env: Env): Promise<number> {
   // config loads must not kill the process with the default action (and lose in-flight work).
   let started = false;
   let hupWhileStarting = false;
-  let signalled = false;
+  let signalled: { signal: string; at: number } | undefined;
   let exit: (code: number) => void = () => undefined;
   const exited = new Promise<number>((resolve) => (exit = resolve));
   process.on('SIGHUP', () => {
@@ -169,11 +172,20 @@ async function run(file: string, env: Env): Promise<number> {
   });
   const stop = (signal: string) => {
     if (signalled) {
-      logger.warn({ signal }, 'second signal: exiting without waiting for the drain');
+      // Only an operator's second Ctrl-C cuts the drain short. A repeated SIGTERM is what
+      // supervisors send while they wait (and Kubernetes follows with SIGKILL anyway), and a
+      // SIGINT that comes twice at once is one Ctrl-C delivered by the terminal and again by a
+      // wrapper that forwards it (npm under a shell that execs its command).
+      const forced = signal === 'SIGINT' && signalled.signal === 'SIGINT' && performance.now() - signalled.at >= REPEATED_CTRL_C_MS;
+      if (!forced) {
+        logger.info({ signal }, 'signal received again: still draining (a second Ctrl-C exits at once)');
+        return;
+      }
+      logger.warn({ signal }, 'second Ctrl-C: exiting without waiting for the drain');
       exit(1);
       return;
     }
-    signalled = true;
+    signalled = { signal, at: performance.now() };
     logger.info({ signal }, 'signal received');
     gateway.shutdown().then(
       () => exit(0),

@@ -134,6 +134,34 @@ routes:
     await assert.rejects(stuck.reply);
   });
 
+  it('keeps draining through a repeated SIGTERM: the request in flight gets 200, the exit is 0', async () => {
+    const g = await gw.start(config());
+    const slow = slowPost(g.url('api', '/in'), 1);
+    await waitInFlight(g, 1);
+    const from = g.logs.length;
+    const exited = g.stop('SIGTERM');
+    await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
+    process.kill(g.process.pid!, 'SIGTERM');
+    await g.waitForLog((l) => l.msg.startsWith('signal received again') && l.signal === 'SIGTERM', 10000, from);
+    slow.finish();
+    assert.equal((await slow.reply).status, 200);
+    assert.deepEqual(await exited, { code: 0, signal: null });
+  });
+
+  it('exits at once with 1 on a second Ctrl-C, abandoning the drain', async () => {
+    const g = await gw.start(config());
+    const stuck = slowPost(g.url('api', '/in'), 1);
+    stuck.reply.catch(() => undefined);
+    await waitInFlight(g, 1);
+    const from = g.logs.length;
+    const exited = g.stop('SIGINT');
+    await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
+    await new Promise((r) => setTimeout(r, 600));
+    process.kill(g.process.pid!, 'SIGINT');
+    assert.deepEqual(await exited, { code: 1, signal: null }, g.logs.map((l) => l.msg).join('; '));
+    assert.ok(g.logs.some((l) => l.msg.startsWith('second Ctrl-C')));
+  });
+
   it('exits 0 with no work in flight, and the listeners are gone afterwards', async () => {
     await gw.start(config());
     const port = gw.port('api');
