@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { problem, problemBody, type Problem } from '../core/errors.js';
+import { problem, type Problem } from '../core/errors.js';
 import { sendJson, sendProblem } from '../kinds/listeners/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
 import type { Logger } from '../log.js';
@@ -11,6 +11,7 @@ import type { Plan } from '../plan/types.js';
 import type { ReloadResult } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
 import { boundAddress, listen } from '../kinds/listeners/bind.js';
+import { rawResponse } from '../kinds/listeners/transport.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 /** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */
@@ -220,7 +221,5 @@ function summary(reason: string): string {
 
 /** Answers an upgrade request that will not be upgraded with a problem+json response, then closes. */
 export function refuseUpgrade(socket: Duplex, p: Problem): void {
-  const body = JSON.stringify(problemBody(p));
-  const extra = p.status === 401 ? 'www-authenticate: Bearer realm="eventgate-admin"\r\n' : '';
-  socket.end(`HTTP/1.1 ${p.status} ${p.title}\r\nconnection: close\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`);
+  socket.end(rawResponse(p, p.status === 401 ? { 'www-authenticate': 'Bearer realm="eventgate-admin"' } : {}));
 }

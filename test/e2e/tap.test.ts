@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
+import { rawHttp } from '../helpers/raw-http.js';
 
 const TOKEN = 'tap-token-1234';
 const SCHEMA = '{ type: object, required: [qty], properties: { qty: { type: integer, minimum: 1 } } }';
@@ -66,6 +67,26 @@ describe('live tap (GET /admin/tap?route=...)', () => {
     assert.equal(plain.status, 426);
     assert.equal(plain.headers.get('upgrade'), 'websocket');
     assert.equal(((await plain.json()) as { code: string }).code, 'EG_UPGRADE_REQUIRED');
+  });
+
+  it("answers a malformed handshake as problem+json, as the WebSocket listener does (not ws's text/html)", async () => {
+    const port = Number(new URL(gw.adminUrl).port);
+    const handshake = (lines: string[], method = 'GET') =>
+      `${method} /admin/tap?route=orders HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${lines.map((l) => `${l}\r\n`).join('')}\r\n`;
+    const key = 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==';
+    const cases: [string, string, number, Record<string, string>][] = [
+      ['version 7', handshake([key, 'Sec-WebSocket-Version: 7']), 426, { 'sec-websocket-version': '13, 8' }],
+      ['no key', handshake(['Sec-WebSocket-Version: 13']), 400, {}],
+      ['POST', handshake([key, 'Sec-WebSocket-Version: 13'], 'POST'), 405, { allow: 'GET' }],
+    ];
+    for (const [what, request, status, headers] of cases) {
+      const reply = await rawHttp(port, request);
+      assert.ok(reply, `${what}: answered`);
+      assert.equal(reply.status, status, what);
+      assert.equal(reply.headers['content-type'], 'application/problem+json', what);
+      for (const [name, value] of Object.entries(headers)) assert.equal(reply.headers[name], value, `${what}: ${name}`);
+      assert.equal(JSON.parse(reply.body).status, status, what);
+    }
   });
 
   it('streams each message of the route with its outcome, the validation errors and what the targets received', async () => {

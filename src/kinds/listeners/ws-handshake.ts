@@ -1,0 +1,28 @@
+import type { IncomingMessage } from 'node:http';
+import { problem, type Problem } from '../../core/errors.js';
+
+const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * What is wrong with a handshake that ws would refuse, as a problem: ws answers these itself in
+ * text/html, and every other refusal of the gateway is problem+json.
+ */
+export function malformedHandshake(req: IncomingMessage): Problem | undefined {
+  if (req.method !== 'GET') return problem('EG_METHOD_NOT_ALLOWED', `a WebSocket handshake is a GET request, not ${req.method}`, { headers: { allow: 'GET' } });
+  if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
+    return problem('EG_UPGRADE_REQUIRED', `this listener speaks WebSocket only, not ${req.headers.upgrade}`, { headers: { upgrade: 'websocket' } });
+  }
+  const version = req.headers['sec-websocket-version'];
+  if (Number(version) !== 13 && Number(version) !== 8) {
+    // RFC 6455 §4.4: refuse with the versions the server speaks.
+    return problem('EG_UPGRADE_REQUIRED', `WebSocket version ${version ?? '(none)'} is not spoken here; use 13`, { headers: { 'sec-websocket-version': '13, 8' } });
+  }
+  const key = req.headers['sec-websocket-key'];
+  if (key === undefined || !WS_KEY.test(key)) return problem('EG_BAD_REQUEST', 'the handshake needs a Sec-WebSocket-Key of 16 bytes in base64 (RFC 6455 §4.1)');
+  const offered = req.headers['sec-websocket-protocol']?.split(',').map((p) => p.trim());
+  if (offered !== undefined && (!offered.every((p) => TOKEN.test(p)) || new Set(offered).size !== offered.length)) {
+    return problem('EG_BAD_REQUEST', 'Sec-WebSocket-Protocol must be a comma-separated list of distinct tokens');
+  }
+  return undefined;
+}
