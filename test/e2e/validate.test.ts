@@ -600,6 +600,24 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:17:34', /listener 'api' path '\/rooms\/:id' is already the source of route 'a' \('\/rooms\/:room' matches the same requests\)/]]);
     });
 
+    // The websocket listener routes parameter paths as the http listener does: the same check, or
+    // `eventgate run` failed at start-up with the router's "Method 'GET' already declared".
+    it('points at a websocket route whose path matches the same requests as another', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:',
+          '  - name: a',
+          '    from: { listener: push, path: /rooms/:room }',
+          '    to: { broker: local, topic: t }',
+          '  - name: b',
+          '    from: { listener: push, path: /rooms/:id }',
+          '    to: { broker: local, topic: u }',
+        ),
+      });
+      assertProblems(r, [['gateway.yaml:17:35', /listener 'push' path '\/rooms\/:id' is already the source of route 'a' \('\/rooms\/:room' matches the same requests\)/]]);
+    });
+
     // Kafka's `ssl` and the other brokers' `tls` are read by one function: both report alike, each under its own key.
     it('points at a TLS file that cannot be read and at a client certificate without its key, for kafka ssl and mqtt tls', async () => {
       const r = await validate({

@@ -15,6 +15,7 @@ import { decodeBatch, decodeBinary, decodeStructured, httpMode, structuredProble
 import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
 import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 import { bundled } from '../../core/bundled.js';
+import { routePathProblem, sameRoutePath } from './route-paths.js';
 
 const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
 
@@ -527,24 +528,8 @@ export const httpListener = defineListener({
   acceptsForward: true,
   socketOptions: ['port', 'host', 'tls'],
   // The router decides: it refuses a second path that matches the same requests.
-  samePath(a, b) {
-    const router = FindMyWay();
-    router.on('POST', a, noop);
-    try {
-      router.on('POST', b, noop);
-      return false;
-    } catch {
-      return true;
-    }
-  },
-  checkPath(path) {
-    try {
-      FindMyWay().on('POST', path, noop);
-      return undefined;
-    } catch (err) {
-      return (err as Error).message;
-    }
-  },
+  samePath: sameRoutePath,
+  checkPath: routePathProblem,
   compile(options, ctx) {
     const corsOk = options.cors ? checkCors(options.cors, ctx) : true;
     const compiled = compileTransport(options, ctx);

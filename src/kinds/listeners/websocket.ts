@@ -18,6 +18,7 @@ import { boundAddress, listen } from './bind.js';
 import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
 import { PathBatch, type BatchClient } from './ws-batch.js';
 import { malformedHandshake } from './ws-handshake.js';
+import { routePathProblem, sameRoutePath } from './route-paths.js';
 
 const wsModule = bundled<typeof Ws>('ws');
 const { WebSocketServer } = wsModule;
@@ -249,7 +250,7 @@ export class WebSocketListener implements ListenerRuntime {
         registered.push(path);
       } catch {
         // The router refuses a second spelling of the same requests: its clients are the first one's.
-        const same = registered.find((p) => samePath(p, path));
+        const same = registered.find((p) => sameRoutePath(p, path));
         if (same !== undefined) forwardAlias.set(path, same);
       }
     }
@@ -564,18 +565,6 @@ export class WebSocketListener implements ListenerRuntime {
   }
 }
 
-/** Whether two route paths match the same requests (the router refuses the second). */
-function samePath(a: string, b: string): boolean {
-  const router = FindMyWay();
-  router.on('GET', a, noop);
-  try {
-    router.on('GET', b, noop);
-    return false;
-  } catch {
-    return true;
-  }
-}
-
 /** ws's framing function (public in ws, absent from @types/ws). */
 const { Sender } = wsModule as unknown as { Sender: { frame(data: Buffer, options: { fin: boolean; opcode: number; mask: boolean; readOnly: boolean; rsv1: boolean }): Buffer[] } };
 
@@ -665,6 +654,9 @@ export const websocketListener = defineListener({
   acceptsPublish: true,
   acceptsForward: true,
   socketOptions: ['port', 'host', 'tls'],
+  // Paths with parameters are routed as the http listener routes them: the same checks.
+  samePath: sameRoutePath,
+  checkPath: routePathProblem,
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
