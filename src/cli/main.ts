@@ -206,9 +206,11 @@ async function run(file: string, env: Env): Promise<number> {
     for (const d of loaded.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
     if (loaded.diagnostics.length === 0) {
       // A valid config that could not be put in place (a port taken): the log says why, as stderr does.
-      const error = redact(gateway.lastError?.message ?? 'the gateway could not start', loaded.secrets ?? new Set());
-      logger.error({ error }, 'gateway could not start');
-      process.stderr.write(`eventgate: ${error}\n`);
+      const secrets = loaded.secrets ?? new Set<string>();
+      const error = redact(gateway.lastError?.message ?? 'the gateway could not start', secrets);
+      const where = redact(gateway.lastError?.diagnostics ?? [], secrets)[0];
+      logger.error({ error, ...(where && { diagnostic: formatDiagnostic(where), code: where.code }) }, 'gateway could not start');
+      process.stderr.write(where ? `${formatDiagnostic(where)}\n` : `eventgate: ${error}\n`);
     }
     await gateway.shutdown();
     return 1;

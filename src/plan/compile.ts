@@ -4,7 +4,7 @@ import type { Diagnostic } from '../config/diagnostics.js';
 import { mergedPath, resolveIncludes } from '../config/include.js';
 import { pruneInvalid } from '../config/prune.js';
 import { secretValues } from '../config/secrets.js';
-import { readSource, type Env, type SourceDocument } from '../config/source.js';
+import { readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
 import { hash } from '../core/canonical.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { AsyncApiCatalog } from './asyncapi.js';
@@ -43,6 +43,8 @@ export interface LoadResult {
   seen: Map<string, string>;
   /** Secret strings of the loaded file (see secretValues), also when it was rejected: its diagnostics are redacted with them. */
   secrets?: ReadonlySet<string>;
+  /** Where a key of a loaded config is written (its file, fragments included): problems found later, such as a port that cannot be bound, point at it. */
+  locate?: (path: readonly PathPart[]) => { file: string; line: number; column: number };
 }
 
 /**
@@ -86,7 +88,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const seen = new Map(ctx.files);
   diagnostics.push(...ctx.diagnostics);
   if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files, seen, secrets };
-  return { plan, diagnostics: [], files, seen, secrets };
+  return { plan, diagnostics: [], files, seen, secrets, locate: (path) => ({ file: ctx.fileOf(path), ...ctx.src.locate(path, 'key') }) };
 }
 
 /**

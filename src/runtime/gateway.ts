@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
-import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
-import type { Env } from '../config/source.js';
+import { formatDiagnostic, formatPath, type Diagnostic } from '../config/diagnostics.js';
+import type { Env, PathPart } from '../config/source.js';
 import type { BrokerRuntime, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
@@ -40,7 +40,7 @@ export type ReloadResult =
   | { result: 'unchanged'; version: string }
   | { result: 'rejected'; reason: string; diagnostics: Diagnostic[] }
   /** The new config was valid but could not be put in place (a socket could not bind): the running one was restored. */
-  | { result: 'rolled_back'; reason: string; version: string | null };
+  | { result: 'rolled_back'; reason: string; version: string | null; diagnostics: Diagnostic[] };
 
 export interface ReloadRecord {
   at: string;
@@ -126,10 +126,11 @@ export class Gateway {
   async start(): Promise<LoadResult> {
     const loaded = await this.load();
     if (!loaded.plan) return loaded;
-    const result = await this.apply(loaded.plan);
+    const result = await this.apply(loaded.plan, loaded.locate);
     if (result.result === 'rejected') {
+      // The config is valid: its diagnostics say where the component that could not start is declared.
       this.lastError = { message: result.reason, diagnostics: result.diagnostics };
-      return { plan: undefined, diagnostics: result.diagnostics, files: loaded.files, seen: loaded.seen, secrets: loaded.secrets };
+      return { plan: undefined, diagnostics: [], files: loaded.files, seen: loaded.seen, secrets: loaded.secrets };
     }
     if (this.options.watch !== false) {
       this.watcher = new ConfigWatcher((files) => {
@@ -177,13 +178,14 @@ export class Gateway {
     } else if (loaded.plan.version === this.plan?.version) {
       result = { result: 'unchanged', version: loaded.plan.version };
     } else {
-      result = await this.apply(loaded.plan);
+      result = await this.apply(loaded.plan, loaded.locate);
     }
     const at = new Date().toISOString();
     if (result.result === 'rolled_back') {
       this.metrics.reloadRolledBack();
-      this.lastError = { message: result.reason, diagnostics: [] };
-      this.logger.error({ reason, error: result.reason }, 'reload rolled back; the running config keeps serving');
+      this.lastError = { message: result.reason, diagnostics: result.diagnostics };
+      const where = result.diagnostics[0];
+      this.logger.error({ reason, error: result.reason, ...(where && { diagnostic: formatDiagnostic(where), code: where.code }) }, 'reload rolled back; the running config keeps serving');
       this.lastReload = { at, result: 'rolled_back', version: this.plan?.version ?? null, error: this.lastError };
     } else if (result.result === 'rejected') {
       this.metrics.reloadFailed();
@@ -209,13 +211,20 @@ export class Gateway {
    * every new piece is built and bound; a commit that fails is rolled back, and what it had
    * stopped is brought back by the same code.
    */
-  async apply(next: Plan): Promise<ReloadResult> {
+  async apply(next: Plan, locate?: LoadResult['locate']): Promise<ReloadResult> {
     const prev = this.plan;
     const registry = this.options.registry;
     const drainMs = next.admin?.drainTimeoutMs ?? 10000;
     const outcome = await applyTransition(this.live, diffPlans(prev, next, registry), this.transitionEnv, drainMs);
+    // A socket that cannot bind is no fault of the file's syntax, but the file says where that listener is.
+    const startDiagnostics = (o: { reason: string; at?: readonly PathPart[] }): Diagnostic[] =>
+      o.at && locate ? [{ ...locate(o.at), code: 'EG_START_FAILED', path: formatPath(o.at), message: `could not start ${o.reason}` }] : [];
     if (outcome.result === 'rejected')
-      return { result: 'rejected', reason: `${prev ? 'could not start the new config' : `could not start ${this.options.configFile}`}: ${outcome.reason}`, diagnostics: [] };
+      return {
+        result: 'rejected',
+        reason: `${prev ? 'could not start the new config' : `could not start ${this.options.configFile}`}: ${outcome.reason}`,
+        diagnostics: startDiagnostics(outcome),
+      };
     if (outcome.result === 'rolled_back') {
       let reason = `could not apply the new config: ${outcome.reason}`;
       const restore = prev
@@ -230,7 +239,7 @@ export class Gateway {
         reason += `; restoring the running config failed too: ${restore.reason}`;
         this.logger.error({ err: restore.reason, lost: outcome.lost }, 'could not restore the components the failed reload had stopped');
       }
-      return { result: 'rolled_back', reason, version: prev?.version ?? null };
+      return { result: 'rolled_back', reason, version: prev?.version ?? null, diagnostics: startDiagnostics(outcome) };
     }
     this.stepState.retain(new Set([...this.routes.values()].flatMap((r) => r.stateIds)));
     const admin = next.admin;

@@ -2,6 +2,7 @@ import type { BrokerRuntime, Gate, ListenerBindings, ListenerRuntime, ReplaySour
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import type { Change, Transition } from '../plan/diff.js';
+import type { PathPart } from '../config/source.js';
 import type { AdminPlan, ListenerPlan, Plan, RoutePlan } from '../plan/types.js';
 import type { RouteRuntime } from './route.js';
 
@@ -46,10 +47,27 @@ export interface Lost {
 export type TransitionOutcome =
   /** `retired` settles when the old components have drained and stopped (in the background). */
   | { result: 'applied'; retired: Promise<void>; retiring: boolean }
-  /** Nothing live was touched; `reason` names the component that could not start. */
-  | { result: 'rejected'; reason: string }
+  /** Nothing live was touched; `reason` names the component that could not start (at `at` in the config, when known). */
+  | { result: 'rejected'; reason: string; at?: readonly PathPart[] }
   /** A commit step failed after stopping live components (`lost`); everything new was undone. */
-  | { result: 'rolled_back'; reason: string; lost: Lost };
+  | { result: 'rolled_back'; reason: string; lost: Lost; at?: readonly PathPart[] };
+
+/** A component that could not start, with where the config declares it (so the error can carry file:line:col). */
+class StartFailure extends Error {
+  constructor(
+    readonly at: readonly PathPart[],
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Starts a built component; a failure names it and where it is declared. */
+async function startOrFail(component: { start(): Promise<void> }, at: readonly PathPart[], what: string): Promise<void> {
+  await component.start().catch((err: Error) => {
+    throw new StartFailure(at, `${what}: ${err.message}`);
+  });
+}
 
 /**
  * Runs a transition in three phases (Vector's topology reload, with sockets kept):
@@ -90,19 +108,15 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       if ((c.op !== 'add' && c.op !== 'replace') || listenerTakeovers.includes(c as never)) continue;
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
       built.listeners.set(c.name, l);
-      await l.start().catch((err: Error) => {
-        throw new Error(`listener '${c.name}': ${err.message}`);
-      });
+      await startOrFail(l, ['listeners', c.name], `listener '${c.name}'`);
     }
     if (t.admin && (t.admin.op === 'add' || t.admin.op === 'replace') && !adminTakeover) {
       built.admin = env.createAdmin(t.admin.after);
-      await built.admin.start().catch((err: Error) => {
-        throw new Error(`admin server: ${err.message}`);
-      });
+      await startOrFail(built.admin, ['admin'], 'admin server');
     }
   } catch (err) {
     await undoBuild();
-    return { result: 'rejected', reason: (err as Error).message };
+    return { result: 'rejected', reason: (err as Error).message, at: (err as Partial<StartFailure>).at };
   }
 
   // --- commit, part that may fail: sockets that take over their predecessor's port.
@@ -113,21 +127,17 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       await live.listeners.get(c.name)!.stop({ drainMs });
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
       built.listeners.set(c.name, l);
-      await l.start().catch((err: Error) => {
-        throw new Error(`listener '${c.name}': ${err.message}`);
-      });
+      await startOrFail(l, ['listeners', c.name], `listener '${c.name}'`);
     }
     if (adminTakeover) {
       lost.admin = true;
       await live.admin?.stop();
       built.admin = env.createAdmin((t.admin as Extract<Change<AdminPlan>, { op: 'replace' }>).after);
-      await built.admin.start().catch((err: Error) => {
-        throw new Error(`admin server: ${err.message}`);
-      });
+      await startOrFail(built.admin, ['admin'], 'admin server');
     }
   } catch (err) {
     await undoBuild();
-    return { result: 'rolled_back', reason: (err as Error).message, lost };
+    return { result: 'rolled_back', reason: (err as Error).message, lost, at: (err as Partial<StartFailure>).at };
   }
 
   // --- commit, part that cannot fail.

@@ -47,7 +47,11 @@ describe('eventgate run: a first load that fails (spec §1)', () => {
       { name: 'schema', file: config('    kind: htp\n    port: 0'), reason: /gateway\.yaml:6:11: unknown listener kind "htp"/ },
       { name: 'missing referenced file', file: config('    kind: http\n    port: 0').replace('schema.json', 'missing.json'), reason: /gateway\.yaml:11:38: cannot read 'missing\.json'/ },
       { name: 'unknown ${VAR}', file: config('    kind: http\n    port: ${NO_SUCH_PORT}'), reason: /gateway\.yaml:7:11: environment variable 'NO_SUCH_PORT' is not set/ },
-      { name: 'port in use', file: config(`    kind: http\n    host: 127.0.0.1\n    port: ${taken}`), reason: new RegExp(`cannot bind 127\\.0\\.0\\.1:${taken}: the port is already in use`) },
+      {
+        name: 'port in use',
+        file: config(`    kind: http\n    host: 127.0.0.1\n    port: ${taken}`),
+        reason: new RegExp(`gateway\\.yaml:5:3: could not start listener 'api': cannot bind 127\\.0\\.0\\.1:${taken}: the port is already in use`),
+      },
     ];
     try {
       for (const c of cases) {

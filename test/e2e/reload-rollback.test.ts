@@ -49,6 +49,9 @@ describe('hot reload: a commit that fails is rolled back', () => {
     const line = await gw.reconfigure(config(port, '0.0.0.0', '{"v": 2, "n": n}'));
     assert.equal(line.msg, 'reload rolled back; the running config keeps serving');
     assert.match(String(line.error), /listener 'api'.*already in use.*EADDRINUSE/);
+    // Where the listener is declared, as every config problem says it.
+    assert.match(String(line.diagnostic), /gateway\.yaml:5:3: could not start listener 'api': .*EADDRINUSE/);
+    assert.equal(line.code, 'EG_START_FAILED');
 
     // The old pipeline serves on the old socket, and the websocket client on the unchanged listener stayed.
     assert.equal((await post(`http://127.0.0.1:${port}/in`, { n: 2 })).status, 200);
@@ -59,6 +62,10 @@ describe('hot reload: a commit that fails is rolled back', () => {
     assert.equal(status.version, versionBefore);
     assert.equal(status.lastReload.result, 'rolled_back');
     assert.match(status.lastReloadError.message, /listener 'api'.*EADDRINUSE/);
+    assert.deepEqual(
+      status.lastReloadError.diagnostics.map((d: { line: number; column: number; path: string; code: string }) => [d.line, d.column, d.path, d.code]),
+      [[5, 3, 'listeners.api', 'EG_START_FAILED']],
+    );
     const api = status.listeners.find((l: { name: string }) => l.name === 'api');
     assert.equal(api.port, port);
     assert.equal(api.ready, true);
@@ -88,6 +95,7 @@ describe('hot reload: a commit that fails is rolled back', () => {
     const line = await gw.reconfigure(withAdmin('0.0.0.0', '{"v": 2}'));
     assert.equal(line.msg, 'reload rolled back; the running config keeps serving');
     assert.match(String(line.error), /admin server.*EADDRINUSE/);
+    assert.match(String(line.diagnostic), /gateway\.yaml:2:1: could not start admin server: .*EADDRINUSE/);
     const status = await gw.status();
     assert.equal(status.lastReload.result, 'rolled_back');
     assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);

@@ -45,7 +45,8 @@ describe('hot reload (spec §6): sockets and traffic', () => {
       const client = await connect();
       const line = await gw.reconfigure(pipelineConfig('{"v": 2}', { apiPort: taken }));
       assert.equal(line.msg, 'reload rejected; the running config keeps serving');
-      assert.match(String(line.error), /EADDRINUSE/);
+      // Like every rejected reload: a diagnostic at the listener's place in the file.
+      assert.match(String(line.diagnostic), /gateway\.yaml:\d+:\d+: could not start listener 'api': .*EADDRINUSE/);
       assert.deepEqual(await roundTrip(client, 1), { v: 1 });
       assert.match((await gw.status()).lastReloadError.message, /EADDRINUSE/);
     } finally {
