@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { parseAllDocuments } from 'yaml';
 import { repoRoot, runCli } from '../helpers/gateway.js';
 
 const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
@@ -22,5 +23,27 @@ describe('the README documents the command line', () => {
 
   it('docs/errors.md names only config keys that exist', () => {
     assert.doesNotMatch(readFileSync(join(repoRoot, 'docs/errors.md'), 'utf8'), /allowedOrigins/);
+  });
+});
+
+describe('the YAML examples of README.md and docs/', () => {
+  // Readers paste these into gateway.yaml: one that is not even YAML fails before eventgate sees it
+  // (an unquoted ${VAR} inside {...} is the usual slip: YAML reads the { as a nested map).
+  it('all parse as YAML, without duplicate keys', () => {
+    const pages = [
+      'README.md',
+      ...readdirSync(join(repoRoot, 'docs'))
+        .filter((f) => f.endsWith('.md'))
+        .map((f) => `docs/${f}`),
+    ];
+    const problems: string[] = [];
+    for (const page of pages) {
+      const text = readFileSync(join(repoRoot, page), 'utf8');
+      for (const block of text.matchAll(/^```ya?ml\n([\s\S]*?)^```/gm)) {
+        const line = text.slice(0, block.index).split('\n').length;
+        for (const doc of parseAllDocuments(block[1]!)) for (const e of doc.errors) problems.push(`${page}:${line}: ${e.message.split('\n')[0]}`);
+      }
+    }
+    assert.deepEqual(problems, []);
   });
 });

@@ -117,7 +117,7 @@ export const authStep = defineStep({
       'On WebSocket routes the check runs at the handshake: a refused client gets 401/403 instead of a connection. The credential is removed from the message (header) and from `$query` before later steps. ' +
       'Key and certificate files are watched: editing one reloads the route. Only for routes from a listener.',
     example:
-      'auth:\n  jwt:\n    jwksUrl: https://login.example.com/.well-known/jwks.json\n    issuer: https://login.example.com/\n    audience: eventgate\n    requiredClaims: {scope: publish}\n\n# or\nauth:\n  apiKey:\n    header: x-api-key\n    keys:\n      sensor-fleet: ${SENSOR_KEY}\n      dashboard: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
+      'chains:\n  publishers:                  # JWTs\n    - auth:\n        jwt:\n          jwksUrl: https://login.example.com/.well-known/jwks.json\n          issuer: https://login.example.com/\n          audience: eventgate\n          requiredClaims: {scope: publish}\n  sensors:                     # or API keys\n    - auth:\n        apiKey:\n          header: x-api-key\n          keys:\n            sensor-fleet: ${SENSOR_KEY}\n            dashboard: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
   },
   compile(options, ctx) {
     const verifier = options.apiKey ? apiKeyVerifier(options.apiKey, ctx) : options.jwt ? jwtVerifier(options.jwt, ctx) : undefined;
