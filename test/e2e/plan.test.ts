@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
-import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
+import { cliPath, repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 
@@ -145,5 +148,39 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     const r = await runCli(['plan', '-c', 'new.yaml', '--admin', `http://127.0.0.1:${port}`], { cwd: dir });
     assert.equal(r.code, 1);
     assert.match(r.stderr, new RegExp(`cannot reach the admin API at http://127\\.0\\.0\\.1:${port}/admin/plan: ECONNREFUSED`));
+  });
+});
+
+describe('docs/gitops.md, "4. Plan", run as written', () => {
+  // The README example references a schema file: planning against the base branch must read it
+  // from that branch's files (a `git show` of gateway.yaml alone left it behind: "cannot read").
+  it('plans the edit of step 1 against a checkout of origin/main and prints what the page shows', () => {
+    const page = readFileSync(join(repoRoot, 'docs/gitops.md'), 'utf8');
+    const block = /^## 4\. Plan$[\s\S]*?^```sh\n([\s\S]*?)^```/m.exec(page)?.[1] ?? assert.fail('no sh block under "4. Plan"');
+    const lines = block.trimEnd().split('\n');
+    const example = (f: string) => readFileSync(join(repoRoot, 'examples', f), 'utf8');
+    const repo = tempFiles({ 'gateway.yaml': example('gateway.yaml'), 'schemas/light-measured.json': example('schemas/light-measured.json') });
+    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@example.com', ...args], { cwd: repo, stdio: 'pipe' });
+    git('init', '-q');
+    git('add', '.');
+    git('commit', '-q', '-m', 'base');
+    git('update-ref', 'refs/remotes/origin/main', 'HEAD');
+    // Step 1's edit.
+    const edited = example('gateway.yaml').replace('filter: lumens > 0 ', 'filter: lumens > 10');
+    assert.notEqual(edited, example('gateway.yaml'));
+    writeFileSync(join(repo, 'gateway.yaml'), edited);
+    // The page's /tmp is a private directory here (tests run side by side), outside the checkout.
+    const tmp = tempFiles({});
+    const script = lines
+      .filter((l) => !l.startsWith('#'))
+      .join('\n')
+      .replaceAll('/tmp/', `${tmp}/`)
+      .replaceAll('npx eventgate', `${JSON.stringify(process.execPath)} ${JSON.stringify(cliPath)}`);
+    const r = spawnSync('bash', ['-c', script], { cwd: repo, encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.deepEqual(
+      r.stdout.replaceAll(`${tmp}/`, '/tmp/').trimEnd().split('\n'),
+      lines.filter((l) => l.startsWith('# ')).map((l) => l.slice(2)),
+    );
   });
 });
