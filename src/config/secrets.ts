@@ -24,8 +24,10 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
   const out = new Set<string>();
   // A variable's value alone (a header set from "${VAR}" shows without the expression's quotes),
   // and the parts of a list of addresses (a DNS error names the host without its port).
-  // Numbers, booleans and loopback names are no secrets (a port from ${PORT}, localhost:9092).
-  const plain = (s: string) => /^(-?\d+(\.\d+)?|true|false|localhost|127\.0\.0\.1|::1|\[::1\])$/i.test(s);
+  // Numbers, booleans, loopback names and the wildcard addresses are no secrets (a port from
+  // ${PORT}, localhost:9092, `host: ${HOST:-0.0.0.0}`): hiding them hides nothing, and would blank
+  // every listener address in /admin/status and every "127.0.0.1" in a message.
+  const plain = (s: string) => /^(-?\d+(\.\d+)?|true|false|localhost|127\.0\.0\.1|::1|\[::1\]|0\.0\.0\.0|::|\[::\])$/i.test(s);
   for (const v of envValues) {
     if (!plain(v)) out.add(v);
     // A URL is shown without its credentials, query and fragment (a webhook's endpoint in answers
@@ -41,7 +43,7 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
   }
   const walk = (v: unknown, path: (string | number)[], underSecretKey: boolean) => {
     if (typeof v === 'string') {
-      if (v !== '' && (underSecretKey || fromEnv.has(formatPath(path)))) out.add(v);
+      if (v !== '' && (underSecretKey || (fromEnv.has(formatPath(path)) && !plain(v)))) out.add(v);
       return;
     }
     if (Array.isArray(v)) {

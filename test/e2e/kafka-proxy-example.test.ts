@@ -39,4 +39,15 @@ describe('examples/kafka-proxy.yaml (the docs/kafka-proxy.md walkthrough)', () =
     assert.equal(audited!.headers['checked-by'], 'eventgate');
     assert.match(audited!.headers._asyncapi_eg_validation_error!, /lumens/);
   });
+
+  // The walkthrough's last command: `curl -s localhost:9000/admin/status | jq '.listeners[] | select(.kind == "kafka")'`.
+  it("shows the listener's loopback addresses in /admin/status, and redacts the cluster's from KAFKA_BROKERS", async () => {
+    const status = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in');
+    // host: ${PROXY_HOST:-127.0.0.1}, advertisedHost: ${ADVERTISED_HOST:-127.0.0.1}: loopback is no secret.
+    assert.equal(status.host, '127.0.0.1');
+    assert.equal(status.advertisedHost, '127.0.0.1');
+    assert.ok(status.ports.length > 0);
+    for (const p of status.ports) assert.equal(p.upstream, '[redacted]');
+    assert.ok(!JSON.stringify(status).includes(kafka.bootstrap));
+  });
 });
