@@ -117,10 +117,13 @@ function compile(ctx: CompileContext, asyncapi: AsyncApiCatalog, secrets: Readon
   const routes = compileRoutes(ctx, steps, brokers, listeners, chains);
   const admin = compileAdmin(ctx);
   const routeIndex = new Map((c.routes ?? []).flatMap((r, i) => (r ? [[r.name, i] as const] : [])));
-  // A route that did not compile may be the one writing the topic another reads: no "can never receive" then.
+  // A route that did not compile, or a step left out as invalid (a validate step that dead-letters,
+  // with a typo or a message of a broken AsyncAPI document), may be what writes the topic another
+  // route reads: no "can never receive" then, which would point at a sound line.
   const written = Array.isArray(ctx.src.value && (ctx.src.value as { routes?: unknown }).routes) ? (ctx.src.value as { routes: unknown[] }).routes.length : 0;
   const compiled = [...routes.values()].map((route) => ({ index: routeIndex.get(route.name)!, route }));
-  for (const conflict of findConflicts({ registry: ctx.registry, admin, brokers, listeners, routes: compiled, allRoutes: compiled.length === written })) {
+  const allRoutes = compiled.length === written && ctx.config === ctx.src.value && ctx.diagnostics.length === 0;
+  for (const conflict of findConflicts({ registry: ctx.registry, admin, brokers, listeners, routes: compiled, allRoutes })) {
     const otherFile = conflict.other && ctx.fileOf(conflict.other);
     const other = conflict.other ? ` (see ${otherFile === ctx.fileOf(conflict.path) ? 'line ' : `${otherFile}:`}${ctx.src.locate(conflict.other, 'value').line})` : '';
     ctx.report(conflict.path, 'EG_CONFIG_CONFLICT', conflict.message + other);

@@ -135,6 +135,46 @@ describe('eventgate validate catches what would only fail at run time', () => {
     ]);
   });
 
+  it("a step that did not compile is reported alone, not as a route that can never receive the step's dead letters", async () => {
+    const config = (step: string) =>
+      yaml(
+        'version: 1',
+        'asyncapi: streetlights.yaml',
+        'brokers: { local: { kind: memory } }',
+        'listeners: { api: { kind: http, port: 0 }, push: { kind: websocket, port: 0 } }',
+        'routes:',
+        '  - name: in',
+        '    from: { listener: api, path: /x }',
+        `    through: [ { validate: { ${step}, onInvalid: deadletter, deadletter: { broker: local, topic: dlq } } } ]`, // 8
+        '    to: { broker: local, topic: t }',
+        '  - name: t-out',
+        '    from: { broker: local, topic: t }',
+        '    to: { listener: push, path: /ws }',
+        '  - name: dlq-out',
+        '    from: { broker: local, topic: dlq }',
+        '    to: { listener: push, path: /dlq }',
+      );
+    const doc = (ref: string) =>
+      yaml(
+        'asyncapi: 3.0.0',
+        'info: { title: t, version: 1.0.0 }',
+        'channels: { light: { address: light, messages: { lightMeasured: { $ref: "#/components/messages/lightMeasured" } } } }',
+        `components: { messages: { ${ref}: { payload: { type: object } } } }`, // 4
+      );
+    const sound = await validate(config('message: lightMeasured'), [], { 'streetlights.yaml': doc('lightMeasured') });
+    assert.equal(sound.code, 0, sound.stdout);
+    const typo = await validate(config('message: lightMeasured, onInvlid: tag'), [], { 'streetlights.yaml': doc('lightMeasured') });
+    assert.equal(typo.code, 1);
+    assert.deepEqual(
+      typo.lines.map((l) => l.replace(/ \(did you mean.*/, '')),
+      ["gateway.yaml:8:54: unknown key 'onInvlid' in routes[0].through[0].validate"],
+    );
+    const brokenDocument = await validate(config('message: lightMeasured'), [], { 'streetlights.yaml': doc('lightMeasurd') });
+    assert.equal(brokenDocument.code, 1);
+    assert.ok(brokenDocument.lines.length > 0);
+    for (const l of brokenDocument.lines) assert.match(l, /^streetlights\.yaml:/);
+  });
+
   it('a call to a JSONata function that does not exist, with a hint and its position', async () => {
     const r = await validate(
       yaml(
