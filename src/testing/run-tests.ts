@@ -76,7 +76,7 @@ export async function runTest(plan: Plan, test: TestCase): Promise<TestResult> {
     value: test.input.value,
     key: test.input.key,
     headers: test.input.headers,
-    topic: routePlan.from.type === 'broker' ? routePlan.from.topic : null,
+    topic: routePlan.from.type === 'broker' ? (test.input.topic ?? routePlan.from.topic) : null,
     partition: routePlan.from.type === 'broker' ? 0 : null,
     offset: routePlan.from.type === 'broker' ? '0' : null,
     timestamp: Date.now(),

@@ -12,7 +12,7 @@ import { describeFsError, parseSource, type PathPart } from '../config/source.js
  *   tests:
  *     - name: bright lights are published
  *       route: light-in
- *       input: { value: {id: 1, lumens: 800}, key: ..., headers: {...}, path: /light, query: {...}, principal: alice, claims: {...} }
+ *       input: { value: {id: 1, lumens: 800}, key: ..., headers: {...}, path: /light, query: {...}, principal: alice, claims: {...}, topic: ... }
  *       expect:
  *         outcome: delivered        # delivered | filtered | invalid | rejected | failed | deadlettered
  *         status: 400               # the HTTP status of a problem (invalid, rejected, failed)
@@ -29,6 +29,8 @@ export interface TestInput {
   query: Record<string, string | string[]>;
   principal: string | undefined;
   claims: Record<string, unknown> | undefined;
+  /** Consume routes: the topic the message came from (a wildcard `from.topic` needs a concrete one for $topic). */
+  topic: string | undefined;
 }
 
 export interface ExpectedOutput {
@@ -70,7 +72,7 @@ export interface TestFile {
 
 const OUTCOMES = ['delivered', 'filtered', 'invalid', 'rejected', 'failed', 'deadlettered'];
 const TEST_KEYS = ['name', 'route', 'input', 'expect'];
-const INPUT_KEYS = ['value', 'key', 'headers', 'path', 'query', 'principal', 'claims'];
+const INPUT_KEYS = ['value', 'key', 'headers', 'path', 'query', 'principal', 'claims', 'topic'];
 const EXPECT_KEYS = ['outcome', 'status', 'error', 'to'];
 const OUTPUT_KEYS = ['broker', 'topic', 'listener', 'path', 'key', 'headers', 'value', 'condition'];
 
@@ -106,11 +108,12 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
     if (raw.name !== undefined && typeof raw.name !== 'string') report([...at, 'name'], "'name' must be a string");
     if (raw.route !== undefined && typeof raw.route !== 'string') report([...at, 'route'], "'route' must be a route name");
     const input = raw.input;
-    if (input !== undefined && !isMap(input)) report([...at, 'input'], "'input' must be a map (value, key, headers, path, query, principal, claims)");
+    if (input !== undefined && !isMap(input)) report([...at, 'input'], "'input' must be a map (value, key, headers, path, query, principal, claims, topic)");
     if (isMap(input)) {
       unknownKeys(input, INPUT_KEYS, [...at, 'input'], report);
       if (input.headers !== undefined && !isStringMap(input.headers)) report([...at, 'input', 'headers'], "'headers' must map names to strings");
       if (input.key !== undefined && input.key !== null && typeof input.key !== 'string') report([...at, 'input', 'key'], "'key' must be a string");
+      if (input.topic !== undefined && typeof input.topic !== 'string') report([...at, 'input', 'topic'], "'topic' must be a topic name");
       if (input.path !== undefined && typeof input.path !== 'string' && !isStringMap(input.path))
         report([...at, 'input', 'path'], "'path' must be the request path (/orders/7) or a map of path parameters");
     }
@@ -147,6 +150,7 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
         query: (inp.query as Record<string, string | string[]> | undefined) ?? {},
         principal: inp.principal === undefined ? undefined : String(inp.principal),
         claims: inp.claims as Record<string, unknown> | undefined,
+        topic: inp.topic as string | undefined,
       },
       expect: {
         outcome: exp.outcome as string,
