@@ -18,7 +18,12 @@ export const corsOptions = Type.Object(
   {
     origins: oneOf([Type.Literal('*'), originList], { description: 'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials).' }),
     methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' })),
-    headers: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.headers, description: 'Request headers browsers may send.' })),
+    headers: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), {
+        default: DEFAULTS.headers,
+        description: 'Request headers browsers may send (add the header an `apiKey` auth step reads, e.g. `x-api-key`: browsers send no header the preflight answer does not list).',
+      }),
+    ),
     exposeHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.exposeHeaders, description: 'Response headers scripts may read.' })),
     credentials: Type.Optional(Type.Boolean({ default: false, description: 'Allow cookies and HTTP authentication (needs a list of origins).' })),
     maxAge: Type.Optional(Type.Integer({ minimum: 0, default: DEFAULTS.maxAge, description: 'Seconds browsers may cache a preflight answer.' })),
