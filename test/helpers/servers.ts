@@ -184,9 +184,11 @@ export async function startNats(): Promise<MessageServer> {
  * and feature flags in a temp directory owned by the `rabbitmq` user when run as root (Debian's
  * Erlang cookie and directories belong to that user). Takes a few seconds to boot, more on a busy
  * machine: start one per test file and share it between the file's tests (queues of their own).
+ * `advancedConfig`: an `advanced.config` (Erlang terms) for settings such as `consumer_timeout`.
  */
-export async function startRabbit(): Promise<MessageServer> {
+export async function startRabbit(options: { advancedConfig?: string } = {}): Promise<MessageServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-rabbitmq-'));
+  if (options.advancedConfig) writeFileSync(join(dir, 'advanced.config'), options.advancedConfig);
   const [port, distPort, epmdPort] = [await freePort(), await freePort(), await freePort()];
   const name = `eventgate-${process.pid}-${port}`;
   const asRoot = process.getuid?.() === 0;

@@ -259,6 +259,9 @@ class AmqpSubscription {
   /** Messages ready in the queue (not delivered to any consumer), as of the last poll; undefined before the first. */
   private ready: number | undefined;
   private poll: NodeJS.Timeout | undefined;
+  /** The connection the route consumes on: set by attach, cleared by detach (the connection was lost). */
+  private conn: ChannelModel | undefined;
+  private backoff = 250;
 
   constructor(
     private readonly settings: AmqpSettings,
@@ -270,21 +273,52 @@ class AmqpSubscription {
 
   attach(conn: ChannelModel): void {
     if (this.stopping) return;
+    this.conn = conn;
     void this.open(conn).catch((err: Error) => {
       this.telemetry?.consumerError(this.spec.route);
-      this.log.error({ err: err.message }, 'amqp consumer could not start; retrying on the next connection');
-      // A channel error (e.g. a queue that does not exist) closes only the channel: try again on the same connection after a while.
-      setTimeout(() => {
-        if (!this.stopping && !this.channel) this.attach(conn);
-      }, MAX_BACKOFF_MS).unref();
+      this.log.error({ err: err.message, retryInMs: this.backoff }, 'amqp consumer could not start; retrying');
+      // A channel error (e.g. a queue that does not exist) closes only the channel: try again on the same connection.
+      this.reopen(conn);
     });
   }
 
   detach(): void {
+    this.conn = undefined;
     this.channel = undefined;
     // The server requeues what the dead channel held.
     this.held = 0;
     clearInterval(this.poll);
+  }
+
+  /**
+   * The channel closed. When the connection lives on, the server closed it (a delivery held past
+   * its `consumer_timeout`, 30 min by default, while the targets refused it; a consumer it
+   * cancelled, see open()): it requeued what the channel held, and the route would otherwise
+   * consume nothing until the next reconnect. A lost connection closes its channels too; the
+   * broker attaches again on the next connection.
+   */
+  private closed(ch: Channel, conn: ChannelModel): void {
+    if (this.channel !== ch) return;
+    this.channel = undefined;
+    this.held = 0;
+    clearInterval(this.poll);
+    if (this.stopping) return;
+    this.reopen(conn, (wait) => {
+      // Only now is it sure the connection outlived the channel.
+      this.telemetry?.consumerCrash(this.spec.route);
+      this.log.warn({ retriedAfterMs: wait }, 'amqp consume channel closed while the connection lives; opening another');
+    });
+  }
+
+  /** Opens a channel again on `conn` after a backoff, unless the route stopped or the connection went in the meantime. */
+  private reopen(conn: ChannelModel, reopening?: (waitedMs: number) => void): void {
+    const wait = this.backoff;
+    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+    setTimeout(() => {
+      if (this.stopping || this.channel || this.conn !== conn) return;
+      reopening?.(wait);
+      this.attach(conn);
+    }, wait).unref();
   }
 
   /**
@@ -319,6 +353,7 @@ class AmqpSubscription {
   private async open(conn: ChannelModel): Promise<void> {
     const ch = await conn.createChannel();
     ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp consume channel error'));
+    ch.on('close', () => this.closed(ch, conn));
     await ch.prefetch(this.settings.prefetch);
     let queue = this.spec.topic;
     if (!Object.hasOwn(this.settings.queues, queue)) {
@@ -336,13 +371,16 @@ class AmqpSubscription {
     this.held = 0;
     await ch.consume(queue, (m) => {
       if (m === null) {
+        // Nothing more comes on this consumer: close the channel (requeueing what it holds), and closed() opens another.
         this.log.warn('consumer cancelled by the server (queue deleted?)');
+        void ch.close().catch(() => undefined);
         return;
       }
       this.held++;
       this.chain = this.chain.then(() => this.deliver(ch, m));
     });
     this.pollDepth(ch, queue);
+    this.backoff = 250;
     this.log.info({ queue }, 'consumer ready');
   }
 
