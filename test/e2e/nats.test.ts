@@ -3,7 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
+import { HeldTarget } from '../helpers/held-target.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 
@@ -193,6 +194,45 @@ routes:
       assert.equal(feed.closed, undefined, 'the WebSocket client stayed connected');
     } finally {
       feed.close();
+    }
+  });
+
+  it('bounds what a core route holds while its target stalls (corePendingBytes): keeps the oldest, drops the rest with a warning and a count, then goes on', async () => {
+    const target = await HeldTarget.start();
+    const slow = await startGateway(`
+version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: ${nats.url}, corePendingBytes: 20000 }
+routes:
+  - name: stalled
+    from: { broker: nats, topic: stalled.in }
+    to: { http: { url: "${target.url}", timeoutMs: 120000 } }
+`);
+    try {
+      await slow.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stalled', 15000);
+      const pad = 'x'.repeat(1000);
+      // The target holds message 0; 2000 messages of ~1 KB arrive meanwhile, 20 KB of room.
+      for (let i = 0; i < 2000; i++) peer.publish('stalled.in', JSON.stringify({ i, pad }));
+      await peer.ping();
+      const drop = await slow.waitForLog((l) => l.msg.startsWith('nats core messages dropped'), 15000);
+      assert.equal(drop.level, 'warn');
+      const errors = async () => (await scrape(slow.adminUrl)).value('eventgate_nats_consumer_errors_total', { broker: 'nats', route: 'stalled' }) ?? 0;
+      // Every message is either kept (at most ~20 KB of them) or counted as dropped.
+      await eventually(async () => assert.ok((await errors()) >= 1950, `dropped ${await errors()}`), 15000, 100);
+      target.release();
+      const kept = 2000 - (await errors());
+      await eventually(() => assert.equal(target.bodies.length, kept), 15000, 50);
+      // The oldest are the ones kept, in order.
+      assert.deepEqual(
+        target.bodies.map((b) => (JSON.parse(b) as { i: number }).i),
+        Array.from({ length: kept }, (_, i) => i),
+      );
+      peer.publish('stalled.in', '{"i":"after"}');
+      await eventually(() => assert.equal(target.bodies.at(-1), '{"i":"after"}'), 15000, 50);
+    } finally {
+      await slow.stop();
+      await target.stop();
     }
   });
 

@@ -38,6 +38,11 @@ const options = kindOptions('nats', {
     }),
   ),
   prefetch: int(20, 1, 'Most unacknowledged messages a JetStream consume route holds (handled one at a time, in order).'),
+  corePendingBytes: int(
+    33554432,
+    1,
+    'Core subjects (at most once): most bytes a consume route holds while its targets fall behind, each message counted as its payload plus 512 bytes (default 32 MiB). A message beyond it is dropped, as nats-server drops what a slow consumer cannot take: logged (`nats core messages dropped`, with the count) and counted in `eventgate_nats_consumer_errors_total`. JetStream routes are bounded by `prefetch` and lose nothing.',
+  ),
   ackWaitMs: int(30000, 100, 'JetStream redelivers a message not acknowledged this long after delivery; the gateway extends it while a route still works on one.'),
   connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
   reconnectTimeWaitMs: int(500, 1, 'Wait between reconnect attempts to one server.'),
@@ -64,6 +69,7 @@ export interface NatsSettings {
   tls: { ca?: string; cert?: string; key?: string } | undefined;
   streams: Record<string, NatsStream>;
   prefetch: number;
+  corePendingBytes: number;
   ackWaitMs: number;
   connectTimeoutMs: number;
   reconnectTimeWaitMs: number;
@@ -115,6 +121,7 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
     tls: tls ? { ca: tls.ca as string | undefined, cert: tls.cert as string | undefined, key: tls.key as string | undefined } : undefined,
     streams,
     prefetch: o.prefetch ?? 20,
+    corePendingBytes: o.corePendingBytes ?? 33554432,
     ackWaitMs: o.ackWaitMs ?? 30000,
     connectTimeoutMs: o.connectTimeoutMs ?? 5000,
     reconnectTimeWaitMs: o.reconnectTimeWaitMs ?? 500,

@@ -1,4 +1,4 @@
-import type { JetStreamManager, JsMsg, Msg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
+import type { JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
 
 /** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
 type NatsLib = typeof import('nats');
@@ -12,6 +12,9 @@ import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
 
 const MAX_BACKOFF_MS = 5000;
+
+/** What a core message waiting for its route costs beyond its payload (measured: ~300 bytes), counted against `corePendingBytes`. */
+const HELD_MESSAGE_BYTES = 512;
 
 /**
  * Whether every subject `filter` matches is also matched by `pattern` (NATS wildcards: `*` one
@@ -318,14 +321,63 @@ class NatsSubscription {
     this.running = stream && jsm ? this.consumeStream(nc, jsm, stream[0]) : this.consumeCore(nc);
   }
 
-  private async consumeCore(nc: NatsConnection): Promise<void> {
-    const sub = nc.subscribe(this.spec.topic, this.spec.perInstance ? {} : { queue: this.spec.group });
+  /**
+   * A core subscription. The client reads its socket as fast as the server sends and queues what
+   * the route has not taken yet, without bound, while the server never sees a slow consumer: a
+   * route whose targets stall held every message published meanwhile (200,000 messages of 1 KB
+   * took 300 MB, growing). So messages wait here as the bytes that came, decoded only when their
+   * turn comes, up to `corePendingBytes`; past that they are dropped, said and counted: core NATS
+   * is at most once, and nats-server drops for a slow consumer too.
+   */
+  private consumeCore(nc: NatsConnection): Promise<void> {
+    const queue: { data: Buffer; subject: string; headers: MsgHdrs | undefined; at: number }[] = [];
+    let head = 0;
+    let pending = 0;
+    let dropped = 0;
+    let lastReport = 0;
+    let pumping: Promise<void> | undefined;
+    const limit = this.settings.corePendingBytes;
+    const pump = async () => {
+      while (head < queue.length && !this.stopping) {
+        const m = queue[head]!;
+        queue[head++] = undefined!;
+        await handOver(coreMessage(m.data, m.subject, m.headers, m.at), this.handler, this.handOverOptions());
+        pending -= m.data.length + HELD_MESSAGE_BYTES;
+        // Drop the handled front now and then, so a queue that never empties does not grow.
+        if (head > 1024 && head * 2 > queue.length) {
+          queue.splice(0, head);
+          head = 0;
+        }
+      }
+      queue.length = head = 0;
+      pumping = undefined;
+    };
+    const sub = nc.subscribe(this.spec.topic, {
+      ...(this.spec.perInstance ? {} : { queue: this.spec.group }),
+      callback: (err, m) => {
+        if (err || this.stopping) return;
+        const size = m.data.length + HELD_MESSAGE_BYTES;
+        if (pending > 0 && pending + size > limit) {
+          dropped++;
+          this.telemetry?.consumerError(this.spec.route);
+          // Said at once, then at most every 10 s with the count since.
+          if (Date.now() - lastReport >= 10_000) {
+            this.log.warn({ dropped, pendingBytes: pending, corePendingBytes: limit }, 'nats core messages dropped: the route is corePendingBytes behind its subscription');
+            lastReport = Date.now();
+            dropped = 0;
+          }
+          return;
+        }
+        pending += size;
+        // Copied: the client's message data is a view of its read buffer.
+        queue.push({ data: Buffer.from(m.data), subject: m.subject, headers: m.headers, at: Date.now() });
+        pumping ??= pump();
+      },
+    });
     this.close = () => sub.unsubscribe();
     this.log.info({ subject: this.spec.topic, queue: this.spec.perInstance ? undefined : this.spec.group }, 'consumer ready');
-    for await (const m of sub) {
-      if (this.stopping) break;
-      await handOver(coreMessage(m), this.handler, this.handOverOptions());
-    }
+    // Ends once unsubscribed and the message in hand is done (those queued behind it are not handed over once stopping).
+    return sub.closed.then(() => pumping);
   }
 
   /** Creates (or updates) the consumer, then reads it; starts over after anything that ends the read. */
@@ -388,9 +440,8 @@ class NatsSubscription {
   }
 }
 
-// The payload is copied: the client's message data is a view of its read buffer.
-function coreMessage(m: Msg): Message {
-  return payloadMessage(Buffer.from(m.data), { headers: fromHeaders(m.headers), topic: m.subject, partition: null, offset: null, timestamp: Date.now() });
+function coreMessage(data: Buffer, subject: string, headers: MsgHdrs | undefined, at: number): Message {
+  return payloadMessage(data, { headers: fromHeaders(headers), topic: subject, partition: null, offset: null, timestamp: at });
 }
 
 function streamMessage(m: JsMsg): Message {
