@@ -5,6 +5,7 @@ import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 
@@ -194,6 +195,49 @@ routes:
       assert.equal(feed.closed, undefined, 'the WebSocket client stayed connected');
     } finally {
       feed.close();
+    }
+  });
+
+  it('hands each JetStream message to the targets once while they fail longer than ackWaitMs: the copies redelivered behind the one in hand are acknowledged, not delivered again', async () => {
+    const hook = await WebhookReceiver.start();
+    let failing = true;
+    const accepted: number[] = [];
+    hook.respond = (r, res) => {
+      res.statusCode = failing ? 500 : 200;
+      if (!failing) accepted.push((JSON.parse(r.body) as { i: number }).i);
+      res.end();
+    };
+    const slow = await startGateway(`
+version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: ${nats.url}, ackWaitMs: 1000, prefetch: 5, streams: { FLAKY: { subjects: ["flaky.>"] } } }
+routes:
+  - name: flaky
+    from: { broker: nats, topic: flaky.in }
+    to: { http: { url: "${hook.url}/flaky", retry: { attempts: 2, backoffMs: 50 } } }
+`);
+    try {
+      await slow.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'flaky', 15000);
+      for (let i = 0; i < 30; i++) peer.publish('flaky.in', JSON.stringify({ i }));
+      await peer.ping();
+      // Message 0 is in hand (kept alive by working()); 1-4 were pulled behind it and outlive their
+      // ack wait. Once 0 passes, the client pulls again and JetStream redelivers 1-4 into the buffer
+      // that still holds their first copies.
+      await hook.received(1);
+      const firstTry = Date.now();
+      await eventually(() => assert.ok(Date.now() - firstTry >= 3000), 10000, 100);
+      failing = false;
+      await eventually(() => assert.equal(new Set(accepted).size, 30), 30000, 100);
+      // Whatever is still buffered would have arrived by the time the last one did; wait out one ack wait more.
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.deepEqual(
+        accepted,
+        Array.from({ length: 30 }, (_, i) => i),
+      );
+    } finally {
+      await slow.stop();
+      await hook.stop();
     }
   });
 

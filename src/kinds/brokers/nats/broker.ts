@@ -298,6 +298,8 @@ class NatsSubscription {
   private close: (() => void) | undefined;
   /** Messages the JetStream consumer has not delivered yet, plus the one in hand; unknown for core subscriptions. */
   lag: number | undefined;
+  /** Stream sequences of the JetStream messages this route acknowledged lately, to know a redelivered copy. */
+  private readonly handled = new RecentSet(10_000);
 
   constructor(
     private readonly settings: NatsSettings,
@@ -405,6 +407,13 @@ class NatsSubscription {
         this.log.info({ stream, consumer: name, subject: this.spec.topic }, 'consumer ready');
         backoff = 250;
         for await (const m of messages) {
+          // A copy JetStream sent again while the first waited behind a message the targets held
+          // past ackWaitMs: only the one in hand is kept alive (working()), the ones pulled behind it
+          // are redelivered into the same buffer. The route took the first: acknowledge the copy.
+          if (m.redelivered && this.handled.has(m.seq)) {
+            m.ack();
+            continue;
+          }
           this.lag = m.info.pending + 1;
           const accepted = await handOver(streamMessage(m), this.handler, {
             ...this.handOverOptions(),
@@ -414,6 +423,7 @@ class NatsSubscription {
           // Not accepted (stopping): no ack, so the consumer delivers it again after ack_wait.
           if (accepted) {
             m.ack();
+            this.handled.add(m.seq);
             this.lag = m.info.pending;
           }
           if (this.stopping) break;
@@ -442,6 +452,22 @@ class NatsSubscription {
 
 function coreMessage(data: Buffer, subject: string, headers: MsgHdrs | undefined, at: number): Message {
   return payloadMessage(data, { headers: fromHeaders(headers), topic: subject, partition: null, offset: null, timestamp: at });
+}
+
+/** A set that forgets its oldest entries past `max`. */
+class RecentSet {
+  private readonly items = new Set<number>();
+
+  constructor(private readonly max: number) {}
+
+  has(n: number): boolean {
+    return this.items.has(n);
+  }
+
+  add(n: number): void {
+    this.items.add(n);
+    if (this.items.size > this.max) this.items.delete(this.items.values().next().value!);
+  }
 }
 
 function streamMessage(m: JsMsg): Message {
