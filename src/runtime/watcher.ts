@@ -30,6 +30,8 @@ export class ConfigWatcher {
   private byReal = new Map<string, string>();
   /** Parents of watched directories → a watch of their entries' names. */
   private parents = new Map<string, DirWatcher>();
+  /** Parent → the names of the watched directories in it. */
+  private parentEntries = new Map<string, Set<string>>();
   private hashes = new Map<string, string>();
   /** The paths chokidar watches. */
   private watched = new Set<string>();
@@ -144,18 +146,25 @@ export class ConfigWatcher {
   private watchParents(): void {
     // Every parent, even one chokidar watches too: a directory removed and made again at once is
     // the same directory to chokidar's scan of the parent, and it says nothing.
-    const wanted = new Set([...this.dirs.keys()].map((d) => dirname(d)));
+    const wanted = new Map<string, Set<string>>();
+    for (const d of this.dirs.keys()) {
+      const names = wanted.get(dirname(d)) ?? new Set();
+      wanted.set(dirname(d), names.add(basename(d)));
+    }
+    this.parentEntries = wanted;
     for (const [p, w] of this.parents) {
       if (wanted.has(p)) continue;
       w.close();
       this.parents.delete(p);
     }
-    for (const p of wanted) {
+    for (const p of wanted.keys()) {
       if (this.parents.has(p)) continue;
       try {
         const w = watchDir(p, { persistent: false }, (_event, name) => {
-          const d = name === null ? undefined : join(p, name.toString());
-          if (d !== undefined && this.dirs.has(d)) this.replaced(d);
+          // A busy parent (/tmp) reports every change beside the watched directories: those are
+          // passed over by name alone, without building a path for each (docs/performance.md, "ninth session").
+          if (typeof name !== 'string' || !this.parentEntries.get(p)?.has(name)) return;
+          this.replaced(join(p, name));
         });
         w.on('error', () => {
           w.close();
