@@ -19,6 +19,10 @@ for (const pkg of VENDORED) {
     platform: 'node',
     format: 'cjs',
     target: 'node20',
+    // V8 keeps each module's source text in the heap: whitespace and syntax minified, the four are
+    // 0.56 instead of 0.87 MB (names are kept, so stack traces still name functions).
+    minifyWhitespace: true,
+    minifySyntax: true,
     // ws's optional native helpers: required inside try/catch, left to Node as before.
     external: ['bufferutil', 'utf-8-validate'],
     outfile: `dist/src/vendor/${pkg.replace(/^@/, '').replace(/\//g, '-')}.cjs`,
