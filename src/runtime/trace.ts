@@ -1,29 +1,51 @@
 import { randomFillSync } from 'node:crypto';
-import { context, INVALID_SPAN_CONTEXT, ProxyTracerProvider, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Context, type Span, type SpanContext } from '@opentelemetry/api';
+import { createRequire } from 'node:module';
+import type { Context, Span, SpanContext, SpanKind, Tracer } from '@opentelemetry/api';
 import type { Outcome } from '../core/outcome.js';
 
 /** W3C Trace Context headers (https://www.w3.org/TR/trace-context/). */
 export const TRACEPARENT = 'traceparent';
 
-/**
- * The tracer is resolved through the global API on every startSpan, so an OpenTelemetry SDK
- * registered at any time (usually `node --import ./otel.js`) receives our spans; with none, the
- * API is a no-op and startSpan only allocates a non-recording span.
- */
-const tracer = trace.getTracer('eventgate');
+type OtelApi = typeof import('@opentelemetry/api');
 
 /**
- * What the global API answers when no SDK is registered: a fresh proxy's delegate is the no-op
- * provider. Comparing with it on each message (a property read and a call) lets the no-SDK path
- * skip the API altogether; an SDK registered later is seen at the next message.
+ * Where the OpenTelemetry API (1.x, any copy of it) keeps what an SDK registers. The API itself
+ * (45 module files, ~1.2 MB of an idle gateway's RSS) is loaded only once a tracer provider is
+ * there: an SDK registered at any time (usually `node --import ./otel.js`) is seen at the next
+ * message, as before.
  */
-const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate();
-function sdkRegistered(): boolean {
-  const provider = trace.getTracerProvider();
-  return !(provider instanceof ProxyTracerProvider && provider.getDelegate() === NOOP_PROVIDER);
+const OTEL_GLOBAL = Symbol.for('opentelemetry.js.api.1');
+let otel: { api: OtelApi; tracer: Tracer; noopProvider: unknown } | undefined;
+
+/** The API, loaded the first time a tracer provider is registered; the tracer is resolved through its global on every startSpan. */
+function otelApi(): NonNullable<typeof otel> {
+  if (otel === undefined) {
+    const api = createRequire(import.meta.url)('@opentelemetry/api') as OtelApi;
+    // What the global API answers when no SDK is registered: a fresh proxy's delegate is the no-op provider.
+    otel = { api, tracer: api.trace.getTracer('eventgate'), noopProvider: new api.ProxyTracerProvider().getDelegate() };
+  }
+  return otel;
 }
+
+/** Whether an SDK's tracer provider is registered: a property read per message while none is. */
+function sdkRegistered(): boolean {
+  if ((globalThis as { [OTEL_GLOBAL]?: { trace?: unknown } })[OTEL_GLOBAL]?.trace === undefined) return false;
+  const { api, noopProvider } = otelApi();
+  const provider = api.trace.getTracerProvider();
+  return !(provider instanceof api.ProxyTracerProvider && provider.getDelegate() === noopProvider);
+}
+
 /** The span of every message when no SDK is registered: not recording, ending it does nothing. */
-const NON_RECORDING = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+const NON_RECORDING: Pick<Span, 'isRecording' | 'setAttribute' | 'setStatus' | 'end'> = {
+  isRecording: () => false,
+  setAttribute() {
+    return this as Span;
+  },
+  setStatus() {
+    return this as Span;
+  },
+  end() {},
+};
 
 /** version "-" trace-id "-" parent-id "-" flags (§3.2); a later version may append "-" fields. */
 const VERSION_00 = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
@@ -47,7 +69,8 @@ export function parseTraceparent(header: string | undefined): SpanContext | unde
 }
 
 export function formatTraceparent(sc: Pick<SpanContext, 'traceId' | 'spanId' | 'traceFlags'>): string {
-  return `00-${sc.traceId}-${sc.spanId}-${sc.traceFlags & TraceFlags.SAMPLED ? '01' : '00'}`;
+  // TraceFlags.SAMPLED is 1.
+  return `00-${sc.traceId}-${sc.spanId}-${sc.traceFlags & 1 ? '01' : '00'}`;
 }
 
 /**
@@ -108,7 +131,7 @@ function allZero(b: Buffer, from: number, to: number): boolean {
 
 /** The gateway's span for one message on one route. */
 export interface MessageSpan {
-  readonly span: Span;
+  readonly span: Pick<Span, 'isRecording' | 'setAttribute' | 'setStatus' | 'end'>;
   readonly traceId: string;
   /** The `traceparent` the message carries onwards: the incoming trace id (or a new one) with this span's id. */
   readonly traceparent: string;
@@ -122,7 +145,7 @@ export interface MessageSpan {
  */
 class Spanned implements MessageSpan {
   constructor(
-    readonly span: Span,
+    readonly span: MessageSpan['span'],
     readonly traceparent: string,
     readonly context: Context | undefined,
   ) {}
@@ -143,7 +166,8 @@ export interface SpanTemplate {
 
 /** Built once per route, so starting a span builds no strings. */
 export function spanTemplate(route: string, fromBroker: boolean): SpanTemplate {
-  return { name: `route ${route}`, kind: fromBroker ? SpanKind.CONSUMER : SpanKind.SERVER, attributes: { 'eventgate.route': route } };
+  // SpanKind.CONSUMER is 4, SpanKind.SERVER 1 (the API is not loaded to read them).
+  return { name: `route ${route}`, kind: (fromBroker ? 4 : 1) as SpanKind, attributes: { 'eventgate.route': route } };
 }
 
 /**
@@ -154,6 +178,8 @@ export function spanTemplate(route: string, fromBroker: boolean): SpanTemplate {
  */
 export function startMessageSpan(template: SpanTemplate, incoming: string | undefined): MessageSpan {
   if (!sdkRegistered()) return new Spanned(NON_RECORDING, ownTraceparent(incoming), undefined);
+  const { api, tracer } = otelApi();
+  const { trace, ROOT_CONTEXT } = api;
   const parent = parseTraceparent(incoming);
   const parentContext = parent ? trace.setSpanContext(ROOT_CONTEXT, parent) : ROOT_CONTEXT;
   const span = tracer.startSpan(template.name, { kind: template.kind, attributes: template.attributes }, parentContext);
@@ -189,14 +215,15 @@ function ownTraceparent(incoming: string | undefined): string {
 
 /** Calls `fn` with the span active (only when an SDK made it; otherwise there is nothing to nest under it). */
 export function inSpan<A extends unknown[], R>(s: MessageSpan, fn: (...args: A) => R, thisArg: unknown, ...args: A): R {
-  return s.context ? context.with(s.context, fn, thisArg, ...args) : fn.apply(thisArg, args);
+  return s.context ? otelApi().api.context.with(s.context, fn, thisArg, ...args) : fn.apply(thisArg, args);
 }
 
 export function endMessageSpan(s: MessageSpan, outcome: Outcome): void {
   const span = s.span;
   if (span.isRecording()) {
     span.setAttribute('eventgate.outcome', outcome.outcome);
-    if (outcome.outcome === 'failed') span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.problem.detail });
+    // SpanStatusCode.ERROR is 2.
+    if (outcome.outcome === 'failed') span.setStatus({ code: 2, message: outcome.problem.detail });
     else if (outcome.outcome === 'invalid' || outcome.outcome === 'rejected') span.setAttribute('eventgate.problem', outcome.problem.code);
   }
   span.end();

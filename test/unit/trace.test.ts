@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import { formatTraceparent, parseTraceparent, spanTemplate, startMessageSpan, endMessageSpan } from '../../src/runtime/trace.js';
 
@@ -69,5 +70,11 @@ describe('message spans without an OpenTelemetry SDK', () => {
       seen.add(s.traceparent.split('-')[2]!);
     }
     assert.equal(seen.size, 2000, 'trace and span ids do not repeat');
+  });
+
+  it('does not load the OpenTelemetry API (45 module files, ~0.5 MB of an idle gateway) while no SDK is registered', () => {
+    endMessageSpan(startMessageSpan(template, VALID), { outcome: 'filtered' });
+    const loaded = Object.keys(createRequire(import.meta.url).cache).filter((f) => f.includes('@opentelemetry/api'));
+    assert.deepEqual(loaded, []);
   });
 });
