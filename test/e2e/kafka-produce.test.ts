@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
-import { kcatConsume, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { kcatConsume, kcatConsumeAll, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 describe('HTTP and WebSocket producers in front of Kafka', () => {
   let kafka: KafkaCluster;
@@ -225,5 +225,122 @@ routes:
     assert.equal(frames.find((r) => r.key === '3')!.value, frame);
     const [reshaped] = await kcatConsume(kafka.bootstrap, t.reshaped, 1);
     assert.equal(reshaped!.value, '{"id":"o-3"}');
+  });
+});
+
+describe('producing to partitions led by several brokers', () => {
+  let kafka: KafkaCluster;
+  let keyed = '';
+  before(async () => {
+    // Three brokers leading six partitions: the producer keeps a batch in flight per broker.
+    kafka = await startKafka({ brokers: 3 });
+    keyed = kafka.topic('keyed');
+    await kafka.createTopic(keyed, 6);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    connectionTimeoutMs: 500
+    producer: { ackTimeoutMs: 4000 }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: keyed
+    from: { listener: api, path: /keyed }
+    to: { broker: kafka, topic: ${keyed}, key: k }
+  - name: unkeyed
+    from: { listener: api, path: /unkeyed }
+    to: { broker: kafka, topic: ${keyed} }
+`,
+    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
+  );
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('keeps the records of each key in order under concurrent load, each at the offset it answered', async () => {
+    const keys = Array.from({ length: 24 }, (_, i) => `key-${i}`);
+    const perKey = 15;
+    // Every key's client posts its records one after the other, all keys at once, and clients
+    // without a key in between: batches for several partitions and brokers are in flight together.
+    const [byKey, unkeyed] = await Promise.all([
+      Promise.all(
+        keys.map(async (k) => {
+          const out = [];
+          for (let seq = 0; seq < perKey; seq++) out.push(await post(gw.url('api', '/keyed'), { k, seq }));
+          return out;
+        }),
+      ),
+      Promise.all(
+        Array.from({ length: 6 }, async (_, w) => {
+          const out = [];
+          for (let seq = 0; seq < perKey; seq++) out.push(await post(gw.url('api', '/unkeyed'), { w, seq }));
+          return out;
+        }),
+      ),
+    ]);
+    const replies = [...byKey.flat(), ...unkeyed.flat()];
+    for (const r of replies) assert.equal(r.status, 200, r.text);
+    const records = await kcatConsume(kafka.bootstrap, keyed, replies.length);
+    assert.equal(records.length, replies.length);
+    for (const k of keys) {
+      const mine = records.filter((r) => r.key === k).sort((a, b) => a.offset - b.offset);
+      assert.equal(new Set(mine.map((r) => r.partition)).size, 1, `records of ${k} share a partition`);
+      assert.deepEqual(
+        mine.map((r) => JSON.parse(r.value!).seq),
+        [...Array(perKey).keys()],
+        `records of ${k} in order`,
+      );
+    }
+    // Each answer names the partition and offset a consumer finds that very record at.
+    const at = new Map(records.map((r) => [`${r.partition}/${r.offset}`, r.value]));
+    assert.equal(at.size, replies.length, 'every record at its own offset');
+    for (const [i, k] of keys.entries())
+      for (const [seq, r] of byKey[i]!.entries()) assert.deepEqual(JSON.parse(at.get(`${r.body.deliveries[0].partition}/${r.body.deliveries[0].offset}`)!), { k, seq });
+    for (const [w, list] of unkeyed.entries())
+      for (const [seq, r] of list.entries()) assert.deepEqual(JSON.parse(at.get(`${r.body.deliveries[0].partition}/${r.body.deliveries[0].offset}`)!), { w, seq });
+  });
+
+  it('answers publishes to partitions of brokers that are up while a batch for a broker that is down is retried', async (t) => {
+    if (!kafka.canInjectOutages) return t.diagnostic('KAFKA_BROKERS is set: a broker of a real cluster cannot be stopped from here');
+    // Which partition each key goes to (the answers say), and which broker leads each partition.
+    const partitionOf = new Map<string, number>();
+    for (let i = 0; i < 24; i++) {
+      const r = await post(gw.url('api', '/keyed'), { k: `probe-${i}`, seq: 0 });
+      assert.equal(r.status, 200, r.text);
+      partitionOf.set(`probe-${i}`, r.body.deliveries[0].partition);
+    }
+    const admin = testClient(kafka.bootstrap).admin();
+    await admin.connect();
+    const [meta] = (await admin.fetchTopicMetadata({ topics: [keyed] })).topics;
+    await admin.disconnect();
+    const leaderOf = new Map(meta!.partitions.map((p) => [p.partitionId, p.leader]));
+    const [stuckKey, stuckPartition] = [...partitionOf][0]!;
+    const down = leaderOf.get(stuckPartition)!;
+    const upKey = [...partitionOf].find(([, p]) => leaderOf.get(p) !== down)?.[0];
+    assert.ok(upKey, `some key goes to a partition another broker than ${down} leads`);
+    const from = gw.logs.length;
+    await kafka.down(down);
+    let answered;
+    try {
+      let stuckAnswered = false;
+      const stuck = post(gw.url('api', '/keyed'), { k: stuckKey, seq: 1 }).finally(() => (stuckAnswered = true));
+      // kafkajs says so as it retries that batch: from here on it is in flight.
+      await gw.waitForLog((l) => l.msg.startsWith('kafkajs: Failed to send messages'), 10000, from);
+      answered = await post(gw.url('api', '/keyed'), { k: upKey, seq: 1 });
+      assert.equal(answered.status, 200, `a publish to a broker that is up waits for no other broker: ${answered.text}`);
+      assert.equal(stuckAnswered, false, 'answered while the batch for the broker that is down was still retried');
+      const failed = await stuck;
+      assert.equal(failed.status, 503, failed.text);
+    } finally {
+      await kafka.up(down);
+    }
+    const { partition, offset } = answered.body.deliveries[0];
+    const record = (await kcatConsumeAll(kafka.bootstrap, keyed)).find((r) => r.partition === partition && r.offset === Number(offset));
+    assert.deepEqual(JSON.parse(record!.value!), { k: upKey, seq: 1 });
   });
 });

@@ -11,6 +11,15 @@ import { AckDeadlines, type AckTimeout, type Deadline } from '../acknowledgement
 const { Kafka, Partitioners } = kafkajs;
 
 const ACKS = { all: -1, leader: 1, none: 0 } as const;
+/** Batches in flight at most: the usual one, and one beside it while that one is slow. */
+const MAX_LANES = 2;
+/**
+ * How long a batch is out before a second may leave beside it: far above a produce round trip
+ * (~1 ms), below kafkajs' first retry (100 ms after a failure). A second batch beside every one
+ * splits the load into smaller produce requests, each with kafkajs' fixed cost, and measured no
+ * faster (docs/performance.md, "ninth session").
+ */
+const SLOW_MS = 200;
 
 interface Pending {
   /** performance.now() when it was published: a batch leaves lingerMs after its oldest record. */
@@ -31,8 +40,11 @@ export interface ProducerEvents {
 
 /**
  * The broker's publishing side. Publishes are gathered for `lingerMs` and sent as one produce
- * request per broker node; one batch is in flight at a time, which keeps records of a key in order
- * even when kafkajs retries. Each publish has its own `ackTimeoutMs` deadline (one timer serves them all), so a caller gets an
+ * request per broker node, one batch in flight, and a second beside it only while that one is slow
+ * to be answered (a broker down, kafkajs retrying), never two holding the same partition: each
+ * record's partition is chosen before its batch leaves, and a record whose partition has a batch
+ * in flight waits for the next one, which keeps the records of a key in order (and the offsets
+ * told per record right) even when kafkajs retries. Each publish has its own `ackTimeoutMs` deadline (one timer serves them all), so a caller gets an
  * answer in time whatever the cluster does, and never a success for a record Kafka did not take.
  */
 export class RecordProducer {
@@ -40,14 +52,27 @@ export class RecordProducer {
   private producerConnect: Promise<void> | undefined;
   private producerConnected = false;
   private queue: Pending[] = [];
-  private flushing = false;
+  /** A send is due: in the next event-loop turn, or lingerMs after the oldest record (`lingering`). */
+  private scheduled = false;
+  private lingering: NodeJS.Timeout | undefined;
+  /** When each batch sent and not answered yet left (performance.now()): at most `lanes`. */
+  private readonly out = new Set<{ at: number }>();
+  /** Looks again when the batch out becomes slow, so what waits may go beside it. */
+  private slow: NodeJS.Timeout | undefined;
+  /** The partitions, per topic, that a batch in flight holds; a record for one of them waits. */
+  private readonly held = new Map<string, Set<number>>();
+  /** A batch in flight whose partitions kafkajs chooses (its topic's partitions were not known yet): it goes alone. */
+  private blindInFlight = false;
+  /** Each topic's partitions as kafkajs last passed them to the partitioner. */
+  private readonly known = new Map<string, PartitionMetadata[]>();
+  /** Batches allowed in flight: an idempotent producer keeps kafkajs' one request in flight per broker, so one. */
+  private readonly lanes: number;
   private idleWaiters: (() => void)[] = [];
-  /** Ends the linger wait early when the next batch is full. */
-  private batchFull: (() => void) | undefined;
   private stopped = false;
   /** One queue and one timer for every publish's ackTimeoutMs, not a timer per publish. */
   private readonly deadlines: AckDeadlines;
   private readonly sticky = new StickyPartitions();
+  private readonly byKey = Partitioners.DefaultPartitioner();
 
   constructor(
     private readonly broker: string,
@@ -59,24 +84,20 @@ export class RecordProducer {
   ) {
     const ack = settings.producer.ackTimeoutMs;
     this.deadlines = new AckDeadlines(ack, broker);
+    this.lanes = settings.producer.idempotent ? 1 : MAX_LANES;
     // The producer's requests and retries fit in the ack timeout.
     const client = new Kafka({ ...base, requestTimeout: Math.max(ack, 1000), retry: retryWithin(ack) });
     // The partition first chosen for a record stays on it (kafkajs' `partition` field, which its
-    // partitioners honour), so a retried batch keeps it and offsets can be told per record.
-    // Records with a key go where its hash says (kafkajs' default, the Java client's murmur2);
-    // those without one go to one partition per batch, the next available one each batch (sticky
-    // partitioning, as Kafka's own producer does since 2.4, KIP-480): one produce request per
-    // batch instead of one per broker, while successive batches still spread over the partitions.
-    const sticky = this.sticky;
-    const createPartitioner: ICustomPartitioner = () => {
-      const choose = Partitioners.DefaultPartitioner();
-      return (args) => {
-        const record = args.message;
-        const known = record.partition;
-        if (known !== undefined && known < args.partitionMetadata.length) return known;
-        record.partition = undefined;
-        return (record.partition = record.key === null || record.key === undefined ? sticky.partition(args.topic, args.partitionMetadata) : choose(args));
-      };
+    // partitioners honour), so a retried batch keeps it and offsets can be told per record. Once a
+    // topic's partitions are known (kept here) `take` chooses before the batch leaves; kafkajs
+    // chooses only for a topic's first batch.
+    const createPartitioner: ICustomPartitioner = () => (args) => {
+      if (this.known.get(args.topic) !== args.partitionMetadata) this.known.set(args.topic, args.partitionMetadata);
+      const record = args.message;
+      const known = record.partition;
+      if (known !== undefined && known < args.partitionMetadata.length) return known;
+      record.partition = undefined;
+      return (record.partition = this.choose(args.topic, args.partitionMetadata, record));
     };
     this.producer = client.producer({
       createPartitioner,
@@ -95,7 +116,9 @@ export class RecordProducer {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.kick();
+    // What lingers goes now.
+    if (this.lingering) this.sendNow();
+    else this.kick();
     await Promise.race([this.idle(), sleep(this.settings.producer.ackTimeoutMs + 500)]);
     // A connect still retrying against an unreachable cluster is not worth waiting for.
     await Promise.race([this.producer.disconnect().catch(() => undefined), sleep(this.settings.connectionTimeoutMs)]);
@@ -119,55 +142,150 @@ export class RecordProducer {
         this.events.failed();
       });
       this.queue.push({ at: performance.now(), topic, record, resolve, reject, deadline });
-      if (this.queue.length >= this.settings.producer.maxBatchRecords) this.batchFull?.();
+      if (this.queue.length >= this.settings.producer.maxBatchRecords && this.lingering) this.sendNow();
       this.kick();
     });
   }
 
-  /** Starts the send loop unless it runs: it takes whatever is queued, batch after batch. */
+  /**
+   * Schedules the next batch unless one is due or no lane is free. What arrives meanwhile joins
+   * it: it leaves lingerMs after its oldest record or when full (as Kafka's own producer does);
+   * with lingerMs 0 (the default) in the next event-loop turn, carrying what arrived in this one
+   * and while every lane was busy ("group commit"): no added latency when the gateway is idle,
+   * and batches that grow with the load.
+   */
   private kick(): void {
-    if (this.flushing) return;
-    this.flushing = true;
-    void this.flush().finally(() => {
-      this.flushing = false;
-      if (this.queue.length > 0) this.kick();
-      else for (const w of this.idleWaiters.splice(0)) w();
-    });
-  }
-
-  private idle(): Promise<void> {
-    if (!this.flushing && this.queue.length === 0) return Promise.resolve();
-    return new Promise((r) => this.idleWaiters.push(r));
+    if (this.scheduled || this.queue.length === 0 || !this.laneFree()) return;
+    this.scheduled = true;
+    const { lingerMs, maxBatchRecords } = this.settings.producer;
+    const wait = lingerMs - (performance.now() - this.queue[0]!.at);
+    if (wait >= 1 && this.queue.length < maxBatchRecords && !this.stopped) this.lingering = setTimeout(() => this.sendNow(), wait);
+    else setImmediate(() => this.sendNow());
   }
 
   /**
-   * One batch in flight at a time; what arrives meanwhile becomes the next batch, which leaves
-   * when it is full or lingerMs after its oldest record (as Kafka's own producer does). With
-   * lingerMs 0 (the default) a batch leaves as soon as the one before it is answered, with what
-   * arrived meanwhile and in the current event-loop turn ("group commit"): no added latency when
-   * the gateway is idle, and batches that grow with the load.
+   * One batch in flight, and a second beside it only once the first has been out SLOW_MS (a broker
+   * that does not answer, kafkajs retrying): records for other partitions then go meanwhile.
    */
-  private async flush(): Promise<void> {
-    while (this.queue.length > 0) {
-      const linger = this.settings.producer.lingerMs;
-      if (linger === 0 && !this.stopped) await new Promise<void>((r) => setImmediate(r));
-      const wait = linger - (performance.now() - this.queue[0]!.at);
-      if (wait >= 1 && this.queue.length < this.settings.producer.maxBatchRecords && !this.stopped) {
-        await new Promise<void>((r) => {
-          const timer = setTimeout(r, wait);
-          this.batchFull = () => (clearTimeout(timer), r());
-        });
-        this.batchFull = undefined;
+  private laneFree(): boolean {
+    if (this.blindInFlight || this.out.size >= this.lanes) return false;
+    if (this.out.size === 0) return true;
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const b of this.out) oldest = Math.min(oldest, b.at);
+    const wait = SLOW_MS - (performance.now() - oldest);
+    if (wait <= 0) return true;
+    this.slow ??= setTimeout(() => {
+      this.slow = undefined;
+      this.kick();
+    }, wait);
+    return false;
+  }
+
+  /** Sends batches while lanes are free and queued records are free to go. */
+  private sendNow(): void {
+    if (!this.scheduled) return;
+    this.scheduled = false;
+    clearTimeout(this.lingering);
+    this.lingering = undefined;
+    while (this.queue.length > 0 && this.laneFree()) {
+      const batch = this.take();
+      if (batch === undefined) break;
+      const sent = { at: performance.now() };
+      this.out.add(sent);
+      this.blindInFlight = batch.blind;
+      for (const [topic, partitions] of batch.partitions) {
+        let held = this.held.get(topic);
+        if (!held) this.held.set(topic, (held = new Set()));
+        for (const p of partitions) held.add(p);
       }
-      const batch = this.queue.splice(0, this.settings.producer.maxBatchRecords).filter((p) => !p.deadline.settled);
-      if (batch.length === 0) continue;
       // kafkajs bounds its requests and retries; this is a backstop so one stuck send cannot stall the gateway.
       let guard: NodeJS.Timeout | undefined;
       const stuck = new Promise<'stuck'>((r) => (guard = setTimeout(() => r('stuck'), 2 * this.settings.producer.ackTimeoutMs + this.settings.connectionTimeoutMs)));
-      const outcome = await Promise.race([this.send(batch).then(() => 'sent' as const), stuck]);
-      clearTimeout(guard);
-      if (outcome === 'stuck') this.log.warn({ records: batch.length }, 'a produce request has not settled; sending the next batch');
+      void Promise.race([this.send(batch.records).then(() => 'sent' as const), stuck]).then((outcome) => {
+        clearTimeout(guard);
+        if (outcome === 'stuck') this.log.warn({ records: batch.records.length }, 'a produce request has not settled; sending the next batch');
+        this.out.delete(sent);
+        clearTimeout(this.slow);
+        this.slow = undefined;
+        if (batch.blind) this.blindInFlight = false;
+        for (const [topic, partitions] of batch.partitions) {
+          const held = this.held.get(topic)!;
+          for (const p of partitions) held.delete(p);
+        }
+        this.kick();
+        this.settleIdle();
+      });
     }
+    this.settleIdle();
+  }
+
+  /**
+   * The next batch: the queued records whose partition no batch in flight holds, in queue order,
+   * up to maxBatchRecords, each with its partition chosen; the others stay queued in their order.
+   * A topic whose partitions are not known yet is left to kafkajs' partitioner, in a batch that
+   * goes alone (it holds every partition).
+   */
+  private take(): { records: Pending[]; partitions: Map<string, Set<number>>; blind: boolean } | undefined {
+    const max = this.settings.producer.maxBatchRecords;
+    const records: Pending[] = [];
+    const rest: Pending[] = [];
+    const partitions = new Map<string, Set<number>>();
+    let blind = false;
+    this.sticky.nextBatch();
+    for (const p of this.queue) {
+      if (p.deadline.settled) continue;
+      if (records.length >= max) {
+        rest.push(p);
+        continue;
+      }
+      const known = this.known.get(p.topic);
+      if (known === undefined || known.length === 0) {
+        if (this.out.size > 0) rest.push(p);
+        else (blind = true), records.push(p);
+        continue;
+      }
+      const held = this.held.get(p.topic);
+      let partition = p.record.partition;
+      if (partition === undefined || partition >= known.length) {
+        partition = this.choose(p.topic, known, p.record, held);
+        if (partition < 0) {
+          rest.push(p);
+          continue;
+        }
+        p.record.partition = partition;
+      }
+      if (held?.has(partition)) {
+        rest.push(p);
+        continue;
+      }
+      let mine = partitions.get(p.topic);
+      if (!mine) partitions.set(p.topic, (mine = new Set()));
+      mine.add(partition);
+      records.push(p);
+    }
+    this.queue = rest;
+    return records.length === 0 ? undefined : { records, partitions, blind };
+  }
+
+  /**
+   * A record's partition: where its key's hash says (kafkajs' default, the Java client's murmur2);
+   * without a key one partition per batch, the next available one each batch and none a batch in
+   * flight holds (sticky partitioning, as Kafka's own producer does since 2.4, KIP-480): one
+   * produce request per batch instead of one per broker, while successive batches still spread
+   * over the partitions. -1: every partition is held.
+   */
+  private choose(topic: string, partitionMetadata: PartitionMetadata[], record: KafkaRecord, held?: Set<number>): number {
+    if (record.key === null || record.key === undefined) return this.sticky.partition(topic, partitionMetadata, held);
+    return this.byKey({ topic, partitionMetadata, message: record });
+  }
+
+  private idle(): Promise<void> {
+    if (this.queue.length === 0 && this.out.size === 0 && !this.scheduled) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  private settleIdle(): void {
+    if (this.queue.length === 0 && this.out.size === 0 && !this.scheduled) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   private async send(batch: Pending[]): Promise<void> {
@@ -177,7 +295,6 @@ export class RecordProducer {
       if (!list) byTopic.set(p.topic, (list = []));
       list.push(p.record);
     }
-    this.sticky.nextBatch();
     try {
       await this.ensureProducer();
       const acks = ACKS[this.settings.producer.acks];
@@ -241,13 +358,16 @@ class StickyPartitions {
     this.batch++;
   }
 
-  partition(topic: string, partitions: PartitionMetadata[]): number {
+  /** -1 when a batch in flight holds every partition (`held`). */
+  partition(topic: string, partitions: PartitionMetadata[], held?: Set<number>): number {
     let c = this.chosen.get(topic);
     if (!c) this.chosen.set(topic, (c = { batch: -1, partition: 0, turn: Math.floor(Math.random() * 0x7fffffff) }));
     if (c.batch !== this.batch || c.partition >= partitions.length) {
-      const available = partitions.filter((p) => p.leader >= 0);
+      const free = held && held.size > 0 ? partitions.filter((p) => !held.has(p.partitionId)) : partitions;
+      const available = free.filter((p) => p.leader >= 0);
+      const from = available.length > 0 ? available : free;
       c.turn = (c.turn + 1) & 0x7fffffff;
-      c.partition = available.length > 0 ? available[c.turn % available.length]!.partitionId : c.turn % partitions.length;
+      c.partition = from.length > 0 ? from[c.turn % from.length]!.partitionId : -1;
       c.batch = this.batch;
     }
     return c.partition;
