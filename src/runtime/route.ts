@@ -19,6 +19,7 @@ import type {
 } from '../kinds/contracts.js';
 import { fromStructuredMessage, toStructuredMessage } from '../codecs/cloudevents.js';
 import { WebhookError, WebhookTarget } from '../kinds/targets/webhook.js';
+import { Refused } from '../kinds/brokers/acknowledgement.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
 import { RouteStats } from '../telemetry/metrics.js';
@@ -836,7 +837,7 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
       return Promise.reject(new TargetError(unavailable(broker.name, err)));
     }
     return pending.then(undefined, (err) => {
-      throw err instanceof TargetError ? err : new TargetError(unavailable(broker.name, err));
+      throw err instanceof TargetError ? err : new TargetError(err instanceof Refused ? err.problem : unavailable(broker.name, err));
     });
   };
   const keyed = (msg: Message, k: unknown): Message => ({ ...msg, key: k === undefined || k === null ? null : typeof k === 'string' ? k : JSON.stringify(k) });

@@ -141,3 +141,48 @@ routes:
     client.close();
   });
 });
+
+describe('a record the target topic refuses for good', () => {
+  let kafka: KafkaCluster;
+  const t = { src: '', copy: '', dlq: '' };
+  const gw = useGateway();
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    for (const k of Object.keys(t) as (keyof typeof t)[]) await kafka.createTopic((t[k] = kafka.topic(k)), 1);
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('goes to the dead-letter topic with the refusal, and the partition moves on (no retrying it for ever)', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a record from here');
+    await kcatProduce(kafka.bootstrap, t.src, [
+      { key: 'k', value: '{"n":1}' },
+      { key: 'k', value: '{"n":2}' },
+    ]);
+    // The gateway's first produce request (the copy of n:1) is refused as too large, as a broker
+    // refuses a record over its message.max.bytes; the mock cluster itself takes any size.
+    await kafka.failRequests(0, 1, 10);
+    await gw.start(`
+version: 1
+brokers:
+  kafka: { kind: kafka, brokers: ["${kafka.bootstrap}"], consumer: ${kafka.consumerYaml} }
+routes:
+  - name: sized
+    from: { broker: kafka, topic: ${t.src}, startFrom: earliest }
+    to: { broker: kafka, topic: ${t.copy} }
+    deadletter: { broker: kafka, topic: ${t.dlq} }
+`);
+    const [dead] = await kcatConsume(kafka.bootstrap, t.dlq, 1, 30000);
+    assert.equal(dead!.value, '{"n":1}');
+    const why = JSON.parse(dead!.headers._eventgate_error!);
+    assert.equal(why.code, 'EG_PAYLOAD_TOO_LARGE');
+    assert.match(why.detail, /larger than it accepts/);
+    const copied = await kcatConsume(kafka.bootstrap, t.copy, 1, 30000);
+    assert.deepEqual(
+      copied.map((r) => r.value),
+      ['{"n":2}'],
+    );
+    await gw.waitForLog((l) => l.msg === 'message sent to the dead-letter topic' && l.code === 'EG_PAYLOAD_TOO_LARGE');
+  });
+});

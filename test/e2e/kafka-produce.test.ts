@@ -6,7 +6,7 @@ import { kcatConsume, kcatConsumeAll, startKafka, testClient, type KafkaCluster 
 
 describe('HTTP and WebSocket producers in front of Kafka', () => {
   let kafka: KafkaCluster;
-  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '', spread: '', reshaped: '' };
+  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '', spread: '', reshaped: '', refused: '', together: '' };
 
   before(async () => {
     // One broker: a produce request per batch, so the count below measures batching.
@@ -14,6 +14,7 @@ describe('HTTP and WebSocket producers in front of Kafka', () => {
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     await kafka.createTopic(t.ordered, 4);
     await kafka.createTopic(t.spread, 4);
+    await kafka.createTopic(t.together, 1);
   });
   const gw = useGateway(
     () => `
@@ -36,6 +37,10 @@ brokers:
     kind: kafka
     brokers: \${KAFKA_BOOTSTRAP}
     producer: { acks: none }
+  gathering:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    producer: { lingerMs: 1000 }
 listeners:
   api: { kind: http, port: 0 }
   ws: { kind: websocket, port: 0 }
@@ -70,6 +75,12 @@ routes:
     from: { listener: api, path: /reshaped }
     through: [{ transform: '{"id": id}' }]
     to: { broker: kafka, topic: ${t.reshaped} }
+  - name: refused
+    from: { listener: api, path: /refused }
+    to: { broker: kafka, topic: ${t.refused} }
+  - name: together
+    from: { listener: api, path: /together }
+    to: { broker: gathering, topic: ${t.together} }
   - name: frames
     from: { listener: ws, path: /frames }
     ack: true
@@ -225,6 +236,42 @@ routes:
     assert.equal(frames.find((r) => r.key === '3')!.value, frame);
     const [reshaped] = await kcatConsume(kafka.bootstrap, t.reshaped, 1);
     assert.equal(reshaped!.value, '{"id":"o-3"}');
+  });
+
+  it('answers a record the cluster refuses as too large 413 and one it refuses as invalid 400 (not 503: a retry cannot help), without a stack trace', async (t2) => {
+    // librdkafka's mock takes any size; its injected answers stand for a broker's message.max.bytes and its record validation.
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a record from here');
+    const PRODUCE = 0;
+    await kafka.failRequests(PRODUCE, 1, 10); // MESSAGE_TOO_LARGE
+    const big = await post(gw.url('api', '/refused'), { big: true });
+    assert.equal(big.status, 413, big.text);
+    assert.equal(big.headers.get('content-type'), 'application/problem+json');
+    assert.equal(big.body.code, 'EG_PAYLOAD_TOO_LARGE');
+    assert.match(big.body.detail, new RegExp(`larger than it accepts on topic '${t.refused}' \\(the broker's message.max.bytes or the topic's max.message.bytes\\)`));
+    await kafka.failRequests(PRODUCE, 1, 87); // INVALID_RECORD (e.g. a record without a key on a compacted topic)
+    const invalid = await post(gw.url('api', '/refused'), { invalid: true });
+    assert.equal(invalid.status, 400, invalid.text);
+    assert.equal(invalid.body.code, 'EG_INVALID_MESSAGE');
+    assert.match(invalid.body.detail, /refused the record as invalid/);
+    // The cluster is fine: the next record goes through, and nothing refused was written.
+    const fine = await post(gw.url('api', '/refused'), { fine: true });
+    assert.equal(fine.status, 200, fine.text);
+    const records = await kcatConsumeAll(kafka.bootstrap, t.refused);
+    assert.deepEqual(
+      records.map((r) => JSON.parse(r.value!)),
+      [{ fine: true }],
+    );
+  });
+
+  it('sends the records of a produce request the cluster refused as a whole again one by one: one refused record does not fail the others', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a record from here');
+    // The route's broker lingers 1 s, so the five share a produce request; the cluster refuses that one.
+    await kafka.failRequests(0, 1, 10);
+    const replies = await Promise.all(Array.from({ length: 5 }, (_, i) => post(gw.url('api', '/together'), { i })));
+    for (const r of replies) assert.equal(r.status, 200, r.text);
+    const records = await kcatConsumeAll(kafka.bootstrap, t.together);
+    assert.deepEqual(records.map((r) => JSON.parse(r.value!).i).sort(), [0, 1, 2, 3, 4], 'each record written once');
+    assert.deepEqual(replies.map((r) => Number(r.body.deliveries[0].offset)).sort(), records.map((r) => r.offset).sort());
   });
 });
 

@@ -1,3 +1,4 @@
+import type { Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
 import type { Message } from '../../core/message.js';
 import type { BrokerTelemetry } from '../contracts.js';
@@ -18,6 +19,17 @@ export class AckTimeout extends Error {
 export class NotConnected extends Error {
   constructor(broker: string, detail: string) {
     super(`broker '${broker}' is not connected (${detail})`);
+  }
+}
+
+/**
+ * The broker refused the message itself (Kafka: too large, or invalid for the topic): sending it
+ * again cannot help, so it is answered with `problem` (a 4xx) rather than 503, and a consume route
+ * dead-letters it instead of retrying it for ever.
+ */
+export class Refused extends Error {
+  constructor(readonly problem: Problem) {
+    super(problem.detail);
   }
 }
 

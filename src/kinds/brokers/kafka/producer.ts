@@ -6,7 +6,8 @@ import { ORIGINAL, valuePayload, type Delivery, type Message, type OriginalRecor
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
-import { AckDeadlines, type AckTimeout, type Deadline } from '../acknowledgement.js';
+import { AckDeadlines, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
+import { problem, type Problem } from '../../../core/errors.js';
 
 const { Kafka, Partitioners } = kafkajs;
 
@@ -30,6 +31,8 @@ interface Pending {
   reject(err: Error): void;
   /** Its place among the acknowledgement deadlines; `settled` once answered either way. */
   deadline: Deadline;
+  /** Sent in a produce request of its own: its batch was refused as a whole (see refusalOf). */
+  alone?: boolean;
 }
 
 /** What the producer tells its broker: a produce request went through, or the cluster may be down. */
@@ -231,10 +234,12 @@ export class RecordProducer {
     const rest: Pending[] = [];
     const partitions = new Map<string, Set<number>>();
     let blind = false;
+    /** A record of a refused batch goes in a produce request of its own (see send). */
+    let single = false;
     this.sticky.nextBatch();
     for (const p of this.queue) {
       if (p.deadline.settled) continue;
-      if (records.length >= max) {
+      if (records.length >= max || single || (p.alone && records.length > 0)) {
         rest.push(p);
         continue;
       }
@@ -262,6 +267,7 @@ export class RecordProducer {
       if (!mine) partitions.set(p.topic, (mine = new Set()));
       mine.add(partition);
       records.push(p);
+      single = p.alone === true;
     }
     this.queue = rest;
     return records.length === 0 ? undefined : { records, partitions, blind };
@@ -326,9 +332,20 @@ export class RecordProducer {
       this.events.acknowledged();
     } catch (err) {
       const e = err as Error;
+      const refusal = refusalOf(e);
+      if (refusal && batch.length > 1 && onePartition(batch)) {
+        // Kafka refused the partition's batch as a whole (nothing of it was written) for what may be
+        // one record of it: each is sent again alone, so only a record that is itself refused fails.
+        this.log.warn({ records: batch.length, err: e.message }, 'produce request refused; sending its records one by one');
+        for (const p of batch) p.alone = true;
+        this.queue.unshift(...batch);
+        return;
+      }
       this.log.warn({ records: batch.length, err: e.message }, 'produce failed');
-      for (const p of batch) if (settle(p, undefined, e)) this.telemetry?.producerError();
-      this.events.failed();
+      // A refused record alone is its own problem (a 4xx, dead-lettered by consume routes), not the cluster's.
+      const failure = refusal && batch.length === 1 ? new Refused(refusal(batch[0]!.topic)) : e;
+      for (const p of batch) if (settle(p, undefined, failure)) this.telemetry?.producerError();
+      if (failure === e) this.events.failed();
     }
   }
 
@@ -372,6 +389,38 @@ class StickyPartitions {
     }
     return c.partition;
   }
+}
+
+/**
+ * Kafka's answers that refuse the records themselves rather than tell of the cluster's state:
+ * sending them again as they are cannot help. By kafkajs' error type (Kafka's error name).
+ */
+const REFUSALS: Record<string, (topic: string, why: string) => Problem> = {
+  MESSAGE_TOO_LARGE: (topic, why) =>
+    problem('EG_PAYLOAD_TOO_LARGE', `the Kafka cluster refused the record as larger than it accepts on topic '${topic}' (the broker's message.max.bytes or the topic's max.message.bytes): ${why}`),
+  RECORD_LIST_TOO_LARGE: (topic, why) => problem('EG_PAYLOAD_TOO_LARGE', `the Kafka cluster refused the record as larger than it accepts on topic '${topic}': ${why}`),
+  INVALID_RECORD: (topic, why) => problem('EG_INVALID_MESSAGE', `the Kafka cluster refused the record as invalid for topic '${topic}' (a compacted topic needs a key): ${why}`, { errors: [why] }),
+  INVALID_TIMESTAMP: (topic, why) =>
+    problem('EG_INVALID_MESSAGE', `the Kafka cluster refused the record's timestamp on topic '${topic}' (outside the topic's message.timestamp.difference.max.ms): ${why}`, {
+      errors: [why],
+    }),
+};
+
+/** The problem a refused record is answered with, when `err` (or what it wraps) is such a refusal. */
+function refusalOf(err: Error): ((topic: string) => Problem) | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; depth++) {
+    const type = (e as { type?: unknown }).type;
+    const make = typeof type === 'string' ? REFUSALS[type] : undefined;
+    if (make) return (topic) => make(topic, (e as Error).message);
+    e = (e as { cause?: unknown; originalError?: unknown }).cause ?? (e as { originalError?: unknown }).originalError;
+  }
+  return undefined;
+}
+
+/** Whether every record of the batch went to one partition of one topic (whose batch Kafka takes or refuses whole). */
+function onePartition(batch: Pending[]): boolean {
+  const { topic, record } = batch[0]!;
+  return batch.every((p) => p.topic === topic && p.record.partition === record.partition && p.record.partition !== undefined);
 }
 
 /** False when the publish was already answered (its ack timeout fired first). */
