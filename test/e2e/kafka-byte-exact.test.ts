@@ -8,7 +8,7 @@ import type kafkajs from 'kafkajs';
 import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
-import { runProcess, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { kcatConsume, runProcess, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 /**
  * Kafka → Kafka copies are byte for byte (issue #11): a route without a step that changes the
@@ -63,6 +63,8 @@ const FILES: [string, Buffer][] = [
 /** Written by kafkajs: a binary key, a header repeated, a binary header value; then a tombstone. */
 const BINARY_KEY = Buffer.from([0xff, 0x00, 0xfe]);
 const KAFKAJS_VALUE = Buffer.from('[1.50, 2e3]');
+/** 2001-09-09T01:46:40Z: the tombstone's CreateTime. */
+const OLD_TIME = 1_000_000_000_000;
 
 describe('Kafka → Kafka copies are byte for byte', () => {
   let kafka: KafkaCluster;
@@ -130,8 +132,9 @@ routes:
     await producer.send({
       topic: t.src,
       messages: [
-        { partition: 0, key: BINARY_KEY, value: KAFKAJS_VALUE, headers: { rep: [Buffer.from('first'), Buffer.from('second')], bin: Buffer.from([0x80, 0x81, 0x00]) } },
-        { partition: 0, key: 'gone', value: null },
+        // CreateTimes the producer chose: the epoch itself, and one long past.
+        { partition: 0, key: BINARY_KEY, value: KAFKAJS_VALUE, headers: { rep: [Buffer.from('first'), Buffer.from('second')], bin: Buffer.from([0x80, 0x81, 0x00]) }, timestamp: '0' },
+        { partition: 0, key: 'gone', value: null, timestamp: String(OLD_TIME) },
       ],
     });
     await producer.disconnect();
@@ -183,6 +186,15 @@ routes:
 
   it('keeps the bytes through a memory topic too', async () => {
     assert.deepEqual(await kcatRaw(kafka.bootstrap, t.viaMemory, count), expected());
+  });
+
+  it("keeps each record's CreateTime, the epoch (0) included, directly and through a memory topic", async () => {
+    const times = (records: { ts: number }[]) => records.map((r) => r.ts);
+    const source = times(await kcatConsume(kafka.bootstrap, t.src, count));
+    assert.deepEqual(source.slice(-2), [0, OLD_TIME], 'kafkajs wrote the times the test meant');
+    assert.deepEqual(times(await kcatConsume(kafka.bootstrap, t.copied, count)), source);
+    assert.deepEqual(times(await kcatConsume(kafka.bootstrap, t.shaped, count)), source);
+    assert.deepEqual(times(await kcatConsume(kafka.bootstrap, t.viaMemory, count)), source);
   });
 
   it('a webhook gets each record’s value bytes as the body, binary and invalid UTF-8 included', async () => {

@@ -214,7 +214,7 @@ export class MemoryBroker implements BrokerRuntime {
   publishNow(topicName: string, msg: Message): Delivery {
     const topic = this.topic(topicName, true);
     const offset = offsetText(topic.end);
-    const stored: Message = { ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp || Date.now() };
+    const stored: Message = { ...msg, topic: topicName, partition: 0, offset, timestamp: msg.timestamp >= 0 ? msg.timestamp : Date.now() };
     // Bytes no field is made of any more (a transform replaced the value) are not retained.
     const original = liveOriginal(msg);
     if (original) stored[ORIGINAL] = detachOriginal(original);

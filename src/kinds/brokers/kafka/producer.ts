@@ -137,7 +137,8 @@ export class RecordProducer {
         // Raw bytes (a dead-lettered batch that could not be decoded) travel as they are.
         value: original && original.decoded.value === msg.value ? original.value : valuePayload(msg),
         headers: original ? originalHeaders(msg.headers, original) : msg.headers,
-        timestamp: msg.timestamp ? String(msg.timestamp) : undefined,
+        // The message's own time (a consumed record's CreateTime, 0 included); kafkajs stamps one without.
+        timestamp: msg.timestamp >= 0 ? String(msg.timestamp) : undefined,
       };
       const deadline = this.deadlines.add((err: AckTimeout) => {
         this.telemetry?.producerError();
