@@ -6,7 +6,7 @@ import { kcatConsume, kcatConsumeAll, startKafka, testClient, type KafkaCluster 
 
 describe('HTTP and WebSocket producers in front of Kafka', () => {
   let kafka: KafkaCluster;
-  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '', spread: '', reshaped: '', refused: '', together: '' };
+  const t = { orders: '', burst: '', dyn: '', idem: '', none: '', frames: '', ordered: '', spread: '', reshaped: '', refused: '', together: '', large: '' };
 
   before(async () => {
     // One broker: a produce request per batch, so the count below measures batching.
@@ -78,6 +78,9 @@ routes:
   - name: refused
     from: { listener: api, path: /refused }
     to: { broker: kafka, topic: ${t.refused} }
+  - name: large
+    from: { listener: api, path: /large }
+    to: { broker: gathering, topic: ${t.large} }
   - name: together
     from: { listener: api, path: /together }
     to: { broker: gathering, topic: ${t.together} }
@@ -272,6 +275,20 @@ routes:
     const records = await kcatConsumeAll(kafka.bootstrap, t.together);
     assert.deepEqual(records.map((r) => JSON.parse(r.value!).i).sort(), [0, 1, 2, 3, 4], 'each record written once');
     assert.deepEqual(replies.map((r) => Number(r.body.deliveries[0].offset)).sort(), records.map((r) => r.offset).sort());
+  });
+
+  it('gathers at most producer.maxBatchBytes (1 MB) of records in one produce request, so a busy gateway never sends a batch over the cluster’s default message.max.bytes', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: a real cluster does not tell how many produce requests it received');
+    // Three records of 400 kB at once, on a broker that lingers 1 s: 1.2 MB would be one batch the
+    // cluster refuses whole (librdkafka's mock takes it; a broker with the default 1 MiB limit does not).
+    const requestsBefore = kafka.produceRequests();
+    const pad = 'x'.repeat(400_000);
+    const replies = await Promise.all([0, 1, 2].map((i) => post(gw.url('api', '/large'), { i, pad })));
+    for (const r of replies) assert.equal(r.status, 200, r.text.slice(0, 300));
+    const requests = kafka.produceRequests() - requestsBefore;
+    assert.equal(requests, 2, `three records of 400 kB took ${requests} produce requests`);
+    const records = await kcatConsumeAll(kafka.bootstrap, t.large);
+    assert.deepEqual(records.map((r) => JSON.parse(r.value!).i).sort(), [0, 1, 2]);
   });
 });
 

@@ -45,6 +45,11 @@ const options = kindOptions('kafka', {
           'How long a publish waits for others to share its produce request. 0: none added; a produce request leaves as soon as the one in flight is answered, carrying what arrived meanwhile, so batches grow with the load.',
         ),
         maxBatchRecords: ms(1000, 1, 'Most records in one produce request.'),
+        maxBatchBytes: ms(
+          1000000,
+          1024,
+          "Most bytes of keys, values and headers in one produce request. A cluster refuses a partition's record batch over its `message.max.bytes` (1 MiB by default) with every record in it, so records gathered under load are sent in several requests rather than one the cluster refuses; a record larger than this goes alone. Raise it with the cluster's limit, lower it for topics with a smaller `max.message.bytes`.",
+        ),
         compression: Type.Optional(
           oneOfStrings(CODECS, {
             default: 'none',
@@ -112,7 +117,7 @@ export interface KafkaSettings {
   consumer: Required<Omit<NonNullable<KafkaOptions['consumer']>, 'startFrom' | 'fromBeginning'>> & { startFrom: StartFrom | undefined };
 }
 
-const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
+const PRODUCER_DEFAULTS: KafkaSettings['producer'] = { acks: 'all', lingerMs: 0, maxBatchRecords: 1000, maxBatchBytes: 1000000, compression: 'none', idempotent: false, ackTimeoutMs: 5000 };
 const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
   sessionTimeoutMs: 30000,
   heartbeatIntervalMs: 3000,

@@ -33,6 +33,8 @@ interface Pending {
   deadline: Deadline;
   /** Sent in a produce request of its own: its batch was refused as a whole (see refusalOf). */
   alone?: boolean;
+  /** Bytes of its key, value and headers, for producer.maxBatchBytes. */
+  bytes: number;
 }
 
 /** What the producer tells its broker: a produce request went through, or the cluster may be down. */
@@ -55,6 +57,8 @@ export class RecordProducer {
   private producerConnect: Promise<void> | undefined;
   private producerConnected = false;
   private queue: Pending[] = [];
+  /** Bytes of the records queued (Pending.bytes): a batch holds at most producer.maxBatchBytes of them. */
+  private queuedBytes = 0;
   /** A send is due: in the next event-loop turn, or lingerMs after the oldest record (`lingering`). */
   private scheduled = false;
   private lingering: NodeJS.Timeout | undefined;
@@ -145,8 +149,10 @@ export class RecordProducer {
         reject(err);
         this.events.failed();
       });
-      this.queue.push({ at: performance.now(), topic, record, resolve, reject, deadline });
-      if (this.queue.length >= this.settings.producer.maxBatchRecords && this.lingering) this.sendNow();
+      const bytes = recordBytes(record);
+      this.queue.push({ at: performance.now(), topic, record, resolve, reject, deadline, bytes });
+      this.queuedBytes += bytes;
+      if (this.lingering && this.batchFull()) this.sendNow();
       this.kick();
     });
   }
@@ -161,10 +167,14 @@ export class RecordProducer {
   private kick(): void {
     if (this.scheduled || this.queue.length === 0 || !this.laneFree()) return;
     this.scheduled = true;
-    const { lingerMs, maxBatchRecords } = this.settings.producer;
-    const wait = lingerMs - (performance.now() - this.queue[0]!.at);
-    if (wait >= 1 && this.queue.length < maxBatchRecords && !this.stopped) this.lingering = setTimeout(() => this.sendNow(), wait);
+    const wait = this.settings.producer.lingerMs - (performance.now() - this.queue[0]!.at);
+    if (wait >= 1 && !this.batchFull() && !this.stopped) this.lingering = setTimeout(() => this.sendNow(), wait);
     else setImmediate(() => this.sendNow());
+  }
+
+  /** Enough is queued for a full batch (maxBatchRecords or maxBatchBytes): lingering longer adds nothing. */
+  private batchFull(): boolean {
+    return this.queue.length >= this.settings.producer.maxBatchRecords || this.queuedBytes >= this.settings.producer.maxBatchBytes;
   }
 
   /**
@@ -225,29 +235,34 @@ export class RecordProducer {
 
   /**
    * The next batch: the queued records whose partition no batch in flight holds, in queue order,
-   * up to maxBatchRecords, each with its partition chosen; the others stay queued in their order.
+   * up to maxBatchRecords and maxBatchBytes (a larger record alone), each with its partition
+   * chosen; the others stay queued in their order.
    * A topic whose partitions are not known yet is left to kafkajs' partitioner, in a batch that
    * goes alone (it holds every partition).
    */
   private take(): { records: Pending[]; partitions: Map<string, Set<number>>; blind: boolean } | undefined {
-    const max = this.settings.producer.maxBatchRecords;
+    const { maxBatchRecords: max, maxBatchBytes } = this.settings.producer;
+    let bytes = 0;
     const records: Pending[] = [];
     const rest: Pending[] = [];
     const partitions = new Map<string, Set<number>>();
     let blind = false;
     /** A record of a refused batch goes in a produce request of its own (see send). */
     let single = false;
+    let full = false;
     this.sticky.nextBatch();
     for (const p of this.queue) {
       if (p.deadline.settled) continue;
-      if (records.length >= max || single || (p.alone && records.length > 0)) {
+      // Once a record does not fit, none after it joins: a smaller one of its partition would overtake it.
+      if (full || (records.length > 0 && (records.length >= max || single || p.alone || bytes + p.bytes > maxBatchBytes))) {
+        full = true;
         rest.push(p);
         continue;
       }
       const known = this.known.get(p.topic);
       if (known === undefined || known.length === 0) {
         if (this.out.size > 0) rest.push(p);
-        else (blind = true), records.push(p);
+        else (blind = true), records.push(p), (bytes += p.bytes);
         continue;
       }
       const held = this.held.get(p.topic);
@@ -268,9 +283,12 @@ export class RecordProducer {
       if (!mine) partitions.set(p.topic, (mine = new Set()));
       mine.add(partition);
       records.push(p);
+      bytes += p.bytes;
       single = p.alone === true;
     }
     this.queue = rest;
+    this.queuedBytes = 0;
+    for (const p of rest) this.queuedBytes += p.bytes;
     return records.length === 0 ? undefined : { records, partitions, blind };
   }
 
@@ -338,7 +356,10 @@ export class RecordProducer {
         // Kafka refused the partition's batch as a whole (nothing of it was written) for what may be
         // one record of it: each is sent again alone, so only a record that is itself refused fails.
         this.log.warn({ records: batch.length, err: e.message }, 'produce request refused; sending its records one by one');
-        for (const p of batch) p.alone = true;
+        for (const p of batch) {
+          p.alone = true;
+          this.queuedBytes += p.bytes;
+        }
         this.queue.unshift(...batch);
         return;
       }
@@ -422,6 +443,23 @@ function refusalOf(err: Error): ((topic: string) => Problem) | undefined {
 function onePartition(batch: Pending[]): boolean {
   const { topic, record } = batch[0]!;
   return batch.every((p) => p.topic === topic && p.record.partition === record.partition && p.record.partition !== undefined);
+}
+
+/** What a record adds to a batch, as producer.maxBatchBytes counts it: its key, value and headers (names and values). */
+function recordBytes(record: KafkaRecord): number {
+  let bytes = size(record.key) + size(record.value);
+  const headers = record.headers;
+  if (headers) {
+    for (const name in headers) {
+      const v = headers[name];
+      bytes += name.length + (Array.isArray(v) ? v.reduce((sum: number, one) => sum + size(one), 0) : size(v as Buffer | string | undefined));
+    }
+  }
+  return bytes;
+}
+
+function size(v: Buffer | string | null | undefined): number {
+  return v === null || v === undefined ? 0 : typeof v === 'string' ? Buffer.byteLength(v) : v.length;
 }
 
 /** False when the publish was already answered (its ack timeout fired first). */
