@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { appendCommitMarker, endOffsets, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { openStream } from '../helpers/sse.js';
 
 describe('Server-Sent Events from a Kafka topic', () => {
@@ -79,5 +79,62 @@ routes:
       [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
     );
     ahead.close();
+  });
+});
+
+describe('Server-Sent Events from a Kafka topic written by a transactional producer', () => {
+  let kafka: KafkaCluster;
+  let topic: string;
+
+  before(async () => {
+    // One broker: the transaction marker is sent straight to the partition's leader.
+    kafka = await startKafka({ brokers: 1 });
+    topic = kafka.topic('sse-txn');
+    await kafka.createTopic(topic, 1);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+brokers:
+  kafka: { kind: kafka, brokers: ["${kafka.bootstrap}"], consumer: ${kafka.consumerYaml} }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: publish
+    from: { listener: api, path: /orders }
+    to: { broker: kafka, topic: ${topic} }
+  - name: stream
+    from: { broker: kafka, topic: ${topic} }
+    to: { listener: api, path: /orders }
+`,
+  );
+  before(async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('resumes after Last-Event-ID when the partition ends with a transaction marker: the missed event, and never the marker', async () => {
+    const publish = async (n: number) => assert.equal((await fetch(gw.url('api', '/orders'), { method: 'POST', body: JSON.stringify({ n }) })).status, 200);
+    const first = await openStream(gw.url('api', '/orders'));
+    await publish(1);
+    await eventually(() => assert.equal(first.events().length, 1), 15000);
+    const lastId = first.events()[0]!.id!;
+    first.close();
+    await publish(2);
+    // The transaction's commit marker takes the partition's last offset (2); consumers skip it.
+    await appendCommitMarker(kafka.bootstrap, topic, 0);
+    assert.deepEqual(await endOffsets(kafka.bootstrap, topic), { 0: '3' });
+    const resumed = await openStream(gw.url('api', '/orders'), { 'last-event-id': lastId });
+    // The replay reads to the end offset (3), which the marker's offset leads to, though the marker itself never arrives as a record.
+    await eventually(() => assert.equal(resumed.events().length, 1), 60000);
+    const [missed] = resumed.events();
+    assert.deepEqual(JSON.parse(missed!.data), { n: 2 });
+    assert.equal(missed!.id, '0:1');
+    await publish(3);
+    await eventually(() => assert.equal(resumed.events().length, 2), 15000);
+    assert.deepEqual(JSON.parse(resumed.events()[1]!.data), { n: 3 });
+    resumed.close();
   });
 });

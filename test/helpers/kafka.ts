@@ -2,8 +2,10 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
+import { crc32c } from '@node-rs/crc32';
 import kafkajs from 'kafkajs';
 
 const { Kafka, logLevel } = kafkajs;
@@ -284,4 +286,94 @@ export function runProcess(cmd: string, args: string[], input = '', timeoutMs = 
     });
     child.stdin.end(input);
   });
+}
+
+// ---- transaction markers: what a transactional producer leaves in a partition ------------------
+
+/**
+ * Appends a transaction marker (a control batch with one COMMIT record, as a transaction
+ * coordinator writes after a transactional producer's records) to `partition` of `topic`: it
+ * takes an offset, yet consumers must never deliver it. Neither kcat nor the python client can
+ * write transactions, and librdkafka's mock cluster writes no markers of its own, so the batch is
+ * framed here and sent in a raw Produce request (v3) to `broker` (host:port), which must lead the
+ * partition: use a one-broker cluster.
+ */
+export async function appendCommitMarker(broker: string, topic: string, partition: number): Promise<void> {
+  const varint = (n: number) => {
+    let z = n >= 0 ? n * 2 : -n * 2 - 1;
+    const out: number[] = [];
+    while (z >= 0x80) {
+      out.push((z & 0x7f) | 0x80);
+      z >>>= 7;
+    }
+    out.push(z);
+    return Buffer.from(out);
+  };
+  // Control record: key = version 0, type 1 (COMMIT); value = version 0, coordinator epoch 0.
+  const key = Buffer.from([0, 0, 0, 1]);
+  const value = Buffer.from([0, 0, 0, 0, 0, 0]);
+  const body = Buffer.concat([Buffer.from([0]), varint(0), varint(0), varint(key.length), key, varint(value.length), value, varint(0)]);
+  const record = Buffer.concat([varint(body.length), body]);
+  const afterCrc = Buffer.alloc(2 + 4 + 8 + 8 + 8 + 2 + 4 + 4);
+  let at = afterCrc.writeInt16BE(0x30, 0); // transactional | control
+  at = afterCrc.writeInt32BE(0, at); // lastOffsetDelta
+  const now = BigInt(Date.now());
+  at = afterCrc.writeBigInt64BE(now, at);
+  at = afterCrc.writeBigInt64BE(now, at);
+  at = afterCrc.writeBigInt64BE(-1n, at); // producerId
+  at = afterCrc.writeInt16BE(-1, at); // producerEpoch
+  at = afterCrc.writeInt32BE(-1, at); // baseSequence
+  afterCrc.writeInt32BE(1, at); // records
+  const crcd = Buffer.concat([afterCrc, record]);
+  const head = Buffer.alloc(8 + 4 + 4 + 1 + 4);
+  head.writeBigInt64BE(0n, 0);
+  head.writeInt32BE(4 + 1 + 4 + crcd.length, 8);
+  head.writeInt32BE(-1, 12); // partitionLeaderEpoch
+  head.writeInt8(2, 16); // magic
+  head.writeUInt32BE(crc32c(crcd), 17);
+  const batch = Buffer.concat([head, crcd]);
+
+  const str = (s: string) => {
+    const b = Buffer.alloc(2 + Buffer.byteLength(s));
+    b.writeInt16BE(Buffer.byteLength(s), 0);
+    b.write(s, 2);
+    return b;
+  };
+  const int = (n: number, size: 2 | 4) => {
+    const b = Buffer.alloc(size);
+    if (size === 2) b.writeInt16BE(n);
+    else b.writeInt32BE(n);
+    return b;
+  };
+  const request = Buffer.concat([
+    int(0, 2), // Produce
+    int(3, 2), // v3
+    int(1, 4), // correlation id
+    str('eventgate-tests'),
+    int(-1, 2), // transactional id: null
+    int(1, 2), // acks: leader
+    int(10000, 4), // timeout
+    int(1, 4),
+    str(topic),
+    int(1, 4),
+    int(partition, 4),
+    int(batch.length, 4),
+    batch,
+  ]);
+  const [host, port] = [broker.slice(0, broker.lastIndexOf(':')), Number(broker.slice(broker.lastIndexOf(':') + 1))];
+  const socket = connect(port, host);
+  try {
+    socket.write(Buffer.concat([int(request.length, 4), request]));
+    let got = Buffer.alloc(0);
+    for await (const chunk of socket) {
+      got = Buffer.concat([got, chunk as Buffer]);
+      if (got.length >= 4 && got.length >= 4 + got.readInt32BE(0)) break;
+    }
+    // Response v3: correlation id, [topic, [partition, error code, ...]]: the error code follows the names.
+    const topicLen = got.readInt16BE(4 + 4 + 4);
+    const error = got.readInt16BE(4 + 4 + 4 + 2 + topicLen + 4 + 4);
+    if (error !== 0) throw new Error(`the cluster refused the transaction marker: error ${error}`);
+  } finally {
+    socket.destroy();
+  }
 }

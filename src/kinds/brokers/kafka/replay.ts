@@ -81,10 +81,29 @@ async function read(client: Kafka, settings: KafkaSettings, topic: string, after
     await consumer.subscribe({ topic, fromBeginning: true });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`replay of ${topic} did not reach the end offsets within ${REPLAY_TIMEOUT_MS} ms`)), REPLAY_TIMEOUT_MS);
+      /** A partition read up to `offset`: done once that is its end offset's predecessor. */
+      const reached = (partition: number, offset: bigint) => {
+        const w = wanted.get(partition);
+        if (w && offset + 1n >= w.end) pending.delete(partition);
+        if (pending.size === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      // Records kafkajs reads but never hands over still take offsets: a transaction's marker (the
+      // last offset of a partition a transactional producer wrote), aborted records. A batch's last
+      // offset counts as read once every record of it that was handed over was (none, for a batch of
+      // markers only), or the replay would wait for the marker to its timeout and give up.
+      const handed = new Map<number, number>();
+      consumer.on(consumer.events.START_BATCH_PROCESS, ({ payload }) => handed.set(payload.partition, 0));
+      consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+        if (handed.get(payload.partition) === payload.batchSize && pending.has(payload.partition)) reached(payload.partition, BigInt(payload.lastOffset));
+      });
       consumer
         .run({
           autoCommit: false,
           eachMessage: async ({ partition, message }) => {
+            handed.set(partition, (handed.get(partition) ?? 0) + 1);
             const w = wanted.get(partition);
             if (!w || !pending.has(partition)) return;
             const offset = BigInt(message.offset);
@@ -98,11 +117,7 @@ async function read(client: Kafka, settings: KafkaSettings, topic: string, after
                 undecoded.push(`partition ${partition} from offset ${offset} (${broken.reason})`);
               }
             }
-            if (offset + 1n >= w.end) pending.delete(partition);
-            if (pending.size === 0) {
-              clearTimeout(timer);
-              resolve();
-            }
+            reached(partition, offset);
           },
         })
         .then(() => {
