@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
-import { kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { appendCommitMarker, kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -11,7 +11,7 @@ const SHAPE = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
 
 describe('observability of Kafka routes', () => {
   let kafka: KafkaCluster;
-  const t = { events: '', stuck: '' };
+  const t = { events: '', stuck: '', txn: '' };
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
@@ -46,13 +46,16 @@ routes:
   - name: relay
     from: { broker: kafka, topic: ${t.events}, fromBeginning: true }
     to: { listener: ws, path: /events, format: envelope }
+  - name: txn
+    from: { broker: kafka, topic: ${t.txn}, fromBeginning: true }
+    to: { listener: ws, path: /txn }
   - name: stuck
     from: { broker: kafka, topic: ${t.stuck}, fromBeginning: true }
     to: { broker: nowhere, topic: anywhere }
 `,
   );
   before(async () => {
-    await Promise.all(['relay', 'stuck'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
+    await Promise.all(['relay', 'stuck', 'txn'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
   });
   after(async () => {
     await kafka?.stop();
@@ -78,6 +81,21 @@ routes:
     // The relay route handled the only record of its partition: it is not behind.
     const s = await scrapeUntil(gw.adminUrl, (m) => m.value('eventgate_kafka_consumer_lag', { route: 'relay', topic: t.events, partition: '0' }) === 0);
     assert.equal(s.value('eventgate_route_messages_total', { route: 'relay', outcome: 'delivered' }), 1);
+  });
+
+  it('reports no lag for a partition that ends with a transaction marker, once the records before it are handled, and never delivers the marker', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/txn', 'ws'));
+    // A record and its transaction's commit marker, then another transaction (a record and its marker).
+    await kcatProduce(kafka.bootstrap, t.txn, [{ value: '{"n":1}' }]);
+    await appendCommitMarker(kafka.bootstrap, t.txn, 0);
+    assert.deepEqual(await client.next(15000), { n: 1 });
+    await scrapeUntil(gw.adminUrl, (m) => m.value('eventgate_kafka_consumer_lag', { route: 'txn', topic: t.txn, partition: '0' }) === 0, 15000);
+    await kcatProduce(kafka.bootstrap, t.txn, [{ value: '{"n":2}' }]);
+    await appendCommitMarker(kafka.bootstrap, t.txn, 0);
+    assert.deepEqual(await client.next(15000), { n: 2 });
+    await scrapeUntil(gw.adminUrl, (m) => m.value('eventgate_kafka_consumer_lag', { route: 'txn', topic: t.txn, partition: '0' }) === 0, 15000);
+    assert.equal(client.frames.length, 0, `nothing else was forwarded: ${client.frames.join(' ')}`);
+    client.close();
   });
 
   it('reports the lag, consumer errors and producer errors of a route whose target broker is unreachable', async () => {

@@ -241,6 +241,13 @@ export class KafkaSubscription {
       this.log.info({ memberId: e.payload.memberId, partitions: e.payload.memberAssignment[this.spec.topic] ?? [] }, 'consumer joined group');
     });
     consumer.on(consumer.events.FETCH_START, newFetchBudget);
+    // A fetched batch of only records kafkajs does not hand over (a transaction's marker, aborted
+    // records) never reaches eachBatch; kafkajs commits past it, and the lag must count it read too.
+    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+      if (payload.batchSize !== 0 || payload.topic !== this.spec.topic) return;
+      this.highWatermarks.set(payload.partition, BigInt(payload.highWatermark));
+      this.noteLag(payload.partition, BigInt(payload.lastOffset) + 1n);
+    });
     // The first fetch after a join means every assigned partition has its starting offset.
     consumer.on(consumer.events.FETCH, () => {
       if (!joined) return;
@@ -282,6 +289,9 @@ export class KafkaSubscription {
       await heartbeat();
       await commitOffsetsIfNecessary();
     }
+    // Every record handed over is done; records after them that kafkajs kept back (a transaction's
+    // marker) are resolved with the last one, so the partition is read to the batch's last offset.
+    this.noteLag(partition, BigInt(batch.lastOffset()) + 1n);
   }
 
   /**
