@@ -187,7 +187,11 @@ JSONata expressions see the message value as input and these variables: \`$key\`
 [asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message. Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep
-their producer's spelling.
+their producer's spelling. Kafka record headers, keys and values are bytes, and expressions, envelopes
+and event streams see them as text: read as UTF-8 (bytes that are not UTF-8 become U+FFFD), a header
+whose name the record repeats with its last value, an empty key or header as \`""\`, a tombstone's
+value and a missing key as \`null\`. A Kafka target still writes each of them as the record had it
+(every value of a repeated header, the bytes, the tombstone) wherever no step changed it.
 
 An expression that fails on a message fails that message only: one that raises an error (\`$error("...")\`,
 a type error such as \`"a" + 1\`), runs past \`timeoutMs\` or \`maxDepth\`, or yields a result JSON
