@@ -241,6 +241,51 @@ routes:
     }
   });
 
+  it('keeps a JetStream route consuming where it was when a reload changes its startFrom: nothing lost, none twice, no retry loop', async () => {
+    const hook = await WebhookReceiver.start();
+    const routeConfig = (startFrom: string) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: ${nats.url}, streams: { MOVED: { subjects: ["moved.>"] } } }
+routes:
+  - name: moved
+    from: { broker: nats, topic: moved.in, group: movers, startFrom: ${startFrom} }
+    to: { http: { url: "${hook.url}/moved" } }
+`;
+    const gw2 = await startGateway(routeConfig('earliest'));
+    try {
+      await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'moved', 15000);
+      for (let i = 0; i < 5; i++) await peer.jsPublish('moved.in', JSON.stringify({ i }));
+      await hook.received(5, 15000);
+      const from = gw2.logs.length;
+      // Published while the reload replaces the route, and after: the durable consumer holds them.
+      const reloading = gw2.reconfigure(routeConfig('latest'));
+      for (let i = 5; i < 10; i++) await peer.jsPublish('moved.in', JSON.stringify({ i }));
+      assert.equal((await reloading).msg, 'config reloaded');
+      for (let i = 10; i < 15; i++) await peer.jsPublish('moved.in', JSON.stringify({ i }));
+      await hook.received(15, 15000);
+      await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'moved', 15000, from);
+      assert.equal((await readyz(gw2)).status, 200);
+      // Whatever would come twice would have come by now; wait out a little more.
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.deepEqual(
+        hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i),
+        Array.from({ length: 15 }, (_, i) => i),
+      );
+      const retried = gw2.logs.slice(from).filter((l) => l.msg.startsWith('nats consumer stopped'));
+      assert.deepEqual(retried, []);
+      // Said once, so the operator knows the new setting is not the consumer's.
+      assert.ok(
+        gw2.logs.slice(from).some((l) => l.route === 'moved' && /startFrom/.test(l.msg)),
+        JSON.stringify(gw2.logs.slice(from)),
+      );
+    } finally {
+      await gw2.stop();
+      await hook.stop();
+    }
+  });
+
   it('bounds what a core route holds while its target stalls (corePendingBytes): keeps the oldest, drops the rest with a warning and a count, then goes on', async () => {
     const target = await HeldTarget.start();
     const slow = await startGateway(`

@@ -1,4 +1,4 @@
-import type { JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
+import type { ConsumerConfig, JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
 
 /** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
 type NatsLib = typeof import('nats');
@@ -386,14 +386,31 @@ class NatsSubscription {
   private async consumeStream(nc: NatsConnection, jsm: JetStreamManager, stream: string): Promise<void> {
     const name = consumerName(this.spec.group);
     let backoff = 250;
+    let saidKept = false;
     while (!this.stopping) {
       try {
+        // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
+        const wanted = this.spec.startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All;
+        // An existing one keeps its own start: nats-server refuses to change it ("deliver policy can
+        // not be updated", retried for ever), and its acknowledged position is what the route resumes
+        // from, as a Kafka group's committed offsets outrank startFrom.
+        const existing = await consumerConfig(jsm, stream, name);
+        const start =
+          existing && existing.deliver_policy !== wanted
+            ? { deliver_policy: existing.deliver_policy, opt_start_seq: existing.opt_start_seq, opt_start_time: existing.opt_start_time }
+            : { deliver_policy: wanted };
+        if (existing && existing.deliver_policy !== wanted && !saidKept) {
+          saidKept = true;
+          this.log.info(
+            { stream, consumer: name, startFrom: this.spec.startFrom ?? 'earliest', deliverPolicy: existing.deliver_policy },
+            'startFrom applies to a new consumer only: the existing consumer goes on from where it is',
+          );
+        }
         await jsm.consumers.add(stream, {
           ...(this.spec.perInstance ? { name, inactive_threshold: lib.nanos(300_000) } : { durable_name: name }),
           filter_subject: this.spec.topic,
           ack_policy: lib.AckPolicy.Explicit,
-          // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
-          deliver_policy: this.spec.startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All,
+          ...start,
           ack_wait: lib.nanos(this.settings.ackWaitMs),
           max_ack_pending: this.settings.prefetch,
         });
@@ -447,6 +464,16 @@ class NatsSubscription {
     this.stopping = true;
     this.close?.();
     await this.running;
+  }
+}
+
+/** The configuration of the stream's consumer of that name, or undefined when there is none yet. */
+async function consumerConfig(jsm: JetStreamManager, stream: string, name: string): Promise<ConsumerConfig | undefined> {
+  try {
+    return (await jsm.consumers.info(stream, name)).config;
+  } catch (err) {
+    if (/consumer not found/i.test((err as Error).message)) return undefined;
+    throw err;
   }
 }
 
