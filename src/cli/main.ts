@@ -64,9 +64,18 @@ const OPTIONS = {
  * A usage error exits 2, except for `plan`, where 2 means "the reload changes something": CI jobs
  * accept that code (`|| [ $? -eq 2 ]`), so a plan that could not be made must not exit with it.
  */
-function usageError(command: string | undefined, message: string): number {
+async function usageError(command: string | undefined, message: string, values: Record<string, unknown>): Promise<number> {
   process.stderr.write(`eventgate: ${message}\n${USAGE}\n`);
-  return command === 'plan' ? 1 : 2;
+  if (command !== 'plan') return 2;
+  await planNotMade(values, message);
+  return 1;
+}
+
+/** `--format json` promises a document on stdout, also when no plan could be made. */
+async function planNotMade(values: Record<string, unknown>, message: string): Promise<void> {
+  const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  if (values.format !== 'json') return;
+  (await import('./plan.js')).writeNotMade({ config: text(values.config) ?? 'gateway.yaml', from: text(values.from), admin: text(values.admin), format: 'json' }, message);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -76,7 +85,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     // Which command was meant, to choose the exit code: the same parse, leniently.
     const lenient = parseArgs({ args: argv, allowPositionals: true, strict: false, options: OPTIONS });
-    return usageError(lenient.positionals[0], (err as Error).message);
+    return await usageError(lenient.positionals[0], (err as Error).message, lenient.values);
   }
   const { values, positionals } = parsed;
   if (values.version) {
@@ -88,7 +97,10 @@ async function main(argv: string[]): Promise<number> {
   const loaded = loadEnv(values['vars-file'] ?? []);
   if ('error' in loaded) {
     process.stderr.write(`eventgate: ${loaded.error}\n`);
-    return 2;
+    if (command !== 'plan') return 2;
+    // For plan, 2 says "the reload changes something": a plan not made is 1.
+    await planNotMade(values, loaded.error);
+    return 1;
   }
   const { env } = loaded;
   if (values.help || command === undefined || command === 'help') {
@@ -104,11 +116,11 @@ async function main(argv: string[]): Promise<number> {
         command !== 'schema' && /\.(ya?ml|json)$/i.test(extra) && values.config === undefined
           ? ` (the config is given with -c: eventgate ${positionals.slice(0, COMMAND_ARGS[command]).join(' ')} -c ${extra})`
           : '';
-      return usageError(command, `unexpected argument '${extra}'${hint}`);
+      return await usageError(command, `unexpected argument '${extra}'${hint}`, values);
     }
     const given = parsed.tokens?.filter((t) => t.kind === 'option').map((t) => t.name) ?? [];
     const foreign = given.find((name) => !takes.includes(name));
-    if (foreign !== undefined) return usageError(command, `'${command}' does not take --${foreign}`);
+    if (foreign !== undefined) return await usageError(command, `'${command}' does not take --${foreign}`, values);
   }
   switch (command) {
     case 'run':

@@ -54,10 +54,11 @@ export interface PlanReport {
  */
 export async function planCommand(o: PlanOptions): Promise<number> {
   if (o.format !== 'text' && o.format !== 'json') return usage(`--format must be text or json, got '${o.format}'`);
-  if (o.from !== undefined && o.admin !== undefined) return usage('give --from OLD or --admin URL, not both');
-  if (o.token !== undefined && o.admin === undefined) return usage('--token goes with --admin URL');
+  const notMade = (message: string, errors?: PlanReport['errors']) => planNotMade(o, message, errors);
+  if (o.from !== undefined && o.admin !== undefined) return notMade('give --from OLD or --admin URL, not both');
+  if (o.token !== undefined && o.admin === undefined) return notMade('--token goes with --admin URL');
   const registry = defaultRegistry();
-  const against: PlanReport['against'] = o.from !== undefined ? { type: 'file', file: o.from } : o.admin !== undefined ? { type: 'admin', url: o.admin } : { type: 'nothing' };
+  const against = againstOf(o);
 
   let before: Plan | undefined;
   let clients: Record<string, number> = {};
@@ -65,13 +66,13 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     const old = await loadPlan(o.from, { registry, env: o.env });
     if (!old.plan) {
       for (const d of old.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
-      return usage(`the old config ${o.from} is invalid, so there is nothing to compare with`);
+      return notMade(`the old config ${o.from} is invalid, so there is nothing to compare with`, old.diagnostics.map(toError));
     }
     before = old.plan;
   } else if (o.admin !== undefined) {
     const fetched = await fetchRunning(o.admin, o.token);
-    if ('error' in fetched) return usage(fetched.error);
-    if (fetched.fingerprint === null) return usage(`the gateway at ${o.admin} has no config loaded`);
+    if ('error' in fetched) return notMade(fetched.error);
+    if (fetched.fingerprint === null) return notMade(`the gateway at ${o.admin} has no config loaded`);
     before = planFromFingerprint(fetched.fingerprint);
     clients = fetched.fingerprint.clients ?? {};
   }
@@ -167,6 +168,37 @@ function toError(d: Diagnostic): PlanReport['errors'][number] {
 function usage(message: string): number {
   process.stderr.write(`eventgate: ${message}\n`);
   return 1;
+}
+
+function againstOf(o: Pick<PlanOptions, 'from' | 'admin'>): PlanReport['against'] {
+  return o.from !== undefined ? { type: 'file', file: o.from } : o.admin !== undefined ? { type: 'admin', url: o.admin } : { type: 'nothing' };
+}
+
+/**
+ * No plan could be made (OLD invalid, the admin API unreachable, a usage error): said on stderr
+ * and, with `--format json`, as an invalid report on stdout too, so a job piping it into jq reads
+ * a document rather than nothing. `errors` are OLD's problems, or one that is in no file (line 0).
+ */
+function planNotMade(o: NotMadeOptions, message: string, errors?: PlanReport['errors']): number {
+  writeNotMade(o, message, errors);
+  return usage(message);
+}
+
+type NotMadeOptions = Pick<PlanOptions, 'config' | 'from' | 'admin' | 'format'>;
+
+/** The report of a plan not made, on stdout when `--format json` asked for one (main.ts's usage errors too). */
+export function writeNotMade(o: NotMadeOptions, message: string, errors?: PlanReport['errors']): void {
+  if (o.format === 'json') {
+    const report: PlanReport = {
+      valid: false,
+      changes: false,
+      config: o.config,
+      against: againstOf(o),
+      version: { from: null, to: null },
+      errors: errors ?? [{ file: '', line: 0, column: 0, message, path: '', code: 'EG_PLAN_NOT_MADE' }],
+    };
+    write('json', report);
+  }
 }
 
 function write(format: string, report: PlanReport): void {

@@ -19,6 +19,7 @@ export const ErrorCodes = {
   EG_CONFIG_ASYNCAPI_REF: { title: 'AsyncAPI message or channel the config names is missing or unusable' },
   EG_TEST_FILE: { title: 'Config test file is not valid' },
   EG_START_FAILED: { title: 'A component of a valid config could not start' },
+  EG_PLAN_NOT_MADE: { title: 'eventgate plan could not make a plan' },
   // Message path (HTTP status, WebSocket error frame status)
   EG_BAD_JSON: { status: 400, title: 'Body is not valid JSON' },
   EG_UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported content type' },

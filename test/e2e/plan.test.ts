@@ -104,6 +104,39 @@ describe('eventgate plan --from OLD', () => {
     assert.equal(format.code, 1);
     assert.equal(format.stdout, '');
   });
+
+  // A CI job pipes `--format json` into jq or a bot: a plan not made must still be a document, with exit 1.
+  it('prints a JSON report on stdout with --format json also when no plan can be made, in the shape of an invalid NEW', async () => {
+    const dir = tempFiles({ 'new.yaml': base('a > 1') });
+    const json = ['--format', 'json'];
+    const report = async (args: string[]) => {
+      const r = await runCli(['plan', '-c', 'new.yaml', ...args, ...json], { cwd: dir });
+      noStackTrace(r);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.notEqual(r.stderr, '', 'still explained on stderr');
+      const doc = JSON.parse(r.stdout);
+      assert.equal(doc.valid, false);
+      assert.equal(doc.changes, false);
+      assert.equal(doc.config, 'new.yaml');
+      return doc;
+    };
+    const missing = await report(['--from', 'nope.yaml']);
+    assert.deepEqual(missing.against, { type: 'file', file: 'nope.yaml' });
+    assert.deepEqual(
+      missing.errors.map((e: { file: string; line: number; column: number; code: string }) => [e.file, e.line, e.column, e.code]),
+      [['nope.yaml', 1, 1, 'EG_CONFIG_FILE']],
+    );
+    const notMade = (message: RegExp) => (doc: { errors: { file: string; line: number; code: string; message: string }[] }) => {
+      assert.equal(doc.errors.length, 1, JSON.stringify(doc.errors));
+      assert.deepEqual([doc.errors[0]!.file, doc.errors[0]!.line, doc.errors[0]!.code], ['', 0, 'EG_PLAN_NOT_MADE']);
+      assert.match(doc.errors[0]!.message, message);
+    };
+    notMade(/give --from OLD or --admin URL, not both/)(await report(['--from', 'x.yaml', '--admin', 'http://127.0.0.1:1']));
+    notMade(/Unknown option '--form'/)(await report(['--form', 'old.yaml']));
+    notMade(/cannot reach the admin API at http:\/\/127\.0\.0\.1:1\/admin\/plan/)(await report(['--admin', 'http://127.0.0.1:1']));
+    // Exit 1 here too (it was 2, which CI jobs accept as "changes").
+    notMade(/missing\.env/)(await report(['--vars-file', 'missing.env']));
+  });
 });
 
 describe('eventgate plan --admin URL against a running gateway', () => {
