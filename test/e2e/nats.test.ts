@@ -286,6 +286,42 @@ routes:
     }
   });
 
+  it('goes on after the last message it acknowledged when a reload changes a JetStream route subject: nothing lost, none twice', async () => {
+    const hook = await WebhookReceiver.start();
+    const routeConfig = (topic: string) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: ${nats.url}, streams: { WIDENED: { subjects: ["widened.>"] } } }
+routes:
+  - name: widened
+    from: { broker: nats, topic: "${topic}", group: wideners }
+    to: { http: { url: "${hook.url}/widened" } }
+`;
+    const gw2 = await startGateway(routeConfig('widened.a'));
+    try {
+      await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'widened', 15000);
+      for (let i = 0; i < 5; i++) await peer.jsPublish('widened.a', JSON.stringify({ i }));
+      await hook.received(5, 15000);
+      const from = gw2.logs.length;
+      const reloading = gw2.reconfigure(routeConfig('widened.>'));
+      for (let i = 5; i < 10; i++) await peer.jsPublish('widened.a', JSON.stringify({ i }));
+      assert.equal((await reloading).msg, 'config reloaded');
+      await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'widened', 15000, from);
+      for (let i = 10; i < 15; i++) await peer.jsPublish(i % 2 ? 'widened.b' : 'widened.a', JSON.stringify({ i }));
+      await hook.received(15, 15000);
+      // Whatever would come twice would have come by now; wait out a little more.
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.deepEqual(
+        hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i),
+        Array.from({ length: 15 }, (_, i) => i),
+      );
+    } finally {
+      await gw2.stop();
+      await hook.stop();
+    }
+  });
+
   it('bounds what a core route holds while its target stalls (corePendingBytes): keeps the oldest, drops the rest with a warning and a count, then goes on', async () => {
     const target = await HeldTarget.start();
     const slow = await startGateway(`

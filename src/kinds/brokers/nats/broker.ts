@@ -1,4 +1,4 @@
-import type { ConsumerConfig, JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
+import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
 
 /** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
 type NatsLib = typeof import('nats');
@@ -391,20 +391,31 @@ class NatsSubscription {
       try {
         // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
         const wanted = this.spec.startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All;
-        // An existing one keeps its own start: nats-server refuses to change it ("deliver policy can
-        // not be updated", retried for ever), and its acknowledged position is what the route resumes
-        // from, as a Kafka group's committed offsets outrank startFrom.
-        const existing = await consumerConfig(jsm, stream, name);
-        const start =
-          existing && existing.deliver_policy !== wanted
-            ? { deliver_policy: existing.deliver_policy, opt_start_seq: existing.opt_start_seq, opt_start_time: existing.opt_start_time }
-            : { deliver_policy: wanted };
-        if (existing && existing.deliver_policy !== wanted && !saidKept) {
-          saidKept = true;
+        const existing = await consumerInfo(jsm, stream, name);
+        let start: Partial<ConsumerConfig> = { deliver_policy: wanted };
+        if (existing && existing.config.filter_subject !== this.spec.topic) {
+          // The route's subject changed. nats-server 2.9 accepts a new filter_subject in place but
+          // then steps over the messages published after it (5 of 5 lost): recreate the consumer,
+          // starting right after the last message it had acknowledged.
+          await jsm.consumers.delete(stream, name);
+          start = { deliver_policy: lib.DeliverPolicy.StartSequence, opt_start_seq: resumeSeq(existing) };
           this.log.info(
-            { stream, consumer: name, startFrom: this.spec.startFrom ?? 'earliest', deliverPolicy: existing.deliver_policy },
-            'startFrom applies to a new consumer only: the existing consumer goes on from where it is',
+            { stream, consumer: name, was: existing.config.filter_subject, subject: this.spec.topic, fromSeq: start.opt_start_seq },
+            'the route reads another subject: consumer recreated, going on after the last message it acknowledged',
           );
+        } else if (existing && existing.config.deliver_policy !== wanted) {
+          // An existing one keeps its own start: nats-server refuses to change it ("deliver policy can
+          // not be updated", retried for ever), and its acknowledged position is what the route resumes
+          // from, as a Kafka group's committed offsets outrank startFrom.
+          const { deliver_policy, opt_start_seq, opt_start_time } = existing.config;
+          start = { deliver_policy, opt_start_seq, opt_start_time };
+          if (!saidKept) {
+            saidKept = true;
+            this.log.info(
+              { stream, consumer: name, startFrom: this.spec.startFrom ?? 'earliest', deliverPolicy: deliver_policy },
+              'startFrom applies to a new consumer only: the existing consumer goes on from where it is',
+            );
+          }
         }
         await jsm.consumers.add(stream, {
           ...(this.spec.perInstance ? { name, inactive_threshold: lib.nanos(300_000) } : { durable_name: name }),
@@ -467,10 +478,21 @@ class NatsSubscription {
   }
 }
 
-/** The configuration of the stream's consumer of that name, or undefined when there is none yet. */
-async function consumerConfig(jsm: JetStreamManager, stream: string, name: string): Promise<ConsumerConfig | undefined> {
+/**
+ * The stream sequence a recreated consumer goes on from: after the last acknowledged message;
+ * with none acknowledged, where it started (its delivered mark, or, once it delivered some, its
+ * configured start, else the stream's first message: again rather than lost).
+ */
+function resumeSeq(c: ConsumerInfo): number {
+  if (c.ack_floor.consumer_seq > 0) return c.ack_floor.stream_seq + 1;
+  if (c.delivered.consumer_seq === 0) return c.delivered.stream_seq + 1;
+  return c.config.opt_start_seq ?? 1;
+}
+
+/** The stream's consumer of that name, or undefined when there is none yet. */
+async function consumerInfo(jsm: JetStreamManager, stream: string, name: string): Promise<ConsumerInfo | undefined> {
   try {
-    return (await jsm.consumers.info(stream, name)).config;
+    return await jsm.consumers.info(stream, name);
   } catch (err) {
     if (/consumer not found/i.test((err as Error).message)) return undefined;
     throw err;
