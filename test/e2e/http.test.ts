@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
+import { rawHttpText } from '../helpers/raw-http.js';
 import { useGateway } from '../helpers/gateway.js';
 
 const config = `
@@ -360,6 +361,28 @@ describe('HTTP publish (spec §4)', () => {
         assertProblem({ status: res.status, headers: res.headers, body }, 405, 'EG_METHOD_NOT_ALLOWED');
         assert.equal(res.headers.get('allow'), 'POST');
       }
+    });
+
+    it("writes the heads of its answers byte for byte as before: its headers first, in their order and spelling, then node's", async () => {
+      const body = '{"lumens":5}';
+      // Two pipelined requests: a delivered answer, then a refusal whose Allow header was set before the answer's own.
+      const raw = await rawHttpText(
+        gw.port('api'),
+        `POST /inline HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}` + 'GET /inline HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      );
+      const [delivered, refused] = [...raw.matchAll(/HTTP\/1\.1 [\s\S]*?\r\n\r\n/g)].map((m) => m[0].slice(0, -4).split('\r\n'));
+      const date = /^Date: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/;
+      assert.deepEqual(delivered!.slice(0, 3), [
+        'HTTP/1.1 200 OK',
+        'content-type: application/json',
+        `content-length: ${'{"deliveries":[{"listener":"push","path":"/out/inline","clients":0}]}'.length}`,
+      ]);
+      assert.match(delivered![3]!, date);
+      assert.deepEqual(delivered!.slice(4), ['Connection: keep-alive', 'Keep-Alive: timeout=5']);
+      assert.deepEqual(refused!.slice(0, 3), ['HTTP/1.1 405 Method Not Allowed', 'allow: POST', 'content-type: application/problem+json']);
+      assert.match(refused![3]!, /^content-length: \d+$/);
+      assert.match(refused![4]!, date);
+      assert.deepEqual(refused!.slice(5), ['Connection: close']);
     });
 
     it('matches a path parameter only on its own segment', async () => {

@@ -11,7 +11,12 @@ export interface RawReply {
  * everything the server sent once it closes the connection; `undefined` when it closed without
  * answering.
  */
-export function rawHttp(port: number, request: string | Buffer, timeoutMs = 10_000): Promise<RawReply | undefined> {
+export async function rawHttp(port: number, request: string | Buffer, timeoutMs = 10_000): Promise<RawReply | undefined> {
+  return parseReply(await rawHttpText(port, request, timeoutMs));
+}
+
+/** rawHttp() without the parsing: every byte the server sent (latin1) until it closed the connection. */
+export function rawHttpText(port: number, request: string | Buffer, timeoutMs = 10_000): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket: Socket = connect(port, '127.0.0.1', () => socket.write(request));
     let received = '';
@@ -23,7 +28,7 @@ export function rawHttp(port: number, request: string | Buffer, timeoutMs = 10_0
     socket.on('error', () => undefined);
     socket.on('close', () => {
       clearTimeout(timer);
-      resolve(parseReply(received));
+      resolve(received);
     });
   });
 }

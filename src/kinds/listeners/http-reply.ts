@@ -8,7 +8,8 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, typ
 
 /** sendJson for a body already written as JSON text. */
 export function sendJsonText(res: ServerResponse, status: number, text: string, type = 'application/json'): void {
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+  // A flat array of names and values: node stores it as it is, where an object's keys are walked with a hasOwn check each.
+  res.writeHead(status, ['content-type', type, 'content-length', Buffer.byteLength(text)]);
   res.end(text);
 }
 
