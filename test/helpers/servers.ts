@@ -1,10 +1,15 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { repoRoot } from './gateway.js';
+import { freePort } from './ports.js';
 import { killOnExit } from './reaper.js';
+
+export { freePort };
 
 /**
  * Real message servers for the tests — Debian's mosquitto, rabbitmq-server and nats-server —
@@ -25,30 +30,67 @@ export interface MessageServer {
   pid(): number | undefined;
 }
 
-/** A port nothing listens on right now (the OS's choice for port 0, released at once). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise((r) => server.close(r));
-  return port;
-}
+const run = promisify(execFile);
 
-/** Resolves once something accepts TCP connections on the port (polling; servers announce readiness in different ways). */
-async function acceptsConnections(port: number, child: ChildProcess, what: string, timeoutMs: number, log: () => string): Promise<void> {
+/**
+ * Whether the server answers a real client of its protocol: a TCP connect alone also succeeds
+ * against whatever else took the port while the server booted (RabbitMQ takes 20 s and more under
+ * load), and the tests then talked to that instead. Each probe gives up after a few seconds, so a
+ * silent listener is polled again rather than waited for.
+ */
+type Probe = () => Promise<boolean>;
+
+/** Polls `probe` until the server answers it, the process exits, or `timeoutMs` passes. */
+async function answers(probe: Probe, child: ChildProcess, what: string, port: number, timeoutMs: number, log: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before it listened:\n${log()}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1');
-      s.once('connect', () => (s.destroy(), resolve(true)));
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`${what} did not listen on ${port} within ${timeoutMs} ms:\n${log()}`);
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before it answered on ${port}:\n${log()}`);
+    if (await probe().catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`${what} did not answer a client on ${port} within ${timeoutMs} ms:\n${log()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** mosquitto_sub connects and has a subscription acknowledged (CONNACK, SUBACK), then exits (-E). */
+const mqttProbe =
+  (port: number): Probe =>
+  async () => {
+    await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv5', '-t', 'eventgate/ready', '-E', '-W', '5'], { timeout: 10000 });
+    return true;
+  };
+
+/** The NATS text protocol: the server's INFO, then CONNECT and PING answered by PONG. */
+const natsProbe =
+  (port: number): Probe =>
+  () =>
+    new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      let text = '';
+      let sent = false;
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(ok);
+      };
+      const timer = setTimeout(() => done(false), 5000);
+      socket.on('error', () => done(false));
+      socket.setEncoding('utf8').on('data', (chunk: string) => {
+        text += chunk;
+        if (!sent && /^INFO [^\r]*\r\n/.test(text)) {
+          sent = true;
+          socket.write('CONNECT {"verbose":false}\r\nPING\r\n');
+        }
+        if (sent && text.includes('PONG\r\n')) done(true);
+      });
+    });
+
+/** pika opens a connection (the AMQP handshake, guest's login, the vhost) and a channel. */
+const amqpProbe =
+  (url: string): Probe =>
+  async () => {
+    await run('/usr/bin/python3', [join(repoRoot, 'test', 'peers', 'amqp_peer.py'), url, 'ping'], { timeout: 20000 });
+    return true;
+  };
 
 const children = new Set<ChildProcess>();
 killOnExit(() => {
@@ -72,6 +114,7 @@ class ServerProcess {
     private readonly args: string[],
     private readonly env: NodeJS.ProcessEnv,
     private readonly port: number,
+    private readonly probe: Probe,
     private readonly readyTimeoutMs: number,
     private readonly logFile?: string,
   ) {}
@@ -83,7 +126,7 @@ class ServerProcess {
     child.stdout!.setEncoding('utf8').on('data', (c: string) => (this.output = (this.output + c).slice(-8000)));
     child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.output = (this.output + c).slice(-8000)));
     child.once('exit', () => children.delete(child));
-    await acceptsConnections(this.port, child, this.what, this.readyTimeoutMs, () => this.log());
+    await answers(this.probe, child, this.what, this.port, this.readyTimeoutMs, () => this.log());
   }
 
   get pid(): number | undefined {
@@ -165,7 +208,7 @@ export async function startMosquitto(acl?: string[]): Promise<MessageServer> {
       '',
     ].join('\n'),
   );
-  const proc = new ServerProcess('mosquitto', 'mosquitto', ['-c', conf], process.env, port, 15000);
+  const proc = new ServerProcess('mosquitto', 'mosquitto', ['-c', conf], process.env, port, mqttProbe(port), 60000);
   await proc.start();
   return serverOf(proc, `mqtt://127.0.0.1:${port}`, port, dir);
 }
@@ -174,7 +217,7 @@ export async function startMosquitto(acl?: string[]): Promise<MessageServer> {
 export async function startNats(): Promise<MessageServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-'));
   const port = await freePort();
-  const proc = new ServerProcess('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', join(dir, 'jetstream')], process.env, port, 15000);
+  const proc = new ServerProcess('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', join(dir, 'jetstream')], process.env, port, natsProbe(port), 60000);
   await proc.start();
   return serverOf(proc, `nats://127.0.0.1:${port}`, port, dir);
 }
@@ -189,7 +232,9 @@ export async function startNats(): Promise<MessageServer> {
 export async function startRabbit(options: { advancedConfig?: string } = {}): Promise<MessageServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-rabbitmq-'));
   if (options.advancedConfig) writeFileSync(join(dir, 'advanced.config'), options.advancedConfig);
-  const [port, distPort, epmdPort] = [await freePort(), await freePort(), await freePort()];
+  const ports = new Set<number>();
+  while (ports.size < 3) ports.add(await freePort());
+  const [port, distPort, epmdPort] = [...ports] as [number, number, number];
   const name = `eventgate-${process.pid}-${port}`;
   const asRoot = process.getuid?.() === 0;
   const cookie = join(dir, '.erlang.cookie');
@@ -225,9 +270,10 @@ export async function startRabbit(options: { advancedConfig?: string } = {}): Pr
   const script = '/usr/lib/rabbitmq/bin/rabbitmq-server';
   const [command, args] = asRoot ? ['setpriv', ['--reuid', String(uid), '--regid', String(gid), '--init-groups', script]] : [script, []];
   // Boots in ~5 s on an idle machine; much longer when eight test runs share two cores.
-  const proc = new ServerProcess('rabbitmq-server', command, args, env, port, 120000, join(dir, 'log', `${name}@localhost.log`));
+  const url = `amqp://guest:guest@127.0.0.1:${port}`;
+  const proc = new ServerProcess('rabbitmq-server', command, args, env, port, amqpProbe(url), 120000, join(dir, 'log', `${name}@localhost.log`));
   await proc.start();
   const killEpmd = () => void spawnSync('epmd', ['-kill'], { env: { ...process.env, ERL_EPMD_PORT: String(epmdPort) } });
   process.once('exit', killEpmd);
-  return serverOf(proc, `amqp://guest:guest@127.0.0.1:${port}`, port, dir, killEpmd);
+  return serverOf(proc, url, port, dir, killEpmd);
 }
