@@ -371,6 +371,32 @@ routes:
     }
   });
 
+  it('says "consumer ready" for a core route only once nats-server has its subscription: a message published right after it arrives', async () => {
+    const hook = await WebhookReceiver.start();
+    const route = (name: string, subject: string) => `  - name: ${name}\n    from: { broker: nats, topic: ${subject} }\n    to: { http: { url: "${hook.url}/${name}" } }\n`;
+    const head = `version: 1\nadmin: { port: 0 }\nbrokers:\n  nats: { kind: nats, servers: ${nats.url} }\nroutes:\n`;
+    const late = await startGateway(head + route('first', 'ready.first'));
+    await late.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'first', 15000);
+    // nats-server stopped (SIGSTOP) while a reload adds a route: its SUB waits in the socket, unread.
+    process.kill(nats.pid()!, 'SIGSTOP');
+    try {
+      const from = late.logs.length;
+      assert.equal((await late.reconfigure(head + route('first', 'ready.first') + route('added', 'ready.added'))).msg, 'config reloaded');
+      // Said at once, "consumer ready" came before the server could know the subscription.
+      const early = late.logs.slice(from).filter((l) => l.msg === 'consumer ready' && l.route === 'added');
+      assert.deepEqual(early, [], 'consumer ready while nats-server had not read the SUB');
+      process.kill(nats.pid()!, 'SIGCONT');
+      await late.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'added', 30000, from);
+      peer.publish('ready.added', '{"right":"after"}');
+      const [got] = await hook.received(1, 30000);
+      assert.equal(got!.body, '{"right":"after"}');
+    } finally {
+      process.kill(nats.pid()!, 'SIGCONT');
+      await late.stop();
+      await hook.stop();
+    }
+  });
+
   it('answers 503 while nats-server is down, reports it in /readyz, loses no stored message, and resumes consuming', async () => {
     peer.close();
     const load = await publishThroughOutage(

@@ -377,7 +377,15 @@ class NatsSubscription {
       },
     });
     this.close = () => sub.unsubscribe();
-    this.log.info({ subject: this.spec.topic, queue: this.spec.perInstance ? undefined : this.spec.group }, 'consumer ready');
+    // Said once nats-server answered a PING sent after the SUB, so it has the subscription: said
+    // at once, a message published right after "consumer ready" could still find no subscriber
+    // and be gone (seen under load). A connection lost meanwhile resubscribes when it is back.
+    nc.flush().then(
+      () => {
+        if (!this.stopping) this.log.info({ subject: this.spec.topic, queue: this.spec.perInstance ? undefined : this.spec.group }, 'consumer ready');
+      },
+      () => undefined,
+    );
     // Ends once unsubscribed and the message in hand is done (those queued behind it are not handed over once stopping).
     return sub.closed.then(() => pumping);
   }
