@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { publishThroughOutage, readyz } from '../helpers/outage.js';
@@ -92,6 +94,34 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     // orders.nobody.listens has three words: orders.* does not match it.
     assert.equal(res.status, 503, res.text);
     assert.match(res.body.detail, /no queue is bound/);
+  });
+
+  it('says what a connect that gets no AMQP answer means (a port that accepts and stays silent), not a bare "connect ETIMEDOUT", and keeps retrying', async () => {
+    // What the tests' RabbitMQ port once was under load: taken by another program while RabbitMQ booted.
+    const silent = createServer(() => undefined);
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const port = (silent.address() as AddressInfo).port;
+    const quiet = await startGateway(`
+version: 1
+admin: { port: 0 }
+brokers:
+  quiet: { kind: amqp, url: "amqp://guest:guest@127.0.0.1:${port}", connectTimeoutMs: 300 }
+`);
+    try {
+      const failures = () => quiet.logs.filter((l) => l.msg === 'amqp connect failed; retrying');
+      await quiet.waitForLog((l) => l.msg === 'amqp connect failed; retrying', 30000);
+      assert.equal(failures()[0]!.err, `no answer from 127.0.0.1:${port} within connectTimeoutMs (300 ms), the AMQP handshake included: is it a RabbitMQ (AMQP 0-9-1) port, and is the server up?`);
+      assert.doesNotMatch(String(failures()[0]!.err), /guest/);
+      assert.equal((await readyz(quiet)).status, 503);
+      // /readyz names the broker; /admin/status has the cause.
+      const broker = (await quiet.status()).brokers.find((b: { name: string }) => b.name === 'quiet');
+      assert.match(broker.detail, new RegExp(`^unreachable: no answer from 127\\.0\\.0\\.1:${port} within connectTimeoutMs`));
+      await eventually(() => assert.ok(failures().length >= 2, 'retried'), 30000, 100);
+    } finally {
+      await quiet.stop();
+      silent.close();
+    }
   });
 
   it('writes frames RabbitMQ and pika read as sent: a body over several frames, non-ASCII headers, the properties; a burst each answered once confirmed', async () => {

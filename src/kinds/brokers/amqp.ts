@@ -60,7 +60,11 @@ const options = kindOptions('amqp', {
   prefetch: int(20, 1, 'Most unacknowledged messages a consume route holds (handled one at a time, in order).'),
   persistent: Type.Optional(Type.Boolean({ default: true, description: 'Publish persistent messages (delivery mode 2): they survive a server restart in durable queues.' })),
   mandatory: Type.Optional(Type.Boolean({ default: true, description: 'A publish no queue is bound for fails (503) instead of being dropped by the server.' })),
-  connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
+  connectTimeoutMs: int(
+    5000,
+    1,
+    'Time to open a connection, the AMQP handshake included. A server that accepts the connection but does not answer by then (not a RabbitMQ port, or one still starting) is logged as `no answer from HOST:PORT within connectTimeoutMs`, and tried again with backoff.',
+  ),
   ackTimeoutMs: int(5000, 1, 'A publish not confirmed by then fails: HTTP 503, retry for consume routes.'),
   lagPollMs: int(5000, 100, 'How often each consume route asks the server how many messages wait in its queue (`eventgate_amqp_consumer_lag`).'),
 });

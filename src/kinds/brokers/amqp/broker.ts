@@ -8,6 +8,23 @@ import { AmqpPublisher } from './publisher.js';
 
 const MAX_BACKOFF_MS = 5000;
 
+/**
+ * Why a connect failed, in words. amqplib's `connect ETIMEDOUT` is its own: nothing came back
+ * within `connectTimeoutMs`, the AMQP handshake included. Something that accepts the TCP
+ * connection and says nothing (another kind of server on that port, one still starting) gets
+ * it on every retry, and read as a network timeout it sent people looking in the wrong place.
+ */
+function connectFailure(err: Error, settings: AmqpSettings): string {
+  if (err.message !== 'connect ETIMEDOUT') return err.message;
+  let where = 'the server';
+  try {
+    where = new URL(settings.url).host || where;
+  } catch {
+    /* the URL was checked when the config loaded */
+  }
+  return `no answer from ${where} within connectTimeoutMs (${settings.connectTimeoutMs} ms), the AMQP handshake included: is it a RabbitMQ (AMQP 0-9-1) port, and is the server up?`;
+}
+
 /** Exchanges every RabbitMQ has; they cannot be declared, only used. */
 const builtInExchange = (name: string) => name === '' || name.startsWith('amq.');
 
@@ -126,8 +143,9 @@ export class AmqpBroker implements BrokerRuntime {
       this.log.info('amqp connected');
       for (const s of this.subscriptions) s.attach(conn);
     } catch (err) {
-      this.state = { ready: false, detail: `unreachable: ${(err as Error).message}` };
-      this.log.warn({ err: (err as Error).message, retryInMs: this.backoff }, 'amqp connect failed; retrying');
+      const why = connectFailure(err as Error, this.settings);
+      this.state = { ready: false, detail: `unreachable: ${why}` };
+      this.log.warn({ err: why, retryInMs: this.backoff }, 'amqp connect failed; retrying');
       this.retry();
     }
   }
