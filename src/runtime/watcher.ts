@@ -33,6 +33,8 @@ export class ConfigWatcher {
   /** Parent → the names of the watched directories in it. */
   private parentEntries = new Map<string, Set<string>>();
   private hashes = new Map<string, string>();
+  /** Real paths of the watched files that are symlinks: their targets' edits come under those. */
+  private targets = new Set<string>();
   /** The paths chokidar watches. */
   private watched = new Set<string>();
   private readonly debounce: Debounce;
@@ -53,10 +55,38 @@ export class ConfigWatcher {
   setFiles(files: Iterable<string>, seen: ReadonlyMap<string, string> = new Map()): void {
     if (this.closed) return;
     this.hashes = new Map([...files].map((f) => [f, seen.get(f) ?? contentHash(f)]));
-    const dirs = new Set([...this.hashes.keys()].map((f) => dirname(f)));
-    for (const d of [...this.dirs.keys()]) if (!dirs.has(d)) this.dirs.delete(d);
-    for (const d of dirs) if (!this.dirs.has(d)) this.dirs.set(d, identity(d));
+    this.placeDirs();
     this.follow();
+  }
+
+  /**
+   * The directories to watch: each file's own and, for a file that is a symlink, its target's
+   * (a schema shared from elsewhere, a config kept in another directory): an edit of the target
+   * sends no event in the link's directory. Targets are resolved again on every check, as a link
+   * may be pointed elsewhere. Returns whether the set changed.
+   */
+  private placeDirs(): boolean {
+    this.targets = new Set();
+    const dirs = new Set<string>();
+    for (const f of this.hashes.keys()) {
+      dirs.add(dirname(f));
+      const target = isGlob(f) ? undefined : symlinkTarget(f);
+      if (target === undefined) continue;
+      this.targets.add(target);
+      dirs.add(dirname(target));
+    }
+    let changed = false;
+    for (const d of [...this.dirs.keys()]) {
+      if (dirs.has(d)) continue;
+      this.dirs.delete(d);
+      changed = true;
+    }
+    for (const d of dirs) {
+      if (this.dirs.has(d)) continue;
+      this.dirs.set(d, identity(d));
+      changed = true;
+    }
+    return changed;
   }
 
   /**
@@ -122,7 +152,7 @@ export class ConfigWatcher {
   private concerns(eventPath: string): boolean {
     const real = this.byReal.get(dirname(eventPath));
     const path = real === undefined ? eventPath : join(real, basename(eventPath));
-    if (this.hashes.has(path)) return true;
+    if (this.hashes.has(path) || this.targets.has(path) || this.targets.has(eventPath)) return true;
     for (const f of this.hashes.keys()) if (isGlob(f) && globMatches(f, path)) return true;
     try {
       return !lstatSync(eventPath).isFile();
@@ -191,8 +221,10 @@ export class ConfigWatcher {
       }
     }
     if (changed.length > 0) this.onChange(changed);
-    // A file edited in a replaced directory before its new watch began sent no event: look again.
-    if (this.follow()) this.poke();
+    // A file edited in a replaced directory, or in a symlink's new target directory, before its
+    // new watch began sent no event: look again.
+    const moved = this.placeDirs();
+    if (this.follow() || moved) this.poke();
   }
 
   async close(): Promise<void> {
@@ -243,6 +275,15 @@ function identity(dir: string): { real: string; id: string } {
     return { real, id: `${st.dev}:${st.ino}` };
   } catch {
     return { real: dir, id: 'missing' };
+  }
+}
+
+/** The real path of `file` when it is a symlink itself, else undefined. */
+function symlinkTarget(file: string): string | undefined {
+  try {
+    return lstatSync(file).isSymbolicLink() ? realpathSync(file) : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { post } from '../helpers/clients.js';
-import { eventually } from '../helpers/gateway.js';
+import { eventually, tempFiles } from '../helpers/gateway.js';
 import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
 
 describe('hot reload (spec §6): following files', () => {
@@ -135,6 +135,47 @@ describe('hot reload (spec §6): following files', () => {
       assert.equal(client.closed, undefined);
     });
   }
+
+  // A config or schema that is a symlink into another directory (a schema shared between configs,
+  // a config kept elsewhere and linked into place): edits of the target, in place or renamed over,
+  // sent no event in the link's directory and went unnoticed until the gateway restarted.
+  it('follows a config and a schema file that are symlinks into other directories: their targets edited in place, renamed over, and the link pointed elsewhere', async () => {
+    const schema = (max: number) => JSON.stringify({ type: 'object', properties: { n: { type: 'integer', maximum: max } } });
+    const shared = tempFiles({ 'n.json': schema(10), 'gateway.yaml': '' });
+    const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), {
+      setup: (dir) => {
+        mkdirSync(join(dir, 'schemas'));
+        symlinkSync(join(shared, 'n.json'), join(dir, 'schemas', 'n.json'));
+        // The config written by start() goes through this link into `shared`.
+        symlinkSync(join(shared, 'gateway.yaml'), join(dir, 'gateway.yaml'));
+      },
+    });
+    const client = await connect();
+    const applied = async (max: number, act: () => void) => {
+      const from = gw.logs.length;
+      act();
+      await gw.waitForLog(reloaded, 10000, from);
+      assert.equal((await post(gw.url('api', '/in'), { n: max + 1 })).status, 400, `limit ${max}`);
+      assert.deepEqual(await roundTrip(client, max), { n: max });
+    };
+    await applied(20, () => writeFileSync(join(shared, 'n.json'), schema(20)));
+    await applied(30, () => {
+      writeFileSync(join(shared, '.n.json.tmp'), schema(30));
+      renameSync(join(shared, '.n.json.tmp'), join(shared, 'n.json'));
+    });
+    const elsewhere = tempFiles({ 'n.json': schema(40) });
+    await applied(40, () => {
+      symlinkSync(join(elsewhere, 'n.json'), join(gw.dir, 'schemas', 'link.tmp'));
+      renameSync(join(gw.dir, 'schemas', 'link.tmp'), join(gw.dir, 'schemas', 'n.json'));
+    });
+    await applied(50, () => writeFileSync(join(elsewhere, 'n.json'), schema(50)));
+    // The config's own target, edited in place: a transform that adds a field.
+    const from = gw.logs.length;
+    writeFileSync(join(shared, 'gateway.yaml'), pipelineConfig('$merge([$, {"edited": true}])', { schema: 'schemas/n.json' }));
+    await gw.waitForLog(reloaded, 10000, from);
+    assert.deepEqual(await roundTrip(client, 5), { n: 5, edited: true });
+    assert.equal(client.closed, undefined);
+  });
 
   it('reports a broken schema file with its own file:line:col and keeps serving', async () => {
     const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': '{"type": "object"}' } });
