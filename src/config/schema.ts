@@ -368,11 +368,12 @@ function acceptVariables(root: JsonSchema): JsonSchema {
   };
 }
 
-/** A number, integer, boolean or enum that a string could not satisfy as it is. */
+/** A number, integer, boolean or enum (a non-string const too: `version: 1`) that a string could not satisfy as it is. */
 function takesVariable(n: JsonSchema): boolean {
   const types = typeof n.type === 'string' ? [n.type] : Array.isArray(n.type) ? (n.type as string[]) : [];
   if (types.includes('string')) return false;
   if (Array.isArray(n.enum)) return true;
+  if (n.const !== undefined && typeof n.const !== 'string') return true;
   return types.some((t) => t === 'integer' || t === 'number' || t === 'boolean');
 }
 

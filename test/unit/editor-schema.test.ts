@@ -55,6 +55,9 @@ describe('gateway.schema.json in an editor', () => {
     assert.equal(validate(config(8080, 'loud', false)), false, 'not a level');
     assert.equal(validate(config(8080, 'info', 'yes')), false, 'not a boolean');
     assert.equal(validate(config('${HTTP PORT}', 'info', false)), false, 'not a variable name');
+    // `version` is a number too (the loader takes `version: ${CONFIG_VERSION}` when it is 1).
+    assert.ok(validate({ version: '${CONFIG_VERSION:-1}' }), JSON.stringify(validate.errors));
+    assert.equal(validate({ version: 2 }), false, 'only version 1');
   });
 
   it('compiles in ajv with its default, strict options, with no warning: no keyword a standard validator does not know', () => {
