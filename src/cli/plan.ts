@@ -150,7 +150,11 @@ async function fetchRunning(url: string, token: string | undefined): Promise<{ f
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     return { error: `cannot reach the admin API at ${endpoint}: ${cause?.code ?? cause?.message ?? (err as Error).message}` };
   }
-  if (res.status === 401) return { error: `the admin API at ${endpoint} wants a token: pass --token (401)` };
+  if (res.status === 401) {
+    // With a token given, asking for one would send the user looking for a missing flag.
+    if (token) return { error: `the admin API at ${endpoint} refused the token given with --token: it is not admin.token (401)` };
+    return { error: `the admin API at ${endpoint} wants a token: pass --token (401)` };
+  }
   if (res.status === 403) return { error: `the admin API at ${endpoint} refused the request (403)` };
   if (!res.ok) return { error: `the admin API at ${endpoint} answered ${res.status}` };
   try {

@@ -161,6 +161,11 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       const unauthorized = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir });
       assert.equal(unauthorized.code, 1);
       assert.match(unauthorized.stderr, /wants a token: pass --token \(401\)/);
+      // A wrong token is named as such (it was answered 'pass --token', which it had been).
+      const wrong = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'not-the-token', '--format', 'json'], { cwd: dir });
+      assert.equal(wrong.code, 1);
+      assert.match(wrong.stderr, /refused the token given with --token: it is not admin\.token \(401\)/);
+      assert.match(JSON.parse(wrong.stdout).errors[0].message, /refused the token given with --token/);
 
       // Apply the filter change only: afterwards the plan for that config is empty.
       await gw.reconfigure(base('a > 2'));
