@@ -12,12 +12,11 @@ import { closest, didYouMean } from './suggest.js';
 
 const validators = new WeakMap<KindRegistry, ValidateFunction>();
 
-/** ajv itself only when the build-time validator cannot serve (a config with `include:`, a test's own registry). */
+/** ajv itself only when the build-time validator cannot serve (a test's own registry, a kind changed without a build). */
 function compileSchema(schema: object): ValidateFunction {
   const { Ajv2020: Ajv } = createRequire(import.meta.url)('ajv/dist/2020.js') as { Ajv2020: typeof Ajv2020 };
   return new Ajv(CONFIG_AJV_OPTIONS).compile(schema);
 }
-const fragmentValidators = new WeakMap<KindRegistry, ValidateFunction>();
 
 function configValidator(registry: KindRegistry): ValidateFunction {
   let v = validators.get(registry);
@@ -29,28 +28,16 @@ function configValidator(registry: KindRegistry): ValidateFunction {
   return v;
 }
 
-/** A file named by `include:` holds only some sections of the config, none required (compiled only when a config includes one). */
-function fragmentValidator(registry: KindRegistry): ValidateFunction {
-  let v = fragmentValidators.get(registry);
-  if (!v) {
-    const schema = buildConfigSchema(registry, { acceptVariables: false });
-    const props = schema.properties as Record<string, unknown>;
-    const { required: _required, ...rest } = schema;
-    v = compileSchema({ ...rest, properties: Object.fromEntries(FRAGMENT_SECTIONS.map((s) => [s, props[s]])) });
-    fragmentValidators.set(registry, v);
-  }
-  return v;
-}
-
 /**
  * Checks the document against the config schema (or, for a file pulled in with `include:`, the
  * fragment schema); each problem becomes a positioned diagnostic.
  */
 export function checkSchema(src: SourceDocument, registry: KindRegistry, options: { fragment?: boolean } = {}): Diagnostic[] {
   if (options.fragment && (src.value === null || src.value === undefined)) return [];
-  const validate = options.fragment ? fragmentValidator(registry) : configValidator(registry);
-  if (validate(src.value)) return [];
-  const errors = withoutEchoes(relevant(exactlyOneRules(validate.errors ?? [])), registry);
+  const validate = configValidator(registry);
+  const raw = options.fragment ? fragmentErrors(src.value, validate) : validate(src.value) ? [] : (validate.errors ?? []);
+  if (raw.length === 0) return [];
+  const errors = withoutEchoes(relevant(exactlyOneRules(raw)), registry);
   const seen = new Set<string>();
   const out: Diagnostic[] = [];
   for (const e of errors) {
@@ -61,6 +48,24 @@ export function checkSchema(src: SourceDocument, registry: KindRegistry, options
     out.push(d);
   }
   return out.sort((a, b) => a.line - b.line || a.column - b.column);
+}
+
+/**
+ * A file named by `include:` holds only some sections of the config, none required. It is checked
+ * by the config's own (build-time) validator as a config of those sections: a schema of its own
+ * compiled with ajv took seconds on a busy machine, at the start of a config with `include:` and
+ * at the first reload that found a fragment (a glob matching its first file), far past the 500 ms
+ * a change has to be live in. Keys that are no section are refused here, as that schema did.
+ */
+function fragmentErrors(value: unknown, validate: ValidateFunction): ErrorObject[] {
+  if (!isPlainMap(value)) return validate(value) ? [] : (validate.errors ?? []).filter((e) => e.instancePath === '' && e.keyword === 'type');
+  const sections = Object.fromEntries(FRAGMENT_SECTIONS.map((k) => [k, {}]));
+  const errors: ErrorObject[] = Object.keys(value)
+    .filter((k) => !(k in sections))
+    .map((k) => ({ keyword: 'additionalProperties', instancePath: '', schemaPath: '#/additionalProperties', params: { additionalProperty: k }, parentSchema: { properties: sections }, data: value }));
+  const kept = Object.fromEntries(Object.entries(value).filter(([k]) => k in sections));
+  if (!validate({ ...kept, version: 1 })) errors.push(...(validate.errors ?? []));
+  return errors;
 }
 
 /** The keyword a failed exactlyOne() rule (src/kinds/define.ts) becomes here. */
