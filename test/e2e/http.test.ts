@@ -378,7 +378,7 @@ describe('HTTP publish (spec §4)', () => {
         `content-length: ${'{"deliveries":[{"listener":"push","path":"/out/inline","clients":0}]}'.length}`,
       ]);
       assert.match(delivered![3]!, date);
-      assert.deepEqual(delivered!.slice(4), ['Connection: keep-alive', 'Keep-Alive: timeout=5']);
+      assert.deepEqual(delivered!.slice(4), ['Connection: keep-alive', 'Keep-Alive: timeout=65']);
       assert.deepEqual(refused!.slice(0, 3), ['HTTP/1.1 405 Method Not Allowed', 'allow: POST', 'content-type: application/problem+json']);
       assert.match(refused![3]!, /^content-length: \d+$/);
       assert.match(refused![4]!, date);

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
-import { idleConnection, rawHttp } from '../helpers/raw-http.js';
+import { idleConnection, parseReply, rawHttp, type RawReply } from '../helpers/raw-http.js';
 
 const config = (maxHeaders: number) => `version: 1
 brokers:
@@ -11,6 +12,7 @@ listeners:
   small: {kind: http, port: 0, maxBodyBytes: 100, maxHeaderBytes: 1024, maxHeaders: ${maxHeaders}, maxJsonDepth: 5}
   slow: {kind: http, port: 0, headersTimeoutMs: 300, requestTimeoutMs: 600}
   few: {kind: http, port: 0, maxConnections: 2}
+  brief: {kind: http, port: 0, keepAliveTimeoutMs: 300}
   push: {kind: websocket, port: 0, maxPayloadBytes: 100, maxJsonDepth: 5, maxHeaders: ${maxHeaders}}
 routes:
   - name: small
@@ -22,6 +24,9 @@ routes:
   - name: few
     from: {listener: few, path: /in}
     to: {broker: local, topic: t}
+  - name: brief
+    from: {listener: brief, path: /in}
+    to: {broker: local, topic: t}
   - name: ws
     from: {listener: push, path: /ws}
     to: {broker: local, topic: t}
@@ -31,6 +36,30 @@ routes:
 function request(path: string, headers: string[] = [], body = ''): string {
   return `POST ${path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n${headers.map((h) => `${h}\r\n`).join('')}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }
+
+/** Sends `request` on an open keep-alive socket and resolves with the one reply it gets. */
+function exchange(socket: Socket, request: string): Promise<RawReply> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => done(new Error(`no reply within 10 s: ${text.slice(0, 200)}`)), 10_000);
+    const onData = (d: string) => {
+      text += d;
+      const reply = parseReply(text);
+      if (reply && text.includes('\r\n\r\n') && Buffer.byteLength(reply.body) >= Number(reply.headers['content-length'])) done(undefined, reply);
+    };
+    const onClose = () => done(new Error(`closed before a reply: ${text.slice(0, 200)}`));
+    const done = (err?: Error, reply?: RawReply) => {
+      clearTimeout(timer);
+      socket.off('data', onData).off('close', onClose);
+      if (err) reject(err);
+      else resolve(reply!);
+    };
+    socket.setEncoding('latin1').on('data', onData).once('close', onClose);
+    socket.write(request);
+  });
+}
+
+const keepAlive = (body: string) => `POST /in HTTP/1.1\r\nHost: gw\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 
 const nested = (depth: number) => '['.repeat(depth) + ']'.repeat(depth);
 
@@ -91,6 +120,27 @@ describe('input limits', () => {
   it('answers 408 when the body does not arrive within requestTimeoutMs', async () => {
     const r = await rawHttp(gw.port('slow'), 'POST /in HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\n{"a"');
     assert.equal(r?.status, 408);
+  });
+
+  it('keeps an idle keep-alive connection open past the header and request timeouts, for keepAliveTimeoutMs (65 s)', async () => {
+    const socket = await idleConnection(gw.port('slow'));
+    const first = await exchange(socket, keepAlive('{}'));
+    assert.equal(first.status, 200);
+    assert.equal(first.headers['keep-alive'], 'timeout=65');
+    // Idle for longer than requestTimeoutMs (600 ms) and node's timeout check (every second).
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.equal((await exchange(socket, keepAlive('{}'))).status, 200);
+    socket.destroy();
+  });
+
+  it('closes a keep-alive connection idle for keepAliveTimeoutMs', async () => {
+    const socket = await idleConnection(gw.port('brief'));
+    assert.equal((await exchange(socket, keepAlive('{}'))).status, 200);
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([socket.closedByServer.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 4000)))]);
+    clearTimeout(timer);
+    assert.ok(closed, 'an idle connection of a listener with keepAliveTimeoutMs 300 was still open after 4 s');
+    socket.destroy();
   });
 
   it('closes connections beyond maxConnections and serves again once one is free', async () => {

@@ -32,6 +32,11 @@ export const TRANSPORT_DEFAULTS = {
   headersTimeoutMs: 10_000,
   /** The whole request, body included (node's default is 5 min). */
   requestTimeoutMs: 30_000,
+  /**
+   * Above the idle timeout of the load balancers in front (AWS ALB: 60 s), so the proxy closes an
+   * idle connection first: node's 5 s raced clients reusing a connection just as it was closed.
+   */
+  keepAliveTimeoutMs: 65_000,
   maxConnections: 10_000,
   maxJsonDepth: DEFAULT_MAX_JSON_DEPTH,
   maxParsedBytes: DEFAULT_MAX_PARSED_BYTES,
@@ -70,6 +75,14 @@ export const transportOptions = {
   ),
   requestTimeoutMs: Type.Optional(
     Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.requestTimeoutMs, description: 'Time a client has to send the whole request; then 408. Open WebSocket connections are not affected.' }),
+  ),
+  keepAliveTimeoutMs: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      default: TRANSPORT_DEFAULTS.keepAliveTimeoutMs,
+      description:
+        "How long an idle keep-alive connection stays open for the client's next request (advertised as `Keep-Alive: timeout=`). Keep it above the idle timeout of a proxy or load balancer in front (AWS ALB: 60 s), so that the proxy, not the gateway, closes an idle connection: a client that sends on a connection the server is closing at that moment gets a reset, not an answer.",
+    }),
   ),
   maxConnections: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.maxConnections, description: 'Open connections at once; further ones are closed as they arrive.' })),
   maxJsonDepth: Type.Optional(
@@ -161,7 +174,7 @@ export function applyLimits(server: Server, options: TransportOptions): void {
   // node silently ignores headers beyond maxHeadersCount; one more lets tooManyHeaders() notice and refuse.
   server.maxHeadersCount = (options.maxHeaders ?? TRANSPORT_DEFAULTS.maxHeaders) + 1;
   server.maxConnections = options.maxConnections ?? TRANSPORT_DEFAULTS.maxConnections;
-  server.keepAliveTimeout = 5000;
+  server.keepAliveTimeout = options.keepAliveTimeoutMs ?? TRANSPORT_DEFAULTS.keepAliveTimeoutMs;
 }
 
 /** A changed certificate (same files, new content) applies to new connections; open ones keep theirs. */
