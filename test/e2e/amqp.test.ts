@@ -181,6 +181,22 @@ brokers:
     );
   });
 
+  it("keeps a consumed message's timestamp when it publishes it again, the epoch (0) included", async () => {
+    // 2001-09-09T01:46:40Z, and 0: a falsy check took the latter for "no time" and wrote the time of copying.
+    await pikaPublish(rabbit, 'amq.topic', 'raw.in', [
+      { body: 'epoch', timestamp: 0 },
+      { body: 'old', timestamp: 1_000_000_000 },
+    ]);
+    const got = await pikaConsume(rabbit, 'raw-seen', 2);
+    assert.deepEqual(
+      got.map((m) => [m.body, m.properties.timestamp]),
+      [
+        ['epoch', 0],
+        ['old', 1_000_000_000],
+      ],
+    );
+  });
+
   it('forwards a routing-key pattern to WebSocket clients through a queue of its own', async () => {
     const client = await WsClient.connect(gw.url('ws', '/live', 'ws'));
     try {

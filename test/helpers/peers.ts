@@ -157,7 +157,12 @@ export interface AmqpReceived {
 }
 
 /** Publishes with publisher confirms (each message confirmed by RabbitMQ before this resolves). */
-export async function pikaPublish(server: MessageServer, exchange: string, routingKey: string, messages: { body: string | Buffer; headers?: Record<string, string> }[]): Promise<void> {
+export async function pikaPublish(
+  server: MessageServer,
+  exchange: string,
+  routingKey: string,
+  messages: { body: string | Buffer; headers?: Record<string, string>; timestamp?: number }[],
+): Promise<void> {
   const child = spawn(PY, [AMQP_PEER, server.url, 'publish', exchange, routingKey], { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """An independent AMQP 0-9-1 client for the tests (Debian's python3-pika).
 
-  amqp_peer.py URL publish EXCHANGE ROUTING_KEY   one message per stdin line: {"body": str | "bodyBase64": str, "headers": {...}}
+  amqp_peer.py URL publish EXCHANGE ROUTING_KEY   one message per stdin line: {"body": str | "bodyBase64": str, "headers": {...}, "timestamp": int}
   amqp_peer.py URL consume QUEUE COUNT TIMEOUT_S  prints COUNT messages as JSON lines, acking each
   amqp_peer.py URL declare QUEUE EXCHANGE KEY     declares a durable queue bound to EXCHANGE with KEY
   amqp_peer.py URL count QUEUE                     prints the queue's ready message count
@@ -27,7 +27,8 @@ def main():
             if not line.strip():
                 continue
             msg = json.loads(line)
-            props = pika.BasicProperties(headers=msg.get("headers") or None, delivery_mode=2, content_type=msg.get("contentType"))
+            props = pika.BasicProperties(headers=msg.get("headers") or None, delivery_mode=2, content_type=msg.get("contentType"),
+                                         timestamp=msg.get("timestamp"))
             body = base64.b64decode(msg["bodyBase64"]) if "bodyBase64" in msg else msg["body"].encode()
             channel.basic_publish(exchange=exchange, routing_key=key, body=body, properties=props, mandatory=False)
             print("ok", flush=True)

@@ -207,7 +207,8 @@ export class AmqpBroker implements BrokerRuntime {
             headers: msg.headers,
             messageId: id,
             contentType: Buffer.isBuffer(msg.value) ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain' : 'application/json',
-            timestamp: Math.floor((msg.timestamp || Date.now()) / 1000),
+            // The message's own time (a consumed record's, 0 included); AMQP carries whole seconds.
+            timestamp: Math.floor((msg.timestamp >= 0 ? msg.timestamp : Date.now()) / 1000),
           },
           (err) => settle(err ? (err.message === 'message nacked' ? new Error(`broker '${this.name}' refused the message (basic.nack)`) : err) : undefined),
         );
