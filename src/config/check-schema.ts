@@ -41,7 +41,7 @@ export function checkSchema(src: SourceDocument, registry: KindRegistry, options
   const seen = new Set<string>();
   const out: Diagnostic[] = [];
   for (const e of errors) {
-    const d = toDiagnostic(src, e, registry);
+    const d = toDiagnostic(src, e, registry, options.fragment === true);
     const key = `${d.line}:${d.column}:${d.message}`;
     if (seen.has(key)) continue;
     seen.add(key);
@@ -157,6 +157,16 @@ function missingKeys(e: ErrorObject): string[] | undefined {
   return given(e.data, keys).length > 0 ? undefined : keys;
 }
 
+/**
+ * ` (route 'orders-in')` for a path into a named route of a fragment: its index counts that file's
+ * routes only, so the name says which route is meant wherever the reader looks it up.
+ */
+function routeName(src: SourceDocument, path: PathPart[]): string {
+  if (path[0] !== 'routes' || typeof path[1] !== 'number' || !isPlainMap(src.value) || !Array.isArray(src.value.routes)) return '';
+  const route: unknown = src.value.routes[path[1]];
+  return isPlainMap(route) && typeof route.name === 'string' && route.name !== '' ? ` (route '${route.name}')` : '';
+}
+
 function describeValue(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
@@ -165,9 +175,9 @@ function describeValue(v: unknown): string {
   return `${typeof v} ${String(v)}`;
 }
 
-function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistry): Diagnostic {
+function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistry, fragment: boolean): Diagnostic {
   const path = pathFromPointer(e.instancePath);
-  const where = formatPath(path) || 'the config';
+  const where = formatPath(path) + (fragment ? routeName(src, path) : '') || 'the config';
   const at = (p: PathPart[], which: 'key' | 'value' = 'value') => {
     const { line, column } = src.locate(p, which);
     return { file: src.file, line, column, path: formatPath(p) };

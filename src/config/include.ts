@@ -218,6 +218,19 @@ export function mergedPath(path: string, routeOffset: number): string {
   return path.replace(/^routes\[(\d+)\]/, (_, n: string) => `routes[${Number(n) + routeOffset}]`);
 }
 
+/**
+ * The inverse of mergedPath for the diagnostics of a load: a problem in a fragment names its path
+ * in that file (`routes[0]` of teams/a.yaml), as its position and message do.
+ */
+export function pathsInOwnFiles(diagnostics: Diagnostic[], included: Included | undefined): Diagnostic[] {
+  if (!included?.fragments.length) return diagnostics;
+  const offsets = new Map(included.fragments.map((f) => [f.source.file, f.routeOffset]));
+  return diagnostics.map((d) => {
+    const offset = offsets.get(d.file);
+    return offset ? { ...d, path: d.path.replace(/^routes\[(\d+)\]/, (_, n: string) => `routes[${Number(n) - offset}]`) } : d;
+  });
+}
+
 function isMap(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { checkSchema } from '../config/check-schema.js';
 import type { Diagnostic } from '../config/diagnostics.js';
-import { mergedPath, resolveIncludes } from '../config/include.js';
+import { mergedPath, pathsInOwnFiles, resolveIncludes } from '../config/include.js';
 import { pruneInvalid } from '../config/prune.js';
 import { secretValues } from '../config/secrets.js';
 import { readSource, type Env, type PathPart, type SourceDocument } from '../config/source.js';
@@ -78,7 +78,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
           diagnostics.filter((d) => d.code !== 'EG_CONFIG_CONFLICT'),
         )
       : undefined;
-  if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files: [...configSeen.keys()], seen: configSeen, secrets };
+  if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(pathsInOwnFiles(diagnostics, included)), files: [...configSeen.keys()], seen: configSeen, secrets };
   const ctx = new CompileContext(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides, pruned);
   for (const [f, h] of included?.files ?? []) ctx.files.set(f, h);
   const asyncapi = new AsyncApiCatalog(ctx);
@@ -87,7 +87,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const files = [...ctx.files.keys()];
   const seen = new Map(ctx.files);
   diagnostics.push(...ctx.diagnostics);
-  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(diagnostics), files, seen, secrets };
+  if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(pathsInOwnFiles(diagnostics, included)), files, seen, secrets };
   return { plan, diagnostics: [], files, seen, secrets, locate: (path) => ({ file: ctx.fileOf(path), ...ctx.src.locate(path, 'key') }) };
 }
 

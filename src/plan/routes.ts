@@ -29,10 +29,11 @@ export function compileRoutes(
     const at: PathPart[] = ['routes', i];
     const first = names.get(raw.name);
     if (first !== undefined) {
+      // Where the first is written, not its index: with fragments merged in, an index counts routes of other files.
       const { line } = ctx.src.locate(['routes', first, 'name'], 'value');
       const firstFile = ctx.fileOf(['routes', first]);
       const where = firstFile === ctx.fileOf(at) ? `line ${line}` : `${firstFile}:${line}`;
-      ctx.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is already used by routes[${first}] (${where}); route names must be unique`);
+      ctx.report([...at, 'name'], 'EG_CONFIG_CONFLICT', `route name '${raw.name}' is already used by the route at ${where}; route names must be unique`);
       return;
     }
     names.set(raw.name, i);

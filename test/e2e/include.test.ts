@@ -53,8 +53,18 @@ describe('include: config fragments', () => {
       "teams/b.yaml:2:3: broker 'local' is defined twice: here and in shared.yaml:2",
       'teams/b.yaml:6:29: JSONata expression does not compile: Unexpected end of expression',
       "teams/b.yaml:7:19: broker 'nope' is not defined; defined brokers: local",
-      "teams/b.yaml:8:11: route name 'a-in' is already used by routes[1] (teams/a.yaml:5); route names must be unique",
+      "teams/b.yaml:8:11: route name 'a-in' is already used by the route at teams/a.yaml:5; route names must be unique",
     ]);
+    // As JSON, each problem's path is the one in its own file (teams/b.yaml's routes[1], not the merged list's routes[3]).
+    const json = await runCli(['validate', '-c', 'gateway.yaml', '--format', 'json'], { cwd: dir });
+    assert.deepEqual(
+      (JSON.parse(json.stdout) as { file: string; path: string }[]).map((d) => `${d.file} ${d.path}`),
+      ['teams/b.yaml brokers.local', 'teams/b.yaml routes[0].through[0].filter', 'teams/b.yaml routes[0].to.broker', 'teams/b.yaml routes[1].name'],
+    );
+    // A schema problem in a fragment's route names the route as written there, with its index in that file.
+    const misspelt = tempFiles({ 'gateway.yaml': root, 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1').replace('    through: a-chain', '    thru: a-chain') });
+    const s = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: misspelt });
+    assert.match(s.stdout, /^teams\/a\.yaml:7:5: unknown key 'thru' in routes\[0\] \(route 'a-in'\); expected one of/m, s.stdout);
     const good = tempFiles({ 'gateway.yaml': root, 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1') });
     assert.equal((await runCli(['validate', '-c', 'gateway.yaml'], { cwd: good })).stdout, 'ok\n');
   });

@@ -563,7 +563,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '    to: { broker: local, topic: t }',
         ),
       });
-      assertProblems(r, [['gateway.yaml:16:11', /route name 'in' is already used by routes\[0\] \(line 13\); route names must be unique/]]);
+      assertProblems(r, [['gateway.yaml:16:11', /route name 'in' is already used by the route at line 13; route names must be unique/]]);
     });
 
     it('points at a second route on the same listener path', async () => {
