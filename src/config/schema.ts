@@ -254,6 +254,14 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
             default: 32_768,
             description: 'Longest string (characters) one regular-expression call searches; a longer one fails the message. Regexes run on RE2, in time linear in this length.',
           },
+          maxResultBytes: {
+            type: 'integer',
+            minimum: 1024,
+            maximum: 1_073_741_824,
+            default: 16_777_216,
+            description:
+              'Largest result one evaluation may make, in estimated memory (2 bytes per character, 72 per array or object); a larger one fails the message (500, dead-letter on consume routes) before it is sent anywhere. One built-in call (`$pad`, `$join`) can make a value of hundreds of MB within the time bound.',
+          },
         },
       },
       brokers: { type: 'object', description: 'Broker connections by name; routes read from and write to their topics.', additionalProperties: byKind(registry.brokers.values(), 'broker') },

@@ -6,6 +6,7 @@ import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiteral
 import { type Problem, problem } from '../core/errors.js';
 import type { Message, MessageContext } from '../core/message.js';
 import { attributesOf, CE_SPECVERSION } from '../codecs/cloudevents.js';
+import { approxValueBytes } from '../core/heap-size.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */
 export interface ExpressionLimits {
@@ -13,9 +14,17 @@ export interface ExpressionLimits {
   maxDepth: number;
   /** Longest string one regex call searches (regex.ts); absent: DEFAULT_MAX_REGEX_INPUT. */
   maxRegexInput?: number;
+  /** Largest result (estimated heap bytes, heap-size.ts) an evaluation may make; absent: DEFAULT_MAX_RESULT_BYTES. */
+  maxResultBytes?: number;
 }
 
-export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500, maxRegexInput: DEFAULT_MAX_REGEX_INPUT };
+/**
+ * 16 MiB: twice an HTTP listener's default `maxParsedBytes`. One built-in call can make a value no
+ * time box stops (`$pad("", 500000000)` takes 0.2 s), and sending one froze the gateway.
+ */
+export const DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024;
+
+export const defaultExpressionLimits: ExpressionLimits = { timeoutMs: 1000, maxDepth: 500, maxRegexInput: DEFAULT_MAX_REGEX_INPUT, maxResultBytes: DEFAULT_MAX_RESULT_BYTES };
 
 /**
  * jsonata (600 KB of source, held in the heap with its compiled code for as long as the process
@@ -124,6 +133,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   if (unknown.length > 0) throw new ExpressionSyntaxError(unknown[0]!.message, unknown[0]!.index);
   const where = `expression ${JSON.stringify(source.length > 60 ? `${source.slice(0, 57)}...` : source)}${origin ? ` at ${origin}` : ''}`;
   const fast = compileFastPath(compiled.ast());
+  const maxResultBytes = limits.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
   compiled.assign(EVALUATE_ENTRY as unknown as string, yieldingEntry());
   return {
     source,
@@ -149,6 +159,11 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
       // The fast path only passes on parts of its input, which is JSON; JSONata can make more.
       const notJson = nonJsonPart(result);
       if (notJson !== undefined) throw new ExpressionEvaluationError(source, `the result is not JSON: it holds ${notJson}`, undefined, where);
+      // The fast path's results are parts of its input, bounded by the listener's limits; JSONata's can be any size.
+      const bytes = approxValueBytes(result);
+      if (bytes > maxResultBytes) {
+        throw new ExpressionEvaluationError(source, `the result is too large: about ${mib(bytes)} in memory, more than expressions.maxResultBytes (${mib(maxResultBytes)})`, undefined, where);
+      }
       return result;
     },
   };
@@ -232,10 +247,16 @@ function yieldingEntry(): (expr: unknown, input: unknown, env: { base: object })
   };
 }
 
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
 function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
   if (e.code === 'D1012') return `expression ran longer than ${limits.timeoutMs} ms and was stopped`;
   if (e.code === 'D1011') return `expression recursed deeper than ${limits.maxDepth} levels and was stopped`;
   if (e.code === 'U1001') return 'expression recursed too deeply and was stopped';
+  // V8's own bound on a string (about 512 Mi characters), not the stack's.
+  if (e instanceof RangeError && /Invalid string length/.test(e.message)) return 'expression made a string longer than JavaScript can hold and was stopped';
   if (e instanceof RangeError) return 'expression recursed too deeply and was stopped';
   return e.message ?? String(e);
 }

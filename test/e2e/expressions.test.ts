@@ -103,6 +103,10 @@ listeners:
   api: {kind: http, port: 0}
   push: {kind: websocket, port: 0}
 routes:
+  - name: huge
+    from: {listener: api, path: /huge}
+    through: [{transform: '$pad("", n, "x")'}]
+    to: {broker: local, topic: out}
   - name: lambda
     from: {listener: api, path: /lambda}
     through: [{transform: '($twice := function($x){ $x * 2 }; $twice)'}]
@@ -144,6 +148,19 @@ routes:
     assert.equal(r.body.code, 'EG_EXPRESSION_FAILED');
     assert.equal(r.body.detail, 'transform failed: the result is not JSON: it holds a function at /');
     assert.equal((await post(gw.url('api', '/ratio'), { total: 3, count: 2 })).status, 200);
+  });
+
+  it('fails a transform whose result is over expressions.maxResultBytes with 500 before it is sent, and keeps serving', async () => {
+    // One $pad call makes it within the time bound; a 500-million-character one held the gateway for minutes.
+    const r = await post(gw.url('api', '/huge'), { n: 10_000_000 });
+    assert.equal(r.status, 500, r.text);
+    assert.equal(r.body.code, 'EG_EXPRESSION_FAILED');
+    assert.equal(r.body.detail, 'transform failed: the result is too large: about 19.1 MiB in memory, more than expressions.maxResultBytes (16.0 MiB)');
+    // Past what a JavaScript string can hold: said so, not "recursed too deeply".
+    const past = await post(gw.url('api', '/huge'), { n: 600_000_000 });
+    assert.equal(past.status, 500, past.text);
+    assert.equal(past.body.detail, 'transform failed: expression made a string longer than JavaScript can hold and was stopped');
+    assert.equal((await post(gw.url('api', '/huge'), { n: 1000 })).status, 200);
   });
 
   it('fails a division by zero with 500 instead of sending null, over HTTP and WebSocket', async () => {
