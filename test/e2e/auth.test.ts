@@ -238,6 +238,20 @@ routes:
       await acceptedSentinel();
     });
 
+    it("checks a token's exp and nbf against the clock but not its iat: an issuer's clock running ahead does not refuse its tokens", async () => {
+      const hourAhead = Math.floor(Date.now() / 1000) + 3600;
+      const signed = (set: (t: SignJWT) => SignJWT) =>
+        set(new SignJWT({ sub: 'svc-1', scope: 'publish', tenant: 'acme' }).setProtectedHeader({ alg: 'HS256' }).setIssuer(ISSUER).setAudience('eventgate')).sign(secretKey);
+      const issuedAhead = await signed((t) => t.setIssuedAt(hourAhead).setExpirationTime(hourAhead + 300));
+      const accepted = await post(gw.url('api', '/hs'), { n: 'ahead' }, { authorization: `Bearer ${issuedAhead}` });
+      assert.equal(accepted.status, 200, accepted.text);
+      assert.deepEqual((await out.next()).value.body, { n: 'ahead' });
+      const notYetValid = await signed((t) => t.setNotBefore(hourAhead).setExpirationTime(hourAhead + 300));
+      const refused = await post(gw.url('api', '/hs'), { n: 'early' }, { authorization: `Bearer ${notYetValid}` });
+      assert.equal(refused.status, 401, refused.text);
+      assert.equal(refused.body.detail, 'the token\'s "nbf" claim is not acceptable');
+    });
+
     it('answers 403 for a valid token that fails a required claim', async () => {
       const noScope = await post(gw.url('api', '/hs'), {}, { authorization: `Bearer ${await hs({ sub: 's', scope: 'read', tenant: 'acme' })}` });
       assert.equal(noScope.status, 403, noScope.text);

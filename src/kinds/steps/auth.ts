@@ -79,7 +79,15 @@ const jwtOptions = Type.Object(
     ),
     query: Type.Optional(Type.String({ minLength: 1, description: 'Query parameter that may carry the token instead of Authorization: Bearer.' })),
     principalClaim: Type.Optional(Type.String({ minLength: 1, default: 'sub', description: 'The claim that becomes `$principal`.' })),
-    clockToleranceSec: Type.Optional(Type.Integer({ minimum: 0, maximum: 300, default: 0, description: 'Clock skew allowed when checking exp and nbf.' })),
+    clockToleranceSec: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 300,
+        default: 0,
+        description:
+          'Clock skew allowed when checking `exp` and `nbf`. `iat` (when the token was issued) is not checked against the clock, as RFC 7519 leaves it informational: a token from an issuer whose clock runs ahead is accepted; a token not valid yet says so with `nbf`.',
+      }),
+    ),
     requireExp: Type.Optional(
       Type.Boolean({
         default: false,
