@@ -68,18 +68,19 @@ export async function testCommand(config: string | undefined, testFiles: string[
   const configOf = (t: TestFile) => config ?? t.config ?? 'gateway.yaml';
   const results: TestResult[] = [];
   const plans = new Map<string, Awaited<ReturnType<typeof loadPlan>>>();
+  const registry = defaultRegistry();
   for (const t of loaded) {
     const file = configOf(t);
     let load = plans.get(resolve(file));
     if (!load) {
-      load = await loadPlan(file, { registry: defaultRegistry(), env });
+      load = await loadPlan(file, { registry, env });
       plans.set(resolve(file), load);
       if (!load.plan) {
         process.stderr.write(`eventgate: the config ${file} is invalid, so its tests cannot run:\n`);
         return usageError(load.diagnostics);
       }
     }
-    for (const test of t.tests) results.push(await runTest(load.plan!, test));
+    for (const test of t.tests) results.push(await runTest(load.plan!, test, registry));
   }
   if (results.length === 0) {
     process.stderr.write(`eventgate: no tests in ${files.join(', ')}\n`);

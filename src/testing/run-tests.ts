@@ -2,7 +2,9 @@ import { isDeepStrictEqual } from 'node:util';
 import FindMyWay from 'find-my-way';
 import pino from 'pino';
 import { compileExpression, truthy } from '../expr/expression.js';
+import { decodeBinary } from '../codecs/cloudevents.js';
 import type { BrokerRuntime, CompiledStep, ListenerRuntime, Target } from '../kinds/contracts.js';
+import type { KindRegistry } from '../kinds/registry.js';
 import type { Plan, RoutePlan } from '../plan/types.js';
 import type { Delivery, Message, MessageContext } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
@@ -43,7 +45,7 @@ export interface TestResult {
  * real steps, key and topic expressions; only its brokers and listeners are replaced by recorders
  * that keep what the route sends (nothing leaves the process, no socket is opened).
  */
-export async function runTest(plan: Plan, test: TestCase): Promise<TestResult> {
+export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry): Promise<TestResult> {
   const started = performance.now();
   const fail = (what: string, expected: string, actual: string, line = test.line): TestResult => ({
     test,
@@ -72,21 +74,44 @@ export async function runTest(plan: Plan, test: TestCase): Promise<TestResult> {
     } else params = p ?? {};
   }
   const route = new RouteRuntime(withPrincipal(routePlan, test), { brokers, listeners, logger: pino({ level: 'silent' }), instanceId: 'test' });
+  const from = routePlan.from;
+  const listenerKind = from.type === 'listener' ? plan.listeners.get(from.listener)?.kind : undefined;
+  // A kafka listener's route governs records produced to its topic, which go on to that topic upstream.
+  const upstream =
+    from.type === 'listener' && listenerKind !== undefined && registry.listeners.get(listenerKind)?.routesBy === 'topic'
+      ? (plan.listeners.get(from.listener)!.options as { upstream?: string }).upstream
+      : undefined;
+  const lowerHeaders = Object.fromEntries(Object.entries(test.input.headers).map(([k, v]) => [k.toLowerCase(), v]));
+  let headers = test.input.headers;
+  // A binary-mode CloudEvent (ce-* headers), decoded as the http listener does before the route sees it.
+  if (listenerKind === 'http' && lowerHeaders['ce-specversion'] !== undefined) {
+    const decoded = decodeBinary(lowerHeaders);
+    if (!decoded.ok) return finish(test, { outcome: 'invalid', problem: decoded.problem }, [], started);
+    headers = decoded.headers;
+  }
   const msg: Message = {
     value: test.input.value,
     key: test.input.key,
-    headers: test.input.headers,
-    topic: routePlan.from.type === 'broker' ? (test.input.topic ?? routePlan.from.topic) : null,
-    partition: routePlan.from.type === 'broker' ? 0 : null,
-    offset: routePlan.from.type === 'broker' ? '0' : null,
+    headers,
+    topic: from.type === 'broker' ? (test.input.topic ?? from.topic) : upstream !== undefined ? from.path : null,
+    partition: from.type === 'broker' || upstream !== undefined ? 0 : null,
+    offset: from.type === 'broker' ? '0' : null,
     timestamp: Date.now(),
   };
-  const lowerHeaders = Object.fromEntries(Object.entries(test.input.headers).map(([k, v]) => [k.toLowerCase(), v]));
   const ctx: MessageContext =
-    routePlan.from.type === 'listener'
+    from.type === 'listener' && upstream === undefined
       ? { route: test.route, path: params, query: test.input.query, remoteAddress: '127.0.0.1', request: { headers: lowerHeaders, query: test.input.query, remoteAddress: '127.0.0.1' } }
-      : { route: test.route };
-  const outcome = await route.handle(msg, ctx);
+      : { route: test.route, remoteAddress: from.type === 'listener' ? '127.0.0.1' : undefined };
+  const outcome = upstream !== undefined ? await route.checkRecord(msg, ctx) : await route.handle(msg, ctx);
+  if (upstream !== undefined && outcome.outcome === 'delivered') {
+    // The record as the proxy writes it: the chain's value and headers, the key as the client sent it.
+    const out = outcome.message ?? msg;
+    outputs.push({ broker: upstream, topic: from.type === 'listener' ? from.path : '', key: msg.key, headers: { ...out.headers }, value: out.value });
+  }
+  return finish(test, outcome, outputs, started);
+}
+
+async function finish(test: TestCase, outcome: Outcome, outputs: Output[], started: number): Promise<TestResult> {
   // The trace header the route adds to every message is the gateway's, not the config's doing.
   for (const o of outputs) delete o.headers[TRACEPARENT];
   const mismatches = await compare(test, outcome, outputs);

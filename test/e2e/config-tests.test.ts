@@ -51,6 +51,63 @@ const tests = yaml(
 );
 
 describe('eventgate test', () => {
+  it('records what a kafka-listener route sends upstream, and decodes ce-* input headers as a binary-mode CloudEvent, as the running gateway does', async () => {
+    // Before: a kafka-listener route recorded no output (0 outputs for 1 expected), and ce-* headers reached the chain undecoded ($ce null).
+    const dir = tempFiles({
+      'gateway.yaml': yaml(
+        'version: 1',
+        'brokers:',
+        '  cluster: { kind: kafka, brokers: ["127.0.0.1:9"] }',
+        '  local: { kind: memory }',
+        'listeners:',
+        '  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 19999, advertisedHost: 127.0.0.1 }',
+        '  api: { kind: http, port: 0 }',
+        'routes:',
+        '  - name: shaped',
+        '    from: { listener: kafka-in, topic: orders }',
+        '    through:',
+        '      - transform: \'{"id": id, "seen": true}\'',
+        '      - headers: { set: { checked-by: \'"eventgate"\' } }',
+        '  - name: events',
+        '    from: { listener: api, path: /events }',
+        '    through:',
+        '      - transform: \'{"type": $ce.type, "source": $ce.source, "data": $}\'',
+        '    to: { broker: local, topic: events }',
+      ),
+      'gateway.tests.yaml': yaml(
+        'tests:',
+        '  - name: a record goes on upstream, shaped',
+        '    route: shaped',
+        '    input: { key: k1, value: { id: 7, extra: 1 } }',
+        '    expect:',
+        '      outcome: delivered',
+        '      to:',
+        '        - { broker: cluster, topic: orders, key: k1, headers: { checked-by: eventgate }, value: { id: 7, seen: true } }',
+        '  - name: a binary-mode CloudEvent',
+        '    route: events',
+        '    input:',
+        '      headers: { ce-specversion: "1.0", ce-id: "1", ce-type: order.placed, ce-source: "/shop%2Fone", content-type: application/json }',
+        '      value: { n: 1 }',
+        '    expect:',
+        '      outcome: delivered',
+        '      to:',
+        '        - topic: events',
+        '          headers: { ce_type: order.placed, ce-type: null }',
+        '          value: { type: order.placed, source: /shop/one, data: { n: 1 } }',
+        '  - name: a binary-mode CloudEvent without its id',
+        '    route: events',
+        '    input:',
+        '      headers: { ce-specversion: "1.0", ce-type: order.placed, ce-source: /shop }',
+        '      value: { n: 1 }',
+        '    expect: { outcome: invalid, status: 400, error: id }',
+      ),
+    });
+    const r = await runCli(['test', 'gateway.tests.yaml'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^3 tests passed$/m);
+  });
+
   it('runs the route in-process with path parameters, query, principal and real credentials', async () => {
     const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests });
     const r = await runCli(['test', 'orders.tests.yaml'], { cwd: dir });
