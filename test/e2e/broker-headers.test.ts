@@ -98,6 +98,18 @@ routes:
     }
   });
 
+  it("does not keep a NATS header value's leading and trailing spaces (MIME-style headers, as documented), and sends the rest as it is", async () => {
+    const peer = await RawNats.connect(nats);
+    try {
+      const sid = await peer.subscribe('h.out');
+      assert.equal((await post(gw.url('api', '/nats'), { note: '  padded\tin  ' })).status, 200);
+      const [m] = await peer.take(sid, 1);
+      assert.equal(m!.headers['x-note'], 'padded\tin');
+    } finally {
+      peer.close();
+    }
+  });
+
   it('refuses a NATS header value with CR/LF with 400 naming the header, not 503', async () => {
     const peer = await RawNats.connect(nats);
     try {
