@@ -71,6 +71,8 @@ then each fragment's in include order (a glob's files in name order). A name def
 files is an error naming both places; every problem in a fragment points into it
 (\`teams/orders.yaml:12:7: ...\`). A glob may use \`*\`, \`?\` and \`[...]\` in the file name (not
 in directories). Hot reload follows every included file, and a new file that matches a glob.
+A glob that matches no file yet is valid, so a directory that teams fill later can be included
+before its first fragment; the directory itself must exist.
 Fragments cannot include further files.
 
 \`\`\`yaml
