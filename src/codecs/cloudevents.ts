@@ -9,7 +9,7 @@
  * attributes as the spec requires.
  */
 import { problem, type Problem } from '../core/errors.js';
-import type { Message } from '../core/message.js';
+import { ORIGINAL, type Message } from '../core/message.js';
 
 /** Header prefix of attributes on messages (the Kafka binding's, section 3.2.3). */
 export const CE_HEADER_PREFIX = 'ce_';
@@ -234,13 +234,52 @@ export function toStructuredMessage(msg: Message): Message {
 }
 
 /**
- * A consumed record in structured mode (`content-type: application/cloudevents+json`) as a
- * CloudEvent message; any other record unchanged. A structured record that is not a valid event
- * stays as it is (its value is the JSON it holds), so a validate step can still see it.
+ * A consumed record as a CloudEvent message where it is one; any other record unchanged.
+ * Structured mode (`content-type: application/cloudevents+json`) is decoded; a structured record
+ * that is not a valid event stays as it is (its value is the JSON it holds), so a validate step
+ * can still see it. Binary mode keeps its data as the HTTP listener takes a binary-mode body
+ * (see binaryData).
  */
-export function fromStructuredMessage(msg: Message): Message {
+export function fromConsumedRecord(msg: Message): Message {
   const ct = msg.headers['content-type'];
-  if (ct === undefined || !ct.toLowerCase().startsWith(STRUCTURED_TYPE)) return msg;
+  if (ct === undefined) return msg;
+  if (msg.headers[CE_SPECVERSION] !== undefined) return binaryData(msg, ct);
+  if (!ct.toLowerCase().startsWith(STRUCTURED_TYPE)) return msg;
   const r = decodeStructured(msg.value, msg.headers);
   return r.ok ? { ...msg, headers: r.event.headers, value: r.event.value } : msg;
+}
+
+/**
+ * A binary-mode event's data as the HTTP listener takes it: JSON for a JSON media type, a string
+ * for text/plain, otherwise the bytes. A broker client reads every record value as UTF-8 (JSON
+ * where it parses), which turned an application/octet-stream event's bytes into text: structured
+ * webhooks and `format: cloudevent` streams then sent a lossy `data` string instead of the
+ * `data_base64` the same event gets when it comes over HTTP or through a memory topic.
+ */
+function binaryData(msg: Message, contentType: string): Message {
+  const type = contentType.split(';')[0]!.trim().toLowerCase();
+  if (type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'))) return msg;
+  const original = msg[ORIGINAL];
+  if (Buffer.isBuffer(msg.value)) return msg;
+  // Only the value the record's bytes were read into is read again; a message with a value of its
+  // own (a memory topic's, which keeps what was published) is as it was published.
+  if (original === undefined || original.value === null || original.decoded.value !== msg.value) return msg;
+  if (type === 'text/plain') {
+    if (typeof msg.value === 'string') return msg;
+    const text = utf8Text(original.value);
+    if (text !== undefined) return { ...msg, value: text };
+  }
+  // A copy: the record's bytes are a slice of the whole fetch response, which a memory topic's
+  // retention must not hold on to.
+  return { ...msg, value: Buffer.from(original.value) };
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+function utf8Text(bytes: Buffer): string | undefined {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
 }

@@ -17,7 +17,7 @@ import type {
   Target,
   UndecodableBatch,
 } from '../kinds/contracts.js';
-import { fromStructuredMessage, toStructuredMessage } from '../codecs/cloudevents.js';
+import { fromConsumedRecord, toStructuredMessage } from '../codecs/cloudevents.js';
 import { WebhookError, WebhookTarget } from '../kinds/targets/webhook.js';
 import { Refused } from '../kinds/brokers/acknowledgement.js';
 import type { Logger } from '../log.js';
@@ -502,14 +502,14 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // wrong. Durable routes (broker targets) take the broker's default, which never skips a record.
     const startFrom = from.startFrom ?? (this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined);
     const undecodable = this.deadletter ? (raw: UndecodableBatch) => this.deadletterUndecodable(raw) : undefined;
-    // Structured-mode CloudEvents records (CloudEvents Kafka binding §3.3) become CloudEvent messages.
+    // CloudEvents records (Kafka binding §3: structured mode decoded, binary data kept as bytes) become CloudEvent messages.
     // A route that only calls webhooks may have several messages of a partition in hand at once (up to the
     // smallest webhook concurrency), each committed once it and every one before it are done; orderBy keeps order per value.
     const webhooksOnly = this.webhooks.length > 0 && this.webhooks.length === this.targets.length;
     const inFlight = webhooksOnly ? Math.min(...this.webhooks.map((w) => w.concurrency)) : 1;
     const ordered = this.webhooks.filter((w) => w.ordered);
-    const orderKeys = inFlight > 1 && ordered.length > 0 ? (msg: Message) => this.orderKeys(fromStructuredMessage(msg), ordered) : undefined;
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, perInstance, undecodable, inFlight, orderKeys }, (msg) => this.consume(fromStructuredMessage(msg)));
+    const orderKeys = inFlight > 1 && ordered.length > 0 ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, perInstance, undecodable, inFlight, orderKeys }, (msg) => this.consume(fromConsumedRecord(msg)));
   }
 
   /**
@@ -535,7 +535,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const { messages, gap } = await broker.retained(from.topic, after);
     const out: Message[] = [];
     for (const m of messages) {
-      const r = await runChain(this.steps, fromStructuredMessage(m), { route: this.name });
+      const r = await runChain(this.steps, fromConsumedRecord(m), { route: this.name });
       if (!isStop(r)) out.push(r);
     }
     return { messages: out, gap };

@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CloudEvent, HTTP, Kafka } from 'cloudevents';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { openStream } from '../helpers/sse.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 describe('CloudEvents on Kafka (the CloudEvents Kafka protocol binding)', () => {
   let kafka: KafkaCluster;
   let receiver: WebhookReceiver;
-  const t = { binary: '', structured: '', incoming: '' };
+  const t = { binary: '', structured: '', incoming: '', bytes: '' };
 
   before(async () => {
     kafka = await startKafka();
@@ -39,10 +40,18 @@ routes:
   - name: produced-elsewhere
     from: { broker: kafka, topic: ${t.incoming}, fromBeginning: true }
     to: { http: { url: "${receiver.url}/elsewhere" } }
+  - name: bytes-in
+    from: { listener: api, path: /bytes }
+    to: { broker: kafka, topic: ${t.bytes} }
+  - name: bytes-out
+    from: { broker: kafka, topic: ${t.bytes}, fromBeginning: true }
+    to:
+      - { http: { url: "${receiver.url}/bytes", cloudevents: structured } }
+      - { listener: api, path: /bytes/stream, format: cloudevent }
 `,
   );
   before(async () => {
-    await Promise.all(['out', 'produced-elsewhere'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
+    await Promise.all(['out', 'produced-elsewhere', 'bytes-out'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
   });
   after(async () => {
     await receiver?.stop();
@@ -95,5 +104,29 @@ routes:
     assert.equal(r.headers['ce-id'], 'k-1');
     assert.equal(r.headers['ce-region'], 'eu');
     assert.deepEqual(JSON.parse(r.body), { n: 1 });
+  });
+
+  it('keeps binary data (data_base64) byte for byte through a Kafka topic: data_base64 again in a structured webhook and a cloudevent stream', async () => {
+    const bytes = new Uint8Array([0, 1, 2, 0xff, 0xfe, 0x0a, 0x0d, 0xc3]);
+    const stream = await openStream(gw.url('api', '/bytes/stream'));
+    const sent = new CloudEvent({ id: 'bin-1', source: '/sensor', type: 'frame.captured', datacontenttype: 'application/octet-stream', data: bytes });
+    const { headers, body } = HTTP.structured(sent);
+    const res = await fetch(gw.url('api', '/bytes'), { method: 'POST', headers: headers as Record<string, string>, body: body as string });
+    assert.equal(res.status, 200, await res.clone().text());
+
+    // The webhook's structured event, as the SDK reads it: the same bytes.
+    const hook = await eventually(() => receiver.requests.find((r) => r.url === '/bytes') ?? assert.fail('no request yet'), 15000);
+    assert.equal((JSON.parse(hook.body) as { data_base64: string }).data_base64, Buffer.from(bytes).toString('base64'));
+    const got = HTTP.toEvent({ headers: hook.headers as Record<string, string>, body: hook.body }) as CloudEvent<unknown>;
+    assert.equal(got.id, 'bin-1');
+    assert.equal(got.datacontenttype, 'application/octet-stream');
+    assert.deepEqual(Buffer.from(got.data as Uint8Array), Buffer.from(bytes));
+
+    // The event stream's structured event too.
+    await eventually(() => assert.equal(stream.events().length, 1), 15000);
+    stream.close();
+    const event = JSON.parse(stream.events()[0]!.data) as Record<string, unknown>;
+    assert.equal(event.data, undefined);
+    assert.equal(event.data_base64, Buffer.from(bytes).toString('base64'));
   });
 });
