@@ -141,7 +141,19 @@ export function withHeaders(msg: Message, headers: Record<string, string>): Mess
 export function valuePayload(msg: Message): Buffer | string {
   const original = msg[ORIGINAL];
   if (original && original.value !== null && original.decoded.value === msg.value) return original.value;
-  return Buffer.isBuffer(msg.value) ? msg.value : encodeValue(msg.value ?? null);
+  if (Buffer.isBuffer(msg.value)) return msg.value;
+  // A CloudEvent's data is written as its datacontenttype says (Kafka binding §3.2.2, HTTP §3.1.1):
+  // a string with a JSON type is a JSON string. As bare text, "hello" was no JSON at all (the SDK's
+  // Kafka binding failed on it) and "123" came back from the topic as the number 123.
+  if (typeof msg.value === 'string' && msg.headers.ce_specversion !== undefined && isJsonMediaType(msg.headers['content-type'])) return JSON.stringify(msg.value);
+  return encodeValue(msg.value ?? null);
+}
+
+/** Whether a content type names JSON: application/json or application/*+json, with or without parameters. */
+export function isJsonMediaType(contentType: string | undefined): boolean {
+  if (contentType === undefined) return false;
+  const type = contentType.split(';')[0]!.trim().toLowerCase();
+  return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }
 
 /**

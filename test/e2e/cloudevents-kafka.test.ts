@@ -9,7 +9,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 describe('CloudEvents on Kafka (the CloudEvents Kafka protocol binding)', () => {
   let kafka: KafkaCluster;
   let receiver: WebhookReceiver;
-  const t = { binary: '', structured: '', incoming: '', bytes: '' };
+  const t = { binary: '', structured: '', incoming: '', data: '' };
 
   before(async () => {
     kafka = await startKafka();
@@ -40,18 +40,18 @@ routes:
   - name: produced-elsewhere
     from: { broker: kafka, topic: ${t.incoming}, fromBeginning: true }
     to: { http: { url: "${receiver.url}/elsewhere" } }
-  - name: bytes-in
-    from: { listener: api, path: /bytes }
-    to: { broker: kafka, topic: ${t.bytes} }
-  - name: bytes-out
-    from: { broker: kafka, topic: ${t.bytes}, fromBeginning: true }
+  - name: data-in
+    from: { listener: api, path: /data }
+    to: { broker: kafka, topic: ${t.data} }
+  - name: data-out
+    from: { broker: kafka, topic: ${t.data}, fromBeginning: true }
     to:
-      - { http: { url: "${receiver.url}/bytes", cloudevents: structured } }
-      - { listener: api, path: /bytes/stream, format: cloudevent }
+      - { http: { url: "${receiver.url}/data", cloudevents: structured } }
+      - { listener: api, path: /data/stream, format: cloudevent }
 `,
   );
   before(async () => {
-    await Promise.all(['out', 'produced-elsewhere', 'bytes-out'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
+    await Promise.all(['out', 'produced-elsewhere', 'data-out'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
   });
   after(async () => {
     await receiver?.stop();
@@ -108,14 +108,14 @@ routes:
 
   it('keeps binary data (data_base64) byte for byte through a Kafka topic: data_base64 again in a structured webhook and a cloudevent stream', async () => {
     const bytes = new Uint8Array([0, 1, 2, 0xff, 0xfe, 0x0a, 0x0d, 0xc3]);
-    const stream = await openStream(gw.url('api', '/bytes/stream'));
+    const stream = await openStream(gw.url('api', '/data/stream'));
     const sent = new CloudEvent({ id: 'bin-1', source: '/sensor', type: 'frame.captured', datacontenttype: 'application/octet-stream', data: bytes });
     const { headers, body } = HTTP.structured(sent);
-    const res = await fetch(gw.url('api', '/bytes'), { method: 'POST', headers: headers as Record<string, string>, body: body as string });
+    const res = await fetch(gw.url('api', '/data'), { method: 'POST', headers: headers as Record<string, string>, body: body as string });
     assert.equal(res.status, 200, await res.clone().text());
 
     // The webhook's structured event, as the SDK reads it: the same bytes.
-    const hook = await eventually(() => receiver.requests.find((r) => r.url === '/bytes') ?? assert.fail('no request yet'), 15000);
+    const hook = await eventually(() => receiver.requests.find((r) => r.url === '/data') ?? assert.fail('no request yet'), 15000);
     assert.equal((JSON.parse(hook.body) as { data_base64: string }).data_base64, Buffer.from(bytes).toString('base64'));
     const got = HTTP.toEvent({ headers: hook.headers as Record<string, string>, body: hook.body }) as CloudEvent<unknown>;
     assert.equal(got.id, 'bin-1');
@@ -128,5 +128,34 @@ routes:
     const event = JSON.parse(stream.events()[0]!.data) as Record<string, unknown>;
     assert.equal(event.data, undefined);
     assert.equal(event.data_base64, Buffer.from(bytes).toString('base64'));
+  });
+
+  it('writes string data of a JSON datacontenttype as a JSON string, so it reads back as that string (SDK Kafka binding)', async () => {
+    const strings = ['hello', '123', 'true'];
+    for (const data of strings) {
+      const { headers, body } = HTTP.structured(new CloudEvent({ id: `str-${data}`, source: '/s', type: 'text.said', datacontenttype: 'application/json', data }));
+      const res = await fetch(gw.url('api', '/data'), { method: 'POST', headers: headers as Record<string, string>, body: body as string });
+      assert.equal(res.status, 200, await res.clone().text());
+    }
+    // The record's value is JSON, as its content-type says; the SDK reads the same string back.
+    const records = (await kcatConsume(kafka.bootstrap, t.data, 1 + strings.length)).slice(1);
+    assert.deepEqual(
+      records.map((r) => r.value),
+      strings.map((s) => JSON.stringify(s)),
+    );
+    for (const [i, r] of records.entries()) {
+      const ev = Kafka.toEvent({ headers: r.headers, key: r.key ?? undefined, value: r.value, body: r.value } as never) as CloudEvent<unknown>;
+      assert.equal(ev.data, strings[i]);
+    }
+    // And the gateway reading the topic gives the structured webhook the string, not a number or boolean.
+    const hooks = await eventually(() => {
+      const got = receiver.requests.filter((r) => r.url === '/data').slice(1);
+      assert.equal(got.length, strings.length);
+      return got;
+    }, 15000);
+    assert.deepEqual(
+      hooks.map((h) => (JSON.parse(h.body) as { data: unknown }).data),
+      strings,
+    );
   });
 });

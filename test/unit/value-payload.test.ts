@@ -29,6 +29,22 @@ describe('valuePayload: what every broker and webhook target writes for a value'
     assert.equal(valuePayload(withValue(msg, 'text')), 'text');
   });
 
+  it('writes string data of a CloudEvent with a JSON datacontenttype as a JSON string; other strings as their text', () => {
+    const event = (contentType: string): Message => ({
+      value: '123',
+      key: null,
+      headers: { ce_specversion: '1.0', 'content-type': contentType },
+      topic: null,
+      partition: null,
+      offset: null,
+      timestamp: 0,
+    });
+    assert.equal(valuePayload(event('application/json')), '"123"');
+    assert.equal(valuePayload(event('application/vnd.order+json; charset=utf-8')), '"123"');
+    assert.equal(valuePayload(event('text/plain')), '123');
+    assert.equal(valuePayload({ ...event('application/json'), headers: { 'content-type': 'application/json' } }), '123', "a plain message's string goes as text, as documented");
+  });
+
   it('writes raw bytes as they are, never as the JSON of a Buffer', () => {
     const bytes = Buffer.from([0, 1, 2, 255]);
     const msg: Message = { value: bytes, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: 0 };
