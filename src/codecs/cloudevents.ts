@@ -242,7 +242,8 @@ export function toStructuredMessage(msg: Message): Message {
  */
 export function fromConsumedRecord(msg: Message): Message {
   const ct = msg.headers['content-type'];
-  if (ct === undefined) return msg;
+  // Neither structured mode nor binary data: the usual record is passed over without lower-casing its type.
+  if (ct === undefined || ct === 'application/json') return msg;
   if (msg.headers[CE_SPECVERSION] !== undefined) return binaryData(msg, ct);
   if (!ct.toLowerCase().startsWith(STRUCTURED_TYPE)) return msg;
   const r = decodeStructured(msg.value, msg.headers);

@@ -152,6 +152,7 @@ export function valuePayload(msg: Message): Buffer | string {
 /** Whether a content type names JSON: application/json or application/*+json, with or without parameters. */
 export function isJsonMediaType(contentType: string | undefined): boolean {
   if (contentType === undefined) return false;
+  if (contentType === 'application/json') return true; // the usual case, without splitting
   const type = contentType.split(';')[0]!.trim().toLowerCase();
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }
