@@ -25,6 +25,9 @@ routes:
     from: {listener: api, path: /in}
     through: [{ratelimit: {rate: 1, per: hour}}]
     to: {broker: local, topic: t}
+  - name: api-stream
+    from: {broker: local, topic: t}
+    to: {listener: api, path: /events}
   - name: open
     from: {listener: open, path: /in}
     to: {broker: local, topic: t}
@@ -45,6 +48,25 @@ routes:
     assert.equal(res.headers.get('access-control-allow-credentials'), 'true');
     assert.equal(res.headers.get('access-control-max-age'), '120');
     assert.equal(res.headers.get('vary'), 'Origin');
+  });
+
+  it('answers a preflight for an event stream (a fetch-based client sending a key and Last-Event-ID), then streams to that origin', async () => {
+    const pre = await fetch(gw.url('api', '/events'), {
+      method: 'OPTIONS',
+      headers: { origin: APP, 'access-control-request-method': 'GET', 'access-control-request-headers': 'last-event-id,x-api-key' },
+    });
+    assert.equal(pre.status, 204, await pre.text());
+    assert.equal(pre.headers.get('access-control-allow-origin'), APP);
+    assert.equal(pre.headers.get('access-control-allow-headers'), 'content-type, x-api-key, last-event-id');
+    const controller = new AbortController();
+    const res = await fetch(gw.url('api', '/events'), { headers: { origin: APP, accept: 'text/event-stream', 'x-api-key': 'k', 'last-event-id': '0:0' }, signal: controller.signal });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('access-control-allow-origin'), APP);
+    assert.match(res.headers.get('content-type')!, /^text\/event-stream/);
+    controller.abort();
+    // A path that is not an event stream still lists only the configured headers.
+    const publish = await fetch(gw.url('api', '/in'), { method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'POST' } });
+    assert.equal(publish.headers.get('access-control-allow-headers'), 'content-type, x-api-key');
   });
 
   it('refuses a preflight and a request from another origin with 403', async () => {

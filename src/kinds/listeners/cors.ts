@@ -21,7 +21,8 @@ export const corsOptions = Type.Object(
     headers: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), {
         default: DEFAULTS.headers,
-        description: 'Request headers browsers may send (add the header an `apiKey` auth step reads, e.g. `x-api-key`: browsers send no header the preflight answer does not list).',
+        description:
+          'Request headers browsers may send (add the header an `apiKey` auth step reads, e.g. `x-api-key`: browsers send no header the preflight answer does not list). Preflights for an event-stream path also allow `Last-Event-ID`.',
       }),
     ),
     exposeHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.exposeHeaders, description: 'Response headers scripts may read.' })),
@@ -49,6 +50,8 @@ export function checkCors(o: CorsOptions, ctx: ListenerCompileContext): boolean 
 export class CorsPolicy {
   private readonly origins: ReadonlySet<string> | '*';
   private readonly preflightHeaders: Record<string, string>;
+  /** The same for an event stream's path: its clients may also send Last-Event-ID. */
+  private readonly streamPreflightHeaders: Record<string, string>;
   private readonly exposed: string;
 
   constructor(private readonly o: CorsOptions) {
@@ -59,6 +62,11 @@ export class CorsPolicy {
       'access-control-max-age': String(o.maxAge ?? DEFAULTS.maxAge),
     };
     this.exposed = (o.exposeHeaders ?? DEFAULTS.exposeHeaders).join(', ');
+    // A fetch-based event-stream client (one that sends a header EventSource cannot, such as an API
+    // key) resumes by sending Last-Event-ID itself; the browser sends it only if the preflight lists it.
+    const headers = o.headers ?? DEFAULTS.headers;
+    const streamHeaders = headers.some((h) => h.toLowerCase() === 'last-event-id') ? headers : [...headers, 'last-event-id'];
+    this.streamPreflightHeaders = { ...this.preflightHeaders, 'access-control-allow-headers': streamHeaders.join(', ') };
   }
 
   static isPreflight(req: IncomingMessage): boolean {
@@ -79,9 +87,9 @@ export class CorsPolicy {
     return undefined;
   }
 
-  /** Answers a preflight for an existing route path (204 with what is allowed). */
-  preflight(res: ServerResponse): void {
-    for (const [k, v] of Object.entries(this.preflightHeaders)) res.setHeader(k, v);
+  /** Answers a preflight for an existing route path (204 with what is allowed); `stream`: the path is also an event stream. */
+  preflight(res: ServerResponse, stream = false): void {
+    for (const [k, v] of Object.entries(stream ? this.streamPreflightHeaders : this.preflightHeaders)) res.setHeader(k, v);
     res.writeHead(204, { 'content-length': '0' });
     res.end();
   }

@@ -241,11 +241,16 @@ export class HttpListener implements ListenerRuntime {
     }
     const exact = this.staticPublish.get(pathname);
     const found = exact ? undefined : this.router.find('POST', pathname);
-    if (!exact && !found) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
     if (this.cors && CorsPolicy.isPreflight(req)) {
-      this.cors.preflight(res);
-      return this.finished(res);
+      // An event stream's path is a route path too: a fetch-based client sending a header (an API
+      // key, Last-Event-ID) is preflighted, and a 404 made the browser refuse to open the stream.
+      const stream = this.router.find('GET', pathname) !== null;
+      if (exact || found || stream) {
+        this.cors.preflight(res, stream);
+        return this.finished(res);
+      }
     }
+    if (!exact && !found) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
     if (req.method !== 'POST') {
       res.setHeader('allow', 'POST');
       return this.refuse(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; use POST`));
