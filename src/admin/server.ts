@@ -12,6 +12,7 @@ import type { ReloadResult } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
 import { boundAddress, listen } from '../kinds/listeners/bind.js';
 import { rawResponse } from '../kinds/listeners/transport.js';
+import { mediaTypeOf } from '../core/message.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 /** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */
@@ -178,7 +179,7 @@ export class AdminServer {
       return problem('EG_ORIGIN_NOT_ALLOWED', `the admin API answers its own pages only, not requests from origin ${origin}`);
     }
     if (req.method !== 'GET' && req.method !== 'HEAD' && req.headers.upgrade === undefined) {
-      const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      const type = mediaTypeOf(req.headers['content-type'] ?? '');
       if (FORM_TYPES.includes(type))
         return problem('EG_UNSUPPORTED_MEDIA_TYPE', `state-changing admin requests may not be sent as ${type} (what any web page's form can send); send no body, or the endpoint's own type`);
     }

@@ -9,7 +9,7 @@
  * attributes as the spec requires.
  */
 import { problem, type Problem } from '../core/errors.js';
-import { isJsonMediaType, ORIGINAL, type Message } from '../core/message.js';
+import { isJsonMediaType, mediaTypeOf, ORIGINAL, type Message } from '../core/message.js';
 
 /** Header prefix of attributes on messages (the Kafka binding's, section 3.2.3). */
 export const CE_HEADER_PREFIX = 'ce_';
@@ -264,7 +264,7 @@ function binaryData(msg: Message, contentType: string): Message {
   // Only the value the record's bytes were read into is read again; a message with a value of its
   // own (a memory topic's, which keeps what was published) is as it was published.
   if (original === undefined || original.value === null || original.decoded.value !== msg.value) return msg;
-  if (contentType.split(';')[0]!.trim().toLowerCase() === 'text/plain') {
+  if (mediaTypeOf(contentType) === 'text/plain') {
     if (typeof msg.value === 'string') return msg;
     const text = utf8Text(original.value);
     if (text !== undefined) return { ...msg, value: text };

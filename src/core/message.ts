@@ -149,12 +149,22 @@ export function valuePayload(msg: Message): Buffer | string {
   return encodeValue(msg.value ?? null);
 }
 
-/** Whether a content type names JSON: application/json or application/*+json, with or without parameters. */
-export function isJsonMediaType(contentType: string | undefined): boolean {
-  if (contentType === undefined) return false;
-  if (contentType === 'application/json') return true; // the usual case, without splitting
-  const type = contentType.split(';')[0]!.trim().toLowerCase();
+/**
+ * A content type's media type, lower-cased and without parameters. The usual `application/json`
+ * is returned as it is: splitting, trimming and lower-casing it cost ~0.1 µs a request.
+ */
+export function mediaTypeOf(contentType: string): string {
+  return contentType === 'application/json' ? contentType : contentType.split(';')[0]!.trim().toLowerCase();
+}
+
+/** Whether a media type (as mediaTypeOf gives it) is JSON: application/json or application/*+json. */
+export function isJsonMedia(type: string): boolean {
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
+}
+
+/** Whether a content type names JSON, with or without parameters; none: no. */
+export function isJsonMediaType(contentType: string | undefined): boolean {
+  return contentType !== undefined && isJsonMedia(mediaTypeOf(contentType));
 }
 
 /**
