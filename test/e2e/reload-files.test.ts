@@ -12,6 +12,18 @@ describe('hot reload (spec §6): following files', () => {
   const f = pipelineFixture();
   const connect = f.connect;
   const roundTrip = f.roundTrip;
+  /** A schema that allows n up to `max`. */
+  const schema = (max: number) => JSON.stringify({ type: 'object', properties: { n: { type: 'integer', maximum: max } } });
+  /** For `gw` and its `client`: does `act`, waits for the reload it causes, and checks that `max` is the limit in force. */
+  const limitApplied =
+    (gw: Awaited<ReturnType<typeof f.gw.start>>, client: Awaited<ReturnType<typeof connect>>) =>
+    async (max: number, act: () => void): Promise<void> => {
+      const from = gw.logs.length;
+      act();
+      await gw.waitForLog(reloaded, 10000, from);
+      assert.equal((await post(gw.url('api', '/in'), { n: max + 1 })).status, 400, `limit ${max}`);
+      assert.deepEqual(await roundTrip(client, max), { n: max });
+    };
 
   it('follows a file renamed over the config (as editors and git checkout write it), again and again', async () => {
     const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
@@ -75,7 +87,6 @@ describe('hot reload (spec §6): following files', () => {
   });
 
   it('reloads when a referenced schema file changes', async () => {
-    const schema = (max: number) => JSON.stringify({ type: 'object', properties: { n: { type: 'integer', maximum: max } } });
     const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': schema(10) } });
     const client = await connect();
     assert.equal((await post(gw.url('api', '/in'), { n: 50 })).status, 400);
@@ -91,19 +102,11 @@ describe('hot reload (spec §6): following files', () => {
   // config's own directory, and in one whose parent nothing else watches.
   for (const schemas of ['schemas', 'lib/schemas']) {
     it(`follows the directory ${schemas}/ of a referenced file when it is replaced, and edits inside it afterwards`, async () => {
-      const schema = (max: number) => JSON.stringify({ type: 'object', properties: { n: { type: 'integer', maximum: max } } });
       const gw = await f.gw.start(pipelineConfig('$', { schema: `${schemas}/n.json` }), { files: { [`${schemas}/n.json`]: schema(10) } });
       const client = await connect();
       const dir = join(gw.dir, schemas);
       const parent = dirname(dir);
-      /** Does `act`, waits for the reload it causes, and checks that `max` is the limit in force. */
-      const applied = async (max: number, act: () => void) => {
-        const from = gw.logs.length;
-        act();
-        await gw.waitForLog(reloaded, 10000, from);
-        assert.equal((await post(gw.url('api', '/in'), { n: max + 1 })).status, 400, `limit ${max}`);
-        assert.deepEqual(await roundTrip(client, max), { n: max });
-      };
+      const applied = limitApplied(gw, client);
       const edit = (max: number) => applied(max, () => writeFileSync(join(dir, 'n.json'), schema(max)));
       await applied(20, () => {
         mkdirSync(join(parent, 'next'));
@@ -140,7 +143,6 @@ describe('hot reload (spec §6): following files', () => {
   // a config kept elsewhere and linked into place): edits of the target, in place or renamed over,
   // sent no event in the link's directory and went unnoticed until the gateway restarted.
   it('follows a config and a schema file that are symlinks into other directories: their targets edited in place, renamed over, and the link pointed elsewhere', async () => {
-    const schema = (max: number) => JSON.stringify({ type: 'object', properties: { n: { type: 'integer', maximum: max } } });
     const shared = tempFiles({ 'n.json': schema(10), 'gateway.yaml': '' });
     const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), {
       setup: (dir) => {
@@ -151,13 +153,7 @@ describe('hot reload (spec §6): following files', () => {
       },
     });
     const client = await connect();
-    const applied = async (max: number, act: () => void) => {
-      const from = gw.logs.length;
-      act();
-      await gw.waitForLog(reloaded, 10000, from);
-      assert.equal((await post(gw.url('api', '/in'), { n: max + 1 })).status, 400, `limit ${max}`);
-      assert.deepEqual(await roundTrip(client, max), { n: max });
-    };
+    const applied = limitApplied(gw, client);
     await applied(20, () => writeFileSync(join(shared, 'n.json'), schema(20)));
     await applied(30, () => {
       writeFileSync(join(shared, '.n.json.tmp'), schema(30));
