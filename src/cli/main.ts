@@ -194,8 +194,10 @@ async function run(file: string, env: Env): Promise<number> {
         return;
       }
       logger.warn({ signal }, 'second Ctrl-C: exiting without waiting for the drain');
-      exit(1);
-      return;
+      // At once, not through `exited`: a drain that completes in the same moment (its exit(0)
+      // already on its way) must not win over the operator's forced exit. The log is written
+      // synchronously, so nothing is left to flush.
+      process.exit(1);
     }
     signalled = { signal, at: performance.now() };
     logger.info({ signal }, 'signal received');
@@ -235,7 +237,9 @@ async function run(file: string, env: Env): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    // Flush stdout before exiting so the last log lines are not lost.
+    // Flush stdout before exiting so the last lines are not lost; the code is set first, so
+    // it holds even if the process ends on its own while the write is pending.
+    process.exitCode = code;
     process.stdout.write('', () => process.exit(code));
   },
   (err) => {
