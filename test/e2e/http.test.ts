@@ -265,6 +265,30 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal(headers['x-drop'], undefined);
       assert.equal(headers['x-keep'], 'kept');
     });
+
+    it('leaves behind the headers about the exchange: credentials, negotiation and browser fetch metadata', async () => {
+      const out = await listen('/out/headers');
+      const exchange = {
+        authorization: 'Bearer not-for-kafka',
+        cookie: 'session=1',
+        'user-agent': 'Mozilla/5.0',
+        'accept-language': 'en',
+        'sec-fetch-mode': 'cors',
+        'sec-fetch-site': 'same-origin',
+        'sec-ch-ua': '"Chromium";v="130"',
+        'sec-ch-ua-platform': '"Linux"',
+        'sec-gpc': '1',
+        priority: 'u=1, i',
+        dnt: '1',
+        'upgrade-insecure-requests': '1',
+      };
+      const reply = await post(gw.url('api', '/headers'), { lumens: 1 }, { ...exchange, 'x-keep': 'kept', 'x-section': 'not sec-' });
+      assert.equal(reply.status, 200);
+      const { headers } = await out.next();
+      for (const name of Object.keys(exchange)) assert.equal(headers[name], undefined, name);
+      assert.equal(headers['x-keep'], 'kept');
+      assert.equal(headers['x-section'], 'not sec-');
+    });
   });
 
   describe('fan-out', () => {

@@ -71,6 +71,10 @@ const NOT_FORWARDED = new Set([
   'accept-encoding',
   'accept-language',
   'user-agent',
+  // Fetch metadata a browser adds by itself (no page script can set them): the exchange, not the event.
+  'priority',
+  'upgrade-insecure-requests',
+  'dnt',
 ]);
 
 type Router = FindMyWayModule.Instance<FindMyWayModule.HTTPVersion.V1>;
@@ -440,7 +444,8 @@ function forwardedHeaders(req: IncomingMessage): Record<string, string> {
   const out: Record<string, string> = {};
   const raw = req.headers;
   for (const name in raw) {
-    if (NOT_FORWARDED.has(name)) continue;
+    // `sec-*` (sec-fetch-*, sec-ch-ua*, sec-gpc): names the Fetch standard reserves for the browser.
+    if (NOT_FORWARDED.has(name) || name.startsWith('sec-')) continue;
     const v = raw[name];
     // The usual content type is shared rather than the parser's fresh copy, which a memory topic would retain with every message.
     if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v === JSON_TYPE ? JSON_TYPE : v;
@@ -540,7 +545,7 @@ export const httpListener = defineListener({
   },
   doc: {
     summary:
-      "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...). " +
+      "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain`, a string value. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...) and the fetch metadata browsers add (`sec-*`, `priority`, `dnt`, `upgrade-insecure-requests`). " +
       'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
       "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition; on a path several routes feed, `<route>=<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target's `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.",
     example:
