@@ -19,6 +19,8 @@ export const ApiKey = {
 
 export const ErrorCode = {
   NONE: 0,
+  NOT_ENOUGH_REPLICAS: 19,
+  NOT_ENOUGH_REPLICAS_AFTER_APPEND: 20,
   UNSUPPORTED_VERSION: 35,
   INVALID_RECORD: 87,
 } as const;
@@ -195,19 +197,69 @@ export function writeProduceError(header: RequestHeader, req: ProduceRequest, er
   for (const t of req.topics) {
     w.string(t.name).int32(t.partitions.length);
     for (const p of t.partitions) {
-      w.int32(p.index).int16(errorCode).int64(-1n);
-      if (v >= 2) w.int64(-1n); // log_append_time_ms
-      if (v >= 5) w.int64(-1n); // log_start_offset
-      if (v >= 8) {
-        const e = errors.get(`${t.name}\0${p.index}`);
-        const recordErrors = e?.recordErrors ?? [];
-        w.int32(recordErrors.length);
-        for (const re of recordErrors) w.int32(re.index).nullableString(re.message);
-        w.nullableString(e?.message ?? fallback);
-      }
+      const e = errors.get(`${t.name}\0${p.index}`);
+      writeOwnPartition(w, v, { index: p.index, errorCode, recordErrors: e?.recordErrors ?? [], message: e?.message ?? fallback });
     }
   }
   if (v >= 1) w.int32(0); // throttle_time_ms
+  return w.finish();
+}
+
+/** How the proxy itself answers one partition of a produce request (records it did not send upstream). */
+export interface OwnPartitionAnswer {
+  index: number;
+  errorCode: number;
+  recordErrors?: { index: number; message: string }[];
+  /** Produce v8+ `error_message`. */
+  message: string | null;
+}
+
+export interface OwnTopicAnswer {
+  name: string;
+  partitions: OwnPartitionAnswer[];
+}
+
+/**
+ * One partition the proxy answers itself: base_offset, log_append_time_ms and log_start_offset are
+ * -1 (the records are in no log of the cluster's, so there is no offset to tell).
+ */
+function writeOwnPartition(w: Writer, v: number, p: OwnPartitionAnswer): void {
+  w.int32(p.index).int16(p.errorCode).int64(-1n);
+  if (v >= 2) w.int64(-1n); // log_append_time_ms
+  if (v >= 5) w.int64(-1n); // log_start_offset
+  if (v >= 8) {
+    const recordErrors = p.recordErrors ?? [];
+    w.int32(recordErrors.length);
+    for (const re of recordErrors) w.int32(re.index).nullableString(re.message);
+    w.nullableString(p.message);
+  }
+}
+
+/**
+ * The Produce response for a request the proxy answered in part itself: `upstream` (the cluster's
+ * response to the rest of the request, forwarded without `own`'s topics) with `own`'s topics
+ * after its own, in the version the client asked for; without `upstream`, `own` alone.
+ */
+export function writeProduceResponse(header: RequestHeader, own: OwnTopicAnswer[], upstream?: Buffer): Buffer {
+  const v = header.apiVersion;
+  let theirs: { count: number; topics: Buffer; throttleMs: number } = { count: 0, topics: Buffer.alloc(0), throttleMs: 0 };
+  if (upstream) {
+    const r = new Reader(upstream, 4);
+    const count = r.arrayLength();
+    const start = r.offset;
+    for (let t = count; t > 0; t--) readResponseTopic(r, v);
+    const end = r.offset;
+    theirs = { count, topics: upstream.subarray(start, end), throttleMs: v >= 1 ? r.int32() : 0 };
+  }
+  const w = new Writer()
+    .int32(header.correlationId)
+    .int32(theirs.count + own.length)
+    .raw(theirs.topics);
+  for (const t of own) {
+    w.string(t.name).int32(t.partitions.length);
+    for (const p of t.partitions) writeOwnPartition(w, v, p);
+  }
+  if (v >= 1) w.int32(theirs.throttleMs);
   return w.finish();
 }
 
@@ -225,27 +277,32 @@ export function readProduceResponse(body: Buffer, version: number): Map<string, 
   const r = new Reader(body, 4);
   const topics = new Map<string, ProducePartitionResponse[]>();
   for (let t = r.arrayLength(); t > 0; t--) {
-    const name = r.string();
-    const partitions: ProducePartitionResponse[] = [];
-    for (let p = r.arrayLength(); p > 0; p--) {
-      const index = r.int32();
-      const errorCode = r.int16();
-      const baseOffset = r.int64();
-      if (version >= 2) r.skip(8); // log_append_time_ms
-      if (version >= 5) r.skip(8); // log_start_offset
-      let errorMessage: string | null = null;
-      if (version >= 8) {
-        for (let e = r.arrayLength(); e > 0; e--) {
-          r.skip(4); // batch_index
-          r.nullableString();
-        }
-        errorMessage = r.nullableString();
-      }
-      partitions.push({ index, errorCode, baseOffset, errorMessage });
-    }
+    const { name, partitions } = readResponseTopic(r, version);
     topics.set(name, [...(topics.get(name) ?? []), ...partitions]);
   }
   return topics;
+}
+
+function readResponseTopic(r: Reader, version: number): { name: string; partitions: ProducePartitionResponse[] } {
+  const name = r.string();
+  const partitions: ProducePartitionResponse[] = [];
+  for (let p = r.arrayLength(); p > 0; p--) {
+    const index = r.int32();
+    const errorCode = r.int16();
+    const baseOffset = r.int64();
+    if (version >= 2) r.skip(8); // log_append_time_ms
+    if (version >= 5) r.skip(8); // log_start_offset
+    let errorMessage: string | null = null;
+    if (version >= 8) {
+      for (let e = r.arrayLength(); e > 0; e--) {
+        r.skip(4); // batch_index
+        r.nullableString();
+      }
+      errorMessage = r.nullableString();
+    }
+    partitions.push({ index, errorCode, baseOffset, errorMessage });
+  }
+  return { name, partitions };
 }
 
 /** Names of the Kafka error codes a produce response commonly carries, for logs (others show as numbers). */
