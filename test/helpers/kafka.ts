@@ -299,6 +299,17 @@ export function runProcess(cmd: string, args: string[], input = '', timeoutMs = 
  * partition: use a one-broker cluster.
  */
 export async function appendCommitMarker(broker: string, topic: string, partition: number): Promise<void> {
+  // Control record: key = version 0, type 1 (COMMIT); value = version 0, coordinator epoch 0.
+  const batch = recordBatch({ attributes: 0x30, key: Buffer.from([0, 0, 0, 1]), value: Buffer.from([0, 0, 0, 0, 0, 0]) }); // transactional | control
+  const { errorCode } = await produceRaw(broker, { version: 3, transactionalId: null, topic, partition, batch });
+  if (errorCode !== 0) throw new Error(`the cluster refused the transaction marker: error ${errorCode}`);
+}
+
+/**
+ * A record batch (magic 2) of one record, framed here byte by byte: `attributes` (0x10
+ * transactional, 0x20 control), the producer fields a transactional producer sets, or -1.
+ */
+export function recordBatch(o: { attributes: number; key: Buffer | null; value: Buffer; producerId?: bigint; producerEpoch?: number; baseSequence?: number }): Buffer {
   const varint = (n: number) => {
     let z = n >= 0 ? n * 2 : -n * 2 - 1;
     const out: number[] = [];
@@ -309,20 +320,18 @@ export async function appendCommitMarker(broker: string, topic: string, partitio
     out.push(z);
     return Buffer.from(out);
   };
-  // Control record: key = version 0, type 1 (COMMIT); value = version 0, coordinator epoch 0.
-  const key = Buffer.from([0, 0, 0, 1]);
-  const value = Buffer.from([0, 0, 0, 0, 0, 0]);
-  const body = Buffer.concat([Buffer.from([0]), varint(0), varint(0), varint(key.length), key, varint(value.length), value, varint(0)]);
+  const key = o.key === null ? varint(-1) : Buffer.concat([varint(o.key.length), o.key]);
+  const body = Buffer.concat([Buffer.from([0]), varint(0), varint(0), key, varint(o.value.length), o.value, varint(0)]);
   const record = Buffer.concat([varint(body.length), body]);
   const afterCrc = Buffer.alloc(2 + 4 + 8 + 8 + 8 + 2 + 4 + 4);
-  let at = afterCrc.writeInt16BE(0x30, 0); // transactional | control
+  let at = afterCrc.writeInt16BE(o.attributes, 0);
   at = afterCrc.writeInt32BE(0, at); // lastOffsetDelta
   const now = BigInt(Date.now());
   at = afterCrc.writeBigInt64BE(now, at);
   at = afterCrc.writeBigInt64BE(now, at);
-  at = afterCrc.writeBigInt64BE(-1n, at); // producerId
-  at = afterCrc.writeInt16BE(-1, at); // producerEpoch
-  at = afterCrc.writeInt32BE(-1, at); // baseSequence
+  at = afterCrc.writeBigInt64BE(o.producerId ?? -1n, at);
+  at = afterCrc.writeInt16BE(o.producerEpoch ?? -1, at);
+  at = afterCrc.writeInt32BE(o.baseSequence ?? -1, at);
   afterCrc.writeInt32BE(1, at); // records
   const crcd = Buffer.concat([afterCrc, record]);
   const head = Buffer.alloc(8 + 4 + 4 + 1 + 4);
@@ -331,9 +340,19 @@ export async function appendCommitMarker(broker: string, topic: string, partitio
   head.writeInt32BE(-1, 12); // partitionLeaderEpoch
   head.writeInt8(2, 16); // magic
   head.writeUInt32BE(crc32c(crcd), 17);
-  const batch = Buffer.concat([head, crcd]);
+  return Buffer.concat([head, crcd]);
+}
 
-  const str = (s: string) => {
+/**
+ * Sends one Produce request (v3 to v8, acks 1) of `batch` to `broker` (host:port) on a connection
+ * of its own; resolves with the first partition's error code and (v8) error message.
+ */
+export async function produceRaw(
+  broker: string,
+  o: { version: number; transactionalId: string | null; topic: string; partition: number; batch: Buffer },
+): Promise<{ errorCode: number; errorMessage: string | null }> {
+  const str = (s: string | null) => {
+    if (s === null) return int(-1, 2);
     const b = Buffer.alloc(2 + Buffer.byteLength(s));
     b.writeInt16BE(Buffer.byteLength(s), 0);
     b.write(s, 2);
@@ -347,18 +366,18 @@ export async function appendCommitMarker(broker: string, topic: string, partitio
   };
   const request = Buffer.concat([
     int(0, 2), // Produce
-    int(3, 2), // v3
+    int(o.version, 2),
     int(1, 4), // correlation id
     str('eventgate-tests'),
-    int(-1, 2), // transactional id: null
+    str(o.transactionalId),
     int(1, 2), // acks: leader
     int(10000, 4), // timeout
     int(1, 4),
-    str(topic),
+    str(o.topic),
     int(1, 4),
-    int(partition, 4),
-    int(batch.length, 4),
-    batch,
+    int(o.partition, 4),
+    int(o.batch.length, 4),
+    o.batch,
   ]);
   const [host, port] = [broker.slice(0, broker.lastIndexOf(':')), Number(broker.slice(broker.lastIndexOf(':') + 1))];
   const socket = connect(port, host);
@@ -369,10 +388,25 @@ export async function appendCommitMarker(broker: string, topic: string, partitio
       got = Buffer.concat([got, chunk as Buffer]);
       if (got.length >= 4 && got.length >= 4 + got.readInt32BE(0)) break;
     }
-    // Response v3: correlation id, [topic, [partition, error code, ...]]: the error code follows the names.
+    // Response: correlation id, [topic, [partition, error code, base offset, (v2+) log append
+    // time, (v5+) log start offset, (v8) record errors, error message]].
     const topicLen = got.readInt16BE(4 + 4 + 4);
-    const error = got.readInt16BE(4 + 4 + 4 + 2 + topicLen + 4 + 4);
-    if (error !== 0) throw new Error(`the cluster refused the transaction marker: error ${error}`);
+    let at = 4 + 4 + 4 + 2 + topicLen + 4 + 4;
+    const errorCode = got.readInt16BE(at);
+    at += 2 + 8 + (o.version >= 2 ? 8 : 0) + (o.version >= 5 ? 8 : 0);
+    let errorMessage: string | null = null;
+    if (o.version >= 8) {
+      const recordErrors = got.readInt32BE(at);
+      at += 4;
+      for (let i = 0; i < recordErrors; i++) {
+        at += 4;
+        const n = got.readInt16BE(at);
+        at += 2 + Math.max(n, 0);
+      }
+      const n = got.readInt16BE(at);
+      errorMessage = n < 0 ? null : got.toString('utf8', at + 2, at + 2 + n);
+    }
+    return { errorCode, errorMessage };
   } finally {
     socket.destroy();
   }
