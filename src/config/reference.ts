@@ -236,9 +236,9 @@ a consume route retries the message to the targets that failed only.
 | key | required | meaning |
 |---|---|---|
 | \`name\` | yes | unique; letters, digits, \`.\`, \`_\`, \`-\` |
-| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path) or \`{broker, topic, group?, startFrom?}\` |
+| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path), \`{listener, topic}\` on a kafka listener (what Kafka clients produce to that topic) or \`{broker, topic, group?, startFrom?}\` |
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
-| \`to\` | yes | one target or a list: \`{broker, topic, key?, cloudevents?}\`, \`{listener, path, format?, auth?}\` or \`{http: {url, ...}}\` (a webhook) |
+| \`to\` | yes (no on a kafka listener) | one target or a list: \`{broker, topic, key?, cloudevents?}\`, \`{listener, path, format?, auth?}\` or \`{http: {url, ...}}\` (a webhook). On a route from a kafka listener, optional: without it records go on to the topic upstream; with it they go to the targets instead |
 | \`deadletter\` | no | \`{broker, topic}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |
 | \`ack\` | no | WebSocket publish routes: answer each delivered frame with \`{"type":"ack","deliveries":[...]}\` (default false) |
 
@@ -286,6 +286,20 @@ a consume route retries the message to the targets that failed only.
   with \`content-type: application/cloudevents+json\`. Expressions see the attributes as \`$ce\`
   (\`filter: $ce.type = "order.placed"\`); \`validate\` checks the data.
 - \`{http: {url, ...}}\`: a webhook, below.
+- On a route \`from: {listener: <kafka listener>, topic: T}\`, \`to\` is optional. Without it the
+  records a Kafka client produces to T go on to T upstream; with it they go to the targets
+  **instead** (any target above), and the client is answered NONE with offset -1 once every target
+  acknowledged every record, or a retriable error (NOT_ENOUGH_REPLICAS) when one did not. Keep T
+  upstream too by listing \`{broker: <the listener's upstream>, topic: T}\` as a target (written by
+  the gateway's producer, not byte for byte). Such routes may also \`filter\` and dead-letter;
+  transactional producers are refused (docs/kafka-proxy.md, "Routes with \`to\`"):
+
+  \`\`\`yaml
+  routes:
+    - name: orders-out
+      from: { listener: kafka-in, topic: orders }
+      to: [ { broker: cluster, topic: orders.accepted }, { listener: push, path: /orders } ]
+  \`\`\`
 
 \`\`\`yaml
 routes:

@@ -311,7 +311,8 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               oneOf: [name, { type: 'array', items: { oneOf: [name, step] } }],
             },
             to: {
-              description: 'A target, or a list of targets (fan-out). Required, except on routes from a kafka listener (records go on to the same topic upstream).',
+              description:
+                'A target, or a list of targets (fan-out). Required, except on routes from a kafka listener (without it, records go on to the same topic upstream; with it, to these targets instead).',
               oneOf: [target, { type: 'array', minItems: 1, items: target }],
             },
             deadletter: brokerTopic,

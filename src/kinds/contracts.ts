@@ -301,6 +301,8 @@ export interface RouteEntry {
   readonly name: string;
   /** Route options a listener honours (e.g. `ack` on WebSocket publish routes). */
   readonly options: { ack: boolean };
+  /** The route has targets (`to`): a kafka listener sends its records there, with deliverRecord(), instead of upstream. */
+  readonly delivers?: boolean;
   handle(msg: Message, ctx: MessageContext): Promise<Outcome>;
   /** handle(), answering synchronously when the chain and the targets did (e.g. a memory topic). */
   handleNow?(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;
@@ -316,6 +318,11 @@ export interface RouteEntry {
    * decodes it and calls checkRecord(); nothing was counted).
    */
   checkRecordBytes?(buf: Buffer, start: number, end: number): Outcome | undefined;
+  /**
+   * A record checkRecord() judged (`checked`), to the route's targets; the outcome says whether
+   * every target took it. Called in record order, once no record of its request was refused.
+   */
+  deliverRecord?(msg: Message, checked: Outcome, ctx: MessageContext): Outcome | Promise<Outcome>;
   /** Whether anyone watches this route's records one by one (its tap): settleRecords() then needs every message. */
   observed?(): boolean;
   /** Records checkRecord() judged, with what became of the ones it let through. Called once per set. */
@@ -341,7 +348,10 @@ export interface CheckedRecords {
 /** What became of the records a route let through ('delivered' outcomes); the others keep theirs. */
 export type RecordsAnswer =
   /** The cluster acknowledged them: the first one's offset (undefined when acks=0 asked for no acknowledgement). */
-  { written: true; broker: string; baseOffset: bigint | undefined } | { written: false; outcome: 'failed' | 'rejected'; problem: Problem };
+  | { written: true; broker: string; baseOffset: bigint | undefined }
+  /** Sent to the route's targets (deliverRecord): each outcome says what became of its record. */
+  | { written: 'targets' }
+  | { written: false; outcome: 'failed' | 'rejected'; problem: Problem };
 
 /** The routes bound to a listener by the current plan; swapped whole on reload. */
 export interface ListenerBindings {
@@ -438,11 +448,12 @@ export interface ListenerKind<O = unknown, C = O> {
   samePath?(a: string, b: string): boolean;
   /**
    * `topic`: routes from this listener name a `topic` instead of a `path` (kafka: the route governs
-   * what clients produce to that topic), and take no `to`. Default `path`.
+   * what clients produce to that topic; with `to`, its records go to the route's targets instead of
+   * upstream). Default `path`.
    */
   routesBy?: 'path' | 'topic';
-  /** Why a step cannot run on routes from this kind of listener, or undefined (checked at load). */
-  stepProblem?(step: CompiledStep): string | undefined;
+  /** Why a step cannot run on routes from this kind of listener, or undefined (checked at load); `to`: the route has targets. */
+  stepProblem?(step: CompiledStep, route: { to: boolean }): string | undefined;
   /** Why a route path cannot be used on this kind of listener (bad syntax), or undefined. */
   checkPath?(path: string): string | undefined;
   create(name: string, options: C, env: RuntimeEnv): ListenerRuntime;

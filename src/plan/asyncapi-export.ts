@@ -139,7 +139,7 @@ function rebaseRefs(value: unknown, at: string): unknown {
 }
 
 function describeTargets(to: readonly TargetPlan[]): string {
-  // Routes from a kafka listener have no targets: records go on to their topic upstream.
+  // Routes from a kafka listener without `to` have no targets: records go on to their topic upstream.
   if (to.length === 0) return 'the same topic of the upstream cluster';
   return to.map((t) => (t.type === 'broker' ? `${t.broker}/${t.topic}` : t.type === 'http' ? `webhook ${t.webhook.url}` : `${t.listener}${t.path}`)).join(', ');
 }

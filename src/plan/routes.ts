@@ -164,7 +164,7 @@ function compileRoute(
     const why = sourceKind?.stepProblem
       ? steps
           .slice(itemSteps)
-          .map((s) => sourceKind.stepProblem!(s.step))
+          .map((s) => sourceKind.stepProblem!(s.step, { to: raw.to !== undefined }))
           .find((w) => w !== undefined)
       : undefined;
     if (why !== undefined)
@@ -192,18 +192,12 @@ function compileRoute(
 
   // to
   if ('listener' in f && routesByTopic(ctx, f.listener, listeners)) {
-    if (raw.to !== undefined)
-      ctx.report(
-        [...at, 'to'],
-        'EG_CONFIG_SCHEMA',
-        `route '${raw.name}' is on kafka listener '${f.listener}': its records go on to topic '${f.topic ?? ''}' of the listener's upstream cluster, so it takes no 'to'`,
-        'key',
-      );
-    if (raw.deadletter !== undefined)
+    // Without `to`, records go on upstream in the client's batches; with it, one by one to the targets.
+    if (raw.deadletter !== undefined && raw.to === undefined)
       ctx.report(
         [...at, 'deadletter'],
         'EG_CONFIG_SCHEMA',
-        `route '${raw.name}' is on kafka listener '${f.listener}': a record cannot leave a produce request without breaking the producer's sequence numbers, so there is no dead-letter target; use onInvalid: reject or tag`,
+        `route '${raw.name}' is on kafka listener '${f.listener}' and has no 'to': a record cannot leave a produce request that goes on upstream without breaking the producer's sequence numbers, so there is no dead-letter target; use onInvalid: reject or tag, or give the route a 'to'`,
         'key',
       );
   } else if (raw.to === undefined) {

@@ -88,6 +88,7 @@ export interface StalledMessage {
 export class RouteRuntime implements RouteEntry, ReplaySource {
   readonly name: string;
   readonly options: { ack: boolean };
+  readonly delivers: boolean;
   private readonly steps: readonly CompiledStep[];
   /** Steps that check a connecting client (auth), in chain order. */
   private readonly gates: readonly CompiledStep[];
@@ -140,6 +141,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.credentialHeaders = new Set([...CREDENTIAL_HEADERS, ...this.steps.flatMap((s) => s.credentialHeaders ?? [])]);
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
     this.targets = plan.to.map((t) => this.target(t));
+    this.delivers = this.targets.length > 0;
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
     this.span = spanTemplate(this.name, plan.from.type === 'broker');
     if (plan.deadletter) {
@@ -184,8 +186,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * promise and a span for each would cost more than checking them; the record keeps its own
    * `traceparent` header, if it has one, as the client wrote it. Only `received` is counted here:
    * the outcome is recorded by settleRecords(), once the cluster answered (a record is delivered
-   * when the cluster acknowledged it, not when the proxy passed it on). Kafka routes have no
-   * targets: a record the chain lets through goes on in the client's own request.
+   * when the cluster acknowledged it, not when the proxy passed it on). A kafka route without
+   * targets lets a record go on in the client's own request; one with targets delivers the record
+   * afterwards (deliverRecord), once no record of the request was refused.
    */
   checkRecord(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome> {
     this.inFlight++;
@@ -213,11 +216,27 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   checkRecordBytes(buf: Buffer, start: number, end: number): Outcome | undefined {
     const checks = this.byteChecks;
-    if (checks === undefined || this.tap.active) return undefined;
+    // A route with targets delivers messages: the record must be decoded anyway.
+    if (checks === undefined || this.tap.active || this.delivers) return undefined;
     for (let i = 0; i < checks.length; i++) if (!checks[i]!(buf, start, end)) return undefined;
     this.inFlight++;
     this.stats.received++;
     return PASSED_UNCHANGED;
+  }
+
+  /**
+   * A record that checkRecord() judged, to this route's targets (a kafka route with `to`): `msg` as
+   * it came, `checked` its outcome. Records the chain let through are sent to every target, in the
+   * order this is called; the others keep their outcome. Never rejects. Recorded by settleRecords()
+   * with `{written: 'targets'}`.
+   */
+  deliverRecord(msg: Message, checked: Outcome, ctx: MessageContext): Outcome | Promise<Outcome> {
+    if (checked.outcome !== 'delivered') return checked;
+    try {
+      return outcomeOf(this.deliver(msg, checked.message ?? msg, { ...ctx, tagged: checked.tagged ? checked.tags : undefined }));
+    } catch (err) {
+      return this.unexpected(err, UNTRACED);
+    }
   }
 
   private recordOutcome(msg: Message, r: StepResult, ctx: MessageContext): Outcome | Promise<Outcome> {
@@ -230,7 +249,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /**
    * Records the outcomes of records checkRecord() judged, now that the listener knows what became
    * of the ones it let through: acknowledged by the cluster (delivered or tagged, with their
-   * offsets on the tap), or not written (failed: the cluster answered with an error or never
+   * offsets on the tap), delivered to the route's targets (`written: 'targets'`: the outcomes say
+   * what each record became), or not written (failed: the cluster answered with an error or never
    * answered; rejected: another record of their request was refused). One log line per set for
    * records not written, not one per record.
    */
@@ -257,7 +277,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         if (notWritten) {
           o = notWritten;
           lost++;
-        } else if (tap && answer.written) {
+        } else if (tap && answer.written === true) {
           const offset = answer.baseOffset === undefined ? '-1' : String(answer.baseOffset + BigInt(i));
           o = { ...o, deliveries: [{ broker: answer.broker, topic: records.topic, partition: records.partition, offset }] };
         }
@@ -273,7 +293,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       }
     }
     this.stats.countDelivered(acknowledged, latencyMs / 1000);
-    if (lost > 0 && !answer.written) {
+    if (lost > 0 && answer.written === false) {
       const level = answer.outcome === 'failed' ? 'warn' : 'debug';
       if (this.deps.logger.isLevelEnabled(level)) {
         this.deps.logger[level](
@@ -478,7 +498,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   private deliver(_original: Message, m: Message, ctx: MessageContext): Outcome | Later {
     const tags = ctx.tagged;
-    // Routes from a kafka listener have no targets: their records go on in the client's own request.
+    // Routes from a kafka listener without `to` have no targets: their records go on in the client's own request.
     if (this.targets.length === 0) return deliveredOutcome([], m, tags);
     // A synchronous delivery (a memory topic) answers with no closure or promise; the closures are
     // in deliveredLater, since V8 allocates a function's closure context on every call that has one.

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { runCli, tempFiles } from '../helpers/gateway.js';
 
 describe('kafka listener: what its routes cannot do is a config error at its line', () => {
-  it('refuses filter, deadletter, onInvalid: deadletter, a target, a path, a bad topic and an upstream that is no kafka broker', async () => {
+  it('refuses filter, deadletter and onInvalid: deadletter without a target, a path, a bad topic and an upstream that is no kafka broker', async () => {
     const config = [
       'version: 1', //                                                           1
       'brokers:', //                                                             2
@@ -19,7 +19,7 @@ describe('kafka listener: what its routes cannot do is a config error at its lin
       '    through:', //                                                         12
       '      - filter: total > 0', //                                            13
       '      - validate: { schema: { type: object }, onInvalid: deadletter, deadletter: { broker: cluster, topic: dlq } }', // 14
-      '    to: { broker: cluster, topic: elsewhere }', //                        15
+      '    ack: false', //                                                      15
       '  - name: b', //                                                          16
       '    from: { listener: kin, path: /orders }', //                           17
       '  - name: c', //                                                          18
@@ -41,11 +41,39 @@ describe('kafka listener: what its routes cannot do is a config error at its lin
     at('8:', /broker 'clustr' is not defined.*did you mean 'cluster'/);
     at('13:', /filter step would drop records/);
     at('14:', /onInvalid: deadletter/);
-    at('15:', /takes no 'to'/);
     at('17:', /names a 'topic'/);
     at('19:', /not a Kafka topic name/);
     at('22:', /no dead-letter target/);
-    assert.equal(lines.length, 8, r.stdout);
+    assert.equal(lines.length, 7, r.stdout);
+  });
+
+  it('accepts filter and dead-lettering on a route with `to`, and points at a target that is wrong', async () => {
+    const config = [
+      'version: 1', //                                                           1
+      'brokers:', //                                                             2
+      '  cluster: { kind: kafka, brokers: "127.0.0.1:9092" }', //                3
+      'listeners:', //                                                           4
+      '  kin: { kind: kafka, upstream: cluster, port: 0 }', //                   5
+      '  ws: { kind: websocket, port: 0 }', //                                   6
+      'routes:', //                                                              7
+      '  - name: a', //                                                          8
+      '    from: { listener: kin, topic: orders }', //                           9
+      '    through:', //                                                         10
+      '      - filter: total > 0', //                                            11
+      '      - validate: { schema: { type: object }, onInvalid: deadletter }', // 12
+      '    deadletter: { broker: cluster, topic: dlq }', //                      13
+      '    to: [ { broker: cluster, topic: elsewhere }, { listener: ws, path: /orders } ]', // 14
+      '  - name: b', //                                                          15
+      '    from: { listener: kin, topic: payments }', //                         16
+      '    to: [ { broker: clustr, topic: elsewhere }, { listener: kin, path: /x } ]', // 17
+    ].join('\n');
+    const dir = tempFiles({ 'gateway.yaml': `${config}\n` });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.match(lines[0]!, /^gateway\.yaml:17:\d+: .*broker 'clustr' is not defined.*did you mean 'cluster'/);
+    assert.match(lines[1]!, /^gateway\.yaml:17:\d+: .*listener 'kin' is a kafka listener; only websocket and http listeners can be targets/);
+    assert.equal(lines.length, 2, r.stdout);
   });
 
   it('an upstream broker set aside for its own problem is reported once, not again as undefined', async () => {

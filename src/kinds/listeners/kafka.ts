@@ -45,25 +45,29 @@ export type KafkaListenerOptions = Static<typeof options>;
 const TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
 
 /**
- * Which steps a route on a kafka listener can honour. A step may change a record (its batch is
- * rebuilt with the same record count, producer id, epoch and base sequence) or refuse the whole
- * produce request; it cannot take a record out of a batch or send it elsewhere.
+ * Which steps a route on a kafka listener can honour. Without `to`, a route's records go on
+ * upstream in the client's own batches: a step may change a record (its batch is rebuilt with the
+ * same record count, producer id, epoch and base sequence) or refuse the whole produce request; it
+ * cannot take a record out of a batch or send it elsewhere. With `to`, records leave the request
+ * one by one for the route's targets, so a filter may drop one and a validate step may
+ * dead-letter one (the client is still told NONE for them).
  */
-function stepProblem(step: CompiledStep): string | undefined {
+function stepProblem(step: CompiledStep, route: { to: boolean }): string | undefined {
   switch (step.kind) {
     case 'validate':
-      if (step.needsRouteDeadletter || (step.brokers?.length ?? 0) > 0)
-        return 'validate with onInvalid: deadletter would take records out of a produce request, which breaks the batch the client signed with its sequence numbers; use onInvalid: reject (the client is told INVALID_RECORD) or tag';
+      if (!route.to && (step.needsRouteDeadletter || (step.brokers?.length ?? 0) > 0))
+        return "validate with onInvalid: deadletter would take records out of a produce request, which breaks the batch the client signed with its sequence numbers; use onInvalid: reject (the client is told INVALID_RECORD) or tag, or give the route a 'to' (its records then go to its targets one by one)";
       return undefined;
     case 'transform':
     case 'headers':
       return undefined;
     case 'filter':
-      return 'a filter step would drop records out of a produce request, which breaks the batch the client signed with its sequence numbers; refuse unwanted records with a validate step (onInvalid: reject) instead';
+      if (route.to) return undefined;
+      return "a filter step would drop records out of a produce request, which breaks the batch the client signed with its sequence numbers; refuse unwanted records with a validate step (onInvalid: reject) instead, or give the route a 'to' (its records then go to its targets one by one)";
     case 'auth':
       return 'Kafka clients authenticate with SASL, which the proxy passes through to the cluster; an auth step has no HTTP request to check';
     default:
-      return `${step.kind} steps are not supported on routes from a kafka listener (supported: validate with onInvalid reject or tag, transform, headers)`;
+      return `${step.kind} steps are not supported on routes from a kafka listener (supported: validate with onInvalid reject or tag, transform, headers; with 'to' also filter and validate with onInvalid: deadletter)`;
   }
 }
 
@@ -108,7 +112,7 @@ export const kafkaListener = defineListener({
   },
   doc: {
     summary:
-      "A Kafka-protocol proxy: Kafka clients use it as their bootstrap server and reach the `upstream` cluster through it (docs/kafka-proxy.md). Every upstream broker gets a local port of its own, and metadata names those ports, so clients never learn the cluster's addresses. A route `from: {listener, topic}` governs produce requests for its topic: validate with `onInvalid: reject` refuses the whole request with INVALID_RECORD (87); `tag`, `transform` and `headers` rewrite records in their batch (same codec, record count and producer id/epoch/sequence). Other topics, consumers, groups, transactions and SASL pass through unchanged. Routes on it take no `to` (records go on to the same topic upstream), no `filter`, `auth`, `deadletter` or `onInvalid: deadletter` (a record cannot leave a produce request).",
+      "A Kafka-protocol proxy: Kafka clients use it as their bootstrap server and reach the `upstream` cluster through it (docs/kafka-proxy.md). Every upstream broker gets a local port of its own, and metadata names those ports, so clients never learn the cluster's addresses. A route `from: {listener, topic}` governs produce requests for its topic: validate with `onInvalid: reject` refuses the whole request with INVALID_RECORD (87); `tag`, `transform` and `headers` rewrite records in their batch (same codec, record count and producer id/epoch/sequence). Other topics, consumers, groups, transactions and SASL pass through unchanged. Without `to`, its routes' records go on to the same topic upstream, so they take no `filter`, `deadletter` or `onInvalid: deadletter` (a record cannot leave a produce request). With `to`, the topic's records go to the route's targets instead of upstream (filter and dead-letter allowed; transactional producers refused); the client is answered NONE with offset -1 once every target acknowledged them. No `auth` step (SASL passes through).",
     example:
       'brokers:\n  cluster: { kind: kafka, brokers: ["${KAFKA_BROKERS}"] }\nlisteners:\n  kafka-in:\n    kind: kafka\n    upstream: cluster\n    host: 127.0.0.1\n    port: 19092\n    advertisedHost: 127.0.0.1\nroutes:\n  - name: orders-in\n    from: { listener: kafka-in, topic: orders }\n    through: [ { validate: { message: OrderPlaced, onInvalid: reject } } ]',
   },

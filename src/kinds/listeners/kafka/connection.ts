@@ -16,7 +16,9 @@ import {
   rewriteMetadataResponse,
   saslHandshakeError,
   VERSION_CAPS,
+  writeProduceResponse,
   type BrokerAddress,
+  type OwnTopicAnswer,
   type RequestHeader,
 } from '../../../codecs/kafka-protocol/messages.js';
 import { frame, ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
@@ -47,6 +49,8 @@ interface Slot {
   saslMechanism?: string;
   /** A forwarded produce request's governed records, settled by its response. */
   pending?: PendingRecords;
+  /** Partitions of a produce request the proxy answers itself (routes with `to`), merged into the cluster's response. */
+  own?: Promise<OwnTopicAnswer[]>;
 }
 
 const NOTHING = Buffer.alloc(0);
@@ -268,8 +272,16 @@ export class ProxyConnection {
   /** The slots a checked produce request takes (none for acks=0), sending it upstream if it passed. */
   private slotFor(header: RequestHeader, g: Governed, whole: Buffer): Slot[] {
     if ('respond' in g) return g.respond === null ? [] : [{ chunks: [frame(g.respond)], done: true, header, inspect: false }];
-    // A response that settles governed records is read whole (it is small); it still goes back unchanged.
-    const slot: Slot = { chunks: [], done: false, header, inspect: g.pending !== undefined, pending: g.pending };
+    if (g.forward === null) {
+      // Routes with `to` took every topic: the answer is the proxy's own, once their targets answered.
+      if (g.acks === 0) return [];
+      const own: Slot = { chunks: [], done: false, header, inspect: false };
+      g.own.then((topics) => this.guard('upstream', () => this.respond(own, writeProduceResponse(header, topics))));
+      return [own];
+    }
+    // A response that settles governed records, or that the proxy's own answers join, is read whole
+    // (it is small); without own answers it still goes back unchanged.
+    const slot: Slot = { chunks: [], done: false, header, inspect: g.pending !== undefined || g.own !== undefined, pending: g.pending, own: g.own };
     // The client's own bytes go on in one write, size prefix and all; once written, their memory
     // may hold the client's next request (nothing else keeps a view of it: records that were read
     // are copies, decoded values and strings).
@@ -353,9 +365,11 @@ export class ProxyConnection {
   private inspect(slot: Slot, body: Buffer): Buffer | Promise<Buffer> {
     const { apiKey, apiVersion } = slot.header!;
     switch (apiKey) {
-      case ApiKey.Produce:
+      case ApiKey.Produce: {
         slot.pending?.answered(body, apiVersion);
-        return body;
+        const header = slot.header!;
+        return slot.own ? slot.own.then((topics) => writeProduceResponse(header, topics, body)) : body;
+      }
       case ApiKey.ApiVersions:
         return rewriteApiVersionsResponse(body, apiVersion).body;
       case ApiKey.SaslHandshake: {

@@ -7,6 +7,11 @@
  * with no change, and topics no route names, go on as the client's own bytes. The records'
  * outcomes are recorded once the cluster answered (PendingRecords): a record counts as delivered
  * only when the cluster acknowledged its partition.
+ *
+ * A route with `to` takes its topic out of the request instead: once no record of the request was
+ * refused, each record the chain let through goes to the route's targets (in order), and the proxy
+ * answers those partitions itself when every target answered for every record (own answers,
+ * merged with the cluster's answer to the rest of the request, if any went upstream).
  */
 import {
   compressionOf,
@@ -24,25 +29,31 @@ import {
 import {
   ErrorCode,
   errorName,
+  type OwnPartitionAnswer,
+  type OwnTopicAnswer,
   readProduceRequest,
   readProduceResponse,
   writeProduceError,
   writeProduceRequest,
   type PartitionError,
   type ProducePartition,
+  type ProduceRequest,
   type RequestHeader,
 } from '../../../codecs/kafka-protocol/messages.js';
 import type { CheckedRecords, RecordsAnswer, RouteEntry } from '../../contracts.js';
-import { problem } from '../../../core/errors.js';
+import { problem, type Problem } from '../../../core/errors.js';
 import { decodeValueBytes, encodeValue, type Message, type MessageContext } from '../../../core/message.js';
 import type { Outcome } from '../../../core/outcome.js';
 
 export type Governed =
   /**
-   * Send `body` upstream (the client's own bytes when nothing changed); `acks` 0 means no response
-   * will come. `pending`: the governed records, to settle with the cluster's answer.
+   * Send `body` upstream (the client's own bytes when nothing changed; null when routes with `to`
+   * took every topic, and nothing goes upstream); `acks` 0 means no response will come.
+   * `pending`: the governed records, to settle with the cluster's answer. `own`: the partitions the
+   * proxy answers itself (routes with `to`), once their records' targets answered.
    */
-  | { forward: Buffer; acks: number; pending: PendingRecords | undefined }
+  | { forward: Buffer; acks: number; pending: PendingRecords | undefined; own?: Promise<OwnTopicAnswer[]> }
+  | { forward: null; acks: number; pending: undefined; own: Promise<OwnTopicAnswer[]> }
   /** Answer the client with this response body (null for acks=0: the client expects none). */
   | { respond: Buffer | null };
 
@@ -53,6 +64,8 @@ export interface GovernContext {
   remoteAddress: string | undefined;
   /** The upstream broker's name in the config, as deliveries name it. */
   broker: string;
+  /** Logs at warn, for what the client is told only as an error code. */
+  warn?(fields: Record<string, unknown>, message: string): void;
 }
 
 interface Checked {
@@ -116,6 +129,8 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
     return route ? [{ topic: t.name, partitions: t.partitions, route }] : [];
   });
   if (routed.length === 0) return { forward: body, acks: req.acks, pending: undefined };
+  const delivering = routed.filter((r) => r.route.delivers);
+  if (delivering.length > 0 && req.transactionalId !== null) return refuseTransactional(header, req, delivering, ctx);
   return (async (): Promise<Governed> => {
     const startedAt = performance.now();
     const refused = new Map<string, PartitionError>();
@@ -140,8 +155,101 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
       const response = writeProduceError(header, req, ErrorCode.INVALID_RECORD, refused, 'not written: another record of this produce request was refused');
       return { respond: req.acks === 0 ? null : response };
     }
-    return { forward: changed ? writeProduceRequest(body, header, req) : body, acks: req.acks, pending: checked.length > 0 ? new PendingRecords(checked, ctx.broker) : undefined };
+    const upstreamChecked = checked.filter((c) => !c.route.delivers);
+    const pending = upstreamChecked.length > 0 ? new PendingRecords(upstreamChecked, ctx.broker) : undefined;
+    if (delivering.length === 0) return { forward: changed ? writeProduceRequest(body, header, req) : body, acks: req.acks, pending };
+    // Started before the rest goes upstream, record by record in request order.
+    const own = deliver(delivering, checked, ctx);
+    const taken = new Set(delivering.map((d) => d.topic));
+    const rest = req.topics.filter((t) => !taken.has(t.name));
+    if (rest.length === 0) return { forward: null, acks: req.acks, pending: undefined, own };
+    return { forward: writeProduceRequest(body, header, { ...req, topics: rest }), acks: req.acks, pending, own };
   })();
+}
+
+/**
+ * A transactional producer's records would reach a route's targets as they arrive, not when the
+ * transaction commits (and would stay there if it aborted): the request is refused whole, with
+ * INVALID_RECORD as every refused produce request (spec §2), and the reason logged and in the
+ * response's error_message (Produce v8+).
+ */
+function refuseTransactional(header: RequestHeader, req: ProduceRequest, delivering: readonly Routed[], ctx: GovernContext): Governed {
+  const refused = new Map<string, PartitionError>();
+  for (const { topic, partitions, route } of delivering) {
+    const message = `route '${route.name}' sends topic '${topic}' to its targets as records arrive, not when a transaction commits: transactional producers cannot produce to it`;
+    for (const p of partitions) refused.set(`${topic}\0${p.index}`, { recordErrors: [], message });
+  }
+  ctx.warn?.(
+    { transactionalId: req.transactionalId, topics: delivering.map((d) => d.topic), routes: delivering.map((d) => d.route.name), remoteAddress: ctx.remoteAddress },
+    'transactional produce refused: a route with to delivers records at once, not at commit',
+  );
+  const response = writeProduceError(header, req, ErrorCode.INVALID_RECORD, refused, 'not written: another topic of this transactional produce request is delivered by a route with to');
+  return { respond: req.acks === 0 ? null : response };
+}
+
+interface Routed {
+  topic: string;
+  partitions: ProducePartition[];
+  route: RouteEntry;
+}
+
+/**
+ * Sends the checked records of routes with `to` to their targets, partition by partition and record
+ * by record in request order (the sends start now); resolves with each partition's answer once
+ * every target answered for every record. Never rejects.
+ */
+function deliver(delivering: readonly Routed[], checked: readonly Checked[], ctx: GovernContext): Promise<OwnTopicAnswer[]> {
+  const sets = new Map(checked.map((c) => [`${c.records.topic}\0${c.records.partition}`, c.records]));
+  const topics = delivering.map(({ topic, partitions, route }) => {
+    const answers = partitions.map((p): OwnPartitionAnswer | Promise<OwnPartitionAnswer> => {
+      const set = sets.get(`${topic}\0${p.index}`);
+      return set ? deliverSet(route, set, ctx) : { index: p.index, errorCode: ErrorCode.NONE, message: null };
+    });
+    return Promise.all(answers).then((partitions) => ({ name: topic, partitions }));
+  });
+  return Promise.all(topics);
+}
+
+/**
+ * One partition's records to the route's targets. NONE when every record went where the route
+ * sends it (delivered, filtered or dead-lettered). Otherwise a retriable error, as an HTTP client
+ * gets 503 for a broker that did not acknowledge: NOT_ENOUGH_REPLICAS when no target took any record
+ * of the partition, NOT_ENOUGH_REPLICAS_AFTER_APPEND when some did (the client's retry sends
+ * those records to them again, as an HTTP client's retry does).
+ */
+function deliverSet(route: RouteEntry, set: CheckedRecords, ctx: GovernContext): OwnPartitionAnswer | Promise<OwnPartitionAnswer> {
+  const mctx = context(route, ctx);
+  let waits = false;
+  const pending = set.outcomes.map((o, i) => {
+    const m = set.messages[i];
+    // Every record of a route with targets is kept as a message (governPartition); one that is not cannot be sent.
+    const d = m && route.deliverRecord ? route.deliverRecord(m, o, mctx) : o.outcome === 'delivered' ? NOT_SENT : o;
+    if (d instanceof Promise) waits = true;
+    return d;
+  });
+  const answer = (outcomes: Outcome[]): OwnPartitionAnswer => {
+    route.settleRecords?.({ ...set, outcomes }, { written: 'targets' });
+    let failed: Problem | undefined;
+    let failures = 0;
+    let took = false;
+    for (const o of outcomes) {
+      if (o.outcome === 'delivered' || o.outcome === 'deadlettered') took = true;
+      else if (o.outcome === 'failed') {
+        failures++;
+        failed ??= o.problem;
+        if (o.problem.took?.some((d) => d !== undefined)) took = true;
+      }
+    }
+    if (failed === undefined) return { index: set.partition, errorCode: ErrorCode.NONE, message: null };
+    const more = failures > 1 ? ` (and ${failures - 1} more records)` : '';
+    const again = took ? '; records the targets took are sent to them again if the client retries' : '';
+    return {
+      index: set.partition,
+      errorCode: took ? ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND : ErrorCode.NOT_ENOUGH_REPLICAS,
+      message: `route '${route.name}': ${failed.detail}${more}${again}`,
+    };
+  };
+  return waits ? Promise.all(pending).then(answer) : answer(pending as Outcome[]);
 }
 
 /** `checked`: the records the route judged (settled later, whatever the result). */
@@ -207,12 +315,17 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       let changes = false;
       let refusals = false;
       for (const o of outcomes) {
-        if (o.outcome !== 'delivered') refusals ||= o.outcome !== 'filtered';
+        if (o.outcome !== 'delivered') refusals ||= refuses(o);
         else if (o.message) changes = true;
       }
       // The messages are kept until the cluster answers only for the tap and the log of refused
       // records: held longer, thousands of them per request would outlive the young generation.
-      judged[b] = { messages: refusals || route.observed?.() !== false ? messages : NO_MESSAGES, outcomes };
+      // A route with `to` sends the messages to its targets: it keeps them all, and its batches go nowhere.
+      judged[b] = { messages: refusals || route.delivers || route.observed?.() !== false ? messages : NO_MESSAGES, outcomes };
+      if (route.delivers) {
+        for (let i = 0; i < outcomes.length; i++) if (refuses(outcomes[i]!)) recordErrors.push({ index: i, message: describe(outcomes[i] as Refusal) });
+        return undefined;
+      }
       if (!changes && !refusals) return undefined;
       // Batches the chain changed are read again, as records to rebuild (the rare path).
       const records = changes ? readRecords(data, batch.recordCount) : [];
@@ -222,7 +335,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         if (outcome.outcome === 'delivered') {
           const next = outcome.message ? applyChanges(records[i]!, messages[i]!, outcome.message) : records[i]!;
           if (next !== records[i]) (edited ??= records.slice())[i] = next;
-        } else if (outcome.outcome !== 'filtered') {
+        } else if (refuses(outcome)) {
           recordErrors.push({ index: i, message: describe(outcome) });
         }
       }
@@ -275,6 +388,8 @@ const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, s
 
 const NO_MESSAGES: (Message | undefined)[] = [];
 
+const NOT_SENT: Outcome = { outcome: 'failed', problem: problem('EG_INTERNAL', 'the record was not kept as a message, so it was not sent to the targets') };
+
 /**
  * The cursor's record as a message (spec §3): JSON value parsed, key and headers as UTF-8 strings
  * (the last of repeated names). Read straight from the records section, with no record object or
@@ -323,8 +438,14 @@ function applyChanges(rec: KafkaRecord, before: Message, out: Message): KafkaRec
   };
 }
 
-function describe(outcome: Exclude<Outcome, { outcome: 'delivered' | 'filtered' }>): string {
-  if (outcome.outcome === 'deadlettered') return outcome.errors.join('; ');
+type Refusal = Extract<Outcome, { outcome: 'invalid' | 'rejected' | 'failed' }>;
+
+/** Whether a record's outcome refuses its produce request (a dead-lettered record, possible only with `to`, was dealt with). */
+function refuses(o: Outcome): o is Refusal {
+  return o.outcome !== 'delivered' && o.outcome !== 'filtered' && o.outcome !== 'deadlettered';
+}
+
+function describe(outcome: Refusal): string {
   const p = outcome.problem;
   return p.errors && p.errors.length > 0 ? `${p.detail}: ${p.errors.join('; ')}` : p.detail;
 }

@@ -177,6 +177,7 @@ export class KafkaProxyListener implements ListenerRuntime {
           compression: decompressBudget(this.compression, this.settings.maxRequestBytes),
           remoteAddress,
           broker: this.settings.upstream,
+          warn: (fields, message) => this.env.logger.warn({ listener: this.name, ...fields }, message),
         }),
       governs: (topic) => this.routes.has(topic),
       closed: (conn, problem) => {

@@ -1,0 +1,314 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import type { ServerResponse } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import kafkajs from 'kafkajs';
+import { WsClient } from '../helpers/clients.js';
+import { eventually, repoRoot, useGateway } from '../helpers/gateway.js';
+import { kcatConsumeAll, kcatProduce, kcatProduceLines, produceRaw, recordBatch, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { reloaded } from '../helpers/pipeline.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+const { Kafka, logLevel } = kafkajs;
+
+const ORDER_SCHEMA = '{ type: object, required: [id, total], properties: { id: { type: integer }, total: { type: number } } }';
+const ORDER = (id: number) => JSON.stringify({ id, total: 12.5 });
+
+const PYTHON_CLIENT = join(repoRoot, 'test', 'kafka', 'python-client.py');
+
+/** What a kafkajs send failed with: the broker's error, also when kafkajs retried it first. */
+const failure = (e: { type?: string; retriable?: boolean; cause?: { type?: string; retriable?: boolean } }) => e.cause ?? e;
+
+const values = async (bootstrap: string, topic: string) => (await kcatConsumeAll(bootstrap, topic)).map((r) => r.value);
+
+describe('kafka listener: a route with `to` delivers its topic to its targets instead of upstream', () => {
+  let kafka: KafkaCluster;
+  let hook: WebhookReceiver;
+  let proxy: string;
+  const t = { orders: '', copy: '', free: '', hooked: '', fanned: '', fannedCopy: '', picky: '', picked: '', dlq: '', txn: '' };
+
+  const config = (ordersTo: boolean) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
+listeners:
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+  ws: { kind: websocket, host: 127.0.0.1, port: 0 }
+routes:
+  - name: orders-out
+    from: { listener: kafka-in, topic: ${t.orders} }
+    through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: reject } } ]
+${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, path: /orders } ]` : ''}
+  - name: hooked
+    from: { listener: kafka-in, topic: ${t.hooked} }
+    to: { http: { url: "${hook.url}/hooked", retry: { attempts: 1 } } }
+  - name: fanned
+    from: { listener: kafka-in, topic: ${t.fanned} }
+    to: [ { broker: cluster, topic: ${t.fannedCopy} }, { http: { url: "${hook.url}/fanned", retry: { attempts: 1 } } } ]
+  - name: picky
+    from: { listener: kafka-in, topic: ${t.picky} }
+    through:
+      - filter: keep = true
+      - validate: { schema: ${ORDER_SCHEMA}, onInvalid: deadletter }
+    deadletter: { broker: cluster, topic: ${t.dlq} }
+    to: { broker: cluster, topic: ${t.picked} }
+  - name: txn
+    from: { listener: kafka-in, topic: ${t.txn} }
+    to: { listener: ws, path: /txn }
+`;
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    hook = await WebhookReceiver.start();
+    for (const k of Object.keys(t) as (keyof typeof t)[]) {
+      t[k] = kafka.topic(k);
+      await kafka.createTopic(t[k], 1);
+    }
+  });
+  const gw = useGateway(
+    () => config(true),
+    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
+  );
+  before(() => {
+    proxy = `127.0.0.1:${gw.port('kafka-in')}`;
+  });
+  after(async () => {
+    await hook?.stop();
+    await kafka?.stop();
+  });
+
+  const client = (retries = 0) => new Kafka({ clientId: 'to-tests', brokers: [proxy], logLevel: logLevel.NOTHING, retry: { retries, initialRetryTime: 100 } });
+
+  it('kcat: the records reach the websocket client and the other topic, not the governed topic', async () => {
+    const ws = await WsClient.connect(gw.url('ws', '/orders', 'ws'));
+    try {
+      await kcatProduce(proxy, t.orders, [
+        { key: 'a', value: ORDER(1), headers: { origin: 'kcat' } },
+        { key: 'b', value: ORDER(2), headers: { origin: 'kcat' } },
+      ]);
+      assert.deepEqual([await ws.next(), await ws.next()], [JSON.parse(ORDER(1)), JSON.parse(ORDER(2))]);
+      const copied = await eventually(async () => {
+        const all = await kcatConsumeAll(kafka.bootstrap, t.copy);
+        assert.equal(all.length, 2);
+        return all;
+      }, 15000);
+      assert.deepEqual(
+        copied.map((r) => [r.key, r.value, r.headers.origin]),
+        [
+          ['a', ORDER(1), 'kcat'],
+          ['b', ORDER(2), 'kcat'],
+        ],
+      );
+      assert.deepEqual(await values(kafka.bootstrap, t.orders), [], 'nothing was written to the governed topic');
+    } finally {
+      ws.close();
+    }
+  });
+
+  it('refuses the whole request with INVALID_RECORD when the chain refuses a record: nothing is delivered', async () => {
+    const r = await kcatProduceLines(proxy, t.orders, [ORDER(10), JSON.stringify({ id: 11, total: 'lots' })], ['linger.ms=200']);
+    assert.match(r.stderr, /Broker: Broker failed to validate record/);
+    const sentinel = await kcatProduceLines(proxy, t.orders, [ORDER(12)]);
+    assert.equal(sentinel.code, 0, sentinel.stderr);
+    const got = await eventually(async () => {
+      const all = await values(kafka.bootstrap, t.copy);
+      assert.ok(all.includes(ORDER(12)));
+      return all;
+    }, 15000);
+    assert.ok(!got.includes(ORDER(10)), 'a record of the refused request was delivered');
+  });
+
+  it('kafka-python: success with offset -1 (the record is in no partition of the cluster)', async () => {
+    const r = await runProcess('/usr/bin/python3', [PYTHON_CLIENT, 'produce', proxy, t.orders, 'none'], `${ORDER(20)}\n${ORDER(21)}\n`, 60000);
+    assert.equal(r.code, 0, r.stderr);
+    const results = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(results, [
+      { ok: true, partition: 0, offset: -1 },
+      { ok: true, partition: 0, offset: -1 },
+    ]);
+    await eventually(async () => {
+      const all = await values(kafka.bootstrap, t.copy);
+      assert.ok(all.includes(ORDER(20)) && all.includes(ORDER(21)));
+    }, 15000);
+    assert.deepEqual(await values(kafka.bootstrap, t.orders), []);
+  });
+
+  it('kafkajs: a batch to a delivered topic and an ungoverned one gets one answer; the ungoverned records go upstream byte for byte', async () => {
+    const ws = await WsClient.connect(gw.url('ws', '/orders', 'ws'));
+    const producer = client().producer();
+    await producer.connect();
+    try {
+      const result = await producer.sendBatch({
+        topicMessages: [
+          { topic: t.orders, messages: [{ key: 'k30', value: ORDER(30) }] },
+          { topic: t.free, messages: [{ key: 'free-1', value: 'not json at all', headers: { h: Buffer.from([0xff, 0x00, 0x01]) } }, { value: null as unknown as string }] },
+        ],
+      });
+      const byTopic = Object.fromEntries(result.map((r) => [r.topicName, r]));
+      assert.equal(byTopic[t.orders]!.errorCode, 0);
+      assert.equal(byTopic[t.orders]!.baseOffset, '-1');
+      assert.equal(byTopic[t.free]!.errorCode, 0);
+      assert.equal(byTopic[t.free]!.baseOffset, '0');
+      assert.deepEqual(await ws.next(), JSON.parse(ORDER(30)));
+    } finally {
+      await producer.disconnect();
+      ws.close();
+    }
+    const free = await kcatConsumeAll(kafka.bootstrap, t.free);
+    assert.equal(free.length, 2);
+    assert.equal(free[0]!.key, 'free-1');
+    assert.equal(free[0]!.value, 'not json at all');
+    assert.equal(free[1]!.value, null);
+    // A consumer that reads raw bytes sees the header exactly as sent (kcat shows it as text).
+    const consumer = new Kafka({ brokers: kafka.bootstrap.split(','), logLevel: logLevel.NOTHING }).consumer({ groupId: `raw-${t.free}` });
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic: t.free, fromBeginning: true });
+      const header = await new Promise<Buffer>((resolve) => {
+        void consumer.run({ eachMessage: async ({ message }) => (message.headers?.h ? resolve(message.headers.h as Buffer) : undefined) });
+      });
+      assert.deepEqual([...header], [0xff, 0x00, 0x01]);
+    } finally {
+      await consumer.disconnect();
+    }
+    await eventually(async () => assert.ok((await values(kafka.bootstrap, t.copy)).includes(ORDER(30))), 15000);
+    assert.deepEqual(await values(kafka.bootstrap, t.orders), []);
+  });
+
+  it('kafkajs acks=0: no answer, the records are still delivered', async () => {
+    const producer = client().producer();
+    await producer.connect();
+    try {
+      await producer.send({ topic: t.orders, acks: 0, messages: [{ value: ORDER(40) }] });
+      // The next request on the connection is answered after it: the connection goes on.
+      await producer.send({ topic: t.orders, messages: [{ value: ORDER(41) }] });
+    } finally {
+      await producer.disconnect();
+    }
+    await eventually(async () => {
+      const all = await values(kafka.bootstrap, t.copy);
+      assert.ok(all.includes(ORDER(40)) && all.includes(ORDER(41)));
+    }, 15000);
+  });
+
+  it('answers only once the target answered, and a failing target makes the client see a retriable error', async () => {
+    const held: ServerResponse[] = [];
+    hook.respond = (_r, res) => held.push(res);
+    const producer = client().producer();
+    await producer.connect();
+    try {
+      let settled = false;
+      const before = hook.requests.length;
+      const sent = producer.send({ topic: t.hooked, messages: [{ value: ORDER(50) }] }).finally(() => (settled = true));
+      await hook.received(before + 1);
+      assert.equal(settled, false, 'the client was answered before the webhook answered');
+      for (const res of held.splice(0)) res.writeHead(500).end('no');
+      const err = await sent.then(
+        () => undefined,
+        (e) => failure(e),
+      );
+      assert.equal(err?.type, 'NOT_ENOUGH_REPLICAS', String(err));
+      assert.equal(err?.retriable, true);
+      // kcat (librdkafka) is told the same.
+      hook.respond = (_r, res) => res.writeHead(500).end('no');
+      const r = await kcatProduceLines(proxy, t.hooked, [ORDER(51)]);
+      assert.match(r.stderr, /Not enough in-sync replicas/);
+      // With the endpoint back, a retry succeeds.
+      hook.respond = (_r, res) => res.end('ok');
+      await producer.send({ topic: t.hooked, messages: [{ value: ORDER(52) }] });
+      assert.equal(hook.requests.at(-1)!.body, ORDER(52));
+    } finally {
+      hook.respond = (_r, res) => res.end('ok');
+      await producer.disconnect();
+    }
+    assert.deepEqual(await values(kafka.bootstrap, t.hooked), []);
+  });
+
+  it('a fan-out that one target failed is a retriable error that says the others took the record', async () => {
+    hook.respond = (_r, res) => res.writeHead(503).end('busy');
+    const producer = client().producer();
+    await producer.connect();
+    try {
+      const err = await producer.send({ topic: t.fanned, messages: [{ value: ORDER(60) }] }).then(
+        () => undefined,
+        (e) => failure(e),
+      );
+      assert.equal(err?.type, 'NOT_ENOUGH_REPLICAS_AFTER_APPEND', String(err));
+      assert.equal(err?.retriable, true);
+    } finally {
+      hook.respond = (_r, res) => res.end('ok');
+      await producer.disconnect();
+    }
+    // The broker target took it (as an HTTP fan-out's 503 says); a client retry would send it there again.
+    await eventually(async () => assert.deepEqual(await values(kafka.bootstrap, t.fannedCopy), [ORDER(60)]), 15000);
+    await gw.waitForLog((l) => l.route === 'fanned' && l.msg === 'message failed');
+  });
+
+  it('filters and dead-letters records of a route with `to`; the client is told NONE for all of them', async () => {
+    const keep = JSON.stringify({ keep: true, id: 70, total: 1 });
+    const drop = JSON.stringify({ keep: false, id: 71, total: 1 });
+    const invalid = JSON.stringify({ keep: true, id: 72, total: 'lots' });
+    const r = await kcatProduceLines(proxy, t.picky, [keep, drop, invalid], ['linger.ms=200']);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(async () => assert.deepEqual(await values(kafka.bootstrap, t.picked), [keep]), 15000);
+    const dead = await eventually(async () => {
+      const all = await kcatConsumeAll(kafka.bootstrap, t.dlq);
+      assert.equal(all.length, 1);
+      return all;
+    }, 15000);
+    assert.equal(dead[0]!.value, invalid);
+    assert.ok(dead[0]!.headers._eventgate_error);
+    assert.deepEqual(await values(kafka.bootstrap, t.picky), []);
+  });
+
+  it('refuses transactional produce to a topic whose route has `to` with INVALID_RECORD, and logs why', async () => {
+    // kafkajs cannot start a transaction against the mock cluster (its InitProducerId names broker
+    // 0), and neither kcat nor kafka-python writes transactions: a transactional producer's Produce
+    // request (v8, transactional batch) is framed here, as such a producer sends it.
+    const batch = recordBatch({ attributes: 0x10, key: null, value: Buffer.from(ORDER(80)), producerId: 7n, producerEpoch: 0, baseSequence: 0 });
+    // The bootstrap port reaches the one broker, which leads every partition.
+    const answer = await produceRaw(proxy, { version: 8, transactionalId: `tx-${t.txn}`, topic: t.txn, partition: 0, batch });
+    assert.equal(answer.errorCode, 87, JSON.stringify(answer));
+    assert.match(answer.errorMessage ?? '', /route 'txn' .* not when a transaction commits/);
+    const line = await gw.waitForLog((l) => l.msg === 'transactional produce refused: a route with to delivers records at once, not at commit');
+    assert.deepEqual(line.routes, ['txn']);
+  });
+
+  it('an idempotent producer (kcat) produces to a route with `to`', async () => {
+    const r = await kcatProduceLines(proxy, t.orders, [ORDER(90), ORDER(91)], ['enable.idempotence=true']);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(async () => {
+      const all = await values(kafka.bootstrap, t.copy);
+      assert.ok(all.includes(ORDER(90)) && all.includes(ORDER(91)));
+    }, 15000);
+  });
+
+  it('removing `to` is a reload of the route: the same client connection then writes to the topic upstream', async () => {
+    const producer = client().producer();
+    await producer.connect();
+    try {
+      await producer.send({ topic: t.orders, messages: [{ value: ORDER(100) }] });
+      const connections = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in').connections as number;
+      const line = await gw.reconfigure(config(false));
+      assert.ok(reloaded(line), JSON.stringify(line));
+      const [meta] = await producer.send({ topic: t.orders, messages: [{ value: ORDER(101) }] });
+      assert.equal(meta!.baseOffset, '0', 'written to the topic upstream');
+      assert.equal((await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in').connections, connections, 'the reload kept the client connections');
+      const back = await gw.reconfigure(config(true));
+      assert.ok(reloaded(back), JSON.stringify(back));
+      const [again] = await producer.send({ topic: t.orders, messages: [{ value: ORDER(102) }] });
+      assert.equal(again!.baseOffset, '-1', 'delivered to the targets again');
+    } finally {
+      await producer.disconnect();
+    }
+    assert.deepEqual(await values(kafka.bootstrap, t.orders), [ORDER(101)]);
+    await eventually(async () => {
+      const all = await values(kafka.bootstrap, t.copy);
+      assert.ok(all.includes(ORDER(100)) && all.includes(ORDER(102)) && !all.includes(ORDER(101)));
+    }, 15000);
+  });
+});
