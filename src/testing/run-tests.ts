@@ -76,7 +76,7 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
   const route = new RouteRuntime(withPrincipal(routePlan, test), { brokers, listeners, logger: pino({ level: 'silent' }), instanceId: 'test' });
   const from = routePlan.from;
   const listenerKind = from.type === 'listener' ? plan.listeners.get(from.listener)?.kind : undefined;
-  // A kafka listener's route governs records produced to its topic, which go on to that topic upstream.
+  // A kafka listener's route governs records produced to its topic, which go on to that topic upstream (or, with `to`, to its targets).
   const upstream =
     from.type === 'listener' && listenerKind !== undefined && registry.listeners.get(listenerKind)?.routesBy === 'topic'
       ? (plan.listeners.get(from.listener)!.options as { upstream?: string }).upstream
@@ -102,8 +102,10 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
     from.type === 'listener' && upstream === undefined
       ? { route: test.route, path: params, query: test.input.query, remoteAddress: '127.0.0.1', request: { headers: lowerHeaders, query: test.input.query, remoteAddress: '127.0.0.1' } }
       : { route: test.route, remoteAddress: from.type === 'listener' ? '127.0.0.1' : undefined };
-  const outcome = upstream !== undefined ? await route.checkRecord(msg, ctx) : await route.handle(msg, ctx);
-  if (upstream !== undefined && outcome.outcome === 'delivered') {
+  let outcome = upstream !== undefined ? await route.checkRecord(msg, ctx) : await route.handle(msg, ctx);
+  // With `to`, the record goes to the route's targets instead, as the proxy sends it.
+  if (upstream !== undefined && route.delivers) outcome = await route.deliverRecord(msg, outcome, ctx);
+  else if (upstream !== undefined && outcome.outcome === 'delivered') {
     // The record as the proxy writes it: the chain's value and headers, the key as the client sent it.
     const out = outcome.message ?? msg;
     outputs.push({ broker: upstream, topic: from.type === 'listener' ? from.path : '', key: msg.key, headers: { ...out.headers }, value: out.value });

@@ -73,9 +73,23 @@ describe('eventgate test', () => {
         '    through:',
         '      - transform: \'{"type": $ce.type, "source": $ce.source, "data": $}\'',
         '    to: { broker: local, topic: events }',
+        '  - name: elsewhere',
+        '    from: { listener: kafka-in, topic: payments }',
+        '    through: [ { filter: amount > 0 } ]',
+        '    to: { broker: local, topic: payments-seen }',
       ),
       'gateway.tests.yaml': yaml(
         'tests:',
+        '  - name: a record of a route with to goes to its targets, not upstream',
+        '    route: elsewhere',
+        '    input: { key: p1, value: { amount: 5 } }',
+        '    expect:',
+        '      outcome: delivered',
+        '      to: [ { broker: local, topic: payments-seen, key: p1, value: { amount: 5 } } ]',
+        '  - name: a record a route with to filters',
+        '    route: elsewhere',
+        '    input: { value: { amount: 0 } }',
+        '    expect: { outcome: filtered }',
         '  - name: a record goes on upstream, shaped',
         '    route: shaped',
         '    input: { key: k1, value: { id: 7, extra: 1 } }',
@@ -105,7 +119,7 @@ describe('eventgate test', () => {
     const r = await runCli(['test', 'gateway.tests.yaml'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /^3 tests passed$/m);
+    assert.match(r.stdout, /^5 tests passed$/m);
   });
 
   it('runs the route in-process with path parameters, query, principal and real credentials', async () => {
