@@ -228,6 +228,31 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     assert.deepEqual(await values(kafka.bootstrap, t.hooked), []);
   });
 
+  it('a batch to a failing target and an ungoverned topic: the ungoverned records are written, the others get the retriable error', async () => {
+    hook.respond = (_r, res) => res.writeHead(500).end('no');
+    const producer = client().producer();
+    await producer.connect();
+    try {
+      const err = await producer
+        .sendBatch({
+          topicMessages: [
+            { topic: t.hooked, messages: [{ value: ORDER(55) }] },
+            { topic: t.free, messages: [{ value: 'beside a failing target' }] },
+          ],
+        })
+        .then(
+          () => undefined,
+          (e) => failure(e),
+        );
+      assert.equal(err?.type, 'NOT_ENOUGH_REPLICAS', String(err));
+    } finally {
+      hook.respond = (_r, res) => res.end('ok');
+      await producer.disconnect();
+    }
+    assert.ok((await values(kafka.bootstrap, t.free)).includes('beside a failing target'));
+    assert.deepEqual(await values(kafka.bootstrap, t.hooked), []);
+  });
+
   it('a fan-out that one target failed is a retriable error that says the others took the record', async () => {
     hook.respond = (_r, res) => res.writeHead(503).end('busy');
     const producer = client().producer();
