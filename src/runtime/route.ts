@@ -232,11 +232,19 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   deliverRecord(msg: Message, checked: Outcome, ctx: MessageContext): Outcome | Promise<Outcome> {
     if (checked.outcome !== 'delivered') return checked;
+    let o: Outcome | Promise<Outcome>;
     try {
-      return outcomeOf(this.deliver(msg, checked.message ?? msg, { ...ctx, tagged: checked.tagged ? checked.tags : undefined }));
+      o = outcomeOf(this.deliver(msg, checked.message ?? msg, { ...ctx, tagged: checked.tagged ? checked.tags : undefined }));
     } catch (err) {
       return this.unexpected(err, UNTRACED);
     }
+    // As settle() does: a target's failure (a webhook URL, a broker address) reaches the client's error_message and the log.
+    if (o instanceof Promise) return o.then((d) => this.shownOutcome(d));
+    return this.shownOutcome(o);
+  }
+
+  private shownOutcome(o: Outcome): Outcome {
+    return o.outcome === 'delivered' && this.webhooks.length === 0 ? o : this.redacted(o);
   }
 
   private recordOutcome(msg: Message, r: StepResult, ctx: MessageContext): Outcome | Promise<Outcome> {

@@ -25,13 +25,16 @@ describe('kafka listener: a route with `to` delivers its topic to its targets in
   let kafka: KafkaCluster;
   let hook: WebhookReceiver;
   let proxy: string;
-  const t = { orders: '', copy: '', free: '', hooked: '', fanned: '', fannedCopy: '', picky: '', picked: '', dlq: '', txn: '' };
+  const t = { orders: '', copy: '', free: '', hooked: '', fanned: '', fannedCopy: '', picky: '', picked: '', dlq: '', txn: '', strict: '' };
+  const HOOK_TOKEN = 'tok-5f1d2a9c7e';
 
   const config = (ordersTo: boolean) => `
 version: 1
 admin: { port: 0 }
 brokers:
   cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
+  # Nothing listens there: every publish to it fails after its ack timeout.
+  nowhere: { kind: kafka, brokers: ["127.0.0.1:1"], connectionTimeoutMs: 200, producer: { ackTimeoutMs: 200 } }
 listeners:
   kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
   ws: { kind: websocket, host: 127.0.0.1, port: 0 }
@@ -42,7 +45,7 @@ routes:
 ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, path: /orders } ]` : ''}
   - name: hooked
     from: { listener: kafka-in, topic: ${t.hooked} }
-    to: { http: { url: "${hook.url}/hooked", retry: { attempts: 1 } } }
+    to: { http: { url: "${hook.url}/hooked/\${HOOK_TOKEN}", retry: { attempts: 1 } } }
   - name: fanned
     from: { listener: kafka-in, topic: ${t.fanned} }
     to: [ { broker: cluster, topic: ${t.fannedCopy} }, { http: { url: "${hook.url}/fanned", retry: { attempts: 1 } } } ]
@@ -56,6 +59,11 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
   - name: txn
     from: { listener: kafka-in, topic: ${t.txn} }
     to: { listener: ws, path: /txn }
+  - name: strict
+    from: { listener: kafka-in, topic: ${t.strict} }
+    through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: deadletter } } ]
+    deadletter: { broker: nowhere, topic: invalid }
+    to: { broker: cluster, topic: ${t.copy} }
 `;
 
   before(async () => {
@@ -68,7 +76,7 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
   });
   const gw = useGateway(
     () => config(true),
-    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
+    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap, HOOK_TOKEN } }),
   );
   before(() => {
     proxy = `127.0.0.1:${gw.port('kafka-in')}`;
@@ -226,6 +234,28 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
       await producer.disconnect();
     }
     assert.deepEqual(await values(kafka.bootstrap, t.hooked), []);
+  });
+
+  it("says in Produce v8's error_message why the target failed, with the config's secrets redacted", async () => {
+    hook.respond = (_r, res) => res.writeHead(500).end('no');
+    try {
+      const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from(ORDER(53)) });
+      const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: t.hooked, partition: 0, batch });
+      assert.equal(answer.errorCode, 19, JSON.stringify(answer)); // NOT_ENOUGH_REPLICAS
+      assert.match(answer.errorMessage ?? '', /route 'hooked': .*answered 500/);
+      assert.ok(!answer.errorMessage!.includes(HOOK_TOKEN), answer.errorMessage!);
+    } finally {
+      hook.respond = (_r, res) => res.end('ok');
+    }
+  });
+
+  it('a record whose dead-letter topic does not acknowledge makes the request retriable, not refused for good', async () => {
+    const r = await kcatProduceLines(proxy, t.strict, [ORDER(56), JSON.stringify({ id: 57, total: 'lots' })], ['linger.ms=200']);
+    assert.match(r.stderr, /Not enough in-sync replicas/);
+    // A request with only valid records goes through.
+    assert.equal((await kcatProduceLines(proxy, t.strict, [ORDER(58)])).code, 0);
+    await eventually(async () => assert.ok((await values(kafka.bootstrap, t.copy)).includes(ORDER(58))), 15000);
+    assert.ok(!(await values(kafka.bootstrap, t.copy)).includes(ORDER(56)), 'a record of the refused request was delivered');
   });
 
   it('a batch to a failing target and an ungoverned topic: the ungoverned records are written, the others get the retriable error', async () => {

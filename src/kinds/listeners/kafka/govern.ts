@@ -136,13 +136,17 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
     const refused = new Map<string, PartitionError>();
     const checked: Checked[] = [];
     let changed = false;
+    /** Every refusal is a dead-letter topic that did not acknowledge (possible only with `to`): the client may retry. */
+    let unavailableOnly = true;
     await Promise.all(
       routed.flatMap(({ topic, partitions, route }) =>
         partitions.map(async (p) => {
           const result = await governPartition(topic, p, route, ctx);
           if (result.checked) checked.push({ route, records: { topic, partition: p.index, messages: result.checked.messages, outcomes: result.checked.outcomes, startedAt } });
-          if ('refused' in result) refused.set(`${topic}\0${p.index}`, result.refused);
-          else if (result.records !== p.records) {
+          if ('refused' in result) {
+            refused.set(`${topic}\0${p.index}`, result.refused);
+            unavailableOnly &&= result.unavailable === true;
+          } else if (result.records !== p.records) {
             p.records = result.records;
             changed = true;
           }
@@ -152,7 +156,8 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
     if (refused.size > 0) {
       const notWritten: RecordsAnswer = { written: false, outcome: 'rejected', problem: problem('EG_PRODUCE_REFUSED', 'not written: another record of this produce request was refused') };
       for (const { route, records } of checked) route.settleRecords?.(records, notWritten);
-      const response = writeProduceError(header, req, ErrorCode.INVALID_RECORD, refused, 'not written: another record of this produce request was refused');
+      const code = unavailableOnly ? ErrorCode.NOT_ENOUGH_REPLICAS : ErrorCode.INVALID_RECORD;
+      const response = writeProduceError(header, req, code, refused, 'not written: another record of this produce request was refused');
       return { respond: req.acks === 0 ? null : response };
     }
     const upstreamChecked = checked.filter((c) => !c.route.delivers);
@@ -252,8 +257,11 @@ function deliverSet(route: RouteEntry, set: CheckedRecords, ctx: GovernContext):
   return waits ? Promise.all(pending).then(answer) : answer(pending as Outcome[]);
 }
 
-/** `checked`: the records the route judged (settled later, whatever the result). */
-type PartitionResult = ({ records: Buffer | null } | { refused: PartitionError }) & { checked?: { messages: (Message | undefined)[]; outcomes: Outcome[] } };
+/**
+ * `checked`: the records the route judged (settled later, whatever the result). `unavailable`:
+ * every refused record failed only because a broker did not acknowledge (its dead-letter topic).
+ */
+type PartitionResult = ({ records: Buffer | null } | { refused: PartitionError; unavailable?: boolean }) & { checked?: { messages: (Message | undefined)[]; outcomes: Outcome[] } };
 
 async function governPartition(topic: string, p: ProducePartition, route: RouteEntry, ctx: GovernContext): Promise<PartitionResult> {
   if (p.records === null || p.records.length === 0) return { records: p.records };
@@ -265,6 +273,8 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
     return { refused: { recordErrors: [], message: `route '${route.name}' cannot read these records: ${(err as Error).message}` } };
   }
   const recordErrors: { index: number; message: string }[] = [];
+  /** Of those, records that failed because a broker did not acknowledge (503). */
+  let unavailable = 0;
   const judged: ({ messages: (Message | undefined)[]; outcomes: Outcome[] } | undefined)[] = new Array(batches.length);
   const rebuilt: (Buffer | undefined)[] = await Promise.all(
     batches.map(async (batch, b) => {
@@ -323,7 +333,12 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       // A route with `to` sends the messages to its targets: it keeps them all, and its batches go nowhere.
       judged[b] = { messages: refusals || route.delivers || route.observed?.() !== false ? messages : NO_MESSAGES, outcomes };
       if (route.delivers) {
-        for (let i = 0; i < outcomes.length; i++) if (refuses(outcomes[i]!)) recordErrors.push({ index: i, message: describe(outcomes[i] as Refusal) });
+        for (let i = 0; i < outcomes.length; i++) {
+          const o = outcomes[i]!;
+          if (!refuses(o)) continue;
+          recordErrors.push({ index: i, message: describe(o) });
+          if (o.outcome === 'failed' && o.problem.status === 503) unavailable++;
+        }
         return undefined;
       }
       if (!changes && !refusals) return undefined;
@@ -358,7 +373,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
   if (recordErrors.length > 0) {
     const first = recordErrors[0]!;
     const more = recordErrors.length > 1 ? ` (and ${recordErrors.length - 1} more)` : '';
-    return { refused: { recordErrors, message: `route '${route.name}' refused record ${first.index}: ${first.message}${more}` }, checked };
+    return { refused: { recordErrors, message: `route '${route.name}' refused record ${first.index}: ${first.message}${more}` }, unavailable: unavailable === recordErrors.length, checked };
   }
   if (rebuilt.every((b) => b === undefined)) return { records: p.records, checked };
   return { records: Buffer.concat(batches.map((b, i) => rebuilt[i] ?? b.bytes)), checked };
