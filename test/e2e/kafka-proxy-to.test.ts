@@ -7,6 +7,7 @@ import { WsClient } from '../helpers/clients.js';
 import { eventually, repoRoot, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduce, kcatProduceLines, produceRaw, recordBatch, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { reloaded } from '../helpers/pipeline.js';
+import { scrape } from '../helpers/prometheus.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const { Kafka, logLevel } = kafkajs;
@@ -340,6 +341,17 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
       const all = await values(kafka.bootstrap, t.copy);
       assert.ok(all.includes(ORDER(90)) && all.includes(ORDER(91)));
     }, 15000);
+  });
+
+  it('counts each record once by what its delivery did in /metrics', async () => {
+    const s = await scrape(gw.adminUrl);
+    const count = (route: string, outcome: string) => s.value('eventgate_route_messages_total', { route, outcome }) ?? 0;
+    assert.ok(count('orders-out', 'delivered') >= 8, 'delivered records counted');
+    assert.ok(count('orders-out', 'invalid') >= 1, 'the refused record counted');
+    assert.ok(count('hooked', 'failed') >= 2, 'records a target failed counted');
+    assert.equal(count('picky', 'filtered'), 1);
+    assert.equal(count('picky', 'deadlettered'), 1);
+    assert.equal(count('picky', 'delivered'), 1);
   });
 
   it('removing `to` is a reload of the route: the same client connection then writes to the topic upstream', async () => {
