@@ -184,6 +184,22 @@ ${extra}`;
     c.child.kill();
   });
 
+  it('answers 405 with Allow for another method on an event stream path, which exists', async () => {
+    for (const method of ['POST', 'PUT', 'DELETE']) {
+      // /mixed is only a stream; /ticks is a stream and a publish path.
+      let res = await fetch(gw.url('api', '/mixed'), { method, headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
+      assert.equal(res.status, 405, `${method} /mixed`);
+      assert.equal(res.headers.get('allow'), 'GET');
+      assert.equal(res.headers.get('content-type'), 'application/problem+json');
+      assert.equal(((await res.json()) as { code: string }).code, 'EG_METHOD_NOT_ALLOWED');
+      if (method === 'POST') continue;
+      res = await fetch(gw.url('api', '/ticks'), { method });
+      assert.equal(res.status, 405, `${method} /ticks`);
+      assert.equal(res.headers.get('allow'), 'GET, POST');
+      await res.body?.cancel();
+    }
+  });
+
   it('cuts off a client that does not read, and frees what was buffered for it', async () => {
     const socket = await stalledReader(gw.port('api'), '/ticks');
     const closed = once(socket, 'close');

@@ -245,19 +245,26 @@ export class HttpListener implements ListenerRuntime {
     }
     const exact = this.staticPublish.get(pathname);
     const found = exact ? undefined : this.router.find('POST', pathname);
+    // An event stream's path is a route path too (a GET of it went to serveStream above).
     if (this.cors && CorsPolicy.isPreflight(req)) {
-      // An event stream's path is a route path too: a fetch-based client sending a header (an API
-      // key, Last-Event-ID) is preflighted, and a 404 made the browser refuse to open the stream.
-      const stream = this.router.find('GET', pathname) !== null;
+      // A fetch-based client sending a header (an API key, Last-Event-ID) is preflighted, and a 404
+      // made the browser refuse to open the stream.
+      const stream = this.isStreamPath(pathname);
       if (exact || found || stream) {
         this.cors.preflight(res, stream);
         return this.finished(res);
       }
     }
-    if (!exact && !found) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
+    if (!exact && !found) {
+      if (!this.isStreamPath(pathname)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
+      // A known path with the wrong method is a 405 (spec §4), not a 404 that says it does not exist.
+      res.setHeader('allow', 'GET');
+      return this.refuse(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; it is an event stream: GET it with Accept: text/event-stream`));
+    }
     if (req.method !== 'POST') {
-      res.setHeader('allow', 'POST');
-      return this.refuse(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; use POST`));
+      const stream = this.isStreamPath(pathname);
+      res.setHeader('allow', stream ? 'GET, POST' : 'POST');
+      return this.refuse(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; use POST${stream ? ' (or GET with Accept: text/event-stream)' : ''}`));
     }
     const route = exact ?? (found!.store as { route: RouteEntry }).route;
     const params = found ? found.params : NO_PARAMS;
@@ -277,6 +284,11 @@ export class HttpListener implements ListenerRuntime {
       return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body has ${declared} bytes; this listener accepts at most ${max}`));
     }
     readBody(req, { listener: this, res, route, isJson, contentType, params, search: q === -1 ? '' : url.slice(q + 1), max, first: undefined, chunks: undefined, size: 0, settled: false });
+  }
+
+  /** Whether `GET pathname` is an event stream; asked only off the publish path, which stays one lookup. */
+  private isStreamPath(pathname: string): boolean {
+    return this.router.find('GET', pathname) !== null;
   }
 
   /** The body is in (undefined: it was larger than maxBodyBytes), or reading it failed; see readBody. */
