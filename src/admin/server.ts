@@ -132,11 +132,14 @@ export class AdminServer {
       res.setHeader('www-authenticate', 'Bearer realm="eventgate-admin"');
       return sendProblem(res, problem('EG_UNAUTHORIZED', 'the admin API needs Authorization: Bearer <admin.token>'));
     }
-    const handler = this.routes.get(`${req.method} ${path}`);
+    // HEAD is GET without the body (node leaves it out), as RFC 9110 asks of every server:
+    // uptime monitors and load balancers probe with HEAD.
+    const handler = this.routes.get(`${req.method === 'HEAD' ? 'GET' : req.method} ${path}`);
     if (handler) return handler(req, res);
     const other = [...this.routes.keys()].filter((k) => k.endsWith(` ${path}`));
     if (other.length > 0) {
-      res.setHeader('allow', other.map((k) => k.split(' ')[0]).join(', '));
+      const methods = other.map((k) => k.split(' ')[0]!);
+      res.setHeader('allow', (methods.includes('GET') ? [...methods, 'HEAD'] : methods).join(', '));
       return sendProblem(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${path}`));
     }
     sendProblem(res, problem('EG_NOT_FOUND', `no admin endpoint at ${path}`));

@@ -73,7 +73,15 @@ describe('admin API (spec §7)', () => {
     assert.equal(missing.headers.get('content-type'), 'application/problem+json');
     const wrong = await fetch(`${gw.adminUrl}/admin/status`, { method: 'DELETE' });
     assert.equal(wrong.status, 405);
-    assert.equal(wrong.headers.get('allow'), 'GET');
+    assert.equal(wrong.headers.get('allow'), 'GET, HEAD');
+  });
+
+  it('answers HEAD as GET without the body, as uptime monitors and load balancers probe', async () => {
+    for (const path of ['/healthz', '/readyz', '/metrics', '/admin/status']) {
+      const res = await fetch(`${gw.adminUrl}${path}`, { method: 'HEAD' });
+      assert.equal(res.status, 200, `HEAD ${path}`);
+      assert.equal(await res.text(), '');
+    }
   });
 });
 
