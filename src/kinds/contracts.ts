@@ -397,8 +397,11 @@ export interface ListenerRuntime {
   readonly kind: string;
   /** Bind the socket. Rejects (e.g. EADDRINUSE) without side effects on other components. */
   start(): Promise<void>;
-  /** Stop accepting, let in-flight work finish up to drainMs, close clients with `closeCode`. */
-  stop(opts: { drainMs: number }): Promise<void>;
+  /**
+   * Stop accepting, let in-flight work finish up to drainMs, close clients with `closeCode`;
+   * `reason` is the close reason clients read (default: the gateway is shutting down).
+   */
+  stop(opts: { drainMs: number; reason?: string }): Promise<void>;
   /** Apply options that do not need a new socket. */
   reconfigure(options: unknown): void;
   bind(bindings: ListenerBindings): void;

@@ -33,6 +33,12 @@ export interface TransitionEnv {
 }
 
 /**
+ * The close reason a reload gives the clients of a listener it replaces (a new socket: port, host
+ * or TLS changed) or removes; "gateway shutting down" would tell them to expect nothing more.
+ */
+const RELOAD_REASON = { replace: 'listener replaced by a reload', remove: 'listener removed by a reload' } as const;
+
+/**
  * How long the build phase waits for a new broker's connection before the commit goes on without
  * it (the server may be away; the broker keeps trying, as at startup, and /readyz says so).
  */
@@ -124,7 +130,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   try {
     for (const c of listenerTakeovers) {
       lost.listeners.push(c.name);
-      await live.listeners.get(c.name)!.stop({ drainMs });
+      await live.listeners.get(c.name)!.stop({ drainMs, reason: RELOAD_REASON.replace });
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
       built.listeners.set(c.name, l);
       await startOrFail(l, ['listeners', c.name], `listener '${c.name}'`);
@@ -145,7 +151,9 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   for (const c of t.listeners) if (c.op === 'reconfigure') live.listeners.get(c.name)!.reconfigure(c.after.options);
   const old = {
     brokers: t.brokers.filter((c) => c.op === 'remove' || c.op === 'replace').map((c) => live.brokers.get(c.name)!),
-    listeners: t.listeners.filter((c) => c.op === 'remove' || (c.op === 'replace' && !listenerTakeovers.includes(c))).map((c) => live.listeners.get(c.name)!),
+    listeners: t.listeners
+      .filter((c) => c.op === 'remove' || (c.op === 'replace' && !listenerTakeovers.includes(c)))
+      .map((c) => ({ listener: live.listeners.get(c.name)!, reason: RELOAD_REASON[c.op as 'remove' | 'replace'] })),
     routes: t.routes.filter((c) => c.op === 'remove' || c.op === 'replace').map((c) => live.routes.get(c.name)!),
   };
   swap(live.brokers, t.brokers, built.brokers);
@@ -168,7 +176,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   const retired = (async () => {
     await Promise.all(old.routes.map((r) => r.drain(drainMs)));
     for (const r of old.routes) r.close();
-    await Promise.allSettled(old.listeners.map((l) => l.stop({ drainMs })));
+    await Promise.allSettled(old.listeners.map(({ listener, reason }) => listener.stop({ drainMs, reason })));
     await Promise.allSettled(old.brokers.map((b) => b.stop()));
   })();
   return { result: 'applied', retired, retiring };

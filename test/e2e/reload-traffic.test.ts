@@ -91,6 +91,27 @@ ${paths.map((p) => `  - name: to-${p}\n    from: { listener: api, path: /in/${p}
     await assert.rejects(WsClient.connect(gw.url('push', '/b', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
   });
 
+  it('tells the websocket clients of a listener a reload replaces or removes why they are closed, not that the gateway shuts down', async () => {
+    const config = (pushHost: string | undefined) => `
+version: 1
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+${pushHost ? `  push: { kind: websocket, port: 0, host: ${pushHost} }` : ''}
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: ${pushHost ? '{ listener: push, path: /out }' : '{ listener: api, path: /out }'}
+`;
+    const gw = await f.gw.start(config('127.0.0.1'));
+    const replaced = await connect('/out');
+    // Another host is another socket: the listener is replaced.
+    await gw.reconfigure(config('0.0.0.0'));
+    assert.deepEqual(await replaced.waitClose(), { code: 1001, reason: 'listener replaced by a reload' });
+    const removed = await connect('/out');
+    await gw.reconfigure(config(undefined));
+    assert.deepEqual(await removed.waitClose(), { code: 1001, reason: 'listener removed by a reload' });
+  });
+
   it('loses no message and delivers none twice while the config is rewritten many times under load', async () => {
     // HTTP → memory topic → consume route → websocket: both the publishing route and the consuming route are rebuilt.
     const loaded = (k: number) => `

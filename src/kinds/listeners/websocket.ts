@@ -203,7 +203,7 @@ export class WebSocketListener implements ListenerRuntime {
     this.server.on('error', (err) => this.env.logger.error({ listener: this.name, err: err.message }, 'listener error'));
   }
 
-  async stop({ drainMs }: { drainMs: number }): Promise<void> {
+  async stop({ drainMs, reason = 'gateway shutting down' }: { drainMs: number; reason?: string }): Promise<void> {
     this.draining = true;
     clearInterval(this.pinger);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -220,7 +220,7 @@ export class WebSocketListener implements ListenerRuntime {
     await Promise.race([settled(), delay(drainMs)]);
     // What was forwarded goes out before the goodbye.
     for (const batch of this.batches.values()) batch.flush();
-    await Promise.all(all.map((c) => closeClient(c.ws, GOING_AWAY, 'gateway shutting down')));
+    await Promise.all(all.map((c) => closeClient(c.ws, GOING_AWAY, reason)));
     this.server.closeAllConnections();
     this.bound = false;
     await closed;
