@@ -16,6 +16,12 @@ const DEFAULT_MAX_BYTES = 128 * 1024 * 1024;
 const DEFAULT_MAX_TOPICS = 10_000;
 /** The longest topic name, as Kafka's. */
 const MAX_TOPIC_NAME = 249;
+/**
+ * Messages the pumps hand out in one turn of the event loop. A message's handling and the publish
+ * it makes are promise callbacks, so a route that feeds a topic it reads (or routes feeding each
+ * other) never left the microtask queue: sockets, timers and signals waited for ever, SIGTERM too.
+ */
+const DISPATCHES_PER_TURN = 1000;
 
 const options = kindOptions('memory', {
   retain: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_RETAIN, description: 'Messages kept per topic for groups that have not read them yet.' })),
@@ -151,6 +157,11 @@ export class MemoryBroker implements BrokerRuntime {
   /** Estimated heap size of every topic's retained messages. */
   private bytes = 0;
   private stopped = false;
+  /** Messages handed out since the event loop last had a turn (see DISPATCHES_PER_TURN). */
+  private dispatchedThisTurn = 0;
+  private readonly newTurn = () => {
+    this.dispatchedThisTurn = 0;
+  };
   private readonly telemetry: BrokerTelemetry | undefined;
 
   constructor(
@@ -373,6 +384,12 @@ export class MemoryBroker implements BrokerRuntime {
         this.env.logger.warn({ broker: this.name, topic: topic.name, skipped: topic.first - group.dispatched }, 'consumer group fell behind retention; oldest messages were dropped');
         group.dispatched = topic.first;
         if (window.size === 0) group.next = topic.first;
+      }
+      if (this.dispatchedThisTurn++ === 0) setImmediate(this.newTurn);
+      else if (this.dispatchedThisTurn > DISPATCHES_PER_TURN) {
+        // Go on after the event loop's turn (newTurn, queued first, runs before this); `pumping` stays set.
+        setImmediate(() => this.pumpOn(topic, group));
+        return;
       }
       const offset = group.dispatched++;
       const msg = topic.at(offset);
