@@ -135,7 +135,9 @@ the new config could not be put in place — a port taken — and the running on
 \`GET /admin/tap?route=<name>\` (WebSocket: the route's messages and outcomes, live),
 \`GET /\` (the dashboard page; it asks for the token itself; see docs/operations.md),
 \`GET /admin/asyncapi\` (the AsyncAPI documents in force) and \`PUT /admin/asyncapi\` (replace one,
-checked first; see [asyncapi.md](asyncapi.md)). Nothing the admin API returns shows a secret:
+checked first; see [asyncapi.md](asyncapi.md)). Every \`GET\` endpoint answers \`HEAD\` too (the same
+status and headers, no body), for monitors that probe with it; another method is a 405 with
+\`Allow\`. Nothing the admin API returns shows a secret:
 values from \`\${VAR}\` and under \`token\`, \`secret\`, \`password\`, \`passphrase\` or \`keys\` are
 replaced by \`[redacted]\` (docs/security.md).
 

@@ -526,7 +526,7 @@ export const memoryBroker = defineBroker({
   options,
   doc: {
     summary:
-      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded by count (`retain` messages per topic) and by estimated heap size (`retainBytes` per topic, `maxBytes` for the whole broker: 2 bytes per character, 72 per array or object); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads), up to `maxTopics`: a topic expression that names a new topic beyond it replaces the oldest topic no route reads. A topic name is at most 249 characters.',
+      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded by count (`retain` messages per topic) and by estimated heap size (`retainBytes` per topic, `maxBytes` for the whole broker: 2 bytes per character, 72 per array or object); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads), up to `maxTopics`: a topic expression that names a new topic beyond it replaces the oldest topic no route reads. A topic name is at most 249 characters. The broker hands out at most 1000 messages per turn of the event loop, so routes that feed a topic they read (on purpose, a retry loop, or by mistake) never keep the gateway from answering requests, probes and SIGTERM.',
     example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
   },
   inProcess: true,
