@@ -39,6 +39,12 @@ export interface KafkaCluster {
   up(id?: number): Promise<void>;
   /** The next `count` requests of Kafka API `apiKey` (e.g. 11, JoinGroup) fail with error `code` (mock only). */
   failRequests(apiKey: number, count: number, code: number): Promise<void>;
+  /** The same, for the requests broker `id` receives only: one broker fails while the others answer (mock only). */
+  failBrokerRequests(id: number, apiKey: number, count: number, code: number): Promise<void>;
+  /** Broker `id` leads `partition` of `topic` from now on; the former leader answers NOT_LEADER_FOR_PARTITION (mock only). */
+  moveLeader(topic: string, partition: number, id: number): Promise<void>;
+  /** Metadata answers UNKNOWN_TOPIC_OR_PARTITION for `topic`, as a cluster with auto-create off does for a topic that does not exist (mock only). */
+  hideTopic(topic: string): Promise<void>;
   /** Produce requests the cluster received since it started (mock only: read from its debug log). */
   produceRequests(): number;
   /** How many members left `group` with a LeaveGroup request (mock only, from its debug log; NaN elsewhere). */
@@ -114,6 +120,9 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     down: (id = -1) => command(`down ${id}`),
     up: (id = -1) => command(`up ${id}`),
     failRequests: (apiKey, count, code) => command(`errors ${apiKey} ${count} ${code}`),
+    failBrokerRequests: (id, apiKey, count, code) => command(`broker-errors ${id} ${apiKey} ${count} ${code}`),
+    moveLeader: (topic, partition, id) => command(`leader ${topic} ${partition} ${id}`),
+    hideTopic: (topic) => command(`missing ${topic}`),
     produceRequests: () => (requestLog ? produceRequests : Number.NaN),
     leaves: (group) => (requestLog ? (leaves.get(group) ?? 0) : Number.NaN),
     async stop() {
@@ -150,6 +159,9 @@ function externalCluster(bootstrap: string): KafkaCluster {
     down: unavailable,
     up: unavailable,
     failRequests: unavailable,
+    failBrokerRequests: unavailable,
+    moveLeader: unavailable,
+    hideTopic: unavailable,
     produceRequests: () => Number.NaN,
     leaves: () => Number.NaN,
     async stop() {},

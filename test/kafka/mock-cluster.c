@@ -6,6 +6,10 @@
  *   up <id|-1>             it accepts connections again
  *   topic <name> <parts>   create a topic with that many partitions (auto-created topics get 4)
  *   errors <api> <n> <err> the next n requests of API key <api> (e.g. 11 JoinGroup) fail with error code <err>
+ *   broker-errors <id> <api> <n> <err>  the same, for requests broker <id> receives only (e.g. 0 Produce)
+ *   leader <name> <part> <id>  broker <id> leads that partition from now on
+ *   missing <name>         Metadata answers UNKNOWN_TOPIC_OR_PARTITION for the topic, as a cluster with
+ *                          auto.create.topics.enable=false does for a topic that does not exist
  * Exits when stdin closes, so a test runner that dies takes its cluster with it. With MOCK_DEBUG set
  * (e.g. "mock"), librdkafka's debug log goes to stderr: one line per request the brokers receive.
  * Build: gcc -O1 -o mock-cluster mock-cluster.c -lrdkafka
@@ -33,6 +37,15 @@ int main(int argc, char **argv) {
     if (sscanf(line, "down %d", &id) == 1) err = rd_kafka_mock_broker_set_down(mc, id);
     else if (sscanf(line, "up %d", &id) == 1) err = rd_kafka_mock_broker_set_up(mc, id);
     else if (sscanf(line, "topic %255s %d", name, &parts) == 2) err = rd_kafka_mock_topic_create(mc, name, parts, 1);
+    else if (sscanf(line, "broker-errors %d %d %d %d", &id, &api, &n, &code) == 4 && n > 0 && n <= 1000) {
+      /* Each push adds to the broker's stack of errors for that API: n pushes, n failed requests. */
+      err = RD_KAFKA_RESP_ERR_NO_ERROR;
+      for (int i = 0; i < n && !err; i++) err = rd_kafka_mock_broker_push_request_error_rtts(mc, id, (int16_t)api, 1, (rd_kafka_resp_err_t)code, 0);
+    } else if (sscanf(line, "leader %255s %d %d", name, &parts, &id) == 3) err = rd_kafka_mock_partition_set_leader(mc, name, parts, id);
+    else if (sscanf(line, "missing %255s", name) == 1) {
+      rd_kafka_mock_topic_set_error(mc, name, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+      err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
     else if (sscanf(line, "errors %d %d %d", &api, &n, &code) == 3 && n > 0 && n <= 1000) {
       rd_kafka_resp_err_t codes[1000];
       for (int i = 0; i < n; i++) codes[i] = (rd_kafka_resp_err_t)code;
