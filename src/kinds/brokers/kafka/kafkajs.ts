@@ -86,3 +86,31 @@ function load(): typeof KafkaJS {
 
 const kafkajs = load();
 export default kafkajs;
+
+/** What of a producer's kafkajs Cluster (2.2.4, pinned: src/cluster/index.js) the gateway uses: its metadata, fetched per topic on demand. */
+export interface ProducerCluster {
+  /** Adds the topics to those the cluster keeps metadata for, fetching it (one Metadata request) when one is new. */
+  addMultipleTargetTopics(topics: string[]): Promise<void>;
+  /** The topic's partitions (partitionId, leader, ...) as last fetched; empty when not known. */
+  findTopicPartitionMetadata(topic: string): KafkaJS.PartitionMetadata[];
+}
+
+/**
+ * A kafkajs producer and the Cluster it sends through, which kafkajs keeps private: `client.producer`
+ * builds it with the client's own `createCluster` (a property under a private symbol), wrapped
+ * here for that one call.
+ */
+export function producerWithCluster(client: KafkaJS.Kafka, config: KafkaJS.ProducerConfig): { producer: KafkaJS.Producer; cluster: ProducerCluster } {
+  const owner = client as unknown as Record<symbol, (options: object) => ProducerCluster>;
+  const key = Object.getOwnPropertySymbols(owner).find((s) => s.description === 'private:Kafka:createCluster');
+  if (key === undefined) throw new Error('kafkajs: no private:Kafka:createCluster on the client (the gateway needs kafkajs 2.2.4)');
+  const createCluster = owner[key]!;
+  let cluster: ProducerCluster | undefined;
+  owner[key] = (options) => (cluster = createCluster(options));
+  try {
+    const producer = client.producer(config);
+    return { producer, cluster: cluster! };
+  } finally {
+    owner[key] = createCluster;
+  }
+}

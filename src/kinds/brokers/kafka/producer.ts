@@ -1,4 +1,4 @@
-import kafkajs from './kafkajs.js';
+import kafkajs, { producerWithCluster, type ProducerCluster } from './kafkajs.js';
 import type { ICustomPartitioner, IHeaders, KafkaConfig, Message as KafkaRecord, PartitionMetadata, Producer, RetryOptions } from 'kafkajs';
 import { CODEC_IDS } from '../../../codecs/compression.js';
 import type { Logger } from '../../../log.js';
@@ -8,6 +8,7 @@ import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
 import { AckDeadlines, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
 import { problem, type Problem } from '../../../core/errors.js';
+import { type LeaderGroup, LeaderMoved, leaderMoved, leaderOf, TopicMissing, unknownTopic } from './leaders.js';
 
 const { Kafka, Partitioners } = kafkajs;
 
@@ -22,11 +23,15 @@ const MAX_LANES = 2;
  */
 const SLOW_MS = 200;
 
+/** A record as the producer hands it to kafkajs, with the send it belongs to for the partitioner's check (./leaders.ts). */
+type Routed = KafkaRecord & { [GROUP]: LeaderGroup | undefined };
+const GROUP = Symbol('leader group');
+
 interface Pending {
   /** performance.now() when it was published, for lingerMs (a batch leaves lingerMs after its oldest record); 0 without lingerMs. */
   at: number;
   topic: string;
-  record: KafkaRecord;
+  record: Routed;
   resolve(d: Delivery): void;
   reject(err: Error): void;
   /** Its place among the acknowledgement deadlines; `settled` once answered either way. */
@@ -54,6 +59,10 @@ export interface ProducerEvents {
  */
 export class RecordProducer {
   private readonly producer: Producer;
+  /** kafkajs' cluster behind the producer: its metadata, for a topic's partitions and their leaders. */
+  private readonly cluster: ProducerCluster;
+  /** Topics the cluster said do not exist, logged once until they do. */
+  private readonly missing = new Set<string>();
   private producerConnect: Promise<void> | undefined;
   private producerConnected = false;
   private queue: Pending[] = [];
@@ -98,20 +107,31 @@ export class RecordProducer {
     // partitioners honour), so a retried batch keeps it and offsets can be told per record. Once a
     // topic's partitions are known (kept here) `take` chooses before the batch leaves; kafkajs
     // chooses only for a topic's first batch.
+    // kafkajs calls it for every record of every attempt, after fetching metadata again when it
+    // retries: an attempt that would send a record to another broker than its send's leader stops
+    // there (./leaders.ts).
     const createPartitioner: ICustomPartitioner = () => (args) => {
       if (this.known.get(args.topic) !== args.partitionMetadata) this.known.set(args.topic, args.partitionMetadata);
-      const record = args.message;
-      const known = record.partition;
-      if (known !== undefined && known < args.partitionMetadata.length) return known;
-      record.partition = undefined;
-      return (record.partition = this.choose(args.topic, args.partitionMetadata, record));
+      const record = args.message as Routed;
+      let partition = record.partition;
+      if (partition === undefined || partition >= args.partitionMetadata.length) {
+        record.partition = undefined;
+        partition = record.partition = this.choose(args.topic, args.partitionMetadata, record);
+      }
+      const group = record[GROUP];
+      if (group !== undefined) {
+        const leader = leaderOf(args.partitionMetadata, partition);
+        if (group.leader === undefined) group.leader = leader;
+        else if (leader !== group.leader) throw new LeaderMoved(args.topic, partition, group.leader, leader);
+      }
+      return partition;
     };
-    this.producer = client.producer({
+    ({ producer: this.producer, cluster: this.cluster } = producerWithCluster(client, {
       createPartitioner,
       allowAutoTopicCreation: true,
       idempotent: settings.producer.idempotent,
       maxInFlightRequests: settings.producer.idempotent ? 1 : undefined,
-    });
+    }));
   }
 
   /** Connects in the background; publishing before that just waits for it. */
@@ -135,7 +155,7 @@ export class RecordProducer {
     if (this.stopped) return Promise.reject(new Error(`broker '${this.broker}' is stopped`));
     return new Promise<Delivery>((resolve, reject) => {
       const original = msg[ORIGINAL];
-      const record: KafkaRecord = {
+      const record: Routed = {
         // A consumed record's own bytes where no step changed the field (core/message.ts, OriginalRecord).
         key: original && original.decoded.key === msg.key ? original.key : msg.key,
         // Raw bytes (a dead-lettered batch that could not be decoded) travel as they are.
@@ -143,6 +163,7 @@ export class RecordProducer {
         headers: original ? originalHeaders(msg.headers, original) : msg.headers,
         // The message's own time (a consumed record's CreateTime, 0 included); kafkajs stamps one without.
         timestamp: msg.timestamp >= 0 ? String(msg.timestamp) : undefined,
+        [GROUP]: undefined,
       };
       const deadline = this.deadlines.add((err: AckTimeout) => {
         this.telemetry?.producerError();
@@ -221,7 +242,7 @@ export class RecordProducer {
       // kafkajs bounds its requests and retries; this is a backstop so one stuck send cannot stall the gateway.
       let guard: NodeJS.Timeout | undefined;
       const stuck = new Promise<'stuck'>((r) => (guard = setTimeout(() => r('stuck'), 2 * this.settings.producer.ackTimeoutMs + this.settings.connectionTimeoutMs)));
-      void Promise.race([this.send(batch.records).then(() => 'sent' as const), stuck]).then((outcome) => {
+      void Promise.race([this.send(batch.records, batch.blind).then(() => 'sent' as const), stuck]).then((outcome) => {
         clearTimeout(guard);
         if (outcome === 'stuck') this.log.warn({ records: batch.records.length }, 'a produce request has not settled; sending the next batch');
         this.out.delete(sent);
@@ -319,15 +340,88 @@ export class RecordProducer {
     if (this.queue.length === 0 && this.out.size === 0 && !this.scheduled) for (const w of this.idleWaiters.splice(0)) w();
   }
 
-  private async send(batch: Pending[]): Promise<void> {
-    const byTopic = new Map<string, KafkaRecord[]>();
+  /**
+   * Sends a batch as one `sendBatch` per leader broker (./leaders.ts), each answering its own
+   * records: a broker that fails fails only the records it leads. A batch holding topics whose
+   * partitions are not known yet (`blind`) first fetches their metadata: a topic the cluster does
+   * not have is answered at once, and the others' records get their partitions here.
+   */
+  private async send(batch: Pending[], blind: boolean): Promise<void> {
+    let records = batch;
+    try {
+      await this.ensureProducer();
+      if (blind) records = await this.placeUnknown(batch);
+    } catch (err) {
+      return this.failed(batch, err as Error);
+    }
+    const groups = new Map<number, Pending[]>();
+    for (const p of records) {
+      const known = this.known.get(p.topic);
+      const partition = p.record.partition;
+      // -2: placed by kafkajs' partitioner, whose first record names the leader.
+      const leader = known !== undefined && partition !== undefined ? leaderOf(known, partition) : -2;
+      const group = groups.get(leader);
+      if (group === undefined) groups.set(leader, [p]);
+      else group.push(p);
+    }
+    if (groups.size === 1) return this.sendTo(records, [...groups.keys()][0]!);
+    await Promise.all([...groups].map(([leader, group]) => this.sendTo(group, leader)));
+  }
+
+  /**
+   * Fetches the metadata of the batch's topics not known yet and places their records on
+   * partitions; a topic the cluster does not have fails its records (503, logged once per topic).
+   * Returns the records still to send. When the metadata cannot be had (the cluster down), the
+   * records go as they are: kafkajs retries, and its partitioner places them.
+   */
+  private async placeUnknown(batch: Pending[]): Promise<Pending[]> {
+    const topics = new Set<string>();
+    for (const p of batch) if (!this.known.get(p.topic)?.length) topics.add(p.topic);
+    if (topics.size === 0) return batch;
+    const missing = new Set<string>();
+    await Promise.all(
+      [...topics].map(async (topic) => {
+        try {
+          await this.cluster.addMultipleTargetTopics([topic]);
+        } catch (err) {
+          if (unknownTopic(err)) missing.add(topic);
+          return;
+        }
+        const partitions = this.cluster.findTopicPartitionMetadata(topic);
+        if (partitions.length > 0) this.known.set(topic, partitions);
+        this.missing.delete(topic);
+      }),
+    );
+    const rest: Pending[] = [];
     for (const p of batch) {
+      if (missing.has(p.topic)) {
+        if (settle(p, undefined, new TopicMissing(p.topic))) this.telemetry?.producerError();
+        continue;
+      }
+      const known = this.known.get(p.topic);
+      // In a blind batch no batch is in flight (it goes alone): every partition is free.
+      if (known?.length && p.record.partition === undefined) p.record.partition = this.choose(p.topic, known, p.record);
+      rest.push(p);
+    }
+    for (const topic of missing) {
+      if (this.missing.has(topic)) continue;
+      this.missing.add(topic);
+      this.log.warn({ topic }, `topic '${topic}' does not exist on the Kafka cluster; publishes to it are answered 503 until it does`);
+    }
+    return rest;
+  }
+
+  /** One `sendBatch` whose records all go to broker `leader` (-2: to whichever leads the first one kafkajs places). */
+  private async sendTo(batch: Pending[], leader: number): Promise<void> {
+    const byTopic = new Map<string, KafkaRecord[]>();
+    const group: LeaderGroup = { leader: leader === -2 ? undefined : leader };
+    for (const p of batch) {
+      p.record[GROUP] = group;
       let list = byTopic.get(p.topic);
       if (!list) byTopic.set(p.topic, (list = []));
       list.push(p.record);
     }
     try {
-      await this.ensureProducer();
       const acks = ACKS[this.settings.producer.acks];
       const results = await this.producer.sendBatch({
         acks,
@@ -357,24 +451,41 @@ export class RecordProducer {
       this.events.acknowledged();
     } catch (err) {
       const e = err as Error;
+      if (leaderMoved(e)) {
+        // Stopped before any request of that attempt left, and every earlier attempt went to the one
+        // broker that failed it: nothing was written. Grouped again by the new leaders.
+        this.log.info({ records: batch.length, err: e.message }, 'partition leaders moved; sending the records to their new leaders');
+        this.requeue(batch, false);
+        return;
+      }
       const refusal = refusalOf(e);
       if (refusal && batch.length > 1 && onePartition(batch)) {
         // Kafka refused the partition's batch as a whole (nothing of it was written) for what may be
         // one record of it: each is sent again alone, so only a record that is itself refused fails.
         this.log.warn({ records: batch.length, err: e.message }, 'produce request refused; sending its records one by one');
-        for (const p of batch) {
-          p.alone = true;
-          this.queuedBytes += p.bytes;
-        }
-        this.queue.unshift(...batch);
+        this.requeue(batch, true);
         return;
       }
-      this.log.warn({ records: batch.length, err: e.message }, 'produce failed');
-      // A refused record alone is its own problem (a 4xx, dead-lettered by consume routes), not the cluster's.
-      const failure = refusal && batch.length === 1 ? new Refused(refusal(batch[0]!.topic)) : e;
-      for (const p of batch) if (settle(p, undefined, failure)) this.telemetry?.producerError();
-      if (failure === e) this.events.failed();
+      this.failed(batch, e);
     }
+  }
+
+  /** Puts the records of a send back at the head of the queue, in their order (`alone`: each in a produce request of its own). */
+  private requeue(batch: Pending[], alone: boolean): void {
+    for (const p of batch) {
+      if (alone) p.alone = true;
+      this.queuedBytes += p.bytes;
+    }
+    this.queue.unshift(...batch);
+  }
+
+  private failed(batch: Pending[], e: Error): void {
+    this.log.warn({ records: batch.length, err: e.message }, 'produce failed');
+    const refusal = refusalOf(e);
+    // A refused record alone is its own problem (a 4xx, dead-lettered by consume routes), not the cluster's.
+    const failure = refusal && batch.length === 1 ? new Refused(refusal(batch[0]!.topic)) : e;
+    for (const p of batch) if (settle(p, undefined, failure)) this.telemetry?.producerError();
+    if (failure === e) this.events.failed();
   }
 
   private ensureProducer(): Promise<void> {

@@ -1,0 +1,193 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post, type HttpReply } from '../helpers/clients.js';
+import { useGateway } from '../helpers/gateway.js';
+import { kcatConsumeAll, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+
+/** Kafka's TOPIC_AUTHORIZATION_FAILED: an error kafkajs does not retry, so one broker's part of a flush fails at once. */
+const TOPIC_AUTHORIZATION_FAILED = 29;
+const PRODUCE = 0;
+
+/** `p`, or a failure once `ms` passed without its answer (a bounded wait, not a measurement). */
+function within<T>(ms: number, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/** Which broker leads each partition of `topic`. */
+async function leaders(bootstrap: string, topic: string): Promise<Map<number, number>> {
+  const admin = testClient(bootstrap).admin();
+  await admin.connect();
+  try {
+    const [meta] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics;
+    return new Map(meta!.partitions.map((p) => [p.partitionId, p.leader]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/**
+ * Posts each record at once (concurrently, so they share flushes), then posts again every one answered
+ * 503, as a client that retries does, until each got 200. Returns every answer per id.
+ */
+async function publishRetrying(url: string, ids: string[], keyOf: (id: string) => string): Promise<Map<string, HttpReply[]>> {
+  const answers = new Map<string, HttpReply[]>(ids.map((id) => [id, []]));
+  let pending = ids;
+  for (let round = 0; pending.length > 0; round++) {
+    assert.ok(round < 20, `still not accepted after 20 rounds: ${pending.join(', ')}`);
+    const replies = await Promise.all(pending.map((id) => post(url, { id, k: keyOf(id) })));
+    const next: string[] = [];
+    for (const [i, id] of pending.entries()) {
+      const r = replies[i]!;
+      answers.get(id)!.push(r);
+      assert.ok(r.status === 200 || r.status === 503, `${id}: ${r.status} ${r.text}`);
+      if (r.status === 503) next.push(id);
+    }
+    pending = next;
+  }
+  return answers;
+}
+
+/** Every id in Kafka exactly once, each 200 at the partition and offset it was answered with. */
+async function assertExactlyOnce(bootstrap: string, topic: string, answers: Map<string, HttpReply[]>): Promise<void> {
+  const records = await kcatConsumeAll(bootstrap, topic);
+  const copies = new Map<string, number>();
+  for (const r of records) {
+    const id = JSON.parse(r.value!).id as string;
+    copies.set(id, (copies.get(id) ?? 0) + 1);
+  }
+  const twice = [...copies].filter(([, n]) => n > 1).map(([id, n]) => `${id} ×${n}`);
+  assert.deepEqual(twice, [], 'records written more than once');
+  const at = new Map(records.map((r) => [`${r.partition}/${r.offset}`, JSON.parse(r.value!).id as string]));
+  for (const [id, replies] of answers) {
+    assert.equal(copies.get(id), 1, `${id} is in Kafka once (answers: ${replies.map((r) => r.status).join(', ')})`);
+    const ok = replies.filter((r) => r.status === 200);
+    assert.equal(ok.length, 1, `${id} answered 200 once`);
+    const d = ok[0]!.body.deliveries[0];
+    assert.equal(at.get(`${d.partition}/${d.offset}`), id, `${id} is at the partition and offset it was answered with`);
+  }
+}
+
+describe('Kafka produce faults: each HTTP request gets the outcome of its own records', () => {
+  let kafka: KafkaCluster;
+  const t = { spread: '', moved: '', missing: '', present: '' };
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 3 });
+    for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
+    await kafka.createTopic(t.spread, 6);
+    await kafka.createTopic(t.moved, 6);
+    await kafka.createTopic(t.present, 2);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    # Concurrent posts share a flush, whose records span the partitions of every broker.
+    producer: { lingerMs: 30, ackTimeoutMs: 4000 }
+  patient:
+    kind: kafka
+    brokers: \${KAFKA_BOOTSTRAP}
+    producer: { lingerMs: 30, ackTimeoutMs: 60000 }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: spread
+    from: { listener: api, path: /spread }
+    to: { broker: kafka, topic: ${t.spread}, key: k }
+  - name: moved
+    from: { listener: api, path: /moved }
+    to: { broker: kafka, topic: ${t.moved}, key: k }
+  - name: computed
+    from: { listener: api, path: /computed }
+    to: { broker: patient, topic: { expression: topic } }
+`,
+    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
+  );
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('when one broker fails its part of a flush, answers 503 for that broker’s records only: a client that retries them leaves every record in Kafka once', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: errors cannot be injected into a real cluster');
+    const keys = Array.from({ length: 12 }, (_, i) => `k${i}`);
+    // Each key's records go to one partition: record its partition (and so its broker), which also makes the metadata known.
+    const warm = await Promise.all(keys.map((k) => post(gw.url('api', '/spread'), { id: `warm-${k}`, k })));
+    for (const r of warm) assert.equal(r.status, 200, r.text);
+    const leaderOf = await leaders(kafka.bootstrap, t.spread);
+    const brokers = new Set(warm.map((r) => leaderOf.get(r.body.deliveries[0].partition)));
+    assert.ok(brokers.has(2) && brokers.size > 1, `the keys cover broker 2 and another: ${[...brokers]}`);
+    const ids = Array.from({ length: 36 }, (_, i) => `s${i}`);
+    // Broker 2's next produce requests fail; brokers 1 and 3 take theirs.
+    await kafka.failBrokerRequests(2, PRODUCE, 2, TOPIC_AUTHORIZATION_FAILED);
+    const answers = await publishRetrying(gw.url('api', '/spread'), ids, (id) => keys[Number(id.slice(1)) % keys.length]!);
+    const first = [...answers.values()].map((r) => r[0]!);
+    assert.ok(
+      first.some((r) => r.status === 503),
+      'the fault failed some first attempts',
+    );
+    assert.ok(
+      first.some((r) => r.status === 200),
+      'records for the brokers without a fault were answered 200 at once',
+    );
+    // A 503 only for records of a partition broker 2 leads (each key's partition is known from its warm-up answer).
+    const leaderOfKey = new Map(warm.map((r, i) => [keys[i]!, leaderOf.get(r.body.deliveries[0].partition)]));
+    for (const [id, replies] of answers) {
+      if (replies[0]!.status !== 503) continue;
+      assert.equal(leaderOfKey.get(keys[Number(id.slice(1)) % keys.length]!), 2, `${id} failed though its broker took its part: ${replies[0]!.text}`);
+      assert.match(replies[0]!.body.detail, /did not acknowledge/, `${id}: ${replies[0]!.text}`);
+    }
+    const warmAnswers = new Map(warm.map((r, i) => [`warm-${keys[i]}`, [r]]));
+    await assertExactlyOnce(kafka.bootstrap, t.spread, new Map([...warmAnswers, ...answers]));
+  });
+
+  it('when partitions change leaders between flushes, sends their records to the new leaders, each once, and answers 200 only for records Kafka took', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: leaders cannot be moved on a real cluster');
+    const keys = Array.from({ length: 6 }, (_, i) => `m${i}`);
+    const warm = await Promise.all(keys.map((k) => post(gw.url('api', '/moved'), { id: `warm-${k}`, k })));
+    for (const r of warm) assert.equal(r.status, 200, r.text);
+    const leaderOf = await leaders(kafka.bootstrap, t.moved);
+    // Every partition broker 1 leads moves to broker 2, which already leads others: the gateway's metadata is now stale.
+    for (const [p, leader] of leaderOf) if (leader === 1) await kafka.moveLeader(t.moved, p, 2);
+    const ids = Array.from({ length: 36 }, (_, i) => `m-${i}`);
+    const answers = await publishRetrying(gw.url('api', '/moved'), ids, (id) => keys[Number(id.slice(2)) % 6]!);
+    const warmAnswers = new Map(warm.map((r, i) => [`warm-${keys[i]}`, [r]]));
+    await assertExactlyOnce(kafka.bootstrap, t.moved, new Map([...warmAnswers, ...answers]));
+  });
+
+  it('answers a publish to a topic the cluster does not have 503 at once, saying so, logs it once per topic, and sends the other topics’ records of the same flush', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: the mock cluster stands in for one with auto-create off');
+    await kafka.hideTopic(t.missing);
+    const from = gw.logs.length;
+    // The route's broker waits up to 60 s for an acknowledgement: answered within 10 s means not waited for.
+    const [missing, present, again] = await within(
+      10000,
+      Promise.all([
+        post(gw.url('api', '/computed'), { topic: t.missing, n: 1 }),
+        post(gw.url('api', '/computed'), { topic: t.present, n: 2 }),
+        post(gw.url('api', '/computed'), { topic: t.missing, n: 3 }),
+      ]),
+    );
+    assert.equal(present.status, 200, present.text);
+    for (const r of [missing, again]) {
+      assert.equal(r.status, 503, r.text);
+      assert.equal(r.body.code, 'EG_BROKER_UNAVAILABLE');
+      assert.match(r.body.detail, new RegExp(`topic '${t.missing}' does not exist on the Kafka cluster`));
+      assert.doesNotMatch(r.text, /\n\s+at /, 'no stack trace');
+    }
+    const later = await within(10000, post(gw.url('api', '/computed'), { topic: t.missing, n: 4 }));
+    assert.equal(later.status, 503, later.text);
+    const said = gw.logs.slice(from).filter((l) => l.msg.includes('does not exist on the Kafka cluster'));
+    assert.equal(said.length, 1, `logged once: ${JSON.stringify(said)}`);
+    assert.equal(said[0]!.topic, t.missing);
+    const records = await kcatConsumeAll(kafka.bootstrap, t.present);
+    assert.deepEqual(
+      records.map((r) => JSON.parse(r.value!).n),
+      [2],
+    );
+  });
+});
