@@ -50,7 +50,7 @@ export interface ProducerEvents {
 
 /**
  * The broker's publishing side. Publishes are gathered for `lingerMs` and sent as one produce
- * request per broker node, one batch in flight, and a second beside it only while that one is slow
+ * request per leader broker, each answering only its own records (./leaders.ts), one batch in flight, and a second beside it only while that one is slow
  * to be answered (a broker down, kafkajs retrying), never two holding the same partition: each
  * record's partition is chosen before its batch leaves, and a record whose partition has a batch
  * in flight waits for the next one, which keeps the records of a key in order (and the offsets
