@@ -154,9 +154,15 @@ routes:
     // Every partition broker 1 leads moves to broker 2, which already leads others: the gateway's metadata is now stale.
     for (const [p, leader] of leaderOf) if (leader === 1) await kafka.moveLeader(t.moved, p, 2);
     const ids = Array.from({ length: 36 }, (_, i) => `m-${i}`);
+    const from = gw.logs.length;
     const answers = await publishRetrying(gw.url('api', '/moved'), ids, (id) => keys[Number(id.slice(2)) % 6]!);
     const warmAnswers = new Map(warm.map((r, i) => [`warm-${keys[i]}`, [r]]));
     await assertExactlyOnce(kafka.bootstrap, t.moved, new Map([...warmAnswers, ...answers]));
+    // The first send to broker 1 found its partitions gone (NOT_LEADER_FOR_PARTITION), and their records went to broker 2.
+    assert.ok(
+      gw.logs.slice(from).some((l) => l.msg === 'partition leaders moved; sending the records to their new leaders'),
+      'the gateway noticed the move',
+    );
   });
 
   it('answers a publish to a topic the cluster does not have 503 at once, saying so, logs it once per topic, and sends the other topics’ records of the same flush', async (t2) => {
