@@ -383,13 +383,13 @@ export class RecordProducer {
       [...topics].map(async (topic) => {
         try {
           await this.cluster.addMultipleTargetTopics([topic]);
+          const partitions = this.cluster.findTopicPartitionMetadata(topic);
+          if (partitions.length > 0) this.known.set(topic, partitions);
+          this.missing.delete(topic);
         } catch (err) {
+          // Anything else (the cluster unreachable): kafkajs' send retries and says.
           if (unknownTopic(err)) missing.add(topic);
-          return;
         }
-        const partitions = this.cluster.findTopicPartitionMetadata(topic);
-        if (partitions.length > 0) this.known.set(topic, partitions);
-        this.missing.delete(topic);
       }),
     );
     const rest: Pending[] = [];
