@@ -296,6 +296,11 @@ export function runProcess(cmd: string, args: string[], input = '', timeoutMs = 
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+    // A command that does not read its stdin (kcat -C) may have closed it, or exited, before the
+    // write: EPIPE then says nothing its exit code and output do not.
+    child.stdin.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') reject(err);
+    });
     child.stdin.end(input);
   });
 }
