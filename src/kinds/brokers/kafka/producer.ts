@@ -432,21 +432,26 @@ export class RecordProducer {
       });
       // Records of one partition are sent in batch order, so the n-th gets baseOffset + n: the
       // next offset of each partition, per topic, counted on as its records are settled.
-      const next = new Map<string, (bigint | undefined)[]>();
+      // null: acknowledged without an offset (-1).
+      const next = new Map<string, (bigint | null | undefined)[]>();
       if (acks !== 0)
         for (const r of results) {
           const b = BigInt(r.baseOffset ?? '-1');
-          if (b < 0n) continue;
           let partitions = next.get(r.topicName);
           if (!partitions) next.set(r.topicName, (partitions = []));
-          partitions[r.partition] = b;
+          partitions[r.partition] = b < 0n ? null : b;
         }
       for (const p of batch) {
         const partition = p.record.partition ?? -1;
         const partitions = next.get(p.topic);
         const at = partitions?.[partition];
-        if (at !== undefined) partitions![partition] = at + 1n;
-        settle(p, { broker: this.broker, topic: p.topic, partition, offset: at === undefined ? '-1' : String(at) });
+        if (acks !== 0 && at === undefined) {
+          // kafkajs resolved without this partition's answer: the record was not acknowledged, so no 2xx.
+          if (settle(p, undefined, new Error(`the Kafka cluster's answer has no result for ${p.topic}/${partition}`))) this.telemetry?.producerError();
+          continue;
+        }
+        if (typeof at === 'bigint') partitions![partition] = at + 1n;
+        settle(p, { broker: this.broker, topic: p.topic, partition, offset: typeof at === 'bigint' ? String(at) : '-1' });
       }
       this.events.acknowledged();
     } catch (err) {
