@@ -170,6 +170,16 @@ export class Gateway {
 
   private async reloadOnce(reason: string): Promise<ReloadResult> {
     if (this.stopping) return { result: 'rejected', reason: 'shutting down', diagnostics: [] };
+    // The watcher counts the max-wait of edits it hears of meanwhile from here (src/runtime/watcher.ts, Debounce).
+    const ended = this.watcher?.reloading();
+    try {
+      return await this.loadAndApply(reason);
+    } finally {
+      ended?.();
+    }
+  }
+
+  private async loadAndApply(reason: string): Promise<ReloadResult> {
     const loaded = await this.load();
     this.watcher?.setFiles(loaded.files, loaded.seen);
     let result: ReloadResult;

@@ -172,6 +172,14 @@ export class ConfigWatcher {
     }
   }
 
+  /**
+   * A reload begins reading the files now: an edit reported before the result is called was made
+   * after this moment at the earliest (see Debounce). Call the result when the reload has ended.
+   */
+  reloading(): () => void {
+    return this.debounce.reloading();
+  }
+
   /** Resolves when the underlying watcher is ready to report events. */
   ready(): Promise<void> {
     return this.isReady;
@@ -275,12 +283,21 @@ export class ConfigWatcher {
 
 /**
  * Calls `fire` once a burst of pokes has been quiet for `debounceMs` (an editor's save is
- * several events), but never later than `maxWaitMs` after the burst's first poke, so a steady
- * stream of edits still reloads at least that often.
+ * several events), but never later than `maxWaitMs` after the first poke that no reload has
+ * covered yet, so a steady stream of edits still reloads at least that often.
+ *
+ * A reload covers what was written before it began reading the files. A poke handled while a
+ * reload runs may be late (the reload's compile holds the event loop, and the events wait behind
+ * it): the edit it reports may have been made at any time since that reload began reading, so
+ * its max-wait counts from then, not from when the poke was handled. Counting from the handling
+ * put a whole reload's duration between one reload and the next in a stream of edits.
  */
 export class Debounce {
   private timer: NodeJS.Timeout | undefined;
-  private firstPokeAt = 0;
+  /** When the pending pokes fire at the latest. */
+  private deadline = 0;
+  /** The reload running now, and when it began reading the files. */
+  private reload: { since: number } | undefined;
 
   constructor(
     private readonly fire: () => void,
@@ -289,13 +306,28 @@ export class Debounce {
 
   poke(): void {
     const now = Date.now();
-    if (!this.timer) this.firstPokeAt = now;
+    if (!this.timer) this.deadline = (this.reload?.since ?? now) + this.timing.maxWaitMs;
     clearTimeout(this.timer);
-    const wait = Math.max(0, Math.min(this.timing.debounceMs, this.firstPokeAt + this.timing.maxWaitMs - now));
+    const wait = Math.max(0, Math.min(this.timing.debounceMs, this.deadline - now));
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.fire();
     }, wait);
+  }
+
+  /** A reload begins reading the files now; call the result when it has ended. */
+  reloading(): () => void {
+    const reload = { since: Date.now() };
+    this.reload = reload;
+    return () => {
+      // The events that waited behind the reload are handled in the event loop's next poll phase:
+      // after that turn (its check phase, where the second immediate runs) pokes are on time again.
+      setImmediate(() =>
+        setImmediate(() => {
+          if (this.reload === reload) this.reload = undefined;
+        }),
+      );
+    };
   }
 
   cancel(): void {

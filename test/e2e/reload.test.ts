@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { renameSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { eventually } from '../helpers/gateway.js';
 import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
 
@@ -76,6 +79,30 @@ describe('hot reload (spec §6): config changes', () => {
     // And it stays there: no late reload of an intermediate version.
     await gw.waitForLog(reloaded);
     assert.deepEqual(await roundTrip(client, 0), { v: 12 });
+    assert.equal((await gw.status()).lastReloadError, null);
+  });
+
+  it('reloads during a stream of edits, not only once it stops, and serves the last edit', async () => {
+    const gw = await f.gw.start(pipelineConfig('{"v": 0}'));
+    const client = await connect();
+    const from = gw.logs.length;
+    // An edit every 40 ms for 4 s, each renamed over the config (a write in place could be read
+    // half done, and that reload rejected): the debounce alone would wait until the stream stops.
+    let v = 0;
+    const started = Date.now();
+    while (Date.now() - started < 4000) {
+      v++;
+      gw.write('.gateway.yaml.tmp', pipelineConfig(`{"v": ${v}}`));
+      renameSync(join(gw.dir, '.gateway.yaml.tmp'), gw.configFile);
+      await delay(40);
+    }
+    const during = gw.logs.slice(from).filter(reloaded);
+    assert.ok(during.length >= 2, `reloads applied while edits kept coming: ${during.length}`);
+    assert.ok(
+      gw.logs.slice(from).every((l) => !l.msg.startsWith('reload rejected')),
+      'every reload read a whole file',
+    );
+    await eventually(async () => assert.deepEqual(await roundTrip(client, 0), { v }), 5000);
     assert.equal((await gw.status()).lastReloadError, null);
   });
 

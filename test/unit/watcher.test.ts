@@ -6,7 +6,7 @@ describe('the watcher debounce', () => {
   let fired: number[];
   let debounce: Debounce;
   beforeEach(() => {
-    mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 0 });
+    mock.timers.enable({ apis: ['setTimeout', 'setImmediate', 'Date'], now: 0 });
     fired = [];
     debounce = new Debounce(() => fired.push(Date.now()), { debounceMs: 100, maxWaitMs: 1000 });
   });
@@ -62,6 +62,60 @@ describe('the watcher debounce', () => {
     pokeEvery(1000, 4000);
     advance(1000);
     assert.deepEqual(fired, [100, 1100, 2100, 3100, 4100]);
+  });
+
+  describe('while a reload runs', () => {
+    it('counts the max-wait of a poke handled late from when the reload began reading', () => {
+      // The reload's compile held the event loop for 700 ms: the edits' events are handled only then.
+      const ended = debounce.reloading();
+      advance(700);
+      pokeEvery(50, 900);
+      ended();
+      pokeEvery(50, 2500);
+      advance(200);
+      assert.equal(fired[0], 1000, 'the reload began reading at 0: an edit it did not cover is at most 1000 ms old by then');
+      assert.equal(fired[1], 2000);
+    });
+
+    it("counts from the reload's start the events that waited behind it, handled just after it ended", () => {
+      const ended = debounce.reloading();
+      advance(700);
+      ended();
+      debounce.poke();
+      pokeEvery(50, 2500);
+      assert.deepEqual(fired.slice(0, 2), [1000, 2000]);
+    });
+
+    it('still waits debounceMs for the rest of a burst that starts during a reload', () => {
+      const ended = debounce.reloading();
+      advance(200);
+      debounce.poke();
+      advance(30);
+      debounce.poke();
+      ended();
+      advance(99);
+      assert.deepEqual(fired, []);
+      advance(1);
+      assert.deepEqual(fired, [330]);
+    });
+
+    it('fires at once for a poke handled after its max-wait is due, so the next reload follows the running one', () => {
+      const ended = debounce.reloading();
+      advance(1200);
+      debounce.poke();
+      mock.timers.tick(0);
+      assert.deepEqual(fired, [1200]);
+      ended();
+    });
+
+    it('counts a poke after the reload ended from itself', () => {
+      const ended = debounce.reloading();
+      advance(300);
+      ended();
+      advance(200);
+      pokeEvery(50, 3000);
+      assert.deepEqual(fired.slice(0, 2), [1500, 2500]);
+    });
   });
 
   it('does not fire after cancel', () => {
