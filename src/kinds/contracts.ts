@@ -445,10 +445,11 @@ export interface ListenerKind<O = unknown, C = O> {
   /** Options whose change needs a new socket; others are applied in place by reconfigure(). */
   socketOptions: readonly string[];
   /**
-   * Whether two route paths on one listener would claim the same requests (`/rooms/:room` and
-   * `/rooms/:id` do, for a router with parameters). Without it, paths conflict when equal.
+   * The route paths of one listener, to find two that would claim the same requests
+   * (`/rooms/:room` and `/rooms/:id` do, for a router with parameters). Without it, paths
+   * conflict when equal.
    */
-  samePath?(a: string, b: string): boolean;
+  pathClaims?(): PathClaims;
   /**
    * `topic`: routes from this listener name a `topic` instead of a `path` (kafka: the route governs
    * what clients produce to that topic; with `to`, its records go to the route's targets instead of
@@ -460,4 +461,10 @@ export interface ListenerKind<O = unknown, C = O> {
   /** Why a route path cannot be used on this kind of listener (bad syntax), or undefined. */
   checkPath?(path: string): string | undefined;
   create(name: string, options: C, env: RuntimeEnv): ListenerRuntime;
+}
+
+/** The route paths of one listener, claimed in the order of the routes. */
+export interface PathClaims {
+  /** Claims `path`, or returns the path claimed earlier that matches the same requests (then `path` is not claimed). */
+  claim(path: string): string | undefined;
 }

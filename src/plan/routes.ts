@@ -1,6 +1,7 @@
 import { isHidden } from '../config/prune.js';
 import type { PathPart } from '../config/source.js';
 import { canonical } from '../core/canonical.js';
+import type { PathClaims } from '../kinds/contracts.js';
 import type { CompileContext } from './context.js';
 import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
@@ -21,8 +22,8 @@ export function compileRoutes(
   const raws = ctx.config.routes ?? [];
   const routes = new Map<string, RoutePlan>();
   const names = new Map<string, number>();
-  /** listener → the publish paths claimed on it so far, with the claiming route's index. */
-  const claimed = new Map<string, { path: string; index: number }[]>();
+  /** listener → the publish paths claimed on it so far, and the index of the route claiming each. */
+  const claimed = new Map<string, { paths: PathClaims; route: Map<string, number> }>();
   const forwardAuth = new Map<string, { auth: string; route: string }>();
   raws.forEach((raw, i) => {
     if (raw === undefined) return; // left out: invalid itself
@@ -48,15 +49,15 @@ export function compileRoutes(
         ctx.report([...at, 'from', word], 'EG_CONFIG_SCHEMA', `route '${raw.name}': ${word} '${path}' cannot be routed: ${invalid}`);
         return;
       }
-      const same = kind.samePath ?? ((a: string, b: string) => a === b);
-      const paths = claimed.get(listener) ?? [];
-      const other = paths.find((p) => same(p.path, path));
+      let claims = claimed.get(listener);
+      if (!claims) claimed.set(listener, (claims = { paths: kind.pathClaims?.() ?? new EqualPaths(), route: new Map() }));
+      const other = claims.paths.claim(path);
       if (other !== undefined) {
-        const also = other.path === path ? '' : ` ('${other.path}' matches the same requests)`;
-        ctx.report([...at, 'from', word], 'EG_CONFIG_CONFLICT', `listener '${listener}' ${word} '${path}' is already the source of route '${raws[other.index]!.name}'${also}`);
+        const also = other === path ? '' : ` ('${other}' matches the same requests)`;
+        ctx.report([...at, 'from', word], 'EG_CONFIG_CONFLICT', `listener '${listener}' ${word} '${path}' is already the source of route '${raws[claims.route.get(other)!]!.name}'${also}`);
         return;
       }
-      claimed.set(listener, [...paths, { path, index: i }]);
+      claims.route.set(path, i);
     }
     // Subscribers of a path receive what every route forwarding there sends, so the routes
     // must agree on who may subscribe.
@@ -238,4 +239,14 @@ function listenerKindOf(listener: string, listeners: Map<string, ListenerPlan>):
 function routesByTopic(ctx: CompileContext, listener: string, listeners: Map<string, ListenerPlan>): boolean {
   const l = listeners.get(listener);
   return l !== undefined && ctx.registry.listeners.get(l.kind)?.routesBy === 'topic';
+}
+
+/** Paths that conflict only when equal (listeners without a router of their own: kafka topics). */
+class EqualPaths implements PathClaims {
+  private readonly paths = new Set<string>();
+  claim(path: string): string | undefined {
+    if (this.paths.has(path)) return path;
+    this.paths.add(path);
+    return undefined;
+  }
 }

@@ -600,6 +600,36 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:17:34', /listener 'api' path '\/rooms\/:id' is already the source of route 'a' \('\/rooms\/:room' matches the same requests\)/]]);
     });
 
+    // The paths of a listener are checked against all earlier ones at once (one router for the
+    // listener, not one per pair): the route named is still the one whose path claims the requests.
+    it('names the earlier route whose path matches, among many paths of the listener', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:',
+          '  - name: users',
+          '    from: { listener: api, path: /users/:user }',
+          '    to: { broker: local, topic: t }',
+          '  - name: rooms',
+          '    from: { listener: api, path: /rooms }',
+          '    to: { broker: local, topic: t }',
+          '  - name: room',
+          '    from: { listener: api, path: /rooms/:room }',
+          '    to: { broker: local, topic: t }',
+          '  - name: messages',
+          '    from: { listener: api, path: /rooms/:room/messages }',
+          '    to: { broker: local, topic: t }',
+          '  - name: members',
+          '    from: { listener: api, path: /rooms/:id/members }',
+          '    to: { broker: local, topic: t }',
+          '  - name: again',
+          '    from: { listener: api, path: /rooms/:id }',
+          '    to: { broker: local, topic: u }',
+        ),
+      });
+      assertProblems(r, [['gateway.yaml:29:34', /listener 'api' path '\/rooms\/:id' is already the source of route 'room' \('\/rooms\/:room' matches the same requests\)/]]);
+    });
+
     // The websocket listener routes parameter paths as the http listener does: the same check, or
     // `eventgate run` failed at start-up with the router's "Method 'GET' already declared".
     it('points at a websocket route whose path matches the same requests as another', async () => {

@@ -15,7 +15,7 @@ import { decodeBatch, decodeBinary, decodeStructured, httpMode, structuredProble
 import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
 import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 import { bundled } from '../../core/bundled.js';
-import { routePathProblem, sameRoutePath } from './route-paths.js';
+import { RoutePathClaims, routePathProblem } from './route-paths.js';
 
 const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
 
@@ -548,7 +548,7 @@ export const httpListener = defineListener({
   acceptsForward: true,
   socketOptions: ['port', 'host', 'tls'],
   // The router decides: it refuses a second path that matches the same requests.
-  samePath: sameRoutePath,
+  pathClaims: () => new RoutePathClaims(),
   checkPath: routePathProblem,
   compile(options, ctx) {
     const corsOk = options.cors ? checkCors(options.cors, ctx) : true;

@@ -1,5 +1,6 @@
 import type FindMyWayModule from 'find-my-way';
 import { bundled } from '../../core/bundled.js';
+import type { PathClaims } from '../contracts.js';
 
 /**
  * Route paths with parameters (`/rooms/:room`), as the http and websocket listeners route them:
@@ -8,6 +9,37 @@ import { bundled } from '../../core/bundled.js';
  */
 const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
 const noop = () => undefined;
+
+/**
+ * The route paths of one listener, claimed one by one: `claim` answers which path claimed before
+ * matches the same requests as a new one (`/rooms/:id` and `/rooms/:room` do), as a pair of them
+ * would make the router refuse the second. One router takes every path, so a config with n routes
+ * on a listener builds one router, not one for each pair of paths (300 routes: 45,000 routers,
+ * most of a reload's time); the pairs are tried only when it refuses a path.
+ */
+export class RoutePathClaims implements PathClaims {
+  private readonly router = FindMyWay();
+  private readonly paths: string[] = [];
+  /** The router refused a path that no single earlier path conflicts with: from then on, pairs only. */
+  private pairsOnly = false;
+
+  claim(path: string): string | undefined {
+    if (!this.pairsOnly) {
+      try {
+        this.router.on('GET', path, noop);
+        this.paths.push(path);
+        return undefined;
+      } catch {
+        /* a conflict with an earlier path, found below */
+      }
+    }
+    const same = this.paths.find((p) => sameRoutePath(p, path));
+    if (same !== undefined) return same;
+    this.pairsOnly = true;
+    this.paths.push(path);
+    return undefined;
+  }
+}
 
 /** Whether two route paths match the same requests (`/rooms/:id` and `/rooms/:room` do): the router refuses the second. */
 export function sameRoutePath(a: string, b: string): boolean {

@@ -18,7 +18,7 @@ import { boundAddress, listen } from './bind.js';
 import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
 import { PathBatch, type BatchClient } from './ws-batch.js';
 import { malformedHandshake } from './ws-handshake.js';
-import { routePathProblem, sameRoutePath } from './route-paths.js';
+import { RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
 
 const wsModule = bundled<typeof Ws>('ws');
 const { WebSocketServer } = wsModule;
@@ -655,7 +655,7 @@ export const websocketListener = defineListener({
   acceptsForward: true,
   socketOptions: ['port', 'host', 'tls'],
   // Paths with parameters are routed as the http listener routes them: the same checks.
-  samePath: sameRoutePath,
+  pathClaims: () => new RoutePathClaims(),
   checkPath: routePathProblem,
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
