@@ -172,10 +172,12 @@ export class Gateway {
     if (this.stopping) return { result: 'rejected', reason: 'shutting down', diagnostics: [] };
     // The watcher counts the max-wait of edits it hears of meanwhile from here (src/runtime/watcher.ts, Debounce).
     const ended = this.watcher?.reloading();
+    let result: ReloadResult | undefined;
     try {
-      return await this.loadAndApply(reason);
+      result = await this.loadAndApply(reason);
+      return result;
     } finally {
-      ended?.();
+      ended?.(result?.result === 'rejected');
     }
   }
 

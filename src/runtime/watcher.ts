@@ -174,9 +174,10 @@ export class ConfigWatcher {
 
   /**
    * A reload begins reading the files now: an edit reported before the result is called was made
-   * after this moment at the earliest (see Debounce). Call the result when the reload has ended.
+   * after this moment at the earliest (see Debounce). Call the result when the reload has ended,
+   * saying whether it was rejected.
    */
-  reloading(): () => void {
+  reloading(): (rejected: boolean) => void {
     return this.debounce.reloading();
   }
 
@@ -291,6 +292,11 @@ export class ConfigWatcher {
  * it): the edit it reports may have been made at any time since that reload began reading, so
  * its max-wait counts from then, not from when the poke was handled. Counting from the handling
  * put a whole reload's duration between one reload and the next in a stream of edits.
+ *
+ * A reload rejected in a stream of edits most often read a file while it was being written (a
+ * write in place empties the file first): the edits after it then fire debounceMs after the first
+ * of them instead of maxWaitMs, once; a config that stays invalid is read again only every
+ * maxWaitMs, as before.
  */
 export class Debounce {
   private timer: NodeJS.Timeout | undefined;
@@ -298,6 +304,10 @@ export class Debounce {
   private deadline = 0;
   /** The reload running now, and when it began reading the files. */
   private reload: { since: number } | undefined;
+  /** Reloads rejected since the last one that was not. */
+  private rejectedInARow = 0;
+  /** The next pokes fire debounceMs after the first of them: the last reload was rejected. */
+  private soon = false;
 
   constructor(
     private readonly fire: () => void,
@@ -306,20 +316,26 @@ export class Debounce {
 
   poke(): void {
     const now = Date.now();
-    if (!this.timer) this.deadline = (this.reload?.since ?? now) + this.timing.maxWaitMs;
+    if (!this.timer) this.deadline = this.soon ? now + this.timing.debounceMs : (this.reload?.since ?? now) + this.timing.maxWaitMs;
     clearTimeout(this.timer);
     const wait = Math.max(0, Math.min(this.timing.debounceMs, this.deadline - now));
     this.timer = setTimeout(() => {
       this.timer = undefined;
+      this.soon = false;
       this.fire();
     }, wait);
   }
 
-  /** A reload begins reading the files now; call the result when it has ended. */
-  reloading(): () => void {
+  /** A reload begins reading the files now; call the result when it has ended, saying whether it was rejected. */
+  reloading(): (rejected: boolean) => void {
     const reload = { since: Date.now() };
     this.reload = reload;
-    return () => {
+    return (rejected) => {
+      if (!rejected) this.rejectedInARow = 0;
+      else if (++this.rejectedInARow === 1) {
+        this.soon = true;
+        if (this.timer) this.deadline = Math.min(this.deadline, Date.now() + this.timing.debounceMs);
+      }
       // The events that waited behind the reload are handled in the event loop's next poll phase:
       // after that turn (its check phase, where the second immediate runs) pokes are on time again.
       setImmediate(() =>

@@ -70,7 +70,7 @@ describe('the watcher debounce', () => {
       const ended = debounce.reloading();
       advance(700);
       pokeEvery(50, 900);
-      ended();
+      ended(false);
       pokeEvery(50, 2500);
       advance(200);
       assert.equal(fired[0], 1000, 'the reload began reading at 0: an edit it did not cover is at most 1000 ms old by then');
@@ -80,7 +80,7 @@ describe('the watcher debounce', () => {
     it("counts from the reload's start the events that waited behind it, handled just after it ended", () => {
       const ended = debounce.reloading();
       advance(700);
-      ended();
+      ended(false);
       debounce.poke();
       pokeEvery(50, 2500);
       assert.deepEqual(fired.slice(0, 2), [1000, 2000]);
@@ -92,7 +92,7 @@ describe('the watcher debounce', () => {
       debounce.poke();
       advance(30);
       debounce.poke();
-      ended();
+      ended(false);
       advance(99);
       assert.deepEqual(fired, []);
       advance(1);
@@ -105,13 +105,32 @@ describe('the watcher debounce', () => {
       debounce.poke();
       mock.timers.tick(0);
       assert.deepEqual(fired, [1200]);
-      ended();
+      ended(false);
+    });
+
+    it('after a rejected reload (a file read while being written), fires debounceMs after the next edit, once', () => {
+      debounce.poke();
+      advance(100);
+      let ended = debounce.reloading();
+      advance(20);
+      ended(true);
+      advance(10);
+      pokeEvery(40, 210);
+      advance(20);
+      assert.deepEqual(fired, [100, 230], 'debounceMs after the poke at 130, not maxWaitMs');
+      // Rejected again: the config is invalid, not half written; back to maxWaitMs.
+      ended = debounce.reloading();
+      advance(20);
+      ended(true);
+      advance(10);
+      pokeEvery(40, 1400);
+      assert.deepEqual(fired.slice(0, 3), [100, 230, 1260]);
     });
 
     it('counts a poke after the reload ended from itself', () => {
       const ended = debounce.reloading();
       advance(300);
-      ended();
+      ended(false);
       advance(200);
       pokeEvery(50, 3000);
       assert.deepEqual(fired.slice(0, 2), [1500, 2500]);
