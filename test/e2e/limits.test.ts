@@ -5,14 +5,14 @@ import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { idleConnection, parseReply, rawHttp, type RawReply } from '../helpers/raw-http.js';
 
-const config = (maxHeaders: number) => `version: 1
+const config = (maxHeaders: number, briefKeepAliveMs = 300) => `version: 1
 brokers:
   local: {kind: memory}
 listeners:
   small: {kind: http, port: 0, maxBodyBytes: 100, maxHeaderBytes: 1024, maxHeaders: ${maxHeaders}, maxJsonDepth: 5}
   slow: {kind: http, port: 0, headersTimeoutMs: 300, requestTimeoutMs: 600}
   few: {kind: http, port: 0, maxConnections: 2}
-  brief: {kind: http, port: 0, keepAliveTimeoutMs: 300}
+  brief: {kind: http, port: 0, keepAliveTimeoutMs: ${briefKeepAliveMs}}
   push: {kind: websocket, port: 0, maxPayloadBytes: 100, maxJsonDepth: 5, maxHeaders: ${maxHeaders}}
 routes:
   - name: small
@@ -191,5 +191,25 @@ describe('input limits', () => {
       ),
     );
     assert.equal(r?.status, 200);
+  });
+
+  it('applies a changed keepAliveTimeoutMs on reload, keeping the socket, and closes idle connections by it', async () => {
+    const port = gw.port('brief');
+    assert.equal((await gw.reconfigure(config(20, 7000))).msg, 'config reloaded');
+    assert.equal(gw.port('brief'), port);
+    const socket = await idleConnection(port);
+    const reply = await exchange(socket, keepAlive('{}'));
+    assert.equal(reply.status, 200);
+    assert.equal(reply.headers['keep-alive'], 'timeout=7', 'the Keep-Alive header announces the new timeout');
+    socket.destroy();
+
+    assert.equal((await gw.reconfigure(config(20, 300))).msg, 'config reloaded');
+    const brief = await idleConnection(port);
+    assert.equal((await exchange(brief, keepAlive('{}'))).status, 200);
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([brief.closedByServer.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 4000)))]);
+    clearTimeout(timer);
+    assert.ok(closed, 'an idle connection was still open 4 s after a reload set keepAliveTimeoutMs 300');
+    brief.destroy();
   });
 });
