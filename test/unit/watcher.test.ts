@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
-import { Debounce } from '../../src/runtime/watcher.js';
+import { type FSWatcher, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
+import { join } from 'node:path';
+import { ConfigWatcher, Debounce } from '../../src/runtime/watcher.js';
+import { eventually } from '../helpers/gateway.js';
 
 describe('the watcher debounce', () => {
   let fired: number[];
@@ -142,5 +147,36 @@ describe('the watcher debounce', () => {
     debounce.cancel();
     advance(2000);
     assert.deepEqual(fired, []);
+  });
+});
+
+describe('the config watcher', () => {
+  // Node's fs.watch reports an error (inotify gave one up) on its FSWatcher; nothing a test can
+  // cause on Linux, so the error is emitted on the real watch of a real directory.
+  it('replaces its own directory watch after an error, and still reports an edit', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eventgate-watcher-'));
+    const file = join(dir, 'gateway.yaml');
+    writeFileSync(file, 'version: 1\n');
+    const changes: string[][] = [];
+    const watcher = new ConfigWatcher((files) => changes.push(files), { debounceMs: 20, maxWaitMs: 200 });
+    try {
+      watcher.setFiles([file]);
+      await watcher.ready();
+      // Past the check the watcher makes once ready (debounceMs 20), which would watch again by itself.
+      await delay(200);
+      const own = (watcher as unknown as { own: Map<string, FSWatcher> }).own;
+      const real = realpathSync(dir);
+      const broken = own.get(real)!;
+      assert.ok(broken, 'a watch of its own on the directory');
+      broken.emit('error', new Error('EIO: the watch was lost'));
+      assert.equal(own.get(real), undefined, 'the failed watch is dropped');
+      await eventually(() => assert.ok(own.get(real) && own.get(real) !== broken, 'watched again after the check'));
+      assert.deepEqual(changes, [], 'the error alone is no change');
+      writeFileSync(file, 'version: 1\nlisteners: {}\n');
+      await eventually(() => assert.deepEqual(changes, [[file]]));
+    } finally {
+      await watcher.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
