@@ -9,6 +9,7 @@
  * time until it, or a later revision, was live (docs/performance.md, "Hot reload under a stream
  * of edits"). Timings: run it on a quiet machine; nothing here is asserted.
  */
+import { rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { httpMemoryConfig } from './configs.js';
 import type { LogLine } from '../test/helpers/gateway.js';
@@ -85,5 +86,6 @@ for (const everyMs of intervals) {
     );
   } finally {
     await gw.stop();
+    rmSync(gw.dir, { recursive: true, force: true });
   }
 }
