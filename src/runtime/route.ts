@@ -274,6 +274,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const notWritten: Outcome | undefined = answer.written ? undefined : { outcome: answer.outcome, problem: answer.problem };
     let lost = 0;
     let acknowledged = 0;
+    // Records a failing target failed alike (`to`): one log line for the set, the first one's, not one per record.
+    let firstFailed: { m: Message; o: Extract<Outcome, { outcome: 'failed' }> } | undefined;
+    let failedAlso = 0;
     for (let i = 0; i < n; i++) {
       let o = outcomes[i]!;
       // The common case, counted in one go below: an acknowledged record that nobody watches.
@@ -291,7 +294,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         }
       } else if (o.outcome !== 'filtered' && messages[i]) {
         const m = messages[i]!;
-        this.logOutcome(() => this.observable(m), o, traceIdOf(m.headers) ?? '');
+        if (o.outcome !== 'failed' || answer.written !== 'targets') this.logOutcome(() => this.observable(m), o, traceIdOf(m.headers) ?? '');
+        else if (firstFailed) failedAlso++;
+        else firstFailed = { m, o };
       }
       this.stats.count(o, latencyMs / 1000);
       const m = messages[i];
@@ -301,6 +306,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       }
     }
     this.stats.countDelivered(acknowledged, latencyMs / 1000);
+    if (firstFailed) {
+      const { m, o } = firstFailed;
+      this.logOutcome(() => this.observable(m), o, traceIdOf(m.headers) ?? '', failedAlso + 1);
+    }
     if (lost > 0 && answer.written === false) {
       const level = answer.outcome === 'failed' ? 'warn' : 'debug';
       if (this.deps.logger.isLevelEnabled(level)) {
@@ -423,12 +432,14 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * Failures at warn; invalid, rejected and dead-lettered messages (the client's problem, and
    * possibly frequent) at debug. Never the payload or headers unless `log.payloads: true`.
    */
-  private logOutcome(observed: () => Message, outcome: Exclude<Outcome, { outcome: 'delivered' | 'filtered' }>, traceId: string): void {
+  private logOutcome(observed: () => Message, outcome: Exclude<Outcome, { outcome: 'delivered' | 'filtered' }>, traceId: string, records = 1): void {
     const logger = this.deps.logger;
     const level = outcome.outcome === 'failed' ? 'warn' : 'debug';
     if (!logger.isLevelEnabled(level)) return;
     const msg = observed();
     const line: Record<string, unknown> = { route: this.name, outcome: outcome.outcome, traceId };
+    // Several records of one produce request that failed alike: this line (the first one's) stands for all of them.
+    if (records > 1) line.records = records;
     if (outcome.outcome === 'deadlettered') {
       line.errors = outcome.errors;
       line.deliveries = outcome.deliveries;

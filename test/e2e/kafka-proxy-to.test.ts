@@ -261,13 +261,20 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
 
   it('a batch to a failing target and an ungoverned topic: the ungoverned records are written, the others get the retriable error', async () => {
     hook.respond = (_r, res) => res.writeHead(500).end('no');
+    const from = gw.logs.length;
     const producer = client().producer();
     await producer.connect();
     try {
       const err = await producer
         .sendBatch({
           topicMessages: [
-            { topic: t.hooked, messages: [{ value: ORDER(55) }] },
+            {
+              topic: t.hooked,
+              messages: [
+                { key: 'one-partition', value: ORDER(55) },
+                { key: 'one-partition', value: ORDER(54) },
+              ],
+            },
             { topic: t.free, messages: [{ value: 'beside a failing target' }] },
           ],
         })
@@ -282,6 +289,10 @@ ${ordersTo ? `    to: [ { broker: cluster, topic: ${t.copy} }, { listener: ws, p
     }
     assert.ok((await values(kafka.bootstrap, t.free)).includes('beside a failing target'));
     assert.deepEqual(await values(kafka.bootstrap, t.hooked), []);
+    // One log line per attempt for the two records the target failed alike, not one per record.
+    const failed = gw.logs.slice(from).filter((l) => l.route === 'hooked' && l.msg === 'message failed');
+    assert.ok(failed.length > 0);
+    for (const l of failed) assert.equal(l.records, 2, JSON.stringify(l));
   });
 
   it('a fan-out that one target failed is a retriable error that says the others took the record', async () => {
