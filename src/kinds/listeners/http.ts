@@ -11,7 +11,8 @@ import { checkCors, CorsPolicy, corsOptions } from './cors.js';
 import { applyLimits, compileTransport, createTransport, hostless, parseQuery, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
 import { defineListener, kindOptions, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
-import { decodeBatch, decodeBinary, decodeStructured, httpMode, structuredProblem } from '../../codecs/cloudevents.js';
+import { decodeBatch, httpMode } from '../../codecs/cloudevents.js';
+import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from './http-request.js';
 import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
 import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 import { bundled } from '../../core/bundled.js';
@@ -48,34 +49,6 @@ const options = kindOptions('http', {
 export type HttpOptions = Static<typeof options> & TransportOptions;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-/**
- * Request headers that describe the HTTP exchange (or carry credentials) rather than the event;
- * every other header travels with the message.
- */
-const NOT_FORWARDED = new Set([
-  'host',
-  'connection',
-  'keep-alive',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'content-length',
-  'expect',
-  'authorization',
-  'cookie',
-  'proxy-authorization',
-  'proxy-connection',
-  'accept',
-  'accept-encoding',
-  'accept-language',
-  'user-agent',
-  // Fetch metadata a browser adds by itself (no page script can set them): the exchange, not the event.
-  'priority',
-  'upgrade-insecure-requests',
-  'dnt',
-]);
 
 type Router = FindMyWayModule.Instance<FindMyWayModule.HTTPVersion.V1>;
 
@@ -271,11 +244,9 @@ export class HttpListener implements ListenerRuntime {
 
     const contentType = mediaTypeOf(req.headers['content-type'] ?? 'application/json');
     const isJson = isJsonMedia(contentType);
-    // A binary-mode CloudEvent's body is its data, of any datacontenttype (HTTP binding §3.1.1): it
-    // is taken as bytes, the value a structured event's data_base64 gives. Refusing it made the
-    // gateway unable to take back the binary-mode webhook requests it sends for such events.
-    if (!isJson && contentType !== 'text/plain' && req.headers['ce-specversion'] === undefined) {
-      return this.refuse(res, problem('EG_UNSUPPORTED_MEDIA_TYPE', `content type '${contentType}' is not accepted; send application/json (or application/*+json, or text/plain for a string value)`));
+    if (!isJson) {
+      const refused = refusedMediaType(contentType, req.headers);
+      if (refused) return this.refuse(res, refused);
     }
     const max = this.options.maxBodyBytes ?? DEFAULT_MAX_BODY;
     const declared = Number(req.headers['content-length']);
@@ -357,7 +328,7 @@ export class HttpListener implements ListenerRuntime {
       }
     }
 
-    let headers = forwardedHeaders(req);
+    let headers = forwardedHeaders(req.headers);
     const query = parseQuery(search);
     const remoteAddress = req.socket.remoteAddress;
     const ctx: MessageContext = { route: route.name, path: copyParams(params), query, remoteAddress, request: { headers: req.headers, query, remoteAddress } };
@@ -366,21 +337,17 @@ export class HttpListener implements ListenerRuntime {
     if (mode === 'batch') {
       const batch = decodeBatch(value, headers);
       if (!batch.ok) return this.refuse(res, batch.problem);
-      const msgs = batch.events.map((e): Message => ({ value: e.value, key: null, headers: e.headers, topic: null, partition: null, offset: null, timestamp: Date.now() }));
+      const msgs = batch.events.map((e) => requestMessage(e.value, e.headers));
       return void handleBatch(route, msgs, ctx).then(
-        (outcome) => this.answerSoon(req, res, outcome),
+        ({ outcome }) => this.answerSoon(req, res, outcome),
         (err) => this.failed(req, res, err),
       );
     }
-    if (mode === 'structured') {
-      const event = decodeStructured(value, headers);
-      if (!event.ok) return this.refuse(res, structuredProblem(event.errors));
-      headers = event.event.headers;
-      value = event.event.value;
-    } else if (mode === 'binary') {
-      const decoded = decodeBinary(headers);
-      if (!decoded.ok) return this.refuse(res, decoded.problem);
-      headers = decoded.headers;
+    if (mode !== undefined) {
+      const event = decodeEvent(mode, value, headers);
+      if (!event.ok) return this.refuse(res, event.problem);
+      headers = event.headers;
+      value = event.value;
     }
     // A JSON body goes on to brokers as the client wrote it where no step changes the value (a structured CloudEvent's value is its data).
     const original = isJson && mode !== 'structured' ? payloadOriginal(body, value, headers) : undefined;
@@ -429,43 +396,9 @@ export class HttpListener implements ListenerRuntime {
 
 function noop(): void {}
 
-/**
- * The events of a CloudEvents batch, one after another in their order, answered as one: 200 with
- * every delivery when all passed; otherwise the first failure's answer, saying how many events
- * before it were delivered (the client resends from there).
- */
-async function handleBatch(route: RouteEntry, msgs: Message[], ctx: MessageContext): Promise<Outcome> {
-  const deliveries: Outcome & { outcome: 'delivered' } = { outcome: 'delivered', deliveries: [], tagged: false };
-  for (const [i, msg] of msgs.entries()) {
-    const outcome = await route.handle(msg, ctx);
-    if (outcome.outcome === 'delivered' || outcome.outcome === 'deadlettered') deliveries.deliveries.push(...outcome.deliveries);
-    if (outcome.outcome === 'delivered') deliveries.tagged ||= outcome.tagged;
-    if (outcome.outcome === 'invalid' || outcome.outcome === 'rejected' || outcome.outcome === 'failed') {
-      const p = outcome.problem;
-      return { ...outcome, problem: { ...p, detail: `event [${i}] (id ${msg.headers.ce_id}): ${p.detail}; the ${i} event(s) before it were delivered`, errors: p.errors?.map((e) => `[${i}] ${e}`) } };
-    }
-  }
-  return deliveries;
-}
-
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
-
-function forwardedHeaders(req: IncomingMessage): Record<string, string> {
-  const out: Record<string, string> = {};
-  const raw = req.headers;
-  for (const name in raw) {
-    // `sec-*` (sec-fetch-*, sec-ch-ua*, sec-gpc): names the Fetch standard reserves for the browser.
-    if (NOT_FORWARDED.has(name) || name.startsWith('sec-')) continue;
-    const v = raw[name];
-    // The usual content type is shared rather than the parser's fresh copy, which a memory topic would retain with every message.
-    if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v === JSON_TYPE ? JSON_TYPE : v;
-  }
-  return out;
-}
-
-const JSON_TYPE = 'application/json';
 
 /** What $path is when the route has no parameters; frozen, since every such request shares them. */
 const NO_PARAMS: Record<string, string> = Object.freeze(Object.create(null) as Record<string, string>);

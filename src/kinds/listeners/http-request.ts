@@ -1,0 +1,112 @@
+/**
+ * How the http listener turns a request into messages, apart from its sockets: which bodies it
+ * takes, which headers travel with the message, and CloudEvents in every mode of the HTTP binding.
+ * `eventgate test` (src/testing/run-tests.ts) uses the same functions, so a config test of an http
+ * route sees exactly what the running listener would hand the route.
+ */
+import { problem, type Problem } from '../../core/errors.js';
+import { isJsonMedia, type Message, type MessageContext } from '../../core/message.js';
+import type { Outcome } from '../../core/outcome.js';
+import { decodeBinary, decodeStructured, structuredProblem, type HttpMode } from '../../codecs/cloudevents.js';
+
+/**
+ * Request headers that describe the HTTP exchange (or carry credentials) rather than the event;
+ * every other header travels with the message.
+ */
+const NOT_FORWARDED = new Set([
+  'host',
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'content-length',
+  'expect',
+  'authorization',
+  'cookie',
+  'proxy-authorization',
+  'proxy-connection',
+  'accept',
+  'accept-encoding',
+  'accept-language',
+  'user-agent',
+  // Fetch metadata a browser adds by itself (no page script can set them): the exchange, not the event.
+  'priority',
+  'upgrade-insecure-requests',
+  'dnt',
+]);
+
+const JSON_TYPE = 'application/json';
+
+/** The request headers (lower-case names) that travel with the message. */
+export function forwardedHeaders(raw: Readonly<Record<string, string | string[] | undefined>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name in raw) {
+    // `sec-*` (sec-fetch-*, sec-ch-ua*, sec-gpc): names the Fetch standard reserves for the browser.
+    if (NOT_FORWARDED.has(name) || name.startsWith('sec-')) continue;
+    const v = raw[name];
+    // The usual content type is shared rather than the parser's fresh copy, which a memory topic would retain with every message.
+    if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v === JSON_TYPE ? JSON_TYPE : v;
+  }
+  return out;
+}
+
+/**
+ * Why a body of `contentType` (a media type as mediaTypeOf gives it) is not taken, or undefined.
+ * A binary-mode CloudEvent's body is its data, of any datacontenttype (HTTP binding §3.1.1): it
+ * is taken as bytes, the value a structured event's data_base64 gives. Refusing it made the
+ * gateway unable to take back the binary-mode webhook requests it sends for such events.
+ */
+export function refusedMediaType(contentType: string, headers: Readonly<Record<string, string | string[] | undefined>>): Problem | undefined {
+  if (isJsonMedia(contentType) || contentType === 'text/plain' || headers['ce-specversion'] !== undefined) return undefined;
+  return problem('EG_UNSUPPORTED_MEDIA_TYPE', `content type '${contentType}' is not accepted; send application/json (or application/*+json, or text/plain for a string value)`);
+}
+
+/**
+ * A binary- or structured-mode CloudEvent request's message headers and value (attributes as
+ * `ce_` headers, data as the value), or the 400 `EG_CLOUDEVENT_INVALID` naming what is wrong.
+ */
+export function decodeEvent(
+  mode: Exclude<HttpMode, 'batch'>,
+  value: unknown,
+  headers: Record<string, string>,
+): { ok: true; headers: Record<string, string>; value: unknown } | { ok: false; problem: Problem } {
+  if (mode === 'structured') {
+    const event = decodeStructured(value, headers);
+    return event.ok ? { ok: true, headers: event.event.headers, value: event.event.value } : { ok: false, problem: structuredProblem(event.errors) };
+  }
+  const decoded = decodeBinary(headers);
+  return decoded.ok ? { ok: true, headers: decoded.headers, value } : decoded;
+}
+
+/**
+ * The events of a CloudEvents batch, one after another in their order, answered as one: 200 with
+ * every delivery when all passed; otherwise the first failure's answer, saying how many events
+ * before it were delivered (the client resends from there). `delivered` is that count (all of
+ * them when the outcome is delivered).
+ */
+export async function handleBatch(route: { handle(msg: Message, ctx: MessageContext): Promise<Outcome> }, msgs: Message[], ctx: MessageContext): Promise<{ outcome: Outcome; delivered: number }> {
+  const deliveries: Outcome & { outcome: 'delivered' } = { outcome: 'delivered', deliveries: [], tagged: false };
+  for (const [i, msg] of msgs.entries()) {
+    const outcome = await route.handle(msg, ctx);
+    if (outcome.outcome === 'delivered' || outcome.outcome === 'deadlettered') deliveries.deliveries.push(...outcome.deliveries);
+    if (outcome.outcome === 'delivered') deliveries.tagged ||= outcome.tagged;
+    if (outcome.outcome === 'invalid' || outcome.outcome === 'rejected' || outcome.outcome === 'failed') {
+      const p = outcome.problem;
+      return {
+        outcome: {
+          ...outcome,
+          problem: { ...p, detail: `event [${i}] (id ${msg.headers.ce_id}): ${p.detail}; the ${i} event(s) before it were delivered`, errors: p.errors?.map((e) => `[${i}] ${e}`) },
+        },
+        delivered: i,
+      };
+    }
+  }
+  return { outcome: deliveries, delivered: msgs.length };
+}
+
+/** A message from a request: no key, no position. */
+export function requestMessage(value: unknown, headers: Record<string, string>): Message {
+  return { value, key: null, headers, topic: null, partition: null, offset: null, timestamp: Date.now() };
+}
