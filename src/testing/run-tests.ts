@@ -2,7 +2,10 @@ import { isDeepStrictEqual } from 'node:util';
 import FindMyWay from 'find-my-way';
 import pino from 'pino';
 import { compileExpression, truthy } from '../expr/expression.js';
-import { decodeBinary } from '../codecs/cloudevents.js';
+import { decodeBatch, httpMode } from '../codecs/cloudevents.js';
+import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from '../kinds/listeners/http-request.js';
+import type { Problem } from '../core/errors.js';
+import { isJsonMedia, mediaTypeOf } from '../core/message.js';
 import type { BrokerRuntime, CompiledStep, ListenerRuntime, Target } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Plan, RoutePlan } from '../plan/types.js';
@@ -83,14 +86,22 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
       : undefined;
   const lowerHeaders = Object.fromEntries(Object.entries(test.input.headers).map(([k, v]) => [k.toLowerCase(), v]));
   let headers = test.input.headers;
-  // A binary-mode CloudEvent (ce-* headers), decoded as the http listener does before the route sees it.
-  if (listenerKind === 'http' && lowerHeaders['ce-specversion'] !== undefined) {
-    const decoded = decodeBinary(lowerHeaders);
-    if (!decoded.ok) return finish(test, { outcome: 'invalid', problem: decoded.problem }, [], started);
-    headers = decoded.headers;
+  let value = test.input.value;
+  let batch: Message[] | undefined;
+  if (listenerKind === 'http' && upstream === undefined) {
+    // The request as the http listener makes it into messages, with its own functions.
+    const request = httpRequest(value, lowerHeaders);
+    if (!request.ok) {
+      if ('problem' in request) return finish(test, { outcome: 'invalid', problem: request.problem }, [], started, 0);
+      return fail('input.value', request.expected, show(value), test.input.at('value'));
+    }
+    ({ headers, value, batch } = request);
+  } else if (listenerKind === 'websocket') {
+    // A frame's message carries no headers of the handshake (only its trace context); they are for auth and ratelimit steps.
+    headers = {};
   }
   const msg: Message = {
-    value: test.input.value,
+    value,
     key: test.input.key,
     headers,
     topic: from.type === 'broker' ? (test.input.topic ?? from.topic) : upstream !== undefined ? from.path : null,
@@ -102,6 +113,10 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
     from.type === 'listener' && upstream === undefined
       ? { route: test.route, path: params, query: test.input.query, remoteAddress: '127.0.0.1', request: { headers: lowerHeaders, query: test.input.query, remoteAddress: '127.0.0.1' } }
       : { route: test.route, remoteAddress: from.type === 'listener' ? '127.0.0.1' : undefined };
+  if (batch !== undefined) {
+    const { outcome, delivered } = await handleBatch(route, batch, ctx);
+    return finish(test, outcome, outputs, started, delivered);
+  }
   let outcome = upstream !== undefined ? await route.checkRecord(msg, ctx) : await route.handle(msg, ctx);
   // With `to`, the record goes to the route's targets instead, as the proxy sends it.
   if (upstream !== undefined && route.delivers) outcome = await route.deliverRecord(msg, outcome, ctx);
@@ -113,10 +128,38 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
   return finish(test, outcome, outputs, started);
 }
 
-async function finish(test: TestCase, outcome: Outcome, outputs: Output[], started: number): Promise<TestResult> {
+/**
+ * What the http listener makes of a request with this body and these headers (lower-case names):
+ * the message's headers and value, or a batch's messages, or the problem it answers instead.
+ * `expected` when the test's value cannot be such a body.
+ */
+function httpRequest(
+  value: unknown,
+  lowerHeaders: Record<string, string>,
+): { ok: true; headers: Record<string, string>; value: unknown; batch?: Message[] } | { ok: false; problem: Problem } | { ok: false; expected: string } {
+  const contentType = mediaTypeOf(lowerHeaders['content-type'] ?? 'application/json');
+  if (!isJsonMedia(contentType)) {
+    const refused = refusedMediaType(contentType, lowerHeaders);
+    if (refused) return { ok: false, problem: refused };
+    if (contentType === 'text/plain' && typeof value !== 'string') return { ok: false, expected: 'a string: a text/plain body is the value as text' };
+  }
+  const headers = forwardedHeaders(lowerHeaders);
+  const mode = httpMode(contentType, lowerHeaders);
+  if (mode === 'batch') {
+    const decoded = decodeBatch(value, headers);
+    if (!decoded.ok) return decoded;
+    return { ok: true, headers, value, batch: decoded.events.map((e) => requestMessage(e.value, e.headers)) };
+  }
+  if (mode === undefined) return { ok: true, headers, value };
+  return decodeEvent(mode, value, headers);
+}
+
+async function finish(test: TestCase, outcome: Outcome, outputs: Output[], started: number, delivered?: number): Promise<TestResult> {
   // The trace header the route adds to every message is the gateway's, not the config's doing.
   for (const o of outputs) delete o.headers[TRACEPARENT];
   const mismatches = await compare(test, outcome, outputs);
+  if (test.expect.delivered !== undefined && delivered !== test.expect.delivered)
+    mismatches.push({ line: test.expect.at('delivered'), what: 'delivered', expected: `${test.expect.delivered} event(s) of the batch`, actual: String(delivered ?? 0) });
   return { test, passed: mismatches.length === 0, mismatches, outcome, outputs, durationMs: performance.now() - started };
 }
 

@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseSource, type PathPart } from '../config/source.js';
+import { BATCH_TYPE } from '../codecs/cloudevents.js';
+import { mediaTypeOf } from '../core/message.js';
 
 /**
  * A config test file (`eventgate test`): YAML with a list of `tests:`, each sending one message
@@ -17,6 +19,7 @@ import { describeFsError, parseSource, type PathPart } from '../config/source.js
  *         outcome: delivered        # delivered | filtered | invalid | rejected | failed | deadlettered
  *         status: 400               # the HTTP status of a problem (invalid, rejected, failed)
  *         error: <regex>            # matched against the problem detail and errors
+ *         delivered: 2              # a CloudEvents batch input: how many of its events were delivered
  *         to:                       # every output, in target order
  *           - { broker: local, topic: t, key: '1', headers: {...}, value: {...}, condition: <JSONata> }
  */
@@ -31,6 +34,8 @@ export interface TestInput {
   claims: Record<string, unknown> | undefined;
   /** Consume routes: the topic the message came from (a wildcard `from.topic` needs a concrete one for $topic). */
   topic: string | undefined;
+  /** Where each input field is written, for failure messages. */
+  at: (field: string) => number;
 }
 
 export interface ExpectedOutput {
@@ -58,6 +63,8 @@ export interface TestCase {
     outcome: string;
     status?: number;
     error?: string;
+    /** A CloudEvents batch: how many of its events were delivered (all, or those before the failing one). */
+    delivered?: number;
     to?: ExpectedOutput[];
     at: (field: string) => number;
   };
@@ -73,7 +80,7 @@ export interface TestFile {
 const OUTCOMES = ['delivered', 'filtered', 'invalid', 'rejected', 'failed', 'deadlettered'];
 const TEST_KEYS = ['name', 'route', 'input', 'expect'];
 const INPUT_KEYS = ['value', 'key', 'headers', 'path', 'query', 'principal', 'claims', 'topic'];
-const EXPECT_KEYS = ['outcome', 'status', 'error', 'to'];
+const EXPECT_KEYS = ['outcome', 'status', 'error', 'delivered', 'to'];
 const OUTPUT_KEYS = ['broker', 'topic', 'listener', 'path', 'key', 'headers', 'value', 'condition'];
 
 /** Reads and checks a test file; problems are diagnostics at `file:line:col`, like the config's. */
@@ -118,12 +125,19 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
         report([...at, 'input', 'path'], "'path' must be the request path (/orders/7) or a map of path parameters");
     }
     const expect = raw.expect;
-    if (expect !== undefined && !isMap(expect)) report([...at, 'expect'], "'expect' must be a map (outcome, status, error, to)");
+    if (expect !== undefined && !isMap(expect)) report([...at, 'expect'], "'expect' must be a map (outcome, status, error, delivered, to)");
     if (isMap(expect)) {
       unknownKeys(expect, EXPECT_KEYS, [...at, 'expect'], report);
       if (expect.outcome === undefined) report([...at, 'expect'], `'expect' is missing 'outcome' (one of: ${OUTCOMES.join(', ')})`, 'key');
       else if (!OUTCOMES.includes(String(expect.outcome))) report([...at, 'expect', 'outcome'], `'outcome' must be one of: ${OUTCOMES.join(', ')}`);
       if (expect.status !== undefined && !Number.isInteger(expect.status)) report([...at, 'expect', 'status'], "'status' must be an HTTP status code");
+      if (expect.delivered !== undefined) {
+        if (!Number.isInteger(expect.delivered) || (expect.delivered as number) < 0) report([...at, 'expect', 'delivered'], "'delivered' must be a number of events (0 or more)");
+        else if (!isBatchInput(input))
+          report([...at, 'expect', 'delivered'], `'delivered' counts the events of a CloudEvents batch: the input needs headers { content-type: ${BATCH_TYPE} } and a list of events as its value`);
+        else if (expect.outcome === 'delivered' && Array.isArray(input.value) && expect.delivered !== input.value.length)
+          report([...at, 'expect', 'delivered'], `with outcome delivered every event of the batch is delivered: ${input.value.length}, not ${expect.delivered}`);
+      }
       if (expect.to !== undefined && !Array.isArray(expect.to)) report([...at, 'expect', 'to'], "'to' must be a list of outputs");
       if (Array.isArray(expect.to)) {
         expect.to.forEach((o: unknown, j: number) => {
@@ -151,11 +165,13 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
         principal: inp.principal === undefined ? undefined : String(inp.principal),
         claims: inp.claims as Record<string, unknown> | undefined,
         topic: inp.topic as string | undefined,
+        at: (field: string) => lineOf([...at, 'input', field]),
       },
       expect: {
         outcome: exp.outcome as string,
         status: exp.status as number | undefined,
         error: exp.error === undefined ? undefined : String(exp.error),
+        delivered: exp.delivered as number | undefined,
         to: Array.isArray(exp.to) ? exp.to.map((o: Record<string, unknown>, j: number) => ({ ...o, at: (field: string) => lineOf([...at, 'expect', 'to', j, field]) }) as ExpectedOutput) : undefined,
         at: (field: string) => lineOf([...at, 'expect', field]),
       },
@@ -169,6 +185,13 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
 
 function unknownKeys(map: Record<string, unknown>, allowed: string[], at: PathPart[], report: (path: PathPart[], message: string, which: 'key' | 'value') => void): void {
   for (const k of Object.keys(map)) if (!allowed.includes(k)) report([...at, k], `unknown key '${k}'; expected one of: ${allowed.join(', ')}`, 'key');
+}
+
+/** Whether a test's input is a CloudEvents batch request (its content-type, parameters aside). */
+function isBatchInput(input: unknown): input is Record<string, unknown> {
+  if (!isMap(input) || !isStringMap(input.headers)) return false;
+  const ct = Object.entries(input.headers).find(([k]) => k.toLowerCase() === 'content-type')?.[1];
+  return ct !== undefined && mediaTypeOf(ct) === BATCH_TYPE;
 }
 
 function isMap(v: unknown): v is Record<string, any> {

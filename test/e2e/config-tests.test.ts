@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { runCli, tempFiles } from '../helpers/gateway.js';
+import { WsClient } from '../helpers/clients.js';
+import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 
@@ -259,5 +260,191 @@ describe('eventgate test', () => {
     assert.equal(invalid.code, 1);
     assert.match(invalid.stdout, /^team\/app\.yaml:2:27: unknown broker kind "memroy"/m);
     for (const r of [validated, tested, invalid]) noStackTrace(r);
+  });
+});
+
+/** An http route as `eventgate test` and a running gateway both see it; `watch` shows a running gateway's outputs. */
+const ceConfig = yaml(
+  'version: 1',
+  'brokers: { local: { kind: memory } }',
+  'listeners:',
+  '  api: { kind: http, port: 0 }',
+  '  ws: { kind: websocket, port: 0 }',
+  'routes:',
+  '  - name: events',
+  '    from: { listener: api, path: /events }',
+  '    through:',
+  '      - filter: $ce.type != "ignored"',
+  '      - validate: { schema: { type: object, required: [n], properties: { n: { type: number } } } }',
+  '      - transform: \'{"type": $ce.type, "source": $ce.source, "data": $}\'',
+  '    to: { broker: local, topic: events }',
+  '  - name: notes',
+  '    from: { listener: api, path: /notes }',
+  '    through: [ { transform: \'{"text": $}\' } ]',
+  '    to: { broker: local, topic: events }',
+  '  - name: frames',
+  '    from: { listener: ws, path: /in }',
+  '    to: { broker: local, topic: events }',
+  '  - name: watch',
+  '    from: { broker: local, topic: events }',
+  '    to: { listener: ws, path: /watch, format: envelope }',
+);
+
+const event = (id: string, data: unknown, more = '') => `{ specversion: "1.0", id: ${id}, source: /shop, type: order.placed, data: ${JSON.stringify(data)}${more} }`;
+
+const ceTests = yaml(
+  'config: gateway.yaml',
+  'tests:',
+  '  - name: a structured event, its content type with a parameter',
+  '    route: events',
+  '    input:',
+  '      headers: { content-type: application/cloudevents+json; charset=utf-8, x-tenant: t1, authorization: Bearer abc }',
+  `      value: ${event('s-1', { n: 1 }, ', subject: o-1')}`,
+  '    expect:',
+  '      outcome: delivered',
+  '      to:',
+  '        - topic: events',
+  '          headers: { ce_id: s-1, ce_subject: o-1, content-type: application/json, x-tenant: t1, authorization: null }',
+  '          value: { type: order.placed, source: /shop, data: { n: 1 } }',
+  '  - name: a structured event without an id',
+  '    route: events',
+  '    input:',
+  '      headers: { content-type: application/cloudevents+json }',
+  '      value: { specversion: "1.0", source: /shop, type: order.placed, data: { n: 1 } }',
+  '    expect: { outcome: invalid, status: 400, error: "^not a valid CloudEvent: \'id\' is missing" }',
+  '  - name: a batch, every event handled in order; a filtered one is not a failure',
+  '    route: events',
+  '    input:',
+  '      headers: { content-type: application/cloudevents-batch+json }',
+  `      value: [ ${event('b-1', { n: 1 })}, { specversion: "1.0", id: b-2, source: /shop, type: ignored }, ${event('b-3', { n: 3 })} ]`,
+  '    expect:',
+  '      outcome: delivered',
+  '      delivered: 3',
+  '      to:',
+  '        - { topic: events, headers: { ce_id: b-1 }, value: { type: order.placed, source: /shop, data: { n: 1 } } }',
+  '        - { topic: events, headers: { ce_id: b-3 }, value: { type: order.placed, source: /shop, data: { n: 3 } } }',
+  '  - name: a batch stops at its first failure and says how many were delivered before it',
+  '    route: events',
+  '    input:',
+  '      headers: { content-type: application/cloudevents-batch+json }',
+  `      value: [ ${event('f-1', { n: 1 })}, ${event('f-2', { n: 'two' })}, ${event('f-3', { n: 3 })} ]`,
+  '    expect:',
+  '      outcome: invalid',
+  '      status: 400',
+  "      error: 'event \\[1\\] \\(id f-2\\): .*the 1 event\\(s\\) before it were delivered'",
+  '      delivered: 1',
+  '      to: [ { headers: { ce_id: f-1 } } ]',
+  '  - name: a batch with an invalid event is refused whole',
+  '    route: events',
+  '    input:',
+  '      headers: { content-type: application/cloudevents-batch+json }',
+  `      value: [ ${event('v-1', { n: 1 })}, { specversion: "1.0", id: v-2, type: order.placed } ]`,
+  '    expect: { outcome: invalid, status: 400, error: "\\\\[1\\\\] \'source\' is missing", delivered: 0, to: [] }',
+  '  - name: a text/plain body is a string',
+  '    route: notes',
+  '    input: { headers: { Content-Type: text/plain }, value: hello }',
+  '    expect: { outcome: delivered, to: [ { value: { text: hello } } ] }',
+  '  - name: a content type the listener does not take',
+  '    route: notes',
+  '    input: { headers: { content-type: application/xml }, value: <a/> }',
+  '    expect: { outcome: invalid, status: 415, error: "application/xml" }',
+  '  - name: a websocket frame carries no handshake headers',
+  '    route: frames',
+  '    input: { headers: { x-tenant: t1 }, value: { n: 1 } }',
+  '    expect: { outcome: delivered, to: [ { headers: { x-tenant: null }, value: { n: 1 } } ] }',
+);
+
+describe('eventgate test decodes http requests as the http listener does', () => {
+  const gw = useGateway();
+
+  it('structured and batched CloudEvents, content type parameters, text/plain, refused types, forwarded headers; a running gateway agrees', async () => {
+    // Before: structured and batched events reached the route undecoded ($ce null, the event object as the value), a content type with a parameter was not recognised, application/xml was delivered, and authorization / websocket handshake headers travelled with the message.
+    const r = await runCli(['test', 'gateway.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'gateway.tests.yaml': ceTests }) });
+    noStackTrace(r);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^8 tests passed$/m);
+
+    // The same requests to a running gateway give the same answers and outputs.
+    await gw.start(ceConfig);
+    const watch = await WsClient.connect(gw.url('ws', '/watch', 'ws'));
+    const post = (headers: Record<string, string>, body: string) => fetch(gw.url('api', '/events'), { method: 'POST', headers, body });
+    const ev = (id: string, data: unknown, more: Record<string, string> = {}) => ({ specversion: '1.0', id, source: '/shop', type: 'order.placed', ...more, data });
+    let res = await post({ 'content-type': 'application/cloudevents+json; charset=utf-8', 'x-tenant': 't1', authorization: 'Bearer abc' }, JSON.stringify(ev('s-1', { n: 1 }, { subject: 'o-1' })));
+    assert.equal(res.status, 200, await res.text());
+    let frame = await watch.next();
+    assert.deepEqual(frame.value, { type: 'order.placed', source: '/shop', data: { n: 1 } });
+    assert.equal(frame.headers.ce_subject, 'o-1');
+    assert.equal(frame.headers['content-type'], 'application/json');
+    assert.equal(frame.headers['x-tenant'], 't1');
+    assert.equal(frame.headers.authorization, undefined);
+
+    res = await post({ 'content-type': 'application/cloudevents+json' }, JSON.stringify({ specversion: '1.0', source: '/shop', type: 'order.placed', data: { n: 1 } }));
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { detail: string }).detail, /^not a valid CloudEvent: 'id' is missing/);
+
+    res = await post({ 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify([ev('f-1', { n: 1 }), ev('f-2', { n: 'two' }), ev('f-3', { n: 3 })]));
+    assert.equal(res.status, 400);
+    assert.match(((await res.json()) as { detail: string }).detail, /event \[1\] \(id f-2\): .*the 1 event\(s\) before it were delivered/);
+    frame = await watch.next();
+    assert.equal(frame.headers.ce_id, 'f-1');
+
+    res = await fetch(gw.url('api', '/notes'), { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hello' });
+    assert.equal(res.status, 200);
+    assert.deepEqual((await watch.next()).value, { text: 'hello' });
+    res = await fetch(gw.url('api', '/notes'), { method: 'POST', headers: { 'content-type': 'application/xml' }, body: '<a/>' });
+    assert.equal(res.status, 415);
+    // Nothing else was delivered: the next output is this marker.
+    res = await fetch(gw.url('api', '/notes'), { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'marker' });
+    assert.deepEqual((await watch.next()).value, { text: 'marker' });
+    watch.close();
+  });
+
+  it('checks a batch expectation: delivered needs a batch input, and a wrong count fails with its line', async () => {
+    const badFile = yaml(
+      'config: gateway.yaml',
+      'tests:',
+      '  - name: not a batch',
+      '    route: events',
+      '    input: { headers: { content-type: application/cloudevents+json }, value: { n: 1 } }',
+      '    expect: { outcome: delivered, delivered: 1 }',
+      '  - name: all or nothing',
+      '    route: events',
+      `    input: { headers: { content-type: application/cloudevents-batch+json }, value: [ ${event('a', { n: 1 })} ] }`,
+      '    expect: { outcome: delivered, delivered: 2 }',
+      '  - name: not a count',
+      '    route: events',
+      `    input: { headers: { content-type: application/cloudevents-batch+json }, value: [ ${event('a', { n: 1 })} ] }`,
+      '    expect: { outcome: invalid, delivered: -1 }',
+    );
+    const bad = await runCli(['test', 'bad.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'bad.tests.yaml': badFile }) });
+    noStackTrace(bad);
+    assert.equal(bad.code, 2, bad.stdout + bad.stderr);
+    const out = bad.stdout + bad.stderr;
+    assert.match(out, /bad\.tests\.yaml:6:\d+: .*'delivered' counts the events of a CloudEvents batch/);
+    assert.match(out, /bad\.tests\.yaml:10:\d+: .*with outcome delivered every event of the batch is delivered: 1, not 2/);
+    assert.match(out, /bad\.tests\.yaml:14:\d+: .*'delivered' must be a number of events/);
+
+    const wrongCount = ceTests.replace('      delivered: 1', '      delivered: 2');
+    const r = await runCli(['test', 'gateway.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'gateway.tests.yaml': wrongCount }) });
+    noStackTrace(r);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /gateway\.tests\.yaml:\d+: delivered\n\s+- expected: 2 event\(s\) of the batch\n\s+\+ actual: +1/);
+  });
+
+  it('a text/plain test whose value is not a string says so', async () => {
+    const file = yaml(
+      'config: gateway.yaml',
+      'tests:',
+      '  - name: n',
+      '    route: notes',
+      '    input:',
+      '      headers: { content-type: text/plain }',
+      '      value: 42',
+      '    expect: { outcome: delivered }',
+    );
+    const r = await runCli(['test', 'n.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'n.tests.yaml': file }) });
+    noStackTrace(r);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /n\.tests\.yaml:7: input\.value\n\s+- expected: a string: a text\/plain body is the value as text\n\s+\+ actual: +42/);
   });
 });
