@@ -134,14 +134,22 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
  * `expected` when the test's value cannot be such a body.
  */
 function httpRequest(
-  value: unknown,
+  body: unknown,
   lowerHeaders: Record<string, string>,
 ): { ok: true; headers: Record<string, string>; value: unknown; batch?: Message[] } | { ok: false; problem: Problem } | { ok: false; expected: string } {
+  let value = body;
   const contentType = mediaTypeOf(lowerHeaders['content-type'] ?? 'application/json');
   if (!isJsonMedia(contentType)) {
     const refused = refusedMediaType(contentType, lowerHeaders);
     if (refused) return { ok: false, problem: refused };
-    if (contentType === 'text/plain' && typeof value !== 'string') return { ok: false, expected: 'a string: a text/plain body is the value as text' };
+    if (typeof value !== 'string')
+      return {
+        ok: false,
+        expected:
+          contentType === 'text/plain' ? 'a string: a text/plain body is the value as text' : `a string: the body of a binary-mode CloudEvent of type ${contentType} is its bytes (the string's UTF-8)`,
+      };
+    // Any other type than text/plain is a binary-mode event's data, which the listener takes as bytes.
+    if (contentType !== 'text/plain') value = Buffer.from(value, 'utf8');
   }
   const headers = forwardedHeaders(lowerHeaders);
   const mode = httpMode(contentType, lowerHeaders);
@@ -230,8 +238,10 @@ async function compareOutput(i: number, want: ExpectedOutput, got: Output): Prom
     if ((value ?? undefined) !== actual)
       out.push({ line: want.at('headers'), what: `${where}.headers.${name}`, expected: value === null ? '(absent)' : show(value), actual: actual === undefined ? '(absent)' : show(actual) });
   }
-  if ('value' in want && !isDeepStrictEqual(want.value, got.value)) {
-    for (const d of diff(want.value, got.value, `${where}.value`)) out.push({ line: want.at('value'), ...d });
+  // Bytes (a binary-mode event's data) are compared as their UTF-8 text, as the test wrote its input.
+  const gotValue = Buffer.isBuffer(got.value) && typeof want.value === 'string' ? got.value.toString('utf8') : got.value;
+  if ('value' in want && !isDeepStrictEqual(want.value, gotValue)) {
+    for (const d of diff(want.value, gotValue, `${where}.value`)) out.push({ line: want.at('value'), ...d });
   }
   if (want.condition !== undefined) {
     let result: unknown;
@@ -268,6 +278,7 @@ export function diff(expected: unknown, actual: unknown, at: string): { what: st
 }
 
 function show(v: unknown): string {
+  if (Buffer.isBuffer(v)) return `bytes ${JSON.stringify(v.toString('utf8'))}`;
   return v === undefined ? '(nothing)' : JSON.stringify(v);
 }
 

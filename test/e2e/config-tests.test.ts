@@ -282,6 +282,13 @@ const ceConfig = yaml(
   '    from: { listener: api, path: /notes }',
   '    through: [ { transform: \'{"text": $}\' } ]',
   '    to: { broker: local, topic: events }',
+  '  - name: raw',
+  '    from: { listener: api, path: /raw }',
+  '    to: { broker: local, topic: events }',
+  '  - name: raw-kind',
+  '    from: { listener: api, path: /raw-kind }',
+  '    through: [ { transform: \'{"kind": $type($)}\' } ]',
+  '    to: { broker: local, topic: events }',
   '  - name: frames',
   '    from: { listener: ws, path: /in }',
   '    to: { broker: local, topic: events }',
@@ -348,6 +355,14 @@ const ceTests = yaml(
   '    route: notes',
   '    input: { headers: { content-type: application/xml }, value: <a/> }',
   '    expect: { outcome: invalid, status: 415, error: "application/xml" }',
+  '  - name: a binary-mode event of another type than JSON or text is bytes, compared as their text',
+  '    route: raw',
+  '    input: { headers: { ce-specversion: "1.0", ce-id: x-1, ce-source: /s, ce-type: t, content-type: text/xml }, value: <a/> }',
+  '    expect: { outcome: delivered, to: [ { headers: { ce_id: x-1, content-type: text/xml }, value: <a/> } ] }',
+  '  - name: the route sees bytes, not a string',
+  '    route: raw-kind',
+  '    input: { headers: { ce-specversion: "1.0", ce-id: x-1, ce-source: /s, ce-type: t, content-type: text/xml }, value: <a/> }',
+  '    expect: { outcome: delivered, to: [ { value: { kind: object } } ] }',
   '  - name: a websocket frame carries no handshake headers',
   '    route: frames',
   '    input: { headers: { x-tenant: t1 }, value: { n: 1 } }',
@@ -358,11 +373,11 @@ describe('eventgate test decodes http requests as the http listener does', () =>
   const gw = useGateway();
 
   it('structured and batched CloudEvents, content type parameters, text/plain, refused types, forwarded headers; a running gateway agrees', async () => {
-    // Before: structured and batched events reached the route undecoded ($ce null, the event object as the value), a content type with a parameter was not recognised, application/xml was delivered, and authorization / websocket handshake headers travelled with the message.
+    // Before: structured and batched events reached the route undecoded ($ce null, the event object as the value), a content type with a parameter was not recognised, application/xml was delivered, a binary-mode event's text/xml data was a string where the listener gives bytes, and authorization / websocket handshake headers travelled with the message.
     const r = await runCli(['test', 'gateway.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'gateway.tests.yaml': ceTests }) });
     noStackTrace(r);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /^8 tests passed$/m);
+    assert.match(r.stdout, /^10 tests passed$/m);
 
     // The same requests to a running gateway give the same answers and outputs.
     await gw.start(ceConfig);
@@ -393,6 +408,15 @@ describe('eventgate test decodes http requests as the http listener does', () =>
     assert.deepEqual((await watch.next()).value, { text: 'hello' });
     res = await fetch(gw.url('api', '/notes'), { method: 'POST', headers: { 'content-type': 'application/xml' }, body: '<a/>' });
     assert.equal(res.status, 415);
+    const xml = { 'ce-specversion': '1.0', 'ce-id': 'x-1', 'ce-source': '/s', 'ce-type': 't', 'content-type': 'text/xml' };
+    res = await fetch(gw.url('api', '/raw'), { method: 'POST', headers: xml, body: '<a/>' });
+    assert.equal(res.status, 200);
+    frame = await watch.next();
+    assert.equal(frame.value, Buffer.from('<a/>').toString('base64'), 'bytes (base64 in an envelope)');
+    assert.equal(frame.headers.ce_id, 'x-1');
+    res = await fetch(gw.url('api', '/raw-kind'), { method: 'POST', headers: xml, body: '<a/>' });
+    assert.equal(res.status, 200);
+    assert.deepEqual((await watch.next()).value, { kind: 'object' });
     // Nothing else was delivered: the next output is this marker.
     res = await fetch(gw.url('api', '/notes'), { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'marker' });
     assert.deepEqual((await watch.next()).value, { text: 'marker' });
