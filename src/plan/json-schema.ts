@@ -8,6 +8,7 @@ import { didYouMean } from '../config/suggest.js';
 import type { SchemaCheck } from '../kinds/contracts.js';
 import { isDateTime } from './date-time.js';
 import { compileBytesCheck } from './json-bytes.js';
+import { schemaTypos } from './json-schema-typos.js';
 
 /** A problem with a JSON Schema, at a path inside the schema. */
 export interface SchemaProblem {
@@ -44,6 +45,8 @@ export class JsonSchemaCompiler {
     const ownId = (schema as { $id?: unknown }).$id !== undefined;
     const ajv = ownId ? newAjv(which) : this.ajvFor(which);
     if (!ajv.validateSchema(schema)) return { validate: undefined, problems: metaProblems(schema, ajv.errors ?? []) };
+    const typos = schemaTypos(schema, ajv);
+    if (typos.length > 0) return { validate: undefined, problems: typos };
     try {
       const validate: SchemaCheck = compileOn(ajv, schema, () => (ownId ? undefined : newAjv(which, { addUsedSchema: true })));
       // Schemas in the subset json-bytes.ts reads can also be checked on a value's bytes.
@@ -106,7 +109,9 @@ function newAjv(draft: string, { addUsedSchema = false } = {}): Ajv {
   // multipleOfPrecision: prices are decimals, and in binary floating point 19.99 / 0.01 is
   // 1998.9999999999998; a quotient within 1e-6 of an integer counts as one (ajv's option for it),
   // which is exact for cents up to about 10^8 and never accepts a tenth of a cent.
-  const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema, multipleOfPrecision: 6 } as const;
+  // logger: false — ajv's warnings are free text on stderr; what they would say (an unknown format
+  // or keyword) is a config error found by schemaTypos() instead.
+  const opts = { allErrors: true, strict: false, validateSchema: true, addUsedSchema, multipleOfPrecision: 6, logger: false } as const;
   const ajv = new draftClass(opts) as Ajv;
   addFormats(ajv);
   // The same date-time, without a regex split and two capturing regexes per value (date-time.ts).

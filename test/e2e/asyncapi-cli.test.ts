@@ -56,6 +56,19 @@ describe('eventgate validate with AsyncAPI documents', () => {
     );
   });
 
+  it('refuses an unknown format in a message payload at the validate step, naming the message and the key', async () => {
+    const payload = lightMeasuredPayload.replace('format: date-time', 'format: datetime');
+    const dir = tempFiles({ 'gateway.yaml': config.replace('lightMesured', 'lightMeasured'), 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': payload });
+    const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(code, 1);
+    assert.equal(stderr, '');
+    const lines = stdout.trimEnd().split('\n');
+    assert.match(
+      lines[0]!,
+      /^gateway\.yaml:11:\d+: invalid the payload schema of AsyncAPI message 'lightMeasured' at properties\.sentAt\.format: unknown format 'datetime' \(did you mean 'date-time'\?\)/,
+    );
+  });
+
   it('reports what the AsyncAPI parser finds as FILE:LINE:COL in the document', async () => {
     const broken = streetlights30.replace('    action: receive\n', '    action: recieve\n');
     const dir = tempFiles({

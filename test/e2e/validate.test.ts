@@ -411,6 +411,48 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['schemas/light.json:4:47', /invalid JSON Schema at properties\.lumens\.minimum: 'minimum' must be number/]]);
     });
 
+    it('refuses an unknown format at its key, with a hint, and nothing from ajv on stderr (validate and run)', async () => {
+      const files = {
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:', //                                          12
+          '  main:', //                                          13
+          '    - validate:', //                                  14
+          '        schema:', //                                  15
+          '          type: object', //                           16
+          '          properties:', //                            17
+          '            email: { type: string, format: emial }', // 18: 'emial' at column 44
+          ...route,
+        ),
+      };
+      const r = await validate(files);
+      assertProblems(r, [['gateway.yaml:18:44', /^invalid JSON Schema at properties\.email\.format: unknown format 'emial' \(did you mean 'email'\?\); known formats: .*date-time/]]);
+      assert.equal(r.stderr, '');
+      const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: tempFiles(files) });
+      assert.notEqual(run.code, 0);
+      assert.doesNotMatch(run.stdout + run.stderr, /ignored in schema/);
+      assert.match(run.stdout + run.stderr, /gateway\.yaml:18:44: invalid JSON Schema at properties\.email\.format: unknown format 'emial'/);
+    });
+
+    it('refuses a misspelt keyword in a schema file at its line there, and lets x- extensions and AsyncAPI annotations pass', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', ...route),
+        'schemas/light.json': yaml(
+          '{', //                                                                           1
+          '  "type": "object",', //                                                         2
+          '  "x-owner": "lighting", "example": { "lumens": 3 },', //                          3
+          '  "properties": { "lumens": { "type": "integer", "minimum": 0, "maximun": 9 } },', // 4: "maximun" at column 75
+          '  "requird": ["lumens"]', //                                                       5
+          '}',
+        ),
+      });
+      assertProblems(r, [
+        ['schemas/light.json:4:75', /^invalid JSON Schema at properties\.lumens\.maximun: unknown keyword 'maximun' \(did you mean 'maximum'\?\)/],
+        ['schemas/light.json:5:14', /^invalid JSON Schema at requird: unknown keyword 'requird' \(did you mean 'required'\?\)/],
+      ]);
+      assert.equal(r.stderr, '');
+    });
+
     it('points into a schema file that is not valid JSON', async () => {
       const r = await validate({
         'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', ...route),
