@@ -149,7 +149,10 @@ async function main(argv: string[]): Promise<number> {
 
 async function validate(file: string, format: 'text' | 'json', env: Env): Promise<number> {
   const tests = await import('./test.js');
-  const diagnostics = tests.isTestFileName(file) ? await tests.checkTestFile(file, env) : (await loadPlan(file, { registry: defaultRegistry(), env })).diagnostics;
+  const loaded = tests.isTestFileName(file) ? { diagnostics: await tests.checkTestFile(file, env), warnings: [] } : await loadPlan(file, { registry: defaultRegistry(), env });
+  const { diagnostics } = loaded;
+  // Warnings leave the config valid: stdout stays `ok` / the array of problems, they go to stderr.
+  for (const w of loaded.warnings ?? []) process.stderr.write(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
   if (format === 'json') {
     process.stdout.write(
       `${JSON.stringify(

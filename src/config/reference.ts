@@ -18,7 +18,11 @@ same rules as JSON Schema (\`gateway.schema.json\`; start a config with
 Unknown keys are errors, with a "did you mean" hint where one fits. YAML anchors, aliases and
 merge keys share settings (\`api2: {<<: *http, port: 8081}\`); a problem in a merged key is
 reported where it is written and at the map that merges it. \`eventgate validate\`
-reports every problem as \`FILE:LINE:COL: message\`. Durations in milliseconds (keys ending in
+reports every problem as \`FILE:LINE:COL: message\`, and on stderr, as
+\`FILE:LINE:COL: warning: message\`, what is valid but likely a mistake (the config still
+validates, exit 0; \`run\` logs it): a route that writes the topic it reads, or routes that feed
+each other round a cycle of topics (T1 to T2, T2 to T1), none with a filter step, so every
+message goes round for ever. Durations in milliseconds (keys ending in
 \`Ms\`) are at most 2147483647 (about 24.8 days), the longest timer Node.js can arm; a NATS
 stream's \`maxAgeMs\` is a retention age and may be longer.
 

@@ -14,6 +14,7 @@ export const ErrorCodes = {
   EG_CONFIG_CONFLICT: { title: 'Two parts of the config claim the same thing' },
   EG_CONFIG_EXPRESSION: { title: 'JSONata expression does not compile' },
   EG_CONFIG_JSON_SCHEMA: { title: 'JSON Schema does not compile' },
+  EG_CONFIG_FEEDBACK_LOOP: { title: 'Routes feed the topic they read (a warning)' },
   EG_CONFIG_FILE: { title: 'Referenced file cannot be read' },
   EG_CONFIG_ASYNCAPI: { title: 'AsyncAPI document problem' },
   EG_CONFIG_ASYNCAPI_REF: { title: 'AsyncAPI message or channel the config names is missing or unusable' },

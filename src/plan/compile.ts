@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { checkSchema } from '../config/check-schema.js';
-import type { Diagnostic } from '../config/diagnostics.js';
+import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { mergedPath, pathsInOwnFiles, resolveIncludes } from '../config/include.js';
 import { pruneInvalid } from '../config/prune.js';
 import { secretValues } from '../config/secrets.js';
@@ -10,6 +10,7 @@ import type { KindRegistry } from '../kinds/registry.js';
 import { AsyncApiCatalog } from './asyncapi.js';
 import { compileAdmin, compileBrokers, compileListeners } from './components.js';
 import { findConflicts } from './conflicts.js';
+import { feedbackLoops } from './feedback-loops.js';
 import { CompileContext } from './context.js';
 import { compileRoutes } from './routes.js';
 import { StepCompiler } from './steps.js';
@@ -41,6 +42,11 @@ export interface LoadResult {
    * ran would go unnoticed.
    */
   seen: Map<string, string>;
+  /**
+   * Things that are valid but probably not meant (a route that feeds the topic it reads): `eventgate
+   * validate` prints them on stderr and still says ok; `run` logs them. Empty when the config is invalid.
+   */
+  warnings?: Diagnostic[];
   /** Secret strings of the loaded file (see secretValues), also when it was rejected: its diagnostics are redacted with them. */
   secrets?: ReadonlySet<string>;
   /** Where a key of a loaded config is written (its file, fragments included): problems found later, such as a port that cannot be bound, point at it. */
@@ -84,11 +90,31 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const asyncapi = new AsyncApiCatalog(ctx);
   await asyncapi.load();
   const plan = compile(ctx, asyncapi, secrets);
+  const warnings = routeWarnings(ctx, plan);
   const files = [...ctx.files.keys()];
   const seen = new Map(ctx.files);
   diagnostics.push(...ctx.diagnostics);
   if (diagnostics.length > 0) return { plan: undefined, diagnostics: sortDiagnostics(pathsInOwnFiles(diagnostics, included)), files, seen, secrets };
-  return { plan, diagnostics: [], files, seen, secrets, locate: (path) => ({ file: ctx.fileOf(path), ...ctx.src.locate(path, 'key') }) };
+  return {
+    plan,
+    diagnostics: [],
+    warnings: sortDiagnostics(pathsInOwnFiles(warnings, included)),
+    files,
+    seen,
+    secrets,
+    locate: (path) => ({ file: ctx.fileOf(path), ...ctx.src.locate(path, 'key') }),
+  };
+}
+
+/** Routes that feed the topics they read (feedback-loops.ts), at their `to` lines. */
+function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
+  const written = (ctx.config.routes ?? []) as ({ name?: string; to?: unknown } | undefined)[];
+  const index = new Map(written.flatMap((r, i) => (r?.name ? [[r.name, i] as const] : [])));
+  const routes = [...plan.routes.values()].filter((r) => index.has(r.name)).map((route) => ({ route, index: index.get(route.name)!, toIsList: Array.isArray(written[index.get(route.name)!]?.to) }));
+  return feedbackLoops(routes).map((loop) => {
+    const { line, column } = ctx.src.locate(loop.path, 'value');
+    return { file: ctx.fileOf(loop.path), line, column, code: 'EG_CONFIG_FEEDBACK_LOOP', path: formatPath(loop.path), message: loop.message };
+  });
 }
 
 /**

@@ -126,6 +126,7 @@ export class Gateway {
   async start(): Promise<LoadResult> {
     const loaded = await this.load();
     if (!loaded.plan) return loaded;
+    this.logWarnings(loaded);
     const result = await this.apply(loaded.plan, loaded.locate);
     if (result.result === 'rejected') {
       // The config is valid: its diagnostics say where the component that could not start is declared.
@@ -149,6 +150,11 @@ export class Gateway {
    */
   load(overrides?: ReadonlyMap<string, string>): Promise<LoadResult> {
     return loadPlan(this.options.configFile, { registry: this.options.registry, env: this.options.env, overrides });
+  }
+
+  /** What is valid but probably not meant (a route feeding the topic it reads), once per config that takes effect. */
+  private logWarnings(loaded: LoadResult): void {
+    for (const w of loaded.warnings ?? []) this.logger.warn({ diagnostic: formatDiagnostic(w), code: w.code }, 'config warning');
   }
 
   /** Reloads one at a time; a request during a reload runs once more afterwards. */
@@ -190,6 +196,7 @@ export class Gateway {
     } else if (loaded.plan.version === this.plan?.version) {
       result = { result: 'unchanged', version: loaded.plan.version };
     } else {
+      this.logWarnings(loaded);
       result = await this.apply(loaded.plan, loaded.locate);
     }
     const at = new Date().toISOString();

@@ -495,6 +495,55 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
   });
 
+  describe('routes that feed the topic they read', () => {
+    const loops = [
+      ...base,
+      'routes:', //                                   12
+      '  - name: in', //                              13
+      '    from: { listener: api, path: /in }', //    14
+      '    to: { broker: local, topic: t }', //       15
+      '  - name: again', //                           16
+      '    from: { broker: local, topic: t }', //     17
+      '    to: { broker: local, topic: t }', //       18: the target map at column 9
+      '  - name: ping', //                            19
+      '    from: { broker: local, topic: t1 }', //    20
+      '    to:', //                                   21
+      '      - { broker: local, topic: t2 }', //      22: the target map at column 9
+      '  - name: pong', //                            23
+      '    from: { broker: local, topic: t2 }', //    24
+      '    to: { broker: local, topic: t1 }', //      25
+      '  - name: seed', //                            26
+      '    from: { listener: api, path: /seed }', //  27
+      '    to: { broker: local, topic: t1 }', //      28
+    ];
+
+    it('warns on stderr at the `to` line, for one route and for a cycle of two, and still says ok (exit 0)', async () => {
+      const r = await validate({ 'gateway.yaml': yaml(...loops) });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, 'ok\n');
+      const warnings = r.stderr.trimEnd().split('\n');
+      assert.equal(warnings.length, 2, r.stderr);
+      assert.match(warnings[0]!, /^gateway\.yaml:18:9: warning: route 'again' writes topic 't' of broker 'local', the topic it reads, and has no filter: every message goes round for ever/);
+      assert.match(
+        warnings[1]!,
+        /^gateway\.yaml:22:9: warning: routes 'ping' \('t1' of broker 'local' to 't2' of broker 'local'\), 'pong' \('t2' of broker 'local' to 't1' of broker 'local'\) feed each other with no filter/,
+      );
+      const json = await validate({ 'gateway.yaml': yaml(...loops) }, { format: 'json' });
+      assert.equal(json.code, 0);
+      assert.deepEqual(JSON.parse(json.stdout), []);
+      assert.match(json.stderr, /gateway\.yaml:18:9: warning: route 'again'/);
+    });
+
+    it('does not warn when a route of the loop has a filter', async () => {
+      const filtered = loops.map((l) => (l === '    from: { broker: local, topic: t }' ? `${l}\n    through: [{ filter: "$headers.retry != '3'" }]` : l));
+      const withPongFiltered = filtered.map((l) => (l === '    from: { broker: local, topic: t2 }' ? `${l}\n    through: [{ filter: 'size > 1' }]` : l));
+      const r = await validate({ 'gateway.yaml': yaml(...withPongFiltered) });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, 'ok\n');
+      assert.equal(r.stderr, '');
+    });
+  });
+
   describe('environment variables', () => {
     it('points at an undefined ${VAR}, naming it, and reports nothing else about that value', async () => {
       const r = await validate({
