@@ -88,8 +88,8 @@ for (const version of ['2.6', '3.0'] as const) {
       assert.deepEqual(dim.ctx.asyncapi, { message: 'dimLight', channel: ch.commands });
       const neither = await validateWith(plan, 'r0', { colour: 'red' });
       assert.deepEqual((neither.result as { problem: { errors: string[] } }).problem.errors, [
-        "/: must have required property 'command' (message turnOn)",
-        "/: must have required property 'percentage' (message dimLight)",
+        ": must have required property 'command' (message turnOn)",
+        ": must have required property 'percentage' (message dimLight)",
       ]);
       assert.deepEqual(neither.ctx.asyncapi, { message: null, channel: ch.commands });
       // a channel with one message reports its errors as they are

@@ -52,7 +52,7 @@ export const validateStep = defineStep({
   options,
   doc: {
     summary:
-      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. A `format` ajv does not know (`format: emial`) and a keyword JSON Schema does not have (`requird`) are config errors at their key, with a hint, since ajv would ignore them and check nothing; keys starting with `x-` (extensions) and the annotations AsyncAPI and OpenAPI schemas add (`example`, `externalDocs`, `discriminator`) are allowed and check nothing. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}`; `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
+      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. A `format` ajv does not know (`format: emial`) and a keyword JSON Schema does not have (`requird`) are config errors at their key, with a hint, since ajv would ignore them and check nothing; keys starting with `x-` (extensions) and the annotations AsyncAPI and OpenAPI schemas add (`example`, `externalDocs`, `discriminator`) are allowed and check nothing. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}` (the root\'s instancePath is empty: `": must have required property \'id\'"`); `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
     example: 'validate:\n  message: lightMeasured      # or: channel: lightingMeasured, or: schema: schemas/light-measured.json\n  onInvalid: tag',
   },
   compile(options, ctx) {
@@ -143,7 +143,9 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
 
 export function formatErrors(errors: ErrorObject[] | null | undefined): string[] {
   return (errors ?? []).map((e) => {
-    let where = e.instancePath || '/';
+    // The spec's "<instancePath>: <message>" with ajv's instancePath: the root is "" (": must be
+    // object"), as in JSON Pointer, where "/" would be the key "" of the root object.
+    let where = e.instancePath;
     if (e.keyword === 'additionalProperties') where = `${e.instancePath}/${(e.params as { additionalProperty: string }).additionalProperty}`;
     return `${where}: ${e.message ?? e.keyword}`;
   });
