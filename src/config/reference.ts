@@ -36,6 +36,9 @@ unquoted \`\${VAR}\` inside a flow map or list (\`{ port: \${PORT} }\`): write t
 style. A variable that is not set and has no default is an error naming it, at its line and
 column. \`$\${VAR}\` is a literal \`\${VAR}\`. Values that came from the
 environment are treated as secrets: they never appear in \`/admin/status\`.
+A broker's or listener's \`kind\` may be a variable too (\`kind: \${BROKER_KIND:-memory}\`):
+\`gateway.schema.json\` then accepts that component with any options (an editor cannot know the
+kind), and the gateway checks them after substitution.
 
 \`\`\`yaml
 listeners:

@@ -347,6 +347,9 @@ function acceptVariables(root: JsonSchema): JsonSchema {
     }
     for (const key of SUBSCHEMA_LISTS) if (Array.isArray(n[key])) out[key] = (n[key] as unknown[]).map(walk);
     for (const key of SUBSCHEMA_ONE) if (n[key] && typeof n[key] === 'object') out[key] = walk(n[key]);
+    // `kind: ${BROKER_KIND}` selects no branch of the kinds' oneOf (each a `const`): one more branch
+    // takes it, with any options, which are checked once the variable is substituted.
+    if (isKindUnion(n)) out.oneOf = [...(out.oneOf as unknown[]), variableKind];
     // A patterned string (a path, a URL) is checked after substitution: before it, any `${VAR}` in it may make it right.
     if (typeof n.pattern === 'string' && n.type === 'string') {
       const { pattern: _pattern, ...rest } = out;
@@ -376,6 +379,19 @@ function acceptVariables(root: JsonSchema): JsonSchema {
     },
   };
 }
+
+/** A broker's or listener's schema: a oneOf of the kinds, told apart by `kind`. */
+function isKindUnion(n: JsonSchema): boolean {
+  const d = n.discriminator as { propertyName?: unknown } | undefined;
+  return d?.propertyName === 'kind' && Array.isArray(n.oneOf);
+}
+
+const variableKind: JsonSchema = {
+  type: 'object',
+  required: ['kind'],
+  properties: { kind: { $ref: '#/$defs/variable', description: 'The kind, from an environment variable (`${VAR}` or `${VAR:-default}`).' } },
+  description: 'A kind given by `${VAR}`: its options are checked when the config loads, after substitution.',
+};
 
 /** A number, integer, boolean or enum (a non-string const too: `version: 1`) that a string could not satisfy as it is. */
 function takesVariable(n: JsonSchema): boolean {

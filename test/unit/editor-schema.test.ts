@@ -60,6 +60,15 @@ describe('gateway.schema.json in an editor', () => {
     assert.equal(validate({ version: 2 }), false, 'only version 1');
   });
 
+  it('accepts `kind: ${VAR}` for a broker and a listener, as the gateway does, and still rejects an unknown literal kind', () => {
+    const validate = standardValidator();
+    const config = (kind: string) => ({ version: 1, brokers: { main: { kind, retain: 10 } }, listeners: { api: { kind: '${API_KIND:-http}', port: 8080 } } });
+    assert.ok(validate(config('${BROKER_KIND}')), JSON.stringify(validate.errors));
+    assert.ok(validate(config('memory')), JSON.stringify(validate.errors));
+    assert.equal(validate(config('memroy')), false, 'not a kind');
+    assert.equal(validate(config('${BROKER KIND}')), false, 'not a variable name');
+  });
+
   it('compiles in ajv with its default, strict options, with no warning: no keyword a standard validator does not know', () => {
     // A CI linter or an acceptance check writes `new Ajv2020().compile(schema)`, without ajv's extras.
     const warnings: unknown[] = [];
