@@ -37,6 +37,12 @@ const SCHEMA_VALUES = new Set([
  */
 const FOREIGN_ANNOTATIONS = new Set(['example', 'externalDocs', 'discriminator']);
 
+/**
+ * Formats JSON Schema defines that ajv-formats does not implement: a schema may name them, and
+ * they check nothing (as JSON Schema lets an implementation do), so they are not typos.
+ */
+const UNCHECKED_FORMATS = new Set(['idn-email', 'idn-hostname', 'iri', 'iri-reference']);
+
 export interface SchemaTypo {
   path: PathPart[];
   message: string;
@@ -50,10 +56,10 @@ export function schemaTypos(schema: unknown, ajv: Ajv): SchemaTypo[] {
     if (typeof s !== 'object' || s === null || Array.isArray(s)) return;
     for (const [key, value] of Object.entries(s)) {
       const at = [...path, key];
-      if (key === 'format' && typeof value === 'string' && !formats.includes(value)) {
+      if (key === 'format' && typeof value === 'string' && !formats.includes(value) && !UNCHECKED_FORMATS.has(value)) {
         out.push({ path: at, message: `unknown format '${value}'${didYouMean(value, formats)}; known formats: ${formats.join(', ')}` });
       } else if (!(key in ajv.RULES.keywords) && !key.startsWith('x-') && !FOREIGN_ANNOTATIONS.has(key)) {
-        out.push({ path: at, message: `unknown keyword '${key}'${didYouMean(key, keywords)} ; ajv would ignore it and check nothing (an extension is written 'x-...')` });
+        out.push({ path: at, message: `unknown keyword '${key}'${didYouMean(key, keywords)}; ajv would ignore it and check nothing (an extension is written 'x-...')` });
       } else if (SCHEMA_MAPS.has(key) && typeof value === 'object' && value !== null) {
         for (const [name, sub] of Object.entries(value)) walk(sub, [...at, name]);
       } else if (SCHEMA_VALUES.has(key)) {

@@ -422,6 +422,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '          type: object', //                           16
           '          properties:', //                            17
           '            email: { type: string, format: emial }', // 18: 'emial' at column 44
+          '            home: { type: string, format: iri }', //   19: JSON Schema's, unchecked by ajv-formats: no problem
           ...route,
         ),
       };
