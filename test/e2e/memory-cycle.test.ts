@@ -24,6 +24,12 @@ routes:
     to: { broker: local, topic: a }
 `);
 
+  it("says at start-up, as a config warning at the route's to line, that the route feeds the topic it reads", () => {
+    const warning = gw.logs.find((l) => l.msg === 'config warning' && l.code === 'EG_CONFIG_FEEDBACK_LOOP');
+    assert.ok(warning, JSON.stringify(gw.logs.map((l) => l.msg)));
+    assert.match(String(warning.diagnostic), /gateway\.yaml:\d+:\d+: route 'echo' writes topic 'a' of broker 'local', the topic it reads/);
+  });
+
   it('keeps answering HTTP, the admin API and SIGTERM while a message goes round', async () => {
     const publish = (body: string) => fetch(gw.url('api', '/in'), { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(ANSWER_BOUND_MS) });
     assert.equal((await publish('1')).status, 200);
