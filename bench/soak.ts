@@ -142,8 +142,8 @@ async function main(): Promise<number> {
     const pid = gw.process.pid!;
     const g = gw;
     // FIFO, so every kept-alive connection is used in turn: with LIFO (the default) the coldest ones
-    // sit idle past the gateway's 5 s keepAliveTimeout and a request sent as the gateway closes one
-    // fails with ECONNRESET — a client-side race of HTTP/1.1 keep-alive, not the gateway's doing.
+    // could sit idle until the gateway's keepAliveTimeoutMs and a request sent as the gateway closes
+    // one fails with ECONNRESET — a client-side race of HTTP/1.1 keep-alive, not the gateway's doing.
     const agent = new Agent({ keepAlive: true, maxSockets: 16, scheduling: 'fifo' });
     const padding = 'x'.repeat(200);
 
@@ -310,6 +310,9 @@ async function main(): Promise<number> {
     ).catch(() => undefined);
     for (const s of churners) s.close();
     churners.clear();
+    // The publishers' kept-alive connections (up to 16) would stay open for the gateway's
+    // keepAliveTimeoutMs (65 s): they are the load's, not the gateway's, and were not there at the baseline.
+    agent.destroy();
     await delay(9000); // the last churners' timers have fired and their sockets are closed
     const end = { fds: countFds(pid), wsClients: await wsClients(g) };
     await sample();
