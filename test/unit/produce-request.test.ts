@@ -45,7 +45,12 @@ const request = (over: Record<string, unknown> = {}) => ({
 
 /** The same request as kafkajs builds it in the gateway, where kinds/brokers/kafka/produce-request.ts encodes it. */
 encodeProduceRequestsHere();
-const produce = require('kafkajs/src/protocol/requests/produce') as { protocol(v: { version: number }): (args: unknown) => { request: { apiVersion: number; encode(): Promise<{ buffer: Buffer }> } } };
+const produce = require('kafkajs/src/protocol/requests/produce') as {
+  protocol(v: { version: number }): (args: unknown) => {
+    request: { apiVersion: number; encode(): Promise<{ buffer: Buffer }> };
+    response: { decode(raw: Buffer): Promise<unknown>; parse(data: unknown): Promise<{ topics: { topicName: string; partitions: { partition: number; errorCode: number; baseOffset: string }[] }[] }> };
+  };
+};
 async function ours(args: ReturnType<typeof request>, version = 7): Promise<Buffer> {
   const { request: built } = produce.protocol({ version })(args);
   assert.equal(built.apiVersion, version);
@@ -107,5 +112,69 @@ describe("produce requests encoded with the project's codec", () => {
   it('refuses Produce versions whose body is laid out otherwise', () => {
     assert.throws(() => encodeProduceRequest(2, { transactionalId: null, acks: -1, timeoutMs: 1, topics: [] }), /Produce v2 is not encoded here/);
     assert.throws(() => encodeProduceRequest(9, { transactionalId: null, acks: -1, timeoutMs: 1, topics: [] }), /Produce v9/);
+  });
+
+  /** A Produce v5-v7 response body as a broker sends it (after the correlation id): each partition's error code and base offset. */
+  function responseBody(topic: string, partitions: [partition: number, errorCode: number, baseOffset: bigint][]): Buffer {
+    const head = Buffer.alloc(4 + 2 + Buffer.byteLength(topic) + 4);
+    let at = head.writeInt32BE(1, 0);
+    at = head.writeInt16BE(Buffer.byteLength(topic), at);
+    at += head.write(topic, at);
+    head.writeInt32BE(partitions.length, at);
+    const parts = partitions.map(([partition, errorCode, baseOffset]) => {
+      const b = Buffer.alloc(4 + 2 + 8 + 8 + 8);
+      let o = b.writeInt32BE(partition, 0);
+      o = b.writeInt16BE(errorCode, o);
+      o = b.writeBigInt64BE(errorCode ? -1n : baseOffset, o);
+      o = b.writeBigInt64BE(-1n, o);
+      b.writeBigInt64BE(0n, o);
+      return b;
+    });
+    return Buffer.concat([head, ...parts, Buffer.alloc(4)]);
+  }
+  const NOT_LEADER_FOR_PARTITION = 6;
+  async function parsed(over: Record<string, unknown>, partitions: [number, number, bigint][], version = 7) {
+    const { response } = produce.protocol({ version })(request(over));
+    return response.parse(await response.decode(responseBody('orders', partitions)));
+  }
+
+  it("passes each partition's error code on when some partitions of a plain producer's request took their records, so kafkajs does not send those again", async () => {
+    // v3 and v4 share the parse; their answers have no log start offset, so the body above is v5-v7's.
+    for (const version of [5, 6, 7]) {
+      const data = await parsed(
+        {},
+        [
+          [0, 0, 41n],
+          [2, NOT_LEADER_FOR_PARTITION, -1n],
+        ],
+        version,
+      );
+      assert.deepEqual(
+        data.topics[0]!.partitions.map((p) => [p.partition, p.errorCode, p.baseOffset]),
+        [
+          [0, 0, '41'],
+          [2, NOT_LEADER_FOR_PARTITION, '-1'],
+        ],
+      );
+    }
+  });
+
+  it('still throws when every partition failed (nothing was written: kafkajs retries the request), and for idempotent and transactional producers whatever failed', async () => {
+    await assert.rejects(
+      parsed({}, [
+        [0, NOT_LEADER_FOR_PARTITION, -1n],
+        [2, NOT_LEADER_FOR_PARTITION, -1n],
+      ]),
+      { type: 'NOT_LEADER_FOR_PARTITION', retriable: true },
+    );
+    const partly: [number, number, bigint][] = [
+      [0, 0, 41n],
+      [2, NOT_LEADER_FOR_PARTITION, -1n],
+    ];
+    await assert.rejects(parsed({ producerId: '4711', producerEpoch: 3 }, partly), { type: 'NOT_LEADER_FOR_PARTITION' });
+    await assert.rejects(parsed({ producerId: Long.fromValue('4711') }, partly), { type: 'NOT_LEADER_FOR_PARTITION' });
+    await assert.rejects(parsed({ transactionalId: 'tx-1', producerId: '12', producerEpoch: 1 }, partly), { type: 'NOT_LEADER_FOR_PARTITION' });
+    // Nothing failed: the answer as it is.
+    assert.equal((await parsed({}, [[0, 0, 7n]])).topics[0]!.partitions[0]!.baseOffset, '7');
   });
 });

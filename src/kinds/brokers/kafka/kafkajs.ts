@@ -93,6 +93,8 @@ export interface ProducerCluster {
   addMultipleTargetTopics(topics: string[]): Promise<void>;
   /** The topic's partitions (partitionId, leader, ...) as last fetched; empty when not known. */
   findTopicPartitionMetadata(topic: string): KafkaJS.PartitionMetadata[];
+  /** Fetches the metadata of every topic it keeps again (one Metadata request). */
+  refreshMetadata(): Promise<void>;
 }
 
 /**

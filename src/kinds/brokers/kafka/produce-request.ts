@@ -15,8 +15,24 @@ interface ProduceArgs {
   topicData: { topic: string; partitions: { partition: number; firstSequence?: number; messages: OutgoingRecord[] }[] }[];
 }
 
+/** A Produce response as kafkajs decodes it (v3 to v7): each partition's own error code and offset. */
+interface ProduceResponse {
+  topics: { topicName: string; partitions: { partition: number; errorCode: number }[] }[];
+}
+
 interface ProduceDefinition {
-  protocol(v: { version: number }): (args: ProduceArgs) => { request: { encode(): Promise<unknown> } };
+  protocol(v: { version: number }): (args: ProduceArgs) => {
+    request: { encode(): Promise<unknown> };
+    response: { decode(raw: Buffer): Promise<unknown>; parse(data: ProduceResponse): Promise<ProduceResponse> };
+  };
+}
+
+/** kafkajs' error for a Kafka error code (its table says the type, e.g. NOT_LEADER_FOR_PARTITION, and whether it is retriable). */
+const { createErrorFromCode } = require('kafkajs/src/protocol/error') as { createErrorFromCode(code: number): Error };
+
+/** A Kafka error code as kafkajs' KafkaJSProtocolError: `type` (Kafka's name for it), `retriable`, `message`. */
+export function produceError(code: number): Error & { type: string; retriable: boolean } {
+  return createErrorFromCode(code) as Error & { type: string; retriable: boolean };
 }
 
 let installed = false;
@@ -28,7 +44,8 @@ let installed = false;
  * kafka listener's codec module). kafkajs' encoder allocated a Buffer per field and an encoder per
  * record and per header, ~15 % of the gateway's busy time under HTTP → Kafka load. Everything else
  * stays kafkajs': which partitions go to which broker, sequence numbers of idempotent producers
- * (read from what kafkajs passes, per attempt), retries, the response and its errors.
+ * (read from what kafkajs passes, per attempt), retries, the response and its errors, except one
+ * case: see `partitionOutcomes`.
  */
 export function encodeProduceRequestsHere(): void {
   if (installed) return;
@@ -41,9 +58,34 @@ export function encodeProduceRequestsHere(): void {
     return (args) => {
       const built = build(args);
       built.request.encode = () => encode(version, args);
+      // An idempotent or transactional producer keeps kafkajs' parse: its resend of the whole
+      // request is how its sequence numbers stay right (Kafka drops the copies it already has).
+      if (int64(args.producerId) < 0n && !args.transactionalId) built.response = { decode: built.response.decode, parse: partitionOutcomes };
       return built;
     };
   };
+}
+
+/**
+ * kafkajs' parse throws the first failed partition's error as the whole request's, and kafkajs then
+ * sends every record of the request again, though Kafka wrote those of the partitions that took
+ * theirs: written twice. Here a response in which some partitions took their records resolves, each
+ * partition with its own errorCode, which kafkajs passes on in the RecordMetadata results
+ * (producer/responseSerializer.js) for the gateway's producer to resend only what was not taken
+ * (producer.ts, sendTo). A response in which every partition failed wrote nothing: it still throws,
+ * and kafkajs retries it (or gives up) as before. Process-wide, so every kafkajs producer of the
+ * process must read each result's errorCode: the gateway's only one, RecordProducer, does.
+ */
+async function partitionOutcomes(data: ProduceResponse): Promise<ProduceResponse> {
+  let failed: number | undefined;
+  let taken = false;
+  for (const t of data.topics)
+    for (const p of t.partitions) {
+      if (p.errorCode === 0) taken = true;
+      else failed ??= p.errorCode;
+    }
+  if (failed !== undefined && !taken) throw createErrorFromCode(failed);
+  return data;
 }
 
 async function encode(version: number, args: ProduceArgs): Promise<{ buf: Buffer; buffer: Buffer }> {

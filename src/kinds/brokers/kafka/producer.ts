@@ -9,6 +9,7 @@ import { sleep } from './clients.js';
 import { AckDeadlines, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
 import { problem, type Problem } from '../../../core/errors.js';
 import { type LeaderGroup, LeaderMoved, leaderMoved, leaderOf, TopicMissing, unknownTopic } from './leaders.js';
+import { produceError } from './produce-request.js';
 
 const { Kafka, Partitioners } = kafkajs;
 
@@ -22,6 +23,14 @@ const MAX_LANES = 2;
  * faster (docs/performance.md, "ninth session").
  */
 const SLOW_MS = 200;
+/**
+ * The wait before records a partition did not take go again, doubled on each try up to the
+ * maximum (kafkajs' own retry times): a partition that stays broken is not asked in a loop.
+ */
+const PARTITION_RETRY_MS = 100;
+const PARTITION_RETRY_MAX_MS = 1000;
+/** Kafka's errors that say the metadata's leader is out of date (kafkajs' staleMetadata). */
+const STALE_LEADER = new Set(['NOT_LEADER_FOR_PARTITION', 'LEADER_NOT_AVAILABLE', 'UNKNOWN_TOPIC_OR_PARTITION']);
 
 /** A record as the producer hands it to kafkajs, with the send it belongs to for the partitioner's check (./leaders.ts). */
 type Routed = KafkaRecord & { [GROUP]: LeaderGroup | undefined };
@@ -38,6 +47,8 @@ interface Pending {
   deadline: Deadline;
   /** Sent in a produce request of its own: its batch was refused as a whole (see refusalOf). */
   alone?: boolean;
+  /** How many times its partition did not take it while others of its produce request did (see partlyTaken). */
+  resent?: number;
   /** Bytes of its key, value and headers, for producer.maxBatchBytes. */
   bytes: number;
 }
@@ -421,6 +432,8 @@ export class RecordProducer {
       if (!list) byTopic.set(p.topic, (list = []));
       list.push(p.record);
     }
+    /** The records of the partitions that did not take theirs, per "topic/partition", in batch order. */
+    const notTaken = new Map<string, { records: Pending[]; code: number }>();
     try {
       const acks = ACKS[this.settings.producer.acks];
       const results = await this.producer.sendBatch({
@@ -434,8 +447,17 @@ export class RecordProducer {
       // next offset of each partition, per topic, counted on as its records are settled.
       // null: acknowledged without an offset (-1).
       const next = new Map<string, (bigint | null | undefined)[]>();
+      /** The partitions that did not take their records, per topic: their error code (see ./produce-request.ts). */
+      let refused: Map<string, Map<number, number>> | undefined;
       if (acks !== 0)
         for (const r of results) {
+          if (r.errorCode) {
+            refused ??= new Map();
+            let codes = refused.get(r.topicName);
+            if (!codes) refused.set(r.topicName, (codes = new Map()));
+            codes.set(r.partition, r.errorCode);
+            continue;
+          }
           const b = BigInt(r.baseOffset ?? '-1');
           let partitions = next.get(r.topicName);
           if (!partitions) next.set(r.topicName, (partitions = []));
@@ -443,6 +465,14 @@ export class RecordProducer {
         }
       for (const p of batch) {
         const partition = p.record.partition ?? -1;
+        const code = refused?.get(p.topic)?.get(partition);
+        if (code !== undefined) {
+          const at = `${p.topic}/${partition}`;
+          const part = notTaken.get(at);
+          if (part) part.records.push(p);
+          else notTaken.set(at, { records: [p], code });
+          continue;
+        }
         const partitions = next.get(p.topic);
         const at = partitions?.[partition];
         if (acks !== 0 && at === undefined) {
@@ -455,24 +485,80 @@ export class RecordProducer {
       }
       this.events.acknowledged();
     } catch (err) {
-      const e = err as Error;
-      if (leaderMoved(e)) {
-        // Stopped before any request of that attempt left, and every earlier attempt went to the one
-        // broker that failed it: nothing was written. Grouped again by the new leaders.
-        this.log.info({ records: batch.length, err: e.message }, 'partition leaders moved; sending the records to their new leaders');
-        this.requeue(batch, false);
-        return;
-      }
-      const refusal = refusalOf(e);
-      if (refusal && batch.length > 1 && onePartition(batch)) {
-        // Kafka refused the partition's batch as a whole (nothing of it was written) for what may be
-        // one record of it: each is sent again alone, so only a record that is itself refused fails.
-        this.log.warn({ records: batch.length, err: e.message }, 'produce request refused; sending its records one by one');
-        this.requeue(batch, true);
-        return;
-      }
-      this.failed(batch, e);
+      this.notSent(batch, err as Error);
+      return;
     }
+    if (notTaken.size > 0) await this.partlyTaken(notTaken);
+  }
+
+  /** What becomes of the records of a send that failed as a whole (nothing of it was written). */
+  private notSent(batch: Pending[], e: Error): void {
+    if (leaderMoved(e)) {
+      // Stopped before any request of that attempt left, and every earlier attempt went to the one
+      // broker that failed it: nothing was written. Grouped again by the new leaders.
+      this.log.info({ records: batch.length, err: e.message }, 'partition leaders moved; sending the records to their new leaders');
+      this.requeue(batch, false);
+      return;
+    }
+    const refusal = refusalOf(e);
+    if (refusal && batch.length > 1 && onePartition(batch)) {
+      // Kafka refused the partition's batch as a whole (nothing of it was written) for what may be
+      // one record of it: each is sent again alone, so only a record that is itself refused fails.
+      this.log.warn({ records: batch.length, err: e.message }, 'produce request refused; sending its records one by one');
+      this.requeue(batch, true);
+      return;
+    }
+    this.failed(batch, e);
+  }
+
+  /**
+   * A produce request some of whose partitions took their records (answered) and others did not
+   * (./produce-request.ts): only the latter's records are sent again. A partition that failed for
+   * the cluster's state (kafkajs' table says retriable: a leader moved, too few replicas in sync, a
+   * timeout) has its records put back at the head of the queue after a backoff, once the metadata
+   * is fetched again when its leader is in question; the send holds their partitions meanwhile, so
+   * later records of them wait behind them. They go again until their ackTimeoutMs deadline answers
+   * them 503. A partition that refused its records goes as a whole-request refusal does (notSent).
+   */
+  private async partlyTaken(notTaken: Map<string, { records: Pending[]; code: number }>): Promise<void> {
+    const again: Pending[] = [];
+    const why: string[] = [];
+    let stale = false;
+    for (const [at, { records, code }] of notTaken) {
+      const e = produceError(code);
+      if (!e.retriable) {
+        this.notSent(records, e);
+        continue;
+      }
+      why.push(`${at}: ${e.type}`);
+      stale ||= STALE_LEADER.has(e.type);
+      again.push(...records);
+    }
+    if (again.length === 0) return;
+    let attempt = 0;
+    for (const p of again) attempt = Math.max(attempt, (p.resent = (p.resent ?? 0) + 1));
+    const backoffMs = Math.min(PARTITION_RETRY_MS * 2 ** (attempt - 1), PARTITION_RETRY_MAX_MS);
+    this.log.warn({ records: again.length, partitions: why.join(', '), attempt, backoffMs }, 'partitions of a produce request did not take their records; sending those again');
+    const topics = new Set(again.map((p) => p.topic));
+    await Promise.all([
+      sleep(backoffMs),
+      stale &&
+        this.cluster.refreshMetadata().then(
+          () => {
+            // The records are grouped by these leaders when they go again.
+            for (const topic of topics) {
+              const partitions = this.cluster.findTopicPartitionMetadata(topic);
+              if (partitions.length > 0) this.known.set(topic, partitions);
+            }
+          },
+          // The cluster unreachable: the next send finds out, kafkajs retrying.
+          () => undefined,
+        ),
+    ]);
+    this.requeue(
+      again.filter((p) => !p.deadline.settled),
+      false,
+    );
   }
 
   /** Puts the records of a send back at the head of the queue, in their order (`alone`: each in a produce request of its own). */
