@@ -50,6 +50,12 @@ interface SseClient {
   expiry: NodeJS.Timeout | undefined;
   /** Set while the client is being replayed what it missed: live events wait here meanwhile. */
   held: { frame: Buffer; source: string; partition: number | null; offset: bigint | null }[] | undefined;
+  /**
+   * After a resume, the positions the client has seen that the path's live events have not reached
+   * yet (a replay can read past what the route's consumer delivered so far): live events up to them
+   * are not sent again, and the ids of the others carry them. Undefined once the live events caught up.
+   */
+  ahead: SourcePositions | undefined;
 }
 
 interface PathState {
@@ -188,7 +194,7 @@ export class SseStreams {
     res.write(`retry: ${this.options.retryMs}\n\n`);
     // Headers and the first bytes now, so the client's open event fires before the first message.
     res.flushHeaders();
-    const client: SseClient = { res, path, remoteAddress: req.socket.remoteAddress, request: admission.request, expiry: undefined, held: undefined };
+    const client: SseClient = { res, path, remoteAddress: req.socket.remoteAddress, request: admission.request, expiry: undefined, held: undefined, ahead: undefined };
     const state = this.state(path);
     state.clients.add(client);
     res.socket?.setNoDelay(true);
@@ -265,6 +271,14 @@ export class SseStreams {
     }
     const held = client.held;
     client.held = undefined;
+    // What the client has seen beyond the path's live positions: the live events up to there come later and are left out.
+    const live = this.state(client.path).positions;
+    const ahead: SourcePositions = new Map();
+    for (const [route, ps] of last) {
+      const mine = new Map([...ps].filter(([p, offset]) => offset > (live.get(route)?.get(p) ?? -1n)));
+      if (mine.size > 0) ahead.set(route, mine);
+    }
+    client.ahead = ahead.size > 0 ? ahead : undefined;
     // Live events that arrived during the replay, minus those the replay already sent.
     for (const h of held) {
       if (h.partition !== null && h.offset !== null) {
@@ -329,11 +343,42 @@ export class SseStreams {
         let sent = 0;
         for (const c of state.clients) {
           if (c.held) c.held.push({ frame, source: route, partition: pos?.partition ?? null, offset: pos?.offset ?? null });
-          else if (this.write(c, frame)) sent++;
+          else if (c.ahead === undefined) {
+            if (this.write(c, frame)) sent++;
+          } else if (pos && pos.offset <= (c.ahead.get(route)?.get(pos.partition) ?? -1n)) {
+            // The replay sent it already.
+          } else if (this.write(c, this.frameAhead(c, state, path, route, seen !== undefined, frame, event, data))) sent++;
         }
         return Promise.resolve({ listener: this.listener, path, clients: sent });
       },
     };
+  }
+
+  /**
+   * A live event for a client whose resume read ahead of the path's live events: its id names the
+   * client's positions where they are ahead (the next resume must not replay what it saw). The
+   * shared `frame` once the path's positions caught up with all of them.
+   */
+  private frameAhead(c: SseClient, state: PathState, path: string, route: string, positioned: boolean, frame: Buffer, event: string | undefined, data: string): Buffer {
+    const ahead = c.ahead!;
+    for (const [r, ps] of ahead) {
+      const live = state.positions.get(r);
+      for (const [p, offset] of ps) if ((live?.get(p) ?? -1n) >= offset) ps.delete(p);
+      if (ps.size === 0) ahead.delete(r);
+    }
+    if (ahead.size === 0) {
+      c.ahead = undefined;
+      return frame;
+    }
+    if (!positioned) return frame;
+    const merged: SourcePositions = new Map([...state.positions].map(([r, ps]) => [r, new Map(ps)]));
+    for (const [r, ps] of ahead) {
+      const m = merged.get(r) ?? new Map<number, bigint>();
+      merged.set(r, m);
+      for (const [p, offset] of ps) if ((m.get(p) ?? -1n) < offset) m.set(p, offset);
+    }
+    const id = this.shared.has(path) ? formatSources(merged) : formatPositions(merged.get(route) ?? new Map());
+    return sseEvent({ id, event, data });
   }
 
   /**
