@@ -6,7 +6,7 @@ import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, Retained, Run
 import type { KafkaSettings } from '../kafka.js';
 import { clientConfig, sleep } from './clients.js';
 import { RecordProducer } from './producer.js';
-import { readRetained } from './replay.js';
+import { RetainedReader } from './replay.js';
 import { KafkaSubscription } from './subscription.js';
 
 const { Kafka } = kafkajs;
@@ -19,7 +19,8 @@ const HANDOVER_MS = 5000;
 
 /**
  * A Kafka cluster, through kafkajs: a producer (./producer.ts), one consumer group member per
- * consume route (./subscription.ts), and a health probe that tells /readyz whether the cluster
+ * consume route (./subscription.ts), a reader of retained records for event-stream resumes
+ * (./replay.ts), and a health probe that tells /readyz whether the cluster
  * answers.
  */
 export class KafkaBroker implements BrokerRuntime {
@@ -27,6 +28,8 @@ export class KafkaBroker implements BrokerRuntime {
   private readonly log: Logger;
   private readonly consumerClient: Kafka;
   private readonly producer: RecordProducer;
+  /** Reads topics again for reconnecting event-stream clients, without a consumer group. */
+  private readonly retainedReader: RetainedReader;
   private readonly admin: Admin;
   private adminConnected = false;
   private state: { ready: boolean; detail: string } = { ready: false, detail: 'connecting' };
@@ -54,6 +57,8 @@ export class KafkaBroker implements BrokerRuntime {
     });
     // Consumers keep kafkajs' patient retries; the probe asks once and reports.
     this.consumerClient = new Kafka({ ...base, retry: { initialRetryTime: 300, maxRetryTime: MAX_BACKOFF_MS, retries: 10 } });
+    // The replay retries itself, within its own deadline: kafkajs' retries only bridge a blip.
+    this.retainedReader = new RetainedReader(new Kafka({ ...base, retry: { initialRetryTime: 100, maxRetryTime: 1000, retries: 3 } }), settings, this.log);
     this.admin = new Kafka({ ...base, requestTimeout: Math.max(settings.producer.ackTimeoutMs, 1000), retry: { retries: 0 } }).admin({ retry: { retries: 0 } });
   }
 
@@ -74,7 +79,7 @@ export class KafkaBroker implements BrokerRuntime {
     this.released.clear();
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
     const admin = Promise.race([this.admin.disconnect().catch(() => undefined), sleep(this.settings.connectionTimeoutMs)]);
-    await Promise.all([this.producer.stop(), admin]);
+    await Promise.all([this.producer.stop(), admin, this.retainedReader.stop()]);
   }
 
   /** A route stopped from now on stops its consumer (committing) at once: no rebuilt route will adopt it. */
@@ -100,7 +105,7 @@ export class KafkaBroker implements BrokerRuntime {
 
   /** What an event-stream client missed: the topic read again after `after` (./replay.ts). */
   retained(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
-    return readRetained(this.consumerClient, this.settings, topic, after, this.log);
+    return this.retainedReader.read(topic, after);
   }
 
   /**

@@ -97,18 +97,26 @@ export interface ProducerCluster {
   refreshMetadata(): Promise<void>;
 }
 
+/** kafkajs' private factory of Clusters on a client (2.2.4, pinned: src/index.js), which every producer, consumer and admin is built with. */
+type CreateCluster = (options: { metadataMaxAge?: number; allowAutoTopicCreation?: boolean; isolationLevel?: number }) => unknown;
+
+function createClusterKey(client: KafkaJS.Kafka): symbol {
+  const key = Object.getOwnPropertySymbols(client).find((s) => s.description === 'private:Kafka:createCluster');
+  if (key === undefined) throw new Error('kafkajs: no private:Kafka:createCluster on the client (the gateway needs kafkajs 2.2.4)');
+  return key;
+}
+
 /**
  * A kafkajs producer and the Cluster it sends through, which kafkajs keeps private: `client.producer`
  * builds it with the client's own `createCluster` (a property under a private symbol), wrapped
  * here for that one call.
  */
 export function producerWithCluster(client: KafkaJS.Kafka, config: KafkaJS.ProducerConfig): { producer: KafkaJS.Producer; cluster: ProducerCluster } {
-  const owner = client as unknown as Record<symbol, (options: object) => ProducerCluster>;
-  const key = Object.getOwnPropertySymbols(owner).find((s) => s.description === 'private:Kafka:createCluster');
-  if (key === undefined) throw new Error('kafkajs: no private:Kafka:createCluster on the client (the gateway needs kafkajs 2.2.4)');
+  const owner = client as unknown as Record<symbol, CreateCluster>;
+  const key = createClusterKey(client);
   const createCluster = owner[key]!;
   let cluster: ProducerCluster | undefined;
-  owner[key] = (options) => (cluster = createCluster(options));
+  owner[key] = (options) => (cluster = createCluster(options) as ProducerCluster);
   try {
     const producer = client.producer(config);
     return { producer, cluster: cluster! };
@@ -116,3 +124,62 @@ export function producerWithCluster(client: KafkaJS.Kafka, config: KafkaJS.Produ
     owner[key] = createCluster;
   }
 }
+
+/** Kafka's isolation level of the gateway's consumers (kafkajs' default): records of open or aborted transactions are not read. */
+export const READ_COMMITTED = 1;
+
+/** One partition of a Fetch response, as kafkajs decodes it (records, aborted transactions, high watermark). */
+export interface FetchedPartition {
+  partition: number;
+}
+
+/** What of kafkajs' Broker (src/broker/index.js) reading a partition without a consumer group uses. */
+export interface ClusterBroker {
+  /** One Fetch request; throws (KafkaJSOffsetOutOfRange, NOT_LEADER_FOR_PARTITION, ...) when any partition of it failed. */
+  fetch(request: {
+    isolationLevel: number;
+    maxWaitTime: number;
+    minBytes: number;
+    maxBytes: number;
+    topics: { topic: string; partitions: { partition: number; fetchOffset: string; maxBytes: number }[] }[];
+  }): Promise<{ responses: { topicName: string; partitions: FetchedPartition[] }[] }>;
+}
+
+/** What of a kafkajs Cluster (src/cluster/index.js) reading a partition without a consumer group uses. */
+export interface ReadingCluster {
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
+  /** Adds the topic to those the cluster keeps metadata for, fetching it when it is new. */
+  addTargetTopic(topic: string): Promise<void>;
+  refreshMetadata(): Promise<void>;
+  refreshMetadataIfNecessary(): Promise<void>;
+  findTopicPartitionMetadata(topic: string): KafkaJS.PartitionMetadata[];
+  /** The broker of that node id, connected (TLS and SASL as the client's config says). */
+  findBroker(args: { nodeId: number }): Promise<ClusterBroker>;
+  /** ListOffsets to each partition's leader, at the cluster's isolation level: the earliest (fromBeginning) or latest offsets. */
+  fetchTopicsOffset(topics: { topic: string; fromBeginning: boolean; partitions: { partition: number }[] }[]): Promise<{ topic: string; partitions: { partition: number; offset: string }[] }[]>;
+}
+
+/** A kafkajs Cluster of `client`'s own, for requests no public kafkajs API makes without a consumer group. */
+export function readingCluster(client: KafkaJS.Kafka): ReadingCluster {
+  const createCluster = (client as unknown as Record<symbol, CreateCluster>)[createClusterKey(client)]!;
+  // Reading never creates a topic, and reads what the routes' consumers read: committed records
+  // only. Metadata is fetched again after 5 minutes (kafkajs' consumers' default), or when a
+  // request finds a leader moved; without an age kafkajs would fetch it before every read.
+  return createCluster.call(client, { metadataMaxAge: 300_000, allowAutoTopicCreation: false, isolationLevel: READ_COMMITTED }) as ReadingCluster;
+}
+
+/** kafkajs' records of one partition of one fetch, as its consumer sees them (src/consumer/batch.js). */
+export interface FetchedBatch {
+  /** The records a consumer is handed: at or after the fetch offset, without control records and aborted transactions' records. */
+  messages: KafkaJS.KafkaMessage[];
+  /** No record at or after the fetch offset, handed over or not. */
+  isEmptyIncludingFiltered(): boolean;
+  /** Records were fetched, all before the fetch offset: the tail of a batch that compaction thinned. */
+  isEmptyDueToLogCompactedMessages(): boolean;
+  /** The last offset fetched, records not handed over included (a transaction's marker, aborted records). */
+  lastOffset(): string;
+}
+
+/** kafkajs' own Batch, which filters a fetched partition's records as its consumer does. */
+export const Batch = require('kafkajs/src/consumer/batch') as new (topic: string, fetchedOffset: string, partition: FetchedPartition) => FetchedBatch;

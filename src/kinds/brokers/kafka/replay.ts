@@ -1,10 +1,13 @@
-import { randomUUID } from 'node:crypto';
 import type kafkajs from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { Message } from '../../../core/message.js';
 import type { Retained } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
-import { newFetchBudget, undecodable, withBatchBound } from './codecs.js';
+import { Backoff } from '../../../core/backoff.js';
+import { sleep } from './clients.js';
+import { undecodable, withBatchBound } from './codecs.js';
+import { Batch, READ_COMMITTED, readingCluster, type FetchedBatch, type ReadingCluster } from './kafkajs.js';
+import { leaderOf, TopicMissing, unknownTopic } from './leaders.js';
 import { toMessage } from './subscription.js';
 
 type Kafka = InstanceType<typeof kafkajs.Kafka>;
@@ -15,119 +18,276 @@ const AHEAD = 'Last-Event-ID is past the end of the topic (it was created again 
 const NO_LONGER_RETAINED = `some events after Last-Event-ID are no longer retained by the Kafka cluster (or are more than ${MAX_REPLAY_RECORDS} records back); resuming from the oldest retained event`;
 /** A replay that has not reached the end offsets by then gives up (the client streams from now). */
 const REPLAY_TIMEOUT_MS = 30_000;
+/** What one Fetch may return, per partition and in all: kafkajs' consumer defaults, as the routes' consumers fetch. */
+const MAX_BYTES_PER_PARTITION = 1024 * 1024;
+const MAX_BYTES = 10 * 1024 * 1024;
+/** Between attempts after a leader moved or a connection broke (metadata is fetched again meanwhile). */
+const FIRST_RETRY_MS = 100;
+const MAX_RETRY_MS = 1000;
 
 /**
- * Reads `topic` again after the given offsets, up to the end offsets it has now: what an
- * event-stream client missed while it was disconnected. A throwaway consumer (its own group id,
- * nothing committed) seeks each partition and reads until its end offset. Partitions not named
- * in `after` are read from their oldest retained record. Batches decompress within the broker's
- * `consumer.maxBatchBytes`, as the routes' own consumers do; records of a batch that cannot be
- * decoded are left out and named in `gap` (the live route dead-letters or stops on them).
+ * Reads a topic again after given offsets, up to the end offsets it has now: what an event-stream
+ * client missed while it was disconnected. No consumer group: the end offsets come from ListOffsets
+ * and the records from Fetch requests to each partition's leader, through a kafkajs Cluster of the
+ * reader's own (kafkajs' connections, TLS, SASL and metadata; the broker's client settings).
+ * Nothing is committed, no group is joined (no wait for a rebalance, no group left behind on the
+ * cluster, no Group ACL needed). The Cluster stays connected between replays, so a resume costs
+ * two ListOffsets and the Fetch requests, and its metadata is fetched again when a leader moved.
  */
-export function readRetained(client: Kafka, settings: KafkaSettings, topic: string, after: ReadonlyMap<number, bigint>, log: Logger): Promise<Retained> {
-  return withBatchBound(settings.consumer.maxBatchBytes, () => read(client, settings, topic, after, log));
+export class RetainedReader {
+  private cluster: Promise<ReadingCluster> | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly client: Kafka,
+    private readonly settings: KafkaSettings,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * `topic` after the offsets in `after` (per partition, the last offset the client saw), up to
+   * its end offsets of the moment; partitions not named in `after` from their oldest retained
+   * record. Rejects when the cluster cannot be read within REPLAY_TIMEOUT_MS.
+   */
+  async read(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
+    const replay = new Replay(await this.connected(), this.settings, topic, after, this.log);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        replay.expired = true;
+        reject(new Error(`replay of ${topic} did not reach the end offsets within ${REPLAY_TIMEOUT_MS} ms`));
+      }, REPLAY_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([replay.run(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const cluster = await this.cluster?.catch(() => undefined);
+    await cluster?.disconnect().catch(() => undefined);
+  }
+
+  /** The reader's Cluster, connected on first use (and again after a failed connect). */
+  private connected(): Promise<ReadingCluster> {
+    if (this.stopped) return Promise.reject(new Error('the kafka broker is stopping'));
+    this.cluster ??= (async () => {
+      const cluster = readingCluster(this.client);
+      try {
+        await cluster.connect();
+      } catch (err) {
+        await cluster.disconnect().catch(() => undefined);
+        throw err;
+      }
+      return cluster;
+    })();
+    const attempt = this.cluster;
+    attempt.catch(() => {
+      if (this.cluster === attempt) this.cluster = undefined;
+    });
+    return attempt;
+  }
 }
 
-async function read(client: Kafka, settings: KafkaSettings, topic: string, after: ReadonlyMap<number, bigint>, log: Logger): Promise<Retained> {
-  const admin = client.admin();
-  await admin.connect();
-  let ends: { partition: number; high: bigint; low: bigint }[];
-  try {
-    ends = (await admin.fetchTopicOffsets(topic)).map((p) => ({ partition: p.partition, high: BigInt(p.high), low: BigInt(p.low) }));
-  } finally {
-    await admin.disconnect().catch(() => undefined);
-  }
-  let truncated = false;
-  let ahead = false;
-  const budget = BigInt(Math.max(1, Math.floor(MAX_REPLAY_RECORDS / Math.max(1, ends.length))));
-  const wanted = new Map<number, { from: bigint; end: bigint }>();
-  for (const { partition, high, low } of ends) {
-    const seen = after.get(partition);
-    let from = seen === undefined ? low : seen + 1n;
-    // Past the partition's end: the topic was deleted and created again since that id was given.
-    // Reading after it would skip every record it has now without a word; resume from the oldest.
-    if (from > high) {
-      ahead = true;
-      from = low;
-    }
-    if (from < low) {
-      truncated = true;
-      from = low;
-    }
-    if (high - from > budget) {
-      truncated = true;
-      from = high - budget;
-    }
-    if (from < high) wanted.set(partition, { from, end: high });
-  }
-  if (wanted.size === 0) return { messages: [], gap: [ahead ? AHEAD : '', truncated ? NO_LONGER_RETAINED : ''].filter(Boolean).join('; ') || undefined };
+/** A partition to read: from where, up to (not including) which offset. */
+interface Range {
+  from: bigint;
+  end: bigint;
+}
 
-  const c = settings.consumer;
-  const consumer = client.consumer({
-    groupId: `eventgate-replay-${randomUUID()}`,
-    sessionTimeout: c.sessionTimeoutMs,
-    heartbeatInterval: c.heartbeatIntervalMs,
-    rebalanceTimeout: c.rebalanceTimeoutMs,
-    maxWaitTimeInMs: c.maxWaitMs,
-  });
-  consumer.on(consumer.events.FETCH_START, newFetchBudget);
-  const messages: Message[] = [];
-  const undecoded: string[] = [];
+/** One read of a topic: the offsets, then fetch rounds (one request per leader) until every partition reached its end. */
+class Replay {
+  /** Set when the reader gave up on it: no request is started after. */
+  expired = false;
+  private truncated = false;
+  private ahead = false;
+  private readonly messages: Message[] = [];
+  private readonly undecoded: string[] = [];
   /** Partitions whose last record read was a stand-in for an undecodable batch (one note per run of them). */
-  const inUndecodable = new Set<number>();
-  const pending = new Set(wanted.keys());
-  try {
-    await consumer.connect();
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`replay of ${topic} did not reach the end offsets within ${REPLAY_TIMEOUT_MS} ms`)), REPLAY_TIMEOUT_MS);
-      /** A partition read up to `offset`: done once that is its end offset's predecessor. */
-      const reached = (partition: number, offset: bigint) => {
-        const w = wanted.get(partition);
-        if (w && offset + 1n >= w.end) pending.delete(partition);
-        if (pending.size === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      // Records kafkajs reads but never hands over still take offsets: a transaction's marker (the
-      // last offset of a partition a transactional producer wrote), aborted records. A batch's last
-      // offset counts as read once every record of it that was handed over was (none, for a batch of
-      // markers only), or the replay would wait for the marker to its timeout and give up.
-      const handed = new Map<number, number>();
-      consumer.on(consumer.events.START_BATCH_PROCESS, ({ payload }) => handed.set(payload.partition, 0));
-      consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
-        if (handed.get(payload.partition) === payload.batchSize && pending.has(payload.partition)) reached(payload.partition, BigInt(payload.lastOffset));
-      });
-      consumer
-        .run({
-          autoCommit: false,
-          eachMessage: async ({ partition, message }) => {
-            handed.set(partition, (handed.get(partition) ?? 0) + 1);
-            const w = wanted.get(partition);
-            if (!w || !pending.has(partition)) return;
-            const offset = BigInt(message.offset);
-            if (offset >= w.from && offset < w.end) {
-              const broken = undecodable(message);
-              if (!broken) {
-                inUndecodable.delete(partition);
-                messages.push(toMessage(topic, partition, message));
-              } else if (!inUndecodable.has(partition)) {
-                inUndecodable.add(partition);
-                undecoded.push(`partition ${partition} from offset ${offset} (${broken.reason})`);
-              }
-            }
-            reached(partition, offset);
-          },
-        })
-        .then(() => {
-          for (const [partition, w] of wanted) consumer.seek({ topic, partition, offset: String(w.from) });
-        }, reject);
-    });
-  } finally {
-    await consumer.disconnect().catch((err: Error) => log.debug({ topic, err: err.message }, 'replay consumer did not disconnect cleanly'));
+  private readonly inUndecodable = new Set<number>();
+  private readonly wanted = new Map<number, Range>();
+  /** The next offset to fetch of each partition not yet read to its end. */
+  private readonly position = new Map<number, bigint>();
+  private readonly backoff = new Backoff(FIRST_RETRY_MS, MAX_RETRY_MS);
+
+  constructor(
+    private readonly cluster: ReadingCluster,
+    private readonly settings: KafkaSettings,
+    private readonly topic: string,
+    private readonly after: ReadonlyMap<number, bigint>,
+    private readonly log: Logger,
+  ) {}
+
+  async run(): Promise<Retained> {
+    try {
+      await this.cluster.addTargetTopic(this.topic);
+    } catch (err) {
+      if (unknownTopic(err)) throw new TopicMissing(this.topic);
+      throw err;
+    }
+    await this.cluster.refreshMetadataIfNecessary();
+    const ends = await this.retrying(() => this.offsets());
+    this.plan(ends);
+    while (this.position.size > 0) await this.round();
+    if (this.undecoded.length > 0) this.log.warn({ topic: this.topic, batches: this.undecoded }, 'replay left out record batches it cannot decode');
+    const gaps = [
+      this.ahead ? AHEAD : '',
+      this.truncated ? NO_LONGER_RETAINED : '',
+      this.undecoded.length > 0 ? `events in record batches the gateway cannot decode are left out: ${this.undecoded.join('; ')}` : '',
+    ];
+    return { messages: this.messages, gap: gaps.filter(Boolean).join('; ') || undefined };
   }
-  if (undecoded.length > 0) log.warn({ topic, batches: undecoded }, 'replay left out record batches it cannot decode');
-  const gaps = [ahead ? AHEAD : '', truncated ? NO_LONGER_RETAINED : '', undecoded.length > 0 ? `events in record batches the gateway cannot decode are left out: ${undecoded.join('; ')}` : ''];
-  return { messages, gap: gaps.filter(Boolean).join('; ') || undefined };
+
+  /** Each partition's oldest retained offset and end offset (the last stable offset: what read_committed fetches reach). */
+  private async offsets(partitions?: number[]): Promise<{ partition: number; low: bigint; high: bigint }[]> {
+    const all = partitions ?? this.cluster.findTopicPartitionMetadata(this.topic).map((p) => p.partitionId);
+    const list = (fromBeginning: boolean) =>
+      this.cluster.fetchTopicsOffset([{ topic: this.topic, fromBeginning, partitions: all.map((partition) => ({ partition })) }]).then((topics) => {
+        const found = new Map<number, bigint>();
+        for (const t of topics) for (const p of t.partitions) found.set(p.partition, BigInt(p.offset));
+        return found;
+      });
+    const [low, high] = await Promise.all([list(true), list(false)]);
+    return all.map((partition) => ({ partition, low: low.get(partition) ?? 0n, high: high.get(partition) ?? 0n }));
+  }
+
+  /** Where each partition's read starts: after the client's position, within what is retained and MAX_REPLAY_RECORDS. */
+  private plan(ends: { partition: number; low: bigint; high: bigint }[]): void {
+    const budget = BigInt(Math.max(1, Math.floor(MAX_REPLAY_RECORDS / Math.max(1, ends.length))));
+    for (const { partition, high, low } of ends) {
+      const seen = this.after.get(partition);
+      let from = seen === undefined ? low : seen + 1n;
+      // Past the partition's end: the topic was deleted and created again since that id was given.
+      // Reading after it would skip every record it has now without a word; resume from the oldest.
+      if (from > high) {
+        this.ahead = true;
+        from = low;
+      }
+      if (from < low) {
+        this.truncated = true;
+        from = low;
+      }
+      if (high - from > budget) {
+        this.truncated = true;
+        from = high - budget;
+      }
+      if (from < high) {
+        this.wanted.set(partition, { from, end: high });
+        this.position.set(partition, from);
+      }
+    }
+  }
+
+  /**
+   * One Fetch per leader of the partitions still to read. A leader that moved (or a connection
+   * that broke) makes the round fetch the metadata again and retry after a backoff; a partition
+   * whose records were deleted since the offsets were listed resumes at the oldest retained.
+   */
+  private async round(): Promise<void> {
+    if (this.expired) throw new Error('replay given up');
+    const metadata = this.cluster.findTopicPartitionMetadata(this.topic);
+    const byLeader = new Map<number, number[]>();
+    let leaderless = false;
+    for (const partition of this.position.keys()) {
+      const leader = leaderOf(metadata, partition);
+      if (leader < 0) leaderless = true;
+      else byLeader.set(leader, [...(byLeader.get(leader) ?? []), partition]);
+    }
+    const results = await Promise.allSettled([...byLeader].map(([nodeId, partitions]) => this.fetch(nodeId, partitions)));
+    let stale = leaderless;
+    for (const r of results) {
+      if (r.status === 'fulfilled') continue;
+      const err = r.reason as Error & { partition?: number };
+      if (err.name === 'KafkaJSOffsetOutOfRange' && err.partition !== undefined) await this.retrying(() => this.outOfRange(err.partition!, err));
+      else if (retriable(err)) {
+        stale = true;
+        this.log.debug({ topic: this.topic, err: err.message }, 'replay fetch failed; fetching metadata again and retrying');
+      } else throw err;
+    }
+    if (!stale) return this.backoff.reset();
+    await this.cluster.refreshMetadata().catch((err: Error) => this.log.debug({ topic: this.topic, err: err.message }, 'replay could not fetch metadata; retrying'));
+    await sleep(this.backoff.delay());
+  }
+
+  /** One Fetch request, its batches decompressed within `consumer.maxBatchBytes` in all, as a consumer's fetch. */
+  private async fetch(nodeId: number, partitions: number[]): Promise<void> {
+    const broker = await this.cluster.findBroker({ nodeId });
+    const asked = new Map(partitions.map((p) => [p, this.position.get(p)!]));
+    const { responses } = await withBatchBound(this.settings.consumer.maxBatchBytes, () =>
+      broker.fetch({
+        isolationLevel: READ_COMMITTED,
+        maxWaitTime: this.settings.consumer.maxWaitMs,
+        minBytes: 1,
+        maxBytes: MAX_BYTES,
+        topics: [{ topic: this.topic, partitions: partitions.map((partition) => ({ partition, fetchOffset: String(asked.get(partition)), maxBytes: MAX_BYTES_PER_PARTITION })) }],
+      }),
+    );
+    for (const { topicName, partitions: fetched } of responses) {
+      if (topicName !== this.topic) continue;
+      for (const data of fetched) {
+        const from = asked.get(data.partition);
+        if (from !== undefined && this.position.get(data.partition) === from) this.take(data.partition, new Batch(this.topic, String(from), data));
+      }
+    }
+  }
+
+  /** The records of one partition's fetch up to its end offset; the partition moves on past every record fetched, handed over or not. */
+  private take(partition: number, batch: FetchedBatch): void {
+    // Nothing at or after the fetch offset: nothing to move past (the rest of a fetch decompressed to its bound is fetched again).
+    if (batch.isEmptyIncludingFiltered() && !batch.isEmptyDueToLogCompactedMessages()) return;
+    const { end } = this.wanted.get(partition)!;
+    for (const message of batch.messages) {
+      const offset = BigInt(message.offset);
+      if (offset >= end) break;
+      const broken = undecodable(message);
+      if (!broken) {
+        this.inUndecodable.delete(partition);
+        this.messages.push(toMessage(this.topic, partition, message));
+      } else if (!this.inUndecodable.has(partition)) {
+        this.inUndecodable.add(partition);
+        this.undecoded.push(`partition ${partition} from offset ${offset} (${broken.reason})`);
+      }
+    }
+    // Records kafkajs does not hand over still take offsets: a transaction's marker (the last offset
+    // of a partition a transactional producer wrote), aborted records. The read moves past them
+    // too, or it would wait for them to its timeout. As kafkajs' consumer does, a fetch of only
+    // records before its offset (compaction) moves one past it.
+    const next = BigInt(batch.lastOffset()) + 1n;
+    if (next >= end) this.position.delete(partition);
+    else this.position.set(partition, next);
+  }
+
+  /** Records deleted (retention) since the offsets were listed: the partition resumes at the oldest retained one, and the notice says so. */
+  private async outOfRange(partition: number, err: Error): Promise<void> {
+    const at = this.position.get(partition);
+    if (at === undefined) return;
+    const [{ low } = { low: 0n }] = await this.offsets([partition]);
+    if (at >= low) throw err;
+    this.truncated = true;
+    if (low >= this.wanted.get(partition)!.end) this.position.delete(partition);
+    else this.position.set(partition, low);
+  }
+
+  /** `attempt` until it succeeds or fails for good; the metadata is fetched again between attempts. */
+  private async retrying<T>(attempt: () => Promise<T>): Promise<T> {
+    for (;;) {
+      if (this.expired) throw new Error('replay given up');
+      try {
+        return await attempt();
+      } catch (err) {
+        if (!retriable(err)) throw err;
+        this.log.debug({ topic: this.topic, err: (err as Error).message }, 'replay request failed; fetching metadata again and retrying');
+        await this.cluster.refreshMetadata().catch(() => undefined);
+        await sleep(this.backoff.delay());
+      }
+    }
+  }
+}
+
+/** kafkajs' errors that another attempt may not meet: a leader that moved, a connection that broke, a timeout. */
+function retriable(err: unknown): boolean {
+  return err instanceof Error && (err as { retriable?: unknown }).retriable === true;
 }
