@@ -49,6 +49,12 @@ export interface KafkaCluster {
   produceRequests(): number;
   /** How many members left `group` with a LeaveGroup request (mock only, from its debug log; NaN elsewhere). */
   leaves(group: string): number;
+  /**
+   * The consumer groups the cluster has, sorted. The mock answers no ListGroups request
+   * (librdkafka 2.0's mock cluster lacks the API): there, the groups it created, from its debug
+   * log (a group is created by its first JoinGroup); on a real cluster, ListGroups.
+   */
+  groups(): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -87,11 +93,14 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
   const child: ChildProcess = spawn(mockClusterBinary(), [String(brokers)], { stdio: ['pipe', 'pipe', 'pipe'], env });
   let produceRequests = 0;
   const leaves = new Map<string, number>();
+  const groups = new Set<string>();
   const err = createInterface({ input: child.stderr! });
   let stderrTail: string[] = [];
   err.on('line', (l) => {
     if (l.includes('Received ProduceRequest')) produceRequests++;
     const leave = /Member \S+ is leaving group (\S+)/.exec(l);
+    const group = /Mock consumer group (\S+) with/.exec(l);
+    if (group) groups.add(group[1]!);
     if (leave) leaves.set(leave[1]!, (leaves.get(leave[1]!) ?? 0) + 1);
     else if (!l.includes('|MOCK|')) stderrTail = [...stderrTail.slice(-20), l];
   });
@@ -125,6 +134,10 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     hideTopic: (topic) => command(`missing ${topic}`),
     produceRequests: () => (requestLog ? produceRequests : Number.NaN),
     leaves: (group) => (requestLog ? (leaves.get(group) ?? 0) : Number.NaN),
+    groups: async () => {
+      if (!requestLog) throw new Error("groups() needs the mock's request log (startKafka({ requestLog: true }))");
+      return [...groups].sort();
+    },
     async stop() {
       if (child.exitCode !== null) return;
       child.stdin!.end();
@@ -164,6 +177,15 @@ function externalCluster(bootstrap: string): KafkaCluster {
     hideTopic: unavailable,
     produceRequests: () => Number.NaN,
     leaves: () => Number.NaN,
+    async groups() {
+      const admin = testClient(bootstrap).admin();
+      await admin.connect();
+      try {
+        return (await admin.listGroups()).groups.map((g) => g.groupId).sort();
+      } finally {
+        await admin.disconnect();
+      }
+    },
     async stop() {},
   };
 }

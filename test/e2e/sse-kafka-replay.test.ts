@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { openStream, type SseEvent } from '../helpers/sse.js';
+
+/**
+ * An event-stream resume reads the Kafka topic without a consumer group (ListOffsets and Fetch to
+ * each partition's leader): it used to join a group of its own per resume, which waited for the
+ * group to form (3 s on the mock, as on real Kafka) and left one group per reconnect on the cluster.
+ */
+describe('SSE resume from a Kafka topic without a consumer group', () => {
+  let kafka: KafkaCluster;
+  let topic: string;
+
+  before(async () => {
+    kafka = await startKafka();
+    topic = kafka.topic('sse-replay');
+    await kafka.createTopic(topic, 3);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ["${kafka.bootstrap}"]
+    producer: { lingerMs: 1 }
+    consumer: ${kafka.consumerYaml}
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: publish
+    from: { listener: api, path: /ticks }
+    to: { broker: kafka, topic: ${topic}, key: $string(room) }
+  - name: stream
+    from: { broker: kafka, topic: ${topic}, group: sse-replay-stream }
+    to: { listener: api, path: /ticks }
+`,
+  );
+  before(async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  let n = 0;
+  /** Publishes the next event, to room `r<n % 6>` (so to every partition, by key). */
+  const publish = async () => {
+    n++;
+    const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n, room: `r${n % 6}` }) });
+    assert.equal(res.status, 200);
+    return n;
+  };
+  const numbers = (events: SseEvent[]) => events.map((e) => JSON.parse(e.data).n as number).sort((a, b) => a - b);
+  /**
+   * Resumes after `lastId`; once the `missed` events came, one more is published live and must
+   * come, and nothing else (no event twice). The stream's events.
+   */
+  const resume = async (lastId: string, missed: number[]) => {
+    const resumed = await openStream(gw.url('api', '/ticks'), { 'last-event-id': lastId });
+    await eventually(() => assert.deepEqual(numbers(resumed.events()), missed), 20000);
+    const live = await publish();
+    await eventually(() => assert.ok(numbers(resumed.events()).includes(live)), 15000);
+    const events = resumed.events();
+    resumed.close();
+    assert.deepEqual(numbers(events), [...missed, live]);
+    return events;
+  };
+  let lastId: string;
+
+  it('replays what a client missed and creates no consumer group on the cluster', async () => {
+    const first = await openStream(gw.url('api', '/ticks'));
+    for (let i = 0; i < 6; i++) await publish();
+    await eventually(() => assert.equal(first.events().length, 6), 15000);
+    lastId = first.events().at(-1)!.id!;
+    first.close();
+    const groups = await kafka.groups();
+    assert.deepEqual(groups, ['sse-replay-stream']);
+
+    const missed = [await publish(), await publish(), await publish(), await publish()];
+    const events = await resume(lastId, missed);
+    assert.ok(
+      events.every((e) => e.event === undefined),
+      `no notice: ${JSON.stringify(events)}`,
+    );
+    lastId = events.at(-1)!.id!;
+    // The mock logs a group as its first JoinGroup creates it; the replay's would have been created before it read a record.
+    assert.deepEqual(await kafka.groups(), groups);
+  });
+
+  it('replays every partition when a leader moved since the last resume and the old leader is gone (fetching metadata again)', async () => {
+    const admin = testClient(kafka.bootstrap).admin();
+    await admin.connect();
+    let leaders: Map<number, number>;
+    try {
+      const [meta] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics;
+      leaders = new Map(meta!.partitions.map((p) => [p.partitionId, p.leader]));
+    } finally {
+      await admin.disconnect();
+    }
+    // The gateway's reader knows the old leaders from the resume before. Partition 1's leader and
+    // every other partition it leads move to another broker, and the old leader goes down: the
+    // reader's requests to it fail until it fetches the metadata again.
+    const old = leaders.get(1)!;
+    for (const [partition, leader] of leaders) if (leader === old) await kafka.moveLeader(topic, partition, (old % 3) + 1);
+    await kafka.down(old);
+    const missed: number[] = [];
+    for (let i = 0; i < 6; i++) missed.push(await publish());
+    const events = await resume(lastId, missed);
+    assert.ok(
+      events.every((e) => e.event === undefined),
+      `no notice: ${JSON.stringify(events)}`,
+    );
+    // The ids go forward on every partition: each event once.
+    const offsets = new Map<number, number>();
+    for (const e of events) {
+      for (const pair of e.id!.split(',')) {
+        const [p, o] = pair.split(':').map(Number) as [number, number];
+        assert.ok((offsets.get(p) ?? -1) <= o, `id ${e.id} goes back on partition ${p}`);
+        offsets.set(p, o);
+      }
+    }
+  });
+});
