@@ -37,6 +37,8 @@ const MAX_RETRY_MS = 1000;
 export class RetainedReader {
   private cluster: Promise<ReadingCluster> | undefined;
   private stopped = false;
+  /** Replays under way, given up when the broker stops (so none makes a request, or reconnects, after). */
+  private readonly running = new Set<Replay>();
 
   constructor(
     private readonly client: Kafka,
@@ -50,7 +52,8 @@ export class RetainedReader {
    * record. Rejects when the cluster cannot be read within REPLAY_TIMEOUT_MS.
    */
   async read(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
-    const replay = new Replay(await this.connected(), this.settings, topic, after, this.log);
+    const replay = new Replay(this.settings, topic, after, this.log);
+    this.running.add(replay);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -59,14 +62,16 @@ export class RetainedReader {
       }, REPLAY_TIMEOUT_MS);
     });
     try {
-      return await Promise.race([replay.run(), timeout]);
+      return await Promise.race([this.connected().then((cluster) => replay.run(cluster)), timeout]);
     } finally {
       clearTimeout(timer);
+      this.running.delete(replay);
     }
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const replay of this.running) replay.expired = true;
     const cluster = await this.cluster?.catch(() => undefined);
     await cluster?.disconnect().catch(() => undefined);
   }
@@ -113,15 +118,18 @@ class Replay {
   private readonly position = new Map<number, bigint>();
   private readonly backoff = new Backoff(FIRST_RETRY_MS, MAX_RETRY_MS);
 
+  private cluster!: ReadingCluster;
+
   constructor(
-    private readonly cluster: ReadingCluster,
     private readonly settings: KafkaSettings,
     private readonly topic: string,
     private readonly after: ReadonlyMap<number, bigint>,
     private readonly log: Logger,
   ) {}
 
-  async run(): Promise<Retained> {
+  async run(cluster: ReadingCluster): Promise<Retained> {
+    this.cluster = cluster;
+    this.check();
     try {
       await this.cluster.addTargetTopic(this.topic);
     } catch (err) {
@@ -187,7 +195,7 @@ class Replay {
    * whose records were deleted since the offsets were listed resumes at the oldest retained.
    */
   private async round(): Promise<void> {
-    if (this.expired) throw new Error('replay given up');
+    this.check();
     const metadata = this.cluster.findTopicPartitionMetadata(this.topic);
     const byLeader = new Map<number, number[]>();
     let leaderless = false;
@@ -208,6 +216,7 @@ class Replay {
       } else throw err;
     }
     if (!stale) return this.backoff.reset();
+    this.check();
     await this.cluster.refreshMetadata().catch((err: Error) => this.log.debug({ topic: this.topic, err: err.message }, 'replay could not fetch metadata; retrying'));
     await sleep(this.backoff.delay());
   }
@@ -271,14 +280,19 @@ class Replay {
     else this.position.set(partition, low);
   }
 
+  /** Throws once the reader gave up on this replay (its timeout passed, or the broker stops). */
+  private check(): void {
+    if (this.expired) throw new Error(`replay of ${this.topic} given up`);
+  }
+
   /** `attempt` until it succeeds or fails for good; the metadata is fetched again between attempts. */
   private async retrying<T>(attempt: () => Promise<T>): Promise<T> {
     for (;;) {
-      if (this.expired) throw new Error('replay given up');
+      this.check();
       try {
         return await attempt();
       } catch (err) {
-        if (!retriable(err)) throw err;
+        if (!retriable(err) || this.expired) throw err;
         this.log.debug({ topic: this.topic, err: (err as Error).message }, 'replay request failed; fetching metadata again and retrying');
         await this.cluster.refreshMetadata().catch(() => undefined);
         await sleep(this.backoff.delay());
