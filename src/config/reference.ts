@@ -80,7 +80,8 @@ files is an error naming both places; every problem in a fragment points into it
 in directories). Hot reload follows every included file, and a new file that matches a glob.
 A glob that matches no file yet is valid, so a directory that teams fill later can be included
 before its first fragment; the directory itself must exist.
-Fragments cannot include further files.
+Fragments cannot include further files. File paths inside a fragment (schemas, key files,
+certificates) are relative to the config file, as if written in it, not to the fragment.
 
 \`\`\`yaml
 version: 1
@@ -95,7 +96,7 @@ listeners:
 # teams/orders.yaml
 chains:
   orders-validate:
-    - validate: { schema: ../schemas/order.json }    # paths stay relative to the config file
+    - validate: { schema: schemas/order.json }       # relative to the config file, not to teams/
 routes:
   - name: orders-in
     from: { listener: api, path: /orders }
