@@ -1,26 +1,30 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
-import { join, posix } from 'node:path';
+import { cpSync, existsSync, readFileSync, symlinkSync } from 'node:fs';
+import { delimiter, join, posix } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse, parseAllDocuments } from 'yaml';
 import { repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
-/** Dockerfile instructions of the final stage, continuation lines joined. */
-function finalStage(): { instruction: string; args: string }[] {
+type Instruction = { instruction: string; args: string };
+
+/** Dockerfile instructions, continuation lines joined, one list per stage (`FROM` first). */
+function stages(): Instruction[][] {
   const text = readFileSync(join(repoRoot, 'deploy/Dockerfile'), 'utf8').replace(/\\\n\s*/g, ' ');
   const lines = text.split('\n').filter((l) => l.trim() !== '' && !l.trimStart().startsWith('#'));
-  const all = lines.map((l) => {
+  const result: Instruction[][] = [];
+  for (const l of lines) {
     const m = /^\s*(\S+)\s+(.*)$/.exec(l)!;
-    return { instruction: m[1]!.toUpperCase(), args: m[2]!.trim() };
-  });
-  const from = all
-    .map((x, i) => (x.instruction === 'FROM' ? i : -1))
-    .filter((i) => i >= 0)
-    .pop()!;
-  return all.slice(from);
+    const instruction = { instruction: m[1]!.toUpperCase(), args: m[2]!.trim() };
+    if (instruction.instruction === 'FROM') result.push([]);
+    result.at(-1)?.push(instruction);
+  }
+  return result;
 }
+
+/** Dockerfile instructions of the final stage. */
+const finalStage = (): Instruction[] => stages().at(-1)!;
 
 const k8s = parseAllDocuments(readFileSync(join(repoRoot, 'deploy/kubernetes/deployment.yaml'), 'utf8')).map((d) => d.toJS());
 const deployment = k8s.find((d) => d.kind === 'Deployment');
@@ -105,6 +109,39 @@ describe('deploy/: the Dockerfile and Kubernetes manifests match the code', () =
     const [code] = await once(child, 'exit');
     assert.equal(cmd[0], 'node');
     assert.equal(code, 0, 'the HEALTHCHECK command succeeds');
+  });
+
+  it("the build stage's COPYs hold everything the build runs: its npm ci compiles the CLI (the prepare script)", async () => {
+    // No Docker daemon here: copy what the build stage copies, nothing more, and run the prepare
+    // script `npm ci` runs there (node_modules linked from the checkout instead of installed).
+    const build = stages()[0]!;
+    assert.match(build.find((s) => s.instruction === 'RUN')!.args, /\bnpm ci\b/);
+    const context = tempFiles({});
+    for (const copy of build.filter((s) => s.instruction === 'COPY' && !s.args.startsWith('--'))) {
+      const parts = copy.args.split(/\s+/);
+      const dest = parts.pop()!;
+      for (const source of parts) cpSync(join(repoRoot, source), join(context, dest === './' ? source : dest), { recursive: true });
+    }
+    symlinkSync(join(repoRoot, 'node_modules'), join(context, 'node_modules'));
+    const prepare = (JSON.parse(readFileSync(join(context, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.prepare!;
+    const child = spawn('sh', ['-c', prepare], {
+      cwd: context,
+      env: { ...process.env, PATH: `${join(context, 'node_modules', '.bin')}${delimiter}${process.env.PATH}` },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const [code] = (await once(child, 'close')) as [number | null];
+    assert.equal(code, 0, `the prepare script fails on the files the build stage copies:\n${stderr.slice(-2000)}`);
+    assert.ok(existsSync(join(context, 'dist', 'src', 'cli', 'main.js')), 'the CLI is compiled');
+    const dir = tempFiles({ 'gateway.yaml': configMap.data['gateway.yaml'] });
+    const child2 = spawn(process.execPath, [join(context, 'bin', 'eventgate.js'), 'validate', '-c', 'gateway.yaml'], { cwd: dir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child2.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    child2.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
+    const [code2] = (await once(child2, 'close')) as [number | null];
+    assert.equal(out, 'ok\n');
+    assert.equal(code2, 0);
   });
 
   it('docs/gitops.md explains deploy/', () => {
