@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
+import { type MessageServer, startNats } from '../helpers/servers.js';
 import { conforms } from '../helpers/wire-formats.js';
 
 const config = `version: 1
@@ -77,5 +78,35 @@ describe('wire formats in schemas/ match what the gateway sends', () => {
     conforms('validation-error-header.json', header);
     assert.deepEqual(header.errors, ['/celsius: must be number']);
     sub.close();
+  });
+});
+
+describe('a publish answer whose broker names no position matches publish-response.json', () => {
+  // AMQP, core NATS and Kafka with acks: none store a message at no offset they tell the client:
+  // the delivery says "-1" (docs/config.md), and the schema users check answers with must allow it.
+  let nats: MessageServer;
+  before(async () => {
+    nats = await startNats();
+  });
+  after(() => nats.stop());
+  const gw = useGateway(
+    () => `version: 1
+brokers:
+  nats: { kind: nats, servers: "${nats.url}" }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: presence
+    from: { listener: api, path: /presence }
+    to: { broker: nats, topic: presence.online }
+`,
+  );
+
+  it('a core NATS publish: offset "-1"', async () => {
+    await gw.waitForLog((l) => l.msg === 'nats connected', 15000);
+    const res = await post(gw.url('api', '/presence'), { user: 'ada' });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.deliveries[0].offset, '-1');
+    conforms('publish-response.json', res.body);
   });
 });
