@@ -188,10 +188,17 @@ export interface SubscribeSpec {
   group: string;
   route: string;
   /**
-   * Where partitions without a committed offset start: the oldest retained record, or records
-   * produced from now on. Undefined: the broker's default (docs/scaling.md, "Start positions").
+   * Where partitions without a committed offset start, as the route itself says (`from.startFrom`):
+   * the oldest retained record, or records produced from now on. It outranks a broker-wide setting
+   * (a kafka broker's `consumer.startFrom`), which outranks `defaultStartFrom` (docs/scaling.md,
+   * "Start positions").
    */
   startFrom?: StartFrom;
+  /**
+   * The route's default when neither it nor its broker's settings say: `latest` for a route whose
+   * targets are all forwards (browsers want what happens now). Undefined: the broker's default.
+   */
+  defaultStartFrom?: StartFrom;
   /**
    * The group is this process's alone (a route whose targets are WebSocket forwards): it wants
    * live messages only, and brokers with sessions or queues of their own make them temporary.

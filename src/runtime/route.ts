@@ -539,7 +539,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.consumerTelemetry = this.deps.metrics?.broker?.(from.broker, broker.kind);
     // Websocket forwards show what happens now: replaying a topic's history to browsers would be
     // wrong. Durable routes (broker targets) take the broker's default, which never skips a record.
-    const startFrom = from.startFrom ?? (this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined);
+    // Only a default: the route's own startFrom, then a broker-wide one (kafka's consumer.startFrom), come first.
+    const defaultStartFrom = this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined;
     const undecodable = this.deadletter ? (raw: UndecodableBatch) => this.deadletterUndecodable(raw) : undefined;
     // CloudEvents records (Kafka binding §3: structured mode decoded, binary data kept as bytes) become CloudEvent messages.
     // A route that only calls webhooks may have several messages of a partition in hand at once (up to the
@@ -548,7 +549,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const inFlight = webhooksOnly ? Math.min(...this.webhooks.map((w) => w.concurrency)) : 1;
     const ordered = this.webhooks.filter((w) => w.ordered);
     const orderKeys = inFlight > 1 && ordered.length > 0 ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom, perInstance, undecodable, inFlight, orderKeys }, (msg) => this.consume(fromConsumedRecord(msg)));
+    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom: from.startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys }, (msg) =>
+      this.consume(fromConsumedRecord(msg)),
+    );
   }
 
   /**

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { scrapeUntil } from '../helpers/prometheus.js';
 import { committedOffsets, kcatConsume, kcatConsumeAll, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 async function produce(bootstrap: string, topic: string, records: { partition: number; value: string }[]): Promise<void> {
@@ -17,7 +18,7 @@ async function produce(bootstrap: string, topic: string, records: { partition: n
 describe('where consume routes start (no gaps in at-least-once)', () => {
   let kafka: KafkaCluster;
   const running: RunningGateway[] = [];
-  const t = { src: '', dst: '', fresh: '', freshOut: '', news: '', newsOut: '', live: '' };
+  const t = { src: '', dst: '', fresh: '', freshOut: '', news: '', newsOut: '', live: '', history: '' };
   const group = 'copy-group';
 
   const start = async (yaml: string, routes: string[]) => {
@@ -35,7 +36,7 @@ describe('where consume routes start (no gaps in at-least-once)', () => {
     kafka = await startKafka({ brokers: 1 });
     for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
     await kafka.createTopic(t.src, 3);
-    for (const topic of [t.dst, t.fresh, t.freshOut, t.news, t.newsOut, t.live]) await kafka.createTopic(topic, 1);
+    for (const topic of [t.dst, t.fresh, t.freshOut, t.news, t.newsOut, t.live, t.history]) await kafka.createTopic(topic, 1);
   });
   after(async () => {
     for (const gw of running) await gw.stop('SIGKILL');
@@ -102,5 +103,28 @@ routes:
       (await kcatConsumeAll(kafka.bootstrap, t.newsOut)).map((r) => r.value),
       ['{"sentinel":true}'],
     );
+  });
+
+  // docs/scaling.md: `consumer.startFrom` on the broker sets the start of every route reading from
+  // it; a route's own `startFrom` wins, and the forward routes' `latest` is only their default.
+  it("a broker's consumer.startFrom: earliest also starts a websocket forward route at the oldest record", async () => {
+    await kcatProduce(kafka.bootstrap, t.history, [{ value: '{"old":1}' }, { value: '{"old":2}' }]);
+    const gw = await start(
+      `version: 1
+admin: { port: 0 }
+brokers:
+  kafka: { kind: kafka, brokers: "${kafka.bootstrap}", consumer: ${kafka.consumerYaml.replace(/ }$/, ', startFrom: earliest }')} }
+listeners:
+  ws: { kind: websocket, port: 0 }
+routes:
+  - name: history
+    from: { broker: kafka, topic: ${t.history} }
+    to: { listener: ws, path: /history }
+`,
+      ['history'],
+    );
+    // No client is connected, so the route's counter is what shows the two older records were taken.
+    const received = (s: Awaited<ReturnType<typeof scrapeUntil>>) => s.value('eventgate_route_messages_total', { route: 'history', outcome: 'received' });
+    assert.equal(received(await scrapeUntil(gw.adminUrl, (s) => received(s) === 2, 15000)), 2);
   });
 });

@@ -268,7 +268,7 @@ export class MemoryBroker implements BrokerRuntime {
     const capacity = spec.inFlight ?? 1;
     if (!group) {
       // A new group starts at the end, as a Kafka group with auto.offset.reset=latest would.
-      const next = spec.startFrom === 'earliest' ? topic.first : topic.end;
+      const next = (spec.startFrom ?? spec.defaultStartFrom) === 'earliest' ? topic.first : topic.end;
       group = this.newGroup(topic, next, capacity);
       topic.groups.set(spec.group, group);
     }

@@ -72,7 +72,7 @@ export class KafkaSubscription {
     this.stopped = new Promise((r) => (this.wake = r));
     this.arm();
     // Route, then broker, then at-least-once: a group's partitions without a committed offset start at the oldest record.
-    this.fromBeginning = (spec.startFrom ?? settings.consumer.startFrom ?? 'earliest') === 'earliest';
+    this.fromBeginning = (spec.startFrom ?? settings.consumer.startFrom ?? spec.defaultStartFrom ?? 'earliest') === 'earliest';
   }
 
   start(): void {
@@ -86,7 +86,7 @@ export class KafkaSubscription {
 
   /** What a rebuilt route must match to take this consumer over: same group, topic and start position. */
   static handoverKey(spec: SubscribeSpec): string {
-    return `${spec.group}\0${spec.topic}\0${spec.startFrom ?? ''}`;
+    return `${spec.group}\0${spec.topic}\0${spec.startFrom ?? spec.defaultStartFrom ?? ''}`;
   }
 
   /**

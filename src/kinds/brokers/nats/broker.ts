@@ -398,7 +398,8 @@ class NatsSubscription {
     while (!this.stopping) {
       try {
         // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
-        const wanted = this.spec.startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All;
+        const startFrom = this.spec.startFrom ?? this.spec.defaultStartFrom ?? 'earliest';
+        const wanted = startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All;
         const existing = await consumerInfo(jsm, stream, name);
         let start: Partial<ConsumerConfig> = { deliver_policy: wanted };
         if (existing && existing.config.filter_subject !== this.spec.topic) {
@@ -419,10 +420,7 @@ class NatsSubscription {
           start = { deliver_policy, opt_start_seq, opt_start_time };
           if (!saidKept) {
             saidKept = true;
-            this.log.info(
-              { stream, consumer: name, startFrom: this.spec.startFrom ?? 'earliest', deliverPolicy: deliver_policy },
-              'startFrom applies to a new consumer only: the existing consumer goes on from where it is',
-            );
+            this.log.info({ stream, consumer: name, startFrom, deliverPolicy: deliver_policy }, 'startFrom applies to a new consumer only: the existing consumer goes on from where it is');
           }
         }
         await jsm.consumers.add(stream, {
