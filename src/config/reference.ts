@@ -258,7 +258,7 @@ a consume route retries the message to the targets that failed only.
   websocket clients send on \`/p\`. Paths may have parameters (\`/rooms/:room\`), bound as \`$path\`.
 - \`{broker: B, topic: T, group: G}\`: messages consumed from a topic. \`group\` defaults to
   \`eventgate-<route name>\`, shared by every gateway instance (each message handled once); a route
-  whose only targets are websocket forwards defaults to a per-instance group
+  whose only targets are forwards (websocket or event stream) defaults to a per-instance group
   (\`eventgate-<route>-<instance id>\`, instance id from \`EVENTGATE_INSTANCE_ID\` or host-pid), so
   every instance's clients see every message. A consumed message is committed only after every
   target accepted it.

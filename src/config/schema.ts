@@ -301,7 +301,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                 startFrom: {
                   enum: ['earliest', 'latest'],
                   description:
-                    "Where partitions without a committed offset start: the oldest retained record, or new records only. Default: `earliest` when a target is a broker (no record skipped), `latest` when every target is a websocket forward; a broker's `consumer.startFrom` sets it for all its routes.",
+                    "Where partitions without a committed offset start: the oldest retained record, or new records only. Default on Kafka and JetStream: `earliest` when a target is a broker or a webhook (no record skipped), `latest` when every target is a forward (websocket or event stream); memory topics: `latest`. A kafka broker's `consumer.startFrom` sets it for all its routes.",
                 },
                 fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
               },

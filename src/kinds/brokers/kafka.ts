@@ -73,7 +73,7 @@ const options = kindOptions('kafka', {
         startFrom: Type.Optional(
           oneOfStrings(['earliest', 'latest'], {
             description:
-              "Where partitions without a committed offset start, for every route reading from this broker (a route's `from.startFrom` wins). Unset: `earliest` for routes with a broker target (never skip a record), `latest` for websocket forward routes (docs/scaling.md).",
+              "Where partitions without a committed offset start, for every route reading from this broker (a route's `from.startFrom` wins). Unset: `earliest` for routes with a broker or webhook target (never skip a record), `latest` for routes whose targets are all forwards, websocket or event stream (docs/scaling.md).",
           }),
         ),
         fromBeginning: Type.Optional(Type.Boolean({ description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' })),
@@ -113,7 +113,7 @@ export interface KafkaSettings {
   connectionTimeoutMs: number;
   healthCheckIntervalMs: number;
   producer: Required<NonNullable<KafkaOptions['producer']>>;
-  /** startFrom undefined: each route's own default (earliest for durable routes, latest for websocket forwards). */
+  /** startFrom undefined: each route's own default (earliest for durable routes, latest for forwards). */
   consumer: Required<Omit<NonNullable<KafkaOptions['consumer']>, 'startFrom' | 'fromBeginning'>> & { startFrom: StartFrom | undefined };
 }
 
