@@ -111,6 +111,14 @@ routes:
   - name: fanned-watch
     from: { broker: local, topic: fanned }
     to: { listener: ws, path: /fanned, format: envelope }
+  - name: to-text
+    from: { listener: api, path: /to-text }
+    through: [ { transform: '"order " & $string(orderId)' } ]
+    to: { http: { url: "${hook.url}/to-text" } }
+  - name: to-json
+    from: { listener: api, path: /to-json }
+    through: [ { transform: '{"said": $}' } ]
+    to: { http: { url: "${hook.url}/to-json" } }
 `,
     { env: { HOOK_TOKEN: 't0ken', HOOK_SECRET: SECRET } },
   );
@@ -142,6 +150,22 @@ routes:
     // The independent Standard Webhooks implementation accepts the signature.
     assert.deepEqual(new Webhook(SECRET).verify(r!.body, r!.headers as Record<string, string>), { orderId: 7 });
     hook.respond = (_r, res) => res.end('ok');
+  });
+
+  // docs/http-edge.md, "What is sent": the value as JSON, a string value as text. The request's
+  // content-type is the body's, not the one the message arrived with before a step changed it.
+  it('sends a value a step turned into a string as text/plain, and one it turned into an object as application/json', async () => {
+    const before = hook.requests.length;
+    assert.equal((await post('/to-text', { orderId: 7 })).status, 200);
+    const json = await fetch(gw.url('api', '/to-json'), { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hi' });
+    assert.equal(json.status, 200);
+    const [text, object] = (await hook.received(before + 2)).slice(before);
+    assert.equal(text!.url, '/to-text');
+    assert.equal(text!.body, 'order 7');
+    assert.equal(text!.headers['content-type'], 'text/plain; charset=utf-8');
+    assert.equal(object!.url, '/to-json');
+    assert.deepEqual(JSON.parse(object!.body), { said: 'hi' });
+    assert.equal(object!.headers['content-type'], 'application/json');
   });
 
   it('evaluates URL and headers that need JSONata’s own evaluator as well as those it answers at once, and fails a computed URL that is not http(s)', async () => {
