@@ -137,8 +137,9 @@ Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 w
 is bound and every broker connected, else 503 with the components not ready and their state;
 with \`token\` set, an unauthenticated request gets the status only), \`GET /admin/status\` (config
 version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
-(reload now; 200 with the result, 422 with diagnostics when the file is invalid, 409 \`rolled_back\` when
-the new config could not be put in place — a port taken — and the running one was restored),
+(reload now; 200 with the result, 422 with diagnostics when the file is invalid or a new socket cannot
+bind — a port taken —, 409 \`rolled_back\` when a component kept on its port could not take it over
+from its predecessor and the running config was restored),
 \`GET /metrics\` (Prometheus), \`GET /admin/stats\` (the same counters as JSON),
 \`GET /admin/tap?route=<name>\` (WebSocket: the route's messages and outcomes, live),
 \`GET /\` (the dashboard page; it asks for the token itself; see docs/operations.md),

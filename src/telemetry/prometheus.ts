@@ -106,7 +106,7 @@ export class Prometheus {
     const reloads = counters.reloads;
     new Counter({
       name: 'eventgate_config_reloads_total',
-      help: 'Config reloads (file change, SIGHUP, POST /admin/reload) by result: success (applied or unchanged), failure (the new config was refused; the old one kept serving) or rolled_back (the new config could not be put in place, e.g. a port was taken; the old one was restored).',
+      help: 'Config reloads (file change, SIGHUP, POST /admin/reload) by result: success (applied or unchanged), failure (the new config was refused, or a new socket could not bind; the old one kept serving) or rolled_back (a component kept on its port could not take it over from its predecessor; the old one was restored).',
       labelNames: ['result'],
       registers,
       collect() {
