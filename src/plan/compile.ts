@@ -63,6 +63,8 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const { source: root, bytes } = readSource(file, options.env, diagnostics);
   const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing']]);
   if (!root) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
+  const notConfig = asyncApiDocument(root, file);
+  if (notConfig) return { plan: undefined, diagnostics: [notConfig], files: [configFile], seen: configSeen };
   // Fragments named by `include:` are merged in; the watcher follows them (and each glob's directory).
   const included = resolveIncludes(root, file, options.env, diagnostics);
   for (const [f, h] of included?.files ?? []) configSeen.set(f, h);
@@ -103,6 +105,26 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
     seen,
     secrets,
     locate: (path) => ({ file: ctx.fileOf(path), ...ctx.src.locate(path, 'key') }),
+  };
+}
+
+/**
+ * An AsyncAPI document given where a gateway config is expected (`validate -c asyncapi.yaml`, or a
+ * loop over a directory's YAML files): one problem that says so, instead of a dozen unknown keys and
+ * "cannot read '3.0.0'" from reading its `asyncapi:` version as the config's document path.
+ */
+function asyncApiDocument(root: SourceDocument, file: string): Diagnostic | undefined {
+  const v = root.value as Record<string, unknown> | null;
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || 'version' in v) return undefined;
+  if (typeof v.asyncapi !== 'string' || !/^\d+\.\d+\.\d+/.test(v.asyncapi)) return undefined;
+  const { line, column } = root.locate(['asyncapi'], 'key');
+  return {
+    file,
+    line,
+    column,
+    code: 'EG_CONFIG_SCHEMA',
+    path: formatPath(['asyncapi']),
+    message: `this is an AsyncAPI ${v.asyncapi} document, not a gateway config: name it in a gateway config's \`asyncapi:\` key, where validate checks it`,
   };
 }
 

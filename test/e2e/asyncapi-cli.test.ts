@@ -37,6 +37,16 @@ describe('eventgate validate with AsyncAPI documents', () => {
     });
   }
 
+  it('says an AsyncAPI document given as the config is one, in one line, instead of a dozen unknown keys', async () => {
+    for (const version of ['2.6', '3.0']) {
+      const file = `examples/asyncapi-${version}/streetlights.yaml`;
+      const { code, stdout } = await runCli(['validate', '-c', file]);
+      assert.equal(code, 1);
+      assert.match(stdout, /^[^\n]*:\d+:1: this is an AsyncAPI \d\.\d\.\d document, not a gateway config: name it in a gateway config's `asyncapi:` key, where validate checks it\n$/);
+      assert.ok(stdout.startsWith(`${file}:`), stdout);
+    }
+  });
+
   it('names an unknown message id and an unknown channel at their lines in gateway.yaml, with a hint', async () => {
     const dir = tempFiles({ 'gateway.yaml': config, 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': lightMeasuredPayload });
     const text = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
