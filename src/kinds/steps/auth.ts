@@ -14,7 +14,7 @@ const DEFAULT_API_KEY_HEADER = 'x-api-key';
 /** Shorter keys can be guessed; a `sha256:` digest stands for a key of any length the operator chose. */
 const MIN_API_KEY_LENGTH = 16;
 /** RFC 7518 §3.2: an HMAC key must be at least as long as the hash output. */
-const MIN_HMAC_SECRET_BYTES = 32;
+const MIN_HMAC_SECRET_CHARS = 32;
 const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
 const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
 const SHA256_DIGEST = /^sha256:([0-9a-f]{64})$/i;
@@ -58,7 +58,12 @@ const apiKeyOptions = Type.Object(
 
 const jwtOptions = Type.Object(
   {
-    secret: Type.Optional(Type.String({ minLength: MIN_HMAC_SECRET_BYTES, description: `HMAC secret (HS256/384/512), at least ${MIN_HMAC_SECRET_BYTES} bytes.` })),
+    secret: Type.Optional(
+      Type.String({
+        minLength: MIN_HMAC_SECRET_CHARS,
+        description: `HMAC secret (HS256/384/512), at least ${MIN_HMAC_SECRET_CHARS} characters, so 32 bytes or more (RFC 7518 §3.2: 256 bits for HS256).`,
+      }),
+    ),
     publicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM file with the public key (SPKI) or an X.509 certificate; watched.' })),
     jwksFile: Type.Optional(Type.String({ minLength: 1, description: 'JSON Web Key Set file; watched.' })),
     jwksUrl: Type.Optional(

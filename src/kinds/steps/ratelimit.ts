@@ -15,7 +15,13 @@ const options = Type.Object(
     per: Type.Optional(oneOfStrings(['second', 'minute', 'hour'], { default: 'second', description: 'The period of `rate`.' })),
     burst: Type.Optional(Type.Integer({ minimum: 1, description: 'Bucket size: messages a client may send at once (default: rate, rounded up).' })),
     key: Type.Optional(Type.String({ minLength: 1, description: 'JSONata expression naming the client (default: its IP address), e.g. $principal.' })),
-    maxKeys: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_KEYS, description: 'Most clients tracked at once; the least recently seen are forgotten first.' })),
+    maxKeys: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        default: DEFAULT_MAX_KEYS,
+        description: 'Most clients tracked at once. At the bound, clients whose buckets have refilled completely are forgotten first (a new bucket would be full too), then the least recently seen.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
