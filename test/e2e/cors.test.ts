@@ -20,6 +20,8 @@ listeners:
     cors: {origins: "*"}
   plain: {kind: http, port: 0}
   push: {kind: websocket, port: 0, origins: ["${APP}"]}
+  anyList: {kind: http, port: 0, cors: {origins: ["*"]}}
+  pushAny: {kind: websocket, port: 0, origins: ["*"]}
 routes:
   - name: api
     from: {listener: api, path: /in}
@@ -36,6 +38,12 @@ routes:
     to: {broker: local, topic: t}
   - name: ws
     from: {listener: push, path: /ws}
+    to: {broker: local, topic: t}
+  - name: any-list
+    from: {listener: anyList, path: /in}
+    to: {broker: local, topic: t}
+  - name: ws-any
+    from: {listener: pushAny, path: /ws}
     to: {broker: local, topic: t}
 `);
 
@@ -101,6 +109,13 @@ routes:
     assert.equal(pre.status, 404);
   });
 
+  it('reads origins ["*"] (as KrakenD and gin write it) as "*", on http and websocket listeners', async () => {
+    const r = await post(gw.url('anyList', '/in'), {}, { origin: 'https://anyone.example' });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('access-control-allow-origin'), '*');
+    (await WsClient.connect(gw.url('pushAny', '/ws', 'ws'), { origin: 'https://anyone.example' })).close();
+  });
+
   it('does not answer preflights on a listener without cors', async () => {
     const pre = await fetch(gw.url('plain', '/in'), { method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'POST' } });
     assert.equal(pre.status, 405);
@@ -117,5 +132,9 @@ routes:
     const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
     assert.equal(r.code, 1);
     assert.match(r.stdout, /gateway\.yaml:6:\d+: credentials: true needs a list of origins/);
+    const list = tempFiles({ 'gateway.yaml': 'version: 1\nlisteners:\n  api:\n    kind: http\n    port: 0\n    cors: {origins: ["*"], credentials: true}\n' });
+    const l = await runCli(['validate', '-c', `${list}/gateway.yaml`]);
+    assert.equal(l.code, 1);
+    assert.match(l.stdout, /gateway\.yaml:6:\d+: credentials: true needs a list of origins/);
   });
 });

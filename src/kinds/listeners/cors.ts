@@ -11,12 +11,18 @@ const DEFAULTS = {
   maxAge: 600,
 };
 
-const originList = Type.Array(Type.String({ pattern: '^https?://[^/]+$' }), { minItems: 1 });
+/** A list of origins; `"*"` in it means any origin, as `["*"]` does in KrakenD's and gin's CORS settings. */
+export const originList = Type.Array(Type.String({ pattern: '^(https?://[^/]+|\\*)$' }), { minItems: 1 });
+
+/** `"*"`, or a list holding it: any origin. */
+export function anyOrigin(origins: '*' | readonly string[]): boolean {
+  return origins === '*' || origins.includes('*');
+}
 
 /** `cors:` on an http listener. */
 export const corsOptions = Type.Object(
   {
-    origins: oneOf([Type.Literal('*'), originList], { description: 'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials).' }),
+    origins: oneOf([Type.Literal('*'), originList], { description: 'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials; `["*"]` is read as "*").' }),
     methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' })),
     headers: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), {
@@ -34,7 +40,7 @@ export const corsOptions = Type.Object(
 export type CorsOptions = Static<typeof corsOptions>;
 
 export function checkCors(o: CorsOptions, ctx: ListenerCompileContext): boolean {
-  if (o.origins === '*' && o.credentials) {
+  if (anyOrigin(o.origins) && o.credentials) {
     ctx.report(['cors', 'credentials'], 'EG_CONFIG_SCHEMA', 'credentials: true needs a list of origins; with "*" any site could send credentialed requests');
     return false;
   }
@@ -55,7 +61,7 @@ export class CorsPolicy {
   private readonly exposed: string;
 
   constructor(private readonly o: CorsOptions) {
-    this.origins = o.origins === '*' ? '*' : new Set(o.origins.map((x) => x.toLowerCase()));
+    this.origins = anyOrigin(o.origins) ? '*' : new Set((o.origins as string[]).map((x) => x.toLowerCase()));
     this.preflightHeaders = {
       'access-control-allow-methods': (o.methods ?? DEFAULTS.methods).join(', '),
       'access-control-allow-headers': (o.headers ?? DEFAULTS.headers).join(', '),

@@ -19,6 +19,7 @@ import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudev
 import { PathBatch, type BatchClient } from './ws-batch.js';
 import { malformedHandshake } from './ws-handshake.js';
 import { RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
+import { anyOrigin, originList } from './cors.js';
 
 const wsModule = bundled<typeof Ws>('ws');
 const { WebSocketServer } = wsModule;
@@ -55,9 +56,9 @@ const options = kindOptions('websocket', {
     }),
   ),
   origins: Type.Optional(
-    oneOf([Type.Literal('*'), Type.Array(Type.String({ pattern: '^https?://[^/]+$' }), { minItems: 1 })], {
+    oneOf([Type.Literal('*'), originList], {
       description:
-        'Origins (scheme://host[:port]) browsers may connect from, or "*" (default). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected.',
+        'Origins (scheme://host[:port]) browsers may connect from, or "*" (default; `["*"]` is read as "*"). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected.',
     }),
   ),
 });
@@ -342,7 +343,7 @@ export class WebSocketListener implements ListenerRuntime {
     if (tooMany) return refuse(socket, tooMany);
     const origin = req.headers.origin;
     const origins = this.options.origins ?? '*';
-    if (origin !== undefined && origins !== '*' && !origins.some((o) => o.toLowerCase() === origin.toLowerCase())) {
+    if (origin !== undefined && !anyOrigin(origins) && !(origins as string[]).some((o) => o.toLowerCase() === origin.toLowerCase())) {
       return refuse(socket, problem('EG_ORIGIN_NOT_ALLOWED', `origin ${origin} may not connect to this listener`));
     }
     const client = new Client(this, route.path, route.params, sharedValues(req.headers), parseQuery(q === -1 ? '' : url.slice(q + 1)), handshakeTrace(req), socket);
