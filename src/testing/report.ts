@@ -19,7 +19,7 @@ export function textReport(results: readonly TestResult[]): string {
   }
   const failed = results.filter((r) => !r.passed).length;
   lines.push('');
-  lines.push(failed === 0 ? `${results.length} tests passed` : `${failed} of ${results.length} tests failed`);
+  lines.push(failed === 0 ? `${results.length} ${results.length === 1 ? 'test' : 'tests'} passed` : `${failed} of ${results.length} tests failed`);
   return `${lines.join('\n')}\n`;
 }
 

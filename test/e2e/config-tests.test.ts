@@ -132,6 +132,21 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /^3 tests passed$/m);
   });
 
+  it('counts one test as one test', async () => {
+    const one = yaml(
+      'config: gateway.yaml',
+      'tests:',
+      '  - name: one order',
+      '    route: orders',
+      '    input: { path: /orders/7, principal: bob, value: { qty: 1 } }',
+      '    expect: { outcome: delivered }',
+    );
+    const dir = tempFiles({ 'gateway.yaml': config, 'one.tests.yaml': one });
+    const r = await runCli(['test', 'one.tests.yaml'], { cwd: dir });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^1 test passed$/m);
+  });
+
   it('fails a wrong expectation: exit 1, the test file:line, and expected vs actual', async () => {
     const wrong = tests.replace("value: { id: '42', by: alice, qty: 2, channel: web }", "value: { id: '42', by: bob, qty: 2, channel: web }").replace('status: 401', 'status: 403');
     const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': wrong });
