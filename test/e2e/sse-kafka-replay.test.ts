@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
-import { openStream, type SseEvent } from '../helpers/sse.js';
+import { openStream, sseKafkaConfig, type SseEvent } from '../helpers/sse.js';
 
 /**
  * An event-stream resume reads the Kafka topic without a consumer group (ListOffsets and Fetch to
@@ -18,26 +18,7 @@ describe('SSE resume from a Kafka topic without a consumer group', () => {
     topic = kafka.topic('sse-replay');
     await kafka.createTopic(topic, 3);
   });
-  const gw = useGateway(
-    () => `
-version: 1
-brokers:
-  kafka:
-    kind: kafka
-    brokers: ["${kafka.bootstrap}"]
-    producer: { lingerMs: 1 }
-    consumer: ${kafka.consumerYaml}
-listeners:
-  api: { kind: http, port: 0 }
-routes:
-  - name: publish
-    from: { listener: api, path: /ticks }
-    to: { broker: kafka, topic: ${topic}, key: $string(room) }
-  - name: stream
-    from: { broker: kafka, topic: ${topic}, group: sse-replay-stream }
-    to: { listener: api, path: /ticks }
-`,
-  );
+  const gw = useGateway(() => sseKafkaConfig(kafka, topic, 'sse-replay-stream'));
   before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
   });

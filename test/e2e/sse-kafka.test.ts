@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { appendCommitMarker, endOffsets, startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { openStream } from '../helpers/sse.js';
+import { openStream, sseKafkaConfig } from '../helpers/sse.js';
 
 describe('Server-Sent Events from a Kafka topic', () => {
   let kafka: KafkaCluster;
@@ -13,26 +13,7 @@ describe('Server-Sent Events from a Kafka topic', () => {
     topic = kafka.topic('sse');
     await kafka.createTopic(topic, 3);
   });
-  const gw = useGateway(
-    () => `
-version: 1
-brokers:
-  kafka:
-    kind: kafka
-    brokers: ["${kafka.bootstrap}"]
-    producer: { lingerMs: 1 }
-    consumer: ${kafka.consumerYaml}
-listeners:
-  api: { kind: http, port: 0 }
-routes:
-  - name: publish
-    from: { listener: api, path: /ticks }
-    to: { broker: kafka, topic: ${topic}, key: $string(room) }
-  - name: stream
-    from: { broker: kafka, topic: ${topic} }
-    to: { listener: api, path: /ticks }
-`,
-  );
+  const gw = useGateway(() => sseKafkaConfig(kafka, topic));
   before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
   });

@@ -42,3 +42,28 @@ export async function openStream(url: string, headers: Record<string, string> = 
   })();
   return { text: () => text, events: () => parseEvents(text), close: () => controller.abort() };
 }
+
+/**
+ * A gateway that publishes POST /ticks to a Kafka topic (keyed by `room`) and streams the topic back
+ * as events on GET /ticks: the set-up of the SSE-over-Kafka tests. `group`: the stream route's group.
+ */
+export function sseKafkaConfig(kafka: { bootstrap: string; consumerYaml: string }, topic: string, group?: string): string {
+  return `
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ["${kafka.bootstrap}"]
+    producer: { lingerMs: 1 }
+    consumer: ${kafka.consumerYaml}
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: publish
+    from: { listener: api, path: /ticks }
+    to: { broker: kafka, topic: ${topic}, key: $string(room) }
+  - name: stream
+    from: { broker: kafka, topic: ${topic}${group ? `, group: ${group}` : ''} }
+    to: { listener: api, path: /ticks }
+`;
+}
