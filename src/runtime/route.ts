@@ -434,7 +434,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   private logOutcome(observed: () => Message, outcome: Exclude<Outcome, { outcome: 'delivered' | 'filtered' }>, traceId: string, records = 1): void {
     const logger = this.deps.logger;
-    const level = outcome.outcome === 'failed' ? 'warn' : 'debug';
+    // A consumed message whose targets were cut short by the route's stop is given back, not lost
+    // (consumeUntilSettled): a warning would send the operator looking for a failure that is not one.
+    const givenBack = this.stopping && outcome.outcome === 'failed' && mayPassLater(outcome.problem) && this.plan.from.type === 'broker';
+    const level = outcome.outcome === 'failed' && !givenBack ? 'warn' : givenBack ? 'info' : 'debug';
     if (!logger.isLevelEnabled(level)) return;
     const msg = observed();
     const line: Record<string, unknown> = { route: this.name, outcome: outcome.outcome, traceId };
@@ -453,7 +456,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     }
     if (msg.topic !== null) Object.assign(line, { topic: msg.topic, partition: msg.partition, offset: msg.offset });
     if (this.deps.logOptions?.payloads) line.message = { key: msg.key, headers: msg.headers, value: msg.value };
-    logger[level](line, `message ${outcome.outcome}`);
+    logger[level](line, givenBack ? 'message given back uncommitted: the route stopped before its targets accepted it' : `message ${outcome.outcome}`);
   }
 
   /** A WebSocket client connecting to this route's path: the chain's auth steps decide. */
@@ -664,8 +667,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // Targets of a fan-out that took the message are not sent it again (everyTarget).
       if (p.took) retryCtx = { ...ctx, took: p.took };
       // A webhook target retried on its own; what failed on its last try may pass later, but not by retrying here at once.
-      const retriedByTarget = p.code === 'EG_WEBHOOK_FAILED' || p.code === 'EG_WEBHOOK_TIMEOUT';
-      const retryable = p.status === 503 || retriedByTarget;
+      const retriedByTarget = retriedByWebhook(p);
+      const retryable = mayPassLater(p);
       // A failure that may pass later, met while the route stops (stopConsuming cuts the webhook
       // tries still in flight after a grace period): the message is given back, uncommitted, for
       // whoever consumes next, never dead-lettered for the route's own stop.
@@ -910,4 +913,14 @@ function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'bro
       return out instanceof Promise ? out.then((m) => publish(t.topic, m)) : publish(t.topic, out);
     },
   };
+}
+
+/** A webhook target's failure after its own retries (it may pass later, but not by retrying at once). */
+function retriedByWebhook(p: Problem): boolean {
+  return p.code === 'EG_WEBHOOK_FAILED' || p.code === 'EG_WEBHOOK_TIMEOUT';
+}
+
+/** A failure a later try may not meet: a broker that did not acknowledge (503), a webhook that failed. */
+function mayPassLater(p: Problem): boolean {
+  return p.status === 503 || retriedByWebhook(p);
 }

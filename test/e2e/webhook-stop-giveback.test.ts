@@ -64,6 +64,15 @@ routes:
       gw.logs.filter((l) => l.msg === 'message sent to the dead-letter topic'),
       [],
     );
+    // Said as what it is (info), not as a failure (warn): nothing is lost, the next run has it.
+    assert.deepEqual(
+      gw.logs.filter((l) => l.msg === 'message failed'),
+      [],
+    );
+    const givenBack = gw.logs.filter((l) => l.msg === 'message given back uncommitted: the route stopped before its targets accepted it');
+    assert.equal(givenBack.length, 1, JSON.stringify(gw.logs.slice(-8)));
+    assert.equal(givenBack[0]!.level, 'info');
+    assert.equal(givenBack[0]!.route, 'relay');
     // Nothing reached the dead-letter topic: a sentinel published after the exit is the first there.
     await mosquittoPub(mqtt, 'undeliverable', '{"sentinel":true}', { qos: 1 });
     const seen = await dlq.until((m) => m.payload === '{"sentinel":true}', 20000);
