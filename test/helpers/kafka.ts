@@ -43,6 +43,8 @@ export interface KafkaCluster {
   failBrokerRequests(id: number, apiKey: number, count: number, code: number): Promise<void>;
   /** Broker `id` leads `partition` of `topic` from now on; the former leader answers NOT_LEADER_FOR_PARTITION (mock only). */
   moveLeader(topic: string, partition: number, id: number): Promise<void>;
+  /** Broker `id` answers every request `ms` later from now on (0: at once again), still taking each as it arrives (mock only). */
+  delayAnswers(id: number, ms: number): Promise<void>;
   /** Metadata answers UNKNOWN_TOPIC_OR_PARTITION for `topic`, as a cluster with auto-create off does for a topic that does not exist (mock only). */
   hideTopic(topic: string): Promise<void>;
   /** Produce requests the cluster received since it started (mock only: read from its debug log). */
@@ -132,6 +134,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     failBrokerRequests: (id, apiKey, count, code) => command(`broker-errors ${id} ${apiKey} ${count} ${code}`),
     moveLeader: (topic, partition, id) => command(`leader ${topic} ${partition} ${id}`),
     hideTopic: (topic) => command(`missing ${topic}`),
+    delayAnswers: (id, ms) => command(`rtt ${id} ${ms}`),
     produceRequests: () => (requestLog ? produceRequests : Number.NaN),
     leaves: (group) => (requestLog ? (leaves.get(group) ?? 0) : Number.NaN),
     groups: async () => {
@@ -175,6 +178,7 @@ function externalCluster(bootstrap: string): KafkaCluster {
     failBrokerRequests: unavailable,
     moveLeader: unavailable,
     hideTopic: unavailable,
+    delayAnswers: unavailable,
     produceRequests: () => Number.NaN,
     leaves: () => Number.NaN,
     async groups() {

@@ -8,6 +8,8 @@
  *   errors <api> <n> <err> the next n requests of API key <api> (e.g. 11 JoinGroup) fail with error code <err>
  *   broker-errors <id> <api> <n> <err>  the same, for requests broker <id> receives only (e.g. 0 Produce)
  *   leader <name> <part> <id>  broker <id> leads that partition from now on
+ *   rtt <id> <ms>          broker <id> sends each answer <ms> later from now on (0: at once again);
+ *                          it still takes each request as it arrives (a produced record is stored then)
  *   missing <name>         Metadata answers UNKNOWN_TOPIC_OR_PARTITION for the topic, as a cluster with
  *                          auto.create.topics.enable=false does for a topic that does not exist
  * Exits when stdin closes, so a test runner that dies takes its cluster with it. With MOCK_DEBUG set
@@ -41,7 +43,8 @@ int main(int argc, char **argv) {
       /* Each push adds to the broker's stack of errors for that API: n pushes, n failed requests. */
       err = RD_KAFKA_RESP_ERR_NO_ERROR;
       for (int i = 0; i < n && !err; i++) err = rd_kafka_mock_broker_push_request_error_rtts(mc, id, (int16_t)api, 1, (rd_kafka_resp_err_t)code, 0);
-    } else if (sscanf(line, "leader %255s %d %d", name, &parts, &id) == 3) err = rd_kafka_mock_partition_set_leader(mc, name, parts, id);
+    } else if (sscanf(line, "rtt %d %d", &id, &n) == 2 && n >= 0) err = rd_kafka_mock_broker_set_rtt(mc, id, n);
+    else if (sscanf(line, "leader %255s %d %d", name, &parts, &id) == 3) err = rd_kafka_mock_partition_set_leader(mc, name, parts, id);
     else if (sscanf(line, "missing %255s", name) == 1) {
       rd_kafka_mock_topic_set_error(mc, name, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
       err = RD_KAFKA_RESP_ERR_NO_ERROR;

@@ -49,7 +49,7 @@ interface SseClient {
   /** Ends the stream when the credential expires. */
   expiry: NodeJS.Timeout | undefined;
   /** Set while the client is being replayed what it missed: live events wait here meanwhile. */
-  held: { frame: Buffer; source: string; partition: number | null; offset: bigint | null }[] | undefined;
+  held: HeldEvent[] | undefined;
   /**
    * After a resume, the positions the client has seen that the path's live events have not reached
    * yet (a replay can read past what the route's consumer delivered so far): live events up to them
@@ -58,11 +58,42 @@ interface SseClient {
   ahead: SourcePositions | undefined;
 }
 
+/** A live event kept for clients being replayed, with what its id is made of should the replay have gone further. */
+interface HeldEvent {
+  frame: Buffer;
+  source: string;
+  partition: number | null;
+  offset: bigint | null;
+  event: string | undefined;
+  data: string;
+  /** The path's positions its id names (a copy: the path's go on); undefined for an event without a position. */
+  positions: SourcePositions | undefined;
+}
+
 interface PathState {
   clients: Set<SseClient>;
   /** Latest offset delivered per source route and partition on this path: the next event's id extends it. */
   positions: SourcePositions;
   format: SseFormat;
+}
+
+function copyPositions(positions: SourcePositions): SourcePositions {
+  return new Map([...positions].map(([route, ps]) => [route, new Map(ps)]));
+}
+
+/** `base` with the positions of `seen` that are further (a copy), or undefined when none is. */
+function beyond(base: SourcePositions, seen: SourcePositions): SourcePositions | undefined {
+  let merged: SourcePositions | undefined;
+  for (const [route, ps] of seen) {
+    for (const [p, offset] of ps) {
+      if ((base.get(route)?.get(p) ?? -1n) >= offset) continue;
+      merged ??= copyPositions(base);
+      let m = merged.get(route);
+      if (!m) merged.set(route, (m = new Map()));
+      m.set(p, offset);
+    }
+  }
+  return merged;
 }
 
 /** The `id:` of a stream position (`0:41,1:17`), or undefined when no position is known. */
@@ -279,13 +310,16 @@ export class SseStreams {
       if (mine.size > 0) ahead.set(route, mine);
     }
     client.ahead = ahead.size > 0 ? ahead : undefined;
-    // Live events that arrived during the replay, minus those the replay already sent.
+    // Live events that arrived during the replay, minus those the replay already sent. An id
+    // names what the client has seen: where the replay went further than the path's positions at
+    // the event's arrival (on another partition), the id carries the replay's.
     for (const h of held) {
       if (h.partition !== null && h.offset !== null) {
         const seen = last.get(h.source)?.get(h.partition);
         if (seen !== undefined && h.offset <= seen) continue;
       }
-      this.write(client, h.frame);
+      const further = h.positions && beyond(h.positions, last);
+      this.write(client, further ? this.positionedFrame(client.path, h.source, further, h.event, h.data) : h.frame);
     }
   }
 
@@ -341,9 +375,12 @@ export class SseStreams {
         const id = seen ? (this.shared.has(path) ? formatSources(state.positions) : formatPositions(seen)) : undefined;
         const frame = sseEvent({ id, event, data });
         let sent = 0;
+        let held: HeldEvent | undefined;
         for (const c of state.clients) {
-          if (c.held) c.held.push({ frame, source: route, partition: pos?.partition ?? null, offset: pos?.offset ?? null });
-          else if (c.ahead === undefined) {
+          if (c.held) {
+            held ??= { frame, source: route, partition: pos?.partition ?? null, offset: pos?.offset ?? null, event, data, positions: seen ? copyPositions(state.positions) : undefined };
+            c.held.push(held);
+          } else if (c.ahead === undefined) {
             if (this.write(c, frame)) sent++;
           } else if (pos && pos.offset <= (c.ahead.get(route)?.get(pos.partition) ?? -1n)) {
             // The replay sent it already.
@@ -371,13 +408,12 @@ export class SseStreams {
       return frame;
     }
     if (!positioned) return frame;
-    const merged: SourcePositions = new Map([...state.positions].map(([r, ps]) => [r, new Map(ps)]));
-    for (const [r, ps] of ahead) {
-      const m = merged.get(r) ?? new Map<number, bigint>();
-      merged.set(r, m);
-      for (const [p, offset] of ps) if ((m.get(p) ?? -1n) < offset) m.set(p, offset);
-    }
-    const id = this.shared.has(path) ? formatSources(merged) : formatPositions(merged.get(route) ?? new Map());
+    return this.positionedFrame(path, route, beyond(state.positions, ahead) ?? state.positions, event, data);
+  }
+
+  /** An event of `route` on `path` whose id names `positions`. */
+  private positionedFrame(path: string, route: string, positions: SourcePositions, event: string | undefined, data: string): Buffer {
+    const id = this.shared.has(path) ? formatSources(positions) : formatPositions(positions.get(route) ?? new Map());
     return sseEvent({ id, event, data });
   }
 
