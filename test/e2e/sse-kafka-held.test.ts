@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { eventually, useGateway } from '../helpers/gateway.js';
-import { startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
-import { openStream, sseKafkaConfig } from '../helpers/sse.js';
+import { describe, it } from 'node:test';
+import { eventually } from '../helpers/gateway.js';
+import { openStream, useSseKafka } from '../helpers/sse.js';
 
 /**
  * A live event that arrives while a client is being replayed waits until the replay is over. Its
@@ -11,21 +10,7 @@ import { openStream, sseKafkaConfig } from '../helpers/sse.js';
  * and a reconnect with that id got the replayed events a second time.
  */
 describe('SSE: a live event held during a resume', () => {
-  let kafka: KafkaCluster;
-  let topic: string;
-
-  before(async () => {
-    kafka = await startKafka();
-    topic = kafka.topic('sse-held');
-    await kafka.createTopic(topic, 3);
-  });
-  const gw = useGateway(() => sseKafkaConfig(kafka, topic, 'sse-held-stream'));
-  before(async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
-  });
-  after(async () => {
-    await kafka?.stop();
-  });
+  const { kafka, topic, gw } = useSseKafka('sse-held', 'sse-held-stream');
 
   /** POSTs `{n, room}`; the answer (its partition, once Kafka took it). */
   const publish = async (n: number, room: string) => {
@@ -37,28 +22,22 @@ describe('SSE: a live event held during a resume', () => {
   const numbers = (events: { data: string }[]) => events.map((e) => JSON.parse(e.data).n as number);
 
   it('carries an id that covers the replayed events: a reconnect with it gets none of them again', async () => {
-    const admin = testClient(kafka.bootstrap).admin();
-    await admin.connect();
-    const [meta] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics;
-    await admin.disconnect();
-    const leaders = new Map(meta!.partitions.map((p) => [p.partitionId, p.leader]));
-
-    // Which partition each room's key goes to; a slow room and a fast one on partitions led by different brokers.
+    // Which partition each room's key goes to; a slow room, and a fast one on another partition.
     const probe = await openStream(gw.url('api', '/ticks'));
     const partitionOf = new Map<string, number>();
     let n = 0;
     for (let r = 0; r < 12; r++) partitionOf.set(`r${r}`, await publish(++n, `r${r}`));
-    const rooms = [...partitionOf.keys()];
-    const slow = rooms.find((r) => rooms.some((o) => leaders.get(partitionOf.get(o)!) !== leaders.get(partitionOf.get(r)!)))!;
-    const slowBroker = leaders.get(partitionOf.get(slow)!)!;
-    const fast = rooms.find((r) => leaders.get(partitionOf.get(r)!) !== slowBroker)!;
+    const slow = 'r0';
+    const fast = [...partitionOf.keys()].find((r) => partitionOf.get(r) !== partitionOf.get(slow))!;
+    // Partition p's leader is broker p + 1 (useSseKafka).
+    const slowBroker = partitionOf.get(slow)! + 1;
     await eventually(() => assert.equal(probe.events().length, n), 15000);
     const lastId = probe.events().at(-1)!.id!;
 
     // The slow partition's leader answers 2 s late from now on: the route's consumer gets B late,
     // and so does the resume below, which reads B. D, on the fast partition, arrives live while the
     // resume waits, so it is held, then sent after B.
-    await kafka.delayAnswers(slowBroker, 2000);
+    await kafka().delayAnswers(slowBroker, 2000);
     let slowAnswer: Promise<number> | undefined;
     try {
       const b = ++n;
@@ -72,7 +51,7 @@ describe('SSE: a live event held during a resume', () => {
       const dId = resumed.events().at(-1)!.id!;
       resumed.close();
       await slowAnswer;
-      await kafka.delayAnswers(slowBroker, 0);
+      await kafka().delayAnswers(slowBroker, 0);
 
       // A browser reconnecting with D's id: the next live event, and nothing it saw already.
       const again = await openStream(gw.url('api', '/ticks'), { 'last-event-id': dId });
@@ -84,7 +63,7 @@ describe('SSE: a live event held during a resume', () => {
       assert.deepEqual(numbers(events), [e], `resumed after ${dId}: ${JSON.stringify(events)}`);
     } finally {
       probe.close();
-      await kafka.delayAnswers(slowBroker, 0);
+      await kafka().delayAnswers(slowBroker, 0);
       await slowAnswer?.catch(() => undefined);
     }
   });

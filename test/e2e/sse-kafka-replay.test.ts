@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { eventually, useGateway } from '../helpers/gateway.js';
-import { startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
-import { openStream, sseKafkaConfig, type SseEvent } from '../helpers/sse.js';
+import { describe, it } from 'node:test';
+import { eventually } from '../helpers/gateway.js';
+import { testClient } from '../helpers/kafka.js';
+import { openStream, useSseKafka, type SseEvent } from '../helpers/sse.js';
 
 /**
  * An event-stream resume reads the Kafka topic without a consumer group (ListOffsets and Fetch to
@@ -10,21 +10,7 @@ import { openStream, sseKafkaConfig, type SseEvent } from '../helpers/sse.js';
  * group to form (3 s on the mock, as on real Kafka) and left one group per reconnect on the cluster.
  */
 describe('SSE resume from a Kafka topic without a consumer group', () => {
-  let kafka: KafkaCluster;
-  let topic: string;
-
-  before(async () => {
-    kafka = await startKafka();
-    topic = kafka.topic('sse-replay');
-    await kafka.createTopic(topic, 3);
-  });
-  const gw = useGateway(() => sseKafkaConfig(kafka, topic, 'sse-replay-stream'));
-  before(async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
-  });
-  after(async () => {
-    await kafka?.stop();
-  });
+  const { kafka, topic, gw } = useSseKafka('sse-replay', 'sse-replay-stream');
 
   let n = 0;
   /** Publishes the next event, to room `r<n % 6>` (so to every partition, by key). */
@@ -57,7 +43,7 @@ describe('SSE resume from a Kafka topic without a consumer group', () => {
     await eventually(() => assert.equal(first.events().length, 6), 15000);
     lastId = first.events().at(-1)!.id!;
     first.close();
-    const groups = await kafka.groups();
+    const groups = await kafka().groups();
     assert.deepEqual(groups, ['sse-replay-stream']);
 
     const missed = [await publish(), await publish(), await publish(), await publish()];
@@ -68,15 +54,15 @@ describe('SSE resume from a Kafka topic without a consumer group', () => {
     );
     lastId = events.at(-1)!.id!;
     // The mock logs a group as its first JoinGroup creates it; the replay's would have been created before it read a record.
-    assert.deepEqual(await kafka.groups(), groups);
+    assert.deepEqual(await kafka().groups(), groups);
   });
 
   it('replays every partition when a leader moved since the last resume and the old leader is gone (fetching metadata again)', async () => {
-    const admin = testClient(kafka.bootstrap).admin();
+    const admin = testClient(kafka().bootstrap).admin();
     await admin.connect();
     let leaders: Map<number, number>;
     try {
-      const [meta] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics;
+      const [meta] = (await admin.fetchTopicMetadata({ topics: [topic()] })).topics;
       leaders = new Map(meta!.partitions.map((p) => [p.partitionId, p.leader]));
     } finally {
       await admin.disconnect();
@@ -85,8 +71,8 @@ describe('SSE resume from a Kafka topic without a consumer group', () => {
     // every other partition it leads move to another broker, and the old leader goes down: the
     // reader's requests to it fail until it fetches the metadata again.
     const old = leaders.get(1)!;
-    for (const [partition, leader] of leaders) if (leader === old) await kafka.moveLeader(topic, partition, (old % 3) + 1);
-    await kafka.down(old);
+    for (const [partition, leader] of leaders) if (leader === old) await kafka().moveLeader(topic(), partition, (old % 3) + 1);
+    await kafka().down(old);
     const missed: number[] = [];
     for (let i = 0; i < 6; i++) missed.push(await publish());
     const events = await resume(lastId, missed);

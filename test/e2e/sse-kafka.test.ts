@@ -2,24 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { appendCommitMarker, endOffsets, startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { openStream, sseKafkaConfig } from '../helpers/sse.js';
+import { openStream, useSseKafka } from '../helpers/sse.js';
 
 describe('Server-Sent Events from a Kafka topic', () => {
-  let kafka: KafkaCluster;
-  let topic: string;
-
-  before(async () => {
-    kafka = await startKafka();
-    topic = kafka.topic('sse');
-    await kafka.createTopic(topic, 3);
-  });
-  const gw = useGateway(() => sseKafkaConfig(kafka, topic));
-  before(async () => {
-    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
-  });
-  after(async () => {
-    await kafka?.stop();
-  });
+  const { gw } = useSseKafka('sse');
 
   const publish = async (n: number) => {
     const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n, room: `r${n % 5}` }) });

@@ -1,3 +1,6 @@
+import { after, before } from 'node:test';
+import { useGateway, type GatewayFixture } from './gateway.js';
+import { startKafka, type KafkaCluster } from './kafka.js';
 export interface SseEvent {
   id?: string;
   event?: string;
@@ -66,4 +69,30 @@ routes:
     from: { broker: kafka, topic: ${topic}${group ? `, group: ${group}` : ''} }
     to: { listener: api, path: /ticks }
 `;
+}
+
+/**
+ * For the enclosing `describe`: a mock cluster with a 3-partition topic named after `prefix`
+ * (partition p led by broker p + 1), and
+ * a gateway on sseKafkaConfig whose stream route consumes it (ready once its consumer is). The
+ * cluster and topic are read through `kafka()` and `topic()` once `before()` ran.
+ */
+export function useSseKafka(prefix: string, group?: string): { kafka: () => KafkaCluster; topic: () => string; gw: GatewayFixture } {
+  let kafka: KafkaCluster | undefined;
+  let topic = '';
+  before(async () => {
+    kafka = await startKafka();
+    topic = kafka.topic(prefix);
+    await kafka.createTopic(topic, 3);
+    // Each partition led by a broker of its own (the mock places leaders at random), before the gateway starts.
+    for (const p of [0, 1, 2]) await kafka.moveLeader(topic, p, p + 1);
+  });
+  const gw = useGateway(() => sseKafkaConfig(kafka!, topic, group));
+  before(async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stream', 20000);
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+  return { kafka: () => kafka!, topic: () => topic, gw };
 }
