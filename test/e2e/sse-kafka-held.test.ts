@@ -10,7 +10,7 @@ import { openStream, useSseKafka } from '../helpers/sse.js';
  * and a reconnect with that id got the replayed events a second time.
  */
 describe('SSE: a live event held during a resume', () => {
-  const { kafka, topic, gw } = useSseKafka('sse-held', 'sse-held-stream');
+  const { kafka, gw } = useSseKafka('sse-held', 'sse-held-stream');
 
   /** POSTs `{n, room}`; the answer (its partition, once Kafka took it). */
   const publish = async (n: number, room: string) => {
