@@ -17,7 +17,7 @@ const options = kindOptions('mqtt', {
     Type.String({
       minLength: 1,
       description:
-        'Prefix of the client ids (`<clientId>-pub` publishes, `<clientId>-<route>` per consume route); default `eventgate-<hostname>`; must differ between instances. While a reload replaces the broker, the new publish connection is `<clientId>-pub-2` (the old one finishes its publishes as `<clientId>-pub`), so an ACL by client id must allow both.',
+        'Prefix of the client ids (`<clientId>-pub` publishes, `<clientId>-<route>` per consume route); default `eventgate-<hostname>`; must differ between instances. While a reload replaces the broker, the new publish connection is `<clientId>-pub-2` (the old one finishes its publishes as `<clientId>-pub`), so an ACL by client id must allow both. A reload that changes it moves each consume route to a new session, which takes over the one it left (docs/scaling.md); changed between two runs, the old sessions stay on the server.',
     }),
   ),
   username: Type.Optional(Type.String({ description: 'User name for the server.' })),

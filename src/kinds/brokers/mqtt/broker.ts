@@ -282,6 +282,18 @@ export class MqttBroker implements BrokerRuntime {
 }
 
 /**
+ * Persistent sessions that consume routes of this process left on a server when they stopped, by
+ * server URL and subscription filter: the client id of each, and whether a successor unsubscribed
+ * it already. A successor that subscribes the same filter under another client id (a reload
+ * changed the broker's `clientId`, or renamed a route that names its `group`) adopts them
+ * (`MqttSubscription.adoptLeftSessions`): a session left behind keeps its subscription, so the
+ * server goes on queueing for it — with a shared subscription, its share of every message of the
+ * group — and no route would ever take those messages again.
+ */
+const leftSessions = new Map<string, Map<string, boolean>>();
+const sessionKey = (url: string, filter: string) => `${url}\n${filter}`;
+
+/**
  * One consume route's connection. A QoS 1 or 2 message is acknowledged — PUBACK, or PUBREC for
  * QoS 2 — only once the route accepted it (mqtt.js's `customHandleAcks` holds the acknowledgement
  * until we call back), so a message in hand when the gateway stops, crashes or loses the connection
@@ -291,6 +303,12 @@ export class MqttBroker implements BrokerRuntime {
  */
 class MqttSubscription {
   readonly link: Link;
+  private readonly settings: MqttSettings;
+  private readonly clientId: string;
+  private readonly persistent: boolean;
+  private readonly filter: string;
+  /** Connections emptying the sessions this route's predecessors left (see leftSessions). */
+  private readonly adoptions: MqttSubscription[] = [];
   private stopping = false;
   /** Every message waits for the one before it, across reconnects too (a new connection's redelivery waits for the old one's handler). */
   private chain: Promise<unknown> = Promise.resolve();
@@ -307,20 +325,26 @@ class MqttSubscription {
   unacknowledged = 0;
 
   constructor(
-    { connect }: MqttLib,
+    private readonly lib: MqttLib,
     settings: MqttSettings,
     readonly spec: SubscribeSpec,
     private readonly handler: (msg: Message) => Promise<void>,
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
+    /** The client id of a session left by a predecessor (see leftSessions), which this connection empties instead of subscribing. */
+    private readonly adopted?: string,
   ) {
+    this.settings = settings;
     // A per-instance group (WebSocket forwards) wants live messages only: a plain subscription, a clean session.
     const perInstance = spec.perInstance === true;
     const persistent = settings.persistentSessions && !perInstance;
-    const clientId = perInstance ? `${settings.clientId}-${spec.group}` : `${settings.clientId}-${spec.route}`;
-    const client = connect(settings.url, clientOptions(settings, clientId, persistent));
-    this.link = new Link(client, log, `route ${spec.route}`);
+    const clientId = adopted ?? (perInstance ? `${settings.clientId}-${spec.group}` : `${settings.clientId}-${spec.route}`);
+    this.clientId = clientId;
+    this.persistent = persistent;
+    const client = lib.connect(settings.url, clientOptions(settings, clientId, persistent));
+    this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
     const filter = settings.sharedSubscriptions && !perInstance ? `$share/${spec.group}/${spec.topic}` : spec.topic;
+    this.filter = filter;
     const qos = qosFor(settings, spec.topic);
     client.on('close', () => this.generation++);
     // Subscribe on every connect, even when the server kept the session: a server restart may
@@ -328,11 +352,23 @@ class MqttSubscription {
     client.on('connect', (connack) => {
       // A new session: the server will send nothing again, so nothing it sends is a repeat.
       if (!connack.sessionPresent) this.settled.clear();
+      if (adopted) {
+        // The server queues nothing more for the left session; what it holds still comes, and is taken like any message.
+        client.unsubscribe(filter, (err) => {
+          if (err) log.warn({ err: err.message, filter, session: adopted }, 'mqtt unsubscribe of a session left by a reload refused');
+          else log.info({ filter, session: adopted }, 'mqtt session left by a reload unsubscribed; taking what the server still holds for it');
+        });
+        return;
+      }
       client.subscribe(filter, { qos }, (err) => {
         if (err) {
           telemetry?.consumerError(spec.route);
           log.error({ err: err.message, filter }, 'mqtt subscribe refused');
-        } else log.info({ filter, qos }, 'consumer ready');
+        } else {
+          log.info({ filter, qos }, 'consumer ready');
+          // Once subscribed: from then on the group's messages come to this session.
+          this.adoptLeftSessions();
+        }
       });
     });
     // mqtt.js honours the `customHandleAcks` option for MQTT 5 only, but reads it from `options` at
@@ -386,11 +422,41 @@ class MqttSubscription {
     acknowledge();
   }
 
+  /**
+   * Takes over the persistent sessions that routes of this process left on the same server and
+   * filter under another client id: each is unsubscribed (so it takes no more of the group's
+   * messages) and what the server still holds for it is handed to this route, acknowledged as usual.
+   */
+  private adoptLeftSessions(): void {
+    if (!this.persistent || this.stopping) return;
+    const left = leftSessions.get(sessionKey(this.settings.url, this.filter));
+    if (!left) return;
+    left.delete(this.clientId);
+    for (const [id, unsubscribed] of left) {
+      left.delete(id);
+      // Once unsubscribed, a session only gives back what it still held: nothing to warn about again.
+      if (!unsubscribed)
+        this.log.warn(
+          { session: id, filter: this.filter },
+          'mqtt consume route resumed under another client id: the session it left is unsubscribed, and what the server holds for it taken by this route',
+        );
+      this.adoptions.push(new MqttSubscription(this.lib, this.settings, this.spec, this.handler, this.log, this.telemetry, id));
+    }
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
+    await Promise.allSettled(this.adoptions.map((a) => a.stop()));
     await this.chain;
     // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
     await this.link.client.endAsync().catch(() => undefined);
+    // The session stays on the server: a successor under another client id takes it over.
+    if (this.persistent) {
+      const key = sessionKey(this.settings.url, this.filter);
+      let left = leftSessions.get(key);
+      if (!left) leftSessions.set(key, (left = new Map()));
+      left.set(this.clientId, this.adopted !== undefined);
+    }
   }
 }
 
