@@ -46,6 +46,11 @@ const options = kindOptions('nats', {
   ackWaitMs: int(30000, 100, 'JetStream redelivers a message not acknowledged this long after delivery; the gateway extends it while a route still works on one.'),
   connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
   reconnectTimeWaitMs: int(500, 1, 'Wait between reconnect attempts to one server.'),
+  pingIntervalMs: int(
+    10000,
+    100,
+    'How often the client asks the server for a PONG. A connection with two PINGs unanswered is declared lost (`/readyz` 503, reconnecting): a server that stopped answering without closing the connection (frozen, or a network path silently gone) is seen within two to three intervals.',
+  ),
   ackTimeoutMs: int(5000, 1, "A publish not acknowledged (JetStream PubAck; core subjects: the server's reply to a flush) by then fails: HTTP 503, retry for consume routes."),
 });
 type NatsOptions = Static<typeof options>;
@@ -73,6 +78,7 @@ export interface NatsSettings {
   ackWaitMs: number;
   connectTimeoutMs: number;
   reconnectTimeWaitMs: number;
+  pingIntervalMs: number;
   ackTimeoutMs: number;
 }
 
@@ -125,6 +131,7 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
     ackWaitMs: o.ackWaitMs ?? 30000,
     connectTimeoutMs: o.connectTimeoutMs ?? 5000,
     reconnectTimeWaitMs: o.reconnectTimeWaitMs ?? 500,
+    pingIntervalMs: o.pingIntervalMs ?? 10000,
     ackTimeoutMs: o.ackTimeoutMs ?? 5000,
   };
 }

@@ -114,6 +114,9 @@ export class NatsBroker implements BrokerRuntime {
         reconnect: true,
         maxReconnectAttempts: -1,
         reconnectTimeWait: s.reconnectTimeWaitMs,
+        // nats.js pings every 2 minutes by default: a frozen server then kept /readyz at 200 for 4 to 6 minutes while every publish timed out.
+        pingInterval: s.pingIntervalMs,
+        maxPingOut: 2,
         // Keep trying until the server is there, as after a loss.
         waitOnFirstConnect: true,
       });
