@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { MosquittoPubStream } from '../helpers/peers.js';
+import { MosquittoPubStream, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -14,34 +14,37 @@ const PER_PART = 30;
  * giving it its share of the group's messages (one in two with one instance, for as long as the
  * session lived: `sessionExpirySeconds`, a day by default), on top of the backlog it already held,
  * and no route would ever take them — a reload lost most of the messages after it, answered 200 to
- * their publishers (spec §4, §6). The successor now takes the left session over.
+ * their publishers (spec §4, §6). The successor now takes the left session over. Likewise a reload
+ * that changed the route's topic (or group, or `sharedSubscriptions`) under the same client id:
+ * the resumed session kept the old subscription beside the new one.
  */
-describe('kind: mqtt, a reload that gives a consume route another client id', () => {
-  let mqtt: MessageServer;
-  let receiver: WebhookReceiver;
-  /** While set, the endpoint answers nothing, so a backlog builds in the route's session. */
-  let held: ServerResponse[] | undefined;
-  before(async () => {
-    mqtt = await startMosquitto();
-    receiver = await WebhookReceiver.start();
-    receiver.respond = (_r, res) => (held ? held.push(res) : res.end('ok'));
-  });
-  after(async () => {
-    for (const res of held ?? []) res.end('ok');
-    await receiver?.stop();
-    await mqtt?.stop();
-  });
+let mqtt: MessageServer;
+let receiver: WebhookReceiver;
+/** While set, the endpoint answers nothing, so a backlog builds in the route's session. */
+let held: ServerResponse[] | undefined;
+before(async () => {
+  mqtt = await startMosquitto();
+  receiver = await WebhookReceiver.start();
+  receiver.respond = (_r, res) => (held ? held.push(res) : res.end('ok'));
+});
+after(async () => {
+  for (const res of held ?? []) res.end('ok');
+  await receiver?.stop();
+  await mqtt?.stop();
+});
 
-  const config = (clientId: string) => `
+const config = (clientId: string, topic = 'jobs/#') => `
 version: 1
 admin: { port: 0, drainTimeoutMs: 500 }
 brokers:
   devices: { kind: mqtt, url: ${mqtt.url}, clientId: ${clientId}, reconnectPeriodMs: 200 }
 routes:
   - name: relay
-    from: { broker: devices, topic: jobs/# }
+    from: { broker: devices, topic: ${topic} }
     to: { http: { url: "${receiver.url}/relay" } }
 `;
+
+describe('kind: mqtt, a reload that gives a consume route another client id', () => {
   const gw = useGateway(() => config(`eg-before-${process.pid}`));
 
   /** How often the endpoint got each message. */
@@ -88,5 +91,26 @@ routes:
     assert.deepEqual(repeated, [], 'delivered more than once');
     const warning = await gw.waitForLog((l) => l.msg.startsWith('mqtt consume route resumed under another client id'), 5000, from);
     assert.equal(warning.session, `eg-before-${process.pid}-relay`);
+  });
+});
+
+describe('kind: mqtt, a reload that gives a consume route another filter under the same client id', () => {
+  const gw = useGateway(() => config(`eg-topic-${process.pid}`, 'orders/#'));
+
+  it('stops reading the topic a reload replaced: the resumed session does not keep its old subscription', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 20000);
+    const from = gw.logs.length;
+    const line = await gw.reconfigure(config(`eg-topic-${process.pid}`, 'tasks/#'));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.filter === '$share/eventgate-relay/tasks/#', 20000, from);
+    const start = receiver.requests.length;
+    // The server delivers a session's messages in order: the old topic's message would come first.
+    await mosquittoPub(mqtt, 'orders/a', JSON.stringify({ i: 100 }));
+    await mosquittoPub(mqtt, 'tasks/a', JSON.stringify({ i: 101 }));
+    await eventually(() => assert.ok(receiver.requests.slice(start).some((r) => JSON.parse(r.body).i === 101)), 15000, 50);
+    assert.deepEqual(
+      receiver.requests.slice(start).map((r) => JSON.parse(r.body).i),
+      [101],
+    );
   });
 });

@@ -283,15 +283,17 @@ export class MqttBroker implements BrokerRuntime {
 
 /**
  * Persistent sessions that consume routes of this process left on a server when they stopped, by
- * server URL and subscription filter: the client id of each, and whether a successor unsubscribed
- * it already. A successor that subscribes the same filter under another client id (a reload
- * changed the broker's `clientId`, or renamed a route that names its `group`) adopts them
- * (`MqttSubscription.adoptLeftSessions`): a session left behind keeps its subscription, so the
- * server goes on queueing for it — with a shared subscription, its share of every message of the
- * group — and no route would ever take those messages again.
+ * server URL and client id: the filter each was subscribed to, and whether a successor unsubscribed
+ * it already. A session keeps its subscription when its route stops (so the server keeps what
+ * arrives until the route is back), and a reload's successor must not inherit a subscription it
+ * does not want (`MqttSubscription.takeOverLeftSessions`): a session it resumes under the same
+ * client id with another filter (the route's topic or group changed, or `sharedSubscriptions`)
+ * would go on receiving the old filter's messages beside the new one's — each message twice when
+ * only the `$share/` prefix changed; a session left under another client id (the broker's
+ * `clientId` changed, or a route that names its `group` renamed) would go on taking its share of
+ * the group's messages, which no route would ever take again.
  */
-const leftSessions = new Map<string, Map<string, boolean>>();
-const sessionKey = (url: string, filter: string) => `${url}\n${filter}`;
+const leftSessions = new Map<string, Map<string, { filter: string; unsubscribed: boolean }>>();
 
 /**
  * One consume route's connection. A QoS 1 or 2 message is acknowledged — PUBACK, or PUBREC for
@@ -366,10 +368,10 @@ class MqttSubscription {
           log.error({ err: err.message, filter }, 'mqtt subscribe refused');
         } else {
           log.info({ filter, qos }, 'consumer ready');
-          // Once subscribed: from then on the group's messages come to this session.
-          this.adoptLeftSessions();
+          if (persistent) this.adoptLeftSessions();
         }
       });
+      if (persistent) this.dropReplacedFilter();
     });
     // mqtt.js honours the `customHandleAcks` option for MQTT 5 only, but reads it from `options` at
     // each packet; set here it holds the acknowledgement on MQTT 3.1.1 connections too.
@@ -423,19 +425,36 @@ class MqttSubscription {
   }
 
   /**
-   * Takes over the persistent sessions that routes of this process left on the same server and
-   * filter under another client id: each is unsubscribed (so it takes no more of the group's
-   * messages) and what the server still holds for it is handed to this route, acknowledged as usual.
+   * Called as it subscribes: its own session, left by a predecessor subscribed to another filter,
+   * is unsubscribed from that filter — in the same write, after the SUBSCRIBE, so no message falls
+   * between the two (one matching both in that instant comes twice: at least once).
+   */
+  private dropReplacedFilter(): void {
+    const left = leftSessions.get(this.settings.url);
+    const session = left?.get(this.clientId);
+    if (!session) return;
+    left!.delete(this.clientId);
+    if (session.filter === this.filter) return;
+    this.link.client.unsubscribe(session.filter, (err) => {
+      if (err) this.log.warn({ err: err.message, filter: session.filter }, 'mqtt unsubscribe of the filter a reload replaced refused');
+      else this.log.info({ filter: session.filter, now: this.filter }, "mqtt consume route's session unsubscribed from the filter a reload replaced");
+    });
+  }
+
+  /**
+   * Called once subscribed (the group's messages come to this session from then on): sessions
+   * that routes of this process left under another client id on the same filter are taken over —
+   * each unsubscribed (so it takes no more of the group's messages), and what the server still
+   * holds for it handed to this route, acknowledged as usual.
    */
   private adoptLeftSessions(): void {
-    if (!this.persistent || this.stopping) return;
-    const left = leftSessions.get(sessionKey(this.settings.url, this.filter));
-    if (!left) return;
-    left.delete(this.clientId);
-    for (const [id, unsubscribed] of left) {
+    const left = leftSessions.get(this.settings.url);
+    if (!left || this.stopping) return;
+    for (const [id, session] of left) {
+      if (id === this.clientId || session.filter !== this.filter) continue;
       left.delete(id);
       // Once unsubscribed, a session only gives back what it still held: nothing to warn about again.
-      if (!unsubscribed)
+      if (!session.unsubscribed)
         this.log.warn(
           { session: id, filter: this.filter },
           'mqtt consume route resumed under another client id: the session it left is unsubscribed, and what the server holds for it taken by this route',
@@ -452,10 +471,9 @@ class MqttSubscription {
     await this.link.client.endAsync().catch(() => undefined);
     // The session stays on the server: a successor under another client id takes it over.
     if (this.persistent) {
-      const key = sessionKey(this.settings.url, this.filter);
-      let left = leftSessions.get(key);
-      if (!left) leftSessions.set(key, (left = new Map()));
-      left.set(this.clientId, this.adopted !== undefined);
+      let left = leftSessions.get(this.settings.url);
+      if (!left) leftSessions.set(this.settings.url, (left = new Map()));
+      left.set(this.clientId, { filter: this.filter, unsubscribed: this.adopted !== undefined });
     }
   }
 }
