@@ -262,6 +262,15 @@ async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSett
 }
 
 /**
+ * Routing-key patterns that consume routes of this process bound their group's durable queue
+ * with, left bound when they stopped (the queue keeps collecting for the route's return), by
+ * server URL and queue. A successor of the same group with another pattern (a reload changed the
+ * route's `from.topic`) unbinds the old one once its own is bound: RabbitMQ keeps every binding a
+ * durable queue was given, and the route would otherwise go on receiving what it no longer reads.
+ */
+const leftBindings = new Map<string, { exchange: string; routingKey: string }>();
+
+/**
  * One consume route. Its queue is a queue the config declares (`queues:`) when `from.topic` names
  * one; otherwise `from.topic` is a routing-key pattern on the broker's exchange, and the route's
  * group names a durable queue bound with it (a per-instance group gets an exclusive queue that
@@ -381,6 +390,7 @@ class AmqpSubscription {
       queue = this.spec.group;
       await ch.assertQueue(queue, perInstance ? { exclusive: true, autoDelete: true, durable: false } : { durable: true });
       await ch.bindQueue(queue, this.settings.exchange.name, this.spec.topic);
+      if (!perInstance) await this.unbindReplaced(conn, queue);
     }
     if (this.stopping) {
       await ch.close().catch(() => undefined);
@@ -417,9 +427,33 @@ class AmqpSubscription {
     }
   }
 
+  /**
+   * Unbinds the pattern a stopped predecessor bound the same queue with, when it is not this
+   * route's, on a channel of its own: a refusal (the old exchange gone) closes only that channel.
+   */
+  private async unbindReplaced(conn: ChannelModel, queue: string): Promise<void> {
+    const key = `${this.settings.url}\n${queue}`;
+    const old = leftBindings.get(key);
+    leftBindings.delete(key);
+    if (old === undefined || (old.routingKey === this.spec.topic && old.exchange === this.settings.exchange.name)) return;
+    const ch = await conn.createChannel();
+    ch.on('error', () => undefined);
+    try {
+      await ch.unbindQueue(queue, old.exchange, old.routingKey);
+      this.log.info({ queue, exchange: old.exchange, routingKey: old.routingKey, now: this.spec.topic }, 'amqp queue unbound from the routing key a reload replaced');
+    } catch (err) {
+      this.log.warn({ queue, exchange: old.exchange, routingKey: old.routingKey, err: (err as Error).message }, 'amqp unbind of the routing key a reload replaced refused');
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
     clearInterval(this.poll);
+    // A pattern route leaves its group's queue bound (see leftBindings).
+    if (!Object.hasOwn(this.settings.queues, this.spec.topic) && this.spec.perInstance !== true)
+      leftBindings.set(`${this.settings.url}\n${this.spec.group}`, { exchange: this.settings.exchange.name, routingKey: this.spec.topic });
     await this.chain;
     const ch = this.channel;
     this.channel = undefined;

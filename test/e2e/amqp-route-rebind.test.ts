@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { pikaPublish } from '../helpers/peers.js';
+import { startRabbit, type MessageServer } from '../helpers/servers.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * A consume route whose `from.topic` is a routing-key pattern reads its group's durable queue,
+ * bound with the pattern. A reload that changed the pattern bound the queue with the new one and
+ * left the old binding: RabbitMQ keeps every binding a durable queue was given, so the route went
+ * on receiving the messages of the pattern it no longer reads.
+ */
+describe('kind: amqp, a reload that changes the routing-key pattern of a consume route', () => {
+  let rabbit: MessageServer;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    rabbit = await startRabbit();
+    receiver = await WebhookReceiver.start();
+  });
+  after(async () => {
+    await receiver?.stop();
+    await rabbit?.stop();
+  });
+
+  const config = (pattern: string) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  rabbit: { kind: amqp, url: ${rabbit.url} }
+routes:
+  - name: relay
+    from: { broker: rabbit, topic: ${pattern} }
+    to: { http: { url: "${receiver.url}/relay" } }
+`;
+  const gw = useGateway(() => config('orders.created'));
+
+  it('unbinds the old pattern from the route queue: only the new one arrives', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 60000);
+    const from = gw.logs.length;
+    const line = await gw.reconfigure(config('orders.paid'));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    // One queue, in publish order: a message of the old pattern would come first.
+    await pikaPublish(rabbit, 'amq.topic', 'orders.created', [{ body: JSON.stringify({ i: 1 }) }]);
+    await pikaPublish(rabbit, 'amq.topic', 'orders.paid', [{ body: JSON.stringify({ i: 2 }) }]);
+    await eventually(() => assert.ok(receiver.requests.some((r) => JSON.parse(r.body).i === 2)), 15000, 50);
+    assert.deepEqual(
+      receiver.requests.map((r) => JSON.parse(r.body).i),
+      [2],
+    );
+  });
+});
