@@ -286,8 +286,8 @@ export class MqttBroker implements BrokerRuntime {
  * server URL and client id: the filter each was subscribed to, and whether a successor unsubscribed
  * it already. A session keeps its subscription when its route stops (so the server keeps what
  * arrives until the route is back), and a reload's successor must not inherit a subscription it
- * does not want (`MqttSubscription.takeOverLeftSessions`): a session it resumes under the same
- * client id with another filter (the route's topic or group changed, or `sharedSubscriptions`)
+ * does not want (`MqttSubscription.dropReplacedFilter`, `adoptLeftSessions`): a session it
+ * resumes under the same client id with another filter (the route's topic or group changed, or `sharedSubscriptions`)
  * would go on receiving the old filter's messages beside the new one's — each message twice when
  * only the `$share/` prefix changed; a session left under another client id (the broker's
  * `clientId` changed, or a route that names its `group` renamed) would go on taking its share of
