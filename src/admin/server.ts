@@ -11,7 +11,7 @@ import type { Plan } from '../plan/types.js';
 import type { ReloadResult } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
 import { boundAddress, listen } from '../kinds/listeners/bind.js';
-import { rawResponse } from '../kinds/listeners/transport.js';
+import { rawResponse, refuseConnect } from '../kinds/listeners/transport.js';
 import { mediaTypeOf } from '../core/message.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
@@ -62,6 +62,7 @@ export class AdminServer {
       });
     });
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
+    this.server.on('connect', (_req, socket) => refuseConnect(socket, 'GET, POST, PUT'));
     this.route('GET /healthz', (_req, res) => sendJson(res, 200, { status: 'ok' }));
     // Probes need no token, so /readyz is open: it tells who is not ready and in what state
     // ("broker kafka: unreachable"), never the error behind it (an address, a DNS name: those are

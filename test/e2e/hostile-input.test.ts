@@ -50,6 +50,7 @@ const sent = { http: 0, ws: 0, raw: 0 };
 
 describe('hostile input (fuzz)', () => {
   const gw = useGateway(`version: 1
+admin: {port: 0}
 brokers:
   local: {kind: memory}
 listeners:
@@ -144,6 +145,24 @@ routes:
     }
   });
 
+  it('answers CONNECT with 405 problem+json on http, websocket and admin ports, instead of dropping the connection', async () => {
+    const ports: [string, number, string][] = [
+      ['http', gw.port('api'), 'GET, POST'],
+      ['websocket', gw.port('push'), 'GET'],
+      ['admin', Number(new URL(gw.adminUrl).port), 'GET, POST, PUT'],
+    ];
+    for (const [name, port, allow] of ports) {
+      for (const target of ['example.com:443', '/in']) {
+        sent.raw++;
+        const reply = await rawHttp(port, `CONNECT ${target} HTTP/1.1\r\nHost: example.com:443\r\n\r\n`);
+        assert.equal(reply?.status, 405, `${name} ${target}`);
+        assert.equal(reply!.headers['content-type'], 'application/problem+json');
+        assert.equal(reply!.headers.allow, allow);
+        assert.match(JSON.parse(reply!.body).detail, /^CONNECT is not supported: this server is not a proxy; use /);
+      }
+    }
+  });
+
   it('refuses an HTTP/1.1 request without Host as problem+json', async () => {
     const reply = await rawHttp(gw.port('api'), 'POST /in HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
     assert.equal(reply?.status, 400);
@@ -203,7 +222,7 @@ routes:
     assert.equal(gw.process.exitCode, null);
     const bad = gw.logs.filter((l) => /uncaught|unhandled|failed unexpectedly/.test(l.msg) || l.level === 'fatal');
     assert.deepEqual(bad, []);
-    assert.ok(sent.http > 300 && sent.ws > 10 && sent.raw === RAW_REQUESTS.length);
+    assert.ok(sent.http > 300 && sent.ws > 10 && sent.raw === RAW_REQUESTS.length + 6);
   });
 });
 

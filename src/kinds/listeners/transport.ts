@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Server as NetServer, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createSecureContext } from 'node:tls';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
@@ -138,7 +139,7 @@ export function tlsServerOptions(m: TlsMaterial): { cert: string; key: string; c
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /** An http or https server with the options' bounds applied. */
-export function createTransport(listener: string, options: TransportOptions, handler: Handler, logger: Logger): Server {
+export function createTransport(listener: string, options: TransportOptions, handler: Handler, logger: Logger, allow: string): Server {
   const httpOptions = {
     maxHeaderSize: options.maxHeaderBytes ?? TRANSPORT_DEFAULTS.maxHeaderBytes,
     headersTimeout: options.headersTimeoutMs ?? TRANSPORT_DEFAULTS.headersTimeoutMs,
@@ -151,6 +152,7 @@ export function createTransport(listener: string, options: TransportOptions, han
   const server: Server = m ? (createHttpsServer({ ...httpOptions, ...tlsServerOptions(m) }, handler) as unknown as Server) : createHttpServer(httpOptions, handler);
   applyLimits(server, options);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket));
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => refuseConnect(socket, allow));
   let dropped = 0;
   let lastLog = 0;
   server.on('drop', () => {
@@ -206,6 +208,17 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
         ? problem('EG_REQUEST_TIMEOUT', 'the request was not received in time')
         : problem('EG_BAD_REQUEST', 'the request is not valid HTTP/1.1');
   socket.end(rawResponse(p));
+}
+
+/**
+ * Answers a CONNECT request, which node hands to a 'connect' listener instead of the request
+ * handler and, without one, drops with no answer at all. eventgate is no forward proxy: 405 with
+ * the methods the server does serve (`allow`), as problem+json, then the connection is closed.
+ */
+export function refuseConnect(socket: Duplex, allow: string): void {
+  const p = problem('EG_METHOD_NOT_ALLOWED', `CONNECT is not supported: this server is not a proxy; use ${allow.replace(/, ([^,]*)$/, ' or $1')}`, { headers: { allow } });
+  if (socket.writable) socket.end(rawResponse(p));
+  else socket.destroy();
 }
 
 /** The problem for an HTTP/1.1 request without a Host header (RFC 9112 §3.2), or undefined. */

@@ -191,6 +191,7 @@ export class WebSocketListener implements ListenerRuntime {
         sendProblem(res, problem('EG_UPGRADE_REQUIRED', 'this listener speaks WebSocket only: connect with a WebSocket client to a route path'));
       },
       env.logger,
+      'GET',
     );
     // clientTracking off: ws would keep its own set of clients and a close handler per connection; the listener has its own.
     this.wss = new WebSocketServer({ noServer: true, clientTracking: false, perMessageDeflate: false, maxPayload: options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD });
