@@ -316,6 +316,26 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal(await out.next(), 'hello there');
     });
 
+    it('refuses text/plain in a charset other than UTF-8 with 415, rather than delivering it mis-decoded', async () => {
+      const out = await listen('/out/text');
+      // UTF-16 text is valid UTF-8 byte for byte: "hi" was delivered as "h\u0000i\u0000".
+      for (const [charset, body] of [
+        ['utf-16le', Buffer.from('hi', 'utf16le')],
+        ['"ISO-8859-1"', Buffer.from('caf\xe9', 'latin1')],
+      ] as const) {
+        const res = await fetch(gw.url('api', '/text'), { method: 'POST', body, headers: { 'content-type': `text/plain; charset=${charset}` } });
+        const problem = (await res.json()) as { code: string; detail: string };
+        assert.equal(res.status, 415, charset);
+        assert.equal(res.headers.get('content-type'), 'application/problem+json');
+        assert.equal(problem.code, 'EG_UNSUPPORTED_MEDIA_TYPE');
+        assert.equal(problem.detail, `text/plain in charset '${charset.replaceAll('"', '').toLowerCase()}' is not accepted; send the text as UTF-8 (charset=utf-8)`);
+      }
+      for (const charset of ['utf-8', '"UTF-8"', 'us-ascii']) {
+        assert.equal((await post(gw.url('api', '/text'), `caf\u00e9 ${charset}`, { 'content-type': `text/plain;charset=${charset}` })).status, 200, charset);
+        assert.equal(await out.next(), `caf\u00e9 ${charset}`, 'only what was accepted is delivered');
+      }
+    });
+
     it('takes a body with no content type as JSON', async () => {
       const out = await listen('/out/text');
       const res = await fetch(gw.url('api', '/text'), { method: 'POST', body: new Blob(['{"a":1}']) });

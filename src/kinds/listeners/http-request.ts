@@ -59,8 +59,27 @@ export function forwardedHeaders(raw: Readonly<Record<string, string | string[] 
  * gateway unable to take back the binary-mode webhook requests it sends for such events.
  */
 export function refusedMediaType(contentType: string, headers: Readonly<Record<string, string | string[] | undefined>>): Problem | undefined {
-  if (isJsonMedia(contentType) || contentType === 'text/plain' || headers['ce-specversion'] !== undefined) return undefined;
+  if (contentType === 'text/plain') return refusedCharset(headers['content-type']);
+  if (isJsonMedia(contentType) || headers['ce-specversion'] !== undefined) return undefined;
   return problem('EG_UNSUPPORTED_MEDIA_TYPE', `content type '${contentType}' is not accepted; send application/json (or application/*+json, or text/plain for a string value)`);
+}
+
+/** Charsets whose bytes read as UTF-8 unchanged. */
+const UTF8_CHARSETS = new Set(['utf-8', 'utf8', 'us-ascii', 'ascii']);
+
+/**
+ * A text/plain body is read as UTF-8, so one declared in another charset is refused (415) rather
+ * than delivered mis-decoded: UTF-16 text is valid UTF-8 byte for byte ("hi" became "h\0i\0"),
+ * and Latin-1 text was refused as "not valid UTF-8", which hid the cause. JSON types have no
+ * charset parameter (RFC 8259 §11): JSON is UTF-8 whatever a client writes there.
+ */
+function refusedCharset(raw: string | string[] | undefined): Problem | undefined {
+  const header = Array.isArray(raw) ? raw[0] : raw;
+  const m = header === undefined ? null : /;\s*charset\s*=\s*("?)([^";]*)\1/i.exec(header);
+  if (m === null) return undefined;
+  const charset = m[2]!.trim().toLowerCase();
+  if (UTF8_CHARSETS.has(charset)) return undefined;
+  return problem('EG_UNSUPPORTED_MEDIA_TYPE', `text/plain in charset '${charset}' is not accepted; send the text as UTF-8 (charset=utf-8)`);
 }
 
 /**
