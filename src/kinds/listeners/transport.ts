@@ -217,7 +217,10 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
  */
 export function refuseConnect(socket: Duplex, allow: string): void {
   const p = problem('EG_METHOD_NOT_ALLOWED', `CONNECT is not supported: this server is not a proxy; use ${allow.replace(/, ([^,]*)$/, ' or $1')}`, { headers: { allow } });
-  if (socket.writable) socket.end(rawResponse(p));
+  // Destroyed once the answer is out, not merely ended: node stops reading a CONNECT socket, so it
+  // would never see the client's FIN, and a server with it still open never finishes close():
+  // a shutdown after one CONNECT waited for ever.
+  if (socket.writable) socket.end(rawResponse(p), () => socket.destroy());
   else socket.destroy();
 }
 
