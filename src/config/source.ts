@@ -159,6 +159,8 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   const quotedVariables = new Set<string>();
   if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues, quotedVariables);
 
+  if (nonFiniteNumbers(doc, file, text, pos, diagnostics)) return undefined;
+
   let value: unknown;
   try {
     value = doc.toJS({ maxAliasCount: 100 });
@@ -198,6 +200,43 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
       return pos(offsetInScalar(text, node, node.value, index));
     },
   };
+}
+
+/**
+ * YAML reads `.inf`, `-.inf`, `.nan` and numbers beyond a double (`1e400`) as Infinity and NaN,
+ * which the schema's number checks let through: `rate: 1e400` made a rate limit that never
+ * limits, `retain: .inf` a memory topic that grows without bound, and JSON (`plan --format json`)
+ * cannot write them. No key of a config means anything by them, so each is named. True when any.
+ */
+function nonFiniteNumbers(doc: Document, file: string, text: string, pos: (offset: number) => { line: number; column: number }, diagnostics: Diagnostic[]): boolean {
+  let found = false;
+  visit(doc, {
+    Scalar(_key, node, ancestors) {
+      if (typeof node.value !== 'number' || Number.isFinite(node.value)) return;
+      found = true;
+      const path: PathPart[] = [];
+      const chain = [...ancestors, node];
+      for (let i = 0; i < chain.length - 1; i++) {
+        const at = chain[i];
+        if (isPair(at) && isScalar(at.key)) path.push(String(at.key.value));
+        else if (isSeq(at)) path.push(at.items.indexOf(chain[i + 1] as YamlNode));
+      }
+      const [start, end] = node.range ?? [0, 0];
+      const { line, column } = pos(start);
+      const where = path.length > 0 ? `${formatPath(path)} is` : 'the value is';
+      const written = text.slice(start, end) || String(node.value);
+      const shown = written.includes('${') ? `${written} (${node.value} once substituted)` : written;
+      diagnostics.push({
+        file,
+        line,
+        column,
+        code: 'EG_CONFIG_SCHEMA',
+        path: formatPath(path),
+        message: `${where} ${shown}, which is not a finite number: write the number itself (no setting takes an infinite or NaN value)`,
+      });
+    },
+  });
+  return found;
 }
 
 /**

@@ -214,6 +214,33 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
+    it('points at each number that is not finite (.inf, .nan, 1e400), also from a ${VAR}: a limit YAML made infinite was taken as no limit', async () => {
+      const r = await validate(
+        {
+          'gateway.yaml': yaml(
+            ...base,
+            '    maxPayloadBytes: .inf', //                                     12
+            'routes:', //                                                       13
+            '  - name: r', //                                                   14
+            '    from: { listener: api, path: /in }', //                        15
+            '    through:', //                                                  16
+            '      - ratelimit: { rate: 1e400, per: second, burst: .NaN }', //  17
+            '      - ratelimit:', //                                            18
+            '          rate: ${RATE}', //                                       19
+            '          per: second', //                                         20
+            '    to: { broker: local, topic: t }', //                           21
+          ),
+        },
+        { env: { RATE: '-1e999' } },
+      );
+      assertProblems(r, [
+        ['gateway.yaml:12:22', /^listeners\.push\.maxPayloadBytes is \.inf, which is not a finite number/],
+        ['gateway.yaml:17:28', /^routes\[0\]\.through\[0\]\.ratelimit\.rate is 1e400, which is not a finite number/],
+        ['gateway.yaml:17:55', /^routes\[0\]\.through\[0\]\.ratelimit\.burst is \.NaN, which is not a finite number/],
+        ['gateway.yaml:19:17', /^routes\[0\]\.through\[1\]\.ratelimit\.rate is \$\{RATE\} \(-Infinity once substituted\), which is not a finite number/],
+      ]);
+    });
+
     it('points at an MQTT keep-alive longer than the protocol can carry', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'brokers:', '  devices: { kind: mqtt, url: "mqtt://localhost:1883", keepaliveSeconds: 65536 }') });
       assertProblems(r, [['gateway.yaml:3:74', /brokers\.devices\.keepaliveSeconds must be <= 65535/]]);
