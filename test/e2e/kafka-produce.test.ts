@@ -230,9 +230,9 @@ routes:
     assert.equal((await client.next()).type, 'ack');
     client.close();
     assert.equal((await post(gw.url('api', '/reshaped'), '{ "id" : "o-3", "extra" : true }')).status, 200);
-    // After the first test's order.
-    const [order] = (await kcatConsume(kafka.bootstrap, t.orders, 2)).slice(-1);
-    assert.equal(order!.value, body);
+    // Beside the first test's order, on a partition of its own or not: kcat gives the partitions' records in any order.
+    const order = (await kcatConsume(kafka.bootstrap, t.orders, 2)).find((r) => r.key === 'o-2');
+    assert.equal(order?.value, body);
     assert.equal(order!.headers['ce-type'], 'order.created');
     // After the two frames of the test before.
     const frames = await kcatConsume(kafka.bootstrap, t.frames, 3);
