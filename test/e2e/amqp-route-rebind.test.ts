@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { pikaPublish } from '../helpers/peers.js';
+import { pikaDeleteExchange, pikaPublish } from '../helpers/peers.js';
 import { startRabbit, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -48,6 +48,38 @@ routes:
     assert.deepEqual(
       receiver.requests.map((r) => JSON.parse(r.body).i),
       [2],
+    );
+  });
+
+  it("unbinds from the old exchange when the reload changes the broker's exchange too, and consumes on though that exchange was deleted", async () => {
+    const onExchange = (exchange: string, pattern: string) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  rabbit: { kind: amqp, url: ${rabbit.url}, exchange: { name: ${exchange}, type: topic } }
+routes:
+  - name: relay
+    from: { broker: rabbit, topic: ${pattern} }
+    to: { http: { url: "${receiver.url}/relay" } }
+`;
+    let from = gw.logs.length;
+    await gw.reconfigure(onExchange('old-events', 'orders.created'));
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    // Its bindings go with it. An unbind from an exchange that no longer exists may be refused (404,
+    // closing the channel it was asked on: the route unbinds on a channel of its own); either way it consumes on.
+    await pikaDeleteExchange(rabbit, 'old-events');
+    from = gw.logs.length;
+    const line = await gw.reconfigure(onExchange('new-events', 'orders.shipped'));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    const unbind = await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('amqp') && l.msg.includes('the routing key a reload replaced'), 30000, from);
+    assert.equal(unbind.exchange, 'old-events');
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    const before = receiver.requests.length;
+    await pikaPublish(rabbit, 'new-events', 'orders.shipped', [{ body: JSON.stringify({ i: 3 }) }, { body: JSON.stringify({ i: 4 }) }]);
+    await eventually(() => assert.equal(receiver.requests.length, before + 2), 15000, 50);
+    assert.deepEqual(
+      receiver.requests.slice(before).map((r) => JSON.parse(r.body).i),
+      [3, 4],
     );
   });
 });

@@ -190,6 +190,11 @@ export async function pikaDeclareQueue(server: MessageServer, queue: string, exc
   await run(PY, [AMQP_PEER, server.url, 'declare', queue, exchange, key]);
 }
 
+/** Deletes an exchange, and with it every binding to it. */
+export async function pikaDeleteExchange(server: MessageServer, exchange: string): Promise<void> {
+  await run(PY, [AMQP_PEER, server.url, 'delete-exchange', exchange]);
+}
+
 /** Messages ready in a queue (neither delivered nor unacknowledged). */
 export async function pikaQueueDepth(server: MessageServer, queue: string): Promise<number> {
   const { stdout } = await run(PY, [AMQP_PEER, server.url, 'count', queue]);

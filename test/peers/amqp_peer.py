@@ -5,6 +5,7 @@
   amqp_peer.py URL consume QUEUE COUNT TIMEOUT_S  prints COUNT messages as JSON lines, acking each
   amqp_peer.py URL declare QUEUE EXCHANGE KEY     declares a durable queue bound to EXCHANGE with KEY
   amqp_peer.py URL count QUEUE                     prints the queue's ready message count
+  amqp_peer.py URL delete-exchange EXCHANGE        deletes an exchange (and so its bindings)
   amqp_peer.py URL ping                            prints "ok" once a connection and a channel are open (readiness)
 
 Publishing uses publisher confirms, so a line printed "ok" is a message the broker took.
@@ -54,6 +55,9 @@ def main():
         channel.queue_declare(queue, durable=True)
         if exchange:
             channel.queue_bind(queue, exchange, routing_key=key)
+        print("ok", flush=True)
+    elif command == "delete-exchange":
+        channel.exchange_delete(args[0])
         print("ok", flush=True)
     elif command == "ping":
         print("ok", flush=True)
