@@ -286,13 +286,19 @@ describe('eventgate validate', { concurrency: 4 }, () => {
             '      - http: { url: "ftp://files.example.com/in" }',
             '      - http: { url: "${HOOK_URL}" }',
             '      - http: { url: "https://hooks.example.com/${TENANT}/in" }',
+            '      - http: { url: "http://127.0.0.1:0/in" }',
+            '      - http: { url: "http://127.0.0.1:65536/in" }',
+            '      - http: { url: "http://127.0.0.1:/in" }',
+            '      - http: { url: "http://127.0.0.1:08080/in" }',
           ),
         },
         { env: { HOOK_URL: 'localhost:8080/hook', TENANT: 'acme' } },
       );
       assertProblems(r, [
-        ['gateway.yaml:16:22', /^routes\[0\]\.to\[0\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path\), got string "ftp:\/\/files\.example\.com\/in"$/],
-        ['gateway.yaml:17:22', /^routes\[0\]\.to\[1\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path\), got string "localhost:8080\/hook"$/],
+        ['gateway.yaml:16:22', /^routes\[0\]\.to\[0\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "ftp:\/\/files\.example\.com\/in"$/],
+        ['gateway.yaml:17:22', /^routes\[0\]\.to\[1\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "localhost:8080\/hook"$/],
+        ['gateway.yaml:19:22', /^routes\[0\]\.to\[3\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "http:\/\/127\.0\.0\.1:0\/in"$/],
+        ['gateway.yaml:20:22', /^routes\[0\]\.to\[4\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "http:\/\/127\.0\.0\.1:65536\/in"$/],
       ]);
     });
 

@@ -168,7 +168,7 @@ routes:
     assert.equal(object!.headers['content-type'], 'application/json');
   });
 
-  it('evaluates URL and headers that need JSONata’s own evaluator as well as those it answers at once, and fails a computed URL that is not http(s)', async () => {
+  it('evaluates URL and headers that need JSONata’s own evaluator as well as those it answers at once, and fails a computed URL that is not http(s) or names port 0', async () => {
     const from = hook.requests.length;
     // `target` and the literal have fast paths; $uppercase needs JSONata.
     const ok = await post('/computed', { target: `${hook.url}/computed/1`, name: 'alice' });
@@ -182,7 +182,12 @@ routes:
     const p = (await bad.json()) as { code: string; detail: string };
     assert.equal(p.code, 'EG_EXPRESSION_FAILED');
     assert.match(p.detail, /url expression gave "ftp:\/\/example.com\/x", which is not an http\(s\) URL/);
-    // Nothing was sent for it.
+    const port0 = await post('/computed', { target: 'http://127.0.0.1:0/x', name: 'carol' });
+    assert.equal(port0.status, 500);
+    const p0 = (await port0.json()) as { code: string; detail: string };
+    assert.equal(p0.code, 'EG_EXPRESSION_FAILED');
+    assert.equal(p0.detail, "'http://127.0.0.1:0/x' names port 0, which no request can reach");
+    // Nothing was sent for either.
     assert.equal(hook.requests.length, from + 1);
   });
 

@@ -42,15 +42,16 @@ export const WEBHOOK_DEFAULTS = { method: 'POST', timeoutMs: 10_000, attempts: 3
 
 /**
  * An http(s) URL as `new URL()` reads it: a scheme, a host (a name or a bracketed IPv6 address), an
- * optional port up to 65535, then anything. Stated in the schema so `validate` reports it where it is written.
+ * optional port from 1 to 65535 (port 0 parses, but no request can reach it), then anything. Stated in the schema so `validate` reports it where it is written.
  */
-const HTTP_URL = '^https?://([^\\s/?#@]*@)?([^\\s/?#:@\\[\\]<>^|\\\\%]+|\\[[0-9A-Fa-f:.]+\\])(:([0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#].*)?$';
+const HTTP_URL =
+  '^https?://([^\\s/?#@]*@)?([^\\s/?#:@\\[\\]<>^|\\\\%]+|\\[[0-9A-Fa-f:.]+\\])(:(0{0,4}[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])?)?([/?#].*)?$';
 
 export const webhookOptions = Type.Object(
   {
     url: oneOf(
       [
-        stringMatching(HTTP_URL, 'an http(s) URL (http://host[:port]/path)'),
+        stringMatching(HTTP_URL, 'an http(s) URL (http://host[:port]/path, port 1–65535)'),
         Type.Object({ expression: Type.String({ minLength: 1, description: 'JSONata expression giving the http(s) URL per message.' }) }, { additionalProperties: false }),
       ],
       { description: 'http(s) URL, or `{expression: <JSONata>}` computing it per message.' },
@@ -519,7 +520,10 @@ function computedEndpoint(v: unknown): Endpoint | WebhookError {
 
 function parseEndpoint(url: string): Endpoint | WebhookError {
   try {
-    return endpointOf(new URL(url));
+    const parsed = new URL(url);
+    // The WHATWG parser takes port 0, but no request can reach it: every try would be refused.
+    if (parsed.port === '0') return new WebhookError(problem('EG_EXPRESSION_FAILED', `'${url}' names port 0, which no request can reach`));
+    return endpointOf(parsed);
   } catch {
     return new WebhookError(problem('EG_EXPRESSION_FAILED', `'${url}' is not a valid URL`));
   }
