@@ -190,7 +190,9 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       const forbidden = forbiddenKeys(e.parentSchema) ?? [];
       const present = isPlainMap(e.data) ? Object.keys(e.data).filter((k) => forbidden.includes(k)) : [];
       const message = rule?.replace('{keys}', andList(present)).replace('{s}', present.length === 1 ? 's' : '');
-      return { ...at(present.length > 0 ? [...path, present[0]!] : path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: ${message ?? e.message ?? 'is not allowed here'}` };
+      // A rule about a map points at the offending key (or the map's); one about a value, at the value.
+      const place = present.length > 0 ? at([...path, present[0]!], 'key') : at(path, isPlainMap(e.data) ? 'key' : 'value');
+      return { ...place, code: 'EG_CONFIG_SCHEMA', message: `${where}: ${message ?? e.message ?? 'is not allowed here'}` };
     }
     case 'pattern': {
       // A string made with stringMatching() names what it must be in its title.

@@ -1,7 +1,7 @@
 import { MAX_TIMER_MS } from '../core/expiry.js';
 import { NOT_WEBHOOK_KEYS, webhookOptions } from '../kinds/targets/webhook.js';
 import type { JsonSchema } from '../kinds/contracts.js';
-import { exactlyOne, forbidKeys } from '../kinds/define.js';
+import { exactlyOne, forbidKeys, withMessage } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
 export const SCHEMA_ID = 'https://eventgate.dev/gateway.schema.json';
@@ -208,7 +208,20 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         properties: {
           port: { type: 'integer', minimum: 0, maximum: 65535, description: 'TCP port of the admin server (0: any free port).' },
           host: { type: 'string', default: '127.0.0.1', description: 'Interface to bind; the default keeps the admin server local.' },
-          token: { type: 'string', minLength: 1, description: 'Bearer token required on /admin/* (health, readiness and metrics stay open).' },
+          token: {
+            type: 'string',
+            minLength: 1,
+            description: 'Bearer token required on /admin/* (health, readiness and metrics stay open).',
+            // A header value cannot carry a control character, and HTTP drops the whitespace around
+            // it: such a token could never be sent in Authorization. The rule's message does not
+            // quote the value (a secret).
+            allOf: [
+              withMessage(
+                { not: { pattern: '^\\s|\\s$|[\\u0000-\\u001f\\u007f]' } },
+                'a token must not start or end with whitespace or hold a control character (a line break from a secret file?): it could never be sent in an Authorization header',
+              ),
+            ],
+          },
           drainTimeoutMs: {
             type: 'integer',
             minimum: 0,

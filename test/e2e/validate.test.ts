@@ -654,6 +654,18 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(r.code, 1);
       assert.doesNotMatch(r.stdout, /quoted/);
     });
+    it('points at an admin token that no Authorization header could carry (a line break from a secret file), without quoting it', async () => {
+      const files = { 'gateway.yaml': yaml('version: 1', 'admin:', '  port: 0', '  token: ${ADMIN_TOKEN}') };
+      const rule = /^admin\.token: a token must not start or end with whitespace or hold a control character \(a line break from a secret file\?\): it could never be sent in an Authorization header$/;
+      for (const token of ['s3cret-admin-token\n', ' s3cret-admin-token', 's3cret\u0007admin-token']) {
+        const r = await validate(files, { env: { ADMIN_TOKEN: token } });
+        assertProblems(r, [['gateway.yaml:4:10', rule]]);
+        assert.doesNotMatch(r.stdout, /s3cret/);
+      }
+      // Written in the file, too; a space inside the token is sendable and allowed.
+      assertProblems(await validate({ 'gateway.yaml': yaml('version: 1', 'admin:', '  port: 0', '  token: "tab\\tinside-token"') }), [['gateway.yaml:4:10', rule]]);
+      assert.equal((await validate(files, { env: { ADMIN_TOKEN: 's3cret admin-token' } })).code, 0);
+    });
   });
 
   describe('files, names and paths', () => {
