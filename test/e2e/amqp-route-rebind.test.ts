@@ -71,7 +71,7 @@ routes:
     from = gw.logs.length;
     const line = await gw.reconfigure(onExchange('new-events', 'orders.shipped'));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
-    const unbind = await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('amqp') && l.msg.includes('the routing key a reload replaced'), 30000, from);
+    const unbind = await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('amqp') && l.msg.includes('a binding a reload dropped'), 30000, from);
     assert.equal(unbind.exchange, 'old-events');
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
     const before = receiver.requests.length;

@@ -4,6 +4,7 @@ import { payloadMessage, valuePayload, type Delivery, type Message } from '../..
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
+import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { AmqpPublisher } from './publisher.js';
 
 const MAX_BACKOFF_MS = 5000;
@@ -54,6 +55,12 @@ export class AmqpBroker implements BrokerRuntime {
   private publisher: AmqpPublisher | undefined;
   private state: Health = { ready: false, detail: 'connecting' };
   private stopped = false;
+  /** The server and vhost (serverOf): what bindings are remembered by. */
+  readonly server: string;
+  /** The connection on which this broker's declared queues have their bindings in place; cleared when it goes. */
+  private topologyOn: ChannelModel | undefined;
+  /** Whether this broker ever bound its declared queues: one that never connected has nothing on the server to take back. */
+  private declaredOnce = false;
   private backoff = 250;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly subscriptions = new Set<AmqpSubscription>();
@@ -71,6 +78,7 @@ export class AmqpBroker implements BrokerRuntime {
     env: RuntimeEnv,
   ) {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
+    this.server = serverOf(settings.url);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'amqp');
   }
@@ -80,18 +88,68 @@ export class AmqpBroker implements BrokerRuntime {
     // Loaded when a broker starts, so commands that start none (validate, schema) never load it.
     const { connect } = await import('amqplib');
     this.open = connect;
+    liveBrokers.add(this);
     void this.connect();
   }
 
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    liveBrokers.delete(this);
     clearTimeout(this.retryTimer);
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
     // Wait (bounded) for confirms in flight, then close.
     const deadline = Date.now() + this.settings.ackTimeoutMs;
     while (this.confirms.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await this.leaveDeclaredBindings();
+    this.topologyOn = undefined;
     await this.connection?.close().catch(() => undefined);
+  }
+
+  /** Whether this broker declares `queue`, with its bindings, at every connect. */
+  private declares(queue: string): boolean {
+    return Object.hasOwn(this.settings.queues, queue) && this.settings.queues[queue]!.declare;
+  }
+
+  /**
+   * The bindings of `queue` this broker holds: those of the queue when it declares it, and the
+   * routing-key patterns of its running consume routes whose group names the queue.
+   */
+  bindingsOf(queue: string): Binding[] {
+    const declared = this.declares(queue) ? declaredBindings(this.settings.queues[queue]!, this.settings) : [];
+    return declared.concat([...this.subscriptions].flatMap((s) => s.bindingOf(queue) ?? []));
+  }
+
+  /**
+   * When another broker of this name runs on the same server, a reload replaced this one (or this
+   * one was its replacement, undone before the commit): the bindings of this broker's declared
+   * queues that no broker of this process still holds go. The broker that declares the queue now
+   * unbinds them once its own bindings are in place: at once when it has connected, else when it
+   * does (connect()). When none declares it (the entry removed), this broker unbinds them itself.
+   * Any other stop (a shutdown, a failed start, the broker removed or moved to another server)
+   * leaves every binding on the server: the queue keeps collecting for the next process.
+   */
+  private async leaveDeclaredBindings(): Promise<void> {
+    if (!this.declaredOnce || ![...liveBrokers].some((b) => b.name === this.name && b.server === this.server)) return;
+    const server = this.server;
+    const queues = Object.keys(this.settings.queues).filter((q) => this.declares(q) && this.settings.queues[q]!.bindings.length > 0);
+    await Promise.all(
+      queues.map(async (queue) => {
+        leaveBindings(server, queue, declaredBindings(this.settings.queues[queue]!, this.settings));
+        const declarers = [...liveBrokers].filter((b) => b.server === server && b.declares(queue));
+        if (declarers.length > 0) {
+          const bound = declarers.find((b) => b.topologyOn !== undefined);
+          if (bound) await unbindLeft(bound.topologyOn!, server, queue, keptBindings(server, queue), bound.log);
+          return;
+        }
+        if (this.topologyOn) await unbindLeft(this.topologyOn, server, queue, keptBindings(server, queue), this.log);
+        else
+          this.log.warn(
+            { queue, bindings: declaredBindings(this.settings.queues[queue]!, this.settings) },
+            'amqp bindings a reload dropped are left on the server (not connected to unbind them): remove them there',
+          );
+      }),
+    );
   }
 
   reconfigure(): void {}
@@ -122,6 +180,10 @@ export class AmqpBroker implements BrokerRuntime {
         if (this.connection === conn) this.state = { ready: true };
       });
       await declareTopology(conn, this.settings);
+      this.topologyOn = conn;
+      this.declaredOnce = true;
+      // What a replaced broker of this process left on these queues goes now that the new bindings are in place.
+      await Promise.all(Object.keys(this.settings.queues).map((q) => (this.declares(q) ? unbindLeft(conn, this.server, q, keptBindings(this.server, q), this.log) : undefined)));
       const publisher = await conn.createConfirmChannel();
       publisher.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp publish channel error'));
       publisher.on('return', (m: ConsumeMessage) => {
@@ -143,6 +205,7 @@ export class AmqpBroker implements BrokerRuntime {
       this.log.info('amqp connected');
       for (const s of this.subscriptions) s.attach(conn);
     } catch (err) {
+      this.topologyOn = undefined;
       const why = connectFailure(err as Error, this.settings);
       this.state = { ready: false, detail: `unreachable: ${why}` };
       this.log.warn({ err: why, retryInMs: this.backoff }, 'amqp connect failed; retrying');
@@ -154,6 +217,7 @@ export class AmqpBroker implements BrokerRuntime {
     if (this.stopped || !this.connection) return;
     this.connection = undefined;
     this.publisher = undefined;
+    this.topologyOn = undefined;
     this.state = { ready: false, detail: `unreachable: ${why}` };
     this.log.warn({ reason: why }, 'amqp connection lost; reconnecting');
     // Publishes awaiting a confirm on the dead channel will never get one.
@@ -258,17 +322,20 @@ async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSett
   const args: Record<string, unknown> = { ...q.arguments };
   if (q.deadLetterExchange !== undefined) args['x-dead-letter-exchange'] = q.deadLetterExchange;
   await ch.assertQueue(name, { durable: q.durable, arguments: args });
-  for (const b of q.bindings) await ch.bindQueue(name, b.exchange ?? s.exchange.name, b.routingKey);
+  for (const b of declaredBindings(q, s)) await ch.bindQueue(name, b.exchange, b.routingKey);
 }
 
-/**
- * Routing-key patterns that consume routes of this process bound their group's durable queue
- * with, left bound when they stopped (the queue keeps collecting for the route's return), by
- * server URL and queue. A successor of the same group with another pattern (a reload changed the
- * route's `from.topic`) unbinds the old one once its own is bound: RabbitMQ keeps every binding a
- * durable queue was given, and the route would otherwise go on receiving what it no longer reads.
- */
-const leftBindings = new Map<string, { exchange: string; routingKey: string }>();
+function declaredBindings(q: AmqpQueue, s: AmqpSettings): Binding[] {
+  return q.bindings.map((b) => ({ exchange: b.exchange ?? s.exchange.name, routingKey: b.routingKey }));
+}
+
+/** The amqp brokers of this process that started and have not stopped. */
+const liveBrokers = new Set<AmqpBroker>();
+
+/** Every binding of `queue` on `server` that a running broker or consume route of this process holds. */
+function keptBindings(server: string, queue: string): Binding[] {
+  return [...liveBrokers].filter((b) => b.server === server).flatMap((b) => b.bindingsOf(queue));
+}
 
 /**
  * One consume route. Its queue is a queue the config declares (`queues:`) when `from.topic` names
@@ -298,6 +365,21 @@ class AmqpSubscription {
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
   ) {}
+
+  private get server(): string {
+    return serverOf(this.settings.url);
+  }
+
+  /** The binding a pattern route gives its group's durable queue; undefined for a declared queue's route or a per-instance one. */
+  private boundBinding(): Binding | undefined {
+    if (Object.hasOwn(this.settings.queues, this.spec.topic) || this.spec.perInstance === true) return undefined;
+    return { exchange: this.settings.exchange.name, routingKey: this.spec.topic };
+  }
+
+  /** The binding this running route holds on `queue`, if any. */
+  bindingOf(queue: string): Binding | undefined {
+    return !this.stopping && this.spec.group === queue ? this.boundBinding() : undefined;
+  }
 
   attach(conn: ChannelModel): void {
     if (this.stopping) return;
@@ -390,7 +472,8 @@ class AmqpSubscription {
       queue = this.spec.group;
       await ch.assertQueue(queue, perInstance ? { exclusive: true, autoDelete: true, durable: false } : { durable: true });
       await ch.bindQueue(queue, this.settings.exchange.name, this.spec.topic);
-      if (!perInstance) await this.unbindReplaced(conn, queue);
+      // A predecessor of the group with another pattern (a reload changed `from.topic`) left its own bound.
+      if (!perInstance) await unbindLeft(conn, this.server, queue, keptBindings(this.server, queue), this.log);
     }
     if (this.stopping) {
       await ch.close().catch(() => undefined);
@@ -427,33 +510,12 @@ class AmqpSubscription {
     }
   }
 
-  /**
-   * Unbinds the pattern a stopped predecessor bound the same queue with, when it is not this
-   * route's, on a channel of its own: a refusal (the old exchange gone) closes only that channel.
-   */
-  private async unbindReplaced(conn: ChannelModel, queue: string): Promise<void> {
-    const key = `${this.settings.url}\n${queue}`;
-    const old = leftBindings.get(key);
-    leftBindings.delete(key);
-    if (old === undefined || (old.routingKey === this.spec.topic && old.exchange === this.settings.exchange.name)) return;
-    const ch = await conn.createChannel();
-    ch.on('error', () => undefined);
-    try {
-      await ch.unbindQueue(queue, old.exchange, old.routingKey);
-      this.log.info({ queue, exchange: old.exchange, routingKey: old.routingKey, now: this.spec.topic }, 'amqp queue unbound from the routing key a reload replaced');
-    } catch (err) {
-      this.log.warn({ queue, exchange: old.exchange, routingKey: old.routingKey, err: (err as Error).message }, 'amqp unbind of the routing key a reload replaced refused');
-    } finally {
-      await ch.close().catch(() => undefined);
-    }
-  }
-
   async stop(): Promise<void> {
     this.stopping = true;
     clearInterval(this.poll);
-    // A pattern route leaves its group's queue bound (see leftBindings).
-    if (!Object.hasOwn(this.settings.queues, this.spec.topic) && this.spec.perInstance !== true)
-      leftBindings.set(`${this.settings.url}\n${this.spec.group}`, { exchange: this.settings.exchange.name, routingKey: this.spec.topic });
+    // A pattern route leaves its group's queue bound, collecting for the route's return; a successor with another pattern unbinds it (unbindLeft).
+    const bound = this.boundBinding();
+    if (bound) leaveBindings(this.server, this.spec.group, [bound]);
     await this.chain;
     const ch = this.channel;
     this.channel = undefined;

@@ -1,0 +1,71 @@
+import type { Channel, ChannelModel } from 'amqplib';
+import type { Logger } from '../../../log.js';
+
+/** A queue's binding: an exchange and a routing key (a pattern on a topic exchange). */
+export interface Binding {
+  exchange: string;
+  routingKey: string;
+}
+
+const sameBinding = (a: Binding, b: Binding) => a.exchange === b.exchange && a.routingKey === b.routingKey;
+
+/**
+ * The server and virtual host a URL names, as amqplib reads it (default port, `/` for no vhost),
+ * without the credentials: a reload that changes only the password still names the same queues.
+ */
+export function serverOf(url: string): string {
+  try {
+    const u = new URL(url);
+    const port = u.port || (u.protocol === 'amqps:' ? '5671' : '5672');
+    return `${u.hostname.toLowerCase()}:${port} vhost ${u.pathname.length > 1 ? decodeURIComponent(u.pathname.slice(1)) : '/'}`;
+  } catch {
+    return url;
+  }
+}
+
+/**
+ * Bindings that what made them in this process no longer holds, by server (serverOf) and queue: a
+ * stopped consume route's pattern on its group's queue, the bindings of a declared queue whose
+ * broker a reload replaced or removed. RabbitMQ keeps every binding a durable queue was given and
+ * AMQP 0-9-1 cannot list them, so the gateway remembers them here until whatever binds the queue
+ * next has its own bindings in place, and then unbinds those nobody in the process still wants
+ * (unbindLeft). A process knows nothing of what an earlier one bound.
+ */
+const leftBindings = new Map<string, Binding[]>();
+
+const key = (server: string, queue: string) => `${server}\n${queue}`;
+
+export function leaveBindings(server: string, queue: string, bindings: readonly Binding[]): void {
+  const left = leftBindings.get(key(server, queue)) ?? [];
+  for (const b of bindings) if (!left.some((l) => sameBinding(l, b))) left.push(b);
+  leftBindings.set(key(server, queue), left);
+}
+
+/**
+ * Unbinds from `queue` what was left on it (leaveBindings) and is not in `kept` (every binding of
+ * the queue that something in this process still holds), once. Called once the caller's own
+ * bindings are in place, so a message that matches both an old and a new binding is not lost in
+ * between. Each unbind goes on a channel of its own: a refusal (the exchange or the queue deleted
+ * meanwhile, 404) closes that channel, is logged, and stops nothing else.
+ */
+export async function unbindLeft(conn: ChannelModel, server: string, queue: string, kept: readonly Binding[], log: Logger): Promise<void> {
+  // Taken synchronously: whoever comes next finds nothing to do.
+  const left = leftBindings.get(key(server, queue));
+  leftBindings.delete(key(server, queue));
+  for (const b of left?.filter((l) => !kept.some((k) => sameBinding(k, l))) ?? []) {
+    let ch: Channel | undefined;
+    try {
+      ch = await conn.createChannel();
+      ch.on('error', () => undefined);
+      await ch.unbindQueue(queue, b.exchange, b.routingKey);
+      log.info({ queue, exchange: b.exchange, routingKey: b.routingKey }, 'amqp queue unbound from a binding a reload dropped');
+    } catch (err) {
+      log.warn(
+        { queue, exchange: b.exchange, routingKey: b.routingKey, err: (err as Error).message },
+        'amqp unbind of a binding a reload dropped refused; if the binding is still on the server, remove it there',
+      );
+    } finally {
+      await ch?.close().catch(() => undefined);
+    }
+  }
+}
