@@ -5,7 +5,7 @@ import { type AddressInfo, createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { pikaDeleteExchange, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
-import { startRabbit, type MessageServer } from '../helpers/servers.js';
+import { startRabbit, type RabbitServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -15,7 +15,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * delivering what the edited config no longer asks for.
  */
 describe('kind: amqp, a reload that drops bindings of a declared queue', () => {
-  let rabbit: MessageServer;
+  let rabbit: RabbitServer;
   let receiver: WebhookReceiver;
   before(async () => {
     rabbit = await startRabbit();
@@ -127,6 +127,33 @@ routes:
       [200, 201],
     );
     assert.equal(gw.logs.slice(from).filter(aboutOld).length, 1);
+  });
+
+  it('an unbind RabbitMQ refuses (403: no read permission on the old exchange) is logged once, and the route consumes on', async () => {
+    let from = gw.logs.length;
+    await gw.reconfigure(config(['orders.denied'], 'denied-events'));
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+    // queue.unbind needs read permission on the exchange: taken away for that one exchange.
+    await rabbit.ctl('set_permissions', '-p', '/', 'guest', '.*', '.*', '^(?!denied-events$).*');
+    try {
+      from = gw.logs.length;
+      const line = await gw.reconfigure(config(['orders.allowed'], 'allowed-events'));
+      assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+      const refused = await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('amqp unbind of a binding a reload dropped refused'), 15000, from);
+      assert.equal(refused.exchange, 'denied-events');
+      assert.match(String(refused.err), /ACCESS_REFUSED/);
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
+      const start = receiver.requests.length;
+      await send('allowed-events', 'orders.allowed', 600, 601);
+      await eventually(() => assert.equal(receiver.requests.length, start + 2), 15000, 50);
+      assert.deepEqual(
+        bodies(start).map((b) => b.i),
+        [600, 601],
+      );
+      assert.equal(gw.logs.slice(from).filter((l) => typeof l.msg === 'string' && l.msg.includes('a binding a reload dropped')).length, 1);
+    } finally {
+      await rabbit.ctl('set_permissions', '-p', '/', 'guest', '.*', '.*', '.*');
+    }
   });
 
   it('a reload rejected after the new broker bound its queue: what it added is unbound, what the running config has stays', async () => {

@@ -229,7 +229,12 @@ export async function startNats(): Promise<MessageServer> {
  * machine: start one per test file and share it between the file's tests (queues of their own).
  * `advancedConfig`: an `advanced.config` (Erlang terms) for settings such as `consumer_timeout`.
  */
-export async function startRabbit(options: { advancedConfig?: string } = {}): Promise<MessageServer> {
+/** A RabbitMQ node the tests can also administer: `ctl` runs `rabbitmqctl` against it (e.g. set_permissions). */
+export interface RabbitServer extends MessageServer {
+  ctl(...args: string[]): Promise<string>;
+}
+
+export async function startRabbit(options: { advancedConfig?: string } = {}): Promise<RabbitServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-rabbitmq-'));
   if (options.advancedConfig) writeFileSync(join(dir, 'advanced.config'), options.advancedConfig);
   const ports = new Set<number>();
@@ -275,5 +280,12 @@ export async function startRabbit(options: { advancedConfig?: string } = {}): Pr
   await proc.start();
   const killEpmd = () => void spawnSync('epmd', ['-kill'], { env: { ...process.env, ERL_EPMD_PORT: String(epmdPort) } });
   process.once('exit', killEpmd);
-  return serverOf(proc, url, port, dir, killEpmd);
+  const ctlScript = '/usr/lib/rabbitmq/bin/rabbitmqctl';
+  // As the node's own user, with its HOME (the Erlang cookie) and epmd port.
+  const ctl = async (...ctlArgs: string[]): Promise<string> => {
+    const [file, argv] = asRoot ? ['setpriv', ['--reuid', String(uid), '--regid', String(gid), '--init-groups', ctlScript, ...ctlArgs]] : [ctlScript, ctlArgs];
+    const { stdout } = await promisify(execFile)(file, argv, { env });
+    return stdout;
+  };
+  return { ...serverOf(proc, url, port, dir, killEpmd), ctl };
 }
