@@ -186,7 +186,8 @@ log:
 
 A long evaluation gives the event loop a turn every 10 ms, so other traffic is answered while a
 runaway expression runs out its time (docs/security.md). Regular expressions run on RE2 (linear
-time, no backtracking): backreferences and lookaround are config errors.
+time, no backtracking): backreferences and lookaround are config errors. A reload that changes
+these limits rebuilds every route, so the new limits apply to the next message.
 
 \`\`\`yaml
 expressions:

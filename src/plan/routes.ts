@@ -217,7 +217,8 @@ function compileRoute(
   });
   return {
     name: raw.name,
-    key: canonical({ raw, steps: steps.map((s) => s.key), files: fileHashes }),
+    // The expression limits are compiled into the route's expressions: a change to them rebuilds it.
+    key: canonical({ raw, steps: steps.map((s) => s.key), files: fileHashes, expressions: ctx.limits }),
     from,
     steps: steps.map((s) => s.step),
     stepIds,

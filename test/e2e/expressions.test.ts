@@ -94,6 +94,33 @@ routes:
   });
 });
 
+describe('expression limits on reload (spec §6)', () => {
+  const gw = useGateway();
+  const config = (maxDepth: number) => `version: 1
+expressions: {maxDepth: ${maxDepth}}
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0}
+routes:
+  - name: count-down
+    from: {listener: api, path: /count}
+    through: [{transform: '($f := function($n){ $n = 0 ? 0 : 1 + $f($n - 1) }; {"depth": $f(n)})'}]
+    to: {broker: local, topic: t, key: '$string(n)'}
+`;
+
+  it('applies a changed expressions.maxDepth to the routes it did not otherwise change', async () => {
+    await gw.start(config(500));
+    assert.equal((await post(gw.url('api', '/count'), { n: 100 })).status, 200);
+    const line = await gw.reconfigure(config(20));
+    assert.equal(line.msg, 'config reloaded');
+    // Before, the route was kept with the expressions compiled under the old limit: 200.
+    const r = await post(gw.url('api', '/count'), { n: 100 });
+    assert.equal(r.status, 500, r.text);
+    assert.match(r.body.detail, /recursed deeper than 20 levels/);
+  });
+});
+
 describe('expression results JSON cannot hold', () => {
   const gw = useGateway(`version: 1
 admin: {port: 0}
