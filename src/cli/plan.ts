@@ -40,7 +40,9 @@ export interface PlanReport {
   brokers?: ComponentDiff & { reconfigure: string[] };
   listeners?: ComponentDiff & { rebind: string[] };
   routes?: ComponentDiff;
-  admin?: 'keep' | 'start' | 'restart' | 'stop';
+  admin?: 'keep' | 'start' | 'restart' | 'reconfigure' | 'stop';
+  /** The `log` section (level, payloads), which a reload applies in place. */
+  log?: 'keep' | 'change';
   disconnected?: Disconnect[];
   groups?: Rejoin[];
   errors: { file: string; line: number; column: number; message: string; path: string; code: string }[];
@@ -62,6 +64,8 @@ export async function planCommand(o: PlanOptions): Promise<number> {
 
   let before: Plan | undefined;
   let clients: Record<string, number> = {};
+  let logBefore: string | undefined;
+  let running: PlanFingerprint | undefined;
   if (o.from !== undefined) {
     const old = await loadPlan(o.from, { registry, env: o.env });
     if (!old.plan) {
@@ -69,12 +73,15 @@ export async function planCommand(o: PlanOptions): Promise<number> {
       return notMade(`the old config ${o.from} is invalid, so there is nothing to compare with`, old.diagnostics.map(toError));
     }
     before = old.plan;
+    logBefore = planFingerprint(before).log;
   } else if (o.admin !== undefined) {
     const fetched = await fetchRunning(o.admin, o.token);
     if ('error' in fetched) return notMade(fetched.error);
     if (fetched.fingerprint === null) return notMade(`the gateway at ${o.admin} has no config loaded`);
     before = planFromFingerprint(fetched.fingerprint);
     clients = fetched.fingerprint.clients ?? {};
+    logBefore = fetched.fingerprint.log;
+    running = fetched.fingerprint;
   }
 
   const next = await loadPlan(o.config, { registry, env: o.env });
@@ -84,7 +91,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     return 1;
   }
   // Against a running gateway only hashes are known: compare hashes with hashes.
-  const after = o.admin !== undefined ? planFromFingerprint(planFingerprint(next.plan)) : next.plan;
+  const after = running ? planFromFingerprint(comparableWith(running, planFingerprint(next.plan))) : next.plan;
   // Against a running gateway only hashes are known: a changed broker counts as replaced.
   const diff = summarize(diffPlans(before, after, registry, { reconfigureBrokers: o.admin === undefined }));
 
@@ -122,7 +129,9 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     if (r.from.type === 'broker') groups.push({ route: name, broker: r.from.broker, topic: r.from.topic, group: r.from.group ?? `eventgate-${name}`, change: 'leave' });
   }
 
-  const changes = [diff.brokers, diff.listeners, diff.routes].some((d) => d.add.length + d.change.length + d.remove.length > 0) || diff.admin !== 'keep';
+  // A first start has no log settings to change; otherwise a new log level is a change a reload makes.
+  const log = before !== undefined && logBefore !== undefined && logBefore !== planFingerprint(next.plan).log ? 'change' : 'keep';
+  const changes = [diff.brokers, diff.listeners, diff.routes].some((d) => d.add.length + d.change.length + d.remove.length > 0) || diff.admin !== 'keep' || log !== 'keep';
   const report: PlanReport = {
     valid: true,
     changes,
@@ -133,12 +142,22 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     listeners: diff.listeners,
     routes: diff.routes,
     admin: diff.admin,
+    log,
     disconnected,
     groups,
     errors: [],
   };
   write(o.format, report);
   return changes ? 2 : 0;
+}
+
+/**
+ * NEW's fingerprint without the hashes the running gateway did not send (a gateway older than this
+ * CLI has no admin options or log hash): what cannot be compared is not reported as a change.
+ */
+function comparableWith(running: PlanFingerprint, next: PlanFingerprint): PlanFingerprint {
+  const admin = next.admin && running.admin?.config === undefined ? { key: next.admin.key } : next.admin;
+  return { ...next, admin };
 }
 
 async function fetchRunning(url: string, token: string | undefined): Promise<{ fingerprint: PlanFingerprint | null } | { error: string }> {
@@ -225,7 +244,9 @@ function text(r: PlanReport): string {
   section('broker', r.brokers!, (n) => (r.brokers!.reconfigure.includes(n) ? ' (reconfigured in place)' : ' (replaced)'));
   section('listener', r.listeners!, (n) => (r.listeners!.rebind.includes(n) ? ' (new socket)' : ' (same socket)'));
   section('route', r.routes!);
-  if (r.admin !== 'keep') lines.push(`  ~ admin server: ${r.admin}`);
+  if (r.admin === 'reconfigure') lines.push('  ~ admin server: reconfigured in place (same socket)');
+  else if (r.admin !== 'keep') lines.push(`  ~ admin server: ${r.admin}`);
+  if (r.log === 'change') lines.push('  ~ log settings (applied in place)');
   const kept = r.brokers!.keep.length + r.listeners!.keep.length + r.routes!.keep.length;
   if (!r.changes) lines.push(`no changes: a reload would keep all ${kept} components as they are`);
   else lines.push(`  = ${kept} kept (${[...r.brokers!.keep, ...r.listeners!.keep, ...r.routes!.keep].join(', ') || 'none'})`);

@@ -52,7 +52,7 @@ export function summarize(t: Transition): {
   brokers: ChangeSummary & { reconfigure: string[] };
   listeners: ChangeSummary & { rebind: string[] };
   routes: ChangeSummary;
-  admin: 'keep' | 'start' | 'restart' | 'stop';
+  admin: 'keep' | 'start' | 'restart' | 'reconfigure' | 'stop';
 } {
   const lists = <P>(changes: readonly Change<P>[]): ChangeSummary => ({
     add: named(changes, 'add'),
@@ -60,7 +60,7 @@ export function summarize(t: Transition): {
     remove: named(changes, 'remove'),
     keep: named(changes, 'keep'),
   });
-  const admin = t.admin === undefined ? 'keep' : ({ add: 'start', remove: 'stop', replace: 'restart', keep: 'keep', reconfigure: 'keep' } as const)[t.admin.op];
+  const admin = t.admin === undefined ? 'keep' : ({ add: 'start', remove: 'stop', replace: 'restart', keep: 'keep', reconfigure: 'reconfigure' } as const)[t.admin.op];
   return {
     brokers: { ...lists(t.brokers), reconfigure: named(t.brokers, 'reconfigure') },
     listeners: { ...lists(t.listeners), rebind: named(t.listeners, 'replace') },

@@ -1,4 +1,4 @@
-import { hash } from '../core/canonical.js';
+import { canonical, hash } from '../core/canonical.js';
 import type { Plan, RoutePlan, SourcePlan } from './types.js';
 
 /**
@@ -9,7 +9,10 @@ import type { Plan, RoutePlan, SourcePlan } from './types.js';
  */
 export interface PlanFingerprint {
   version: string;
-  admin: { key: string } | null;
+  /** `key`: its socket (port, host); `config`: all of its options, which a reload applies in place when the socket stays (a token). */
+  admin: { key: string; config?: string } | null;
+  /** The `log` section, which a reload applies in place. */
+  log?: string;
   brokers: { name: string; kind: string; key: string }[];
   listeners: { name: string; kind: string; key: string; socketKey: string; paths: string[] }[];
   routes: { name: string; key: string; from: SourcePlan; brokers: string[]; listeners: string[] }[];
@@ -34,7 +37,8 @@ export function planFingerprint(plan: Plan): PlanFingerprint {
   const paths = listenerPaths(plan.routes.values());
   return {
     version: plan.version,
-    admin: plan.admin ? { key: digest(plan.admin.key) } : null,
+    admin: plan.admin ? { key: digest(plan.admin.key), config: digest(canonical(plan.admin)) } : null,
+    log: digest(canonical(plan.log)),
     brokers: [...plan.brokers.values()].map((b) => ({ name: b.name, kind: b.kind, key: digest(b.key) })),
     listeners: [...plan.listeners.values()].map((l) => ({ name: l.name, kind: l.kind, key: digest(l.key), socketKey: digest(l.socketKey), paths: [...(paths.get(l.name) ?? [])].sort() })),
     routes: [...plan.routes.values()].map((r) => ({ name: r.name, key: digest(r.key), from: r.from, brokers: r.brokers, listeners: r.listeners })),
@@ -50,7 +54,7 @@ export function planFromFingerprint(fp: PlanFingerprint): Plan {
     version: fp.version,
     file: '',
     files: new Map(),
-    admin: fp.admin ? ({ key: fp.admin.key } as Plan['admin']) : undefined,
+    admin: fp.admin ? ({ key: fp.admin.key, config: fp.admin.config } as unknown as Plan['admin']) : undefined,
     log: { level: 'info', payloads: false },
     expressions: { timeoutMs: 0, maxDepth: 0 },
     brokers: new Map(fp.brokers.map((b) => [b.name, { name: b.name, kind: b.kind, options: {}, key: b.key }])),

@@ -68,6 +68,25 @@ describe('eventgate plan --from OLD', () => {
     assert.deepEqual(report.errors, []);
   });
 
+  it('exits 2 for a reload that only changes the admin token or drain timeout, or the log level (applied in place)', async () => {
+    const old = base('a > 1');
+    const cases: [string, string, RegExp][] = [
+      ['token', old.replace('plan-test-token-0123456789', 'another-plan-token-0123456789'), /^ {2}~ admin server: reconfigured in place \(same socket\)$/m],
+      ['drain', old.replace('admin: { port: 0,', 'admin: { port: 0, drainTimeoutMs: 2000,'), /^ {2}~ admin server: reconfigured in place \(same socket\)$/m],
+      ['log', `${old}log: { level: debug }\n`, /^ {2}~ log settings \(applied in place\)$/m],
+    ];
+    for (const [what, changed, line] of cases) {
+      const dir = tempFiles({ 'old.yaml': old, 'new.yaml': changed });
+      // Before, each was "no changes", exit 0: a CI job would skip the deploy of a new admin token.
+      const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+      assert.equal(r.code, 2, `${what}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, line, what);
+      const json = JSON.parse((await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
+      assert.equal(json.changes, true, what);
+      assert.deepEqual([json.admin, json.log], what === 'log' ? ['keep', 'change'] : ['reconfigure', 'keep'], what);
+    }
+  });
+
   it('exits 1 with every validation error when NEW is invalid', async () => {
     const dir = tempFiles({ 'old.yaml': base('a > 1'), 'new.yaml': base('a >').replace('kind: memory', 'kind: memroy') });
     const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir });
@@ -166,6 +185,18 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       assert.equal(wrong.code, 1);
       assert.match(wrong.stderr, /refused the token given with --token: it is not admin\.token \(401\)/);
       assert.match(JSON.parse(wrong.stdout).errors[0].message, /refused the token given with --token/);
+
+      // Only hashes of the running config are known, yet a new token or log level is a change.
+      const settings = tempFiles({
+        'token.yaml': base('a > 1').replace('plan-test-token-0123456789', 'another-plan-token-0123456789'),
+        'log.yaml': `${base('a > 1')}log: { level: debug }\n`,
+      });
+      const tokenPlan = await runCli(['plan', '-c', 'token.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: settings });
+      assert.equal(tokenPlan.code, 2, tokenPlan.stdout + tokenPlan.stderr);
+      assert.equal(JSON.parse(tokenPlan.stdout).admin, 'reconfigure');
+      const logPlan = await runCli(['plan', '-c', 'log.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: settings });
+      assert.equal(logPlan.code, 2, logPlan.stdout + logPlan.stderr);
+      assert.equal(JSON.parse(logPlan.stdout).log, 'change');
 
       // Apply the filter change only: afterwards the plan for that config is empty.
       await gw.reconfigure(base('a > 2'));
