@@ -3,7 +3,7 @@ import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
 import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
-import { listenerPaths, planFingerprint, planFromFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
+import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
 import type { Plan } from '../plan/types.js';
 
 export interface PlanOptions {
@@ -112,9 +112,9 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   const groups: Rejoin[] = [];
   const groupOf = (p: Plan, route: string) => {
     const r = p.routes.get(route)!;
-    if (r.from.type !== 'broker') return undefined;
-    const perInstance = r.to.length > 0 && r.to.every((t) => t.type === 'listener');
-    return { route, broker: r.from.broker, topic: r.from.topic, group: r.from.group ?? (perInstance ? `eventgate-${route}-<instance>` : `eventgate-${route}`) };
+    const group = consumerGroup(r);
+    if (r.from.type !== 'broker' || group === undefined) return undefined;
+    return { route, broker: r.from.broker, topic: r.from.topic, group };
   };
   for (const name of diff.routes.add) {
     const g = groupOf(next.plan, name);
@@ -125,8 +125,8 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     if (g) groups.push({ ...g, change: 'rejoin' });
   }
   for (const name of diff.routes.remove) {
-    const r = before!.routes.get(name)!;
-    if (r.from.type === 'broker') groups.push({ route: name, broker: r.from.broker, topic: r.from.topic, group: r.from.group ?? `eventgate-${name}`, change: 'leave' });
+    const g = groupOf(before!, name);
+    if (g) groups.push({ ...g, change: 'leave' });
   }
 
   // A first start has no log settings to change; otherwise a new log level is a change a reload makes.

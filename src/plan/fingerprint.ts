@@ -15,7 +15,8 @@ export interface PlanFingerprint {
   log?: string;
   brokers: { name: string; kind: string; key: string }[];
   listeners: { name: string; kind: string; key: string; socketKey: string; paths: string[] }[];
-  routes: { name: string; key: string; from: SourcePlan; brokers: string[]; listeners: string[] }[];
+  /** `group`: the consumer group of a route that reads a broker (consumerGroup()). */
+  routes: { name: string; key: string; from: SourcePlan; group?: string; brokers: string[]; listeners: string[] }[];
   /** Clients connected to each listener that keeps connections open (filled in by the running gateway). */
   clients?: Record<string, number>;
 }
@@ -41,7 +42,7 @@ export function planFingerprint(plan: Plan): PlanFingerprint {
     log: digest(canonical(plan.log)),
     brokers: [...plan.brokers.values()].map((b) => ({ name: b.name, kind: b.kind, key: digest(b.key) })),
     listeners: [...plan.listeners.values()].map((l) => ({ name: l.name, kind: l.kind, key: digest(l.key), socketKey: digest(l.socketKey), paths: [...(paths.get(l.name) ?? [])].sort() })),
-    routes: [...plan.routes.values()].map((r) => ({ name: r.name, key: digest(r.key), from: r.from, brokers: r.brokers, listeners: r.listeners })),
+    routes: [...plan.routes.values()].map((r) => ({ name: r.name, key: digest(r.key), from: r.from, group: consumerGroup(r), brokers: r.brokers, listeners: r.listeners })),
   };
 }
 
@@ -59,6 +60,33 @@ export function planFromFingerprint(fp: PlanFingerprint): Plan {
     expressions: { timeoutMs: 0, maxDepth: 0 },
     brokers: new Map(fp.brokers.map((b) => [b.name, { name: b.name, kind: b.kind, options: {}, key: b.key }])),
     listeners: new Map(fp.listeners.map((l) => [l.name, { name: l.name, kind: l.kind, options: {}, key: l.key, socketKey: l.socketKey }])),
-    routes: new Map(fp.routes.map((r) => [r.name, { name: r.name, key: r.key, from: r.from, steps: [], to: [], deadletter: undefined, ack: false, brokers: r.brokers, listeners: r.listeners }])),
+    // The targets are not known here: `from.group` carries the group the route resolved (consumerGroup() reads it).
+    routes: new Map(
+      fp.routes.map((r) => [
+        r.name,
+        {
+          name: r.name,
+          key: r.key,
+          from: r.from.type === 'broker' && r.group !== undefined ? { ...r.from, group: r.group } : r.from,
+          steps: [],
+          to: [],
+          deadletter: undefined,
+          ack: false,
+          brokers: r.brokers,
+          listeners: r.listeners,
+        },
+      ]),
+    ),
   };
+}
+
+/**
+ * The consumer group of a route that reads a broker, as `eventgate plan` names it: its `group`, or
+ * the default the runtime gives it (src/runtime/route.ts): `eventgate-<route>`, and a group per
+ * instance (`eventgate-<route>-<instance>`) when every target is a websocket or SSE forward.
+ */
+export function consumerGroup(r: RoutePlan): string | undefined {
+  if (r.from.type !== 'broker') return undefined;
+  const perInstance = r.to.length > 0 && r.to.every((t) => t.type === 'listener');
+  return r.from.group ?? (perInstance ? `eventgate-${r.name}-<instance>` : `eventgate-${r.name}`);
 }

@@ -87,6 +87,17 @@ describe('eventgate plan --from OLD', () => {
     }
   });
 
+  it('names the per-instance group a removed websocket forward route leaves, as the one it joined', async () => {
+    const withoutOut = base('a > 1').replace(/ {2}- name: out\n.*\n.*\n/, '');
+    const dir = tempFiles({ 'old.yaml': base('a > 1'), 'new.yaml': withoutOut, 'first.yaml': withoutOut });
+    const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    // Before: "leaves: eventgate-out", a group the route never joined.
+    assert.match(r.stdout, /^consumer group leaves: eventgate-out-<instance> \(route out, local\/t\)$/m);
+    const back = await runCli(['plan', '-c', 'old.yaml', '--from', 'first.yaml'], { cwd: dir });
+    assert.match(back.stdout, /^consumer group joins: eventgate-out-<instance> \(route out, local\/t\)$/m);
+  });
+
   it('exits 1 with every validation error when NEW is invalid', async () => {
     const dir = tempFiles({ 'old.yaml': base('a > 1'), 'new.yaml': base('a >').replace('kind: memory', 'kind: memroy') });
     const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir });
@@ -197,6 +208,10 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       const logPlan = await runCli(['plan', '-c', 'log.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: settings });
       assert.equal(logPlan.code, 2, logPlan.stdout + logPlan.stderr);
       assert.equal(JSON.parse(logPlan.stdout).log, 'change');
+
+      const removed = tempFiles({ 'new.yaml': base('a > 1').replace(/ {2}- name: out\n.*\n.*\n/, '') });
+      const leave = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: removed });
+      assert.deepEqual(JSON.parse(leave.stdout).groups, [{ route: 'out', broker: 'local', topic: 't', group: 'eventgate-out-<instance>', change: 'leave' }]);
 
       // Apply the filter change only: afterwards the plan for that config is empty.
       await gw.reconfigure(base('a > 2'));
