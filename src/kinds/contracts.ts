@@ -409,6 +409,12 @@ export interface ListenerRuntime {
    * `reason` is the close reason clients read (default: the gateway is shutting down).
    */
   stop(opts: { drainMs: number; reason?: string }): Promise<void>;
+  /**
+   * Shutdown's first phase, for listeners that keep clients connected (websocket): stop accepting
+   * and let in-flight work finish up to drainMs, but keep the clients, so forwards still reach
+   * them until stop() closes them once consume routes have committed and brokers flushed.
+   */
+  quiesce?(opts: { drainMs: number }): Promise<void>;
   /** Apply options that do not need a new socket. */
   reconfigure(options: unknown): void;
   bind(bindings: ListenerBindings): void;

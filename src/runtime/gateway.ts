@@ -358,7 +358,10 @@ export class Gateway {
     // the exit past drainTimeoutMs; its message in hand stays uncommitted and is delivered again.
     const deadline = performance.now() + drainMs;
     const left = () => Math.max(0, deadline - performance.now());
-    await Promise.allSettled([...this.listeners.values()].map((l) => l.stop({ drainMs })));
+    // Stop accepting and finish in-flight requests and frames. Websocket clients stay connected
+    // (quiesce) until the end, so messages in flight still reach them (spec §7: they are closed
+    // with 1001 after in-flight messages finished, producers flushed and offsets committed).
+    await Promise.allSettled([...this.listeners.values()].map((l) => (l.quiesce ? l.quiesce({ drainMs }) : l.stop({ drainMs }))));
     for (const b of this.brokers.values()) b.shuttingDown?.();
     await Promise.allSettled(
       [...this.routes.values()].map(async (r) => {
@@ -370,6 +373,7 @@ export class Gateway {
     );
     await within(Promise.allSettled([...this.retiring]), left());
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
+    await Promise.allSettled([...this.listeners.values()].filter((l) => l.quiesce).map((l) => l.stop({ drainMs: left() })));
     await this.admin?.stop();
     this.logger.info('shutdown complete');
   }

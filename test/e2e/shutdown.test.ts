@@ -44,7 +44,7 @@ function slowPost(url: string, n: number): { req: ClientRequest; finish(): void;
 describe('shutdown (spec §7)', () => {
   const gw = useGateway();
 
-  it('on SIGTERM finishes requests in flight with 200, refuses new connections, reports not ready, closes websockets with 1001 and exits 0', async () => {
+  it('on SIGTERM finishes requests in flight with 200, refuses new connections, reports not ready, then closes websockets with 1001 and exits 0', async () => {
     const g = await gw.start(config());
     const out = await WsClient.connect(g.url('push', '/out', 'ws'));
     const events = await WsClient.connect(g.url('push', '/events', 'ws'));
@@ -58,21 +58,32 @@ describe('shutdown (spec §7)', () => {
     const exited = g.stop('SIGTERM');
     await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
 
-    // Draining: not ready, new connections refused, websocket clients told 1001.
+    // Draining: not ready, new connections refused on both listeners.
     const ready = await fetch(`${g.adminUrl}/readyz`);
     assert.equal(ready.status, 503);
     assert.ok(((await ready.json()) as { reasons: string[] }).reasons.includes('shutting down'));
     await assert.rejects(post(g.url('api', '/in'), { n: 99 }), (err: Error & { cause?: { code?: string } }) => err.cause?.code === 'ECONNREFUSED');
-    assert.equal((await out.waitClose()).code, 1001);
-    assert.equal((await events.waitClose()).code, 1001);
+    await assert.rejects(WsClient.connect(g.url('push', '/out', 'ws')));
+    // The websocket clients are still connected while messages are in flight (spec §7 closes them
+    // last): a frame is answered, refused with 503. Before, they had already been closed with 1001.
+    out.send({ n: 98 });
+    const refused = await out.next();
+    assert.deepEqual([refused.type, refused.status, refused.code], ['error', 503, 'EG_SHUTTING_DOWN']);
 
-    // The requests in flight still finish, with 200 and their deliveries.
+    // The requests in flight still finish, with 200 and their deliveries, the websocket
+    // forward included: its client gets the message before its 1001.
     for (const s of slow) s.finish();
     for (const s of slow) {
       const { status, body } = await s.reply;
       assert.equal(status, 200);
       assert.equal(body.deliveries[0].broker, 'local');
+      assert.deepEqual(body.deliveries[1], { listener: 'push', path: '/out', clients: 1 });
     }
+    const forwarded = [];
+    for (let i = 0; i < slow.length; i++) forwarded.push((await out.next()).n);
+    assert.deepEqual(forwarded.sort(), [1, 2, 3, 4, 5]);
+    assert.equal((await out.waitClose()).code, 1001);
+    assert.equal((await events.waitClose()).code, 1001);
     assert.deepEqual(await exited, { code: 0, signal: null });
     assert.ok(g.logs.some((l) => l.msg === 'shutdown complete'));
   });
