@@ -118,12 +118,13 @@ const SUMMARY_KEYWORDS = new Set(['oneOf', 'anyOf', 'type', 'if']);
 /**
  * ajv reports every failed branch of a oneOf. Keep the errors of the branch that matched the
  * value's shape: a summary error (oneOf, type) is dropped when a more specific one exists at the
- * same place or below it.
+ * same place, or any error below it (the value had the shape of a branch that looked inside it:
+ * `filter: true` is one problem, not also a step and a `through` of the wrong shape).
  */
 function relevant(errors: ErrorObject[]): ErrorObject[] {
   return errors.filter((e) => {
     if (!SUMMARY_KEYWORDS.has(e.keyword)) return true;
-    if (errors.some((o) => o !== e && !SUMMARY_KEYWORDS.has(o.keyword) && (o.instancePath === e.instancePath || o.instancePath.startsWith(e.instancePath + '/')))) return false;
+    if (errors.some((o) => o !== e && (o.instancePath.startsWith(e.instancePath + '/') || (o.instancePath === e.instancePath && !SUMMARY_KEYWORDS.has(o.keyword))))) return false;
     // Only shape errors here: the oneOf says it once ("a chain name, or a list ..."), not once per branch.
     return e.keyword === 'oneOf' || e.keyword === 'anyOf' || !errors.some((o) => (o.keyword === 'oneOf' || o.keyword === 'anyOf') && o.instancePath === e.instancePath);
   });

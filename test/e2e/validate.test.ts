@@ -259,6 +259,19 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
   });
 
+  describe('one line per problem inside a list or a target (spec §1)', () => {
+    it('names a wrongly typed step option or target key once, not also the step, `through` and `to` around it', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(...base, 'routes:', '  - name: in', '    from: { listener: api, path: /in }', '    through: [ { filter: true } ]', '    to: { broker: local, topic: 7 }'),
+      });
+      // Before: five lines, three of them "has the wrong shape" about the list, the step and the target.
+      assertProblems(r, [
+        ['gateway.yaml:15:26', /^routes\[0\]\.through\[0\]\.filter must be a string, got boolean true$/],
+        ['gateway.yaml:16:33', /^routes\[0\]\.to\.topic has the wrong shape \(number 7\): expected topic name/],
+      ]);
+    });
+  });
+
   describe('target shapes (stated in the schema)', () => {
     /** base + one route from api whose `to` is the given lines (the first on line 15). */
     const route = (...to: string[]) => yaml(...base, 'routes:', '  - name: r', '    from: { listener: api, path: /in }', ...to);
