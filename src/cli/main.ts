@@ -10,6 +10,7 @@ import type { Env } from '../config/source.js';
 import { loadEnv } from './env.js';
 import { createAdminServer } from '../admin/index.js';
 import { Gateway } from '../runtime/gateway.js';
+import { takeEarlySignals } from './early-signals.js';
 import { releaseAfterStart } from './startup-hold.js';
 
 /** A second SIGINT sooner than this after the first is the same Ctrl-C, delivered twice. */
@@ -214,6 +215,8 @@ async function run(file: string, env: Env): Promise<number> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // The signals that came while the modules loaded, now that they have their handlers.
+  for (const signal of takeEarlySignals()) process.emit(signal, signal);
 
   const loaded = await gateway.start();
   releaseAfterStart();
@@ -232,6 +235,8 @@ async function run(file: string, env: Env): Promise<number> {
     await gateway.shutdown();
     return 1;
   }
+  // A SIGINT or SIGTERM while the config loaded: nothing was started, the shutdown ends the run.
+  if (signalled) return exited;
   started = true;
   if (gateway.listeners.size === 0 && !gateway.adminAddress()) logger.warn('the config has no listeners and no admin server');
   if (hupWhileStarting && !signalled) void gateway.reload('SIGHUP');

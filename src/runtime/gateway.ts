@@ -75,6 +75,7 @@ export class Gateway {
   private readonly live: Components = { brokers: this.brokers, listeners: this.listeners, routes: this.routes, admin: undefined };
   private readonly transitionEnv: TransitionEnv;
   private watcher: ConfigWatcher | undefined;
+  private starting: Promise<LoadResult> | undefined;
   private reloading: Promise<ReloadResult> | undefined;
   private reloadAgain = false;
   /** Old routes, listeners and brokers of earlier plans, still finishing their in-flight work. */
@@ -122,10 +123,18 @@ export class Gateway {
     return this.stopping;
   }
 
-  /** First load: the caller exits 1 on diagnostics. */
-  async start(): Promise<LoadResult> {
+  /**
+   * First load: the caller exits 1 on diagnostics. A shutdown that begins meanwhile (a SIGTERM
+   * while the config loads) waits for it, and nothing is started after all.
+   */
+  start(): Promise<LoadResult> {
+    this.starting ??= this.startOnce();
+    return this.starting;
+  }
+
+  private async startOnce(): Promise<LoadResult> {
     const loaded = await this.load();
-    if (!loaded.plan) return loaded;
+    if (!loaded.plan || this.stopping) return loaded;
     this.logWarnings(loaded);
     const result = await this.apply(loaded.plan, loaded.locate);
     if (result.result === 'rejected') {
@@ -350,6 +359,8 @@ export class Gateway {
   async shutdown(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    // A first load in progress ends first (it starts nothing now): its config sets the drain timeout.
+    await this.starting?.catch(() => undefined);
     const drainMs = this.plan?.admin?.drainTimeoutMs ?? 10000;
     this.logger.info({ drainMs }, 'shutting down: draining');
     await this.watcher?.close();
