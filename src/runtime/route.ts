@@ -688,8 +688,19 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         }
       } else if (!retryable) {
         // Nothing can make this message pass; without a dead-letter target, keeping it would stall the partition forever.
+        // The line is all that is left of the message: it says why in full (the validation errors, the failed expression's place).
         this.deps.logger.error(
-          { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, traceId: traceIdOf(msg.headers) },
+          {
+            route: this.name,
+            topic: msg.topic,
+            partition: msg.partition,
+            offset: msg.offset,
+            code: p.code,
+            detail: p.detail,
+            ...(p.logDetail ? { where: p.logDetail } : {}),
+            ...(p.errors ? { errors: p.errors } : {}),
+            traceId: traceIdOf(msg.headers),
+          },
           'message dropped: it cannot pass this route and the route has no deadletter target',
         );
         return;
