@@ -91,3 +91,77 @@ describe('SSE resume from a Kafka topic without a consumer group', () => {
     }
   });
 });
+
+/** Kafka's TOPIC_AUTHORIZATION_FAILED: an error the replay does not retry (an ACL that forbids reading the topic's offsets). */
+const TOPIC_AUTHORIZATION_FAILED = 29;
+const LIST_OFFSETS = 2;
+
+/**
+ * A resume whose replay the cluster refuses: the client is told at once that it was not resumed
+ * (`eventgate.resume` with `resumed: false`), then gets the live events, on the same stream.
+ */
+describe('SSE resume from a Kafka topic the cluster will not replay', () => {
+  const { kafka, gw } = useSseKafka('sse-no-replay');
+  let n = 0;
+  const publish = async () => {
+    n++;
+    const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n, room: `r${n % 6}` }) });
+    assert.equal(res.status, 200);
+    return n;
+  };
+
+  it('sends eventgate.resume with resumed: false, logs why, then streams the live events; the next resume replays again', async () => {
+    const first = await openStream(gw.url('api', '/ticks'));
+    for (let i = 0; i < 3; i++) await publish();
+    await eventually(() => assert.equal(first.events().length, 3), 15000);
+    const lastId = first.events().at(-1)!.id!;
+    first.close();
+    // Missed: streamed live while the client was away (a watcher sees them go by), so they can only come back by a replay.
+    const watcher = await openStream(gw.url('api', '/ticks'));
+    const missed = [await publish(), await publish()];
+    await eventually(() => assert.equal(watcher.events().length, 2), 15000);
+    watcher.close();
+
+    // The replay's ListOffsets requests (earliest and latest, one per partition leader: 3 brokers) are refused.
+    await kafka().failRequests(LIST_OFFSETS, 6, TOPIC_AUTHORIZATION_FAILED);
+    const from = gw.logs.length;
+    const resumed = await openStream(gw.url('api', '/ticks'), { 'last-event-id': lastId });
+    const notice = await eventually(() => {
+      const [e] = resumed.events();
+      assert.ok(e);
+      return e;
+    }, 15000);
+    assert.equal(notice.event, 'eventgate.resume');
+    assert.deepEqual(JSON.parse(notice.data), { resumed: false, reason: 'the broker could not replay retained events' });
+    const warned = await gw.waitForLog((l) => l.msg === 'event stream could not be resumed; streaming from now', 5000, from);
+    assert.equal(warned.level, 'warn');
+    assert.equal(warned.route, 'stream');
+    assert.match(String(warned.err), /authoriz/i);
+    assert.ok(!String(warned.err).includes('    at '), 'no stack trace');
+
+    const live = await publish();
+    await eventually(() => assert.ok(resumed.events().some((e) => e.event === undefined && JSON.parse(e.data).n === live)), 15000);
+    const events = resumed.events();
+    resumed.close();
+    // The notice, then the live event only: the missed ones are not sent (the notice said so), and nothing twice.
+    assert.deepEqual(
+      events.map((e) => (e.event === undefined ? JSON.parse(e.data).n : e.event)),
+      ['eventgate.resume', live],
+    );
+
+    // The refusal passed: resuming from the same id replays what was missed, then the live event.
+    const again = await openStream(gw.url('api', '/ticks'), { 'last-event-id': lastId });
+    await eventually(
+      () =>
+        assert.deepEqual(
+          again
+            .events()
+            .map((e) => JSON.parse(e.data).n as number)
+            .sort((a, b) => a - b),
+          [...missed, live],
+        ),
+      20000,
+    );
+    again.close();
+  });
+});
