@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { kcatConsumeAll, kcatProduceLines, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { kcatConsumeAll, kcatProduceLines, produceRaw, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape } from '../helpers/prometheus.js';
 
 const { Kafka, logLevel } = kafkajs;
@@ -155,5 +155,99 @@ routes:
       stored.map((s) => s.headers._asyncapi_eg_validation_error !== undefined),
       [true, false, false],
     );
+  });
+});
+
+/** The byte where a magic-2 batch's first record starts (its length varint): after the 61-byte batch header. */
+const FIRST_RECORD = 61;
+const INVALID_RECORD = 87;
+
+/**
+ * Record batches a client sends that the gateway cannot read, or must not rewrite: the request is
+ * refused with INVALID_RECORD and a message naming the problem, nothing is written, and the listener
+ * stays up (the connection is not closed as a bad request: the request itself was readable).
+ */
+describe('kafka listener: record batches that cannot be read or rewritten', () => {
+  let kafka: KafkaCluster;
+  let proxy: string;
+  let checked: string;
+  let tagged: string;
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    checked = kafka.topic('unreadable');
+    tagged = kafka.topic('unrewritable');
+    await kafka.createTopic(checked, 1);
+    await kafka.createTopic(tagged, 1);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
+listeners:
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+routes:
+  - name: checked-in
+    from: { listener: kafka-in, topic: ${checked} }
+    through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
+  - name: tagged-in
+    from: { listener: kafka-in, topic: ${tagged} }
+    through: [ { validate: { schema: ${SCHEMA}, onInvalid: tag } } ]
+`,
+    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
+  );
+  before(() => {
+    proxy = `127.0.0.1:${gw.port('kafka-in')}`;
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  const closedByProxy = async (): Promise<number> => (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in').closedByProxy ?? 0;
+  /** `batch` with its length field set to its size (after a test changed its records). */
+  const sized = (batch: Buffer) => {
+    batch.writeInt32BE(batch.length - 12, 8);
+    return batch;
+  };
+  /** After a refusal: a good record goes through, and it is the only one the topic has. */
+  const onlyGoodOneWritten = async (topic: string) => {
+    const r = await kcatProduceLines(proxy, topic, ['{"id":1}']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(
+      (await kcatConsumeAll(kafka.bootstrap, topic)).map((s) => s.value),
+      ['{"id":1}'],
+    );
+  };
+
+  it('refuses a record whose length varint runs past 5 bytes, naming it', async () => {
+    const good = recordBatch({ attributes: 0, key: null, value: Buffer.from('{"id":0}') });
+    const batch = sized(Buffer.concat([good.subarray(0, FIRST_RECORD), Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x01])]));
+    const before = await closedByProxy();
+    const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: checked, partition: 0, batch });
+    assert.equal(answer.errorCode, INVALID_RECORD);
+    assert.equal(answer.errorMessage, "route 'checked-in' refused record 0: cannot read the batch: varint longer than 5 bytes");
+    assert.equal(await closedByProxy(), before);
+    await onlyGoodOneWritten(checked);
+  });
+
+  it('refuses a batch whose length runs past the records sent, naming it', async () => {
+    const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from('{"id":0}') });
+    batch.writeInt32BE(batch.length + 100, 8);
+    const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: tagged, partition: 0, batch });
+    assert.equal(answer.errorCode, INVALID_RECORD);
+    assert.match(answer.errorMessage ?? '', /^route 'tagged-in' cannot read these records: record batch length \d+ does not fit the \d+ bytes left$/);
+  });
+
+  it('refuses a batch with a wrong CRC that a step would rewrite, rather than sending it on with a good CRC', async () => {
+    // Invalid (id is no integer): the tag step adds a header, so the batch would be rebuilt, with a CRC of its own.
+    const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from('{"id":"x"}') });
+    const at = batch.indexOf('"x"');
+    batch[at + 1] = 'y'.charCodeAt(0); // after the CRC was computed: the record is not what its producer sent
+    const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: tagged, partition: 0, batch });
+    assert.equal(answer.errorCode, INVALID_RECORD);
+    assert.match(answer.errorMessage ?? '', /^route 'tagged-in' refused record 0: record batch CRC mismatch \([0-9a-f]{8} sent, [0-9a-f]{8} computed\)$/);
+    await onlyGoodOneWritten(tagged);
   });
 });
