@@ -16,6 +16,20 @@ function request(apiKey: number, apiVersion: number, correlationId: number): Buf
   return Buffer.concat([head, clientId]);
 }
 
+/** A Produce v3 request frame: null transactional id, acks 1, then `topics` as given (bytes). */
+function produce(topics: Buffer): Buffer {
+  const head = request(0, 3, 9);
+  const fields = Buffer.alloc(8);
+  fields.writeInt16BE(-1, 0); // transactional id: null
+  fields.writeInt16BE(1, 2); // acks
+  fields.writeInt32BE(1000, 4); // timeout
+  const whole = Buffer.concat([head, fields, topics]);
+  whole.writeInt32BE(whole.length - 4, 0);
+  return whole;
+}
+const int32 = (n: number) => Buffer.from([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
+const str = (s: string) => Buffer.concat([Buffer.from([0, Buffer.byteLength(s)]), Buffer.from(s)]);
+
 /** Sends one request and resolves once the proxy closed the connection. */
 function sendUntilClosed(proxy: string, bytes: Buffer): Promise<void> {
   const [host, port] = proxy.split(':');
@@ -55,6 +69,26 @@ routes:
   after(async () => {
     await kafka?.stop();
   });
+
+  // Produce requests to a governed topic are read whole, to check their records: one that cannot be read is a bad request.
+  for (const [name, bytes, reason] of [
+    ['names a million topics in no bytes', () => produce(int32(1_000_000)), /^array of 1000000 entries in 0 bytes$/],
+    ['has a null topic name', () => produce(Buffer.concat([int32(1), Buffer.from([0xff, 0xff])])), /^null where a string is required$/],
+    ['ends inside a partition', () => produce(Buffer.concat([int32(1), str(topic), int32(1), Buffer.from([0, 0])])), /^truncated: needs 4 bytes at \d+, has 2$/],
+    ['has bytes after its last topic', () => produce(Buffer.concat([int32(1), str(topic), int32(0), Buffer.from([1, 2, 3])])), /^3 bytes after the Produce request$/],
+  ] as const) {
+    it(`closes a client whose Produce request ${name}, naming why; the listener goes on`, async () => {
+      const from = gw.logs.length;
+      await sendUntilClosed(proxy, bytes());
+      const closed = await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('kafka client connection closed'), undefined, from);
+      assert.equal(closed.msg, 'kafka client connection closed: bad request', JSON.stringify(closed));
+      assert.match(String(closed.reason), reason);
+      const sentinel = `{"after":"${name}"}`;
+      await kcatProduce(proxy, topic, [{ key: 'k', value: sentinel }]);
+      const values = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => r.value);
+      assert.ok(values.includes(sentinel));
+    });
+  }
 
   for (const [apiKey, version, reason] of [
     [60, 0, /API key 60 is not offered by the proxy/], // DescribeCluster: names the brokers' real addresses
