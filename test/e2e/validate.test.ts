@@ -516,6 +516,28 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['schemas/light.json:3:39', /^JSON syntax error: Unexpected token 'i'$/]]);
     });
 
+    // Each a JSON file as a hand edit leaves it: the message without the file's text, at the character JSON stops at.
+    for (const [what, text, at, message] of [
+      // A regular expression's \d written once, as in the regex: JSON has no \d (the d is what it cannot read).
+      ['an escape JSON does not have', '{ "pattern": "\\d+" }', '1:16', /^JSON syntax error: Bad escaped character$/],
+      ['a tab inside a string', '{ "description": "a\tb" }', '1:20', /^JSON syntax error: Bad control character in string literal$/],
+      // At the line break the string runs into.
+      ['a string never closed', '{\n  "type": "object\n}', '2:18', /^JSON syntax error: Bad control character in string literal$/],
+      ['a file cut short', '{\n  "type": "object",\n  "required": ["lumens"', '3:24', /^JSON syntax error: Expected ',' or '\]' after array element$/],
+      ['a misspelt literal', '{ "additionalProperties": flase }', '1:28', /^JSON syntax error: Unexpected token 'l'$/],
+      ['a number with a leading zero', '{ "maximum": 010 }', '1:15', /^JSON syntax error: Unexpected number$/],
+      ['nothing at all', '', '1:1', /^JSON syntax error: Unexpected end of the file$/],
+    ] as const) {
+      it(`points at ${what} in a schema file`, async () => {
+        const r = await validate({
+          'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', ...route),
+          'schemas/light.json': text,
+        });
+        assertProblems(r, [[`schemas/light.json:${at}`, message]]);
+        assert.equal(r.stderr, '');
+      });
+    }
+
     it('takes a schema file that starts with a byte order mark', async () => {
       const r = await validate({
         'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', ...route),
