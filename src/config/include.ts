@@ -15,6 +15,8 @@ export function isGlob(path: string): boolean {
   return /[*?[]/.test(basename(path));
 }
 
+const wildcardInDirectory = (pattern: string) => `include '${pattern}': a pattern may only use *, ? and [...] in the file name, not in directories`;
+
 function globRegex(pattern: string): RegExp {
   let re = '';
   for (let i = 0; i < pattern.length; i++) {
@@ -113,7 +115,7 @@ export function resolveIncludes(root: SourceDocument, configFile: string, env: E
     let matches: string[];
     if (isGlob(p)) {
       if (/[*?[]/.test(dirname(p))) {
-        rootReport(at, `include '${p}': a pattern may only use *, ? and [...] in the file name, not in directories`, 'EG_CONFIG_SCHEMA');
+        rootReport(at, wildcardInDirectory(p), 'EG_CONFIG_SCHEMA');
         continue;
       }
       files.set(abs, globFingerprint(abs));
@@ -135,7 +137,9 @@ export function resolveIncludes(root: SourceDocument, configFile: string, env: E
         if (!bytes) {
           const why = diagnostics[before]?.message.replace(/^cannot read config file: /, '') ?? 'cannot read';
           diagnostics.splice(before);
-          rootReport(at, `cannot read included file '${shown(file)}': ${why}`);
+          // teams/*/routes.yaml is no glob (its file name has no wildcard), but meant as one: say what is wrong with it, not only that no such file exists.
+          if (!isGlob(p) && /[*?[]/.test(dirname(p))) rootReport(at, wildcardInDirectory(p), 'EG_CONFIG_SCHEMA');
+          else rootReport(at, `cannot read included file '${shown(file)}': ${why}`);
         }
         continue;
       }

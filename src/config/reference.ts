@@ -76,8 +76,9 @@ Split a config by team: each fragment holds any of \`brokers\`, \`listeners\`, \
 \`routes\`. Maps are merged by name and route lists appended, the config's own routes first,
 then each fragment's in include order (a glob's files in name order). A name defined in two
 files is an error naming both places; every problem in a fragment points into it
-(\`teams/orders.yaml:12:7: ...\`). A glob may use \`*\`, \`?\` and \`[...]\` in the file name (not
-in directories). Hot reload follows every included file, and a new file that matches a glob.
+(\`teams/orders.yaml:12:7: ...\`). A glob may use \`*\`, \`?\` and \`[...]\` (\`[!...]\`: any
+character but those) in the file name, not in directories: \`teams/*/routes.yaml\` is refused
+at its line, saying so. Hot reload follows every included file, and a new file that matches a glob.
 A glob that matches no file yet is valid, so a directory that teams fill later can be included
 before its first fragment; the directory itself must exist.
 Fragments cannot include further files. File paths inside a fragment (schemas, key files,

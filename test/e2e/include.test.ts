@@ -81,6 +81,39 @@ describe('include: config fragments', () => {
     );
   });
 
+  it('points at a pattern with a wildcard in a directory and at a glob whose directory does not exist; [...] picks files by a character class', async () => {
+    const config = (...includes: string[]) =>
+      yaml(
+        'version: 1', //                           1
+        'brokers: { local: { kind: memory } }', // 2
+        'listeners: { api: { kind: http, port: 0 } }', // 3
+        'include:', //                             4
+        ...includes.map((i) => `  - ${i}`), //     5...
+      );
+    const route = (name: string) => yaml('routes:', `  - name: ${name}`, `    from: { listener: api, path: /${name} }`, '    to: { broker: local, topic: t }');
+    const bad = tempFiles({ 'gateway.yaml': config('teams/*/routes.yaml', 'nowhere/*.yaml', 'teams/a.yaml'), 'teams/a.yaml': route('a') });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: bad });
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      "gateway.yaml:5:5: include 'teams/*/routes.yaml': a pattern may only use *, ? and [...] in the file name, not in directories",
+      "gateway.yaml:6:5: include 'nowhere/*.yaml': the directory nowhere does not exist",
+    ]);
+    assert.equal(r.stderr.includes('    at '), false, 'no stack trace');
+
+    // [ab] and [!a] are character classes; a [ with no ] is a plain character.
+    const files = { 'teams/a.yaml': route('a'), 'teams/b.yaml': route('b'), 'teams/c.yaml': route('c'), 'teams/[d.yaml': route('d') };
+    const picked = async (pattern: string) => {
+      const dir = tempFiles({ 'gateway.yaml': config(`"${pattern}"`), ...files });
+      const json = await runCli(['plan', '-c', 'gateway.yaml', '--format', 'json'], { cwd: dir });
+      const plan = JSON.parse(json.stdout) as { valid: boolean; routes: { add: string[] } };
+      assert.equal(plan.valid, true, json.stdout);
+      return plan.routes.add.sort();
+    };
+    assert.deepEqual(await picked('teams/[ab].yaml'), ['a', 'b']);
+    assert.deepEqual(await picked('teams/[!a].yaml'), ['b', 'c']);
+    assert.deepEqual(await picked('teams/[d.yaml'), ['d']);
+  });
+
   // Fragments used to be checked by a schema of their own, compiled with ajv when first needed:
   // seconds on a busy machine, at the start of every config with `include:` and at the first
   // reload that found a fragment (a glob matching its first file) — far past the 500 ms a change
