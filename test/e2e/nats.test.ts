@@ -430,3 +430,68 @@ routes:
     await eventually(() => assert.ok(peer.received(sid).some((m) => (JSON.parse(m.payload) as { subject: string }).subject === 'orders.after.created')), 30000, 100);
   });
 });
+
+/**
+ * A stream the config says exists already (`declare: false`) but that the server does not have: the
+ * broker says so in /readyz and the log, publishes to it are refused (503, never a 200 for a message
+ * no stream stored), and once an operator creates the stream the broker becomes ready by itself.
+ */
+describe('kind: nats, a stream that must exist (declare: false) and does not yet', () => {
+  let nats: MessageServer;
+  let peer: RawNats;
+  before(async () => {
+    nats = await startNats();
+    peer = await RawNats.connect(nats);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: ${nats.url}
+    ackTimeoutMs: ${ACK_TIMEOUT_MS}
+    streams:
+      EVENTS: { subjects: ["events.>"], declare: false }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: events
+    from: { listener: api, path: /events }
+    to: { broker: nats, topic: events.one }
+`,
+  );
+  after(async () => {
+    peer?.close();
+    await nats?.stop();
+  });
+
+  it('is not ready and says why, refuses publishes with 503, and is ready once the stream exists', async () => {
+    const warned = await gw.waitForLog((l) => l.msg === 'nats streams could not be declared; retrying', 15000);
+    assert.equal(warned.level, 'warn');
+    assert.match(String(warned.err), /stream not found/i);
+    const r = await readyz(gw);
+    assert.equal(r.status, 503);
+    // The open probe names the state; /admin/status the error behind it.
+    assert.deepEqual(r.body, { status: 'not ready', reasons: ['broker nats: streams not ready'] });
+    assert.match(JSON.stringify(await gw.status()), /streams not ready: stream not found/);
+
+    const refused = await post(gw.url('api', '/events'), { n: 1 });
+    assert.equal(refused.status, 503, JSON.stringify(refused.body));
+    assert.equal(refused.body.code, 'EG_BROKER_UNAVAILABLE');
+    assert.equal(refused.body.detail, "broker 'nats' did not acknowledge the message: broker 'nats' is not connected (streams not ready: stream not found)");
+
+    // An operator creates the stream (the JetStream API, as the nats CLI does).
+    const inbox = `_INBOX.create.${Math.random().toString(36).slice(2)}`;
+    const sid = await peer.subscribe(inbox);
+    peer.publish('$JS.API.STREAM.CREATE.EVENTS', JSON.stringify({ name: 'EVENTS', subjects: ['events.>'], storage: 'memory' }), {}, inbox);
+    const [created] = await peer.take(sid, 1);
+    assert.doesNotMatch(created!.payload, /"error"/, created!.payload);
+
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
+    const stored = await post(gw.url('api', '/events'), { n: 2 });
+    assert.equal(stored.status, 200, JSON.stringify(stored.body));
+    assert.deepEqual(await storedMessage(peer, 'EVENTS', 1), { subject: 'events.one', data: '{"n":2}' });
+  });
+});
