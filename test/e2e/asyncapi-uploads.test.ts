@@ -115,6 +115,15 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
     await refused(documentWith(`$ref: 'file://${outside}#/db/password'`), /'file:' scheme/);
   });
 
+  it('refuses a $ref that is no path or no URL, at its line, rather than failing somewhere in the parser', async () => {
+    const badPath = await refused(documentWith(`$ref: 'schemas/%zz.yaml'`), /\$ref 'schemas\/%zz\.yaml' is not a valid path/);
+    assert.deepEqual(
+      badPath.diagnostics.map((d: any) => [d.file, d.line, d.column]),
+      [['contracts/alerts.yaml', 8, 17]],
+    );
+    await refused(documentWith(`$ref: 'http://[::1/schema.yaml'`), /\$ref 'http:\/\/\[::1\/schema\.yaml' is not a valid URL/);
+  });
+
   it("refuses a $ref through a symlink that leads out of the config's directory", async () => {
     await refused(documentWith(`$ref: 'innocent.yaml#/db/password'`), /innocent\.yaml' is a link leading outside the config's directory/);
   });
@@ -176,6 +185,7 @@ describe('remote $refs allowed by origin: fetched with a timeout and a size cap'
       if (path === '/hang.yaml') return; // never answers
       if (path === '/huge.yaml') return res.end(`type: object\ndescription: ${'x'.repeat(200_000)}\n`);
       if (path === '/redirect.yaml') return res.writeHead(302, { location: `${other.url}/schema.yaml` }).end();
+      if (path === '/missing.yaml') return res.writeHead(404).end('not here');
       res.end('type: object\nrequired: [level]\n');
     });
     other = await server((_p, res) => res.end('type: object\n'));
@@ -204,6 +214,14 @@ describe('remote $refs allowed by origin: fetched with a timeout and a size cap'
     assert.match(text, new RegExp(`no answer within ${FETCH_TIMEOUT_MS} ms`));
     const next = await put(plain);
     assert.equal(next.status, 200);
+  });
+
+  it('refuses a $ref the allowed origin answers with an error status, naming it', async () => {
+    const missing = await put(documentWith(`$ref: '${schemas.url}/missing.yaml'`));
+    const text = await missing.text();
+    assert.equal(missing.status, 422, text);
+    assert.match(text, new RegExp(`cannot fetch '${schemas.url}/missing\\.yaml': HTTP 404`));
+    assert.equal((await put(plain)).status, 200, 'the next upload goes through');
   });
 
   it('refuses a remote document over maxBytes, a redirect, and an origin not on the list', async () => {
