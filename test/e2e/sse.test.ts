@@ -267,4 +267,30 @@ ${extra}`;
     );
     assert.equal(events[0]!.id, `0:${Number(tick) + 1}`);
   });
+
+  it('ends the open streams of a path a reload removes (a browser reconnecting then gets 404), and keeps the others', async () => {
+    const removed = curl(gw.url('api', '/mixed'));
+    const kept = curl(gw.url('api', '/ticks'));
+    await eventually(() => assert.match(removed.text(), /^retry: \d+/));
+    await eventually(() => assert.match(kept.text(), /^retry: \d+/));
+    const ended = once(removed.child, 'exit');
+
+    const line = await gw.reconfigure(
+      config()
+        .replace(/ {2}- name: mixed-ticks\n( {4}.*\n){2}/, '')
+        .replace(/ {2}- name: mixed-tocks\n( {4}.*\n){2}/, ''),
+    );
+    assert.equal(line.msg, 'config reloaded');
+    const [code] = await ended;
+    assert.equal(code, 0, 'the response ended cleanly, as an event stream the server closes');
+    const again = await fetch(gw.url('api', '/mixed'), { headers: { accept: 'text/event-stream' } });
+    assert.equal(again.status, 404);
+    assert.equal(again.headers.get('content-type'), 'application/problem+json');
+    await again.body?.cancel();
+
+    await publish(700);
+    await eventually(() => assert.ok(parseEvents(kept.text()).some((e) => JSON.parse(e.data).n === 700)));
+    assert.equal(kept.child.exitCode, null);
+    kept.child.kill();
+  });
 });
