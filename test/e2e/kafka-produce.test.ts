@@ -266,6 +266,30 @@ routes:
     );
   });
 
+  it('answers a record whose timestamp the cluster refuses 400 and a record list it finds too large 413, each saying which limit, and writes neither', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a record from here');
+    const PRODUCE = 0;
+    await kafka.failRequests(PRODUCE, 1, 32); // INVALID_TIMESTAMP (a topic with message.timestamp.difference.max.ms)
+    const stale = await post(gw.url('api', '/refused'), { stale: true });
+    assert.equal(stale.status, 400, stale.text);
+    assert.equal(stale.body.code, 'EG_INVALID_MESSAGE');
+    assert.match(stale.body.detail, new RegExp(`refused the record's timestamp on topic '${t.refused}' \\(outside the topic's message.timestamp.difference.max.ms\\)`));
+    assert.equal(stale.body.errors.length, 1);
+    await kafka.failRequests(PRODUCE, 1, 18); // RECORD_LIST_TOO_LARGE
+    const list = await post(gw.url('api', '/refused'), { list: true });
+    assert.equal(list.status, 413, list.text);
+    assert.equal(list.body.code, 'EG_PAYLOAD_TOO_LARGE');
+    assert.match(list.body.detail, new RegExp(`larger than it accepts on topic '${t.refused}'`));
+    for (const r of [stale, list]) assert.ok(!r.text.includes('    at '), 'no stack trace');
+    const fine = await post(gw.url('api', '/refused'), { fine: 2 });
+    assert.equal(fine.status, 200, fine.text);
+    const records = await kcatConsumeAll(kafka.bootstrap, t.refused);
+    assert.deepEqual(
+      records.map((r) => JSON.parse(r.value!)),
+      [{ fine: true }, { fine: 2 }],
+    );
+  });
+
   it('sends the records of a produce request the cluster refused as a whole again one by one: one refused record does not fail the others', async (t2) => {
     if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a record from here');
     // The route's broker lingers 1 s, so the five share a produce request; the cluster refuses that one.
