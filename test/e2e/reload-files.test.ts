@@ -173,6 +173,28 @@ describe('hot reload (spec §6): following files', () => {
     assert.equal(client.closed, undefined);
   });
 
+  // A deploy that deletes the file before writing its new version, or one that forgets it.
+  it('rejects the reload a deleted schema file causes, naming it at the line that references it, keeps validating with the schema it had, and applies the file once it is back', async () => {
+    const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': schema(10) } });
+    const client = await connect();
+    let from = gw.logs.length;
+    rmSync(join(gw.dir, 'schemas/n.json'));
+    const rejected = await gw.waitForLog((l) => l.msg.startsWith('reload rejected'), 10000, from);
+    assert.equal(rejected.msg, 'reload rejected; the running config keeps serving');
+    // The gateway runs on an absolute config path (-c /tmp/.../gateway.yaml): the file is named as written and where that led.
+    assert.match(String(rejected.diagnostic), /gateway\.yaml:11:29: cannot read 'schemas\/n\.json' \(\/.*\/schemas\/n\.json\): no such file \(ENOENT\)$/);
+    assert.equal((await post(gw.url('api', '/in'), { n: 11 })).status, 400, 'the schema in force still applies');
+    assert.deepEqual(await roundTrip(client, 10), { n: 10 });
+    const status = await gw.status();
+    assert.match(JSON.stringify(status), /cannot read 'schemas\/n\.json'/);
+
+    from = gw.logs.length;
+    writeFileSync(join(gw.dir, 'schemas/n.json'), schema(100));
+    await gw.waitForLog(reloaded, 10000, from);
+    assert.deepEqual(await roundTrip(client, 50), { n: 50 });
+    assert.equal(client.closed, undefined);
+  });
+
   it('reports a broken schema file with its own file:line:col and keeps serving', async () => {
     const gw = await f.gw.start(pipelineConfig('$', { schema: 'schemas/n.json' }), { files: { 'schemas/n.json': '{"type": "object"}' } });
     const client = await connect();
