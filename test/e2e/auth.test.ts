@@ -400,6 +400,47 @@ routes:
     );
   });
 
+  it('point at key material that cannot be used: a keys file that is no YAML (in that file), a key that is no string, an RSA algorithm for a secret, a public key that is none', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': `version: 1
+brokers: {local: {kind: memory}}
+listeners: {api: {kind: http, port: 0}}
+routes:
+  - name: broken-keys-file
+    from: {listener: api, path: /a}
+    through: [{auth: {apiKey: {keysFile: keys.yaml}}}]
+    to: {broker: local, topic: t}
+  - name: numeric-key
+    from: {listener: api, path: /b}
+    through: [{auth: {apiKey: {keysFile: numbers.yaml}}}]
+    to: {broker: local, topic: t}
+  - name: secret-rsa
+    from: {listener: api, path: /c}
+    through: [{auth: {jwt: {secret: a-secret-long-enough-0123456789abcdef, algorithms: [HS256, RS256]}}}]
+    to: {broker: local, topic: t}
+  - name: not-pem
+    from: {listener: api, path: /d}
+    through: [{auth: {jwt: {publicKey: key.pem}}}]
+    to: {broker: local, topic: t}
+`,
+      'keys.yaml': 'alice: [unclosed\n',
+      'numbers.yaml': 'alice: 1234567890123456789\n',
+      'key.pem': '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n',
+    });
+    const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`, '--format', 'json']);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.includes('    at '), false, 'no stack trace');
+    const found = (JSON.parse(r.stdout) as { file: string; line: number; column: number; message: string }[]).map((d) => `${d.file.slice(dir.length + 1)}:${d.line}:${d.column}: ${d.message}`);
+    assert.deepEqual(found.sort(), [
+      "gateway.yaml:11:42: keys file 'numbers.yaml': the key of 'alice' must be a string",
+      'gateway.yaml:15:88: a secret verifies only HMAC algorithms (HS256, HS384, HS512), not RS256',
+      "gateway.yaml:19:40: 'key.pem' is not a PEM public key or certificate: error:0680009B:asn1 encoding routines::too long",
+      // In the keys file itself, at the place it stops being YAML, without quoting its lines (they hold keys).
+      'keys.yaml:2:1: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]',
+    ]);
+    assert.equal(r.stdout.includes('unclosed'), false);
+  });
+
   it('need exactly one key source for a jwt (a rule of the schema, reported at the second source)', async () => {
     const dir = tempFiles({
       'gateway.yaml': `version: 1

@@ -47,7 +47,7 @@ const apiKeyOptions = Type.Object(
         description: `Principal → key (or list of keys), each at least ${MIN_API_KEY_LENGTH} characters or written as \`sha256:<hex digest>\` of the key.`,
       }),
     ),
-    keysFile: Type.Optional(Type.String({ minLength: 1, description: 'YAML/JSON file with the same principal → key map; watched.' })),
+    keysFile: Type.Optional(Type.String({ minLength: 1, description: 'YAML/JSON file with the same principal → key map; watched. A syntax error in it is reported at its line and column there.' })),
   },
   {
     additionalProperties: false,
@@ -185,13 +185,20 @@ function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | u
   let at: (string | number)[] = ['apiKey', 'keys'];
   if (o.keysFile !== undefined) {
     at = ['apiKey', 'keysFile'];
-    const text = ctx.readFile(o.keysFile, at);
-    if (text === undefined) return undefined;
-    try {
-      map = parseYaml(text);
-    } catch (err) {
-      ctx.report(at, 'EG_CONFIG_FILE', `keys file '${o.keysFile}' is not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
-      return undefined;
+    if (ctx.readDocument) {
+      // Parsed keeping positions: a syntax error is reported at its line and column in the keys file itself.
+      const doc = ctx.readDocument(o.keysFile, at);
+      if (doc === undefined) return undefined;
+      map = doc.value;
+    } else {
+      const text = ctx.readFile(o.keysFile, at);
+      if (text === undefined) return undefined;
+      try {
+        map = parseYaml(text);
+      } catch (err) {
+        ctx.report(at, 'EG_CONFIG_FILE', `keys file '${o.keysFile}' is not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
+        return undefined;
+      }
     }
   }
   // Keys are held (and compared) as SHA-256 digests: a map lookup of the presented key's digest
