@@ -191,6 +191,23 @@ routes:
     assert.equal(hook.requests.length, from + 1);
   });
 
+  it('fails a message whose computed header would carry CR/LF (header injection) or whose computed URL cannot be parsed, naming which, and sends nothing', async () => {
+    const from = hook.requests.length;
+    const injected = await post('/computed', { target: `${hook.url}/computed/2`, name: 'eve\r\nx-injected: 1' });
+    assert.equal(injected.status, 500);
+    const pi = (await injected.json()) as { code: string; detail: string };
+    assert.equal(pi.code, 'EG_EXPRESSION_FAILED');
+    assert.equal(pi.detail, 'headers.x-name gave a value HTTP does not allow in a header (control characters such as CR or LF)');
+    const unparsable = await post('/computed', { target: 'http://[::1/x', name: 'frank' });
+    assert.equal(unparsable.status, 500);
+    const pu = (await unparsable.json()) as { code: string; detail: string };
+    assert.equal(pu.code, 'EG_EXPRESSION_FAILED');
+    assert.equal(pu.detail, "'http://[::1/x' is not a valid URL");
+    assert.equal(hook.requests.length, from, 'nothing was sent');
+    const fine = await post('/computed', { target: `${hook.url}/computed/3`, name: 'grace' });
+    assert.equal(fine.status, 200);
+  });
+
   it('retries 5xx with backoff and counts every answer per route in the metrics', async () => {
     const from = hook.requests.length;
     let n = 0;
