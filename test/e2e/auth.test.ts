@@ -400,7 +400,7 @@ routes:
     );
   });
 
-  it('point at key material that cannot be used: a keys file that is no YAML (in that file), a key that is no string, an RSA algorithm for a secret, a public key that is none', async () => {
+  it('point at key material that cannot be used: a keys file that is no YAML (in that file), a key that is no string, an RSA algorithm for a secret, a public key or key set that holds none', async () => {
     const dir = tempFiles({
       'gateway.yaml': `version: 1
 brokers: {local: {kind: memory}}
@@ -422,10 +422,15 @@ routes:
     from: {listener: api, path: /d}
     through: [{auth: {jwt: {publicKey: key.pem}}}]
     to: {broker: local, topic: t}
+  - name: no-usable-key
+    from: {listener: api, path: /e}
+    through: [{auth: {jwt: {jwksFile: jwks.json}}}]
+    to: {broker: local, topic: t}
 `,
       'keys.yaml': 'alice: [unclosed\n',
       'numbers.yaml': 'alice: 1234567890123456789\n',
       'key.pem': '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n',
+      'jwks.json': '{"keys": [{"kty": "PGP", "kid": "k1"}]}\n',
     });
     const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`, '--format', 'json']);
     assert.equal(r.code, 1);
@@ -435,6 +440,7 @@ routes:
       "gateway.yaml:11:42: keys file 'numbers.yaml': the key of 'alice' must be a string",
       'gateway.yaml:15:88: a secret verifies only HMAC algorithms (HS256, HS384, HS512), not RS256',
       "gateway.yaml:19:40: 'key.pem' is not a PEM public key or certificate: error:0680009B:asn1 encoding routines::too long",
+      "gateway.yaml:23:39: 'jwks.json' holds no key to verify tokens with (a key whose kty is RSA, EC, OKP, oct)",
       // In the keys file itself, at the place it stops being YAML, without quoting its lines (they hold keys).
       'keys.yaml:2:1: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]',
     ]);

@@ -16,6 +16,8 @@ const MIN_API_KEY_LENGTH = 16;
 /** RFC 7518 §3.2: an HMAC key must be at least as long as the hash output. */
 const MIN_HMAC_SECRET_CHARS = 32;
 const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
+/** The key types (`kty`) of JSON Web Keys that can verify a token. */
+const JWK_TYPES = ['RSA', 'EC', 'OKP', 'oct'];
 const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
 const SHA256_DIGEST = /^sha256:([0-9a-f]{64})$/i;
 
@@ -65,7 +67,12 @@ const jwtOptions = Type.Object(
       }),
     ),
     publicKey: Type.Optional(Type.String({ minLength: 1, description: 'PEM file with the public key (SPKI) or an X.509 certificate; watched.' })),
-    jwksFile: Type.Optional(Type.String({ minLength: 1, description: 'JSON Web Key Set file; watched.' })),
+    jwksFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: 'JSON Web Key Set file; watched. A set with no key of a type that verifies tokens (kty RSA, EC, OKP or oct) is refused at load, not left to refuse every token.',
+      }),
+    ),
     jwksUrl: Type.Optional(
       Type.String({ pattern: '^https?://', description: 'JSON Web Key Set URL (https, or http on a loopback host); cached, refetched for unknown key ids; one that cannot be fetched answers 503.' }),
     ),
@@ -281,10 +288,17 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
   } else if (o.jwksFile !== undefined) {
     const text = ctx.readFile(o.jwksFile, ['jwt', 'jwksFile']);
     if (text === undefined) return undefined;
+    let set: { keys?: unknown };
     try {
-      key = jose().createLocalJWKSet(JSON.parse(text));
+      set = JSON.parse(text);
+      key = jose().createLocalJWKSet(set as Parameters<ReturnType<typeof jose>['createLocalJWKSet']>[0]);
     } catch (err) {
       ctx.report(['jwt', 'jwksFile'], 'EG_CONFIG_FILE', `'${o.jwksFile}' is not a JSON Web Key Set: ${(err as Error).message}`);
+      return undefined;
+    }
+    // A set with no key of a known type verifies no token: every request would be refused 401, with nothing said at load.
+    if (!Array.isArray(set.keys) || !set.keys.some((k) => JWK_TYPES.includes((k as { kty?: unknown } | null)?.kty as string))) {
+      ctx.report(['jwt', 'jwksFile'], 'EG_CONFIG_FILE', `'${o.jwksFile}' holds no key to verify tokens with (a key whose kty is ${JWK_TYPES.join(', ')})`);
       return undefined;
     }
     algorithms ??= ASYMMETRIC_ALGORITHMS;
