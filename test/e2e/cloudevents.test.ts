@@ -114,6 +114,17 @@ routes:
         "'time' must be an RFC 3339 timestamp",
       ],
       [{ 'ce-specversion': '0.3', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'content-type': 'application/json' }, '{"orderId":1}', "'specversion' is '0.3'"],
+      // A header value percent-encoded (CloudEvents HTTP binding §3.1.3.2) whose bytes stop mid-character, or are no escape at all.
+      [
+        { 'ce-specversion': '1.0', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'ce-subject': 'caf%C3', 'content-type': 'application/json' },
+        '{"orderId":1}',
+        "'subject' is not valid percent-encoded UTF-8",
+      ],
+      [
+        { 'ce-specversion': '1.0', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'ce-region': '100%', 'content-type': 'application/json' },
+        '{"orderId":1}',
+        "'region' is not valid percent-encoded UTF-8",
+      ],
       [{ 'content-type': 'application/cloudevents+json' }, JSON.stringify({ specversion: '1.0', id: 'x', type: 't', data: {} }), "'source' is missing"],
       [
         { 'content-type': 'application/cloudevents-batch+json' },
