@@ -283,10 +283,12 @@ routes:
     for (const r of [stale, list]) assert.ok(!r.text.includes('    at '), 'no stack trace');
     const fine = await post(gw.url('api', '/refused'), { fine: 2 });
     assert.equal(fine.status, 200, fine.text);
-    const records = await kcatConsumeAll(kafka.bootstrap, t.refused);
+    // The fine record was written, neither refused one (the topic also holds the previous test's records).
+    const values = (await kcatConsumeAll(kafka.bootstrap, t.refused)).map((r) => r.value!);
+    assert.ok(values.includes('{"fine":2}'), JSON.stringify(values));
     assert.deepEqual(
-      records.map((r) => JSON.parse(r.value!)),
-      [{ fine: true }, { fine: 2 }],
+      values.filter((v) => /stale|list/.test(v)),
+      [],
     );
   });
 
