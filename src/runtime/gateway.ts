@@ -1,3 +1,4 @@
+import { within } from '../core/within.js';
 import { hostname } from 'node:os';
 import { formatDiagnostic, formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Env, PathPart } from '../config/source.js';
@@ -391,16 +392,6 @@ export class Gateway {
 }
 
 /** 'late' when `work` has not settled after `ms` (it goes on; only the wait ends). */
-function within(work: Promise<unknown>, ms: number): Promise<'done' | 'late'> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), ms).unref()));
-  const done = work.then(
-    () => 'done' as const,
-    () => 'done' as const,
-  );
-  return Promise.race([done, late]).finally(() => clearTimeout(timer));
-}
-
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

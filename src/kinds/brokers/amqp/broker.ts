@@ -5,6 +5,7 @@ import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, S
 import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
+import { within } from '../../../core/within.js';
 import { AmqpPublisher } from './publisher.js';
 
 const MAX_BACKOFF_MS = 5000;
@@ -101,9 +102,17 @@ export class AmqpBroker implements BrokerRuntime {
     // Wait (bounded) for confirms in flight, then close.
     const deadline = Date.now() + this.settings.ackTimeoutMs;
     while (this.confirms.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    await this.leaveDeclaredBindings();
+    const conn = this.connection;
+    const closing = (async () => {
+      await this.leaveDeclaredBindings();
+      this.topologyOn = undefined;
+      await conn?.close().catch(() => undefined);
+    })();
+    if (conn && (await within(closing, this.settings.connectTimeoutMs)) === 'late') {
+      this.log.warn({ waitedMs: this.settings.connectTimeoutMs }, 'amqp server did not answer the connection close within connectTimeoutMs; dropping the connection');
+      dropConnection(conn);
+    }
     this.topologyOn = undefined;
-    await this.connection?.close().catch(() => undefined);
   }
 
   /** Whether this broker declares `queue`, with its bindings, at every connect. */
@@ -520,8 +529,28 @@ class AmqpSubscription {
     const ch = this.channel;
     this.channel = undefined;
     // Closing the channel hands unacknowledged messages (prefetched, never handled) back to the queue.
-    await ch?.close().catch(() => undefined);
+    if (!ch) return;
+    const conn = this.conn;
+    if (
+      (await within(
+        ch.close().catch(() => undefined),
+        this.settings.connectTimeoutMs,
+      )) === 'late' &&
+      conn
+    ) {
+      // A server that does not answer (frozen) would hold the reload or shutdown behind this stop
+      // for ever; a channel merely abandoned would keep its consumer, and the messages it holds,
+      // once the server answers again. Dropping the connection ends both: RabbitMQ requeues what
+      // the channel held, and the broker connects again for its other routes.
+      this.log.warn({ waitedMs: this.settings.connectTimeoutMs }, 'amqp server did not answer a channel close within connectTimeoutMs; dropping the connection');
+      dropConnection(conn);
+    }
   }
+}
+
+/** Ends a connection at once, without the close handshake a server that stopped answering never completes. */
+function dropConnection(conn: ChannelModel): void {
+  (conn as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }
 
 function toMessage(m: ConsumeMessage): Message {

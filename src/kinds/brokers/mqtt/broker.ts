@@ -1,6 +1,7 @@
 import type { IClientOptions, IPublishPacket, IStore, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
+import { within } from '../../../core/within.js';
 import { payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued } from '../acknowledgement.js';
@@ -196,7 +197,7 @@ export class MqttBroker implements BrokerRuntime {
     if (this.stopped) return;
     this.stopped = true;
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
-    await this.publisher?.client.endAsync().catch(() => undefined);
+    if (this.publisher) await disconnect(this.publisher.client, this.settings, this.log);
     if (this.publishId !== undefined) publishIds.delete(this.publishId);
   }
 
@@ -468,7 +469,7 @@ class MqttSubscription {
     await Promise.allSettled(this.adoptions.map((a) => a.stop()));
     await this.chain;
     // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
-    await this.link.client.endAsync().catch(() => undefined);
+    await disconnect(this.link.client, this.settings, this.log);
     // The session stays on the server: a successor under another client id takes it over.
     if (this.persistent) {
       let left = leftSessions.get(this.settings.url);
@@ -497,4 +498,18 @@ export function mqttStringProblem(text: string): string | undefined {
   if (found === undefined) return undefined;
   const code = `U+${found.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
   return found.length === 1 && found <= '\u009f' ? `the control character ${code}` : `the non-character ${code}`;
+}
+
+/**
+ * Ends a client's connection: a DISCONNECT, then mqtt.js waits for the server to close its side.
+ * A server that stops answering (frozen, or gone without a FIN) never does, and the route's or
+ * broker's stop, and the reload or shutdown behind it, waited for ever: after connectTimeoutMs the
+ * socket is dropped instead. A persistent session is kept on the server either way.
+ */
+async function disconnect(client: MqttClient, settings: MqttSettings, log: Logger): Promise<void> {
+  const ending = client.endAsync().catch(() => undefined);
+  if ((await within(ending, settings.connectTimeoutMs)) === 'done') return;
+  log.warn({ clientId: client.options.clientId, waitedMs: settings.connectTimeoutMs }, 'mqtt server did not close the connection after DISCONNECT within connectTimeoutMs; dropping it');
+  client.stream?.destroy();
+  await within(ending, settings.connectTimeoutMs);
 }

@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { useGateway } from '../helpers/gateway.js';
+import { mosquittoPub, pikaPublish } from '../helpers/peers.js';
+import { startMosquitto, startRabbit, type MessageServer } from '../helpers/servers.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * A reload that stops consume routes (here: it replaces the broker) while the server has stopped
+ * answering without closing its connections (frozen: `kill -STOP`, or a network path that drops
+ * everything). The old route's stop waited for the server's side of the close — mosquitto's
+ * close of the socket after DISCONNECT, RabbitMQ's channel.close-ok — which never came: the reload
+ * never finished ("config reloaded" never logged, every later reload queued behind it) until the
+ * client's keepalive or heartbeat gave up, 2 minutes later for RabbitMQ. A stop now waits at most
+ * `connectTimeoutMs` for the close, then drops the connection.
+ */
+for (const kind of ['mqtt', 'amqp'] as const) {
+  describe(`kind: ${kind}, a reload while the server does not answer`, () => {
+    let server: MessageServer;
+    let receiver: WebhookReceiver;
+    let frozen = false;
+    const freeze = (on: boolean) => {
+      process.kill(-server.pid()!, on ? 'SIGSTOP' : 'SIGCONT');
+      frozen = on;
+    };
+    before(async () => {
+      server = kind === 'mqtt' ? await startMosquitto() : await startRabbit();
+      receiver = await WebhookReceiver.start();
+    });
+    after(async () => {
+      if (frozen) freeze(false);
+      await receiver?.stop();
+      await server?.stop();
+    });
+
+    const topic = kind === 'mqtt' ? 'frozen/orders' : 'frozen.orders';
+    const config = (connectTimeoutMs: number) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  b:
+    kind: ${kind}
+    url: ${server.url}
+    connectTimeoutMs: ${connectTimeoutMs}
+routes:
+  - name: relay
+    from: { broker: b, topic: ${topic}, group: frozen }
+    to: { http: { url: "${receiver.url}/relay" } }
+`;
+    const gw = useGateway(() => config(1000));
+    const publish = (body: string) => (kind === 'mqtt' ? mosquittoPub(server, topic, body, { qos: 1 }) : pikaPublish(server, 'amq.topic', topic, [{ body }]));
+
+    it('finishes the reload within connectTimeoutMs of the stops, and consumes again once the server answers', async () => {
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 60000);
+      await publish('{"n":1}');
+      await receiver.received(1);
+
+      freeze(true);
+      const from = gw.logs.length;
+      gw.write('gateway.yaml', config(1500));
+      // Bounded wait, well past the new broker's connect wait (5 s) and the old one's stops (1 s each).
+      await gw.waitForLog((l) => l.msg === 'config reloaded', 25000, from);
+      const dropped = gw.logs.slice(from).filter((l) => / did not (answer|close).* within connectTimeoutMs; dropping/.test(l.msg));
+      assert.ok(dropped.length > 0, 'the stop says it dropped the connection');
+      // A second reload is not stuck behind the first.
+      const second = gw.logs.length;
+      gw.write('gateway.yaml', config(2000));
+      await gw.waitForLog((l) => l.msg === 'config reloaded', 25000, second);
+
+      freeze(false);
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 60000, second);
+      await publish('{"n":2}');
+      const got = await receiver.received(2, 30000);
+      assert.deepEqual(
+        got.map((r) => JSON.parse(r.body)),
+        [{ n: 1 }, { n: 2 }],
+      );
+    });
+  });
+}
