@@ -34,7 +34,7 @@ for (const kind of ['mqtt', 'amqp'] as const) {
     });
 
     const topic = kind === 'mqtt' ? 'frozen/orders' : 'frozen.orders';
-    const config = (connectTimeoutMs: number) => `
+    const config = (connectTimeoutMs: number, path = '/relay') => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -45,7 +45,7 @@ brokers:
 routes:
   - name: relay
     from: { broker: b, topic: ${topic}, group: frozen }
-    to: { http: { url: "${receiver.url}/relay" } }
+    to: { http: { url: "${receiver.url}${path}" } }
 `;
     const gw = useGateway(() => config(1000));
     const publish = (body: string) => (kind === 'mqtt' ? mosquittoPub(server, topic, body, { qos: 1 }) : pikaPublish(server, 'amq.topic', topic, [{ body }]));
@@ -75,6 +75,26 @@ routes:
         got.map((r) => JSON.parse(r.body)),
         [{ n: 1 }, { n: 2 }],
       );
+    });
+
+    it('finishes a reload that changes only the route (the broker kept), and the kept broker consumes for the new route once the server answers', async () => {
+      // The broker settings this test keeps, in force and consuming before the server freezes.
+      const start = gw.logs.length;
+      gw.write('gateway.yaml', config(2500));
+      await gw.waitForLog((l) => l.msg === 'config reloaded', 25000, start);
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 60000, start);
+      const before = receiver.requests.length;
+      freeze(true);
+      const from = gw.logs.length;
+      gw.write('gateway.yaml', config(2500, '/relay-again'));
+      await gw.waitForLog((l) => l.msg === 'config reloaded', 25000, from);
+
+      freeze(false);
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 60000, from);
+      await publish('{"n":3}');
+      const [third] = (await receiver.received(before + 1, 30000)).slice(before);
+      assert.equal(third!.url, '/relay-again');
+      assert.deepEqual(JSON.parse(third!.body), { n: 3 });
     });
   });
 }

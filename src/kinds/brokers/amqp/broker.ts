@@ -548,9 +548,13 @@ class AmqpSubscription {
   }
 }
 
-/** Ends a connection at once, without the close handshake a server that stopped answering never completes. */
+/**
+ * Ends a connection at once, without the close handshake a server that stopped answering never
+ * completes. With an error: amqplib learns of a socket's end only from 'error' or 'end', and a
+ * plain destroy() emits neither, so the broker would never reconnect.
+ */
 function dropConnection(conn: ChannelModel): void {
-  (conn as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+  (conn as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream?.destroy(new Error('the server did not answer a close within connectTimeoutMs'));
 }
 
 function toMessage(m: ConsumeMessage): Message {
