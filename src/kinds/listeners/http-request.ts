@@ -22,6 +22,8 @@ const NOT_FORWARDED = new Set([
   'trailer',
   'upgrade',
   'content-length',
+  // The body is decoded before it becomes the message (content-coding.ts).
+  'content-encoding',
   'expect',
   'authorization',
   'cookie',

@@ -17,6 +17,7 @@ import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
 import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 import { bundled } from '../../core/bundled.js';
 import { RoutePathClaims, routePathProblem } from './route-paths.js';
+import { ACCEPTED_CODINGS, contentCodings, decodeBody, type ContentCoding } from './content-coding.js';
 
 const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
 
@@ -24,7 +25,9 @@ const DEFAULT_MAX_BODY = 1024 * 1024;
 
 const options = kindOptions('http', {
   ...transportOptions,
-  maxBodyBytes: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_BODY, description: 'Largest accepted body; larger: 413.' })),
+  maxBodyBytes: Type.Optional(
+    Type.Integer({ minimum: 1, default: DEFAULT_MAX_BODY, description: 'Largest accepted body, and for a compressed body also the most it may decompress to; larger: 413.' }),
+  ),
   cors: Type.Optional(corsOptions),
   events: Type.Optional(
     Type.Object(
@@ -248,13 +251,19 @@ export class HttpListener implements ListenerRuntime {
       const refused = refusedMediaType(contentType, req.headers);
       if (refused) return this.refuse(res, refused);
     }
+    const coded = contentCodings(req.headers['content-encoding']);
+    if (!coded.ok) {
+      res.setHeader('accept-encoding', ACCEPTED_CODINGS);
+      return this.refuse(res, coded.problem);
+    }
     const max = this.options.maxBodyBytes ?? DEFAULT_MAX_BODY;
     const declared = Number(req.headers['content-length']);
     if (declared > max) {
       res.setHeader('connection', 'close');
       return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body has ${declared} bytes; this listener accepts at most ${max}`));
     }
-    readBody(req, { listener: this, res, route, isJson, contentType, params, search: q === -1 ? '' : url.slice(q + 1), max, first: undefined, chunks: undefined, size: 0, settled: false });
+    const codings = coded.codings.length === 0 ? undefined : coded.codings;
+    readBody(req, { listener: this, res, route, isJson, contentType, codings, params, search: q === -1 ? '' : url.slice(q + 1), max, first: undefined, chunks: undefined, size: 0, settled: false });
   }
 
   /** Whether `GET pathname` is an event stream; asked only off the publish path, which stays one lookup. */
@@ -265,6 +274,14 @@ export class HttpListener implements ListenerRuntime {
   /** The body is in (undefined: it was larger than maxBodyBytes), or reading it failed; see readBody. */
   bodyRead(req: IncomingMessage, p: PendingBody, body: Buffer | undefined, err?: Error): void {
     if (err) return this.failed(req, p.res, err);
+    if (p.codings !== undefined && body !== undefined) {
+      const { codings } = p;
+      p.codings = undefined;
+      return void decodeBody(body, codings, p.max).then(
+        (decoded) => (decoded.ok ? this.bodyRead(req, p, decoded.body) : this.refuse(p.res, decoded.problem)),
+        (e) => this.failed(req, p.res, e),
+      );
+    }
     try {
       this.dispatch(req, p.res, p.route, body, p.isJson, p.contentType, p.params, p.search);
     } catch (e) {
@@ -419,6 +436,8 @@ interface PendingBody {
   route: RouteEntry;
   isJson: boolean;
   contentType: string;
+  /** The body's Content-Encoding, undone before dispatch; undefined for a body sent as is. */
+  codings: readonly ContentCoding[] | undefined;
   params: Record<string, string | undefined>;
   search: string;
   max: number;
@@ -490,7 +509,7 @@ export const httpListener = defineListener({
   },
   doc: {
     summary:
-      "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain` (UTF-8: another `charset` is a 415), a string value. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...) and the fetch metadata browsers add (`sec-*`, `priority`, `dnt`, `upgrade-insecure-requests`). " +
+      "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain` (UTF-8: another `charset` is a 415), a string value. A body may be compressed (`Content-Encoding: gzip`, `deflate` or `br`, as log shippers and telemetry exporters send): it is decoded before anything else sees it, never to more than `maxBodyBytes` (413), and one that is not valid data of its coding is a 400; another coding is a 415 whose `Accept-Encoding` header lists these. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...) and the fetch metadata browsers add (`sec-*`, `priority`, `dnt`, `upgrade-insecure-requests`). " +
       'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
       "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition; on a path several routes feed, `<route>=<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target's `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.",
     example:
