@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
+import { openStream } from '../helpers/sse.js';
 
 const config = (drainTimeoutMs = 10000) => `
 version: 1
@@ -127,6 +128,42 @@ routes:
     } finally {
       await target.stop();
     }
+  });
+
+  it('on SIGTERM keeps event streams open while requests in flight finish, so their events reach the streams, then ends them and exits 0', async () => {
+    const g = await gw.start(`
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { listener: api, path: /stream }
+`);
+    const stream = await openStream(g.url('api', '/stream'));
+    const slow = [1, 2].map((n) => slowPost(g.url('api', '/in'), n));
+    await waitInFlight(g, 2);
+    const from = g.logs.length;
+    const exited = g.stop('SIGTERM');
+    await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
+    await assert.rejects(fetch(g.url('api', '/stream'), { headers: { accept: 'text/event-stream' } }), 'no new stream while draining');
+    for (const s of slow) s.finish();
+    for (const s of slow) {
+      const { status, body } = await s.reply;
+      assert.equal(status, 200);
+      // Before, the streams ended as the drain began: the events were answered as sent to no client.
+      assert.deepEqual(body.deliveries, [{ listener: 'api', path: '/stream', clients: 1 }]);
+    }
+    await stream.ended;
+    assert.deepEqual(
+      stream
+        .events()
+        .map((e) => JSON.parse(e.data).n)
+        .sort(),
+      [1, 2],
+    );
+    assert.deepEqual(await exited, { code: 0, signal: null });
   });
 
   it('exits 0 on SIGTERM after CONNECT requests, which are answered 405 and closed', async () => {

@@ -29,21 +29,21 @@ export function parseEvents(text: string): SseEvent[] {
   return out;
 }
 
-/** An event stream read with fetch: `text()` is everything received so far. */
-export async function openStream(url: string, headers: Record<string, string> = {}): Promise<{ text: () => string; events: () => SseEvent[]; close: () => void }> {
+/** An event stream read with fetch: `text()` is everything received so far; `ended` settles when the server ends it (or close() aborts it). */
+export async function openStream(url: string, headers: Record<string, string> = {}): Promise<{ text: () => string; events: () => SseEvent[]; close: () => void; ended: Promise<void> }> {
   const controller = new AbortController();
   const res = await fetch(url, { headers: { accept: 'text/event-stream', ...headers }, signal: controller.signal });
   if (res.status !== 200) throw new Error(`event stream answered ${res.status}: ${await res.text()}`);
   let text = '';
   const decoder = new TextDecoder();
-  void (async () => {
+  const ended = (async () => {
     try {
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) text += decoder.decode(chunk, { stream: true });
     } catch {
       // aborted
     }
   })();
-  return { text: () => text, events: () => parseEvents(text), close: () => controller.abort() };
+  return { text: () => text, events: () => parseEvents(text), close: () => controller.abort(), ended };
 }
 
 /**

@@ -71,6 +71,8 @@ export class HttpListener implements ListenerRuntime {
   private inFlight = 0;
   private draining = false;
   private idle: (() => void) | undefined;
+  /** Settles when the server has closed (set when draining starts). */
+  private closed: Promise<void> | undefined;
   private bound = false;
   private readonly telemetry: ListenerTelemetry | undefined;
   /** Event streams of the paths routes forward to (GET with Accept: text/event-stream). */
@@ -100,18 +102,29 @@ export class HttpListener implements ListenerRuntime {
     this.server.on('error', (err) => this.env.logger.error({ listener: this.name, err: err.message }, 'listener error'));
   }
 
-  async stop({ drainMs }: { drainMs: number }): Promise<void> {
-    this.draining = true;
-    // Streams never finish on their own: end them so the browsers reconnect (to another instance).
-    this.streams.closeAll();
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
+  /**
+   * Shutdown's first phase: stop accepting, and let the requests in flight finish (bounded). Event
+   * streams stay open, so what forward routes still deliver while the rest of the gateway drains
+   * reaches them (as websocket clients, spec §7); stop() ends them.
+   */
+  async quiesce({ drainMs }: { drainMs: number }): Promise<void> {
+    if (!this.draining) {
+      this.draining = true;
+      this.closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      this.server.closeIdleConnections();
+    }
     if (this.inFlight > 0) {
       await Promise.race([new Promise<void>((resolve) => (this.idle = resolve)), delay(drainMs)]);
     }
+  }
+
+  async stop({ drainMs }: { drainMs: number }): Promise<void> {
+    await this.quiesce({ drainMs });
+    // Streams never finish on their own: end them so the browsers reconnect (to another instance).
+    this.streams.closeAll();
     this.server.closeAllConnections();
     this.bound = false;
-    await closed;
+    await this.closed;
   }
 
   reconfigure(options: unknown): void {
