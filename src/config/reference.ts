@@ -34,7 +34,11 @@ when the file is loaded (and on every reload). A plain (unquoted) scalar that is
 (\`"\${PORT}"\`) to keep a string; an empty value stays an empty string. YAML does not allow an
 unquoted \`\${VAR}\` inside a flow map or list (\`{ port: \${PORT} }\`): write that map in block
 style. A variable that is not set and has no default is an error naming it, at its line and
-column. \`$\${VAR}\` is a literal \`\${VAR}\`. Values that came from the
+column. A default may itself hold references, read as shells and Docker Compose read them:
+\`\${PRIMARY:-\${FALLBACK:-localhost}}\` (a default's own variables must be set only when it is
+used). \`$\${VAR}\` is a literal \`\${VAR}\`. Anything else after \`\${\` (\`\${1X}\`, a
+\`\${HOST\` never closed, a shell operator such as \`\${VAR:?message}\`) is an error at its place,
+not text left in the value. Values that came from the
 environment are treated as secrets: they never appear in \`/admin/status\`.
 A broker's or listener's \`kind\` may be a variable too (\`kind: \${BROKER_KIND:-memory}\`):
 \`gateway.schema.json\` then accepts that component with any options (an editor cannot know the

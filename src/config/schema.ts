@@ -8,8 +8,8 @@ export const SCHEMA_ID = 'https://eventgate.dev/gateway.schema.json';
 
 const name = { type: 'string', minLength: 1 };
 
-/** A `${VAR}` / `${VAR:-default}` reference, substituted from the environment when the config loads. */
-export const VARIABLE_PATTERN = '^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}$';
+/** A `${VAR}` / `${VAR:-default}` reference (a default may hold references: `${A:-${B:-1}}`), substituted from the environment when the config loads. */
+export const VARIABLE_PATTERN = '^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-.*)?\\}$';
 
 export interface ConfigSchemaOptions {
   /**

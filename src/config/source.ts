@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, parse as parseYaml, isAlias, isMap, isPair, isScalar, isSeq, visit, type Document, type Node as YamlNode, type Scalar } from './yaml.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
+import { expandVariables, type Env } from './variables.js';
 
 export type PathPart = string | number;
 
@@ -35,10 +36,7 @@ export interface ParseOptions {
   substitute?: boolean;
 }
 
-export type Env = Readonly<Record<string, string | undefined>>;
-
-const VAR = /\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
-const WHOLE_VAR = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}$/;
+export type { Env };
 
 /**
  * Reads and parses the config file. `bytes` is what was read (undefined when the file could not
@@ -352,30 +350,16 @@ function substituteEnv(
       if (typeof node.value !== 'string' || !node.value.includes('${')) return;
       const source = node.value;
       const path = pathOf(ancestors, node);
-      if (node.type !== 'PLAIN' && WHOLE_VAR.test(source)) quotedVariables.add(formatPath(path));
-      const whole = node.type === 'PLAIN' ? WHOLE_VAR.exec(source) : null;
-      let missing = false;
-      const replaced = source.replace(VAR, (match, escaped: string, name: string, fallback: string | undefined, index: number) => {
-        if (escaped) return match.slice(1); // `$${X}` is a literal `${X}`
-        const v = env[name];
-        if (v !== undefined && v !== '') {
-          envValues.add(v);
-          return v;
-        }
-        if (fallback !== undefined) return fallback;
-        if (v === '') return v;
-        missing = true;
-        const { line, column } = pos(offsetInScalar(text, node as Scalar, source, index));
-        diagnostics.push({
-          file,
-          line,
-          column,
-          code: 'EG_CONFIG_ENV',
-          path: formatPath(path),
-          message: `environment variable '${name}' is not set and has no default (write \${${name}:-default} to give one, or pass --vars-file FILE with stand-in values to check the config without the deployment's environment)`,
-        });
-        return '';
-      });
+      const expansion = expandVariables(source, env);
+      if (node.type !== 'PLAIN' && expansion.whole) quotedVariables.add(formatPath(path));
+      const whole = node.type === 'PLAIN' && expansion.whole;
+      for (const p of expansion.problems) {
+        const { line, column } = pos(offsetInScalar(text, node as Scalar, source, p.index));
+        diagnostics.push({ file, line, column, code: 'EG_CONFIG_ENV', path: formatPath(path), message: p.message });
+      }
+      for (const v of expansion.envValues) envValues.add(v);
+      const missing = expansion.problems.length > 0;
+      const replaced = expansion.value;
       if (missing || replaced === source) {
         if (!missing && replaced !== source) node.value = replaced;
         return;

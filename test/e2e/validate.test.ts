@@ -642,6 +642,15 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(r.stdout, 'ok\n');
     });
 
+    it('reads nested defaults, and points at a reference it cannot read instead of keeping it as text', async () => {
+      const nested = { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: ${PORT:-${FALLBACK_PORT:-8080}}', '    host: ${HOST:-${BIND:-127.0.0.1}}') };
+      const ok = await validate(nested, { env: { FALLBACK_PORT: '9090' } });
+      assert.equal(ok.code, 0, ok.stdout);
+      assert.equal(ok.stdout, 'ok\n');
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: 8080', '    host: "${HOST"') });
+      assertProblems(r, [['gateway.yaml:6:12', /'\$\{HOST' is not closed: a reference ends with \}/]]);
+    });
+
     it('gives `port: ${PORT}` the type of the value: a number', async () => {
       const files = { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: ${PORT}') };
       assert.equal((await validate(files, { env: { PORT: '8080' } })).code, 0);

@@ -83,6 +83,48 @@ describe('${VAR} substitution', () => {
     assert.deepEqual([...fromEnv].sort(), ['admin.token', 'list[0]']);
   });
 
+  it('reads a default that holds a reference, as shells and Docker Compose do', () => {
+    const text = 'host: ${PRIMARY:-${FALLBACK:-localhost}}\nport: ${P:-${Q:-8080}}\ntopic: "t-${A:-${B}-x}.y"';
+    assert.deepEqual(load(text, { B: 'b' }).value, { host: 'localhost', port: 8080, topic: 't-b-x.y' });
+    assert.deepEqual(load(text, { FALLBACK: 'f', Q: '9090', B: 'b' }).value, { host: 'f', port: 9090, topic: 't-b-x.y' });
+    assert.deepEqual(load(text, { PRIMARY: 'p', FALLBACK: 'f', P: '1', A: 'a' }).value, { host: 'p', port: 1, topic: 't-a.y' });
+  });
+
+  it("reports a default's own missing variable only when the default is used, at that variable", () => {
+    assert.deepEqual(load('a: ${A:-${MISSING}}', { A: 'set' }).diagnostics, []);
+    const { diagnostics } = load('a: ${A:-${MISSING}}');
+    assert.deepEqual(
+      diagnostics.map((d) => [d.line, d.column, /'(\w+)'/.exec(d.message)![1]]),
+      [[1, 9, 'MISSING']],
+    );
+  });
+
+  it('counts an environment value reached through a default as a secret', () => {
+    const diagnostics: Diagnostic[] = [];
+    const src = parseSource('gateway.yaml', 'token: ${A:-${TOKEN}}', { TOKEN: 's3cret' }, diagnostics);
+    assert.deepEqual([...src!.envValues], ['s3cret']);
+  });
+
+  it('keeps $${...} literal to its closing brace, nested references included', () => {
+    assert.equal(load('a: "$${A:-${B}} ${C}"', { C: 'c' }).value.a, '${A:-${B}} c');
+  });
+
+  // Before, these stayed in the value as text: `${HOST` became a host named "${HOST".
+  it('reports a reference it cannot read at its place, instead of keeping it as text', () => {
+    const { diagnostics } = load('a: ${1X}\nb: "x ${HOST"\nc: ${A:-x\nd: ${A:?required}\ne: ${A-x}\nf: ${}');
+    assert.deepEqual(
+      diagnostics.map((d) => [d.line, d.column, d.message]),
+      [
+        [1, 4, "'${1X}' is not a variable reference: a name is letters, digits and _, not starting with a digit (write $${ for a literal ${)"],
+        [2, 7, "'${HOST' is not closed: a reference ends with } (write $${ for a literal ${)"],
+        [3, 4, "'${A:-x' is not closed: a reference ends with } (write $${ for a literal ${)"],
+        [4, 4, "'${A:?required}' is not a reference this config takes: write ${A} or ${A:-default}"],
+        [5, 4, "'${A-x}' is not a reference this config takes: write ${A} or ${A:-default}"],
+        [6, 4, "'${}' is not a variable reference: a name is letters, digits and _, not starting with a digit (write $${ for a literal ${)"],
+      ],
+    );
+  });
+
   it('substitutes inside block scalars as in any other string', () => {
     assert.equal(load('expr: |\n  $x = "${V}"\n', { V: 'v' }).value.expr, '$x = "v"\n');
   });

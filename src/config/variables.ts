@@ -1,0 +1,147 @@
+/**
+ * `${VAR}` references in config strings (spec §2): `${VAR}`, `${VAR:-default}`, a default that
+ * holds references itself (`${PRIMARY:-${FALLBACK:-localhost}}`, as shells and Docker Compose
+ * read it), and `$${` for a literal `${`. A scanner rather than a regular expression: a regex read
+ * `${A:-${B}}` as the default `${B` followed by a `}`, and delivered the literal text `${B}` as the
+ * value; a reference it did not recognise (`${1X}`, `${HOST` never closed) stayed in the value as
+ * text. Both are now problems at their place.
+ */
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface VariableProblem {
+  /** Offset in the string where the reference starts. */
+  readonly index: number;
+  readonly message: string;
+}
+
+export interface Expansion {
+  readonly value: string;
+  /** Whether there was any reference (or `$${`) to expand. */
+  readonly changed: boolean;
+  /** Whether the string is exactly one reference (`port: ${PORT}` then takes the type of its value). */
+  readonly whole: boolean;
+  readonly problems: readonly VariableProblem[];
+  /** The environment's values that went into the result (not defaults written in the file): secrets. */
+  readonly envValues: readonly string[];
+}
+
+const NAME = /[A-Za-z_][A-Za-z0-9_]*/y;
+
+/** `s` with its references replaced from `env`. */
+export function expandVariables(s: string, env: Env): Expansion {
+  if (!s.includes('${')) return { value: s, changed: false, whole: false, problems: [], envValues: [] };
+  const scan = new Scanner(s, env);
+  const value = scan.text(0, false).text;
+  const whole = s.startsWith('${') && scan.firstReferenceEnd === s.length;
+  return { value, changed: true, whole, problems: scan.problems, envValues: scan.envValues };
+}
+
+class Scanner {
+  problems: VariableProblem[] = [];
+  envValues: string[] = [];
+  /** Where the first top-level reference ended (for `whole`). */
+  firstReferenceEnd = -1;
+
+  constructor(
+    private readonly s: string,
+    private readonly env: Env,
+  ) {}
+
+  /** Expands from `i` to the end, or (in a default) to the `}` that closes it, whose index is `end`. */
+  text(i: number, inDefault: boolean): { text: string; end: number } {
+    const s = this.s;
+    let out = '';
+    while (i < s.length) {
+      const c = s[i];
+      if (inDefault && c === '}') return { text: out, end: i };
+      if (c === '$' && s[i + 1] === '$' && s[i + 2] === '{') {
+        // `$${...}`: the text up to its closing brace, as written, less the first `$`.
+        const close = matchingBrace(s, i + 2);
+        const end = close === -1 ? s.length : close + 1;
+        out += s.slice(i + 1, end);
+        i = end;
+        continue;
+      }
+      if (c === '$' && s[i + 1] === '{') {
+        const ref = this.reference(i);
+        if (!inDefault && this.firstReferenceEnd === -1) this.firstReferenceEnd = i === 0 ? ref.next : -2;
+        out += ref.value;
+        i = ref.next;
+        continue;
+      }
+      out += c;
+      i++;
+    }
+    return { text: out, end: i };
+  }
+
+  /** The reference starting at `start` (at its `$`): its value and the index after it. */
+  reference(start: number): { value: string; next: number } {
+    const s = this.s;
+    NAME.lastIndex = start + 2;
+    const name = NAME.exec(s)?.[0];
+    if (name === undefined) return this.malformed(start, `'${shown(s, start)}' is not a variable reference: a name is letters, digits and _, not starting with a digit (write $\${ for a literal \${)`);
+    const after = start + 2 + name.length;
+    if (s[after] === '}') return { value: this.lookup(name, undefined, start), next: after + 1 };
+    if (s.startsWith(':-', after)) {
+      // The default is expanded only if it is used: its own missing variables count only then.
+      const outer = { problems: this.problems, envValues: this.envValues };
+      this.problems = [];
+      this.envValues = [];
+      const fallback = this.text(after + 2, true);
+      const inner = { problems: this.problems, envValues: this.envValues };
+      this.problems = outer.problems;
+      this.envValues = outer.envValues;
+      if (fallback.end >= s.length) {
+        this.problems.push({ index: start, message: `'${shown(s, start)}' is not closed: a reference ends with } (write $\${ for a literal \${)` });
+        return { value: '', next: s.length };
+      }
+      const value = this.lookup(name, { text: fallback.text, ...inner }, start);
+      return { value, next: fallback.end + 1 };
+    }
+    if (after >= s.length) return this.malformed(start, `'${shown(s, start)}' is not closed: a reference ends with } (write $\${ for a literal \${)`);
+    return this.malformed(start, `'${shown(s, start)}' is not a reference this config takes: write \${${name}} or \${${name}:-default}`);
+  }
+
+  private lookup(name: string, fallback: { text: string; problems: VariableProblem[]; envValues: string[] } | undefined, at: number): string {
+    const v = this.env[name];
+    if (v !== undefined && v !== '') {
+      this.envValues.push(v);
+      return v;
+    }
+    if (fallback !== undefined) {
+      this.problems.push(...fallback.problems);
+      this.envValues.push(...fallback.envValues);
+      return fallback.text;
+    }
+    if (v === '') return v;
+    this.problems.push({
+      index: at,
+      message: `environment variable '${name}' is not set and has no default (write \${${name}:-default} to give one, or pass --vars-file FILE with stand-in values to check the config without the deployment's environment)`,
+    });
+    return '';
+  }
+
+  private malformed(start: number, message: string): { value: string; next: number } {
+    this.problems.push({ index: start, message });
+    const close = matchingBrace(this.s, start + 1);
+    return { value: '', next: close === -1 ? this.s.length : close + 1 };
+  }
+}
+
+/** Index of the `}` closing the `{` at `open`, counting nested braces; -1 when there is none. */
+function matchingBrace(s: string, open: number): number {
+  let depth = 0;
+  for (let i = open; i < s.length; i++) {
+    if (s[i] === '{') depth++;
+    else if (s[i] === '}' && --depth === 0) return i;
+  }
+  return -1;
+}
+
+/** The reference as written, cut short for a message. */
+function shown(s: string, start: number): string {
+  const close = matchingBrace(s, start + 1);
+  const text = s.slice(start, close === -1 ? s.length : close + 1);
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
