@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
@@ -48,6 +49,15 @@ routes:
       - validate: { schema: ${SCHEMA} }
     to: { broker: local, topic: ws-in }
 `;
+
+/** Writes `head` on a new connection and reads until the server closes it. */
+async function rawExchange(port: number, head: string): Promise<string> {
+  const socket = connect(port, '127.0.0.1');
+  socket.write(head);
+  let answer = '';
+  for await (const chunk of socket) answer += String(chunk);
+  return answer;
+}
 
 function outcomes(s: Scrape, route: string): Record<string, number | undefined> {
   const out: Record<string, number | undefined> = {};
@@ -241,6 +251,22 @@ describe('GET /metrics', () => {
     assert.deepEqual(outcomes(s, 'ws-in'), { received: 4, delivered: 2, filtered: 0, invalid: 2, tagged: 0, deadlettered: 0, failed: 0, rejected: 0 });
     const stats = (await (await fetch(`${gw.adminUrl}/admin/stats`)).json()) as any;
     assert.deepEqual(stats.listeners.push.errorFrames, { 400: 3, 405: 1, 415: 1 });
+  });
+
+  it('counts the answers given before there is a request: a malformed or oversized head, CONNECT', async () => {
+    const before = await scrape(gw.adminUrl);
+    const count = (s: Scrape, status: string) => s.value('eventgate_http_requests_total', { listener: 'api', status }) ?? 0;
+    // node's parser answers these itself, before the listener's request handler runs.
+    const answers = [];
+    for (const head of ['GARBAGE\r\n\r\n', `POST /mixed HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20000)}\r\n\r\n`, 'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n']) {
+      answers.push((await rawExchange(gw.port('api'), head)).split('\r\n')[0]);
+    }
+    assert.deepEqual(answers, ['HTTP/1.1 400 Malformed request', 'HTTP/1.1 431 Request headers too large', 'HTTP/1.1 405 Method not allowed']);
+    const after = await scrape(gw.adminUrl);
+    assert.deepEqual(
+      ['400', '405', '431'].map((status) => count(after, status) - count(before, status)),
+      [1, 1, 1],
+    );
   });
 });
 

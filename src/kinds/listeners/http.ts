@@ -93,7 +93,14 @@ export class HttpListener implements ListenerRuntime {
     this.telemetry = env.telemetry?.listener(name);
     this.cors = options.cors ? new CorsPolicy(options.cors) : undefined;
     this.streams = new SseStreams(name, { ...SSE_DEFAULTS, ...options.events }, env.logger);
-    this.server = createTransport(name, options, (req, res) => this.onRequest(req, res), env.logger, 'GET, POST');
+    this.server = createTransport(
+      name,
+      options,
+      (req, res) => this.onRequest(req, res),
+      env.logger,
+      'GET, POST',
+      (status) => this.telemetry?.httpResponse(status),
+    );
   }
 
   async start(): Promise<void> {

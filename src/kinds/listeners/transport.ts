@@ -138,8 +138,12 @@ export function tlsServerOptions(m: TlsMaterial): { cert: string; key: string; c
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-/** An http or https server with the options' bounds applied. */
-export function createTransport(listener: string, options: TransportOptions, handler: Handler, logger: Logger, allow: string): Server {
+/**
+ * An http or https server with the options' bounds applied. `answered` is told the status of the
+ * answers given without a request object (malformed or oversized heads, timeouts, CONNECT), which
+ * never reach `handler`: the http listener counts them with the rest of its answers.
+ */
+export function createTransport(listener: string, options: TransportOptions, handler: Handler, logger: Logger, allow: string, answered?: (status: number) => void): Server {
   const httpOptions = {
     maxHeaderSize: options.maxHeaderBytes ?? TRANSPORT_DEFAULTS.maxHeaderBytes,
     headersTimeout: options.headersTimeoutMs ?? TRANSPORT_DEFAULTS.headersTimeoutMs,
@@ -151,8 +155,8 @@ export function createTransport(listener: string, options: TransportOptions, han
   const m = options.tlsMaterial;
   const server: Server = m ? (createHttpsServer({ ...httpOptions, ...tlsServerOptions(m) }, handler) as unknown as Server) : createHttpServer(httpOptions, handler);
   applyLimits(server, options);
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket));
-  server.on('connect', (_req: IncomingMessage, socket: Duplex) => refuseConnect(socket, allow));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket, answered));
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => refuseConnect(socket, allow, answered));
   let dropped = 0;
   let lastLog = 0;
   server.on('drop', () => {
@@ -196,7 +200,7 @@ export function tooManyHeaders(req: IncomingMessage, options: TransportOptions):
  * Answers what node's parser rejects before there is a request (oversized or malformed heads,
  * timeouts) with the same problem+json body every other error gets, then closes the connection.
  */
-function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?: (status: number) => void): void {
   if (err.code === 'ECONNRESET' || !socket.writable || (socket as Socket & { _httpMessage?: { headersSent: boolean } })._httpMessage?.headersSent) {
     socket.destroy();
     return;
@@ -208,6 +212,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
         ? problem('EG_REQUEST_TIMEOUT', 'the request was not received in time')
         : problem('EG_BAD_REQUEST', 'the request is not valid HTTP/1.1');
   socket.end(rawResponse(p));
+  answered?.(p.status);
 }
 
 /**
@@ -215,13 +220,17 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
  * handler and, without one, drops with no answer at all. eventgate is no forward proxy: 405 with
  * the methods the server does serve (`allow`), as problem+json, then the connection is closed.
  */
-export function refuseConnect(socket: Duplex, allow: string): void {
+export function refuseConnect(socket: Duplex, allow: string, answered?: (status: number) => void): void {
   const p = problem('EG_METHOD_NOT_ALLOWED', `CONNECT is not supported: this server is not a proxy; use ${allow.replace(/, ([^,]*)$/, ' or $1')}`, { headers: { allow } });
   // Destroyed once the answer is out, not merely ended: node stops reading a CONNECT socket, so it
   // would never see the client's FIN, and a server with it still open never finishes close():
   // a shutdown after one CONNECT waited for ever.
-  if (socket.writable) socket.end(rawResponse(p), () => socket.destroy());
-  else socket.destroy();
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  socket.end(rawResponse(p), () => socket.destroy());
+  answered?.(p.status);
 }
 
 /** The problem for an HTTP/1.1 request without a Host header (RFC 9112 §3.2), or undefined. */
