@@ -18,7 +18,8 @@ const options = kindOptions('kafka', {
   port: Type.Integer({
     minimum: 0,
     maximum: 65535,
-    description: 'The bootstrap port clients are given. Broker n (in the order the proxy learns of them) gets port + 1 + n; with 0, every port is picked free (see /admin/status).',
+    description:
+      'The bootstrap port clients are given. Broker n (counting from 0, in the order the proxy learns of them, not by node id) gets port + 1 + n; with 0, every port is picked free (see /admin/status).',
   }),
   advertisedHost: Type.Optional(Type.String({ minLength: 1, description: "Host named to clients in metadata responses (default: host, or this machine's hostname when host is 0.0.0.0 or ::)." })),
   brokerPorts: Type.Optional(
