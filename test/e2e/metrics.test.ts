@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { scrape, scrapeUntil, type Scrape } from '../helpers/prometheus.js';
 
 const SCHEMA = '{ type: object, required: [n], properties: { n: { type: integer, minimum: 0 } } }';
@@ -267,6 +267,19 @@ describe('GET /metrics', () => {
       ['400', '405', '431'].map((status) => count(after, status) - count(before, status)),
       [1, 1, 1],
     );
+  });
+
+  it('counts no answer for a request whose client went away before it was answered', async () => {
+    const inFlight = async () => ((await (await fetch(`${gw.adminUrl}/admin/status`)).json()) as any).listeners.find((l: any) => l.name === 'api').inFlight as number;
+    const before = await scrape(gw.adminUrl);
+    const socket = connect(gw.port('api'), '127.0.0.1');
+    socket.write('POST /mixed HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\r\n{');
+    // The listener has the request (and waits for the rest of its body) before the client resets it.
+    await eventually(async () => assert.equal(await inFlight(), 1));
+    socket.resetAndDestroy();
+    await eventually(async () => assert.equal(await inFlight(), 0));
+    const after = await scrape(gw.adminUrl);
+    assert.deepEqual(after.series('eventgate_http_requests_total'), before.series('eventgate_http_requests_total'));
   });
 });
 

@@ -200,7 +200,8 @@ export class HttpListener implements ListenerRuntime {
 
   /** Every request ends through exactly one of finished(), refuse() or failed(). */
   private finished(res: ServerResponse): void {
-    this.telemetry?.httpResponse(res.statusCode);
+    // A client that went away before it was answered got no answer: res.statusCode would read 200.
+    if (res.headersSent) this.telemetry?.httpResponse(res.statusCode);
     if (--this.inFlight === 0 && this.idle) this.idle();
   }
 
