@@ -2,7 +2,8 @@ import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import { payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
-import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import { captured, newPromise } from '../../../core/captured-promise.js';
+import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { within } from '../../../core/within.js';
@@ -36,11 +37,44 @@ class Unroutable extends Error {
   }
 }
 
-interface Confirm {
+/**
+ * One publish until it is answered, in one object: its promise's resolving functions, what a
+ * basic.return of it names, and its acknowledgement deadline (a small entry of AckDeadlines,
+ * dropped from it once settled). Before, each publish made an executor, three closures around it,
+ * a record for basic.return and a Delivery of its own. Whichever comes first answers it: the
+ * server's confirm (`confirmed`, the callback amqplib calls on basic.ack or basic.nack, or with an
+ * error when the channel closes), a basic.return, a lost connection, or the deadline.
+ */
+class Publish implements Expiring {
+  settled = false;
+  deadline: Deadline | undefined;
+  /** amqplib's confirm callback: nothing on basic.ack, an error on basic.nack or when the channel closes first. */
+  readonly confirmed = (err?: Error | null): void =>
+    this.settle(err ? (err.message === 'message nacked' ? new Error(`broker '${this.broker.name}' refused the message (basic.nack)`) : err) : undefined);
+
+  constructor(
+    private readonly broker: AmqpBroker,
+    /** The message id: what correlates a basic.return. */
+    readonly id: string,
+    readonly exchange: string,
+    readonly key: string,
+    private readonly resolve: (d: Delivery) => void,
+    private readonly reject: (err: Error) => void,
+  ) {}
+
   /** Settles the publish (once: whatever comes after the first is ignored). */
-  settle(err?: Error): void;
-  exchange: string;
-  key: string;
+  settle(err?: Error): void {
+    if (this.settled) return;
+    this.settled = true;
+    if (this.deadline) this.deadline.settled = true;
+    this.broker.forget(this.id, err !== undefined);
+    if (err) this.reject(err);
+    else this.resolve(this.broker.delivery(this.key));
+  }
+
+  expire(err: AckTimeout): void {
+    this.settle(err);
+  }
 }
 
 /**
@@ -66,7 +100,9 @@ export class AmqpBroker implements BrokerRuntime {
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly subscriptions = new Set<AmqpSubscription>();
   /** Publishes awaiting their confirm, by the message id that correlates a basic.return. */
-  private readonly confirms = new Map<string, Confirm>();
+  private readonly confirms = new Map<string, Publish>();
+  /** Per topic published to, its delivery (see `delivery`); starts over past 1024 topics. */
+  private readonly deliveries = new Map<string, Delivery>();
   private nextId = 0;
   private open!: typeof import('amqplib')['connect'];
 
@@ -251,44 +287,50 @@ export class AmqpBroker implements BrokerRuntime {
     }
     const exchange = this.settings.exchange.name;
     const id = `${this.name}-${++this.nextId}`;
-    // One promise per publish: the deadline, the confirm, a basic.return and a lost connection settle it through callbacks.
-    return new Promise<Delivery>((resolve, reject) => {
-      const fail = (err: Error) => {
-        this.confirms.delete(id);
-        this.telemetry?.producerError();
-        reject(err);
-      };
-      const deadline = this.deadlines.add(fail);
-      const settle = (err?: Error) => {
-        if (deadline.settled) return;
-        deadline.settled = true;
-        if (err) return fail(err);
-        this.confirms.delete(id);
-        resolve({ broker: this.name, topic, partition: 0, offset: '-1' });
-      };
-      this.confirms.set(id, { exchange, key: topic, settle });
-      try {
-        // The callback runs on the server's basic.ack (or nack); a basic.return for an unroutable
-        // mandatory message comes before its ack and has already settled it.
-        out.publish(
-          exchange,
-          topic,
-          valuePayload(msg),
-          {
-            mandatory: this.settings.mandatory,
-            persistent: this.settings.persistent,
-            headers: msg.headers,
-            messageId: id,
-            contentType: Buffer.isBuffer(msg.value) ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain' : 'application/json',
-            // The message's own time (a consumed record's, 0 included); AMQP carries whole seconds.
-            timestamp: Math.floor((msg.timestamp >= 0 ? msg.timestamp : Date.now()) / 1000),
-          },
-          (err) => settle(err ? (err.message === 'message nacked' ? new Error(`broker '${this.name}' refused the message (basic.nack)`) : err) : undefined),
-        );
-      } catch (err) {
-        settle(err as Error);
-      }
-    });
+    const promise = newPromise<Delivery>();
+    const p = new Publish(this, id, exchange, topic, captured.resolve, captured.reject);
+    p.deadline = this.deadlines.track(p);
+    this.confirms.set(id, p);
+    try {
+      // `confirmed` runs on the server's basic.ack (or nack); a basic.return for an unroutable
+      // mandatory message comes before its ack and has already settled it.
+      out.publish(
+        exchange,
+        topic,
+        valuePayload(msg),
+        {
+          mandatory: this.settings.mandatory,
+          persistent: this.settings.persistent,
+          headers: msg.headers,
+          messageId: id,
+          contentType: Buffer.isBuffer(msg.value) ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain' : 'application/json',
+          // The message's own time (a consumed record's, 0 included); AMQP carries whole seconds.
+          timestamp: Math.floor((msg.timestamp >= 0 ? msg.timestamp : Date.now()) / 1000),
+        },
+        p.confirmed,
+      );
+    } catch (err) {
+      p.settle(err as Error);
+    }
+    return promise;
+  }
+
+  /** A publish settled: it no longer waits for a confirm or a basic.return. */
+  forget(id: string, failed: boolean): void {
+    this.confirms.delete(id);
+    if (failed) this.telemetry?.producerError();
+  }
+
+  /** What a publish to `topic` answers: one object per topic, as nothing in it is per publish (nothing changes a delivery once made). */
+  delivery(topic: string): Delivery {
+    let d = this.deliveries.get(topic);
+    if (!d) {
+      // Frozen: every publish to the topic answers with this object.
+      d = Object.freeze({ broker: this.name, topic, partition: 0, offset: '-1' });
+      if (this.deliveries.size >= 1024) this.deliveries.clear();
+      this.deliveries.set(topic, d);
+    }
+    return d;
   }
 
   /** Per consume route: messages ready in its queue as of the last poll, plus those it holds unacknowledged. */
