@@ -42,6 +42,30 @@ const HEADERS = 0x2000;
 const DELIVERY_MODE = 0x1000;
 const MESSAGE_ID = 0x0080;
 const TIMESTAMP = 0x0040;
+/** Encoded exchange/routing-key pairs and header names kept (a topic expression may produce many: each cache starts over past this). */
+const MAX_CACHED = 1024;
+
+/** `text` as a short string (length byte, then its UTF-8), optionally followed by `tail`; undefined when over 255 bytes. */
+function shortString(text: string, tail?: number): Buffer | undefined {
+  const len = Buffer.byteLength(text);
+  if (len > 255) return undefined;
+  const b = Buffer.allocUnsafe(1 + len + (tail === undefined ? 0 : 1));
+  b[0] = len;
+  b.write(text, 1);
+  if (tail !== undefined) b[1 + len] = tail;
+  return b;
+}
+
+/** Bytes encoded once and kept by their text, in a map that starts over past MAX_CACHED entries. */
+function cachedBytes(cache: Map<string, Buffer | undefined>, key: string, encode: () => Buffer | undefined): Buffer | undefined {
+  let b = cache.get(key);
+  if (b === undefined && !cache.has(key)) {
+    b = encode();
+    if (cache.size >= MAX_CACHED) cache.clear();
+    cache.set(key, b);
+  }
+  return b;
+}
 
 /**
  * basic.publish frames written straight to an amqplib connection's socket, for a confirm channel
@@ -61,6 +85,14 @@ export class AmqpPublisher {
   private readonly internals: Internals;
   private readonly out = new TurnBuffer();
   private flushing = false;
+  /** The last exchange published to as a short string (a broker publishes to one). */
+  private exchange: { name: string; bytes: Buffer | undefined } = { name: '', bytes: shortString('') };
+  /** Routing keys (topics) as short strings. */
+  private readonly keys = new Map<string, Buffer | undefined>();
+  /** A header name as a table entry's start (short string, then the 'S' of a long-string value). */
+  private readonly names = new Map<string, Buffer | undefined>();
+  /** Content types as short strings (the gateway sets one of three). */
+  private readonly types = new Map<string, Buffer | undefined>();
 
   constructor(channel: ConfirmChannel) {
     this.internals = channel as unknown as Internals;
@@ -70,21 +102,24 @@ export class AmqpPublisher {
 
   /** Encodes a message into this turn's write and registers `settle` for its confirm. Throws (and never calls `settle`) when it cannot be encoded. */
   publish(exchange: string, routingKey: string, body: Buffer | string, p: PublishProperties, settle: Settle): void {
-    const exchangeLen = Buffer.byteLength(exchange);
-    const keyLen = Buffer.byteLength(routingKey);
-    if (exchangeLen > 255 || keyLen > 255) throw new Error('an AMQP exchange name or routing key is at most 255 bytes');
-    const typeLen = p.contentType.length; // ASCII
+    // What repeats from message to message (the exchange and routing key, header names, the content type) is encoded once.
+    if (this.exchange.name !== exchange) this.exchange = { name: exchange, bytes: shortString(exchange) };
+    const ex = this.exchange.bytes;
+    const key = cachedBytes(this.keys, routingKey, () => shortString(routingKey));
+    if (!ex || !key) throw new Error('an AMQP exchange name or routing key is at most 255 bytes');
+    const type = cachedBytes(this.types, p.contentType, () => shortString(p.contentType));
+    if (!type) throw new Error('an AMQP content type is at most 255 bytes');
     const idLen = Buffer.byteLength(p.messageId);
     if (idLen > 255) throw new Error('an AMQP message id is at most 255 bytes');
     let table = 0;
     for (const k in p.headers) {
-      const kl = Buffer.byteLength(k);
-      if (kl > 255) throw new Error(`header '${k.slice(0, 64)}' is too long for an AMQP header name (255 bytes)`);
-      table += 1 + kl + 1 + 4 + Buffer.byteLength(p.headers[k]!);
+      const name = cachedBytes(this.names, k, () => shortString(k, 0x53)); // 'S': long string, as amqplib encodes a string in a table
+      if (!name) throw new Error(`header '${k.slice(0, 64)}' is too long for an AMQP header name (255 bytes)`);
+      table += name.length + 4 + Buffer.byteLength(p.headers[k]!);
     }
     const bodyLen = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
-    const methodSize = 4 + 2 + 1 + exchangeLen + 1 + keyLen + 1;
-    const headerSize = 4 + 8 + 2 + (1 + typeLen) + (4 + table) + 1 + (1 + idLen) + 8;
+    const methodSize = 4 + 2 + ex.length + key.length + 1;
+    const headerSize = 4 + 8 + 2 + type.length + (4 + table) + 1 + (1 + idLen) + 8;
     const maxBody = this.conn.frameMax - FRAME_OVERHEAD;
     if (headerSize > maxBody) throw new Error(`the message's headers (${table} bytes) do not fit in one AMQP frame (frameMax ${this.conn.frameMax})`);
     const bodyFrames = Math.ceil(bodyLen / maxBody);
@@ -95,10 +130,8 @@ export class AmqpPublisher {
     at = this.frameStart(buf, at, FRAME_METHOD, methodSize);
     at = buf.writeUInt32BE(BASIC_PUBLISH, at);
     at = buf.writeUInt16BE(0, at); // reserved (ticket)
-    buf[at++] = exchangeLen;
-    at += buf.write(exchange, at);
-    buf[at++] = keyLen;
-    at += buf.write(routingKey, at);
+    at += ex.copy(buf, at);
+    at += key.copy(buf, at);
     buf[at++] = p.mandatory ? 1 : 0; // mandatory; immediate unset
     buf[at++] = FRAME_END;
     // content header: class, weight, body size, property flags, then the properties in flag order
@@ -107,14 +140,10 @@ export class AmqpPublisher {
     at = buf.writeUInt32BE(Math.floor(bodyLen / 0x1_0000_0000), at);
     at = buf.writeUInt32BE(bodyLen >>> 0, at);
     at = buf.writeUInt16BE(CONTENT_TYPE | HEADERS | DELIVERY_MODE | MESSAGE_ID | TIMESTAMP, at);
-    buf[at++] = typeLen;
-    at += buf.write(p.contentType, at, 'latin1');
+    at += type.copy(buf, at);
     at = buf.writeUInt32BE(table, at);
     for (const k in p.headers) {
-      const kl = buf.write(k, at + 1);
-      buf[at] = kl;
-      at += 1 + kl;
-      buf[at++] = 0x53; // 'S': long string, as amqplib encodes a string in a table
+      at += cachedBytes(this.names, k, () => shortString(k, 0x53))!.copy(buf, at);
       const vl = buf.write(p.headers[k]!, at + 4);
       buf.writeUInt32BE(vl, at);
       at += 4 + vl;
