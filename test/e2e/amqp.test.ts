@@ -267,6 +267,43 @@ routes:
     }
   });
 
+  it('answers 503 once ackTimeoutMs passed without a confirm, ignores the confirms that come late, and goes on publishing', async () => {
+    // Three words: orders.* (the queue other tests read) does not take these.
+    await pikaDeclareQueue(rabbit, 'frozen-seen', 'amq.topic', 'orders.frozen.*');
+    // RabbitMQ stopped (SIGSTOP, its whole process group): the connection stays up, the publishes are written, no confirm comes.
+    const pgid = rabbit.pid()!;
+    process.kill(-pgid, 'SIGSTOP');
+    // Resumed once every publish was answered, or (publishes the deadline never answered) after three deadlines: they then get 200s, and the test fails rather than hangs.
+    const resume = () => {
+      clearTimeout(bound);
+      process.kill(-pgid, 'SIGCONT');
+    };
+    const bound = setTimeout(resume, 3 * ACK_TIMEOUT_MS);
+    let late: Awaited<ReturnType<typeof post>>[];
+    try {
+      late = await Promise.all(Array.from({ length: 20 }, (_, i) => post(gw.url('api', '/orders/frozen.late'), { i })));
+    } finally {
+      resume();
+    }
+    assert.deepEqual(
+      late.map((r) => r.status),
+      Array.from({ length: 20 }, () => 503),
+    );
+    assert.match(late[0]!.text, new RegExp(`no acknowledgement from broker 'rabbit' within ${ACK_TIMEOUT_MS} ms`));
+    // The confirms of those come once RabbitMQ runs again, and change nothing; what follows is answered as confirmed.
+    const after = await Promise.all(Array.from({ length: 20 }, (_, i) => post(gw.url('api', '/orders/frozen.after'), { i: 20 + i })));
+    assert.deepEqual(
+      after.map((r) => r.status),
+      Array.from({ length: 20 }, () => 200),
+    );
+    // The 503s were written before the deadline, so RabbitMQ took them too (at least once, as a 503 allows); each message once.
+    const got = await pikaConsume(rabbit, 'frozen-seen', 40);
+    assert.deepEqual(
+      got.map((m) => (JSON.parse(m.body) as { i: number }).i).sort((a, b) => a - b),
+      Array.from({ length: 40 }, (_, k) => k),
+    );
+  });
+
   it('answers 503 while RabbitMQ is down, reports it in /readyz, loses no confirmed message, and resumes consuming', async () => {
     const load = await publishThroughOutage(
       (i) => post(gw.url('api', '/orders/load'), { i }),
