@@ -1,7 +1,7 @@
 /**
  * The webhook target's HTTP client: undici (the client behind Node's own fetch), one per target,
  * keeping up to `concurrency` connections alive per origin with one request at a time on each: a
- * Pool for the origin of a fixed URL, an Agent (a Pool per origin) for URLs computed per message. node:http's client (ClientRequest, the Agent's bookkeeping, the IncomingMessage stream)
+ * Client per slot for the origin of a fixed URL, an Agent (a Pool per origin) for URLs computed per message. node:http's client (ClientRequest, the Agent's bookkeeping, the IncomingMessage stream)
  * cost more CPU per request than the rest of a delivery's path; undici's dispatch API costs a
  * fraction of it and leaves HTTP/1.1 framing (chunked answers, 1xx, close-delimited bodies,
  * connection reuse) to a client that is maintained for it. A delivery needs only the status, the
@@ -30,6 +30,11 @@ export interface ClientRequest {
   readonly body: Buffer;
   readonly headersTimeout: 0;
   readonly bodyTimeout: 0;
+  /**
+   * false: a connection carries one request at a time anyway (`pipelining: 1`), and a blocking
+   * request costs undici one more pass of its dispatch loop per answer (to unblock it).
+   */
+  readonly blocking: false;
 }
 
 /** A complete answer: its status, `Retry-After`, and (for non-2xx answers) up to MAX_TEXT characters of its body. */
@@ -58,28 +63,47 @@ const MAX_TEXT = 4096;
 const ABORTED = new Error('the webhook target gave up on this request');
 
 export class HttpClient {
-  /** The pool of the target's fixed origin: requests to it skip the Agent's look-up of a pool per origin. */
-  private readonly pool: Dispatcher | undefined;
+  /**
+   * Connections to the target's fixed origin, one undici Client per slot of the target (a slot has
+   * at most one request in flight): a request goes straight to its connection, without a Pool's
+   * search for a free one and its `drain` events (an array spread) after every answer.
+   */
+  private readonly clients: (Dispatcher | undefined)[] = [];
   /** Pools per origin, for URLs computed per message (made with the first such request). */
   private agent: Dispatcher | undefined;
 
   constructor(
     private readonly connections: number,
     private readonly origin?: string,
-  ) {
-    if (origin !== undefined) this.pool = new (undici().Pool)(origin, { connections, pipelining: 1 });
+  ) {}
+
+  /** Sends `req`; `lane` (0 to connections - 1) names the caller's slot, whose connection a request to the fixed origin takes. */
+  request(req: ClientRequest, listener: AnswerListener, ticket: number, lane: number): Exchange {
+    if (req.origin !== this.origin) {
+      const handler = new AnswerHandler(listener, ticket, undefined, lane);
+      (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1 })).dispatch(req, handler);
+      return handler;
+    }
+    const handler = new AnswerHandler(listener, ticket, this, lane);
+    (this.clients[lane] ??= new (undici().Client)(req.origin, { pipelining: 1 })).dispatch(req, handler);
+    return handler;
   }
 
-  request(req: ClientRequest, listener: AnswerListener, ticket: number): Exchange {
-    const handler = new AnswerHandler(listener, ticket);
-    const dispatcher = req.origin === this.origin && this.pool ? this.pool : (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1 }));
-    dispatcher.dispatch(req, handler);
-    return handler;
+  /**
+   * A request to the fixed origin failed (no connection, a reset, a timeout): the lane's next one
+   * gets a new Client, as a Pool drops a client whose connection failed rather than reusing it.
+   */
+  failed(lane: number): void {
+    const client = this.clients[lane];
+    if (client === undefined) return;
+    this.clients[lane] = undefined;
+    // Not from inside the client's own callback.
+    setImmediate(() => void client.destroy().catch(() => undefined));
   }
 
   /** Closes every connection: requests in flight end with an error (the route is stopping and gave them their grace). */
   close(): void {
-    for (const d of [this.pool, this.agent]) void d?.destroy().catch(() => undefined);
+    for (const d of [...this.clients, this.agent]) void d?.destroy().catch(() => undefined);
   }
 }
 
@@ -101,6 +125,9 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
   constructor(
     private readonly listener: AnswerListener,
     private readonly ticket: number,
+    /** The client whose lane's connection carried the request (undefined: the Agent's). */
+    private readonly client: HttpClient | undefined,
+    private readonly lane: number,
   ) {}
 
   onConnect(abort: (err: Error) => void): void {
@@ -136,12 +163,14 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
   onError(err: Error): void {
     if (this.over) return;
     this.over = true;
+    this.client?.failed(this.lane);
     this.listener.answered(this.ticket, err, undefined);
   }
 
   abort(): void {
     if (this.over) return;
     this.over = true;
+    this.client?.failed(this.lane);
     this.cut?.(ABORTED);
   }
 }

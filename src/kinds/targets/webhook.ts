@@ -224,7 +224,7 @@ export class WebhookTarget implements Target {
   /** One try of `flight` in a free slot, or once one is free (`concurrency` tries are in flight). */
   private tryOnce(flight: Flight): void {
     let slot = this.free.pop();
-    if (!slot && this.slots.length < this.plan.concurrency) this.slots.push((slot = new Slot()));
+    if (!slot && this.slots.length < this.plan.concurrency) this.slots.push((slot = new Slot(this.slots.length)));
     if (slot) this.attempt(slot, flight);
     else this.waiting.push(flight);
   }
@@ -363,7 +363,7 @@ export class WebhookTarget implements Target {
       if (INVALID_HEADER_CHAR.test(headers[i]!))
         throw new WebhookError(problem('EG_INVALID_MESSAGE', `header '${headers[i - 1]}' has characters HTTP does not allow in a header (control characters such as CR or LF)`));
     }
-    return { origin: endpoint.origin, path: endpoint.path, method: this.plan.method, headers, body: bytes, headersTimeout: 0, bodyTimeout: 0, display: endpoint.display };
+    return { origin: endpoint.origin, path: endpoint.path, method: this.plan.method, headers, body: bytes, headersTimeout: 0, bodyTimeout: 0, blocking: false, display: endpoint.display };
   }
 
   /**
@@ -377,7 +377,7 @@ export class WebhookTarget implements Target {
     // Armed before the request is made: a client that fails at once calls back before request() returns.
     this.arm(slot, flight);
     try {
-      const exchange = this.client.request(flight.request, flight, ticket);
+      const exchange = this.client.request(flight.request, flight, ticket, slot.lane);
       if (slot.flight === flight && flight.tries === ticket) flight.exchange = exchange;
     } catch (err) {
       this.answered(flight, ticket, err as Error, undefined);
@@ -465,6 +465,11 @@ class Flight implements AnswerListener {
 
 /** One of a target's `concurrency` places for a request in flight, with the timer of its tries. */
 class Slot {
+  constructor(
+    /** The slot's place among the target's slots: its connection to a fixed URL's origin. */
+    readonly lane: number,
+  ) {}
+
   /** The message whose try is in flight; undefined while none is. */
   flight: Flight | undefined = undefined;
   /** When the try in flight times out (performance.now()). */
