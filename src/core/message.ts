@@ -102,11 +102,23 @@ export type Delivery =
  * response, which a message kept for long (a memory topic's retention) must not hold on to.
  */
 export function detachOriginal(original: OriginalRecord): OriginalRecord {
-  // A buffer about its own size (a client's request, a broker's packet) is kept as it is.
-  const copy = (b: Buffer | null) => (b === null || b.buffer.byteLength <= b.length + DETACH_SLACK ? b : Buffer.from(b));
-  const headers: Record<string, Buffer | readonly Buffer[]> = {};
-  for (const [name, v] of Object.entries(original.headers)) headers[name] = Buffer.isBuffer(v) ? Buffer.from(v) : v.map((b) => Buffer.from(b));
-  return { value: copy(original.value), key: copy(original.key), headers, decoded: original.decoded };
+  const value = detached(original.value);
+  const key = detached(original.key);
+  let headers = original.headers;
+  for (const _ in headers) {
+    const copies: Record<string, Buffer | readonly Buffer[]> = {};
+    for (const [name, v] of Object.entries(original.headers)) copies[name] = Buffer.isBuffer(v) ? Buffer.from(v) : v.map((b) => Buffer.from(b));
+    headers = copies;
+    break;
+  }
+  // Nothing to copy (a body a client published: its own buffer, no raw headers): the record itself, which nobody changes.
+  if (value === original.value && key === original.key && headers === original.headers) return original;
+  return { value, key, headers, decoded: original.decoded };
+}
+
+/** A buffer about its own size (a client's request, a broker's packet) as it is; a slice of a larger one copied. */
+function detached(b: Buffer | null): Buffer | null {
+  return b === null || b.buffer.byteLength <= b.length + DETACH_SLACK ? b : Buffer.from(b);
 }
 
 /** How many bytes more than its own a kept buffer may hold on to (a slice of a larger read is copied). */
