@@ -1,6 +1,6 @@
 import type { Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
-import type { Message } from '../../core/message.js';
+import type { Delivery, Message } from '../../core/message.js';
 import type { BrokerTelemetry } from '../contracts.js';
 
 /**
@@ -216,4 +216,26 @@ export function singleValued(entries: Iterable<[string, unknown]>): Record<strin
     out[name] = Buffer.isBuffer(last) ? last.toString('utf8') : typeof last === 'object' ? JSON.stringify(last) : String(last);
   }
   return out;
+}
+
+/**
+ * What a publish to a topic answers, for brokers whose acknowledgement names no position (MQTT,
+ * AMQP): one frozen object per topic, shared by every publish to it, as nothing in it is per
+ * publish and nothing changes a delivery once made. Starts over past 1024 topics (a topic
+ * expression may produce many).
+ */
+export class TopicDeliveries {
+  private readonly byTopic = new Map<string, Delivery>();
+
+  constructor(private readonly broker: string) {}
+
+  of(topic: string): Delivery {
+    let d = this.byTopic.get(topic);
+    if (!d) {
+      d = Object.freeze({ broker: this.broker, topic, partition: 0, offset: '-1' });
+      if (this.byTopic.size >= 1024) this.byTopic.clear();
+      this.byTopic.set(topic, d);
+    }
+    return d;
+  }
 }

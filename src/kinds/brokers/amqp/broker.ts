@@ -3,7 +3,7 @@ import type { Logger } from '../../../log.js';
 import { payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
-import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { within } from '../../../core/within.js';
@@ -69,7 +69,7 @@ class Publish implements Expiring {
     if (this.deadline) this.deadline.settled = true;
     this.broker.forget(this.id, err !== undefined);
     if (err) this.reject(err);
-    else this.resolve(this.broker.delivery(this.key));
+    else this.resolve(this.broker.deliveries.of(this.key));
   }
 
   expire(err: AckTimeout): void {
@@ -101,8 +101,8 @@ export class AmqpBroker implements BrokerRuntime {
   private readonly subscriptions = new Set<AmqpSubscription>();
   /** Publishes awaiting their confirm, by the message id that correlates a basic.return. */
   private readonly confirms = new Map<string, Publish>();
-  /** Per topic published to, its delivery (see `delivery`); starts over past 1024 topics. */
-  private readonly deliveries = new Map<string, Delivery>();
+  /** What publishes answer, per topic. */
+  readonly deliveries: TopicDeliveries;
   private nextId = 0;
   private open!: typeof import('amqplib')['connect'];
 
@@ -115,6 +115,7 @@ export class AmqpBroker implements BrokerRuntime {
     env: RuntimeEnv,
   ) {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
+    this.deliveries = new TopicDeliveries(name);
     this.server = serverOf(settings.url);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'amqp');
@@ -319,18 +320,6 @@ export class AmqpBroker implements BrokerRuntime {
   forget(id: string, failed: boolean): void {
     this.confirms.delete(id);
     if (failed) this.telemetry?.producerError();
-  }
-
-  /** What a publish to `topic` answers: one object per topic, as nothing in it is per publish (nothing changes a delivery once made). */
-  delivery(topic: string): Delivery {
-    let d = this.deliveries.get(topic);
-    if (!d) {
-      // Frozen: every publish to the topic answers with this object.
-      d = Object.freeze({ broker: this.name, topic, partition: 0, offset: '-1' });
-      if (this.deliveries.size >= 1024) this.deliveries.clear();
-      this.deliveries.set(topic, d);
-    }
-    return d;
   }
 
   /** Per consume route: messages ready in its queue as of the last poll, plus those it holds unacknowledged. */

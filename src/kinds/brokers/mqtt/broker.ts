@@ -4,7 +4,7 @@ import { captured, newPromise } from '../../../core/captured-promise.js';
 import { within } from '../../../core/within.js';
 import { payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
-import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 
@@ -56,7 +56,7 @@ class Publish extends Flight implements Expiring {
     if (err) {
       this.broker.failed();
       this.reject(err);
-    } else this.resolve(this.broker.delivery(this.topic));
+    } else this.resolve(this.broker.deliveries.of(this.topic));
   }
 
   expire(err: AckTimeout): void {
@@ -163,8 +163,8 @@ export class MqttBroker implements BrokerRuntime {
   private readonly subscriptions = new Set<MqttSubscription>();
   private stopped = false;
 
-  /** Per topic published to, its delivery (see `delivery`); starts over past 1024 topics. */
-  private readonly deliveries = new Map<string, Delivery>();
+  /** What publishes answer, per topic. */
+  readonly deliveries: TopicDeliveries;
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private readonly deadlines: AckDeadlines;
 
@@ -174,6 +174,7 @@ export class MqttBroker implements BrokerRuntime {
     env: RuntimeEnv,
   ) {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
+    this.deliveries = new TopicDeliveries(name);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'mqtt');
   }
@@ -242,18 +243,6 @@ export class MqttBroker implements BrokerRuntime {
       p.end(err as Error);
     }
     return promise;
-  }
-
-  /** What a publish to `topic` answers: one object per topic, as nothing in it is per publish (nothing changes a delivery once made). */
-  delivery(topic: string): Delivery {
-    let d = this.deliveries.get(topic);
-    if (!d) {
-      // Frozen: every publish to the topic answers with this object.
-      d = Object.freeze({ broker: this.name, topic, partition: 0, offset: '-1' });
-      if (this.deliveries.size >= 1024) this.deliveries.clear();
-      this.deliveries.set(topic, d);
-    }
-    return d;
   }
 
   /** A publish failed (refused, timed out, connection lost), for the producer error counter. */
