@@ -181,11 +181,30 @@ function serverOf(proc: ServerProcess, url: string, port: number, dir: string, c
 }
 
 /**
+ * Starts a server on ports picked free a moment before it binds them. Another process can take
+ * one in between (RabbitMQ binds seconds after it starts: a fresh-clone CI run saw
+ * `eaddrinuse` once), so a start that fails for a port in use is tried again on new ports.
+ */
+async function onFreshPorts<T>(start: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (err) {
+      if (attempt >= 3 || !/eaddrinuse|address already in use/i.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+/**
  * mosquitto with persistence (sessions and QoS 1/2 messages survive a restart, as on a real
  * deployment), anonymous access, listening on 127.0.0.1 only. `acl`: the lines of an ACL file for
  * anonymous clients (`topic readwrite open/#`); without it every client may do anything.
  */
-export async function startMosquitto(acl?: string[]): Promise<MessageServer> {
+export function startMosquitto(acl?: string[]): Promise<MessageServer> {
+  return onFreshPorts(() => startMosquittoOnce(acl));
+}
+
+async function startMosquittoOnce(acl?: string[]): Promise<MessageServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-mosquitto-'));
   if (acl) writeFileSync(join(dir, 'acl'), `${acl.join('\n')}\n`);
   const port = await freePort();
@@ -214,7 +233,11 @@ export async function startMosquitto(acl?: string[]): Promise<MessageServer> {
 }
 
 /** nats-server with JetStream, its store in the temp directory (streams and consumers survive a restart). */
-export async function startNats(): Promise<MessageServer> {
+export function startNats(): Promise<MessageServer> {
+  return onFreshPorts(startNatsOnce);
+}
+
+async function startNatsOnce(): Promise<MessageServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-'));
   const port = await freePort();
   const proc = new ServerProcess('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', join(dir, 'jetstream')], process.env, port, natsProbe(port), 60000);
@@ -234,7 +257,11 @@ export interface RabbitServer extends MessageServer {
   ctl(...args: string[]): Promise<string>;
 }
 
-export async function startRabbit(options: { advancedConfig?: string } = {}): Promise<RabbitServer> {
+export function startRabbit(options: { advancedConfig?: string } = {}): Promise<RabbitServer> {
+  return onFreshPorts(() => startRabbitOnce(options));
+}
+
+async function startRabbitOnce(options: { advancedConfig?: string }): Promise<RabbitServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-rabbitmq-'));
   if (options.advancedConfig) writeFileSync(join(dir, 'advanced.config'), options.advancedConfig);
   const ports = new Set<number>();
@@ -277,8 +304,15 @@ export async function startRabbit(options: { advancedConfig?: string } = {}): Pr
   // Boots in ~5 s on an idle machine; much longer when eight test runs share two cores.
   const url = `amqp://guest:guest@127.0.0.1:${port}`;
   const proc = new ServerProcess('rabbitmq-server', command, args, env, port, amqpProbe(url), 120000, join(dir, 'log', `${name}@localhost.log`));
-  await proc.start();
   const killEpmd = () => void spawnSync('epmd', ['-kill'], { env: { ...process.env, ERL_EPMD_PORT: String(epmdPort) } });
+  try {
+    await proc.start();
+  } catch (err) {
+    // The node's epmd outlives a node that did not boot.
+    await proc.stop();
+    killEpmd();
+    throw err;
+  }
   process.once('exit', killEpmd);
   const ctlScript = '/usr/lib/rabbitmq/bin/rabbitmqctl';
   // As the node's own user, with its HOME (the Erlang cookie) and epmd port.
