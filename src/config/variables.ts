@@ -32,15 +32,15 @@ export function expandVariables(s: string, env: Env): Expansion {
   if (!s.includes('${')) return { value: s, changed: false, whole: false, problems: [], envValues: [] };
   const scan = new Scanner(s, env);
   const value = scan.text(0, false).text;
-  const whole = s.startsWith('${') && scan.firstReferenceEnd === s.length;
+  const whole = scan.leadingReferenceEnd === s.length;
   return { value, changed: true, whole, problems: scan.problems, envValues: scan.envValues };
 }
 
 class Scanner {
   problems: VariableProblem[] = [];
   envValues: string[] = [];
-  /** Where the first top-level reference ended (for `whole`). */
-  firstReferenceEnd = -1;
+  /** Where a reference at the very start of the string ended (for `whole`). */
+  leadingReferenceEnd = -1;
 
   constructor(
     private readonly s: string,
@@ -64,7 +64,7 @@ class Scanner {
       }
       if (c === '$' && s[i + 1] === '{') {
         const ref = this.reference(i);
-        if (!inDefault && this.firstReferenceEnd === -1) this.firstReferenceEnd = i === 0 ? ref.next : -2;
+        if (i === 0) this.leadingReferenceEnd = ref.next;
         out += ref.value;
         i = ref.next;
         continue;
@@ -84,22 +84,17 @@ class Scanner {
     const after = start + 2 + name.length;
     if (s[after] === '}') return { value: this.lookup(name, undefined, start), next: after + 1 };
     if (s.startsWith(':-', after)) {
-      // The default is expanded only if it is used: its own missing variables count only then.
-      const outer = { problems: this.problems, envValues: this.envValues };
-      this.problems = [];
-      this.envValues = [];
-      const fallback = this.text(after + 2, true);
-      const inner = { problems: this.problems, envValues: this.envValues };
-      this.problems = outer.problems;
-      this.envValues = outer.envValues;
+      // The default is expanded on a scanner of its own, kept only if it is used: its missing variables count only then.
+      const inner = new Scanner(s, this.env);
+      const fallback = inner.text(after + 2, true);
       if (fallback.end >= s.length) {
-        this.problems.push({ index: start, message: `'${shown(s, start)}' is not closed: a reference ends with } (write $\${ for a literal \${)` });
+        this.problems.push({ index: start, message: unclosed(s, start) });
         return { value: '', next: s.length };
       }
-      const value = this.lookup(name, { text: fallback.text, ...inner }, start);
+      const value = this.lookup(name, { text: fallback.text, problems: inner.problems, envValues: inner.envValues }, start);
       return { value, next: fallback.end + 1 };
     }
-    if (after >= s.length) return this.malformed(start, `'${shown(s, start)}' is not closed: a reference ends with } (write $\${ for a literal \${)`);
+    if (after >= s.length) return this.malformed(start, unclosed(s, start));
     return this.malformed(start, `'${shown(s, start)}' is not a reference this config takes: write \${${name}} or \${${name}:-default}`);
   }
 
@@ -137,6 +132,10 @@ function matchingBrace(s: string, open: number): number {
     else if (s[i] === '}' && --depth === 0) return i;
   }
   return -1;
+}
+
+function unclosed(s: string, start: number): string {
+  return `'${shown(s, start)}' is not closed: a reference ends with } (write $\${ for a literal \${)`;
 }
 
 /** The reference as written, cut short for a message. */
