@@ -294,3 +294,40 @@ ${extra}`;
     kept.child.kill();
   });
 });
+
+describe('Server-Sent Events when a reload removes the http listener', () => {
+  const config = (withApi: boolean) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory }
+listeners:
+${withApi ? '  api: { kind: http, port: 0, host: 127.0.0.1 }\n' : ''}  other: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: publish
+    from: { listener: other, path: /ticks }
+    to: { broker: local, topic: ticks }
+${withApi ? '  - name: stream\n    from: { broker: local, topic: ticks }\n    to: { listener: api, path: /ticks }\n' : ''}`;
+  const gw = useGateway(config(true));
+
+  it('ends its open streams cleanly once the listener stops, after what was published before reached them; the other listener goes on', async () => {
+    const port = gw.port('api');
+    const stream = curl(gw.url('api', '/ticks'));
+    await eventually(() => assert.match(stream.text(), /^retry: \d+/));
+    assert.equal((await fetch(gw.url('other', '/ticks'), { method: 'POST', body: '{"n": 1}', headers: { 'content-type': 'application/json' } })).status, 200);
+    await eventually(() =>
+      assert.deepEqual(
+        parseEvents(stream.text()).map((e) => JSON.parse(e.data)),
+        [{ n: 1 }],
+      ),
+    );
+    const ended = once(stream.child, 'exit');
+
+    const line = await gw.reconfigure(config(false));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    const [code] = await ended;
+    assert.equal(code, 0, 'the response ended cleanly, as an event stream the server closes');
+    await assert.rejects(fetch(`http://127.0.0.1:${port}/ticks`, { headers: { accept: 'text/event-stream' } }));
+    assert.equal((await fetch(gw.url('other', '/ticks'), { method: 'POST', body: '{"n": 2}', headers: { 'content-type': 'application/json' } })).status, 200);
+  });
+});
