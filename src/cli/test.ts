@@ -4,6 +4,7 @@ import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
+import type { Plan } from '../plan/types.js';
 import { junitReport, textReport } from '../testing/report.js';
 import { runTest, type TestResult } from '../testing/run-tests.js';
 import { readTestFile, type TestFile } from '../testing/test-file.js';
@@ -32,14 +33,15 @@ export async function checkTestFile(file: string, env: Env): Promise<Diagnostic[
   const config = t.config ?? (existsSync(beside) ? beside : join(dirname(file), 'gateway.yaml'));
   const { plan, diagnostics } = await loadPlan(config, { registry: defaultRegistry(), env });
   problems.push(...diagnostics);
-  if (plan) {
-    for (const test of t.tests) {
-      if (!plan.routes.has(test.route)) {
-        problems.push({ file, line: test.line, column: 1, code: 'EG_TEST_FILE', path: 'route', message: `test '${test.name}' names route '${test.route}', which ${config} does not define` });
-      }
-    }
-  }
+  if (plan) problems.push(...unknownRoutes(t, plan, config));
   return problems;
+}
+
+/** A test naming a route the config lacks cannot run: a problem of its test file, for `validate` and `test` alike. */
+function unknownRoutes(t: TestFile, plan: Plan, config: string): Diagnostic[] {
+  return t.tests
+    .filter((test) => !plan.routes.has(test.route))
+    .map((test) => ({ file: t.file, line: test.line, column: 1, code: 'EG_TEST_FILE', path: 'route', message: `test '${test.name}' names route '${test.route}', which ${config} does not define` }));
 }
 
 /**
@@ -80,6 +82,8 @@ export async function testCommand(config: string | undefined, testFiles: string[
         return usageError(load.diagnostics);
       }
     }
+    const unknown = unknownRoutes(t, load.plan!, file);
+    if (unknown.length > 0) return usageError(unknown);
     for (const test of t.tests) results.push(await runTest(load.plan!, test, registry));
   }
   if (results.length === 0) {
