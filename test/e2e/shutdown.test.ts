@@ -195,16 +195,44 @@ routes:
     assert.deepEqual(await gw.stop('SIGINT'), { code: 0, signal: null });
   });
 
-  it('gives up on a request that never finishes after drainTimeoutMs, and still exits 0', async () => {
-    await gw.start(config(300));
-    const stuck = slowPost(gw.url('api', '/in'), 1);
-    stuck.reply.catch(() => undefined);
-    await waitInFlight(gw, 1);
-    const started = Date.now();
-    assert.deepEqual(await gw.stop('SIGTERM'), { code: 0, signal: null });
-    // Bounded by the drain timeout, not by the client (which never sends the rest).
-    assert.ok(Date.now() - started < 8000);
-    await assert.rejects(stuck.reply);
+  it('answers 503 to the requests still in flight at drainTimeoutMs (a body never finished, a message its target holds), and still exits 0', async () => {
+    const target = await HeldTarget.start();
+    try {
+      const g = await gw.start(`
+version: 1
+admin: { port: 0, drainTimeoutMs: 300 }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { http: { url: "${target.url}", timeoutMs: 60000 } }
+`);
+      const stuck = slowPost(g.url('api', '/in'), 1);
+      const held = post(g.url('api', '/in'), { n: 2 });
+      // The webhook holds the second one: its message is in flight, taken by no one yet.
+      await eventually(() => assert.equal(target.bodies.length, 1));
+      await waitInFlight(g, 2);
+      const started = Date.now();
+      const from = g.logs.length;
+      assert.deepEqual(await g.stop('SIGTERM'), { code: 0, signal: null });
+      // Bounded by the drain timeout, not by the client (which never sends the rest) or the target.
+      assert.ok(Date.now() - started < 8000);
+      const answers = { stuck: await stuck.reply, held: await held };
+      for (const reply of Object.values(answers)) {
+        assert.equal(reply.status, 503, JSON.stringify(reply.body));
+        assert.equal(reply.body.code, 'EG_SHUTTING_DOWN');
+      }
+      assert.equal(answers.stuck.body.detail, 'the gateway shut down before this request finished (drainTimeoutMs 300 passed): its body had not all arrived, so nothing of it was published');
+      assert.equal(answers.held.body.detail, 'the gateway shut down before this request finished (drainTimeoutMs 300 passed): its message may or may not have been delivered');
+      assert.ok(g.logs.slice(from).some((l) => l.msg === 'requests still in flight at the drain timeout were answered 503' && l.requests === 2));
+      assert.deepEqual(
+        target.bodies.map((b) => JSON.parse(b)),
+        [{ n: 2 }],
+      );
+    } finally {
+      await target.stop();
+    }
   });
 
   it('keeps draining through a repeated SIGTERM: the request in flight gets 200, the exit is 0', async () => {

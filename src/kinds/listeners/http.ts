@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { finished as flushed } from 'node:stream/promises';
 import type FindMyWayModule from 'find-my-way';
 import { problem, type Problem } from '../../core/errors.js';
 import { sendJson, sendJsonText, sendProblem } from './http-reply.js';
@@ -68,8 +69,11 @@ export class HttpListener implements ListenerRuntime {
   private staticPublish = new Map<string, RouteEntry>();
   private options: HttpOptions;
   private cors: CorsPolicy | undefined;
-  private inFlight = 0;
+  /** Requests not yet answered (an event stream leaves it once opened): what a drain waits for. */
+  private readonly unanswered = new Set<ServerResponse>();
   private draining = false;
+  /** The drain's whole budget, for the answer of a request it leaves unanswered (stop() gets only what is left of it). */
+  private drainMs = 0;
   private idle: (() => void) | undefined;
   /** Settles when the server has closed (set when draining starts). */
   private closed: Promise<void> | undefined;
@@ -117,21 +121,47 @@ export class HttpListener implements ListenerRuntime {
   async quiesce({ drainMs }: { drainMs: number }): Promise<void> {
     if (!this.draining) {
       this.draining = true;
+      this.drainMs = drainMs;
       this.closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
     }
-    if (this.inFlight > 0) {
+    if (this.unanswered.size > 0) {
       await Promise.race([new Promise<void>((resolve) => (this.idle = resolve)), delay(drainMs)]);
     }
   }
 
   async stop({ drainMs }: { drainMs: number }): Promise<void> {
     await this.quiesce({ drainMs });
+    await this.giveUp();
     // Streams never finish on their own: end them so the browsers reconnect (to another instance).
     this.streams.closeAll();
     this.server.closeAllConnections();
     this.bound = false;
     await this.closed;
+  }
+
+  /**
+   * The requests the drain timeout left unanswered get a 503 rather than a closed connection: the
+   * client learns the gateway gave up, and that its message may have been taken (its target may
+   * still acknowledge it after this), so a retry can duplicate it. Their answers are flushed
+   * (bounded) before the connections are closed.
+   */
+  private async giveUp(): Promise<void> {
+    const { drainMs } = this;
+    if (this.unanswered.size === 0) return;
+    const sent: Promise<unknown>[] = [];
+    for (const res of [...this.unanswered]) {
+      if (!res.headersSent && !res.destroyed) {
+        res.setHeader('connection', 'close');
+        sent.push(flushed(res).catch(() => undefined));
+        // A body still arriving was never published; a whole one may be with its target.
+        const fate = res.req.complete ? 'its message may or may not have been delivered' : 'its body had not all arrived, so nothing of it was published';
+        sendProblem(res, problem('EG_SHUTTING_DOWN', `the gateway shut down before this request finished (drainTimeoutMs ${drainMs} passed): ${fate}`));
+      }
+      this.finished(res);
+    }
+    this.env.logger.warn({ listener: this.name, requests: sent.length, drainMs }, 'requests still in flight at the drain timeout were answered 503');
+    await Promise.race([Promise.all(sent), delay(1000)]);
   }
 
   reconfigure(options: unknown): void {
@@ -181,7 +211,7 @@ export class HttpListener implements ListenerRuntime {
   }
 
   status() {
-    return { inFlight: this.inFlight, eventStreams: this.streams.count(), slowStreamsClosed: this.streams.slowClientsClosed };
+    return { inFlight: this.unanswered.size, eventStreams: this.streams.count(), slowStreamsClosed: this.streams.slowClientsClosed };
   }
 
   /**
@@ -190,7 +220,7 @@ export class HttpListener implements ListenerRuntime {
    * route's promise is the only one.
    */
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
-    this.inFlight++;
+    this.unanswered.add(res);
     try {
       this.serve(req, res);
     } catch (err) {
@@ -198,19 +228,25 @@ export class HttpListener implements ListenerRuntime {
     }
   }
 
-  /** Every request ends through exactly one of finished(), refuse() or failed(). */
+  /**
+   * Every request ends through finished(), refuse(), failed() or answer(); one that shutdown
+   * answered already (giveUp) is past them all, so a late outcome changes nothing.
+   */
   private finished(res: ServerResponse): void {
+    if (!this.unanswered.delete(res)) return;
     // A client that went away before it was answered got no answer: res.statusCode would read 200.
     if (res.headersSent) this.telemetry?.httpResponse(res.statusCode);
-    if (--this.inFlight === 0 && this.idle) this.idle();
+    if (this.unanswered.size === 0 && this.idle) this.idle();
   }
 
   private refuse(res: ServerResponse, p: Problem): void {
+    if (!this.unanswered.has(res)) return;
     sendProblem(res, p);
     this.finished(res);
   }
 
   private failed(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+    if (!this.unanswered.has(res)) return;
     // A client that goes away mid-body (or is cut off by requestTimeoutMs) is not the gateway's fault; logging it as an error would let any client flood the log.
     if (req.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
       this.env.logger.debug({ listener: this.name, remote: req.socket.remoteAddress }, 'client went away before sending the whole request');
@@ -417,6 +453,7 @@ export class HttpListener implements ListenerRuntime {
   };
 
   private answer(req: IncomingMessage, res: ServerResponse, outcome: Outcome): void {
+    if (!this.unanswered.has(res)) return;
     try {
       if (outcome.outcome === 'delivered') {
         sendJsonText(res, 200, deliveredJson(outcome.deliveries, outcome.tagged));
