@@ -223,8 +223,8 @@ routes:
         assert.equal(reply.status, 503, JSON.stringify(reply.body));
         assert.equal(reply.body.code, 'EG_SHUTTING_DOWN');
       }
-      assert.equal(answers.stuck.body.detail, 'the gateway shut down before this request finished (drainTimeoutMs 300 passed): its body had not all arrived, so nothing of it was published');
-      assert.equal(answers.held.body.detail, 'the gateway shut down before this request finished (drainTimeoutMs 300 passed): its message may or may not have been delivered');
+      assert.equal(answers.stuck.body.detail, 'gateway shutting down; the request did not finish within drainTimeoutMs (300 ms): its body had not all arrived, so nothing of it was published');
+      assert.equal(answers.held.body.detail, 'gateway shutting down; the request did not finish within drainTimeoutMs (300 ms): its message may or may not have been delivered');
       assert.ok(g.logs.slice(from).some((l) => l.msg === 'requests still in flight at the drain timeout were answered 503' && l.requests === 2));
       assert.deepEqual(
         target.bodies.map((b) => JSON.parse(b)),

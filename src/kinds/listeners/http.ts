@@ -130,9 +130,9 @@ export class HttpListener implements ListenerRuntime {
     }
   }
 
-  async stop({ drainMs }: { drainMs: number }): Promise<void> {
+  async stop({ drainMs, reason = 'gateway shutting down' }: { drainMs: number; reason?: string }): Promise<void> {
     await this.quiesce({ drainMs });
-    await this.giveUp();
+    await this.giveUp(reason);
     // Streams never finish on their own: end them so the browsers reconnect (to another instance).
     this.streams.closeAll();
     this.server.closeAllConnections();
@@ -146,7 +146,7 @@ export class HttpListener implements ListenerRuntime {
    * still acknowledge it after this), so a retry can duplicate it. Their answers are flushed
    * (bounded) before the connections are closed.
    */
-  private async giveUp(): Promise<void> {
+  private async giveUp(reason: string): Promise<void> {
     const { drainMs } = this;
     if (this.unanswered.size === 0) return;
     const sent: Promise<unknown>[] = [];
@@ -156,7 +156,7 @@ export class HttpListener implements ListenerRuntime {
         sent.push(flushed(res).catch(() => undefined));
         // A body still arriving was never published; a whole one may be with its target.
         const fate = res.req.complete ? 'its message may or may not have been delivered' : 'its body had not all arrived, so nothing of it was published';
-        sendProblem(res, problem('EG_SHUTTING_DOWN', `the gateway shut down before this request finished (drainTimeoutMs ${drainMs} passed): ${fate}`));
+        sendProblem(res, problem('EG_SHUTTING_DOWN', `${reason}; the request did not finish within drainTimeoutMs (${drainMs} ms): ${fate}`));
       }
       this.finished(res);
     }
