@@ -172,6 +172,8 @@ export class WebSocketListener implements ListenerRuntime {
   private options: WebSocketOptions;
   private bound = false;
   private draining = false;
+  /** The drain's whole budget, for the answer of a frame it leaves unanswered (stop() gets only what is left of it). */
+  private drainMs = 0;
   /** Settles when the server has closed (set when draining starts). */
   private closed: Promise<void> | undefined;
   private readonly telemetry: ListenerTelemetry | undefined;
@@ -215,6 +217,7 @@ export class WebSocketListener implements ListenerRuntime {
   async quiesce({ drainMs }: { drainMs: number }): Promise<void> {
     if (!this.draining) {
       this.draining = true;
+      this.drainMs = drainMs;
       clearInterval(this.pinger);
       this.closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     }
@@ -235,6 +238,13 @@ export class WebSocketListener implements ListenerRuntime {
     // What was forwarded goes out before the goodbye.
     for (const batch of this.batches.values()) batch.flush();
     const all = [...this.clients.values()].flatMap((set) => [...set]);
+    // Frames the drain timeout left unanswered get their answer before the goodbye, one each, as
+    // every frame gets one: their messages may still be taken. In the same turn as the close, so
+    // no late answer comes between (one after the close is dropped).
+    const gaveUp = problem('EG_SHUTTING_DOWN', `${reason}; the frame did not finish within drainTimeoutMs (${this.drainMs} ms): its message may or may not have been delivered`);
+    let frames = 0;
+    for (const c of all) for (let i = c.evicted ? 0 : c.pending; i > 0; i--, frames++) this.sendError(c, gaveUp);
+    if (frames > 0) this.env.logger.warn({ listener: this.name, frames, drainMs: this.drainMs }, 'frames still in flight at the drain timeout were answered 503');
     await Promise.all(all.map((c) => closeClient(c.ws, GOING_AWAY, reason)));
     this.server.closeAllConnections();
     this.bound = false;
@@ -675,7 +685,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`), all as problem+json. A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. On shutdown the frames in flight are answered, frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected, so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`), all as problem+json. A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected, so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),

@@ -393,6 +393,8 @@ export class WebhookTarget implements Target {
     flight.slot = undefined;
     flight.exchange = undefined;
     this.release(slot);
+    // close() cut the try (the route is stopping): the endpoint did not fail, and may have taken it.
+    if (answer === undefined && this.closed) return this.ended(flight, { ok: false, retry: false, result: 'connection', problem: cutShort(flight.request.display) });
     const a: Attempt = answer
       ? classify(answer, flight.request.display)
       : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', `${flight.request.display} could not be reached: ${err?.code ?? err?.message}`) };
@@ -437,6 +439,11 @@ export class WebhookTarget implements Target {
     }
     this.expire(slot, flight);
   };
+}
+
+/** A try in flight when the route stopped (shutdown, or a reload replacing the route) and closed its connections. */
+function cutShort(display: string): Problem {
+  return problem('EG_SHUTTING_DOWN', `the route stopped before ${display} answered: the message may or may not have been delivered`);
 }
 
 /**
