@@ -148,6 +148,8 @@ export class HttpListener implements ListenerRuntime {
    */
   private async giveUp(reason: string): Promise<void> {
     const { drainMs } = this;
+    // Outcomes already in (a broker's flush on stop acknowledged them) are answered as they are, not given up on.
+    if (this.outcomes.length > 0) this.answerAll();
     if (this.unanswered.size === 0) return;
     const sent: Promise<unknown>[] = [];
     for (const res of [...this.unanswered]) {
