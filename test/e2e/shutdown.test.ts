@@ -26,6 +26,18 @@ routes:
     to: { listener: push, path: /events }
 `;
 
+/** A listener `api` of `kind` whose route `/in` (acked) delivers to a webhook at `url` that holds what it gets; a 300 ms drain. */
+const heldByWebhook = (kind: 'http' | 'websocket', url: string) => `
+version: 1
+admin: { port: 0, drainTimeoutMs: 300 }
+listeners:
+  api: { kind: ${kind}, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }${kind === 'websocket' ? '\n    ack: true' : ''}
+    to: { http: { url: "${url}", timeoutMs: 60000 } }
+`;
+
 /** A POST whose body is held back: it stays in flight until `finish()` sends the rest. */
 function slowPost(url: string, n: number): { req: ClientRequest; finish(): void; reply: Promise<{ status: number; body: any }> } {
   let req!: ClientRequest;
@@ -133,18 +145,8 @@ routes:
   it('answers a websocket frame still in flight at drainTimeoutMs with a 503 error frame before the 1001, and still exits 0', async () => {
     const target = await HeldTarget.start();
     try {
-      const g = await gw.start(`
-version: 1
-admin: { port: 0, drainTimeoutMs: 300 }
-listeners:
-  push: { kind: websocket, port: 0, host: 127.0.0.1 }
-routes:
-  - name: frames
-    from: { listener: push, path: /frames }
-    ack: true
-    to: { http: { url: "${target.url}", timeoutMs: 60000 } }
-`);
-      const client = await WsClient.connect(g.url('push', '/frames', 'ws'));
+      const g = await gw.start(heldByWebhook('websocket', target.url));
+      const client = await WsClient.connect(g.url('api', '/in', 'ws'));
       client.send({ n: 1 });
       client.send({ n: 2 });
       // The webhook holds the first; the second waits behind it (a client's frames are answered in order).
@@ -238,16 +240,7 @@ routes:
   it('answers 503 to the requests still in flight at drainTimeoutMs (a body never finished, a message its target holds), and still exits 0', async () => {
     const target = await HeldTarget.start();
     try {
-      const g = await gw.start(`
-version: 1
-admin: { port: 0, drainTimeoutMs: 300 }
-listeners:
-  api: { kind: http, port: 0, host: 127.0.0.1 }
-routes:
-  - name: in
-    from: { listener: api, path: /in }
-    to: { http: { url: "${target.url}", timeoutMs: 60000 } }
-`);
+      const g = await gw.start(heldByWebhook('http', target.url));
       const stuck = slowPost(g.url('api', '/in'), 1);
       const held = post(g.url('api', '/in'), { n: 2 });
       // The webhook holds the second one: its message is in flight, taken by no one yet.
