@@ -16,7 +16,7 @@ import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse
 import { defineListener, kindOptions, oneOf, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
 import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
-import { PathBatch, type BatchClient } from './ws-batch.js';
+import { PathBatch, type BatchClient } from './write-batch.js';
 import { malformedHandshake } from './ws-handshake.js';
 import { RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
 import { anyOrigin, originList } from './cors.js';
@@ -153,7 +153,7 @@ export class WebSocketListener implements ListenerRuntime {
   private readonly wss: WsServer;
   private readonly clients = new Map<string, Set<Client>>();
   /** Per forward path: the frames of the current event-loop turn, written to each client at its end. */
-  private readonly batches = new Map<string, PathBatch<Client>>();
+  private readonly batches = new Map<string, PathBatch<Client, Buffer>>();
   private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
   /**
    * Route paths without parameters, by themselves: a request for exactly such a path needs no
@@ -336,7 +336,7 @@ export class WebSocketListener implements ListenerRuntime {
         const set = listener.clients.get(key);
         if (!set || set.size === 0) return { listener: listener.name, path, clients: 0 };
         // Serialised and framed once per message, whatever the number of clients, and written to
-        // them at the end of the turn together with the turn's other messages (ws-batch.ts).
+        // them at the end of the turn together with the turn's other messages (write-batch.ts).
         const batch = listener.batch(key);
         let sent = 0;
         for (const c of set) if (listener.withinBound(c, batch.pendingBytes(c))) sent++;
@@ -466,9 +466,9 @@ export class WebSocketListener implements ListenerRuntime {
     }
   }
 
-  private batch(path: string): PathBatch<Client> {
+  private batch(path: string): PathBatch<Client, Buffer> {
     let batch = this.batches.get(path);
-    if (!batch) this.batches.set(path, (batch = new PathBatch<Client>(() => this.clients.get(path) ?? [])));
+    if (!batch) this.batches.set(path, (batch = new PathBatch<Client, Buffer>(() => this.clients.get(path) ?? [], writeFrames)));
     return batch;
   }
 
@@ -690,3 +690,34 @@ export const websocketListener = defineListener({
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
 });
+
+/**
+ * Writes a turn's joined frames to a client: the prepared bytes straight to its socket when ws
+ * would write them as they are, else each payload through ws.send().
+ */
+function writeFrames(client: Client, bytes: Buffer, payloads: readonly Buffer[], from: number): void {
+  const ws = client.ws;
+  if (ws.readyState !== 1) return;
+  if (canWriteRaw(ws)) (ws as unknown as WsInternals)._socket!.write(bytes);
+  else for (let i = from; i < payloads.length; i++) ws.send(payloads[i]!, { binary: false });
+}
+
+/** The parts of a ws connection that canWriteRaw relies on (see there). */
+interface WsInternals {
+  _socket?: Duplex & { writable: boolean };
+  _sender?: { _state: number; _queue: unknown[] };
+}
+
+/**
+ * Whether prepared frames may be written straight to the client's socket: exactly what ws's
+ * Sender#sendFrame does when its queue is empty — which holds because permessage-deflate is off
+ * here, so the sender only queues while it reads a Blob, and nothing sends Blobs. Anything else
+ * (no socket, a queued sender) goes through ws.send() as usual. ws.bufferedAmount counts these
+ * bytes, so the slow-client bound still applies. These are ws internals, so package.json pins ws
+ * to one minor version; the websocket tests cover this path.
+ */
+function canWriteRaw(ws: WebSocket): boolean {
+  const internals = ws as unknown as WsInternals;
+  const sender = internals._sender;
+  return internals._socket?.writable === true && sender !== undefined && sender._state === 0 && sender._queue.length === 0;
+}

@@ -1,26 +1,30 @@
 /**
- * Write coalescing for websocket forward targets. Every message for a path is framed once; the
- * frames queued for a path during one event-loop turn are joined into one buffer at the end of
- * the turn (setImmediate), and that one buffer goes to each client with one write. A broadcast of
- * k messages to n clients so costs n writes instead of k × n, and nothing is allocated per client
- * per message. Under load more messages arrive per turn, so the batches grow exactly when the
- * syscalls would otherwise dominate; at low rates a batch is one frame, written a turn later.
+ * Write coalescing for broadcasts to many clients of a path (websocket forwards, event streams).
+ * Every message for a path is framed once; the frames queued for a path during one event-loop
+ * turn are joined into one buffer at the end of the turn (setImmediate), and that one buffer goes
+ * to each client with one write. A broadcast of k messages to n clients so costs n writes instead
+ * of k × n, and nothing is allocated per client per message. Under load more messages arrive per
+ * turn, so the batches grow exactly when the syscalls would otherwise dominate; at low rates a
+ * batch is one frame, written a turn later.
  */
-import type { Duplex } from 'node:stream';
-import type { WebSocket } from 'ws';
 
-/** What the batch needs of a connected client. */
+/** What the batch keeps on each client of the path. */
 export interface BatchClient {
-  ws: WebSocket;
   /** Frames of the pending batch this client does not get (queued before it joined, or already written to it). */
   batchSkip: number;
   /** The batch generation batchSkip refers to. */
   batchEpoch: number;
 }
 
-export class PathBatch<C extends BatchClient> {
+/**
+ * How the joined frames reach one client: `bytes` are the frames `from` onwards of this turn's,
+ * whose items (what each frame was queued with) are `items[from..]`.
+ */
+export type BatchWriter<C, I> = (client: C, bytes: Buffer, items: readonly I[], from: number) => void;
+
+export class PathBatch<C extends BatchClient, I = undefined> {
   private frames: Buffer[] = [];
-  private payloads: Buffer[] = [];
+  private items: I[] = [];
   private bytes = 0;
   private epoch = 0;
   private scheduled = false;
@@ -30,7 +34,10 @@ export class PathBatch<C extends BatchClient> {
    * listener's business, checked when a frame is queued (counting pendingBytes()): a client over
    * it has left the path by the time the batch is written.
    */
-  constructor(private readonly clients: () => Iterable<C>) {}
+  constructor(
+    private readonly clients: () => Iterable<C>,
+    private readonly writeTo: BatchWriter<C, I>,
+  ) {}
 
   get pending(): number {
     return this.frames.length;
@@ -45,10 +52,10 @@ export class PathBatch<C extends BatchClient> {
     return bytes;
   }
 
-  /** Queues a frame (and its payload, for clients that cannot take prepared bytes) for every client of the path. */
-  queue(frame: Buffer, payload: Buffer): void {
+  /** Queues a frame (and what the writer may need besides its bytes) for every client of the path. */
+  queue(frame: Buffer, item: I): void {
     this.frames.push(frame);
-    this.payloads.push(payload);
+    this.items.push(item);
     this.bytes += frame.length;
     if (!this.scheduled) {
       this.scheduled = true;
@@ -69,7 +76,7 @@ export class PathBatch<C extends BatchClient> {
   flushClient(client: C): void {
     const skip = this.skip(client);
     if (skip >= this.frames.length) return;
-    this.write(client, skip, skip === 0 ? this.joinedBuffer() : Buffer.concat(this.frames.slice(skip)));
+    this.writeTo(client, skip === 0 ? this.joinedBuffer() : Buffer.concat(this.frames.slice(skip)), this.items, skip);
     client.batchEpoch = this.epoch;
     client.batchSkip = this.frames.length;
   }
@@ -84,14 +91,14 @@ export class PathBatch<C extends BatchClient> {
       const skip = this.skip(client);
       if (skip >= this.frames.length) continue;
       if (skip === 0) {
-        this.write(client, 0, all);
+        this.writeTo(client, all, this.items, 0);
         continue;
       }
       offsets ??= this.offsets();
-      this.write(client, skip, all.subarray(offsets[skip]));
+      this.writeTo(client, all.subarray(offsets[skip]), this.items, skip);
     }
     this.frames = [];
-    this.payloads = [];
+    this.items = [];
     this.bytes = 0;
     this.epoch++;
   }
@@ -109,31 +116,4 @@ export class PathBatch<C extends BatchClient> {
     for (const f of this.frames) out.push(out[out.length - 1]! + f.length);
     return out;
   }
-
-  private write(client: C, from: number, bytes: Buffer): void {
-    const ws = client.ws;
-    if (ws.readyState !== 1) return;
-    if (canWriteRaw(ws)) (ws as unknown as WsInternals)._socket!.write(bytes);
-    else for (let i = from; i < this.payloads.length; i++) ws.send(this.payloads[i]!, { binary: false });
-  }
-}
-
-/** The parts of a ws connection that canWriteRaw relies on (see there). */
-interface WsInternals {
-  _socket?: Duplex & { writable: boolean };
-  _sender?: { _state: number; _queue: unknown[] };
-}
-
-/**
- * Whether prepared frames may be written straight to the client's socket: exactly what ws's
- * Sender#sendFrame does when its queue is empty — which holds because permessage-deflate is off
- * here, so the sender only queues while it reads a Blob, and nothing sends Blobs. Anything else
- * (no socket, a queued sender) goes through ws.send() as usual. ws.bufferedAmount counts these
- * bytes, so the slow-client bound still applies. These are ws internals, so package.json pins ws
- * to one minor version; the websocket tests cover this path.
- */
-function canWriteRaw(ws: WebSocket): boolean {
-  const internals = ws as unknown as WsInternals;
-  const sender = internals._sender;
-  return internals._socket?.writable === true && sender !== undefined && sender._state === 0 && sender._queue.length === 0;
 }
