@@ -24,6 +24,21 @@ async function stalledReader(port: number, path: string): Promise<Socket> {
   return socket;
 }
 
+/** The chunks of a chunked HTTP response (`raw`: the response so far, headers included); an incomplete last chunk is left out. */
+function httpChunks(raw: string): string[] {
+  const chunks: string[] = [];
+  let at = raw.indexOf('\r\n\r\n') + 4;
+  for (;;) {
+    const eol = raw.indexOf('\r\n', at);
+    if (eol === -1) break;
+    const size = Number.parseInt(raw.slice(at, eol), 16);
+    if (size === 0 || raw.length < eol + 2 + size + 2) break;
+    chunks.push(Buffer.from(raw.slice(eol + 2, eol + 2 + size), 'latin1').toString('utf8'));
+    at = eol + 2 + size + 2;
+  }
+  return chunks;
+}
+
 describe('Server-Sent Events on an http listener', () => {
   const config = (extra = '') => `
 version: 1
@@ -214,6 +229,35 @@ ${extra}`;
     await closed;
     const listeners = (await gw.status()).listeners as { name: string; slowStreamsClosed?: number }[];
     assert.equal(listeners.find((l) => l.name === 'api')!.slowStreamsClosed, 1);
+  });
+
+  it('writes the events of one turn to a client in one write (one HTTP chunk), in order, each with its own id', async () => {
+    const socket = connect(gw.port('api'), '127.0.0.1');
+    await once(socket, 'connect');
+    let raw = '';
+    socket.setEncoding('latin1').on('data', (c: string) => (raw += c));
+    socket.write(`GET /ticks HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
+    await eventually(() => assert.match(raw, /retry: \d+\n\n/));
+    // A CloudEvents batch: its events are published one after another within one turn.
+    const ce = (n: number) => ({ specversion: '1.0', id: `batch-${n}`, source: '/test', type: 'tick', data: { n } });
+    const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: JSON.stringify([400, 401, 402, 403].map(ce)) });
+    assert.equal(res.status, 200);
+    const offsets = ((await res.json()) as { deliveries: { offset: string }[] }).deliveries.map((d) => d.offset);
+    const chunksWith = () => httpChunks(raw).filter((c) => c.includes('"n":40'));
+    await eventually(() =>
+      assert.equal(
+        chunksWith().reduce((n, c) => n + parseEvents(c).length, 0),
+        4,
+      ),
+    );
+    socket.destroy();
+    const [chunk, ...others] = chunksWith();
+    assert.equal(others.length, 0, 'one chunk');
+    const events = parseEvents(chunk!);
+    assert.deepEqual(
+      events.map((e) => [e.id, e.event, JSON.parse(e.data).n]),
+      offsets.map((o, i) => [`0:${o}`, 'tick', 400 + i]),
+    );
   });
 
   it('keeps streams of unchanged routes open through a reload, and counts clients in the metrics', async () => {

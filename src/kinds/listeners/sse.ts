@@ -8,6 +8,9 @@
  * replayed what the broker still retains after that position — through the same chain — before
  * it goes live, without a gap or a duplicate. On a path several routes forward to, the id names
  * each route's position (`<route>=<positions>`, `;`-separated), and a resume replays each route.
+ *
+ * Live events are written as websocket forwards are (write-batch.ts): the events of a path that
+ * arrive during one event-loop turn go to each client in one write at the end of the turn.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { attributesOf, toStructured } from '../../codecs/cloudevents.js';
@@ -15,6 +18,7 @@ import type { Logger } from '../../log.js';
 import { expireAt } from '../../core/expiry.js';
 import { jsonValue, type Delivery, type Message, type RequestMeta } from '../../core/message.js';
 import type { Gate, ReplaySource, Target } from '../contracts.js';
+import { PathBatch, type BatchClient } from './write-batch.js';
 
 export type SseFormat = 'value' | 'envelope' | 'cloudevent';
 
@@ -40,7 +44,7 @@ export type Positions = Map<number, bigint>;
 /** Positions per source route of a path: one entry on a path one route feeds. */
 export type SourcePositions = Map<string, Positions>;
 
-interface SseClient {
+interface SseClient extends BatchClient {
   res: ServerResponse;
   path: string;
   remoteAddress: string | undefined;
@@ -72,6 +76,8 @@ interface HeldEvent {
 
 interface PathState {
   clients: Set<SseClient>;
+  /** This turn's live events for the clients that take the shared frame (not held, not ahead). */
+  batch: PathBatch<SseClient>;
   /** Latest offset delivered per source route and partition on this path: the next event's id extends it. */
   positions: SourcePositions;
   format: SseFormat;
@@ -205,7 +211,10 @@ export class SseStreams {
 
   private state(path: string): PathState {
     let s = this.paths.get(path);
-    if (!s) this.paths.set(path, (s = { clients: new Set(), positions: new Map(), format: 'value' }));
+    if (!s) {
+      const clients = new Set<SseClient>();
+      this.paths.set(path, (s = { clients, batch: new PathBatch(() => clients, writeEvents), positions: new Map(), format: 'value' }));
+    }
     return s;
   }
 
@@ -225,9 +234,21 @@ export class SseStreams {
     res.write(`retry: ${this.options.retryMs}\n\n`);
     // Headers and the first bytes now, so the client's open event fires before the first message.
     res.flushHeaders();
-    const client: SseClient = { res, path, remoteAddress: req.socket.remoteAddress, request: admission.request, expiry: undefined, held: undefined, ahead: undefined };
+    const client: SseClient = {
+      res,
+      path,
+      remoteAddress: req.socket.remoteAddress,
+      request: admission.request,
+      expiry: undefined,
+      held: undefined,
+      ahead: undefined,
+      batchSkip: 0,
+      batchEpoch: -1,
+    };
     const state = this.state(path);
     state.clients.add(client);
+    // Events queued earlier in this turn were published before it connected (a resume replays them).
+    state.batch.joined(client);
     res.socket?.setNoDelay(true);
     // A stream lives no longer than the credential it was opened with, as a WebSocket subscriber does.
     this.expireAt(client, admission.until);
@@ -323,20 +344,31 @@ export class SseStreams {
     }
   }
 
-  /** Writes to one client, cutting it off when it has more unread bytes than the bound. */
+  /** Writes to one client now, after the live events this turn's batch holds for it. */
   private write(client: SseClient, frame: Buffer): boolean {
+    const batch = this.paths.get(client.path)?.batch;
+    if (!this.withinBound(client, batch ? batch.pendingBytes(client) : 0)) return false;
+    batch?.flushClient(client);
+    client.res.write(frame);
+    return true;
+  }
+
+  /**
+   * Whether a client may be sent more: its stream is open and it has no more unread bytes than
+   * the bound — what its socket holds plus what this turn's batch holds for it (`pending`). A
+   * client over the bound is cut off.
+   */
+  private withinBound(client: SseClient, pending: number): boolean {
     const res = client.res;
     if (res.destroyed || res.writableEnded) return false;
-    if (res.writableLength > this.options.maxBufferedBytes) {
-      this.slowClientsClosed++;
-      this.logger.warn({ listener: this.listener, path: client.path, remote: client.remoteAddress, buffered: res.writableLength }, 'event stream client too slow; disconnecting');
-      this.paths.get(client.path)?.clients.delete(client);
-      // Destroying frees what was buffered for it at once; the client reconnects and resumes.
-      res.destroy();
-      return false;
-    }
-    res.write(frame);
-    return true;
+    const buffered = res.writableLength + pending;
+    if (buffered <= this.options.maxBufferedBytes) return true;
+    this.slowClientsClosed++;
+    this.logger.warn({ listener: this.listener, path: client.path, remote: client.remoteAddress, buffered }, 'event stream client too slow; disconnecting');
+    this.paths.get(client.path)?.clients.delete(client);
+    // Destroying frees what was buffered for it at once; the client reconnects and resumes.
+    res.destroy();
+    return false;
   }
 
   private startHeartbeat(): void {
@@ -374,19 +406,28 @@ export class SseStreams {
         const { event, data } = payload(msg, format);
         const id = seen ? (this.shared.has(path) ? formatSources(state.positions) : formatPositions(seen)) : undefined;
         const frame = sseEvent({ id, event, data });
+        const batch = state.batch;
+        let batched = 0;
         let sent = 0;
         let held: HeldEvent | undefined;
+        // Clients being replayed or ahead of the path's positions get this event their own way (or not at all).
+        let apart: SseClient[] | undefined;
         for (const c of state.clients) {
+          if (c.ahead === undefined && !c.held) {
+            if (this.withinBound(c, batch.pendingBytes(c))) batched++;
+            continue;
+          }
+          (apart ??= []).push(c);
           if (c.held) {
             held ??= { frame, source: route, partition: pos?.partition ?? null, offset: pos?.offset ?? null, event, data, positions: seen ? copyPositions(state.positions) : undefined };
             c.held.push(held);
-          } else if (c.ahead === undefined) {
-            if (this.write(c, frame)) sent++;
-          } else if (pos && pos.offset <= (c.ahead.get(route)?.get(pos.partition) ?? -1n)) {
+          } else if (pos && pos.offset <= (c.ahead!.get(route)?.get(pos.partition) ?? -1n)) {
             // The replay sent it already.
           } else if (this.write(c, this.frameAhead(c, state, path, route, seen !== undefined, frame, event, data))) sent++;
         }
-        return Promise.resolve({ listener: this.listener, path, clients: sent });
+        if (batched > 0) batch.queue(frame, undefined);
+        if (apart) for (const c of apart) batch.joined(c);
+        return Promise.resolve({ listener: this.listener, path, clients: sent + batched });
       },
     };
   }
@@ -426,6 +467,8 @@ export class SseStreams {
     this.shared = shared;
     for (const [path, s] of this.paths) {
       if (!paths.has(path)) {
+        // What was published before goes out before the stream ends.
+        s.batch.flush();
         for (const c of s.clients) c.res.end();
         this.paths.delete(path);
         continue;
@@ -469,17 +512,27 @@ export class SseStreams {
   private end(c: SseClient): void {
     clearTimeout(c.expiry);
     c.expiry = undefined;
-    this.paths.get(c.path)?.clients.delete(c);
+    const state = this.paths.get(c.path);
+    state?.batch.flushClient(c);
+    state?.clients.delete(c);
     c.res.end();
   }
 
   /** Ends every stream (shutdown); browsers reconnect elsewhere. */
   closeAll(): void {
-    for (const s of this.paths.values()) for (const c of s.clients) c.res.end();
+    for (const s of this.paths.values()) {
+      s.batch.flush();
+      for (const c of s.clients) c.res.end();
+    }
     this.paths.clear();
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
   }
+}
+
+/** Writes a turn's live events to a client whose stream is still open. */
+function writeEvents(client: SseClient, events: Buffer): void {
+  if (!client.res.destroyed && !client.res.writableEnded) client.res.write(events);
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
