@@ -3,7 +3,7 @@
 // its summary line. Extra arguments (e.g. a file filter) narrow the set: `npm test -- reload`.
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
 const filters = process.argv.slice(2);
@@ -16,8 +16,10 @@ function collect(dir) {
   });
 }
 
+// A filter matches the path under dist/test (`e2e/sse.test.js`), not the checkout's own path, so
+// `sse` run in a checkout named /work/sse-perf does not select every file.
 const files = collect(root)
-  .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)))
+  .filter((f) => filters.length === 0 || filters.some((x) => relative(root, f).includes(x)))
   .sort();
 if (files.length === 0) {
   console.error('run-tests: no test files matched');
