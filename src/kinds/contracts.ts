@@ -320,11 +320,10 @@ export interface RouteEntry {
    */
   checkRecord?(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;
   /**
-   * checkRecord() for a record judged from its value's bytes `buf[start, end)` alone, without
-   * decoding it; undefined when the chain cannot be sure the record passes (the listener then
-   * decodes it and calls checkRecord(); nothing was counted).
+   * The chain's check of records from their values' bytes alone, for one batch of records; undefined
+   * when the chain has none now (see RecordBytesCheck).
    */
-  checkRecordBytes?(buf: Buffer, start: number, end: number): Outcome | undefined;
+  recordBytesCheck?(): RecordBytesCheck | undefined;
   /**
    * A record checkRecord() judged (`checked`), to the route's targets; the outcome says whether
    * every target took it. Called in record order, once no record of its request was refused.
@@ -336,6 +335,20 @@ export interface RouteEntry {
   settleRecords?(records: CheckedRecords, answer: RecordsAnswer): void;
   /** Runs the chain's client checks (auth steps) on a connecting client's handshake. */
   admit?(req: RequestMeta): Promise<Admission>;
+}
+
+/**
+ * What checkRecord() would answer for the records whose value `accepts` certainly passes the whole
+ * chain unchanged (validate steps with schemas json-bytes.ts reads), judged from the value's bytes
+ * `buf[start, end)` without decoding the record. A record it does not accept (it cannot be sure)
+ * goes through checkRecord() as a message. The listener calls `accepts` per record and `received`
+ * once per batch with how many it accepted (they count as received then, as checkRecord() counts
+ * each of its records); their outcome is `passed`, recorded by settleRecords() as any other.
+ */
+export interface RecordBytesCheck {
+  accepts(buf: Buffer, start: number, end: number): boolean;
+  passed: Outcome;
+  received(records: number): void;
 }
 
 /** Records of one partition of a produce request, as checkRecord() judged them, in order. */

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { batchCompression, encodeBatch, type KafkaRecord } from '../../src/codecs/record-batch.js';
-import { readRequestHeader } from '../../src/codecs/kafka-protocol/messages.js';
+import { readProduceResponse, readRequestHeader } from '../../src/codecs/kafka-protocol/messages.js';
 import { Writer } from '../../src/codecs/kafka-protocol/wire.js';
 import { defaultRegistry } from '../../src/kinds/index.js';
 import { governProduce, type GovernContext, type PendingRecords } from '../../src/kinds/listeners/kafka/govern.js';
@@ -152,6 +152,25 @@ describe('kafka listener: every governed record ends in one outcome', () => {
     const g = await governProduce(readRequestHeader(body), body, { route: () => r, compression: batchCompression, remoteAddress: undefined, broker: 'cluster' });
     assert.ok('respond' in g);
     assert.deepEqual(counts(stats), { received: 4, delivered: 0, failed: 0, invalid: 1, rejected: 3 });
+    assert.equal(r.pending, 0);
+  });
+
+  it('keeps each outcome at its record when records judged from their bytes surround one that is decoded', async () => {
+    const { route: r, stats } = await route();
+    // A repeated name is left to JSON.parse and ajv (the byte check cannot tell which one counts): it passes.
+    const pending = await governed(r, await request([['{"id":1}', '{"id":2,"id":2}', '{"id":3}', '{"id":4}']]));
+    assert.deepEqual(counts(stats), { received: 4, delivered: 0, failed: 0, invalid: 0, rejected: 0 });
+    assert.equal(r.pending, 4);
+    pending!.answered(response({ 0: 0 }), 8);
+    assert.deepEqual(counts(stats), { received: 4, delivered: 4, failed: 0, invalid: 0, rejected: 0 });
+    assert.equal(r.pending, 0);
+    // A refused record between records that passed from their bytes is named by its own index.
+    const body = await request([['{"id":5}', '{"id":6}', '"no id"', '{"id":7}']]);
+    const g = await governProduce(readRequestHeader(body), body, { route: () => r, compression: batchCompression, remoteAddress: undefined, broker: 'cluster' });
+    assert.ok('respond' in g && g.respond);
+    const [answer] = readProduceResponse(g.respond, 8).get(TOPIC)!;
+    assert.match(answer!.errorMessage ?? '', /refused record 2:/);
+    assert.deepEqual(counts(stats), { received: 8, delivered: 4, failed: 0, invalid: 1, rejected: 3 });
     assert.equal(r.pending, 0);
   });
 

@@ -291,29 +291,41 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       const mctx = context(route, ctx);
       const baseTimestamp = Number(batch.baseTimestamp);
       const cur = new RecordCursor(data, batch.recordCount);
-      // Records judged from their value's bytes have no message (their places stay holes).
+      // Records judged from their value's bytes have no message (their places stay holes). Their
+      // outcome, the check's `passed`, is written into `pending` only up to a record judged as a
+      // message, and after the loop: a batch that passes whole costs no array write per record.
+      const bytes = route.recordBytesCheck?.();
+      let byBytes = 0;
+      let asMessages = 0;
+      let pending: (Outcome | Promise<Outcome>)[] = [];
       const messages: (Message | undefined)[] = [];
-      const pending: (Outcome | Promise<Outcome>)[] = [];
       let waits = false;
       let unreadable: Error | undefined;
       try {
         while (cur.next()) {
-          const i = cur.index;
-          const byBytes = cur.valueStart >= 0 && route.checkRecordBytes ? route.checkRecordBytes(data, cur.valueStart, cur.valueEnd) : undefined;
-          if (byBytes !== undefined) {
-            pending.push(byBytes);
+          if (bytes !== undefined && cur.valueStart >= 0 && bytes.accepts(data, cur.valueStart, cur.valueEnd)) {
+            byBytes++;
             continue;
           }
+          const i = cur.index;
+          while (pending.length < i) pending.push(bytes!.passed);
           const m = messageAt(cur, data, baseTimestamp, topic, p.index);
           messages[i] = m;
           mctx.tagged = undefined;
           const o = route.checkRecord ? route.checkRecord(m, mctx) : route.handle(m, mctx);
           if (o instanceof Promise) waits = true;
           pending.push(o);
+          asMessages++;
         }
       } catch (err) {
         // The records judged so far are settled with the request (refused); the batch cannot go on.
         unreadable = err as Error;
+      }
+      if (byBytes > 0) {
+        // Counted as received in one go (checkRecord() counts its own records).
+        bytes!.received(byBytes);
+        if (asMessages === 0) pending = new Array<Outcome>(byBytes).fill(bytes!.passed);
+        else while (pending.length < byBytes + asMessages) pending.push(bytes!.passed);
       }
       // Only a chain with an asynchronous step costs a promise per record.
       const outcomes = waits ? await Promise.all(pending) : (pending as Outcome[]);
@@ -324,9 +336,12 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       }
       let changes = false;
       let refusals = false;
-      for (const o of outcomes) {
-        if (o.outcome !== 'delivered') refusals ||= refuses(o);
-        else if (o.message) changes = true;
+      // Records the byte check accepted passed unchanged: only the others can refuse or change.
+      if (asMessages > 0) {
+        for (const o of outcomes) {
+          if (o.outcome !== 'delivered') refusals ||= refuses(o);
+          else if (o.message) changes = true;
+        }
       }
       // The messages are kept until the cluster answers only for the tap and the log of refused
       // records: held longer, thousands of them per request would outlive the young generation.
