@@ -392,6 +392,8 @@ return -1;
     const other = n.additional === null ? 'return -1;' : `i = ${this.value(n.additional, depth + 1, 'i')};`;
     // Known names by byte length; each matched byte for byte (a name with escapes or bytes beyond
     // ASCII might decode to a known one: left to ajv).
+    // Each member's value read once, as a function of its own shared by both ways a name is matched (below).
+    const reads = props.map((p) => this.value(p.node, depth + 1, 'i'));
     const byLength = new Map<number, number[]>();
     props.forEach((p, slot) => byLength.set(p.bytes.length, [...(byLength.get(p.bytes.length) ?? []), slot]));
     const cases: string[] = [];
@@ -403,7 +405,8 @@ return -1;
         return `if (${this.same(p.bytes, 'k')}) {
 if ((${s} & ${bit(slot)}) !== 0) return -1;
 ${s} |= ${bit(slot)};
-i = ${this.value(p.node, depth + 1, 'i')};
+next = ${slot + 1};
+i = ${reads[slot]};
 break;
 }`;
       });
@@ -418,12 +421,36 @@ break;
       if (mask !== 0) required.push(`if ((s${w} & ${mask}) !== ${mask}) return -1;`);
     }
     const declare = Array.from({ length: words }, (_, w) => `let s${w} = 0;`).join('\n');
+    // Values mostly name their members in the schema's order, without whitespace: the member after
+    // the last one read is tried first, as its quoted name and colon straight from the bytes, with
+    // no scan for the closing quote. Only names that a JSON string holds as their own bytes can be
+    // (no quote, backslash, control byte or byte beyond ASCII); any other member goes the long way.
+    const predicted = props.map((p, slot) => {
+      if (p.bytes.some((b) => b < 0x20 || b === 0x22 || b === 0x5c || b >= 0x80)) return '';
+      const len = p.bytes.length;
+      const s = seen(slot);
+      return `case ${slot}:
+if (i + ${len + 2} < end && ${this.same(p.bytes, 'i + 1')} && buf[i + ${len + 1}] === 0x22 && buf[i + ${len + 2}] === 0x3a) {
+if ((${s} & ${bit(slot)}) !== 0) return -1;
+${s} |= ${bit(slot)};
+next = ${slot + 1};
+i = ws(buf, i + ${len + 3}, end);
+i = ${reads[slot]};
+break member;
+}
+break;`;
+    });
     return `let i = ws(buf, at + 1, end);
 ${declare}
+let next = 0;
 if (buf[i] === 0x7d) i++;
 else {
 for (;;) {
 if (buf[i] !== 0x22) return -1;
+member: {
+switch (next) {
+${predicted.join('\n')}
+}
 const k = i + 1;
 let j = k;
 for (;;) {
@@ -440,6 +467,7 @@ switch (j - k) {
 ${cases.join('\n')}
 default:
 ${other}
+}
 }
 if (i < 0) return -1;
 i = ws(buf, i, end);
