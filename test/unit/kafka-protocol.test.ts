@@ -272,6 +272,30 @@ describe('Kafka frames', () => {
     assert.equal(got[3]!.subarray(4).toString(), 'd'.repeat(65536), 'the chunk is left alone');
   });
 
+  it('keeps two frames given back for the next two frames, and never the same memory twice', () => {
+    const big = (fill: string) => Buffer.concat([Buffer.from([0, 1, 0, 0]), Buffer.alloc(65536, fill)]);
+    const got: Buffer[] = [];
+    const reader = new FrameReader({ onStart: () => 'buffer', onFrame: (_body, whole) => got.push(whole), onChunk: () => assert.fail() }, 1 << 20);
+    const feed = (bytes: Buffer) => {
+      for (let at = 0; at < bytes.length; at += 40000) reader.push(bytes.subarray(at, at + 40000));
+    };
+    // A client's next request often starts before the previous one's write upstream completed.
+    feed(big('a'));
+    feed(big('b'));
+    reader.recycle(got[0]!);
+    reader.recycle(got[1]!);
+    reader.recycle(got[1]!);
+    feed(big('c'));
+    feed(big('d'));
+    feed(big('e'));
+    const given = new Set([got[0]!.buffer, got[1]!.buffer]);
+    assert.ok(given.has(got[2]!.buffer) && given.has(got[3]!.buffer), 'both frames given back are read into again');
+    assert.notEqual(got[2]!.buffer, got[3]!.buffer);
+    assert.ok(!given.has(got[4]!.buffer), 'a frame given back twice holds one later frame, not two');
+    assert.equal(got[2]!.subarray(4).toString(), 'c'.repeat(65536));
+    assert.equal(got[3]!.subarray(4).toString(), 'd'.repeat(65536));
+  });
+
   it('refuses a frame over the limit and a negative size', () => {
     const reader = () => new FrameReader({ onStart: () => 'buffer', onFrame: () => {}, onChunk: () => {} }, 10);
     assert.throws(() => reader().push(Buffer.from([0, 0, 0, 11])), FrameTooLarge);

@@ -26,6 +26,9 @@ const ASSEMBLE_BYTES = 1 << 20;
 /** Frames from this size up are read into a buffer of their own that can be recycled (smaller ones come from Buffer's pool). */
 const RECYCLE_BYTES = 64 * 1024;
 
+/** Frames' memory kept for the next frames (see FrameReader.spares). */
+const MAX_SPARES = 2;
+
 /** Bytes of a frame's start handed to onStart when they were held back over a chunk's end. */
 const HEAD_BYTES = 512;
 
@@ -45,8 +48,12 @@ export class FrameReader {
   private parts: Buffer[] | undefined;
   /** Memory this reader allocated for frames (recycle() takes back only these). */
   private readonly own = new WeakSet<ArrayBufferLike>();
-  /** A frame's memory given back by recycle(), for the next frame that fits. */
-  private spare: Buffer | undefined;
+  /**
+   * Frames' memory given back by recycle(), for the next frames that fit. Two: a client keeps
+   * several produce requests in flight, and the next one often starts before the previous one's
+   * write upstream completed (with one spare, a fifth of kcat's requests got fresh memory).
+   */
+  private readonly spares: Buffer[] = [];
 
   constructor(
     private readonly handler: FrameHandler,
@@ -100,14 +107,16 @@ export class FrameReader {
   }
 
   /**
-   * Memory for a frame of `size` bytes: the spare when it fits, or a new buffer (rounded up to 64 KB
+   * Memory for a frame of `size` bytes: a spare that fits, or a new buffer (rounded up to 64 KB
    * from that size, so that the next frames of a similar size fit when it comes back).
    */
   private allocate(size: number): Buffer {
     if (size < RECYCLE_BYTES) return Buffer.allocUnsafe(size);
-    const spare = this.spare;
-    if (spare !== undefined && spare.length >= size) {
-      this.spare = undefined;
+    const spares = this.spares;
+    for (let i = 0; i < spares.length; i++) {
+      const spare = spares[i]!;
+      if (spare.length < size) continue;
+      spares.splice(i, 1);
       return spare.subarray(0, size);
     }
     const fresh = Buffer.allocUnsafeSlow(Math.ceil(size / RECYCLE_BYTES) * RECYCLE_BYTES);
@@ -120,7 +129,15 @@ export class FrameReader {
    * memory may hold the next frame. Only frames this reader assembled are taken back.
    */
   recycle(frame: Buffer): void {
-    if (this.own.has(frame.buffer)) this.spare = Buffer.from(frame.buffer);
+    // Never the same memory twice: two frames would be read into it.
+    if (!this.own.has(frame.buffer) || this.spares.some((s) => s.buffer === frame.buffer)) return;
+    const spare = Buffer.from(frame.buffer);
+    // Full: the smaller of the two makes room (the larger fits more of the next frames).
+    if (this.spares.length < MAX_SPARES) this.spares.push(spare);
+    else {
+      const smaller = this.spares[0]!.length <= this.spares[1]!.length ? 0 : 1;
+      if (this.spares[smaller]!.length < spare.length) this.spares[smaller] = spare;
+    }
   }
 
   /** Keeps the first bytes of a frame until more arrive (a copy: `chunk` may be reused). */
