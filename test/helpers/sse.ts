@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 import { useGateway, type GatewayFixture } from './gateway.js';
 import { startKafka, type KafkaCluster } from './kafka.js';
@@ -44,6 +45,81 @@ export async function openStream(url: string, headers: Record<string, string> = 
     }
   })();
   return { text: () => text, events: () => parseEvents(text), close: () => controller.abort(), ended };
+}
+
+/** What a client read across its connections: events (resume notices apart), notices, and how often it connected. */
+export interface Follower {
+  events: SseEvent[];
+  notices: SseEvent[];
+  connections: number;
+  /** Whether the gateway ended the stream (the follower then stops: it does not reconnect). */
+  endedByServer: boolean;
+  stop: () => void;
+  done: Promise<void>;
+}
+
+/**
+ * Follows the event stream at `url`, dropping the connection once it has read `drops[i]` events in all (read to the
+ * end of the chunk that got it there: the rest of the chunk is lost to it, as to a browser whose
+ * connection broke) and reconnecting at once with the id of the last event it read. A stream the
+ * gateway ends is not reconnected.
+ */
+export function follow(url: string, drops: number[]): { follower: Follower; connected: Promise<void> } {
+  const follower: Follower = { events: [], notices: [], connections: 0, endedByServer: false, stop: () => {}, done: Promise.resolve() };
+  let stopped = false;
+  let current: AbortController | undefined;
+  let onConnected: () => void = () => {};
+  const connected = new Promise<void>((resolve) => (onConnected = resolve));
+  follower.stop = () => {
+    stopped = true;
+    current?.abort();
+  };
+  follower.done = (async () => {
+    const pending = [...drops];
+    while (!stopped) {
+      const controller = new AbortController();
+      current = controller;
+      const lastId = follower.events.at(-1)?.id;
+      const headers: Record<string, string> = { accept: 'text/event-stream' };
+      if (lastId !== undefined) headers['last-event-id'] = lastId;
+      let res: Response;
+      try {
+        res = await fetch(url, { headers, signal: controller.signal });
+      } catch (err) {
+        if (stopped) return;
+        throw err;
+      }
+      assert.equal(res.status, 200);
+      follower.connections++;
+      onConnected();
+      const decoder = new TextDecoder();
+      let text = '';
+      try {
+        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+          text += decoder.decode(chunk, { stream: true });
+          const end = text.lastIndexOf('\n\n');
+          if (end === -1) continue;
+          for (const e of parseEvents(text.slice(0, end + 2))) {
+            if (e.event === 'eventgate.resume') follower.notices.push(e);
+            else follower.events.push(e);
+          }
+          text = text.slice(end + 2);
+          if (pending.length > 0 && follower.events.length >= pending[0]!) {
+            while (pending.length > 0 && follower.events.length >= pending[0]!) pending.shift();
+            controller.abort();
+            break;
+          }
+        }
+      } catch {
+        // aborted
+      }
+      if (!controller.signal.aborted) {
+        follower.endedByServer = true;
+        return;
+      }
+    }
+  })();
+  return { follower, connected };
 }
 
 /**
