@@ -208,6 +208,76 @@ routes:
     assert.deepEqual(await exited, { code: 0, signal: null });
   });
 
+  it('on SIGTERM during a burst of CloudEvents batches to event streams, every event answered as sent reaches every stream once, in order, before the streams end', async () => {
+    const g = await gw.start(`
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { listener: api, path: /stream }
+`);
+    const streams = await Promise.all([0, 1, 2].map(() => openStream(g.url('api', '/stream'))));
+    let n = 0;
+    const batch = () => Array.from({ length: 30 }, () => n++);
+    const body = (ns: number[]) => JSON.stringify(ns.map((x) => ({ specversion: '1.0', id: `e${x}`, source: '/burst', type: 'tick', data: { n: x } })));
+    const send = async (ns: number[]) => {
+      const res = await fetch(g.url('api', '/in'), { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: body(ns) });
+      assert.equal(res.status, 200);
+      const { deliveries } = (await res.json()) as { deliveries: { clients: number }[] };
+      assert.deepEqual(
+        deliveries.map((d) => d.clients),
+        ns.map(() => 3),
+      );
+    };
+    // Batches answered before the signal, and batches whose bodies are still arriving when it comes:
+    // they finish together during the drain, and the streams end right after.
+    const before = [batch(), batch(), batch()];
+    await Promise.all(before.map(send));
+    const held = [batch(), batch(), batch()].map((ns) => {
+      let req!: ClientRequest;
+      const reply = new Promise<{ status: number; body: any }>((resolve, reject) => {
+        req = request(g.url('api', '/in'), { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' } }, (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (c: string) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+        });
+        req.on('error', reject);
+      });
+      const text = body(ns);
+      req.write(text.slice(0, 10));
+      req.flushHeaders();
+      return { ns, reply, finish: () => req.end(text.slice(10)) };
+    });
+    await waitInFlight(g, 3);
+    const from = g.logs.length;
+    const exited = g.stop('SIGTERM');
+    await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
+    for (const h of held) h.finish();
+    for (const h of held) {
+      const { status, body } = await h.reply;
+      assert.equal(status, 200);
+      assert.deepEqual(
+        body.deliveries.map((d: { clients: number }) => d.clients),
+        h.ns.map(() => 3),
+      );
+    }
+    await Promise.all(streams.map((s) => s.ended));
+    for (const [i, s] of streams.entries()) {
+      const got = s.events().map((e) => JSON.parse(e.data).n as number);
+      assert.equal(got.length, n, `stream ${i}: every event, once`);
+      for (const ns of [...before, ...held.map((h) => h.ns)])
+        assert.deepEqual(
+          got.filter((x) => ns.includes(x)),
+          ns,
+          `stream ${i}: each batch whole and in order`,
+        );
+    }
+    assert.deepEqual(await exited, { code: 0, signal: null });
+  });
+
   it('exits 0 on SIGTERM after CONNECT requests, which are answered 405 and closed', async () => {
     await gw.start(config());
     for (const port of [gw.port('api'), gw.port('push'), Number(new URL(gw.adminUrl).port)]) {
