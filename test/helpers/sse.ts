@@ -69,7 +69,11 @@ export function follow(url: string, drops: number[]): { follower: Follower; conn
   let stopped = false;
   let current: AbortController | undefined;
   let onConnected: () => void = () => {};
-  const connected = new Promise<void>((resolve) => (onConnected = resolve));
+  let onFailed: (err: unknown) => void = () => {};
+  const connected = new Promise<void>((resolve, reject) => {
+    onConnected = resolve;
+    onFailed = reject;
+  });
   follower.stop = () => {
     stopped = true;
     current?.abort();
@@ -119,6 +123,8 @@ export function follow(url: string, drops: number[]): { follower: Follower; conn
       }
     }
   })();
+  // A failure before the first connection fails the wait for it; later ones surface through `done`.
+  follower.done.catch(onFailed);
   return { follower, connected };
 }
 
