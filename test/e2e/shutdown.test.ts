@@ -38,6 +38,18 @@ routes:
     to: { http: { url: "${url}", timeoutMs: 60000 } }
 `;
 
+/** POST /in → the event stream GET /stream of the same listener. */
+const toStream = `
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { listener: api, path: /stream }
+`;
+
 /** A POST whose body is held back: it stays in flight until `finish()` sends the rest. */
 function slowPost(url: string, n: number): { req: ClientRequest; finish(): void; reply: Promise<{ status: number; body: any }> } {
   let req!: ClientRequest;
@@ -173,16 +185,7 @@ routes:
   });
 
   it('on SIGTERM keeps event streams open while requests in flight finish, so their events reach the streams, then ends them and exits 0', async () => {
-    const g = await gw.start(`
-version: 1
-admin: { port: 0 }
-listeners:
-  api: { kind: http, port: 0, host: 127.0.0.1 }
-routes:
-  - name: in
-    from: { listener: api, path: /in }
-    to: { listener: api, path: /stream }
-`);
+    const g = await gw.start(toStream);
     const stream = await openStream(g.url('api', '/stream'));
     const slow = [1, 2].map((n) => slowPost(g.url('api', '/in'), n));
     await waitInFlight(g, 2);
@@ -209,16 +212,7 @@ routes:
   });
 
   it('on SIGTERM during a burst of CloudEvents batches to event streams, every event answered as sent reaches every stream once, in order, before the streams end', async () => {
-    const g = await gw.start(`
-version: 1
-admin: { port: 0 }
-listeners:
-  api: { kind: http, port: 0, host: 127.0.0.1 }
-routes:
-  - name: in
-    from: { listener: api, path: /in }
-    to: { listener: api, path: /stream }
-`);
+    const g = await gw.start(toStream);
     const streams = await Promise.all([0, 1, 2].map(() => openStream(g.url('api', '/stream'))));
     let n = 0;
     const batch = () => Array.from({ length: 30 }, () => n++);

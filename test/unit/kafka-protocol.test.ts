@@ -42,6 +42,17 @@ function metadataResponse(version: number): Buffer {
   return w.finish();
 }
 
+/** A FrameReader keeping whole frames (`got`), fed 64 KB frames (`big`) in 40,000-byte chunks (`feed`). */
+function recyclingReader() {
+  const big = (fill: string) => Buffer.concat([Buffer.from([0, 1, 0, 0]), Buffer.alloc(65536, fill)]);
+  const got: Buffer[] = [];
+  const reader = new FrameReader({ onStart: () => 'buffer', onFrame: (_body, whole) => got.push(whole), onChunk: () => assert.fail() }, 1 << 20);
+  const feed = (bytes: Buffer) => {
+    for (let at = 0; at < bytes.length; at += 40000) reader.push(bytes.subarray(at, at + 40000));
+  };
+  return { got, reader, feed, big };
+}
+
 describe('Kafka protocol messages', () => {
   it('reads a request header', () => {
     const h = readRequestHeader(produceRequest(7, []));
@@ -252,12 +263,7 @@ describe('Kafka frames', () => {
   });
 
   it('reads a later frame into the memory of one given back, and takes back only frames it assembled', () => {
-    const big = (fill: string) => Buffer.concat([Buffer.from([0, 1, 0, 0]), Buffer.alloc(65536, fill)]);
-    const got: Buffer[] = [];
-    const reader = new FrameReader({ onStart: () => 'buffer', onFrame: (_body, whole) => got.push(whole), onChunk: () => assert.fail() }, 1 << 20);
-    const feed = (bytes: Buffer) => {
-      for (let at = 0; at < bytes.length; at += 40000) reader.push(bytes.subarray(at, at + 40000));
-    };
+    const { got, reader, feed, big } = recyclingReader();
     feed(big('a'));
     reader.recycle(got[0]!);
     feed(big('b'));
@@ -273,12 +279,7 @@ describe('Kafka frames', () => {
   });
 
   it('keeps two frames given back for the next two frames, and never the same memory twice', () => {
-    const big = (fill: string) => Buffer.concat([Buffer.from([0, 1, 0, 0]), Buffer.alloc(65536, fill)]);
-    const got: Buffer[] = [];
-    const reader = new FrameReader({ onStart: () => 'buffer', onFrame: (_body, whole) => got.push(whole), onChunk: () => assert.fail() }, 1 << 20);
-    const feed = (bytes: Buffer) => {
-      for (let at = 0; at < bytes.length; at += 40000) reader.push(bytes.subarray(at, at + 40000));
-    };
+    const { got, reader, feed, big } = recyclingReader();
     // A client's next request often starts before the previous one's write upstream completed.
     feed(big('a'));
     feed(big('b'));
