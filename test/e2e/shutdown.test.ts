@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { request, type ClientRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
+import { makeCertificates } from '../helpers/certificates.js';
 import { openStream } from '../helpers/sse.js';
 
 const config = (drainTimeoutMs = 10000) => `
@@ -27,11 +29,11 @@ routes:
 `;
 
 /** A listener `api` of `kind` whose route `/in` (acked) delivers to a webhook at `url` that holds what it gets; a 300 ms drain. */
-const heldByWebhook = (kind: 'http' | 'websocket', url: string) => `
+const heldByWebhook = (kind: 'http' | 'websocket', url: string, { tls = false } = {}) => `
 version: 1
 admin: { port: 0, drainTimeoutMs: 300 }
 listeners:
-  api: { kind: ${kind}, port: 0, host: 127.0.0.1 }
+  api: { kind: ${kind}, port: 0, host: 127.0.0.1${tls ? ', tls: { cert: server.pem, key: server-key.pem }' : ''} }
 routes:
   - name: in
     from: { listener: api, path: /in }${kind === 'websocket' ? '\n    ack: true' : ''}
@@ -335,6 +337,32 @@ routes:
     } finally {
       await target.stop();
     }
+  });
+
+  it('answers 503 to a request still in flight at drainTimeoutMs over HTTPS too', async () => {
+    const certs = makeCertificates();
+    const g = await gw.start(
+      toStream.replace('host: 127.0.0.1 }', 'host: 127.0.0.1, tls: { cert: server.pem, key: server-key.pem } }').replace('admin: { port: 0 }', 'admin: { port: 0, drainTimeoutMs: 300 }'),
+      {
+        files: { 'server.pem': certs.a.cert, 'server-key.pem': certs.a.key },
+      },
+    );
+    // A body that never finishes: only the listener can answer it (the drain timeout's 503 found through the TLS connection).
+    const reply = new Promise<{ status: number; body: any }>((resolve, reject) => {
+      const req = httpsRequest({ host: '127.0.0.1', port: g.port('api'), path: '/in', method: 'POST', ca: [certs.a.cert], headers: { 'content-type': 'application/json' } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+      });
+      req.on('error', reject);
+      req.write('{"n": 1, "pad": "');
+      req.flushHeaders();
+    });
+    await waitInFlight(g, 1);
+    assert.deepEqual(await g.stop('SIGTERM'), { code: 0, signal: null });
+    const { status, body } = await reply;
+    assert.equal(status, 503, JSON.stringify(body));
+    assert.equal(body.detail, 'gateway shutting down; the request did not finish within drainTimeoutMs (300 ms): its body had not all arrived, so nothing of it was published');
   });
 
   it('keeps draining through a repeated SIGTERM: the request in flight gets 200, the exit is 0', async () => {

@@ -1,4 +1,6 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { Server as TlsServer } from 'node:tls';
 import { finished as flushed } from 'node:stream/promises';
 import type FindMyWayModule from 'find-my-way';
 import { problem, type Problem } from '../../core/errors.js';
@@ -69,8 +71,16 @@ export class HttpListener implements ListenerRuntime {
   private staticPublish = new Map<string, RouteEntry>();
   private options: HttpOptions;
   private cors: CorsPolicy | undefined;
-  /** Requests not yet answered (an event stream leaves it once opened): what a drain waits for. */
-  private readonly unanswered = new Set<ServerResponse>();
+  /** Requests not yet answered (an event stream leaves the count once opened): what a drain waits for. */
+  private inFlight = 0;
+  /**
+   * Open connections, for the drain timeout to find the requests still unanswered (each one's
+   * current response). Kept per connection, not per request: a Set entry per request cost the
+   * http-kafka benchmark ~12 µs of CPU per request (docs/performance.md, sixteenth session).
+   */
+  private readonly sockets = new Set<Socket>();
+  /** Responses the drain timeout answered (giveUp): a later outcome for them changes nothing. */
+  private readonly givenUp = new WeakSet<ServerResponse>();
   private draining = false;
   /** The drain's whole budget, for the answer of a request it leaves unanswered (stop() gets only what is left of it). */
   private drainMs = 0;
@@ -105,6 +115,11 @@ export class HttpListener implements ListenerRuntime {
       'GET, POST',
       (status) => this.telemetry?.httpResponse(status),
     );
+    // A TLS server's requests arrive on the TLS socket, which 'secureConnection' hands over.
+    this.server.on(this.server instanceof TlsServer ? 'secureConnection' : 'connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
   }
 
   async start(): Promise<void> {
@@ -125,7 +140,7 @@ export class HttpListener implements ListenerRuntime {
       this.closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
     }
-    if (this.unanswered.size > 0) {
+    if (this.inFlight > 0) {
       await Promise.race([new Promise<void>((resolve) => (this.idle = resolve)), delay(drainMs)]);
     }
   }
@@ -150,17 +165,20 @@ export class HttpListener implements ListenerRuntime {
     const { drainMs } = this;
     // Outcomes already in (a broker's flush on stop acknowledged them) are answered as they are, not given up on.
     if (this.outcomes.length > 0) this.answerAll();
-    if (this.unanswered.size === 0) return;
+    if (this.inFlight === 0) return;
     const sent: Promise<unknown>[] = [];
-    for (const res of [...this.unanswered]) {
-      if (!res.headersSent && !res.destroyed) {
-        res.setHeader('connection', 'close');
-        sent.push(flushed(res).catch(() => undefined));
-        // A body still arriving was never published; a whole one may be with its target.
-        const fate = res.req.complete ? 'its message may or may not have been delivered' : 'its body had not all arrived, so nothing of it was published';
-        sendProblem(res, problem('EG_SHUTTING_DOWN', `${reason}; the request did not finish within drainTimeoutMs (${drainMs} ms): ${fate}`));
-      }
+    for (const socket of this.sockets) {
+      // The response a connection is answering now (node's own link; answers to requests pipelined
+      // behind it are not made yet, and those connections close unanswered as before).
+      const res = (socket as Socket & { _httpMessage?: unknown })._httpMessage;
+      if (!(res instanceof ServerResponse) || res.headersSent || res.destroyed || this.givenUp.has(res)) continue;
       this.finished(res);
+      this.givenUp.add(res);
+      res.setHeader('connection', 'close');
+      sent.push(flushed(res).catch(() => undefined));
+      // A body still arriving was never published; a whole one may be with its target.
+      const fate = res.req.complete ? 'its message may or may not have been delivered' : 'its body had not all arrived, so nothing of it was published';
+      sendProblem(res, problem('EG_SHUTTING_DOWN', `${reason}; the request did not finish within drainTimeoutMs (${drainMs} ms): ${fate}`));
     }
     this.env.logger.warn({ listener: this.name, requests: sent.length, drainMs }, 'requests still in flight at the drain timeout were answered 503');
     await Promise.race([Promise.all(sent), delay(1000)]);
@@ -213,7 +231,7 @@ export class HttpListener implements ListenerRuntime {
   }
 
   status() {
-    return { inFlight: this.unanswered.size, eventStreams: this.streams.count(), slowStreamsClosed: this.streams.slowClientsClosed };
+    return { inFlight: this.inFlight, eventStreams: this.streams.count(), slowStreamsClosed: this.streams.slowClientsClosed };
   }
 
   /**
@@ -222,7 +240,7 @@ export class HttpListener implements ListenerRuntime {
    * route's promise is the only one.
    */
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
-    this.unanswered.add(res);
+    this.inFlight++;
     try {
       this.serve(req, res);
     } catch (err) {
@@ -235,20 +253,20 @@ export class HttpListener implements ListenerRuntime {
    * answered already (giveUp) is past them all, so a late outcome changes nothing.
    */
   private finished(res: ServerResponse): void {
-    if (!this.unanswered.delete(res)) return;
+    if (this.draining && this.givenUp.has(res)) return;
     // A client that went away before it was answered got no answer: res.statusCode would read 200.
     if (res.headersSent) this.telemetry?.httpResponse(res.statusCode);
-    if (this.unanswered.size === 0 && this.idle) this.idle();
+    if (--this.inFlight === 0 && this.idle) this.idle();
   }
 
   private refuse(res: ServerResponse, p: Problem): void {
-    if (!this.unanswered.has(res)) return;
+    if (this.draining && this.givenUp.has(res)) return;
     sendProblem(res, p);
     this.finished(res);
   }
 
   private failed(req: IncomingMessage, res: ServerResponse, err: unknown): void {
-    if (!this.unanswered.has(res)) return;
+    if (this.draining && this.givenUp.has(res)) return;
     // A client that goes away mid-body (or is cut off by requestTimeoutMs) is not the gateway's fault; logging it as an error would let any client flood the log.
     if (req.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
       this.env.logger.debug({ listener: this.name, remote: req.socket.remoteAddress }, 'client went away before sending the whole request');
@@ -455,7 +473,7 @@ export class HttpListener implements ListenerRuntime {
   };
 
   private answer(req: IncomingMessage, res: ServerResponse, outcome: Outcome): void {
-    if (!this.unanswered.has(res)) return;
+    if (this.draining && this.givenUp.has(res)) return;
     try {
       if (outcome.outcome === 'delivered') {
         sendJsonText(res, 200, deliveredJson(outcome.deliveries, outcome.tagged));
