@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { request, type ClientRequest } from 'node:http';
+import { request, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';
@@ -52,11 +52,12 @@ routes:
     to: { listener: api, path: /stream }
 `;
 
-/** A POST whose body is held back: it stays in flight until `finish()` sends the rest. */
-function slowPost(url: string, n: number): { req: ClientRequest; finish(): void; reply: Promise<{ status: number; body: any }> } {
+/** A POST whose body is held back: it stays in flight until `finish()` sends the rest. `ca`: over HTTPS, trusting it. */
+function slowPost(url: string, n: number, ca?: string): { req: ClientRequest; finish(): void; reply: Promise<{ status: number; body: any }> } {
   let req!: ClientRequest;
   const reply = new Promise<{ status: number; body: any }>((resolve, reject) => {
-    req = request(url, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+    const send = ca ? (u: string, o: object, cb: (res: IncomingMessage) => void) => httpsRequest(u.replace(/^http:/, 'https:'), { ...o, ca: [ca] }, cb) : request;
+    req = send(url, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
       let text = '';
       res.setEncoding('utf8').on('data', (c: string) => (text += c));
       res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
@@ -348,19 +349,10 @@ routes:
       },
     );
     // A body that never finishes: only the listener can answer it (the drain timeout's 503 found through the TLS connection).
-    const reply = new Promise<{ status: number; body: any }>((resolve, reject) => {
-      const req = httpsRequest({ host: '127.0.0.1', port: g.port('api'), path: '/in', method: 'POST', ca: [certs.a.cert], headers: { 'content-type': 'application/json' } }, (res) => {
-        let text = '';
-        res.setEncoding('utf8').on('data', (c: string) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
-      });
-      req.on('error', reject);
-      req.write('{"n": 1, "pad": "');
-      req.flushHeaders();
-    });
+    const stuck = slowPost(g.url('api', '/in'), 1, certs.a.cert);
     await waitInFlight(g, 1);
     assert.deepEqual(await g.stop('SIGTERM'), { code: 0, signal: null });
-    const { status, body } = await reply;
+    const { status, body } = await stuck.reply;
     assert.equal(status, 503, JSON.stringify(body));
     assert.equal(body.detail, 'gateway shutting down; the request did not finish within drainTimeoutMs (300 ms): its body had not all arrived, so nothing of it was published');
   });
