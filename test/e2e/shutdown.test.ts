@@ -7,6 +7,7 @@ import { post, WsClient } from '../helpers/clients.js';
 import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { makeCertificates } from '../helpers/certificates.js';
+import { scrape } from '../helpers/prometheus.js';
 import { openStream } from '../helpers/sse.js';
 
 const config = (drainTimeoutMs = 10000) => `
@@ -355,6 +356,31 @@ routes:
     const { status, body } = await stuck.reply;
     assert.equal(status, 503, JSON.stringify(body));
     assert.equal(body.detail, 'gateway shutting down; the request did not finish within drainTimeoutMs (300 ms): its body had not all arrived, so nothing of it was published');
+  });
+
+  it('answers 503 to a request still in flight at drainTimeoutMs when a reload replaces its listener, and counts that answer', async () => {
+    // Another host needs a new socket: the listener is replaced, the one holding the request stopped.
+    const on = (host: string) => `
+version: 1
+admin: { port: 0, drainTimeoutMs: 300 }
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0, host: ${host} }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: local, topic: t }
+`;
+    const g = await gw.start(on('127.0.0.1'));
+    const stuck = slowPost(g.url('api', '/in'), 1);
+    await waitInFlight(g, 1);
+    await g.reconfigure(on('127.0.0.2'));
+    const { status, body } = await stuck.reply;
+    assert.equal(status, 503, JSON.stringify(body));
+    assert.equal(body.detail, 'listener replaced by a reload; the request did not finish within drainTimeoutMs (300 ms): its body had not all arrived, so nothing of it was published');
+    const s = await scrape(g.adminUrl);
+    assert.equal(s.value('eventgate_http_requests_total', { listener: 'api', status: '503' }), 1);
   });
 
   it('keeps draining through a repeated SIGTERM: the request in flight gets 200, the exit is 0', async () => {

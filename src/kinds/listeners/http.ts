@@ -172,15 +172,15 @@ export class HttpListener implements ListenerRuntime {
       // behind it are not made yet, and those connections close unanswered as before).
       const res = (socket as Socket & { _httpMessage?: unknown })._httpMessage;
       if (!(res instanceof ServerResponse) || res.headersSent || res.destroyed || this.givenUp.has(res)) continue;
-      this.finished(res);
-      this.givenUp.add(res);
       res.setHeader('connection', 'close');
       sent.push(flushed(res).catch(() => undefined));
       // A body still arriving was never published; a whole one may be with its target.
       const fate = res.req.complete ? 'its message may or may not have been delivered' : 'its body had not all arrived, so nothing of it was published';
-      sendProblem(res, problem('EG_SHUTTING_DOWN', `${reason}; the request did not finish within drainTimeoutMs (${drainMs} ms): ${fate}`));
+      // As refuse() answers: sent first, so finished() counts it among the listener's answers.
+      this.refuse(res, problem('EG_SHUTTING_DOWN', `${reason}; the request did not finish within drainTimeoutMs (${drainMs} ms): ${fate}`));
+      this.givenUp.add(res);
     }
-    this.env.logger.warn({ listener: this.name, requests: sent.length, drainMs }, 'requests still in flight at the drain timeout were answered 503');
+    if (sent.length > 0) this.env.logger.warn({ listener: this.name, requests: sent.length, drainMs }, 'requests still in flight at the drain timeout were answered 503');
     await Promise.race([Promise.all(sent), delay(1000)]);
   }
 
