@@ -412,6 +412,13 @@ export interface Target {
   send(msg: Message, ctx: MessageContext): Delivery | Promise<Delivery>;
 }
 
+/**
+ * Why a listener stops, as its clients read it (close reasons, 503 details): a shutdown, or a
+ * reload that replaces it (a new socket: port, host or TLS changed) or removes it. "gateway
+ * shutting down" would tell the clients of a reloaded listener to expect nothing more.
+ */
+export const STOP_REASON = { shutdown: 'gateway shutting down', replace: 'listener replaced by a reload', remove: 'listener removed by a reload' } as const;
+
 export interface ListenerRuntime {
   readonly name: string;
   readonly kind: string;
@@ -427,7 +434,7 @@ export interface ListenerRuntime {
    * and let in-flight work finish up to drainMs, but keep the clients, so forwards still reach
    * them until stop() closes them once consume routes have committed and brokers flushed.
    */
-  quiesce?(opts: { drainMs: number }): Promise<void>;
+  quiesce?(opts: { drainMs: number; reason?: string }): Promise<void>;
   /** Apply options that do not need a new socket. */
   reconfigure(options: unknown): void;
   bind(bindings: ListenerBindings): void;

@@ -1,4 +1,4 @@
-import type { BrokerRuntime, Gate, ListenerBindings, ListenerRuntime, ReplaySource, RuntimeEnv } from '../kinds/contracts.js';
+import { type BrokerRuntime, type Gate, type ListenerBindings, type ListenerRuntime, type ReplaySource, type RuntimeEnv, STOP_REASON } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import type { Change, Transition } from '../plan/diff.js';
@@ -31,12 +31,6 @@ export interface TransitionEnv {
   /** True once the gateway shuts down: a transition then waits for nothing it can do without. */
   stopping(): boolean;
 }
-
-/**
- * The close reason a reload gives the clients of a listener it replaces (a new socket: port, host
- * or TLS changed) or removes; "gateway shutting down" would tell them to expect nothing more.
- */
-const RELOAD_REASON = { replace: 'listener replaced by a reload', remove: 'listener removed by a reload' } as const;
 
 /**
  * How long the build phase waits for a new broker's connection before the commit goes on without
@@ -130,7 +124,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   try {
     for (const c of listenerTakeovers) {
       lost.listeners.push(c.name);
-      await live.listeners.get(c.name)!.stop({ drainMs, reason: RELOAD_REASON.replace });
+      await live.listeners.get(c.name)!.stop({ drainMs, reason: STOP_REASON.replace });
       const l = env.registry.listeners.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
       built.listeners.set(c.name, l);
       await startOrFail(l, ['listeners', c.name], `listener '${c.name}'`);
@@ -153,7 +147,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
     brokers: t.brokers.filter((c) => c.op === 'remove' || c.op === 'replace').map((c) => live.brokers.get(c.name)!),
     listeners: t.listeners
       .filter((c) => c.op === 'remove' || (c.op === 'replace' && !listenerTakeovers.includes(c)))
-      .map((c) => ({ listener: live.listeners.get(c.name)!, reason: RELOAD_REASON[c.op as 'remove' | 'replace'] })),
+      .map((c) => ({ listener: live.listeners.get(c.name)!, reason: STOP_REASON[c.op as 'remove' | 'replace'] })),
     routes: t.routes.filter((c) => c.op === 'remove' || c.op === 'replace').map((c) => live.routes.get(c.name)!),
   };
   swap(live.brokers, t.brokers, built.brokers);
@@ -174,9 +168,14 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   // holding up the reload; only then do the components they use go away.
   const retiring = old.routes.some((r) => r.pending > 0);
   const retired = (async () => {
+    const deadline = Date.now() + drainMs;
+    // The listeners going away take nothing new from here on (a client told why can come again on
+    // a new connection, to their successors), so nothing reaches a route after its close().
+    const quiesced = old.listeners.map(({ listener, reason }) => listener.quiesce?.({ drainMs, reason }));
     await Promise.all(old.routes.map((r) => r.drain(drainMs)));
+    await Promise.allSettled(quiesced);
     for (const r of old.routes) r.close();
-    await Promise.allSettled(old.listeners.map(({ listener, reason }) => listener.stop({ drainMs, reason })));
+    await Promise.allSettled(old.listeners.map(({ listener, reason }) => listener.stop({ drainMs: Math.max(0, deadline - Date.now()), reason })));
     await Promise.allSettled(old.brokers.map((b) => b.stop()));
   })();
   return { result: 'applied', retired, retiring };

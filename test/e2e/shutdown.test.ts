@@ -7,6 +7,7 @@ import { post, WsClient } from '../helpers/clients.js';
 import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { makeCertificates } from '../helpers/certificates.js';
+import { freePort } from '../helpers/ports.js';
 import { scrape } from '../helpers/prometheus.js';
 import { openStream } from '../helpers/sse.js';
 
@@ -176,13 +177,73 @@ routes:
       const answers = client.frames.map((f) => JSON.parse(f));
       assert.equal(answers.length, 2, JSON.stringify(answers));
       for (const a of answers) assert.deepEqual([a.type, a.status, a.code], ['error', 503, 'EG_SHUTTING_DOWN'], JSON.stringify(a));
-      assert.equal(answers[1].detail, 'gateway shutting down; the frame did not finish within drainTimeoutMs (300 ms): its message may or may not have been delivered');
+      assert.equal(answers[1].detail, 'gateway shutting down; the frame was not published: it waited behind one that did not finish within drainTimeoutMs (300 ms); send it again');
       assert.match(
         answers[0].detail,
         /^(the route stopped before http:\/\/127\.0\.0\.1:\d+\/ answered: the message|gateway shutting down; the frame did not finish within drainTimeoutMs \(300 ms\): its message) may or may not have been delivered$/,
       );
-      const gaveUp = g.logs.slice(from).find((l) => l.msg === 'frames still in flight at the drain timeout were answered 503');
-      assert.ok(gaveUp && (gaveUp.frames as number) >= 1, JSON.stringify(gaveUp));
+      const gaveUp = g.logs.slice(from).find((l) => l.msg === 'frames still in flight at the drain timeout; those queued behind them are not published');
+      assert.deepEqual([gaveUp?.frames, gaveUp?.queued], [1, 1], JSON.stringify(gaveUp));
+    } finally {
+      await target.stop();
+    }
+  });
+
+  it('never publishes the frames queued behind one still in flight when a reload replaces the websocket listener: they are answered "not published", the held one "may or may not"; a frame sent during the drain is told to come again on a new connection', async () => {
+    const target = await HeldTarget.start();
+    // Another host needs a new socket: the listener is replaced, and the route from it with it.
+    const on = (host: string, port = 0) => `
+version: 1
+admin: { port: 0, drainTimeoutMs: 2000 }
+listeners:
+  push: { kind: websocket, port: ${port}, host: ${host} }
+routes:
+  - name: frames
+    from: { listener: push, path: /frames }
+    ack: true
+    to: { http: { url: "${target.url}", timeoutMs: 60000 } }
+`;
+    try {
+      const g = await gw.start(on('127.0.0.1'));
+      const client = await WsClient.connect(g.url('push', '/frames', 'ws'));
+      const idle = await WsClient.connect(g.url('push', '/frames', 'ws'));
+      for (const n of [1, 2, 3]) client.send({ n });
+      await eventually(() => assert.equal(target.bodies.length, 1));
+      const port = await freePort('127.0.0.2');
+      await g.reconfigure(on('127.0.0.2', port));
+      // The old listener drains (the held frame keeps it waiting): a client with nothing in flight is not taken on.
+      idle.send({ n: 5 });
+      const refused = await idle.next();
+      assert.deepEqual([refused.type, refused.status, refused.code, refused.detail], ['error', 503, 'EG_SHUTTING_DOWN', 'listener replaced by a reload; send this again on a new connection']);
+      assert.equal((await client.waitClose()).code, 1001);
+      assert.equal((await idle.waitClose()).code, 1001);
+      const answers = client.frames.map((f) => JSON.parse(f));
+      assert.deepEqual(
+        answers.map((a) => [a.type, a.status, a.code]),
+        [
+          ['error', 503, 'EG_SHUTTING_DOWN'],
+          ['error', 503, 'EG_SHUTTING_DOWN'],
+          ['error', 503, 'EG_SHUTTING_DOWN'],
+        ],
+      );
+      // The held one is answered by its route, which cut the endpoint's try as it closed, or by the listener as its drain ran out.
+      assert.match(
+        answers[0].detail,
+        /^(the route stopped before http:\/\/127\.0\.0\.1:\d+\/ answered: the message|listener replaced by a reload; the frame did not finish within drainTimeoutMs \(2000 ms\): its message) may or may not have been delivered$/,
+      );
+      for (const a of answers.slice(1)) {
+        assert.equal(a.detail, 'listener replaced by a reload; the frame was not published: it waited behind one that did not finish within drainTimeoutMs (2000 ms); send it again');
+      }
+      // The endpoint sees the held one (it may have taken it) and none of those behind it nor the one refused during the drain.
+      target.release();
+      const again = await WsClient.connect(`ws://127.0.0.2:${port}/frames`);
+      again.send({ n: 4 });
+      assert.equal((await again.next()).type, 'ack');
+      again.close();
+      assert.deepEqual(
+        target.bodies.map((b) => JSON.parse(b).n),
+        [1, 4],
+      );
     } finally {
       await target.stop();
     }

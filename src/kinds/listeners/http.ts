@@ -9,9 +9,9 @@ import { answerFor, deliveredJson } from '../../core/answer.js';
 import { parseClientJson } from './client-json.js';
 import { isJsonMedia, mediaTypeOf, ORIGINAL, payloadOriginal, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import type { Outcome } from '../../core/outcome.js';
-import type { ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../contracts.js';
+import { type ListenerBindings, type ListenerRuntime, type ListenerTelemetry, type RouteEntry, type RuntimeEnv, STOP_REASON } from '../contracts.js';
 import { checkCors, CorsPolicy, corsOptions } from './cors.js';
-import { applyLimits, compileTransport, createTransport, hostless, parseQuery, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
+import { applyLimits, compileTransport, createTransport, hostless, parseQuery, rotateTls, stoppingProblem, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
 import { defineListener, kindOptions, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
 import { decodeBatch, httpMode } from '../../codecs/cloudevents.js';
@@ -82,6 +82,8 @@ export class HttpListener implements ListenerRuntime {
   /** Responses the drain timeout answered (giveUp): a later outcome for them changes nothing. */
   private readonly givenUp = new WeakSet<ServerResponse>();
   private draining = false;
+  /** Why it is draining (shutdown or a reload), for what arrives meanwhile. */
+  private stopReason: string = STOP_REASON.shutdown;
   /** The drain's whole budget, for the answer of a request it leaves unanswered (stop() gets only what is left of it). */
   private drainMs = 0;
   private idle: (() => void) | undefined;
@@ -133,9 +135,10 @@ export class HttpListener implements ListenerRuntime {
    * streams stay open, so what forward routes still deliver while the rest of the gateway drains
    * reaches them (as websocket clients, spec §7); stop() ends them.
    */
-  async quiesce({ drainMs }: { drainMs: number }): Promise<void> {
+  async quiesce({ drainMs, reason = STOP_REASON.shutdown }: { drainMs: number; reason?: string }): Promise<void> {
     if (!this.draining) {
       this.draining = true;
+      this.stopReason = reason;
       this.drainMs = drainMs;
       this.closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.server.closeIdleConnections();
@@ -145,8 +148,8 @@ export class HttpListener implements ListenerRuntime {
     }
   }
 
-  async stop({ drainMs, reason = 'gateway shutting down' }: { drainMs: number; reason?: string }): Promise<void> {
-    await this.quiesce({ drainMs });
+  async stop({ drainMs, reason = STOP_REASON.shutdown }: { drainMs: number; reason?: string }): Promise<void> {
+    await this.quiesce({ drainMs, reason });
     await this.giveUp(reason);
     // Streams never finish on their own: end them so the browsers reconnect (to another instance).
     this.streams.closeAll();
@@ -283,7 +286,7 @@ export class HttpListener implements ListenerRuntime {
     const pathname = q === -1 ? url : url.slice(0, q);
     if (this.draining) {
       res.setHeader('connection', 'close');
-      return this.refuse(res, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
+      return this.refuse(res, stoppingProblem(this.stopReason, 'retry'));
     }
     const tooMany = tooManyHeaders(req, this.options) ?? hostless(req);
     if (tooMany) {

@@ -6,7 +6,7 @@ import { createSecureContext } from 'node:tls';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
-import type { ListenerCompileContext } from '../contracts.js';
+import { type ListenerCompileContext, STOP_REASON } from '../contracts.js';
 import { Type, type Static } from '../define.js';
 import type { TObject } from '@sinclair/typebox';
 
@@ -236,6 +236,17 @@ export function refuseConnect(socket: Duplex, allow: string, answered?: (status:
 /** The problem for an HTTP/1.1 request without a Host header (RFC 9112 §3.2), or undefined. */
 export function hostless(req: IncomingMessage): Problem | undefined {
   return req.headers.host === undefined && req.httpVersion === '1.1' ? problem('EG_BAD_REQUEST', 'an HTTP/1.1 request must have a Host header') : undefined;
+}
+
+/**
+ * The answer to a request, handshake or frame arriving while its listener stops: not taken on. A
+ * shutdown sends the client to another instance, a reload that replaces the listener to a new
+ * connection (which reaches its successor).
+ */
+export function stoppingProblem(reason: string, again: 'retry' | 'send this again'): Problem {
+  if (reason === STOP_REASON.shutdown) return problem('EG_SHUTTING_DOWN', `the gateway is shutting down; ${again} on another instance`);
+  if (reason === STOP_REASON.replace) return problem('EG_SHUTTING_DOWN', `${reason}; ${again} on a new connection`);
+  return problem('EG_SHUTTING_DOWN', reason);
 }
 
 /** A complete HTTP/1.1 response with a problem+json body, for sockets without a response object. */

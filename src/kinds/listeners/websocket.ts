@@ -11,8 +11,8 @@ import { expireAt } from '../../core/expiry.js';
 import { sendProblem } from './http-reply.js';
 import { parseClientJson } from './client-json.js';
 import { jsonValue, ORIGINAL, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
-import type { Admission, Gate, ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv, Target } from '../contracts.js';
-import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
+import { type Admission, type Gate, type ListenerBindings, type ListenerRuntime, type ListenerTelemetry, type RouteEntry, type RuntimeEnv, STOP_REASON, type Target } from '../contracts.js';
+import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, stoppingProblem, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
 import { defineListener, kindOptions, oneOf, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
 import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
@@ -93,6 +93,12 @@ class Client implements BatchClient, RequestMeta {
   queue: Promise<void> | undefined = undefined;
   /** Frames received and not yet answered (published, acked or refused): bounded by maxPendingFrames. */
   pending = 0;
+  /** Frames queued whose handling has not started (behind the one being handled). */
+  waiting = 0;
+  /** A frame is being handled and has no outcome yet. */
+  handling = false;
+  /** The drain gave up: frames still queued are answered "not published", never handled. */
+  cut = false;
   /** Disconnected for exceeding its send bound: nothing more is read from or queued for it. */
   evicted = false;
   /** Closes the connection when its credential expires (a JWT's exp). */
@@ -172,6 +178,8 @@ export class WebSocketListener implements ListenerRuntime {
   private options: WebSocketOptions;
   private bound = false;
   private draining = false;
+  /** Why it is draining (shutdown or a reload), for what arrives meanwhile. */
+  private stopReason: string = STOP_REASON.shutdown;
   /** The drain's whole budget, for the answer of a frame it leaves unanswered (stop() gets only what is left of it). */
   private drainMs = 0;
   /** Settles when the server has closed (set when draining starts). */
@@ -214,9 +222,10 @@ export class WebSocketListener implements ListenerRuntime {
    * received finish (bounded). Clients stay connected, so what forward routes still deliver while
    * the rest of the gateway drains reaches them; stop() says goodbye.
    */
-  async quiesce({ drainMs }: { drainMs: number }): Promise<void> {
+  async quiesce({ drainMs, reason = STOP_REASON.shutdown }: { drainMs: number; reason?: string }): Promise<void> {
     if (!this.draining) {
       this.draining = true;
+      this.stopReason = reason;
       this.drainMs = drainMs;
       clearInterval(this.pinger);
       this.closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -230,21 +239,49 @@ export class WebSocketListener implements ListenerRuntime {
         if (all.every((c, i) => c.queue === queues[i])) return;
       }
     };
-    await Promise.race([settled(), delay(drainMs)]);
+    const gaveUp = await Promise.race([settled().then(() => false), delay(drainMs).then(() => true)]);
+    // The drain gave up on the frames in hand: none still queued behind them starts any more (its
+    // route may be stopping, and its answer would come after the goodbye), and each is answered
+    // "not published" as its turn comes, or by stop() before the goodbye, whichever comes first.
+    if (!gaveUp) return;
+    let frames = 0;
+    let queued = 0;
+    for (const c of all) {
+      c.cut = true;
+      if (c.evicted) continue;
+      if (c.handling) frames++;
+      queued += c.waiting;
+    }
+    if (frames + queued > 0) this.env.logger.warn({ listener: this.name, frames, queued, drainMs }, 'frames still in flight at the drain timeout; those queued behind them are not published');
   }
 
-  async stop({ drainMs, reason = 'gateway shutting down' }: { drainMs: number; reason?: string }): Promise<void> {
-    await this.quiesce({ drainMs });
+  /** The answer to a frame the drain timeout cut from its client's queue: never published. */
+  private notPublished(): Problem {
+    return problem('EG_SHUTTING_DOWN', `${this.stopReason}; the frame was not published: it waited behind one that did not finish within drainTimeoutMs (${this.drainMs} ms); send it again`);
+  }
+
+  async stop({ drainMs, reason = STOP_REASON.shutdown }: { drainMs: number; reason?: string }): Promise<void> {
+    await this.quiesce({ drainMs, reason });
     // What was forwarded goes out before the goodbye.
     for (const batch of this.batches.values()) batch.flush();
     const all = [...this.clients.values()].flatMap((set) => [...set]);
-    // Frames the drain timeout left unanswered get their answer before the goodbye, one each, as
-    // every frame gets one: their messages may still be taken. In the same turn as the close, so
-    // no late answer comes between (one after the close is dropped).
-    const gaveUp = problem('EG_SHUTTING_DOWN', `${reason}; the frame did not finish within drainTimeoutMs (${this.drainMs} ms): its message may or may not have been delivered`);
+    // A frame the drain timeout left unanswered gets its answer before the goodbye, as every frame
+    // gets one: its message may still be taken. So do the frames still queued behind it, never
+    // published. In the same turn as the close, so no late answer comes between (one after the
+    // close is dropped).
+    const gaveUp = problem('EG_SHUTTING_DOWN', `${this.stopReason}; the frame did not finish within drainTimeoutMs (${this.drainMs} ms): its message may or may not have been delivered`);
     let frames = 0;
-    for (const c of all) for (let i = c.evicted ? 0 : c.pending; i > 0; i--, frames++) this.sendError(c, gaveUp);
-    if (frames > 0) this.env.logger.warn({ listener: this.name, frames, drainMs: this.drainMs }, 'frames still in flight at the drain timeout were answered 503');
+    let queued = 0;
+    for (const c of all) {
+      if (c.evicted) continue;
+      c.cut = true;
+      if (c.handling) {
+        this.sendError(c, gaveUp);
+        frames++;
+      }
+      for (let i = c.waiting; i > 0; i--, queued++) this.sendError(c, this.notPublished());
+    }
+    if (frames + queued > 0) this.env.logger.warn({ listener: this.name, frames, queued, drainMs: this.drainMs }, 'frames still in flight at the drain timeout were answered 503');
     await Promise.all(all.map((c) => closeClient(c.ws, GOING_AWAY, reason)));
     this.server.closeAllConnections();
     this.bound = false;
@@ -360,7 +397,7 @@ export class WebSocketListener implements ListenerRuntime {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
-    if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
+    if (this.draining) return refuse(socket, stoppingProblem(this.stopReason, 'retry'));
     const route = this.match(path);
     if (!route) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
     const tooMany = tooManyHeaders(req, this.options) ?? malformedHandshake(req);
@@ -379,7 +416,7 @@ export class WebSocketListener implements ListenerRuntime {
         socket.off('error', onError);
         if (!admission.ok) return refuse(socket, admission.problem);
         // A reload or shutdown may have happened while the credentials were checked.
-        if (this.draining) return refuse(socket, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; retry on another instance'));
+        if (this.draining) return refuse(socket, stoppingProblem(this.stopReason, 'retry'));
         if (this.match(path)?.path !== route.path) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));
         this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, client, admission.until));
       },
@@ -537,7 +574,7 @@ export class WebSocketListener implements ListenerRuntime {
     if (client.evicted) return;
     // Draining: a frame is not taken on any more, and the client learns it at once (as HTTP's 503),
     // rather than its frame being published with no answer after the 1001 cut it off.
-    if (this.draining) return this.enqueue(client, () => this.sendError(client, problem('EG_SHUTTING_DOWN', 'the gateway is shutting down; send this again on another instance')));
+    if (this.draining) return this.enqueue(client, () => this.sendError(client, stoppingProblem(this.stopReason, 'send this again')));
     const route = this.bindings.publish.get(client.path);
     if (!route) return this.enqueue(client, () => this.sendError(client, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`)));
     if (isBinary) return this.enqueue(client, () => this.sendError(client, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames')));
@@ -561,8 +598,19 @@ export class WebSocketListener implements ListenerRuntime {
   private enqueue(client: Client, handle: () => void | Promise<void>): void {
     const max = this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING;
     if (++client.pending >= max) client.ws.pause();
+    client.waiting++;
     client.queue = (client.queue ?? SETTLED)
-      .then(() => (client.evicted ? undefined : handle()))
+      .then(() => {
+        client.waiting--;
+        if (client.evicted) return;
+        // (Once stop() said goodbye it has answered them all.)
+        if (client.cut) return client.ws.readyState === 1 ? this.sendError(client, this.notPublished()) : undefined;
+        // publish() clears it as its outcome comes; the other handlers answer at once.
+        client.handling = true;
+        const handled = handle();
+        if (handled === undefined) client.handling = false;
+        return handled;
+      })
       .catch((err: Error) => this.env.logger.error({ listener: this.name, path: client.path, err: err.message }, 'frame failed unexpectedly'))
       .finally(() => {
         if (--client.pending < max && !client.evicted) client.ws.resume();
@@ -576,9 +624,11 @@ export class WebSocketListener implements ListenerRuntime {
     try {
       const ctx: MessageContext = { route: route.name, path: client.params, query: client.query, remoteAddress: client.remoteAddress, request: client };
       const answer = answerFor(await route.handle(msg, ctx));
+      client.handling = false;
       if (answer.problem) this.sendError(client, answer.problem);
       else if (route.options.ack) this.sendTo(client, JSON.stringify({ type: 'ack', ...answer.body }));
     } catch (err) {
+      client.handling = false;
       this.env.logger.error({ listener: this.name, route: route.name, err: (err as Error).message }, 'frame failed unexpectedly');
       this.sendError(client, problem('EG_INTERNAL', 'the gateway failed to handle this frame'));
     }
@@ -685,7 +735,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`), all as problem+json. A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected, so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`), all as problem+json. A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a text frame that is not UTF-8 closes it with 1007. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected, so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
