@@ -260,6 +260,40 @@ ${extra}`;
     );
   });
 
+  it('keeps a client that reads through one turn that brings it more than maxBufferedBytes: the bound is on what earlier turns left unread', async () => {
+    const slowClosed = async () => ((await gw.status()).listeners as { name: string; slowStreamsClosed: number }[]).find((l) => l.name === 'api')!.slowStreamsClosed;
+    const closedBefore = await slowClosed();
+    const socket = connect(gw.port('api'), '127.0.0.1');
+    await once(socket, 'connect');
+    let raw = '';
+    socket.setEncoding('latin1').on('data', (c: string) => (raw += c));
+    socket.write(`GET /ticks HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
+    await eventually(() => assert.match(raw, /retry: \d+\n\n/));
+    // 16 events of 5 KB in one CloudEvents batch (the topic retains 20): published within one turn, 80 KB against a 64 KiB bound.
+    const pad = 'p'.repeat(5000);
+    const ce = (n: number) => ({ specversion: '1.0', id: `burst-${n}`, source: '/test', type: 'tick', data: { n, pad } });
+    const res = await fetch(gw.url('api', '/ticks'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/cloudevents-batch+json' },
+      body: JSON.stringify(Array.from({ length: 16 }, (_, i) => ce(500 + i))),
+    });
+    assert.equal(res.status, 200);
+    const burst = () =>
+      httpChunks(raw)
+        .flatMap((c) => parseEvents(c).map((e) => JSON.parse(e.data).n as number))
+        .filter((n) => n >= 500 && n < 516);
+    await eventually(() => assert.equal(burst().length, 16));
+    assert.deepEqual(
+      burst(),
+      Array.from({ length: 16 }, (_, i) => 500 + i),
+    );
+    // Still connected: the next event arrives too.
+    await publish(541);
+    await eventually(() => assert.ok(httpChunks(raw).some((c) => parseEvents(c).some((e) => JSON.parse(e.data).n === 541))));
+    assert.equal(await slowClosed(), closedBefore);
+    socket.destroy();
+  });
+
   it('keeps streams of unchanged routes open through a reload, and counts clients in the metrics', async () => {
     const c = curl(gw.url('api', '/ticks'));
     await eventually(() => assert.match(c.text(), /^retry:/));

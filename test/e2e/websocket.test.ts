@@ -342,6 +342,25 @@ describe('WebSocket (spec §5)', () => {
       assert.deepEqual([body.code, body.status], ['EG_UPGRADE_REQUIRED', 426]);
     });
 
+    it('keeps a client that reads through one turn that brings it more than maxBufferedBytes: the bound is on what earlier turns left unread', async () => {
+      const client = await connect('/bulk');
+      // 40 messages of 3 KB in one CloudEvents batch: forwarded within one turn, 120 KB against a 64 KiB bound.
+      const pad = 'p'.repeat(3000);
+      const ce = (seq: number) => ({ specversion: '1.0', id: `burst-${seq}`, source: '/test', type: 'burst', data: { seq, pad } });
+      const res = await fetch(gw.url('api', '/bulk'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/cloudevents-batch+json' },
+        body: JSON.stringify(Array.from({ length: 40 }, (_, i) => ce(i))),
+      });
+      assert.equal(res.status, 200);
+      for (let seq = 0; seq < 40; seq++) assert.equal((await client.next(10000)).seq, seq);
+      // Still connected: the next message arrives too.
+      assert.equal((await post(gw.url('api', '/bulk'), { seq: 40 })).status, 200);
+      assert.equal((await client.next(10000)).seq, 40);
+      assert.equal(client.closed, undefined);
+      client.close();
+    });
+
     it('disconnects a client that stops reading with 1013, while a normal client keeps receiving everything', async () => {
       const slow = await RawWsClient.connect(gw.url('push', '/bulk', 'ws'));
       const normal = await connect('/bulk');

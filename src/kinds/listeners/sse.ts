@@ -346,22 +346,23 @@ export class SseStreams {
 
   /** Writes to one client now, after the live events this turn's batch holds for it. */
   private write(client: SseClient, frame: Buffer): boolean {
-    const batch = this.paths.get(client.path)?.batch;
-    if (!this.withinBound(client, batch ? batch.pendingBytes(client) : 0)) return false;
-    batch?.flushClient(client);
+    if (!this.withinBound(client)) return false;
+    this.paths.get(client.path)?.batch.flushClient(client);
     client.res.write(frame);
     return true;
   }
 
   /**
-   * Whether a client may be sent more: its stream is open and it has no more unread bytes than
-   * the bound — what its socket holds plus what this turn's batch holds for it (`pending`). A
-   * client over the bound is cut off.
+   * Whether a client may be sent more: its stream is open and its socket holds no more unread
+   * bytes from earlier turns than the bound. This turn's batch is not counted: one buffer shared
+   * by the path's clients, it costs no memory per client, and a client that keeps up is not cut
+   * off by one burst larger than the bound; if it does not read it, the next turn finds it over.
+   * A client over the bound is cut off.
    */
-  private withinBound(client: SseClient, pending: number): boolean {
+  private withinBound(client: SseClient): boolean {
     const res = client.res;
     if (res.destroyed || res.writableEnded) return false;
-    const buffered = res.writableLength + pending;
+    const buffered = res.writableLength;
     if (buffered <= this.options.maxBufferedBytes) return true;
     this.slowClientsClosed++;
     this.logger.warn({ listener: this.listener, path: client.path, remote: client.remoteAddress, buffered }, 'event stream client too slow; disconnecting');
@@ -414,7 +415,7 @@ export class SseStreams {
         let apart: SseClient[] | undefined;
         for (const c of state.clients) {
           if (c.ahead === undefined && !c.held) {
-            if (this.withinBound(c, batch.pendingBytes(c))) batched++;
+            if (this.withinBound(c)) batched++;
             continue;
           }
           (apart ??= []).push(c);

@@ -41,7 +41,8 @@ const options = kindOptions('websocket', {
     Type.Integer({
       minimum: 1,
       default: DEFAULT_MAX_BUFFERED,
-      description: 'Per-client send buffer bound: forwarded messages, acks and error frames all count; a client over it is disconnected with 1013.',
+      description:
+        'Per-client send buffer bound: forwarded messages, acks and error frames all count; a client over it is disconnected with 1013. Checked before anything more is sent to a client, on what earlier event-loop turns left unread; the messages of one turn go to all clients of a path as one shared buffer and count once written, so a burst larger than the bound does not cut off a client that keeps up.',
     }),
   ),
   maxPendingFrames: Type.Optional(
@@ -376,7 +377,7 @@ export class WebSocketListener implements ListenerRuntime {
         // them at the end of the turn together with the turn's other messages (write-batch.ts).
         const batch = listener.batch(key);
         let sent = 0;
-        for (const c of set) if (listener.withinBound(c, batch.pendingBytes(c))) sent++;
+        for (const c of set) if (listener.withinBound(c)) sent++;
         if (sent > 0) {
           const payload = Buffer.from(
             format === 'value' ? JSON.stringify(jsonValue(msg.value)) : JSON.stringify(format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? toStructured(msg) : envelope(msg)),
@@ -511,13 +512,16 @@ export class WebSocketListener implements ListenerRuntime {
 
   /**
    * The per-client bound (`maxBufferedBytes`), checked before anything is queued for a client —
-   * forwarded messages, acks and error frames alike. Unsent data counts what the socket holds and
-   * what this turn's batch holds for it (`pending`). A client over the bound is disconnected with
-   * 1013 instead of being buffered for. Returns whether the client may be sent to.
+   * forwarded messages, acks and error frames alike — on what its socket still holds from earlier
+   * turns. This turn's batch is not counted: one buffer shared by every client of the path, it
+   * costs no memory per client, and a client that keeps up is not cut off by one burst larger
+   * than the bound (as it never was by one message larger than it); if it does not read it, the
+   * next turn finds it over. A client over the bound is disconnected with 1013 instead of being
+   * buffered for. Returns whether the client may be sent to.
    */
-  private withinBound(c: Client, pending: number): boolean {
+  private withinBound(c: Client): boolean {
     if (c.evicted || c.ws.readyState !== 1) return false;
-    if (c.ws.bufferedAmount + pending > (this.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED)) {
+    if (c.ws.bufferedAmount > (this.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED)) {
       this.evict(c);
       return false;
     }
@@ -526,9 +530,8 @@ export class WebSocketListener implements ListenerRuntime {
 
   /** Queues an answer (ack, error frame) for a client, after what was forwarded to it before. */
   private sendTo(c: Client, text: string): boolean {
-    const batch = this.batches.get(c.path);
-    if (!this.withinBound(c, batch ? batch.pendingBytes(c) : 0)) return false;
-    batch?.flushClient(c);
+    if (!this.withinBound(c)) return false;
+    this.batches.get(c.path)?.flushClient(c);
     c.ws.send(text);
     return true;
   }

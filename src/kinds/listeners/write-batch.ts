@@ -31,8 +31,8 @@ export class PathBatch<C extends BatchClient, I = undefined> {
 
   /**
    * `clients()` gives the path's clients when the batch is written. The send bound is the
-   * listener's business, checked when a frame is queued (counting pendingBytes()): a client over
-   * it has left the path by the time the batch is written.
+   * listener's business, checked when a frame is queued (on what the client's socket holds from
+   * earlier turns): a client over it has left the path by the time the batch is written.
    */
   constructor(
     private readonly clients: () => Iterable<C>,
@@ -41,15 +41,6 @@ export class PathBatch<C extends BatchClient, I = undefined> {
 
   get pending(): number {
     return this.frames.length;
-  }
-
-  /** Bytes queued for `client` in this turn, not yet written to it. */
-  pendingBytes(client: C): number {
-    const skip = this.skip(client);
-    if (skip === 0) return this.bytes;
-    let bytes = 0;
-    for (let i = skip; i < this.frames.length; i++) bytes += this.frames[i]!.length;
-    return bytes;
   }
 
   /** Queues a frame (and what the writer may need besides its bytes) for every client of the path. */
