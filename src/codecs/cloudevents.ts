@@ -283,3 +283,40 @@ function utf8Text(bytes: Buffer): string | undefined {
     return undefined;
   }
 }
+
+// ---- MQTT 5 binding (https://github.com/cloudevents/spec/blob/main/cloudevents/bindings/mqtt-protocol-binding.md)
+//
+// Binary mode carries `datacontenttype` as the PUBLISH packet's Content Type property and every
+// other attribute as a user property of its own name, unprefixed. The MQTT publisher writes that
+// form itself (it encodes packets by hand: src/kinds/brokers/mqtt/publisher.ts); this reads it.
+
+/** What the MQTT binding's binary mode names an attribute: its name, the spec's MUST (lower-case ASCII letters and digits). */
+const MQTT_ATTRIBUTE_NAME = /^[a-z0-9]+$/;
+/** User properties of a binary-mode event that stay headers: the W3C trace context the gateway itself carries. */
+const TRACE_CONTEXT = new Set(['traceparent', 'tracestate']);
+
+/**
+ * The headers of a message consumed over MQTT 5, from its user properties and Content Type
+ * property. The Content Type is the `content-type` header (a `content-type` user property, as
+ * earlier eventgate versions wrote it, is read when there is none). A message with a
+ * `specversion` user property and no `ce_specversion` one is a binary-mode CloudEvent: its user
+ * properties named as attributes become `ce_<name>` headers (except the trace context), a
+ * `datacontenttype` one (the `cloudevents` SDK writes it beside the Content Type) is the content
+ * type when nothing else gives one, and other names stay headers. Messages with `ce_` user
+ * properties (what eventgate wrote before) are read as they are. `userProperties` is the
+ * caller's own copy: it may be returned, changed.
+ */
+export function fromMqttProperties(userProperties: Record<string, string>, contentType: string | undefined): Record<string, string> {
+  let headers = userProperties;
+  if (userProperties.specversion !== undefined && userProperties[CE_SPECVERSION] === undefined) {
+    headers = {};
+    for (const name in userProperties) {
+      const v = userProperties[name]!;
+      if (name === 'datacontenttype') continue;
+      headers[MQTT_ATTRIBUTE_NAME.test(name) && !TRACE_CONTEXT.has(name) ? CE_HEADER_PREFIX + name : name] = v;
+    }
+    if (headers['content-type'] === undefined && userProperties.datacontenttype !== undefined) headers['content-type'] = userProperties.datacontenttype;
+  }
+  if (contentType !== undefined) headers['content-type'] = contentType;
+  return headers;
+}

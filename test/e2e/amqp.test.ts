@@ -81,6 +81,17 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     assert.equal(got!.headers['x-tenant'], 'acme');
   });
 
+  it("sends a CloudEvent's datacontenttype as the content_type property, with the attributes as ce_ headers and no content-type header", async () => {
+    const event = { specversion: '1.0', id: 'x-1', source: '/http', type: 'com.example.xml', datacontenttype: 'application/xml', data: '<order id="7"/>' };
+    const res = await post(gw.url('api', '/orders/xml'), event, { 'content-type': 'application/cloudevents+json' });
+    assert.equal(res.status, 200, res.text);
+    const [got] = await pikaConsume(rabbit, 'orders-seen', 1);
+    assert.equal(got!.body, '<order id="7"/>');
+    assert.equal(got!.properties.contentType, 'application/xml');
+    assert.equal(got!.headers['content-type'], undefined);
+    assert.deepEqual([got!.headers.ce_specversion, got!.headers.ce_id, got!.headers.ce_type], ['1.0', 'x-1', 'com.example.xml']);
+  });
+
   it('refuses with 400 a message with a header name AMQP cannot carry (over 255 bytes), not 503', async () => {
     const name = `x-${'n'.repeat(300)}`;
     const res = await post(gw.url('api', '/orders/created'), { id: 8 }, { [name]: 'v' });
@@ -205,6 +216,20 @@ brokers:
       assert.equal(frame.topic, 'live.scores');
       assert.deepEqual(frame.value, { goal: 1 });
       assert.equal(frame.headers.match, 'm1');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('takes the content_type property as the content type: a structured CloudEvent (application/cloudevents+json) a peer publishes is an event', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/live', 'ws'));
+    try {
+      const event = { specversion: '1.0', id: 'p-1', source: '/pika', type: 'com.example.goal', tenant: 'acme', data: { goal: 2 } };
+      await pikaPublish(rabbit, 'amq.topic', 'live.events', [{ body: JSON.stringify(event), contentType: 'application/cloudevents+json' }]);
+      const frame = await client.next(15000);
+      assert.equal(frame.topic, 'live.events');
+      assert.deepEqual(frame.value, { goal: 2 });
+      assert.deepEqual(frame.ce, { specversion: '1.0', id: 'p-1', source: '/pika', type: 'com.example.goal', tenant: 'acme', datacontenttype: 'application/json' });
     } finally {
       client.close();
     }

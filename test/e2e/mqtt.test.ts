@@ -2,12 +2,13 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { CloudEvent, MQTT, MQTTMessageFactory, type MQTTMessage } from 'cloudevents';
 import { post, WsClient } from '../helpers/clients.js';
 import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
-import { MosquittoSub, mosquittoPub } from '../helpers/peers.js';
+import { MosquittoSub, mosquittoPub, type MqttReceived } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 
 // Long enough that no publish of the 1,800-request burst below is answered by its deadline on a loaded machine
@@ -68,6 +69,15 @@ routes:
   - name: levels5
     from: { listener: api, path: /qos5/:level }
     to: { broker: devices, topic: { expression: '"qos/" & $path.level' } }
+  - name: ce-in
+    from: { broker: devices, topic: "ce/in/+" }
+    to: { listener: ws, path: /ce, format: cloudevent }
+  - name: ce-out
+    from: { listener: api, path: /ce/out }
+    to: { broker: devices, topic: ce/out }
+  - name: ce-legacy
+    from: { listener: api, path: /ce/legacy }
+    to: { broker: legacy, topic: ce/legacy, cloudevents: structured }
 `;
   });
   // Registered after the before() that starts mosquitto, so the config can name it.
@@ -77,12 +87,13 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'ce-in', 15000);
   });
   after(async () => {
     await mqtt?.stop();
   });
 
-  it('answers 200 once mosquitto acknowledged the publish, with HTTP headers as MQTT 5 user properties', async () => {
+  it('answers 200 once mosquitto acknowledged the publish, with HTTP headers as MQTT 5 user properties and content-type as its Content Type', async () => {
     const sub = await MosquittoSub.start(mqtt, 'devices/#');
     try {
       const res = await post(gw.url('api', '/devices/d7/command'), { action: 'reboot' }, { 'x-request-id': 'r-1' });
@@ -93,6 +104,81 @@ routes:
       assert.deepEqual(JSON.parse(got!.payload), { action: 'reboot' });
       assert.equal(got!.qos, 1);
       assert.equal(got!.userProperties['x-request-id'], 'r-1');
+      assert.equal(got!.contentType, 'application/json');
+      assert.equal(got!.userProperties['content-type'], undefined);
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it('takes CloudEvents as MQTT 5 peers publish them: structured (Content Type application/cloudevents+json), and binary as the SDK writes it (MQTT.binary: unprefixed user properties)', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/ce', 'ws'));
+    try {
+      const structured = { specversion: '1.0', id: 's-1', source: '/peer', type: 'com.example.structured', datacontenttype: 'application/json', tenant: 'acme', data: { n: 1 } };
+      await mosquittoPub(mqtt, 'ce/in/structured', JSON.stringify(structured), { contentType: 'application/cloudevents+json' });
+      assert.deepEqual(await client.next(15000), structured);
+
+      const event = new CloudEvent({ id: 'b-1', source: '/sdk', type: 'com.example.binary', datacontenttype: 'application/json', subject: 'order-7', tenant: 'acme', data: { n: 2 } });
+      const message = MQTT.binary(event) as MQTTMessage<unknown>;
+      const attributes = Object.fromEntries(Object.entries(message.headers).map(([k, v]) => [k, String(v)]));
+      // Trace context and names that are no attribute names stay headers of the message, not extensions of the event.
+      const userProperties = { ...attributes, traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', 'x-origin': 'sdk' };
+      await mosquittoPub(mqtt, 'ce/in/binary', JSON.stringify(message.body), { contentType: message.PUBLISH!['Content Type'], userProperties });
+      assert.deepEqual(await client.next(15000), { ...attributes, data: { n: 2 } });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('publishes a CloudEvent in the MQTT binding’s binary mode (datacontenttype as the Content Type, attributes as unprefixed user properties), which the SDK’s MQTT.toEvent() reads', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'ce/out');
+    try {
+      const binary = await post(
+        gw.url('api', '/ce/out'),
+        { n: 1 },
+        { 'ce-specversion': '1.0', 'ce-id': 'h-1', 'ce-source': '/http', 'ce-type': 'com.example.binary', 'ce-tenant': 'acme', 'x-request-id': 'r-9' },
+      );
+      assert.equal(binary.status, 200, binary.text);
+      const structured = { specversion: '1.0', id: 'h-2', source: '/http', type: 'com.example.structured', datacontenttype: 'text/plain', time: '2026-12-03T17:00:00Z', data: 'hello' };
+      const res = await post(gw.url('api', '/ce/out'), structured, { 'content-type': 'application/cloudevents+json' });
+      assert.equal(res.status, 200, res.text);
+      const [first, second] = await sub.take(2);
+      // The gateway's trace context goes as it does on any message (W3C names, no attributes).
+      const properties = (m: MqttReceived) => {
+        const { traceparent, ...rest } = m.userProperties;
+        assert.match(traceparent ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+        return rest;
+      };
+      assert.equal(first!.contentType, 'application/json');
+      assert.deepEqual(properties(first!), { specversion: '1.0', id: 'h-1', source: '/http', type: 'com.example.binary', tenant: 'acme', 'x-request-id': 'r-9' });
+      assert.equal(second!.contentType, 'text/plain');
+      assert.deepEqual(properties(second!), { specversion: '1.0', id: 'h-2', source: '/http', type: 'com.example.structured', time: '2026-12-03T17:00:00Z' });
+      assert.equal(second!.payload, 'hello');
+
+      // The SDK reads the attributes from the user properties and the data from the payload.
+      const read = (m: MqttReceived, body: unknown) => MQTT.toEvent(MQTTMessageFactory(m.contentType!, m.userProperties, body)) as CloudEvent<unknown>;
+      const one = read(first!, JSON.parse(first!.payload));
+      assert.deepEqual([one.specversion, one.id, one.source, one.type, one.tenant, one.data], ['1.0', 'h-1', '/http', 'com.example.binary', 'acme', { n: 1 }]);
+      const two = read(second!, second!.payload);
+      assert.deepEqual([two.id, two.type, two.time, two.data], ['h-2', 'com.example.structured', '2026-12-03T17:00:00Z', 'hello']);
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it('carries a CloudEvent over MQTT 3.1.1, which has no properties, in structured mode (cloudevents: structured): the JSON event as the payload', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'ce/legacy');
+    try {
+      const res = await post(gw.url('api', '/ce/legacy'), { n: 3 }, { 'ce-specversion': '1.0', 'ce-id': 'l-1', 'ce-source': '/http', 'ce-type': 'com.example.legacy', 'ce-tenant': 'acme' });
+      assert.equal(res.status, 200, res.text);
+      const [got] = await sub.take(1);
+      assert.equal(got!.contentType, undefined);
+      assert.deepEqual(got!.userProperties, {});
+      const event = { specversion: '1.0', id: 'l-1', source: '/http', type: 'com.example.legacy', tenant: 'acme', datacontenttype: 'application/json', data: { n: 3 } };
+      assert.deepEqual(JSON.parse(got!.payload), event);
+      // What a 3.1.1 receiver knows out of band (the binding: structured mode, the JSON format) is all the SDK needs.
+      const read = MQTT.toEvent(MQTTMessageFactory('application/cloudevents+json', {}, got!.payload)) as CloudEvent<unknown>;
+      assert.deepEqual([read.id, read.type, read.tenant, read.data], ['l-1', 'com.example.legacy', 'acme', { n: 3 }]);
     } finally {
       sub.stop();
     }

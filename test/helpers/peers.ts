@@ -25,16 +25,24 @@ export interface MqttReceived {
   bytes: Buffer;
   /** MQTT 5 user properties. */
   userProperties: Record<string, string>;
+  /** The MQTT 5 Content Type property. */
+  contentType: string | undefined;
 }
 
 /**
  * Publishes with mosquitto_pub (MQTT 5), waiting for the broker's acknowledgement at QoS ≥ 1.
  * Bytes are given on its stdin (`-s`), so any payload goes as it is.
  */
-export async function mosquittoPub(server: MessageServer, topic: string, payload: string | Buffer, options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string> } = {}): Promise<void> {
+export async function mosquittoPub(
+  server: MessageServer,
+  topic: string,
+  payload: string | Buffer,
+  options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string>; contentType?: string } = {},
+): Promise<void> {
   const message = typeof payload === 'string' ? ['-m', payload] : ['-s'];
   const args = ['-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, ...message, '-q', String(options.qos ?? 1)];
   for (const [k, v] of Object.entries(options.userProperties ?? {})) args.push('-D', 'publish', 'user-property', k, v);
+  if (options.contentType !== undefined) args.push('-D', 'publish', 'content-type', options.contentType);
   if (typeof payload === 'string') return void (await run('mosquitto_pub', args));
   const child = spawn('mosquitto_pub', args, { stdio: ['pipe', 'ignore', 'pipe'] });
   let err = '';
@@ -94,8 +102,15 @@ export class MosquittoSub {
       if (!line.startsWith('{')) return;
       // `%j<TAB>%x`: the JSON escapes any tab of its own, so the last one starts the hex payload.
       const tab = line.lastIndexOf('\t');
-      const j = JSON.parse(line.slice(0, tab)) as { topic: string; qos: number; payload: string; properties?: { 'user-properties'?: Record<string, string> } };
-      sub.received.push({ topic: j.topic, qos: j.qos, payload: j.payload, bytes: Buffer.from(line.slice(tab + 1), 'hex'), userProperties: j.properties?.['user-properties'] ?? {} });
+      const j = JSON.parse(line.slice(0, tab)) as { topic: string; qos: number; payload: string; properties?: { 'user-properties'?: Record<string, string>; 'content-type'?: string } };
+      sub.received.push({
+        topic: j.topic,
+        qos: j.qos,
+        payload: j.payload,
+        bytes: Buffer.from(line.slice(tab + 1), 'hex'),
+        userProperties: j.properties?.['user-properties'] ?? {},
+        contentType: j.properties?.['content-type'],
+      });
       for (const w of sub.waiters.splice(0)) w();
     });
     const exited = once(child, 'exit').then(() => {
@@ -161,7 +176,7 @@ export async function pikaPublish(
   server: MessageServer,
   exchange: string,
   routingKey: string,
-  messages: { body: string | Buffer; headers?: Record<string, string>; timestamp?: number }[],
+  messages: { body: string | Buffer; headers?: Record<string, string>; contentType?: string; timestamp?: number }[],
 ): Promise<void> {
   const child = spawn(PY, [AMQP_PEER, server.url, 'publish', exchange, routingKey], { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';

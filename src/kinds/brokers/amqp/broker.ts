@@ -1,6 +1,7 @@
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
-import { payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import { isJsonMediaType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import { CE_SPECVERSION } from '../../../codecs/cloudevents.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
@@ -209,8 +210,10 @@ export class AmqpBroker implements BrokerRuntime {
     return undefined;
   }
 
-  headerProblem(name: string): string | undefined {
-    return Buffer.byteLength(name) > 255 ? 'an AMQP header name is at most 255 bytes' : undefined;
+  headerProblem(name: string, value: string): string | undefined {
+    if (Buffer.byteLength(name) > 255) return 'an AMQP header name is at most 255 bytes';
+    // `content-type` is sent as the content_type property, a short string.
+    return name === 'content-type' && Buffer.byteLength(value) > 255 ? 'an AMQP content type (the content-type header) is at most 255 bytes' : undefined;
   }
 
   private async connect(): Promise<void> {
@@ -295,16 +298,18 @@ export class AmqpBroker implements BrokerRuntime {
     try {
       // `confirmed` runs on the server's basic.ack (or nack); a basic.return for an unroutable
       // mandatory message comes before its ack and has already settled it.
+      const payload = valuePayload(msg);
       out.publish(
         exchange,
         topic,
-        valuePayload(msg),
+        payload,
         {
           mandatory: this.settings.mandatory,
           persistent: this.settings.persistent,
           headers: msg.headers,
           messageId: id,
-          contentType: Buffer.isBuffer(msg.value) ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain' : 'application/json',
+          // The publisher leaves the `content-type` header out of the headers table: this is where it goes.
+          contentType: contentTypeOf(msg, payload),
           // The message's own time (a consumed record's, 0 included); AMQP carries whole seconds.
           timestamp: Math.floor((msg.timestamp >= 0 ? msg.timestamp : Date.now()) / 1000),
         },
@@ -588,10 +593,28 @@ function dropConnection(conn: ChannelModel): void {
   (conn as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream?.destroy(new Error('the server did not answer a close within connectTimeoutMs'));
 }
 
+/**
+ * The content_type property of a message whose body is `payload`: its own `content-type` — a
+ * CloudEvent's datacontenttype; a plain message's for bytes sent as they came, or while its value
+ * is still of that kind (a step that made a string of a JSON body changed what the body is, as the
+ * webhook target judges it too) — else what the value is.
+ */
+function contentTypeOf(msg: Message, payload: Buffer | string): string {
+  const own = msg.headers['content-type'];
+  const value = msg.value;
+  if (own !== undefined && (Buffer.isBuffer(payload) || msg.headers[CE_SPECVERSION] !== undefined || isJsonMediaType(own) === (typeof value !== 'string'))) return own;
+  return Buffer.isBuffer(value) ? 'application/octet-stream' : typeof value === 'string' ? 'text/plain' : 'application/json';
+}
+
 function toMessage(m: ConsumeMessage): Message {
   const ts = m.properties.timestamp as number | undefined;
+  const headers = singleValued(Object.entries(m.properties.headers ?? {}));
+  // The content_type property is the message's content type (a structured CloudEvent's
+  // application/cloudevents+json); a `content-type` header, as earlier eventgate versions sent it, wins.
+  const contentType = m.properties.contentType as unknown;
+  if (headers['content-type'] === undefined && typeof contentType === 'string' && contentType !== '') headers['content-type'] = contentType;
   return payloadMessage(m.content, {
-    headers: singleValued(Object.entries(m.properties.headers ?? {})),
+    headers,
     topic: m.fields.routingKey,
     partition: null,
     offset: null,

@@ -8,8 +8,10 @@ export type Settle = (err?: Error | null) => void;
 export interface PublishProperties {
   mandatory: boolean;
   persistent: boolean;
+  /** The headers table, but for `content-type`, which is `contentType`. */
   headers: Record<string, string>;
   messageId: string;
+  /** The content_type property: the message's `content-type` header where it has one. */
   contentType: string;
   /** Seconds since the epoch. */
   timestamp: number;
@@ -42,6 +44,8 @@ const HEADERS = 0x2000;
 const DELIVERY_MODE = 0x1000;
 const MESSAGE_ID = 0x0080;
 const TIMESTAMP = 0x0040;
+/** The header sent as the content_type property rather than in the headers table. */
+const CONTENT_TYPE_HEADER = 'content-type';
 /** Encoded exchange/routing-key pairs and header names kept (a topic expression may produce many: each cache starts over past this). */
 const MAX_CACHED = 1024;
 
@@ -113,6 +117,7 @@ export class AmqpPublisher {
     if (idLen > 255) throw new Error('an AMQP message id is at most 255 bytes');
     let table = 0;
     for (const k in p.headers) {
+      if (k === CONTENT_TYPE_HEADER) continue;
       const name = cachedBytes(this.names, k, () => shortString(k, 0x53)); // 'S': long string, as amqplib encodes a string in a table
       if (!name) throw new Error(`header '${k.slice(0, 64)}' is too long for an AMQP header name (255 bytes)`);
       table += name.length + 4 + Buffer.byteLength(p.headers[k]!);
@@ -143,6 +148,7 @@ export class AmqpPublisher {
     at += type.copy(buf, at);
     at = buf.writeUInt32BE(table, at);
     for (const k in p.headers) {
+      if (k === CONTENT_TYPE_HEADER) continue;
       at += cachedBytes(this.names, k, () => shortString(k, 0x53))!.copy(buf, at);
       const vl = buf.write(p.headers[k]!, at + 4);
       buf.writeUInt32BE(vl, at);

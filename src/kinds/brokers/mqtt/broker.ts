@@ -1,5 +1,6 @@
 import type { IClientOptions, IPublishPacket, IStore, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
+import { fromMqttProperties } from '../../../codecs/cloudevents.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { within } from '../../../core/within.js';
 import { payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
@@ -468,10 +469,12 @@ class MqttSubscription {
   }
 }
 
+/** A received PUBLISH as a message: its user properties and Content Type (MQTT 5) as headers, as the CloudEvents MQTT binding reads them (fromMqttProperties). */
 function toMessage(packet: IPublishPacket): Message {
-  const props = packet.properties?.userProperties;
+  const props = packet.properties;
   const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-  return payloadMessage(payload, { headers: props ? singleValued(Object.entries(props)) : {}, topic: packet.topic, partition: null, offset: null, timestamp: Date.now() });
+  const headers = props ? fromMqttProperties(props.userProperties ? singleValued(Object.entries(props.userProperties)) : {}, props.contentType) : {};
+  return payloadMessage(payload, { headers, topic: packet.topic, partition: null, offset: null, timestamp: Date.now() });
 }
 
 /**

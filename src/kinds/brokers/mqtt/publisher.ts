@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type { MqttClient } from 'mqtt';
+import { CE_HEADER_PREFIX, CE_SPECVERSION } from '../../../codecs/cloudevents.js';
 import { TurnBuffer } from '../turn-buffer.js';
 import { AckFramer, PUBACK, PUBREC } from './acks.js';
 
@@ -60,6 +61,9 @@ const MAX_CACHED_TOPICS = 1024;
 const READING = Symbol('eventgate.mqtt.readingAcks');
 /** MQTT's largest remaining length (a 4-byte variable byte integer). */
 const MAX_REMAINING = 268_435_455;
+
+/** The header written as MQTT 5's Content Type property (the CloudEvents binding's `datacontenttype`), not as a user property. */
+const CONTENT_TYPE_HEADER = 'content-type';
 
 const varIntSize = (n: number) => (n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4);
 
@@ -187,8 +191,9 @@ export class MqttPublisher {
   }
 
   /**
-   * Encodes a PUBLISH of `payload` to `topic` (user properties from `headers` on MQTT 5) into this
-   * turn's write; `flight` ends once it is acknowledged (QoS 0: written) or fails. Throws when it
+   * Encodes a PUBLISH of `payload` to `topic` into this turn's write: on MQTT 5, `headers` as user
+   * properties, except `content-type` as the Content Type property and a CloudEvent's `ce_<attr>`
+   * as `<attr>` (the CloudEvents MQTT binding's binary mode); MQTT 3.1.1 has no properties; `flight` ends once it is acknowledged (QoS 0: written) or fails. Throws when it
    * cannot be sent (too large, no packet id free); `flight` then never ends.
    */
   publish(topic: string, payload: Buffer | string, qos: 0 | 1 | 2, retain: boolean, headers: Record<string, string> | undefined, flight: Flight): void {
@@ -222,6 +227,8 @@ export class MqttPublisher {
     const name = this.topic(topic);
     const payloadBytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
     let props = -1;
+    // A CloudEvent goes in the MQTT binding's binary mode: its `ce_<attr>` headers as user properties named `<attr>`.
+    const unprefixed = headers !== undefined && headers[CE_SPECVERSION] !== undefined;
     if (this.v5) {
       props = 0;
       if (headers) {
@@ -229,7 +236,8 @@ export class MqttPublisher {
           const kl = Buffer.byteLength(k);
           const vl = Buffer.byteLength(headers[k]!);
           if (kl > 65_535 || vl > 65_535) throw new Error(`header '${k.slice(0, 64)}' is too long for an MQTT user property (65535 bytes each for name and value)`);
-          props += 5 + kl + vl;
+          if (k === CONTENT_TYPE_HEADER) props += 3 + vl;
+          else props += 5 + kl + vl - (unprefixed && k.startsWith(CE_HEADER_PREFIX) ? CE_HEADER_PREFIX.length : 0);
         }
       }
     }
@@ -247,8 +255,16 @@ export class MqttPublisher {
       at = writeVarInt(buf, at, props);
       if (headers) {
         for (const k in headers) {
-          buf[at++] = 0x26; // User Property
-          at = writeString(buf, at, k);
+          if (k === CONTENT_TYPE_HEADER) {
+            buf[at++] = 0x03; // Content Type
+            at = writeString(buf, at, headers[k]!);
+            continue;
+          }
+          if (unprefixed && k.startsWith(CE_HEADER_PREFIX)) at = writeUnprefixedName(buf, at, k);
+          else {
+            buf[at++] = 0x26; // User Property
+            at = writeString(buf, at, k);
+          }
           at = writeString(buf, at, headers[k]!);
         }
       }
@@ -353,6 +369,18 @@ function writeString(buf: Buffer, at: number, s: string): number {
   const len = buf.write(s, at + 2);
   buf.writeUInt16BE(len, at);
   return at + 2 + len;
+}
+
+/**
+ * A User Property's id and name for a `ce_<attr>` header: `<attr>`, written without slicing the
+ * name (a string per attribute per message): the whole header name goes where the id and length
+ * go, and its three prefix bytes are then overwritten by them.
+ */
+function writeUnprefixedName(buf: Buffer, at: number, header: string): number {
+  const len = buf.write(header, at) - CE_HEADER_PREFIX.length;
+  buf[at] = 0x26; // User Property
+  buf.writeUInt16BE(len, at + 1);
+  return at + 3 + len;
 }
 
 /**
