@@ -75,6 +75,9 @@ routes:
   - name: ce-out
     from: { listener: api, path: /ce/out }
     to: { broker: devices, topic: ce/out }
+  - name: ce-out-structured
+    from: { listener: api, path: /ce/structured }
+    to: { broker: devices, topic: ce/out, cloudevents: structured }
   - name: ce-legacy
     from: { listener: api, path: /ce/legacy }
     to: { broker: legacy, topic: ce/legacy, cloudevents: structured }
@@ -130,7 +133,7 @@ routes:
     }
   });
 
-  it('publishes a CloudEvent in the MQTT binding’s binary mode (datacontenttype as the Content Type, attributes as unprefixed user properties), which the SDK’s MQTT.toEvent() reads', async () => {
+  it('publishes a CloudEvent in the MQTT binding’s binary mode (datacontenttype as the Content Type, attributes as unprefixed user properties) and structured mode, which the SDK’s MQTT.toEvent() reads', async () => {
     const sub = await MosquittoSub.start(mqtt, 'ce/out');
     try {
       const binary = await post(
@@ -142,7 +145,9 @@ routes:
       const structured = { specversion: '1.0', id: 'h-2', source: '/http', type: 'com.example.structured', datacontenttype: 'text/plain', time: '2026-12-03T17:00:00Z', data: 'hello' };
       const res = await post(gw.url('api', '/ce/out'), structured, { 'content-type': 'application/cloudevents+json' });
       assert.equal(res.status, 200, res.text);
-      const [first, second] = await sub.take(2);
+      const asJson = await post(gw.url('api', '/ce/structured'), { ...structured, id: 'h-3' }, { 'content-type': 'application/cloudevents+json' });
+      assert.equal(asJson.status, 200, asJson.text);
+      const [first, second, third] = await sub.take(3);
       // The gateway's trace context goes as it does on any message (W3C names, no attributes).
       const properties = (m: MqttReceived) => {
         const { traceparent, ...rest } = m.userProperties;
@@ -161,6 +166,12 @@ routes:
       assert.deepEqual([one.specversion, one.id, one.source, one.type, one.tenant, one.data], ['1.0', 'h-1', '/http', 'com.example.binary', 'acme', { n: 1 }]);
       const two = read(second!, second!.payload);
       assert.deepEqual([two.id, two.type, two.time, two.data], ['h-2', 'com.example.structured', '2026-12-03T17:00:00Z', 'hello']);
+      // Structured mode (cloudevents: structured): the JSON event, Content Type application/cloudevents+json, no attributes beside it.
+      assert.equal(third!.contentType, 'application/cloudevents+json');
+      assert.deepEqual(properties(third!), {});
+      assert.deepEqual(JSON.parse(third!.payload), { ...structured, id: 'h-3' });
+      const three = read(third!, third!.payload);
+      assert.deepEqual([three.id, three.datacontenttype, three.data], ['h-3', 'text/plain', 'hello']);
     } finally {
       sub.stop();
     }
