@@ -297,14 +297,14 @@ a consume route retries the message to the targets that failed only.
 - \`cloudevents: binary|structured\` (broker targets): how CloudEvent messages are written. A
   message is a CloudEvent when it came in as one (HTTP binary, structured or batched mode; a
   broker message with \`ce_\` headers — on MQTT 5, a \`specversion\` user property — or
-  \`content-type: application/cloudevents+json\`) or a
-  \`cloudevent\` step made it one. \`binary\` (default, the CloudEvents Kafka binding's
-  default too) writes the attributes as \`ce_<name>\` headers, \`datacontenttype\` as
-  \`content-type\`, and the data as the value (MQTT 5 as its CloudEvents binding says: the
+  \`content-type: application/cloudevents+json\`) or a \`cloudevent\` step made it one.
+  \`binary\` (default, the CloudEvents Kafka binding's default too) writes the attributes as
+  \`ce_<name>\` headers, \`datacontenttype\` as \`content-type\`, and the data as the value (MQTT 5 as its CloudEvents binding says: the
   attributes as unprefixed user properties, \`datacontenttype\` as the Content Type property;
   AMQP: \`content-type\` as the \`content_type\` property); \`structured\` writes one JSON event
-  as the value with \`content-type: application/cloudevents+json\` (the only mode MQTT 3.1.1 can carry). Expressions see the attributes as \`$ce\`
-  (\`filter: $ce.type = "order.placed"\`); \`validate\` checks the data.
+  as the value with \`content-type: application/cloudevents+json\` (the only mode MQTT 3.1.1
+  can carry; docs/http-edge.md, "CloudEvents on brokers"). Expressions see the attributes as
+  \`$ce\` (\`filter: $ce.type = "order.placed"\`); \`validate\` checks the data.
 - \`{http: {url, ...}}\`: a webhook, below.
 - On a route \`from: {listener: <kafka listener>, topic: T}\`, \`to\` is optional. Without it the
   records a Kafka client produces to T go on to T upstream; with it they go to the targets
