@@ -193,8 +193,9 @@ export class MqttPublisher {
   /**
    * Encodes a PUBLISH of `payload` to `topic` into this turn's write: on MQTT 5, `headers` as user
    * properties, except `content-type` as the Content Type property and a CloudEvent's `ce_<attr>`
-   * as `<attr>` (the CloudEvents MQTT binding's binary mode); MQTT 3.1.1 has no properties; `flight` ends once it is acknowledged (QoS 0: written) or fails. Throws when it
-   * cannot be sent (too large, no packet id free); `flight` then never ends.
+   * as `<attr>` (the CloudEvents MQTT binding's binary mode); MQTT 3.1.1 has no properties.
+   * `flight` ends once it is acknowledged (QoS 0: written) or fails. Throws when it cannot be sent
+   * (too large, no packet id free); `flight` then never ends.
    */
   publish(topic: string, payload: Buffer | string, qos: 0 | 1 | 2, retain: boolean, headers: Record<string, string> | undefined, flight: Flight): void {
     if (qos === 0) return this.encode(topic, payload, 0, retain, headers, flight);
@@ -228,7 +229,7 @@ export class MqttPublisher {
     const payloadBytes = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
     let props = -1;
     // A CloudEvent goes in the MQTT binding's binary mode: its `ce_<attr>` headers as user properties named `<attr>`.
-    const unprefixed = headers !== undefined && headers[CE_SPECVERSION] !== undefined;
+    const unprefixed = this.v5 && headers !== undefined && headers[CE_SPECVERSION] !== undefined;
     if (this.v5) {
       props = 0;
       if (headers) {
