@@ -47,6 +47,11 @@ routes:
   - name: orders
     from: { listener: api, path: /orders/:event }
     to: { broker: rabbit, topic: { expression: '"orders." & $path.event' } }
+  - name: shout
+    from: { listener: api, path: /shout }
+    through:
+      - transform: '$uppercase(text)'
+    to: { broker: rabbit, topic: orders.shout }
   - name: relay
     from: { broker: rabbit, topic: inbox }
     through:
@@ -90,6 +95,15 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     assert.equal(got!.properties.contentType, 'application/xml');
     assert.equal(got!.headers['content-type'], undefined);
     assert.deepEqual([got!.headers.ce_specversion, got!.headers.ce_id, got!.headers.ce_type], ['1.0', 'x-1', 'com.example.xml']);
+  });
+
+  it("names a plain message's body by what it is once a step changed its kind: a JSON request transformed to a string is text/plain", async () => {
+    const res = await post(gw.url('api', '/shout'), { text: 'hello' }, { 'content-type': 'application/json' });
+    assert.equal(res.status, 200, res.text);
+    const [got] = await pikaConsume(rabbit, 'orders-seen', 1);
+    assert.equal(got!.body, 'HELLO');
+    assert.equal(got!.properties.contentType, 'text/plain');
+    assert.equal(got!.headers['content-type'], undefined);
   });
 
   it('refuses with 400 a message with a header name AMQP cannot carry (over 255 bytes), not 503', async () => {
