@@ -162,6 +162,20 @@ export function valuePayload(msg: Message): Buffer | string {
 }
 
 /**
+ * The content type of what valuePayload writes for `msg`: its own `content-type` where that still
+ * names it — a CloudEvent's datacontenttype, bytes sent as they came, a value still of the kind
+ * its type says (a string that arrived as text/csv) — else what the value is: bytes, `textType`
+ * for a string, JSON otherwise. A step that made a string of a JSON body, or an object of a text
+ * one, changed what the body is, and the type it arrived with would misname it.
+ */
+export function payloadContentType(msg: Message, payload: Buffer | string, textType: string): string {
+  const own = msg.headers['content-type'];
+  const value = msg.value;
+  if (own !== undefined && (Buffer.isBuffer(payload) || msg.headers.ce_specversion !== undefined || isJsonMediaType(own) === (typeof value !== 'string'))) return own;
+  return Buffer.isBuffer(value) ? 'application/octet-stream' : typeof value === 'string' ? textType : 'application/json';
+}
+
+/**
  * A content type's media type, lower-cased and without parameters. The usual `application/json`
  * is returned as it is: splitting, trimming and lower-casing it cost ~0.1 µs a request.
  */

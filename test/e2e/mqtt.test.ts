@@ -69,6 +69,11 @@ routes:
   - name: levels5
     from: { listener: api, path: /qos5/:level }
     to: { broker: devices, topic: { expression: '"qos/" & $path.level' } }
+  - name: shout
+    from: { listener: api, path: /shout }
+    through:
+      - transform: '$uppercase(text)'
+    to: { broker: devices, topic: shout }
   - name: ce-in
     from: { broker: devices, topic: "ce/in/+" }
     to: { listener: ws, path: /ce, format: cloudevent }
@@ -108,6 +113,20 @@ routes:
       assert.equal(got!.qos, 1);
       assert.equal(got!.userProperties['x-request-id'], 'r-1');
       assert.equal(got!.contentType, 'application/json');
+      assert.equal(got!.userProperties['content-type'], undefined);
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it('names a payload by what it is once a step changed its kind: a JSON request transformed to a string has Content Type text/plain', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'shout');
+    try {
+      const res = await post(gw.url('api', '/shout'), { text: 'hello' }, { 'content-type': 'application/json' });
+      assert.equal(res.status, 200, res.text);
+      const [got] = await sub.take(1);
+      assert.equal(got!.payload, 'HELLO');
+      assert.equal(got!.contentType, 'text/plain');
       assert.equal(got!.userProperties['content-type'], undefined);
     } finally {
       sub.stop();

@@ -12,7 +12,7 @@ import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, NOT_SYNC, type Expression } from '../../expr/expression.js';
 import type { Logger } from '../../log.js';
 import { captured, newPromise } from '../../core/captured-promise.js';
-import { isJsonMediaType, valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
+import { payloadContentType, valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
 import { HttpClient, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange } from './webhook-client.js';
@@ -321,16 +321,9 @@ export class WebhookTarget implements Target {
     } else {
       // Binary data (a structured event's data_base64) goes as the bytes it is, and so does a
       // consumed record no step changed (core/message.ts, valuePayload).
-      const binary = Buffer.isBuffer(msg.value);
       body = valuePayload(msg);
       if (isEvent) for (const [name, value] of Object.entries(binaryHttpHeaders(msg.headers))) headers.push(name.toLowerCase(), String(value));
-      const own = msg.headers['content-type'];
-      headers.push(
-        'content-type',
-        isEvent || Buffer.isBuffer(body)
-          ? (own ?? (binary ? 'application/octet-stream' : typeof msg.value === 'string' ? 'text/plain; charset=utf-8' : 'application/json'))
-          : writtenType(own, msg.value),
-      );
+      headers.push('content-type', payloadContentType(msg, body, 'text/plain; charset=utf-8'));
     }
     const traceparent = msg.headers.traceparent;
     if (traceparent !== undefined) headers.push('traceparent', traceparent);
@@ -501,18 +494,6 @@ interface Endpoint {
   path: string;
   /** The URL without query string (which may hold credentials), for logs and answers. */
   display: string;
-}
-
-/**
- * The content type of a plain message's body written from its value: text for a string, JSON
- * otherwise. The message's own type still fits while it is of the same kind (a string that
- * arrived as text/csv); a step that made a string of a JSON body, or an object of a text one,
- * changed what the body is, and the type it arrived with would misname it.
- */
-function writtenType(own: string | undefined, value: unknown): string {
-  const json = typeof value !== 'string';
-  if (own !== undefined && isJsonMediaType(own) === json) return own;
-  return json ? 'application/json' : 'text/plain; charset=utf-8';
 }
 
 function endpointOf(url: URL): Endpoint {

@@ -1,7 +1,6 @@
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
-import { isJsonMediaType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
-import { CE_SPECVERSION } from '../../../codecs/cloudevents.js';
+import { payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
@@ -309,7 +308,7 @@ export class AmqpBroker implements BrokerRuntime {
           headers: msg.headers,
           messageId: id,
           // The publisher leaves the `content-type` header out of the headers table: this is where it goes.
-          contentType: contentTypeOf(msg, payload),
+          contentType: payloadContentType(msg, payload, 'text/plain'),
           // The message's own time (a consumed record's, 0 included); AMQP carries whole seconds.
           timestamp: Math.floor((msg.timestamp >= 0 ? msg.timestamp : Date.now()) / 1000),
         },
@@ -591,19 +590,6 @@ class AmqpSubscription {
  */
 function dropConnection(conn: ChannelModel): void {
   (conn as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream?.destroy(new Error('the server did not answer a close within connectTimeoutMs'));
-}
-
-/**
- * The content_type property of a message whose body is `payload`: its own `content-type` — a
- * CloudEvent's datacontenttype; a plain message's for bytes sent as they came, or while its value
- * is still of that kind (a step that made a string of a JSON body changed what the body is, as the
- * webhook target judges it too) — else what the value is.
- */
-function contentTypeOf(msg: Message, payload: Buffer | string): string {
-  const own = msg.headers['content-type'];
-  const value = msg.value;
-  if (own !== undefined && (Buffer.isBuffer(payload) || msg.headers[CE_SPECVERSION] !== undefined || isJsonMediaType(own) === (typeof value !== 'string'))) return own;
-  return Buffer.isBuffer(value) ? 'application/octet-stream' : typeof value === 'string' ? 'text/plain' : 'application/json';
 }
 
 function toMessage(m: ConsumeMessage): Message {

@@ -3,7 +3,7 @@ import type { Logger } from '../../../log.js';
 import { fromMqttProperties } from '../../../codecs/cloudevents.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { within } from '../../../core/within.js';
-import { payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import { payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
@@ -238,8 +238,16 @@ export class MqttBroker implements BrokerRuntime {
     const p = new Publish(this, topic, captured.resolve, captured.reject);
     p.deadline = this.deadlines.track(p);
     try {
+      const payload = valuePayload(msg);
+      // MQTT 5's Content Type names the payload as written: a type a step made stale is corrected.
+      let headers = msg.headers;
+      const own = headers['content-type'];
+      if (own !== undefined && this.settings.protocolVersion === 5) {
+        const type = payloadContentType(msg, payload, 'text/plain');
+        if (type !== own) headers = { ...headers, 'content-type': type };
+      }
       // QoS 0 has no acknowledgement: it settles once written to the socket (at most once).
-      out.publish(topic, valuePayload(msg), qosFor(this.settings, topic), this.settings.retain, msg.headers, p);
+      out.publish(topic, payload, qosFor(this.settings, topic), this.settings.retain, headers, p);
     } catch (err) {
       p.end(err as Error);
     }
