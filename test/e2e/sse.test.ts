@@ -24,6 +24,17 @@ async function stalledReader(port: number, path: string): Promise<Socket> {
   return socket;
 }
 
+/** An event stream read raw (`raw()`: the response so far, headers and chunk framing included), once its first lines arrived. */
+async function rawStream(port: number, path: string): Promise<{ socket: Socket; raw: () => string }> {
+  const socket = connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  let raw = '';
+  socket.setEncoding('latin1').on('data', (c: string) => (raw += c));
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
+  await eventually(() => assert.match(raw, /retry: \d+\n\n/));
+  return { socket, raw: () => raw };
+}
+
 /** The chunks of a chunked HTTP response (`raw`: the response so far, headers included); an incomplete last chunk is left out. */
 function httpChunks(raw: string): string[] {
   const chunks: string[] = [];
@@ -232,18 +243,13 @@ ${extra}`;
   });
 
   it('writes the events of one turn to a client in one write (one HTTP chunk), in order, each with its own id', async () => {
-    const socket = connect(gw.port('api'), '127.0.0.1');
-    await once(socket, 'connect');
-    let raw = '';
-    socket.setEncoding('latin1').on('data', (c: string) => (raw += c));
-    socket.write(`GET /ticks HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
-    await eventually(() => assert.match(raw, /retry: \d+\n\n/));
+    const { socket, raw } = await rawStream(gw.port('api'), '/ticks');
     // A CloudEvents batch: its events are published one after another within one turn.
     const ce = (n: number) => ({ specversion: '1.0', id: `batch-${n}`, source: '/test', type: 'tick', data: { n } });
     const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: JSON.stringify([400, 401, 402, 403].map(ce)) });
     assert.equal(res.status, 200);
     const offsets = ((await res.json()) as { deliveries: { offset: string }[] }).deliveries.map((d) => d.offset);
-    const chunksWith = () => httpChunks(raw).filter((c) => c.includes('"n":40'));
+    const chunksWith = () => httpChunks(raw()).filter((c) => c.includes('"n":40'));
     await eventually(() =>
       assert.equal(
         chunksWith().reduce((n, c) => n + parseEvents(c).length, 0),
@@ -263,12 +269,7 @@ ${extra}`;
   it('keeps a client that reads through one turn that brings it more than maxBufferedBytes: the bound is on what earlier turns left unread', async () => {
     const slowClosed = async () => ((await gw.status()).listeners as { name: string; slowStreamsClosed: number }[]).find((l) => l.name === 'api')!.slowStreamsClosed;
     const closedBefore = await slowClosed();
-    const socket = connect(gw.port('api'), '127.0.0.1');
-    await once(socket, 'connect');
-    let raw = '';
-    socket.setEncoding('latin1').on('data', (c: string) => (raw += c));
-    socket.write(`GET /ticks HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
-    await eventually(() => assert.match(raw, /retry: \d+\n\n/));
+    const { socket, raw } = await rawStream(gw.port('api'), '/ticks');
     // 16 events of 5 KB in one CloudEvents batch (the topic retains 20): published within one turn, 80 KB against a 64 KiB bound.
     const pad = 'p'.repeat(5000);
     const ce = (n: number) => ({ specversion: '1.0', id: `burst-${n}`, source: '/test', type: 'tick', data: { n, pad } });
@@ -279,7 +280,7 @@ ${extra}`;
     });
     assert.equal(res.status, 200);
     const burst = () =>
-      httpChunks(raw)
+      httpChunks(raw())
         .flatMap((c) => parseEvents(c).map((e) => JSON.parse(e.data).n as number))
         .filter((n) => n >= 500 && n < 516);
     await eventually(() => assert.equal(burst().length, 16));
@@ -289,7 +290,7 @@ ${extra}`;
     );
     // Still connected: the next event arrives too.
     await publish(541);
-    await eventually(() => assert.ok(httpChunks(raw).some((c) => parseEvents(c).some((e) => JSON.parse(e.data).n === 541))));
+    await eventually(() => assert.ok(httpChunks(raw()).some((c) => parseEvents(c).some((e) => JSON.parse(e.data).n === 541))));
     assert.equal(await slowClosed(), closedBefore);
     socket.destroy();
   });
