@@ -19,6 +19,7 @@ import { expireAt } from '../../core/expiry.js';
 import { jsonValue, type Delivery, type Message, type RequestMeta } from '../../core/message.js';
 import type { Gate, ReplaySource, Target } from '../contracts.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
+import { PacedWriter, SLICE_BYTES } from './paced-write.js';
 
 export type SseFormat = 'value' | 'envelope' | 'cloudevent';
 
@@ -46,6 +47,8 @@ export type SourcePositions = Map<string, Positions>;
 
 interface SseClient extends BatchClient {
   res: ServerResponse;
+  /** Everything after the response head goes through it, in order (paced-write.ts). */
+  out: PacedWriter;
   path: string;
   remoteAddress: string | undefined;
   /** The credentials it was admitted with (headers, query), for the check after a reload. */
@@ -236,6 +239,7 @@ export class SseStreams {
     res.flushHeaders();
     const client: SseClient = {
       res,
+      out: new PacedWriter(res, eventsEnd),
       path,
       remoteAddress: req.socket.remoteAddress,
       request: admission.request,
@@ -348,13 +352,13 @@ export class SseStreams {
   private write(client: SseClient, frame: Buffer): boolean {
     if (!this.withinBound(client)) return false;
     this.paths.get(client.path)?.batch.flushClient(client);
-    client.res.write(frame);
+    client.out.write(frame);
     return true;
   }
 
   /**
-   * Whether a client may be sent more: its stream is open and its socket holds no more unread
-   * bytes from earlier turns than the bound. This turn's batch is not counted: one buffer shared
+   * Whether a client may be sent more: its stream is open and it has no more unread bytes from
+   * earlier turns (in its socket or waiting to be handed to it, paced-write.ts) than the bound. This turn's batch is not counted: one buffer shared
    * by the path's clients, it costs no memory per client, and a client that keeps up is not cut
    * off by one burst larger than the bound; if it does not read it, the next turn finds it over.
    * A client over the bound is cut off.
@@ -362,7 +366,7 @@ export class SseStreams {
   private withinBound(client: SseClient): boolean {
     const res = client.res;
     if (res.destroyed || res.writableEnded) return false;
-    const buffered = res.writableLength;
+    const buffered = client.out.unsent;
     if (buffered <= this.options.maxBufferedBytes) return true;
     this.slowClientsClosed++;
     this.logger.warn({ listener: this.listener, path: client.path, remote: client.remoteAddress, buffered }, 'event stream client too slow; disconnecting');
@@ -470,7 +474,7 @@ export class SseStreams {
       if (!paths.has(path)) {
         // What was published before goes out before the stream ends.
         s.batch.flush();
-        for (const c of s.clients) c.res.end();
+        for (const c of s.clients) c.out.end();
         this.paths.delete(path);
         continue;
       }
@@ -516,14 +520,14 @@ export class SseStreams {
     const state = this.paths.get(c.path);
     state?.batch.flushClient(c);
     state?.clients.delete(c);
-    c.res.end();
+    c.out.end();
   }
 
   /** Ends every stream (shutdown); browsers reconnect elsewhere. */
   closeAll(): void {
     for (const s of this.paths.values()) {
       s.batch.flush();
-      for (const c of s.clients) c.res.end();
+      for (const c of s.clients) c.out.end();
     }
     this.paths.clear();
     if (this.heartbeat) clearInterval(this.heartbeat);
@@ -531,9 +535,22 @@ export class SseStreams {
   }
 }
 
+/**
+ * Where a slice of events starting at `from` ends when paced (paced-write.ts): after the last
+ * whole event within SLICE_BYTES, or after the one event that is larger.
+ */
+function eventsEnd(bytes: Buffer, from: number): number {
+  const max = from + SLICE_BYTES;
+  if (max >= bytes.length) return bytes.length;
+  const last = bytes.lastIndexOf('\n\n', max - 2);
+  if (last >= from) return last + 2;
+  const next = bytes.indexOf('\n\n', max);
+  return next === -1 ? bytes.length : next + 2;
+}
+
 /** Writes a turn's live events to a client whose stream is still open. */
 function writeEvents(client: SseClient, events: Buffer): void {
-  if (!client.res.destroyed && !client.res.writableEnded) client.res.write(events);
+  if (!client.res.destroyed && !client.res.writableEnded) client.out.write(events);
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
