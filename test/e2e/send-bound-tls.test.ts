@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { connect, type TLSSocket } from 'node:tls';
 import { describe, it } from 'node:test';
 import { makeCertificates } from '../helpers/certificates.js';
+import { WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 
 /** The gateway's peak resident memory so far (VmHWM), in bytes. */
@@ -12,18 +13,21 @@ function peakRss(pid: number): number {
   return Number(m![1]) * 1024;
 }
 
-/** An event-stream client over TLS that reads nothing after the response head. */
-async function stalledTlsReader(port: number, path: string, ca: string): Promise<TLSSocket> {
+/** A client over TLS that reads nothing after the response head to `head` (an event stream's GET, a websocket handshake). */
+async function stalledTlsReader(port: number, head: string, ca: string): Promise<TLSSocket> {
   const socket = connect({ host: '127.0.0.1', port, ca });
   await once(socket, 'secureConnect');
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
+  socket.write(head);
   await once(socket, 'data');
   socket.pause();
   socket.on('error', () => undefined);
   return socket;
 }
 
-describe('event streams over TLS under a burst larger than the send bound', () => {
+const streamHead = 'GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n';
+const upgradeHead = `GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${Buffer.from('eventgate-tests!').toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+
+describe('event streams and websocket forwards over TLS under a burst larger than the send bound', () => {
   const certs = makeCertificates();
   const gw = useGateway(
     `version: 1
@@ -32,6 +36,7 @@ brokers:
 listeners:
   api: {kind: http, port: 0, maxBodyBytes: 33554432}
   feed: {kind: http, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem}, events: {heartbeatMs: 600000, maxBufferedBytes: 65536}}
+  push: {kind: websocket, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem}, maxBufferedBytes: 65536, pingIntervalMs: 600000}
 routes:
   - name: in
     from: {listener: api, path: /burst}
@@ -39,36 +44,59 @@ routes:
   - name: out
     from: {broker: local, topic: t}
     to: {listener: feed, path: /events}
+  - name: out-ws
+    from: {broker: local, topic: t}
+    to: {listener: push, path: /ws}
 `,
     { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key } },
   );
 
-  it('one turn larger than the bound to many stalled TLS clients costs about one copy, not one per client', async () => {
+  // 80 events of 50 KB in one CloudEvents batch: published, and forwarded, within one turn.
+  const pad = 'p'.repeat(50_000);
+  const burst = JSON.stringify(Array.from({ length: 80 }, (_, i) => ({ specversion: '1.0', id: `b-${i}`, source: '/t', type: 'burst', data: { i, pad } })));
+  const post = async () => {
+    const res = await fetch(gw.url('api', '/burst'), { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: burst });
+    assert.equal(res.status, 200, await res.text());
+  };
+
+  it('one turn larger than the bound to many stalled event-stream clients costs about one copy, not one per client', async () => {
     const pid = gw.process.pid!;
-    const pad = 'p'.repeat(50_000);
-    const burst = JSON.stringify(Array.from({ length: 80 }, (_, i) => ({ specversion: '1.0', id: `b-${i}`, source: '/t', type: 'burst', data: { i, pad } })));
-    const post = async () => {
-      const res = await fetch(gw.url('api', '/burst'), { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: burst });
-      assert.equal(res.status, 200, await res.text());
-    };
-    const one = [await stalledTlsReader(gw.port('feed'), '/events', certs.a.cert)];
+    const one = [await stalledTlsReader(gw.port('feed'), streamHead, certs.a.cert)];
     for (let i = 0; i < 3; i++) await post();
     const base = peakRss(pid);
     const many: TLSSocket[] = [];
-    for (let i = 0; i < 40; i++) many.push(await stalledTlsReader(gw.port('feed'), '/events', certs.a.cert));
+    for (let i = 0; i < 40; i++) many.push(await stalledTlsReader(gw.port('feed'), streamHead, certs.a.cert));
     // 4 MB in one turn, 40 clients that do not read: 40 encrypted copies would be 160 MB.
     // A client that reads: once it has the burst's last event, the burst went to every client.
     const reader = connect({ host: '127.0.0.1', port: gw.port('feed'), ca: certs.a.cert });
     await once(reader, 'secureConnect');
     let text = '';
     reader.setEncoding('utf8').on('data', (c: string) => (text += c));
-    reader.write('GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n');
+    reader.write(streamHead);
     await eventually(() => assert.match(text, /retry: \d+/));
     text = '';
     await post();
     await eventually(() => assert.match(text, /"i":79,/), 20000);
     const grew = peakRss(pid) - base;
     for (const s of [...one, ...many, reader]) s.destroy();
+    assert.ok(grew < 60e6, `peak RSS grew ${(grew / 1e6).toFixed(0)} MB`);
+  });
+
+  it('one turn larger than the bound to many stalled websocket clients costs about one copy, not one per client', async () => {
+    const pid = gw.process.pid!;
+    const one = [await stalledTlsReader(gw.port('push'), upgradeHead, certs.a.cert)];
+    for (let i = 0; i < 3; i++) await post();
+    const base = peakRss(pid);
+    const many: TLSSocket[] = [];
+    for (let i = 0; i < 40; i++) many.push(await stalledTlsReader(gw.port('push'), upgradeHead, certs.a.cert));
+    // 4 MB in one turn, 40 clients that do not read: 40 encrypted copies would be 160 MB.
+    // A client that reads: once it has the burst's last message, the burst went to every client.
+    const reader = await WsClient.connect(gw.url('push', '/ws', 'wss'), { ca: [certs.a.cert] });
+    await post();
+    for (let i = 0; i < 80; i++) assert.equal((await reader.next(20000)).i, i);
+    const grew = peakRss(pid) - base;
+    for (const s of [...one, ...many]) s.destroy();
+    reader.close();
     assert.ok(grew < 60e6, `peak RSS grew ${(grew / 1e6).toFixed(0)} MB`);
   });
 });

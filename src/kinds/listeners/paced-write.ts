@@ -1,5 +1,5 @@
 /**
- * Pacing of what goes to one client of a broadcast (event streams): a buffer larger than a slice
+ * Pacing of what goes to one client of a broadcast (event streams, websocket forwards): a buffer larger than a slice
  * is handed to the client's stream a slice at a time, the next once the stream has taken the last
  * ('drain'); the rest waits here as views of the same buffer. A turn's batch (write-batch.ts) is one
  * buffer shared by every client of the path, and stays shared only as long as no stream holds a
@@ -42,6 +42,11 @@ export class PacedWriter {
     return this.out.writableLength + this.backlogBytes;
   }
 
+  /** Bytes written that wait here, not yet handed to the stream. */
+  get held(): number {
+    return this.backlogBytes;
+  }
+
   /** Writes after everything written before. */
   write(data: Buffer | string): void {
     if (this.backlogBytes === 0 && (typeof data === 'string' || data.length <= SLICE_BYTES)) {
@@ -60,9 +65,21 @@ export class PacedWriter {
 
   /** Ends the stream after what was written (the rest is handed over at once: the stream is ending). */
   end(): void {
+    this.handOver();
+    this.out.end();
+  }
+
+  /** Hands the stream everything still waiting, at once: before what must follow it and does not go through here (a websocket close frame). */
+  handOver(): void {
     if (!this.out.destroyed && !this.out.writableEnded) for (let i = this.next; i < this.backlog.length; i++) this.out.write(this.backlog[i]!);
     this.drop();
-    this.out.end();
+  }
+
+  /** Forgets what waits (a client cut off: it will not get it). Whole frames or events only were handed over. */
+  drop(): void {
+    this.backlog = [];
+    this.next = 0;
+    this.backlogBytes = 0;
   }
 
   private readonly pump = (): void => {
@@ -79,10 +96,4 @@ export class PacedWriter {
     }
     if (this.next === this.backlog.length) this.drop();
   };
-
-  private drop(): void {
-    this.backlog = [];
-    this.next = 0;
-    this.backlogBytes = 0;
-  }
 }

@@ -16,6 +16,7 @@ import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse
 import { defineListener, kindOptions, oneOf, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
 import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
+import { PacedWriter, SLICE_BYTES } from './paced-write.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { malformedHandshake } from './ws-handshake.js';
 import { RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
@@ -90,6 +91,8 @@ const SETTLED: Promise<void> = Promise.resolve();
 class Client implements BatchClient, RequestMeta {
   /** Set once the upgrade is done. */
   ws!: WebSocket;
+  /** Forwarded frames larger than a slice go to its socket through it, as it drains (paced-write.ts); made when first needed. */
+  paced: PacedWriter | undefined = undefined;
   /** Frames of this client are handled one after another, so acks and errors keep the client's order; made with the first frame. */
   queue: Promise<void> | undefined = undefined;
   /** Frames received and not yet answered (published, acked or refused): bounded by maxPendingFrames. */
@@ -283,7 +286,7 @@ export class WebSocketListener implements ListenerRuntime {
       for (let i = c.waiting; i > 0; i--, queued++) this.sendError(c, this.notPublished());
     }
     if (frames + queued > 0) this.env.logger.warn({ listener: this.name, frames, queued, drainMs: this.drainMs }, 'frames still in flight at the drain timeout were answered 503');
-    await Promise.all(all.map((c) => closeClient(c.ws, GOING_AWAY, reason)));
+    await Promise.all(all.map((c) => closeClient(c, GOING_AWAY, reason)));
     this.server.closeAllConnections();
     this.bound = false;
     await this.closed;
@@ -326,7 +329,7 @@ export class WebSocketListener implements ListenerRuntime {
     this.bindings = bindings;
     for (const [path, set] of this.clients) {
       if (!bindings.publish.has(path) && !bindings.forward.has(path)) {
-        for (const c of set) void closeClient(c.ws, GOING_AWAY, 'route removed');
+        for (const c of set) void closeClient(c, GOING_AWAY, 'route removed');
         continue;
       }
       // Credentials are checked again when what guards the path changed: a key revoked by a
@@ -342,7 +345,7 @@ export class WebSocketListener implements ListenerRuntime {
     if (admission && !admission.ok && (admission.problem.status === 401 || admission.problem.status === 403)) {
       this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, status: admission.problem.status }, 'client no longer authorized after reload; disconnecting');
       this.clients.get(c.path)?.delete(c);
-      void closeClient(c.ws, POLICY_VIOLATION, admission.problem.title);
+      void closeClient(c, POLICY_VIOLATION, admission.problem.title);
     } else if (admission?.ok) {
       this.expireAt(c, admission.until);
     }
@@ -472,7 +475,7 @@ export class WebSocketListener implements ListenerRuntime {
       if (c.ws.readyState !== 1) return;
       this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client credential expired; disconnecting with 4401');
       this.clients.get(c.path)?.delete(c);
-      void closeClient(c.ws, CREDENTIAL_EXPIRED, 'credential expired');
+      void closeClient(c, CREDENTIAL_EXPIRED, 'credential expired');
     });
   }
 
@@ -513,7 +516,7 @@ export class WebSocketListener implements ListenerRuntime {
   /**
    * The per-client bound (`maxBufferedBytes`), checked before anything is queued for a client —
    * forwarded messages, acks and error frames alike — on what its socket still holds from earlier
-   * turns. This turn's batch is not counted: one buffer shared by every client of the path, it
+   * turns (and what waits to be handed to it, paced-write.ts). This turn's batch is not counted: one buffer shared by every client of the path, it
    * costs no memory per client, and a client that keeps up is not cut off by one burst larger
    * than the bound (as it never was by one message larger than it); if it does not read it, the
    * next turn finds it over. A client over the bound is disconnected with 1013 instead of being
@@ -521,7 +524,7 @@ export class WebSocketListener implements ListenerRuntime {
    */
   private withinBound(c: Client): boolean {
     if (c.evicted || c.ws.readyState !== 1) return false;
-    if (c.ws.bufferedAmount > (this.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED)) {
+    if (c.ws.bufferedAmount + (c.paced?.held ?? 0) > (this.options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED)) {
       this.evict(c);
       return false;
     }
@@ -532,7 +535,9 @@ export class WebSocketListener implements ListenerRuntime {
   private sendTo(c: Client, text: string): boolean {
     if (!this.withinBound(c)) return false;
     this.batches.get(c.path)?.flushClient(c);
-    c.ws.send(text);
+    // Behind forwarded frames still waiting to be handed to the socket: as a frame, after them.
+    if (c.paced && c.paced.held > 0 && canWriteRaw(c.ws)) c.paced.write(textFrame(Buffer.from(text)));
+    else c.ws.send(text);
     return true;
   }
 
@@ -548,7 +553,9 @@ export class WebSocketListener implements ListenerRuntime {
     this.env.logger.warn({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client too slow; disconnecting with 1013');
     this.clients.get(c.path)?.delete(c);
     c.ws.pause();
-    void closeClient(c.ws, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
+    // What still waits to be handed to it, it would not read in time: freed now.
+    c.paced?.drop();
+    void closeClient(c, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
   }
 
   private onConnection(ws: WebSocket, client: Client, until: number | undefined): void {
@@ -704,11 +711,15 @@ function refuse(socket: Duplex, p: Problem): void {
 }
 
 /**
- * Close politely; a client that does not answer the close handshake within `graceMs` is cut off
- * (which drops whatever it had not read yet, the close frame included).
+ * Close politely, after what was forwarded to it; a client that does not answer the close
+ * handshake within `graceMs` is cut off (which drops whatever it had not read yet, the close frame
+ * included).
  */
-function closeClient(ws: WebSocket, code: number, reason: string, graceMs = 1000): Promise<void> {
+function closeClient(c: Client, code: number, reason: string, graceMs = 1000): Promise<void> {
+  const ws = c.ws;
   if (ws.readyState === 3) return Promise.resolve();
+  // The close frame does not go through the pacing: what waits there goes first.
+  c.paced?.handOver();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       ws.terminate();
@@ -751,8 +762,28 @@ export const websocketListener = defineListener({
 function writeFrames(client: Client, bytes: Buffer, payloads: readonly Buffer[], from: number): void {
   const ws = client.ws;
   if (ws.readyState !== 1) return;
-  if (canWriteRaw(ws)) (ws as unknown as WsInternals)._socket!.write(bytes);
-  else for (let i = from; i < payloads.length; i++) ws.send(payloads[i]!, { binary: false });
+  if (canWriteRaw(ws)) {
+    // Paced, a slice of whole frames at a time (a wss socket encrypts what it is handed at once).
+    const socket = (ws as unknown as WsInternals)._socket!;
+    if (bytes.length <= SLICE_BYTES && !client.paced?.held) socket.write(bytes);
+    else (client.paced ??= new PacedWriter(socket, framesEnd)).write(bytes);
+    return;
+  }
+  client.paced?.handOver();
+  for (let i = from; i < payloads.length; i++) ws.send(payloads[i]!, { binary: false });
+}
+
+/** Where a slice of prepared frames starting at `from` ends when paced: after the last whole frame within SLICE_BYTES, or after the one frame that is larger. */
+function framesEnd(bytes: Buffer, from: number): number {
+  let at = from;
+  while (at < bytes.length) {
+    // An unmasked frame: a 2-byte header whose 7-bit length may say 126 (16-bit length follows) or 127 (64-bit).
+    const short = bytes[at + 1]! & 0x7f;
+    const end = short === 126 ? at + 4 + bytes.readUInt16BE(at + 2) : short === 127 ? at + 10 + Number(bytes.readBigUInt64BE(at + 2)) : at + 2 + short;
+    if (end - from > SLICE_BYTES && at > from) break;
+    at = end;
+  }
+  return at;
 }
 
 /** The parts of a ws connection that canWriteRaw relies on (see there). */
