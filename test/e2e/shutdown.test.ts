@@ -249,6 +249,42 @@ routes:
     }
   });
 
+  it('hands the websocket frames queued behind a held one to the route a reload put in place, never to the one it retired', async () => {
+    const target = await HeldTarget.start();
+    // The listener stays; the route from it is replaced (a new step).
+    const config = (through: string) => `
+version: 1
+admin: { port: 0, drainTimeoutMs: 500 }
+listeners:
+  push: { kind: websocket, port: 0 }
+routes:
+  - name: frames
+    from: { listener: push, path: /frames }
+    ack: true
+${through}
+    to: { http: { url: "${target.url}", timeoutMs: 60000 } }
+`;
+    try {
+      const g = await gw.start(config(''));
+      const client = await WsClient.connect(g.url('push', '/frames', 'ws'));
+      for (const n of [1, 2, 3]) client.send({ n });
+      await eventually(() => assert.equal(target.bodies.length, 1));
+      assert.equal((await g.reconfigure(config(`    through:\n      - transform: '$merge([$, {"v": 2}])'`))).msg, 'config reloaded');
+      // The held frame is cut as its route retires (drainTimeoutMs); the two behind it had not started.
+      const first = await client.next(10000);
+      assert.deepEqual([first.type, first.status], ['error', 503], JSON.stringify(first));
+      target.release();
+      for (let i = 0; i < 2; i++) assert.equal((await client.next(10000)).type, 'ack');
+      assert.deepEqual(
+        target.bodies.map((b) => JSON.parse(b)),
+        [{ n: 1 }, { n: 2, v: 2 }, { n: 3, v: 2 }],
+      );
+      client.close();
+    } finally {
+      await target.stop();
+    }
+  });
+
   it('on SIGTERM keeps event streams open while requests in flight finish, so their events reach the streams, then ends them and exits 0', async () => {
     const g = await gw.start(toStream);
     const stream = await openStream(g.url('api', '/stream'));
