@@ -285,6 +285,54 @@ ${through}
     }
   });
 
+  it('finishes a request whose body was still arriving when a reload replaced its route on that route, which waits for it before it closes its webhook connections', async () => {
+    const target = await HeldTarget.start();
+    target.release();
+    const config = (through: string) => `
+version: 1
+admin: { port: 0, drainTimeoutMs: 5000 }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+${through}
+    to: { http: { url: "${target.url}", timeoutMs: 60000 } }
+`;
+    try {
+      const g = await gw.start(config(''));
+      const reply = new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request(g.url('api', '/in'), { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (c: string) => (body += c));
+          res.on('end', () => resolve({ status: res.statusCode!, body }));
+        });
+        req.on('error', reject);
+        req.write('{"n": ');
+        // The route is chosen once the headers are in; the reload replaces it (a new step) before the body ends.
+        // It counts as in the route from then (/admin/status routes[].inFlight).
+        void eventually(async () => assert.equal(((await g.status()).routes as { name: string; inFlight: number }[]).find((x) => x.name === 'in')!.inFlight, 1))
+          .then(() => g.reconfigure(config(`    through:\n      - transform: '$merge([$, {"v": 2}])'`)))
+          .then((line) => {
+            assert.equal(line.msg, 'config reloaded');
+            req.end('7}');
+          }, reject);
+      });
+      const r = await reply;
+      assert.equal(r.status, 200, r.body);
+      // On the pipeline it started on (spec §6), delivered once.
+      assert.deepEqual(target.bodies, ['{"n": 7}']);
+      // The reload's successor takes what comes next.
+      assert.equal((await post(g.url('api', '/in'), { n: 8 })).status, 200);
+      assert.deepEqual(
+        target.bodies.slice(1).map((b) => JSON.parse(b)),
+        [{ n: 8, v: 2 }],
+      );
+    } finally {
+      await target.stop();
+    }
+  });
+
   it('on SIGTERM keeps event streams open while requests in flight finish, so their events reach the streams, then ends them and exits 0', async () => {
     const g = await gw.start(toStream);
     const stream = await openStream(g.url('api', '/stream'));
