@@ -110,6 +110,8 @@ export class RawWsClient {
   received = 0;
   /** Pings received (this client never answers them). */
   pings = 0;
+  /** How many text frames had arrived when the close frame did (what follows a close frame is not for the application). */
+  textsBeforeClose: number | undefined;
   private readonly ended: Promise<void>;
   private closeWaiters: ((c: { code: number; reason: string }) => void)[] = [];
 
@@ -245,6 +247,7 @@ export class RawWsClient {
       else if (opcode === 9) this.pings++;
       else if (opcode === 8) {
         this.close = { code: payload.length >= 2 ? payload.readUInt16BE(0) : 1005, reason: payload.subarray(2).toString('utf8') };
+        this.textsBeforeClose ??= this.texts.length;
         for (const w of this.closeWaiters.splice(0)) w(this.close);
       }
     }

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { connect, type TLSSocket } from 'node:tls';
 import { describe, it } from 'node:test';
 import { makeCertificates } from '../helpers/certificates.js';
-import { WsClient } from '../helpers/clients.js';
+import { RawWsClient, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 
 /** The gateway's peak resident memory so far (VmHWM), in bytes. */
@@ -98,5 +98,47 @@ routes:
     for (const s of [...one, ...many]) s.destroy();
     reader.close();
     assert.ok(grew < 60e6, `peak RSS grew ${(grew / 1e6).toFixed(0)} MB`);
+  });
+});
+
+describe('websocket forwards paced to a client that is behind', () => {
+  const config = (out: boolean) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0, maxBodyBytes: 33554432}
+  push: {kind: websocket, port: 0, maxBufferedBytes: 67108864}
+routes:
+  - name: in
+    from: {listener: api, path: /burst}
+    to: {broker: local, topic: t}
+${out ? '  - name: out\n    from: {broker: local, topic: t}\n    to: {listener: push, path: /ws}\n' : ''}`;
+  const gw = useGateway();
+
+  it('sends the close frame of a path a reload removes after every message forwarded before it, though most were still waiting to be handed to the socket', async () => {
+    const g = await gw.start(config(true));
+    const client = await RawWsClient.connect(g.url('push', '/ws', 'ws'));
+    client.pause();
+    // 4 bursts of 4 MB, one turn each: more than the loopback socket buffers take from a client that does not read.
+    const pad = 'p'.repeat(50_000);
+    for (let b = 0; b < 4; b++) {
+      const burst = JSON.stringify(Array.from({ length: 80 }, (_, i) => ({ specversion: '1.0', id: `b-${b}-${i}`, source: '/t', type: 'burst', data: { n: b * 80 + i, pad } })));
+      const res = await fetch(g.url('api', '/burst'), { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: burst });
+      assert.equal(res.status, 200);
+    }
+    // All forwarded (to the client's socket, or waiting to be handed to it).
+    await eventually(async () => assert.match(await (await fetch(`${g.adminUrl}/metrics`)).text(), /eventgate_route_messages_total\{route="out",outcome="delivered"\} 320\n/), 20000);
+    assert.equal((await g.reconfigure(config(false))).msg, 'config reloaded');
+    client.resume();
+    const close = await client.waitCloseFrame(20000);
+    assert.deepEqual([close.code, close.reason], [1001, 'route removed']);
+    assert.equal(client.textsBeforeClose, 320);
+    assert.deepEqual(
+      client.texts.slice(0, 320).map((t) => JSON.parse(t).n),
+      Array.from({ length: 320 }, (_, i) => i),
+    );
+    client.destroy();
   });
 });
