@@ -311,11 +311,6 @@ export interface RouteEntry {
   /** The route has targets (`to`): a kafka listener sends its records there, with deliverRecord(), instead of upstream. */
   readonly delivers?: boolean;
   handle(msg: Message, ctx: MessageContext): Promise<Outcome>;
-  /**
-   * Counts a request as inside the route from when it was chosen (its body still arriving) until
-   * the returned release, so the route's drain at a reload waits for it.
-   */
-  hold?(): () => void;
   /** handle(), answering synchronously when the chain and the targets did (e.g. a memory topic). */
   handleNow?(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;
   /**

@@ -744,21 +744,6 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     for (const w of this.webhooks) w.close();
   }
 
-  /**
-   * Counts a request the route was chosen for as inside it before its message is (its body is
-   * still arriving), so a reload that retires the route drains it too, rather than closing the
-   * route under it (spec §6: it finishes on the pipeline it started on). The release is idempotent.
-   */
-  hold(): () => void {
-    this.inFlight++;
-    let held = true;
-    return () => {
-      if (!held) return;
-      held = false;
-      if (--this.inFlight === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
-    };
-  }
-
   /** Waits, up to drainMs, until no message is inside the route. */
   async drain(drainMs: number): Promise<void> {
     if (this.inFlight > 0) {

@@ -285,7 +285,7 @@ ${through}
     }
   });
 
-  it('finishes a request whose body was still arriving when a reload replaced its route on that route, which waits for it before it closes its webhook connections', async () => {
+  it('finishes a request whose body was still arriving when a reload replaced its route on that route (spec §6), its webhook delivered once though the old route closed its connections', async () => {
     const target = await HeldTarget.start();
     target.release();
     const config = (through: string) => `
@@ -310,8 +310,8 @@ ${through}
         req.on('error', reject);
         req.write('{"n": ');
         // The route is chosen once the headers are in; the reload replaces it (a new step) before the body ends.
-        // It counts as in the route from then (/admin/status routes[].inFlight).
-        void eventually(async () => assert.equal(((await g.status()).routes as { name: string; inFlight: number }[]).find((x) => x.name === 'in')!.inFlight, 1))
+        // The listener has it in flight (/admin/status listeners[].inFlight): its route is chosen.
+        void eventually(async () => assert.equal(((await g.status()).listeners as { name: string; inFlight: number }[]).find((x) => x.name === 'api')!.inFlight, 1))
           .then(() => g.reconfigure(config(`    through:\n      - transform: '$merge([$, {"v": 2}])'`)))
           .then((line) => {
             assert.equal(line.msg, 'config reloaded');

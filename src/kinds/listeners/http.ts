@@ -325,10 +325,6 @@ export class HttpListener implements ListenerRuntime {
     }
     const route = exact ?? (found!.store as { route: RouteEntry }).route;
     const params = found ? found.params : NO_PARAMS;
-    // In the route from now, while its body arrives: a reload that replaces the route meanwhile
-    // drains this request rather than closing the route (its webhooks) before it gets there.
-    const release = route.hold?.();
-    if (release) res.once('close', release);
 
     const contentType = mediaTypeOf(req.headers['content-type'] ?? 'application/json');
     const isJson = isJsonMedia(contentType);
