@@ -1,6 +1,6 @@
 /**
- * Pacing of what goes to one client of a broadcast (event streams, websocket forwards): a buffer larger than a slice
- * is handed to the client's stream a slice at a time, the next once the stream has taken the last
+ * Pacing of what goes to one client of a broadcast (event streams, websocket forwards): a buffer
+ * larger than a slice is handed to the client's stream a slice at a time, the next once it took the last
  * ('drain'); the rest waits here as views of the same buffer. A turn's batch (write-batch.ts) is one
  * buffer shared by every client of the path, and stays shared only as long as no stream holds a
  * copy of it: a TLS socket encrypts at once everything it is handed, so writing a 4 MB batch whole

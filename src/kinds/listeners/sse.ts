@@ -358,9 +358,10 @@ export class SseStreams {
 
   /**
    * Whether a client may be sent more: its stream is open and it has no more unread bytes from
-   * earlier turns (in its socket or waiting to be handed to it, paced-write.ts) than the bound. This turn's batch is not counted: one buffer shared
-   * by the path's clients, it costs no memory per client, and a client that keeps up is not cut
-   * off by one burst larger than the bound; if it does not read it, the next turn finds it over.
+   * earlier turns (in its socket or waiting to be handed to it, paced-write.ts) than the bound.
+   * This turn's batch is not counted: one buffer shared by the path's clients, it costs no memory
+   * per client, and a client that keeps up is not cut off by one burst larger than the bound; if
+   * it does not read it, the next turn finds it over.
    * A client over the bound is cut off.
    */
   private withinBound(client: SseClient): boolean {

@@ -516,10 +516,10 @@ export class WebSocketListener implements ListenerRuntime {
   /**
    * The per-client bound (`maxBufferedBytes`), checked before anything is queued for a client —
    * forwarded messages, acks and error frames alike — on what its socket still holds from earlier
-   * turns (and what waits to be handed to it, paced-write.ts). This turn's batch is not counted: one buffer shared by every client of the path, it
-   * costs no memory per client, and a client that keeps up is not cut off by one burst larger
-   * than the bound (as it never was by one message larger than it); if it does not read it, the
-   * next turn finds it over. A client over the bound is disconnected with 1013 instead of being
+   * turns and what waits to be handed to it (paced-write.ts). This turn's batch is not counted:
+   * one buffer shared by every client of the path, it costs no memory per client, and a client
+   * that keeps up is not cut off by one burst larger than the bound (as it never was by one
+   * message larger than it); if it does not read it, the next turn finds it over. A client over the bound is disconnected with 1013 instead of being
    * buffered for. Returns whether the client may be sent to.
    */
   private withinBound(c: Client): boolean {
