@@ -537,7 +537,11 @@ export class WebSocketListener implements ListenerRuntime {
     this.batches.get(c.path)?.flushClient(c);
     // Behind forwarded frames still waiting to be handed to the socket: as a frame, after them.
     if (c.paced && c.paced.held > 0 && canWriteRaw(c.ws)) c.paced.write(textFrame(Buffer.from(text)));
-    else c.ws.send(text);
+    else {
+      // Through ws's sender (as writeFrames when it cannot write raw): what waits goes first.
+      c.paced?.handOver();
+      c.ws.send(text);
+    }
     return true;
   }
 
