@@ -64,13 +64,13 @@ export class AdminServer {
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
     this.server.on('connect', (_req, socket) => refuseConnect(socket, 'GET, POST, PUT'));
     this.route('GET /healthz', (_req, res) => sendJson(res, 200, { status: 'ok' }));
-    // Probes need no token, so /readyz is open: it tells who is not ready and in what state
-    // ("broker kafka: unreachable"), never the error behind it (an address, a DNS name: those are
-    // in /admin/status). With a token set, an unauthenticated probe learns ready or not ready only.
-    this.route('GET /readyz', (req, res) => {
+    // Probes need no token, so /readyz is open, token or not: the contract's 503 comes "with the
+    // reasons", which an orchestrator shows in its probe events. A reason names the component and
+    // its state ("broker kafka: unreachable"), never the error behind it (an address, a DNS name:
+    // those are in /admin/status, behind the token).
+    this.route('GET /readyz', (_req, res) => {
       const r = gateway.readiness();
       if (r.ready) return sendJson(res, 200, { status: 'ready' });
-      if (this.token && !this.authorized(req)) return sendJson(res, 503, { status: 'not ready' });
       sendJson(res, 503, { status: 'not ready', reasons: r.reasons.map(summary) });
     });
     this.route('GET /admin/status', (_req, res) => sendJson(res, 200, gateway.status()));
