@@ -56,3 +56,25 @@ export function idleConnection(port: number): Promise<Socket & { closedByServer:
     socket.once('error', reject);
   });
 }
+
+/** Every response in `text` (latin1, as rawHttpText gives it), in order: a pipelining client's answers. */
+export function parseReplies(text: string): RawReply[] {
+  const replies: RawReply[] = [];
+  let at = 0;
+  while (at < text.length) {
+    const end = text.indexOf('\r\n\r\n', at);
+    if (end === -1) throw new Error(`a truncated response head: ${JSON.stringify(text.slice(at, at + 200))}`);
+    const head = parseReply(text.slice(at, end + 4))!;
+    const length = Number(head.headers['content-length']);
+    if (!Number.isInteger(length)) throw new Error(`a response without content-length: ${JSON.stringify(text.slice(at, end))}`);
+    replies.push({ ...head, body: text.slice(end + 4, end + 4 + length) });
+    at = end + 4 + length;
+  }
+  return replies;
+}
+
+/** A POST of `body` (JSON) to `path`, as bytes a pipelining client writes back to back. */
+export function rawPost(path: string, body: unknown): string {
+  const text = JSON.stringify(body);
+  return `POST ${path} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`;
+}

@@ -160,32 +160,37 @@ export class HttpListener implements ListenerRuntime {
   }
 
   /**
-   * The requests the drain timeout left unanswered get a 503 rather than a closed connection: the
-   * client learns the gateway gave up, and that its message may have been taken (its target may
-   * still acknowledge it after this), so a retry can duplicate it. Their answers are flushed
-   * (bounded) before the connections are closed.
+   * The drain's end: every request the listener started gets exactly one answer, in the order node
+   * sends them. A client that pipelines (several requests written before any answer) has them all
+   * started at once, their answers queued by node behind the one its connection is writing now
+   * (unsent()). Those whose outcome is in keep it (delivered: 200, failed: its error); those still
+   * unanswered get a 503 rather than a closed connection: the client learns the gateway gave up,
+   * and whether its message may have been taken (its target may still acknowledge it after this,
+   * so a retry can duplicate it) or its body had not all arrived (nothing published). Only a
+   * connection's last answer says `connection: close`: node sends nothing queued behind one that
+   * does. The answers are flushed (bounded) before the connections are closed.
    */
   private async giveUp(reason: string): Promise<void> {
     const { drainMs } = this;
     // Outcomes already in (a broker's flush on stop acknowledged them) are answered as they are, not given up on.
     if (this.outcomes.length > 0) this.answerAll();
-    if (this.inFlight === 0) return;
-    const sent: Promise<unknown>[] = [];
+    let gaveUp = 0;
     for (const socket of this.sockets) {
-      // The response a connection is answering now (node's own link; answers to requests pipelined
-      // behind it are not made yet, and those connections close unanswered as before).
-      const res = (socket as Socket & { _httpMessage?: unknown })._httpMessage;
-      if (!(res instanceof ServerResponse) || res.headersSent || res.destroyed || this.givenUp.has(res)) continue;
-      res.setHeader('connection', 'close');
-      sent.push(flushed(res).catch(() => undefined));
-      // A body still arriving was never published; a whole one may be with its target.
-      const fate = res.req.complete ? 'its message may or may not have been delivered' : 'its body had not all arrived, so nothing of it was published';
-      // As refuse() answers: sent first, so finished() counts it among the listener's answers.
-      this.refuse(res, problem('EG_SHUTTING_DOWN', `${reason}; the request did not finish within drainTimeoutMs (${drainMs} ms): ${fate}`));
-      this.givenUp.add(res);
+      const waiting = unsent(socket);
+      for (let i = 0; i < waiting.length; i++) {
+        const res = waiting[i]!;
+        if (res.headersSent || res.destroyed || this.givenUp.has(res)) continue;
+        if (i === waiting.length - 1) res.setHeader('connection', 'close');
+        // A body still arriving was never published; a whole one may be with its target.
+        const fate = res.req.complete ? 'its message may or may not have been delivered' : 'its body had not all arrived, so nothing of it was published';
+        // As refuse() answers: sent first, so finished() counts it among the listener's answers.
+        this.refuse(res, problem('EG_SHUTTING_DOWN', `${reason}; the request did not finish within drainTimeoutMs (${drainMs} ms): ${fate}`));
+        this.givenUp.add(res);
+        gaveUp++;
+      }
     }
-    if (sent.length > 0) this.env.logger.warn({ listener: this.name, requests: sent.length, drainMs }, 'requests still in flight at the drain timeout were answered 503');
-    await Promise.race([Promise.all(sent), delay(1000)]);
+    if (gaveUp > 0) this.env.logger.warn({ listener: this.name, requests: gaveUp, drainMs }, 'requests still in flight at the drain timeout were answered 503');
+    await Promise.race([Promise.all([...this.sockets].map(sent)), delay(1000)]);
   }
 
   reconfigure(options: unknown): void {
@@ -245,6 +250,9 @@ export class HttpListener implements ListenerRuntime {
    */
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     this.inFlight++;
+    // Pipelined behind an answer still to be sent: node queues this one's answer, where only the
+    // drain (unsent()) needs to find it. A request on its own is the connection's current one.
+    if ((req.socket as HttpSocket)._httpMessage !== res) queueBehind(req.socket as HttpSocket, res);
     try {
       this.serve(req, res);
     } catch (err) {
@@ -285,10 +293,7 @@ export class HttpListener implements ListenerRuntime {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q === -1 ? url : url.slice(0, q);
-    if (this.draining) {
-      res.setHeader('connection', 'close');
-      return this.refuse(res, stoppingProblem(this.stopReason, 'retry'));
-    }
+    if (this.draining) return void setImmediate(() => this.refuseDraining(res));
     const tooMany = tooManyHeaders(req, this.options) ?? hostless(req);
     if (tooMany) {
       res.setHeader('connection', 'close');
@@ -345,6 +350,17 @@ export class HttpListener implements ListenerRuntime {
     }
     const codings = coded.codings.length === 0 ? undefined : coded.codings;
     readBody(req, { listener: this, res, route, isJson, contentType, codings, params, search: q === -1 ? '' : url.slice(q + 1), max, first: undefined, chunks: undefined, size: 0, settled: false });
+  }
+
+  /**
+   * A request arriving while the listener drains is not taken on. Its refusal waits for the end of
+   * the loop turn, when node has read every request of the bytes that brought it: the client should
+   * go elsewhere (`connection: close`), but only a connection's last answer may say so, since node
+   * sends nothing queued behind it (a pipelining client's refusals after it would go unanswered).
+   */
+  private refuseDraining(res: ServerResponse): void {
+    if (unsent(res.req.socket as HttpSocket).at(-1) === res) res.setHeader('connection', 'close');
+    this.refuse(res, stoppingProblem(this.stopReason, 'retry'));
   }
 
   /** Whether `GET pathname` is an event stream; asked only off the publish path, which stays one lookup. */
@@ -495,6 +511,65 @@ export class HttpListener implements ListenerRuntime {
 
 function noop(): void {}
 
+/** node's links from a connection to its answers (the one being written, `_httpMessage`; whether it stopped reading, `_paused`), and ours to those queued behind it. */
+type HttpSocket = Socket & { _httpMessage?: unknown; _paused?: boolean; [QUEUED]?: ServerResponse[] };
+type SendingResponse = ServerResponse & { _last?: boolean };
+
+const QUEUED = Symbol('eventgate.queuedResponses');
+
+/**
+ * Remembers an answer node queued behind the connection's current one (a pipelining client),
+ * forgetting those already sent: they are sent in order, so they lead the list.
+ */
+function queueBehind(socket: HttpSocket, res: ServerResponse): void {
+  const queued = (socket[QUEUED] ??= []);
+  while (queued.length > 0 && queued[0]!.writableFinished) queued.shift();
+  queued.push(res);
+}
+
+/**
+ * The answers node has still to send on a connection, in order: the one it is writing, then those
+ * queued behind it; none after one that closes the connection (node sends nothing after it).
+ */
+function unsent(socket: HttpSocket): SendingResponse[] {
+  const current = socket._httpMessage;
+  if (!(current instanceof ServerResponse)) return [];
+  const list: SendingResponse[] = [current];
+  for (const res of socket[QUEUED] ?? []) if (res !== current && !res.writableFinished) list.push(res);
+  const closing = list.findIndex((res) => res._last === true || !res.shouldKeepAlive);
+  return closing === -1 ? list : list.slice(0, closing + 1);
+}
+
+/**
+ * Settles once a connection has sent every answer given (so closing it loses none), including the
+ * refusals of requests node reads meanwhile: it stops reading a connection while answers pile up
+ * (`_paused`, its 16 KiB mark), and reads what it held back once they are out, at its next poll of
+ * the connection, a loop turn or two later. An open event stream, or a connection gone, ends the wait.
+ */
+async function sent(socket: HttpSocket): Promise<void> {
+  let last: ServerResponse | undefined;
+  let held = false;
+  for (let turns = 0; ; ) {
+    held ||= socket._paused === true;
+    const next = unsent(socket).at(-1);
+    if (next === undefined) {
+      if (!held || turns++ === 3 || socket.destroyed) return;
+      await new Promise(setImmediate);
+      continue;
+    }
+    if (next === last || (next.headersSent && !next.writableEnded) || socket.destroyed) return;
+    if (!next.headersSent) {
+      // A refusal of a request read while draining, written at the end of this loop turn.
+      if (turns++ === 3) return;
+      await new Promise(setImmediate);
+      continue;
+    }
+    last = next;
+    turns = 0;
+    await flushed(next).catch(noop);
+  }
+}
+
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
@@ -592,7 +667,7 @@ export const httpListener = defineListener({
   doc: {
     summary:
       "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path`; the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain` (UTF-8: another `charset` is a 415), a string value. A body may be compressed (`Content-Encoding: gzip`, `deflate` or `br`, as log shippers and telemetry exporters send): it is decoded before anything else sees it, never to more than `maxBodyBytes` (413), and one that is not valid data of its coding is a 400; another coding is a 415 whose `Accept-Encoding` header lists these. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...) and the fetch metadata browsers add (`sec-*`, `priority`, `dnt`, `upgrade-insecure-requests`). " +
-      'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). On shutdown new requests get 503 `EG_SHUTTING_DOWN` while those in flight finish; one still in flight when `admin.drainTimeoutMs` runs out gets that 503 too, its detail saying whether its message may have been delivered or its body had not all arrived. With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
+      'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). On shutdown new requests get 503 `EG_SHUTTING_DOWN` while those in flight finish; one still in flight when `admin.drainTimeoutMs` runs out gets that 503 too, its detail saying whether its message may have been delivered or its body had not all arrived. Requests a client pipelines on one connection get one answer each, in order, only the last with `Connection: close`. With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
       "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition; on a path several routes feed, `<route>=<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target's `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.",
     example:
       'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
