@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { rawHttpText } from '../helpers/raw-http.js';
+import { parseReplies, rawHttpText, rawPost } from '../helpers/raw-http.js';
 import { useGateway } from '../helpers/gateway.js';
 
 const config = `
@@ -387,6 +387,25 @@ describe('HTTP publish (spec §4)', () => {
       const reply = await post(gw.url('api', '/text'), body);
       assert.equal(reply.status, 200);
       assert.equal((await out.next()).pad.length, 246);
+    });
+
+    it('takes on nothing pipelined behind an answer that closes the connection (400 for a missing Host, 413): node would never send its answer', async () => {
+      const out = await listen('/out/text');
+      const hostless = 'POST /text HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"n": 0}';
+      const large = `POST /text HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 300\r\n\r\n"${'x'.repeat(298)}"`;
+      for (const [first, status] of [
+        [hostless, 400],
+        [large, 413],
+      ] as const) {
+        const replies = parseReplies(await rawHttpText(gw.port('api'), first + rawPost('/text', { n: 1 }) + rawPost('/text', { n: 2 })));
+        assert.deepEqual(
+          replies.map((r) => [r.status, r.headers.connection]),
+          [[status, 'close']],
+        );
+      }
+      // Neither of those behind was published (before, both were, unanswered): the stream's next message is the one posted now.
+      assert.equal((await post(gw.url('api', '/text'), { n: 3 })).status, 200);
+      assert.deepEqual(await out.next(), { n: 3 });
     });
   });
 

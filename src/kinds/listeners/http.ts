@@ -252,7 +252,15 @@ export class HttpListener implements ListenerRuntime {
     this.inFlight++;
     // Pipelined behind an answer still to be sent: node queues this one's answer, where only the
     // drain (unsent()) needs to find it. A request on its own is the connection's current one.
-    if ((req.socket as HttpSocket)._httpMessage !== res) queueBehind(req.socket as HttpSocket, res);
+    const socket = req.socket as HttpSocket;
+    if (socket._httpMessage !== res ? !queueBehind(socket, res) : socket.writableEnded) {
+      // Behind an answer that closes the connection (a 400, 413 or 431 refusal; sent already, the
+      // connection ending, when node got to this request after it): node sends nothing after it,
+      // so this one is not taken on (RFC 9112 §9.6), or its message would be published with no
+      // answer. The client, told `close`, sends it again on a new connection.
+      res.shouldKeepAlive = false;
+      return this.finished(res);
+    }
     try {
       this.serve(req, res);
     } catch (err) {
@@ -511,20 +519,23 @@ export class HttpListener implements ListenerRuntime {
 
 function noop(): void {}
 
-/** node's links from a connection to its answers (the one being written, `_httpMessage`; whether it stopped reading, `_paused`), and ours to those queued behind it. */
-type HttpSocket = Socket & { _httpMessage?: unknown; _paused?: boolean; [QUEUED]?: ServerResponse[] };
+/** node's link from a connection to the answer it is writing (`_httpMessage`), and ours to those queued behind it. */
+type HttpSocket = Socket & { _httpMessage?: unknown; [QUEUED]?: ServerResponse[] };
 type SendingResponse = ServerResponse & { _last?: boolean };
 
 const QUEUED = Symbol('eventgate.queuedResponses');
 
 /**
  * Remembers an answer node queued behind the connection's current one (a pipelining client),
- * forgetting those already sent: they are sent in order, so they lead the list.
+ * forgetting those already sent: they are sent in order, so they lead the list. False when the
+ * answer just ahead of it closes the connection: node will never send this one.
  */
-function queueBehind(socket: HttpSocket, res: ServerResponse): void {
+function queueBehind(socket: HttpSocket, res: ServerResponse): boolean {
   const queued = (socket[QUEUED] ??= []);
   while (queued.length > 0 && queued[0]!.writableFinished) queued.shift();
+  const ahead = (queued.at(-1) ?? socket._httpMessage) as SendingResponse | null | undefined;
   queued.push(res);
+  return !(ahead instanceof ServerResponse && (ahead._last === true || !ahead.shouldKeepAlive));
 }
 
 /**
@@ -542,31 +553,25 @@ function unsent(socket: HttpSocket): SendingResponse[] {
 
 /**
  * Settles once a connection has sent every answer given (so closing it loses none), including the
- * refusals of requests node reads meanwhile: it stops reading a connection while answers pile up
- * (`_paused`, its 16 KiB mark), and reads what it held back once they are out, at its next poll of
- * the connection, a loop turn or two later. An open event stream, or a connection gone, ends the wait.
+ * refusals of requests node reads meanwhile: it stops reading a connection while 16 KiB of answers
+ * wait, and reads on once they are out, at its next poll of the connection; a refusal is written
+ * at the end of that loop turn (refuseDraining). So a connection counts as done only after a few
+ * loop turns with nothing to send. An open event stream, or a connection gone, ends the wait.
  */
 async function sent(socket: HttpSocket): Promise<void> {
   let last: ServerResponse | undefined;
-  let held = false;
-  for (let turns = 0; ; ) {
-    held ||= socket._paused === true;
+  for (let turns = 0; !socket.destroyed; ) {
     const next = unsent(socket).at(-1);
-    if (next === undefined) {
-      if (!held || turns++ === 3 || socket.destroyed) return;
-      await new Promise(setImmediate);
-      continue;
-    }
-    if (next === last || (next.headersSent && !next.writableEnded) || socket.destroyed) return;
-    if (!next.headersSent) {
-      // A refusal of a request read while draining, written at the end of this loop turn.
+    if (next === undefined || !next.headersSent) {
       if (turns++ === 3) return;
       await new Promise(setImmediate);
-      continue;
+    } else if (next === last || !next.writableEnded) {
+      return;
+    } else {
+      last = next;
+      turns = 0;
+      await flushed(next).catch(noop);
     }
-    last = next;
-    turns = 0;
-    await flushed(next).catch(noop);
   }
 }
 
