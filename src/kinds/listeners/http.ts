@@ -82,6 +82,12 @@ export class HttpListener implements ListenerRuntime {
   private readonly sockets = new Set<Socket>();
   /** Responses the drain timeout answered (giveUp): a later outcome for them changes nothing. */
   private readonly givenUp = new WeakSet<ServerResponse>();
+  /**
+   * Requests not taken on, nothing of them published: read while draining (refused at the end of
+   * the loop turn, refuseDraining) or behind an answer that closes the connection (never answered).
+   * The drain timeout does not answer them as if they might have been delivered.
+   */
+  private readonly notTaken = new WeakSet<ServerResponse>();
   private draining = false;
   /** Why it is draining (shutdown or a reload), for what arrives meanwhile. */
   private stopReason: string = STOP_REASON.shutdown;
@@ -179,7 +185,7 @@ export class HttpListener implements ListenerRuntime {
       const waiting = unsent(socket);
       for (let i = 0; i < waiting.length; i++) {
         const res = waiting[i]!;
-        if (res.headersSent || res.destroyed || this.givenUp.has(res)) continue;
+        if (res.headersSent || res.destroyed || this.givenUp.has(res) || this.notTaken.has(res)) continue;
         if (i === waiting.length - 1) res.setHeader('connection', 'close');
         // A body still arriving was never published; a whole one may be with its target.
         const fate = res.req.complete ? 'its message may or may not have been delivered' : 'its body had not all arrived, so nothing of it was published';
@@ -259,6 +265,7 @@ export class HttpListener implements ListenerRuntime {
       // so this one is not taken on (RFC 9112 §9.6), or its message would be published with no
       // answer. The client, told `close`, sends it again on a new connection.
       res.shouldKeepAlive = false;
+      this.notTaken.add(res);
       return this.finished(res);
     }
     try {
@@ -301,7 +308,10 @@ export class HttpListener implements ListenerRuntime {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q === -1 ? url : url.slice(0, q);
-    if (this.draining) return void setImmediate(() => this.refuseDraining(res));
+    if (this.draining) {
+      this.notTaken.add(res);
+      return void setImmediate(() => this.refuseDraining(res));
+    }
     const tooMany = tooManyHeaders(req, this.options) ?? hostless(req);
     if (tooMany) {
       res.setHeader('connection', 'close');
