@@ -336,7 +336,27 @@ routes:
   return out.join('\n');
 }
 
-type OptionSchema = { default?: unknown; description?: string; properties?: Record<string, OptionSchema>; required?: string[] };
+type OptionSchema = {
+  default?: unknown;
+  description?: string;
+  properties?: Record<string, OptionSchema>;
+  required?: string[];
+  additionalProperties?: OptionSchema | boolean;
+  oneOf?: OptionSchema[];
+  anyOf?: OptionSchema[];
+};
+
+/**
+ * The documented keys inside an object option, with the prefix their rows take: its own
+ * properties (`ssl.ca`), a map's values (`queues.<name>.durable`), or the object form of an
+ * option that is also a string (`exchange.type`) — so no key of the schema is left out of the page.
+ */
+function subOptions(p: OptionSchema): { prefix: string; schema: OptionSchema } | undefined {
+  if (p.properties) return { prefix: '', schema: p };
+  if (typeof p.additionalProperties === 'object' && p.additionalProperties.properties) return { prefix: '.<name>', schema: p.additionalProperties };
+  const member = (p.oneOf ?? p.anyOf ?? []).find((m) => m.properties);
+  return member ? { prefix: '', schema: member } : undefined;
+}
 
 /**
  * A kind's section: its summary, a row per option (from the option's schema: required, default,
@@ -354,8 +374,10 @@ function kindSection(title: string, doc: KindDoc, schema: JsonSchema): string {
   for (const [name, p] of Object.entries(top.properties ?? {})) {
     if (name === 'kind') continue;
     row(name, p, required.has(name));
-    const subRequired = new Set(p.required ?? []);
-    for (const [sub, q] of Object.entries(p.properties ?? {})) if (q.description !== undefined) row(`${name}.${sub}`, q, subRequired.has(sub));
+    const inner = subOptions(p);
+    if (!inner) continue;
+    const subRequired = new Set(inner.schema.required ?? []);
+    for (const [sub, q] of Object.entries(inner.schema.properties ?? {})) if (q.description !== undefined) row(`${name}${inner.prefix}.${sub}`, q, subRequired.has(sub));
   }
   if (rows.length > 0) lines.push('| key | default | meaning |', '|---|---|---|', ...rows, '');
   lines.push('```yaml', doc.example, '```', '');
