@@ -89,12 +89,12 @@ export function checkDocument(file: string, text: string, policy: RefPolicy, max
       problems.push({ ...at(), message: 'the document is nested too deeply' });
       return { problems, targets };
     }
-    // The AsyncAPI parser reports syntax errors in its own words; it only must not see anchors it could expand.
-    if (/(^|[\s[{,:-])&\S/.test(text)) {
-      const e = doc.errors[0]!;
-      const { line, column } = pos(e.pos[0]);
-      problems.push({ ...at(line, column), message: `YAML syntax error: ${e.message.split('\n')[0]}` });
-    }
+    // Reported here, in the words config and schema files get, and never handed to the AsyncAPI
+    // parser: it must not see anchors it could expand, and on some broken YAML (`asyncapi: [`) it
+    // throws a TypeError of its own, or on tab indentation reports the half-read structure instead.
+    const e = doc.errors[0]!;
+    const { line, column } = pos(e.pos[0]);
+    problems.push({ ...at(line, column), message: `YAML syntax error: ${e.message.split('\n')[0]}` });
     return { problems, targets };
   }
   let value: unknown;

@@ -105,6 +105,22 @@ describe('eventgate validate with AsyncAPI documents', () => {
     assert.equal(code, 1);
     assert.equal(stdout, `streetlights.json:${at + 1}:${lines[at]!.length}: AsyncAPI: JSON syntax error: Expected double-quoted property name\n`);
   });
+  it('reports a YAML syntax error in a document as config files get it, at its place, never an exception of the parser', async () => {
+    const gateway = config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n');
+    // The AsyncAPI parser threw "TypeError: Cannot read properties of undefined (reading 'split')" on
+    // the first, and on the second reported the half-read structure ('"info" property type must be object').
+    const cases: [string, string][] = [
+      ['asyncapi: [\n', 'streetlights.yaml:2:1: AsyncAPI: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]\n'],
+      ['asyncapi: 3.0.0\n\tinfo: {title: t, version: 1.0.0}\n', 'streetlights.yaml:2:1: AsyncAPI: YAML syntax error: Tabs are not allowed as indentation\n'],
+    ];
+    for (const [document, expected] of cases) {
+      const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': document });
+      const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      assert.equal(code, 1);
+      assert.equal(stdout, expected);
+      assert.doesNotMatch(stdout + stderr, /TypeError|Error thrown/);
+    }
+  });
 });
 
 describe('the AsyncAPI examples run', () => {

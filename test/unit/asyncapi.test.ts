@@ -187,7 +187,7 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     });
     const lines = diagnostics.map((d) => `${d.file.slice(d.file.lastIndexOf('/eventgate-files-'))}:${d.line}:${d.column}: ${d.code}`.replace(/\/eventgate-files-[^/]+/, ''));
     assert.deepEqual(lines, ['/schemas/light-measured.yaml:3:1: EG_CONFIG_ASYNCAPI']);
-    assert.match(diagnostics[0]!.message, /^AsyncAPI: Unexpected end of the stream within a flow collection/);
+    assert.match(diagnostics[0]!.message, /^AsyncAPI: YAML syntax error: Flow map in block collection must be sufficiently indented and end with a \}/);
 
     const { diagnostics: d2 } = await load({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': broken, 'schemas/light-measured.yaml': lightMeasuredPayload });
     assert.deepEqual(
