@@ -247,8 +247,9 @@ function yieldingEntry(): (expr: unknown, input: unknown, env: { base: object })
   };
 }
 
+/** A size for a detail: in MiB, or in KiB below one MiB, so a small limit does not read as "0.0 MiB". */
 function mib(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  return bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
