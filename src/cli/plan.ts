@@ -62,6 +62,15 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   const registry = defaultRegistry();
   const against = againstOf(o);
 
+  // NEW is loaded first: when it is invalid, its problems are the answer (exit 1), whether or not
+  // OLD could be read or the admin API reached — they are what the author of the change must fix.
+  const next = await loadPlan(o.config, { registry, env: o.env });
+  const invalidNew = (from: string | null) => {
+    const report: PlanReport = { valid: false, changes: false, config: o.config, against, version: { from, to: null }, errors: next.diagnostics.map(toError) };
+    write(o.format, report);
+    return 1;
+  };
+
   let before: Plan | undefined;
   let clients: Record<string, number> = {};
   let logBefore: string | undefined;
@@ -69,6 +78,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   if (o.from !== undefined) {
     const old = await loadPlan(o.from, { registry, env: o.env });
     if (!old.plan) {
+      if (!next.plan) return invalidNew(null);
       for (const d of old.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
       return notMade(`the old config ${o.from} is invalid, so there is nothing to compare with`, old.diagnostics.map(toError));
     }
@@ -76,20 +86,17 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     logBefore = planFingerprint(before).log;
   } else if (o.admin !== undefined) {
     const fetched = await fetchRunning(o.admin, o.token);
-    if ('error' in fetched) return notMade(fetched.error);
-    if (fetched.fingerprint === null) return notMade(`the gateway at ${o.admin} has no config loaded`);
+    if ('error' in fetched || fetched.fingerprint === null) {
+      if (!next.plan) return invalidNew(null);
+      return notMade('error' in fetched ? fetched.error : `the gateway at ${o.admin} has no config loaded`);
+    }
     before = planFromFingerprint(fetched.fingerprint);
     clients = fetched.fingerprint.clients ?? {};
     logBefore = fetched.fingerprint.log;
     running = fetched.fingerprint;
   }
 
-  const next = await loadPlan(o.config, { registry, env: o.env });
-  if (!next.plan) {
-    const report: PlanReport = { valid: false, changes: false, config: o.config, against, version: { from: before?.version ?? null, to: null }, errors: next.diagnostics.map(toError) };
-    write(o.format, report);
-    return 1;
-  }
+  if (!next.plan) return invalidNew(before?.version ?? null);
   // Against a running gateway only hashes are known: compare hashes with hashes.
   const after = running ? planFromFingerprint(comparableWith(running, planFingerprint(next.plan))) : next.plan;
   // Against a running gateway only hashes are known: a changed broker counts as replaced.

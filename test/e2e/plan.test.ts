@@ -117,6 +117,26 @@ describe('eventgate plan --from OLD', () => {
     assert.match(text.stdout, /new\.yaml is invalid; a reload would be rejected and the running config kept:\n {2}new\.yaml:3:27: unknown broker kind "memroy"/);
   });
 
+  it("reports NEW's problems when NEW is invalid, also when OLD cannot be read or the admin API cannot be reached", async () => {
+    // They are what the author of the change has to fix; the plan used to say only "cannot reach the admin API".
+    const dir = tempFiles({ 'new.yaml': base('a >') });
+    for (const against of [
+      ['--admin', 'http://127.0.0.1:1'],
+      ['--from', 'nope.yaml'],
+    ]) {
+      const r = await runCli(['plan', '-c', 'new.yaml', ...against, '--format', 'json'], { cwd: dir });
+      noStackTrace(r);
+      assert.equal(r.code, 1);
+      const report = JSON.parse(r.stdout);
+      assert.equal(report.valid, false);
+      assert.deepEqual(
+        report.errors.map((e: { file: string; line: number; code: string }) => [e.file, e.line, e.code]),
+        [['new.yaml', 10, 'EG_CONFIG_EXPRESSION']],
+        against.join(' '),
+      );
+    }
+  });
+
   // Exit 2 says "the reload changes something", which CI jobs accept (`|| [ $? -eq 2 ]`, docs/gitops.md):
   // a plan that could not be made exits 1, or a typo in a flag would pass the job with no plan at all.
   it('exits 1, never 2, when the plan cannot be made: a usage error, an unknown option, an unreadable OLD', async () => {
