@@ -32,7 +32,11 @@ const options = kindOptions('kafka', {
     ),
   ),
   connectionTimeoutMs: ms(3000, 1, 'Time to open a connection to a broker.'),
-  healthCheckIntervalMs: ms(2000, 50, 'How often the cluster is asked for its metadata to tell /readyz whether it is reachable.'),
+  healthCheckIntervalMs: ms(
+    2000,
+    50,
+    'How often the cluster is asked for its metadata to tell /readyz whether it is reachable (a cluster that answers is, even when one of its topics reports an error, such as a partition whose leader is offline).',
+  ),
   producer: Type.Optional(
     Type.Object(
       {

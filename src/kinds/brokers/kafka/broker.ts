@@ -170,7 +170,12 @@ export class KafkaBroker implements BrokerRuntime {
           this.adminConnected = true;
         }
         if (this.stopped) return void (await this.admin.disconnect());
-        await this.admin.describeCluster();
+        // describeCluster asks for every topic's metadata, and kafkajs throws on the first topic or
+        // partition error in the answer (a partition whose leader is offline, a topic being deleted):
+        // a cluster that answered is reachable, whatever one of its topics says.
+        await this.admin.describeCluster().catch((err: unknown) => {
+          if (!answeredWithError(err)) throw err;
+        });
         this.markReady();
       } catch (err) {
         this.markDown((err as Error).message);
@@ -194,4 +199,10 @@ export class KafkaBroker implements BrokerRuntime {
     this.state = { ready: false, detail: `unreachable: ${reason}` };
     if (news) this.log.warn({ brokers: this.settings.brokers, err: reason }, 'kafka broker unreachable');
   }
+}
+
+/** A Kafka error code in an answer (kafkajs' KafkaJSProtocolError, also inside a retry wrapper), not a failure to get one. */
+function answeredWithError(err: unknown): boolean {
+  const e = err as { name?: string; originalError?: { name?: string } } | undefined;
+  return e?.name === 'KafkaJSProtocolError' || e?.originalError?.name === 'KafkaJSProtocolError';
 }
