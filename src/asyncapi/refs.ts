@@ -34,6 +34,13 @@ export const DEFAULT_REMOTE_MAX_BYTES = 1024 * 1024;
 const MAX_ALIAS_COUNT = 100;
 /** Deepest nesting of a document: far beyond any real contract, well below what overflows a parser's stack. */
 const MAX_NESTING = 256;
+/**
+ * Steps the AsyncAPI parser may take walking a document (parserSteps). Its circular-reference pass
+ * (@asyncapi/parser 3.x, resolve-circular-refs.js) visits an array's items twice, once per loop,
+ * so a value inside k arrays is visited 2^k times: 30 arrays nested in one extension held the
+ * event loop for minutes. 2^23 steps are about two seconds; real contracts take a small fraction.
+ */
+const MAX_PARSER_STEPS = 2 ** 23;
 
 /** A problem positioned in `file` (absolute path, 1-based). */
 export interface RefProblem {
@@ -115,6 +122,16 @@ export function checkDocument(file: string, text: string, policy: RefPolicy, max
   }
   if (depthOver(value, MAX_NESTING)) {
     problems.push({ ...at(), message: `the document is nested more than ${MAX_NESTING} levels deep` });
+    return { problems, targets };
+  }
+  const steps = parserSteps(value, MAX_PARSER_STEPS);
+  if (steps.over) {
+    const node = doc.getIn(steps.path, true) as { range?: [number, number, number] } | undefined;
+    const { line, column } = pos(node?.range?.[0]);
+    problems.push({
+      ...at(line, column, steps.path),
+      message: `the document nests arrays inside arrays too deeply (${steps.arrays} levels at /${steps.path.join('/')}): the AsyncAPI parser walks a value once more for every array around it, so such a document would hold it for minutes`,
+    });
     return { problems, targets };
   }
   visit(doc, {
@@ -251,6 +268,26 @@ function realRoot(root: string): string {
 }
 
 /** Whether `value` nests deeper than `max` (iterative: the point is not to overflow the stack). */
+/**
+ * The visits the AsyncAPI parser's circular-reference pass makes (MAX_PARSER_STEPS): 2^k for each
+ * value inside k arrays. Stops at `max`, naming the path where it got there.
+ */
+function parserSteps(value: unknown, max: number): { over: false } | { over: true; arrays: number; path: (string | number)[] } {
+  const stack: [unknown, number, (string | number)[]][] = [[value, 0, []]];
+  const seen = new Set<object>();
+  let steps = 0;
+  while (stack.length > 0) {
+    const [v, arrays, path] = stack.pop()!;
+    steps += 2 ** Math.min(arrays, 60);
+    if (steps > max) return { over: true, arrays, path };
+    if (typeof v !== 'object' || v === null || seen.has(v)) continue;
+    seen.add(v);
+    const inner = Array.isArray(v) ? arrays + 1 : arrays;
+    for (const [k, x] of Object.entries(v)) stack.push([x, inner, [...path, Array.isArray(v) ? Number(k) : k]]);
+  }
+  return { over: false };
+}
+
 function depthOver(value: unknown, max: number): boolean {
   const stack: [unknown, number][] = [[value, 0]];
   const seen = new Set<object>();

@@ -105,6 +105,20 @@ describe('eventgate validate with AsyncAPI documents', () => {
     assert.equal(code, 1);
     assert.equal(stdout, `streetlights.json:${at + 1}:${lines[at]!.length}: AsyncAPI: JSON syntax error: Expected double-quoted property name\n`);
   });
+  it('refuses a document whose arrays nest so deeply that the AsyncAPI parser would run for minutes, and takes one that does not', async () => {
+    // @asyncapi/parser visits an array's items twice, so a value inside k arrays costs 2^k: 25 nested
+    // arrays held the event loop (validate, a reload, an upload) for 13 s, 30 for minutes.
+    const gateway = config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n');
+    const nested = (levels: number) => `${streetlights30}x-deep:\n  - ${'['.repeat(levels)}${']'.repeat(levels)}\n`;
+    const deep = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': nested(24), 'schemas/light-measured.yaml': lightMeasuredPayload });
+    const refused = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: deep });
+    assert.equal(refused.code, 1);
+    assert.match(refused.stdout, /^streetlights\.yaml:\d+:\d+: AsyncAPI: the document nests arrays inside arrays too deeply \(\d+ levels at \/x-deep\/0\/0\//);
+    const fine = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': nested(12), 'schemas/light-measured.yaml': lightMeasuredPayload });
+    const ok = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: fine });
+    assert.equal(ok.stdout, 'ok\n', ok.stdout + ok.stderr);
+  });
+
   it('reports a YAML syntax error in a document as config files get it, at its place, never an exception of the parser', async () => {
     const gateway = config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n');
     // The AsyncAPI parser threw "TypeError: Cannot read properties of undefined (reading 'split')" on
