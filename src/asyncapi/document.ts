@@ -134,7 +134,7 @@ export async function parseAsyncApi(file: string, text: string, read: FileReader
   };
   /** A document a `$ref` led to is checked like the first before the parser sees it. */
   const admit = (target: string, from: string, t: string, max?: number) => {
-    const checked = checkDocument(from, t, policy, max);
+    const checked = checkDocument(from, t, policy, max, sites.get(target)?.arrays ?? 0);
     if (checked.problems.length > 0) {
       const site = sites.get(target);
       // Problems in a remote document are shown at the $ref that fetched it (a URL is no file to point into).

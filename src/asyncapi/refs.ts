@@ -9,7 +9,7 @@
 import { realpathSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { jsonSyntaxProblem } from '../config/source.js';
-import { isPair, isScalar, LineCounter, parseDocument, visit } from '../config/yaml.js';
+import { isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from '../config/yaml.js';
 
 /** `asyncapiRemoteRefs` in gateway.yaml. */
 export interface RemoteRefOptions {
@@ -57,6 +57,8 @@ export interface RefSite {
   line: number;
   column: number;
   path: (string | number)[];
+  /** Arrays around the `$ref` (counting those around the document it is in): what it resolves to is walked 2^arrays times (parserSteps). */
+  arrays?: number;
 }
 
 /**
@@ -64,7 +66,14 @@ export interface RefSite {
  * nesting, and every `$ref` in it (as written). Returns the problems and where each allowed
  * `$ref` leads (absolute file path or URL, without the fragment) → where it was written.
  */
-export function checkDocument(file: string, text: string, policy: RefPolicy, maxBytes = MAX_DOCUMENT_BYTES): { problems: RefProblem[]; targets: Map<string, RefSite> } {
+export function checkDocument(
+  file: string,
+  text: string,
+  policy: RefPolicy,
+  maxBytes = MAX_DOCUMENT_BYTES,
+  /** Arrays around the `$ref` that led here: the parser inlines this document there. */
+  arraysAround = 0,
+): { problems: RefProblem[]; targets: Map<string, RefSite> } {
   const problems: RefProblem[] = [];
   const targets = new Map<string, RefSite>();
   const at = (line = 1, column = 1, path: (string | number)[] = []) => ({ file, line, column, path });
@@ -124,13 +133,13 @@ export function checkDocument(file: string, text: string, policy: RefPolicy, max
     problems.push({ ...at(), message: `the document is nested more than ${MAX_NESTING} levels deep` });
     return { problems, targets };
   }
-  const steps = parserSteps(value, MAX_PARSER_STEPS);
+  const steps = parserSteps(value, MAX_PARSER_STEPS, arraysAround);
   if (steps.over) {
     const node = doc.getIn(steps.path, true) as { range?: [number, number, number] } | undefined;
     const { line, column } = pos(node?.range?.[0]);
     problems.push({
       ...at(line, column, steps.path),
-      message: `the document nests arrays inside arrays too deeply (${steps.arrays} levels at /${steps.path.join('/')}): the AsyncAPI parser walks a value once more for every array around it, so such a document would hold it for minutes`,
+      message: `the document nests arrays inside arrays too deeply: the value at /${steps.path.join('/')} is inside ${steps.arrays} arrays${steps.viaRef || arraysAround > 0 ? ' (counting those around the $refs that inline it, as the parser reads it)' : ''}, and the AsyncAPI parser walks a value once more for every array around it, so such a document would hold it for minutes`,
     });
     return { problems, targets };
   }
@@ -139,7 +148,7 @@ export function checkDocument(file: string, text: string, policy: RefPolicy, max
       if (!isPair(pair) || !isScalar(pair.key) || pair.key.value !== '$ref' || !isScalar(pair.value) || typeof pair.value.value !== 'string') return;
       const { line, column } = pos(pair.value.range?.[0]);
       const docPath = path.filter(isPair).map((p) => (isScalar(p.key) ? String(p.key.value) : '?'));
-      const site = { file, line, column, path: [...docPath, '$ref'] };
+      const site = { file, line, column, path: [...docPath, '$ref'], arrays: arraysAround + path.filter(isSeq).length };
       const checked = checkRef(pair.value.value, file, policy);
       if ('problem' in checked) problems.push({ ...site, message: checked.problem });
       else if (checked.target !== undefined && !targets.has(checked.target)) targets.set(checked.target, site);
@@ -270,22 +279,59 @@ function realRoot(root: string): string {
 /** Whether `value` nests deeper than `max` (iterative: the point is not to overflow the stack). */
 /**
  * The visits the AsyncAPI parser's circular-reference pass makes (MAX_PARSER_STEPS): 2^k for each
- * value inside k arrays. Stops at `max`, naming the path where it got there.
+ * value inside k arrays, on the document as the parser sees it, with every `$ref` to a place in the
+ * same document (`#/...`) inlined where it is written (a reference back into itself, which the
+ * parser leaves as it is, is not followed). `arraysAround`: arrays around the place the document is
+ * inlined at. Stops at `max`, naming the path where it got there.
  */
-function parserSteps(value: unknown, max: number): { over: false } | { over: true; arrays: number; path: (string | number)[] } {
-  const stack: [unknown, number, (string | number)[]][] = [[value, 0, []]];
-  const seen = new Set<object>();
+function parserSteps(value: unknown, max: number, arraysAround = 0): { over: false } | { over: true; arrays: number; path: (string | number)[]; viaRef: boolean } {
+  type Entry = { v: unknown; arrays: number; path: (string | number)[]; viaRef?: boolean; leave?: { node?: object; ref?: string } };
+  const stack: Entry[] = [{ v: value, arrays: arraysAround, path: [] }];
+  const open = new Set<object>(); // containers on the current path: a YAML alias can make a cycle
+  const following = new Set<string>(); // `$ref`s being inlined on the current path
   let steps = 0;
   while (stack.length > 0) {
-    const [v, arrays, path] = stack.pop()!;
+    const { v, arrays, path, viaRef = false, leave } = stack.pop()!;
+    if (leave) {
+      if (leave.node) open.delete(leave.node);
+      if (leave.ref !== undefined) following.delete(leave.ref);
+      continue;
+    }
     steps += 2 ** Math.min(arrays, 60);
-    if (steps > max) return { over: true, arrays, path };
-    if (typeof v !== 'object' || v === null || seen.has(v)) continue;
-    seen.add(v);
+    if (steps > max) return { over: true, arrays, path, viaRef };
+    if (typeof v !== 'object' || v === null || open.has(v)) continue;
+    const ref = (v as { $ref?: unknown }).$ref;
+    if (typeof ref === 'string' && ref.startsWith('#')) {
+      const target = ref === '#' ? value : pointer(value, ref.slice(1));
+      if (target !== undefined && !following.has(ref)) {
+        following.add(ref);
+        stack.push({ v: undefined, arrays, path, leave: { ref } }, { v: target, arrays, path, viaRef: true });
+      }
+      continue;
+    }
+    open.add(v);
+    stack.push({ v: undefined, arrays, path, leave: { node: v } });
     const inner = Array.isArray(v) ? arrays + 1 : arrays;
-    for (const [k, x] of Object.entries(v)) stack.push([x, inner, [...path, Array.isArray(v) ? Number(k) : k]]);
+    for (const [k, x] of Object.entries(v)) stack.push({ v: x, arrays: inner, path: [...path, Array.isArray(v) ? Number(k) : k], viaRef });
   }
   return { over: false };
+}
+
+/** The value a JSON pointer (`/components/schemas/a`, RFC 6901) names in `root`, or undefined. */
+function pointer(root: unknown, ptr: string): unknown {
+  if (!ptr.startsWith('/')) return undefined;
+  let v = root;
+  for (const raw of ptr.slice(1).split('/')) {
+    let key: string;
+    try {
+      key = decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~');
+    } catch {
+      return undefined;
+    }
+    if (typeof v !== 'object' || v === null || !Object.hasOwn(v, key)) return undefined;
+    v = (v as Record<string, unknown>)[key];
+  }
+  return v;
 }
 
 function depthOver(value: unknown, max: number): boolean {

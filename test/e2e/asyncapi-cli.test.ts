@@ -113,7 +113,14 @@ describe('eventgate validate with AsyncAPI documents', () => {
     const deep = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': nested(24), 'schemas/light-measured.yaml': lightMeasuredPayload });
     const refused = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: deep });
     assert.equal(refused.code, 1);
-    assert.match(refused.stdout, /^streetlights\.yaml:\d+:\d+: AsyncAPI: the document nests arrays inside arrays too deeply \(\d+ levels at \/x-deep\/0\/0\//);
+    assert.match(refused.stdout, /^streetlights\.yaml:\d+:\d+: AsyncAPI: the document nests arrays inside arrays too deeply: the value at \/x-deep\/0\/0\/[0/]+ is inside \d+ arrays, /);
+    // The same depth reached through a $ref to a place in the document, which the parser inlines.
+    const viaRef = `${streetlights30}x-a: ${'['.repeat(12)}${']'.repeat(12)}\nx-b: ${'['.repeat(12)}{$ref: '#/x-a'}${']'.repeat(12)}\n`;
+    const inlined = await runCli(['validate', '-c', 'gateway.yaml'], {
+      cwd: tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': viaRef, 'schemas/light-measured.yaml': lightMeasuredPayload }),
+    });
+    assert.equal(inlined.code, 1);
+    assert.match(inlined.stdout, /AsyncAPI: the document nests arrays inside arrays too deeply: the value at \/x-b\/[0/]+ is inside \d+ arrays \(counting those around the \$refs that inline it/);
     const fine = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': nested(12), 'schemas/light-measured.yaml': lightMeasuredPayload });
     const ok = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: fine });
     assert.equal(ok.stdout, 'ok\n', ok.stdout + ok.stderr);
