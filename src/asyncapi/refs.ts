@@ -276,7 +276,6 @@ function realRoot(root: string): string {
   }
 }
 
-/** Whether `value` nests deeper than `max` (iterative: the point is not to overflow the stack). */
 /**
  * The visits the AsyncAPI parser's circular-reference pass makes (MAX_PARSER_STEPS): 2^k for each
  * value inside k arrays, on the document as the parser sees it, with every `$ref` to a place in the
@@ -334,6 +333,7 @@ function pointer(root: unknown, ptr: string): unknown {
   return v;
 }
 
+/** Whether `value` nests deeper than `max` (iterative: the point is not to overflow the stack). */
 function depthOver(value: unknown, max: number): boolean {
   const stack: [unknown, number][] = [[value, 0]];
   const seen = new Set<object>();
