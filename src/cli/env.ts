@@ -14,7 +14,7 @@ export function loadEnv(files: readonly string[]): { env: Env } | { error: strin
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      return { error: `cannot read env file '${file}': ${describeFsError(err)}` };
+      return { error: `cannot read --vars-file '${file}': ${describeFsError(err)}` };
     }
     for (const [k, v] of Object.entries(parseEnv(text))) if (v !== undefined && !(k in fromFiles)) fromFiles[k] = v;
   }

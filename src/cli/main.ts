@@ -98,10 +98,11 @@ async function main(argv: string[]): Promise<number> {
   const loaded = loadEnv(values['vars-file'] ?? []);
   if ('error' in loaded) {
     process.stderr.write(`eventgate: ${loaded.error}\n`);
-    if (command !== 'plan') return 2;
-    // For plan, 2 says "the reload changes something": a plan not made is 1.
-    await planNotMade(values, loaded.error);
-    return 1;
+    // The config cannot be loaded without its variables: for run and validate that is a config that
+    // does not load (1, spec §1), for test a config error (2); for plan 2 would say "the reload
+    // changes something", so a plan not made is 1.
+    if (command === 'plan') await planNotMade(values, loaded.error);
+    return command === 'run' || command === 'validate' || command === 'plan' || command === 'export' ? 1 : 2;
   }
   const { env } = loaded;
   if (values.help || command === undefined || command === 'help') {

@@ -82,6 +82,13 @@ describe('eventgate run: a first load that fails (spec §1)', () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /missing\.yaml:1:1: cannot read config file: no such file \(ENOENT\)/);
   });
+
+  it('exits 1 when a --vars-file cannot be read: the config cannot load without its variables', async () => {
+    const dir = tempFiles({ 'gateway.yaml': 'version: 1\n' });
+    const r = await runCli(['run', '-c', 'gateway.yaml', '--vars-file', 'nope.env'], { cwd: dir });
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, "eventgate: cannot read --vars-file 'nope.env': no such file (ENOENT)\n");
+  });
 });
 
 describe('eventgate: other commands', () => {
