@@ -242,26 +242,6 @@ ${extra}`;
     assert.equal(listeners.find((l) => l.name === 'api')!.slowStreamsClosed, 1);
   });
 
-  it('takes on nothing a client pipelines behind its stream request: node would send no answer before the stream ends', async () => {
-    const socket = connect(gw.port('api'), '127.0.0.1');
-    await once(socket, 'connect');
-    let raw = '';
-    socket.setEncoding('latin1').on('data', (c: string) => (raw += c));
-    const body = JSON.stringify({ n: 700 });
-    socket.write(
-      `GET /ticks HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n` + `POST /ticks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
-    );
-    await eventually(() => assert.match(raw, /retry: \d+\n\n/));
-    // The stream is the connection's last answer: it says so, and the client sends the POST again elsewhere.
-    assert.match(raw.slice(0, raw.indexOf('\r\n\r\n')), /\r\nconnection: close/i);
-    await publish(701);
-    const seen = () => httpChunks(raw).flatMap((c) => parseEvents(c).map((e) => JSON.parse(e.data).n as number));
-    await eventually(() => assert.ok(seen().includes(701)));
-    // Published, 700 would have reached this stream (and every other) before 701.
-    assert.deepEqual(seen(), [701]);
-    socket.destroy();
-  });
-
   it('writes the events of one turn to a client in one write (one HTTP chunk), in order, each with its own id', async () => {
     const { socket, raw } = await rawStream(gw.port('api'), '/ticks');
     // A CloudEvents batch: its events are published one after another within one turn.

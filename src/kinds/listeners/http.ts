@@ -413,11 +413,6 @@ export class HttpListener implements ListenerRuntime {
       res.setHeader('allow', this.bindings.publish.has(path) ? 'GET, POST' : 'GET');
       return this.refuse(res, problem('EG_NOT_ACCEPTABLE', `${path} is an event stream: send Accept: text/event-stream`));
     }
-    // A stream is its connection's last answer: it never finishes on its own, and node sends nothing
-    // queued behind it until it does. Marked now, before node reads what a client pipelined behind
-    // the GET, so none of that is taken on (onRequest): it would be published with no answer. The
-    // connection closes when the stream (or a refusal of it) ends.
-    res.shouldKeepAlive = false;
     const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
     const gate: Gate | undefined = this.bindings.forwardAuth?.get(path);
     const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
