@@ -98,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
   const loaded = loadEnv(values['vars-file'] ?? []);
   if ('error' in loaded) {
     process.stderr.write(`eventgate: ${loaded.error}\n`);
-    // The config cannot be loaded without its variables: for run and validate that is a config that
+    // The config cannot be loaded without its variables: for run, validate and export that is a config that
     // does not load (1, spec §1), for test a config error (2); for plan 2 would say "the reload
     // changes something", so a plan not made is 1.
     if (command === 'plan') await planNotMade(values, loaded.error);
