@@ -37,11 +37,8 @@ const MAY_OR_MAY_NOT = (reason: string, drainMs: number) =>
 describe('pipelined HTTP requests: one answer each, in order, at a drain too', () => {
   const gw = useGateway();
 
-  it('on SIGTERM answers every pipelined request: those delivered 200, those still held by their target 503, only the last answer closing the connection', async () => {
-    const slow = await HeldTarget.start();
-    const fast = await HeldTarget.start();
-    fast.release();
-    try {
+  it('on SIGTERM answers every pipelined request: those delivered 200, those still held by their target 503, only the last answer closing the connection', () =>
+    withTargets(async (slow, fast) => {
       const g = await gw.start(config(slow.url, fast.url));
       const sent = [rawPost('/fast', { n: 1 }), rawPost('/slow', { n: 2 }), rawPost('/fast', { n: 3 }), rawPost('/slow', { n: 4 }), rawPost('/fast', { n: 5 })];
       const text = rawHttpText(g.port('api'), sent.join(''), 20_000);
@@ -67,17 +64,10 @@ describe('pipelined HTTP requests: one answer each, in order, at a drain too', (
       // Each 200 is a delivery, made once.
       assert.deepEqual(fast.bodies.map((b) => JSON.parse(b).n).sort(), [1, 3, 5]);
       assert.deepEqual(slow.bodies.map((b) => JSON.parse(b).n).sort(), [2, 4]);
-    } finally {
-      await slow.stop();
-      await fast.stop();
-    }
-  });
+    }));
 
-  it('takes on nothing pipelined behind a refusal that closes the connection, though an earlier request is still in flight: node would never send its answer', async () => {
-    const slow = await HeldTarget.start();
-    const fast = await HeldTarget.start();
-    fast.release();
-    try {
+  it('takes on nothing pipelined behind a refusal that closes the connection, though an earlier request is still in flight: node would never send its answer', () =>
+    withTargets(async (slow, fast) => {
       const g = await gw.start(config(slow.url, fast.url));
       const hostless = 'POST /fast HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"n": 0}';
       const text = rawHttpText(g.port('api'), rawPost('/slow', { n: 1 }) + hostless + rawPost('/fast', { n: 2 }), 20_000);
@@ -99,22 +89,15 @@ describe('pipelined HTTP requests: one answer each, in order, at a drain too', (
         fast.bodies.map((b) => JSON.parse(b).n),
         [3],
       );
-    } finally {
-      await slow.stop();
-      await fast.stop();
-    }
-  });
+    }));
 
   // A reload replaces the listener two ways: on another address the new one starts first and the
   // old one retires in the background; on the same port (TLS switched on) the old one stops, then
   // the new one takes its port.
   for (const change of ['another host', 'TLS on the same port'] as const) {
-    it(`when a reload replaces the listener (${change}), answers the pipelined requests it still holds in order: delivered 200, held 503, a body still arriving 503 "not published" with the only connection: close`, async () => {
-      const slow = await HeldTarget.start();
-      const fast = await HeldTarget.start();
-      fast.release();
-      const certs = change === 'TLS on the same port' ? makeCertificates() : undefined;
-      try {
+    it(`when a reload replaces the listener (${change}), answers the pipelined requests it still holds in order: delivered 200, held 503, a body still arriving 503 "not published" with the only connection: close`, () =>
+      withTargets(async (slow, fast) => {
+        const certs = change === 'TLS on the same port' ? makeCertificates() : undefined;
         // A takeover needs the port the config names (port 0 would be a new one each time).
         const first = certs ? await freePort() : 0;
         const g = await gw.start(config(slow.url, fast.url, { port: first }), certs ? { files: { 'server.pem': certs.a.cert, 'server-key.pem': certs.a.key } } : {});
@@ -147,18 +130,11 @@ describe('pipelined HTTP requests: one answer each, in order, at a drain too', (
         const url = certs ? `https://127.0.0.1:${port}/fast` : `http://127.0.0.2:${port}/fast`;
         assert.equal(await postStatus(url, { n: 7 }, certs?.a.cert), 200);
         assert.deepEqual(fast.bodies.map((b) => JSON.parse(b).n).sort(), [1, 3, 5, 7]);
-      } finally {
-        await slow.stop();
-        await fast.stop();
-      }
-    });
+      }));
   }
 
-  it('on SIGTERM also answers what node had not read yet (held back while answers piled up behind a held one): 503 "retry", never published', async () => {
-    const slow = await HeldTarget.start();
-    const fast = await HeldTarget.start();
-    fast.release();
-    try {
+  it('on SIGTERM also answers what node had not read yet (held back while answers piled up behind a held one): 503 "retry", never published', () =>
+    withTargets(async (slow, fast) => {
       const g = await gw.start(config(slow.url, fast.url));
       const socket = await idleConnection(g.port('api'));
       let text = '';
@@ -186,11 +162,7 @@ describe('pipelined HTTP requests: one answer each, in order, at a drain too', (
       for (const r of replies.slice(-2)) assert.equal(JSON.parse(r.body).detail, 'the gateway is shutting down; retry on another instance');
       for (const r of replies.slice(0, -1)) assert.notEqual(r.headers.connection, 'close');
       assert.equal(fast.bodies.length, 101);
-    } finally {
-      await slow.stop();
-      await fast.stop();
-    }
-  });
+    }));
 });
 
 /** POSTs JSON over http or (trusting `ca`) https; the status. */
@@ -203,6 +175,19 @@ function postStatus(url: string, body: unknown, ca?: string): Promise<number> {
     req.on('error', reject);
     req.end(JSON.stringify(body));
   });
+}
+
+/** Runs `body` with a webhook receiver that holds what it gets (`slow`) and one that answers at once (`fast`), stopping both after. */
+async function withTargets(body: (slow: HeldTarget, fast: HeldTarget) => Promise<void>): Promise<void> {
+  const slow = await HeldTarget.start();
+  const fast = await HeldTarget.start();
+  fast.release();
+  try {
+    await body(slow, fast);
+  } finally {
+    await slow.stop();
+    await fast.stop();
+  }
 }
 
 function show(replies: RawReply[]): string {
