@@ -162,7 +162,12 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
       // The fast path's results are parts of its input, bounded by the listener's limits; JSONata's can be any size.
       const bytes = approxValueBytes(result);
       if (bytes > maxResultBytes) {
-        throw new ExpressionEvaluationError(source, `the result is too large: about ${mib(bytes)} in memory, more than expressions.maxResultBytes (${mib(maxResultBytes)})`, undefined, where);
+        throw new ExpressionEvaluationError(
+          source,
+          `the result is too large: about ${sizeText(bytes)} in memory, more than expressions.maxResultBytes (${sizeText(maxResultBytes)})`,
+          undefined,
+          where,
+        );
       }
       return result;
     },
@@ -248,7 +253,7 @@ function yieldingEntry(): (expr: unknown, input: unknown, env: { base: object })
 }
 
 /** A size for a detail: in MiB, or in KiB below one MiB, so a small limit does not read as "0.0 MiB". */
-function mib(bytes: number): string {
+function sizeText(bytes: number): string {
   return bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
