@@ -1,14 +1,15 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { problem, type Problem } from '../core/errors.js';
+import { problem, problemBody, type Problem } from '../core/errors.js';
+import { formatDiagnostic } from '../config/diagnostics.js';
 import { sendJson, sendProblem } from '../kinds/listeners/http-reply.js';
 import type { AdminPlan } from '../plan/types.js';
 import type { Logger } from '../log.js';
 import type { LoadResult } from '../plan/compile.js';
 import type { PlanFingerprint } from '../plan/fingerprint.js';
 import type { Plan } from '../plan/types.js';
-import type { ReloadResult } from '../runtime/gateway.js';
+import { RELOAD_WHILE_STOPPING, type ReloadResult } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
 import { boundAddress, listen } from '../kinds/listeners/bind.js';
 import { rawResponse, refuseConnect } from '../kinds/listeners/transport.js';
@@ -17,6 +18,22 @@ import { mediaTypeOf } from '../core/message.js';
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 /** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer, url: URL) => void;
+
+/**
+ * A reload that did not apply, as every eventgate error is answered (RFC 9457 problem+json), with the
+ * reload's own fields (`result`, `reason`, `diagnostics`) beside the problem's so scripts that read
+ * them keep working. A reload asked for during a shutdown is the shutdown's 503.
+ */
+function sendReloadRefusal(res: ServerResponse, result: Exclude<ReloadResult, { result: 'applied' | 'unchanged' }>): void {
+  const errors = result.diagnostics.map(formatDiagnostic);
+  const p =
+    result.result === 'rolled_back'
+      ? problem('EG_RELOAD_ROLLED_BACK', result.reason, { errors })
+      : result.reason === RELOAD_WHILE_STOPPING
+        ? problem('EG_SHUTTING_DOWN', 'the gateway is shutting down: no reload now')
+        : problem('EG_RELOAD_REJECTED', result.reason, { errors });
+  sendJson(res, p.status, { ...problemBody(p), ...result }, 'application/problem+json');
+}
 
 /** Endpoints that orchestrators probe without credentials. */
 const OPEN = ['/healthz', '/readyz'];
@@ -78,7 +95,8 @@ export class AdminServer {
     this.route('GET /admin/plan', (_req, res) => sendJson(res, 200, gateway.planFingerprint()));
     this.route('POST /admin/reload', async (_req, res) => {
       const result = await gateway.reload('admin API');
-      sendJson(res, result.result === 'rejected' ? 422 : result.result === 'rolled_back' ? 409 : 200, result);
+      if (result.result === 'applied' || result.result === 'unchanged') return sendJson(res, 200, result);
+      sendReloadRefusal(res, result);
     });
     addAsyncApiEndpoints(this, gateway);
   }

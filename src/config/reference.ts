@@ -140,12 +140,13 @@ asyncapiRemoteRefs:
 | \`tap.maxPerSecond\` | \`100\` | messages per route per second the live tap sends; the rest are counted in a \`skipped\` frame |
 
 Endpoints: \`GET /healthz\` (200 while the process runs), \`GET /readyz\` (200 when every listener
-is bound and every broker connected, else 503 with the components not ready and their state;
-with \`token\` set, an unauthenticated request gets the status only), \`GET /admin/status\` (config
-version, loadedAt, last reload error, listeners, brokers, routes), \`POST /admin/reload\`
-(reload now; 200 with the result, 422 with diagnostics when the file is invalid or a new socket cannot
-bind — a port taken —, 409 \`rolled_back\` when a component kept on its port could not take it over
-from its predecessor and the running config was restored),
+is bound and every broker connected, else 503 with the components not ready and their state, to
+every probe, token or not), \`GET /admin/status\` (config version, loadedAt, last reload error,
+listeners, brokers, routes), \`POST /admin/reload\` (reload now; 200 with the result; a refusal is
+\`application/problem+json\` with the result and diagnostics beside the problem's fields: 422
+\`EG_RELOAD_REJECTED\` when the file is invalid or a new socket cannot bind — a port taken —, 409
+\`EG_RELOAD_ROLLED_BACK\` when a component kept on its port could not take it over from its
+predecessor and the running config was restored, 503 \`EG_SHUTTING_DOWN\` during a drain),
 \`GET /metrics\` (Prometheus), \`GET /admin/stats\` (the same counters as JSON),
 \`GET /admin/tap?route=<name>\` (WebSocket: the route's messages and outcomes, live),
 \`GET /\` (the dashboard page; it asks for the token itself; see docs/operations.md),

@@ -53,6 +53,9 @@ export const ErrorCodes = {
   EG_KAFKA_ERROR: { status: 502, title: 'The Kafka cluster answered with an error' },
   // Consume routes: in the _eventgate_error header of a dead-lettered record, never in a response
   EG_UNDECODABLE_BATCH: { status: 422, title: 'Record batch cannot be decoded' },
+  // Admin API: POST /admin/reload (the body also carries the reload's own result and diagnostics)
+  EG_RELOAD_REJECTED: { status: 422, title: 'Reload rejected: the running config keeps serving' },
+  EG_RELOAD_ROLLED_BACK: { status: 409, title: 'Reload rolled back: the running config was restored' },
   // Admin API: AsyncAPI upload (PUT /admin/asyncapi)
   EG_ASYNCAPI_INVALID: { status: 422, title: 'AsyncAPI document rejected' },
   EG_ASYNCAPI_CONFLICT: { status: 409, title: 'AsyncAPI document drops a message or channel the config uses' },

@@ -43,6 +43,9 @@ export type ReloadResult =
   /** The new config was valid but could not be put in place (a socket could not bind): the running one was restored. */
   | { result: 'rolled_back'; reason: string; version: string | null; diagnostics: Diagnostic[] };
 
+/** The reason of a reload refused because the gateway is draining (the admin API answers it 503). */
+export const RELOAD_WHILE_STOPPING = 'shutting down';
+
 export interface ReloadRecord {
   at: string;
   result: ReloadResult['result'];
@@ -185,7 +188,7 @@ export class Gateway {
   }
 
   private async reloadOnce(reason: string): Promise<ReloadResult> {
-    if (this.stopping) return { result: 'rejected', reason: 'shutting down', diagnostics: [] };
+    if (this.stopping) return { result: 'rejected', reason: RELOAD_WHILE_STOPPING, diagnostics: [] };
     // The watcher counts the max-wait of edits it hears of meanwhile from here (src/runtime/watcher.ts, Debounce).
     const ended = this.watcher?.reloading();
     let result: ReloadResult | undefined;

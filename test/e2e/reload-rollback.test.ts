@@ -73,10 +73,14 @@ describe('hot reload: a commit that fails is rolled back', () => {
     assert.match(metrics, /eventgate_config_reloads_total\{result="rolled_back"\} 1/);
     assert.match(metrics, /eventgate_config_last_reload_successful 0/);
 
-    // POST /admin/reload says the same, with 409.
+    // POST /admin/reload says the same, with 409, as a problem.
     const res = await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST' });
     assert.equal(res.status, 409);
-    assert.equal(((await res.json()) as { result: string }).result, 'rolled_back');
+    assert.equal(res.headers.get('content-type'), 'application/problem+json');
+    const refusal = (await res.json()) as { code: string; result: string; errors: string[] };
+    assert.equal(refusal.code, 'EG_RELOAD_ROLLED_BACK');
+    assert.equal(refusal.result, 'rolled_back');
+    assert.match(refusal.errors[0]!, /gateway\.yaml:5:3: could not start listener 'api'/);
 
     // Once the port is free, the same config applies.
     await holder.release();

@@ -68,6 +68,17 @@ describe('hot reload (spec §6): config changes', () => {
     // Line 11 is `      - transform: '{"v": 2'`; the expression ends unclosed at its last character.
     assert.match(String(line.diagnostic), /gateway\.yaml:11:27: JSONata expression does not compile: Expected "}" before end of expression/);
     assert.deepEqual(await roundTrip(client, 1), { v: 1 });
+
+    // POST /admin/reload refuses it as every eventgate error is answered, with the diagnostics.
+    const res = await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST' });
+    assert.equal(res.status, 422);
+    assert.equal(res.headers.get('content-type'), 'application/problem+json');
+    const body = (await res.json()) as { type: string; code: string; status: number; result: string; errors: string[]; diagnostics: { line: number; column: number }[] };
+    assert.equal(body.type, 'urn:eventgate:problem:EG_RELOAD_REJECTED');
+    assert.equal(body.status, 422);
+    assert.equal(body.result, 'rejected');
+    assert.match(body.errors[0]!, /gateway\.yaml:11:27: JSONata expression does not compile/);
+    assert.deepEqual([body.diagnostics[0]!.line, body.diagnostics[0]!.column], [11, 27]);
     assert.match((await gw.status()).lastReloadError.diagnostics[0].message, /JSONata/);
   });
 

@@ -92,6 +92,10 @@ describe('shutdown (spec §7)', () => {
     const ready = await fetch(`${g.adminUrl}/readyz`);
     assert.equal(ready.status, 503);
     assert.ok(((await ready.json()) as { reasons: string[] }).reasons.includes('shutting down'));
+    // A reload asked for now is the drain's 503 (it was a 422 "rejected" as if the file were wrong).
+    const reload = await fetch(`${g.adminUrl}/admin/reload`, { method: 'POST' });
+    assert.equal(reload.status, 503);
+    assert.equal(((await reload.json()) as { code: string }).code, 'EG_SHUTTING_DOWN');
     await assert.rejects(post(g.url('api', '/in'), { n: 99 }), (err: Error & { cause?: { code?: string } }) => err.cause?.code === 'ECONNREFUSED');
     await assert.rejects(WsClient.connect(g.url('push', '/out', 'ws')));
     // The websocket clients are still connected while messages are in flight (spec §7 closes them
