@@ -35,6 +35,19 @@ async function rawStream(port: number, path: string): Promise<{ socket: Socket; 
   return { socket, raw: () => raw };
 }
 
+function noop(): void {}
+
+/** The head of an event-stream request, as a raw-socket client writes it. */
+function streamRequest(path: string): string {
+  return `GET ${path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`;
+}
+
+/** A whole JSON POST, as a raw-socket client writes it. */
+function publishRequest(path: string, value: unknown): string {
+  const body = JSON.stringify(value);
+  return `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+}
+
 /** The chunks of a chunked HTTP response (`raw`: the response so far, headers included); an incomplete last chunk is left out. */
 function httpChunks(raw: string): string[] {
   const chunks: string[] = [];
@@ -240,6 +253,51 @@ ${extra}`;
     await closed;
     const listeners = (await gw.status()).listeners as { name: string; slowStreamsClosed?: number }[];
     assert.equal(listeners.find((l) => l.name === 'api')!.slowStreamsClosed, 1);
+  });
+
+  it('publishes nothing a client pipelines behind its stream request, says Connection: close, and keeps streaming to it', async () => {
+    const watcher = await rawStream(gw.port('api'), '/ticks');
+    const socket = connect(gw.port('api'), '127.0.0.1');
+    await once(socket, 'connect');
+    let raw = '';
+    socket.setEncoding('latin1').on('data', (c: string) => (raw += c));
+    // 16: as many as the gateway holds behind a stream before it closes the connection.
+    socket.write(streamRequest('/ticks') + Array.from({ length: 16 }, (_, i) => publishRequest('/ticks', { n: 700 + i })).join(''));
+    await eventually(() => assert.match(raw, /retry: \d+\n\n/));
+    await publish(799);
+    const seen = (text: string) => httpChunks(text).flatMap((c) => parseEvents(c).map((e) => JSON.parse(e.data).n as number));
+    await eventually(() => assert.ok(seen(raw).includes(799) && seen(watcher.raw()).includes(799)));
+    // Published, 700-715 would have reached both streams before 799.
+    assert.deepEqual(seen(watcher.raw()), [799]);
+    assert.deepEqual(seen(raw), [799]);
+    // The stream is the connection's last answer, and says so: the client sends the POSTs again elsewhere.
+    assert.match(raw.slice(0, raw.indexOf('\r\n\r\n')), /\r\nconnection: close\r\n/i);
+    assert.ok(!socket.destroyed);
+    socket.destroy();
+    watcher.socket.destroy();
+  });
+
+  it('closes a connection that pipelines more than a few requests behind its stream request, publishing none of them', async () => {
+    const watcher = await rawStream(gw.port('api'), '/ticks');
+    const socket = connect(gw.port('api'), '127.0.0.1');
+    await once(socket, 'connect');
+    let raw = '';
+    socket.setEncoding('latin1').on('data', (c: string) => (raw += c));
+    // The gateway closes the connection with requests unread: the client may see a reset (and once() would reject on it).
+    socket.on('error', noop);
+    let closed = false;
+    socket.on('close', () => (closed = true));
+    // The first with a 256 KiB body, which is not read either: left unread, it made node stop reading
+    // the connection, so the requests behind it were never counted.
+    const big = publishRequest('/ticks', { n: 1999, pad: 'p'.repeat(256 * 1024) });
+    socket.write(streamRequest('/ticks') + big + Array.from({ length: 2000 }, (_, i) => publishRequest('/ticks', { n: 2000 + i })).join(''));
+    // Held instead, each would be a request and a response of node's for as long as the stream lasts.
+    await eventually(() => assert.ok(closed, 'the gateway closed the connection'), 10000);
+    await publish(4000);
+    const seen = () => httpChunks(watcher.raw()).flatMap((c) => parseEvents(c).map((e) => JSON.parse(e.data).n as number));
+    await eventually(() => assert.ok(seen().includes(4000)));
+    assert.deepEqual(seen(), [4000]);
+    watcher.socket.destroy();
   });
 
   it('writes the events of one turn to a client in one write (one HTTP chunk), in order, each with its own id', async () => {

@@ -260,12 +260,19 @@ export class HttpListener implements ListenerRuntime {
     // drain (unsent()) needs to find it. A request on its own is the connection's current one.
     const socket = req.socket as HttpSocket;
     if (socket._httpMessage !== res ? !queueBehind(socket, res) : socket.writableEnded) {
-      // Behind an answer that closes the connection (a 400, 413 or 431 refusal; sent already, the
-      // connection ending, when node got to this request after it): node sends nothing after it,
+      // Behind an answer that closes the connection (a 400, 413 or 431 refusal, sent already, the
+      // connection ending, when node got to this request after it; or an event stream, which never
+      // ends on its own, serveStream): node sends nothing after it,
       // so this one is not taken on (RFC 9112 §9.6), or its message would be published with no
       // answer. The client, told `close`, sends it again on a new connection.
       res.shouldKeepAlive = false;
       this.notTaken.add(res);
+      // Its body is discarded as it arrives: unread, it would be held, and past 16 KiB node would stop reading the connection.
+      req.resume();
+      // Behind a stream, node would read on for as long as the stream lasts, holding every such
+      // request: answers that write nothing never make it pause. Past a few, the connection goes.
+      const behind = socket[BEHIND_STREAM];
+      if (behind !== undefined && (socket[BEHIND_STREAM] = behind + 1) > MAX_BEHIND_STREAM) socket.destroy();
       return this.finished(res);
     }
     try {
@@ -413,6 +420,12 @@ export class HttpListener implements ListenerRuntime {
       res.setHeader('allow', this.bindings.publish.has(path) ? 'GET, POST' : 'GET');
       return this.refuse(res, problem('EG_NOT_ACCEPTABLE', `${path} is an event stream: send Accept: text/event-stream`));
     }
+    // A stream is its connection's last answer (`Connection: close`): it never finishes on its own,
+    // and node sends nothing queued behind it until it does. Marked now, before node parses what a
+    // client pipelined behind the GET, so none of that is taken on (onRequest): it would be
+    // published with no answer. The connection closes when the stream (or a refusal of it) ends.
+    res.shouldKeepAlive = false;
+    (req.socket as HttpSocket)[BEHIND_STREAM] = 0;
     const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
     const gate: Gate | undefined = this.bindings.forwardAuth?.get(path);
     const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
@@ -529,11 +542,22 @@ export class HttpListener implements ListenerRuntime {
 
 function noop(): void {}
 
-/** node's link from a connection to the answer it is writing (`_httpMessage`), and ours to those queued behind it. */
-type HttpSocket = Socket & { _httpMessage?: unknown; [QUEUED]?: ServerResponse[] };
+/**
+ * node's link from a connection to the answer it is writing (`_httpMessage`), ours to those queued
+ * behind it, and on a connection whose last answer is an event stream, how many requests came behind it.
+ */
+type HttpSocket = Socket & { _httpMessage?: unknown; [QUEUED]?: ServerResponse[]; [BEHIND_STREAM]?: number };
 type SendingResponse = ServerResponse & { _last?: boolean };
 
 const QUEUED = Symbol('eventgate.queuedResponses');
+const BEHIND_STREAM = Symbol('eventgate.requestsBehindStream');
+
+/**
+ * The most requests a connection may pipeline behind its event stream (none taken on): past it the
+ * connection is closed, stream and all, so what a client makes the gateway hold stays bounded.
+ * The listener's summary below and docs/http-edge.md state it.
+ */
+const MAX_BEHIND_STREAM = 16;
 
 /**
  * Remembers an answer node queued behind the connection's current one (a pipelining client),
@@ -683,7 +707,7 @@ export const httpListener = defineListener({
     summary:
       "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path` (a parameter's value is at most 100 characters, the router's bound: a longer one matches no route, 404); the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain` (UTF-8: another `charset` is a 415), a string value. A body may be compressed (`Content-Encoding: gzip`, `deflate` or `br`, as log shippers and telemetry exporters send): it is decoded before anything else sees it, never to more than `maxBodyBytes` (413), and one that is not valid data of its coding is a 400; another coding is a 415 whose `Accept-Encoding` header lists these. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...) and the fetch metadata browsers add (`sec-*`, `priority`, `dnt`, `upgrade-insecure-requests`). " +
       'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). On shutdown new requests get 503 `EG_SHUTTING_DOWN` while those in flight finish; one still in flight when `admin.drainTimeoutMs` runs out gets that 503 too, its detail saying whether its message may have been delivered or its body had not all arrived. Requests a client pipelines on one connection get one answer each, in order, only the last with `Connection: close`. With `tls` it serves HTTPS; with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
-      "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition; on a path several routes feed, `<route>=<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target's `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.",
+      "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition; on a path several routes feed, `<route>=<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. The target's `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; a stream is its connection's last answer (`Connection: close`): nothing a client pipelines behind the `GET` is published, and a connection with more than 16 requests behind its stream is closed; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open.",
     example:
       'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
   },

@@ -230,7 +230,8 @@ export class SseStreams {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
+      // No `connection: keep-alive`: it would make node keep the connection for a next request,
+      // and the stream is its last answer (HttpListener.serveStream); node says `close`.
       // nginx buffers responses unless told not to; events must reach the client as they happen.
       'x-accel-buffering': 'no',
     });
