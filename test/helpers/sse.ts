@@ -52,7 +52,7 @@ export interface Follower {
   events: SseEvent[];
   notices: SseEvent[];
   connections: number;
-  /** Whether the gateway ended the stream (the follower then stops: it does not reconnect). */
+  /** Whether the gateway ended the stream, or answered a reconnect 404 (the follower then stops: it does not reconnect). */
   endedByServer: boolean;
   stop: () => void;
   done: Promise<void>;
@@ -92,6 +92,13 @@ export function follow(url: string, drops: number[]): { follower: Follower; conn
       } catch (err) {
         if (stopped) return;
         throw err;
+      }
+      // A reconnect may come after a reload removed the path: the gateway then ends the stream with
+      // a 404, as an EventSource would take it (a non-200 answer fails it for good). Any other
+      // answer, or a 404 to the first connection, is wrong.
+      if (res.status === 404 && follower.connections > 0) {
+        follower.endedByServer = true;
+        return;
       }
       assert.equal(res.status, 200);
       follower.connections++;
