@@ -245,6 +245,12 @@ export interface BrokerRuntime {
   stop(): Promise<void>;
   /** The gateway shuts down: subscriptions stopped from now on stop for good (no reload will take them over). */
   shuttingDown?(): void;
+  /**
+   * For brokers whose messages live in the process (the memory broker): resolves once every
+   * consumer group that has a member has handled what the broker holds for it. A shutdown waits
+   * for it (within the drain timeout) before it stops those routes: what is left dies with the process.
+   */
+  settle?(): Promise<void>;
   /** Apply changed options in place; only called when the kind's canReconfigure() said yes. */
   reconfigure(options: unknown): void;
   health(): Health;

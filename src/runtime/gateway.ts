@@ -378,10 +378,20 @@ export class Gateway {
     // with 1001 after in-flight messages finished, producers flushed and offsets committed).
     await Promise.allSettled([...this.listeners.values()].map((l) => (l.quiesce ? l.quiesce({ drainMs }) : l.stop({ drainMs }))));
     for (const b of this.brokers.values()) b.shuttingDown?.();
+    const stopConsuming = async (r: RouteRuntime) => {
+      if ((await within(r.stopConsuming(left()), left())) === 'late')
+        this.logger.warn({ route: r.name, drainMs }, 'consumer did not stop within drainTimeoutMs; its message in hand stays uncommitted and will be delivered again');
+    };
+    // Memory topics die with the process, and nothing would deliver what they hold again: the
+    // routes reading them go on until they have handled it (within the drain timeout), after the
+    // routes reading other brokers stopped (what those have in hand may still go to a memory topic).
+    const readsInProcess = (r: RouteRuntime) => r.plan.from.type === 'broker' && this.brokers.get(r.plan.from.broker)?.settle !== undefined;
+    const routes = [...this.routes.values()];
+    await Promise.allSettled(routes.filter((r) => !readsInProcess(r)).map(stopConsuming));
+    await this.settleInProcessBrokers(left(), drainMs);
+    await Promise.allSettled(routes.filter(readsInProcess).map(stopConsuming));
     await Promise.allSettled(
-      [...this.routes.values()].map(async (r) => {
-        if ((await within(r.stopConsuming(left()), left())) === 'late')
-          this.logger.warn({ route: r.name, drainMs }, 'consumer did not stop within drainTimeoutMs; its message in hand stays uncommitted and will be delivered again');
+      routes.map(async (r) => {
         await r.drain(left());
         r.close();
       }),
@@ -391,6 +401,20 @@ export class Gateway {
     await Promise.allSettled([...this.listeners.values()].filter((l) => l.quiesce).map((l) => l.stop({ drainMs: left() })));
     await this.admin?.stop();
     this.logger.info('shutdown complete');
+  }
+
+  /**
+   * Waits, up to `ms`, for the brokers whose messages live in the process to hand what they hold to
+   * their routes; what is still undelivered then is lost with the process, and the log says how
+   * much, per route and topic.
+   */
+  private async settleInProcessBrokers(ms: number, drainMs: number): Promise<void> {
+    const brokers = [...this.brokers.values()].filter((b) => b.settle);
+    if ((await within(Promise.allSettled(brokers.map((b) => b.settle!())), ms)) !== 'late') return;
+    for (const b of brokers)
+      for (const { route, topic, lag } of b.consumerLag?.() ?? [])
+        if (lag > 0)
+          this.logger.warn({ broker: b.name, route, topic, messages: lag, drainMs }, 'memory topic messages not delivered to their route within drainTimeoutMs; they are lost with the process');
   }
 }
 

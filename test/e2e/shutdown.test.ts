@@ -42,6 +42,23 @@ routes:
     to: { http: { url: "${url}", timeoutMs: 60000 } }
 `;
 
+/** POST /in → memory topic `events` → a webhook at `url`, one message in hand at a time. */
+const memoryToWebhook = (url: string, drainTimeoutMs: number) => `
+version: 1
+admin: { port: 0, drainTimeoutMs: ${drainTimeoutMs} }
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: local, topic: events }
+  - name: out
+    from: { broker: local, topic: events }
+    to: { http: { url: "${url}", timeoutMs: 60000, concurrency: 1 } }
+`;
+
 /** POST /in → the event stream GET /stream of the same listener. */
 const toStream = `
 version: 1
@@ -558,6 +575,43 @@ routes:
     process.kill(g.process.pid!, 'SIGINT');
     assert.deepEqual(await exited, { code: 1, signal: null }, g.logs.map((l) => l.msg).join('; '));
     assert.ok(g.logs.some((l) => l.msg.startsWith('second Ctrl-C')));
+  });
+
+  it('on SIGTERM delivers what a memory topic holds for its consume route before it exits: every message answered 200 reaches the webhook', async () => {
+    const target = await HeldTarget.start();
+    try {
+      await gw.start(memoryToWebhook(target.url, 10000));
+      for (let n = 0; n < 20; n++) assert.equal((await post(gw.url('api', '/in'), { n })).status, 200);
+      // The route has the first in hand (held), the topic the other 19.
+      await eventually(() => assert.equal(target.bodies.length, 1));
+      const from = gw.logs.length;
+      const exited = gw.stop('SIGTERM');
+      await gw.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
+      target.release();
+      assert.deepEqual(await exited, { code: 0, signal: null });
+      assert.deepEqual(
+        target.bodies.map((b) => JSON.parse(b).n),
+        Array.from({ length: 20 }, (_, n) => n),
+      );
+    } finally {
+      await target.stop();
+    }
+  });
+
+  it('says how many messages of a memory topic its route had not taken by drainTimeoutMs, as they die with the process', async () => {
+    const target = await HeldTarget.start();
+    try {
+      await gw.start(memoryToWebhook(target.url, 500));
+      for (let n = 0; n < 5; n++) assert.equal((await post(gw.url('api', '/in'), { n })).status, 200);
+      await eventually(() => assert.equal(target.bodies.length, 1));
+      assert.deepEqual(await gw.stop('SIGTERM'), { code: 0, signal: null });
+      const lost = gw.logs.find((l) => l.msg.startsWith('memory topic messages not delivered'));
+      assert.ok(lost, gw.logs.map((l) => l.msg).join('; '));
+      // The one in hand and the four behind it.
+      assert.deepEqual([lost.level, lost.route, lost.topic, lost.messages], ['warn', 'out', 'events', 5]);
+    } finally {
+      await target.stop();
+    }
   });
 
   it('exits 0 with no work in flight, and the listeners are gone afterwards', async () => {

@@ -163,6 +163,8 @@ export class MemoryBroker implements BrokerRuntime {
     this.dispatchedThisTurn = 0;
   };
   private readonly telemetry: BrokerTelemetry | undefined;
+  /** settle() waiting for the groups to move on: told after each message a group settles. */
+  private progressWaiters: (() => void)[] = [];
 
   constructor(
     readonly name: string,
@@ -183,6 +185,22 @@ export class MemoryBroker implements BrokerRuntime {
     const inFlight: Promise<void>[] = [];
     for (const t of this.topics.values()) for (const g of t.groups.values()) inFlight.push(g.window.idle());
     await Promise.allSettled(inFlight);
+  }
+
+  /**
+   * Resolves once no consumer group with a member has anything left to handle: the shutdown's
+   * wait (bounded by the drain timeout) for what this broker answered 2xx for and no route took
+   * yet, since nothing outside the process would deliver it again.
+   */
+  async settle(): Promise<void> {
+    while (this.undelivered() > 0) await new Promise<void>((r) => this.progressWaiters.push(r));
+  }
+
+  /** Messages the groups that have a member have not handled yet (the ones in hand included). */
+  private undelivered(): number {
+    let n = 0;
+    for (const t of this.topics.values()) for (const g of t.groups.values()) if (g.members.length > 0) n += t.end - Math.max(g.next, t.first);
+    return n;
   }
 
   reconfigure(options: unknown): void {
@@ -447,6 +465,7 @@ export class MemoryBroker implements BrokerRuntime {
       const done = window.committable();
       if (done !== undefined && window === group.window) group.next = Math.max(group.next, done + 1);
       if (window.broken) this.pump(topic, group);
+      if (this.progressWaiters.length > 0) for (const r of this.progressWaiters.splice(0)) r();
     };
   }
 
@@ -526,7 +545,7 @@ export const memoryBroker = defineBroker({
   options,
   doc: {
     summary:
-      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded by count (`retain` messages per topic) and by estimated heap size (`retainBytes` per topic, `maxBytes` for the whole broker: 2 bytes per character, 72 per array or object); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads), up to `maxTopics`: a topic expression that names a new topic beyond it replaces the oldest topic no route reads. A topic name is at most 249 characters. The broker hands out at most 1000 messages per turn of the event loop, so routes that feed a topic they read (on purpose, a retry loop, or by mistake) never keep the gateway from answering requests, probes and SIGTERM.',
+      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded by count (`retain` messages per topic) and by estimated heap size (`retainBytes` per topic, `maxBytes` for the whole broker: 2 bytes per character, 72 per array or object); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads; on shutdown the routes reading them first handle what they hold, within `admin.drainTimeoutMs`, and what is left then is logged as lost), up to `maxTopics`: a topic expression that names a new topic beyond it replaces the oldest topic no route reads. A topic name is at most 249 characters. The broker hands out at most 1000 messages per turn of the event loop, so routes that feed a topic they read (on purpose, a retry loop, or by mistake) never keep the gateway from answering requests, probes and SIGTERM.',
     example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
   },
   inProcess: true,
