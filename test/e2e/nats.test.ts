@@ -8,8 +8,18 @@ import { HeldTarget } from '../helpers/held-target.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 const ACK_TIMEOUT_MS = 1500;
+
+/** A consumer's state through the JetStream API (`$JS.API.CONSUMER.INFO`), as a raw client can. */
+async function consumerInfo(peer: RawNats, stream: string, consumer: string): Promise<{ num_ack_pending: number; num_pending: number }> {
+  const inbox = `_INBOX.info.${Math.random().toString(36).slice(2)}`;
+  const sid = await peer.subscribe(inbox);
+  peer.publish(`$JS.API.CONSUMER.INFO.${stream}.${consumer}`, '', {}, inbox);
+  const [reply] = await peer.take(sid, 1);
+  return JSON.parse(reply!.payload) as { num_ack_pending: number; num_pending: number };
+}
 
 /** A stored message read back through the JetStream API (`$JS.API.STREAM.MSG.GET`), as a raw client can. */
 async function storedMessage(peer: RawNats, stream: string, seq: number): Promise<{ subject: string; data: string } | undefined> {
@@ -428,6 +438,73 @@ routes:
     const sid = await peer.subscribe('audit.orders');
     await peer.jsPublish('orders.after.created', '{"after":"outage"}');
     await eventually(() => assert.ok(peer.received(sid).some((m) => (JSON.parse(m.payload) as { subject: string }).subject === 'orders.after.created')), 30000, 100);
+  });
+});
+
+/**
+ * A connection lost while the messages of the route's last pull were on their way: nats-server
+ * counts them as delivered, unacknowledged until `ackWaitMs` passes. The route's consumer must
+ * leave room for more than that, or the route takes nothing until they are redelivered.
+ */
+describe('kind: nats, a JetStream route whose connection was lost with a pull in flight', () => {
+  let nats: MessageServer;
+  let proxy: TcpProxy;
+  let target: WebhookReceiver;
+  let peer: RawNats;
+  before(async () => {
+    nats = await startNats();
+    proxy = await TcpProxy.start(nats.port);
+    target = await WebhookReceiver.start();
+  });
+  // ackWaitMs 60 s: what the route receives within the test's waits is not a redelivery.
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: nats://127.0.0.1:${proxy.port}
+    reconnectTimeWaitMs: 200
+    prefetch: 5
+    ackWaitMs: 60000
+    streams:
+      WORK: { subjects: ["work.>"] }
+routes:
+  - name: work
+    from: { broker: nats, topic: work.items }
+    to: { http: { url: "${target.url}/work" } }
+`,
+  );
+  before(async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'work', 15000);
+    peer = await RawNats.connect(nats);
+  });
+  after(async () => {
+    peer?.close();
+    await target?.stop();
+    await proxy?.stop();
+    await nats?.stop();
+  });
+
+  it('goes on with the messages after the lost ones at once, not after ackWaitMs', async () => {
+    const seen = () => target.requests.map((r) => (JSON.parse(r.body) as { n: number }).n);
+    await peer.jsPublish('work.items', JSON.stringify({ n: 0 }));
+    await target.received(1);
+    // The next pull (prefetch: 5) is sent to the route and lost on the way.
+    proxy.holdReplies();
+    for (let n = 1; n <= 5; n++) await peer.jsPublish('work.items', JSON.stringify({ n }));
+    const pending = await eventually(async () => {
+      const info = await consumerInfo(peer, 'WORK', 'eventgate-work');
+      assert.equal(info.num_ack_pending, 5, JSON.stringify(info));
+      return info;
+    }, 10000);
+    assert.equal(pending.num_pending, 0);
+    proxy.cutAndHold();
+    proxy.release();
+    for (let n = 6; n <= 8; n++) await peer.jsPublish('work.items', JSON.stringify({ n }));
+    // 6–8 arrive once the route has reconnected; 1–5 only when ackWaitMs (60 s) has passed.
+    await eventually(() => assert.deepEqual(seen(), [0, 6, 7, 8]), 20000, 100);
   });
 });
 

@@ -8,6 +8,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 export class TcpProxy {
   private readonly sockets = new Set<Socket>();
   private held: (() => void)[] | undefined;
+  /** Each connection's way back (upstream → client), for holdReplies(). */
+  private readonly replies = new Map<Socket, Socket>();
   private constructor(private readonly server: Server) {}
 
   static async start(targetPort: number): Promise<TcpProxy> {
@@ -27,6 +29,8 @@ export class TcpProxy {
         client.on('close', () => upstream.destroy());
         client.pipe(upstream);
         upstream.pipe(client);
+        proxy.replies.set(upstream, client);
+        upstream.on('close', () => proxy.replies.delete(upstream));
         client.resume();
       };
       if (proxy.held) proxy.held.push(go);
@@ -39,6 +43,18 @@ export class TcpProxy {
 
   get port(): number {
     return (this.server.address() as { port: number }).port;
+  }
+
+  /**
+   * Stops passing what the server sends on the open connections (what the client sends still
+   * goes): it waits in the proxy, and a cutAndHold() then loses it, as a network path that dies
+   * with data in flight does.
+   */
+  holdReplies(): void {
+    for (const [upstream, client] of this.replies) {
+      upstream.unpipe(client);
+      upstream.pause();
+    }
   }
 
   /** Cuts every open connection; new ones wait until release(). */

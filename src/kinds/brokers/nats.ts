@@ -37,7 +37,11 @@ const options = kindOptions('nats', {
         'JetStream streams, by name: subjects inside one are published with a stored acknowledgement and consumed through durable consumers (at least once); other subjects are core NATS (at most once).',
     }),
   ),
-  prefetch: int(20, 1, 'Most unacknowledged messages a JetStream consume route holds (handled one at a time, in order).'),
+  prefetch: int(
+    20,
+    1,
+    "Most unacknowledged messages a JetStream consume route holds (handled one at a time, in order). The route's consumer allows ten times as many unacknowledged (`max_ack_pending`): messages of a pull lost with a connection stay unacknowledged until `ackWaitMs`, and must not stop the route meanwhile.",
+  ),
   corePendingBytes: int(
     33554432,
     1,

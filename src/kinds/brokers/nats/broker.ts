@@ -42,6 +42,8 @@ function streamFor(settings: NatsSettings, filter: string): [string, NatsStream]
 
 /** JetStream consumer names: no `.`, `*`, `>`, whitespace or path separators. */
 const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
+/** A JetStream consumer's unacknowledged messages, in pulls (`prefetch`): room for windows lost with connections, and for other instances sharing it. */
+const MAX_ACK_PENDING_WINDOWS = 10;
 
 function toHeaders(h: Record<string, string>): MsgHdrs | undefined {
   const names = Object.keys(h);
@@ -432,7 +434,11 @@ class NatsSubscription {
           ack_policy: lib.AckPolicy.Explicit,
           ...start,
           ack_wait: lib.nanos(this.settings.ackWaitMs),
-          max_ack_pending: this.settings.prefetch,
+          // What bounds the route's memory is the pull (`max_messages` below). The consumer's cap on
+          // unacknowledged messages must leave room beyond it: messages of a pull lost with a
+          // connection (a server restart, a network cut) stay unacknowledged until ack_wait, and at
+          // `prefetch` they blocked the route's every later pull that long.
+          max_ack_pending: this.settings.prefetch * MAX_ACK_PENDING_WINDOWS,
         });
         const consumer = await nc.jetstream().consumers.get(stream, name);
         const messages = await consumer.consume({ max_messages: this.settings.prefetch });
