@@ -86,6 +86,11 @@ export class HttpListener implements ListenerRuntime {
    * Requests not taken on, nothing of them published: read while draining (refused at the end of
    * the loop turn, refuseDraining) or behind an answer that closes the connection (never answered).
    * The drain timeout does not answer them as if they might have been delivered.
+   * A guard no test can reach on node 20: giveUp runs in a timer's callback, or when nothing is in
+   * flight (a refusal still to come counts as in flight), and node reads requests only in the
+   * loop's poll phase, whose setImmediate callbacks (the check phase) run before the next timer.
+   * Behind a closing answer, unsent() already leaves them out, except on a connection whose
+   * writing side has ended, where nothing giveUp writes is sent (it would only be counted).
    */
   private readonly notTaken = new WeakSet<ServerResponse>();
   private draining = false;
@@ -587,10 +592,17 @@ function unsent(socket: HttpSocket): SendingResponse[] {
 
 /**
  * Settles once a connection has sent every answer given (so closing it loses none), including the
- * refusals of requests node reads meanwhile: it stops reading a connection while 16 KiB of answers
- * wait, and reads on once they are out, at its next poll of the connection; a refusal is written
- * at the end of that loop turn (refuseDraining). So a connection counts as done only after a few
- * loop turns with nothing to send. An open event stream, or a connection gone, ends the wait.
+ * refusals of requests node reads meanwhile. node parses every request in the bytes of a read at
+ * once, so the requests still to come are bytes it has not read: it stops reading a connection
+ * when a request arrives while 16 KiB of answers wait behind the one being sent, and reads again
+ * once they are out, at the loop's next poll; a refusal is written in that turn's check phase
+ * (refuseDraining). This cannot wait on events: node's resuming has one, but a read that finds
+ * nothing emits nothing, and what the kernel still holds is not visible to node. So a connection
+ * counts as done after three loop turns with nothing to send: its last answer may be flushed in a
+ * poll phase (the kernel took it late), then this turn's check, the next turn (its poll reads, and
+ * its check writes the refusals after this wait's callback) and the one that sees them pass. Turns,
+ * not time: a loaded machine does not cut the wait short. An open event stream, or a connection
+ * gone, ends the wait.
  */
 async function sent(socket: HttpSocket): Promise<void> {
   let last: ServerResponse | undefined;
