@@ -403,16 +403,16 @@ function pathOf(ancestors: readonly unknown[], node: unknown): PathPart[] {
   return path;
 }
 
-/**
- * A referenced JSON or YAML data file (a JSON Schema, an AsyncAPI document), parsed with
- * positions so problems inside it point into it. No `${VAR}` substitution: `${` is ordinary
- * text there. JSON files get JSON's own error messages, which name what was expected.
- */
 /** A file that cannot be read as YAML or JSON at all: no path in the config to name. */
 function syntaxProblem(file: string, line: number, column: number, message: string): Diagnostic {
   return { file, line, column, code: 'EG_CONFIG_SYNTAX', path: '', message };
 }
 
+/**
+ * A referenced JSON or YAML data file (a JSON Schema, an AsyncAPI document), parsed with
+ * positions so problems inside it point into it. No `${VAR}` substitution: `${` is ordinary
+ * text there. JSON files get JSON's own error messages, which name what was expected.
+ */
 export function parseDataFile(file: string, text: string, diagnostics: Diagnostic[]): SourceDocument | undefined {
   if (/\.json$/i.test(file)) {
     const problem = jsonSyntaxProblem(text);

@@ -76,7 +76,7 @@ export type Admission =
   /** `until`: when the credential stops being valid (a JWT's `exp`, ms since the epoch); absent when it does not expire. */
   { ok: true; identity: Identity | undefined; until?: number } | { ok: false; problem: Problem };
 
-/** Checks a client's request before it is accepted (a WebSocket handshake). */
+/** Checks a client's request before it is accepted (a WebSocket handshake, an event-stream request). */
 export interface Gate {
   admit(req: RequestMeta): Promise<Admission>;
 }
@@ -389,7 +389,7 @@ export interface ListenerBindings {
    * told apart by offsets alone, so their event ids name each route's positions.
    */
   sharedForward?: Set<string>;
-  /** Paths that forward targets push to (WebSocket). */
+  /** Paths that forward targets push to (WebSocket clients, an http listener's event streams). */
   forward: Set<string>;
   /** Forward paths whose targets declare `auth`: subscribers must pass it at the handshake. */
   forwardAuth?: Map<string, Gate>;
@@ -431,14 +431,15 @@ export interface ListenerRuntime {
   /** Bind the socket. Rejects (e.g. EADDRINUSE) without side effects on other components. */
   start(): Promise<void>;
   /**
-   * Stop accepting, let in-flight work finish up to drainMs, close clients with `closeCode`;
-   * `reason` is the close reason clients read (default: the gateway is shutting down).
+   * Stop accepting, let in-flight work finish up to drainMs, then close the clients; `reason`
+   * is the close reason clients read (default: the gateway is shutting down).
    */
   stop(opts: { drainMs: number; reason?: string }): Promise<void>;
   /**
-   * Shutdown's first phase, for listeners that keep clients connected (websocket): stop accepting
-   * and let in-flight work finish up to drainMs, but keep the clients, so forwards still reach
-   * them until stop() closes them once consume routes have committed and brokers flushed.
+   * Shutdown's first phase, for listeners that keep clients connected (websocket clients, http
+   * event streams): stop accepting and let in-flight work finish up to drainMs, but keep the
+   * clients, so forwards still reach them until stop() closes them once consume routes have
+   * committed and brokers flushed.
    */
   quiesce?(opts: { drainMs: number; reason?: string }): Promise<void>;
   /** Apply options that do not need a new socket. */
@@ -447,7 +448,7 @@ export interface ListenerRuntime {
   address(): { host: string; port: number } | undefined;
   health(): Health;
   status(): Record<string, unknown>;
-  /** Clients currently connected, for listeners that keep connections open (`eventgate_websocket_clients`). */
+  /** Clients currently connected, for listeners that keep connections open (`eventgate_websocket_clients`, `eventgate_event_stream_clients`). */
   connections?(): number;
   /** Forward target for `to: {listener, path}`; only listeners that push to clients have one. */
   forwardTarget?(path: string, options: { format: 'value' | 'envelope' | 'cloudevent'; route: string }): Target;

@@ -261,6 +261,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return r === msg ? PASSED_UNCHANGED : { outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: false, message: r };
   }
 
+  /** Whether the tap watches this route: settleRecords() then needs every record's message. */
+  observed(): boolean {
+    return this.tap.active;
+  }
+
   /**
    * Records the outcomes of records checkRecord() judged, now that the listener knows what became
    * of the ones it let through: acknowledged by the cluster (delivered or tagged, with their
@@ -269,10 +274,6 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * answered; rejected: another record of their request was refused). One log line per set for
    * records not written, not one per record.
    */
-  observed(): boolean {
-    return this.tap.active;
-  }
-
   settleRecords(records: CheckedRecords, answer: RecordsAnswer): void {
     const { messages, outcomes } = records;
     const n = outcomes.length;

@@ -285,7 +285,7 @@ export class RecordProducer {
     const rest: Pending[] = [];
     const partitions = new Map<string, Set<number>>();
     let blind = false;
-    /** A record of a refused batch goes in a produce request of its own (see send). */
+    /** A record of a refused batch goes in a produce request of its own (see notSent). */
     let single = false;
     let full = false;
     this.sticky.nextBatch();
