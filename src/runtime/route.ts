@@ -34,10 +34,10 @@ import type { StepStateStore } from './step-state.js';
 import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, UNTRACED, type MessageSpan, type SpanTemplate } from './trace.js';
 
 /** Header of a dead-lettered record batch that could not be decoded: `{topic, partition, offset, lastOffset}` it came from. */
-export const ROUTE_SOURCE_HEADER = '_eventgate_source';
+const ROUTE_SOURCE_HEADER = '_eventgate_source';
 
 /** Headers that carry credentials on any route; an auth step adds the ones it reads (e.g. its apiKey header). */
-export const CREDENTIAL_HEADERS: readonly string[] = ['authorization', 'cookie', 'proxy-authorization', 'x-api-key'];
+const CREDENTIAL_HEADERS: readonly string[] = ['authorization', 'cookie', 'proxy-authorization', 'x-api-key'];
 
 export interface RouteDeps {
   brokers: ReadonlyMap<string, BrokerRuntime>;

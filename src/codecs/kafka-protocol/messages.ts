@@ -344,12 +344,6 @@ export interface BrokerAddress {
   port: number;
 }
 
-/** Response header: correlation id (v0), plus tagged fields (v1) for flexible versions other than ApiVersions. */
-export function responseCorrelationId(body: Buffer): number {
-  if (body.length < 4) throw new ProtocolError('response shorter than its header');
-  return body.readInt32BE(0);
-}
-
 /**
  * Rewrites the brokers of a Metadata response (v0-v8): `advertise` maps each upstream broker to
  * the address clients should use instead. Returns the new body and the brokers it saw.

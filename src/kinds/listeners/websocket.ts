@@ -71,7 +71,7 @@ const GOING_AWAY = 1001;
 const POLICY_VIOLATION = 1008;
 const TRY_AGAIN_LATER = 1013;
 /** Private-use close code (RFC 6455 §7.4.2), after HTTP 401: the credential the client connected with has expired; reconnect with a fresh one. */
-export const CREDENTIAL_EXPIRED = 4401;
+const CREDENTIAL_EXPIRED = 4401;
 /**
  * A slow client's close frame waits behind everything already buffered for it; it gets this long
  * to read them and learn why it is disconnected. Nothing new is queued for it meanwhile.

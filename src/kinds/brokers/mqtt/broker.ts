@@ -10,7 +10,7 @@ import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 
 /** Whether an MQTT topic filter (with `+` and `#`) matches a concrete topic (MQTT 3.1.1 §4.7). */
-export function topicMatches(filter: string, topic: string): boolean {
+function topicMatches(filter: string, topic: string): boolean {
   const f = filter.split('/');
   const t = topic.split('/');
   for (let i = 0; i < f.length; i++) {
@@ -493,7 +493,7 @@ function toMessage(packet: IPublishPacket): Message {
 const MQTT_UNSAFE = /[\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]|[\ud83f\ud87f\ud8bf\ud8ff\ud93f\ud97f\ud9bf\ud9ff\uda3f\uda7f\udabf\udaff\udb3f\udb7f\udbbf\udbff][\udffe\udfff]/;
 
 /** What an MQTT string may not hold that `text` does (`the control character U+0009`), or undefined. */
-export function mqttStringProblem(text: string): string | undefined {
+function mqttStringProblem(text: string): string | undefined {
   const found = MQTT_UNSAFE.exec(text)?.[0];
   if (found === undefined) return undefined;
   const code = `U+${found.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;

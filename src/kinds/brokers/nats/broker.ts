@@ -1,8 +1,4 @@
 import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
-
-/** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
-type NatsLib = typeof import('nats');
-let lib!: NatsLib;
 import type { Logger } from '../../../log.js';
 import { offsetText, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
@@ -10,6 +6,10 @@ import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowled
 import type { NatsSettings, NatsStream } from '../nats.js';
 import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
+
+/** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
+type NatsLib = typeof import('nats');
+let lib!: NatsLib;
 
 const MAX_BACKOFF_MS = 5000;
 
@@ -20,7 +20,7 @@ const HELD_MESSAGE_BYTES = 512;
  * Whether every subject `filter` matches is also matched by `pattern` (NATS wildcards: `*` one
  * token, `>` the rest): a concrete subject is covered when it matches, a filter when it is narrower.
  */
-export function subjectCovers(pattern: string, filter: string): boolean {
+function subjectCovers(pattern: string, filter: string): boolean {
   const p = pattern.split('.');
   const f = filter.split('.');
   for (let i = 0; i < p.length; i++) {
