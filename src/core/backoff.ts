@@ -6,6 +6,12 @@
  */
 export const RETRY_POLICY = { firstDelayMs: 100, maxDelayMs: 5000 } as const;
 
+/**
+ * Connections, not messages: reopening a broker connection, a consume channel or consumer, or
+ * declaring a broker's topology again (AMQP, NATS) waits by this policy between tries.
+ */
+export const RECONNECT_POLICY = { firstDelayMs: 250, maxDelayMs: 5000 } as const;
+
 export class Backoff {
   private next: number;
 
@@ -26,6 +32,11 @@ export class Backoff {
   reset(): void {
     this.next = this.first;
   }
+}
+
+/** A Backoff by RECONNECT_POLICY. */
+export function reconnectBackoff(): Backoff {
+  return new Backoff(RECONNECT_POLICY.firstDelayMs, RECONNECT_POLICY.maxDelayMs);
 }
 
 /** Resolves after `ms`, or as soon as `cut` settles (a stop: the timer is cleared then). */

@@ -7,9 +7,8 @@ import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, 
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { within } from '../../../core/within.js';
+import { reconnectBackoff } from '../../../core/backoff.js';
 import { AmqpPublisher } from './publisher.js';
-
-const MAX_BACKOFF_MS = 5000;
 
 /**
  * Why a connect failed, in words. amqplib's `connect ETIMEDOUT` is its own: nothing came back
@@ -96,7 +95,7 @@ export class AmqpBroker implements BrokerRuntime {
   private topologyOn: ChannelModel | undefined;
   /** Whether this broker ever bound its declared queues: one that never connected has nothing on the server to take back. */
   private declaredOnce = false;
-  private backoff = 250;
+  private readonly backoff = reconnectBackoff();
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly subscriptions = new Set<AmqpSubscription>();
   /** Publishes awaiting their confirm, by the message id that correlates a basic.return. */
@@ -248,7 +247,7 @@ export class AmqpBroker implements BrokerRuntime {
       }
       this.connection = conn;
       this.publisher = new AmqpPublisher(publisher);
-      this.backoff = 250;
+      this.backoff.reset();
       this.state = { ready: true };
       this.log.info('amqp connected');
       for (const s of this.subscriptions) s.attach(conn);
@@ -256,8 +255,9 @@ export class AmqpBroker implements BrokerRuntime {
       this.topologyOn = undefined;
       const why = connectFailure(err as Error, this.settings);
       this.state = { ready: false, detail: `unreachable: ${why}` };
-      this.log.warn({ err: why, retryInMs: this.backoff }, 'amqp connect failed; retrying');
-      this.retry();
+      const wait = this.backoff.delay();
+      this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
+      this.retry(wait);
     }
   }
 
@@ -274,11 +274,10 @@ export class AmqpBroker implements BrokerRuntime {
     this.retry();
   }
 
-  private retry(): void {
+  private retry(wait = this.backoff.delay()): void {
     if (this.stopped) return;
-    this.retryTimer = setTimeout(() => void this.connect(), this.backoff);
+    this.retryTimer = setTimeout(() => void this.connect(), wait);
     this.retryTimer.unref();
-    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
   }
 
   publish(topic: string, msg: Message): Promise<Delivery> {
@@ -400,7 +399,7 @@ class AmqpSubscription {
   private poll: NodeJS.Timeout | undefined;
   /** The connection the route consumes on: set by attach, cleared by detach (the connection was lost). */
   private conn: ChannelModel | undefined;
-  private backoff = 250;
+  private readonly backoff = reconnectBackoff();
 
   constructor(
     private readonly settings: AmqpSettings,
@@ -430,9 +429,10 @@ class AmqpSubscription {
     this.conn = conn;
     void this.open(conn).catch((err: Error) => {
       this.telemetry?.consumerError(this.spec.route);
-      this.log.error({ err: err.message, retryInMs: this.backoff }, 'amqp consumer could not start; retrying');
+      const wait = this.backoff.delay();
+      this.log.error({ err: err.message, retryInMs: wait }, 'amqp consumer could not start; retrying');
       // A channel error (e.g. a queue that does not exist) closes only the channel: try again on the same connection.
-      this.reopen(conn);
+      this.reopen(conn, wait);
     });
   }
 
@@ -457,17 +457,15 @@ class AmqpSubscription {
     this.held = 0;
     clearInterval(this.poll);
     if (this.stopping) return;
-    this.reopen(conn, (wait) => {
+    this.reopen(conn, this.backoff.delay(), (wait) => {
       // Only now is it sure the connection outlived the channel.
       this.telemetry?.consumerCrash(this.spec.route);
       this.log.warn({ retriedAfterMs: wait }, 'amqp consume channel closed while the connection lives; opening another');
     });
   }
 
-  /** Opens a channel again on `conn` after a backoff, unless the route stopped or the connection went in the meantime. */
-  private reopen(conn: ChannelModel, reopening?: (waitedMs: number) => void): void {
-    const wait = this.backoff;
-    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+  /** Opens a channel again on `conn` after `wait` ms, unless the route stopped or the connection went in the meantime. */
+  private reopen(conn: ChannelModel, wait: number, reopening?: (waitedMs: number) => void): void {
     setTimeout(() => {
       if (this.stopping || this.channel || this.conn !== conn) return;
       reopening?.(wait);
@@ -536,7 +534,7 @@ class AmqpSubscription {
       this.chain = this.chain.then(() => this.deliver(ch, m));
     });
     this.pollDepth(ch, queue);
-    this.backoff = 250;
+    this.backoff.reset();
     this.log.info({ queue }, 'consumer ready');
   }
 

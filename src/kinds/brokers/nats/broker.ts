@@ -6,12 +6,11 @@ import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowled
 import type { NatsSettings, NatsStream } from '../nats.js';
 import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
+import { reconnectBackoff } from '../../../core/backoff.js';
 
 /** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
 type NatsLib = typeof import('nats');
 let lib!: NatsLib;
-
-const MAX_BACKOFF_MS = 5000;
 
 /** What a core message waiting for its route costs beyond its payload (measured: ~300 bytes), counted against `corePendingBytes`. */
 const HELD_MESSAGE_BYTES = 512;
@@ -140,7 +139,7 @@ export class NatsBroker implements BrokerRuntime {
 
   /** Declares the streams (or checks those that must exist); retried until it works. */
   private async declareStreams(nc: NatsConnection): Promise<void> {
-    let backoff = 250;
+    const backoff = reconnectBackoff();
     for (;;) {
       if (this.stopped) return;
       try {
@@ -154,9 +153,9 @@ export class NatsBroker implements BrokerRuntime {
         return;
       } catch (err) {
         this.state = { ready: false, detail: `streams not ready: ${(err as Error).message}` };
-        this.log.warn({ err: (err as Error).message, retryInMs: backoff }, 'nats streams could not be declared; retrying');
-        await new Promise((r) => setTimeout(r, backoff).unref());
-        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+        const wait = backoff.delay();
+        this.log.warn({ err: (err as Error).message, retryInMs: wait }, 'nats streams could not be declared; retrying');
+        await sleep(wait);
       }
     }
   }
@@ -398,9 +397,10 @@ class NatsSubscription {
   /** Creates (or updates) the consumer, then reads it; starts over after anything that ends the read. */
   private async consumeStream(nc: NatsConnection, jsm: JetStreamManager, stream: string): Promise<void> {
     const name = consumerName(this.spec.group);
-    let backoff = 250;
+    const backoff = reconnectBackoff();
     let saidKept = false;
     while (!this.stopping) {
+      let failure: Error | undefined;
       try {
         // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
         const startFrom = this.spec.startFrom ?? this.spec.defaultStartFrom ?? 'earliest';
@@ -448,7 +448,7 @@ class NatsSubscription {
           return;
         }
         this.log.info({ stream, consumer: name, subject: this.spec.topic }, 'consumer ready');
-        backoff = 250;
+        backoff.reset();
         for await (const m of messages) {
           // A copy JetStream sent again while the first waited behind a message the targets held
           // past ackWaitMs: only the one in hand is kept alive (working()), the ones pulled behind it
@@ -474,11 +474,13 @@ class NatsSubscription {
       } catch (err) {
         if (this.stopping) return;
         this.telemetry?.consumerError(this.spec.route);
-        this.log.warn({ err: (err as Error).message, retryInMs: backoff }, 'nats consumer stopped; starting it again');
+        failure = err as Error;
       }
       if (this.stopping) return;
-      await new Promise((r) => setTimeout(r, backoff).unref());
-      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+      // After a failure, or a read that ended by itself.
+      const wait = backoff.delay();
+      if (failure) this.log.warn({ err: failure.message, retryInMs: wait }, 'nats consumer stopped; starting it again');
+      await sleep(wait);
     }
   }
 
@@ -512,6 +514,11 @@ async function consumerInfo(jsm: JetStreamManager, stream: string, name: string)
     if (/consumer not found/i.test((err as Error).message)) return undefined;
     throw err;
   }
+}
+
+/** Resolves after `ms`, without keeping the process alive. */
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
 }
 
 function coreMessage(data: Buffer, subject: string, headers: MsgHdrs | undefined, at: number): Message {
