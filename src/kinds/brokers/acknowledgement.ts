@@ -1,7 +1,7 @@
 import type { Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
 import type { Delivery, Message } from '../../core/message.js';
-import type { BrokerTelemetry } from '../contracts.js';
+import type { BrokerTelemetry, Subscription } from '../contracts.js';
 
 /**
  * What the MQTT, AMQP and NATS brokers share about acknowledgements: a publish either gets the
@@ -205,6 +205,20 @@ export async function handOver(msg: Message, handler: (msg: Message) => Promise<
   } finally {
     clearInterval(beat);
   }
+}
+
+/**
+ * The route's handle on a subscription its broker keeps in `subscriptions`: stopping it waits for
+ * the message in hand, and only then takes the subscription out: while it finishes, the broker
+ * still counts it (its stop() waits for it, health() and consumerLag() report it).
+ */
+export function leavesOnStop<S extends { stop(): Promise<void> }>(subscriptions: Set<S>, sub: S): Subscription {
+  return {
+    stop: async () => {
+      await sub.stop();
+      subscriptions.delete(sub);
+    },
+  };
 }
 
 /** Headers as a message carries them: one string per name (the last, when a protocol allows repeats). */

@@ -3,7 +3,7 @@ import type { Logger } from '../../../log.js';
 import { payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
-import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { within } from '../../../core/within.js';
@@ -337,12 +337,7 @@ export class AmqpBroker implements BrokerRuntime {
     const sub = new AmqpSubscription(this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
     if (this.connection) sub.attach(this.connection);
-    return {
-      stop: async () => {
-        await sub.stop();
-        this.subscriptions.delete(sub);
-      },
-    };
+    return leavesOnStop(this.subscriptions, sub);
   }
 }
 

@@ -5,7 +5,7 @@ import { captured, newPromise } from '../../../core/captured-promise.js';
 import { within } from '../../../core/within.js';
 import { payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
-import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 
@@ -271,12 +271,7 @@ export class MqttBroker implements BrokerRuntime {
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const sub = new MqttSubscription(lib!, this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
-    return {
-      stop: async () => {
-        await sub.stop();
-        this.subscriptions.delete(sub);
-      },
-    };
+    return leavesOnStop(this.subscriptions, sub);
   }
 }
 

@@ -2,7 +2,7 @@ import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, MsgHdrs, Na
 import type { Logger } from '../../../log.js';
 import { offsetText, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
-import { AckDeadlines, handOver, NotConnected, singleValued } from '../acknowledgement.js';
+import { AckDeadlines, handOver, leavesOnStop, NotConnected, singleValued } from '../acknowledgement.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
 import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
@@ -264,12 +264,7 @@ export class NatsBroker implements BrokerRuntime {
     // never attach (only open() attaches, once). The client resubscribes core subjects when it is
     // back, and a JetStream consumer retries until it can be created.
     if (this.nc && this.declared) sub.attach(this.nc, this.jsm);
-    return {
-      stop: async () => {
-        await sub.stop();
-        this.subscriptions.delete(sub);
-      },
-    };
+    return leavesOnStop(this.subscriptions, sub);
   }
 }
 
