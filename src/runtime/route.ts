@@ -241,7 +241,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (checked.outcome !== 'delivered') return checked;
     let o: Outcome | Promise<Outcome>;
     try {
-      o = outcomeOf(this.deliver(msg, checked.message ?? msg, { ...ctx, tagged: checked.tagged ? checked.tags : undefined }));
+      o = outcomeOf(this.deliver(checked.message ?? msg, { ...ctx, tagged: checked.tagged ? checked.tags : undefined }));
     } catch (err) {
       return this.unexpected(err, UNTRACED);
     }
@@ -255,7 +255,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   private recordOutcome(msg: Message, r: StepResult, ctx: MessageContext): Outcome | Promise<Outcome> {
-    if (isStop(r)) return outcomeOf(this.afterChain(msg, r, ctx));
+    if (isStop(r)) return outcomeOf(this.afterChain(r, ctx));
     if (ctx.tagged) return { outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: true, tags: ctx.tagged, message: r };
     // Most records pass a validate-only chain unchanged: one shared outcome, no object per record.
     return r === msg ? PASSED_UNCHANGED : { outcome: 'delivered', deliveries: NO_DELIVERIES, tagged: false, message: r };
@@ -491,12 +491,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   private process(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome> | Later {
     const r = runChain(this.steps, msg, ctx);
-    if (r instanceof Promise) return r.then((settled) => outcomeOf(this.afterChain(msg, settled, ctx)));
-    return this.afterChain(msg, r, ctx);
+    if (r instanceof Promise) return r.then((settled) => outcomeOf(this.afterChain(settled, ctx)));
+    return this.afterChain(r, ctx);
   }
 
-  private afterChain(msg: Message, r: StepResult, ctx: MessageContext): Outcome | Promise<Outcome> | Later {
-    if (!isStop(r)) return this.deliver(msg, r, ctx);
+  private afterChain(r: StepResult, ctx: MessageContext): Outcome | Promise<Outcome> | Later {
+    if (!isStop(r)) return this.deliver(r, ctx);
     switch (r.stop) {
       case 'filtered':
         return { outcome: 'filtered' };
@@ -526,7 +526,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return to.broker.publish(to.topic, deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker)));
   }
 
-  private deliver(_original: Message, m: Message, ctx: MessageContext): Outcome | Later {
+  private deliver(m: Message, ctx: MessageContext): Outcome | Later {
     const tags = ctx.tagged;
     // Routes from a kafka listener without `to` have no targets: their records go on in the client's own request.
     if (this.targets.length === 0) return deliveredOutcome([], m, tags);
