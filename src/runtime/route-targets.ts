@@ -1,0 +1,148 @@
+/**
+ * What a route sends to, apart from the route itself (./route.ts): a broker target (its topic and
+ * key expressions, the headers its broker cannot carry), a target's send and failure made into a
+ * promise and a Problem, and a fan-out that waits for every target. Webhook targets
+ * (kinds/targets/webhook.ts) and listener forwards are built by their own modules.
+ */
+import { problem, type Problem } from '../core/errors.js';
+import type { Delivery, Message, MessageContext } from '../core/message.js';
+import type { Outcome } from '../core/outcome.js';
+import { bindingsFor, evaluateThen, expressionProblem, type ExpressionEvaluationError } from '../expr/expression.js';
+import { toStructuredMessage } from '../codecs/cloudevents.js';
+import type { BrokerRuntime, Target } from '../kinds/contracts.js';
+import { WebhookError } from '../kinds/targets/webhook.js';
+import { Refused } from '../kinds/brokers/acknowledgement.js';
+import type { TargetPlan } from '../plan/types.js';
+
+/** A target's failure as the route's outcome. */
+export function targetFailed(err: unknown): Outcome {
+  return { outcome: 'failed', problem: failureOf(err) };
+}
+
+function failureOf(err: unknown): Problem {
+  return err instanceof TargetError || err instanceof WebhookError ? err.problem : unavailable('target', err);
+}
+
+/**
+ * A fan-out's deliveries once every target answered. When one fails, the others are still waited
+ * for, so the failure can name the targets that did take the message (Problem.took): a client that
+ * retries knows it sends it to them again, and a consume route retries the others only, instead of
+ * duplicating it silently.
+ */
+export function everyTarget(sends: (Delivery | Promise<Delivery>)[]): Promise<Delivery[]> {
+  return Promise.allSettled(sends).then((results) => {
+    const took: (Delivery | undefined)[] = [];
+    let first: Problem | undefined;
+    let count = 0;
+    for (const r of results) {
+      if (r.status === 'fulfilled') {
+        took.push(r.value);
+        count++;
+      } else {
+        took.push(undefined);
+        first ??= failureOf(r.reason);
+      }
+    }
+    if (first === undefined) return took as Delivery[];
+    const detail =
+      count === 0
+        ? `${first.detail} (none of the ${results.length} targets took it)`
+        : `${first.detail}; ${count} of the ${results.length} targets took it (see deliveries): a retry sends it to them again`;
+    throw new TargetError({ ...first, detail, took });
+  });
+}
+
+/** A target's send; a synchronous throw becomes a rejection. */
+export function sent(target: Target, msg: Message, ctx: MessageContext): Delivery | Promise<Delivery> {
+  try {
+    return target.send(msg, ctx);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/** A target's failure that already says what the client is told (an expression that failed, a header the broker cannot carry, a refusal). */
+class TargetError extends Error {
+  constructor(readonly problem: Problem) {
+    super(problem.detail);
+  }
+}
+
+/** The 503 for a broker that did not acknowledge the message (not connected, timed out, failed). */
+export function unavailable(broker: string, err: unknown): Problem {
+  return problem('EG_BROKER_UNAVAILABLE', `broker '${broker}' did not acknowledge the message: ${(err as Error).message ?? String(err)}`);
+}
+
+/** The 400 for a message with a header its broker cannot carry (BrokerRuntime.headerProblem), or undefined. */
+function unpublishableHeader(broker: string, headerProblem: (name: string, value: string) => string | undefined, headers: Readonly<Record<string, string>>): Problem | undefined {
+  for (const name in headers) {
+    const why = headerProblem(name, headers[name]!);
+    if (why === undefined) continue;
+    const shown = JSON.stringify(name.length > 64 ? `${name.slice(0, 61)}...` : name);
+    const error = `header ${shown}: ${why}`;
+    return problem('EG_INVALID_MESSAGE', `broker '${broker}' cannot carry the message's headers: ${error}`, { errors: [error] });
+  }
+  return undefined;
+}
+
+/**
+ * A broker topic as a route's target: the topic written in the config or computed per message, the
+ * key expression, CloudEvents structured mode, and a message with a header the broker cannot carry
+ * refused before it is sent. Publishes synchronously to brokers that can (publishNow: memory).
+ */
+export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'broker' }>): Target {
+  const key = t.key;
+  const topicExpr = t.topicExpr;
+  const now = broker.publishNow?.bind(broker);
+  const headerProblem = broker.headerProblem?.bind(broker);
+  const publish = (topic: string, out: Message): Delivery | Promise<Delivery> => {
+    if (headerProblem) {
+      const refused = unpublishableHeader(broker.name, headerProblem, out.headers);
+      if (refused) return Promise.reject(new TargetError(refused));
+    }
+    if (now) {
+      try {
+        return now(topic, out);
+      } catch (err) {
+        return Promise.reject(new TargetError(unavailable(broker.name, err)));
+      }
+    }
+    let pending: Promise<Delivery>;
+    try {
+      pending = broker.publish(topic, out);
+    } catch (err) {
+      return Promise.reject(new TargetError(unavailable(broker.name, err)));
+    }
+    return pending.then(undefined, (err) => {
+      throw err instanceof TargetError ? err : new TargetError(err instanceof Refused ? err.problem : unavailable(broker.name, err));
+    });
+  };
+  const keyed = (msg: Message, k: unknown): Message => ({ ...msg, key: k === undefined || k === null ? null : typeof k === 'string' ? k : JSON.stringify(k) });
+  const keyFailed = (err: ExpressionEvaluationError): never => {
+    throw new TargetError(expressionProblem('key expression', err));
+  };
+  /** The message with its key, synchronously when the key expression has a fast path. */
+  const withKey = (msg: Message, ctx: MessageContext): Message | Promise<Message> => (key ? evaluateThen(key, msg.value, bindingsFor(msg, ctx), (k) => keyed(msg, k), keyFailed) : msg);
+  /** A topic chosen per message by an expression. */
+  const dynamicTopic = async (msg: Message, ctx: MessageContext): Promise<Delivery> => {
+    let name: unknown;
+    try {
+      name = await topicExpr!.evaluate(msg.value, bindingsFor(msg, ctx));
+    } catch (err) {
+      throw new TargetError(expressionProblem('topic expression', err as ExpressionEvaluationError));
+    }
+    const why = typeof name !== 'string' || name === '' ? 'not a non-empty string' : broker.topicProblem?.(name);
+    if (why) throw new TargetError(problem('EG_EXPRESSION_FAILED', `topic expression gave ${JSON.stringify(name) ?? 'nothing'}, which is not a topic of broker '${broker.name}': ${why}`));
+    return publish(name as string, await withKey(msg, ctx));
+  };
+  return {
+    send(original, ctx) {
+      // Structured mode (CloudEvents Kafka binding §3.3): the event as one JSON value.
+      const msg = t.structured ? toStructuredMessage(original) : original;
+      if (topicExpr) return dynamicTopic(msg, ctx);
+      // A literal topic (the common case) costs nothing, and a fast-path key no microtask.
+      const out = withKey(msg, ctx);
+      return out instanceof Promise ? out.then((m) => publish(t.topic, m)) : publish(t.topic, out);
+    },
+  };
+}
