@@ -81,6 +81,21 @@ export interface Gate {
   admit(req: RequestMeta): Promise<Admission>;
 }
 
+/**
+ * A client checked by several gates in turn (a route's auth steps, a forward path's auth): the
+ * first refusal answers; admitted, it is as the last gate says, until the earliest `until`.
+ */
+export async function admitThrough(gates: readonly Gate[], req: RequestMeta): Promise<Admission> {
+  let admission: Admission = { ok: true, identity: undefined };
+  let until: number | undefined;
+  for (const gate of gates) {
+    admission = await gate.admit(req);
+    if (!admission.ok) return admission;
+    if (admission.until !== undefined) until = Math.min(until ?? Infinity, admission.until);
+  }
+  return until === undefined ? admission : { ...admission, until };
+}
+
 /** What a running route hands a stateful step. */
 export interface StepRouteContext {
   readonly route: string;

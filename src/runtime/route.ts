@@ -1,21 +1,23 @@
 import { problem, type Problem } from '../core/errors.js';
-import type {
-  Admission,
-  BrokerRuntime,
-  BrokerTelemetry,
-  CheckedRecords,
-  RecordBytesCheck,
-  CompiledStep,
-  Health,
-  ListenerRuntime,
-  RecordsAnswer,
-  ReplaySource,
-  Retained,
-  RouteEntry,
-  StepResult,
-  Subscription,
-  Target,
-  UndecodableBatch,
+import {
+  admitThrough,
+  type Admission,
+  type Gate,
+  type BrokerRuntime,
+  type BrokerTelemetry,
+  type CheckedRecords,
+  type RecordBytesCheck,
+  type CompiledStep,
+  type Health,
+  type ListenerRuntime,
+  type RecordsAnswer,
+  type ReplaySource,
+  type Retained,
+  type RouteEntry,
+  type StepResult,
+  type Subscription,
+  type Target,
+  type UndecodableBatch,
 } from '../kinds/contracts.js';
 import { fromConsumedRecord } from '../codecs/cloudevents.js';
 import { WebhookTarget } from '../kinds/targets/webhook.js';
@@ -91,7 +93,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   readonly delivers: boolean;
   private readonly steps: readonly CompiledStep[];
   /** Steps that check a connecting client (auth), in chain order. */
-  private readonly gates: readonly CompiledStep[];
+  private readonly gates: readonly Gate[];
   /** The chain's check of a value's bytes, when every step has one and the route has no targets (recordBytesCheck). */
   private readonly byteCheck: RecordBytesCheck | undefined;
   /** Identities of the step state this route holds (see StepStateStore). */
@@ -133,7 +135,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       return step.forRoute({ route: plan.name, state: (create) => (store ? store.claim(id, create) : create()) });
     });
     this.stateIds = stateIds;
-    this.gates = this.steps.filter((s) => s.admit);
+    this.gates = this.steps.filter((s): s is CompiledStep & Gate => s.admit !== undefined);
     // Only a chain of steps that all judge bytes can skip decoding: a step without acceptsBytes may
     // change the message or read what earlier ones left on the context (`$message`).
     const byteChecks = this.steps.map((s) => s.acceptsBytes?.bind(s));
@@ -467,15 +469,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** A WebSocket client connecting to this route's path: the chain's auth steps decide. */
-  async admit(req: RequestMeta): Promise<Admission> {
-    let admission: Admission = { ok: true, identity: undefined };
-    let until: number | undefined;
-    for (const gate of this.gates) {
-      admission = await gate.admit!(req);
-      if (!admission.ok) return admission;
-      if (admission.until !== undefined) until = Math.min(until ?? Infinity, admission.until);
-    }
-    return until === undefined ? admission : { ...admission, until };
+  admit(req: RequestMeta): Promise<Admission> {
+    return admitThrough(this.gates, req);
   }
 
   /** Messages inside the chain or waiting for their targets right now. */

@@ -11,7 +11,18 @@ import { expireAt } from '../../core/expiry.js';
 import { sendProblem } from './http-reply.js';
 import { parseClientJson } from './client-json.js';
 import { jsonValue, ORIGINAL, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
-import { type Admission, type Gate, type ListenerBindings, type ListenerRuntime, type ListenerTelemetry, type RouteEntry, type RuntimeEnv, STOP_REASON, type Target } from '../contracts.js';
+import {
+  admitThrough,
+  type Admission,
+  type Gate,
+  type ListenerBindings,
+  type ListenerRuntime,
+  type ListenerTelemetry,
+  type RouteEntry,
+  type RuntimeEnv,
+  STOP_REASON,
+  type Target,
+} from '../contracts.js';
 import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, stoppingProblem, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
 import { defineListener, kindOptions, oneOf, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
@@ -450,20 +461,13 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   /** The publish route's client checks, then the forward targets' auth, for a client of route path `path`. */
-  private async admit(path: string, request: RequestMeta): Promise<Admission> {
+  private admit(path: string, request: RequestMeta): Promise<Admission> {
     const gates: Gate[] = [];
     const route = this.bindings.publish.get(path);
     if (route?.admit) gates.push(route as Gate);
     const forward = this.bindings.forwardAuth?.get(this.aliasedForward.get(path) ?? path);
     if (forward) gates.push(forward);
-    let admission: Admission = { ok: true, identity: undefined };
-    let until: number | undefined;
-    for (const gate of gates) {
-      admission = await gate.admit(request);
-      if (!admission.ok) return admission;
-      if (admission.until !== undefined) until = Math.min(until ?? Infinity, admission.until);
-    }
-    return until === undefined ? admission : { ...admission, until };
+    return admitThrough(gates, request);
   }
 
   /**
