@@ -27,14 +27,14 @@ import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse
 import { defineListener, kindOptions, oneOf, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
 import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
-import { PacedWriter, SLICE_BYTES } from './paced-write.js';
+import type { PacedWriter } from './paced-write.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { malformedHandshake } from './ws-handshake.js';
+import { canWriteRaw, textFrame, writeFrames } from './ws-frames.js';
 import { RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
 import { anyOrigin, originList } from './cors.js';
 
-const wsModule = bundled<typeof Ws>('ws');
-const { WebSocketServer } = wsModule;
+const { WebSocketServer } = bundled<typeof Ws>('ws');
 const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
 type Router = FindMyWayModule.Instance<FindMyWayModule.HTTPVersion.V1>;
 const noop = () => undefined;
@@ -665,14 +665,6 @@ export class WebSocketListener implements ListenerRuntime {
   }
 }
 
-/** ws's framing function (public in ws, absent from @types/ws). */
-const { Sender } = wsModule as unknown as { Sender: { frame(data: Buffer, options: { fin: boolean; opcode: number; mask: boolean; readOnly: boolean; rsv1: boolean }): Buffer[] } };
-
-/** A complete unmasked text frame (header + payload), as a server sends it. */
-function textFrame(payload: Buffer): Buffer {
-  return Buffer.concat(Sender.frame(payload, { fin: true, opcode: 0x01, mask: false, readOnly: false, rsv1: false }));
-}
-
 /** Header values seen in handshakes, each kept once (bounded: emptied when full). */
 const HEADER_VALUES = new Map<string, string>();
 const HEADER_VALUES_MAX = 1024;
@@ -769,54 +761,3 @@ export const websocketListener = defineListener({
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
 });
-
-/**
- * Writes a turn's joined frames to a client: the prepared bytes straight to its socket when ws
- * would write them as they are, else each payload through ws.send().
- */
-function writeFrames(client: Client, bytes: Buffer, payloads: readonly Buffer[], from: number): void {
-  const ws = client.ws;
-  if (ws.readyState !== 1) return;
-  if (canWriteRaw(ws)) {
-    // Paced, a slice of whole frames at a time (a wss socket encrypts what it is handed at once).
-    const socket = (ws as unknown as WsInternals)._socket!;
-    if (bytes.length <= SLICE_BYTES && !client.paced?.held) socket.write(bytes);
-    else (client.paced ??= new PacedWriter(socket, framesEnd)).write(bytes);
-    return;
-  }
-  client.paced?.handOver();
-  for (let i = from; i < payloads.length; i++) ws.send(payloads[i]!, { binary: false });
-}
-
-/** Where a slice of prepared frames starting at `from` ends when paced: after the last whole frame within SLICE_BYTES, or after the one frame that is larger. */
-function framesEnd(bytes: Buffer, from: number): number {
-  let at = from;
-  while (at < bytes.length) {
-    // An unmasked frame: a 2-byte header whose 7-bit length may say 126 (16-bit length follows) or 127 (64-bit).
-    const short = bytes[at + 1]! & 0x7f;
-    const end = short === 126 ? at + 4 + bytes.readUInt16BE(at + 2) : short === 127 ? at + 10 + Number(bytes.readBigUInt64BE(at + 2)) : at + 2 + short;
-    if (end - from > SLICE_BYTES && at > from) break;
-    at = end;
-  }
-  return at;
-}
-
-/** The parts of a ws connection that canWriteRaw relies on (see there). */
-interface WsInternals {
-  _socket?: Duplex & { writable: boolean };
-  _sender?: { _state: number; _queue: unknown[] };
-}
-
-/**
- * Whether prepared frames may be written straight to the client's socket: exactly what ws's
- * Sender#sendFrame does when its queue is empty — which holds because permessage-deflate is off
- * here, so the sender only queues while it reads a Blob, and nothing sends Blobs. Anything else
- * (no socket, a queued sender) goes through ws.send() as usual. ws.bufferedAmount counts these
- * bytes, so the slow-client bound still applies. These are ws internals, so package.json pins ws
- * to one minor version; the websocket tests cover this path.
- */
-function canWriteRaw(ws: WebSocket): boolean {
-  const internals = ws as unknown as WsInternals;
-  const sender = internals._sender;
-  return internals._socket?.writable === true && sender !== undefined && sender._state === 0 && sender._queue.length === 0;
-}
