@@ -101,6 +101,12 @@ export function describeFsError(err: unknown): string {
   return e.code ? `${what[e.code] ?? 'cannot read'} (${e.code})` : e.message;
 }
 
+/**
+ * The text as a document, in the order its problems are found: YAML syntax, an alias inside its
+ * own anchor, `${VAR}` substitution (unless `options.substitute` is false), numbers that are not
+ * finite, aliases resolved. Undefined, with the problems in `diagnostics`, when the text is not a
+ * config's YAML; a `${VAR}` problem alone still gives the document.
+ */
 export function parseSource(file: string, raw: string, env: Env, diagnostics: Diagnostic[], options: ParseOptions = {}): SourceDocument | undefined {
   // A byte order mark (Windows editors write one) takes no column: positions are as an editor shows them.
   const text = raw.charCodeAt(0) === 0xfeff ? raw.slice(1) : raw;
@@ -111,40 +117,10 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
     return { line: p.line, column: p.col };
   };
   if (doc.errors.length > 0) {
-    // One mistake often yields several errors on its line (the parser's recovery trips again): report the first.
-    const seen = new Set<number>();
-    for (const e of doc.errors) {
-      const { line, column } = pos(e.pos[0]);
-      if (seen.has(line)) continue;
-      // "Unexpected ... token in YAML stream" after an error: the parser lost the document there and
-      // trips on every token left, one diagnostic per line to the end of the file.
-      if (seen.size > 0 && e.code === 'UNEXPECTED_TOKEN' && e.message.includes('token in YAML stream')) continue;
-      seen.add(line);
-      // The library's own words advise a call of its API; the user needs to know what to change.
-      const message =
-        e.code === 'MULTIPLE_DOCS'
-          ? 'the file holds more than one YAML document (a second one starts at this `---`); eventgate reads one: remove the `---`, or move the second part to a file of its own (in a config, with `include:`)'
-          : `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}`;
-      diagnostics.push(syntaxProblem(file, line, column, message));
-    }
+    diagnostics.push(...syntaxErrors(doc, file, text, pos));
     return undefined;
   }
-  // An alias inside the node its anchor names (`a: &x [*x]`) is a cycle: toJS would build a
-  // circular object, and every later walk of the config would recurse until the stack overflows
-  // (a bare "Maximum call stack size exceeded", no file:line:col). A config is a tree: say so here.
-  // One pass in document order: an alias names the last node with its anchor before it.
-  let cycle: { at: number; name: string } | undefined;
-  const anchored = new Map<string, YamlNode>();
-  visit(doc, (_key, node) => {
-    if (isAlias(node)) {
-      const target = anchored.get(node.source);
-      const at = node.range?.[0];
-      if (target?.range && at !== undefined && at >= target.range[0] && at < target.range[2]) {
-        cycle = { at, name: node.source };
-        return visit.BREAK;
-      }
-    } else if ((isMap(node) || isSeq(node) || isScalar(node)) && node.anchor) anchored.set(node.anchor, node);
-  });
+  const cycle = aliasCycle(doc);
   if (cycle) {
     const { line, column } = pos(cycle.at);
     diagnostics.push(
@@ -164,16 +140,7 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
     value = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
     // Aliases are resolved only here: an alias to no anchor, or an alias bomb.
-    let offset = 0;
-    visit(doc, {
-      Alias(_key, node) {
-        if (node.resolve(doc) === undefined) {
-          offset = node.range?.[0] ?? 0;
-          return visit.BREAK;
-        }
-      },
-    });
-    const { line, column } = pos(offset);
+    const { line, column } = pos(unresolvedAlias(doc));
     diagnostics.push(syntaxProblem(file, line, column, `YAML error: ${firstLine((err as Error).message)}`));
     return undefined;
   }
@@ -200,13 +167,74 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   };
 }
 
+/** Where a node of the text is, 1-based. */
+type PositionOf = (offset: number) => { line: number; column: number };
+
+/** The parser's errors as diagnostics, in the user's words: one per line, and none for the tokens after a lost document. */
+function syntaxErrors(doc: Document, file: string, text: string, pos: PositionOf): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  // One mistake often yields several errors on its line (the parser's recovery trips again): report the first.
+  const seen = new Set<number>();
+  for (const e of doc.errors) {
+    const { line, column } = pos(e.pos[0]);
+    if (seen.has(line)) continue;
+    // "Unexpected ... token in YAML stream" after an error: the parser lost the document there and
+    // trips on every token left, one diagnostic per line to the end of the file.
+    if (seen.size > 0 && e.code === 'UNEXPECTED_TOKEN' && e.message.includes('token in YAML stream')) continue;
+    seen.add(line);
+    // The library's own words advise a call of its API; the user needs to know what to change.
+    const message =
+      e.code === 'MULTIPLE_DOCS'
+        ? 'the file holds more than one YAML document (a second one starts at this `---`); eventgate reads one: remove the `---`, or move the second part to a file of its own (in a config, with `include:`)'
+        : `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}`;
+    out.push(syntaxProblem(file, line, column, message));
+  }
+  return out;
+}
+
+/**
+ * An alias inside the node its anchor names (`a: &x [*x]`) is a cycle: toJS would build a
+ * circular object, and every later walk of the config would recurse until the stack overflows
+ * (a bare "Maximum call stack size exceeded", no file:line:col). A config is a tree: the first
+ * such alias, found in one pass in document order (an alias names the last node with its anchor before it).
+ */
+function aliasCycle(doc: Document): { at: number; name: string } | undefined {
+  let cycle: { at: number; name: string } | undefined;
+  const anchored = new Map<string, YamlNode>();
+  visit(doc, (_key, node) => {
+    if (isAlias(node)) {
+      const target = anchored.get(node.source);
+      const at = node.range?.[0];
+      if (target?.range && at !== undefined && at >= target.range[0] && at < target.range[2]) {
+        cycle = { at, name: node.source };
+        return visit.BREAK;
+      }
+    } else if ((isMap(node) || isSeq(node) || isScalar(node)) && node.anchor) anchored.set(node.anchor, node);
+  });
+  return cycle;
+}
+
+/** Offset of the first alias that names no anchor (0 when none does: an alias bomb is the whole document's). */
+function unresolvedAlias(doc: Document): number {
+  let offset = 0;
+  visit(doc, {
+    Alias(_key, node) {
+      if (node.resolve(doc) === undefined) {
+        offset = node.range?.[0] ?? 0;
+        return visit.BREAK;
+      }
+    },
+  });
+  return offset;
+}
+
 /**
  * YAML reads `.inf`, `-.inf`, `.nan` and numbers beyond a double (`1e400`) as Infinity and NaN,
  * which the schema's number checks let through: `rate: 1e400` made a rate limit that never
  * limits, `retain: .inf` a memory topic that grows without bound, and JSON (`plan --format json`)
  * cannot write them. No key of a config means anything by them, so each is named. True when any.
  */
-function nonFiniteNumbers(doc: Document, file: string, text: string, pos: (offset: number) => { line: number; column: number }, diagnostics: Diagnostic[]): boolean {
+function nonFiniteNumbers(doc: Document, file: string, text: string, pos: PositionOf, diagnostics: Diagnostic[]): boolean {
   let found = false;
   visit(doc, {
     Scalar(_key, node, ancestors) {
@@ -339,7 +367,7 @@ function substituteEnv(
   env: Env,
   file: string,
   text: string,
-  pos: (offset: number) => { line: number; column: number },
+  pos: PositionOf,
   fromEnv: Set<string>,
   diagnostics: Diagnostic[],
   envValues: Set<string>,
