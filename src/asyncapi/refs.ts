@@ -8,7 +8,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
-import { jsonSyntaxProblem } from '../config/source.js';
+import { jsonSyntaxProblem } from '../config/json-syntax.js';
 import { isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from '../config/yaml.js';
 
 /** `asyncapiRemoteRefs` in gateway.yaml. */
