@@ -1,5 +1,5 @@
 import kafkajs, { producerWithCluster, type ProducerCluster } from './kafkajs.js';
-import type { ICustomPartitioner, IHeaders, KafkaConfig, Message as KafkaRecord, PartitionMetadata, Producer, RetryOptions } from 'kafkajs';
+import type { ICustomPartitioner, IHeaders, KafkaConfig, Message as KafkaRecord, PartitionMetadata, Producer, RecordMetadata, RetryOptions } from 'kafkajs';
 import { CODEC_IDS } from '../../../codecs/compression.js';
 import type { Logger } from '../../../log.js';
 import { ORIGINAL, valuePayload, type Delivery, type Message, type OriginalRecord } from '../../../core/message.js';
@@ -52,6 +52,9 @@ interface Pending {
   /** Bytes of its key, value and headers, for producer.maxBatchBytes. */
   bytes: number;
 }
+
+/** The records of the partitions that did not take theirs, per "topic/partition", in batch order, with the partition's error code. */
+type NotTaken = Map<string, { records: Pending[]; code: number }>;
 
 /** What the producer tells its broker: a produce request went through, or the cluster may be down. */
 export interface ProducerEvents {
@@ -432,8 +435,7 @@ export class RecordProducer {
       if (!list) byTopic.set(p.topic, (list = []));
       list.push(p.record);
     }
-    /** The records of the partitions that did not take theirs, per "topic/partition", in batch order. */
-    const notTaken = new Map<string, { records: Pending[]; code: number }>();
+    let notTaken: NotTaken;
     try {
       const acks = ACKS[this.settings.producer.acks];
       const results = await this.producer.sendBatch({
@@ -443,52 +445,63 @@ export class RecordProducer {
         compression: CODEC_IDS[this.settings.producer.compression],
         topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
       });
-      // Records of one partition are sent in batch order, so the n-th gets baseOffset + n: the
-      // next offset of each partition, per topic, counted on as its records are settled.
-      // null: acknowledged without an offset (-1).
-      const next = new Map<string, (bigint | null | undefined)[]>();
-      /** The partitions that did not take their records, per topic: their error code (see ./produce-request.ts). */
-      let refused: Map<string, Map<number, number>> | undefined;
-      if (acks !== 0)
-        for (const r of results) {
-          if (r.errorCode) {
-            refused ??= new Map();
-            let codes = refused.get(r.topicName);
-            if (!codes) refused.set(r.topicName, (codes = new Map()));
-            codes.set(r.partition, r.errorCode);
-            continue;
-          }
-          const b = BigInt(r.baseOffset ?? '-1');
-          let partitions = next.get(r.topicName);
-          if (!partitions) next.set(r.topicName, (partitions = []));
-          partitions[r.partition] = b < 0n ? null : b;
-        }
-      for (const p of batch) {
-        const partition = p.record.partition ?? -1;
-        const code = refused?.get(p.topic)?.get(partition);
-        if (code !== undefined) {
-          const at = `${p.topic}/${partition}`;
-          const part = notTaken.get(at);
-          if (part) part.records.push(p);
-          else notTaken.set(at, { records: [p], code });
-          continue;
-        }
-        const partitions = next.get(p.topic);
-        const at = partitions?.[partition];
-        if (acks !== 0 && at === undefined) {
-          // kafkajs resolved without this partition's answer: the record was not acknowledged, so no 2xx.
-          if (settle(p, undefined, new Error(`the Kafka cluster's answer has no result for ${p.topic}/${partition}`))) this.telemetry?.producerError();
-          continue;
-        }
-        if (typeof at === 'bigint') partitions![partition] = at + 1n;
-        settle(p, { broker: this.broker, topic: p.topic, partition, offset: typeof at === 'bigint' ? String(at) : '-1' });
-      }
+      notTaken = this.settleAnswered(batch, results, acks);
       this.events.acknowledged();
     } catch (err) {
       this.notSent(batch, err as Error);
       return;
     }
     if (notTaken.size > 0) await this.partlyTaken(notTaken);
+  }
+
+  /**
+   * Settles the records of a produce request from the cluster's answer (one result per partition):
+   * a record of a partition that took them with its offset, one whose partition the answer does
+   * not name as failed. Returns the records of the partitions that refused theirs, for partlyTaken().
+   */
+  private settleAnswered(batch: Pending[], results: RecordMetadata[], acks: number): NotTaken {
+    const notTaken: NotTaken = new Map();
+    // Records of one partition are sent in batch order, so the n-th gets baseOffset + n: the
+    // next offset of each partition, per topic, counted on as its records are settled.
+    // null: acknowledged without an offset (-1).
+    const next = new Map<string, (bigint | null | undefined)[]>();
+    /** The partitions that did not take their records, per topic: their error code (see ./produce-request.ts). */
+    let refused: Map<string, Map<number, number>> | undefined;
+    if (acks !== 0)
+      for (const r of results) {
+        if (r.errorCode) {
+          refused ??= new Map();
+          let codes = refused.get(r.topicName);
+          if (!codes) refused.set(r.topicName, (codes = new Map()));
+          codes.set(r.partition, r.errorCode);
+          continue;
+        }
+        const b = BigInt(r.baseOffset ?? '-1');
+        let partitions = next.get(r.topicName);
+        if (!partitions) next.set(r.topicName, (partitions = []));
+        partitions[r.partition] = b < 0n ? null : b;
+      }
+    for (const p of batch) {
+      const partition = p.record.partition ?? -1;
+      const code = refused?.get(p.topic)?.get(partition);
+      if (code !== undefined) {
+        const at = `${p.topic}/${partition}`;
+        const part = notTaken.get(at);
+        if (part) part.records.push(p);
+        else notTaken.set(at, { records: [p], code });
+        continue;
+      }
+      const partitions = next.get(p.topic);
+      const at = partitions?.[partition];
+      if (acks !== 0 && at === undefined) {
+        // kafkajs resolved without this partition's answer: the record was not acknowledged, so no 2xx.
+        if (settle(p, undefined, new Error(`the Kafka cluster's answer has no result for ${p.topic}/${partition}`))) this.telemetry?.producerError();
+        continue;
+      }
+      if (typeof at === 'bigint') partitions![partition] = at + 1n;
+      settle(p, { broker: this.broker, topic: p.topic, partition, offset: typeof at === 'bigint' ? String(at) : '-1' });
+    }
+    return notTaken;
   }
 
   /** What becomes of the records of a send that failed as a whole (nothing of it was written). */
@@ -520,7 +533,7 @@ export class RecordProducer {
    * later records of them wait behind them. They go again until their ackTimeoutMs deadline answers
    * them 503. A partition that refused its records goes as a whole-request refusal does (notSent).
    */
-  private async partlyTaken(notTaken: Map<string, { records: Pending[]; code: number }>): Promise<void> {
+  private async partlyTaken(notTaken: NotTaken): Promise<void> {
     const again: Pending[] = [];
     const why: string[] = [];
     let stale = false;
