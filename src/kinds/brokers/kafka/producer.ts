@@ -248,11 +248,7 @@ export class RecordProducer {
       const sent = { at: performance.now() };
       this.out.add(sent);
       this.blindInFlight = batch.blind;
-      for (const [topic, partitions] of batch.partitions) {
-        let held = this.held.get(topic);
-        if (!held) this.held.set(topic, (held = new Set()));
-        for (const p of partitions) held.add(p);
-      }
+      this.hold(batch.partitions);
       // kafkajs bounds its requests and retries; this is a backstop so one stuck send cannot stall the gateway.
       let guard: NodeJS.Timeout | undefined;
       const stuck = new Promise<'stuck'>((r) => (guard = setTimeout(() => r('stuck'), 2 * this.settings.producer.ackTimeoutMs + this.settings.connectionTimeoutMs)));
@@ -263,15 +259,29 @@ export class RecordProducer {
         clearTimeout(this.slow);
         this.slow = undefined;
         if (batch.blind) this.blindInFlight = false;
-        for (const [topic, partitions] of batch.partitions) {
-          const held = this.held.get(topic)!;
-          for (const p of partitions) held.delete(p);
-        }
+        this.release(batch.partitions);
         this.kick();
         this.settleIdle();
       });
     }
     this.settleIdle();
+  }
+
+  /** A batch leaves: records for its partitions wait until it is answered (release). */
+  private hold(partitions: Map<string, Set<number>>): void {
+    for (const [topic, ps] of partitions) {
+      let held = this.held.get(topic);
+      if (!held) this.held.set(topic, (held = new Set()));
+      for (const p of ps) held.add(p);
+    }
+  }
+
+  /** The batch was answered (or given up on as stuck): its partitions are free again. */
+  private release(partitions: Map<string, Set<number>>): void {
+    for (const [topic, ps] of partitions) {
+      const held = this.held.get(topic)!;
+      for (const p of ps) held.delete(p);
+    }
   }
 
   /**
