@@ -299,6 +299,8 @@ class NatsSubscription {
   lag: number | undefined;
   /** Stream sequences of the JetStream messages this route acknowledged lately, to know a redelivered copy. */
   private readonly handled = new RecentSet(10_000);
+  /** Said once that an existing consumer keeps its own start (putConsumer). */
+  private saidKept = false;
 
   constructor(
     private readonly settings: NatsSettings,
@@ -393,48 +395,10 @@ class NatsSubscription {
   private async consumeStream(nc: NatsConnection, jsm: JetStreamManager, stream: string): Promise<void> {
     const name = consumerName(this.spec.group);
     const backoff = reconnectBackoff();
-    let saidKept = false;
     while (!this.stopping) {
       let failure: Error | undefined;
       try {
-        // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
-        const startFrom = this.spec.startFrom ?? this.spec.defaultStartFrom ?? 'earliest';
-        const wanted = startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All;
-        const existing = await consumerInfo(jsm, stream, name);
-        let start: Partial<ConsumerConfig> = { deliver_policy: wanted };
-        if (existing && existing.config.filter_subject !== this.spec.topic) {
-          // The route's subject changed. nats-server 2.9 accepts a new filter_subject in place but
-          // then steps over the messages published after it (5 of 5 lost): recreate the consumer,
-          // starting right after the last message it had acknowledged.
-          await jsm.consumers.delete(stream, name);
-          start = { deliver_policy: lib.DeliverPolicy.StartSequence, opt_start_seq: resumeSeq(existing) };
-          this.log.info(
-            { stream, consumer: name, was: existing.config.filter_subject, subject: this.spec.topic, fromSeq: start.opt_start_seq },
-            'the route reads another subject: consumer recreated, going on after the last message it acknowledged',
-          );
-        } else if (existing && existing.config.deliver_policy !== wanted) {
-          // An existing one keeps its own start: nats-server refuses to change it ("deliver policy can
-          // not be updated", retried for ever), and its acknowledged position is what the route resumes
-          // from, as a Kafka group's committed offsets outrank startFrom.
-          const { deliver_policy, opt_start_seq, opt_start_time } = existing.config;
-          start = { deliver_policy, opt_start_seq, opt_start_time };
-          if (!saidKept) {
-            saidKept = true;
-            this.log.info({ stream, consumer: name, startFrom, deliverPolicy: deliver_policy }, 'startFrom applies to a new consumer only: the existing consumer goes on from where it is');
-          }
-        }
-        await jsm.consumers.add(stream, {
-          ...(this.spec.perInstance ? { name, inactive_threshold: lib.nanos(300_000) } : { durable_name: name }),
-          filter_subject: this.spec.topic,
-          ack_policy: lib.AckPolicy.Explicit,
-          ...start,
-          ack_wait: lib.nanos(this.settings.ackWaitMs),
-          // What bounds the route's memory is the pull (`max_messages` below). The consumer's cap on
-          // unacknowledged messages must leave room beyond it: messages of a pull lost with a
-          // connection (a server restart, a network cut) stay unacknowledged until ack_wait, and at
-          // `prefetch` they blocked the route's every later pull that long.
-          max_ack_pending: this.settings.prefetch * MAX_ACK_PENDING_WINDOWS,
-        });
+        await this.putConsumer(jsm, stream, name);
         const consumer = await nc.jetstream().consumers.get(stream, name);
         const messages = await consumer.consume({ max_messages: this.settings.prefetch });
         this.close = () => void messages.close();
@@ -477,6 +441,52 @@ class NatsSubscription {
       if (failure) this.log.warn({ err: failure.message, retryInMs: wait }, 'nats consumer stopped; starting it again');
       await sleep(wait);
     }
+  }
+
+  /**
+   * Creates the route's consumer on `stream`, or updates it. A new one starts where the route's
+   * startFrom says; an existing one goes on from where it is, or, when the route's subject changed,
+   * is made again from after the last message it acknowledged.
+   */
+  private async putConsumer(jsm: JetStreamManager, stream: string, name: string): Promise<void> {
+    // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
+    const startFrom = this.spec.startFrom ?? this.spec.defaultStartFrom ?? 'earliest';
+    const wanted = startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All;
+    const existing = await consumerInfo(jsm, stream, name);
+    let start: Partial<ConsumerConfig> = { deliver_policy: wanted };
+    if (existing && existing.config.filter_subject !== this.spec.topic) {
+      // The route's subject changed. nats-server 2.9 accepts a new filter_subject in place but
+      // then steps over the messages published after it (5 of 5 lost): recreate the consumer,
+      // starting right after the last message it had acknowledged.
+      await jsm.consumers.delete(stream, name);
+      start = { deliver_policy: lib.DeliverPolicy.StartSequence, opt_start_seq: resumeSeq(existing) };
+      this.log.info(
+        { stream, consumer: name, was: existing.config.filter_subject, subject: this.spec.topic, fromSeq: start.opt_start_seq },
+        'the route reads another subject: consumer recreated, going on after the last message it acknowledged',
+      );
+    } else if (existing && existing.config.deliver_policy !== wanted) {
+      // An existing one keeps its own start: nats-server refuses to change it ("deliver policy can
+      // not be updated", retried for ever), and its acknowledged position is what the route resumes
+      // from, as a Kafka group's committed offsets outrank startFrom.
+      const { deliver_policy, opt_start_seq, opt_start_time } = existing.config;
+      start = { deliver_policy, opt_start_seq, opt_start_time };
+      if (!this.saidKept) {
+        this.saidKept = true;
+        this.log.info({ stream, consumer: name, startFrom, deliverPolicy: deliver_policy }, 'startFrom applies to a new consumer only: the existing consumer goes on from where it is');
+      }
+    }
+    await jsm.consumers.add(stream, {
+      ...(this.spec.perInstance ? { name, inactive_threshold: lib.nanos(300_000) } : { durable_name: name }),
+      filter_subject: this.spec.topic,
+      ack_policy: lib.AckPolicy.Explicit,
+      ...start,
+      ack_wait: lib.nanos(this.settings.ackWaitMs),
+      // What bounds the route's memory is the pull (consume's `max_messages`). The consumer's cap on
+      // unacknowledged messages must leave room beyond it: messages of a pull lost with a
+      // connection (a server restart, a network cut) stay unacknowledged until ack_wait, and at
+      // `prefetch` they blocked the route's every later pull that long.
+      max_ack_pending: this.settings.prefetch * MAX_ACK_PENDING_WINDOWS,
+    });
   }
 
   private handOverOptions() {
