@@ -659,6 +659,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return [...this.stalls];
   }
 
+  /** consume()'s retries, from a first outcome that did not settle the message: each failure goes on, dead-letters, drops or stalls. */
   private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, stalled: (attempt: number, p: Problem) => void): Promise<void> {
     const backoff = new Backoff();
     let retryCtx = ctx;
@@ -676,35 +677,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // whoever consumes next, never dead-lettered for the route's own stop.
       if (retryable && this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
       if (this.deadletter && (!retryable || retriedByTarget || attempt >= CONSUME_ATTEMPTS)) {
-        const to = { broker: this.deadletter.broker, topic: this.deadletter.plan.topic };
-        try {
-          await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
-          this.stats.deadlettered++;
-          this.deps.logger.warn(
-            { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) },
-            'message sent to the dead-letter topic',
-          );
-          return;
-        } catch (err) {
-          this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, err: (err as Error).message }, 'dead-letter target did not acknowledge; retrying');
-        }
+        if (await this.deadletterConsumed(this.deadletter, msg, p)) return;
       } else if (!retryable) {
-        // Nothing can make this message pass; without a dead-letter target, keeping it would stall the partition forever.
-        // The line is all that is left of the message: it says why in full (the validation errors, the failed expression's place).
-        this.deps.logger.error(
-          {
-            route: this.name,
-            topic: msg.topic,
-            partition: msg.partition,
-            offset: msg.offset,
-            code: p.code,
-            detail: p.detail,
-            ...(p.logDetail ? { where: p.logDetail } : {}),
-            ...(p.errors ? { errors: p.errors } : {}),
-            traceId: traceIdOf(msg.headers),
-          },
-          'message dropped: it cannot pass this route and the route has no deadletter target',
-        );
+        this.dropped(msg, p);
         return;
       }
       if (attempt >= CONSUME_ATTEMPTS && !this.deadletter) stalled(attempt, p);
@@ -718,6 +693,44 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       await pause(backoff.delay(), this.stopped);
       if (this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
     }
+  }
+
+  /** A consumed message its route gives up on, to the dead-letter target; false (logged) when that target did not take it either. */
+  private async deadletterConsumed(deadletter: BrokerTarget, msg: Message, p: Problem): Promise<boolean> {
+    try {
+      await this.sendToDeadletter({ broker: deadletter.broker, topic: deadletter.plan.topic }, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
+      this.stats.deadlettered++;
+      this.deps.logger.warn(
+        { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) },
+        'message sent to the dead-letter topic',
+      );
+      return true;
+    } catch (err) {
+      this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, err: (err as Error).message }, 'dead-letter target did not acknowledge; retrying');
+      return false;
+    }
+  }
+
+  /**
+   * Nothing can make this consumed message pass and the route has no dead-letter target: keeping
+   * it would stall the partition for ever, so it goes. The log line is all that is left of it: it
+   * says why in full (the validation errors, the failed expression's place).
+   */
+  private dropped(msg: Message, p: Problem): void {
+    this.deps.logger.error(
+      {
+        route: this.name,
+        topic: msg.topic,
+        partition: msg.partition,
+        offset: msg.offset,
+        code: p.code,
+        detail: p.detail,
+        ...(p.logDetail ? { where: p.logDetail } : {}),
+        ...(p.errors ? { errors: p.errors } : {}),
+        traceId: traceIdOf(msg.headers),
+      },
+      'message dropped: it cannot pass this route and the route has no deadletter target',
+    );
   }
 
   /** Stops consuming: resolves once the message in hand is finished and committed (or given back). */
