@@ -53,8 +53,10 @@ interface Member {
 
 /**
  * A consumer group: one committed position, messages shared round-robin between its members. Up
- * to the latest member's `inFlight` messages are in hand at once (core/in-flight-window.ts);
- * `next` is the committed position, `dispatched` the next message to hand out.
+ * to the window's capacity are in hand at once (core/in-flight-window.ts): the `inFlight` of the
+ * member that made the group, or of the latest member when a give-back made a new window (restart);
+ * a member joining later does not change it. `next` is the committed position, `dispatched` the
+ * next message to hand out.
  */
 interface Group {
   next: number;
