@@ -341,32 +341,8 @@ class MqttSubscription {
     this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
     const filter = settings.sharedSubscriptions && !perInstance ? `$share/${spec.group}/${spec.topic}` : spec.topic;
     this.filter = filter;
-    const qos = qosFor(settings, spec.topic);
     client.on('close', () => this.generation++);
-    // Subscribe on every connect, even when the server kept the session: a server restart may
-    // restore a session without its shared subscriptions (mosquitto does), and subscribing again is harmless.
-    client.on('connect', (connack) => {
-      // A new session: the server will send nothing again, so nothing it sends is a repeat.
-      if (!connack.sessionPresent) this.settled.clear();
-      if (adopted) {
-        // The server queues nothing more for the left session; what it holds still comes, and is taken like any message.
-        client.unsubscribe(filter, (err) => {
-          if (err) log.warn({ err: err.message, filter, session: adopted }, 'mqtt unsubscribe of a session left by a reload refused');
-          else log.info({ filter, session: adopted }, 'mqtt session left by a reload unsubscribed; taking what the server still holds for it');
-        });
-        return;
-      }
-      client.subscribe(filter, { qos }, (err) => {
-        if (err) {
-          telemetry?.consumerError(spec.route);
-          log.error({ err: err.message, filter }, 'mqtt subscribe refused');
-        } else {
-          log.info({ filter, qos }, 'consumer ready');
-          if (persistent) this.adoptLeftSessions();
-        }
-      });
-      if (persistent) this.dropReplacedFilter();
-    });
+    client.on('connect', (connack) => this.connected(connack.sessionPresent));
     // mqtt.js honours the `customHandleAcks` option for MQTT 5 only, but reads it from `options` at
     // each packet; set here it holds the acknowledgement on MQTT 3.1.1 connections too.
     client.options.customHandleAcks = (_topic, _payload, packet: IPublishPacket, ack) => {
@@ -388,6 +364,38 @@ class MqttSubscription {
       // QoS 0 has nothing to acknowledge: handled or not, mqtt.js reads on.
       this.receive(packet, this.generation, callback, callback);
     };
+  }
+
+  /**
+   * Each connect. Subscribes every time, even when the server kept the session: a server restart
+   * may restore a session without its shared subscriptions (mosquitto does), and subscribing again
+   * is harmless. A connection emptying a session left by a reload unsubscribes it instead.
+   */
+  private connected(sessionPresent: boolean): void {
+    const client = this.link.client;
+    const filter = this.filter;
+    // A new session: the server will send nothing again, so nothing it sends is a repeat.
+    if (!sessionPresent) this.settled.clear();
+    const adopted = this.adopted;
+    if (adopted) {
+      // The server queues nothing more for the left session; what it holds still comes, and is taken like any message.
+      client.unsubscribe(filter, (err) => {
+        if (err) this.log.warn({ err: err.message, filter, session: adopted }, 'mqtt unsubscribe of a session left by a reload refused');
+        else this.log.info({ filter, session: adopted }, 'mqtt session left by a reload unsubscribed; taking what the server still holds for it');
+      });
+      return;
+    }
+    const qos = qosFor(this.settings, this.spec.topic);
+    client.subscribe(filter, { qos }, (err) => {
+      if (err) {
+        this.telemetry?.consumerError(this.spec.route);
+        this.log.error({ err: err.message, filter }, 'mqtt subscribe refused');
+      } else {
+        this.log.info({ filter, qos }, 'consumer ready');
+        if (this.persistent) this.adoptLeftSessions();
+      }
+    });
+    if (this.persistent) this.dropReplacedFilter();
   }
 
   private receive(packet: IPublishPacket, generation: number, acknowledge: () => void, giveBack: () => void): void {
