@@ -58,9 +58,10 @@ export interface RouteDeps {
   redaction?: { secrets: ReadonlySet<string> };
 }
 
-interface BrokerTarget {
-  plan: Extract<TargetPlan, { type: 'broker' }>;
+/** Where a route dead-letters: its `deadletter` target, or the topic a validate step names. */
+interface DeadletterTopic {
   broker: BrokerRuntime;
+  topic: string;
 }
 
 /**
@@ -101,7 +102,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private readonly targets: Target[];
   /** Webhook targets, whose kept-alive connections are closed when the route is retired. */
   private readonly webhooks: WebhookTarget[] = [];
-  private readonly deadletter: BrokerTarget | undefined;
+  private readonly deadletter: DeadletterTopic | undefined;
   private readonly stats: RouteStats;
   private readonly tap: TapChannel | { active: false };
   private readonly span: SpanTemplate;
@@ -159,12 +160,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         : undefined;
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
     this.span = spanTemplate(this.name, plan.from.type === 'broker');
-    if (plan.deadletter) {
-      this.deadletter = {
-        plan: { type: 'broker', broker: plan.deadletter.broker, topic: plan.deadletter.topic, topicExpr: undefined, key: undefined },
-        broker: deps.brokers.get(plan.deadletter.broker)!,
-      };
-    }
+    if (plan.deadletter) this.deadletter = { broker: deps.brokers.get(plan.deadletter.broker)!, topic: plan.deadletter.topic };
   }
 
   private target(t: TargetPlan): Target {
@@ -506,7 +502,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   private async deadletterInstead(r: Extract<StepResult, { stop: 'deadletter' }>): Promise<Outcome> {
-    const to = r.to ? { broker: this.deps.brokers.get(r.to.broker)!, topic: r.to.topic } : { broker: this.deadletter!.broker, topic: this.deadletter!.plan.topic };
+    const to = r.to ? { broker: this.deps.brokers.get(r.to.broker)!, topic: r.to.topic } : this.deadletter!;
     try {
       const delivery = await this.sendToDeadletter(to, r.message, { status: 400, code: 'EG_INVALID_MESSAGE', detail: 'the message does not match its schema', errors: r.errors });
       return { outcome: 'deadlettered', deliveries: [delivery], errors: r.errors };
@@ -516,7 +512,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** The one dead-letter path of a route: the same headers (core/deadletter.ts), never credentials. */
-  private sendToDeadletter(to: { broker: BrokerRuntime; topic: string }, msg: Message, cause: DeadletterCause): Promise<Delivery> {
+  private sendToDeadletter(to: DeadletterTopic, msg: Message, cause: DeadletterCause): Promise<Delivery> {
     return to.broker.publish(to.topic, deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker)));
   }
 
@@ -608,7 +604,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       offset: raw.offset,
       timestamp: Date.now(),
     };
-    const to = { broker: this.deadletter!.broker, topic: this.deadletter!.plan.topic };
+    const to = this.deadletter!;
     await this.sendToDeadletter(to, batch, { status: 422, code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}`, errors: [] });
     this.stats.deadlettered++;
   }
@@ -696,9 +692,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** A consumed message its route gives up on, to the dead-letter target; false (logged) when that target did not take it either. */
-  private async deadletterConsumed(deadletter: BrokerTarget, msg: Message, p: Problem): Promise<boolean> {
+  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem): Promise<boolean> {
     try {
-      await this.sendToDeadletter({ broker: deadletter.broker, topic: deadletter.plan.topic }, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
+      await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
       this.stats.deadlettered++;
       this.deps.logger.warn(
         { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) },
