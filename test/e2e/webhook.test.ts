@@ -456,3 +456,55 @@ routes:
     assert.equal(JSON.parse(hook.requests.filter((r) => r.url === '/held').at(-1)!.body).n, 'sentinel');
   });
 });
+
+describe("webhook targets: a reload that changes a memory consume route's concurrency", () => {
+  let hook: WebhookReceiver;
+  before(async () => {
+    hook = await WebhookReceiver.start();
+  });
+  const config = (concurrency: number) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: enqueue
+    from: { listener: api, path: /enqueue }
+    to: { broker: local, topic: jobs }
+  - name: consume
+    from: { broker: local, topic: jobs }
+    to: { http: { url: "${hook.url}/job", concurrency: ${concurrency} } }
+`;
+  const gw = useGateway();
+  after(async () => {
+    await hook?.stop();
+  });
+
+  it('takes the new concurrency: the consumer group that survives the reload hands out that many at once', async () => {
+    const g = await gw.start(config(1));
+    const held: ServerResponse[] = [];
+    hook.respond = (_r, res) => held.push(res);
+    const post = (n: number) => fetch(g.url('api', '/enqueue'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n }) });
+    assert.equal((await post(0)).status, 200);
+    await eventually(() => assert.equal(held.length, 1));
+    held.splice(0)[0]!.end('ok');
+    // The route is rebuilt with concurrency 4; its memory consumer group (and position) survives the reload.
+    assert.equal((await g.reconfigure(config(4))).msg, 'config reloaded');
+    for (let n = 1; n <= 8; n++) assert.equal((await post(n)).status, 200);
+    // Four at once now; before, the group's window stayed at the capacity it was made with: one.
+    await eventually(() => assert.equal(held.length, 4));
+    for (const res of held.splice(0)) res.end('ok');
+    await eventually(() => assert.equal(held.length, 4));
+    hook.respond = (_r, res) => res.end('ok');
+    for (const res of held.splice(0)) res.end('ok');
+    await eventually(() => assert.equal(hook.requests.length, 9));
+    const bodies = hook.requests.map((r) => JSON.parse(r.body).n as number);
+    assert.deepEqual(
+      bodies.sort((a, b) => a - b),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8],
+      'each message once',
+    );
+  });
+});

@@ -54,9 +54,9 @@ interface Member {
 /**
  * A consumer group: one committed position, messages shared round-robin between its members. Up
  * to the window's capacity are in hand at once (core/in-flight-window.ts): the `inFlight` of the
- * member that made the group, or of the latest member when a give-back made a new window (restart);
- * a member joining later does not change it. `next` is the committed position, `dispatched` the
- * next message to hand out.
+ * latest member (a route a reload rebuilt with another webhook `concurrency`): a member asking for
+ * another capacity makes the group finish what it has in hand, then go on in a window of that
+ * capacity (resize). `next` is the committed position, `dispatched` the next message to hand out.
  */
 interface Group {
   next: number;
@@ -69,6 +69,8 @@ interface Group {
   members: Member[];
   turn: number;
   pumping: boolean;
+  /** The capacity a member joined with when it differs from the window's: the pump hands out nothing until the window is resized. */
+  resizeTo?: number;
 }
 
 /**
@@ -292,6 +294,9 @@ export class MemoryBroker implements BrokerRuntime {
       group = this.newGroup(topic, next, capacity);
       topic.groups.set(spec.group, group);
     }
+    // A route rebuilt by a reload joins its group before the old one leaves: its concurrency applies
+    // once what the group has in hand is done (lowered to 1, the order the user asked for holds from then on).
+    group.resizeTo = capacity === group.window.capacity ? undefined : capacity;
     const member: Member = { route: spec.route, handler, inFlight: 0, idle: [], stopped: false, spec };
     group.members.push(member);
     this.pump(topic, group);
@@ -391,7 +396,7 @@ export class MemoryBroker implements BrokerRuntime {
   private pumpLoop(topic: Topic, group: Group): void {
     for (;;) {
       const window = group.window;
-      if (window.broken) {
+      if (window.broken || group.resizeTo !== undefined) {
         void this.restart(topic, group);
         return;
       }
@@ -424,9 +429,14 @@ export class MemoryBroker implements BrokerRuntime {
     group.pumping = false;
   }
 
-  /** The pump after a message was given back: once the window is empty (idle() never rejects), a new one from the committed position. */
+  /**
+   * The pump after a message was given back, or to resize the window: once the window is empty
+   * (idle() never rejects), a new one of the latest member's capacity from the committed position
+   * (after a resize alone, that is where the pump stood: every message handed out was settled).
+   */
   private async restart(topic: Topic, group: Group): Promise<void> {
     await group.window.idle();
+    group.resizeTo = undefined;
     group.dispatched = group.next;
     this.newWindow(topic, group, group.members.at(-1)?.spec.inFlight ?? 1);
     this.pumpOn(topic, group);
