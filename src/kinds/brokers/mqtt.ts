@@ -31,7 +31,13 @@ const options = kindOptions('mqtt', {
   retain: Type.Optional(Type.Boolean({ default: false, description: 'Publish with the retain flag.' })),
   persistentSessions: Type.Optional(Type.Boolean({ default: true, description: 'Consume routes keep their session (and the QoS ≥ 1 messages queued for it) across disconnects and restarts.' })),
   sessionExpirySeconds: int(86400, 0, 'MQTT 5: how long the server keeps the persistent session of a disconnected route.'),
-  sharedSubscriptions: Type.Optional(Type.Boolean({ default: true, description: 'Consume routes of one group share messages across instances through `$share/<group>/<filter>`. mosquitto 2.0 restores a session after its own restart without its shared subscriptions, and drops what is published before the route subscribes again; `false` (a plain subscription, restored with the session) avoids that where one instance reads a topic (docs/scaling.md).' })),
+  sharedSubscriptions: Type.Optional(
+    Type.Boolean({
+      default: true,
+      description:
+        'Consume routes of one group share messages across instances through `$share/<group>/<filter>`. mosquitto 2.0 restores a session after its own restart without its shared subscriptions, and drops what is published before the route subscribes again; `false` (a plain subscription, restored with the session) avoids that where one instance reads a topic (docs/scaling.md).',
+    }),
+  ),
   // The CONNECT packet carries it in two bytes.
   keepaliveSeconds: Type.Optional(
     Type.Integer({
