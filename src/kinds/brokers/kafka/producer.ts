@@ -466,8 +466,9 @@ export class RecordProducer {
 
   /**
    * Settles the records of a produce request from the cluster's answer (one result per partition):
-   * a record of a partition that took them with its offset, one whose partition the answer does
-   * not name as failed. Returns the records of the partitions that refused theirs, for partlyTaken().
+   * a record whose partition took it gets its offset; one whose partition the answer does not name
+   * fails (not acknowledged, so no 2xx). Returns the records of the partitions that refused theirs,
+   * for partlyTaken().
    */
   private settleAnswered(batch: Pending[], results: RecordMetadata[], acks: number): NotTaken {
     const notTaken: NotTaken = new Map();
