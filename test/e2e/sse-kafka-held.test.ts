@@ -41,7 +41,11 @@ describe('SSE: a live event held during a resume', () => {
     let slowAnswer: Promise<number> | undefined;
     try {
       const b = ++n;
+      const producesBefore = kafka().produceRequests();
       slowAnswer = publish(b, slow);
+      // B must be in the partition before the resume reads it (the mock stores a record when its
+      // request arrives, and answers late): under load the POST could reach it after the resume.
+      await eventually(() => assert.ok(kafka().produceRequests() > producesBefore), 15000);
       const resumed = await openStream(gw.url('api', '/ticks'), { 'last-event-id': lastId });
       const d = ++n;
       await publish(d, fast);
