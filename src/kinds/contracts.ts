@@ -269,6 +269,14 @@ export interface BrokerRuntime {
   /** Apply changed options in place; only called when the kind's canReconfigure() said yes. */
   reconfigure(options: unknown): void;
   health(): Health;
+  /**
+   * `true` once the broker has made its first connection (and can take publishes: for NATS, its
+   * streams declared), else a promise that resolves when it does, pending for as long as it does
+   * not. A consume route waits for it before it tries a message, so a broker still connecting at
+   * startup (or replaced by a reload) is not an outage that dead-letters. Brokers that are
+   * connected from the start (memory) omit it.
+   */
+  connectedOnce?(): true | Promise<void>;
   publish(topic: string, msg: Message): Promise<Delivery>;
   /**
    * publish() for brokers whose append cannot wait (the memory broker): the delivery at once, or a

@@ -120,6 +120,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private idleWaiters: (() => void)[] = [];
   /** Consumed messages tried CONSUME_ATTEMPTS times with no dead-letter target, still retried (their partitions wait). */
   private readonly stalls = new Set<StalledMessage>();
+  /**
+   * Set while a consume route waits for the first connection of brokers it sends to (start()):
+   * the names still connecting, and the promise of all of them. No message is tried meanwhile.
+   */
+  private connecting: { brokers: Set<string>; done: Promise<void> } | undefined;
 
   constructor(
     readonly plan: RoutePlan,
@@ -542,7 +547,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // wrong. Durable routes (broker targets) take the broker's default, which never skips a record.
     // Only a default: the route's own startFrom, then a broker-wide one (kafka's consumer.startFrom), come first.
     const defaultStartFrom = this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined;
-    const undecodable = this.deadletter ? (raw: UndecodableBatch) => this.deadletterUndecodable(raw) : undefined;
+    const undecodable = this.deadletter ? (raw: UndecodableBatch) => (this.connecting ? this.onceConnected(() => this.deadletterUndecodable(raw)) : this.deadletterUndecodable(raw)) : undefined;
     // CloudEvents records (Kafka binding §3: structured mode decoded, binary data kept as bytes) become CloudEvent messages.
     // A route that only calls webhooks may have several messages of a partition in hand at once (up to the
     // smallest webhook concurrency), each committed once it and every one before it are done; orderBy keeps order per value.
@@ -550,9 +555,47 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const inFlight = webhooksOnly ? Math.min(...this.webhooks.map((w) => w.concurrency)) : 1;
     const ordered = this.webhooks.filter((w) => w.ordered);
     const orderKeys = inFlight > 1 && ordered.length > 0 ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;
+    this.connecting = this.firstConnections();
     this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom: from.startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys }, (msg) =>
       this.consume(fromConsumedRecord(msg)),
     );
+  }
+
+  /**
+   * The first connections a consume route waits for: those of the brokers it sends to (its broker
+   * targets, its `deadletter`, a validate step's dead-letter topic) that have not connected yet,
+   * at startup or when a reload replaced them. Until then a message would fail as if they were
+   * down, and after five tries go to the dead-letter topic: an outage that is only a start. The
+   * route subscribes at once all the same, so its place in the source is taken as before (a new
+   * memory group starts at the topic's end, core NATS delivers only to subscribers): the messages
+   * it is handed wait in hand, unacknowledged, and the rest stay in the source. Later outages of a
+   * broker that was connected are the retry policy's (consumeUntilSettled).
+   */
+  private firstConnections(): { brokers: Set<string>; done: Promise<void> } | undefined {
+    const sendsTo = new Set<string>(this.plan.to.flatMap((t) => (t.type === 'broker' ? [t.broker] : [])));
+    if (this.plan.deadletter) sendsTo.add(this.plan.deadletter.broker);
+    for (const s of this.steps) for (const b of s.brokers ?? []) sendsTo.add(b);
+    const brokers = new Set<string>();
+    const waits: Promise<void>[] = [];
+    for (const name of sendsTo) {
+      const first = this.deps.brokers.get(name)?.connectedOnce?.();
+      if (first === undefined || first === true) continue;
+      brokers.add(name);
+      waits.push(first.then(() => void brokers.delete(name)));
+    }
+    if (waits.length === 0) return undefined;
+    this.deps.logger.debug({ route: this.name, brokers: [...brokers] }, 'consume route waits for the first connection of the brokers it sends to');
+    const done = Promise.all(waits).then(() => {
+      this.connecting = undefined;
+    });
+    return { brokers, done };
+  }
+
+  /** `then` once the brokers the route sends to have connected; rejects (a give-back) if the route stops first. */
+  private async onceConnected<T>(then: () => Promise<T>): Promise<T> {
+    await Promise.race([this.connecting?.done, this.stopped]);
+    if (this.stopping) throw new Error(`route '${this.name}' stopped before the brokers it sends to first connected`);
+    return then();
   }
 
   /**
@@ -586,6 +629,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /** Whether the route's consumer consumes; why not when it does not (for /readyz and /admin/status). */
   health(): Health {
+    const waiting = this.connecting?.brokers;
+    if (waiting && waiting.size > 0) {
+      const names = [...waiting].map((b) => `'${b}'`).join(', ');
+      return { ready: false, detail: `waiting for the first connection of ${waiting.size === 1 ? 'broker' : 'brokers'} ${names} before consuming` };
+    }
     return this.subscription?.health?.() ?? { ready: true };
   }
 
@@ -618,6 +666,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * hand: the broker then leaves it uncommitted for whoever consumes next.
    */
   private consume(msg: Message): Promise<void> {
+    if (this.connecting) return this.onceConnected(() => this.consume(msg));
     // Most messages pass at the first try: that costs one promise callback (check()'s), no retry state.
     const ctx: MessageContext = { route: this.name };
     const first = this.check(msg, ctx, true);

@@ -9,6 +9,7 @@ import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js
 import { within } from '../../../core/within.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { AmqpPublisher } from './publisher.js';
+import { FirstConnection } from '../first-connection.js';
 
 /**
  * Why a connect failed, in words. amqplib's `connect ETIMEDOUT` is its own: nothing came back
@@ -88,6 +89,7 @@ export class AmqpBroker implements BrokerRuntime {
   private connection: ChannelModel | undefined;
   private publisher: AmqpPublisher | undefined;
   private state: Health = { ready: false, detail: 'connecting' };
+  private readonly firstConnection = new FirstConnection();
   private stopped = false;
   /** The server and vhost (serverOf): what bindings are remembered by. */
   readonly server: string;
@@ -203,6 +205,11 @@ export class AmqpBroker implements BrokerRuntime {
     return this.state;
   }
 
+  /** The first time the connection was open with the topology declared and the publish channel ready. */
+  connectedOnce(): true | Promise<void> {
+    return this.firstConnection.when();
+  }
+
   topicProblem(topic: string): string | undefined {
     if (Buffer.byteLength(topic) > 255) return 'an AMQP routing key is at most 255 bytes';
     return undefined;
@@ -249,6 +256,7 @@ export class AmqpBroker implements BrokerRuntime {
       this.publisher = new AmqpPublisher(publisher);
       this.backoff.reset();
       this.state = { ready: true };
+      this.firstConnection.connected();
       this.log.info('amqp connected');
       for (const s of this.subscriptions) s.attach(conn);
     } catch (err) {

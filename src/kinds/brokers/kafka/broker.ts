@@ -8,6 +8,7 @@ import { clientConfig, sleep } from './clients.js';
 import { RecordProducer } from './producer.js';
 import { RetainedReader } from './replay.js';
 import { KafkaSubscription } from './subscription.js';
+import { FirstConnection } from '../first-connection.js';
 
 const { Kafka } = kafkajs;
 type Kafka = InstanceType<typeof Kafka>;
@@ -33,6 +34,7 @@ export class KafkaBroker implements BrokerRuntime {
   private readonly admin: Admin;
   private adminConnected = false;
   private state: { ready: boolean; detail: string } = { ready: false, detail: 'connecting' };
+  private readonly firstConnection = new FirstConnection();
   private probeTimer: NodeJS.Timeout | undefined;
   private probing: Promise<void> | undefined;
   private stopped = false;
@@ -92,6 +94,11 @@ export class KafkaBroker implements BrokerRuntime {
 
   health(): Health {
     return this.state;
+  }
+
+  /** The first time the cluster answered the probe or acknowledged a publish. */
+  connectedOnce(): true | Promise<void> {
+    return this.firstConnection.when();
   }
 
   topicProblem(topic: string): string | undefined {
@@ -189,6 +196,7 @@ export class KafkaBroker implements BrokerRuntime {
   private markReady(): void {
     if (this.state.ready || this.stopped) return;
     this.state = { ready: true, detail: 'connected' };
+    this.firstConnection.connected();
     this.log.info({ brokers: this.settings.brokers }, 'kafka broker connected');
   }
 

@@ -8,6 +8,7 @@ import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, S
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
+import { FirstConnection } from '../first-connection.js';
 
 /** Whether an MQTT topic filter (with `+` and `#`) matches a concrete topic (MQTT 3.1.1 §4.7). */
 function topicMatches(filter: string, topic: string): boolean {
@@ -163,6 +164,8 @@ export class MqttBroker implements BrokerRuntime {
   private out: MqttPublisher | undefined;
   private readonly subscriptions = new Set<MqttSubscription>();
   private stopped = false;
+  /** The publish connection's first CONNACK (each route's own connection is its subscription's business). */
+  private readonly firstConnection = new FirstConnection();
 
   /** What publishes answer, per topic. */
   readonly deliveries: TopicDeliveries;
@@ -192,6 +195,7 @@ export class MqttBroker implements BrokerRuntime {
       reschedulePings: false,
     });
     this.publisher = new Link(client, this.log, 'publish');
+    client.on('connect', () => this.firstConnection.connected());
     this.out = new MqttPublisher(client, this.settings.protocolVersion === 5, (rc) => new ErrorWithReasonCode(`Publish error: ${ReasonCodes[rc as keyof typeof ReasonCodes] ?? rc}`, rc));
   }
 
@@ -204,6 +208,10 @@ export class MqttBroker implements BrokerRuntime {
   }
 
   reconfigure(): void {}
+
+  connectedOnce(): true | Promise<void> {
+    return this.firstConnection.when();
+  }
 
   health(): Health {
     const links = [this.publisher, ...[...this.subscriptions].map((s) => s.link)].filter((l): l is Link => l !== undefined);

@@ -6,6 +6,7 @@ import { AckDeadlines, handOver, leavesOnStop, NotConnected, singleValued } from
 import type { NatsSettings, NatsStream } from '../nats.js';
 import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
+import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 
 /** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
@@ -78,6 +79,7 @@ export class NatsBroker implements BrokerRuntime {
   /** Set once the streams are declared: from then on a route subscribing attaches at once, connected or not. */
   private declared = false;
   private state: Health = { ready: false, detail: 'connecting' };
+  private readonly firstConnection = new FirstConnection();
   private stopped = false;
   private readonly subscriptions = new Set<NatsSubscription>();
 
@@ -149,6 +151,7 @@ export class NatsBroker implements BrokerRuntime {
         }
         this.state = { ready: true };
         this.declared = true;
+        this.firstConnection.connected();
         this.log.info('nats connected');
         return;
       } catch (err) {
@@ -187,6 +190,11 @@ export class NatsBroker implements BrokerRuntime {
 
   health(): Health {
     return this.state;
+  }
+
+  /** The first time the server was connected and the streams declared (publishes to them can be stored). */
+  connectedOnce(): true | Promise<void> {
+    return this.firstConnection.when();
   }
 
   topicProblem(topic: string): string | undefined {
