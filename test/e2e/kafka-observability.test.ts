@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { appendCommitMarker, kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 
@@ -11,10 +11,13 @@ const SHAPE = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
 
 describe('observability of Kafka routes', () => {
   let kafka: KafkaCluster;
+  /** The stuck route's target cluster: connected at start, taken down by the test. */
+  let target: KafkaCluster;
   const t = { events: '', stuck: '', txn: '' };
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
+    target = await startKafka({ brokers: 1 });
     for (const k of Object.keys(t) as (keyof typeof t)[]) {
       t[k] = kafka.topic(k);
       await kafka.createTopic(t[k], 1);
@@ -30,10 +33,11 @@ brokers:
     brokers: ["${kafka.bootstrap}"]
     producer: { lingerMs: 1 }
     consumer: ${kafka.consumerYaml}
-  # Nothing listens there: every publish to it fails after its ack timeout.
+  # Taken down once connected: every publish to it then fails after its ack timeout. (A route waits
+  # for the first connection of its target brokers, so one that never connected would not be tried.)
   nowhere:
     kind: kafka
-    brokers: ["127.0.0.1:1"]
+    brokers: ["${target.bootstrap}"]
     connectionTimeoutMs: 200
     producer: { ackTimeoutMs: 200 }
 listeners:
@@ -59,6 +63,7 @@ routes:
   });
   after(async () => {
     await kafka?.stop();
+    await target?.stop();
   });
 
   it('carries an HTTP traceparent into the Kafka record (read with kcat) and on to the websocket envelope, a new span id at each route', async () => {
@@ -99,6 +104,9 @@ routes:
   });
 
   it('reports the lag, consumer errors and producer errors of a route whose target broker is unreachable', async () => {
+    const nowhere = async () => ((await gw.status()).brokers as { name: string; ready: boolean }[]).find((b) => b.name === 'nowhere')!;
+    await eventually(async () => assert.equal((await nowhere()).ready, true), 20000);
+    await target.down();
     await kcatProduce(kafka.bootstrap, t.stuck, [
       { key: 'k', value: '{"n":1}' },
       { key: 'k', value: '{"n":2}' },
