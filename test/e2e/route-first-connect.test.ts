@@ -5,7 +5,7 @@ import { post } from '../helpers/clients.js';
 import { eventually, type LogLine, type RunningGateway, startGateway, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { MosquittoSub, mosquittoPub } from '../helpers/peers.js';
-import { scrape } from '../helpers/prometheus.js';
+import { scrapeUntil } from '../helpers/prometheus.js';
 import { type MessageServer, startMosquitto } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -82,7 +82,8 @@ routes:
     const received = (await sub.take(already + total + 1)).slice(already);
     assert.deepEqual(jobs(received), [...Array.from({ length: total }, (_, i) => i), 'sentinel']);
     await eventually(async () => assert.deepEqual(await consumer(gw, 'bridge'), { ready: true }));
-    const metrics = await scrape(gw.adminUrl);
+    // The verifier may see the sentinel before the gateway has its acknowledgement and counts it.
+    const metrics = await scrapeUntil(gw.adminUrl, (m) => m.value('eventgate_route_messages_total', { route: 'bridge', outcome: 'delivered' }) === already + total + 1);
     const outcome = (name: string) => metrics.value('eventgate_route_messages_total', { route: 'bridge', outcome: name });
     assert.equal(outcome('delivered'), already + total + 1);
     assert.equal(outcome('deadlettered'), 0, 'nothing went to the dead-letter topic');
