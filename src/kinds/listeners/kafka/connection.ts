@@ -58,6 +58,13 @@ const NOTHING = Buffer.alloc(0);
 /** Raw token exchanges after a SaslHandshake v0, per mechanism (unknown mechanisms cannot be followed). */
 const SASL_V0_EXCHANGES: Record<string, number> = { PLAIN: 1, 'SCRAM-SHA-256': 2, 'SCRAM-SHA-512': 2, OAUTHBEARER: 1 };
 
+/**
+ * How long the upstream connection stays open after the client left, for the cluster's answers to
+ * governed produce requests already sent: Kafka's default `request.timeout.ms`, which bounds how
+ * long a broker takes to answer one.
+ */
+export const ANSWERS_AFTER_CLIENT_LEFT_MS = 30_000;
+
 export class ProxyConnection {
   /** Responses owed to the client, in request order. */
   private readonly owed: Slot[] = [];
@@ -69,6 +76,9 @@ export class ProxyConnection {
   /** Client frames still to pass as raw SASL tokens after a SaslHandshake v0. */
   private rawTokens = 0;
   private ended = false;
+  /** The client left while governed produce requests were upstream: their answers are still read (clientLeft). */
+  private clientGone = false;
+  private clientGoneTimer: NodeJS.Timeout | undefined;
   /**
    * Correlation ids of the latest acks=0 produce requests sent upstream. Kafka answers none, but
    * some brokers do (librdkafka's mock cluster): such an answer is dropped, not taken for a broken
@@ -112,8 +122,8 @@ export class ProxyConnection {
     });
     client.on('drain', () => upstream.resume());
     upstream.on('drain', () => this.resumeClient());
-    client.on('error', () => this.end());
-    client.on('close', () => this.end());
+    client.on('error', () => this.clientLeft());
+    client.on('close', () => this.clientLeft());
     upstream.on('error', (err) => this.end({ side: 'upstream', reason: `upstream connection failed: ${err.message}` }));
     upstream.on('close', () => this.end());
   }
@@ -122,10 +132,30 @@ export class ProxyConnection {
   end(problem?: { side: 'client' | 'upstream'; reason: string }): void {
     if (this.ended) return;
     this.ended = true;
+    clearTimeout(this.clientGoneTimer);
     for (const slot of this.awaiting) slot.pending?.lost('the connection closed before the cluster answered; the records may or may not have been written');
     this.client.destroy();
     this.upstream.destroy();
     this.host.closed(this, problem);
+  }
+
+  /**
+   * The client closed its connection. Governed produce requests it sent are already upstream, and
+   * the cluster may well write them: the upstream connection stays open until the cluster answered
+   * them (at most ANSWERS_AFTER_CLIENT_LEFT_MS), so their records count as what the cluster did
+   * (`delivered`, or its error) rather than as lost. Nothing more goes upstream; nothing goes back.
+   */
+  private clientLeft(): void {
+    if (this.ended || this.clientGone) return;
+    if (!this.awaitsGovernedAnswers()) return this.end();
+    this.clientGone = true;
+    this.client.destroy();
+    this.upstream.resume();
+    this.clientGoneTimer = setTimeout(() => this.end(), ANSWERS_AFTER_CLIENT_LEFT_MS);
+  }
+
+  private awaitsGovernedAnswers(): boolean {
+    return this.awaiting.some((slot) => slot.pending !== undefined);
   }
 
   /**
@@ -247,8 +277,10 @@ export class ProxyConnection {
     this.client.pause();
     governed.then(
       (g) => {
-        if (this.ended) {
+        if (this.ended || this.clientGone) {
+          if (this.owed.includes(slot)) this.owed.splice(this.owed.indexOf(slot), 1);
           if ('forward' in g) g.pending?.lost('the client closed its connection before the request was sent on; nothing was written');
+          if (this.clientGone) this.flush();
           return;
         }
         this.owed.splice(this.owed.indexOf(slot), 1, ...this.slotFor(header, g, whole));
@@ -399,11 +431,12 @@ export class ProxyConnection {
   private flush(): void {
     while (this.owed.length > 0) {
       const head = this.owed[0]!;
-      for (const c of head.chunks) if (!this.client.write(c)) this.upstream.pause();
+      if (!this.clientGone) for (const c of head.chunks) if (!this.client.write(c)) this.upstream.pause();
       head.chunks.length = 0;
-      if (!head.done) return;
+      if (!head.done) break;
       this.owed.shift();
     }
+    if (this.clientGone && !this.awaitsGovernedAnswers()) this.end();
   }
 
   /** Requests sent and not yet answered (for status). */

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { kcatConsumeAll, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { scrape } from '../helpers/prometheus.js';
+
+const TOKEN = 'tap-token-client-left';
+const SCHEMA = '{ type: object, required: [id], properties: { id: { type: integer } } }';
+
+/** A Produce v3 request (acks 1) of one record to partition 0 of `topic`, size prefix included. */
+function produceFrame(topic: string, value: string): Buffer {
+  const i16 = (n: number) => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
+  const i32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeInt32BE(n);
+    return b;
+  };
+  const str = (s: string) => Buffer.concat([i16(Buffer.byteLength(s)), Buffer.from(s)]);
+  const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from(value) });
+  const request = Buffer.concat([i16(0), i16(3), i32(7), str('client-left'), i16(-1), i16(1), i32(10000), i32(1), str(topic), i32(1), i32(0), i32(batch.length), batch]);
+  return Buffer.concat([i32(request.length), request]);
+}
+
+/**
+ * A client that closes its connection after sending a produce request, before the cluster answered
+ * it: the cluster still writes the records, and the route must count them as the cluster's answer
+ * says (delivered), not as lost.
+ */
+describe('kafka listener: a client that leaves before the cluster answered', () => {
+  let kafka: KafkaCluster;
+  let topic: string;
+  let proxy: { host: string; port: number };
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    topic = kafka.topic('left');
+    await kafka.createTopic(topic, 1);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0, token: ${TOKEN} }
+brokers:
+  cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
+listeners:
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+routes:
+  - name: left-in
+    from: { listener: kafka-in, topic: ${topic} }
+    through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
+`,
+    () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
+  );
+  before(() => {
+    proxy = { host: '127.0.0.1', port: gw.port('kafka-in') };
+  });
+  after(async () => {
+    await kafka?.delayAnswers(1, 0).catch(() => {});
+    await kafka?.stop();
+  });
+
+  const counts = async () => {
+    const s = await scrape(gw.adminUrl, { authorization: `Bearer ${TOKEN}` });
+    const c = (outcome: string) => s.value('eventgate_route_messages_total', { route: 'left-in', outcome }) ?? 0;
+    return { received: c('received'), delivered: c('delivered'), failed: c('failed') };
+  };
+  const status = async () => {
+    const res = await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const body = (await res.json()) as { listeners: { name: string; connections: number }[] };
+    return body.listeners.find((l) => l.name === 'kafka-in')!;
+  };
+
+  it('counts the records the cluster acknowledged after the client left as delivered, then closes the upstream connection', async () => {
+    // The cluster takes each request at once and answers it 1.5 s later: the client leaves in between.
+    await kafka.delayAnswers(1, 1500);
+    const sentBefore = kafka.produceRequests();
+    const socket = connect(proxy.port, proxy.host);
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    socket.write(produceFrame(topic, '{"id":1}'));
+    // The request reached the cluster; its answer is still on its way when the client closes.
+    await eventually(() => assert.equal(kafka.produceRequests(), sentBefore + 1));
+    socket.destroy();
+    await eventually(async () => assert.deepEqual(await counts(), { received: 1, delivered: 1, failed: 0 }), 10000);
+    assert.ok(!gw.logs.some((l) => l.code === 'EG_BROKER_UNAVAILABLE'), 'no record counted as lost');
+    await kafka.delayAnswers(1, 0);
+    // The cluster has the record once, and the proxy let go of the connection once answered.
+    const onCluster = await kcatConsumeAll(kafka.bootstrap, topic);
+    assert.deepEqual(
+      onCluster.map((r) => r.value),
+      ['{"id":1}'],
+    );
+    await eventually(async () => assert.equal((await status()).connections, 0));
+  });
+});
