@@ -92,4 +92,22 @@ routes:
     );
     await eventually(async () => assert.equal((await status()).connections, 0));
   });
+
+  // Last: it stops the gateway.
+  it('waits at a SIGTERM for the answers a client that left is owed, rather than counting its records lost', async () => {
+    await kafka.delayAnswers(1, 1500);
+    const sentBefore = kafka.produceRequests();
+    const logsBefore = gw.logs.length;
+    const socket = connect(proxy.port, proxy.host);
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    socket.write(produceFrame(topic, '{"id":2}'));
+    await eventually(() => assert.equal(kafka.produceRequests(), sentBefore + 1));
+    socket.destroy();
+    const exit = await gw.stop('SIGTERM');
+    assert.equal(exit.code, 0);
+    assert.ok(!gw.logs.slice(logsBefore).some((l) => l.code === 'EG_BROKER_UNAVAILABLE'), 'no record counted as lost');
+    await kafka.delayAnswers(1, 0);
+    const onCluster = await kcatConsumeAll(kafka.bootstrap, topic);
+    assert.equal(onCluster.filter((r) => r.value === '{"id":2}').length, 1);
+  });
 });
