@@ -1,5 +1,5 @@
 import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
-import type { Socket } from 'node:net';
+import { Server as NetServer, type Socket } from 'node:net';
 import { Server as TlsServer } from 'node:tls';
 import { finished as flushed } from 'node:stream/promises';
 import type FindMyWayModule from 'find-my-way';
@@ -152,8 +152,7 @@ export class HttpListener implements ListenerRuntime {
       this.draining = true;
       this.stopReason = reason;
       this.drainMs = drainMs;
-      this.closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-      this.server.closeIdleConnections();
+      this.closed = new Promise<void>((resolve) => stopAccepting(this.server, resolve));
     }
     if (this.inFlight > 0) {
       await Promise.race([new Promise<void>((resolve) => (this.idle = resolve)), delay(drainMs)]);
@@ -166,6 +165,9 @@ export class HttpListener implements ListenerRuntime {
     // Streams never finish on their own: end them so the browsers reconnect (to another instance).
     this.streams.closeAll();
     this.server.closeAllConnections();
+    // http's own close() now finds no connection to close: it stops node's timer that checks request
+    // timeouts, which kept the server referenced. A second 'close' event it may emit finds no listener.
+    this.server.close();
     this.bound = false;
     await this.closed;
   }
@@ -619,6 +621,21 @@ async function sent(socket: HttpSocket): Promise<void> {
       await flushed(next).catch(noop);
     }
   }
+}
+
+/**
+ * Stops accepting connections, leaving the open ones to the drain (stop(): giveUp, sent), which
+ * closes each once its answers are out. http's own server.close() also closes at once every
+ * connection node takes for idle (closeIdleConnections: its parser between two requests, its
+ * current answer ended, node 20.20 lib/_http_server.js), though that answer may not be sent yet and
+ * the kernel may hold requests node stopped reading (16 KiB of answers waiting): a client that
+ * read its answers late got a reset, answers of messages delivered unsent and its next requests
+ * unanswered (docs/spec-checklist.md, point 24). net.Server's close(), public, which http's close()
+ * calls after that, only closes the listening socket; `closed` is called once the last connection
+ * has closed too.
+ */
+function stopAccepting(server: Server, closed: () => void): void {
+  NetServer.prototype.close.call(server, () => closed());
 }
 
 function delay(ms: number): Promise<void> {
