@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
@@ -57,7 +58,92 @@ describe('a pipelining client that reads its answers late, at a drain', () => {
       await gateway.shutdown();
       return 'listener replaced by a reload; retry on a new connection';
     }));
+
+  it('on shutdown, a client that wrote far more than node read gets every answer up to the one closing the connection: the connection is not reset under the answers still on their way', () =>
+    farAhead());
 });
+
+/**
+ * A client writes 30 000 requests at once and reads nothing until the drain: node stops reading
+ * after some 17 000 (their answers fill the kernel's buffers). The client then reads a little, until
+ * node reads on and refuses what it reads with 503, the last closing the connection, and stops
+ * there (as a slow reader may) until node has ended its side of the connection. It must still get
+ * every answer: node closed the connection as soon as that answer was handed to the kernel, with
+ * the rest of the requests unread, and the kernel reset it, dropping the answers it had not sent
+ * yet (docs/spec-checklist.md, point 25).
+ */
+async function farAhead(): Promise<void> {
+  const fast = await HeldTarget.start();
+  fast.release();
+  const dir = tempFiles({ 'gateway.yaml': config(fast.url) });
+  const gateway = new Gateway({ configFile: `${dir}/gateway.yaml`, registry: defaultRegistry(), env: {}, logger: createLogger('silent'), watch: false });
+  let port = 0;
+  let server: { socket: Socket; server: Server; responses: ServerResponse[] } | undefined;
+  const onRequest = (m: unknown) => {
+    const message = m as { socket: Socket; server: Server; response: ServerResponse };
+    if (message.socket.localPort !== port) return;
+    server ??= { socket: message.socket, server: message.server, responses: [] };
+    server.responses.push(message.response);
+  };
+  subscribe('http.server.request.start', onRequest);
+  let client: Socket | undefined;
+  const until = async (done: () => boolean) => {
+    while (!done()) await new Promise((resolve) => setTimeout(resolve, 5));
+  };
+  try {
+    await gateway.start();
+    assert.equal(gateway.lastError, null);
+    port = gateway.listeners.get('api')!.address()!.port;
+    client = connect(port, '127.0.0.1');
+    await new Promise((resolve) => client!.once('connect', resolve));
+    client.pause();
+    let text = '';
+    const closed = new Promise<void>((resolve) => client!.once('close', () => resolve()));
+    client.on('error', () => undefined);
+    // 404s (small requests, larger answers), with a message to deliver every 16th.
+    let blob = '';
+    for (let i = 0; i < 30_000; i++) blob += i % 16 === 0 ? rawPost('/fast', { n: i }) : 'GET /nowhere HTTP/1.1\r\nHost: gateway\r\n\r\n';
+    client.write(blob);
+    await until(() => server?.socket.isPaused() === true && server.responses.every((r) => r.writableEnded));
+    const { socket, responses } = server!;
+    const taken = responses.length;
+    assert.ok(taken < 30_000, 'node read every request');
+
+    const drained = gateway.shutdown();
+    await until(() => !server!.server.listening);
+    // It reads a little at a time until node reads on (its kernel buffer stays small, so most of
+    // the answers are still on the gateway's side), then nothing until node has ended its side.
+    client.setEncoding('latin1');
+    while (socket.isPaused()) {
+      const chunk = client.read() as string | null;
+      if (chunk === null) await once(client, 'readable');
+      else text += chunk;
+    }
+    await until(() => socket.writableFinished || socket.destroyed);
+    client.on('data', (d: string) => (text += d));
+    client.resume();
+    await closed;
+    await drained;
+
+    const replies = parseReplies(text);
+    const expected = Array.from({ length: taken }, (_, i) => (i % 16 === 0 ? 200 : 404));
+    assert.ok(replies.length > taken, `${replies.length} answers: node read ${taken} before the drain`);
+    assert.deepEqual(
+      replies.map((r) => r.status),
+      [...expected, ...Array.from({ length: replies.length - taken }, () => 503)],
+    );
+    assert.deepEqual(
+      replies.map((r) => r.headers.connection === 'close'),
+      replies.map((_, i) => i === replies.length - 1),
+    );
+    assert.equal(fast.bodies.length, expected.filter((s) => s === 200).length);
+  } finally {
+    unsubscribe('http.server.request.start', onRequest);
+    client?.destroy();
+    await gateway.shutdown();
+    await fast.stop();
+  }
+}
 
 /**
  * Runs the scenario, `drain` starting the drain (and resolving once the gateway is done with it)

@@ -153,6 +153,7 @@ export class HttpListener implements ListenerRuntime {
       this.stopReason = reason;
       this.drainMs = drainMs;
       this.closed = new Promise<void>((resolve) => stopAccepting(this.server, resolve));
+      for (const socket of this.sockets) closeLingering(socket);
     }
     if (this.inFlight > 0) {
       await Promise.race([new Promise<void>((resolve) => (this.idle = resolve)), delay(drainMs)]);
@@ -553,11 +554,12 @@ function noop(): void {}
  * node's link from a connection to the answer it is writing (`_httpMessage`), ours to those queued
  * behind it, and on a connection whose last answer is an event stream, how many requests came behind it.
  */
-type HttpSocket = Socket & { _httpMessage?: unknown; [QUEUED]?: ServerResponse[]; [BEHIND_STREAM]?: number };
+type HttpSocket = Socket & { _httpMessage?: unknown; [QUEUED]?: ServerResponse[]; [BEHIND_STREAM]?: number; [LINGERING]?: Promise<void> };
 type SendingResponse = ServerResponse & { _last?: boolean };
 
 const QUEUED = Symbol('eventgate.queuedResponses');
 const BEHIND_STREAM = Symbol('eventgate.requestsBehindStream');
+const LINGERING = Symbol('eventgate.lingeringClose');
 
 /**
  * The most requests a connection may pipeline behind its event stream (none taken on): past it the
@@ -609,6 +611,8 @@ function unsent(socket: HttpSocket): SendingResponse[] {
 async function sent(socket: HttpSocket): Promise<void> {
   let last: ServerResponse | undefined;
   for (let turns = 0; !socket.destroyed; ) {
+    // Its answer that closes it is out: closeLingering closes it once the client has read them.
+    if (socket[LINGERING]) return socket[LINGERING];
     const next = unsent(socket).at(-1);
     if (next === undefined || !next.headersSent) {
       if (turns++ === 3) return;
@@ -636,6 +640,31 @@ async function sent(socket: HttpSocket): Promise<void> {
  */
 function stopAccepting(server: Server, closed: () => void): void {
   NetServer.prototype.close.call(server, () => closed());
+}
+
+/**
+ * At a drain, a connection that an answer closes (`Connection: close`) is closed only once its
+ * client has closed its side too (or the drain's end closes it), and read on meanwhile: what node
+ * reads then is not taken on (onRequest: behind a closing answer). node closes it as soon as that
+ * answer is handed to the kernel, and a socket closed with bytes its client sent still unread is
+ * reset by the kernel, which drops what it has not transmitted yet: the last answers, 200s of
+ * delivered messages included, and the closing one (docs/spec-checklist.md, point 25). RFC 9112
+ * §9.6 asks for this lingering close. It leans on node internals, in this function only: node
+ * closes the connection through `socket.destroySoon()` (resOnFinish in lib/_http_server.js, node
+ * 20.20), which this replaces for the connections a drain finds open (it accepts no more).
+ */
+function closeLingering(socket: HttpSocket): void {
+  socket.destroySoon = () => {
+    socket[LINGERING] ??= new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    // As node's: the answers go first, then the end of the stream (FIN).
+    socket.end();
+    let waiting = 2;
+    const close = () => --waiting === 0 && socket.destroy();
+    if (socket.writableFinished) close();
+    else socket.once('finish', close);
+    if (socket.readableEnded) close();
+    else socket.once('end', close);
+  };
 }
 
 function delay(ms: number): Promise<void> {
