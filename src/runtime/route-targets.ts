@@ -24,6 +24,16 @@ function failureOf(err: unknown): Problem {
 }
 
 /**
+ * A value nested so deeply that writing it as JSON overflows the stack (a consumed payload of
+ * thousands of `[`, which JSON.parse reads without recursing; listeners refuse such bodies by
+ * `maxJsonDepth` before they parse them). Sending it again fails the same way: it is invalid, so a
+ * consume route dead-letters or drops it at once instead of retrying it as an outage, for ever.
+ */
+function tooDeep(err: unknown): boolean {
+  return err instanceof RangeError && err.message === 'Maximum call stack size exceeded';
+}
+
+/**
  * A fan-out's deliveries once every target answered. When one fails, the others are still waited
  * for, so the failure can name the targets that did take the message (Problem.took): a client that
  * retries knows it sends it to them again, and a consume route retries the others only, instead of
@@ -68,8 +78,9 @@ class TargetError extends Error {
   }
 }
 
-/** The 503 for a broker that did not acknowledge the message (not connected, timed out, failed). */
+/** The 503 for a broker that did not acknowledge the message (not connected, timed out, failed); a 400 for a value too deep to write. */
 export function unavailable(broker: string, err: unknown): Problem {
+  if (tooDeep(err)) return problem('EG_INVALID_MESSAGE', 'the message is nested too deeply to be written as JSON (its arrays and objects overflow the stack): nothing was sent');
   return problem('EG_BROKER_UNAVAILABLE', `broker '${broker}' did not acknowledge the message: ${(err as Error).message ?? String(err)}`);
 }
 
