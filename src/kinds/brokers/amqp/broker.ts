@@ -3,13 +3,14 @@ import type { Logger } from '../../../log.js';
 import { payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
-import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { within } from '../../../core/within.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { AmqpPublisher } from './publisher.js';
 import { FirstConnection } from '../first-connection.js';
+import { consumedTime, headerStrings } from './consumed.js';
 
 /**
  * Why a connect failed, in words. amqplib's `connect ETIMEDOUT` is its own: nothing came back
@@ -594,8 +595,7 @@ function dropConnection(conn: ChannelModel): void {
 }
 
 function toMessage(m: ConsumeMessage): Message {
-  const ts = m.properties.timestamp as number | undefined;
-  const headers = singleValued(Object.entries(m.properties.headers ?? {}));
+  const headers = headerStrings(m.properties.headers);
   // The content_type property is the message's content type (a structured CloudEvent's
   // application/cloudevents+json); a `content-type` header, as earlier eventgate versions sent it, wins.
   const contentType = m.properties.contentType as unknown;
@@ -605,6 +605,6 @@ function toMessage(m: ConsumeMessage): Message {
     topic: m.fields.routingKey,
     partition: null,
     offset: null,
-    timestamp: typeof ts === 'number' ? ts * 1000 : Date.now(),
+    timestamp: consumedTime(m.properties.timestamp) ?? Date.now(),
   });
 }

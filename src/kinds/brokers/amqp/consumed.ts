@@ -1,0 +1,65 @@
+/**
+ * What an AMQP delivery's properties become on a consumed message: its header table as the
+ * message's string headers, and its `timestamp` property as the message's time. Both come from
+ * whoever published to the server, so each field type of the table (AMQP 0-9-1 §4.2.5.5, as
+ * amqplib decodes it) gets a text that keeps its whole value.
+ */
+
+/** The latest time a JavaScript Date holds (year 275760), in milliseconds since the epoch. */
+const LAST_DATE_MS = 8.64e15;
+
+/**
+ * A delivery's `timestamp` property (whole seconds) in milliseconds, or undefined when it has none
+ * or one past any date: AMQP allows up to 2^64 - 1 seconds, which no target can write back
+ * (AMQP's own publisher, Kafka's int64 milliseconds) and every publish of it failed, for ever.
+ */
+export function consumedTime(seconds: unknown): number | undefined {
+  if (typeof seconds !== 'number' || !(seconds >= 0)) return undefined;
+  const ms = seconds * 1000;
+  return ms <= LAST_DATE_MS ? ms : undefined;
+}
+
+/**
+ * A header table as one string per name. A string is itself; a number or boolean its text; a byte
+ * array its bytes as UTF-8; a decimal its digits with the point (`3.14`); a timestamp its seconds;
+ * an array or a nested table its JSON text, with decimals as strings, timestamps as seconds and
+ * byte arrays as base64 inside. An array is one value in AMQP, not a repeated header: all of it is
+ * kept. A void value (no value at all) is left out, as a header without a value.
+ */
+export function headerStrings(table: Readonly<Record<string, unknown>> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!table) return out;
+  for (const name of Object.keys(table)) {
+    const v = table[name];
+    if (v === undefined || v === null) continue;
+    if (typeof v === 'string') out[name] = v;
+    else if (Buffer.isBuffer(v)) out[name] = v.toString('utf8');
+    else if (typeof v !== 'object') out[name] = String(v);
+    else out[name] = taggedText(v) ?? JSON.stringify(plain(v));
+  }
+  return out;
+}
+
+/** amqplib's `{'!': 'decimal' | 'timestamp', value}` as text, or undefined for any other object. */
+function taggedText(v: object): string | undefined {
+  const t = v as { '!'?: unknown; value?: unknown };
+  if (t['!'] === 'decimal') {
+    const { places, digits } = t.value as { places: number; digits: number };
+    const text = String(digits).padStart(places + 1, '0');
+    return places === 0 ? text : `${text.slice(0, text.length - places)}.${text.slice(text.length - places)}`;
+  }
+  if (t['!'] === 'timestamp') return String(t.value);
+  return undefined;
+}
+
+/** A value inside an array or table as JSON holds it: bytes as base64, decimals as strings, timestamps as seconds. */
+function plain(v: unknown): unknown {
+  if (v === null || typeof v !== 'object') return v;
+  if (Buffer.isBuffer(v)) return v.toString('base64');
+  if (Array.isArray(v)) return v.map(plain);
+  const tagged = taggedText(v);
+  if (tagged !== undefined) return (v as { '!': string })['!'] === 'timestamp' ? (v as { value: unknown }).value : tagged;
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(v)) out[k] = plain((v as Record<string, unknown>)[k]);
+  return out;
+}
