@@ -176,7 +176,11 @@ export async function pikaPublish(
   server: MessageServer,
   exchange: string,
   routingKey: string,
-  messages: { body: string | Buffer; headers?: Record<string, string>; contentType?: string; timestamp?: number }[],
+  /**
+   * `headers` values are JSON, each type sent as its AMQP field type; `{$decimal: '3.14'}`, `{$timestamp: seconds}` and
+   * `{$bytes: base64}` (at any depth) as those types. `timestamp` in seconds; a string for one past 2^53.
+   */
+  messages: { body: string | Buffer; headers?: Record<string, unknown>; contentType?: string; timestamp?: number | string }[],
 ): Promise<void> {
   const child = spawn(PY, [AMQP_PEER, server.url, 'publish', exchange, routingKey], { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';

@@ -2,6 +2,8 @@
 """An independent AMQP 0-9-1 client for the tests (Debian's python3-pika).
 
   amqp_peer.py URL publish EXCHANGE ROUTING_KEY   one message per stdin line: {"body": str | "bodyBase64": str, "headers": {...}, "timestamp": int}
+                                                   (a header value {"$decimal": "3.14"}, {"$timestamp": seconds} or {"$bytes": base64}
+                                                   is sent as that AMQP field type, at any depth; JSON's own types as theirs)
   amqp_peer.py URL consume QUEUE COUNT TIMEOUT_S  prints COUNT messages as JSON lines, acking each
   amqp_peer.py URL declare QUEUE EXCHANGE KEY     declares a durable queue bound to EXCHANGE with KEY
   amqp_peer.py URL count QUEUE                     prints the queue's ready message count
@@ -11,10 +13,27 @@
 Publishing uses publisher confirms, so a line printed "ok" is a message the broker took.
 """
 import base64
+import datetime
+import decimal
 import json
 import sys
 
 import pika
+
+
+def typed(value):
+    """A header value from JSON, with the AMQP field types JSON has no spelling for."""
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1 and "$decimal" in value:
+            return decimal.Decimal(value["$decimal"])
+        if len(value) == 1 and "$timestamp" in value:
+            return datetime.datetime.fromtimestamp(value["$timestamp"], datetime.timezone.utc)
+        if len(value) == 1 and "$bytes" in value:
+            return base64.b64decode(value["$bytes"])
+        return {k: typed(v) for k, v in value.items()}
+    return value
 
 
 def main():
@@ -28,8 +47,8 @@ def main():
             if not line.strip():
                 continue
             msg = json.loads(line)
-            props = pika.BasicProperties(headers=msg.get("headers") or None, delivery_mode=2, content_type=msg.get("contentType"),
-                                         timestamp=msg.get("timestamp"))
+            props = pika.BasicProperties(headers=typed(msg.get("headers")) or None, delivery_mode=2, content_type=msg.get("contentType"),
+                                         timestamp=None if msg.get("timestamp") is None else int(msg["timestamp"]))
             body = base64.b64decode(msg["bodyBase64"]) if "bodyBase64" in msg else msg["body"].encode()
             channel.basic_publish(exchange=exchange, routing_key=key, body=body, properties=props, mandatory=False)
             print("ok", flush=True)

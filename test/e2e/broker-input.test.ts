@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { useGateway } from '../helpers/gateway.js';
+import { MosquittoSub, mosquittoPub, pikaConsume, pikaDeclareQueue, pikaPublish } from '../helpers/peers.js';
+import { startMosquitto, startRabbit, type MessageServer } from '../helpers/servers.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * What other publishers put on the MQTT and AMQP servers a consume route reads: input the gateway
+ * does not control. Each message ends delivered, dead-lettered or dropped with a log line, never
+ * retried for ever as if a target were down, and the messages behind it still go through.
+ */
+describe('hostile input from the MQTT and AMQP servers', () => {
+  let mqtt: MessageServer;
+  let rabbit: MessageServer;
+  let hook: WebhookReceiver;
+
+  before(async () => {
+    [mqtt, rabbit, hook] = await Promise.all([startMosquitto(), startRabbit(), WebhookReceiver.start()]);
+    await pikaDeclareQueue(rabbit, 'input-copied', 'amq.topic', 'copied');
+  });
+  after(async () => {
+    await Promise.all([mqtt?.stop(), rabbit?.stop(), hook?.stop()]);
+  });
+
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-input-${process.pid}, reconnectPeriodMs: 200 }
+  rabbit: { kind: amqp, url: ${rabbit.url} }
+routes:
+  - name: deep-kept
+    from: { broker: devices, topic: deep/kept }
+    through:
+      - transform: '$merge([$, {"seen": true}])'
+    to: { http: { url: "${hook.url}/kept" } }
+    deadletter: { broker: devices, topic: dead/deep }
+  - name: deep-dropped
+    from: { broker: devices, topic: deep/dropped }
+    through:
+      - transform: '$merge([$, {"seen": true}])'
+    to: { http: { url: "${hook.url}/dropped" } }
+  - name: copy
+    from: { broker: rabbit, topic: "cp.#" }
+    to: { broker: rabbit, topic: copied }
+  - name: typed
+    from: { broker: rabbit, topic: "typed.#" }
+    through:
+      - transform: '$headers'
+    to: { http: { url: "${hook.url}/typed" } }
+`,
+  );
+
+  /** JSON nested far deeper than JSON.stringify's stack allows: JSON.parse reads it without recursing. */
+  const deep = `{"d":${'['.repeat(20000)}${']'.repeat(20000)}}`;
+
+  it('dead-letters at once, as invalid, a payload nested too deeply to be written as JSON, and delivers the next', async () => {
+    const dead = await MosquittoSub.start(mqtt, 'dead/deep');
+    try {
+      await mosquittoPub(mqtt, 'deep/kept', deep);
+      await mosquittoPub(mqtt, 'deep/kept', '{"d":1}');
+      const [letter] = await dead.take(1);
+      const error = JSON.parse(letter!.userProperties._eventgate_error!) as { code: string; status: number; detail: string };
+      assert.equal(error.code, 'EG_INVALID_MESSAGE');
+      assert.equal(error.status, 400);
+      assert.match(error.detail, /nested too deeply/);
+      // Byte for byte: the dead-letter copy is the payload as it came, not re-encoded.
+      assert.equal(letter!.bytes.toString(), deep);
+      await eventuallyRequest(hook, '/kept', (body) => body === '{"d":1,"seen":true}');
+      // Not retried first as an outage: the one attempt failed, and nothing was logged as a broker failure.
+      assert.equal(gw.logs.filter((l) => l.route === 'deep-kept' && l.code === 'EG_BROKER_UNAVAILABLE').length, 0);
+    } finally {
+      dead.stop();
+    }
+  });
+
+  it('drops with an error line such a payload on a route without a dead-letter target, instead of retrying it for ever', async () => {
+    await mosquittoPub(mqtt, 'deep/dropped', deep);
+    await mosquittoPub(mqtt, 'deep/dropped', '{"d":2}');
+    await eventuallyRequest(hook, '/dropped', (body) => body === '{"d":2,"seen":true}');
+    const line = await gw.waitForLog((l) => l.route === 'deep-dropped' && /message dropped/.test(l.msg));
+    assert.equal(line.code, 'EG_INVALID_MESSAGE');
+  });
+
+  it('copies an AMQP message whose timestamp property is past any date, giving it the time it was received, and the next one after it', async () => {
+    const before = Math.floor(Date.now() / 1000);
+    await pikaPublish(rabbit, 'amq.topic', 'cp.time', [
+      { body: '{"n":1}', timestamp: '18446744073709551615' },
+      { body: '{"n":2}', timestamp: 1700000000 },
+    ]);
+    const got = await pikaConsume(rabbit, 'input-copied', 2, 10);
+    assert.deepEqual(
+      got.map((m) => m.body),
+      ['{"n":1}', '{"n":2}'],
+    );
+    const first = got[0]!.properties.timestamp!;
+    assert.ok(first >= before && first <= Math.ceil(Date.now() / 1000), `timestamp ${first} is the time it was received`);
+    assert.equal(got[1]!.properties.timestamp, 1700000000);
+  });
+
+  it('keeps every AMQP header field type whole: arrays, nested tables, decimals, timestamps, byte arrays', async () => {
+    await pikaPublish(rabbit, 'amq.topic', 'typed.one', [
+      {
+        body: '{}',
+        headers: {
+          list: ['a', 'b', 3],
+          price: { $decimal: '3.14' },
+          small: { $decimal: '0.005' },
+          at: { $timestamp: 1577934245 },
+          raw: { $bytes: Buffer.from('raw').toString('base64') },
+          nested: { x: { y: [1, { $bytes: Buffer.from('hi').toString('base64') }, true] }, d: { $decimal: '1.5' }, t: { $timestamp: 1 } },
+          flag: true,
+          count: 7,
+        },
+      },
+    ]);
+    const r = await eventuallyRequest(hook, '/typed', () => true);
+    const headers = JSON.parse(r) as Record<string, string>;
+    assert.equal(headers.list, '["a","b",3]');
+    assert.equal(headers.price, '3.14');
+    assert.equal(headers.small, '0.005');
+    assert.equal(headers.at, '1577934245');
+    assert.equal(headers.raw, 'raw');
+    assert.equal(headers.nested, '{"x":{"y":[1,"aGk=",true]},"d":"1.5","t":1}');
+    assert.equal(headers.flag, 'true');
+    assert.equal(headers.count, '7');
+  });
+});
+
+/** The body of the first request to `path` that `pred` accepts, waiting for it. */
+async function eventuallyRequest(hook: WebhookReceiver, path: string, pred: (body: string) => boolean, timeoutMs = 15000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = hook.requests.find((q) => q.url === path && pred(q.body));
+    if (r) return r.body;
+    if (Date.now() > deadline) throw new Error(`no request to ${path} as expected; got ${JSON.stringify(hook.requests.filter((q) => q.url === path).map((q) => q.body.slice(0, 100)))}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
