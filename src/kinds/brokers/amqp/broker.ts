@@ -11,6 +11,7 @@ import { reconnectBackoff } from '../../../core/backoff.js';
 import { AmqpPublisher } from './publisher.js';
 import { FirstConnection } from '../first-connection.js';
 import { consumedTime, headerStrings } from './consumed.js';
+import { installTableDecoder } from './field-table.js';
 
 /**
  * Why a connect failed, in words. amqplib's `connect ETIMEDOUT` is its own: nothing came back
@@ -125,7 +126,9 @@ export class AmqpBroker implements BrokerRuntime {
 
   /** Never fails: an unreachable server makes the broker not ready, and it keeps trying. */
   async start(): Promise<void> {
-    // Loaded when a broker starts, so commands that start none (validate, schema) never load it.
+    // Loaded when a broker starts, so commands that start none (validate, schema) never load it;
+    // its table decoder wrapped first (field-table.ts), as amqplib takes it when it loads.
+    installTableDecoder();
     const { connect } = await import('amqplib');
     this.open = connect;
     liveBrokers.add(this);

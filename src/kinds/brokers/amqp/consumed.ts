@@ -22,8 +22,8 @@ export function consumedTime(seconds: unknown): number | undefined {
 /**
  * A header table as one string per name. A string is itself; a number or boolean its text; a byte
  * array its bytes as UTF-8; a decimal its digits with the point (`3.14`); a timestamp its seconds;
- * an array or a nested table its JSON text, with decimals as strings, timestamps as seconds and
- * byte arrays as base64 inside. An array is one value in AMQP, not a repeated header: all of it is
+ * an array or a nested table its JSON text, with decimals and unsigned 64-bit integers as
+ * strings, timestamps as seconds and byte arrays as base64 inside. An array is one value in AMQP, not a repeated header: all of it is
  * kept. A void value (no value at all) is left out, as a header without a value.
  */
 export function headerStrings(table: Readonly<Record<string, unknown>> | undefined): Record<string, string> {
@@ -54,6 +54,8 @@ function taggedText(v: object): string | undefined {
 
 /** A value inside an array or table as JSON holds it: bytes as base64, decimals as strings, timestamps as seconds. */
 function plain(v: unknown): unknown {
+  // An unsigned 64-bit field ('L') is a BigInt, which JSON has no number for: its digits as a string.
+  if (typeof v === 'bigint') return String(v);
   if (v === null || typeof v !== 'object') return v;
   if (Buffer.isBuffer(v)) return v.toString('base64');
   if (Array.isArray(v)) return v.map(plain);

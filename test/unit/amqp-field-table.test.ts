@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { decodeTable } from '../../src/kinds/brokers/amqp/field-table.js';
+import { headerStrings } from '../../src/kinds/brokers/amqp/consumed.js';
+
+/** A field-table entry: a short-string name, then the tagged value bytes. */
+function field(name: string, tagged: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([Buffer.byteLength(name)]), Buffer.from(name), tagged]);
+}
+function longString(tag: string, body: Buffer): Buffer {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(body.length);
+  return Buffer.concat([Buffer.from(tag), len, body]);
+}
+
+describe('AMQP field tables amqplib cannot read', () => {
+  it('reads every type, with an unsigned 64-bit integer exact', () => {
+    const u64 = Buffer.alloc(9);
+    u64.write('L');
+    u64.writeBigUInt64BE(2n ** 64n - 1n, 1);
+    const table = Buffer.concat([field('s', longString('S', Buffer.from('text'))), field('big', u64), field('t', Buffer.from('t\u0001'))]);
+    assert.deepEqual(headerStrings(decodeTable(table)), { s: 'text', big: '18446744073709551615', t: 'true' });
+  });
+
+  it('ends the table at a type nobody knows, saying so in that field, and keeps the fields before it', () => {
+    const table = Buffer.concat([field('a', longString('S', Buffer.from('x'))), field('odd', Buffer.from('Z\u0000\u0001')), field('b', longString('S', Buffer.from('y')))]);
+    assert.deepEqual(decodeTable(table), { a: 'x', odd: "unreadable AMQP field type 'Z'" });
+  });
+
+  it('contains an unknown type inside a nested table or array to that table (its length is known)', () => {
+    const inner = field('odd', Buffer.from('Z'));
+    const table = Buffer.concat([field('tbl', longString('F', inner)), field('arr', longString('A', Buffer.from('Z'))), field('after', longString('S', Buffer.from('ok')))]);
+    assert.deepEqual(headerStrings(decodeTable(table)), { tbl: `{"odd":"unreadable AMQP field type 'Z'"}`, arr: `["unreadable AMQP field type 'Z'"]`, after: 'ok' });
+  });
+
+  it('stops at a value that runs past the end of the table', () => {
+    const table = Buffer.concat([field('a', Buffer.from('I\u0000\u0001')), Buffer.alloc(0)]);
+    assert.deepEqual(decodeTable(table), { a: "unreadable AMQP field type 'I'" });
+  });
+
+  it("reads a field named __proto__ as a field, not as the table's prototype", () => {
+    const table = field('__proto__', longString('F', field('polluted', longString('S', Buffer.from('yes')))));
+    const decoded = decodeTable(table);
+    assert.equal(Object.getPrototypeOf(decoded), Object.prototype);
+    assert.equal((decoded as { polluted?: unknown }).polluted, undefined);
+    assert.deepEqual(Object.getOwnPropertyDescriptor(decoded, '__proto__')?.value, { polluted: 'yes' });
+  });
+});
