@@ -127,6 +127,16 @@ routes:
     assert.equal(headers.flag, 'true');
     assert.equal(headers.count, '7');
   });
+
+  it("reads a header of a field type amqplib does not know (RabbitMQ's unsigned 64-bit 'L'), where the broker's connection failed on it for ever", async () => {
+    await pikaPublish(rabbit, 'amq.topic', 'typed.two', [{ body: '{}', headers: { big: { $uint64: '18446744073709551615' }, inner: [{ $uint64: '5' }], after: 'kept' } }]);
+    const headers = JSON.parse(await eventuallyRequest(hook, '/typed', (body) => body.includes('"big"'))) as Record<string, string>;
+    assert.equal(headers.big, '18446744073709551615');
+    assert.equal(headers.inner, '["5"]');
+    assert.equal(headers.after, 'kept');
+    // The connection held: the broker never reconnected over it.
+    assert.equal(gw.logs.filter((l) => l.msg === 'amqp connection error').length, 0);
+  });
 });
 
 /** The body of the first request to `path` that `pred` accepts, waiting for it. */

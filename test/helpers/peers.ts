@@ -177,8 +177,8 @@ export async function pikaPublish(
   exchange: string,
   routingKey: string,
   /**
-   * `headers` values are JSON, each type sent as its AMQP field type; `{$decimal: '3.14'}`, `{$timestamp: seconds}` and
-   * `{$bytes: base64}` (at any depth) as those types. `timestamp` in seconds; a string for one past 2^53.
+   * `headers` values are JSON, each type sent as its AMQP field type; `{$decimal: '3.14'}`, `{$timestamp: seconds}`,
+   * `{$bytes: base64}` and `{$uint64: 'digits'}` (at any depth) as those types. `timestamp` in seconds; a string for one past 2^53.
    */
   messages: { body: string | Buffer; headers?: Record<string, unknown>; contentType?: string; timestamp?: number | string }[],
 ): Promise<void> {

@@ -2,8 +2,8 @@
 """An independent AMQP 0-9-1 client for the tests (Debian's python3-pika).
 
   amqp_peer.py URL publish EXCHANGE ROUTING_KEY   one message per stdin line: {"body": str | "bodyBase64": str, "headers": {...}, "timestamp": int}
-                                                   (a header value {"$decimal": "3.14"}, {"$timestamp": seconds} or {"$bytes": base64}
-                                                   is sent as that AMQP field type, at any depth; JSON's own types as theirs)
+                                                   (a header value {"$decimal": "3.14"}, {"$timestamp": seconds}, {"$bytes": base64} or
+                                                   {"$uint64": "digits"} is sent as that AMQP field type, at any depth; JSON's own types as theirs)
   amqp_peer.py URL consume QUEUE COUNT TIMEOUT_S  prints COUNT messages as JSON lines, acking each
   amqp_peer.py URL declare QUEUE EXCHANGE KEY     declares a durable queue bound to EXCHANGE with KEY
   amqp_peer.py URL count QUEUE                     prints the queue's ready message count
@@ -18,7 +18,27 @@ import decimal
 import json
 import sys
 
+import struct
+
 import pika
+from pika import data as pika_data
+
+
+class Uint64(int):
+    """An unsigned 64-bit field ('L'): RabbitMQ takes and passes it on; pika has no type for it."""
+
+
+_encode_value = pika_data.encode_value
+
+
+def _encode_with_uint64(pieces, value):
+    if isinstance(value, Uint64):
+        pieces.append(b"L" + struct.pack(">Q", value))
+        return 9
+    return _encode_value(pieces, value)
+
+
+pika_data.encode_value = _encode_with_uint64
 
 
 def typed(value):
@@ -30,6 +50,8 @@ def typed(value):
             return decimal.Decimal(value["$decimal"])
         if len(value) == 1 and "$timestamp" in value:
             return datetime.datetime.fromtimestamp(value["$timestamp"], datetime.timezone.utc)
+        if len(value) == 1 and "$uint64" in value:
+            return Uint64(int(value["$uint64"]))
         if len(value) == 1 and "$bytes" in value:
             return base64.b64decode(value["$bytes"])
         return {k: typed(v) for k, v in value.items()}
