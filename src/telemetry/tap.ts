@@ -61,7 +61,7 @@ export class TapChannel {
       return;
     }
     this.sent++;
-    this.broadcast(JSON.stringify(tapEvent(this.route, input, outcome, latencyMs, traceparent, now)));
+    this.broadcast(tapFrame(tapEvent(this.route, input, outcome, latencyMs, traceparent, now)));
   }
 
   private flushSkipped(): void {
@@ -136,6 +136,23 @@ function tapEvent(route: string, input: Message, outcome: Outcome, latencyMs: nu
       break;
   }
   return event;
+}
+
+/**
+ * The event as JSON. A value JSON cannot write (a consumed payload nested so deeply that writing it
+ * overflows the stack) is shown as a note instead: the tap is called as the route settles a
+ * message, and its exception made the route give a delivered message back to its server, which
+ * then delivered it again.
+ */
+function tapFrame(event: Record<string, unknown>): string {
+  try {
+    return JSON.stringify(event);
+  } catch (err) {
+    const note = `(the value cannot be shown: ${(err as Error).message})`;
+    event.message = { ...(event.message as Record<string, unknown>), value: note };
+    if (event.output) event.output = { ...(event.output as Record<string, unknown>), value: note };
+    return JSON.stringify(event);
+  }
 }
 
 function view(m: Message): Record<string, unknown> {
