@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { MosquittoSub, mosquittoPub, pikaConsume, pikaDeclareQueue, pikaPublish } from '../helpers/peers.js';
 import { startMosquitto, startRabbit, type MessageServer } from '../helpers/servers.js';
@@ -42,6 +43,9 @@ routes:
     through:
       - transform: '$merge([$, {"seen": true}])'
     to: { http: { url: "${hook.url}/dropped" } }
+  - name: deep-watched
+    from: { broker: devices, topic: deep/watched }
+    to: { http: { url: "${hook.url}/watched" } }
   - name: copy
     from: { broker: rabbit, topic: "cp.#" }
     to: { broker: rabbit, topic: copied }
@@ -82,6 +86,22 @@ routes:
     await eventuallyRequest(hook, '/dropped', (body) => body === '{"d":2,"seen":true}');
     const line = await gw.waitForLog((l) => l.route === 'deep-dropped' && /message dropped/.test(l.msg));
     assert.equal(line.code, 'EG_INVALID_MESSAGE');
+  });
+
+  it('delivers such a payload once while the live tap watches the route, showing a note for its value', async () => {
+    const tap = await WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/tap?route=deep-watched`);
+    try {
+      assert.equal((await tap.next()).type, 'hello');
+      await mosquittoPub(mqtt, 'deep/watched', deep);
+      const frame = await tap.next(15000);
+      assert.equal(frame.outcome, 'delivered');
+      assert.match(frame.message.value, /cannot be shown/);
+      assert.equal(await eventuallyRequest(hook, '/watched', () => true), deep);
+      // The tap's failure to write it made the route give the delivered message back, for the server to send again.
+      assert.equal(gw.logs.filter((l) => l.route === 'deep-watched' && /given back/.test(l.msg)).length, 0);
+    } finally {
+      tap.close();
+    }
   });
 
   it('copies an AMQP message whose timestamp property is past any date, giving it the time it was received, and the next one after it', async () => {
