@@ -80,7 +80,7 @@ class TargetError extends Error {
 
 /** The 503 for a broker that did not acknowledge the message (not connected, timed out, failed); a 400 for a value too deep to write. */
 export function unavailable(broker: string, err: unknown): Problem {
-  if (tooDeep(err)) return problem('EG_INVALID_MESSAGE', 'the message is nested too deeply to be written as JSON (its arrays and objects overflow the stack): nothing was sent');
+  if (tooDeep(err)) return problem('EG_INVALID_MESSAGE', 'the message is nested too deeply to be written as JSON (its arrays and objects overflow the stack)');
   return problem('EG_BROKER_UNAVAILABLE', `broker '${broker}' did not acknowledge the message: ${(err as Error).message ?? String(err)}`);
 }
 
