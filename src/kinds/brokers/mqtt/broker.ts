@@ -415,8 +415,12 @@ class MqttSubscription {
   private async take(packet: IPublishPacket, generation: number, acknowledge: () => void, giveBack: () => void): Promise<void> {
     const id = packet.messageId;
     if (packet.qos > 0 && id !== undefined && packet.dup && this.settled.has(id)) {
-      // Already accepted by the route: only the acknowledgement went missing.
-      if (packet.qos === 1) this.settled.delete(id);
+      // Already accepted by the route: only the acknowledgement went missing. A copy that came on a
+      // connection lost since cannot be acknowledged there: the server sends it once more on the
+      // current one, which must still find it settled. A route held on one message over several
+      // reconnects (its keepalive lapses while it holds the message) had a copy from each, and
+      // the first stale copy cleared the id: the copy on the live connection was delivered again.
+      if (packet.qos === 1 && generation === this.generation) this.settled.delete(id);
       acknowledge();
       return;
     }
