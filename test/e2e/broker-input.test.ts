@@ -57,10 +57,14 @@ routes:
 `,
   );
 
+  /** Waits until `route` has subscribed: the servers drop what no subscription or binding takes. */
+  const ready = (route: string) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000);
+
   /** JSON nested far deeper than JSON.stringify's stack allows: JSON.parse reads it without recursing. */
   const deep = `{"d":${'['.repeat(20000)}${']'.repeat(20000)}}`;
 
   it('dead-letters at once, as invalid, a payload nested too deeply to be written as JSON, and delivers the next', async () => {
+    await ready('deep-kept');
     const dead = await MosquittoSub.start(mqtt, 'dead/deep');
     try {
       await mosquittoPub(mqtt, 'deep/kept', deep);
@@ -81,6 +85,7 @@ routes:
   });
 
   it('drops with an error line such a payload on a route without a dead-letter target, instead of retrying it for ever', async () => {
+    await ready('deep-dropped');
     await mosquittoPub(mqtt, 'deep/dropped', deep);
     await mosquittoPub(mqtt, 'deep/dropped', '{"d":2}');
     await eventuallyRequest(hook, '/dropped', (body) => body === '{"d":2,"seen":true}');
@@ -89,6 +94,7 @@ routes:
   });
 
   it('delivers such a payload once while the live tap watches the route, showing a note for its value', async () => {
+    await ready('deep-watched');
     const tap = await WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/tap?route=deep-watched`);
     try {
       assert.equal((await tap.next()).type, 'hello');
@@ -105,6 +111,7 @@ routes:
   });
 
   it('copies an AMQP message whose timestamp property is past any date, giving it the time it was received, and the next one after it', async () => {
+    await ready('copy');
     const before = Math.floor(Date.now() / 1000);
     await pikaPublish(rabbit, 'amq.topic', 'cp.time', [
       { body: '{"n":1}', timestamp: '18446744073709551615' },
@@ -121,6 +128,7 @@ routes:
   });
 
   it('keeps every AMQP header field type whole: arrays, nested tables, decimals, timestamps, byte arrays', async () => {
+    await ready('typed');
     await pikaPublish(rabbit, 'amq.topic', 'typed.one', [
       {
         body: '{}',
@@ -149,6 +157,7 @@ routes:
   });
 
   it("reads a header of a field type amqplib does not know (RabbitMQ's unsigned 64-bit 'L'), where the broker's connection failed on it for ever", async () => {
+    await ready('typed');
     await pikaPublish(rabbit, 'amq.topic', 'typed.two', [{ body: '{}', headers: { big: { $uint64: '18446744073709551615' }, inner: [{ $uint64: '5' }], after: 'kept' } }]);
     const headers = JSON.parse(await eventuallyRequest(hook, '/typed', (body) => body.includes('"big"'))) as Record<string, string>;
     assert.equal(headers.big, '18446744073709551615');

@@ -45,6 +45,8 @@ routes:
   );
 
   it('delivers the message once, however many connections it was sent on', async () => {
+    // Subscribed first: mosquitto drops what it has no subscriber for.
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'held', 30000);
     await mosquittoPub(mqtt, 'held/in', '{"i":1}');
     // Two reconnects while the route holds the message: a copy of it waits on each new connection.
     const lostAt = (from: number) => gw.waitForLog((l) => l.route === 'held' && l.msg === 'mqtt connection lost; reconnecting', 15000, from);
