@@ -2,12 +2,25 @@ import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, MsgHdrs, Na
 import type { Logger } from '../../../log.js';
 import { offsetText, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
-import { AckDeadlines, handOver, leavesOnStop, NotConnected, singleValued } from '../acknowledgement.js';
+import { AckDeadlines, handOver, leavesOnStop, NotConnected, Refused, singleValued } from '../acknowledgement.js';
+import { problem } from '../../../core/errors.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
 import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
 import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
+
+/**
+ * A message over the server's `max_payload` (1 MiB by default), which the client refuses before it
+ * sends it, as what it is: a refusal (413), which no retry can change. Taken for an outage (503), a
+ * consume route retried it for ever (a large message from another broker), and HTTP clients were
+ * told to try again.
+ */
+function tooLargeFor(nc: NatsConnection, err: Error, bytes: number): Refused | undefined {
+  if ((err as Error & { code?: string }).code !== 'MAX_PAYLOAD_EXCEEDED') return undefined;
+  const max = nc.info?.max_payload;
+  return new Refused(problem('EG_PAYLOAD_TOO_LARGE', `the message (${bytes} bytes, headers besides) is larger than the NATS server takes${max === undefined ? '' : ` (max_payload ${max} bytes)`}`));
+}
 
 /** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
 type NatsLib = typeof import('nats');
@@ -223,13 +236,18 @@ export class NatsBroker implements BrokerRuntime {
         (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: offsetText(seq) }),
         (err: Error) => {
           this.telemetry?.producerError();
-          throw err;
+          throw tooLargeFor(nc, err, data.length) ?? err;
         },
       );
     }
     // Core NATS: a flush round trip proves the server read it; nothing stores it.
     coalesceWrites(socketOf(nc));
-    nc.publish(topic, data, { headers });
+    try {
+      nc.publish(topic, data, { headers });
+    } catch (err) {
+      this.telemetry?.producerError();
+      return Promise.reject(tooLargeFor(nc, err as Error, data.length) ?? err);
+    }
     const acked = this.flushAfter(nc).then((): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }));
     return this.deadlines.within(acked).catch((err: Error) => {
       this.telemetry?.producerError();
