@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
-import { MosquittoSub, mosquittoPub, pikaConsume, pikaDeclareQueue, pikaPublish } from '../helpers/peers.js';
-import { startMosquitto, startRabbit, type MessageServer } from '../helpers/servers.js';
+import { MosquittoSub, mosquittoPub, pikaConsume, pikaDeclareQueue, pikaPublish, RawNats } from '../helpers/peers.js';
+import { startMosquitto, startNats, startRabbit, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -14,14 +14,15 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 describe('hostile input from the MQTT and AMQP servers', () => {
   let mqtt: MessageServer;
   let rabbit: MessageServer;
+  let nats: MessageServer;
   let hook: WebhookReceiver;
 
   before(async () => {
-    [mqtt, rabbit, hook] = await Promise.all([startMosquitto(), startRabbit(), WebhookReceiver.start()]);
+    [mqtt, rabbit, nats, hook] = await Promise.all([startMosquitto(), startRabbit(), startNats(), WebhookReceiver.start()]);
     await pikaDeclareQueue(rabbit, 'input-copied', 'amq.topic', 'copied');
   });
   after(async () => {
-    await Promise.all([mqtt?.stop(), rabbit?.stop(), hook?.stop()]);
+    await Promise.all([mqtt?.stop(), rabbit?.stop(), nats?.stop(), hook?.stop()]);
   });
 
   const gw = useGateway(
@@ -31,6 +32,7 @@ admin: { port: 0 }
 brokers:
   devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-input-${process.pid}, reconnectPeriodMs: 200 }
   rabbit: { kind: amqp, url: ${rabbit.url} }
+  bus: { kind: nats, servers: ${nats.url} }
 routes:
   - name: deep-kept
     from: { broker: devices, topic: deep/kept }
@@ -46,6 +48,9 @@ routes:
   - name: deep-watched
     from: { broker: devices, topic: deep/watched }
     to: { http: { url: "${hook.url}/watched" } }
+  - name: big
+    from: { broker: devices, topic: big/in }
+    to: { broker: bus, topic: big.out }
   - name: copy
     from: { broker: rabbit, topic: "cp.#" }
     to: { broker: rabbit, topic: copied }
@@ -107,6 +112,23 @@ routes:
       assert.equal(gw.logs.filter((l) => l.route === 'deep-watched' && /given back/.test(l.msg)).length, 0);
     } finally {
       tap.close();
+    }
+  });
+
+  it("drops, as too large (413), a message over the NATS server's max_payload, instead of retrying it for ever, and delivers the next", async () => {
+    await ready('big');
+    const peer = await RawNats.connect(nats);
+    try {
+      const sid = await peer.subscribe('big.out');
+      await mosquittoPub(mqtt, 'big/in', Buffer.alloc(2 * 1024 * 1024, 0x78));
+      await mosquittoPub(mqtt, 'big/in', '{"small":true}');
+      const [got] = await peer.take(sid, 1);
+      assert.equal(got!.payload, '{"small":true}');
+      const line = await gw.waitForLog((l) => l.route === 'big' && /message dropped/.test(l.msg));
+      assert.equal(line.code, 'EG_PAYLOAD_TOO_LARGE');
+      assert.match(String(line.detail), /max_payload 1048576/);
+    } finally {
+      peer.close();
     }
   });
 
