@@ -53,15 +53,15 @@ async function answers(probe: Probe, child: ChildProcess, what: string, port: nu
 
 /** mosquitto_sub connects and has a subscription acknowledged (CONNACK, SUBACK), then exits (-E). */
 const mqttProbe =
-  (port: number): Probe =>
+  (port: number, login: string[] = []): Probe =>
   async () => {
-    await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv5', '-t', 'eventgate/ready', '-E', '-W', '5'], { timeout: 10000 });
+    await run('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv5', ...login, '-t', 'eventgate/ready', '-E', '-W', '5'], { timeout: 10000 });
     return true;
   };
 
 /** The NATS text protocol: the server's INFO, then CONNECT and PING answered by PONG. */
 const natsProbe =
-  (port: number): Probe =>
+  (port: number, login: { user?: string; pass?: string } = {}): Probe =>
   () =>
     new Promise<boolean>((resolve) => {
       const socket = connect(port, '127.0.0.1');
@@ -78,7 +78,7 @@ const natsProbe =
         text += chunk;
         if (!sent && /^INFO [^\r]*\r\n/.test(text)) {
           sent = true;
-          socket.write('CONNECT {"verbose":false}\r\nPING\r\n');
+          socket.write(`CONNECT ${JSON.stringify({ verbose: false, ...login })}\r\nPING\r\n`);
         }
         if (sent && text.includes('PONG\r\n')) done(true);
       });
@@ -204,16 +204,55 @@ export function startMosquitto(acl?: string[]): Promise<MessageServer> {
   return onFreshPorts(() => startMosquittoOnce(acl));
 }
 
-async function startMosquittoOnce(acl?: string[]): Promise<MessageServer> {
+/** A server whose users (name → password) a test can change while it runs (`setUsers`: the server reloads them on SIGHUP). */
+export interface ServerWithUsers extends MessageServer {
+  setUsers(users: Record<string, string>): Promise<void>;
+}
+
+/** Hangs up `server` (mosquitto and nats-server read their users again) unless it is down. */
+function hangUp(server: MessageServer): void {
+  const pid = server.pid();
+  if (pid !== undefined) process.kill(pid, 'SIGHUP');
+}
+
+/**
+ * mosquitto as startMosquitto's, but with no anonymous access: only `users` (name → password)
+ * log in, the first of them being the one the readiness probe uses.
+ */
+export function startMosquittoWithUsers(users: Record<string, string>): Promise<ServerWithUsers> {
+  return onFreshPorts(async () => {
+    const [probeUser, probePass] = Object.entries(users)[0]!;
+    const passwords = { file: '' };
+    const write = async (all: Record<string, string>) => {
+      writeFileSync(passwords.file, '');
+      for (const [name, password] of Object.entries(all)) await run('mosquitto_passwd', ['-b', passwords.file, name, password]);
+    };
+    const server = await startMosquittoOnce(undefined, async (dir) => {
+      passwords.file = join(dir, 'passwords');
+      await write(users);
+      return { lines: ['allow_anonymous false', `password_file ${passwords.file}`], login: ['-u', probeUser, '-P', probePass] };
+    });
+    return {
+      ...server,
+      async setUsers(all) {
+        await write(all);
+        hangUp(server);
+      },
+    };
+  });
+}
+
+async function startMosquittoOnce(acl?: string[], auth?: (dir: string) => Promise<{ lines: string[]; login: string[] }>): Promise<MessageServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-mosquitto-'));
   if (acl) writeFileSync(join(dir, 'acl'), `${acl.join('\n')}\n`);
+  const login = auth ? await auth(dir) : undefined;
   const port = await freePort();
   const conf = join(dir, 'mosquitto.conf');
   writeFileSync(
     conf,
     [
       `listener ${port} 127.0.0.1`,
-      'allow_anonymous true',
+      ...(login ? login.lines : ['allow_anonymous true']),
       // Run as root, mosquitto would switch to its own user, which cannot write this directory.
       ...(process.getuid?.() === 0 ? ['user root'] : []),
       'persistence true',
@@ -227,20 +266,50 @@ async function startMosquittoOnce(acl?: string[]): Promise<MessageServer> {
       '',
     ].join('\n'),
   );
-  const proc = new ServerProcess('mosquitto', 'mosquitto', ['-c', conf], process.env, port, mqttProbe(port), 60000);
+  const proc = new ServerProcess('mosquitto', 'mosquitto', ['-c', conf], process.env, port, mqttProbe(port, login?.login), 60000);
   await proc.start();
   return serverOf(proc, `mqtt://127.0.0.1:${port}`, port, dir);
 }
 
 /** nats-server with JetStream, its store in the temp directory (streams and consumers survive a restart). */
 export function startNats(): Promise<MessageServer> {
-  return onFreshPorts(startNatsOnce);
+  return onFreshPorts(() => startNatsOnce());
 }
 
-async function startNatsOnce(): Promise<MessageServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-'));
+/**
+ * nats-server as startNats's, but only `users` (name → password) may connect, the first of them
+ * being the one the readiness probe uses. `setUsers` while the server is down takes effect at `up()`.
+ */
+export function startNatsWithUsers(users: Record<string, string>): Promise<ServerWithUsers> {
+  return onFreshPorts(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-'));
+    const conf = join(dir, 'nats.conf');
+    // JetStream in the file, not as flags: a reload (SIGHUP) of a file without it shuts JetStream down.
+    const write = (all: Record<string, string>) =>
+      writeFileSync(
+        conf,
+        `jetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))} }\nauthorization { users = [\n${Object.entries(all)
+          .map(([user, password]) => `  { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)} }\n`)
+          .join('')}] }\n`,
+      );
+    write(users);
+    const [user, pass] = Object.entries(users)[0]!;
+    const server = await startNatsOnce(dir, conf, { user, pass });
+    return {
+      ...server,
+      async setUsers(all) {
+        write(all);
+        hangUp(server);
+      },
+    };
+  });
+}
+
+/** `conf`: a config file that enables JetStream itself (nats-server refuses its store directory twice). */
+async function startNatsOnce(dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-')), conf?: string, login: { user?: string; pass?: string } = {}): Promise<MessageServer> {
   const port = await freePort();
-  const proc = new ServerProcess('nats-server', 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', join(dir, 'jetstream')], process.env, port, natsProbe(port), 60000);
+  const args = [...(conf ? ['-c', conf] : ['-js', '-sd', join(dir, 'jetstream')]), '-a', '127.0.0.1', '-p', String(port)];
+  const proc = new ServerProcess('nats-server', 'nats-server', args, process.env, port, natsProbe(port, login), 60000);
   await proc.start();
   return serverOf(proc, `nats://127.0.0.1:${port}`, port, dir);
 }

@@ -96,7 +96,10 @@ class Link {
     client.on('error', (err) => {
       // A message a route gave back (MqttSubscription) says nothing about the connection.
       if (err instanceof GivenBack) return;
-      this.detail = `unreachable: ${err.message}`;
+      const detail = `unreachable: ${err.message}`;
+      // Once per reason, not once per attempt: a wrong password is retried every reconnectPeriodMs.
+      if (!this.ready && detail !== this.detail) log.warn({ connection: what, err: err.message, retryInMs: client.options.reconnectPeriod }, 'mqtt connect failed; retrying');
+      this.detail = detail;
     });
     // mqtt.js emits 'offline' from its own 'close' listener, before this one's: either may be the
     // first to see a lost connection. end() (SIGTERM, a route a reload removes) loses nothing.
@@ -122,6 +125,10 @@ function clientOptions(settings: MqttSettings, clientId: string, persistent: boo
     keepalive: settings.keepaliveSeconds,
     connectTimeout: settings.connectTimeoutMs,
     reconnectPeriod: settings.reconnectPeriodMs,
+    // A refused CONNACK (bad credentials, not authorized, server unavailable or busy) is retried
+    // like a lost connection: mqtt.js would otherwise stop for good, and the broker (and every
+    // consume route) stayed down after the server's side was put right.
+    reconnectOnConnackError: true,
     // A publish made while offline is refused at once (503) rather than queued for later.
     queueQoSZero: false,
     // The subscription's own 'connect' handler subscribes (see MqttSubscription).

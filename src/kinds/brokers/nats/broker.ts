@@ -117,29 +117,21 @@ export class NatsBroker implements BrokerRuntime {
 
   private async open(): Promise<void> {
     const s = this.settings;
+    const backoff = reconnectBackoff();
     let nc: NatsConnection;
-    try {
-      nc = await lib.connect({
-        servers: s.servers,
-        name: `eventgate ${this.name}`,
-        user: s.user,
-        pass: s.password,
-        token: s.token,
-        tls: s.tls ?? undefined,
-        timeout: s.connectTimeoutMs,
-        reconnect: true,
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: s.reconnectTimeWaitMs,
-        // nats.js pings every 2 minutes by default: a frozen server then kept /readyz at 200 for 4 to 6 minutes while every publish timed out.
-        pingInterval: s.pingIntervalMs,
-        maxPingOut: 2,
-        // Keep trying until the server is there, as after a loss.
-        waitOnFirstConnect: true,
-      });
-    } catch (err) {
-      this.state = { ready: false, detail: `unreachable: ${(err as Error).message}` };
-      this.log.error({ err: (err as Error).message }, 'nats connect failed');
-      return;
+    for (;;) {
+      try {
+        nc = await this.connect();
+        break;
+      } catch (err) {
+        if (this.stopped) return;
+        // nats.js gives up on a first connect the server refused (a wrong password): try again, as after a loss.
+        const wait = backoff.delay();
+        this.state = { ready: false, detail: `unreachable: ${(err as Error).message}` };
+        this.log.warn({ err: (err as Error).message, retryInMs: wait }, 'nats connect failed; retrying');
+        await sleep(wait);
+        if (this.stopped) return;
+      }
     }
     if (this.stopped) {
       await nc.close();
@@ -150,6 +142,31 @@ export class NatsBroker implements BrokerRuntime {
     this.js = new JetStreamPublisher(nc, lib.createInbox, this.name, s.ackTimeoutMs);
     await this.declareStreams(nc);
     for (const sub of this.subscriptions) sub.attach(nc, this.jsm);
+  }
+
+  private connect(): Promise<NatsConnection> {
+    const s = this.settings;
+    return lib.connect({
+      servers: s.servers,
+      name: `eventgate ${this.name}`,
+      user: s.user,
+      pass: s.password,
+      token: s.token,
+      tls: s.tls ?? undefined,
+      timeout: s.connectTimeoutMs,
+      reconnect: true,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: s.reconnectTimeWaitMs,
+      // nats.js pings every 2 minutes by default: a frozen server then kept /readyz at 200 for 4 to 6 minutes while every publish timed out.
+      pingInterval: s.pingIntervalMs,
+      maxPingOut: 2,
+      // A first connect that fails is told and tried again by open(): nats.js would retry it in
+      // silence, a wrong password included, with /readyz saying only "connecting".
+      waitOnFirstConnect: false,
+      // nats.js closes the connection for good after two refused logins in a row on reconnect:
+      // the broker then stayed down after the server's credentials were put right.
+      ignoreAuthErrorAbort: true,
+    });
   }
 
   /** Declares the streams (or checks those that must exist); retried until it works. */
@@ -176,19 +193,33 @@ export class NatsBroker implements BrokerRuntime {
     }
   }
 
+  /** Logs a loss, a reconnect and each new error once, not once per attempt (a refused login is tried every reconnectTimeWaitMs). */
   private async watch(nc: NatsConnection): Promise<void> {
+    let lastError: string | undefined;
     for await (const s of nc.status()) {
       if (s.type === lib.Events.Disconnect) {
-        this.state = { ready: false, detail: `unreachable: disconnected from ${s.data}` };
+        if (this.state.ready) {
+          this.state = { ready: false, detail: `unreachable: disconnected from ${s.data}` };
+          this.log.warn({ server: s.data }, 'nats connection lost; reconnecting');
+        }
         this.js?.failAll(this.state.detail!);
-        this.log.warn({ server: s.data }, 'nats connection lost; reconnecting');
       } else if (s.type === lib.Events.Reconnect) {
+        if (!this.state.ready) this.log.info({ server: s.data }, 'nats reconnected');
         this.state = { ready: true };
-        this.log.info({ server: s.data }, 'nats reconnected');
+        lastError = undefined;
       } else if (s.type === lib.Events.Error) {
-        this.log.warn({ err: String(s.data) }, 'nats error');
+        const err = String(s.data);
+        if (!this.state.ready) this.state = { ready: false, detail: `unreachable: ${err}` };
+        if (err !== lastError) this.log.warn({ err }, 'nats error');
+        lastError = err;
       }
     }
+    if (this.stopped) return;
+    // Not expected (reconnects are unbounded), but never silent: nothing reconnects a closed connection.
+    const err = await nc.closed();
+    this.state = { ready: false, detail: `closed: ${err?.message ?? 'by the client'}` };
+    this.js?.failAll(this.state.detail!);
+    this.log.error({ err: err?.message }, 'nats connection closed for good; reload the broker or restart the gateway');
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
+import { startMosquittoWithUsers, startNatsWithUsers, type ServerWithUsers } from '../helpers/servers.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * A server that refuses the gateway's login — a wrong password at start, or credentials changed
+ * on the server while it was away — is a fault the operator puts right on the server's side. The
+ * gateway must say why it is not ready (log, /readyz, the 503's detail), keep trying, and connect
+ * and consume by itself once the server takes the login again: mqtt.js stopped reconnecting after
+ * a refused CONNACK, and nats.js gave up on a refused first connect, and closed the connection
+ * for good after two refused logins on reconnect.
+ */
+const PROBE = { probe: 'probe-password' };
+
+async function refusedThenAccepted(
+  gw: ReturnType<typeof useGateway>,
+  server: ServerWithUsers,
+  hook: WebhookReceiver,
+  refusal: { log: string; err: RegExp },
+  publish: (n: number) => Promise<void>,
+): Promise<void> {
+  // 1. Refused at start: said, not ready, publishes 503 with the reason.
+  const failed = await gw.waitForLog((l) => l.msg === refusal.log && refusal.err.test(String(l.err)), 15000);
+  assert.equal(failed.level, 'warn');
+  const probe = await readyz(gw);
+  assert.equal(probe.status, 503);
+  const refused = await post(gw.url('api', '/out'), { n: 0 });
+  assert.equal(refused.status, 503, refused.text);
+  assert.match(refused.body.detail, refusal.err);
+
+  // 2. The server takes the login: ready and consuming, with no reload.
+  await server.setUsers({ ...PROBE, gateway: 'right' });
+  await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+  await publish(1);
+  const [first] = await hook.received(1, 15000);
+  assert.deepEqual(JSON.parse(first!.body), { n: 1 });
+
+  // 3. The server comes back from a restart refusing the login: lost, refused again and again ...
+  const from = gw.logs.length;
+  await server.down();
+  await server.setUsers({ ...PROBE, gateway: 'old' });
+  await server.up();
+  await gw.waitForLog((l) => refusal.err.test(String(l.err)), 15000, from);
+  // ... for several reconnect attempts (nats.js gave up after the second) ...
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal((await readyz(gw)).status, 503);
+
+  // 4. ... until the server takes it again: ready, publishing and consuming.
+  await server.setUsers({ ...PROBE, gateway: 'right' });
+  await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+  await publish(2);
+  const [, second] = await hook.received(2, 15000);
+  assert.deepEqual(JSON.parse(second!.body), { n: 2 });
+}
+
+describe('kind: mqtt, a server that refuses the login', () => {
+  let mqtt: ServerWithUsers;
+  let hook: WebhookReceiver;
+  before(async () => {
+    mqtt = await startMosquittoWithUsers({ ...PROBE, gateway: 'old' });
+    hook = await WebhookReceiver.start();
+  });
+  after(async () => {
+    await hook?.stop();
+    await mqtt?.stop();
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  mq: { kind: mqtt, url: ${mqtt.url}, clientId: eg-login-${process.pid}, username: gateway, password: right, reconnectPeriodMs: 100 }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: out, from: { listener: api, path: /out }, to: { broker: mq, topic: logins/out } }
+  - { name: in, from: { broker: mq, topic: logins/# }, to: { http: { url: "${hook.url}/in" } } }
+`,
+  );
+
+  it('says why, keeps trying, and publishes and consumes once the server takes the login, at start and after a restart', async () => {
+    await refusedThenAccepted(gw, mqtt, hook, { log: 'mqtt connect failed; retrying', err: /Not authorized/ }, async (n) => {
+      const reply = await post(gw.url('api', '/out'), { n });
+      assert.equal(reply.status, 200, reply.text);
+    });
+  });
+});
+
+describe('kind: nats, a server that refuses the login', () => {
+  let nats: ServerWithUsers;
+  let hook: WebhookReceiver;
+  before(async () => {
+    nats = await startNatsWithUsers({ ...PROBE, gateway: 'old' });
+    hook = await WebhookReceiver.start();
+  });
+  after(async () => {
+    await hook?.stop();
+    await nats?.stop();
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nt:
+    kind: nats
+    servers: ${nats.url}
+    user: gateway
+    password: right
+    reconnectTimeWaitMs: 100
+    streams: { LOGINS: { subjects: ["logins.>"] } }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: out, from: { listener: api, path: /out }, to: { broker: nt, topic: logins.out } }
+  - { name: in, from: { broker: nt, topic: "logins.*" }, to: { http: { url: "${hook.url}/in" } } }
+`,
+  );
+
+  it('says why, keeps trying, and publishes and consumes once the server takes the login, at start and after a restart', async () => {
+    await refusedThenAccepted(gw, nats, hook, { log: 'nats connect failed; retrying', err: /Authorization[ _]Violation/i }, async (n) => {
+      const reply = await post(gw.url('api', '/out'), { n });
+      assert.equal(reply.status, 200, reply.text);
+      assert.match(reply.body.deliveries[0].offset, /^\d+$/, 'stored in the stream');
+    });
+  });
+});
