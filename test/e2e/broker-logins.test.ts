@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { startMosquittoWithUsers, startNatsWithUsers, type ServerWithUsers } from '../helpers/servers.js';
+import { startMosquittoWithUsers, startNatsWithUsers, startRabbit, type RabbitServer, type ServerWithUsers } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -20,17 +20,20 @@ async function refusedThenAccepted(
   gw: ReturnType<typeof useGateway>,
   server: ServerWithUsers,
   hook: WebhookReceiver,
-  refusal: { log: string; err: RegExp },
+  refusal: { broker: string; log: string; err: RegExp },
   publish: (n: number) => Promise<void>,
 ): Promise<void> {
   // 1. Refused at start: said, not ready, publishes 503 with the reason.
   const failed = await gw.waitForLog((l) => l.msg === refusal.log && refusal.err.test(String(l.err)), 15000);
   assert.equal(failed.level, 'warn');
+  // /readyz names the state, not the network: a refused login is not an unreachable server.
   const probe = await readyz(gw);
   assert.equal(probe.status, 503);
+  assert.ok(probe.body.reasons.includes(`broker ${refusal.broker}: login refused`), JSON.stringify(probe.body));
   const refused = await post(gw.url('api', '/out'), { n: 0 });
   assert.equal(refused.status, 503, refused.text);
   assert.match(refused.body.detail, refusal.err);
+  assert.match(refused.body.detail, /login refused/);
 
   // 2. The server takes the login: ready and consuming, with no reload.
   await server.setUsers({ ...PROBE, gateway: 'right' });
@@ -47,7 +50,9 @@ async function refusedThenAccepted(
   await gw.waitForLog((l) => refusal.err.test(String(l.err)), 15000, from);
   // ... for several reconnect attempts (nats.js gave up after the second) ...
   await new Promise((r) => setTimeout(r, 1500));
-  assert.equal((await readyz(gw)).status, 503);
+  const again = await readyz(gw);
+  assert.equal(again.status, 503);
+  assert.ok(again.body.reasons.includes(`broker ${refusal.broker}: login refused`), JSON.stringify(again.body));
 
   // 4. ... until the server takes it again: ready, publishing and consuming.
   await server.setUsers({ ...PROBE, gateway: 'right' });
@@ -83,7 +88,7 @@ routes:
   );
 
   it('says why, keeps trying, and publishes and consumes once the server takes the login, at start and after a restart', async () => {
-    await refusedThenAccepted(gw, mqtt, hook, { log: 'mqtt connect failed; retrying', err: /Not authorized/ }, async (n) => {
+    await refusedThenAccepted(gw, mqtt, hook, { broker: 'mq', log: 'mqtt connect failed; retrying', err: /Not authorized/ }, async (n) => {
       const reply = await post(gw.url('api', '/out'), { n });
       assert.equal(reply.status, 200, reply.text);
     });
@@ -122,10 +127,58 @@ routes:
   );
 
   it('says why, keeps trying, and publishes and consumes once the server takes the login, at start and after a restart', async () => {
-    await refusedThenAccepted(gw, nats, hook, { log: 'nats connect failed; retrying', err: /Authorization[ _]Violation/i }, async (n) => {
+    await refusedThenAccepted(gw, nats, hook, { broker: 'nt', log: 'nats connect failed; retrying', err: /Authorization[ _]Violation/i }, async (n) => {
       const reply = await post(gw.url('api', '/out'), { n });
       assert.equal(reply.status, 200, reply.text);
       assert.match(reply.body.deliveries[0].offset, /^\d+$/, 'stored in the stream');
     });
+  });
+});
+
+describe('kind: amqp, a server that refuses the login', () => {
+  let rabbit: RabbitServer;
+  let hook: WebhookReceiver;
+  const user = `eg-login-${process.pid}`;
+  before(async () => {
+    rabbit = await startRabbit();
+    await rabbit.ctl('add_user', user, 'old');
+    await rabbit.ctl('set_permissions', user, '.*', '.*', '.*');
+    hook = await WebhookReceiver.start();
+  });
+  after(async () => {
+    await hook?.stop();
+    await rabbit?.stop();
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  rb:
+    kind: amqp
+    url: amqp://${user}:right@${rabbit.host}:${rabbit.port}
+    queues: { logins: { bindings: ["logins.#"] } }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: out, from: { listener: api, path: /out }, to: { broker: rb, topic: logins.out } }
+  - { name: in, from: { broker: rb, topic: logins }, to: { http: { url: "${hook.url}/in" } } }
+`,
+  );
+
+  it('says "login refused" in /readyz, not "unreachable", and connects once the password is right', async () => {
+    await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying' && /ACCESS_REFUSED/.test(String(l.err)), 15000);
+    const probe = await readyz(gw);
+    assert.equal(probe.status, 503);
+    assert.ok(probe.body.reasons.includes('broker rb: login refused'), JSON.stringify(probe.body));
+    const refused = await post(gw.url('api', '/out'), { n: 0 });
+    assert.equal(refused.status, 503, refused.text);
+    assert.match(refused.body.detail, /login refused: .*ACCESS_REFUSED/);
+    await rabbit.ctl('change_password', user, 'right');
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+    const reply = await post(gw.url('api', '/out'), { n: 1 });
+    assert.equal(reply.status, 200, reply.text);
+    const [first] = await hook.received(1, 15000);
+    assert.deepEqual(JSON.parse(first!.body), { n: 1 });
   });
 });

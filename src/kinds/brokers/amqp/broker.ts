@@ -1,3 +1,4 @@
+import { notConnectedDetail } from '../login.js';
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import { payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
@@ -266,7 +267,7 @@ export class AmqpBroker implements BrokerRuntime {
     } catch (err) {
       this.topologyOn = undefined;
       const why = connectFailure(err as Error, this.settings);
-      this.state = { ready: false, detail: `unreachable: ${why}` };
+      this.state = { ready: false, detail: notConnectedDetail(why, /ACCESS.REFUSED/.test(why)) };
       const wait = this.backoff.delay();
       this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
       this.retry(wait);

@@ -9,6 +9,7 @@ import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, 
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 import { FirstConnection } from '../first-connection.js';
+import { notConnectedDetail } from '../login.js';
 
 /** Whether an MQTT topic filter (with `+` and `#`) matches a concrete topic (MQTT 3.1.1 §4.7). */
 function topicMatches(filter: string, topic: string): boolean {
@@ -78,6 +79,9 @@ class GivenBack extends Error {
   }
 }
 
+/** CONNACK codes that turn the login down: 3.1.1's bad user name or password and not authorized; MQTT 5's the same, banned, and bad authentication method. */
+const LOGIN_REFUSED = new Set<unknown>([4, 5, 0x86, 0x87, 0x8a, 0x8c]);
+
 /** A connection's state, as /readyz reports it. */
 class Link {
   ready = false;
@@ -96,7 +100,7 @@ class Link {
     client.on('error', (err) => {
       // A message a route gave back (MqttSubscription) says nothing about the connection.
       if (err instanceof GivenBack) return;
-      const detail = `unreachable: ${err.message}`;
+      const detail = notConnectedDetail(err.message, LOGIN_REFUSED.has((err as { code?: unknown }).code));
       // Once per reason, not once per attempt: a wrong password is retried every reconnectPeriodMs.
       if (!this.ready && detail !== this.detail) log.warn({ connection: what, err: err.message, retryInMs: client.options.reconnectPeriod }, 'mqtt connect failed; retrying');
       this.detail = detail;

@@ -9,6 +9,7 @@ import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
 import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
+import { notConnectedDetail } from '../login.js';
 
 /**
  * A message over the server's `max_payload` (1 MiB by default), which the client refuses before it
@@ -51,6 +52,12 @@ function subjectCovers(pattern: string, filter: string): boolean {
 /** The stream whose subjects hold every subject of `filter`, if any: messages there are JetStream's. */
 function streamFor(settings: NatsSettings, filter: string): [string, NatsStream] | undefined {
   return Object.entries(settings.streams).find(([, s]) => s.subjects.some((p) => subjectCovers(p, filter)));
+}
+
+/** Whether nats.js reports the server turning the login down (`Authorization Violation`, an expired or revoked user): on a first connect an error, after a loss its code. */
+function isLoginRefusal(err: unknown): boolean {
+  const code = typeof err === 'string' ? err : (err as { code?: unknown })?.code;
+  return code === lib.ErrorCode.AuthorizationViolation || code === lib.ErrorCode.AuthenticationExpired || /authorization violation/i.test(String((err as Error)?.message ?? ''));
 }
 
 /** JetStream consumer names: no `.`, `*`, `>`, whitespace or path separators. */
@@ -127,7 +134,7 @@ export class NatsBroker implements BrokerRuntime {
         if (this.stopped) return;
         // nats.js gives up on a first connect the server refused (a wrong password): try again, as after a loss.
         const wait = backoff.delay();
-        this.state = { ready: false, detail: `unreachable: ${(err as Error).message}` };
+        this.state = { ready: false, detail: notConnectedDetail((err as Error).message, isLoginRefusal(err)) };
         this.log.warn({ err: (err as Error).message, retryInMs: wait }, 'nats connect failed; retrying');
         await sleep(wait);
         if (this.stopped) return;
@@ -209,7 +216,7 @@ export class NatsBroker implements BrokerRuntime {
         lastError = undefined;
       } else if (s.type === lib.Events.Error) {
         const err = String(s.data);
-        if (!this.state.ready) this.state = { ready: false, detail: `unreachable: ${err}` };
+        if (!this.state.ready) this.state = { ready: false, detail: notConnectedDetail(err, isLoginRefusal(s.data)) };
         if (err !== lastError) this.log.warn({ err }, 'nats error');
         lastError = err;
       }
