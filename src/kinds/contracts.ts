@@ -325,6 +325,12 @@ export interface BrokerKind<O = unknown, C = O> {
    * messages on them, so `validate` reports a route reading a topic no route writes to.
    */
   inProcess?: boolean;
+  /**
+   * Why `topic`, named as it is in the config, cannot be one this kind publishes to (`to`,
+   * `deadletter`) or consumes (`from.topic`), or undefined: validate reports what the server would
+   * refuse at run time. Topics computed per message are asked of the runtime's topicProblem().
+   */
+  topicProblem?(topic: string, use: 'publish' | 'consume'): string | undefined;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   create(name: string, options: C, env: RuntimeEnv): BrokerRuntime;

@@ -104,6 +104,14 @@ function compileRoute(
     if (!isHidden(ctx.hidden.brokers, name)) ctx.reportUndefined(path, 'broker', name, brokers.keys());
     return false;
   };
+  /** A topic the route names as it is: one its broker's server would refuse is a config error, not a run-time 503 (or a dropped connection). */
+  const checkTopic = (broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[]) => {
+    const plan = brokers.get(broker);
+    const why = plan && ctx.registry.brokers.get(plan.kind)?.topicProblem?.(topic, use);
+    if (!why) return true;
+    ctx.report(path, 'EG_CONFIG_SCHEMA', `'${topic}' cannot be a topic of ${plan.kind} broker '${broker}': ${why}`);
+    return false;
+  };
   const checkListener = (name: string, path: PathPart[]) => {
     if (listeners.has(name)) {
       usesListeners.add(name);
@@ -136,12 +144,12 @@ function compileRoute(
       if (!kind.acceptsPublish) ctx.report([...at, 'from', 'listener'], 'EG_CONFIG_REF', `listener '${f.listener}' (${kind.kind}) does not accept messages from clients`);
       else from = { type: 'listener', listener: f.listener, path: f.path };
     }
-  } else if (checkBroker(f.broker, [...at, 'from', 'broker'])) {
+  } else if (checkBroker(f.broker, [...at, 'from', 'broker']) && checkTopic(f.broker, f.topic, 'consume', [...at, 'from', 'topic'])) {
     from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, startFrom: f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest') };
   }
 
   // deadletter
-  if (raw.deadletter) checkBroker(raw.deadletter.broker, [...at, 'deadletter', 'broker']);
+  if (raw.deadletter && checkBroker(raw.deadletter.broker, [...at, 'deadletter', 'broker'])) checkTopic(raw.deadletter.broker, raw.deadletter.topic, 'publish', [...at, 'deadletter', 'topic']);
 
   // through
   const steps: CompiledChainStep[] = [];
@@ -205,7 +213,7 @@ function compileRoute(
     ctx.report(at, 'EG_CONFIG_SCHEMA', `route '${raw.name}' needs a 'to' (a target, or a list of them)`, 'key');
   }
   const targetFiles: string[] = [];
-  const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener }, listeners, targetFiles);
+  const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
 
   if (ctx.diagnostics.length > errorsBefore || !from) return undefined;
   const fileHashes = [...steps.flatMap((s) => s.files), ...targetFiles].map((file) => [file, ctx.files.get(file)]);

@@ -11,6 +11,7 @@ import type { ListenerPlan, TargetPlan } from './types.js';
 export interface TargetRefs {
   checkBroker(name: string, path: PathPart[]): boolean;
   checkListener(name: string, path: PathPart[]): boolean;
+  checkTopic(broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[]): boolean;
 }
 
 /**
@@ -40,8 +41,9 @@ export function compileTargets(
       if (!refs.checkBroker(t.broker, [...tAt, 'broker'])) return;
       const key = t.key === undefined ? undefined : ctx.expression(t.key, [...tAt, 'key']);
       const structured = t.cloudevents === 'structured';
-      if (typeof t.topic === 'string') targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured });
-      else {
+      if (typeof t.topic === 'string') {
+        if (refs.checkTopic(t.broker, t.topic, 'publish', [...tAt, 'topic'])) targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured });
+      } else {
         const topicExpr = ctx.expression(t.topic.expression, [...tAt, 'topic', 'expression']);
         targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key, structured });
       }

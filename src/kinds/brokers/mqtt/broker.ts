@@ -10,6 +10,7 @@ import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 import { FirstConnection } from '../first-connection.js';
 import { notConnectedDetail } from '../login.js';
+import { mqttStringProblem, publishTopicProblem } from './topics.js';
 
 /** Whether an MQTT topic filter (with `+` and `#`) matches a concrete topic (MQTT 3.1.1 §4.7). */
 function topicMatches(filter: string, topic: string): boolean {
@@ -231,11 +232,7 @@ export class MqttBroker implements BrokerRuntime {
   }
 
   topicProblem(topic: string): string | undefined {
-    if (topic.includes('+') || topic.includes('#')) return 'an MQTT topic to publish to cannot hold the wildcards + or #';
-    const bad = mqttStringProblem(topic);
-    if (bad) return `an MQTT topic cannot hold ${bad}`;
-    if (Buffer.byteLength(topic) > 65535) return 'an MQTT topic is at most 65535 bytes';
-    return undefined;
+    return publishTopicProblem(topic);
   }
 
   headerProblem(name: string, value: string): string | undefined {
@@ -509,21 +506,6 @@ function toMessage(packet: IPublishPacket): Message {
   const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
   const headers = props ? fromMqttProperties(props.userProperties ? singleValued(Object.entries(props.userProperties)) : {}, props.contentType) : {};
   return payloadMessage(payload, { headers, topic: packet.topic, partition: null, offset: null, timestamp: Date.now() });
-}
-
-/**
- * Characters an MQTT UTF-8 string must not (NUL) or should not hold (MQTT 5 §1.5.4: control
- * characters and non-characters), and that servers refuse by closing the connection, as mosquitto
- * does ("Malformed UTF-8"): every message in flight on it would fail with the one that holds them.
- */
-const MQTT_UNSAFE = /[\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]|[\ud83f\ud87f\ud8bf\ud8ff\ud93f\ud97f\ud9bf\ud9ff\uda3f\uda7f\udabf\udaff\udb3f\udb7f\udbbf\udbff][\udffe\udfff]/;
-
-/** What an MQTT string may not hold that `text` does (`the control character U+0009`), or undefined. */
-function mqttStringProblem(text: string): string | undefined {
-  const found = MQTT_UNSAFE.exec(text)?.[0];
-  if (found === undefined) return undefined;
-  const code = `U+${found.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
-  return found.length === 1 && found <= '\u009f' ? `the control character ${code}` : `the non-character ${code}`;
 }
 
 /**

@@ -10,6 +10,7 @@ import { coalesceWrites } from '../coalesce.js';
 import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { notConnectedDetail } from '../login.js';
+import { publishSubjectProblem } from './subjects.js';
 
 /**
  * A message over the server's `max_payload` (1 MiB by default), which the client refuses before it
@@ -249,8 +250,7 @@ export class NatsBroker implements BrokerRuntime {
   }
 
   topicProblem(topic: string): string | undefined {
-    if (topic === '' || /[\s*>]/.test(topic) || topic.split('.').some((t) => t === '')) return 'a NATS subject to publish to has non-empty dot-separated tokens, no whitespace and no wildcards (* >)';
-    return undefined;
+    return publishSubjectProblem(topic);
   }
 
   headerProblem(name: string, value: string): string | undefined {

@@ -1,0 +1,41 @@
+/**
+ * What an MQTT topic or filter may be, checked where the config names one (validate) and where a
+ * route computes one per message: mosquitto closes the connection on a publish to a topic with a
+ * wildcard and refuses a malformed filter, so a route naming one could never work.
+ */
+
+/**
+ * Characters an MQTT UTF-8 string must not (NUL) or should not hold (MQTT 5 §1.5.4: control
+ * characters and non-characters), and that servers refuse by closing the connection, as mosquitto
+ * does ("Malformed UTF-8"): every message in flight on it would fail with the one that holds them.
+ */
+const MQTT_UNSAFE = /[\u0000-\u001f\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]|[\ud83f\ud87f\ud8bf\ud8ff\ud93f\ud97f\ud9bf\ud9ff\uda3f\uda7f\udabf\udaff\udb3f\udb7f\udbbf\udbff][\udffe\udfff]/;
+
+/** What an MQTT string may not hold that `text` does (`the control character U+0009`), or undefined. */
+export function mqttStringProblem(text: string): string | undefined {
+  const found = MQTT_UNSAFE.exec(text)?.[0];
+  if (found === undefined) return undefined;
+  const code = `U+${found.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+  return found.length === 1 && found <= '\u009f' ? `the control character ${code}` : `the non-character ${code}`;
+}
+
+/** Why `topic` cannot be published to, or undefined. */
+export function publishTopicProblem(topic: string): string | undefined {
+  if (topic.includes('+') || topic.includes('#')) return 'an MQTT topic to publish to cannot hold the wildcards + or #';
+  const bad = mqttStringProblem(topic);
+  if (bad) return `an MQTT topic cannot hold ${bad}`;
+  if (Buffer.byteLength(topic) > 65535) return 'an MQTT topic is at most 65535 bytes';
+  return undefined;
+}
+
+/** Whether a topic filter is well formed: `#` only last and alone in its level, `+` alone in its level. */
+export function filterProblem(filter: string): string | undefined {
+  const levels = filter.split('/');
+  for (let i = 0; i < levels.length; i++) {
+    const l = levels[i]!;
+    if (l.includes('#') && (l !== '#' || i !== levels.length - 1)) return `'#' must be a whole level, and the last one`;
+    if (l.includes('+') && l !== '+') return `'+' must be a whole level`;
+  }
+  const bad = mqttStringProblem(filter);
+  return bad ? `an MQTT topic filter cannot hold ${bad}` : undefined;
+}
