@@ -209,6 +209,11 @@ export async function pikaDeclareQueue(server: MessageServer, queue: string, exc
   await run(PY, [AMQP_PEER, server.url, 'declare', queue, exchange, key]);
 }
 
+/** Declares a durable exchange of `type` (topic, direct, fanout, headers). */
+export async function pikaDeclareExchange(server: MessageServer, exchange: string, type = 'topic'): Promise<void> {
+  await run(PY, [AMQP_PEER, server.url, 'declare-exchange', exchange, type]);
+}
+
 /** Deletes an exchange, and with it every binding to it. */
 export async function pikaDeleteExchange(server: MessageServer, exchange: string): Promise<void> {
   await run(PY, [AMQP_PEER, server.url, 'delete-exchange', exchange]);

@@ -7,6 +7,7 @@
   amqp_peer.py URL consume QUEUE COUNT TIMEOUT_S  prints COUNT messages as JSON lines, acking each
   amqp_peer.py URL declare QUEUE EXCHANGE KEY     declares a durable queue bound to EXCHANGE with KEY
   amqp_peer.py URL count QUEUE                     prints the queue's ready message count
+  amqp_peer.py URL declare-exchange EXCHANGE TYPE  declares a durable exchange
   amqp_peer.py URL delete-exchange EXCHANGE        deletes an exchange (and so its bindings)
   amqp_peer.py URL ping                            prints "ok" once a connection and a channel are open (readiness)
 
@@ -96,6 +97,9 @@ def main():
         channel.queue_declare(queue, durable=True)
         if exchange:
             channel.queue_bind(queue, exchange, routing_key=key)
+        print("ok", flush=True)
+    elif command == "declare-exchange":
+        channel.exchange_declare(args[0], exchange_type=args[1], durable=True)
         print("ok", flush=True)
     elif command == "delete-exchange":
         channel.exchange_delete(args[0])

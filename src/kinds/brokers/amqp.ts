@@ -23,7 +23,13 @@ const binding = oneOf(
 
 const queue = Type.Object(
   {
-    declare: Type.Optional(Type.Boolean({ default: true, description: 'Declare the queue at every connect; false when it must exist already.' })),
+    declare: Type.Optional(
+      Type.Boolean({
+        default: true,
+        description:
+          'Declare the queue at every connect; false when it must exist already (checked at every connect: while it is missing the broker is not ready, `topology not ready` in /readyz, and publishes answer 503 naming it).',
+      }),
+    ),
     durable: Type.Optional(Type.Boolean({ default: true, description: 'The queue survives a server restart.' })),
     bindings: Type.Optional(Type.Array(binding, { description: "Bindings of the queue: routing keys (patterns for a topic exchange) on the broker's exchange, or `{exchange, routingKey}`." })),
     deadLetterExchange: Type.Optional(
@@ -48,7 +54,13 @@ const options = kindOptions('amqp', {
           {
             name: Type.String({ description: 'Exchange name (`""` is the default exchange: the routing key is a queue name).' }),
             type: Type.Optional(oneOfStrings(['topic', 'direct', 'fanout', 'headers'], { default: 'topic', description: 'Exchange type, when the gateway declares it.' })),
-            declare: Type.Optional(Type.Boolean({ default: true, description: 'Declare the exchange (durable) at connect; false when it must exist already.' })),
+            declare: Type.Optional(
+              Type.Boolean({
+                default: true,
+                description:
+                  'Declare the exchange (durable) at connect; false when it must exist already (checked at every connect: while it is missing the broker is not ready, `topology not ready` in /readyz, and publishes answer 503 naming it).',
+              }),
+            ),
           },
           { additionalProperties: false },
         ),

@@ -267,7 +267,8 @@ export class AmqpBroker implements BrokerRuntime {
     } catch (err) {
       this.topologyOn = undefined;
       const why = connectFailure(err as Error, this.settings);
-      this.state = { ready: false, detail: notConnectedDetail(why, /ACCESS.REFUSED/.test(why)) };
+      // A queue or exchange that must exist and does not: the server is there, the topology is not.
+      this.state = { ready: false, detail: /NOT.FOUND/.test(why) ? `topology not ready: ${why}` : notConnectedDetail(why, /ACCESS.REFUSED/.test(why)) };
       const wait = this.backoff.delay();
       this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
       this.retry(wait);
@@ -358,7 +359,12 @@ export class AmqpBroker implements BrokerRuntime {
 async function declareTopology(conn: ChannelModel, s: AmqpSettings): Promise<void> {
   const ch = await conn.createChannel();
   try {
-    if (s.exchange.declare && !builtInExchange(s.exchange.name)) await ch.assertExchange(s.exchange.name, s.exchange.type, { durable: true });
+    if (!builtInExchange(s.exchange.name)) {
+      if (s.exchange.declare) await ch.assertExchange(s.exchange.name, s.exchange.type, { durable: true });
+      // One that must exist already is checked as queues are: publishing to a missing one closed the
+      // channel, and with it the connection and every consume route's channel, at each publish.
+      else await ch.checkExchange(s.exchange.name);
+    }
     for (const [name, q] of Object.entries(s.queues)) await declareQueue(ch, name, q, s);
   } finally {
     await ch.close().catch(() => undefined);
