@@ -1,7 +1,8 @@
 /**
  * What a NATS subject may be, checked where the config names one (validate) and where a route
  * computes one per message. nats-server takes a publish to `a.>` (not pedantic) and delivers it
- * only to subscribers of that very text, and closes the connection on a subscription to `a.>.b`.
+ * only to subscribers of that very text, and refuses a subscription to `a.>.b` (`-ERR 'Invalid Subject'`):
+ * the route would log that it is ready and receive nothing.
  */
 
 /** Why `subject` cannot be published to, or undefined. */
