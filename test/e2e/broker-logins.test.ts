@@ -58,8 +58,16 @@ async function refusedThenAccepted(
   await server.setUsers({ ...PROBE, gateway: 'right' });
   await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
   await publish(2);
-  const [, second] = await hook.received(2, 15000);
-  assert.deepEqual(JSON.parse(second!.body), { n: 2 });
+  // A server restart may deliver n: 1 again (acknowledged just before it stopped: docs/scaling.md); n: 2 must come.
+  await eventually(
+    () =>
+      assert.ok(
+        hook.requests.some((r) => JSON.parse(r.body).n === 2),
+        JSON.stringify(hook.requests.map((r) => r.body)),
+      ),
+    15000,
+    50,
+  );
 }
 
 describe('kind: mqtt, a server that refuses the login', () => {
