@@ -242,6 +242,20 @@ export function startMosquittoWithUsers(users: Record<string, string>): Promise<
   });
 }
 
+/**
+ * mosquitto as startMosquitto's, its listener speaking TLS only with `cert` (a server certificate
+ * for 127.0.0.1, its own CA: the readiness probe trusts it). `url` is then `mqtts://`.
+ */
+export function startMosquittoTls(cert: { certFile: string; keyFile: string }): Promise<MessageServer> {
+  return onFreshPorts(async () => {
+    const server = await startMosquittoOnce(undefined, async () => ({
+      lines: ['allow_anonymous true', `certfile ${cert.certFile}`, `keyfile ${cert.keyFile}`],
+      login: ['--cafile', cert.certFile],
+    }));
+    return { ...server, url: server.url.replace(/^mqtt:/, 'mqtts:') };
+  });
+}
+
 async function startMosquittoOnce(acl?: string[], auth?: (dir: string) => Promise<{ lines: string[]; login: string[] }>): Promise<MessageServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-mosquitto-'));
   if (acl) writeFileSync(join(dir, 'acl'), `${acl.join('\n')}\n`);
@@ -302,6 +316,24 @@ export function startNatsWithUsers(users: Record<string, string>): Promise<Serve
         hangUp(server);
       },
     };
+  });
+}
+
+/**
+ * nats-server as startNats's, offering TLS with `cert` (a server certificate for 127.0.0.1) and
+ * taking plain clients too (`allow_non_tls`: the readiness probe speaks the text protocol). A
+ * client that asks for TLS (`tls://`, or TLS options) gets it.
+ */
+export function startNatsTls(cert: { certFile: string; keyFile: string }): Promise<MessageServer> {
+  return onFreshPorts(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-'));
+    const conf = join(dir, 'nats.conf');
+    writeFileSync(
+      conf,
+      `jetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))} }\ntls { cert_file: ${JSON.stringify(cert.certFile)}, key_file: ${JSON.stringify(cert.keyFile)} }\nallow_non_tls: true\n`,
+    );
+    const server = await startNatsOnce(dir, conf);
+    return { ...server, url: server.url.replace(/^nats:/, 'tls:') };
   });
 }
 

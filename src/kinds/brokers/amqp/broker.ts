@@ -1,4 +1,4 @@
-import { notConnectedDetail } from '../login.js';
+import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import { payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
@@ -268,7 +268,10 @@ export class AmqpBroker implements BrokerRuntime {
       this.topologyOn = undefined;
       const why = connectFailure(err as Error, this.settings);
       // A queue or exchange that must exist and does not: the server is there, the topology is not.
-      this.state = { ready: false, detail: /NOT.FOUND/.test(why) ? `topology not ready: ${why}` : notConnectedDetail(why, /ACCESS.REFUSED/.test(why)) };
+      this.state = {
+        ready: false,
+        detail: /NOT.FOUND/.test(why) ? `topology not ready: ${why}` : notConnectedDetail(why, /ACCESS.REFUSED/.test(why) ? 'login' : isTlsFailure(err) ? 'tls' : undefined),
+      };
       const wait = this.backoff.delay();
       this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
       this.retry(wait);

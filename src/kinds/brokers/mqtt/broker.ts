@@ -9,7 +9,7 @@ import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, 
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 import { FirstConnection } from '../first-connection.js';
-import { notConnectedDetail } from '../login.js';
+import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import { mqttStringProblem, publishTopicProblem } from './topics.js';
 
 /** Whether an MQTT topic filter (with `+` and `#`) matches a concrete topic (MQTT 3.1.1 §4.7). */
@@ -101,7 +101,7 @@ class Link {
     client.on('error', (err) => {
       // A message a route gave back (MqttSubscription) says nothing about the connection.
       if (err instanceof GivenBack) return;
-      const detail = notConnectedDetail(err.message, LOGIN_REFUSED.has((err as { code?: unknown }).code));
+      const detail = notConnectedDetail(err.message, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) ? 'tls' : undefined);
       // Once per reason, not once per attempt: a wrong password is retried every reconnectPeriodMs.
       if (!this.ready && detail !== this.detail) log.warn({ connection: what, err: err.message, retryInMs: client.options.reconnectPeriod }, 'mqtt connect failed; retrying');
       this.detail = detail;

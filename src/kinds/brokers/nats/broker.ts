@@ -9,7 +9,7 @@ import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
 import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
-import { notConnectedDetail } from '../login.js';
+import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import { publishSubjectProblem } from './subjects.js';
 
 /**
@@ -135,7 +135,7 @@ export class NatsBroker implements BrokerRuntime {
         if (this.stopped) return;
         // nats.js gives up on a first connect the server refused (a wrong password): try again, as after a loss.
         const wait = backoff.delay();
-        this.state = { ready: false, detail: notConnectedDetail((err as Error).message, isLoginRefusal(err)) };
+        this.state = { ready: false, detail: notConnectedDetail((err as Error).message, isLoginRefusal(err) ? 'login' : isTlsFailure(err) ? 'tls' : undefined) };
         this.log.warn({ err: (err as Error).message, retryInMs: wait }, 'nats connect failed; retrying');
         await sleep(wait);
         if (this.stopped) return;
@@ -217,7 +217,7 @@ export class NatsBroker implements BrokerRuntime {
         lastError = undefined;
       } else if (s.type === lib.Events.Error) {
         const err = String(s.data);
-        if (!this.state.ready) this.state = { ready: false, detail: notConnectedDetail(err, isLoginRefusal(s.data)) };
+        if (!this.state.ready) this.state = { ready: false, detail: notConnectedDetail(err, isLoginRefusal(s.data) ? 'login' : undefined) };
         if (err !== lastError) this.log.warn({ err }, 'nats error');
         lastError = err;
       }

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { makeCertificates, type Pem } from '../helpers/certificates.js';
+import { post } from '../helpers/clients.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
+import { startMosquittoTls, startNatsTls, type MessageServer } from '../helpers/servers.js';
+
+/**
+ * A server whose certificate the gateway does not trust is there: `/readyz` says `tls refused`,
+ * not `unreachable` (which sends an operator to the network), and the 503 says why. Trusting the
+ * right CA (the `tls.ca` file is watched: a new one replaces the broker) connects it.
+ */
+describe('kind: mqtt and nats, a server certificate the gateway does not trust', () => {
+  let certs: { a: Pem; b: Pem };
+  let mqtt: MessageServer;
+  let nats: MessageServer;
+  before(async () => {
+    certs = makeCertificates();
+    [mqtt, nats] = await Promise.all([startMosquittoTls(certs.a), startNatsTls(certs.a)]);
+  });
+  after(async () => {
+    await Promise.all([mqtt?.stop(), nats?.stop()]);
+  });
+  const gw = useGateway();
+  const config = () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  mq: { kind: mqtt, url: ${mqtt.url}, clientId: eg-tls-${process.pid}, tls: { ca: ca.pem } }
+  nt: { kind: nats, servers: ${nats.url}, tls: { ca: ca.pem } }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: m, from: { listener: api, path: /m }, to: { broker: mq, topic: tls/out } }
+  - { name: n, from: { listener: api, path: /n }, to: { broker: nt, topic: tls.out } }
+`;
+
+  it('says "tls refused" with the reason, and connects once the right CA is trusted', async () => {
+    await gw.start(config(), { files: { 'ca.pem': certs.b.cert } });
+    await eventually(
+      async () => {
+        const probe = await readyz(gw);
+        assert.equal(probe.status, 503);
+        assert.deepEqual([...probe.body.reasons].sort(), ['broker mq: tls refused', 'broker nt: tls refused']);
+      },
+      15000,
+      100,
+    );
+    for (const path of ['/m', '/n']) {
+      const refused = await post(gw.url('api', path), { n: 0 });
+      assert.equal(refused.status, 503, refused.text);
+      assert.match(refused.body.detail, /tls refused: .*(certificate|signature)/, refused.body.detail);
+    }
+    // The right CA (nats.js checks a loopback server's certificate against the name `localhost`,
+    // which these certificates for IP 127.0.0.1 do not carry: the trusted half is MQTT's).
+    gw.write('ca.pem', certs.a.cert);
+    await eventually(
+      async () => {
+        const probe = await readyz(gw);
+        assert.deepEqual(probe.body.reasons, ['broker nt: tls refused']);
+      },
+      20000,
+      100,
+    );
+    const reply = await post(gw.url('api', '/m'), { n: 1 });
+    assert.equal(reply.status, 200, reply.text);
+  });
+});
