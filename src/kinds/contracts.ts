@@ -273,10 +273,12 @@ export interface BrokerRuntime {
    * `true` once the broker has made its first connection (and can take publishes: for NATS, its
    * streams declared), else a promise that resolves when it does, pending for as long as it does
    * not. A consume route waits for it before it tries a message, so a broker still connecting at
-   * startup (or replaced by a reload) is not an outage that dead-letters. Brokers that are
-   * connected from the start (memory) omit it.
+   * startup (or replaced by a reload) is not an outage that dead-letters. The promise is dropped
+   * (never settles, and the broker keeps no hold on the waiter) once `until` settles: the route's
+   * stop, so a route a reload removes is not kept by a broker that never connects. Brokers that
+   * are connected from the start (memory) omit it.
    */
-  connectedOnce?(): true | Promise<void>;
+  connectedOnce?(until: Promise<unknown>): true | Promise<void>;
   publish(topic: string, msg: Message): Promise<Delivery>;
   /**
    * publish() for brokers whose append cannot wait (the memory broker): the delivery at once, or a

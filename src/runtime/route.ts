@@ -578,7 +578,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const brokers = new Set<string>();
     const waits: Promise<void>[] = [];
     for (const name of sendsTo) {
-      const first = this.deps.brokers.get(name)?.connectedOnce?.();
+      const first = this.deps.brokers.get(name)?.connectedOnce?.(this.stopped);
       if (first === undefined || first === true) continue;
       brokers.add(name);
       waits.push(first.then(() => void brokers.delete(name)));

@@ -5,19 +5,24 @@
  */
 export class FirstConnection {
   private made = false;
-  private opened: (() => void) | undefined;
-  private pending: Promise<void> | undefined;
+  /** Who waits: each removed when its `until` settles, so a route stopped meanwhile is not kept by a broker that never connects. */
+  private readonly waiting = new Set<() => void>();
 
   /** Called on every connection the broker makes; only the first counts. */
   connected(): void {
+    if (this.made) return;
     this.made = true;
-    this.opened?.();
+    for (const resolve of this.waiting) resolve();
+    this.waiting.clear();
   }
 
-  /** True once the broker has connected; else a promise that resolves when it does (pending for ever if it never does). */
-  when(): true | Promise<void> {
+  /** True once the broker has connected; else a promise that resolves when it does, and never once `until` settled first. */
+  when(until: Promise<unknown>): true | Promise<void> {
     if (this.made) return true;
-    this.pending ??= new Promise<void>((r) => (this.opened = r));
-    return this.pending;
+    return new Promise<void>((resolve) => {
+      this.waiting.add(resolve);
+      const forget = () => this.waiting.delete(resolve);
+      until.then(forget, forget);
+    });
   }
 }

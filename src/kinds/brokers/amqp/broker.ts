@@ -211,8 +211,8 @@ export class AmqpBroker implements BrokerRuntime {
   }
 
   /** The first time the connection was open with the topology declared and the publish channel ready. */
-  connectedOnce(): true | Promise<void> {
-    return this.firstConnection.when();
+  connectedOnce(until: Promise<unknown>): true | Promise<void> {
+    return this.firstConnection.when(until);
   }
 
   topicProblem(topic: string): string | undefined {

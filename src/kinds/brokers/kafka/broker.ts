@@ -97,8 +97,8 @@ export class KafkaBroker implements BrokerRuntime {
   }
 
   /** The first time the cluster answered the probe or acknowledged a publish. */
-  connectedOnce(): true | Promise<void> {
-    return this.firstConnection.when();
+  connectedOnce(until: Promise<unknown>): true | Promise<void> {
+    return this.firstConnection.when(until);
   }
 
   topicProblem(topic: string): string | undefined {

@@ -221,8 +221,8 @@ export class MqttBroker implements BrokerRuntime {
 
   reconfigure(): void {}
 
-  connectedOnce(): true | Promise<void> {
-    return this.firstConnection.when();
+  connectedOnce(until: Promise<unknown>): true | Promise<void> {
+    return this.firstConnection.when(until);
   }
 
   health(): Health {

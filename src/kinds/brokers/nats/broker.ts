@@ -245,8 +245,8 @@ export class NatsBroker implements BrokerRuntime {
   }
 
   /** The first time the server was connected and the streams declared (publishes to them can be stored). */
-  connectedOnce(): true | Promise<void> {
-    return this.firstConnection.when();
+  connectedOnce(until: Promise<unknown>): true | Promise<void> {
+    return this.firstConnection.when(until);
   }
 
   topicProblem(topic: string): string | undefined {
