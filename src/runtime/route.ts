@@ -391,10 +391,16 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (!this.tap.active && (outcome.outcome === 'delivered' || outcome.outcome === 'filtered')) return outcome;
     let seen: Message | undefined;
     const observed = () => (seen ??= this.observable(msg));
-    if (outcome.outcome !== 'delivered' && outcome.outcome !== 'filtered') this.logOutcome(observed, outcome, span.traceId);
-    if (this.tap.active) {
-      const shown = outcome.outcome === 'delivered' && outcome.message ? { ...outcome, message: this.observable(outcome.message) } : outcome;
-      this.tap.publish(observed(), shown, performance.now() - startedAt, span.traceparent);
+    // Observers never change a message's fate: an exception here, thrown as the route settles a
+    // delivered message, would make a consume route give it back to its server, which delivers it again.
+    try {
+      if (outcome.outcome !== 'delivered' && outcome.outcome !== 'filtered') this.logOutcome(observed, outcome, span.traceId);
+      if (this.tap.active) {
+        const shown = outcome.outcome === 'delivered' && outcome.message ? { ...outcome, message: this.observable(outcome.message) } : outcome;
+        this.tap.publish(observed(), shown, performance.now() - startedAt, span.traceparent);
+      }
+    } catch (err) {
+      this.deps.logger.error({ route: this.name, outcome: outcome.outcome, err: (err as Error).message }, 'the log or the tap failed on a message; its outcome stands');
     }
     return outcome;
   }
