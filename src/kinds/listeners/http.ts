@@ -21,6 +21,7 @@ import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat } from './ss
 import { bundled } from '../../core/bundled.js';
 import { RoutePathClaims, routePathProblem } from './route-paths.js';
 import { ACCEPTED_CODINGS, contentCodings, decodeBody, type ContentCoding } from './content-coding.js';
+import { lingeringClosed, lingerWhenClosed } from './lingering-close.js';
 
 const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
 
@@ -153,7 +154,7 @@ export class HttpListener implements ListenerRuntime {
       this.stopReason = reason;
       this.drainMs = drainMs;
       this.closed = new Promise<void>((resolve) => stopAccepting(this.server, resolve));
-      for (const socket of this.sockets) closeLingering(socket);
+      for (const socket of this.sockets) lingerWhenClosed(socket);
     }
     if (this.inFlight > 0) {
       await Promise.race([new Promise<void>((resolve) => (this.idle = resolve)), delay(drainMs)]);
@@ -329,7 +330,7 @@ export class HttpListener implements ListenerRuntime {
     }
     const tooMany = tooManyHeaders(req, this.options) ?? hostless(req);
     if (tooMany) {
-      res.setHeader('connection', 'close');
+      closeAfter(res);
       return this.refuse(res, tooMany);
     }
     const refused = this.cors?.apply(req, res);
@@ -378,7 +379,7 @@ export class HttpListener implements ListenerRuntime {
     const max = this.options.maxBodyBytes ?? DEFAULT_MAX_BODY;
     const declared = Number(req.headers['content-length']);
     if (declared > max) {
-      res.setHeader('connection', 'close');
+      closeAfter(res);
       return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body has ${declared} bytes; this listener accepts at most ${max}`));
     }
     const codings = coded.codings.length === 0 ? undefined : coded.codings;
@@ -463,7 +464,7 @@ export class HttpListener implements ListenerRuntime {
     search: string,
   ): void {
     if (body === undefined) {
-      res.setHeader('connection', 'close');
+      closeAfter(res);
       return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body is over ${this.options.maxBodyBytes ?? DEFAULT_MAX_BODY} bytes`));
     }
     let value: unknown;
@@ -554,12 +555,11 @@ function noop(): void {}
  * node's link from a connection to the answer it is writing (`_httpMessage`), ours to those queued
  * behind it, and on a connection whose last answer is an event stream, how many requests came behind it.
  */
-type HttpSocket = Socket & { _httpMessage?: unknown; [QUEUED]?: ServerResponse[]; [BEHIND_STREAM]?: number; [LINGERING]?: Promise<void> };
+type HttpSocket = Socket & { _httpMessage?: unknown; [QUEUED]?: ServerResponse[]; [BEHIND_STREAM]?: number };
 type SendingResponse = ServerResponse & { _last?: boolean };
 
 const QUEUED = Symbol('eventgate.queuedResponses');
 const BEHIND_STREAM = Symbol('eventgate.requestsBehindStream');
-const LINGERING = Symbol('eventgate.lingeringClose');
 
 /**
  * The most requests a connection may pipeline behind its event stream (none taken on): past it the
@@ -611,8 +611,9 @@ function unsent(socket: HttpSocket): SendingResponse[] {
 async function sent(socket: HttpSocket): Promise<void> {
   let last: ServerResponse | undefined;
   for (let turns = 0; !socket.destroyed; ) {
-    // Its answer that closes it is out: closeLingering closes it once the client has read them.
-    if (socket[LINGERING]) return socket[LINGERING];
+    // Its answer that closes it is out: its lingering close (lingering-close.ts) ends it once the client has read them.
+    const lingering = lingeringClosed(socket);
+    if (lingering) return lingering;
     const next = unsent(socket).at(-1);
     if (next === undefined || !next.headersSent) {
       if (turns++ === 3) return;
@@ -643,28 +644,14 @@ function stopAccepting(server: Server, closed: () => void): void {
 }
 
 /**
- * At a drain, a connection that an answer closes (`Connection: close`) is closed only once its
- * client has closed its side too (or the drain's end closes it), and read on meanwhile: what node
- * reads then is not taken on (onRequest: behind a closing answer). node closes it as soon as that
- * answer is handed to the kernel, and a socket closed with bytes its client sent still unread is
- * reset by the kernel, which drops what it has not transmitted yet: the last answers, 200s of
- * delivered messages included, and the closing one (docs/spec-checklist.md, point 25). RFC 9112
- * §9.6 asks for this lingering close. It leans on node internals, in this function only: node
- * closes the connection through `socket.destroySoon()` (resOnFinish in lib/_http_server.js, node
- * 20.20), which this replaces for the connections a drain finds open (it accepts no more).
+ * Makes `res` its connection's last answer, for a refusal after which the rest of what the client
+ * sends cannot be read as requests (a body too large to read, a head that is not valid). The close
+ * lingers (lingering-close.ts): a client still sending its body reads the refusal rather than a
+ * reset connection.
  */
-function closeLingering(socket: HttpSocket): void {
-  socket.destroySoon = () => {
-    socket[LINGERING] ??= new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    // As node's: the answers go first, then the end of the stream (FIN).
-    socket.end();
-    let waiting = 2;
-    const close = () => --waiting === 0 && socket.destroy();
-    if (socket.writableFinished) close();
-    else socket.once('finish', close);
-    if (socket.readableEnded) close();
-    else socket.once('end', close);
-  };
+function closeAfter(res: ServerResponse): void {
+  res.setHeader('connection', 'close');
+  lingerWhenClosed(res.req.socket);
 }
 
 function delay(ms: number): Promise<void> {

@@ -6,6 +6,7 @@ import { createSecureContext } from 'node:tls';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
+import { closeLingering, lingeringClosed } from './lingering-close.js';
 import { type ListenerCompileContext, STOP_REASON } from '../contracts.js';
 import { Type, type Static } from '../define.js';
 import type { TObject } from '@sinclair/typebox';
@@ -201,6 +202,8 @@ export function tooManyHeaders(req: IncomingMessage, options: TransportOptions):
  * timeouts) with the same problem+json body every other error gets, then closes the connection.
  */
 function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?: (status: number) => void): void {
+  // Answered already, and closing: what the client still sends is discarded, not parsed (a timeout can still fire).
+  if (lingeringClosed(socket)) return;
   if (err.code === 'ECONNRESET' || !socket.writable || (socket as Socket & { _httpMessage?: { headersSent: boolean } })._httpMessage?.headersSent) {
     socket.destroy();
     return;
@@ -211,7 +214,10 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? problem('EG_REQUEST_TIMEOUT', 'the request was not received in time')
         : problem('EG_BAD_REQUEST', 'the request is not valid HTTP/1.1');
-  socket.end(rawResponse(p));
+  // The client may still be sending (the rest of a head too large, a body): a close with its bytes
+  // unread would reset the connection, and the answer with it (lingering-close.ts).
+  socket.write(rawResponse(p));
+  closeLingering(socket);
   answered?.(p.status);
 }
 
