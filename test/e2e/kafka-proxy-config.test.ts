@@ -42,7 +42,7 @@ describe('kafka listener: what its routes cannot do is a config error at its lin
     at('13:', /filter step would drop records/);
     at('14:', /onInvalid: deadletter/);
     at('17:', /names a 'topic'/);
-    at('19:', /not a Kafka topic name/);
+    at('19:', /a Kafka topic name is 1 to 249 characters/);
     at('22:', /no dead-letter target/);
     assert.equal(lines.length, 7, r.stdout);
   });

@@ -7,6 +7,7 @@ import { defineListener, kindOptions, mapOf, Type, type Static } from '../define
 import type { batchCompression } from '../../codecs/record-batch.js';
 import type { KafkaProxyListener, KafkaProxySettings } from './kafka/proxy.js';
 import { whenUsed } from '../when-used.js';
+import { kafkaTopicProblem } from '../brokers/kafka/topics.js';
 import { compileTls, tlsServerOption } from './transport.js';
 
 /** Kafka's own default for `socket.request.max.bytes`. */
@@ -41,9 +42,6 @@ const options = kindOptions('kafka', {
   ),
 });
 export type KafkaListenerOptions = Static<typeof options>;
-
-/** Kafka's rule for topic names. */
-const TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
 
 /**
  * Which steps a route on a kafka listener can honour. Without `to`, a route's records go on
@@ -81,7 +79,7 @@ export const kafkaListener = defineListener({
   // Turning `tls` on or off changes every socket too; a renewed certificate does not (reconfigure).
   socketOptions: ['port', 'host', 'brokerPorts', 'tls'],
   stepProblem,
-  checkPath: (topic) => (TOPIC.test(topic) && topic !== '.' && topic !== '..' ? undefined : 'not a Kafka topic name (letters, digits, ".", "_" and "-", at most 249)'),
+  checkPath: kafkaTopicProblem,
   compile(o, ctx): KafkaProxySettings | undefined {
     const broker = ctx.broker?.(o.upstream, ['upstream']);
     if (!broker) return undefined;

@@ -13,6 +13,7 @@ import { AmqpPublisher } from './publisher.js';
 import { FirstConnection } from '../first-connection.js';
 import { consumedTime, headerStrings } from './consumed.js';
 import { installTableDecoder } from './field-table.js';
+import { routingKeyProblem } from './routing-keys.js';
 
 /**
  * Why a connect failed, in words. amqplib's `connect ETIMEDOUT` is its own: nothing came back
@@ -216,8 +217,7 @@ export class AmqpBroker implements BrokerRuntime {
   }
 
   topicProblem(topic: string): string | undefined {
-    if (Buffer.byteLength(topic) > 255) return 'an AMQP routing key is at most 255 bytes';
-    return undefined;
+    return routingKeyProblem(topic);
   }
 
   headerProblem(name: string, value: string): string | undefined {

@@ -9,11 +9,11 @@ import { RecordProducer } from './producer.js';
 import { RetainedReader } from './replay.js';
 import { KafkaSubscription } from './subscription.js';
 import { FirstConnection } from '../first-connection.js';
+import { kafkaTopicProblem } from './topics.js';
 
 const { Kafka } = kafkajs;
 type Kafka = InstanceType<typeof Kafka>;
 
-const LEGAL_TOPIC = /^[A-Za-z0-9._-]{1,249}$/;
 const MAX_BACKOFF_MS = 5000;
 /** How long a released consumer waits, in its group, for the rebuilt route (which a reload starts right after). */
 const HANDOVER_MS = 5000;
@@ -102,8 +102,7 @@ export class KafkaBroker implements BrokerRuntime {
   }
 
   topicProblem(topic: string): string | undefined {
-    if (!LEGAL_TOPIC.test(topic) || topic === '.' || topic === '..') return 'Kafka topic names are 1 to 249 characters among A-Z a-z 0-9 . _ -';
-    return undefined;
+    return kafkaTopicProblem(topic);
   }
 
   publish(topic: string, msg: Message): Promise<Delivery> {
