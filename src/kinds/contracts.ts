@@ -44,6 +44,8 @@ export interface StepCompileContext {
   readDocument?(file: string, relPath: readonly PathPart[]): { value: unknown } | undefined;
   /** Check that a broker name exists. */
   checkBroker(name: string, relPath: readonly PathPart[]): boolean;
+  /** Check that broker `broker` (which exists) can publish to `topic` as it is (BrokerKind.topicProblem); reported at relPath when not. */
+  checkTopic(broker: string, topic: string, relPath: readonly PathPart[]): boolean;
   /**
    * The messages of the config's AsyncAPI documents that `ref` names, each with its payload
    * validator (compiled once per load); undefined, with the problem reported, when the name is unknown.
@@ -328,9 +330,10 @@ export interface BrokerKind<O = unknown, C = O> {
    */
   inProcess?: boolean;
   /**
-   * Why `topic`, named as it is in the config, cannot be one this kind publishes to (`to`,
-   * `deadletter`) or consumes (`from.topic`), or undefined: validate reports what the server would
-   * refuse at run time. Topics computed per message are asked of the runtime's topicProblem().
+   * Why `topic`, named as it is in the config, cannot be one this kind publishes to (`to`, a
+   * route's or a validate step's `deadletter`) or consumes (`from.topic`), or undefined: validate
+   * reports what the server would refuse at run time. Topics computed per message are asked of the
+   * runtime's topicProblem().
    */
   topicProblem?(topic: string, use: 'publish' | 'consume'): string | undefined;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */

@@ -62,6 +62,19 @@ export class CompileContext {
     this.report(path, 'EG_CONFIG_REF', `${what} '${name}' is not defined${didYouMean(name, names)}${names.length ? `; defined ${what}s: ${names.join(', ')}` : `; add it under ${what}s:`}`);
   }
 
+  /**
+   * A topic the config names as it is, of broker `broker` (a route's `from`, `to` or `deadletter`,
+   * a validate step's `deadletter`): one the broker's server would refuse is a config error at
+   * `path` (false), not a run-time failure of every message or a route that never consumes.
+   */
+  checkTopic(broker: string, topic: string, use: 'publish' | 'consume', path: readonly PathPart[]): boolean {
+    const kind = this.config.brokers?.[broker]?.kind;
+    const why = kind === undefined ? undefined : this.registry.brokers.get(kind)?.topicProblem?.(topic, use);
+    if (!why) return true;
+    this.report(path, 'EG_CONFIG_SCHEMA', `${quoteTopic(topic)} cannot be a topic of ${kind} broker '${broker}': ${why}`);
+    return false;
+  }
+
   /** A path as the user would write it next to the config file's path (relative stays relative). */
   display(file: string): string {
     return join(dirname(this.src.file), relative(this.dir, file));
@@ -150,4 +163,12 @@ export class CompileContext {
     }
     return validate;
   }
+}
+
+/** A topic as a diagnostic quotes it: a long one (what a length limit refuses) shortened, with its size. */
+function quoteTopic(topic: string): string {
+  if (topic.length <= 80) return `'${topic}'`;
+  const chars = [...topic];
+  const bytes = Buffer.byteLength(topic);
+  return `'${chars.slice(0, 40).join('')}…' (${chars.length} characters${bytes === chars.length ? '' : `, ${bytes} bytes`})`;
 }

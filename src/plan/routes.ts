@@ -104,14 +104,7 @@ function compileRoute(
     if (!isHidden(ctx.hidden.brokers, name)) ctx.reportUndefined(path, 'broker', name, brokers.keys());
     return false;
   };
-  /** A topic the route names as it is: one its broker's server would refuse is a config error, not a run-time 503 (or a dropped connection). */
-  const checkTopic = (broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[]) => {
-    const plan = brokers.get(broker);
-    const why = plan && ctx.registry.brokers.get(plan.kind)?.topicProblem?.(topic, use);
-    if (!why) return true;
-    ctx.report(path, 'EG_CONFIG_SCHEMA', `'${topic}' cannot be a topic of ${plan.kind} broker '${broker}': ${why}`);
-    return false;
-  };
+  const checkTopic = (broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[]) => ctx.checkTopic(broker, topic, use, path);
   const checkListener = (name: string, path: PathPart[]) => {
     if (listeners.has(name)) {
       usesListeners.add(name);

@@ -71,6 +71,7 @@ export class StepCompiler {
         ctx.report([...stepAt, ...rel], 'EG_CONFIG_REF', `broker '${name}' is not defined${didYouMean(name, Object.keys(ctx.config.brokers ?? {}))}`);
         return false;
       },
+      checkTopic: (broker, topic, rel) => ctx.checkTopic(broker, topic, 'publish', [...stepAt, ...rel]),
       asyncapiContracts: (ref, rel) => this.asyncapi.contracts(ref, [...stepAt, ...rel], files),
     };
   }

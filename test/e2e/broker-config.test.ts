@@ -87,3 +87,63 @@ routes:
     assert.match(run.stderr + run.stdout, /'a\/\+' cannot be a topic of mqtt broker 'mq'/);
   });
 });
+
+/**
+ * Kafka topic names and AMQP routing keys a route names as they are, and the dead-letter topic of
+ * a validate step (of any kind): validate said `ok` for all of them. At run time an AMQP routing
+ * key over 255 bytes failed every publish with a 503 (`did not acknowledge`, so consume routes
+ * retried it) and a consume route on one never started (amqplib refused the binding, retried for
+ * ever); a Kafka cluster refuses an illegal topic name on every request (the librdkafka mock
+ * cluster the tests use takes any name, so only validate shows it).
+ */
+describe('Kafka topics, AMQP routing keys and validate-step dead-letter topics a server would refuse', () => {
+  const long = (c: string, n: number) => c.repeat(n);
+  const routes = `version: 1
+brokers:
+  kf: { kind: kafka, brokers: "127.0.0.1:9092" }
+  rb: { kind: amqp, url: "amqp://guest:guest@127.0.0.1:5672" }
+  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }
+  nt: { kind: nats, servers: "nats://127.0.0.1:4222" }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: k1, from: { listener: api, path: /k1 }, to: [{ broker: kf, topic: "bad topic!" }, { broker: kf, topic: "${long('k', 249)}" }] }
+  - { name: k2, from: { listener: api, path: /k2 }, to: { broker: kf, topic: "${long('k', 250)}" } }
+  - { name: k3, from: { broker: kf, topic: ".." }, to: { broker: kf, topic: { expression: '"computed " & "later"' } } }
+  - { name: k4, from: { broker: kf, topic: in }, to: { broker: kf, topic: out }, deadletter: { broker: kf, topic: "\${DEAD_TOPIC}" } }
+  - { name: a1, from: { listener: api, path: /a1 }, to: [{ broker: rb, topic: "${long('r', 255)}" }, { broker: rb, topic: "${long('é', 128)}" }] }
+  - { name: a2, from: { broker: rb, topic: "${long('q', 256)}" }, to: { broker: kf, topic: out } }
+  - name: v
+    from: { listener: api, path: /v }
+    through:
+      - validate: { schema: { type: object }, onInvalid: deadletter, deadletter: { broker: kf, topic: "invalid orders" } }
+      - validate: { schema: { type: object }, onInvalid: deadletter, deadletter: { broker: rb, topic: "${long('d', 300)}" } }
+      - validate: { schema: { type: object }, onInvalid: deadletter, deadletter: { broker: mq, topic: "dead/+" } }
+      - validate: { schema: { type: object }, onInvalid: deadletter, deadletter: { broker: nt, topic: "dead.*" } }
+      - validate: { schema: { type: object }, onInvalid: deadletter, deadletter: { broker: nt, topic: "dead.ok" } }
+    to: { broker: kf, topic: out }
+`;
+  const kafkaRule = 'a Kafka topic name is 1 to 249 characters among A-Z a-z 0-9 . _ - (and not "." or "..")';
+
+  it('are config errors at their line and column, in validate and run', async () => {
+    const dir = tempFiles({ 'gateway.yaml': routes });
+    const env = { DEAD_TOPIC: 'dead letters' };
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir, env });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      `gateway.yaml:10:79: 'bad topic!' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
+      `gateway.yaml:11:78: '${long('k', 40)}…' (250 characters) cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
+      `gateway.yaml:12:44: '..' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
+      `gateway.yaml:13:115: 'dead letters' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
+      `gateway.yaml:14:361: '${long('é', 40)}…' (128 characters, 256 bytes) cannot be a topic of amqp broker 'rb': an AMQP routing key is at most 255 bytes`,
+      `gateway.yaml:15:44: '${long('q', 40)}…' (256 characters) cannot be a topic of amqp broker 'rb': an AMQP queue name or routing-key pattern is at most 255 bytes`,
+      `gateway.yaml:19:103: 'invalid orders' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
+      `gateway.yaml:20:103: '${long('d', 40)}…' (300 characters) cannot be a topic of amqp broker 'rb': an AMQP routing key is at most 255 bytes`,
+      "gateway.yaml:21:103: 'dead/+' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot hold the wildcards + or #",
+      "gateway.yaml:22:103: 'dead.*' cannot be a topic of nats broker 'nt': a NATS subject to publish to has non-empty dot-separated tokens, no whitespace and no wildcards (* >)",
+    ]);
+    const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir, env });
+    assert.equal(run.code, 1, run.stdout + run.stderr);
+    assert.match(run.stderr + run.stdout, /'invalid orders' cannot be a topic of kafka broker 'kf'/);
+  });
+});

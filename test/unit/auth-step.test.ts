@@ -15,6 +15,7 @@ function compileCtx(problems: string[]): StepCompileContext {
     compileJsonSchema: () => undefined,
     readFile: () => undefined,
     checkBroker: () => true,
+    checkTopic: () => true,
   };
 }
 

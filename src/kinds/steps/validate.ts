@@ -34,7 +34,13 @@ const options = Type.Object(
     ),
     deadletter: Type.Optional(
       Type.Object(
-        { broker: Type.String({ description: 'Broker name (under `brokers:`).' }), topic: Type.String({ description: 'Topic for invalid messages.' }) },
+        {
+          broker: Type.String({ description: 'Broker name (under `brokers:`).' }),
+          topic: Type.String({
+            description:
+              "Topic for invalid messages: one the broker's server would refuse (a wildcard on mqtt or nats, an illegal Kafka topic name, an AMQP routing key over 255 bytes) is a config error at its line, as in a route.",
+          }),
+        },
         { additionalProperties: false, description: "`{broker, topic}` for `onInvalid: deadletter`; defaults to the route's deadletter." },
       ),
     ),
@@ -58,7 +64,8 @@ export const validateStep = defineStep({
   compile(options, ctx) {
     // The schema guarantees exactly one of schema, message and channel.
     const onInvalid = options.onInvalid ?? 'reject';
-    if (options.deadletter && !ctx.checkBroker(options.deadletter.broker, ['deadletter', 'broker'])) return undefined;
+    if (options.deadletter && !(ctx.checkBroker(options.deadletter.broker, ['deadletter', 'broker']) && ctx.checkTopic(options.deadletter.broker, options.deadletter.topic, ['deadletter', 'topic'])))
+      return undefined;
     if (options.message !== undefined || options.channel !== undefined) {
       const ref = options.message !== undefined ? { message: options.message } : { channel: options.channel! };
       const rel = [options.message !== undefined ? 'message' : 'channel'];
