@@ -147,3 +147,40 @@ routes:
     assert.match(run.stderr + run.stdout, /'invalid orders' cannot be a topic of kafka broker 'kf'/);
   });
 });
+
+/**
+ * An amqp broker's own names over 255 bytes: validate said `ok`, and amqplib refused the exchange,
+ * the queue and the binding at every connect (`Field 'queue' is the wrong type; must be a string
+ * (up to 255 chars)`), so the broker never became ready; RabbitMQ takes a longer
+ * `deadLetterExchange`, which can name no exchange, and drops what it dead-letters there.
+ */
+describe('amqp exchange and queue names and binding keys over 255 bytes', () => {
+  const long = (c: string, n: number) => c.repeat(n);
+  const config = `version: 1
+brokers:
+  rb:
+    kind: amqp
+    url: amqp://guest:guest@127.0.0.1:5672
+    exchange: { name: "${long('e', 256)}" }
+    queues:
+      ${long('q', 256)}: { bindings: [ok] }
+      fine:
+        deadLetterExchange: "${long('x', 300)}"
+        bindings: ["${long('b', 256)}", { exchange: "${long('f', 255)}", routingKey: "${long('k', 255)}" }]
+  rb2: { kind: amqp, url: "amqp://127.0.0.1", exchange: "${long('é', 128)}" }
+`;
+
+  it('are config errors at their line and column', async () => {
+    const dir = tempFiles({ 'gateway.yaml': config });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const limit = 'AMQP names and routing keys are at most 255 bytes';
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      `gateway.yaml:6:23: the exchange name is 256 bytes; ${limit}`,
+      `gateway.yaml:8:265: the queue name is 256 bytes; ${limit}`,
+      `gateway.yaml:10:29: the dead-letter exchange name is 300 bytes; ${limit}`,
+      `gateway.yaml:11:20: the binding key is 256 bytes; ${limit}`,
+      `gateway.yaml:12:57: the exchange name is 256 bytes; ${limit}`,
+    ]);
+  });
+});

@@ -1,12 +1,20 @@
 /**
  * What an AMQP 0-9-1 routing key may be: a short string, at most 255 bytes, as are the queue names
- * and binding patterns a consume route's `from.topic` names. Checked where the config names one
- * (validate) and where a route computes one per message: amqplib refuses a longer one before it
- * reaches the server, so a publish to it failed as a 503 for ever and a consume route never started.
+ * and binding patterns a consume route's `from.topic` names, and the exchange and queue names of
+ * the broker's own options. Checked where the config names one (validate) and where a route
+ * computes one per message: amqplib refuses a longer one before it reaches the server, so a
+ * publish to it failed as a 503 for ever and a consume route never started.
  */
+
+const MAX_SHORT_STRING_BYTES = 255;
+
+/** Whether `text` is longer than an AMQP short string may be. */
+export function overShortString(text: string): boolean {
+  return Buffer.byteLength(text) > MAX_SHORT_STRING_BYTES;
+}
 
 /** Why `key` cannot be an AMQP routing key, queue name or binding pattern, or undefined. */
 export function routingKeyProblem(key: string, use: 'publish' | 'consume' = 'publish'): string | undefined {
-  if (Buffer.byteLength(key) <= 255) return undefined;
+  if (!overShortString(key)) return undefined;
   return use === 'publish' ? 'an AMQP routing key is at most 255 bytes' : 'an AMQP queue name or routing-key pattern is at most 255 bytes';
 }
