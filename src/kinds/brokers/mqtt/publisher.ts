@@ -1,6 +1,8 @@
 import { Readable } from 'node:stream';
 import type { MqttClient } from 'mqtt';
 import { CE_HEADER_PREFIX, CE_SPECVERSION } from '../../../codecs/cloudevents.js';
+import { problem } from '../../../core/errors.js';
+import { Refused } from '../acknowledgement.js';
 import { TurnBuffer } from '../turn-buffer.js';
 import { AckFramer, PUBACK, PUBREC } from './acks.js';
 
@@ -115,6 +117,13 @@ export class MqttPublisher {
    * it: mosquitto takes any number.
    */
   private window = 20;
+  /**
+   * The largest packet the server takes: its Maximum Packet Size (MQTT 5 CONNACK; mosquitto's
+   * `max_packet_size`), else MQTT's own limit. A larger one is refused here (413): sent, it made the
+   * server cut the connection, failing every publish in flight on it as an outage (503), and a
+   * consume route sent it again for ever.
+   */
+  private maxPacket = MAX_REMAINING + 5;
   /** QoS 1 and 2 publishes sent and not ended (each Flight frees its place as it ends). */
   inflight = 0;
   /** Publishes waiting for a place in the window, oldest first. */
@@ -127,6 +136,7 @@ export class MqttPublisher {
   ) {
     client.on('connect', (connack) => {
       this.window = connack.properties?.receiveMaximum ?? 20;
+      this.maxPacket = connack.properties?.maximumPacketSize ?? MAX_REMAINING + 5;
       this.readAcks(client.stream as unknown as NodeJS.EventEmitter);
     });
   }
@@ -244,8 +254,9 @@ export class MqttPublisher {
     }
     const remaining = name.length + (qos > 0 ? 2 : 0) + (props >= 0 ? varIntSize(props) + props : 0) + payloadBytes;
     if (remaining > MAX_REMAINING) throw new Error(`a ${payloadBytes}-byte message is larger than an MQTT packet can be`);
-    const id = qos > 0 ? this.packetId() : 0;
     const size = 1 + varIntSize(remaining) + remaining;
+    if (size > this.maxPacket) throw tooLarge(payloadBytes, size, this.maxPacket);
+    const id = qos > 0 ? this.packetId() : 0;
     const buf = this.out.room(size);
     let at = this.out.at;
     buf[at++] = 0x30 | (qos << 1) | (retain ? 1 : 0);
@@ -364,6 +375,15 @@ export class MqttPublisher {
       );
     }
   }
+}
+
+function tooLarge(payloadBytes: number, packetBytes: number, max: number): Refused {
+  return new Refused(
+    problem(
+      'EG_PAYLOAD_TOO_LARGE',
+      `the message (${payloadBytes} bytes; ${packetBytes} as an MQTT packet) is larger than the MQTT server takes (Maximum Packet Size ${max} bytes, its max_packet_size)`,
+    ),
+  );
 }
 
 function writeString(buf: Buffer, at: number, s: string): number {
