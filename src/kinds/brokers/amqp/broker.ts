@@ -5,6 +5,7 @@ import { payloadContentType, payloadMessage, valuePayload, type Delivery, type M
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
+import { SIZE_REFUSAL, tooLarge } from './size-limit.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { within } from '../../../core/within.js';
@@ -52,9 +53,10 @@ class Unroutable extends Error {
 class Publish implements Expiring {
   settled = false;
   deadline: Deadline | undefined;
+  /** The body's length, once encoded: what tells the message the server refused as too large when it closes the channel. */
+  bytes = 0;
   /** amqplib's confirm callback: nothing on basic.ack, an error on basic.nack or when the channel closes first. */
-  readonly confirmed = (err?: Error | null): void =>
-    this.settle(err ? (err.message === 'message nacked' ? new Error(`broker '${this.broker.name}' refused the message (basic.nack)`) : err) : undefined);
+  readonly confirmed = (err?: Error | null): void => this.settle(err ? this.broker.failureOf(err, this.bytes) : undefined);
 
   constructor(
     private readonly broker: AmqpBroker,
@@ -110,6 +112,15 @@ export class AmqpBroker implements BrokerRuntime {
   readonly deliveries: TopicDeliveries;
   private nextId = 0;
   private open!: typeof import('amqplib')['connect'];
+  /**
+   * The server's `max_message_size`, once it refused a message over it (the only way it tells):
+   * larger bodies are refused before they are sent from then on, as sending one closes the publish
+   * channel and fails every publish in flight on it. Kept across reconnects: the server's limit
+   * changes only with its config; a gateway reload or restart learns it again.
+   */
+  private maxMessageSize: number | undefined;
+  /** The server closed the publish channel for a message over its size limit: a new channel is opened on the same connection. */
+  private sizeRefusedOn: unknown;
 
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private readonly deadlines: AckDeadlines;
@@ -243,22 +254,13 @@ export class AmqpBroker implements BrokerRuntime {
       this.declaredOnce = true;
       // What a replaced broker of this process left on these queues goes now that the new bindings are in place.
       await Promise.all(Object.keys(this.settings.queues).map((q) => (this.declares(q) ? unbindLeft(conn, this.server, q, keptBindings(this.server, q), this.log) : undefined)));
-      const publisher = await conn.createConfirmChannel();
-      publisher.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp publish channel error'));
-      publisher.on('return', (m: ConsumeMessage) => {
-        const c = this.confirms.get(m.properties.messageId as string);
-        if (c) c.settle(new Unroutable(this.name, c.exchange, c.key));
-      });
-      publisher.on('close', () => {
-        // A channel the server closed (e.g. publishing to a missing exchange) while the connection lives: open another.
-        if (this.connection === conn && !this.stopped) void conn.close().catch(() => undefined);
-      });
+      const publisher = await this.openPublisher(conn);
       if (this.stopped) {
         await conn.close().catch(() => undefined);
         return;
       }
       this.connection = conn;
-      this.publisher = new AmqpPublisher(publisher);
+      this.publisher = publisher;
       this.backoff.reset();
       this.state = { ready: true };
       this.firstConnection.connected();
@@ -276,6 +278,59 @@ export class AmqpBroker implements BrokerRuntime {
       this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
       this.retry(wait);
     }
+  }
+
+  /** The confirm channel publishes go out on, with its handlers. */
+  private async openPublisher(conn: ChannelModel): Promise<AmqpPublisher> {
+    const channel = await conn.createConfirmChannel();
+    channel.on('error', (err: Error) => {
+      const size = SIZE_REFUSAL.exec(err.message);
+      if (size) {
+        this.maxMessageSize = Number(size[2]);
+        this.sizeRefusedOn = channel;
+        this.log.warn(
+          { err: err.message, maxMessageSize: this.maxMessageSize },
+          'amqp server refused a message over its max_message_size (closing the publish channel); larger ones are refused before they are sent from now on',
+        );
+      } else this.log.warn({ err: err.message }, 'amqp publish channel error');
+    });
+    channel.on('return', (m: ConsumeMessage) => {
+      const c = this.confirms.get(m.properties.messageId as string);
+      if (c) c.settle(new Unroutable(this.name, c.exchange, c.key));
+    });
+    channel.on('close', () => {
+      if (this.connection !== conn || this.stopped) return;
+      // Only the publish channel went, for a message over the size limit: a new one, leaving the consume routes' channels be.
+      if (this.sizeRefusedOn === channel) void this.reopenPublisher(conn);
+      // Another channel the server closed (e.g. publishing to a missing exchange) while the connection lives: connect again.
+      else void conn.close().catch(() => undefined);
+    });
+    const out = new AmqpPublisher(channel);
+    out.maxBody = this.maxMessageSize ?? Number.POSITIVE_INFINITY;
+    return out;
+  }
+
+  private async reopenPublisher(conn: ChannelModel): Promise<void> {
+    this.publisher = undefined;
+    this.state = { ready: false, detail: 'opening a new publish channel (the server closed the last one for a message over its max_message_size)' };
+    try {
+      const publisher = await this.openPublisher(conn);
+      if (this.connection !== conn || this.stopped) return;
+      this.publisher = publisher;
+      this.state = { ready: true };
+      this.log.info('amqp publish channel opened again');
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'amqp publish channel could not be opened again; reconnecting');
+      void conn.close().catch(() => undefined);
+    }
+  }
+
+  /** What a publish failed with, as its caller is told: the message the server found too large is refused (413), not an outage. */
+  failureOf(err: Error, bytes: number): Error {
+    if (err.message === 'message nacked') return new Error(`broker '${this.name}' refused the message (basic.nack)`);
+    const max = this.maxMessageSize;
+    if (max !== undefined && bytes > max && err.message === 'channel closed') return tooLarge(bytes, max);
+    return err;
   }
 
   private lost(why: string): void {
@@ -314,7 +369,7 @@ export class AmqpBroker implements BrokerRuntime {
       // `confirmed` runs on the server's basic.ack (or nack); a basic.return for an unroutable
       // mandatory message comes before its ack and has already settled it.
       const payload = valuePayload(msg);
-      out.publish(
+      p.bytes = out.publish(
         exchange,
         topic,
         payload,

@@ -1,5 +1,6 @@
 import type { ConfirmChannel } from 'amqplib';
 import { TurnBuffer } from '../turn-buffer.js';
+import { tooLarge } from './size-limit.js';
 
 /** Called once per publish: with nothing on the server's basic.ack, with an error on basic.nack or when the channel closes first. */
 export type Settle = (err?: Error | null) => void;
@@ -97,6 +98,8 @@ export class AmqpPublisher {
   private readonly names = new Map<string, Buffer | undefined>();
   /** Content types as short strings (the gateway sets one of three). */
   private readonly types = new Map<string, Buffer | undefined>();
+  /** The largest body the server takes, once known (its max_message_size): a larger one is refused (413) rather than sent. */
+  maxBody = Number.POSITIVE_INFINITY;
 
   constructor(channel: ConfirmChannel) {
     this.internals = channel as unknown as Internals;
@@ -104,8 +107,11 @@ export class AmqpPublisher {
     this.conn = this.internals.connection;
   }
 
-  /** Encodes a message into this turn's write and registers `settle` for its confirm. Throws (and never calls `settle`) when it cannot be encoded. */
-  publish(exchange: string, routingKey: string, body: Buffer | string, p: PublishProperties, settle: Settle): void {
+  /**
+   * Encodes a message into this turn's write and registers `settle` for its confirm; returns the
+   * body's length. Throws (and never calls `settle`) when it cannot be encoded or is over `maxBody`.
+   */
+  publish(exchange: string, routingKey: string, body: Buffer | string, p: PublishProperties, settle: Settle): number {
     // What repeats from message to message (the exchange and routing key, header names, the content type) is encoded once.
     if (this.exchange.name !== exchange) this.exchange = { name: exchange, bytes: shortString(exchange) };
     const ex = this.exchange.bytes;
@@ -123,6 +129,7 @@ export class AmqpPublisher {
       table += name.length + 4 + Buffer.byteLength(p.headers[k]!);
     }
     const bodyLen = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+    if (bodyLen > this.maxBody) throw tooLarge(bodyLen, this.maxBody);
     const methodSize = 4 + 2 + ex.length + key.length + 1;
     const headerSize = 4 + 8 + 2 + type.length + (4 + table) + 1 + (1 + idLen) + 8;
     const maxBody = this.conn.frameMax - FRAME_OVERHEAD;
@@ -180,6 +187,7 @@ export class AmqpPublisher {
       this.flushing = true;
       setImmediate(() => this.flush());
     }
+    return bodyLen;
   }
 
   private frameStart(buf: Buffer, at: number, type: number, size: number): number {
