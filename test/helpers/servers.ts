@@ -200,8 +200,21 @@ async function onFreshPorts<T>(start: () => Promise<T>): Promise<T> {
  * deployment), anonymous access, listening on 127.0.0.1 only. `acl`: the lines of an ACL file for
  * anonymous clients (`topic readwrite open/#`); without it every client may do anything.
  */
-export function startMosquitto(acl?: string[]): Promise<MessageServer> {
-  return onFreshPorts(() => startMosquittoOnce(acl));
+export function startMosquitto(acl?: string[], extraLines: string[] = []): Promise<MessageServer> {
+  return onFreshPorts(() => startMosquittoOnce(acl, undefined, extraLines));
+}
+
+/**
+ * mosquitto as startMosquitto's, refusing packets over `maxPacketSize` bytes (`max_packet_size`:
+ * told to MQTT 5 clients in the CONNACK; a client that sends a larger packet is disconnected) and,
+ * when given, publish payloads over `messageSizeLimit` (`message_size_limit`: such a message is
+ * dropped, a QoS 1 or 2 publish still completed, with an error reason code on MQTT 5 only).
+ */
+export function startMosquittoWithLimits(limits: { maxPacketSize?: number; messageSizeLimit?: number }): Promise<MessageServer> {
+  return startMosquitto(undefined, [
+    ...(limits.maxPacketSize === undefined ? [] : [`max_packet_size ${limits.maxPacketSize}`]),
+    ...(limits.messageSizeLimit === undefined ? [] : [`message_size_limit ${limits.messageSizeLimit}`]),
+  ]);
 }
 
 /** A server whose users (name → password) a test can change while it runs (`setUsers`: the server reloads them on SIGHUP). */
@@ -256,7 +269,7 @@ export function startMosquittoTls(cert: { certFile: string; keyFile: string }): 
   });
 }
 
-async function startMosquittoOnce(acl?: string[], auth?: (dir: string) => Promise<{ lines: string[]; login: string[] }>): Promise<MessageServer> {
+async function startMosquittoOnce(acl?: string[], auth?: (dir: string) => Promise<{ lines: string[]; login: string[] }>, extraLines: string[] = []): Promise<MessageServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-mosquitto-'));
   if (acl) writeFileSync(join(dir, 'acl'), `${acl.join('\n')}\n`);
   const login = auth ? await auth(dir) : undefined;
@@ -277,6 +290,7 @@ async function startMosquittoOnce(acl?: string[], auth?: (dir: string) => Promis
       'log_type error',
       'log_type warning',
       ...(acl ? [`acl_file ${join(dir, 'acl')}`] : []),
+      ...extraLines,
       '',
     ].join('\n'),
   );

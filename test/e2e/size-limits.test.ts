@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
+import { MosquittoSub, pikaConsume, pikaDeclareQueue } from '../helpers/peers.js';
+import { startMosquittoWithLimits, startRabbit, type MessageServer } from '../helpers/servers.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/** The servers' limits: small, so a test message goes over them without megabytes. */
+const LIMIT = 4096;
+const big = (n: number) => JSON.stringify({ big: 'x'.repeat(2 * LIMIT), n });
+
+/**
+ * A message over the MQTT server's `max_packet_size` or RabbitMQ's `max_message_size` is the
+ * client's problem (413 EG_PAYLOAD_TOO_LARGE), as over NATS's max_payload: not an outage (503)
+ * that a consume route retries for ever, and not one that takes the broker connection down.
+ */
+describe("messages over the MQTT and AMQP servers' size limits", () => {
+  let mqtt: MessageServer;
+  let rabbit: MessageServer;
+  let hook: WebhookReceiver;
+
+  before(async () => {
+    [mqtt, rabbit, hook] = await Promise.all([
+      startMosquittoWithLimits({ maxPacketSize: LIMIT }),
+      startRabbit({ advancedConfig: `[{rabbit, [{max_message_size, ${LIMIT}}]}].\n` }),
+      WebhookReceiver.start(),
+    ]);
+    await pikaDeclareQueue(rabbit, 'size-copied', 'amq.topic', 'copied.out');
+    await pikaDeclareQueue(rabbit, 'size-posted', 'amq.topic', 'posted.out');
+  });
+  after(async () => {
+    await Promise.all([mqtt?.stop(), rabbit?.stop(), hook?.stop()]);
+  });
+
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+brokers:
+  devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-size-${process.pid}, protocolVersion: 5, reconnectPeriodMs: 200 }
+  rabbit: { kind: amqp, url: ${rabbit.url} }
+  mem: { kind: memory }
+routes:
+  - name: post-mqtt
+    from: { listener: api, path: /mqtt }
+    to: { broker: devices, topic: posted/out }
+  - name: post-amqp
+    from: { listener: api, path: /amqp }
+    to: { broker: rabbit, topic: posted.out }
+  - name: into-to-mqtt
+    from: { listener: api, path: /mem/to-mqtt }
+    to: { broker: mem, topic: to-mqtt }
+  - name: into-to-mqtt-dropped
+    from: { listener: api, path: /mem/to-mqtt-dropped }
+    to: { broker: mem, topic: to-mqtt-dropped }
+  - name: into-to-amqp
+    from: { listener: api, path: /mem/to-amqp }
+    to: { broker: mem, topic: to-amqp }
+  - name: copy-mqtt
+    from: { broker: mem, topic: to-mqtt }
+    to: { broker: devices, topic: copied/out }
+    deadletter: { broker: mem, topic: dead-mqtt }
+  - name: copy-mqtt-dropped
+    from: { broker: mem, topic: to-mqtt-dropped }
+    to: { broker: devices, topic: copied/dropped }
+  - name: copy-amqp
+    from: { broker: mem, topic: to-amqp }
+    to: { broker: rabbit, topic: copied.out }
+    deadletter: { broker: mem, topic: dead-amqp }
+  - name: dead-mqtt
+    from: { broker: mem, topic: dead-mqtt }
+    to: { http: { url: "${hook.url}/dead-mqtt" } }
+  - name: dead-amqp
+    from: { broker: mem, topic: dead-amqp }
+    to: { http: { url: "${hook.url}/dead-amqp" } }
+`,
+  );
+
+  const intoMemory = async (topic: string, body: string) => assert.equal((await post(gw.url('api', `/mem/${topic}`), body)).status, 200);
+  const deadLetter = (path: string) => eventually(() => hook.requests.find((r) => r.url === path), 15000);
+  const brokerFailures = (route: string) => gw.logs.filter((l) => l.route === route && l.code === 'EG_BROKER_UNAVAILABLE').length;
+
+  it("answers 413 to an HTTP publish over the MQTT server's max_packet_size (told in its CONNACK), and the connection goes on", async () => {
+    const sub = await MosquittoSub.start(mqtt, 'posted/out');
+    try {
+      const refused = await post(gw.url('api', '/mqtt'), big(1));
+      assert.equal(refused.status, 413, refused.text);
+      assert.equal(refused.body.code, 'EG_PAYLOAD_TOO_LARGE');
+      assert.match(refused.body.detail, /Maximum Packet Size 4096/);
+      assert.doesNotMatch(refused.text, /at .*\.js/);
+      const fine = await post(gw.url('api', '/mqtt'), { small: 1 });
+      assert.equal(fine.status, 200, fine.text);
+      const [got] = await sub.take(1);
+      assert.equal(got!.payload, '{"small":1}');
+      // Never sent: the server did not cut the publish connection.
+      assert.equal(gw.logs.filter((l) => l.broker === 'devices' && /disconnect|offline|closed|lost/i.test(l.msg)).length, 0);
+      assert.equal((await readyz(gw)).status, 200);
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it('dead-letters at once a consumed message over the MQTT limit, and copies the next', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'copied/out');
+    try {
+      await intoMemory('to-mqtt', big(2));
+      await intoMemory('to-mqtt', '{"after":2}');
+      const [got] = await sub.take(1);
+      assert.equal(got!.payload, '{"after":2}');
+      const letter = await deadLetter('/dead-mqtt');
+      assert.equal(JSON.parse(letter!.body).n, 2);
+      assert.equal(brokerFailures('copy-mqtt'), 0);
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it('drops with an error line such a message on a route without a dead-letter target, and copies the next', async () => {
+    const sub = await MosquittoSub.start(mqtt, 'copied/dropped');
+    try {
+      await intoMemory('to-mqtt-dropped', big(3));
+      await intoMemory('to-mqtt-dropped', '{"after":3}');
+      const [got] = await sub.take(1);
+      assert.equal(got!.payload, '{"after":3}');
+      const line = await gw.waitForLog((l) => l.route === 'copy-mqtt-dropped' && /message dropped/.test(l.msg));
+      assert.equal(line.code, 'EG_PAYLOAD_TOO_LARGE');
+      assert.equal(brokerFailures('copy-mqtt-dropped'), 0);
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it("answers 413 to an HTTP publish over RabbitMQ's max_message_size, and refuses the next such one without sending it", async () => {
+    const first = await post(gw.url('api', '/amqp'), big(4));
+    assert.equal(first.status, 413, first.text);
+    assert.equal(first.body.code, 'EG_PAYLOAD_TOO_LARGE');
+    assert.match(first.body.detail, /max_message_size 4096/);
+    // The server closed the publish channel for it (the limit is not told before): a new one is opened before the next publish.
+    await eventually(() => gw.logs.filter((l) => l.broker === 'rabbit' && l.msg === 'amqp connected').length >= 2, 15000);
+    await eventually(async () => (await readyz(gw)).status === 200, 15000);
+    const fine = await post(gw.url('api', '/amqp'), { small: 4 });
+    assert.equal(fine.status, 200, fine.text);
+    const lostBefore = gw.logs.filter((l) => l.broker === 'rabbit' && /connection lost/.test(l.msg)).length;
+    const second = await post(gw.url('api', '/amqp'), big(5));
+    assert.equal(second.status, 413, second.text);
+    assert.equal((await post(gw.url('api', '/amqp'), { small: 5 })).status, 200);
+    // Refused before it was sent: the connection, and the publishes beside it, were not touched.
+    assert.equal(gw.logs.filter((l) => l.broker === 'rabbit' && /connection lost/.test(l.msg)).length, lostBefore);
+    const got = await pikaConsume(rabbit, 'size-posted', 2);
+    assert.deepEqual(
+      got.map((m) => m.body),
+      ['{"small":4}', '{"small":5}'],
+    );
+  });
+
+  it('dead-letters at once a consumed message over the AMQP limit, and copies the next', async () => {
+    await intoMemory('to-amqp', big(6));
+    await intoMemory('to-amqp', '{"after":6}');
+    const letter = await deadLetter('/dead-amqp');
+    assert.equal(JSON.parse(letter!.body).n, 6);
+    const [got] = await pikaConsume(rabbit, 'size-copied', 1);
+    assert.equal(got!.body, '{"after":6}');
+    assert.equal(brokerFailures('copy-amqp'), 0);
+  });
+});
