@@ -64,6 +64,13 @@ const READING = Symbol('eventgate.mqtt.readingAcks');
 /** MQTT's largest remaining length (a 4-byte variable byte integer). */
 const MAX_REMAINING = 268_435_455;
 
+/**
+ * MQTT 5's reason code "Packet too large", which mosquitto puts in the PUBACK or PUBREC of a
+ * message over its `message_size_limit` (one it then drops): the client's problem (413), not an
+ * outage a retry could end. (On MQTT 3.1.1 mosquitto acknowledges such a message as taken.)
+ */
+const PACKET_TOO_LARGE = 0x95;
+
 /** The header written as MQTT 5's Content Type property (the CloudEvents binding's `datacontenttype`), not as a user property. */
 const CONTENT_TYPE_HEADER = 'content-type';
 
@@ -194,7 +201,7 @@ export class MqttPublisher {
     }
     delete outgoing[id];
     this.freed.push(id);
-    p.end(refused ? this.refusal(rc) : undefined);
+    p.end(refused ? (rc === PACKET_TOO_LARGE ? tooLargeForServer() : this.refusal(rc)) : undefined);
     // mqtt.js's end() waits for this before closing the connection.
     if (this.client.disconnecting && Object.keys(outgoing).length === 0) this.client.emit('outgoingEmpty');
     return true;
@@ -384,6 +391,10 @@ function tooLarge(payloadBytes: number, packetBytes: number, max: number): Refus
       `the message (${payloadBytes} bytes; ${packetBytes} as an MQTT packet) is larger than the MQTT server takes (Maximum Packet Size ${max} bytes, its max_packet_size)`,
     ),
   );
+}
+
+function tooLargeForServer(): Refused {
+  return new Refused(problem('EG_PAYLOAD_TOO_LARGE', 'the MQTT server refused the message as too large (reason code 0x95, Packet too large: its message_size_limit)'));
 }
 
 function writeString(buf: Buffer, at: number, s: string): number {
