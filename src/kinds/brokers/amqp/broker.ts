@@ -301,7 +301,10 @@ export class AmqpBroker implements BrokerRuntime {
     channel.on('close', () => {
       if (this.connection !== conn || this.stopped) return;
       // Only the publish channel went, for a message over the size limit: a new one, leaving the consume routes' channels be.
-      if (this.sizeRefusedOn === channel) void this.reopenPublisher(conn);
+      if (this.sizeRefusedOn === channel) {
+        this.sizeRefusedOn = undefined;
+        void this.reopenPublisher(conn);
+      }
       // Another channel the server closed (e.g. publishing to a missing exchange) while the connection lives: connect again.
       else void conn.close().catch(() => undefined);
     });
