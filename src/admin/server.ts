@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { problem, problemBody, type Problem } from '../core/errors.js';
@@ -13,6 +14,7 @@ import { RELOAD_WHILE_STOPPING, type ReloadResult } from '../runtime/gateway.js'
 import { addAsyncApiEndpoints } from './asyncapi.js';
 import { boundAddress, listen } from '../kinds/listeners/bind.js';
 import { rawResponse, refuseConnect } from '../kinds/listeners/transport.js';
+import { answerAndCloseLingering } from '../kinds/listeners/lingering-close.js';
 import { mediaTypeOf } from '../core/message.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
@@ -242,7 +244,7 @@ function summary(reason: string): string {
   return parts.slice(0, 2).join(': ');
 }
 
-/** Answers an upgrade request that will not be upgraded with a problem+json response, then closes. */
+/** Answers an upgrade request that will not be upgraded with a problem+json response, then closes, lingering (lingering-close.ts). */
 export function refuseUpgrade(socket: Duplex, p: Problem): void {
-  socket.end(rawResponse(p, p.status === 401 ? { 'www-authenticate': 'Bearer realm="eventgate-admin"' } : {}));
+  answerAndCloseLingering(socket as Socket, rawResponse(p, p.status === 401 ? { 'www-authenticate': 'Bearer realm="eventgate-admin"' } : {}));
 }

@@ -6,62 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { useGateway } from '../helpers/gateway.js';
-import { parseReply, type RawReply } from '../helpers/raw-http.js';
+import { sendPastAnswer } from '../helpers/raw-http.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const MAX_BODY = 65536;
-
-interface Exchange {
-  reply: RawReply | undefined;
-  /** The socket error the client met (EPIPE, ECONNRESET), if any. */
-  error: string | undefined;
-  /** Bytes the client wrote after it had read the answer, all of them taken by the connection. */
-  sentAfter: number;
-}
-
-/**
- * A client that writes `head`, reads the gateway's whole answer, then goes on sending what it
- * meant to send (`more`, `times` over: a body, the rest of a head), as a client still uploading
- * does, and only then closes its side. On a connection the gateway closed outright, those bytes
- * meet a reset (node: EPIPE or ECONNRESET), the way curl's send fails (exit 55) before it reads the
- * answer; on a lingering one they are read and discarded, and the connection ends cleanly.
- */
-function sendPastAnswer(port: number, head: string | Buffer, more: Buffer, times: number): Promise<Exchange> {
-  return new Promise((resolve, reject) => {
-    // Half-open, as curl: the gateway's FIN after its answer does not end the client's own sending.
-    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-    let text = '';
-    let error: string | undefined;
-    let sentAfter = 0;
-    let answered = false;
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`the connection did not close within 30 s; received: ${text.slice(0, 300)}`));
-    }, 30_000);
-    const keepSending = async () => {
-      for (let i = 0; i < times && !socket.destroyed; i++) {
-        const ok = await new Promise<boolean>((done) => socket.write(more, (err) => done(!err)));
-        if (!ok) return;
-        sentAfter += more.length;
-      }
-      socket.end();
-    };
-    socket.setEncoding('latin1');
-    socket.on('data', (d: string) => {
-      text += d;
-      const reply = parseReply(text);
-      if (answered || !reply || !text.includes('\r\n\r\n') || Buffer.byteLength(reply.body, 'latin1') < Number(reply.headers['content-length'])) return;
-      answered = true;
-      void keepSending();
-    });
-    socket.on('error', (err: NodeJS.ErrnoException) => (error ??= err.code ?? err.message));
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve({ reply: parseReply(text), error, sentAfter });
-    });
-    socket.write(head);
-  });
-}
 
 /** curl --data-binary of `file` with `headers`: its exit code and the status it printed. */
 function curlUpload(url: string, file: string, headers: string[]): Promise<{ exit: number | null; status: string; body: string }> {

@@ -61,6 +61,24 @@ export function lingerWhenClosed(socket: Socket): void {
   socket.destroySoon = () => closeLingering(socket);
 }
 
+/**
+ * Answers a connection node has handed over raw (an upgrade request or a CONNECT, refused) and
+ * closes it lingering. node stops reading such a socket when it hands it over: ended outright, it
+ * was never read again, so it never saw the client's FIN, and a client that sent more than node
+ * had read (a body, the frames it meant to send) kept it open for good, counting toward
+ * maxConnections and holding the server's close() (a shutdown waited for ever); destroyed after
+ * the answer, it reset the connection. Lingering reads (and discards) what the client still sends,
+ * within the same bounds. One that can no longer be written is destroyed.
+ */
+export function answerAndCloseLingering(socket: Socket, answer: string): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  socket.write(answer);
+  closeLingering(socket);
+}
+
 /** Settles once a lingering connection has closed; undefined if it is not lingering. */
 export function lingeringClosed(socket: Socket): Promise<void> | undefined {
   return (socket as LingeringSocket)[LINGERING];

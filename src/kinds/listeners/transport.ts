@@ -6,7 +6,7 @@ import { createSecureContext } from 'node:tls';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
-import { closeLingering, lingeringClosed } from './lingering-close.js';
+import { answerAndCloseLingering, closeLingering, lingeringClosed } from './lingering-close.js';
 import { type ListenerCompileContext, STOP_REASON } from '../contracts.js';
 import { Type, type Static } from '../define.js';
 import type { TObject } from '@sinclair/typebox';
@@ -228,15 +228,13 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?
  */
 export function refuseConnect(socket: Duplex, allow: string, answered?: (status: number) => void): void {
   const p = problem('EG_METHOD_NOT_ALLOWED', `CONNECT is not supported: this server is not a proxy; use ${allow.replace(/, ([^,]*)$/, ' or $1')}`, { headers: { allow } });
-  // Destroyed once the answer is out, not merely ended: node stops reading a CONNECT socket, so it
-  // would never see the client's FIN, and a server with it still open never finishes close():
-  // a shutdown after one CONNECT waited for ever.
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  socket.end(rawResponse(p), () => socket.destroy());
-  answered?.(p.status);
+  // node stops reading a CONNECT socket: merely ended, it would never see the client's FIN, and a
+  // server with it still open never finishes close() (a shutdown after one CONNECT waited for
+  // ever); destroyed once the answer is out, it reset a client that had sent more (a tunnel's first
+  // bytes), answer and all. Lingering, it reads on and closes, bounded (lingering-close.ts).
+  const writable = socket.writable;
+  answerAndCloseLingering(socket as Socket, rawResponse(p));
+  if (writable) answered?.(p.status);
 }
 
 /** The problem for an HTTP/1.1 request without a Host header (RFC 9112 §3.2), or undefined. */

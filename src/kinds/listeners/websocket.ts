@@ -30,6 +30,7 @@ import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudev
 import type { PacedWriter } from './paced-write.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { malformedHandshake } from './ws-handshake.js';
+import { answerAndCloseLingering } from './lingering-close.js';
 import { canWriteRaw, textFrame, writeFrames } from './ws-frames.js';
 import { RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
 import { anyOrigin, originList } from './cors.js';
@@ -711,10 +712,12 @@ function envelope(msg: Message): Record<string, unknown> {
   return env;
 }
 
-/** Refuses a handshake with a plain HTTP problem+json answer (and its headers: WWW-Authenticate, Retry-After). */
+/**
+ * Refuses a handshake with a plain HTTP problem+json answer (and its headers: WWW-Authenticate,
+ * Retry-After), closing lingering: the client may have sent more than node read (lingering-close.ts).
+ */
 function refuse(socket: Duplex, p: Problem): void {
-  if (socket.writable) socket.end(rawResponse(p));
-  else socket.destroy();
+  answerAndCloseLingering(socket as Socket, rawResponse(p));
 }
 
 /**
