@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
+import { pikaConsume, pikaDeclareQueue, pikaQueueDepth } from '../helpers/peers.js';
+import { startRabbit, type RabbitServer } from '../helpers/servers.js';
+
+/** The server's max_message_size: small, so a test message goes over it without megabytes. */
+const LIMIT = 4096;
+const big = (n: number) => JSON.stringify({ big: 'x'.repeat(2 * LIMIT), n });
+
+/**
+ * RabbitMQ closes the publish channel for a message over its max_message_size; the broker then
+ * opens a new publish channel on the same connection, and when that fails, it falls back to a
+ * full reconnect (amqp/broker.ts, reopenPublisher). Provoked here with RabbitMQ's own per-user
+ * channel limit (`rabbitmqctl set_user_limits`), set once the gateway holds its two channels (the
+ * publish channel and a consume route's): the channel closed for the large message leaves one,
+ * and the new one would make two. What a user sees meanwhile, and that nothing is lost.
+ */
+describe('an AMQP publish channel that cannot be opened again after a size refusal', () => {
+  let rabbit: RabbitServer;
+  before(async () => {
+    rabbit = await startRabbit({ advancedConfig: `[{rabbit, [{max_message_size, ${LIMIT}}]}].\n` });
+    await pikaDeclareQueue(rabbit, 'reopen-posted', 'amq.topic', 'posted.out');
+  });
+  after(async () => {
+    await rabbit?.stop();
+  });
+
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+brokers:
+  rabbit: { kind: amqp, url: ${rabbit.url} }
+  mem: { kind: memory }
+routes:
+  - name: post-amqp
+    from: { listener: api, path: /amqp }
+    to: { broker: rabbit, topic: posted.out }
+  - name: consume-amqp
+    from: { broker: rabbit, topic: consumed.in }
+    to: { broker: mem, topic: consumed }
+`,
+  );
+
+  it('answers the large message 413, the others 503 while the broker cannot publish (never a 2xx for a message not taken), 200 once it can; each message taken on the queue once', async () => {
+    await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'consumer ready', 30000);
+    const taken: string[] = [];
+    const publish = async (body: Record<string, unknown> | string) => {
+      const res = await post(gw.url('api', '/amqp'), body);
+      if (res.status === 200) taken.push(typeof body === 'string' ? body : JSON.stringify(body));
+      return res;
+    };
+    assert.equal((await publish({ n: 1 })).status, 200);
+    // The gateway holds two channels (publish, consume); from now on the server lets its user open one.
+    await rabbit.ctl('set_user_limits', 'guest', '{"max-channels": 1}');
+    const refused = await publish(big(2));
+    assert.equal(refused.status, 413, refused.text);
+    assert.equal(refused.body.code, 'EG_PAYLOAD_TOO_LARGE');
+    // The server closed the publish channel for it; the new one is refused (RabbitMQ closes the
+    // connection for it: 530 NOT_ALLOWED), and the broker connects again, and again.
+    await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel could not be opened again; reconnecting', 15000);
+    const lost = gw.logs.findIndex((l) => l.broker === 'rabbit' && l.msg === 'amqp connection lost; reconnecting');
+    assert.ok(lost !== -1);
+    // Meanwhile each publish is refused, 503, or taken (200) on a connection the server has not closed yet.
+    for (let n = 3; n < 8; n++) {
+      const res = await publish({ n });
+      assert.ok(res.status === 200 || res.status === 503, `${res.status} ${res.text}`);
+      if (res.status === 503) assert.equal(res.body.code, 'EG_BROKER_UNAVAILABLE');
+    }
+    await rabbit.ctl('clear_user_limits', 'guest', 'max-channels');
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000);
+    assert.equal((await publish({ n: 8 })).status, 200);
+    assert.equal(gw.logs.filter((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel opened again').length, 0);
+    // Every message answered 200 is on the queue, once, in order; nothing else is.
+    const got = await pikaConsume(rabbit, 'reopen-posted', taken.length, 5);
+    assert.deepEqual(
+      got.map((m) => m.body),
+      taken,
+    );
+    assert.equal(await pikaQueueDepth(rabbit, 'reopen-posted'), 0);
+  });
+});
