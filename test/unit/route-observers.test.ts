@@ -50,9 +50,12 @@ describe("a consume route whose observer throws keeps the message's outcome", as
     const listener = { forwardTarget: () => ({ send }) } as unknown as ListenerRuntime;
     const logged: { msg: string; err?: string }[] = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line)) });
-    const tap = { active: true, publish: () => {
-      throw new Error('the observer broke');
-    } } as unknown as TapChannel;
+    const tap = {
+      active: true,
+      publish: () => {
+        throw new Error('the observer broke');
+      },
+    } as unknown as TapChannel;
     const deps = { brokers: new Map([['local', broker]]), listeners: new Map([['push', listener]]), logger, instanceId: 'i', tap: { channel: () => tap } };
     new RouteRuntime(plan!.routes.get('to-clients')!, deps).start();
     assert.ok(consume, 'the route subscribed');
