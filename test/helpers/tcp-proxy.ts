@@ -57,6 +57,14 @@ export class TcpProxy {
     }
   }
 
+  /** Passes what the server sends again, what holdReplies() held first. */
+  releaseReplies(): void {
+    for (const [upstream, client] of this.replies) {
+      upstream.pipe(client);
+      upstream.resume();
+    }
+  }
+
   /** Cuts every open connection; new ones wait until release(). */
   cutAndHold(): void {
     this.held = [];

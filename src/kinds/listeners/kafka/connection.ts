@@ -65,14 +65,31 @@ const SASL_V0_EXCHANGES: Record<string, number> = { PLAIN: 1, 'SCRAM-SHA-256': 2
  */
 export const ANSWERS_AFTER_CLIENT_LEFT_MS = 30_000;
 
+/**
+ * Requests a client connection may have in flight (read and not yet answered to it): at this many,
+ * the proxy reads nothing more from that client until answers went back. A Kafka broker reads one
+ * request per connection at a time; clients pipeline a few (librdkafka's idempotent producer and
+ * Java's at most 5, librdkafka otherwise one produce request per partition batch, kafkajs one per
+ * send), so this bound holds back only a client that sends without reading its answers, which
+ * would otherwise have the proxy hold every request it sent (276,647 Metadata requests: +55 MB).
+ */
+export const MAX_REQUESTS_IN_FLIGHT = 1000;
+
 export class ProxyConnection {
   /** Responses owed to the client, in request order. */
   private readonly owed: Slot[] = [];
   /** Of those, the ones upstream still has to answer, in order. */
   private readonly awaiting: Slot[] = [];
-  /** Client frames (size prefix included) that arrived while an earlier produce request was being checked. */
+  /**
+   * Client frames (size prefix included) that arrived while an earlier produce request was being
+   * checked, or with MAX_REQUESTS_IN_FLIGHT requests in flight (the rest of the read that reached it).
+   */
   private readonly held: Buffer[] = [];
   private checking = false;
+  /** Reading from the client stopped at MAX_REQUESTS_IN_FLIGHT; it goes on once answers went back. */
+  private tooManyInFlight = false;
+  /** Held frames are being taken up (takeHeld): a flush inside must not start it again. */
+  private takingHeld = false;
   /** Client frames still to pass as raw SASL tokens after a SaslHandshake v0. */
   private rawTokens = 0;
   private ended = false;
@@ -176,9 +193,30 @@ export class ProxyConnection {
     return false;
   }
 
-  /** Reads from the client again, unless a request is being checked or upstream is behind. */
+  /** Reads from the client again, unless a request is being checked, upstream is behind, or requests wait their turn. */
   private resumeClient(): void {
-    if (!this.checking && !this.flushing && !this.upstream.writableNeedDrain) this.client.resume();
+    if (!this.checking && !this.flushing && !this.tooManyInFlight && this.held.length === 0 && !this.upstream.writableNeedDrain) this.client.resume();
+  }
+
+  /** At MAX_REQUESTS_IN_FLIGHT: reading stops, and what the current read brought waits in `held`. */
+  private limitInFlight(): void {
+    if (this.owed.length < MAX_REQUESTS_IN_FLIGHT) return;
+    this.tooManyInFlight = true;
+    this.client.pause();
+  }
+
+  /** Sends on the held frames while nothing holds them back, then reads from the client again. */
+  private takeHeld(): void {
+    if (this.takingHeld) return;
+    this.takingHeld = true;
+    this.guard('client', () => {
+      while (!this.checking && !this.tooManyInFlight && this.held.length > 0) {
+        this.request(this.held.shift()!);
+        this.limitInFlight();
+      }
+    });
+    this.takingHeld = false;
+    this.resumeClient();
   }
 
   private guard(side: 'client' | 'upstream', work: () => void): void {
@@ -194,10 +232,18 @@ export class ProxyConnection {
 
   private requestHandler(): FrameHandler {
     return {
-      onStart: (_size, head) => (this.checking || this.held.length > 0 || this.rawTokens > 0 ? 'buffer' : this.passThrough(head)),
+      onStart: (_size, head) => {
+        if (this.checking || this.tooManyInFlight || this.held.length > 0 || this.rawTokens > 0) return 'buffer';
+        const how = this.passThrough(head);
+        this.limitInFlight();
+        return how;
+      },
       onFrame: (_body, whole) => {
-        if (this.checking) this.held.push(whole);
-        else this.request(whole);
+        if (this.checking || this.tooManyInFlight || this.held.length > 0) this.held.push(whole);
+        else {
+          this.request(whole);
+          this.limitInFlight();
+        }
       },
       // A streamed request (passThrough) goes upstream piece by piece, as it arrives.
       onChunk: (bytes) => {
@@ -286,10 +332,7 @@ export class ProxyConnection {
         this.owed.splice(this.owed.indexOf(slot), 1, ...this.slotFor(header, g, whole));
         this.flush();
         this.checking = false;
-        this.resumeClient();
-        this.guard('client', () => {
-          while (!this.checking && this.held.length > 0) this.request(this.held.shift()!);
-        });
+        this.takeHeld();
       },
       (err) => this.end({ side: 'client', reason: (err as Error).message }),
     );
@@ -437,10 +480,14 @@ export class ProxyConnection {
       this.owed.shift();
     }
     if (this.clientGone && !this.awaitsGovernedAnswers()) this.end();
+    else if (this.tooManyInFlight && this.owed.length < MAX_REQUESTS_IN_FLIGHT) {
+      this.tooManyInFlight = false;
+      this.takeHeld();
+    }
   }
 
-  /** Requests sent and not yet answered (for status). */
+  /** Requests read from the client and not yet answered to it, held ones included (for status and the drain). */
   get inFlight(): number {
-    return this.owed.length;
+    return this.owed.length + this.held.length;
   }
 }

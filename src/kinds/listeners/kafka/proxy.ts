@@ -125,6 +125,8 @@ export class KafkaProxyListener implements ListenerRuntime {
         .sort((a, b) => a.nodeId - b.nodeId)
         .map((b) => ({ nodeId: b.nodeId, port: b.port, upstream: `${b.upstream.host}:${b.upstream.port}`, ...(b.error ? { error: b.error } : {}) })),
       connections: this.clients.size,
+      // Requests read from clients and not yet answered to them (at most MAX_REQUESTS_IN_FLIGHT per connection, plus what its last read brought).
+      requestsInFlight: [...this.clients].reduce((n, c) => n + c.inFlight, 0),
       closedByProxy: this.closedByProxy,
       routes: [...this.routes.keys()],
     };

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { MAX_REQUESTS_IN_FLIGHT } from '../../src/kinds/listeners/kafka/connection.js';
+import { READ_BYTES } from '../../src/kinds/listeners/kafka/read-buffer.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+
+const TOKEN = 'tap-token-in-flight';
+
+const i16 = (n: number) => {
+  const b = Buffer.alloc(2);
+  b.writeInt16BE(n);
+  return b;
+};
+const i32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(n);
+  return b;
+};
+const str = (s: string) => Buffer.concat([i16(Buffer.byteLength(s)), Buffer.from(s)]);
+const framed = (request: Buffer) => Buffer.concat([i32(request.length), request]);
+
+/** A Metadata v1 request for no topic (the brokers only), size prefix included. */
+const metadataFrame = (correlationId: number) => framed(Buffer.concat([i16(3), i16(1), i32(correlationId), str('in-flight'), i32(0)]));
+
+/** A Produce v3 request (acks 1) of one record to partition 0 of `topic`, size prefix included. */
+function produceFrame(correlationId: number, topic: string): Buffer {
+  const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from('{"n":1}') });
+  return framed(Buffer.concat([i16(0), i16(3), i32(correlationId), str('in-flight'), i16(-1), i16(1), i32(10000), i32(1), str(topic), i32(1), i32(0), i32(batch.length), batch]));
+}
+
+/** `count` requests made by `frame`, numbered from 0, in one buffer. */
+const pipeline = (count: number, frame: (correlationId: number) => Buffer) => Buffer.concat(Array.from({ length: count }, (_, i) => frame(i)));
+
+/** Reads the responses on `socket` from now on: their correlation ids, in the order they came. */
+function readAnswers(socket: Socket): number[] {
+  const ids: number[] = [];
+  let got: Buffer = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => {
+    got = got.length === 0 ? chunk : Buffer.concat([got, chunk]);
+    let at = 0;
+    while (got.length - at >= 8 && got.length - at >= 4 + got.readInt32BE(at)) {
+      ids.push(got.readInt32BE(at + 4));
+      at += 4 + got.readInt32BE(at);
+    }
+    got = got.subarray(at);
+  });
+  return ids;
+}
+
+async function connected(port: number): Promise<Socket> {
+  const socket = connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  return socket;
+}
+
+/**
+ * A client that pipelines requests without reading the answers: the proxy holds at most
+ * MAX_REQUESTS_IN_FLIGHT of its requests (plus what its last read brought) and reads nothing more
+ * from it until answers went back, as a Kafka broker reads one request per connection at a time.
+ * The cluster's answers are held on the way (a TCP proxy between the gateway and the cluster), so
+ * nothing drains them meanwhile.
+ */
+describe('kafka listener: requests in flight per client connection', () => {
+  let kafka: KafkaCluster;
+  let cluster: TcpProxy;
+  let topic: string;
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    topic = kafka.topic('in-flight');
+    await kafka.createTopic(topic, 1);
+    cluster = await TcpProxy.start(Number(kafka.bootstrap.slice(kafka.bootstrap.lastIndexOf(':') + 1)));
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0, token: ${TOKEN} }
+brokers:
+  cluster: { kind: kafka, brokers: "127.0.0.1:${cluster.port}" }
+listeners:
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+`,
+  );
+  after(async () => {
+    await cluster?.stop();
+    await kafka?.stop();
+  });
+
+  const status = async () => {
+    const res = await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const body = (await res.json()) as { listeners: { name: string; requestsInFlight: number; connections: number }[] };
+    return body.listeners.find((l) => l.name === 'kafka-in')!;
+  };
+
+  /**
+   * The client sends `count` requests at once and reads nothing while the cluster's answers are
+   * held: the proxy's requests in flight reach the bound and stay within it (sampled while the
+   * client still has requests to send); the cluster receives no more produce requests than that.
+   * Then the answers flow and the client reads: every request is answered, in order.
+   */
+  async function holdsBack(count: number, frame: (correlationId: number) => Buffer): Promise<void> {
+    const frameBytes = frame(0).length;
+    // What the proxy may hold: the bound, and the requests of the read that reached it.
+    const bound = MAX_REQUESTS_IN_FLIGHT + Math.ceil(READ_BYTES / frameBytes);
+    const socket = await connected(gw.port('kafka-in'));
+    // One answered request first: the upstream connection is open, so its replies can be held.
+    const ids = readAnswers(socket);
+    socket.write(metadataFrame(-1));
+    await eventually(() => assert.deepEqual(ids, [-1]));
+    socket.pause();
+    cluster.holdReplies();
+    const producedBefore = kafka.produceRequests();
+    const requests = pipeline(count, frame);
+    assert.ok(requests.length > 4 * bound * frameBytes, 'the client has far more to send than the proxy may hold');
+    socket.write(requests);
+    await eventually(async () => assert.ok((await status()).requestsInFlight >= MAX_REQUESTS_IN_FLIGHT), 15000);
+    for (let sample = 0; sample < 20; sample++) {
+      const held = (await status()).requestsInFlight;
+      assert.ok(held <= bound, `${held} requests held (bound ${bound})`);
+      const produced = kafka.produceRequests() - producedBefore;
+      assert.ok(produced <= bound, `${produced} produce requests reached the cluster (bound ${bound})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    cluster.releaseReplies();
+    socket.resume();
+    await eventually(() => assert.equal(ids.length, count + 1), 60000, 100);
+    assert.deepEqual(
+      ids,
+      Array.from({ length: count + 1 }, (_, i) => i - 1),
+    );
+    await eventually(async () => assert.equal((await status()).requestsInFlight, 0));
+    socket.destroy();
+    await eventually(async () => assert.equal((await status()).connections, 0));
+  }
+
+  it('holds back a client that pipelines produce requests (streamed upstream) without reading', async () => {
+    await holdsBack(30_000, (id) => produceFrame(id, topic));
+  });
+
+  it('holds back a client that pipelines Metadata requests (read whole, rewritten) without reading', async () => {
+    await holdsBack(100_000, metadataFrame);
+  });
+});
