@@ -44,6 +44,7 @@ import type { CheckedRecords, RecordsAnswer, RouteEntry } from '../../contracts.
 import { problem, type Problem } from '../../../core/errors.js';
 import { decodeValueBytes, encodeValue, type Message, type MessageContext } from '../../../core/message.js';
 import type { Outcome } from '../../../core/outcome.js';
+import type { RefusedRequest } from './refusal-log.js';
 
 export type Governed =
   /**
@@ -66,6 +67,8 @@ export interface GovernContext {
   broker: string;
   /** Logs at warn, for what the client is told only as an error code. */
   warn?(fields: Record<string, unknown>, message: string): void;
+  /** A produce request was refused (its log, rate-limited per route: RefusalLog). */
+  refused?(refusal: RefusedRequest): void;
 }
 
 interface Checked {
@@ -134,6 +137,8 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
   return (async (): Promise<Governed> => {
     const startedAt = performance.now();
     const refused = new Map<string, PartitionError>();
+    /** The first partition refused, for the log. */
+    let first: { route: string; topic: string; partition: number; reason: string } | undefined;
     const checked: Checked[] = [];
     let changed = false;
     /** Every refusal is a dead-letter topic that did not acknowledge (possible only with `to`): the client may retry. */
@@ -145,6 +150,7 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
           if (result.checked) checked.push({ route, records: { topic, partition: p.index, messages: result.checked.messages, outcomes: result.checked.outcomes, startedAt } });
           if ('refused' in result) {
             refused.set(`${topic}\0${p.index}`, result.refused);
+            first ??= { route: route.name, topic, partition: p.index, reason: result.refused.message };
             unavailableOnly &&= result.unavailable === true;
           } else if (result.records !== p.records) {
             p.records = result.records;
@@ -157,6 +163,7 @@ export function governProduce(header: RequestHeader, body: Buffer, ctx: GovernCo
       const notWritten: RecordsAnswer = { written: false, outcome: 'rejected', problem: problem('EG_PRODUCE_REFUSED', 'not written: another record of this produce request was refused') };
       for (const { route, records } of checked) route.settleRecords?.(records, notWritten);
       const code = unavailableOnly ? ErrorCode.NOT_ENOUGH_REPLICAS : ErrorCode.INVALID_RECORD;
+      if (first) ctx.refused?.({ ...first, remoteAddress: ctx.remoteAddress, error: errorName(code), acks: req.acks });
       const response = writeProduceError(header, req, code, refused, 'not written: another record of this produce request was refused');
       return { respond: req.acks === 0 ? null : response };
     }

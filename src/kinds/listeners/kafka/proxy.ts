@@ -16,6 +16,7 @@ import { rotateTls, tlsServerOptions, type TlsMaterial } from '../transport.js';
 import type { Health, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv } from '../../contracts.js';
 import { ProxyConnection, type ConnectionHost } from './connection.js';
 import { governProduce, type Governed } from './govern.js';
+import { RefusalLog } from './refusal-log.js';
 
 /** The listener's options once compiled: the upstream broker's addresses and TLS settings resolved. */
 export interface KafkaProxySettings {
@@ -54,6 +55,7 @@ export class KafkaProxyListener implements ListenerRuntime {
   private nextBootstrap = 0;
   private bound = false;
   private closedByProxy = 0;
+  private readonly refusals: RefusalLog;
 
   constructor(
     readonly name: string,
@@ -62,6 +64,7 @@ export class KafkaProxyListener implements ListenerRuntime {
     private readonly compression: BatchCompression,
   ) {
     this.settings = settings;
+    this.refusals = new RefusalLog((fields, message) => env.logger.warn({ listener: name, ...fields }, message));
     this.bootstrapServer = this.createServer((socket) => this.accept(socket, undefined));
     this.bootstrapServer.on('error', (err) => env.logger.error({ listener: name, err: err.message }, 'listener error'));
   }
@@ -78,6 +81,7 @@ export class KafkaProxyListener implements ListenerRuntime {
     const deadline = Date.now() + drainMs;
     while ([...this.clients].some((c) => c.inFlight > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const c of [...this.clients]) c.end();
+    this.refusals.flush();
     await closed;
     this.bound = false;
   }
@@ -180,6 +184,7 @@ export class KafkaProxyListener implements ListenerRuntime {
           remoteAddress,
           broker: this.settings.upstream,
           warn: (fields, message) => this.env.logger.warn({ listener: this.name, ...fields }, message),
+          refused: (refusal) => this.refusals.refused(refusal),
         }),
       governs: (topic) => this.routes.has(topic),
       closed: (conn, problem) => {
