@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape } from '../helpers/prometheus.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 const TOKEN = 'tap-token-client-left';
 const SCHEMA = '{ type: object, required: [id], properties: { id: { type: integer } } }';
@@ -109,5 +110,75 @@ routes:
     await kafka.delayAnswers(1, 0);
     const onCluster = await kcatConsumeAll(kafka.bootstrap, topic);
     assert.equal(onCluster.filter((r) => r.value === '{"id":2}').length, 1);
+  });
+});
+
+/**
+ * A cluster that never answers a request whose client left: the proxy keeps the upstream connection
+ * only for the listener's answersAfterClientLeftMs (30 s by default, shortened here), then closes it
+ * and counts the request's records failed, EG_BROKER_UNAVAILABLE (they may or may not have been
+ * written). The cluster's answers are held by a TCP proxy between the gateway and the cluster.
+ */
+describe('kafka listener: a client that leaves, and a cluster that never answers', () => {
+  let kafka: KafkaCluster;
+  let cluster: TcpProxy;
+  let topic: string;
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 1 });
+    topic = kafka.topic('left-unanswered');
+    await kafka.createTopic(topic, 1);
+    cluster = await TcpProxy.start(Number(kafka.bootstrap.slice(kafka.bootstrap.lastIndexOf(':') + 1)));
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0, token: ${TOKEN} }
+brokers:
+  cluster: { kind: kafka, brokers: "127.0.0.1:\${CLUSTER_PORT}" }
+listeners:
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0, answersAfterClientLeftMs: 3000 }
+routes:
+  - name: unanswered-in
+    from: { listener: kafka-in, topic: ${topic} }
+    through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
+`,
+    () => ({ env: { CLUSTER_PORT: String(cluster.port) } }),
+  );
+  after(async () => {
+    await cluster?.stop();
+    await kafka?.stop();
+  });
+
+  const counts = async () => {
+    const s = await scrape(gw.adminUrl, { authorization: `Bearer ${TOKEN}` });
+    const c = (outcome: string) => s.value('eventgate_route_messages_total', { route: 'unanswered-in', outcome }) ?? 0;
+    return { received: c('received'), delivered: c('delivered'), failed: c('failed') };
+  };
+  const connections = async () => {
+    const res = await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const body = (await res.json()) as { listeners: { name: string; connections: number }[] };
+    return body.listeners.find((l) => l.name === 'kafka-in')!.connections;
+  };
+
+  it('closes the upstream connection at answersAfterClientLeftMs and counts the records failed, EG_BROKER_UNAVAILABLE', async () => {
+    const socket = connect(gw.port('kafka-in'), '127.0.0.1');
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    // The client's upstream connection is open (the cluster answered its ApiVersions); from now on no answer comes back.
+    const apiVersions = Buffer.from([0, 0, 0, 14, 0, 18, 0, 0, 0, 0, 0, 1, 0, 4, 0x6c, 0x65, 0x66, 0x74]);
+    socket.write(apiVersions);
+    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    cluster.holdReplies();
+    const sentBefore = kafka.produceRequests();
+    socket.write(produceFrame(topic, '{"id":3}'));
+    await eventually(() => assert.equal(kafka.produceRequests(), sentBefore + 1));
+    socket.destroy();
+    // Still waiting for the cluster's answer: the connection is kept, the record not counted yet.
+    assert.equal(await connections(), 1);
+    assert.deepEqual(await counts(), { received: 1, delivered: 0, failed: 0 });
+    await eventually(async () => assert.deepEqual(await counts(), { received: 1, delivered: 0, failed: 1 }), 10000);
+    assert.equal(await connections(), 0);
+    const lost = gw.logs.find((l) => l.code === 'EG_BROKER_UNAVAILABLE');
+    assert.match(String(lost?.detail ?? lost?.err ?? JSON.stringify(lost)), /did not answer within 3000 ms of the client leaving/);
   });
 });

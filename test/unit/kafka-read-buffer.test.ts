@@ -48,6 +48,7 @@ describe('kafka listener connection: client reads into one reused buffer', () =>
     const closed: (string | undefined)[] = [];
     const host: ConnectionHost = {
       maxFrameBytes: 1 << 20,
+      answersAfterClientLeftMs: () => 30_000,
       advertise: () => Promise.reject(new Error('not asked')),
       govern: () => {
         throw new Error('nothing is governed');

@@ -13,6 +13,9 @@ import { compileTls, tlsServerOption } from './transport.js';
 /** Kafka's own default for `socket.request.max.bytes`. */
 const DEFAULT_MAX_REQUEST_BYTES = 100 * 1024 * 1024;
 
+/** Kafka's default `request.timeout.ms`, which bounds how long a broker takes to answer a request. */
+const DEFAULT_ANSWERS_AFTER_CLIENT_LEFT_MS = 30_000;
+
 const options = kindOptions('kafka', {
   upstream: Type.String({ minLength: 1, description: "The broker (of kind kafka) whose cluster the listener fronts; the proxy reaches it with that broker's `brokers` and `ssl`." }),
   host: Type.Optional(Type.String({ default: '0.0.0.0', description: 'Bind address of the bootstrap port and of every broker port.' })),
@@ -38,6 +41,14 @@ const options = kindOptions('kafka', {
       default: DEFAULT_MAX_REQUEST_BYTES,
       description:
         "Largest request frame a client may send (Kafka's socket.request.max.bytes); a larger one closes that client's connection. Also the most a produce request's compressed records may decompress to, all batches together: a larger one (a decompression bomb) is refused with INVALID_RECORD.",
+    }),
+  ),
+  answersAfterClientLeftMs: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      default: DEFAULT_ANSWERS_AFTER_CLIENT_LEFT_MS,
+      description:
+        "How long the proxy keeps a client's connection to the cluster open after that client left, for the cluster's answers to governed produce requests it had sent: their records count as that answer says (delivered, or the cluster's error). The records of a request still unanswered then count as failed (EG_BROKER_UNAVAILABLE: they may or may not have been written). Default: Kafka's default request.timeout.ms.",
     }),
   ),
 });
@@ -105,6 +116,7 @@ export const kafkaListener = defineListener({
       advertisedHost: o.advertisedHost,
       brokerPorts: o.brokerPorts ?? {},
       maxRequestBytes: o.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES,
+      answersAfterClientLeftMs: o.answersAfterClientLeftMs ?? DEFAULT_ANSWERS_AFTER_CLIENT_LEFT_MS,
       bootstrap: upstream.brokers as string[],
       tls: upstream.ssl === true ? {} : upstream.ssl ? upstream.ssl : false,
     };

@@ -28,6 +28,8 @@ import { readIntoBuffer } from './read-buffer.js';
 
 export interface ConnectionHost {
   maxFrameBytes: number;
+  /** How long the upstream connection stays open after the client left, for the cluster's answers (clientLeft); read then, so a reload applies. */
+  answersAfterClientLeftMs(): number;
   /** The client-facing address of each broker, binding a port for brokers not seen before. */
   advertise(brokers: BrokerAddress[]): Promise<(b: BrokerAddress) => { host: string; port: number }>;
   /** Checks a Produce request against the routes (throws ProtocolError when it cannot be read). */
@@ -57,13 +59,6 @@ const NOTHING = Buffer.alloc(0);
 
 /** Raw token exchanges after a SaslHandshake v0, per mechanism (unknown mechanisms cannot be followed). */
 const SASL_V0_EXCHANGES: Record<string, number> = { PLAIN: 1, 'SCRAM-SHA-256': 2, 'SCRAM-SHA-512': 2, OAUTHBEARER: 1 };
-
-/**
- * How long the upstream connection stays open after the client left, for the cluster's answers to
- * governed produce requests already sent: Kafka's default `request.timeout.ms`, which bounds how
- * long a broker takes to answer one.
- */
-export const ANSWERS_AFTER_CLIENT_LEFT_MS = 30_000;
 
 /**
  * Requests a client connection may have in flight (read and not yet answered to it): at this many,
@@ -145,12 +140,12 @@ export class ProxyConnection {
     upstream.on('close', () => this.end());
   }
 
-  /** Closes both sides. */
-  end(problem?: { side: 'client' | 'upstream'; reason: string }): void {
+  /** Closes both sides; `unanswered` says why records still waiting for the cluster's answer get none. */
+  end(problem?: { side: 'client' | 'upstream'; reason: string }, unanswered = 'the connection closed before the cluster answered'): void {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.clientGoneTimer);
-    for (const slot of this.awaiting) slot.pending?.lost('the connection closed before the cluster answered; the records may or may not have been written');
+    for (const slot of this.awaiting) slot.pending?.lost(`${unanswered}; the records may or may not have been written`);
     this.client.destroy();
     this.upstream.destroy();
     this.host.closed(this, problem);
@@ -159,7 +154,7 @@ export class ProxyConnection {
   /**
    * The client closed its connection. Governed produce requests it sent are already upstream, and
    * the cluster may well write them: the upstream connection stays open until the cluster answered
-   * them (at most ANSWERS_AFTER_CLIENT_LEFT_MS), so their records count as what the cluster did
+   * them (at most the listener's answersAfterClientLeftMs), so their records count as what the cluster did
    * (`delivered`, or its error) rather than as lost. Nothing more goes upstream; nothing goes back.
    */
   private clientLeft(): void {
@@ -168,7 +163,8 @@ export class ProxyConnection {
     this.clientGone = true;
     this.client.destroy();
     this.upstream.resume();
-    this.clientGoneTimer = setTimeout(() => this.end(), ANSWERS_AFTER_CLIENT_LEFT_MS);
+    const waitMs = this.host.answersAfterClientLeftMs();
+    this.clientGoneTimer = setTimeout(() => this.end(undefined, `the cluster did not answer within ${waitMs} ms of the client leaving (answersAfterClientLeftMs)`), waitMs);
   }
 
   private awaitsGovernedAnswers(): boolean {

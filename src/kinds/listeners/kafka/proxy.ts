@@ -27,6 +27,8 @@ export interface KafkaProxySettings {
   /** Node id → local port, for brokers whose port must not depend on discovery order. */
   brokerPorts: Record<string, number>;
   maxRequestBytes: number;
+  /** How long a client's upstream connection stays open after it left, for the answers it is owed (ProxyConnection). */
+  answersAfterClientLeftMs: number;
   /** The upstream broker's bootstrap servers (`host:port`). */
   bootstrap: string[];
   /** TLS towards clients (the listener's `tls`, files read), or undefined for plaintext. */
@@ -175,6 +177,7 @@ export class KafkaProxyListener implements ListenerRuntime {
     const remoteAddress = client.remoteAddress;
     return {
       maxFrameBytes: this.settings.maxRequestBytes,
+      answersAfterClientLeftMs: () => this.settings.answersAfterClientLeftMs,
       advertise: (brokers) => this.advertise(brokers),
       govern: (header: RequestHeader, body: Buffer): Governed | Promise<Governed> =>
         // A request's records may not decompress to more than a request may carry (a compression bomb is refused).
