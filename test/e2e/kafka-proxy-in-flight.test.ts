@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { MAX_REQUESTS_IN_FLIGHT } from '../../src/kinds/listeners/kafka/connection.js';
 import { READ_BYTES } from '../../src/kinds/listeners/kafka/read-buffer.js';
+import { makeCertificates } from '../helpers/certificates.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -50,9 +52,9 @@ function readAnswers(socket: Socket): number[] {
   return ids;
 }
 
-async function connected(port: number): Promise<Socket> {
-  const socket = connect(port, '127.0.0.1');
-  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+async function connected(port: number, ca?: string): Promise<Socket> {
+  const socket = ca ? tlsConnect({ port, host: '127.0.0.1', ca }) : connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => socket.once(ca ? 'secureConnect' : 'connect', resolve).once('error', reject));
   return socket;
 }
 
@@ -67,6 +69,7 @@ describe('kafka listener: requests in flight per client connection', () => {
   let kafka: KafkaCluster;
   let cluster: TcpProxy;
   let topic: string;
+  const certs = makeCertificates();
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
@@ -82,17 +85,19 @@ brokers:
   cluster: { kind: kafka, brokers: "127.0.0.1:${cluster.port}" }
 listeners:
   kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+  kafka-tls: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0, tls: { cert: certs/server.pem, key: certs/server-key.pem } }
 `,
+    { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key } },
   );
   after(async () => {
     await cluster?.stop();
     await kafka?.stop();
   });
 
-  const status = async () => {
+  const statusOf = async (listener: string) => {
     const res = await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
     const body = (await res.json()) as { listeners: { name: string; requestsInFlight: number; connections: number }[] };
-    return body.listeners.find((l) => l.name === 'kafka-in')!;
+    return body.listeners.find((l) => l.name === listener)!;
   };
 
   /**
@@ -101,11 +106,12 @@ listeners:
    * client still has requests to send); the cluster receives no more produce requests than that.
    * Then the answers flow and the client reads: every request is answered, in order.
    */
-  async function holdsBack(count: number, frame: (correlationId: number) => Buffer): Promise<void> {
+  async function holdsBack(count: number, frame: (correlationId: number) => Buffer, listener = 'kafka-in'): Promise<void> {
+    const status = async () => statusOf(listener);
     const frameBytes = frame(0).length;
-    // What the proxy may hold: the bound, and the requests of the read that reached it.
+    // What the proxy may hold: the bound, and the requests of the read that reached it (over TLS, at most one 16 KB record).
     const bound = MAX_REQUESTS_IN_FLIGHT + Math.ceil(READ_BYTES / frameBytes);
-    const socket = await connected(gw.port('kafka-in'));
+    const socket = await connected(gw.port(listener), listener === 'kafka-tls' ? certs.a.cert : undefined);
     // One answered request first: the upstream connection is open, so its replies can be held.
     const ids = readAnswers(socket);
     socket.write(metadataFrame(-1));
@@ -142,5 +148,9 @@ listeners:
 
   it('holds back a client that pipelines Metadata requests (read whole, rewritten) without reading', async () => {
     await holdsBack(100_000, metadataFrame);
+  });
+
+  it('holds back such a client over TLS (read as node:tls does, not into one buffer)', async () => {
+    await holdsBack(30_000, (id) => produceFrame(id, topic), 'kafka-tls');
   });
 });
