@@ -48,6 +48,31 @@ export function deliveredJson(deliveries: readonly Delivery[], tagged: boolean):
   return tagged ? `${text}],"tagged":true}` : `${text}]}`;
 }
 
+/** A delivered answer's JSON text and its length in bytes (the content-length). */
+export interface RepeatedAnswer {
+  readonly text: string;
+  readonly bytes: number;
+}
+
+/** The last answer of a frozen delivery (repeatedAnswer). */
+let repeated: { delivery: Delivery | undefined; tagged: boolean; answer: RepeatedAnswer } = { delivery: undefined, tagged: false, answer: { text: '', bytes: 0 } };
+
+/**
+ * deliveredJson's text and its byte length for one delivery that is a frozen object: MQTT and AMQP
+ * answer every publish to a topic with the same one (TopicDeliveries: no offset to tell), so each
+ * request of a route is answered with the same text. Kept for the last such delivery rather than
+ * written, concatenated and measured again per request; undefined for any other outcome.
+ */
+export function repeatedAnswer(deliveries: readonly Delivery[], tagged: boolean): RepeatedAnswer | undefined {
+  if (deliveries.length !== 1) return undefined;
+  const only = deliveries[0]!;
+  if (only === repeated.delivery && tagged === repeated.tagged) return repeated.answer;
+  if (!Object.isFrozen(only)) return undefined;
+  const text = deliveredJson(deliveries, tagged);
+  repeated = { delivery: only, tagged, answer: { text, bytes: Buffer.byteLength(text) } };
+  return repeated.answer;
+}
+
 /** The last prefix written, kept while deliveries go to the same broker, topic and partition. */
 let prefix = { broker: '', topic: '', partition: -1, text: '' };
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { answerFor, deliveredJson } from '../../src/core/answer.js';
+import { answerFor, deliveredJson, repeatedAnswer } from '../../src/core/answer.js';
 import type { Delivery } from '../../src/core/message.js';
 
 describe('deliveredJson: the HTTP 200 body of a delivered message, written by hand', () => {
@@ -44,4 +44,36 @@ describe('deliveredJson: the HTTP 200 body of a delivered message, written by ha
       assert.deepEqual(JSON.parse(text), JSON.parse(expected));
     });
   }
+});
+
+describe('repeatedAnswer: the answer of a frozen delivery, kept between requests', () => {
+  const expected = (d: Delivery, tagged: boolean) => JSON.stringify(answerFor({ outcome: 'delivered', deliveries: [d], tagged }).body);
+  it('is the text JSON.stringify gives, with its length in bytes, for each of a run of frozen deliveries and tags', () => {
+    const a = Object.freeze({ broker: 'mqtt', topic: 'bench/light', partition: 0, offset: '-1' });
+    const b = Object.freeze({ broker: 'mqtt', topic: 'é/😀 "quoted"', partition: 0, offset: '-1' });
+    const c = Object.freeze({ broker: 'amqp', topic: 'bench/light', partition: 0, offset: '-1' });
+    for (const [d, tagged] of [
+      [a, false],
+      [a, false],
+      [a, true],
+      [b, true],
+      [b, false],
+      [c, false],
+      [a, false],
+    ] as const) {
+      const answer = repeatedAnswer([d], tagged);
+      assert.ok(answer);
+      assert.equal(answer.text, expected(d, tagged));
+      assert.equal(answer.bytes, Buffer.byteLength(expected(d, tagged)));
+    }
+  });
+  it('leaves other outcomes to deliveredJson: a delivery that is not frozen (one per message, with its offset), none, several', () => {
+    const frozen = Object.freeze({ broker: 'mqtt', topic: 't', partition: 0, offset: '-1' });
+    assert.ok(repeatedAnswer([frozen], false));
+    // The same fields as the frozen one, but a new object that may still change: not taken for it.
+    assert.equal(repeatedAnswer([{ broker: 'mqtt', topic: 't', partition: 0, offset: '-1' }], false), undefined);
+    assert.equal(repeatedAnswer([{ broker: 'local', topic: 't', partition: 0, offset: '7' }], false), undefined);
+    assert.equal(repeatedAnswer([], false), undefined);
+    assert.equal(repeatedAnswer([frozen, frozen], false), undefined);
+  });
 });

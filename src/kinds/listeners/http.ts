@@ -5,7 +5,7 @@ import { finished as flushed } from 'node:stream/promises';
 import type FindMyWayModule from 'find-my-way';
 import { problem, type Problem } from '../../core/errors.js';
 import { sendJson, sendJsonText, sendProblem } from './http-reply.js';
-import { answerFor, deliveredJson } from '../../core/answer.js';
+import { answerFor, deliveredJson, repeatedAnswer } from '../../core/answer.js';
 import { parseClientJson } from './client-json.js';
 import { isJsonMedia, mediaTypeOf, ORIGINAL, payloadOriginal, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import type { Outcome } from '../../core/outcome.js';
@@ -536,7 +536,9 @@ export class HttpListener implements ListenerRuntime {
     if (this.draining && this.givenUp.has(res)) return;
     try {
       if (outcome.outcome === 'delivered') {
-        sendJsonText(res, 200, deliveredJson(outcome.deliveries, outcome.tagged));
+        const same = repeatedAnswer(outcome.deliveries, outcome.tagged);
+        if (same) sendJsonText(res, 200, same.text, 'application/json', same.bytes);
+        else sendJsonText(res, 200, deliveredJson(outcome.deliveries, outcome.tagged));
         return this.finished(res);
       }
       const answer = answerFor(outcome);
