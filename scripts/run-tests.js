@@ -2,7 +2,9 @@
 // Runs every compiled test file (dist/test/**/*.test.js) with Node's built-in runner, so CI reads
 // its summary line. Extra arguments (e.g. a file filter) narrow the set: `npm test -- reload`.
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { once } from 'node:events';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
@@ -25,5 +27,41 @@ if (files.length === 0) {
   console.error('run-tests: no test files matched');
   process.exit(1);
 }
-const child = spawn(process.execPath, ['--test', '--test-concurrency=3', '--test-timeout=120000', '--test-reporter=spec', ...files], { stdio: 'inherit' });
-child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+
+// One RabbitMQ for the files that share one (test/helpers/shared-rabbit.ts), booting while the
+// first files run; each such file waits for it and takes a vhost of its own. Its process stops
+// the node when its stdin ends: below once the tests are over, or by the kernel if this one dies.
+const env = { ...process.env };
+let rabbit;
+let infoDir;
+const sharing = files.filter((f) => readFileSync(f, 'utf8').includes('sharedRabbit('));
+if (sharing.length > 0) {
+  infoDir = mkdtempSync(join(tmpdir(), 'eventgate-shared-rabbit-'));
+  env.EVENTGATE_TEST_RABBIT = join(infoDir, 'node.json');
+  // Its own process group: a Ctrl-C reaches the tests, and the node is stopped after them.
+  rabbit = spawn(process.execPath, [join(root, 'helpers', 'shared-rabbit-main.js'), env.EVENTGATE_TEST_RABBIT, ...sharing], {
+    stdio: ['pipe', 'inherit', 'inherit'],
+    detached: true,
+  });
+}
+
+const child = spawn(process.execPath, ['--test', '--test-concurrency=3', '--test-timeout=120000', '--test-reporter=spec', ...files], { env, stdio: 'inherit' });
+
+let signalled;
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    signalled ??= signal;
+    child.kill(signal);
+  });
+}
+
+const [code, signal] = await once(child, 'exit');
+if (rabbit) {
+  if (rabbit.exitCode === null && rabbit.signalCode === null) {
+    const exited = once(rabbit, 'exit');
+    rabbit.stdin.end();
+    await exited;
+  }
+  rmSync(infoDir, { recursive: true, force: true });
+}
+process.exit(signalled ? 128 + (signalled === 'SIGINT' ? 2 : 15) : (code ?? (signal ? 1 : 0)));

@@ -4,7 +4,8 @@ import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareExchange, pikaDeclareQueue } from '../helpers/peers.js';
-import { startRabbit, type RabbitServer } from '../helpers/servers.js';
+import type { RabbitServer } from '../helpers/servers.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 
 /**
  * `exchange: {declare: false}` says the exchange must exist already, as `queues.<name>.declare:
@@ -18,7 +19,7 @@ describe('kind: amqp, an exchange that must exist (declare: false) and does not 
   const exchange = `eg-existing-${process.pid}`;
   const queue = `eg-existing-q-${process.pid}`;
   before(async () => {
-    rabbit = await startRabbit();
+    rabbit = await sharedRabbit();
   });
   after(async () => {
     await rabbit?.stop();

@@ -5,7 +5,8 @@ import { type AddressInfo, createServer } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { pikaDeleteExchange, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
-import { startRabbit, type RabbitServer } from '../helpers/servers.js';
+import type { RabbitServer } from '../helpers/servers.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -18,7 +19,7 @@ describe('kind: amqp, a reload that drops bindings of a declared queue', () => {
   let rabbit: RabbitServer;
   let receiver: WebhookReceiver;
   before(async () => {
-    rabbit = await startRabbit();
+    rabbit = await sharedRabbit();
     receiver = await WebhookReceiver.start();
   });
   after(async () => {
@@ -143,7 +144,7 @@ routes:
     await gw.reconfigure(config(['orders.denied'], 'denied-events'));
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000, from);
     // queue.unbind needs read permission on the exchange: taken away for that one exchange.
-    await rabbit.ctl('set_permissions', '-p', '/', 'guest', '.*', '.*', '^(?!denied-events$).*');
+    await rabbit.ctl('set_permissions', '-p', rabbit.vhost, 'guest', '.*', '.*', '^(?!denied-events$).*');
     try {
       from = gw.logs.length;
       const line = await gw.reconfigure(config(['orders.allowed'], 'allowed-events'));
@@ -161,7 +162,7 @@ routes:
       );
       assert.equal(gw.logs.slice(from).filter((l) => typeof l.msg === 'string' && l.msg.includes('a binding a reload dropped')).length, 1);
     } finally {
-      await rabbit.ctl('set_permissions', '-p', '/', 'guest', '.*', '.*', '.*');
+      await rabbit.ctl('set_permissions', '-p', rabbit.vhost, 'guest', '.*', '.*', '.*');
     }
   });
 

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { pikaDeleteExchange, pikaPublish } from '../helpers/peers.js';
-import { startRabbit, type MessageServer } from '../helpers/servers.js';
+import type { MessageServer } from '../helpers/servers.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -15,7 +16,7 @@ describe('kind: amqp, a reload that changes the routing-key pattern of a consume
   let rabbit: MessageServer;
   let receiver: WebhookReceiver;
   before(async () => {
-    rabbit = await startRabbit();
+    rabbit = await sharedRabbit();
     receiver = await WebhookReceiver.start();
   });
   after(async () => {

@@ -6,7 +6,8 @@ import { WsClient } from '../helpers/clients.js';
 import { repoRoot, runCli, startGateway } from '../helpers/gateway.js';
 import { startKafka } from '../helpers/kafka.js';
 import { mosquittoPub, pikaConsume, RawNats } from '../helpers/peers.js';
-import { startMosquitto, startNats, startRabbit } from '../helpers/servers.js';
+import { startMosquitto, startNats } from '../helpers/servers.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 
 const example = (name: string) => readFileSync(join(repoRoot, 'examples', name), 'utf8');
 const PORTS = { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' };
@@ -42,7 +43,7 @@ describe('the MQTT, AMQP and NATS examples, run as the README says against local
   });
 
   it('examples/bridge-mqtt-kafka-amqp.yaml: an MQTT reading travels through Kafka to a RabbitMQ queue', async () => {
-    const [mqtt, kafka, rabbit] = await Promise.all([startMosquitto(), startKafka({ brokers: 1 }), startRabbit()]);
+    const [mqtt, kafka, rabbit] = await Promise.all([startMosquitto(), startKafka({ brokers: 1 }), sharedRabbit()]);
     const env = { ...PORTS, MQTT_URL: mqtt.url, KAFKA_BROKERS: kafka.bootstrap, AMQP_URL: rabbit.url, HOSTNAME: `test-${process.pid}` };
     try {
       const valid = await runCli(['validate', '-c', 'examples/bridge-mqtt-kafka-amqp.yaml'], { env });

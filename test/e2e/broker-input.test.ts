@@ -3,7 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { MosquittoSub, mosquittoPub, pikaConsume, pikaDeclareQueue, pikaPublish, RawNats } from '../helpers/peers.js';
-import { startMosquitto, startNats, startRabbit, type MessageServer } from '../helpers/servers.js';
+import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -18,7 +19,7 @@ describe('hostile input from the MQTT and AMQP servers', () => {
   let hook: WebhookReceiver;
 
   before(async () => {
-    [mqtt, rabbit, nats, hook] = await Promise.all([startMosquitto(), startRabbit(), startNats(), WebhookReceiver.start()]);
+    [mqtt, rabbit, nats, hook] = await Promise.all([startMosquitto(), sharedRabbit(), startNats(), WebhookReceiver.start()]);
     await pikaDeclareQueue(rabbit, 'input-copied', 'amq.topic', 'copied');
   });
   after(async () => {

@@ -3,7 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { startMosquittoWithUsers, startNatsWithUsers, startRabbit, type RabbitServer, type ServerWithUsers } from '../helpers/servers.js';
+import { startMosquittoWithUsers, startNatsWithUsers, type RabbitServer, type ServerWithUsers } from '../helpers/servers.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -148,9 +149,9 @@ describe('kind: amqp, a server that refuses the login', () => {
   let hook: WebhookReceiver;
   const user = `eg-login-${process.pid}`;
   before(async () => {
-    rabbit = await startRabbit();
+    rabbit = await sharedRabbit();
     await rabbit.ctl('add_user', user, 'old');
-    await rabbit.ctl('set_permissions', user, '.*', '.*', '.*');
+    await rabbit.ctl('set_permissions', '-p', rabbit.vhost, user, '.*', '.*', '.*');
     hook = await WebhookReceiver.start();
   });
   after(async () => {
@@ -164,7 +165,7 @@ admin: { port: 0 }
 brokers:
   rb:
     kind: amqp
-    url: amqp://${user}:right@${rabbit.host}:${rabbit.port}
+    url: amqp://${user}:right@${rabbit.host}:${rabbit.port}/${encodeURIComponent(rabbit.vhost)}
     queues: { logins: { bindings: ["logins.#"] } }
 listeners:
   api: { kind: http, port: 0 }

@@ -1,4 +1,5 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -364,21 +365,80 @@ async function startNatsOnce(dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-')
  * rabbitmq-server as its own node (unique name, its own epmd on a free port), its database, logs
  * and feature flags in a temp directory owned by the `rabbitmq` user when run as root (Debian's
  * Erlang cookie and directories belong to that user). Takes a few seconds to boot, more on a busy
- * machine: start one per test file and share it between the file's tests (queues of their own).
+ * machine: start one per test file and share it between the file's tests (queues of their own),
+ * or take the run's shared one (`sharedRabbit`) when the file neither stops nor reconfigures it.
  * `advancedConfig`: an `advanced.config` (Erlang terms) for settings such as `consumer_timeout`.
+ * `vhosts`: virtual hosts the node has from its start, guest allowed everything in each (as in
+ * `/`): loaded from a definitions file at boot, where each `rabbitmqctl add_vhost` and
+ * `set_permissions` would start an Erlang VM of its own (~2 s of a core each).
  */
 /** A RabbitMQ node the tests can also administer: `ctl` runs `rabbitmqctl` against it (e.g. set_permissions). */
 export interface RabbitServer extends MessageServer {
   ctl(...args: string[]): Promise<string>;
+  /** The virtual host `url` names: `/` on a server of the file's own, one of the file's own on the shared one. */
+  vhost: string;
+  /** How `rabbitmqctl` reaches the node, for another process (the run's shared server, `sharedRabbit`). */
+  node: RabbitNode;
 }
 
-export function startRabbit(options: { advancedConfig?: string } = {}): Promise<RabbitServer> {
+/** A RabbitMQ node as `rabbitmqctl` reaches it: its name, the Erlang cookie's home, its epmd, the user it runs as. */
+export interface RabbitNode {
+  port: number;
+  nodeName: string;
+  home: string;
+  epmdPort: number;
+  /** The `rabbitmq` user's ids when the tests run as root (the node and rabbitmqctl run as that user). */
+  runAs?: { uid: number; gid: number };
+}
+
+export interface RabbitOptions {
+  advancedConfig?: string;
+  vhosts?: string[];
+}
+
+export function startRabbit(options: RabbitOptions = {}): Promise<RabbitServer> {
   return onFreshPorts(() => startRabbitOnce(options));
 }
 
-async function startRabbitOnce(options: { advancedConfig?: string }): Promise<RabbitServer> {
+/** `rabbitmqctl` against `node`, as the node's own user, with its HOME (the Erlang cookie) and epmd port. */
+export function rabbitCtl(node: RabbitNode): (...args: string[]) => Promise<string> {
+  const ctlScript = '/usr/lib/rabbitmq/bin/rabbitmqctl';
+  const env = { ...process.env, HOME: node.home, RABBITMQ_NODENAME: node.nodeName, ERL_EPMD_PORT: String(node.epmdPort) };
+  return async (...ctlArgs) => {
+    const [file, argv] = node.runAs ? ['setpriv', ['--reuid', String(node.runAs.uid), '--regid', String(node.runAs.gid), '--init-groups', ctlScript, ...ctlArgs]] : [ctlScript, ctlArgs];
+    const { stdout } = await run(file, argv, { env });
+    return stdout;
+  };
+}
+
+/**
+ * RabbitMQ's definitions (https://www.rabbitmq.com/definitions.html) for `vhosts` besides `/`, with
+ * guest as a fresh node has it (a node that loads definitions at boot may not create it). Its
+ * password hash is RabbitMQ's SHA-256 one: base64 of a 4-byte salt and SHA-256(salt + password).
+ */
+function rabbitDefinitions(vhosts: string[]): string {
+  const salt = randomBytes(4);
+  const hash = Buffer.concat([
+    salt,
+    createHash('sha256')
+      .update(Buffer.concat([salt, Buffer.from('guest')]))
+      .digest(),
+  ]).toString('base64');
+  const all = ['/', ...vhosts.filter((v) => v !== '/')];
+  return JSON.stringify({
+    users: [{ name: 'guest', password_hash: hash, hashing_algorithm: 'rabbit_password_hashing_sha256', tags: ['administrator'], limits: {} }],
+    vhosts: all.map((name) => ({ name })),
+    permissions: all.map((vhost) => ({ user: 'guest', vhost, configure: '.*', write: '.*', read: '.*' })),
+  });
+}
+
+async function startRabbitOnce(options: RabbitOptions): Promise<RabbitServer> {
   const dir = mkdtempSync(join(tmpdir(), 'eventgate-rabbitmq-'));
   if (options.advancedConfig) writeFileSync(join(dir, 'advanced.config'), options.advancedConfig);
+  if (options.vhosts?.length) {
+    writeFileSync(join(dir, 'definitions.json'), rabbitDefinitions(options.vhosts));
+    writeFileSync(join(dir, 'rabbitmq.conf'), `load_definitions = ${join(dir, 'definitions.json')}\n`);
+  }
   const ports = new Set<number>();
   while (ports.size < 3) ports.add(await freePort());
   const [port, distPort, epmdPort] = [...ports] as [number, number, number];
@@ -387,19 +447,18 @@ async function startRabbitOnce(options: { advancedConfig?: string }): Promise<Ra
   const cookie = join(dir, '.erlang.cookie');
   writeFileSync(cookie, `eventgate${process.pid}${port}${Date.now()}`);
   chmodSync(cookie, 0o400);
-  let uid = -1;
-  let gid = -1;
+  let runAs: RabbitNode['runAs'];
   if (asRoot) {
     const id = (flag: string) => Number(spawnSync('id', [flag, 'rabbitmq'], { encoding: 'utf8' }).stdout.trim());
-    uid = id('-u');
-    gid = id('-g');
-    chownSync(dir, uid, gid);
-    chownSync(cookie, uid, gid);
+    runAs = { uid: id('-u'), gid: id('-g') };
+    chownSync(dir, runAs.uid, runAs.gid);
+    chownSync(cookie, runAs.uid, runAs.gid);
   }
+  const node: RabbitNode = { port, nodeName: `${name}@localhost`, home: dir, epmdPort, runAs };
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     HOME: dir,
-    RABBITMQ_NODENAME: `${name}@localhost`,
+    RABBITMQ_NODENAME: node.nodeName,
     RABBITMQ_NODE_IP_ADDRESS: '127.0.0.1',
     RABBITMQ_NODE_PORT: String(port),
     RABBITMQ_DIST_PORT: String(distPort),
@@ -415,7 +474,7 @@ async function startRabbitOnce(options: { advancedConfig?: string }): Promise<Ra
   };
   // Debian's wrapper would `su` to rabbitmq and lose this environment: run the real script directly.
   const script = '/usr/lib/rabbitmq/bin/rabbitmq-server';
-  const [command, args] = asRoot ? ['setpriv', ['--reuid', String(uid), '--regid', String(gid), '--init-groups', script]] : [script, []];
+  const [command, args] = runAs ? ['setpriv', ['--reuid', String(runAs.uid), '--regid', String(runAs.gid), '--init-groups', script]] : [script, []];
   // Boots in ~5 s on an idle machine; much longer when eight test runs share two cores.
   const url = `amqp://guest:guest@127.0.0.1:${port}`;
   const proc = new ServerProcess('rabbitmq-server', command, args, env, port, amqpProbe(url), 120000, join(dir, 'log', `${name}@localhost.log`));
@@ -429,12 +488,5 @@ async function startRabbitOnce(options: { advancedConfig?: string }): Promise<Ra
     throw err;
   }
   process.once('exit', killEpmd);
-  const ctlScript = '/usr/lib/rabbitmq/bin/rabbitmqctl';
-  // As the node's own user, with its HOME (the Erlang cookie) and epmd port.
-  const ctl = async (...ctlArgs: string[]): Promise<string> => {
-    const [file, argv] = asRoot ? ['setpriv', ['--reuid', String(uid), '--regid', String(gid), '--init-groups', ctlScript, ...ctlArgs]] : [ctlScript, ctlArgs];
-    const { stdout } = await promisify(execFile)(file, argv, { env });
-    return stdout;
-  };
-  return { ...serverOf(proc, url, port, dir, killEpmd), ctl };
+  return { ...serverOf(proc, url, port, dir, killEpmd), ctl: rabbitCtl(node), vhost: '/', node };
 }

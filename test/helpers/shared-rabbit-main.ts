@@ -1,0 +1,52 @@
+// The run's shared RabbitMQ (shared-rabbit.ts), started by scripts/run-tests.js:
+//   node dist/test/helpers/shared-rabbit-main.js INFO_FILE TEST_FILE...
+// Boots a node with a vhost for each TEST_FILE, writes its address (or why it did not boot) to
+// INFO_FILE, and stops it, removing its directory, once its stdin ends: the runner closes it when
+// the tests are over, and the kernel closes it if the runner dies, so the node never outlives the run.
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { vhostFor, type SharedRabbitInfo } from './shared-rabbit.js';
+import { startRabbit, type RabbitServer } from './servers.js';
+
+const [infoFile, ...testFiles] = process.argv.slice(2);
+if (!infoFile) {
+  console.error('usage: shared-rabbit-main.js INFO_FILE TEST_FILE...');
+  process.exit(2);
+}
+
+/** Written whole and then renamed, so a test file never reads half of it. */
+function publish(info: SharedRabbitInfo): void {
+  writeFileSync(`${infoFile}.tmp`, JSON.stringify(info));
+  renameSync(`${infoFile}.tmp`, infoFile);
+}
+
+let server: RabbitServer | undefined;
+let stopping = false;
+
+async function stop(): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  await server?.stop();
+  process.exit(0);
+}
+
+// Killed by a signal instead, the server helpers' reaper kills the node; its directory goes here.
+process.on('exit', () => {
+  if (server) rmSync(server.dir, { recursive: true, force: true, maxRetries: 5 });
+});
+
+process.stdin.on('end', () => void (server ? stop() : (stopping = true)));
+process.stdin.resume();
+
+try {
+  const vhosts = testFiles.map(vhostFor);
+  server = await startRabbit({ vhosts });
+  publish({ node: server.node, vhosts });
+} catch (err) {
+  publish({ error: (err as Error).message });
+  process.exit(1);
+}
+// The run ended while the node booted.
+if (stopping) {
+  stopping = false;
+  await stop();
+}
