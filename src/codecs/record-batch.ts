@@ -5,6 +5,7 @@
  * (idempotent and transactional producers depend on them) and its compression codec; the CRC-32C
  * is computed afresh over the new bytes.
  */
+import { setHeader } from '../core/message.js';
 import { crc32c } from './crc32c.js';
 import { codecOf, compress, decompress, DecompressedTooLarge, snappyFraming } from './compression.js';
 import { ProtocolError, Reader, Writer } from './kafka-protocol/wire.js';
@@ -224,7 +225,7 @@ export class RecordCursor {
       const keyEnd = this.field();
       const key = data.toString('utf8', keyEnd - this.lastLength, keyEnd);
       const valueEnd = this.field();
-      out[key] = valueEnd < 0 ? '' : data.toString('utf8', valueEnd - this.lastLength, valueEnd);
+      setHeader(out, key, valueEnd < 0 ? '' : data.toString('utf8', valueEnd - this.lastLength, valueEnd));
     }
     this.at = saved;
     return out;

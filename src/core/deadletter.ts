@@ -1,4 +1,4 @@
-import type { Message } from './message.js';
+import { setHeader, type Message } from './message.js';
 
 /**
  * Header on every message sent to a dead-letter topic, whichever path sent it (a validate step
@@ -26,7 +26,7 @@ export function deadletterMessage(msg: Message, route: string, cause: Deadletter
   const dropped: string[] = [];
   for (const name in msg.headers) {
     const value = msg.headers[name]!;
-    if (headerProblem?.(name, value) === undefined) headers[name] = value;
+    if (headerProblem?.(name, value) === undefined) setHeader(headers, name, value);
     else dropped.push(name);
   }
   const why = { ts: new Date().toISOString(), route, status: cause.status, code: cause.code, detail: cause.detail, errors: cause.errors, ...(dropped.length > 0 ? { droppedHeaders: dropped } : {}) };

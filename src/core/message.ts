@@ -107,7 +107,7 @@ export function detachOriginal(original: OriginalRecord): OriginalRecord {
   let headers = original.headers;
   for (const _ in headers) {
     const copies: Record<string, Buffer | readonly Buffer[]> = {};
-    for (const [name, v] of Object.entries(original.headers)) copies[name] = Buffer.isBuffer(v) ? Buffer.from(v) : v.map((b) => Buffer.from(b));
+    for (const [name, v] of Object.entries(original.headers)) setHeader(copies, name, Buffer.isBuffer(v) ? Buffer.from(v) : v.map((b) => Buffer.from(b)));
     headers = copies;
     break;
   }
@@ -124,6 +124,21 @@ function detached(b: Buffer | null): Buffer | null {
 /** How many bytes more than its own a kept buffer may hold on to (a slice of a larger read is copied). */
 const DETACH_SLACK = 4096;
 
+/**
+ * Sets header `name` in `headers`, a header object being built. Any protocol lets a header be
+ * named `__proto__` (an HTTP token, an MQTT user property, a Kafka, NATS or AMQP header): assigned,
+ * that name would set the object's prototype (a string value is ignored) and the header was lost,
+ * so it alone is defined as an own property, which reads, spreads, `for in` and JSON then see as
+ * any other. Every place that builds or copies headers key by key goes through here; spreads
+ * (`{...headers}`) keep it by themselves, `Object.assign` does not.
+ */
+export function setHeader<V>(headers: Record<string, V>, name: string, value: V): void {
+  if (name === PROTO) Object.defineProperty(headers, name, { value, enumerable: true, writable: true, configurable: true });
+  else headers[name] = value;
+}
+
+const PROTO = '__proto__';
+
 export function withValue(msg: Message, value: unknown): Message {
   return { ...msg, value };
 }
@@ -135,8 +150,8 @@ export function withValue(msg: Message, value: unknown): Message {
  */
 export function headersWith(headers: Readonly<Record<string, string>>, name: string, value: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const k in headers) out[k] = headers[k]!;
-  out[name] = value;
+  for (const k in headers) setHeader(out, k, headers[k]!);
+  setHeader(out, name, value);
   return out;
 }
 
@@ -159,6 +174,33 @@ export function valuePayload(msg: Message): Buffer | string {
   // Kafka binding failed on it) and "123" came back from the topic as the number 123.
   if (typeof msg.value === 'string' && msg.headers.ce_specversion !== undefined && isJsonMediaType(msg.headers['content-type'])) return JSON.stringify(msg.value);
   return encodeValue(msg.value ?? null);
+}
+
+/** The header that says how the bytes a message came with are compressed (AMQP's content_encoding, HTTP's Content-Encoding). */
+export const CONTENT_ENCODING = 'content-encoding';
+
+/**
+ * The message's `content-encoding` (`gzip`, ...) where it still describes what valuePayload
+ * writes: the bytes the message came with, which no step changed. Once a step made a new value,
+ * the bytes written are that value's, and a header claiming gzip for them would be false.
+ */
+export function payloadContentEncoding(msg: Message): string | undefined {
+  const encoding = msg.headers[CONTENT_ENCODING];
+  if (encoding === undefined) return undefined;
+  const original = msg[ORIGINAL];
+  return original !== undefined && original.value !== null && original.decoded.value === msg.value ? encoding : undefined;
+}
+
+/**
+ * The headers a broker target sends with the message: its own, less a `content-encoding` that no
+ * longer describes the payload (payloadContentEncoding). The same object when nothing is left out.
+ */
+export function sentHeaders(msg: Message): Readonly<Record<string, string>> {
+  const headers = msg.headers;
+  if (headers[CONTENT_ENCODING] === undefined || payloadContentEncoding(msg) !== undefined) return headers;
+  const out: Record<string, string> = {};
+  for (const name in headers) if (name !== CONTENT_ENCODING) setHeader(out, name, headers[name]!);
+  return out;
 }
 
 /**
@@ -229,7 +271,7 @@ export function decodeValueBytes(buf: Buffer, start: number, end: number): unkno
  * no step changed the value (bytes that are not UTF-8, JSON as it was written), as Kafka records are.
  */
 export function payloadMessage(payload: Buffer, fields: Omit<Message, 'value' | 'key' | typeof ORIGINAL>): Message {
-  const value = decodeValueBytes(payload, 0, payload.length);
+  const value = isEncoded(fields.headers) ? payload : decodeValueBytes(payload, 0, payload.length);
   return { value, key: null, ...fields, [ORIGINAL]: payloadOriginal(payload, value, fields.headers) };
 }
 
@@ -251,6 +293,16 @@ export function liveOriginal(msg: Message): OriginalRecord | undefined {
   if ((o.value !== null && o.decoded.value === msg.value) || (o.key !== null && o.decoded.key === msg.key)) return o;
   for (const name in o.headers) if (o.decoded.headers[name] === msg.headers[name]) return o;
   return undefined;
+}
+
+/**
+ * Whether a consumed payload is compressed (a `content-encoding` other than `identity`): its value
+ * is then its bytes, as they came, not text made of them (gzip is no UTF-8: as a string, the bytes
+ * were lost). Steps see a Buffer; a forward shows it as base64, with the header beside it.
+ */
+export function isEncoded(headers: Readonly<Record<string, string>>): boolean {
+  const encoding = headers[CONTENT_ENCODING];
+  return encoding !== undefined && encoding !== '' && encoding.toLowerCase() !== 'identity';
 }
 
 /** The inverse of encodeValue for payloads from brokers: JSON when it parses, otherwise the string. */

@@ -26,7 +26,7 @@ import type { RoutePlan, TargetPlan } from '../plan/types.js';
 import { RouteStats } from '../telemetry/metrics.js';
 import { redact } from '../config/secrets.js';
 import type { TapChannel } from '../telemetry/tap.js';
-import { headersWith, type Delivery, type Message, type MessageContext, type RequestMeta } from '../core/message.js';
+import { headersWith, setHeader, type Delivery, type Message, type MessageContext, type RequestMeta } from '../core/message.js';
 import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
@@ -440,7 +440,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private withoutCredentials(m: Message): Message {
     if (!Object.keys(m.headers).some((k) => this.credentialHeaders.has(k.toLowerCase()))) return m;
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(m.headers)) if (!this.credentialHeaders.has(k.toLowerCase())) headers[k] = v;
+    for (const [k, v] of Object.entries(m.headers)) if (!this.credentialHeaders.has(k.toLowerCase())) setHeader(headers, k, v);
     return { ...m, headers };
   }
 

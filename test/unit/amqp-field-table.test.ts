@@ -13,7 +13,30 @@ function longString(tag: string, body: Buffer): Buffer {
   return Buffer.concat([Buffer.from(tag), len, body]);
 }
 
-describe('AMQP field tables amqplib cannot read', () => {
+describe('AMQP field tables amqplib cannot read, or reads inexactly', () => {
+  it('reads signed 64-bit integers and timestamps past 2^53 exactly, as decimal strings in headers', () => {
+    const int64 = (n: bigint) => {
+      const b = Buffer.alloc(9);
+      b.write('l');
+      b.writeBigInt64BE(n, 1);
+      return b;
+    };
+    const ts = Buffer.alloc(9);
+    ts.write('T');
+    ts.writeBigUInt64BE(2n ** 53n + 1n, 1);
+    const table = Buffer.concat([
+      field('big', int64(2n ** 62n + 1n)),
+      field('neg', int64(-(2n ** 62n) - 1n)),
+      field('small', int64(5n)),
+      field('ts', ts),
+      field('arr', longString('A', int64(2n ** 60n + 3n))),
+    ]);
+    const decoded = decodeTable(table);
+    // Where a number is exact, a number, as amqplib gives it.
+    assert.equal(decoded.small, 5);
+    assert.deepEqual(headerStrings(decoded), { big: '4611686018427387905', neg: '-4611686018427387905', small: '5', ts: '9007199254740993', arr: '["1152921504606846979"]' });
+  });
+
   it('reads every type, with an unsigned 64-bit integer exact', () => {
     const u64 = Buffer.alloc(9);
     u64.write('L');
@@ -44,5 +67,13 @@ describe('AMQP field tables amqplib cannot read', () => {
     assert.equal(Object.getPrototypeOf(decoded), Object.prototype);
     assert.equal((decoded as { polluted?: unknown }).polluted, undefined);
     assert.deepEqual(Object.getOwnPropertyDescriptor(decoded, '__proto__')?.value, { polluted: 'yes' });
+  });
+
+  it('keeps a header named __proto__ as a header, at the top and inside a nested table', () => {
+    const table = Buffer.concat([field('__proto__', longString('S', Buffer.from('top'))), field('t', longString('F', field('__proto__', longString('S', Buffer.from('inner')))))]);
+    const headers = headerStrings(decodeTable(table));
+    assert.equal(Object.getPrototypeOf(headers), Object.prototype);
+    assert.equal(Object.getOwnPropertyDescriptor(headers, '__proto__')?.value, 'top');
+    assert.equal(headers.t, '{"__proto__":"inner"}');
   });
 });

@@ -1,6 +1,6 @@
 import type { Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
-import type { Delivery, Message } from '../../core/message.js';
+import { setHeader, type Delivery, type Message } from '../../core/message.js';
 import type { BrokerTelemetry, Subscription } from '../contracts.js';
 
 /**
@@ -227,7 +227,7 @@ export function singleValued(entries: Iterable<[string, unknown]>): Record<strin
   for (const [name, v] of entries) {
     if (v === undefined || v === null) continue;
     const last = Array.isArray(v) ? v[v.length - 1] : v;
-    out[name] = Buffer.isBuffer(last) ? last.toString('utf8') : typeof last === 'object' ? JSON.stringify(last) : String(last);
+    setHeader(out, name, Buffer.isBuffer(last) ? last.toString('utf8') : typeof last === 'object' ? JSON.stringify(last) : String(last));
   }
   return out;
 }

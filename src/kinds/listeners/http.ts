@@ -482,7 +482,7 @@ export class HttpListener implements ListenerRuntime {
       }
     }
 
-    let headers = forwardedHeaders(req.headers);
+    let headers = forwardedHeaders(req.headers, req.rawHeaders);
     const query = parseQuery(search);
     const remoteAddress = req.socket.remoteAddress;
     const ctx: MessageContext = { route: route.name, path: copyParams(params), query, remoteAddress, request: { headers: req.headers, query, remoteAddress } };

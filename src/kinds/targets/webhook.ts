@@ -12,7 +12,7 @@ import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, NOT_SYNC, type Expression } from '../../expr/expression.js';
 import type { Logger } from '../../log.js';
 import { captured, newPromise } from '../../core/captured-promise.js';
-import { payloadContentType, valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
+import { payloadContentEncoding, payloadContentType, valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
 import { HttpClient, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange } from './webhook-client.js';
@@ -324,6 +324,9 @@ export class WebhookTarget implements Target {
       body = valuePayload(msg);
       if (isEvent) for (const [name, value] of Object.entries(binaryHttpHeaders(msg.headers))) headers.push(name.toLowerCase(), String(value));
       headers.push('content-type', payloadContentType(msg, body, 'text/plain; charset=utf-8'));
+      // A consumed body compressed as it came (AMQP content_encoding, a content-encoding header) says so, while no step changed it.
+      const encoding = payloadContentEncoding(msg);
+      if (encoding !== undefined) headers.push('content-encoding', encoding);
     }
     const traceparent = msg.headers.traceparent;
     if (traceparent !== undefined) headers.push('traceparent', traceparent);

@@ -1,7 +1,7 @@
 import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
-import { payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import { CONTENT_ENCODING, payloadContentEncoding, payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
@@ -383,6 +383,8 @@ export class AmqpBroker implements BrokerRuntime {
           messageId: id,
           // The publisher leaves the `content-type` header out of the headers table: this is where it goes.
           contentType: payloadContentType(msg, payload, 'text/plain'),
+          // And the `content-encoding` header (left out of the table too), while it still describes the bytes.
+          contentEncoding: payloadContentEncoding(msg),
           // The message's own time (a consumed record's, 0 included); AMQP carries whole seconds.
           timestamp: Math.floor((msg.timestamp >= 0 ? msg.timestamp : Date.now()) / 1000),
         },
@@ -671,6 +673,9 @@ function toMessage(m: ConsumeMessage): Message {
   // application/cloudevents+json); a `content-type` header, as earlier eventgate versions sent it, wins.
   const contentType = m.properties.contentType as unknown;
   if (headers['content-type'] === undefined && typeof contentType === 'string' && contentType !== '') headers['content-type'] = contentType;
+  // content_encoding (gzip, ...) as HTTP names it; the publisher maps the header back to the property.
+  const contentEncoding = m.properties.contentEncoding as unknown;
+  if (headers[CONTENT_ENCODING] === undefined && typeof contentEncoding === 'string' && contentEncoding !== '') headers[CONTENT_ENCODING] = contentEncoding;
   return payloadMessage(m.content, {
     headers,
     topic: m.fields.routingKey,

@@ -5,6 +5,8 @@
  * amqplib decodes it) gets a text that keeps its whole value.
  */
 
+import { setHeader } from '../../../core/message.js';
+
 /** The latest time a JavaScript Date holds (year 275760), in milliseconds since the epoch. */
 const LAST_DATE_MS = 8.64e15;
 
@@ -20,10 +22,12 @@ export function consumedTime(seconds: unknown): number | undefined {
 }
 
 /**
- * A header table as one string per name. A string is itself; a number or boolean its text; a byte
+ * A header table as one string per name. A string is itself; a number or boolean its text (a 64-bit
+ * integer, signed or not, its exact decimal digits: field-table.ts reads them past 2^53); a byte
  * array its bytes as UTF-8; a decimal its digits with the point (`3.14`); a timestamp its seconds;
- * an array or a nested table its JSON text, with decimals and unsigned 64-bit integers as
- * strings, timestamps as seconds and byte arrays as base64 inside. An array is one value in AMQP, not a repeated header: all of it is
+ * an array or a nested table its JSON text, with decimals, unsigned 64-bit integers and 64-bit
+ * integers or timestamps past 2^53 as strings (digits), other timestamps as seconds and byte
+ * arrays as base64 inside. An array is one value in AMQP, not a repeated header: all of it is
  * kept. A void value (no value at all) is left out, as a header without a value.
  */
 export function headerStrings(table: Readonly<Record<string, unknown>> | undefined): Record<string, string> {
@@ -32,10 +36,7 @@ export function headerStrings(table: Readonly<Record<string, unknown>> | undefin
   for (const name of Object.keys(table)) {
     const v = table[name];
     if (v === undefined || v === null) continue;
-    if (typeof v === 'string') out[name] = v;
-    else if (Buffer.isBuffer(v)) out[name] = v.toString('utf8');
-    else if (typeof v !== 'object') out[name] = String(v);
-    else out[name] = taggedText(v) ?? JSON.stringify(plain(v));
+    setHeader(out, name, typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : typeof v !== 'object' ? String(v) : (taggedText(v) ?? JSON.stringify(plain(v))));
   }
   return out;
 }
@@ -60,8 +61,8 @@ function plain(v: unknown): unknown {
   if (Buffer.isBuffer(v)) return v.toString('base64');
   if (Array.isArray(v)) return v.map(plain);
   const tagged = taggedText(v);
-  if (tagged !== undefined) return (v as { '!': string })['!'] === 'timestamp' ? (v as { value: unknown }).value : tagged;
+  if (tagged !== undefined) return (v as { '!': string })['!'] === 'timestamp' ? plain((v as { value: unknown }).value) : tagged;
   const out: Record<string, unknown> = {};
-  for (const k of Object.keys(v)) out[k] = plain((v as Record<string, unknown>)[k]);
+  for (const k of Object.keys(v)) setHeader(out, k, plain((v as Record<string, unknown>)[k]));
   return out;
 }

@@ -9,11 +9,13 @@ export type Settle = (err?: Error | null) => void;
 export interface PublishProperties {
   mandatory: boolean;
   persistent: boolean;
-  /** The headers table, but for `content-type`, which is `contentType`. */
+  /** The headers table, but for `content-type` and `content-encoding`, which are `contentType` and `contentEncoding`. */
   headers: Record<string, string>;
   messageId: string;
   /** The content_type property: the message's `content-type` header where it has one. */
   contentType: string;
+  /** The content_encoding property (`gzip`, ...), when the message has one that still describes its body. */
+  contentEncoding?: string | undefined;
   /** Seconds since the epoch. */
   timestamp: number;
 }
@@ -47,6 +49,8 @@ const MESSAGE_ID = 0x0080;
 const TIMESTAMP = 0x0040;
 /** The header sent as the content_type property rather than in the headers table. */
 const CONTENT_TYPE_HEADER = 'content-type';
+const CONTENT_ENCODING_HEADER = 'content-encoding';
+const CONTENT_ENCODING = 0x4000;
 /** Encoded exchange/routing-key pairs and header names kept (a topic expression may produce many: each cache starts over past this). */
 const MAX_CACHED = 1024;
 
@@ -119,11 +123,13 @@ export class AmqpPublisher {
     if (!ex || !key) throw new Error('an AMQP exchange name or routing key is at most 255 bytes');
     const type = cachedBytes(this.types, p.contentType, () => shortString(p.contentType));
     if (!type) throw new Error('an AMQP content type is at most 255 bytes');
+    const encoding = p.contentEncoding === undefined ? undefined : cachedBytes(this.types, p.contentEncoding, () => shortString(p.contentEncoding!));
+    if (p.contentEncoding !== undefined && !encoding) throw new Error('an AMQP content encoding is at most 255 bytes');
     const idLen = Buffer.byteLength(p.messageId);
     if (idLen > 255) throw new Error('an AMQP message id is at most 255 bytes');
     let table = 0;
     for (const k in p.headers) {
-      if (k === CONTENT_TYPE_HEADER) continue;
+      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER) continue;
       const name = cachedBytes(this.names, k, () => shortString(k, 0x53)); // 'S': long string, as amqplib encodes a string in a table
       if (!name) throw new Error(`header '${k.slice(0, 64)}' is too long for an AMQP header name (255 bytes)`);
       table += name.length + 4 + Buffer.byteLength(p.headers[k]!);
@@ -131,7 +137,7 @@ export class AmqpPublisher {
     const bodyLen = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
     if (bodyLen > this.maxBody) throw tooLarge(bodyLen, this.maxBody);
     const methodSize = 4 + 2 + ex.length + key.length + 1;
-    const headerSize = 4 + 8 + 2 + type.length + (4 + table) + 1 + (1 + idLen) + 8;
+    const headerSize = 4 + 8 + 2 + type.length + (encoding ? encoding.length : 0) + (4 + table) + 1 + (1 + idLen) + 8;
     const maxBody = this.conn.frameMax - FRAME_OVERHEAD;
     if (headerSize > maxBody) throw new Error(`the message's headers (${table} bytes) do not fit in one AMQP frame (frameMax ${this.conn.frameMax})`);
     const bodyFrames = Math.ceil(bodyLen / maxBody);
@@ -151,11 +157,12 @@ export class AmqpPublisher {
     at = buf.writeUInt32BE(BASIC_HEADER, at);
     at = buf.writeUInt32BE(Math.floor(bodyLen / 0x1_0000_0000), at);
     at = buf.writeUInt32BE(bodyLen >>> 0, at);
-    at = buf.writeUInt16BE(CONTENT_TYPE | HEADERS | DELIVERY_MODE | MESSAGE_ID | TIMESTAMP, at);
+    at = buf.writeUInt16BE(CONTENT_TYPE | (encoding ? CONTENT_ENCODING : 0) | HEADERS | DELIVERY_MODE | MESSAGE_ID | TIMESTAMP, at);
     at += type.copy(buf, at);
+    if (encoding) at += encoding.copy(buf, at);
     at = buf.writeUInt32BE(table, at);
     for (const k in p.headers) {
-      if (k === CONTENT_TYPE_HEADER) continue;
+      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER) continue;
       at += cachedBytes(this.names, k, () => shortString(k, 0x53))!.copy(buf, at);
       const vl = buf.write(p.headers[k]!, at + 4);
       buf.writeUInt32BE(vl, at);

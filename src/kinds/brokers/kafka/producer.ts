@@ -2,7 +2,7 @@ import kafkajs, { producerWithCluster, type ProducerCluster } from './kafkajs.js
 import type { ICustomPartitioner, IHeaders, KafkaConfig, Message as KafkaRecord, PartitionMetadata, Producer, RecordMetadata, RetryOptions } from 'kafkajs';
 import { CODEC_IDS } from '../../../codecs/compression.js';
 import type { Logger } from '../../../log.js';
-import { ORIGINAL, valuePayload, type Delivery, type Message, type OriginalRecord } from '../../../core/message.js';
+import { ORIGINAL, sentHeaders, setHeader, valuePayload, type Delivery, type Message, type OriginalRecord } from '../../../core/message.js';
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
@@ -174,7 +174,8 @@ export class RecordProducer {
         key: original && original.decoded.key === msg.key ? original.key : msg.key,
         // Raw bytes (a dead-lettered batch that could not be decoded) travel as they are.
         value: original && original.decoded.value === msg.value ? original.value : valuePayload(msg),
-        headers: original ? originalHeaders(msg.headers, original) : msg.headers,
+        // Less a content-encoding that no longer describes the value (a step changed it).
+        headers: original ? originalHeaders(sentHeaders(msg), original) : sentHeaders(msg),
         // The message's own time (a consumed record's CreateTime, 0 included); kafkajs stamps one without.
         timestamp: msg.timestamp >= 0 ? String(msg.timestamp) : undefined,
         [GROUP]: undefined,
@@ -726,7 +727,7 @@ function originalHeaders(headers: Record<string, string>, original: OriginalReco
   for (const name in headers) {
     const v = headers[name]!;
     const raw = original.headers[name];
-    out[name] = raw !== undefined && original.decoded.headers[name] === v ? (raw as Buffer | Buffer[]) : v;
+    setHeader(out, name, raw !== undefined && original.decoded.headers[name] === v ? (raw as Buffer | Buffer[]) : v);
   }
   return out;
 }

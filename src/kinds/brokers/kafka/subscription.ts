@@ -1,7 +1,7 @@
 import type { Batch, Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import { Backoff, pause } from '../../../core/backoff.js';
-import { decodeValue, ORIGINAL, type Message } from '../../../core/message.js';
+import { decodeValue, isEncoded, ORIGINAL, setHeader, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
@@ -437,11 +437,12 @@ export function toMessage(topic: string, partition: number, m: KafkaMessage): Me
     for (const [name, v] of Object.entries(m.headers)) {
       if (v === undefined) continue;
       // A header repeated in the record: the last one wins, as in a map (the original keeps them all).
-      headers[name] = String(Array.isArray(v) ? v[v.length - 1] : v);
-      rawHeaders[name] = v as Buffer | Buffer[];
+      setHeader(headers, name, String(Array.isArray(v) ? v[v.length - 1] : v));
+      setHeader(rawHeaders, name, v as Buffer | Buffer[]);
     }
   }
-  const value = m.value === null ? null : decodeValue(m.value.toString('utf8'));
+  // A compressed value (content-encoding) is its bytes (core/message.ts, isEncoded).
+  const value = m.value === null ? null : isEncoded(headers) ? m.value : decodeValue(m.value.toString('utf8'));
   const key = m.key === null || m.key === undefined ? null : m.key.toString('utf8');
   return {
     value,

@@ -3,7 +3,7 @@ import type { Logger } from '../../../log.js';
 import { fromMqttProperties } from '../../../codecs/cloudevents.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { within } from '../../../core/within.js';
-import { payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import { payloadContentType, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
@@ -256,7 +256,8 @@ export class MqttBroker implements BrokerRuntime {
     try {
       const payload = valuePayload(msg);
       // MQTT 5's Content Type names the payload as written: a type a step made stale is corrected.
-      let headers = msg.headers;
+      // Less a content-encoding that no longer describes the payload (a step changed it).
+      let headers = sentHeaders(msg);
       const own = headers['content-type'];
       if (own !== undefined && this.settings.protocolVersion === 5) {
         const type = payloadContentType(msg, payload, 'text/plain');

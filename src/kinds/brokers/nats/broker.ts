@@ -1,6 +1,6 @@
 import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
 import type { Logger } from '../../../log.js';
-import { offsetText, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
+import { offsetText, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, leavesOnStop, NotConnected, Refused, singleValued } from '../acknowledgement.js';
 import { problem } from '../../../core/errors.js';
@@ -268,7 +268,8 @@ export class NatsBroker implements BrokerRuntime {
       return Promise.reject(new NotConnected(this.name, this.state.detail ?? 'connecting'));
     }
     const data = Buffer.from(valuePayload(msg));
-    const headers = toHeaders(msg.headers);
+    // Less a content-encoding that no longer describes the payload (a step changed it).
+    const headers = toHeaders(sentHeaders(msg));
     if (this.isStreamSubject(topic)) {
       return this.js!.publish(topic, data, headers).then(
         (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: offsetText(seq) }),
