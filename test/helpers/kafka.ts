@@ -285,8 +285,10 @@ function parseKcat(out: string): KcatRecord[] {
     .filter((l) => l.trim() !== '')
     .map((l) => {
       const j = JSON.parse(l) as { topic: string; partition: number; offset: number; key: string | null; payload: string | null; headers?: string[]; ts: number };
-      const headers: Record<string, string> = {};
-      for (let i = 0; i + 1 < (j.headers ?? []).length; i += 2) headers[j.headers![i]!] = j.headers![i + 1]!;
+      const entries: [string, string][] = [];
+      for (let i = 0; i + 1 < (j.headers ?? []).length; i += 2) entries.push([j.headers![i]!, j.headers![i + 1]!]);
+      // fromEntries: a header named __proto__ is kept as one (an assignment would set the prototype).
+      const headers = Object.fromEntries(entries);
       return { topic: j.topic, partition: j.partition, offset: j.offset, key: j.key, value: j.payload, headers, ts: j.ts };
     });
 }

@@ -168,7 +168,7 @@ export interface AmqpReceived {
   /** The body as UTF-8 (bytes that are not become U+FFFD); `bytes` has it as sent. */
   body: string;
   bytes: Buffer;
-  properties: { contentType: string | null; deliveryMode: number | null; messageId: string | null; timestamp: number | null };
+  properties: { contentType: string | null; contentEncoding: string | null; deliveryMode: number | null; messageId: string | null; timestamp: number | null };
 }
 
 /** Publishes with publisher confirms (each message confirmed by RabbitMQ before this resolves). */
@@ -178,9 +178,9 @@ export async function pikaPublish(
   routingKey: string,
   /**
    * `headers` values are JSON, each type sent as its AMQP field type; `{$decimal: '3.14'}`, `{$timestamp: seconds}`,
-   * `{$bytes: base64}` and `{$uint64: 'digits'}` (at any depth) as those types. `timestamp` in seconds; a string for one past 2^53.
+   * `{$bytes: base64}`, `{$uint64: 'digits'}`, `{$int64: 'digits'}` (an 'l' field past 2^53) and `{$rawTimestamp: 'digits'}` (a 'T' field of any 64-bit value) (at any depth) as those types. `timestamp` in seconds; a string for one past 2^53.
    */
-  messages: { body: string | Buffer; headers?: Record<string, unknown>; contentType?: string; timestamp?: number | string }[],
+  messages: { body: string | Buffer; headers?: Record<string, unknown>; contentType?: string; contentEncoding?: string; timestamp?: number | string }[],
 ): Promise<void> {
   const child = spawn(PY, [AMQP_PEER, server.url, 'publish', exchange, routingKey], { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
@@ -346,11 +346,13 @@ export class RawNats {
         if (this.buffer.length < eol + 2 + total + 2) return;
         const body = this.buffer.subarray(eol + 2, eol + 2 + total);
         this.buffer = this.buffer.subarray(eol + 2 + total + 2);
-        const headers: Record<string, string> = {};
+        const entries: [string, string][] = [];
         for (const h of body.subarray(0, headerBytes).toString('utf8').split('\r\n').slice(1)) {
           const i = h.indexOf(':');
-          if (i > 0) headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
+          if (i > 0) entries.push([h.slice(0, i).trim(), h.slice(i + 1).trim()]);
         }
+        // fromEntries: a header named __proto__ is kept as one (an assignment would set the prototype).
+        const headers = Object.fromEntries(entries);
         this.subs.get(sid!)?.push({ subject: subject!, reply, headers, payload: body.subarray(headerBytes).toString('utf8'), bytes: Buffer.from(body.subarray(headerBytes)) });
         for (const w of this.waiters.splice(0)) w();
         continue;

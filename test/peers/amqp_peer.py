@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """An independent AMQP 0-9-1 client for the tests (Debian's python3-pika).
 
-  amqp_peer.py URL publish EXCHANGE ROUTING_KEY   one message per stdin line: {"body": str | "bodyBase64": str, "headers": {...}, "timestamp": int}
+  amqp_peer.py URL publish EXCHANGE ROUTING_KEY   one message per stdin line: {"body": str | "bodyBase64": str, "headers": {...}, "timestamp": int,
+                                                   "contentType": str, "contentEncoding": str}
                                                    (a header value {"$decimal": "3.14"}, {"$timestamp": seconds}, {"$bytes": base64} or
-                                                   {"$uint64": "digits"} is sent as that AMQP field type, at any depth; JSON's own types as theirs)
+                                                   {"$uint64": "digits"}, {"$int64": "digits"} ('l') or {"$rawTimestamp": "digits"} is sent as that AMQP field type, at any depth; JSON's own types as theirs)
   amqp_peer.py URL consume QUEUE COUNT TIMEOUT_S  prints COUNT messages as JSON lines, acking each
   amqp_peer.py URL declare QUEUE EXCHANGE KEY     declares a durable queue bound to EXCHANGE with KEY
   amqp_peer.py URL count QUEUE                     prints the queue's ready message count
@@ -29,12 +30,19 @@ class Uint64(int):
     """An unsigned 64-bit field ('L'): RabbitMQ takes and passes it on; pika has no type for it."""
 
 
+class RawTimestamp(int):
+    """A timestamp field ('T') of any 64-bit value: pika's goes through datetime, which ends at year 9999."""
+
+
 _encode_value = pika_data.encode_value
 
 
 def _encode_with_uint64(pieces, value):
     if isinstance(value, Uint64):
         pieces.append(b"L" + struct.pack(">Q", value))
+        return 9
+    if isinstance(value, RawTimestamp):
+        pieces.append(b"T" + struct.pack(">Q", value))
         return 9
     return _encode_value(pieces, value)
 
@@ -53,6 +61,10 @@ def typed(value):
             return datetime.datetime.fromtimestamp(value["$timestamp"], datetime.timezone.utc)
         if len(value) == 1 and "$uint64" in value:
             return Uint64(int(value["$uint64"]))
+        if len(value) == 1 and "$int64" in value:
+            return int(value["$int64"])
+        if len(value) == 1 and "$rawTimestamp" in value:
+            return RawTimestamp(int(value["$rawTimestamp"]))
         if len(value) == 1 and "$bytes" in value:
             return base64.b64decode(value["$bytes"])
         return {k: typed(v) for k, v in value.items()}
@@ -71,6 +83,7 @@ def main():
                 continue
             msg = json.loads(line)
             props = pika.BasicProperties(headers=typed(msg.get("headers")) or None, delivery_mode=2, content_type=msg.get("contentType"),
+                                         content_encoding=msg.get("contentEncoding"),
                                          timestamp=None if msg.get("timestamp") is None else int(msg["timestamp"]))
             body = base64.b64decode(msg["bodyBase64"]) if "bodyBase64" in msg else msg["body"].encode()
             channel.basic_publish(exchange=exchange, routing_key=key, body=body, properties=props, mandatory=False)
@@ -85,7 +98,8 @@ def main():
             print(json.dumps({"routingKey": method.routing_key, "exchange": method.exchange, "redelivered": method.redelivered,
                               "headers": headers, "body": body.decode(errors="replace"),
                               "bodyBase64": base64.b64encode(body).decode(),
-                              "properties": {"contentType": props.content_type, "deliveryMode": props.delivery_mode,
+                              "properties": {"contentType": props.content_type, "contentEncoding": props.content_encoding,
+                                             "deliveryMode": props.delivery_mode,
                                              "messageId": props.message_id, "timestamp": props.timestamp}}), flush=True)
             channel.basic_ack(method.delivery_tag)
             seen += 1
