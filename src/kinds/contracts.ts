@@ -336,6 +336,12 @@ export interface BrokerKind<O = unknown, C = O> {
    * runtime's topicProblem().
    */
   topicProblem?(topic: string, use: 'publish' | 'consume'): string | undefined;
+  /**
+   * Why a consume route reading `topic` (as the config names it) cannot have `group` as its
+   * consumer group, with these broker options, or undefined: a kind where the group names something
+   * on the server (an amqp routing-key route's queue) says what the server would refuse.
+   */
+  groupProblem?(group: string, topic: string, options: O): string | undefined;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   create(name: string, options: C, env: RuntimeEnv): BrokerRuntime;

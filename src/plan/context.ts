@@ -75,6 +75,18 @@ export class CompileContext {
     return false;
   }
 
+  /**
+   * A consume route's consumer group, of broker `broker` reading `topic`: one the broker's server
+   * would refuse (BrokerKind.groupProblem) is a config error at `path`, not a route that never starts.
+   */
+  checkGroup(broker: string, group: string, topic: string, path: readonly PathPart[]): boolean {
+    const options = this.config.brokers?.[broker];
+    const why = options === undefined ? undefined : this.registry.brokers.get(options.kind)?.groupProblem?.(group, topic, options);
+    if (!why) return true;
+    this.report(path, 'EG_CONFIG_SCHEMA', `consumer group ${quoteTopic(group)} cannot be used with ${options!.kind} broker '${broker}': ${why}`);
+    return false;
+  }
+
   /** A path as the user would write it next to the config file's path (relative stays relative). */
   display(file: string): string {
     return join(dirname(this.src.file), relative(this.dir, file));

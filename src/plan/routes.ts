@@ -207,6 +207,13 @@ function compileRoute(
   }
   const targetFiles: string[] = [];
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
+  if (from?.type === 'broker') {
+    // The group the route will consume as (consumerGroup()): its own, or the default from its name.
+    // A per-instance group (every target a forward) ends with this process's id, known only at run time.
+    const perInstance = from.group === undefined && targets.length > 0 && targets.every((t) => t.type === 'listener');
+    if (from.group !== undefined) ctx.checkGroup(from.broker, from.group, from.topic, [...at, 'from', 'group']);
+    else if (!perInstance) ctx.checkGroup(from.broker, `eventgate-${raw.name}`, from.topic, [...at, 'name']);
+  }
 
   if (ctx.diagnostics.length > errorsBefore || !from) return undefined;
   const fileHashes = [...steps.flatMap((s) => s.files), ...targetFiles].map((file) => [file, ctx.files.get(file)]);

@@ -184,3 +184,40 @@ brokers:
     ]);
   });
 });
+
+/**
+ * An amqp routing-key route's group names the durable queue the gateway declares for it: over 255
+ * bytes validate said `ok`, and amqplib refused the queue at every try, so the route never started
+ * (`amqp consumer could not start; retrying`, for ever). The default group is `eventgate-<route name>`.
+ */
+describe('an amqp routing-key route whose group, as a queue name, is over 255 bytes', () => {
+  const long = (c: string, n: number) => c.repeat(n);
+  const config = `version: 1
+brokers:
+  rb: { kind: amqp, url: "amqp://guest:guest@127.0.0.1:5672", queues: { billing: {} } }
+  kf: { kind: kafka, brokers: "127.0.0.1:9092" }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: g1, from: { broker: rb, topic: "orders.*", group: "${long('g', 256)}" }, to: { broker: kf, topic: out } }
+  - { name: g2, from: { broker: rb, topic: billing, group: "${long('g', 300)}" }, to: { broker: kf, topic: out } }
+  - { name: "${long('n', 246)}", from: { broker: rb, topic: "x.#" }, to: { broker: kf, topic: out } }
+  - { name: "${long('m', 245)}", from: { broker: rb, topic: "y.#" }, to: { broker: kf, topic: out } }
+  - { name: g3, from: { broker: kf, topic: in, group: "${long('g', 300)}" }, to: { broker: rb, topic: out } }
+  - { name: g4, from: { broker: rb, topic: "z.#", group: "${long('é', 127)}x" }, to: { broker: kf, topic: out } }
+`;
+
+  it('is a config error at the group (or the route name its default comes from), in validate and run', async () => {
+    const dir = tempFiles({ 'gateway.yaml': config });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const why = 'it names the queue declared for the route (its from.topic is a routing-key pattern), and an AMQP queue name is at most 255 bytes';
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      `gateway.yaml:8:63: consumer group '${long('g', 40)}…' (256 characters) cannot be used with amqp broker 'rb': ${why}`,
+      `gateway.yaml:10:13: consumer group 'eventgate-${long('n', 30)}…' (256 characters) cannot be used with amqp broker 'rb': ${why}`,
+    ]);
+    const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(run.code, 1, run.stdout + run.stderr);
+    assert.match(run.stderr + run.stdout, /consumer group 'g{40}…' \(256 characters\) cannot be used with amqp broker 'rb'/);
+  });
+});

@@ -4,7 +4,7 @@ import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Stati
 import type { AmqpBroker } from './amqp/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
 import { whenUsed } from '../when-used.js';
-import { overShortString, routingKeyProblem } from './amqp/routing-keys.js';
+import { overShortString, queueNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -173,6 +173,8 @@ export const amqpBroker = defineBroker({
   },
   compile: compileAmqp,
   topicProblem: routingKeyProblem,
+  // A routing-key route's group names the queue declared for it; a route on a queue of `queues` uses no group.
+  groupProblem: (group, topic, o) => (Object.hasOwn(o.queues ?? {}, topic) ? undefined : queueNameProblem(group)),
   canReconfigure: () => false,
   create: (name, settings, env) => new (runtime().AmqpBroker)(name, settings, env),
 });

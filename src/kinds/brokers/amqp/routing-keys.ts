@@ -18,3 +18,9 @@ export function routingKeyProblem(key: string, use: 'publish' | 'consume' = 'pub
   if (!overShortString(key)) return undefined;
   return use === 'publish' ? 'an AMQP routing key is at most 255 bytes' : 'an AMQP queue name or routing-key pattern is at most 255 bytes';
 }
+
+/** Why a routing-key route's consumer group, which names the durable queue the gateway declares for it, cannot be that queue's name, or undefined. */
+export function queueNameProblem(group: string): string | undefined {
+  if (!overShortString(group)) return undefined;
+  return 'it names the queue declared for the route (its from.topic is a routing-key pattern), and an AMQP queue name is at most 255 bytes';
+}
