@@ -9,10 +9,11 @@ import { sharedRabbit } from '../helpers/shared-rabbit.js';
 
 /**
  * `exchange: {declare: false}` says the exchange must exist already, as `queues.<name>.declare:
- * false` says of a queue. A missing queue keeps the broker not ready until it exists; a missing
- * exchange did not: /readyz said ready, and each publish closed the channel (RabbitMQ's 404), the
- * gateway the connection with it (every consume route's channel too), answering 503 "channel
- * closed" with nothing saying which exchange.
+ * false` says of a queue. A missing exchange, which every publish and binding of the broker needs,
+ * keeps the broker not ready until it exists (a missing queue stops only the routes reading it:
+ * test/e2e/missing-topology); it did not: /readyz said ready, and each publish closed the channel
+ * (RabbitMQ's 404), the gateway the connection with it (every consume route's channel too),
+ * answering 503 "channel closed" with nothing saying which exchange.
  */
 describe('kind: amqp, an exchange that must exist (declare: false) and does not yet', () => {
   let rabbit: RabbitServer;

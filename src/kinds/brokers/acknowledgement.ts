@@ -1,7 +1,7 @@
 import type { Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
 import { setHeader, type Delivery, type Message } from '../../core/message.js';
-import type { BrokerTelemetry, Subscription } from '../contracts.js';
+import type { BrokerTelemetry, Health, Subscription } from '../contracts.js';
 
 /**
  * What the MQTT, AMQP and NATS brokers share about acknowledgements: a publish either gets the
@@ -212,12 +212,13 @@ export async function handOver(msg: Message, handler: (msg: Message) => Promise<
  * the message in hand, and only then takes the subscription out: while it finishes, the broker
  * still counts it (its stop() waits for it, health() and consumerLag() report it).
  */
-export function leavesOnStop<S extends { stop(): Promise<void> }>(subscriptions: Set<S>, sub: S): Subscription {
+export function leavesOnStop<S extends { stop(): Promise<void>; health?(): Health }>(subscriptions: Set<S>, sub: S): Subscription {
   return {
     stop: async () => {
       await sub.stop();
       subscriptions.delete(sub);
     },
+    ...(sub.health && { health: () => sub.health!() }),
   };
 }
 

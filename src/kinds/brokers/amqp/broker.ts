@@ -15,6 +15,7 @@ import { FirstConnection } from '../first-connection.js';
 import { consumedTime, headerStrings } from './consumed.js';
 import { installTableDecoder } from './field-table.js';
 import { routingKeyProblem } from './routing-keys.js';
+import { MissingTopology, notFoundOn } from '../missing-topology.js';
 
 /**
  * Why a connect failed, in words. amqplib's `connect ETIMEDOUT` is its own: nothing came back
@@ -32,6 +33,9 @@ function connectFailure(err: Error, settings: AmqpSettings): string {
   }
   return `no answer from ${where} within connectTimeoutMs (${settings.connectTimeoutMs} ms), the AMQP handshake included: is it a RabbitMQ (AMQP 0-9-1) port, and is the server up?`;
 }
+
+/** The server said a route's queue does not exist (404 on its passive declare): the route waits for it. */
+class QueueMissing extends Error {}
 
 /** Exchanges every RabbitMQ has; they cannot be declared, only used. */
 const builtInExchange = (name: string) => name === '' || name.startsWith('amq.');
@@ -411,7 +415,7 @@ export class AmqpBroker implements BrokerRuntime {
   }
 
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
-    const sub = new AmqpSubscription(this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
+    const sub = new AmqpSubscription(this.name, this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
     if (this.connection) sub.attach(this.connection);
     return leavesOnStop(this.subscriptions, sub);
@@ -428,17 +432,15 @@ async function declareTopology(conn: ChannelModel, s: AmqpSettings): Promise<voi
       // channel, and with it the connection and every consume route's channel, at each publish.
       else await ch.checkExchange(s.exchange.name);
     }
-    for (const [name, q] of Object.entries(s.queues)) await declareQueue(ch, name, q, s);
+    // A queue that must exist already (declare: false) is the business of the routes that read it
+    // (AmqpSubscription.open): missing, it stops only them, not the broker's publishes and other routes.
+    for (const [name, q] of Object.entries(s.queues)) if (q.declare) await declareQueue(ch, name, q, s);
   } finally {
     await ch.close().catch(() => undefined);
   }
 }
 
 async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSettings): Promise<void> {
-  if (!q.declare) {
-    await ch.checkQueue(name);
-    return;
-  }
   const args: Record<string, unknown> = { ...q.arguments };
   if (q.deadLetterExchange !== undefined) args['x-dead-letter-exchange'] = q.deadLetterExchange;
   await ch.assertQueue(name, { durable: q.durable, arguments: args });
@@ -477,14 +479,24 @@ class AmqpSubscription {
   /** The connection the route consumes on: set by attach, cleared by detach (the connection was lost). */
   private conn: ChannelModel | undefined;
   private readonly backoff = reconnectBackoff();
+  /** The queue of `queues` this route reads, while it does not exist on the server. */
+  private readonly queueMissing: MissingTopology;
 
   constructor(
+    private readonly broker: string,
     private readonly settings: AmqpSettings,
     readonly spec: SubscribeSpec,
     private readonly handler: (msg: Message) => Promise<void>,
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
-  ) {}
+  ) {
+    this.queueMissing = new MissingTopology(log, `amqp queue '${spec.topic}'`);
+  }
+
+  /** Not ready while the queue it reads is missing; its broker's own state is the broker's. */
+  health(): Health {
+    return this.queueMissing.health();
+  }
 
   private get server(): string {
     return serverOf(this.settings.url);
@@ -507,7 +519,8 @@ class AmqpSubscription {
     void this.open(conn).catch((err: Error) => {
       this.telemetry?.consumerError(this.spec.route);
       const wait = this.backoff.delay();
-      this.log.error({ err: err.message, retryInMs: wait }, 'amqp consumer could not start; retrying');
+      if (err instanceof QueueMissing) this.queueMissing.missing(notFoundOn('queue', this.spec.topic, this.broker, err.message), wait);
+      else this.log.error({ err: err.message, retryInMs: wait }, 'amqp consumer could not start; retrying');
       // A channel error (e.g. a queue that does not exist) closes only the channel: try again on the same connection.
       this.reopen(conn, wait);
     });
@@ -581,11 +594,20 @@ class AmqpSubscription {
 
   private async open(conn: ChannelModel): Promise<void> {
     const ch = await conn.createChannel();
-    ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp consume channel error'));
+    // Before the route consumes on it, what fails is told by open()'s caller (a missing queue once per change, not per try).
+    ch.on('error', (err: Error) => {
+      if (this.channel === ch) this.log.warn({ err: err.message }, 'amqp consume channel error');
+    });
     ch.on('close', () => this.closed(ch, conn));
     await ch.prefetch(this.settings.prefetch);
     let queue = this.spec.topic;
-    if (!Object.hasOwn(this.settings.queues, queue)) {
+    if (Object.hasOwn(this.settings.queues, queue)) {
+      // A queue that must exist already (declare: false), or a declared one deleted since the
+      // broker connected: only this route waits for it, trying again with backoff (attach()).
+      await ch.checkQueue(queue).catch((err: Error) => {
+        throw /NOT.FOUND/.test(err.message) ? new QueueMissing(err.message) : err;
+      });
+    } else {
       // A routing-key pattern: the group's queue, bound to the broker's exchange.
       const perInstance = this.spec.perInstance === true;
       queue = this.spec.group;
@@ -612,6 +634,7 @@ class AmqpSubscription {
     });
     this.pollDepth(ch, queue);
     this.backoff.reset();
+    this.queueMissing.found();
     this.log.info({ queue }, 'consumer ready');
   }
 

@@ -11,6 +11,7 @@ import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import { publishSubjectProblem } from './subjects.js';
+import { MissingTopology, notFoundOn } from '../missing-topology.js';
 
 /**
  * A message over the server's `max_payload` (1 MiB by default), which the client refuses before it
@@ -95,8 +96,19 @@ export class NatsBroker implements BrokerRuntime {
   private js: JetStreamPublisher | undefined;
   /** One flush round trip for the core publishes of an event-loop turn: its PONG proves the server read all of them. */
   private turnFlush: Promise<void> | undefined;
-  private readonly streamSubjects = new Map<string, boolean>();
+  /** The stream that stores each subject published to (null: core NATS), remembered per subject. */
+  private readonly streamSubjects = new Map<string, string | null>();
   private jsm: JetStreamManager | undefined;
+  /**
+   * Each stream of `streams`, missing (declare: false) or not declared (the server refused it)
+   * until the server has it: publishes to its subjects answer 503 naming it, and the routes that
+   * read it wait, while the broker, its core subjects and its other streams go on.
+   */
+  private readonly streams = new Map<string, MissingTopology>();
+  private recheck: NodeJS.Timeout | undefined;
+  /** A recheck of missing streams is scheduled or running. */
+  private rechecking = false;
+  private readonly recheckBackoff = reconnectBackoff();
   /** Set once the streams are declared: from then on a route subscribing attaches at once, connected or not. */
   private declared = false;
   private state: Health = { ready: false, detail: 'connecting' };
@@ -115,6 +127,7 @@ export class NatsBroker implements BrokerRuntime {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'nats');
+    for (const stream of Object.keys(settings.streams)) this.streams.set(stream, new MissingTopology(this.log, `nats stream '${stream}'`));
   }
 
   /** Never fails: an unreachable server makes the broker not ready, and the client keeps trying. */
@@ -148,8 +161,15 @@ export class NatsBroker implements BrokerRuntime {
     this.nc = nc;
     void this.watch(nc);
     this.js = new JetStreamPublisher(nc, lib.createInbox, this.name, s.ackTimeoutMs);
-    await this.declareStreams(nc);
-    for (const sub of this.subscriptions) sub.attach(nc, this.jsm);
+    const wait = this.recheckBackoff.delay();
+    await this.declareStreams(nc, wait);
+    if (this.stopped) return;
+    this.state = { ready: true };
+    this.declared = true;
+    this.firstConnection.connected();
+    this.log.info('nats connected');
+    for (const sub of this.subscriptions) sub.attach(nc);
+    this.recheckLater(nc, wait);
   }
 
   private connect(): Promise<NatsConnection> {
@@ -177,28 +197,67 @@ export class NatsBroker implements BrokerRuntime {
     });
   }
 
-  /** Declares the streams (or checks those that must exist); retried until it works. */
-  private async declareStreams(nc: NatsConnection): Promise<void> {
-    const backoff = reconnectBackoff();
-    for (;;) {
+  /**
+   * Declares the streams not known to be there yet (or checks those that must exist), each on its
+   * own: one missing or refused is that stream's problem (streamProblem()), not the broker's.
+   */
+  private async declareStreams(nc: NatsConnection, retryInMs: number): Promise<void> {
+    const waiting = [...this.streams].filter(([, st]) => st.detail !== undefined || !this.declared);
+    if (waiting.length === 0) return;
+    try {
+      this.jsm ??= await nc.jetstreamManager({ timeout: this.settings.ackTimeoutMs });
+    } catch (err) {
+      for (const [name, st] of waiting) st.missing(`stream '${name}' not ready on broker '${this.name}': JetStream did not answer: ${(err as Error).message}`, retryInMs);
+      return;
+    }
+    for (const [name, st] of waiting) {
       if (this.stopped) return;
       try {
-        if (Object.keys(this.settings.streams).length > 0) {
-          this.jsm ??= await nc.jetstreamManager({ timeout: this.settings.ackTimeoutMs });
-          for (const [name, st] of Object.entries(this.settings.streams)) await declareStream(this.jsm, name, st);
-        }
-        this.state = { ready: true };
-        this.declared = true;
-        this.firstConnection.connected();
-        this.log.info('nats connected');
-        return;
+        await declareStream(this.jsm, name, this.settings.streams[name]!);
+        st.found();
+        for (const sub of this.subscriptions) sub.streamFound(name);
       } catch (err) {
-        this.state = { ready: false, detail: `streams not ready: ${(err as Error).message}` };
-        const wait = backoff.delay();
-        this.log.warn({ err: (err as Error).message, retryInMs: wait }, 'nats streams could not be declared; retrying');
-        await sleep(wait);
+        const why = (err as Error).message;
+        st.missing(/stream not found/i.test(why) ? notFoundOn('stream', name, this.name, why) : `stream '${name}' not ready on broker '${this.name}': ${why}`, retryInMs);
       }
     }
+  }
+
+  /** While a stream is missing, tries again with backoff (the connection's own reconnects are the client's); one chain of tries at a time. */
+  private recheckLater(nc: NatsConnection, wait: number): void {
+    this.rechecking = !this.stopped && [...this.streams.values()].some((st) => st.detail !== undefined);
+    if (!this.rechecking) {
+      this.recheckBackoff.reset();
+      return;
+    }
+    this.recheck = setTimeout(() => {
+      const next = this.recheckBackoff.delay();
+      void this.declareStreams(nc, next).then(() => this.recheckLater(nc, next));
+    }, wait);
+    this.recheck.unref();
+  }
+
+  /**
+   * A route found stream `name` gone (deleted since the broker declared or checked it): the broker
+   * checks it again with backoff too, declaring it anew when it is one it declares, and refuses
+   * publishes to it meanwhile.
+   */
+  streamGone(name: string, detail: string): void {
+    const st = this.streams.get(name);
+    if (!st || st.detail !== undefined || !this.nc) return;
+    const wait = this.recheckBackoff.delay();
+    st.missing(detail, wait);
+    if (!this.rechecking) this.recheckLater(this.nc, wait);
+  }
+
+  /** The JetStream manager, once the server answered for it. */
+  streamManager(): JetStreamManager | undefined {
+    return this.jsm;
+  }
+
+  /** Why stream `name` cannot be used now (missing, or the server refused to declare it), or undefined. */
+  streamProblem(name: string): string | undefined {
+    return this.streams.get(name)?.detail;
   }
 
   /** Logs a loss, a reconnect and each new error once, not once per attempt (a refused login is tried every reconnectTimeWaitMs). */
@@ -233,6 +292,7 @@ export class NatsBroker implements BrokerRuntime {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    clearTimeout(this.recheck);
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
     // drain() flushes what was published and lets subscriptions finish.
     await Promise.race([this.nc?.drain().catch(() => undefined), new Promise((r) => setTimeout(r, this.settings.ackTimeoutMs).unref())]);
@@ -240,8 +300,15 @@ export class NatsBroker implements BrokerRuntime {
 
   reconfigure(): void {}
 
+  /**
+   * Ready while connected. A missing stream leaves the broker ready (its core subjects and other
+   * streams work; the routes reading that stream say they are not): it is named in the detail, for
+   * /admin/status.
+   */
   health(): Health {
-    return this.state;
+    if (!this.state.ready) return this.state;
+    const missing = [...this.streams.values()].flatMap((st) => st.detail ?? []);
+    return missing.length === 0 ? this.state : { ready: true, detail: missing.join('; ') };
   }
 
   /** The first time the server was connected and the streams declared (publishes to them can be stored). */
@@ -267,10 +334,18 @@ export class NatsBroker implements BrokerRuntime {
       this.telemetry?.producerError();
       return Promise.reject(new NotConnected(this.name, this.state.detail ?? 'connecting'));
     }
+    const stream = this.streamOf(topic);
+    if (stream !== null) {
+      const missing = this.streams.get(stream)!.detail;
+      if (missing !== undefined) {
+        this.telemetry?.producerError();
+        return Promise.reject(new Error(missing));
+      }
+    }
     const data = Buffer.from(valuePayload(msg));
     // Less a content-encoding that no longer describes the payload (a step changed it).
     const headers = toHeaders(sentHeaders(msg));
-    if (this.isStreamSubject(topic)) {
+    if (stream !== null) {
       return this.js!.publish(topic, data, headers).then(
         (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: offsetText(seq) }),
         (err: Error) => {
@@ -294,14 +369,14 @@ export class NatsBroker implements BrokerRuntime {
     });
   }
 
-  /** Whether a stream stores `subject`, remembered per subject (up to a bound: subjects may be computed per message). */
-  private isStreamSubject(subject: string): boolean {
-    let yes = this.streamSubjects.get(subject);
-    if (yes === undefined) {
-      yes = streamFor(this.settings, subject) !== undefined;
-      if (this.streamSubjects.size < 10_000) this.streamSubjects.set(subject, yes);
+  /** The stream that stores `subject`, or null (core NATS), remembered per subject (up to a bound: subjects may be computed per message). */
+  private streamOf(subject: string): string | null {
+    let stream = this.streamSubjects.get(subject);
+    if (stream === undefined) {
+      stream = streamFor(this.settings, subject)?.[0] ?? null;
+      if (this.streamSubjects.size < 10_000) this.streamSubjects.set(subject, stream);
     }
-    return yes;
+    return stream;
   }
 
   /** A flush sent after every publish of this turn (at its end), shared by them. */
@@ -323,12 +398,12 @@ export class NatsBroker implements BrokerRuntime {
   }
 
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
-    const sub = new NatsSubscription(this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
+    const sub = new NatsSubscription(this, this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
     // Not `state.ready`: a route a reload adds or rebuilds while the server is away would then
     // never attach (only open() attaches, once). The client resubscribes core subjects when it is
     // back, and a JetStream consumer retries until it can be created.
-    if (this.nc && this.declared) sub.attach(this.nc, this.jsm);
+    if (this.nc && this.declared) sub.attach(this.nc);
     return leavesOnStop(this.subscriptions, sub);
   }
 }
@@ -366,14 +441,31 @@ class NatsSubscription {
   private readonly handled = new RecentSet(10_000);
   /** Said once that an existing consumer keeps its own start (putConsumer). */
   private saidKept = false;
+  /** The stream this route reads, while it is missing (or its broker could not declare it). */
+  private readonly streamMissing: MissingTopology;
+  /** Ends the wait for the stream early, when the broker finds it. */
+  private wake: (() => void) | undefined;
 
   constructor(
+    private readonly broker: NatsBroker,
     private readonly settings: NatsSettings,
     private readonly spec: SubscribeSpec,
     private readonly handler: (msg: Message) => Promise<void>,
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
-  ) {}
+  ) {
+    this.streamMissing = new MissingTopology(log, `nats stream '${streamFor(settings, spec.topic)?.[0] ?? spec.topic}'`);
+  }
+
+  /** Not ready while the stream it reads is missing; the connection's state is the broker's. */
+  health(): Health {
+    return this.streamMissing.health();
+  }
+
+  /** The broker has stream `name` now: a route waiting for it tries at once. */
+  streamFound(name: string): void {
+    if (streamFor(this.settings, this.spec.topic)?.[0] === name) this.wake?.();
+  }
 
   get route(): string {
     return this.spec.route;
@@ -383,10 +475,10 @@ class NatsSubscription {
     return this.spec.topic;
   }
 
-  attach(nc: NatsConnection, jsm: JetStreamManager | undefined): void {
+  attach(nc: NatsConnection): void {
     if (this.running || this.stopping) return;
     const stream = streamFor(this.settings, this.spec.topic);
-    this.running = stream && jsm ? this.consumeStream(nc, jsm, stream[0]) : this.consumeCore(nc);
+    this.running = stream ? this.consumeStream(nc, stream[0]) : this.consumeCore(nc);
   }
 
   /**
@@ -457,11 +549,20 @@ class NatsSubscription {
   }
 
   /** Creates (or updates) the consumer, then reads it; starts over after anything that ends the read. */
-  private async consumeStream(nc: NatsConnection, jsm: JetStreamManager, stream: string): Promise<void> {
+  private async consumeStream(nc: NatsConnection, stream: string): Promise<void> {
     const name = consumerName(this.spec.group);
     const backoff = reconnectBackoff();
     while (!this.stopping) {
       let failure: Error | undefined;
+      // The stream missing (or not declared): only this route waits, said once per change.
+      const missing = this.broker.streamProblem(stream);
+      const jsm = this.broker.streamManager();
+      if (missing !== undefined || jsm === undefined) {
+        const wait = backoff.delay();
+        this.streamMissing.missing(missing ?? `stream '${stream}' not ready on broker '${this.broker.name}'`, wait);
+        await this.sleepUnlessWoken(wait);
+        continue;
+      }
       try {
         await this.putConsumer(jsm, stream, name);
         const consumer = await nc.jetstream().consumers.get(stream, name);
@@ -471,6 +572,7 @@ class NatsSubscription {
           await messages.close();
           return;
         }
+        this.streamMissing.found();
         this.log.info({ stream, consumer: name, subject: this.spec.topic }, 'consumer ready');
         backoff.reset();
         for await (const m of messages) {
@@ -503,7 +605,12 @@ class NatsSubscription {
       if (this.stopping) return;
       // After a failure, or a read that ended by itself.
       const wait = backoff.delay();
-      if (failure) this.log.warn({ err: failure.message, retryInMs: wait }, 'nats consumer stopped; starting it again');
+      // The stream deleted since the broker declared it: this route waits for it, as for one missing at the start.
+      if (failure && /stream not found/i.test(failure.message)) {
+        const detail = notFoundOn('stream', stream, this.broker.name, failure.message);
+        this.streamMissing.missing(detail, wait);
+        this.broker.streamGone(stream, detail);
+      } else if (failure) this.log.warn({ err: failure.message, retryInMs: wait }, 'nats consumer stopped; starting it again');
       await sleep(wait);
     }
   }
@@ -558,9 +665,24 @@ class NatsSubscription {
     return { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping };
   }
 
+  /** Waits `ms`, or less when the broker finds the stream (streamFound) or the route stops. */
+  private sleepUnlessWoken(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (this.wake === done) this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      this.wake = done;
+    });
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
     this.close?.();
+    this.wake?.();
     await this.running;
   }
 }
