@@ -10,7 +10,13 @@ const int = (def: number, min: number, description: string) => Type.Optional(Typ
 const stream = Type.Object(
   {
     subjects: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'Subjects the stream stores (wildcards `*` and `>` allowed).' }),
-    declare: Type.Optional(Type.Boolean({ default: true, description: 'Create or update the stream at connect; false when it must exist already.' })),
+    declare: Type.Optional(
+      Type.Boolean({
+        default: true,
+        description:
+          "Create or update the stream at connect; false when it must exist already. A stream missing (or one the server refuses to create) stops only what uses it, tried again with backoff and logged once: the routes that read it are not ready (`route NAME: stream 'S' not found on broker 'B'` in /readyz) and start by themselves once it exists, consuming what it holds; publishes to its subjects answer 503 naming it. The broker stays ready: core subjects and other streams go on.",
+      }),
+    ),
     storage: Type.Optional(oneOfStrings(['file', 'memory'], { default: 'file', description: 'Where the server stores the stream.' })),
     maxAgeMs: Type.Optional(Type.Integer({ minimum: 1, description: 'Messages older than this are removed.' })),
     maxMessages: Type.Optional(Type.Integer({ minimum: 1, description: 'Most messages the stream keeps.' })),
