@@ -221,3 +221,33 @@ routes:
     assert.match(run.stderr + run.stdout, /consumer group 'g{40}…' \(256 characters\) cannot be used with amqp broker 'rb'/);
   });
 });
+
+/**
+ * An mqtt route's group is the share name of its shared subscription (`$share/<group>/<filter>`):
+ * validate said `ok` for one holding `/`, `+` or `#`, and mosquitto 2.0 took `$share/a/b/t` as the
+ * share `a` of the filter `b/t`, so a route with group `a/b` on topic `t` read `b/t`, never `t`.
+ */
+describe('an mqtt route whose group cannot be a share name', () => {
+  const config = `version: 1
+brokers:
+  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }
+  plain: { kind: mqtt, url: "mqtt://127.0.0.1:1883", sharedSubscriptions: false }
+  kf: { kind: kafka, brokers: "127.0.0.1:9092" }
+routes:
+  - { name: m1, from: { broker: mq, topic: t, group: "a/b" }, to: { broker: kf, topic: out } }
+  - { name: m2, from: { broker: mq, topic: t, group: "a+" }, to: { broker: kf, topic: out } }
+  - { name: m3, from: { broker: plain, topic: t, group: "a/b" }, to: { broker: kf, topic: out } }
+  - { name: m6, from: { broker: mq, topic: t, group: "a.b-c_d" }, to: { broker: kf, topic: out } }
+`;
+
+  it('is a config error at the group (route names, which default groups come from, cannot hold them)', async () => {
+    const dir = tempFiles({ 'gateway.yaml': config });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const why = 'it is the share name of the MQTT shared subscription ($share/<group>/<filter>), which cannot hold /, + or # (after a /, the server reads the rest as the filter)';
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      `gateway.yaml:7:54: consumer group 'a/b' cannot be used with mqtt broker 'mq': ${why}`,
+      `gateway.yaml:8:54: consumer group 'a+' cannot be used with mqtt broker 'mq': ${why}`,
+    ]);
+  });
+});

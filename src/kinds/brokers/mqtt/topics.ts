@@ -39,3 +39,14 @@ export function filterProblem(filter: string): string | undefined {
   const bad = mqttStringProblem(filter);
   return bad ? `an MQTT topic filter cannot hold ${bad}` : undefined;
 }
+
+/**
+ * Why `group` cannot be the share name of a shared subscription (`$share/<group>/<filter>`), or
+ * undefined. MQTT 5 (§4.8.2) forbids `/`, `+` and `#` in it: servers refuse `+` and `#`, and take
+ * the text after a `/` as the filter, so a route with group `a/b` on topic `t` read `b/t`.
+ */
+export function shareNameProblem(group: string): string | undefined {
+  if (/[/+#]/.test(group)) return 'it is the share name of the MQTT shared subscription ($share/<group>/<filter>), which cannot hold /, + or # (after a /, the server reads the rest as the filter)';
+  const bad = mqttStringProblem(group);
+  return bad ? `it is the share name of the MQTT shared subscription, which cannot hold ${bad}` : undefined;
+}
