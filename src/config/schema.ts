@@ -100,12 +100,21 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
     additionalProperties: false,
     properties: Object.fromEntries([...registry.steps.values()].map((s) => [s.kind, describedKind(s, 'step')])),
   };
+  /** A route's own MQTT QoS for one source or target (BrokerKind.takesQos; other kinds refuse it at compile). */
+  const qos = (what: string) => ({
+    enum: [0, 1, 2],
+    description: `MQTT brokers only: the QoS ${what} (\`0\` at most once, \`1\` at least once, \`2\` exactly once), instead of the broker's \`qosByTopic\` and \`qos\`; another kind of broker refuses the key.`,
+  });
   const brokerTopic = {
     type: 'object',
     description: 'Where messages that fail go: a broker topic.',
     additionalProperties: false,
     required: ['broker', 'topic'],
-    properties: { broker: { ...name, description: 'Broker name (under `brokers:`).' }, topic: { ...name, description: 'Topic name.' } },
+    properties: {
+      broker: { ...name, description: 'Broker name (under `brokers:`).' },
+      topic: { ...name, description: 'Topic name.' },
+      qos: qos('of the dead-lettered messages this route publishes'),
+    },
   };
   const target: JsonSchema = {
     type: 'object',
@@ -118,7 +127,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
       broker: forbidKeys(['path', 'format', 'auth'], "{keys} belong{s} with 'listener' targets, not 'broker' targets"),
       listener: {
         allOf: [
-          forbidKeys(['topic', 'key'], "{keys} belong{s} with 'broker' targets, not 'listener' targets"),
+          forbidKeys(['topic', 'key', 'qos'], "{keys} belong{s} with 'broker' targets, not 'listener' targets"),
           forbidKeys(['cloudevents'], "'cloudevents' belongs with broker targets; listener targets choose with 'format'"),
         ],
       },
@@ -139,6 +148,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         ],
       },
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
+      qos: qos('of the publishes to this target: a 2xx only after the PUBACK (1) or PUBCOMP (2), once written at 0'),
       cloudevents: {
         enum: ['binary', 'structured'],
         default: 'binary',
@@ -302,7 +312,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               // A listener route names a `path`, or a `topic` on a kafka listener: which one the compiler checks, by the listener's kind.
               dependentRequired: { broker: ['topic'] },
               dependentSchemas: {
-                listener: forbidKeys(['group'], "'group' belongs with 'from.broker', not 'from.listener'"),
+                listener: forbidKeys(['group', 'qos'], "{keys} belong{s} with 'from.broker', not 'from.listener'"),
                 broker: forbidKeys(['path'], "'path' belongs with 'from.listener', not 'from.broker'"),
               },
               properties: {
@@ -317,6 +327,9 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                     "Where partitions without a committed offset start: the oldest retained record, or new records only. Default on Kafka and JetStream: `earliest` when a target is a broker or a webhook (no record skipped), `latest` when every target is a forward (websocket or event stream); memory topics: `latest`. A kafka broker's `consumer.startFrom` sets it for all its routes.",
                 },
                 fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
+                qos: qos(
+                  "of this route's subscription: what the server sends it at most (a message comes at the lower of its publisher's QoS and this one); at 0 the server keeps nothing for the route while it is away, even in a persistent session",
+                ),
               },
             },
             through: {

@@ -233,6 +233,17 @@ export interface SubscribeSpec {
   inFlight?: number;
   /** With `inFlight` above 1: messages that share a key are handled one after the other, in order. */
   orderKeys?(msg: Message): readonly string[] | Promise<readonly string[]>;
+  /** The QoS the route asks for (`from.qos`): only on kinds with `takesQos` (the config refuses it elsewhere); undefined, the broker's own choice. */
+  qos?: Qos;
+}
+
+/** An MQTT quality of service: 0 at most once, 1 at least once, 2 exactly once. */
+export type Qos = 0 | 1 | 2;
+
+/** What one route target asks of its publishes beyond the broker's settings; built once per target, never per message. */
+export interface PublishOptions {
+  /** The target's `qos` (kinds with `takesQos` only); undefined, the broker's own choice. */
+  readonly qos?: Qos;
 }
 
 export type StartFrom = 'earliest' | 'latest';
@@ -281,7 +292,7 @@ export interface BrokerRuntime {
    * are connected from the start (memory) omit it.
    */
   connectedOnce?(until: Promise<unknown>): true | Promise<void>;
-  publish(topic: string, msg: Message): Promise<Delivery>;
+  publish(topic: string, msg: Message, options?: PublishOptions): Promise<Delivery>;
   /**
    * publish() for brokers whose append cannot wait (the memory broker): the delivery at once, or a
    * throw. Route targets use it when present, so a message to such a broker costs no promise.
@@ -342,6 +353,12 @@ export interface BrokerKind<O = unknown, C = O> {
    * on the server (an amqp routing-key route's queue) says what the server would refuse.
    */
   groupProblem?(group: string, topic: string, options: O): string | undefined;
+  /**
+   * Routes may choose a QoS of their own (`qos: 0|1|2` on `from`, a target, `deadletter`) for this
+   * kind's topics (mqtt): it reaches the runtime as `SubscribeSpec.qos` and `PublishOptions.qos`.
+   * On other kinds the key is a config error at its line.
+   */
+  takesQos?: boolean;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   create(name: string, options: C, env: RuntimeEnv): BrokerRuntime;

@@ -87,6 +87,17 @@ export class CompileContext {
     return false;
   }
 
+  /**
+   * Whether broker `broker` (which exists) takes a route's `qos` (BrokerKind.takesQos: mqtt);
+   * reported at `path` (the `qos` key) when not, so a QoS that would change nothing is not taken silently.
+   */
+  checkQos(broker: string, path: readonly PathPart[]): boolean {
+    const kind = this.config.brokers?.[broker]?.kind;
+    if (kind === undefined || this.registry.brokers.get(kind)?.takesQos) return true;
+    this.report(path, 'EG_CONFIG_SCHEMA', `'qos' is a setting of mqtt brokers: broker '${broker}' is ${/^[aeiou]/.test(kind) ? 'an' : 'a'} ${kind} broker, which has no QoS levels`, 'key');
+    return false;
+  }
+
   /** A path as the user would write it next to the config file's path (relative stays relative). */
   display(file: string): string {
     return join(dirname(this.src.file), relative(this.dir, file));

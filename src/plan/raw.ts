@@ -1,6 +1,6 @@
 import type { RemoteRefOptions } from '../asyncapi/refs.js';
 import type { ExpressionLimits } from '../expr/expression.js';
-import type { StartFrom } from '../kinds/contracts.js';
+import type { Qos, StartFrom } from '../kinds/contracts.js';
 import type { WebhookOptions } from '../kinds/targets/webhook.js';
 
 /* The config as the schema guarantees it to be: what the compile modules read. */
@@ -24,16 +24,16 @@ export type RawStep = Record<string, unknown>;
 export type RawTarget =
   | { http: WebhookOptions }
   /** `topic` is a name, or `{expression}`: JSONata computing it per message. */
-  | { broker: string; topic: string | { expression: string }; key?: string; cloudevents?: 'binary' | 'structured' }
+  | { broker: string; topic: string | { expression: string }; key?: string; cloudevents?: 'binary' | 'structured'; qos?: Qos }
   | { listener: string; path: string; format?: 'value' | 'envelope' | 'cloudevent'; auth?: Record<string, unknown> };
 
 export interface RawRoute {
   name: string;
   /** The schema guarantees a listener, or a broker with a topic; the compiler checks a listener's path or topic by its kind. */
-  from: { listener: string; path?: string; topic?: string } | { broker: string; topic: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean };
+  from: { listener: string; path?: string; topic?: string } | { broker: string; topic: string; group?: string; startFrom?: StartFrom; fromBeginning?: boolean; qos?: Qos };
   through?: string | (string | RawStep)[];
   /** Required, except on routes from a listener that routes by topic (kafka), where records go on upstream. */
   to?: RawTarget | RawTarget[];
-  deadletter?: { broker: string; topic: string };
+  deadletter?: { broker: string; topic: string; qos?: Qos };
   ack?: boolean;
 }

@@ -137,12 +137,21 @@ function compileRoute(
       if (!kind.acceptsPublish) ctx.report([...at, 'from', 'listener'], 'EG_CONFIG_REF', `listener '${f.listener}' (${kind.kind}) does not accept messages from clients`);
       else from = { type: 'listener', listener: f.listener, path: f.path };
     }
-  } else if (checkBroker(f.broker, [...at, 'from', 'broker']) && checkTopic(f.broker, f.topic, 'consume', [...at, 'from', 'topic'])) {
-    from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, startFrom: f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest') };
+  } else if (
+    checkBroker(f.broker, [...at, 'from', 'broker']) &&
+    checkTopic(f.broker, f.topic, 'consume', [...at, 'from', 'topic']) &&
+    (f.qos === undefined || ctx.checkQos(f.broker, [...at, 'from', 'qos']))
+  ) {
+    const startFrom = f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest');
+    from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, startFrom, ...(f.qos === undefined ? {} : { qos: f.qos }) };
   }
 
   // deadletter
-  if (raw.deadletter && checkBroker(raw.deadletter.broker, [...at, 'deadletter', 'broker'])) checkTopic(raw.deadletter.broker, raw.deadletter.topic, 'publish', [...at, 'deadletter', 'topic']);
+  const dl = raw.deadletter;
+  if (dl && checkBroker(dl.broker, [...at, 'deadletter', 'broker'])) {
+    checkTopic(dl.broker, dl.topic, 'publish', [...at, 'deadletter', 'topic']);
+    if (dl.qos !== undefined) ctx.checkQos(dl.broker, [...at, 'deadletter', 'qos']);
+  }
 
   // through
   const steps: CompiledChainStep[] = [];

@@ -39,13 +39,15 @@ export function compileTargets(
     }
     if ('broker' in t) {
       if (!refs.checkBroker(t.broker, [...tAt, 'broker'])) return;
+      if (t.qos !== undefined && !ctx.checkQos(t.broker, [...tAt, 'qos'])) return;
       const key = t.key === undefined ? undefined : ctx.expression(t.key, [...tAt, 'key']);
       const structured = t.cloudevents === 'structured';
+      const qos = t.qos === undefined ? {} : { qos: t.qos };
       if (typeof t.topic === 'string') {
-        if (refs.checkTopic(t.broker, t.topic, 'publish', [...tAt, 'topic'])) targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured });
+        if (refs.checkTopic(t.broker, t.topic, 'publish', [...tAt, 'topic'])) targets.push({ type: 'broker', broker: t.broker, topic: t.topic, topicExpr: undefined, key, structured, ...qos });
       } else {
         const topicExpr = ctx.expression(t.topic.expression, [...tAt, 'topic', 'expression']);
-        targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key, structured });
+        targets.push({ type: 'broker', broker: t.broker, topic: t.topic.expression, topicExpr, key, structured, ...qos });
       }
     } else {
       if (!refs.checkListener(t.listener, [...tAt, 'listener'])) return;

@@ -1,5 +1,5 @@
 import type { ExpressionLimits, Expression } from '../expr/expression.js';
-import type { CompiledStep, StartFrom } from '../kinds/contracts.js';
+import type { CompiledStep, Qos, StartFrom } from '../kinds/contracts.js';
 import type { WebhookPlan } from '../kinds/targets/webhook.js';
 
 /**
@@ -48,11 +48,13 @@ export interface ListenerPlan extends ComponentPlan {
   socketKey: string;
 }
 
-export type SourcePlan = { type: 'listener'; listener: string; path: string } | { type: 'broker'; broker: string; topic: string; group: string | undefined; startFrom: StartFrom | undefined };
+export type SourcePlan =
+  | { type: 'listener'; listener: string; path: string }
+  | { type: 'broker'; broker: string; topic: string; group: string | undefined; startFrom: StartFrom | undefined; qos?: Qos };
 
 export type TargetPlan =
   /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */
-  | { type: 'broker'; broker: string; topic: string; topicExpr: Expression | undefined; key: Expression | undefined; structured?: boolean }
+  | { type: 'broker'; broker: string; topic: string; topicExpr: Expression | undefined; key: Expression | undefined; structured?: boolean; qos?: Qos }
   | { type: 'http'; webhook: WebhookPlan }
   | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope' | 'cloudevent'; auth?: CompiledStep };
 
@@ -65,7 +67,7 @@ export interface RoutePlan {
   /** Identity of each step within the route (its canonical config and occurrence), for state kept across reloads. */
   stepIds?: string[];
   to: TargetPlan[];
-  deadletter: { broker: string; topic: string } | undefined;
+  deadletter: { broker: string; topic: string; qos?: Qos } | undefined;
   ack: boolean;
   /** Components the route holds references to: when one is replaced, the route is rebuilt. */
   brokers: string[];

@@ -9,7 +9,7 @@ import type { Delivery, Message, MessageContext } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 import { bindingsFor, evaluateThen, expressionProblem, type ExpressionEvaluationError } from '../expr/expression.js';
 import { toStructuredMessage } from '../codecs/cloudevents.js';
-import type { BrokerRuntime, Target } from '../kinds/contracts.js';
+import type { BrokerRuntime, PublishOptions, Target } from '../kinds/contracts.js';
 import { WebhookError } from '../kinds/targets/webhook.js';
 import { Refused } from '../kinds/brokers/acknowledgement.js';
 import type { TargetPlan } from '../plan/types.js';
@@ -105,6 +105,8 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
   const key = t.key;
   const topicExpr = t.topicExpr;
   const now = broker.publishNow?.bind(broker);
+  // The target's own QoS (mqtt), one object for every publish.
+  const options: PublishOptions | undefined = t.qos === undefined ? undefined : { qos: t.qos };
   const headerProblem = broker.headerProblem?.bind(broker);
   const publish = (topic: string, out: Message): Delivery | Promise<Delivery> => {
     if (headerProblem) {
@@ -120,7 +122,7 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
     }
     let pending: Promise<Delivery>;
     try {
-      pending = broker.publish(topic, out);
+      pending = broker.publish(topic, out, options);
     } catch (err) {
       return Promise.reject(new TargetError(unavailable(broker.name, err)));
     }

@@ -4,6 +4,7 @@ import {
   type Admission,
   type Gate,
   type BrokerRuntime,
+  type PublishOptions,
   type BrokerTelemetry,
   type CheckedRecords,
   type RecordBytesCheck,
@@ -62,6 +63,8 @@ export interface RouteDeps {
 interface DeadletterTopic {
   broker: BrokerRuntime;
   topic: string;
+  /** The route's `deadletter.qos` (mqtt); a validate step's own topic has none. */
+  options?: PublishOptions;
 }
 
 /**
@@ -165,7 +168,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         : undefined;
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
     this.span = spanTemplate(this.name, plan.from.type === 'broker');
-    if (plan.deadletter) this.deadletter = { broker: deps.brokers.get(plan.deadletter.broker)!, topic: plan.deadletter.topic };
+    const dl = plan.deadletter;
+    if (dl) this.deadletter = { broker: deps.brokers.get(dl.broker)!, topic: dl.topic, options: dl.qos === undefined ? undefined : { qos: dl.qos } };
   }
 
   private target(t: TargetPlan): Target {
@@ -524,7 +528,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /** The one dead-letter path of a route: the same headers (core/deadletter.ts), never credentials. */
   private sendToDeadletter(to: DeadletterTopic, msg: Message, cause: DeadletterCause): Promise<Delivery> {
-    return to.broker.publish(to.topic, deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker)));
+    return to.broker.publish(to.topic, deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker)), to.options);
   }
 
   private deliver(m: Message, ctx: MessageContext): Outcome | Later {
@@ -562,8 +566,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const ordered = this.webhooks.filter((w) => w.ordered);
     const orderKeys = inFlight > 1 && ordered.length > 0 ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;
     this.connecting = this.firstConnections();
-    this.subscription = broker.subscribe({ topic: from.topic, group, route: this.name, startFrom: from.startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys }, (msg) =>
-      this.consume(fromConsumedRecord(msg)),
+    this.subscription = broker.subscribe(
+      { topic: from.topic, group, route: this.name, startFrom: from.startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys, qos: from.qos },
+      (msg) => this.consume(fromConsumedRecord(msg)),
     );
   }
 

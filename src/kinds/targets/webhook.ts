@@ -105,7 +105,7 @@ export const webhookOptions = Type.Object(
  * Keys of broker and listener targets, which an `http` target does not take: its options go
  * inside `http` (the target schema forbids them beside it).
  */
-export const NOT_WEBHOOK_KEYS = ['topic', 'key', 'path', 'format', 'auth', 'cloudevents'] as const;
+export const NOT_WEBHOOK_KEYS = ['topic', 'key', 'path', 'format', 'auth', 'cloudevents', 'qos'] as const;
 
 export const webhookDoc: KindDoc = {
   summary:
