@@ -4,7 +4,7 @@ import { fromMqttProperties } from '../../../codecs/cloudevents.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { within } from '../../../core/within.js';
 import { payloadContentType, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, PublishOptions, Qos, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
@@ -28,8 +28,8 @@ function topicMatches(filter: string, topic: string): boolean {
   return f.length === t.length;
 }
 
-/** The QoS for a topic: the first `qosByTopic` filter that matches it, else the broker's `qos`. */
-function qosFor(settings: MqttSettings, topic: string): 0 | 1 | 2 {
+/** The QoS for a topic when the route names none: the first `qosByTopic` filter that matches it, else the broker's `qos`. */
+function qosFor(settings: MqttSettings, topic: string): Qos {
   for (const [filter, qos] of settings.qosByTopic) if (topicMatches(filter, topic)) return qos;
   return settings.qos;
 }
@@ -242,7 +242,7 @@ export class MqttBroker implements BrokerRuntime {
     return bad && `an MQTT 5 user property cannot hold ${bad}`;
   }
 
-  publish(topic: string, msg: Message): Promise<Delivery> {
+  publish(topic: string, msg: Message, options?: PublishOptions): Promise<Delivery> {
     const link = this.publisher;
     const out = this.out;
     if (this.stopped || !link || !out) return Promise.reject(new Error(`broker '${this.name}' is stopped`));
@@ -263,8 +263,8 @@ export class MqttBroker implements BrokerRuntime {
         const type = payloadContentType(msg, payload, 'text/plain');
         if (type !== own) headers = { ...headers, 'content-type': type };
       }
-      // QoS 0 has no acknowledgement: it settles once written to the socket (at most once).
-      out.publish(topic, payload, qosFor(this.settings, topic), this.settings.retain, headers, p);
+      // QoS 0 has no acknowledgement: it settles once written to the socket (at most once). The route target's own QoS comes first.
+      out.publish(topic, payload, options?.qos ?? qosFor(this.settings, topic), this.settings.retain, headers, p);
     } catch (err) {
       p.end(err as Error);
     }
@@ -288,7 +288,7 @@ export class MqttBroker implements BrokerRuntime {
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const sub = new MqttSubscription(lib!, this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
-    return leavesOnStop(this.subscriptions, sub);
+    return { ...leavesOnStop(this.subscriptions, sub), health: () => sub.health() };
   }
 }
 
@@ -336,6 +336,16 @@ class MqttSubscription {
   private readonly settled = new Set<number>();
   /** Messages received and not yet acknowledged (or, at QoS 0, not yet handled): the route's lag. */
   unacknowledged = 0;
+  /** The QoS this route subscribes with: its own `from.qos`, else the broker's for its filter. */
+  private readonly qos: Qos;
+  /**
+   * Why the server refused the subscription in its last SUBACK (the reason code named), until a
+   * SUBACK grants it: the route is not ready meanwhile (/readyz), and subscribes again at each
+   * reconnect (a reload that rebuilds the route subscribes afresh).
+   */
+  private refused: string | undefined;
+  /** The QoS the server last granted below the one asked for, so the warning is logged once. */
+  private downgraded: number | undefined;
 
   constructor(
     private readonly lib: MqttLib,
@@ -348,6 +358,7 @@ class MqttSubscription {
     private readonly adopted?: string,
   ) {
     this.settings = settings;
+    this.qos = spec.qos ?? qosFor(settings, spec.topic);
     // A per-instance group (WebSocket forwards) wants live messages only: a plain subscription, a clean session.
     const perInstance = spec.perInstance === true;
     const persistent = settings.persistentSessions && !perInstance;
@@ -402,17 +413,41 @@ class MqttSubscription {
       });
       return;
     }
-    const qos = qosFor(this.settings, this.spec.topic);
-    client.subscribe(filter, { qos }, (err) => {
+    const qos = this.qos;
+    client.subscribe(filter, { qos }, (err, granted) => {
+      // A SUBACK refusal (0x80 and up) arrives as an error carrying the packet; an error without one is the connection's (closed before the SUBACK).
+      const code = err ? (err as { packet?: { granted?: unknown[] } }).packet?.granted?.[0] : granted?.[0]?.qos;
+      if (typeof code === 'number' && code >= 0x80) return this.refuse(filter, code);
       if (err) {
         this.telemetry?.consumerError(this.spec.route);
         this.log.error({ err: err.message, filter }, 'mqtt subscribe refused');
-      } else {
-        this.log.info({ filter, qos }, 'consumer ready');
-        if (this.persistent) this.adoptLeftSessions();
+        return;
       }
+      if (this.refused !== undefined) this.log.info({ filter }, 'mqtt subscription granted after a refusal');
+      this.refused = undefined;
+      if (typeof code === 'number' && code < qos && code !== this.downgraded)
+        this.log.warn({ filter, qos, granted: code }, `mqtt server granted the subscription at QoS ${code}, below the ${qos} asked for: messages come at most at QoS ${code}`);
+      this.downgraded = typeof code === 'number' && code < qos ? code : undefined;
+      this.log.info({ filter, qos }, 'consumer ready');
+      if (this.persistent) this.adoptLeftSessions();
     });
     if (this.persistent) this.dropReplacedFilter();
+  }
+
+  /** The server refused the subscription in its SUBACK: the route is not ready, said once per reason, until a SUBACK grants it. */
+  private refuse(filter: string, code: number): void {
+    this.telemetry?.consumerError(this.spec.route);
+    // MQTT 3.1.1 has one refusal code, 0x80 "Failure"; MQTT 5 names each.
+    const name = this.settings.protocolVersion === 4 ? 'Failure' : (this.lib.ReasonCodes[code as keyof typeof this.lib.ReasonCodes] ?? 'unknown reason');
+    const detail = `the server refused the subscription to '${filter}' (SUBACK reason code 0x${code.toString(16)}, ${name}); subscribing again at each reconnect`;
+    if (detail !== this.refused)
+      this.log.error({ filter, reasonCode: code, reason: name }, `mqtt subscription refused by the server: 0x${code.toString(16)} ${name}; the route receives nothing until it is granted`);
+    this.refused = detail;
+  }
+
+  /** Not ready while the server refuses the subscription. */
+  health(): Health {
+    return this.refused === undefined ? { ready: true } : { ready: false, detail: this.refused };
   }
 
   private receive(packet: IPublishPacket, generation: number, acknowledge: () => void, giveBack: () => void): void {
