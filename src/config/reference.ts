@@ -255,10 +255,10 @@ a consume route retries the message to the targets that failed only.
 | key | required | meaning |
 |---|---|---|
 | \`name\` | yes | unique; letters, digits, \`.\`, \`_\`, \`-\` |
-| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path), \`{listener, topic}\` on a kafka listener (what Kafka clients produce to that topic) or \`{broker, topic, group?, startFrom?}\` |
+| \`from\` | yes | \`{listener, path}\` (HTTP POST bodies or WebSocket frames on that path), \`{listener, topic}\` on a kafka listener (what Kafka clients produce to that topic) or \`{broker, topic, group?, startFrom?, qos?}\` |
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
-| \`to\` | yes (no on a kafka listener) | one target or a list: \`{broker, topic, key?, cloudevents?}\`, \`{listener, path, format?, auth?}\` or \`{http: {url, ...}}\` (a webhook). On a route from a kafka listener, optional: without it records go on to the topic upstream; with it they go to the targets instead |
-| \`deadletter\` | no | \`{broker, topic}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |
+| \`to\` | yes (no on a kafka listener) | one target or a list: \`{broker, topic, key?, cloudevents?, qos?}\`, \`{listener, path, format?, auth?}\` or \`{http: {url, ...}}\` (a webhook). On a route from a kafka listener, optional: without it records go on to the topic upstream; with it they go to the targets instead |
+| \`deadletter\` | no | \`{broker, topic, qos?}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |
 | \`ack\` | no | WebSocket publish routes: answer each delivered frame with \`{"type":"ack","deliveries":[...]}\` (default false) |
 
 ### from
@@ -271,6 +271,12 @@ a consume route retries the message to the targets that failed only.
   (\`eventgate-<route>-<instance id>\`, instance id from \`EVENTGATE_INSTANCE_ID\` or host-pid), so
   every instance's clients see every message. A consumed message is committed only after every
   target accepted it.
+- \`qos: 0|1|2\` (mqtt brokers only; another kind refuses it at its line): the QoS of this route's
+  subscription, before the broker's \`qosByTopic\` and \`qos\`. Routes on one filter may differ:
+  \`{broker: devices, topic: "sensors/#", qos: 0}\` takes what comes while it runs, and the server
+  keeps nothing for it while it is away; another route at \`qos: 1\` on the same filter gets what
+  was published at QoS 1 or 2 while the gateway was down. A reload that changes it subscribes the
+  route's session again at the new QoS.
 
 ### to
 
@@ -307,6 +313,10 @@ a consume route retries the message to the targets that failed only.
   as the value with \`content-type: application/cloudevents+json\` (the only mode MQTT 3.1.1
   can carry; docs/http-edge.md, "CloudEvents on brokers"). Expressions see the attributes as
   \`$ce\` (\`filter: $ce.type = "order.placed"\`); \`validate\` checks the data.
+- \`qos: 0|1|2\` (broker targets and \`deadletter\` on mqtt brokers only): the QoS of the route's
+  publishes there, before the broker's \`qosByTopic\` and \`qos\`
+  (\`{broker: devices, topic: alerts, qos: 2}\`): 2xx after the PUBACK (1) or PUBCOMP (2), once
+  written to the connection at 0.
 - \`{http: {url, ...}}\`: a webhook, below.
 - On a route \`from: {listener: <kafka listener>, topic: T}\`, \`to\` is optional. Without it the
   records a Kafka client produces to T go on to T upstream; with it they go to the targets
