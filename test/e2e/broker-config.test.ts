@@ -251,3 +251,55 @@ routes:
     ]);
   });
 });
+
+/**
+ * A route's `qos` (issue #17: "QoS per route") is an MQTT setting: on another kind of broker, on a
+ * listener source or a non-broker target it would change nothing, and a value other than 0, 1 or
+ * 2 (a quoted "1" included) cannot be one. Each is a config error at its key or value.
+ */
+describe("a route's qos where it cannot apply", () => {
+  it('is refused by the schema on listener sources and http targets, and for values other than 0, 1, 2', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': `version: 1
+brokers:
+  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: a, from: { listener: api, path: /a, qos: 1 }, to: { broker: mq, topic: a } }
+  - { name: b, from: { listener: api, path: /b }, to: [{ broker: mq, topic: x, qos: 3 }, { broker: mq, topic: y, qos: "1" }] }
+  - { name: c, from: { listener: api, path: /c }, to: { http: { url: "http://127.0.0.1:9/" }, qos: 1 } }
+`,
+    });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 4, r.stdout);
+    assert.equal(lines[0], "gateway.yaml:7:49: routes[0].from: 'qos' belongs with 'from.broker', not 'from.listener'");
+    assert.match(lines[1]!, /^gateway\.yaml:8:85: routes\[1\]\.to\[0\]\.qos must be one of 0, 1, 2, got number 3/);
+    assert.match(lines[2]!, /^gateway\.yaml:8:119: routes\[1\]\.to\[1\]\.qos must be one of 0, 1, 2, got string "1"/);
+    assert.equal(lines[3], "gateway.yaml:9:95: routes[2].to: 'qos' belongs with broker or listener targets, not 'http' targets (webhook options go inside 'http')");
+  });
+
+  it('is refused at its key on a source, target or dead-letter topic of a broker that is not mqtt', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': `version: 1
+brokers:
+  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }
+  kf: { kind: kafka, brokers: "127.0.0.1:9092" }
+  mem: { kind: memory }
+routes:
+  - { name: a, from: { broker: kf, topic: in, qos: 1 }, to: { broker: mq, topic: a, qos: 2 } }
+  - { name: b, from: { broker: mq, topic: "in/#", qos: 0 }, to: { broker: mem, topic: out, qos: 1 }, deadletter: { broker: kf, topic: dead, qos: 1 } }
+  - { name: c, from: { broker: mq, topic: "c/#", qos: 2 }, to: { broker: mq, topic: out, qos: 0 }, deadletter: { broker: mq, topic: dead, qos: 1 } }
+`,
+    });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      "gateway.yaml:7:47: 'qos' is a setting of mqtt brokers: broker 'kf' is a kafka broker, which has no QoS levels",
+      "gateway.yaml:8:92: 'qos' is a setting of mqtt brokers: broker 'mem' is a memory broker, which has no QoS levels",
+      "gateway.yaml:8:141: 'qos' is a setting of mqtt brokers: broker 'kf' is a kafka broker, which has no QoS levels",
+    ]);
+  });
+});

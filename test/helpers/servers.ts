@@ -352,6 +352,56 @@ export function startNatsTls(cert: { certFile: string; keyFile: string }): Promi
   });
 }
 
+/** nats-server's MQTT listener, whose one user may subscribe to anything but the subjects `setDeny` names. */
+export interface NatsMqttServer extends MessageServer {
+  user: string;
+  password: string;
+  /** Rewrites the subjects the user may not subscribe to and has the server read its config again (SIGHUP). */
+  setDeny(subjects: string[]): void;
+}
+
+/**
+ * nats-server 2.9's MQTT support (MQTT 3.1.1 only, over JetStream): a server that refuses a
+ * subscription in its SUBACK (return code 0x80), as mosquitto's ACL file does not (it grants it
+ * and filters at delivery). One user, whose `permissions.subscribe` denies the NATS subjects of
+ * `deny` (the MQTT filter `closed/#` is the subject `closed.>`). `url` is the MQTT listener's.
+ */
+export function startNatsMqtt(deny: string[]): Promise<NatsMqttServer> {
+  return onFreshPorts(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-mqtt-'));
+    const conf = join(dir, 'nats.conf');
+    const [user, password] = ['gateway', 'secret'];
+    const mqttPort = await freePort();
+    const write = (subjects: string[]) =>
+      writeFileSync(
+        conf,
+        [
+          // MQTT needs a server name and JetStream (its sessions and QoS 1 messages live in streams).
+          `server_name: eventgate_${process.pid}_${mqttPort}`,
+          `jetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))} }`,
+          `mqtt { listen: "127.0.0.1:${mqttPort}" }`,
+          `authorization { users = [ { user: ${user}, password: ${password}, permissions: { publish: ">", subscribe: { allow: ">", deny: ${JSON.stringify(subjects)} } } } ] }`,
+          '',
+        ].join('\n'),
+      );
+    write(deny);
+    const nats = await startNatsOnce(dir, conf, { user, pass: password });
+    // The MQTT listener opens after the client port the probe saw: wait for it too (the process is watched by the probe above).
+    await answers(mqttProbe(mqttPort, ['-V', 'mqttv311', '-u', user, '-P', password]), { exitCode: null, signalCode: null } as ChildProcess, 'nats-server (mqtt)', mqttPort, 30000, () => '');
+    return {
+      ...nats,
+      url: `mqtt://127.0.0.1:${mqttPort}`,
+      port: mqttPort,
+      user,
+      password,
+      setDeny(subjects) {
+        write(subjects);
+        hangUp(nats);
+      },
+    };
+  });
+}
+
 /** `conf`: a config file that enables JetStream itself (nats-server refuses its store directory twice). */
 async function startNatsOnce(dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-')), conf?: string, login: { user?: string; pass?: string } = {}): Promise<MessageServer> {
   const port = await freePort();

@@ -1,0 +1,305 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { post, type HttpReply } from '../helpers/clients.js';
+import { readyz } from '../helpers/outage.js';
+import { eventually, startGateway, useGateway, type RunningGateway } from '../helpers/gateway.js';
+import { HeldTarget } from '../helpers/held-target.js';
+import { MosquittoSub, mosquittoPub } from '../helpers/peers.js';
+import { startMosquitto, startNatsMqtt, type MessageServer, type NatsMqttServer } from '../helpers/servers.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+
+const PUBREL = 0x62;
+const PUBCOMP = 0x70;
+
+/**
+ * A TCP proxy in front of an MQTT server that reads the packets each way and holds the PUBCOMPs the
+ * server sends until release(): the gateway's QoS 2 exchange is then finished on the server's side
+ * (PUBREC answered with PUBREL, PUBCOMP sent) but not on the gateway's.
+ */
+class PubcompHold {
+  private readonly sockets = new Set<Socket>();
+  private held: { to: Socket; packet: Buffer }[] | undefined = [];
+  private waiters: (() => void)[] = [];
+  pubrels = 0;
+  private constructor(private readonly server: Server) {}
+
+  static async start(target: MessageServer): Promise<PubcompHold> {
+    const server = createServer();
+    const hold = new PubcompHold(server);
+    server.on('connection', (client) => {
+      const upstream = connect(target.port, target.host);
+      for (const s of [client, upstream]) {
+        hold.sockets.add(s);
+        s.on('error', () => s.destroy());
+        s.on('close', () => (client.destroy(), upstream.destroy()));
+      }
+      packets(client, (p) => {
+        if (p[0] === PUBREL) hold.pubrels++;
+        upstream.write(p);
+      });
+      packets(upstream, (p) => {
+        if (p[0] === PUBCOMP && hold.held) {
+          hold.held.push({ to: client, packet: p });
+          for (const w of hold.waiters.splice(0)) w();
+        } else client.write(p);
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return hold;
+  }
+
+  get url(): string {
+    return `mqtt://127.0.0.1:${(this.server.address() as { port: number }).port}`;
+  }
+
+  /** Resolves once a PUBCOMP is held. */
+  async holding(): Promise<void> {
+    while (this.held && this.held.length === 0) await new Promise<void>((r) => this.waiters.push(r));
+  }
+
+  release(): void {
+    for (const { to, packet } of this.held ?? []) to.write(packet);
+    this.held = undefined;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise((r) => this.server.close(r));
+  }
+}
+
+/** Calls `each` with every whole MQTT packet read from `socket` (fixed header, remaining length, body). */
+function packets(socket: Socket, each: (packet: Buffer) => void): void {
+  let buf = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      let len = 0;
+      let p = 1;
+      let complete = false;
+      for (let mul = 1; p < buf.length && p <= 4; mul *= 128) {
+        const b = buf[p++]!;
+        len += (b & 0x7f) * mul;
+        if (b < 0x80) {
+          complete = true;
+          break;
+        }
+      }
+      if (!complete || buf.length < p + len) return;
+      each(buf.subarray(0, p + len));
+      buf = buf.subarray(p + len);
+    }
+  });
+}
+
+describe('kind: mqtt, QoS per route (issue #17: "QoS per route (0/1/2)"), against mosquitto', () => {
+  let mqtt: MessageServer;
+  before(async () => {
+    mqtt = await startMosquitto();
+  });
+  after(async () => {
+    await mqtt?.stop();
+  });
+  const gw = useGateway();
+
+  it("publishes each target at its own QoS, over the broker's qosByTopic and qos: routes to one topic at QoS 0, 1, and the broker's 2", async () => {
+    await gw.start(`
+version: 1
+admin: { port: 0 }
+brokers:
+  devices: { kind: mqtt, url: "${mqtt.url}", clientId: eg-qos-pub-${process.pid}, qos: 1, qosByTopic: { "out/#": 2 } }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: at0, from: { listener: api, path: /at0 }, to: { broker: devices, topic: out/a, qos: 0 } }
+  - { name: at1, from: { listener: api, path: /at1 }, to: { broker: devices, topic: out/a, qos: 1 } }
+  - { name: broker, from: { listener: api, path: /broker }, to: { broker: devices, topic: out/a } }
+`);
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
+    // Subscribed at QoS 2, the subscriber gets each message at the QoS it was published with.
+    const sub = await MosquittoSub.start(mqtt, 'out/a', 2);
+    try {
+      for (const path of ['at0', 'at1', 'broker']) {
+        const r = await post(gw.url('api', `/${path}`), { path });
+        assert.equal(r.status, 200, r.text);
+      }
+      const got = await sub.take(3);
+      assert.deepEqual(Object.fromEntries(got.map((m) => [JSON.parse(m.payload).path, m.qos])), { at0: 0, at1: 1, broker: 2 });
+    } finally {
+      await sub.stop();
+    }
+  });
+
+  it('answers a publish to a QoS 2 target only once the PUBCOMP came, not at the PUBREC', async () => {
+    const hold = await PubcompHold.start(mqtt);
+    try {
+      await gw.start(`
+version: 1
+admin: { port: 0 }
+brokers:
+  devices: { kind: mqtt, url: "${hold.url}", clientId: eg-qos-pubcomp-${process.pid}, qos: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: exactly, from: { listener: api, path: /exactly }, to: { broker: devices, topic: out/exactly, qos: 2 } }
+  - { name: once, from: { listener: api, path: /once }, to: { broker: devices, topic: out/once, qos: 1 } }
+`);
+      await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
+      let answered: HttpReply | undefined;
+      const exactly = post(gw.url('api', '/exactly'), { n: 1 }).then((r) => (answered = r));
+      await hold.holding();
+      // mosquitto has the PUBREL, so the gateway read the PUBREC; a QoS 1 publish sent after it, answered, is the sentinel.
+      assert.equal(hold.pubrels, 1);
+      const once1 = await post(gw.url('api', '/once'), { n: 2 });
+      assert.equal(once1.status, 200, once1.text);
+      assert.equal(answered, undefined, 'a QoS 2 publish was answered before its PUBCOMP');
+      hold.release();
+      const r = await exactly;
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body.deliveries[0].topic, 'out/exactly');
+    } finally {
+      await hold.stop();
+    }
+  });
+
+  it("subscribes each consume route at its own QoS: on one filter, the QoS 1 route's session keeps what comes while the gateway is down, the QoS 0 route's does not", async () => {
+    const yaml = `
+version: 1
+admin: { port: 0 }
+brokers:
+  devices: { kind: mqtt, url: "${mqtt.url}", clientId: eg-qos-sub-${process.pid}, qos: 2 }
+routes:
+  - { name: q0, from: { broker: devices, topic: "in/c/+", qos: 0 }, to: { broker: devices, topic: out/c0 } }
+  - { name: q1, from: { broker: devices, topic: "in/c/+", qos: 1 }, to: { broker: devices, topic: out/c1 } }
+`;
+    const sub = await MosquittoSub.start(mqtt, 'out/#', 2);
+    try {
+      const first = await startGateway(yaml);
+      await first.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'q0' && l.qos === 0, 15000);
+      await first.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'q1' && l.qos === 1, 15000);
+      await first.stop();
+      for (let i = 0; i < 3; i++) await mosquittoPub(mqtt, `in/c/${i}`, JSON.stringify({ i }), { qos: 2 });
+      const second = await startGateway(yaml);
+      try {
+        await second.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'q0', 15000);
+        await second.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'q1', 15000);
+        await mosquittoPub(mqtt, 'in/c/sentinel', JSON.stringify({ i: 'sentinel' }), { qos: 2 });
+        await sub.until((m) => m.topic === 'out/c0' && JSON.parse(m.payload).i === 'sentinel');
+        const got = await sub.until((m) => m.topic === 'out/c1' && JSON.parse(m.payload).i === 'sentinel');
+        const of = (topic: string) => got.filter((m) => m.topic === topic).map((m) => JSON.parse(m.payload).i);
+        assert.deepEqual(of('out/c0'), ['sentinel']);
+        assert.deepEqual(of('out/c1'), [0, 1, 2, 'sentinel']);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await sub.stop();
+    }
+  });
+
+  it("re-subscribes at a route's new QoS on reload, losing nothing of a stream published meanwhile", async () => {
+    const target = await HeldTarget.start();
+    target.release();
+    const config = (qos: number) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  devices: { kind: mqtt, url: "${mqtt.url}", clientId: eg-qos-reload-${process.pid}, reconnectPeriodMs: 200 }
+routes:
+  - name: relay
+    from: { broker: devices, topic: "in/r/+", qos: ${qos} }
+    to: { http: { url: "${target.url}" } }
+`;
+    try {
+      let running: RunningGateway = await gw.start(config(0));
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay' && l.qos === 0, 15000);
+      await gw.reconfigure(config(1));
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay' && l.qos === 1, 15000);
+      // A stream of QoS 2 publishes while the route moves from QoS 1 to 2: its session keeps what comes between the two subscriptions.
+      const from = gw.logs.length;
+      const stream = (async () => {
+        for (let i = 0; i < 40; i++) await mosquittoPub(mqtt, `in/r/${i}`, JSON.stringify({ i }), { qos: 2 });
+      })();
+      await eventually(() => assert.ok(target.bodies.length >= 10), 15000);
+      await gw.reconfigure(config(2));
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay' && l.qos === 2, 15000, from);
+      await stream;
+      const received = () => new Set(target.bodies.map((b) => JSON.parse(b).i));
+      await eventually(() => assert.equal(received().size, 40), 15000, 100);
+      // At QoS 2 the server keeps for the route what comes while the gateway is down (it kept nothing at the QoS 0 it started with).
+      await running.stop();
+      await mosquittoPub(mqtt, 'in/r/away', JSON.stringify({ i: 'away' }), { qos: 2 });
+      running = await startGateway(config(2));
+      try {
+        await eventually(() => assert.ok(received().has('away')), 15000, 100);
+      } finally {
+        await running.stop();
+      }
+    } finally {
+      await target.stop();
+    }
+  });
+});
+
+describe('kind: mqtt, a subscription the server refuses in its SUBACK (nats-server 2.9 MQTT, a user denied the subject)', () => {
+  let nats: NatsMqttServer;
+  let proxy: TcpProxy;
+  before(async () => {
+    nats = await startNatsMqtt(['closed.>']);
+    proxy = await TcpProxy.start(nats.port);
+  });
+  after(async () => {
+    await proxy?.stop();
+    await nats?.stop();
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nm:
+    kind: mqtt
+    url: mqtt://127.0.0.1:${proxy.port}
+    clientId: eg-suback-${process.pid}
+    protocolVersion: 4
+    username: ${nats.user}
+    password: ${nats.password}
+    qos: 1
+    sharedSubscriptions: false
+    reconnectPeriodMs: 200
+  mem: { kind: memory }
+routes:
+  - { name: closed, from: { broker: nm, topic: "closed/+" }, to: { broker: mem, topic: closed } }
+  - { name: open, from: { broker: nm, topic: "open/+" }, to: { broker: mem, topic: open } }
+`,
+  );
+
+  it('makes the route not ready naming reason code 0x80, logged once, and takes the subscription once a reconnect finds it granted', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'open', 15000);
+    const refused = "route closed: the server refused the subscription to 'closed/+' (SUBACK reason code 0x80, Failure); subscribing again at each reconnect";
+    await eventually(async () => {
+      const r = await readyz(gw);
+      assert.equal(r.status, 503, JSON.stringify(r.body));
+      assert.deepEqual(r.body.reasons, [refused]);
+    }, 15000);
+    // A reconnect still refused: said once.
+    const connects = () => gw.logs.filter((l) => l.msg === 'mqtt connected' && l.connection === 'route closed').length;
+    const before1 = connects();
+    proxy.cutAndHold();
+    proxy.release();
+    await eventually(() => assert.ok(connects() > before1), 15000);
+    await eventually(async () => assert.deepEqual((await readyz(gw)).body.reasons, [refused]), 15000);
+    assert.equal(gw.logs.filter((l) => l.route === 'closed' && /subscription refused/.test(l.msg)).length, 1);
+    // Allowed now; the next connection's SUBACK grants it.
+    nats.setDeny([]);
+    await eventually(async () => {
+      proxy.cutAndHold();
+      proxy.release();
+      await gw.waitForLog((l) => l.msg === 'mqtt subscription granted after a refusal' && l.route === 'closed', 3000);
+    }, 20000);
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
+  });
+});
