@@ -5,6 +5,7 @@ import { captured, newPromise } from '../../../core/captured-promise.js';
 import { within } from '../../../core/within.js';
 import { payloadContentType, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, PublishOptions, Qos, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import { reconnectBackoff } from '../../../core/backoff.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
@@ -340,10 +341,13 @@ class MqttSubscription {
   private readonly qos: Qos;
   /**
    * Why the server refused the subscription in its last SUBACK (the reason code named), until a
-   * SUBACK grants it: the route is not ready meanwhile (/readyz), and subscribes again at each
-   * reconnect (a reload that rebuilds the route subscribes afresh).
+   * SUBACK grants it: the route is not ready meanwhile (/readyz). It asks again on the same
+   * connection by the reconnect policy (an ACL put right on the server needs no reconnect), and at
+   * each reconnect; a reload that rebuilds the route subscribes afresh.
    */
   private refused: string | undefined;
+  private readonly refusedBackoff = reconnectBackoff();
+  private retryTimer: NodeJS.Timeout | undefined;
   /** The QoS the server last granted below the one asked for, so the warning is logged once. */
   private downgraded: number | undefined;
 
@@ -369,7 +373,12 @@ class MqttSubscription {
     this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
     const filter = settings.sharedSubscriptions && !perInstance ? `$share/${spec.group}/${spec.topic}` : spec.topic;
     this.filter = filter;
-    client.on('close', () => this.generation++);
+    client.on('close', () => {
+      this.generation++;
+      // The next connect subscribes anyway.
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    });
     client.on('connect', (connack) => this.connected(connack.sessionPresent));
     // mqtt.js honours the `customHandleAcks` option for MQTT 5 only, but reads it from `options` at
     // each packet; set here it holds the acknowledgement on MQTT 3.1.1 connections too.
@@ -413,8 +422,14 @@ class MqttSubscription {
       });
       return;
     }
+    this.subscribe();
+    if (this.persistent) this.dropReplacedFilter();
+  }
+
+  private subscribe(): void {
+    const filter = this.filter;
     const qos = this.qos;
-    client.subscribe(filter, { qos }, (err, granted) => {
+    this.link.client.subscribe(filter, { qos }, (err, granted) => {
       // A SUBACK refusal (0x80 and up) arrives as an error carrying the packet; an error without one is the connection's (closed before the SUBACK).
       const code = err ? (err as { packet?: { granted?: unknown[] } }).packet?.granted?.[0] : granted?.[0]?.qos;
       if (typeof code === 'number' && code >= 0x80) return this.refuse(filter, code);
@@ -425,13 +440,13 @@ class MqttSubscription {
       }
       if (this.refused !== undefined) this.log.info({ filter }, 'mqtt subscription granted after a refusal');
       this.refused = undefined;
+      this.refusedBackoff.reset();
       if (typeof code === 'number' && code < qos && code !== this.downgraded)
         this.log.warn({ filter, qos, granted: code }, `mqtt server granted the subscription at QoS ${code}, below the ${qos} asked for: messages come at most at QoS ${code}`);
       this.downgraded = typeof code === 'number' && code < qos ? code : undefined;
       this.log.info({ filter, qos }, 'consumer ready');
       if (this.persistent) this.adoptLeftSessions();
     });
-    if (this.persistent) this.dropReplacedFilter();
   }
 
   /** The server refused the subscription in its SUBACK: the route is not ready, said once per reason, until a SUBACK grants it. */
@@ -439,10 +454,15 @@ class MqttSubscription {
     this.telemetry?.consumerError(this.spec.route);
     // MQTT 3.1.1 has one refusal code, 0x80 "Failure"; MQTT 5 names each.
     const name = this.settings.protocolVersion === 4 ? 'Failure' : (this.lib.ReasonCodes[code as keyof typeof this.lib.ReasonCodes] ?? 'unknown reason');
-    const detail = `the server refused the subscription to '${filter}' (SUBACK reason code 0x${code.toString(16)}, ${name}); subscribing again at each reconnect`;
+    const detail = `the server refused the subscription to '${filter}' (SUBACK reason code 0x${code.toString(16)}, ${name}); asking again`;
     if (detail !== this.refused)
       this.log.error({ filter, reasonCode: code, reason: name }, `mqtt subscription refused by the server: 0x${code.toString(16)} ${name}; the route receives nothing until it is granted`);
     this.refused = detail;
+    if (this.stopping || this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (!this.stopping && this.link.client.connected) this.subscribe();
+    }, this.refusedBackoff.delay());
   }
 
   /** Not ready while the server refuses the subscription. */
@@ -523,6 +543,7 @@ class MqttSubscription {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.retryTimer);
     await Promise.allSettled(this.adoptions.map((a) => a.stop()));
     await this.chain;
     // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
