@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { prng } from '../helpers/prng.js';
+import { tempDir } from '../helpers/reaper.js';
 
 /**
  * Seeded, time-bounded fuzzing of `PUT /admin/asyncapi` (issue #13), beside the body and frame
@@ -62,7 +62,7 @@ routes:
     },
   );
   before(() => {
-    outside = join(mkdtempSync(join(tmpdir(), 'eventgate-fuzz-secret-')), 'secret.yaml');
+    outside = join(tempDir('eventgate-fuzz-secret'), 'secret.yaml');
     writeFileSync(outside, `secret: ${SECRET}\n`);
     symlinkSync(outside, join(gw.dir, 'contracts', 'link.yaml'));
   });

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
+import { tempDir } from '../helpers/reaper.js';
 
 /**
  * Uploaded AsyncAPI documents are untrusted (issue #13, docs/security.md): each attack is a
@@ -92,7 +92,7 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
 
   before(() => {
     // A secret next to the config's directory, and a link inside the directory pointing at it.
-    outside = join(mkdtempSync(join(tmpdir(), 'eventgate-secrets-')), 'secret.yaml');
+    outside = join(tempDir('eventgate-secrets'), 'secret.yaml');
     writeFileSync(outside, 'db:\n  password: hunter2\n');
     symlinkSync(outside, join(gw.dir, 'contracts', 'innocent.yaml'));
   });

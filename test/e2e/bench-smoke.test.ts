@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { repoRoot } from '../helpers/gateway.js';
+import { tempDir } from '../helpers/reaper.js';
 
 /** Runs `npm run bench`'s compiled entry point; speed is never asserted here, only that the harness works. */
 async function bench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -22,7 +22,7 @@ const isNumber = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
 
 describe('npm run bench (smoke, --duration 1)', () => {
   it('runs the chosen scenarios against their baselines and reports them as a table and as JSON', async () => {
-    const out = join(mkdtempSync(join(tmpdir(), 'eventgate-bench-')), 'bench.json');
+    const out = join(tempDir('eventgate-bench'), 'bench.json');
     const run = await bench(['--duration', '1', '--only', 'pipeline,http-memory', '--json', out]);
     assert.equal(run.code, 0, run.stderr);
 

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { post, WsClient } from '../helpers/clients.js';
 import { repoRoot, useGateway } from '../helpers/gateway.js';
+import { tempDir } from '../helpers/reaper.js';
 
 const TOKEN = 'dashboard-token-42';
 const CONFIG = `
@@ -46,7 +46,7 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
       });
 
   before(async () => {
-    profile = mkdtempSync(join(tmpdir(), 'eventgate-chromium-'));
+    profile = tempDir('eventgate-chromium');
     context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS, viewport: { width: 1440, height: 1100 } });
     page = context.pages()[0] ?? (await context.newPage());
     // Console errors include Content-Security-Policy violations: the page must run under its own policy.

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { useGateway } from '../helpers/gateway.js';
 import { sendPastAnswer } from '../helpers/raw-http.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { tempDir } from '../helpers/reaper.js';
 
 const MAX_BODY = 65536;
 
@@ -128,7 +128,7 @@ routes:
   });
 
   it('curl uploading a body well past maxBodyBytes reads the 413 (exit 0), Content-Length or chunked, every run', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'eg-linger-'));
+    const dir = tempDir('eg-linger');
     try {
       const file = join(dir, 'body.txt');
       writeFileSync(file, Buffer.alloc(20 * 1024 * 1024, 'a'));

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { repoRoot } from '../helpers/gateway.js';
+import { tempDir } from '../helpers/reaper.js';
 
 const run = promisify(execFile);
 
@@ -22,7 +22,7 @@ async function sh(cmd: string, args: string[], cwd: string): Promise<{ code: num
 
 describe('installable outside the repository', () => {
   it('npm pack makes a tarball that `npm install -g` installs, and eventgate then runs from any directory', async () => {
-    const work = mkdtempSync(join(tmpdir(), 'eventgate-install-'));
+    const work = tempDir('eventgate-install');
     // The tests run from the compiled dist/, so the tarball packs that (no rebuild under the running suite).
     const pack = await sh('npm', ['pack', '--ignore-scripts', '--pack-destination', work], repoRoot);
     assert.equal(pack.code, 0, pack.stderr);

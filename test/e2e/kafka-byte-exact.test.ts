@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type kafkajs from 'kafkajs';
@@ -9,6 +8,7 @@ import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { kcatConsume, runProcess, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { tempDir } from '../helpers/reaper.js';
 
 /**
  * Kafka → Kafka copies are byte for byte (issue #11): a route without a step that changes the
@@ -122,7 +122,7 @@ routes:
     ws = await WsClient.connect(gw.url('push', '/live', 'ws'));
     for (const route of ['copy', 'headed', 'shaped', 'to-memory', 'hook', 'live']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000);
 
-    dir = mkdtempSync(join(tmpdir(), 'eg-bytes-'));
+    dir = tempDir('eg-bytes');
     for (const [name, bytes] of FILES) writeFileSync(join(dir, name), bytes);
     // kcat sends each file as one record, as it is.
     const r = await runProcess('kcat', ['-P', '-b', kafka.bootstrap, '-t', t.src, '-p', '0', '-k', 'k-file', '-H', 'src=kcat', ...FILES.map(([name]) => join(dir, name))], '', 30000);

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { useGateway } from '../helpers/gateway.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { tempDir } from '../helpers/reaper.js';
 
 /** Debian's chromium: no download, a fresh profile each run. */
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
@@ -46,7 +45,7 @@ routes:
   before(async () => {
     // The browser reaches the gateway through a proxy that can cut its connection, as a network would.
     proxy = await TcpProxy.start(gw.port('api'));
-    profile = mkdtempSync(join(tmpdir(), 'eventgate-chromium-'));
+    profile = tempDir('eventgate-chromium');
     context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
     page = context.pages()[0] ?? (await context.newPage());
     // Any page of the gateway's origin will do: the stream is then same-origin.

@@ -1,11 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, afterEach, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { killOnExit } from './reaper.js';
+import { killOnExit, tempDir } from './reaper.js';
 
 /** The repository root (this file runs from dist/test/helpers). */
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
@@ -60,7 +59,7 @@ killOnExit(() => {
 
 /** Starts `eventgate run` as a user would, in its own temp directory, on the given config. */
 export async function startGateway(yaml: string, options: StartOptions = {}): Promise<RunningGateway> {
-  const dir = mkdtempSync(join(tmpdir(), 'eventgate-test-'));
+  const dir = tempDir('eventgate-test');
   const configFile = join(dir, 'gateway.yaml');
   const write = (name: string, text: string) => {
     const p = join(dir, name);
@@ -266,7 +265,7 @@ export async function runCli(args: string[], options: { cwd?: string; env?: Reco
 
 /** A temp directory with the given files; returns its path. Removed when the test process ends. */
 export function tempFiles(files: Record<string, string>): string {
-  const dir = mkdtempSync(join(tmpdir(), 'eventgate-files-'));
+  const dir = tempDir('eventgate-files');
   killOnExit(() => rmSync(dir, { recursive: true, force: true }));
   for (const [name, text] of Object.entries(files)) {
     mkdirSync(dirname(join(dir, name)), { recursive: true });

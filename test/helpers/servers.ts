@@ -1,14 +1,13 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { repoRoot } from './gateway.js';
 import { freePort } from './ports.js';
-import { killOnExit } from './reaper.js';
+import { killOnExit, tempDir } from './reaper.js';
 
 export { freePort };
 
@@ -271,7 +270,7 @@ export function startMosquittoTls(cert: { certFile: string; keyFile: string }): 
 }
 
 async function startMosquittoOnce(acl?: string[], auth?: (dir: string) => Promise<{ lines: string[]; login: string[] }>, extraLines: string[] = []): Promise<MessageServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'eventgate-mosquitto-'));
+  const dir = tempDir('eventgate-mosquitto');
   if (acl) writeFileSync(join(dir, 'acl'), `${acl.join('\n')}\n`);
   const login = auth ? await auth(dir) : undefined;
   const port = await freePort();
@@ -311,7 +310,7 @@ export function startNats(): Promise<MessageServer> {
  */
 export function startNatsWithUsers(users: Record<string, string>): Promise<ServerWithUsers> {
   return onFreshPorts(async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-'));
+    const dir = tempDir('eventgate-nats');
     const conf = join(dir, 'nats.conf');
     // JetStream in the file, not as flags: a reload (SIGHUP) of a file without it shuts JetStream down.
     const write = (all: Record<string, string>) =>
@@ -341,7 +340,7 @@ export function startNatsWithUsers(users: Record<string, string>): Promise<Serve
  */
 export function startNatsTls(cert: { certFile: string; keyFile: string }): Promise<MessageServer> {
   return onFreshPorts(async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-'));
+    const dir = tempDir('eventgate-nats');
     const conf = join(dir, 'nats.conf');
     writeFileSync(
       conf,
@@ -368,7 +367,7 @@ export interface NatsMqttServer extends MessageServer {
  */
 export function startNatsMqtt(deny: string[]): Promise<NatsMqttServer> {
   return onFreshPorts(async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-mqtt-'));
+    const dir = tempDir('eventgate-nats-mqtt');
     const conf = join(dir, 'nats.conf');
     const [user, password] = ['gateway', 'secret'];
     const mqttPort = await freePort();
@@ -403,7 +402,7 @@ export function startNatsMqtt(deny: string[]): Promise<NatsMqttServer> {
 }
 
 /** `conf`: a config file that enables JetStream itself (nats-server refuses its store directory twice). */
-async function startNatsOnce(dir = mkdtempSync(join(tmpdir(), 'eventgate-nats-')), conf?: string, login: { user?: string; pass?: string } = {}): Promise<MessageServer> {
+async function startNatsOnce(dir = tempDir('eventgate-nats'), conf?: string, login: { user?: string; pass?: string } = {}): Promise<MessageServer> {
   const port = await freePort();
   const args = [...(conf ? ['-c', conf] : ['-js', '-sd', join(dir, 'jetstream')]), '-a', '127.0.0.1', '-p', String(port)];
   const proc = new ServerProcess('nats-server', 'nats-server', args, process.env, port, natsProbe(port, login), 60000);
@@ -483,7 +482,7 @@ function rabbitDefinitions(vhosts: string[]): string {
 }
 
 async function startRabbitOnce(options: RabbitOptions): Promise<RabbitServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'eventgate-rabbitmq-'));
+  const dir = tempDir('eventgate-rabbitmq');
   if (options.advancedConfig) writeFileSync(join(dir, 'advanced.config'), options.advancedConfig);
   if (options.vhosts?.length) {
     writeFileSync(join(dir, 'definitions.json'), rabbitDefinitions(options.vhosts));

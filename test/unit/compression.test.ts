@@ -3,8 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CodecError,
@@ -21,6 +20,7 @@ import {
 } from '../../src/codecs/compression.js';
 import { batchCompression, decompressBudget } from '../../src/codecs/record-batch.js';
 import { kcatConsume, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { tempDir } from '../helpers/reaper.js';
 
 const { CompressionCodecs } = kafkajs;
 const COMPRESSED = ['gzip', 'snappy', 'lz4', 'zstd'] as const satisfies readonly CodecName[];
@@ -175,7 +175,7 @@ describe('Kafka compression codecs, on their own', () => {
 const tool = (cmd: string, args: string[], input: Buffer) => execFileSync(cmd, args, { input, maxBuffer: 64 * 1024 * 1024 });
 /** `cmd` compressing a file: the tools then know the size and write it in the frame. */
 function toolOnFile(cmd: string, args: string[], input: Buffer): Buffer {
-  const dir = mkdtempSync(join(tmpdir(), 'eg-codec-'));
+  const dir = tempDir('eg-codec');
   try {
     writeFileSync(join(dir, 'in'), input);
     return execFileSync(cmd, [...args, join(dir, 'in')], { maxBuffer: 64 * 1024 * 1024 });

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { defaultRegistry } from '../../src/kinds/index.js';
@@ -8,12 +7,13 @@ import { loadPlan } from '../../src/plan/compile.js';
 import { memoryBroker } from '../../src/kinds/brokers/memory.js';
 import { diffPlans, type Change, type ChangeOp } from '../../src/plan/diff.js';
 import type { Plan } from '../../src/plan/types.js';
+import { tempDir } from '../helpers/reaper.js';
 
 const registry = defaultRegistry();
 
 /** Compiles configs in one directory, so two versions refer to the same files. */
 function workspace() {
-  const dir = mkdtempSync(join(tmpdir(), 'eventgate-diff-'));
+  const dir = tempDir('eventgate-diff');
   return async (yaml: string, files: Record<string, string> = {}): Promise<Plan> => {
     for (const [name, text] of Object.entries(files)) {
       mkdirSync(dirname(join(dir, name)), { recursive: true });

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -10,6 +9,7 @@ import { loadPlan } from '../../src/plan/compile.js';
 import { diffPlans } from '../../src/plan/diff.js';
 import type { Plan } from '../../src/plan/types.js';
 import { RouteRuntime } from '../../src/runtime/route.js';
+import { tempDir } from '../helpers/reaper.js';
 
 const yaml = `
 version: 1
@@ -34,7 +34,7 @@ routes:
 `;
 
 describe('consumer groups of consume routes', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'eventgate-groups-'));
+  const dir = tempDir('eventgate-groups');
   writeFileSync(join(dir, 'gateway.yaml'), yaml);
   const loaded = loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });
 
@@ -69,7 +69,7 @@ describe('consumer groups of consume routes', () => {
         'from: { broker: local, topic: t }\n    to: { listener: push, path: /ws }',
         "from: { broker: local, topic: t }\n    through: [{ filter: 'true' }]\n    to: { listener: push, path: /ws }",
       );
-    const dir2 = mkdtempSync(join(tmpdir(), 'eventgate-groups-'));
+    const dir2 = tempDir('eventgate-groups');
     writeFileSync(join(dir2, 'gateway.yaml'), edited);
     const after = (await loadPlan(join(dir2, 'gateway.yaml'), { registry: defaultRegistry(), env: {} })).plan!;
     const rebuilt = diffPlans(before, after, defaultRegistry())

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -10,6 +9,7 @@ import { defaultRegistry } from '../../src/kinds/index.js';
 import { loadPlan } from '../../src/plan/compile.js';
 import { RouteRuntime } from '../../src/runtime/route.js';
 import type { TapChannel } from '../../src/telemetry/tap.js';
+import { tempDir } from '../helpers/reaper.js';
 
 const yaml = `
 version: 1
@@ -37,7 +37,7 @@ routes:
  * the route's own level, with a source broker and a target that do nothing else.
  */
 describe("a consume route whose observer throws keeps the message's outcome", async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'eventgate-observers-'));
+  const dir = tempDir('eventgate-observers');
   after(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'gateway.yaml'), yaml);
   const { plan } = await loadPlan(join(dir, 'gateway.yaml'), { registry: defaultRegistry(), env: {} });

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
-import { type FSWatcher, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { type FSWatcher, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
 import { ConfigWatcher, Debounce } from '../../src/runtime/watcher.js';
 import { eventually } from '../helpers/gateway.js';
+import { tempDir } from '../helpers/reaper.js';
 
 describe('the watcher debounce', () => {
   let fired: number[];
@@ -154,7 +154,7 @@ describe('the config watcher', () => {
   // Node's fs.watch reports an error (inotify gave one up) on its FSWatcher; nothing a test can
   // cause on Linux, so the error is emitted on the real watch of a real directory.
   it('replaces its own directory watch after an error, and still reports an edit', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'eventgate-watcher-'));
+    const dir = tempDir('eventgate-watcher');
     const file = join(dir, 'gateway.yaml');
     writeFileSync(file, 'version: 1\n');
     const changes: string[][] = [];
