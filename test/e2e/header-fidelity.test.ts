@@ -6,7 +6,8 @@ import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { MosquittoSub, mosquittoPub, pikaConsume, pikaDeclareQueue, pikaPublish, RawNats } from '../helpers/peers.js';
-import { startMosquitto, startNats, startRabbit, type MessageServer } from '../helpers/servers.js';
+import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver, type Received } from '../helpers/webhook-receiver.js';
 
 /**
@@ -23,7 +24,7 @@ describe('headers and properties carried exactly across broker kinds', () => {
   let kafkaIn = '';
 
   before(async () => {
-    [mqtt, rabbit, nats, kafka, hook] = await Promise.all([startMosquitto(), startRabbit(), startNats(), startKafka(), WebhookReceiver.start()]);
+    [mqtt, rabbit, nats, kafka, hook] = await Promise.all([startMosquitto(), sharedRabbit(), startNats(), startKafka(), WebhookReceiver.start()]);
     kafkaIn = kafka.topic('fid-in');
     await kafka.createTopic(kafkaIn, 1);
     await Promise.all([

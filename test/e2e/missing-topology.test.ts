@@ -5,7 +5,8 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish } from '../helpers/peers.js';
 import { RawNats } from '../helpers/peers.js';
-import { startNats, startRabbit, type MessageServer, type RabbitServer } from '../helpers/servers.js';
+import { startNats, type MessageServer, type RabbitServer } from '../helpers/servers.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
 
 /**
  * A queue (amqp, `declare: false`) or a stream (nats JetStream, `declare: false`) that must exist
@@ -20,7 +21,7 @@ describe('kind: amqp, a queue a route reads that does not exist (declare: false)
   const ghost = `eg-ghost-${process.pid}`;
   const seen = `eg-ghost-seen-${process.pid}`;
   before(async () => {
-    rabbit = await startRabbit();
+    rabbit = await sharedRabbit();
     // Where the routes relay what they consume, read by an independent client.
     await pikaDeclareQueue(rabbit, seen, 'amq.topic', 'seen.#');
   });
