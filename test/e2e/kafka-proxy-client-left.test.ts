@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { kcatConsumeAll, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { kcatConsumeAll, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape } from '../helpers/prometheus.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -10,18 +10,8 @@ const TOKEN = 'tap-token-client-left';
 const SCHEMA = '{ type: object, required: [id], properties: { id: { type: integer } } }';
 
 /** A Produce v3 request (acks 1) of one record to partition 0 of `topic`, size prefix included. */
-function produceFrame(topic: string, value: string): Buffer {
-  const i16 = (n: number) => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
-  const i32 = (n: number) => {
-    const b = Buffer.alloc(4);
-    b.writeInt32BE(n);
-    return b;
-  };
-  const str = (s: string) => Buffer.concat([i16(Buffer.byteLength(s)), Buffer.from(s)]);
-  const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from(value) });
-  const request = Buffer.concat([i16(0), i16(3), i32(7), str('client-left'), i16(-1), i16(1), i32(10000), i32(1), str(topic), i32(1), i32(0), i32(batch.length), batch]);
-  return Buffer.concat([i32(request.length), request]);
-}
+const produceFrame = (topic: string, value: string) =>
+  produceRequest({ correlationId: 7, clientId: 'client-left', topic, batch: recordBatch({ attributes: 0, key: null, value: Buffer.from(value) }) });
 
 /**
  * A client that closes its connection after sending a produce request, before the cluster answered

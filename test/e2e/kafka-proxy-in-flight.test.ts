@@ -6,32 +6,17 @@ import { MAX_REQUESTS_IN_FLIGHT } from '../../src/kinds/listeners/kafka/connecti
 import { READ_BYTES } from '../../src/kinds/listeners/kafka/read-buffer.js';
 import { makeCertificates } from '../helpers/certificates.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { metadataRequest, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 const TOKEN = 'tap-token-in-flight';
 
-const i16 = (n: number) => {
-  const b = Buffer.alloc(2);
-  b.writeInt16BE(n);
-  return b;
-};
-const i32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
-};
-const str = (s: string) => Buffer.concat([i16(Buffer.byteLength(s)), Buffer.from(s)]);
-const framed = (request: Buffer) => Buffer.concat([i32(request.length), request]);
-
 /** A Metadata v1 request for no topic (the brokers only), size prefix included. */
-const metadataFrame = (correlationId: number) => framed(Buffer.concat([i16(3), i16(1), i32(correlationId), str('in-flight'), i32(0)]));
+const metadataFrame = (correlationId: number) => metadataRequest(correlationId, 'in-flight');
 
 /** A Produce v3 request (acks 1) of one record to partition 0 of `topic`, size prefix included. */
-function produceFrame(correlationId: number, topic: string): Buffer {
-  const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from('{"n":1}') });
-  return framed(Buffer.concat([i16(0), i16(3), i32(correlationId), str('in-flight'), i16(-1), i16(1), i32(10000), i32(1), str(topic), i32(1), i32(0), i32(batch.length), batch]));
-}
+const produceFrame = (correlationId: number, topic: string) =>
+  produceRequest({ correlationId, clientId: 'in-flight', topic, batch: recordBatch({ attributes: 0, key: null, value: Buffer.from('{"n":1}') }) });
 
 /** `count` requests made by `frame`, numbered from 0, in one buffer. */
 const pipeline = (count: number, frame: (correlationId: number) => Buffer) => Buffer.concat(Array.from({ length: count }, (_, i) => frame(i)));

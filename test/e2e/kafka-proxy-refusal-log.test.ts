@@ -3,28 +3,13 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { REFUSAL_LOG_INTERVAL_MS } from '../../src/kinds/listeners/kafka/refusal-log.js';
 import { eventually, useGateway, type LogLine } from '../helpers/gateway.js';
-import { recordBatch, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { produceRequest, recordBatch, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 const SCHEMA = '{ type: object, required: [id], properties: { id: { type: integer } } }';
 
-const i16 = (n: number) => {
-  const b = Buffer.alloc(2);
-  b.writeInt16BE(n);
-  return b;
-};
-const i32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
-};
-const str = (s: string) => Buffer.concat([i16(Buffer.byteLength(s)), Buffer.from(s)]);
-
 /** A Produce v3 request of one record to partition 0 of `topic`, size prefix included. */
-function produceFrame(correlationId: number, topic: string, value: string, acks: number): Buffer {
-  const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from(value) });
-  const request = Buffer.concat([i16(0), i16(3), i32(correlationId), str('refusals'), i16(-1), i16(acks), i32(10000), i32(1), str(topic), i32(1), i32(0), i32(batch.length), batch]);
-  return Buffer.concat([i32(request.length), request]);
-}
+const produceFrame = (correlationId: number, topic: string, value: string, acks: number) =>
+  produceRequest({ correlationId, clientId: 'refusals', acks, topic, batch: recordBatch({ attributes: 0, key: null, value: Buffer.from(value) }) });
 
 /**
  * A refused produce request leaves a warn line (route, topic, client address, reason), at most one

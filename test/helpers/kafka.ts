@@ -388,6 +388,58 @@ export function recordBatch(o: { attributes: number; key: Buffer | null; value: 
   return Buffer.concat([head, crcd]);
 }
 
+// ---- raw requests: tests that speak the Kafka protocol byte by byte --------------------------
+
+const int16 = (n: number) => {
+  const b = Buffer.alloc(2);
+  b.writeInt16BE(n);
+  return b;
+};
+const int32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(n);
+  return b;
+};
+/** A nullable STRING: its length as an int16, then its bytes (-1 for null). */
+const kafkaString = (s: string | null) => (s === null ? int16(-1) : Buffer.concat([int16(Buffer.byteLength(s)), Buffer.from(s)]));
+/** A request (header and body) with the size prefix a connection carries it with. */
+const framed = (request: Buffer) => Buffer.concat([int32(request.length), request]);
+
+/** A Produce request (v3 to v8) of `batch` to one partition of `topic`, size prefix included. */
+export function produceRequest(o: {
+  topic: string;
+  batch: Buffer;
+  partition?: number;
+  version?: number;
+  correlationId?: number;
+  clientId?: string;
+  transactionalId?: string | null;
+  acks?: number;
+}): Buffer {
+  return framed(
+    Buffer.concat([
+      int16(0), // Produce
+      int16(o.version ?? 3),
+      int32(o.correlationId ?? 1),
+      kafkaString(o.clientId ?? 'eventgate-tests'),
+      kafkaString(o.transactionalId ?? null),
+      int16(o.acks ?? 1),
+      int32(10000), // timeout
+      int32(1),
+      kafkaString(o.topic),
+      int32(1),
+      int32(o.partition ?? 0),
+      int32(o.batch.length),
+      o.batch,
+    ]),
+  );
+}
+
+/** A Metadata v1 request for no topic (the brokers only), size prefix included. */
+export function metadataRequest(correlationId: number, clientId: string): Buffer {
+  return framed(Buffer.concat([int16(3), int16(1), int32(correlationId), kafkaString(clientId), int32(0)]));
+}
+
 /**
  * Sends one Produce request (v3 to v8, acks 1) of `batch` to `broker` (host:port) on a connection
  * of its own; resolves with the first partition's error code and (v8) error message.
@@ -396,38 +448,10 @@ export async function produceRaw(
   broker: string,
   o: { version: number; transactionalId: string | null; topic: string; partition: number; batch: Buffer },
 ): Promise<{ errorCode: number; errorMessage: string | null }> {
-  const str = (s: string | null) => {
-    if (s === null) return int(-1, 2);
-    const b = Buffer.alloc(2 + Buffer.byteLength(s));
-    b.writeInt16BE(Buffer.byteLength(s), 0);
-    b.write(s, 2);
-    return b;
-  };
-  const int = (n: number, size: 2 | 4) => {
-    const b = Buffer.alloc(size);
-    if (size === 2) b.writeInt16BE(n);
-    else b.writeInt32BE(n);
-    return b;
-  };
-  const request = Buffer.concat([
-    int(0, 2), // Produce
-    int(o.version, 2),
-    int(1, 4), // correlation id
-    str('eventgate-tests'),
-    str(o.transactionalId),
-    int(1, 2), // acks: leader
-    int(10000, 4), // timeout
-    int(1, 4),
-    str(o.topic),
-    int(1, 4),
-    int(o.partition, 4),
-    int(o.batch.length, 4),
-    o.batch,
-  ]);
   const [host, port] = [broker.slice(0, broker.lastIndexOf(':')), Number(broker.slice(broker.lastIndexOf(':') + 1))];
   const socket = connect(port, host);
   try {
-    socket.write(Buffer.concat([int(request.length, 4), request]));
+    socket.write(produceRequest(o));
     let got = Buffer.alloc(0);
     for await (const chunk of socket) {
       got = Buffer.concat([got, chunk as Buffer]);
