@@ -8,7 +8,7 @@ import { CONFIG_AJV_OPTIONS, precompiledValidator } from './precompiled-validato
 import { buildConfigSchema } from './schema.js';
 import { FRAGMENT_SECTIONS } from './include.js';
 import { pathFromPointer, type PathPart, type SourceDocument } from './source.js';
-import { closest, didYouMean } from './suggest.js';
+import { closest, didYouMean, enumHint } from './suggest.js';
 
 const validators = new WeakMap<KindRegistry, ValidateFunction>();
 
@@ -231,7 +231,7 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       return {
         ...at(path),
         code: 'EG_CONFIG_SCHEMA',
-        message: `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describeValue(e.data)}${didYouMean(String(e.data), allowed.map(String))}`,
+        message: `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describeValue(e.data)}${enumHint(e.data, allowed)}`,
       };
     }
     case 'const':

@@ -19,6 +19,21 @@ export function didYouMean(word: string, candidates: Iterable<string>): string {
   return hint === undefined ? '' : ` (did you mean '${hint}'?)`;
 }
 
+/**
+ * The hint after "must be one of ..., got X" for a value outside an enum: a number written in
+ * quotes (`qos: "1"`) is told to lose them; a misspelt string gets the nearest allowed string. A
+ * number gets no hint: the allowed values are listed, and the nearest digit by spelling is no guess.
+ */
+export function enumHint(value: unknown, allowed: readonly unknown[]): string {
+  if (typeof value !== 'string') return '';
+  const unquoted = allowed.find((a) => typeof a !== 'string' && String(a) === value);
+  if (unquoted !== undefined) return ` (write it without quotes: ${String(unquoted)})`;
+  return didYouMean(
+    value,
+    allowed.filter((a): a is string => typeof a === 'string'),
+  );
+}
+
 function editDistance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {

@@ -4,7 +4,7 @@ import type { Ajv2019 } from 'ajv/dist/2019.js';
 import type { Ajv2020 } from 'ajv/dist/2020.js';
 import type { fullFormats } from 'ajv-formats/dist/formats.js';
 import { pathFromPointer, type PathPart } from '../config/source.js';
-import { didYouMean } from '../config/suggest.js';
+import { enumHint } from '../config/suggest.js';
 import type { SchemaCheck } from '../kinds/contracts.js';
 import { isDateTime } from './date-time.js';
 import { compileBytesCheck } from './json-bytes.js';
@@ -130,9 +130,9 @@ function metaProblems(schema: object, errors: ErrorObject[]): SchemaProblem[] {
     const keyword = path.length > 0 ? String(path[path.length - 1]) : '';
     let message = `${keyword ? `'${keyword}' ` : ''}${e.message ?? e.keyword}`;
     if (e.keyword === 'enum') {
-      const allowed = (e.params as { allowedValues: unknown[] }).allowedValues.map(String);
+      const allowed = (e.params as { allowedValues: unknown[] }).allowedValues;
       const data = path.reduce<unknown>((v, p) => (v as Record<string, unknown> | undefined)?.[p as string], schema);
-      message = `'${keyword}' must be one of ${allowed.join(', ')}, got ${JSON.stringify(data)}${didYouMean(String(data), allowed)}`;
+      message = `'${keyword}' must be one of ${allowed.map(String).join(', ')}, got ${JSON.stringify(data)}${enumHint(data, allowed)}`;
     }
     out.push({ path, message });
   }
