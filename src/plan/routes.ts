@@ -44,11 +44,6 @@ export function compileRoutes(
       const { listener, path } = route.from;
       const kind = ctx.registry.listeners.get(listeners.get(listener)!.kind)!;
       const word = kind.routesBy === 'topic' ? 'topic' : 'path';
-      const invalid = kind.checkPath?.(path);
-      if (invalid !== undefined) {
-        ctx.report([...at, 'from', word], 'EG_CONFIG_SCHEMA', `route '${raw.name}': ${word} '${path}' cannot be routed: ${invalid}`);
-        return;
-      }
       let claims = claimed.get(listener);
       if (!claims) claimed.set(listener, (claims = { paths: kind.pathClaims?.() ?? new EqualPaths(), route: new Map() }));
       const other = claims.paths.claim(path);
@@ -144,6 +139,15 @@ function compileRoute(
   ) {
     const startFrom = f.startFrom ?? (f.fromBeginning === undefined ? undefined : f.fromBeginning ? 'earliest' : 'latest');
     from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, startFrom, ...(f.qos === undefined ? {} : { qos: f.qos }) };
+  }
+
+  // The listener's own rule for what it can route (an HTTP path, a Kafka topic name), reported
+  // with the route's other problems in one pass.
+  if (from?.type === 'listener') {
+    const kind = ctx.registry.listeners.get(listeners.get(from.listener)!.kind)!;
+    const invalid = kind.checkPath?.(from.path);
+    const word = kind.routesBy === 'topic' ? 'topic' : 'path';
+    if (invalid !== undefined) ctx.report([...at, 'from', word], 'EG_CONFIG_SCHEMA', `route '${raw.name}': ${word} '${from.path}' cannot be routed: ${invalid}`);
   }
 
   // deadletter

@@ -149,6 +149,35 @@ routes:
 });
 
 /**
+ * A kafka listener's route names the topic its clients produce to; one Kafka would refuse was
+ * reported only when the rest of the route was right, so a route with a bad target topic too had
+ * its source topic reported on the next run of validate, not this one.
+ */
+describe('a kafka listener route whose topic Kafka would refuse', () => {
+  const kafkaRule = 'a Kafka topic name is 1 to 249 characters among A-Z a-z 0-9 . _ - (and not "." or "..")';
+  it("is a config error at its line with the route's other problems, in one pass", async () => {
+    const dir = tempFiles({
+      'gateway.yaml': `version: 1
+brokers:
+  kf: { kind: kafka, brokers: "127.0.0.1:9092" }
+listeners:
+  kin: { kind: kafka, upstream: kf, port: 0 }
+routes:
+  - { name: governed, from: { listener: kin, topic: "bad topic" } }
+  - { name: moved, from: { listener: kin, topic: ".." }, to: { broker: kf, topic: "also bad" } }
+`,
+    });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      `gateway.yaml:7:53: route 'governed': topic 'bad topic' cannot be routed: ${kafkaRule}`,
+      `gateway.yaml:8:50: route 'moved': topic '..' cannot be routed: ${kafkaRule}`,
+      `gateway.yaml:8:83: 'also bad' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
+    ]);
+  });
+});
+
+/**
  * An amqp broker's own names over 255 bytes: validate said `ok`, and amqplib refused the exchange,
  * the queue and the binding at every connect (`Field 'queue' is the wrong type; must be a string
  * (up to 255 chars)`), so the broker never became ready; RabbitMQ takes a longer
