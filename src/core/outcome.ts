@@ -22,7 +22,8 @@ export type Outcome =
 export type StepStop =
   | { stop: 'filtered' }
   | { stop: 'invalid'; problem: Problem }
-  | { stop: 'deadletter'; message: Message; errors: string[]; to: { broker: string; topic: string } | undefined }
+  /** `to`: the step's own dead-letter topic (with its publish options, a `qos`), or undefined for the route's `deadletter`. */
+  | { stop: 'deadletter'; message: Message; errors: string[]; to: { broker: string; topic: string; options?: { readonly qos?: 0 | 1 | 2 } } | undefined }
   | { stop: 'rejected'; problem: Problem }
   | { stop: 'failed'; problem: Problem };
 

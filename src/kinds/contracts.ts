@@ -46,6 +46,8 @@ export interface StepCompileContext {
   checkBroker(name: string, relPath: readonly PathPart[]): boolean;
   /** Check that broker `broker` (which exists) can publish to `topic` as it is (BrokerKind.topicProblem); reported at relPath when not. */
   checkTopic(broker: string, topic: string, relPath: readonly PathPart[]): boolean;
+  /** Check that broker `broker` (which exists) takes a `qos` (BrokerKind.takesQos: mqtt); reported at relPath (the `qos` key) when not. */
+  checkQos(broker: string, relPath: readonly PathPart[]): boolean;
   /**
    * The messages of the config's AsyncAPI documents that `ref` names, each with its payload
    * validator (compiled once per load); undefined, with the problem reported, when the name is unknown.

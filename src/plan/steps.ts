@@ -72,6 +72,7 @@ export class StepCompiler {
         return false;
       },
       checkTopic: (broker, topic, rel) => ctx.checkTopic(broker, topic, 'publish', [...stepAt, ...rel]),
+      checkQos: (broker, rel) => ctx.checkQos(broker, [...stepAt, ...rel]),
       asyncapiContracts: (ref, rel) => this.asyncapi.contracts(ref, [...stepAt, ...rel], files),
     };
   }

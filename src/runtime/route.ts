@@ -63,7 +63,7 @@ export interface RouteDeps {
 interface DeadletterTopic {
   broker: BrokerRuntime;
   topic: string;
-  /** The route's `deadletter.qos` (mqtt); a validate step's own topic has none. */
+  /** The `qos` of the route's `deadletter` or of the validate step's own topic (mqtt). */
   options?: PublishOptions;
 }
 
@@ -517,7 +517,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   private async deadletterInstead(r: Extract<StepResult, { stop: 'deadletter' }>): Promise<Outcome> {
-    const to = r.to ? { broker: this.deps.brokers.get(r.to.broker)!, topic: r.to.topic } : this.deadletter!;
+    const to = r.to ? { broker: this.deps.brokers.get(r.to.broker)!, topic: r.to.topic, options: r.to.options } : this.deadletter!;
     try {
       const delivery = await this.sendToDeadletter(to, r.message, { status: 400, code: 'EG_INVALID_MESSAGE', detail: 'the message does not match its schema', errors: r.errors });
       return { outcome: 'deadlettered', deliveries: [delivery], errors: r.errors };

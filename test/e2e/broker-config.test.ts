@@ -322,6 +322,13 @@ routes:
   - { name: a, from: { broker: kf, topic: in, qos: 1 }, to: { broker: mq, topic: a, qos: 2 } }
   - { name: b, from: { broker: mq, topic: "in/#", qos: 0 }, to: { broker: mem, topic: out, qos: 1 }, deadletter: { broker: kf, topic: dead, qos: 1 } }
   - { name: c, from: { broker: mq, topic: "c/#", qos: 2 }, to: { broker: mq, topic: out, qos: 0 }, deadletter: { broker: mq, topic: dead, qos: 1 } }
+  - name: d
+    from: { broker: mq, topic: "d/#" }
+    through:
+      - validate: { schema: { type: object }, onInvalid: deadletter, deadletter: { broker: mq, topic: invalid, qos: 0 } }
+      - validate: { schema: { type: object }, onInvalid: deadletter, deadletter: { broker: kf, topic: invalid, qos: 1 } }
+      - validate: { schema: { type: object, required: [id] }, onInvalid: deadletter, deadletter: { broker: mq, topic: invalid, qos: "2" } }
+    to: { broker: mq, topic: out }
 `,
     });
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
@@ -330,6 +337,9 @@ routes:
       "gateway.yaml:7:47: 'qos' is a setting of mqtt brokers: broker 'kf' is a kafka broker, which has no QoS levels",
       "gateway.yaml:8:92: 'qos' is a setting of mqtt brokers: broker 'mem' is a memory broker, which has no QoS levels",
       "gateway.yaml:8:141: 'qos' is a setting of mqtt brokers: broker 'kf' is a kafka broker, which has no QoS levels",
+      // A validate step's own dead-letter topic takes a qos as the route's does: mqtt only, 0, 1 or 2.
+      "gateway.yaml:14:112: 'qos' is a setting of mqtt brokers: broker 'kf' is a kafka broker, which has no QoS levels",
+      'gateway.yaml:15:133: routes[3].through[2].validate.deadletter.qos must be one of 0, 1, 2, got string "2" (write it without quotes: 2)',
     ]);
   });
 });

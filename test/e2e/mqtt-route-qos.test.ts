@@ -105,7 +105,7 @@ describe('kind: mqtt, QoS per route (issue #17: "QoS per route (0/1/2)"), agains
   });
   const gw = useGateway();
 
-  it("publishes each target and dead-letter topic at its own QoS, over the broker's qosByTopic and qos: routes to one topic at QoS 0, 1, and the broker's 2", async () => {
+  it("publishes each target and dead-letter topic (a route's, a validate step's own) at its own QoS, over the broker's qosByTopic and qos: routes to one topic at QoS 0, 1, and the broker's 2", async () => {
     await gw.start(`
 version: 1
 admin: { port: 0 }
@@ -122,17 +122,21 @@ routes:
     through: [{ validate: { schema: { type: object, required: [id] }, onInvalid: deadletter } }]
     to: { broker: devices, topic: out/never }
     deadletter: { broker: devices, topic: out/a, qos: 1 }
+  - name: stepinvalid
+    from: { listener: api, path: /stepinvalid }
+    through: [{ validate: { schema: { type: object, required: [id] }, onInvalid: deadletter, deadletter: { broker: devices, topic: out/a, qos: 0 } } }]
+    to: { broker: devices, topic: out/never }
 `);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);
     // Subscribed at QoS 2, the subscriber gets each message at the QoS it was published with.
     const sub = await MosquittoSub.start(mqtt, 'out/a', 2);
     try {
-      for (const path of ['at0', 'at1', 'broker', 'invalid']) {
+      for (const path of ['at0', 'at1', 'broker', 'invalid', 'stepinvalid']) {
         const r = await post(gw.url('api', `/${path}`), { path });
         assert.equal(r.status, 200, r.text);
       }
-      const got = await sub.take(4);
-      assert.deepEqual(Object.fromEntries(got.map((m) => [JSON.parse(m.payload).path, m.qos])), { at0: 0, at1: 1, broker: 2, invalid: 1 });
+      const got = await sub.take(5);
+      assert.deepEqual(Object.fromEntries(got.map((m) => [JSON.parse(m.payload).path, m.qos])), { at0: 0, at1: 1, broker: 2, invalid: 1, stepinvalid: 0 });
     } finally {
       await sub.stop();
     }

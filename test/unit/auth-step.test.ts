@@ -16,6 +16,7 @@ function compileCtx(problems: string[]): StepCompileContext {
     readFile: () => undefined,
     checkBroker: () => true,
     checkTopic: () => true,
+    checkQos: () => true,
   };
 }
 

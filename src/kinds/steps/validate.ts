@@ -4,7 +4,7 @@ import { problem } from '../../core/errors.js';
 import { headersWith, withHeaders, type Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { MessageContext } from '../../core/message.js';
-import type { CompiledStep, MessageContract } from '../contracts.js';
+import type { CompiledStep, MessageContract, PublishOptions, Qos } from '../contracts.js';
 import { defineStep, exactlyOne, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 
 /** The header the AsyncAPI Event Gateway used for tagged messages; kept so its consumers work unchanged. */
@@ -40,8 +40,15 @@ const options = Type.Object(
             description:
               "Topic for invalid messages: one the broker's server would refuse (a wildcard on mqtt or nats, an illegal Kafka topic name, an AMQP routing key over 255 bytes) is a config error at its line, as in a route.",
           }),
+          qos: Type.Optional(
+            Type.Unsafe<Qos>({
+              enum: [0, 1, 2],
+              description:
+                "MQTT brokers only: the QoS of the messages this step dead-letters (`0` at most once, `1` at least once, `2` exactly once), instead of the broker's `qosByTopic` and `qos`, as a route's `deadletter.qos`; another kind of broker refuses the key.",
+            }),
+          ),
         },
-        { additionalProperties: false, description: "`{broker, topic}` for `onInvalid: deadletter`; defaults to the route's deadletter." },
+        { additionalProperties: false, description: "`{broker, topic}` (and `qos` on an mqtt broker) for `onInvalid: deadletter`; defaults to the route's deadletter." },
       ),
     ),
   },
@@ -58,14 +65,21 @@ export const validateStep = defineStep({
   options,
   doc: {
     summary:
-      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. A `format` ajv does not know (`format: emial`) and a keyword JSON Schema does not have (`requird`) are config errors at their key, with a hint, since ajv would ignore them and check nothing (JSON Schema\'s `idn-email`, `idn-hostname`, `iri` and `iri-reference` formats are accepted and not checked); keys starting with `x-` (extensions) and the annotations AsyncAPI and OpenAPI schemas add (`example`, `externalDocs`, `discriminator`) are allowed and check nothing. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}` (the root\'s instancePath is empty: `": must have required property \'id\'"`); `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
+      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. A `format` ajv does not know (`format: emial`) and a keyword JSON Schema does not have (`requird`) are config errors at their key, with a hint, since ajv would ignore them and check nothing (JSON Schema\'s `idn-email`, `idn-hostname`, `iri` and `iri-reference` formats are accepted and not checked); keys starting with `x-` (extensions) and the annotations AsyncAPI and OpenAPI schemas add (`example`, `externalDocs`, `discriminator`) are allowed and check nothing. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}` (the root\'s instancePath is empty: `": must have required property \'id\'"`); `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets; on an mqtt broker the step\'s `deadletter` takes a `qos` of its own, as the route\'s does. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
     example: 'validate:\n  message: lightMeasured      # or: channel: lightingMeasured, or: schema: schemas/light-measured.json\n  onInvalid: tag',
   },
   compile(options, ctx) {
     // The schema guarantees exactly one of schema, message and channel.
     const onInvalid = options.onInvalid ?? 'reject';
-    if (options.deadletter && !(ctx.checkBroker(options.deadletter.broker, ['deadletter', 'broker']) && ctx.checkTopic(options.deadletter.broker, options.deadletter.topic, ['deadletter', 'topic'])))
-      return undefined;
+    const dl = options.deadletter;
+    // A bad dead-letter topic does not stop the schema's own check: every problem in one pass.
+    const deadletterOk =
+      !dl ||
+      (ctx.checkBroker(dl.broker, ['deadletter', 'broker']) &&
+        ctx.checkTopic(dl.broker, dl.topic, ['deadletter', 'topic']) &&
+        (dl.qos === undefined || ctx.checkQos(dl.broker, ['deadletter', 'qos'])));
+    // Built once here, as a route's targets build theirs, not per dead-lettered message.
+    const deadletter: StepDeadletter | undefined = dl && { broker: dl.broker, topic: dl.topic, options: dl.qos === undefined ? undefined : { qos: dl.qos } };
     if (options.message !== undefined || options.channel !== undefined) {
       const ref = options.message !== undefined ? { message: options.message } : { channel: options.channel! };
       const rel = [options.message !== undefined ? 'message' : 'channel'];
@@ -74,7 +88,7 @@ export const validateStep = defineStep({
         return undefined;
       }
       const contracts = ctx.asyncapiContracts(ref, rel);
-      return contracts && validator(contracts, onInvalid, options.deadletter);
+      return contracts && deadletterOk ? validator(contracts, onInvalid, deadletter) : undefined;
     }
     let schema: unknown = options.schema;
     let origin: string | undefined;
@@ -96,17 +110,24 @@ export const validateStep = defineStep({
       }
     }
     const check = ctx.compileJsonSchema(schema, ['schema'], origin);
-    if (!check) return undefined;
-    return validator([{ check, message: null, channel: null }], onInvalid, options.deadletter);
+    if (!check || !deadletterOk) return undefined;
+    return validator([{ check, message: null, channel: null }], onInvalid, deadletter);
   },
 });
+
+/** A step's own dead-letter topic, with what its publishes ask of the broker (`qos`). */
+interface StepDeadletter {
+  broker: string;
+  topic: string;
+  options: PublishOptions | undefined;
+}
 
 /**
  * The one validator behind every form of the step: the value passes when it matches any of the
  * contracts (a JSON Schema is one contract without AsyncAPI metadata; a channel has one per message).
  * `deadletter` undefined with onInvalid: deadletter means the route's own dead-letter target.
  */
-export function validator(contracts: readonly MessageContract[], onInvalid: OnInvalid, deadletter?: { broker: string; topic: string }): CompiledStep {
+export function validator(contracts: readonly MessageContract[], onInvalid: OnInvalid, deadletter?: StepDeadletter): CompiledStep {
   const only = contracts.length === 1 ? contracts[0]! : undefined;
   // A step that names AsyncAPI messages tells expressions which one the value is: `$message`, `$channel`.
   const tells = contracts.some((c) => c.message !== null || c.channel !== null);
