@@ -4,6 +4,14 @@ export const PUBREC = 0x50;
 export const PUBCOMP = 0x70;
 
 /**
+ * A PUBACK or PUBREC for packet id `id`, success: a remaining length of 2, which MQTT 5 reads as
+ * reason code 0 with no properties (MQTT 5 §3.4.2.1, §3.5.2.1), as MQTT 3.1.1 does.
+ */
+export function acknowledgement(type: typeof PUBACK | typeof PUBREC, id: number): Buffer {
+  return Buffer.from([type, 2, id >> 8, id & 0xff]);
+}
+
+/**
  * Splits the bytes a publishing connection receives into the acknowledgements of its publishes
  * (PUBACK, PUBREC, PUBCOMP), read here, and everything else, passed on in order to mqtt.js's
  * parser. mqtt.js reads each acknowledgement as a packet object, through a dozen debug calls, one

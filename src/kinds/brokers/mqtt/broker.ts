@@ -9,6 +9,7 @@ import { reconnectBackoff } from '../../../core/backoff.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
+import { acknowledgement, PUBACK, PUBREC } from './acks.js';
 import { FirstConnection } from '../first-connection.js';
 import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import { mqttStringProblem, publishTopicProblem } from './topics.js';
@@ -74,12 +75,37 @@ type MqttLib = typeof import('mqtt');
 let lib: MqttLib | undefined;
 const loadMqtt = async (): Promise<MqttLib> => (lib ??= await import('mqtt'));
 
-/** What a consume route's connection tells mqtt.js for a message it leaves unacknowledged (see MqttSubscription). */
-class GivenBack extends Error {
+/**
+ * What a consume route's connection tells mqtt.js for every QoS 1 and 2 message: no PUBACK or
+ * PUBREC from mqtt.js, read on. The route sends the acknowledgement itself once it accepted the
+ * message (see MqttSubscription). mqtt.js emits it as an 'error' event, which Link ignores: one
+ * instance for all, so no stack is captured per message.
+ */
+class AcknowledgedByRoute extends Error {
   constructor() {
-    super('message given back by its route; left unacknowledged for the next session');
+    super('acknowledged by the consume route once it accepted the message');
   }
 }
+const ACKNOWLEDGED_BY_ROUTE = new AcknowledgedByRoute();
+
+/**
+ * Messages a consume route's connection takes from mqtt.js's packet loop before the route handled
+ * them. mqtt.js reads the next packet only once the one before was let go of, so the route must
+ * not hold the loop while it holds a message: the PINGRESP behind it would go unread and mqtt.js
+ * would give the connection up after 1.5 × keepaliveSeconds. Past this many the loop is held again
+ * (memory stays bounded); on MQTT 5 the route asks the server for no more QoS 1 and 2 messages in
+ * flight than this (Receive Maximum), on MQTT 3.1.1 the server's own window bounds them
+ * (mosquitto's `max_inflight_messages`, 20 by default). Only a flood of QoS 0 messages, which no
+ * window bounds, reaches it.
+ */
+const MAX_IN_HAND = 100;
+
+/**
+ * The Receive Maximum a consume route's MQTT 5 connection asks for: mosquitto's default window
+ * (`max_inflight_messages`), which it otherwise keeps to on MQTT 5 too, and well under
+ * MAX_IN_HAND. mosquitto 2.0 lets a client's Receive Maximum raise its window (100 asked, 100 sent).
+ */
+const RECEIVE_MAXIMUM = 20;
 
 /** CONNACK codes that turn the login down: 3.1.1's bad user name or password and not authorized; MQTT 5's the same, banned, and bad authentication method. */
 const LOGIN_REFUSED = new Set<unknown>([4, 5, 0x86, 0x87, 0x8a, 0x8c]);
@@ -100,8 +126,8 @@ class Link {
       this.detail = 'connected';
     });
     client.on('error', (err) => {
-      // A message a route gave back (MqttSubscription) says nothing about the connection.
-      if (err instanceof GivenBack) return;
+      // A message whose acknowledgement the route sends itself (MqttSubscription) says nothing about the connection.
+      if (err instanceof AcknowledgedByRoute) return;
       const detail = notConnectedDetail(err.message, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) ? 'tls' : undefined);
       // Once per reason, not once per attempt: a wrong password is retried every reconnectPeriodMs.
       if (!this.ready && detail !== this.detail) log.warn({ connection: what, err: err.message, retryInMs: client.options.reconnectPeriod }, 'mqtt connect failed; retrying');
@@ -121,7 +147,16 @@ class Link {
   }
 }
 
-function clientOptions(settings: MqttSettings, clientId: string, persistent: boolean): IClientOptions {
+/**
+ * A connection's options. `receiveMaximum` (a consume route's, MQTT 5): the QoS 1 and 2 messages
+ * the server may have in flight to it, unacknowledged.
+ */
+function clientOptions(settings: MqttSettings, clientId: string, persistent: boolean, receiveMaximum?: number): IClientOptions {
+  const properties = {
+    // A persistent session outlives a disconnect (MQTT 5 ends it at once unless told otherwise).
+    ...(persistent && { sessionExpiryInterval: settings.sessionExpirySeconds }),
+    ...(receiveMaximum !== undefined && { receiveMaximum }),
+  };
   return {
     clientId,
     username: settings.username,
@@ -139,8 +174,7 @@ function clientOptions(settings: MqttSettings, clientId: string, persistent: boo
     queueQoSZero: false,
     // The subscription's own 'connect' handler subscribes (see MqttSubscription).
     resubscribe: false,
-    // A persistent session outlives a disconnect (MQTT 5 ends it at once unless told otherwise).
-    properties: settings.protocolVersion === 5 && persistent ? { sessionExpiryInterval: settings.sessionExpirySeconds } : undefined,
+    properties: settings.protocolVersion === 5 && Object.keys(properties).length > 0 ? properties : undefined,
     ...(settings.tls as IClientOptions | undefined),
   };
 }
@@ -309,11 +343,13 @@ const leftSessions = new Map<string, Map<string, { filter: string; unsubscribed:
 
 /**
  * One consume route's connection. A QoS 1 or 2 message is acknowledged — PUBACK, or PUBREC for
- * QoS 2 — only once the route accepted it (mqtt.js's `customHandleAcks` holds the acknowledgement
- * until we call back), so a message in hand when the gateway stops, crashes or loses the connection
- * is sent again by the server to the route's persistent session. mqtt.js reads the connection one
- * packet at a time and waits for that callback before the next, so messages are handled in order,
- * one at a time. QoS 0 messages arrive through `handleMessage` (nothing to acknowledge).
+ * QoS 2 — only once the route accepted it, so a message in hand when the gateway stops, crashes or
+ * loses the connection is sent again by the server to the route's persistent session. mqtt.js
+ * hands each message over (`customHandleAcks`, QoS 0 through `handleMessage`) and is told at once
+ * to send no acknowledgement and read on (up to MAX_IN_HAND messages in hand), so its keepalive
+ * sees the PINGRESPs behind a message the route holds; the route handles messages in order, one at
+ * a time, and writes each acknowledgement itself, in the order the messages came (MQTT 3.1.1
+ * §4.6), on the connection each came on. A PUBREL (QoS 2) is answered PUBCOMP by mqtt.js.
  */
 class MqttSubscription {
   readonly link: Link;
@@ -337,6 +373,8 @@ class MqttSubscription {
   private readonly settled = new Set<number>();
   /** Messages received and not yet acknowledged (or, at QoS 0, not yet handled): the route's lag. */
   unacknowledged = 0;
+  /** Lets mqtt.js read the next packet: held while MAX_IN_HAND messages are in hand. */
+  private readOn: (() => void) | undefined;
   /** The QoS this route subscribes with: its own `from.qos`, else the broker's for its filter. */
   private readonly qos: Qos;
   /**
@@ -369,7 +407,7 @@ class MqttSubscription {
     const clientId = adopted ?? (perInstance ? `${settings.clientId}-${spec.group}` : `${settings.clientId}-${spec.route}`);
     this.clientId = clientId;
     this.persistent = persistent;
-    const client = lib.connect(settings.url, clientOptions(settings, clientId, persistent));
+    const client = lib.connect(settings.url, clientOptions(settings, clientId, persistent, RECEIVE_MAXIMUM));
     this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
     const filter = settings.sharedSubscriptions && !perInstance ? `$share/${spec.group}/${spec.topic}` : spec.topic;
     this.filter = filter;
@@ -381,26 +419,17 @@ class MqttSubscription {
     });
     client.on('connect', (connack) => this.connected(connack.sessionPresent));
     // mqtt.js honours the `customHandleAcks` option for MQTT 5 only, but reads it from `options` at
-    // each packet; set here it holds the acknowledgement on MQTT 3.1.1 connections too.
+    // each packet; set here it applies on MQTT 3.1.1 connections too. Answered with an error, mqtt.js
+    // sends no PUBACK or PUBREC (nor stores a QoS 2 message) and reads on: the route acknowledges.
     client.options.customHandleAcks = (_topic, _payload, packet: IPublishPacket, ack) => {
-      // Giving a message back must still let mqtt.js read on: it reads the next packet only once
-      // this callback ran. An error sends no PUBACK/PUBREC (the server keeps the message for the
-      // next session), but the SUBACK or PUBRELs queued behind it get read, without which a
-      // graceful end() waits forever for the SUBACK and a reload or shutdown never finishes.
-      this.receive(
-        packet,
-        this.generation,
-        () => ack(null as unknown as Error, 0),
-        () => ack(new GivenBack()),
-      );
+      this.receive(packet, this.generation, () => ack(ACKNOWLEDGED_BY_ROUTE));
     };
-    client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
-      // QoS 1: already acknowledged through customHandleAcks. QoS 2: this is the PUBREL, the exchange is over.
-      if (packet.qos === 2 && packet.messageId !== undefined) this.settled.delete(packet.messageId);
-      if (packet.qos !== 0) return callback();
-      // QoS 0 has nothing to acknowledge: handled or not, mqtt.js reads on.
-      this.receive(packet, this.generation, callback, callback);
-    };
+    // QoS 0 only: with customHandleAcks answered with an error, mqtt.js calls it for no other message.
+    client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => this.receive(packet, this.generation, callback);
+    client.on('packetreceive', (packet) => {
+      // QoS 2: the server released the message (mqtt.js answers PUBCOMP); it sends that id no more.
+      if (packet.cmd === 'pubrel' && packet.messageId !== undefined) this.settled.delete(packet.messageId);
+    });
   }
 
   /**
@@ -470,36 +499,50 @@ class MqttSubscription {
     return this.refused === undefined ? { ready: true } : { ready: false, detail: this.refused };
   }
 
-  private receive(packet: IPublishPacket, generation: number, acknowledge: () => void, giveBack: () => void): void {
-    this.unacknowledged++;
-    const done = this.chain.then(() => this.take(packet, generation, acknowledge, giveBack));
-    this.chain = done.finally(() => this.unacknowledged--);
+  /** A message from mqtt.js, and how to let mqtt.js read on: at once, unless MAX_IN_HAND messages are in hand. */
+  private receive(packet: IPublishPacket, generation: number, readOn: () => void): void {
+    if (++this.unacknowledged <= MAX_IN_HAND) readOn();
+    else this.readOn = readOn;
+    const done = this.chain.then(() => this.take(packet, generation));
+    this.chain = done.finally(() => {
+      const held = this.readOn;
+      if (--this.unacknowledged <= MAX_IN_HAND && held) {
+        this.readOn = undefined;
+        held();
+      }
+    });
   }
 
-  private async take(packet: IPublishPacket, generation: number, acknowledge: () => void, giveBack: () => void): Promise<void> {
+  /** PUBACK (QoS 1) or PUBREC (QoS 2), written on the connection the message came on while it is open; else the server sends it again (DUP) on the next. */
+  private acknowledge(packet: IPublishPacket): void {
+    const stream = this.link.client.stream;
+    if (packet.qos === 0 || packet.messageId === undefined || !stream?.writable) return;
+    stream.write(acknowledgement(packet.qos === 1 ? PUBACK : PUBREC, packet.messageId));
+  }
+
+  private async take(packet: IPublishPacket, generation: number): Promise<void> {
     const id = packet.messageId;
     if (packet.qos > 0 && id !== undefined && packet.dup && this.settled.has(id)) {
       // Already accepted by the route: only the acknowledgement went missing. A copy that came on a
       // connection lost since cannot be acknowledged there: the server sends it once more on the
       // current one, which must still find it settled. A route held on one message over several
-      // reconnects (its keepalive lapses while it holds the message) had a copy from each, and
-      // the first stale copy cleared the id: the copy on the live connection was delivered again.
-      if (packet.qos === 1 && generation === this.generation) this.settled.delete(id);
-      acknowledge();
+      // reconnects has a copy from each; when the first stale copy cleared the id, the copy on the
+      // live connection was delivered again.
+      if (generation !== this.generation) return;
+      if (packet.qos === 1) this.settled.delete(id);
+      this.acknowledge(packet);
       return;
     }
     const accepted = await handOver(toMessage(packet), this.handler, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping });
     // Not accepted (stopping): no acknowledgement, so the server offers it again to the next session.
-    if (!accepted) return giveBack();
-    if (packet.qos === 0) return acknowledge();
-    if (id === undefined) return;
+    if (!accepted || packet.qos === 0 || id === undefined) return;
     if (generation !== this.generation) {
       // The connection it came on is gone; the server sends it again on the new one (DUP), and that copy is acknowledged.
       this.settled.add(id);
       return;
     }
     if (packet.qos === 2) this.settled.add(id);
-    acknowledge();
+    this.acknowledge(packet);
   }
 
   /**

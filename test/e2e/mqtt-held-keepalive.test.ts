@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { useGateway } from '../helpers/gateway.js';
+import { mosquittoPub } from '../helpers/peers.js';
+import { startMosquitto, type MessageServer } from '../helpers/servers.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/** keepaliveSeconds of the gateway's broker: mqtt.js gives a connection up after 1.5 × it without a packet read. */
+const KEEPALIVE_S = 1;
+/** How long the route is held: over 3 × the keepalive, three lapses on a connection whose PINGRESPs go unread. */
+const HELD_MS = 5000;
+
+/**
+ * A consume route held on one message (its webhook answering 503, no dead-letter target) for
+ * longer than its connection's keepalive: the connection stays up and ready — no `mqtt
+ * connection lost`, `/readyz` 200 throughout — and once the webhook answers, every message
+ * published meanwhile is delivered once, in order. Before, mqtt.js read no packet past the held
+ * PUBLISH, PINGRESP included, and gave the connection up every 1.5 × keepaliveSeconds.
+ */
+for (const { version, qos } of [
+  { version: 4, qos: 1 },
+  { version: 5, qos: 2 },
+] as const) {
+  describe(`mqtt ${version === 4 ? '3.1.1' : '5'}, QoS ${qos}: a route held longer than its keepalive`, () => {
+    let mqtt: MessageServer;
+    let hook: WebhookReceiver;
+    let failing = true;
+    /** Bodies the receiver answered 200: the deliveries. */
+    const delivered: string[] = [];
+    let refused = 0;
+
+    before(async () => {
+      [mqtt, hook] = await Promise.all([startMosquitto(), WebhookReceiver.start()]);
+      hook.respond = (r, res) => {
+        if (failing) refused++;
+        else delivered.push(r.body);
+        res.statusCode = failing ? 503 : 200;
+        res.end();
+      };
+    });
+    after(async () => {
+      await Promise.all([mqtt?.stop(), hook?.stop()]);
+    });
+
+    const gw = useGateway(
+      () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  devices: { kind: mqtt, url: ${mqtt.url}, protocolVersion: ${version}, clientId: eg-held-${version}-${process.pid}, reconnectPeriodMs: 100, keepaliveSeconds: ${KEEPALIVE_S} }
+routes:
+  - name: held
+    from: { broker: devices, topic: held/in, qos: ${qos} }
+    to: { http: { url: "${hook.url}/held", retry: { attempts: 1 } } }
+`,
+    );
+
+    it('keeps its connection and readiness, then delivers every message once, in order', async () => {
+      // Subscribed first: mosquitto drops what it has no subscriber for.
+      await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'held', 30000);
+      const from = gw.logs.length;
+      const sent = Array.from({ length: 5 }, (_, i) => `{"i":${i}}`);
+      for (const body of sent) await mosquittoPub(mqtt, 'held/in', body, { qos });
+      // Held: the webhook refuses the first message again and again.
+      while (refused < 2) await new Promise((r) => setTimeout(r, 20));
+      const readiness: number[] = [];
+      const heldUntil = Date.now() + HELD_MS;
+      while (Date.now() < heldUntil) {
+        readiness.push((await fetch(`${gw.adminUrl}/readyz`)).status);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const lost = gw.logs.slice(from).filter((l) => l.msg === 'mqtt connection lost; reconnecting').length;
+      const notReady = readiness.filter((s) => s !== 200).length;
+      assert.ok(readiness.length > 20, `readiness polled ${readiness.length} times`);
+      assert.deepEqual({ lost, notReady }, { lost: 0, notReady: 0 }, `held ${HELD_MS} ms: connection losses, and /readyz answers other than 200 of ${readiness.length}`);
+      assert.equal(delivered.length, 0);
+      failing = false;
+      // One more after the five: once it is delivered, every message before it was handled (in order).
+      await mosquittoPub(mqtt, 'held/in', '{"i":"last"}', { qos });
+      const deadline = Date.now() + 30000;
+      while (!delivered.includes('{"i":"last"}')) {
+        if (Date.now() > deadline) throw new Error(`the last message was not delivered: ${JSON.stringify(delivered)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.deepEqual(delivered, [...sent, '{"i":"last"}']);
+    });
+  });
+}
