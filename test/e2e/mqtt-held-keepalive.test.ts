@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { useGateway } from '../helpers/gateway.js';
-import { mosquittoPub } from '../helpers/peers.js';
+import { MosquittoPubStream, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -86,3 +86,80 @@ routes:
     });
   });
 }
+
+/**
+ * QoS 0 messages, which no server window bounds, behind a held message: the route takes up to 100
+ * from mqtt.js (its lag, the messages in hand, stops at 101 with the held one), then reads its
+ * connection no further until it takes one; once the webhook answers, every message is
+ * delivered, in order.
+ */
+describe('mqtt: QoS 0 messages behind a held message', () => {
+  let mqtt: MessageServer;
+  let hook: WebhookReceiver;
+  let failing = true;
+  const delivered: string[] = [];
+  let refused = 0;
+
+  before(async () => {
+    [mqtt, hook] = await Promise.all([startMosquitto(), WebhookReceiver.start()]);
+    hook.respond = (r, res) => {
+      if (failing) refused++;
+      else delivered.push(r.body);
+      res.statusCode = failing ? 503 : 200;
+      res.end();
+    };
+  });
+  after(async () => {
+    await Promise.all([mqtt?.stop(), hook?.stop()]);
+  });
+
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-held-q0-${process.pid}, reconnectPeriodMs: 100 }
+routes:
+  - name: held
+    from: { broker: devices, topic: held/in, qos: 0 }
+    to: { http: { url: "${hook.url}/held", retry: { attempts: 1 } } }
+`,
+  );
+
+  /** The route's lag: the messages it has in hand. */
+  const lag = async (): Promise<number> => {
+    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith('eventgate_mqtt_consumer_lag{') && l.includes('route="held"'));
+    return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+  };
+
+  it('holds at most 100 besides the held one, then delivers every message in order', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'held', 30000);
+    const sent = Array.from({ length: 150 }, (_, i) => `{"i":${i}}`);
+    const pub = MosquittoPubStream.start(mqtt, 'held/in', 0);
+    pub.write(sent);
+    await pub.end();
+    while (refused < 1) await new Promise((r) => setTimeout(r, 20));
+    const samples: number[] = [];
+    while (samples.length === 0 || samples[samples.length - 1]! < 101) {
+      if (samples.length > 200) throw new Error(`the route never had 101 messages in hand: ${samples.slice(-5)}`);
+      samples.push(await lag());
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (let i = 0; i < 10; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      samples.push(await lag());
+    }
+    assert.ok(
+      samples.every((n) => n <= 101),
+      `messages in hand: ${samples.join(' ')}`,
+    );
+    failing = false;
+    const deadline = Date.now() + 30000;
+    while (delivered.length < sent.length) {
+      if (Date.now() > deadline) throw new Error(`${delivered.length} of ${sent.length} delivered`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(delivered, sent);
+  });
+});

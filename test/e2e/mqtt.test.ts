@@ -371,8 +371,10 @@ routes:
       const lag = async () => (await scrape(lagged.adminUrl)).value('eventgate_mqtt_consumer_lag', { route: 'slow', topic: 'slow/+', partition: '0' });
       assert.equal(await lag(), 0);
       for (let i = 0; i < 5; i++) await mosquittoPub(mqtt, `slow/${i}`, JSON.stringify({ i }));
-      // One message in hand, not acknowledged; the others wait at the server (which an MQTT client cannot see).
-      await eventually(async () => assert.equal(await lag(), 1), 15000, 100);
+      // All five in hand, none acknowledged: the server sends up to its in-flight window (mosquitto's
+      // 20) and the route takes them from mqtt.js while it holds the first (what the server queues
+      // beyond that window an MQTT client cannot see).
+      await eventually(async () => assert.equal(await lag(), 5), 15000, 100);
       target.release();
       await eventually(() => assert.equal(new Set(target.bodies).size, 5), 30000, 100);
       await eventually(async () => assert.equal(await lag(), 0), 15000, 100);
