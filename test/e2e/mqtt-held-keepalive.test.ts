@@ -5,10 +5,10 @@ import { MosquittoPubStream, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
-/** keepaliveSeconds of the gateway's broker: mqtt.js gives a connection up after 1.5 × it without a packet read. */
-const KEEPALIVE_S = 1;
-/** How long the route is held: over 3 × the keepalive, three lapses on a connection whose PINGRESPs go unread. */
-const HELD_MS = 5000;
+/** keepaliveSeconds of the gateway's broker: mqtt.js pings after 1 × it idle and gives the connection up at 1.5 × it without a packet read (2 s leaves a PINGRESP 1 s on a busy machine). */
+const KEEPALIVE_S = 2;
+/** How long the route is held: over 3 × the keepalive (two lapses, 3 s apart, on a connection whose PINGRESPs go unread). */
+const HELD_MS = 7000;
 
 /**
  * A consume route held on one message (its webhook answering 503, no dead-letter target) for
