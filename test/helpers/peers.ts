@@ -219,6 +219,11 @@ export async function pikaDeleteExchange(server: MessageServer, exchange: string
   await run(PY, [AMQP_PEER, server.url, 'delete-exchange', exchange]);
 }
 
+/** Deletes a queue, as an operator would: its messages and bindings go with it, and its consumers are cancelled. */
+export async function pikaDeleteQueue(server: MessageServer, queue: string): Promise<void> {
+  await run(PY, [AMQP_PEER, server.url, 'delete', queue]);
+}
+
 /** Messages ready in a queue (neither delivered nor unacknowledged). */
 export async function pikaQueueDepth(server: MessageServer, queue: string): Promise<number> {
   const { stdout } = await run(PY, [AMQP_PEER, server.url, 'count', queue]);

@@ -10,6 +10,7 @@
   amqp_peer.py URL count QUEUE                     prints the queue's ready message count
   amqp_peer.py URL declare-exchange EXCHANGE TYPE  declares a durable exchange
   amqp_peer.py URL delete-exchange EXCHANGE        deletes an exchange (and so its bindings)
+  amqp_peer.py URL delete QUEUE                    deletes a queue (its messages and bindings with it; its consumers are cancelled)
   amqp_peer.py URL ping                            prints "ok" once a connection and a channel are open (readiness)
 
 Publishing uses publisher confirms, so a line printed "ok" is a message the broker took.
@@ -117,6 +118,9 @@ def main():
         print("ok", flush=True)
     elif command == "delete-exchange":
         channel.exchange_delete(args[0])
+        print("ok", flush=True)
+    elif command == "delete":
+        channel.queue_delete(args[0])
         print("ok", flush=True)
     elif command == "ping":
         print("ok", flush=True)

@@ -592,7 +592,12 @@ class AmqpSubscription {
     ask();
   }
 
-  private async open(conn: ChannelModel): Promise<void> {
+  /**
+   * `redeclare`: a queue the broker declares (`declare: true`) that the passive declare finds
+   * missing was deleted on the server since the broker connected: the route declares it again, as
+   * the broker does at connect (arguments and bindings), and opens again, once per call.
+   */
+  private async open(conn: ChannelModel, redeclare = true): Promise<void> {
     const ch = await conn.createChannel();
     // Before the route consumes on it, what fails is told by open()'s caller (a missing queue once per change, not per try).
     ch.on('error', (err: Error) => {
@@ -602,11 +607,23 @@ class AmqpSubscription {
     await ch.prefetch(this.settings.prefetch);
     let queue = this.spec.topic;
     if (Object.hasOwn(this.settings.queues, queue)) {
-      // A queue that must exist already (declare: false), or a declared one deleted since the
-      // broker connected: only this route waits for it, trying again with backoff (attach()).
-      await ch.checkQueue(queue).catch((err: Error) => {
-        throw /NOT.FOUND/.test(err.message) ? new QueueMissing(err.message) : err;
-      });
+      // The server's words when the queue is missing, else undefined.
+      const missing = await ch.checkQueue(queue).then(
+        () => undefined,
+        (err: Error) => {
+          if (/NOT.FOUND/.test(err.message)) return err.message;
+          throw err;
+        },
+      );
+      // The 404 closed the channel. A queue that must exist already (declare: false): only this
+      // route waits for it, trying again with backoff (attach()). One the broker declares was
+      // deleted since it connected: without this the route would wait until the next reconnect.
+      if (missing !== undefined) {
+        const q = this.settings.queues[queue]!;
+        if (!q.declare || !redeclare) throw new QueueMissing(missing);
+        await this.declareAgain(conn, queue, q);
+        return this.open(conn, false);
+      }
     } else {
       // A routing-key pattern: the group's queue, bound to the broker's exchange.
       const perInstance = this.spec.perInstance === true;
@@ -636,6 +653,21 @@ class AmqpSubscription {
     this.backoff.reset();
     this.queueMissing.found();
     this.log.info({ queue }, 'consumer ready');
+  }
+
+  /** Declares `queue` (deleted on the server) again on a channel of its own; a refusal leaves the route waiting for it. */
+  private async declareAgain(conn: ChannelModel, queue: string, q: AmqpQueue): Promise<void> {
+    let ch: Channel | undefined;
+    try {
+      ch = await conn.createChannel();
+      ch.on('error', () => undefined);
+      await declareQueue(ch, queue, q, this.settings);
+    } catch (err) {
+      throw new QueueMissing(`it was deleted on the server, and declaring it again failed: ${(err as Error).message}`);
+    } finally {
+      await ch?.close().catch(() => undefined);
+    }
+    this.log.warn({ queue, bindings: declaredBindings(q, this.settings) }, `amqp queue '${queue}' was deleted on the server; declared again with its arguments and bindings`);
   }
 
   private async deliver(ch: Channel, m: ConsumeMessage): Promise<void> {

@@ -1,0 +1,124 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
+import { pikaDeclareQueue, pikaDeleteQueue } from '../helpers/peers.js';
+import type { RabbitServer } from '../helpers/servers.js';
+import { sharedRabbit } from '../helpers/shared-rabbit.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * A queue the amqp broker declares (`queues.<name>`, `declare: true`), deleted on the server while
+ * the gateway runs: its route found it missing and waited for the next reconnect (`queue 'Q' not
+ * found on broker 'B'`), and every publish to its bindings was 503 meanwhile. Now the route
+ * declares it again, with its arguments and bindings, and consumes. A queue that must exist
+ * (`declare: false`) is still waited for; a routing-key route's own queue is declared by the route.
+ */
+describe('kind: amqp, a queue deleted on the server while the gateway runs', () => {
+  let rabbit: RabbitServer;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    rabbit = await sharedRabbit();
+    receiver = await WebhookReceiver.start();
+    await pikaDeclareQueue(rabbit, 'outside', 'amq.topic', 'outside.*');
+  });
+  after(async () => {
+    await receiver?.stop();
+    await rabbit?.stop();
+  });
+
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+brokers:
+  rabbit:
+    kind: amqp
+    url: ${rabbit.url}
+    queues:
+      orders: { bindings: ["orders.*"], arguments: { x-max-length: 1000 } }
+      outside: { declare: false }
+routes:
+  - { name: post-orders, from: { listener: api, path: /orders }, to: { broker: rabbit, topic: orders.new } }
+  - { name: post-events, from: { listener: api, path: /events }, to: { broker: rabbit, topic: events.new } }
+  - { name: post-outside, from: { listener: api, path: /outside }, to: { broker: rabbit, topic: outside.new } }
+  - { name: orders, from: { broker: rabbit, topic: orders }, to: { http: { url: "${receiver.url}/orders" } } }
+  - { name: events, from: { broker: rabbit, topic: "events.*", group: deleted-events }, to: { http: { url: "${receiver.url}/events" } } }
+  - { name: outside, from: { broker: rabbit, topic: outside }, to: { http: { url: "${receiver.url}/outside" } } }
+`,
+  );
+
+  const arrived = (path: string) => receiver.requests.filter((r) => r.url === path).map((r) => (JSON.parse(r.body) as { i: number }).i);
+
+  /**
+   * Deletes `queue` once a first message went through it, then publishes to `path` until one is
+   * answered 200 after the deletion: every 200 (the first included) must reach the route's target.
+   * What is answered meanwhile is 503 (no queue bound for the key: `mandatory`), never a 2xx.
+   */
+  async function deleteAndPublish(path: string, queue: string): Promise<number[]> {
+    const taken: number[] = [];
+    let n = 0;
+    const publish = async () => {
+      const i = n++;
+      const res = await post(gw.url('api', path), { i });
+      assert.ok(res.status === 200 || res.status === 503, `${res.status} ${res.text}`);
+      if (res.status === 200) taken.push(i);
+      else assert.equal(res.body.code, 'EG_BROKER_UNAVAILABLE', res.text);
+      return res.status;
+    };
+    assert.equal(await publish(), 200);
+    await eventually(() => assert.deepEqual(arrived(path), [0]), 15000, 50);
+    await pikaDeleteQueue(rabbit, queue);
+    await eventually(async () => assert.equal(await publish(), 200), 20000, 50);
+    await eventually(() => assert.deepEqual(arrived(path), taken), 15000, 50);
+    return taken;
+  }
+
+  it('a declared queue: its route declares it again with its arguments and bindings, logs it once, and consumes; nothing answered 200 is lost', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'orders', 60000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'events', 30000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'outside', 30000);
+    const from = gw.logs.length;
+    const taken = await deleteAndPublish('/orders', 'orders');
+    assert.ok(taken.length >= 2, String(taken));
+    const declared = gw.logs.slice(from).filter((l) => l.route === 'orders' && l.msg === "amqp queue 'orders' was deleted on the server; declared again with its arguments and bindings");
+    assert.equal(declared.length, 1, JSON.stringify(gw.logs.slice(from)));
+    assert.equal(declared[0]!.level, 'warn');
+    assert.deepEqual(declared[0]!.bindings, [{ exchange: 'amq.topic', routingKey: 'orders.*' }]);
+    assert.equal(gw.logs.slice(from).filter((l) => /not found; waiting for it/.test(String(l.msg))).length, 0);
+    assert.equal((await readyz(gw)).status, 200);
+    // With its arguments: a queue declared without them would be refused at the next connect (406 PRECONDITION_FAILED).
+    const queues = await rabbit.ctl('list_queues', '-q', '-p', rabbit.vhost, 'name', 'arguments');
+    assert.match(queues, /^orders\s+\[\{"x-max-length",1000\}\]$/m, queues);
+  });
+
+  it("a routing-key route's queue: the route declares and binds it again, and consumes", async () => {
+    const from = gw.logs.length;
+    await deleteAndPublish('/events', 'deleted-events');
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'events', 15000, from);
+    assert.equal((await readyz(gw)).status, 200);
+  });
+
+  it('a queue that must exist (declare: false) is waited for, not declared: the route starts once it exists again', async () => {
+    const from = gw.logs.length;
+    assert.equal((await post(gw.url('api', '/outside'), { i: 0 })).status, 200);
+    await eventually(() => assert.deepEqual(arrived('/outside'), [0]), 15000, 50);
+    await pikaDeleteQueue(rabbit, 'outside');
+    await gw.waitForLog((l) => l.route === 'outside' && /not found; waiting for it/.test(String(l.msg)), 15000, from);
+    const probe = await readyz(gw);
+    assert.equal(probe.status, 503);
+    assert.deepEqual(probe.body.reasons, ["route outside: queue 'outside' not found on broker 'rabbit'"]);
+    // Nothing is bound for its key: refused, not taken.
+    const refused = await post(gw.url('api', '/outside'), { i: 1 });
+    assert.equal(refused.status, 503, refused.text);
+    assert.equal(gw.logs.slice(from).filter((l) => /was deleted on the server; declared again/.test(String(l.msg))).length, 0);
+    await pikaDeclareQueue(rabbit, 'outside', 'amq.topic', 'outside.*');
+    await gw.waitForLog((l) => l.route === 'outside' && l.msg === "amqp queue 'outside' found", 15000, from);
+    assert.equal((await post(gw.url('api', '/outside'), { i: 2 })).status, 200);
+    await eventually(() => assert.deepEqual(arrived('/outside'), [0, 2]), 15000, 50);
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+  });
+});
