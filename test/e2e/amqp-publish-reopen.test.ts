@@ -64,14 +64,31 @@ routes:
     // The server closed the publish channel for it; the new one is refused (RabbitMQ closes the
     // connection for it: 530 NOT_ALLOWED), and the broker connects again, and again.
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel could not be opened again; reconnecting', 15000);
-    const lost = gw.logs.findIndex((l) => l.broker === 'rabbit' && l.msg === 'amqp connection lost; reconnecting');
-    assert.ok(lost !== -1);
+    const lost = gw.logs.find((l) => l.broker === 'rabbit' && l.msg === 'amqp connection lost; reconnecting');
+    // The server closed the connection and said why: that is what the broker is not ready for, not `unreachable`.
+    const refusal = "closed by the server: 530 NOT_ALLOWED - number of channels opened for user 'guest' has reached the maximum allowed user limit of (1)";
+    assert.equal(lost?.reason, refusal, JSON.stringify(lost));
     // Meanwhile each publish is refused, 503, or taken (200) on a connection the server has not closed yet.
     for (let n = 3; n < 8; n++) {
       const res = await publish({ n });
       assert.ok(res.status === 200 || res.status === 503, `${res.status} ${res.text}`);
-      if (res.status === 503) assert.equal(res.body.code, 'EG_BROKER_UNAVAILABLE');
+      if (res.status === 503) {
+        assert.equal(res.body.code, 'EG_BROKER_UNAVAILABLE');
+        // `... is not connected (closed by the server: 530 NOT_ALLOWED - ...)`, or a confirm the closing channel failed.
+        assert.doesNotMatch(res.body.detail, /unreachable/);
+      }
     }
+    // /readyz names the state, /admin/status (and the 503s) the server's words; asked until seen between two reconnects.
+    await eventually(
+      async () => {
+        const probe = await readyz(gw);
+        assert.deepEqual(probe.body.reasons, ['broker rabbit: closed by the server']);
+        const broker = (await gw.status()).brokers.find((b: { name: string }) => b.name === 'rabbit');
+        assert.equal(broker.detail, refusal);
+      },
+      30000,
+      20,
+    );
     await rabbit.ctl('clear_user_limits', 'guest', 'max-channels');
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000);
     assert.equal((await publish({ n: 8 })).status, 200);

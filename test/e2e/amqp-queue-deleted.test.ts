@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaDeclareQueue, pikaDeleteQueue } from '../helpers/peers.js';
 import type { RabbitServer } from '../helpers/servers.js';
@@ -120,5 +120,48 @@ routes:
     assert.equal((await post(gw.url('api', '/outside'), { i: 2 })).status, 200);
     await eventually(() => assert.deepEqual(arrived('/outside'), [0, 2]), 15000, 50);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+  });
+});
+
+/**
+ * The server refuses to open the connection's virtual host (one it does not have: 530 NOT_ALLOWED,
+ * whose words amqplib drops at that step): /readyz and the broker's detail said `unreachable:
+ * Expected ConnectionOpenOk; got <ConnectionClose channel:0>`, as for a server that is not there.
+ */
+describe('kind: amqp, a virtual host the server refuses to open', () => {
+  let rabbit: RabbitServer;
+  before(async () => {
+    rabbit = await sharedRabbit();
+  });
+  after(async () => {
+    await rabbit?.stop();
+  });
+
+  it('says `closed by the server`, naming the virtual host, not `unreachable`', async () => {
+    const url = new URL(rabbit.url);
+    url.pathname = '/eg-no-such-vhost';
+    const gw = await startGateway(`
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+brokers:
+  nohost: { kind: amqp, url: "${url.href}" }
+routes:
+  - { name: post, from: { listener: api, path: /in }, to: { broker: nohost, topic: x } }
+`);
+    try {
+      await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying', 30000);
+      const probe = await readyz(gw);
+      assert.equal(probe.status, 503);
+      assert.deepEqual(probe.body.reasons, ['broker nohost: closed by the server']);
+      const broker = (await gw.status()).brokers.find((b: { name: string }) => b.name === 'nohost');
+      assert.equal(
+        broker.detail,
+        "closed by the server: it refused to open virtual host 'eg-no-such-vhost' (one it does not have, one the user may not use, or a connection limit reached; the server's log says which)",
+      );
+    } finally {
+      await gw.stop();
+    }
   });
 });

@@ -17,9 +17,19 @@ export function serverOf(url: string): string {
   try {
     const u = new URL(url);
     const port = u.port || (u.protocol === 'amqps:' ? '5671' : '5672');
-    return `${u.hostname.toLowerCase()}:${port} vhost ${u.pathname.length > 1 ? decodeURIComponent(u.pathname.slice(1)) : '/'}`;
+    return `${u.hostname.toLowerCase()}:${port} vhost ${vhostOf(url)}`;
   } catch {
     return url;
+  }
+}
+
+/** The virtual host a URL names, as amqplib reads it: `/` for none. */
+export function vhostOf(url: string): string {
+  try {
+    const path = new URL(url).pathname;
+    return path.length > 1 ? decodeURIComponent(path.slice(1)) : '/';
+  } catch {
+    return '/';
   }
 }
 

@@ -7,7 +7,7 @@ import { captured, newPromise } from '../../../core/captured-promise.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
 import { SIZE_REFUSAL, tooLarge } from './size-limit.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
-import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
+import { type Binding, leaveBindings, serverOf, unbindLeft, vhostOf } from './bindings.js';
 import { within } from '../../../core/within.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { AmqpPublisher } from './publisher.js';
@@ -32,6 +32,28 @@ function connectFailure(err: Error, settings: AmqpSettings): string {
     /* the URL was checked when the config loaded */
   }
   return `no answer from ${where} within connectTimeoutMs (${settings.connectTimeoutMs} ms), the AMQP handshake included: is it a RabbitMQ (AMQP 0-9-1) port, and is the server up?`;
+}
+
+/**
+ * What the server said when it closed the connection itself (a connection.close with a reply code:
+ * 530 NOT_ALLOWED for a channel over the user's limit or a vhost it does not have, 320
+ * CONNECTION_FORCED from an operator or a shutdown), as /readyz and a 503 say it: `closed by the
+ * server: 530 NOT_ALLOWED - number of channels ...`. The server is there and said why, which
+ * `unreachable` would hide. Undefined for anything else (a socket error, the gateway's own close,
+ * a channel the server closed). amqplib words it `Connection closed: 530 (NOT-ALLOWED) with message
+ * "NOT_ALLOWED - ..."`, or `Handshake terminated by server: ...` while connecting; RabbitMQ starts
+ * the text with the code's name, another server may not.
+ */
+export function closedByServer(err: unknown, vhost: string): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  // Refused at connection.open: amqplib drops the server's words there (RabbitMQ's 530 says which).
+  if (err.message.startsWith('Expected ConnectionOpenOk; got <ConnectionClose'))
+    return `closed by the server: it refused to open virtual host '${vhost}' (one it does not have, one the user may not use, or a connection limit reached; the server's log says which)`;
+  const said = /^(?:Connection closed|Handshake terminated by server): (\d+) \(([A-Z-]+)\) with message "(.*)"$/s.exec(err.message);
+  if (!said) return undefined;
+  const name = said[2]!.replace(/-/g, '_');
+  const text = said[3]!;
+  return `closed by the server: ${said[1]} ${text.startsWith(name) ? text : `${name} - ${text}`}`;
 }
 
 /** The server said a route's queue does not exist (404 on its passive declare): the route waits for it. */
@@ -103,6 +125,8 @@ export class AmqpBroker implements BrokerRuntime {
   private stopped = false;
   /** The server and vhost (serverOf): what bindings are remembered by. */
   readonly server: string;
+  /** The virtual host the URL names, as amqplib opens it (`/` for none). */
+  private readonly vhost: string;
   /** The connection on which this broker's declared queues have their bindings in place; cleared when it goes. */
   private topologyOn: ChannelModel | undefined;
   /** Whether this broker ever bound its declared queues: one that never connected has nothing on the server to take back. */
@@ -137,6 +161,7 @@ export class AmqpBroker implements BrokerRuntime {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
     this.deliveries = new TopicDeliveries(name);
     this.server = serverOf(settings.url);
+    this.vhost = vhostOf(settings.url);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'amqp');
   }
@@ -246,7 +271,7 @@ export class AmqpBroker implements BrokerRuntime {
     try {
       const conn = await this.open(this.settings.url, { ...(this.settings.tls ?? {}), timeout: this.settings.connectTimeoutMs, clientProperties: { connection_name: `eventgate ${this.name}` } });
       conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp connection error'));
-      conn.on('close', () => this.lost('connection closed'));
+      conn.on('close', (err?: Error) => this.lost(closedByServer(err, this.vhost) ?? 'unreachable: connection closed'));
       conn.on('blocked', (reason: string) => {
         this.state = { ready: false, detail: `blocked by the server: ${reason}` };
       });
@@ -274,9 +299,10 @@ export class AmqpBroker implements BrokerRuntime {
       this.topologyOn = undefined;
       const why = connectFailure(err as Error, this.settings);
       // A queue or exchange that must exist and does not: the server is there, the topology is not.
+      const refused = /ACCESS.REFUSED/.test(why) ? 'login' : isTlsFailure(err) ? 'tls' : undefined;
       this.state = {
         ready: false,
-        detail: /NOT.FOUND/.test(why) ? `topology not ready: ${why}` : notConnectedDetail(why, /ACCESS.REFUSED/.test(why) ? 'login' : isTlsFailure(err) ? 'tls' : undefined),
+        detail: /NOT.FOUND/.test(why) ? `topology not ready: ${why}` : ((refused === undefined ? closedByServer(err, this.vhost) : undefined) ?? notConnectedDetail(why, refused)),
       };
       const wait = this.backoff.delay();
       this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
@@ -340,15 +366,16 @@ export class AmqpBroker implements BrokerRuntime {
     return err;
   }
 
-  private lost(why: string): void {
+  /** The connection closed; `detail` says why, as /readyz and the 503s show it (`unreachable: ...`, `closed by the server: ...`). */
+  private lost(detail: string): void {
     if (this.stopped || !this.connection) return;
     this.connection = undefined;
     this.publisher = undefined;
     this.topologyOn = undefined;
-    this.state = { ready: false, detail: `unreachable: ${why}` };
-    this.log.warn({ reason: why }, 'amqp connection lost; reconnecting');
+    this.state = { ready: false, detail };
+    this.log.warn({ reason: detail }, 'amqp connection lost; reconnecting');
     // Publishes awaiting a confirm on the dead channel will never get one.
-    for (const c of this.confirms.values()) c.settle(new NotConnected(this.name, why));
+    for (const c of this.confirms.values()) c.settle(new NotConnected(this.name, detail));
     for (const s of this.subscriptions) s.detach();
     this.retry();
   }
