@@ -121,6 +121,15 @@ routes:
     await eventually(() => assert.deepEqual(arrived('/outside'), [0, 2]), 15000, 50);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
   });
+
+  it("a connection an operator closes (320 CONNECTION_FORCED) is lost with the server's words, not as `unreachable`; the broker connects again", async () => {
+    const from = gw.logs.length;
+    await rabbit.ctl('close_all_connections', '-p', rabbit.vhost, 'eventgate test: closed on purpose');
+    const lost = await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp connection lost; reconnecting', 15000, from);
+    assert.equal(lost.reason, 'closed by the server: 320 CONNECTION_FORCED - eventgate test: closed on purpose');
+    await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp connected', 15000, from);
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+  });
 });
 
 /**
