@@ -174,3 +174,57 @@ routes:
     }
   });
 });
+
+/**
+ * The server refuses what the broker declares at connect: a queue it has with other arguments (406
+ * PRECONDITION_FAILED), a queue name it keeps for itself (`amq.`: 403 ACCESS_REFUSED). The login
+ * went through and the server is there, but /readyz said `unreachable` for the first and `login
+ * refused` for the second, sending people to the network or the credentials.
+ */
+describe('kind: amqp, a declare the server refuses at connect', () => {
+  let rabbit: RabbitServer;
+  before(async () => {
+    rabbit = await sharedRabbit();
+    // Declared plainly here; the config asks for it with a length limit.
+    await pikaDeclareQueue(rabbit, 'inequivalent');
+  });
+  after(async () => {
+    await rabbit?.stop();
+  });
+
+  it("says `topology not ready` with the server's words, neither `unreachable` nor `login refused`", async () => {
+    const gw = await startGateway(`
+version: 1
+admin: { port: 0 }
+brokers:
+  other-args:
+    kind: amqp
+    url: ${rabbit.url}
+    queues:
+      inequivalent: { arguments: { x-max-length: 10 } }
+  reserved:
+    kind: amqp
+    url: ${rabbit.url}
+    queues:
+      amq.reserved: {}
+`);
+    try {
+      await gw.waitForLog((l) => l.broker === 'other-args' && l.msg === 'amqp connect failed; retrying', 30000);
+      await gw.waitForLog((l) => l.broker === 'reserved' && l.msg === 'amqp connect failed; retrying', 30000);
+      const probe = await readyz(gw);
+      assert.equal(probe.status, 503);
+      assert.deepEqual([...probe.body.reasons].sort(), ['broker other-args: topology not ready', 'broker reserved: topology not ready']);
+      const brokers = (await gw.status()).brokers as { name: string; detail: string }[];
+      assert.match(
+        brokers.find((b) => b.name === 'other-args')!.detail,
+        /^topology not ready: Operation failed: QueueDeclare; 406 \(PRECONDITION-FAILED\) with message "PRECONDITION_FAILED - inequivalent arg 'x-max-length'/,
+      );
+      assert.match(
+        brokers.find((b) => b.name === 'reserved')!.detail,
+        /^topology not ready: Operation failed: QueueDeclare; 403 \(ACCESS-REFUSED\) with message "ACCESS_REFUSED - queue name 'amq.reserved' contains reserved prefix 'amq.\*'/,
+      );
+    } finally {
+      await gw.stop();
+    }
+  });
+});

@@ -56,6 +56,15 @@ export function closedByServer(err: unknown, vhost: string): string | undefined 
   return `closed by the server: ${said[1]} ${text.startsWith(name) ? text : `${name} - ${text}`}`;
 }
 
+/**
+ * Whether the server closed a channel, not the connection, for what was asked on it (404 NOT_FOUND,
+ * 406 PRECONDITION_FAILED, 403 ACCESS_REFUSED for a resource): amqplib's `Operation failed:
+ * QueueDeclare; 406 (...)` or `Channel closed by server: 404 (...)`, with the reply code.
+ */
+function refusedOnChannel(err: unknown): boolean {
+  return err instanceof Error && /^(?:Operation failed: \w+; |Channel closed by server: )\d+ \(/.test(err.message);
+}
+
 /** The server said a route's queue does not exist (404 on its passive declare): the route waits for it. */
 class QueueMissing extends Error {}
 
@@ -298,11 +307,14 @@ export class AmqpBroker implements BrokerRuntime {
     } catch (err) {
       this.topologyOn = undefined;
       const why = connectFailure(err as Error, this.settings);
-      // A queue or exchange that must exist and does not: the server is there, the topology is not.
       const refused = /ACCESS.REFUSED/.test(why) ? 'login' : isTlsFailure(err) ? 'tls' : undefined;
       this.state = {
         ready: false,
-        detail: /NOT.FOUND/.test(why) ? `topology not ready: ${why}` : ((refused === undefined ? closedByServer(err, this.vhost) : undefined) ?? notConnectedDetail(why, refused)),
+        // The server refused a declare or check (an exchange or queue that must exist and does
+        // not, a queue it has with other arguments, a name it keeps for itself): it is there and
+        // took the login, the topology is not right. Else the connection itself failed.
+        detail:
+          /NOT.FOUND/.test(why) || refusedOnChannel(err) ? `topology not ready: ${why}` : ((refused === undefined ? closedByServer(err, this.vhost) : undefined) ?? notConnectedDetail(why, refused)),
       };
       const wait = this.backoff.delay();
       this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
