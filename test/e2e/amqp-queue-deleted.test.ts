@@ -15,17 +15,23 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * declares it again, with its arguments and bindings, and consumes. A queue that must exist
  * (`declare: false`) is still waited for; a routing-key route's own queue is declared by the route.
  */
+/** One vhost (or, run alone, one server) for the whole file: each sharedRabbit() call after the first costs two rabbitmqctl runs. */
+let server: Promise<RabbitServer> | undefined;
+const rabbitServer = () => (server ??= sharedRabbit());
+after(async () => {
+  await (await server)?.stop();
+});
+
 describe('kind: amqp, a queue deleted on the server while the gateway runs', () => {
   let rabbit: RabbitServer;
   let receiver: WebhookReceiver;
   before(async () => {
-    rabbit = await sharedRabbit();
+    rabbit = await rabbitServer();
     receiver = await WebhookReceiver.start();
     await pikaDeclareQueue(rabbit, 'outside', 'amq.topic', 'outside.*');
   });
   after(async () => {
     await receiver?.stop();
-    await rabbit?.stop();
   });
 
   const gw = useGateway(
@@ -140,10 +146,7 @@ routes:
 describe('kind: amqp, a virtual host the server refuses to open', () => {
   let rabbit: RabbitServer;
   before(async () => {
-    rabbit = await sharedRabbit();
-  });
-  after(async () => {
-    await rabbit?.stop();
+    rabbit = await rabbitServer();
   });
 
   it('says `closed by the server`, naming the virtual host, not `unreachable`', async () => {
@@ -184,12 +187,9 @@ routes:
 describe('kind: amqp, a declare the server refuses at connect', () => {
   let rabbit: RabbitServer;
   before(async () => {
-    rabbit = await sharedRabbit();
+    rabbit = await rabbitServer();
     // Declared plainly here; the config asks for it with a length limit.
     await pikaDeclareQueue(rabbit, 'inequivalent');
-  });
-  after(async () => {
-    await rabbit?.stop();
   });
 
   it("says `topology not ready` with the server's words, neither `unreachable` nor `login refused`", async () => {
