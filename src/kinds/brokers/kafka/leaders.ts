@@ -66,7 +66,7 @@ export function unknownTopic(err: unknown): boolean {
 }
 
 /** `err` and the errors it wraps (kafkajs' `cause` and `originalError`), a few deep. */
-function errorChain(err: unknown): Error[] {
+export function errorChain(err: unknown): Error[] {
   const chain: Error[] = [];
   for (let e: unknown = err; e instanceof Error && chain.length < 4; ) {
     chain.push(e);

@@ -10,6 +10,7 @@ import { AckDeadlines, Refused, type AckTimeout, type Deadline } from '../acknow
 import { problem, type Problem } from '../../../core/errors.js';
 import { type LeaderGroup, LeaderMoved, leaderMoved, leaderOf, TopicMissing, unknownTopic } from './leaders.js';
 import { produceError } from './produce-request.js';
+import { AllAnswered, allAnswered } from './answered.js';
 
 const { Kafka, Partitioners } = kafkajs;
 
@@ -32,8 +33,12 @@ const PARTITION_RETRY_MAX_MS = 1000;
 /** Kafka's errors that say the metadata's leader is out of date (kafkajs' staleMetadata). */
 const STALE_LEADER = new Set(['NOT_LEADER_FOR_PARTITION', 'LEADER_NOT_AVAILABLE', 'UNKNOWN_TOPIC_OR_PARTITION']);
 
-/** A record as the producer hands it to kafkajs, with the send it belongs to for the partitioner's check (./leaders.ts). */
-type Routed = KafkaRecord & { [GROUP]: LeaderGroup | undefined };
+/** A record as the producer hands it to kafkajs, with the send it belongs to for the partitioner's checks (./leaders.ts, ./answered.ts). */
+type Routed = KafkaRecord & { [GROUP]: Send | undefined };
+/** One `sendBatch`: the leader its records go to, and how many of them no deadline has answered yet. */
+interface Send extends LeaderGroup {
+  unanswered: number;
+}
 const GROUP = Symbol('leader group');
 
 interface Pending {
@@ -134,6 +139,8 @@ export class RecordProducer {
       }
       const group = record[GROUP];
       if (group !== undefined) {
+        // kafkajs retrying a request whose every publish was already answered 503 (./answered.ts).
+        if (group.unanswered === 0 && !settings.producer.idempotent) throw new AllAnswered(args.topic, partition);
         const leader = leaderOf(args.partitionMetadata, partition);
         if (group.leader === undefined) group.leader = leader;
         else if (leader !== group.leader) throw new LeaderMoved(args.topic, partition, group.leader, leader);
@@ -181,6 +188,8 @@ export class RecordProducer {
         [GROUP]: undefined,
       };
       const deadline = this.deadlines.add((err: AckTimeout) => {
+        const send = record[GROUP];
+        if (send !== undefined) send.unanswered--;
         this.telemetry?.producerError();
         reject(err);
         this.events.failed();
@@ -439,9 +448,10 @@ export class RecordProducer {
   /** One `sendBatch` whose records all go to broker `leader` (-2: to whichever leads the first one kafkajs places). */
   private async sendTo(batch: Pending[], leader: number): Promise<void> {
     const byTopic = new Map<string, KafkaRecord[]>();
-    const group: LeaderGroup = { leader: leader === -2 ? undefined : leader };
+    const group: Send = { leader: leader === -2 ? undefined : leader, unanswered: 0 };
     for (const p of batch) {
       p.record[GROUP] = group;
+      if (!p.deadline.settled) group.unanswered++;
       let list = byTopic.get(p.topic);
       if (!list) byTopic.set(p.topic, (list = []));
       list.push(p.record);
@@ -518,6 +528,11 @@ export class RecordProducer {
 
   /** What becomes of the records of a send that failed as a whole (nothing of it was written). */
   private notSent(batch: Pending[], e: Error): void {
+    if (allAnswered(e)) {
+      // Every record was answered 503 already; the request that timed out may have been written.
+      this.log.warn({ records: batch.length }, 'a produce request was not answered within ackTimeoutMs: its publishes were answered 503 (they may have been written) and it is not sent again');
+      return;
+    }
     if (leaderMoved(e)) {
       // Stopped before any request of that attempt left, and every earlier attempt went to the one
       // broker that failed it: nothing was written. Grouped again by the new leaders.
