@@ -63,7 +63,11 @@ const options = kindOptions('kafka', {
           }),
         ),
         idempotent: Type.Optional(Type.Boolean({ default: false, description: 'Idempotent producer: exactly-once per partition on retries; needs `acks: all`.' })),
-        ackTimeoutMs: ms(5000, 1, 'A publish not acknowledged by then fails: HTTP 503, WebSocket error frame, retry for consume routes.'),
+        ackTimeoutMs: ms(
+          5000,
+          1,
+          'A publish not acknowledged by then fails: HTTP 503, WebSocket error frame, retry for consume routes. Its produce request is then not sent again (an idempotent producer sends it again; the cluster drops the copy).',
+        ),
       },
       {
         additionalProperties: false,
