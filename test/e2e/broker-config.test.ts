@@ -215,6 +215,47 @@ brokers:
 });
 
 /**
+ * RabbitMQ reserves names starting with `amq.`: it refuses to declare such an exchange or queue
+ * (403 ACCESS_REFUSED), and only its own `amq.*` exchanges exist. validate said `ok`, and the broker
+ * never became ready (`topology not ready`, at every connect).
+ */
+describe("amqp exchange and queue names RabbitMQ reserves ('amq.')", () => {
+  const config = `version: 1
+brokers:
+  rb:
+    kind: amqp
+    url: amqp://guest:guest@127.0.0.1:5672
+    exchange: amq.events
+    queues:
+      amq.billing: { bindings: [ok] }
+      amq.gen-made-by-the-server: { declare: false }
+      fine:
+        deadLetterExchange: amq.dlx
+        bindings: [{ exchange: amq.fanout, routingKey: k }, { exchange: amq.nope, routingKey: k }]
+  rb2: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: amq.direct, type: direct } }
+  kf: { kind: kafka, brokers: "127.0.0.1:9092" }
+routes:
+  - { name: r1, from: { broker: rb2, topic: "orders.*", group: amq.mine }, to: { broker: kf, topic: out } }
+  - { name: r2, from: { broker: rb2, topic: "orders.*", group: mine }, to: { broker: kf, topic: out } }
+`;
+
+  it("are config errors at their line, but for RabbitMQ's own exchanges and a queue that must exist", async () => {
+    const dir = tempFiles({ 'gateway.yaml': config });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const own = 'amq.direct, amq.fanout, amq.headers, amq.match, amq.topic, amq.rabbitmq.trace';
+    const refused = "RabbitMQ reserves names starting with 'amq.': it refuses to declare one (403 ACCESS_REFUSED)";
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      `gateway.yaml:6:15: 'amq.events' is not one of RabbitMQ's own exchanges (${own}), and ${refused}`,
+      "gateway.yaml:8:20: RabbitMQ reserves queue names starting with 'amq.' and refuses to declare one (403 ACCESS_REFUSED); name it otherwise, or set declare: false for a queue the server made",
+      `gateway.yaml:11:29: 'amq.dlx' is not one of RabbitMQ's own exchanges (${own}), and ${refused}`,
+      `gateway.yaml:12:73: 'amq.nope' is not one of RabbitMQ's own exchanges (${own}), and ${refused}`,
+      "gateway.yaml:16:64: consumer group 'amq.mine' cannot be used with amqp broker 'rb2': it names the queue declared for the route (its from.topic is a routing-key pattern), and RabbitMQ reserves queue names starting with 'amq.' (403 ACCESS_REFUSED)",
+    ]);
+  });
+});
+
+/**
  * An amqp routing-key route's group names the durable queue the gateway declares for it: over 255
  * bytes validate said `ok`, and amqplib refused the queue at every try, so the route never started
  * (`amqp consumer could not start; retrying`, for ever). The default group is `eventgate-<route name>`.

@@ -21,6 +21,25 @@ export function routingKeyProblem(key: string, use: 'publish' | 'consume' = 'pub
 
 /** Why a routing-key route's consumer group, which names the durable queue the gateway declares for it, cannot be that queue's name, or undefined. */
 export function queueNameProblem(group: string): string | undefined {
+  if (group.startsWith('amq.'))
+    return "it names the queue declared for the route (its from.topic is a routing-key pattern), and RabbitMQ reserves queue names starting with 'amq.' (403 ACCESS_REFUSED)";
   if (!overShortString(group)) return undefined;
   return 'it names the queue declared for the route (its from.topic is a routing-key pattern), and an AMQP queue name is at most 255 bytes';
+}
+
+/**
+ * RabbitMQ's own exchanges. Other names starting with `amq.` are reserved: RabbitMQ refuses to
+ * declare an exchange or queue by such a name (403 ACCESS_REFUSED), so a broker naming one never
+ * became ready. Server-named queues (`amq.gen-...`) exist, but only the server makes them.
+ */
+const BUILT_IN_EXCHANGES = ['amq.direct', 'amq.fanout', 'amq.headers', 'amq.match', 'amq.topic', 'amq.rabbitmq.trace'];
+
+/** Why an exchange, or a queue the gateway declares, cannot have `name` on RabbitMQ, or undefined. */
+export function reservedNameProblem(name: string, what: 'exchange' | 'queue'): string | undefined {
+  if (!name.startsWith('amq.')) return undefined;
+  if (what === 'exchange') {
+    if (BUILT_IN_EXCHANGES.includes(name)) return undefined;
+    return `'${name}' is not one of RabbitMQ's own exchanges (${BUILT_IN_EXCHANGES.join(', ')}), and RabbitMQ reserves names starting with 'amq.': it refuses to declare one (403 ACCESS_REFUSED)`;
+  }
+  return `RabbitMQ reserves queue names starting with 'amq.' and refuses to declare one (403 ACCESS_REFUSED); name it otherwise, or set declare: false for a queue the server made`;
 }
