@@ -46,7 +46,8 @@ routes:
     ['more than maxHeaders headers', () => upgrade('/in', Array.from({ length: 10 }, (_, i) => `X-H${i}: ${i}\r\n`).join('')), 431, 'EG_HEADERS_TOO_LARGE'],
     ['a version other than 13', () => upgrade('/in').replace('Version: 13', 'Version: 7'), 426, 'EG_UPGRADE_REQUIRED'],
     ['a handshake that is not a GET', () => upgrade('/in').replace('GET', 'POST'), 405, 'EG_METHOD_NOT_ALLOWED'],
-    ['a handshake with a body', () => upgrade('/in', 'Content-Length: 1048576\r\n'), 401, 'EG_UNAUTHORIZED'],
+    ['a handshake with a body', () => upgrade('/in', 'Content-Length: 1048576\r\n'), 400, 'EG_BAD_REQUEST'],
+    ['a handshake with a chunked body', () => upgrade('/in', `X-Api-Key: ${KEY}\r\nTransfer-Encoding: chunked\r\n`), 400, 'EG_BAD_REQUEST'],
   ];
   for (const [what, head, status, code] of refusals) {
     it(`${status} for ${what}`, async () => {
@@ -58,6 +59,16 @@ routes:
       assert.equal(JSON.parse(r.reply!.body).code, code);
     });
   }
+
+  it('400 for a handshake with valid credentials whose body is a WebSocket frame (it was upgraded, and the body read as the first frame)', async () => {
+    const payload = Buffer.from('{"smuggled":true}');
+    const mask = Buffer.from([1, 2, 3, 4]);
+    const frame = Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ mask[i % 4]!)]);
+    const head = Buffer.concat([Buffer.from(upgrade('/in', `X-Api-Key: ${KEY}\r\nContent-Length: ${frame.length}\r\n`)), frame]);
+    const r = await sendPastAnswer(gw.port('ws'), head, KIB64, 1);
+    assert.equal(r.reply?.status, 400, `answered ${r.reply?.status}`);
+    assert.match(JSON.parse(r.reply!.body).detail, /a WebSocket handshake has no body/);
+  });
 
   it('405 for CONNECT, on the websocket listener and on the admin server', async () => {
     for (const port of [gw.port('ws'), Number(new URL(gw.adminUrl).port)]) {

@@ -10,6 +10,12 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
  */
 export function malformedHandshake(req: IncomingMessage): Problem | undefined {
   if (req.method !== 'GET') return problem('EG_METHOD_NOT_ALLOWED', `a WebSocket handshake is a GET request, not ${req.method}`, { headers: { allow: 'GET' } });
+  // RFC 9110 §9.3.1 gives a GET's content no meaning, and after the upgrade its bytes would be read
+  // as the client's first frames: one holding a valid masked frame would be published.
+  const length = req.headers['content-length'];
+  if (req.headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) !== 0)) {
+    return problem('EG_BAD_REQUEST', 'a WebSocket handshake has no body (no Transfer-Encoding, no Content-Length but 0): after the upgrade its bytes would be read as frames');
+  }
   if (req.headers.upgrade?.toLowerCase() !== 'websocket') {
     return problem('EG_UPGRADE_REQUIRED', `this listener speaks WebSocket only, not ${req.headers.upgrade}`, { headers: { upgrade: 'websocket' } });
   }
