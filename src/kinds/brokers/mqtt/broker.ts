@@ -364,6 +364,8 @@ class MqttSubscription {
   private chain: Promise<unknown> = Promise.resolve();
   /** Connections so far: an acknowledgement is sent only on the connection the message came on. */
   private generation = 0;
+  /** The connection that began the server's session: messages from earlier ones belong to a session gone. */
+  private sessionSince = 0;
   /**
    * Packet ids of messages the route accepted whose exchange with the server is not finished:
    * QoS 1 accepted while the connection was down (no PUBACK went out), QoS 2 PUBRECed and waiting
@@ -440,8 +442,12 @@ class MqttSubscription {
   private connected(sessionPresent: boolean): void {
     const client = this.link.client;
     const filter = this.filter;
-    // A new session: the server will send nothing again, so nothing it sends is a repeat.
-    if (!sessionPresent) this.settled.clear();
+    // A new session: the server will send nothing again, so nothing it sends is a repeat, nor will
+    // it send again what earlier connections' messages still in hand carry.
+    if (!sessionPresent) {
+      this.settled.clear();
+      this.sessionSince = this.generation;
+    }
     const adopted = this.adopted;
     if (adopted) {
       // The server queues nothing more for the left session; what it holds still comes, and is taken like any message.
@@ -501,8 +507,6 @@ class MqttSubscription {
 
   /** A message from mqtt.js, and how to let mqtt.js read on: at once, unless MAX_IN_HAND messages are in hand. */
   private receive(packet: IPublishPacket, generation: number, readOn: () => void): void {
-    if (++this.unacknowledged <= MAX_IN_HAND) readOn();
-    else this.readOn = readOn;
     const done = this.chain.then(() => this.take(packet, generation));
     this.chain = done.finally(() => {
       const held = this.readOn;
@@ -511,6 +515,11 @@ class MqttSubscription {
         held();
       }
     });
+    // Only once the message is on the chain: letting mqtt.js read on can hand over the next
+    // message within this call (the socket's next chunk is parsed as the write of this one ends),
+    // and it must queue behind this one.
+    if (++this.unacknowledged <= MAX_IN_HAND) readOn();
+    else this.readOn = readOn;
   }
 
   /** PUBACK (QoS 1) or PUBREC (QoS 2), written on the connection the message came on while it is open; else the server sends it again (DUP) on the next. */
@@ -537,8 +546,10 @@ class MqttSubscription {
     // Not accepted (stopping): no acknowledgement, so the server offers it again to the next session.
     if (!accepted || packet.qos === 0 || id === undefined) return;
     if (generation !== this.generation) {
-      // The connection it came on is gone; the server sends it again on the new one (DUP), and that copy is acknowledged.
-      this.settled.add(id);
+      // The connection it came on is gone; the server sends it again on the new one (DUP), and that
+      // copy is acknowledged. Unless the session it came in is gone too: nothing comes again, and a
+      // later message given the same packet id must not be taken for a repeat.
+      if (generation >= this.sessionSince) this.settled.add(id);
       return;
     }
     if (packet.qos === 2) this.settled.add(id);
