@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { pikaDeclareQueue, pikaDeleteQueue } from '../helpers/peers.js';
+import { pikaConsume, pikaDeclareQueue, pikaDeleteQueue, pikaQueueDepth } from '../helpers/peers.js';
 import type { RabbitServer } from '../helpers/servers.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -47,10 +47,12 @@ brokers:
     queues:
       orders: { bindings: ["orders.*"], arguments: { x-max-length: 1000 } }
       outside: { declare: false }
+      unread: { bindings: ["unread.*.x", "other.#"], arguments: { x-max-length: 1000 } }
 routes:
   - { name: post-orders, from: { listener: api, path: /orders }, to: { broker: rabbit, topic: orders.new } }
   - { name: post-events, from: { listener: api, path: /events }, to: { broker: rabbit, topic: events.new } }
   - { name: post-outside, from: { listener: api, path: /outside }, to: { broker: rabbit, topic: outside.new } }
+  - { name: post-unread, from: { listener: api, path: /unread }, to: { broker: rabbit, topic: unread.new.x } }
   - { name: orders, from: { broker: rabbit, topic: orders }, to: { http: { url: "${receiver.url}/orders" } } }
   - { name: events, from: { broker: rabbit, topic: "events.*", group: deleted-events }, to: { http: { url: "${receiver.url}/events" } } }
   - { name: outside, from: { broker: rabbit, topic: outside }, to: { http: { url: "${receiver.url}/outside" } } }
@@ -90,7 +92,8 @@ routes:
     const from = gw.logs.length;
     const taken = await deleteAndPublish('/orders', 'orders');
     assert.ok(taken.length >= 2, String(taken));
-    const declared = gw.logs.slice(from).filter((l) => l.route === 'orders' && l.msg === "amqp queue 'orders' was deleted on the server; declared again with its arguments and bindings");
+    // Declared again by the route that finds it missing, or by the broker after a publish came back unroutable: once either way.
+    const declared = gw.logs.slice(from).filter((l) => l.msg === "amqp queue 'orders' was deleted on the server; declared again with its arguments and bindings");
     assert.equal(declared.length, 1, JSON.stringify(gw.logs.slice(from)));
     assert.equal(declared[0]!.level, 'warn');
     assert.deepEqual(declared[0]!.bindings, [{ exchange: 'amq.topic', routingKey: 'orders.*' }]);
@@ -99,6 +102,86 @@ routes:
     // With its arguments: a queue declared without them would be refused at the next connect (406 PRECONDITION_FAILED).
     const queues = await rabbit.ctl('list_queues', '-q', '-p', rabbit.vhost, 'name', 'arguments');
     assert.match(queues, /^orders\s+\[\{"x-max-length",1000\}\]$/m, queues);
+  });
+
+  it('a declared queue no route reads: an unroutable publish for its bindings has the broker declare it again, once; nothing answered 200 is lost or doubled', async () => {
+    await gw.waitForLog((l) => l.msg === 'amqp connected', 60000);
+    assert.equal((await post(gw.url('api', '/unread'), { i: -1 })).status, 200);
+    assert.equal(await pikaQueueDepth(rabbit, 'unread'), 1);
+    await pikaDeleteQueue(rabbit, 'unread');
+    const from = gw.logs.length;
+    const taken: number[] = [];
+    let refused = 0;
+    let n = 0;
+    await eventually(
+      async () => {
+        const i = n++;
+        const res = await post(gw.url('api', '/unread'), { i });
+        assert.ok(res.status === 200 || res.status === 503, `${res.status} ${res.text}`);
+        if (res.status === 503) {
+          refused++;
+          assert.equal(res.body.code, 'EG_BROKER_UNAVAILABLE', res.text);
+        }
+        assert.equal(res.status, 200);
+        taken.push(i);
+      },
+      20000,
+      50,
+    );
+    // The publish that found it gone was refused, not answered 2xx.
+    assert.ok(refused >= 1, String(refused));
+    for (let i = n; i < n + 5; i++) {
+      assert.equal((await post(gw.url('api', '/unread'), { i })).status, 200);
+      taken.push(i);
+    }
+    // Every 200 on the queue once; what went before the deletion went with it.
+    assert.equal(await pikaQueueDepth(rabbit, 'unread'), taken.length);
+    const bodies = (await pikaConsume(rabbit, 'unread', taken.length)).map((m) => (JSON.parse(m.body) as { i: number }).i);
+    assert.deepEqual(bodies, taken);
+    const declared = gw.logs.slice(from).filter((l) => l.msg === "amqp queue 'unread' was deleted on the server; declared again with its arguments and bindings");
+    assert.equal(declared.length, 1, JSON.stringify(gw.logs.slice(from)));
+    assert.equal(declared[0]!.broker, 'rabbit');
+    assert.deepEqual(declared[0]!.bindings, [
+      { exchange: 'amq.topic', routingKey: 'unread.*.x' },
+      { exchange: 'amq.topic', routingKey: 'other.#' },
+    ]);
+    const queues = await rabbit.ctl('list_queues', '-q', '-p', rabbit.vhost, 'name', 'arguments');
+    assert.match(queues, /^unread\s+\[\{"x-max-length",1000\}\]$/m, queues);
+    assert.equal((await readyz(gw)).status, 200);
+  });
+
+  it('a re-declare the server refuses (the queue made again with other arguments) is logged, the publishes stay 503, and a later one goes through once it can', async () => {
+    await pikaDeleteQueue(rabbit, 'unread');
+    // Plain: the config asks for x-max-length, so declaring it again is refused (406 PRECONDITION_FAILED), and nothing binds it.
+    await pikaDeclareQueue(rabbit, 'unread');
+    const from = gw.logs.length;
+    const first = await post(gw.url('api', '/unread'), { i: 0 });
+    assert.equal(first.status, 503, first.text);
+    const refusal = await gw.waitForLog((l) => l.broker === 'rabbit' && /^amqp queue 'unread' took no publish for its bindings/.test(String(l.msg)), 15000, from);
+    assert.match(String(refusal.err), /PRECONDITION.FAILED - inequivalent arg 'x-max-length'/);
+    assert.equal(refusal.level, 'warn');
+    assert.equal((await post(gw.url('api', '/unread'), { i: 1 })).status, 503);
+    await pikaDeleteQueue(rabbit, 'unread');
+    const taken: number[] = [];
+    let n = 2;
+    await eventually(
+      async () => {
+        const i = n++;
+        const res = await post(gw.url('api', '/unread'), { i });
+        assert.ok(res.status === 200 || res.status === 503, `${res.status} ${res.text}`);
+        assert.equal(res.status, 200);
+        taken.push(i);
+      },
+      20000,
+      50,
+    );
+    assert.equal(await pikaQueueDepth(rabbit, 'unread'), taken.length);
+    assert.deepEqual(
+      (await pikaConsume(rabbit, 'unread', taken.length)).map((m) => (JSON.parse(m.body) as { i: number }).i),
+      taken,
+    );
+    const queues = await rabbit.ctl('list_queues', '-q', '-p', rabbit.vhost, 'name', 'arguments');
+    assert.match(queues, /^unread\s+\[\{"x-max-length",1000\}\]$/m, queues);
   });
 
   it("a routing-key route's queue: the route declares and binds it again, and consumes", async () => {

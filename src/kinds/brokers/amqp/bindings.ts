@@ -79,3 +79,35 @@ export async function unbindLeft(conn: ChannelModel, server: string, queue: stri
     }
   }
 }
+
+/**
+ * Whether a binding with `pattern` on an exchange of `type` routes a message with routing key
+ * `key`, as RabbitMQ decides it: a topic pattern's `*` is one word, `#` zero or more (words are
+ * separated by `.`; an empty key has none); direct compares the keys; fanout routes everything;
+ * headers does not look at the key, and a binding without arguments (the only kind the config
+ * declares) matches every message.
+ */
+export function bindingMatches(type: 'topic' | 'direct' | 'fanout' | 'headers', pattern: string, key: string): boolean {
+  if (type === 'fanout' || type === 'headers') return true;
+  if (type === 'direct') return pattern === key;
+  return topicMatches(words(pattern), 0, words(key), 0);
+}
+
+const words = (text: string): string[] => (text === '' ? [] : text.split('.'));
+
+function topicMatches(pattern: string[], p: number, key: string[], k: number): boolean {
+  while (p < pattern.length) {
+    const w = pattern[p]!;
+    if (w === '#') {
+      // Consecutive `#`s are one; then the rest of the pattern against every tail of the key.
+      while (p < pattern.length && pattern[p] === '#') p++;
+      if (p === pattern.length) return true;
+      for (let from = k; from <= key.length; from++) if (topicMatches(pattern, p, key, from)) return true;
+      return false;
+    }
+    if (k === key.length || (w !== '*' && w !== key[k])) return false;
+    p++;
+    k++;
+  }
+  return k === key.length;
+}

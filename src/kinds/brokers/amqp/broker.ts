@@ -6,7 +6,7 @@ import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, S
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
 import { SIZE_REFUSAL, tooLarge } from './size-limit.js';
-import type { AmqpQueue, AmqpSettings } from '../amqp.js';
+import type { AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft, vhostOf } from './bindings.js';
 import { within } from '../../../core/within.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
@@ -16,6 +16,7 @@ import { consumedTime, headerStrings } from './consumed.js';
 import { installTableDecoder } from './field-table.js';
 import { routingKeyProblem } from './routing-keys.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
+import { DeclaredQueues, declaredBindings, declareQueue } from './declared-queues.js';
 
 /**
  * Why a connect failed, in words. amqplib's `connect ETIMEDOUT` is its own: nothing came back
@@ -97,6 +98,8 @@ class Publish implements Expiring {
     private readonly broker: AmqpBroker,
     /** The message id: what correlates a basic.return. */
     readonly id: string,
+    /** Which publish of the broker this is (the number in its id): what tells a return sent before a queue was declared again. */
+    readonly n: number,
     readonly exchange: string,
     readonly key: string,
     private readonly resolve: (d: Delivery) => void,
@@ -161,6 +164,8 @@ export class AmqpBroker implements BrokerRuntime {
 
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private readonly deadlines: AckDeadlines;
+  /** Declares a queue of `queues` deleted on the server again, for its route or after an unroutable publish. */
+  private readonly declaredQueues: DeclaredQueues;
 
   constructor(
     readonly name: string,
@@ -173,6 +178,7 @@ export class AmqpBroker implements BrokerRuntime {
     this.vhost = vhostOf(settings.url);
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'amqp');
+    this.declaredQueues = new DeclaredQueues(settings, this.log, () => this.nextId);
   }
 
   /** Never fails: an unreachable server makes the broker not ready, and it keeps trying. */
@@ -338,7 +344,10 @@ export class AmqpBroker implements BrokerRuntime {
     });
     channel.on('return', (m: ConsumeMessage) => {
       const c = this.confirms.get(m.properties.messageId as string);
-      if (c) c.settle(new Unroutable(this.name, c.exchange, c.key));
+      if (!c) return;
+      c.settle(new Unroutable(this.name, c.exchange, c.key));
+      // A declared queue whose binding matches the key was deleted on the server, perhaps one no route reads (nothing else would notice before a reconnect).
+      if (this.connection === conn && !this.stopped) this.declaredQueues.unroutable(conn, c.exchange, c.key, c.n);
     });
     channel.on('close', () => {
       if (this.connection !== conn || this.stopped) return;
@@ -406,9 +415,10 @@ export class AmqpBroker implements BrokerRuntime {
       return Promise.reject(new NotConnected(this.name, this.state.detail ?? 'connecting'));
     }
     const exchange = this.settings.exchange.name;
-    const id = `${this.name}-${++this.nextId}`;
+    const n = ++this.nextId;
+    const id = `${this.name}-${n}`;
     const promise = newPromise<Delivery>();
-    const p = new Publish(this, id, exchange, topic, captured.resolve, captured.reject);
+    const p = new Publish(this, id, n, exchange, topic, captured.resolve, captured.reject);
     p.deadline = this.deadlines.track(p);
     this.confirms.set(id, p);
     try {
@@ -454,7 +464,7 @@ export class AmqpBroker implements BrokerRuntime {
   }
 
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
-    const sub = new AmqpSubscription(this.name, this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
+    const sub = new AmqpSubscription(this.name, this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry, this.declaredQueues);
     this.subscriptions.add(sub);
     if (this.connection) sub.attach(this.connection);
     return leavesOnStop(this.subscriptions, sub);
@@ -477,17 +487,6 @@ async function declareTopology(conn: ChannelModel, s: AmqpSettings): Promise<voi
   } finally {
     await ch.close().catch(() => undefined);
   }
-}
-
-async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSettings): Promise<void> {
-  const args: Record<string, unknown> = { ...q.arguments };
-  if (q.deadLetterExchange !== undefined) args['x-dead-letter-exchange'] = q.deadLetterExchange;
-  await ch.assertQueue(name, { durable: q.durable, arguments: args });
-  for (const b of declaredBindings(q, s)) await ch.bindQueue(name, b.exchange, b.routingKey);
-}
-
-function declaredBindings(q: AmqpQueue, s: AmqpSettings): Binding[] {
-  return q.bindings.map((b) => ({ exchange: b.exchange ?? s.exchange.name, routingKey: b.routingKey }));
 }
 
 /** The amqp brokers of this process that started and have not stopped. */
@@ -528,6 +527,7 @@ class AmqpSubscription {
     private readonly handler: (msg: Message) => Promise<void>,
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
+    private readonly declaredQueues: DeclaredQueues,
   ) {
     this.queueMissing = new MissingTopology(log, `amqp queue '${spec.topic}'`);
   }
@@ -658,9 +658,10 @@ class AmqpSubscription {
       // route waits for it, trying again with backoff (attach()). One the broker declares was
       // deleted since it connected: without this the route would wait until the next reconnect.
       if (missing !== undefined) {
-        const q = this.settings.queues[queue]!;
-        if (!q.declare || !redeclare) throw new QueueMissing(missing);
-        await this.declareAgain(conn, queue, q);
+        if (!this.settings.queues[queue]!.declare || !redeclare) throw new QueueMissing(missing);
+        await this.declaredQueues.again(conn, queue).catch((err: Error) => {
+          throw new QueueMissing(`it was deleted on the server, and declaring it again failed: ${err.message}`);
+        });
         return this.open(conn, false);
       }
     } else {
@@ -692,21 +693,6 @@ class AmqpSubscription {
     this.backoff.reset();
     this.queueMissing.found();
     this.log.info({ queue }, 'consumer ready');
-  }
-
-  /** Declares `queue` (deleted on the server) again on a channel of its own; a refusal leaves the route waiting for it. */
-  private async declareAgain(conn: ChannelModel, queue: string, q: AmqpQueue): Promise<void> {
-    let ch: Channel | undefined;
-    try {
-      ch = await conn.createChannel();
-      ch.on('error', () => undefined);
-      await declareQueue(ch, queue, q, this.settings);
-    } catch (err) {
-      throw new QueueMissing(`it was deleted on the server, and declaring it again failed: ${(err as Error).message}`);
-    } finally {
-      await ch?.close().catch(() => undefined);
-    }
-    this.log.warn({ queue, bindings: declaredBindings(q, this.settings) }, `amqp queue '${queue}' was deleted on the server; declared again with its arguments and bindings`);
   }
 
   private async deliver(ch: Channel, m: ConsumeMessage): Promise<void> {

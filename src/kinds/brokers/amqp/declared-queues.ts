@@ -1,0 +1,123 @@
+import type { Channel, ChannelModel } from 'amqplib';
+import type { Logger } from '../../../log.js';
+import type { AmqpQueue, AmqpSettings } from '../amqp.js';
+import { reconnectBackoff, type Backoff } from '../../../core/backoff.js';
+import { type Binding, bindingMatches } from './bindings.js';
+
+/** Declares a queue of `queues` (durable or not, with its arguments and dead-letter exchange) and binds it, as the broker does at connect. */
+export async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSettings): Promise<void> {
+  const args: Record<string, unknown> = { ...q.arguments };
+  if (q.deadLetterExchange !== undefined) args['x-dead-letter-exchange'] = q.deadLetterExchange;
+  await ch.assertQueue(name, { durable: q.durable, arguments: args });
+  for (const b of declaredBindings(q, s)) await ch.bindQueue(name, b.exchange, b.routingKey);
+}
+
+export function declaredBindings(q: AmqpQueue, s: AmqpSettings): Binding[] {
+  return q.bindings.map((b) => ({ exchange: b.exchange ?? s.exchange.name, routingKey: b.routingKey }));
+}
+
+/** The type RabbitMQ's own exchanges have whatever the config says; others are as declared (`topic` unless said). */
+function exchangeType(s: AmqpSettings): AmqpSettings['exchange']['type'] {
+  switch (s.exchange.name) {
+    case 'amq.direct':
+      return 'direct';
+    case 'amq.fanout':
+      return 'fanout';
+    case 'amq.headers':
+    case 'amq.match':
+      return 'headers';
+    case 'amq.topic':
+      return 'topic';
+    default:
+      return s.exchange.type;
+  }
+}
+
+/** Per queue: the re-declare in flight, when the next may start after a refusal, and up to which publish the last one was too late. */
+interface QueueState {
+  inFlight: Promise<void> | undefined;
+  backoff: Backoff;
+  notBefore: number;
+  /** The publishes numbered up to this one were sent before the queue was last declared again: their returns say nothing new. */
+  coveredUpTo: number;
+}
+
+/**
+ * Declares a queue of `queues` (`declare: true`) again once it was deleted on the server while the
+ * connection lives: the broker declares it only at connect. Who finds it missing: the route that
+ * reads it (its passive declare gets 404, point 54) or, for a queue no route reads, a publish the
+ * server returned unroutable (basic.return, `mandatory`) for a routing key one of its bindings on
+ * the broker's exchange matches (point 70). One re-declare per queue at a time, whoever asks;
+ * after a refusal, the next one a publish asks for waits with backoff (250 ms doubling to 5 s).
+ */
+export class DeclaredQueues {
+  private readonly queues = new Map<string, QueueState>();
+
+  constructor(
+    private readonly settings: AmqpSettings,
+    private readonly log: Logger,
+    /** How many publishes the broker has sent so far (its message ids count them). */
+    private readonly published: () => number,
+  ) {}
+
+  private stateOf(queue: string): QueueState {
+    let s = this.queues.get(queue);
+    if (!s) this.queues.set(queue, (s = { inFlight: undefined, backoff: reconnectBackoff(), notBefore: 0, coveredUpTo: 0 }));
+    return s;
+  }
+
+  /**
+   * Declares `queue` again on a channel of its own on `conn`, with its arguments and bindings, and
+   * logs it once; joins the re-declare in flight when there is one. Rejects with the server's words
+   * when it refused.
+   */
+  again(conn: ChannelModel, queue: string): Promise<void> {
+    const state = this.stateOf(queue);
+    state.inFlight ??= this.declare(conn, queue, state).finally(() => (state.inFlight = undefined));
+    return state.inFlight;
+  }
+
+  private async declare(conn: ChannelModel, queue: string, state: QueueState): Promise<void> {
+    const q = this.settings.queues[queue]!;
+    let ch: Channel | undefined;
+    try {
+      ch = await conn.createChannel();
+      ch.on('error', () => undefined);
+      await declareQueue(ch, queue, q, this.settings);
+    } catch (err) {
+      state.notBefore = Date.now() + state.backoff.delay();
+      throw err;
+    } finally {
+      await ch?.close().catch(() => undefined);
+    }
+    state.backoff.reset();
+    state.notBefore = 0;
+    // Publishes sent from now on reach the queue; those sent before may still come back.
+    state.coveredUpTo = this.published();
+    this.log.warn({ queue, bindings: declaredBindings(q, this.settings) }, `amqp queue '${queue}' was deleted on the server; declared again with its arguments and bindings`);
+  }
+
+  /**
+   * The server returned publish number `n` (routing key `key` on `exchange`) as unroutable: the
+   * declared queues with a binding that matches it on that exchange are gone (or lost that binding),
+   * and are declared again, unless one is in flight, backing off after a refusal, or was declared
+   * again after that publish was sent. The publish itself stays refused: it reached no queue.
+   */
+  unroutable(conn: ChannelModel, exchange: string, key: string, n: number): void {
+    const type = exchangeType(this.settings);
+    for (const [queue, q] of Object.entries(this.settings.queues)) {
+      if (!q.declare) continue;
+      // The default exchange routes a key to the queue of that name, bound or not.
+      const matched = exchange === '' ? queue === key : declaredBindings(q, this.settings).some((b) => b.exchange === exchange && bindingMatches(type, b.routingKey, key));
+      if (!matched) continue;
+      const state = this.stateOf(queue);
+      if (state.inFlight || n <= state.coveredUpTo || Date.now() < state.notBefore) continue;
+      this.again(conn, queue).catch((err: Error) =>
+        this.log.warn(
+          { queue, err: err.message, retryInMs: Math.max(0, state.notBefore - Date.now()) },
+          `amqp queue '${queue}' took no publish for its bindings (deleted on the server?) and declaring it again was refused; tried again on a later unroutable publish`,
+        ),
+      );
+    }
+  }
+}
