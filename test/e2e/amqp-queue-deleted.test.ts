@@ -12,8 +12,11 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * A queue the amqp broker declares (`queues.<name>`, `declare: true`), deleted on the server while
  * the gateway runs: its route found it missing and waited for the next reconnect (`queue 'Q' not
  * found on broker 'B'`), and every publish to its bindings was 503 meanwhile. Now the route
- * declares it again, with its arguments and bindings, and consumes. A queue that must exist
- * (`declare: false`) is still waited for; a routing-key route's own queue is declared by the route.
+ * declares it again, with its arguments and bindings, and consumes. One no route reads has no
+ * consumer to be cancelled: it stayed deleted until the next reconnect, every publish for its
+ * bindings 503; now the broker declares it again when such a publish comes back unroutable. A
+ * queue that must exist (`declare: false`) is still waited for; a routing-key route's own queue is
+ * declared by the route.
  */
 /** One vhost (or, run alone, one server) for the whole file: each sharedRabbit() call after the first costs two rabbitmqctl runs. */
 let server: Promise<RabbitServer> | undefined;
