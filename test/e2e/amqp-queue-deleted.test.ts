@@ -266,9 +266,10 @@ routes:
 
 /**
  * The server refuses what the broker declares at connect: a queue it has with other arguments (406
- * PRECONDITION_FAILED), a queue name it keeps for itself (`amq.`: 403 ACCESS_REFUSED). The login
- * went through and the server is there, but /readyz said `unreachable` for the first and `login
- * refused` for the second, sending people to the network or the credentials.
+ * PRECONDITION_FAILED), a queue a user may not configure (403 ACCESS_REFUSED: its permissions; a
+ * name RabbitMQ keeps for itself, `amq.`, is a config error now). The login went through and the
+ * server is there, but /readyz said `unreachable` for the first and `login refused` for the second,
+ * sending people to the network or the credentials.
  */
 describe('kind: amqp, a declare the server refuses at connect', () => {
   let rabbit: RabbitServer;
@@ -276,7 +277,11 @@ describe('kind: amqp, a declare the server refuses at connect', () => {
     rabbit = await rabbitServer();
     // Declared plainly here; the config asks for it with a length limit.
     await pikaDeclareQueue(rabbit, 'inequivalent');
+    // May read and write, not declare (configure) anything. Users are node-wide: named after this process.
+    await rabbit.ctl('add_user', restricted, 'pw');
+    await rabbit.ctl('set_permissions', '-p', rabbit.vhost, restricted, '^$', '.*', '.*');
   });
+  const restricted = `eg-restricted-${process.pid}`;
 
   it("says `topology not ready` with the server's words, neither `unreachable` nor `login refused`", async () => {
     const gw = await startGateway(`
@@ -288,26 +293,26 @@ brokers:
     url: ${rabbit.url}
     queues:
       inequivalent: { arguments: { x-max-length: 10 } }
-  reserved:
+  restricted:
     kind: amqp
-    url: ${rabbit.url}
+    url: ${rabbit.url.replace('guest:guest@', `${restricted}:pw@`)}
     queues:
-      amq.reserved: {}
+      mine: {}
 `);
     try {
       await gw.waitForLog((l) => l.broker === 'other-args' && l.msg === 'amqp connect failed; retrying', 30000);
-      await gw.waitForLog((l) => l.broker === 'reserved' && l.msg === 'amqp connect failed; retrying', 30000);
+      await gw.waitForLog((l) => l.broker === 'restricted' && l.msg === 'amqp connect failed; retrying', 30000);
       const probe = await readyz(gw);
       assert.equal(probe.status, 503);
-      assert.deepEqual([...probe.body.reasons].sort(), ['broker other-args: topology not ready', 'broker reserved: topology not ready']);
+      assert.deepEqual([...probe.body.reasons].sort(), ['broker other-args: topology not ready', 'broker restricted: topology not ready']);
       const brokers = (await gw.status()).brokers as { name: string; detail: string }[];
       assert.match(
         brokers.find((b) => b.name === 'other-args')!.detail,
         /^topology not ready: Operation failed: QueueDeclare; 406 \(PRECONDITION-FAILED\) with message "PRECONDITION_FAILED - inequivalent arg 'x-max-length'/,
       );
       assert.match(
-        brokers.find((b) => b.name === 'reserved')!.detail,
-        /^topology not ready: Operation failed: QueueDeclare; 403 \(ACCESS-REFUSED\) with message "ACCESS_REFUSED - queue name 'amq.reserved' contains reserved prefix 'amq.\*'/,
+        brokers.find((b) => b.name === 'restricted')!.detail,
+        /^topology not ready: Operation failed: QueueDeclare; 403 \(ACCESS-REFUSED\) with message "ACCESS_REFUSED - access to queue 'mine' in vhost '[^']+' refused for user 'eg-restricted-/,
       );
     } finally {
       await gw.stop();
