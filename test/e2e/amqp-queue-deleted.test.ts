@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { pikaConsume, pikaDeclareQueue, pikaDeleteQueue, pikaQueueDepth } from '../helpers/peers.js';
+import { pikaConsume, pikaDeclareExchange, pikaDeclareQueue, pikaDeleteExchange, pikaDeleteQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import type { RabbitServer } from '../helpers/servers.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -261,6 +261,64 @@ routes:
     } finally {
       await gw.stop();
     }
+  });
+});
+
+/**
+ * A route's re-declare that fails half-way: the queue is declared again, but its binding to an
+ * exchange deleted meanwhile is refused (404). The queue was then there, unbound: the route's next
+ * try found it, consumed it and said ready, while nothing published for its binding reached it
+ * until a reconnect. Now a failed re-declare is tried again in full, bindings included.
+ */
+describe('kind: amqp, a re-declare that fails half-way (its binding exchange deleted too)', () => {
+  let rabbit: RabbitServer;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    rabbit = await rabbitServer();
+    receiver = await WebhookReceiver.start();
+    await pikaDeclareExchange(rabbit, 'side-ex', 'topic');
+  });
+  after(async () => {
+    await receiver?.stop();
+  });
+
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  rabbit:
+    kind: amqp
+    url: ${rabbit.url}
+    queues:
+      halfway: { bindings: [{ exchange: side-ex, routingKey: "side.*" }] }
+routes:
+  - { name: halfway, from: { broker: rabbit, topic: halfway }, to: { http: { url: "${receiver.url}/halfway" } } }
+`,
+  );
+
+  const arrived = () => receiver.requests.filter((r) => r.url === '/halfway').map((r) => (JSON.parse(r.body) as { i: number }).i);
+
+  it('binds the queue again once the exchange is back: what is published for the binding arrives', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'halfway', 60000);
+    await pikaPublish(rabbit, 'side-ex', 'side.a', [{ body: '{"i":0}' }]);
+    await eventually(() => assert.deepEqual(arrived(), [0]), 15000, 50);
+    const from = gw.logs.length;
+    await pikaDeleteExchange(rabbit, 'side-ex');
+    await pikaDeleteQueue(rabbit, 'halfway');
+    // The route finds its queue gone, declares it (the server takes it) and binds it (refused: no exchange).
+    await gw.waitForLog((l) => /declaring it again failed/.test(String(l.detail)), 30000, from);
+    await pikaDeclareExchange(rabbit, 'side-ex', 'topic');
+    let i = 1;
+    await eventually(
+      async () => {
+        await pikaPublish(rabbit, 'side-ex', 'side.b', [{ body: `{"i":${i++}}` }]);
+        assert.ok(arrived().length > 1, `arrived: ${JSON.stringify(arrived())}`);
+      },
+      30000,
+      300,
+    );
+    assert.equal((await readyz(gw)).status, 200);
   });
 });
 

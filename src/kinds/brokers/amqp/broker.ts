@@ -646,14 +646,21 @@ class AmqpSubscription {
     await ch.prefetch(this.settings.prefetch);
     let queue = this.spec.topic;
     if (Object.hasOwn(this.settings.queues, queue)) {
-      // The server's words when the queue is missing, else undefined.
-      const missing = await ch.checkQueue(queue).then(
-        () => undefined,
-        (err: Error) => {
-          if (/NOT.FOUND/.test(err.message)) return err.message;
-          throw err;
-        },
-      );
+      // The server's words when the queue is missing, else undefined. After a re-declare that
+      // failed half-way (the queue declared, a binding refused) the queue is there, maybe unbound:
+      // declared again in full rather than found.
+      const missing = this.declaredQueues.unfinished(queue)
+        ? await ch.close().then(
+            () => 'declaring it again did not finish',
+            () => 'declaring it again did not finish',
+          )
+        : await ch.checkQueue(queue).then(
+            () => undefined,
+            (err: Error) => {
+              if (/NOT.FOUND/.test(err.message)) return err.message;
+              throw err;
+            },
+          );
       // The 404 closed the channel. A queue that must exist already (declare: false): only this
       // route waits for it, trying again with backoff (attach()). One the broker declares was
       // deleted since it connected: without this the route would wait until the next reconnect.

@@ -40,6 +40,8 @@ interface QueueState {
   notBefore: number;
   /** The publishes numbered up to this one were sent before the queue was last declared again: their returns say nothing new. */
   coveredUpTo: number;
+  /** The last re-declare failed, perhaps half-way (the queue declared, a binding refused): the queue may be there unbound. */
+  unfinished: boolean;
 }
 
 /**
@@ -62,8 +64,13 @@ export class DeclaredQueues {
 
   private stateOf(queue: string): QueueState {
     let s = this.queues.get(queue);
-    if (!s) this.queues.set(queue, (s = { inFlight: undefined, backoff: reconnectBackoff(), notBefore: 0, coveredUpTo: 0 }));
+    if (!s) this.queues.set(queue, (s = { inFlight: undefined, backoff: reconnectBackoff(), notBefore: 0, coveredUpTo: 0, unfinished: false }));
     return s;
+  }
+
+  /** Whether the last re-declare of `queue` failed: finding the queue there does not mean it is bound. */
+  unfinished(queue: string): boolean {
+    return this.queues.get(queue)?.unfinished === true;
   }
 
   /**
@@ -86,12 +93,14 @@ export class DeclaredQueues {
       await declareQueue(ch, queue, q, this.settings);
     } catch (err) {
       state.notBefore = Date.now() + state.backoff.delay();
+      state.unfinished = true;
       throw err;
     } finally {
       await ch?.close().catch(() => undefined);
     }
     state.backoff.reset();
     state.notBefore = 0;
+    state.unfinished = false;
     // Publishes sent from now on reach the queue; those sent before may still come back.
     state.coveredUpTo = this.published();
     this.log.warn({ queue, bindings: declaredBindings(q, this.settings) }, `amqp queue '${queue}' was deleted on the server; declared again with its arguments and bindings`);
