@@ -59,6 +59,6 @@ routes:
     const values = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => (JSON.parse(r.value!) as { n: number }).n);
     assert.deepEqual(values, [0, 1, 2], 'each record once, the late one included (the cluster wrote it)');
     assert.equal(kafka.produceRequests(), sent + 2);
-    await gw.waitForLog((l) => l.msg.startsWith('a produce request was not answered within ackTimeoutMs'), 10000, from);
+    await gw.waitForLog((l) => l.msg.startsWith('every publish of a produce request was answered 503 at ackTimeoutMs'), 10000, from);
   });
 });

@@ -526,11 +526,11 @@ export class RecordProducer {
     return notTaken;
   }
 
-  /** What becomes of the records of a send that failed as a whole (nothing of it was written). */
+  /** What becomes of the records of a send that failed as a whole (nothing of it was written, but for a resend given up: see allAnswered). */
   private notSent(batch: Pending[], e: Error): void {
     if (allAnswered(e)) {
       // Every record was answered 503 already; the request that timed out may have been written.
-      this.log.warn({ records: batch.length }, 'a produce request was not answered within ackTimeoutMs: its publishes were answered 503 (they may have been written) and it is not sent again');
+      this.log.warn({ records: batch.length }, 'every publish of a produce request was answered 503 at ackTimeoutMs (a try that went out may have been written): it is not sent again');
       return;
     }
     if (leaderMoved(e)) {
