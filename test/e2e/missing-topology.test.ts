@@ -166,3 +166,65 @@ routes:
     assert.equal(gw.logs.filter((l) => l.route === 'ghostly' && /not found; waiting for it/.test(String(l.msg))).length, 1);
   });
 });
+
+/**
+ * A stream the nats broker declares (`declare: true`) that the server does not take yet (here its
+ * subjects overlap another stream's; JetStream still starting is the same): routes sending to the
+ * broker wait for its first connection until the stream is declared, as for a broker still
+ * connecting. Before, the broker counted its connection alone, and such a route tried its five
+ * times and dead-lettered what a restart beside a JetStream still starting handed it.
+ */
+describe('kind: nats, a stream the broker declares that the server refuses at first', () => {
+  let nats: MessageServer;
+  let peer: RawNats;
+  before(async () => {
+    nats = await startNats();
+    peer = await RawNats.connect(nats);
+    await createStream(peer, 'BLOCKER', ['jobs.>']);
+  });
+  after(async () => {
+    peer?.close();
+    await nats?.stop();
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nt:
+    kind: nats
+    servers: ${nats.url}
+    ackTimeoutMs: 2000
+    streams:
+      JOBS: { subjects: ["jobs.>"], storage: memory }
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - { name: take, from: { listener: api, path: /in }, to: { broker: local, topic: in } }
+  - { name: bridge, from: { broker: local, topic: in }, to: { broker: nt, topic: jobs.a }, deadletter: { broker: nt, topic: dead.bridge } }
+`,
+  );
+
+  it('holds the routes that send to it, then delivers once it is declared, dead-lettering nothing', async () => {
+    const jobs = await peer.subscribe('jobs.>');
+    const dead = await peer.subscribe('dead.>');
+    assert.equal((await post(gw.url('api', '/in'), { n: 1 })).status, 200);
+    await eventually(
+      async () => {
+        const probe = await readyz(gw);
+        assert.ok((probe.body.reasons ?? []).includes("route bridge: waiting for the first connection of broker 'nt' before consuming"), `${probe.status} ${JSON.stringify(probe.body)}`);
+      },
+      15000,
+      100,
+    );
+    const inbox = `_INBOX.delete.${Math.random().toString(36).slice(2)}`;
+    const sid = await peer.subscribe(inbox);
+    peer.publish('$JS.API.STREAM.DELETE.BLOCKER', '', {}, inbox);
+    await peer.take(sid, 1);
+    const [job] = await peer.take(jobs, 1, 30000);
+    assert.equal(job!.payload, '{"n":1}');
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+    assert.equal(peer.received(dead).length, 0);
+  });
+});

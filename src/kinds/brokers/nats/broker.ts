@@ -166,7 +166,7 @@ export class NatsBroker implements BrokerRuntime {
     if (this.stopped) return;
     this.state = { ready: true };
     this.declared = true;
-    this.firstConnection.connected();
+    if (this.streamsDeclared()) this.firstConnection.connected();
     this.log.info('nats connected');
     for (const sub of this.subscriptions) sub.attach(nc);
     this.recheckLater(nc, wait);
@@ -223,6 +223,16 @@ export class NatsBroker implements BrokerRuntime {
     }
   }
 
+  /**
+   * Whether every stream the broker declares is there. Routes sending to the broker wait for its
+   * first connection (connectedOnce) until then: JetStream still starting, or a declare refused,
+   * is not a stream that must exist and does not (whose publishes are 503 and dead-lettered).
+   */
+  private streamsDeclared(): boolean {
+    for (const [name, st] of this.streams) if (st.detail !== undefined && this.settings.streams[name]!.declare) return false;
+    return true;
+  }
+
   /** While a stream is missing, tries again with backoff (the connection's own reconnects are the client's); one chain of tries at a time. */
   private recheckLater(nc: NatsConnection, wait: number): void {
     this.rechecking = !this.stopped && [...this.streams.values()].some((st) => st.detail !== undefined);
@@ -232,7 +242,10 @@ export class NatsBroker implements BrokerRuntime {
     }
     this.recheck = setTimeout(() => {
       const next = this.recheckBackoff.delay();
-      void this.declareStreams(nc, next).then(() => this.recheckLater(nc, next));
+      void this.declareStreams(nc, next).then(() => {
+        if (this.streamsDeclared()) this.firstConnection.connected();
+        this.recheckLater(nc, next);
+      });
     }, wait);
     this.recheck.unref();
   }
