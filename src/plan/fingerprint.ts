@@ -1,5 +1,6 @@
 import { canonical, hash } from '../core/canonical.js';
 import type { Plan, RoutePlan, SourcePlan } from './types.js';
+import { consumerGroupName } from './consumer-group.js';
 
 /**
  * What a reload diff needs to know about a plan, and nothing more: each component's kind and a
@@ -82,11 +83,10 @@ export function planFromFingerprint(fp: PlanFingerprint): Plan {
 
 /**
  * The consumer group of a route that reads a broker, as `eventgate plan` names it: its `group`, or
- * the default the runtime gives it (src/runtime/route.ts): `eventgate-<route>`, and a group per
+ * the default the runtime gives it (consumer-group.ts): `eventgate-<route>`, and a group per
  * instance (`eventgate-<route>-<instance>`) when every target is a websocket or SSE forward.
  */
 export function consumerGroup(r: RoutePlan): string | undefined {
   if (r.from.type !== 'broker') return undefined;
-  const perInstance = r.to.length > 0 && r.to.every((t) => t.type === 'listener');
-  return r.from.group ?? (perInstance ? `eventgate-${r.name}-<instance>` : `eventgate-${r.name}`);
+  return consumerGroupName(r.name, r.from, r.to, '<instance>');
 }

@@ -7,6 +7,7 @@ import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
 import { compileTargets } from './targets.js';
 import type { ComponentPlan, ListenerPlan, RoutePlan, SourcePlan } from './types.js';
+import { consumerGroupName, groupPerInstance } from './consumer-group.js';
 
 /**
  * The routes, with what only the set of them can show: names used twice, two routes publishing
@@ -221,11 +222,10 @@ function compileRoute(
   const targetFiles: string[] = [];
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
   if (from?.type === 'broker') {
-    // The group the route will consume as (consumerGroup()): its own, or the default from its name.
-    // A per-instance group (every target a forward) ends with this process's id, known only at run time.
-    const perInstance = from.group === undefined && targets.length > 0 && targets.every((t) => t.type === 'listener');
+    // The group the route will consume as: its own, or the default from its name. A per-instance
+    // group (every target a forward) ends with this process's id, known only at run time.
     if (from.group !== undefined) ctx.checkGroup(from.broker, from.group, from.topic, [...at, 'from', 'group']);
-    else if (!perInstance) ctx.checkGroup(from.broker, `eventgate-${raw.name}`, from.topic, [...at, 'name']);
+    else if (!groupPerInstance(from, targets)) ctx.checkGroup(from.broker, consumerGroupName(raw.name, from, targets, ''), from.topic, [...at, 'name']);
   }
 
   if (ctx.diagnostics.length > errorsBefore || !from) return undefined;

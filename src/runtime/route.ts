@@ -24,6 +24,7 @@ import { fromConsumedRecord } from '../codecs/cloudevents.js';
 import { WebhookTarget } from '../kinds/targets/webhook.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
+import { consumerGroupName, groupPerInstance } from '../plan/consumer-group.js';
 import { RouteStats } from '../telemetry/metrics.js';
 import { redact } from '../config/secrets.js';
 import type { TapChannel } from '../telemetry/tap.js';
@@ -549,8 +550,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   start(): void {
     const from = this.plan.from;
     if (from.type !== 'broker') return;
-    const perInstance = from.group === undefined && this.plan.to.every((t) => t.type === 'listener');
-    const group = from.group ?? (perInstance ? `eventgate-${this.name}-${this.deps.instanceId}` : `eventgate-${this.name}`);
+    const perInstance = groupPerInstance(from, this.plan.to);
+    const group = consumerGroupName(this.name, from, this.plan.to, this.deps.instanceId);
     const broker = this.deps.brokers.get(from.broker)!;
     this.consumerTelemetry = this.deps.metrics?.broker?.(from.broker, broker.kind);
     // Websocket forwards show what happens now: replaying a topic's history to browsers would be
