@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { setHeader } from '../../../core/message.js';
 
 /**
  * AMQP field tables (a message's headers), read exactly. amqplib 2.3 throws on a field type it
@@ -46,14 +47,11 @@ export function decodeTable(slice: Buffer): Record<string, unknown> {
     const key = slice.toString('utf8', r.at, r.at + keyLen);
     r.at += keyLen;
     const v = r.value();
-    if (key === PROTO) Object.defineProperty(fields, key, { value: v, enumerable: true, writable: true, configurable: true });
-    else fields[key] = v;
+    setHeader(fields, key, v);
     if (r.failed) break;
   }
   return fields;
 }
-
-const PROTO = '__proto__';
 
 /** The largest integer a JavaScript number holds exactly, as a BigInt. */
 const MAX_EXACT = BigInt(Number.MAX_SAFE_INTEGER);
