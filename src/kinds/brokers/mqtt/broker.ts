@@ -323,7 +323,7 @@ export class MqttBroker implements BrokerRuntime {
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const sub = new MqttSubscription(lib!, this.settings, spec, handler, this.log.child({ route: spec.route, topic: spec.topic }), this.telemetry);
     this.subscriptions.add(sub);
-    return { ...leavesOnStop(this.subscriptions, sub), health: () => sub.health() };
+    return leavesOnStop(this.subscriptions, sub);
   }
 }
 
