@@ -31,6 +31,14 @@ describe('amqp bindingMatches', () => {
     for (const [pattern, key, expected] of cases) assert.equal(bindingMatches('topic', pattern, key), expected, `${pattern} ~ ${key}`);
   });
 
+  it('topic: a pattern with many `#`s against a long key that it does not match (each `#` tried at every tail would not end)', () => {
+    // Seven `#.*` pairs: the old search tried every way to split 120 words among them (~10^10).
+    const pattern = [...Array.from({ length: 7 }, () => ['#', '*']).flat(), '#', 'c'].join('.');
+    const key = Array.from({ length: 120 }, () => 'b').join('.');
+    assert.equal(bindingMatches('topic', pattern, key), false);
+    assert.equal(bindingMatches('topic', pattern, `${key}.c`), true);
+  });
+
   it('direct: equal keys only; fanout and headers (a binding without arguments): every key', () => {
     assert.equal(bindingMatches('direct', 'orders.*', 'orders.new'), false);
     assert.equal(bindingMatches('direct', 'orders.new', 'orders.new'), true);

@@ -90,24 +90,30 @@ export async function unbindLeft(conn: ChannelModel, server: string, queue: stri
 export function bindingMatches(type: 'topic' | 'direct' | 'fanout' | 'headers', pattern: string, key: string): boolean {
   if (type === 'fanout' || type === 'headers') return true;
   if (type === 'direct') return pattern === key;
-  return topicMatches(words(pattern), 0, words(key), 0);
+  return topicMatches(words(pattern), words(key));
 }
 
 const words = (text: string): string[] => (text === '' ? [] : text.split('.'));
 
-function topicMatches(pattern: string[], p: number, key: string[], k: number): boolean {
-  while (p < pattern.length) {
-    const w = pattern[p]!;
+/**
+ * Whether topic pattern words `pattern` match key words `key`: a table of which pattern prefixes
+ * match which key prefixes (time pattern × key), where following each `#` through every tail of
+ * the key would take exponential time for a pattern with several `#`s.
+ */
+function topicMatches(pattern: string[], key: string[]): boolean {
+  // row[k]: pattern[0..p) matches key[0..k).
+  let row = new Array<boolean>(key.length + 1).fill(false);
+  row[0] = true;
+  for (const w of pattern) {
+    const next = new Array<boolean>(key.length + 1).fill(false);
     if (w === '#') {
-      // Consecutive `#`s are one; then the rest of the pattern against every tail of the key.
-      while (p < pattern.length && pattern[p] === '#') p++;
-      if (p === pattern.length) return true;
-      for (let from = k; from <= key.length; from++) if (topicMatches(pattern, p, key, from)) return true;
-      return false;
+      // Zero or more words: matches key[0..k) when the pattern before it matched any key[0..j), j <= k.
+      let any = false;
+      for (let k = 0; k <= key.length; k++) next[k] = any ||= row[k]!;
+    } else {
+      for (let k = 1; k <= key.length; k++) next[k] = row[k - 1]! && (w === '*' || w === key[k - 1]);
     }
-    if (k === key.length || (w !== '*' && w !== key[k])) return false;
-    p++;
-    k++;
+    row = next;
   }
-  return k === key.length;
+  return row[key.length]!;
 }
