@@ -294,6 +294,8 @@ export class AmqpBroker implements BrokerRuntime {
         if (this.connection === conn) this.state = { ready: true };
       });
       await declareTopology(conn, this.settings);
+      // Every declared queue is there and bound again: a route's re-declare that failed half-way is made good.
+      this.declaredQueues.declaredAll();
       this.topologyOn = conn;
       this.declaredOnce = true;
       // What a replaced broker of this process left on these queues goes now that the new bindings are in place.

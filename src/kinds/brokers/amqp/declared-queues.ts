@@ -68,6 +68,11 @@ export class DeclaredQueues {
     return s;
   }
 
+  /** The broker declared and bound every queue at connect: no re-declare is left unfinished. */
+  declaredAll(): void {
+    for (const state of this.queues.values()) state.unfinished = false;
+  }
+
   /** Whether the last re-declare of `queue` failed: finding the queue there does not mean it is bound. */
   unfinished(queue: string): boolean {
     return this.queues.get(queue)?.unfinished === true;
