@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { repoRoot } from './gateway.js';
 import type { MessageServer } from './servers.js';
+import { killOnExit } from './reaper.js';
 
 /**
  * Independent clients for the message servers: what the gateway writes is read by someone else's
@@ -61,6 +62,8 @@ export class MosquittoPubStream {
   private err = '';
   private readonly closed: Promise<[number | null]>;
   private constructor(private readonly child: ChildProcess) {
+    const forget = killOnExit(() => child.kill('SIGKILL'));
+    child.once('exit', forget);
     child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.err += c));
     this.closed = once(child, 'close') as Promise<[number | null]>;
   }
@@ -84,7 +87,12 @@ export class MosquittoPubStream {
 export class MosquittoSub {
   private readonly received: MqttReceived[] = [];
   private waiters: (() => void)[] = [];
-  private constructor(private readonly child: ChildProcess) {}
+  /** Killed with the test process however it ends: a cancelled file left its mosquitto_sub running. */
+  private readonly forget: () => void;
+  private constructor(private readonly child: ChildProcess) {
+    this.forget = killOnExit(() => child.kill('SIGKILL'));
+    child.once('exit', this.forget);
+  }
 
   /** `session`: a persistent session of that client id (what the server queued for it while it was away arrives first). */
   static async start(server: MessageServer, topic: string, qos: 0 | 1 | 2 = 1, session?: string): Promise<MosquittoSub> {
@@ -151,6 +159,7 @@ export class MosquittoSub {
   }
 
   stop(): void {
+    this.forget();
     this.child.kill();
   }
 }
