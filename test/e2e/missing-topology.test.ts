@@ -84,12 +84,17 @@ routes:
 });
 
 /** A stream through the JetStream API, as the nats CLI makes one; fails on the server's error. */
-async function createStream(peer: RawNats, name: string, subjects: string[]): Promise<void> {
-  const inbox = `_INBOX.create.${Math.random().toString(36).slice(2)}`;
+/** A JetStream API request (`$JS.API.<api>`) over the raw connection; fails on an error answer. */
+async function jsApi(peer: RawNats, api: string, body: string): Promise<void> {
+  const inbox = `_INBOX.api.${Math.random().toString(36).slice(2)}`;
   const sid = await peer.subscribe(inbox);
-  peer.publish(`$JS.API.STREAM.CREATE.${name}`, JSON.stringify({ name, subjects, storage: 'memory' }), {}, inbox);
-  const [created] = await peer.take(sid, 1);
-  assert.doesNotMatch(created!.payload, /"error"/, created!.payload);
+  peer.publish(`$JS.API.${api}`, body, {}, inbox);
+  const [answer] = await peer.take(sid, 1);
+  assert.doesNotMatch(answer!.payload, /"error"/, answer!.payload);
+}
+
+function createStream(peer: RawNats, name: string, subjects: string[]): Promise<void> {
+  return jsApi(peer, `STREAM.CREATE.${name}`, JSON.stringify({ name, subjects, storage: 'memory' }));
 }
 
 describe('kind: nats, a stream a route reads that does not exist (declare: false)', () => {
@@ -218,10 +223,7 @@ routes:
       15000,
       100,
     );
-    const inbox = `_INBOX.delete.${Math.random().toString(36).slice(2)}`;
-    const sid = await peer.subscribe(inbox);
-    peer.publish('$JS.API.STREAM.DELETE.BLOCKER', '', {}, inbox);
-    await peer.take(sid, 1);
+    await jsApi(peer, 'STREAM.DELETE.BLOCKER', '');
     const [job] = await peer.take(jobs, 1, 30000);
     assert.equal(job!.payload, '{"n":1}');
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
