@@ -3,11 +3,13 @@
  * 2.0–3.1, YAML or JSON, `$ref`s to other files resolved, Avro payloads converted to JSON Schema),
  * then indexed by the names a config may use for a message or a channel.
  *
- * The parser is heavy (it builds a Spectral ruleset and pulls in hundreds of modules), so it is
- * imported on first use only: a config without `asyncapi:` never loads it.
+ * The parser is heavy (it builds a Spectral ruleset and pulls in hundreds of modules, and a parse
+ * is hundreds of milliseconds of CPU), so it runs in a thread of its own (parser-thread.ts, the
+ * parse itself in parse.ts), started on first use: a config without `asyncapi:` never loads it.
  */
 import { canonical, hash } from '../core/canonical.js';
-import { checkDocument, displayPath, fetchRemote, localReadAllowed, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
+import { parseInThread } from './parser-thread.js';
+import type { RefPolicy } from './refs.js';
 
 /** A problem the parser found, positioned (1-based) in the file it is in: the document or a file it `$ref`s. */
 export interface AsyncApiProblem {
@@ -61,38 +63,6 @@ export interface ParsedAsyncApi {
 /** Reads a file for the parser's `$ref` resolution; throws when it cannot (the parser reports it at the `$ref`). */
 export type FileReader = (absPath: string) => string;
 
-/* The part of @asyncapi/parser used here (typed loosely: its typings pull in Spectral's). */
-interface ParserDiagnostic {
-  message: string;
-  code: string | number;
-  severity: number;
-  source?: string;
-  path: (string | number)[];
-  range: { start: { line: number; character: number } };
-}
-interface Parser {
-  parse(
-    text: string,
-    options: { source: string; __unstable: { resolver: { resolvers: { schema: string; order: number; read(uri: { path(): string; toString(): string }): string | Promise<string> }[] } } },
-  ): Promise<{ document?: { json(): unknown }; diagnostics: ParserDiagnostic[] }>;
-}
-
-let parserInstance: Promise<Parser> | undefined;
-
-/** One parser per process, created on first use; the Avro schema parser is registered with it. */
-function asyncApiParser(): Promise<Parser> {
-  parserInstance ??= (async () => {
-    const [{ Parser }, { AvroSchemaParser }] = await Promise.all([import('@asyncapi/parser'), import('@asyncapi/avro-schema-parser')]);
-    // The "recommended" rules only give style advice (warnings), which is not reported: skip them.
-    return new Parser({ schemaParsers: [AvroSchemaParser()], ruleset: { recommended: false } }) as unknown as Parser;
-  })();
-  return parserInstance;
-}
-
-/** Spectral severity 0; warnings and hints are style advice, not reasons to refuse a document. */
-const ERROR = 0;
-const SUMMARIES = [/must match "(then|else)" schema$/, /must match a schema in anyOf$/, /must match exactly one schema in oneOf$/, /must have required property "oneOf"$/];
-
 interface CacheEntry {
   result: ParsedAsyncApi;
   /** Every local file the parse read through `$ref`, with the hash of what it read. */
@@ -107,13 +77,6 @@ const cache = new Map<string, CacheEntry>();
 const CACHE_SIZE = 32;
 
 /**
- * What a refused `$ref` resolves to. The parser falls back to its own readers (which read any
- * file and fetch any URL) when ours throws, so a refusal must not throw: it is recorded, the
- * reference becomes this empty object, and the parse is reported as failed with the refusal.
- */
-const REFUSED = '{}';
-
-/**
  * Parses one AsyncAPI document. `read` serves the document's `$ref`s to local files (so the
  * caller learns, and can watch, every file the document depends on). `policy` says which
  * references may be followed (refs.ts); problems name files relative to its root.
@@ -122,113 +85,13 @@ export async function parseAsyncApi(file: string, text: string, read: FileReader
   const key = `${file}\0${hash(text)}\0${canonical(policy)}`;
   const cached = cache.get(key);
   if (cached && [...cached.refs].every(([ref, h]) => readHash(read, ref) === h)) return cached.result;
-
-  const first = checkDocument(file, text, policy);
-  if (first.problems.length > 0) return { document: undefined, problems: first.problems };
-  const sites = new Map<string, RefSite>(first.targets);
-  const refused: RefProblem[] = [];
-  const refuse = (target: string, message: string) => {
-    const site = sites.get(target) ?? { file, line: 1, column: 1, path: [] };
-    refused.push({ ...site, message });
-    return REFUSED;
-  };
-  /** A document a `$ref` led to is checked like the first before the parser sees it. */
-  const admit = (target: string, from: string, t: string, max?: number) => {
-    const checked = checkDocument(from, t, policy, max, sites.get(target)?.arrays ?? 0);
-    if (checked.problems.length > 0) {
-      const site = sites.get(target);
-      // Problems in a remote document are shown at the $ref that fetched it (a URL is no file to point into).
-      for (const p of checked.problems) refused.push(site && from === target && /^https?:/.test(target) ? { ...site, message: `in '${target}': ${p.message}` } : p);
-      return REFUSED;
-    }
-    for (const [k, v] of checked.targets) if (!sites.has(k)) sites.set(k, v);
-    return t;
-  };
-
-  const refs = new Map<string, string>();
-  const parser = await asyncApiParser();
-  const remote = {
-    order: 1,
-    read: async (uri: { toString(): string }) => {
-      const url = uri.toString();
-      let allowed = false;
-      try {
-        allowed = remoteAllowed(new URL(url), policy);
-      } catch {
-        allowed = false;
-      }
-      if (!allowed) return refuse(url, `$ref '${url}' is not allowed: its origin is not listed in asyncapiRemoteRefs.origins`);
-      const fetched = await fetchRemote(url, policy);
-      if ('problem' in fetched) return refuse(url, fetched.problem);
-      return admit(url, url, fetched.text, policy.remote?.maxBytes);
-    },
-  };
-  const out = await parser.parse(text, {
-    source: file,
-    __unstable: {
-      resolver: {
-        resolvers: [
-          {
-            schema: 'file',
-            order: 1, // before the parser's own file reader (0 would count as unset)
-            read: (uri) => {
-              const path = decodeURIComponent(uri.path());
-              const why = localReadAllowed(path, policy);
-              if (why !== undefined) return refuse(path, `$ref refused: ${why}`);
-              try {
-                const t = read(path);
-                refs.set(path, hash(t));
-                return admit(path, path, t);
-              } catch (err) {
-                refs.set(path, 'missing');
-                throw err;
-              }
-            },
-          },
-          { schema: 'http', ...remote },
-          { schema: 'https', ...remote },
-        ],
-      },
-    },
-  });
-  if (refused.length > 0) return { document: undefined, problems: refused };
-  const errors = out.diagnostics.filter((d) => d.severity === ERROR);
-  // A YAML syntax error makes the parser also report the half-read structure as invalid; the syntax error is the news.
-  const syntax = errors.filter((d) => d.code === 'parser');
-  // The AsyncAPI JSON Schema reports every failed branch of its if/then and oneOf besides the specific error.
-  const specific = errors.filter((d) => !SUMMARIES.some((re) => re.test(d.message)));
-  const problems = (syntax.length > 0 ? syntax : specific.length > 0 ? specific : errors).map((d) => ({
-    file: d.source ?? file,
-    line: d.range.start.line + 1,
-    column: Math.max(1, d.range.start.character + 1), // the parser says -1 when it has no place
-    path: d.path,
-    message: readableMessage(d.message, policy),
-  }));
-  if (problems.length > 0 || !out.document) {
-    if (problems.length === 0) problems.push({ file, line: 1, column: 1, path: [], message: 'not an AsyncAPI document' });
-    // Not cached: a failure may pass (a remote $ref that could not be fetched this time).
-    return { document: undefined, problems };
+  const { result, refs } = await parseInThread(file, text, read, policy);
+  if (refs) {
+    cache.delete(key);
+    cache.set(key, { result, refs: new Map(refs) });
+    if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
   }
-  const result: ParsedAsyncApi = { document: indexDocument(file, out.document.json() as Json), problems: [] };
-  cache.delete(key);
-  cache.set(key, { result, refs });
-  if (cache.size > CACHE_SIZE) cache.delete(cache.keys().next().value!);
   return result;
-}
-
-/**
- * The parser passes file-system errors through as they are (`ENOENT: no such file or directory,
- * open '/x'`); they are shown with the path relative to the config's directory, and no other
- * message may carry an absolute path of it either.
- */
-function readableMessage(message: string, policy: RefPolicy): string {
-  const fs = /^(E[A-Z]+): .*, open '(.*)'$/.exec(message);
-  if (fs) return `cannot read the file this $ref points to (${fs[1]}: ${displayPath(fs[2]!, policy)})`;
-  // An exception inside the parser comes with its stack (paths of the gateway's installation): the message is enough.
-  return message
-    .replace(/,? stack: [\s\S]*$/, '')
-    .split(`${policy.root}/`)
-    .join('');
 }
 
 function readHash(read: FileReader, file: string): string {
@@ -238,134 +101,3 @@ function readHash(read: FileReader, file: string): string {
     return 'missing';
   }
 }
-
-type Json = Record<string, any>;
-
-interface MessageDraft {
-  componentKeys: string[];
-  channelKeys: string[];
-  channels: string[];
-  json: Json;
-}
-
-/**
- * Builds the index from the parser's resolved document. `$ref`s are resolved to shared objects,
- * so a message referenced from components and from several channels is one object: one message.
- */
-function indexDocument(file: string, doc: Json): AsyncApiDocument {
-  const v2 = String(doc.asyncapi).startsWith('2.');
-  const drafts = new Map<object, MessageDraft>();
-  const draft = (m: Json) => {
-    let d = drafts.get(m);
-    if (!d) drafts.set(m, (d = { componentKeys: [], channelKeys: [], channels: [], json: m }));
-    return d;
-  };
-  for (const [key, m] of Object.entries((doc.components?.messages ?? {}) as Record<string, Json>)) {
-    if (isObject(m)) draft(m).componentKeys.push(key);
-  }
-  const channelMessages = new Map<string, Json[]>();
-  for (const [name, ch] of Object.entries((doc.channels ?? {}) as Record<string, Json>)) {
-    if (!isObject(ch)) continue;
-    const here: Json[] = [];
-    if (v2) {
-      for (const op of [ch.publish, ch.subscribe]) {
-        if (!isObject(op?.message)) continue;
-        const m = op.message as Json;
-        for (const one of Array.isArray(m.oneOf) ? m.oneOf : [m]) if (isObject(one)) here.push(one);
-      }
-    } else {
-      for (const [key, m] of Object.entries((ch.messages ?? {}) as Record<string, Json>)) {
-        if (!isObject(m)) continue;
-        draft(m).channelKeys.push(key);
-        here.push(m);
-      }
-    }
-    for (const m of here) {
-      const d = draft(m);
-      if (!d.channels.includes(name)) d.channels.push(name);
-    }
-    channelMessages.set(name, [...new Set(here)]);
-  }
-
-  const messages = new Map<object, AsyncApiMessage>();
-  for (const d of drafts.values()) {
-    // 3.x dropped messageId: a message's key in a channel's `messages` is its id there.
-    const candidates = v2 ? [...d.componentKeys, d.json.messageId, d.json.name] : [...d.componentKeys, ...d.channelKeys, d.json.name];
-    const ids = [...new Set(candidates.filter((id): id is string => typeof id === 'string' && id !== ''))];
-    messages.set(d.json, { ids, channels: d.channels, document: file, ...payloadOf(d.json, v2) });
-  }
-  const channels: AsyncApiChannel[] = [...channelMessages].map(([name, ms]) => {
-    const address = v2 ? undefined : (doc.channels[name] as Json).address;
-    return { name, address: typeof address === 'string' && address !== name ? address : undefined, messages: ms.map((m) => messages.get(m)!) };
-  });
-  return { file, version: String(doc.asyncapi), title: String(doc.info?.title ?? ''), messages: [...messages.values()], channels };
-}
-
-/** Formats whose schemas are JSON Schema (AsyncAPI Schema Object is a superset of draft-07). */
-const JSON_SCHEMA_FORMATS = ['application/vnd.aai.asyncapi', 'application/schema+json', 'application/schema+yaml'];
-
-function payloadOf(m: Json, v2: boolean): { payload: AsyncApiMessage['payload']; unsupportedFormat: string | undefined } {
-  let schema: unknown = m.payload;
-  let format: unknown = v2 ? m.schemaFormat : undefined;
-  // A schema parser (Avro) leaves the original behind when it converted a payload to JSON Schema.
-  let converted = v2 && m['x-parser-original-payload'] !== undefined;
-  if (!v2 && isObject(schema) && 'schemaFormat' in schema && 'schema' in schema) {
-    // 3.x Multi Format Schema Object
-    format = schema.schemaFormat;
-    converted = schema['x-parser-original-payload'] !== undefined;
-    schema = schema.schema;
-  }
-  if (schema === undefined || schema === true) return { payload: {}, unsupportedFormat: undefined };
-  if (typeof format === 'string' && !converted && !JSON_SCHEMA_FORMATS.some((f) => format.startsWith(f))) {
-    return { payload: {}, unsupportedFormat: format };
-  }
-  if (schema === false) return { payload: { not: {} }, unsupportedFormat: undefined };
-  return { payload: decycle(schema) as Record<string, unknown>, unsupportedFormat: undefined };
-}
-
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/**
- * The parser resolves a recursive schema (`children: {items: {$ref: '#/...node'}}`) into a cyclic
- * object, which ajv cannot compile; each back edge becomes a `$ref` to the JSON Pointer of the
- * schema it loops to. The parser's own `x-parser-*` annotations are dropped on the way.
- */
-export function decycle(root: unknown): unknown {
-  let loopsToRoot = false;
-  const walk = (base: string) => {
-    const ancestors: object[] = [];
-    const pointers: string[] = [];
-    const visit = (v: unknown, pointer: string): unknown => {
-      if (typeof v !== 'object' || v === null) return v;
-      const loop = ancestors.indexOf(v);
-      if (loop !== -1) {
-        if (loop === 0) loopsToRoot = true;
-        return { $ref: `#${pointers[loop]}` };
-      }
-      ancestors.push(v);
-      pointers.push(pointer);
-      const out = Array.isArray(v)
-        ? v.map((x, i) => visit(x, `${pointer}/${i}`))
-        : Object.fromEntries(
-            Object.entries(v)
-              .filter(([k]) => !k.startsWith('x-parser-'))
-              .map(([k, x]) => [k, visit(x, `${pointer}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`)]),
-          );
-      ancestors.pop();
-      pointers.pop();
-      return out;
-    };
-    return visit(root, base);
-  };
-  const plain = walk('');
-  if (!loopsToRoot || typeof plain !== 'object' || plain === null) return plain;
-  // ajv cannot resolve a bare `#` in a schema it does not register: the root moves under definitions.
-  const inner = walk(`/definitions/${ROOT}`) as Record<string, unknown>;
-  const wrapper: Record<string, unknown> = { $ref: `#/definitions/${ROOT}`, definitions: { [ROOT]: inner } };
-  if (inner.$schema !== undefined) wrapper.$schema = inner.$schema;
-  return wrapper;
-}
-
-const ROOT = 'eventgate-payload';

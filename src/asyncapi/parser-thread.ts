@@ -1,0 +1,116 @@
+/**
+ * The thread that parses AsyncAPI documents (parse-worker.ts), as the gateway's thread sees it.
+ * A parse is CPU work of a few hundred milliseconds (over a second for the first in a thread);
+ * run on the event loop it held every connection's traffic for that long on each reload that
+ * changed a document. The thread reads the document's local `$ref`s through the caller's reader
+ * (asking for each file by message), so the caller still learns every file a document depends on.
+ *
+ * One thread serves every parse, started on first use and stopped when it has been idle a while:
+ * the parser and its compiled schemas (~60 MB) are not kept in a gateway that only parses at
+ * reloads. A thread that dies (out of its memory limit on a hostile document) or overruns
+ * `PARSE_TIMEOUT_MS` fails the parses it had with a problem; the next parse starts a new one.
+ */
+import { Worker } from 'node:worker_threads';
+import type { AsyncApiProblem } from './document.js';
+import type { ParseOutcome } from './parse.js';
+import type { RefPolicy } from './refs.js';
+
+/** Gateway → thread. */
+export type ToParser = { kind: 'parse'; id: number; file: string; text: string; policy: RefPolicy } | { kind: 'file'; id: number; read: number; text?: string; error?: string };
+/** Thread → gateway. */
+export type FromParser = { kind: 'read'; id: number; read: number; file: string } | { kind: 'done'; id: number; outcome: ParseOutcome } | { kind: 'failed'; id: number; error: string };
+
+/** A thread idle this long is stopped (its memory returned); the next parse starts another. */
+const IDLE_MS = 30_000;
+/** A parse not done by then is given up, and its thread stopped: no real document comes near it. */
+export const PARSE_TIMEOUT_MS = 60_000;
+/** The thread's heap: far above what any document the size limits of refs.ts admit needs. */
+const MAX_HEAP_MB = 1024;
+
+interface Pending {
+  file: string;
+  read: (absPath: string) => string;
+  resolve: (o: ParseOutcome) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+let thread: Worker | undefined;
+let idleTimer: NodeJS.Timeout | undefined;
+let nextId = 1;
+const pending = new Map<number, Pending>();
+
+/** Parses `text` (the document at `file`) in the parser thread. */
+export function parseInThread(file: string, text: string, read: (absPath: string) => string, policy: RefPolicy): Promise<ParseOutcome> {
+  const worker = ensureThread();
+  const id = nextId++;
+  return new Promise<ParseOutcome>((resolve, reject) => {
+    const timer = setTimeout(() => stop(worker, `parsing took longer than ${PARSE_TIMEOUT_MS / 1000} s`), PARSE_TIMEOUT_MS);
+    pending.set(id, { file, read, resolve, reject, timer });
+    worker.postMessage({ kind: 'parse', id, file, text, policy } satisfies ToParser);
+  });
+}
+
+/** Whether a parser thread runs now (idle ones stop after `IDLE_MS`). */
+export function parserThreadRunning(): boolean {
+  return thread !== undefined;
+}
+
+function ensureThread(): Worker {
+  clearTimeout(idleTimer);
+  if (thread) return thread;
+  // No flags of the process (`--input-type`, `--test`, a preload): the thread needs none, and some refuse a worker.
+  const worker = new Worker(new URL('./parse-worker.js', import.meta.url), { execArgv: [], resourceLimits: { maxOldGenerationSizeMb: MAX_HEAP_MB } });
+  // A parse in progress keeps the process alive through its promise's caller; an idle thread must not.
+  worker.unref();
+  worker.on('message', (m: FromParser) => answer(worker, m));
+  worker.on('error', (err) => stop(worker, err.message));
+  worker.on('exit', (code) => stop(worker, `the parser thread exited (code ${code})`));
+  thread = worker;
+  return worker;
+}
+
+function answer(worker: Worker, m: FromParser): void {
+  const p = pending.get(m.id);
+  if (!p) return;
+  if (m.kind === 'read') {
+    let reply: ToParser;
+    try {
+      reply = { kind: 'file', id: m.id, read: m.read, text: p.read(m.file) };
+    } catch (err) {
+      reply = { kind: 'file', id: m.id, read: m.read, error: (err as Error).message };
+    }
+    worker.postMessage(reply);
+    return;
+  }
+  settle(m.id);
+  if (m.kind === 'done') p.resolve(m.outcome);
+  else p.reject(new Error(m.error));
+}
+
+function settle(id: number): void {
+  clearTimeout(pending.get(id)?.timer);
+  pending.delete(id);
+  if (pending.size === 0 && thread) {
+    const idle = thread;
+    idleTimer = setTimeout(() => void idle.terminate(), IDLE_MS);
+    idleTimer.unref();
+  }
+}
+
+/**
+ * The thread is gone or given up: each parse it had is answered with a problem at its document
+ * (a reload reports it and keeps the running config, as for any invalid document).
+ */
+function stop(worker: Worker, why: string): void {
+  if (thread !== worker) return;
+  thread = undefined;
+  void worker.terminate();
+  for (const [id, p] of [...pending]) {
+    if (p === undefined) continue;
+    clearTimeout(p.timer);
+    pending.delete(id);
+    const problem: AsyncApiProblem = { file: p.file, line: 1, column: 1, path: [], message: `the document could not be parsed: ${why}` };
+    p.resolve({ result: { document: undefined, problems: [problem] } });
+  }
+}
