@@ -17,7 +17,7 @@ import { kafkaProxy, kafkaProxyConsume, kafkaProxyValidate } from './scenarios/k
 import { kafkaWsLatency } from './scenarios/kafka-ws-latency.js';
 import { memory } from './scenarios/memory.js';
 import { pipeline } from './scenarios/pipeline.js';
-import { reload } from './scenarios/reload.js';
+import { reload, reloadAsyncapi } from './scenarios/reload.js';
 import { sseFanout } from './scenarios/sse-fanout.js';
 import { startup } from './scenarios/startup.js';
 import { webhook } from './scenarios/webhook.js';
@@ -26,6 +26,7 @@ const SCENARIOS: Scenario[] = [
   pipeline,
   httpMemory,
   reload,
+  reloadAsyncapi,
   fanout,
   memory,
   startup,
