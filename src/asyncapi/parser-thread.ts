@@ -93,7 +93,13 @@ function settle(id: number): void {
   pending.delete(id);
   if (pending.size === 0 && thread) {
     const idle = thread;
-    idleTimer = setTimeout(() => void idle.terminate(), IDLE_MS);
+    idleTimer = setTimeout(() => {
+      // Forgotten before it is told to stop: a parse asked for meanwhile starts a new thread, never
+      // one on its way out (whose exit would fail that parse).
+      if (thread !== idle || pending.size > 0) return;
+      thread = undefined;
+      void idle.terminate();
+    }, IDLE_MS);
     idleTimer.unref();
   }
 }
@@ -107,7 +113,6 @@ function stop(worker: Worker, why: string): void {
   thread = undefined;
   void worker.terminate();
   for (const [id, p] of [...pending]) {
-    if (p === undefined) continue;
     clearTimeout(p.timer);
     pending.delete(id);
     const problem: AsyncApiProblem = { file: p.file, line: 1, column: 1, path: [], message: `the document could not be parsed: ${why}` };
