@@ -8,6 +8,7 @@ import type { Plan } from '../plan/types.js';
 import { junitReport, textReport } from '../testing/report.js';
 import { runTest, type TestResult } from '../testing/run-tests.js';
 import { readTestFile, type TestFile } from '../testing/test-file.js';
+import { releaseAfterStart } from './startup-hold.js';
 
 /** The tests of `gateway.yaml` live beside it in `gateway.tests.yaml`. */
 export function testFileBeside(config: string): string {
@@ -76,6 +77,8 @@ export async function testCommand(config: string | undefined, testFiles: string[
     let load = plans.get(resolve(file));
     if (!load) {
       load = await loadPlan(file, { registry, env });
+      // The config validator is loaded: the tests' expressions may run long enough to want TurboFan.
+      releaseAfterStart();
       plans.set(resolve(file), load);
       if (!load.plan) {
         process.stderr.write(`eventgate: the config ${file} is invalid, so its tests cannot run:\n`);

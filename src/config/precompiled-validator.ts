@@ -10,8 +10,8 @@
  * moment, which stayed in an idle gateway's RSS as free heap, so the build also writes V8's code
  * cache of it (bytecode included, made after one call) and `run` loads the function from there.
  * The cache is V8's: it holds only for the same Node version and V8 flags (the build sets the
- * ones `run` holds while starting, src/cli/startup-hold.ts); when V8 rejects it (`validate`, or a
- * user's own V8 flags) the source is compiled as before. Characters beyond Latin-1 are escaped in
+ * ones the commands that load a config hold while starting, src/cli/startup-hold.ts); when V8
+ * rejects it (a user's own V8 flags, another Node) the source is compiled as before. Characters beyond Latin-1 are escaped in
  * the source so V8 keeps it as a one-byte string (half the memory).
  */
 import { createHash } from 'node:crypto';
