@@ -4,12 +4,9 @@ import { formatDiagnostic } from '../config/diagnostics.js';
 import { buildConfigSchema } from '../config/schema.js';
 import { redact } from '../config/secrets.js';
 import { defaultRegistry } from '../kinds/index.js';
-import { createLogger } from '../log.js';
 import { loadPlan } from '../plan/compile.js';
 import type { Env } from '../config/source.js';
 import { loadEnv } from './env.js';
-import { createAdminServer } from '../admin/index.js';
-import { Gateway } from '../runtime/gateway.js';
 import { takeEarlySignals } from './early-signals.js';
 import { releaseAfterStart } from './startup-hold.js';
 
@@ -172,6 +169,9 @@ async function validate(file: string, format: 'text' | 'json', env: Env): Promis
 }
 
 async function run(file: string, env: Env): Promise<number> {
+  // Loaded here, not at the top: validate, test, plan and export never use the runtime, the admin
+  // server or the logger, and every module file is start-up time of each call (docs/testing.md).
+  const [{ createLogger }, { createAdminServer }, { Gateway }] = await Promise.all([import('../log.js'), import('../admin/index.js'), import('../runtime/gateway.js')]);
   const logger = createLogger('info');
   process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception (please report this bug)'));
   process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'unhandled rejection (please report this bug)'));

@@ -5,8 +5,7 @@ import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
 import type { Plan } from '../plan/types.js';
-import { junitReport, textReport } from '../testing/report.js';
-import { runTest, type TestResult } from '../testing/run-tests.js';
+import type { TestResult } from '../testing/run-tests.js';
 import { readTestFile, type TestFile } from '../testing/test-file.js';
 import { releaseAfterStart } from './startup-hold.js';
 
@@ -69,6 +68,8 @@ export async function testCommand(config: string | undefined, testFiles: string[
 
   // Each test file runs against -c, else the config it names, else ./gateway.yaml.
   const configOf = (t: TestFile) => config ?? t.config ?? 'gateway.yaml';
+  // Loaded only to run tests: `validate` reads a test file through this module too (checkTestFile).
+  const [{ runTest }, { junitReport, textReport }] = await Promise.all([import('../testing/run-tests.js'), import('../testing/report.js')]);
   const results: TestResult[] = [];
   const plans = new Map<string, Awaited<ReturnType<typeof loadPlan>>>();
   const registry = defaultRegistry();
