@@ -1,7 +1,7 @@
 import { MAX_TIMER_MS } from '../core/expiry.js';
 import { NOT_WEBHOOK_KEYS, webhookOptions } from '../kinds/targets/webhook.js';
 import type { JsonSchema } from '../kinds/contracts.js';
-import { exactlyOne, forbidKeys, withMessage } from '../kinds/define.js';
+import { exactlyOne, forbidKeys, routeQos, withMessage } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 
 export const SCHEMA_ID = 'https://eventgate.dev/gateway.schema.json';
@@ -100,11 +100,6 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
     additionalProperties: false,
     properties: Object.fromEntries([...registry.steps.values()].map((s) => [s.kind, describedKind(s, 'step')])),
   };
-  /** A route's own MQTT QoS for one source or target (BrokerKind.takesQos; other kinds refuse it at compile). */
-  const qos = (what: string) => ({
-    enum: [0, 1, 2],
-    description: `MQTT brokers only: the QoS ${what} (\`0\` at most once, \`1\` at least once, \`2\` exactly once), instead of the broker's \`qosByTopic\` and \`qos\`; another kind of broker refuses the key.`,
-  });
   const brokerTopic = {
     type: 'object',
     description: 'Where messages that fail go: a broker topic.',
@@ -113,7 +108,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
     properties: {
       broker: { ...name, description: 'Broker name (under `brokers:`).' },
       topic: { ...name, description: 'Topic name.' },
-      qos: qos('of the dead-lettered messages this route publishes'),
+      qos: routeQos('of the dead-lettered messages this route publishes'),
     },
   };
   const target: JsonSchema = {
@@ -148,7 +143,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         ],
       },
       key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
-      qos: qos('of the publishes to this target: a 2xx only after the PUBACK (1) or PUBCOMP (2), once written at 0'),
+      qos: routeQos('of the publishes to this target: a 2xx only after the PUBACK (1) or PUBCOMP (2), once written at 0'),
       cloudevents: {
         enum: ['binary', 'structured'],
         default: 'binary',
@@ -327,7 +322,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
                     "Where partitions without a committed offset start: the oldest retained record, or new records only. Default on Kafka and JetStream: `earliest` when a target is a broker or a webhook (no record skipped), `latest` when every target is a forward (websocket or event stream); memory topics: `latest`. A kafka broker's `consumer.startFrom` sets it for all its routes.",
                 },
                 fromBeginning: { type: 'boolean', description: 'Older spelling of `startFrom`: true is `earliest`, false `latest`.' },
-                qos: qos(
+                qos: routeQos(
                   "of this route's subscription: what the server sends it at most (a message comes at the lower of its publisher's QoS and this one); at 0 the server keeps nothing for the route while it is away, even in a persistent session",
                 ),
               },

@@ -9,7 +9,7 @@ import type * as TypeBox from '@sinclair/typebox';
 import type { Static, TLiteral, TObject, TProperties, TSchema } from '@sinclair/typebox';
 import { bundled } from '../core/bundled.js';
 import type { Expression } from '../expr/expression.js';
-import type { BrokerKind, KindDoc, ListenerKind, StepCompileContext, StepKind } from './contracts.js';
+import type { BrokerKind, KindDoc, ListenerKind, Qos, StepCompileContext, StepKind } from './contracts.js';
 
 export const { Type } = bundled<typeof TypeBox>('@sinclair/typebox');
 export type { Static, TSchema };
@@ -25,6 +25,18 @@ export function kindOptions<K extends string, P extends TProperties>(kind: K, pr
  */
 export function oneOfStrings<const T extends readonly string[]>(values: T, options: Record<string, unknown> = {}) {
   return Type.Unsafe<T[number]>({ ...options, enum: [...values] });
+}
+
+/** An MQTT QoS (`0`, `1` or `2`): the mqtt broker's `qos` and `qosByTopic`, and every `qos` a route or step sets (routeQos). */
+export function qosSchema(options: Record<string, unknown> = {}) {
+  return Type.Unsafe<Qos>({ enum: [0, 1, 2], ...options });
+}
+
+/** A route's or validate step's own `qos` on a source or target, QoS `what` (BrokerKind.takesQos; other kinds refuse it at compile). */
+export function routeQos(what: string) {
+  return qosSchema({
+    description: `MQTT brokers only: the QoS ${what} (\`0\` at most once, \`1\` at least once, \`2\` exactly once), instead of the broker's \`qosByTopic\` and \`qos\`; another kind of broker refuses the key.`,
+  });
 }
 
 /** Exactly one of `schemas` (JSON Schema `oneOf`; the diagnostics describe it with `description`). */

@@ -2,13 +2,12 @@ import { filterProblem, publishTopicProblem, shareNameProblem } from './mqtt/top
 import { hostname } from 'node:os';
 import type { ConnectionOptions } from 'node:tls';
 import type { BrokerCompileContext, Qos } from '../contracts.js';
-import { defineBroker, kindOptions, mapOf, Type, type Static } from '../define.js';
+import { defineBroker, kindOptions, mapOf, qosSchema, Type, type Static } from '../define.js';
 import type { MqttBroker } from './mqtt/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
 import { whenUsed } from '../when-used.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
-const qos = (options: Record<string, unknown>) => Type.Unsafe<Qos>({ ...options, enum: [0, 1, 2] });
 
 const options = kindOptions('mqtt', {
   url: Type.String({ minLength: 1, description: 'Server URL: `mqtt://host:1883`, `mqtts://host:8883`, `ws://…` or `wss://…`.' }),
@@ -26,14 +25,14 @@ const options = kindOptions('mqtt', {
   ),
   tls: Type.Optional(TLS_OPTIONS),
   qos: Type.Optional(
-    qos({
+    qosSchema({
       default: 1,
       description:
         "QoS of publishes and subscriptions: `0` at most once, `1` at least once (default), `2` exactly once. A route's own `qos` (on `from`, a target, its `deadletter` or a validate step's `deadletter`) and `qosByTopic` come first.",
     }),
   ),
   qosByTopic: Type.Optional(
-    mapOf(qos({}), {
+    mapOf(qosSchema(), {
       description:
         'QoS per topic filter (`+` and `#` allowed), first match wins, e.g. `{"telemetry/#": 0}`; other topics use `qos`. A consume route\'s filter is matched as written (`sensors/+` against `sensors/#`); a route\'s own `qos` comes first.',
     }),

@@ -4,8 +4,8 @@ import { problem } from '../../core/errors.js';
 import { headersWith, withHeaders, type Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { MessageContext } from '../../core/message.js';
-import type { CompiledStep, MessageContract, PublishOptions, Qos } from '../contracts.js';
-import { defineStep, exactlyOne, oneOf, oneOfStrings, Type, type Static } from '../define.js';
+import type { CompiledStep, MessageContract, PublishOptions } from '../contracts.js';
+import { defineStep, exactlyOne, oneOf, oneOfStrings, routeQos, Type, type Static } from '../define.js';
 
 /** The header the AsyncAPI Event Gateway used for tagged messages; kept so its consumers work unchanged. */
 export const VALIDATION_ERROR_HEADER = '_asyncapi_eg_validation_error';
@@ -40,13 +40,7 @@ const options = Type.Object(
             description:
               "Topic for invalid messages: one the broker's server would refuse (a wildcard on mqtt or nats, an illegal Kafka topic name, an AMQP routing key over 255 bytes) is a config error at its line, as in a route.",
           }),
-          qos: Type.Optional(
-            Type.Unsafe<Qos>({
-              enum: [0, 1, 2],
-              description:
-                "MQTT brokers only: the QoS of the messages this step dead-letters (`0` at most once, `1` at least once, `2` exactly once), instead of the broker's `qosByTopic` and `qos`, as a route's `deadletter.qos`; another kind of broker refuses the key.",
-            }),
-          ),
+          qos: Type.Optional(routeQos("of the messages this step dead-letters, as a route's `deadletter.qos`")),
         },
         { additionalProperties: false, description: "`{broker, topic}` (and `qos` on an mqtt broker) for `onInvalid: deadletter`; defaults to the route's deadletter." },
       ),
