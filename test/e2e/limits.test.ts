@@ -148,6 +148,10 @@ describe('input limits', () => {
     const a = await idleConnection(port);
     const b = await idleConnection(port);
     assert.equal(await rawHttp(port, request('/in', [], '{}')), undefined, 'the third connection should be closed unanswered');
+    const warned = await gw.waitForLog((l) => l.msg === 'connection limit reached; closing new connections' && l.listener === 'few');
+    assert.equal(warned.level, 'warn');
+    assert.equal(warned.dropped, 1);
+    assert.equal(warned.maxConnections, 2);
     a.destroy();
     const deadline = Date.now() + 5000;
     let answered;

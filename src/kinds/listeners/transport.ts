@@ -4,6 +4,7 @@ import type { Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createSecureContext } from 'node:tls';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
+import { RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
 import { answerAndCloseLingering, closeLingering, lingeringClosed } from './lingering-close.js';
@@ -158,15 +159,11 @@ export function createTransport(listener: string, options: TransportOptions, han
   applyLimits(server, options);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket, answered));
   server.on('connect', (_req: IncomingMessage, socket: Duplex) => refuseConnect(socket, allow, answered));
-  let dropped = 0;
-  let lastLog = 0;
-  server.on('drop', () => {
-    dropped++;
-    const now = Date.now();
-    if (now - lastLog < DROP_LOG_INTERVAL_MS) return;
-    lastLog = now;
-    logger.warn({ listener, maxConnections: server.maxConnections, dropped }, 'connection limit reached; closing new connections');
-  });
+  const drops = new RateLimitedWarning<undefined>(DROP_LOG_INTERVAL_MS, (_, dropped) =>
+    logger.warn({ listener, maxConnections: server.maxConnections, dropped }, 'connection limit reached; closing new connections'),
+  );
+  server.on('drop', () => drops.occurred(undefined));
+  server.on('close', () => drops.flush());
   // TLS handshake failures (a client that does not trust the certificate, or speaks plain HTTP) are the client's problem.
   server.on('tlsClientError', (err: Error) => logger.debug({ listener, err: err.message }, 'TLS handshake failed'));
   return server;

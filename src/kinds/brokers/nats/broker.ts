@@ -9,6 +9,7 @@ import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
 import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
+import { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
 import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import { publishSubjectProblem } from './subjects.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
@@ -506,10 +507,12 @@ class NatsSubscription {
     const queue: { data: Buffer; subject: string; headers: MsgHdrs | undefined; at: number }[] = [];
     let head = 0;
     let pending = 0;
-    let dropped = 0;
-    let lastReport = 0;
     let pumping: Promise<void> | undefined;
     const limit = this.settings.corePendingBytes;
+    // Said at once, then at most every 10 s with the count since.
+    const drops = new RateLimitedWarning<number>(10_000, (pendingBytes, dropped) =>
+      this.log.warn({ dropped, pendingBytes, corePendingBytes: limit }, 'nats core messages dropped: the route is corePendingBytes behind its subscription'),
+    );
     const pump = async () => {
       while (head < queue.length && !this.stopping) {
         const m = queue[head]!;
@@ -531,14 +534,8 @@ class NatsSubscription {
         if (err || this.stopping) return;
         const size = m.data.length + HELD_MESSAGE_BYTES;
         if (pending > 0 && pending + size > limit) {
-          dropped++;
           this.telemetry?.consumerError(this.spec.route);
-          // Said at once, then at most every 10 s with the count since.
-          if (Date.now() - lastReport >= 10_000) {
-            this.log.warn({ dropped, pendingBytes: pending, corePendingBytes: limit }, 'nats core messages dropped: the route is corePendingBytes behind its subscription');
-            lastReport = Date.now();
-            dropped = 0;
-          }
+          drops.occurred(pending);
           return;
         }
         pending += size;
@@ -547,7 +544,10 @@ class NatsSubscription {
         pumping ??= pump();
       },
     });
-    this.close = () => sub.unsubscribe();
+    this.close = () => {
+      sub.unsubscribe();
+      drops.flush();
+    };
     // Said once nats-server answered a PING sent after the SUB, so it has the subscription: said
     // at once, a message published right after "consumer ready" could still find no subscriber
     // and be gone (seen under load). A connection lost meanwhile resubscribes when it is back.

@@ -67,7 +67,7 @@ export interface GovernContext {
   broker: string;
   /** Logs at warn, for what the client is told only as an error code. */
   warn?(fields: Record<string, unknown>, message: string): void;
-  /** A produce request was refused (its log, rate-limited per route: RefusalLog). */
+  /** A produce request was refused (its log, rate-limited per route: refusalLog). */
   refused?(refusal: RefusedRequest): void;
 }
 

@@ -16,7 +16,8 @@ import { rotateTls, tlsServerOptions, type TlsMaterial } from '../transport.js';
 import type { Health, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv } from '../../contracts.js';
 import { ProxyConnection, type ConnectionHost } from './connection.js';
 import { governProduce, type Governed } from './govern.js';
-import { RefusalLog } from './refusal-log.js';
+import { refusalLog, type RefusedRequest } from './refusal-log.js';
+import type { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
 
 /** The listener's options once compiled: the upstream broker's addresses and TLS settings resolved. */
 export interface KafkaProxySettings {
@@ -57,7 +58,7 @@ export class KafkaProxyListener implements ListenerRuntime {
   private nextBootstrap = 0;
   private bound = false;
   private closedByProxy = 0;
-  private readonly refusals: RefusalLog;
+  private readonly refusals: RateLimitedWarning<RefusedRequest>;
 
   constructor(
     readonly name: string,
@@ -66,7 +67,7 @@ export class KafkaProxyListener implements ListenerRuntime {
     private readonly compression: BatchCompression,
   ) {
     this.settings = settings;
-    this.refusals = new RefusalLog((fields, message) => env.logger.warn({ listener: name, ...fields }, message));
+    this.refusals = refusalLog((fields, message) => env.logger.warn({ listener: name, ...fields }, message));
     this.bootstrapServer = this.createServer((socket) => this.accept(socket, undefined));
     this.bootstrapServer.on('error', (err) => env.logger.error({ listener: name, err: err.message }, 'listener error'));
   }
@@ -187,7 +188,7 @@ export class KafkaProxyListener implements ListenerRuntime {
           remoteAddress,
           broker: this.settings.upstream,
           warn: (fields, message) => this.env.logger.warn({ listener: this.name, ...fields }, message),
-          refused: (refusal) => this.refusals.refused(refusal),
+          refused: (refusal) => this.refusals.occurred(refusal, refusal.route),
         }),
       governs: (topic) => this.routes.has(topic),
       closed: (conn, problem) => {

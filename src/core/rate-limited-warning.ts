@@ -1,0 +1,51 @@
+/**
+ * A warning that a flood can raise thousands of times a second (connections dropped at a
+ * listener's limit, nats core messages dropped, refused Kafka produce requests): logged so an
+ * operator sees it, without the flood flooding the log. Per key, the first occurrence is logged at
+ * once; then at most one line per interval, at its end, with the count of the occurrences since
+ * the last line and the details of the last of them, so every occurrence is counted in some line.
+ * An interval without any closes the key's window: the next occurrence is logged at once again.
+ */
+export class RateLimitedWarning<T> {
+  private readonly windows = new Map<string, { count: number; last: T | undefined; timer: NodeJS.Timeout }>();
+
+  /** `line(last, count)` logs one line: `count` occurrences, the last of them `last`. */
+  constructor(
+    readonly intervalMs: number,
+    private readonly line: (last: T, count: number) => void,
+  ) {}
+
+  /** One occurrence, with its details; `key` keeps a window of its own (a route's, say). */
+  occurred(details: T, key = ''): void {
+    const window = this.windows.get(key);
+    if (window) {
+      window.count++;
+      window.last = details;
+      return;
+    }
+    this.line(details, 1);
+    const timer = setInterval(() => this.intervalEnded(key), this.intervalMs);
+    timer.unref();
+    this.windows.set(key, { count: 0, last: undefined, timer });
+  }
+
+  /** Logs what was counted and not logged yet, and closes every window (the owner stops). */
+  flush(): void {
+    for (const key of [...this.windows.keys()]) this.close(key);
+  }
+
+  private intervalEnded(key: string): void {
+    const window = this.windows.get(key)!;
+    if (window.count === 0) return this.close(key);
+    this.line(window.last as T, window.count);
+    window.count = 0;
+    window.last = undefined;
+  }
+
+  private close(key: string): void {
+    const window = this.windows.get(key)!;
+    clearInterval(window.timer);
+    this.windows.delete(key);
+    if (window.count > 0) this.line(window.last as T, window.count);
+  }
+}
