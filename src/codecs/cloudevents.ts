@@ -9,7 +9,7 @@
  * attributes as the spec requires.
  */
 import { problem, type Problem } from '../core/errors.js';
-import { isJsonMediaType, mediaTypeOf, ORIGINAL, setHeader, type Message } from '../core/message.js';
+import { isJsonMediaType, mediaTypeOf, ORIGINAL, newHeaders, type Message } from '../core/message.js';
 
 /** Header prefix of attributes on messages (the Kafka binding's, section 3.2.3). */
 export const CE_HEADER_PREFIX = 'ce_';
@@ -94,8 +94,8 @@ function invalid(errors: string[]): Problem {
 
 /** The headers of a message carrying `attrs` (and the headers it had that are not attributes). */
 export function withAttributes(headers: Readonly<Record<string, string>>, attrs: Readonly<Record<string, unknown>>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name in headers) if (!name.startsWith(CE_HEADER_PREFIX) && name !== 'content-type') setHeader(out, name, headers[name]!);
+  const out = newHeaders();
+  for (const name in headers) if (!name.startsWith(CE_HEADER_PREFIX) && name !== 'content-type') out[name] = headers[name]!;
   for (const [name, v] of Object.entries(attrs)) {
     if (v === undefined || v === null) continue;
     out[name === 'datacontenttype' ? 'content-type' : CE_HEADER_PREFIX + name] = String(v);
@@ -122,11 +122,11 @@ export function httpMode(contentType: string, headers: Readonly<Record<string, s
  */
 export function decodeBinary(headers: Readonly<Record<string, string>>): { ok: true; headers: Record<string, string> } | { ok: false; problem: Problem } {
   const attrs: Record<string, string> = {};
-  const rest: Record<string, string> = {};
+  const rest = newHeaders();
   const errors: string[] = [];
   for (const name in headers) {
     if (!name.startsWith('ce-')) {
-      if (name !== 'content-type') setHeader(rest, name, headers[name]!);
+      if (name !== 'content-type') rest[name] = headers[name]!;
       continue;
     }
     const attr = name.slice(3);
@@ -164,8 +164,8 @@ export function decodeStructured(body: unknown, headers: Readonly<Record<string,
     else bytes = Buffer.from(base64, 'base64');
   }
   if (errors.length > 0) return { ok: false, errors };
-  const rest: Record<string, string> = {};
-  for (const name in headers) if (name !== 'content-type' && !name.startsWith('ce-')) setHeader(rest, name, headers[name]!);
+  const rest = newHeaders();
+  for (const name in headers) if (name !== 'content-type' && !name.startsWith('ce-')) rest[name] = headers[name]!;
   if (attrs.datacontenttype === undefined && data !== undefined) attrs.datacontenttype = 'application/json';
   if (attrs.datacontenttype === undefined && bytes !== undefined) attrs.datacontenttype = 'application/octet-stream';
   return { ok: true, event: { headers: withAttributes(rest, attrs), value: bytes ?? (data === undefined ? null : data) } };
@@ -227,8 +227,8 @@ function percentEncode(v: string): string {
  */
 export function toStructuredMessage(msg: Message): Message {
   if (msg.headers[CE_SPECVERSION] === undefined) return msg;
-  const headers: Record<string, string> = {};
-  for (const name in msg.headers) if (!name.startsWith(CE_HEADER_PREFIX) && name !== 'content-type') setHeader(headers, name, msg.headers[name]!);
+  const headers = newHeaders();
+  for (const name in msg.headers) if (!name.startsWith(CE_HEADER_PREFIX) && name !== 'content-type') headers[name] = msg.headers[name]!;
   headers['content-type'] = STRUCTURED_TYPE;
   return { ...msg, headers, value: toStructured(msg) };
 }
@@ -309,11 +309,11 @@ const TRACE_CONTEXT = new Set(['traceparent', 'tracestate']);
 export function fromMqttProperties(userProperties: Record<string, string>, contentType: string | undefined): Record<string, string> {
   let headers = userProperties;
   if (userProperties.specversion !== undefined && userProperties[CE_SPECVERSION] === undefined) {
-    headers = {};
+    headers = newHeaders();
     for (const name in userProperties) {
       const v = userProperties[name]!;
       if (name === 'datacontenttype') continue;
-      setHeader(headers, MQTT_ATTRIBUTE_NAME.test(name) && !TRACE_CONTEXT.has(name) ? CE_HEADER_PREFIX + name : name, v);
+      headers[MQTT_ATTRIBUTE_NAME.test(name) && !TRACE_CONTEXT.has(name) ? CE_HEADER_PREFIX + name : name] = v;
     }
     if (headers['content-type'] === undefined && userProperties.datacontenttype !== undefined) headers['content-type'] = userProperties.datacontenttype;
   }

@@ -5,7 +5,7 @@
  * (idempotent and transactional producers depend on them) and its compression codec; the CRC-32C
  * is computed afresh over the new bytes.
  */
-import { setHeader } from '../core/message.js';
+import { newHeaders } from '../core/message.js';
 import { crc32c } from './crc32c.js';
 import { codecOf, compress, decompress, DecompressedTooLarge, snappyFraming } from './compression.js';
 import { ProtocolError, Reader, Writer } from './kafka-protocol/wire.js';
@@ -218,14 +218,14 @@ export class RecordCursor {
   /** The current record's headers as a message has them: UTF-8 strings, the last of repeated names. */
   headers(): Record<string, string> {
     const data = this.data;
-    const out: Record<string, string> = {};
+    const out = newHeaders();
     const saved = this.at;
     this.at = this.headersStart;
     for (let h = 0; h < this.headerCount; h++) {
       const keyEnd = this.field();
       const key = data.toString('utf8', keyEnd - this.lastLength, keyEnd);
       const valueEnd = this.field();
-      setHeader(out, key, valueEnd < 0 ? '' : data.toString('utf8', valueEnd - this.lastLength, valueEnd));
+      out[key] = valueEnd < 0 ? '' : data.toString('utf8', valueEnd - this.lastLength, valueEnd);
     }
     this.at = saved;
     return out;

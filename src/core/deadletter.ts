@@ -1,4 +1,4 @@
-import { setHeader, type Message } from './message.js';
+import { newHeaders, type Message } from './message.js';
 
 /**
  * Header on every message sent to a dead-letter topic, whichever path sent it (a validate step
@@ -22,11 +22,11 @@ export interface DeadletterCause {
  * topic (which exists for messages nothing else takes) instead of being refused there for ever.
  */
 export function deadletterMessage(msg: Message, route: string, cause: DeadletterCause, headerProblem?: (name: string, value: string) => string | undefined): Message {
-  const headers: Record<string, string> = {};
+  const headers = newHeaders();
   const dropped: string[] = [];
   for (const name in msg.headers) {
     const value = msg.headers[name]!;
-    if (headerProblem?.(name, value) === undefined) setHeader(headers, name, value);
+    if (headerProblem?.(name, value) === undefined) headers[name] = value;
     else dropped.push(name);
   }
   const why = { ts: new Date().toISOString(), route, status: cause.status, code: cause.code, detail: cause.detail, errors: cause.errors, ...(dropped.length > 0 ? { droppedHeaders: dropped } : {}) };

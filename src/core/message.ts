@@ -106,8 +106,8 @@ export function detachOriginal(original: OriginalRecord): OriginalRecord {
   const key = detached(original.key);
   let headers = original.headers;
   for (const _ in headers) {
-    const copies: Record<string, Buffer | readonly Buffer[]> = {};
-    for (const [name, v] of Object.entries(original.headers)) setHeader(copies, name, Buffer.isBuffer(v) ? Buffer.from(v) : v.map((b) => Buffer.from(b)));
+    const copies = newHeaders<Buffer | readonly Buffer[]>();
+    for (const [name, v] of Object.entries(original.headers)) copies[name] = Buffer.isBuffer(v) ? Buffer.from(v) : v.map((b) => Buffer.from(b));
     headers = copies;
     break;
   }
@@ -125,19 +125,26 @@ function detached(b: Buffer | null): Buffer | null {
 const DETACH_SLACK = 4096;
 
 /**
- * Sets header `name` in `headers`, a header object being built. Any protocol lets a header be
- * named `__proto__` (an HTTP token, an MQTT user property, a Kafka, NATS or AMQP header): assigned,
- * that name would set the object's prototype (a string value is ignored) and the header was lost,
- * so it alone is defined as an own property, which reads, spreads, `for in` and JSON then see as
- * any other. Every place that builds or copies headers key by key goes through here; spreads
- * (`{...headers}`) keep it by themselves, `Object.assign` does not.
+ * A new, empty header object: every header map built key by key starts here, then takes its
+ * names by plain assignment. Any protocol lets a header be named `__proto__` (an HTTP token, an
+ * MQTT user property, a Kafka, NATS or AMQP header, an AMQP table's field): assigned on a plain
+ * object, that name sets the object's prototype (a string value is ignored) and the header is
+ * lost. Without a prototype there is no `__proto__` setter to find, so it is an own property as
+ * any other, which reads, spreads, `for in` and JSON see. setPrototypeOf on a fresh literal, not
+ * Object.create(null): V8 makes the latter a dictionary (slow properties, as in expr/fast-path.ts).
+ * A spread (`{...headers}`) keeps such a header in a plain object; `Object.assign` onto a plain
+ * object does not: copy with copyHeaders.
  */
-export function setHeader<V>(headers: Record<string, V>, name: string, value: V): void {
-  if (name === PROTO) Object.defineProperty(headers, name, { value, enumerable: true, writable: true, configurable: true });
-  else headers[name] = value;
+export function newHeaders<V = string>(): Record<string, V> {
+  return Object.setPrototypeOf({}, null) as Record<string, V>;
 }
 
-const PROTO = '__proto__';
+/** A copy of `headers` that a step may change (newHeaders). */
+export function copyHeaders<V>(headers: Readonly<Record<string, V>>): Record<string, V> {
+  const out = newHeaders<V>();
+  for (const name in headers) out[name] = headers[name]!;
+  return out;
+}
 
 export function withValue(msg: Message, value: unknown): Message {
   return { ...msg, value };
@@ -149,9 +156,8 @@ export function withValue(msg: Message, value: unknown): Message {
  * message takes (route spans, dead-letter headers).
  */
 export function headersWith(headers: Readonly<Record<string, string>>, name: string, value: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const k in headers) setHeader(out, k, headers[k]!);
-  setHeader(out, name, value);
+  const out = copyHeaders(headers);
+  out[name] = value;
   return out;
 }
 
@@ -198,8 +204,8 @@ export function payloadContentEncoding(msg: Message): string | undefined {
 export function sentHeaders(msg: Message): Readonly<Record<string, string>> {
   const headers = msg.headers;
   if (headers[CONTENT_ENCODING] === undefined || payloadContentEncoding(msg) !== undefined) return headers;
-  const out: Record<string, string> = {};
-  for (const name in headers) if (name !== CONTENT_ENCODING) setHeader(out, name, headers[name]!);
+  const out = newHeaders();
+  for (const name in headers) if (name !== CONTENT_ENCODING) out[name] = headers[name]!;
   return out;
 }
 

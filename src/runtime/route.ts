@@ -28,7 +28,7 @@ import { consumerGroupName, groupPerInstance } from '../plan/consumer-group.js';
 import { RouteStats } from '../telemetry/metrics.js';
 import { redact } from '../config/secrets.js';
 import type { TapChannel } from '../telemetry/tap.js';
-import { headersWith, setHeader, type Delivery, type Message, type MessageContext, type RequestMeta } from '../core/message.js';
+import { headersWith, newHeaders, type Delivery, type Message, type MessageContext, type RequestMeta } from '../core/message.js';
 import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
@@ -444,8 +444,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** What a dead-letter topic receives: the message without credential headers (the auth step may not have run yet). */
   private withoutCredentials(m: Message): Message {
     if (!Object.keys(m.headers).some((k) => this.credentialHeaders.has(k.toLowerCase()))) return m;
-    const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(m.headers)) if (!this.credentialHeaders.has(k.toLowerCase())) setHeader(headers, k, v);
+    const headers = newHeaders();
+    for (const [k, v] of Object.entries(m.headers)) if (!this.credentialHeaders.has(k.toLowerCase())) headers[k] = v;
     return { ...m, headers };
   }
 

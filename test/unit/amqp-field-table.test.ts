@@ -34,7 +34,7 @@ describe('AMQP field tables amqplib cannot read, or reads inexactly', () => {
     const decoded = decodeTable(table);
     // Where a number is exact, a number, as amqplib gives it.
     assert.equal(decoded.small, 5);
-    assert.deepEqual(headerStrings(decoded), { big: '4611686018427387905', neg: '-4611686018427387905', small: '5', ts: '9007199254740993', arr: '["1152921504606846979"]' });
+    assert.deepEqual({ ...headerStrings(decoded) }, { big: '4611686018427387905', neg: '-4611686018427387905', small: '5', ts: '9007199254740993', arr: '["1152921504606846979"]' });
   });
 
   it('reads every type, with an unsigned 64-bit integer exact', () => {
@@ -42,37 +42,37 @@ describe('AMQP field tables amqplib cannot read, or reads inexactly', () => {
     u64.write('L');
     u64.writeBigUInt64BE(2n ** 64n - 1n, 1);
     const table = Buffer.concat([field('s', longString('S', Buffer.from('text'))), field('big', u64), field('t', Buffer.from('t\u0001'))]);
-    assert.deepEqual(headerStrings(decodeTable(table)), { s: 'text', big: '18446744073709551615', t: 'true' });
+    assert.deepEqual({ ...headerStrings(decodeTable(table)) }, { s: 'text', big: '18446744073709551615', t: 'true' });
   });
 
   it('ends the table at a type nobody knows, saying so in that field, and keeps the fields before it', () => {
     const table = Buffer.concat([field('a', longString('S', Buffer.from('x'))), field('odd', Buffer.from('Z\u0000\u0001')), field('b', longString('S', Buffer.from('y')))]);
-    assert.deepEqual(decodeTable(table), { a: 'x', odd: "unreadable AMQP field type 'Z'" });
+    assert.deepEqual({ ...decodeTable(table) }, { a: 'x', odd: "unreadable AMQP field type 'Z'" });
   });
 
   it('contains an unknown type inside a nested table or array to that table (its length is known)', () => {
     const inner = field('odd', Buffer.from('Z'));
     const table = Buffer.concat([field('tbl', longString('F', inner)), field('arr', longString('A', Buffer.from('Z'))), field('after', longString('S', Buffer.from('ok')))]);
-    assert.deepEqual(headerStrings(decodeTable(table)), { tbl: `{"odd":"unreadable AMQP field type 'Z'"}`, arr: `["unreadable AMQP field type 'Z'"]`, after: 'ok' });
+    assert.deepEqual({ ...headerStrings(decodeTable(table)) }, { tbl: `{"odd":"unreadable AMQP field type 'Z'"}`, arr: `["unreadable AMQP field type 'Z'"]`, after: 'ok' });
   });
 
   it('stops at a value that runs past the end of the table', () => {
     const table = Buffer.concat([field('a', Buffer.from('I\u0000\u0001')), Buffer.alloc(0)]);
-    assert.deepEqual(decodeTable(table), { a: "unreadable AMQP field type 'I'" });
+    assert.deepEqual({ ...decodeTable(table) }, { a: "unreadable AMQP field type 'I'" });
   });
 
   it("reads a field named __proto__ as a field, not as the table's prototype", () => {
     const table = field('__proto__', longString('F', field('polluted', longString('S', Buffer.from('yes')))));
     const decoded = decodeTable(table);
-    assert.equal(Object.getPrototypeOf(decoded), Object.prototype);
+    assert.equal(Object.getPrototypeOf(decoded), null);
     assert.equal((decoded as { polluted?: unknown }).polluted, undefined);
-    assert.deepEqual(Object.getOwnPropertyDescriptor(decoded, '__proto__')?.value, { polluted: 'yes' });
+    assert.deepEqual({ ...Object.getOwnPropertyDescriptor(decoded, '__proto__')?.value }, { polluted: 'yes' });
   });
 
   it('keeps a header named __proto__ as a header, at the top and inside a nested table', () => {
     const table = Buffer.concat([field('__proto__', longString('S', Buffer.from('top'))), field('t', longString('F', field('__proto__', longString('S', Buffer.from('inner')))))]);
     const headers = headerStrings(decodeTable(table));
-    assert.equal(Object.getPrototypeOf(headers), Object.prototype);
+    assert.equal(Object.getPrototypeOf(headers), null);
     assert.equal(Object.getOwnPropertyDescriptor(headers, '__proto__')?.value, 'top');
     assert.equal(headers.t, '{"__proto__":"inner"}');
   });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { deadletterMessage } from '../../src/core/deadletter.js';
-import { headersWith, type Message } from '../../src/core/message.js';
+import { copyHeaders, headersWith, newHeaders, type Message } from '../../src/core/message.js';
 import { singleValued } from '../../src/kinds/brokers/acknowledgement.js';
 import { forwardedHeaders } from '../../src/kinds/listeners/http-request.js';
 
@@ -26,6 +26,21 @@ describe('a header named __proto__', () => {
     assert.equal(proto(singleValued([['__proto__', ['x', 'y']]])), 'y');
     assert.equal(JSON.stringify(h), '{"a":"1","__proto__":"p"}');
     assert.equal(({} as { a?: unknown }).a, undefined);
+  });
+
+  it('is assigned as any other name in a header object newHeaders made, which has no prototype to set', () => {
+    const h = newHeaders();
+    const name = '__proto__'; // as a header name comes: a string from the wire
+    h[name] = 'p';
+    h.a = '1';
+    assert.equal(Object.getPrototypeOf(h), null);
+    assert.equal(proto(h), 'p');
+    assert.equal(JSON.stringify(h), '{"__proto__":"p","a":"1"}');
+    // Copies are header objects of their own, the header kept.
+    const copy = copyHeaders(withProto('q', { b: '2' }));
+    assert.equal(Object.getPrototypeOf(copy), null);
+    assert.equal(proto(copy), 'q');
+    assert.equal(Object.getPrototypeOf(headersWith(h, 'c', '3')), null);
   });
 
   it("is taken from node's raw request headers, which drop it from request.headers", () => {

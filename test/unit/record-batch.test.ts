@@ -173,7 +173,7 @@ describe('record batches (Kafka RecordBatch v2)', () => {
           timestampDelta: cur.timestampDelta,
           key: slice(data, cur.keyStart, cur.keyEnd),
           value: slice(data, cur.valueStart, cur.valueEnd),
-          headers: cur.headerCount > 0 ? cur.headers() : {},
+          headers: cur.headerCount > 0 ? { ...cur.headers() } : {},
         });
       }
       assert.deepEqual(

@@ -1,6 +1,6 @@
 import type { Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
-import { setHeader, type Delivery, type Message } from '../../core/message.js';
+import { newHeaders, type Delivery, type Message } from '../../core/message.js';
 import type { BrokerTelemetry, Health, Subscription } from '../contracts.js';
 
 /**
@@ -224,11 +224,11 @@ export function leavesOnStop<S extends { stop(): Promise<void>; health?(): Healt
 
 /** Headers as a message carries them: one string per name (the last, when a protocol allows repeats). */
 export function singleValued(entries: Iterable<[string, unknown]>): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = newHeaders();
   for (const [name, v] of entries) {
     if (v === undefined || v === null) continue;
     const last = Array.isArray(v) ? v[v.length - 1] : v;
-    setHeader(out, name, Buffer.isBuffer(last) ? last.toString('utf8') : typeof last === 'object' ? JSON.stringify(last) : String(last));
+    out[name] = Buffer.isBuffer(last) ? last.toString('utf8') : typeof last === 'object' ? JSON.stringify(last) : String(last);
   }
   return out;
 }

@@ -5,7 +5,7 @@
  * route sees exactly what the running listener would hand the route.
  */
 import { problem, type Problem } from '../../core/errors.js';
-import { isJsonMedia, setHeader, type Message, type MessageContext } from '../../core/message.js';
+import { isJsonMedia, newHeaders, type Message, type MessageContext } from '../../core/message.js';
 import type { Outcome } from '../../core/outcome.js';
 import { decodeBinary, decodeStructured, structuredProblem, type HttpMode } from '../../codecs/cloudevents.js';
 
@@ -47,27 +47,29 @@ const JSON_TYPE = 'application/json';
  * name on a plain object, which sets the prototype instead), so that one is taken from there.
  */
 export function forwardedHeaders(raw: Readonly<Record<string, string | string[] | undefined>>, rawHeaders?: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = newHeaders();
   for (const name in raw) {
     // `sec-*` (sec-fetch-*, sec-ch-ua*, sec-gpc): names the Fetch standard reserves for the browser.
     if (NOT_FORWARDED.has(name) || name.startsWith('sec-')) continue;
     const v = raw[name];
     // The usual content type is shared rather than the parser's fresh copy, which a memory topic would retain with every message.
-    if (v !== undefined) setHeader(out, name, Array.isArray(v) ? v.join(', ') : v === JSON_TYPE ? JSON_TYPE : v);
+    if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v === JSON_TYPE ? JSON_TYPE : v;
   }
   if (rawHeaders !== undefined) protoHeader(out, rawHeaders);
   return out;
 }
 
-/** Sets a `__proto__` request header (in any case; repeats joined with `, `, as node joins others) from node's raw list. */
+/** Sets a `__proto__` request header (in any case; repeats joined with `, `, as node joins others) from node's raw list, in `out` (newHeaders). */
 function protoHeader(out: Record<string, string>, rawHeaders: readonly string[]): void {
   let value: string | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    if (name.length === 9 && name.toLowerCase() === '__proto__') value = value === undefined ? rawHeaders[i + 1]! : `${value}, ${rawHeaders[i + 1]!}`;
+    if (name.length === 9 && name.toLowerCase() === PROTO) value = value === undefined ? rawHeaders[i + 1]! : `${value}, ${rawHeaders[i + 1]!}`;
   }
-  if (value !== undefined) setHeader(out, '__proto__', value);
+  if (value !== undefined) out[PROTO] = value;
 }
+
+const PROTO = '__proto__';
 
 /**
  * Why a body of `contentType` (a media type as mediaTypeOf gives it) is not taken, or undefined.

@@ -1,5 +1,5 @@
 import { bindingsFor, evaluateThen, expressionProblem } from '../../expr/expression.js';
-import { setHeader, withHeaders } from '../../core/message.js';
+import { copyHeaders, withHeaders } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
 import { compileExpressionMap, defineStep, mapOf, Type } from '../define.js';
@@ -28,7 +28,7 @@ export const headersStep = defineStep({
     return {
       kind: 'headers',
       run(msg, mctx) {
-        const headers = { ...msg.headers };
+        const headers = copyHeaders(msg.headers);
         if (remove.size > 0) for (const k in headers) if (remove.has(k.toLowerCase())) delete headers[k];
         if (set.length === 0) return withHeaders(msg, headers);
         const bindings = bindingsFor(msg, mctx);
@@ -37,7 +37,7 @@ export const headersStep = defineStep({
           // The config's spelling replaces the header in whatever case the message had it.
           const lower = lowerSet.get(name)!;
           for (const k in headers) if (k !== name && k.toLowerCase() === lower) delete headers[k];
-          setHeader(headers, name, typeof v === 'string' ? v : JSON.stringify(v));
+          headers[name] = typeof v === 'string' ? v : JSON.stringify(v);
           return undefined;
         };
         // Synchronous while every expression has a fast path; from the first that has not, asynchronous.

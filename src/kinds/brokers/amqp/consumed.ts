@@ -5,7 +5,7 @@
  * amqplib decodes it) gets a text that keeps its whole value.
  */
 
-import { setHeader } from '../../../core/message.js';
+import { newHeaders } from '../../../core/message.js';
 
 /** The latest time a JavaScript Date holds (year 275760), in milliseconds since the epoch. */
 const LAST_DATE_MS = 8.64e15;
@@ -31,12 +31,12 @@ export function consumedTime(seconds: unknown): number | undefined {
  * kept. A void value (no value at all) is left out, as a header without a value.
  */
 export function headerStrings(table: Readonly<Record<string, unknown>> | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = newHeaders();
   if (!table) return out;
   for (const name of Object.keys(table)) {
     const v = table[name];
     if (v === undefined || v === null) continue;
-    setHeader(out, name, typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : typeof v !== 'object' ? String(v) : (taggedText(v) ?? JSON.stringify(plain(v))));
+    out[name] = typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : typeof v !== 'object' ? String(v) : (taggedText(v) ?? JSON.stringify(plain(v)));
   }
   return out;
 }
@@ -62,7 +62,7 @@ function plain(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(plain);
   const tagged = taggedText(v);
   if (tagged !== undefined) return (v as { '!': string })['!'] === 'timestamp' ? plain((v as { value: unknown }).value) : tagged;
-  const out: Record<string, unknown> = {};
-  for (const k of Object.keys(v)) setHeader(out, k, plain((v as Record<string, unknown>)[k]));
+  const out = newHeaders<unknown>();
+  for (const k of Object.keys(v)) out[k] = plain((v as Record<string, unknown>)[k]);
   return out;
 }

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { setHeader } from '../../../core/message.js';
+import { newHeaders } from '../../../core/message.js';
 
 /**
  * AMQP field tables (a message's headers), read exactly. amqplib 2.3 throws on a field type it
@@ -39,7 +39,7 @@ export const UNREADABLE_PREFIX = 'unreadable AMQP field type';
  * left out). It is the decoder of every table (measured as fast as amqplib's: docs/scaling.md).
  */
 export function decodeTable(slice: Buffer): Record<string, unknown> {
-  const fields: Record<string, unknown> = {};
+  const fields = newHeaders<unknown>();
   const r = new Reader(slice);
   const end = slice.length;
   while (r.at < end) {
@@ -47,7 +47,7 @@ export function decodeTable(slice: Buffer): Record<string, unknown> {
     const key = slice.toString('utf8', r.at, r.at + keyLen);
     r.at += keyLen;
     const v = r.value();
-    setHeader(fields, key, v);
+    fields[key] = v;
     if (r.failed) break;
   }
   return fields;

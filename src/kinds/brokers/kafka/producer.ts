@@ -2,7 +2,7 @@ import kafkajs, { producerWithCluster, type ProducerCluster } from './kafkajs.js
 import type { ICustomPartitioner, IHeaders, KafkaConfig, Message as KafkaRecord, PartitionMetadata, Producer, RecordMetadata, RetryOptions } from 'kafkajs';
 import { CODEC_IDS } from '../../../codecs/compression.js';
 import type { Logger } from '../../../log.js';
-import { ORIGINAL, sentHeaders, setHeader, valuePayload, type Delivery, type Message, type OriginalRecord } from '../../../core/message.js';
+import { ORIGINAL, sentHeaders, newHeaders, valuePayload, type Delivery, type Message, type OriginalRecord } from '../../../core/message.js';
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
@@ -738,11 +738,11 @@ function retryWithin(budgetMs: number): RetryOptions {
 function originalHeaders(headers: Record<string, string>, original: OriginalRecord): IHeaders {
   // A body published over HTTP or WebSocket has no raw headers (payloadOriginal): its headers go as they are, uncopied.
   if (!hasKeys(original.headers)) return headers;
-  const out: IHeaders = {};
+  const out: IHeaders = newHeaders<Buffer | Buffer[] | string>();
   for (const name in headers) {
     const v = headers[name]!;
     const raw = original.headers[name];
-    setHeader(out, name, raw !== undefined && original.decoded.headers[name] === v ? (raw as Buffer | Buffer[]) : v);
+    out[name] = raw !== undefined && original.decoded.headers[name] === v ? (raw as Buffer | Buffer[]) : v;
   }
   return out;
 }

@@ -1,7 +1,7 @@
 import type { Batch, Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import { Backoff, pause } from '../../../core/backoff.js';
-import { decodeValue, isEncoded, ORIGINAL, setHeader, type Message } from '../../../core/message.js';
+import { decodeValue, isEncoded, ORIGINAL, newHeaders, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
@@ -431,14 +431,14 @@ export class KafkaSubscription {
 }
 
 export function toMessage(topic: string, partition: number, m: KafkaMessage): Message {
-  const headers: Record<string, string> = {};
-  const rawHeaders: Record<string, Buffer | Buffer[]> = {};
+  const headers = newHeaders();
+  const rawHeaders = newHeaders<Buffer | Buffer[]>();
   if (m.headers) {
     for (const [name, v] of Object.entries(m.headers)) {
       if (v === undefined) continue;
       // A header repeated in the record: the last one wins, as in a map (the original keeps them all).
-      setHeader(headers, name, String(Array.isArray(v) ? v[v.length - 1] : v));
-      setHeader(rawHeaders, name, v as Buffer | Buffer[]);
+      headers[name] = String(Array.isArray(v) ? v[v.length - 1] : v);
+      rawHeaders[name] = v as Buffer | Buffer[];
     }
   }
   // A compressed value (content-encoding) is its bytes (core/message.ts, isEncoded).
