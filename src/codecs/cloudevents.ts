@@ -36,7 +36,9 @@ const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s]*$/;
 /** The attributes of a CloudEvent message (`$ce` in expressions), or undefined for a plain message. */
 export function attributesOf(headers: Readonly<Record<string, string>>): CloudEventAttributes | undefined {
   if (headers[CE_SPECVERSION] === undefined) return undefined;
-  const out: CloudEventAttributes = {};
+  // A header map (newHeaders): a `ce___proto__` header is kept as the attribute `__proto__`, which
+  // the checks then refuse by name, instead of vanishing into a plain object's prototype setter.
+  const out: CloudEventAttributes = newHeaders();
   for (const name in headers) {
     if (name.startsWith(CE_HEADER_PREFIX)) out[name.slice(CE_HEADER_PREFIX.length)] = headers[name]!;
   }
@@ -121,7 +123,7 @@ export function httpMode(contentType: string, headers: Readonly<Record<string, s
  * message would carry; the result replaces the `ce-*` ones with their message form.
  */
 export function decodeBinary(headers: Readonly<Record<string, string>>): { ok: true; headers: Record<string, string> } | { ok: false; problem: Problem } {
-  const attrs: Record<string, string> = {};
+  const attrs = newHeaders(); // a `ce-__proto__` header is an attribute named `__proto__`, refused by name
   const rest = newHeaders();
   const errors: string[] = [];
   for (const name in headers) {

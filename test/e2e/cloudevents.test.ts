@@ -125,6 +125,13 @@ routes:
         '{"orderId":1}',
         "'region' is not valid percent-encoded UTF-8",
       ],
+      // Attribute names are lower-case letters and digits: one that a plain object would swallow is refused like any other.
+      [{ 'ce-specversion': '1.0', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'ce-my_ext': 'v', 'content-type': 'application/json' }, '{"orderId":1}', "'my_ext' is not a valid attribute name"],
+      [
+        { 'ce-specversion': '1.0', 'ce-id': 'x', 'ce-source': '/s', 'ce-type': 't', 'ce-__proto__': 'v', 'content-type': 'application/json' },
+        '{"orderId":1}',
+        "'__proto__' is not a valid attribute name",
+      ],
       [{ 'content-type': 'application/cloudevents+json' }, JSON.stringify({ specversion: '1.0', id: 'x', type: 't', data: {} }), "'source' is missing"],
       [
         { 'content-type': 'application/cloudevents-batch+json' },
