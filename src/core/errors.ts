@@ -86,6 +86,11 @@ export interface Problem {
    * sends it to them again); a consume route retries the message to the others only.
    */
   took?: readonly (Delivery | undefined)[];
+  /**
+   * Per target, in `to` order: the outcome of a write still out after its ack deadline
+   * (AckTimeout.late), for a consume route to wait for before it writes again. Never answered.
+   */
+  late?: readonly (Promise<Delivery | undefined> | undefined)[];
 }
 
 export function problem(code: ErrorCode, detail: string, extra: Partial<Problem> = {}): Problem {

@@ -11,7 +11,7 @@ import { bindingsFor, evaluateThen, expressionProblem, type ExpressionEvaluation
 import { toStructuredMessage } from '../codecs/cloudevents.js';
 import type { BrokerRuntime, PublishOptions, Target } from '../kinds/contracts.js';
 import { WebhookError } from '../kinds/targets/webhook.js';
-import { Refused } from '../kinds/brokers/acknowledgement.js';
+import { AckTimeout, Refused } from '../kinds/brokers/acknowledgement.js';
 import type { TargetPlan } from '../plan/types.js';
 
 /** A target's failure as the route's outcome. */
@@ -42,15 +42,18 @@ function tooDeep(err: unknown): boolean {
 export function everyTarget(sends: (Delivery | Promise<Delivery>)[]): Promise<Delivery[]> {
   return Promise.allSettled(sends).then((results) => {
     const took: (Delivery | undefined)[] = [];
+    let late: (Promise<Delivery | undefined> | undefined)[] | undefined;
     let first: Problem | undefined;
     let count = 0;
-    for (const r of results) {
+    for (const [i, r] of results.entries()) {
       if (r.status === 'fulfilled') {
         took.push(r.value);
         count++;
       } else {
         took.push(undefined);
-        first ??= failureOf(r.reason);
+        const failure = failureOf(r.reason);
+        first ??= failure;
+        if (failure.late?.[0]) (late ??= [])[i] = failure.late[0];
       }
     }
     if (first === undefined) return took as Delivery[];
@@ -58,7 +61,10 @@ export function everyTarget(sends: (Delivery | Promise<Delivery>)[]): Promise<De
       count === 0
         ? `${first.detail} (none of the ${results.length} targets took it)`
         : `${first.detail}; ${count} of the ${results.length} targets took it (see deliveries): a retry sends it to them again`;
-    throw new TargetError({ ...first, detail, took });
+    const failed: Problem = { ...first, detail, took };
+    if (late) failed.late = late;
+    else delete failed.late;
+    throw new TargetError(failed);
   });
 }
 
@@ -127,7 +133,12 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
       return Promise.reject(new TargetError(unavailable(broker.name, err)));
     }
     return pending.then(undefined, (err) => {
-      throw err instanceof TargetError ? err : new TargetError(err instanceof Refused ? err.problem : unavailable(broker.name, err));
+      if (err instanceof TargetError) throw err;
+      if (err instanceof Refused) throw new TargetError(err.problem);
+      const failed = unavailable(broker.name, err);
+      // A write still out after its deadline: a consume route waits for its outcome before writing again.
+      if (err instanceof AckTimeout && err.late) failed.late = [err.late];
+      throw new TargetError(failed);
     });
   };
   const keyed = (msg: Message, k: unknown): Message => ({ ...msg, key: k === undefined || k === null ? null : typeof k === 'string' ? k : JSON.stringify(k) });

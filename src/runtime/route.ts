@@ -726,6 +726,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const p = outcome.problem;
       // Targets of a fan-out that took the message are not sent it again (everyTarget).
       if (p.took) retryCtx = { ...ctx, took: p.took };
+      // Writes still out after their ack deadline: their real outcome first, so none is written twice.
+      if (p.late) {
+        const took = await this.lateAnswers(msg, p.took, p.late);
+        if (took === undefined) return;
+        retryCtx = { ...ctx, took };
+      }
       // A webhook target retried on its own; what failed on its last try may pass later, but not by retrying here at once.
       const retriedByTarget = retriedByWebhook(p);
       const retryable = mayPassLater(p);
@@ -750,6 +756,32 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       await pause(backoff.delay(), this.stopped);
       if (this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
     }
+  }
+
+  /**
+   * Waits for the writes that were still out when their ack deadline failed this try (AckTimeout.late;
+   * bounded by the broker client's own request timeout). Returns what each target took so far, for
+   * the next try to send the message only to the others; undefined when every target took it, the
+   * late answers included: the message is delivered and is not written again.
+   */
+  private async lateAnswers(
+    msg: Message,
+    took: readonly (Delivery | undefined)[] | undefined,
+    late: readonly (Promise<Delivery | undefined> | undefined)[],
+  ): Promise<(Delivery | undefined)[] | undefined> {
+    const answers = await Promise.all(late.map((l) => l?.catch(() => undefined)));
+    const now: (Delivery | undefined)[] = [];
+    let takenLate = 0;
+    for (let i = 0; i < this.targets.length; i++) {
+      now.push(took?.[i] ?? answers[i]);
+      if (took?.[i] === undefined && answers[i] !== undefined) takenLate++;
+    }
+    if (takenLate > 0)
+      this.deps.logger.info(
+        { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, targets: takenLate },
+        'a write answered after its ack deadline was taken: the message is not sent to that target again',
+      );
+    return now.every((d) => d !== undefined) ? undefined : now;
   }
 
   /** A consumed message its route gives up on, to the dead-letter target; false (logged) when that target did not take it either. */

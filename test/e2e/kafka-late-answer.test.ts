@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { useGateway } from '../helpers/gateway.js';
-import { kcatConsumeAll, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { useGateway, type LogLine } from '../helpers/gateway.js';
+import { kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 /**
  * A produce request the cluster answers only after `ackTimeoutMs`: the publish is answered 503,
@@ -60,5 +60,89 @@ routes:
     assert.deepEqual(values, [0, 1, 2], 'each record once, the late one included (the cluster wrote it)');
     assert.equal(kafka.produceRequests(), sent + 2);
     await gw.waitForLog((l) => l.msg.startsWith('every publish of a produce request was answered 503 at ackTimeoutMs'), 10000, from);
+  });
+});
+
+/**
+ * A consume route whose target's produce answers come later than `ackTimeoutMs` but within
+ * kafkajs' request timeout (producer.ts, lateAnswerMs): its try fails at the deadline, and the
+ * route waits for that write's real outcome before trying again. The cluster took it, so the
+ * record is delivered and not written again: once per target. Before, each try (1 s deadline, then
+ * backoff) wrote one more copy while the answers stayed late (docs/spec-checklist.md, point 62).
+ * The fan-out route checks that the slow target's late answer is matched to it, and that the fast
+ * target, which took the record at once, is not written twice either.
+ */
+describe('kafka: a consume route whose produce answers come late', () => {
+  let kafka: KafkaCluster;
+  let src: string;
+  let slow: string;
+  let slow2: string;
+  let fast: string;
+
+  before(async () => {
+    kafka = await startKafka({ brokers: 2 });
+    [src, slow, slow2, fast] = [kafka.topic('late-src'), kafka.topic('late-slow'), kafka.topic('late-slow2'), kafka.topic('late-fast')];
+    for (const t of [src, slow, slow2, fast]) await kafka.createTopic(t, 1);
+    // Broker 2 leads the targets whose answers are delayed; broker 1 the source and the fast target.
+    for (const t of [src, fast]) await kafka.moveLeader(t, 0, 1);
+    for (const t of [slow, slow2]) await kafka.moveLeader(t, 0, 2);
+  });
+  const gw = useGateway(
+    () => `
+version: 1
+admin: { port: 0 }
+brokers:
+  kafka:
+    kind: kafka
+    brokers: "${kafka.bootstrap}"
+    producer: { ackTimeoutMs: 1000 }
+    consumer: { sessionTimeoutMs: 20000, heartbeatIntervalMs: 500, rebalanceTimeoutMs: 20000, maxWaitMs: 100 }
+routes:
+  - name: one
+    from: { broker: kafka, topic: ${src} }
+    to: { broker: kafka, topic: ${slow} }
+  - name: fan
+    from: { broker: kafka, topic: ${src} }
+    to:
+      - { broker: kafka, topic: ${slow2} }
+      - { broker: kafka, topic: ${fast} }
+`,
+  );
+  after(async () => {
+    await kafka?.delayAnswers(2, 0).catch(() => {});
+    await kafka?.stop();
+  });
+
+  const values = async (topic: string) => (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => (JSON.parse(r.value!) as { n: number }).n);
+  /** Until `topic` has a record `n` (records of a partition are consumed in order: every one before it is settled). */
+  const until = async (topic: string, n: number) => {
+    for (const deadline = Date.now() + 30000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) if ((await values(topic)).includes(n)) return;
+    assert.fail(`record ${n} never reached ${topic}: ${JSON.stringify(await values(topic))}`);
+  };
+
+  it('waits for the late answer of its try: each record once on each target', async () => {
+    await kcatProduce(kafka.bootstrap, src, [{ value: JSON.stringify({ n: 0 }) }]);
+    for (const t of [slow, slow2, fast]) await until(t, 0);
+    const from = gw.logs.length;
+    // Answers 1.5 s late: past the 1 s deadline, within kafkajs' request timeout (2 s).
+    await kafka.delayAnswers(2, 1500);
+    await kcatProduce(kafka.bootstrap, src, [{ value: JSON.stringify({ n: 1 }) }]);
+    // Each route's try fails at the deadline; then it says its write was taken late, or (as before
+    // the fix) its next try fails too, a second write out.
+    for (const route of ['one', 'fan']) {
+      let failed = 0;
+      const lateOrAgain = (l: LogLine) => l.route === route && (l.msg.startsWith('a write answered after its ack deadline was taken') || (l.msg === 'message failed' && ++failed > 1));
+      await gw.waitForLog(lateOrAgain, 15000, from);
+    }
+    await kafka.delayAnswers(2, 0);
+    await kcatProduce(kafka.bootstrap, src, [{ value: JSON.stringify({ n: 2 }) }]);
+    for (const t of [slow, slow2, fast]) await until(t, 2);
+    assert.deepEqual(await values(slow), [0, 1, 2], 'the single target: record 1 once, taken by its first, late-answered write');
+    assert.deepEqual(await values(slow2), [0, 1, 2], "the fan-out's slow target: once");
+    assert.deepEqual(await values(fast), [0, 1, 2], "the fan-out's fast target: once");
+    assert.ok(
+      gw.logs.slice(from).some((l) => l.route === 'one' && /did not acknowledge|within 1000 ms/.test(JSON.stringify(l))),
+      'the first try did fail at its deadline',
+    );
   });
 });

@@ -11,6 +11,13 @@ import type { BrokerTelemetry, Health, Subscription } from '../contracts.js';
  */
 
 export class AckTimeout extends Error {
+  /**
+   * The write's own outcome, where the client keeps it out after the deadline (kafka): its delivery
+   * if the server took it after all, undefined if it failed or was lost. A consume route waits for
+   * it before trying the message again, so an answer that only came late writes no second copy.
+   */
+  late?: Promise<Delivery | undefined>;
+
   constructor(broker: string, ms: number) {
     super(`no acknowledgement from broker '${broker}' within ${ms} ms`);
   }

@@ -56,6 +56,8 @@ interface Pending {
   resent?: number;
   /** Bytes of its key, value and headers, for producer.maxBatchBytes. */
   bytes: number;
+  /** Once its deadline answered it 503 while it was still out: tells its real outcome (AckTimeout.late). */
+  late?: (d: Delivery | undefined) => void;
 }
 
 /** The records of the partitions that did not take theirs, per "topic/partition", in batch order, with the partition's error code. */
@@ -120,8 +122,9 @@ export class RecordProducer {
     const ack = settings.producer.ackTimeoutMs;
     this.deadlines = new AckDeadlines(ack, broker);
     this.lanes = settings.producer.idempotent ? 1 : MAX_LANES;
-    // The producer's requests and retries fit in the ack timeout.
-    const client = new Kafka({ ...base, requestTimeout: Math.max(ack, 1000), retry: retryWithin(ack) });
+    // The producer's retries fit in the ack timeout; a request is given up only after
+    // lateAnswerMs, so an answer that comes after the publish's deadline is still seen.
+    const client = new Kafka({ ...base, requestTimeout: lateAnswerMs(ack), retry: retryWithin(ack) });
     // The partition first chosen for a record stays on it (kafkajs' `partition` field, which its
     // partitioners honour), so a retried batch keeps it and offsets can be told per record. Once a
     // topic's partitions are known (kept here) `take` chooses before the batch leaves; kafkajs
@@ -190,6 +193,7 @@ export class RecordProducer {
       const deadline = this.deadlines.add((err: AckTimeout) => {
         const send = record[GROUP];
         if (send !== undefined) send.unanswered--;
+        err.late = this.lateOutcome(pending);
         this.telemetry?.producerError();
         reject(err);
         this.events.failed();
@@ -197,11 +201,37 @@ export class RecordProducer {
       const bytes = recordBytes(record);
       // Only lingerMs needs the time (a clock read costs ~0.3 µs on the bench machine, a VM).
       const at = this.settings.producer.lingerMs > 0 ? performance.now() : 0;
-      this.queue.push({ at, topic, record, resolve, reject, deadline, bytes });
+      const pending: Pending = { at, topic, record, resolve, reject, deadline, bytes };
+      this.queue.push(pending);
       this.queuedBytes += bytes;
       if (this.lingering && this.batchFull()) this.sendNow();
       this.kick();
     });
+  }
+
+  /**
+   * The outcome of a record its deadline answered 503 (AckTimeout.late): its offset when the
+   * cluster's answer, come late, says its partition took it; undefined when the request failed,
+   * was given up (kafkajs' request timeout, lateAnswerMs) or the record never left. Bounded by
+   * the same backstop as a stuck send.
+   */
+  private lateOutcome(p: Pending): Promise<Delivery | undefined> {
+    return new Promise((resolve) => {
+      const backstop = setTimeout(() => tell(undefined), this.stuckMs());
+      backstop.unref();
+      const tell = (d: Delivery | undefined) => {
+        clearTimeout(backstop);
+        p.late = undefined;
+        resolve(d);
+      };
+      p.late = tell;
+    });
+  }
+
+  /** How long a send may take before the next batch goes anyway: kafkajs' request timeout, a retry, a reconnect. */
+  private stuckMs(): number {
+    const ack = this.settings.producer.ackTimeoutMs;
+    return lateAnswerMs(ack) + ack + this.settings.connectionTimeoutMs;
   }
 
   /**
@@ -261,7 +291,7 @@ export class RecordProducer {
       this.hold(batch.partitions);
       // kafkajs bounds its requests and retries; this is a backstop so one stuck send cannot stall the gateway.
       let guard: NodeJS.Timeout | undefined;
-      const stuck = new Promise<'stuck'>((r) => (guard = setTimeout(() => r('stuck'), 2 * this.settings.producer.ackTimeoutMs + this.settings.connectionTimeoutMs)));
+      const stuck = new Promise<'stuck'>((r) => (guard = setTimeout(() => r('stuck'), this.stuckMs())));
       void Promise.race([this.send(batch.records, batch.blind).then(() => 'sent' as const), stuck]).then((outcome) => {
         clearTimeout(guard);
         if (outcome === 'stuck') this.log.warn({ records: batch.records.length }, 'a produce request has not settled; sending the next batch');
@@ -313,7 +343,11 @@ export class RecordProducer {
     let full = false;
     this.sticky.nextBatch();
     for (const p of this.queue) {
-      if (p.deadline.settled) continue;
+      if (p.deadline.settled) {
+        // Answered 503 and put back (its partition did not take it, or its leader moved): not written.
+        p.late?.(undefined);
+        continue;
+      }
       // Once a record does not fit, none after it joins: a smaller one of its partition would overtake it.
       if (full || (records.length > 0 && (records.length >= max || single || p.alone || bytes + p.bytes > maxBatchBytes))) {
         full = true;
@@ -529,7 +563,9 @@ export class RecordProducer {
   /** What becomes of the records of a send that failed as a whole (nothing of it was written, but for a resend given up: see allAnswered). */
   private notSent(batch: Pending[], e: Error): void {
     if (allAnswered(e)) {
-      // Every record was answered 503 already; the request that timed out may have been written.
+      // Every record was answered 503 already; the request that timed out may have been written:
+      // unknown, so a consume route waiting for it (AckTimeout.late) tries it again.
+      for (const p of batch) p.late?.(undefined);
       this.log.warn({ records: batch.length }, 'every publish of a produce request was answered 503 at ackTimeoutMs (a try that went out may have been written): it is not sent again');
       return;
     }
@@ -710,9 +746,21 @@ function size(v: Buffer | string | null | undefined): number {
   return v === null || v === undefined ? 0 : typeof v === 'string' ? Buffer.byteLength(v) : v.length;
 }
 
-/** False when the publish was already answered (its ack timeout fired first). */
+/**
+ * kafkajs' request timeout: as long again as the ack deadline (at least a second more). A produce
+ * request answered after the publish's deadline but within this is seen, and its records' real
+ * outcome told to whoever waits for it (AckTimeout.late: a consume route, before it writes again).
+ */
+export function lateAnswerMs(ackTimeoutMs: number): number {
+  return Math.max(2 * ackTimeoutMs, ackTimeoutMs + 1000);
+}
+
+/** False when the publish was already answered (its ack timeout fired first): its late outcome is told instead. */
 function settle(p: Pending, delivery: Delivery | undefined, err?: Error): boolean {
-  if (p.deadline.settled) return false;
+  if (p.deadline.settled) {
+    p.late?.(delivery);
+    return false;
+  }
   p.deadline.settled = true;
   if (delivery) p.resolve(delivery);
   else p.reject(err ?? new Error('not delivered'));
