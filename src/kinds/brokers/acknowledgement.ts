@@ -23,6 +23,28 @@ export class AckTimeout extends Error {
   }
 }
 
+/**
+ * The outcome of a write its deadline answered 503 while the client kept it out (AckTimeout.late):
+ * `tell` it once known (a delivery if the server took it, undefined if not). Past `backstopMs`
+ * without an answer it is told lost, so whoever waits is not held for ever.
+ */
+export class LateOutcome {
+  readonly promise: Promise<Delivery | undefined>;
+  private resolve!: (d: Delivery | undefined) => void;
+  private readonly backstop: NodeJS.Timeout;
+
+  constructor(backstopMs: number) {
+    this.promise = new Promise((r) => (this.resolve = r));
+    this.backstop = setTimeout(() => this.tell(undefined), backstopMs);
+    this.backstop.unref();
+  }
+
+  tell(d: Delivery | undefined): void {
+    clearTimeout(this.backstop);
+    this.resolve(d);
+  }
+}
+
 export class NotConnected extends Error {
   constructor(broker: string, detail: string) {
     super(`broker '${broker}' is not connected (${detail})`);

@@ -4,7 +4,7 @@ import type { Logger } from '../../../log.js';
 import { CONTENT_ENCODING, payloadContentEncoding, payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
-import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, LateOutcome, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
 import { SIZE_REFUSAL, tooLarge } from './size-limit.js';
 import type { AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft, vhostOf } from './bindings.js';
@@ -106,9 +106,19 @@ class Publish implements Expiring {
     private readonly reject: (err: Error) => void,
   ) {}
 
-  /** Settles the publish (once: whatever comes after the first is ignored). */
+  /** Once its deadline answered it while its confirm was still due: its real outcome, for AckTimeout.late. */
+  private late: LateOutcome | undefined;
+
+  /** Settles the publish (once: whatever comes after the first is ignored, but told as a late outcome). */
   settle(err?: Error): void {
-    if (this.settled) return;
+    if (this.settled) {
+      const late = this.late;
+      if (late === undefined) return;
+      this.late = undefined;
+      this.broker.forget(this.id, false);
+      late.tell(err ? undefined : this.broker.deliveries.of(this.key));
+      return;
+    }
     this.settled = true;
     if (this.deadline) this.deadline.settled = true;
     this.broker.forget(this.id, err !== undefined);
@@ -118,6 +128,12 @@ class Publish implements Expiring {
 
   expire(err: AckTimeout): void {
     this.settle(err);
+    // Its confirm (or basic.return, or the channel's loss) may still come: it stays among the
+    // confirms until then, bounded by the backstop.
+    const late = (this.late = new LateOutcome(this.broker.lateAnswerMs));
+    err.late = late.promise;
+    this.broker.awaitLate(this);
+    void late.promise.then(() => this.broker.forget(this.id, false));
   }
 }
 
@@ -449,6 +465,16 @@ export class AmqpBroker implements BrokerRuntime {
       p.settle(err as Error);
     }
     return promise;
+  }
+
+  /** How long a consume route waits for the confirm of a publish its deadline answered (AckTimeout.late) before it counts it lost. */
+  get lateAnswerMs(): number {
+    return this.settings.ackTimeoutMs + this.settings.connectTimeoutMs;
+  }
+
+  /** A publish its deadline answered: its confirm or basic.return is still correlated until it comes (Publish.late). */
+  awaitLate(p: Publish): void {
+    this.confirms.set(p.id, p);
   }
 
   /** A publish settled: it no longer waits for a confirm or a basic.return. */

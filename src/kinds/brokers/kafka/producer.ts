@@ -6,7 +6,7 @@ import { ORIGINAL, sentHeaders, newHeaders, valuePayload, type Delivery, type Me
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
-import { AckDeadlines, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
+import { AckDeadlines, LateOutcome, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
 import { problem, type Problem } from '../../../core/errors.js';
 import { type LeaderGroup, LeaderMoved, leaderMoved, leaderOf, TopicMissing, unknownTopic } from './leaders.js';
 import { produceError } from './produce-request.js';
@@ -216,16 +216,12 @@ export class RecordProducer {
    * the same backstop as a stuck send.
    */
   private lateOutcome(p: Pending): Promise<Delivery | undefined> {
-    return new Promise((resolve) => {
-      const backstop = setTimeout(() => tell(undefined), this.stuckMs());
-      backstop.unref();
-      const tell = (d: Delivery | undefined) => {
-        clearTimeout(backstop);
-        p.late = undefined;
-        resolve(d);
-      };
-      p.late = tell;
-    });
+    const late = new LateOutcome(this.stuckMs());
+    p.late = (d) => {
+      p.late = undefined;
+      late.tell(d);
+    };
+    return late.promise;
   }
 
   /** How long a send may take before the next batch goes anyway: kafkajs' request timeout, a retry, a reconnect. */

@@ -6,7 +6,7 @@ import { within } from '../../../core/within.js';
 import { payloadContentType, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, PublishOptions, Qos, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
-import { AckDeadlines, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, LateOutcome, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
@@ -45,6 +45,8 @@ function qosFor(settings: MqttSettings, topic: string): Qos {
 class Publish extends Flight implements Expiring {
   settled = false;
   deadline: Deadline | undefined;
+  /** Once its deadline answered it while mqtt.js still had it out: its real outcome, for AckTimeout.late. */
+  private late: LateOutcome | undefined;
 
   constructor(
     private readonly broker: MqttBroker,
@@ -56,7 +58,12 @@ class Publish extends Flight implements Expiring {
   }
 
   protected settle(err?: Error): void {
-    if (this.settled) return;
+    if (this.settled) {
+      // The acknowledgement (or the loss) of a publish its deadline answered first.
+      this.late?.tell(err ? undefined : this.broker.deliveries.of(this.topic));
+      this.late = undefined;
+      return;
+    }
     this.settled = true;
     if (this.deadline) this.deadline.settled = true;
     if (err) {
@@ -66,6 +73,9 @@ class Publish extends Flight implements Expiring {
   }
 
   expire(err: AckTimeout): void {
+    // mqtt.js keeps it out until its PUBACK or PUBCOMP, or the connection's loss (keepalive bounds that).
+    this.late = new LateOutcome(this.broker.lateAnswerMs);
+    err.late = this.late.promise;
     this.settle(err);
   }
 }
@@ -304,6 +314,15 @@ export class MqttBroker implements BrokerRuntime {
       p.end(err as Error);
     }
     return promise;
+  }
+
+  /**
+   * How long a consume route waits for the acknowledgement of a publish its deadline answered
+   * (AckTimeout.late) before it counts it lost: past 1.5 × keepaliveSeconds without an answer to
+   * its PINGREQ mqtt.js gives the connection up, which fails the publish anyway.
+   */
+  get lateAnswerMs(): number {
+    return this.settings.ackTimeoutMs + 1500 * this.settings.keepaliveSeconds;
   }
 
   /** A publish failed (refused, timed out, connection lost), for the producer error counter. */

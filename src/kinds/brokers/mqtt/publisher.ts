@@ -221,7 +221,8 @@ export class MqttPublisher {
       this.waiting.push({
         qos,
         send: () => {
-          if (flight.settled) return;
+          // Never sent: a publish its deadline answered meanwhile ends here (its late outcome: not taken).
+          if (flight.settled) return flight.end(new Error('not sent: its acknowledgement deadline passed while it waited for the window'));
           try {
             this.start(topic, payload, qos, retain, headers, flight);
           } catch (err) {
