@@ -82,7 +82,11 @@ const options = kindOptions('amqp', {
     1,
     'Time to open a connection, the AMQP handshake included. A server that accepts the connection but does not answer by then (not a RabbitMQ port, or one still starting) is logged as `no answer from HOST:PORT within connectTimeoutMs`, and tried again with backoff.',
   ),
-  ackTimeoutMs: int(5000, 1, 'A publish not confirmed by then fails: HTTP 503, retry for consume routes.'),
+  ackTimeoutMs: int(
+    5000,
+    1,
+    'A publish not confirmed by then fails: HTTP 503, retry for consume routes, which first wait for the late confirm (taken: not published again; at most `ackTimeoutMs` + `connectTimeoutMs` more).',
+  ),
   lagPollMs: int(5000, 100, 'How often each consume route asks the server how many messages wait in its queue (`eventgate_amqp_consumer_lag`).'),
 });
 type AmqpOptions = Static<typeof options>;

@@ -66,7 +66,7 @@ const options = kindOptions('kafka', {
         ackTimeoutMs: ms(
           5000,
           1,
-          'A publish not acknowledged by then fails: HTTP 503, WebSocket error frame, retry for consume routes. A produce request all of whose publishes failed so is then not sent again (an idempotent producer sends it again; the cluster drops the copy); one with publishes still waiting is, the failed ones with it.',
+          'A publish not acknowledged by then fails: HTTP 503, WebSocket error frame, retry for consume routes, which first wait for the late answer (the Kafka client request timeout is twice this, at least 1 s more; taken: not written again). A produce request all of whose publishes failed so is not sent again (an idempotent producer sends it again; the cluster drops the copy); one with publishes still waiting is, the failed ones with it.',
         ),
       },
       {

@@ -58,7 +58,11 @@ const options = kindOptions('mqtt', {
   ),
   connectTimeoutMs: int(5000, 1, 'Time to open a connection.'),
   reconnectPeriodMs: int(1000, 1, 'Wait between reconnect attempts.'),
-  ackTimeoutMs: int(5000, 1, 'A publish not acknowledged (PUBACK / PUBCOMP) by then fails: HTTP 503, retry for consume routes.'),
+  ackTimeoutMs: int(
+    5000,
+    1,
+    "A publish not acknowledged (PUBACK / PUBCOMP) by then fails: HTTP 503, retry for consume routes, which first wait for the late acknowledgement or the connection's loss (taken: not published again).",
+  ),
 });
 type MqttOptions = Static<typeof options>;
 
