@@ -90,7 +90,7 @@ export interface Problem {
    * Per target, in `to` order: the outcome of a write still out after its ack deadline
    * (AckTimeout.late), for a consume route to wait for before it writes again. Never answered.
    */
-  late?: readonly (Promise<Delivery | undefined> | undefined)[];
+  late?: readonly ({ wait(): Promise<Delivery | undefined> } | undefined)[];
 }
 
 export function problem(code: ErrorCode, detail: string, extra: Partial<Problem> = {}): Problem {

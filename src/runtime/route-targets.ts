@@ -42,7 +42,7 @@ function tooDeep(err: unknown): boolean {
 export function everyTarget(sends: (Delivery | Promise<Delivery>)[]): Promise<Delivery[]> {
   return Promise.allSettled(sends).then((results) => {
     const took: (Delivery | undefined)[] = [];
-    let late: (Promise<Delivery | undefined> | undefined)[] | undefined;
+    let late: NonNullable<Problem['late']>[number][] | undefined;
     let first: Problem | undefined;
     let count = 0;
     for (const [i, r] of results.entries()) {

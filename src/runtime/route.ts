@@ -764,12 +764,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * the next try to send the message only to the others; undefined when every target took it, the
    * late answers included: the message is delivered and is not written again.
    */
-  private async lateAnswers(
-    msg: Message,
-    took: readonly (Delivery | undefined)[] | undefined,
-    late: readonly (Promise<Delivery | undefined> | undefined)[],
-  ): Promise<(Delivery | undefined)[] | undefined> {
-    const answers = await Promise.all(late.map((l) => l?.catch(() => undefined)));
+  private async lateAnswers(msg: Message, took: readonly (Delivery | undefined)[] | undefined, late: NonNullable<Problem['late']>): Promise<(Delivery | undefined)[] | undefined> {
+    const answers = await Promise.all(Array.from(late, (l) => l?.wait()));
     const now: (Delivery | undefined)[] = [];
     let takenLate = 0;
     for (let i = 0; i < this.targets.length; i++) {

@@ -16,32 +16,47 @@ export class AckTimeout extends Error {
    * if the server took it after all, undefined if it failed or was lost. A consume route waits for
    * it before trying the message again, so an answer that only came late writes no second copy.
    */
-  late?: Promise<Delivery | undefined>;
+  late?: LateWrite;
 
   constructor(broker: string, ms: number) {
     super(`no acknowledgement from broker '${broker}' within ${ms} ms`);
   }
 }
 
-/**
- * The outcome of a write its deadline answered 503 while the client kept it out (AckTimeout.late):
- * `tell` it once known (a delivery if the server took it, undefined if not). Past `backstopMs`
- * without an answer it is told lost, so whoever waits is not held for ever.
- */
-export class LateOutcome {
-  readonly promise: Promise<Delivery | undefined>;
-  private resolve!: (d: Delivery | undefined) => void;
-  private readonly backstop: NodeJS.Timeout;
+/** Not told yet (LateWrite). */
+const UNTOLD = Symbol('untold');
 
-  constructor(backstopMs: number) {
-    this.promise = new Promise((r) => (this.resolve = r));
-    this.backstop = setTimeout(() => this.tell(undefined), backstopMs);
-    this.backstop.unref();
-  }
+/**
+ * A write its deadline answered 503 while the client kept it out (AckTimeout.late): its real
+ * outcome, `tell`-ed once known (a delivery if the server took it, undefined if not). Costs one
+ * object per publish that timed out; only a caller that `wait`s (a consume route, before it
+ * tries again) gets a promise, and a backstop: past `backstopMs` without an answer the write
+ * counts as lost, so the route is not held for ever.
+ */
+export class LateWrite {
+  private told: Delivery | undefined | typeof UNTOLD = UNTOLD;
+  private waiter: { resolve(d: Delivery | undefined): void; backstop: NodeJS.Timeout } | undefined;
+  private promise: Promise<Delivery | undefined> | undefined;
+
+  constructor(private readonly backstopMs: number) {}
 
   tell(d: Delivery | undefined): void {
-    clearTimeout(this.backstop);
-    this.resolve(d);
+    if (this.told !== UNTOLD) return;
+    this.told = d;
+    if (this.waiter) {
+      clearTimeout(this.waiter.backstop);
+      this.waiter.resolve(d);
+    }
+  }
+
+  wait(): Promise<Delivery | undefined> {
+    if (this.told !== UNTOLD) return Promise.resolve(this.told);
+    this.promise ??= new Promise((resolve) => {
+      const backstop = setTimeout(() => this.tell(undefined), this.backstopMs);
+      backstop.unref();
+      this.waiter = { resolve, backstop };
+    });
+    return this.promise;
   }
 }
 

@@ -4,7 +4,7 @@ import type { Logger } from '../../../log.js';
 import { CONTENT_ENCODING, payloadContentEncoding, payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
-import { AckDeadlines, LateOutcome, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
 import { SIZE_REFUSAL, tooLarge } from './size-limit.js';
 import type { AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft, vhostOf } from './bindings.js';
@@ -107,7 +107,7 @@ class Publish implements Expiring {
   ) {}
 
   /** Once its deadline answered it while its confirm was still due: its real outcome, for AckTimeout.late. */
-  private late: LateOutcome | undefined;
+  private late: LateWrite | undefined;
 
   /** Settles the publish (once: whatever comes after the first is ignored, but told as a late outcome). */
   settle(err?: Error): void {
@@ -128,12 +128,10 @@ class Publish implements Expiring {
 
   expire(err: AckTimeout): void {
     this.settle(err);
-    // Its confirm (or basic.return, or the channel's loss) may still come: it stays among the
-    // confirms until then, bounded by the backstop.
-    const late = (this.late = new LateOutcome(this.broker.lateAnswerMs));
-    err.late = late.promise;
+    // Its confirm (or basic.return, or the connection's loss, which settles every publish among
+    // the confirms; heartbeats bound that) may still come: it stays among the confirms until then.
+    err.late = this.late = new LateWrite(this.broker.lateAnswerMs);
     this.broker.awaitLate(this);
-    void late.promise.then(() => this.broker.forget(this.id, false));
   }
 }
 

@@ -6,7 +6,7 @@ import { ORIGINAL, sentHeaders, newHeaders, valuePayload, type Delivery, type Me
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { sleep } from './clients.js';
-import { AckDeadlines, LateOutcome, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
+import { AckDeadlines, LateWrite, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
 import { problem, type Problem } from '../../../core/errors.js';
 import { type LeaderGroup, LeaderMoved, leaderMoved, leaderOf, TopicMissing, unknownTopic } from './leaders.js';
 import { produceError } from './produce-request.js';
@@ -56,8 +56,8 @@ interface Pending {
   resent?: number;
   /** Bytes of its key, value and headers, for producer.maxBatchBytes. */
   bytes: number;
-  /** Once its deadline answered it 503 while it was still out: tells its real outcome (AckTimeout.late). */
-  late?: (d: Delivery | undefined) => void;
+  /** Once its deadline answered it 503 while it was still out: its real outcome (AckTimeout.late). */
+  late?: LateWrite;
 }
 
 /** The records of the partitions that did not take theirs, per "topic/partition", in batch order, with the partition's error code. */
@@ -193,7 +193,8 @@ export class RecordProducer {
       const deadline = this.deadlines.add((err: AckTimeout) => {
         const send = record[GROUP];
         if (send !== undefined) send.unanswered--;
-        err.late = this.lateOutcome(pending);
+        // Its produce request may still be answered (kafkajs' request timeout, lateAnswerMs).
+        err.late = pending.late = new LateWrite(this.stuckMs());
         this.telemetry?.producerError();
         reject(err);
         this.events.failed();
@@ -207,21 +208,6 @@ export class RecordProducer {
       if (this.lingering && this.batchFull()) this.sendNow();
       this.kick();
     });
-  }
-
-  /**
-   * The outcome of a record its deadline answered 503 (AckTimeout.late): its offset when the
-   * cluster's answer, come late, says its partition took it; undefined when the request failed,
-   * was given up (kafkajs' request timeout, lateAnswerMs) or the record never left. Bounded by
-   * the same backstop as a stuck send.
-   */
-  private lateOutcome(p: Pending): Promise<Delivery | undefined> {
-    const late = new LateOutcome(this.stuckMs());
-    p.late = (d) => {
-      p.late = undefined;
-      late.tell(d);
-    };
-    return late.promise;
   }
 
   /** How long a send may take before the next batch goes anyway: kafkajs' request timeout, a retry, a reconnect. */
@@ -341,7 +327,7 @@ export class RecordProducer {
     for (const p of this.queue) {
       if (p.deadline.settled) {
         // Answered 503 and put back (its partition did not take it, or its leader moved): not written.
-        p.late?.(undefined);
+        p.late?.tell(undefined);
         continue;
       }
       // Once a record does not fit, none after it joins: a smaller one of its partition would overtake it.
@@ -561,7 +547,7 @@ export class RecordProducer {
     if (allAnswered(e)) {
       // Every record was answered 503 already; the request that timed out may have been written:
       // unknown, so a consume route waiting for it (AckTimeout.late) tries it again.
-      for (const p of batch) p.late?.(undefined);
+      for (const p of batch) p.late?.tell(undefined);
       this.log.warn({ records: batch.length }, 'every publish of a produce request was answered 503 at ackTimeoutMs (a try that went out may have been written): it is not sent again');
       return;
     }
@@ -754,7 +740,7 @@ export function lateAnswerMs(ackTimeoutMs: number): number {
 /** False when the publish was already answered (its ack timeout fired first): its late outcome is told instead. */
 function settle(p: Pending, delivery: Delivery | undefined, err?: Error): boolean {
   if (p.deadline.settled) {
-    p.late?.(delivery);
+    p.late?.tell(delivery);
     return false;
   }
   p.deadline.settled = true;

@@ -6,7 +6,7 @@ import { within } from '../../../core/within.js';
 import { payloadContentType, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, PublishOptions, Qos, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
-import { AckDeadlines, LateOutcome, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
@@ -46,7 +46,7 @@ class Publish extends Flight implements Expiring {
   settled = false;
   deadline: Deadline | undefined;
   /** Once its deadline answered it while mqtt.js still had it out: its real outcome, for AckTimeout.late. */
-  private late: LateOutcome | undefined;
+  private late: LateWrite | undefined;
 
   constructor(
     private readonly broker: MqttBroker,
@@ -61,7 +61,6 @@ class Publish extends Flight implements Expiring {
     if (this.settled) {
       // The acknowledgement (or the loss) of a publish its deadline answered first.
       this.late?.tell(err ? undefined : this.broker.deliveries.of(this.topic));
-      this.late = undefined;
       return;
     }
     this.settled = true;
@@ -74,8 +73,7 @@ class Publish extends Flight implements Expiring {
 
   expire(err: AckTimeout): void {
     // mqtt.js keeps it out until its PUBACK or PUBCOMP, or the connection's loss (keepalive bounds that).
-    this.late = new LateOutcome(this.broker.lateAnswerMs);
-    err.late = this.late.promise;
+    err.late = this.late = new LateWrite(this.broker.lateAnswerMs);
     this.settle(err);
   }
 }
