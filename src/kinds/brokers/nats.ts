@@ -62,7 +62,11 @@ const options = kindOptions('nats', {
     100,
     'How often the client asks the server for a PONG. A connection with two PINGs unanswered is declared lost (`/readyz` 503, reconnecting): a server that stopped answering without closing the connection (frozen, or a network path silently gone) is seen within two to three intervals.',
   ),
-  ackTimeoutMs: int(5000, 1, "A publish not acknowledged (JetStream PubAck; core subjects: the server's reply to a flush) by then fails: HTTP 503, retry for consume routes."),
+  ackTimeoutMs: int(
+    5000,
+    1,
+    "A publish not acknowledged (JetStream PubAck; core subjects: the server's reply to a flush) by then fails: HTTP 503, retry for consume routes, which first wait for a JetStream publish's late PubAck or the connection's loss (taken: not published again).",
+  ),
 });
 type NatsOptions = Static<typeof options>;
 

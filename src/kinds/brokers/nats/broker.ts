@@ -161,7 +161,8 @@ export class NatsBroker implements BrokerRuntime {
     }
     this.nc = nc;
     void this.watch(nc);
-    this.js = new JetStreamPublisher(nc, lib.createInbox, this.name, s.ackTimeoutMs);
+    // A timed-out publish's PubAck is awaited for as long as a lost connection takes to show (maxPingOut 2).
+    this.js = new JetStreamPublisher(nc, lib.createInbox, this.name, s.ackTimeoutMs, s.ackTimeoutMs + 3 * s.pingIntervalMs);
     const wait = this.recheckBackoff.delay();
     await this.declareStreams(nc, wait);
     if (this.stopped) return;

@@ -1,11 +1,14 @@
 import type { Msg, MsgHdrs, NatsConnection } from 'nats';
-import { AckDeadlines, NotConnected } from '../acknowledgement.js';
+import { offsetText } from '../../../core/message.js';
+import { AckDeadlines, LateWrite, NotConnected } from '../acknowledgement.js';
 import { coalesceWrites } from '../coalesce.js';
 
 interface Pending {
   subject: string;
   resolve(seq: number): void;
   reject(err: Error): void;
+  /** Set once its deadline answered it: its PubAck may still come, and is told here (AckTimeout.late). */
+  late?: LateWrite;
 }
 
 /**
@@ -15,11 +18,18 @@ interface Pending {
  * made it the gateway's largest cost per publish (an Error with a stack trace, a timer and a
  * headers object each). Publishes are pipelined: as many are in flight as requests come in, each
  * bounded by `ackTimeoutMs` (AckDeadlines: one timer for all).
+ *
+ * A publish its deadline answered stays correlated until its PubAck comes after all, the
+ * connection drops or `lateAnswerMs` passes: a consume route waits for that outcome before it
+ * publishes the message again (AckTimeout.late), so a PubAck that was only late stores no
+ * second copy.
  */
 export class JetStreamPublisher {
   private readonly prefix: string;
   private readonly pending = new Map<string, Pending>();
   private readonly deadlines: AckDeadlines;
+  /** When a timed-out publish's PubAck is given up for (its entry dropped, the write counted lost). */
+  private readonly lateDeadlines: AckDeadlines;
   private next = 0;
 
   constructor(
@@ -27,31 +37,59 @@ export class JetStreamPublisher {
     createInbox: () => string,
     private readonly broker: string,
     timeoutMs: number,
+    private readonly lateAnswerMs: number,
   ) {
     this.deadlines = new AckDeadlines(timeoutMs, broker);
+    this.lateDeadlines = new AckDeadlines(lateAnswerMs, broker);
     this.prefix = `${createInbox()}.`;
     nc.subscribe(`${this.prefix}*`, { callback: (_err, m) => this.settle(m) });
   }
 
   publish(subject: string, data: Uint8Array, headers: MsgHdrs | undefined): Promise<number> {
     const token = (this.next++).toString(36);
-    const acked = new Promise<number>((resolve, reject) => {
-      this.pending.set(token, { subject, resolve, reject });
+    return new Promise<number>((resolve, reject) => {
+      const p: Pending = { subject, resolve, reject };
+      this.pending.set(token, p);
       coalesceWrites(socketOf(this.nc));
       try {
         this.nc.publish(subject, data, { reply: this.prefix + token, headers });
       } catch (err) {
         this.pending.delete(token);
         reject(err as Error);
+        return;
       }
+      const deadline = this.deadlines.add((err) => {
+        // Answered 503 now; the PubAck is still awaited (below), for a consume route to wait for.
+        err.late = p.late = new LateWrite(this.lateAnswerMs);
+        p.resolve = p.reject = ignore;
+        this.lateDeadlines.add(() => this.forget(token, p));
+        reject(err);
+      });
+      p.resolve = (seq) => {
+        deadline.settled = true;
+        resolve(seq);
+      };
+      p.reject = (e) => {
+        deadline.settled = true;
+        reject(e);
+      };
     });
-    return this.deadlines.within(acked, () => this.pending.delete(token));
   }
 
   /** The connection dropped: PubAcks sent meanwhile are lost, so what waits for one answers now (503; the stream may have stored it). */
   failAll(detail: string): void {
-    for (const p of this.pending.values()) p.reject(new NotConnected(this.broker, detail));
+    for (const p of this.pending.values()) {
+      p.reject(new NotConnected(this.broker, detail));
+      p.late?.tell(undefined);
+    }
     this.pending.clear();
+  }
+
+  /** A timed-out publish whose PubAck did not come within `lateAnswerMs`: counted lost. */
+  private forget(token: string, p: Pending): void {
+    if (this.pending.get(token) !== p) return;
+    this.pending.delete(token);
+    p.late?.tell(undefined);
   }
 
   private settle(m: Msg): void {
@@ -59,18 +97,29 @@ export class JetStreamPublisher {
     const p = this.pending.get(token);
     if (!p) return;
     this.pending.delete(token);
-    // The server answers 503 (no responders) when no stream takes the subject.
-    if (m.headers?.code === 503) return p.reject(new Error(`no JetStream stream stores subject '${p.subject}'`));
-    try {
-      const ack = JSON.parse(Buffer.from(m.data).toString('utf8')) as { stream?: string; seq?: number; error?: { description?: string; code?: number } };
-      if (ack.error) p.reject(new Error(`JetStream refused the message: ${ack.error.description ?? JSON.stringify(ack.error)}`));
-      else if (typeof ack.seq !== 'number' || !ack.stream) p.reject(new Error('JetStream answered without a stream sequence'));
-      else p.resolve(ack.seq);
-    } catch {
-      p.reject(new Error('JetStream answered something that is not a PubAck'));
-    }
+    const seq = pubAck(m, p.subject);
+    // A publish its deadline answered: the stream stored it after all (a delivery), or not.
+    if (p.late) p.late.tell(typeof seq === 'number' ? { broker: this.broker, topic: p.subject, partition: 0, offset: offsetText(seq) } : undefined);
+    else if (typeof seq === 'number') p.resolve(seq);
+    else p.reject(seq);
   }
 }
+
+/** The stream sequence a JetStream answer gives the message, or why it was not stored. */
+function pubAck(m: Msg, subject: string): number | Error {
+  // The server answers 503 (no responders) when no stream takes the subject.
+  if (m.headers?.code === 503) return new Error(`no JetStream stream stores subject '${subject}'`);
+  try {
+    const ack = JSON.parse(Buffer.from(m.data).toString('utf8')) as { stream?: string; seq?: number; error?: { description?: string; code?: number } };
+    if (ack.error) return new Error(`JetStream refused the message: ${ack.error.description ?? JSON.stringify(ack.error)}`);
+    if (typeof ack.seq !== 'number' || !ack.stream) return new Error('JetStream answered without a stream sequence');
+    return ack.seq;
+  } catch {
+    return new Error('JetStream answered something that is not a PubAck');
+  }
+}
+
+function ignore(): void {}
 
 /** The connection's socket (a private field of the client's transport): corked per turn; absent in other transports, which then write as they do. */
 export function socketOf(nc: NatsConnection): { cork?(): void; uncork?(): void } | undefined {
