@@ -44,6 +44,9 @@ const pending = new Map<number, Pending>();
 export function parseInThread(file: string, text: string, read: (absPath: string) => string, policy: RefPolicy): Promise<ParseOutcome> {
   const worker = ensureThread();
   const id = nextId++;
+  // The thread keeps the process alive while it parses (a pending promise alone would not: a
+  // `validate` would exit mid-parse), and not once idle, waiting to be stopped.
+  worker.ref();
   return new Promise<ParseOutcome>((resolve, reject) => {
     const timer = setTimeout(() => stop(worker, `parsing took longer than ${PARSE_TIMEOUT_MS / 1000} s`), PARSE_TIMEOUT_MS);
     pending.set(id, { file, read, resolve, reject, timer });
@@ -61,8 +64,6 @@ function ensureThread(): Worker {
   if (thread) return thread;
   // No flags of the process (`--input-type`, `--test`, a preload): the thread needs none, and some refuse a worker.
   const worker = new Worker(new URL('./parse-worker.js', import.meta.url), { execArgv: [], resourceLimits: { maxOldGenerationSizeMb: MAX_HEAP_MB } });
-  // A parse in progress keeps the process alive through its promise's caller; an idle thread must not.
-  worker.unref();
   worker.on('message', (m: FromParser) => answer(worker, m));
   worker.on('error', (err) => stop(worker, err.message));
   worker.on('exit', (code) => stop(worker, `the parser thread exited (code ${code})`));
@@ -93,6 +94,7 @@ function settle(id: number): void {
   pending.delete(id);
   if (pending.size === 0 && thread) {
     const idle = thread;
+    idle.unref();
     idleTimer = setTimeout(() => {
       // Forgotten before it is told to stop: a parse asked for meanwhile starts a new thread, never
       // one on its way out (whose exit would fail that parse).
