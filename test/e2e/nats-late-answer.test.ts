@@ -1,5 +1,6 @@
 import { after, before, describe, it } from 'node:test';
-import { useGateway } from '../helpers/gateway.js';
+import assert from 'node:assert/strict';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { lateAnswerRoutes, storedOnceDespiteLateAnswer } from '../helpers/late-answer.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
@@ -46,6 +47,7 @@ brokers:
     kind: nats
     servers: nats://127.0.0.1:${proxy.port}
     ackTimeoutMs: 1000
+    reconnectTimeWaitMs: 200
     streams:
       LATE: { subjects: [late.out] }
 ${lateAnswerRoutes('nats', 'late.out')}`,
@@ -64,4 +66,40 @@ ${lateAnswerRoutes('nats', 'late.out')}`,
         return ns;
       },
     }));
+
+  it('a PubAck lost with the connection: the route publishes the message again once reconnected (its outcome is unknown), and goes on', async () => {
+    const count = async () => ((await jsApi(peer, '$JS.API.STREAM.INFO.LATE', {})) as { state: { messages: number } }).state.messages;
+    const countAtLeast = (n: number) =>
+      eventually(
+        async () => {
+          const c = await count();
+          assert.ok(c >= n, `${c} of ${n} stored`);
+        },
+        15000,
+        100,
+      );
+    const post = async (n: number) => {
+      const res = await fetch(gw.url('api', '/in'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n }) });
+      assert.equal(res.status, 200);
+    };
+    const before = await count();
+    const from = gw.logs.length;
+    proxy.holdReplies();
+    await post(11);
+    await countAtLeast(before + 1);
+    await gw.waitForLog((l) => l.route === 'out' && l.msg === 'message failed', 10000, from);
+    // The held PubAck dies with the connection: the route's wait ends at the loss, not at its backstop.
+    proxy.cutAndHold();
+    proxy.release();
+    await countAtLeast(before + 2);
+    await post(12);
+    await countAtLeast(before + 3);
+    const ns: number[] = [];
+    for (let seq = before + 1; seq <= (await count()); seq++) {
+      const got = (await jsApi(peer, '$JS.API.STREAM.MSG.GET.LATE', { seq })) as { message: { data: string } };
+      ns.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
+    }
+    assert.deepEqual(ns, [11, 11, 12], 'message 11 again after the loss (at least once), then 12');
+    assert.equal(gw.logs.slice(from).filter((l) => l.msg.startsWith('a write answered after its ack deadline was taken')).length, 0);
+  });
 });
