@@ -50,7 +50,13 @@ export function parseInThread(file: string, text: string, read: (absPath: string
   return new Promise<ParseOutcome>((resolve, reject) => {
     const timer = setTimeout(() => stop(worker, `parsing took longer than ${PARSE_TIMEOUT_MS / 1000} s`), PARSE_TIMEOUT_MS);
     pending.set(id, { file, read, resolve, reject, timer });
-    worker.postMessage({ kind: 'parse', id, file, text, policy } satisfies ToParser);
+    try {
+      worker.postMessage({ kind: 'parse', id, file, text, policy } satisfies ToParser);
+    } catch (err) {
+      // Not sent (a policy that cannot be cloned): answered now, not by the 60 s bound, which would stop the thread.
+      settle(id);
+      reject(err as Error);
+    }
   });
 }
 
