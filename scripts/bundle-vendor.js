@@ -2,19 +2,39 @@
 // Bundles the packages below with esbuild, each into one CommonJS file in dist/src/vendor/, which
 // src/core/bundled.ts loads instead of the package. Node spends ~12 KB of resident memory on every
 // module file it loads (reading, compiling and caching it), and these are many files: TypeBox
-// 200, yaml 73, find-my-way with its dependencies 29, ws 22 (docs/performance.md, "Round 2, third
-// pass"). esbuild writes non-ASCII characters as escapes, so V8 keeps each bundle a one-byte string.
+// 200, ajv with ajv-formats 95, yaml 73, prom-client 40, find-my-way with its dependencies 29,
+// ws 22 (docs/performance.md, "Round 2, third pass"); each file also costs start-up CPU (ajv and
+// prom-client: ~50 ms of a gateway's start, docs/testing.md "Time budget"). esbuild writes
+// non-ASCII characters as escapes, so V8 keeps each bundle a one-byte string.
 // Not for packages that find files by __dirname (pino's transports) or whose state other copies of
 // them must share (@opentelemetry/api: an SDK registered after the gateway loaded would reach only
-// the package's copy).
+// the package's copy; prom-client reaches it as the package, left outside its bundle).
 import { buildSync } from 'esbuild';
 
-/** package → the name src/core/bundled.ts looks for. */
-export const VENDORED = ['@sinclair/typebox', 'yaml', 'ws', 'find-my-way'];
+/**
+ * Bundle name → what it exports. The name is what src/core/bundled.ts looks for; its fallback
+ * (no bundle: a build that only ran tsc) must give the same shape.
+ */
+export const VENDORED = {
+  '@sinclair/typebox': `module.exports = require('@sinclair/typebox');`,
+  yaml: `module.exports = require('yaml');`,
+  ws: `module.exports = require('ws');`,
+  'find-my-way': `module.exports = require('find-my-way');`,
+  // One bundle: ajv-formats' keywords build code with ajv's code generator, whose classes are
+  // checked with instanceof, so they must share ajv's one copy (src/plan/ajv-modules.ts).
+  ajv: `module.exports = {
+    Ajv: require('ajv').Ajv,
+    Ajv2019: require('ajv/dist/2019').Ajv2019,
+    Ajv2020: require('ajv/dist/2020').Ajv2020,
+    addFormats: require('ajv-formats'),
+    fullFormats: require('ajv-formats/dist/formats').fullFormats,
+  };`,
+  'prom-client': `module.exports = require('prom-client');`,
+};
 
-for (const pkg of VENDORED) {
+for (const [name, contents] of Object.entries(VENDORED)) {
   buildSync({
-    stdin: { contents: `module.exports = require(${JSON.stringify(pkg)});`, resolveDir: process.cwd() },
+    stdin: { contents, resolveDir: process.cwd() },
     bundle: true,
     platform: 'node',
     format: 'cjs',
@@ -24,8 +44,9 @@ for (const pkg of VENDORED) {
     minifyWhitespace: true,
     minifySyntax: true,
     // ws's optional native helpers: required inside try/catch, left to Node as before.
-    external: ['bufferutil', 'utf-8-validate'],
-    outfile: `dist/src/vendor/${pkg.replace(/^@/, '').replace(/\//g, '-')}.cjs`,
+    // @opentelemetry/api: shared state (above).
+    external: ['bufferutil', 'utf-8-validate', '@opentelemetry/api'],
+    outfile: `dist/src/vendor/${name.replace(/^@/, '').replace(/\//g, '-')}.cjs`,
     logLevel: 'warning',
   });
 }

@@ -1,6 +1,5 @@
-import { createRequire } from 'node:module';
 import type { ErrorObject, ValidateFunction } from 'ajv';
-import type { Ajv2020 } from 'ajv/dist/2020.js';
+import { ajvModules } from '../core/ajv-modules.js';
 import { exactlyOneKeys, forbiddenKeys } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
@@ -14,8 +13,7 @@ const validators = new WeakMap<KindRegistry, ValidateFunction>();
 
 /** ajv itself only when the build-time validator cannot serve (a test's own registry, a kind changed without a build). */
 function compileSchema(schema: object): ValidateFunction {
-  const { Ajv2020: Ajv } = createRequire(import.meta.url)('ajv/dist/2020.js') as { Ajv2020: typeof Ajv2020 };
-  return new Ajv(CONFIG_AJV_OPTIONS).compile(schema);
+  return new (ajvModules().Ajv2020)(CONFIG_AJV_OPTIONS).compile(schema);
 }
 
 function configValidator(registry: KindRegistry): ValidateFunction {

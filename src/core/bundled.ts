@@ -4,10 +4,12 @@ import { fileURLToPath } from 'node:url';
 
 /**
  * A dependency loaded from the one file `npm run build` bundles it into (scripts/bundle-vendor.js, esbuild):
- * as the package's many module files it cost every gateway more resident memory
- * (docs/performance.md). The package itself when the file is missing (a build that only ran tsc).
+ * as the package's many module files it cost every gateway more resident memory and start-up time
+ * (docs/performance.md, docs/testing.md). Without that file (a build that only ran tsc), `fallback`
+ * loads the same thing from the packages: by default the package named `name`.
  */
-export function bundled<T>(pkg: string): T {
-  const file = fileURLToPath(new URL(`../vendor/${pkg.replace(/^@/, '').replace(/\//g, '-')}.cjs`, import.meta.url));
-  return createRequire(import.meta.url)(existsSync(file) ? file : pkg) as T;
+export function bundled<T>(name: string, fallback: (require: NodeJS.Require) => T = (require) => require(name) as T): T {
+  const file = fileURLToPath(new URL(`../vendor/${name.replace(/^@/, '').replace(/\//g, '-')}.cjs`, import.meta.url));
+  const require = createRequire(import.meta.url);
+  return existsSync(file) ? (require(file) as T) : fallback(require);
 }

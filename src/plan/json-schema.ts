@@ -1,8 +1,5 @@
-import { createRequire } from 'node:module';
 import type { Ajv, ErrorObject } from 'ajv';
-import type { Ajv2019 } from 'ajv/dist/2019.js';
-import type { Ajv2020 } from 'ajv/dist/2020.js';
-import type { fullFormats } from 'ajv-formats/dist/formats.js';
+import { ajvModules } from '../core/ajv-modules.js';
 import { pathFromPointer, type PathPart } from '../config/source.js';
 import { enumHint } from '../config/suggest.js';
 import type { SchemaCheck } from '../kinds/contracts.js';
@@ -97,15 +94,8 @@ function compileOn(ajv: Ajv, schema: object, fallback: () => Ajv | undefined): S
 
 /** ajv is loaded with a config's first JSON Schema: a config without one never needs it. */
 function newAjv(draft: string, { addUsedSchema = false } = {}): Ajv {
-  const require = createRequire(import.meta.url);
-  const draftClass =
-    draft === '07'
-      ? (require('ajv') as { Ajv: typeof Ajv }).Ajv
-      : draft === '2019'
-        ? (require('ajv/dist/2019.js') as { Ajv2019: typeof Ajv2019 }).Ajv2019
-        : (require('ajv/dist/2020.js') as { Ajv2020: typeof Ajv2020 }).Ajv2020;
-  const addFormats = require('ajv-formats') as (ajv: Ajv) => Ajv;
-  const formats = (require('ajv-formats/dist/formats.js') as { fullFormats: typeof fullFormats }).fullFormats;
+  const { Ajv: Ajv07, Ajv2019, Ajv2020, addFormats, fullFormats: formats } = ajvModules();
+  const draftClass = draft === '07' ? Ajv07 : draft === '2019' ? Ajv2019 : Ajv2020;
   // multipleOfPrecision: prices are decimals, and in binary floating point 19.99 / 0.01 is
   // 1998.9999999999998; a quotient within 1e-6 of an integer counts as one (ajv's option for it),
   // which is exact for cents up to about 10^8 and never accepts a tenth of a cent.

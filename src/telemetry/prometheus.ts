@@ -1,5 +1,9 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type LabelValues, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
+import type * as PromClient from 'prom-client';
+import type { LabelValues, MetricObjectWithValues, MetricValueWithName } from 'prom-client';
+import { bundled } from '../core/bundled.js';
 import { LATENCY_BUCKETS, OUTCOME_LABELS, type BrokerStats, type ListenerStats, type MetricsSource, type RouteStats } from './metrics.js';
+
+const { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } = bundled<typeof PromClient>('prom-client');
 
 /** What the Prometheus families read when scraped: the gateway's counters (telemetry/metrics.ts). */
 export interface Counters {
@@ -209,7 +213,7 @@ const LATENCY_HELP = 'Time from a message entering its route until every target 
 
 class RouteLatencyHistogram extends Histogram<'route'> {
   constructor(
-    registry: Registry,
+    registry: PromClient.Registry,
     private readonly stats: ReadonlyMap<string, RouteStats>,
   ) {
     super({
