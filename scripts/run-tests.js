@@ -28,21 +28,26 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-// One RabbitMQ for the files that share one (test/helpers/shared-rabbit.ts), booting while the
-// first files run; each such file waits for it and takes a vhost of its own. Its process stops
-// the node when its stdin ends: below once the tests are over, or by the kernel if this one dies.
+// One RabbitMQ of each kind the files call for (test/helpers/shared-rabbit.ts, shared-rabbit-kinds.ts),
+// booting while the first files run; each such file waits for its node and takes a vhost of its
+// own. A node's process stops it when its stdin ends: below once the tests are over, or by the
+// kernel if this one dies.
+const { sharedRabbitKinds } = await import(new URL('../dist/test/helpers/shared-rabbit-kinds.js', import.meta.url));
 const env = { ...process.env };
-let rabbit;
+const rabbits = [];
 let infoDir;
-const sharing = files.filter((f) => readFileSync(f, 'utf8').includes('sharedRabbit('));
-if (sharing.length > 0) {
-  infoDir = mkdtempSync(join(tmpdir(), 'eventgate-shared-rabbit-'));
-  env.EVENTGATE_TEST_RABBIT = join(infoDir, 'node.json');
+const texts = new Map(files.map((f) => [f, readFileSync(f, 'utf8')]));
+for (const [kind, { call, env: variable }] of Object.entries(sharedRabbitKinds)) {
+  const sharing = files.filter((f) => texts.get(f).includes(`${call}(`));
+  if (sharing.length === 0) continue;
+  infoDir ??= mkdtempSync(join(tmpdir(), 'eventgate-shared-rabbit-'));
+  env[variable] = join(infoDir, `${kind}.json`);
   // Its own process group: a Ctrl-C reaches the tests, and the node is stopped after them.
-  rabbit = spawn(process.execPath, [join(root, 'helpers', 'shared-rabbit-main.js'), env.EVENTGATE_TEST_RABBIT, ...sharing], {
+  const rabbit = spawn(process.execPath, [join(root, 'helpers', 'shared-rabbit-main.js'), kind, env[variable], ...sharing], {
     stdio: ['pipe', 'inherit', 'inherit'],
     detached: true,
   });
+  rabbits.push(rabbit);
 }
 
 const child = spawn(process.execPath, ['--test', '--test-concurrency=3', '--test-timeout=120000', '--test-reporter=spec', ...files], { env, stdio: 'inherit' });
@@ -56,12 +61,13 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 }
 
 const [code, signal] = await once(child, 'exit');
-if (rabbit) {
-  if (rabbit.exitCode === null && rabbit.signalCode === null) {
+await Promise.all(
+  rabbits.map(async (rabbit) => {
+    if (rabbit.exitCode !== null || rabbit.signalCode !== null) return;
     const exited = once(rabbit, 'exit');
     rabbit.stdin.end();
     await exited;
-  }
-  rmSync(infoDir, { recursive: true, force: true });
-}
+  }),
+);
+if (infoDir) rmSync(infoDir, { recursive: true, force: true });
 process.exit(signalled ? 128 + (signalled === 'SIGINT' ? 2 : 15) : (code ?? (signal ? 1 : 0)));

@@ -4,10 +4,11 @@ import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareQueue, pikaQueueDepth } from '../helpers/peers.js';
-import { startRabbit, type RabbitServer } from '../helpers/servers.js';
+import { type SharedRabbit, sharedSizeLimitedRabbit } from '../helpers/shared-rabbit.js';
+import { SIZE_LIMITED_RABBIT_MAX_MESSAGE_SIZE } from '../helpers/shared-rabbit-kinds.js';
 
 /** The server's max_message_size: small, so a test message goes over it without megabytes. */
-const LIMIT = 4096;
+const LIMIT = SIZE_LIMITED_RABBIT_MAX_MESSAGE_SIZE;
 const big = (n: number) => JSON.stringify({ big: 'x'.repeat(2 * LIMIT), n });
 
 /**
@@ -16,12 +17,14 @@ const big = (n: number) => JSON.stringify({ big: 'x'.repeat(2 * LIMIT), n });
  * full reconnect (amqp/broker.ts, reopenPublisher). Provoked here with RabbitMQ's own per-user
  * channel limit (`rabbitmqctl set_user_limits`), set once the gateway holds its two channels (the
  * publish channel and a consume route's): the channel closed for the large message leaves one,
- * and the new one would make two. What a user sees meanwhile, and that nothing is lost.
+ * and the new one would make two. What a user sees meanwhile, and that nothing is lost. The
+ * gateway logs in as this file's own user on the run's size-limited RabbitMQ (users are node-wide:
+ * a limit on guest would reach the other files' connections); the test's own clients as guest.
  */
 describe('an AMQP publish channel that cannot be opened again after a size refusal', () => {
-  let rabbit: RabbitServer;
+  let rabbit: SharedRabbit;
   before(async () => {
-    rabbit = await startRabbit({ advancedConfig: `[{rabbit, [{max_message_size, ${LIMIT}}]}].\n` });
+    rabbit = await sharedSizeLimitedRabbit();
     await pikaDeclareQueue(rabbit, 'reopen-posted', 'amq.topic', 'posted.out');
   });
   after(async () => {
@@ -35,7 +38,7 @@ admin: { port: 0 }
 listeners:
   api: { kind: http, port: 0 }
 brokers:
-  rabbit: { kind: amqp, url: ${rabbit.url} }
+  rabbit: { kind: amqp, url: ${rabbit.userUrl} }
   mem: { kind: memory }
 routes:
   - name: post-amqp
@@ -57,7 +60,7 @@ routes:
     };
     assert.equal((await publish({ n: 1 })).status, 200);
     // The gateway holds two channels (publish, consume); from now on the server lets its user open one.
-    await rabbit.ctl('set_user_limits', 'guest', '{"max-channels": 1}');
+    await rabbit.ctl('set_user_limits', rabbit.user, '{"max-channels": 1}');
     const refused = await publish(big(2));
     assert.equal(refused.status, 413, refused.text);
     assert.equal(refused.body.code, 'EG_PAYLOAD_TOO_LARGE');
@@ -66,7 +69,7 @@ routes:
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel could not be opened again; reconnecting', 15000);
     const lost = gw.logs.find((l) => l.broker === 'rabbit' && l.msg === 'amqp connection lost; reconnecting');
     // The server closed the connection and said why: that is what the broker is not ready for, not `unreachable`.
-    const refusal = "closed by the server: 530 NOT_ALLOWED - number of channels opened for user 'guest' has reached the maximum allowed user limit of (1)";
+    const refusal = `closed by the server: 530 NOT_ALLOWED - number of channels opened for user '${rabbit.user}' has reached the maximum allowed user limit of (1)`;
     assert.equal(lost?.reason, refusal, JSON.stringify(lost));
     // Meanwhile each publish is refused, 503, or taken (200) on a connection the server has not closed yet.
     for (let n = 3; n < 8; n++) {
@@ -89,7 +92,7 @@ routes:
       30000,
       20,
     );
-    await rabbit.ctl('clear_user_limits', 'guest', 'max-channels');
+    await rabbit.ctl('clear_user_limits', rabbit.user, 'max-channels');
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000);
     assert.equal((await publish({ n: 8 })).status, 200);
     assert.equal(gw.logs.filter((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel opened again').length, 0);

@@ -18,7 +18,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  * queue that must exist (`declare: false`) is still waited for; a routing-key route's own queue is
  * declared by the route.
  */
-/** One vhost (or, run alone, one server) for the whole file: each sharedRabbit() call after the first costs two rabbitmqctl runs. */
+/** One vhost (or, run alone, one server) for the whole file: each sharedRabbit() call after the first costs four rabbitmqctl runs. */
 let server: Promise<RabbitServer> | undefined;
 const rabbitServer = () => (server ??= sharedRabbit());
 after(async () => {

@@ -4,11 +4,13 @@ import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { MosquittoSub, pikaConsume, pikaDeclareQueue } from '../helpers/peers.js';
-import { startMosquittoWithLimits, startRabbit, type MessageServer } from '../helpers/servers.js';
+import { startMosquittoWithLimits, type MessageServer } from '../helpers/servers.js';
+import { sharedSizeLimitedRabbit } from '../helpers/shared-rabbit.js';
+import { SIZE_LIMITED_RABBIT_MAX_MESSAGE_SIZE } from '../helpers/shared-rabbit-kinds.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
-/** The servers' limits: small, so a test message goes over them without megabytes. */
-const LIMIT = 4096;
+/** The servers' limits: small, so a test message goes over them without megabytes (the run's size-limited RabbitMQ has it). */
+const LIMIT = SIZE_LIMITED_RABBIT_MAX_MESSAGE_SIZE;
 const big = (n: number) => JSON.stringify({ big: 'x'.repeat(2 * LIMIT), n });
 
 /**
@@ -26,7 +28,7 @@ describe("messages over the MQTT and AMQP servers' size limits", () => {
     [mqtt, dropping, rabbit, hook] = await Promise.all([
       startMosquittoWithLimits({ maxPacketSize: LIMIT }),
       startMosquittoWithLimits({ messageSizeLimit: LIMIT }),
-      startRabbit({ advancedConfig: `[{rabbit, [{max_message_size, ${LIMIT}}]}].\n` }),
+      sharedSizeLimitedRabbit(),
       WebhookReceiver.start(),
     ]);
     await pikaDeclareQueue(rabbit, 'size-copied', 'amq.topic', 'copied.out');
@@ -178,7 +180,7 @@ routes:
     const first = await post(gw.url('api', '/amqp'), big(4));
     assert.equal(first.status, 413, first.text);
     assert.equal(first.body.code, 'EG_PAYLOAD_TOO_LARGE');
-    assert.match(first.body.detail, /max_message_size 4096/);
+    assert.match(first.body.detail, new RegExp(`max_message_size ${LIMIT} bytes`));
     // The server closed the publish channel for it (the limit is not told before): a new one is opened before the next publish.
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel opened again', 15000);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000);

@@ -418,8 +418,8 @@ async function startNatsOnce(dir = tempDir('eventgate-nats'), conf?: string, log
  * or take the run's shared one (`sharedRabbit`) when the file neither stops nor reconfigures it.
  * `advancedConfig`: an `advanced.config` (Erlang terms) for settings such as `consumer_timeout`.
  * `vhosts`: virtual hosts the node has from its start, guest allowed everything in each (as in
- * `/`): loaded from a definitions file at boot, where each `rabbitmqctl add_vhost` and
- * `set_permissions` would start an Erlang VM of its own (~2 s of a core each).
+ * `/`), and `users` besides guest: loaded from a definitions file at boot, where each `rabbitmqctl
+ * add_vhost`, `add_user` and `set_permissions` would start an Erlang VM of its own (~2 s of a core each).
  */
 /** A RabbitMQ node the tests can also administer: `ctl` runs `rabbitmqctl` against it (e.g. set_permissions). */
 export interface RabbitServer extends MessageServer {
@@ -443,6 +443,14 @@ export interface RabbitNode {
 export interface RabbitOptions {
   advancedConfig?: string;
   vhosts?: string[];
+  users?: RabbitUser[];
+}
+
+/** A user besides guest, allowed everything in one virtual host (one of `vhosts`) and nowhere else. */
+export interface RabbitUser {
+  name: string;
+  password: string;
+  vhost: string;
 }
 
 export function startRabbit(options: RabbitOptions = {}): Promise<RabbitServer> {
@@ -460,32 +468,37 @@ export function rabbitCtl(node: RabbitNode): (...args: string[]) => Promise<stri
   };
 }
 
-/**
- * RabbitMQ's definitions (https://www.rabbitmq.com/definitions.html) for `vhosts` besides `/`, with
- * guest as a fresh node has it (a node that loads definitions at boot may not create it). Its
- * password hash is RabbitMQ's SHA-256 one: base64 of a 4-byte salt and SHA-256(salt + password).
- */
-function rabbitDefinitions(vhosts: string[]): string {
+/** RabbitMQ's SHA-256 password hash: base64 of a 4-byte salt and SHA-256(salt + password). */
+function rabbitPasswordHash(password: string): string {
   const salt = randomBytes(4);
-  const hash = Buffer.concat([
+  return Buffer.concat([
     salt,
     createHash('sha256')
-      .update(Buffer.concat([salt, Buffer.from('guest')]))
+      .update(Buffer.concat([salt, Buffer.from(password)]))
       .digest(),
   ]).toString('base64');
+}
+
+/**
+ * RabbitMQ's definitions (https://www.rabbitmq.com/definitions.html) for `vhosts` besides `/` and
+ * `users`, with guest as a fresh node has it (a node that loads definitions at boot may not create it).
+ */
+function rabbitDefinitions(vhosts: string[], users: RabbitUser[]): string {
   const all = ['/', ...vhosts.filter((v) => v !== '/')];
+  const allowed = (user: string, vhost: string) => ({ user, vhost, configure: '.*', write: '.*', read: '.*' });
+  const user = (name: string, password: string, tags: string[]) => ({ name, password_hash: rabbitPasswordHash(password), hashing_algorithm: 'rabbit_password_hashing_sha256', tags, limits: {} });
   return JSON.stringify({
-    users: [{ name: 'guest', password_hash: hash, hashing_algorithm: 'rabbit_password_hashing_sha256', tags: ['administrator'], limits: {} }],
+    users: [user('guest', 'guest', ['administrator']), ...users.map((u) => user(u.name, u.password, []))],
     vhosts: all.map((name) => ({ name })),
-    permissions: all.map((vhost) => ({ user: 'guest', vhost, configure: '.*', write: '.*', read: '.*' })),
+    permissions: [...all.map((vhost) => allowed('guest', vhost)), ...users.map((u) => allowed(u.name, u.vhost))],
   });
 }
 
 async function startRabbitOnce(options: RabbitOptions): Promise<RabbitServer> {
   const dir = tempDir('eventgate-rabbitmq');
   if (options.advancedConfig) writeFileSync(join(dir, 'advanced.config'), options.advancedConfig);
-  if (options.vhosts?.length) {
-    writeFileSync(join(dir, 'definitions.json'), rabbitDefinitions(options.vhosts));
+  if (options.vhosts?.length || options.users?.length) {
+    writeFileSync(join(dir, 'definitions.json'), rabbitDefinitions(options.vhosts ?? [], options.users ?? []));
     writeFileSync(join(dir, 'rabbitmq.conf'), `load_definitions = ${join(dir, 'definitions.json')}\n`);
   }
   const ports = new Set<number>();

@@ -1,15 +1,18 @@
-// The run's shared RabbitMQ (shared-rabbit.ts), started by scripts/run-tests.js:
-//   node dist/test/helpers/shared-rabbit-main.js INFO_FILE TEST_FILE...
-// Boots a node with a vhost for each TEST_FILE, writes its address (or why it did not boot) to
-// INFO_FILE, and stops it, removing its directory, once its stdin ends: the runner closes it when
-// the tests are over, and the kernel closes it if the runner dies, so the node never outlives the run.
+// The run's shared RabbitMQ of one kind (shared-rabbit.ts, shared-rabbit-kinds.ts), started by scripts/run-tests.js:
+//   node dist/test/helpers/shared-rabbit-main.js KIND INFO_FILE TEST_FILE...
+// Boots a node of KIND with a vhost and a user for each TEST_FILE, writes its address (or why it
+// did not boot) to INFO_FILE, and stops it, removing its directory, once its stdin ends: the runner
+// closes it when the tests are over, and the kernel closes it if the runner dies, so the node never
+// outlives the run.
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
-import { vhostFor, type SharedRabbitInfo } from './shared-rabbit.js';
+import { type SharedRabbitInfo, userFor, vhostFor } from './shared-rabbit.js';
+import { type SharedRabbitKind, type SharedRabbitKindName, sharedRabbitKinds } from './shared-rabbit-kinds.js';
 import { startRabbit, type RabbitServer } from './servers.js';
 
-const [infoFile, ...testFiles] = process.argv.slice(2);
-if (!infoFile) {
-  console.error('usage: shared-rabbit-main.js INFO_FILE TEST_FILE...');
+const [kindName, infoFile, ...testFiles] = process.argv.slice(2);
+const kind: SharedRabbitKind | undefined = Object.hasOwn(sharedRabbitKinds, kindName ?? '') ? sharedRabbitKinds[kindName as SharedRabbitKindName] : undefined;
+if (!kind || !infoFile) {
+  console.error(`usage: shared-rabbit-main.js KIND INFO_FILE TEST_FILE... (KIND: ${Object.keys(sharedRabbitKinds).join(', ')})`);
   process.exit(2);
 }
 
@@ -39,7 +42,7 @@ process.stdin.resume();
 
 try {
   const vhosts = testFiles.map(vhostFor);
-  server = await startRabbit({ vhosts });
+  server = await startRabbit({ advancedConfig: kind.advancedConfig, vhosts, users: vhosts.map(userFor) });
   publish({ node: server.node, vhosts });
 } catch (err) {
   publish({ error: (err as Error).message });

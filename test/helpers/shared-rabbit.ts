@@ -2,24 +2,33 @@ import { existsSync, readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import type { RabbitNode, RabbitServer } from './servers.js';
+import type { RabbitNode, RabbitServer, RabbitUser } from './servers.js';
 import { rabbitCtl, startRabbit } from './servers.js';
+import { type SharedRabbitKindName, sharedRabbitKinds } from './shared-rabbit-kinds.js';
 
 /**
- * One RabbitMQ for a whole test run. A node takes ~5 s of a core to boot (far more when the run
- * keeps both cores busy) and a few hundred MB, and most files only need queues of their own, so
- * scripts/run-tests.js starts one (shared-rabbit-main.ts) beside the tests and names, in this
- * variable, the file where that node's address appears once it answers. Each test file that asks
- * for it gets a virtual host of its own, named after the file: exchanges, queues, bindings and
- * permissions are per vhost, so files running at the same time cannot see each other's. The node
- * boots with those vhosts already defined (a `rabbitmqctl` call costs ~2 s of a core). Users are
- * node-wide: a file that adds one names it after its process. A file that stops, freezes or
- * reconfigures its server (outages, `max_message_size`, `consumer_timeout`) calls startRabbit().
+ * One RabbitMQ for a whole test run (of each kind, shared-rabbit-kinds.ts). A node takes ~5 s of a
+ * core to boot (far more when the run keeps both cores busy) and a few hundred MB, and most files
+ * only need queues of their own, so scripts/run-tests.js starts one (shared-rabbit-main.ts) beside
+ * the tests and names, in the kind's variable, the file where that node's address appears once it
+ * answers. Each test file that asks for it gets a virtual host of its own, named after the file,
+ * and a user of its own allowed only there: exchanges, queues, bindings and permissions are per
+ * vhost, so files running at the same time cannot see each other's; users are node-wide, so what
+ * RabbitMQ sets per user (`set_user_limits`) goes on the file's own user, never on guest. The node
+ * boots with those vhosts and users already defined (a `rabbitmqctl` call costs ~2 s of a core). A
+ * file that stops, freezes or reconfigures its server (outages, `consumer_timeout`) calls startRabbit().
  */
-export const SHARED_RABBIT_ENV = 'EVENTGATE_TEST_RABBIT';
 
 /** What the run's server process writes to the file: the node and the vhosts it has, or why it did not start. */
 export type SharedRabbitInfo = { node: RabbitNode; vhosts: string[] } | { error: string };
+
+/** A vhost of the file's own on a shared node, and a user of its own there. */
+export interface SharedRabbit extends RabbitServer {
+  /** The file's own user (userFor), allowed everything in its vhost and nothing elsewhere. */
+  user: string;
+  /** `url` as that user instead of guest. */
+  userUrl: string;
+}
 
 const testRoot = fileURLToPath(new URL('../', import.meta.url));
 
@@ -28,40 +37,70 @@ export function vhostFor(testFile: string): string {
   return relative(testRoot, testFile).replace(/\.test\.js$/, '');
 }
 
-let calls = 0;
+/** The user of a vhost's own: `eg-e2e-amqp-publish-reopen`, its password the same. */
+export function userFor(vhost: string): RabbitUser {
+  const name = `eg-${vhost.replace(/[^A-Za-z0-9-]/g, '-')}`;
+  return { name, password: name, vhost };
+}
 
 /**
  * A vhost of this file's own on the run's shared RabbitMQ, or, when the file runs without one
- * (`node --test dist/test/e2e/x.test.js`), a server of its own as startRabbit() starts. `down`,
- * `up` and `pid` are not offered on the shared one (they would take it from the other files).
+ * (`node --test dist/test/e2e/x.test.js`), on a server of its own with the same vhost and user.
+ * `down`, `up` and `pid` are not offered (they would take the shared node from the other files).
  */
-export async function sharedRabbit(): Promise<RabbitServer> {
-  const file = process.env[SHARED_RABBIT_ENV];
-  if (!file) return startRabbit();
-  const { node, vhosts } = await sharedNode(file);
-  const ctl = rabbitCtl(node);
-  // A second call in the file, or a file the runner did not start the node for, makes one.
+export function sharedRabbit(): Promise<SharedRabbit> {
+  return sharedOf('plain');
+}
+
+/** As sharedRabbit(), on the run's node whose `max_message_size` is SIZE_LIMITED_RABBIT_MAX_MESSAGE_SIZE. */
+export function sharedSizeLimitedRabbit(): Promise<SharedRabbit> {
+  return sharedOf('size-limited');
+}
+
+let calls = 0;
+
+async function sharedOf(kindName: SharedRabbitKindName): Promise<SharedRabbit> {
+  const kind = sharedRabbitKinds[kindName];
+  // A second call in the file gets a vhost (and user) of its own too.
   const vhost = `${vhostFor(process.argv[1] ?? 'test')}${++calls > 1 ? `-${calls}` : ''}`;
+  const user = userFor(vhost);
+  const file = process.env[kind.env];
+  if (!file) {
+    const own = await startRabbit({ advancedConfig: kind.advancedConfig, vhosts: [vhost], users: [user] });
+    return onVhost(own.node, vhost, user, () => own.stop());
+  }
+  const { node, vhosts } = await sharedNode(file);
   if (!vhosts.includes(vhost)) {
+    // Not defined at boot: four rabbitmqctl calls.
+    const ctl = rabbitCtl(node);
     await ctl('add_vhost', vhost);
     await ctl('set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*');
+    await ctl('add_user', user.name, user.password);
+    await ctl('set_permissions', '-p', vhost, user.name, '.*', '.*', '.*');
   }
+  // The vhost goes with the node at the end of the run (a delete_vhost would cost a rabbitmqctl).
+  return onVhost(node, vhost, user, async () => {});
+}
+
+function onVhost(node: RabbitNode, vhost: string, user: RabbitUser, stop: () => Promise<void>): SharedRabbit {
   const notHere = (what: string) => () => {
     throw new Error(`${what}: the run's shared RabbitMQ serves other test files too; a file that needs this starts its own (startRabbit)`);
   };
+  const at = `127.0.0.1:${node.port}/${encodeURIComponent(vhost)}`;
   return {
-    url: `amqp://guest:guest@127.0.0.1:${node.port}/${encodeURIComponent(vhost)}`,
+    url: `amqp://guest:guest@${at}`,
+    userUrl: `amqp://${user.name}:${user.password}@${at}`,
+    user: user.name,
     host: '127.0.0.1',
     port: node.port,
     dir: node.home,
     vhost,
     node,
-    ctl,
+    ctl: rabbitCtl(node),
     pid: notHere('pid()'),
     down: notHere('down()'),
     up: notHere('up()'),
-    // The vhost goes with the node at the end of the run (a delete_vhost would cost a rabbitmqctl).
-    async stop() {},
+    stop,
   };
 }
 
