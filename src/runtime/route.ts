@@ -341,11 +341,13 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /**
    * The chain, the targets and settle(). With `consuming` (consume()), what follows a consumed
    * message's first outcome runs in the same promise callback as settle(): the promise then
-   * resolves once the message is done with (see consume()) rather than with the outcome.
+   * resolves once the message is done with (see consume()) rather than with the outcome. A
+   * consumed message's try (`first` or `retry`) whose writes are still out at their ack deadline
+   * is settled once their late answers came (settledLate()).
    */
-  private check(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;
-  private check(msg: Message, ctx: MessageContext, consuming: true): Outcome | Promise<unknown>;
-  private check(msg: Message, ctx: MessageContext, consuming = false): Outcome | Promise<unknown> {
+  private check(msg: Message, ctx: MessageContext, consuming?: 'retry'): Outcome | Promise<Outcome>;
+  private check(msg: Message, ctx: MessageContext, consuming: 'first'): Outcome | Promise<unknown>;
+  private check(msg: Message, ctx: MessageContext, consuming?: Consuming): Outcome | Promise<unknown> {
     this.inFlight++;
     this.stats.received++;
     const startedAt = performance.now();
@@ -376,9 +378,37 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** settle() after the targets answered; for a consumed message, what follows its first outcome (consume()). */
-  private settled(msg: Message, ctx: MessageContext, outcome: Outcome, startedAt: number, span: MessageSpan, consuming: boolean): Outcome | Promise<void> | undefined {
+  private settled(msg: Message, ctx: MessageContext, outcome: Outcome, startedAt: number, span: MessageSpan, consuming: Consuming | undefined): Outcome | Promise<unknown> | undefined {
+    if (consuming === undefined) return this.settle(msg, outcome, startedAt, span);
+    if (outcome.outcome === 'failed' && outcome.problem.late) return this.settledLate(msg, ctx, outcome.problem, startedAt, span, consuming);
     const settled = this.settle(msg, outcome, startedAt, span);
-    return consuming ? this.afterFirst(msg, ctx, settled) : settled;
+    return consuming === 'first' ? this.afterFirst(msg, ctx, settled) : settled;
+  }
+
+  /**
+   * A consumed message's try that reached the ack deadline of a target whose write is still out
+   * (AckTimeout.late): the writes' real outcomes decide the try's, so what the stats, the log and
+   * the tap say is what became of the message. Every target took it, the late ones included: it is
+   * delivered (and not written again). Otherwise the try failed, with what each target took so
+   * far for the next try to send the message to the others only. The wait is bounded by each
+   * broker's own backstop (docs/scaling.md, "Stalls and late answers").
+   */
+  private async settledLate(msg: Message, ctx: MessageContext, p: Problem, startedAt: number, span: MessageSpan, consuming: Consuming): Promise<unknown> {
+    this.deps.logger.warn(
+      { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, traceId: span.traceId },
+      'a write is still out past its ack deadline: the route waits for its answer before it tries the message again',
+    );
+    const took = await this.lateAnswers(msg, p.took, p.late!);
+    const { late: _answered, ...rest } = p;
+    // Delivered without `message`: the tap shows what the route received, not the targets' copy, which a failed try does not keep.
+    const tags = ctx.tagged;
+    const outcome: Outcome = !took.every((d) => d !== undefined)
+      ? { outcome: 'failed', problem: { ...rest, detail: `${rest.detail}; no late answer said it was taken`, took } }
+      : tags
+        ? { outcome: 'delivered', deliveries: took as Delivery[], tagged: true, tags }
+        : { outcome: 'delivered', deliveries: took as Delivery[], tagged: false };
+    const settled = this.settle(msg, outcome, startedAt, span);
+    return consuming === 'first' ? this.afterFirst(msg, ctx, settled) : settled;
   }
 
   /** Everything that follows an outcome, in one place for the synchronous and asynchronous paths. */
@@ -681,7 +711,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (this.connecting) return this.onceConnected(() => this.consume(msg));
     // Most messages pass at the first try: that costs one promise callback (check()'s), no retry state.
     const ctx: MessageContext = { route: this.name };
-    const first = this.check(msg, ctx, true);
+    const first = this.check(msg, ctx, 'first');
     if (first instanceof Promise) return first as Promise<void>;
     const after = this.afterFirst(msg, ctx, first);
     return after ?? CONSUMED;
@@ -721,17 +751,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const backoff = new Backoff();
     let retryCtx = ctx;
     for (let attempt = 1; ; attempt++) {
-      const outcome = attempt === 1 ? first : await this.handle(msg, retryCtx);
+      // Each try settles once its writes still out past their ack deadline answered (settledLate()), so none is written twice.
+      const outcome = attempt === 1 ? first : await this.check(msg, retryCtx, 'retry');
       if (consumed(outcome)) return;
       const p = outcome.problem;
       // Targets of a fan-out that took the message are not sent it again (everyTarget).
       if (p.took) retryCtx = { ...ctx, took: p.took };
-      // Writes still out after their ack deadline: their real outcome first, so none is written twice.
-      if (p.late) {
-        const took = await this.lateAnswers(msg, p.took, p.late);
-        if (took === undefined) return;
-        retryCtx = { ...ctx, took };
-      }
       // A webhook target retried on its own; what failed on its last try may pass later, but not by retrying here at once.
       const retriedByTarget = retriedByWebhook(p);
       const retryable = mayPassLater(p);
@@ -759,12 +784,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /**
-   * Waits for the writes that were still out when their ack deadline failed this try (AckTimeout.late;
-   * bounded by the broker client's own request timeout). Returns what each target took so far, for
-   * the next try to send the message only to the others; undefined when every target took it, the
-   * late answers included: the message is delivered and is not written again.
+   * Waits for the writes that were still out when their ack deadline passed (AckTimeout.late;
+   * bounded by each broker's backstop). Returns what each target took, the late answers included.
    */
-  private async lateAnswers(msg: Message, took: readonly (Delivery | undefined)[] | undefined, late: NonNullable<Problem['late']>): Promise<(Delivery | undefined)[] | undefined> {
+  private async lateAnswers(msg: Message, took: readonly (Delivery | undefined)[] | undefined, late: NonNullable<Problem['late']>): Promise<(Delivery | undefined)[]> {
     const answers = await Promise.all(Array.from(late, (l) => l?.wait()));
     const now: (Delivery | undefined)[] = [];
     let takenLate = 0;
@@ -777,7 +800,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, targets: takenLate },
         'a write answered after its ack deadline was taken: the message is not sent to that target again',
       );
-    return now.every((d) => d !== undefined) ? undefined : now;
+    return now;
   }
 
   /** A consumed message its route gives up on, to the dead-letter target; false (logged) when that target did not take it either. */
@@ -891,6 +914,9 @@ function outcomeOf(o: Outcome | Promise<Outcome> | Later): Outcome | Promise<Out
 }
 
 const CONSUMED: Promise<void> = Promise.resolve();
+
+/** Which try of a consumed message check() runs: its first (consume()) or a retry (consumeUntilSettled()). */
+type Consuming = 'first' | 'retry';
 
 /** Whether a consumed message is done with: its targets took it, the chain filtered it, or it went to a dead-letter topic. */
 function consumed(o: Outcome): o is Extract<Outcome, { outcome: 'delivered' | 'filtered' | 'deadlettered' }> {

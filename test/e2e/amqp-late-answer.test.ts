@@ -39,7 +39,7 @@ ${lateAnswerRoutes('rabbit', 'late.out')}`,
   );
 
   it('waits for the late confirm of its try: the message is published once', () =>
-    storedOnceDespiteLateAnswer(gw, proxy, {
+    storedOnceDespiteLateAnswer(gw, proxy, 'rabbit', {
       count: () => pikaQueueDepth(rabbit, 'late-seen'),
       // Everything in the queue, until none came for 2 s.
       bodies: async () => (await pikaConsume(rabbit, 'late-seen', 10, 2)).map((b) => (JSON.parse(b.body) as { n: number }).n),

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { useGateway, type LogLine } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { PAST_DEADLINE, producerErrors, routeCounts } from '../helpers/late-answer.js';
 
 /**
  * A produce request the cluster answers only after `ackTimeoutMs`: the publish is answered 503,
@@ -144,5 +145,25 @@ routes:
       gw.logs.slice(from).some((l) => l.route === 'one' && /did not acknowledge|within 1000 ms/.test(JSON.stringify(l))),
       'the first try did fail at its deadline',
     );
+    // What the user reads: each route delivered the three records, none failed; the deadlines
+    // missed count as producer errors (one per route's slow write), not as consumer errors.
+    for (const route of ['one', 'fan']) {
+      const c = await routeCounts(gw, route, 3);
+      assert.deepEqual(
+        { received: c.received, delivered: c.delivered, failed: c.failed, consumerErrors: c.consumerErrors, statsDelivered: c.statsDelivered, statsFailed: c.statsFailed },
+        { received: 3, delivered: 3, failed: 0, consumerErrors: 0, statsDelivered: 3, statsFailed: 0 },
+        `route ${route}`,
+      );
+      assert.ok(
+        gw.logs.slice(from).some((l) => l.route === route && l.msg.startsWith(PAST_DEADLINE)),
+        `route ${route} said its write was past its deadline`,
+      );
+      assert.deepEqual(
+        gw.logs.slice(from).filter((l) => l.route === route && l.msg === 'message failed'),
+        [],
+        `route ${route}: no \`message failed\``,
+      );
+    }
+    assert.equal(producerErrors((await routeCounts(gw, 'one', 3)).scrape, 'kafka'), 2);
   });
 });

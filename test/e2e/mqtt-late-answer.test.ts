@@ -39,5 +39,6 @@ ${lateAnswerRoutes('devices', 'late/out')}`,
 
   const copies = () => sub.all.map((m) => (JSON.parse(m.payload) as { n: number }).n);
 
-  it('waits for the late PUBACK of its try: the message is published once', () => storedOnceDespiteLateAnswer(gw, proxy, { count: async () => copies().length, bodies: async () => copies() }));
+  it('waits for the late PUBACK of its try: the message is published once', () =>
+    storedOnceDespiteLateAnswer(gw, proxy, 'devices', { count: async () => copies().length, bodies: async () => copies() }));
 });
