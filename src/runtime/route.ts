@@ -395,7 +395,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   private async settledLate(msg: Message, ctx: MessageContext, p: Problem, startedAt: number, span: MessageSpan, consuming: Consuming): Promise<unknown> {
     this.deps.logger.warn(
-      { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, traceId: span.traceId },
+      { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: this.shown(p.detail), traceId: span.traceId },
       'a write is still out past its ack deadline: the route waits for its answer before it tries the message again',
     );
     const took = await this.lateAnswers(msg, p.took, p.late!);
