@@ -8,7 +8,7 @@
  * parse itself in parse.ts), started on first use: a config without `asyncapi:` never loads it.
  */
 import { canonical, hash } from '../core/canonical.js';
-import { parseInThread } from './parser-thread.js';
+import { parseInThread, type ParserLimits } from './parser-thread.js';
 import type { RefPolicy } from './refs.js';
 
 /** A problem the parser found, positioned (1-based) in the file it is in: the document or a file it `$ref`s. */
@@ -81,11 +81,12 @@ const CACHE_SIZE = 32;
  * caller learns, and can watch, every file the document depends on). `policy` says which
  * references may be followed (refs.ts); problems name files relative to its root.
  */
-export async function parseAsyncApi(file: string, text: string, read: FileReader, policy: RefPolicy): Promise<ParsedAsyncApi> {
+export async function parseAsyncApi(file: string, text: string, read: FileReader, policy: RefPolicy, limits?: Partial<ParserLimits>): Promise<ParsedAsyncApi> {
   const key = `${file}\0${hash(text)}\0${canonical(policy)}`;
   const cached = cache.get(key);
   if (cached && [...cached.refs].every(([ref, h]) => readHash(read, ref) === h)) return cached.result;
-  const { result, refs } = await parseInThread(file, text, read, policy);
+  // A parse the limits cut short is not cached (it has no refs): a document parsed within them is the same document under others.
+  const { result, refs } = await parseInThread(file, text, read, policy, limits);
   if (refs) {
     cache.delete(key);
     cache.set(key, { result, refs: new Map(refs) });

@@ -7,8 +7,8 @@
  *
  * One thread serves every parse, started on first use and stopped when it has been idle a while:
  * the parser and its compiled schemas (~60 MB) are not kept in a gateway that only parses at
- * reloads. A thread that dies (out of its memory limit on a hostile document) or overruns
- * `PARSE_TIMEOUT_MS` fails the parses it had with a problem; the next parse starts a new one.
+ * reloads. A thread that dies (out of its heap, `asyncapiParser.maxHeapMb`) or overruns a parse's
+ * `asyncapiParser.timeoutMs` fails the parses it had with a problem; the next parse starts a new one.
  */
 import { Worker } from 'node:worker_threads';
 import type { AsyncApiProblem } from './document.js';
@@ -22,10 +22,19 @@ export type FromParser = { kind: 'read'; id: number; read: number; file: string 
 
 /** A thread idle this long is stopped (its memory returned); the next parse starts another. */
 const IDLE_MS = 30_000;
-/** A parse not done by then is given up, and its thread stopped: no real document comes near it. */
-export const PARSE_TIMEOUT_MS = 60_000;
-/** The thread's heap: far above what any document the size limits of refs.ts admit needs. */
-const MAX_HEAP_MB = 1024;
+
+/**
+ * `asyncapiParser` in gateway.yaml. A parse not done within `timeoutMs` (its remote `$ref`
+ * fetches included) is given up and its thread stopped. `maxHeapMb` is the thread's heap: a
+ * 4 MiB document (refs.ts's cap) of plain channels parses in about 35 s within ~600 MB, and
+ * several such files a document `$ref`s need more; the default lets a gateway on a host with less
+ * memory than that be killed whole instead of losing only the thread, hence the setting.
+ */
+export interface ParserLimits {
+  timeoutMs: number;
+  maxHeapMb: number;
+}
+export const DEFAULT_PARSER_LIMITS: ParserLimits = { timeoutMs: 60_000, maxHeapMb: 1024 };
 
 interface Pending {
   file: string;
@@ -36,19 +45,22 @@ interface Pending {
 }
 
 let thread: Worker | undefined;
+/** The heap `thread` was started with: a parse asking for another gets a new thread once this one has nothing in hand. */
+let threadHeapMb = 0;
 let idleTimer: NodeJS.Timeout | undefined;
 let nextId = 1;
 const pending = new Map<number, Pending>();
 
 /** Parses `text` (the document at `file`) in the parser thread. */
-export function parseInThread(file: string, text: string, read: (absPath: string) => string, policy: RefPolicy): Promise<ParseOutcome> {
-  const worker = ensureThread();
+export function parseInThread(file: string, text: string, read: (absPath: string) => string, policy: RefPolicy, limits?: Partial<ParserLimits>): Promise<ParseOutcome> {
+  const { timeoutMs, maxHeapMb } = { ...DEFAULT_PARSER_LIMITS, ...limits };
+  const worker = ensureThread(maxHeapMb);
   const id = nextId++;
   // The thread keeps the process alive while it parses (a pending promise alone would not: a
   // `validate` would exit mid-parse), and not once idle, waiting to be stopped.
   worker.ref();
   return new Promise<ParseOutcome>((resolve, reject) => {
-    const timer = setTimeout(() => stop(worker, `parsing took longer than ${PARSE_TIMEOUT_MS / 1000} s`), PARSE_TIMEOUT_MS);
+    const timer = setTimeout(() => stop(worker, `parsing took longer than ${timeoutMs} ms (asyncapiParser.timeoutMs)`), timeoutMs);
     pending.set(id, { file, read, resolve, reject, timer });
     try {
       worker.postMessage({ kind: 'parse', id, file, text, policy } satisfies ToParser);
@@ -65,16 +77,29 @@ export function parserThreadRunning(): boolean {
   return thread !== undefined;
 }
 
-function ensureThread(): Worker {
+function ensureThread(maxHeapMb: number): Worker {
   clearTimeout(idleTimer);
-  if (thread) return thread;
+  if (thread && (threadHeapMb === maxHeapMb || pending.size > 0)) return thread;
+  // An idle thread with another heap (a reload changed maxHeapMb): forgotten first, so its exit fails no parse.
+  if (thread) {
+    const old = thread;
+    thread = undefined;
+    void old.terminate();
+  }
   // No flags of the process (`--input-type`, `--test`, a preload): the thread needs none, and some refuse a worker.
-  const worker = new Worker(new URL('./parse-worker.js', import.meta.url), { execArgv: [], resourceLimits: { maxOldGenerationSizeMb: MAX_HEAP_MB } });
+  const worker = new Worker(new URL('./parse-worker.js', import.meta.url), { execArgv: [], resourceLimits: { maxOldGenerationSizeMb: maxHeapMb } });
   worker.on('message', (m: FromParser) => answer(worker, m));
-  worker.on('error', (err) => stop(worker, err.message));
+  worker.on('error', (err) => stop(worker, threadError(err, maxHeapMb)));
   worker.on('exit', (code) => stop(worker, `the parser thread exited (code ${code})`));
   thread = worker;
+  threadHeapMb = maxHeapMb;
   return worker;
+}
+
+/** Why the thread failed, in the operator's terms: its heap is a setting. */
+function threadError(err: Error, maxHeapMb: number): string {
+  if ((err as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY') return `the parser ran out of its ${maxHeapMb} MB heap (asyncapiParser.maxHeapMb)`;
+  return err.message;
 }
 
 function answer(worker: Worker, m: FromParser): void {

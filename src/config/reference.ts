@@ -60,6 +60,7 @@ listeners:
 | \`include\` | no | config fragments to merge in: a file or glob, or a list of them, relative to the config file (see [include](#include)) |
 | \`asyncapi\` | no | AsyncAPI document path, or a list of paths, relative to the config file (2.0–3.1, YAML or JSON; see [asyncapi.md](asyncapi.md)) |
 | \`asyncapiRemoteRefs\` | no | \`{origins, timeoutMs?, maxBytes?}\`: origins remote \`$ref\`s in AsyncAPI documents may point to; remote references are off without it (see [asyncapi.md](asyncapi.md)) |
+| \`asyncapiParser\` | no | \`{timeoutMs?, maxHeapMb?}\`: how long an AsyncAPI document may take to parse and the parser thread's heap (see [asyncapiParser](#asyncapiparser)) |
 | \`admin\` | no | the admin API (health, readiness, status, reload); none when absent |
 | \`log\` | no | logging |
 | \`expressions\` | no | limits for JSONata evaluation |
@@ -126,6 +127,28 @@ leading out), and remote (\`http(s)://\`) \`$ref\`s are refused unless their ori
 asyncapiRemoteRefs:
   origins: [https://schemas.example.com]
   timeoutMs: 2000
+\`\`\`
+
+### asyncapiParser
+
+AsyncAPI documents are parsed in a thread of their own (the gateway's traffic goes on meanwhile),
+started at the first parse and stopped after 30 s idle. A document whose parse overruns
+\`timeoutMs\` or runs the thread out of its heap is refused with a problem at the document
+(\`the document could not be parsed: parsing took longer than 60000 ms (asyncapiParser.timeoutMs)\`,
+\`... the parser ran out of its 1024 MB heap (asyncapiParser.maxHeapMb)\`): a reload is rejected
+and the running config kept, an upload answered 422, \`validate\` exits 1; the thread is stopped
+and the next parse starts a new one. Parsing is CPU work: a 4 MiB document of plain channels (the
+largest accepted) takes about 35 s and ~600 MB, and a document may \`$ref\` several such files.
+
+| key | default | meaning |
+|---|---|---|
+| \`timeoutMs\` | \`60000\` | longest one document may take to parse, its remote \`$ref\` fetches included (each up to \`asyncapiRemoteRefs.timeoutMs\`, one after another when a fetched document refers further): keep it above those (1000 to 600000) |
+| \`maxHeapMb\` | \`1024\` | the parser thread's heap, in MB (32 to 16384). Below the memory the host or container leaves the gateway, so that a document too large for it costs the thread, not the process; a change applies from the next parse |
+
+\`\`\`yaml
+asyncapiParser:
+  timeoutMs: 120000
+  maxHeapMb: 512
 \`\`\`
 
 ### admin

@@ -205,6 +205,27 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           maxBytes: { type: 'integer', minimum: 1, maximum: 4_194_304, default: 1_048_576, description: 'Largest remote document accepted.' },
         },
       },
+      asyncapiParser: {
+        type: 'object',
+        description: 'The thread that parses AsyncAPI documents: how long a parse may take and how much memory it may use.',
+        additionalProperties: false,
+        properties: {
+          timeoutMs: {
+            type: 'integer',
+            minimum: 1000,
+            maximum: 600_000,
+            default: 60_000,
+            description: 'Longest one document may take to parse, its remote `$ref` fetches included; the document is refused after it.',
+          },
+          maxHeapMb: {
+            type: 'integer',
+            minimum: 32,
+            maximum: 16_384,
+            default: 1024,
+            description: "The parser thread's heap; a document whose parse needs more is refused (the gateway itself goes on).",
+          },
+        },
+      },
       admin: {
         type: 'object',
         description: 'The admin server: /healthz, /readyz, /metrics, /admin/status, the tap and the dashboard.',

@@ -52,6 +52,7 @@ export class AsyncApiCatalog {
             return ctx.readText(ref);
           },
           { root: resolve(ctx.dir), remote: ctx.config.asyncapiRemoteRefs },
+          ctx.config.asyncapiParser,
         );
         for (const p of parsed.problems) {
           ctx.diagnostics.push({ file: ctx.display(p.file), line: p.line, column: p.column, code: 'EG_CONFIG_ASYNCAPI', path: formatPath(p.path), message: `AsyncAPI: ${p.message}` });

@@ -1,3 +1,4 @@
+import type { ParserLimits } from '../asyncapi/parser-thread.js';
 import type { RemoteRefOptions } from '../asyncapi/refs.js';
 import type { ExpressionLimits } from '../expr/expression.js';
 import type { Qos, StartFrom } from '../kinds/contracts.js';
@@ -8,6 +9,7 @@ export interface RawConfig {
   version: 1;
   asyncapi?: string | string[];
   asyncapiRemoteRefs?: RemoteRefOptions;
+  asyncapiParser?: Partial<ParserLimits>;
   admin?: { port: number; host?: string; token?: string; drainTimeoutMs?: number; tap?: { maxPerSecond?: number }; allowedHosts?: string[] };
   log?: { level?: string; payloads?: boolean };
   expressions?: Partial<ExpressionLimits>;
