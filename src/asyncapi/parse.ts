@@ -119,6 +119,9 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
                 return admit(path, path, t);
               } catch (err) {
                 refs.set(path, 'missing');
+                // A file the gateway would not read (not a regular file, too large) is refused, never
+                // thrown: the parser would fall back to its own reader, which reads it anyway.
+                if (!/^E[A-Z]+: /.test((err as Error).message)) return refuse(path, `$ref refused: ${(err as Error).message}`);
                 throw err;
               }
             },

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { parseAsyncApi, type AsyncApiDocument, type AsyncApiMessage } from '../asyncapi/document.js';
 import { lookup, type AsyncApiRef } from '../asyncapi/lookup.js';
+import { MAX_DOCUMENT_BYTES } from '../asyncapi/refs.js';
 import { formatPath } from '../config/diagnostics.js';
 import type { PathPart } from '../config/source.js';
 import type { MessageContract, SchemaCheck } from '../kinds/contracts.js';
@@ -49,7 +50,7 @@ export class AsyncApiCatalog {
           text,
           (ref) => {
             if (!files.includes(ref)) files.push(ref);
-            return ctx.readText(ref);
+            return ctx.readRegularText(ref, MAX_DOCUMENT_BYTES);
           },
           { root: resolve(ctx.dir), remote: ctx.config.asyncapiRemoteRefs },
           ctx.config.asyncapiParser,

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import type { SchemaCheck } from '../kinds/contracts.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
@@ -137,6 +137,32 @@ export class CompileContext {
       this.files.set(abs, 'missing');
       throw err;
     }
+  }
+
+  /**
+   * readText() of a file an AsyncAPI document names (the document, or a file its `$ref` reads),
+   * which an upload may choose: read only when it is a regular file of at most `maxBytes`. The
+   * read happens on the gateway's thread, so a FIFO would hold it for good, and a large file
+   * (a log in the config's directory) was read whole before the size cap refused it.
+   */
+  readRegularText(abs: string, maxBytes: number): string {
+    // An upload's text in place of the file: checked by the parser like any document.
+    if (this.overrides?.has(abs)) return this.readText(abs);
+    let size: number;
+    try {
+      const st = statSync(abs);
+      if (!st.isFile()) throw new Error(`'${basename(abs)}' is not a regular file`);
+      size = st.size;
+      if (size > maxBytes) {
+        // A version of its own, so that a change to it (its size, its time) is a change of the config.
+        this.files.set(abs, `too large: ${size} ${st.mtimeMs}`);
+      }
+    } catch (err) {
+      this.files.set(abs, 'missing');
+      throw err;
+    }
+    if (size > maxBytes) throw new Error(`'${basename(abs)}' has ${size} bytes; at most ${maxBytes} are accepted`);
+    return this.readText(abs);
   }
 
   /** A JSON or YAML data file (a schema), parsed once per load with positions kept for its own problems. */

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
@@ -77,6 +78,27 @@ describe('eventgate validate with AsyncAPI documents', () => {
       lines[0]!,
       /^gateway\.yaml:11:\d+: invalid the payload schema of AsyncAPI message 'lightMeasured' at properties\.sentAt\.format: unknown format 'datetime' \(did you mean 'date-time'\?\)/,
     );
+  });
+
+  it('refuses a $ref to a file that is not a regular file or is over 4 MiB at the $ref, without reading it', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': 'version: 1\nasyncapi: [fifo.yaml, large.yaml]\n',
+      'fifo.yaml': streetlights30,
+      'large.yaml': streetlights30.replace('schemas/light-measured.yaml', 'schemas/large.yaml'),
+    });
+    mkdirSync(join(dir, 'schemas'));
+    // A named pipe nobody writes to: reading it would wait for ever (it held the gateway's thread).
+    execFileSync('mkfifo', [join(dir, 'schemas/light-measured.yaml')]);
+    // Read whole, on the gateway's thread, before the size cap refused it.
+    const large = `type: string\ndescription: ${'x'.repeat(5_000_000)}\n`;
+    writeFileSync(join(dir, 'schemas/large.yaml'), large);
+    const { code, stdout } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(code, 1);
+    const at = streetlights30.split('\n').findIndex((l) => l.includes('schemas/light-measured.yaml')) + 1;
+    assert.deepEqual(stdout.trim().split('\n').sort(), [
+      `fifo.yaml:${at}:15: AsyncAPI: $ref refused: 'light-measured.yaml' is not a regular file`,
+      `large.yaml:${at}:15: AsyncAPI: $ref refused: 'large.yaml' has ${large.length} bytes; at most 4194304 are accepted`,
+    ]);
   });
 
   it('reports what the AsyncAPI parser finds as FILE:LINE:COL in the document', async () => {
