@@ -88,6 +88,12 @@ export interface MessageContext {
    * earlier attempt (Problem.took). Those targets are not sent it again; the others are.
    */
   took?: readonly (Delivery | undefined)[];
+  /**
+   * On a consume route whose targets take message ids: the route's name and the consumed
+   * message's identity in its source (BrokerRuntime.sourceIdentity), the same on every try and
+   * every redelivery of that message. Broker targets make their `PublishOptions.messageId` of it.
+   */
+  source?: string;
 }
 
 /** One target's acknowledgement, as listed in the HTTP 200 body. */

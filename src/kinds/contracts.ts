@@ -246,6 +246,12 @@ export type Qos = 0 | 1 | 2;
 export interface PublishOptions {
   /** The target's `qos` (kinds with `takesQos` only); undefined, the broker's own choice. */
   readonly qos?: Qos;
+  /**
+   * On a consume route, to brokers with `takesMessageIds`: the same text each time the route
+   * writes this consumed message to this target (its source's identity, the route, the target),
+   * for a server that drops a second copy (JetStream's `Nats-Msg-Id`).
+   */
+  readonly messageId?: string;
 }
 
 export type StartFrom = 'earliest' | 'latest';
@@ -295,6 +301,15 @@ export interface BrokerRuntime {
    */
   connectedOnce?(until: Promise<unknown>): true | Promise<void>;
   publish(topic: string, msg: Message, options?: PublishOptions): Promise<Delivery>;
+  /** Whether publish() uses `PublishOptions.messageId` (a nats broker with `messageIds`): consume routes compute one only for such targets. */
+  readonly takesMessageIds?: boolean;
+  /**
+   * A consumed message's identity in this broker: the same each time the message is delivered
+   * again (a redelivery, a replayed offset), never that of another message the broker held or will
+   * hold (topics deleted and made again included); undefined when the broker has none for it (MQTT,
+   * AMQP, core NATS). Asked by consume routes whose targets take message ids.
+   */
+  sourceIdentity?(msg: Message): string | undefined;
   /**
    * publish() for brokers whose append cannot wait (the memory broker): the delivery at once, or a
    * throw. Route targets use it when present, so a message to such a broker costs no promise.

@@ -107,14 +107,18 @@ function unpublishableHeader(broker: string, headerProblem: (name: string, value
  * key expression, CloudEvents structured mode, and a message with a header the broker cannot carry
  * refused before it is sent. Publishes synchronously to brokers that can (publishNow: memory).
  */
-export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'broker' }>): Target {
+export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'broker' }>, index: number): Target {
   const key = t.key;
   const topicExpr = t.topicExpr;
   const now = broker.publishNow?.bind(broker);
   // The target's own QoS (mqtt), one object for every publish.
   const options: PublishOptions | undefined = t.qos === undefined ? undefined : { qos: t.qos };
+  const takesMessageIds = broker.takesMessageIds === true;
+  // A consumed message's id for this target: the route's source identity and the target's place in
+  // the route (two targets of a route to one stream are two messages there, not one).
+  const optionsFor = (ctx: MessageContext): PublishOptions | undefined => (takesMessageIds && ctx.source !== undefined ? { qos: t.qos, messageId: `${ctx.source}:${index}` } : options);
   const headerProblem = broker.headerProblem?.bind(broker);
-  const publish = (topic: string, out: Message): Delivery | Promise<Delivery> => {
+  const publish = (topic: string, out: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {
     if (headerProblem) {
       const refused = unpublishableHeader(broker.name, headerProblem, out.headers);
       if (refused) return Promise.reject(new TargetError(refused));
@@ -128,7 +132,7 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
     }
     let pending: Promise<Delivery>;
     try {
-      pending = broker.publish(topic, out, options);
+      pending = broker.publish(topic, out, optionsFor(ctx));
     } catch (err) {
       return Promise.reject(new TargetError(unavailable(broker.name, err)));
     }
@@ -157,7 +161,7 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
     }
     const why = typeof name !== 'string' || name === '' ? 'not a non-empty string' : broker.topicProblem?.(name);
     if (why) throw new TargetError(problem('EG_EXPRESSION_FAILED', `topic expression gave ${JSON.stringify(name) ?? 'nothing'}, which is not a topic of broker '${broker.name}': ${why}`));
-    return publish(name as string, await withKey(msg, ctx));
+    return publish(name as string, await withKey(msg, ctx), ctx);
   };
   return {
     send(original, ctx) {
@@ -166,7 +170,7 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
       if (topicExpr) return dynamicTopic(msg, ctx);
       // A literal topic (the common case) costs nothing, and a fast-path key no microtask.
       const out = withKey(msg, ctx);
-      return out instanceof Promise ? out.then((m) => publish(t.topic, m)) : publish(t.topic, out);
+      return out instanceof Promise ? out.then((m) => publish(t.topic, m, ctx)) : publish(t.topic, out, ctx);
     },
   };
 }

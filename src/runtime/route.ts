@@ -129,6 +129,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * the names still connecting, and the promise of all of them. No message is tried meanwhile.
    */
   private connecting: { brokers: Set<string>; done: Promise<void> } | undefined;
+  /**
+   * A consume route's source broker's identity of a consumed message, when it has one and a target
+   * takes message ids (a nats broker: JetStream's `Nats-Msg-Id` drops a second copy of a message
+   * the route writes again, after a redelivery or a try whose outcome was unknown).
+   */
+  private sourceIdentity: ((msg: Message) => string | undefined) | undefined;
 
   constructor(
     readonly plan: RoutePlan,
@@ -152,7 +158,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const checks = byteChecks.length > 0 && byteChecks.every((b) => b !== undefined) ? (byteChecks as ((buf: Buffer, start: number, end: number) => boolean)[]) : undefined;
     this.credentialHeaders = new Set([...CREDENTIAL_HEADERS, ...this.steps.flatMap((s) => s.credentialHeaders ?? [])]);
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
-    this.targets = plan.to.map((t) => this.target(t));
+    this.targets = plan.to.map((t, i) => this.target(t, i));
     this.delivers = this.targets.length > 0;
     // Called per record of a produce request: one step's check as it is, without a loop or a method of the route's.
     const accepts = checks?.length === 1 ? checks[0]! : checks && ((buf: Buffer, start: number, end: number) => checks.every((c) => c(buf, start, end)));
@@ -173,7 +179,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (dl) this.deadletter = { broker: deps.brokers.get(dl.broker)!, topic: dl.topic, options: dl.qos === undefined ? undefined : { qos: dl.qos } };
   }
 
-  private target(t: TargetPlan): Target {
+  private target(t: TargetPlan, index: number): Target {
     if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format, route: this.name });
     if (t.type === 'http') {
       const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name, (text) => this.shown(text));
@@ -181,7 +187,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       return webhook;
     }
     const broker = this.deps.brokers.get(t.broker)!;
-    return brokerTarget(broker, t);
+    return brokerTarget(broker, t, index);
   }
 
   /**
@@ -597,6 +603,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const ordered = this.webhooks.filter((w) => w.ordered);
     const orderKeys = inFlight > 1 && ordered.length > 0 ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;
     this.connecting = this.firstConnections();
+    const takesIds = this.plan.to.some((t) => t.type === 'broker' && this.deps.brokers.get(t.broker)?.takesMessageIds === true);
+    this.sourceIdentity = takesIds ? broker.sourceIdentity?.bind(broker) : undefined;
     this.subscription = broker.subscribe(
       { topic: from.topic, group, route: this.name, startFrom: from.startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys, qos: from.qos },
       (msg) => this.consume(fromConsumedRecord(msg)),
@@ -710,7 +718,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private consume(msg: Message): Promise<void> {
     if (this.connecting) return this.onceConnected(() => this.consume(msg));
     // Most messages pass at the first try: that costs one promise callback (check()'s), no retry state.
-    const ctx: MessageContext = { route: this.name };
+    const source = this.sourceIdentity?.(msg);
+    const ctx: MessageContext = { route: this.name, source: source === undefined ? undefined : `${this.name}:${source}` };
     const first = this.check(msg, ctx, 'first');
     if (first instanceof Promise) return first as Promise<void>;
     const after = this.afterFirst(msg, ctx, first);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Backoff, pause } from '../../core/backoff.js';
 import { approxMessageBytes } from '../../core/heap-size.js';
 import { InFlightWindow } from '../../core/in-flight-window.js';
@@ -94,7 +95,11 @@ class Topic {
   first = 0;
   readonly groups = new Map<string, Group>();
 
-  constructor(readonly name: string) {}
+  constructor(
+    readonly name: string,
+    /** This topic among every topic of its broker's life (one evicted and made again is another): for sourceIdentity. */
+    readonly incarnation: string,
+  ) {}
 
   get end(): number {
     return this.first + this.size;
@@ -167,6 +172,13 @@ export class MemoryBroker implements BrokerRuntime {
     this.dispatchedThisTurn = 0;
   };
   private readonly telemetry: BrokerTelemetry | undefined;
+  /**
+   * This broker's life (random): its topics, and their offsets, begin again with a new one (a
+   * restart, a reload that replaces the broker), so a consumed message's identity names it.
+   */
+  private readonly incarnation = randomBytes(6).toString('base64url');
+  /** Topics made so far (the number in each Topic's incarnation). */
+  private topicsMade = 0;
   /** settle() waiting for the groups to move on: told after each message a group settles. */
   private progressWaiters: (() => void)[] = [];
 
@@ -219,6 +231,12 @@ export class MemoryBroker implements BrokerRuntime {
 
   health() {
     return { ready: true };
+  }
+
+  /** A consumed message's identity: its topic's incarnation (this broker's life, the topic's) and its offset. */
+  sourceIdentity(msg: Message): string | undefined {
+    const topic = msg.topic === null ? undefined : this.topics.get(msg.topic);
+    return topic === undefined || msg.offset === null ? undefined : `memory/${topic.incarnation}/${msg.offset}`;
   }
 
   /** A topic a topic expression named: any name up to Kafka's length. */
@@ -315,7 +333,7 @@ export class MemoryBroker implements BrokerRuntime {
     let t = this.topics.get(name);
     if (!t) {
       if (publishing && this.topics.size >= this.maxTopics) this.evictTopic(name);
-      t = new Topic(name);
+      t = new Topic(name, `${this.incarnation}.${(this.topicsMade++).toString(36)}`);
       this.topics.set(name, t);
     }
     return t;

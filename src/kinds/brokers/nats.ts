@@ -62,6 +62,13 @@ const options = kindOptions('nats', {
     100,
     'How often the client asks the server for a PONG. A connection with two PINGs unanswered is declared lost (`/readyz` 503, reconnecting): a server that stopped answering without closing the connection (frozen, or a network path silently gone) is seen within two to three intervals.',
   ),
+  messageIds: Type.Optional(
+    Type.Boolean({
+      default: true,
+      description:
+        "A consume route that writes a message to a JetStream subject sends it with a `Nats-Msg-Id` made of where the message came from (a Kafka cluster id, topic, partition, offset and record timestamp; a JetStream stream, its creation time and the sequence; a memory topic's offset in that broker's life), the route, the target's place in it and the subject: the same on every try and every redelivery, so the stream's duplicate window (`duplicate_window`, 2 minutes by default) keeps one copy of a message the route writes twice (its source delivering it again after a restart or a rebalance, a try whose PubAck was lost with the connection). Messages from MQTT, AMQP, core NATS subjects and HTTP or WebSocket publishes have no such identity and get none. A `Nats-Msg-Id` header the message already has (any case) goes on as it is, instead. `false`: no `Nats-Msg-Id` is added, each write is a new message in the stream.",
+    }),
+  ),
   ackTimeoutMs: int(
     5000,
     1,
@@ -95,6 +102,7 @@ export interface NatsSettings {
   reconnectTimeWaitMs: number;
   pingIntervalMs: number;
   ackTimeoutMs: number;
+  messageIds: boolean;
 }
 
 const SERVER = /^((nats|tls|ws|wss):\/\/)?[^\s/:]+(:\d{1,5})?$/;
@@ -147,6 +155,7 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
     reconnectTimeWaitMs: o.reconnectTimeWaitMs ?? 500,
     pingIntervalMs: o.pingIntervalMs ?? 10000,
     ackTimeoutMs: o.ackTimeoutMs ?? 5000,
+    messageIds: o.messageIds ?? true,
   };
 }
 

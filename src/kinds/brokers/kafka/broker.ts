@@ -44,6 +44,8 @@ export class KafkaBroker implements BrokerRuntime {
   private readonly released = new Map<string, { sub: KafkaSubscription; timer: NodeJS.Timeout }>();
   /** Producer and consumer errors, for eventgate_kafka_*_errors_total. */
   private readonly telemetry: BrokerTelemetry | undefined;
+  /** The cluster's id, as its metadata said (probe()): in a consumed record's identity, which must not name a record of another cluster. */
+  private clusterId: string | undefined;
 
   constructor(
     readonly name: string,
@@ -159,6 +161,16 @@ export class KafkaBroker implements BrokerRuntime {
     this.subscriptions.delete(sub);
   }
 
+  /**
+   * A consumed record's identity: the cluster, topic, partition and offset, and the record's
+   * timestamp, which tells a topic deleted and made again (its offsets start at 0 again) from the
+   * one before. None until the cluster's id is known.
+   */
+  sourceIdentity(msg: Message): string | undefined {
+    if (this.clusterId === undefined || msg.offset === null) return undefined;
+    return `kafka/${this.clusterId}/${msg.topic}/${msg.partition}/${msg.offset}/${msg.timestamp}`;
+  }
+
   /** What each subscription last learnt about its partitions (read by /metrics; no request to the cluster). */
   consumerLag(): ConsumerLag[] {
     return [...this.subscriptions].flatMap((s) => s.lag());
@@ -179,9 +191,10 @@ export class KafkaBroker implements BrokerRuntime {
         // describeCluster asks for every topic's metadata, and kafkajs throws on the first topic or
         // partition error in the answer (a partition whose leader is offline, a topic being deleted):
         // a cluster that answered is reachable, whatever one of its topics says.
-        await this.admin.describeCluster().catch((err: unknown) => {
+        const cluster = await this.admin.describeCluster().catch((err: unknown) => {
           if (!answeredWithError(err)) throw err;
         });
+        if (cluster?.clusterId) this.clusterId = cluster.clusterId;
         this.markReady();
       } catch (err) {
         this.markDown((err as Error).message);

@@ -1,7 +1,7 @@
 import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
 import type { Logger } from '../../../log.js';
 import { offsetText, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, PublishOptions, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, leavesOnStop, NotConnected, Refused, singleValued } from '../acknowledgement.js';
 import { problem } from '../../../core/errors.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
@@ -68,12 +68,23 @@ const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
 /** A JetStream consumer's unacknowledged messages, in pulls (`prefetch`): room for windows lost with connections, and for other instances sharing it. */
 const MAX_ACK_PENDING_WINDOWS = 10;
 
-function toHeaders(h: Record<string, string>): MsgHdrs | undefined {
+/** JetStream's header that its duplicate window drops a second message by. */
+const MSG_ID = 'Nats-Msg-Id';
+
+function toHeaders(h: Readonly<Record<string, string>>, msgId?: string): MsgHdrs | undefined {
   const names = Object.keys(h);
-  if (names.length === 0) return undefined;
+  if (names.length === 0 && msgId === undefined) return undefined;
   const out = lib.headers();
   for (const n of names) out.set(n, h[n]!);
+  if (msgId !== undefined) out.set(MSG_ID, msgId);
   return out;
+}
+
+/** Whether the message has its own `Nats-Msg-Id`, in any case (nats-server reads the exact name only: ours beside it would win). */
+function hasMsgId(h: Readonly<Record<string, string>>): boolean {
+  if (h[MSG_ID] !== undefined) return true;
+  for (const n in h) if (n.length === MSG_ID.length && n.toLowerCase() === 'nats-msg-id') return true;
+  return false;
 }
 
 function fromHeaders(h: MsgHdrs | undefined): Record<string, string> {
@@ -119,6 +130,13 @@ export class NatsBroker implements BrokerRuntime {
 
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private readonly deadlines: AckDeadlines;
+  /** Consume routes send a consumed message's id with their JetStream publishes (`messageIds`). */
+  readonly takesMessageIds: boolean;
+  /**
+   * When each stream was created, as the server said when the broker declared or checked it: in a
+   * consumed message's identity, since a stream deleted and made again numbers its messages from 1 again.
+   */
+  private readonly streamCreated = new Map<string, string>();
 
   constructor(
     readonly name: string,
@@ -126,6 +144,7 @@ export class NatsBroker implements BrokerRuntime {
     env: RuntimeEnv,
   ) {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
+    this.takesMessageIds = settings.messageIds;
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'nats');
     for (const stream of Object.keys(settings.streams)) this.streams.set(stream, new MissingTopology(this.log, `nats stream '${stream}'`));
@@ -215,7 +234,7 @@ export class NatsBroker implements BrokerRuntime {
     for (const [name, st] of waiting) {
       if (this.stopped) return;
       try {
-        await declareStream(this.jsm, name, this.settings.streams[name]!);
+        this.streamCreated.set(name, await declareStream(this.jsm, name, this.settings.streams[name]!));
         st.found();
         for (const sub of this.subscriptions) sub.streamFound(name);
       } catch (err) {
@@ -263,6 +282,11 @@ export class NatsBroker implements BrokerRuntime {
     const wait = this.recheckBackoff.delay();
     st.missing(detail, wait);
     if (!this.rechecking) this.recheckLater(this.nc, wait);
+  }
+
+  /** Stream `name` as a route found it when it started reading it: when it was created (sourceIdentity). */
+  streamSeen(name: string, created: string): void {
+    this.streamCreated.set(name, created);
   }
 
   /** The JetStream manager, once the server answered for it. */
@@ -342,7 +366,7 @@ export class NatsBroker implements BrokerRuntime {
     return undefined;
   }
 
-  publish(topic: string, msg: Message): Promise<Delivery> {
+  publish(topic: string, msg: Message, options?: PublishOptions): Promise<Delivery> {
     const nc = this.nc;
     if (this.stopped) return Promise.reject(new Error(`broker '${this.name}' is stopped`));
     if (!nc || !this.state.ready || nc.isClosed()) {
@@ -359,8 +383,11 @@ export class NatsBroker implements BrokerRuntime {
     }
     const data = Buffer.from(valuePayload(msg));
     // Less a content-encoding that no longer describes the payload (a step changed it).
-    const headers = toHeaders(sentHeaders(msg));
+    const sent = sentHeaders(msg);
     if (stream !== null) {
+      // A consumed message's id (on a consume route), for the stream to drop a copy written again; the subject: one message per subject written.
+      const id = options?.messageId;
+      const headers = toHeaders(sent, id === undefined || hasMsgId(sent) ? undefined : `${id}:${topic}`);
       return this.js!.publish(topic, data, headers).then(
         (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: offsetText(seq) }),
         (err: Error) => {
@@ -372,7 +399,7 @@ export class NatsBroker implements BrokerRuntime {
     // Core NATS: a flush round trip proves the server read it; nothing stores it.
     coalesceWrites(socketOf(nc));
     try {
-      nc.publish(topic, data, { headers });
+      nc.publish(topic, data, { headers: toHeaders(sent) });
     } catch (err) {
       this.telemetry?.producerError();
       return Promise.reject(tooLargeFor(nc, err as Error, data.length) ?? err);
@@ -382,6 +409,17 @@ export class NatsBroker implements BrokerRuntime {
       this.telemetry?.producerError();
       throw err;
     });
+  }
+
+  /**
+   * A JetStream message's identity: its stream, the stream's creation time and its sequence (a
+   * core message has none: nothing delivers it again).
+   */
+  sourceIdentity(msg: Message): string | undefined {
+    if (msg.offset === null || msg.topic === null) return undefined;
+    const stream = this.streamOf(msg.topic);
+    const created = stream === null ? undefined : this.streamCreated.get(stream);
+    return created === undefined ? undefined : `nats/${stream}/${created}/${msg.offset}`;
   }
 
   /** The stream that stores `subject`, or null (core NATS), remembered per subject (up to a bound: subjects may be computed per message). */
@@ -423,21 +461,19 @@ export class NatsBroker implements BrokerRuntime {
   }
 }
 
-async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream): Promise<void> {
-  if (!st.declare) {
-    await jsm.streams.info(name);
-    return;
-  }
+/** Declares stream `name` (or checks it exists): when the server created it. */
+async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream): Promise<string> {
+  if (!st.declare) return (await jsm.streams.info(name)).created;
   const config: Partial<StreamConfig> = { name, subjects: st.subjects, storage: st.storage as StreamConfig['storage'] };
   if (st.maxAgeMs) config.max_age = lib.nanos(st.maxAgeMs);
   if (st.maxMessages) config.max_msgs = st.maxMessages;
   if (st.replicas) config.num_replicas = st.replicas;
   try {
     await jsm.streams.info(name);
-    await jsm.streams.update(name, config);
+    return (await jsm.streams.update(name, config)).created;
   } catch (err) {
     if (!/stream not found/i.test((err as Error).message)) throw err;
-    await jsm.streams.add(config);
+    return (await jsm.streams.add(config)).created;
   }
 }
 
@@ -579,6 +615,8 @@ class NatsSubscription {
       }
       try {
         await this.putConsumer(jsm, stream, name);
+        // The stream may have been made again since the broker declared it (its messages numbered from 1 again).
+        this.broker.streamSeen(stream, (await jsm.streams.info(stream)).created);
         const consumer = await nc.jetstream().consumers.get(stream, name);
         const messages = await consumer.consume({ max_messages: this.settings.prefetch });
         this.close = () => void messages.close();
