@@ -114,7 +114,7 @@ routes:
     const twos = writes.filter((m) => n(m) === 2);
     assert.ok(twos.length >= 2, `record 2 written ${twos.length} times`);
     const ids = writes.map((m) => m.headers['Nats-Msg-Id']);
-    assert.match(ids[0] ?? '', /^copy:kafka\/[^/]+\/[^/]+\/0\/\d+\/\d+:0:copy\.out$/);
+    assert.match(ids[0] ?? '', /^eventgate:copy:kafka\/[^/]+\/[^/]+\/0\/\d+\/\d+:0:copy\.out$/);
     assert.equal(new Set(twos.map((m) => m.headers['Nats-Msg-Id'])).size, 1);
     assert.equal(new Set(ids).size, 3, 'one id per record');
 
@@ -124,5 +124,110 @@ routes:
       bodies.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
     }
     assert.deepEqual(bodies, [1, 2, 3], 'each record once in the stream');
+  });
+});
+
+/**
+ * Messages from JetStream and HTTP: a JetStream message a route writes again after a redelivery
+ * (the gateway killed before its ack) is stored once; a `Nats-Msg-Id` the gateway made for another
+ * write, which a message read back from a stream carries, is not sent again (each target of a
+ * fan-out into one stream got the same id, and the stream kept one of them); an HTTP client's
+ * `Nats-Msg-Id`, which node lower-cases, reaches nats-server under the name it reads.
+ */
+describe('nats: Nats-Msg-Id of messages from JetStream and HTTP', () => {
+  let nats: MessageServer;
+  let proxy: TcpProxy;
+  let peer: RawNats;
+  let yaml: string;
+  const running: RunningGateway[] = [];
+
+  before(async () => {
+    nats = await startNats();
+    proxy = await TcpProxy.start(nats.port);
+    peer = await RawNats.connect(nats);
+    yaml = `
+version: 1
+admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
+brokers:
+  # Read directly, written through the proxy, which may hold the PubAcks only.
+  source:
+    kind: nats
+    servers: nats://127.0.0.1:${nats.port}
+    ackWaitMs: 2000
+    streams:
+      IN: { subjects: [in.>] }
+  nats:
+    kind: nats
+    servers: nats://127.0.0.1:${proxy.port}
+    ackTimeoutMs: 1000
+    streams:
+      OUT: { subjects: [out.>] }
+routes:
+  - name: pub
+    from: { listener: api, path: /pub }
+    to: { broker: nats, topic: out.http }
+  - name: fan
+    from: { broker: source, topic: in.fan }
+    to: [{ broker: nats, topic: out.one }, { broker: nats, topic: out.two }]
+  - name: again
+    from: { broker: source, topic: in.again }
+    to: { broker: nats, topic: out.again }
+`;
+  });
+  after(async () => {
+    for (const gw of running) await gw.stop('SIGKILL');
+    peer?.close();
+    await Promise.all([proxy?.stop(), nats?.stop()]);
+  });
+
+  const start = async () => {
+    const gw = await startGateway(yaml);
+    running.push(gw);
+    for (const route of ['fan', 'again']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000);
+    return gw;
+  };
+  /** The stored messages of stream OUT on `subject`, in order: their `n`. */
+  const storedOn = async (subject: string): Promise<number[]> => {
+    const { state } = (await jsApi(peer, '$JS.API.STREAM.INFO.OUT', {})) as { state: { last_seq: number } };
+    const ns: number[] = [];
+    for (let seq = 1; seq <= state.last_seq; seq++) {
+      const got = (await jsApi(peer, '$JS.API.STREAM.MSG.GET.OUT', { seq })) as { message?: { subject: string; data: string } };
+      if (got.message?.subject === subject) ns.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
+    }
+    return ns;
+  };
+
+  it('a JetStream message delivered again after the gateway died before its ack is stored once', async () => {
+    const sid = await peer.subscribe('out.again');
+    const first = await start();
+    proxy.holdReplies();
+    await peer.jsPublish('in.again', JSON.stringify({ n: 1 }));
+    await eventually(async () => assert.deepEqual(await storedOn('out.again'), [1]), 10000, 100);
+    await first.waitForLog((l) => l.route === 'again' && l.msg === 'message failed', 10000);
+    await first.stop('SIGKILL');
+    proxy.releaseReplies();
+    await start();
+    // JetStream delivers the unacknowledged message again (ackWaitMs), and the route writes it again.
+    const [one, two] = await peer.take(sid, 2, 20000);
+    assert.match(one!.headers['Nats-Msg-Id'] ?? '', /^eventgate:again:nats\/IN\/[^/]+\/1:0:out\.again$/);
+    assert.equal(two!.headers['Nats-Msg-Id'], one!.headers['Nats-Msg-Id']);
+    assert.deepEqual(await storedOn('out.again'), [1], 'stored once');
+  });
+
+  it("a fan-out into one stream of a message carrying another write's gateway-made id stores a copy per target", async () => {
+    await peer.jsPublish('in.fan', JSON.stringify({ n: 2 }), { 'Nats-Msg-Id': 'eventgate:elsewhere:memory/x/0:0:in.fan' });
+    await eventually(async () => assert.deepEqual([await storedOn('out.one'), await storedOn('out.two')], [[2], [2]]), 10000, 100);
+  });
+
+  it("an HTTP client's Nats-Msg-Id is the id nats-server reads: a request sent twice is stored once", async () => {
+    const gw = running[running.length - 1]!;
+    for (let i = 0; i < 2; i++) {
+      const res = await fetch(gw.url('api', '/pub'), { method: 'POST', headers: { 'content-type': 'application/json', 'Nats-Msg-Id': 'order-3' }, body: JSON.stringify({ n: 3 }) });
+      assert.equal(res.status, 200);
+    }
+    await peer.jsPublish('out.http', JSON.stringify({ n: 4 }));
+    assert.deepEqual(await storedOn('out.http'), [3, 4]);
   });
 });

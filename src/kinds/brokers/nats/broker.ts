@@ -12,6 +12,7 @@ import { reconnectBackoff } from '../../../core/backoff.js';
 import { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
 import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import { publishSubjectProblem } from './subjects.js';
+import { MSG_ID, msgIdChange, type MsgIdChange } from './msg-id.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 
 /**
@@ -68,23 +69,14 @@ const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
 /** A JetStream consumer's unacknowledged messages, in pulls (`prefetch`): room for windows lost with connections, and for other instances sharing it. */
 const MAX_ACK_PENDING_WINDOWS = 10;
 
-/** JetStream's header that its duplicate window drops a second message by. */
-const MSG_ID = 'Nats-Msg-Id';
-
-function toHeaders(h: Readonly<Record<string, string>>, msgId?: string): MsgHdrs | undefined {
+/** The message's headers as NATS headers; with `Nats-Msg-Id` changed as `msgId` says. */
+function toHeaders(h: Readonly<Record<string, string>>, msgId?: MsgIdChange): MsgHdrs | undefined {
   const names = Object.keys(h);
-  if (names.length === 0 && msgId === undefined) return undefined;
+  if (names.length === 0 && msgId?.id === undefined) return undefined;
   const out = lib.headers();
-  for (const n of names) out.set(n, h[n]!);
-  if (msgId !== undefined) out.set(MSG_ID, msgId);
+  for (const n of names) if (n !== msgId?.replaces) out.set(n, h[n]!);
+  if (msgId?.id !== undefined) out.set(MSG_ID, msgId.id);
   return out;
-}
-
-/** Whether the message has its own `Nats-Msg-Id`, in any case (nats-server reads the exact name only: ours beside it would win). */
-function hasMsgId(h: Readonly<Record<string, string>>): boolean {
-  if (h[MSG_ID] !== undefined) return true;
-  for (const n in h) if (n.length === MSG_ID.length && n.toLowerCase() === 'nats-msg-id') return true;
-  return false;
 }
 
 function fromHeaders(h: MsgHdrs | undefined): Record<string, string> {
@@ -385,9 +377,8 @@ export class NatsBroker implements BrokerRuntime {
     // Less a content-encoding that no longer describes the payload (a step changed it).
     const sent = sentHeaders(msg);
     if (stream !== null) {
-      // A consumed message's id (on a consume route), for the stream to drop a copy written again; the subject: one message per subject written.
-      const id = options?.messageId;
-      const headers = toHeaders(sent, id === undefined || hasMsgId(sent) ? undefined : `${id}:${topic}`);
+      // A consumed message's id (on a consume route), for the stream to drop a copy written again.
+      const headers = toHeaders(sent, msgIdChange(sent, options?.messageId, topic));
       return this.js!.publish(topic, data, headers).then(
         (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: offsetText(seq) }),
         (err: Error) => {

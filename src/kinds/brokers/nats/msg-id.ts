@@ -1,0 +1,37 @@
+/** The header JetStream's duplicate window drops a second message by (nats-server reads this exact name only). */
+export const MSG_ID = 'Nats-Msg-Id';
+
+/** What begins every `Nats-Msg-Id` the gateway makes, so that a route reading it back knows it is not a publisher's. */
+export const GATEWAY_MSG_ID = 'eventgate:';
+
+/** A JetStream publish's `Nats-Msg-Id` (`id`, none: sent without one), in place of the message's header `replaces`. */
+export interface MsgIdChange {
+  id: string | undefined;
+  replaces: string | undefined;
+}
+
+/**
+ * The `Nats-Msg-Id` a JetStream publish of a message with `headers` sends, when it is not the
+ * headers as they are (undefined):
+ * - the message's own, set by its publisher (in any case): it wins, under the name nats-server
+ *   reads (2.9 reads `Nats-Msg-Id` only, so the `nats-msg-id` an HTTP client's header becomes
+ *   dropped nothing);
+ * - one the gateway made (GATEWAY_MSG_ID: a route wrote the message to a stream this route reads):
+ *   it named that write, and is never sent again; this write's replaces it, or none;
+ * - otherwise this write's: `consumed` (a consume route's id of the message for this target,
+ *   PublishOptions.messageId) and the subject, when there is one.
+ */
+export function msgIdChange(headers: Readonly<Record<string, string>>, consumed: string | undefined, subject: string): MsgIdChange | undefined {
+  const own = headers[MSG_ID] !== undefined ? MSG_ID : headers['nats-msg-id'] !== undefined ? 'nats-msg-id' : consumed === undefined ? undefined : ownName(headers);
+  const ours = consumed === undefined ? undefined : `${GATEWAY_MSG_ID}${consumed}:${subject}`;
+  if (own === undefined) return ours === undefined ? undefined : { id: ours, replaces: undefined };
+  const value = headers[own]!;
+  if (value.startsWith(GATEWAY_MSG_ID)) return { id: ours, replaces: own };
+  return own === MSG_ID ? undefined : { id: value, replaces: own };
+}
+
+/** The message's `Nats-Msg-Id` header in a case other than the two usual ones, if any. */
+function ownName(headers: Readonly<Record<string, string>>): string | undefined {
+  for (const n in headers) if (n.length === MSG_ID.length && n.toLowerCase() === 'nats-msg-id') return n;
+  return undefined;
+}
