@@ -309,4 +309,44 @@ describe('memory broker', () => {
     assert.ok((seenA2.values[0] as { i: number }).i >= 17, `topic a was trimmed to stay under maxBytes (oldest now ${(seenA2.values[0] as { i: number }).i})`);
     await b.stop();
   });
+
+  it("gives a consumed message an identity of its own: the same when it is delivered again, another for a topic made again or another broker's life", async () => {
+    const { broker: b } = broker();
+    const seen: Message[] = [];
+    const sub = b.subscribe({ topic: 't', group: 'g', route: 'r', startFrom: 'earliest' }, async (m) => void seen.push(m));
+    b.publishNow('t', msg(1));
+    b.publishNow('t', msg(2));
+    await b.settle();
+    await sub.stop();
+    const [one, two] = seen.map((m) => b.sourceIdentity(m));
+    assert.match(one!, /^memory\/[A-Za-z0-9_-]{8}\.0\/0$/);
+    assert.notEqual(two, one);
+    // Read again from the start (another group): the same messages, the same identities.
+    const again: Message[] = [];
+    const sub2 = b.subscribe({ topic: 't', group: 'g2', route: 'r', startFrom: 'earliest' }, async (m) => void again.push(m));
+    await b.settle();
+    await sub2.stop();
+    assert.deepEqual(
+      again.map((m) => b.sourceIdentity(m)),
+      [one, two],
+    );
+    // Offset 0 of a topic of another broker (a restart: its topics begin again) is another message.
+    const { broker: next } = broker();
+    const later: Message[] = [];
+    const sub3 = next.subscribe({ topic: 't', group: 'g', route: 'r', startFrom: 'earliest' }, async (m) => void later.push(m));
+    next.publishNow('t', msg(1));
+    await next.settle();
+    await sub3.stop();
+    assert.notEqual(next.sourceIdentity(later[0]!), one);
+    // Not a message this broker holds: none.
+    assert.equal(b.sourceIdentity(msg(1)), undefined);
+  });
+
+  it('gives a topic dropped (maxTopics) and made again other identities', () => {
+    const b = new MemoryBroker('mem', { kind: 'memory', maxTopics: 1 }, { logger: pino({ level: 'silent' }) });
+    const at = (topic: string) => b.sourceIdentity({ ...msg(1), topic, offset: (b.publishNow(topic, msg(1)) as { offset: string }).offset });
+    const first = at('a');
+    at('b');
+    assert.notEqual(at('a'), first);
+  });
 });
