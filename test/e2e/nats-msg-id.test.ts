@@ -186,6 +186,8 @@ routes:
     const gw = await startGateway(yaml);
     running.push(gw);
     for (const route of ['fan', 'again']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000);
+    // Connected through the proxy, its streams declared: holding the proxy's replies holds PubAcks only.
+    await gw.waitForLog((l) => l.msg === 'nats connected' && l.broker === 'nats', 30000);
     return gw;
   };
   /** The stored messages of stream OUT on `subject`, in order: their `n`. */
