@@ -55,9 +55,10 @@ const produce = (from: number, count: number) =>
     Array.from({ length: count }, (_, i) => ({ value: JSON.stringify({ n: from + i }) })),
   );
 
-/** What the route's log says happened: tries failed, late answers that said the write was taken. */
+/** What the route's log says happened: tries failed, writes still out at their deadline, late answers that said the write was taken. */
 const logged = () => ({
   failed: gw.logs.filter((l) => l.msg === 'message failed').length,
+  outPastDeadline: gw.logs.filter((l) => l.msg.startsWith('a write is still out past its ack deadline')).length,
   takenLate: gw.logs.filter((l) => l.msg.startsWith('a write answered after its ack deadline was taken')).length,
 });
 
