@@ -163,6 +163,8 @@ admin: { port: 0, drainTimeoutMs: 60000 }
   } finally {
     unsubscribe('http.server.request.start', onRequest);
     client?.destroy();
+    // Released first: held, it would keep a failed test's shutdown waiting out drainTimeoutMs.
+    held.release();
     await gateway.shutdown();
     await fast.stop();
     await held.stop();
