@@ -83,14 +83,10 @@ routes:
   });
 });
 
-/** A stream through the JetStream API, as the nats CLI makes one; fails on the server's error. */
 /** A JetStream API request (`$JS.API.<api>`) over the raw connection; fails on an error answer. */
 async function jsApi(peer: RawNats, api: string, body: string): Promise<void> {
-  const inbox = `_INBOX.api.${Math.random().toString(36).slice(2)}`;
-  const sid = await peer.subscribe(inbox);
-  peer.publish(`$JS.API.${api}`, body, {}, inbox);
-  const [answer] = await peer.take(sid, 1);
-  assert.doesNotMatch(answer!.payload, /"error"/, answer!.payload);
+  const answer = await peer.request(`$JS.API.${api}`, body);
+  assert.doesNotMatch(answer.payload, /"error"/, answer.payload);
 }
 
 function createStream(peer: RawNats, name: string, subjects: string[]): Promise<void> {

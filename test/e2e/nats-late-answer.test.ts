@@ -6,15 +6,6 @@ import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
-/** A JetStream API request from a raw client: its JSON answer. */
-async function jsApi(peer: RawNats, subject: string, body: unknown): Promise<any> {
-  const inbox = `_INBOX.api.${Math.random().toString(36).slice(2)}`;
-  const sid = await peer.subscribe(inbox);
-  peer.publish(subject, JSON.stringify(body), {}, inbox);
-  const [reply] = await peer.take(sid, 1);
-  return JSON.parse(reply!.payload);
-}
-
 /**
  * A consume route (memory → a JetStream stream) whose PubAck comes after `ackTimeoutMs`: the
  * stream stored the message, the proxy holds the answer. The route's try fails at the deadline and
@@ -52,11 +43,11 @@ brokers:
       LATE: { subjects: [late.out] }
 ${lateAnswerRoutes('nats', 'late.out')}`;
   // Nothing stored while the stream's info is an error: the gateway may not have declared it yet (JetStream just started).
-  const count = async () => ((await jsApi(peer, '$JS.API.STREAM.INFO.LATE', {})) as { state?: { messages: number } }).state?.messages ?? 0;
+  const count = async () => ((await peer.jsApi('$JS.API.STREAM.INFO.LATE', {})) as { state?: { messages: number } }).state?.messages ?? 0;
   const bodiesFrom = async (first: number) => {
     const ns: number[] = [];
     for (let seq = first; seq <= (await count()); seq++) {
-      const got = (await jsApi(peer, '$JS.API.STREAM.MSG.GET.LATE', { seq })) as { message: { data: string } };
+      const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.LATE', { seq })) as { message: { data: string } };
       ns.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
     }
     return ns;

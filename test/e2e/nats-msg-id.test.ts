@@ -7,15 +7,6 @@ import { RawNats, type NatsReceived } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
-/** A JetStream API request from a raw client: its JSON answer. */
-async function jsApi(peer: RawNats, subject: string, body: unknown): Promise<any> {
-  const inbox = `_INBOX.api.${Math.random().toString(36).slice(2)}`;
-  const sid = await peer.subscribe(inbox);
-  peer.publish(subject, JSON.stringify(body), {}, inbox);
-  const [reply] = await peer.take(sid, 1);
-  return JSON.parse(reply!.payload);
-}
-
 /**
  * A Kafka record a consume route writes to a JetStream stream, delivered to the route again: the
  * gateway is killed after the stream stored the record (its PubAck held in a proxy) and before the
@@ -70,7 +61,7 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copy', 30000);
     return gw;
   };
-  const stored = async () => ((await jsApi(peer, '$JS.API.STREAM.INFO.COPY', {})) as { state: { messages: number } }).state.messages;
+  const stored = async () => ((await peer.jsApi('$JS.API.STREAM.INFO.COPY', {})) as { state: { messages: number } }).state.messages;
   const storedAtLeast = (n: number) =>
     eventually(
       async () => {
@@ -121,7 +112,7 @@ routes:
 
     const bodies: number[] = [];
     for (let seq = 1; seq <= (await stored()); seq++) {
-      const got = (await jsApi(peer, '$JS.API.STREAM.MSG.GET.COPY', { seq })) as { message: { data: string } };
+      const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.COPY', { seq })) as { message: { data: string } };
       bodies.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
     }
     assert.deepEqual(bodies, [1, 2, 3], 'each record once in the stream');
@@ -193,10 +184,10 @@ routes:
   };
   /** The stored messages of stream OUT on `subject`, in order: their `n`. */
   const storedOn = async (subject: string): Promise<number[]> => {
-    const { state } = (await jsApi(peer, '$JS.API.STREAM.INFO.OUT', {})) as { state: { last_seq: number } };
+    const { state } = (await peer.jsApi('$JS.API.STREAM.INFO.OUT', {})) as { state: { last_seq: number } };
     const ns: number[] = [];
     for (let seq = 1; seq <= state.last_seq; seq++) {
-      const got = (await jsApi(peer, '$JS.API.STREAM.MSG.GET.OUT', { seq })) as { message?: { subject: string; data: string } };
+      const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.OUT', { seq })) as { message?: { subject: string; data: string } };
       if (got.message?.subject === subject) ns.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
     }
     return ns;

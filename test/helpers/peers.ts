@@ -306,17 +306,28 @@ export class RawNats {
     this.socket.write(Buffer.concat([body, Buffer.from('\r\n')]));
   }
 
+  /** Publishes with a reply subject of its own and waits for the one reply (a request). */
+  async request(subject: string, payload: string | Buffer, headers: Record<string, string> = {}): Promise<NatsReceived> {
+    const inbox = `_INBOX.raw.${Math.random().toString(36).slice(2)}`;
+    const sid = await this.subscribe(inbox);
+    this.publish(subject, payload, headers, inbox);
+    const [reply] = await this.take(sid, 1);
+    return reply!;
+  }
+
+  /** A JetStream API request (`$JS.API...`, as the nats CLI sends them): its JSON answer. */
+  async jsApi(subject: string, body: unknown): Promise<any> {
+    return JSON.parse((await this.request(subject, JSON.stringify(body))).payload);
+  }
+
   /**
    * Publishes to a JetStream subject and waits for the stream's acknowledgement (the JSON reply
    * `{"stream","seq"}`), as a JetStream client does.
    */
   async jsPublish(subject: string, payload: string | Buffer, headers: Record<string, string> = {}): Promise<{ stream: string; seq: number }> {
-    const inbox = `_INBOX.raw.${Math.random().toString(36).slice(2)}`;
-    const sid = await this.subscribe(inbox);
-    this.publish(subject, payload, headers, inbox);
-    const [reply] = await this.take(sid, 1);
-    const ack = JSON.parse(reply!.payload) as { stream: string; seq: number; error?: unknown };
-    if (ack.error) throw new Error(`JetStream refused the message: ${reply!.payload}`);
+    const reply = await this.request(subject, payload, headers);
+    const ack = JSON.parse(reply.payload) as { stream: string; seq: number; error?: unknown };
+    if (ack.error) throw new Error(`JetStream refused the message: ${reply.payload}`);
     return ack;
   }
 
