@@ -50,7 +50,7 @@ for (const [kind, { call, env: variable }] of Object.entries(sharedRabbitKinds))
   rabbits.push(rabbit);
 }
 
-const child = spawn(process.execPath, ['--test', '--test-concurrency=3', '--test-timeout=120000', '--test-reporter=spec', ...files], { env, stdio: 'inherit' });
+const child = spawn(process.execPath, ['--test', '--test-concurrency=4', '--test-timeout=120000', '--test-reporter=spec', ...files], { env, stdio: 'inherit' });
 
 let signalled;
 for (const signal of ['SIGINT', 'SIGTERM']) {
