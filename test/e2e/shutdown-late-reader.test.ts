@@ -65,6 +65,8 @@ describe('a pipelining client that reads its answers late, at a drain', () => {
 
   it('on shutdown, a client that wrote far more than node read gets every answer though the gateway had no CPU for longer than the second its drain waits for answers to go out', () =>
     farAhead({ starveMs: 1500 }));
+
+  it('on shutdown, a client that never reads its answers does not hold the gateway: its connection is closed once nothing moves on it', () => neverReads());
 });
 
 /**
@@ -183,6 +185,49 @@ admin: { port: 0, drainTimeoutMs: 60000 }
     await gateway.shutdown();
     await fast.stop();
     await held.stop();
+  }
+}
+
+/**
+ * A client that pipelines 30 000 requests and never reads: node stops reading it once their
+ * answers fill the kernel's buffers. The drain's end waits while a connection still sends or reads
+ * (allSent in http.ts), so one on which nothing moves must not keep it waiting: the shutdown ends,
+ * and the connection with it.
+ */
+async function neverReads(): Promise<void> {
+  const fast = await HeldTarget.start();
+  fast.release();
+  const dir = tempFiles({ 'gateway.yaml': config(fast.url) });
+  const gateway = new Gateway({ configFile: `${dir}/gateway.yaml`, registry: defaultRegistry(), env: {}, logger: createLogger('silent'), watch: false });
+  let port = 0;
+  let server: Socket | undefined;
+  const onRequest = (m: unknown) => {
+    const { socket } = m as { socket: Socket };
+    if (socket.localPort === port) server ??= socket;
+  };
+  subscribe('http.server.request.start', onRequest);
+  let client: Socket | undefined;
+  try {
+    await gateway.start();
+    assert.equal(gateway.lastError, null);
+    port = gateway.listeners.get('api')!.address()!.port;
+    client = connect(port, '127.0.0.1');
+    await new Promise((resolve) => client!.once('connect', resolve));
+    client.pause();
+    client.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => client!.once('close', () => resolve()));
+    client.write('GET /nowhere HTTP/1.1\r\nHost: gateway\r\n\r\n'.repeat(30_000));
+    while (server?.isPaused() !== true) await new Promise((resolve) => setTimeout(resolve, 5));
+    await gateway.shutdown();
+    assert.ok(server.destroyed, 'the connection is closed when the shutdown is over');
+    // The client sees it end once it reads (what the kernel still held, then the reset).
+    client.resume();
+    await closed;
+  } finally {
+    unsubscribe('http.server.request.start', onRequest);
+    client?.destroy();
+    await gateway.shutdown();
+    await fast.stop();
   }
 }
 
