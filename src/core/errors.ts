@@ -91,6 +91,11 @@ export interface Problem {
    * (AckTimeout.late), for a consume route to wait for before it writes again. Never answered.
    */
   late?: readonly ({ wait(): Promise<Delivery | undefined> } | undefined)[];
+  /**
+   * With `late` on a fan-out failure: each target's own failure, in `to` order (undefined where it
+   * took the message), so a consume route can tell which failure stands once the late answers came.
+   */
+  targets?: readonly (Problem | undefined)[];
 }
 
 export function problem(code: ErrorCode, detail: string, extra: Partial<Problem> = {}): Problem {

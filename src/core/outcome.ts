@@ -13,7 +13,8 @@ export type Outcome =
   | { outcome: 'invalid'; problem: Problem }
   | { outcome: 'deadlettered'; deliveries: Delivery[]; errors: string[] }
   | { outcome: 'rejected'; problem: Problem }
-  | { outcome: 'failed'; problem: Problem };
+  /** `sent`: with writes still out past their ack deadline (`problem.late`), what the targets were sent, for the tap should the late answers deliver it. */
+  | { outcome: 'failed'; problem: Problem; sent?: Message };
 
 /**
  * What a step returns to end a message's way through the chain. A step that lets the message

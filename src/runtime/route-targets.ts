@@ -42,30 +42,38 @@ function tooDeep(err: unknown): boolean {
 export function everyTarget(sends: (Delivery | Promise<Delivery>)[]): Promise<Delivery[]> {
   return Promise.allSettled(sends).then((results) => {
     const took: (Delivery | undefined)[] = [];
+    const failures: (Problem | undefined)[] = [];
     let late: NonNullable<Problem['late']>[number][] | undefined;
     let first: Problem | undefined;
-    let count = 0;
     for (const [i, r] of results.entries()) {
       if (r.status === 'fulfilled') {
         took.push(r.value);
-        count++;
+        failures.push(undefined);
       } else {
         took.push(undefined);
         const failure = failureOf(r.reason);
+        failures.push(failure);
         first ??= failure;
         if (failure.late?.[0]) (late ??= [])[i] = failure.late[0];
       }
     }
     if (first === undefined) return took as Delivery[];
-    const detail =
-      count === 0
-        ? `${first.detail} (none of the ${results.length} targets took it)`
-        : `${first.detail}; ${count} of the ${results.length} targets took it (see deliveries): a retry sends it to them again`;
-    const failed: Problem = { ...first, detail, took };
-    if (late) failed.late = late;
-    else delete failed.late;
+    const failed: Problem = { ...first, detail: fanOutDetail(first.detail, took), took };
+    if (late) {
+      failed.late = late;
+      failed.targets = failures;
+    } else delete failed.late;
     throw new TargetError(failed);
   });
+}
+
+/** A fan-out failure's detail: the first failing target's, and how many of the targets took the message. */
+export function fanOutDetail(targetDetail: string, took: readonly (Delivery | undefined)[]): string {
+  let count = 0;
+  for (const d of took) if (d !== undefined) count++;
+  return count === 0
+    ? `${targetDetail} (none of the ${took.length} targets took it)`
+    : `${targetDetail}; ${count} of the ${took.length} targets took it (see deliveries): a retry sends it to them again`;
 }
 
 /** A target's send; a synchronous throw becomes a rejection. */

@@ -33,7 +33,7 @@ import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
 import type { StepStateStore } from './step-state.js';
-import { brokerTarget, everyTarget, sent, targetFailed, unavailable } from './route-targets.js';
+import { brokerTarget, everyTarget, fanOutDetail, sent, targetFailed, unavailable } from './route-targets.js';
 import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, UNTRACED, type MessageSpan, type SpanTemplate } from './trace.js';
 
 /** Header of a dead-lettered record batch that could not be decoded: `{topic, partition, offset, lastOffset}` it came from. */
@@ -371,7 +371,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const later = result;
       return later.pending.then<unknown, unknown>(
         (d) => this.settled(msg, ctx, later.outcome(d), startedAt, span, consuming),
-        (err) => this.settled(msg, ctx, targetFailed(err), startedAt, span, consuming),
+        (err) => this.settled(msg, ctx, later.failed(err), startedAt, span, consuming),
       );
     }
     if (result instanceof Promise) {
@@ -386,7 +386,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** settle() after the targets answered; for a consumed message, what follows its first outcome (consume()). */
   private settled(msg: Message, ctx: MessageContext, outcome: Outcome, startedAt: number, span: MessageSpan, consuming: Consuming | undefined): Outcome | Promise<unknown> | undefined {
     if (consuming === undefined) return this.settle(msg, outcome, startedAt, span);
-    if (outcome.outcome === 'failed' && outcome.problem.late) return this.settledLate(msg, ctx, outcome.problem, startedAt, span, consuming);
+    if (outcome.outcome === 'failed' && outcome.problem.late) return this.settledLate(msg, ctx, outcome, startedAt, span, consuming);
     const settled = this.settle(msg, outcome, startedAt, span);
     return consuming === 'first' ? this.afterFirst(msg, ctx, settled) : settled;
   }
@@ -396,23 +396,33 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * (AckTimeout.late): the writes' real outcomes decide the try's, so what the stats, the log and
    * the tap say is what became of the message. Every target took it, the late ones included: it is
    * delivered (and not written again). Otherwise the try failed, with what each target took so
-   * far for the next try to send the message to the others only. The wait is bounded by each
-   * broker's own backstop (docs/scaling.md, "Stalls and late answers").
+   * far for the next try to send the message to the others only, and a fan-out's count of them
+   * made again. The wait is bounded by each broker's own backstop (docs/scaling.md, "Stalls and
+   * late answers").
    */
-  private async settledLate(msg: Message, ctx: MessageContext, p: Problem, startedAt: number, span: MessageSpan, consuming: Consuming): Promise<unknown> {
+  private async settledLate(msg: Message, ctx: MessageContext, failed: Extract<Outcome, { outcome: 'failed' }>, startedAt: number, span: MessageSpan, consuming: Consuming): Promise<unknown> {
+    const p = failed.problem;
     this.deps.logger.warn(
       { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: this.shown(p.detail), traceId: span.traceId },
       'a write is still out past its ack deadline: the route waits for its answer before it tries the message again',
     );
     const took = await this.lateAnswers(msg, p.took, p.late!);
-    const { late: _answered, ...rest } = p;
-    // Delivered without `message`: the tap shows what the route received, not the targets' copy, which a failed try does not keep.
-    const tags = ctx.tagged;
-    const outcome: Outcome = !took.every((d) => d !== undefined)
-      ? { outcome: 'failed', problem: { ...rest, detail: `${rest.detail}; no late answer said it was taken`, took } }
-      : tags
-        ? { outcome: 'delivered', deliveries: took as Delivery[], tagged: true, tags }
-        : { outcome: 'delivered', deliveries: took as Delivery[], tagged: false };
+    const { late, targets, ...rest } = p;
+    let outcome: Outcome;
+    if (took.every((d) => d !== undefined)) {
+      const deliveries = took as Delivery[];
+      const tags = ctx.tagged;
+      if (failed.sent) outcome = deliveredOutcome(deliveries, failed.sent, tags);
+      else outcome = tags ? { outcome: 'delivered', deliveries, tagged: true, tags } : { outcome: 'delivered', deliveries, tagged: false };
+    } else {
+      // The failure that stands: the first target still without the message (a fan-out's targets
+      // that failed at once, or whose late answer did not take it), with a fan-out's count made again.
+      const i = took.indexOf(undefined);
+      const standing: Problem = targets?.[i] ?? rest;
+      const { late: _own, targets: _none, ...own } = standing;
+      const detail = late![i] === undefined ? own.detail : `${own.detail}; no late answer said it was taken`;
+      outcome = { outcome: 'failed', problem: { ...own, detail: targets ? fanOutDetail(detail, took) : detail, took } };
+    }
     const settled = this.settle(msg, outcome, startedAt, span);
     return consuming === 'first' ? this.afterFirst(msg, ctx, settled) : settled;
   }
@@ -912,9 +922,19 @@ class Later {
     return deliveredOutcome(Array.isArray(d) ? d : [d], this.m, this.tags);
   }
 
+  /** The outcome once a target failed with `err`; with writes still out (Problem.late), it keeps what they were sent. */
+  failed(err: unknown): Outcome {
+    const failed = targetFailed(err);
+    if (failed.outcome === 'failed' && failed.problem.late) failed.sent = this.m;
+    return failed;
+  }
+
   /** The outcome as a promise, for callers other than check(). */
   promise(): Promise<Outcome> {
-    return this.pending.then((d) => this.outcome(d), targetFailed);
+    return this.pending.then(
+      (d) => this.outcome(d),
+      (err) => this.failed(err),
+    );
   }
 }
 

@@ -1,6 +1,7 @@
+import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { useGateway } from '../helpers/gateway.js';
-import { lateAnswerRoutes, storedOnceDespiteLateAnswer } from '../helpers/late-answer.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { lateAnswerRoutes, pastDeadline, storedOnceDespiteLateAnswer } from '../helpers/late-answer.js';
 import { MosquittoSub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -16,14 +17,17 @@ describe('mqtt: a consume route whose PUBACK comes late', () => {
   let mqtt: MessageServer;
   let proxy: TcpProxy;
   let sub: MosquittoSub;
+  let fanSub: MosquittoSub;
 
   before(async () => {
     mqtt = await startMosquitto();
     proxy = await TcpProxy.start(mqtt.port);
     sub = await MosquittoSub.start(mqtt, 'late/out', 1);
+    fanSub = await MosquittoSub.start(mqtt, 'late/fan', 1);
   });
   after(async () => {
     sub?.stop();
+    fanSub?.stop();
     await Promise.all([proxy?.stop(), mqtt?.stop()]);
   });
 
@@ -34,11 +38,40 @@ admin: { port: 0 }
 brokers:
   mem: { kind: memory }
   devices: { kind: mqtt, url: "mqtt://127.0.0.1:${proxy.port}", clientId: eg-late-${process.pid}, qos: 1, ackTimeoutMs: 1000 }
-${lateAnswerRoutes('devices', 'late/out')}`,
+${lateAnswerRoutes('devices', 'late/out')}  - name: fan-in
+    from: { listener: api, path: /fan }
+    to: { broker: mem, topic: fanned }
+  - name: fan
+    from: { broker: mem, topic: fanned }
+    to:
+      - { broker: devices, topic: late/fan }
+      - { broker: devices, topic: { expression: missing } }
+`,
   );
 
   const copies = () => sub.all.map((m) => (JSON.parse(m.payload) as { n: number }).n);
 
   it('waits for the late PUBACK of its try: the message is published once', () =>
     storedOnceDespiteLateAnswer(gw, proxy, 'devices', { count: async () => copies().length, bodies: async () => copies() }));
+
+  it('a fan-out whose late answer took the message: its failure names the target that did not, and counts the one that did', async () => {
+    const from = gw.logs.length;
+    proxy.holdReplies();
+    const res = await fetch(gw.url('api', '/fan'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n: 7 }) });
+    assert.equal(res.status, 200);
+    // Target 1's topic expression fails at once; target 0's PUBACK waits in the proxy past the deadline.
+    await eventually(() => assert.equal(fanSub.all.length, 1, "mosquitto took the fan-out's first copy"), 10000);
+    await gw.waitForLog((l) => pastDeadline(l, 'fan'), 10000, from);
+    proxy.releaseReplies();
+    const first = await gw.waitForLog((l) => l.route === 'fan' && /^message (failed|dropped)$/.test(l.msg), 10000, from);
+    // Before, the deadline's reading stood: target 0's timeout, `none of the 2 targets took it`,
+    // though its late answer said it was taken.
+    assert.equal(first.code, 'EG_EXPRESSION_FAILED', JSON.stringify(first));
+    assert.match(String(first.detail), /^topic expression gave nothing.*; 1 of the 2 targets took it \(see deliveries\): a retry sends it to them again$/);
+    assert.deepEqual(
+      fanSub.all.map((m) => JSON.parse(m.payload) as unknown),
+      [{ n: 7 }],
+      'target 0 took it once: not sent it again',
+    );
+  });
 });

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
+import { WsClient } from './clients.js';
 import { eventually, type LogLine, type RunningGateway } from './gateway.js';
 import { scrape, type Scrape } from './prometheus.js';
 import type { TcpProxy } from './tcp-proxy.js';
 
 /**
  * The routes of a late-answer test: POST /in parks `{n}` on a memory topic, and the consume route
- * `out` publishes it to `topic` of `broker` (which the test reaches through a proxy).
+ * `out` publishes it, marked `routed` (so the tap's `output` differs from its `message`), to
+ * `topic` of `broker` (which the test reaches through a proxy).
  */
 export function lateAnswerRoutes(broker: string, topic: string): string {
   return `listeners:
@@ -16,6 +18,8 @@ routes:
     to: { broker: mem, topic: parked }
   - name: out
     from: { broker: mem, topic: parked }
+    through:
+      - transform: '$merge([$, {"routed": true}])'
     to: { broker: ${broker}, topic: ${topic} }
 `;
 }
@@ -69,7 +73,8 @@ export function producerErrors(s: Scrape, broker: string): number {
  * copies the server has; `server.bodies` the `n` of each, in order, read once at the end (it may
  * consume them): `[0, 1, 2]`, message 1 once. What the user reads says so too: three messages
  * delivered and none failed (the late answer decided the try's outcome), no consumer error for
- * the route, one producer error for the target broker (the publish that missed its deadline), and
+ * the route, one producer error for the target broker (the publish that missed its deadline), the
+ * live tap's event of message 1 delivered with the copy its target took (`output`; before, none), and
  * no `message failed` line. Before, the try counted and logged as failed, never delivered.
  */
 export async function storedOnceDespiteLateAnswer(gw: RunningGateway, proxy: TcpProxy, target: string, server: { count(): Promise<number>; bodies(): Promise<number[]> }): Promise<void> {
@@ -88,6 +93,8 @@ export async function storedOnceDespiteLateAnswer(gw: RunningGateway, proxy: Tcp
   };
   await post(0);
   await storedAtLeast(1);
+  const tap = await WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/tap?route=out`);
+  assert.equal((await tap.next()).type, 'hello');
   const from = gw.logs.length;
   proxy.holdReplies();
   await post(1);
@@ -103,6 +110,16 @@ export async function storedOnceDespiteLateAnswer(gw: RunningGateway, proxy: Tcp
   await post(2);
   await storedAtLeast(3);
   assert.deepEqual(await server.bodies(), [0, 1, 2], 'message 1 once: its first publish, acknowledged late');
+  try {
+    const shown = await tap.next(10000);
+    assert.deepEqual(
+      { outcome: shown.outcome, message: shown.message.value, output: shown.output?.value, deliveries: shown.deliveries?.length },
+      { outcome: 'delivered', message: { n: 1 }, output: { n: 1, routed: true }, deliveries: 1 },
+      'the tap: message 1 delivered, with the copy its target took',
+    );
+  } finally {
+    tap.close();
+  }
   const counts = await routeCounts(gw, 'out', 3);
   assert.deepEqual(
     { received: counts.received, delivered: counts.delivered, failed: counts.failed, consumerErrors: counts.consumerErrors },
