@@ -94,7 +94,13 @@ ${lateAnswerRoutes('nats', 'late.out')}`;
       proxy.cutAndHold();
       proxy.release();
       const [first, again] = await peer.take(sid, 2);
-      assert.deepEqual([JSON.parse(first!.payload), JSON.parse(again!.payload)], [{ n: 11, routed: true }, { n: 11, routed: true }]);
+      assert.deepEqual(
+        [JSON.parse(first!.payload), JSON.parse(again!.payload)],
+        [
+          { n: 11, routed: true },
+          { n: 11, routed: true },
+        ],
+      );
       assert.match(first!.headers['Nats-Msg-Id'] ?? '', /^eventgate:out:memory\/.+:0:late\.out$/);
       assert.equal(again!.headers['Nats-Msg-Id'], first!.headers['Nats-Msg-Id']);
       // 12 goes after 11 is done with: within 15 s only if the wait ended at the loss.
