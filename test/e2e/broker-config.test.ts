@@ -20,6 +20,7 @@ brokers:
     streams:
       ORDERS: { subjects: ["orders.>.x"] }
       bad.name: { subjects: [a] }
+      LOGS: { subjects: [logs], maxAgeMs: 60000, duplicateWindowMs: 120000 }
   qos:
     kind: mqtt
     url: mqtt://x
@@ -33,17 +34,18 @@ describe('mqtt, amqp and nats broker options under eventgate validate', () => {
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const lines = r.stdout.trim().split('\n');
-    assert.deepEqual(lines.slice(0, 6), [
+    assert.deepEqual(lines.slice(0, 7), [
       "gateway.yaml:5:10: 'http://wrong-scheme:1883' is not an MQTT server URL: expected mqtt://host:port (or mqtts, ws, wss)",
       "gateway.yaml:7:16: 'a/#/b' is not an MQTT topic filter: '#' must be a whole level, and the last one",
       "gateway.yaml:12:15: queue 'legacy' has declare: false (it must exist already), so it cannot also set bindings, deadLetterExchange or arguments",
       "gateway.yaml:15:14: 'bad host' is not a NATS server: expected nats://host:4222 or host:port",
       "gateway.yaml:17:28: 'orders.>.x' is not a NATS subject: dot-separated tokens, '*' a whole token, '>' only the last",
       "gateway.yaml:18:17: 'bad.name' cannot name a JetStream stream: use letters, digits, _ and -",
+      "gateway.yaml:19:69: duplicateWindowMs (120000) is longer than the stream's maxAgeMs (60000): a message id cannot be remembered longer than the message",
     ]);
     // qos: 3 is the schema's to refuse (its wording belongs to the config checker): no "did you mean '0'".
-    assert.equal(lines[6], 'gateway.yaml:22:10: brokers.qos.qos must be one of 0, 1, 2, got number 3');
-    assert.equal(lines.length, 7);
+    assert.equal(lines[7], 'gateway.yaml:23:10: brokers.qos.qos must be one of 0, 1, 2, got number 3');
+    assert.equal(lines.length, 8);
   });
 });
 

@@ -48,7 +48,7 @@ brokers:
     reconnectTimeWaitMs: 200
     ackTimeoutMs: ${ACK_TIMEOUT_MS}
     streams:
-      ORDERS: { subjects: ["orders.>"] }
+      ORDERS: { subjects: ["orders.>"], maxAgeMs: 3600000, duplicateWindowMs: 30000 }
       SCRATCH: { subjects: ["scratch.>"] }
 listeners:
   api: { kind: http, port: 0 }
@@ -101,6 +101,11 @@ routes:
     assert.ok(Number(d.offset) >= 1, JSON.stringify(d));
     const stored = await storedMessage(peer, 'ORDERS', Number(d.offset));
     assert.deepEqual(stored && { subject: stored.subject, value: JSON.parse(stored.data) }, { subject: 'orders.eu.created', value: { id: 1 } });
+  });
+
+  it('declares its streams as configured: maxAgeMs and duplicateWindowMs', async () => {
+    const info = (await peer.jsApi('$JS.API.STREAM.INFO.ORDERS', {})) as { config: { max_age: number; duplicate_window: number } };
+    assert.deepEqual({ maxAge: info.config.max_age, window: info.config.duplicate_window }, { maxAge: 3600e9, window: 30e9 });
   });
 
   it('publishes core subjects at most once, confirmed by the server, with headers', async () => {

@@ -20,6 +20,13 @@ const stream = Type.Object(
     storage: Type.Optional(oneOfStrings(['file', 'memory'], { default: 'file', description: 'Where the server stores the stream.' })),
     maxAgeMs: Type.Optional(Type.Integer({ minimum: 1, description: 'Messages older than this are removed.' })),
     maxMessages: Type.Optional(Type.Integer({ minimum: 1, description: 'Most messages the stream keeps.' })),
+    duplicateWindowMs: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description:
+          "How long the stream remembers each message's `Nats-Msg-Id`, dropping a copy written again with it meanwhile (a consume route's message handled again, a publisher's request sent again: docs/scaling.md, \"Duplicates a JetStream target drops\"). Unset: the server's (2 minutes, or `maxAgeMs` when shorter). At most `maxAgeMs`.",
+      }),
+    ),
     replicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 5, description: 'Copies in a clustered server.' })),
   },
   { additionalProperties: false },
@@ -83,6 +90,7 @@ export interface NatsStream {
   storage: 'file' | 'memory';
   maxAgeMs: number | undefined;
   maxMessages: number | undefined;
+  duplicateWindowMs: number | undefined;
   replicas: number | undefined;
 }
 
@@ -138,7 +146,24 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
         ok = false;
       }
     });
-    streams[name] = { subjects: st.subjects, declare: st.declare ?? true, storage: st.storage ?? 'file', maxAgeMs: st.maxAgeMs, maxMessages: st.maxMessages, replicas: st.replicas };
+    // nats-server refuses such a stream ("duplicates window can not be larger then max age") at connect: said here, at its line.
+    if (st.duplicateWindowMs !== undefined && st.maxAgeMs !== undefined && st.duplicateWindowMs > st.maxAgeMs) {
+      ctx.report(
+        ['streams', name, 'duplicateWindowMs'],
+        'EG_CONFIG_SCHEMA',
+        `duplicateWindowMs (${st.duplicateWindowMs}) is longer than the stream's maxAgeMs (${st.maxAgeMs}): a message id cannot be remembered longer than the message`,
+      );
+      ok = false;
+    }
+    streams[name] = {
+      subjects: st.subjects,
+      declare: st.declare ?? true,
+      storage: st.storage ?? 'file',
+      maxAgeMs: st.maxAgeMs,
+      maxMessages: st.maxMessages,
+      duplicateWindowMs: st.duplicateWindowMs,
+      replicas: st.replicas,
+    };
   }
   if (!ok) return undefined;
   return {

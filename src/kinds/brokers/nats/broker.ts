@@ -458,6 +458,7 @@ async function declareStream(jsm: JetStreamManager, name: string, st: NatsStream
   const config: Partial<StreamConfig> = { name, subjects: st.subjects, storage: st.storage as StreamConfig['storage'] };
   if (st.maxAgeMs) config.max_age = lib.nanos(st.maxAgeMs);
   if (st.maxMessages) config.max_msgs = st.maxMessages;
+  if (st.duplicateWindowMs) config.duplicate_window = lib.nanos(st.duplicateWindowMs);
   if (st.replicas) config.num_replicas = st.replicas;
   try {
     await jsm.streams.info(name);
