@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, withLogsOnFailure, type RunningGateway } from '../helpers/gateway.js';
 import { kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { pastDeadline } from '../helpers/late-answer.js';
+import { delivered, pastDeadline } from '../helpers/late-answer.js';
 import { RawNats, type NatsReceived } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -32,6 +32,7 @@ describe('nats: a Kafka record a route writes to JetStream again after a redeliv
     await kafka.createTopic(src, 1);
     yaml = `
 version: 1
+admin: { port: 0 }
 brokers:
   kafka:
     kind: kafka
@@ -74,49 +75,57 @@ routes:
   const produce = (n: number) => kcatProduce(kafka.bootstrap, src, [{ key: 'k', value: JSON.stringify({ n }) }]);
   const n = (m: NatsReceived) => (JSON.parse(m.payload) as { n: number }).n;
 
-  it('the record delivered again is stored once: its second write has the same Nats-Msg-Id', async () => {
-    // Every write to the subject, as the server takes it (the peer reads the server itself, not through the proxy).
-    const sid = await peer.subscribe('copy.out');
-    const first = await start();
-    await produce(1);
-    await storedAtLeast(1);
-    // Record 2 is stored, its PubAck held: the route has not committed its offset when the gateway dies.
-    proxy.holdReplies();
-    await produce(2);
-    await storedAtLeast(2);
-    await first.waitForLog((l) => pastDeadline(l, 'copy'), 10000);
-    await first.stop('SIGKILL');
-    proxy.releaseReplies();
+  it('the record delivered again is stored once: its second write has the same Nats-Msg-Id', () =>
+    withLogsOnFailure(
+      () => running,
+      async () => {
+        // Every write to the subject, as the server takes it (the peer reads the server itself, not through the proxy).
+        const sid = await peer.subscribe('copy.out');
+        const first = await start();
+        await produce(1);
+        await storedAtLeast(1);
+        // Record 1's PubAck has reached the gateway (the stream shows a record stored before that):
+        // the hold below catches record 2's only.
+        await delivered(first, 'copy', 1);
+        // Record 2 is stored, its PubAck held: the route has not committed its offset when the gateway dies.
+        const from = first.logs.length;
+        proxy.holdReplies();
+        await produce(2);
+        await storedAtLeast(2);
+        await first.waitForLog((l) => pastDeadline(l, 'copy'), 10000, from);
+        await first.stop('SIGKILL');
+        proxy.releaseReplies();
 
-    await start();
-    await produce(3);
-    const writes = await eventually(
-      () => {
-        const got = peer.received(sid);
-        assert.ok(
-          got.some((m) => n(m) === 3),
-          `writes so far: ${got.map(n).join(', ')}`,
+        await start();
+        await produce(3);
+        const writes = await eventually(
+          () => {
+            const got = peer.received(sid);
+            assert.ok(
+              got.some((m) => n(m) === 3),
+              `writes so far: ${got.map(n).join(', ')}`,
+            );
+            return got;
+          },
+          30000,
+          100,
         );
-        return got;
-      },
-      30000,
-      100,
-    );
-    // The redelivery happened: record 2 was written twice, both times with one id of its own.
-    const twos = writes.filter((m) => n(m) === 2);
-    assert.ok(twos.length >= 2, `record 2 written ${twos.length} times`);
-    const ids = writes.map((m) => m.headers['Nats-Msg-Id']);
-    assert.match(ids[0] ?? '', /^eventgate:copy:kafka\/[^/]+\/[^/]+\/0\/\d+\/\d+:0:copy\.out$/);
-    assert.equal(new Set(twos.map((m) => m.headers['Nats-Msg-Id'])).size, 1);
-    assert.equal(new Set(ids).size, 3, 'one id per record');
+        // The redelivery happened: record 2 was written twice, both times with one id of its own.
+        const twos = writes.filter((m) => n(m) === 2);
+        assert.ok(twos.length >= 2, `record 2 written ${twos.length} times`);
+        const ids = writes.map((m) => m.headers['Nats-Msg-Id']);
+        assert.match(ids[0] ?? '', /^eventgate:copy:kafka\/[^/]+\/[^/]+\/0\/\d+\/\d+:0:copy\.out$/);
+        assert.equal(new Set(twos.map((m) => m.headers['Nats-Msg-Id'])).size, 1);
+        assert.equal(new Set(ids).size, 3, 'one id per record');
 
-    const bodies: number[] = [];
-    for (let seq = 1; seq <= (await stored()); seq++) {
-      const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.COPY', { seq })) as { message: { data: string } };
-      bodies.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
-    }
-    assert.deepEqual(bodies, [1, 2, 3], 'each record once in the stream');
-  });
+        const bodies: number[] = [];
+        for (let seq = 1; seq <= (await stored()); seq++) {
+          const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.COPY', { seq })) as { message: { data: string } };
+          bodies.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
+        }
+        assert.deepEqual(bodies, [1, 2, 3], 'each record once in the stream');
+      },
+    ));
 });
 
 /**

@@ -289,3 +289,17 @@ export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 500
     }
   }
 }
+
+/**
+ * Runs `test`; if it fails, appends the whole log of each of `gateways()` (their stdout, then
+ * stderr) to its error, for a failure seen once on a loaded machine to be read afterwards.
+ */
+export async function withLogsOnFailure<T>(gateways: () => readonly RunningGateway[], test: () => Promise<T>): Promise<T> {
+  try {
+    return await test();
+  } catch (err) {
+    const logs = gateways().map((gw, i) => `gateway ${i + 1}'s log:\n${gw.logs.map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${gw.stderr()}`);
+    if (err instanceof Error) err.message += `\n${logs.join('\n')}`;
+    throw err;
+  }
+}

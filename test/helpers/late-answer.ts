@@ -59,6 +59,18 @@ export async function routeCounts(
   );
 }
 
+/**
+ * Waits until route `route` has delivered its first `n` messages: the answers to their writes
+ * reached the gateway. A test that holds the proxy's replies must wait for this, not for the
+ * server to show the last one stored, or it may hold that answer too (nats-server's stream state
+ * showed a message while its PubAck was still on its way to the gateway) and the route then waits
+ * for that late answer instead of writing the next message.
+ */
+export async function delivered(gw: RunningGateway, route: string, n: number): Promise<void> {
+  const counts = await routeCounts(gw, route, n);
+  assert.deepEqual({ delivered: counts.delivered, failed: counts.failed }, { delivered: n, failed: 0 }, `the first ${n} messages of route ${route} delivered`);
+}
+
 /** `eventgate_<kind>_producer_errors_total` of broker `broker` (whatever its kind). */
 export function producerErrors(s: Scrape, broker: string): number {
   let n = 0;
