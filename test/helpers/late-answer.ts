@@ -105,6 +105,8 @@ export async function storedOnceDespiteLateAnswer(gw: RunningGateway, proxy: Tcp
   };
   await post(0);
   await storedAtLeast(1);
+  // Message 0's answer has reached the gateway: the hold below catches message 1's only.
+  await delivered(gw, 'out', 1);
   const tap = await WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/tap?route=out`);
   assert.equal((await tap.next()).type, 'hello');
   const from = gw.logs.length;
