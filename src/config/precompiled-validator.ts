@@ -15,12 +15,13 @@
  * the source so V8 keeps it as a one-byte string (half the memory).
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
 import type { ValidateFunction } from 'ajv';
+import { readCodeCache, releaseCodeCache } from '../core/code-cache.js';
 
 /** How the config validator is built (errors must read the same either way). */
 export const CONFIG_AJV_OPTIONS = { allErrors: true, verbose: true, discriminator: true, strict: false } as const;
@@ -44,40 +45,13 @@ function load(cachedData?: Uint8Array): { validate: ValidateFunction & { hash?: 
 /** The build-time validator for `schema`, when there is one made from exactly this schema. */
 export function precompiledValidator(schema: unknown): ValidateFunction | undefined {
   if (!existsSync(FILE)) return undefined;
-  const cache = readCodeCache();
+  const cache = readCodeCache(CACHE);
   // ajv's standalone module exports the validating function itself (the hash is a property of it).
   const { validate } = load(cache);
   // V8 has compiled from the cache and keeps nothing of it: its ~1 MB goes back now, not whenever a
   // GC collects a Buffer (in an idle gateway maybe never).
-  (cache?.buffer as ResizableArrayBuffer | undefined)?.resize(0);
+  releaseCodeCache(cache);
   return validate.hash === schemaHash(schema) ? validate : undefined;
-}
-
-// ES2024's resizable ArrayBuffer (in Node 20), not in the ES2023 lib the project compiles against.
-type ResizableArrayBuffer = ArrayBuffer & { resize(byteLength: number): void };
-type ResizableArrayBufferConstructor = new (byteLength: number, options: { maxByteLength: number }) => ResizableArrayBuffer;
-
-/** The code cache, in a resizable ArrayBuffer: shrinking one gives its pages back to the system at once. */
-function readCodeCache(): Uint8Array | undefined {
-  let fd: number;
-  try {
-    fd = openSync(CACHE, 'r');
-  } catch {
-    return undefined;
-  }
-  try {
-    const size = fstatSync(fd).size;
-    const bytes = new Uint8Array(new (ArrayBuffer as unknown as ResizableArrayBufferConstructor)(size, { maxByteLength: size }), 0, size);
-    let read = 0;
-    while (read < size) {
-      const n = readSync(fd, bytes, read, size - read, read);
-      if (n === 0) break;
-      read += n;
-    }
-    return bytes.subarray(0, read);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Writes the validator for `schema` (scripts/precompile-config-validator.js, run by `npm run build`). */

@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+// Writes V8's code cache of each bundled dependency next to it (see src/core/bundled.ts), under
+// the flags of `eventgate run` starting (V8 takes a cache only under the flags it was made with),
+// after compiling the examples' configs, so that the functions a start runs are in it compiled.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { holdWhileStarting } from '../dist/src/cli/startup-hold.js';
+
+holdWhileStarting(['run']);
+const { writeBundleCodeCaches } = await import('../dist/src/core/bundled.js');
+const { loadPlan } = await import('../dist/src/plan/compile.js');
+const { defaultRegistry } = await import('../dist/src/kinds/index.js');
+// The metrics registry's bundle loads with the runtime, which a config's compile does not load.
+await import('../dist/src/telemetry/prometheus.js');
+const examples = new URL('../examples/', import.meta.url).pathname;
+// Without the examples (the image's build stage copies none), the caches hold what loading runs.
+const configs = existsSync(examples) ? readdirSync(examples).filter((n) => n.endsWith('.yaml') && !n.endsWith('.tests.yaml')) : [];
+// Not the configs with AsyncAPI documents: starting the parser's thread changes the flags V8 checks
+// a cache against (the caches written after it were all rejected).
+for (const name of configs) {
+  const file = join(examples, name);
+  if (!/^asyncapi:/m.test(readFileSync(file, 'utf8'))) await loadPlan(file, { registry: defaultRegistry(), env: {} });
+}
+writeBundleCodeCaches();
+// A config's compile may leave a thread or a timer behind; the caches are written.
+process.exit(0);
