@@ -50,7 +50,9 @@ for (const [kind, { call, env: variable }] of Object.entries(sharedRabbitKinds))
   rabbits.push(rabbit);
 }
 
-const child = spawn(process.execPath, ['--test', '--test-concurrency=4', '--test-timeout=120000', '--test-reporter=spec', ...files], { env, stdio: 'inherit' });
+// --test-timeout bounds each test and each whole file (its process is a test of the run): set to
+// end a hang, well above the longest file on a loaded machine (docs/testing.md).
+const child = spawn(process.execPath, ['--test', '--test-concurrency=4', '--test-timeout=300000', '--test-reporter=spec', ...files], { env, stdio: 'inherit' });
 
 let signalled;
 for (const signal of ['SIGINT', 'SIGTERM']) {
