@@ -82,7 +82,7 @@ routes:
   });
   const gw = useGateway(
     () => config,
-    () => ({ files: { 'plant.yaml': plant }, readyTimeoutMs: 60000 }),
+    () => ({ files: { 'plant.yaml': plant } }),
   );
   before(async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'readings', 15000);

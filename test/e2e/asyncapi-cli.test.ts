@@ -177,7 +177,7 @@ describe('the AsyncAPI examples run', () => {
         [`asyncapi-${version}/schemas/light-measured.json`]: example('schemas/light-measured.json'),
       };
       const yaml = example(`asyncapi-${version}/gateway.yaml`).replace('asyncapi: streetlights.yaml', `asyncapi: asyncapi-${version}/streetlights.yaml`);
-      await gw.start(yaml, { files, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' }, readyTimeoutMs: 30_000 });
+      await gw.start(yaml, { files, env: { HTTP_PORT: '0', WS_PORT: '0', ADMIN_PORT: '0' } });
       const client = await WsClient.connect(gw.url('push', '/ws/light', 'ws'));
       const event = { id: 3, lumens: 250, sentAt: '2026-11-23T10:00:00Z' };
       assert.equal((await post(gw.url('api', '/light'), event)).status, 200);

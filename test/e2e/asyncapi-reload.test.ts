@@ -57,7 +57,7 @@ function streetlightsWithMinimum(min: number): string {
 }
 
 describe('AsyncAPI documents change validation live: edits on disk and uploads', () => {
-  const gw = useGateway(config, { files: { 'streetlights.yaml': streetlights26, 'schemas/light-measured.yaml': lightMeasuredPayload, 'alerts.yaml': alerts }, readyTimeoutMs: 30_000 });
+  const gw = useGateway(config, { files: { 'streetlights.yaml': streetlights26, 'schemas/light-measured.yaml': lightMeasuredPayload, 'alerts.yaml': alerts } });
   const put = (body: string, query = '', headers: Record<string, string> = auth) =>
     fetch(`${gw.adminUrl}/admin/asyncapi${query}`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...headers } });
   const onDisk = (name: string) => readFileSync(join(gw.dir, name), 'utf8');

@@ -54,7 +54,7 @@ for (const version of ['2.6', '3.0'] as const) {
     after(() => {
       for (const c of Object.values(see)) c.close();
     });
-    const gw = useGateway(config(ch.commands), { files: { 'streetlights.yaml': documentOf[version], 'schemas/light-measured.yaml': lightMeasuredPayload }, readyTimeoutMs: 30_000 });
+    const gw = useGateway(config(ch.commands), { files: { 'streetlights.yaml': documentOf[version], 'schemas/light-measured.yaml': lightMeasuredPayload } });
     before(async () => {
       for (const topic of ['accepted', 'tagged', 'dead'] as const) see[topic] = await WsClient.connect(gw.url('ws', `/see/${topic}`, 'ws'));
     });

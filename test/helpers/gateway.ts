@@ -48,9 +48,17 @@ export interface StartOptions {
    * a Kubernetes ConfigMap volume does; the config is then written through it).
    */
   setup?: (dir: string) => void;
-  /** How long to wait for "gateway ready" (default 30 s); configs with AsyncAPI documents parse them first. */
+  /** How long to wait for "gateway ready" (default START_OR_RELOAD_MS); configs with AsyncAPI documents parse them first. */
   readyTimeoutMs?: number;
 }
+
+/**
+ * How long a start or a reload may take before a test gives up on it. A config with an AsyncAPI
+ * document parses it first, which the gateway allows 60 s (asyncapiParser.timeoutMs); a starved CI
+ * machine took over 8 s for one parse in a new thread, where an idle one takes ~2 s. A wait meant
+ * to end gets that room: a start or reload that does end is not slowed by it.
+ */
+export const START_OR_RELOAD_MS = 70_000;
 
 const running = new Set<RunningGateway>();
 killOnExit(() => {
@@ -154,7 +162,7 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
     async reconfigure(text, file = 'gateway.yaml') {
       const from = logs.length;
       write(file, text);
-      return waitForLog((l) => l.msg === 'config reloaded' || l.msg.startsWith('reload rejected') || l.msg.startsWith('reload rolled back'), 10000, from);
+      return waitForLog((l) => l.msg === 'config reloaded' || l.msg.startsWith('reload rejected') || l.msg.startsWith('reload rolled back'), START_OR_RELOAD_MS, from);
     },
     async status() {
       const res = await fetch(`${gw.adminUrl}/admin/status`);
@@ -171,7 +179,7 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
   if (options.waitReady !== false) {
     // Generous by default: on a machine shared by parallel test runs, Node alone can take seconds to start.
     try {
-      await waitForLog((l) => l.msg === 'gateway ready', options.readyTimeoutMs ?? 30000);
+      await waitForLog((l) => l.msg === 'gateway ready', options.readyTimeoutMs ?? START_OR_RELOAD_MS);
     } catch (err) {
       // A gateway that never got ready must not outlive the test file (it would keep it from exiting).
       await gw.stop('SIGKILL');
