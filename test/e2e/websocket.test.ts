@@ -15,7 +15,7 @@ brokers:
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1, maxBodyBytes: 1048576 }
   push: { kind: websocket, port: 0, host: 127.0.0.1, maxPayloadBytes: 1024, maxBufferedBytes: 65536 }
-  lively: { kind: websocket, port: 0, host: 127.0.0.1, pingIntervalMs: 200 }
+  lively: { kind: websocket, port: 0, host: 127.0.0.1, pingIntervalMs: 2000 }
 routes:
   - name: publish
     from: { listener: push, path: /publish }
@@ -314,10 +314,12 @@ describe('WebSocket (spec §5)', () => {
 
     it('pings clients every pingIntervalMs and disconnects one that stops answering, while clients that answer stay connected', async () => {
       // ws answers pings itself, as browsers do; the raw client never does (a peer gone without a FIN).
+      // The answering client has pingIntervalMs to answer each ping: 2 s, where 200 ms once cut it
+      // off on a loaded machine (this process answered late); the silent one goes after ~4 s.
       const answering = await WsClient.connect(gw.url('lively', '/idle', 'ws'));
       clients.push(answering);
       const silent = await RawWsClient.connect(gw.url('lively', '/idle', 'ws'));
-      await silent.waitEnd();
+      await silent.waitEnd(30000);
       assert.ok(silent.pings >= 1, 'the silent client was pinged before it was cut off');
       // The answering client went through the same pings and is still there.
       assert.equal((await post(gw.url('api', '/idle'), { n: 1 })).status, 200);
