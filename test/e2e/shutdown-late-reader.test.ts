@@ -118,11 +118,7 @@ admin: { port: 0, drainTimeoutMs: 60000 }
     while (!done()) await new Promise((resolve) => setTimeout(resolve, 5));
   };
   try {
-    await gateway.start();
-    assert.equal(gateway.lastError, null);
-    port = gateway.listeners.get('api')!.address()!.port;
-    client = connect(port, '127.0.0.1');
-    await new Promise((resolve) => client!.once('connect', resolve));
+    ({ port, client } = await startAndConnect(gateway));
     client.pause();
     let text = '';
     const closed = new Promise<void>((resolve) => client!.once('close', () => resolve()));
@@ -208,11 +204,7 @@ async function neverReads(): Promise<void> {
   subscribe('http.server.request.start', onRequest);
   let client: Socket | undefined;
   try {
-    await gateway.start();
-    assert.equal(gateway.lastError, null);
-    port = gateway.listeners.get('api')!.address()!.port;
-    client = connect(port, '127.0.0.1');
-    await new Promise((resolve) => client!.once('connect', resolve));
+    ({ port, client } = await startAndConnect(gateway));
     client.pause();
     client.on('error', () => undefined);
     const closed = new Promise<void>((resolve) => client!.once('close', () => resolve()));
@@ -236,6 +228,16 @@ async function neverReads(): Promise<void> {
  * every 16th, 404s between), then 503s for what it read during the drain, only the last closing
  * the connection.
  */
+/** Starts `gateway` and connects a client to its `api` listener (the client then pauses, or reads, as its test needs). */
+async function startAndConnect(gateway: Gateway): Promise<{ port: number; client: Socket }> {
+  await gateway.start();
+  assert.equal(gateway.lastError, null);
+  const port = gateway.listeners.get('api')!.address()!.port;
+  const client = connect(port, '127.0.0.1');
+  await new Promise((resolve) => client.once('connect', resolve));
+  return { port, client };
+}
+
 function assertAnswered(replies: ReturnType<typeof parseReplies>, taken: number): void {
   const expected = Array.from({ length: taken }, (_, i) => (i % 16 === 0 ? 200 : 404));
   assert.ok(replies.length > taken, `${replies.length} answers: node read ${taken} before the drain`);
@@ -270,11 +272,7 @@ async function lateReader(drain: (gateway: Gateway, file: string, fast: string) 
   subscribe('http.server.request.start', onRequest);
   let client: Socket | undefined;
   try {
-    await gateway.start();
-    assert.equal(gateway.lastError, null);
-    port = gateway.listeners.get('api')!.address()!.port;
-    client = connect(port, '127.0.0.1');
-    await new Promise((resolve) => client!.once('connect', resolve));
+    ({ port, client } = await startAndConnect(gateway));
     // It reads nothing until the drain has started.
     client.pause();
     let text = '';
