@@ -42,14 +42,10 @@ brokers:
     streams:
       LATE: { subjects: [late.out] }
 ${lateAnswerRoutes('nats', 'late.out')}`;
-  // Nothing stored while the stream's info is an error: the gateway may not have declared it yet (JetStream just started).
-  const count = async () => ((await peer.jsApi('$JS.API.STREAM.INFO.LATE', {})) as { state?: { messages: number } }).state?.messages ?? 0;
+  const count = () => peer.streamMessages('LATE');
   const bodiesFrom = async (first: number) => {
     const ns: number[] = [];
-    for (let seq = first; seq <= (await count()); seq++) {
-      const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.LATE', { seq })) as { message: { data: string } };
-      ns.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
-    }
+    for (let seq = first; seq <= (await count()); seq++) ns.push((JSON.parse((await peer.storedMessage('LATE', seq))!.data) as { n: number }).n);
     return ns;
   };
 

@@ -62,7 +62,7 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copy', 30000);
     return gw;
   };
-  const stored = async () => ((await peer.jsApi('$JS.API.STREAM.INFO.COPY', {})) as { state: { messages: number } }).state.messages;
+  const stored = () => peer.streamMessages('COPY');
   const storedAtLeast = (n: number) =>
     eventually(
       async () => {
@@ -119,10 +119,7 @@ routes:
         assert.equal(new Set(ids).size, 3, 'one id per record');
 
         const bodies: number[] = [];
-        for (let seq = 1; seq <= (await stored()); seq++) {
-          const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.COPY', { seq })) as { message: { data: string } };
-          bodies.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
-        }
+        for (let seq = 1; seq <= (await stored()); seq++) bodies.push((JSON.parse((await peer.storedMessage('COPY', seq))!.data) as { n: number }).n);
         assert.deepEqual(bodies, [1, 2, 3], 'each record once in the stream');
       },
     ));

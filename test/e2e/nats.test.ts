@@ -21,16 +21,6 @@ async function consumerInfo(peer: RawNats, stream: string, consumer: string): Pr
   return JSON.parse(reply!.payload) as { num_ack_pending: number; num_pending: number };
 }
 
-/** A stored message read back through the JetStream API (`$JS.API.STREAM.MSG.GET`), as a raw client can. */
-async function storedMessage(peer: RawNats, stream: string, seq: number): Promise<{ subject: string; data: string } | undefined> {
-  const inbox = `_INBOX.get.${seq}.${Math.random().toString(36).slice(2)}`;
-  const sid = await peer.subscribe(inbox);
-  peer.publish(`$JS.API.STREAM.MSG.GET.${stream}`, JSON.stringify({ seq }), {}, inbox);
-  const [reply] = await peer.take(sid, 1);
-  const body = JSON.parse(reply!.payload) as { message?: { subject: string; data: string } };
-  return body.message && { subject: body.message.subject, data: Buffer.from(body.message.data, 'base64').toString('utf8') };
-}
-
 describe('kind: nats (against nats-server with JetStream)', () => {
   let nats: MessageServer;
   let config: string;
@@ -99,7 +89,7 @@ routes:
     const [d] = res.body.deliveries;
     assert.equal(d.topic, 'orders.eu.created');
     assert.ok(Number(d.offset) >= 1, JSON.stringify(d));
-    const stored = await storedMessage(peer, 'ORDERS', Number(d.offset));
+    const stored = await peer.storedMessage('ORDERS', Number(d.offset));
     assert.deepEqual(stored && { subject: stored.subject, value: JSON.parse(stored.data) }, { subject: 'orders.eu.created', value: { id: 1 } });
   });
 
@@ -128,7 +118,7 @@ routes:
     for (const r of [...stored, ...core]) assert.equal(r.status, 200, r.text);
     const offsets = stored.map((r) => Number(r.body.deliveries[0].offset));
     assert.equal(new Set(offsets).size, 100, 'each publish has a sequence of its own');
-    const held = await Promise.all(offsets.map((seq) => storedMessage(peer, 'SCRATCH', seq)));
+    const held = await Promise.all(offsets.map((seq) => peer.storedMessage('SCRATCH', seq)));
     assert.deepEqual(
       held.map((m) => JSON.parse(m!.data)),
       Array.from({ length: 100 }, (_, i) => ({ i })),
@@ -451,7 +441,7 @@ routes:
     peer = await RawNats.connect(nats);
     // Every message answered 200 is in the stream, at the sequence the answer gave.
     for (const { i, seq } of acked) {
-      const stored = await storedMessage(peer, 'ORDERS', seq);
+      const stored = await peer.storedMessage('ORDERS', seq);
       assert.deepEqual(stored && JSON.parse(stored.data), { i }, `message ${i} (seq ${seq})`);
     }
     // The durable consumer picked up where it was.
@@ -589,6 +579,6 @@ routes:
     await gw.waitForLog((l) => l.msg === "nats stream 'EVENTS' found", 15000);
     const stored = await post(gw.url('api', '/events'), { n: 2 });
     assert.equal(stored.status, 200, JSON.stringify(stored.body));
-    assert.deepEqual(await storedMessage(peer, 'EVENTS', 1), { subject: 'events.one', data: '{"n":2}' });
+    assert.deepEqual(await peer.storedMessage('EVENTS', 1), { subject: 'events.one', data: '{"n":2}' });
   });
 });

@@ -320,6 +320,17 @@ export class RawNats {
     return JSON.parse((await this.request(subject, JSON.stringify(body))).payload);
   }
 
+  /** How many messages `stream` holds; 0 while its info is an error (the gateway may not have declared it yet). */
+  async streamMessages(stream: string): Promise<number> {
+    return ((await this.jsApi(`$JS.API.STREAM.INFO.${stream}`, {})) as { state?: { messages: number } }).state?.messages ?? 0;
+  }
+
+  /** Message `seq` of `stream`, its data as text (`$JS.API.STREAM.MSG.GET`); undefined when there is none. */
+  async storedMessage(stream: string, seq: number): Promise<{ subject: string; data: string } | undefined> {
+    const { message } = (await this.jsApi(`$JS.API.STREAM.MSG.GET.${stream}`, { seq })) as { message?: { subject: string; data: string } };
+    return message && { subject: message.subject, data: Buffer.from(message.data, 'base64').toString('utf8') };
+  }
+
   /**
    * Publishes to a JetStream subject and waits for the stream's acknowledgement (the JSON reply
    * `{"stream","seq"}`), as a JetStream client does.
