@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { useGateway } from '../helpers/gateway.js';
 import { lateAnswerRoutes, pastDeadline, routeCounts, storedOnceDespiteLateAnswer } from '../helpers/late-answer.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
@@ -61,15 +61,7 @@ ${lateAnswerRoutes('nats', 'late.out')}`;
     const gw = useGateway(() => config());
 
     it('a PubAck lost with the connection: the route publishes the message again once reconnected, with the same Nats-Msg-Id, and the stream keeps one copy', async () => {
-      const countAtLeast = (n: number) =>
-        eventually(
-          async () => {
-            const c = await count();
-            assert.ok(c >= n, `${c} of ${n} stored`);
-          },
-          15000,
-          100,
-        );
+      const countAtLeast = (n: number) => peer.storedAtLeast('LATE', n, 15000);
       const post = async (n: number) => {
         const res = await fetch(gw.url('api', '/in'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n }) });
         assert.equal(res.status, 200);

@@ -63,15 +63,7 @@ routes:
     return gw;
   };
   const stored = () => peer.streamMessages('COPY');
-  const storedAtLeast = (n: number) =>
-    eventually(
-      async () => {
-        const c = await stored();
-        assert.ok(c >= n, `${c} of ${n} stored`);
-      },
-      20000,
-      100,
-    );
+  const storedAtLeast = (n: number) => peer.storedAtLeast('COPY', n, 20000);
   const produce = (n: number) => kcatProduce(kafka.bootstrap, src, [{ key: 'k', value: JSON.stringify({ n }) }]);
   const n = (m: NatsReceived) => (JSON.parse(m.payload) as { n: number }).n;
 

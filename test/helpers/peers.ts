@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
-import { repoRoot } from './gateway.js';
+import { eventually, repoRoot } from './gateway.js';
 import type { MessageServer } from './servers.js';
 import { killOnExit } from './reaper.js';
 
@@ -323,6 +323,18 @@ export class RawNats {
   /** How many messages `stream` holds; 0 while its info is an error (the gateway may not have declared it yet). */
   async streamMessages(stream: string): Promise<number> {
     return ((await this.jsApi(`$JS.API.STREAM.INFO.${stream}`, {})) as { state?: { messages: number } }).state?.messages ?? 0;
+  }
+
+  /** Waits until `stream` holds at least `n` messages; fails after `timeoutMs` saying how many it holds. */
+  async storedAtLeast(stream: string, n: number, timeoutMs: number): Promise<void> {
+    await eventually(
+      async () => {
+        const c = await this.streamMessages(stream);
+        if (c < n) throw new Error(`${c} of ${n} stored`);
+      },
+      timeoutMs,
+      100,
+    );
   }
 
   /** Message `seq` of `stream`, its data as text (`$JS.API.STREAM.MSG.GET`); undefined when there is none. */
