@@ -42,17 +42,16 @@ function tooDeep(err: unknown): boolean {
 export function everyTarget(sends: (Delivery | Promise<Delivery>)[]): Promise<Delivery[]> {
   return Promise.allSettled(sends).then((results) => {
     const took: (Delivery | undefined)[] = [];
-    const failures: (Problem | undefined)[] = [];
+    // Each target's failure, made only once one failed: a fan-out every target took allocates nothing more.
+    let failures: (Problem | undefined)[] | undefined;
     let late: NonNullable<Problem['late']>[number][] | undefined;
     let first: Problem | undefined;
     for (const [i, r] of results.entries()) {
-      if (r.status === 'fulfilled') {
-        took.push(r.value);
-        failures.push(undefined);
-      } else {
+      if (r.status === 'fulfilled') took.push(r.value);
+      else {
         took.push(undefined);
         const failure = failureOf(r.reason);
-        failures.push(failure);
+        (failures ??= new Array<Problem | undefined>(results.length).fill(undefined))[i] = failure;
         first ??= failure;
         if (failure.late?.[0]) (late ??= [])[i] = failure.late[0];
       }
