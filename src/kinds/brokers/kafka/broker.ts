@@ -40,12 +40,12 @@ export class KafkaBroker implements BrokerRuntime {
   private stopped = false;
   private closing = false;
   private readonly subscriptions = new Set<KafkaSubscription>();
+  /** What begins a consumed record's identity (sourceIdentity): a broker's name may hold any character, a NATS header value may not. */
+  private readonly identityPrefix: string;
   /** Consumers released by routes a reload is rebuilding, by handover key, until adopted or HANDOVER_MS pass. */
   private readonly released = new Map<string, { sub: KafkaSubscription; timer: NodeJS.Timeout }>();
   /** Producer and consumer errors, for eventgate_kafka_*_errors_total. */
   private readonly telemetry: BrokerTelemetry | undefined;
-  /** The cluster's id, as its metadata said (probe()): in a consumed record's identity, which must not name a record of another cluster. */
-  private clusterId: string | undefined;
 
   constructor(
     readonly name: string,
@@ -53,6 +53,7 @@ export class KafkaBroker implements BrokerRuntime {
     env: RuntimeEnv,
   ) {
     this.log = env.logger.child({ broker: name });
+    this.identityPrefix = `kafka/${encodeURIComponent(name)}/`;
     this.telemetry = env.telemetry?.broker(name, 'kafka');
     const base = clientConfig(settings, this.log);
     this.producer = new RecordProducer(name, base, settings, this.log, this.telemetry, {
@@ -162,13 +163,16 @@ export class KafkaBroker implements BrokerRuntime {
   }
 
   /**
-   * A consumed record's identity: the cluster, topic, partition and offset, and the record's
-   * timestamp, which tells a topic deleted and made again (its offsets start at 0 again) from the
-   * one before. None until the cluster's id is known.
+   * A consumed record's identity: this broker's name, the topic, partition and offset, and the
+   * record's timestamp, which tells a topic deleted and made again (its offsets start at 0 again)
+   * from the one before. Known from the first record on: the cluster's id, which named it before,
+   * comes only in a metadata answer, and kafkajs gives none while any topic of the cluster reports
+   * an error, so records went without one before the first answer or while such a topic lasted
+   * (spec-checklist 98). The name is also the same on every replica of a deployment.
    */
   sourceIdentity(msg: Message): string | undefined {
-    if (this.clusterId === undefined || msg.offset === null) return undefined;
-    return `kafka/${this.clusterId}/${msg.topic}/${msg.partition}/${msg.offset}/${msg.timestamp}`;
+    if (msg.offset === null) return undefined;
+    return `${this.identityPrefix}${msg.topic}/${msg.partition}/${msg.offset}/${msg.timestamp}`;
   }
 
   /** What each subscription last learnt about its partitions (read by /metrics; no request to the cluster). */
@@ -191,10 +195,9 @@ export class KafkaBroker implements BrokerRuntime {
         // describeCluster asks for every topic's metadata, and kafkajs throws on the first topic or
         // partition error in the answer (a partition whose leader is offline, a topic being deleted):
         // a cluster that answered is reachable, whatever one of its topics says.
-        const cluster = await this.admin.describeCluster().catch((err: unknown) => {
+        await this.admin.describeCluster().catch((err: unknown) => {
           if (!answeredWithError(err)) throw err;
         });
-        if (cluster?.clusterId) this.clusterId = cluster.clusterId;
         this.markReady();
       } catch (err) {
         this.markDown((err as Error).message);
