@@ -263,6 +263,8 @@ export interface UndecodableBatch {
   /** First and last offset the batch covers. */
   offset: string;
   lastOffset: string;
+  /** The batch's first timestamp, as its header says: the same each time the batch is fetched (its identity, sourceIdentity). */
+  timestamp: number;
   reason: string;
   bytes: Buffer;
 }

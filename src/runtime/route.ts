@@ -131,8 +131,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private connecting: { brokers: Set<string>; done: Promise<void> } | undefined;
   /**
    * A consume route's source broker's identity of a consumed message, when it has one and a target
-   * takes message ids (a nats broker: JetStream's `Nats-Msg-Id` drops a second copy of a message
-   * the route writes again, after a redelivery or a try whose outcome was unknown).
+   * or a dead-letter topic takes message ids (a nats broker: JetStream's `Nats-Msg-Id` drops a
+   * second copy of a message the route writes again, after a redelivery or a try whose outcome was
+   * unknown).
    */
   private sourceIdentity: ((msg: Message) => string | undefined) | undefined;
 
@@ -559,23 +560,29 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       case 'failed':
         return { outcome: 'failed', problem: r.problem };
       case 'deadletter':
-        return this.deadletterInstead(r);
+        return this.deadletterInstead(r, ctx);
     }
   }
 
-  private async deadletterInstead(r: Extract<StepResult, { stop: 'deadletter' }>): Promise<Outcome> {
+  private async deadletterInstead(r: Extract<StepResult, { stop: 'deadletter' }>, ctx: MessageContext): Promise<Outcome> {
     const to = r.to ? { broker: this.deps.brokers.get(r.to.broker)!, topic: r.to.topic, options: r.to.options } : this.deadletter!;
     try {
-      const delivery = await this.sendToDeadletter(to, r.message, { status: 400, code: 'EG_INVALID_MESSAGE', detail: 'the message does not match its schema', errors: r.errors });
+      const delivery = await this.sendToDeadletter(to, r.message, { status: 400, code: 'EG_INVALID_MESSAGE', detail: 'the message does not match its schema', errors: r.errors }, ctx.source);
       return { outcome: 'deadlettered', deliveries: [delivery], errors: r.errors };
     } catch (err) {
       return { outcome: 'failed', problem: unavailable(to.broker.name, err) };
     }
   }
 
-  /** The one dead-letter path of a route: the same headers (core/deadletter.ts), never credentials. */
-  private sendToDeadletter(to: DeadletterTopic, msg: Message, cause: DeadletterCause): Promise<Delivery> {
-    return to.broker.publish(to.topic, deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker)), to.options);
+  /**
+   * The one dead-letter path of a route: the same headers (core/deadletter.ts), never credentials.
+   * `source` (MessageContext.source: a consumed message's route and identity) gives the write a
+   * message id of its own when the dead-letter broker takes ids, so a message dead-lettered again
+   * (a try whose PubAck was lost, a redelivery) is one message to the stream, not two.
+   */
+  private sendToDeadletter(to: DeadletterTopic, msg: Message, cause: DeadletterCause, source: string | undefined): Promise<Delivery> {
+    const out = deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker));
+    return to.broker.publish(to.topic, out, source !== undefined && to.broker.takesMessageIds === true ? deadletterIdOptions(to.options, source) : to.options);
   }
 
   private deliver(m: Message, ctx: MessageContext): Outcome | Later {
@@ -613,12 +620,23 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const ordered = this.webhooks.filter((w) => w.ordered);
     const orderKeys = inFlight > 1 && ordered.length > 0 ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;
     this.connecting = this.firstConnections();
-    const takesIds = this.plan.to.some((t) => t.type === 'broker' && this.deps.brokers.get(t.broker)?.takesMessageIds === true);
-    this.sourceIdentity = takesIds ? broker.sourceIdentity?.bind(broker) : undefined;
+    this.sourceIdentity = this.writesWithIds() ? broker.sourceIdentity?.bind(broker) : undefined;
     this.subscription = broker.subscribe(
       { topic: from.topic, group, route: this.name, startFrom: from.startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys, qos: from.qos },
       (msg) => this.consume(fromConsumedRecord(msg)),
     );
+  }
+
+  /**
+   * Whether a broker this route writes to takes message ids (BrokerRuntime.takesMessageIds): a
+   * broker target, the route's `deadletter`, a validate step's dead-letter topic. Only then does
+   * a consumed message's identity cost anything (a string per message, consume()).
+   */
+  private writesWithIds(): boolean {
+    const takesIds = (name: string) => this.deps.brokers.get(name)?.takesMessageIds === true;
+    if (this.plan.to.some((t) => t.type === 'broker' && takesIds(t.broker))) return true;
+    if (this.plan.deadletter && takesIds(this.plan.deadletter.broker)) return true;
+    return this.steps.some((s) => s.brokers?.some(takesIds));
   }
 
   /**
@@ -713,7 +731,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       timestamp: Date.now(),
     };
     const to = this.deadletter!;
-    await this.sendToDeadletter(to, batch, { status: 422, code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}`, errors: [] });
+    // The batch's identity is its first record's (the batch's first offset and timestamp), as stable as any record's.
+    const identity = this.sourceOf({ ...batch, timestamp: raw.timestamp });
+    await this.sendToDeadletter(to, batch, { status: 422, code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}`, errors: [] }, identity);
     this.stats.deadlettered++;
   }
 
@@ -728,12 +748,17 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private consume(msg: Message): Promise<void> {
     if (this.connecting) return this.onceConnected(() => this.consume(msg));
     // Most messages pass at the first try: that costs one promise callback (check()'s), no retry state.
-    const source = this.sourceIdentity?.(msg);
-    const ctx: MessageContext = { route: this.name, source: source === undefined ? undefined : `${this.name}:${source}` };
+    const ctx: MessageContext = { route: this.name, source: this.sourceOf(msg) };
     const first = this.check(msg, ctx, 'first');
     if (first instanceof Promise) return first as Promise<void>;
     const after = this.afterFirst(msg, ctx, first);
     return after ?? CONSUMED;
+  }
+
+  /** MessageContext.source of a consumed message: the route and its identity in its source, when a broker the route writes to takes ids. */
+  private sourceOf(msg: Message): string | undefined {
+    const source = this.sourceIdentity?.(msg);
+    return source === undefined ? undefined : `${this.name}:${source}`;
   }
 
   /** Nothing when a consumed message's first outcome settled it; else consumeAgain(). */
@@ -784,7 +809,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // whoever consumes next, never dead-lettered for the route's own stop.
       if (retryable && this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
       if (this.deadletter && (!retryable || retriedByTarget || attempt >= CONSUME_ATTEMPTS)) {
-        if (await this.deadletterConsumed(this.deadletter, msg, p)) return;
+        if (await this.deadletterConsumed(this.deadletter, msg, p, ctx.source)) return;
       } else if (!retryable) {
         this.dropped(msg, p);
         return;
@@ -823,9 +848,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** A consumed message its route gives up on, to the dead-letter target; false (logged) when that target did not take it either. */
-  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem): Promise<boolean> {
+  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem, source: string | undefined): Promise<boolean> {
     try {
-      await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] });
+      await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] }, source);
       this.stats.deadlettered++;
       this.deps.logger.warn(
         { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) },
@@ -900,6 +925,15 @@ export function runChain(steps: readonly CompiledStep[], msg: Message, ctx: Mess
     m = r;
   }
   return m;
+}
+
+/**
+ * The options of a dead-letter write of the consumed message `source` names (MessageContext.source)
+ * to a broker that takes ids: the dead-letter topic's own, and `<source>:deadletter` as its id, the
+ * same on every try and redelivery, never a broker target's (those end in their place in `to`).
+ */
+function deadletterIdOptions(options: PublishOptions | undefined, source: string): PublishOptions {
+  return { qos: options?.qos, messageId: `${source}:deadletter` };
 }
 
 function deliveredOutcome(deliveries: Delivery[], m: Message, tags: readonly string[] | undefined): Outcome {

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import kafkajs from 'kafkajs';
 import { eventually, startGateway, withLogsOnFailure, type RunningGateway } from '../helpers/gateway.js';
-import { kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 import { delivered, pastDeadline } from '../helpers/late-answer.js';
 import { RawNats, type NatsReceived } from '../helpers/peers.js';
+import { scrape } from '../helpers/prometheus.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -247,4 +249,214 @@ routes:
     await peer.jsPublish('out.http', JSON.stringify({ n: 4 }));
     assert.deepEqual(await storedOn('out.http'), [3, 4]);
   });
+});
+
+/**
+ * A consumed message dead-lettered into a JetStream subject, again and again: its dead-letter
+ * writes' PubAcks held in a proxy (each try's write unanswered, so the route writes it again), then
+ * the gateway killed before the source's ack, and the message delivered again to the next gateway,
+ * which dead-letters it once more. Every write carries one `Nats-Msg-Id` of the dead-letter path's
+ * own (`...:deadletter:<subject>`), and the stream keeps one copy. Both routes send to a memory
+ * target, so the id comes from the dead-letter topic alone: `invalid` through a validate step's own
+ * dead-letter topic, `refused` through the route's `deadletter` (a message the chain refuses). Before,
+ * dead-letter writes had no id and the stream kept every copy (docs/spec-checklist.md, point 100).
+ */
+describe('nats: a message dead-lettered into JetStream again after a redelivery', () => {
+  let nats: MessageServer;
+  let proxy: TcpProxy;
+  let peer: RawNats;
+  let yaml: string;
+  const running: RunningGateway[] = [];
+
+  before(async () => {
+    nats = await startNats();
+    proxy = await TcpProxy.start(nats.port);
+    peer = await RawNats.connect(nats);
+    yaml = `
+version: 1
+admin: { port: 0 }
+brokers:
+  mem: { kind: memory }
+  # Read directly, written through the proxy, which may hold the PubAcks only.
+  source:
+    kind: nats
+    servers: nats://127.0.0.1:${nats.port}
+    ackWaitMs: 2000
+    streams:
+      IN: { subjects: [in.>] }
+  nats:
+    kind: nats
+    servers: nats://127.0.0.1:${proxy.port}
+    ackTimeoutMs: 1000
+    streams:
+      DEAD: { subjects: [dead.>] }
+routes:
+  - name: invalid
+    from: { broker: source, topic: in.invalid }
+    through:
+      - validate: { schema: { type: object, required: [id] }, onInvalid: deadletter, deadletter: { broker: nats, topic: dead.invalid } }
+    to: { broker: mem, topic: out }
+  - name: refused
+    from: { broker: source, topic: in.refused }
+    through:
+      - validate: { schema: { type: object, required: [id] } }
+    to: { broker: mem, topic: out }
+    deadletter: { broker: nats, topic: dead.refused }
+`;
+  });
+  after(async () => {
+    for (const gw of running) await gw.stop('SIGKILL');
+    peer?.close();
+    await Promise.all([proxy?.stop(), nats?.stop()]);
+  });
+
+  const routes = ['invalid', 'refused'];
+  const start = async () => {
+    const gw = await startGateway(yaml);
+    running.push(gw);
+    for (const route of routes) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000);
+    // Connected through the proxy, its stream declared: holding the proxy's replies holds PubAcks only.
+    await gw.waitForLog((l) => l.msg === 'nats connected' && l.broker === 'nats', 30000);
+    return gw;
+  };
+  /** The messages stream DEAD stores, in order: their subject and `n`. */
+  const stored = async (): Promise<string[]> => {
+    const out: string[] = [];
+    for (let seq = 1; seq <= (await peer.streamMessages('DEAD')); seq++) {
+      const m = (await peer.storedMessage('DEAD', seq))!;
+      out.push(`${m.subject} ${(JSON.parse(m.data) as { n: number }).n}`);
+    }
+    return out;
+  };
+
+  it('each message is stored once, however often it was dead-lettered', () =>
+    withLogsOnFailure(
+      () => running,
+      async () => {
+        // Every dead-letter write, as the server takes it (the peer reads the server itself, not through the proxy).
+        const sid = await peer.subscribe('dead.>');
+        const writesTo = (subject: string) => peer.received(sid).filter((m) => m.subject === subject);
+        const first = await start();
+        proxy.holdReplies();
+        await peer.jsPublish('in.invalid', JSON.stringify({ n: 1 }));
+        await peer.jsPublish('in.refused', JSON.stringify({ n: 2 }));
+        // Each message's first write timed out unanswered, and the route wrote it again.
+        await eventually(() => assert.ok(writesTo('dead.invalid').length >= 2 && writesTo('dead.refused').length >= 2), 20000, 100);
+        await first.stop('SIGKILL');
+        proxy.releaseReplies();
+
+        // JetStream delivers each unacknowledged message again (ackWaitMs), and the route dead-letters it again,
+        // answered this time: the next gateway counts both dead-lettered.
+        const next = await start();
+        await eventually(
+          async () => {
+            const s = await scrape(next.adminUrl);
+            for (const route of routes) assert.equal(s.value('eventgate_route_messages_total', { route, outcome: 'deadlettered' }), 1, route);
+          },
+          20000,
+          100,
+        );
+        assert.deepEqual((await stored()).sort(), ['dead.invalid 1', 'dead.refused 2'], 'each message once in the dead-letter stream');
+        for (const [subject, route] of [
+          ['dead.invalid', 'invalid'],
+          ['dead.refused', 'refused'],
+        ] as const) {
+          const ids = new Set(writesTo(subject).map((m) => m.headers['Nats-Msg-Id']));
+          assert.equal(ids.size, 1, `one id for every write to ${subject}: ${[...ids].join(', ')}`);
+          assert.match([...ids][0] ?? '', new RegExp(`^eventgate:${route}:nats/IN/[^/]+/\\d+:deadletter:${subject.replace('.', '\\.')}$`));
+        }
+      },
+    ));
+});
+
+/**
+ * A Kafka record batch no codec can decode (codec id 5, which Kafka does not define), dead-lettered
+ * into a JetStream subject as its raw bytes: the write's PubAck held (the subscription writes it
+ * again), then the gateway killed before the batch's offsets were committed, so the next gateway
+ * reads the batch again and dead-letters it once more. The batch's id is its first record's (offset
+ * and the timestamp its header holds), and the stream keeps one copy; before, it kept every write.
+ */
+describe('nats: an undecodable Kafka batch dead-lettered into JetStream again after a redelivery', () => {
+  let kafka: KafkaCluster;
+  let nats: MessageServer;
+  let proxy: TcpProxy;
+  let peer: RawNats;
+  let yaml: string;
+  let src: string;
+  const running: RunningGateway[] = [];
+
+  before(async () => {
+    [kafka, nats] = await Promise.all([startKafka(), startNats()]);
+    proxy = await TcpProxy.start(nats.port);
+    peer = await RawNats.connect(nats);
+    src = kafka.topic('poison');
+    await kafka.createTopic(src, 1);
+    yaml = `
+version: 1
+admin: { port: 0 }
+brokers:
+  mem: { kind: memory }
+  kafka:
+    kind: kafka
+    brokers: ${kafka.bootstrap}
+    consumer: ${kafka.consumerYaml}
+  nats:
+    kind: nats
+    servers: nats://127.0.0.1:${proxy.port}
+    ackTimeoutMs: 1000
+    streams:
+      DEAD: { subjects: [dead.>] }
+routes:
+  - name: poison
+    from: { broker: kafka, topic: ${src}, group: ${kafka.topic('poison-group')}, startFrom: earliest }
+    to: { broker: mem, topic: out }
+    deadletter: { broker: nats, topic: dead.poison }
+`;
+  });
+  after(async () => {
+    for (const gw of running) await gw.stop('SIGKILL');
+    peer?.close();
+    await Promise.all([proxy?.stop(), nats?.stop(), kafka?.stop()]);
+  });
+
+  const start = async () => {
+    const gw = await startGateway(yaml);
+    running.push(gw);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'poison', 30000);
+    await gw.waitForLog((l) => l.msg === 'nats connected' && l.broker === 'nats', 30000);
+    return gw;
+  };
+  /** Two plain records written as one batch under codec id 5, which Kafka does not define (this process's producer only). */
+  const produceUndecodable = async () => {
+    (kafkajs.CompressionCodecs as unknown as Record<number, unknown>)[5] = () => ({ compress: async (encoder: { buffer: Buffer }) => encoder.buffer });
+    const producer = testClient(kafka.bootstrap).producer();
+    await producer.connect();
+    try {
+      await producer.send({ topic: src, compression: 5 as kafkajs.CompressionTypes, messages: [{ value: 'one' }, { value: 'two' }] });
+    } finally {
+      await producer.disconnect();
+    }
+  };
+
+  it('the batch is stored once, however often it was dead-lettered', () =>
+    withLogsOnFailure(
+      () => running,
+      async () => {
+        const sid = await peer.subscribe('dead.poison');
+        const first = await start();
+        proxy.holdReplies();
+        await produceUndecodable();
+        // The first write timed out unanswered, and the subscription wrote the batch again.
+        await peer.take(sid, 2, 20000);
+        await first.stop('SIGKILL');
+        proxy.releaseReplies();
+
+        const next = await start();
+        await next.waitForLog((l) => l.msg === 'undecodable record batch sent to the dead-letter topic', 30000);
+        assert.equal(await peer.streamMessages('DEAD'), 1, 'the batch once in the dead-letter stream');
+        const ids = new Set(peer.received(sid).map((m) => m.headers['Nats-Msg-Id']));
+        assert.equal(ids.size, 1, `one id for every write: ${[...ids].join(', ')}`);
+        assert.match([...ids][0] ?? '', new RegExp(`^eventgate:poison:kafka/kafka/${src}/0/0/\\d+:deadletter:dead\\.poison$`));
+      },
+    ));
 });

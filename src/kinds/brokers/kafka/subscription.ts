@@ -385,7 +385,8 @@ export class KafkaSubscription {
       return 'halt';
     }
     if (!broken.batch) return true;
-    const raw = { topic, partition, offset: message.offset, lastOffset: batch.lastOffset(), reason: broken.reason, bytes: broken.batch };
+    // A stand-in's timestamp is the batch's first (its records' deltas are 0), as the cluster stored it.
+    const raw = { topic, partition, offset: message.offset, lastOffset: batch.lastOffset(), timestamp: Number(message.timestamp), reason: broken.reason, bytes: broken.batch };
     return this.persist(
       heartbeat,
       async () => {
