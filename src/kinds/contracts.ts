@@ -252,6 +252,13 @@ export interface PublishOptions {
    * for a server that drops a second copy (JetStream's `Nats-Msg-Id`).
    */
   readonly messageId?: string;
+  /**
+   * With `messageId`: it replaces an id the message carries (a publisher's `Nats-Msg-Id`), which
+   * otherwise wins. A dead-letter write's: the publisher's id names the message as published, and
+   * a stream holding that message or a target's copy of it would drop the dead-letter copy as a
+   * duplicate of it.
+   */
+  readonly replacesOwnId?: boolean;
 }
 
 export type StartFrom = 'earliest' | 'latest';

@@ -930,10 +930,12 @@ export function runChain(steps: readonly CompiledStep[], msg: Message, ctx: Mess
 /**
  * The options of a dead-letter write of the consumed message `source` names (MessageContext.source)
  * to a broker that takes ids: the dead-letter topic's own, and `<source>:deadletter` as its id, the
- * same on every try and redelivery, never a broker target's (those end in their place in `to`).
+ * same on every try and redelivery, never a broker target's (those end in their place in `to`). It
+ * replaces a publisher's id: with that one, a dead-letter topic in the stream the message came
+ * from (or a target wrote it to) dropped the dead-letter copy as a duplicate, and the message was lost.
  */
 function deadletterIdOptions(options: PublishOptions | undefined, source: string): PublishOptions {
-  return { qos: options?.qos, messageId: `${source}:deadletter` };
+  return { qos: options?.qos, messageId: `${source}:deadletter`, replacesOwnId: true };
 }
 
 function deliveredOutcome(deliveries: Delivery[], m: Message, tags: readonly string[] | undefined): Outcome {

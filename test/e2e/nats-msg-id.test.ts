@@ -260,6 +260,9 @@ routes:
  * target, so the id comes from the dead-letter topic alone: `invalid` through a validate step's own
  * dead-letter topic, `refused` through the route's `deadletter` (a message the chain refuses). Before,
  * dead-letter writes had no id and the stream kept every copy (docs/spec-checklist.md, point 100).
+ * `home` dead-letters into the stream it reads a message that carries its publisher's `Nats-Msg-Id`:
+ * that id, sent with the dead-letter write, made the stream drop the copy as a duplicate of the
+ * original (point 120).
  */
 describe('nats: a message dead-lettered into JetStream again after a redelivery', () => {
   let nats: MessageServer;
@@ -302,6 +305,13 @@ routes:
       - validate: { schema: { type: object, required: [id] } }
     to: { broker: mem, topic: out }
     deadletter: { broker: nats, topic: dead.refused }
+  # Dead-letters into the stream it reads.
+  - name: home
+    from: { broker: source, topic: in.home }
+    through:
+      - validate: { schema: { type: object, required: [id] } }
+    to: { broker: mem, topic: out }
+    deadletter: { broker: source, topic: in.dead }
 `;
   });
   after(async () => {
@@ -310,7 +320,7 @@ routes:
     await Promise.all([proxy?.stop(), nats?.stop()]);
   });
 
-  const routes = ['invalid', 'refused'];
+  const routes = ['invalid', 'refused', 'home'];
   const start = async () => {
     const gw = await startGateway(yaml);
     running.push(gw);
@@ -351,7 +361,7 @@ routes:
         await eventually(
           async () => {
             const s = await scrape(next.adminUrl);
-            for (const route of routes) assert.equal(s.value('eventgate_route_messages_total', { route, outcome: 'deadlettered' }), 1, route);
+            for (const route of ['invalid', 'refused']) assert.equal(s.value('eventgate_route_messages_total', { route, outcome: 'deadlettered' }), 1, route);
           },
           20000,
           100,
@@ -365,6 +375,24 @@ routes:
           assert.equal(ids.size, 1, `one id for every write to ${subject}: ${[...ids].join(', ')}`);
           assert.match([...ids][0] ?? '', new RegExp(`^eventgate:${route}:nats/IN/[^/]+/\\d+:deadletter:${subject.replace('.', '\\.')}$`));
         }
+      },
+    ));
+
+  it("a message with its publisher's Nats-Msg-Id, dead-lettered into the stream it came from, is stored there", () =>
+    withLogsOnFailure(
+      () => running,
+      async () => {
+        const gw = running.at(-1) ?? (await start());
+        const sid = await peer.subscribe('in.dead');
+        await peer.jsPublish('in.home', JSON.stringify({ n: 3 }), { 'Nats-Msg-Id': 'order-3' });
+        const [write] = await peer.take(sid, 1, 20000);
+        await eventually(async () => assert.equal((await scrape(gw.adminUrl)).value('eventgate_route_messages_total', { route: 'home', outcome: 'deadlettered' }), 1), 10000, 100);
+        const { state } = (await peer.jsApi('$JS.API.STREAM.INFO.IN', {})) as { state: { last_seq: number } };
+        const subjects: string[] = [];
+        for (let seq = 1; seq <= state.last_seq; seq++) subjects.push((await peer.storedMessage('IN', seq))?.subject ?? '(none)');
+        // The publisher's id on the dead-letter write made the stream drop it as a duplicate of the original.
+        assert.ok(subjects.includes('in.dead'), `stream IN holds ${subjects.join(', ')}; the dead-letter write's id was ${write!.headers['Nats-Msg-Id']}`);
+        assert.match(write!.headers['Nats-Msg-Id'] ?? '', /^eventgate:home:nats\/IN\/[^/]+\/\d+:deadletter:in\.dead$/);
       },
     ));
 });

@@ -378,7 +378,7 @@ export class NatsBroker implements BrokerRuntime {
     const sent = sentHeaders(msg);
     if (stream !== null) {
       // A consumed message's id (on a consume route), for the stream to drop a copy written again.
-      const headers = toHeaders(sent, msgIdChange(sent, options?.messageId, topic));
+      const headers = toHeaders(sent, msgIdChange(sent, options?.messageId, topic, options?.replacesOwnId));
       return this.js!.publish(topic, data, headers).then(
         (seq): Delivery => ({ broker: this.name, topic, partition: 0, offset: offsetText(seq) }),
         (err: Error) => {

@@ -15,18 +15,19 @@ export interface MsgIdChange {
  * headers as they are (undefined):
  * - the message's own, set by its publisher (in any case): it wins, under the name nats-server
  *   reads (2.9 reads `Nats-Msg-Id` only, so the `nats-msg-id` an HTTP client's header becomes
- *   dropped nothing);
+ *   dropped nothing), unless `replacesOwn` (PublishOptions.replacesOwnId: a dead-letter write)
+ *   and this write has an id of its own;
  * - one the gateway made (GATEWAY_MSG_ID: a route wrote the message to a stream this route reads):
  *   it named that write, and is never sent again; this write's replaces it, or none;
  * - otherwise this write's: `consumed` (a consume route's id of the message for this target,
  *   PublishOptions.messageId) and the subject, when there is one.
  */
-export function msgIdChange(headers: Readonly<Record<string, string>>, consumed: string | undefined, subject: string): MsgIdChange | undefined {
+export function msgIdChange(headers: Readonly<Record<string, string>>, consumed: string | undefined, subject: string, replacesOwn = false): MsgIdChange | undefined {
   const own = headers[MSG_ID] !== undefined ? MSG_ID : headers['nats-msg-id'] !== undefined ? 'nats-msg-id' : consumed === undefined ? undefined : ownName(headers);
   const ours = consumed === undefined ? undefined : `${GATEWAY_MSG_ID}${consumed}:${subject}`;
   if (own === undefined) return ours === undefined ? undefined : { id: ours, replaces: undefined };
   const value = headers[own]!;
-  if (value.startsWith(GATEWAY_MSG_ID)) return { id: ours, replaces: own };
+  if (value.startsWith(GATEWAY_MSG_ID) || (replacesOwn && ours !== undefined)) return { id: ours, replaces: own };
   return own === MSG_ID ? undefined : { id: value, replaces: own };
 }
 
