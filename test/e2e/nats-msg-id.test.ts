@@ -256,7 +256,7 @@ routes:
  * writes' PubAcks held in a proxy (each try's write unanswered, so the route writes it again), then
  * the gateway killed before the source's ack, and the message delivered again to the next gateway,
  * which dead-letters it once more. Every write carries one `Nats-Msg-Id` of the dead-letter path's
- * own (`...:deadletter:<subject>`), and the stream keeps one copy. Both routes send to a memory
+ * own (`...:deadletter:<subject>`), and the stream keeps one copy. The routes send to a memory
  * target, so the id comes from the dead-letter topic alone: `invalid` through a validate step's own
  * dead-letter topic, `refused` through the route's `deadletter` (a message the chain refuses). Before,
  * dead-letter writes had no id and the stream kept every copy (docs/spec-checklist.md, point 100).
