@@ -32,6 +32,7 @@ import { headersWith, newHeaders, type Delivery, type Message, type MessageConte
 import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
+import { publisherMsgId } from '../kinds/brokers/nats/msg-id.js';
 import type { StepStateStore } from './step-state.js';
 import { brokerTarget, everyTarget, fanOutDetail, sent, targetFailed, unavailable } from './route-targets.js';
 import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, UNTRACED, type MessageSpan, type SpanTemplate } from './trace.js';
@@ -582,7 +583,13 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   private sendToDeadletter(to: DeadletterTopic, msg: Message, cause: DeadletterCause, source: string | undefined): Promise<Delivery> {
     const out = deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker));
-    return to.broker.publish(to.topic, out, source !== undefined && to.broker.takesMessageIds === true ? deadletterIdOptions(to.options, source) : to.options);
+    if (to.broker.takesMessageIds !== true) return to.broker.publish(to.topic, out, to.options);
+    // A message with no identity in its source (MQTT, AMQP, a core subject) but a publisher's id is
+    // named by that id: sent as it is, a stream that holds the message already (a target of the
+    // same fan-out stored it) dropped the dead-letter copy as a duplicate (spec-checklist 121).
+    const published = source === undefined ? publisherMsgId(msg.headers) : undefined;
+    const id = published === undefined ? source : `${this.name}:published/${published}`;
+    return to.broker.publish(to.topic, out, id === undefined ? to.options : deadletterIdOptions(to.options, id));
   }
 
   private deliver(m: Message, ctx: MessageContext): Outcome | Later {

@@ -312,6 +312,12 @@ routes:
       - validate: { schema: { type: object, required: [id] } }
     to: { broker: mem, topic: out }
     deadletter: { broker: source, topic: in.dead }
+  # A core subject (its messages have no identity): the fan-out stores the message in stream IN,
+  # its second target fails, and it is dead-lettered into IN too.
+  - name: core
+    from: { broker: source, topic: core.fan }
+    to: [{ broker: source, topic: in.kept }, { broker: source, topic: { expression: nowhere } }]
+    deadletter: { broker: source, topic: in.core-dead }
 `;
   });
   after(async () => {
@@ -320,7 +326,7 @@ routes:
     await Promise.all([proxy?.stop(), nats?.stop()]);
   });
 
-  const routes = ['invalid', 'refused', 'home'];
+  const routes = ['invalid', 'refused', 'home', 'core'];
   const start = async () => {
     const gw = await startGateway(yaml);
     running.push(gw);
@@ -393,6 +399,27 @@ routes:
         // The publisher's id on the dead-letter write made the stream drop it as a duplicate of the original.
         assert.ok(subjects.includes('in.dead'), `stream IN holds ${subjects.join(', ')}; the dead-letter write's id was ${write!.headers['Nats-Msg-Id']}`);
         assert.match(write!.headers['Nats-Msg-Id'] ?? '', /^eventgate:home:nats\/IN\/[^/]+\/\d+:deadletter:in\.dead$/);
+      },
+    ));
+
+  // Before, a message with no identity in its source kept its publisher's id on the dead-letter
+  // write: the stream held the fan-out's first copy under that id and dropped the dead-letter copy
+  // as its duplicate (docs/spec-checklist.md, point 121).
+  it("a message from a core subject with its publisher's Nats-Msg-Id, dead-lettered into the stream a target stored it in, is stored there", () =>
+    withLogsOnFailure(
+      () => running,
+      async () => {
+        const gw = running.at(-1) ?? (await start());
+        const sid = await peer.subscribe('in.core-dead');
+        peer.publish('core.fan', JSON.stringify({ n: 4 }), { 'Nats-Msg-Id': 'order-4' });
+        const [write] = await peer.take(sid, 1, 20000);
+        await eventually(async () => assert.equal((await scrape(gw.adminUrl)).value('eventgate_route_messages_total', { route: 'core', outcome: 'deadlettered' }), 1), 10000, 100);
+        const { state } = (await peer.jsApi('$JS.API.STREAM.INFO.IN', {})) as { state: { last_seq: number } };
+        const subjects: string[] = [];
+        for (let seq = 1; seq <= state.last_seq; seq++) subjects.push((await peer.storedMessage('IN', seq))?.subject ?? '(none)');
+        assert.ok(subjects.includes('in.kept'), `stream IN holds ${subjects.join(', ')}: the first target's copy`);
+        assert.ok(subjects.includes('in.core-dead'), `stream IN holds ${subjects.join(', ')}; the dead-letter write's id was ${write!.headers['Nats-Msg-Id']}`);
+        assert.equal(write!.headers['Nats-Msg-Id'], 'eventgate:core:published/order-4:deadletter:in.core-dead');
       },
     ));
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { msgIdChange } from '../../src/kinds/brokers/nats/msg-id.js';
+import { msgIdChange, publisherMsgId } from '../../src/kinds/brokers/nats/msg-id.js';
 
 /**
  * The `Nats-Msg-Id` a JetStream publish sends (kinds/brokers/nats/msg-id.ts). A publisher's id wins
@@ -30,5 +30,19 @@ describe('nats msgIdChange', () => {
   it('a dead-letter write replaces an id the gateway made for another write, as any write does', () => {
     assert.deepEqual(msgIdChange({ 'Nats-Msg-Id': 'eventgate:other:memory/x/0:0:in' }, ours, 'dead', true), { id: `eventgate:${ours}:dead`, replaces: 'Nats-Msg-Id' });
     assert.deepEqual(msgIdChange({}, ours, 'dead', true), { id: `eventgate:${ours}:dead`, replaces: undefined });
+  });
+});
+
+/** The publisher's id a dead-letter write of a message without a source identity is named by (point 121). */
+describe('nats publisherMsgId', () => {
+  it("is the publisher's id, in any case of the header's name", () => {
+    assert.equal(publisherMsgId({ 'Nats-Msg-Id': 'order-4' }), 'order-4');
+    assert.equal(publisherMsgId({ 'nats-msg-id': 'order-4' }), 'order-4');
+    assert.equal(publisherMsgId({ other: 'x', 'NATS-Msg-ID': 'order-4' }), 'order-4');
+  });
+
+  it('is none for a message without one, or with an id the gateway made for another write', () => {
+    assert.equal(publisherMsgId({ other: 'x' }), undefined);
+    assert.equal(publisherMsgId({ 'Nats-Msg-Id': 'eventgate:r:nats/IN/1/2:0:out' }), undefined);
   });
 });

@@ -31,6 +31,16 @@ export function msgIdChange(headers: Readonly<Record<string, string>>, consumed:
   return own === MSG_ID ? undefined : { id: value, replaces: own };
 }
 
+/**
+ * The `Nats-Msg-Id` a message's publisher set (in any case), if any: not one the gateway made
+ * (GATEWAY_MSG_ID), which named another write.
+ */
+export function publisherMsgId(headers: Readonly<Record<string, string>>): string | undefined {
+  const name = headers[MSG_ID] !== undefined ? MSG_ID : headers['nats-msg-id'] !== undefined ? 'nats-msg-id' : ownName(headers);
+  const value = name === undefined ? undefined : headers[name];
+  return value === undefined || value.startsWith(GATEWAY_MSG_ID) ? undefined : value;
+}
+
 /** The message's `Nats-Msg-Id` header in a case other than the two usual ones, if any. */
 function ownName(headers: Readonly<Record<string, string>>): string | undefined {
   for (const n in headers) if (n.length === MSG_ID.length && n.toLowerCase() === 'nats-msg-id') return n;
