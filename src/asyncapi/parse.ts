@@ -9,6 +9,7 @@
 import { hash } from '../core/canonical.js';
 import type { AsyncApiChannel, AsyncApiDocument, AsyncApiMessage, ParsedAsyncApi } from './document.js';
 import { checkDocument, displayPath, fetchRemote, localReadAllowed, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
+import { useBuildTimeStructureValidators } from './structure-validators.js';
 
 /* The part of @asyncapi/parser used here (typed loosely: its typings pull in Spectral's). */
 interface ParserDiagnostic {
@@ -32,6 +33,8 @@ let parserInstance: Promise<Parser> | undefined;
 function asyncApiParser(): Promise<Parser> {
   parserInstance ??= (async () => {
     const [{ Parser }, { AvroSchemaParser }] = await Promise.all([import('@asyncapi/parser'), import('@asyncapi/avro-schema-parser')]);
+    // The AsyncAPI schemas' validators from the build, not compiled again by every parse.
+    useBuildTimeStructureValidators();
     // The "recommended" rules only give style advice (warnings), which is not reported: skip them.
     return new Parser({ schemaParsers: [AvroSchemaParser()], ruleset: { recommended: false } }) as unknown as Parser;
   })();

@@ -1,0 +1,216 @@
+/**
+ * The AsyncAPI JSON Schema validators of @asyncapi/parser's document-structure rules, compiled at
+ * build time. The parser checks every document against its version's AsyncAPI schema twice (the
+ * `asyncapi-document-resolved` and `-unresolved` rules) through Spectral's `schema` function,
+ * whose ajv compiles both schemas anew for each parse (its ajv instances live per document
+ * inventory, so per parse): ~1.2 s of CPU in a process's first parse, ~0.4 s in each later one.
+ * `npm run build` writes ajv's standalone code of those validators, made by Spectral's own ajv
+ * instance (its options, formats and plugins), with a hash of each schema it was made from.
+ *
+ * The hook: Spectral's `schema` function gets its validators from `createAjvInstances()` in
+ * @stoplight/spectral-functions/dist/schema/ajv.js, which it looks up on that module's exports at
+ * each call. `useBuildTimeStructureValidators` wraps it: a schema whose `$id`, dialect and content
+ * hash match the build's, asked for with `allErrors` (as the parser does), gets the build-time
+ * validator; anything else goes to Spectral's ajv as before. The same ajv code validates either
+ * way, so the errors, their paths and messages are the same. The hook relies on internals (that
+ * module and its call, the parser's `getSchema` and format list at build time): the generated
+ * files record the versions they were made with (@asyncapi/parser is pinned in package.json), and
+ * with any other version installed nothing is wrapped. Each schema compiles the same alone or
+ * after the other in one ajv instance (the standalone code of both orders was compared), so
+ * serving one and compiling the other (a mismatch of one hash) changes nothing either.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Script } from 'node:vm';
+
+/** An ajv validating function, as Spectral's `schema` function calls it. */
+type Validate = ((data: unknown) => boolean) & { errors?: unknown };
+type GetValidator = (schema: Record<string, unknown>, dialect: string, allErrors: boolean) => Validate | undefined;
+interface SpectralAjvModule {
+  createAjvInstances: () => GetValidator;
+}
+
+/** What the build wrote: the versions it was made with and, per schema `$id`, its file and hash. */
+interface Manifest {
+  packages: Record<string, string>;
+  schemas: Record<string, { file: string; export: string; dialect: string; hash: string }>;
+}
+
+const DIR = fileURLToPath(new URL('./structure-validators/', import.meta.url));
+const MANIFEST = join(DIR, 'manifest.json');
+const STRUCTURE_RULE = '@asyncapi/parser/cjs/ruleset/functions/documentStructure.js';
+const SPECTRAL_AJV = '@stoplight/spectral-functions/dist/schema/ajv.js';
+const WRAPPED = Symbol.for('eventgate.structure-validators');
+
+/** Where the parser's rule and Spectral's ajv module are, as the parser itself resolves them. */
+function locate(): { rule: string; spectralAjv: string } {
+  const rule = createRequire(import.meta.url).resolve(STRUCTURE_RULE);
+  return { rule, spectralAjv: createRequire(rule).resolve(SPECTRAL_AJV) };
+}
+
+/** The versions of every package whose code makes or runs the validators, each resolved from where its user resolves it. */
+function installedVersions(rule: string, spectralAjv: string): Record<string, string> {
+  const version = (from: string, name: string) => (createRequire(from)(`${name}/package.json`) as { version: string }).version;
+  return {
+    '@asyncapi/parser': version(rule, '@asyncapi/parser'),
+    '@asyncapi/specs': version(rule, '@asyncapi/specs'),
+    '@stoplight/spectral-functions': version(rule, '@stoplight/spectral-functions'),
+    ajv: version(spectralAjv, 'ajv'),
+    'ajv-formats': version(spectralAjv, 'ajv-formats'),
+    'ajv-errors': version(spectralAjv, 'ajv-errors'),
+  };
+}
+
+function schemaHash(schema: unknown): string {
+  return createHash('sha256').update(JSON.stringify(schema)).digest('hex');
+}
+
+let servedCount = 0;
+
+/** How many validators the build-time code has served in this process (tests, docs/performance.md). */
+export function buildTimeValidatorsServed(): number {
+  return servedCount;
+}
+
+let enabled = true;
+
+/** Turns serving off and on (tests compare the diagnostics of both paths); on by default. */
+export function setBuildTimeStructureValidators(on: boolean): void {
+  enabled = on;
+}
+
+/**
+ * Wraps Spectral's `createAjvInstances` so that the parser's structure schemas are served from the
+ * build-time code. Call before parsing; does nothing when the build wrote no validators or the
+ * installed packages are not the ones they were made with. Returns whether the hook is in place.
+ */
+export function useBuildTimeStructureValidators(): boolean {
+  let manifest: Manifest;
+  let spectral: SpectralAjvModule;
+  let spectralAjv: string;
+  try {
+    if (!existsSync(MANIFEST)) return false;
+    manifest = JSON.parse(readFileSync(MANIFEST, 'utf8')) as Manifest;
+    const located = locate();
+    spectralAjv = located.spectralAjv;
+    if (JSON.stringify(installedVersions(located.rule, spectralAjv)) !== JSON.stringify(manifest.packages)) return false;
+    spectral = createRequire(located.rule)(spectralAjv) as SpectralAjvModule;
+  } catch {
+    return false; // a layout this was not made for: the parser works as installed
+  }
+  if (typeof spectral.createAjvInstances !== 'function') return false;
+  if ((spectral.createAjvInstances as { [WRAPPED]?: true })[WRAPPED]) return true;
+
+  /** Per schema object (the parser makes each once per process): its build-time validator, or null. */
+  const matched = new WeakMap<object, Validate | null>();
+  const modules = new Map<string, Record<string, Validate>>();
+  const requireAsSpectral = createRequire(spectralAjv);
+  const buildTime = (schema: Record<string, unknown>, dialect: string): Validate | null => {
+    const entry = typeof schema.$id === 'string' ? manifest.schemas[schema.$id] : undefined;
+    if (!entry || entry.dialect !== dialect || schemaHash(schema) !== entry.hash) return null;
+    let exports = modules.get(entry.file);
+    if (!exports) {
+      exports = loadModule(join(DIR, entry.file), requireAsSpectral);
+      modules.set(entry.file, exports);
+    }
+    return exports[entry.export] ?? null;
+  };
+
+  const original = spectral.createAjvInstances;
+  const wrapped = () => {
+    const spectralValidator = original();
+    return (schema: Record<string, unknown>, dialect: string, allErrors: boolean) => {
+      if (enabled && allErrors && typeof schema === 'object' && schema !== null) {
+        let validate = matched.get(schema);
+        if (validate === undefined) {
+          validate = buildTime(schema, dialect);
+          matched.set(schema, validate);
+        }
+        if (validate) {
+          servedCount++;
+          return validate;
+        }
+      }
+      return spectralValidator(schema, dialect, allErrors);
+    };
+  };
+  spectral.createAjvInstances = Object.assign(wrapped, { [WRAPPED]: true as const });
+  return true;
+}
+
+/** A generated module, run as CommonJS from Spectral's place (its `require`s are of Spectral's ajv and ajv-formats). */
+function loadModule(file: string, require: NodeJS.Require): Record<string, Validate> {
+  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${readFileSync(file, 'utf8')}\n})`, { filename: file });
+  const module = { exports: {} as Record<string, Validate> };
+  script.runInThisContext()(module.exports, require, module, file, dirname(file));
+  return module.exports;
+}
+
+/**
+ * Writes the validators of every AsyncAPI version the parser knows (scripts/precompile-asyncapi-
+ * schemas.js, run by `npm run build`), one module per version with its resolved and unresolved
+ * schema's. Skipped when the files there were made from the same packages and schemas.
+ */
+export async function writeStructureValidators(): Promise<{ written: boolean; dir: string }> {
+  const { rule, spectralAjv } = locate();
+  const require = createRequire(rule);
+  const packages = installedVersions(rule, spectralAjv);
+  const { getSchema } = require(rule) as { getSchema: (formats: Set<unknown>, resolved: boolean) => Record<string, unknown> | undefined };
+  const { AsyncAPIFormats } = require('@asyncapi/parser/cjs/ruleset/formats.js') as { AsyncAPIFormats: Map<string, unknown> };
+  const spectral = require(spectralAjv) as SpectralAjvModule;
+  const spectralRequire = createRequire(spectralAjv);
+  const { detectDialect } = createRequire(require.resolve('@stoplight/spectral-functions'))('@stoplight/spectral-formats') as { detectDialect: (schema: unknown) => string | null };
+  const standalone = (spectralRequire('ajv/dist/standalone') as { default: (ajv: unknown, refs: Record<string, string>) => string }).default;
+  const AjvClass = (spectralRequire('ajv') as { default: { prototype: { compile: (this: AjvLike, ...args: unknown[]) => unknown } } }).default;
+
+  const versions = [...AsyncAPIFormats.keys()];
+  const plan = versions.map((version) => {
+    const formats = new Set([AsyncAPIFormats.get(version)]);
+    const schemas = { resolved: getSchema(formats, true)!, unresolved: getSchema(formats, false)! };
+    return { version, file: `asyncapi-${version}.generated.cjs`, schemas };
+  });
+  const manifest: Manifest = { packages, schemas: {} };
+  for (const { file, schemas } of plan) {
+    for (const [name, schema] of Object.entries(schemas)) {
+      manifest.schemas[schema.$id as string] = { file, export: name, dialect: detectDialect(schema) ?? 'draft7', hash: schemaHash(schema) };
+    }
+  }
+  const upToDate = existsSync(MANIFEST) && readFileSync(MANIFEST, 'utf8') === `${JSON.stringify(manifest, null, 2)}\n` && plan.every(({ file }) => existsSync(join(DIR, file)));
+  if (upToDate) return { written: false, dir: DIR };
+
+  mkdirSync(DIR, { recursive: true });
+  // Spectral's own ajv instance compiles each schema, as at run time: its `compile` is caught to
+  // learn the instance and have it keep the source that standalone code is written from.
+  interface AjvLike {
+    opts: { code: { source?: boolean } };
+  }
+  const ownCompile = Object.hasOwn(AjvClass.prototype, 'compile');
+  const compile = AjvClass.prototype.compile;
+  let instance: AjvLike | undefined;
+  AjvClass.prototype.compile = function (this: AjvLike, ...args: unknown[]) {
+    instance = this;
+    this.opts.code.source = true;
+    return compile.apply(this, args);
+  };
+  try {
+    for (const { version, file, schemas } of plan) {
+      const validator = spectral.createAjvInstances();
+      instance = undefined;
+      // Resolved first, as the parser's rules run.
+      for (const schema of [schemas.resolved, schemas.unresolved]) validator(schema, manifest.schemas[schema.$id as string]!.dialect, true);
+      if (!instance) throw new Error(`no ajv compile seen for AsyncAPI ${version}`);
+      const source = standalone(instance, { resolved: schemas.resolved.$id as string, unresolved: schemas.unresolved.$id as string });
+      // Escaped beyond Latin-1 so V8 keeps the source as a one-byte string (half the memory).
+      const ascii = source.replace(/[^\0-\xff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+      writeFileSync(join(DIR, file), `// Generated by \`npm run build\`; see src/asyncapi/structure-validators.ts.\n${ascii}\n`);
+    }
+  } finally {
+    if (ownCompile) AjvClass.prototype.compile = compile;
+    else delete (AjvClass.prototype as { compile?: unknown }).compile;
+  }
+  writeFileSync(MANIFEST, `${JSON.stringify(manifest, null, 2)}\n`);
+  return { written: true, dir: DIR };
+}
