@@ -9,7 +9,8 @@
 // Not for packages that find files by __dirname (pino's transports) or whose state other copies of
 // them must share (@opentelemetry/api: an SDK registered after the gateway loaded would reach only
 // the package's copy; prom-client reaches it as the package, left outside its bundle).
-import { buildSync } from 'esbuild';
+import { createRequire } from 'node:module';
+import { build } from 'esbuild';
 
 /**
  * Bundle name → what it exports. The name is what src/core/bundled.ts looks for; its fallback
@@ -30,10 +31,31 @@ export const VENDORED = {
     fullFormats: require('ajv-formats/dist/formats').fullFormats,
   };`,
   'prom-client': `module.exports = require('prom-client');`,
+  // @asyncapi/parser with Spectral (~800 module files, ~0.25 s of loading in each process that
+  // parses a document), loaded in the parser's thread (src/asyncapi/parse.ts). Spectral's ajv
+  // module is exported too: src/asyncapi/structure-validators.ts wraps a function of this copy.
+  'asyncapi-parser': `module.exports = {
+    Parser: require('@asyncapi/parser').Parser,
+    AvroSchemaParser: require('@asyncapi/avro-schema-parser').AvroSchemaParser,
+    spectralAjv: require('@stoplight/spectral-functions/dist/schema/ajv.js'),
+  };`,
+};
+
+/**
+ * jsonc-parser's `main` is a UMD module whose factory gets `require` as a parameter, so esbuild
+ * sees none of its four `require`s (an earlier trial's bundle failed at run time on
+ * `./impl/format`): its ES module build, which imports them, goes in instead. (Plugins need
+ * esbuild's asynchronous `build`.)
+ */
+const jsoncParserAsEsm = {
+  name: 'jsonc-parser-esm',
+  setup(build) {
+    build.onResolve({ filter: /^jsonc-parser$/ }, (args) => ({ path: createRequire(`${args.resolveDir}/`).resolve('jsonc-parser/lib/esm/main.js') }));
+  },
 };
 
 for (const [name, contents] of Object.entries(VENDORED)) {
-  buildSync({
+  await build({
     stdin: { contents, resolveDir: process.cwd() },
     bundle: true,
     platform: 'node',
@@ -48,5 +70,6 @@ for (const [name, contents] of Object.entries(VENDORED)) {
     external: ['bufferutil', 'utf-8-validate', '@opentelemetry/api'],
     outfile: `dist/src/vendor/${name.replace(/^@/, '').replace(/\//g, '-')}.cjs`,
     logLevel: 'warning',
+    plugins: [jsoncParserAsEsm],
   });
 }

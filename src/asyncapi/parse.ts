@@ -6,10 +6,12 @@
  * of CPU (over a second for the first, which compiles the AsyncAPI JSON Schema), during which a
  * reload would otherwise hold every connection's traffic.
  */
+import { createRequire } from 'node:module';
+import { bundled } from '../core/bundled.js';
 import { hash } from '../core/canonical.js';
 import type { AsyncApiChannel, AsyncApiDocument, AsyncApiMessage, ParsedAsyncApi } from './document.js';
 import { checkDocument, displayPath, fetchRemote, localReadAllowed, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
-import { useBuildTimeStructureValidators } from './structure-validators.js';
+import { SPECTRAL_AJV, STRUCTURE_RULE, type SpectralAjvModule, useBuildTimeStructureValidators } from './structure-validators.js';
 
 /* The part of @asyncapi/parser used here (typed loosely: its typings pull in Spectral's). */
 interface ParserDiagnostic {
@@ -27,17 +29,37 @@ interface Parser {
   ): Promise<{ document?: { json(): unknown }; diagnostics: ParserDiagnostic[] }>;
 }
 
-let parserInstance: Promise<Parser> | undefined;
+/** What the parser's bundle exports (scripts/bundle-vendor.js). */
+export interface ParserModules {
+  Parser: new (options: { schemaParsers?: unknown[]; ruleset?: { recommended: boolean } }) => Parser;
+  AvroSchemaParser: () => unknown;
+  spectralAjv: SpectralAjvModule;
+}
+
+let modules: ParserModules | undefined;
+
+/**
+ * The parser's packages, from one bundled file with its code cache (~800 module files otherwise;
+ * without a bundle, the packages), with the AsyncAPI schemas' validators from the build in place
+ * of compiling them in every parse (structure-validators.ts).
+ */
+export function parserModules(): ParserModules {
+  modules ??= bundled<ParserModules>('asyncapi-parser', (require) => ({
+    Parser: require('@asyncapi/parser').Parser,
+    AvroSchemaParser: require('@asyncapi/avro-schema-parser').AvroSchemaParser,
+    spectralAjv: createRequire(require.resolve(STRUCTURE_RULE))(SPECTRAL_AJV) as SpectralAjvModule,
+  }));
+  useBuildTimeStructureValidators(modules.spectralAjv);
+  return modules;
+}
+
+let parserInstance: Parser | undefined;
 
 /** One parser per process, created on first use; the Avro schema parser is registered with it. */
-function asyncApiParser(): Promise<Parser> {
-  parserInstance ??= (async () => {
-    const [{ Parser }, { AvroSchemaParser }] = await Promise.all([import('@asyncapi/parser'), import('@asyncapi/avro-schema-parser')]);
-    // The AsyncAPI schemas' validators from the build, not compiled again by every parse.
-    useBuildTimeStructureValidators();
-    // The "recommended" rules only give style advice (warnings), which is not reported: skip them.
-    return new Parser({ schemaParsers: [AvroSchemaParser()], ruleset: { recommended: false } }) as unknown as Parser;
-  })();
+function asyncApiParser(): Parser {
+  const { Parser, AvroSchemaParser } = parserModules();
+  // The "recommended" rules only give style advice (warnings), which is not reported: skip them.
+  parserInstance ??= new Parser({ schemaParsers: [AvroSchemaParser()], ruleset: { recommended: false } });
   return parserInstance;
 }
 
@@ -87,7 +109,7 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
   };
 
   const refs = new Map<string, string>();
-  const parser = await asyncApiParser();
+  const parser = asyncApiParser();
   const remote = {
     order: 1,
     read: async (uri: { toString(): string }) => {

@@ -10,7 +10,7 @@
  * reloads. A thread that dies (out of its heap, `asyncapiParser.maxHeapMb`) or overruns a parse's
  * `asyncapiParser.timeoutMs` fails the parses it had with a problem; the next parse starts a new one.
  */
-import { Worker } from 'node:worker_threads';
+import { Worker, type WorkerOptions } from 'node:worker_threads';
 import type { AsyncApiProblem } from './document.js';
 import type { ParseOutcome } from './parse.js';
 import type { RefPolicy } from './refs.js';
@@ -77,6 +77,15 @@ export function parserThreadRunning(): boolean {
   return thread !== undefined;
 }
 
+/**
+ * How a parser thread is started (scripts/write-bundle-code-caches.js starts one so, to write the
+ * parser bundle's code cache under the V8 flags a parser thread has). No flags of the process
+ * (`--input-type`, `--test`, a preload): the thread needs none, and some refuse a worker.
+ */
+export function parserThreadOptions(maxHeapMb = DEFAULT_PARSER_LIMITS.maxHeapMb): WorkerOptions {
+  return { execArgv: [], resourceLimits: { maxOldGenerationSizeMb: maxHeapMb } };
+}
+
 function ensureThread(maxHeapMb: number): Worker {
   clearTimeout(idleTimer);
   if (thread && (threadHeapMb === maxHeapMb || pending.size > 0)) return thread;
@@ -86,8 +95,7 @@ function ensureThread(maxHeapMb: number): Worker {
     thread = undefined;
     void old.terminate();
   }
-  // No flags of the process (`--input-type`, `--test`, a preload): the thread needs none, and some refuse a worker.
-  const worker = new Worker(new URL('./parse-worker.js', import.meta.url), { execArgv: [], resourceLimits: { maxOldGenerationSizeMb: maxHeapMb } });
+  const worker = new Worker(new URL('./parse-worker.js', import.meta.url), parserThreadOptions(maxHeapMb));
   worker.on('message', (m: FromParser) => answer(worker, m));
   worker.on('error', (err) => stop(worker, threadError(err, maxHeapMb)));
   worker.on('exit', (code) => stop(worker, `the parser thread exited (code ${code})`));

@@ -29,7 +29,8 @@ import { Script } from 'node:vm';
 /** An ajv validating function, as Spectral's `schema` function calls it. */
 type Validate = ((data: unknown) => boolean) & { errors?: unknown };
 type GetValidator = (schema: Record<string, unknown>, dialect: string, allErrors: boolean) => Validate | undefined;
-interface SpectralAjvModule {
+/** @stoplight/spectral-functions/dist/schema/ajv.js: its exports, which the hook changes. */
+export interface SpectralAjvModule {
   createAjvInstances: () => GetValidator;
 }
 
@@ -41,8 +42,9 @@ interface Manifest {
 
 const DIR = fileURLToPath(new URL('./structure-validators/', import.meta.url));
 const MANIFEST = join(DIR, 'manifest.json');
-const STRUCTURE_RULE = '@asyncapi/parser/cjs/ruleset/functions/documentStructure.js';
-const SPECTRAL_AJV = '@stoplight/spectral-functions/dist/schema/ajv.js';
+/** The parser's module of the document-structure rules, and Spectral's module it gets its validators from. */
+export const STRUCTURE_RULE = '@asyncapi/parser/cjs/ruleset/functions/documentStructure.js';
+export const SPECTRAL_AJV = '@stoplight/spectral-functions/dist/schema/ajv.js';
 const WRAPPED = Symbol.for('eventgate.structure-validators');
 
 /** Where the parser's rule and Spectral's ajv module are, as the parser itself resolves them. */
@@ -83,13 +85,14 @@ export function setBuildTimeStructureValidators(on: boolean): void {
 }
 
 /**
- * Wraps Spectral's `createAjvInstances` so that the parser's structure schemas are served from the
- * build-time code. Call before parsing; does nothing when the build wrote no validators or the
- * installed packages are not the ones they were made with. Returns whether the hook is in place.
+ * Wraps `spectral`'s `createAjvInstances` (the module the parser in use calls: the bundle's copy,
+ * scripts/bundle-vendor.js, or the package's) so that the parser's structure schemas are served
+ * from the build-time code. Call before parsing; does nothing when the build wrote no validators
+ * or the installed packages are not the ones they were made with (the bundle is made from them by
+ * the same build). Returns whether the hook is in place.
  */
-export function useBuildTimeStructureValidators(): boolean {
+export function useBuildTimeStructureValidators(spectral: SpectralAjvModule): boolean {
   let manifest: Manifest;
-  let spectral: SpectralAjvModule;
   let spectralAjv: string;
   try {
     if (!existsSync(MANIFEST)) return false;
@@ -97,7 +100,6 @@ export function useBuildTimeStructureValidators(): boolean {
     const located = locate();
     spectralAjv = located.spectralAjv;
     if (JSON.stringify(installedVersions(located.rule, spectralAjv)) !== JSON.stringify(manifest.packages)) return false;
-    spectral = createRequire(located.rule)(spectralAjv) as SpectralAjvModule;
   } catch {
     return false; // a layout this was not made for: the parser works as installed
   }

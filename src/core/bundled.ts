@@ -20,9 +20,13 @@ import { readCodeCache, releaseCodeCache } from './code-cache.js';
  * another Node) it is rejected and the bundle compiles from its source as before.
  */
 export function bundled<T>(name: string, fallback: (require: NodeJS.Require) => T = (require) => require(name) as T): T {
-  const file = fileURLToPath(new URL(`../vendor/${name.replace(/^@/, '').replace(/\//g, '-')}.cjs`, import.meta.url));
+  const file = bundleFile(name);
   if (!existsSync(file)) return fallback(createRequire(import.meta.url));
   return loadBundle(file) as T;
+}
+
+function bundleFile(name: string): string {
+  return fileURLToPath(new URL(`../vendor/${name.replace(/^@/, '').replace(/\//g, '-')}.cjs`, import.meta.url));
 }
 
 /** Each bundle loaded, with its compiled script, once per process (as `require` caches a module). */
@@ -43,12 +47,16 @@ function loadBundle(file: string): unknown {
 }
 
 /**
- * Writes the code cache of every bundle this process loaded, with the functions it has compiled so
- * far (scripts/write-bundle-code-caches.js: under the held flags, after compiling a config).
+ * Writes the code cache of every bundle this process (this thread) loaded, or of those named in
+ * `only`, with the functions it has compiled so far (scripts/write-bundle-code-caches.js: under the
+ * held flags, after compiling a config; the parser's bundle from a parser thread, after parses).
  */
-export function writeBundleCodeCaches(): string[] {
-  return [...loaded].map(([file, { script }]) => {
-    writeFileSync(`${file}.v8-cache`, script.createCachedData());
-    return `${file}.v8-cache`;
-  });
+export function writeBundleCodeCaches(only?: readonly string[]): string[] {
+  const wanted = only?.map(bundleFile);
+  return [...loaded]
+    .filter(([file]) => !wanted || wanted.includes(file))
+    .map(([file, { script }]) => {
+      writeFileSync(`${file}.v8-cache`, script.createCachedData());
+      return `${file}.v8-cache`;
+    });
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { parseDocument } from '../../src/asyncapi/parse.js';
+import { parseDocument, parserModules } from '../../src/asyncapi/parse.js';
 import { buildTimeValidatorsServed, setBuildTimeStructureValidators, useBuildTimeStructureValidators } from '../../src/asyncapi/structure-validators.js';
 import { documentOf, lightMeasuredPayload } from '../helpers/asyncapi-fixtures.js';
 import { tempFiles } from '../helpers/gateway.js';
@@ -30,8 +30,8 @@ const broken: Record<string, string> = {
 
 /** The parser's own diagnostics for `text`, as they come (before parse.ts picks the errors it reports). */
 async function rawDiagnostics(text: string): Promise<unknown[]> {
-  const { Parser } = await import('@asyncapi/parser');
-  const { diagnostics } = await new Parser({ ruleset: { recommended: false } }).parse(text);
+  const { Parser } = parserModules();
+  const { diagnostics } = await new Parser({ ruleset: { recommended: false } }).parse(text, { source: 'doc.yaml', __unstable: { resolver: { resolvers: [] } } });
   return diagnostics.map((d) => ({ code: d.code, message: d.message, path: d.path, severity: d.severity, range: d.range }));
 }
 
@@ -50,7 +50,7 @@ describe('AsyncAPI structure validators from the build (point 90)', () => {
   });
 
   it("finds the same problems, at the same paths and with the same messages, as Spectral's own ajv", async () => {
-    assert.equal(useBuildTimeStructureValidators(), true);
+    assert.equal(useBuildTimeStructureValidators(parserModules().spectralAjv), true);
     for (const [what, text] of Object.entries(broken)) {
       const before = buildTimeValidatorsServed();
       const fromBuild = await rawDiagnostics(text);
@@ -70,14 +70,14 @@ describe('AsyncAPI structure validators from the build (point 90)', () => {
   });
 
   it("leaves a schema the build did not make from to Spectral's ajv", async () => {
-    assert.equal(useBuildTimeStructureValidators(), true);
-    // Spectral's module, as the parser's rule resolves it: the hook is on its exports.
+    // The module of Spectral's that the parser in use calls (the bundle's copy): the hook is on its exports.
+    const spectral = parserModules().spectralAjv as unknown as {
+      createAjvInstances: () => (schema: object, dialect: string, allErrors: boolean) => ((data: unknown) => boolean) & { errors?: { message?: string }[] };
+    };
+    assert.equal(useBuildTimeStructureValidators(parserModules().spectralAjv), true);
     const rule = createRequire(import.meta.url).resolve('@asyncapi/parser/cjs/ruleset/functions/documentStructure.js');
     const { getSchema } = createRequire(rule)(rule) as { getSchema: (f: Set<unknown>, resolved: boolean) => Record<string, any> };
     const { AsyncAPIFormats } = createRequire(rule)('../formats.js') as { AsyncAPIFormats: Map<string, unknown> };
-    const spectral = createRequire(rule)('@stoplight/spectral-functions/dist/schema/ajv.js') as {
-      createAjvInstances: () => (schema: object, dialect: string, allErrors: boolean) => ((data: unknown) => boolean) & { errors?: { message?: string }[] };
-    };
     const schema = getSchema(new Set([AsyncAPIFormats.get('3.0.0')]), true);
     const changed = structuredClone(schema);
     changed.required = [...changed.required, 'x-changed'];

@@ -7,34 +7,50 @@ import { bundled } from '../../src/core/bundled.js';
 import { repoRoot } from '../helpers/gateway.js';
 
 const vendor = join(repoRoot, 'dist', 'src', 'vendor');
-const bundles = readdirSync(vendor).filter((name) => name.endsWith('.cjs'));
+const all = readdirSync(vendor).filter((name) => name.endsWith('.cjs'));
+/** The AsyncAPI parser's bundle loads in the parser thread, whose V8 flags differ (checked below). */
+const PARSER = 'asyncapi-parser.cjs';
+const bundles = all.filter((name) => name !== PARSER);
 
 /**
  * Whether V8 takes each bundle's code cache (src/core/bundled.ts, written by `npm run build`) in a
  * process holding `command`'s start-up flags, as bin/eventgate.js starts one (holding changes V8's
- * flags, hence a process of its own).
+ * flags, hence a process of its own); the parser's bundle in a thread started as a parser thread.
  */
-function cachesTaken(command: string): Record<string, string> {
-  const script = `
-    import { readFileSync } from 'node:fs';
-    import { Script } from 'node:vm';
-    const { holdWhileStarting } = await import(${JSON.stringify(join(repoRoot, 'dist', 'src', 'cli', 'startup-hold.js'))});
-    holdWhileStarting([${JSON.stringify(command)}]);
+function cachesTaken(command: string, inParserThread = false): Record<string, string> {
+  const check = (names: string[]) => `
+    const { readFileSync } = await import('node:fs');
+    const { Script } = await import('node:vm');
     const seen = {};
-    for (const name of ${JSON.stringify(bundles)}) {
+    for (const name of ${JSON.stringify(names)}) {
       const file = ${JSON.stringify(vendor)} + '/' + name;
       const source = '(function (exports, require, module, __filename, __dirname) {' + readFileSync(file, 'utf8') + '\\n})';
       seen[name] = new Script(source, { filename: file, cachedData: readFileSync(file + '.v8-cache') }).cachedDataRejected ? 'rejected' : 'taken';
     }
     process.stdout.write(JSON.stringify(seen));`;
+  const script = `
+    const { holdWhileStarting } = await import(${JSON.stringify(join(repoRoot, 'dist', 'src', 'cli', 'startup-hold.js'))});
+    holdWhileStarting([${JSON.stringify(command)}]);
+    ${
+      inParserThread
+        ? `const { Worker } = await import('node:worker_threads');
+           const { parserThreadOptions } = await import(${JSON.stringify(join(repoRoot, 'dist', 'src', 'asyncapi', 'parser-thread.js'))});
+           new Worker(${JSON.stringify(check([PARSER]))}, { ...parserThreadOptions(), eval: true });`
+        : check(bundles)
+    }`;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout);
 }
 
 describe("the bundled dependencies' code caches", () => {
-  it('exist for the six bundles', () => {
-    assert.deepEqual(bundles, ['ajv.cjs', 'find-my-way.cjs', 'prom-client.cjs', 'sinclair-typebox.cjs', 'ws.cjs', 'yaml.cjs']);
+  it('exist for the seven bundles', () => {
+    assert.deepEqual(all, ['ajv.cjs', 'asyncapi-parser.cjs', 'find-my-way.cjs', 'prom-client.cjs', 'sinclair-typebox.cjs', 'ws.cjs', 'yaml.cjs']);
+  });
+
+  it("are taken for the AsyncAPI parser's bundle in a parser thread of a command that parses, and rejected without the held flags", () => {
+    for (const command of ['validate', 'run']) assert.deepEqual(cachesTaken(command, true), { [PARSER]: 'taken' }, command);
+    assert.deepEqual(cachesTaken('schema', true), { [PARSER]: 'rejected' });
   });
 
   for (const command of ['run', 'validate']) {
