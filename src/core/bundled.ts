@@ -46,6 +46,11 @@ function loadBundle(file: string): unknown {
   return module.exports;
 }
 
+/** The bundles this thread has loaded, by name of file (`asyncapi-parser.cjs`): tests check where a bundle loads. */
+export function loadedBundles(): string[] {
+  return [...loaded.keys()].map((file) => file.slice(file.lastIndexOf('/') + 1));
+}
+
 /**
  * Writes the code cache of every bundle this process (this thread) loaded, or of those named in
  * `only`, with the functions it has compiled so far (scripts/write-bundle-code-caches.js: under the
