@@ -11,6 +11,9 @@
 // the package's copy; prom-client reaches it as the package, left outside its bundle).
 import { createRequire } from 'node:module';
 import { build } from 'esbuild';
+import { spectralFiles } from '../dist/src/asyncapi/structure-validators.js';
+
+const spectral = spectralFiles();
 
 /**
  * Bundle name → what it exports. The name is what src/core/bundled.ts looks for; its fallback
@@ -32,12 +35,22 @@ export const VENDORED = {
   };`,
   'prom-client': `module.exports = require('prom-client');`,
   // @asyncapi/parser with Spectral (~800 module files, ~0.25 s of loading in each process that
-  // parses a document), loaded in the parser's thread (src/asyncapi/parse.ts). Spectral's ajv
-  // module is exported too: src/asyncapi/structure-validators.ts wraps a function of this copy.
-  'asyncapi-parser': `module.exports = {
+  // parses a document), loaded in the parser's thread (src/asyncapi/parse.ts). With it what the
+  // build's AsyncAPI validators need (src/asyncapi/structure-validators.ts): Spectral's ajv
+  // module, whose function they replace; what they require, as Spectral's ajv resolves it; the
+  // versions they must have been made from. All taken from where the parser resolves them.
+  'asyncapi-parser': `const requires = { ${Object.entries(spectral.requires)
+    .map(([id, file]) => `${JSON.stringify(id)}: () => require(${JSON.stringify(file)})`)
+    .join(', ')} };
+  module.exports = {
     Parser: require('@asyncapi/parser').Parser,
     AvroSchemaParser: require('@asyncapi/avro-schema-parser').AvroSchemaParser,
-    spectralAjv: require('@stoplight/spectral-functions/dist/schema/ajv.js'),
+    spectralAjv: require(${JSON.stringify(spectral.spectralAjv)}),
+    validatorRequire: (id) => {
+      if (!Object.hasOwn(requires, id)) throw new Error('not in the bundle: ' + id);
+      return requires[id]();
+    },
+    versions: ${JSON.stringify(spectral.versions)},
   };`,
 };
 

@@ -6,12 +6,11 @@
  * of CPU (over a second for the first, which compiles the AsyncAPI JSON Schema), during which a
  * reload would otherwise hold every connection's traffic.
  */
-import { createRequire } from 'node:module';
 import { bundled } from '../core/bundled.js';
 import { hash } from '../core/canonical.js';
 import type { AsyncApiChannel, AsyncApiDocument, AsyncApiMessage, ParsedAsyncApi } from './document.js';
 import { checkDocument, displayPath, fetchRemote, localReadAllowed, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
-import { SPECTRAL_AJV, STRUCTURE_RULE, type SpectralAjvModule, useBuildTimeStructureValidators } from './structure-validators.js';
+import { type ParserSpectral, spectralAsInstalled, useBuildTimeStructureValidators } from './structure-validators.js';
 
 /* The part of @asyncapi/parser used here (typed loosely: its typings pull in Spectral's). */
 interface ParserDiagnostic {
@@ -30,10 +29,9 @@ interface Parser {
 }
 
 /** What the parser's bundle exports (scripts/bundle-vendor.js). */
-export interface ParserModules {
+export interface ParserModules extends ParserSpectral {
   Parser: new (options: { schemaParsers?: unknown[]; ruleset?: { recommended: boolean } }) => Parser;
   AvroSchemaParser: () => unknown;
-  spectralAjv: SpectralAjvModule;
 }
 
 let modules: ParserModules | undefined;
@@ -47,9 +45,9 @@ export function parserModules(): ParserModules {
   modules ??= bundled<ParserModules>('asyncapi-parser', (require) => ({
     Parser: require('@asyncapi/parser').Parser,
     AvroSchemaParser: require('@asyncapi/avro-schema-parser').AvroSchemaParser,
-    spectralAjv: createRequire(require.resolve(STRUCTURE_RULE))(SPECTRAL_AJV) as SpectralAjvModule,
+    ...spectralAsInstalled(),
   }));
-  useBuildTimeStructureValidators(modules.spectralAjv);
+  useBuildTimeStructureValidators(modules);
   return modules;
 }
 

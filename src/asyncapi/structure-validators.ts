@@ -34,6 +34,22 @@ export interface SpectralAjvModule {
   createAjvInstances: () => GetValidator;
 }
 
+/**
+ * Spectral as the parser in use has it: its ajv module, what the generated validators `require`
+ * (ajv's runtime helpers, ajv-formats' formats) as Spectral's ajv resolves it, and the versions of
+ * the packages involved. The parser's bundle carries all three from the build (scripts/
+ * bundle-vendor.js), so a bundle and the validators of one build always match, whatever an
+ * `npm install` put in node_modules since; without a bundle, `spectralAsInstalled()`.
+ */
+export interface ParserSpectral {
+  spectralAjv: SpectralAjvModule;
+  validatorRequire: (id: string) => unknown;
+  versions: Record<string, string>;
+}
+
+/** All the generated validators may `require` (the build checks its code against this list). */
+export const VALIDATOR_REQUIRES = ['ajv-formats/dist/formats', 'ajv/dist/runtime/equal', 'ajv/dist/runtime/ucs2length'] as const;
+
 /** What the build wrote: the versions it was made with and, per schema `$id`, its file and hash. */
 interface Manifest {
   packages: Record<string, string>;
@@ -51,6 +67,23 @@ const WRAPPED = Symbol.for('eventgate.structure-validators');
 function locate(): { rule: string; spectralAjv: string } {
   const rule = createRequire(import.meta.url).resolve(STRUCTURE_RULE);
   return { rule, spectralAjv: createRequire(rule).resolve(SPECTRAL_AJV) };
+}
+
+/**
+ * The files of Spectral's ajv module and of what the validators require, and the packages'
+ * versions, as installed (scripts/bundle-vendor.js puts them in the parser's bundle).
+ */
+export function spectralFiles(): { spectralAjv: string; requires: Record<string, string>; versions: Record<string, string> } {
+  const { rule, spectralAjv } = locate();
+  const fromSpectral = createRequire(spectralAjv);
+  return { spectralAjv, requires: Object.fromEntries(VALIDATOR_REQUIRES.map((id) => [id, fromSpectral.resolve(id)])), versions: installedVersions(rule, spectralAjv) };
+}
+
+/** Spectral from node_modules (no bundle: a build that only ran tsc). */
+export function spectralAsInstalled(): ParserSpectral {
+  const { rule, spectralAjv } = locate();
+  const fromSpectral = createRequire(spectralAjv);
+  return { spectralAjv: fromSpectral(spectralAjv) as SpectralAjvModule, validatorRequire: (id) => fromSpectral(id), versions: installedVersions(rule, spectralAjv) };
 }
 
 /** The versions of every package whose code makes or runs the validators, each resolved from where its user resolves it. */
@@ -85,37 +118,37 @@ export function setBuildTimeStructureValidators(on: boolean): void {
 }
 
 /**
- * Wraps `spectral`'s `createAjvInstances` (the module the parser in use calls: the bundle's copy,
- * scripts/bundle-vendor.js, or the package's) so that the parser's structure schemas are served
- * from the build-time code. Call before parsing; does nothing when the build wrote no validators
- * or the installed packages are not the ones they were made with (the bundle is made from them by
- * the same build). Returns whether the hook is in place.
+ * Wraps the `createAjvInstances` of the parser's Spectral (the bundle's copy, or the package's)
+ * so that the parser's structure schemas are served from the build-time code. Call before
+ * parsing; does nothing when the build wrote no validators or they were made from other versions
+ * than `parser.versions`. Returns whether the hook is in place.
  */
-export function useBuildTimeStructureValidators(spectral: SpectralAjvModule): boolean {
+export function useBuildTimeStructureValidators(parser: ParserSpectral): boolean {
+  const spectral = parser.spectralAjv;
   let manifest: Manifest;
-  let spectralAjv: string;
   try {
     if (!existsSync(MANIFEST)) return false;
     manifest = JSON.parse(readFileSync(MANIFEST, 'utf8')) as Manifest;
-    const located = locate();
-    spectralAjv = located.spectralAjv;
-    if (JSON.stringify(installedVersions(located.rule, spectralAjv)) !== JSON.stringify(manifest.packages)) return false;
   } catch {
-    return false; // a layout this was not made for: the parser works as installed
+    return false;
   }
+  if (JSON.stringify(parser.versions) !== JSON.stringify(manifest.packages)) return false;
   if (typeof spectral.createAjvInstances !== 'function') return false;
   if ((spectral.createAjvInstances as { [WRAPPED]?: true })[WRAPPED]) return true;
 
   /** Per schema object (the parser makes each once per process) and dialect: its build-time validator, or null. */
   const matched = new WeakMap<object, Map<string, Validate | null>>();
   const modules = new Map<string, Record<string, Validate>>();
-  const requireAsSpectral = createRequire(spectralAjv);
   const buildTime = (schema: Record<string, unknown>, dialect: string): Validate | null => {
     const entry = typeof schema.$id === 'string' ? manifest.schemas[schema.$id] : undefined;
     if (!entry || entry.dialect !== dialect || schemaHash(schema) !== entry.hash) return null;
     let exports = modules.get(entry.file);
     if (!exports) {
-      exports = loadModule(join(DIR, entry.file), requireAsSpectral);
+      try {
+        exports = loadModule(join(DIR, entry.file), parser.validatorRequire);
+      } catch {
+        return null; // a file gone since the build: Spectral's ajv compiles it
+      }
       modules.set(entry.file, exports);
     }
     return exports[entry.export] ?? null;
@@ -146,7 +179,7 @@ export function useBuildTimeStructureValidators(spectral: SpectralAjvModule): bo
 }
 
 /** A generated module, run as CommonJS from Spectral's place (its `require`s are of Spectral's ajv and ajv-formats). */
-function loadModule(file: string, require: NodeJS.Require): Record<string, Validate> {
+function loadModule(file: string, require: (id: string) => unknown): Record<string, Validate> {
   const script = new Script(`(function (exports, require, module, __filename, __dirname) {${readFileSync(file, 'utf8')}\n})`, { filename: file });
   const module = { exports: {} as Record<string, Validate> };
   script.runInThisContext()(module.exports, require, module, file, dirname(file));
@@ -207,6 +240,9 @@ export async function writeStructureValidators(): Promise<{ written: boolean; di
       for (const schema of [schemas.resolved, schemas.unresolved]) validator(schema, manifest.schemas[schema.$id as string]!.dialect, true);
       if (!instance) throw new Error(`no ajv compile seen for AsyncAPI ${version}`);
       const source = standalone(instance, { resolved: schemas.resolved.$id as string, unresolved: schemas.unresolved.$id as string });
+      const required = [...source.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]!);
+      const unknown = required.filter((id) => !(VALIDATOR_REQUIRES as readonly string[]).includes(id));
+      if (unknown.length > 0) throw new Error(`AsyncAPI ${version}'s validators require ${unknown.join(', ')}: add it to VALIDATOR_REQUIRES`);
       // Escaped beyond Latin-1 so V8 keeps the source as a one-byte string (half the memory).
       const ascii = source.replace(/[^\0-\xff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
       writeFileSync(join(DIR, file), `// Generated by \`npm run build\`; see src/asyncapi/structure-validators.ts.\n${ascii}\n`);

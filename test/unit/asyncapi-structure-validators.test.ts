@@ -69,7 +69,7 @@ describe('AsyncAPI structure validators from the build (point 90)', () => {
   });
 
   it("finds the same problems, at the same paths and with the same messages, as Spectral's own ajv", async () => {
-    assert.equal(useBuildTimeStructureValidators(parserModules().spectralAjv), true);
+    assert.equal(useBuildTimeStructureValidators(parserModules()), true);
     for (const [what, text] of Object.entries(broken)) {
       const before = buildTimeValidatorsServed();
       const fromBuild = await rawDiagnostics(text);
@@ -93,7 +93,9 @@ describe('AsyncAPI structure validators from the build (point 90)', () => {
     const spectral = parserModules().spectralAjv as unknown as {
       createAjvInstances: () => (schema: object, dialect: string, allErrors: boolean) => ((data: unknown) => boolean) & { errors?: { message?: string }[] };
     };
-    assert.equal(useBuildTimeStructureValidators(parserModules().spectralAjv), true);
+    assert.equal(useBuildTimeStructureValidators(parserModules()), true);
+    // Validators made from other versions than the parser's are not used at all.
+    assert.equal(useBuildTimeStructureValidators({ ...parserModules(), versions: { ...parserModules().versions, ajv: '8.0.0' } }), false);
     const rule = createRequire(import.meta.url).resolve('@asyncapi/parser/cjs/ruleset/functions/documentStructure.js');
     const { getSchema } = createRequire(rule)(rule) as { getSchema: (f: Set<unknown>, resolved: boolean) => Record<string, any> };
     const { AsyncAPIFormats } = createRequire(rule)('../formats.js') as { AsyncAPIFormats: Map<string, unknown> };
