@@ -1,6 +1,6 @@
 /**
  * The thread that parses AsyncAPI documents (parse-worker.ts), as the gateway's thread sees it.
- * A parse is CPU work of a few hundred milliseconds (over a second for the first in a thread);
+ * A parse is CPU work of a hundred milliseconds or more (about a second for the first in a thread);
  * run on the event loop it held every connection's traffic for that long on each reload that
  * changed a document. The thread reads the document's local `$ref`s through the caller's reader
  * (asking for each file by message), so the caller still learns every file a document depends on.
