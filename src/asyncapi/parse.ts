@@ -2,8 +2,8 @@
  * The parse of one AsyncAPI document by @asyncapi/parser, as the parser thread runs it
  * (parse-worker.ts): `$ref`s resolved through the caller's reader and the reference policy, the
  * parser's diagnostics turned into positioned problems, and the document indexed by the names a
- * config may use. It runs off the gateway's event loop: a parse takes a hundred milliseconds or more
- * of CPU (about a second for the first in a thread, which loads the parser), during which a
+ * config may use. It runs off the gateway's event loop: a parse takes a hundred milliseconds or
+ * more of CPU (about a second for the first in a thread, which loads the parser), during which a
  * reload would otherwise hold every connection's traffic.
  */
 import { bundled } from '../core/bundled.js';
