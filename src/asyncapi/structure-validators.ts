@@ -54,6 +54,8 @@ export const VALIDATOR_REQUIRES = ['ajv-formats/dist/formats', 'ajv/dist/runtime
 interface Manifest {
   packages: Record<string, string>;
   schemas: Record<string, { file: string; export: string; dialect: string; hash: string }>;
+  /** The rules' own small schemas (`{const: <latest version>}`, ...), by `ruleKey`. */
+  rules: Record<string, { file: string }>;
 }
 
 const DIR = fileURLToPath(new URL('./structure-validators/', import.meta.url));
@@ -103,6 +105,11 @@ function schemaHash(schema: unknown): string {
   return createHash('sha256').update(JSON.stringify(schema)).digest('hex');
 }
 
+/** A rule schema's key: its content, dialect and whether all errors are asked for (ajv instances differ in that). */
+function ruleKey(hash: string, dialect: string, allErrors: boolean): string {
+  return `${hash}/${dialect}/${allErrors ? 'allErrors' : 'first'}`;
+}
+
 let servedCount = 0;
 
 /** How many validators the build-time code has served in this process (tests, docs/performance.md). */
@@ -136,35 +143,46 @@ export function useBuildTimeStructureValidators(parser: ParserSpectral): boolean
   if (typeof spectral.createAjvInstances !== 'function') return false;
   if ((spectral.createAjvInstances as { [WRAPPED]?: true })[WRAPPED]) return true;
 
-  /** Per schema object (the parser makes each once per process) and dialect: its build-time validator, or null. */
+  /** Per schema object (the parser makes each once per process) and way asked: its build-time validator, or null. */
   const matched = new WeakMap<object, Map<string, Validate | null>>();
   const modules = new Map<string, Record<string, Validate>>();
-  const buildTime = (schema: Record<string, unknown>, dialect: string): Validate | null => {
-    const entry = typeof schema.$id === 'string' ? manifest.schemas[schema.$id] : undefined;
-    if (!entry || entry.dialect !== dialect || schemaHash(schema) !== entry.hash) return null;
-    let exports = modules.get(entry.file);
+  const load = (file: string, name: string): Validate | null => {
+    let exports = modules.get(file);
     if (!exports) {
       try {
-        exports = loadModule(join(DIR, entry.file), parser.validatorRequire);
+        exports = loadModule(join(DIR, file), parser.validatorRequire);
       } catch {
         return null; // a file gone since the build: Spectral's ajv compiles it
       }
-      modules.set(entry.file, exports);
+      modules.set(file, exports);
     }
-    return exports[entry.export] ?? null;
+    return exports[name] ?? null;
+  };
+  const buildTime = (schema: Record<string, unknown>, dialect: string, allErrors: boolean): Validate | null => {
+    let hash: string;
+    try {
+      hash = schemaHash(schema);
+    } catch {
+      return null; // a cyclic schema (a document's resolved payload): none of the build's
+    }
+    const entry = typeof schema.$id === 'string' ? manifest.schemas[schema.$id] : undefined;
+    if (entry) return allErrors && entry.dialect === dialect && hash === entry.hash ? load(entry.file, entry.export) : null;
+    const rule = manifest.rules[ruleKey(hash, dialect, allErrors)];
+    return rule ? load(rule.file, 'default') : null;
   };
 
   const original = spectral.createAjvInstances;
   const wrapped = () => {
     const spectralValidator = original();
     return (schema: Record<string, unknown>, dialect: string, allErrors: boolean) => {
-      if (enabled && allErrors && typeof schema === 'object' && schema !== null) {
-        let byDialect = matched.get(schema);
-        if (!byDialect) matched.set(schema, (byDialect = new Map()));
-        let validate = byDialect.get(dialect);
+      if (enabled && typeof schema === 'object' && schema !== null) {
+        let byWay = matched.get(schema);
+        if (!byWay) matched.set(schema, (byWay = new Map()));
+        const way = `${dialect}/${allErrors}`;
+        let validate = byWay.get(way);
         if (validate === undefined) {
-          validate = buildTime(schema, dialect);
-          byDialect.set(dialect, validate);
+          validate = buildTime(schema, dialect, allErrors);
+          byWay.set(way, validate);
         }
         if (validate) {
           servedCount++;
@@ -178,6 +196,16 @@ export function useBuildTimeStructureValidators(parser: ParserSpectral): boolean
   return true;
 }
 
+/** Writes one generated module, checking that it requires only what the parser's bundle can give it. */
+function writeGenerated(file: string, source: string): void {
+  const required = [...source.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]!);
+  const unknown = required.filter((id) => !(VALIDATOR_REQUIRES as readonly string[]).includes(id));
+  if (unknown.length > 0) throw new Error(`${file} requires ${unknown.join(', ')}: add it to VALIDATOR_REQUIRES`);
+  // Escaped beyond Latin-1 so V8 keeps the source as a one-byte string (half the memory).
+  const ascii = source.replace(/[^\0-\xff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  writeFileSync(join(DIR, file), `// Generated by \`npm run build\`; see src/asyncapi/structure-validators.ts.\n${ascii}\n`);
+}
+
 /** A generated module, run as CommonJS from Spectral's place (its `require`s are of Spectral's ajv and ajv-formats). */
 function loadModule(file: string, require: (id: string) => unknown): Record<string, Validate> {
   const script = new Script(`(function (exports, require, module, __filename, __dirname) {${readFileSync(file, 'utf8')}\n})`, { filename: file });
@@ -189,7 +217,8 @@ function loadModule(file: string, require: (id: string) => unknown): Record<stri
 /**
  * Writes the validators of every AsyncAPI version the parser knows (scripts/precompile-asyncapi-
  * schemas.js, run by `npm run build`), one module per version with its resolved and unresolved
- * schema's. Skipped when the files there were made from the same packages and schemas.
+ * schema's, and one per schema of the parser's rules that Spectral's `schema` function runs.
+ * Skipped when the files there were made from the same packages and schemas.
  */
 export async function writeStructureValidators(): Promise<{ written: boolean; dir: string }> {
   const { rule, spectralAjv } = locate();
@@ -200,7 +229,7 @@ export async function writeStructureValidators(): Promise<{ written: boolean; di
   const spectral = require(spectralAjv) as SpectralAjvModule;
   const spectralRequire = createRequire(spectralAjv);
   const { detectDialect } = createRequire(require.resolve('@stoplight/spectral-functions'))('@stoplight/spectral-formats') as { detectDialect: (schema: unknown) => string | null };
-  const standalone = (spectralRequire('ajv/dist/standalone') as { default: (ajv: unknown, refs: Record<string, string>) => string }).default;
+  const standalone = (spectralRequire('ajv/dist/standalone') as { default: (ajv: unknown, refsOrValidate: unknown) => string }).default;
   const AjvClass = (spectralRequire('ajv') as { default: { prototype: { compile: (this: AjvLike, ...args: unknown[]) => unknown } } }).default;
 
   const versions = [...AsyncAPIFormats.keys()];
@@ -209,13 +238,36 @@ export async function writeStructureValidators(): Promise<{ written: boolean; di
     const schemas = { resolved: getSchema(formats, true)!, unresolved: getSchema(formats, false)! };
     return { version, file: `asyncapi-${version}.generated.cjs`, schemas };
   });
-  const manifest: Manifest = { packages, schemas: {} };
+  const manifest: Manifest = { packages, schemas: {}, rules: {} };
   for (const { file, schemas } of plan) {
     for (const [name, schema] of Object.entries(schemas)) {
       manifest.schemas[schema.$id as string] = { file, export: name, dialect: detectDialect(schema) ?? 'draft7', hash: schemaHash(schema) };
     }
   }
-  const upToDate = existsSync(MANIFEST) && readFileSync(MANIFEST, 'utf8') === `${JSON.stringify(manifest, null, 2)}\n` && plan.every(({ file }) => existsSync(join(DIR, file)));
+  // The rules' own schemas (`asyncapi-latest-version`'s `{const: ...}`, asked for in every parse,
+  // in an ajv instance of its own): each in a module of its own.
+  const ruleSchemas = new Map<string, { file: string; schema: Record<string, unknown>; dialect: string; allErrors: boolean }>();
+  const schemaFunction = (createRequire(require.resolve('@stoplight/spectral-functions'))('@stoplight/spectral-functions') as { schema: unknown }).schema;
+  for (const module of ['ruleset.js', 'v2/ruleset.js', 'v3/ruleset.js']) {
+    for (const ruleset of Object.values(require(`@asyncapi/parser/cjs/ruleset/${module}`) as Record<string, unknown>)) {
+      const rules = (ruleset as { rules?: Record<string, { then: unknown }> } | undefined)?.rules ?? {};
+      for (const { then } of Object.values(rules)) {
+        for (const t of [then].flat() as { function?: unknown; functionOptions?: { schema?: Record<string, unknown>; allErrors?: boolean; dialect?: string } }[]) {
+          const options = t.functionOptions;
+          if (t.function !== schemaFunction || typeof options?.schema !== 'object') continue;
+          // As Spectral's `schema` function picks them.
+          const dialect = (options.dialect === undefined || options.dialect === 'auto' ? detectDialect(options.schema) : options.dialect) ?? 'draft7';
+          const allErrors = options.allErrors ?? false;
+          const hash = schemaHash(options.schema);
+          const file = `rule-${hash.slice(0, 16)}-${dialect}-${allErrors ? 'all-errors' : 'first-error'}.generated.cjs`;
+          ruleSchemas.set(ruleKey(hash, dialect, allErrors), { file, schema: options.schema, dialect, allErrors });
+        }
+      }
+    }
+  }
+  for (const [key, { file }] of ruleSchemas) manifest.rules[key] = { file };
+  const files = [...plan.map(({ file }) => file), ...[...ruleSchemas.values()].map(({ file }) => file)];
+  const upToDate = existsSync(MANIFEST) && readFileSync(MANIFEST, 'utf8') === `${JSON.stringify(manifest, null, 2)}\n` && files.every((file) => existsSync(join(DIR, file)));
   if (upToDate) return { written: false, dir: DIR };
 
   mkdirSync(DIR, { recursive: true });
@@ -239,13 +291,13 @@ export async function writeStructureValidators(): Promise<{ written: boolean; di
       // Resolved first, as the parser's rules run.
       for (const schema of [schemas.resolved, schemas.unresolved]) validator(schema, manifest.schemas[schema.$id as string]!.dialect, true);
       if (!instance) throw new Error(`no ajv compile seen for AsyncAPI ${version}`);
-      const source = standalone(instance, { resolved: schemas.resolved.$id as string, unresolved: schemas.unresolved.$id as string });
-      const required = [...source.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]!);
-      const unknown = required.filter((id) => !(VALIDATOR_REQUIRES as readonly string[]).includes(id));
-      if (unknown.length > 0) throw new Error(`AsyncAPI ${version}'s validators require ${unknown.join(', ')}: add it to VALIDATOR_REQUIRES`);
-      // Escaped beyond Latin-1 so V8 keeps the source as a one-byte string (half the memory).
-      const ascii = source.replace(/[^\0-\xff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-      writeFileSync(join(DIR, file), `// Generated by \`npm run build\`; see src/asyncapi/structure-validators.ts.\n${ascii}\n`);
+      writeGenerated(file, standalone(instance, { resolved: schemas.resolved.$id as string, unresolved: schemas.unresolved.$id as string }));
+    }
+    for (const { file, schema, dialect, allErrors } of ruleSchemas.values()) {
+      instance = undefined;
+      const validate = spectral.createAjvInstances()(schema, dialect, allErrors);
+      if (!instance || !validate) throw new Error(`no ajv compile seen for the rule schema ${JSON.stringify(schema)}`);
+      writeGenerated(file, standalone(instance, validate));
     }
   } finally {
     if (ownCompile) AjvClass.prototype.compile = compile;

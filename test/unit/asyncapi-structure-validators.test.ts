@@ -65,7 +65,7 @@ describe('AsyncAPI structure validators from the build (point 90)', () => {
       assert.deepEqual(result.problems, []);
       assert.equal(result.document?.messages.length, 3);
     }
-    assert.equal(buildTimeValidatorsServed() - before, 4);
+    assert.equal(buildTimeValidatorsServed() - before, 6); // per parse: the two structure schemas and asyncapi-latest-version's
   });
 
   it("finds the same problems, at the same paths and with the same messages, as Spectral's own ajv", async () => {
@@ -73,7 +73,8 @@ describe('AsyncAPI structure validators from the build (point 90)', () => {
     for (const [what, text] of Object.entries(broken)) {
       const before = buildTimeValidatorsServed();
       const fromBuild = await rawDiagnostics(text);
-      assert.equal(buildTimeValidatorsServed() - before, 2, what);
+      // The two structure schemas, asyncapi-latest-version's, and asyncapi-servers' where a document has servers.
+      assert.ok(buildTimeValidatorsServed() - before >= 3, what);
       setBuildTimeStructureValidators(false);
       try {
         const compiled = await rawDiagnostics(text);
