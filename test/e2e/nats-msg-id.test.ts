@@ -9,72 +9,92 @@ import { scrape } from '../helpers/prometheus.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
+/** What a describe below runs against, started before its tests and stopped after them (jetStreamPeers). */
+interface JetStreamPeers {
+  nats: MessageServer;
+  /** In front of nats-server for the gateway: it may hold the server's replies (PubAcks) only. */
+  proxy: TcpProxy;
+  /** Reads nats-server directly, not through the proxy. */
+  peer: RawNats;
+  /** With `kafkaTopic`: librdkafka's mock cluster, and `src`, a topic of one partition on it. */
+  kafka: KafkaCluster;
+  src: string;
+  /** The gateways the describe started: killed after it. */
+  running: RunningGateway[];
+}
+
+function jetStreamPeers(options: { kafkaTopic?: string } = {}): JetStreamPeers {
+  const f = { running: [] as RunningGateway[] } as JetStreamPeers;
+  before(async () => {
+    const [kafka, nats] = await Promise.all([options.kafkaTopic === undefined ? undefined : startKafka(), startNats()]);
+    f.nats = nats;
+    f.proxy = await TcpProxy.start(nats.port);
+    f.peer = await RawNats.connect(nats);
+    if (kafka && options.kafkaTopic !== undefined) {
+      f.kafka = kafka;
+      f.src = kafka.topic(options.kafkaTopic);
+      await kafka.createTopic(f.src, 1);
+    }
+  });
+  after(async () => {
+    for (const gw of f.running) await gw.stop('SIGKILL');
+    f.peer?.close();
+    await Promise.all([f.proxy?.stop(), f.nats?.stop(), f.kafka?.stop()]);
+  });
+  return f;
+}
+
 /**
  * A Kafka record a consume route writes to a JetStream stream, delivered to the route again: the
  * gateway is killed after the stream stored the record (its PubAck held in a proxy) and before the
- * record's offset was committed, so the next gateway reads it again. Its `Nats-Msg-Id` (the cluster,
+ * record's offset was committed, so the next gateway reads it again. Its `Nats-Msg-Id` (the broker,
  * topic, partition, offset and timestamp of the record, the route, the target) is the same both
  * times, and the stream's duplicate window keeps one copy. Before, the gateway sent no
  * `Nats-Msg-Id` and the stream kept two (docs/spec-checklist.md, point 84).
  */
 describe('nats: a Kafka record a route writes to JetStream again after a redelivery', () => {
-  let kafka: KafkaCluster;
-  let nats: MessageServer;
-  let proxy: TcpProxy;
-  let peer: RawNats;
   let yaml: string;
-  let src: string;
-  const running: RunningGateway[] = [];
+  const f = jetStreamPeers({ kafkaTopic: 'msgid-src' });
 
   before(async () => {
-    [kafka, nats] = await Promise.all([startKafka(), startNats()]);
-    proxy = await TcpProxy.start(nats.port);
-    peer = await RawNats.connect(nats);
-    src = kafka.topic('msgid-src');
-    await kafka.createTopic(src, 1);
     yaml = `
 version: 1
 admin: { port: 0 }
 brokers:
   kafka:
     kind: kafka
-    brokers: ${kafka.bootstrap}
-    consumer: ${kafka.consumerYaml}
+    brokers: ${f.kafka.bootstrap}
+    consumer: ${f.kafka.consumerYaml}
   nats:
     kind: nats
-    servers: nats://127.0.0.1:${proxy.port}
+    servers: nats://127.0.0.1:${f.proxy.port}
     ackTimeoutMs: 1000
     streams:
       COPY: { subjects: [copy.out] }
 routes:
   - name: copy
-    from: { broker: kafka, topic: ${src}, group: ${kafka.topic('msgid-group')}, startFrom: earliest }
+    from: { broker: kafka, topic: ${f.src}, group: ${f.kafka.topic('msgid-group')}, startFrom: earliest }
     to: { broker: nats, topic: copy.out }
 `;
-  });
-  after(async () => {
-    for (const gw of running) await gw.stop('SIGKILL');
-    peer?.close();
-    await Promise.all([proxy?.stop(), nats?.stop(), kafka?.stop()]);
   });
 
   const start = async () => {
     const gw = await startGateway(yaml);
-    running.push(gw);
+    f.running.push(gw);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copy', 30000);
     return gw;
   };
-  const stored = () => peer.streamMessages('COPY');
-  const storedAtLeast = (n: number) => peer.storedAtLeast('COPY', n, 20000);
-  const produce = (n: number) => kcatProduce(kafka.bootstrap, src, [{ key: 'k', value: JSON.stringify({ n }) }]);
+  const stored = () => f.peer.streamMessages('COPY');
+  const storedAtLeast = (n: number) => f.peer.storedAtLeast('COPY', n, 20000);
+  const produce = (n: number) => kcatProduce(f.kafka.bootstrap, f.src, [{ key: 'k', value: JSON.stringify({ n }) }]);
   const n = (m: NatsReceived) => (JSON.parse(m.payload) as { n: number }).n;
 
   it('the record delivered again is stored once: its second write has the same Nats-Msg-Id', () =>
     withLogsOnFailure(
-      () => running,
+      () => f.running,
       async () => {
         // Every write to the subject, as the server takes it (the peer reads the server itself, not through the proxy).
-        const sid = await peer.subscribe('copy.out');
+        const sid = await f.peer.subscribe('copy.out');
         const first = await start();
         await produce(1);
         await storedAtLeast(1);
@@ -83,18 +103,18 @@ routes:
         await delivered(first, 'copy', 1);
         // Record 2 is stored, its PubAck held: the route has not committed its offset when the gateway dies.
         const from = first.logs.length;
-        proxy.holdReplies();
+        f.proxy.holdReplies();
         await produce(2);
         await storedAtLeast(2);
         await first.waitForLog((l) => pastDeadline(l, 'copy'), 10000, from);
         await first.stop('SIGKILL');
-        proxy.releaseReplies();
+        f.proxy.releaseReplies();
 
         await start();
         await produce(3);
         const writes = await eventually(
           () => {
-            const got = peer.received(sid);
+            const got = f.peer.received(sid);
             assert.ok(
               got.some((m) => n(m) === 3),
               `writes so far: ${got.map(n).join(', ')}`,
@@ -113,7 +133,7 @@ routes:
         assert.equal(new Set(ids).size, 3, 'one id per record');
 
         const bodies: number[] = [];
-        for (let seq = 1; seq <= (await stored()); seq++) bodies.push((JSON.parse((await peer.storedMessage('COPY', seq))!.data) as { n: number }).n);
+        for (let seq = 1; seq <= (await stored()); seq++) bodies.push((JSON.parse((await f.peer.storedMessage('COPY', seq))!.data) as { n: number }).n);
         assert.deepEqual(bodies, [1, 2, 3], 'each record once in the stream');
       },
     ));
@@ -123,23 +143,23 @@ routes:
   // topic got an id, and a redelivery was stored twice (docs/spec-checklist.md, point 98).
   it('a record read while another topic of the cluster reports an error still gets its Nats-Msg-Id', () =>
     withLogsOnFailure(
-      () => running,
+      () => f.running,
       async () => {
-        for (const gw of running.splice(0)) await gw.stop();
-        await kafka.hideTopic(kafka.topic('msgid-elsewhere'));
-        const sid = await peer.subscribe('copy.out');
+        for (const gw of f.running.splice(0)) await gw.stop();
+        await f.kafka.hideTopic(f.kafka.topic('msgid-elsewhere'));
+        const sid = await f.peer.subscribe('copy.out');
         await start();
         await produce(4);
         const write = await eventually(
           () => {
-            const got = peer.received(sid).find((m) => n(m) === 4);
+            const got = f.peer.received(sid).find((m) => n(m) === 4);
             assert.ok(got, 'record 4 written to the stream');
             return got;
           },
           30000,
           100,
         );
-        assert.match(write.headers['Nats-Msg-Id'] ?? '(none)', new RegExp(`^eventgate:copy:kafka/kafka/${src}/0/3/\\d+:0:copy\\.out$`));
+        assert.match(write.headers['Nats-Msg-Id'] ?? '(none)', new RegExp(`^eventgate:copy:kafka/kafka/${f.src}/0/3/\\d+:0:copy\\.out$`));
       },
     ));
 });
@@ -152,16 +172,10 @@ routes:
  * `Nats-Msg-Id`, which node lower-cases, reaches nats-server under the name it reads.
  */
 describe('nats: Nats-Msg-Id of messages from JetStream and HTTP', () => {
-  let nats: MessageServer;
-  let proxy: TcpProxy;
-  let peer: RawNats;
   let yaml: string;
-  const running: RunningGateway[] = [];
+  const f = jetStreamPeers();
 
   before(async () => {
-    nats = await startNats();
-    proxy = await TcpProxy.start(nats.port);
-    peer = await RawNats.connect(nats);
     yaml = `
 version: 1
 admin: { port: 0 }
@@ -171,13 +185,13 @@ brokers:
   # Read directly, written through the proxy, which may hold the PubAcks only.
   source:
     kind: nats
-    servers: nats://127.0.0.1:${nats.port}
+    servers: nats://127.0.0.1:${f.nats.port}
     ackWaitMs: 2000
     streams:
       IN: { subjects: [in.>] }
   nats:
     kind: nats
-    servers: nats://127.0.0.1:${proxy.port}
+    servers: nats://127.0.0.1:${f.proxy.port}
     ackTimeoutMs: 1000
     streams:
       OUT: { subjects: [out.>] }
@@ -193,15 +207,10 @@ routes:
     to: { broker: nats, topic: out.again }
 `;
   });
-  after(async () => {
-    for (const gw of running) await gw.stop('SIGKILL');
-    peer?.close();
-    await Promise.all([proxy?.stop(), nats?.stop()]);
-  });
 
   const start = async () => {
     const gw = await startGateway(yaml);
-    running.push(gw);
+    f.running.push(gw);
     for (const route of ['fan', 'again']) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000);
     // Connected through the proxy, its streams declared: holding the proxy's replies holds PubAcks only.
     await gw.waitForLog((l) => l.msg === 'nats connected' && l.broker === 'nats', 30000);
@@ -209,44 +218,44 @@ routes:
   };
   /** The stored messages of stream OUT on `subject`, in order: their `n`. */
   const storedOn = async (subject: string): Promise<number[]> => {
-    const { state } = (await peer.jsApi('$JS.API.STREAM.INFO.OUT', {})) as { state: { last_seq: number } };
+    const { state } = (await f.peer.jsApi('$JS.API.STREAM.INFO.OUT', {})) as { state: { last_seq: number } };
     const ns: number[] = [];
     for (let seq = 1; seq <= state.last_seq; seq++) {
-      const got = (await peer.jsApi('$JS.API.STREAM.MSG.GET.OUT', { seq })) as { message?: { subject: string; data: string } };
+      const got = (await f.peer.jsApi('$JS.API.STREAM.MSG.GET.OUT', { seq })) as { message?: { subject: string; data: string } };
       if (got.message?.subject === subject) ns.push((JSON.parse(Buffer.from(got.message.data, 'base64').toString('utf8')) as { n: number }).n);
     }
     return ns;
   };
 
   it('a JetStream message delivered again after the gateway died before its ack is stored once', async () => {
-    const sid = await peer.subscribe('out.again');
+    const sid = await f.peer.subscribe('out.again');
     const first = await start();
-    proxy.holdReplies();
-    await peer.jsPublish('in.again', JSON.stringify({ n: 1 }));
+    f.proxy.holdReplies();
+    await f.peer.jsPublish('in.again', JSON.stringify({ n: 1 }));
     await eventually(async () => assert.deepEqual(await storedOn('out.again'), [1]), 10000, 100);
     await first.waitForLog((l) => pastDeadline(l, 'again'), 10000);
     await first.stop('SIGKILL');
-    proxy.releaseReplies();
+    f.proxy.releaseReplies();
     await start();
     // JetStream delivers the unacknowledged message again (ackWaitMs), and the route writes it again.
-    const [one, two] = await peer.take(sid, 2, 20000);
+    const [one, two] = await f.peer.take(sid, 2, 20000);
     assert.match(one!.headers['Nats-Msg-Id'] ?? '', /^eventgate:again:nats\/IN\/[^/]+\/1:0:out\.again$/);
     assert.equal(two!.headers['Nats-Msg-Id'], one!.headers['Nats-Msg-Id']);
     assert.deepEqual(await storedOn('out.again'), [1], 'stored once');
   });
 
   it("a fan-out into one stream of a message carrying another write's gateway-made id stores a copy per target", async () => {
-    await peer.jsPublish('in.fan', JSON.stringify({ n: 2 }), { 'Nats-Msg-Id': 'eventgate:elsewhere:memory/x/0:0:in.fan' });
+    await f.peer.jsPublish('in.fan', JSON.stringify({ n: 2 }), { 'Nats-Msg-Id': 'eventgate:elsewhere:memory/x/0:0:in.fan' });
     await eventually(async () => assert.deepEqual([await storedOn('out.one'), await storedOn('out.two')], [[2], [2]]), 10000, 100);
   });
 
   it("an HTTP client's Nats-Msg-Id is the id nats-server reads: a request sent twice is stored once", async () => {
-    const gw = running[running.length - 1]!;
+    const gw = f.running[f.running.length - 1]!;
     for (let i = 0; i < 2; i++) {
       const res = await fetch(gw.url('api', '/pub'), { method: 'POST', headers: { 'content-type': 'application/json', 'Nats-Msg-Id': 'order-3' }, body: JSON.stringify({ n: 3 }) });
       assert.equal(res.status, 200);
     }
-    await peer.jsPublish('out.http', JSON.stringify({ n: 4 }));
+    await f.peer.jsPublish('out.http', JSON.stringify({ n: 4 }));
     assert.deepEqual(await storedOn('out.http'), [3, 4]);
   });
 });
@@ -265,16 +274,10 @@ routes:
  * original (point 120).
  */
 describe('nats: a message dead-lettered into JetStream again after a redelivery', () => {
-  let nats: MessageServer;
-  let proxy: TcpProxy;
-  let peer: RawNats;
   let yaml: string;
-  const running: RunningGateway[] = [];
+  const f = jetStreamPeers();
 
   before(async () => {
-    nats = await startNats();
-    proxy = await TcpProxy.start(nats.port);
-    peer = await RawNats.connect(nats);
     yaml = `
 version: 1
 admin: { port: 0 }
@@ -283,13 +286,13 @@ brokers:
   # Read directly, written through the proxy, which may hold the PubAcks only.
   source:
     kind: nats
-    servers: nats://127.0.0.1:${nats.port}
+    servers: nats://127.0.0.1:${f.nats.port}
     ackWaitMs: 2000
     streams:
       IN: { subjects: [in.>] }
   nats:
     kind: nats
-    servers: nats://127.0.0.1:${proxy.port}
+    servers: nats://127.0.0.1:${f.proxy.port}
     ackTimeoutMs: 1000
     streams:
       DEAD: { subjects: [dead.>] }
@@ -320,16 +323,11 @@ routes:
     deadletter: { broker: source, topic: in.core-dead }
 `;
   });
-  after(async () => {
-    for (const gw of running) await gw.stop('SIGKILL');
-    peer?.close();
-    await Promise.all([proxy?.stop(), nats?.stop()]);
-  });
 
   const routes = ['invalid', 'refused', 'home', 'core'];
   const start = async () => {
     const gw = await startGateway(yaml);
-    running.push(gw);
+    f.running.push(gw);
     for (const route of routes) await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 30000);
     // Connected through the proxy, its stream declared: holding the proxy's replies holds PubAcks only.
     await gw.waitForLog((l) => l.msg === 'nats connected' && l.broker === 'nats', 30000);
@@ -338,8 +336,8 @@ routes:
   /** The messages stream DEAD stores, in order: their subject and `n`. */
   const stored = async (): Promise<string[]> => {
     const out: string[] = [];
-    for (let seq = 1; seq <= (await peer.streamMessages('DEAD')); seq++) {
-      const m = (await peer.storedMessage('DEAD', seq))!;
+    for (let seq = 1; seq <= (await f.peer.streamMessages('DEAD')); seq++) {
+      const m = (await f.peer.storedMessage('DEAD', seq))!;
       out.push(`${m.subject} ${(JSON.parse(m.data) as { n: number }).n}`);
     }
     return out;
@@ -347,19 +345,19 @@ routes:
 
   it('each message is stored once, however often it was dead-lettered', () =>
     withLogsOnFailure(
-      () => running,
+      () => f.running,
       async () => {
         // Every dead-letter write, as the server takes it (the peer reads the server itself, not through the proxy).
-        const sid = await peer.subscribe('dead.>');
-        const writesTo = (subject: string) => peer.received(sid).filter((m) => m.subject === subject);
+        const sid = await f.peer.subscribe('dead.>');
+        const writesTo = (subject: string) => f.peer.received(sid).filter((m) => m.subject === subject);
         const first = await start();
-        proxy.holdReplies();
-        await peer.jsPublish('in.invalid', JSON.stringify({ n: 1 }));
-        await peer.jsPublish('in.refused', JSON.stringify({ n: 2 }));
+        f.proxy.holdReplies();
+        await f.peer.jsPublish('in.invalid', JSON.stringify({ n: 1 }));
+        await f.peer.jsPublish('in.refused', JSON.stringify({ n: 2 }));
         // Each message's first write timed out unanswered, and the route wrote it again.
         await eventually(() => assert.ok(writesTo('dead.invalid').length >= 2 && writesTo('dead.refused').length >= 2), 20000, 100);
         await first.stop('SIGKILL');
-        proxy.releaseReplies();
+        f.proxy.releaseReplies();
 
         // JetStream delivers each unacknowledged message again (ackWaitMs), and the route dead-letters it again,
         // answered this time: the next gateway counts both dead-lettered.
@@ -386,16 +384,16 @@ routes:
 
   it("a message with its publisher's Nats-Msg-Id, dead-lettered into the stream it came from, is stored there", () =>
     withLogsOnFailure(
-      () => running,
+      () => f.running,
       async () => {
-        const gw = running.at(-1) ?? (await start());
-        const sid = await peer.subscribe('in.dead');
-        await peer.jsPublish('in.home', JSON.stringify({ n: 3 }), { 'Nats-Msg-Id': 'order-3' });
-        const [write] = await peer.take(sid, 1, 20000);
+        const gw = f.running.at(-1) ?? (await start());
+        const sid = await f.peer.subscribe('in.dead');
+        await f.peer.jsPublish('in.home', JSON.stringify({ n: 3 }), { 'Nats-Msg-Id': 'order-3' });
+        const [write] = await f.peer.take(sid, 1, 20000);
         await eventually(async () => assert.equal((await scrape(gw.adminUrl)).value('eventgate_route_messages_total', { route: 'home', outcome: 'deadlettered' }), 1), 10000, 100);
-        const { state } = (await peer.jsApi('$JS.API.STREAM.INFO.IN', {})) as { state: { last_seq: number } };
+        const { state } = (await f.peer.jsApi('$JS.API.STREAM.INFO.IN', {})) as { state: { last_seq: number } };
         const subjects: string[] = [];
-        for (let seq = 1; seq <= state.last_seq; seq++) subjects.push((await peer.storedMessage('IN', seq))?.subject ?? '(none)');
+        for (let seq = 1; seq <= state.last_seq; seq++) subjects.push((await f.peer.storedMessage('IN', seq))?.subject ?? '(none)');
         // The publisher's id on the dead-letter write made the stream drop it as a duplicate of the original.
         assert.ok(subjects.includes('in.dead'), `stream IN holds ${subjects.join(', ')}; the dead-letter write's id was ${write!.headers['Nats-Msg-Id']}`);
         assert.match(write!.headers['Nats-Msg-Id'] ?? '', /^eventgate:home:nats\/IN\/[^/]+\/\d+:deadletter:in\.dead$/);
@@ -407,16 +405,16 @@ routes:
   // as its duplicate (docs/spec-checklist.md, point 121).
   it("a message from a core subject with its publisher's Nats-Msg-Id, dead-lettered into the stream a target stored it in, is stored there", () =>
     withLogsOnFailure(
-      () => running,
+      () => f.running,
       async () => {
-        const gw = running.at(-1) ?? (await start());
-        const sid = await peer.subscribe('in.core-dead');
-        peer.publish('core.fan', JSON.stringify({ n: 4 }), { 'Nats-Msg-Id': 'order-4' });
-        const [write] = await peer.take(sid, 1, 20000);
+        const gw = f.running.at(-1) ?? (await start());
+        const sid = await f.peer.subscribe('in.core-dead');
+        f.peer.publish('core.fan', JSON.stringify({ n: 4 }), { 'Nats-Msg-Id': 'order-4' });
+        const [write] = await f.peer.take(sid, 1, 20000);
         await eventually(async () => assert.equal((await scrape(gw.adminUrl)).value('eventgate_route_messages_total', { route: 'core', outcome: 'deadlettered' }), 1), 10000, 100);
-        const { state } = (await peer.jsApi('$JS.API.STREAM.INFO.IN', {})) as { state: { last_seq: number } };
+        const { state } = (await f.peer.jsApi('$JS.API.STREAM.INFO.IN', {})) as { state: { last_seq: number } };
         const subjects: string[] = [];
-        for (let seq = 1; seq <= state.last_seq; seq++) subjects.push((await peer.storedMessage('IN', seq))?.subject ?? '(none)');
+        for (let seq = 1; seq <= state.last_seq; seq++) subjects.push((await f.peer.storedMessage('IN', seq))?.subject ?? '(none)');
         assert.ok(subjects.includes('in.kept'), `stream IN holds ${subjects.join(', ')}: the first target's copy`);
         assert.ok(subjects.includes('in.core-dead'), `stream IN holds ${subjects.join(', ')}; the dead-letter write's id was ${write!.headers['Nats-Msg-Id']}`);
         assert.equal(write!.headers['Nats-Msg-Id'], 'eventgate:core:published/order-4:deadletter:in.core-dead');
@@ -432,20 +430,10 @@ routes:
  * and the timestamp its header holds), and the stream keeps one copy; before, it kept every write.
  */
 describe('nats: an undecodable Kafka batch dead-lettered into JetStream again after a redelivery', () => {
-  let kafka: KafkaCluster;
-  let nats: MessageServer;
-  let proxy: TcpProxy;
-  let peer: RawNats;
   let yaml: string;
-  let src: string;
-  const running: RunningGateway[] = [];
+  const f = jetStreamPeers({ kafkaTopic: 'poison' });
 
   before(async () => {
-    [kafka, nats] = await Promise.all([startKafka(), startNats()]);
-    proxy = await TcpProxy.start(nats.port);
-    peer = await RawNats.connect(nats);
-    src = kafka.topic('poison');
-    await kafka.createTopic(src, 1);
     yaml = `
 version: 1
 admin: { port: 0 }
@@ -453,30 +441,25 @@ brokers:
   mem: { kind: memory }
   kafka:
     kind: kafka
-    brokers: ${kafka.bootstrap}
-    consumer: ${kafka.consumerYaml}
+    brokers: ${f.kafka.bootstrap}
+    consumer: ${f.kafka.consumerYaml}
   nats:
     kind: nats
-    servers: nats://127.0.0.1:${proxy.port}
+    servers: nats://127.0.0.1:${f.proxy.port}
     ackTimeoutMs: 1000
     streams:
       DEAD: { subjects: [dead.>] }
 routes:
   - name: poison
-    from: { broker: kafka, topic: ${src}, group: ${kafka.topic('poison-group')}, startFrom: earliest }
+    from: { broker: kafka, topic: ${f.src}, group: ${f.kafka.topic('poison-group')}, startFrom: earliest }
     to: { broker: mem, topic: out }
     deadletter: { broker: nats, topic: dead.poison }
 `;
   });
-  after(async () => {
-    for (const gw of running) await gw.stop('SIGKILL');
-    peer?.close();
-    await Promise.all([proxy?.stop(), nats?.stop(), kafka?.stop()]);
-  });
 
   const start = async () => {
     const gw = await startGateway(yaml);
-    running.push(gw);
+    f.running.push(gw);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'poison', 30000);
     await gw.waitForLog((l) => l.msg === 'nats connected' && l.broker === 'nats', 30000);
     return gw;
@@ -484,10 +467,10 @@ routes:
   /** Two plain records written as one batch under codec id 5, which Kafka does not define (this process's producer only). */
   const produceUndecodable = async () => {
     (kafkajs.CompressionCodecs as unknown as Record<number, unknown>)[5] = () => ({ compress: async (encoder: { buffer: Buffer }) => encoder.buffer });
-    const producer = testClient(kafka.bootstrap).producer();
+    const producer = testClient(f.kafka.bootstrap).producer();
     await producer.connect();
     try {
-      await producer.send({ topic: src, compression: 5 as kafkajs.CompressionTypes, messages: [{ value: 'one' }, { value: 'two' }] });
+      await producer.send({ topic: f.src, compression: 5 as kafkajs.CompressionTypes, messages: [{ value: 'one' }, { value: 'two' }] });
     } finally {
       await producer.disconnect();
     }
@@ -495,23 +478,23 @@ routes:
 
   it('the batch is stored once, however often it was dead-lettered', () =>
     withLogsOnFailure(
-      () => running,
+      () => f.running,
       async () => {
-        const sid = await peer.subscribe('dead.poison');
+        const sid = await f.peer.subscribe('dead.poison');
         const first = await start();
-        proxy.holdReplies();
+        f.proxy.holdReplies();
         await produceUndecodable();
         // The first write timed out unanswered, and the subscription wrote the batch again.
-        await peer.take(sid, 2, 20000);
+        await f.peer.take(sid, 2, 20000);
         await first.stop('SIGKILL');
-        proxy.releaseReplies();
+        f.proxy.releaseReplies();
 
         const next = await start();
         await next.waitForLog((l) => l.msg === 'undecodable record batch sent to the dead-letter topic', 30000);
-        assert.equal(await peer.streamMessages('DEAD'), 1, 'the batch once in the dead-letter stream');
-        const ids = new Set(peer.received(sid).map((m) => m.headers['Nats-Msg-Id']));
+        assert.equal(await f.peer.streamMessages('DEAD'), 1, 'the batch once in the dead-letter stream');
+        const ids = new Set(f.peer.received(sid).map((m) => m.headers['Nats-Msg-Id']));
         assert.equal(ids.size, 1, `one id for every write: ${[...ids].join(', ')}`);
-        assert.match([...ids][0] ?? '', new RegExp(`^eventgate:poison:kafka/kafka/${src}/0/0/\\d+:deadletter:dead\\.poison$`));
+        assert.match([...ids][0] ?? '', new RegExp(`^eventgate:poison:kafka/kafka/${f.src}/0/0/\\d+:deadletter:dead\\.poison$`));
       },
     ));
 });
