@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseDocument, parserModules } from '../../src/asyncapi/parse.js';
 import { buildTimeValidatorsServed, setBuildTimeStructureValidators, useBuildTimeStructureValidators } from '../../src/asyncapi/structure-validators.js';
 import { documentOf, lightMeasuredPayload } from '../helpers/asyncapi-fixtures.js';
-import { repoRoot, tempFiles } from '../helpers/gateway.js';
+import { tempFiles } from '../helpers/gateway.js';
 
 // The payload inline: the parse of a raw text has no file for a relative $ref to read.
 const v26 = documentOf['2.6'].replace("$ref: 'schemas/light-measured.yaml'", 'type: object');
@@ -35,24 +34,6 @@ async function rawDiagnostics(text: string): Promise<unknown[]> {
   const { diagnostics } = await new Parser({ ruleset: { recommended: false } }).parse(text, { source: 'doc.yaml', __unstable: { resolver: { resolvers: [] } } });
   return diagnostics.map((d) => ({ code: d.code, message: d.message, path: d.path, severity: d.severity, range: d.range }));
 }
-
-describe("the AsyncAPI parser's bundle", () => {
-  it("loads in the parser thread only, never in the gateway's (which a check of require's cache cannot see)", () => {
-    const dir = tempFiles({ 'gateway.yaml': 'version: 1\nasyncapi: a.yaml\n', 'a.yaml': documentOf['3.0'], 'schemas/light-measured.yaml': lightMeasuredPayload });
-    const dist = (p: string) => JSON.stringify(join(repoRoot, 'dist', 'src', p));
-    const script = `
-      const { loadPlan } = await import(${dist('plan/compile.js')});
-      const { defaultRegistry } = await import(${dist('kinds/index.js')});
-      const { loadedBundles } = await import(${dist('core/bundled.js')});
-      const { parserThreadRunning } = await import(${dist('asyncapi/parser-thread.js')});
-      const r = await loadPlan(${JSON.stringify(join(dir, 'gateway.yaml'))}, { registry: defaultRegistry(), env: {} });
-      process.stdout.write(JSON.stringify({ diagnostics: r.diagnostics.length, parserThread: parserThreadRunning(), inGatewayThread: loadedBundles().includes('asyncapi-parser.cjs') }));
-      process.exit(0);`;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout), { diagnostics: 0, parserThread: true, inGatewayThread: false });
-  });
-});
 
 describe('AsyncAPI structure validators from the build (point 90)', () => {
   it("serves both of a parse's AsyncAPI schemas from the build's code, for 2.x and 3.x", async () => {
