@@ -12,6 +12,7 @@ import { toStructuredMessage } from '../codecs/cloudevents.js';
 import type { BrokerRuntime, PublishOptions, Target } from '../kinds/contracts.js';
 import { WebhookError } from '../kinds/targets/webhook.js';
 import { AckTimeout, Refused } from '../kinds/brokers/acknowledgement.js';
+import { publisherMsgId } from '../kinds/brokers/nats/msg-id.js';
 import type { TargetPlan } from '../plan/types.js';
 
 /** A target's failure as the route's outcome. */
@@ -114,7 +115,13 @@ function unpublishableHeader(broker: string, headerProblem: (name: string, value
  * key expression, CloudEvents structured mode, and a message with a header the broker cannot carry
  * refused before it is sent. Publishes synchronously to brokers that can (publishNow: memory).
  */
-export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'broker' }>, index: number): Target {
+/**
+ * `fanOutIds`: the route has more than one target that takes message ids. There a publisher's
+ * `Nats-Msg-Id` (the same on every target) names each write with the target's place: sent as it
+ * is, a stream holding two of the targets' subjects kept the first copy and dropped the others as
+ * its duplicates, which the route counted delivered (spec-checklist 99).
+ */
+export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { type: 'broker' }>, index: number, fanOutIds = false): Target {
   const key = t.key;
   const topicExpr = t.topicExpr;
   const now = broker.publishNow?.bind(broker);
@@ -123,7 +130,12 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
   const takesMessageIds = broker.takesMessageIds === true;
   // A consumed message's id for this target: the route's source identity and the target's place in
   // the route (two targets of a route to one stream are two messages there, not one).
-  const optionsFor = (ctx: MessageContext): PublishOptions | undefined => (takesMessageIds && ctx.source !== undefined ? { qos: t.qos, messageId: `${ctx.source}:${index}` } : options);
+  const optionsFor = (ctx: MessageContext, out: Message): PublishOptions | undefined => {
+    if (!takesMessageIds) return options;
+    const published = fanOutIds ? publisherMsgId(out.headers) : undefined;
+    if (published !== undefined) return { qos: t.qos, messageId: `${ctx.route}:published/${published}:${index}`, replacesOwnId: true };
+    return ctx.source !== undefined ? { qos: t.qos, messageId: `${ctx.source}:${index}` } : options;
+  };
   const headerProblem = broker.headerProblem?.bind(broker);
   const publish = (topic: string, out: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {
     if (headerProblem) {
@@ -139,7 +151,7 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
     }
     let pending: Promise<Delivery>;
     try {
-      pending = broker.publish(topic, out, optionsFor(ctx));
+      pending = broker.publish(topic, out, optionsFor(ctx, out));
     } catch (err) {
       return Promise.reject(new TargetError(unavailable(broker.name, err)));
     }

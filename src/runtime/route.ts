@@ -189,7 +189,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       return webhook;
     }
     const broker = this.deps.brokers.get(t.broker)!;
-    return brokerTarget(broker, t, index);
+    return brokerTarget(broker, t, index, this.idTakingTargets() > 1);
+  }
+
+  /** How many of the route's broker targets take message ids (BrokerRuntime.takesMessageIds). */
+  private idTakingTargets(): number {
+    return this.plan.to.filter((t) => t.type === 'broker' && this.deps.brokers.get(t.broker)?.takesMessageIds === true).length;
   }
 
   /**
@@ -641,7 +646,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   private writesWithIds(): boolean {
     const takesIds = (name: string) => this.deps.brokers.get(name)?.takesMessageIds === true;
-    if (this.plan.to.some((t) => t.type === 'broker' && takesIds(t.broker))) return true;
+    if (this.idTakingTargets() > 0) return true;
     if (this.plan.deadletter && takesIds(this.plan.deadletter.broker)) return true;
     return this.steps.some((s) => s.brokers?.some(takesIds));
   }

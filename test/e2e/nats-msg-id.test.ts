@@ -199,6 +199,9 @@ routes:
   - name: pub
     from: { listener: api, path: /pub }
     to: { broker: nats, topic: out.http }
+  - name: pubfan
+    from: { listener: api, path: /fan }
+    to: [{ broker: nats, topic: out.fan1 }, { broker: nats, topic: out.fan2 }]
   - name: fan
     from: { broker: source, topic: in.fan }
     to: [{ broker: nats, topic: out.one }, { broker: nats, topic: out.two }]
@@ -257,6 +260,17 @@ routes:
     }
     await f.peer.jsPublish('out.http', JSON.stringify({ n: 4 }));
     assert.deepEqual(await storedOn('out.http'), [3, 4]);
+  });
+
+  // Before, the publisher's id went as it was to both targets: the stream kept out.fan1's copy and
+  // dropped out.fan2's as its duplicate, and the request was answered 200 (spec-checklist point 99).
+  it("an HTTP client's Nats-Msg-Id on a fan-out into one stream: each target's copy stored once, a request sent twice stored once", async () => {
+    const gw = f.running.at(-1) ?? (await start());
+    for (let i = 0; i < 2; i++) {
+      const res = await fetch(gw.url('api', '/fan'), { method: 'POST', headers: { 'content-type': 'application/json', 'Nats-Msg-Id': 'order-5' }, body: JSON.stringify({ n: 5 }) });
+      assert.equal(res.status, 200);
+    }
+    assert.deepEqual([await storedOn('out.fan1'), await storedOn('out.fan2')], [[5], [5]]);
   });
 });
 
