@@ -45,6 +45,26 @@ function jetStreamPeers(options: { kafkaTopic?: string } = {}): JetStreamPeers {
 }
 
 /**
+ * The brokers of a config (under `brokers:`) that reads JetStream stream IN directly (`source`,
+ * `ackWaitMs` 2 s) and writes through the proxy, which may hold the PubAcks only (`nats`, with
+ * `stream`, one line of its `streams:`).
+ */
+function natsSourceAndTarget(f: JetStreamPeers, stream: string): string {
+  return `  source:
+    kind: nats
+    servers: nats://127.0.0.1:${f.nats.port}
+    ackWaitMs: 2000
+    streams:
+      IN: { subjects: [in.>] }
+  nats:
+    kind: nats
+    servers: nats://127.0.0.1:${f.proxy.port}
+    ackTimeoutMs: 1000
+    streams:
+      ${stream}`;
+}
+
+/**
  * A Kafka record a consume route writes to a JetStream stream, delivered to the route again: the
  * gateway is killed after the stream stored the record (its PubAck held in a proxy) and before the
  * record's offset was committed, so the next gateway reads it again. Its `Nats-Msg-Id` (the broker,
@@ -182,19 +202,7 @@ admin: { port: 0 }
 listeners:
   api: { kind: http, port: 0 }
 brokers:
-  # Read directly, written through the proxy, which may hold the PubAcks only.
-  source:
-    kind: nats
-    servers: nats://127.0.0.1:${f.nats.port}
-    ackWaitMs: 2000
-    streams:
-      IN: { subjects: [in.>] }
-  nats:
-    kind: nats
-    servers: nats://127.0.0.1:${f.proxy.port}
-    ackTimeoutMs: 1000
-    streams:
-      OUT: { subjects: [out.>] }
+${natsSourceAndTarget(f, 'OUT: { subjects: [out.>] }')}
 routes:
   - name: pub
     from: { listener: api, path: /pub }
@@ -297,19 +305,7 @@ version: 1
 admin: { port: 0 }
 brokers:
   mem: { kind: memory }
-  # Read directly, written through the proxy, which may hold the PubAcks only.
-  source:
-    kind: nats
-    servers: nats://127.0.0.1:${f.nats.port}
-    ackWaitMs: 2000
-    streams:
-      IN: { subjects: [in.>] }
-  nats:
-    kind: nats
-    servers: nats://127.0.0.1:${f.proxy.port}
-    ackTimeoutMs: 1000
-    streams:
-      DEAD: { subjects: [dead.>] }
+${natsSourceAndTarget(f, 'DEAD: { subjects: [dead.>] }')}
 routes:
   - name: invalid
     from: { broker: source, topic: in.invalid }
