@@ -12,7 +12,7 @@ import { toStructuredMessage } from '../codecs/cloudevents.js';
 import type { BrokerRuntime, PublishOptions, Target } from '../kinds/contracts.js';
 import { WebhookError } from '../kinds/targets/webhook.js';
 import { AckTimeout, Refused } from '../kinds/brokers/acknowledgement.js';
-import { publisherMsgId } from '../kinds/brokers/nats/msg-id.js';
+import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
 import type { TargetPlan } from '../plan/types.js';
 
 /** A target's failure as the route's outcome. */
@@ -132,8 +132,8 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
   // the route (two targets of a route to one stream are two messages there, not one).
   const optionsFor = (ctx: MessageContext, out: Message): PublishOptions | undefined => {
     if (!takesMessageIds) return options;
-    const published = fanOutIds ? publisherMsgId(out.headers) : undefined;
-    if (published !== undefined) return { qos: t.qos, messageId: `${ctx.route}:published/${published}:${index}`, replacesOwnId: true };
+    const published = fanOutIds ? publishedIdentity(ctx.route, out.headers) : undefined;
+    if (published !== undefined) return { qos: t.qos, messageId: `${published}:${index}`, replacesOwnId: true };
     return ctx.source !== undefined ? { qos: t.qos, messageId: `${ctx.source}:${index}` } : options;
   };
   const headerProblem = broker.headerProblem?.bind(broker);

@@ -32,7 +32,7 @@ import { headersWith, newHeaders, type Delivery, type Message, type MessageConte
 import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
-import { publisherMsgId } from '../kinds/brokers/nats/msg-id.js';
+import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
 import type { StepStateStore } from './step-state.js';
 import { brokerTarget, everyTarget, fanOutDetail, sent, targetFailed, unavailable } from './route-targets.js';
 import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, UNTRACED, type MessageSpan, type SpanTemplate } from './trace.js';
@@ -592,8 +592,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // A message with no identity in its source (MQTT, AMQP, a core subject) but a publisher's id is
     // named by that id: sent as it is, a stream that holds the message already (a target of the
     // same fan-out stored it) dropped the dead-letter copy as a duplicate (spec-checklist 121).
-    const published = source === undefined ? publisherMsgId(msg.headers) : undefined;
-    const id = published === undefined ? source : `${this.name}:published/${published}`;
+    const id = source ?? publishedIdentity(this.name, msg.headers);
     return to.broker.publish(to.topic, out, id === undefined ? to.options : deadletterIdOptions(to.options, id));
   }
 

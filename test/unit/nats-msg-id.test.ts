@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { msgIdChange, publisherMsgId } from '../../src/kinds/brokers/nats/msg-id.js';
+import { msgIdChange, publishedIdentity, publisherMsgId } from '../../src/kinds/brokers/nats/msg-id.js';
 
 /**
  * The `Nats-Msg-Id` a JetStream publish sends (kinds/brokers/nats/msg-id.ts). A publisher's id wins
@@ -44,5 +44,10 @@ describe('nats publisherMsgId', () => {
   it('is none for a message without one, or with an id the gateway made for another write', () => {
     assert.equal(publisherMsgId({ other: 'x' }), undefined);
     assert.equal(publisherMsgId({ 'Nats-Msg-Id': 'eventgate:r:nats/IN/1/2:0:out' }), undefined);
+  });
+
+  it('names a message on a route by it (publishedIdentity), or not at all', () => {
+    assert.equal(publishedIdentity('fan', { 'nats-msg-id': 'order-4' }), 'fan:published/order-4');
+    assert.equal(publishedIdentity('fan', { 'Nats-Msg-Id': 'eventgate:r:nats/IN/1/2:0:out' }), undefined);
   });
 });

@@ -41,6 +41,17 @@ export function publisherMsgId(headers: Readonly<Record<string, string>>): strin
   return value === undefined || value.startsWith(GATEWAY_MSG_ID) ? undefined : value;
 }
 
+/**
+ * A message's identity by its publisher's `Nats-Msg-Id` `<P>` on `route`: `<route>:published/<P>`,
+ * in place of a source identity (MessageContext.source) where the publisher's id, sent as it is,
+ * would make a stream drop a copy as the duplicate of another (a fan-out's second target, a
+ * dead-letter write: spec-checklist 99, 121). None without such an id.
+ */
+export function publishedIdentity(route: string, headers: Readonly<Record<string, string>>): string | undefined {
+  const id = publisherMsgId(headers);
+  return id === undefined ? undefined : `${route}:published/${id}`;
+}
+
 /** The message's `Nats-Msg-Id` header in a case other than the two usual ones, if any. */
 function ownName(headers: Readonly<Record<string, string>>): string | undefined {
   for (const n in headers) if (n.length === MSG_ID.length && n.toLowerCase() === 'nats-msg-id') return n;
