@@ -1,4 +1,4 @@
-import { publishSubjectProblem, subjectFilterProblem } from './nats/subjects.js';
+import { publishSubjectProblem, subjectFilterProblem, subjectsOverlap } from './nats/subjects.js';
 import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { NatsBroker } from './nats/broker.js';
@@ -9,7 +9,11 @@ const int = (def: number, min: number, description: string) => Type.Optional(Typ
 
 const stream = Type.Object(
   {
-    subjects: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'Subjects the stream stores (wildcards `*` and `>` allowed).' }),
+    subjects: Type.Array(Type.String({ minLength: 1 }), {
+      minItems: 1,
+      description:
+        'Subjects the stream stores (wildcards `*` and `>` allowed). No subject may overlap another of this stream or of another stream of the broker (`orders.>` and `orders.eu.*`, `a.*.x` and `a.b.*`): nats-server refuses to create such a stream, so it is a config error at its line.',
+    }),
     declare: Type.Optional(
       Type.Boolean({
         default: true,
@@ -155,6 +159,20 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
       );
       ok = false;
     }
+    // nats-server creates no stream whose subjects overlap each other's or another stream's: the
+    // stream would never exist and what waits for it would wait for ever, so say it here, at its line.
+    st.subjects.forEach((subject, i) => {
+      const earlier = [...Object.entries(streams).flatMap(([other, s]) => s.subjects.map((p) => [other, p] as const)), ...st.subjects.slice(0, i).map((p) => [name, p] as const)];
+      for (const [other, p] of earlier) {
+        const both = subjectFilterProblem(p) || subjectFilterProblem(subject) ? undefined : subjectsOverlap(p, subject);
+        if (both === undefined) continue;
+        const whose = other === name ? 'another subject of this stream' : `a subject of stream '${other}'`;
+        const what = p !== subject ? `'${subject}' overlaps '${p}', ${whose} (both hold ${both})` : other === name ? `'${subject}' is listed twice in this stream` : `'${subject}' is also ${whose}`;
+        ctx.report(['streams', name, 'subjects', i], 'EG_CONFIG_SCHEMA', `${what}: nats-server refuses a stream whose subjects overlap (a subject is stored by one stream only)`);
+        ok = false;
+        break;
+      }
+    });
     streams[name] = {
       subjects: st.subjects,
       declare: st.declare ?? true,

@@ -18,3 +18,25 @@ export function subjectFilterProblem(filter: string): string | undefined {
     return "a NATS subject is dot-separated tokens with no whitespace, '*' a whole token, '>' only the last";
   return undefined;
 }
+
+/**
+ * A subject both filters match (`*` one token, `>` one or more), or undefined when none does.
+ * nats-server refuses a stream whose subjects overlap one another or another stream's (`subjects
+ * overlap with an existing stream`), so two such filters in one broker's `streams` cannot both be.
+ */
+export function subjectsOverlap(a: string, b: string): string | undefined {
+  const x = a.split('.');
+  const y = b.split('.');
+  const out: string[] = [];
+  // A wildcard token stands for any token: show one of the other filter's, or a placeholder.
+  const concrete = (t: string) => (t === '*' || t === '>' ? 'x' : t);
+  for (let i = 0; ; i++) {
+    const s = x[i];
+    const t = y[i];
+    if (s === undefined || t === undefined) return s === t ? out.join('.') : undefined;
+    if (s === '>') return [...out, ...y.slice(i).map(concrete)].join('.');
+    if (t === '>') return [...out, ...x.slice(i).map(concrete)].join('.');
+    if (s !== '*' && t !== '*' && s !== t) return undefined;
+    out.push(s === '*' ? concrete(t) : s);
+  }
+}
