@@ -385,6 +385,13 @@ export interface BrokerKind<O = unknown, C = O> {
    * On other kinds the key is a config error at its line.
    */
   takesQos?: boolean;
+  /**
+   * The topics (`$topic`) messages reach a route reading `from` (`from.topic` as the config names
+   * it) with, for `eventgate test`, which refuses an input topic the route could never get. Without
+   * it, or when it answers undefined, only `from` itself. `literal`: `from` is one of them (no
+   * wildcard), so a test may leave its topic out. `what`: those topics in words (`a topic matching a/+`).
+   */
+  topicsRead?(from: string, options: C): { matches(topic: string): boolean; literal: boolean; what: string } | undefined;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   create(name: string, options: C, env: RuntimeEnv): BrokerRuntime;

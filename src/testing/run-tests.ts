@@ -76,6 +76,12 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
       params = { ...found.params } as Record<string, string>;
     } else params = p ?? {};
   }
+  let topic: string | undefined;
+  if (routePlan.from.type === 'broker') {
+    const read = topicOf(routePlan.from, test, plan, registry);
+    if (typeof read !== 'string') return fail('input.topic', read.expected, test.input.topic ?? '(none)', test.input.topic !== undefined ? test.input.at('topic') : undefined);
+    topic = read;
+  }
   const route = new RouteRuntime(withPrincipal(routePlan, test), { brokers, listeners, logger: pino({ level: 'silent' }), instanceId: 'test' });
   const from = routePlan.from;
   const listenerKind = from.type === 'listener' ? plan.listeners.get(from.listener)?.kind : undefined;
@@ -104,7 +110,7 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
     value,
     key: test.input.key,
     headers,
-    topic: from.type === 'broker' ? (test.input.topic ?? from.topic) : upstream !== undefined ? from.path : null,
+    topic: from.type === 'broker' ? topic! : upstream !== undefined ? from.path : null,
     partition: from.type === 'broker' || upstream !== undefined ? 0 : null,
     offset: from.type === 'broker' ? '0' : null,
     timestamp: Date.now(),
@@ -169,6 +175,28 @@ async function finish(test: TestCase, outcome: Outcome, outputs: Output[], start
   if (test.expect.delivered !== undefined && delivered !== test.expect.delivered)
     mismatches.push({ line: test.expect.at('delivered'), what: 'delivered', expected: `${test.expect.delivered} event(s) of the batch`, actual: String(delivered ?? 0) });
   return { test, passed: mismatches.length === 0, mismatches, outcome, outputs, durationMs: performance.now() - started };
+}
+
+/**
+ * The topic (`$topic`) the test's message comes with, as the route would get it from its broker:
+ * `input.topic`, else the route's `from.topic` when that is itself a topic. A topic the route never
+ * reads (outside its filter, a wildcard, not its own topic) cannot stand for its input, as a path
+ * the route does not serve cannot; nor can a filter or an amqp queue name, whose messages come
+ * with topics of their own.
+ */
+function topicOf(from: { broker: string; topic: string }, test: TestCase, plan: Plan, registry: KindRegistry): string | { expected: string } {
+  const broker = plan.brokers.get(from.broker);
+  const kind = broker === undefined ? undefined : registry.brokers.get(broker.kind);
+  const read = kind?.topicsRead?.(from.topic, broker!.options);
+  const given = test.input.topic;
+  if (given === undefined) {
+    if (read === undefined || read.literal) return from.topic;
+    return { expected: `${read.what}: route '${test.route}' gets its messages with their own topics ($topic), so give input.topic` };
+  }
+  const why = kind?.topicProblem?.(given, 'publish');
+  const reads = why === undefined && (read === undefined ? given === from.topic : read.matches(given));
+  if (reads) return given;
+  return { expected: `${read?.what ?? from.topic}: route '${test.route}' reads no other${why === undefined ? '' : ` (${why})`}` };
 }
 
 /**

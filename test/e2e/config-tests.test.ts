@@ -160,6 +160,71 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /^2 of 3 tests failed$/m);
   });
 
+  it('gives a consume route only topics it reads: a wildcard or queue route needs input.topic, and one outside its filter or bindings fails', async () => {
+    // Before: a topic the route never reads passed, and without input.topic $topic was the filter
+    // itself ("plant/+/+/temperature", so "orders.+" below) or the amqp queue's name, which no
+    // message the route gets has (its routing key is its $topic).
+    const dir = tempFiles({
+      'gateway.yaml': yaml(
+        'version: 1',
+        'brokers:',
+        '  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }',
+        '  nt: { kind: nats, servers: "nats://127.0.0.1:4222" }',
+        '  rb: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: ev, type: topic }, queues: { billing: { bindings: ["orders.*"] } } }',
+        '  mem: { kind: memory }',
+        'routes:',
+        '  - name: m',
+        '    from: { broker: mq, topic: "plant/+/+/temperature" }',
+        '    through: [ { transform: \'{"line": $split($topic, "/")[1]}\' } ]',
+        '    to: { broker: nt, topic: { expression: \'"orders." & line\' } }',
+        '  - name: n',
+        '    from: { broker: nt, topic: "orders.>" }',
+        '    to: { broker: mem, topic: n }',
+        '  - name: a',
+        '    from: { broker: rb, topic: billing }',
+        '    through: [ { transform: \'{"key": $topic}\' } ]',
+        '    to: { broker: mem, topic: a }',
+        '  - name: k',
+        '    from: { broker: rb, topic: "pay.*" }',
+        '    to: { broker: mem, topic: k }',
+        '  - name: exact',
+        '    from: { broker: nt, topic: core.x }',
+        '    to: { broker: mem, topic: x }',
+      ),
+      'gateway.tests.yaml': yaml(
+        'tests:',
+        '  - { name: mqtt topic, route: m, input: { topic: plant/l1/m7/temperature, value: {} }, expect: { outcome: delivered, to: [{ topic: orders.l1 }] } }', // 2
+        '  - { name: mqtt outside, route: m, input: { topic: plant/l1/m7/pressure, value: {} }, expect: { outcome: delivered } }', // 3
+        '  - { name: mqtt none, route: m, input: { value: {} }, expect: { outcome: delivered } }', // 4
+        '  - { name: mqtt wildcard, route: m, input: { topic: plant/+/m7/temperature, value: {} }, expect: { outcome: delivered } }', // 5
+        '  - { name: nats subject, route: n, input: { topic: orders.eu.1, value: {} }, expect: { outcome: delivered } }', // 6
+        '  - { name: nats outside, route: n, input: { topic: orders, value: {} }, expect: { outcome: delivered } }', // 7
+        '  - { name: amqp key, route: a, input: { topic: orders.created, value: {} }, expect: { outcome: delivered, to: [{ value: { key: orders.created } }] } }', // 8
+        '  - { name: amqp unbound key, route: a, input: { topic: payments.created, value: {} }, expect: { outcome: delivered } }', // 9
+        '  - { name: amqp queue name, route: a, input: { value: {} }, expect: { outcome: delivered } }', // 10
+        '  - { name: amqp pattern, route: k, input: { topic: pay.in, value: {} }, expect: { outcome: delivered } }', // 11
+        '  - { name: exact subject, route: exact, input: { value: {} }, expect: { outcome: delivered, to: [{ topic: x }] } }', // 12
+        '  - { name: exact other, route: exact, input: { topic: core.y, value: {} }, expect: { outcome: delivered } }', // 13
+      ),
+    });
+    const r = await runCli(['test', '-c', 'gateway.yaml'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const passed = [...r.stdout.matchAll(/^ok {4}\w+: (.+)$/gm)].map((m) => m[1]);
+    assert.deepEqual(passed, ['mqtt topic', 'nats subject', 'amqp key', 'amqp pattern', 'exact subject']);
+    const failed = [...r.stdout.matchAll(/^ {6}gateway\.tests\.yaml:(\d+): input\.topic\n\s+- expected: (.+)\n\s+\+ actual: +(.+)$/gm)].map((m) => `${m[1]}: ${m[2]} | ${m[3]}`);
+    assert.deepEqual(failed, [
+      "3: a topic matching plant/+/+/temperature: route 'm' reads no other | plant/l1/m7/pressure",
+      "4: a topic matching plant/+/+/temperature: route 'm' gets its messages with their own topics ($topic), so give input.topic | (none)",
+      "5: a topic matching plant/+/+/temperature: route 'm' reads no other (an MQTT topic to publish to cannot hold the wildcards + or #) | plant/+/m7/temperature",
+      "7: a subject matching orders.>: route 'n' reads no other | orders",
+      "9: a routing key queue 'billing' is bound for (orders.*): route 'a' reads no other | payments.created",
+      "10: a routing key queue 'billing' is bound for (orders.*): route 'a' gets its messages with their own topics ($topic), so give input.topic | (none)",
+      "13: a subject matching core.x: route 'exact' reads no other | core.y",
+    ]);
+    assert.match(r.stdout, /^7 of 12 tests failed$/m);
+  });
+
   it('a wrong outcome says what happened instead, with the reason', async () => {
     const wrong = tests.replace('      outcome: delivered\n      to:\n        - topic: orders', '      outcome: filtered\n      to:\n        - topic: orders');
     const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': wrong });

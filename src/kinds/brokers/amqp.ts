@@ -4,6 +4,7 @@ import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Stati
 import type { AmqpBroker } from './amqp/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
 import { whenUsed } from '../when-used.js';
+import { bindingMatches } from './amqp/bindings.js';
 import { overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
@@ -182,6 +183,25 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
   };
 }
 
+/**
+ * The routing keys (`$topic`) of the messages a route reading `from` gets: on a queue of `queues`,
+ * keys its bindings to the broker's exchange let through (any key when it has none, a binding to
+ * another exchange, or `declare: false`: bindings the config does not know route to it); on a
+ * routing-key pattern, the keys the exchange routes by it.
+ */
+function amqpTopicsRead(from: string, o: AmqpSettings): { matches(key: string): boolean; literal: boolean; what: string } {
+  const type = o.exchange.type;
+  const queue = Object.hasOwn(o.queues, from) ? o.queues[from]! : undefined;
+  if (queue === undefined) {
+    const literal = type === 'direct' || (type === 'topic' && !/(^|\.)[*#](\.|$)/.test(from));
+    return { matches: (key) => bindingMatches(type, from, key), literal, what: `a routing key the ${type} exchange '${o.exchange.name}' routes by ${from}` };
+  }
+  const known = queue.declare && queue.bindings.length > 0 && queue.bindings.every((b) => b.exchange === undefined || b.exchange === o.exchange.name);
+  if (!known) return { matches: () => true, literal: false, what: `the routing key of a message on queue '${from}'` };
+  const keys = queue.bindings.map((b) => b.routingKey).join(', ');
+  return { matches: (key) => queue.bindings.some((b) => bindingMatches(type, b.routingKey, key)), literal: false, what: `a routing key queue '${from}' is bound for (${keys})` };
+}
+
 export const amqpBroker = defineBroker({
   options,
   doc: {
@@ -194,6 +214,7 @@ export const amqpBroker = defineBroker({
   topicProblem: routingKeyProblem,
   // A routing-key route's group names the queue declared for it; a route on a queue of `queues` uses no group.
   groupProblem: (group, topic, o) => (Object.hasOwn(o.queues ?? {}, topic) ? undefined : queueNameProblem(group)),
+  topicsRead: amqpTopicsRead,
   canReconfigure: () => false,
   create: (name, settings, env) => new (runtime().AmqpBroker)(name, settings, env),
 });

@@ -1,4 +1,4 @@
-import { filterProblem, publishTopicProblem, shareNameProblem } from './mqtt/topics.js';
+import { filterProblem, publishTopicProblem, shareNameProblem, topicMatches } from './mqtt/topics.js';
 import { hostname } from 'node:os';
 import type { ConnectionOptions } from 'node:tls';
 import type { BrokerCompileContext, Qos } from '../contracts.js';
@@ -140,6 +140,8 @@ export const mqttBroker = defineBroker({
   // A group is the share name of a shared subscription, unless the broker subscribes plainly.
   groupProblem: (group, _topic, o) => (o.sharedSubscriptions === false ? undefined : shareNameProblem(group)),
   takesQos: true,
+  // A filter's messages come with their own topics (`$topic`), the ones it matches.
+  topicsRead: (filter) => ({ matches: (topic) => topicMatches(filter, topic), literal: !/[+#]/.test(filter), what: `a topic matching ${filter}` }),
   canReconfigure: () => false,
   create: (name, settings, env) => new (runtime().MqttBroker)(name, settings, env),
 });

@@ -1,4 +1,4 @@
-import { publishSubjectProblem, subjectFilterProblem, subjectsOverlap } from './nats/subjects.js';
+import { publishSubjectProblem, subjectCovers, subjectFilterProblem, subjectsOverlap } from './nats/subjects.js';
 import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { NatsBroker } from './nats/broker.js';
@@ -212,6 +212,8 @@ export const natsBroker = defineBroker({
   },
   compile: compileNats,
   topicProblem: (topic, use) => (use === 'publish' ? publishSubjectProblem(topic) : subjectFilterProblem(topic)),
+  // A filter's messages come with their own subjects (`$topic`), the ones it covers.
+  topicsRead: (filter) => ({ matches: (subject) => subjectCovers(filter, subject), literal: !filter.split('.').some((t) => t === '*' || t === '>'), what: `a subject matching ${filter}` }),
   canReconfigure: () => false,
   create: (name, settings, env) => new (runtime().NatsBroker)(name, settings, env),
 });

@@ -12,23 +12,7 @@ import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
 import { FirstConnection } from '../first-connection.js';
 import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
-import { mqttStringProblem, publishTopicProblem } from './topics.js';
-
-/** Whether an MQTT topic filter (with `+` and `#`) matches a concrete topic (MQTT 3.1.1 §4.7). */
-function topicMatches(filter: string, topic: string): boolean {
-  const f = filter.split('/');
-  const t = topic.split('/');
-  for (let i = 0; i < f.length; i++) {
-    if (f[i] === '#') return !(i === 0 && t[0]!.startsWith('$'));
-    if (i >= t.length) return false;
-    if (f[i] === '+') {
-      if (i === 0 && t[0]!.startsWith('$')) return false;
-      continue;
-    }
-    if (f[i] !== t[i]) return false;
-  }
-  return f.length === t.length;
-}
+import { mqttStringProblem, publishTopicProblem, topicMatches } from './topics.js';
 
 /** The QoS for a topic when the route names none: the first `qosByTopic` filter that matches it, else the broker's `qos`. */
 function qosFor(settings: MqttSettings, topic: string): Qos {

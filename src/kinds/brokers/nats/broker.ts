@@ -11,7 +11,7 @@ import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
 import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
-import { publishSubjectProblem } from './subjects.js';
+import { publishSubjectProblem, subjectCovers } from './subjects.js';
 import { MSG_ID, msgIdChange, type MsgIdChange } from './msg-id.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 
@@ -33,25 +33,6 @@ let lib!: NatsLib;
 
 /** What a core message waiting for its route costs beyond its payload (measured: ~300 bytes), counted against `corePendingBytes`. */
 const HELD_MESSAGE_BYTES = 512;
-
-/**
- * Whether every subject `filter` matches is also matched by `pattern` (NATS wildcards: `*` one
- * token, `>` the rest): a concrete subject is covered when it matches, a filter when it is narrower.
- */
-function subjectCovers(pattern: string, filter: string): boolean {
-  const p = pattern.split('.');
-  const f = filter.split('.');
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] === '>') return i < f.length;
-    if (i >= f.length) return false;
-    if (p[i] === '*') {
-      if (f[i] === '>') return false;
-      continue;
-    }
-    if (p[i] !== f[i]) return false;
-  }
-  return p.length === f.length;
-}
 
 /** The stream whose subjects hold every subject of `filter`, if any: messages there are JetStream's. */
 function streamFor(settings: NatsSettings, filter: string): [string, NatsStream] | undefined {

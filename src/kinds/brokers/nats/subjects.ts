@@ -40,3 +40,22 @@ export function subjectsOverlap(a: string, b: string): string | undefined {
     out.push(s === '*' ? concrete(t) : s);
   }
 }
+
+/**
+ * Whether every subject `filter` matches is also matched by `pattern` (NATS wildcards: `*` one
+ * token, `>` the rest): a concrete subject is covered when it matches, a filter when it is narrower.
+ */
+export function subjectCovers(pattern: string, filter: string): boolean {
+  const p = pattern.split('.');
+  const f = filter.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return i < f.length;
+    if (i >= f.length) return false;
+    if (p[i] === '*') {
+      if (f[i] === '>') return false;
+      continue;
+    }
+    if (p[i] !== f[i]) return false;
+  }
+  return p.length === f.length;
+}
