@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { makeCertificates, type Pem } from '../helpers/certificates.js';
 import { post } from '../helpers/clients.js';
-import { eventually, useGateway } from '../helpers/gateway.js';
+import { eventually, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { startMosquittoTls, startNatsTls, type MessageServer } from '../helpers/servers.js';
 
@@ -65,5 +65,49 @@ routes:
     );
     const reply = await post(gw.url('api', '/m'), { n: 1 });
     assert.equal(reply.status, 200, reply.text);
+  });
+});
+
+/**
+ * TLS files a broker cannot use: validate said `ok`. A CA file with no certificate in it (a key
+ * given for the CA) node takes as no CA at all, so every server was untrusted (`tls refused`, as if
+ * the server were at fault); a client certificate and key that do not go together (or are not PEM)
+ * made `run` exit with `could not start gateway.yaml: ... key values mismatch`, naming no broker,
+ * file or line. Now config errors at their key, for every kind that takes `tls` (and listeners' `ca`).
+ */
+describe('broker TLS files that cannot be used', () => {
+  it('are config errors at their line, in validate and run', async () => {
+    const certs = makeCertificates();
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  mq: { kind: mqtt, url: "mqtts://127.0.0.1:1", tls: { ca: key.pem } }',
+        '  nt: { kind: nats, servers: "tls://127.0.0.1:1", tls: { ca: ca.pem, cert: client.pem, key: key.pem } }',
+        '  rb: { kind: amqp, url: "amqps://127.0.0.1:1", tls: { ca: ca.pem, cert: client.pem, key: client-key.pem } }',
+        'listeners:',
+        '  api: { kind: http, port: 0, tls: { cert: a.pem, key: a-key.pem, ca: key.pem } }',
+        'routes:',
+        '  - { name: r, from: { listener: api, path: /r }, to: [{ broker: mq, topic: t }, { broker: nt, topic: t }, { broker: rb, topic: t }] }',
+        '',
+      ].join('\n'),
+      'key.pem': certs.a.key,
+      'ca.pem': certs.ca.cert,
+      'client.pem': certs.client.cert,
+      'client-key.pem': certs.client.key,
+      'a.pem': certs.a.cert,
+      'a-key.pem': certs.a.key,
+    });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.deepEqual(lines.length, 3, r.stdout);
+    assert.equal(lines[0], "gateway.yaml:3:60: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    assert.match(lines[1]!, /^gateway\.yaml:4:56: client certificate 'client\.pem' and key 'key\.pem' cannot be used: .*key values mismatch/);
+    assert.equal(lines[2], "gateway.yaml:7:71: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(run.code, 1, run.stdout + run.stderr);
+    assert.match(run.stderr, /^gateway\.yaml:4:56: client certificate 'client\.pem' and key 'key\.pem' cannot be used/m);
+    assert.doesNotMatch(run.stdout + run.stderr, /could not start/);
   });
 });

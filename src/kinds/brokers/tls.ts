@@ -1,12 +1,19 @@
-import type { ConnectionOptions } from 'node:tls';
+import { createSecureContext, type ConnectionOptions } from 'node:tls';
 import type { BrokerCompileContext } from '../contracts.js';
 import { Type, type Static } from '../define.js';
+import { pemCertificatesProblem } from '../pem.js';
 
 /** The client TLS object of a broker kind; `server` names the peer in the descriptions ("the host of the URL"). */
 export function clientTlsOptions(server: string, description?: string) {
   return Type.Object(
     {
-      ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the CA(s) to trust.' })),
+      ca: Type.Optional(
+        Type.String({
+          minLength: 1,
+          description:
+            "PEM file of the CA(s) to trust (one holding no certificate is a config error: node would trust no server). With `cert` and `key`, the three are checked at load: a key that is not the certificate's, or a wrong `passphrase`, is a config error at `tls`.",
+        }),
+      ),
       cert: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client certificate.' })),
       key: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client key.' })),
       passphrase: Type.Optional(Type.String({ description: 'Passphrase of the client key.' })),
@@ -45,6 +52,22 @@ export function compileTls(tls: TlsOptions | undefined, ctx: BrokerCompileContex
   if (ok && (out.cert === undefined) !== (out.key === undefined)) {
     ctx.report([at], 'EG_CONFIG_SCHEMA', `a client certificate needs both 'cert' and 'key'`);
     ok = false;
+  }
+  // Node ignores a CA file without a certificate in it: every server would then be untrusted
+  // (`self-signed certificate`), which reads as the server's fault, not the file's.
+  const caProblem = out.ca === undefined ? undefined : pemCertificatesProblem(String(out.ca));
+  if (caProblem !== undefined) {
+    ctx.report([at, 'ca'], 'EG_CONFIG_FILE', `CA file '${tls.ca}' cannot be used: ${caProblem}`);
+    ok = false;
+  }
+  // What node would throw at every connect (a file that is not PEM, a key not the certificate's, a wrong passphrase).
+  if (out.cert !== undefined && out.key !== undefined) {
+    try {
+      createSecureContext({ cert: out.cert, key: out.key, passphrase: out.passphrase });
+    } catch (err) {
+      ctx.report([at], 'EG_CONFIG_FILE', `client certificate '${tls.cert}' and key '${tls.key}' cannot be used: ${(err as Error).message}`);
+      ok = false;
+    }
   }
   return ok ? out : false;
 }

@@ -8,6 +8,7 @@ import { RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
 import { answerAndCloseLingering, closeLingering, lingeringClosed } from './lingering-close.js';
+import { pemCertificatesProblem } from '../pem.js';
 import { type ListenerCompileContext, STOP_REASON } from '../contracts.js';
 import { Type, type Static } from '../define.js';
 import type { TObject } from '@sinclair/typebox';
@@ -124,6 +125,12 @@ export function compileTls(tls: { cert: string; key: string; ca?: string }, ctx:
   const ca = tls.ca === undefined ? undefined : ctx.readFile(tls.ca, ['tls', 'ca']);
   if (cert === undefined || key === undefined || (tls.ca !== undefined && ca === undefined)) return undefined;
   const material: TlsMaterial = ca === undefined ? { cert, key } : { cert, key, ca };
+  // Node ignores a CA file without a certificate in it: no client certificate would then be trusted.
+  const caProblem = ca === undefined ? undefined : pemCertificatesProblem(ca);
+  if (caProblem !== undefined) {
+    ctx.report(['tls', 'ca'], 'EG_CONFIG_FILE', `CA file '${tls.ca}' cannot be used: ${caProblem}`);
+    return undefined;
+  }
   try {
     createSecureContext(material);
   } catch (err) {
