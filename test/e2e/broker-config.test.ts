@@ -386,3 +386,39 @@ routes:
     ]);
   });
 });
+
+/**
+ * A server URL whose port is not one: validate said `ok`; at run time mqtt.js threw at start
+ * (`could not start gateway.yaml: Port should be >= 0 and < 65536`, naming no broker or line),
+ * nats.js (`Invalid URL`) and amqplib (`Expected amqp: or amqps: as the protocol; got `) retried for
+ * ever, and mqtt.js took port 0 for 1883. Now a config error at the URL, in validate and run.
+ */
+describe('server URLs whose port is not a port', () => {
+  it('are config errors at the URL, in validate and run', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  m1: { kind: mqtt, url: "mqtt://127.0.0.1:99999" }',
+        '  m2: { kind: mqtt, url: "mqtt://127.0.0.1:0" }',
+        '  m3: { kind: mqtt, url: "mqtts://user:pass@[::1]:8883" }',
+        '  n1: { kind: nats, servers: "nats://127.0.0.1:4222, 127.0.0.1:70000" }',
+        '  a1: { kind: amqp, url: "amqp://user:pass@127.0.0.1:99999/vhost" }',
+        '  a2: { kind: amqp, url: "amqps://user:pass@127.0.0.1/vhost?heartbeat=30" }',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      "gateway.yaml:3:26: 'mqtt://127.0.0.1:99999' names port '99999', but a port is a number from 1 to 65535",
+      "gateway.yaml:4:26: 'mqtt://127.0.0.1:0' names port '0', but a port is a number from 1 to 65535",
+      "gateway.yaml:6:30: '127.0.0.1:70000' names port '70000', but a port is a number from 1 to 65535",
+      "gateway.yaml:7:26: 'amqp://user:pass@127.0.0.1:99999/vhost' names port '99999', but a port is a number from 1 to 65535",
+    ]);
+    const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(run.code, 1, run.stdout + run.stderr);
+    assert.match(run.stderr, /^gateway\.yaml:3:26: 'mqtt:\/\/127\.0\.0\.1:99999' names port '99999'/m);
+    assert.doesNotMatch(run.stdout + run.stderr, /could not start/);
+  });
+});

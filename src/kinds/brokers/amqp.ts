@@ -3,6 +3,7 @@ import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { AmqpBroker } from './amqp/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
+import { urlPortProblem } from './url-port.js';
 import { whenUsed } from '../when-used.js';
 import { bindingMatches } from './amqp/bindings.js';
 import { overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
@@ -119,6 +120,11 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
   let ok = true;
   if (!/^amqps?:\/\/[^\s/]+/.test(o.url)) {
     ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not an AMQP URL: expected amqp://user:password@host:5672/vhost (or amqps://)`);
+    ok = false;
+  }
+  const amqpPort = urlPortProblem(o.url);
+  if (amqpPort !== undefined) {
+    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' ${amqpPort}`);
     ok = false;
   }
   const tls = compileTls(o.tls, ctx);

@@ -5,6 +5,7 @@ import type { BrokerCompileContext, Qos } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, qosSchema, Type, type Static } from '../define.js';
 import type { MqttBroker } from './mqtt/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
+import { urlPortProblem } from './url-port.js';
 import { whenUsed } from '../when-used.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
@@ -95,6 +96,12 @@ function compileMqtt(o: MqttOptions, ctx: BrokerCompileContext): MqttSettings | 
     ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not an MQTT server URL: expected mqtt://host:port (or mqtts, ws, wss)`);
     ok = false;
   }
+  const mqttPort = urlPortProblem(o.url);
+  if (mqttPort !== undefined) {
+    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' ${mqttPort}`);
+    ok = false;
+  }
+
   const qosByTopic: [string, Qos][] = [];
   for (const [filter, qos] of Object.entries(o.qosByTopic ?? {})) {
     const why = filterProblem(filter);
