@@ -63,8 +63,8 @@ class StartFailure extends Error {
 }
 
 /** Starts a built component; a failure names it and where it is declared. */
-async function startOrFail(component: { start(): Promise<void> }, at: readonly PathPart[], what: string): Promise<void> {
-  await component.start().catch((err: Error) => {
+async function startOrFail<T>(component: { start(): Promise<T> }, at: readonly PathPart[], what: string): Promise<T> {
+  return component.start().catch((err: Error) => {
     throw new StartFailure(at, `${what}: ${err.message}`);
   });
 }
@@ -95,9 +95,10 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   try {
     for (const c of t.brokers) {
       if (c.op !== 'add' && c.op !== 'replace') continue;
-      const b = env.registry.brokers.get(c.after.kind)!.create(c.name, c.after.options, env.runtime);
+      // A client library that throws on options the config checks let through is this broker's failure, said at its place.
+      const b = await startOrFail({ start: async () => env.registry.brokers.get(c.after.kind)!.create(c.name, c.after.options, env.runtime) }, ['brokers', c.name], `broker '${c.name}'`);
       built.brokers.set(c.name, b);
-      await b.start();
+      await startOrFail(b, ['brokers', c.name], `broker '${c.name}'`);
     }
     // Routes move to a replaced broker at the commit: one still connecting would answer their
     // publishes 503 where its connected predecessor served them. (Added brokers serve only new

@@ -388,12 +388,13 @@ routes:
 });
 
 /**
- * A server URL whose port is not one: validate said `ok`; at run time mqtt.js threw at start
- * (`could not start gateway.yaml: Port should be >= 0 and < 65536`, naming no broker or line),
- * nats.js (`Invalid URL`) and amqplib (`Expected amqp: or amqps: as the protocol; got `) retried for
- * ever, and mqtt.js took port 0 for 1883. Now a config error at the URL, in validate and run.
+ * A server URL whose port is not one, or that is no URL: validate said `ok`; at run time mqtt.js
+ * threw at start (`could not start gateway.yaml: Port should be >= 0 and < 65536`, naming no broker
+ * or line), nats.js (`Invalid URL`) and amqplib (`Expected amqp: or amqps: as the protocol; got `)
+ * retried for ever, mqtt.js took port 0 and the host `%zz` for its defaults (127.0.0.1:1883) and
+ * connected to `broker` for `broker host`. Now a config error at the URL, in validate and run.
  */
-describe('server URLs whose port is not a port', () => {
+describe('server URLs whose port or host is not one', () => {
   it('are config errors at the URL, in validate and run', async () => {
     const dir = tempFiles({
       'gateway.yaml': [
@@ -405,20 +406,26 @@ describe('server URLs whose port is not a port', () => {
         '  n1: { kind: nats, servers: "nats://127.0.0.1:4222, 127.0.0.1:70000" }',
         '  a1: { kind: amqp, url: "amqp://user:pass@127.0.0.1:99999/vhost" }',
         '  a2: { kind: amqp, url: "amqps://user:pass@127.0.0.1/vhost?heartbeat=30" }',
+        '  m4: { kind: mqtt, url: "mqtt://%zz" }',
+        '  m5: { kind: mqtt, url: "mqtt://broker host" }',
+        '  a3: { kind: amqp, url: "amqp://user:pa#ss@127.0.0.1/" }',
         '',
       ].join('\n'),
     });
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [
-      "gateway.yaml:3:26: 'mqtt://127.0.0.1:99999' names port '99999', but a port is a number from 1 to 65535",
-      "gateway.yaml:4:26: 'mqtt://127.0.0.1:0' names port '0', but a port is a number from 1 to 65535",
-      "gateway.yaml:6:30: '127.0.0.1:70000' names port '70000', but a port is a number from 1 to 65535",
-      "gateway.yaml:7:26: 'amqp://user:pass@127.0.0.1:99999/vhost' names port '99999', but a port is a number from 1 to 65535",
+      "gateway.yaml:3:26: 'mqtt://127.0.0.1:99999' names port 99999, but a port is a number from 1 to 65535",
+      "gateway.yaml:4:26: 'mqtt://127.0.0.1:0' names port 0, but a port is a number from 1 to 65535",
+      "gateway.yaml:6:30: '127.0.0.1:70000' names port 70000, but a port is a number from 1 to 65535",
+      "gateway.yaml:7:26: 'amqp://user:pass@127.0.0.1:99999/vhost' names port 99999, but a port is a number from 1 to 65535",
+      "gateway.yaml:9:26: 'mqtt://%zz' names host '%zz', which is not a host name or IP address",
+      "gateway.yaml:10:26: 'mqtt://broker host' is not a URL: scheme://user:password@host:port/path, with @ # / : and spaces in the user and password percent-encoded",
+      "gateway.yaml:11:26: 'amqp://user:pa#ss@127.0.0.1/' is not a URL: scheme://user:password@host:port/path, with @ # / : and spaces in the user and password percent-encoded",
     ]);
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(run.code, 1, run.stdout + run.stderr);
-    assert.match(run.stderr, /^gateway\.yaml:3:26: 'mqtt:\/\/127\.0\.0\.1:99999' names port '99999'/m);
+    assert.match(run.stderr, /^gateway\.yaml:3:26: 'mqtt:\/\/127\.0\.0\.1:99999' names port 99999/m);
     assert.doesNotMatch(run.stdout + run.stderr, /could not start/);
   });
 });

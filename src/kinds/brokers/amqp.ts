@@ -3,7 +3,7 @@ import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { AmqpBroker } from './amqp/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
-import { urlPortProblem } from './url-port.js';
+import { serverUrlProblem } from './server-url.js';
 import { whenUsed } from '../when-used.js';
 import { bindingMatches } from './amqp/bindings.js';
 import { overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
@@ -122,9 +122,9 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
     ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not an AMQP URL: expected amqp://user:password@host:5672/vhost (or amqps://)`);
     ok = false;
   }
-  const amqpPort = urlPortProblem(o.url);
-  if (amqpPort !== undefined) {
-    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' ${amqpPort}`);
+  const amqpUrl = /^amqps?:\/\/[^\s/]+/.test(o.url) ? serverUrlProblem(o.url) : undefined;
+  if (amqpUrl !== undefined) {
+    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' ${amqpUrl}`);
     ok = false;
   }
   const tls = compileTls(o.tls, ctx);

@@ -5,7 +5,7 @@ import type { BrokerCompileContext, Qos } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, qosSchema, Type, type Static } from '../define.js';
 import type { MqttBroker } from './mqtt/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
-import { urlPortProblem } from './url-port.js';
+import { serverUrlProblem } from './server-url.js';
 import { whenUsed } from '../when-used.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
@@ -96,9 +96,9 @@ function compileMqtt(o: MqttOptions, ctx: BrokerCompileContext): MqttSettings | 
     ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' is not an MQTT server URL: expected mqtt://host:port (or mqtts, ws, wss)`);
     ok = false;
   }
-  const mqttPort = urlPortProblem(o.url);
-  if (mqttPort !== undefined) {
-    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' ${mqttPort}`);
+  const mqttUrl = URL_SCHEMES.test(o.url) ? serverUrlProblem(o.url) : undefined;
+  if (mqttUrl !== undefined) {
+    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${o.url}' ${mqttUrl}`);
     ok = false;
   }
 

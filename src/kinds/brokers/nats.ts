@@ -3,7 +3,7 @@ import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { NatsBroker } from './nats/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
-import { urlPortProblem } from './url-port.js';
+import { serverUrlProblem } from './server-url.js';
 import { whenUsed } from '../when-used.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
@@ -131,7 +131,7 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
       .map((x) => x.trim())
       .filter((x) => x !== '')) {
       const at = typeof o.servers === 'string' ? ['servers'] : ['servers', i];
-      const port = SERVER.test(s) ? urlPortProblem(s) : undefined;
+      const port = SERVER.test(s) ? serverUrlProblem(s) : undefined;
       if (SERVER.test(s) && port === undefined) servers.push(s);
       else {
         ctx.report(at, 'EG_CONFIG_SCHEMA', port === undefined ? `'${s}' is not a NATS server: expected nats://host:4222 or host:port` : `'${s}' ${port}`);

@@ -1,0 +1,23 @@
+/**
+ * What a server URL (`scheme://user:password@host:port/path`, or nats's bare `host:port`) must be
+ * for the client libraries to connect where it says, checked at load. Before, validate took any
+ * text after the scheme: a port past 65535 made mqtt.js throw at start (`run` exited naming no
+ * broker or line) and nats.js and amqplib retry an invalid URL for ever; mqtt.js took port 0, and a
+ * host it could not read (`%zz`), for its defaults (127.0.0.1:1883), and stopped a host at a space.
+ */
+export function serverUrlProblem(url: string): string | undefined {
+  const text = url.includes('://') ? url : `nats://${url}`;
+  const authority = text.slice(text.indexOf('://') + 3).split(/[/?#]/, 1)[0]!;
+  const hostPort = authority.slice(authority.lastIndexOf('@') + 1);
+  const port = /^(\[[^\]]*\]|[^:[\]]*):(\d+)$/.exec(hostPort)?.[2];
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) return `names port ${port}, but a port is a number from 1 to 65535`;
+  let parsed: URL;
+  try {
+    parsed = new URL(text);
+  } catch {
+    return 'is not a URL: scheme://user:password@host:port/path, with @ # / : and spaces in the user and password percent-encoded';
+  }
+  if (parsed.hostname === '') return 'names no host';
+  if (!/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)$/.test(parsed.hostname)) return `names host '${parsed.hostname}', which is not a host name or IP address`;
+  return undefined;
+}
