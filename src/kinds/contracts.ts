@@ -392,6 +392,12 @@ export interface BrokerKind<O = unknown, C = O> {
    * wildcard), so a test may leave its topic out. `what`: those topics in words (`a topic matching a/+`).
    */
   topicsRead?(from: string, options: C): { matches(topic: string): boolean; literal: boolean; what: string } | undefined;
+  /**
+   * A warning, not an error, about a route reading `from` (`from.topic` as the config names it)
+   * that the config allows but that most likely says something else than meant (an amqp routing key
+   * one letter off a queue of `queues`), or undefined.
+   */
+  readWarning?(from: string, options: C): string | undefined;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   create(name: string, options: C, env: RuntimeEnv): BrokerRuntime;

@@ -128,15 +128,25 @@ function asyncApiDocument(root: SourceDocument, file: string): Diagnostic | unde
   };
 }
 
-/** Routes that feed the topics they read (feedback-loops.ts), at their `to` lines. */
+/**
+ * Routes that feed the topics they read (feedback-loops.ts), at their `to` lines; topics a route
+ * reads that its broker's kind finds suspicious (BrokerKind.readWarning), at their `from.topic`.
+ */
 function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
   const written = (ctx.config.routes ?? []) as ({ name?: string; to?: unknown } | undefined)[];
   const index = new Map(written.flatMap((r, i) => (r?.name ? [[r.name, i] as const] : [])));
   const routes = [...plan.routes.values()].filter((r) => index.has(r.name)).map((route) => ({ route, index: index.get(route.name)!, toIsList: Array.isArray(written[index.get(route.name)!]?.to) }));
-  return feedbackLoops(routes).map((loop) => {
-    const { line, column } = ctx.src.locate(loop.path, 'value');
-    return { file: ctx.fileOf(loop.path), line, column, code: 'EG_CONFIG_FEEDBACK_LOOP', path: formatPath(loop.path), message: loop.message };
+  const at = (path: PathPart[], code: string, message: string): Diagnostic => {
+    const { line, column } = ctx.src.locate(path, 'value');
+    return { file: ctx.fileOf(path), line, column, code, path: formatPath(path), message };
+  };
+  const reads = routes.flatMap(({ route, index: i }) => {
+    if (route.from.type !== 'broker') return [];
+    const broker = plan.brokers.get(route.from.broker);
+    const warning = broker && ctx.registry.brokers.get(broker.kind)?.readWarning?.(route.from.topic, broker.options);
+    return warning ? [at(['routes', i, 'from', 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `route '${route.name}': ${warning}`)] : [];
   });
+  return [...feedbackLoops(routes).map((loop) => at(loop.path, 'EG_CONFIG_FEEDBACK_LOOP', loop.message)), ...reads];
 }
 
 /**

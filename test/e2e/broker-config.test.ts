@@ -429,3 +429,38 @@ describe('server URLs whose port or host is not one', () => {
     assert.doesNotMatch(run.stdout + run.stderr, /could not start/);
   });
 });
+
+/**
+ * An amqp route whose `from.topic` is one typo off a queue of `queues`: the config reads it as a
+ * routing key (the route declares a queue of its own bound to the exchange), so the route gets
+ * nothing of the queue meant, and validate said `ok` without a word. Now a warning at the topic
+ * (exit 0: a routing key so spelt may be meant), none for the queue itself, a pattern or a key
+ * unlike any queue.
+ */
+describe('an amqp route reading a routing key one typo off a queue', () => {
+  it('gets a warning at its topic, with the queue it likely meant', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  rb: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: ev, type: topic }, queues: { billing: { bindings: ["orders.*"] }, orders: {} } }',
+        '  m: { kind: memory }',
+        'routes:',
+        '  - { name: typo, from: { broker: rb, topic: billng }, to: { broker: m, topic: a } }',
+        '  - { name: queue, from: { broker: rb, topic: billing }, to: { broker: m, topic: a } }',
+        '  - { name: pattern, from: { broker: rb, topic: "orders.*" }, to: { broker: m, topic: a } }',
+        '  - { name: key, from: { broker: rb, topic: payments.created }, to: { broker: m, topic: a } }',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(r.stdout.trim(), 'ok');
+    assert.deepEqual(r.stderr.trim().split('\n'), [
+      "gateway.yaml:6:46: warning: route 'typo': 'billng' is not a queue of this broker's queues (did you mean 'billing'?): the route reads it as a routing key, through a queue of its own bound to exchange 'ev', and gets nothing of queue 'billing'",
+    ]);
+    const json = await runCli(['validate', '-c', 'gateway.yaml', '--format', 'json'], { cwd: dir });
+    assert.equal(json.code, 0, json.stdout + json.stderr);
+    assert.match(json.stderr, /gateway\.yaml:6:46: warning: route 'typo'/);
+  });
+});

@@ -6,6 +6,7 @@ import { compileTls, TLS_OPTIONS } from './tls.js';
 import { serverUrlProblem } from './server-url.js';
 import { whenUsed } from '../when-used.js';
 import { bindingMatches } from './amqp/bindings.js';
+import { closest } from '../../config/suggest.js';
 import { overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
@@ -221,6 +222,12 @@ export const amqpBroker = defineBroker({
   // A routing-key route's group names the queue declared for it; a route on a queue of `queues` uses no group.
   groupProblem: (group, topic, o) => (Object.hasOwn(o.queues ?? {}, topic) ? undefined : queueNameProblem(group)),
   topicsRead: amqpTopicsRead,
+  // A name one typo off a queue of `queues` is a routing key to the config, and reads nothing of that queue.
+  readWarning: (from, o) => {
+    const queue = Object.hasOwn(o.queues, from) || /[*#]/.test(from) ? undefined : closest(from, Object.keys(o.queues));
+    if (queue === undefined) return undefined;
+    return `'${from}' is not a queue of this broker's queues (did you mean '${queue}'?): the route reads it as a routing key, through a queue of its own bound to exchange '${o.exchange.name}', and gets nothing of queue '${queue}'`;
+  },
   canReconfigure: () => false,
   create: (name, settings, env) => new (runtime().AmqpBroker)(name, settings, env),
 });
