@@ -98,6 +98,19 @@ describe('eventgate plan --from OLD', () => {
     assert.match(back.stdout, /^consumer group joins: eventgate-out-<instance> \(route out, local\/t\)$/m);
   });
 
+  it("prints NEW's warnings on stderr, as validate does, in text and json", async () => {
+    // Before: a plan of a config with a feedback loop said nothing of it (validate warns).
+    const loop = ['  - name: again', '    from: { broker: local, topic: t }', '    to: { broker: local, topic: t }'];
+    const dir = tempFiles({ 'old.yaml': base('a > 1'), 'new.yaml': base('a > 1', '127.0.0.1', loop) });
+    for (const format of ['text', 'json']) {
+      const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', format], { cwd: dir });
+      noStackTrace(r);
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      assert.match(r.stderr, /^new\.yaml:17:9: warning: route 'again' writes topic 't' of broker 'local', the topic it reads, and has no filter/m);
+      if (format === 'json') assert.equal(JSON.parse(r.stdout).changes, true);
+    }
+  });
+
   it('exits 1 with every validation error when NEW is invalid', async () => {
     const dir = tempFiles({ 'old.yaml': base('a > 1'), 'new.yaml': base('a >').replace('kind: memory', 'kind: memroy') });
     const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir });
