@@ -9,6 +9,7 @@ import { hash } from '../core/canonical.js';
 import type { ErrorCode } from '../core/errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
 import type { KindRegistry } from '../kinds/registry.js';
+import { isHidden } from '../config/prune.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import type { RawConfig } from './raw.js';
 
@@ -68,11 +69,22 @@ export class CompileContext {
    * `path` (false), not a run-time failure of every message or a route that never consumes.
    */
   checkTopic(broker: string, topic: string, use: 'publish' | 'consume', path: readonly PathPart[]): boolean {
-    const kind = this.config.brokers?.[broker]?.kind;
+    const kind = this.brokerKind(broker);
     const why = kind === undefined ? undefined : this.registry.brokers.get(kind)?.topicProblem?.(topic, use);
     if (!why) return true;
     this.report(path, 'EG_CONFIG_SCHEMA', `${quoteTopic(topic)} cannot be a topic of ${kind} broker '${broker}': ${why}`);
     return false;
+  }
+
+  /**
+   * The kind of broker `broker`, also of one left out for problems of its own options (pruneInvalid)
+   * when its kind is one: the topics and QoS a route gives it are checked in the same pass.
+   */
+  private brokerKind(broker: string): string | undefined {
+    const kind = this.config.brokers?.[broker]?.kind;
+    if (kind !== undefined || !isHidden(this.hidden.brokers, broker)) return kind;
+    const written = (this.src.value as { brokers?: Record<string, { kind?: unknown } | undefined> } | null)?.brokers?.[broker]?.kind;
+    return typeof written === 'string' && this.registry.brokers.has(written) ? written : undefined;
   }
 
   /**
@@ -92,7 +104,7 @@ export class CompileContext {
    * reported at `path` (the `qos` key) when not, so a QoS that would change nothing is not taken silently.
    */
   checkQos(broker: string, path: readonly PathPart[]): boolean {
-    const kind = this.config.brokers?.[broker]?.kind;
+    const kind = this.brokerKind(broker);
     if (kind === undefined || this.registry.brokers.get(kind)?.takesQos) return true;
     this.report(path, 'EG_CONFIG_SCHEMA', `'qos' is a setting of mqtt brokers: broker '${broker}' is ${/^[aeiou]/.test(kind) ? 'an' : 'a'} ${kind} broker, which has no QoS levels`, 'key');
     return false;

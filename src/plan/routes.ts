@@ -92,12 +92,14 @@ function compileRoute(
   const errorsBefore = ctx.diagnostics.length;
   const usesBrokers = new Set<string>();
   const usesListeners = new Set<string>();
-  const checkBroker = (name: string, path: PathPart[]) => {
+  // `topic`: checked also when the broker is left out for problems of its own options, in the same pass.
+  const checkBroker = (name: string, path: PathPart[], topic?: [topic: string, use: 'publish' | 'consume', path: PathPart[]]) => {
     if (brokers.has(name)) {
       usesBrokers.add(name);
       return true;
     }
     if (!isHidden(ctx.hidden.brokers, name)) ctx.reportUndefined(path, 'broker', name, brokers.keys());
+    else if (topic) ctx.checkTopic(name, ...topic);
     return false;
   };
   const checkTopic = (broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[]) => ctx.checkTopic(broker, topic, use, path);
@@ -134,7 +136,7 @@ function compileRoute(
       else from = { type: 'listener', listener: f.listener, path: f.path };
     }
   } else if (
-    checkBroker(f.broker, [...at, 'from', 'broker']) &&
+    checkBroker(f.broker, [...at, 'from', 'broker'], [f.topic, 'consume', [...at, 'from', 'topic']]) &&
     checkTopic(f.broker, f.topic, 'consume', [...at, 'from', 'topic']) &&
     (f.qos === undefined || ctx.checkQos(f.broker, [...at, 'from', 'qos']))
   ) {
@@ -153,7 +155,7 @@ function compileRoute(
 
   // deadletter
   const dl = raw.deadletter;
-  if (dl && checkBroker(dl.broker, [...at, 'deadletter', 'broker'])) {
+  if (dl && checkBroker(dl.broker, [...at, 'deadletter', 'broker'], [dl.topic, 'publish', [...at, 'deadletter', 'topic']])) {
     checkTopic(dl.broker, dl.topic, 'publish', [...at, 'deadletter', 'topic']);
     if (dl.qos !== undefined) ctx.checkQos(dl.broker, [...at, 'deadletter', 'qos']);
   }

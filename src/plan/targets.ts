@@ -9,7 +9,8 @@ import type { ListenerPlan, TargetPlan } from './types.js';
 
 /** How a route's targets check the brokers and listeners they name (and record that the route uses them). */
 export interface TargetRefs {
-  checkBroker(name: string, path: PathPart[]): boolean;
+  /** `topic`: checked also when the broker is left out for problems of its own options. */
+  checkBroker(name: string, path: PathPart[], topic?: [topic: string, use: 'publish' | 'consume', path: PathPart[]]): boolean;
   checkListener(name: string, path: PathPart[]): boolean;
   checkTopic(broker: string, topic: string, use: 'publish' | 'consume', path: PathPart[]): boolean;
 }
@@ -38,7 +39,7 @@ export function compileTargets(
       return;
     }
     if ('broker' in t) {
-      if (!refs.checkBroker(t.broker, [...tAt, 'broker'])) return;
+      if (!refs.checkBroker(t.broker, [...tAt, 'broker'], typeof t.topic === 'string' ? [t.topic, 'publish', [...tAt, 'topic']] : undefined)) return;
       if (t.qos !== undefined && !ctx.checkQos(t.broker, [...tAt, 'qos'])) return;
       const key = t.key === undefined ? undefined : ctx.expression(t.key, [...tAt, 'key']);
       const structured = t.cloudevents === 'structured';

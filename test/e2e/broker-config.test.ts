@@ -464,3 +464,36 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
     assert.match(json.stderr, /gateway\.yaml:6:46: warning: route 'typo'/);
   });
 });
+
+/**
+ * A broker whose own options fail the schema (`qos: 7`) is left out of the compile; the topics the
+ * routes gave it went unchecked in that pass (a `to` with a wildcard was reported only once `qos`
+ * was fixed). Now checked in the same pass, on every kind, from a route's `from`, `to` and
+ * `deadletter`.
+ */
+describe('topics of a broker whose own options are invalid', () => {
+  it('are checked in the same pass', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883", qos: 7 }',
+        '  nt: { kind: nats, servers: "nats://127.0.0.1:4222", prefetch: 0 }',
+        'listeners: { api: { kind: http, port: 0 } }',
+        'routes:',
+        '  - { name: a, from: { listener: api, path: /a }, to: { broker: mq, topic: "x/#" } }',
+        '  - { name: b, from: { broker: nt, topic: "a.>.b" }, to: { broker: nt, topic: ok }, deadletter: { broker: mq, topic: "dead/+" } }',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      'gateway.yaml:3:56: brokers.mq.qos must be one of 0, 1, 2, got number 7',
+      'gateway.yaml:4:65: brokers.nt.prefetch must be >= 1',
+      "gateway.yaml:7:76: 'x/#' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot hold the wildcards + or #",
+      "gateway.yaml:8:43: 'a.>.b' cannot be a topic of nats broker 'nt': a NATS subject is dot-separated tokens with no whitespace, '*' a whole token, '>' only the last",
+      "gateway.yaml:8:118: 'dead/+' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot hold the wildcards + or #",
+    ]);
+  });
+});
