@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import { runCli, tempFiles } from '../helpers/gateway.js';
+import { after, before, describe, it } from 'node:test';
+import { eventually, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
+import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 
 const config = `version: 1
 brokers:
@@ -495,5 +497,41 @@ describe('topics of a broker whose own options are invalid', () => {
       "gateway.yaml:8:43: 'a.>.b' cannot be a topic of nats broker 'nt': a NATS subject is dot-separated tokens with no whitespace, '*' a whole token, '>' only the last",
       "gateway.yaml:8:118: 'dead/+' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot hold the wildcards + or #",
     ]);
+  });
+});
+
+/**
+ * MQTT 5 carries `sessionExpirySeconds` as a four-byte integer: a larger value (9999999999)
+ * validated `ok`, and each consume route's CONNECT failed to encode without a word: the route never
+ * connected, nothing was logged, `/readyz` said `broker mq: connecting` for good. Now a config error
+ * at the key; the largest value (never expiring) connects against mosquitto.
+ */
+describe('mqtt sessionExpirySeconds past a four-byte integer', () => {
+  let mqtt: MessageServer;
+  before(async () => {
+    mqtt = await startMosquitto();
+  });
+  after(async () => {
+    await mqtt?.stop();
+  });
+  const gw = useGateway();
+  const config = (seconds: number) => `version: 1
+admin: { port: 0 }
+brokers:
+  mq: { kind: mqtt, url: ${mqtt.url}, protocolVersion: 5, clientId: eg-expiry-${process.pid}, sessionExpirySeconds: ${seconds} }
+  m: { kind: memory }
+routes:
+  - { name: held, from: { broker: mq, topic: expiry/a }, to: { broker: m, topic: x } }
+  - { name: sink, from: { broker: m, topic: x }, to: { broker: m, topic: y } }
+`;
+
+  it('is a config error at the key; the largest value connects', async () => {
+    const dir = tempFiles({ 'gateway.yaml': config(4294967296) });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /^gateway\.yaml:4:\d+: brokers\.mq\.sessionExpirySeconds must be <= 4294967295$/m);
+    await gw.start(config(4294967295));
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000, 100);
+    assert.ok(gw.logs.some((l) => l.msg === 'consumer ready' && l.route === 'held'));
   });
 });

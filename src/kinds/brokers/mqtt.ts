@@ -40,7 +40,15 @@ const options = kindOptions('mqtt', {
   ),
   retain: Type.Optional(Type.Boolean({ default: false, description: 'Publish with the retain flag.' })),
   persistentSessions: Type.Optional(Type.Boolean({ default: true, description: 'Consume routes keep their session (and the QoS ≥ 1 messages queued for it) across disconnects and restarts.' })),
-  sessionExpirySeconds: int(86400, 0, 'MQTT 5: how long the server keeps the persistent session of a disconnected route.'),
+  // MQTT 5 writes it as a four-byte integer: a larger value made the route's CONNECT fail to encode, silently (the route never connected, /readyz said `connecting`).
+  sessionExpirySeconds: Type.Optional(
+    Type.Integer({
+      minimum: 0,
+      maximum: 4294967295,
+      default: 86400,
+      description: 'MQTT 5: how long the server keeps the persistent session of a disconnected route (at most 4294967295, which MQTT 5 reads as never expiring).',
+    }),
+  ),
   sharedSubscriptions: Type.Optional(
     Type.Boolean({
       default: true,
