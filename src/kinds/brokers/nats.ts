@@ -8,6 +8,9 @@ import { whenUsed } from '../when-used.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
+/** The longest duration in ms whose nanoseconds fit the signed 64-bit integer nats-server reads. */
+const MAX_NANOS_MS = 9223372036854;
+
 const stream = Type.Object(
   {
     subjects: Type.Array(Type.String({ minLength: 1 }), {
@@ -23,11 +26,15 @@ const stream = Type.Object(
       }),
     ),
     storage: Type.Optional(oneOfStrings(['file', 'memory'], { default: 'file', description: 'Where the server stores the stream.' })),
-    maxAgeMs: Type.Optional(Type.Integer({ minimum: 1, description: 'Messages older than this are removed.' })),
-    maxMessages: Type.Optional(Type.Integer({ minimum: 1, description: 'Most messages the stream keeps.' })),
+    // nats-server takes these as int64 nanoseconds and counts: past them it refused the stream (`invalid json`) for ever.
+    maxAgeMs: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: MAX_NANOS_MS, description: 'Messages older than this are removed (at most 9223372036854, about 292 years: nanoseconds in a 64-bit integer).' }),
+    ),
+    maxMessages: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Most messages the stream keeps (at most 9007199254740991).' })),
     duplicateWindowMs: Type.Optional(
       Type.Integer({
         minimum: 1,
+        maximum: MAX_NANOS_MS,
         description:
           "How long the stream remembers each message's `Nats-Msg-Id`, dropping a copy written again with it meanwhile (a consume route's message handled again, a publisher's request sent again: docs/scaling.md, \"Duplicates a JetStream target drops\"). Unset: the server's (2 minutes, or `maxAgeMs` when shorter). At most `maxAgeMs`.",
       }),
