@@ -535,3 +535,17 @@ routes:
     assert.ok(gw.logs.some((l) => l.msg === 'consumer ready' && l.route === 'held'));
   });
 });
+
+/**
+ * AMQP's basic.qos prefetch count is 16 bits: `prefetch: 70000` validated `ok`, and amqplib threw
+ * (`The value of "value" is out of range. It must be >= 0 and <= 65535`) at every start of every
+ * consume route's channel, retried for ever. Now a config error at the key.
+ */
+describe('an amqp prefetch past 65535', () => {
+  it('is a config error at the key', async () => {
+    const dir = tempFiles({ 'gateway.yaml': 'version: 1\nbrokers:\n  rb: { kind: amqp, url: "amqp://127.0.0.1", prefetch: 70000 }\n' });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.equal(r.stdout.trim(), 'gateway.yaml:3:56: brokers.rb.prefetch must be <= 65535');
+  });
+});

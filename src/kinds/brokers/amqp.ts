@@ -77,7 +77,10 @@ const options = kindOptions('amqp', {
       description: 'Queues that consume routes name in `from.topic`: declared (with their bindings) at every connect and again by a route that finds one deleted, or existing ones (`declare: false`).',
     }),
   ),
-  prefetch: int(20, 1, 'Most unacknowledged messages a consume route holds (handled one at a time, in order).'),
+  // AMQP's basic.qos count is 16 bits: amqplib threw on a larger one at every consumer start.
+  prefetch: Type.Optional(
+    Type.Integer({ minimum: 1, maximum: 65535, default: 20, description: "Most unacknowledged messages a consume route holds (handled one at a time, in order; at most 65535, AMQP's limit)." }),
+  ),
   persistent: Type.Optional(Type.Boolean({ default: true, description: 'Publish persistent messages (delivery mode 2): they survive a server restart in durable queues.' })),
   mandatory: Type.Optional(Type.Boolean({ default: true, description: 'A publish no queue is bound for fails (503) instead of being dropped by the server.' })),
   connectTimeoutMs: int(
