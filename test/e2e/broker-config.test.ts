@@ -411,23 +411,29 @@ describe('server URLs whose port or host is not one', () => {
         '  m4: { kind: mqtt, url: "mqtt://%zz" }',
         '  m5: { kind: mqtt, url: "mqtt://broker host" }',
         '  a3: { kind: amqp, url: "amqp://user:pa#ss@127.0.0.1/" }',
+        '  n2: { kind: nats, servers: ["[::1]:4222", "tls://[::1]", "nats://gateway:${NATS_PASSWORD}@127.0.0.1:4222", "nats://s3cr3t-token@127.0.0.1"] }',
         '',
       ].join('\n'),
     });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const env = { NATS_PASSWORD: 'hunter22' };
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir, env });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       "gateway.yaml:3:26: 'mqtt://127.0.0.1:99999' names port 99999, but a port is a number from 1 to 65535",
       "gateway.yaml:4:26: 'mqtt://127.0.0.1:0' names port 0, but a port is a number from 1 to 65535",
       "gateway.yaml:6:30: '127.0.0.1:70000' names port 70000, but a port is a number from 1 to 65535",
-      "gateway.yaml:7:26: 'amqp://user:pass@127.0.0.1:99999/vhost' names port 99999, but a port is a number from 1 to 65535",
+      "gateway.yaml:7:26: 'amqp://user:***@127.0.0.1:99999/vhost' names port 99999, but a port is a number from 1 to 65535",
       "gateway.yaml:9:26: 'mqtt://%zz' names host '%zz', which is not a host name or IP address",
       "gateway.yaml:10:26: 'mqtt://broker host' is not a URL: scheme://user:password@host:port/path, with @ # / : and spaces in the user and password percent-encoded",
-      "gateway.yaml:11:26: 'amqp://user:pa#ss@127.0.0.1/' is not a URL: scheme://user:password@host:port/path, with @ # / : and spaces in the user and password percent-encoded",
+      "gateway.yaml:11:26: 'amqp://user:***@127.0.0.1/' is not a URL: scheme://user:password@host:port/path, with @ # / : and spaces in the user and password percent-encoded",
+      "gateway.yaml:12:60: 'nats://gateway:***@127.0.0.1:4222' holds credentials, which the NATS client does not send: give them as the broker's `user` and `password` (or `token`)",
+      "gateway.yaml:12:110: 'nats://***@127.0.0.1' holds credentials, which the NATS client does not send: give them as the broker's `user` and `password` (or `token`)",
     ]);
-    const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.doesNotMatch(r.stdout + r.stderr, /pass@|pa#ss|s3cr3t|hunter22/, 'a password quoted in a config error');
+    const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir, env });
     assert.equal(run.code, 1, run.stdout + run.stderr);
     assert.match(run.stderr, /^gateway\.yaml:3:26: 'mqtt:\/\/127\.0\.0\.1:99999' names port 99999/m);
+    assert.doesNotMatch(run.stdout + run.stderr, /pass@|pa#ss|s3cr3t|hunter22/, 'a password quoted in a config error');
     assert.doesNotMatch(run.stdout + run.stderr, /could not start/);
   });
 });

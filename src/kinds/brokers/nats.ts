@@ -3,7 +3,7 @@ import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { NatsBroker } from './nats/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
-import { serverUrlProblem } from './server-url.js';
+import { serverUrlProblem, shownServerUrl } from './server-url.js';
 import { whenUsed } from '../when-used.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
@@ -46,7 +46,8 @@ const stream = Type.Object(
 
 const options = kindOptions('nats', {
   servers: oneOf([Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), Type.String({ minLength: 1 })], {
-    description: 'Servers as `nats://host:4222` or `host:port`: a list, or one string; a comma-separated string is split, so `servers: ${NATS_URL}` takes a list from the environment.',
+    description:
+      'Servers as `nats://host:4222` or `host:port` (`[::1]:4222` for an IPv6 address): a list, or one string; a comma-separated string is split, so `servers: ${NATS_URL}` takes a list from the environment. Credentials go in `user` and `password` (or `token`): the NATS client does not send those of a URL (`nats://user:password@host`), so such a server is a config error at its line.',
   }),
   user: Type.Optional(Type.String({ description: 'User name.' })),
   password: Type.Optional(Type.String({ description: 'Password (write it as ${VAR}).' })),
@@ -125,7 +126,10 @@ export interface NatsSettings {
   messageIds: boolean;
 }
 
-const SERVER = /^((nats|tls|ws|wss):\/\/)?[^\s/:]+(:\d{1,5})?$/;
+// A host name, IPv4 or bracketed IPv6 address, with an optional port.
+const SERVER = /^((nats|tls|ws|wss):\/\/)?(\[[0-9A-Fa-f:.]+\]|[^\s/:@[\]]+)(:\d{1,5})?$/;
+/** `user:password@` or `token@` before the host: nats.js reads only the host and port of a server URL. */
+const CREDENTIALS = /^([a-z]+:\/\/)?[^/]*@/i;
 
 function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | undefined {
   let ok = true;
@@ -141,7 +145,14 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
       const port = SERVER.test(s) ? serverUrlProblem(s) : undefined;
       if (SERVER.test(s) && port === undefined) servers.push(s);
       else {
-        ctx.report(at, 'EG_CONFIG_SCHEMA', port === undefined ? `'${s}' is not a NATS server: expected nats://host:4222 or host:port` : `'${s}' ${port}`);
+        const shown = shownServerUrl(s);
+        // The NATS client would connect without them and the server answer 'Authorization Violation'.
+        const why = CREDENTIALS.test(s)
+          ? `'${shown}' holds credentials, which the NATS client does not send: give them as the broker's \`user\` and \`password\` (or \`token\`)`
+          : port === undefined
+            ? `'${shown}' is not a NATS server: expected nats://host:4222 or host:port`
+            : `'${shown}' ${port}`;
+        ctx.report(at, 'EG_CONFIG_SCHEMA', why);
         ok = false;
       }
     }

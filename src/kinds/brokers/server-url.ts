@@ -21,3 +21,15 @@ export function serverUrlProblem(url: string): string | undefined {
   if (!/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)$/.test(parsed.hostname)) return `names host '${parsed.hostname}', which is not a host name or IP address`;
   return undefined;
 }
+
+/**
+ * A server URL as a config error may quote it: the password masked (`user:***@`), or the whole
+ * user part when it has no `:` (a NATS token). validate's output lands in CI logs, and the
+ * password is often a `${VAR}` the gateway never shows elsewhere.
+ */
+export function shownServerUrl(url: string): string {
+  return url.replace(/^((?:[a-z][a-z0-9+.-]*:\/\/)?)(.*)@/i, (_match, scheme: string, userinfo: string) => {
+    const colon = userinfo.indexOf(':');
+    return `${scheme}${colon === -1 ? '***' : `${userinfo.slice(0, colon)}:***`}@`;
+  });
+}
