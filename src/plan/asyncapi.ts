@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { parseAsyncApi, type AsyncApiDocument, type AsyncApiMessage } from '../asyncapi/document.js';
 import { lookup, type AsyncApiRef } from '../asyncapi/lookup.js';
 import { MAX_DOCUMENT_BYTES } from '../asyncapi/refs.js';
+import { canonical } from '../core/canonical.js';
 import { formatPath } from '../config/diagnostics.js';
 import type { PathPart } from '../config/source.js';
 import type { MessageContract, SchemaCheck } from '../kinds/contracts.js';
@@ -84,10 +85,13 @@ export class AsyncApiCatalog {
   }
 
   /**
-   * The contracts (payload check, message id, channel) of what a validate step names; the files
-   * of the documents they come from are appended to `stepFiles` (they are part of the route key).
+   * The contracts (payload check, message id, channel) of what a validate step names. What the step
+   * takes from the documents (each message's id, channel and resolved payload) is appended to
+   * `stepInputs`, part of the route key: an edit elsewhere in a document (another message, its
+   * info) leaves the route as it is, so a consume route keeps its connection and subscription
+   * (spec §6: components whose config did not change are kept).
    */
-  contracts(ref: AsyncApiRef, at: PathPart[], stepFiles: string[]): MessageContract[] | undefined {
+  contracts(ref: AsyncApiRef, at: PathPart[], stepInputs: string[]): MessageContract[] | undefined {
     const ctx = this.ctx;
     const what = 'message' in ref ? 'message' : 'channel';
     if (!this.documents) {
@@ -103,7 +107,7 @@ export class AsyncApiCatalog {
     }
     const contracts: MessageContract[] = [];
     for (const match of found.matches) {
-      for (const f of this.plans.find((p) => p.file === match.message.document)!.files) if (!stepFiles.includes(f)) stepFiles.push(f);
+      stepInputs.push(canonical({ id: match.id, channel: match.channel, payload: match.message.payload }));
       if (!this.payloadChecks.has(match.message)) {
         const origin = `AsyncAPI message '${match.id ?? '(anonymous)'}'`;
         this.payloadChecks.set(match.message, ctx.jsonSchema(match.message.payload, at, origin, '07'));

@@ -241,7 +241,7 @@ function compileRoute(
   return {
     name: raw.name,
     // The expression limits are compiled into the route's expressions: a change to them rebuilds it.
-    key: canonical({ raw, steps: steps.map((s) => s.key), files: fileHashes, expressions: ctx.limits }),
+    key: canonical({ raw, steps: steps.map((s) => s.key), files: fileHashes, contracts: steps.map((s) => s.inputs), expressions: ctx.limits }),
     from,
     steps: steps.map((s) => s.step),
     stepIds,

@@ -14,6 +14,8 @@ export interface CompiledChainStep {
   key: string;
   /** Files the step read, for the route key. */
   files: string[];
+  /** What else the step took from outside the config (the AsyncAPI contracts it validates against), for the route key. */
+  inputs: string[];
 }
 
 /** Steps (in `chains:` and in routes' `through:`, and a forward target's `auth`), each compiled by its kind. */
@@ -44,16 +46,17 @@ export class StepCompiler {
       const kind = this.ctx.registry.steps.get(kindName)!;
       const stepAt: PathPart[] = single ? [...at, kindName] : [...at, i, kindName];
       const files: string[] = [];
+      const inputs: string[] = [];
       const errorsBefore = this.ctx.diagnostics.length;
-      const step = kind.compile(options, this.context(stepAt, files));
+      const step = kind.compile(options, this.context(stepAt, files, inputs));
       if (!step || this.ctx.diagnostics.length > errorsBefore) failed = true;
-      else out.push({ step, key: canonical(raw), files });
+      else out.push({ step, key: canonical(raw), files, inputs });
     });
     return failed ? undefined : out;
   }
 
-  /** What a step kind's compile() gets; files it reads are appended to `files`. */
-  context(stepAt: PathPart[], files: string[]): StepCompileContext {
+  /** What a step kind's compile() gets; files it reads are appended to `files`, the AsyncAPI contracts it takes to `inputs`. */
+  context(stepAt: PathPart[], files: string[], inputs: string[] = []): StepCompileContext {
     const ctx = this.ctx;
     return {
       report: (rel, code, message) => ctx.report([...stepAt, ...rel], code, message),
@@ -73,7 +76,7 @@ export class StepCompiler {
       },
       checkTopic: (broker, topic, rel) => ctx.checkTopic(broker, topic, 'publish', [...stepAt, ...rel]),
       checkQos: (broker, rel) => ctx.checkQos(broker, [...stepAt, ...rel]),
-      asyncapiContracts: (ref, rel) => this.asyncapi.contracts(ref, [...stepAt, ...rel], files),
+      asyncapiContracts: (ref, rel) => this.asyncapi.contracts(ref, [...stepAt, ...rel], inputs),
     };
   }
 }
