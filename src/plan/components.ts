@@ -18,7 +18,7 @@ export function compileBrokers(ctx: CompileContext): Map<string, ComponentPlan> 
     };
     const compiled = kind.compile ? kind.compile(options, kindCtx) : options;
     // A referenced file (a CA, a client certificate) that changed replaces the broker like an option would.
-    const key = files.length === 0 ? canonical(options) : canonical({ options, files: files.map((f) => [f, ctx.files.get(f)]) });
+    const key = files.length === 0 ? canonical(options) : canonical({ options, files: ctx.fileKeys(files) });
     brokers.set(name, { name, kind: options.kind, options: (compiled ?? options) as Record<string, unknown>, key });
   }
   return brokers;
@@ -54,7 +54,7 @@ export function compileListeners(ctx: CompileContext, brokers: Map<string, Compo
     // A changed referenced file (a rotated certificate) changes the key but not the socket key:
     // the listener takes it in place.
     // So does a change to a broker the listener reads its settings from (a kafka listener's upstream).
-    const key = files.length === 0 && upstreams.length === 0 ? canonical(options) : canonical({ options, files: files.map((f) => [f, ctx.files.get(f)]), upstreams });
+    const key = files.length === 0 && upstreams.length === 0 ? canonical(options) : canonical({ options, files: ctx.fileKeys(files), upstreams });
     listeners.set(name, { name, kind: options.kind, options: compiled as Record<string, unknown>, key, socketKey: canonical(socket) });
   }
   return listeners;

@@ -110,6 +110,15 @@ export class CompileContext {
     return false;
   }
 
+  /**
+   * The files a component read, with what each held, for its key: named relative to the config's
+   * directory, so that the same config in another directory has the same keys (`eventgate plan
+   * --from` a checkout elsewhere, `--admin` against a gateway deployed under another path).
+   */
+  fileKeys(files: readonly string[]): [string, string | undefined][] {
+    return files.map((f) => [relative(this.dir, f), this.files.get(f)]);
+  }
+
   /** A path as the user would write it next to the config file's path (relative stays relative). */
   display(file: string): string {
     return join(dirname(this.src.file), relative(this.dir, file));

@@ -231,7 +231,7 @@ function compileRoute(
   }
 
   if (ctx.diagnostics.length > errorsBefore || !from) return undefined;
-  const fileHashes = [...steps.flatMap((s) => s.files), ...targetFiles].map((file) => [file, ctx.files.get(file)]);
+  const fileHashes = ctx.fileKeys([...steps.flatMap((s) => s.files), ...targetFiles]);
   const seen = new Map<string, number>();
   const stepIds = steps.map((s) => {
     const n = seen.get(s.key) ?? 0;

@@ -5,6 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { makeCertificates } from '../helpers/certificates.js';
 import { WsClient } from '../helpers/clients.js';
 import { cliPath, repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
@@ -29,6 +30,32 @@ const base = (filter: string, wsHost = '127.0.0.1', extraRoute: string[] = []) =
     ...extraRoute,
   );
 
+/** A config that reads a schema file and a listener certificate, with those files: for copies in two directories. */
+const sameConfigElsewhere = (): Record<string, string> => {
+  const { a } = makeCertificates();
+  return {
+    'gateway.yaml': yaml(
+      'version: 1',
+      'admin: { port: 0, token: plan-test-token-0123456789 }',
+      'brokers: { local: { kind: memory } }',
+      'listeners:',
+      '  api: { kind: http, port: 0, tls: { cert: tls/cert.pem, key: tls/key.pem } }',
+      '  push: { kind: websocket, port: 0 }',
+      'routes:',
+      '  - name: in',
+      '    from: { listener: api, path: /in }',
+      '    through: [ { validate: { schema: schemas/in.json } } ]',
+      '    to: { broker: local, topic: t }',
+      '  - name: out',
+      '    from: { broker: local, topic: t }',
+      '    to: { listener: push, path: /ws }',
+    ),
+    'schemas/in.json': JSON.stringify({ type: 'object', required: ['id'] }),
+    'tls/cert.pem': a.cert,
+    'tls/key.pem': a.key,
+  };
+};
+
 const noStackTrace = (r: { stdout: string; stderr: string }) => assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at .+:\d+:\d+\)?\n/, 'never a stack trace');
 
 describe('eventgate plan --from OLD', () => {
@@ -38,6 +65,26 @@ describe('eventgate plan --from OLD', () => {
     noStackTrace(r);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^no changes: a reload would keep all 5 components as they are$/m);
+  });
+
+  it('exits 0 for the same config in another directory: the schema and certificate files it reads count by content, not by where the directory is', async () => {
+    // A CI job plans against a checkout of the base branch elsewhere: every route validating
+    // against a schema file, and every listener or broker with a certificate, was "changed" (exit 2),
+    // their keys holding the files' absolute paths.
+    const files = sameConfigElsewhere();
+    const old = tempFiles(files);
+    const dir = tempFiles(files);
+    const r = await runCli(['plan', '-c', 'gateway.yaml', '--from', join(old, 'gateway.yaml')], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^no changes: a reload would keep all 5 components as they are$/m);
+
+    // A change of a file's content is still a change of what reads it.
+    writeFileSync(join(dir, 'schemas/in.json'), JSON.stringify({ type: 'object', required: ['id', 'at'] }));
+    const changed = await runCli(['plan', '-c', 'gateway.yaml', '--from', join(old, 'gateway.yaml'), '--format', 'json'], { cwd: dir });
+    assert.equal(changed.code, 2, changed.stdout + changed.stderr);
+    const report = JSON.parse(changed.stdout);
+    assert.deepEqual(report.routes, { add: [], change: ['in'], remove: [], keep: ['out'] });
   });
 
   it('exits 2 and lists what is added, changed, removed and kept, with the clients and groups affected', async () => {
@@ -253,6 +300,16 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     } finally {
       await client.close?.();
     }
+  });
+
+  it('finds nothing to change for the running config copied to another directory (its files named relative to the config)', async () => {
+    const files = sameConfigElsewhere();
+    await gw.start(files['gateway.yaml']!, { files: Object.fromEntries(Object.entries(files).filter(([name]) => name !== 'gateway.yaml')) });
+    const dir = tempFiles(files);
+    const r = await runCli(['plan', '-c', 'gateway.yaml', '--admin', gw.adminUrl, '--token', 'plan-test-token-0123456789'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^no changes: a reload would keep all 5 components as they are$/m);
   });
 
   it('says so when the admin API cannot be reached', async () => {
