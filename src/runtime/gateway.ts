@@ -379,8 +379,16 @@ export class Gateway {
     await Promise.allSettled([...this.listeners.values()].map((l) => (l.quiesce ? l.quiesce({ drainMs }) : l.stop({ drainMs }))));
     for (const b of this.brokers.values()) b.shuttingDown?.();
     const stopConsuming = async (r: RouteRuntime) => {
-      if ((await within(r.stopConsuming(left()), left())) === 'late')
-        this.logger.warn({ route: r.name, drainMs }, 'consumer did not stop within drainTimeoutMs; its message in hand stays uncommitted and will be delivered again');
+      if ((await within(r.stopConsuming(left()), left())) !== 'late') return;
+      // With no message in hand the consumer was still starting (a Kafka member waiting for its
+      // group's rebalance) or committing: the log must not speak of a message in hand.
+      if (r.pending > 0)
+        this.logger.warn({ route: r.name, drainMs, inFlight: r.pending }, 'consumer did not stop within drainTimeoutMs; its message in hand stays uncommitted and will be delivered again');
+      else
+        this.logger.warn(
+          { route: r.name, drainMs },
+          'consumer did not stop within drainTimeoutMs (no message in hand: still joining its group, connecting or committing); what it had not committed will be delivered again',
+        );
     };
     // Memory topics die with the process, and nothing would deliver what they hold again: the
     // routes reading them go on until they have handled it (within the drain timeout), after the
