@@ -111,12 +111,13 @@ export class CompileContext {
   }
 
   /**
-   * The files a component read, with what each held, for its key: named relative to the config's
-   * directory, so that the same config in another directory has the same keys (`eventgate plan
+   * What the files a component read held, in the order it read them, for its key. Not their
+   * paths: the config names each one (a path as written is in the component's options), and an
+   * absolute path would make the same config in another directory a change (`eventgate plan
    * --from` a checkout elsewhere, `--admin` against a gateway deployed under another path).
    */
-  fileKeys(files: readonly string[]): [string, string | undefined][] {
-    return files.map((f) => [relative(this.dir, f), this.files.get(f)]);
+  fileKeys(files: readonly string[]): (string | undefined)[] {
+    return files.map((f) => this.files.get(f));
   }
 
   /** A path as the user would write it next to the config file's path (relative stays relative). */

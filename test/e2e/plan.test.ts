@@ -30,7 +30,7 @@ const base = (filter: string, wsHost = '127.0.0.1', extraRoute: string[] = []) =
     ...extraRoute,
   );
 
-/** A config that reads a schema file and a listener certificate, with those files: for copies in two directories. */
+/** A config that reads a schema file and listener certificates (one pair beside it, one by an absolute path), with its files: for copies in two directories. */
 const sameConfigElsewhere = (): Record<string, string> => {
   const { a } = makeCertificates();
   return {
@@ -40,7 +40,8 @@ const sameConfigElsewhere = (): Record<string, string> => {
       'brokers: { local: { kind: memory } }',
       'listeners:',
       '  api: { kind: http, port: 0, tls: { cert: tls/cert.pem, key: tls/key.pem } }',
-      '  push: { kind: websocket, port: 0 }',
+      // One certificate by an absolute path: the same file for both copies.
+      `  push: { kind: websocket, port: 0, tls: { cert: ${a.certFile}, key: ${a.keyFile} } }`,
       'routes:',
       '  - name: in',
       '    from: { listener: api, path: /in }',
@@ -55,6 +56,9 @@ const sameConfigElsewhere = (): Record<string, string> => {
     'tls/key.pem': a.key,
   };
 };
+
+/** The files in a directory one level deeper than tempFiles' (a path relative to it differs from one relative to a copy's). */
+const deeperCopy = (files: Record<string, string>): string => join(tempFiles(Object.fromEntries(Object.entries(files).map(([name, text]) => [`deeper/${name}`, text]))), 'deeper');
 
 const noStackTrace = (r: { stdout: string; stderr: string }) => assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at .+:\d+:\d+\)?\n/, 'never a stack trace');
 
@@ -73,7 +77,7 @@ describe('eventgate plan --from OLD', () => {
     // their keys holding the files' absolute paths.
     const files = sameConfigElsewhere();
     const old = tempFiles(files);
-    const dir = tempFiles(files);
+    const dir = deeperCopy(files);
     const r = await runCli(['plan', '-c', 'gateway.yaml', '--from', join(old, 'gateway.yaml')], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -302,10 +306,10 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     }
   });
 
-  it('finds nothing to change for the running config copied to another directory (its files named relative to the config)', async () => {
+  it('finds nothing to change for the running config copied to another directory (its files compared by content)', async () => {
     const files = sameConfigElsewhere();
     await gw.start(files['gateway.yaml']!, { files: Object.fromEntries(Object.entries(files).filter(([name]) => name !== 'gateway.yaml')) });
-    const dir = tempFiles(files);
+    const dir = deeperCopy(files);
     const r = await runCli(['plan', '-c', 'gateway.yaml', '--admin', gw.adminUrl, '--token', 'plan-test-token-0123456789'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 0, r.stdout + r.stderr);
