@@ -123,7 +123,7 @@ async function main(argv: string[]): Promise<number> {
   }
   switch (command) {
     case 'run':
-      return run(values.config ?? 'gateway.yaml', env);
+      return run(values.config ?? 'gateway.yaml', env, values['vars-file'] ?? []);
     case 'validate':
       if (values.format !== 'text' && values.format !== 'json') {
         process.stderr.write(`eventgate: --format must be text or json, got '${values.format}'\n`);
@@ -168,14 +168,16 @@ async function validate(file: string, format: 'text' | 'json', env: Env): Promis
   return diagnostics.length === 0 ? 0 : 1;
 }
 
-async function run(file: string, env: Env): Promise<number> {
+async function run(file: string, env: Env, varsFiles: readonly string[]): Promise<number> {
   // Loaded here, not at the top: validate, test, plan and export never use the runtime, the admin
   // server or the logger, and every module file is start-up time of each call (docs/testing.md).
   const [{ createLogger }, { createAdminServer }, { Gateway }] = await Promise.all([import('../log.js'), import('../admin/index.js'), import('../runtime/gateway.js')]);
   const logger = createLogger('info');
   process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception (please report this bug)'));
   process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'unhandled rejection (please report this bug)'));
-  const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env, logger, admin: createAdminServer });
+  // --vars-file values are read again at every reload (and the files watched), as the config's own files are.
+  const readEnv = varsFiles.length > 0 ? () => loadEnv(varsFiles) : undefined;
+  const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env, readEnv, logger, admin: createAdminServer });
   // Signals are handled from the first moment: a SIGHUP or SIGTERM that arrives while the first
   // config loads must not kill the process with the default action (and lose in-flight work).
   let started = false;

@@ -29,6 +29,11 @@ export interface LoadOptions {
    * with an uploaded AsyncAPI document this way, to check it before writing it.
    */
   overrides?: ReadonlyMap<string, string>;
+  /**
+   * Files besides the config's own that its values come from (`run --vars-file`), by absolute
+   * path, with the hash of what was read: watched, and part of the plan's version like the config's files.
+   */
+  extraFiles?: ReadonlyMap<string, string>;
 }
 
 export interface LoadResult {
@@ -61,10 +66,10 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const configFile = resolve(file);
   const diagnostics: Diagnostic[] = [];
   const { source: root, bytes } = readSource(file, options.env, diagnostics);
-  const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing']]);
-  if (!root) return { plan: undefined, diagnostics, files: [configFile], seen: configSeen };
+  const configSeen = new Map([[configFile, bytes ? hash(bytes) : 'missing'], ...(options.extraFiles ?? [])]);
+  if (!root) return { plan: undefined, diagnostics, files: [...configSeen.keys()], seen: configSeen };
   const notConfig = asyncApiDocument(root, file);
-  if (notConfig) return { plan: undefined, diagnostics: [notConfig], files: [configFile], seen: configSeen };
+  if (notConfig) return { plan: undefined, diagnostics: [notConfig], files: [...configSeen.keys()], seen: configSeen };
   // Fragments named by `include:` are merged in; the watcher follows them (and each glob's directory).
   const included = resolveIncludes(root, file, options.env, diagnostics);
   for (const [f, h] of included?.files ?? []) configSeen.set(f, h);
@@ -88,7 +93,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
       : undefined;
   if (diagnostics.length > 0 && !pruned) return { plan: undefined, diagnostics: sortDiagnostics(pathsInOwnFiles(diagnostics, included)), files: [...configSeen.keys()], seen: configSeen, secrets };
   const ctx = new CompileContext(src, configFile, configSeen.get(configFile)!, options.registry, options.overrides, pruned);
-  for (const [f, h] of included?.files ?? []) ctx.files.set(f, h);
+  for (const [f, h] of [...(included?.files ?? []), ...(options.extraFiles ?? [])]) ctx.files.set(f, h);
   const asyncapi = new AsyncApiCatalog(ctx);
   await asyncapi.load();
   const plan = compile(ctx, asyncapi, secrets);

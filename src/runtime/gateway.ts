@@ -1,5 +1,6 @@
 import { within } from '../core/within.js';
 import { hostname } from 'node:os';
+import { resolve } from 'node:path';
 import { formatDiagnostic, formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Env, PathPart } from '../config/source.js';
 import type { BrokerRuntime, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
@@ -24,6 +25,12 @@ export interface GatewayOptions {
   logger: Logger;
   /** Watch the config and referenced files (default true). */
   watch?: boolean;
+  /**
+   * Reads the environment again for each load (`run --vars-file`: the files are read at every
+   * reload, and watched), instead of `env`: the environment, and the files it read with their
+   * hashes, or the file it could not read.
+   */
+  readEnv?: () => ({ env: Env } | { error: string; file: string }) & { files: Map<string, string> };
   /**
    * Builds the admin server when the config has an `admin:` section (src/admin/index.ts
    * createAdminServer); injected so the runtime does not depend on the admin layer above it.
@@ -161,8 +168,19 @@ export class Gateway {
    * Loads the config as a reload would; `overrides` replaces files' contents (by absolute path)
    * without touching the disk, so the admin API can check an upload before writing it.
    */
-  load(overrides?: ReadonlyMap<string, string>): Promise<LoadResult> {
-    return loadPlan(this.options.configFile, { registry: this.options.registry, env: this.options.env, overrides });
+  async load(overrides?: ReadonlyMap<string, string>): Promise<LoadResult> {
+    const vars = this.options.readEnv?.();
+    if (vars && 'error' in vars) {
+      // The config cannot load without its variables; the running one keeps serving, and a fix of the file is watched for.
+      const configFile = resolve(this.options.configFile);
+      return {
+        plan: undefined,
+        diagnostics: [{ file: vars.file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: vars.error }],
+        files: [configFile, ...vars.files.keys()],
+        seen: vars.files,
+      };
+    }
+    return loadPlan(this.options.configFile, { registry: this.options.registry, env: vars?.env ?? this.options.env, overrides, extraFiles: vars?.files });
   }
 
   /** What is valid but probably not meant (a route feeding the topic it reads), once per config that takes effect. */

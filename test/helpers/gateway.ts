@@ -50,6 +50,8 @@ export interface StartOptions {
   setup?: (dir: string) => void;
   /** How long to wait for "gateway ready" (default START_OR_RELOAD_MS); configs with AsyncAPI documents parse them first. */
   readyTimeoutMs?: number;
+  /** More options of `eventgate run` (e.g. `['--vars-file', 'vars.env']`). */
+  args?: string[];
 }
 
 /**
@@ -78,7 +80,7 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
   options.setup?.(dir);
   write('gateway.yaml', yaml);
 
-  const child = spawn(process.execPath, [cliPath, 'run', '-c', configFile], {
+  const child = spawn(process.execPath, [cliPath, 'run', '-c', configFile, ...(options.args ?? [])], {
     cwd: dir,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

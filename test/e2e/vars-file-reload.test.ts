@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { useGateway } from '../helpers/gateway.js';
+
+/**
+ * `eventgate run --vars-file FILE`: the file was read once, at start. An edit of it (a rotated
+ * secret, a topic moved) was neither noticed nor read by a reload: SIGHUP and `POST /admin/reload`
+ * said "config unchanged", and only a restart took it. Spec §1 has `run` watch the files its
+ * config comes from and SIGHUP reload them; the vars files are now read at every reload and watched.
+ */
+describe('run --vars-file: the file is read at every reload and watched', () => {
+  const gw = useGateway(
+    `version: 1
+admin: { port: 0 }
+brokers: { local: { kind: memory } }
+listeners: { api: { kind: http, port: 0, host: 127.0.0.1 } }
+routes:
+  - name: in
+    from: { listener: api, path: "\${IN_PATH}" }
+    to: { broker: local, topic: t }
+`,
+    { files: { 'vars.env': 'IN_PATH=/one\n' }, args: ['--vars-file', 'vars.env'] },
+  );
+
+  it('an edit is live, an unreadable file is a rejected reload that says why, and the fix is live again', async () => {
+    assert.equal((await post(gw.url('api', '/one'), { n: 1 })).status, 200);
+
+    const edited = await gw.reconfigure('IN_PATH=/two\n', 'vars.env');
+    assert.equal(edited.msg, 'config reloaded', JSON.stringify(edited));
+    assert.equal((await post(gw.url('api', '/two'), { n: 2 })).status, 200);
+    assert.equal((await post(gw.url('api', '/one'), { n: 3 })).status, 404);
+
+    const from = gw.logs.length;
+    rmSync(join(gw.dir, 'vars.env'));
+    const rejected = await gw.waitForLog((l) => l.msg === 'reload rejected; the running config keeps serving', 10000, from);
+    assert.equal(rejected.diagnostic, "vars.env:1:1: cannot read --vars-file 'vars.env': no such file (ENOENT)");
+    assert.equal((await gw.status()).lastReloadError.diagnostics[0].code, 'EG_CONFIG_FILE');
+    assert.equal((await post(gw.url('api', '/two'), { n: 4 })).status, 200, 'the running config serves on');
+
+    const fixed = await gw.reconfigure('IN_PATH=/three\n', 'vars.env');
+    assert.equal(fixed.msg, 'config reloaded', JSON.stringify(fixed));
+    assert.equal((await post(gw.url('api', '/three'), { n: 5 })).status, 200);
+  });
+});
