@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startGateway, withLogsOnFailure, type RunningGateway } from '../helpers/gateway.js';
+import { eventually, startGateway, withLogsOnFailure, type RunningGateway } from '../helpers/gateway.js';
 import { startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -47,8 +47,11 @@ routes:
         assert.equal((await first.stop('SIGTERM')).code, 0);
         assert.ok(first.logs.some((l) => l.msg === 'consumer stopped; offsets committed'));
 
+        const joins = kafka.joinRequests();
         const second = await startGateway(config());
         gateways.push(second);
+        // Its member has asked to join (the mock holds the answer for the session timeout less a second).
+        await eventually(() => assert.ok(kafka.joinRequests() > joins, 'the second gateway sent its JoinGroup'), 20000);
         assert.ok(!second.logs.some((l) => l.msg === 'consumer ready'), 'still joining when the SIGTERM comes');
         assert.equal((await second.stop('SIGTERM')).code, 0);
         const late = second.logs.filter((l) => /did not stop within drainTimeoutMs/.test(l.msg));

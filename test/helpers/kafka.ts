@@ -49,6 +49,8 @@ export interface KafkaCluster {
   hideTopic(topic: string): Promise<void>;
   /** Produce requests the cluster received since it started (mock only: read from its debug log). */
   produceRequests(): number;
+  /** JoinGroup requests the cluster received since it started (mock only, from its debug log; NaN elsewhere). */
+  joinRequests(): number;
   /** How many members left `group` with a LeaveGroup request (mock only, from its debug log; NaN elsewhere). */
   leaves(group: string): number;
   /**
@@ -94,12 +96,14 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
   else delete env.MOCK_DEBUG;
   const child: ChildProcess = spawn(mockClusterBinary(), [String(brokers)], { stdio: ['pipe', 'pipe', 'pipe'], env });
   let produceRequests = 0;
+  let joinRequests = 0;
   const leaves = new Map<string, number>();
   const groups = new Set<string>();
   const err = createInterface({ input: child.stderr! });
   let stderrTail: string[] = [];
   err.on('line', (l) => {
     if (l.includes('Received ProduceRequest')) produceRequests++;
+    if (l.includes('Received JoinGroupRequest')) joinRequests++;
     const leave = /Member \S+ is leaving group (\S+)/.exec(l);
     const group = /Mock consumer group (\S+) with/.exec(l);
     if (group) groups.add(group[1]!);
@@ -136,6 +140,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     hideTopic: (topic) => command(`missing ${topic}`),
     delayAnswers: (id, ms) => command(`rtt ${id} ${ms}`),
     produceRequests: () => (requestLog ? produceRequests : Number.NaN),
+    joinRequests: () => (requestLog ? joinRequests : Number.NaN),
     leaves: (group) => (requestLog ? (leaves.get(group) ?? 0) : Number.NaN),
     groups: async () => {
       if (!requestLog) throw new Error("groups() needs the mock's request log (startKafka({ requestLog: true }))");
@@ -180,6 +185,7 @@ function externalCluster(bootstrap: string): KafkaCluster {
     hideTopic: unavailable,
     delayAnswers: unavailable,
     produceRequests: () => Number.NaN,
+    joinRequests: () => Number.NaN,
     leaves: () => Number.NaN,
     async groups() {
       const admin = testClient(bootstrap).admin();
