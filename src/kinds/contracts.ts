@@ -291,6 +291,12 @@ export interface BrokerRuntime {
   /** The gateway shuts down: subscriptions stopped from now on stop for good (no reload will take them over). */
   shuttingDown?(): void;
   /**
+   * A reload was applied and what it replaced or removed has stopped: state the broker kept on
+   * the server for routes no longer running may go (an MQTT route's persistent session). Never
+   * called at shutdown, when every route stops and will come back.
+   */
+  reloaded?(): void;
+  /**
    * For brokers whose messages live in the process (the memory broker): resolves once every
    * consumer group that has a member has handled what the broker holds for it. A shutdown waits
    * for it (within the drain timeout) before it stops those routes: what is left dies with the process.

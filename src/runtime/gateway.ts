@@ -306,11 +306,20 @@ export class Gateway {
     this.tap.retain(next.routes.keys());
     this.tap.configure(next.admin?.tap);
     this.logReady();
+    // Once what the reload replaced or removed has stopped, brokers may drop what they kept on the
+    // server for routes no longer running (not after the first load, not once a shutdown began).
+    const reloaded = () => {
+      if (prev && !this.stopping) for (const b of this.brokers.values()) b.reloaded?.();
+    };
     if (outcome.retiring) {
       this.retiring.add(outcome.retired);
-      void outcome.retired.finally(() => this.retiring.delete(outcome.retired));
+      void outcome.retired.finally(() => {
+        this.retiring.delete(outcome.retired);
+        reloaded();
+      });
     } else {
       await outcome.retired;
+      reloaded();
     }
     return { result: 'applied', version: next.version };
   }

@@ -248,6 +248,12 @@ export class MqttBroker implements BrokerRuntime {
 
   reconfigure(): void {}
 
+  /** A reload is done: sessions of consume routes it removed are ended (endLeftSessions). */
+  reloaded(): void {
+    if (this.stopped || !lib) return;
+    void endLeftSessions(lib, this.settings, this.log);
+  }
+
   connectedOnce(until: Promise<unknown>): true | Promise<void> {
     return this.firstConnection.when(until);
   }
@@ -343,6 +349,62 @@ export class MqttBroker implements BrokerRuntime {
 const leftSessions = new Map<string, Map<string, { filter: string; unsubscribed: boolean }>>();
 
 /**
+ * The persistent sessions consume routes of this process run now, by server URL: their client ids
+ * and filters, counted (a rebuilt route's successor runs beside its predecessor for a moment).
+ * A session left by a reload that neither names is one no route will resume or take over.
+ */
+const liveSessions = new Map<string, { ids: Map<string, number>; filters: Map<string, number> }>();
+
+function countLive(url: string, id: string, filter: string, by: 1 | -1): void {
+  let live = liveSessions.get(url);
+  if (!live) liveSessions.set(url, (live = { ids: new Map(), filters: new Map() }));
+  for (const [map, key] of [
+    [live.ids, id],
+    [live.filters, filter],
+  ] as const) {
+    const n = (map.get(key) ?? 0) + by;
+    if (n > 0) map.set(key, n);
+    else map.delete(key);
+  }
+}
+
+/**
+ * After a reload: the sessions that routes of this process left and that no running route resumes
+ * or takes over (the route was removed, or renamed: its default group, so its filter, changed) are
+ * ended on the server. Left alone, the server went on queueing every message of their filter for
+ * them until `sessionExpirySeconds` (a day by default) or its queue limit (docs/spec-checklist.md,
+ * point 156). Client ids are per instance, so such a session is this process's alone.
+ */
+async function endLeftSessions(lib: MqttLib, settings: MqttSettings, log: Logger): Promise<void> {
+  const left = leftSessions.get(settings.url);
+  if (!left) return;
+  const live = liveSessions.get(settings.url);
+  for (const [id, session] of [...left]) {
+    if (live?.ids.has(id) || live?.filters.has(session.filter)) continue;
+    left.delete(id);
+    await endSession(lib, settings, id, session.filter, log);
+  }
+}
+
+/** Connects as `clientId` with a clean session (MQTT 5: no expiry), which discards the one the server held, and disconnects. */
+async function endSession(lib: MqttLib, settings: MqttSettings, clientId: string, filter: string, log: Logger): Promise<void> {
+  const client = lib.connect(settings.url, { ...clientOptions(settings, clientId, false), reconnectPeriod: 0 });
+  client.on('error', () => undefined);
+  const connected = new Promise<boolean>((resolve) => {
+    client.once('connect', () => resolve(true));
+    client.once('close', () => resolve(false));
+  });
+  const ok = (await within(connected, settings.connectTimeoutMs)) === 'done' && (await connected);
+  if (ok) {
+    await disconnect(client, settings, log);
+    log.info({ session: clientId, filter }, 'mqtt session of a consume route a reload removed ended on the server');
+  } else {
+    client.end(true);
+    log.warn({ session: clientId, filter }, 'mqtt session of a consume route a reload removed could not be ended (server not reached): remove it on the server');
+  }
+}
+
+/**
  * One consume route's connection. A QoS 1 or 2 message is acknowledged — PUBACK, or PUBREC for
  * QoS 2 — only once the route accepted it, so a message in hand when the gateway stops, crashes or
  * loses the connection is sent again by the server to the route's persistent session. mqtt.js
@@ -361,6 +423,8 @@ class MqttSubscription {
   /** Connections emptying the sessions this route's predecessors left (see leftSessions). */
   private readonly adoptions: MqttSubscription[] = [];
   private stopping = false;
+  /** Counted in liveSessions (a persistent session, until stop()). */
+  private live: boolean;
   /** Every message waits for the one before it, across reconnects too (a new connection's redelivery waits for the old one's handler). */
   private chain: Promise<unknown> = Promise.resolve();
   /** Connections so far: an acknowledgement is sent only on the connection the message came on. */
@@ -414,6 +478,8 @@ class MqttSubscription {
     this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
     const filter = settings.sharedSubscriptions && !perInstance ? `$share/${spec.group}/${spec.topic}` : spec.topic;
     this.filter = filter;
+    this.live = persistent;
+    if (persistent) countLive(settings.url, clientId, filter, 1);
     client.on('close', () => {
       this.generation++;
       // The next connect subscribes anyway.
@@ -604,6 +670,8 @@ class MqttSubscription {
     // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
     await disconnect(this.link.client, this.settings, this.log);
     // The session stays on the server: a successor under another client id takes it over.
+    if (this.live) countLive(this.settings.url, this.clientId, this.filter, -1);
+    this.live = false;
     if (this.persistent) {
       let left = leftSessions.get(this.settings.url);
       if (!left) leftSessions.set(this.settings.url, (left = new Map()));
