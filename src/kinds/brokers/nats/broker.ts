@@ -1,7 +1,7 @@
 import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
 import type { Logger } from '../../../log.js';
 import { offsetText, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, PublishOptions, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, PublishOptions, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { AckDeadlines, handOver, leavesOnStop, NotConnected, Refused, singleValued } from '../acknowledgement.js';
 import { problem } from '../../../core/errors.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
@@ -14,6 +14,7 @@ import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import { publishSubjectProblem, subjectCovers } from './subjects.js';
 import { MSG_ID, msgIdChange, type MsgIdChange } from './msg-id.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
+import { readStream } from './replay.js';
 
 /**
  * A message over the server's `max_payload` (1 MiB by default), which the client refuses before it
@@ -415,6 +416,18 @@ export class NatsBroker implements BrokerRuntime {
       );
     }
     return this.turnFlush;
+  }
+
+  /**
+   * What an event-stream client missed on a JetStream subject or filter: the stream read again
+   * after the client's position (./replay.ts). A core subject keeps nothing to read back.
+   */
+  retained(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
+    const stream = this.streamOf(topic);
+    if (stream === null) return Promise.reject(new Error(`'${topic}' is a core NATS subject: the server keeps nothing to read back`));
+    const why = this.streamProblem(stream) ?? (this.state.ready ? undefined : (this.state.detail ?? 'not connected'));
+    if (why !== undefined || !this.nc || !this.jsm) return Promise.reject(new Error(why ?? `broker '${this.name}' is not connected`));
+    return readStream(this.nc, this.jsm, stream, topic, after, streamMessage);
   }
 
   /** JetStream consume routes: messages their consumer has yet to deliver, as of the last one delivered. */

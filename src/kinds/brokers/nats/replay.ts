@@ -1,0 +1,65 @@
+import type { DeliverPolicy, JetStreamManager, JsMsg, NatsConnection } from 'nats';
+import type { Message } from '../../../core/message.js';
+import type { Retained } from '../../contracts.js';
+
+/** At most this many messages are read back per call; older ones count as no longer retained (as Kafka's replay). */
+export const MAX_REPLAY_MESSAGES = 10_000;
+/** A replay that has not reached the last message it looked for by then gives up (the client streams from now). */
+const REPLAY_TIMEOUT_MS = 30_000;
+
+/**
+ * What an event-stream client missed on a JetStream subject (or filter): the stream's messages of
+ * that filter after the client's position (`after.get(0)`, a stream sequence: JetStream messages
+ * are partition 0, offset their sequence), up to the last one stored now. Read through an ordered
+ * consumer of the replay's own (ephemeral, no acknowledgements): the route's durable consumer and
+ * what it has acknowledged are not touched. Nothing to read back is found without waiting: the
+ * last message of the filter is asked for first (`last_by_subj`), and the read stops there.
+ */
+export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stream: string, filter: string, after: ReadonlyMap<number, bigint>, toMessage: (m: JsMsg) => Message): Promise<Retained> {
+  const { state } = await jsm.streams.info(stream);
+  const seen = after.get(0);
+  const wanted = seen === undefined ? state.first_seq : Number(seen) + 1;
+  // Past the stream's end: the stream was deleted and made again since the id was given. Reading
+  // after it would skip, without a word, everything it holds now; resume from the oldest instead.
+  const ahead = wanted > state.last_seq + 1;
+  let from = ahead ? state.first_seq : Math.max(wanted, state.first_seq);
+  let truncated = !ahead && wanted < state.first_seq;
+  const last = await lastOf(jsm, stream, filter);
+  const gap = () =>
+    ahead
+      ? `Last-Event-ID is past the end of stream '${stream}' (it was made again since); resuming from the oldest retained event`
+      : truncated
+        ? `some events after Last-Event-ID may no longer be retained by stream '${stream}' (its limits), or are more than ${MAX_REPLAY_MESSAGES} messages back; resuming from the oldest retained event`
+        : undefined;
+  if (last === undefined || last < from) return { messages: [], gap: gap() };
+  if (last - from >= MAX_REPLAY_MESSAGES) {
+    from = last - MAX_REPLAY_MESSAGES + 1;
+    truncated = true;
+  }
+  const consumer = await nc.jetstream().consumers.get(stream, {
+    // A string, not a list: nats-server before 2.10 knows only the one filter_subject.
+    filterSubjects: filter,
+    deliver_policy: 'by_start_sequence' as DeliverPolicy,
+    opt_start_seq: from,
+  });
+  const messages: Message[] = [];
+  const batch = await consumer.fetch({ max_messages: Math.min(MAX_REPLAY_MESSAGES, last - from + 1), expires: REPLAY_TIMEOUT_MS });
+  // Up to the last message asked for, or one after which the filter has nothing more (it was removed meanwhile).
+  let reached = false;
+  for await (const m of batch) {
+    messages.push(toMessage(m));
+    if ((reached = m.seq >= last || m.info.pending === 0)) break;
+  }
+  if (!reached) throw new Error(`stream '${stream}' did not give back its messages up to sequence ${last} within ${REPLAY_TIMEOUT_MS} ms`);
+  return { messages, gap: gap() };
+}
+
+/** The sequence of the last message stored on `filter`, or undefined when the stream holds none. */
+async function lastOf(jsm: JetStreamManager, stream: string, filter: string): Promise<number | undefined> {
+  try {
+    return (await jsm.streams.getMessage(stream, { last_by_subj: filter })).seq;
+  } catch (err) {
+    if ((err as { code?: unknown }).code === '404') return undefined;
+    throw err;
+  }
+}

@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { openStream, type SseEvent } from '../helpers/sse.js';
+import { startNats, type MessageServer } from '../helpers/servers.js';
+
+/**
+ * An event stream fed from a JetStream subject gives its events ids (`0:<stream sequence>`), so a
+ * browser reconnects with one as Last-Event-ID. Before, the gateway read nothing back for it (only
+ * memory and Kafka topics could be read again): the events stored while the client was away were
+ * skipped without a notice. Now the stream is read again after that sequence, on the route's filter.
+ */
+describe('event streams from JetStream resume after Last-Event-ID', () => {
+  let nats: MessageServer;
+  before(async () => {
+    nats = await startNats();
+  });
+  after(() => nats?.stop());
+
+  const gw = useGateway(
+    () => `version: 1
+brokers:
+  nats:
+    kind: nats
+    servers: ${nats.url}
+    streams:
+      EVENTS: { subjects: ["ev.>"] }
+listeners:
+  api: { kind: http, port: 0, host: 127.0.0.1 }
+routes:
+  - name: in
+    from: { listener: api, path: /in/:kind }
+    to: { broker: nats, topic: { expression: '"ev.a." & $path.kind' } }
+  - name: made
+    from: { broker: nats, topic: "ev.*.made" }
+    to: { listener: api, path: /made }
+`,
+  );
+
+  const publish = async (kind: string, n: number): Promise<string> => {
+    const r = await post(gw.url('api', `/in/${kind}`), { n });
+    assert.equal(r.status, 200, r.text);
+    return (JSON.parse(r.text) as { deliveries: { offset: string }[] }).deliveries[0]!.offset;
+  };
+  const values = (events: SseEvent[]) => events.filter((e) => e.event === undefined).map((e) => [e.id, JSON.parse(e.data) as { n: number }]);
+
+  it('replays what the stream stored on the route subject after the id, then goes live', { timeout: 60_000 }, async () => {
+    const first = await openStream(gw.url('api', '/made'));
+    const seq1 = await publish('made', 1);
+    const seq2 = await publish('made', 2);
+    await eventually(() => assert.equal(first.events().length, 2), 10_000);
+    assert.deepEqual(values(first.events()), [
+      [`0:${seq1}`, { n: 1 }],
+      [`0:${seq2}`, { n: 2 }],
+    ]);
+    first.close();
+
+    // Stored while the client is away: two on the route's subject, one the route does not read.
+    const seq3 = await publish('made', 3);
+    await publish('other', 99);
+    const seq4 = await publish('made', 4);
+
+    const resumed = await openStream(gw.url('api', '/made'), { 'last-event-id': `0:${seq2}` });
+    await eventually(() => assert.equal(resumed.events().length, 2), 10_000);
+    const seq5 = await publish('made', 5);
+    await eventually(() => assert.equal(resumed.events().length, 3), 10_000);
+    resumed.close();
+    assert.deepEqual(values(resumed.events()), [
+      [`0:${seq3}`, { n: 3 }],
+      [`0:${seq4}`, { n: 4 }],
+      [`0:${seq5}`, { n: 5 }],
+    ]);
+    assert.equal(
+      resumed.events().find((e) => e.event !== undefined),
+      undefined,
+      'nothing was missed: no notice',
+    );
+  });
+
+  it('says so and starts at the oldest stored event when the id is past the end of the stream', { timeout: 60_000 }, async () => {
+    const seq = Number(await publish('made', 6));
+    const stream = await openStream(gw.url('api', '/made'), { 'last-event-id': `0:${seq + 1000}` });
+    await eventually(() => assert.ok(stream.events().some((e) => e.event === undefined && JSON.parse(e.data).n === 6)), 10_000);
+    stream.close();
+    const [notice, ...events] = stream.events();
+    assert.equal(notice?.event, 'eventgate.resume');
+    assert.deepEqual(JSON.parse(notice!.data), {
+      resumed: true,
+      gap: true,
+      reason: "Last-Event-ID is past the end of stream 'EVENTS' (it was made again since); resuming from the oldest retained event",
+    });
+    assert.deepEqual(
+      events.map((e) => (JSON.parse(e.data) as { n: number }).n),
+      [1, 2, 3, 4, 5, 6],
+    );
+  });
+});
