@@ -306,7 +306,11 @@ a consume route retries the message to the targets that failed only.
 
 - \`{broker: B, topic: T, key: <JSONata>}\`: publish; \`key\` (optional) computes the record key
   (a string result is the key as it is, any other result its JSON text: \`42\` → \`"42"\`, a list
-  \`["a","b"]\` → \`'["a","b"]'\`; no result or \`null\`: no key).
+  \`["a","b"]\` → \`'["a","b"]'\`; no result or \`null\`: no key). Kafka and memory brokers keep keys;
+  MQTT, AMQP and NATS messages have none, so \`key\` on their targets is a config error at its line
+  (it would be computed and dropped; an AMQP target's \`topic\` is its routing key). Carry a key
+  there in a header (\`headers: {set: {key: '$string(id)'}}\`); messages read from those servers
+  have \`key\` \`null\`.
   \`topic\` is a name, or \`{expression: <JSONata>}\` to compute it per message (e.g.
   \`{expression: '"orders." & region'}\`); a result that is not a valid topic name fails the
   message (HTTP 500) without publishing it.
@@ -314,8 +318,11 @@ a consume route retries the message to the targets that failed only.
   client connected on \`/p\` ("websocket forward route"). \`format: value\` (default) sends the value
   as JSON; \`envelope\` sends \`{"topic","partition","offset","key","headers","value","timestamp"}\`
   (\`partition\` a number, \`offset\` a string of digits, as Kafka offsets can exceed JSON's safe
-  integers, both \`null\` for a message that came from no topic; \`timestamp\` in milliseconds
-  since the epoch). A value of bytes (a binary CloudEvent's data), which JSON has no type for, is
+  integers, both \`null\` for a message that came from no topic, or from a server that keeps no
+  position: MQTT, AMQP and core NATS subjects; a JetStream message is partition \`0\`, offset its
+  stream sequence; \`timestamp\` in milliseconds since the epoch: the Kafka record's timestamp,
+  when JetStream stored the message, the AMQP \`timestamp\` property (whole seconds) when the publisher set one,
+  otherwise when the gateway received it). A value of bytes (a binary CloudEvent's data), which JSON has no type for, is
   a base64 string in both formats, and in event streams too. \`auth\` (the \`auth\` step's options) guards
   the path: subscribers must pass it at the WebSocket handshake (401/403 otherwise), and are
   disconnected (1008) when a reload stops accepting their credentials. Every route forwarding to

@@ -142,7 +142,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           },
         ],
       },
-      key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key.' },
+      key: { type: 'string', minLength: 1, description: 'JSONata expression for the record key (kafka and memory brokers; mqtt, amqp and nats messages have no key, and refuse it).' },
       qos: routeQos('of the publishes to this target: a 2xx only after the PUBACK (1) or PUBCOMP (2), once written at 0'),
       cloudevents: {
         enum: ['binary', 'structured'],

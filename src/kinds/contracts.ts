@@ -404,6 +404,11 @@ export interface BrokerKind<O = unknown, C = O> {
    * one letter off a queue of `queues`), or undefined.
    */
   readWarning?(from: string, options: C): string | undefined;
+  /**
+   * Why this kind's messages carry no key, when they carry none (mqtt, amqp, nats): a target's
+   * `key` would be computed and then dropped, so the config refuses it at its line instead.
+   */
+  keyless?: string;
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   create(name: string, options: C, env: RuntimeEnv): BrokerRuntime;

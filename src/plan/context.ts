@@ -103,6 +103,18 @@ export class CompileContext {
    * Whether broker `broker` (which exists) takes a route's `qos` (BrokerKind.takesQos: mqtt);
    * reported at `path` (the `qos` key) when not, so a QoS that would change nothing is not taken silently.
    */
+  /**
+   * Whether broker `broker` (which exists) keeps a target's `key` (kafka, memory); reported at
+   * `path` (the `key` key) when its kind has no keys (BrokerKind.keyless), so a key is never dropped silently.
+   */
+  checkKey(broker: string, path: readonly PathPart[]): boolean {
+    const kind = this.config.brokers?.[broker]?.kind;
+    const why = kind === undefined ? undefined : this.registry.brokers.get(kind)?.keyless;
+    if (why === undefined) return true;
+    this.report(path, 'EG_CONFIG_SCHEMA', `broker '${broker}' is ${/^[aeiou]/.test(kind!) ? 'an' : 'a'} ${kind} broker, whose messages have no key: ${why}`, 'key');
+    return false;
+  }
+
   checkQos(broker: string, path: readonly PathPart[]): boolean {
     const kind = this.brokerKind(broker);
     if (kind === undefined || this.registry.brokers.get(kind)?.takesQos) return true;

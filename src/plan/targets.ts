@@ -41,6 +41,7 @@ export function compileTargets(
     if ('broker' in t) {
       if (!refs.checkBroker(t.broker, [...tAt, 'broker'], typeof t.topic === 'string' ? [t.topic, 'publish', [...tAt, 'topic']] : undefined)) return;
       if (t.qos !== undefined && !ctx.checkQos(t.broker, [...tAt, 'qos'])) return;
+      if (t.key !== undefined && !ctx.checkKey(t.broker, [...tAt, 'key'])) return;
       const key = t.key === undefined ? undefined : ctx.expression(t.key, [...tAt, 'key']);
       const structured = t.cloudevents === 'structured';
       const qos = t.qos === undefined ? {} : { qos: t.qos };

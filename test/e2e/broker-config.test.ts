@@ -555,3 +555,34 @@ describe('an amqp prefetch past 65535', () => {
     assert.equal(r.stdout.trim(), 'gateway.yaml:3:56: brokers.rb.prefetch must be <= 65535');
   });
 });
+
+describe("a target's key on a broker whose messages have no key", () => {
+  it('is refused at its key for mqtt, amqp and nats (it was computed and dropped); kafka and memory keep theirs', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': `version: 1
+brokers:
+  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }
+  rb: { kind: amqp, url: "amqp://127.0.0.1:5672" }
+  nt: { kind: nats, servers: "127.0.0.1:4222", streams: { S: { subjects: ["js.>"] } } }
+  kf: { kind: kafka, brokers: "127.0.0.1:9092" }
+  mem: { kind: memory }
+listeners:
+  api: { kind: http, port: 8080 }
+routes:
+  - { name: a, from: { listener: api, path: /a }, to: [{ broker: mq, topic: a, key: id }, { broker: kf, topic: a, key: id }] }
+  - { name: b, from: { listener: api, path: /b }, to: [{ broker: rb, topic: b, key: id }, { broker: mem, topic: b, key: id }] }
+  - { name: c, from: { listener: api, path: /c }, to: [{ broker: nt, topic: core.c, key: id }, { broker: nt, topic: js.c, key: id }] }
+  - { name: d, from: { listener: api, path: /d }, to: [{ broker: mq, topic: d }, { broker: rb, topic: d }, { broker: nt, topic: d }] }
+`,
+    });
+    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const header = 'carry it in a header instead: `headers: {set: {key: ...}}`';
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      `gateway.yaml:11:80: broker 'mq' is a mqtt broker, whose messages have no key: a \`key\` would be dropped (${header}, an MQTT 5 user property)`,
+      "gateway.yaml:12:80: broker 'rb' is an amqp broker, whose messages have no key: a `key` would be dropped (the target's `topic` is the routing key; carry a key in a header instead: `headers: {set: {key: ...}}`)",
+      `gateway.yaml:13:85: broker 'nt' is a nats broker, whose messages have no key: a \`key\` would be dropped (${header})`,
+      `gateway.yaml:13:123: broker 'nt' is a nats broker, whose messages have no key: a \`key\` would be dropped (${header})`,
+    ]);
+  });
+});

@@ -222,6 +222,7 @@ export const amqpBroker = defineBroker({
   },
   compile: compileAmqp,
   topicProblem: routingKeyProblem,
+  keyless: "a `key` would be dropped (the target's `topic` is the routing key; carry a key in a header instead: `headers: {set: {key: ...}}`)",
   // A routing-key route's group names the queue declared for it; a route on a queue of `queues` uses no group.
   groupProblem: (group, topic, o) => (Object.hasOwn(o.queues ?? {}, topic) ? undefined : queueNameProblem(group)),
   topicsRead: amqpTopicsRead,

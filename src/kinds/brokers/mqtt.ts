@@ -157,6 +157,7 @@ export const mqttBroker = defineBroker({
   takesQos: true,
   // A filter's messages come with their own topics (`$topic`), the ones it matches.
   topicsRead: (filter) => ({ matches: (topic) => topicMatches(filter, topic), literal: !/[+#]/.test(filter), what: `a topic matching ${filter}` }),
+  keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`, an MQTT 5 user property)',
   canReconfigure: () => false,
   create: (name, settings, env) => new (runtime().MqttBroker)(name, settings, env),
 });

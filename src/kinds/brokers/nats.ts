@@ -235,6 +235,7 @@ export const natsBroker = defineBroker({
   topicProblem: (topic, use) => (use === 'publish' ? publishSubjectProblem(topic) : subjectFilterProblem(topic)),
   // A filter's messages come with their own subjects (`$topic`), the ones it covers.
   topicsRead: (filter) => ({ matches: (subject) => subjectCovers(filter, subject), literal: !filter.split('.').some((t) => t === '*' || t === '>'), what: `a subject matching ${filter}` }),
+  keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`)',
   canReconfigure: () => false,
   create: (name, settings, env) => new (runtime().NatsBroker)(name, settings, env),
 });
