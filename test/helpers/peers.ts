@@ -38,10 +38,11 @@ export async function mosquittoPub(
   server: MessageServer,
   topic: string,
   payload: string | Buffer,
-  options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string>; contentType?: string } = {},
+  options: { qos?: 0 | 1 | 2; userProperties?: Record<string, string>; contentType?: string; retain?: boolean } = {},
 ): Promise<void> {
   const message = typeof payload === 'string' ? ['-m', payload] : ['-s'];
   const args = ['-h', server.host, '-p', String(server.port), '-V', 'mqttv5', '-t', topic, ...message, '-q', String(options.qos ?? 1)];
+  if (options.retain) args.push('-r');
   for (const [k, v] of Object.entries(options.userProperties ?? {})) args.push('-D', 'publish', 'user-property', k, v);
   if (options.contentType !== undefined) args.push('-D', 'publish', 'content-type', options.contentType);
   if (typeof payload === 'string') return void (await run('mosquitto_pub', args));

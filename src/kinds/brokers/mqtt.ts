@@ -39,7 +39,13 @@ const options = kindOptions('mqtt', {
     }),
   ),
   retain: Type.Optional(Type.Boolean({ default: false, description: 'Publish with the retain flag.' })),
-  persistentSessions: Type.Optional(Type.Boolean({ default: true, description: 'Consume routes keep their session (and the QoS ≥ 1 messages queued for it) across disconnects and restarts.' })),
+  persistentSessions: Type.Optional(
+    Type.Boolean({
+      default: true,
+      description:
+        "Consume routes keep their session (and the QoS ≥ 1 messages queued for it) across disconnects and restarts. A topic's retained message comes to a route once, with its new subscription, not again when the route subscribes again on the same session (each connect, a reload that rebuilds it): MQTT 5 Retain Handling 1. A new session gets it again: `false` here (every connect), a changed `clientId`, a server restart that lost the session's subscriptions, and MQTT 3.1.1 (`protocolVersion: 4`, which has no Retain Handling) each time a route subscribes.",
+    }),
+  ),
   // MQTT 5 writes it as a four-byte integer: a larger value made the route's CONNECT fail to encode, silently (the route never connected, /readyz said `connecting`).
   sessionExpirySeconds: Type.Optional(
     Type.Integer({

@@ -531,7 +531,12 @@ class MqttSubscription {
   private subscribe(): void {
     const filter = this.filter;
     const qos = this.qos;
-    this.link.client.subscribe(filter, { qos }, (err, granted) => {
+    // MQTT 5 Retain Handling 1: the server's retained messages come with a new subscription only,
+    // not again each time this one is renewed (every connect, a reload's new route on the same
+    // session): with 0, mosquitto sent a topic's retained message again each time, one more copy
+    // on every target. MQTT 3.1.1 has no such option.
+    const options = this.settings.protocolVersion === 5 ? { qos, rh: 1 as const } : { qos };
+    this.link.client.subscribe(filter, options, (err, granted) => {
       // A SUBACK refusal (0x80 and up) arrives as an error carrying the packet; an error without one is the connection's (closed before the SUBACK).
       const code = err ? (err as { packet?: { granted?: unknown[] } }).packet?.granted?.[0] : granted?.[0]?.qos;
       if (typeof code === 'number' && code >= 0x80) return this.refuse(filter, code);
