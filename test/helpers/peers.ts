@@ -263,13 +263,14 @@ export class RawNats {
   private nextSid = 1;
   private constructor(private readonly socket: Socket) {}
 
-  static async connect(server: MessageServer): Promise<RawNats> {
+  /** `login`: a user and password for a server that asks for one. */
+  static async connect(server: MessageServer, login?: { user: string; pass: string }): Promise<RawNats> {
     const socket = connect(server.port, server.host);
     await once(socket, 'connect');
     const c = new RawNats(socket);
     socket.on('data', (d: Buffer) => c.onData(d));
     socket.on('error', () => undefined);
-    socket.write(`CONNECT ${JSON.stringify({ verbose: false, pedantic: false, headers: true, no_responders: true, lang: 'raw', version: '0' })}\r\n`);
+    socket.write(`CONNECT ${JSON.stringify({ verbose: false, pedantic: false, headers: true, no_responders: true, lang: 'raw', version: '0', ...login })}\r\n`);
     await c.ping();
     return c;
   }

@@ -307,17 +307,20 @@ export function startNats(): Promise<MessageServer> {
 /**
  * nats-server as startNats's, but only `users` (name → password) may connect, the first of them
  * being the one the readiness probe uses. `setUsers` while the server is down takes effect at `up()`.
+ * `denyPublish`: subjects no user may publish to (the server answers such a publish `-ERR
+ * 'Permissions Violation ...'` and drops it).
  */
-export function startNatsWithUsers(users: Record<string, string>): Promise<ServerWithUsers> {
+export function startNatsWithUsers(users: Record<string, string>, denyPublish: string[] = []): Promise<ServerWithUsers> {
   return onFreshPorts(async () => {
     const dir = tempDir('eventgate-nats');
     const conf = join(dir, 'nats.conf');
+    const permissions = denyPublish.length > 0 ? `, permissions: { publish: { deny: ${JSON.stringify(denyPublish)} } }` : '';
     // JetStream in the file, not as flags: a reload (SIGHUP) of a file without it shuts JetStream down.
     const write = (all: Record<string, string>) =>
       writeFileSync(
         conf,
         `jetstream { store_dir: ${JSON.stringify(join(dir, 'jetstream'))} }\nauthorization { users = [\n${Object.entries(all)
-          .map(([user, password]) => `  { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)} }\n`)
+          .map(([user, password]) => `  { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)}${permissions} }\n`)
           .join('')}] }\n`,
       );
     write(users);

@@ -81,7 +81,13 @@ export class NatsBroker implements BrokerRuntime {
   private nc: NatsConnection | undefined;
   private js: JetStreamPublisher | undefined;
   /** One flush round trip for the core publishes of an event-loop turn: its PONG proves the server read all of them. */
-  private turnFlush: Promise<void> | undefined;
+  private turnFlush: Promise<ReadonlySet<string>> | undefined;
+  /**
+   * The subjects the server refused a publish to (`-ERR 'Permissions Violation for Publish to
+   * "S"'`), per flush round trip still open: the server drops such a message and says so before
+   * the round trip's PONG, so a core publish to a refused subject fails instead of answering 2xx.
+   */
+  private readonly openFlushes = new Set<Set<string>>();
   /** The stream that stores each subject published to (null: core NATS), remembered per subject. */
   private readonly streamSubjects = new Map<string, string | null>();
   private jsm: JetStreamManager | undefined;
@@ -289,6 +295,8 @@ export class NatsBroker implements BrokerRuntime {
         lastError = undefined;
       } else if (s.type === lib.Events.Error) {
         const err = String(s.data);
+        const denied = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
+        if (denied?.operation === 'publish') for (const refused of this.openFlushes) refused.add(denied.subject);
         if (!this.state.ready) this.state = { ready: false, detail: notConnectedDetail(err, isLoginRefusal(s.data) ? 'login' : undefined) };
         if (err !== lastError) this.log.warn({ err }, 'nats error');
         lastError = err;
@@ -377,7 +385,10 @@ export class NatsBroker implements BrokerRuntime {
       this.telemetry?.producerError();
       return Promise.reject(tooLargeFor(nc, err as Error, data.length) ?? err);
     }
-    const acked = this.flushAfter(nc).then((): Delivery => ({ broker: this.name, topic, partition: 0, offset: '-1' }));
+    const acked = this.flushAfter(nc).then((refused): Delivery => {
+      if (refused.has(topic)) throw new Error(`the NATS server refused it: Permissions Violation for Publish to "${topic}" (the broker's user may not publish to this subject)`);
+      return { broker: this.name, topic, partition: 0, offset: '-1' };
+    });
     return this.deadlines.within(acked).catch((err: Error) => {
       this.telemetry?.producerError();
       throw err;
@@ -405,13 +416,27 @@ export class NatsBroker implements BrokerRuntime {
     return stream;
   }
 
-  /** A flush sent after every publish of this turn (at its end), shared by them. */
-  private flushAfter(nc: NatsConnection): Promise<void> {
+  /** A flush sent after every publish of this turn (at its end), shared by them; resolves with the subjects the server refused meanwhile. */
+  private flushAfter(nc: NatsConnection): Promise<ReadonlySet<string>> {
     if (!this.turnFlush) {
-      this.turnFlush = new Promise<void>((resolve, reject) =>
+      const refused = new Set<string>();
+      this.openFlushes.add(refused);
+      this.turnFlush = new Promise<ReadonlySet<string>>((resolve, reject) =>
         setImmediate(() => {
           this.turnFlush = undefined;
-          nc.flush().then(resolve, reject);
+          nc.flush().then(
+            // The -ERR of a refused publish came before the PONG; watch() hears of it through
+            // nats.js's status iterator, in the microtasks after it: settled by the next turn.
+            () =>
+              setImmediate(() => {
+                this.openFlushes.delete(refused);
+                resolve(refused);
+              }),
+            (err: unknown) => {
+              this.openFlushes.delete(refused);
+              reject(err);
+            },
+          );
         }),
       );
     }
