@@ -397,7 +397,12 @@ export class AmqpBroker implements BrokerRuntime {
 
   /** What a publish failed with, as its caller is told: the message the server found too large is refused (413), not an outage. */
   failureOf(err: Error, bytes: number): Error {
-    if (err.message === 'message nacked') return new Error(`broker '${this.name}' refused the message (basic.nack)`);
+    // RabbitMQ nacks a message when one queue it was routed to refused it (`x-overflow: reject-publish`
+    // at its `x-max-length`, a quorum queue without a leader): the other queues keep their copies.
+    if (err.message === 'message nacked')
+      return new Error(
+        `broker '${this.name}' refused the message (basic.nack: a queue it was routed to refused it, such as one at its x-max-length with x-overflow reject-publish; other queues bound for it may hold it, and take it again if it is sent again)`,
+      );
     const max = this.maxMessageSize;
     if (max !== undefined && bytes > max && err.message === 'channel closed') return tooLarge(bytes, max);
     return err;
