@@ -20,7 +20,7 @@ describe('kind: nats, a publish the server refuses for its permissions', () => {
   const gw = useGateway(
     () => `version: 1
 brokers:
-  nats: { kind: nats, servers: ${nats.url}, user: gateway, password: secret }
+  nats: { kind: nats, servers: ${nats.url}, user: gateway, password: secret, streams: { REFUSED: { subjects: ["denied.stream.>"] } } }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1 }
   ws: { kind: websocket, port: 0, host: 127.0.0.1 }
@@ -52,6 +52,12 @@ routes:
     } finally {
       peer.close();
     }
+  });
+
+  it('answers a JetStream publish the server refuses at once with the refusal, not at its deadline as unacknowledged', { timeout: 60_000 }, async () => {
+    const answer = await post(gw.url('api', '/in/denied.stream'), { n: 1 });
+    assert.equal(answer.status, 503, answer.text);
+    assert.match((JSON.parse(answer.text) as { detail: string }).detail, /Permissions Violation for Publish to "denied\.stream\.x"/);
   });
 
   it('answers a WebSocket frame with a 503 error frame, the connection open', { timeout: 60_000 }, async () => {

@@ -46,6 +46,11 @@ function isLoginRefusal(err: unknown): boolean {
   return code === lib.ErrorCode.AuthorizationViolation || code === lib.ErrorCode.AuthenticationExpired || /authorization violation/i.test(String((err as Error)?.message ?? ''));
 }
 
+/** A publish the server refused for the user's permissions (it dropped the message). */
+function permissionRefusal(subject: string): Error {
+  return new Error(`the NATS server refused it: Permissions Violation for Publish to "${subject}" (the broker's user may not publish to this subject)`);
+}
+
 /** JetStream consumer names: no `.`, `*`, `>`, whitespace or path separators. */
 const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
 /** A JetStream consumer's unacknowledged messages, in pulls (`prefetch`): room for windows lost with connections, and for other instances sharing it. */
@@ -296,7 +301,10 @@ export class NatsBroker implements BrokerRuntime {
       } else if (s.type === lib.Events.Error) {
         const err = String(s.data);
         const denied = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
-        if (denied?.operation === 'publish') for (const refused of this.openFlushes) refused.add(denied.subject);
+        if (denied?.operation === 'publish') {
+          for (const refused of this.openFlushes) refused.add(denied.subject);
+          this.js?.refused(denied.subject, permissionRefusal(denied.subject));
+        }
         if (!this.state.ready) this.state = { ready: false, detail: notConnectedDetail(err, isLoginRefusal(s.data) ? 'login' : undefined) };
         if (err !== lastError) this.log.warn({ err }, 'nats error');
         lastError = err;
@@ -386,7 +394,7 @@ export class NatsBroker implements BrokerRuntime {
       return Promise.reject(tooLargeFor(nc, err as Error, data.length) ?? err);
     }
     const acked = this.flushAfter(nc).then((refused): Delivery => {
-      if (refused.has(topic)) throw new Error(`the NATS server refused it: Permissions Violation for Publish to "${topic}" (the broker's user may not publish to this subject)`);
+      if (refused.has(topic)) throw permissionRefusal(topic);
       return { broker: this.name, topic, partition: 0, offset: '-1' };
     });
     return this.deadlines.within(acked).catch((err: Error) => {

@@ -85,6 +85,20 @@ export class JetStreamPublisher {
     this.pending.clear();
   }
 
+  /**
+   * The server refused a publish to `subject` for the user's permissions (`-ERR 'Permissions
+   * Violation for Publish to ...'`): it dropped the message and no PubAck will come, so what waits
+   * for one answers now instead of at its deadline (every publish to that subject is refused alike).
+   */
+  refused(subject: string, err: Error): void {
+    for (const [token, p] of this.pending) {
+      if (p.subject !== subject) continue;
+      this.pending.delete(token);
+      if (p.late) p.late.tell(undefined);
+      else p.reject(err);
+    }
+  }
+
   /** A timed-out publish whose PubAck did not come within `lateAnswerMs`: counted lost. */
   private forget(token: string, p: Pending): void {
     if (this.pending.get(token) !== p) return;
