@@ -512,6 +512,11 @@ export interface Retained {
   gap?: string;
 }
 
+/** The resume notice (Retained.gap) of a source that keeps nothing a reconnecting event-stream client could be given again. */
+export function noReadBack(source: string): string {
+  return `${source} keeps no messages to read back: what it delivered while the client was away is not replayed`;
+}
+
 /**
  * A forward route's source read again after a position (per partition, the last offset the client
  * saw), through the route's chain: what a reconnecting event-stream client missed.

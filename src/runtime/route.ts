@@ -1,6 +1,7 @@
 import { problem, type Problem } from '../core/errors.js';
 import {
   admitThrough,
+  noReadBack,
   type Admission,
   type Gate,
   type BrokerRuntime,
@@ -706,7 +707,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   async replay(after: ReadonlyMap<number, bigint>): Promise<Retained> {
     const from = this.plan.from;
     const broker = from.type === 'broker' ? this.deps.brokers.get(from.broker) : undefined;
-    if (from.type !== 'broker' || !broker?.retained) return { messages: [] };
+    if (from.type !== 'broker' || !broker) return { messages: [] };
+    // MQTT, AMQP: the server keeps no position to read from; the client is told, never left to assume it missed nothing.
+    if (!broker.retained) return { messages: [], gap: noReadBack(`broker '${from.broker}' (${broker.kind})`) };
     const { messages, gap } = await broker.retained(from.topic, after);
     const out: Message[] = [];
     for (const m of messages) {

@@ -34,7 +34,13 @@ routes:
     to: { broker: nats, topic: { expression: '"ev.a." & $path.kind' } }
   - name: made
     from: { broker: nats, topic: "ev.*.made" }
-    to: { listener: api, path: /made }
+    to: [{ listener: api, path: /made }, { listener: api, path: /mixed }]
+  - name: live
+    from: { listener: api, path: /live }
+    to: { broker: nats, topic: core.live }
+  - name: core
+    from: { broker: nats, topic: "core.>" }
+    to: { listener: api, path: /mixed }
 `,
   );
 
@@ -94,5 +100,28 @@ routes:
       events.map((e) => (JSON.parse(e.data) as { n: number }).n),
       [1, 2, 3, 4, 5, 6],
     );
+  });
+
+  it('on a path a core subject feeds too, replays the stream and says that the core route keeps nothing to read back', { timeout: 60_000 }, async () => {
+    const first = await openStream(gw.url('api', '/mixed'));
+    await publish('made', 7);
+    const live = await post(gw.url('api', '/live'), { core: 1 });
+    assert.equal(live.status, 200, live.text);
+    await eventually(() => assert.equal(first.events().length, 2), 10_000);
+    first.close();
+    const lastId = first.events().findLast((e) => e.id !== undefined)!.id!;
+    assert.match(lastId, /^made=0:\d+$/);
+    await publish('made', 8);
+    const resumed = await openStream(gw.url('api', '/mixed'), { 'last-event-id': lastId });
+    await eventually(() => assert.equal(resumed.events().length, 2), 10_000);
+    resumed.close();
+    const [replayed, notice] = resumed.events();
+    assert.equal(JSON.parse(replayed!.data).n, 8);
+    assert.equal(notice?.event, 'eventgate.resume');
+    assert.deepEqual(JSON.parse(notice!.data), {
+      resumed: true,
+      gap: true,
+      reason: "route core: core NATS subject 'core.>' keeps no messages to read back: what it delivered while the client was away is not replayed",
+    });
   });
 });

@@ -1,7 +1,18 @@
 import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
 import type { Logger } from '../../../log.js';
 import { offsetText, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, PublishOptions, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import {
+  noReadBack,
+  type BrokerRuntime,
+  type BrokerTelemetry,
+  type ConsumerLag,
+  type Health,
+  type PublishOptions,
+  type Retained,
+  type RuntimeEnv,
+  type SubscribeSpec,
+  type Subscription,
+} from '../../contracts.js';
 import { AckDeadlines, handOver, leavesOnStop, NotConnected, Refused, singleValued } from '../acknowledgement.js';
 import { problem } from '../../../core/errors.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
@@ -457,7 +468,7 @@ export class NatsBroker implements BrokerRuntime {
    */
   retained(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
     const stream = this.streamOf(topic);
-    if (stream === null) return Promise.reject(new Error(`'${topic}' is a core NATS subject: the server keeps nothing to read back`));
+    if (stream === null) return Promise.resolve({ messages: [], gap: noReadBack(`core NATS subject '${topic}'`) });
     const why = this.streamProblem(stream) ?? (this.state.ready ? undefined : (this.state.detail ?? 'not connected'));
     if (why !== undefined || !this.nc || !this.jsm) return Promise.reject(new Error(why ?? `broker '${this.name}' is not connected`));
     return readStream(this.nc, this.jsm, stream, topic, after, streamMessage);
