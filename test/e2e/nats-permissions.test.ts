@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
 import { RawNats } from '../helpers/peers.js';
 import { startNatsWithUsers, type ServerWithUsers } from '../helpers/servers.js';
 
@@ -19,6 +20,7 @@ describe('kind: nats, a publish the server refuses for its permissions', () => {
 
   const gw = useGateway(
     () => `version: 1
+admin: { port: 0 }
 brokers:
   nats: { kind: nats, servers: ${nats.url}, user: gateway, password: secret, streams: { REFUSED: { subjects: ["denied.stream.>"] } } }
 listeners:
@@ -34,6 +36,9 @@ routes:
     to: { broker: nats, topic: denied.frames }
 `,
   );
+
+  // The gateway is ready before its brokers are: a publish meanwhile is a 503 (the stream not declared yet).
+  before(() => eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000));
 
   it('answers 503 naming the refusal, while publishes to other subjects in the same turn answer 200 and arrive', { timeout: 60_000 }, async () => {
     const peer = await RawNats.connect(nats, { user: 'gateway', pass: 'secret' });

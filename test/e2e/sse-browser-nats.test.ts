@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { tempDir } from '../helpers/reaper.js';
@@ -34,6 +35,7 @@ describe('Server-Sent Events from NATS JetStream in headless Chromium (EventSour
   const gw = useGateway(
     () => `
 version: 1
+admin: { port: 0 }
 brokers:
   nats: { kind: nats, servers: ${nats.url}, streams: { ORDERS: { subjects: ["orders.>"] } } }
 listeners:
@@ -48,6 +50,8 @@ routes:
 `,
   );
   before(async () => {
+    // The gateway is ready before its brokers are: a publish meanwhile is a 503 (the stream not declared yet).
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000);
     // The browser reaches the gateway through a proxy that can cut its connection, as a network would.
     proxy = await TcpProxy.start(gw.port('api'));
     profile = tempDir('eventgate-chromium');

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
+import { readyz } from '../helpers/outage.js';
 import { openStream, type SseEvent } from '../helpers/sse.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 
@@ -20,6 +21,7 @@ describe('event streams from JetStream resume after Last-Event-ID', () => {
 
   const gw = useGateway(
     () => `version: 1
+admin: { port: 0 }
 brokers:
   nats:
     kind: nats
@@ -43,6 +45,9 @@ routes:
     to: { listener: api, path: /mixed }
 `,
   );
+
+  // The gateway is ready before its brokers are: a publish meanwhile is a 503 (the stream not declared yet).
+  before(() => eventually(async () => assert.equal((await readyz(gw)).status, 200), 30_000));
 
   const publish = async (kind: string, n: number): Promise<string> => {
     const r = await post(gw.url('api', `/in/${kind}`), { n });
