@@ -323,7 +323,7 @@ a consume route retries the message to the targets that failed only.
   stream sequence; \`timestamp\` in milliseconds since the epoch: the Kafka record's timestamp,
   when JetStream stored the message, the AMQP \`timestamp\` property (whole seconds) when the publisher set one,
   otherwise when the gateway received it). A value of bytes (a binary CloudEvent's data), which JSON has no type for, is
-  a base64 string in both formats, and in event streams too. \`auth\` (the \`auth\` step's options) guards
+  a base64 string in both formats, and in event streams too; so are such bytes inside a \`transform\`'s result (\`{"data": $}\`), which JSON would otherwise write as \`{"type":"Buffer","data":[...]}\`. \`auth\` (the \`auth\` step's options) guards
   the path: subscribers must pass it at the WebSocket handshake (401/403 otherwise), and are
   disconnected (1008) when a reload stops accepting their credentials. Every route forwarding to
   the same path must declare the same \`auth\`.

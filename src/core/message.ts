@@ -264,6 +264,24 @@ export function jsonValue(value: unknown): unknown {
   return Buffer.isBuffer(value) ? value.toString('base64') : (value ?? null);
 }
 
+/**
+ * A value an expression made of a value of bytes (`{"data": $}`), with those bytes inside it as
+ * base64 strings, as jsonValue writes bytes: JSON would write a Buffer inside an object as
+ * `{"type":"Buffer","data":[...]}`. The value itself, when it is the bytes, stays bytes.
+ */
+export function bytesInsideAsBase64(value: unknown): unknown {
+  if (Buffer.isBuffer(value) || value === null || typeof value !== 'object') return value;
+  return inside(value);
+}
+
+function inside(value: unknown): unknown {
+  if (Buffer.isBuffer(value)) return value.toString('base64');
+  if (value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map(inside);
+  // fromEntries defines each key as an own property: a `__proto__` key stays a key.
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, inside(v)]));
+}
+
 /** JSON text of a value as it travels on the wire: strings as they are, everything else as JSON. */
 export function encodeValue(value: unknown): string {
   return typeof value === 'string' ? value : JSON.stringify(value);

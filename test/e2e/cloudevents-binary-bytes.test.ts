@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { HTTP } from 'cloudevents';
+import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -23,7 +24,12 @@ version: 1
 admin: { port: 0 }
 listeners:
   api: { kind: http, port: 0 }
+  ws: { kind: websocket, port: 0 }
 routes:
+  - name: bytes-wrapped
+    from: { listener: api, path: /wrapped }
+    through: [{ transform: '{"data": $, "type": $ce.type, "parts": [$, 1]}' }]
+    to: { listener: ws, path: /wrapped }
   - name: bytes-in
     from: { listener: api, path: /bytes }
     to:
@@ -55,6 +61,22 @@ routes:
     assert.equal(ev.unit, 'raw');
     assert.equal(ev.datacontenttype, 'application/octet-stream');
     assert.equal(JSON.parse(structured!.body).data_base64, bytes.toString('base64'));
+  });
+
+  it("writes the bytes as base64 inside a transform's result, as forwards write a value of bytes (not Buffer's own JSON)", async () => {
+    const client = await WsClient.connect(gw.url('ws', '/wrapped', 'ws'));
+    try {
+      const bytes = Buffer.from([0xde, 0xad, 0xbe, 0xef]);
+      const res = await fetch(gw.url('api', '/wrapped'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/octet-stream', 'ce-specversion': '1.0', 'ce-id': 'raw-2', 'ce-source': '/sensor', 'ce-type': 'reading' },
+        body: bytes,
+      });
+      assert.equal(res.status, 200, await res.clone().text());
+      assert.deepEqual(await client.next(), { data: bytes.toString('base64'), type: 'reading', parts: [bytes.toString('base64'), 1] });
+    } finally {
+      client.close();
+    }
   });
 
   it('still refuses that content type for a request that is not a CloudEvent', async () => {
