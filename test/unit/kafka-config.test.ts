@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { defaultRegistry } from '../../src/kinds/index.js';
 import type { KafkaSettings } from '../../src/kinds/brokers/kafka.js';
 import { loadPlan } from '../../src/plan/compile.js';
+import { makeCertificates } from '../helpers/certificates.js';
 import { tempFiles } from '../helpers/gateway.js';
 
 async function load(yaml: string, env: Record<string, string> = {}, files: Record<string, string> = {}) {
@@ -59,19 +60,22 @@ describe('kafka broker config', () => {
     assert.match(problems[0]!, /^6:62 EG_CONFIG_SCHEMA heartbeatIntervalMs \(3000\) must be lower than sessionTimeoutMs \(3000\)/);
   });
 
+  // Real PEM files: the compile checks that a CA file holds a certificate and that a cert and key go together.
+  const certs = makeCertificates();
+
   it('reads TLS files relative to the config, and names the one that is missing', async () => {
     const ok = await load(
       kafkaBroker('    brokers: [a:9093]\n    ssl: { ca: certs/ca.pem, cert: certs/me.pem, key: certs/me.key }'),
       {},
       {
-        'certs/ca.pem': 'CA PEM',
-        'certs/me.pem': 'CERT PEM',
-        'certs/me.key': 'KEY PEM',
+        'certs/ca.pem': certs.ca.cert,
+        'certs/me.pem': certs.client.cert,
+        'certs/me.key': certs.client.key,
       },
     );
     assert.deepEqual(ok.problems, []);
     const s = ok.plan!.brokers.get('k')!.options as unknown as KafkaSettings;
-    assert.deepEqual(s.ssl, { ca: 'CA PEM', cert: 'CERT PEM', key: 'KEY PEM' });
+    assert.deepEqual(s.ssl, { ca: certs.ca.cert, cert: certs.client.cert, key: certs.client.key });
     assert.ok(ok.files.includes(join(ok.dir, 'certs/ca.pem')), 'the CA file is watched');
 
     const missing = await load(kafkaBroker('    brokers: [a:9093]\n    ssl: { ca: certs/nope.pem }'));
@@ -81,8 +85,8 @@ describe('kafka broker config', () => {
 
   it('changes the broker key when a referenced certificate changes, so a reload replaces the broker', async () => {
     const yaml = kafkaBroker('    brokers: [a:9093]\n    ssl: { ca: ca.pem }');
-    const a = (await load(yaml, {}, { 'ca.pem': 'one' })).plan!.brokers.get('k')!.key;
-    const b = (await load(yaml, {}, { 'ca.pem': 'two' })).plan!.brokers.get('k')!.key;
+    const a = (await load(yaml, {}, { 'ca.pem': certs.a.cert })).plan!.brokers.get('k')!.key;
+    const b = (await load(yaml, {}, { 'ca.pem': certs.b.cert })).plan!.brokers.get('k')!.key;
     assert.notEqual(a, b);
   });
 
