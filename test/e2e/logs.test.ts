@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
@@ -35,7 +35,11 @@ describe('logs', () => {
   const send = (body: unknown, traceparent = `00-${TRACE}-00f067aa0ba902b7-01`) => post(gw.url('api', '/orders'), body, { traceparent, 'x-note': HEADER_MARKER });
   /** Applies the config now and waits for the result (a quiet log level may hide the "config reloaded" line). */
   const reconfigure = async (yaml: string) => {
-    gw.write('gateway.yaml', yaml);
+    // Renamed over, so the watcher never reads the file half-written: on a loaded machine an
+    // in-place write's truncation alone could be read as an empty config, whose rejection
+    // (logged at error) would then stand among the lines this file counts.
+    writeFileSync(join(gw.dir, 'gateway.yaml.next'), yaml);
+    renameSync(join(gw.dir, 'gateway.yaml.next'), join(gw.dir, 'gateway.yaml'));
     const res = await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(res.status, 200, await res.text());
   };
