@@ -370,12 +370,14 @@ routes:
         f.proxy.releaseReplies();
 
         // JetStream delivers each unacknowledged message again (ackWaitMs), and the route dead-letters it again,
-        // answered this time: the next gateway counts both dead-lettered.
+        // answered this time: the next gateway counts both dead-lettered (more than once when a loaded
+        // machine kept a try past ackWaitMs and JetStream delivered it once more: each such write is
+        // one more that the stream must drop).
         const next = await start();
         await eventually(
           async () => {
             const s = await scrape(next.adminUrl);
-            for (const route of ['invalid', 'refused']) assert.equal(s.value('eventgate_route_messages_total', { route, outcome: 'deadlettered' }), 1, route);
+            for (const route of ['invalid', 'refused']) assert.ok((s.value('eventgate_route_messages_total', { route, outcome: 'deadlettered' }) ?? 0) >= 1, route);
           },
           20000,
           100,
