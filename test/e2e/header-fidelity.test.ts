@@ -177,6 +177,24 @@ routes:
     }
   });
 
+  it("reads a NATS publisher's Content-Type and Content-Encoding in any case, as Go's client writes them", async () => {
+    const ws = await forwards();
+    const peer = await RawNats.connect(nats);
+    try {
+      const gz = gzipSync('{"compressed":"nats"}');
+      peer.publish('fid.in', gz, { 'Content-Type': 'application/json', 'Content-Encoding': 'gzip', 'X-Kept': 'As-Sent' });
+      await peer.ping();
+      const frame = await ws.nats.next(15000);
+      // As the same message with lower-case names: bytes (base64 in an envelope), not text with U+FFFD in it.
+      const { traceparent: _started, ...headers } = frame.headers;
+      assert.deepEqual(headers, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'X-Kept': 'As-Sent' }, JSON.stringify(frame));
+      assert.equal(gunzipSync(Buffer.from(frame.value, 'base64')).toString(), '{"compressed":"nats"}', JSON.stringify(frame));
+    } finally {
+      for (const c of Object.values(ws)) c.close();
+      peer.close();
+    }
+  });
+
   it('keeps a header named __proto__ that other publishers put on each server', async () => {
     const ws = await forwards();
     const peer = await RawNats.connect(nats);

@@ -77,9 +77,24 @@ function toHeaders(h: Readonly<Record<string, string>>, msgId?: MsgIdChange): Ms
   return out;
 }
 
+/**
+ * Header names the gateway reads by their lower-case spelling (core/message.ts, the CloudEvents
+ * codec). Go's NATS client writes every header name as HTTP does (`Content-Type`), and its readers
+ * match names regardless of case, so these are taken in any case and named in lower case.
+ */
+const CASE_FREE_NAMES = new Map(['content-type', 'content-encoding'].map((n) => [n, n]));
+
 function fromHeaders(h: MsgHdrs | undefined): Record<string, string> {
   if (!h) return {};
-  return singleValued(h.keys().map((k) => [k, h.values(k)] as [string, string[]]));
+  const out = singleValued(h.keys().map((k) => [k, h.values(k)] as [string, string[]]));
+  for (const name of Object.keys(out)) {
+    const lower = CASE_FREE_NAMES.get(name.toLowerCase());
+    if (lower === undefined || lower === name) continue;
+    // A lower-case one the publisher also sent wins.
+    if (!Object.hasOwn(out, lower)) out[lower] = out[name]!;
+    delete out[name];
+  }
+  return out;
 }
 
 /**
