@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
+import { openBrowserPage, type BrowserPage } from '../helpers/browser.js';
 import { post, WsClient } from '../helpers/clients.js';
 import { repoRoot, useGateway } from '../helpers/gateway.js';
-import { tempDir } from '../helpers/reaper.js';
 
 const TOKEN = 'dashboard-token-42';
 const CONFIG = `
@@ -29,13 +29,9 @@ routes:
     to: { listener: push, path: /ws/orders, format: envelope }
 `;
 
-/** Debian's chromium, as the brief for these tests asks: no download, a fresh profile each run. */
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
 describe('admin dashboard (GET /) in headless Chromium', () => {
-  let context: BrowserContext;
+  let browser: BrowserPage;
   let page: Page;
-  let profile: string;
   const problems: string[] = [];
   const cell = (route: string, col: string) => `tr[data-route="${route}"] td[data-col="${col}"]`;
   const waitForText = (selector: string, text: string) =>
@@ -46,9 +42,8 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
       });
 
   before(async () => {
-    profile = tempDir('eventgate-chromium');
-    context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS, viewport: { width: 1440, height: 1100 } });
-    page = context.pages()[0] ?? (await context.newPage());
+    browser = await openBrowserPage({ viewport: { width: 1440, height: 1100 } });
+    page = browser.page;
     // Console errors include Content-Security-Policy violations: the page must run under its own policy.
     page.on('console', (m) => {
       if (m.type() === 'error' && !m.text().includes('401')) problems.push(m.text());
@@ -56,8 +51,7 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
     page.on('pageerror', (e) => problems.push(e.message));
   });
   after(async () => {
-    await context?.close();
-    rmSync(profile, { recursive: true, force: true });
+    await browser?.close();
   });
   const gw = useGateway(CONFIG);
 
