@@ -100,25 +100,25 @@ export class CompileContext {
   }
 
   /**
-   * Whether broker `broker` (which exists) takes a route's `qos` (BrokerKind.takesQos: mqtt);
-   * reported at `path` (the `qos` key) when not, so a QoS that would change nothing is not taken silently.
-   */
-  /**
    * Whether broker `broker` (which exists) keeps a target's `key` (kafka, memory); reported at
    * `path` (the `key` key) when its kind has no keys (BrokerKind.keyless), so a key is never dropped silently.
    */
   checkKey(broker: string, path: readonly PathPart[]): boolean {
-    const kind = this.config.brokers?.[broker]?.kind;
+    const kind = this.brokerKind(broker);
     const why = kind === undefined ? undefined : this.registry.brokers.get(kind)?.keyless;
     if (why === undefined) return true;
-    this.report(path, 'EG_CONFIG_SCHEMA', `broker '${broker}' is ${/^[aeiou]/.test(kind!) ? 'an' : 'a'} ${kind} broker, whose messages have no key: ${why}`, 'key');
+    this.report(path, 'EG_CONFIG_SCHEMA', `broker '${broker}' is ${aKind(kind!)} broker, whose messages have no key: ${why}`, 'key');
     return false;
   }
 
+  /**
+   * Whether broker `broker` (which exists) takes a route's `qos` (BrokerKind.takesQos: mqtt);
+   * reported at `path` (the `qos` key) when not, so a QoS that would change nothing is not taken silently.
+   */
   checkQos(broker: string, path: readonly PathPart[]): boolean {
     const kind = this.brokerKind(broker);
     if (kind === undefined || this.registry.brokers.get(kind)?.takesQos) return true;
-    this.report(path, 'EG_CONFIG_SCHEMA', `'qos' is a setting of mqtt brokers: broker '${broker}' is ${/^[aeiou]/.test(kind) ? 'an' : 'a'} ${kind} broker, which has no QoS levels`, 'key');
+    this.report(path, 'EG_CONFIG_SCHEMA', `'qos' is a setting of mqtt brokers: broker '${broker}' is ${aKind(kind)} broker, which has no QoS levels`, 'key');
     return false;
   }
 
@@ -254,4 +254,9 @@ function quoteTopic(topic: string): string {
   const chars = [...topic];
   const bytes = Buffer.byteLength(topic);
   return `'${chars.slice(0, 40).join('')}…' (${chars.length} characters${bytes === chars.length ? '' : `, ${bytes} bytes`})`;
+}
+
+/** "an amqp", "a kafka", "an http": a kind with its article, for messages. */
+export function aKind(kind: string): string {
+  return `${/^[aeiou]/.test(kind) ? 'an' : 'a'} ${kind}`;
 }

@@ -2,7 +2,7 @@ import { isHidden } from '../config/prune.js';
 import type { PathPart } from '../config/source.js';
 import { canonical } from '../core/canonical.js';
 import type { PathClaims } from '../kinds/contracts.js';
-import type { CompileContext } from './context.js';
+import { aKind, type CompileContext } from './context.js';
 import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
 import { compileTargets } from './targets.js';
@@ -256,7 +256,7 @@ function compileRoute(
 /** The kind of a listener, for messages ('an http', 'a websocket'). */
 function listenerKindOf(listener: string, listeners: Map<string, ListenerPlan>): string {
   const kind = listeners.get(listener)?.kind;
-  return kind === undefined ? 'the' : /^[aeiou]/.test(kind) ? `an ${kind}` : `a ${kind}`;
+  return kind === undefined ? 'the' : aKind(kind);
 }
 
 /** Whether routes from `listener` name a topic rather than a path (kafka listeners). */
