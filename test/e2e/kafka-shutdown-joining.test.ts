@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, startGateway, withLogsOnFailure, type RunningGateway } from '../helpers/gateway.js';
 import { startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { readyz } from '../helpers/outage.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -37,7 +38,7 @@ routes:
     to: { http: { url: "${webhook.url}/joining" } }
 `;
 
-  it('exits 0 at the drain bound and says no message was in hand', async () => {
+  it('says the route is joining in /admin/status (/readyz 200), exits 0 at the drain bound and says no message was in hand', async () => {
     const first = await startGateway(config());
     gateways.push(first);
     await withLogsOnFailure(
@@ -52,6 +53,10 @@ routes:
         gateways.push(second);
         // Its member has asked to join (the mock holds the answer for the session timeout less a second).
         await eventually(() => assert.ok(kafka.joinRequests() > joins, 'the second gateway sent its JoinGroup'), 20000);
+        // Meanwhile /admin/status says the route's consumer is joining; /readyz stays 200 (a rebalance takes no instance out of rotation).
+        const consumer = (await second.status()).routes.find((r: { name: string }) => r.name === 'joining').consumer;
+        assert.deepEqual(consumer, { ready: true, detail: "joining consumer group 'eventgate-joining': consuming once the group gives this member its partitions" });
+        assert.equal((await readyz(second)).status, 200);
         assert.ok(!second.logs.some((l) => l.msg === 'consumer ready'), 'still joining when the SIGTERM comes');
         assert.equal((await second.stop('SIGTERM')).code, 0);
         const late = second.logs.filter((l) => /did not stop within drainTimeoutMs/.test(l.msg));

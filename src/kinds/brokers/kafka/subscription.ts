@@ -54,6 +54,14 @@ export class KafkaSubscription {
   private phase: 'connecting' | 'consuming' = 'connecting';
   /** Why the consumer is not consuming (it crashed and waits to start again), or undefined. */
   private problem: string | undefined;
+  /**
+   * From the consumer's start, and from each rebalance, until its first fetch after joining: the
+   * member waits for the group to give it partitions (up to the session timeout after a restart).
+   * Said in /admin/status, not in /readyz: a 503 at every rebalance would take the instance out of
+   * rotation while it serves its other routes and listeners (spec §7's readiness is listeners bound
+   * and brokers connected).
+   */
+  private joining = true;
   /** Partitions stopped at a batch nobody can decode (no dead-letter topic), with why. */
   private readonly halted = new Map<number, string>();
   /** Per assigned partition: its high watermark as of the last fetched batch, and the lag it gave. */
@@ -123,6 +131,7 @@ export class KafkaSubscription {
   health(): Health {
     if (this.problem) return { ready: false, detail: this.problem };
     if (this.halted.size > 0) return { ready: false, detail: [...this.halted.values()].join('; ') };
+    if (this.joining) return { ready: true, detail: `joining consumer group '${this.spec.group}': consuming once the group gives this member its partitions` };
     return { ready: true };
   }
 
@@ -232,6 +241,10 @@ export class KafkaSubscription {
       retry: { initialRetryTime: 300, maxRetryTime: MAX_RETRY_BACKOFF_MS, retries: 10, restartOnFailure: async () => false },
     });
     let joined = false;
+    this.joining = true;
+    consumer.on(consumer.events.REBALANCING, () => {
+      this.joining = true;
+    });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       joined = true;
       // Lag and halted partitions are reported for the partitions this member holds now.
@@ -252,6 +265,7 @@ export class KafkaSubscription {
     consumer.on(consumer.events.FETCH, () => {
       if (!joined) return;
       joined = false;
+      this.joining = false;
       this.problem = undefined;
       onConsuming();
       this.log.info('consumer ready');
