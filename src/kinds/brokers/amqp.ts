@@ -94,6 +94,14 @@ const options = kindOptions('amqp', {
     'A publish not confirmed by then fails: HTTP 503, retry for consume routes, which first wait for the late confirm (taken: not published again; at most `ackTimeoutMs` + `connectTimeoutMs` more).',
   ),
   lagPollMs: int(5000, 100, 'How often each consume route asks the server how many messages wait in its queue (`eventgate_amqp_consumer_lag`).'),
+  routeQueueExpiresMs: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      maximum: Number.MAX_SAFE_INTEGER,
+      description:
+        "The queues of routing-key routes (`eventgate-<route>`, or the route's `group`) are declared with RabbitMQ's `x-expires`: one no consumer has used for this long is deleted by the server, with the messages in it. It bounds what a route a reload renames or removes leaves collecting (docs/scaling.md); set it well above the longest time every instance may be down at once (a deploy, an outage), or what is published meanwhile goes with the queue. RabbitMQ keeps a queue's arguments: to change this on queues that exist, delete them (a declare with another value is refused, 406 PRECONDITION_FAILED, and the route waits). Not set: they never expire.",
+    }),
+  ),
 });
 type AmqpOptions = Static<typeof options>;
 
@@ -118,6 +126,7 @@ export interface AmqpSettings {
   connectTimeoutMs: number;
   ackTimeoutMs: number;
   lagPollMs: number;
+  routeQueueExpiresMs: number | undefined;
 }
 
 function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | undefined {
@@ -190,6 +199,7 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
     connectTimeoutMs: o.connectTimeoutMs ?? 5000,
     ackTimeoutMs: o.ackTimeoutMs ?? 5000,
     lagPollMs: o.lagPollMs ?? 5000,
+    routeQueueExpiresMs: o.routeQueueExpiresMs,
   };
 }
 

@@ -563,9 +563,18 @@ class AmqpSubscription {
     this.queueMissing = new MissingTopology(log, `amqp queue '${spec.topic}'`);
   }
 
-  /** Not ready while the queue it reads is missing; its broker's own state is the broker's. */
+  /** Why the last try to start consuming failed, other than a missing queue; undefined once it consumes. */
+  private startProblem: string | undefined;
+
+  /**
+   * Not ready while the queue it reads is missing, or while the server refuses what the route
+   * needs to consume (a 406 to its queue's declare: the queue exists with other arguments); its
+   * broker's own state is the broker's.
+   */
   health(): Health {
-    return this.queueMissing.health();
+    const missing = this.queueMissing.health();
+    if (!missing.ready || this.startProblem === undefined) return missing;
+    return { ready: false, detail: `consumer could not start, retrying: ${this.startProblem}` };
   }
 
   private get server(): string {
@@ -590,7 +599,10 @@ class AmqpSubscription {
       this.telemetry?.consumerError(this.spec.route);
       const wait = this.backoff.delay();
       if (err instanceof QueueMissing) this.queueMissing.missing(notFoundOn('queue', this.spec.topic, this.broker, err.message), wait);
-      else this.log.error({ err: err.message, retryInMs: wait }, 'amqp consumer could not start; retrying');
+      else {
+        this.startProblem = err.message;
+        this.log.error({ err: err.message, retryInMs: wait }, 'amqp consumer could not start; retrying');
+      }
       // A channel error (e.g. a queue that does not exist) closes only the channel: try again on the same connection.
       this.reopen(conn, wait);
     });
@@ -706,7 +718,7 @@ class AmqpSubscription {
       // A routing-key pattern: the group's queue, bound to the broker's exchange.
       const perInstance = this.spec.perInstance === true;
       queue = this.spec.group;
-      await ch.assertQueue(queue, perInstance ? { exclusive: true, autoDelete: true, durable: false } : { durable: true });
+      await ch.assertQueue(queue, perInstance ? { exclusive: true, autoDelete: true, durable: false } : { durable: true, expires: this.settings.routeQueueExpiresMs });
       await ch.bindQueue(queue, this.settings.exchange.name, this.spec.topic);
       // A predecessor of the group with another pattern (a reload changed `from.topic`) left its own bound.
       if (!perInstance) await unbindLeft(conn, this.server, queue, keptBindings(this.server, queue), this.log);
@@ -730,6 +742,7 @@ class AmqpSubscription {
     this.pollDepth(ch, queue);
     this.backoff.reset();
     this.queueMissing.found();
+    this.startProblem = undefined;
     this.log.info({ queue }, 'consumer ready');
   }
 
