@@ -3,7 +3,7 @@ import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { AmqpBroker } from './amqp/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
-import { serverUrlProblem, shownServerUrl } from './server-url.js';
+import { checkServerUrl } from './server-url.js';
 import { whenUsed } from '../when-used.js';
 import { bindingMatches } from './amqp/bindings.js';
 import { closest } from '../../config/suggest.js';
@@ -130,16 +130,7 @@ export interface AmqpSettings {
 }
 
 function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | undefined {
-  let ok = true;
-  if (!/^amqps?:\/\/[^\s/]+/.test(o.url)) {
-    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${shownServerUrl(o.url)}' is not an AMQP URL: expected amqp://user:password@host:5672/vhost (or amqps://)`);
-    ok = false;
-  }
-  const amqpUrl = /^amqps?:\/\/[^\s/]+/.test(o.url) ? serverUrlProblem(o.url) : undefined;
-  if (amqpUrl !== undefined) {
-    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${shownServerUrl(o.url)}' ${amqpUrl}`);
-    ok = false;
-  }
+  let ok = checkServerUrl(o.url, /^amqps?:\/\/[^\s/]+/, 'an AMQP URL: expected amqp://user:password@host:5672/vhost (or amqps://)', ctx);
   const tls = compileTls(o.tls, ctx);
   if (tls === false) ok = false;
   /**

@@ -5,7 +5,7 @@ import type { BrokerCompileContext, Qos } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, qosSchema, Type, type Static } from '../define.js';
 import type { MqttBroker } from './mqtt/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
-import { serverUrlProblem, shownServerUrl } from './server-url.js';
+import { checkServerUrl } from './server-url.js';
 import { whenUsed } from '../when-used.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
@@ -105,16 +105,7 @@ export interface MqttSettings {
 const URL_SCHEMES = /^(mqtt|mqtts|tcp|tls|ssl|ws|wss):\/\/[^\s/]+/;
 
 function compileMqtt(o: MqttOptions, ctx: BrokerCompileContext): MqttSettings | undefined {
-  let ok = true;
-  if (!URL_SCHEMES.test(o.url)) {
-    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${shownServerUrl(o.url)}' is not an MQTT server URL: expected mqtt://host:port (or mqtts, ws, wss)`);
-    ok = false;
-  }
-  const mqttUrl = URL_SCHEMES.test(o.url) ? serverUrlProblem(o.url) : undefined;
-  if (mqttUrl !== undefined) {
-    ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${shownServerUrl(o.url)}' ${mqttUrl}`);
-    ok = false;
-  }
+  let ok = checkServerUrl(o.url, URL_SCHEMES, 'an MQTT server URL: expected mqtt://host:port (or mqtts, ws, wss)', ctx);
 
   const qosByTopic: [string, Qos][] = [];
   for (const [filter, qos] of Object.entries(o.qosByTopic ?? {})) {

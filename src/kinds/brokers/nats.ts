@@ -142,17 +142,15 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
       .map((x) => x.trim())
       .filter((x) => x !== '')) {
       const at = typeof o.servers === 'string' ? ['servers'] : ['servers', i];
-      const port = SERVER.test(s) ? serverUrlProblem(s) : undefined;
-      if (SERVER.test(s) && port === undefined) servers.push(s);
+      // The NATS client would connect without credentials and the server answer 'Authorization Violation'.
+      const why = CREDENTIALS.test(s)
+        ? "holds credentials, which the NATS client does not send: give them as the broker's `user` and `password` (or `token`)"
+        : SERVER.test(s)
+          ? serverUrlProblem(s)
+          : 'is not a NATS server: expected nats://host:4222 or host:port';
+      if (why === undefined) servers.push(s);
       else {
-        const shown = shownServerUrl(s);
-        // The NATS client would connect without them and the server answer 'Authorization Violation'.
-        const why = CREDENTIALS.test(s)
-          ? `'${shown}' holds credentials, which the NATS client does not send: give them as the broker's \`user\` and \`password\` (or \`token\`)`
-          : port === undefined
-            ? `'${shown}' is not a NATS server: expected nats://host:4222 or host:port`
-            : `'${shown}' ${port}`;
-        ctx.report(at, 'EG_CONFIG_SCHEMA', why);
+        ctx.report(at, 'EG_CONFIG_SCHEMA', `'${shownServerUrl(s)}' ${why}`);
         ok = false;
       }
     }

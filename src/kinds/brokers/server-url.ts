@@ -1,3 +1,5 @@
+import type { BrokerCompileContext } from '../contracts.js';
+
 /**
  * What a server URL (`scheme://user:password@host:port/path`, or nats's bare `host:port`) must be
  * for the client libraries to connect where it says, checked at load. Before, validate took any
@@ -32,4 +34,16 @@ export function shownServerUrl(url: string): string {
     const colon = userinfo.indexOf(':');
     return `${scheme}${colon === -1 ? '***' : `${userinfo.slice(0, colon)}:***`}@`;
   });
+}
+
+/**
+ * A broker's `url`: of the kind's scheme (`scheme`; `expected` says what such a URL looks like),
+ * then a server URL the client libraries read as written (serverUrlProblem). Reported at `url`,
+ * quoted with its password masked; false when it is not one.
+ */
+export function checkServerUrl(url: string, scheme: RegExp, expected: string, ctx: BrokerCompileContext): boolean {
+  const why = scheme.test(url) ? serverUrlProblem(url) : `is not ${expected}`;
+  if (why === undefined) return true;
+  ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${shownServerUrl(url)}' ${why}`);
+  return false;
 }
