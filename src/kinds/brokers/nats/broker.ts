@@ -83,11 +83,14 @@ function toHeaders(h: Readonly<Record<string, string>>, msgId?: MsgIdChange): Ms
  * match names regardless of case, so these are taken in any case and named in lower case.
  */
 const CASE_FREE_NAMES = new Map(['content-type', 'content-encoding'].map((n) => [n, n]));
+const CASE_FREE_LENGTHS = new Set([...CASE_FREE_NAMES.keys()].map((n) => n.length));
 
 function fromHeaders(h: MsgHdrs | undefined): Record<string, string> {
   if (!h) return {};
   const out = singleValued(h.keys().map((k) => [k, h.values(k)] as [string, string[]]));
   for (const name of Object.keys(out)) {
+    // Most names are neither: no lower-case copy made for them (this runs for every consumed message).
+    if (!CASE_FREE_LENGTHS.has(name.length)) continue;
     const lower = CASE_FREE_NAMES.get(name.toLowerCase());
     if (lower === undefined || lower === name) continue;
     // A lower-case one the publisher also sent wins.
