@@ -28,6 +28,8 @@ interface Rejoin {
   topic: string;
   group: string;
   change: 'join' | 'rejoin' | 'leave';
+  /** On a leave: what the group leaves on the server (BrokerKind.leftGroup), for the operator. */
+  left?: string;
 }
 
 /** What `eventgate plan --format json` prints (a bot comments it on a pull request). */
@@ -133,9 +135,11 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     const g = groupOf(next.plan, name);
     if (g) groups.push({ ...g, change: 'rejoin' });
   }
+  // A renamed route is a removal beside an addition: its old group is left as well.
   for (const name of diff.routes.remove) {
     const g = groupOf(before!, name);
-    if (g) groups.push({ ...g, change: 'leave' });
+    const left = g && registry.brokers.get(before!.brokers.get(g.broker)?.kind ?? '')?.leftGroup;
+    if (g) groups.push({ ...g, change: 'leave', ...(left ? { left } : {}) });
   }
 
   // A first start has no log settings to change; otherwise a new log level is a change a reload makes.
@@ -260,6 +264,7 @@ function text(r: PlanReport): string {
   if (!r.changes) lines.push(`no changes: a reload would keep all ${kept} components as they are`);
   else lines.push(`  = ${kept} kept (${[...r.brokers!.keep, ...r.listeners!.keep, ...r.routes!.keep].join(', ') || 'none'})`);
   for (const d of r.disconnected ?? []) lines.push(`clients disconnected: listener ${d.listener}${d.path ?? ''}${d.clients !== undefined ? ` (${d.clients} connected now)` : ''}: ${d.reason}`);
-  for (const g of r.groups ?? []) lines.push(`consumer group ${g.change === 'join' ? 'joins' : g.change === 'rejoin' ? 'rejoins' : 'leaves'}: ${g.group} (route ${g.route}, ${g.broker}/${g.topic})`);
+  for (const g of r.groups ?? [])
+    lines.push(`consumer group ${g.change === 'join' ? 'joins' : g.change === 'rejoin' ? 'rejoins' : 'leaves'}: ${g.group} (route ${g.route}, ${g.broker}/${g.topic})${g.left ? `: ${g.left}` : ''}`);
   return `${lines.join('\n')}\n`;
 }

@@ -386,6 +386,18 @@ export interface BrokerKind<O = unknown, C = O> {
    */
   groupProblem?(group: string, topic: string, options: O): string | undefined;
   /**
+   * Whether a route reading `topic` (as the config names it) reads it with no consumer group of
+   * its own (an amqp queue of `queues`: the route consumes the queue itself): `eventgate plan`
+   * then names no group for it.
+   */
+  readsWithoutGroup?(topic: string, options: O): boolean;
+  /**
+   * What a consumer group of this kind leaves on the server when a reload renames or removes its
+   * route (an amqp routing-key route's queue, still bound): said on `eventgate plan`'s "consumer
+   * group leaves" line. Undefined: nothing that needs an operator.
+   */
+  leftGroup?: string;
+  /**
    * Routes may choose a QoS of their own (`qos: 0|1|2` on `from`, a target, `deadletter`) for this
    * kind's topics (mqtt): it reaches the runtime as `SubscribeSpec.qos` and `PublishOptions.qos`.
    * On other kinds the key is a config error at its line.

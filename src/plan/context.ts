@@ -99,6 +99,12 @@ export class CompileContext {
     return false;
   }
 
+  /** Whether broker `broker` reads `topic` with no consumer group (BrokerKind.readsWithoutGroup: an amqp queue of `queues`). */
+  readsWithoutGroup(broker: string, topic: string): boolean {
+    const options = this.config.brokers?.[broker];
+    return options !== undefined && this.registry.brokers.get(options.kind)?.readsWithoutGroup?.(topic, options) === true;
+  }
+
   /**
    * Whether broker `broker` (which exists) keeps a target's `key` (kafka, memory); reported at
    * `path` (the `key` key) when its kind has no keys (BrokerKind.keyless), so a key is never dropped silently.

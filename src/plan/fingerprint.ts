@@ -84,9 +84,10 @@ export function planFromFingerprint(fp: PlanFingerprint): Plan {
 /**
  * The consumer group of a route that reads a broker, as `eventgate plan` names it: its `group`, or
  * the default the runtime gives it (consumer-group.ts): `eventgate-<route>`, and a group per
- * instance (`eventgate-<route>-<instance>`) when every target is a websocket or SSE forward.
+ * instance (`eventgate-<route>-<instance>`) when every target is a websocket or SSE forward;
+ * none for a route whose broker reads its topic without one (an amqp queue of `queues`).
  */
 export function consumerGroup(r: RoutePlan): string | undefined {
-  if (r.from.type !== 'broker') return undefined;
+  if (r.from.type !== 'broker' || r.from.groupless) return undefined;
   return consumerGroupName(r.name, r.from, r.to, '<instance>');
 }

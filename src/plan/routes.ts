@@ -225,8 +225,10 @@ function compileRoute(
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
   if (from?.type === 'broker') {
     // The group the route will consume as: its own, or the default from its name. A per-instance
-    // group (every target a forward) ends with this process's id, known only at run time.
-    if (from.group !== undefined) ctx.checkGroup(from.broker, from.group, from.topic, [...at, 'from', 'group']);
+    // group (every target a forward) ends with this process's id, known only at run time. A
+    // route reading an amqp queue of `queues` consumes that queue itself: it has no group.
+    if (ctx.readsWithoutGroup(from.broker, from.topic)) from = { ...from, groupless: true };
+    else if (from.group !== undefined) ctx.checkGroup(from.broker, from.group, from.topic, [...at, 'from', 'group']);
     else if (!groupPerInstance(from, targets)) ctx.checkGroup(from.broker, consumerGroupName(raw.name, from, targets, ''), from.topic, [...at, 'name']);
   }
 

@@ -50,7 +50,8 @@ export interface ListenerPlan extends ComponentPlan {
 
 export type SourcePlan =
   | { type: 'listener'; listener: string; path: string }
-  | { type: 'broker'; broker: string; topic: string; group: string | undefined; startFrom: StartFrom | undefined; qos?: Qos };
+  /** `groupless`: the broker reads the topic with no consumer group (BrokerKind.readsWithoutGroup). */
+  | { type: 'broker'; broker: string; topic: string; group: string | undefined; startFrom: StartFrom | undefined; qos?: Qos; groupless?: true };
 
 export type TargetPlan =
   /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */

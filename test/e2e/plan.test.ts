@@ -30,6 +30,24 @@ const base = (filter: string, wsHost = '127.0.0.1', extraRoute: string[] = []) =
     ...extraRoute,
   );
 
+/** An amqp broker (nothing listens on its port: plan needs no server) with a route on a declared queue and one on a routing-key pattern. */
+const amqpRoutes = (queueFilter: string, patternRoute: string) =>
+  yaml(
+    'version: 1',
+    'admin: { port: 0, token: plan-test-token-0123456789 }',
+    'brokers:',
+    '  local: { kind: memory }',
+    '  rabbit: { kind: amqp, url: "amqp://127.0.0.1:1/", queues: { billing: { bindings: [orders.*] } } }',
+    'routes:',
+    '  - name: q',
+    '    from: { broker: rabbit, topic: billing }',
+    `    through: [ { filter: '${queueFilter}' } ]`,
+    '    to: { broker: local, topic: t }',
+    `  - name: ${patternRoute}`,
+    "    from: { broker: rabbit, topic: 'orders.*' }",
+    '    to: { broker: local, topic: t }',
+  );
+
 /** A config that reads a schema file and listener certificates (one pair beside it, one by an absolute path), with its files: for copies in two directories. */
 const sameConfigElsewhere = (): Record<string, string> => {
   const { a } = makeCertificates();
@@ -147,6 +165,26 @@ describe('eventgate plan --from OLD', () => {
     assert.match(r.stdout, /^consumer group leaves: eventgate-out-<instance> \(route out, local\/t\)$/m);
     const back = await runCli(['plan', '-c', 'old.yaml', '--from', 'first.yaml'], { cwd: dir });
     assert.match(back.stdout, /^consumer group joins: eventgate-out-<instance> \(route out, local\/t\)$/m);
+  });
+
+  it('names no group for an amqp route reading a declared queue, and says what a left routing-key queue keeps', async () => {
+    const dir = tempFiles({ 'old.yaml': amqpRoutes('true', 'rk'), 'new.yaml': amqpRoutes('a > 1', 'rk2') });
+    const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    // Before: "consumer group rejoins: eventgate-q", a group the route reading queue 'billing' never uses.
+    assert.doesNotMatch(r.stdout, /eventgate-q\b/);
+    assert.match(r.stdout, /^consumer group leaves: eventgate-rk \(route rk, rabbit\/orders\.\*\): its queue stays bound and collects every matching message until it is deleted/m);
+    assert.match(r.stdout, /^consumer group joins: eventgate-rk2 \(route rk2, rabbit\/orders\.\*\)$/m);
+    const json = JSON.parse((await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
+    assert.deepEqual(json.routes.change, ['q']);
+    assert.deepEqual(
+      json.groups.map((g: { group: string; change: string; left?: string }) => [g.group, g.change, g.left !== undefined]),
+      [
+        ['eventgate-rk2', 'join', false],
+        ['eventgate-rk', 'leave', true],
+      ],
+    );
   });
 
   it("prints NEW's warnings on stderr, as validate does, in text and json", async () => {
@@ -304,6 +342,23 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     } finally {
       await client.close?.();
     }
+  });
+
+  it('names no group for an amqp queue route, and what a left routing-key queue keeps, from the running fingerprint', async () => {
+    await gw.start(amqpRoutes('true', 'rk'));
+    const dir = tempFiles({ 'new.yaml': amqpRoutes('a > 1', 'rk2') });
+    const r = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'plan-test-token-0123456789', '--format', 'json'], { cwd: dir });
+    noStackTrace(r);
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    const groups = JSON.parse(r.stdout).groups as { group: string; change: string; left?: string }[];
+    assert.deepEqual(
+      groups.map((g) => [g.group, g.change]),
+      [
+        ['eventgate-rk2', 'join'],
+        ['eventgate-rk', 'leave'],
+      ],
+    );
+    assert.match(groups[1]!.left ?? '', /^its queue stays bound/);
   });
 
   it('finds nothing to change for the running config copied to another directory (its files compared by content)', async () => {

@@ -226,6 +226,9 @@ export const amqpBroker = defineBroker({
   keyless: "a `key` would be dropped (the target's `topic` is the routing key; carry a key in a header instead: `headers: {set: {key: ...}}`)",
   // A routing-key route's group names the queue declared for it; a route on a queue of `queues` uses no group.
   groupProblem: (group, topic, o) => (Object.hasOwn(o.queues ?? {}, topic) ? undefined : queueNameProblem(group)),
+  readsWithoutGroup: (topic, o) => Object.hasOwn(o.queues ?? {}, topic),
+  leftGroup:
+    'its queue stays bound and collects every matching message until it is deleted (`rabbitmqctl delete_queue`) or expires (`routeQueueExpiresMs`), once no instance runs the old config (docs/scaling.md)',
   topicsRead: amqpTopicsRead,
   // A name one typo off a queue of `queues` is a routing key to the config, and reads nothing of that queue.
   readWarning: (from, o) => {
