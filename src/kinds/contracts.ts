@@ -281,6 +281,35 @@ export interface Subscription {
   stop(): Promise<void>;
   /** Whether it consumes; when not, why (a consumer that crashed and restarts, a partition stopped). */
   health?(): Health;
+  /**
+   * A reload rebuilt the route and its successor asks the same of the same broker instance
+   * (sameSubscription): the subscription goes on, with no unsubscribe, new session or gap, and
+   * from now on hands its messages to `handler`, in order, and takes `spec`'s closures
+   * (`undecodable`, `orderKeys`). Messages the old handler holds finish there (acknowledged as
+   * always); one it gives back (it stopped with it in hand) goes to `handler` next, never back to
+   * the server. Resolves once the old handler holds none. The subscription is then the successor's
+   * (its stop() and health()). Kinds that cannot omit it: the route stops and subscribes again.
+   */
+  handOver?(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Promise<void>;
+}
+
+/**
+ * Whether a rebuilt route's subscription asks its broker what its predecessor's did, so it can take
+ * that one over (Subscription.handOver): every field a broker reads, and the same closures present.
+ */
+export function sameSubscription(a: SubscribeSpec, b: SubscribeSpec): boolean {
+  return (
+    a.topic === b.topic &&
+    a.group === b.group &&
+    a.route === b.route &&
+    a.startFrom === b.startFrom &&
+    a.defaultStartFrom === b.defaultStartFrom &&
+    a.perInstance === b.perInstance &&
+    a.inFlight === b.inFlight &&
+    a.qos === b.qos &&
+    (a.undecodable === undefined) === (b.undecodable === undefined) &&
+    (a.orderKeys === undefined) === (b.orderKeys === undefined)
+  );
 }
 
 export interface BrokerRuntime {

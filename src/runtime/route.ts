@@ -16,7 +16,9 @@ import {
   type ReplaySource,
   type Retained,
   type RouteEntry,
+  sameSubscription,
   type StepResult,
+  type SubscribeSpec,
   type Subscription,
   type Target,
   type UndecodableBatch,
@@ -115,6 +117,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** Credential headers of this route (CREDENTIAL_HEADERS and what its auth steps read), lower case. */
   private readonly credentialHeaders: ReadonlySet<string>;
   private subscription: Subscription | undefined;
+  /** The broker instance and spec the subscription was made with (takeOver compares them). */
+  private subscribed: { broker: BrokerRuntime; spec: SubscribeSpec } | undefined;
   /** Where a consume route counts the attempts its targets refused (its source broker's consumer errors). */
   private consumerTelemetry: BrokerTelemetry | undefined;
   /** Set when the route stops consuming: a retry waiting for its next attempt gives the message back. */
@@ -613,12 +617,41 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /** Consume routes subscribe here; listener routes are bound by their listener instead. */
   start(): void {
+    const consuming = this.consuming();
+    if (!consuming) return;
+    this.prepareConsuming(consuming.broker);
+    this.subscription = consuming.broker.subscribe(consuming.spec, this.consumer);
+    this.subscribed = consuming;
+  }
+
+  /**
+   * start() for a route a reload rebuilt, taking over `before`'s live subscription when it reads
+   * the same broker instance and asks it the same (sameSubscription) and the kind can hand it over
+   * (Subscription.handOver): no unsubscribe and subscribe again, so nothing published between is
+   * lost (core NATS, MQTT QoS 0) and no session or connection is made again (MQTT). `before` stops
+   * consuming as stopConsuming() says, except that what it gives back goes to this route. Resolves
+   * once `before` holds no message; undefined when it cannot be taken over (then stop `before` and
+   * start() this one, as before).
+   */
+  takeOver(before: RouteRuntime, drainMs: number): Promise<void> | undefined {
+    const theirs = before.subscribed;
+    const sub = before.subscription;
+    if (!theirs || !sub?.handOver || before.stopping) return undefined;
+    const consuming = this.consuming();
+    if (!consuming || consuming.broker !== theirs.broker || !sameSubscription(consuming.spec, theirs.spec)) return undefined;
+    this.prepareConsuming(consuming.broker);
+    this.subscription = sub;
+    this.subscribed = consuming;
+    return before.stopConsumingWith(drainMs, () => sub.handOver!(consuming.spec, this.consumer));
+  }
+
+  /** What a consume route subscribes to, and where; undefined for a route from a listener. */
+  private consuming(): { broker: BrokerRuntime; spec: SubscribeSpec } | undefined {
     const from = this.plan.from;
-    if (from.type !== 'broker') return;
+    if (from.type !== 'broker') return undefined;
     const perInstance = groupPerInstance(from, this.plan.to);
     const group = consumerGroupName(this.name, from, this.plan.to, this.deps.instanceId);
     const broker = this.deps.brokers.get(from.broker)!;
-    this.consumerTelemetry = this.deps.metrics?.broker?.(from.broker, broker.kind);
     // Websocket forwards show what happens now: replaying a topic's history to browsers would be
     // wrong. Durable routes (broker targets) take the broker's default, which never skips a record.
     // Only a default: the route's own startFrom, then a broker-wide one (kafka's consumer.startFrom), come first.
@@ -631,13 +664,18 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const inFlight = webhooksOnly ? Math.min(...this.webhooks.map((w) => w.concurrency)) : 1;
     const ordered = this.webhooks.filter((w) => w.ordered);
     const orderKeys = inFlight > 1 && ordered.length > 0 ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;
+    return { broker, spec: { topic: from.topic, group, route: this.name, startFrom: from.startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys, qos: from.qos } };
+  }
+
+  /** What a consume route sets up before its first message: its counters, the connections it waits for, message ids. */
+  private prepareConsuming(broker: BrokerRuntime): void {
+    this.consumerTelemetry = this.deps.metrics?.broker?.(broker.name, broker.kind);
     this.connecting = this.firstConnections();
     this.sourceIdentity = this.writesWithIds() ? broker.sourceIdentity?.bind(broker) : undefined;
-    this.subscription = broker.subscribe(
-      { topic: from.topic, group, route: this.name, startFrom: from.startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys, qos: from.qos },
-      (msg) => this.consume(fromConsumedRecord(msg)),
-    );
   }
+
+  /** The handler the route's subscription calls with each message. */
+  private readonly consumer = (msg: Message): Promise<void> => this.consume(fromConsumedRecord(msg));
 
   /**
    * Whether a broker this route writes to takes message ids (BrokerRuntime.takesMessageIds): a
@@ -900,10 +938,15 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** Stops consuming: resolves once the message in hand is finished and committed (or given back). */
-  async stopConsuming(drainMs: number): Promise<void> {
+  stopConsuming(drainMs: number): Promise<void> {
+    return this.stopConsumingWith(drainMs, () => this.subscription?.stop());
+  }
+
+  /** stopConsuming() where `release` stops the subscription, or hands it over to a successor (takeOver). */
+  private async stopConsumingWith(drainMs: number, release: () => Promise<void> | undefined): Promise<void> {
     this.stopping = true;
     this.stop();
-    const stopped = this.subscription?.stop();
+    const stopped = release();
     // An endpoint slow to answer must not keep the consumer from committing what is done: after a
     // grace period (within the drain timeout) the webhook tries in flight are cut, and their
     // messages given back (uncommitted, so delivered again by whoever consumes next).

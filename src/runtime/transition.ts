@@ -155,11 +155,25 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   swap(live.listeners, t.listeners, built.listeners);
   const newRoutes = new Map<string, RouteRuntime>();
   for (const c of t.routes) if (c.op === 'add' || c.op === 'replace') newRoutes.set(c.name, env.createRoute(c.after, live.brokers, live.listeners));
+  const predecessors = new Map(old.routes.map((r) => [r.name, r]));
   swap(live.routes, t.routes, newRoutes);
   for (const [name, listener] of live.listeners) listener.bind(bindingsFor(name, t.after, live.routes));
-  // Old consumers stop (finishing and committing the message in hand) before their successors start.
-  await Promise.all(old.routes.map((r) => r.stopConsuming(drainMs)));
-  for (const r of newRoutes.values()) r.start();
+  // A rebuilt consume route that asks the same of the same broker takes its predecessor's live
+  // subscription over (no gap for at-most-once sources, no new MQTT session). Other old consumers
+  // stop (finishing and committing the message in hand) before their successors start.
+  const starting: RouteRuntime[] = [];
+  const stopping: Promise<void>[] = [];
+  for (const r of newRoutes.values()) {
+    const before = predecessors.get(r.name);
+    const handedOver = before && r.takeOver(before, drainMs);
+    if (handedOver) {
+      predecessors.delete(r.name);
+      stopping.push(handedOver);
+    } else starting.push(r);
+  }
+  for (const r of predecessors.values()) stopping.push(r.stopConsuming(drainMs));
+  await Promise.all(stopping);
+  for (const r of starting) r.start();
   if (t.admin?.op === 'remove' || (t.admin?.op === 'replace' && !adminTakeover)) await live.admin?.stop();
   if (t.admin?.op === 'remove') live.admin = undefined;
   else if (built.admin) live.admin = built.admin;

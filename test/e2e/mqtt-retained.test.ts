@@ -19,14 +19,14 @@ describe('kind: mqtt, a retained message, against mosquitto', () => {
     await mqtt?.stop();
   });
   const gw = useGateway();
-  const config = (steps: string) => `
+  const config = (steps: string, qos = 1) => `
 version: 1
 admin: { port: 0 }
 brokers:
   devices: { kind: mqtt, url: "${mqtt.url}", clientId: eg-retained-${process.pid} }
 routes:
   - name: copy
-    from: { broker: devices, topic: "state/+" }
+    from: { broker: devices, topic: "state/+", qos: ${qos} }
     through: [${steps}]
     to: { broker: devices, topic: copies }
 `;
@@ -38,10 +38,16 @@ routes:
       await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copy', 15_000);
       await mosquittoPub(mqtt, 'state/lamp', JSON.stringify({ v: 'retained' }), { retain: true });
       await copies.until((m) => JSON.parse(m.payload).v === 'retained');
-      for (const steps of ["{ filter: 'true' }", "{ filter: 'true' }, { transform: '$' }"]) {
+      // Steps alone changed: the rebuilt route takes the subscription over (point 128); a QoS
+      // changed: it subscribes again on the same session, the server's retained message not asked for again.
+      for (const [steps, qos, said] of [
+        ["{ filter: 'true' }", 1, 'subscription handed over to the rebuilt route'],
+        ["{ filter: 'true' }, { transform: '$' }", 2, 'consumer ready'],
+        ["{ filter: 'true' }", 2, 'subscription handed over to the rebuilt route'],
+      ] as const) {
         const from = gw.logs.length;
-        await gw.reconfigure(config(steps));
-        await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'copy', 15_000, from);
+        await gw.reconfigure(config(steps, qos));
+        await gw.waitForLog((l) => l.msg === said && l.route === 'copy', 15_000, from);
       }
       await mosquittoPub(mqtt, 'state/lamp', JSON.stringify({ v: 'live' }));
       const got = await copies.until((m) => JSON.parse(m.payload).v === 'live');

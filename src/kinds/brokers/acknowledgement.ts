@@ -233,36 +233,73 @@ export interface HandOver {
  * what can never pass, and rejects only when it stops with the message in hand, by which time
  * its subscription is stopping too.
  */
-export async function handOver(msg: Message, handler: (msg: Message) => Promise<void>, o: HandOver): Promise<boolean> {
+export async function handOver(msg: Message, handler: ((msg: Message) => Promise<void>) | Relay, o: HandOver): Promise<boolean> {
   if (o.stopping()) return false;
   const beat = o.keepAlive ? setInterval(o.keepAlive.beat, o.keepAlive.everyMs) : undefined;
   try {
-    await handler(msg);
-    return true;
-  } catch (err) {
-    // A give-back while the subscription still runs is not the route's contract: say so.
-    if (!o.stopping()) {
-      o.telemetry?.consumerError(o.route);
-      o.log.error({ topic: msg.topic, err: (err as Error).message }, 'message given back by its route while its subscription runs; left unacknowledged for the server to deliver again');
+    for (;;) {
+      const to = typeof handler === 'function' ? handler : handler.current;
+      try {
+        await (to === handler ? to(msg) : (handler as Relay).take(to, msg));
+        return true;
+      } catch (err) {
+        if (o.stopping()) return false;
+        // Given back by a route a reload rebuilt (it stopped with the message in hand): its successor takes it now.
+        if (to !== handler && (handler as Relay).current !== to) continue;
+        // A give-back while the subscription still runs is not the route's contract: say so.
+        o.telemetry?.consumerError(o.route);
+        o.log.error({ topic: msg.topic, err: (err as Error).message }, 'message given back by its route while its subscription runs; left unacknowledged for the server to deliver again');
+        return false;
+      }
     }
-    return false;
   } finally {
     clearInterval(beat);
   }
 }
 
 /**
+ * The route a subscription that hands over one message at a time, in order (MQTT, NATS), gives its
+ * messages to: a reload's rebuilt route takes its place (Subscription.handOver) while the
+ * subscription goes on. Each message goes to the route there when its turn comes (handOver());
+ * the one in hand finishes with the route that took it.
+ */
+export class Relay {
+  /** The handling of the message in hand (or the last one), by whichever handler took it. */
+  private inHand: Promise<void> = Promise.resolve();
+
+  constructor(public current: (msg: Message) => Promise<void>) {}
+
+  /** `handler(msg)`, remembered as the message in hand: the one cost a hand-over adds per message. */
+  take(handler: (msg: Message) => Promise<void>, msg: Message): Promise<void> {
+    return (this.inHand = handler(msg));
+  }
+
+  /**
+   * Later messages go to `handler`; resolves once the one in hand left the handler it had (taken,
+   * or given back: then handOver() offers it to `handler`). The subscription acknowledges a message
+   * taken in the continuation that awaited it first, so before this resolves.
+   */
+  replace(handler: (msg: Message) => Promise<void>): Promise<void> {
+    this.current = handler;
+    return this.inHand.then(NOTHING, NOTHING);
+  }
+}
+
+const NOTHING = (): void => undefined;
+
+/**
  * The route's handle on a subscription its broker keeps in `subscriptions`: stopping it waits for
  * the message in hand, and only then takes the subscription out: while it finishes, the broker
  * still counts it (its stop() waits for it, health() and consumerLag() report it).
  */
-export function leavesOnStop<S extends { stop(): Promise<void>; health?(): Health }>(subscriptions: Set<S>, sub: S): Subscription {
+export function leavesOnStop<S extends { stop(): Promise<void>; health?(): Health; handOver?: Subscription['handOver'] }>(subscriptions: Set<S>, sub: S): Subscription {
   return {
     stop: async () => {
       await sub.stop();
       subscriptions.delete(sub);
     },
     ...(sub.health && { health: () => sub.health!() }),
+    ...(sub.handOver && { handOver: (spec, handler) => sub.handOver!(spec, handler) }),
   };
 }
 

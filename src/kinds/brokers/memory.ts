@@ -315,17 +315,33 @@ export class MemoryBroker implements BrokerRuntime {
     // A route rebuilt by a reload joins its group before the old one leaves: its concurrency applies
     // once what the group has in hand is done (lowered to 1, the order the user asked for holds from then on).
     group.resizeTo = capacity === group.window.capacity ? undefined : capacity;
+    const g = group;
+    let member = this.join(topic, g, spec, handler);
+    return {
+      stop: () => this.leave(g, member),
+      // The rebuilt route joins in the old one's place in one step, so the group never has no member
+      // (its window would restart from the committed position); what the old one gives back is the new one's.
+      handOver: (next, nextHandler) => {
+        const old = member;
+        member = this.join(topic, g, next, nextHandler);
+        return this.leave(g, old);
+      },
+    };
+  }
+
+  /** A member joins `group` and the pump hands it what the group has to hand out. */
+  private join(topic: Topic, group: Group, spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Member {
     const member: Member = { route: spec.route, handler, inFlight: 0, idle: [], stopped: false, spec };
     group.members.push(member);
     this.pump(topic, group);
-    const g = group;
-    return {
-      stop: async () => {
-        member.stopped = true;
-        g.members = g.members.filter((m) => m !== member);
-        if (member.inFlight > 0) await new Promise<void>((r) => member.idle.push(r));
-      },
-    };
+    return member;
+  }
+
+  /** A member leaves its group: resolves once its handlings settled. */
+  private async leave(group: Group, member: Member): Promise<void> {
+    member.stopped = true;
+    group.members = group.members.filter((m) => m !== member);
+    if (member.inFlight > 0) await new Promise<void>((r) => member.idle.push(r));
   }
 
   /** The topic, created if new; a publish makes room for it first (a route's own topics always get one). */

@@ -6,7 +6,7 @@ import { within } from '../../../core/within.js';
 import { payloadContentType, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, PublishOptions, Qos, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
-import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, singleValued, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, Relay, singleValued, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
@@ -455,18 +455,21 @@ class MqttSubscription {
   private retryTimer: NodeJS.Timeout | undefined;
   /** The QoS the server last granted below the one asked for, so the warning is logged once. */
   private downgraded: number | undefined;
+  /** The route messages go to: a reload's rebuilt route takes its predecessor's place (handOver). */
+  private readonly relay: Relay;
 
   constructor(
     private readonly lib: MqttLib,
     settings: MqttSettings,
-    readonly spec: SubscribeSpec,
-    private readonly handler: (msg: Message) => Promise<void>,
+    public spec: SubscribeSpec,
+    handler: (msg: Message) => Promise<void>,
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
     /** The client id of a session left by a predecessor (see leftSessions), which this connection empties instead of subscribing. */
     private readonly adopted?: string,
   ) {
     this.settings = settings;
+    this.relay = new Relay(handler);
     this.qos = spec.qos ?? qosFor(settings, spec.topic);
     // A per-instance group (WebSocket forwards) wants live messages only: a plain subscription, a clean session.
     const perInstance = spec.perInstance === true;
@@ -614,7 +617,7 @@ class MqttSubscription {
       this.acknowledge(packet);
       return;
     }
-    const accepted = await handOver(toMessage(packet), this.handler, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping });
+    const accepted = await handOver(toMessage(packet), this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping });
     // Not accepted (stopping): no acknowledgement, so the server offers it again to the next session.
     if (!accepted || packet.qos === 0 || id === undefined) return;
     if (generation !== this.generation) {
@@ -663,8 +666,20 @@ class MqttSubscription {
           { session: id, filter: this.filter },
           'mqtt consume route resumed under another client id: the session it left is unsubscribed, and what the server holds for it taken by this route',
         );
-      this.adoptions.push(new MqttSubscription(this.lib, this.settings, this.spec, this.handler, this.log, this.telemetry, id));
+      this.adoptions.push(new MqttSubscription(this.lib, this.settings, this.spec, this.relay.current, this.log, this.telemetry, id));
     }
+  }
+
+  /**
+   * A reload's rebuilt route asks the same (Subscription.handOver): the connection, its session and
+   * subscription go on (no reconnect, no session churn, no retained message sent again), and each
+   * message after the one in hand is the new route's, acknowledged as always; the connections
+   * emptying sessions left by earlier reloads hand over too.
+   */
+  async handOver(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Promise<void> {
+    this.spec = spec;
+    if (!this.adopted) this.log.info({ clientId: this.clientId }, 'subscription handed over to the rebuilt route');
+    await Promise.all([this.relay.replace(handler), ...this.adoptions.map((a) => a.handOver(spec, handler))]);
   }
 
   async stop(): Promise<void> {

@@ -13,7 +13,7 @@ import {
   type SubscribeSpec,
   type Subscription,
 } from '../../contracts.js';
-import { AckDeadlines, handOver, leavesOnStop, NotConnected, Refused, singleValued } from '../acknowledgement.js';
+import { AckDeadlines, handOver, leavesOnStop, NotConnected, Refused, Relay, singleValued } from '../acknowledgement.js';
 import { problem } from '../../../core/errors.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
 import { JetStreamPublisher, socketOf } from './publisher.js';
@@ -544,15 +544,18 @@ class NatsSubscription {
   private readonly streamMissing: MissingTopology;
   /** Ends the wait for the stream early, when the broker finds it. */
   private wake: (() => void) | undefined;
+  /** The route messages go to: a reload's rebuilt route takes its predecessor's place (handOver). */
+  private readonly relay: Relay;
 
   constructor(
     private readonly broker: NatsBroker,
     private readonly settings: NatsSettings,
-    private readonly spec: SubscribeSpec,
-    private readonly handler: (msg: Message) => Promise<void>,
+    private spec: SubscribeSpec,
+    handler: (msg: Message) => Promise<void>,
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
   ) {
+    this.relay = new Relay(handler);
     this.streamMissing = new MissingTopology(log, `nats stream '${streamFor(settings, spec.topic)?.[0] ?? spec.topic}'`);
   }
 
@@ -602,7 +605,7 @@ class NatsSubscription {
       while (head < queue.length && !this.stopping) {
         const m = queue[head]!;
         queue[head++] = undefined!;
-        await handOver(coreMessage(m.data, m.subject, m.headers, m.at), this.handler, this.handOverOptions());
+        await handOver(coreMessage(m.data, m.subject, m.headers, m.at), this.relay, this.handOverOptions());
         pending -= m.data.length + HELD_MESSAGE_BYTES;
         // Drop the handled front now and then, so a queue that never empties does not grow.
         if (head > 1024 && head * 2 > queue.length) {
@@ -684,7 +687,7 @@ class NatsSubscription {
             continue;
           }
           this.lag = m.info.pending + 1;
-          const accepted = await handOver(streamMessage(m), this.handler, {
+          const accepted = await handOver(streamMessage(m), this.relay, {
             ...this.handOverOptions(),
             // JetStream redelivers a message held past ack_wait: tell it we are still at it.
             keepAlive: { everyMs: Math.max(100, Math.floor(this.settings.ackWaitMs / 3)), beat: () => m.working() },
@@ -777,6 +780,17 @@ class NatsSubscription {
       timer.unref();
       this.wake = done;
     });
+  }
+
+  /**
+   * A reload's rebuilt route asks the same (Subscription.handOver): the core subscription or the
+   * JetStream consumer's read goes on, and the next message is the new route's. A core subject
+   * loses nothing between the two routes (an unsubscribe and a subscribe lost what came between).
+   */
+  handOver(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Promise<void> {
+    this.spec = spec;
+    this.log.info('subscription handed over to the rebuilt route');
+    return this.relay.replace(handler);
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,235 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
+import { MosquittoPubStream, RawNats } from '../helpers/peers.js';
+import { tempDir } from '../helpers/reaper.js';
+import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * A reload that rebuilds a consume route but asks the same of the same broker (only a step
+ * changed) hands the route's live subscription to the rebuilt route (Subscription.handOver, point
+ * 128 of docs/spec-checklist.md): an at-most-once source (core NATS, MQTT QoS 0) loses nothing
+ * between the two routes, where an unsubscribe and a new subscription lost what came between, and
+ * an MQTT route keeps its connection and session.
+ */
+
+/** Reloads that each change only the route's filter step (every message passes each of them). */
+const RELOADS = 4;
+
+/**
+ * Publishes numbered messages with `publish(n)`, one about every millisecond, while `reloads` runs
+ * and for 300 more after it: how many were published.
+ */
+async function numberedStream(publish: (n: number) => void, reloads: () => Promise<void>): Promise<number> {
+  let done = false;
+  const reloading = reloads().finally(() => (done = true));
+  let n = 0;
+  while (!done) {
+    publish(n++);
+    await sleep(1);
+  }
+  await reloading;
+  for (let i = 0; i < 300; i++) {
+    publish(n++);
+    await sleep(1);
+  }
+  return n;
+}
+
+/** Writes gateway.yaml `RELOADS` times, each with another filter step, and waits for each reload to be applied and the route to be handed over. */
+async function reloadFilters(gw: GatewayFixture, config: (version: number) => string): Promise<void> {
+  for (let version = 1; version <= RELOADS; version++) {
+    await sleep(150);
+    const line = await gw.reconfigure(config(version));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+  }
+}
+
+/** Waits for message `total - 1` at the receiver's `path` (the route delivers in order), then checks that every number came once, in order. */
+async function everyOnceInOrder(receiver: WebhookReceiver, path: string, total: number): Promise<void> {
+  const numbers = () => receiver.requests.filter((r) => r.url === path).map((r) => (JSON.parse(r.body) as { n: number }).n);
+  await eventually(() => assert.ok(numbers().includes(total - 1), `message ${total - 1} delivered (${numbers().length} so far)`), 30000, 50);
+  const got = numbers();
+  const missing = Array.from({ length: total }, (_, i) => i).filter((n) => !got.includes(n));
+  assert.deepEqual(missing, [], `${missing.length} of ${total} messages missing once the last one came`);
+  assert.deepEqual(
+    got,
+    Array.from({ length: total }, (_, i) => i),
+    'each message once, in order',
+  );
+}
+
+describe('hot reload: a rebuilt core NATS route takes its predecessor subscription over', () => {
+  let nats: MessageServer;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    [nats, receiver] = await Promise.all([startNats(), WebhookReceiver.start()]);
+  });
+  after(async () => {
+    await Promise.all([receiver?.stop(), nats?.stop()]);
+  });
+
+  const config = (version: number) => `version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: ${nats.url} }
+routes:
+  - name: numbered
+    from: { broker: nats, topic: handover.numbered }
+    through:
+      - filter: n > -${version + 1}
+    to: { http: { url: "${receiver.url}/numbered" } }
+`;
+  const gw = useGateway(() => config(0));
+
+  it('delivers every message of a stream published across several reloads once, in order', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'numbered', 15000);
+    const publisher = await RawNats.connect(nats);
+    const from = gw.logs.length;
+    let total: number;
+    try {
+      total = await numberedStream(
+        (n) => publisher.publish('handover.numbered', JSON.stringify({ n })),
+        () => reloadFilters(gw, config),
+      );
+      await publisher.ping();
+    } finally {
+      publisher.close();
+    }
+    await everyOnceInOrder(receiver, '/numbered', total);
+    const handedOver = gw.logs.slice(from).filter((l) => l.msg === 'subscription handed over to the rebuilt route' && l.route === 'numbered');
+    assert.equal(handedOver.length, RELOADS, 'each reload handed the subscription over');
+    // The rebuilt route reports the subscription it took over.
+    const status = await gw.status();
+    assert.deepEqual(status.routes.find((r: { name: string }) => r.name === 'numbered').consumer, { ready: true });
+    assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200);
+  });
+});
+
+describe('hot reload: a rebuilt JetStream route takes its predecessor consumer read over', () => {
+  let nats: MessageServer;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    [nats, receiver] = await Promise.all([startNats(), WebhookReceiver.start()]);
+  });
+  after(async () => {
+    await Promise.all([receiver?.stop(), nats?.stop()]);
+  });
+
+  const config = (version: number) => `version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: ${nats.url}
+    ackWaitMs: 20000
+    streams:
+      HANDOVER: { subjects: ["handover.stored"] }
+routes:
+  - name: stored
+    from: { broker: nats, topic: handover.stored }
+    through:
+      - filter: n > -${version + 1}
+    to: { http: { url: "${receiver.url}/stored" } }
+`;
+  const gw = useGateway(() => config(0));
+
+  it('delivers every message stored across several reloads once, in order: none left in a closed pull until its ack wait', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stored', 15000);
+    const publisher = await RawNats.connect(nats);
+    let total: number;
+    try {
+      // Stored by the stream without waiting for each PubAck (a PUB without a reply subject).
+      total = await numberedStream(
+        (n) => publisher.publish('handover.stored', JSON.stringify({ n })),
+        () => reloadFilters(gw, config),
+      );
+      await publisher.storedAtLeast('HANDOVER', total, 15000);
+    } finally {
+      publisher.close();
+    }
+    await everyOnceInOrder(receiver, '/stored', total);
+  });
+});
+
+describe('hot reload: a rebuilt MQTT route takes its predecessor connection and subscription over', () => {
+  let mqtt: MessageServer;
+  let receiver: WebhookReceiver;
+  const logFile = join(tempDir('eventgate-mosquitto-log'), 'mosquitto.log');
+  const clientId = `eg-handover-${process.pid}`;
+  before(async () => {
+    // mosquitto's own log of connections: the server side of "the route kept its connection".
+    [mqtt, receiver] = await Promise.all([startMosquitto(undefined, [`log_dest file ${logFile}`, 'log_type notice']), WebhookReceiver.start()]);
+  });
+  after(async () => {
+    await Promise.all([receiver?.stop(), mqtt?.stop()]);
+  });
+  /** How many times a route's client connected to mosquitto. */
+  const connects = (route: string) =>
+    readFileSync(logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('New client connected') && l.includes(` as ${clientId}-${route} `)).length;
+
+  const config = (version: number, topic = 'handover/persistent') => `version: 1
+admin: { port: 0 }
+brokers:
+  mqtt: { kind: mqtt, url: ${mqtt.url}, clientId: ${clientId} }
+routes:
+  - name: numbered
+    from: { broker: mqtt, topic: handover/numbered, qos: 0 }
+    through:
+      - filter: n > -${version + 1}
+    to: { http: { url: "${receiver.url}/numbered" } }
+  - name: persistent
+    from: { broker: mqtt, topic: ${topic}, qos: 1 }
+    through:
+      - filter: n > -${version + 1}
+    to: { http: { url: "${receiver.url}/persistent" } }
+`;
+  const gw = useGateway(() => config(0));
+
+  it('QoS 0: delivers every message of a stream published across several reloads once, in order, on one connection', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'numbered', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'persistent', 15000);
+    assert.equal(connects('numbered'), 1);
+    const publisher = MosquittoPubStream.start(mqtt, 'handover/numbered', 0);
+    const total = await numberedStream(
+      (n) => publisher.write([JSON.stringify({ n })]),
+      () => reloadFilters(gw, config),
+    );
+    await publisher.end();
+    await everyOnceInOrder(receiver, '/numbered', total);
+    assert.equal(connects('numbered'), 1, 'mosquitto saw the QoS 0 route connect once');
+  });
+
+  it('QoS 1, persistent session: keeps its connection across the reloads, and a message published meanwhile comes once', async () => {
+    assert.equal(connects('persistent'), 1, 'mosquitto saw the persistent route connect once');
+    const publisher = MosquittoPubStream.start(mqtt, 'handover/persistent', 1);
+    publisher.write([JSON.stringify({ n: 1 })]);
+    await publisher.end();
+    await eventually(() => assert.equal(receiver.requests.filter((r) => r.url === '/persistent').length, 1), 15000);
+  });
+
+  it('a reload that changes the route topic still moves it: unsubscribe, resubscribe on its session', async () => {
+    const from = gw.logs.length;
+    const line = await gw.reconfigure(config(RELOADS + 1, 'handover/moved'));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'persistent', 15000, from);
+    assert.equal(connects('persistent'), 2, 'the route whose subscription changed connected again');
+    const publisher = MosquittoPubStream.start(mqtt, 'handover/moved', 1);
+    publisher.write([JSON.stringify({ n: 2 })]);
+    await publisher.end();
+    await eventually(
+      () =>
+        assert.deepEqual(
+          receiver.requests.filter((r) => r.url === '/persistent').map((r) => JSON.parse(r.body).n),
+          [1, 2],
+        ),
+      15000,
+    );
+  });
+});
