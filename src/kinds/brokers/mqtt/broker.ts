@@ -448,7 +448,8 @@ class MqttSubscription {
    * Why the server refused the subscription in its last SUBACK (the reason code named), until a
    * SUBACK grants it: the route is not ready meanwhile (/readyz). It asks again on the same
    * connection by the reconnect policy (an ACL put right on the server needs no reconnect), and at
-   * each reconnect; a reload that rebuilds the route subscribes afresh.
+   * each reconnect; a reload that changes the route's subscription subscribes afresh (one that
+   * takes it over, handOver, keeps asking here).
    */
   private refused: string | undefined;
   private readonly refusedBackoff = reconnectBackoff();
