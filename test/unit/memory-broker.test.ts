@@ -28,6 +28,37 @@ function collector(count: number) {
 }
 
 describe('memory broker', () => {
+  it('hands a subscription over (a rebuilt route): the message in hand finishes with the old handler, one it gives back and every later one go to the new, in order, once', async () => {
+    const { broker: b } = broker();
+    const spec = { topic: 'handover', group: 'g', route: 'r' };
+    const old: unknown[] = [];
+    let release!: (ok: boolean) => void;
+    const sub = b.subscribe(spec, (m) => {
+      old.push(m.value);
+      // Holds message 1 until told whether it was taken or given back.
+      return new Promise<void>((resolve, reject) => (release = (ok) => (ok ? resolve() : reject(new Error('route stopped')))));
+    });
+    for (const v of [1, 2]) b.publishNow('handover', msg(v));
+    assert.deepEqual(old, [1]);
+    const next = collector(3);
+    let settled = false;
+    const handedOver = sub.handOver!(spec, next.handler).then(() => (settled = true));
+    b.publishNow('handover', msg(3));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(settled, false, 'waits for the message the old handler holds');
+    assert.deepEqual(next.values, [], 'nothing overtakes the message in hand');
+    release(false);
+    await handedOver;
+    await next.finished;
+    assert.deepEqual(old, [1]);
+    assert.deepEqual(next.values, [1, 2, 3]);
+    // The subscription is the new handler's now: its stop stops that one.
+    await sub.stop();
+    b.publishNow('handover', msg(4));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(next.values, [1, 2, 3]);
+  });
+
   it('acknowledges a publish with the topic, partition 0 and increasing offsets', async () => {
     const { broker: b } = broker();
     assert.deepEqual(await b.publish('t', msg(1)), { broker: 'mem', topic: 't', partition: 0, offset: '0' });

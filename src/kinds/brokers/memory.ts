@@ -319,12 +319,13 @@ export class MemoryBroker implements BrokerRuntime {
     let member = this.join(topic, g, spec, handler);
     return {
       stop: () => this.leave(g, member),
-      // The rebuilt route joins in the old one's place in one step, so the group never has no member
-      // (its window would restart from the committed position); what the old one gives back is the new one's.
+      // The rebuilt route takes the old one's place in one step: what the old one gives back goes to
+      // it, never finding the group empty (the window would break and start again from the committed position).
       handOver: (next, nextHandler) => {
-        const old = member;
+        // Out of the group first (leave's first, synchronous part): the pump that join() runs must not hand the old one anything.
+        const left = this.leave(g, member);
         member = this.join(topic, g, next, nextHandler);
-        return this.leave(g, old);
+        return left;
       },
     };
   }
