@@ -57,8 +57,11 @@ ${
 
     await nats.down();
     await gw.waitForLog((l) => l.msg === 'nats connection lost; reconnecting', 15000);
+    const reloadFrom = gw.logs.length;
     const reload = await gw.reconfigure(config(true));
     assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
+    // Only its steps changed: the rebuilt route takes the subscription over while the server is away.
+    assert.ok(gw.logs.slice(reloadFrom).some((l) => l.msg === 'subscription handed over to the rebuilt route' && l.route === 'rebuilt'));
     const from = gw.logs.length;
     await nats.up();
     await gw.waitForLog((l) => l.msg === 'nats reconnected', 20000, from);
