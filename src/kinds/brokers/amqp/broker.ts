@@ -4,7 +4,7 @@ import type { Logger } from '../../../log.js';
 import { CONTENT_ENCODING, payloadContentEncoding, payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
-import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, Relay, TopicDeliveries } from '../acknowledgement.js';
 import { SIZE_REFUSAL, tooLarge } from './size-limit.js';
 import type { AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft, vhostOf } from './bindings.js';
@@ -550,16 +550,19 @@ class AmqpSubscription {
   private readonly backoff = reconnectBackoff();
   /** The queue of `queues` this route reads, while it does not exist on the server. */
   private readonly queueMissing: MissingTopology;
+  /** The route messages go to: a reload's rebuilt route takes its predecessor's place (handOver). */
+  private readonly relay: Relay;
 
   constructor(
     private readonly broker: string,
     private readonly settings: AmqpSettings,
-    readonly spec: SubscribeSpec,
-    private readonly handler: (msg: Message) => Promise<void>,
+    public spec: SubscribeSpec,
+    handler: (msg: Message) => Promise<void>,
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
     private readonly declaredQueues: DeclaredQueues,
   ) {
+    this.relay = new Relay(handler);
     this.queueMissing = new MissingTopology(log, `amqp queue '${spec.topic}'`);
   }
 
@@ -748,7 +751,7 @@ class AmqpSubscription {
 
   private async deliver(ch: Channel, m: ConsumeMessage): Promise<void> {
     const msg = toMessage(m);
-    const accepted = await handOver(msg, this.handler, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping || this.channel !== ch });
+    const accepted = await handOver(msg, this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping || this.channel !== ch });
     // Not accepted: the route stopped, or the channel died (the server then redelivers it by itself).
     if (accepted) {
       try {
@@ -758,6 +761,17 @@ class AmqpSubscription {
         // The channel closed after the route accepted: the server redelivers it (at least once).
       }
     }
+  }
+
+  /**
+   * A reload's rebuilt route asks the same (Subscription.handOver): the channel and its consumer
+   * go on, and the deliveries after the one in hand are the new route's: none goes back to the
+   * queue to be delivered again (flagged redelivered, behind what another instance took meanwhile).
+   */
+  handOver(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Promise<void> {
+    this.spec = spec;
+    this.log.info('subscription handed over to the rebuilt route');
+    return this.relay.replace(handler);
   }
 
   async stop(): Promise<void> {
