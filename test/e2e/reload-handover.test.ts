@@ -166,6 +166,58 @@ routes:
   });
 });
 
+describe('hot reload: a rebuilt core NATS route that waits for the first connection of a broker the reload replaced', () => {
+  let source: MessageServer;
+  let dead: MessageServer;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    [source, dead, receiver] = await Promise.all([startNats(), startNats(), WebhookReceiver.start()]);
+  });
+  after(async () => {
+    await Promise.all([receiver?.stop(), source?.stop(), dead?.stop()]);
+  });
+  const config = (version: number) => `version: 1
+admin: { port: 0 }
+brokers:
+  source: { kind: nats, servers: ${source.url} }
+  dead: { kind: nats, servers: ${dead.url}, reconnectTimeWaitMs: ${200 + version} }
+routes:
+  - name: waiting
+    from: { broker: source, topic: handover.waiting }
+    to: { http: { url: "${receiver.url}/waiting" } }
+    deadletter: { broker: dead, topic: handover.dead }
+`;
+  const gw = useGateway(() => config(0));
+
+  it('takes the subscription over and holds what comes until that broker connects, then delivers each once, in order', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'waiting', 15000);
+    // The reload replaces the route's dead-letter broker while its server is away: the rebuilt
+    // route tries nothing before that broker first connects (it would dead-letter into nothing).
+    await dead.down();
+    const publisher = await RawNats.connect(source);
+    const from = gw.logs.length;
+    let total: number;
+    try {
+      total = await numberedStream(
+        (n) => publisher.publish('handover.waiting', JSON.stringify({ n })),
+        async () => {
+          await sleep(150);
+          const line = await gw.reconfigure(config(1));
+          assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+        },
+      );
+      await publisher.ping();
+    } finally {
+      publisher.close();
+    }
+    const waiting = (await gw.status()).routes.find((r: { name: string }) => r.name === 'waiting').consumer;
+    assert.deepEqual(waiting, { ready: false, detail: "waiting for the first connection of broker 'dead' before consuming" });
+    await dead.up();
+    await everyOnceInOrder(receiver, '/waiting', total);
+    assert.ok(gw.logs.slice(from).some((l) => l.msg === 'subscription handed over to the rebuilt route' && l.route === 'waiting'));
+  });
+});
+
 describe('hot reload: a rebuilt JetStream route takes its predecessor consumer read over', () => {
   let nats: MessageServer;
   let receiver: WebhookReceiver;
