@@ -3,7 +3,7 @@ import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
 import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
-import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
+import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
 import type { Plan } from '../plan/types.js';
 
 export interface PlanOptions {
@@ -131,9 +131,18 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     const g = groupOf(next.plan, name);
     if (g) groups.push({ ...g, change: 'join' });
   }
+  // A rebuilt route that asks the same of the same broker instance (not replaced) takes the
+  // running subscription over (RouteRuntime.takeOver): its group neither leaves nor joins.
+  const subscriptionBefore = (name: string) => (running ? running.routes.find((r) => r.name === name)?.subscription : subscriptionKey(before!.routes.get(name)!));
+  const replaced = new Set(diff.brokers.change.filter((b) => !diff.brokers.reconfigure.includes(b)));
+  const takenOver = (name: string) => {
+    const r = next.plan!.routes.get(name)!;
+    const key = subscriptionKey(r);
+    return r.from.type === 'broker' && !replaced.has(r.from.broker) && key !== undefined && key === subscriptionBefore(name);
+  };
   for (const name of diff.routes.change) {
     const g = groupOf(next.plan, name);
-    if (g) groups.push({ ...g, change: 'rejoin' });
+    if (g && !takenOver(name)) groups.push({ ...g, change: 'rejoin' });
   }
   // A renamed route is a removal beside an addition: its old group is left as well.
   for (const name of diff.routes.remove) {

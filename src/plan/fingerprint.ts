@@ -1,6 +1,7 @@
 import { canonical, hash } from '../core/canonical.js';
 import type { Plan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName } from './consumer-group.js';
+import { askedSubscription } from './subscription.js';
 
 /**
  * What a reload diff needs to know about a plan, and nothing more: each component's kind and a
@@ -16,8 +17,12 @@ export interface PlanFingerprint {
   log?: string;
   brokers: { name: string; kind: string; key: string }[];
   listeners: { name: string; kind: string; key: string; socketKey: string; paths: string[] }[];
-  /** `group`: the consumer group of a route that reads a broker (consumerGroup()). */
-  routes: { name: string; key: string; from: SourcePlan; group?: string; brokers: string[]; listeners: string[] }[];
+  /**
+   * `group`: the consumer group of a route that reads a broker (consumerGroup()); `subscription`:
+   * a hash of what it asks of that broker (subscriptionKey()), which tells `plan` whether a
+   * rebuilt route takes the running subscription over.
+   */
+  routes: { name: string; key: string; from: SourcePlan; group?: string; subscription?: string; brokers: string[]; listeners: string[] }[];
   /** Clients connected to each listener that keeps connections open (filled in by the running gateway). */
   clients?: Record<string, number>;
 }
@@ -43,7 +48,15 @@ export function planFingerprint(plan: Plan): PlanFingerprint {
     log: digest(canonical(plan.log)),
     brokers: [...plan.brokers.values()].map((b) => ({ name: b.name, kind: b.kind, key: digest(b.key) })),
     listeners: [...plan.listeners.values()].map((l) => ({ name: l.name, kind: l.kind, key: digest(l.key), socketKey: digest(l.socketKey), paths: [...(paths.get(l.name) ?? [])].sort() })),
-    routes: [...plan.routes.values()].map((r) => ({ name: r.name, key: digest(r.key), from: r.from, group: consumerGroup(r), brokers: r.brokers, listeners: r.listeners })),
+    routes: [...plan.routes.values()].map((r) => ({
+      name: r.name,
+      key: digest(r.key),
+      from: r.from,
+      group: consumerGroup(r),
+      subscription: subscriptionKey(r),
+      brokers: r.brokers,
+      listeners: r.listeners,
+    })),
   };
 }
 
@@ -90,4 +103,14 @@ export function planFromFingerprint(fp: PlanFingerprint): Plan {
 export function consumerGroup(r: RoutePlan): string | undefined {
   if (r.from.type !== 'broker' || r.from.groupless) return undefined;
   return consumerGroupName(r.name, r.from, r.to, '<instance>');
+}
+
+/**
+ * A hash of what a route reading a broker asks of it (askedSubscription()), undefined for a route
+ * from a listener: two equal keys on one broker instance mean a rebuilt route takes the running
+ * subscription over, with no group to join again.
+ */
+export function subscriptionKey(r: RoutePlan): string | undefined {
+  const asked = askedSubscription(r, '<instance>');
+  return asked && digest(canonical(asked));
 }

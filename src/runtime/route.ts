@@ -27,7 +27,7 @@ import { fromConsumedRecord } from '../codecs/cloudevents.js';
 import { WebhookTarget } from '../kinds/targets/webhook.js';
 import type { Logger } from '../log.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
-import { consumerGroupName, groupPerInstance } from '../plan/consumer-group.js';
+import { askedSubscription } from '../plan/subscription.js';
 import { RouteStats } from '../telemetry/metrics.js';
 import { redact } from '../config/secrets.js';
 import type { TapChannel } from '../telemetry/tap.js';
@@ -647,24 +647,19 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /** What a consume route subscribes to, and where; undefined for a route from a listener. */
   private consuming(): { broker: BrokerRuntime; spec: SubscribeSpec } | undefined {
-    const from = this.plan.from;
-    if (from.type !== 'broker') return undefined;
-    const perInstance = groupPerInstance(from, this.plan.to);
-    const group = consumerGroupName(this.name, from, this.plan.to, this.deps.instanceId);
-    const broker = this.deps.brokers.get(from.broker)!;
-    // Websocket forwards show what happens now: replaying a topic's history to browsers would be
-    // wrong. Durable routes (broker targets) take the broker's default, which never skips a record.
-    // Only a default: the route's own startFrom, then a broker-wide one (kafka's consumer.startFrom), come first.
-    const defaultStartFrom = this.plan.to.every((t) => t.type === 'listener') ? 'latest' : undefined;
-    const undecodable = this.deadletter ? (raw: UndecodableBatch) => (this.connecting ? this.onceConnected(() => this.deadletterUndecodable(raw)) : this.deadletterUndecodable(raw)) : undefined;
-    // CloudEvents records (Kafka binding §3: structured mode decoded, binary data kept as bytes) become CloudEvent messages.
-    // A route that only calls webhooks may have several messages of a partition in hand at once (up to the
-    // smallest webhook concurrency), each committed once it and every one before it are done; orderBy keeps order per value.
-    const webhooksOnly = this.webhooks.length > 0 && this.webhooks.length === this.targets.length;
-    const inFlight = webhooksOnly ? Math.min(...this.webhooks.map((w) => w.concurrency)) : 1;
+    // Websocket forwards show what happens now (defaultStartFrom `latest`): replaying a topic's
+    // history to browsers would be wrong. Durable routes (broker targets) take the broker's
+    // default, which never skips a record. Only a default: the route's own startFrom, then a
+    // broker-wide one (kafka's consumer.startFrom), come first. A route that only calls webhooks
+    // may have several messages of a partition in hand at once (inFlight), each committed once it
+    // and every one before it are done; orderBy keeps order per value.
+    const asked = askedSubscription(this.plan, this.deps.instanceId);
+    if (!asked) return undefined;
+    const { broker: name, topic, group, startFrom, defaultStartFrom, perInstance, inFlight, qos } = asked;
+    const undecodable = asked.deadletter ? (raw: UndecodableBatch) => (this.connecting ? this.onceConnected(() => this.deadletterUndecodable(raw)) : this.deadletterUndecodable(raw)) : undefined;
     const ordered = this.webhooks.filter((w) => w.ordered);
-    const orderKeys = inFlight > 1 && ordered.length > 0 ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;
-    return { broker, spec: { topic: from.topic, group, route: this.name, startFrom: from.startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys, qos: from.qos } };
+    const orderKeys = asked.ordered ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;
+    return { broker: this.deps.brokers.get(name)!, spec: { topic, group, route: this.name, startFrom, defaultStartFrom, perInstance, undecodable, inFlight, orderKeys, qos } };
   }
 
   /** What a consume route sets up before its first message: its counters, the connections it waits for, message ids. */

@@ -125,7 +125,8 @@ describe('eventgate plan --from OLD', () => {
     ]);
     assert.match(r.stdout, /^clients disconnected: listener push: the listener needs a new socket/m);
     assert.match(r.stdout, /^consumer group joins: eventgate-audit \(route audit, local\/t\)$/m);
-    assert.match(r.stdout, /^consumer group rejoins: eventgate-out-<instance> \(route out, local\/t\)$/m);
+    // Route out is rebuilt (its listener gets a new socket) but reads local/t as before: it takes the running subscription over.
+    assert.doesNotMatch(r.stdout, /eventgate-out/);
 
     const json = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir });
     assert.equal(json.code, 2);
@@ -134,7 +135,25 @@ describe('eventgate plan --from OLD', () => {
     assert.equal(report.changes, true);
     assert.deepEqual(report.routes, { add: ['audit'], change: ['in', 'out'], remove: [], keep: [] });
     assert.deepEqual(report.listeners.rebind, ['push']);
+    assert.deepEqual(report.groups, [{ route: 'audit', broker: 'local', topic: 't', group: 'eventgate-audit', change: 'join' }]);
     assert.deepEqual(report.errors, []);
+  });
+
+  it("names a rebuilt route's group as rejoining only when what it asks of its broker changes", async () => {
+    const asked = (from: string) => base('a > 1').replace('    from: { broker: local, topic: t }\n    to: { listener: push', `    from: ${from}\n    to: { listener: push`);
+    const dir = tempFiles({
+      'old.yaml': asked('{ broker: local, topic: t }'),
+      'start.yaml': asked('{ broker: local, topic: t, startFrom: earliest }'),
+      'steps.yaml': asked('{ broker: local, topic: t }\n    through: [ { filter: "true" } ]'),
+    });
+    const start = await runCli(['plan', '-c', 'start.yaml', '--from', 'old.yaml'], { cwd: dir });
+    assert.equal(start.code, 2, start.stdout + start.stderr);
+    assert.match(start.stdout, /^consumer group rejoins: eventgate-out-<instance> \(route out, local\/t\)$/m);
+    // Before: "rejoins" for a route that takes the running subscription over (only a step changed).
+    const steps = await runCli(['plan', '-c', 'steps.yaml', '--from', 'old.yaml'], { cwd: dir });
+    assert.equal(steps.code, 2, steps.stdout + steps.stderr);
+    assert.match(steps.stdout, /^ {2}~ route out$/m);
+    assert.doesNotMatch(steps.stdout, /consumer group/);
   });
 
   it('exits 2 for a reload that only changes the admin token or drain timeout, or the log level (applied in place)', async () => {
@@ -308,6 +327,8 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       assert.equal(changed.code, 2, changed.stdout + changed.stderr);
       const report = JSON.parse(changed.stdout);
       assert.deepEqual(report.routes.change.sort(), ['in', 'out']);
+      // Route out reads local/t as it did, from the same broker: it takes the running subscription over.
+      assert.deepEqual(report.groups, []);
       assert.deepEqual(report.disconnected, [{ listener: 'push', clients: 1, reason: 'the listener needs a new socket (port, host or TLS changed)' }]);
 
       const unauthorized = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir });

@@ -1,0 +1,47 @@
+import type { Qos, StartFrom } from '../kinds/contracts.js';
+import { consumerGroupName, groupPerInstance } from './consumer-group.js';
+import type { RoutePlan } from './types.js';
+
+/**
+ * What a consume route asks of the broker it reads, from its plan alone: the data of its
+ * SubscribeSpec, to which the runtime adds the closures (`undecodable` when `deadletter`,
+ * `orderKeys` when `ordered`). One place for the two that must agree on it: the runtime, whose
+ * rebuilt route takes its predecessor's live subscription over when both ask the same of the same
+ * broker (RouteRuntime.takeOver), and `eventgate plan`, which then names no group change.
+ */
+export interface AskedSubscription {
+  broker: string;
+  topic: string;
+  group: string;
+  startFrom: StartFrom | undefined;
+  /** `latest` for a route whose targets are all forwards (browsers want what happens now); else the broker's default. */
+  defaultStartFrom: StartFrom | undefined;
+  perInstance: boolean;
+  /** Messages of a partition in hand at once: the smallest webhook concurrency of a route whose targets are all webhooks, else 1. */
+  inFlight: number;
+  /** With `inFlight` above 1: a webhook keeps an order (`orderBy`). */
+  ordered: boolean;
+  /** The route has a `deadletter` target (where an undecodable batch goes). */
+  deadletter: boolean;
+  qos: Qos | undefined;
+}
+
+/** What route `r` asks of its broker, its per-instance group named for `instance`; undefined for a route from a listener. */
+export function askedSubscription(r: RoutePlan, instance: string): AskedSubscription | undefined {
+  const from = r.from;
+  if (from.type !== 'broker') return undefined;
+  const webhooks = r.to.flatMap((t) => (t.type === 'http' ? [t.webhook] : []));
+  const inFlight = webhooks.length > 0 && webhooks.length === r.to.length ? Math.min(...webhooks.map((w) => w.concurrency)) : 1;
+  return {
+    broker: from.broker,
+    topic: from.topic,
+    group: consumerGroupName(r.name, from, r.to, instance),
+    startFrom: from.startFrom,
+    defaultStartFrom: r.to.every((t) => t.type === 'listener') ? 'latest' : undefined,
+    perInstance: groupPerInstance(from, r.to),
+    inFlight,
+    ordered: inFlight > 1 && webhooks.some((w) => w.orderBy !== undefined),
+    deadletter: r.deadletter !== undefined,
+    qos: from.qos,
+  };
+}
