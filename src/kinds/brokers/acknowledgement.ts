@@ -19,7 +19,25 @@ export class AckTimeout extends Error {
   late?: LateWrite;
 
   constructor(broker: string, ms: number) {
-    super(`no acknowledgement from broker '${broker}' within ${ms} ms`);
+    super(`no acknowledgement from broker '${broker}' within ${ms} ms; ${MAY_HAVE_REACHED}`);
+  }
+}
+
+/**
+ * What a 503 says of a message that was sent and not acknowledged (its deadline passed, or the
+ * connection went while the acknowledgement was awaited): the server may have it all the same, so
+ * a client that sends it again may store it twice. Without it such a 503 read as one for a message
+ * never sent (`broker 'b' is not connected`), which a client could retry as safe.
+ */
+export const MAY_HAVE_REACHED = 'the message may still have reached it (sending it again may store it twice)';
+
+/**
+ * The connection or channel closed while a sent message awaited its acknowledgement (`what`
+ * closed): AckTimeout's ambiguity, not NotConnected's nothing sent.
+ */
+export class LostUnacknowledged extends Error {
+  constructor(what: string) {
+    super(`${what} before the acknowledgement came; ${MAY_HAVE_REACHED}`);
   }
 }
 

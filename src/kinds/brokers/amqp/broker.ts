@@ -4,7 +4,7 @@ import type { Logger } from '../../../log.js';
 import { CONTENT_ENCODING, payloadContentEncoding, payloadContentType, payloadMessage, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
-import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, handOver, leavesOnStop, NotConnected, Relay, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, handOver, LostUnacknowledged, leavesOnStop, NotConnected, Relay, TopicDeliveries } from '../acknowledgement.js';
 import { SIZE_REFUSAL, tooLarge } from './size-limit.js';
 import type { AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft, vhostOf } from './bindings.js';
@@ -404,8 +404,10 @@ export class AmqpBroker implements BrokerRuntime {
         `broker '${this.name}' refused the message (basic.nack: a queue it was routed to refused it, such as one at its x-max-length with x-overflow reject-publish; other queues bound for it may hold it, and take it again if it is sent again)`,
       );
     const max = this.maxMessageSize;
-    if (max !== undefined && bytes > max && err.message === 'channel closed') return tooLarge(bytes, max);
-    return err;
+    if (err.message !== 'channel closed') return err;
+    if (max !== undefined && bytes > max) return tooLarge(bytes, max);
+    // amqplib's word for a confirm the closing channel will never get (a lost connection, the server closing it).
+    return new LostUnacknowledged('the publish channel closed');
   }
 
   /** The connection closed; `detail` says why, as /readyz and the 503s show it (`unreachable: ...`, `closed by the server: ...`). */
@@ -416,8 +418,8 @@ export class AmqpBroker implements BrokerRuntime {
     this.topologyOn = undefined;
     this.state = { ready: false, detail };
     this.log.warn({ reason: detail }, 'amqp connection lost; reconnecting');
-    // Publishes awaiting a confirm on the dead channel will never get one.
-    for (const c of this.confirms.values()) c.settle(new NotConnected(this.name, detail));
+    // Publishes awaiting a confirm on the dead channel will never get one (RabbitMQ may have taken them all the same).
+    for (const c of this.confirms.values()) c.settle(new LostUnacknowledged(`the connection was lost (${detail})`));
     for (const s of this.subscriptions) s.detach();
     this.retry();
   }

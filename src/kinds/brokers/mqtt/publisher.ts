@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { MqttClient } from 'mqtt';
 import { CE_HEADER_PREFIX, CE_SPECVERSION } from '../../../codecs/cloudevents.js';
 import { problem } from '../../../core/errors.js';
-import { Refused } from '../acknowledgement.js';
+import { LostUnacknowledged, Refused } from '../acknowledgement.js';
 import { TurnBuffer } from '../turn-buffer.js';
 import { AckFramer, PUBACK, PUBREC } from './acks.js';
 
@@ -45,7 +45,8 @@ export abstract class Flight implements Outgoing {
 
   /** For mqtt.js, which calls it unbound (an acknowledgement it reads, the connection closing). */
   get cb(): (err?: Error) => void {
-    return (err) => this.end(err ?? undefined);
+    // mqtt.js's words when the connection closes with the publish in flight: it was written (or about to be), so the server may have it.
+    return (err) => this.end(err?.message === 'Connection closed' ? new LostUnacknowledged('the connection closed') : (err ?? undefined));
   }
 }
 

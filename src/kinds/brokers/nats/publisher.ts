@@ -1,6 +1,6 @@
 import type { Msg, MsgHdrs, NatsConnection } from 'nats';
 import { offsetText } from '../../../core/message.js';
-import { AckDeadlines, LateWrite, NotConnected } from '../acknowledgement.js';
+import { AckDeadlines, LateWrite, LostUnacknowledged } from '../acknowledgement.js';
 import { coalesceWrites } from '../coalesce.js';
 
 interface Pending {
@@ -79,7 +79,7 @@ export class JetStreamPublisher {
   /** The connection dropped: PubAcks sent meanwhile are lost, so what waits for one answers now (503; the stream may have stored it). */
   failAll(detail: string): void {
     for (const p of this.pending.values()) {
-      p.reject(new NotConnected(this.broker, detail));
+      p.reject(new LostUnacknowledged(`the connection was lost (${detail})`));
       p.late?.tell(undefined);
     }
     this.pending.clear();
