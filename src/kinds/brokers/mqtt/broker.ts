@@ -224,7 +224,8 @@ export class MqttBroker implements BrokerRuntime {
 
   /** Never fails: an unreachable server makes the broker not ready, and the client keeps trying. */
   async start(): Promise<void> {
-    const { connect, ErrorWithReasonCode, ReasonCodes } = await loadMqtt();
+    const mqttLib = await loadMqtt();
+    const { connect, ErrorWithReasonCode, ReasonCodes } = mqttLib;
     // MqttPublisher writes the packets and reads their acknowledgements; mqtt.js's table of packets in flight holds them; nothing is stored to be sent again.
     const client = connect(this.settings.url, {
       ...clientOptions(this.settings, (this.publishId = takePublishId(this.settings.clientId)), false),
@@ -234,7 +235,10 @@ export class MqttBroker implements BrokerRuntime {
       reschedulePings: false,
     });
     this.publisher = new Link(client, this.log, 'publish');
-    client.on('connect', () => this.firstConnection.connected());
+    client.on('connect', () => {
+      this.firstConnection.connected();
+      if (!this.stopped) void endUnendedSessions(mqttLib, this.settings, this.log);
+    });
     this.out = new MqttPublisher(client, this.settings.protocolVersion === 5, (rc) => new ErrorWithReasonCode(`Publish error: ${ReasonCodes[rc as keyof typeof ReasonCodes] ?? rc}`, rc));
   }
 
@@ -382,12 +386,46 @@ async function endLeftSessions(lib: MqttLib, settings: MqttSettings, log: Logger
   for (const [id, session] of [...left]) {
     if (live?.ids.has(id) || live?.filters.has(session.filter)) continue;
     left.delete(id);
-    await endSession(lib, settings, id, session.filter, log);
+    if (!(await endSession(lib, settings, id, session.filter, log))) unendedOf(settings.url).set(id, session.filter);
   }
 }
 
-/** Connects as `clientId` with a clean session (MQTT 5: no expiry), which discards the one the server held, and disconnects. */
-async function endSession(lib: MqttLib, settings: MqttSettings, clientId: string, filter: string, log: Logger): Promise<void> {
+/**
+ * Sessions endLeftSessions could not end (the server not reached: a partition, the server away
+ * during the reload), by server URL and client id, with their filter: ended at the next connect of
+ * a publish connection to that server (endUnendedSessions). Before, they stayed subscribed and the
+ * server queued their topic's messages for a day (fault audit, point 172). Kept apart from
+ * leftSessions: those are decided at a reload's end only, when a rebuilt route's successor runs.
+ */
+const unendedSessions = new Map<string, Map<string, string>>();
+/** Server URLs whose unended sessions are being ended now (connects can come faster than a try). */
+const endingUnended = new Set<string>();
+
+function unendedOf(url: string): Map<string, string> {
+  let unended = unendedSessions.get(url);
+  if (!unended) unendedSessions.set(url, (unended = new Map()));
+  return unended;
+}
+
+/** A publish connection to the server connected: the sessions a reload could not end are ended now, unless a route runs one again (a later reload). */
+async function endUnendedSessions(lib: MqttLib, settings: MqttSettings, log: Logger): Promise<void> {
+  const unended = unendedSessions.get(settings.url);
+  if (!unended || unended.size === 0 || endingUnended.has(settings.url)) return;
+  endingUnended.add(settings.url);
+  try {
+    for (const [id, filter] of [...unended]) {
+      unended.delete(id);
+      const live = liveSessions.get(settings.url);
+      if (live?.ids.has(id) || live?.filters.has(filter)) continue;
+      if (!(await endSession(lib, settings, id, filter, log))) unended.set(id, filter);
+    }
+  } finally {
+    endingUnended.delete(settings.url);
+  }
+}
+
+/** Connects as `clientId` with a clean session (MQTT 5: no expiry), which discards the one the server held, and disconnects; false when the server was not reached. */
+async function endSession(lib: MqttLib, settings: MqttSettings, clientId: string, filter: string, log: Logger): Promise<boolean> {
   const client = lib.connect(settings.url, { ...clientOptions(settings, clientId, false), reconnectPeriod: 0 });
   client.on('error', () => undefined);
   const connected = new Promise<boolean>((resolve) => {
@@ -398,10 +436,11 @@ async function endSession(lib: MqttLib, settings: MqttSettings, clientId: string
   if (ok) {
     await disconnect(client, settings, log);
     log.info({ session: clientId, filter }, 'mqtt session of a consume route a reload removed ended on the server');
-  } else {
-    client.end(true);
-    log.warn({ session: clientId, filter }, 'mqtt session of a consume route a reload removed could not be ended (server not reached): remove it on the server');
+    return true;
   }
+  client.end(true);
+  log.warn({ session: clientId, filter }, 'mqtt session of a consume route a reload removed could not be ended (server not reached); ending it at the next connect');
+  return false;
 }
 
 /**
