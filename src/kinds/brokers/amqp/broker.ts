@@ -264,14 +264,33 @@ export class AmqpBroker implements BrokerRuntime {
           if (bound) await unbindLeft(bound.topologyOn!, server, queue, keptBindings(server, queue), bound.log);
           return;
         }
-        if (this.topologyOn) await unbindLeft(this.topologyOn, server, queue, keptBindings(server, queue), this.log);
-        else
+        // Any connection of this process to the server can unbind them (its replacement may be up while this one is not).
+        const on = this.topologyOn ?? [...liveBrokers].find((b) => b.server === server && b.topologyOn !== undefined)?.topologyOn;
+        if (on) await unbindLeft(on, server, queue, keptBindings(server, queue), this.log);
+        else {
+          undeclaredOf(server).add(queue);
           this.log.warn(
             { queue, bindings: declaredBindings(this.settings.queues[queue]!, this.settings) },
-            'amqp bindings a reload dropped are left on the server (not connected to unbind them): remove them there',
+            'amqp bindings a reload dropped could not be unbound (not connected); unbinding them at the next connect to the server',
           );
+        }
       }),
     );
+  }
+
+  /**
+   * The bindings of queues a reload removed from the config while no broker could reach the server
+   * (undeclaredQueues): unbound on this connection, now that it is up, unless a broker declares the
+   * queue again meanwhile (its own connect then unbinds what it no longer binds).
+   */
+  private async unbindUndeclared(conn: ChannelModel): Promise<void> {
+    const queues = undeclaredQueues.get(this.server);
+    if (!queues) return;
+    for (const queue of [...queues]) {
+      queues.delete(queue);
+      if ([...liveBrokers].some((b) => b.server === this.server && b.declares(queue))) continue;
+      await unbindLeft(conn, this.server, queue, keptBindings(this.server, queue), this.log);
+    }
   }
 
   reconfigure(): void {}
@@ -314,6 +333,7 @@ export class AmqpBroker implements BrokerRuntime {
       this.declaredOnce = true;
       // What a replaced broker of this process left on these queues goes now that the new bindings are in place.
       await Promise.all(Object.keys(this.settings.queues).map((q) => (this.declares(q) ? unbindLeft(conn, this.server, q, keptBindings(this.server, q), this.log) : undefined)));
+      await this.unbindUndeclared(conn);
       const publisher = await this.openPublisher(conn);
       if (this.stopped) {
         await conn.close().catch(() => undefined);
@@ -524,6 +544,20 @@ async function declareTopology(conn: ChannelModel, s: AmqpSettings): Promise<voi
 
 /** The amqp brokers of this process that started and have not stopped. */
 const liveBrokers = new Set<AmqpBroker>();
+
+/**
+ * Queues whose entry a reload removed while the replaced broker was not connected, by server
+ * (serverOf): their bindings (in leftBindings) are unbound at the next connect of a broker to that
+ * server (unbindUndeclared). Before, they were left with a warning to remove them by hand, and the
+ * server went on routing their messages into a queue nothing reads (fault audit, point 173).
+ */
+const undeclaredQueues = new Map<string, Set<string>>();
+
+function undeclaredOf(server: string): Set<string> {
+  let queues = undeclaredQueues.get(server);
+  if (!queues) undeclaredQueues.set(server, (queues = new Set()));
+  return queues;
+}
 
 /** Every binding of `queue` on `server` that a running broker or consume route of this process holds. */
 function keptBindings(server: string, queue: string): Binding[] {
