@@ -97,6 +97,22 @@ routes:
     assert.match(JSON.parse(r.reply!.body).detail, /Host/);
   });
 
+  it('404, 405 and 415 refused before the body, to a client that sent Connection: close, while its body is still coming', async () => {
+    const size = 1024 * 1024;
+    const cases: [string, number][] = [
+      ['POST /nope HTTP/1.1', 404],
+      ['PUT /in HTTP/1.1', 405],
+      ['POST /in HTTP/1.1\r\nContent-Type: application/xml', 415],
+      ['POST /in HTTP/1.1\r\nContent-Encoding: bogus', 415],
+    ];
+    for (const [head, status] of cases) {
+      const r = await sendPastAnswer(gw.port('api'), `${head}\r\nHost: gw\r\nConnection: close\r\nContent-Length: ${size}\r\n\r\n`, KIB64, size / KIB64.length);
+      assert.equal(r.error, undefined, `${head}: the client met ${r.error} after the answer`);
+      assert.equal(r.sentAfter, size, head);
+      assert.equal(r.reply?.status, status, head);
+    }
+  });
+
   it("431 (node's parser) for a head over maxHeaderBytes while the client still sends it", async () => {
     const r = await sendPastAnswer(gw.port('api'), `POST /in HTTP/1.1\r\nHost: gw\r\nX-Big: ${'b'.repeat(8192)}`, KIB64, 64);
     assert.equal(r.error, undefined, `the client met ${r.error} after the answer`);

@@ -304,6 +304,10 @@ export class HttpListener implements ListenerRuntime {
 
   private refuse(res: ServerResponse, p: Problem): void {
     if (this.draining && this.givenUp.has(res)) return;
+    // Refused before its body was read (404, 405, 415): a connection that closes after the answer
+    // (the client sent `Connection: close`) would be reset while the body still arrives, and the
+    // client would get a send error instead of the answer. Kept alive, node reads the body away itself.
+    if (!res.req.complete) lingerWhenClosed(res.req.socket);
     sendProblem(res, p);
     this.finished(res);
   }
