@@ -121,6 +121,12 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
     diagnostics.push(...syntaxErrors(doc, file, text, pos));
     return undefined;
   }
+  const collectionKey = firstCollectionKey(doc);
+  if (collectionKey) {
+    const { line, column } = pos(collectionKey.at);
+    diagnostics.push(syntaxProblem(file, line, column, `YAML error: this key is a ${collectionKey.what}, not a name; a key must be a plain string (quote it if it should read as written)`));
+    return undefined;
+  }
   const cycle = aliasCycle(doc);
   if (cycle) {
     const { line, column } = pos(cycle.at);
@@ -187,10 +193,32 @@ function syntaxErrors(doc: Document, file: string, text: string, pos: PositionOf
     const message =
       e.code === 'MULTIPLE_DOCS'
         ? 'the file holds more than one YAML document (a second one starts at this `---`); eventgate reads one: remove the `---`, or move the second part to a file of its own (in a config, with `include:`)'
-        : `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}`;
+        : e.code === 'RESOURCE_EXHAUSTION'
+          ? // The parser ran out of stack ("Maximum call stack size exceeded"): say what in the file did it.
+            'YAML error: the lists and maps here nest too deeply to be read (the parser ran out of stack); a config needs a handful of levels'
+          : `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}`;
     out.push(syntaxProblem(file, line, column, message));
   }
   return out;
+}
+
+/**
+ * A list or a map as a key (`[a]: 1`, `? {a: 1}`): toJS turns it into a string ("[ a ]") with a
+ * process warning on stderr that advises a call of the yaml library's API, and the key is then
+ * located nowhere (its problem was reported at 1:1). No key of a config or of a file it names is one.
+ */
+function firstCollectionKey(doc: Document): { at: number; what: string } | undefined {
+  let found: { at: number; what: string } | undefined;
+  visit(doc, {
+    Pair(_key, pair) {
+      const written = pair.key as YamlNode | null;
+      const key = isAlias(written) ? written.resolve(doc) : written;
+      if (!isMap(key) && !isSeq(key)) return;
+      found = { at: written?.range?.[0] ?? 0, what: isMap(key) ? 'map' : 'list' };
+      return visit.BREAK;
+    },
+  });
+  return found;
 }
 
 /**
@@ -349,7 +377,11 @@ function findNode(doc: Document, path: readonly PathPart[]): { key?: YamlNode; v
   let value = doc.contents as YamlNode | null | undefined;
   for (const part of path) {
     if (isMap(value)) {
-      const pair = value.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(part));
+      // A key may be an alias (`*name: 1`): it is found by the name it stands for.
+      const pair = value.items.find((p) => {
+        const k = isAlias(p.key) ? p.key.resolve(doc) : p.key;
+        return isScalar(k) && String(k.value) === String(part);
+      });
       if (!pair) return { key, value, exact: false };
       key = pair.key as YamlNode;
       value = (pair.value as YamlNode | null) ?? (pair.key as YamlNode);

@@ -48,6 +48,19 @@ describe('hot reload (spec §6): config changes', () => {
     assert.notEqual(after.version, versionBefore);
   });
 
+  it('rejects a new config with a list as a key, or lists nested past the parser, at their line, with no process warning; the old one keeps serving', async () => {
+    const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
+    const client = await connect();
+    const keyed = await gw.reconfigure(`${pipelineConfig('{"v": 2}')}? [a]\n: 1\n`);
+    assert.equal(keyed.msg, 'reload rejected; the running config keeps serving');
+    assert.match(String(keyed.diagnostic), /gateway\.yaml:(?!1:1:)\d+:3: YAML error: this key is a list, not a name/);
+    const deep = await gw.reconfigure(`${pipelineConfig('{"v": 3}')}x: ${'['.repeat(5000)}${']'.repeat(5000)}\n`);
+    assert.equal(deep.msg, 'reload rejected; the running config keeps serving');
+    assert.match(String(deep.diagnostic), /gateway\.yaml:\d+:\d+: YAML error: the lists and maps here nest too deeply to be read/);
+    assert.deepEqual(await roundTrip(client, 1), { v: 1 });
+    assert.doesNotMatch(gw.stderr(), /Warning|mapAsMap/);
+  });
+
   it('rejects a new config whose YAML alias sits inside its own anchor (a cycle), and reports it in /admin/status', async () => {
     const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
     const client = await connect();

@@ -111,6 +111,34 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       );
     });
 
+    it('points at a list or map written as a key, with no process warning on stderr, and finds a key written as an alias', async () => {
+      for (const [key, what] of [
+        ['? [a]\n: 1', 'list'],
+        ['{a: 1}: 1', 'map'],
+        ['x: &k [a]\n*k : 1', 'list'],
+      ] as const) {
+        const r = await validate({ 'gateway.yaml': yaml(...base, key) });
+        const line = key.startsWith('x:') ? 13 : 12;
+        assertProblems(r, [[`gateway.yaml:${line}:${key.startsWith('?') ? 3 : 1}`, new RegExp(`YAML error: this key is a ${what}, not a name`)]]);
+        assert.equal(r.stderr, '', key);
+      }
+      // An alias to a scalar is a name: its problem is where the alias is written, not at 1:1.
+      assertProblems(await validate({ 'gateway.yaml': yaml(...base, 'x: &k b', '*k : 1') }), [
+        ['gateway.yaml:12:1', /unknown key 'x' in the config/],
+        ['gateway.yaml:13:1', /unknown key 'b' in the config/],
+      ]);
+    });
+
+    it('says lists and maps nest too deeply, where, rather than a bare stack overflow', async () => {
+      for (const deep of ['['.repeat(5000) + ']'.repeat(5000), '{a: '.repeat(3000) + '1' + '}'.repeat(3000)]) {
+        const r = await validate({ 'gateway.yaml': yaml(...base, `x: ${deep}`) });
+        assert.equal(r.code, 1);
+        assert.equal(r.lines.length, 1, r.stdout);
+        assert.match(r.lines[0]!, /^gateway\.yaml:12:\d+: YAML error: the lists and maps here nest too deeply to be read/);
+        assert.doesNotMatch(r.stdout, /Maximum call stack/);
+      }
+    });
+
     it('takes YAML merge keys (<<: *anchor), and points at a bad key of an anchor where it is written and where it is merged', async () => {
       const merged = (extra: string) =>
         yaml('version: 1', 'brokers: { local: { kind: memory } }', 'listeners:', `  api: &http { kind: http, port: 0${extra} }`, '  api2:', '    <<: *http', '    host: 127.0.0.1');
