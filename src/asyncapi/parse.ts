@@ -84,7 +84,7 @@ export interface ParseOutcome {
  * be followed (refs.ts); problems name files relative to its root.
  */
 export async function parseDocument(file: string, text: string, read: (absPath: string) => Promise<string>, policy: RefPolicy): Promise<ParseOutcome> {
-  const first = checkDocument(file, text, policy);
+  const first = checkDocument(file, text, policy, undefined, 0, true);
   if (first.problems.length > 0) return { result: { document: undefined, problems: first.problems } };
   const sites = new Map<string, RefSite>(first.targets);
   const refused: RefProblem[] = [];

@@ -73,6 +73,8 @@ export function checkDocument(
   maxBytes = MAX_DOCUMENT_BYTES,
   /** Arrays around the `$ref` that led here: the parser inlines this document there. */
   arraysAround = 0,
+  /** The document itself, not one a `$ref` names: its `asyncapi` version is checked too. */
+  root = false,
 ): { problems: RefProblem[]; targets: Map<string, RefSite> } {
   const problems: RefProblem[] = [];
   const targets = new Map<string, RefSite>();
@@ -127,6 +129,31 @@ export function checkDocument(
     const { line, column } = pos(offset);
     const message = err instanceof RangeError ? `the document is nested too deeply` : `YAML error: ${(err as Error).message.split('\n')[0]}`;
     problems.push({ ...at(line, column), message });
+    return { problems, targets };
+  }
+  const version = root && value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>).asyncapi : undefined;
+  if (version !== undefined && (typeof version !== 'string' || version === '')) {
+    // The parser reads the version with String.prototype.split: another value made it throw a
+    // TypeError ("Cannot read properties of undefined (reading 'split')"), shown as it was.
+    const node = doc.get('asyncapi', true) as { range?: [number, number, number] } | undefined;
+    const { line, column } = pos(node?.range?.[0]);
+    const written = node?.range ? text.slice(node.range[0], node.range[1]) : String(version);
+    const what =
+      version === null
+        ? 'empty'
+        : version === ''
+          ? 'an empty string'
+          : typeof version === 'number'
+            ? `the number ${written}`
+            : Array.isArray(version)
+              ? 'a list'
+              : typeof version === 'object'
+                ? 'a map'
+                : `${typeof version} ${String(version)}`;
+    problems.push({
+      ...at(line, column, ['asyncapi']),
+      message: `\`asyncapi\` must be the version of the specification as a string, such as '3.0.0'; it is ${what}${typeof version === 'number' ? ` (YAML reads an unquoted ${written} as a number: write the whole version, or quote it)` : ''}`,
+    });
     return { problems, targets };
   }
   if (depthOver(value, MAX_NESTING)) {

@@ -164,6 +164,24 @@ describe('eventgate validate with AsyncAPI documents', () => {
       assert.doesNotMatch(stdout + stderr, /TypeError|Error thrown/);
     }
   });
+
+  it('says an `asyncapi` version that is not a string (an unquoted 3.0, null, a map) is one, at it, never the TypeError the parser throws', async () => {
+    const gateway = config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n');
+    const cases: [string, string][] = [
+      ['3.0', 'it is the number 3.0 (YAML reads an unquoted 3.0 as a number: write the whole version, or quote it)'],
+      ['', 'it is empty'],
+      ['{v: 3}', 'it is a map'],
+      ["''", 'it is an empty string'],
+    ];
+    for (const [version, what] of cases) {
+      const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': streetlights30.replace(/^asyncapi: .*$/m, `asyncapi: ${version}`) });
+      const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      assert.equal(code, 1);
+      const line = streetlights30.split('\n').findIndex((l) => l.startsWith('asyncapi:')) + 1;
+      assert.equal(stdout, `streetlights.yaml:${line}:11: AsyncAPI: \`asyncapi\` must be the version of the specification as a string, such as '3.0.0'; ${what}\n`, version);
+      assert.doesNotMatch(stdout + stderr, /TypeError|Error thrown/);
+    }
+  });
 });
 
 describe('the AsyncAPI examples run', () => {
