@@ -131,10 +131,11 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   }
   const unknown = unknownFunctionCalls(compiled.ast(), GATEWAY_VARIABLES);
   if (unknown.length > 0) throw new ExpressionSyntaxError(unknown[0]!.message, unknown[0]!.index);
+  const maxResultBytes = limits.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
   const where = `expression ${JSON.stringify(source.length > 60 ? `${source.slice(0, 57)}...` : source)}${origin ? ` at ${origin}` : ''}`;
   const fast = compileFastPath(compiled.ast());
-  const maxResultBytes = limits.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
   compiled.assign(EVALUATE_ENTRY as unknown as string, yieldingEntry());
+  compiled.registerFunction('pad', boundedPad(maxResultBytes), '<s-ns?:s>');
   return {
     source,
     readsVariables: hasVariable(compiled.ast()),
@@ -172,6 +173,36 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
       return result;
     },
   };
+}
+
+/**
+ * JSONata's `$pad`, bounded: a width past expressions.maxResultBytes fails before the string is
+ * made. JSONata's own made it whatever the width, and with a padding of more than one character
+ * cut it to length through an array of one string per character: `$pad("", 100000000, "ab")`
+ * ran a 4 GB heap out of memory and the process died, which the result's size check came too late
+ * for. Otherwise as JSONata's (jsonata 2.x, functions.js pad): widths and lengths in code points.
+ */
+function boundedPad(maxResultBytes: number): (str: string | undefined, width: number, char?: string) => string | undefined {
+  return (str, width, char) => {
+    if (str === undefined) return undefined;
+    const fill = char === undefined || char.length === 0 ? ' ' : char;
+    const w = Math.trunc(width);
+    const padLength = Math.abs(w) - codePoints(str);
+    if (!(padLength > 0)) return str;
+    // 2 bytes per character, as the result's size is estimated.
+    if ((padLength + str.length) * 2 > maxResultBytes) {
+      throw { code: 'EG_PAD', message: `$pad to a width of ${w} would make a string larger than expressions.maxResultBytes (${sizeText(maxResultBytes)})` };
+    }
+    const repeated = fill.repeat(Math.ceil(padLength / codePoints(fill)));
+    const padding = !/[\uD800-\uDFFF]/.test(repeated) ? repeated.slice(0, padLength) : Array.from(repeated).slice(0, padLength).join('');
+    return w > 0 ? str + padding : padding + str;
+  };
+}
+
+function codePoints(s: string): number {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
 }
 
 /**
