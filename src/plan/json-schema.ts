@@ -26,6 +26,8 @@ export interface SchemaProblem {
  */
 const sharedAjvs = new Map<string, Ajv>();
 
+const KNOWN_DRAFTS = 'http://json-schema.org/draft-07/schema#, https://json-schema.org/draft/2019-09/schema, https://json-schema.org/draft/2020-12/schema';
+
 export class JsonSchemaCompiler {
   private readonly ajvs = sharedAjvs;
 
@@ -35,13 +37,22 @@ export class JsonSchemaCompiler {
       return { validate: undefined, problems: [{ path: [], message: 'must be an object (a JSON Schema)' }] };
     }
     const declared = (schema as { $schema?: unknown }).$schema;
+    // ajv throws on a `$schema` it cannot look up, and that was no diagnostic but the run's end
+    // (`eventgate: $schema must be a string`, no file:line:col; a reload threw too).
+    if (declared !== undefined && typeof declared !== 'string') return { validate: undefined, problems: [{ path: ['$schema'], message: `'$schema' must be a string (${KNOWN_DRAFTS}), or left out` }] };
     const draft = String(declared ?? '');
     const which = declared === undefined ? defaultDraft : draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020';
     // Removing a schema with an `$id` from ajv also drops that id, which could be one the shared
     // instance needs (a meta-schema's): such schemas get an instance of their own, as all did before.
     const ownId = (schema as { $id?: unknown }).$id !== undefined;
     const ajv = ownId ? newAjv(which) : this.ajvFor(which);
-    if (!ajv.validateSchema(schema)) return { validate: undefined, problems: metaProblems(schema, ajv.errors ?? []) };
+    let valid: boolean;
+    try {
+      valid = ajv.validateSchema(schema) as boolean;
+    } catch {
+      return { validate: undefined, problems: [{ path: ['$schema'], message: `'$schema' names no JSON Schema draft this gateway knows (${KNOWN_DRAFTS}); leave it out for 2020-12` }] };
+    }
+    if (!valid) return { validate: undefined, problems: metaProblems(schema, ajv.errors ?? []) };
     const typos = schemaTypos(schema, ajv);
     if (typos.length > 0) return { validate: undefined, problems: typos };
     try {

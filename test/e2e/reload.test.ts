@@ -61,6 +61,18 @@ describe('hot reload (spec §6): config changes', () => {
     assert.doesNotMatch(gw.stderr(), /Warning|mapAsMap/);
   });
 
+  it('rejects a new config whose JSON Schema has a `$schema` that is not a string, at it (the reload used to end in an unhandled rejection), and a fix applies', async () => {
+    const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
+    const client = await connect();
+    const line = await gw.reconfigure(pipelineConfig('{"v": 2}', { schema: '{ $schema: 1, type: object }' }));
+    assert.equal(line.msg, 'reload rejected; the running config keeps serving');
+    assert.match(String(line.diagnostic), /gateway\.yaml:\d+:\d+: invalid JSON Schema at \$schema: '\$schema' must be a string/);
+    assert.deepEqual(await roundTrip(client, 1), { v: 1 });
+    assert.equal((await gw.reconfigure(pipelineConfig('{"v": 3}', { schema: '{ type: object }' }))).msg, 'config reloaded');
+    assert.deepEqual(await roundTrip(client, 2), { v: 3 });
+    assert.equal(gw.logs.filter((l) => /unhandled|uncaught/.test(l.msg)).length, 0);
+  });
+
   it('rejects a new config whose YAML alias sits inside its own anchor (a cycle), and reports it in /admin/status', async () => {
     const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
     const client = await connect();

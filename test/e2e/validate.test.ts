@@ -485,6 +485,24 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['schemas/light.json:4:47', /invalid JSON Schema at properties\.lumens\.minimum: 'minimum' must be number/]]);
     });
 
+    it("points at a `$schema` that is not a string or names no draft it knows, in a schema file and inline, instead of ending with ajv's words", async () => {
+      for (const [value, message] of [
+        ['1', /'\$schema' must be a string \(http:\/\/json-schema\.org\/draft-07\/schema#, .*\), or left out$/],
+        ['null', /'\$schema' must be a string/],
+        ['"http://example.com/my-draft"', /'\$schema' names no JSON Schema draft this gateway knows \(.*\); leave it out for 2020-12$/],
+      ] as const) {
+        const r = await validate({
+          'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', `    - validate: { schema: { $schema: ${value}, type: object } }`, ...route),
+          'schemas/light.json': yaml('{', `  "$schema": ${value},`, '  "type": "object"', '}'),
+        });
+        assertProblems(r, [
+          ['gateway.yaml:15:38', message],
+          ['schemas/light.json:2:14', message],
+        ]);
+        assert.doesNotMatch(r.stderr, /eventgate:/);
+      }
+    });
+
     it('refuses an unknown format at its key, with a hint, and nothing from ajv on stderr (validate and run)', async () => {
       const files = {
         'gateway.yaml': yaml(
