@@ -132,7 +132,7 @@ export function checkDocument(
     return { problems, targets };
   }
   const version = root && value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>).asyncapi : undefined;
-  if (version !== undefined && (typeof version !== 'string' || version === '')) {
+  if (version !== undefined && (typeof version !== 'string' || !/^\d+\.\d+\.\d+/.test(version))) {
     // The parser reads the version with String.prototype.split: another value made it throw a
     // TypeError ("Cannot read properties of undefined (reading 'split')"), shown as it was.
     const node = doc.get('asyncapi', true) as { range?: [number, number, number] } | undefined;
@@ -143,13 +143,15 @@ export function checkDocument(
         ? 'empty'
         : version === ''
           ? 'an empty string'
-          : typeof version === 'number'
-            ? `the number ${written}`
-            : Array.isArray(version)
-              ? 'a list'
-              : typeof version === 'object'
-                ? 'a map'
-                : `${typeof version} ${String(version)}`;
+          : typeof version === 'string'
+            ? `'${version}'`
+            : typeof version === 'number'
+              ? `the number ${written}`
+              : Array.isArray(version)
+                ? 'a list'
+                : typeof version === 'object'
+                  ? 'a map'
+                  : `${typeof version} ${String(version)}`;
     problems.push({
       ...at(line, column, ['asyncapi']),
       message: `\`asyncapi\` must be the version of the specification as a string, such as '3.0.0'; it is ${what}${typeof version === 'number' ? ` (YAML reads an unquoted ${written} as a number: write the whole version, or quote it)` : ''}`,
@@ -170,9 +172,33 @@ export function checkDocument(
     });
     return { problems, targets };
   }
+  if (root) {
+    const empty = emptyMessage(value);
+    if (empty) {
+      const node = doc.getIn(empty, true) as { range?: [number, number, number] } | undefined;
+      const { line, column } = pos(node?.range?.[0]);
+      problems.push({
+        ...at(line, column, empty),
+        message: `the message at /${empty.map((p) => String(p).replace(/~/g, '~0').replace(/\//g, '~1')).join('/')} is empty; write the message (or a $ref to one)`,
+      });
+      return { problems, targets };
+    }
+  }
   visit(doc, {
     Pair(_key, pair, path) {
-      if (!isPair(pair) || !isScalar(pair.key) || pair.key.value !== '$ref' || !isScalar(pair.value) || typeof pair.value.value !== 'string') return;
+      if (!isPair(pair) || !isScalar(pair.key) || pair.key.value !== '$ref') return;
+      if (!isScalar(pair.value) || typeof pair.value.value !== 'string') {
+        // The parser calls String methods on every $ref: another value made it throw a TypeError ("path.startsWith is not a function").
+        const { line, column } = pos((pair.value as { range?: [number, number, number] } | null)?.range?.[0] ?? pair.key.range?.[0]);
+        problems.push({
+          file,
+          line,
+          column,
+          path: [...path.filter(isPair).map((p) => (isScalar(p.key) ? String(p.key.value) : '?')), '$ref'],
+          message: '$ref must be a string: a path or URL, and a JSON pointer after #',
+        });
+        return;
+      }
       const { line, column } = pos(pair.value.range?.[0]);
       const docPath = path.filter(isPair).map((p) => (isScalar(p.key) ? String(p.key.value) : '?'));
       const site = { file, line, column, path: [...docPath, '$ref'], arrays: arraysAround + path.filter(isSeq).length };
@@ -182,6 +208,24 @@ export function checkDocument(
     },
   });
   return { problems, targets };
+}
+
+/**
+ * The first message of an AsyncAPI 2.x document that is empty (`message:` with nothing after it):
+ * the parser read its `schemaFormat` and threw a TypeError ("Cannot read properties of null").
+ */
+function emptyMessage(value: unknown): (string | number)[] | undefined {
+  const obj = (v: unknown): Record<string, unknown> | undefined => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined);
+  const root = obj(value);
+  if (!root || typeof root.asyncapi !== 'string' || !root.asyncapi.startsWith('2.')) return undefined;
+  for (const [name, channel] of Object.entries(obj(root.channels) ?? {})) {
+    for (const op of ['publish', 'subscribe']) {
+      const operation = obj(obj(channel)?.[op]);
+      if (operation && 'message' in operation && operation.message === null) return ['channels', name, op, 'message'];
+    }
+  }
+  for (const [name, message] of Object.entries(obj(obj(root.components)?.messages) ?? {})) if (message === null) return ['components', 'messages', name];
+  return undefined;
 }
 
 /**

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { post, WsClient } from '../helpers/clients.js';
-import { lightMeasuredPayload, streetlights30 } from '../helpers/asyncapi-fixtures.js';
+import { lightMeasuredPayload, streetlights26, streetlights30 } from '../helpers/asyncapi-fixtures.js';
 import { repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const config = `version: 1
@@ -172,6 +172,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
       ['', 'it is empty'],
       ['{v: 3}', 'it is a map'],
       ["''", 'it is an empty string'],
+      ['x', "it is 'x'"],
     ];
     for (const [version, what] of cases) {
       const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': streetlights30.replace(/^asyncapi: .*$/m, `asyncapi: ${version}`) });
@@ -179,6 +180,24 @@ describe('eventgate validate with AsyncAPI documents', () => {
       assert.equal(code, 1);
       const line = streetlights30.split('\n').findIndex((l) => l.startsWith('asyncapi:')) + 1;
       assert.equal(stdout, `streetlights.yaml:${line}:11: AsyncAPI: \`asyncapi\` must be the version of the specification as a string, such as '3.0.0'; ${what}\n`, version);
+      assert.doesNotMatch(stdout + stderr, /TypeError|Error thrown/);
+    }
+  });
+
+  it('says a $ref that is not a string, or an empty 2.x message, is one, at it, never the TypeError the parser throws', async () => {
+    const gateway = config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n');
+    const ref = streetlights30.replace("$ref: '#/channels/lightingMeasured'", '$ref: []');
+    const refLine = ref.split('\n').findIndex((l) => l.includes('$ref: []')) + 1;
+    const empty = streetlights26.replace("      message:\n        $ref: '#/components/messages/lightMeasured'\n", '      message:\n');
+    const cases: [string, string][] = [
+      [ref, `streetlights.yaml:${refLine}:${ref.split('\n')[refLine - 1]!.indexOf('[') + 1}: AsyncAPI: $ref must be a string: a path or URL, and a JSON pointer after #\n`],
+      [empty, 'streetlights.yaml:8:15: AsyncAPI: the message at /channels/light~1measured/publish/message is empty; write the message (or a $ref to one)\n'],
+    ];
+    for (const [document, expected] of cases) {
+      const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': document, 'schemas/light-measured.yaml': lightMeasuredPayload });
+      const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      assert.equal(code, 1);
+      assert.equal(stdout, expected);
       assert.doesNotMatch(stdout + stderr, /TypeError|Error thrown/);
     }
   });
