@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseEnv } from 'node:util';
-import { describeFsError, type Env } from '../config/source.js';
+import { decodeUtf8, describeFsError, type Env } from '../config/source.js';
 import { hash } from '../core/canonical.js';
 
 /** What loadEnv read: the environment, and each `--vars-file` by absolute path with the hash of what it held ('missing' when unreadable). */
@@ -25,7 +25,35 @@ export function loadEnv(files: readonly string[]): LoadedEnv {
       return { error: `cannot read --vars-file '${file}': ${describeFsError(err)}`, file, files: read };
     }
     read.set(resolve(file), hash(bytes));
-    for (const [k, v] of Object.entries(parseEnv(bytes.toString('utf8')))) if (v !== undefined && !(k in fromFiles)) fromFiles[k] = v;
+    const text = varsText(bytes);
+    if (typeof text !== 'string') return { error: `--vars-file ${file}:${text.line}:${text.column}: ${text.message}`, file, files: read };
+    for (const [k, v] of Object.entries(parseEnv(text))) if (v !== undefined && !(k in fromFiles)) fromFiles[k] = v;
   }
   return { env: { ...fromFiles, ...process.env }, files: read };
+}
+
+/**
+ * The text of a vars file, or its first problem. node's parseEnv takes anything and says nothing:
+ * a byte order mark became part of the first name (`\ufeffPORT`, so PORT was "not set"), a line
+ * without `=` swallowed the next line into its name (`PORT 8080` hid the variable after it), and
+ * bytes that are not UTF-8 became U+FFFD in the value (a topic name changed without a word).
+ */
+function varsText(bytes: Buffer): string | { line: number; column: number; message: string } {
+  const decoded = decodeUtf8(bytes);
+  if (typeof decoded !== 'string') return decoded;
+  const text = decoded.charCodeAt(0) === 0xfeff ? decoded.slice(1) : decoded;
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (/^\s*(#|$)/.test(line)) continue;
+    const m = /^\s*(?:export\s+)?[^\s=#]+\s*=\s*(["'`]?)/.exec(line);
+    if (!m) {
+      const column = line.search(/\S/) + 1;
+      return { line: i + 1, column, message: 'expected NAME=value (or a # comment); a value with spaces is written NAME="a value"' };
+    }
+    const quote = m[1];
+    // A quoted value may span lines up to its closing quote, as parseEnv reads it.
+    if (quote && !line.slice(m[0].length).includes(quote)) while (i + 1 < lines.length && !lines[++i]!.includes(quote));
+  }
+  return text;
 }

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
@@ -207,6 +209,43 @@ describe('${VAR} without the deployment environment', () => {
     const missingFile = await validate(config, ['--vars-file', 'nope.env']);
     assert.equal(missingFile.code, 1);
     assert.match(missingFile.stderr, /cannot read --vars-file 'nope\.env': no such file/);
+  });
+
+  it('a --vars-file with a byte order mark is read; one with a line that is not NAME=value or bytes that are not UTF-8 is refused at them', async () => {
+    const config = yaml(
+      'version: 1',
+      'brokers:',
+      '  local:',
+      '    kind: memory',
+      '    retain: ${RETAIN}',
+      'listeners:',
+      '  api: {kind: http, port: 0}',
+      'routes:',
+      '  - name: in',
+      '    from: {listener: api, path: /in}',
+      '    to: {broker: local, topic: "${TOPIC}"}',
+    );
+    const cases: [Buffer, number, string][] = [
+      // node's parseEnv made the first name '\ufeffRETAIN': "RETAIN is not set".
+      [Buffer.from('\ufeffRETAIN=10\nTOPIC=t\n'), 0, ''],
+      // A line without '=' swallowed the next one into its name: TOPIC was "not set".
+      [Buffer.from('# CI\nRETAIN 10\nTOPIC=t\n'), 1, 'eventgate: --vars-file ci.env:2:1: expected NAME=value (or a # comment); a value with spaces is written NAME="a value"\n'],
+      // Latin-1 'é' became U+FFFD in the topic's name, without a word.
+      [
+        Buffer.concat([Buffer.from('RETAIN=10\nTOPIC=caf'), Buffer.from([0xe9]), Buffer.from('\n')]),
+        1,
+        'eventgate: --vars-file ci.env:2:10: the file is not UTF-8 text: byte 0xE9 here is not valid UTF-8 (save the file as UTF-8)\n',
+      ],
+      // Quoted values may span lines, as parseEnv reads them.
+      [Buffer.from('RETAIN=10\nTOPIC="t"\nNOTE="two\nlines"\n  # indented comment\n'), 0, ''],
+    ];
+    for (const [vars, code, stderr] of cases) {
+      const dir = tempFiles({ 'gateway.yaml': config });
+      writeFileSync(join(dir, 'ci.env'), vars);
+      const r = await runCli(['validate', '-c', 'gateway.yaml', '--vars-file', 'ci.env'], { cwd: dir });
+      assert.deepEqual([r.code, r.stderr], [code, stderr], `${JSON.stringify(vars.toString('latin1'))}: ${r.stdout}`);
+      if (code === 0) assert.equal(r.stdout, 'ok\n');
+    }
   });
 
   it('examples/kafka.yaml validates in CI with an env file', async () => {
