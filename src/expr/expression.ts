@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
-import { unknownFunctionCalls } from './functions.js';
+import { siftWithoutFunction, unknownFunctionCalls } from './functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import { type Problem, problem } from '../core/errors.js';
 import type { Message, MessageContext } from '../core/message.js';
@@ -131,6 +131,8 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   }
   const unknown = unknownFunctionCalls(compiled.ast(), GATEWAY_VARIABLES);
   if (unknown.length > 0) throw new ExpressionSyntaxError(unknown[0]!.message, unknown[0]!.index);
+  const sift = siftWithoutFunction(compiled.ast());
+  if (sift) throw new ExpressionSyntaxError(sift.message, sift.index);
   const maxResultBytes = limits.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
   const where = `expression ${JSON.stringify(source.length > 60 ? `${source.slice(0, 57)}...` : source)}${origin ? ` at ${origin}` : ''}`;
   const fast = compileFastPath(compiled.ast());

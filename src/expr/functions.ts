@@ -120,6 +120,34 @@ export function unknownFunctionCalls(ast: unknown, gatewayVariables: Iterable<st
     });
 }
 
+/**
+ * A call of `$sift` that can never be given its function: `$sift()`, or `$sift({...})` (an object
+ * written where the function goes), unless the expression binds its own `$sift`. JSONata's
+ * signature for it takes the function as optional and then fails inside with its own TypeError
+ * ("Cannot read properties of undefined (reading 'arity')") for every message.
+ */
+export function siftWithoutFunction(ast: unknown): UnknownCall | undefined {
+  let found: UnknownCall | undefined;
+  let rebound = false;
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(walk);
+    if (node === null || typeof node !== 'object') return;
+    const n = node as AstNode;
+    if (n.type === 'bind' && isVariable(n.lhs) && n.lhs.value === 'sift') rebound = true;
+    if (n.type === 'lambda' && Array.isArray(n.arguments) && n.arguments.some((a) => isVariable(a) && a.value === 'sift')) rebound = true;
+    if (!found && n.type === 'function' && isVariable(n.procedure) && n.procedure.value === 'sift' && Array.isArray(n.arguments)) {
+      const [only, ...more] = n.arguments as AstNode[];
+      if (only === undefined || (more.length === 0 && only.type === 'unary' && only.value === '{')) {
+        const position = n.procedure.position ?? 0;
+        found = { name: 'sift', index: Math.max(0, position - 'sift'.length - 1), message: '$sift needs a function to keep each entry by, e.g. $sift($obj, function($v, $k) { $v > 0 })' };
+      }
+    }
+    for (const v of Object.values(n)) if (v !== null && typeof v === 'object') walk(v);
+  };
+  walk(ast);
+  return rebound ? undefined : found;
+}
+
 function isVariable(n: unknown): n is { type: 'variable'; value: string; position?: number } {
   return n !== null && typeof n === 'object' && (n as AstNode).type === 'variable' && typeof (n as AstNode).value === 'string';
 }

@@ -195,6 +195,28 @@ describe('eventgate validate catches what would only fail at run time', () => {
     assert.equal(r.code, 1);
     assert.deepEqual(r.lines, ['gateway.yaml:8:27: JSONata expression does not compile: unknown function $uppercse (did you mean $uppercase?)']);
   });
+
+  it('a $sift that is given no function, at its position; the forms that give it one validate', async () => {
+    const config = (...filters: string[]) =>
+      yaml(
+        'version: 1',
+        'brokers: { local: { kind: memory } }',
+        'listeners: { api: { kind: http, port: 0 } }',
+        'routes:',
+        '  - name: r',
+        '    from: { listener: api, path: /x }',
+        '    through:',
+        ...filters.map((f) => `      - transform: '${f}'`),
+        '    to: { broker: local, topic: t }',
+      );
+    // Before: valid, and every message then failed with JSONata's "Cannot read properties of undefined (reading 'arity')".
+    const r = await validate(config('{"kept": $sift()}', '{"kept": $sift({"a": 1})}'));
+    assert.equal(r.code, 1);
+    const problem = 'JSONata expression does not compile: $sift needs a function to keep each entry by, e.g. $sift($obj, function($v, $k) { $v > 0 })';
+    assert.deepEqual(r.lines, [`gateway.yaml:8:30: ${problem}`, `gateway.yaml:9:30: ${problem}`]);
+    const fine = await validate(config('$sift(function($v){ $v > 0 })', '$sift(counts, function($v){ $v > 0 })', '($sift := function(){ 1 }; $sift())'));
+    assert.equal(fine.code, 0, fine.lines.join('\n'));
+  });
 });
 
 describe('${VAR} without the deployment environment', () => {
