@@ -1,4 +1,4 @@
-import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
+import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, Msg, MsgHdrs, NatsConnection, StreamConfig } from 'nats';
 import type { Logger } from '../../../log.js';
 import { offsetText, payloadMessage, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import {
@@ -85,9 +85,45 @@ function toHeaders(h: Readonly<Record<string, string>>, msgId?: MsgIdChange): Ms
 const CASE_FREE_NAMES = new Map(['content-type', 'content-encoding'].map((n) => [n, n]));
 const CASE_FREE_LENGTHS = new Set([...CASE_FREE_NAMES.keys()].map((n) => n.length));
 
-function fromHeaders(h: MsgHdrs | undefined): Record<string, string> {
+/**
+ * A consumed message's headers. The client decodes them when first asked and throws on a name
+ * that is not printable ASCII (`Ü: 1`, `a b: 1`), which nats-server passes on from any
+ * publisher: thrown in a subscription's callback, that closed the connection's reader, and every
+ * route on the broker stalled until the connection was dropped as stale. Such a block is read
+ * here instead, its names as they came (a target that cannot carry one refuses the message).
+ */
+function consumedHeaders(m: Msg | JsMsg): Record<string, string> {
+  let h: MsgHdrs | undefined;
+  try {
+    h = m.headers;
+  } catch {
+    // The client's message (a JetStream message wraps one) keeps the bytes it read and where the header block ends.
+    const inner = (m as { msg?: Msg }).msg ?? m;
+    const raw = inner as unknown as { _rdata?: Uint8Array; _msg?: { hdr?: number } };
+    const end = raw._msg?.hdr ?? -1;
+    if (raw._rdata === undefined || end < 0) return {};
+    return caseFree(singleValued(looseHeaders(Buffer.from(raw._rdata.subarray(0, end)).toString('utf8'))));
+  }
   if (!h) return {};
-  const out = singleValued(h.keys().map((k) => [k, h.values(k)] as [string, string[]]));
+  return caseFree(singleValued(h.keys().map((k) => [k, h.values(k)] as [string, string[]])));
+}
+
+/** A header block's `name: value` lines, as the client reads them but taking any name. */
+function looseHeaders(block: string): [string, string[]][] {
+  const out = new Map<string, string[]>();
+  // The first line is `NATS/1.0` and a status, if any.
+  for (const line of block.split('\r\n').slice(1)) {
+    const colon = line.indexOf(':');
+    if (colon < 1) continue;
+    const name = line.slice(0, colon);
+    const values = out.get(name) ?? [];
+    values.push(line.slice(colon + 1).trim());
+    out.set(name, values);
+  }
+  return [...out];
+}
+
+function caseFree(out: Record<string, string>): Record<string, string> {
   for (const name of Object.keys(out)) {
     // Most names are neither: no lower-case copy made for them (this runs for every consumed message).
     if (!CASE_FREE_LENGTHS.has(name.length)) continue;
@@ -592,7 +628,7 @@ class NatsSubscription {
    * is at most once, and nats-server drops for a slow consumer too.
    */
   private consumeCore(nc: NatsConnection): Promise<void> {
-    const queue: { data: Buffer; subject: string; headers: MsgHdrs | undefined; at: number }[] = [];
+    const queue: { data: Buffer; subject: string; headers: Record<string, string>; at: number }[] = [];
     let head = 0;
     let pending = 0;
     let pumping: Promise<void> | undefined;
@@ -628,7 +664,7 @@ class NatsSubscription {
         }
         pending += size;
         // Copied: the client's message data is a view of its read buffer.
-        queue.push({ data: Buffer.from(m.data), subject: m.subject, headers: m.headers, at: Date.now() });
+        queue.push({ data: Buffer.from(m.data), subject: m.subject, headers: consumedHeaders(m), at: Date.now() });
         pumping ??= pump();
       },
     });
@@ -827,8 +863,8 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
 }
 
-function coreMessage(data: Buffer, subject: string, headers: MsgHdrs | undefined, at: number): Message {
-  return payloadMessage(data, { headers: fromHeaders(headers), topic: subject, partition: null, offset: null, timestamp: at });
+function coreMessage(data: Buffer, subject: string, headers: Record<string, string>, at: number): Message {
+  return payloadMessage(data, { headers, topic: subject, partition: null, offset: null, timestamp: at });
 }
 
 /** A set that forgets its oldest entries past `max`. */
@@ -849,7 +885,7 @@ class RecentSet {
 
 function streamMessage(m: JsMsg): Message {
   return payloadMessage(Buffer.from(m.data), {
-    headers: fromHeaders(m.headers),
+    headers: consumedHeaders(m),
     topic: m.subject,
     partition: 0,
     offset: offsetText(m.seq),
