@@ -95,7 +95,7 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
   };
   /** A document a `$ref` led to is checked like the first before the parser sees it. */
   const admit = (target: string, from: string, t: string, max?: number) => {
-    const checked = checkDocument(from, t, policy, max, sites.get(target)?.arrays ?? 0);
+    const checked = checkDocument(from, t, policy, max, sites.get(target)?.arrays ?? 0, false, first.asyncapi2);
     if (checked.problems.length > 0) {
       const site = sites.get(target);
       // Problems in a remote document are shown at the $ref that fetched it (a URL is no file to point into).
@@ -184,11 +184,25 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
 function readableMessage(message: string, policy: RefPolicy): string {
   const fs = /^(E[A-Z]+): .*, open '(.*)'$/.exec(message);
   if (fs) return `cannot read the file this $ref points to (${fs[1]}: ${displayPath(fs[2]!, policy)})`;
-  // An exception inside the parser comes with its stack (paths of the gateway's installation): the message is enough.
-  return message
-    .replace(/,? stack: [\s\S]*$/, '')
-    .split(`${policy.root}/`)
-    .join('');
+  const thrown = /^Error thrown during (.*?)\. Name: (\w+), message: ([\s\S]*?)(?:, stack: ([\s\S]*))?$/.exec(message);
+  if (thrown) return parserFailure(thrown[1]!, thrown[3]!, thrown[4] ?? '', policy);
+  return message.split(`${policy.root}/`).join('');
+}
+
+/**
+ * An exception inside the parser (a JavaScript error of its code, on a document shape it does not
+ * expect) is said in the gateway's words: what it was doing, what kind of value it met, and the
+ * rule's JSONPath when its stack names one; never the error's class, its JavaScript words or the stack.
+ */
+function parserFailure(during: string, error: string, stack: string, policy: RefPolicy): string {
+  const read = /^Cannot read properties of (null|undefined) \(reading '(.*)'\)/.exec(error);
+  const what = read
+    ? `it met ${read[1] === 'null' ? 'a null value' : 'a missing value'} where it expected a map with \`${read[2]}\``
+    : / is not (a function|iterable)/.test(error)
+      ? 'it met a value of a type it does not expect'
+      : `it failed (${error.split(`${policy.root}/`).join('').split('\n')[0]})`;
+  const rule = /\n\s+at (\$[^\s]*)/.exec(stack)?.[1];
+  return `the AsyncAPI parser could not read this document: during ${during}${rule ? ` (the rule over ${rule.replace(/\[\?\(.*$/, '')})` : ''} ${what}; look for a null, empty or mistyped value there`;
 }
 
 type Json = Record<string, any>;

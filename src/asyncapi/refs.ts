@@ -75,7 +75,9 @@ export function checkDocument(
   arraysAround = 0,
   /** The document itself, not one a `$ref` names: its `asyncapi` version is checked too. */
   root = false,
-): { problems: RefProblem[]; targets: Map<string, RefSite> } {
+  /** A document a `$ref` of an AsyncAPI 2.x document names (the root's version says which rules apply). */
+  asyncapi2 = false,
+): { problems: RefProblem[]; targets: Map<string, RefSite>; asyncapi2?: boolean } {
   const problems: RefProblem[] = [];
   const targets = new Map<string, RefSite>();
   const at = (line = 1, column = 1, path: (string | number)[] = []) => ({ file, line, column, path });
@@ -172,6 +174,7 @@ export function checkDocument(
     });
     return { problems, targets };
   }
+  const v2 = root ? typeof version === 'string' && version.startsWith('2.') : asyncapi2;
   if (root) {
     const empty = emptyMessage(value);
     if (empty) {
@@ -186,6 +189,21 @@ export function checkDocument(
   }
   visit(doc, {
     Pair(_key, pair, path) {
+      if (v2 && isPair(pair) && isScalar(pair.key) && pair.key.value === 'message' && (pair.value === null || (isScalar(pair.value) && pair.value.value === null))) {
+        // The parser's 2.x rules take every `message` key below a channel's operation (even one inside
+        // a message's example or summary, once $refs are inlined) for a message and read its
+        // `schemaFormat`: a null one made it throw a TypeError ("Cannot read properties of null").
+        const { line, column } = pos((pair.value as { range?: [number, number, number] } | null)?.range?.[0] ?? pair.key.range?.[0]);
+        const keys = [...path.filter(isPair).map((p) => (isScalar(p.key) ? String(p.key.value) : '?')), 'message'];
+        problems.push({
+          file,
+          line,
+          column,
+          path: keys,
+          message: `\`message\` is null at /${keys.map((k) => k.replace(/~/g, '~0').replace(/\//g, '~1')).join('/')}: the AsyncAPI parser's 2.x rules read every \`message\` key under a channel's operation (examples and $ref'd parts included) as a message and cannot read a null one; give it a value, or leave the key out`,
+        });
+        return;
+      }
       if (!isPair(pair) || !isScalar(pair.key) || pair.key.value !== '$ref') return;
       if (!isScalar(pair.value) || typeof pair.value.value !== 'string') {
         // The parser calls String methods on every $ref: another value made it throw a TypeError ("path.startsWith is not a function").
@@ -207,7 +225,7 @@ export function checkDocument(
       else if (checked.target !== undefined && !targets.has(checked.target)) targets.set(checked.target, site);
     },
   });
-  return { problems, targets };
+  return { problems, targets, asyncapi2: v2 };
 }
 
 /**

@@ -203,6 +203,30 @@ describe('eventgate validate with AsyncAPI documents', () => {
   });
 });
 
+describe('a null `message` in an AsyncAPI 2.x document (fuzz, point 210)', () => {
+  it('is a problem at it, in the document or in a file its $ref names, never the TypeError the parser throws', async () => {
+    const gateway = config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n');
+    // A message example whose payload has a `message` field that is null: valid AsyncAPI, on which the parser's 2.x rules threw.
+    const example = streetlights26.replace('      name: lightMeasured\n', '      name: lightMeasured\n      examples:\n        - payload: {message: null}\n');
+    const line = example.split('\n').findIndex((l) => l.includes('{message: null}')) + 1;
+    const column = example.split('\n')[line - 1]!.indexOf('null') + 1;
+    const inFile = `${lightMeasuredPayload}examples:\n  - message:\n`;
+    const words =
+      "the AsyncAPI parser's 2.x rules read every `message` key under a channel's operation (examples and $ref'd parts included) as a message and cannot read a null one; give it a value, or leave the key out";
+    const cases: [string, string, string][] = [
+      [example, lightMeasuredPayload, `streetlights.yaml:${line}:${column}: AsyncAPI: \`message\` is null at /components/messages/lightMeasured/examples/payload/message: ${words}\n`],
+      [streetlights26, inFile, `schemas/light-measured.yaml:${inFile.split('\n').length - 1}:13: AsyncAPI: \`message\` is null at /examples/message: ${words}\n`],
+    ];
+    for (const [document, schema, expected] of cases) {
+      const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': document, 'schemas/light-measured.yaml': schema });
+      const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      assert.equal(code, 1);
+      assert.equal(stdout, expected);
+      assert.doesNotMatch(stdout + stderr, /TypeError|Error thrown|Cannot read/);
+    }
+  });
+});
+
 describe('the AsyncAPI examples run', () => {
   const gw = useGateway();
 
