@@ -181,7 +181,7 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
  * open '/x'`); they are shown with the path relative to the config's directory, and no other
  * message may carry an absolute path of it either.
  */
-function readableMessage(message: string, policy: RefPolicy): string {
+export function readableMessage(message: string, policy: RefPolicy): string {
   const fs = /^(E[A-Z]+): .*, open '(.*)'$/.exec(message);
   if (fs) return `cannot read the file this $ref points to (${fs[1]}: ${displayPath(fs[2]!, policy)})`;
   const thrown = /^Error thrown during (.*?)\. Name: (\w+), message: ([\s\S]*?)(?:, stack: ([\s\S]*))?$/.exec(message);

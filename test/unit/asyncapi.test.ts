@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { formatDiagnostic } from '../../src/config/diagnostics.js';
 import { defaultRegistry } from '../../src/kinds/index.js';
 import { loadPlan, type LoadResult } from '../../src/plan/compile.js';
+import { readableMessage } from '../../src/asyncapi/parse.js';
 import type { Plan } from '../../src/plan/types.js';
 import type { Message, MessageContext } from '../../src/core/message.js';
 import { isStop, type StepStop } from '../../src/core/outcome.js';
@@ -287,5 +288,29 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       inGatewayThread: false,
       parserThread: true,
     });
+  });
+});
+
+describe("the AsyncAPI parser's own exceptions (fuzz, point 211)", () => {
+  it("are said in the gateway's words: what the parser was doing, the rule's JSONPath, the value it met; never the error's class, JavaScript words or stack", () => {
+    // As the parser reports a TypeError inside one of its rules (seen on a null `message` in a 2.x example, before point 210's check).
+    const root = '/srv/gw';
+    const diagnostic =
+      "Error thrown during AsyncAPI document validation. Name: TypeError, message: Cannot read properties of null (reading 'schemaFormat'), stack: TypeError: Cannot read properties of null (reading 'schemaFormat')\n" +
+      "    at $.channels.*.[publish,subscribe][?(@property === 'message' && @.schemaFormat === void 0)] (eval at query (/srv/gw/node_modules/nimma/dist/legacy/cjs/core/index.js:66:71), <anonymous>:165:71)\n" +
+      '    at _traverseBody (/srv/gw/node_modules/nimma/dist/legacy/cjs/runtime/traverse.js:13:5)';
+    assert.equal(
+      readableMessage(diagnostic, { root }),
+      'the AsyncAPI parser could not read this document: during AsyncAPI document validation (the rule over $.channels.*.[publish,subscribe]) it met a null value where it expected a map with `schemaFormat`; look for a null, empty or mistyped value there',
+    );
+    const notAFunction = readableMessage(
+      'Error thrown during AsyncAPI document parsing. Name: TypeError, message: path.startsWith is not a function, stack: TypeError: path.startsWith is not a function\n    at x (/srv/gw/a.js:1:1)',
+      { root },
+    );
+    assert.equal(
+      notAFunction,
+      'the AsyncAPI parser could not read this document: during AsyncAPI document parsing it met a value of a type it does not expect; look for a null, empty or mistyped value there',
+    );
+    assert.equal(readableMessage("ENOENT: no such file or directory, open '/srv/gw/x.yaml'", { root }), 'cannot read the file this $ref points to (ENOENT: x.yaml)');
   });
 });
