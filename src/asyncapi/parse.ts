@@ -198,11 +198,19 @@ function parserFailure(during: string, error: string, stack: string, policy: Ref
   const read = /^Cannot read properties of (null|undefined) \(reading '(.*)'\)/.exec(error);
   const what = read
     ? `it met ${read[1] === 'null' ? 'a null value' : 'a missing value'} where it expected a map with \`${read[2]}\``
-    : / is not (a function|iterable)/.test(error)
-      ? 'it met a value of a type it does not expect'
-      : `it failed (${error.split(`${policy.root}/`).join('').split('\n')[0]})`;
+    : /^Maximum call stack size exceeded/.test(error)
+      ? 'it ran out of stack, as it does on a $ref cycle through a message or channel (a payload that $refs the message it belongs to) or on nesting too deep'
+      : / is not (a function|iterable)/.test(error)
+        ? 'it met a value of a type it does not expect'
+        : `it failed (${error.split(`${policy.root}/`).join('').split('\n')[0]})`;
   const rule = /\n\s+at (\$[^\s]*)/.exec(stack)?.[1];
-  return `the AsyncAPI parser could not read this document: during ${during}${rule ? ` (the rule over ${rule.replace(/\[\?\(.*$/, '')})` : ''} ${what}; look for a null, empty or mistyped value there`;
+  const look =
+    read || / is not /.test(error)
+      ? 'look for a null, empty or mistyped value there'
+      : /^Maximum call stack/.test(error)
+        ? "look for such a $ref, or break the cycle with the schema's own $defs"
+        : 'look for an odd value there';
+  return `the AsyncAPI parser could not read this document: during ${during}${rule ? ` (the rule over ${rule.replace(/\[\?\(.*$/, '')})` : ''} ${what}; ${look}`;
 }
 
 type Json = Record<string, any>;

@@ -227,6 +227,22 @@ describe('a null `message` in an AsyncAPI 2.x document (fuzz, point 210)', () =>
   });
 });
 
+describe('a $ref cycle through a message in an AsyncAPI document (fuzz, point 212)', () => {
+  it("is said in the gateway's words, never the parser's 'Maximum call stack size exceeded' or its error class", async () => {
+    const gateway = config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n');
+    // The payload of lightMeasured is a schema that is the message itself, through the channel that holds it.
+    const cycle = `${streetlights30.replace("        $ref: 'schemas/light-measured.yaml'", "        $ref: '#/components/schemas/measured'")}  schemas:\n    measured:\n      $ref: '#/channels/lightingMeasured/messages/lightMeasured'\n`;
+    const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': cycle, 'schemas/light-measured.yaml': lightMeasuredPayload });
+    const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(code, 1);
+    assert.match(
+      stdout,
+      /^streetlights\.yaml:\d+:\d+: AsyncAPI: the AsyncAPI parser could not read this document: during .* it ran out of stack, as it does on a \$ref cycle through a message or channel/m,
+    );
+    assert.doesNotMatch(stdout + stderr, /RangeError|Maximum call stack|Error thrown|\n\s+at /);
+  });
+});
+
 describe('the AsyncAPI examples run', () => {
   const gw = useGateway();
 
