@@ -195,22 +195,25 @@ export function readableMessage(message: string, policy: RefPolicy): string {
  * rule's JSONPath when its stack names one; never the error's class, its JavaScript words or the stack.
  */
 function parserFailure(during: string, error: string, stack: string, policy: RefPolicy): string {
-  const read = /^Cannot read properties of (null|undefined) \(reading '(.*)'\)/.exec(error);
-  const what = read
-    ? `it met ${read[1] === 'null' ? 'a null value' : 'a missing value'} where it expected a map with \`${read[2]}\``
-    : /^Maximum call stack size exceeded/.test(error)
-      ? 'it ran out of stack, as it does on a $ref cycle through a message or channel (a payload that $refs the message it belongs to) or on nesting too deep'
-      : / is not (a function|iterable)/.test(error)
-        ? 'it met a value of a type it does not expect'
-        : `it failed (${error.split(`${policy.root}/`).join('').split('\n')[0]})`;
+  const [what, look] = whatTheParserMet(error, policy);
   const rule = /\n\s+at (\$[^\s]*)/.exec(stack)?.[1];
-  const look =
-    read || / is not /.test(error)
-      ? 'look for a null, empty or mistyped value there'
-      : /^Maximum call stack/.test(error)
-        ? "look for such a $ref, or break the cycle with the schema's own $defs"
-        : 'look for an odd value there';
   return `the AsyncAPI parser could not read this document: during ${during}${rule ? ` (the rule over ${rule.replace(/\[\?\(.*$/, '')})` : ''} ${what}; ${look}`;
+}
+
+const LOOK_FOR_A_VALUE = 'look for a null, empty or mistyped value there';
+
+/** What the parser met, told by its exception's words, and where the author should look. */
+function whatTheParserMet(error: string, policy: RefPolicy): [what: string, look: string] {
+  const read = /^Cannot read properties of (null|undefined) \(reading '(.*)'\)/.exec(error);
+  if (read) return [`it met ${read[1] === 'null' ? 'a null value' : 'a missing value'} where it expected a map with \`${read[2]}\``, LOOK_FOR_A_VALUE];
+  if (/^Maximum call stack size exceeded/.test(error)) {
+    return [
+      'it ran out of stack, as it does on a $ref cycle through a message or channel (a payload that $refs the message it belongs to) or on nesting too deep',
+      "look for such a $ref, or break the cycle with the schema's own $defs",
+    ];
+  }
+  if (/ is not (a function|iterable)/.test(error)) return ['it met a value of a type it does not expect', LOOK_FOR_A_VALUE];
+  return [`it failed (${error.split(`${policy.root}/`).join('').split('\n')[0]})`, / is not /.test(error) ? LOOK_FOR_A_VALUE : 'look for an odd value there'];
 }
 
 type Json = Record<string, any>;

@@ -140,20 +140,7 @@ export function checkDocument(
     const node = doc.get('asyncapi', true) as { range?: [number, number, number] } | undefined;
     const { line, column } = pos(node?.range?.[0]);
     const written = node?.range ? text.slice(node.range[0], node.range[1]) : String(version);
-    const what =
-      version === null
-        ? 'empty'
-        : version === ''
-          ? 'an empty string'
-          : typeof version === 'string'
-            ? `'${version}'`
-            : typeof version === 'number'
-              ? `the number ${written}`
-              : Array.isArray(version)
-                ? 'a list'
-                : typeof version === 'object'
-                  ? 'a map'
-                  : `${typeof version} ${String(version)}`;
+    const what = versionValue(version, written);
     problems.push({
       ...at(line, column, ['asyncapi']),
       message: `\`asyncapi\` must be the version of the specification as a string, such as '3.0.0'; it is ${what}${typeof version === 'number' ? ` (YAML reads an unquoted ${written} as a number: write the whole version, or quote it)` : ''}`,
@@ -226,6 +213,17 @@ export function checkDocument(
     },
   });
   return { problems, targets, asyncapi2: v2 };
+}
+
+/** What an `asyncapi` value that is no version string is, in words (`written`: as the document spells it). */
+function versionValue(version: unknown, written: string): string {
+  if (version === null) return 'empty';
+  if (version === '') return 'an empty string';
+  if (typeof version === 'string') return `'${version}'`;
+  if (typeof version === 'number') return `the number ${written}`;
+  if (Array.isArray(version)) return 'a list';
+  if (typeof version === 'object') return 'a map';
+  return `${typeof version} ${String(version)}`;
 }
 
 /**
