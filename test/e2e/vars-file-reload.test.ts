@@ -28,7 +28,7 @@ routes:
   it('an edit is live, an unreadable file is a rejected reload that says why, and the fix is live again', async () => {
     assert.equal((await post(gw.url('api', '/one'), { n: 1 })).status, 200);
 
-    const edited = await gw.reconfigure('IN_PATH=/two\n', 'vars.env');
+    const edited = await gw.reconfigure('IN_PATH=/two\n', 'vars.env', { whole: true });
     assert.equal(edited.msg, 'config reloaded', JSON.stringify(edited));
     assert.equal((await post(gw.url('api', '/two'), { n: 2 })).status, 200);
     assert.equal((await post(gw.url('api', '/one'), { n: 3 })).status, 404);
@@ -40,7 +40,7 @@ routes:
     assert.equal((await gw.status()).lastReloadError.diagnostics[0].code, 'EG_CONFIG_FILE');
     assert.equal((await post(gw.url('api', '/two'), { n: 4 })).status, 200, 'the running config serves on');
 
-    const fixed = await gw.reconfigure('IN_PATH=/three\n', 'vars.env');
+    const fixed = await gw.reconfigure('IN_PATH=/three\n', 'vars.env', { whole: true });
     assert.equal(fixed.msg, 'config reloaded', JSON.stringify(fixed));
     assert.equal((await post(gw.url('api', '/three'), { n: 5 })).status, 200);
   });

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, afterEach, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -30,8 +30,13 @@ export interface RunningGateway {
   waitForLog(pred: (l: LogLine) => boolean, timeoutMs?: number, fromIndex?: number): Promise<LogLine>;
   /** Writes a file relative to the gateway's directory (in place, as `echo > file` would). */
   write(name: string, text: string): void;
-  /** Writes the config and waits for the reload it causes to be applied or rejected. */
-  reconfigure(yaml: string, file?: string): Promise<LogLine>;
+  /**
+   * Writes the config and waits for the reload it causes to be applied or rejected. In place by
+   * default; `{ whole: true }` writes a sibling and renames it over, so the watcher never reads the
+   * file half-written (an in-place write empties it first: on a loaded machine a reload can read
+   * that, be rejected, and the test see the rejection instead of the reload that follows).
+   */
+  reconfigure(yaml: string, file?: string, how?: { whole?: boolean }): Promise<LogLine>;
   status(): Promise<any>;
   /** Sends a signal and waits for the process to exit. */
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -161,9 +166,12 @@ export async function startGateway(yaml: string, options: StartOptions = {}): Pr
     },
     waitForLog,
     write,
-    async reconfigure(text, file = 'gateway.yaml') {
+    async reconfigure(text, file = 'gateway.yaml', how = {}) {
       const from = logs.length;
-      write(file, text);
+      if (how.whole) {
+        write(`${file}.next`, text);
+        renameSync(join(dir, `${file}.next`), join(dir, file));
+      } else write(file, text);
       return waitForLog((l) => l.msg === 'config reloaded' || l.msg.startsWith('reload rejected') || l.msg.startsWith('reload rolled back'), START_OR_RELOAD_MS, from);
     },
     async status() {
