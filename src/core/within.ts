@@ -12,3 +12,8 @@ export function within(work: Promise<unknown>, ms: number): Promise<'done' | 'la
   );
   return Promise.race([done, late]).finally(() => clearTimeout(timer));
 }
+
+/** Resolves after `ms`, without keeping the process alive. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

@@ -39,7 +39,3 @@ function kafkajsLogs(logger: Logger): KafkaConfig['logCreator'] {
       else logger.debug(fields, `kafkajs: ${message}`);
     };
 }
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
-}

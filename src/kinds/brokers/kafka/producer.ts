@@ -5,7 +5,7 @@ import type { Logger } from '../../../log.js';
 import { ORIGINAL, sentHeaders, newHeaders, valuePayload, type Delivery, type Message, type OriginalRecord } from '../../../core/message.js';
 import type { BrokerTelemetry } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
-import { sleep } from './clients.js';
+import { sleep } from '../../../core/within.js';
 import { AckDeadlines, LateWrite, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
 import { problem, type Problem } from '../../../core/errors.js';
 import { type LeaderGroup, LeaderMoved, leaderMoved, leaderOf, TopicMissing, unknownTopic } from './leaders.js';

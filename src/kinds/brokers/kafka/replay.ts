@@ -4,7 +4,7 @@ import type { Message } from '../../../core/message.js';
 import type { Retained } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { Backoff } from '../../../core/backoff.js';
-import { sleep } from './clients.js';
+import { sleep } from '../../../core/within.js';
 import { undecodable, withBatchBound } from './codecs.js';
 import { Batch, READ_COMMITTED, readingCluster, type FetchedBatch, type ReadingCluster } from './kafkajs.js';
 import { leaderOf, TopicMissing, unknownTopic } from './leaders.js';

@@ -4,7 +4,7 @@ import { Backoff, pause } from '../../../core/backoff.js';
 import { decodeValue, isEncoded, ORIGINAL, newHeaders, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, ConsumerLag, Health, SubscribeSpec } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
-import { sleep } from './clients.js';
+import { sleep } from '../../../core/within.js';
 import { newFetchBudget, undecodable, withBatchBound, type UndecodableRecord } from './codecs.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
 

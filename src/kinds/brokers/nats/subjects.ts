@@ -5,6 +5,8 @@
  * the route would log that it is ready and receive nothing.
  */
 
+import type { NatsSettings, NatsStream } from '../nats.js';
+
 /** Why `subject` cannot be published to, or undefined. */
 export function publishSubjectProblem(subject: string): string | undefined {
   if (subject === '' || /[\s*>]/.test(subject) || subject.split('.').some((t) => t === ''))
@@ -58,4 +60,9 @@ export function subjectCovers(pattern: string, filter: string): boolean {
     if (p[i] !== f[i]) return false;
   }
   return p.length === f.length;
+}
+
+/** The stream whose subjects hold every subject of `filter`, if any: messages there are JetStream's. */
+export function streamFor(settings: NatsSettings, filter: string): [string, NatsStream] | undefined {
+  return Object.entries(settings.streams).find(([, s]) => s.subjects.some((p) => subjectCovers(p, filter)));
 }

@@ -1,0 +1,350 @@
+/**
+ * A nats broker's consume routes: a core subscription (at most once) or a JetStream durable
+ * consumer (at least once, acknowledged after every target accepted), each handing its messages
+ * to the route one at a time, in order.
+ */
+
+import type { ConsumerConfig, ConsumerInfo, JetStreamManager, NatsConnection } from 'nats';
+import type { Logger } from '../../../log.js';
+import type { Message } from '../../../core/message.js';
+import type { BrokerTelemetry, Health, SubscribeSpec } from '../../contracts.js';
+import { handOver, Relay } from '../acknowledgement.js';
+import type { NatsSettings } from '../nats.js';
+import { reconnectBackoff } from '../../../core/backoff.js';
+import { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
+import { sleep } from '../../../core/within.js';
+import { MissingTopology, notFoundOn } from '../missing-topology.js';
+import { coreMessage, consumedHeaders, streamMessage } from './consumed.js';
+import { lib } from './lib.js';
+import { streamFor } from './subjects.js';
+
+/** What a subscription needs of its broker: the streams the broker declared, and their state. */
+export interface StreamHost {
+  readonly name: string;
+  streamProblem(name: string): string | undefined;
+  streamManager(): JetStreamManager | undefined;
+  streamSeen(name: string, created: string): void;
+  streamGone(name: string, detail: string): void;
+}
+
+/** What a core message waiting for its route costs beyond its payload (measured: ~300 bytes), counted against `corePendingBytes`. */
+const HELD_MESSAGE_BYTES = 512;
+
+/** JetStream consumer names: no `.`, `*`, `>`, whitespace or path separators. */
+const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
+
+/** A JetStream consumer's unacknowledged messages, in pulls (`prefetch`): room for windows lost with connections, and for other instances sharing it. */
+const MAX_ACK_PENDING_WINDOWS = 10;
+
+/**
+ * One consume route: a JetStream consumer (durable, named after the group; a per-instance group
+ * gets one that the server removes once idle) when the subject is a stream's, else a core
+ * subscription (a queue group unless per instance). Messages are handled one at a time, in order.
+ */
+export class NatsSubscription {
+  private stopping = false;
+  private running: Promise<void> | undefined;
+  private close: (() => void) | undefined;
+  /** Messages the JetStream consumer has not delivered yet, plus the one in hand; unknown for core subscriptions. */
+  lag: number | undefined;
+  /** Stream sequences of the JetStream messages this route acknowledged lately, to know a redelivered copy. */
+  private readonly handled = new RecentSet(10_000);
+  /** Said once that an existing consumer keeps its own start (putConsumer). */
+  private saidKept = false;
+  /** The stream this route reads, while it is missing (or its broker could not declare it). */
+  private readonly streamMissing: MissingTopology;
+  /** Ends the wait for the stream early, when the broker finds it. */
+  private wake: (() => void) | undefined;
+  /** The route messages go to: a reload's rebuilt route takes its predecessor's place (handOver). */
+  private readonly relay: Relay;
+
+  constructor(
+    private readonly broker: StreamHost,
+    private readonly settings: NatsSettings,
+    private spec: SubscribeSpec,
+    handler: (msg: Message) => Promise<void>,
+    private readonly log: Logger,
+    private readonly telemetry: BrokerTelemetry | undefined,
+  ) {
+    this.relay = new Relay(handler);
+    this.streamMissing = new MissingTopology(log, `nats stream '${streamFor(settings, spec.topic)?.[0] ?? spec.topic}'`);
+  }
+
+  /** Not ready while the stream it reads is missing; the connection's state is the broker's. */
+  health(): Health {
+    return this.streamMissing.health();
+  }
+
+  /** The broker has stream `name` now: a route waiting for it tries at once. */
+  streamFound(name: string): void {
+    if (streamFor(this.settings, this.spec.topic)?.[0] === name) this.wake?.();
+  }
+
+  get route(): string {
+    return this.spec.route;
+  }
+
+  get topic(): string {
+    return this.spec.topic;
+  }
+
+  attach(nc: NatsConnection): void {
+    if (this.running || this.stopping) return;
+    const stream = streamFor(this.settings, this.spec.topic);
+    this.running = stream ? this.consumeStream(nc, stream[0]) : this.consumeCore(nc);
+  }
+
+  /**
+   * A core subscription. The client reads its socket as fast as the server sends and queues what
+   * the route has not taken yet, without bound, while the server never sees a slow consumer: a
+   * route whose targets stall held every message published meanwhile (200,000 messages of 1 KB
+   * took 300 MB, growing). So messages wait here as the bytes that came, decoded only when their
+   * turn comes, up to `corePendingBytes`; past that they are dropped, said and counted: core NATS
+   * is at most once, and nats-server drops for a slow consumer too.
+   */
+  private consumeCore(nc: NatsConnection): Promise<void> {
+    const queue: { data: Buffer; subject: string; headers: Record<string, string>; at: number }[] = [];
+    let head = 0;
+    let pending = 0;
+    let pumping: Promise<void> | undefined;
+    const limit = this.settings.corePendingBytes;
+    // Said at once, then at most every 10 s with the count since.
+    const drops = new RateLimitedWarning<number>(10_000, (pendingBytes, dropped) =>
+      this.log.warn({ dropped, pendingBytes, corePendingBytes: limit }, 'nats core messages dropped: the route is corePendingBytes behind its subscription'),
+    );
+    const pump = async () => {
+      while (head < queue.length && !this.stopping) {
+        const m = queue[head]!;
+        queue[head++] = undefined!;
+        await handOver(coreMessage(m.data, m.subject, m.headers, m.at), this.relay, this.handOverOptions());
+        pending -= m.data.length + HELD_MESSAGE_BYTES;
+        // Drop the handled front now and then, so a queue that never empties does not grow.
+        if (head > 1024 && head * 2 > queue.length) {
+          queue.splice(0, head);
+          head = 0;
+        }
+      }
+      queue.length = head = 0;
+      pumping = undefined;
+    };
+    const sub = nc.subscribe(this.spec.topic, {
+      ...(this.spec.perInstance ? {} : { queue: this.spec.group }),
+      callback: (err, m) => {
+        if (err || this.stopping) return;
+        const size = m.data.length + HELD_MESSAGE_BYTES;
+        if (pending > 0 && pending + size > limit) {
+          this.telemetry?.consumerError(this.spec.route);
+          drops.occurred(pending);
+          return;
+        }
+        pending += size;
+        // Copied: the client's message data is a view of its read buffer.
+        queue.push({ data: Buffer.from(m.data), subject: m.subject, headers: consumedHeaders(m), at: Date.now() });
+        pumping ??= pump();
+      },
+    });
+    this.close = () => {
+      sub.unsubscribe();
+      drops.flush();
+    };
+    // Said once nats-server answered a PING sent after the SUB, so it has the subscription: said
+    // at once, a message published right after "consumer ready" could still find no subscriber
+    // and be gone (seen under load). A connection lost meanwhile resubscribes when it is back.
+    nc.flush().then(
+      () => {
+        if (!this.stopping) this.log.info({ subject: this.spec.topic, queue: this.spec.perInstance ? undefined : this.spec.group }, 'consumer ready');
+      },
+      () => undefined,
+    );
+    // Ends once unsubscribed and the message in hand is done (those queued behind it are not handed over once stopping).
+    return sub.closed.then(() => pumping);
+  }
+
+  /** Creates (or updates) the consumer, then reads it; starts over after anything that ends the read. */
+  private async consumeStream(nc: NatsConnection, stream: string): Promise<void> {
+    const name = consumerName(this.spec.group);
+    const backoff = reconnectBackoff();
+    while (!this.stopping) {
+      let failure: Error | undefined;
+      // The stream missing (or not declared): only this route waits, said once per change.
+      const missing = this.broker.streamProblem(stream);
+      const jsm = this.broker.streamManager();
+      if (missing !== undefined || jsm === undefined) {
+        const wait = backoff.delay();
+        this.streamMissing.missing(missing ?? `stream '${stream}' not ready on broker '${this.broker.name}'`, wait);
+        await this.sleepUnlessWoken(wait);
+        continue;
+      }
+      try {
+        await this.putConsumer(jsm, stream, name);
+        // The stream may have been made again since the broker declared it (its messages numbered from 1 again).
+        this.broker.streamSeen(stream, (await jsm.streams.info(stream)).created);
+        const consumer = await nc.jetstream().consumers.get(stream, name);
+        const messages = await consumer.consume({ max_messages: this.settings.prefetch });
+        this.close = () => void messages.close();
+        if (this.stopping) {
+          await messages.close();
+          return;
+        }
+        this.streamMissing.found();
+        this.log.info({ stream, consumer: name, subject: this.spec.topic }, 'consumer ready');
+        backoff.reset();
+        for await (const m of messages) {
+          // A copy JetStream sent again while the first waited behind a message the targets held
+          // past ackWaitMs: only the one in hand is kept alive (working()), the ones pulled behind it
+          // are redelivered into the same buffer. The route took the first: acknowledge the copy.
+          if (m.redelivered && this.handled.has(m.seq)) {
+            m.ack();
+            continue;
+          }
+          this.lag = m.info.pending + 1;
+          const accepted = await handOver(streamMessage(m), this.relay, {
+            ...this.handOverOptions(),
+            // JetStream redelivers a message held past ack_wait: tell it we are still at it.
+            keepAlive: { everyMs: Math.max(100, Math.floor(this.settings.ackWaitMs / 3)), beat: () => m.working() },
+          });
+          // Not accepted (stopping): no ack, so the consumer delivers it again after ack_wait.
+          if (accepted) {
+            m.ack();
+            this.handled.add(m.seq);
+            this.lag = m.info.pending;
+          }
+          if (this.stopping) break;
+        }
+      } catch (err) {
+        if (this.stopping) return;
+        this.telemetry?.consumerError(this.spec.route);
+        failure = err as Error;
+      }
+      if (this.stopping) return;
+      // After a failure, or a read that ended by itself.
+      const wait = backoff.delay();
+      // The stream deleted since the broker declared it: this route waits for it, as for one missing at the start.
+      if (failure && /stream not found/i.test(failure.message)) {
+        const detail = notFoundOn('stream', stream, this.broker.name, failure.message);
+        this.streamMissing.missing(detail, wait);
+        this.broker.streamGone(stream, detail);
+      } else if (failure) this.log.warn({ err: failure.message, retryInMs: wait }, 'nats consumer stopped; starting it again');
+      await sleep(wait);
+    }
+  }
+
+  /**
+   * Creates the route's consumer on `stream`, or updates it. A new one starts where the route's
+   * startFrom says; an existing one goes on from where it is, or, when the route's subject changed,
+   * is made again from after the last message it acknowledged.
+   */
+  private async putConsumer(jsm: JetStreamManager, stream: string, name: string): Promise<void> {
+    // A new consumer starts at the stream's oldest message unless the route wants live ones only (as Kafka groups do).
+    const startFrom = this.spec.startFrom ?? this.spec.defaultStartFrom ?? 'earliest';
+    const wanted = startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All;
+    const existing = await consumerInfo(jsm, stream, name);
+    let start: Partial<ConsumerConfig> = { deliver_policy: wanted };
+    if (existing && existing.config.filter_subject !== this.spec.topic) {
+      // The route's subject changed. nats-server 2.9 accepts a new filter_subject in place but
+      // then steps over the messages published after it (5 of 5 lost): recreate the consumer,
+      // starting right after the last message it had acknowledged.
+      await jsm.consumers.delete(stream, name);
+      start = { deliver_policy: lib.DeliverPolicy.StartSequence, opt_start_seq: resumeSeq(existing) };
+      this.log.info(
+        { stream, consumer: name, was: existing.config.filter_subject, subject: this.spec.topic, fromSeq: start.opt_start_seq },
+        'the route reads another subject: consumer recreated, going on after the last message it acknowledged',
+      );
+    } else if (existing && existing.config.deliver_policy !== wanted) {
+      // An existing one keeps its own start: nats-server refuses to change it ("deliver policy can
+      // not be updated", retried for ever), and its acknowledged position is what the route resumes
+      // from, as a Kafka group's committed offsets outrank startFrom.
+      const { deliver_policy, opt_start_seq, opt_start_time } = existing.config;
+      start = { deliver_policy, opt_start_seq, opt_start_time };
+      if (!this.saidKept) {
+        this.saidKept = true;
+        this.log.info({ stream, consumer: name, startFrom, deliverPolicy: deliver_policy }, 'startFrom applies to a new consumer only: the existing consumer goes on from where it is');
+      }
+    }
+    await jsm.consumers.add(stream, {
+      ...(this.spec.perInstance ? { name, inactive_threshold: lib.nanos(300_000) } : { durable_name: name }),
+      filter_subject: this.spec.topic,
+      ack_policy: lib.AckPolicy.Explicit,
+      ...start,
+      ack_wait: lib.nanos(this.settings.ackWaitMs),
+      // What bounds the route's memory is the pull (consume's `max_messages`). The consumer's cap on
+      // unacknowledged messages must leave room beyond it: messages of a pull lost with a
+      // connection (a server restart, a network cut) stay unacknowledged until ack_wait, and at
+      // `prefetch` they blocked the route's every later pull that long.
+      max_ack_pending: this.settings.prefetch * MAX_ACK_PENDING_WINDOWS,
+    });
+  }
+
+  private handOverOptions() {
+    return { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping };
+  }
+
+  /** Waits `ms`, or less when the broker finds the stream (streamFound) or the route stops. */
+  private sleepUnlessWoken(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (this.wake === done) this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      this.wake = done;
+    });
+  }
+
+  /**
+   * A reload's rebuilt route asks the same (Subscription.handOver): the core subscription or the
+   * JetStream consumer's read goes on, and the next message is the new route's. A core subject
+   * loses nothing between the two routes (an unsubscribe and a subscribe lost what came between).
+   */
+  handOver(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Promise<void> {
+    this.spec = spec;
+    this.log.info('subscription handed over to the rebuilt route');
+    return this.relay.replace(handler);
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.close?.();
+    this.wake?.();
+    await this.running;
+  }
+}
+
+/**
+ * The stream sequence a recreated consumer goes on from: after the last acknowledged message;
+ * with none acknowledged, where it started (its delivered mark, or, once it delivered some, its
+ * configured start, else the stream's first message: again rather than lost).
+ */
+function resumeSeq(c: ConsumerInfo): number {
+  if (c.ack_floor.consumer_seq > 0) return c.ack_floor.stream_seq + 1;
+  if (c.delivered.consumer_seq === 0) return c.delivered.stream_seq + 1;
+  return c.config.opt_start_seq ?? 1;
+}
+
+/** The stream's consumer of that name, or undefined when there is none yet. */
+async function consumerInfo(jsm: JetStreamManager, stream: string, name: string): Promise<ConsumerInfo | undefined> {
+  try {
+    return await jsm.consumers.info(stream, name);
+  } catch (err) {
+    if (/consumer not found/i.test((err as Error).message)) return undefined;
+    throw err;
+  }
+}
+
+/** A set that forgets its oldest entries past `max`. */
+class RecentSet {
+  private readonly items = new Set<number>();
+
+  constructor(private readonly max: number) {}
+
+  has(n: number): boolean {
+    return this.items.has(n);
+  }
+
+  add(n: number): void {
+    this.items.add(n);
+    if (this.items.size > this.max) this.items.delete(this.items.values().next().value!);
+  }
+}
