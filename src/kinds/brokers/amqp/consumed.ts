@@ -1,11 +1,12 @@
 /**
- * What an AMQP delivery's properties become on a consumed message: its header table as the
+ * What an AMQP delivery becomes as a consumed message (toMessage): its header table as the
  * message's string headers, and its `timestamp` property as the message's time. Both come from
  * whoever published to the server, so each field type of the table (AMQP 0-9-1 §4.2.5.5, as
  * amqplib decodes it) gets a text that keeps its whole value.
  */
 
-import { newHeaders } from '../../../core/message.js';
+import type { ConsumeMessage } from 'amqplib';
+import { CONTENT_ENCODING, newHeaders, payloadMessage, type Message } from '../../../core/message.js';
 
 /** The latest time a JavaScript Date holds (year 275760), in milliseconds since the epoch. */
 const LAST_DATE_MS = 8.64e15;
@@ -65,4 +66,22 @@ function plain(v: unknown): unknown {
   const out = newHeaders<unknown>();
   for (const k of Object.keys(v)) out[k] = plain((v as Record<string, unknown>)[k]);
   return out;
+}
+
+export function toMessage(m: ConsumeMessage): Message {
+  const headers = headerStrings(m.properties.headers);
+  // The content_type property is the message's content type (a structured CloudEvent's
+  // application/cloudevents+json); a `content-type` header, as earlier eventgate versions sent it, wins.
+  const contentType = m.properties.contentType as unknown;
+  if (headers['content-type'] === undefined && typeof contentType === 'string' && contentType !== '') headers['content-type'] = contentType;
+  // content_encoding (gzip, ...) as HTTP names it; the publisher maps the header back to the property.
+  const contentEncoding = m.properties.contentEncoding as unknown;
+  if (headers[CONTENT_ENCODING] === undefined && typeof contentEncoding === 'string' && contentEncoding !== '') headers[CONTENT_ENCODING] = contentEncoding;
+  return payloadMessage(m.content, {
+    headers,
+    topic: m.fields.routingKey,
+    partition: null,
+    offset: null,
+    timestamp: consumedTime(m.properties.timestamp) ?? Date.now(),
+  });
 }

@@ -1,0 +1,64 @@
+/**
+ * An AMQP connection's failures in words (/readyz, 503s, the log), and ending a connection whose
+ * server stopped answering.
+ */
+
+import type { ChannelModel } from 'amqplib';
+import type { AmqpSettings } from '../amqp.js';
+
+/**
+ * Why a connect failed, in words. amqplib's `connect ETIMEDOUT` is its own: nothing came back
+ * within `connectTimeoutMs`, the AMQP handshake included. Something that accepts the TCP
+ * connection and says nothing (another kind of server on that port, one still starting) gets
+ * it on every retry, and read as a network timeout it sent people looking in the wrong place.
+ */
+export function connectFailure(err: Error, settings: AmqpSettings): string {
+  if (err.message !== 'connect ETIMEDOUT') return err.message;
+  let where = 'the server';
+  try {
+    where = new URL(settings.url).host || where;
+  } catch {
+    /* the URL was checked when the config loaded */
+  }
+  return `no answer from ${where} within connectTimeoutMs (${settings.connectTimeoutMs} ms), the AMQP handshake included: is it a RabbitMQ (AMQP 0-9-1) port, and is the server up?`;
+}
+
+/**
+ * What the server said when it closed the connection itself (a connection.close with a reply code:
+ * 530 NOT_ALLOWED for a channel over the user's limit or a vhost it does not have, 320
+ * CONNECTION_FORCED from an operator or a shutdown), as /readyz and a 503 say it: `closed by the
+ * server: 530 NOT_ALLOWED - number of channels ...`. The server is there and said why, which
+ * `unreachable` would hide. Undefined for anything else (a socket error, the gateway's own close,
+ * a channel the server closed). amqplib words it `Connection closed: 530 (NOT-ALLOWED) with message
+ * "NOT_ALLOWED - ..."`, or `Handshake terminated by server: ...` while connecting; RabbitMQ starts
+ * the text with the code's name, another server may not.
+ */
+export function closedByServer(err: unknown, vhost: string): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  // Refused at connection.open: amqplib drops the server's words there (RabbitMQ's 530 says which).
+  if (err.message.startsWith('Expected ConnectionOpenOk; got <ConnectionClose'))
+    return `closed by the server: it refused to open virtual host '${vhost}' (one it does not have, one the user may not use, or a connection limit reached; the server's log says which)`;
+  const said = /^(?:Connection closed|Handshake terminated by server): (\d+) \(([A-Z-]+)\) with message "(.*)"$/s.exec(err.message);
+  if (!said) return undefined;
+  const name = said[2]!.replace(/-/g, '_');
+  const text = said[3]!;
+  return `closed by the server: ${said[1]} ${text.startsWith(name) ? text : `${name} - ${text}`}`;
+}
+
+/**
+ * Whether the server closed a channel, not the connection, for what was asked on it (404 NOT_FOUND,
+ * 406 PRECONDITION_FAILED, 403 ACCESS_REFUSED for a resource): amqplib's `Operation failed:
+ * QueueDeclare; 406 (...)` or `Channel closed by server: 404 (...)`, with the reply code.
+ */
+export function refusedOnChannel(err: unknown): boolean {
+  return err instanceof Error && /^(?:Operation failed: \w+; |Channel closed by server: )\d+ \(/.test(err.message);
+}
+
+/**
+ * Ends a connection at once, without the close handshake a server that stopped answering never
+ * completes. With an error: amqplib learns of a socket's end only from 'error' or 'end', and a
+ * plain destroy() emits neither, so the broker would never reconnect.
+ */
+export function dropConnection(conn: ChannelModel): void {
+  (conn as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream?.destroy(new Error('the server did not answer a close within connectTimeoutMs'));
+}
