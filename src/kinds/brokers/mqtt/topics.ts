@@ -4,6 +4,9 @@
  * wildcard and refuses a malformed filter, so a route naming one could never work.
  */
 
+import type { Qos } from '../../contracts.js';
+import type { MqttSettings } from '../mqtt.js';
+
 /**
  * Characters an MQTT UTF-8 string must not (NUL) or should not hold (MQTT 5 §1.5.4: control
  * characters and non-characters), and that servers refuse by closing the connection, as mosquitto
@@ -65,4 +68,10 @@ export function topicMatches(filter: string, topic: string): boolean {
     if (f[i] !== t[i]) return false;
   }
   return f.length === t.length;
+}
+
+/** The QoS for a topic when the route names none: the first `qosByTopic` filter that matches it, else the broker's `qos`. */
+export function qosFor(settings: MqttSettings, topic: string): Qos {
+  for (const [filter, qos] of settings.qosByTopic) if (topicMatches(filter, topic)) return qos;
+  return settings.qos;
 }

@@ -1,0 +1,116 @@
+/**
+ * A connection to an MQTT server, publishing or consuming: the client library, the options every
+ * connection shares, the state /readyz reports, and a disconnect that does not hang.
+ */
+
+import type { IClientOptions, MqttClient } from 'mqtt';
+import type { Logger } from '../../../log.js';
+import { within } from '../../../core/within.js';
+import type { MqttSettings } from '../mqtt.js';
+import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
+
+/** The client library, loaded when the first mqtt broker starts (commands that start none, such as validate, never load it). */
+export type MqttLib = typeof import('mqtt');
+/** Set by loadMqtt(), which every broker's start awaits. */
+export let lib: MqttLib | undefined;
+export const loadMqtt = async (): Promise<MqttLib> => (lib ??= await import('mqtt'));
+
+/**
+ * What a consume route's connection tells mqtt.js for every QoS 1 and 2 message: no PUBACK or
+ * PUBREC from mqtt.js, read on. The route sends the acknowledgement itself once it accepted the
+ * message (see MqttSubscription). mqtt.js emits it as an 'error' event, which Link ignores: one
+ * instance for all, so no stack is captured per message.
+ */
+export class AcknowledgedByRoute extends Error {
+  constructor() {
+    super('acknowledged by the consume route once it accepted the message');
+  }
+}
+
+export const ACKNOWLEDGED_BY_ROUTE = new AcknowledgedByRoute();
+
+/** CONNACK codes that turn the login down: 3.1.1's bad user name or password and not authorized; MQTT 5's the same, banned, and bad authentication method. */
+const LOGIN_REFUSED = new Set<unknown>([4, 5, 0x86, 0x87, 0x8a, 0x8c]);
+
+/** A connection's state, as /readyz reports it. */
+export class Link {
+  ready = false;
+  detail = 'connecting';
+
+  constructor(
+    readonly client: MqttClient,
+    log: Logger,
+    what: string,
+  ) {
+    client.on('connect', () => {
+      if (!this.ready) log.info({ connection: what }, 'mqtt connected');
+      this.ready = true;
+      this.detail = 'connected';
+    });
+    client.on('error', (err) => {
+      // A message whose acknowledgement the route sends itself (MqttSubscription) says nothing about the connection.
+      if (err instanceof AcknowledgedByRoute) return;
+      const detail = notConnectedDetail(err.message, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) ? 'tls' : undefined);
+      // Once per reason, not once per attempt: a wrong password is retried every reconnectPeriodMs.
+      if (!this.ready && detail !== this.detail) log.warn({ connection: what, err: err.message, retryInMs: client.options.reconnectPeriod }, 'mqtt connect failed; retrying');
+      this.detail = detail;
+    });
+    // mqtt.js emits 'offline' from its own 'close' listener, before this one's: either may be the
+    // first to see a lost connection. end() (SIGTERM, a route a reload removes) loses nothing.
+    const lost = () => {
+      if (this.ready && !client.disconnecting) log.warn({ connection: what }, 'mqtt connection lost; reconnecting');
+      this.ready = false;
+    };
+    client.on('close', () => {
+      lost();
+      if (this.detail === 'connected') this.detail = 'unreachable: connection closed';
+    });
+    client.on('offline', lost);
+  }
+}
+
+/**
+ * A connection's options. `receiveMaximum` (a consume route's, MQTT 5): the QoS 1 and 2 messages
+ * the server may have in flight to it, unacknowledged.
+ */
+export function clientOptions(settings: MqttSettings, clientId: string, persistent: boolean, receiveMaximum?: number): IClientOptions {
+  const properties = {
+    // A persistent session outlives a disconnect (MQTT 5 ends it at once unless told otherwise).
+    ...(persistent && { sessionExpiryInterval: settings.sessionExpirySeconds }),
+    ...(receiveMaximum !== undefined && { receiveMaximum }),
+  };
+  return {
+    clientId,
+    username: settings.username,
+    password: settings.password,
+    protocolVersion: settings.protocolVersion,
+    clean: !persistent,
+    keepalive: settings.keepaliveSeconds,
+    connectTimeout: settings.connectTimeoutMs,
+    reconnectPeriod: settings.reconnectPeriodMs,
+    // A refused CONNACK (bad credentials, not authorized, server unavailable or busy) is retried
+    // like a lost connection: mqtt.js would otherwise stop for good, and the broker (and every
+    // consume route) stayed down after the server's side was put right.
+    reconnectOnConnackError: true,
+    // A publish made while offline is refused at once (503) rather than queued for later.
+    queueQoSZero: false,
+    // The subscription's own 'connect' handler subscribes (see MqttSubscription).
+    resubscribe: false,
+    properties: settings.protocolVersion === 5 && Object.keys(properties).length > 0 ? properties : undefined,
+    ...(settings.tls as IClientOptions | undefined),
+  };
+}
+
+/**
+ * Ends a client's connection: a DISCONNECT, then mqtt.js waits for the server to close its side.
+ * A server that stops answering (frozen, or gone without a FIN) never does, and the route's or
+ * broker's stop, and the reload or shutdown behind it, waited for ever: after connectTimeoutMs the
+ * socket is dropped instead. A persistent session is kept on the server either way.
+ */
+export async function disconnect(client: MqttClient, settings: MqttSettings, log: Logger): Promise<void> {
+  const ending = client.endAsync().catch(() => undefined);
+  if ((await within(ending, settings.connectTimeoutMs)) === 'done') return;
+  log.warn({ clientId: client.options.clientId, waitedMs: settings.connectTimeoutMs }, 'mqtt server did not close the connection after DISCONNECT within connectTimeoutMs; dropping it');
+  client.stream?.destroy();
+  await within(ending, settings.connectTimeoutMs);
+}

@@ -1,0 +1,341 @@
+/**
+ * An mqtt broker's consume routes: each a connection (and, shared or persistent, a session) of its
+ * own, acknowledging a QoS 1 or 2 message only once the route accepted it.
+ */
+
+import type { IPublishPacket } from 'mqtt';
+import type { Logger } from '../../../log.js';
+import { fromMqttProperties } from '../../../codecs/cloudevents.js';
+import { payloadMessage, type Message } from '../../../core/message.js';
+import type { BrokerTelemetry, Health, Qos, SubscribeSpec } from '../../contracts.js';
+import { reconnectBackoff } from '../../../core/backoff.js';
+import { handOver, Relay, singleValued } from '../acknowledgement.js';
+import type { MqttSettings } from '../mqtt.js';
+import { acknowledgement, PUBACK, PUBREC } from './acks.js';
+import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, Link, type MqttLib } from './connection.js';
+import { countLive, leftSessions } from './sessions.js';
+import { qosFor } from './topics.js';
+
+/**
+ * Messages a consume route's connection takes from mqtt.js's packet loop before the route handled
+ * them. mqtt.js reads the next packet only once the one before was let go of, so the route must
+ * not hold the loop while it holds a message: the PINGRESP behind it would go unread and mqtt.js
+ * would give the connection up after 1.5 × keepaliveSeconds. Past this many the loop is held again
+ * (memory stays bounded); on MQTT 5 the route asks the server for no more QoS 1 and 2 messages in
+ * flight than this (Receive Maximum), on MQTT 3.1.1 the server's own window bounds them
+ * (mosquitto's `max_inflight_messages`, 20 by default). Only a flood of QoS 0 messages, which no
+ * window bounds, reaches it.
+ */
+const MAX_IN_HAND = 100;
+
+/**
+ * The Receive Maximum a consume route's MQTT 5 connection asks for: mosquitto's default window
+ * (`max_inflight_messages`), which it otherwise keeps to on MQTT 5 too, and well under
+ * MAX_IN_HAND. mosquitto 2.0 lets a client's Receive Maximum raise its window (100 asked, 100 sent).
+ */
+const RECEIVE_MAXIMUM = 20;
+
+/**
+ * One consume route's connection. A QoS 1 or 2 message is acknowledged — PUBACK, or PUBREC for
+ * QoS 2 — only once the route accepted it, so a message in hand when the gateway stops, crashes or
+ * loses the connection is sent again by the server to the route's persistent session. mqtt.js
+ * hands each message over (`customHandleAcks`, QoS 0 through `handleMessage`) and is told at once
+ * to send no acknowledgement and read on (up to MAX_IN_HAND messages in hand), so its keepalive
+ * sees the PINGRESPs behind a message the route holds; the route handles messages in order, one at
+ * a time, and writes each acknowledgement itself, in the order the messages came (MQTT 3.1.1
+ * §4.6), on the connection each came on. A PUBREL (QoS 2) is answered PUBCOMP by mqtt.js.
+ */
+export class MqttSubscription {
+  readonly link: Link;
+  private readonly settings: MqttSettings;
+  private readonly clientId: string;
+  private readonly persistent: boolean;
+  private readonly filter: string;
+  /** Connections emptying the sessions this route's predecessors left (see leftSessions). */
+  private readonly adoptions: MqttSubscription[] = [];
+  private stopping = false;
+  /** Counted in liveSessions (a persistent session, until stop()). */
+  private live: boolean;
+  /** Every message waits for the one before it, across reconnects too (a new connection's redelivery waits for the old one's handler). */
+  private chain: Promise<unknown> = Promise.resolve();
+  /** Connections so far: an acknowledgement is sent only on the connection the message came on. */
+  private generation = 0;
+  /** The connection that began the server's session: messages from earlier ones belong to a session gone. */
+  private sessionSince = 0;
+  /**
+   * Packet ids of messages the route accepted whose exchange with the server is not finished:
+   * QoS 1 accepted while the connection was down (no PUBACK went out), QoS 2 PUBRECed and waiting
+   * for PUBREL. The server sends those again (DUP) after a reconnect: they are acknowledged
+   * without being handled a second time.
+   */
+  private readonly settled = new Set<number>();
+  /** Messages received and not yet acknowledged (or, at QoS 0, not yet handled): the route's lag. */
+  unacknowledged = 0;
+  /** Lets mqtt.js read the next packet: held while MAX_IN_HAND messages are in hand. */
+  private readOn: (() => void) | undefined;
+  /** The QoS this route subscribes with: its own `from.qos`, else the broker's for its filter. */
+  private readonly qos: Qos;
+  /**
+   * Why the server refused the subscription in its last SUBACK (the reason code named), until a
+   * SUBACK grants it: the route is not ready meanwhile (/readyz). It asks again on the same
+   * connection by the reconnect policy (an ACL put right on the server needs no reconnect), and at
+   * each reconnect; a reload that changes the route's subscription subscribes afresh (one that
+   * takes it over, handOver, keeps asking here).
+   */
+  private refused: string | undefined;
+  private readonly refusedBackoff = reconnectBackoff();
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** The QoS the server last granted below the one asked for, so the warning is logged once. */
+  private downgraded: number | undefined;
+  /** The route messages go to: a reload's rebuilt route takes its predecessor's place (handOver). */
+  private readonly relay: Relay;
+
+  constructor(
+    private readonly lib: MqttLib,
+    settings: MqttSettings,
+    public spec: SubscribeSpec,
+    handler: (msg: Message) => Promise<void>,
+    private readonly log: Logger,
+    private readonly telemetry: BrokerTelemetry | undefined,
+    /** The client id of a session left by a predecessor (see leftSessions), which this connection empties instead of subscribing. */
+    private readonly adopted?: string,
+  ) {
+    this.settings = settings;
+    this.relay = new Relay(handler);
+    this.qos = spec.qos ?? qosFor(settings, spec.topic);
+    // A per-instance group (WebSocket forwards) wants live messages only: a plain subscription, a clean session.
+    const perInstance = spec.perInstance === true;
+    const persistent = settings.persistentSessions && !perInstance;
+    const clientId = adopted ?? (perInstance ? `${settings.clientId}-${spec.group}` : `${settings.clientId}-${spec.route}`);
+    this.clientId = clientId;
+    this.persistent = persistent;
+    const client = lib.connect(settings.url, clientOptions(settings, clientId, persistent, RECEIVE_MAXIMUM));
+    this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
+    const filter = settings.sharedSubscriptions && !perInstance ? `$share/${spec.group}/${spec.topic}` : spec.topic;
+    this.filter = filter;
+    this.live = persistent;
+    if (persistent) countLive(settings.url, clientId, filter, 1);
+    client.on('close', () => {
+      this.generation++;
+      // The next connect subscribes anyway.
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    });
+    client.on('connect', (connack) => this.connected(connack.sessionPresent));
+    // mqtt.js honours the `customHandleAcks` option for MQTT 5 only, but reads it from `options` at
+    // each packet; set here it applies on MQTT 3.1.1 connections too. Answered with an error, mqtt.js
+    // sends no PUBACK or PUBREC (nor stores a QoS 2 message) and reads on: the route acknowledges.
+    client.options.customHandleAcks = (_topic, _payload, packet: IPublishPacket, ack) => {
+      this.receive(packet, this.generation, () => ack(ACKNOWLEDGED_BY_ROUTE));
+    };
+    // QoS 0 only: with customHandleAcks answered with an error, mqtt.js calls it for no other message.
+    client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => this.receive(packet, this.generation, callback);
+    client.on('packetreceive', (packet) => {
+      // QoS 2: the server released the message (mqtt.js answers PUBCOMP); it sends that id no more.
+      if (packet.cmd === 'pubrel' && packet.messageId !== undefined) this.settled.delete(packet.messageId);
+    });
+  }
+
+  /**
+   * Each connect. Subscribes every time, even when the server kept the session: a server restart
+   * may restore a session without its shared subscriptions (mosquitto does), and subscribing again
+   * is harmless. A connection emptying a session left by a reload unsubscribes it instead.
+   */
+  private connected(sessionPresent: boolean): void {
+    const client = this.link.client;
+    const filter = this.filter;
+    // A new session: the server will send nothing again, so nothing it sends is a repeat, nor will
+    // it send again what earlier connections' messages still in hand carry.
+    if (!sessionPresent) {
+      this.settled.clear();
+      this.sessionSince = this.generation;
+    }
+    const adopted = this.adopted;
+    if (adopted) {
+      // The server queues nothing more for the left session; what it holds still comes, and is taken like any message.
+      client.unsubscribe(filter, (err) => {
+        if (err) this.log.warn({ err: err.message, filter, session: adopted }, 'mqtt unsubscribe of a session left by a reload refused');
+        else this.log.info({ filter, session: adopted }, 'mqtt session left by a reload unsubscribed; taking what the server still holds for it');
+      });
+      return;
+    }
+    this.subscribe();
+    if (this.persistent) this.dropReplacedFilter();
+  }
+
+  private subscribe(): void {
+    const filter = this.filter;
+    const qos = this.qos;
+    // MQTT 5 Retain Handling 1: the server's retained messages come with a new subscription only,
+    // not again each time this one is renewed (every connect, a reload's new route on the same
+    // session): with 0, mosquitto sent a topic's retained message again each time, one more copy
+    // on every target. MQTT 3.1.1 has no such option.
+    const options = this.settings.protocolVersion === 5 ? { qos, rh: 1 as const } : { qos };
+    this.link.client.subscribe(filter, options, (err, granted) => {
+      // A SUBACK refusal (0x80 and up) arrives as an error carrying the packet; an error without one is the connection's (closed before the SUBACK).
+      const code = err ? (err as { packet?: { granted?: unknown[] } }).packet?.granted?.[0] : granted?.[0]?.qos;
+      if (typeof code === 'number' && code >= 0x80) return this.refuse(filter, code);
+      if (err) {
+        this.telemetry?.consumerError(this.spec.route);
+        this.log.error({ err: err.message, filter }, 'mqtt subscribe refused');
+        return;
+      }
+      if (this.refused !== undefined) this.log.info({ filter }, 'mqtt subscription granted after a refusal');
+      this.refused = undefined;
+      this.refusedBackoff.reset();
+      if (typeof code === 'number' && code < qos && code !== this.downgraded)
+        this.log.warn({ filter, qos, granted: code }, `mqtt server granted the subscription at QoS ${code}, below the ${qos} asked for: messages come at most at QoS ${code}`);
+      this.downgraded = typeof code === 'number' && code < qos ? code : undefined;
+      this.log.info({ filter, qos }, 'consumer ready');
+      if (this.persistent) this.adoptLeftSessions();
+    });
+  }
+
+  /** The server refused the subscription in its SUBACK: the route is not ready, said once per reason, until a SUBACK grants it. */
+  private refuse(filter: string, code: number): void {
+    this.telemetry?.consumerError(this.spec.route);
+    // MQTT 3.1.1 has one refusal code, 0x80 "Failure"; MQTT 5 names each.
+    const name = this.settings.protocolVersion === 4 ? 'Failure' : (this.lib.ReasonCodes[code as keyof typeof this.lib.ReasonCodes] ?? 'unknown reason');
+    const detail = `the server refused the subscription to '${filter}' (SUBACK reason code 0x${code.toString(16)}, ${name}); asking again`;
+    if (detail !== this.refused)
+      this.log.error({ filter, reasonCode: code, reason: name }, `mqtt subscription refused by the server: 0x${code.toString(16)} ${name}; the route receives nothing until it is granted`);
+    this.refused = detail;
+    if (this.stopping || this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (!this.stopping && this.link.client.connected) this.subscribe();
+    }, this.refusedBackoff.delay());
+  }
+
+  /** Not ready while the server refuses the subscription. */
+  health(): Health {
+    return this.refused === undefined ? { ready: true } : { ready: false, detail: this.refused };
+  }
+
+  /** A message from mqtt.js, and how to let mqtt.js read on: at once, unless MAX_IN_HAND messages are in hand. */
+  private receive(packet: IPublishPacket, generation: number, readOn: () => void): void {
+    const done = this.chain.then(() => this.take(packet, generation));
+    this.chain = done.finally(() => {
+      const held = this.readOn;
+      if (--this.unacknowledged <= MAX_IN_HAND && held) {
+        this.readOn = undefined;
+        held();
+      }
+    });
+    // Only once the message is on the chain: letting mqtt.js read on can hand over the next
+    // message within this call (the socket's next chunk is parsed as the write of this one ends),
+    // and it must queue behind this one.
+    if (++this.unacknowledged <= MAX_IN_HAND) readOn();
+    else this.readOn = readOn;
+  }
+
+  /** PUBACK (QoS 1) or PUBREC (QoS 2), written on the connection the message came on while it is open; else the server sends it again (DUP) on the next. */
+  private acknowledge(packet: IPublishPacket): void {
+    const stream = this.link.client.stream;
+    if (packet.qos === 0 || packet.messageId === undefined || !stream?.writable) return;
+    stream.write(acknowledgement(packet.qos === 1 ? PUBACK : PUBREC, packet.messageId));
+  }
+
+  private async take(packet: IPublishPacket, generation: number): Promise<void> {
+    const id = packet.messageId;
+    if (packet.qos > 0 && id !== undefined && packet.dup && this.settled.has(id)) {
+      // Already accepted by the route: only the acknowledgement went missing. A copy that came on a
+      // connection lost since cannot be acknowledged there: the server sends it once more on the
+      // current one, which must still find it settled. A route held on one message over several
+      // reconnects has a copy from each; when the first stale copy cleared the id, the copy on the
+      // live connection was delivered again.
+      if (generation !== this.generation) return;
+      if (packet.qos === 1) this.settled.delete(id);
+      this.acknowledge(packet);
+      return;
+    }
+    const accepted = await handOver(toMessage(packet), this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping });
+    // Not accepted (stopping): no acknowledgement, so the server offers it again to the next session.
+    if (!accepted || packet.qos === 0 || id === undefined) return;
+    if (generation !== this.generation) {
+      // The connection it came on is gone; the server sends it again on the new one (DUP), and that
+      // copy is acknowledged. Unless the session it came in is gone too: nothing comes again, and a
+      // later message given the same packet id must not be taken for a repeat.
+      if (generation >= this.sessionSince) this.settled.add(id);
+      return;
+    }
+    if (packet.qos === 2) this.settled.add(id);
+    this.acknowledge(packet);
+  }
+
+  /**
+   * Called as it subscribes: its own session, left by a predecessor subscribed to another filter,
+   * is unsubscribed from that filter — in the same write, after the SUBSCRIBE, so no message falls
+   * between the two (one matching both in that instant comes twice: at least once).
+   */
+  private dropReplacedFilter(): void {
+    const left = leftSessions.get(this.settings.url);
+    const session = left?.get(this.clientId);
+    if (!session) return;
+    left!.delete(this.clientId);
+    if (session.filter === this.filter) return;
+    this.link.client.unsubscribe(session.filter, (err) => {
+      if (err) this.log.warn({ err: err.message, filter: session.filter }, 'mqtt unsubscribe of the filter a reload replaced refused');
+      else this.log.info({ filter: session.filter, now: this.filter }, "mqtt consume route's session unsubscribed from the filter a reload replaced");
+    });
+  }
+
+  /**
+   * Called once subscribed (the group's messages come to this session from then on): sessions
+   * that routes of this process left under another client id on the same filter are taken over —
+   * each unsubscribed (so it takes no more of the group's messages), and what the server still
+   * holds for it handed to this route, acknowledged as usual.
+   */
+  private adoptLeftSessions(): void {
+    const left = leftSessions.get(this.settings.url);
+    if (!left || this.stopping) return;
+    for (const [id, session] of left) {
+      if (id === this.clientId || session.filter !== this.filter) continue;
+      left.delete(id);
+      // Once unsubscribed, a session only gives back what it still held: nothing to warn about again.
+      if (!session.unsubscribed)
+        this.log.warn(
+          { session: id, filter: this.filter },
+          'mqtt consume route resumed under another client id: the session it left is unsubscribed, and what the server holds for it taken by this route',
+        );
+      this.adoptions.push(new MqttSubscription(this.lib, this.settings, this.spec, this.relay.current, this.log, this.telemetry, id));
+    }
+  }
+
+  /**
+   * A reload's rebuilt route asks the same (Subscription.handOver): the connection, its session and
+   * subscription go on (no reconnect, no session churn, no retained message sent again), and each
+   * message after the one in hand is the new route's, acknowledged as always; the connections
+   * emptying sessions left by earlier reloads hand over too.
+   */
+  async handOver(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Promise<void> {
+    this.spec = spec;
+    if (!this.adopted) this.log.info({ clientId: this.clientId }, 'subscription handed over to the rebuilt route');
+    await Promise.all([this.relay.replace(handler), ...this.adoptions.map((a) => a.handOver(spec, handler))]);
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.retryTimer);
+    await Promise.allSettled(this.adoptions.map((a) => a.stop()));
+    await this.chain;
+    // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
+    await disconnect(this.link.client, this.settings, this.log);
+    // The session stays on the server: a successor under another client id takes it over.
+    if (this.live) countLive(this.settings.url, this.clientId, this.filter, -1);
+    this.live = false;
+    if (this.persistent) {
+      let left = leftSessions.get(this.settings.url);
+      if (!left) leftSessions.set(this.settings.url, (left = new Map()));
+      left.set(this.clientId, { filter: this.filter, unsubscribed: this.adopted !== undefined });
+    }
+  }
+}
+
+/** A received PUBLISH as a message: its user properties and Content Type (MQTT 5) as headers, as the CloudEvents MQTT binding reads them (fromMqttProperties). */
+function toMessage(packet: IPublishPacket): Message {
+  const props = packet.properties;
+  const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+  const headers = props ? fromMqttProperties(props.userProperties ? singleValued(Object.entries(props.userProperties)) : {}, props.contentType) : {};
+  return payloadMessage(payload, { headers, topic: packet.topic, partition: null, offset: null, timestamp: Date.now() });
+}
