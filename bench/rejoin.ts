@@ -45,7 +45,7 @@ for (let round = 0; round < 3; round++) {
       const written = Date.now();
       await gw.reconfigure(yaml(r + 2));
       await copyOne();
-      const handedOver = gw.logs.slice(mark).some((l) => l.msg === 'consumer taken over by the rebuilt route, without leaving its group');
+      const handedOver = gw.logs.slice(mark).some((l) => l.msg === 'subscription handed over to the rebuilt route');
       console.log(JSON.stringify({ what: 'reload', sessionTimeoutMs: session, round: r, handedOver, firstCopyMs: Date.now() - written }));
     }
   }

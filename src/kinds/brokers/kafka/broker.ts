@@ -10,14 +10,13 @@ import { RecordProducer } from './producer.js';
 import { RetainedReader } from './replay.js';
 import { KafkaSubscription } from './subscription.js';
 import { FirstConnection } from '../first-connection.js';
+import { leavesOnStop } from '../acknowledgement.js';
 import { kafkaTopicProblem } from './topics.js';
 
 const { Kafka } = kafkajs;
 type Kafka = InstanceType<typeof Kafka>;
 
 const MAX_BACKOFF_MS = 5000;
-/** How long a released consumer waits, in its group, for the rebuilt route (which a reload starts right after). */
-const HANDOVER_MS = 5000;
 
 /**
  * A Kafka cluster, through kafkajs: a producer (./producer.ts), one consumer group member per
@@ -39,12 +38,9 @@ export class KafkaBroker implements BrokerRuntime {
   private probeTimer: NodeJS.Timeout | undefined;
   private probing: Promise<void> | undefined;
   private stopped = false;
-  private closing = false;
   private readonly subscriptions = new Set<KafkaSubscription>();
   /** What begins a consumed record's identity (sourceIdentity): a broker's name may hold any character, a NATS header value may not. */
   private readonly identityPrefix: string;
-  /** Consumers released by routes a reload is rebuilding, by handover key, until adopted or HANDOVER_MS pass. */
-  private readonly released = new Map<string, { sub: KafkaSubscription; timer: NodeJS.Timeout }>();
   /** Producer and consumer errors, for eventgate_kafka_*_errors_total. */
   private readonly telemetry: BrokerTelemetry | undefined;
 
@@ -81,16 +77,9 @@ export class KafkaBroker implements BrokerRuntime {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.probeTimer);
-    for (const { timer } of this.released.values()) clearTimeout(timer);
-    this.released.clear();
     await Promise.allSettled([...this.subscriptions].map((s) => s.stop()));
     const admin = Promise.race([this.admin.disconnect().catch(() => undefined), sleep(this.settings.connectionTimeoutMs)]);
     await Promise.all([this.producer.stop(), admin, this.retainedReader.stop()]);
-  }
-
-  /** A route stopped from now on stops its consumer (committing) at once: no rebuilt route will adopt it. */
-  shuttingDown(): void {
-    this.closing = true;
   }
 
   /** Never called: canReconfigure() says no, so a changed kafka broker is replaced. */
@@ -119,48 +108,16 @@ export class KafkaBroker implements BrokerRuntime {
   }
 
   /**
-   * A route a reload rebuilt with the same group, topic and start position takes over the consumer
-   * its predecessor released (see stop below), so the group neither rebalances nor waits for a
-   * new member: records flow again at once.
+   * One consumer group member for the route. A route a reload rebuilds, asking the same of this
+   * broker (sameSubscription), takes it over (handOver): the member stays in its group, so the
+   * group neither rebalances nor waits for a new member. Stopped, it commits and leaves the group.
    */
   subscribe(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Subscription {
     const log = this.log.child({ route: spec.route, group: spec.group, topic: spec.topic });
-    const key = KafkaSubscription.handoverKey(spec);
-    const released = this.released.get(key);
-    let sub: KafkaSubscription | undefined;
-    if (released) {
-      this.released.delete(key);
-      clearTimeout(released.timer);
-      if (released.sub.adopt(spec, handler, log)) sub = released.sub;
-      else void this.retire(released.sub);
-    }
-    if (!sub) {
-      sub = new KafkaSubscription(this.consumerClient, this.settings, spec, handler, log, this.telemetry);
-      this.subscriptions.add(sub);
-      sub.start();
-    }
-    const mine = sub;
-    return {
-      // Released rather than stopped while the broker runs: kept for HANDOVER_MS in case the route comes back rebuilt.
-      stop: async () => {
-        const kept = !this.stopped && !this.closing && (await mine.release());
-        // The broker may have stopped meanwhile; and one released consumer per key (two routes sharing
-        // a group and topic cannot both wait for a successor).
-        if (!kept || this.stopped || this.released.has(key)) return this.retire(mine);
-        const timer = setTimeout(() => {
-          if (this.released.get(key)?.sub === mine) this.released.delete(key);
-          void this.retire(mine);
-        }, HANDOVER_MS);
-        timer.unref();
-        this.released.set(key, { sub: mine, timer });
-      },
-      health: () => mine.health(),
-    };
-  }
-
-  private async retire(sub: KafkaSubscription): Promise<void> {
-    await sub.stop();
-    this.subscriptions.delete(sub);
+    const sub = new KafkaSubscription(this.consumerClient, this.settings, spec, handler, log, this.telemetry);
+    this.subscriptions.add(sub);
+    sub.start();
+    return leavesOnStop(this.subscriptions, sub);
   }
 
   /**

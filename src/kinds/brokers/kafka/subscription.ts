@@ -39,16 +39,10 @@ export class KafkaSubscription {
   private wake: () => void = () => undefined;
   private readonly stopped: Promise<void>;
   /**
-   * Released by its route (a reload rebuilds it): handling stops, the consumer keeps its group
-   * membership, paused, until the rebuilt route adopts it or the broker stops it.
+   * The handler's calls in progress, counted per handler: a new one after each hand-over
+   * (handOver), which waits for its predecessor's to end.
    */
-  private parked = false;
-  /** Settles when handling must stop (stop or release); a new one after each adoption. */
-  private interrupted!: Promise<void>;
-  private interrupt: () => void = () => undefined;
-  /** eachBatch calls running, and who waits for there to be none. */
-  private active = 0;
-  private idleWaiters: (() => void)[] = [];
+  private turn: HandlerTurn = { held: 0, idle: undefined };
   private loop: Promise<void> | undefined;
   /** Whether stop() must wait for the consumer: only once it may hold partitions. */
   private phase: 'connecting' | 'consuming' = 'connecting';
@@ -74,11 +68,10 @@ export class KafkaSubscription {
     private readonly settings: KafkaSettings,
     private spec: SubscribeSpec,
     private handler: (msg: Message) => Promise<void>,
-    private log: Logger,
+    private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
   ) {
     this.stopped = new Promise((r) => (this.wake = r));
-    this.arm();
     // Route, then broker, then at-least-once: a group's partitions without a committed offset start at the oldest record.
     this.fromBeginning = (spec.startFrom ?? settings.consumer.startFrom ?? spec.defaultStartFrom ?? 'earliest') === 'earliest';
   }
@@ -88,44 +81,21 @@ export class KafkaSubscription {
     this.loop = withBatchBound(this.settings.consumer.maxBatchBytes, () => this.run());
   }
 
-  private arm(): void {
-    this.interrupted = new Promise((r) => (this.interrupt = r));
-  }
-
-  /** What a rebuilt route must match to take this consumer over: same group, topic and start position. */
-  static handoverKey(spec: SubscribeSpec): string {
-    return `${spec.group}\0${spec.topic}\0${spec.startFrom ?? spec.defaultStartFrom ?? ''}`;
-  }
-
   /**
-   * Stops handling records, as stop() does (the record in hand finishes, nothing after it is
-   * taken), but keeps the consumer and its group membership, paused. False when there is no
-   * consumer in a group to keep (then stop() it).
+   * A reload's rebuilt route asks the same (Subscription.handOver): the consumer goes on in its
+   * group (no leave, no join, no rebalance, no pause), and the records it has not yet handed to a
+   * route go to `handler`, in order. Records the old handler holds finish there and are committed
+   * as always; one it gives back (it stopped with it in hand) is handed to `handler` at once. A
+   * window of several records in hand (`inFlight`) lets the old handler's records end before it
+   * starts the new one's. Resolves once the old handler holds no record.
    */
-  async release(): Promise<boolean> {
-    if (this.stopping || this.parked || this.phase !== 'consuming' || !this.consumer) return false;
-    this.parked = true;
-    this.interrupt();
-    const idle = this.active === 0 ? Promise.resolve() : new Promise<void>((r) => this.idleWaiters.push(r));
-    const outcome = await Promise.race([idle.then(() => 'idle' as const), sleep(STOP_TIMEOUT_MS).then(() => 'late' as const)]);
-    if (outcome === 'late') return false;
-    this.consumer.pause([{ topic: this.spec.topic }]);
-    this.lags.clear();
-    this.log.info('consumer released by its route; kept in its group, paused, for the rebuilt route');
-    return true;
-  }
-
-  /** A rebuilt route takes the released consumer over: records now go to `handler`. False when it is gone. */
-  adopt(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>, log: Logger): boolean {
-    if (!this.parked || this.stopping || !this.consumer) return false;
+  handOver(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Promise<void> {
     this.spec = spec;
     this.handler = handler;
-    this.log = log;
-    this.parked = false;
-    this.arm();
-    this.consumer.resume([{ topic: spec.topic }]);
-    this.log.info('consumer taken over by the rebuilt route, without leaving its group');
-    return true;
+    const old = this.turn;
+    this.turn = { held: 0, idle: undefined };
+    this.log.info('subscription handed over to the rebuilt route');
+    return old.held === 0 ? Promise.resolve() : new Promise<void>((r) => (old.idle = r));
   }
 
   health(): Health {
@@ -154,7 +124,6 @@ export class KafkaSubscription {
     this.stopping = true;
     this.lags.clear();
     this.wake();
-    this.interrupt();
     const done = (async () => {
       // Still connecting (the cluster unreachable): nothing consumed, nothing to commit; the loop
       // lets go of that consumer when its connect attempt ends. Joining or consuming: wait for it.
@@ -200,7 +169,7 @@ export class KafkaSubscription {
             autoCommitThreshold: every > 0 ? null : 1,
             eachBatchAutoResolve: false,
             partitionsConsumedConcurrently: this.settings.consumer.partitionsConsumedConcurrently,
-            eachBatch: (payload) => this.eachBatch(payload),
+            eachBatch: (payload) => this.handleBatch(payload),
           });
         }
         const ended = await Promise.race([crash, this.stopped.then(() => undefined)]);
@@ -216,8 +185,6 @@ export class KafkaSubscription {
       }
       // kafkajs disconnected a crashed consumer itself (leaving the group); a failed start may still hold connections.
       await consumer.disconnect().catch(() => undefined);
-      // A released consumer that crashes is not started again: the rebuilt route makes its own.
-      if (this.parked) this.stopping = true;
       if (this.stopping) return;
       this.telemetry?.consumerCrash(this.spec.route);
       // State first, cause after ': ': an open /readyz shows only the state (the cause may name hosts).
@@ -273,22 +240,13 @@ export class KafkaSubscription {
     return consumer;
   }
 
-  private async eachBatch(payload: EachBatchPayload): Promise<void> {
-    this.active++;
-    try {
-      await this.handleBatch(payload);
-    } finally {
-      if (--this.active === 0) for (const w of this.idleWaiters.splice(0)) w();
-    }
-  }
-
   private async handleBatch(payload: EachBatchPayload): Promise<void> {
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause } = payload;
     const { topic, partition } = batch;
     this.highWatermarks.set(partition, BigInt(batch.highWatermark));
     if ((this.spec.inFlight ?? 1) > 1) return this.handleBatchWindowed(payload);
     for (const message of batch.messages) {
-      if (!isRunning() || isStale() || this.stopping || this.parked) return;
+      if (!isRunning() || isStale() || this.stopping) return;
       const offset = BigInt(message.offset);
       this.noteLag(partition, offset);
       const broken = undecodable(message);
@@ -317,8 +275,9 @@ export class KafkaSubscription {
   private async handleBatchWindowed({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause }: EachBatchPayload): Promise<void> {
     const { topic, partition } = batch;
     const window = new InFlightWindow<string>(this.spec.inFlight ?? 1);
-    const orderKeys = this.spec.orderKeys;
-    const going = () => isRunning() && !isStale() && !this.stopping && !this.parked && !window.broken;
+    let turn = this.turn;
+    let orderKeys = this.spec.orderKeys;
+    const going = () => isRunning() && !isStale() && !this.stopping && !window.broken;
     // Resolving is bookkeeping (kafkajs commits what was resolved, also when the member stops); committing is a request, made from the loop.
     const settled = () => {
       const offset = window.committable();
@@ -349,6 +308,12 @@ export class KafkaSubscription {
           resolveOffset(message.offset);
           await commit();
           continue;
+        }
+        if (turn !== this.turn) {
+          // Handed over (handOver): the old route's records end before the new route's start, and its order keys are the new route's.
+          await window.idle();
+          turn = this.turn;
+          orderKeys = this.spec.orderKeys;
         }
         const msg = toMessage(topic, partition, message);
         const keys = orderKeys ? await orderKeys(msg) : NO_KEYS;
@@ -388,8 +353,7 @@ export class KafkaSubscription {
    */
   private async undecodable(batch: Batch, message: KafkaMessage, broken: UndecodableRecord, heartbeat: () => Promise<void>): Promise<boolean | 'halt'> {
     const { topic, partition } = batch;
-    const deadletter = this.spec.undecodable;
-    if (!deadletter) {
+    if (!this.spec.undecodable) {
       const detail = `partition ${partition} of ${topic} stopped at offset ${message.offset}: a record batch there cannot be decoded (${broken.reason}); give the route a deadletter topic to move past it`;
       if (!this.halted.has(partition)) {
         this.telemetry?.consumerError(this.spec.route);
@@ -404,7 +368,8 @@ export class KafkaSubscription {
     return this.persist(
       heartbeat,
       async () => {
-        await deadletter(raw);
+        // The route's at each try: a reload's rebuilt route takes the subscription over with its own (handOver).
+        await this.spec.undecodable!(raw);
         this.log.warn({ partition, offset: raw.offset, lastOffset: raw.lastOffset, reason: raw.reason }, 'undecodable record batch sent to the dead-letter topic');
       },
       (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'undecodable record batch not dead-lettered; retrying'),
@@ -412,10 +377,10 @@ export class KafkaSubscription {
   }
 
   /**
-   * Runs `attempt` until it resolves, heartbeating meanwhile; false when the member stops, is
-   * released, or loses the partition first. The route retries deliveries itself (core/backoff.ts)
-   * and rejects only when it stops with the record in hand — a give-back, by which time this member
-   * is stopping or released: not counted as an error, not retried. What is retried here, by the
+   * Runs `attempt` until it resolves, heartbeating meanwhile; false when the member stops or loses
+   * the partition first. The route retries deliveries itself (core/backoff.ts) and rejects only
+   * when it stops with the record in hand — a give-back, by which time this member is stopping
+   * (not counted as an error, not retried) or handed over to a rebuilt route (which takes it at once). What is retried here, by the
    * same policy, is the one attempt the route does not retry: sending an undecodable batch to the
    * dead-letter topic (docs/architecture.md, "Retries and dead-lettering").
    */
@@ -423,26 +388,37 @@ export class KafkaSubscription {
     const backoff = new Backoff();
     for (;;) {
       let wait = 0;
-      if (this.stopping || this.parked) return false;
+      if (this.stopping) return false;
       // A handler may take long (targets retrying with backoff): keep the membership alive meanwhile.
       const beat = setInterval(() => void heartbeat().catch(() => undefined), this.settings.consumer.heartbeatIntervalMs);
+      const turn = this.turn;
+      turn.held++;
       try {
         await attempt();
         return true;
       } catch (err) {
-        if (this.stopping || this.parked) return false;
+        if (this.stopping) return false;
+        // Given back by the route a reload rebuilt (it stopped with the record in hand): its successor takes it now.
+        if (turn !== this.turn) continue;
         this.telemetry?.consumerError(this.spec.route);
         wait = backoff.delay();
         failed(err as Error, wait);
       } finally {
         clearInterval(beat);
+        if (--turn.held === 0) turn.idle?.();
       }
-      await pause(wait, this.interrupted);
-      if (this.stopping || this.parked) return false;
+      await pause(wait, this.stopped);
+      if (this.stopping) return false;
       // Throws when the group rebalances: the record stays uncommitted for whoever gets the partition.
       await heartbeat();
     }
   }
+}
+
+/** The calls in progress of one handler (KafkaSubscription.handOver waits for its predecessor's to end). */
+interface HandlerTurn {
+  held: number;
+  idle: (() => void) | undefined;
 }
 
 export function toMessage(topic: string, partition: number, m: KafkaMessage): Message {

@@ -1,0 +1,289 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { eventually, type LogLine, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
+import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * A Kafka route a reload rebuilds takes its running consumer over (Subscription.handOver) exactly
+ * when `eventgate plan` says its group is kept, and rejoins its group when plan says it rejoins.
+ * The mock cluster's own request log counts JoinGroup and LeaveGroup requests; kcat produces and reads.
+ */
+describe('Kafka routes rebuilt by a reload: plan and runtime agree', () => {
+  let kafka: KafkaCluster;
+  const t = { in: '', out: '', dead: '' };
+  const group = 'eventgate-changing';
+  const KEYS = 8;
+
+  const config = (o: { version: number; deadletter?: boolean; startFrom?: 'earliest' }) => `
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ${kafka.bootstrap}
+    clientId: handover
+    producer: { lingerMs: 1 }
+    consumer: ${kafka.consumerYaml}
+routes:
+  - name: changing
+    from: { broker: kafka, topic: ${t.in}${o.startFrom ? `, startFrom: ${o.startFrom}` : ''} }
+    through:
+      - transform: '{"v": ${o.version}, "k": k, "i": i}'
+    to: { broker: kafka, topic: ${t.out}, key: $key }
+${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
+
+  let produced = 0;
+  /** The next `n` records, numbered on from the last, keyed k0..k7 in turn. */
+  const next = (n: number) =>
+    Array.from({ length: n }, () => {
+      const i = produced++;
+      return { key: `k${i % KEYS}`, value: JSON.stringify({ k: `k${i % KEYS}`, i }) };
+    });
+  const logsSince = (from: number, pred: (l: LogLine) => boolean) => gw.logs.slice(from).filter(pred);
+  /** What `eventgate plan -c new --from old` prints for two of this test's configs. */
+  const plan = async (old: string, now: string) => {
+    const dir = tempFiles({ 'old.yaml': old, 'new.yaml': now });
+    const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    return r.stdout;
+  };
+  /** Every record of the input topic on the output topic, each once, and per key in the input topic's order. */
+  const assertEachOnceInOrder = async () => {
+    await kcatConsume(kafka.bootstrap, t.out, produced, 30000);
+    const parse = (r: { value: string | null }) => JSON.parse(r.value!) as { v?: number; k: string; i: number };
+    const out = (await kcatConsumeAll(kafka.bootstrap, t.out)).map(parse);
+    const input = (await kcatConsumeAll(kafka.bootstrap, t.in)).map(parse);
+    const seen = out.map((v) => v.i).sort((a, b) => a - b);
+    assert.deepEqual(
+      seen,
+      Array.from({ length: produced }, (_, i) => i),
+      'each record once',
+    );
+    for (let k = 0; k < KEYS; k++) {
+      const of = (records: { k: string; i: number }[]) => records.filter((v) => v.k === `k${k}`).map((v) => v.i);
+      assert.deepEqual(of(out), of(input), `records of key k${k} in the order of the input topic`);
+    }
+    return out;
+  };
+
+  before(async () => {
+    kafka = await startKafka();
+    for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] = kafka.topic(k);
+    for (const topic of Object.values(t)) await kafka.createTopic(topic, 4);
+  });
+  const gw = useGateway(() => config({ version: 1 }));
+  before(async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'changing', 20000);
+  });
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('a reload that changes only a step hands the running consumer over under a produced stream: no JoinGroup, no LeaveGroup, each record once, in order; plan says kept', async () => {
+    await kcatProduce(kafka.bootstrap, t.in, next(40));
+    await kcatConsume(kafka.bootstrap, t.out, 40, 30000);
+    const mark = gw.logs.length;
+    const joins = kafka.joinRequests();
+    const leaves = kafka.leaves(group);
+
+    // An independent producer writes on while the route is rebuilt four times.
+    let producing = true;
+    const stream = (async () => {
+      while (producing) await kcatProduce(kafka.bootstrap, t.in, next(25));
+    })();
+    for (let version = 2; version <= 5; version++) {
+      const reloaded = await gw.reconfigure(config({ version }));
+      assert.equal(reloaded.msg, 'config reloaded');
+    }
+    producing = false;
+    await stream;
+    await kcatProduce(kafka.bootstrap, t.in, next(20));
+    const out = await assertEachOnceInOrder();
+    assert.ok(
+      out.some((v) => v.v === 5),
+      'records after the last reload went through its chain',
+    );
+
+    // The member never left its group nor joined it again: the cluster saw no JoinGroup or LeaveGroup.
+    assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
+    assert.equal(kafka.leaves(group), leaves, 'no LeaveGroup request');
+    assert.deepEqual(
+      logsSince(mark, (l) => l.route === 'changing' && /consumer (joined|stopped|crashed|released)/.test(l.msg)),
+      [],
+    );
+    assert.equal(logsSince(mark, (l) => l.route === 'changing' && l.msg === 'subscription handed over to the rebuilt route').length, 4);
+
+    const said = await plan(config({ version: 1 }), config({ version: 2 }));
+    assert.match(said, /^ {2}~ route changing$/m);
+    assert.doesNotMatch(said, /consumer group/);
+  });
+
+  it('a reload that adds a deadletter target (the old release/adopt key matched it, sameSubscription does not) rejoins the group, as plan says, and moves cleanly', async () => {
+    const said = await plan(config({ version: 5 }), config({ version: 5, deadletter: true }));
+    assert.match(said, new RegExp(`^consumer group rejoins: ${group} \\(route changing, kafka/${t.in}\\)$`, 'm'));
+    const mark = gw.logs.length;
+    const leaves = kafka.leaves(group);
+    const reloaded = await gw.reconfigure(config({ version: 5, deadletter: true }));
+    assert.equal(reloaded.msg, 'config reloaded');
+    await kcatProduce(kafka.bootstrap, t.in, next(30));
+    await assertEachOnceInOrder();
+    // The old member committed and left; a new one joined. Before: the released member was adopted (no leave, no join) where plan said "rejoins".
+    assert.equal(kafka.leaves(group), leaves + 1, 'the old member left its group');
+    assert.ok(logsSince(mark, (l) => l.route === 'changing' && l.msg === 'consumer joined group').length >= 1, 'a new member joined');
+    assert.deepEqual(
+      logsSince(mark, (l) => l.route === 'changing' && l.msg === 'subscription handed over to the rebuilt route'),
+      [],
+    );
+  });
+
+  it("a reload that changes the route's from (startFrom) rejoins, as plan says, and moves cleanly", async () => {
+    const said = await plan(config({ version: 5, deadletter: true }), config({ version: 6, deadletter: true, startFrom: 'earliest' }));
+    assert.match(said, new RegExp(`^consumer group rejoins: ${group} \\(route changing, kafka/${t.in}\\)$`, 'm'));
+    const mark = gw.logs.length;
+    const leaves = kafka.leaves(group);
+    const reloaded = await gw.reconfigure(config({ version: 6, deadletter: true, startFrom: 'earliest' }));
+    assert.equal(reloaded.msg, 'config reloaded');
+    await kcatProduce(kafka.bootstrap, t.in, next(30));
+    const out = await assertEachOnceInOrder();
+    assert.ok(out.some((v) => v.v === 6));
+    assert.equal(kafka.leaves(group), leaves + 1, 'the old member left its group');
+    assert.ok(logsSince(mark, (l) => l.route === 'changing' && l.msg === 'consumer joined group').length >= 1, 'a new member joined');
+  });
+});
+
+describe('a Kafka route rebuilt while it retries a record', () => {
+  let kafka: KafkaCluster;
+  let receiver: WebhookReceiver;
+  let topic = '';
+  before(async () => {
+    [kafka, receiver] = await Promise.all([startKafka(), WebhookReceiver.start()]);
+    topic = kafka.topic('retried');
+    // One partition: the two records are in one order.
+    await kafka.createTopic(topic, 1);
+    // /down is an endpoint that is down; /up one that is back.
+    receiver.respond = (r, res) => (r.url === '/down' ? res.writeHead(503).end('down') : res.end('ok'));
+  });
+  const config = (path: string) => `
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ${kafka.bootstrap}
+    consumer: ${kafka.consumerYaml}
+routes:
+  - name: retried
+    from: { broker: kafka, topic: ${topic} }
+    to: { http: { url: "${receiver.url}${path}", retry: { attempts: 1 } } }
+`;
+  const gw = useGateway(() => config('/down'));
+  // After the gateway's own stop (registered first): its consumers commit and leave while the cluster still answers.
+  after(async () => {
+    await Promise.all([receiver?.stop(), kafka?.stop()]);
+  });
+
+  it('hands the record it gives back to the rebuilt route at once, before the record after it, within the same member', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'retried', 20000);
+    await kcatProduce(kafka.bootstrap, topic, [{ key: 'a', value: JSON.stringify({ n: 1 }) }]);
+    await gw.waitForLog((l) => l.route === 'retried' && l.msg.startsWith('message not consumed; retrying it until its targets accept it'), 20000);
+    const from = gw.logs.length;
+    const joins = kafka.joinRequests();
+    const reload = await gw.reconfigure(config('/up'));
+    assert.equal(reload.msg, 'config reloaded', JSON.stringify(reload));
+    await kcatProduce(kafka.bootstrap, topic, [{ key: 'a', value: JSON.stringify({ n: 2 }) }]);
+    const ups = () => receiver.requests.filter((r) => r.url === '/up').map((r) => JSON.parse(r.body) as { n: number });
+    await eventually(
+      () =>
+        assert.ok(
+          ups().some((m) => m.n === 2),
+          'the record produced after the reload delivered',
+        ),
+      20000,
+    );
+    assert.deepEqual(ups(), [{ n: 1 }, { n: 2 }]);
+    assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
+    // The running member was handed over (before: released, paused, and resumed by the rebuilt route, which fetched the record again).
+    assert.deepEqual(
+      gw.logs
+        .slice(from)
+        .filter((l) => l.route === 'retried' && /handed over|released|taken over/.test(l.msg))
+        .map((l) => l.msg),
+      ['subscription handed over to the rebuilt route'],
+    );
+    // Handed over, not a failure of the route's contract.
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.level === 'error'),
+      [],
+    );
+  });
+});
+
+describe('a Kafka route with several records of a partition in hand (webhook concurrency) rebuilt by reloads', () => {
+  let kafka: KafkaCluster;
+  let receiver: WebhookReceiver;
+  let topic = '';
+  const KEYS = 8;
+  before(async () => {
+    [kafka, receiver] = await Promise.all([startKafka(), WebhookReceiver.start()]);
+    topic = kafka.topic('windowed');
+    await kafka.createTopic(topic, 2);
+    // A few milliseconds an answer: records are in hand when a reload comes.
+    receiver.respond = (_r, res) => void setTimeout(() => res.end('ok'), 3);
+  });
+  const config = (version: number) => `
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ${kafka.bootstrap}
+    consumer: ${kafka.consumerYaml}
+routes:
+  - name: windowed
+    from: { broker: kafka, topic: ${topic} }
+    through: [ { filter: 'i >= -${version}' } ]
+    to: { http: { url: "${receiver.url}/hook", concurrency: 4, orderBy: k } }
+`;
+  const gw = useGateway(() => config(1));
+  // After the gateway's own stop (registered first): its consumers commit and leave while the cluster still answers.
+  after(async () => {
+    await Promise.all([receiver?.stop(), kafka?.stop()]);
+  });
+
+  it('hands over between records: each once, each key in order, the same member', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'windowed', 20000);
+    let produced = 0;
+    const next = (n: number) =>
+      Array.from({ length: n }, () => {
+        const i = produced++;
+        return { key: `k${i % KEYS}`, value: JSON.stringify({ k: `k${i % KEYS}`, i }) };
+      });
+    const from = gw.logs.length;
+    const joins = kafka.joinRequests();
+    let producing = true;
+    const stream = (async () => {
+      while (producing) await kcatProduce(kafka.bootstrap, topic, next(40));
+    })();
+    for (let version = 2; version <= 4; version++) assert.equal((await gw.reconfigure(config(version))).msg, 'config reloaded');
+    producing = false;
+    await stream;
+    const delivered = () => receiver.requests.map((r) => JSON.parse(r.body) as { k: string; i: number });
+    await eventually(() => assert.ok(delivered().length >= produced, `${delivered().length} of ${produced} delivered`), 30000);
+    const input = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => JSON.parse(r.value!) as { k: string; i: number });
+    assert.deepEqual(
+      delivered()
+        .map((v) => v.i)
+        .sort((a, b) => a - b),
+      Array.from({ length: produced }, (_, i) => i),
+      'each record once',
+    );
+    for (let k = 0; k < KEYS; k++) {
+      const of = (records: { k: string; i: number }[]) => records.filter((v) => v.k === `k${k}`).map((v) => v.i);
+      assert.deepEqual(of(delivered()), of(input), `records of key k${k} in the order of the topic`);
+    }
+    assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
+    assert.equal(gw.logs.slice(from).filter((l) => l.route === 'windowed' && l.msg === 'subscription handed over to the rebuilt route').length, 3);
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.level === 'error' || l.level === 'warn'),
+      [],
+    );
+  });
+});
