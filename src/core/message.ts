@@ -343,6 +343,84 @@ export function isEncoded(headers: Readonly<Record<string, string>>): boolean {
   return encoding !== undefined && encoding !== '' && encoding.toLowerCase() !== 'identity';
 }
 
+/**
+ * What a number beyond a double is called wherever JSON brings one (an HTTP body, a WebSocket frame,
+ * a consumed payload): `at` is its JSON pointer, when known and not the whole value.
+ */
+export function hugeNumberText(what: string, at?: string): string {
+  return `the ${what} has a number too large to represent (over ±1.8e308)${at ? ` at ${at}` : ''}`;
+}
+
+/**
+ * The JSON pointer of a number in a value JSON.parse made that a double could not hold (`1e400`
+ * reads as Infinity, which JSON.stringify writes on as null), or undefined. Recursive while the
+ * value nests a few levels (no allocation), iterative past them (a consumed payload may nest
+ * thousands deep); the pointer is made only for a value that has such a number.
+ */
+export function hugeNumberAt(value: unknown): string | undefined {
+  if (typeof value === 'number') return value - value === 0 ? undefined : '';
+  if (value === null || typeof value !== 'object' || Buffer.isBuffer(value) || allFinite(value, 0)) return undefined;
+  return notFinitePointer(value);
+}
+
+/** Whether every number in `v` is finite; false also past 32 levels, where notFinitePointer decides. */
+function allFinite(v: object, depth: number): boolean {
+  if (depth > 32) return false;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const x: unknown = v[i];
+      if (typeof x === 'number') {
+        if (x - x !== 0) return false;
+      } else if (x !== null && typeof x === 'object' && !allFinite(x, depth + 1)) return false;
+    }
+    return true;
+  }
+  const o = v as Record<string, unknown>;
+  for (const k in o) {
+    const x = o[k];
+    if (typeof x === 'number') {
+      if (x - x !== 0) return false;
+    } else if (x !== null && typeof x === 'object' && !allFinite(x, depth + 1)) return false;
+  }
+  return true;
+}
+
+/** hugeNumberAt's walk with places, in document order: each container with its parent and the next key to look at; the pointer spelled only for the number found. */
+function notFinitePointer(root: object): string | undefined {
+  interface Place {
+    o: Record<string, unknown>;
+    keys: string[];
+    next: number;
+    parent: Place | undefined;
+    key: string;
+  }
+  const enter = (v: object, parent: Place | undefined, key: string): Place => ({
+    o: v as Record<string, unknown>,
+    keys: Array.isArray(v) ? v.map((_, i) => String(i)) : Object.keys(v),
+    next: 0,
+    parent,
+    key,
+  });
+  for (let place: Place | undefined = enter(root, undefined, ''); place !== undefined; ) {
+    if (place.next === place.keys.length) {
+      place = place.parent;
+      continue;
+    }
+    const key = place.keys[place.next++]!;
+    const x = place.o[key];
+    if (typeof x === 'number' && x - x !== 0) {
+      const keys = [key];
+      for (let p: Place = place; p.parent !== undefined; p = p.parent) keys.push(p.key);
+      return keys
+        .reverse()
+        .map((k) => `/${k.replaceAll('~', '~0').replaceAll('/', '~1')}`)
+        .join('');
+    }
+    if (x !== null && typeof x === 'object') place = enter(x, place, key);
+  }
+  return undefined;
+}
+
 /** The inverse of encodeValue for payloads from brokers: JSON when it parses, otherwise the string. */
 export function decodeValue(payload: string): unknown {
   const c = payload.trimStart()[0];

@@ -31,7 +31,7 @@ import { askedSubscription } from '../plan/subscription.js';
 import { RouteStats } from '../telemetry/metrics.js';
 import { redact } from '../config/secrets.js';
 import type { TapChannel } from '../telemetry/tap.js';
-import { headersWith, newHeaders, type Delivery, type Message, type MessageContext, type RequestMeta } from '../core/message.js';
+import { headersWith, hugeNumberAt, hugeNumberText, newHeaders, type Delivery, type Message, type MessageContext, type RequestMeta } from '../core/message.js';
 import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
@@ -111,6 +111,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** Webhook targets, whose kept-alive connections are closed when the route is retired. */
   private readonly webhooks: WebhookTarget[] = [];
   private readonly deadletter: DeadletterTopic | undefined;
+  /** Whether a consumed message's value is read, not only copied as its bytes (readsValues). */
+  private readonly readsValues: boolean;
   private readonly stats: RouteStats;
   private readonly tap: TapChannel | { active: false };
   private readonly span: SpanTemplate;
@@ -167,6 +169,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
     this.targets = plan.to.map((t, i) => this.target(t, i));
     this.delivers = this.targets.length > 0;
+    this.readsValues = plan.from.type === 'broker' && readsValues(plan);
     // Called per record of a produce request: one step's check as it is, without a loop or a method of the route's.
     const accepts = checks?.length === 1 ? checks[0]! : checks && ((buf: Buffer, start: number, end: number) => checks.every((c) => c(buf, start, end)));
     this.byteCheck =
@@ -373,8 +376,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const input: Message = { ...msg, headers: headersWith(msg.headers, TRACEPARENT, span.traceparent) };
     let result: Outcome | Promise<Outcome> | Later;
     try {
+      const unreadable = consuming !== undefined && this.readsValues ? hugeNumberProblem(msg.value) : undefined;
       // Without an SDK there is no context to enter: a plain call (inSpan's rest arguments are an array per message).
-      result = span.context ? inSpan(span, this.process, this, input, ctx) : this.process(input, ctx);
+      if (unreadable) result = { outcome: 'invalid', problem: unreadable };
+      else result = span.context ? inSpan(span, this.process, this, input, ctx) : this.process(input, ctx);
     } catch (err) {
       result = this.unexpected(err, span);
     }
@@ -746,7 +751,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const { messages, gap } = await broker.retained(from.topic, after);
     const out: Message[] = [];
     for (const m of messages) {
-      const r = await runChain(this.steps, fromConsumedRecord(m), { route: this.name });
+      const consumed = fromConsumedRecord(m);
+      // Left out as the live stream leaves it out (check()): its clients would get null for the number.
+      if (this.readsValues && hugeNumberProblem(consumed.value)) continue;
+      const r = await runChain(this.steps, consumed, { route: this.name });
       if (!isStop(r)) out.push(r);
     }
     return { messages: out, gap };
@@ -962,6 +970,27 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       await Promise.race([new Promise<void>((r) => this.idleWaiters.push(r)), new Promise((r) => setTimeout(r, drainMs).unref())]);
     }
   }
+}
+
+/**
+ * Whether a route reads the values of the messages it consumes, rather than copying their bytes to
+ * broker targets and webhooks: a step, or a target that writes the value as JSON of its own (a
+ * listener's clients, a CloudEvent written structured). A target's expressions (topic, key, URL,
+ * headers) make a string of what they read and leave the body as it came.
+ */
+function readsValues(plan: RoutePlan): boolean {
+  if (plan.steps.length > 0) return true;
+  return plan.to.some((t) => (t.type === 'listener' ? true : t.type === 'broker' ? t.structured === true : t.webhook.cloudevents === 'structured'));
+}
+
+/**
+ * A consumed value with a number beyond a double (JSON.parse read `1e400` as Infinity): refused as
+ * invalid, as an HTTP body with one is, before a step computes with Infinity or JSON writes it on
+ * as null (a transform's result then blamed the transform, a plain `{"v": v}` wrote null).
+ */
+function hugeNumberProblem(value: unknown): Problem | undefined {
+  const at = hugeNumberAt(value);
+  return at === undefined ? undefined : problem('EG_INVALID_MESSAGE', hugeNumberText('message', at));
 }
 
 /**

@@ -5,6 +5,7 @@ import { bindingsFor, compileExpression } from '../../src/expr/expression.js';
 import { bucketKey, TokenBuckets } from '../../src/kinds/steps/ratelimit.js';
 import secureJson from 'secure-json-parse';
 import { nestingDepth, parseClientJson } from '../../src/kinds/listeners/client-json.js';
+import { hugeNumberAt } from '../../src/core/message.js';
 import { StepStateStore } from '../../src/runtime/step-state.js';
 
 describe('parseClientJson', () => {
@@ -88,6 +89,21 @@ describe('parseClientJson', () => {
     assert.equal(parse('["1e999"]').ok, true, 'a string that looks like a huge number is a string');
     assert.equal(parse('{"s":"12e","n":-1E+400}').ok, false, 'an exponent after digits in a string before it');
     assert.equal(parse('[true,false,1.5e3]').ok, true);
+  });
+
+  it('says where a number beyond a double is (hugeNumberAt, shared with consumed messages), at any depth', () => {
+    const r = parse('{"s":"x","a":[1,{"b/c~":-1e400}]}');
+    assert.equal(r.ok ? undefined : r.problem.detail, 'the body has a number too large to represent (over ±1.8e308) at /a/1/b~1c~0');
+    const whole = parse('1e400');
+    assert.equal(whole.ok ? undefined : whole.problem.detail, 'the body has a number too large to represent (over ±1.8e308)');
+    // Past the recursive walk's levels: the iterative one, first number in document order.
+    const deep = JSON.parse(`${'['.repeat(5000)}1e400${']'.repeat(5000)}`) as unknown;
+    const at = hugeNumberAt(deep);
+    assert.ok(at === '/0'.repeat(5000), `the pointer is ${at?.length} characters long, not 10000`);
+    assert.equal(hugeNumberAt(JSON.parse('{"a":{"b":[1,2e400]},"c":3e400}')), '/a/b/1');
+    assert.equal(hugeNumberAt({ a: [1, { b: 2 }], c: 'x' }), undefined);
+    assert.equal(hugeNumberAt(JSON.parse(`${'['.repeat(5000)}1${']'.repeat(5000)}`)), undefined);
+    assert.equal(hugeNumberAt(Buffer.from('1e400')), undefined);
   });
 });
 

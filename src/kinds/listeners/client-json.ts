@@ -1,6 +1,7 @@
 import secureJson from 'secure-json-parse';
 import { problem, type Problem } from '../../core/errors.js';
 import { CONTAINER_BYTES } from '../../core/heap-size.js';
+import { hugeNumberAt, hugeNumberText } from '../../core/message.js';
 
 /** Nesting deeper than this is refused before parsing (listeners' `maxJsonDepth` default). */
 export const DEFAULT_MAX_JSON_DEPTH = 64;
@@ -56,7 +57,10 @@ export function parseClientJson(body: Buffer, what: 'body' | 'frame', maxDepth =
     }
     return refuse('EG_BAD_JSON', `the ${what} is not valid JSON: ${message}`);
   }
-  if (shape.maybeHuge && !allFinite(value)) return refuse('EG_BAD_JSON', `the ${what} has a number too large to represent (over ±1.8e308)`);
+  if (shape.maybeHuge) {
+    const at = hugeNumberAt(value);
+    if (at !== undefined) return refuse('EG_BAD_JSON', hugeNumberText(what, at));
+  }
   return { ok: true, value };
 }
 
@@ -116,17 +120,4 @@ export function jsonShape(bytes: Uint8Array, limit: number): { depth: number; co
     else if (b >= 0x80 || b === 0x5c) plain = false;
   }
   return { depth: max, containers, maybeHuge, plain };
-}
-
-function allFinite(v: unknown): boolean {
-  const stack: unknown[] = [v];
-  while (stack.length > 0) {
-    const x = stack.pop();
-    if (typeof x === 'number') {
-      if (!Number.isFinite(x)) return false;
-    } else if (x !== null && typeof x === 'object') {
-      for (const child of Object.values(x)) stack.push(child);
-    }
-  }
-  return true;
 }
