@@ -212,7 +212,216 @@ export function checkDocument(
       else if (checked.target !== undefined && !targets.has(checked.target)) targets.set(checked.target, site);
     },
   });
+  if (problems.length === 0) {
+    const cycle = refCycle(value, root);
+    if (cycle) {
+      const node = doc.getIn([...cycle.path, '$ref'], true) as { range?: [number, number, number] } | undefined;
+      const { line, column } = pos(node?.range?.[0]);
+      problems.push({ ...at(line, column, [...cycle.path, '$ref']), message: cycle.message });
+    }
+  }
   return { problems, targets, asyncapi2: v2 };
+}
+
+/** Local `$ref`s looked at by refCycle: a document with more is left to the parser (it has its own limits). */
+const MAX_CYCLE_EDGES = 200_000;
+
+/**
+ * A cycle of local `$ref`s (`#/...`) the AsyncAPI parser cannot read, and the `$ref` that closes it:
+ * - one through a message or channel (`$ref`s that bring a message or channel inside itself, such
+ *   as a payload that is, through a schema, the message it belongs to): the parser ran out of stack
+ *   on some ("Maximum call stack size exceeded", at no place) and read a message as a schema on
+ *   others. Only in the root document, whose paths say what a message or channel is. A schema
+ *   referring to itself, directly or through other schemas, is a recursive schema and passes.
+ * - `$ref`s that only name each other (`p: {$ref: '#/q'}`, `q: {$ref: '#/p'}`), which never reach
+ *   a value: the parser went round them until its time limit.
+ * The `$ref` at `path` leads to where the cycle goes back to; `arrays` in a path are indices.
+ */
+function refCycle(value: unknown, root: boolean): { path: (string | number)[]; message: string } | undefined {
+  // Every local $ref, as a site (where it is written) and the keys of its target.
+  const sites: { path: (string | number)[]; at: string; target: string[]; ref: string }[] = [];
+  const seen = new Set<object>();
+  const stack: [unknown, (string | number)[]][] = [[value, []]];
+  while (stack.length > 0) {
+    const [v, path] = stack.pop()!;
+    if (typeof v !== 'object' || v === null || seen.has(v)) continue;
+    seen.add(v);
+    const ref = (v as { $ref?: unknown }).$ref;
+    if (typeof ref === 'string' && ref.startsWith('#')) {
+      const target = pointerKeys(ref.slice(1));
+      if (target) sites.push({ path, at: pointerOf(path), target, ref });
+      continue;
+    }
+    if (Array.isArray(v)) v.forEach((x, i) => stack.push([x, [...path, i]]));
+    else for (const [k, x] of Object.entries(v)) stack.push([x, [...path, k]]);
+  }
+  if (sites.length === 0) return undefined;
+  const byPointer = new Map(sites.map((site, i) => [site.at, i]));
+  // $refs that only name each other: each leads to one other $ref at most, so following them from
+  // each one in turn (past those already followed) finds every such cycle.
+  const state = new Uint8Array(sites.length); // 0 not yet followed, 1 on the chain being followed, 2 done
+  for (let start = 0; start < sites.length; start++) {
+    const chain: number[] = [];
+    let i: number | undefined = start;
+    while (i !== undefined && state[i] === 0) {
+      state[i] = 1;
+      chain.push(i);
+      i = byPointer.get(pointerOf(sites[i]!.target));
+    }
+    if (i !== undefined && state[i] === 1) {
+      const loop = chain.slice(chain.indexOf(i));
+      const last = loop.reduce((a, b) => (sites[a]!.at > sites[b]!.at ? a : b));
+      const names = loop.map((j) => sites[j]!.at || '/');
+      return {
+        path: sites[last]!.path,
+        message: `$ref '${sites[last]!.ref}' closes a cycle of $refs that only name each other (${names.join(' → ')} → ${names[0]}) and never reach a value; the AsyncAPI parser would go round it until its time limit`,
+      };
+    }
+    for (const j of chain) state[j] = 2;
+  }
+  if (!root) return undefined;
+  // Site j is inside what site i brings in when j's path starts with i's target: i → j.
+  const order = sites.map((_, i) => i).sort((a, b) => (sites[a]!.at < sites[b]!.at ? -1 : sites[a]!.at > sites[b]!.at ? 1 : 0));
+  const sorted = order.map((i) => sites[i]!.at);
+  const edges: number[][] = sites.map(() => []);
+  let count = 0;
+  for (let i = 0; i < sites.length; i++) {
+    const t = pointerOf(sites[i]!.target);
+    let lo = 0;
+    let hi = sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (sorted[mid]! < t) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let k = lo; k < sorted.length && sorted[k]!.startsWith(t); k++) {
+      if (sorted[k]!.length !== t.length && sorted[k]![t.length] !== '/') continue;
+      edges[i]!.push(order[k]!);
+      if (++count > MAX_CYCLE_EDGES) return undefined;
+    }
+  }
+  const component = components(edges);
+  // An edge through a message or channel: one between its target and the $ref it reaches.
+  const through = (i: number, j: number): string[] | undefined => {
+    const path = sites[j]!.path.map(String);
+    for (let n = sites[i]!.target.length; n <= path.length; n++) if (messageOrChannel(path.slice(0, n))) return path.slice(0, n);
+    return undefined;
+  };
+  let found: { i: number; j: number; place: string[] } | undefined;
+  for (let i = 0; i < sites.length; i++) {
+    for (const j of edges[i]!) {
+      if (component[i] !== component[j]) continue;
+      const place = through(i, j);
+      if (!place) continue;
+      // A $ref in a message's or channel's own place (a channel's messages, an operation's channel) is how they are meant to be named: the one elsewhere closes the cycle.
+      if (!found || (messageOrChannel(sites[found.i]!.path.map(String)) && !messageOrChannel(sites[i]!.path.map(String)))) found = { i, j, place };
+    }
+  }
+  if (!found) return undefined;
+  const { i, j, place } = found;
+  const via = cyclePath(edges, component, j, i)
+    .slice(0, -1)
+    .map((k) => sites[k]!.at);
+  const what = place.at(-2) === 'channels' || place.at(-1) === 'channel' ? 'channel' : 'message';
+  const holds = via.length === 0 ? 'which holds this $ref' : `which holds this $ref (through the $ref${via.length === 1 ? '' : 's'} at ${via.join(', ')})`;
+  return {
+    path: sites[i]!.path,
+    message: `$ref '${sites[i]!.ref}' leads back to the ${what} at ${pointerOf(place)}, ${holds}: a $ref cycle through a message or channel, which the AsyncAPI parser cannot read (it runs out of stack, or takes the message for a schema); a schema may refer to itself, a message or channel may not`,
+  };
+}
+
+/** Whether the keys name a message or a channel of an AsyncAPI document (2.x or 3.0), as written or in components. */
+function messageOrChannel(keys: readonly string[]): boolean {
+  const [a, b, c, d, e, f] = keys;
+  const n = keys.length;
+  if (a === 'channels')
+    return n === 2 || (n === 4 && c === 'messages') || (n === 4 && (c === 'publish' || c === 'subscribe') && d === 'message') || (n === 6 && d === 'message' && e === 'oneOf' && f !== undefined);
+  if (a === 'components') return n === 3 && (b === 'messages' || b === 'channels');
+  if (a === 'operations') return (n === 3 && c === 'channel') || (n === 4 && c === 'messages');
+  return false;
+}
+
+/** Strongly connected components of a graph (Tarjan's, iterative): each node's component number. */
+function components(edges: readonly number[][]): number[] {
+  const n = edges.length;
+  const index = new Array<number>(n).fill(-1);
+  const low = new Array<number>(n).fill(0);
+  const component = new Array<number>(n).fill(-1);
+  const onStack = new Array<boolean>(n).fill(false);
+  const stack: number[] = [];
+  let next = 0;
+  let count = 0;
+  for (let start = 0; start < n; start++) {
+    if (index[start] !== -1) continue;
+    const work: [number, number][] = [[start, 0]];
+    index[start] = low[start] = next++;
+    stack.push(start);
+    onStack[start] = true;
+    while (work.length > 0) {
+      const top = work[work.length - 1]!;
+      const [v, e] = top;
+      if (e < edges[v]!.length) {
+        top[1]++;
+        const w = edges[v]![e]!;
+        if (index[w] === -1) {
+          index[w] = low[w] = next++;
+          stack.push(w);
+          onStack[w] = true;
+          work.push([w, 0]);
+        } else if (onStack[w]) low[v] = Math.min(low[v]!, index[w]!);
+        continue;
+      }
+      work.pop();
+      if (work.length > 0) {
+        const u = work[work.length - 1]![0];
+        low[u] = Math.min(low[u]!, low[v]!);
+      }
+      if (low[v] === index[v]) {
+        for (let w = stack.pop()!; ; w = stack.pop()!) {
+          onStack[w] = false;
+          component[w] = count;
+          if (w === v) break;
+        }
+        count++;
+      }
+    }
+  }
+  return component;
+}
+
+/** The nodes from `from` to `to` (both included) along edges inside their component (breadth first: the shortest). */
+function cyclePath(edges: readonly number[][], component: readonly number[], from: number, to: number): number[] {
+  const previous = new Map<number, number>([[from, -1]]);
+  const queue = [from];
+  for (let q = 0; q < queue.length && !previous.has(to); q++) {
+    for (const w of edges[queue[q]!]!) {
+      if (component[w] !== component[from] || previous.has(w)) continue;
+      previous.set(w, queue[q]!);
+      queue.push(w);
+    }
+  }
+  const path: number[] = [];
+  for (let k: number | undefined = to; k !== undefined && k !== -1; k = previous.get(k)) path.unshift(k);
+  return path;
+}
+
+/** A JSON pointer of keys (RFC 6901). */
+function pointerOf(keys: readonly (string | number)[]): string {
+  return keys.map((k) => `/${String(k).replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
+}
+
+/** The keys of a JSON pointer (`/components/schemas/a`, URI-decoded as in a $ref), or undefined. */
+function pointerKeys(ptr: string): string[] | undefined {
+  if (ptr === '') return [];
+  if (!ptr.startsWith('/')) return undefined;
+  try {
+    return ptr
+      .slice(1)
+      .split('/')
+      .map((raw) => decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~'));
+  } catch {
+    return undefined;
+  }
 }
 
 /** What an `asyncapi` value that is no version string is, in words (`written`: as the document spells it). */
