@@ -213,7 +213,7 @@ log:
 | \`timeoutMs\` | \`1000\` | an evaluation running longer fails its message only (HTTP 500; dead-letter on consume routes); at most 60000 |
 | \`maxDepth\` | \`500\` | an evaluation recursing deeper fails its message only; at most 10000 |
 | \`maxRegexInput\` | \`32768\` | longest string one regular-expression call (\`$match\`, \`$contains\`, \`$replace\`, \`$split\` with a regex) searches; a longer one fails its message; at most 1048576 |
-| \`maxResultBytes\` | \`16777216\` | largest result of one evaluation (a \`transform\`'s new value, a header, a key, a topic), in estimated memory (2 bytes per character, 72 per array or object); a larger one fails its message only (HTTP 500 \`EG_EXPRESSION_FAILED\`; dead-letter on consume routes) before it is sent anywhere; a \`$pad\` to a width past it fails before it makes the string; at least 1024, at most 1 GiB |
+| \`maxResultBytes\` | \`16777216\` | largest result of one evaluation (a \`transform\`'s new value, a header, a key, a topic), in estimated memory (2 bytes per character, 72 per array or object); a larger one fails its message only (HTTP 500 \`EG_EXPRESSION_FAILED\`; dead-letter on consume routes) before it is sent anywhere; a \`$pad\` to a width past it fails before it makes the string, and a range of two numbers whose array is larger (\`[1..10000000]\`: 10^7 numbers at 16 bytes) is a config error at its \`..\`; at least 1024, at most 1 GiB |
 
 A long evaluation gives the event loop a turn every 10 ms, so other traffic is answered while a
 runaway expression runs out its time (docs/security.md). Regular expressions run on RE2 (linear

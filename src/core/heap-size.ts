@@ -6,7 +6,7 @@ import { ORIGINAL, type Message } from './message.js';
  * object or array with its slot in the parent; strings take two bytes a character at most.
  */
 export const CONTAINER_BYTES = 72;
-const SCALAR_BYTES = 16;
+export const SCALAR_BYTES = 16;
 
 /** The estimated heap size of a message (value, key and headers); iterative, so deep values cannot overflow the stack. */
 export function approxMessageBytes(msg: Message): number {

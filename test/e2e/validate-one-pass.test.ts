@@ -217,6 +217,31 @@ describe('eventgate validate catches what would only fail at run time', () => {
     const fine = await validate(config('$sift(function($v){ $v > 0 })', '$sift(counts, function($v){ $v > 0 })', '($sift := function(){ 1 }; $sift())'));
     assert.equal(fine.code, 0, fine.lines.join('\n'));
   });
+
+  it('a literal range larger than expressions.maxResultBytes or than JSONata takes, at its `..`; smaller ones, computed ends and a raised limit validate (spec-checklist 199)', async () => {
+    const config = (limits: string, ...filters: string[]) =>
+      yaml(
+        'version: 1',
+        limits,
+        'brokers: { local: { kind: memory } }',
+        'listeners: { api: { kind: http, port: 0 } }',
+        'routes:',
+        '  - name: r',
+        '    from: { listener: api, path: /x }',
+        '    through:',
+        ...filters.map((f) => `      - transform: '${f}'`),
+        '    to: { broker: local, topic: t }',
+      );
+    // Before: valid, and every message then built 10^7 numbers (~0.7 s, ~370 MB) in one step the time box could not stop.
+    const r = await validate(config('expressions: {}', '{"n": $count([1..10000000])}', '{"n": $count([0, 5..20000000])}'));
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.lines, [
+      'gateway.yaml:9:36: JSONata expression does not compile: the range [1..10000000] makes an array of 10000000 numbers, about 152.6 MiB in memory, more than expressions.maxResultBytes (16.0 MiB); JSONata builds a range whole, in one step the time box cannot stop, for every message',
+      'gateway.yaml:10:39: JSONata expression does not compile: the range [5..20000000] has more than 10000000 numbers, which JSONata refuses: every message would fail here',
+    ]);
+    const fine = await validate(config('expressions: { maxResultBytes: 1073741824 }', '{"n": $count([1..10000000])}', '{"n": $count([1..1000])}', '{"n": $count([1..n])}'));
+    assert.equal(fine.code, 0, fine.lines.join('\n'));
+  });
 });
 
 describe('${VAR} without the deployment environment', () => {
