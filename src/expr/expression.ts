@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
-import { siftWithoutFunction, unknownFunctionCalls } from './functions.js';
+import { SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls } from './functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import { type Problem, problem } from '../core/errors.js';
 import type { Message, MessageContext } from '../core/message.js';
@@ -331,6 +331,10 @@ function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
   // V8's own bound on a string (about 512 Mi characters), not the stack's.
   if (e instanceof RangeError && /Invalid string length/.test(e.message)) return 'expression made a string longer than JavaScript can hold and was stopped';
   if (e instanceof RangeError) return 'expression recursed too deeply and was stopped';
+  // JSONata's $sift is the one built-in whose function is optional in its signature; given none at
+  // run time (`$sift(obj)`, `obj ~> $sift`: the config check sees only the calls that can never
+  // have one) it reads the missing function's arity: say what siftWithoutFunction says.
+  if (e instanceof TypeError && e.message?.includes("(reading 'arity')")) return `${SIFT_NEEDS_FUNCTION} (it was given none)`;
   return e.message ?? String(e);
 }
 

@@ -120,6 +120,9 @@ export function unknownFunctionCalls(ast: unknown, gatewayVariables: Iterable<st
     });
 }
 
+/** What a `$sift` without a function is told, at the config check or when a message reaches it. */
+export const SIFT_NEEDS_FUNCTION = '$sift needs a function to keep each entry by, e.g. $sift($obj, function($v, $k) { $v > 0 })';
+
 /**
  * A call of `$sift` that can never be given its function: `$sift()`, or `$sift({...})` (an object
  * written where the function goes), unless the expression binds its own `$sift`. JSONata's
@@ -139,7 +142,7 @@ export function siftWithoutFunction(ast: unknown): UnknownCall | undefined {
       const [only, ...more] = n.arguments as AstNode[];
       if (only === undefined || (more.length === 0 && only.type === 'unary' && only.value === '{')) {
         const position = n.procedure.position ?? 0;
-        found = { name: 'sift', index: Math.max(0, position - 'sift'.length - 1), message: '$sift needs a function to keep each entry by, e.g. $sift($obj, function($v, $k) { $v > 0 })' };
+        found = { name: 'sift', index: Math.max(0, position - 'sift'.length - 1), message: SIFT_NEEDS_FUNCTION };
       }
     }
     for (const v of Object.values(n)) if (v !== null && typeof v === 'object') walk(v);

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import jsonata from 'jsonata';
+import { compileExpression } from '../../src/expr/expression.js';
 import { BUILTIN_FUNCTIONS, unknownFunctionCalls } from '../../src/expr/functions.js';
 
 describe('calls to JSONata functions that do not exist', () => {
@@ -19,5 +20,16 @@ describe('calls to JSONata functions that do not exist', () => {
     assert.deepEqual(calls('($f := function($g){ $g(1) }; $f($string))'), []);
     assert.deepEqual(calls('$uppercse(a)'), [['uppercse', 0, 'unknown function $uppercse (did you mean $uppercase?)']]);
     assert.deepEqual(calls('a ~> $nope'), [['nope', 5, 'unknown function $nope (did you mean $not?)']]);
+  });
+});
+
+describe('$sift given no function when a message reaches it (spec-checklist 198)', () => {
+  it("says so in the config check's words, not JSONata's TypeError; $sift with a function still works", async () => {
+    const sift = '$sift needs a function to keep each entry by, e.g. $sift($obj, function($v, $k) { $v > 0 }) (it was given none)';
+    for (const src of ['$sift(obj)', 'obj ~> $sift']) {
+      // Before: "Cannot read properties of undefined (reading 'arity')".
+      await assert.rejects(compileExpression(src).evaluate({ obj: { a: 1 } }, {}), { message: sift }, src);
+    }
+    assert.deepEqual({ ...((await compileExpression('$sift(obj, function($v) { $v > 1 })').evaluate({ obj: { a: 1, b: 2 } }, {})) as object) }, { b: 2 });
   });
 });
