@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { type KafkaCluster, kcatConsume, kcatProduce, startKafka } from '../helpers/kafka.js';
 import { MosquittoSub, mosquittoPub, RawNats } from '../helpers/peers.js';
@@ -30,6 +31,8 @@ describe('a consumed number beyond a double', () => {
     () => `
 version: 1
 admin: { port: 0 }
+listeners:
+  ws: { kind: websocket, port: 0 }
 brokers:
   devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-huge-${process.pid} }
   bus: { kind: nats, servers: ${nats.url} }
@@ -59,6 +62,9 @@ routes:
   - name: n-copy
     from: { broker: bus, topic: huge.n }
     to: { broker: bus, topic: huge.copy }
+  - name: n-clients
+    from: { broker: bus, topic: huge.w }
+    to: { listener: ws, path: /w }
   - name: k-read
     from: { broker: log, topic: huge-k, group: k-read }
     through:
@@ -145,9 +151,31 @@ routes:
     }
   });
 
+  it('nats to WebSocket clients, no steps: refused too (JSON would have sent the number as null), the message after it delivered', async () => {
+    await ready('n-clients');
+    const client = await WsClient.connect(gw.url('ws', '/w', 'ws'));
+    const c = await RawNats.connect(nats);
+    try {
+      c.publish('huge.w', '{"id":"big","v":1e400}');
+      c.publish('huge.w', '{"id":"ok","v":2}');
+      await c.ping();
+      // Before: {"id":"big","v":null} came first.
+      assert.deepEqual(await client.next(), { id: 'ok', v: 2 });
+      const refused = await gw.waitForLog((l) => l.route === 'n-clients' && l.code === 'EG_INVALID_MESSAGE', 15000);
+      assert.equal(refused.detail, 'the message has a number too large to represent (over ±1.8e308) at /v');
+    } finally {
+      c.close();
+      client.close();
+    }
+  });
+
   it('kafka: the same, a whole value that is such a number', async () => {
     await ready('k-read', 'k-copy');
-    await kcatProduce(kafka.bootstrap, 'huge-k', [{ value: '1e400' }, { value: '{"id":"ok"}' }]);
+    // One key: one partition, so the copy keeps their order.
+    await kcatProduce(kafka.bootstrap, 'huge-k', [
+      { key: 'k', value: '1e400' },
+      { key: 'k', value: '{"id":"ok"}' },
+    ]);
     assert.deepEqual(await bodies('/k', 'ok'), [{ v: { id: 'ok' }, t: 'huge-k' }]);
     const [letter] = await kcatConsume(kafka.bootstrap, 'huge-dead', 1, 30000);
     assert.deepEqual(reason(letter!.headers._eventgate_error), {
