@@ -47,3 +47,22 @@ describe('the YAML examples of README.md and docs/', () => {
     assert.deepEqual(problems, []);
   });
 });
+
+describe('docs/operations.md documents the admin API', () => {
+  it('has a row in its endpoint table for every endpoint of src/admin', () => {
+    // The endpoints as the admin modules register them: route('METHOD /path', ...) and upgrade('/path', ...).
+    const admin = join(repoRoot, 'src', 'admin');
+    const endpoints = new Set<string>();
+    for (const f of readdirSync(admin).filter((f) => f.endsWith('.ts'))) {
+      const text = readFileSync(join(admin, f), 'utf8');
+      for (const m of text.matchAll(/\broute\('([A-Z]+) (\/[^']*)'/g)) endpoints.add(`${m[1]} ${m[2]}`);
+      for (const m of text.matchAll(/\bupgrade\('(\/[^']*)'/g)) endpoints.add(`GET ${m[1]}`);
+    }
+    assert.ok(endpoints.has('POST /admin/reload') && endpoints.has('GET /admin/tap'), `the admin modules' registrations were not found: ${[...endpoints]}`);
+    const rows = new Set([...readFileSync(join(repoRoot, 'docs', 'operations.md'), 'utf8').matchAll(/^\| `([A-Z]+) (\/[^`?\s]*)/gm)].map((m) => `${m[1]} ${m[2]}`));
+    assert.deepEqual(
+      [...endpoints].filter((e) => !rows.has(e)),
+      [],
+    );
+  });
+});
