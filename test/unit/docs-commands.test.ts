@@ -48,8 +48,8 @@ describe('the YAML examples of README.md and docs/', () => {
   });
 });
 
-describe('docs/operations.md documents the admin API', () => {
-  it('has a row in its endpoint table for every endpoint of src/admin', () => {
+describe('docs/operations.md and docs/config.md document the admin API', () => {
+  it('has a row in its endpoint table for every endpoint of src/admin, and config.md names each', () => {
     // The endpoints as the admin modules register them: route('METHOD /path', ...) and upgrade('/path', ...).
     const admin = join(repoRoot, 'src', 'admin');
     const endpoints = new Set<string>();
@@ -59,9 +59,16 @@ describe('docs/operations.md documents the admin API', () => {
       for (const m of text.matchAll(/\bupgrade\('(\/[^']*)'/g)) endpoints.add(`GET ${m[1]}`);
     }
     assert.ok(endpoints.has('POST /admin/reload') && endpoints.has('GET /admin/tap'), `the admin modules' registrations were not found: ${[...endpoints]}`);
-    const rows = new Set([...readFileSync(join(repoRoot, 'docs', 'operations.md'), 'utf8').matchAll(/^\| `([A-Z]+) (\/[^`?\s]*)/gm)].map((m) => `${m[1]} ${m[2]}`));
+    // operations.md's endpoint table, and the admin section of docs/config.md (generated from src/config/reference.ts).
+    const named = (page: string, pattern: RegExp) => new Set([...readFileSync(join(repoRoot, 'docs', page), 'utf8').matchAll(pattern)].map((m) => `${m[1]} ${m[2]}`));
+    const table = named('operations.md', /^\| `([A-Z]+) (\/[^`?\s]*)/gm);
+    const config = named('config.md', /`([A-Z]+) (\/[^`?\s]*)/g);
     assert.deepEqual(
-      [...endpoints].filter((e) => !rows.has(e)),
+      [...endpoints].filter((e) => !table.has(e)).map((e) => `operations.md: ${e}`),
+      [],
+    );
+    assert.deepEqual(
+      [...endpoints].filter((e) => !config.has(e)).map((e) => `config.md: ${e}`),
       [],
     );
   });
