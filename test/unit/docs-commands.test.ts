@@ -73,3 +73,20 @@ describe('docs/operations.md and docs/config.md document the admin API', () => {
     );
   });
 });
+
+describe('docs/operations.md documents the metrics', () => {
+  it('has a row in its metrics table for every series family of src/telemetry/prometheus.ts', () => {
+    const source = readFileSync(join(repoRoot, 'src', 'telemetry', 'prometheus.ts'), 'utf8');
+    const families = [
+      ...[...source.matchAll(/\bname: '(eventgate_[a-z_]+)'/g)].map((m) => m[1]!),
+      // Per broker kind: `${prefix}_consumer_lag` with prefix `eventgate_<kind>`.
+      ...[...source.matchAll(/\bname: `\$\{prefix\}(_[a-z_]+)`/g)].map((m) => `eventgate_<kind>${m[1]}`),
+    ];
+    assert.ok(families.includes('eventgate_route_messages_total') && families.includes('eventgate_<kind>_consumer_lag'), `the metric names were not found: ${families}`);
+    const rows = new Set([...readFileSync(join(repoRoot, 'docs', 'operations.md'), 'utf8').matchAll(/^\| `(eventgate_[a-z_<>]+)` \|/gm)].map((m) => m[1]!));
+    assert.deepEqual(
+      families.filter((f) => !rows.has(f)),
+      [],
+    );
+  });
+});
