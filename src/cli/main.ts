@@ -134,7 +134,15 @@ async function main(argv: string[]): Promise<number> {
     case 'test':
       return await (await import('./test.js')).testCommand(values.config, positionals.slice(1), values.format!, env);
     case 'plan':
-      return await (await import('./plan.js')).planCommand({ config: values.config ?? 'gateway.yaml', from: values.from, admin: values.admin, token: values.token, format: values.format!, env });
+      return await (await import('./plan.js')).planCommand({
+        config: values.config ?? 'gateway.yaml',
+        from: values.from,
+        admin: values.admin,
+        token: values.token,
+        format: values.format!,
+        env,
+        varsFiles: loaded.files,
+      });
     case 'export':
       return await (await import('./export.js')).exportCommand(positionals[1], values.config ?? 'gateway.yaml', env);
     case 'schema':

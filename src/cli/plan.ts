@@ -13,6 +13,8 @@ export interface PlanOptions {
   token: string | undefined;
   format: string;
   env: Env;
+  /** The `--vars-file` files by absolute path with the hash of what they held: part of the version, as for `run`. */
+  varsFiles?: ReadonlyMap<string, string>;
 }
 
 interface Disconnect {
@@ -66,7 +68,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
 
   // NEW is loaded first: when it is invalid, its problems are the answer (exit 1), whether or not
   // OLD could be read or the admin API reached — they are what the author of the change must fix.
-  const next = await loadPlan(o.config, { registry, env: o.env });
+  const next = await loadPlan(o.config, { registry, env: o.env, extraFiles: o.varsFiles });
   // Warnings of a valid NEW (a feedback loop, a suspicious topic) on stderr, as validate prints them: a reviewer of the plan sees them too.
   for (const w of next.warnings ?? []) process.stderr.write(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
   const invalidNew = (from: string | null) => {
@@ -80,7 +82,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   let logBefore: string | undefined;
   let running: PlanFingerprint | undefined;
   if (o.from !== undefined) {
-    const old = await loadPlan(o.from, { registry, env: o.env });
+    const old = await loadPlan(o.from, { registry, env: o.env, extraFiles: o.varsFiles });
     if (!old.plan) {
       if (!next.plan) return invalidNew(null);
       for (const d of old.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);

@@ -1,4 +1,4 @@
-import { resolve } from 'node:path';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { checkSchema } from '../config/check-schema.js';
 import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { mergedPath, pathsInOwnFiles, resolveIncludes } from '../config/include.js';
@@ -191,10 +191,14 @@ function compile(ctx: CompileContext, asyncapi: AsyncApiCatalog, secrets: Readon
     const other = conflict.other ? ` (see ${otherFile === ctx.fileOf(conflict.path) ? 'line ' : `${otherFile}:`}${ctx.src.locate(conflict.other, 'value').line})` : '';
     ctx.report(conflict.path, 'EG_CONFIG_CONFLICT', conflict.message + other);
   }
+  // Files in the config's directory count by their place in it, not by where the directory is: the
+  // same config (and vars files) in another checkout or on another instance is the same version,
+  // and `eventgate plan` says the version the gateway will report (/admin/status,
+  // eventgate_config_info). A file outside it (a certificate by its absolute path) counts as it is.
   const version = hash(
     [...ctx.files.entries()]
+      .map(([f, h]) => `${inside(ctx.dir, f) ?? f}\0${h}`)
       .sort()
-      .map(([f, h]) => `${f}\0${h}`)
       .join('\n'),
   ).slice(0, 12);
   return {
@@ -210,4 +214,10 @@ function compile(ctx: CompileContext, asyncapi: AsyncApiCatalog, secrets: Readon
     routes,
     secretValues: secrets,
   };
+}
+
+/** `file`'s path relative to `dir` when it is inside it. */
+function inside(dir: string, file: string): string | undefined {
+  const rel = relative(dir, file);
+  return rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel) ? undefined : rel;
 }

@@ -392,6 +392,24 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     assert.match(r.stdout, /^no changes: a reload would keep all 5 components as they are$/m);
   });
 
+  it('gives as the new version the one the gateway reports, for the running config and vars file copied to another directory', async () => {
+    // The version is what /admin/status and eventgate_config_info show: a bot that planned a change
+    // checks after the merge that the gateway runs it. It used to hash the files' absolute paths
+    // (another checkout, another version) and to leave out the --vars-file files that `run` counts.
+    const files = sameConfigElsewhere();
+    files['gateway.yaml'] = `${files['gateway.yaml']}log: { level: "\${LEVEL}" }\n`;
+    files['vars.env'] = 'LEVEL=info\n';
+    await gw.start(files['gateway.yaml']!, { files: Object.fromEntries(Object.entries(files).filter(([name]) => name !== 'gateway.yaml')), args: ['--vars-file', 'vars.env'] });
+    const token = 'plan-test-token-0123456789';
+    const status = (await (await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${token}` } })).json()) as { version: string };
+    const dir = deeperCopy(files);
+    const r = await runCli(['plan', '-c', 'gateway.yaml', '--admin', gw.adminUrl, '--token', token, '--vars-file', 'vars.env', '--format', 'json'], { cwd: dir });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).version, { from: status.version, to: status.version });
+    const fromFile = await runCli(['plan', '-c', 'gateway.yaml', '--from', join(gw.dir, 'gateway.yaml'), '--vars-file', 'vars.env', '--format', 'json'], { cwd: dir });
+    assert.equal(JSON.parse(fromFile.stdout).version.to, status.version, fromFile.stderr);
+  });
+
   it('says so when the admin API cannot be reached', async () => {
     // A port that was just free: nothing listens there.
     const probe = createServer().listen(0, '127.0.0.1');
