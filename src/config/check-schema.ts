@@ -176,7 +176,8 @@ function describeValue(v: unknown): string {
 
 function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistry, fragment: boolean): Diagnostic {
   const path = pathFromPointer(e.instancePath);
-  const where = formatPath(path) + (fragment ? routeName(src, path) : '') || 'the config';
+  // A fragment's own top level is not the config's: `version` or `admin` there is refused as not a fragment's.
+  const where = formatPath(path) + (fragment ? routeName(src, path) : '') || (fragment ? 'an included fragment' : 'the config');
   const at = (p: PathPart[], which: 'key' | 'value' = 'value') => {
     const { line, column } = src.locate(p, which);
     return { file: src.file, line, column, path: formatPath(p) };

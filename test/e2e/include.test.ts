@@ -75,10 +75,7 @@ describe('include: config fragments', () => {
     assert.equal(r.code, 1);
     const lines = r.stdout.trim().split('\n');
     assert.ok(lines.includes("gateway.yaml:4:5: cannot read included file 'sahred.yaml': no such file (ENOENT)"), r.stdout);
-    assert.ok(
-      lines.some((l) => /^teams\/a\.yaml:1:1: unknown key 'admin'/.test(l)),
-      r.stdout,
-    );
+    assert.ok(lines.includes("teams/a.yaml:1:1: unknown key 'admin' in an included fragment; expected one of: brokers, listeners, chains, routes"), r.stdout);
   });
 
   it('points at a pattern with a wildcard in a directory and at a glob whose directory does not exist; [...] picks files by a character class', async () => {
