@@ -92,6 +92,8 @@ export class Gateway {
   /** Old routes, listeners and brokers of earlier plans, still finishing their in-flight work. */
   private readonly retiring = new Set<Promise<void>>();
   private stopping = false;
+  /** A config was ever put in place (or tried): until then a shutdown has nothing to drain, and says nothing of draining. */
+  private applied = false;
   private readonly runtimeEnv: RuntimeEnv;
 
   constructor(private readonly options: GatewayOptions) {
@@ -262,6 +264,7 @@ export class Gateway {
    * stopped is brought back by the same code.
    */
   async apply(next: Plan, locate?: LoadResult['locate']): Promise<ReloadResult> {
+    this.applied = true;
     const prev = this.plan;
     const registry = this.options.registry;
     const drainMs = next.admin?.drainTimeoutMs ?? 10000;
@@ -393,7 +396,8 @@ export class Gateway {
     // A first load in progress ends first (it starts nothing now): its config sets the drain timeout.
     await this.starting?.catch(() => undefined);
     const drainMs = this.plan?.admin?.drainTimeoutMs ?? 10000;
-    this.logger.info({ drainMs }, 'shutting down: draining');
+    // A first load that failed started nothing: its log ends with why, not with a drain of 10 s.
+    if (this.applied) this.logger.info({ drainMs }, 'shutting down: draining');
     await this.watcher?.close();
     await this.reloading?.catch(() => undefined);
     // One budget for the whole drain: a consumer that cannot commit (its cluster down) must not hold

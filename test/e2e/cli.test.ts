@@ -70,6 +70,8 @@ describe('eventgate run: a first load that fails (spec §1)', () => {
           errors.some((l) => c.reason.test(l.diagnostic ?? l.error ?? '')),
           `${c.name}: the log says why the gateway did not start:\n${r.stdout}`,
         );
+        // An invalid config started nothing: no drain (of drainTimeoutMs) to announce.
+        if (c.name !== 'port in use') assert.ok(!lines.some((l) => l.msg === 'shutting down: draining'), `${c.name}: nothing to drain:\n${r.stdout}`);
       }
     } finally {
       holder.close();
