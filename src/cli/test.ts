@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
+import { didYouMean } from '../config/suggest.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
 import type { Plan } from '../plan/types.js';
@@ -41,7 +42,13 @@ export async function checkTestFile(file: string, env: Env): Promise<Diagnostic[
 function unknownRoutes(t: TestFile, plan: Plan, config: string): Diagnostic[] {
   return t.tests
     .filter((test) => !plan.routes.has(test.route))
-    .map((test) => ({ file: t.file, line: test.line, column: 1, code: 'EG_TEST_FILE', path: 'route', message: `test '${test.name}' names route '${test.route}', which ${config} does not define` }));
+    .map((test) => ({
+      file: t.file,
+      ...test.routeAt,
+      code: 'EG_TEST_FILE',
+      path: 'route',
+      message: `test '${test.name}' names route '${test.route}', which ${config} does not define${didYouMean(test.route, plan.routes.keys())}; defined routes: ${[...plan.routes.keys()].join(', ')}`,
+    }));
 }
 
 /**

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseSource, type PathPart } from '../config/source.js';
+import { didYouMean } from '../config/suggest.js';
 import { BATCH_TYPE } from '../codecs/cloudevents.js';
 import { mediaTypeOf } from '../core/message.js';
 
@@ -58,6 +59,8 @@ export interface TestCase {
   line: number;
   name: string;
   route: string;
+  /** Where its `route:` value is written: a route the config lacks is reported there. */
+  routeAt: { line: number; column: number };
   input: TestInput;
   expect: {
     outcome: string;
@@ -129,7 +132,7 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
     if (isMap(expect)) {
       unknownKeys(expect, EXPECT_KEYS, [...at, 'expect'], report);
       if (expect.outcome === undefined) report([...at, 'expect'], `'expect' is missing 'outcome' (one of: ${OUTCOMES.join(', ')})`, 'key');
-      else if (!OUTCOMES.includes(String(expect.outcome))) report([...at, 'expect', 'outcome'], `'outcome' must be one of: ${OUTCOMES.join(', ')}`);
+      else if (!OUTCOMES.includes(String(expect.outcome))) report([...at, 'expect', 'outcome'], `'outcome' must be one of: ${OUTCOMES.join(', ')}${didYouMean(String(expect.outcome), OUTCOMES)}`);
       if (expect.status !== undefined && !Number.isInteger(expect.status)) report([...at, 'expect', 'status'], "'status' must be an HTTP status code");
       if (expect.delivered !== undefined) {
         if (!Number.isInteger(expect.delivered) || (expect.delivered as number) < 0) report([...at, 'expect', 'delivered'], "'delivered' must be a number of events (0 or more)");
@@ -156,6 +159,7 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
       line: lineOf(at),
       name: raw.name as string,
       route: raw.route as string,
+      routeAt: src.locate([...at, 'route'], 'value'),
       input: {
         value: inp.value ?? null,
         key: (inp.key as string | null | undefined) ?? null,

@@ -281,6 +281,12 @@ describe('eventgate test', () => {
     });
     assert.equal(badTests.code, 2);
     assert.match(badTests.stderr, /orders\.tests\.yaml:28:5: unknown key 'expcet'; expected one of: name, route, input, expect/);
+    // A misspelt outcome is named with the one meant, as a misspelt config value is.
+    const badOutcome = await runCli(['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], {
+      cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expect: { outcome: rejectd') }),
+    });
+    assert.equal(badOutcome.code, 2);
+    assert.match(badOutcome.stderr, /orders\.tests\.yaml:28:\d+: 'outcome' must be one of: delivered, filtered, invalid, rejected, failed, deadlettered \(did you mean 'rejected'\?\)/);
 
     const none = await runCli(['test', '-c', 'gateway.yaml'], { cwd: tempFiles({ 'gateway.yaml': config }) });
     assert.equal(none.code, 2);
@@ -294,7 +300,10 @@ describe('eventgate test', () => {
     });
     // The test cannot run (as validate says of the file): a test-file error, not a failed test.
     assert.equal(unknownRoute.code, 2, unknownRoute.stdout + unknownRoute.stderr);
-    assert.equal(unknownRoute.stderr, "orders.tests.yaml:25:1: test 'no key is refused with 401' names route 'order', which gateway.yaml does not define\n");
+    assert.equal(
+      unknownRoute.stderr,
+      "orders.tests.yaml:26:12: test 'no key is refused with 401' names route 'order', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders\n",
+    );
     assert.equal(unknownRoute.stdout, '');
     for (const r of [broken, badTests, none, unknownRoute]) noStackTrace(r);
   });
@@ -311,7 +320,10 @@ describe('eventgate test', () => {
       }),
     });
     assert.equal(unknownRoute.code, 1);
-    assert.equal(unknownRoute.stdout, "orders.tests.yaml:25:1: test 'no key is refused with 401' names route 'order', which gateway.yaml does not define\n");
+    assert.equal(
+      unknownRoute.stdout,
+      "orders.tests.yaml:26:12: test 'no key is refused with 401' names route 'order', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders\n",
+    );
 
     const badTests = await runCli(['validate', '-c', 'orders.tests.yaml'], {
       cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }),
