@@ -144,6 +144,46 @@ describe('diffPlans', () => {
     assert.deepEqual(ops(replaced.routes), { replace: ['filtered', 'plain', 'validated'] });
   });
 
+  // Points 280-283: a networked broker whose reload changed only keys read per publish or per
+  // message is reconfigured in place, its consume routes kept; any other key still replaces it.
+  it('reconfigures an mqtt, nats or amqp broker in place when only keys read per publish changed, and replaces it for any other', async () => {
+    const compile = workspace();
+    const networked = (extra: { mqtt?: string; nats?: string; amqp?: string } = {}) => `
+version: 1
+brokers:
+  m: { kind: mqtt, url: "mqtt://127.0.0.1:1883", clientId: eg${extra.mqtt ?? ''} }
+  n: { kind: nats, servers: "nats://127.0.0.1:4222"${extra.nats ?? ''} }
+  a: { kind: amqp, url: "amqp://127.0.0.1:5672"${extra.amqp ?? ''} }
+routes:
+  - { name: fromM, from: { broker: m, topic: in/m, group: g }, to: { broker: n, topic: out.n } }
+  - { name: fromN, from: { broker: n, topic: in.n, group: g }, to: { broker: a, topic: out.a } }
+  - { name: fromA, from: { broker: a, topic: in.a, group: g }, to: { broker: m, topic: out/m } }
+`;
+    const before = await compile(networked());
+    const inPlace = [
+      { mqtt: ', ackTimeoutMs: 2500', nats: ', ackTimeoutMs: 2500', amqp: ', ackTimeoutMs: 2500' },
+      { mqtt: ', retain: true', nats: ', corePendingBytes: 1000', amqp: ', persistent: false, mandatory: false' },
+    ];
+    for (const extra of inPlace) {
+      const d = diffPlans(before, await compile(networked(extra)), registry);
+      assert.deepEqual(ops(d.brokers), { reconfigure: ['a', 'm', 'n'] }, JSON.stringify(extra));
+      assert.deepEqual(ops(d.routes), { keep: ['fromA', 'fromM', 'fromN'] }, JSON.stringify(extra));
+    }
+    const replacing = [
+      { mqtt: ', ackTimeoutMs: 2500, keepaliveSeconds: 10', nats: ', ackTimeoutMs: 2500, pingIntervalMs: 2000', amqp: ', ackTimeoutMs: 2500, prefetch: 5' },
+      { mqtt: ', qos: 0', nats: ', prefetch: 5', amqp: ', lagPollMs: 1000' },
+      { mqtt: ', username: u', nats: ', user: u', amqp: ', connectTimeoutMs: 1000' },
+    ];
+    for (const extra of replacing) {
+      const d = diffPlans(before, await compile(networked(extra)), registry);
+      assert.deepEqual(ops(d.brokers), { replace: ['a', 'm', 'n'] }, JSON.stringify(extra));
+      assert.deepEqual(ops(d.routes), { replace: ['fromA', 'fromM', 'fromN'] }, JSON.stringify(extra));
+    }
+    // The url itself: another server.
+    const moved = diffPlans(before, await compile(networked().replace('127.0.0.1:1883', '127.0.0.1:1884')), registry);
+    assert.deepEqual(ops(moved.brokers), { keep: ['a', 'n'], replace: ['m'] });
+  });
+
   it('adds and removes routes by name', async () => {
     const compile = workspace();
     const a = await compile(config(), { 'schemas/s.json': schema(1) });

@@ -5,6 +5,7 @@ import type { AmqpBroker } from './amqp/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
 import { checkServerUrl } from './server-url.js';
 import { whenUsed } from '../when-used.js';
+import { onlyInPlaceChanged } from './in-place.js';
 import { bindingMatches } from './amqp/bindings.js';
 import { closest } from '../../config/suggest.js';
 import { overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
@@ -213,6 +214,13 @@ function amqpTopicsRead(from: string, o: AmqpSettings): { matches(key: string): 
   return { matches: (key) => queue.bindings.some((b) => bindingMatches(type, b.routingKey, key)), literal: false, what: `a routing key queue '${from}' is bound for (${keys})` };
 }
 
+/**
+ * Keys read per publish (AmqpBroker.reconfigure applies them): a reload that changes only these
+ * keeps the connection, the channels and the consumers. `prefetch` is a channel's basic.qos,
+ * `lagPollMs` a route's timer: not among them.
+ */
+const IN_PLACE = ['ackTimeoutMs', 'persistent', 'mandatory'];
+
 export const amqpBroker = defineBroker({
   options,
   doc: {
@@ -236,7 +244,7 @@ export const amqpBroker = defineBroker({
     if (queue === undefined) return undefined;
     return `'${from}' is not a queue of this broker's queues (did you mean '${queue}'?): the route reads it as a routing key, through a queue of its own bound to exchange '${o.exchange.name}', and gets nothing of queue '${queue}'`;
   },
-  canReconfigure: () => false,
+  canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   create: (name, settings, env) => new (runtime().AmqpBroker)(name, settings, env),
 });
 

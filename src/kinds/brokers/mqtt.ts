@@ -7,6 +7,7 @@ import type { MqttBroker } from './mqtt/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
 import { checkServerUrl } from './server-url.js';
 import { whenUsed } from '../when-used.js';
+import { onlyInPlaceChanged } from './in-place.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -102,6 +103,13 @@ export interface MqttSettings {
   ackTimeoutMs: number;
 }
 
+/**
+ * Keys read per publish (MqttBroker.reconfigure applies them): a reload that changes only these
+ * keeps every connection and subscription. `qos` and `qosByTopic` are not among them: a consume
+ * route subscribed at the QoS they gave.
+ */
+const IN_PLACE = ['ackTimeoutMs', 'retain'];
+
 const URL_SCHEMES = /^(mqtt|mqtts|tcp|tls|ssl|ws|wss):\/\/[^\s/]+/;
 
 function compileMqtt(o: MqttOptions, ctx: BrokerCompileContext): MqttSettings | undefined {
@@ -155,7 +163,7 @@ export const mqttBroker = defineBroker({
   // A filter's messages come with their own topics (`$topic`), the ones it matches.
   topicsRead: (filter) => ({ matches: (topic) => topicMatches(filter, topic), literal: !/[+#]/.test(filter), what: `a topic matching ${filter}` }),
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`, an MQTT 5 user property)',
-  canReconfigure: () => false,
+  canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   create: (name, settings, env) => new (runtime().MqttBroker)(name, settings, env),
 });
 

@@ -5,6 +5,7 @@ import type { NatsBroker } from './nats/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
 import { serverUrlProblem, shownServerUrl } from './server-url.js';
 import { whenUsed } from '../when-used.js';
+import { onlyInPlaceChanged } from './in-place.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -126,6 +127,14 @@ export interface NatsSettings {
   messageIds: boolean;
 }
 
+/**
+ * Keys read per publish or per message (NatsBroker.reconfigure applies them): a reload that
+ * changes only these keeps the connection, the core subscriptions and the JetStream consumers.
+ * `prefetch` and `ackWaitMs` are not among them (a JetStream consumer's config on the server),
+ * nor `messageIds` (a route reads it when it is built).
+ */
+const IN_PLACE = ['ackTimeoutMs', 'corePendingBytes'];
+
 // A host name, IPv4 or bracketed IPv6 address, with an optional port.
 const SERVER = /^((nats|tls|ws|wss):\/\/)?(\[[0-9A-Fa-f:.]+\]|[^\s/:@[\]]+)(:\d{1,5})?$/;
 /** `user:password@` or `token@` before the host: nats.js reads only the host and port of a server URL. */
@@ -234,7 +243,7 @@ export const natsBroker = defineBroker({
   // A filter's messages come with their own subjects (`$topic`), the ones it covers.
   topicsRead: (filter) => ({ matches: (subject) => subjectCovers(filter, subject), literal: !filter.split('.').some((t) => t === '*' || t === '>'), what: `a subject matching ${filter}` }),
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`)',
-  canReconfigure: () => false,
+  canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   create: (name, settings, env) => new (runtime().NatsBroker)(name, settings, env),
 });
 

@@ -126,13 +126,13 @@ export class AmqpBroker implements BrokerRuntime {
   private sizeRefusedOn: unknown;
 
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
-  private readonly deadlines: AckDeadlines;
+  private deadlines: AckDeadlines;
   /** Declares a queue of `queues` deleted on the server again, for its route or after an unroutable publish. */
   private readonly declaredQueues: DeclaredQueues;
 
   constructor(
     readonly name: string,
-    readonly settings: AmqpSettings,
+    public settings: AmqpSettings,
     env: RuntimeEnv,
   ) {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
@@ -242,7 +242,16 @@ export class AmqpBroker implements BrokerRuntime {
     }
   }
 
-  reconfigure(): void {}
+  /**
+   * A reload changed only keys read per publish (`ackTimeoutMs`, `persistent`, `mandatory`: the
+   * kind's canReconfigure): the next publish uses them. Publishes already out keep the deadline
+   * they were given, in the old AckDeadlines, whose timer runs until they are answered.
+   */
+  reconfigure(options: unknown): void {
+    const next = options as AmqpSettings;
+    if (next.ackTimeoutMs !== this.settings.ackTimeoutMs) this.deadlines = new AckDeadlines(next.ackTimeoutMs, this.name);
+    this.settings = next;
+  }
 
   health(): Health {
     return this.state;

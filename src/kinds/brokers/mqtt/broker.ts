@@ -92,11 +92,11 @@ export class MqttBroker implements BrokerRuntime {
   /** What publishes answer, per topic. */
   readonly deliveries: TopicDeliveries;
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
-  private readonly deadlines: AckDeadlines;
+  private deadlines: AckDeadlines;
 
   constructor(
     readonly name: string,
-    readonly settings: MqttSettings,
+    public settings: MqttSettings,
     env: RuntimeEnv,
   ) {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
@@ -133,7 +133,16 @@ export class MqttBroker implements BrokerRuntime {
     if (this.publishId !== undefined) publishIds.delete(this.publishId);
   }
 
-  reconfigure(): void {}
+  /**
+   * A reload changed only keys read per publish (`ackTimeoutMs`, `retain`: the kind's
+   * canReconfigure): the next publish uses them. Publishes already out keep the deadline they
+   * were given, in the old AckDeadlines, whose timer runs until they are answered.
+   */
+  reconfigure(options: unknown): void {
+    const next = options as MqttSettings;
+    if (next.ackTimeoutMs !== this.settings.ackTimeoutMs) this.deadlines = new AckDeadlines(next.ackTimeoutMs, this.name);
+    this.settings = next;
+  }
 
   /** A reload is done: sessions of consume routes it removed are ended (endLeftSessions). */
   reloaded(): void {

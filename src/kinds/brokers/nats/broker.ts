@@ -106,7 +106,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
   private readonly subscriptions = new Set<NatsSubscription>();
 
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
-  private readonly deadlines: AckDeadlines;
+  private deadlines: AckDeadlines;
   /** Consume routes send a consumed message's id with their JetStream publishes (`messageIds`). */
   readonly takesMessageIds: boolean;
   /**
@@ -117,7 +117,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
 
   constructor(
     readonly name: string,
-    readonly settings: NatsSettings,
+    public settings: NatsSettings,
     env: RuntimeEnv,
   ) {
     this.deadlines = new AckDeadlines(settings.ackTimeoutMs, name);
@@ -134,7 +134,6 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
   }
 
   private async open(): Promise<void> {
-    const s = this.settings;
     const backoff = reconnectBackoff();
     let nc: NatsConnection;
     for (;;) {
@@ -157,8 +156,8 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     }
     this.nc = nc;
     void this.watch(nc);
-    // A timed-out publish's PubAck is awaited for as long as a lost connection takes to show (maxPingOut 2).
-    this.js = new JetStreamPublisher(nc, lib.createInbox, this.name, s.ackTimeoutMs, s.ackTimeoutMs + 3 * s.pingIntervalMs);
+    // The settings as they are now: a reload may have reconfigured the broker while it connected.
+    this.js = new JetStreamPublisher(nc, lib.createInbox, this.name, this.settings.ackTimeoutMs, this.lateAnswerMs);
     const wait = this.recheckBackoff.delay();
     await this.declareStreams(nc, wait);
     if (this.stopped) return;
@@ -319,7 +318,35 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     await Promise.race([this.nc?.drain().catch(() => undefined), new Promise((r) => setTimeout(r, this.settings.ackTimeoutMs).unref())]);
   }
 
-  reconfigure(): void {}
+  /**
+   * A reload changed only keys read per publish or per message (`ackTimeoutMs`,
+   * `corePendingBytes`: the kind's canReconfigure): the next publish and the next core message use
+   * them. Publishes already out keep the deadline they were given.
+   */
+  reconfigure(options: unknown): void {
+    const next = options as NatsSettings;
+    const { ackTimeoutMs } = next;
+    const changed = ackTimeoutMs !== this.settings.ackTimeoutMs;
+    this.settings = next;
+    for (const sub of this.subscriptions) sub.reconfigure(next);
+    if (!changed) return;
+    this.deadlines = new AckDeadlines(ackTimeoutMs, this.name);
+    this.js?.reconfigure(ackTimeoutMs, this.lateAnswerMs);
+    // JetStream requests (stream and consumer checks) take their timeout from the manager made at connect.
+    const nc = this.nc;
+    if (nc && this.jsm)
+      nc.jetstreamManager({ timeout: ackTimeoutMs }).then(
+        (jsm) => {
+          if (this.nc === nc && this.settings.ackTimeoutMs === ackTimeoutMs) this.jsm = jsm;
+        },
+        () => undefined,
+      );
+  }
+
+  /** How long a timed-out JetStream publish's PubAck is still awaited: as long as a lost connection takes to show (maxPingOut 2). */
+  private get lateAnswerMs(): number {
+    return this.settings.ackTimeoutMs + 3 * this.settings.pingIntervalMs;
+  }
 
   /**
    * Ready while connected. A missing stream leaves the broker ready (its core subjects and other

@@ -27,9 +27,9 @@ interface Pending {
 export class JetStreamPublisher {
   private readonly prefix: string;
   private readonly pending = new Map<string, Pending>();
-  private readonly deadlines: AckDeadlines;
+  private deadlines: AckDeadlines;
   /** When a timed-out publish's PubAck is given up for (its entry dropped, the write counted lost). */
-  private readonly lateDeadlines: AckDeadlines;
+  private lateDeadlines: AckDeadlines;
   private next = 0;
 
   constructor(
@@ -37,7 +37,7 @@ export class JetStreamPublisher {
     createInbox: () => string,
     private readonly broker: string,
     timeoutMs: number,
-    private readonly lateAnswerMs: number,
+    private lateAnswerMs: number,
   ) {
     this.deadlines = new AckDeadlines(timeoutMs, broker);
     this.lateDeadlines = new AckDeadlines(lateAnswerMs, broker);
@@ -74,6 +74,13 @@ export class JetStreamPublisher {
         reject(e);
       };
     });
+  }
+
+  /** A reload changed `ackTimeoutMs`: publishes from now on get the new deadlines; those out keep theirs (the old AckDeadlines' timers run until they are answered). */
+  reconfigure(timeoutMs: number, lateAnswerMs: number): void {
+    this.deadlines = new AckDeadlines(timeoutMs, this.broker);
+    this.lateDeadlines = new AckDeadlines(lateAnswerMs, this.broker);
+    this.lateAnswerMs = lateAnswerMs;
   }
 
   /** The connection dropped: PubAcks sent meanwhile are lost, so what waits for one answers now (503; the stream may have stored it). */

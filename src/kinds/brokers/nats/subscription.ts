@@ -60,7 +60,7 @@ export class NatsSubscription {
 
   constructor(
     private readonly broker: StreamHost,
-    private readonly settings: NatsSettings,
+    private settings: NatsSettings,
     private spec: SubscribeSpec,
     handler: (msg: Message) => Promise<void>,
     private readonly log: Logger,
@@ -88,6 +88,11 @@ export class NatsSubscription {
     return this.spec.topic;
   }
 
+  /** The broker was reconfigured in place (only keys read per message changed: `corePendingBytes`). */
+  reconfigure(settings: NatsSettings): void {
+    this.settings = settings;
+  }
+
   attach(nc: NatsConnection): void {
     if (this.running || this.stopping) return;
     const stream = streamFor(this.settings, this.spec.topic);
@@ -107,10 +112,9 @@ export class NatsSubscription {
     let head = 0;
     let pending = 0;
     let pumping: Promise<void> | undefined;
-    const limit = this.settings.corePendingBytes;
     // Said at once, then at most every 10 s with the count since.
     const drops = new RateLimitedWarning<number>(10_000, (pendingBytes, dropped) =>
-      this.log.warn({ dropped, pendingBytes, corePendingBytes: limit }, 'nats core messages dropped: the route is corePendingBytes behind its subscription'),
+      this.log.warn({ dropped, pendingBytes, corePendingBytes: this.settings.corePendingBytes }, 'nats core messages dropped: the route is corePendingBytes behind its subscription'),
     );
     const pump = async () => {
       while (head < queue.length && !this.stopping) {
@@ -132,7 +136,8 @@ export class NatsSubscription {
       callback: (err, m) => {
         if (err || this.stopping) return;
         const size = m.data.length + HELD_MESSAGE_BYTES;
-        if (pending > 0 && pending + size > limit) {
+        // Read per message: a reload may change it in place (NatsBroker.reconfigure).
+        if (pending > 0 && pending + size > this.settings.corePendingBytes) {
           this.telemetry?.consumerError(this.spec.route);
           drops.occurred(pending);
           return;

@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { post } from '../helpers/clients.js';
+import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
+import { MosquittoPubStream, RawNats } from '../helpers/peers.js';
+import { tempDir } from '../helpers/reaper.js';
+import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * Points 280-283 of docs/spec-checklist.md: a reload that changes only a broker key read per
+ * publish (`ackTimeoutMs` here) replaced the whole broker: new connections, and every consume
+ * route on it subscribed again, so an at-most-once route (core NATS, MQTT QoS 0) lost what was
+ * published meanwhile. The broker is now reconfigured in place: the connections and
+ * subscriptions stay, every message of a stream published across the reloads comes once, and the
+ * next publish has the new deadline. A key that shapes the connection still replaces the broker.
+ */
+
+/** Publishes numbered messages with `publish(n)`, one about every millisecond, while `reloads` runs and for 300 more after it: how many were published. */
+async function numberedStream(publish: (n: number) => void, reloads: () => Promise<void>): Promise<number> {
+  let done = false;
+  const reloading = reloads().finally(() => (done = true));
+  let n = 0;
+  while (!done) {
+    publish(n++);
+    await sleep(1);
+  }
+  await reloading;
+  for (let i = 0; i < 300; i++) {
+    publish(n++);
+    await sleep(1);
+  }
+  return n;
+}
+
+/** Reloads with each of `timeouts` as the broker's ackTimeoutMs, each applied. */
+async function reloadTimeouts(gw: GatewayFixture, config: (ackTimeoutMs: number) => string, timeouts: number[]): Promise<void> {
+  for (const ms of timeouts) {
+    await sleep(150);
+    const line = await gw.reconfigure(config(ms));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+  }
+}
+
+/** Waits for message `total - 1` at `path`, then checks that every number came once, in order. */
+async function everyOnceInOrder(receiver: WebhookReceiver, path: string, total: number): Promise<void> {
+  const numbers = () => receiver.requests.filter((r) => r.url === path).map((r) => (JSON.parse(r.body) as { n: number }).n);
+  await eventually(() => assert.ok(numbers().includes(total - 1), `message ${total - 1} delivered (${numbers().length} so far)`), 30000, 50);
+  const got = numbers();
+  const missing = Array.from({ length: total }, (_, i) => i).filter((n) => !got.includes(n));
+  assert.deepEqual(missing, [], `${missing.length} of ${total} messages missing once the last one came`);
+  assert.deepEqual(
+    got,
+    Array.from({ length: total }, (_, i) => i),
+    'each message once, in order',
+  );
+}
+
+/** A publish to each of `urls` while the server is frozen (`kill -STOP`: no acknowledgement comes) answers 503 naming `ms`, the deadline in force. */
+async function timesOutAt(server: MessageServer, urls: string[], ms: number): Promise<void> {
+  process.kill(-server.pid()!, 'SIGSTOP');
+  try {
+    for (const reply of await Promise.all(urls.map((url) => post(url, { frozen: true })))) {
+      assert.equal(reply.status, 503, reply.text);
+      assert.match(reply.text, new RegExp(`within ${ms} ms`), reply.text);
+    }
+  } finally {
+    process.kill(-server.pid()!, 'SIGCONT');
+  }
+}
+
+describe('kind: mqtt, a reload that changes only ackTimeoutMs', () => {
+  let mqtt: MessageServer;
+  let receiver: WebhookReceiver;
+  const logFile = join(tempDir('eventgate-mosquitto-log'), 'mosquitto.log');
+  const clientId = `eg-reconf-${process.pid}`;
+  before(async () => {
+    // mosquitto's own log of connections: the server side of "the broker kept its connections".
+    [mqtt, receiver] = await Promise.all([startMosquitto(undefined, [`log_dest file ${logFile}`, 'log_type notice']), WebhookReceiver.start()]);
+  });
+  after(async () => {
+    await Promise.all([receiver?.stop(), mqtt?.stop()]);
+  });
+  /** How many times client `<clientId>-<suffix>` connected to mosquitto. */
+  const connects = (suffix: string) =>
+    readFileSync(logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('New client connected') && l.includes(` as ${clientId}-${suffix} `)).length;
+
+  const config = (ackTimeoutMs: number, extra = '') => `version: 1
+admin: { port: 0 }
+brokers:
+  mqtt: { kind: mqtt, url: ${mqtt.url}, clientId: ${clientId}, ackTimeoutMs: ${ackTimeoutMs}${extra} }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: numbered
+    from: { broker: mqtt, topic: reconf/numbered, qos: 0 }
+    to: { http: { url: "${receiver.url}/numbered" } }
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: mqtt, topic: reconf/in }
+`;
+  const gw = useGateway(() => config(1000));
+
+  it('keeps the connections, delivers a QoS 0 stream once, and times out at the new value; a keepalive change still replaces the broker', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'numbered', 15000);
+    await eventually(async () => assert.equal((await post(gw.url('api', '/in'), { warm: true })).status, 200), 15000);
+    assert.deepEqual([connects('numbered'), connects('pub')], [1, 1]);
+    const publisher = MosquittoPubStream.start(mqtt, 'reconf/numbered', 0);
+    const total = await numberedStream(
+      (n) => publisher.write([JSON.stringify({ n })]),
+      () => reloadTimeouts(gw, config, [2500, 1500, 3000]),
+    );
+    await publisher.end();
+    await everyOnceInOrder(receiver, '/numbered', total);
+    assert.deepEqual([connects('numbered'), connects('pub')], [1, 1], 'mosquitto saw the route and the publisher connect once each');
+    await timesOutAt(mqtt, [gw.url('api', '/in')], 3000);
+
+    // keepaliveSeconds goes into the CONNECT packet: a new connection, so a new broker.
+    const from = gw.logs.length;
+    const line = await gw.reconfigure(config(3000, ', keepaliveSeconds: 20'));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'numbered', 15000, from);
+    await eventually(() => assert.deepEqual([connects('numbered'), connects('pub') + connects('pub-2')], [2, 2]), 15000);
+    await eventually(async () => assert.equal((await post(gw.url('api', '/in'), { after: true })).status, 200), 15000);
+  });
+});
+
+describe('kind: nats, a reload that changes only ackTimeoutMs', () => {
+  let nats: MessageServer;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    [nats, receiver] = await Promise.all([startNats(), WebhookReceiver.start()]);
+  });
+  after(async () => {
+    await Promise.all([receiver?.stop(), nats?.stop()]);
+  });
+
+  const config = (ackTimeoutMs: number, extra = '') => `version: 1
+admin: { port: 0 }
+brokers:
+  nats:
+    kind: nats
+    servers: ${nats.url}
+    streams: { RECONF: { subjects: [reconf.stored] } }
+    ackTimeoutMs: ${ackTimeoutMs}
+    ${extra}
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: numbered
+    from: { broker: nats, topic: reconf.numbered }
+    to: { http: { url: "${receiver.url}/numbered" } }
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: nats, topic: reconf.in }
+  - name: stored
+    from: { listener: api, path: /stored }
+    to: { broker: nats, topic: reconf.stored }
+`;
+  const gw = useGateway(() => config(1000));
+  /** The broker connected (once per broker instance: a replaced broker connects anew). */
+  const connected = (from = 0) => gw.logs.slice(from).filter((l) => l.msg === 'nats connected').length;
+  const subscribed = (from: number) => gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' && l.route === 'numbered').length;
+
+  it('keeps the connection and core subscription, delivers a stream once, and times out at the new value; a ping interval change still replaces the broker', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'numbered', 15000);
+    await eventually(async () => assert.equal((await post(gw.url('api', '/stored'), { warm: true })).status, 200), 15000);
+    assert.equal(connected(), 1);
+    const from = gw.logs.length;
+    const publisher = await RawNats.connect(nats);
+    let total: number;
+    try {
+      total = await numberedStream(
+        (n) => publisher.publish('reconf.numbered', JSON.stringify({ n })),
+        () => reloadTimeouts(gw, config, [2500, 1500, 3000]),
+      );
+      await publisher.ping();
+    } finally {
+      publisher.close();
+    }
+    await everyOnceInOrder(receiver, '/numbered', total);
+    assert.deepEqual([connected(from), subscribed(from)], [0, 0], 'no new connection, no new subscription');
+    // A core publish (the flush's reply) and a JetStream one (its PubAck).
+    await timesOutAt(nats, [gw.url('api', '/in'), gw.url('api', '/stored')], 3000);
+
+    // pingIntervalMs is the connection's: a new broker.
+    const at = gw.logs.length;
+    const line = await gw.reconfigure(config(3000, 'pingIntervalMs: 5000'));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'numbered', 15000, at);
+    assert.equal(connected(at), 1);
+    await eventually(async () => assert.equal((await post(gw.url('api', '/in'), { after: true })).status, 200), 15000);
+  });
+});
