@@ -5,9 +5,10 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
-import { MosquittoPubStream, RawNats } from '../helpers/peers.js';
+import { MosquittoPubStream, pikaPublish, RawNats } from '../helpers/peers.js';
 import { tempDir } from '../helpers/reaper.js';
 import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
+import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -195,5 +196,71 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'numbered', 15000, at);
     assert.equal(connected(at), 1);
     await eventually(async () => assert.equal((await post(gw.url('api', '/in'), { after: true })).status, 200), 15000);
+  });
+});
+
+describe('kind: amqp, a reload that changes only mandatory and ackTimeoutMs', () => {
+  let rabbit: SharedRabbit;
+  let receiver: WebhookReceiver;
+  before(async () => {
+    [rabbit, receiver] = await Promise.all([sharedRabbit(), WebhookReceiver.start()]);
+  });
+  after(async () => {
+    await Promise.all([receiver?.stop(), rabbit?.stop()]);
+  });
+
+  const config = (mandatory: boolean, ackTimeoutMs: number, extra = '') => `version: 1
+admin: { port: 0 }
+brokers:
+  rabbit: { kind: amqp, url: ${rabbit.url}, mandatory: ${mandatory}, ackTimeoutMs: ${ackTimeoutMs}${extra} }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: queued
+    from: { broker: rabbit, topic: reconf.queued }
+    to: { http: { url: "${receiver.url}/queued" } }
+  - name: unbound
+    from: { listener: api, path: /unbound }
+    to: { broker: rabbit, topic: reconf.nobody }
+`;
+  const gw = useGateway(() => config(true, 1000));
+  /** The consumer tags on the route's queue, as RabbitMQ lists them. */
+  const consumers = async () =>
+    (await rabbit.ctl('list_consumers', '-q', '-p', rabbit.vhost, 'queue_name', 'consumer_tag'))
+      .split('\n')
+      .filter((l) => l.startsWith('eventgate-queued\t'))
+      .map((l) => l.split('\t')[1]);
+  const connected = (from: number) => gw.logs.slice(from).filter((l) => l.msg === 'amqp connected').length;
+
+  it('keeps the connection and consumer, delivers a backlog once, and the next publish is not mandatory; a connectTimeoutMs change still replaces the broker', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'queued', 60000);
+    const tags = await consumers();
+    assert.equal(tags.length, 1, `one consumer: ${tags}`);
+    // mandatory: no queue is bound for the routing key, so the server returns it: 503.
+    const returned = await post(gw.url('api', '/unbound'), { n: -1 });
+    assert.equal(returned.status, 503, returned.text);
+    const total = 400;
+    await pikaPublish(
+      rabbit,
+      'amq.topic',
+      'reconf.queued',
+      Array.from({ length: total }, (_, n) => ({ body: JSON.stringify({ n }) })),
+    );
+    const from = gw.logs.length;
+    const line = await gw.reconfigure(config(false, 2500));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    // Not mandatory now: the server drops what no queue takes, and confirms it.
+    const dropped = await post(gw.url('api', '/unbound'), { n: -2 });
+    assert.equal(dropped.status, 200, dropped.text);
+    await everyOnceInOrder(receiver, '/queued', total);
+    assert.deepEqual(await consumers(), tags, 'the same consumer on the queue: no channel closed and opened again');
+    assert.equal(connected(from), 0, 'no new connection');
+
+    // connectTimeoutMs is the connection's: a new broker, a new consumer.
+    const at = gw.logs.length;
+    assert.equal((await gw.reconfigure(config(false, 2500, ', connectTimeoutMs: 4000'))).msg, 'config reloaded');
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'queued', 60000, at);
+    assert.equal(connected(at), 1);
+    await eventually(async () => assert.notDeepEqual(await consumers(), tags), 15000);
   });
 });

@@ -21,12 +21,13 @@ describe('hot reload: a broker replaced under load', () => {
     await Promise.all([mqtt?.stop(), nats?.stop()]);
   });
 
-  const config = (ackTimeoutMs: number, mqttUrl = mqtt.url) => `
+  // connectTimeoutMs, a connection's: each change replaces the brokers (ackTimeoutMs, read per publish, is applied in place).
+  const config = (connectTimeoutMs: number, mqttUrl = mqtt.url) => `
 version: 1
 admin: { port: 0, drainTimeoutMs: 500 }
 brokers:
-  mqtt: { kind: mqtt, url: ${mqttUrl}, clientId: eg-replaced-${process.pid}, qos: 1, ackTimeoutMs: ${ackTimeoutMs} }
-  nats: { kind: nats, servers: ${nats.url}, ackTimeoutMs: ${ackTimeoutMs}, streams: { REPLACED: { subjects: ["replaced.>"] } } }
+  mqtt: { kind: mqtt, url: ${mqttUrl}, clientId: eg-replaced-${process.pid}, qos: 1, connectTimeoutMs: ${connectTimeoutMs} }
+  nats: { kind: nats, servers: ${nats.url}, connectTimeoutMs: ${connectTimeoutMs}, streams: { REPLACED: { subjects: ["replaced.>"] } } }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1 }
 routes:
