@@ -19,7 +19,11 @@ export function compileBrokers(ctx: CompileContext): Map<string, ComponentPlan> 
     const compiled = kind.compile ? kind.compile(options, kindCtx) : options;
     // A referenced file (a CA, a client certificate) that changed replaces the broker like an option would.
     const key = files.length === 0 ? canonical(options) : canonical({ options, files: ctx.fileKeys(files) });
-    brokers.set(name, { name, kind: options.kind, options: (compiled ?? options) as Record<string, unknown>, key });
+    // The options as written (not compiled: a default such as mqtt's hostname-based clientId would differ between machines).
+    const inPlace = kind.inPlaceOptions;
+    const kept = inPlace === 'all' ? {} : Object.fromEntries(Object.entries(options).filter(([k]) => !inPlace?.includes(k)));
+    const replaceKey = inPlace === undefined ? undefined : canonical({ options: kept, files: inPlace === 'all' ? [] : ctx.fileKeys(files) });
+    brokers.set(name, { name, kind: options.kind, options: (compiled ?? options) as Record<string, unknown>, key, ...(replaceKey !== undefined && { replaceKey }) });
   }
   return brokers;
 }

@@ -34,7 +34,10 @@ export interface Transition {
 type Keyed = { key: string };
 
 export interface DiffOptions {
-  /** false when the brokers' options are not known (only their hashes): every changed broker counts as replaced. */
+  /**
+   * false when the brokers' options are not known (only their hashes): a changed broker is
+   * reconfigured when both plans have its `replaceKey` and they are equal, else replaced.
+   */
   reconfigureBrokers?: boolean;
 }
 
@@ -90,8 +93,13 @@ function diffMap<P extends Keyed>(before: ReadonlyMap<string, P>, after: Readonl
  */
 export function diffPlans(before: Plan | undefined, after: Plan, registry: KindRegistry, options: DiffOptions = {}): Transition {
   const empty = new Map();
+  const inPlace = (prev: ComponentPlan, next: ComponentPlan) =>
+    prev.kind === next.kind &&
+    (options.reconfigureBrokers === false
+      ? prev.replaceKey !== undefined && prev.replaceKey === next.replaceKey
+      : registry.brokers.get(prev.kind)?.canReconfigure(prev.options, next.options) === true);
   const brokers = diffMap<ComponentPlan>(before?.brokers ?? empty, after.brokers, (name, prev, next) =>
-    options.reconfigureBrokers !== false && prev.kind === next.kind && registry.brokers.get(prev.kind)?.canReconfigure(prev.options, next.options)
+    inPlace(prev, next)
       ? { op: 'reconfigure', name, before: prev, after: next }
       : { op: 'replace', name, before: prev, after: next, why: prev.kind === next.kind ? 'its options changed' : `its kind changed to ${next.kind}` },
   );

@@ -15,7 +15,8 @@ export interface PlanFingerprint {
   admin: { key: string; config?: string } | null;
   /** The `log` section, which a reload applies in place. */
   log?: string;
-  brokers: { name: string; kind: string; key: string }[];
+  /** `replaceKey`: a hash of the options a reload cannot apply in place (ComponentPlan.replaceKey). */
+  brokers: { name: string; kind: string; key: string; replaceKey?: string }[];
   listeners: { name: string; kind: string; key: string; socketKey: string; paths: string[] }[];
   /**
    * `group`: the consumer group of a route that reads a broker (consumerGroup()); `subscription`:
@@ -46,7 +47,7 @@ export function planFingerprint(plan: Plan): PlanFingerprint {
     version: plan.version,
     admin: plan.admin ? { key: digest(plan.admin.key), config: digest(canonical(plan.admin)) } : null,
     log: digest(canonical(plan.log)),
-    brokers: [...plan.brokers.values()].map((b) => ({ name: b.name, kind: b.kind, key: digest(b.key) })),
+    brokers: [...plan.brokers.values()].map((b) => ({ name: b.name, kind: b.kind, key: digest(b.key), ...(b.replaceKey !== undefined && { replaceKey: digest(b.replaceKey) }) })),
     listeners: [...plan.listeners.values()].map((l) => ({ name: l.name, kind: l.kind, key: digest(l.key), socketKey: digest(l.socketKey), paths: [...(paths.get(l.name) ?? [])].sort() })),
     routes: [...plan.routes.values()].map((r) => ({
       name: r.name,
@@ -72,7 +73,7 @@ export function planFromFingerprint(fp: PlanFingerprint): Plan {
     admin: fp.admin ? ({ key: fp.admin.key, config: fp.admin.config } as unknown as Plan['admin']) : undefined,
     log: { level: 'info', payloads: false },
     expressions: { timeoutMs: 0, maxDepth: 0 },
-    brokers: new Map(fp.brokers.map((b) => [b.name, { name: b.name, kind: b.kind, options: {}, key: b.key }])),
+    brokers: new Map(fp.brokers.map((b) => [b.name, { name: b.name, kind: b.kind, options: {}, key: b.key, replaceKey: b.replaceKey }])),
     listeners: new Map(fp.listeners.map((l) => [l.name, { name: l.name, kind: l.kind, options: {}, key: l.key, socketKey: l.socketKey }])),
     // The targets are not known here: `from.group` carries the group the route resolved (consumerGroup() reads it).
     routes: new Map(

@@ -41,6 +41,12 @@ export interface ComponentPlan {
   options: Record<string, unknown>;
   /** Canonical form of the options: equal keys mean nothing changed. */
   key: string;
+  /**
+   * Brokers: canonical form of the options less those its kind applies in place
+   * (BrokerKind.inPlaceOptions): equal ones mean a changed broker is reconfigured, not replaced.
+   * What `eventgate plan --admin` compares, knowing hashes only; absent for kinds that say nothing.
+   */
+  replaceKey?: string;
 }
 
 export interface ListenerPlan extends ComponentPlan {

@@ -382,6 +382,28 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     assert.match(groups[1]!.left ?? '', /^its queue stays bound/);
   });
 
+  // Point 286: only hashes of the running config are known, and every changed broker counted as
+  // replaced, its routes rebuilt and their groups rejoining, where the reload reconfigures it in place.
+  it('says a broker whose changed keys are all applied in place is reconfigured, its routes kept, from the running fingerprint', async () => {
+    await gw.start(amqpRoutes('true', 'rk'));
+    const plan = async (yaml: string) => {
+      const r = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'plan-test-token-0123456789', '--format', 'json'], { cwd: tempFiles({ 'new.yaml': yaml }) });
+      noStackTrace(r);
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      const report = JSON.parse(r.stdout);
+      return { brokers: report.brokers, routes: report.routes.change, groups: report.groups.map((g: { group: string; change: string }) => `${g.group} ${g.change}`) };
+    };
+    const inPlace = await plan(
+      amqpRoutes('true', 'rk').replace('url: "amqp://127.0.0.1:1/",', 'url: "amqp://127.0.0.1:1/", ackTimeoutMs: 2500, mandatory: false,').replace('{ kind: memory }', '{ kind: memory, retain: 50 }'),
+    );
+    assert.deepEqual(inPlace.brokers.reconfigure.sort(), ['local', 'rabbit']);
+    assert.deepEqual([inPlace.routes, inPlace.groups], [[], []]);
+    const replaced = await plan(amqpRoutes('true', 'rk').replace('url: "amqp://127.0.0.1:1/",', 'url: "amqp://127.0.0.1:1/", ackTimeoutMs: 2500, prefetch: 5,'));
+    assert.deepEqual([replaced.brokers.change, replaced.brokers.reconfigure], [['rabbit'], []]);
+    assert.deepEqual(replaced.routes.sort(), ['q', 'rk']);
+    assert.deepEqual(replaced.groups, ['eventgate-rk rejoin']);
+  });
+
   it('finds nothing to change for the running config copied to another directory (its files compared by content)', async () => {
     const files = sameConfigElsewhere();
     await gw.start(files['gateway.yaml']!, { files: Object.fromEntries(Object.entries(files).filter(([name]) => name !== 'gateway.yaml')) });

@@ -245,6 +245,7 @@ export const amqpBroker = defineBroker({
     return `'${from}' is not a queue of this broker's queues (did you mean '${queue}'?): the route reads it as a routing key, through a queue of its own bound to exchange '${o.exchange.name}', and gets nothing of queue '${queue}'`;
   },
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
+  inPlaceOptions: IN_PLACE,
   create: (name, settings, env) => new (runtime().AmqpBroker)(name, settings, env),
 });
 

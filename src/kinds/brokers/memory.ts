@@ -598,5 +598,6 @@ export const memoryBroker = defineBroker({
   inProcess: true,
   // Only retention can change, and it can change in place: topics and group positions survive.
   canReconfigure: () => true,
+  inPlaceOptions: 'all',
   create: (name, options, env) => new MemoryBroker(name, options, env),
 });

@@ -164,6 +164,7 @@ export const mqttBroker = defineBroker({
   topicsRead: (filter) => ({ matches: (topic) => topicMatches(filter, topic), literal: !/[+#]/.test(filter), what: `a topic matching ${filter}` }),
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`, an MQTT 5 user property)',
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
+  inPlaceOptions: IN_PLACE,
   create: (name, settings, env) => new (runtime().MqttBroker)(name, settings, env),
 });
 

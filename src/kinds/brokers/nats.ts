@@ -244,6 +244,7 @@ export const natsBroker = defineBroker({
   topicsRead: (filter) => ({ matches: (subject) => subjectCovers(filter, subject), literal: !filter.split('.').some((t) => t === '*' || t === '>'), what: `a subject matching ${filter}` }),
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`)',
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
+  inPlaceOptions: IN_PLACE,
   create: (name, settings, env) => new (runtime().NatsBroker)(name, settings, env),
 });
 
