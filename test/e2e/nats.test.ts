@@ -6,7 +6,7 @@ import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
-import { RawNats } from '../helpers/peers.js';
+import { delayJetStreamAcks, RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -326,6 +326,47 @@ routes:
     } finally {
       await gw2.stop();
       await hook.stop();
+    }
+  });
+
+  it('a JetStream route whose subject a reload changes stops once nats-server applied its acknowledgements: the recreated consumer delivers none of them again', async () => {
+    // The gateway's acknowledgements reach nats-server 3 s late (a proxy holds them), its other
+    // requests at once: a server that applies acknowledgements after answering what came later.
+    const proxy = await TcpProxy.start(nats.port, { toServer: () => delayJetStreamAcks(3000) });
+    const hook = await WebhookReceiver.start();
+    const routeConfig = (topic: string) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: "nats://127.0.0.1:${proxy.port}", ackTimeoutMs: 15000, streams: { SLOWACK: { subjects: ["slowack.>"] } } }
+routes:
+  - name: slowack
+    from: { broker: nats, topic: "${topic}", group: slowackers }
+    to: { http: { url: "${hook.url}/slowack" } }
+`;
+    const gw2 = await startGateway(routeConfig('slowack.a'));
+    try {
+      await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'slowack', 15000);
+      for (let i = 0; i < 5; i++) await peer.jsPublish('slowack.a', JSON.stringify({ i }));
+      await hook.received(5, 15000);
+      // At once: the route acknowledged 0-4, and nats-server has applied none of it yet.
+      const from = gw2.logs.length;
+      assert.equal((await gw2.reconfigure(routeConfig('slowack.>'))).msg, 'config reloaded');
+      const recreated = await gw2.waitForLog((l) => l.msg.startsWith('the route reads another subject'), 15000, from);
+      assert.equal(recreated.fromSeq, 6);
+      await gw2.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'slowack', 15000, from);
+      for (let i = 5; i < 10; i++) await peer.jsPublish(i % 2 ? 'slowack.b' : 'slowack.a', JSON.stringify({ i }));
+      await hook.received(10, 15000);
+      // Once the consumer has nothing left to deliver or to be acknowledged, whatever came twice has come.
+      await eventually(async () => assert.deepEqual(await consumerInfo(peer, 'SLOWACK', 'slowackers').then((c) => [c.num_pending, c.num_ack_pending]), [0, 0]), 15000, 100);
+      assert.deepEqual(
+        hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i),
+        Array.from({ length: 10 }, (_, i) => i),
+      );
+    } finally {
+      await gw2.stop();
+      await hook.stop();
+      await proxy.stop();
     }
   });
 

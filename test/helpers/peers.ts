@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { Transform } from 'node:stream';
 import { promisify } from 'node:util';
 import { eventually, repoRoot } from './gateway.js';
 import type { MessageServer } from './servers.js';
@@ -413,4 +414,33 @@ export class RawNats {
       else if (op === '-ERR') throw new Error(`NATS server: ${line}`);
     }
   }
+}
+
+/**
+ * For a TcpProxy between a NATS client and the server (`toServer`): passes the client's protocol
+ * as it comes, except its JetStream acknowledgements (a PUB or HPUB to `$JS.ACK.…`), which reach
+ * the server `delayMs` later, in their order: a server slow to apply acknowledgements, as
+ * nats-server is under load (it queues them for the consumer and answers other requests meanwhile).
+ */
+export function delayJetStreamAcks(delayMs: number): Transform {
+  let pending = Buffer.alloc(0);
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      pending = Buffer.concat([pending, chunk]);
+      for (;;) {
+        const eol = pending.indexOf('\r\n');
+        if (eol < 0) break;
+        const [op, subject, ...rest] = pending.subarray(0, eol).toString().split(' ');
+        const verb = op!.toUpperCase();
+        // PUB <subject> [reply] <size>; HPUB <subject> [reply] <header size> <total size>: the payload and its CRLF follow.
+        const size = verb === 'PUB' || verb === 'HPUB' ? Number(rest[rest.length - 1]) + 2 : 0;
+        if (pending.length < eol + 2 + size) break;
+        const frame = pending.subarray(0, eol + 2 + size);
+        pending = pending.subarray(eol + 2 + size);
+        if (size > 0 && subject!.startsWith('$JS.ACK.')) setTimeout(() => this.push(frame), delayMs).unref();
+        else this.push(frame);
+      }
+      done();
+    },
+  });
 }

@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Transform } from 'node:stream';
 
 /**
  * A TCP proxy in front of a listener that can cut every connection (as a network failure or a
@@ -12,7 +13,8 @@ export class TcpProxy {
   private readonly replies = new Map<Socket, Socket>();
   private constructor(private readonly server: Server) {}
 
-  static async start(targetPort: number): Promise<TcpProxy> {
+  /** `toServer`: a stream each connection's client bytes pass through on their way to the server (one per connection). */
+  static async start(targetPort: number, options: { toServer?: () => Transform } = {}): Promise<TcpProxy> {
     const server = createServer();
     const proxy = new TcpProxy(server);
     server.on('connection', (client) => {
@@ -27,7 +29,8 @@ export class TcpProxy {
         upstream.on('close', () => (proxy.sockets.delete(upstream), client.destroy()));
         upstream.on('error', () => upstream.destroy());
         client.on('close', () => upstream.destroy());
-        client.pipe(upstream);
+        if (options.toServer) client.pipe(options.toServer()).pipe(upstream);
+        else client.pipe(upstream);
         upstream.pipe(client);
         proxy.replies.set(upstream, client);
         upstream.on('close', () => proxy.replies.delete(upstream));

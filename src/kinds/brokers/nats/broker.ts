@@ -270,6 +270,11 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     return this.jsm;
   }
 
+  /** Connected to a server now (not reconnecting, not closed). */
+  connected(): boolean {
+    return this.state.ready;
+  }
+
   /** Why stream `name` cannot be used now (missing, or the server refused to declare it), or undefined. */
   streamProblem(name: string): string | undefined {
     return this.streams.get(name)?.detail;

@@ -4,7 +4,7 @@
  * to the route one at a time, in order.
  */
 
-import type { ConsumerConfig, ConsumerInfo, JetStreamManager, NatsConnection } from 'nats';
+import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, NatsConnection } from 'nats';
 import type { Logger } from '../../../log.js';
 import type { Message } from '../../../core/message.js';
 import type { BrokerTelemetry, Health, SubscribeSpec } from '../../contracts.js';
@@ -21,6 +21,7 @@ import { streamFor } from './subjects.js';
 /** What a subscription needs of its broker: the streams the broker declared, and their state. */
 export interface StreamHost {
   readonly name: string;
+  connected(): boolean;
   streamProblem(name: string): string | undefined;
   streamManager(): JetStreamManager | undefined;
   streamSeen(name: string, created: string): void;
@@ -29,6 +30,9 @@ export interface StreamHost {
 
 /** What a core message waiting for its route costs beyond its payload (measured: ~300 bytes), counted against `corePendingBytes`. */
 const HELD_MESSAGE_BYTES = 512;
+
+/** A JetStream acknowledgement's payload. */
+const ACK = new TextEncoder().encode('+ACK');
 
 /** JetStream consumer names: no `.`, `*`, `>`, whitespace or path separators. */
 const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
@@ -171,6 +175,8 @@ export class NatsSubscription {
     const backoff = reconnectBackoff();
     while (!this.stopping) {
       let failure: Error | undefined;
+      /** The message this read acknowledged last: its acknowledgement is confirmed on stop (settleAcks). */
+      let lastAcked: JsMsg | undefined;
       // The stream missing (or not declared): only this route waits, said once per change.
       const missing = this.broker.streamProblem(stream);
       const jsm = this.broker.streamManager();
@@ -200,6 +206,7 @@ export class NatsSubscription {
           // are redelivered into the same buffer. The route took the first: acknowledge the copy.
           if (m.redelivered && this.handled.has(m.seq)) {
             m.ack();
+            lastAcked = m;
             continue;
           }
           this.lag = m.info.pending + 1;
@@ -211,17 +218,19 @@ export class NatsSubscription {
           // Not accepted (stopping): no ack, so the consumer delivers it again after ack_wait.
           if (accepted) {
             m.ack();
+            lastAcked = m;
             this.handled.add(m.seq);
             this.lag = m.info.pending;
           }
           if (this.stopping) break;
         }
       } catch (err) {
-        if (this.stopping) return;
-        this.telemetry?.consumerError(this.spec.route);
-        failure = err as Error;
+        if (!this.stopping) {
+          this.telemetry?.consumerError(this.spec.route);
+          failure = err as Error;
+        }
       }
-      if (this.stopping) return;
+      if (this.stopping) return this.settleAcks(nc, lastAcked);
       // After a failure, or a read that ended by itself.
       const wait = backoff.delay();
       // The stream deleted since the broker declared it: this route waits for it, as for one missing at the start.
@@ -278,6 +287,32 @@ export class NatsSubscription {
       // `prefetch` they blocked the route's every later pull that long.
       max_ack_pending: this.settings.prefetch * MAX_ACK_PENDING_WINDOWS,
     });
+  }
+
+  /**
+   * Waits, at most `ackTimeoutMs`, until nats-server has applied this route's acknowledgements. An
+   * `ack()` is a plain publish, which the server queues for the consumer and applies on its own:
+   * a consumer's state read right after can miss it, and a successor that recreates the consumer
+   * from its ack floor (putConsumer, a changed subject) got the last message again. The consumer
+   * applies its acknowledgements in order and answers one sent as a request once applied: the last
+   * one sent again as a request covers them all (a second acknowledgement changes nothing). Only
+   * on stop (a reload's, a shutdown's): a hand-over goes on with the same consumer, and waits for none.
+   */
+  private async settleAcks(nc: NatsConnection, last: JsMsg | undefined): Promise<void> {
+    // The client's message has its reply subject (`$JS.ACK...`), though the JsMsg type does not say it.
+    const reply = (last as { reply?: unknown } | undefined)?.reply;
+    // Disconnected: the acknowledgement waits in the client until it is back, and so would this.
+    if (typeof reply !== 'string' || reply === '' || !this.broker.connected() || nc.isClosed()) return;
+    try {
+      await nc.request(reply, ACK, { timeout: this.settings.ackTimeoutMs });
+    } catch (err) {
+      // No responders: the consumer is gone (deleted meanwhile), there is no floor left to read.
+      if ((err as { code?: string }).code === '503') return;
+      this.log.warn(
+        { err: (err as Error).message, streamSeq: last!.seq },
+        'nats-server did not confirm the last acknowledgement before the route stopped: a consumer recreated from its ack floor may deliver that message again',
+      );
+    }
   }
 
   private handOverOptions() {
