@@ -6,7 +6,7 @@ import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
-import { delayJetStreamAcks, RawNats } from '../helpers/peers.js';
+import { delayJetStreamAcks, delayNatsFrames, RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -366,6 +366,33 @@ routes:
     } finally {
       await gw2.stop();
       await hook.stop();
+      await proxy.stop();
+    }
+  });
+
+  it('exits on SIGTERM that comes while a JetStream route sets its consumer up', async () => {
+    // The gateway's consumer INFO requests reach nats-server 3 s late: the SIGTERM comes while the
+    // route waits for the first, and the route has its consumer's read open only after that.
+    let infoHeld!: () => void;
+    const held = new Promise<void>((r) => (infoHeld = r));
+    const proxy = await TcpProxy.start(nats.port, { toServer: () => delayNatsFrames('$JS.API.CONSUMER.INFO.', 3000, () => infoHeld()) });
+    const gw2 = await startGateway(`
+version: 1
+admin: { port: 0, drainTimeoutMs: 500 }
+brokers:
+  nats: { kind: nats, servers: "nats://127.0.0.1:${proxy.port}", streams: { SETTINGUP: { subjects: ["settingup.>"] } } }
+routes:
+  - name: settingup
+    from: { broker: nats, topic: settingup.a, group: setters }
+    to: { http: { url: "http://127.0.0.1:9/never" } }
+`);
+    try {
+      await held;
+      // Not a measure of speed: a bound on a hang (the route's stop waited for ever).
+      const exit = await Promise.race([gw2.stop('SIGTERM'), new Promise((r) => setTimeout(() => r('still running after 60 s'), 60000).unref())]);
+      assert.deepEqual(exit, { code: 0, signal: null }, gw2.logs.map((l) => `${l.level} ${l.msg}`).join('; '));
+    } finally {
+      await gw2.stop('SIGKILL');
       await proxy.stop();
     }
   });

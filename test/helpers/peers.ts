@@ -418,11 +418,10 @@ export class RawNats {
 
 /**
  * For a TcpProxy between a NATS client and the server (`toServer`): passes the client's protocol
- * as it comes, except its JetStream acknowledgements (a PUB or HPUB to `$JS.ACK.…`), which reach
- * the server `delayMs` later, in their order: a server slow to apply acknowledgements, as
- * nats-server is under load (it queues them for the consumer and answers other requests meanwhile).
+ * as it comes, except its PUB and HPUB frames to a subject beginning with `prefix`, which reach the
+ * server `delayMs` later, in their order (`held` is called as each is held).
  */
-export function delayJetStreamAcks(delayMs: number): Transform {
+export function delayNatsFrames(prefix: string, delayMs: number, held?: (subject: string) => void): Transform {
   let pending = Buffer.alloc(0);
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
@@ -437,10 +436,19 @@ export function delayJetStreamAcks(delayMs: number): Transform {
         if (pending.length < eol + 2 + size) break;
         const frame = pending.subarray(0, eol + 2 + size);
         pending = pending.subarray(eol + 2 + size);
-        if (size > 0 && subject!.startsWith('$JS.ACK.')) setTimeout(() => this.push(frame), delayMs).unref();
-        else this.push(frame);
+        if (size > 0 && subject!.startsWith(prefix)) {
+          setTimeout(() => this.push(frame), delayMs).unref();
+          held?.(subject!);
+        } else this.push(frame);
       }
       done();
     },
   });
 }
+
+/**
+ * The client's JetStream acknowledgements (`$JS.ACK.…`) reach the server `delayMs` late: a server
+ * slow to apply them, as nats-server is under load (it queues them for the consumer and answers
+ * other requests meanwhile).
+ */
+export const delayJetStreamAcks = (delayMs: number): Transform => delayNatsFrames('$JS.ACK.', delayMs);

@@ -194,7 +194,9 @@ export class NatsSubscription {
         const messages = await consumer.consume({ max_messages: this.settings.prefetch });
         this.close = () => void messages.close();
         if (this.stopping) {
-          await messages.close();
+          // Not awaited: the client ends the read through its own queue, which only an iteration
+          // runs; awaited with none, this stop (and a SIGTERM's shutdown) waited for ever.
+          void messages.close();
           return;
         }
         this.streamMissing.found();
