@@ -93,7 +93,7 @@ const options = kindOptions('nats', {
   ackTimeoutMs: int(
     5000,
     1,
-    "A publish not acknowledged (JetStream PubAck; core subjects: the server's reply to a flush) by then fails: HTTP 503, retry for consume routes, which first wait for a JetStream publish's late PubAck or the connection's loss (taken: not published again).",
+    "A publish not acknowledged (JetStream PubAck; core subjects: the server's reply to a flush) by then fails: HTTP 503, retry for consume routes, which first wait for a JetStream publish's late PubAck or the connection's loss (taken: not published again). Also how long a JetStream consume route's stop waits for the server to confirm its acknowledgements (its consumer may be recreated from them).",
   ),
 });
 type NatsOptions = Static<typeof options>;
