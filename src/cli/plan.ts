@@ -4,6 +4,7 @@ import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
 import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
 import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
+import { handOverTakes } from '../plan/subscription.js';
 import type { Plan } from '../plan/types.js';
 
 export interface PlanOptions {
@@ -89,7 +90,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
       return notMade(`the old config ${o.from} is invalid, so there is nothing to compare with`, old.diagnostics.map(toError));
     }
     before = old.plan;
-    logBefore = planFingerprint(before).log;
+    logBefore = planFingerprint(before, registry).log;
   } else if (o.admin !== undefined) {
     const fetched = await fetchRunning(o.admin, o.token);
     if ('error' in fetched || fetched.fingerprint === null) {
@@ -104,7 +105,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
 
   if (!next.plan) return invalidNew(before?.version ?? null);
   // Against a running gateway only hashes are known: compare hashes with hashes.
-  const after = running ? planFromFingerprint(comparableWith(running, planFingerprint(next.plan))) : next.plan;
+  const after = running ? planFromFingerprint(comparableWith(running, planFingerprint(next.plan, registry))) : next.plan;
   // Against a running gateway only hashes are known: a changed broker is reconfigured when the hashes of the options it cannot take in place agree.
   const diff = summarize(diffPlans(before, after, registry, { reconfigureBrokers: o.admin === undefined }));
 
@@ -135,11 +136,12 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   }
   // A rebuilt route that asks the same of the same broker instance (not replaced) takes the
   // running subscription over (RouteRuntime.takeOver): its group neither leaves nor joins.
-  const subscriptionBefore = (name: string) => (running ? running.routes.find((r) => r.name === name)?.subscription : subscriptionKey(before!.routes.get(name)!));
+  const subscriptionBefore = (name: string) =>
+    running ? running.routes.find((r) => r.name === name)?.subscription : subscriptionKey(before!.routes.get(name)!, handOverTakes(before!, before!.routes.get(name)!, registry));
   const replaced = new Set(diff.brokers.change.filter((b) => !diff.brokers.reconfigure.includes(b)));
   const takenOver = (name: string) => {
     const r = next.plan!.routes.get(name)!;
-    const key = subscriptionKey(r);
+    const key = subscriptionKey(r, handOverTakes(next.plan!, r, registry));
     return r.from.type === 'broker' && !replaced.has(r.from.broker) && key !== undefined && key === subscriptionBefore(name);
   };
   for (const name of diff.routes.change) {
@@ -154,7 +156,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   }
 
   // A first start has no log settings to change; otherwise a new log level is a change a reload makes.
-  const log = before !== undefined && logBefore !== undefined && logBefore !== planFingerprint(next.plan).log ? 'change' : 'keep';
+  const log = before !== undefined && logBefore !== undefined && logBefore !== planFingerprint(next.plan, registry).log ? 'change' : 'keep';
   const changes = [diff.brokers, diff.listeners, diff.routes].some((d) => d.add.length + d.change.length + d.remove.length > 0) || diff.admin !== 'keep' || log !== 'keep';
   const report: PlanReport = {
     valid: true,

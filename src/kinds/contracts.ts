@@ -294,10 +294,18 @@ export interface Subscription {
 }
 
 /**
- * Whether a rebuilt route's subscription asks its broker what its predecessor's did, so it can take
- * that one over (Subscription.handOver): every field a broker reads, and the same closures present.
+ * Differences in what a route asks (named as AskedSubscription's fields, src/plan/subscription.ts)
+ * that a kind's Subscription.handOver takes in place (BrokerKind.handOverTakes): `inFlight`
+ * (webhook concurrency), `ordered` (`orderKeys` present), `deadletter` (`undecodable` present).
  */
-export function sameSubscription(a: SubscribeSpec, b: SubscribeSpec): boolean {
+export type HandOverChange = 'inFlight' | 'ordered' | 'deadletter';
+
+/**
+ * Whether a rebuilt route's subscription asks its broker what its predecessor's did, so it can take
+ * that one over (Subscription.handOver): every field a broker reads, and the same closures present,
+ * except the differences the kind's hand-over takes (`takes`, its BrokerKind.handOverTakes).
+ */
+export function sameSubscription(a: SubscribeSpec, b: SubscribeSpec, takes: readonly HandOverChange[] = []): boolean {
   return (
     a.topic === b.topic &&
     a.group === b.group &&
@@ -305,10 +313,10 @@ export function sameSubscription(a: SubscribeSpec, b: SubscribeSpec): boolean {
     a.startFrom === b.startFrom &&
     a.defaultStartFrom === b.defaultStartFrom &&
     a.perInstance === b.perInstance &&
-    a.inFlight === b.inFlight &&
+    (a.inFlight === b.inFlight || takes.includes('inFlight')) &&
     a.qos === b.qos &&
-    (a.undecodable === undefined) === (b.undecodable === undefined) &&
-    (a.orderKeys === undefined) === (b.orderKeys === undefined)
+    ((a.undecodable === undefined) === (b.undecodable === undefined) || takes.includes('deadletter')) &&
+    ((a.orderKeys === undefined) === (b.orderKeys === undefined) || takes.includes('ordered'))
   );
 }
 
@@ -426,6 +434,13 @@ export interface BrokerKind<O = unknown, C = O> {
    * group leaves" line. Undefined: nothing that needs an operator.
    */
   leftGroup?: string;
+  /**
+   * Differences between what a rebuilt route and its predecessor ask (sameSubscription) that this
+   * kind's Subscription.handOver takes in place, the member kept (kafka: its window and its
+   * dead-letter closure are read per batch). The runtime (RouteRuntime.takeOver) and `eventgate
+   * plan` (subscriptionKey) both read it. Undefined: any difference means a new subscription.
+   */
+  handOverTakes?: readonly HandOverChange[];
   /**
    * Routes may choose a QoS of their own (`qos: 0|1|2` on `from`, a target, `deadletter`) for this
    * kind's topics (mqtt): it reaches the runtime as `SubscribeSpec.qos` and `PublishOptions.qos`.

@@ -1,7 +1,9 @@
 import { canonical, hash } from '../core/canonical.js';
 import type { Plan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName } from './consumer-group.js';
-import { askedSubscription } from './subscription.js';
+import type { HandOverChange } from '../kinds/contracts.js';
+import type { KindRegistry } from '../kinds/registry.js';
+import { askedSubscription, handOverTakes, keptSubscription } from './subscription.js';
 
 /**
  * What a reload diff needs to know about a plan, and nothing more: each component's kind and a
@@ -41,7 +43,8 @@ export function listenerPaths(routes: Iterable<RoutePlan>): Map<string, Set<stri
   return paths;
 }
 
-export function planFingerprint(plan: Plan): PlanFingerprint {
+/** `registry`: for each route's subscription key, what its broker kind's hand-over takes (subscriptionKey()). */
+export function planFingerprint(plan: Plan, registry: KindRegistry): PlanFingerprint {
   const paths = listenerPaths(plan.routes.values());
   return {
     version: plan.version,
@@ -54,7 +57,7 @@ export function planFingerprint(plan: Plan): PlanFingerprint {
       key: digest(r.key),
       from: r.from,
       group: consumerGroup(r),
-      subscription: subscriptionKey(r),
+      subscription: subscriptionKey(r, handOverTakes(plan, r, registry)),
       brokers: r.brokers,
       listeners: r.listeners,
     })),
@@ -107,11 +110,13 @@ export function consumerGroup(r: RoutePlan): string | undefined {
 }
 
 /**
- * A hash of what a route reading a broker asks of it (askedSubscription()), undefined for a route
- * from a listener: two equal keys on one broker instance mean a rebuilt route takes the running
- * subscription over, with no group to join again.
+ * A hash of what a route reading a broker asks of it (askedSubscription()), less the differences
+ * its broker kind's hand-over takes (`takes`, handOverTakes()), undefined for a route from a
+ * listener: two equal keys on one broker instance mean a rebuilt route takes the running
+ * subscription over, with no group to join again. A CLI and a gateway of versions that disagree on
+ * `takes` see different keys: plan then says "rejoins", never "kept" for a route that rejoins.
  */
-export function subscriptionKey(r: RoutePlan): string | undefined {
+export function subscriptionKey(r: RoutePlan, takes: readonly HandOverChange[]): string | undefined {
   const asked = askedSubscription(r, '<instance>');
-  return asked && digest(canonical(asked));
+  return asked && digest(canonical(keptSubscription(asked, takes)));
 }

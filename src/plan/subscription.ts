@@ -1,6 +1,7 @@
-import type { Qos, StartFrom } from '../kinds/contracts.js';
+import type { HandOverChange, Qos, StartFrom } from '../kinds/contracts.js';
+import type { KindRegistry } from '../kinds/registry.js';
 import { consumerGroupName, groupPerInstance } from './consumer-group.js';
-import type { RoutePlan } from './types.js';
+import type { Plan, RoutePlan } from './types.js';
 
 /**
  * What a consume route asks of the broker it reads, from its plan alone: the data of its
@@ -44,4 +45,21 @@ export function askedSubscription(r: RoutePlan, instance: string): AskedSubscrip
     deadletter: r.deadletter !== undefined,
     qos: from.qos,
   };
+}
+
+/**
+ * The differences in what route `r` of `plan` asks that its broker kind's hand-over takes in place
+ * (BrokerKind.handOverTakes): the runtime's takeOver and `eventgate plan` read them here.
+ */
+export function handOverTakes(plan: Plan, r: RoutePlan, registry: KindRegistry): readonly HandOverChange[] {
+  if (r.from.type !== 'broker') return [];
+  const kind = plan.brokers.get(r.from.broker)?.kind;
+  return (kind !== undefined && registry.brokers.get(kind)?.handOverTakes) || [];
+}
+
+/** What route `r` asks of its broker without the differences its kind's hand-over takes: equal ones are taken over. */
+export function keptSubscription(asked: AskedSubscription, takes: readonly HandOverChange[]): Partial<AskedSubscription> {
+  const kept: Partial<AskedSubscription> = { ...asked };
+  for (const field of takes) delete kept[field];
+  return kept;
 }

@@ -360,7 +360,7 @@ export class Gateway {
     if (!this.plan) return null;
     const clients: Record<string, number> = {};
     for (const [name, l] of this.listeners) if (l.connections) clients[name] = l.connections();
-    return { ...planFingerprint(this.plan), clients };
+    return { ...planFingerprint(this.plan, this.options.registry), clients };
   }
 
   /** For /admin/status: never shows a secret, whichever way a config value reached it. */

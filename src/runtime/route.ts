@@ -26,6 +26,7 @@ import {
 import { fromConsumedRecord } from '../codecs/cloudevents.js';
 import { WebhookTarget } from '../kinds/targets/webhook.js';
 import type { Logger } from '../log.js';
+import type { KindRegistry } from '../kinds/registry.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
 import { askedSubscription } from '../plan/subscription.js';
 import { RouteStats } from '../telemetry/metrics.js';
@@ -631,19 +632,22 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /**
    * start() for a route a reload rebuilt, taking over `before`'s live subscription when it reads
-   * the same broker instance and asks it the same (sameSubscription) and the kind can hand it over
+   * the same broker instance and asks it the same (sameSubscription, less what the kind's
+   * handOverTakes allows to differ) and the kind can hand it over
    * (Subscription.handOver): no unsubscribe and subscribe again, so nothing published between is
    * lost (core NATS, MQTT QoS 0) and no session or connection is made again (MQTT). `before` stops
    * consuming as stopConsuming() says, except that what it gives back goes to this route. Resolves
    * once `before` holds no message; undefined when it cannot be taken over (then stop `before` and
    * start() this one, as before).
    */
-  takeOver(before: RouteRuntime, drainMs: number): Promise<void> | undefined {
+  takeOver(before: RouteRuntime, drainMs: number, registry: KindRegistry): Promise<void> | undefined {
     const theirs = before.subscribed;
     const sub = before.subscription;
     if (!theirs || !sub?.handOver || before.stopping) return undefined;
     const consuming = this.consuming();
-    if (!consuming || consuming.broker !== theirs.broker || !sameSubscription(consuming.spec, theirs.spec)) return undefined;
+    // The differences the kind's hand-over takes, as `eventgate plan` reads them (handOverTakes).
+    const takes = registry.brokers.get(theirs.broker.kind)?.handOverTakes;
+    if (!consuming || consuming.broker !== theirs.broker || !sameSubscription(consuming.spec, theirs.spec, takes)) return undefined;
     this.prepareConsuming(consuming.broker);
     this.subscription = sub;
     this.subscribed = consuming;

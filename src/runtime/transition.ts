@@ -165,7 +165,7 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   const stopping: Promise<void>[] = [];
   for (const r of newRoutes.values()) {
     const before = predecessors.get(r.name);
-    const handedOver = before && r.takeOver(before, drainMs);
+    const handedOver = before && r.takeOver(before, drainMs, env.registry);
     if (handedOver) {
       predecessors.delete(r.name);
       stopping.push(handedOver);

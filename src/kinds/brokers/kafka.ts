@@ -205,6 +205,9 @@ export const kafkaBroker = defineBroker<typeof options, KafkaSettings>({
   },
   compile: compileKafka,
   topicProblem: kafkaTopicProblem,
+  // The consume loop reads the window (inFlight, orderKeys) per batch and at each hand-over, and
+  // the dead-letter closure per undecodable batch; a handed-over deadletter resumes halted partitions.
+  handOverTakes: ['inFlight', 'ordered', 'deadletter'],
   // Connections, producer and consumer groups are built from every option: a change means a new client.
   canReconfigure: () => false,
   create: (name, settings, env) => new (kafkaRuntime().KafkaBroker)(name, settings, env),

@@ -95,6 +95,18 @@ export class KafkaSubscription {
     const old = this.turn;
     this.turn = { held: 0, idle: undefined };
     this.log.info('subscription handed over to the rebuilt route');
+    // The rebuilt route has a dead-letter topic: partitions halted at an undecodable batch fetch it
+    // again (nothing of it was resolved) and dead-letter it, as a new member would from the commit.
+    if (spec.undecodable && this.halted.size > 0) {
+      const partitions = [...this.halted.keys()];
+      this.halted.clear();
+      try {
+        this.consumer?.resume([{ topic: spec.topic, partitions }]);
+      } catch {
+        // A consumer restarting after a crash has not run yet: it fetches from the committed offset, the batch, anyway.
+      }
+      this.log.info({ partitions }, 'halted partitions resumed: the rebuilt route dead-letters their undecodable batch');
+    }
     return old.held === 0 ? Promise.resolve() : new Promise<void>((r) => (old.idle = r));
   }
 
@@ -274,7 +286,7 @@ export class KafkaSubscription {
    */
   private async handleBatchWindowed({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause }: EachBatchPayload): Promise<void> {
     const { topic, partition } = batch;
-    const window = new InFlightWindow<string>(this.spec.inFlight ?? 1);
+    let window = new InFlightWindow<string>(this.spec.inFlight ?? 1);
     let turn = this.turn;
     let orderKeys = this.spec.orderKeys;
     const going = () => isRunning() && !isStale() && !this.stopping && !window.broken;
@@ -310,10 +322,12 @@ export class KafkaSubscription {
           continue;
         }
         if (turn !== this.turn) {
-          // Handed over (handOver): the old route's records end before the new route's start, and its order keys are the new route's.
+          // Handed over (handOver): the old route's records end before the new route's start, in a
+          // window of the new route's size with its order keys (a route at 1 takes the rest of the batch one at a time).
           await window.idle();
           turn = this.turn;
           orderKeys = this.spec.orderKeys;
+          window = new InFlightWindow<string>(this.spec.inFlight ?? 1);
         }
         const msg = toMessage(topic, partition, message);
         const keys = orderKeys ? await orderKeys(msg) : NO_KEYS;
@@ -365,15 +379,23 @@ export class KafkaSubscription {
     if (!broken.batch) return true;
     // A stand-in's timestamp is the batch's first (its records' deltas are 0), as the cluster stored it.
     const raw = { topic, partition, offset: message.offset, lastOffset: batch.lastOffset(), timestamp: Number(message.timestamp), reason: broken.reason, bytes: broken.batch };
-    return this.persist(
+    let dropped = false;
+    const sent = await this.persist(
       heartbeat,
       async () => {
         // The route's at each try: a reload's rebuilt route takes the subscription over with its own (handOver).
-        await this.spec.undecodable!(raw);
+        const deadletter = this.spec.undecodable;
+        if (!deadletter) {
+          dropped = true;
+          return;
+        }
+        await deadletter(raw);
         this.log.warn({ partition, offset: raw.offset, lastOffset: raw.lastOffset, reason: raw.reason }, 'undecodable record batch sent to the dead-letter topic');
       },
       (err, retryInMs) => this.log.error({ partition, offset: message.offset, err: err.message, retryInMs }, 'undecodable record batch not dead-lettered; retrying'),
     );
+    // Handed over to a rebuilt route without a dead-letter topic while retrying: the partition halts here.
+    return sent && dropped ? this.undecodable(batch, message, broken, heartbeat) : sent;
   }
 
   /**

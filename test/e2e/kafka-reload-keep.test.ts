@@ -1,0 +1,168 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { eventually, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
+import { kcatConsume, kcatConsumeAll, kcatProduce, produceRaw, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+/**
+ * Reloads that change what a Kafka route asks only in ways its hand-over takes (BrokerKind
+ * handOverTakes: a `deadletter` added, webhook `concurrency`, `orderBy`) keep the group member:
+ * no JoinGroup, no LeaveGroup (the mock cluster's request log), and `eventgate plan` says so
+ * (no "consumer group" line). Before, each of them rejoined the group.
+ */
+
+/** What `eventgate plan -c new --from old` prints. */
+async function plan(old: string, now: string): Promise<string> {
+  const dir = tempFiles({ 'old.yaml': old, 'new.yaml': now });
+  const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  return r.stdout;
+}
+
+describe('a Kafka route halted at an undecodable batch, given a deadletter by a reload', () => {
+  let kafka: KafkaCluster;
+  const t = { in: '', out: '', dead: '' };
+  const group = 'eventgate-strict';
+  before(async () => {
+    // One broker: it leads every partition, so a raw Produce request can go to it.
+    kafka = await startKafka({ brokers: 1 });
+    for (const k of Object.keys(t) as (keyof typeof t)[]) {
+      t[k] = kafka.topic(k);
+      await kafka.createTopic(t[k], 1);
+    }
+  });
+  const config = (deadletter: boolean) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }
+routes:
+  - name: strict
+    from: { broker: kafka, topic: ${t.in} }
+    to: { broker: kafka, topic: ${t.out} }
+${deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
+  const gw = useGateway(() => config(false));
+  after(async () => {
+    await kafka?.stop();
+  });
+
+  it('keeps the member (plan says kept) and dead-letters the batch the partition halted at, then the records after it', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'strict', 30000);
+    await kcatProduce(kafka.bootstrap, t.in, [{ key: 'a', value: '{"n":1}' }]);
+    await kcatConsume(kafka.bootstrap, t.out, 1, 30000);
+    // A batch that says gzip and holds no gzip stream: no codec can decode it.
+    const batch = recordBatch({ attributes: 1, key: null, value: Buffer.from('not gzip at all') });
+    assert.equal((await produceRaw(kafka.bootstrap, { version: 3, transactionalId: null, topic: t.in, partition: 0, batch })).errorCode, 0);
+    await kcatProduce(kafka.bootstrap, t.in, [{ key: 'a', value: '{"n":2}' }]);
+    await gw.waitForLog((l) => l.msg.startsWith('consumer stopped on a partition') && l.route === 'strict', 30000);
+
+    const said = await plan(config(false), config(true));
+    assert.match(said, /^ {2}~ route strict$/m);
+    assert.doesNotMatch(said, /consumer group/);
+
+    const from = gw.logs.length;
+    const joins = kafka.joinRequests();
+    const leaves = kafka.leaves(group);
+    assert.equal((await gw.reconfigure(config(true))).msg, 'config reloaded');
+    await kcatConsume(kafka.bootstrap, t.dead, 1, 30000);
+    await kcatConsume(kafka.bootstrap, t.out, 2, 30000);
+    assert.equal((await kcatConsumeAll(kafka.bootstrap, t.dead)).length, 1, 'the undecodable batch dead-lettered once');
+    assert.deepEqual(
+      (await kcatConsumeAll(kafka.bootstrap, t.out)).map((r) => r.value),
+      ['{"n":1}', '{"n":2}'],
+      'the record behind the batch copied once, after it',
+    );
+    await eventually(async () => assert.equal((await gw.status()).routes.find((x: { name: string }) => x.name === 'strict').consumer.ready, true), 10000);
+    assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
+    assert.equal(kafka.leaves(group), leaves, 'no LeaveGroup request');
+    assert.deepEqual(
+      gw.logs
+        .slice(from)
+        .filter((l) => l.route === 'strict' && /handed over|consumer joined|consumer stopped;/.test(l.msg))
+        .map((l) => l.msg),
+      ['subscription handed over to the rebuilt route'],
+    );
+  });
+});
+
+describe('a Kafka route whose webhook concurrency and orderBy a reload changes', () => {
+  let kafka: KafkaCluster;
+  let receiver: WebhookReceiver;
+  let topic = '';
+  const KEYS = 8;
+  const group = 'eventgate-windowed';
+  before(async () => {
+    [kafka, receiver] = await Promise.all([startKafka(), WebhookReceiver.start()]);
+    topic = kafka.topic('windowed');
+    await kafka.createTopic(topic, 2);
+    // A few milliseconds an answer: records are in hand when a reload comes.
+    receiver.respond = (_r, res) => void setTimeout(() => res.end('ok'), 3);
+  });
+  const config = (concurrency: number, orderBy: boolean) => `
+version: 1
+brokers:
+  kafka:
+    kind: kafka
+    brokers: ${kafka.bootstrap}
+    consumer: ${kafka.consumerYaml}
+routes:
+  - name: windowed
+    from: { broker: kafka, topic: ${topic} }
+    to: { http: { url: "${receiver.url}/hook", concurrency: ${concurrency}${orderBy ? ', orderBy: k' : ''} } }
+`;
+  const gw = useGateway(() => config(1, false));
+  after(async () => {
+    await Promise.all([receiver?.stop(), kafka?.stop()]);
+  });
+
+  it('keeps the member (plan says kept) from 1 to 4 with orderBy and back, under a produced stream: each record once, each key in order', async () => {
+    const said = await plan(config(1, false), config(4, true));
+    assert.match(said, /^ {2}~ route windowed$/m);
+    assert.doesNotMatch(said, /consumer group/);
+
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'windowed', 30000);
+    let produced = 0;
+    const next = (n: number) =>
+      Array.from({ length: n }, () => {
+        const i = produced++;
+        return { key: `k${i % KEYS}`, value: JSON.stringify({ k: `k${i % KEYS}`, i }) };
+      });
+    const from = gw.logs.length;
+    const joins = kafka.joinRequests();
+    const leaves = kafka.leaves(group);
+    let producing = true;
+    const stream = (async () => {
+      while (producing) await kcatProduce(kafka.bootstrap, topic, next(40));
+    })();
+    for (const [concurrency, orderBy] of [
+      [4, true],
+      [4, false],
+      [2, true],
+      [1, false],
+    ] as const)
+      assert.equal((await gw.reconfigure(config(concurrency, orderBy))).msg, 'config reloaded');
+    producing = false;
+    await stream;
+    const delivered = () => receiver.requests.map((r) => JSON.parse(r.body) as { k: string; i: number });
+    await eventually(() => assert.ok(delivered().length >= produced, `${delivered().length} of ${produced} delivered`), 30000);
+    const input = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => JSON.parse(r.value!) as { k: string; i: number });
+    assert.deepEqual(
+      delivered()
+        .map((v) => v.i)
+        .sort((a, b) => a - b),
+      Array.from({ length: produced }, (_, i) => i),
+      'each record once',
+    );
+    for (let k = 0; k < KEYS; k++) {
+      const of = (records: { k: string; i: number }[]) => records.filter((v) => v.k === `k${k}`).map((v) => v.i);
+      assert.deepEqual(of(delivered()), of(input), `records of key k${k} in the order of the topic`);
+    }
+    assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
+    assert.equal(kafka.leaves(group), leaves, 'no LeaveGroup request');
+    assert.equal(gw.logs.slice(from).filter((l) => l.route === 'windowed' && l.msg === 'subscription handed over to the rebuilt route').length, 4);
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.level === 'error'),
+      [],
+    );
+  });
+});
