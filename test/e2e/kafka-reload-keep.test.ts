@@ -166,3 +166,61 @@ routes:
     );
   });
 });
+
+describe('a Kafka route retrying an undecodable batch to a deadletter that a reload removes', () => {
+  let kafka: KafkaCluster;
+  let dlCluster: KafkaCluster;
+  const t = { in: '', out: '' };
+  let dead = '';
+  const group = 'eventgate-dropped';
+  before(async () => {
+    // The dead-letter topic on a cluster of its own, which goes down: the write fails and is retried.
+    [kafka, dlCluster] = await Promise.all([startKafka({ brokers: 1 }), startKafka({ brokers: 1 })]);
+    for (const k of Object.keys(t) as (keyof typeof t)[]) {
+      t[k] = kafka.topic(k);
+      await kafka.createTopic(t[k], 1);
+    }
+    dead = dlCluster.topic('dead');
+    await dlCluster.createTopic(dead, 1);
+  });
+  const config = (deadletter: boolean) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }
+${deadletter ? `  dl: { kind: kafka, brokers: "${dlCluster.bootstrap}", producer: { lingerMs: 1, ackTimeoutMs: 1000 } }\n` : ''}routes:
+  - name: dropped
+    from: { broker: kafka, topic: ${t.in} }
+    to: { broker: kafka, topic: ${t.out} }
+${deadletter ? `    deadletter: { broker: dl, topic: ${dead} }\n` : ''}`;
+  const gw = useGateway(() => config(true));
+  after(async () => {
+    await Promise.all([kafka?.stop(), dlCluster?.stop()]);
+  });
+
+  it('keeps the member and halts the partition at the batch, the retries to the removed deadletter ended', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'dropped', 30000);
+    await eventually(async () => assert.equal((await gw.status()).brokers.find((b: { name: string }) => b.name === 'dl')?.ready, true), 20000);
+    await dlCluster.down();
+    const batch = recordBatch({ attributes: 1, key: null, value: Buffer.from('not gzip at all') });
+    assert.equal((await produceRaw(kafka.bootstrap, { version: 3, transactionalId: null, topic: t.in, partition: 0, batch })).errorCode, 0);
+    await gw.waitForLog((l) => l.msg === 'undecodable record batch not dead-lettered; retrying' && l.route === 'dropped', 30000);
+
+    const from = gw.logs.length;
+    const joins = kafka.joinRequests();
+    const leaves = kafka.leaves(group);
+    assert.equal((await gw.reconfigure(config(false))).msg, 'config reloaded');
+    await gw.waitForLog((l) => l.msg.startsWith('consumer stopped on a partition') && l.route === 'dropped', 30000);
+    const health = (await gw.status()).routes.find((x: { name: string }) => x.name === 'dropped').consumer;
+    assert.equal(health.ready, false);
+    assert.match(health.detail, /^partition 0 of .* stopped at offset 0: a record batch there cannot be decoded/);
+    // The retry in progress at the reload ended there: none called the removed deadletter.
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.route === 'dropped' && /not a function/.test(String(l.err))),
+      [],
+    );
+    assert.equal(gw.logs.slice(from).filter((l) => l.route === 'dropped' && l.msg === 'subscription handed over to the rebuilt route').length, 1);
+    assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
+    assert.equal(kafka.leaves(group), leaves, 'no LeaveGroup request');
+  });
+});
