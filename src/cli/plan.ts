@@ -104,9 +104,9 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   }
 
   if (!next.plan) return invalidNew(before?.version ?? null);
-  // Against a running gateway only hashes are known: compare hashes with hashes.
+  // Against a running gateway only hashes are known: compare hashes with hashes (a changed broker
+  // is reconfigured when the hashes of the options it cannot take in place agree).
   const after = running ? planFromFingerprint(comparableWith(running, planFingerprint(next.plan, registry))) : next.plan;
-  // Against a running gateway only hashes are known: a changed broker is reconfigured when the hashes of the options it cannot take in place agree.
   const diff = summarize(diffPlans(before, after, registry, { reconfigureBrokers: o.admin === undefined }));
 
   // Clients lose their connection when their listener gets a new socket or goes, or their path is no longer served.
