@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
+import { eventually, runCli, tempFiles, useGateway, type GatewayFixture } from '../helpers/gateway.js';
 import { MosquittoPubStream, pikaPublish, RawNats } from '../helpers/peers.js';
 import { tempDir } from '../helpers/reaper.js';
 import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
@@ -41,7 +41,7 @@ async function numberedStream(publish: (n: number) => void, reloads: () => Promi
   return n;
 }
 
-/** Writes gateway.yaml `RELOADS` times, each with another filter step, and waits for each reload to be applied and the route to be handed over. */
+/** Writes gateway.yaml `RELOADS` times, `config(1)` to `config(RELOADS)` (another filter step, a deadletter), and waits for each reload to be applied and the route to be handed over. */
 async function reloadFilters(gw: GatewayFixture, config: (version: number) => string): Promise<void> {
   for (let version = 1; version <= RELOADS; version++) {
     await sleep(150);
@@ -385,5 +385,81 @@ routes:
     await reloadFilters(gw, config);
     await everyOnceInOrder(receiver, '/queued', total);
     assert.deepEqual(await consumers(), before, 'the same consumer on the queue: no channel closed and opened again');
+  });
+});
+
+describe('hot reload: a core NATS and an MQTT QoS 0 route whose only change is a deadletter added or removed', () => {
+  let nats: MessageServer;
+  let mqtt: MessageServer;
+  let receiver: WebhookReceiver;
+  const logFile = join(tempDir('eventgate-mosquitto-log'), 'mosquitto.log');
+  const clientId = `eg-dlq-handover-${process.pid}`;
+  before(async () => {
+    [nats, mqtt, receiver] = await Promise.all([startNats(), startMosquitto(undefined, [`log_dest file ${logFile}`, 'log_type notice']), WebhookReceiver.start()]);
+  });
+  after(async () => {
+    await Promise.all([receiver?.stop(), nats?.stop(), mqtt?.stop()]);
+  });
+  const connects = () =>
+    readFileSync(logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('New client connected') && l.includes(` as ${clientId}-mqttdl `)).length;
+
+  // Odd versions have a deadletter on both routes, even ones none: nothing else changes.
+  const config = (version: number) => `version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: ${nats.url} }
+  mqtt: { kind: mqtt, url: ${mqtt.url}, clientId: ${clientId} }
+routes:
+  - name: natsdl
+    from: { broker: nats, topic: handover.dl }
+    to: { http: { url: "${receiver.url}/natsdl" } }
+${version % 2 === 1 ? '    deadletter: { broker: nats, topic: handover.dead }\n' : ''}  - name: mqttdl
+    from: { broker: mqtt, topic: handover/dl, qos: 0 }
+    to: { http: { url: "${receiver.url}/mqttdl" } }
+${version % 2 === 1 ? '    deadletter: { broker: mqtt, topic: handover/dead }\n' : ''}`;
+  const gw = useGateway(() => config(0));
+
+  it('hands both subscriptions over (no gap, no reconnect) and plan --from says their groups are kept', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'natsdl', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'mqttdl', 15000);
+    assert.equal(connects(), 1);
+    const natsPublisher = await RawNats.connect(nats);
+    const mqttPublisher = MosquittoPubStream.start(mqtt, 'handover/dl', 0);
+    const from = gw.logs.length;
+    let total: number;
+    try {
+      total = await numberedStream(
+        (n) => {
+          natsPublisher.publish('handover.dl', JSON.stringify({ n }));
+          mqttPublisher.write([JSON.stringify({ n })]);
+        },
+        () => reloadFilters(gw, config),
+      );
+      await natsPublisher.ping();
+    } finally {
+      natsPublisher.close();
+      await mqttPublisher.end();
+    }
+    await everyOnceInOrder(receiver, '/natsdl', total);
+    await everyOnceInOrder(receiver, '/mqttdl', total);
+    for (const route of ['natsdl', 'mqttdl']) {
+      const handedOver = gw.logs.slice(from).filter((l) => l.msg === 'subscription handed over to the rebuilt route' && l.route === route);
+      assert.equal(handedOver.length, RELOADS, `each reload handed ${route}'s subscription over`);
+    }
+    assert.equal(connects(), 1, 'mosquitto saw the QoS 0 route connect once');
+    // The plan agrees: the routes are rebuilt, their groups kept (no group line), both ways.
+    for (const [old, now] of [
+      [0, 1],
+      [1, 2],
+    ]) {
+      const dir = tempFiles({ 'old.yaml': config(old!), 'new.yaml': config(now!) });
+      const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      assert.match(r.stdout, /^ {2}~ route natsdl$/m);
+      assert.match(r.stdout, /^ {2}~ route mqttdl$/m);
+      assert.doesNotMatch(r.stdout, /consumer group/);
+    }
   });
 });

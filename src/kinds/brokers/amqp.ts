@@ -246,6 +246,9 @@ export const amqpBroker = defineBroker({
   },
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,
+  // Its subscriptions never read a route's dead-letter closure, window or order keys (one message
+  // at a time): a route that only changed those is handed over, not subscribed again (no gap).
+  handOverTakes: ['inFlight', 'ordered', 'deadletter'],
   create: (name, settings, env) => new (runtime().AmqpBroker)(name, settings, env),
 });
 

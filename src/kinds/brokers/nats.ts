@@ -245,6 +245,9 @@ export const natsBroker = defineBroker({
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`)',
   canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
   inPlaceOptions: IN_PLACE,
+  // Its subscriptions never read a route's dead-letter closure, window or order keys (one message
+  // at a time): a route that only changed those is handed over, not subscribed again (no gap).
+  handOverTakes: ['inFlight', 'ordered', 'deadletter'],
   create: (name, settings, env) => new (runtime().NatsBroker)(name, settings, env),
 });
 
