@@ -59,6 +59,48 @@ describe('memory broker', () => {
     assert.deepEqual(next.values, [1, 2, 3]);
   });
 
+  it('hands a subscription over to a route with another webhook concurrency (inFlight): the new window applies from the hand-over', async () => {
+    const { broker: b } = broker();
+    const before = collector(1);
+    const sub = b.subscribe({ topic: 'wider', group: 'g', route: 'r', inFlight: 1 }, before.handler);
+    b.publishNow('wider', msg(0));
+    await before.finished;
+    // The rebuilt route holds each message: how many it has in hand at once is the window's capacity.
+    const held: unknown[] = [];
+    const releases: (() => void)[] = [];
+    await sub.handOver!({ topic: 'wider', group: 'g', route: 'r', inFlight: 3 }, (m) => {
+      held.push(m.value);
+      return new Promise<void>((r) => releases.push(r));
+    });
+    for (const v of [1, 2, 3, 4]) b.publishNow('wider', msg(v));
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(held, [1, 2, 3], 'three in hand at once, as the new concurrency says');
+    for (const r of releases.splice(0)) r();
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(held, [1, 2, 3, 4]);
+  });
+
+  it('hands a subscription over to a route that adds an orderBy: none of its messages overtakes one the old route still holds', async () => {
+    const { broker: b } = broker();
+    let release!: () => void;
+    const old: unknown[] = [];
+    const sub = b.subscribe({ topic: 'keyed', group: 'g', route: 'r', inFlight: 2 }, (m) => {
+      old.push(m.value);
+      return new Promise<void>((r) => (release = r));
+    });
+    b.publishNow('keyed', msg(1));
+    assert.deepEqual(old, [1]);
+    const next = collector(2);
+    const handedOver = sub.handOver!({ topic: 'keyed', group: 'g', route: 'r', inFlight: 2, orderKeys: () => Promise.resolve(['same']) }, next.handler);
+    for (const v of [2, 3]) b.publishNow('keyed', msg(v));
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(next.values, [], 'message 2 (same key) waits for message 1, still in hand');
+    release();
+    await handedOver;
+    await next.finished;
+    assert.deepEqual(next.values, [2, 3]);
+  });
+
   it('acknowledges a publish with the topic, partition 0 and increasing offsets', async () => {
     const { broker: b } = broker();
     assert.deepEqual(await b.publish('t', msg(1)), { broker: 'mem', topic: 't', partition: 0, offset: '0' });

@@ -324,6 +324,10 @@ export class MemoryBroker implements BrokerRuntime {
       handOver: (next, nextHandler) => {
         // Out of the group first (leave's first, synchronous part): the pump that join() runs must not hand the old one anything.
         const left = this.leave(g, member);
+        // Another window (webhook concurrency) or order keys (orderBy) added or removed: the new one starts
+        // once the old member's messages in hand are done, so none of the new route's overtakes them.
+        const nextCapacity = next.inFlight ?? 1;
+        if (nextCapacity !== g.window.capacity || (next.orderKeys === undefined) !== (member.spec.orderKeys === undefined)) g.resizeTo = nextCapacity;
         member = this.join(topic, g, next, nextHandler);
         return left;
       },
@@ -599,5 +603,8 @@ export const memoryBroker = defineBroker({
   // Only retention can change, and it can change in place: topics and group positions survive.
   canReconfigure: () => true,
   inPlaceOptions: 'all',
+  // The undecodable closure is never read (no batches); a new window or order keys take effect
+  // once what the group has in hand is done (handOver's resize), as for a route that subscribes again.
+  handOverTakes: ['inFlight', 'ordered', 'deadletter'],
   create: (name, options, env) => new MemoryBroker(name, options, env),
 });
