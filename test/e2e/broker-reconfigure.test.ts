@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
-import { MosquittoPubStream, pikaPublish, RawNats } from '../helpers/peers.js';
+import { MosquittoPubStream, MosquittoSub, pikaPublish, RawNats } from '../helpers/peers.js';
 import { tempDir } from '../helpers/reaper.js';
 import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
@@ -262,5 +262,103 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'queued', 60000, at);
     assert.equal(connected(at), 1);
     await eventually(async () => assert.notDeepEqual(await consumers(), tags), 15000);
+  });
+});
+
+describe('kind: mqtt, a reload that changes only retain', () => {
+  let mqtt: MessageServer;
+  const logFile = join(tempDir('eventgate-mosquitto-log'), 'mosquitto.log');
+  const clientId = `eg-reconf-retain-${process.pid}`;
+  before(async () => {
+    mqtt = await startMosquitto(undefined, [`log_dest file ${logFile}`, 'log_type notice']);
+  });
+  after(async () => {
+    await mqtt?.stop();
+  });
+  /** Every connection mosquitto saw from the gateway's clients. */
+  const connects = () =>
+    readFileSync(logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('New client connected') && l.includes(` as ${clientId}-`)).length;
+  const config = (retain: boolean) => `version: 1
+admin: { port: 0 }
+brokers:
+  mqtt: { kind: mqtt, url: ${mqtt.url}, clientId: ${clientId}, retain: ${retain} }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: in
+    from: { listener: api, path: /in }
+    to: { broker: mqtt, topic: reconf/retained }
+`;
+  const gw = useGateway(() => config(false));
+
+  it('keeps the connection, and the next publish is retained: a later subscriber gets it', async () => {
+    await eventually(async () => assert.equal((await post(gw.url('api', '/in'), { retained: 0 })).status, 200), 15000);
+    const before = connects();
+    const line = await gw.reconfigure(config(true));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    const reply = await post(gw.url('api', '/in'), { retained: 1 });
+    assert.equal(reply.status, 200, reply.text);
+    // Subscribed after both publishes: only a retained message comes to it.
+    const later = await MosquittoSub.start(mqtt, 'reconf/retained', 1);
+    try {
+      const [m] = await later.take(1);
+      assert.deepEqual(JSON.parse(m!.payload), { retained: 1 });
+    } finally {
+      later.stop();
+    }
+    assert.equal(connects(), before, 'no new connection');
+  });
+});
+
+describe('kind: nats, a reload that changes only corePendingBytes', () => {
+  let nats: MessageServer;
+  let receiver: WebhookReceiver;
+  // The route's target holds the message marked `hold`, so what comes after waits in the route's core queue.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  before(async () => {
+    [nats, receiver] = await Promise.all([startNats(), WebhookReceiver.start()]);
+    receiver.respond = (r, res) => {
+      if ((JSON.parse(r.body) as { hold?: boolean }).hold) void held.then(() => res.end('ok'));
+      else res.end('ok');
+    };
+  });
+  after(async () => {
+    release();
+    await Promise.all([receiver?.stop(), nats?.stop()]);
+  });
+  // The default (32 MiB) holds the whole backlog below; 20 KB does not.
+  const config = (bound: string) => `version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: ${nats.url}${bound} }
+routes:
+  - name: numbered
+    from: { broker: nats, topic: reconf.pending }
+    to: { http: { url: "${receiver.url}/numbered" } }
+`;
+  const gw = useGateway(() => config(''));
+
+  it('keeps the connection and subscription, and the new bound drops a backlog with a warning', async () => {
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'numbered', 15000);
+    const at = gw.logs.length;
+    const line = await gw.reconfigure(config(', corePendingBytes: 20000'));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    const publisher = await RawNats.connect(nats);
+    try {
+      publisher.publish('reconf.pending', JSON.stringify({ hold: true }));
+      const pad = 'x'.repeat(1000);
+      for (let i = 0; i < 200; i++) publisher.publish('reconf.pending', JSON.stringify({ i, pad }));
+      await publisher.ping();
+      const drop = await gw.waitForLog((l) => l.msg.startsWith('nats core messages dropped'), 15000, at);
+      assert.equal(drop.corePendingBytes, 20000);
+    } finally {
+      publisher.close();
+      release();
+    }
+    const since = gw.logs.slice(at);
+    assert.deepEqual([since.filter((l) => l.msg === 'nats connected').length, since.filter((l) => l.msg === 'consumer ready').length], [0, 0], 'no new connection, no new subscription');
   });
 });
