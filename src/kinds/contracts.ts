@@ -436,8 +436,9 @@ export interface BrokerKind<O = unknown, C = O> {
   leftGroup?: string;
   /**
    * Differences between what a rebuilt route and its predecessor ask (sameSubscription) that this
-   * kind's Subscription.handOver takes in place, the member kept (kafka: its window and its
-   * dead-letter closure are read per batch). The runtime (RouteRuntime.takeOver) and `eventgate
+   * kind's Subscription.handOver takes in place, the member kept (kafka reads its window and its
+   * dead-letter closure per batch, memory resizes its window; nats, mqtt and amqp read none of
+   * them). The runtime (RouteRuntime.takeOver) and `eventgate
    * plan` (subscriptionKey) both read it. Undefined: any difference means a new subscription.
    */
   handOverTakes?: readonly HandOverChange[];
