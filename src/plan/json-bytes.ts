@@ -5,7 +5,8 @@
  * the bytes decode to (decodeValueBytes: UTF-8, then JSON.parse) certainly passes the ajv check
  * compiled from the same schema, false when it does not pass or this reader cannot tell (escapes
  * in a constrained string, a number it would have to round, a duplicate key, deep nesting...), in
- * which case the caller decodes and runs ajv as before. It never answers for a value ajv rejects;
+ * which case the caller decodes and runs ajv as before. It never answers for a value ajv rejects,
+ * nor for one with a number beyond a double (the route refuses those: hugeNumberAt);
  * test/unit/json-bytes.test.ts compares the two over generated and mutated values.
  *
  * Only a subset of JSON Schema compiles (compileBytesCheck returns undefined for anything else):
@@ -371,8 +372,11 @@ return -1;
       'while (j < end && (c = buf[j]) >= 0x30 && c <= 0x39) j++;',
       'if (j === e) return -1;',
       '}',
-      // Up to 15 digits an integer is exact; otherwise the double JSON.parse gives (the same rounding).
-      "const value = plain ? (negative ? -v : v) : Number(buf.toString('latin1', at, j));",
+      // Up to 15 digits an integer is exact; otherwise the double JSON.parse gives (the same rounding),
+      // and one beyond a double (Infinity) is left to the route, which refuses it (hugeNumberAt).
+      'let value;',
+      'if (plain) value = negative ? -v : v;',
+      "else if ((value = Number(buf.toString('latin1', at, j))) - value !== 0) return -1;",
       // ajv's `integer`: `!(v % 1) && !isNaN(v)` (a plain value is an integer).
       ...(integer ? ['if (!plain && (value % 1 || Number.isNaN(value))) return -1;'] : []),
       ...bounds.map((b) => `if (${b}) return -1;`),
@@ -582,15 +586,21 @@ function scanString(buf: Buffer, at: number, end: number): number {
   }
 }
 
-/** A number token at `at` (JSON's grammar); its end or -1. */
+/**
+ * A number token at `at` (JSON's grammar); its end or -1, also for one beyond a double (JSON.parse
+ * reads it as Infinity, which the route refuses: hugeNumberAt). Only an exponent or 309 digits
+ * overflow, so only those are read as a number here.
+ */
 function scanNumber(buf: Buffer, at: number, end: number): number {
   let j = at;
   if (buf[j] === 0x2d) j++;
   if (j >= end) return -1;
   let c = buf[j]!;
+  const first = j;
   if (c === 0x30) j++;
   else if (c >= 0x31 && c <= 0x39) while (j < end && (c = buf[j]!) >= 0x30 && c <= 0x39) j++;
   else return -1;
+  let huge = j - first >= 309;
   if (j < end && buf[j] === 0x2e) {
     const f = ++j;
     while (j < end && (c = buf[j]!) >= 0x30 && c <= 0x39) j++;
@@ -602,7 +612,9 @@ function scanNumber(buf: Buffer, at: number, end: number): number {
     const e = j;
     while (j < end && (c = buf[j]!) >= 0x30 && c <= 0x39) j++;
     if (j === e) return -1;
+    huge = true;
   }
+  if (huge && !Number.isFinite(Number(buf.toString('latin1', at, j)))) return -1;
   return j;
 }
 

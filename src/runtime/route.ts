@@ -114,6 +114,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private readonly deadletter: DeadletterTopic | undefined;
   /** Whether a consumed message's value is read, not only copied as its bytes (readsValues). */
   private readonly readsValues: boolean;
+  /** Whether a kafka listener's record is read as its value (steps or targets), not only passed on as its bytes. */
+  private readonly readsRecords: boolean;
   private readonly stats: RouteStats;
   private readonly tap: TapChannel | { active: false };
   private readonly span: SpanTemplate;
@@ -171,6 +173,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.targets = plan.to.map((t, i) => this.target(t, i));
     this.delivers = this.targets.length > 0;
     this.readsValues = plan.from.type === 'broker' && readsValues(plan);
+    this.readsRecords = this.steps.length > 0 || this.delivers;
     // Called per record of a produce request: one step's check as it is, without a loop or a method of the route's.
     const accepts = checks?.length === 1 ? checks[0]! : checks && ((buf: Buffer, start: number, end: number) => checks.every((c) => c(buf, start, end)));
     this.byteCheck =
@@ -238,6 +241,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.stats.received++;
     let r: StepResult | Promise<StepResult>;
     try {
+      // As the HTTP listener refuses such a body: a step would compute with Infinity, a target write null.
+      const unreadable = this.readsRecords ? hugeNumberProblem(msg.value, 'record') : undefined;
+      if (unreadable) return { outcome: 'invalid', problem: unreadable };
       r = runChain(this.steps, msg, ctx);
     } catch (err) {
       return this.unexpected(err, UNTRACED);
@@ -988,13 +994,14 @@ function readsValues(plan: RoutePlan): boolean {
 }
 
 /**
- * A consumed value with a number beyond a double (JSON.parse read `1e400` as Infinity): refused as
- * invalid, as an HTTP body with one is, before a step computes with Infinity or JSON writes it on
- * as null (a transform's result then blamed the transform, a plain `{"v": v}` wrote null).
+ * A consumed value, or a kafka listener's record, with a number beyond a double (JSON.parse read
+ * `1e400` as Infinity): refused as invalid, as an HTTP body with one is, before a step computes
+ * with Infinity or JSON writes it on as null (a transform's result then blamed the transform, a
+ * plain `{"v": v}` wrote null).
  */
-function hugeNumberProblem(value: unknown): Problem | undefined {
+function hugeNumberProblem(value: unknown, what: 'message' | 'record' = 'message'): Problem | undefined {
   const at = hugeNumberAt(value);
-  return at === undefined ? undefined : problem('EG_INVALID_MESSAGE', hugeNumberText('message', at));
+  return at === undefined ? undefined : problem('EG_INVALID_MESSAGE', hugeNumberText(what, at));
 }
 
 /**
