@@ -9,7 +9,7 @@
 import { bundled } from '../core/bundled.js';
 import { hash } from '../core/canonical.js';
 import type { AsyncApiChannel, AsyncApiDocument, AsyncApiMessage, ParsedAsyncApi } from './document.js';
-import { checkDocument, displayPath, fetchRemote, localReadAllowed, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
+import { checkDocument, type CycleSite, displayPath, fetchRemote, localReadAllowed, refCycle, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
 import { type ParserSpectral, spectralAsInstalled, useBuildTimeStructureValidators } from './structure-validators.js';
 
 /* The part of @asyncapi/parser used here (typed loosely: its typings pull in Spectral's). */
@@ -93,6 +93,8 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
     refused.push({ ...site, message });
     return REFUSED;
   };
+  /** The `$ref`s of every local document read so far, by file: a cycle may go through several. */
+  const cycleSites = new Map<string, CycleSite[]>([[file, first.sites ?? []]]);
   /** A document a `$ref` led to is checked like the first before the parser sees it. */
   const admit = (target: string, from: string, t: string, max?: number) => {
     const checked = checkDocument(from, t, policy, max, sites.get(target)?.arrays ?? 0, false, first.asyncapi2);
@@ -103,6 +105,15 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
       return REFUSED;
     }
     for (const [k, v] of checked.targets) if (!sites.has(k)) sites.set(k, v);
+    if (checked.sites && !cycleSites.has(from)) {
+      cycleSites.set(from, checked.sites);
+      // Before the parser follows it: one through a message went round until its time limit, or read the message as a schema.
+      const cycle = checked.sites.some((s) => s.to !== from) ? refCycle([...cycleSites.values()].flat(), file, policy, from) : undefined;
+      if (cycle) {
+        refused.push({ file: cycle.file, line: cycle.line, column: cycle.column, path: [...cycle.path, '$ref'], message: cycle.message });
+        return REFUSED;
+      }
+    }
     return t;
   };
 

@@ -77,7 +77,7 @@ export function checkDocument(
   root = false,
   /** A document a `$ref` of an AsyncAPI 2.x document names (the root's version says which rules apply). */
   asyncapi2 = false,
-): { problems: RefProblem[]; targets: Map<string, RefSite>; asyncapi2?: boolean } {
+): { problems: RefProblem[]; targets: Map<string, RefSite>; asyncapi2?: boolean; sites?: CycleSite[] } {
   const problems: RefProblem[] = [];
   const targets = new Map<string, RefSite>();
   const at = (line = 1, column = 1, path: (string | number)[] = []) => ({ file, line, column, path });
@@ -212,34 +212,41 @@ export function checkDocument(
       else if (checked.target !== undefined && !targets.has(checked.target)) targets.set(checked.target, site);
     },
   });
-  if (problems.length === 0) {
-    const cycle = refCycle(value, root);
-    if (cycle) {
-      const node = doc.getIn([...cycle.path, '$ref'], true) as { range?: [number, number, number] } | undefined;
-      const { line, column } = pos(node?.range?.[0]);
-      problems.push({ ...at(line, column, [...cycle.path, '$ref']), message: cycle.message });
-    }
-  }
-  return { problems, targets, asyncapi2: v2 };
+  if (problems.length > 0) return { problems, targets, asyncapi2: v2 };
+  const sites = cycleSites(value, file, policy, (path) => pos((doc.getIn(path, true) as { range?: [number, number, number] } | undefined)?.range?.[0]));
+  // The document's own cycles; those through other files once the parse read them (parse.ts).
+  const cycle = refCycle(
+    sites.filter((s) => s.to === file),
+    root ? file : undefined,
+    policy,
+  );
+  if (cycle) problems.push({ ...at(cycle.line, cycle.column, [...cycle.path, '$ref']), message: cycle.message });
+  return { problems, targets, asyncapi2: v2, sites };
 }
 
-/** Local `$ref`s looked at by refCycle: a document with more is left to the parser (it has its own limits). */
+/** `$ref`s looked at by refCycle: a document with more is left to the parser (it has its own limits). */
 const MAX_CYCLE_EDGES = 200_000;
 
+/** A `$ref` to a place in a local file (its own or another), as refCycle reads it. */
+export interface CycleSite {
+  file: string;
+  /** Where it is written (array indices as numbers), and as a JSON pointer. */
+  path: (string | number)[];
+  at: string;
+  /** The file it leads to, and the keys of the place in it. */
+  to: string;
+  target: string[];
+  ref: string;
+  line: number;
+  column: number;
+}
+
 /**
- * A cycle of local `$ref`s (`#/...`) the AsyncAPI parser cannot read, and the `$ref` that closes it:
- * - one through a message or channel (`$ref`s that bring a message or channel inside itself, such
- *   as a payload that is, through a schema, the message it belongs to): the parser ran out of stack
- *   on some ("Maximum call stack size exceeded", at no place) and read a message as a schema on
- *   others. Only in the root document, whose paths say what a message or channel is. A schema
- *   referring to itself, directly or through other schemas, is a recursive schema and passes.
- * - `$ref`s that only name each other (`p: {$ref: '#/q'}`, `q: {$ref: '#/p'}`), which never reach
- *   a value: the parser went round them until its time limit.
- * The `$ref` at `path` leads to where the cycle goes back to; `arrays` in a path are indices.
+ * Every `$ref` of a document to a place in a local file, with where it is written (`place`).
+ * Remote ones are left out: a cycle through them is the parser's to find.
  */
-function refCycle(value: unknown, root: boolean): { path: (string | number)[]; message: string } | undefined {
-  // Every local $ref, as a site (where it is written) and the keys of its target.
-  const sites: { path: (string | number)[]; at: string; target: string[]; ref: string }[] = [];
+function cycleSites(value: unknown, file: string, policy: RefPolicy, place: (path: (string | number)[]) => { line: number; column: number }): CycleSite[] {
+  const sites: CycleSite[] = [];
   const seen = new Set<object>();
   const stack: [unknown, (string | number)[]][] = [[value, []]];
   while (stack.length > 0) {
@@ -247,16 +254,42 @@ function refCycle(value: unknown, root: boolean): { path: (string | number)[]; m
     if (typeof v !== 'object' || v === null || seen.has(v)) continue;
     seen.add(v);
     const ref = (v as { $ref?: unknown }).$ref;
-    if (typeof ref === 'string' && ref.startsWith('#')) {
-      const target = pointerKeys(ref.slice(1));
-      if (target) sites.push({ path, at: pointerOf(path), target, ref });
+    if (typeof ref === 'string') {
+      const hash = ref.indexOf('#');
+      const led = hash === 0 ? { target: undefined } : /^https?:/i.test(file) ? undefined : checkRef(ref, file, policy);
+      const target = led && 'target' in led ? pointerKeys(hash === -1 ? '' : ref.slice(hash + 1)) : undefined;
+      if (led && 'target' in led && target && (led.target === undefined || !/^https?:/i.test(led.target))) {
+        const { line, column } = place([...path, '$ref']);
+        sites.push({ file, path, at: pointerOf(path), to: led.target ?? file, target, ref, line, column });
+      }
       continue;
     }
     if (Array.isArray(v)) v.forEach((x, i) => stack.push([x, [...path, i]]));
     else for (const [k, x] of Object.entries(v)) stack.push([x, [...path, k]]);
   }
+  return sites;
+}
+
+/**
+ * A cycle of `$ref`s the AsyncAPI parser cannot read, and the `$ref` that closes it:
+ * - one through a message or channel (`$ref`s that bring a message or channel inside itself, such
+ *   as a payload that is, through a schema, the message it belongs to): the parser ran out of stack
+ *   on some ("Maximum call stack size exceeded", at no place) and read a message as a schema on
+ *   others. Only through places of the root document (`root`: its file), whose paths say what a
+ *   message or channel is. A schema referring to itself, directly or through other schemas, is a
+ *   recursive schema and passes.
+ * - `$ref`s that only name each other (`p: {$ref: '#/q'}`, `q: {$ref: '#/p'}`), which never reach
+ *   a value: the parser went round them until its time limit.
+ * `sites` are those of one document (its local `$ref`s), or of every local document a parse read
+ * so far (a cycle through `$ref`s into other files: places are then named with their file, and
+ * `$ref`s that only name each other are reported in `latest`, the document whose reading closed it).
+ */
+export function refCycle(sites: readonly CycleSite[], root: string | undefined, policy: RefPolicy, latest?: string): (CycleSite & { message: string }) | undefined {
   if (sites.length === 0) return undefined;
-  const byPointer = new Map(sites.map((site, i) => [site.at, i]));
+  const oneFile = sites.every((s) => s.file === sites[0]!.file && s.to === s.file);
+  const key = (file: string, at: string) => `${file}\0${at}`;
+  const name = (file: string, at: string) => (oneFile ? at || '/' : `${displayPath(file, policy)}${at ? `#${at}` : ''}`);
+  const byPointer = new Map(sites.map((site, i) => [key(site.file, site.at), i]));
   // $refs that only name each other: each leads to one other $ref at most, so following them from
   // each one in turn (past those already followed) finds every such cycle.
   const state = new Uint8Array(sites.length); // 0 not yet followed, 1 on the chain being followed, 2 done
@@ -266,27 +299,30 @@ function refCycle(value: unknown, root: boolean): { path: (string | number)[]; m
     while (i !== undefined && state[i] === 0) {
       state[i] = 1;
       chain.push(i);
-      i = byPointer.get(pointerOf(sites[i]!.target));
+      i = byPointer.get(key(sites[i]!.to, pointerOf(sites[i]!.target)));
     }
     if (i !== undefined && state[i] === 1) {
       const loop = chain.slice(chain.indexOf(i));
-      const last = loop.reduce((a, b) => (sites[a]!.at > sites[b]!.at ? a : b));
-      const names = loop.map((j) => sites[j]!.at || '/');
+      // In the document read last, when it has one: its $ref is the one that closed the cycle.
+      const mine = loop.filter((j) => sites[j]!.file === latest);
+      const last = (mine.length > 0 ? mine : loop).reduce((a, b) => (key(sites[a]!.file, sites[a]!.at) > key(sites[b]!.file, sites[b]!.at) ? a : b));
+      const names = loop.map((j) => name(sites[j]!.file, sites[j]!.at));
       return {
-        path: sites[last]!.path,
+        ...sites[last]!,
         message: `$ref '${sites[last]!.ref}' closes a cycle of $refs that only name each other (${names.join(' → ')} → ${names[0]}) and never reach a value; the AsyncAPI parser would go round it until its time limit`,
       };
     }
     for (const j of chain) state[j] = 2;
   }
-  if (!root) return undefined;
-  // Site j is inside what site i brings in when j's path starts with i's target: i → j.
-  const order = sites.map((_, i) => i).sort((a, b) => (sites[a]!.at < sites[b]!.at ? -1 : sites[a]!.at > sites[b]!.at ? 1 : 0));
-  const sorted = order.map((i) => sites[i]!.at);
+  if (root === undefined) return undefined;
+  // Site j is inside what site i brings in when j's place starts with i's target: i → j.
+  const keys = sites.map((s) => key(s.file, s.at));
+  const order = sites.map((_, i) => i).sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : 0));
+  const sorted = order.map((i) => keys[i]!);
   const edges: number[][] = sites.map(() => []);
   let count = 0;
   for (let i = 0; i < sites.length; i++) {
-    const t = pointerOf(sites[i]!.target);
+    const t = key(sites[i]!.to, pointerOf(sites[i]!.target));
     let lo = 0;
     let hi = sorted.length;
     while (lo < hi) {
@@ -301,12 +337,15 @@ function refCycle(value: unknown, root: boolean): { path: (string | number)[]; m
     }
   }
   const component = components(edges);
-  // An edge through a message or channel: one between its target and the $ref it reaches.
+  const inRoot = (i: number) => sites[i]!.file === root;
+  // An edge through a message or channel of the root document: one between its target and the $ref it reaches.
   const through = (i: number, j: number): string[] | undefined => {
+    if (!inRoot(j)) return undefined;
     const path = sites[j]!.path.map(String);
     for (let n = sites[i]!.target.length; n <= path.length; n++) if (messageOrChannel(path.slice(0, n))) return path.slice(0, n);
     return undefined;
   };
+  const ownPlace = (i: number) => inRoot(i) && messageOrChannel(sites[i]!.path.map(String));
   let found: { i: number; j: number; place: string[] } | undefined;
   for (let i = 0; i < sites.length; i++) {
     for (const j of edges[i]!) {
@@ -314,19 +353,19 @@ function refCycle(value: unknown, root: boolean): { path: (string | number)[]; m
       const place = through(i, j);
       if (!place) continue;
       // A $ref in a message's or channel's own place (a channel's messages, an operation's channel) is how they are meant to be named: the one elsewhere closes the cycle.
-      if (!found || (messageOrChannel(sites[found.i]!.path.map(String)) && !messageOrChannel(sites[i]!.path.map(String)))) found = { i, j, place };
+      if (!found || (ownPlace(found.i) && !ownPlace(i))) found = { i, j, place };
     }
   }
   if (!found) return undefined;
   const { i, j, place } = found;
   const via = cyclePath(edges, component, j, i)
     .slice(0, -1)
-    .map((k) => sites[k]!.at);
+    .map((k) => name(sites[k]!.file, sites[k]!.at));
   const what = place.at(-2) === 'channels' || place.at(-1) === 'channel' ? 'channel' : 'message';
   const holds = via.length === 0 ? 'which holds this $ref' : `which holds this $ref (through the $ref${via.length === 1 ? '' : 's'} at ${via.join(', ')})`;
   return {
-    path: sites[i]!.path,
-    message: `$ref '${sites[i]!.ref}' leads back to the ${what} at ${pointerOf(place)}, ${holds}: a $ref cycle through a message or channel, which the AsyncAPI parser cannot read (it runs out of stack, or takes the message for a schema); a schema may refer to itself, a message or channel may not`,
+    ...sites[i]!,
+    message: `$ref '${sites[i]!.ref}' leads back to the ${what} at ${name(root, pointerOf(place))}, ${holds}: a $ref cycle through a message or channel, which the AsyncAPI parser cannot read (it runs out of stack, or takes the message for a schema); a schema may refer to itself, a message or channel may not`,
   };
 }
 

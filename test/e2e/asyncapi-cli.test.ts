@@ -278,6 +278,56 @@ describe('a $ref cycle through a message in an AsyncAPI document (fuzz, point 21
   });
 });
 
+describe('a $ref cycle through $refs into other files (point 274)', () => {
+  const gateway = `${config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n')}asyncapiParser: { timeoutMs: 10000 }\n`;
+  /** `validate` of streetlights30 with `files` beside it (its payload's schemas/light-measured.yaml among them) and `schemas` added to its components. */
+  const check = async (files: Record<string, string>, schemas = '') => {
+    const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': `${streetlights30}${schemas ? `  schemas:\n${schemas}` : ''}`, ...files });
+    const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.doesNotMatch(stdout + stderr, /RangeError|Maximum call stack|Error thrown|\n\s+at /);
+    return { code, stdout };
+  };
+  const schemaFile = (ref: string) => `type: object\nproperties:\n  id: {type: integer}\n  back:\n    $ref: '${ref}'\n`;
+  const words =
+    'a $ref cycle through a message or channel, which the AsyncAPI parser cannot read (it runs out of stack, or takes the message for a schema); a schema may refer to itself, a message or channel may not';
+
+  it('is said at the $ref that closes it, in its file, before the parser runs (it read the message or channel as a schema, or went round until its time limit)', async () => {
+    // The payload's file holds the message, or the channel, that holds the payload.
+    const message = await check({ 'schemas/light-measured.yaml': schemaFile('../streetlights.yaml#/channels/lightingMeasured/messages/lightMeasured') });
+    assert.deepEqual(message, {
+      code: 1,
+      stdout: `schemas/light-measured.yaml:5:11: AsyncAPI: $ref '../streetlights.yaml#/channels/lightingMeasured/messages/lightMeasured' leads back to the message at streetlights.yaml#/channels/lightingMeasured/messages/lightMeasured, which holds this $ref (through the $refs at streetlights.yaml#/channels/lightingMeasured/messages/lightMeasured, streetlights.yaml#/components/messages/lightMeasured/payload): ${words}\n`,
+    });
+    // Through a third file.
+    const channel = await check({
+      'schemas/light-measured.yaml': schemaFile('more/at.yaml#/at'),
+      'schemas/more/at.yaml': "at:\n  type: object\n  properties:\n    channel:\n      $ref: '../../streetlights.yaml#/channels/lightingMeasured'\n",
+    });
+    assert.deepEqual(channel, {
+      code: 1,
+      stdout: `schemas/more/at.yaml:5:13: AsyncAPI: $ref '../../streetlights.yaml#/channels/lightingMeasured' leads back to the channel at streetlights.yaml#/channels/lightingMeasured, which holds this $ref (through the $refs at streetlights.yaml#/channels/lightingMeasured/messages/lightMeasured, streetlights.yaml#/components/messages/lightMeasured/payload, schemas/light-measured.yaml#/properties/back): ${words}\n`,
+    });
+    // $refs that only name each other, across two files: the parser went round them until asyncapiParser.timeoutMs.
+    const names = await check({ 'schemas/light-measured.yaml': "$ref: '../streetlights.yaml#/components/messages/lightMeasured/payload'\n" });
+    assert.deepEqual(names, {
+      code: 1,
+      stdout:
+        "schemas/light-measured.yaml:1:7: AsyncAPI: $ref '../streetlights.yaml#/components/messages/lightMeasured/payload' closes a cycle of $refs that only name each other (streetlights.yaml#/components/messages/lightMeasured/payload → schemas/light-measured.yaml → streetlights.yaml#/components/messages/lightMeasured/payload) and never reach a value; the AsyncAPI parser would go round it until its time limit\n",
+    });
+  });
+
+  it('leaves recursive schemas across files to the parser: they are no cycle through a message or channel', async () => {
+    // A schema of the payload's file that refers to itself, and schemas of two files that refer to each other.
+    const inFile = `${lightMeasuredPayload}  tree: {$ref: '#/definitions/node'}\ndefinitions:\n  node:\n    type: object\n    properties:\n      next: {$ref: '#/definitions/node'}\n`;
+    const across = "node:\n  type: object\n  properties:\n    up: {$ref: '../streetlights.yaml#/components/schemas/tree'}\n";
+    const ok = await check(
+      { 'schemas/light-measured.yaml': inFile, 'schemas/node.yaml': across },
+      "    tree:\n      type: object\n      properties:\n        kid: {$ref: 'schemas/node.yaml#/node'}\n",
+    );
+    assert.deepEqual(ok, { code: 0, stdout: 'ok\n' });
+  });
+});
+
 describe('the AsyncAPI examples run', () => {
   const gw = useGateway();
 
