@@ -5,7 +5,7 @@
  * (kinds/targets/webhook.ts) and listener forwards are built by their own modules.
  */
 import { problem, type Problem } from '../core/errors.js';
-import type { Delivery, Message, MessageContext } from '../core/message.js';
+import { hugeNumberAt, hugeNumberText, type Delivery, type Message, type MessageContext } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 import { bindingsFor, evaluateThen, expressionProblem, type ExpressionEvaluationError } from '../expr/expression.js';
 import { toStructuredMessage } from '../codecs/cloudevents.js';
@@ -164,7 +164,13 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
       throw new TargetError(failed);
     });
   };
-  const keyed = (msg: Message, k: unknown): Message => ({ ...msg, key: k === undefined || k === null ? null : typeof k === 'string' ? k : JSON.stringify(k) });
+  const keyed = (msg: Message, k: unknown): Message => {
+    if (k === undefined || k === null || typeof k === 'string') return { ...msg, key: k ?? null };
+    // JSON writes a number beyond a double (a copied value's `1e400`, read as Infinity) as null: every such message would have had the key "null".
+    const at = hugeNumberAt(k);
+    if (at !== undefined) throw new TargetError(problem('EG_EXPRESSION_FAILED', `key expression failed: ${hugeNumberText('result', at)}`));
+    return { ...msg, key: JSON.stringify(k) };
+  };
   const keyFailed = (err: ExpressionEvaluationError): never => {
     throw new TargetError(expressionProblem('key expression', err));
   };

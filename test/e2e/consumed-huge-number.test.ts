@@ -74,6 +74,10 @@ routes:
   - name: k-copy
     from: { broker: log, topic: huge-k, group: k-copy }
     to: { broker: log, topic: huge-copy }
+  - name: k-keyed
+    from: { broker: log, topic: huge-kk, group: k-keyed }
+    to: { broker: log, topic: huge-keyed, key: v }
+    deadletter: { broker: log, topic: huge-keyed-dead }
 `,
   );
   const ready = (...routes: string[]) => Promise.all(routes.map((route) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 60000)));
@@ -188,6 +192,26 @@ routes:
     assert.deepEqual(
       (await kcatConsume(kafka.bootstrap, 'huge-copy', 2, 30000)).map((r) => r.value),
       ['1e400', '{"id":"ok"}'],
+    );
+  });
+
+  it('kafka: a copy whose key expression reads such a number fails with the expression\'s words (its key was "null"), dead-lettered as it came', async () => {
+    await ready('k-keyed');
+    await kcatProduce(kafka.bootstrap, 'huge-kk', [
+      { key: 'k', value: '{"id":"big","v":1e400}' },
+      { key: 'k', value: '{"id":"ok","v":3}' },
+    ]);
+    const [letter] = await kcatConsume(kafka.bootstrap, 'huge-keyed-dead', 1, 30000);
+    assert.deepEqual(reason(letter!.headers._eventgate_error), {
+      route: 'k-keyed',
+      status: 500,
+      code: 'EG_EXPRESSION_FAILED',
+      detail: 'key expression failed: the result has a number too large to represent (over ±1.8e308)',
+    });
+    assert.equal(letter!.value, '{"id":"big","v":1e400}');
+    assert.deepEqual(
+      (await kcatConsume(kafka.bootstrap, 'huge-keyed', 1, 30000)).map((r) => [r.key, r.value]),
+      [['3', '{"id":"ok","v":3}']],
     );
   });
 });
