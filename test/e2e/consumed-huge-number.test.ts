@@ -53,6 +53,14 @@ routes:
   - name: m-copy
     from: { broker: devices, topic: huge/m }
     to: { broker: devices, topic: huge/copy }
+  - name: m-hooked
+    from: { broker: devices, topic: huge/h }
+    to: { http: { url: "${hook.url}/m-hooked", headers: { x-v: v } } }
+    deadletter: { broker: devices, topic: huge/hdead }
+  - name: m-lanes
+    from: { broker: devices, topic: huge/h }
+    to: { http: { url: "${hook.url}/m-lanes", concurrency: 2, orderBy: v } }
+    deadletter: { broker: devices, topic: huge/hdead }
   - name: n-read
     from: { broker: bus, topic: huge.n }
     through:
@@ -124,6 +132,33 @@ routes:
     } finally {
       dead.stop();
       copy.stop();
+    }
+  });
+
+  it('mqtt: a copy to a webhook whose header or orderBy expression reads such a number fails with the expression\'s words (the header was "null"), dead-lettered as it came', async () => {
+    await ready('m-hooked', 'm-lanes');
+    const dead = await MosquittoSub.start(mqtt, 'huge/hdead');
+    try {
+      await mosquittoPub(mqtt, 'huge/h', '{"id":"big","v":1e400}');
+      await mosquittoPub(mqtt, 'huge/h', '{"id":"ok","v":3}');
+      await bodies('/m-hooked', 'ok');
+      assert.deepEqual(
+        hook.requests.filter((r) => r.url === '/m-hooked').map((r) => [r.headers['x-v'], r.body]),
+        [['3', '{"id":"ok","v":3}']],
+      );
+      assert.deepEqual(await bodies('/m-lanes', 'ok'), [{ id: 'ok', v: 3 }]);
+      const letters = await dead.take(2);
+      const too = 'the result has a number too large to represent (over ±1.8e308)';
+      assert.deepEqual(
+        letters.map((l) => reason(l.userProperties._eventgate_error)).sort((a, b) => a.route.localeCompare(b.route)),
+        [
+          { route: 'm-hooked', status: 500, code: 'EG_EXPRESSION_FAILED', detail: `headers.x-v expression failed: ${too}` },
+          { route: 'm-lanes', status: 500, code: 'EG_EXPRESSION_FAILED', detail: `orderBy expression failed: ${too}` },
+        ],
+      );
+      for (const l of letters) assert.equal(l.bytes.toString(), '{"id":"big","v":1e400}');
+    } finally {
+      dead.stop();
     }
   });
 
