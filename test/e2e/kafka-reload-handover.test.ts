@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, type LogLine, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
-import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster, KeyedStream, type Numbered } from '../helpers/kafka.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -32,13 +32,7 @@ routes:
     to: { broker: kafka, topic: ${t.out}, key: $key }
 ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
 
-  let produced = 0;
-  /** The next `n` records, numbered on from the last, keyed k0..k7 in turn. */
-  const next = (n: number) =>
-    Array.from({ length: n }, () => {
-      const i = produced++;
-      return { key: `k${i % KEYS}`, value: JSON.stringify({ k: `k${i % KEYS}`, i }) };
-    });
+  const keyed = new KeyedStream(KEYS);
   const logsSince = (from: number, pred: (l: LogLine) => boolean) => gw.logs.slice(from).filter(pred);
   /** What `eventgate plan -c new --from old` prints for two of this test's configs. */
   const plan = async (old: string, now: string) => {
@@ -49,20 +43,10 @@ ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
   };
   /** Every record of the input topic on the output topic, each once, and per key in the input topic's order. */
   const assertEachOnceInOrder = async () => {
-    await kcatConsume(kafka.bootstrap, t.out, produced, 30000);
-    const parse = (r: { value: string | null }) => JSON.parse(r.value!) as { v?: number; k: string; i: number };
+    await kcatConsume(kafka.bootstrap, t.out, keyed.produced, 30000);
+    const parse = (r: { value: string | null }) => JSON.parse(r.value!) as Numbered & { v?: number };
     const out = (await kcatConsumeAll(kafka.bootstrap, t.out)).map(parse);
-    const input = (await kcatConsumeAll(kafka.bootstrap, t.in)).map(parse);
-    const seen = out.map((v) => v.i).sort((a, b) => a - b);
-    assert.deepEqual(
-      seen,
-      Array.from({ length: produced }, (_, i) => i),
-      'each record once',
-    );
-    for (let k = 0; k < KEYS; k++) {
-      const of = (records: { k: string; i: number }[]) => records.filter((v) => v.k === `k${k}`).map((v) => v.i);
-      assert.deepEqual(of(out), of(input), `records of key k${k} in the order of the input topic`);
-    }
+    keyed.assertEachOnceInOrder(out, (await kcatConsumeAll(kafka.bootstrap, t.in)).map(parse));
     return out;
   };
 
@@ -80,7 +64,7 @@ ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
   });
 
   it('a reload that changes only a step hands the running consumer over under a produced stream: no JoinGroup, no LeaveGroup, each record once, in order; plan says kept', async () => {
-    await kcatProduce(kafka.bootstrap, t.in, next(40));
+    await kcatProduce(kafka.bootstrap, t.in, keyed.next(40));
     await kcatConsume(kafka.bootstrap, t.out, 40, 30000);
     const mark = gw.logs.length;
     const joins = kafka.joinRequests();
@@ -89,7 +73,7 @@ ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
     // An independent producer writes on while the route is rebuilt four times.
     let producing = true;
     const stream = (async () => {
-      while (producing) await kcatProduce(kafka.bootstrap, t.in, next(25));
+      while (producing) await kcatProduce(kafka.bootstrap, t.in, keyed.next(25));
     })();
     for (let version = 2; version <= 5; version++) {
       const reloaded = await gw.reconfigure(config({ version }));
@@ -97,7 +81,7 @@ ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
     }
     producing = false;
     await stream;
-    await kcatProduce(kafka.bootstrap, t.in, next(20));
+    await kcatProduce(kafka.bootstrap, t.in, keyed.next(20));
     const out = await assertEachOnceInOrder();
     assert.ok(
       out.some((v) => v.v === 5),
@@ -127,7 +111,7 @@ ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
     const leaves = kafka.leaves(group);
     const reloaded = await gw.reconfigure(config({ version: 5, deadletter: true }));
     assert.equal(reloaded.msg, 'config reloaded');
-    await kcatProduce(kafka.bootstrap, t.in, next(30));
+    await kcatProduce(kafka.bootstrap, t.in, keyed.next(30));
     await assertEachOnceInOrder();
     // Before (sameSubscription strict): the old member committed and left, a new one joined, where the release/adopt before that had kept it.
     assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
@@ -142,7 +126,7 @@ ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
     const leaves = kafka.leaves(group);
     const reloaded = await gw.reconfigure(config({ version: 6, deadletter: true, startFrom: 'earliest' }));
     assert.equal(reloaded.msg, 'config reloaded');
-    await kcatProduce(kafka.bootstrap, t.in, next(30));
+    await kcatProduce(kafka.bootstrap, t.in, keyed.next(30));
     const out = await assertEachOnceInOrder();
     assert.ok(out.some((v) => v.v === 6));
     assert.equal(kafka.leaves(group), leaves + 1, 'the old member left its group');
@@ -249,35 +233,23 @@ routes:
 
   it('hands over between records: each once, each key in order, the same member', async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'windowed', 20000);
-    let produced = 0;
-    const next = (n: number) =>
-      Array.from({ length: n }, () => {
-        const i = produced++;
-        return { key: `k${i % KEYS}`, value: JSON.stringify({ k: `k${i % KEYS}`, i }) };
-      });
+    const keyed = new KeyedStream(KEYS);
     const from = gw.logs.length;
     const joins = kafka.joinRequests();
     let producing = true;
     const stream = (async () => {
-      while (producing) await kcatProduce(kafka.bootstrap, topic, next(40));
+      while (producing) await kcatProduce(kafka.bootstrap, topic, keyed.next(40));
     })();
     for (let version = 2; version <= 4; version++) assert.equal((await gw.reconfigure(config(version))).msg, 'config reloaded');
     producing = false;
     await stream;
-    const delivered = () => receiver.requests.map((r) => JSON.parse(r.body) as { k: string; i: number });
-    await eventually(() => assert.ok(delivered().length >= produced, `${delivered().length} of ${produced} delivered`), 30000);
-    const input = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => JSON.parse(r.value!) as { k: string; i: number });
-    assert.deepEqual(
-      delivered()
-        .map((v) => v.i)
-        .sort((a, b) => a - b),
-      Array.from({ length: produced }, (_, i) => i),
-      'each record once',
+    const delivered = () => receiver.requests.map((r) => JSON.parse(r.body) as Numbered);
+    await eventually(() => assert.ok(delivered().length >= keyed.produced, `${delivered().length} of ${keyed.produced} delivered`), 30000);
+    keyed.assertEachOnceInOrder(
+      delivered(),
+      (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => JSON.parse(r.value!) as Numbered),
+      'the topic',
     );
-    for (let k = 0; k < KEYS; k++) {
-      const of = (records: { k: string; i: number }[]) => records.filter((v) => v.k === `k${k}`).map((v) => v.i);
-      assert.deepEqual(of(delivered()), of(input), `records of key k${k} in the order of the topic`);
-    }
     assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
     assert.equal(gw.logs.slice(from).filter((l) => l.route === 'windowed' && l.msg === 'subscription handed over to the rebuilt route').length, 3);
     assert.deepEqual(

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -484,5 +485,40 @@ export async function produceRaw(
     return { errorCode, errorMessage };
   } finally {
     socket.destroy();
+  }
+}
+
+/** A record of a keyed test stream (KeyedStream): its key `k<i % keys>` and its number `i`. */
+export interface Numbered {
+  k: string;
+  i: number;
+}
+
+/** Records keyed k0, k1, ... in turn and numbered from 0, for checking order per key across reloads. */
+export class KeyedStream {
+  /** How many records next() made. */
+  produced = 0;
+
+  constructor(readonly keys = 8) {}
+
+  /** The next `n` records, numbered on from the last. */
+  next(n: number): { key: string; value: string }[] {
+    return Array.from({ length: n }, () => {
+      const i = this.produced++;
+      return { key: `k${i % this.keys}`, value: JSON.stringify({ k: `k${i % this.keys}`, i }) };
+    });
+  }
+
+  /** `delivered` holds every record produced, each once, and each key's records in `input`'s order (the topic's). */
+  assertEachOnceInOrder(delivered: readonly Numbered[], input: readonly Numbered[], what = 'the input topic'): void {
+    assert.deepEqual(
+      delivered.map((v) => v.i).sort((a, b) => a - b),
+      Array.from({ length: this.produced }, (_, i) => i),
+      'each record once',
+    );
+    for (let k = 0; k < this.keys; k++) {
+      const of = (records: readonly Numbered[]) => records.filter((v) => v.k === `k${k}`).map((v) => v.i);
+      assert.deepEqual(of(delivered), of(input), `records of key k${k} in the order of ${what}`);
+    }
   }
 }
