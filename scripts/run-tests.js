@@ -18,37 +18,11 @@ function collect(dir) {
   });
 }
 
-/**
- * The files in alphabetical order, except the end-to-end files of Kafka, spread evenly among the
- * other end-to-end files. They wait on consumer group joins more than they compute (librdkafka's
- * mock cluster holds a group's first join 3 s); side by side, as the alphabet puts them, four of
- * them left the cores 19-44 % idle for about 100 s (docs/testing.md, "File order").
- */
-function spreadKafkaFiles(sorted) {
-  const e2e = sorted.filter((f) => relative(root, f).startsWith('e2e/'));
-  const kafka = e2e.filter((f) => relative(root, f).includes('kafka'));
-  if (kafka.length === 0 || kafka.length === e2e.length) return sorted;
-  const others = e2e.filter((f) => !kafka.includes(f));
-  const spread = [];
-  // Kafka file k goes after (k + 0.5) / kafka.length of the other end-to-end files.
-  let next = 0;
-  others.forEach((f, i) => {
-    spread.push(f);
-    while (next < kafka.length && (next + 0.5) * others.length <= (i + 1) * kafka.length) spread.push(kafka[next++]);
-  });
-  spread.push(...kafka.slice(next));
-  // The end-to-end files' places in the list, in their new order.
-  let at = 0;
-  return sorted.map((f) => (relative(root, f).startsWith('e2e/') ? spread[at++] : f));
-}
-
 // A filter matches the path under dist/test (`e2e/sse.test.js`), not the checkout's own path, so
 // `sse` run in a checkout named /work/sse-perf does not select every file.
-const files = spreadKafkaFiles(
-  collect(root)
-    .filter((f) => filters.length === 0 || filters.some((x) => relative(root, f).includes(x)))
-    .sort(),
-);
+const files = collect(root)
+  .filter((f) => filters.length === 0 || filters.some((x) => relative(root, f).includes(x)))
+  .sort();
 if (files.length === 0) {
   console.error('run-tests: no test files matched');
   process.exit(1);
@@ -76,8 +50,9 @@ for (const [kind, { call, env: variable }] of Object.entries(sharedRabbitKinds))
   rabbits.push(rabbit);
 }
 
-// The files in the order chosen above (run-files.js: `node --test` would sort them).
-const child = spawn(process.execPath, [new URL('./run-files.js', import.meta.url).pathname, ...files], { env, stdio: 'inherit' });
+// --test-timeout bounds each test and each whole file (its process is a test of the run): set to
+// end a hang, well above the longest file on a loaded machine (docs/testing.md).
+const child = spawn(process.execPath, ['--test', '--test-concurrency=4', '--test-timeout=300000', '--test-reporter=spec', ...files], { env, stdio: 'inherit' });
 
 let signalled;
 for (const signal of ['SIGINT', 'SIGTERM']) {
