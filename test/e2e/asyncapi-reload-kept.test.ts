@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { mosquittoPub } from '../helpers/peers.js';
-import { tempDir } from '../helpers/reaper.js';
-import { startMosquitto, type MessageServer } from '../helpers/servers.js';
+import { startMosquittoLogged, type LoggedMosquitto } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /** An AsyncAPI document of two messages; `other` requires the properties given. */
@@ -31,22 +28,18 @@ const reading = (required: string) => `type: object\nrequired: [${required}]\n`;
  * AMQP route got a new consumer, a JetStream route recreated its subscription.
  */
 describe('hot reload: an AsyncAPI edit keeps the routes whose contract it did not change', () => {
-  let mqtt: MessageServer;
+  let mqtt: LoggedMosquitto;
   let webhook: WebhookReceiver;
-  const logFile = join(tempDir('eventgate-mosquitto-log'), 'mosquitto.log');
   const clientId = `eg-kept-${process.pid}`;
   before(async () => {
     // mosquitto's own log of connections: the server side of "the route kept its connection".
-    [mqtt, webhook] = await Promise.all([startMosquitto(undefined, [`log_dest file ${logFile}`, 'log_type notice']), WebhookReceiver.start()]);
+    [mqtt, webhook] = await Promise.all([startMosquittoLogged(), WebhookReceiver.start()]);
   });
   after(async () => {
     await Promise.all([mqtt?.stop(), webhook?.stop()]);
   });
   /** How many times the route's client connected to mosquitto. */
-  const routeConnects = () =>
-    readFileSync(logFile, 'utf8')
-      .split('\n')
-      .filter((l) => l.includes('New client connected') && l.includes(` as ${clientId}-readings `)).length;
+  const routeConnects = () => mqtt.connects(`${clientId}-readings`);
 
   const gw = useGateway(
     () => `version: 1

@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
 import { MosquittoPubStream, MosquittoSub, pikaPublish, RawNats } from '../helpers/peers.js';
-import { tempDir } from '../helpers/reaper.js';
-import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
+import { startMosquittoLogged, type LoggedMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -74,22 +71,18 @@ async function timesOutAt(server: MessageServer, urls: string[], ms: number): Pr
 }
 
 describe('kind: mqtt, a reload that changes only ackTimeoutMs', () => {
-  let mqtt: MessageServer;
+  let mqtt: LoggedMosquitto;
   let receiver: WebhookReceiver;
-  const logFile = join(tempDir('eventgate-mosquitto-log'), 'mosquitto.log');
   const clientId = `eg-reconf-${process.pid}`;
   before(async () => {
     // mosquitto's own log of connections: the server side of "the broker kept its connections".
-    [mqtt, receiver] = await Promise.all([startMosquitto(undefined, [`log_dest file ${logFile}`, 'log_type notice']), WebhookReceiver.start()]);
+    [mqtt, receiver] = await Promise.all([startMosquittoLogged(), WebhookReceiver.start()]);
   });
   after(async () => {
     await Promise.all([receiver?.stop(), mqtt?.stop()]);
   });
   /** How many times client `<clientId>-<suffix>` connected to mosquitto. */
-  const connects = (suffix: string) =>
-    readFileSync(logFile, 'utf8')
-      .split('\n')
-      .filter((l) => l.includes('New client connected') && l.includes(` as ${clientId}-${suffix} `)).length;
+  const connects = (suffix: string) => mqtt.connects(`${clientId}-${suffix}`);
 
   const config = (ackTimeoutMs: number, extra = '') => `version: 1
 admin: { port: 0 }
@@ -266,20 +259,16 @@ routes:
 });
 
 describe('kind: mqtt, a reload that changes only retain', () => {
-  let mqtt: MessageServer;
-  const logFile = join(tempDir('eventgate-mosquitto-log'), 'mosquitto.log');
+  let mqtt: LoggedMosquitto;
   const clientId = `eg-reconf-retain-${process.pid}`;
   before(async () => {
-    mqtt = await startMosquitto(undefined, [`log_dest file ${logFile}`, 'log_type notice']);
+    mqtt = await startMosquittoLogged();
   });
   after(async () => {
     await mqtt?.stop();
   });
   /** Every connection mosquitto saw from the gateway's clients. */
-  const connects = () =>
-    readFileSync(logFile, 'utf8')
-      .split('\n')
-      .filter((l) => l.includes('New client connected') && l.includes(` as ${clientId}-`)).length;
+  const connects = () => mqtt.connects(`${clientId}-`, { prefix: true });
   const config = (retain: boolean) => `version: 1
 admin: { port: 0 }
 brokers:

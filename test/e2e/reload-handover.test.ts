@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { eventually, runCli, tempFiles, useGateway, type GatewayFixture } from '../helpers/gateway.js';
 import { MosquittoPubStream, pikaPublish, RawNats } from '../helpers/peers.js';
-import { tempDir } from '../helpers/reaper.js';
-import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
+import { startMosquittoLogged, type LoggedMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -265,22 +262,18 @@ routes:
 });
 
 describe('hot reload: a rebuilt MQTT route takes its predecessor connection and subscription over', () => {
-  let mqtt: MessageServer;
+  let mqtt: LoggedMosquitto;
   let receiver: WebhookReceiver;
-  const logFile = join(tempDir('eventgate-mosquitto-log'), 'mosquitto.log');
   const clientId = `eg-handover-${process.pid}`;
   before(async () => {
     // mosquitto's own log of connections: the server side of "the route kept its connection".
-    [mqtt, receiver] = await Promise.all([startMosquitto(undefined, [`log_dest file ${logFile}`, 'log_type notice']), WebhookReceiver.start()]);
+    [mqtt, receiver] = await Promise.all([startMosquittoLogged(), WebhookReceiver.start()]);
   });
   after(async () => {
     await Promise.all([receiver?.stop(), mqtt?.stop()]);
   });
   /** How many times a route's client connected to mosquitto. */
-  const connects = (route: string) =>
-    readFileSync(logFile, 'utf8')
-      .split('\n')
-      .filter((l) => l.includes('New client connected') && l.includes(` as ${clientId}-${route} `)).length;
+  const connects = (route: string) => mqtt.connects(`${clientId}-${route}`);
 
   const config = (version: number, topic = 'handover/persistent') => `version: 1
 admin: { port: 0 }
@@ -390,20 +383,16 @@ routes:
 
 describe('hot reload: a core NATS and an MQTT QoS 0 route whose only change is a deadletter added or removed', () => {
   let nats: MessageServer;
-  let mqtt: MessageServer;
+  let mqtt: LoggedMosquitto;
   let receiver: WebhookReceiver;
-  const logFile = join(tempDir('eventgate-mosquitto-log'), 'mosquitto.log');
   const clientId = `eg-dlq-handover-${process.pid}`;
   before(async () => {
-    [nats, mqtt, receiver] = await Promise.all([startNats(), startMosquitto(undefined, [`log_dest file ${logFile}`, 'log_type notice']), WebhookReceiver.start()]);
+    [nats, mqtt, receiver] = await Promise.all([startNats(), startMosquittoLogged(), WebhookReceiver.start()]);
   });
   after(async () => {
     await Promise.all([receiver?.stop(), nats?.stop(), mqtt?.stop()]);
   });
-  const connects = () =>
-    readFileSync(logFile, 'utf8')
-      .split('\n')
-      .filter((l) => l.includes('New client connected') && l.includes(` as ${clientId}-mqttdl `)).length;
+  const connects = () => mqtt.connects(`${clientId}-mqttdl`);
 
   // Odd versions have a deadletter on both routes, even ones none: nothing else changes.
   const config = (version: number) => `version: 1

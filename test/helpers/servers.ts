@@ -204,6 +204,23 @@ export function startMosquitto(acl?: string[], extraLines: string[] = []): Promi
   return onFreshPorts(() => startMosquittoOnce(acl, undefined, extraLines));
 }
 
+/** A mosquitto that logs the connections it takes (startMosquittoLogged). */
+export interface LoggedMosquitto extends MessageServer {
+  /** How many times a client connected as `id` (with `prefix`, as any id that starts with it): the server's side of "kept its connection". */
+  connects(id: string, options?: { prefix?: boolean }): number;
+}
+
+/** startMosquitto() with its log of connections in a file, read by `connects()`. */
+export async function startMosquittoLogged(): Promise<LoggedMosquitto> {
+  const logFile = join(tempDir('eventgate-mosquitto-log'), 'mosquitto.log');
+  const server = await startMosquitto(undefined, [`log_dest file ${logFile}`, 'log_type notice']);
+  const connects = (id: string, { prefix = false } = {}) =>
+    readFileSync(logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('New client connected') && l.includes(` as ${id}${prefix ? '' : ' '}`)).length;
+  return Object.assign(server, { connects });
+}
+
 /**
  * mosquitto as startMosquitto's, refusing packets over `maxPacketSize` bytes (`max_packet_size`:
  * told to MQTT 5 clients in the CONNACK; a client that sends a larger packet is disconnected) and,
