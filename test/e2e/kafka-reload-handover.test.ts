@@ -236,20 +236,11 @@ routes:
     const keyed = new KeyedStream(KEYS);
     const from = gw.logs.length;
     const joins = kafka.joinRequests();
-    let producing = true;
-    const stream = (async () => {
-      while (producing) await kcatProduce(kafka.bootstrap, topic, keyed.next(40));
-    })();
-    for (let version = 2; version <= 4; version++) assert.equal((await gw.reconfigure(config(version))).msg, 'config reloaded');
-    producing = false;
-    await stream;
+    await keyed.produceWhile(kafka.bootstrap, topic, async () => {
+      for (let version = 2; version <= 4; version++) assert.equal((await gw.reconfigure(config(version))).msg, 'config reloaded');
+    });
     const delivered = () => receiver.requests.map((r) => JSON.parse(r.body) as Numbered);
-    await eventually(() => assert.ok(delivered().length >= keyed.produced, `${delivered().length} of ${keyed.produced} delivered`), 30000);
-    keyed.assertEachOnceInOrder(
-      delivered(),
-      (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => JSON.parse(r.value!) as Numbered),
-      'the topic',
-    );
+    await keyed.assertDeliveredInTopicOrder(delivered, kafka.bootstrap, topic);
     assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
     assert.equal(gw.logs.slice(from).filter((l) => l.route === 'windowed' && l.msg === 'subscription handed over to the rebuilt route').length, 3);
     assert.deepEqual(

@@ -125,26 +125,17 @@ routes:
     const from = gw.logs.length;
     const joins = kafka.joinRequests();
     const leaves = kafka.leaves(group);
-    let producing = true;
-    const stream = (async () => {
-      while (producing) await kcatProduce(kafka.bootstrap, topic, keyed.next(40));
-    })();
-    for (const [concurrency, orderBy] of [
-      [4, true],
-      [4, false],
-      [2, true],
-      [1, false],
-    ] as const)
-      assert.equal((await gw.reconfigure(config(concurrency, orderBy))).msg, 'config reloaded');
-    producing = false;
-    await stream;
+    await keyed.produceWhile(kafka.bootstrap, topic, async () => {
+      for (const [concurrency, orderBy] of [
+        [4, true],
+        [4, false],
+        [2, true],
+        [1, false],
+      ] as const)
+        assert.equal((await gw.reconfigure(config(concurrency, orderBy))).msg, 'config reloaded');
+    });
     const delivered = () => receiver.requests.map((r) => JSON.parse(r.body) as Numbered);
-    await eventually(() => assert.ok(delivered().length >= keyed.produced, `${delivered().length} of ${keyed.produced} delivered`), 30000);
-    keyed.assertEachOnceInOrder(
-      delivered(),
-      (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => JSON.parse(r.value!) as Numbered),
-      'the topic',
-    );
+    await keyed.assertDeliveredInTopicOrder(delivered, kafka.bootstrap, topic);
     assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
     assert.equal(kafka.leaves(group), leaves, 'no LeaveGroup request');
     assert.equal(gw.logs.slice(from).filter((l) => l.route === 'windowed' && l.msg === 'subscription handed over to the rebuilt route').length, 4);

@@ -11,7 +11,7 @@ import kafkajs from 'kafkajs';
 
 const { Kafka, logLevel } = kafkajs;
 type Kafka = InstanceType<typeof Kafka>;
-import { repoRoot } from './gateway.js';
+import { eventually, repoRoot } from './gateway.js';
 import { killOnExit } from './reaper.js';
 
 /**
@@ -507,6 +507,30 @@ export class KeyedStream {
       const i = this.produced++;
       return { key: `k${i % this.keys}`, value: JSON.stringify({ k: `k${i % this.keys}`, i }) };
     });
+  }
+
+  /** Produces batches of 40 records to `topic` with kcat while `during` runs (reloads, say), and the batch then under way. */
+  async produceWhile(bootstrap: string, topic: string, during: () => Promise<void>): Promise<void> {
+    let producing = true;
+    const stream = (async () => {
+      while (producing) await kcatProduce(bootstrap, topic, this.next(40));
+    })();
+    try {
+      await during();
+    } finally {
+      producing = false;
+      await stream;
+    }
+  }
+
+  /** Once `delivered()` holds as many records as were produced: each once, each key in the order `topic` holds them. */
+  async assertDeliveredInTopicOrder(delivered: () => Numbered[], bootstrap: string, topic: string): Promise<void> {
+    await eventually(() => assert.ok(delivered().length >= this.produced, `${delivered().length} of ${this.produced} delivered`), 30000);
+    this.assertEachOnceInOrder(
+      delivered(),
+      (await kcatConsumeAll(bootstrap, topic)).map((r) => JSON.parse(r.value!) as Numbered),
+      'the topic',
+    );
   }
 
   /** `delivered` holds every record produced, each once, and each key's records in `input`'s order (the topic's). */
