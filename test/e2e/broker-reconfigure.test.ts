@@ -6,7 +6,7 @@ import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.
 import { MosquittoPubStream, MosquittoSub, pikaPublish, RawNats } from '../helpers/peers.js';
 import { startMosquittoLogged, type LoggedMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
-import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { everyOnceInOrder, WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
  * Points 280-283 of docs/spec-checklist.md: a reload that changes only a broker key read per
@@ -41,20 +41,6 @@ async function reloadTimeouts(gw: GatewayFixture, config: (ackTimeoutMs: number)
     const line = await gw.reconfigure(config(ms));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
   }
-}
-
-/** Waits for message `total - 1` at `path`, then checks that every number came once, in order. */
-async function everyOnceInOrder(receiver: WebhookReceiver, path: string, total: number): Promise<void> {
-  const numbers = () => receiver.requests.filter((r) => r.url === path).map((r) => (JSON.parse(r.body) as { n: number }).n);
-  await eventually(() => assert.ok(numbers().includes(total - 1), `message ${total - 1} delivered (${numbers().length} so far)`), 30000, 50);
-  const got = numbers();
-  const missing = Array.from({ length: total }, (_, i) => i).filter((n) => !got.includes(n));
-  assert.deepEqual(missing, [], `${missing.length} of ${total} messages missing once the last one came`);
-  assert.deepEqual(
-    got,
-    Array.from({ length: total }, (_, i) => i),
-    'each message once, in order',
-  );
 }
 
 /** A publish to each of `urls` while the server is frozen (`kill -STOP`: no acknowledgement comes) answers 503 naming `ms`, the deadline in force. */

@@ -5,7 +5,7 @@ import { eventually, runCli, tempFiles, useGateway, type GatewayFixture } from '
 import { MosquittoPubStream, pikaPublish, RawNats } from '../helpers/peers.js';
 import { startMosquittoLogged, type LoggedMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
-import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { everyOnceInOrder, WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
  * A reload that rebuilds a consume route but asks the same of the same broker (only a step
@@ -45,20 +45,6 @@ async function reloadFilters(gw: GatewayFixture, config: (version: number) => st
     const line = await gw.reconfigure(config(version));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
   }
-}
-
-/** Waits for message `total - 1` at the receiver's `path` (the route delivers in order), then checks that every number came once, in order. */
-async function everyOnceInOrder(receiver: WebhookReceiver, path: string, total: number): Promise<void> {
-  const numbers = () => receiver.requests.filter((r) => r.url === path).map((r) => (JSON.parse(r.body) as { n: number }).n);
-  await eventually(() => assert.ok(numbers().includes(total - 1), `message ${total - 1} delivered (${numbers().length} so far)`), 30000, 50);
-  const got = numbers();
-  const missing = Array.from({ length: total }, (_, i) => i).filter((n) => !got.includes(n));
-  assert.deepEqual(missing, [], `${missing.length} of ${total} messages missing once the last one came`);
-  assert.deepEqual(
-    got,
-    Array.from({ length: total }, (_, i) => i),
-    'each message once, in order',
-  );
 }
 
 describe('hot reload: a rebuilt core NATS route takes its predecessor subscription over', () => {

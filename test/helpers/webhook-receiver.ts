@@ -1,6 +1,8 @@
+import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { eventually } from './gateway.js';
 
 export interface Received {
   method: string;
@@ -64,4 +66,18 @@ export class WebhookReceiver {
     this.server.closeAllConnections();
     await new Promise((r) => this.server.close(r));
   }
+}
+
+/** Waits for message `total - 1` at the receiver's `path` (the route delivers in order), then checks that every number came once, in order. */
+export async function everyOnceInOrder(receiver: WebhookReceiver, path: string, total: number): Promise<void> {
+  const numbers = () => receiver.requests.filter((r) => r.url === path).map((r) => (JSON.parse(r.body) as { n: number }).n);
+  await eventually(() => assert.ok(numbers().includes(total - 1), `message ${total - 1} delivered (${numbers().length} so far)`), 30000, 50);
+  const got = numbers();
+  const missing = Array.from({ length: total }, (_, i) => i).filter((n) => !got.includes(n));
+  assert.deepEqual(missing, [], `${missing.length} of ${total} messages missing once the last one came`);
+  assert.deepEqual(
+    got,
+    Array.from({ length: total }, (_, i) => i),
+    'each message once, in order',
+  );
 }
