@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 const ADMIN_TOKEN = 'admin-token-8c1d6f0e2b7a4953';
 const JWT_SECRET = 'jwt-secret-that-is-long-enough-for-hs256!';

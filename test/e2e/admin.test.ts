@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 const config = `
 version: 1

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * The parser thread's limits (`asyncapiParser`), each reached through what a user can do: a

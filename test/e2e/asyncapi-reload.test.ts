@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { lightMeasuredPayload, streetlights26 } from '../helpers/asyncapi-fixtures.js';
 import { useGateway } from '../helpers/gateway.js';
+import { fetch, type Reply } from '../helpers/http.js';
 
 const TOKEN = 'admin-secret';
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -44,7 +45,7 @@ routes:
     to: {broker: local, topic: alerts}
 `;
 
-const json = (res: Response): Promise<any> => res.json();
+const json = (res: Reply): Promise<any> => res.json();
 
 const dim = { id: 1, lumens: 5, sentAt: '2026-11-23T10:00:00Z' };
 

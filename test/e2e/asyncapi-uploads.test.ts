@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { tempDir } from '../helpers/reaper.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * Uploaded AsyncAPI documents are untrusted (issue #13, docs/security.md): each attack is a

@@ -4,6 +4,7 @@ import { HTTP } from 'cloudevents';
 import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * The HTTP binding's binary mode carries data of any media type as the body. The gateway sends

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { useGateway } from '../helpers/gateway.js';
+import { type FetchInit, fetch } from '../helpers/http.js';
 
 /**
  * CloudEvents' String type disallows control characters (U+0000-U+001F, U+007F-U+009F) and lone
@@ -23,7 +24,7 @@ routes:
 `,
   );
 
-  async function refused(init: RequestInit): Promise<string[]> {
+  async function refused(init: FetchInit): Promise<string[]> {
     const res = await fetch(gw.url('api', '/in'), { method: 'POST', ...init });
     const p = (await res.json()) as { code: string; errors: string[] };
     assert.equal(res.status, 400, JSON.stringify(p));

@@ -5,6 +5,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { openStream } from '../helpers/sse.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { fetch } from '../helpers/http.js';
 
 describe('CloudEvents on Kafka (the CloudEvents Kafka protocol binding)', () => {
   let kafka: KafkaCluster;

@@ -4,6 +4,7 @@ import { CloudEvent, HTTP } from 'cloudevents';
 import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { fetch } from '../helpers/http.js';
 
 /** The cloudevents SDK's view of a request the gateway sent (it throws on anything that is not a valid CloudEvent). */
 function sdkEvent(r: { headers: Record<string, unknown>; body: string }): CloudEvent<unknown> {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
 import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 

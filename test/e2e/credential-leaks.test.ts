@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { type RunningGateway, useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * Credentials never reach an observer (issue #13, docs/security.md): the tap, the log (even with

@@ -6,6 +6,7 @@ import type { Page } from 'playwright-core';
 import { openBrowserPage, type BrowserPage } from '../helpers/browser.js';
 import { post, WsClient } from '../helpers/clients.js';
 import { repoRoot, useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 const TOKEN = 'dashboard-token-42';
 const CONFIG = `

@@ -6,6 +6,7 @@ import { delimiter, join, posix } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse, parseAllDocuments } from 'yaml';
 import { repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 type Instruction = { instruction: string; args: string };
 

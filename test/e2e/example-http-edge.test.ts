@@ -5,6 +5,7 @@ import { before, describe, it } from 'node:test';
 import { eventually, repoRoot, runCli, useGateway } from '../helpers/gateway.js';
 import { freePort } from '../helpers/ports.js';
 import { openStream } from '../helpers/sse.js';
+import { fetch } from '../helpers/http.js';
 
 describe('examples/http-edge.yaml (CloudEvents in, SSE and webhooks out)', () => {
   const yaml = readFileSync(join(repoRoot, 'examples/http-edge.yaml'), 'utf8');

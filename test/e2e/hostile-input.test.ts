@@ -4,6 +4,7 @@ import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { rawHttp } from '../helpers/raw-http.js';
 import { prng } from '../helpers/prng.js';
+import { fetch } from '../helpers/http.js';
 
 const SAMPLES = ['{"id":7,"lumens":640,"tags":["a","b"],"nested":{"x":[1,2,{"y":null}]}}', '[1,2,3,{"a":"b"}]', '"just a string"', '{"text":"h\\u00e9llo \\ud83d\\ude00","n":-0.5e-3}'];
 

@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { fetch } from '../helpers/http.js';
 
 /** curl posting `body` as given (already compressed) with `headers`: its status and answer. */
 function curlPost(url: string, body: Buffer, headers: string[]): Promise<{ status: number; body: any }> {

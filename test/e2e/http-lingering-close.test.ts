@@ -8,6 +8,7 @@ import { useGateway } from '../helpers/gateway.js';
 import { sendPastAnswer } from '../helpers/raw-http.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { tempDir } from '../helpers/reaper.js';
+import { fetch } from '../helpers/http.js';
 
 const MAX_BODY = 65536;
 

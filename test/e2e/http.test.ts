@@ -4,6 +4,7 @@ import { after, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { parseReplies, rawHttpText, rawPost } from '../helpers/raw-http.js';
 import { useGateway } from '../helpers/gateway.js';
+import { fetch, type ReplyHeaders } from '../helpers/http.js';
 
 const config = `
 version: 1
@@ -98,7 +99,7 @@ const lightSchema = JSON.stringify({
 });
 
 /** Every error body is RFC 9457 problem+json with these members. */
-function assertProblem(reply: { status: number; headers: Headers; body: any }, status: number, code: string): void {
+function assertProblem(reply: { status: number; headers: ReplyHeaders; body: any }, status: number, code: string): void {
   assert.equal(reply.status, status);
   assert.equal(reply.headers.get('content-type'), 'application/problem+json');
   assert.equal(reply.body.status, status);
@@ -338,7 +339,7 @@ describe('HTTP publish (spec §4)', () => {
 
     it('takes a body with no content type as JSON', async () => {
       const out = await listen('/out/text');
-      const res = await fetch(gw.url('api', '/text'), { method: 'POST', body: new Blob(['{"a":1}']) });
+      const res = await fetch(gw.url('api', '/text'), { method: 'POST', body: Buffer.from('{"a":1}') });
       assert.equal(res.status, 200);
       assert.deepEqual(await out.next(), { a: 1 });
     });

@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { committedOffsets, endOffsets, kcatConsumeAll, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { fetch } from '../helpers/http.js';
 
 /** The shape of the load, not an assertion: how long a broker stays down, then up, and how often. */
 const FLAPS = 4;

@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { useGateway, type LogLine } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { PAST_DEADLINE, producerErrors, routeCounts } from '../helpers/late-answer.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * A produce request the cluster answers only after `ackTimeoutMs`: the publish is answered 503,

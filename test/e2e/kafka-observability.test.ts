@@ -4,6 +4,7 @@ import { post, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { appendCommitMarker, kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
+import { fetch } from '../helpers/http.js';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';

@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { startGateway, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { fetch } from '../helpers/http.js';
 
 const ACK_TIMEOUT_MS = 1500;
 

@@ -5,6 +5,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape } from '../helpers/prometheus.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { fetch } from '../helpers/http.js';
 
 const TOKEN = 'tap-token-client-left';
 const SCHEMA = '{ type: object, required: [id], properties: { id: { type: integer } } }';

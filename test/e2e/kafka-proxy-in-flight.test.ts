@@ -8,6 +8,7 @@ import { makeCertificates } from '../helpers/certificates.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { metadataRequest, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { fetch } from '../helpers/http.js';
 
 const TOKEN = 'tap-token-in-flight';
 

@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { eventually, type RunningGateway, startGateway, useGateway } from '../helpers/gateway.js';
 import { committedOffsets, endOffsets, kcatConsume, kcatConsumeAll, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { fetch } from '../helpers/http.js';
 
 const { CompressionCodecs, CompressionTypes } = kafkajs;
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { type LogLine, useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 const TOKEN = 'admin-token-never-logged-7f3a';
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';

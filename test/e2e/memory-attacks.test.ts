@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { RawWsClient, WsClient } from '../helpers/clients.js';
 import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * Memory a client could grow without bound (issue #13, docs/security.md "Memory bounds"): each

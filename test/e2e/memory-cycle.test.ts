@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 /** How long one answer may take before the gateway counts as unresponsive (a bound, not a timing). */
 const ANSWER_BOUND_MS = 10_000;

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { scrape, scrapeUntil, type Scrape } from '../helpers/prometheus.js';
+import { fetch } from '../helpers/http.js';
 
 const SCHEMA = '{ type: object, required: [n], properties: { n: { type: integer, minimum: 0 } } }';
 

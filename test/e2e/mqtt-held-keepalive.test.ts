@@ -4,6 +4,7 @@ import { useGateway } from '../helpers/gateway.js';
 import { MosquittoPubStream, mosquittoPub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { fetch } from '../helpers/http.js';
 
 /** keepaliveSeconds of the gateway's broker: mqtt.js pings after 1 × it idle and gives the connection up at 1.5 × it without a packet read (2 s leaves a PINGRESP 1 s on a busy machine). */
 const KEEPALIVE_S = 2;

@@ -5,6 +5,7 @@ import { lateAnswerRoutes, pastDeadline, storedOnceDespiteLateAnswer } from '../
 import { MosquittoSub } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * A consume route (memory → mqtt) whose PUBACK comes after `ackTimeoutMs`: mosquitto took the

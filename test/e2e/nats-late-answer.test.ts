@@ -5,6 +5,7 @@ import { lateAnswerRoutes, pastDeadline, routeCounts, storedOnceDespiteLateAnswe
 import { RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * A consume route (memory → a JetStream stream) whose PubAck comes after `ackTimeoutMs`: the

@@ -8,6 +8,7 @@ import { RawNats, type NatsReceived } from '../helpers/peers.js';
 import { scrape } from '../helpers/prometheus.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { fetch } from '../helpers/http.js';
 
 /** What a describe below runs against, started before its tests and stopped after them (jetStreamPeers). */
 interface JetStreamPeers {

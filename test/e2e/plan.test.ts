@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { makeCertificates } from '../helpers/certificates.js';
 import { WsClient } from '../helpers/clients.js';
 import { cliPath, repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 

@@ -6,6 +6,7 @@ import { MosquittoPubStream, pikaPublish, RawNats } from '../helpers/peers.js';
 import { startMosquittoLogged, type LoggedMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
 import { everyOnceInOrder, WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * A reload that rebuilds a consume route but asks the same of the same broker (only a step

@@ -3,6 +3,7 @@ import { afterEach, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { freePort, holdPort } from '../helpers/ports.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * A reload whose new config is valid but cannot be put in place: the listener must move to a new

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, type LogLine } from '../helpers/gateway.js';
 import { pipelineConfig, pipelineFixture } from '../helpers/pipeline.js';
+import { fetch } from '../helpers/http.js';
 
 describe('hot reload (spec §6): sockets and traffic', () => {
   const f = pipelineFixture();

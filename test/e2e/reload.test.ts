@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { eventually } from '../helpers/gateway.js';
 import { pipelineConfig, pipelineFixture, reloaded } from '../helpers/pipeline.js';
+import { fetch } from '../helpers/http.js';
 
 describe('hot reload (spec §6): config changes', () => {
   const f = pipelineFixture();

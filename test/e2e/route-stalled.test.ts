@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { fetch } from '../helpers/http.js';
 
 interface RouteStatus {
   name: string;

@@ -7,6 +7,7 @@ import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.
 import { HeldTarget } from '../helpers/held-target.js';
 import { freePort } from '../helpers/ports.js';
 import { idleConnection, parseReplies, rawHttpText, rawPost, type RawReply } from '../helpers/raw-http.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * A client that pipelines: several POSTs written back to back on one connection before any

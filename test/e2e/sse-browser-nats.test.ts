@@ -5,6 +5,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * A browser's EventSource on a stream fed from a JetStream subject: after a cut connection it

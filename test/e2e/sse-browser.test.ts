@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { eventsAcrossACut, openBrowserPage, type BrowserPage } from '../helpers/browser.js';
 import { useGateway } from '../helpers/gateway.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { fetch } from '../helpers/http.js';
 
 describe('Server-Sent Events in headless Chromium (EventSource)', () => {
   let proxy: TcpProxy;

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { prng } from '../helpers/prng.js';
 import { follow } from '../helpers/sse.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * Bursts (CloudEvents batches and concurrent single POSTs) while several clients drop their stream

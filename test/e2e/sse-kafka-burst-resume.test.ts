@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { eventually } from '../helpers/gateway.js';
 import { prng } from '../helpers/prng.js';
 import { follow, useSseKafka } from '../helpers/sse.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * sse-burst-resume on a 3-partition Kafka topic: the route's consumer delivers behind the POST

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { eventually } from '../helpers/gateway.js';
 import { openStream, useSseKafka } from '../helpers/sse.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * A live event that arrives while a client is being replayed waits until the replay is over. Its

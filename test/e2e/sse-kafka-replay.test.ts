@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { eventually } from '../helpers/gateway.js';
 import { testClient } from '../helpers/kafka.js';
 import { openStream, useSseKafka, type SseEvent } from '../helpers/sse.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * An event-stream resume reads the Kafka topic without a consumer group (ListOffsets and Fetch to

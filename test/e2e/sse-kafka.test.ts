@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { appendCommitMarker, endOffsets, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { openStream, useSseKafka } from '../helpers/sse.js';
+import { fetch } from '../helpers/http.js';
 
 describe('Server-Sent Events from a Kafka topic', () => {
   const { gw } = useSseKafka('sse');

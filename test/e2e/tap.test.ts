@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { rawHttp } from '../helpers/raw-http.js';
+import { fetch } from '../helpers/http.js';
 
 const TOKEN = 'tap-token-1234';
 const SCHEMA = '{ type: object, required: [qty], properties: { qty: { type: integer, minimum: 1 } } }';

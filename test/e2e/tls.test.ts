@@ -6,6 +6,7 @@ import type { TLSSocket } from 'node:tls';
 import { makeCertificates } from '../helpers/certificates.js';
 import { WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 interface HttpsReply {
   status: number;

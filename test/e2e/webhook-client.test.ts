@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
 import { makeCertificates } from '../helpers/certificates.js';
 import { useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 interface Seen {
   head: string;

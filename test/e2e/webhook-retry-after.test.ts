@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { useGateway } from '../helpers/gateway.js';
+import { fetch } from '../helpers/http.js';
 
 /**
  * `Retry-After` comes as delay-seconds or as an HTTP-date (RFC 9110 §10.2.3). The endpoint below

@@ -8,6 +8,7 @@ import { WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver, type Received } from '../helpers/webhook-receiver.js';
 import { conforms } from '../helpers/wire-formats.js';
+import { fetch } from '../helpers/http.js';
 
 const SECRET = `whsec_${Buffer.from('a secret of thirty-two bytes, ok').toString('base64')}`;
 

@@ -7,6 +7,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { rawHttp } from '../helpers/raw-http.js';
 import { openStream } from '../helpers/sse.js';
 import { conforms } from '../helpers/wire-formats.js';
+import { fetch } from '../helpers/http.js';
 
 const config = `
 version: 1

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { createRequire } from 'node:module';
 import type WsModule from 'ws';
+import { fetch, type ReplyHeaders } from './http.js';
 
 // ws is CommonJS: required, its files load as they are; imported, Node runs each through its
 // CommonJS export scanner first (~50 ms of CPU of each of the ~80 test files that use this module).
@@ -8,7 +9,7 @@ const WebSocket = createRequire(import.meta.url)('ws') as typeof WsModule;
 
 export interface HttpReply {
   status: number;
-  headers: Headers;
+  headers: ReplyHeaders;
   body: any;
   text: string;
 }

@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { after, afterEach, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { killOnExit, tempDir } from './reaper.js';
+import { fetch } from './http.js';
 
 /** The repository root (this file runs from dist/test/helpers). */
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));

@@ -3,6 +3,7 @@ import { WsClient } from './clients.js';
 import { eventually, type LogLine, type RunningGateway } from './gateway.js';
 import { scrape, type Scrape } from './prometheus.js';
 import type { TcpProxy } from './tcp-proxy.js';
+import { fetch } from './http.js';
 
 /**
  * The routes of a late-answer test: POST /in parks `{n}` on a memory topic, and the consume route

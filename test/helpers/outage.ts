@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { HttpReply } from './clients.js';
 import type { RunningGateway } from './gateway.js';
+import { fetch } from './http.js';
 
 export async function readyz(gw: RunningGateway): Promise<{ status: number; body: any }> {
   const res = await fetch(`${gw.adminUrl}/readyz`);

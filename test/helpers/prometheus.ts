@@ -1,3 +1,5 @@
+import { fetch } from './http.js';
+
 /** One scrape of a Prometheus text endpoint, parsed (exposition format 0.0.4). */
 export interface Scrape {
   text: string;
