@@ -9,19 +9,22 @@ import { post } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { prng } from '../helpers/prng.js';
 import { tempDir } from '../helpers/reaper.js';
+import { fetch } from '../helpers/http.js';
 
 /**
- * Seeded, time-bounded fuzzing of `PUT /admin/asyncapi` (issue #13), beside the body and frame
+ * Seeded fuzzing of `PUT /admin/asyncapi` (issue #13), beside the body and frame
  * fuzzing of hostile-input.test.ts: random documents and `$ref` shapes, each of which must be
  * answered (200, 409, 413 or 422) without reading outside the config's directory, reaching the
  * network, or showing a path of the host; the data plane answers throughout.
  */
 const SEED = Number(process.env.EVENTGATE_FUZZ_SEED ?? 13);
-const BUDGET_MS = 20_000;
+// A fixed number, not a time budget: every machine tries the same uploads (~10 s of this run's
+// share of 2 cores; it was 20 s of whatever fitted, ~450 uploads on a quiet machine, fewer in CI).
+const UPLOADS = 200;
 const TOKEN = 'fuzz-admin-token';
 const SECRET = 'fuzz-secret-value-31337';
 
-describe(`AsyncAPI upload fuzzing (seed ${SEED}, ${BUDGET_MS / 1000} s)`, () => {
+describe(`AsyncAPI upload fuzzing (seed ${SEED}, ${UPLOADS} uploads)`, () => {
   let outside: string;
   const hits: string[] = [];
   const internal = createServer((req, res) => {
@@ -140,10 +143,9 @@ routes:
       return text;
     };
 
-    const started = Date.now();
     let count = 0;
     const seen = new Map<number, number>();
-    while (Date.now() - started < BUDGET_MS) {
+    while (count < UPLOADS) {
       const body = mutate(pick(docs)());
       const res = await fetch(`${gw.adminUrl}/admin/asyncapi`, { method: 'PUT', body, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/yaml' } });
       const text = await res.text();
@@ -160,7 +162,7 @@ routes:
     assert.deepEqual(hits, [], 'no upload made the gateway fetch anything');
     const inForce = await (await fetch(`${gw.adminUrl}/admin/asyncapi`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
     assert.ok(!inForce.includes(SECRET));
-    // How many fit in the budget depends on the machine; the seed decides which ones they are.
-    assert.ok(count > 0);
+    // Both answers must have come up, or the documents no longer reach the parser's two outcomes.
+    assert.ok((seen.get(200) ?? 0) > 0 && (seen.get(422) ?? 0) > 0, JSON.stringify([...seen]));
   });
 });
