@@ -61,3 +61,8 @@ export function approxValueBytes(value: unknown): number {
 function scalarBytes(x: unknown): number {
   return typeof x === 'string' ? 2 * x.length + SCALAR_BYTES : SCALAR_BYTES;
 }
+
+/** A size for a detail: in MiB, or in KiB below one MiB, so a small limit does not read as "0.0 MiB". */
+export function sizeText(bytes: number): string {
+  return bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}

@@ -6,7 +6,8 @@ import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiteral
 import { type Problem, problem } from '../core/errors.js';
 import type { Message, MessageContext } from '../core/message.js';
 import { attributesOf, CE_SPECVERSION } from '../codecs/cloudevents.js';
-import { approxValueBytes, CONTAINER_BYTES, SCALAR_BYTES } from '../core/heap-size.js';
+import { approxValueBytes, sizeText } from '../core/heap-size.js';
+import { boundedRange, boundRanges, namesEval, oversizedRange, RANGE_FUNCTION, rangeToCall } from './range.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */
 export interface ExpressionLimits {
@@ -138,11 +139,19 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   if (range) throw new ExpressionSyntaxError(range.message, range.index);
   const where = `expression ${JSON.stringify(source.length > 60 ? `${source.slice(0, 57)}...` : source)}${origin ? ` at ${origin}` : ''}`;
   const fast = compileFastPath(compiled.ast());
-  compiled.assign(EVALUATE_ENTRY as unknown as string, yieldingEntry());
+  const readsVariables = hasVariable(compiled.ast());
+  // Ranges are held to maxResultBytes before they are made (range.ts), once the checks above have
+  // read the AST as JSONata wrote it; an expression without `..` or `$eval` is left as it was.
+  const ranges = boundRanges(compiled.ast());
+  const evals = namesEval(compiled.ast());
+  if (ranges || evals) compiled.registerFunction(RANGE_FUNCTION, boundedRange(maxResultBytes));
+  const entry = yieldingEntry();
+  // `$eval` parses its text when it runs: its ranges are changed as each node is entered.
+  compiled.assign(EVALUATE_ENTRY as unknown as string, evals ? (expr: object, input: unknown, env: { base: object }) => (rangeToCall(expr), entry(expr, input, env)) : entry);
   compiled.registerFunction('pad', boundedPad(maxResultBytes), '<s-ns?:s>');
   return {
     source,
-    readsVariables: hasVariable(compiled.ast()),
+    readsVariables,
     evaluateSync: fast
       ? (input, bindings) => {
           const v = fast(input, bindings);
@@ -177,38 +186,6 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
       return result;
     },
   };
-}
-
-/**
- * The first range of two number literals (`[1..10000000]`) whose array alone is larger than
- * expressions.maxResultBytes, as the result's size is estimated: JSONata makes it whole in one
- * step (up to 10^7 numbers, ~0.7 s and ~370 MB), which the time box cannot stop, for every
- * message. `index`: the `..`. A range with a computed end is bounded by the time box only.
- */
-function oversizedRange(ast: unknown, maxResultBytes: number): { index: number; message: string } | undefined {
-  const stack = [ast];
-  while (stack.length > 0) {
-    const n = stack.pop();
-    if (n === null || typeof n !== 'object') continue;
-    const node = n as { type?: string; value?: unknown; position?: number; lhs?: { type?: string; value?: unknown }; rhs?: { type?: string; value?: unknown } };
-    if (node.type === 'binary' && node.value === '..' && node.lhs?.type === 'number' && node.rhs?.type === 'number') {
-      const from = node.lhs.value as number;
-      const to = node.rhs.value as number;
-      const count = Math.max(0, to - from + 1);
-      const bytes = count * SCALAR_BYTES + CONTAINER_BYTES;
-      const index = Math.max(0, (node.position ?? 2) - 2);
-      // JSONata refuses a range of more than 10^7 numbers (D2014) when it meets one: every message would fail.
-      if (count > 1e7) return { index, message: `the range [${from}..${to}] has more than 10000000 numbers, which JSONata refuses: every message would fail here` };
-      if (bytes > maxResultBytes) {
-        return {
-          index,
-          message: `the range [${from}..${to}] makes an array of ${count} numbers, about ${sizeText(bytes)} in memory, more than expressions.maxResultBytes (${sizeText(maxResultBytes)}); JSONata builds a range whole, in one step the time box cannot stop, for every message`,
-        };
-      }
-    }
-    for (const v of Object.values(node)) if (v !== null && typeof v === 'object') stack.push(v);
-  }
-  return undefined;
 }
 
 /**
@@ -317,11 +294,6 @@ function yieldingEntry(): (expr: unknown, input: unknown, env: { base: object })
       }),
     );
   };
-}
-
-/** A size for a detail: in MiB, or in KiB below one MiB, so a small limit does not read as "0.0 MiB". */
-function sizeText(bytes: number): string {
-  return bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 function describeFailure(e: JsonataError, limits: ExpressionLimits): string {

@@ -134,6 +134,10 @@ routes:
     from: {listener: api, path: /huge}
     through: [{transform: '$pad("", n, $exists(fill) ? fill : "x")'}]
     to: {broker: local, topic: out}
+  - name: range
+    from: {listener: api, path: /range}
+    through: [{transform: '{"numbers": $count([first..$number($headers."x-last")])}'}]
+    to: {broker: local, topic: out}
   - name: lambda
     from: {listener: api, path: /lambda}
     through: [{transform: '($twice := function($x){ $x * 2 }; $twice)'}]
@@ -191,6 +195,21 @@ routes:
       assert.equal(r.body.detail, `transform failed: $pad to a width of ${n} would make a string larger than expressions.maxResultBytes (16.0 MiB)`);
     }
     assert.equal((await post(gw.url('api', '/huge'), { n: 1000 })).status, 200);
+  });
+
+  it('fails a range whose end a header sets past expressions.maxResultBytes before making it, and sends the ones under it', async () => {
+    // JSONata made [1..10000000] whole in one step of ~0.7 s and ~370 MB, which the time box cannot stop.
+    const out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
+    assert.equal((await post(gw.url('api', '/range'), { first: 1 }, { 'x-last': '1000' })).status, 200);
+    const r = await post(gw.url('api', '/range'), { first: 1 }, { 'x-last': '10000000' });
+    assert.equal(r.status, 500, r.text);
+    assert.equal(r.body.code, 'EG_EXPRESSION_FAILED');
+    assert.equal(r.body.detail, 'transform failed: the range [1..10000000] would make an array of 10000000 numbers (about 152.6 MiB) larger than expressions.maxResultBytes (16.0 MiB)');
+    // The next request is answered, and [5..1] is empty, as in JSONata.
+    assert.equal((await post(gw.url('api', '/range'), { first: 5 }, { 'x-last': '1' })).status, 200);
+    assert.deepEqual((await out.next()).value, { numbers: 1000 });
+    assert.deepEqual((await out.next()).value, { numbers: 0 });
+    out.close();
   });
 
   it('fails a division by zero with 500 instead of sending null, over HTTP and WebSocket', async () => {

@@ -236,7 +236,7 @@ describe('eventgate validate catches what would only fail at run time', () => {
     const r = await validate(config('expressions: {}', '{"n": $count([1..10000000])}', '{"n": $count([0, 5..20000000])}'));
     assert.equal(r.code, 1);
     assert.deepEqual(r.lines, [
-      'gateway.yaml:9:36: JSONata expression does not compile: the range [1..10000000] makes an array of 10000000 numbers, about 152.6 MiB in memory, more than expressions.maxResultBytes (16.0 MiB); JSONata builds a range whole, in one step the time box cannot stop, for every message',
+      'gateway.yaml:9:36: JSONata expression does not compile: the range [1..10000000] makes an array of 10000000 numbers, about 152.6 MiB in memory, more than expressions.maxResultBytes (16.0 MiB): every message would fail here',
       'gateway.yaml:10:39: JSONata expression does not compile: the range [5..20000000] has more than 10000000 numbers, which JSONata refuses: every message would fail here',
     ]);
     const fine = await validate(config('expressions: { maxResultBytes: 1073741824 }', '{"n": $count([1..10000000])}', '{"n": $count([1..1000])}', '{"n": $count([1..n])}'));

@@ -39,3 +39,77 @@ describe('the detail of a result over expressions.maxResultBytes', () => {
     for (const [src, expected] of cases) assert.equal(await compileExpression(src, limits).evaluate({}, {}), expected, src);
   });
 });
+
+describe('ranges held to expressions.maxResultBytes before they are made', () => {
+  // 1 MiB: 65 531 numbers at 16 bytes and 72 for the array.
+  const limits = { ...defaultExpressionLimits, maxResultBytes: 1 << 20 };
+  const failure = (src: string, input: unknown) =>
+    compileExpression(src, limits)
+      .evaluate(input, {})
+      .then(
+        (v) => assert.fail(`${src} on ${JSON.stringify(input)} gave ${JSON.stringify(v)}`),
+        (e: unknown) => {
+          assert.ok(e instanceof ExpressionEvaluationError);
+          return e.message;
+        },
+      );
+
+  it('fails a range whose end the message sets past the bound, in $pad words, without making it (JSONata made [1..10000000] in one step of ~0.7 s)', async () => {
+    // $count: the result stays small, so only the bound on the range itself can fail these.
+    assert.equal(
+      await failure('$count([1..n])', { n: 10_000_000 }),
+      'the range [1..10000000] would make an array of 10000000 numbers (about 152.6 MiB) larger than expressions.maxResultBytes (1.0 MiB)',
+    );
+    assert.equal(
+      await failure('$count([-5..$count(xs)])', { xs: Array(70_000).fill(0) }),
+      'the range [-5..70000] would make an array of 70006 numbers (about 1.1 MiB) larger than expressions.maxResultBytes (1.0 MiB)',
+    );
+    assert.equal(
+      await failure('$count([1..$number(s)])', { s: '65532' }),
+      'the range [1..65532] would make an array of 65532 numbers (about 1.0 MiB) larger than expressions.maxResultBytes (1.0 MiB)',
+    );
+    assert.equal(await compileExpression('$count([1..$number(s)])', limits).evaluate({ s: '65531' }, {}), 65_531);
+    // A range JSONata itself refuses (D2014) under a bound set past it is still refused in its words.
+    assert.match(await failure('$count([1..n])', { n: 20_000_000 }), /larger than expressions\.maxResultBytes/);
+    const wide = { ...defaultExpressionLimits, maxResultBytes: 1 << 30 };
+    const d2014 = await compileExpression('$count([1..n])', wide)
+      .evaluate({ n: 20_000_000 }, {})
+      .then(
+        () => assert.fail('past 10^7'),
+        (e: ExpressionEvaluationError) => e,
+      );
+    assert.equal(d2014.code, 'D2014');
+    // A range $eval reads from the message is held too.
+    assert.equal(
+      await failure('$count($eval("[1.." & n & "]"))', { n: 10_000_000 }),
+      'Dynamic error evaluating the expression passed to function eval: "the range [1..10000000] would make an array of 10000000 numbers (about 152.6 MiB) larger than expressions.maxResultBytes (1.0 MiB)"',
+    );
+    assert.equal(await compileExpression('$count($eval("[1.." & n & "]"))', limits).evaluate({ n: 1000 }, {}), 1000);
+  });
+
+  it('bounds the ranges of one evaluation together, so ranges nested in a path cannot multiply past it, and evaluations apart', async () => {
+    // 64 KiB: 4091 numbers. Each range here is under it; [1..1000000].[1..1000000] (each under the
+    // default bound) reached ~930 MB before the time box stopped it.
+    const small = { ...limits, maxResultBytes: 1 << 16 };
+    const fails = (src: string, input: unknown) =>
+      compileExpression(src, small)
+        .evaluate(input, {})
+        .then(
+          (v) => assert.fail(`${src} gave ${JSON.stringify(v)}`),
+          (e: ExpressionEvaluationError) => e.message,
+        );
+    assert.equal(
+      await fails('$count([1..$$.n].[1..$$.n])', { n: 3000 }),
+      'the range [1..3000] would make an array of 3000 numbers (about 46.9 KiB) that, with the ranges this evaluation made before it (46.9 KiB), is larger than expressions.maxResultBytes (64.0 KiB)',
+    );
+    assert.equal(
+      await fails('$sum([1..70].$count([1..70]))', {}),
+      'the range [1..70] would make an array of 70 numbers (about 1.2 KiB) that, with the ranges this evaluation made before it (62.9 KiB), is larger than expressions.maxResultBytes (64.0 KiB)',
+    );
+    assert.equal(await compileExpression('$sum([1..60].$count([1..60]))', small).evaluate({}, {}), 3600);
+    // Two evaluations at once, and one after them, each have the whole bound.
+    const expr = compileExpression('$count([1..n])', small);
+    assert.deepEqual(await Promise.all([expr.evaluate({ n: 3000 }, {}), expr.evaluate({ n: 3000 }, {})]), [3000, 3000]);
+    assert.equal(await expr.evaluate({ n: 4091 }, {}), 4091);
+  });
+});
