@@ -299,7 +299,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
             maximum: 1_073_741_824,
             default: 16_777_216,
             description:
-              'Largest result one evaluation may make, in estimated memory (2 bytes per character, 72 per array or object); a larger one fails the message (500, dead-letter on consume routes) before it is sent anywhere. One built-in call (`$pad`, `$join`) can make a value of hundreds of MB within the time bound.',
+              'Largest result one evaluation may make, in estimated memory (2 bytes per character, 72 per array or object); a larger one fails the message (500, dead-letter on consume routes) before it is sent anywhere. One built-in call (`$pad`, `$join`) or range (`[1..n]`) can make a value of hundreds of MB within the time bound; `$pad` and ranges are held to it before they make theirs.',
           },
         },
       },
