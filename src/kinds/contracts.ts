@@ -469,7 +469,8 @@ export interface BrokerKind<O = unknown, C = O> {
   /** Whether a running broker can take `after` through reconfigure() instead of being replaced. */
   canReconfigure(before: C, after: C): boolean;
   /**
-   * The options canReconfigure() lets change in place ('all': any), for `eventgate plan --admin`,
+   * The options canReconfigure() lets change in place ('all': any; a dotted path names a nested
+   * one, `producer.ackTimeoutMs`), for `eventgate plan --admin`,
    * which knows the running config by hashes only: it compares a hash of the other options.
    * Without it a changed broker counts as replaced there.
    */

@@ -1,6 +1,7 @@
 import { isHidden } from '../config/prune.js';
 import type { PathPart } from '../config/source.js';
 import { canonical } from '../core/canonical.js';
+import { withoutKeys } from '../kinds/brokers/in-place.js';
 import type { BrokerCompileContext, ListenerCompileContext } from '../kinds/contracts.js';
 import type { CompileContext } from './context.js';
 import type { AdminPlan, ComponentPlan, ListenerPlan } from './types.js';
@@ -21,7 +22,7 @@ export function compileBrokers(ctx: CompileContext): Map<string, ComponentPlan> 
     const key = files.length === 0 ? canonical(options) : canonical({ options, files: ctx.fileKeys(files) });
     // The options as written (not compiled: a default such as mqtt's hostname-based clientId would differ between machines).
     const inPlace = kind.inPlaceOptions;
-    const kept = inPlace === 'all' ? {} : Object.fromEntries(Object.entries(options).filter(([k]) => !inPlace?.includes(k)));
+    const kept = inPlace === 'all' ? {} : withoutKeys(options, inPlace ?? []);
     const replaceKey = inPlace === undefined ? undefined : canonical({ options: kept, files: inPlace === 'all' ? [] : ctx.fileKeys(files) });
     brokers.set(name, { name, kind: options.kind, options: (compiled ?? options) as Record<string, unknown>, key, ...(replaceKey !== undefined && { replaceKey }) });
   }

@@ -67,7 +67,7 @@ routes:
 
 /**
  * A consume route whose target's produce answers come later than `ackTimeoutMs` but within
- * kafkajs' request timeout (producer.ts, lateAnswerMs): its try fails at the deadline, and the
+ * kafkajs' request timeout (produce-request.ts, lateAnswerMs): its try fails at the deadline, and the
  * route waits for that write's real outcome before trying again. The cluster took it, so the
  * record is delivered and not written again: once per target. Before, each try (1 s deadline, then
  * backoff) wrote one more copy while the answers stayed late (docs/spec-checklist.md, point 62).

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { post } from '../helpers/clients.js';
 import { eventually, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatConsumeAll, kcatProduce, produceRaw, recordBatch, startKafka, type KafkaCluster, KeyedStream, type Numbered } from '../helpers/kafka.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -19,9 +20,9 @@ async function plan(old: string, now: string): Promise<string> {
   return r.stdout;
 }
 
-describe('a Kafka route halted at an undecodable batch, given a deadletter by a reload', () => {
+describe('a Kafka route halted at an undecodable batch, given a deadletter by a reload; then producer keys changed in place', () => {
   let kafka: KafkaCluster;
-  const t = { in: '', out: '', dead: '' };
+  const t = { in: '', out: '', dead: '', late: '' };
   const group = 'eventgate-strict';
   before(async () => {
     // One broker: it leads every partition, so a raw Produce request can go to it.
@@ -31,16 +32,26 @@ describe('a Kafka route halted at an undecodable batch, given a deadletter by a 
       await kafka.createTopic(t[k], 1);
     }
   });
-  const config = (deadletter: boolean) => `
+  // Sessions outlast the 3.5 s answers of the last test (the one broker is also the group's coordinator).
+  const config = (deadletter: boolean, producer = 'ackTimeoutMs: 1000') => `
 version: 1
 admin: { port: 0 }
 brokers:
-  kafka: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }
+  kafka:
+    kind: kafka
+    brokers: "${kafka.bootstrap}"
+    producer: { lingerMs: 1, ${producer} }
+    consumer: { sessionTimeoutMs: 10000, heartbeatIntervalMs: 500, rebalanceTimeoutMs: 4000, maxWaitMs: 100 }
+listeners:
+  api: { kind: http, port: 0 }
 routes:
   - name: strict
     from: { broker: kafka, topic: ${t.in} }
     to: { broker: kafka, topic: ${t.out} }
-${deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
+${deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}  - name: late
+    from: { listener: api, path: /late }
+    to: { broker: kafka, topic: ${t.late} }
+`;
   const gw = useGateway(() => config(false));
   after(async () => {
     await kafka?.stop();
@@ -81,6 +92,49 @@ ${deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
         .filter((l) => l.route === 'strict' && /handed over|consumer joined|consumer stopped;/.test(l.msg))
         .map((l) => l.msg),
       ['subscription handed over to the rebuilt route'],
+    );
+  });
+
+  // Point 285 of docs/spec-checklist.md: any changed key replaced a kafka broker (a new producer,
+  // every consume route rejoining its group). Keys read per produce request now apply in place.
+  it('reconfigures the broker in place when only producer keys change (plan says so, --admin too): the member kept, the next publish has the new deadline, and its request is not sent again before it', async () => {
+    const now = config(true, 'ackTimeoutMs: 2500, compression: gzip');
+    const said = await plan(config(true), now);
+    assert.match(said, /^ {2}~ broker kafka \(reconfigured in place\)$/m);
+    assert.doesNotMatch(said, /consumer group|route strict/);
+    const running = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: tempFiles({ 'new.yaml': now }) });
+    assert.equal(running.code, 2, running.stdout + running.stderr);
+    assert.match(running.stdout, /^ {2}~ broker kafka \(reconfigured in place\)$/m);
+    assert.doesNotMatch(running.stdout, /consumer group|route strict/);
+
+    assert.equal((await post(gw.url('api', '/late'), { n: 0 })).status, 200);
+    const from = gw.logs.length;
+    const joins = kafka.joinRequests();
+    const leaves = kafka.leaves(group);
+    assert.equal((await gw.reconfigure(now)).msg, 'config reloaded');
+    await kcatProduce(kafka.bootstrap, t.in, [{ key: 'a', value: '{"n":3}' }]);
+    await kcatConsume(kafka.bootstrap, t.out, 3, 30000);
+
+    // Answers 3.5 s late: after the new deadline (2.5 s), past the 2 s kafkajs' client was made
+    // to wait for (twice the 1 s it had); a request given up then would be sent again, and written twice.
+    const sent = kafka.produceRequests();
+    await kafka.delayAnswers(1, 3500);
+    const late = await post(gw.url('api', '/late'), { n: 1 });
+    await kafka.delayAnswers(1, 0);
+    assert.equal(late.status, 503, late.text);
+    assert.match(late.text, /within 2500 ms/);
+    // Sent after the request before it was answered (one produce request per partition at a time).
+    assert.equal((await post(gw.url('api', '/late'), { n: 2 })).status, 200);
+    assert.equal(kafka.produceRequests(), sent + 2, 'the late request was not sent again');
+    assert.deepEqual(
+      (await kcatConsumeAll(kafka.bootstrap, t.late)).map((r) => (JSON.parse(r.value!) as { n: number }).n),
+      [0, 1, 2],
+    );
+    assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
+    assert.equal(kafka.leaves(group), leaves, 'no LeaveGroup request');
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => /consumer joined|consumer stopped;|kafka broker connected|timed out/.test(l.msg)),
+      [],
     );
   });
 });

@@ -184,6 +184,33 @@ routes:
     assert.deepEqual(ops(moved.brokers), { keep: ['a', 'n'], replace: ['m'] });
   });
 
+  it('reconfigures a kafka broker in place when only producer keys read per request or the probe period changed (nested keys), and replaces it for any other', async () => {
+    const compile = workspace();
+    const kafka = (extra = '') => `
+version: 1
+brokers:
+  k: { kind: kafka, brokers: "127.0.0.1:9092"${extra} }
+routes:
+  - { name: fromK, from: { broker: k, topic: in, group: g }, to: { broker: k, topic: out } }
+`;
+    const before = await compile(kafka());
+    for (const extra of [', producer: { ackTimeoutMs: 2500 }', ', producer: { acks: leader, lingerMs: 5, maxBatchRecords: 10, maxBatchBytes: 2048, compression: zstd }, healthCheckIntervalMs: 500']) {
+      const d = diffPlans(before, await compile(kafka(extra)), registry);
+      assert.deepEqual(ops(d.brokers), { reconfigure: ['k'] }, extra);
+      assert.deepEqual(ops(d.routes), { keep: ['fromK'] }, extra);
+    }
+    for (const extra of [
+      ', producer: { ackTimeoutMs: 2500, idempotent: true }',
+      ', producer: { ackTimeoutMs: 2500 }, consumer: { maxWaitMs: 200 }',
+      ', connectionTimeoutMs: 1000',
+      ', clientId: other',
+    ]) {
+      const d = diffPlans(before, await compile(kafka(extra)), registry);
+      assert.deepEqual(ops(d.brokers), { replace: ['k'] }, extra);
+      assert.deepEqual(ops(d.routes), { replace: ['fromK'] }, extra);
+    }
+  });
+
   it('adds and removes routes by name', async () => {
     const compile = workspace();
     const a = await compile(config(), { 'schemas/s.json': schema(1) });

@@ -165,9 +165,14 @@ export class AckDeadlines {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly ms: number,
+    readonly ms: number,
     private readonly broker: string,
   ) {}
+
+  /** Whether a publish still waits here (one the timer has not expired; settled ones go when it fires). */
+  get waiting(): boolean {
+    return this.head.next !== this.head;
+  }
 
   /** `onExpire` runs when the deadline passes first (to forget what waits for the acknowledgement). */
   within<T>(pending: Promise<T>, onExpire?: () => void): Promise<T> {

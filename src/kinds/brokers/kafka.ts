@@ -7,6 +7,7 @@ import type { KafkaBroker } from './kafka/broker.js';
 import { clientTlsOptions, compileTls } from './tls.js';
 import { whenUsed } from '../when-used.js';
 import { kafkaTopicProblem } from './kafka/topics.js';
+import { onlyInPlaceChanged } from './in-place.js';
 
 const ms = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -66,7 +67,7 @@ const options = kindOptions('kafka', {
         ackTimeoutMs: ms(
           5000,
           1,
-          'A publish not acknowledged by then fails: HTTP 503, WebSocket error frame, retry for consume routes, which first wait for the late answer (the Kafka client request timeout is twice this, at least 1 s more; taken: not written again). A produce request all of whose publishes failed so is not sent again (an idempotent producer sends it again; the cluster drops the copy); one with publishes still waiting is, the failed ones with it.',
+          'A publish not acknowledged by then fails: HTTP 503, WebSocket error frame, retry for consume routes, which first wait for the late answer (the Kafka client request timeout is twice this, at least 1 s more; taken: not written again). A produce request all of whose publishes failed so is not sent again (an idempotent producer sends it again; the cluster drops the copy); one with publishes still waiting is, the failed ones with it. A reload may change it in place: the next publish has the new deadline, and a produce request waits for the longer of the new request timeout and the one the client was made with, so none is given up and sent again before the deadlines of its records.',
         ),
       },
       {
@@ -109,6 +110,15 @@ const options = kindOptions('kafka', {
     ),
   ),
 });
+
+/**
+ * Keys the producer reads per produce request, and the health probe's period
+ * (KafkaBroker.reconfigure applies them): a reload that changes only these keeps the producer,
+ * the consumer group members and every connection. The rest build the kafkajs clients (brokers,
+ * TLS, SASL, connection timeout), decide the producer's kind (`idempotent`) or are the group
+ * members' own (`consumer`).
+ */
+const IN_PLACE = ['producer.ackTimeoutMs', 'producer.acks', 'producer.lingerMs', 'producer.maxBatchRecords', 'producer.maxBatchBytes', 'producer.compression', 'healthCheckIntervalMs'];
 
 /** The options as written in gateway.yaml (spec §2). */
 type KafkaOptions = Static<typeof options>;
@@ -199,7 +209,7 @@ export const kafkaBroker = defineBroker<typeof options, KafkaSettings>({
   options,
   doc: {
     summary:
-      "A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Each produce request goes to one broker and answers only its records: one broker failing fails only the records it leads, and a publish to a topic that a cluster without auto-create does not have is answered 503 at once, saying so (docs/scaling.md, \"Which records share an outcome\"). A record the cluster refuses for itself is answered as the client's problem, not retried: larger than the broker's `message.max.bytes` or the topic's `max.message.bytes` is a 413 `EG_PAYLOAD_TOO_LARGE`, invalid for the topic (a compacted topic's record without a key) a 400 `EG_INVALID_MESSAGE`, and a consume route dead-letters it; when the cluster refuses a produce request that gathered several records of one partition, each is sent again alone, so one record does not fail the others. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a route with broker targets starts partitions that have no committed offset at the oldest record, so nothing produced before its first start or while it was down is skipped. A record whose chain fails, or a record batch that cannot be decoded (corrupt, or decompressing past `consumer.maxBatchBytes`), goes to the route's `deadletter` and the partition moves on. A Kafka → Kafka copy writes the record's own bytes (value, key, headers) wherever no step changed them: binary values and JSON as its producer spelled it stay byte for byte (docs/scaling.md); every copy, changed or not and through memory topics too, keeps the record's timestamp (its producer's CreateTime, 0 included), while a message published over HTTP or WebSocket gets the time the gateway received it. A consumer that crashes is started again with backoff, and `/readyz` says why meanwhile. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A topic the config names as it is (a route's `from.topic`, `to` or `deadletter`, a validate step's `deadletter`) must be a Kafka topic name, 1 to 249 characters among `A-Z a-z 0-9 . _ -` and not `.` or `..`: another (`orders created`, `orders/created`) is a config error at its line, since a cluster refuses it on every request (`INVALID_TOPIC_EXCEPTION`); a topic computed by an expression is checked per message (500 `EG_EXPRESSION_FAILED`, as any failed expression). A changed kafka broker is replaced on reload; routes that did not change keep their consumers and group membership, and so does a route a reload rebuilds that reads the same `from` (only its steps, targets, `deadletter`, webhook `concurrency` or `orderBy` changed): it takes the member over, no rebalance, and a partition halted at an undecodable batch is resumed and dead-letters it once the route has a `deadletter` (docs/scaling.md, 'Hot reload with several instances').",
+      "A Kafka cluster, through kafkajs. Routes publish to its topics (`to: {broker, topic, key}`, the topic literal or `{expression}`) and consume them (`from: {broker, topic, group}`). Concurrent publishes share produce requests (`lingerMs`) and keep their order per key; a publish not acknowledged within `ackTimeoutMs` fails (HTTP 503), never a hang and never a 200 for a record Kafka did not take. Each produce request goes to one broker and answers only its records: one broker failing fails only the records it leads, and a publish to a topic that a cluster without auto-create does not have is answered 503 at once, saying so (docs/scaling.md, \"Which records share an outcome\"). A record the cluster refuses for itself is answered as the client's problem, not retried: larger than the broker's `message.max.bytes` or the topic's `max.message.bytes` is a 413 `EG_PAYLOAD_TOO_LARGE`, invalid for the topic (a compacted topic's record without a key) a 400 `EG_INVALID_MESSAGE`, and a consume route dead-letters it; when the cluster refuses a produce request that gathered several records of one partition, each is sent again alone, so one record does not fail the others. Consume routes commit an offset only after every target accepted the record (at-least-once), in order per partition; a route with broker targets starts partitions that have no committed offset at the oldest record, so nothing produced before its first start or while it was down is skipped. A record whose chain fails, or a record batch that cannot be decoded (corrupt, or decompressing past `consumer.maxBatchBytes`), goes to the route's `deadletter` and the partition moves on. A Kafka → Kafka copy writes the record's own bytes (value, key, headers) wherever no step changed them: binary values and JSON as its producer spelled it stay byte for byte (docs/scaling.md); every copy, changed or not and through memory topics too, keeps the record's timestamp (its producer's CreateTime, 0 included), while a message published over HTTP or WebSocket gets the time the gateway received it. A consumer that crashes is started again with backoff, and `/readyz` says why meanwhile. `/readyz` reports the broker while it is unreachable, and the gateway reconnects by itself. A topic the config names as it is (a route's `from.topic`, `to` or `deadletter`, a validate step's `deadletter`) must be a Kafka topic name, 1 to 249 characters among `A-Z a-z 0-9 . _ -` and not `.` or `..`: another (`orders created`, `orders/created`) is a config error at its line, since a cluster refuses it on every request (`INVALID_TOPIC_EXCEPTION`); a topic computed by an expression is checked per message (500 `EG_EXPRESSION_FAILED`, as any failed expression). A changed kafka broker is replaced on reload, unless every key changed is one read per produce request (`producer.ackTimeoutMs`, `acks`, `lingerMs`, `maxBatchRecords`, `maxBatchBytes`, `compression`) or `healthCheckIntervalMs`: those apply in place from the next publish, the producer, its connections and every consume route's group member kept (no rebalance; docs/scaling.md, 'What else a reload or a stop does'). Routes that did not change keep their consumers and group membership, and so does a route a reload rebuilds that reads the same `from` (only its steps, targets, `deadletter`, webhook `concurrency` or `orderBy` changed): it takes the member over, no rebalance, and a partition halted at an undecodable batch is resumed and dead-letters it once the route has a `deadletter` (docs/scaling.md, 'Hot reload with several instances').",
     example:
       'brokers:\n  kafka:\n    kind: kafka\n    brokers: ${KAFKA_BROKERS}          # "a:9092,b:9092" is split at the commas\n    clientId: eventgate\n    ssl: { ca: certs/ca.pem }\n    sasl: { mechanism: scram-sha-512, username: gateway, password: "${KAFKA_PASSWORD}" }\n    producer: { acks: all, compression: gzip, ackTimeoutMs: 5000 }\n    consumer: { sessionTimeoutMs: 30000 }',
   },
@@ -208,8 +218,8 @@ export const kafkaBroker = defineBroker<typeof options, KafkaSettings>({
   // The consume loop reads the window (inFlight, orderKeys) per batch and at each hand-over, and
   // the dead-letter closure per undecodable batch; a handed-over deadletter resumes halted partitions.
   handOverTakes: ['inFlight', 'ordered', 'deadletter'],
-  // Connections, producer and consumer groups are built from every option: a change means a new client.
-  canReconfigure: () => false,
+  canReconfigure: (before, after) => onlyInPlaceChanged(before, after, IN_PLACE),
+  inPlaceOptions: IN_PLACE,
   create: (name, settings, env) => new (kafkaRuntime().KafkaBroker)(name, settings, env),
 });
 

@@ -1,5 +1,5 @@
 import kafkajs from './kafkajs.js';
-import type { Admin } from 'kafkajs';
+import type { Admin, KafkaConfig } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { Delivery, Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
@@ -31,8 +31,11 @@ export class KafkaBroker implements BrokerRuntime {
   private readonly producer: RecordProducer;
   /** Reads topics again for reconnecting event-stream clients, without a consumer group. */
   private readonly retainedReader: RetainedReader;
-  private readonly admin: Admin;
+  /** The health probe's client; made again at the next probe when a reload changed its request timeout (ackTimeoutMs). */
+  private admin: Admin;
+  private adminTimeoutMs: number;
   private adminConnected = false;
+  private readonly base: KafkaConfig;
   private state: { ready: boolean; detail: string } = { ready: false, detail: 'connecting' };
   private readonly firstConnection = new FirstConnection();
   private probeTimer: NodeJS.Timeout | undefined;
@@ -46,13 +49,13 @@ export class KafkaBroker implements BrokerRuntime {
 
   constructor(
     readonly name: string,
-    readonly settings: KafkaSettings,
+    private settings: KafkaSettings,
     env: RuntimeEnv,
   ) {
     this.log = env.logger.child({ broker: name });
     this.identityPrefix = `kafka/${encodeURIComponent(name)}/`;
     this.telemetry = env.telemetry?.broker(name, 'kafka');
-    const base = clientConfig(settings, this.log);
+    const base = (this.base = clientConfig(settings, this.log));
     this.producer = new RecordProducer(name, base, settings, this.log, this.telemetry, {
       acknowledged: () => this.markReady(),
       failed: () => void this.probe(),
@@ -61,14 +64,24 @@ export class KafkaBroker implements BrokerRuntime {
     this.consumerClient = new Kafka({ ...base, retry: { initialRetryTime: 300, maxRetryTime: MAX_BACKOFF_MS, retries: 10 } });
     // The replay retries itself, within its own deadline: kafkajs' retries only bridge a blip.
     this.retainedReader = new RetainedReader(new Kafka({ ...base, retry: { initialRetryTime: 100, maxRetryTime: 1000, retries: 3 } }), settings, this.log);
-    this.admin = new Kafka({ ...base, requestTimeout: Math.max(settings.producer.ackTimeoutMs, 1000), retry: { retries: 0 } }).admin({ retry: { retries: 0 } });
+    this.adminTimeoutMs = adminTimeoutMs(settings);
+    this.admin = this.newAdmin();
+  }
+
+  private newAdmin(): Admin {
+    return new Kafka({ ...this.base, requestTimeout: this.adminTimeoutMs, retry: { retries: 0 } }).admin({ retry: { retries: 0 } });
   }
 
   /** Never fails: an unreachable cluster makes the broker not ready, and it keeps trying. */
   async start(): Promise<void> {
     this.producer.start();
     void this.probe();
-    this.probeTimer = setInterval(() => void this.probe(), this.settings.healthCheckIntervalMs);
+    this.probeEvery(this.settings.healthCheckIntervalMs);
+  }
+
+  private probeEvery(ms: number): void {
+    clearInterval(this.probeTimer);
+    this.probeTimer = setInterval(() => void this.probe(), ms);
     this.probeTimer.unref();
   }
 
@@ -82,8 +95,19 @@ export class KafkaBroker implements BrokerRuntime {
     await Promise.all([this.producer.stop(), admin, this.retainedReader.stop()]);
   }
 
-  /** Never called: canReconfigure() says no, so a changed kafka broker is replaced. */
-  reconfigure(): void {}
+  /**
+   * A reload changed only keys read per produce request (`producer.ackTimeoutMs`, `acks`,
+   * `lingerMs`, `maxBatchRecords`, `maxBatchBytes`, `compression`) or the probe's period (the
+   * kind's canReconfigure): the producer, the consumer group members and their connections stay.
+   * The probe's client, whose request timeout follows ackTimeoutMs, is made again at its next round.
+   */
+  reconfigure(options: unknown): void {
+    const next = options as KafkaSettings;
+    const before = this.settings;
+    this.settings = next;
+    this.producer.reconfigure(next);
+    if (next.healthCheckIntervalMs !== before.healthCheckIntervalMs && this.probeTimer !== undefined && !this.stopped) this.probeEvery(next.healthCheckIntervalMs);
+  }
 
   health(): Health {
     return this.state;
@@ -145,6 +169,13 @@ export class KafkaBroker implements BrokerRuntime {
     if (this.probing || this.stopped) return this.probing ?? Promise.resolve();
     this.probing = (async () => {
       try {
+        const timeout = adminTimeoutMs(this.settings);
+        if (timeout !== this.adminTimeoutMs) {
+          if (this.adminConnected) await this.admin.disconnect().catch(() => undefined);
+          this.adminConnected = false;
+          this.adminTimeoutMs = timeout;
+          this.admin = this.newAdmin();
+        }
         if (!this.adminConnected) {
           await this.admin.connect();
           this.adminConnected = true;
@@ -180,6 +211,11 @@ export class KafkaBroker implements BrokerRuntime {
     this.state = { ready: false, detail: `unreachable: ${reason}` };
     if (news) this.log.warn({ brokers: this.settings.brokers, err: reason }, 'kafka broker unreachable');
   }
+}
+
+/** The probe's request timeout: the ack timeout, at least a second. */
+function adminTimeoutMs(settings: KafkaSettings): number {
+  return Math.max(settings.producer.ackTimeoutMs, 1000);
 }
 
 /** A Kafka error code in an answer (kafkajs' KafkaJSProtocolError, also inside a retry wrapper), not a failure to get one. */

@@ -23,6 +23,8 @@ interface ProduceResponse {
 interface ProduceDefinition {
   protocol(v: { version: number }): (args: ProduceArgs) => {
     request: { encode(): Promise<unknown> };
+    /** kafkajs' connection waits for the answer the longer of this and its client's requestTimeout (network/requestQueue). */
+    requestTimeout?: number;
     response: { decode(raw: Buffer): Promise<unknown>; parse(data: ProduceResponse): Promise<ProduceResponse> };
   };
 }
@@ -33,6 +35,15 @@ const { createErrorFromCode } = require('kafkajs/src/protocol/error') as { creat
 /** A Kafka error code as kafkajs' KafkaJSProtocolError: `type` (Kafka's name for it), `retriable`, `message`. */
 export function produceError(code: number): Error & { type: string; retriable: boolean } {
   return createErrorFromCode(code) as Error & { type: string; retriable: boolean };
+}
+
+/**
+ * kafkajs' request timeout: as long again as the ack deadline (at least a second more). A produce
+ * request answered after the publish's deadline but within this is seen, and its records' real
+ * outcome told to whoever waits for it (AckTimeout.late: a consume route, before it writes again).
+ */
+export function lateAnswerMs(ackTimeoutMs: number): number {
+  return Math.max(2 * ackTimeoutMs, ackTimeoutMs + 1000);
 }
 
 let installed = false;
@@ -58,6 +69,10 @@ export function encodeProduceRequestsHere(): void {
     return (args) => {
       const built = build(args);
       built.request.encode = () => encode(version, args);
+      // Answers later than the request's own timeout (the longest ackTimeoutMs of its records) are
+      // still seen: kafkajs' connection waits the longer of this and the client's request timeout,
+      // which was sized for the ackTimeoutMs the client was made with (a reload may have raised it).
+      built.requestTimeout = lateAnswerMs(args.timeout);
       // An idempotent or transactional producer keeps kafkajs' parse: its resend of the whole
       // request is how its sequence numbers stay right (Kafka drops the copies it already has).
       if (int64(args.producerId) < 0n && !args.transactionalId) built.response = { decode: built.response.decode, parse: partitionOutcomes };

@@ -9,7 +9,7 @@ import { sleep } from '../../../core/within.js';
 import { AckDeadlines, LateWrite, Refused, type AckTimeout, type Deadline } from '../acknowledgement.js';
 import { problem, type Problem } from '../../../core/errors.js';
 import { type LeaderGroup, LeaderMoved, leaderMoved, leaderOf, TopicMissing, unknownTopic } from './leaders.js';
-import { produceError } from './produce-request.js';
+import { lateAnswerMs, produceError } from './produce-request.js';
 import { AllAnswered, allAnswered } from './answered.js';
 
 const { Kafka, Partitioners } = kafkajs;
@@ -107,23 +107,29 @@ export class RecordProducer {
   private idleWaiters: (() => void)[] = [];
   private stopped = false;
   /** One queue and one timer for every publish's ackTimeoutMs, not a timer per publish. */
-  private readonly deadlines: AckDeadlines;
+  private deadlines: AckDeadlines;
+  /** Deadlines of an ackTimeoutMs a reload changed (reconfigure), while publishes still wait in them. */
+  private retired: AckDeadlines[] = [];
+  /** The ackTimeoutMs the kafkajs client was made with: its request timeout and retries are sized for it, for good. */
+  private readonly clientAckMs: number;
   private readonly sticky = new StickyPartitions();
   private readonly byKey = Partitioners.DefaultPartitioner();
 
   constructor(
     private readonly broker: string,
     base: KafkaConfig,
-    private readonly settings: KafkaSettings,
+    private settings: KafkaSettings,
     private readonly log: Logger,
     private readonly telemetry: BrokerTelemetry | undefined,
     private readonly events: ProducerEvents,
   ) {
     const ack = settings.producer.ackTimeoutMs;
+    this.clientAckMs = ack;
     this.deadlines = new AckDeadlines(ack, broker);
     this.lanes = settings.producer.idempotent ? 1 : MAX_LANES;
     // The producer's retries fit in the ack timeout; a request is given up only after
-    // lateAnswerMs, so an answer that comes after the publish's deadline is still seen.
+    // lateAnswerMs, so an answer that comes after the publish's deadline is still seen (a produce
+    // request asks for the lateAnswerMs of its own timeout too: ./produce-request.ts).
     const client = new Kafka({ ...base, requestTimeout: lateAnswerMs(ack), retry: retryWithin(ack) });
     // The partition first chosen for a record stays on it (kafkajs' `partition` field, which its
     // partitioners honour), so a retried batch keeps it and offsets can be told per record. Once a
@@ -163,6 +169,34 @@ export class RecordProducer {
     void this.ensureProducer().catch(() => undefined);
   }
 
+  /**
+   * A reload changed only keys read per produce request (the kind's canReconfigure): the next
+   * publish and the next batch use them. Publishes already made keep the deadline they were
+   * given, in the old AckDeadlines, whose timer runs until they are answered; until then the
+   * produce requests ask the cluster (and kafkajs) to wait for the longest of them (coveredAckMs).
+   */
+  reconfigure(settings: KafkaSettings): void {
+    const ack = settings.producer.ackTimeoutMs;
+    if (ack !== this.deadlines.ms) {
+      this.retired.push(this.deadlines);
+      this.deadlines = new AckDeadlines(ack, this.broker);
+    }
+    this.settings = settings;
+  }
+
+  /**
+   * The longest ackTimeoutMs a publish still waiting may have: the one in force, or an earlier one
+   * (a reload changed it) while publishes made under it wait. A produce request's `timeout` is
+   * this, and kafkajs' request timeout its lateAnswerMs, so no request is given up (and sent
+   * again) before the deadline of a record in it answered 503.
+   */
+  private coveredAckMs(): number {
+    const ack = this.settings.producer.ackTimeoutMs;
+    if (this.retired.length === 0) return ack;
+    this.retired = this.retired.filter((d) => d.waiting);
+    return Math.max(ack, ...this.retired.map((d) => d.ms));
+  }
+
   /** Flushes what is queued (bounded by the ack timeout), then disconnects. */
   async stop(): Promise<void> {
     if (this.stopped) return;
@@ -170,7 +204,7 @@ export class RecordProducer {
     // What lingers goes now.
     if (this.lingering) this.sendNow();
     else this.kick();
-    await Promise.race([this.idle(), sleep(this.settings.producer.ackTimeoutMs + 500)]);
+    await Promise.race([this.idle(), sleep(this.coveredAckMs() + 500)]);
     // A connect still retrying against an unreachable cluster is not worth waiting for.
     await Promise.race([this.producer.disconnect().catch(() => undefined), sleep(this.settings.connectionTimeoutMs)]);
   }
@@ -210,9 +244,13 @@ export class RecordProducer {
     });
   }
 
-  /** How long a send may take before the next batch goes anyway: kafkajs' request timeout, a retry, a reconnect. */
+  /**
+   * How long a send may take before the next batch goes anyway: kafkajs' request timeout, a retry,
+   * a reconnect. The client's request timeout and retries stay those of the ackTimeoutMs it was
+   * made with (clientAckMs) when a reload changed it: the longer of the two counts.
+   */
   private stuckMs(): number {
-    const ack = this.settings.producer.ackTimeoutMs;
+    const ack = Math.max(this.clientAckMs, this.coveredAckMs());
     return lateAnswerMs(ack) + ack + this.settings.connectionTimeoutMs;
   }
 
@@ -477,7 +515,7 @@ export class RecordProducer {
       const acks = ACKS[this.settings.producer.acks];
       const results = await this.producer.sendBatch({
         acks,
-        timeout: this.settings.producer.ackTimeoutMs,
+        timeout: this.coveredAckMs(),
         // kafkajs' compression types are Kafka's codec ids; every codec is registered (./codecs.ts).
         compression: CODEC_IDS[this.settings.producer.compression],
         topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
@@ -726,15 +764,6 @@ function recordBytes(record: KafkaRecord): number {
 
 function size(v: Buffer | string | null | undefined): number {
   return v === null || v === undefined ? 0 : typeof v === 'string' ? Buffer.byteLength(v) : v.length;
-}
-
-/**
- * kafkajs' request timeout: as long again as the ack deadline (at least a second more). A produce
- * request answered after the publish's deadline but within this is seen, and its records' real
- * outcome told to whoever waits for it (AckTimeout.late: a consume route, before it writes again).
- */
-export function lateAnswerMs(ackTimeoutMs: number): number {
-  return Math.max(2 * ackTimeoutMs, ackTimeoutMs + 1000);
 }
 
 /** False when the publish was already answered (its ack timeout fired first): its late outcome is told instead. */
