@@ -331,7 +331,7 @@ describe('hot reload: a rebuilt AMQP route takes its predecessor consumer over',
   after(async () => {
     await Promise.all([receiver?.stop(), rabbit?.stop()]);
   });
-  const config = (version: number) => `version: 1
+  const config = (version: number, deadletter = false) => `version: 1
 admin: { port: 0 }
 brokers:
   rabbit: { kind: amqp, url: ${rabbit.url} }
@@ -341,7 +341,7 @@ routes:
     through:
       - filter: n > -${version + 1}
     to: { http: { url: "${receiver.url}/queued" } }
-`;
+${deadletter ? '    deadletter: { broker: rabbit, topic: handover.dead }\n' : ''}`;
   const gw = useGateway(() => config(0));
   /** The consumer tags on the route's queue, as RabbitMQ lists them. */
   const consumers = async () =>
@@ -365,6 +365,33 @@ routes:
     await reloadFilters(gw, config);
     await everyOnceInOrder(receiver, '/queued', total);
     assert.deepEqual(await consumers(), before, 'the same consumer on the queue: no channel closed and opened again');
+  });
+
+  // Point 301's amqp half (docs/spec-checklist.md, point 333): amqp's hand-over takes a changed `deadletter` too.
+  it('keeps its consumer across reloads that only add or remove a deadletter, each message once, in order; plan --from says kept', async () => {
+    const before = await consumers();
+    assert.equal(before.length, 1, `one consumer: ${before}`);
+    // After the first test's 400: the receiver holds 0..799 in order at the end.
+    await pikaPublish(
+      rabbit,
+      'amq.topic',
+      'handover.queued',
+      Array.from({ length: 400 }, (_, i) => ({ body: JSON.stringify({ n: 400 + i }) })),
+    );
+    const from = gw.logs.length;
+    await reloadFilters(gw, (version) => config(RELOADS, version % 2 === 1));
+    await everyOnceInOrder(receiver, '/queued', 800);
+    assert.deepEqual(await consumers(), before, 'the same consumer on the queue');
+    assert.equal(gw.logs.slice(from).filter((l) => l.msg === 'subscription handed over to the rebuilt route' && l.route === 'queued').length, RELOADS);
+    for (const [old, now] of [
+      [false, true],
+      [true, false],
+    ]) {
+      const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: tempFiles({ 'old.yaml': config(RELOADS, old), 'new.yaml': config(RELOADS, now) }) });
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      assert.match(r.stdout, /^ {2}~ route queued$/m);
+      assert.doesNotMatch(r.stdout, /consumer group/);
+    }
   });
 });
 
