@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway, type GatewayFixture } from '../helpers/gateway.js';
-import { MosquittoPubStream, MosquittoSub, pikaPublish, RawNats } from '../helpers/peers.js';
+import { MosquittoPubStream, MosquittoSub, pikaConsume, pikaDeclareQueue, pikaPublish, RawNats } from '../helpers/peers.js';
 import { startMosquittoLogged, type LoggedMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
 import { everyOnceInOrder, WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -178,11 +178,13 @@ routes:
   });
 });
 
-describe('kind: amqp, a reload that changes only mandatory and ackTimeoutMs', () => {
+describe('kind: amqp, a reload that changes only mandatory, persistent and ackTimeoutMs', () => {
   let rabbit: SharedRabbit;
   let receiver: WebhookReceiver;
   before(async () => {
     [rabbit, receiver] = await Promise.all([sharedRabbit(), WebhookReceiver.start()]);
+    // What route `kept` publishes, kept for pika to read with its delivery mode.
+    await pikaDeclareQueue(rabbit, 'reconf-kept', 'amq.topic', 'reconf.kept');
   });
   after(async () => {
     await Promise.all([receiver?.stop(), rabbit?.stop()]);
@@ -201,6 +203,9 @@ routes:
   - name: unbound
     from: { listener: api, path: /unbound }
     to: { broker: rabbit, topic: reconf.nobody }
+  - name: kept
+    from: { listener: api, path: /kept }
+    to: { broker: rabbit, topic: reconf.kept }
 `;
   const gw = useGateway(() => config(true, 1000));
   /** The consumer tags on the route's queue, as RabbitMQ lists them. */
@@ -211,13 +216,14 @@ routes:
       .map((l) => l.split('\t')[1]);
   const connected = (from: number) => gw.logs.slice(from).filter((l) => l.msg === 'amqp connected').length;
 
-  it('keeps the connection and consumer, delivers a backlog once, and the next publish is not mandatory; a connectTimeoutMs change still replaces the broker', async () => {
+  it('keeps the connection and consumer, delivers a backlog once, and the next publish is neither mandatory nor persistent; a connectTimeoutMs change still replaces the broker', async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'queued', 60000);
     const tags = await consumers();
     assert.equal(tags.length, 1, `one consumer: ${tags}`);
     // mandatory: no queue is bound for the routing key, so the server returns it: 503.
     const returned = await post(gw.url('api', '/unbound'), { n: -1 });
     assert.equal(returned.status, 503, returned.text);
+    assert.equal((await post(gw.url('api', '/kept'), { kept: 1 })).status, 200);
     const total = 400;
     await pikaPublish(
       rabbit,
@@ -226,18 +232,27 @@ routes:
       Array.from({ length: total }, (_, n) => ({ body: JSON.stringify({ n }) })),
     );
     const from = gw.logs.length;
-    const line = await gw.reconfigure(config(false, 2500));
+    const line = await gw.reconfigure(config(false, 2500, ', persistent: false'));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
     // Not mandatory now: the server drops what no queue takes, and confirms it.
     const dropped = await post(gw.url('api', '/unbound'), { n: -2 });
     assert.equal(dropped.status, 200, dropped.text);
+    // Not persistent now: delivery mode 1 where it was 2 (point 334).
+    assert.equal((await post(gw.url('api', '/kept'), { kept: 2 })).status, 200);
+    assert.deepEqual(
+      (await pikaConsume(rabbit, 'reconf-kept', 2)).map((m) => [m.body, m.properties.deliveryMode]),
+      [
+        ['{"kept":1}', 2],
+        ['{"kept":2}', 1],
+      ],
+    );
     await everyOnceInOrder(receiver, '/queued', total);
     assert.deepEqual(await consumers(), tags, 'the same consumer on the queue: no channel closed and opened again');
     assert.equal(connected(from), 0, 'no new connection');
 
     // connectTimeoutMs is the connection's: a new broker, a new consumer.
     const at = gw.logs.length;
-    assert.equal((await gw.reconfigure(config(false, 2500, ', connectTimeoutMs: 4000'))).msg, 'config reloaded');
+    assert.equal((await gw.reconfigure(config(false, 2500, ', persistent: false, connectTimeoutMs: 4000'))).msg, 'config reloaded');
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'queued', 60000, at);
     assert.equal(connected(at), 1);
     await eventually(async () => assert.notDeepEqual(await consumers(), tags), 15000);
