@@ -169,7 +169,7 @@ export class AckDeadlines {
     private readonly broker: string,
   ) {}
 
-  /** Whether a publish still waits here (one the timer has not expired; settled ones go when it fires). */
+  /** Whether a publish still waits here, neither answered nor expired (both unlink it at once). */
   get waiting(): boolean {
     return this.head.next !== this.head;
   }
