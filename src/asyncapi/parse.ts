@@ -8,6 +8,7 @@
  */
 import { bundled } from '../core/bundled.js';
 import { hash } from '../core/canonical.js';
+import { linkCircularRefs } from './circular-refs.js';
 import type { AsyncApiChannel, AsyncApiDocument, AsyncApiMessage, ParsedAsyncApi } from './document.js';
 import { checkDocument, type CycleSite, displayPath, fetchRemote, localReadAllowed, refCycle, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
 import { type ParserSpectral, spectralAsInstalled, useBuildTimeStructureValidators } from './structure-validators.js';
@@ -95,6 +96,8 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
   };
   /** The `$ref`s of every local document read so far, by file: a cycle may go through several. */
   const cycleSites = new Map<string, CycleSite[]>([[file, first.sites ?? []]]);
+  /** Every document the parser was given, by path or URL: where a `$ref` it leaves as written stands (circular-refs.ts). */
+  const texts = new Map<string, string>([[file, text]]);
   /** A document a `$ref` led to is checked like the first before the parser sees it. */
   const admit = (target: string, from: string, t: string, max?: number) => {
     const checked = checkDocument(from, t, policy, max, sites.get(target)?.arrays ?? 0, false, first.asyncapi2);
@@ -114,6 +117,7 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
         return REFUSED;
       }
     }
+    texts.set(from, t);
     return t;
   };
 
@@ -184,7 +188,9 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
     // Not cached: a failure may pass (a remote $ref that could not be fetched this time).
     return { result: { document: undefined, problems } };
   }
-  return { result: { document: indexDocument(file, out.document.json() as Json), problems: [] }, refs: [...refs] };
+  const json = out.document.json() as Json;
+  linkCircularRefs(json, file, texts, policy);
+  return { result: { document: indexDocument(file, json), problems: [] }, refs: [...refs] };
 }
 
 /**

@@ -450,7 +450,7 @@ function pointerOf(keys: readonly (string | number)[]): string {
 }
 
 /** The keys of a JSON pointer (`/components/schemas/a`, URI-decoded as in a $ref), or undefined. */
-function pointerKeys(ptr: string): string[] | undefined {
+export function pointerKeys(ptr: string): string[] | undefined {
   if (ptr === '') return [];
   if (!ptr.startsWith('/')) return undefined;
   try {

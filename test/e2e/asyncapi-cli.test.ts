@@ -316,9 +316,10 @@ describe('a $ref cycle through $refs into other files (point 274)', () => {
     });
   });
 
-  it('leaves recursive schemas across files to the parser: they are no cycle through a message or channel', async () => {
-    // A schema of the payload's file that refers to itself, and schemas of two files that refer to each other.
-    const inFile = `${lightMeasuredPayload}  tree: {$ref: '#/definitions/node'}\ndefinitions:\n  node:\n    type: object\n    properties:\n      next: {$ref: '#/definitions/node'}\n`;
+  it('leaves recursive schemas across files to the parser: they are no cycle through a message or channel; a payload made of them compiles (point 314)', async () => {
+    // A schema of the payload's file that refers to itself, and schemas of two files that refer to
+    // each other, which the payload uses (`forest`): the $ref back is left as written by the parser.
+    const inFile = `${lightMeasuredPayload}  tree: {$ref: '#/definitions/node'}\n  forest: {$ref: '../streetlights.yaml#/components/schemas/tree'}\ndefinitions:\n  node:\n    type: object\n    properties:\n      next: {$ref: '#/definitions/node'}\n`;
     const across = "node:\n  type: object\n  properties:\n    up: {$ref: '../streetlights.yaml#/components/schemas/tree'}\n";
     const ok = await check(
       { 'schemas/light-measured.yaml': inFile, 'schemas/node.yaml': across },

@@ -8,6 +8,12 @@ const HEADER = '_asyncapi_eg_validation_error';
 const valid = { id: 7, lumens: 640, sentAt: '2026-11-23T10:00:00Z' };
 const invalid = { id: 7, lumens: -1, sentAt: 'yesterday' };
 const invalidErrors = ['/lumens: must be >= 0', '/sentAt: must match format "date-time"'];
+/**
+ * A schema recursive across files (point 314): the payload's file refers to schemas/more/node.yaml,
+ * which refers back to it. The parser leaves that `$ref` as written, relative to node.yaml.
+ */
+const recursivePayload = `${lightMeasuredPayload}  tree: {$ref: 'more/node.yaml#/node'}\n`;
+const nodeSchema = (required = '') => `node:\n  type: object\n${required}  properties:\n    up: {$ref: '../light-measured.yaml'}\n`;
 
 function config(commands: string): string {
   const validate = (onInvalid: string, extra = '') => `{validate: {message: lightMeasured, onInvalid: ${onInvalid}${extra}}}`;
@@ -54,7 +60,9 @@ for (const version of ['2.6', '3.0'] as const) {
     after(() => {
       for (const c of Object.values(see)) c.close();
     });
-    const gw = useGateway(config(ch.commands), { files: { 'streetlights.yaml': documentOf[version], 'schemas/light-measured.yaml': lightMeasuredPayload } });
+    const gw = useGateway(config(ch.commands), {
+      files: { 'streetlights.yaml': documentOf[version], 'schemas/light-measured.yaml': recursivePayload, 'schemas/more/node.yaml': nodeSchema() },
+    });
     before(async () => {
       for (const topic of ['accepted', 'tagged', 'dead'] as const) see[topic] = await WsClient.connect(gw.url('ws', `/see/${topic}`, 'ws'));
     });
@@ -147,6 +155,24 @@ for (const version of ['2.6', '3.0'] as const) {
       const refused = await post(gw.url('api', '/commands'), { percentage: 300 });
       assert.equal(refused.status, 400);
       assert.deepEqual(refused.body.errors, [": must have required property 'command' (message turnOn)", '/percentage: must be <= 100 (message dimLight)']);
+    });
+
+    it(`a payload recursive across files validates by the whole schema${version === '3.0' ? ', and follows an edit of the file it refers back through' : ''} (point 314)`, async () => {
+      const deep = { ...valid, tree: { up: { ...valid, tree: { up: { ...valid, tree: {} } } } } };
+      assert.equal((await post(gw.url('api', '/reject'), deep)).status, 200);
+      assert.deepEqual((await see.accepted.next()).value, deep);
+      const refused = await post(gw.url('api', '/reject'), { ...valid, tree: { up: { ...valid, tree: { up: invalid } } } });
+      assert.equal(refused.status, 400);
+      assert.deepEqual(
+        refused.body.errors,
+        invalidErrors.map((e) => `/tree/up/tree/up${e}`),
+      );
+      if (version !== '3.0') return; // the reload is the same in both versions: one is enough
+      const reload = await gw.reconfigure(nodeSchema('  required: [up]\n'), 'schemas/more/node.yaml');
+      assert.equal(reload.msg, 'config reloaded');
+      const now = await post(gw.url('api', '/reject'), deep);
+      assert.equal(now.status, 400);
+      assert.deepEqual(now.body.errors, ["/tree/up/tree/up/tree: must have required property 'up'"]);
     });
   });
 }

@@ -1,0 +1,120 @@
+/**
+ * Recursive schemas across files. The AsyncAPI parser resolves a `$ref` that loops back inside its
+ * own file into a cyclic object (decycle() in parse.ts turns those into JSON pointers), but one
+ * that loops back through another file (the payload's file refers to `node.yaml#/node`, whose
+ * `up` refers to `light-measured.yaml`) is left as written. Such a `$ref` is relative to the file
+ * it stands in, which the resolved document no longer says, so the gateway's schema compiler found
+ * it "pointing at nothing". Walking the resolved document beside the documents the parse read
+ * tells, for each such `$ref`, its file and the place it leads to; it is replaced by the value
+ * resolved from that place, which makes it a cycle like a local one.
+ */
+import { parse } from '../config/yaml.js';
+import { checkRef, pointerKeys, type RefPolicy } from './refs.js';
+
+type Node = Record<string, unknown>;
+
+/** `$ref`s followed in a row from one place (a chain of `$ref`s to `$ref`s); refCycle refuses endless ones before the parse. */
+const MAX_HOPS = 256;
+
+/**
+ * Links the `$ref`s the parser left in `doc` (resolved from `file`) to what they name. `texts`: every
+ * document the parse read (the root one, local files, fetched URLs), by absolute path or URL.
+ * A `$ref` whose place cannot be told stays as written (the schema compiler then says so).
+ */
+export function linkCircularRefs(doc: Node, file: string, texts: ReadonlyMap<string, string>, policy: RefPolicy): void {
+  if (!hasRef(doc)) return;
+  const raws = new Map<string, unknown>();
+  const rawOf = (f: string): unknown => {
+    if (!raws.has(f)) {
+      const text = texts.get(f);
+      let value: unknown;
+      try {
+        value = text === undefined ? undefined : parse(text, { maxAliasCount: 100, uniqueKeys: false });
+      } catch {
+        value = undefined;
+      }
+      raws.set(f, value);
+    }
+    return raws.get(f);
+  };
+  /** `file#pointer` of a place a document defines → the value the parser resolved from it. */
+  const resolvedAt = new Map<string, object>();
+  const left: { parent: Node; key: string; target: string }[] = [];
+  const seen = new Set<object>();
+  const stack: [value: unknown, parent: Node | undefined, key: string, file: string, raw: unknown, keys: string[]][] = [[doc, undefined, '', file, rawOf(file), []]];
+  while (stack.length > 0) {
+    let [value, parent, key, f, raw, keys] = stack.pop()!;
+    if (!isNode(value)) continue;
+    // The raw side may be a $ref (or a chain of them) to where the value was resolved from.
+    for (let hops = 0; isNode(raw) && typeof raw.$ref === 'string' && hops < MAX_HOPS; hops++) {
+      const ref = raw.$ref;
+      const target = placeOf(ref, f, policy);
+      if (value.$ref === ref) {
+        // Left as written here, in file f.
+        if (target && parent) left.push({ parent, key, target: target.key });
+        raw = undefined;
+        break;
+      }
+      if (!target) {
+        raw = undefined;
+        break;
+      }
+      f = target.file;
+      keys = target.keys;
+      raw = at(rawOf(f), keys);
+    }
+    const place = placeKey(f, keys);
+    if (!resolvedAt.has(place)) resolvedAt.set(place, value);
+    if (seen.has(value) || !isNode(raw)) continue;
+    seen.add(value);
+    for (const [k, x] of Object.entries(value)) {
+      if (!k.startsWith('x-parser-') && Object.hasOwn(raw, k)) stack.push([x, value, k, f, raw[k], [...keys, k]]);
+    }
+  }
+  for (const { parent, key, target } of left) {
+    const value = resolvedAt.get(target);
+    if (value !== undefined && !(typeof (value as Node).$ref === 'string')) parent[key] = value;
+  }
+}
+
+/** Whether a `$ref` is anywhere in `value` (which may be cyclic). */
+function hasRef(value: object): boolean {
+  const seen = new Set<object>();
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (!isNode(v) || seen.has(v)) continue;
+    seen.add(v);
+    if (typeof v.$ref === 'string') return true;
+    for (const x of Object.values(v)) stack.push(x);
+  }
+  return false;
+}
+
+/** Where a `$ref` written in `from` leads: its document and the keys of the place in it. */
+function placeOf(ref: string, from: string, policy: RefPolicy): { file: string; keys: string[]; key: string } | undefined {
+  const led = checkRef(ref, from, policy);
+  if (!('target' in led)) return undefined;
+  const hash = ref.indexOf('#');
+  const keys = pointerKeys(hash === -1 ? '' : ref.slice(hash + 1));
+  if (!keys) return undefined;
+  const file = led.target ?? from;
+  return { file, keys, key: placeKey(file, keys) };
+}
+
+function placeKey(file: string, keys: readonly string[]): string {
+  return `${file}#${keys.map((k) => `/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`).join('')}`;
+}
+
+function at(root: unknown, keys: readonly string[]): unknown {
+  let v = root;
+  for (const k of keys) {
+    if (!isNode(v) || !Object.hasOwn(v, k)) return undefined;
+    v = v[k];
+  }
+  return v;
+}
+
+function isNode(v: unknown): v is Node {
+  return typeof v === 'object' && v !== null;
+}
