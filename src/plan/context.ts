@@ -11,6 +11,7 @@ import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type
 import type { KindRegistry } from '../kinds/registry.js';
 import { isHidden } from '../config/prune.js';
 import { JsonSchemaCompiler } from './json-schema.js';
+import { schemaFiles, type SchemaFileReader } from './schema-refs.js';
 import type { RawConfig } from './raw.js';
 
 /**
@@ -234,12 +235,16 @@ export class CompileContext {
    * into the config at `at`. `defaultDraft` applies when the schema has no `$schema` (AsyncAPI
    * payloads are draft-07 supersets).
    */
-  jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '07' | '2020' = '2020'): SchemaCheck | undefined {
-    const { validate, problems } = this.schemas.compile(schema, defaultDraft);
-    const doc = origin === undefined ? undefined : this.documents.get(origin);
+  jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '07' | '2020' = '2020', read?: SchemaFileReader): SchemaCheck | undefined {
+    const own = origin === undefined ? undefined : this.documents.get(origin);
+    // A schema file's `$ref`s to files beside it are read (and watched) with it.
+    const referred = own && origin && read ? schemaFiles(origin, resolve(this.dir, origin), schema, read) : { files: undefined, problems: [] };
+    if (referred.unread) return undefined;
+    const { validate, problems } = referred.problems.length > 0 ? { validate: undefined, problems: referred.problems } : this.schemas.compile(schema, defaultDraft, referred.files);
     const where = origin ? (origin.startsWith('AsyncAPI') ? `the payload schema of ${origin}` : `JSON Schema in '${origin}'`) : 'JSON Schema';
     for (const p of problems) {
       const path = formatPath(p.path);
+      const doc = p.file === undefined ? own : this.documents.get(p.file);
       if (doc) {
         const { line, column } = doc.locate(p.path, 'value');
         this.diagnostics.push({ file: doc.file, line, column, code: 'EG_CONFIG_JSON_SCHEMA', path, message: `invalid JSON Schema${path ? ` at ${path}` : ''}: ${p.message}` });

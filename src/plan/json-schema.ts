@@ -11,6 +11,16 @@ import { schemaTypos } from './json-schema-typos.js';
 export interface SchemaProblem {
   path: PathPart[];
   message: string;
+  /** The referred file (SchemaFile.name) the problem is in; the schema's own when absent. */
+  file?: string;
+}
+
+/** A schema file, named by its URL: `$ref`s between such files resolve as JSON Schema says, against that URL. */
+export interface SchemaFile {
+  url: string;
+  /** As the config names it (the key its problems are reported under). */
+  name: string;
+  value: unknown;
 }
 
 /**
@@ -31,8 +41,12 @@ const KNOWN_DRAFTS = 'http://json-schema.org/draft-07/schema#, https://json-sche
 export class JsonSchemaCompiler {
   private readonly ajvs = sharedAjvs;
 
-  /** `defaultDraft` applies when the schema has no `$schema`. */
-  compile(schema: unknown, defaultDraft: '07' | '2020' = '2020'): { validate: SchemaCheck | undefined; problems: SchemaProblem[] } {
+  /**
+   * `defaultDraft` applies when the schema has no `$schema`. `files`: the schema's own file
+   * (`url`) and the files its `$ref`s reach (schema-refs.ts), so `$ref: node.yaml#/node` resolves,
+   * also back to the schema's file (a recursive schema across files).
+   */
+  compile(schema: unknown, defaultDraft: '07' | '2020' = '2020', files?: { url: string; others: readonly SchemaFile[] }): { validate: SchemaCheck | undefined; problems: SchemaProblem[] } {
     if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
       return { validate: undefined, problems: [{ path: [], message: 'must be an object (a JSON Schema)' }] };
     }
@@ -44,8 +58,10 @@ export class JsonSchemaCompiler {
     const which = declared === undefined ? defaultDraft : draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020';
     // Removing a schema with an `$id` from ajv also drops that id, which could be one the shared
     // instance needs (a meta-schema's): such schemas get an instance of their own, as all did before.
-    const ownId = (schema as { $id?: unknown }).$id !== undefined;
-    const ajv = ownId ? newAjv(which) : this.ajvFor(which);
+    // Referred files are added under their URLs, which the shared instances must not keep either.
+    const ownId = (schema as { $id?: unknown }).$id !== undefined || files !== undefined;
+    // A referred file that refers back needs the schema added under its URL as it is compiled.
+    const ajv = ownId ? newAjv(which, { addUsedSchema: files !== undefined }) : this.ajvFor(which);
     let valid: boolean;
     try {
       valid = ajv.validateSchema(schema) as boolean;
@@ -55,16 +71,32 @@ export class JsonSchemaCompiler {
     if (!valid) return { validate: undefined, problems: metaProblems(schema, ajv.errors ?? []) };
     const typos = schemaTypos(schema, ajv);
     if (typos.length > 0) return { validate: undefined, problems: typos };
+    const others = files?.others ?? [];
+    for (const other of others) {
+      // Each referred file is checked like the schema itself, its problems said in it.
+      const inFile = (problems: SchemaProblem[]) => problems.map((p) => ({ ...p, file: other.name }));
+      if (typeof other.value !== 'object' || other.value === null || Array.isArray(other.value)) {
+        return { validate: undefined, problems: [{ path: [], message: 'must be an object (a JSON Schema), as a $ref names it', file: other.name }] };
+      }
+      if (!(ajv.validateSchema(other.value) as boolean)) return { validate: undefined, problems: inFile(metaProblems(other.value, ajv.errors ?? [])) };
+      const otherTypos = schemaTypos(other.value, ajv);
+      if (otherTypos.length > 0) return { validate: undefined, problems: inFile(otherTypos) };
+      ajv.addSchema(other.value as object, other.url);
+    }
+    const root = files ? { ...schema, $id: files.url } : schema;
     try {
-      const validate: SchemaCheck = compileOn(ajv, schema, () => (ownId ? undefined : newAjv(which, { addUsedSchema: true })));
+      const validate: SchemaCheck = compileOn(ajv, root, () => (ownId ? undefined : newAjv(which, { addUsedSchema: true })));
       // Schemas in the subset json-bytes.ts reads can also be checked on a value's bytes.
       validate.acceptsBytes ??= compileBytesCheck(schema);
       return { validate, problems: [] };
     } catch (err) {
       const message = (err as Error).message;
       const ref = /can't resolve reference (\S+)/.exec(message)?.[1];
-      const path = ref === undefined ? [] : (findRef(schema, ref) ?? []);
-      return { validate: undefined, problems: [{ path, message: ref === undefined ? message : `$ref '${ref}' points at nothing in this schema` }] };
+      if (ref === undefined) return { validate: undefined, problems: [{ path: [], message }] };
+      const inOther = findRef(schema, ref) ? undefined : others.find((o) => findRef(o.value, ref));
+      const path = findRef(inOther ? inOther.value : schema, ref) ?? [];
+      const problem = { path, message: `$ref '${ref}' points at nothing in this schema${others.length > 0 ? ' or the files it refers to' : ''}` };
+      return { validate: undefined, problems: [inOther ? { ...problem, file: inOther.name } : problem] };
     } finally {
       // The compiled function keeps what it needs; the shared instance's cache must not keep every reload's schemas.
       if (!ownId) ajv.removeSchema(schema);

@@ -61,7 +61,11 @@ export class StepCompiler {
     return {
       report: (rel, code, message) => ctx.report([...stepAt, ...rel], code, message),
       compileExpression: (source, rel) => ctx.expression(source, [...stepAt, ...rel]),
-      compileJsonSchema: (schema, rel, origin) => ctx.jsonSchema(schema, [...stepAt, ...rel], origin),
+      compileJsonSchema: (schema, rel, origin) =>
+        ctx.jsonSchema(schema, [...stepAt, ...rel], origin, '2020', (name, abs) => {
+          files.push(abs);
+          return ctx.readDocument(abs, name, [...stepAt, ...rel]);
+        }),
       readFile: ctx.fileReader(stepAt, files),
       readDocument: (file, rel) => {
         const abs = resolve(ctx.dir, file);

@@ -462,6 +462,9 @@ describe('HTTP publish through a recursive JSON Schema', () => {
     required: ['name'],
     properties: { name: { type: 'string' }, children: { type: 'array', items: { $ref: '#' } } },
   });
+  // The same tree across two files: forest.yaml refers to parts/grove.yaml, which refers back (point 322).
+  const forest = "type: object\nrequired: [name]\nproperties:\n  name: {type: string}\n  grove: {$ref: 'parts/grove.yaml#/$defs/grove'}\n";
+  const grove = (maxItems = 3) => `$defs:\n  grove:\n    type: array\n    maxItems: ${maxItems}\n    items: {$ref: '../forest.yaml'}\n`;
   const gw = useGateway(
     `
 version: 1
@@ -475,8 +478,13 @@ routes:
     through:
       - validate: { schema: schemas/tree.json }
     to: { broker: local, topic: trees }
+  - name: forest
+    from: { listener: api, path: /forest }
+    through:
+      - validate: { schema: schemas/forest.yaml }
+    to: { broker: local, topic: trees }
 `,
-    { files: { 'schemas/tree.json': tree } },
+    { files: { 'schemas/tree.json': tree, 'schemas/forest.yaml': forest, 'schemas/parts/grove.yaml': grove() } },
   );
 
   it('validates every level of the tree: a valid one is delivered, a bad grandchild is refused with its path', async () => {
@@ -486,6 +494,20 @@ routes:
     const bad = await post(gw.url('api', '/tree'), { name: 'root', children: [{ name: 'a', children: [{ name: 7 }] }] });
     assertProblem(bad, 400, 'EG_INVALID_MESSAGE');
     assert.deepEqual(bad.body.errors, ['/children/0/children/0/name: must be string']);
+  });
+
+  it('validates by a schema recursive across files, and follows an edit of the file it refers to (point 322)', async () => {
+    const deep = { name: 'root', grove: [{ name: 'a', grove: [{ name: 'b' }, { name: 'c' }] }] };
+    const ok = await post(gw.url('api', '/forest'), deep);
+    assert.equal(ok.status, 200, ok.text);
+    const bad = await post(gw.url('api', '/forest'), { name: 'root', grove: [{ name: 'a', grove: [{ name: 7 }] }] });
+    assertProblem(bad, 400, 'EG_INVALID_MESSAGE');
+    assert.deepEqual(bad.body.errors, ['/grove/0/grove/0/name: must be string']);
+    const reload = await gw.reconfigure(grove(1), 'schemas/parts/grove.yaml');
+    assert.equal(reload.msg, 'config reloaded');
+    const now = await post(gw.url('api', '/forest'), deep);
+    assertProblem(now, 400, 'EG_INVALID_MESSAGE');
+    assert.deepEqual(now.body.errors, ['/grove/0/grove: must NOT have more than 1 items']);
   });
 });
 

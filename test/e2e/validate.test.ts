@@ -601,12 +601,29 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.deepEqual(r.lines, ['ok']);
     });
 
-    it('points at a $ref that resolves to nothing', async () => {
+    it('points at a $ref that resolves to nothing, also in a file another schema file refers to, and at a mistake there (point 322)', async () => {
       const r = await validate({
-        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.yaml }', ...route),
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:',
+          '  main:',
+          '    - validate: { schema: schemas/light.yaml }',
+          '    - validate: { schema: schemas/tree.yaml }',
+          '    - validate: { schema: schemas/typo.yaml }',
+          ...route,
+        ),
         'schemas/light.yaml': yaml('type: object', 'properties:', '  lumens:', '    $ref: "#/$defs/count"'),
+        // tree.yaml → parts/kid.yaml, which refers back to it, and to a place it does not have.
+        'schemas/tree.yaml': yaml('type: object', 'properties:', '  kid: {$ref: "parts/kid.yaml"}', '$defs:', '  n: {type: integer}'),
+        'schemas/parts/kid.yaml': yaml('type: object', 'properties:', '  up: {$ref: "../tree.yaml"}', '  n: {$ref: "../tree.yaml#/$defs/m"}'),
+        'schemas/typo.yaml': yaml('properties:', '  kid: {$ref: "parts/typo-kid.yaml"}'),
+        'schemas/parts/typo-kid.yaml': yaml('properties:', '  up: {$ref: "../typo.yaml"}', '  n: {type: integr}'),
       });
-      assertProblems(r, [['schemas/light.yaml:4:11', /\$ref '#\/\$defs\/count' points at nothing/]]);
+      assertProblems(r, [
+        ['schemas/light.yaml:4:11', /\$ref '#\/\$defs\/count' points at nothing/],
+        ['schemas/parts/kid.yaml:4:13', /at properties\.n\.\$ref: \$ref '\.\.\/tree\.yaml#\/\$defs\/m' points at nothing in this schema or the files it refers to$/],
+        ['schemas/parts/typo-kid.yaml:3:13', /at properties\.n\.type: 'type' must be one of .*got "integr" \(did you mean 'integer'\?\)$/],
+      ]);
     });
   });
 

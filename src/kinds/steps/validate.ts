@@ -17,7 +17,8 @@ const options = Type.Object(
   {
     schema: Type.Optional(
       oneOf([Type.Unsafe<Record<string, unknown>>({ type: 'object' }), Type.String({ minLength: 1 })], {
-        description: 'An inline JSON Schema, or the path of a JSON/YAML schema file relative to gateway.yaml; the file is watched.',
+        description:
+          'An inline JSON Schema, or the path of a JSON/YAML schema file relative to gateway.yaml; the file is watched, and so are the files its `$ref`s name by a path relative to the file that holds the `$ref` (`$ref: parts/node.yaml#/$defs/node`), which may refer back to it (a recursive schema across files). A schema with an `$id` resolves its `$ref`s against that id instead; remote `$ref`s are not fetched.',
       }),
     ),
     message: Type.Optional(
