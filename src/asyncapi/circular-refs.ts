@@ -16,13 +16,20 @@ type Node = Record<string, unknown>;
 /** `$ref`s followed in a row from one place (a chain of `$ref`s to `$ref`s); refCycle refuses endless ones before the parse. */
 const MAX_HOPS = 256;
 
+/** A `$ref` left as written that names a place its document does not have: the object holding it, by file and keys. */
+export interface DanglingRef {
+  file: string;
+  keys: string[];
+}
+
 /**
  * Links the `$ref`s the parser left in `doc` (resolved from `file`) to what they name. `texts`: every
  * document the parse read (the root one, local files, fetched URLs), by absolute path or URL.
- * A `$ref` whose place cannot be told stays as written (the schema compiler then says so).
+ * Returns those that name a place their document does not have; one whose place cannot be told
+ * otherwise stays as written (the schema compiler then says so).
  */
-export function linkCircularRefs(doc: Node, file: string, texts: ReadonlyMap<string, string>, policy: RefPolicy): void {
-  if (!hasRef(doc)) return;
+export function linkCircularRefs(doc: Node, file: string, texts: ReadonlyMap<string, string>, policy: RefPolicy): DanglingRef[] {
+  if (!hasRef(doc)) return [];
   const raws = new Map<string, unknown>();
   const rawOf = (f: string): unknown => {
     if (!raws.has(f)) {
@@ -40,6 +47,7 @@ export function linkCircularRefs(doc: Node, file: string, texts: ReadonlyMap<str
   /** `file#pointer` of a place a document defines → the value the parser resolved from it. */
   const resolvedAt = new Map<string, object>();
   const left: { parent: Node; key: string; target: string }[] = [];
+  const dangling: DanglingRef[] = [];
   const seen = new Set<object>();
   const stack: [value: unknown, parent: Node | undefined, key: string, file: string, raw: unknown, keys: string[]][] = [[doc, undefined, '', file, rawOf(file), []]];
   while (stack.length > 0) {
@@ -51,7 +59,8 @@ export function linkCircularRefs(doc: Node, file: string, texts: ReadonlyMap<str
       const target = placeOf(ref, f, policy);
       if (value.$ref === ref) {
         // Left as written here, in file f.
-        if (target && parent) left.push({ parent, key, target: target.key });
+        if (target && texts.has(target.file) && at(rawOf(target.file), target.keys) === undefined) dangling.push({ file: f, keys });
+        else if (target && parent) left.push({ parent, key, target: target.key });
         raw = undefined;
         break;
       }
@@ -75,6 +84,7 @@ export function linkCircularRefs(doc: Node, file: string, texts: ReadonlyMap<str
     const value = resolvedAt.get(target);
     if (value !== undefined && !(typeof (value as Node).$ref === 'string')) parent[key] = value;
   }
+  return dangling;
 }
 
 /** Whether a `$ref` is anywhere in `value` (which may be cyclic). */

@@ -10,7 +10,7 @@ import { bundled } from '../core/bundled.js';
 import { hash } from '../core/canonical.js';
 import { linkCircularRefs } from './circular-refs.js';
 import type { AsyncApiChannel, AsyncApiDocument, AsyncApiMessage, ParsedAsyncApi } from './document.js';
-import { checkDocument, type CycleSite, displayPath, fetchRemote, localReadAllowed, refCycle, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
+import { checkDocument, type CycleSite, displayPath, fetchRemote, localReadAllowed, pointerKeys, pointerOf, refCycle, remoteAllowed, type RefPolicy, type RefProblem, type RefSite } from './refs.js';
 import { type ParserSpectral, spectralAsInstalled, useBuildTimeStructureValidators } from './structure-validators.js';
 
 /* The part of @asyncapi/parser used here (typed loosely: its typings pull in Spectral's). */
@@ -176,21 +176,50 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
   const syntax = errors.filter((d) => d.code === 'parser');
   // The AsyncAPI JSON Schema reports every failed branch of its if/then and oneOf besides the specific error.
   const specific = errors.filter((d) => !SUMMARIES.some((re) => re.test(d.message)));
-  const problems = (syntax.length > 0 ? syntax : specific.length > 0 ? specific : errors).map((d) => ({
-    file: d.source ?? file,
-    line: d.range.start.line + 1,
-    column: Math.max(1, d.range.start.character + 1), // the parser says -1 when it has no place
-    path: d.path,
-    message: readableMessage(d.message, policy),
-  }));
+  const problems = (syntax.length > 0 ? syntax : specific.length > 0 ? specific : errors).map(
+    (d) =>
+      danglingRef(d, cycleSites, policy) ?? {
+        file: d.source ?? file,
+        line: d.range.start.line + 1,
+        column: Math.max(1, d.range.start.character + 1), // the parser says -1 when it has no place
+        path: d.path,
+        message: readableMessage(d.message, policy),
+      },
+  );
   if (problems.length > 0 || !out.document) {
     if (problems.length === 0) problems.push({ file, line: 1, column: 1, path: [], message: 'not an AsyncAPI document' });
     // Not cached: a failure may pass (a remote $ref that could not be fetched this time).
     return { result: { document: undefined, problems } };
   }
   const json = out.document.json() as Json;
-  linkCircularRefs(json, file, texts, policy);
+  const dangling = linkCircularRefs(json, file, texts, policy).flatMap((d) => {
+    const site = cycleSites.get(d.file)?.find((s) => s.at === pointerOf(d.keys));
+    return site ? [danglingAt(site, displayPath(site.to, policy))] : [];
+  });
+  if (dangling.length > 0) return { result: { document: undefined, problems: dangling } };
   return { result: { document: indexDocument(file, json), problems: [] }, refs: [...refs] };
+}
+
+/**
+ * A `$ref` to a place another file does not have: the parser says "'#/nope' does not exist @
+ * '/abs/c.yaml'" at 1:1 of the file holding the `$ref`, with a path that is none. Said at that
+ * `$ref`, found among the ones refCycle reads (`sites`, by file), when it is there.
+ */
+function danglingRef(d: ParserDiagnostic, sites: ReadonlyMap<string, CycleSite[]>, policy: RefPolicy): RefProblem | undefined {
+  const m = /^'#([^']*)' does not exist(?: @ '(.+)')?$/.exec(d.message);
+  if (!m || d.range.start.line > 0) return undefined;
+  const keys = pointerKeys(m[1]!);
+  if (!keys) return undefined;
+  const to = m[2];
+  const names = (s: CycleSite) => s.target.length === keys.length && s.target.every((k, i) => k === keys[i]);
+  // Without "@ file" it is a `$ref` inside its own file, and the parser's source may be another.
+  const site = to ? sites.get(d.source ?? '')?.find((s) => s.to === to && names(s)) : [...sites.values()].flat().find((s) => s.ref.startsWith('#') && names(s));
+  return site && danglingAt(site, displayPath(site.to, policy));
+}
+
+/** A `$ref` whose place is not in its document, said at the `$ref`. */
+function danglingAt(site: CycleSite, doc: string): RefProblem {
+  return { file: site.file, line: site.line, column: site.column, path: [...site.path, '$ref'], message: `$ref '${site.ref}' points at nothing: ${doc} has no '#${pointerOf(site.target)}'` };
 }
 
 /**

@@ -445,7 +445,7 @@ function cyclePath(edges: readonly number[][], component: readonly number[], fro
 }
 
 /** A JSON pointer of keys (RFC 6901). */
-function pointerOf(keys: readonly (string | number)[]): string {
+export function pointerOf(keys: readonly (string | number)[]): string {
   return keys.map((k) => `/${String(k).replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
 }
 

@@ -207,6 +207,32 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.ok(files.includes(join(dir, 'schemas/light-measured.yaml')));
   });
 
+  it('reports a $ref to a place another file, or its own, does not have at the $ref, also one the parser leaves as written in a cycle (point 323)', async () => {
+    const at = async (payload: string, others: Record<string, string>) => {
+      const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': documentOf['3.0'], 'schemas/light-measured.yaml': payload, ...others });
+      return diagnostics.map((d) => `${d.file.slice(d.file.indexOf('/schemas/') + 1)}:${d.line}:${d.column}: ${d.message}`);
+    };
+    const props = (...lines: string[]) => ['type: object', 'properties:', ...lines, ''].join('\n');
+    // The parser said these at 1:1 (the second in the root document's name).
+    assert.deepEqual(await at(props('  a: {$ref: "c.yaml#/x"}', '  b: {$ref: "c.yaml#/nope"}', '  z: {$ref: "#/properties/zz"}'), { 'schemas/c.yaml': 'x: {type: string}\n' }), [
+      "schemas/light-measured.yaml:4:13: AsyncAPI: $ref 'c.yaml#/nope' points at nothing: schemas/c.yaml has no '#/nope'",
+      "schemas/light-measured.yaml:5:13: AsyncAPI: $ref '#/properties/zz' points at nothing: schemas/light-measured.yaml has no '#/properties/zz'",
+    ]);
+    // Inside cycles across files (a message whose payload is node.yaml#/node, which refers back
+    // through the root document and the payload's file) the parser left it as written: the
+    // validate step said it, "points at nothing in this schema".
+    const { diagnostics } = await load({
+      'gateway.yaml': config(['{message: lightMeasured}']),
+      'streetlights.yaml': `${documentOf['3.0'].replace('      dimLight:\n', "      other:\n        payload: {$ref: 'schemas/more/node.yaml#/node'}\n      dimLight:\n")}  schemas:\n    tree:\n      properties:\n        kid: {$ref: 'schemas/more/node.yaml#/node'}\n`,
+      'schemas/light-measured.yaml': props('  a: {$ref: "more/node.yaml#/nope"}'),
+      'schemas/more/node.yaml': "node:\n  properties:\n    up: {$ref: '../light-measured.yaml'}\n    tree: {$ref: '../../streetlights.yaml#/components/schemas/tree'}\n",
+    });
+    assert.deepEqual(
+      diagnostics.map((d) => `${d.file.slice(d.file.indexOf('/schemas/') + 1)}:${d.line}:${d.column}: ${d.message}`),
+      ["schemas/light-measured.yaml:3:13: AsyncAPI: $ref 'more/node.yaml#/nope' points at nothing: schemas/more/node.yaml has no '#/nope'"],
+    );
+  });
+
   it('reports a missing AsyncAPI document at its line in gateway.yaml', async () => {
     const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}'], 'asyncapi:\n  - streetlights.yaml\n  - nowhere.yaml') });
     assert.deepEqual(
