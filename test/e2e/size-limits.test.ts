@@ -117,7 +117,11 @@ routes:
       assert.equal(got!.payload, '{"small":1}');
       // Never sent: the server did not cut the publish connection.
       assert.equal(gw.logs.filter((l) => l.broker === 'devices' && /disconnect|offline|closed|lost/i.test(l.msg)).length, 0);
-      assert.equal((await readyz(gw)).status, 200);
+      // The MQTT broker is ready, not necessarily the whole gateway: 200 ms after its start on a
+      // loaded machine, something else of it may still be starting (seen once at five test files at
+      // a time: /readyz 503 here, with the MQTT broker's connection never lost).
+      const ready = await readyz(gw);
+      assert.ok(ready.status === 200 || !ready.body.reasons.some((r: string) => r.startsWith('broker devices')), JSON.stringify(ready.body));
     } finally {
       sub.stop();
     }
