@@ -182,6 +182,68 @@ export interface AmqpReceived {
   properties: { contentType: string | null; contentEncoding: string | null; deliveryMode: number | null; messageId: string | null; timestamp: number | null };
 }
 
+/**
+ * The AMQP peer's processes (`amqp_peer.py serve`), kept for the test file's later calls: Python
+ * and pika take ~0.1 s of CPU to load, ~300 times a run when each call started its own. A call
+ * takes an idle process or starts one (calls may overlap: a consume waiting while another call
+ * publishes), and each call still opens a connection of its own to the server. An idle process
+ * keeps nothing alive: the file's process exits, its stdin ends and it ends too.
+ */
+class AmqpPeers {
+  private readonly idle: AmqpPeerProcess[] = [];
+
+  async call(request: { url: string; command: string; args: string[]; lines?: string[] }): Promise<string[]> {
+    const peer = this.idle.pop() ?? new AmqpPeerProcess();
+    const answer = await peer.ask(JSON.stringify(request));
+    if (peer.usable) this.idle.push(peer);
+    if (answer.error !== undefined) throw new Error(`pika ${request.command} failed: ${answer.error}`);
+    return answer.lines;
+  }
+}
+
+class AmqpPeerProcess {
+  private readonly child: ChildProcess;
+  private readonly answers: ((line: string | undefined) => void)[] = [];
+  private stderr = '';
+  usable = true;
+
+  constructor() {
+    this.child = spawn(PY, [AMQP_PEER, 'serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    killOnExit(() => this.child.kill());
+    this.child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.stderr += c));
+    createInterface({ input: this.child.stdout! }).on('line', (line) => this.answers.shift()?.(line));
+    this.child.on('close', () => {
+      this.usable = false;
+      for (const answer of this.answers.splice(0)) answer(undefined);
+    });
+    this.idleNow();
+  }
+
+  async ask(request: string): Promise<{ lines: string[]; error?: string }> {
+    if (!this.usable) throw new Error(`the AMQP peer ended: ${this.stderr}`);
+    // Busy: its pipes keep the file's process running until the answer comes.
+    for (const stream of [this.child.stdin, this.child.stdout, this.child.stderr] as unknown as { ref(): void }[]) stream.ref();
+    this.child.ref();
+    const line = await new Promise<string | undefined>((resolve) => {
+      this.answers.push(resolve);
+      this.child.stdin!.write(`${request}\n`);
+    });
+    this.idleNow();
+    if (line === undefined) {
+      this.usable = false;
+      throw new Error(`the AMQP peer ended during a call: ${this.stderr}`);
+    }
+    return JSON.parse(line) as { lines: string[]; error?: string };
+  }
+
+  private idleNow(): void {
+    for (const stream of [this.child.stdin, this.child.stdout, this.child.stderr] as unknown as { unref(): void }[]) stream.unref();
+    this.child.unref();
+  }
+}
+
+const amqpPeers = new AmqpPeers();
+
 /** Publishes with publisher confirms (each message confirmed by RabbitMQ before this resolves). */
 export async function pikaPublish(
   server: MessageServer,
@@ -193,52 +255,44 @@ export async function pikaPublish(
    */
   messages: { body: string | Buffer; headers?: Record<string, unknown>; contentType?: string; contentEncoding?: string; timestamp?: number | string }[],
 ): Promise<void> {
-  const child = spawn(PY, [AMQP_PEER, server.url, 'publish', exchange, routingKey], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
   // Bytes go as base64, so any body (invalid UTF-8 included) reaches RabbitMQ as it is.
-  child.stdin!.end(messages.map((m) => JSON.stringify(Buffer.isBuffer(m.body) ? { ...m, body: undefined, bodyBase64: m.body.toString('base64') } : m)).join('\n') + '\n');
-  const [code] = (await once(child, 'close')) as [number | null];
-  if (code !== 0) throw new Error(`pika publish failed (${code}): ${err}`);
+  const lines = messages.map((m) => JSON.stringify(Buffer.isBuffer(m.body) ? { ...m, body: undefined, bodyBase64: m.body.toString('base64') } : m));
+  await amqpPeers.call({ url: server.url, command: 'publish', args: [exchange, routingKey], lines });
 }
 
 /** Consumes (and acknowledges) `count` messages from a queue; fewer if none arrives for `idleS` seconds. */
 export async function pikaConsume(server: MessageServer, queue: string, count: number, idleS = 15): Promise<AmqpReceived[]> {
-  // Each body is printed twice (as text and as base64): room for the tests' 300 KB messages.
-  const { stdout } = await run(PY, [AMQP_PEER, server.url, 'consume', queue, String(count), String(idleS)], { maxBuffer: 64 * 1024 * 1024 });
-  return stdout
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => {
-      const m = JSON.parse(l) as AmqpReceived & { bodyBase64: string };
-      return { ...m, bytes: Buffer.from(m.bodyBase64, 'base64') };
-    });
+  const lines = await amqpPeers.call({ url: server.url, command: 'consume', args: [queue, String(count), String(idleS)] });
+  return lines.map((l) => {
+    const m = JSON.parse(l) as AmqpReceived & { bodyBase64: string };
+    return { ...m, bytes: Buffer.from(m.bodyBase64, 'base64') };
+  });
 }
 
 /** Declares a durable queue, bound to `exchange` with `key` ('' exchange: no binding). */
 export async function pikaDeclareQueue(server: MessageServer, queue: string, exchange = '', key = ''): Promise<void> {
-  await run(PY, [AMQP_PEER, server.url, 'declare', queue, exchange, key]);
+  await amqpPeers.call({ url: server.url, command: 'declare', args: [queue, exchange, key] });
 }
 
 /** Declares a durable exchange of `type` (topic, direct, fanout, headers). */
 export async function pikaDeclareExchange(server: MessageServer, exchange: string, type = 'topic'): Promise<void> {
-  await run(PY, [AMQP_PEER, server.url, 'declare-exchange', exchange, type]);
+  await amqpPeers.call({ url: server.url, command: 'declare-exchange', args: [exchange, type] });
 }
 
 /** Deletes an exchange, and with it every binding to it. */
 export async function pikaDeleteExchange(server: MessageServer, exchange: string): Promise<void> {
-  await run(PY, [AMQP_PEER, server.url, 'delete-exchange', exchange]);
+  await amqpPeers.call({ url: server.url, command: 'delete-exchange', args: [exchange] });
 }
 
 /** Deletes a queue, as an operator would: its messages and bindings go with it, and its consumers are cancelled. */
 export async function pikaDeleteQueue(server: MessageServer, queue: string): Promise<void> {
-  await run(PY, [AMQP_PEER, server.url, 'delete', queue]);
+  await amqpPeers.call({ url: server.url, command: 'delete', args: [queue] });
 }
 
 /** Messages ready in a queue (neither delivered nor unacknowledged). */
 export async function pikaQueueDepth(server: MessageServer, queue: string): Promise<number> {
-  const { stdout } = await run(PY, [AMQP_PEER, server.url, 'count', queue]);
-  return Number(stdout.trim());
+  const [count] = await amqpPeers.call({ url: server.url, command: 'count', args: [queue] });
+  return Number(count);
 }
 
 // ---- NATS: the text protocol over a raw socket ------------------------------------------

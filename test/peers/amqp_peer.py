@@ -12,6 +12,8 @@
   amqp_peer.py URL delete-exchange EXCHANGE        deletes an exchange (and so its bindings)
   amqp_peer.py URL delete QUEUE                    deletes a queue (its messages and bindings with it; its consumers are cancelled)
   amqp_peer.py URL ping                            prints "ok" once a connection and a channel are open (readiness)
+  amqp_peer.py serve                               the same commands as JSON lines on stdin, each answered by a JSON line
+                                                   (test/helpers/peers.ts keeps such processes for a test file's calls)
 
 Publishing uses publisher confirms, so a line printed "ok" is a message the broker took.
 """
@@ -72,14 +74,22 @@ def typed(value):
     return value
 
 
-def main():
-    url, command, *args = sys.argv[1:]
+def execute(url, command, args, lines, out):
+    """Runs one command on a connection of its own; `lines` are publish's messages, `out` takes what it prints."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
-    channel = connection.channel()
+    try:
+        run_command(connection.channel(), command, args, lines, out)
+    finally:
+        # Also after a failure: a serving process outlives the call, and so would the connection.
+        if connection.is_open:
+            connection.close()
+
+
+def run_command(channel, command, args, lines, out):
     if command == "publish":
         exchange, key = args
         channel.confirm_delivery()
-        for line in sys.stdin:
+        for line in lines:
             if not line.strip():
                 continue
             msg = json.loads(line)
@@ -88,7 +98,7 @@ def main():
                                          timestamp=None if msg.get("timestamp") is None else int(msg["timestamp"]))
             body = base64.b64decode(msg["bodyBase64"]) if "bodyBase64" in msg else msg["body"].encode()
             channel.basic_publish(exchange=exchange, routing_key=key, body=body, properties=props, mandatory=False)
-            print("ok", flush=True)
+            out("ok")
     elif command == "consume":
         queue, count, timeout = args[0], int(args[1]), float(args[2])
         seen = 0
@@ -96,12 +106,12 @@ def main():
             if method is None:
                 break
             headers = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (props.headers or {}).items()}
-            print(json.dumps({"routingKey": method.routing_key, "exchange": method.exchange, "redelivered": method.redelivered,
-                              "headers": headers, "body": body.decode(errors="replace"),
-                              "bodyBase64": base64.b64encode(body).decode(),
-                              "properties": {"contentType": props.content_type, "contentEncoding": props.content_encoding,
-                                             "deliveryMode": props.delivery_mode,
-                                             "messageId": props.message_id, "timestamp": props.timestamp}}), flush=True)
+            out(json.dumps({"routingKey": method.routing_key, "exchange": method.exchange, "redelivered": method.redelivered,
+                            "headers": headers, "body": body.decode(errors="replace"),
+                            "bodyBase64": base64.b64encode(body).decode(),
+                            "properties": {"contentType": props.content_type, "contentEncoding": props.content_encoding,
+                                           "deliveryMode": props.delivery_mode,
+                                           "messageId": props.message_id, "timestamp": props.timestamp}}))
             channel.basic_ack(method.delivery_tag)
             seen += 1
             if seen >= count:
@@ -112,23 +122,46 @@ def main():
         channel.queue_declare(queue, durable=True)
         if exchange:
             channel.queue_bind(queue, exchange, routing_key=key)
-        print("ok", flush=True)
+        out("ok")
     elif command == "declare-exchange":
         channel.exchange_declare(args[0], exchange_type=args[1], durable=True)
-        print("ok", flush=True)
+        out("ok")
     elif command == "delete-exchange":
         channel.exchange_delete(args[0])
-        print("ok", flush=True)
+        out("ok")
     elif command == "delete":
         channel.queue_delete(args[0])
-        print("ok", flush=True)
+        out("ok")
     elif command == "ping":
-        print("ok", flush=True)
+        out("ok")
     elif command == "count":
-        print(channel.queue_declare(args[0], passive=True).method.message_count, flush=True)
+        out(str(channel.queue_declare(args[0], passive=True).method.message_count))
     else:
-        sys.exit(f"unknown command {command}")
-    connection.close()
+        raise ValueError(f"unknown command {command}")
+
+
+def serve():
+    """One request a line ({"url", "command", "args", "lines"}), one answer a line ({"lines"} or
+    {"error"}), until stdin ends: a test file's calls share the process, not Python's start."""
+    for request in sys.stdin:
+        if not request.strip():
+            continue
+        printed = []
+        try:
+            r = json.loads(request)
+            execute(r["url"], r["command"], r["args"], r.get("lines", []), printed.append)
+            answer = {"lines": printed}
+        except Exception as err:  # noqa: BLE001 - every failure is the caller's to see
+            answer = {"error": f"{type(err).__name__}: {err}", "lines": printed}
+        print(json.dumps(answer), flush=True)
+
+
+def main():
+    if sys.argv[1:] == ["serve"]:
+        serve()
+        return
+    url, command, *args = sys.argv[1:]
+    execute(url, command, args, sys.stdin if command == "publish" else [], lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":
