@@ -193,7 +193,10 @@ class AmqpPeers {
   private readonly idle: AmqpPeerProcess[] = [];
 
   async call(request: { url: string; command: string; args: string[]; lines?: string[] }): Promise<string[]> {
-    const peer = this.idle.pop() ?? new AmqpPeerProcess();
+    let peer = this.idle.pop();
+    // One that ended while idle (killed with the server's process group, say) is dropped.
+    while (peer && !peer.usable) peer = this.idle.pop();
+    peer ??= new AmqpPeerProcess();
     const answer = await peer.ask(JSON.stringify(request));
     if (peer.usable) this.idle.push(peer);
     if (answer.error !== undefined) throw new Error(`pika ${request.command} failed: ${answer.error}`);
