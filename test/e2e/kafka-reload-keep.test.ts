@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatConsumeAll, kcatProduce, produceRaw, recordBatch, startKafka, type KafkaCluster, KeyedStream, type Numbered } from '../helpers/kafka.js';
+import { KafkaTap } from '../helpers/kafka-tap.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -22,25 +23,30 @@ async function plan(old: string, now: string): Promise<string> {
 
 describe('a Kafka route halted at an undecodable batch, given a deadletter by a reload; then producer keys changed in place', () => {
   let kafka: KafkaCluster;
-  const t = { in: '', out: '', dead: '', late: '' };
+  /** Between the gateway and the cluster: what the producer sends, read (the third test). */
+  let tap: KafkaTap;
+  const t = { in: '', out: '', dead: '', late: '', burst: '' };
   const group = 'eventgate-strict';
   before(async () => {
-    // One broker: it leads every partition, so a raw Produce request can go to it.
+    // One broker: it leads every partition, so a raw Produce request can go to it (and one tap stands in front of it).
     kafka = await startKafka({ brokers: 1 });
     for (const k of Object.keys(t) as (keyof typeof t)[]) {
       t[k] = kafka.topic(k);
       await kafka.createTopic(t[k], 1);
     }
+    tap = await KafkaTap.start(kafka.bootstrap);
   });
-  // Sessions outlast the 3.5 s answers of the last test (the one broker is also the group's coordinator).
-  const config = (deadletter: boolean, producer = 'ackTimeoutMs: 1000') => `
+  // Sessions outlast the 3.5 s answers of the second test (the one broker is also the group's coordinator).
+  // A probe an hour (one at the start, one after a failed publish) until the third test sets one every 100 ms.
+  const config = (deadletter: boolean, producer = 'lingerMs: 1, ackTimeoutMs: 1000', probe = 3600000) => `
 version: 1
 admin: { port: 0 }
 brokers:
   kafka:
     kind: kafka
-    brokers: "${kafka.bootstrap}"
-    producer: { lingerMs: 1, ${producer} }
+    brokers: "${tap.bootstrap}"
+    healthCheckIntervalMs: ${probe}
+    producer: { ${producer} }
     consumer: { sessionTimeoutMs: 10000, heartbeatIntervalMs: 500, rebalanceTimeoutMs: 4000, maxWaitMs: 100 }
 listeners:
   api: { kind: http, port: 0 }
@@ -51,9 +57,13 @@ routes:
 ${deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}  - name: late
     from: { listener: api, path: /late }
     to: { broker: kafka, topic: ${t.late} }
+  - name: burst
+    from: { listener: api, path: /burst }
+    to: { broker: kafka, topic: ${t.burst} }
 `;
   const gw = useGateway(() => config(false));
   after(async () => {
+    await tap?.stop();
     await kafka?.stop();
   });
 
@@ -98,7 +108,7 @@ ${deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}  - 
   // Point 285 of docs/spec-checklist.md: any changed key replaced a kafka broker (a new producer,
   // every consume route rejoining its group). Keys read per produce request now apply in place.
   it('reconfigures the broker in place when only producer keys change (plan says so, --admin too): the member kept, the next publish has the new deadline, and its request is not sent again before it', async () => {
-    const now = config(true, 'ackTimeoutMs: 2500, compression: gzip');
+    const now = config(true, 'lingerMs: 1, ackTimeoutMs: 2500, compression: gzip');
     const said = await plan(config(true), now);
     assert.match(said, /^ {2}~ broker kafka \(reconfigured in place\)$/m);
     assert.doesNotMatch(said, /consumer group|route strict/);
@@ -134,6 +144,78 @@ ${deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}  - 
     assert.equal(kafka.leaves(group), leaves, 'no LeaveGroup request');
     assert.deepEqual(
       gw.logs.slice(from).filter((l) => /consumer joined|consumer stopped;|kafka broker connected|timed out/.test(l.msg)),
+      [],
+    );
+  });
+
+  // Point 338 of docs/spec-checklist.md: the keys test 2's reload changes in place, each seen before
+  // and after in what the producer sends (the tap reads its requests with src/codecs).
+  it('applies acks, compression, lingerMs, maxBatchRecords, maxBatchBytes and healthCheckIntervalMs in place, as the produce requests and probes show, a batch lingering at the reload going by the new ones; the producer, its connections and the member kept', async () => {
+    const url = gw.url('api', '/burst');
+    const big = (n: number) => post(url, { n, pad: 'x'.repeat(15000) });
+    const small = (n: number) => post(url, { n, pad: 'x'.repeat(1000) });
+    const statuses = async (answers: Promise<{ status: number }>[]) => (await Promise.all(answers)).map((r) => r.status);
+    // Publishes the route holds: each is in the producer's queue or in a produce request (a route without steps hands it over at once).
+    const inFlight = async () => (await gw.status()).routes.find((r: { name: string }) => r.name === 'burst').inFlight as number;
+    /** Each produce request to the topic since the `from`-th: its acks, and its batches as `codec:records`. */
+    const sent = (from: number) => tap.producesTo(t.burst, from).map((p) => ({ acks: p.acks, batches: p.batches.map((b) => `${b.codec}:${b.records}`) }));
+    const joins = kafka.joinRequests();
+    const leaves = kafka.leaves(group);
+    const from = gw.logs.length;
+
+    // A: a batch leaves full (lingerMs 60 s) at 4 records (maxBatchRecords; 60 KB, within the default
+    // maxBatchBytes), acks all (-1), codec none (0); the cluster probed every 100 ms.
+    const a = config(true, 'ackTimeoutMs: 10000, acks: all, compression: none, lingerMs: 60000, maxBatchRecords: 4', 100);
+    assert.equal((await gw.reconfigure(a)).msg, 'config reloaded');
+    const probesA = tap.probes;
+    let seen = tap.produces.length;
+    assert.deepEqual(await statuses([0, 1, 2, 3, 4, 5, 6, 7].map(big)), Array(8).fill(200));
+    assert.deepEqual(sent(seen), Array(2).fill({ acks: -1, batches: ['0:4'] }));
+    seen = tap.produces.length;
+    // Three more wait in the producer for a fourth.
+    const lingering = statuses([8, 9, 10].map(small));
+    await eventually(async () => assert.equal(await inFlight(), 3));
+    assert.deepEqual(sent(seen), [], 'held while lingerMs is 60 s');
+    await eventually(() => assert.ok(tap.probes >= probesA + 3, `${tap.probes - probesA} probes`));
+    // The probe's client was made again at its first round (a new ackTimeoutMs); nothing is from here on.
+    const connections = tap.connections;
+
+    // B: lingerMs 0, a batch at most 3 records and 25000 bytes, acks leader (1), gzip (1), a probe an hour.
+    const b = config(true, 'ackTimeoutMs: 10000, acks: leader, compression: gzip, lingerMs: 0, maxBatchRecords: 3, maxBatchBytes: 25000', 3600000);
+    assert.equal((await gw.reconfigure(b)).msg, 'config reloaded');
+    const probesB = tap.probes;
+    // The batch lingering at the reload goes by the new lingerMs, now (it kept the 60 s timer of the old one, answered 503 at the 10 s deadline).
+    assert.deepEqual(await lingering, [200, 200, 200]);
+    assert.deepEqual(sent(seen), [{ acks: 1, batches: ['1:3'] }]);
+    seen = tap.produces.length;
+    // A lone record leaves at once; its answer held, the next ones queue behind it (one batch in flight per partition).
+    tap.holdProduce();
+    const lone = small(11);
+    await eventually(() => assert.equal(tap.producesTo(t.burst, seen).length, 1));
+    const bigs = [12, 13].map(big);
+    await eventually(async () => assert.equal(await inFlight(), 3));
+    const smalls = [14, 15, 16, 17].map(small);
+    await eventually(async () => assert.equal(await inFlight(), 7));
+    tap.releaseProduce();
+    assert.deepEqual(await statuses([lone, ...bigs, ...smalls]), Array(7).fill(200));
+    // Two 15 KB records are over 25000 bytes: the first alone; then 3 records of 17 KB (maxBatchRecords); then the last 2.
+    assert.deepEqual(
+      sent(seen),
+      [1, 1, 3, 2].map((n) => ({ acks: 1, batches: [`1:${n}`] })),
+    );
+    assert.deepEqual(
+      (await kcatConsumeAll(kafka.bootstrap, t.burst)).map((r) => (JSON.parse(r.value!) as { n: number }).n).sort((x, y) => x - y),
+      [...Array(18).keys()],
+      'each record once',
+    );
+    // At most the round under way at the reload: no other in the hour.
+    assert.ok(tap.probes <= probesB + 1, `${tap.probes - probesB} probes since the interval became an hour`);
+    assert.equal(tap.connections, connections, 'no connection made again: the producer and the consumer kept');
+    assert.deepEqual(tap.problems, []);
+    assert.equal(kafka.joinRequests(), joins, 'no JoinGroup request: no rebalance');
+    assert.equal(kafka.leaves(group), leaves, 'no LeaveGroup request');
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => /consumer joined|consumer stopped;|kafka broker connected|timed out|not settled/.test(l.msg)),
       [],
     );
   });

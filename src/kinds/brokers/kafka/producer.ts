@@ -182,6 +182,14 @@ export class RecordProducer {
       this.deadlines = new AckDeadlines(ack, this.broker);
     }
     this.settings = settings;
+    // A batch lingering under the former lingerMs, maxBatchRecords or maxBatchBytes is scheduled
+    // again by the new ones: lingerMs counted from its oldest record, and at once when now full.
+    if (this.lingering !== undefined) {
+      clearTimeout(this.lingering);
+      this.lingering = undefined;
+      this.scheduled = false;
+      this.kick();
+    }
   }
 
   /**
