@@ -48,7 +48,7 @@ const options = kindOptions('kafka', {
         lingerMs: ms(
           0,
           0,
-          'How long a publish waits for others to share its produce request. 0: none added; a produce request leaves as soon as the one in flight is answered, carrying what arrived meanwhile, so batches grow with the load.',
+          'How long a publish waits for others to share its produce request. 0: none added; a produce request leaves as soon as the one in flight is answered, carrying what arrived meanwhile, so batches grow with the load. A reload may change it in place (with `maxBatchRecords` and `maxBatchBytes`): a batch lingering then leaves by the new values, this long after its oldest record or at once when full.',
         ),
         maxBatchRecords: ms(1000, 1, 'Most records in one produce request.'),
         maxBatchBytes: ms(
