@@ -21,27 +21,42 @@ const MAY = /may still have reached it \(sending it again may store it twice\)/;
 interface Peer {
   /** Resolves once the server holds message `n` (read by a client of its own, not through the proxy). */
   has(n: number): Promise<void>;
+  /** How many times the server took message `n` so far (nats: on any subject the peer reads). */
+  count(n: number): number;
   close(): void;
 }
+
+/** The kinds whose client resets a connection it gives up for liveness (point 350), which the partition case below checks. */
+const RESETS: readonly string[] = ['nats'];
 
 for (const kind of ['mqtt', 'nats', 'amqp'] as const) {
   describe(`kind: ${kind}, a 503 for a message sent and not acknowledged`, () => {
     let server: MessageServer;
     let proxy: TcpProxy;
     let peer: Peer;
+    /** A second proxy, for broker `parted` alone: partition() and heal(). */
+    let parted: TcpProxy;
     const topic = kind === 'mqtt' ? 'unacked/in' : 'unacked.in';
 
     before(async () => {
       server = kind === 'mqtt' ? await startMosquitto() : kind === 'nats' ? await startNats() : await sharedRabbit();
       proxy = await TcpProxy.start(server.port);
+      parted = await TcpProxy.start(server.port);
       if (kind === 'mqtt') {
         const sub = await MosquittoSub.start(server, topic, 1);
-        peer = { has: async (n) => void (await sub.until((m) => JSON.parse(m.payload).n === n)), close: () => sub.stop() };
+        peer = {
+          has: async (n) => void (await sub.until((m) => JSON.parse(m.payload).n === n)),
+          count: (n) => sub.all.filter((m) => JSON.parse(m.payload).n === n).length,
+          close: () => sub.stop(),
+        };
       } else if (kind === 'nats') {
         const nats = await RawNats.connect(server);
         const sid = await nats.subscribe(topic);
+        // What broker `parted` writes to its JetStream subject too (the stream stores what the server takes).
+        const jsSid = await nats.subscribe('parted.in');
         const seen = (n: number) => nats.received(sid).some((m) => JSON.parse(m.payload).n === n);
-        peer = { has: (n) => eventually(() => assert.ok(seen(n)), 15000), close: () => nats.close() };
+        const count = (n: number) => [...nats.received(sid), ...nats.received(jsSid)].filter((m) => JSON.parse(m.payload).n === n).length;
+        peer = { has: (n) => eventually(() => assert.ok(seen(n)), 15000), count, close: () => nats.close() };
       } else {
         await pikaDeclareQueue(server, 'unacked-seen', 'amq.topic', topic);
         const seen: number[] = [];
@@ -51,21 +66,23 @@ for (const kind of ['mqtt', 'nats', 'amqp'] as const) {
               seen.push(...(await pikaConsume(server, 'unacked-seen', 1, 1)).map((m) => JSON.parse(m.body).n as number));
               assert.ok(seen.includes(n));
             }, 30000),
+          count: (n) => seen.filter((m) => m === n).length,
           close: () => undefined,
         };
       }
     });
     after(async () => {
       peer?.close();
+      await parted?.stop();
       await proxy?.stop();
       await server?.stop();
     });
 
-    const url = () => server.url.replace(`:${server.port}`, `:${proxy.port}`);
-    const broker = (name: string, ackTimeoutMs: number) =>
+    const url = (through = proxy) => server.url.replace(`:${server.port}`, `:${through.port}`);
+    const broker = (name: string, ackTimeoutMs: number, through = proxy) =>
       kind === 'nats'
-        ? `${name}: { kind: nats, servers: "${url()}", ackTimeoutMs: ${ackTimeoutMs}, reconnectTimeWaitMs: 200, streams: { UNACKED_${name.toUpperCase()}: { subjects: ["${name}.>"] } } }`
-        : `${name}: { kind: ${kind}, url: "${url()}", ackTimeoutMs: ${ackTimeoutMs} }`;
+        ? `${name}: { kind: nats, servers: "${url(through)}", ackTimeoutMs: ${ackTimeoutMs}, reconnectTimeWaitMs: 200, ${through === parted ? 'pingIntervalMs: 500, ' : ''}streams: { UNACKED_${name.toUpperCase()}: { subjects: ["${name}.>"] } } }`
+        : `${name}: { kind: ${kind}, url: "${url(through)}", ackTimeoutMs: ${ackTimeoutMs} }`;
     // JetStream subjects per broker (a stream answers the PubAck); the peer reads the core subject each broker also publishes to.
     const to = (name: string) => (kind === 'nats' ? `[{ broker: ${name}, topic: ${name}.in }, { broker: ${name}, topic: ${topic} }]` : `{ broker: ${name}, topic: ${topic} }`);
     const gw = useGateway(
@@ -77,6 +94,7 @@ listeners:
 brokers:
   ${broker('late', 1000)}
   ${broker('lost', 60000)}
+  ${broker('parted', 60000, parted)}
 routes:
   - name: late
     from: { listener: api, path: /late }
@@ -84,6 +102,9 @@ routes:
   - name: lost
     from: { listener: api, path: /lost }
     to: ${to('lost')}
+  - name: parted
+    from: { listener: api, path: /parted }
+    to: ${to('parted')}
 `,
     );
 
@@ -116,5 +137,32 @@ routes:
       proxy.release();
       await eventually(async () => assert.equal((await post(gw.url('api', '/lost'), { n: 4 })).status, 200), 30000, 100);
     });
+
+    if (RESETS.includes(kind))
+      it('a partition that heals after the gateway gave the connection up stores nothing it answered 503', async () => {
+        // Point 178: the gateway closed the connection it gave up (a FIN), the kernel kept what it
+        // had not delivered, and a server that still took the connection for alive stored those
+        // publishes when the path came back, after their 503 and after newer messages. Now it
+        // resets the connection (an RST drops them); the proxy models which of the two it was.
+        await eventually(async () => assert.equal((await post(gw.url('api', '/parted'), { n: 100 })).status, 200), 30000, 100);
+        parted.partition();
+        const from = gw.logs.length;
+        const sent = [101, 102, 103, 104];
+        const replies = Promise.all(sent.map((n) => post(gw.url('api', '/parted'), { n })));
+        // Written before the liveness check gives the connection up: held in the path.
+        await eventually(() => {
+          for (const n of sent) assert.match(parted.heldFromClients(), new RegExp(`"n":${n}\\b`));
+        }, 15000);
+        await gw.waitForLog((l) => l.broker === 'parted' && l.msg === `${kind} connection lost; reconnecting`, 30000, from);
+        for (const reply of await replies) {
+          assert.equal(reply.status, 503, reply.text);
+          assert.match(reply.body.detail, MAY);
+        }
+        parted.heal();
+        await eventually(async () => assert.equal((await post(gw.url('api', '/parted'), { n: 105 })).status, 200), 30000, 100);
+        await peer.has(105);
+        for (const n of sent) assert.equal(peer.count(n), 0, `message ${n}, answered 503, was stored after the heal`);
+        assert.equal(peer.count(105), kind === 'nats' ? 2 : 1);
+      });
   });
 }

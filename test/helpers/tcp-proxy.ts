@@ -1,6 +1,27 @@
 import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import type { Transform } from 'node:stream';
+import type { Transform, Writable } from 'node:stream';
+
+/** One proxied connection: the client's socket, the one to the server, and where the client's bytes go (the server's socket, or `toServer`'s stream in front of it). */
+interface Link {
+  client: Socket;
+  upstream: Socket;
+  into: Writable;
+  parted?: Parted;
+}
+
+/** What a partition holds of one connection until heal(). */
+interface Parted {
+  /** The client's bytes not yet delivered, and whether its FIN came after them. */
+  toServer: Buffer[];
+  fin: boolean;
+  /** The client reset the connection (RST): its kernel dropped what it had not delivered. */
+  reset: boolean;
+  toClient: Buffer[];
+  /** The server closed its side meanwhile. */
+  serverClosed: boolean;
+  stop(): void;
+}
 
 /**
  * A TCP proxy in front of a listener that can cut every connection (as a network failure or a
@@ -8,6 +29,7 @@ import type { Transform } from 'node:stream';
  */
 export class TcpProxy {
   private readonly sockets = new Set<Socket>();
+  private readonly links = new Set<Link>();
   private held: (() => void)[] | undefined;
   /** Each connection's way back (upstream → client), for holdReplies(). */
   private readonly replies = new Map<Socket, Socket>();
@@ -25,11 +47,22 @@ export class TcpProxy {
       const go = () => {
         if (client.destroyed) return;
         const upstream = connect(targetPort, '127.0.0.1');
+        const into = options.toServer ? options.toServer() : upstream;
+        const link: Link = { client, upstream, into };
         proxy.sockets.add(upstream);
-        upstream.on('close', () => (proxy.sockets.delete(upstream), client.destroy()));
+        proxy.links.add(link);
+        // In a partition neither side learns of the other's close (heal() settles it).
+        upstream.on('close', () => {
+          proxy.sockets.delete(upstream);
+          proxy.links.delete(link);
+          if (link.parted) link.parted.serverClosed = true;
+          else client.destroy();
+        });
         upstream.on('error', () => upstream.destroy());
-        client.on('close', () => upstream.destroy());
-        if (options.toServer) client.pipe(options.toServer()).pipe(upstream);
+        client.on('close', () => {
+          if (!link.parted) upstream.destroy();
+        });
+        if (into !== upstream) client.pipe(into).pipe(upstream);
         else client.pipe(upstream);
         upstream.pipe(client);
         proxy.replies.set(upstream, client);
@@ -78,6 +111,74 @@ export class TcpProxy {
     const held = this.held ?? [];
     this.held = undefined;
     for (const go of held) go();
+  }
+
+  /**
+   * A network partition: nothing passes either way on the open connections, nothing is closed,
+   * and new connections are accepted and held (a SYN answered by the proxy, as a load balancer
+   * in the path would), until heal().
+   *
+   * What the client writes meanwhile is held as not yet delivered: on a real network its kernel
+   * keeps those bytes in the socket's send queue and retransmits them until the server
+   * acknowledges them — also after the client closed the socket (a FIN only queues behind them),
+   * but not after a reset (an RST drops the queue). So on heal() a connection the client closed
+   * delivers what it held and then its FIN, as the kernel's retransmissions would once the path
+   * is back; one the client reset delivers nothing and the server's side is reset (the server's
+   * next packet would be answered with an RST). The client's bytes reach the proxy at once over
+   * loopback, so the proxy, not the client's kernel, is where they wait; what decides is only how
+   * the client ended the socket, which the proxy sees as 'end' (FIN) or ECONNRESET (RST).
+   */
+  partition(): void {
+    this.held ??= [];
+    for (const link of this.links) {
+      if (link.parted) continue;
+      const { client, upstream } = link;
+      client.unpipe();
+      upstream.unpipe(client);
+      const p: Parted = { toServer: [], fin: false, reset: false, toClient: [], serverClosed: false, stop: () => undefined };
+      const fromClient = (b: Buffer) => p.toServer.push(b);
+      const fromServer = (b: Buffer) => p.toClient.push(b);
+      const fin = () => (p.fin = true);
+      const reset = (err: NodeJS.ErrnoException) => (p.reset ||= err.code === 'ECONNRESET');
+      client.on('data', fromClient).on('end', fin).on('error', reset).resume();
+      upstream.on('data', fromServer).resume();
+      p.stop = () => {
+        client.off('data', fromClient).off('end', fin).off('error', reset);
+        upstream.off('data', fromServer);
+      };
+      link.parted = p;
+    }
+  }
+
+  /** The bytes partition() holds from the clients, as text (to see that a client's writes are in it). */
+  heldFromClients(): string {
+    return [...this.links].map((l) => Buffer.concat(l.parted?.toServer ?? []).toString('latin1')).join('');
+  }
+
+  /** Ends the partition (see partition()), then lets the connections held meanwhile through. */
+  heal(): void {
+    for (const link of [...this.links]) {
+      const p = link.parted;
+      if (!p) continue;
+      p.stop();
+      link.parted = undefined;
+      const { client, upstream, into } = link;
+      if (p.reset || p.serverClosed) {
+        // Nothing more reaches the server: the client's kernel dropped it, or the server is gone.
+        if (!upstream.destroyed) upstream.resetAndDestroy();
+        client.destroy();
+        continue;
+      }
+      for (const b of p.toServer) into.write(b);
+      if (p.fin || client.destroyed) {
+        into.end();
+        continue;
+      }
+      for (const b of p.toClient) client.write(b);
+      client.pipe(into);
+      upstream.pipe(client);
+    }
+    this.release();
   }
 
   async stop(): Promise<void> {

@@ -16,7 +16,7 @@ import {
 import { AckDeadlines, leavesOnStop, NotConnected, Refused } from '../acknowledgement.js';
 import { problem } from '../../../core/errors.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
-import { JetStreamPublisher, socketOf } from './publisher.js';
+import { JetStreamPublisher, resetWhenGivenUp, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
 import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
@@ -155,6 +155,8 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
       return;
     }
     this.nc = nc;
+    // Before any ping is due: what it had written on a connection given up must not reach the server after its 503.
+    if (!resetWhenGivenUp(nc)) this.log.warn('this nats.js has no protocol handler to hook: a connection given up for liveness is closed, not reset (docs/scaling.md, "A network partition")');
     void this.watch(nc);
     // The settings as they are now: a reload may have reconfigured the broker while it connected.
     this.js = new JetStreamPublisher(nc, lib.createInbox, this.name, this.settings.ackTimeoutMs, this.lateAnswerMs);
