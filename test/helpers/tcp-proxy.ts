@@ -150,6 +150,25 @@ export class TcpProxy {
     }
   }
 
+  /**
+   * partition() once a client sends `bytes` (in one chunk, which still reaches the server): to
+   * start a partition at a given point of a protocol's liveness cycle (an MQTT PINGREQ).
+   */
+  partitionWhenClientSends(bytes: Buffer): Promise<void> {
+    return new Promise((resolve) => {
+      const watched = [...this.links].map(({ client }) => {
+        const look = (chunk: Buffer) => {
+          if (!chunk.includes(bytes)) return;
+          for (const [c, f] of watched) c.off('data', f);
+          this.partition();
+          resolve();
+        };
+        client.on('data', look);
+        return [client, look] as const;
+      });
+    });
+  }
+
   /** The bytes partition() holds from the clients, as text (to see that a client's writes are in it). */
   heldFromClients(): string {
     return [...this.links].map((l) => Buffer.concat(l.parted?.toServer ?? []).toString('latin1')).join('');

@@ -8,6 +8,7 @@ import type { Logger } from '../../../log.js';
 import { within } from '../../../core/within.js';
 import type { MqttSettings } from '../mqtt.js';
 import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
+import { resetGivenUp } from '../given-up.js';
 
 /** The client library, loaded when the first mqtt broker starts (commands that start none, such as validate, never load it). */
 export type MqttLib = typeof import('mqtt');
@@ -60,6 +61,13 @@ export class Link {
     const lost = () => {
       if (this.ready && !client.disconnecting) log.warn({ connection: what }, 'mqtt connection lost; reconnecting');
       this.ready = false;
+    };
+    // mqtt.js gives a connection up for keepalive (no PINGRESP 1.5 intervals after the last) by
+    // destroying its socket, a FIN: reset it first, so what it had not delivered never reaches the server.
+    const giveUp = client.onKeepaliveTimeout;
+    client.onKeepaliveTimeout = function (this: MqttClient) {
+      resetGivenUp(this.stream);
+      giveUp.call(this);
     };
     client.on('close', () => {
       lost();
