@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { MosquittoSub, pikaConsume, pikaDeclareQueue, RawNats } from '../helpers/peers.js';
@@ -27,7 +28,10 @@ interface Peer {
 }
 
 /** The kinds whose client resets a connection it gives up for liveness (point 350), which the partition case below checks. */
-const RESETS: readonly string[] = ['nats', 'mqtt'];
+/** An AMQP heartbeat frame: type 8, channel 0, no payload, the frame end. */
+const AMQP_HEARTBEAT = Buffer.from([8, 0, 0, 0, 0, 0, 0, 0xce]);
+
+const RESETS: readonly string[] = ['nats', 'mqtt', 'amqp'];
 
 for (const kind of ['mqtt', 'nats', 'amqp'] as const) {
   describe(`kind: ${kind}, a 503 for a message sent and not acknowledged`, () => {
@@ -82,7 +86,7 @@ for (const kind of ['mqtt', 'nats', 'amqp'] as const) {
     const broker = (name: string, ackTimeoutMs: number, through = proxy) =>
       kind === 'nats'
         ? `${name}: { kind: nats, servers: "${url(through)}", ackTimeoutMs: ${ackTimeoutMs}, reconnectTimeWaitMs: 200, ${through === parted ? 'pingIntervalMs: 500, ' : ''}streams: { UNACKED_${name.toUpperCase()}: { subjects: ["${name}.>"] } } }`
-        : `${name}: { kind: ${kind}, url: "${url(through)}", ackTimeoutMs: ${ackTimeoutMs}${through === parted && kind === 'mqtt' ? ', keepaliveSeconds: 2, reconnectPeriodMs: 200' : ''} }`;
+        : `${name}: { kind: ${kind}, url: "${url(through)}${through === parted && kind === 'amqp' ? '?heartbeat=2' : ''}", ackTimeoutMs: ${ackTimeoutMs}${through === parted && kind === 'mqtt' ? ', keepaliveSeconds: 2, reconnectPeriodMs: 200' : ''} }`;
     // JetStream subjects per broker (a stream answers the PubAck); the peer reads the core subject each broker also publishes to.
     const to = (name: string) => (kind === 'nats' ? `[{ broker: ${name}, topic: ${name}.in }, { broker: ${name}, topic: ${topic} }]` : `{ broker: ${name}, topic: ${topic} }`);
     const gw = useGateway(
@@ -149,8 +153,17 @@ routes:
         // 1.5 keepalive intervals from that PINGREQ (3 s, counted in whole seconds), mqtt.js 1.5
         // from the previous PINGRESP (1 s later): the path heals in between. NATS: nats-server
         // pings a client every 2 minutes; nats.js gives up after two PINGs unanswered (~1-1.5 s).
+        // AMQP: amqplib and RabbitMQ both give up after two heartbeat checks (2 s apart) heard
+        // nothing, 4 to 6 s after the last frame: the server's frames are held first (the path
+        // fails one way first), so it still hears the client's heartbeats until the partition,
+        // at the first one 2.5 s on: the client gives up within 4-6 s of the hold, the server
+        // not before 4 s after the partition (6.5 s).
         if (kind === 'mqtt') await parted.partitionWhenClientSends(Buffer.from([0xc0, 0x00]));
-        else parted.partition();
+        else if (kind === 'amqp') {
+          parted.holdReplies();
+          await sleep(2500);
+          await parted.partitionWhenClientSends(AMQP_HEARTBEAT);
+        } else parted.partition();
         const from = gw.logs.length;
         const sent = [101, 102, 103, 104];
         const replies = Promise.all(sent.map((n) => post(gw.url('api', '/parted'), { n })));

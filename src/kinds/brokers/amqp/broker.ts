@@ -5,6 +5,7 @@ import { payloadContentEncoding, payloadContentType, valuePayload, type Delivery
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, LostUnacknowledged, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
+import { resetGivenUp } from '../given-up.js';
 import { SIZE_REFUSAL, tooLarge } from './size-limit.js';
 import type { AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft, vhostOf } from './bindings.js';
@@ -15,7 +16,7 @@ import { FirstConnection } from '../first-connection.js';
 import { installTableDecoder } from './field-table.js';
 import { routingKeyProblem } from './routing-keys.js';
 import { DeclaredQueues, declaredBindings, declareQueue } from './declared-queues.js';
-import { closedByServer, connectFailure, dropConnection, refusedOnChannel } from './connection.js';
+import { closedByServer, connectFailure, dropConnection, refusedOnChannel, socketOf } from './connection.js';
 import { AmqpSubscription } from './subscription.js';
 
 /** Exchanges every RabbitMQ has; they cannot be declared, only used. */
@@ -276,7 +277,12 @@ export class AmqpBroker implements BrokerRuntime {
     if (this.stopped) return;
     try {
       const conn = await this.open(this.settings.url, { ...(this.settings.tls ?? {}), timeout: this.settings.connectTimeoutMs, clientProperties: { connection_name: `eventgate ${this.name}` } });
-      conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'amqp connection error'));
+      conn.on('error', (err: Error) => {
+        // amqplib ends the socket of a connection its heartbeat gives up (a FIN) right after this
+        // event: reset it first, so what it had not delivered never reaches the server (given-up.ts).
+        if (err.message === 'Heartbeat timeout') resetGivenUp(socketOf(conn));
+        this.log.warn({ err: err.message }, 'amqp connection error');
+      });
       conn.on('close', (err?: Error) => this.lost(closedByServer(err, this.vhost) ?? 'unreachable: connection closed'));
       conn.on('blocked', (reason: string) => {
         this.state = { ready: false, detail: `blocked by the server: ${reason}` };

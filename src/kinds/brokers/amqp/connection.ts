@@ -60,5 +60,10 @@ export function refusedOnChannel(err: unknown): boolean {
  * plain destroy() emits neither, so the broker would never reconnect.
  */
 export function dropConnection(conn: ChannelModel): void {
-  (conn as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream?.destroy(new Error('the server did not answer a close within connectTimeoutMs'));
+  (socketOf(conn) as { destroy(err?: Error): void } | undefined)?.destroy(new Error('the server did not answer a close within connectTimeoutMs'));
+}
+
+/** The connection's socket (a field of amqplib's connection under the channel model). */
+export function socketOf(conn: ChannelModel): unknown {
+  return (conn as unknown as { connection?: { stream?: unknown } }).connection?.stream;
 }
