@@ -8,7 +8,7 @@ import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
 import { FirstConnection } from '../first-connection.js';
 import { mqttStringProblem, publishTopicProblem, qosFor } from './topics.js';
-import { clientOptions, disconnect, Link, lib, loadMqtt } from './connection.js';
+import { clientOptions, disconnect, Link, lib, loadMqtt, resetWhenGivenUp } from './connection.js';
 import { endLeftSessions, endUnendedSessions } from './sessions.js';
 import { MqttSubscription } from './subscription.js';
 
@@ -118,6 +118,7 @@ export class MqttBroker implements BrokerRuntime {
       reschedulePings: false,
     });
     this.publisher = new Link(client, this.log, 'publish');
+    resetWhenGivenUp(client);
     client.on('connect', () => {
       this.firstConnection.connected();
       if (!this.stopped) void endUnendedSessions(mqttLib, this.settings, this.log);

@@ -62,19 +62,28 @@ export class Link {
       if (this.ready && !client.disconnecting) log.warn({ connection: what }, 'mqtt connection lost; reconnecting');
       this.ready = false;
     };
-    // mqtt.js gives a connection up for keepalive (no PINGRESP 1.5 intervals after the last) by
-    // destroying its socket, a FIN: reset it first, so what it had not delivered never reaches the server.
-    const giveUp = client.onKeepaliveTimeout;
-    client.onKeepaliveTimeout = function (this: MqttClient) {
-      resetGivenUp(this.stream);
-      giveUp.call(this);
-    };
     client.on('close', () => {
       lost();
       if (this.detail === 'connected') this.detail = 'unreachable: connection closed';
     });
     client.on('offline', lost);
   }
+}
+
+/**
+ * Makes mqtt.js reset the socket of a connection it gives up for keepalive (no PINGRESP 1.5
+ * intervals after the last), which it destroys (a FIN): what it had written and not delivered then
+ * never reaches the server (given-up.ts). For publishing connections: on a consume route's, what
+ * it would drop are its acknowledgements, which the server may as well take late.
+ */
+export function resetWhenGivenUp(client: MqttClient): void {
+  const giveUp = client.onKeepaliveTimeout;
+  // Another mqtt.js: the connection closes as the library does.
+  if (typeof giveUp !== 'function') return;
+  client.onKeepaliveTimeout = function (this: MqttClient) {
+    resetGivenUp(this.stream);
+    giveUp.call(this);
+  };
 }
 
 /**
