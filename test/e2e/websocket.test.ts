@@ -200,10 +200,33 @@ describe('WebSocket (spec §5)', () => {
       }
     });
 
-    it('closes with 1009 a connection that sends a frame over maxPayloadBytes', async () => {
+    it('closes with 1009 a connection that sends a frame over maxPayloadBytes, and with 1007 one that sends a text frame not UTF-8, after answering the frames before it', async () => {
       const c = await connect('/publish');
       c.send({ n: 1, pad: 'x'.repeat(2000) });
       assert.equal((await c.waitClose()).code, 1009);
+      // The frames read before the one that breaks the connection are published: each gets its
+      // ack or error frame before the close, or the client could not tell what was delivered.
+      // All in one write, so the gateway reads them together.
+      const mask = [0x12, 0x34, 0x56, 0x78];
+      const masked = (payload: Buffer) => Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!));
+      const over = Buffer.from([0x81, 0x80 | 126, 2000 >> 8, 2000 & 0xff, ...mask]);
+      const notUtf8 = Buffer.concat([Buffer.from([0x81, 0x80 | 2, ...mask]), masked(Buffer.from([0xc3, 0x28]))]);
+      for (const [breaker, code] of [
+        [over, 1009],
+        [notUtf8, 1007],
+      ] as const) {
+        const raw = await RawWsClient.connect(gw.url('push', '/publish', 'ws'));
+        raw.socket.write(Buffer.concat([RawWsClient.textFrame('{"n":1}'), RawWsClient.textFrame('{"n":"x"}'), RawWsClient.textFrame('{"n":2}'), breaker]));
+        assert.equal((await raw.waitCloseFrame()).code, code);
+        const answers = raw.texts.slice(0, raw.textsBeforeClose).map((t) => JSON.parse(t));
+        assert.deepEqual(
+          answers.map((a) => a.type ?? a.status),
+          ['ack', 'error', 'ack'],
+          `${code}: ${raw.texts.join(' ')}`,
+        );
+        assert.equal(answers[1].status, 400);
+        raw.destroy();
+      }
     });
   });
 

@@ -35,7 +35,7 @@ import { canWriteRaw, textFrame, writeFrames } from './ws-frames.js';
 import { RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
 import { anyOrigin, originList } from './cors.js';
 
-const { WebSocketServer } = bundled<typeof Ws>('ws');
+const { WebSocketServer, WebSocket: WsSocket } = bundled<typeof Ws>('ws');
 const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
 type Router = FindMyWayModule.Instance<FindMyWayModule.HTTPVersion.V1>;
 const noop = () => undefined;
@@ -165,6 +165,26 @@ function onClientMessage(this: WebSocket, data: RawData, isBinary: boolean): voi
   if (c) c.listener.frame(c, data, isBinary);
 }
 
+/** The codes ws fails a connection with when a frame breaks it: a protocol error, a text frame not UTF-8, a frame over maxPayloadBytes. */
+const FRAME_FAILURES: ReadonlySet<number> = new Set([1002, 1007, 1009]);
+
+/**
+ * ws fails a connection from its frame parser, at once, when a frame breaks it (FRAME_FAILURES).
+ * The frames read before that one are still being published: their acks and error frames go out
+ * first and the close after them, or the client could not tell which were delivered. ws reads
+ * nothing more meanwhile.
+ */
+class ClientSocket extends WsSocket {
+  override close(code?: number, data?: string | Buffer): void {
+    const c = clientOf.get(this);
+    if (c?.queue !== undefined && c.pending > 0 && !c.evicted && code !== undefined && FRAME_FAILURES.has(code)) {
+      void c.queue.then(() => super.close(code, data));
+      return;
+    }
+    super.close(code, data);
+  }
+}
+
 /**
  * Clients connect to a route's path. Frames they send on a publish route's path are messages;
  * forward targets push every message to all clients on their path (spec §5).
@@ -222,7 +242,7 @@ export class WebSocketListener implements ListenerRuntime {
       'GET',
     );
     // clientTracking off: ws would keep its own set of clients and a close handler per connection; the listener has its own.
-    this.wss = new WebSocketServer({ noServer: true, clientTracking: false, perMessageDeflate: false, maxPayload: options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD });
+    this.wss = new WebSocketServer({ noServer: true, clientTracking: false, perMessageDeflate: false, maxPayload: options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD, WebSocket: ClientSocket });
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
   }
 
