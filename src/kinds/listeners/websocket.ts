@@ -49,7 +49,13 @@ const DEFAULT_PING_INTERVAL = 30_000;
 
 const options = kindOptions('websocket', {
   ...transportOptions,
-  maxPayloadBytes: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_PAYLOAD, description: 'Largest frame a client may send; a larger one closes the connection with 1009, once the frames it sent before are answered.' })),
+  maxPayloadBytes: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      default: DEFAULT_MAX_PAYLOAD,
+      description: 'Largest frame a client may send; a larger one closes the connection with 1009, once the frames it sent before are answered.',
+    }),
+  ),
   maxBufferedBytes: Type.Optional(
     Type.Integer({
       minimum: 1,
