@@ -267,7 +267,7 @@ function quoteTopic(topic: string): string {
   return `'${chars.slice(0, 40).join('')}…' (${chars.length} characters${bytes === chars.length ? '' : `, ${bytes} bytes`})`;
 }
 
-/** "an amqp", "a kafka", "an http": a kind with its article, for messages. */
+/** "an amqp", "a kafka", "an http", "an mqtt": a kind with its article, for messages (http and mqtt are spelt out letter by letter). */
 export function aKind(kind: string): string {
-  return `${/^[aeiou]/.test(kind) ? 'an' : 'a'} ${kind}`;
+  return `${/^(?:[aeiou]|http|mqtt)/.test(kind) ? 'an' : 'a'} ${kind}`;
 }

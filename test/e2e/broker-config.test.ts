@@ -580,7 +580,7 @@ routes:
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const header = 'carry it in a header instead: `headers: {set: {key: ...}}`';
     assert.deepEqual(r.stdout.trim().split('\n'), [
-      `gateway.yaml:11:80: broker 'mq' is a mqtt broker, whose messages have no key: a \`key\` would be dropped (${header}, an MQTT 5 user property)`,
+      `gateway.yaml:11:80: broker 'mq' is an mqtt broker, whose messages have no key: a \`key\` would be dropped (${header}, an MQTT 5 user property)`,
       "gateway.yaml:12:80: broker 'rb' is an amqp broker, whose messages have no key: a `key` would be dropped (the target's `topic` is the routing key; carry a key in a header instead: `headers: {set: {key: ...}}`)",
       `gateway.yaml:13:85: broker 'nt' is a nats broker, whose messages have no key: a \`key\` would be dropped (${header})`,
       `gateway.yaml:13:123: broker 'nt' is a nats broker, whose messages have no key: a \`key\` would be dropped (${header})`,
