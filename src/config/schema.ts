@@ -358,7 +358,12 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               oneOf: [target, { type: 'array', minItems: 1, items: target }],
             },
             deadletter: brokerTopic,
-            ack: { type: 'boolean', default: false, description: 'WebSocket publish routes: answer each delivered frame with {"type":"ack",...}.' },
+            ack: {
+              type: 'boolean',
+              default: false,
+              description:
+                'WebSocket publish routes: answer each delivered frame with {"type":"ack",...}. true on a route from another listener or a broker is an error (those answer or acknowledge every message anyway).',
+            },
           },
         },
       },

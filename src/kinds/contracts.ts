@@ -658,6 +658,8 @@ export interface ListenerKind<O = unknown, C = O> {
   acceptsForward: boolean;
   /** Whether `from: {listener: <this kind>, path}` routes are allowed. */
   acceptsPublish: boolean;
+  /** Whether its routes may set `ack: true`: its clients get no answer per message without it (websocket). */
+  acksFrames?: boolean;
   /** Options whose change needs a new socket; others are applied in place by reconfigure(). */
   socketOptions: readonly string[];
   /**

@@ -144,6 +144,19 @@ function compileRoute(
     from = { type: 'broker', broker: f.broker, topic: f.topic, group: f.group, startFrom, ...(f.qos === undefined ? {} : { qos: f.qos }) };
   }
 
+  // `ack` gives a websocket client an answer per frame; every other source answers or acknowledges
+  // each message anyway, so there the key would do nothing: a mistake (or a misreading) to point at.
+  if (raw.ack === true && from) {
+    const source = from.type === 'listener' ? ctx.registry.listeners.get(listeners.get(from.listener)!.kind) : undefined;
+    if (!source?.acksFrames) {
+      const instead =
+        from.type === 'listener'
+          ? `${listenerKindOf(from.listener, listeners)} listener answers every message anyway`
+          : 'a route from a broker acknowledges each message to it once every target took it, always';
+      ctx.report([...at, 'ack'], 'EG_CONFIG_SCHEMA', `route '${raw.name}': 'ack' is for routes from a websocket listener (an answer per frame); ${instead}`, 'key');
+    }
+  }
+
   // The listener's own rule for what it can route (an HTTP path, a Kafka topic name), reported
   // with the route's other problems in one pass.
   if (from?.type === 'listener') {

@@ -366,6 +366,35 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:18:37', /^routes\[0\]\.to\[2\]: 'cloudevents' belongs with broker targets; listener targets choose with 'format'$/],
       ]);
     });
+
+    it('points at ack: true on a route that is not from a websocket listener, where it would do nothing', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:', //                                12
+          '  - name: a', //                            13
+          '    from: { listener: api, path: /a }', //  14
+          '    ack: true', //                          15
+          '    to: { broker: local, topic: t }', //    16
+          '  - name: b', //                            17
+          '    from: { broker: local, topic: t }', //  18
+          '    ack: true', //                          19
+          '    to: { broker: local, topic: u }', //    20
+          '  - name: c', //                            21
+          '    from: { listener: push, path: /c }', // 22
+          '    ack: true', //                          23
+          '    to: { broker: local, topic: t }', //    24
+          '  - name: d', //                            25
+          '    from: { listener: api, path: /d }', //  26
+          '    ack: false', //                         27
+          '    to: { broker: local, topic: t }', //    28
+        ),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:15:5', /^route 'a': 'ack' is for routes from a websocket listener \(an answer per frame\); an http listener answers every message anyway$/],
+        ['gateway.yaml:19:5', /^route 'b': 'ack' is for routes from a websocket listener \(an answer per frame\); a route from a broker acknowledges each message/],
+      ]);
+    });
   });
 
   describe('references to things that do not exist', () => {

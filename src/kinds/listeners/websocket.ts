@@ -777,6 +777,7 @@ function delay(ms: number): Promise<void> {
 export const websocketListener = defineListener({
   options,
   acceptsPublish: true,
+  acksFrames: true,
   acceptsForward: true,
   socketOptions: ['port', 'host', 'tls'],
   // Paths with parameters are routed as the http listener routes them: the same checks.
