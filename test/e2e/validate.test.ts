@@ -366,39 +366,10 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:18:37', /^routes\[0\]\.to\[2\]: 'cloudevents' belongs with broker targets; listener targets choose with 'format'$/],
       ]);
     });
-
-    it('points at ack: true on a route that is not from a websocket listener, where it would do nothing', async () => {
-      const r = await validate({
-        'gateway.yaml': yaml(
-          ...base,
-          'routes:', //                                12
-          '  - name: a', //                            13
-          '    from: { listener: api, path: /a }', //  14
-          '    ack: true', //                          15
-          '    to: { broker: local, topic: t }', //    16
-          '  - name: b', //                            17
-          '    from: { broker: local, topic: t }', //  18
-          '    ack: true', //                          19
-          '    to: { broker: local, topic: u }', //    20
-          '  - name: c', //                            21
-          '    from: { listener: push, path: /c }', // 22
-          '    ack: true', //                          23
-          '    to: { broker: local, topic: t }', //    24
-          '  - name: d', //                            25
-          '    from: { listener: api, path: /d }', //  26
-          '    ack: false', //                         27
-          '    to: { broker: local, topic: t }', //    28
-        ),
-      });
-      assertProblems(r, [
-        ['gateway.yaml:15:5', /^route 'a': 'ack' is for routes from a websocket listener \(an answer per frame\); an http listener answers every message anyway$/],
-        ['gateway.yaml:19:5', /^route 'b': 'ack' is for routes from a websocket listener \(an answer per frame\); a route from a broker acknowledges each message/],
-      ]);
-    });
   });
 
   describe('references to things that do not exist', () => {
-    it('points at each missing chain, listener and broker, with a did-you-mean', async () => {
+    it('points at each missing chain, listener and broker, with a did-you-mean, and at ack: true on routes not from a websocket listener', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
           ...base,
@@ -416,6 +387,15 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '    to:', //                                      23
           '      - { listener: psuh, path: /ws }', //        24
           '      - { listener: api, path: /ws }', //         25 (an http listener: an event stream, valid)
+          // In the same pass: ack: true where it would do nothing (it answers websocket frames only).
+          '  - name: acked-http', //                         26
+          '    from: { listener: api, path: /a }', //        27
+          '    ack: true', //                                28
+          '    to: { broker: local, topic: t }', //          29
+          '  - name: acked-broker', //                       30
+          '    from: { broker: local, topic: t }', //        31
+          '    ack: true', //                                32
+          '    to: { broker: local, topic: u }', //          33
         ),
       });
       assertProblems(r, [
@@ -424,6 +404,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:19:19', /broker 'lokal' is not defined \(did you mean 'local'\?\)/],
         ['gateway.yaml:22:41', /chain 'mainn' is not defined \(did you mean 'main'\?\)/],
         ['gateway.yaml:24:21', /listener 'psuh' is not defined \(did you mean 'push'\?\)/],
+        ['gateway.yaml:28:5', /^route 'acked-http': 'ack' is for routes from a websocket listener \(an answer per frame\); an http listener answers every message anyway$/],
+        ['gateway.yaml:32:5', /^route 'acked-broker': 'ack' is for routes from a websocket listener \(an answer per frame\); a route from a broker acknowledges each message/],
       ]);
     });
 
