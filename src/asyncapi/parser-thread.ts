@@ -6,8 +6,10 @@
  * (asking for each file by message), so the caller still learns every file a document depends on.
  *
  * One thread serves every parse, started on first use and stopped when it has been idle a while:
- * the parser and its compiled schemas (~60 MB) are not kept in a gateway that only parses at
- * reloads. A thread that dies (out of its heap, `asyncapiParser.maxHeapMb`) or overruns a parse's
+ * the parser and its compiled schemas (~60 MB) are not kept by a command or a gateway that parses
+ * no document of its config. A running gateway whose config names AsyncAPI documents keeps it
+ * (keepParserThread): a reload that changes one is live within 500 ms only with the thread warm
+ * (a thread's first parse takes ~1 s: loading the parser, its rules' first compile). A thread that dies (out of its heap, `asyncapiParser.maxHeapMb`) or overruns a parse's
  * `asyncapiParser.timeoutMs` fails the parses it had with a problem; the next parse starts a new one.
  */
 import { Worker, type WorkerOptions } from 'node:worker_threads';
@@ -48,6 +50,8 @@ let thread: Worker | undefined;
 /** The heap `thread` was started with: a parse asking for another gets a new thread once this one has nothing in hand. */
 let threadHeapMb = 0;
 let idleTimer: NodeJS.Timeout | undefined;
+/** Set by keepParserThread: the thread is not stopped when idle. */
+let kept = false;
 let nextId = 1;
 const pending = new Map<number, Pending>();
 
@@ -72,7 +76,20 @@ export function parseInThread(file: string, text: string, read: (absPath: string
   });
 }
 
-/** Whether a parser thread runs now (idle ones stop after `IDLE_MS`). */
+/**
+ * Whether the thread stays when idle: a running gateway keeps it while its config names AsyncAPI
+ * documents, whose next edit must be live within 500 ms (spec §6), and lets it go (after
+ * `IDLE_MS`) once a reload names none. A thread that died or overran a parse is not started
+ * again until the next parse.
+ */
+export function keepParserThread(keep: boolean): void {
+  if (kept === keep) return;
+  kept = keep;
+  if (keep) clearTimeout(idleTimer);
+  else if (thread && pending.size === 0) stopWhenIdle(thread);
+}
+
+/** Whether a parser thread runs now (idle ones stop after `IDLE_MS`, unless kept). */
 export function parserThreadRunning(): boolean {
   return thread !== undefined;
 }
@@ -132,17 +149,21 @@ function settle(id: number): void {
   clearTimeout(pending.get(id)?.timer);
   pending.delete(id);
   if (pending.size === 0 && thread) {
-    const idle = thread;
-    idle.unref();
-    idleTimer = setTimeout(() => {
-      // Forgotten before it is told to stop: a parse asked for meanwhile starts a new thread, never
-      // one on its way out (whose exit would fail that parse).
-      if (thread !== idle || pending.size > 0) return;
-      thread = undefined;
-      void idle.terminate();
-    }, IDLE_MS);
-    idleTimer.unref();
+    thread.unref();
+    if (!kept) stopWhenIdle(thread);
   }
+}
+
+function stopWhenIdle(idle: Worker): void {
+  clearTimeout(idleTimer);
+  idleTimer = setTimeout(() => {
+    // Forgotten before it is told to stop: a parse asked for meanwhile starts a new thread, never
+    // one on its way out (whose exit would fail that parse).
+    if (thread !== idle || pending.size > 0 || kept) return;
+    thread = undefined;
+    void idle.terminate();
+  }, IDLE_MS);
+  idleTimer.unref();
 }
 
 /**

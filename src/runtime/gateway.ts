@@ -6,6 +6,7 @@ import type { Env, PathPart } from '../config/source.js';
 import type { BrokerRuntime, ListenerRuntime, RuntimeEnv } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
+import { keepParserThread } from '../asyncapi/parser-thread.js';
 import { loadPlan, type LoadResult } from '../plan/compile.js';
 import { planFingerprint, type PlanFingerprint } from '../plan/fingerprint.js';
 import { diffPlans } from '../plan/diff.js';
@@ -300,6 +301,9 @@ export class Gateway {
       this.logger.warn({ host: admin.host }, 'the admin API is reachable beyond this host and has no token; set admin.token');
     }
     this.plan = next;
+    // The next edit of a document must be live within 500 ms (spec §6): a warm thread parses it in
+    // tens of milliseconds, a new one in about a second.
+    keepParserThread((next.asyncapi?.length ?? 0) > 0);
     this.loadedAt = new Date();
     this.logger.level = next.log.level;
     this.logOptions.payloads = next.log.payloads;

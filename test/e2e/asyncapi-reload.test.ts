@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { post } from '../helpers/clients.js';
 import { lightMeasuredPayload, streetlights26 } from '../helpers/asyncapi-fixtures.js';
 import { useGateway } from '../helpers/gateway.js';
@@ -175,5 +176,40 @@ describe('AsyncAPI documents change validation live: edits on disk and uploads',
     // the same document again changes nothing
     const again = await put(next, '?file=alerts.yaml');
     assert.deepEqual(await json(again), { result: 'unchanged', version: body.version, file: 'alerts.yaml' });
+  });
+});
+
+/** Threads of a process (/proc/PID/status): a running parser thread is one of them. */
+const threads = (pid: number) => Number(/Threads:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+
+describe('the AsyncAPI parser thread of a running gateway', () => {
+  const alertRoute = (validate: string) => `version: 1
+admin: {port: 0}
+brokers:
+  local: {kind: memory}
+listeners:
+  api: {kind: http, port: 0}
+routes:
+  - name: alert
+    from: {listener: api, path: /alert}
+    through:
+      - validate: ${validate}
+    to: {broker: local, topic: alerts}
+`;
+  const naming = `asyncapi: alerts.yaml\n${alertRoute('{channel: alerts}')}`;
+  const kept = useGateway(naming, { files: { 'alerts.yaml': alerts } });
+  const dropped = useGateway(naming, { files: { 'alerts.yaml': alerts } });
+
+  it('stays while the config names a document, so its next edit parses warm (spec §6: live within 500 ms); goes once idle when a reload names none', async () => {
+    // A thread's first parse takes about a second (loading the parser): one stopped after its idle
+    // time (30 s, parser-thread.ts) made the next edit of a document live a second late.
+    const reloaded = await dropped.reconfigure(alertRoute('{schema: {type: object, required: [level]}}'), 'gateway.yaml', { whole: true });
+    assert.equal(reloaded.msg, 'config reloaded');
+    const before = { kept: threads(kept.process.pid!), dropped: threads(dropped.process.pid!) };
+    await sleep(32_000);
+    assert.equal(threads(dropped.process.pid!), before.dropped - 1, 'the thread of a config that names no document stopped once idle');
+    assert.equal(threads(kept.process.pid!), before.kept, 'the thread of a config that names a document is still there');
+    assert.equal((await kept.reconfigure(alerts.replace('enum: [info, warning]', 'enum: [info]'), 'alerts.yaml', { whole: true })).msg, 'config reloaded');
+    assert.equal((await post(kept.url('api', '/alert'), { level: 'warning' })).status, 400);
   });
 });
