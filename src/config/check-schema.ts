@@ -3,6 +3,7 @@ import { ajvModules } from '../core/ajv-modules.js';
 import { exactlyOneKeys, forbiddenKeys } from '../kinds/define.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
+import { isSecretPath } from './secrets.js';
 import { CONFIG_AJV_OPTIONS, precompiledValidator } from './precompiled-validator.js';
 import { buildConfigSchema } from './schema.js';
 import { FRAGMENT_SECTIONS } from './include.js';
@@ -166,10 +167,12 @@ function routeName(src: SourceDocument, path: PathPart[]): string {
   return isPlainMap(route) && typeof route.name === 'string' && route.name !== '' ? ` (route '${route.name}')` : '';
 }
 
-function describeValue(v: unknown): string {
+function describeValue(v: unknown, secret = false): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a map';
+  // A password of digits from the environment is a number: say so without printing it.
+  if (secret) return `a ${typeof v}`;
   if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? v.slice(0, 37) + '...' : v)}`;
   return `${typeof v} ${String(v)}`;
 }
@@ -197,7 +200,7 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
     case 'pattern': {
       // A string made with stringMatching() names what it must be in its title.
       const what = (e.parentSchema as { title?: string } | undefined)?.title;
-      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: what ? `${where} must be ${what}, got ${describeValue(e.data)}` : `${where} ${e.message ?? e.keyword}` };
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: what ? `${where} must be ${what}, got ${describeValue(e.data, isSecretPath(path))}` : `${where} ${e.message ?? e.keyword}` };
     }
     case 'dependentRequired': {
       const { property, missingProperty } = e.params as { property: string; missingProperty: string };
@@ -230,16 +233,20 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       return {
         ...at(path),
         code: 'EG_CONFIG_SCHEMA',
-        message: `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describeValue(e.data)}${enumHint(e.data, allowed)}`,
+        message: `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describeValue(e.data, isSecretPath(path))}${enumHint(e.data, allowed)}`,
       };
     }
     case 'const':
-      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}, got ${describeValue(e.data)}` };
+      return {
+        ...at(path),
+        code: 'EG_CONFIG_SCHEMA',
+        message: `${where} must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}, got ${describeValue(e.data, isSecretPath(path))}`,
+      };
     case 'type': {
       if (path.length === 0 && e.data == null) return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: 'the config file is empty; it needs at least `version: 1`' };
       const t = (e.params as { type: string | string[] }).type;
       const expected = Array.isArray(t) ? t.join(' or ') : t;
-      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data)}` };
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}` };
     }
     case 'minProperties': {
       const kinds = stepKinds(e, registry);
@@ -262,7 +269,7 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
     case 'anyOf': {
       const description = (e.parentSchema as { description?: string }).description;
       const expected = description ? `: expected ${description.charAt(0).toLowerCase()}${description.slice(1).replace(/\.$/, '')}` : '; see docs/config.md';
-      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} has the wrong shape (${describeValue(e.data)})${expected}` };
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} has the wrong shape (${describeValue(e.data, isSecretPath(path))})${expected}` };
     }
     default:
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} ${e.message ?? e.keyword}` };

@@ -33,7 +33,7 @@ Any string value may contain \`\${VAR}\` or \`\${VAR:-default}\`, replaced from 
 when the file is loaded (and on every reload; \`--vars-file\` files, which supply the variables the
 environment does not set, are read again at each reload and watched). A plain (unquoted) scalar that is exactly
 \`\${VAR}\` takes the type of its value, so \`port: \${PORT}\` is a number; quote it
-(\`"\${PORT}"\`) to keep a string; an empty value stays an empty string. YAML does not allow an
+(\`"\${PORT}"\`) to keep a string, as a password, client id or topic that may be all digits needs (\`password: "\${KAFKA_PASSWORD}"\`: \`validate\` says so when one arrives as a number, without printing a password); an empty value stays an empty string. YAML does not allow an
 unquoted \`\${VAR}\` inside a flow map or list (\`{ port: \${PORT} }\`): write that map in block
 style. A variable that is not set and has no default is an error naming it, at its line and
 column. A default may itself hold references, read as shells and Docker Compose read them:

@@ -8,6 +8,11 @@ const SECRET_KEYS = new Set(['token', 'secret', 'password', 'passphrase', 'keys'
 
 export const REDACTED = '[redacted]';
 
+/** Whether a config path is at or under a secret key: a problem there names the value's type, never the value. */
+export function isSecretPath(path: readonly (string | number)[]): boolean {
+  return path.some((p) => typeof p === 'string' && SECRET_KEYS.has(p));
+}
+
 /**
  * Secrets shorter than this are redacted only where a whole string equals them: replacing
  * every occurrence of a two-letter value would shred the output without protecting anything.

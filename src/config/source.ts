@@ -20,6 +20,8 @@ export interface SourceDocument {
   envValues: Set<string>;
   /** Paths (formatted) of quoted scalars that are exactly `${VAR}`: strings, whatever the variable holds. */
   quotedVariables?: Set<string>;
+  /** Paths (formatted) of unquoted scalars that are exactly `${VAR}` and took a number, boolean or null from its value, with that `${VAR}` text. */
+  typedVariables?: Map<string, string>;
   /** 1-based position of the key (or, with `which: 'value'`, the value) at `path`; the nearest existing ancestor when absent. */
   locate(path: readonly PathPart[], which?: 'key' | 'value'): { line: number; column: number };
   /**
@@ -138,7 +140,8 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   const fromEnv = new Set<string>();
   const envValues = new Set<string>();
   const quotedVariables = new Set<string>();
-  if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues, quotedVariables);
+  const typedVariables = new Map<string, string>();
+  if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues, quotedVariables, typedVariables);
 
   if (nonFiniteNumbers(doc, file, text, pos, diagnostics)) return undefined;
 
@@ -159,6 +162,7 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
     fromEnv,
     envValues,
     quotedVariables,
+    typedVariables,
     locate(path, which = 'key') {
       const found = locateNode(path);
       const node = which === 'value' || !found.key ? (found.value ?? found.key) : found.key;
@@ -405,6 +409,7 @@ function substituteEnv(
   diagnostics: Diagnostic[],
   envValues: Set<string>,
   quotedVariables: Set<string>,
+  typedVariables: Map<string, string>,
 ): void {
   visit(doc, {
     Scalar(_key, node, ancestors) {
@@ -432,6 +437,7 @@ function substituteEnv(
           const typed: unknown = parseYaml(replaced);
           if (typed === null || ['number', 'boolean'].includes(typeof typed)) {
             node.value = typed;
+            typedVariables.set(formatPath(path), source);
             return;
           }
         } catch {

@@ -159,11 +159,15 @@ function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
  * puzzles whoever set RETAIN=10: say why, and how to write it.
  */
 function quotingHints(src: SourceDocument, problems: Diagnostic[]): Diagnostic[] {
-  return problems.map((d) =>
-    src.quotedVariables?.has(d.path) && /must be (an integer|a number|true or false)\b.*, got string /.test(d.message)
-      ? { ...d, message: `${d.message} (quoted, a \${VAR} stays a string whatever its value: write it unquoted, in block style, to take the value's type)` }
-      : d,
-  );
+  return problems.map((d) => {
+    if (src.quotedVariables?.has(d.path) && /must be (an integer|a number|true or false)\b.*, got string /.test(d.message))
+      return { ...d, message: `${d.message} (quoted, a \${VAR} stays a string whatever its value: write it unquoted, in block style, to take the value's type)` };
+    // And the other way round: `password: ${PW}` with PW=123456 is a number, where a string is wanted.
+    const variable = src.typedVariables?.get(d.path);
+    if (variable && /must be a string\b.*, got (a )?(number|boolean|null)\b|has the wrong shape \((a )?(number|boolean|null)\b/.test(d.message))
+      return { ...d, message: `${d.message} (an unquoted ${variable} takes the type of its value: write it quoted, "${variable}", to keep it a string)` };
+    return d;
+  });
 }
 
 function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {

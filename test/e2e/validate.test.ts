@@ -772,6 +772,48 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(r.code, 1);
       assert.doesNotMatch(r.stdout, /quoted/);
     });
+    it('says how to keep an unquoted ${VAR} of digits a string, and never prints a password it typed as a number', async () => {
+      const files = {
+        'gateway.yaml': yaml(
+          'version: 1', //                                   1
+          'brokers:', //                                     2
+          '  k:', //                                         3
+          '    kind: kafka', //                              4
+          '    brokers: [ "127.0.0.1:9092" ]', //            5
+          '    clientId: ${CLIENT_ID}', //                   6
+          '    sasl:', //                                    7
+          '      mechanism: plain', //                       8
+          '      username: app', //                          9
+          '      password: ${KAFKA_PASSWORD}', //           10
+          'listeners:', //                                  11
+          '  api:', //                                      12
+          '    kind: http', //                              13
+          '    port: 0', //                                 14
+          'routes:', //                                     15
+          '  - name: r', //                                 16
+          '    from: { listener: api, path: /p }', //       17
+          '    to:', //                                     18
+          '      broker: k', //                             19
+          '      topic: ${TOPIC:-2024}', //                 20
+        ),
+      };
+      const r = await validate(files, { env: { CLIENT_ID: '1', KAFKA_PASSWORD: '918273645' } });
+      assertProblems(r, [
+        [
+          'gateway.yaml:6:15',
+          /^brokers\.k\.clientId must be a string, got number 1 \(an unquoted \$\{CLIENT_ID\} takes the type of its value: write it quoted, "\$\{CLIENT_ID\}", to keep it a string\)$/,
+        ],
+        [
+          'gateway.yaml:10:17',
+          /^brokers\.k\.sasl\.password must be a string, got a number \(an unquoted \$\{KAFKA_PASSWORD\} takes the type of its value: write it quoted, "\$\{KAFKA_PASSWORD\}", to keep it a string\)$/,
+        ],
+        [
+          'gateway.yaml:20:14',
+          /^routes\[0\]\.to\.topic has the wrong shape \(number 2024\).*\(an unquoted \$\{TOPIC:-2024\} takes the type of its value: write it quoted, "\$\{TOPIC:-2024\}", to keep it a string\)$/,
+        ],
+      ]);
+      assert.doesNotMatch(r.stdout, /918273645/);
+    });
     it('points at an admin token that no Authorization header could carry (a line break from a secret file), without quoting it', async () => {
       const files = { 'gateway.yaml': yaml('version: 1', 'admin:', '  port: 0', '  token: ${ADMIN_TOKEN}') };
       const rule = /^admin\.token: a token must not start or end with whitespace or hold a control character \(a line break from a secret file\?\): it could never be sent in an Authorization header$/;
