@@ -292,7 +292,7 @@ a consume route retries the message to the targets that failed only.
 ### from
 
 - \`{listener: L, path: /p}\`: HTTP \`POST /p\` bodies on an http listener, or text frames that
-  websocket clients send on \`/p\`. Paths may have parameters (\`/rooms/:room\`), bound as \`$path\`.
+  websocket clients send on \`/p\`. Paths may have parameters (\`/rooms/:room\`), bound as \`$path\`; \`/rooms/{room}\` is a config error that says so.
 - \`{broker: B, topic: T, group: G}\`: messages consumed from a topic. \`group\` defaults to
   \`eventgate-<route name>\`, shared by every gateway instance (each message handled once); a route
   whose only targets are forwards (websocket or event stream) defaults to a per-instance group

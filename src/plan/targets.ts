@@ -60,6 +60,8 @@ export function compileTargets(
           'EG_CONFIG_REF',
           `listener '${t.listener}' is a ${kind.kind} listener; only websocket and http listeners can be targets (clients connect to them to receive messages)`,
         );
+      const invalid = kind.checkPath?.(t.path);
+      if (invalid !== undefined) return ctx.report([...tAt, 'path'], 'EG_CONFIG_SCHEMA', `path '${t.path}' cannot be routed: ${invalid}`);
       let auth: CompiledStep | undefined;
       if (t.auth !== undefined) {
         const authKind = ctx.registry.steps.get('auth');

@@ -945,6 +945,27 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:17:35', /listener 'push' path '\/rooms\/:id' is already the source of route 'a' \('\/rooms\/:room' matches the same requests\)/]]);
     });
 
+    // `/in/{id}` (as AsyncAPI, OpenAPI and KrakenD write parameters) was a literal path: validate
+    // said ok and every POST /in/42 was a 404; the same in a forward target's path.
+    it('points at a path parameter written {id} in a route source and a forward target, and says how to write it', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:', //                                             12
+          '  - name: a', //                                         13
+          '    from: { listener: api, path: "/in/{id}" }', //      14
+          '    to: { broker: local, topic: t }', //                15
+          '  - name: b', //                                         16
+          '    from: { broker: local, topic: t }', //              17
+          '    to: { listener: push, path: "/rooms/{room}/x" }', // 18
+        ),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:14:34', /^route 'a': path '\/in\/\{id\}' cannot be routed: a path parameter is written ':id' here, not '\{id\}' \('\/in\/:id'\)$/],
+        ['gateway.yaml:18:33', /^path '\/rooms\/\{room\}\/x' cannot be routed: a path parameter is written ':room' here, not '\{room\}' \('\/rooms\/:room\/x'\)$/],
+      ]);
+    });
+
     // Kafka's `ssl` and the other brokers' `tls` are read by one function: both report alike, each under its own key.
     it('points at a TLS file that cannot be read and at a client certificate without its key, for kafka ssl and mqtt tls', async () => {
       const r = await validate({

@@ -55,6 +55,9 @@ export function sameRoutePath(a: string, b: string): boolean {
 
 /** Why the router cannot take `path`, or undefined. */
 export function routePathProblem(path: string): string | undefined {
+  // `/in/{id}` (AsyncAPI, OpenAPI, KrakenD) would be a literal path no request reaches.
+  const braces = /\{([^{}/]*)\}/.exec(path);
+  if (braces) return `a path parameter is written ':${braces[1] || 'name'}' here, not '${braces[0]}' ('${path.replace(/\{([^{}/]*)\}/g, (_, n: string) => `:${n || 'name'}`)}')`;
   try {
     FindMyWay().on('GET', path, noop);
     return undefined;
