@@ -188,6 +188,9 @@ function comparableWith(running: PlanFingerprint, next: PlanFingerprint): PlanFi
 
 async function fetchRunning(url: string, token: string | undefined): Promise<{ fingerprint: PlanFingerprint | null } | { error: string }> {
   let res: Response;
+  // `--admin localhost:9000` parses as a URL of scheme "localhost:": say what is wanted, not "unknown scheme".
+  const base = URL.canParse(url) ? new URL(url) : undefined;
+  if (!base || !/^https?:$/.test(base.protocol) || !base.host) return { error: `--admin wants the admin API's URL, http://HOST:PORT of admin.port (https:// through a TLS proxy), got '${url}'` };
   const endpoint = `${url.replace(/\/+$/, '')}/admin/plan`;
   try {
     res = await fetch(endpoint, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(10_000) });
@@ -201,6 +204,8 @@ async function fetchRunning(url: string, token: string | undefined): Promise<{ f
     return { error: `the admin API at ${endpoint} wants a token: pass --token (401)` };
   }
   if (res.status === 403) return { error: `the admin API at ${endpoint} refused the request (403)` };
+  if (res.status === 404 && /\/admin\/?$/.test(base.pathname))
+    return { error: `the admin API at ${endpoint} answered 404: --admin is the URL the admin API listens on, without '/admin' (${url.replace(/\/admin\/?$/, '')})` };
   if (!res.ok) return { error: `the admin API at ${endpoint} answered ${res.status}` };
   try {
     return { fingerprint: (await res.json()) as PlanFingerprint | null };

@@ -306,6 +306,8 @@ describe('eventgate plan --from OLD', () => {
     notMade(/give --from OLD or --admin URL, not both/)(await report(['--from', 'x.yaml', '--admin', 'http://127.0.0.1:1']));
     notMade(/Unknown option '--form'/)(await report(['--form', 'old.yaml']));
     notMade(/cannot reach the admin API at http:\/\/127\.0\.0\.1:1\/admin\/plan/)(await report(['--admin', 'http://127.0.0.1:1']));
+    // Without its scheme the URL was one of scheme "localhost:": "cannot reach ...: unknown scheme".
+    notMade(/^--admin wants the admin API's URL, http:\/\/HOST:PORT of admin\.port \(https:\/\/ through a TLS proxy\), got 'localhost:1'$/)(await report(['--admin', 'localhost:1']));
     // Exit 1 here too (it was 2, which CI jobs accept as "changes").
     notMade(/missing\.env/)(await report(['--vars-file', 'missing.env']));
   });
@@ -340,6 +342,10 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       assert.equal(wrong.code, 1);
       assert.match(wrong.stderr, /refused the token given with --token: it is not admin\.token \(401\)/);
       assert.match(JSON.parse(wrong.stdout).errors[0].message, /refused the token given with --token/);
+      // The admin API's own path given as its URL: 'answered 404' said nothing of why.
+      const suffixed = await runCli(['plan', '-c', 'new.yaml', '--admin', `${gw.adminUrl}/admin`, ...token], { cwd: dir });
+      assert.equal(suffixed.code, 1);
+      assert.match(suffixed.stderr, new RegExp(`answered 404: --admin is the URL the admin API listens on, without '/admin' \\(${gw.adminUrl.replace(/\./g, '\\.')}\\)`));
 
       // Only hashes of the running config are known, yet a new token or log level is a change.
       const settings = tempFiles({
