@@ -121,6 +121,8 @@ export interface CompiledStep {
    * asyncapi` publishes them as the route's message contract. `message` is the AsyncAPI message id.
    */
   readonly accepts?: readonly { schema: unknown; message: string | null }[];
+  /** The step never changes a message's value (it may drop, divert or tag it): validate steps after it still check what the client sent. */
+  readonly keepsValue?: boolean;
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;
   /**
    * True when a message whose value is decoded from `buf[start, end)` (decodeValueBytes), whatever

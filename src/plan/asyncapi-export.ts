@@ -47,13 +47,32 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
     if (r.from.type === 'listener') {
       const { id, channel } = channelFor(r.from.listener, r.from.path);
       const accepted = r.steps.flatMap((s) => s.accepts ?? []);
-      // Only the first validate step decides what gets in; later ones check what earlier steps made of it.
-      const first = r.steps.find((s) => s.accepts)?.accepts ?? [];
+      // What clients send must pass every validate step met before a step that may change the
+      // value (a transform); later ones check what earlier steps made of it.
+      const enforced: Readonly<typeof accepted>[] = [];
+      for (const s of r.steps) {
+        if (s.accepts) enforced.push(s.accepts);
+        if (!s.keepsValue) break;
+      }
+      const first = enforced[0] ?? [];
+      const payload = (schema: unknown, at: string) =>
+        enforced.length < 2
+          ? payloadSchema(schema, at)
+          : {
+              allOf: [
+                payloadSchema(schema, `${at}/allOf/0`),
+                ...enforced
+                  .slice(1)
+                  .map((more, k) =>
+                    more.length === 1 ? payloadSchema(more[0]!.schema, `${at}/allOf/${k + 1}`) : { anyOf: more.map((b, j) => payloadSchema(b.schema, `${at}/allOf/${k + 1}/anyOf/${j}`)) },
+                  ),
+              ],
+            };
       const messages = first.length
         ? first.map((a, i) => {
             const mid = a.message ?? (first.length === 1 ? `${r.name}` : `${r.name}-${i + 1}`);
             const at = `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`;
-            return [mid, { name: a.message ?? r.name, contentType: 'application/json', payload: payloadSchema(a.schema, at) }] as const;
+            return [mid, { name: a.message ?? r.name, contentType: 'application/json', payload: payload(a.schema, at) }] as const;
           })
         : [[r.name, { name: r.name, contentType: 'application/json', description: 'Any JSON value (the route validates nothing).' }] as const];
       for (const [mid, m] of messages) channel.messages[mid] = m;
@@ -63,7 +82,7 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
         summary: `Clients send messages here (${r.from.path}); route '${r.name}' delivers them to ${describeTargets(r.to)}.`,
         channel: { $ref: `#/channels/${escapePointer(id)}` },
         messages: messages.map(([mid]) => ({ $ref: `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}` })),
-        ...(accepted.length > first.length ? { description: 'Later validate steps check the message further after earlier steps changed it.' } : {}),
+        ...(accepted.length > enforced.flat().length ? { description: 'Later validate steps check the message further after earlier steps changed it.' } : {}),
       };
     }
     for (const t of r.to) {

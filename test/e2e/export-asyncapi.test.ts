@@ -57,6 +57,17 @@ describe('eventgate export asyncapi', () => {
         '  - name: anything',
         '    from: { listener: push, path: /ws/in }',
         '    to: { broker: local, topic: orders }',
+        // Two validate steps on what the client sent (a filter and a headers step keep the value), a third after a transform.
+        '  - name: checked',
+        '    from: { listener: api, path: /checked }',
+        '    through:',
+        '      - validate: { schema: { type: object, required: [a] } }',
+        "      - filter: 'true'",
+        '      - headers: { set: { x-seen: \'"1"\' } }',
+        "      - validate: { schema: { $defs: { n: { type: integer } }, type: object, required: [b], properties: { b: { $ref: '#/$defs/n' } } } }",
+        '      - transform: \'{"c": a}\'',
+        '      - validate: { schema: { type: object, required: [c] } }',
+        '    to: { broker: local, topic: orders }',
       ),
     });
     const r = await runCli(['export', 'asyncapi'], { cwd: dir });
@@ -70,6 +81,15 @@ describe('eventgate export asyncapi', () => {
     assert.equal(doc.servers.push.host, '127.0.0.1:0');
     assert.deepEqual(doc.channels['push-ws-orders'].messages['orders-ws-forward'].payload.required.sort(), ['headers', 'key', 'offset', 'partition', 'timestamp', 'topic', 'value'].sort());
     assert.equal(doc.channels['push-ws-in'].messages.anything.payload, undefined);
+    // The second schema was left out: only the first validate step's was exported.
+    const at = '#/channels/api-checked/messages/checked/payload/allOf/1';
+    assert.deepEqual(doc.channels['api-checked'].messages.checked.payload, {
+      allOf: [
+        { type: 'object', required: ['a'] },
+        { $defs: { n: { type: 'integer' } }, type: 'object', required: ['b'], properties: { b: { $ref: `${at}/$defs/n` } } },
+      ],
+    });
+    assert.match(doc.operations.checked.description, /Later validate steps check the message further after earlier steps changed it/);
   });
 
   it('keeps the local $refs of a schema ($defs, "#") and of an AsyncAPI message (components) pointing into the payload', async () => {

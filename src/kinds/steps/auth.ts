@@ -171,6 +171,7 @@ function authenticator(verifier: Verifier): CompiledStep {
   };
   return {
     kind: 'auth',
+    keepsValue: true,
     needsClient: true,
     credentialHeaders: verifier.headers,
     run(msg, ctx) {

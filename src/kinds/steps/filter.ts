@@ -19,6 +19,7 @@ export const filterStep = defineStep({
     const evaluated = (msg: Message, mctx: MessageContext) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (v) => (truthy(v) ? msg : FILTERED), failed);
     return {
       kind: 'filter',
+      keepsValue: true,
       run: (msg, mctx) => {
         // The fast path first, with no closure per message; JSONata when it cannot answer.
         const v = evaluateNow(expr, msg, mctx);

@@ -27,6 +27,7 @@ export const headersStep = defineStep({
     const lowerSet = new Map(set.map(([name]) => [name, name.toLowerCase()]));
     return {
       kind: 'headers',
+      keepsValue: true,
       run(msg, mctx) {
         const headers = copyHeaders(msg.headers);
         if (remove.size > 0) for (const k in headers) if (remove.has(k.toLowerCase())) delete headers[k];

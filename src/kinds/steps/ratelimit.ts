@@ -94,6 +94,7 @@ export const ratelimitStep = defineStep({
     const create = () => new TokenBuckets(perMs, burst, maxKeys);
     const step = (buckets: TokenBuckets): CompiledStep => ({
       kind: 'ratelimit',
+      keepsValue: true,
       needsClient: true,
       run(msg, mctx) {
         if (!key) return admitOne(buckets, `ip:${clientAddress(mctx)}`, msg, limit);

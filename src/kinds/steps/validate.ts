@@ -135,6 +135,7 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
   const bytesOnly = byteChecks.every((b) => b !== undefined) ? (byteChecks as ((buf: Buffer, start: number, end: number) => boolean)[]) : undefined;
   return {
     kind: 'validate',
+    keepsValue: true,
     brokers: deadletter ? [deadletter.broker] : [],
     needsRouteDeadletter: onInvalid === 'deadletter' && !deadletter,
     accepts: contracts.map((c) => ({ schema: c.check.schema, message: c.message })),
