@@ -92,7 +92,12 @@ export class JsonSchemaCompiler {
     } catch (err) {
       const message = (err as Error).message;
       const ref = /can't resolve reference (\S+)/.exec(message)?.[1];
-      if (ref === undefined) return { validate: undefined, problems: [{ path: [], message }] };
+      if (ref === undefined) {
+        // ajv names a bad `pattern` by its text only: point at the keyword, in the file that holds it.
+        const inOther = findBadPattern(schema) ? undefined : others.find((o) => findBadPattern(o.value));
+        const path = findBadPattern(inOther ? inOther.value : schema) ?? [];
+        return { validate: undefined, problems: [{ path, message, ...(inOther ? { file: inOther.name } : {}) }] };
+      }
       const inOther = findRef(schema, ref) ? undefined : others.find((o) => findRef(o.value, ref));
       const path = findRef(inOther ? inOther.value : schema, ref) ?? [];
       const problem = { path, message: `$ref '${ref}' points at nothing in this schema${others.length > 0 ? ' or the files it refers to' : ''}` };
@@ -173,6 +178,39 @@ function metaProblems(schema: object, errors: ErrorObject[]): SchemaProblem[] {
 }
 
 /** Path of the `$ref` whose value is `ref`, for pointing at it. */
+/** Keywords whose values are data, not schemas. */
+const DATA_KEYWORDS = new Set(['const', 'enum', 'default', 'examples', 'example']);
+
+/** Where a `pattern` (or a `patternProperties` key) is no regular expression as ajv reads it (Unicode mode). */
+function findBadPattern(value: unknown, path: PathPart[] = []): PathPart[] | undefined {
+  const bad = (re: string) => {
+    try {
+      new RegExp(re, 'u');
+      return false;
+    } catch {
+      return true;
+    }
+  };
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = findBadPattern(value[i], [...path, i]);
+      if (found) return found;
+    }
+  } else if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      if (DATA_KEYWORDS.has(k)) continue;
+      if (k === 'pattern' && typeof v === 'string' && bad(v)) return [...path, k];
+      if (k === 'patternProperties' && v && typeof v === 'object' && !Array.isArray(v)) {
+        const key = Object.keys(v).find(bad);
+        if (key !== undefined) return [...path, k, key];
+      }
+      const found = findBadPattern(v, [...path, k]);
+      if (found) return found;
+    }
+  }
+  return undefined;
+}
+
 function findRef(value: unknown, ref: string, path: PathPart[] = []): PathPart[] | undefined {
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {

@@ -621,6 +621,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '    - validate: { schema: schemas/light.yaml }',
           '    - validate: { schema: schemas/tree.yaml }',
           '    - validate: { schema: schemas/typo.yaml }',
+          '    - validate: { schema: schemas/re.yaml }',
+          '    - validate: { schema: schemas/re-ref.yaml }',
+          '    - validate: { schema: { properties: { s: { pattern: "a{2,1}" } } } }',
           ...route,
         ),
         'schemas/light.yaml': yaml('type: object', 'properties:', '  lumens:', '    $ref: "#/$defs/count"'),
@@ -629,11 +632,18 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         'schemas/parts/kid.yaml': yaml('type: object', 'properties:', '  up: {$ref: "../tree.yaml"}', '  n: {$ref: "../tree.yaml#/$defs/m"}'),
         'schemas/typo.yaml': yaml('properties:', '  kid: {$ref: "parts/typo-kid.yaml"}'),
         'schemas/parts/typo-kid.yaml': yaml('properties:', '  up: {$ref: "../typo.yaml"}', '  n: {type: integr}'),
+        // A pattern that is no regular expression was said at 1:1 of the file, or at the step's schema.
+        'schemas/re.yaml': yaml('type: object', 'properties:', '  x:', '    pattern: "(["'),
+        'schemas/re-ref.yaml': yaml('properties:', '  kid: {$ref: "parts/re-kid.yaml"}'),
+        'schemas/parts/re-kid.yaml': yaml('type: object', 'patternProperties:', '  "^(x": {}'),
       });
       assertProblems(r, [
+        ['gateway.yaml:19:57', /^invalid JSON Schema at properties\.s\.pattern: Invalid regular expression: \/a\{2,1\}\/u: numbers out of order in \{\} quantifier$/],
         ['schemas/light.yaml:4:11', /\$ref '#\/\$defs\/count' points at nothing/],
         ['schemas/parts/kid.yaml:4:13', /at properties\.n\.\$ref: \$ref '\.\.\/tree\.yaml#\/\$defs\/m' points at nothing in this schema or the files it refers to$/],
+        ['schemas/parts/re-kid.yaml:3:10', /^invalid JSON Schema at patternProperties\.\^\(x: Invalid regular expression: \/\^\(x\/u: Unterminated group$/],
         ['schemas/parts/typo-kid.yaml:3:13', /at properties\.n\.type: 'type' must be one of .*got "integr" \(did you mean 'integer'\?\)$/],
+        ['schemas/re.yaml:4:14', /^invalid JSON Schema at properties\.x\.pattern: Invalid regular expression: \/\(\[\/u: Unterminated character class$/],
       ]);
     });
   });
