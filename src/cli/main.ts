@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { formatDiagnostic } from '../config/diagnostics.js';
 import { buildConfigSchema } from '../config/schema.js';
 import { redact } from '../config/secrets.js';
+import { didYouMean } from '../config/suggest.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
 import type { Env } from '../config/source.js';
@@ -83,7 +84,14 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     // Which command was meant, to choose the exit code: the same parse, leniently.
     const lenient = parseArgs({ args: argv, allowPositionals: true, strict: false, options: OPTIONS });
-    return await usageError(lenient.positionals[0], (err as Error).message, lenient.values);
+    const command = lenient.positionals[0];
+    // Node's own text ends in an unbalanced quote and says nothing of the options there are.
+    const unknown = /^Unknown option '(-{1,2})([^']*)'/.exec((err as Error).message);
+    const takes = (command && COMMAND_OPTIONS[command]) || Object.keys(OPTIONS);
+    const message = unknown
+      ? `unknown option '${unknown[1]}${unknown[2]}'${didYouMean(unknown[2]!, takes).replace(/'([^']+)'/, "'--$1'")}${command && COMMAND_OPTIONS[command] ? `; '${command}' takes ${takes.map((o) => `--${o}`).join(', ')}` : ''}`
+      : (err as Error).message;
+    return await usageError(command, message, lenient.values);
   }
   const { values, positionals } = parsed;
   if (values.version) {

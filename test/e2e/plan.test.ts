@@ -271,7 +271,7 @@ describe('eventgate plan --from OLD', () => {
     assert.match(missing.stderr, /nope\.yaml:1:1: cannot read config file/);
     const typo = await runCli(['plan', '-c', 'new.yaml', '--form', 'old.yaml'], { cwd: dir });
     assert.equal(typo.code, 1);
-    assert.match(typo.stderr, /Unknown option '--form'/);
+    assert.match(typo.stderr, /^eventgate: unknown option '--form' \(did you mean '--from'\?\); 'plan' takes --config, --from, --admin, --token, --format, --vars-file\n/);
     const format = await runCli(['plan', '-c', 'new.yaml', '--format', 'yaml'], { cwd: dir });
     assert.equal(format.code, 1);
     assert.equal(format.stdout, '');
@@ -304,7 +304,7 @@ describe('eventgate plan --from OLD', () => {
       assert.match(doc.errors[0]!.message, message);
     };
     notMade(/give --from OLD or --admin URL, not both/)(await report(['--from', 'x.yaml', '--admin', 'http://127.0.0.1:1']));
-    notMade(/Unknown option '--form'/)(await report(['--form', 'old.yaml']));
+    notMade(/^unknown option '--form' \(did you mean '--from'\?\); 'plan' takes --config, --from/)(await report(['--form', 'old.yaml']));
     notMade(/cannot reach the admin API at http:\/\/127\.0\.0\.1:1\/admin\/plan/)(await report(['--admin', 'http://127.0.0.1:1']));
     // Without its scheme the URL was one of scheme "localhost:": "cannot reach ...: unknown scheme".
     notMade(/^--admin wants the admin API's URL, http:\/\/HOST:PORT of admin\.port \(https:\/\/ through a TLS proxy\), got 'localhost:1'$/)(await report(['--admin', 'localhost:1']));
