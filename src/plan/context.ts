@@ -241,7 +241,7 @@ export class CompileContext {
     const referred = own && origin && read ? schemaFiles(origin, resolve(this.dir, origin), schema, read) : { files: undefined, problems: [] };
     if (referred.unread) return undefined;
     const { validate, problems } = referred.problems.length > 0 ? { validate: undefined, problems: referred.problems } : this.schemas.compile(schema, defaultDraft, referred.files);
-    const where = origin ? (origin.startsWith('AsyncAPI') ? `the payload schema of ${origin}` : `JSON Schema in '${origin}'`) : 'JSON Schema';
+    const where = origin ? (origin.startsWith('AsyncAPI') ? `payload schema of ${origin}` : `JSON Schema in '${origin}'`) : 'JSON Schema';
     for (const p of problems) {
       const path = formatPath(p.path);
       const doc = p.file === undefined ? own : this.documents.get(p.file);

@@ -76,7 +76,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
     const lines = stdout.trimEnd().split('\n');
     assert.match(
       lines[0]!,
-      /^gateway\.yaml:11:\d+: invalid the payload schema of AsyncAPI message 'lightMeasured' at properties\.sentAt\.format: unknown format 'datetime' \(did you mean 'date-time'\?\)/,
+      /^gateway\.yaml:11:\d+: invalid payload schema of AsyncAPI message 'lightMeasured' at properties\.sentAt\.format: unknown format 'datetime' \(did you mean 'date-time'\?\)/,
     );
   });
 
