@@ -38,12 +38,21 @@ function globRegex(pattern: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
-/** The files a pattern matches now, sorted (so fragments merge in a stable order); hidden files never match. */
+/**
+ * Whether a glob leaves `name` out: hidden files, and config test files (`gateway.tests.yaml`,
+ * which sit beside the config, so `include: "*.yaml"` there would take them for fragments)
+ * unless the pattern itself names test files.
+ */
+function globSkips(name: string, pattern: string): boolean {
+  return name.startsWith('.') || (/\.tests\.ya?ml$/i.test(name) && !/\.tests\./i.test(pattern));
+}
+
+/** The files a pattern matches now, sorted (so fragments merge in a stable order); hidden files and config test files never match. */
 export function expandGlob(absPattern: string): string[] {
   const re = globRegex(basename(absPattern));
   const dir = dirname(absPattern);
   return readdirSync(dir)
-    .filter((name) => !name.startsWith('.') && re.test(name))
+    .filter((name) => !globSkips(name, basename(absPattern)) && re.test(name))
     .sort()
     .map((name) => join(dir, name));
 }
@@ -51,7 +60,7 @@ export function expandGlob(absPattern: string): string[] {
 /** Whether `absFile` is one `absPattern` matches (what expandGlob would list). */
 export function globMatches(absPattern: string, absFile: string): boolean {
   const name = basename(absFile);
-  return dirname(absFile) === dirname(absPattern) && !name.startsWith('.') && globRegex(basename(absPattern)).test(name);
+  return dirname(absFile) === dirname(absPattern) && !globSkips(name, basename(absPattern)) && globRegex(basename(absPattern)).test(name);
 }
 
 /** What the watcher compares for a glob: the list of matching files (a new file matching it is a change). */

@@ -86,6 +86,8 @@ files is an error naming both places; every problem in a fragment points into it
 (\`teams/orders.yaml:12:7: ...\`). A glob may use \`*\`, \`?\` and \`[...]\` (\`[!...]\`: any
 character but those) in the file name, not in directories: \`teams/*/routes.yaml\` is refused
 at its line, saying so. Hot reload follows every included file, and a new file that matches a glob.
+A glob leaves out hidden files and config test files (\`*.tests.yaml\`, which sit beside
+the config) unless its own name says \`.tests.\`.
 A glob that matches no file yet is valid, so a directory that teams fill later can be included
 before its first fragment; the directory itself must exist.
 Fragments cannot include further files. File paths inside a fragment (schemas, key files,

@@ -98,7 +98,8 @@ describe('include: config fragments', () => {
     assert.equal(r.stderr.includes('    at '), false, 'no stack trace');
 
     // [ab] and [!a] are character classes; a [ with no ] is a plain character.
-    const files = { 'teams/a.yaml': route('a'), 'teams/b.yaml': route('b'), 'teams/c.yaml': route('c'), 'teams/[d.yaml': route('d') };
+    // A config's tests beside its fragments are no fragment (they were: "unknown key 'tests' in an included fragment").
+    const files = { 'teams/a.yaml': route('a'), 'teams/b.yaml': route('b'), 'teams/c.yaml': route('c'), 'teams/[d.yaml': route('d'), 'teams/a.tests.yaml': yaml('tests: []') };
     const picked = async (pattern: string) => {
       const dir = tempFiles({ 'gateway.yaml': config(`"${pattern}"`), ...files });
       const json = await runCli(['plan', '-c', 'gateway.yaml', '--format', 'json'], { cwd: dir });
@@ -109,6 +110,7 @@ describe('include: config fragments', () => {
     assert.deepEqual(await picked('teams/[ab].yaml'), ['a', 'b']);
     assert.deepEqual(await picked('teams/[!a].yaml'), ['b', 'c']);
     assert.deepEqual(await picked('teams/[d.yaml'), ['d']);
+    assert.deepEqual(await picked('teams/*.yaml'), ['a', 'b', 'c', 'd']);
   });
 
   // Fragments used to be checked by a schema of their own, compiled with ajv when first needed:
