@@ -248,6 +248,15 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       const expected = Array.isArray(t) ? t.join(' or ') : t;
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} must be ${article(expected)}, got ${describeValue(e.data, isSecretPath(path))}` };
     }
+    case 'minLength':
+    case 'maxLength': {
+      // ajv's "must NOT have fewer than 1 characters" for `schema: ""` reads as a riddle.
+      const limit = (e.params as { limit: number }).limit;
+      // A secret's length is not said either.
+      const length = typeof e.data === 'string' && !isSecretPath(path) ? `, not ${[...e.data].length}` : '';
+      const rule = e.keyword === 'minLength' ? (limit === 1 ? 'must not be empty' : `must be at least ${limit} characters long${length}`) : `must be at most ${limit} characters long${length}`;
+      return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} ${rule}` };
+    }
     case 'minProperties': {
       const kinds = stepKinds(e, registry);
       if (kinds) return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: `${where} is an empty step; a step is a map with one key, the step kind (one of: ${kinds.join(', ')})` };

@@ -209,12 +209,16 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '    from: { listener: api, path: /in }',
           '    ack: yes',
           '    to: { broker: b, topic: t }',
+          // ajv's own words were "must NOT have fewer than 1 characters" (and 32).
+          '    through: [ { validate: { schema: "" } }, { auth: { jwt: { secret: "short-secret" } } } ]',
         ),
       });
       assertProblems(r, [
         ['gateway.yaml:5:11', /listeners\.api\.port must be an integer, got string "eighty"/],
         ['gateway.yaml:6:19', /listeners\.api\.maxBodyBytes must be an integer, got number 1\.5/],
         ['gateway.yaml:10:10', /routes\[0\]\.ack must be true or false, got string "yes"/],
+        ['gateway.yaml:12:38', /^routes\[0\]\.through\[0\]\.validate\.schema must not be empty$/],
+        ['gateway.yaml:12:71', /^routes\[0\]\.through\[1\]\.auth\.jwt\.secret must be at least 32 characters long$/],
       ]);
     });
 
