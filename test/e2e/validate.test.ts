@@ -972,6 +972,10 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '  - name: b', //                                         16
           '    from: { broker: local, topic: t }', //              17
           '    to: { listener: push, path: "/rooms/{room}/x" }', // 18
+          // Braces in a parameter's regular expression are no parameter.
+          '  - name: c',
+          '    from: { listener: api, path: "/n/:id(^\\\\d{3}$)" }',
+          '    to: { broker: local, topic: t }',
         ),
       });
       assertProblems(r, [

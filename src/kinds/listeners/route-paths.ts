@@ -55,9 +55,14 @@ export function sameRoutePath(a: string, b: string): boolean {
 
 /** Why the router cannot take `path`, or undefined. */
 export function routePathProblem(path: string): string | undefined {
-  // `/in/{id}` (AsyncAPI, OpenAPI, KrakenD) would be a literal path no request reaches.
-  const braces = /\{([^{}/]*)\}/.exec(path);
-  if (braces) return `a path parameter is written ':${braces[1] || 'name'}' here, not '${braces[0]}' ('${path.replace(/\{([^{}/]*)\}/g, (_, n: string) => `:${n || 'name'}`)}')`;
+  // `/in/{id}` (AsyncAPI, OpenAPI, KrakenD) would be a literal path no request reaches; braces
+  // inside a parameter's regular expression (`/:id(^\\d{3}$)`) are its own.
+  const parts = path.split(/(\([^)]*\))/); // odd indices: regular expressions
+  const braces = parts.flatMap((p, i) => (i % 2 === 0 ? [/\{([^{}/]*)\}/.exec(p)] : [])).find((m) => m !== null);
+  if (braces) {
+    const fixed = parts.map((p, i) => (i % 2 === 0 ? p.replace(/\{([^{}/]*)\}/g, (_, n: string) => `:${n || 'name'}`) : p)).join('');
+    return `a path parameter is written ':${braces[1] || 'name'}' here, not '${braces[0]}' ('${fixed}')`;
+  }
   try {
     FindMyWay().on('GET', path, noop);
     return undefined;
