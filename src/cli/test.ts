@@ -60,11 +60,15 @@ export async function testCommand(config: string | undefined, testFiles: string[
     process.stderr.write(`eventgate: --format must be text or junit, got '${format}'\n`);
     return 2;
   }
-  const files = testFiles.length > 0 ? testFiles : [testFileBeside(config ?? 'gateway.yaml')];
-  if (testFiles.length === 0 && !existsSync(files[0]!)) {
-    process.stderr.write(`eventgate: no tests: name test files, or put them in ${files[0]} (beside the config)\n`);
+  /** Exit 2 (the tests cannot run): the problems on stderr, and with junit a report saying so. */
+  const cannotRun = async (problems: readonly string[]): Promise<number> => {
+    for (const p of problems) process.stderr.write(`${p}\n`);
+    if (format === 'junit') process.stdout.write((await import('../testing/report.js')).junitCannotRun(problems));
     return 2;
-  }
+  };
+  const usageError = (diagnostics: readonly Diagnostic[], head: string[] = []) => cannotRun([...head, ...diagnostics.map(formatDiagnostic)]);
+  const files = testFiles.length > 0 ? testFiles : [testFileBeside(config ?? 'gateway.yaml')];
+  if (testFiles.length === 0 && !existsSync(files[0]!)) return cannotRun([`eventgate: no tests: name test files, or put them in ${files[0]} (beside the config)`]);
   const problems: Diagnostic[] = [];
   const loaded: TestFile[] = [];
   for (const f of files) {
@@ -88,24 +92,13 @@ export async function testCommand(config: string | undefined, testFiles: string[
       // The config validator is loaded: the tests' expressions may run long enough to want TurboFan.
       releaseAfterStart();
       plans.set(resolve(file), load);
-      if (!load.plan) {
-        process.stderr.write(`eventgate: the config ${file} is invalid, so its tests cannot run:\n`);
-        return usageError(load.diagnostics);
-      }
+      if (!load.plan) return usageError(load.diagnostics, [`eventgate: the config ${file} is invalid, so its tests cannot run:`]);
     }
     const unknown = unknownRoutes(t, load.plan!, file);
     if (unknown.length > 0) return usageError(unknown);
     for (const test of t.tests) results.push(await runTest(load.plan!, test, registry));
   }
-  if (results.length === 0) {
-    process.stderr.write(`eventgate: no tests in ${files.join(', ')}\n`);
-    return 2;
-  }
+  if (results.length === 0) return cannotRun([`eventgate: no tests in ${files.join(', ')}`]);
   process.stdout.write(format === 'junit' ? junitReport(results) : textReport(results));
   return results.every((r) => r.passed) ? 0 : 1;
-}
-
-function usageError(diagnostics: Diagnostic[]): number {
-  for (const d of diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
-  return 2;
 }

@@ -51,6 +51,25 @@ export function junitReport(results: readonly TestResult[]): string {
   return `${out.join('\n')}\n`;
 }
 
+/**
+ * JUnit XML for a run that could not start (exit 2: an invalid config, an unreadable test file, no
+ * tests): one test in error whose text is `problems`, so a CI job that saves the report shows why
+ * rather than an empty file its test view refuses (pytest reports a collection error so).
+ */
+export function junitCannotRun(problems: readonly string[]): string {
+  const message = problems[0] ?? 'the tests could not run';
+  return `${[
+    '<?xml version="1.0" encoding="UTF-8"?>',
+    '<testsuites name="eventgate" tests="1" failures="0" errors="1" time="0.000">',
+    '  <testsuite name="eventgate test" tests="1" failures="0" errors="1" skipped="0" time="0.000">',
+    '    <testcase classname="eventgate" name="the tests could not run" time="0.000">',
+    `      <error message="${xml(message)}" type="ConfigError">${xml(problems.join('\n'))}</error>`,
+    '    </testcase>',
+    '  </testsuite>',
+    '</testsuites>',
+  ].join('\n')}\n`;
+}
+
 function seconds(rs: readonly TestResult[]): string {
   return (rs.reduce((s, r) => s + r.durationMs, 0) / 1000).toFixed(3);
 }

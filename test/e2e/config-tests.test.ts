@@ -273,9 +273,17 @@ describe('eventgate test', () => {
   });
 
   it('exits 2 when the tests cannot run: an invalid config, a broken test file, no tests, a route the config lacks', async () => {
-    const broken = await runCli(['test', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config.replace('kind: memory', 'kind: memroy'), 'orders.tests.yaml': tests }) });
+    // With --format junit the report says why (one test in error), not an empty file a CI's test view refuses.
+    const broken = await runCli(['test', 'orders.tests.yaml', '--format', 'junit'], {
+      cwd: tempFiles({ 'gateway.yaml': config.replace('kind: memory', 'kind: memroy'), 'orders.tests.yaml': tests }),
+    });
     assert.equal(broken.code, 2);
     assert.match(broken.stderr, /the config gateway\.yaml is invalid, so its tests cannot run:\ngateway\.yaml:2:27: unknown broker kind "memroy"/);
+    assert.match(broken.stdout, /^<\?xml version="1\.0" encoding="UTF-8"\?>\n<testsuites name="eventgate" tests="1" failures="0" errors="1"/);
+    assert.match(
+      broken.stdout,
+      /<error message="eventgate: the config gateway\.yaml is invalid, so its tests cannot run:" type="ConfigError">[^<]*gateway\.yaml:2:27: unknown broker kind &quot;memroy&quot;/,
+    );
 
     const badTests = await runCli(['test', 'orders.tests.yaml'], {
       cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }),
