@@ -177,7 +177,6 @@ function metaProblems(schema: object, errors: ErrorObject[]): SchemaProblem[] {
   return out;
 }
 
-/** Path of the `$ref` whose value is `ref`, for pointing at it. */
 /** Keywords whose values are data, not schemas. */
 const DATA_KEYWORDS = new Set(['const', 'enum', 'default', 'examples', 'example']);
 
@@ -211,6 +210,7 @@ function findBadPattern(value: unknown, path: PathPart[] = []): PathPart[] | und
   return undefined;
 }
 
+/** Path of the `$ref` whose value is `ref`, for pointing at it. */
 function findRef(value: unknown, ref: string, path: PathPart[] = []): PathPart[] | undefined {
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
