@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
-import { eventually, repoRoot, useGateway } from '../helpers/gateway.js';
+import { eventually, repoRoot, startGateway, useGateway } from '../helpers/gateway.js';
+import { freePort } from '../helpers/ports.js';
 import { kcatConsumeAll, kcatProduce, kcatProduceLines, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { reloaded } from '../helpers/pipeline.js';
 import { scrape } from '../helpers/prometheus.js';
@@ -31,6 +32,17 @@ async function pythonConsume(bootstrap: string, topic: string, group: string, co
   const r = await run('/usr/bin/python3', [PYTHON_CLIENT, 'consume', bootstrap, topic, group, String(count)], '', 60000);
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout.trim()) as string[];
+}
+
+/** Whether `port` can be listened on at 127.0.0.1 now (released at once). */
+async function canListen(port: number): Promise<boolean> {
+  const server = createServer();
+  const ok = await new Promise<boolean>((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => resolve(true));
+  });
+  if (ok) await new Promise((resolve) => server.close(resolve));
+  return ok;
 }
 
 const values = async (bootstrap: string, topic: string) => (await kcatConsumeAll(bootstrap, topic)).map((r) => r.value);
@@ -343,6 +355,51 @@ routes:
     assert.equal(new Set(status.ports.map((p: { port: number }) => p.port)).size, 3);
     assert.ok(!JSON.stringify(status).includes(kafka.bootstrap.split(',')[0]!));
     assert.equal(typeof status.connections, 'number');
+  });
+
+  it('skips a broker port another listener holds (port + 1 + n) rather than naming it in metadata', async () => {
+    // The gateway's own http listener on the kafka listener's port + 1, where broker 1's port would be.
+    let port = 0;
+    for (let tries = 0; tries < 20 && port === 0; tries++) {
+      const p = await freePort();
+      if (await canListen(p + 1)) port = p;
+    }
+    assert.ok(port > 0, 'no free pair of ports');
+    const other = await startGateway(
+      `
+version: 1
+admin: { port: 0 }
+brokers:
+  cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
+listeners:
+  web: { kind: http, host: 127.0.0.1, port: ${port + 1} }
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: ${port} }
+routes:
+  - name: orders-in
+    from: { listener: kafka-in, topic: ${t.orders} }
+    through: [ { validate: { schema: ${ORDER_SCHEMA}, onInvalid: reject } } ]
+`,
+      { env: { KAFKA_BOOTSTRAP: kafka.bootstrap } },
+    );
+    try {
+      const meta = await run('kcat', ['-L', '-b', `127.0.0.1:${port}`, '-t', t.orders]);
+      assert.equal(meta.code, 0, meta.stderr);
+      const advertised = [...meta.stdout.matchAll(/broker \d+ at 127\.0\.0\.1:(\d+)/g)].map((m) => Number(m[1]));
+      assert.equal(advertised.length, 3, meta.stdout);
+      assert.ok(!advertised.includes(port + 1), `metadata names the http listener's port ${port + 1}: ${meta.stdout}`);
+      const status = (await other.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in');
+      assert.deepEqual(
+        status.ports.filter((p: { error?: string }) => p.error),
+        [],
+      );
+      assert.deepEqual(status.ports.map((p: { port: number }) => p.port).sort(), [...advertised].sort());
+      // Every port metadata names is the proxy's: producing and consuming through it work.
+      await kcatProduce(`127.0.0.1:${port}`, t.orders, [{ key: 'skip', value: VALID(404) }]);
+      assert.ok((await values(`127.0.0.1:${port}`, t.orders)).includes(VALID(404)));
+      assert.equal(other.logs.filter((l) => l.level === 'error').length, 0, JSON.stringify(other.logs.filter((l) => l.level === 'error')));
+    } finally {
+      await other.stop();
+    }
   });
 
   it('counts records per route and outcome in /metrics', async () => {

@@ -23,7 +23,7 @@ const options = kindOptions('kafka', {
     minimum: 0,
     maximum: 65535,
     description:
-      'The bootstrap port clients are given. Broker n (counting from 0, in the order the proxy learns of them, not by node id) gets port + 1 + n; with 0, every port is picked free (see /admin/status).',
+      'The bootstrap port clients are given. Broker n (counting from 0, in the order the proxy learns of them, not by node id) gets port + 1 + n, or the next port free when that one is held (by another listener or process); with 0, every port is picked free (see /admin/status).',
   }),
   advertisedHost: Type.Optional(Type.String({ minLength: 1, description: "Host named to clients in metadata responses (default: host, or this machine's hostname when host is 0.0.0.0 or ::)." })),
   brokerPorts: Type.Optional(

@@ -226,25 +226,40 @@ export class KafkaProxyListener implements ListenerRuntime {
   private openBrokerPort(b: BrokerAddress): BrokerPort {
     const pinned = this.settings.brokerPorts[String(b.nodeId)];
     const base = this.settings.port;
-    const taken = new Set([...this.brokers.values()].map((x) => x.port));
-    let port = pinned ?? 0;
-    if (pinned === undefined && base !== 0) {
-      port = base + 1 + this.brokers.size;
-      while (taken.has(port) || Object.values(this.settings.brokerPorts).includes(port)) port++;
-    }
+    const sequential = pinned === undefined && base !== 0;
+    const free = (from: number): number => {
+      const taken = new Set([...this.brokers.values()].filter((x) => x !== entry).map((x) => x.port));
+      let p = from;
+      while (taken.has(p) || Object.values(this.settings.brokerPorts).includes(p)) p++;
+      return p;
+    };
     const server = this.createServer((socket) => this.accept(socket, entry));
-    const entry: BrokerPort = { nodeId: b.nodeId, port, upstream: { host: b.host, port: b.port }, server, ready: Promise.resolve(), error: undefined };
-    entry.ready = listen(server, port, this.settings.host).then(
+    const entry: BrokerPort = { nodeId: b.nodeId, port: pinned ?? 0, upstream: { host: b.host, port: b.port }, server, ready: Promise.resolve(), error: undefined };
+    if (sequential) entry.port = free(base + 1 + this.brokers.size);
+    // A sequential port another process or listener holds (the gateway's own http listener on
+    // port + 1, say) is skipped, as the docs promise: metadata must never name a port that is not
+    // this proxy's, or clients would speak Kafka to whatever holds it. Pinned ports are not moved.
+    const bind = async (tries: number): Promise<void> => {
+      try {
+        await listen(server, entry.port, this.settings.host);
+      } catch (err) {
+        if (!sequential || tries <= 1 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || entry.port >= 65535) throw err;
+        entry.port = free(entry.port + 1);
+        await bind(tries - 1);
+      }
+    };
+    entry.ready = bind(100).then(
       () => {
         entry.port = boundAddress(server)!.port;
         this.env.logger.info({ listener: this.name, nodeId: b.nodeId, port: entry.port, upstream: `${b.host}:${b.port}` }, 'kafka broker port bound');
+        // Attached once bound: a port skipped on the way is not an error of the listener.
+        server.on('error', (err) => this.env.logger.error({ listener: this.name, nodeId: b.nodeId, err: err.message }, 'listener error'));
       },
       (err: Error) => {
-        entry.error = `cannot bind port ${port}: ${err.message}`;
-        this.env.logger.error({ listener: this.name, nodeId: b.nodeId, port, err: err.message }, 'kafka broker port could not be bound');
+        entry.error = `cannot bind port ${entry.port}: ${err.message}`;
+        this.env.logger.error({ listener: this.name, nodeId: b.nodeId, port: entry.port, err: err.message }, 'kafka broker port could not be bound');
       },
     );
-    server.on('error', (err) => this.env.logger.error({ listener: this.name, nodeId: b.nodeId, err: err.message }, 'listener error'));
     this.brokers.set(b.nodeId, entry);
     return entry;
   }
