@@ -60,7 +60,11 @@ export class CompileContext {
 
   /** "broker 'x' is not defined", with a did-you-mean and the names that are (`what` is the section's singular). */
   reportUndefined(path: readonly PathPart[], what: 'broker' | 'listener' | 'chain', name: string, defined: Iterable<string>): void {
-    const names = [...defined];
+    // Entries set aside for a problem of their own (reported at their line) are still defined.
+    const aside = this.hidden[`${what}s`];
+    const listed = new Set([...defined, ...(aside === 'all' ? [] : aside)]);
+    const written = Object.keys((this.src.value as Record<string, unknown> | null)?.[`${what}s`] ?? {});
+    const names = [...written.filter((n) => listed.has(n)), ...[...listed].filter((n) => !written.includes(n))];
     this.report(path, 'EG_CONFIG_REF', `${what} '${name}' is not defined${didYouMean(name, names)}${names.length ? `; defined ${what}s: ${names.join(', ')}` : `; add it under ${what}s:`}`);
   }
 

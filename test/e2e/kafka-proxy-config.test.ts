@@ -76,13 +76,14 @@ describe('kafka listener: what its routes cannot do is a config error at its lin
     assert.equal(lines.length, 2, r.stdout);
   });
 
-  it('an upstream broker set aside for its own problem is reported once, not again as undefined', async () => {
+  it('an upstream broker set aside for its own problem is reported once, not again as undefined, and still listed as defined', async () => {
     const config = [
       'version: 1', //                                                           1
       'brokers:', //                                                             2
       '  cluster: { kind: kafka, brokers: "${UPSTREAM_BROKERS}" }', //           3
       'listeners:', //                                                           4
       '  kin: { kind: kafka, upstream: cluster, port: 0 }', //                   5
+      '  kin2: { kind: kafka, upstream: clustr, port: 0 }', //                   6
     ].join('\n');
     const env = { ...process.env } as Record<string, string>;
     delete env.UPSTREAM_BROKERS;
@@ -90,6 +91,8 @@ describe('kafka listener: what its routes cannot do is a config error at its lin
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir, env });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /^gateway\.yaml:3:\d+: environment variable 'UPSTREAM_BROKERS' is not set/);
-    assert.equal(r.stdout.trim().split('\n').length, 1, r.stdout);
+    // A name that is not defined lists the broker set aside too: it is defined, and the likely meant one.
+    assert.match(r.stdout, /\ngateway\.yaml:6:\d+: broker 'clustr' is not defined \(did you mean 'cluster'\?\); defined brokers: cluster\n?$/);
+    assert.equal(r.stdout.trim().split('\n').length, 2, r.stdout);
   });
 });
