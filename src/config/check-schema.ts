@@ -36,7 +36,8 @@ export function checkSchema(src: SourceDocument, registry: KindRegistry, options
   const validate = configValidator(registry);
   const raw = options.fragment ? fragmentErrors(src.value, validate) : validate(src.value) ? [] : (validate.errors ?? []);
   if (raw.length === 0) return [];
-  const errors = withoutEchoes(relevant(exactlyOneRules(raw)), registry);
+  // A key's own failure inside `propertyNames` (ajv marks it with `propertyName`) is said once, by the propertyNames error naming the key.
+  const errors = withoutEchoes(relevant(exactlyOneRules(raw.filter((e) => e.propertyName === undefined))), registry);
   const seen = new Set<string>();
   const out: Diagnostic[] = [];
   for (const e of errors) {
@@ -201,6 +202,12 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       // A string made with stringMatching() names what it must be in its title.
       const what = (e.parentSchema as { title?: string } | undefined)?.title;
       return { ...at(path), code: 'EG_CONFIG_SCHEMA', message: what ? `${where} must be ${what}, got ${describeValue(e.data, isSecretPath(path))}` : `${where} ${e.message ?? e.keyword}` };
+    }
+    case 'propertyNames': {
+      const name = (e.params as { propertyName: string }).propertyName;
+      const rule = (e.parentSchema as { propertyNames?: { title?: string; pattern?: string } } | undefined)?.propertyNames;
+      const must = rule?.title ?? (rule?.pattern ? `match pattern "${rule.pattern}"` : 'be a valid name');
+      return { ...at([...path, name], 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where}: key '${name}' must be ${must}` };
     }
     case 'dependentRequired': {
       const { property, missingProperty } = e.params as { property: string; missingProperty: string };

@@ -76,7 +76,7 @@ describe('kafka listener: what its routes cannot do is a config error at its lin
     assert.equal(lines.length, 2, r.stdout);
   });
 
-  it('an upstream broker set aside for its own problem is reported once, not again as undefined, and still listed as defined', async () => {
+  it('an upstream broker set aside for its own problem is reported once, not again as undefined, and still listed as defined; a bad brokerPorts key is named once', async () => {
     const config = [
       'version: 1', //                                                           1
       'brokers:', //                                                             2
@@ -84,6 +84,7 @@ describe('kafka listener: what its routes cannot do is a config error at its lin
       'listeners:', //                                                           4
       '  kin: { kind: kafka, upstream: cluster, port: 0 }', //                   5
       '  kin2: { kind: kafka, upstream: clustr, port: 0 }', //                   6
+      '  kin3: { kind: kafka, upstream: cluster, port: 0, brokerPorts: { x: 19101 } }', // 7
     ].join('\n');
     const env = { ...process.env } as Record<string, string>;
     delete env.UPSTREAM_BROKERS;
@@ -92,7 +93,9 @@ describe('kafka listener: what its routes cannot do is a config error at its lin
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /^gateway\.yaml:3:\d+: environment variable 'UPSTREAM_BROKERS' is not set/);
     // A name that is not defined lists the broker set aside too: it is defined, and the likely meant one.
-    assert.match(r.stdout, /\ngateway\.yaml:6:\d+: broker 'clustr' is not defined \(did you mean 'cluster'\?\); defined brokers: cluster\n?$/);
-    assert.equal(r.stdout.trim().split('\n').length, 2, r.stdout);
+    assert.match(r.stdout, /\ngateway\.yaml:6:\d+: broker 'clustr' is not defined \(did you mean 'cluster'\?\); defined brokers: cluster\n/);
+    // A brokerPorts key that is no node id: once, naming the key, at the key (not ajv's pattern and "property name must be valid" twice).
+    assert.match(r.stdout, /\ngateway\.yaml:7:67: listeners\.kin3\.brokerPorts: key 'x' must be a broker node id \(digits\)\n?$/);
+    assert.equal(r.stdout.trim().split('\n').length, 3, r.stdout);
   });
 });

@@ -28,7 +28,7 @@ const options = kindOptions('kafka', {
   advertisedHost: Type.Optional(Type.String({ minLength: 1, description: "Host named to clients in metadata responses (default: host, or this machine's hostname when host is 0.0.0.0 or ::)." })),
   brokerPorts: Type.Optional(
     mapOf(Type.Integer({ minimum: 1, maximum: 65535 }), {
-      propertyNames: { pattern: '^[0-9]+$' },
+      propertyNames: { pattern: '^[0-9]+$', title: 'a broker node id (digits)' },
       description: 'Local port per upstream broker node id (`"1": 19101`), for ports that must not depend on discovery order.',
     }),
   ),

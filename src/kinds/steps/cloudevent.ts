@@ -22,7 +22,7 @@ export const cloudeventStep = defineStep({
       type: Type.Optional(Type.String({ minLength: 1, description: 'The `type` attribute of plain messages this step wraps.' })),
       set: Type.Optional(
         mapOf(Type.String({ minLength: 1 }), {
-          propertyNames: { pattern: '^[a-z0-9]{1,20}$' },
+          propertyNames: { pattern: '^[a-z0-9]{1,20}$', title: 'an attribute name (1 to 20 lowercase letters or digits)' },
           description: 'Attribute or extension name → JSONata expression for its value (`$ce` holds the current attributes; no result: left as it was).',
         }),
       ),
