@@ -166,7 +166,13 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
     for (const p of parts) {
       const m = HOST_PORT.exec(p);
       if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
-        ctx.report(at, 'EG_CONFIG_SCHEMA', `'${p}' is not a broker address: expected host:port`);
+        // Say which part is wrong: a URL's scheme and an out-of-range port are the usual slips.
+        const why = /^[a-z][a-z0-9+.-]*:\/\//i.test(p)
+          ? `expected host:port without a scheme ('${p.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '')}')`
+          : m
+            ? `port ${m[2]} is not between 1 and 65535`
+            : 'expected host:port';
+        ctx.report(at, 'EG_CONFIG_SCHEMA', `'${p}' is not a broker address: ${why}`);
         ok = false;
       } else brokers.push(p);
     }
