@@ -72,6 +72,7 @@ routes:
   - { name: d, from: { broker: nt, topic: "a.>.b" }, to: { broker: mq, topic: x } }
   - { name: e, from: { broker: nt, topic: "fine.*" }, to: { broker: mq, topic: x }, deadletter: { broker: mq, topic: "dead/#" } }
   - { name: f, from: { broker: mq, topic: "s/+/t/#" }, to: { broker: nt, topic: "fine.x" }, deadletter: { broker: nt, topic: "dead.*" } }
+  - { name: g, from: { broker: mq, topic: "$share/g/s/+" }, to: { broker: nt, topic: x } }
 `;
 
   it('are config errors at their line and column, in validate and run', async () => {
@@ -85,6 +86,8 @@ routes:
       "gateway.yaml:11:43: 'a.>.b' cannot be a topic of nats broker 'nt': a NATS subject is dot-separated tokens with no whitespace, '*' a whole token, '>' only the last",
       "gateway.yaml:12:118: 'dead/#' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot hold the wildcards + or #",
       "gateway.yaml:13:126: 'dead.*' cannot be a topic of nats broker 'nt': a NATS subject to publish to has non-empty dot-separated tokens, no whitespace and no wildcards (* >)",
+      // Written as mosquitto_sub takes a shared subscription: subscribed as $share/<group>/$share/g/s/+, it matched nothing.
+      `gateway.yaml:14:43: '$share/g/s/+' cannot be a topic of mqtt broker 'mq': a shared subscription is written as the route's topic and group (topic: "s/+", group: "g"): the gateway subscribes through $share/<group>/ itself`,
     ]);
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(run.code, 1, run.stdout + run.stderr);

@@ -74,6 +74,9 @@ routes:
     through:
       - transform: '$uppercase(text)'
     to: { broker: devices, topic: shout }
+  - name: server-topics
+    from: { broker: devices, topic: "$gw/in/+" }
+    to: { broker: devices, topic: { expression: '"server-topics/" & $split($topic, "/")[2]' } }
   - name: ce-in
     from: { broker: devices, topic: "ce/in/+" }
     to: { listener: ws, path: /ce, format: cloudevent }
@@ -96,6 +99,7 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'ce-in', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'server-topics', 15000);
   });
   after(async () => {
     await mqtt?.stop();
@@ -227,6 +231,20 @@ routes:
           { sensor: 'cellar', celsius: 12, unit: 'C' },
         ],
       );
+    } finally {
+      sub.stop();
+    }
+  });
+
+  // mosquitto delivers no topic starting with `$` to a shared subscription: subscribed as
+  // `$share/<group>/$gw/in/+`, the route was ready and never got a message (spec-checklist 396).
+  it("consumes the server's own topics (a filter starting with $) through a plain subscription", async () => {
+    const sub = await MosquittoSub.start(mqtt, 'server-topics/+');
+    try {
+      await mosquittoPub(mqtt, '$gw/in/a', '{"n":1}');
+      const [got] = await sub.take(1);
+      assert.equal(got!.topic, 'server-topics/a');
+      assert.deepEqual(JSON.parse(got!.payload), { n: 1 });
     } finally {
       sub.stop();
     }

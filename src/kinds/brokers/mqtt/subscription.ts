@@ -14,7 +14,7 @@ import type { MqttSettings } from '../mqtt.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
 import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, Link, type MqttLib } from './connection.js';
 import { countLive, leftSessions } from './sessions.js';
-import { qosFor } from './topics.js';
+import { qosFor, sharable } from './topics.js';
 
 /**
  * Messages a consume route's connection takes from mqtt.js's packet loop before the route handled
@@ -111,7 +111,7 @@ export class MqttSubscription {
     this.persistent = persistent;
     const client = lib.connect(settings.url, clientOptions(settings, clientId, persistent, RECEIVE_MAXIMUM));
     this.link = new Link(client, log, adopted ? `route ${spec.route}, session ${adopted} left by a reload` : `route ${spec.route}`);
-    const filter = settings.sharedSubscriptions && !perInstance ? `$share/${spec.group}/${spec.topic}` : spec.topic;
+    const filter = settings.sharedSubscriptions && !perInstance && sharable(spec.topic) ? `$share/${spec.group}/${spec.topic}` : spec.topic;
     this.filter = filter;
     this.live = persistent;
     if (persistent) countLive(settings.url, clientId, filter, 1);

@@ -44,6 +44,29 @@ export function filterProblem(filter: string): string | undefined {
 }
 
 /**
+ * Why `filter` cannot be a route's `from.topic`, or undefined. A filter written as a shared
+ * subscription (`$share/g/x`, as mosquitto_sub takes it) was subscribed as `$share/<group>/$share/g/x`,
+ * which matches nothing: the route was ready and never got a message.
+ */
+export function subscribeTopicProblem(filter: string): string | undefined {
+  if (/^\$share(\/|$)/.test(filter)) {
+    const parts = /^\$share\/([^/]+)\/(.+)$/s.exec(filter);
+    const how = parts ? ` (topic: "${parts[2]}", group: "${parts[1]}")` : '';
+    return `a shared subscription is written as the route's topic and group${how}: the gateway subscribes through $share/<group>/ itself`;
+  }
+  return filterProblem(filter);
+}
+
+/**
+ * Whether a route's filter is subscribed as a shared subscription. A filter of the server's own
+ * topics (starting with `$`, as `$SYS/#`) is not: mosquitto 2.0 delivers none of them to a shared
+ * subscription, so such a route was ready and never got a message; every instance reads them.
+ */
+export function sharable(filter: string): boolean {
+  return !filter.startsWith('$');
+}
+
+/**
  * Why `group` cannot be the share name of a shared subscription (`$share/<group>/<filter>`), or
  * undefined. MQTT 5 (§4.8.2) forbids `/`, `+` and `#` in it: servers refuse `+` and `#`, and take
  * the text after a `/` as the filter, so a route with group `a/b` on topic `t` read `b/t`.
