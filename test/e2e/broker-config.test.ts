@@ -73,6 +73,7 @@ routes:
   - { name: e, from: { broker: nt, topic: "fine.*" }, to: { broker: mq, topic: x }, deadletter: { broker: mq, topic: "dead/#" } }
   - { name: f, from: { broker: mq, topic: "s/+/t/#" }, to: { broker: nt, topic: "fine.x" }, deadletter: { broker: nt, topic: "dead.*" } }
   - { name: g, from: { broker: mq, topic: "$share/g/s/+" }, to: { broker: nt, topic: x } }
+  - { name: h, from: { listener: api, path: /h }, to: { broker: mq, topic: "$share/g/x" } }
 `;
 
   it('are config errors at their line and column, in validate and run', async () => {
@@ -88,6 +89,8 @@ routes:
       "gateway.yaml:13:126: 'dead.*' cannot be a topic of nats broker 'nt': a NATS subject to publish to has non-empty dot-separated tokens, no whitespace and no wildcards (* >)",
       // Written as mosquitto_sub takes a shared subscription: subscribed as $share/<group>/$share/g/s/+, it matched nothing.
       `gateway.yaml:14:43: '$share/g/s/+' cannot be a topic of mqtt broker 'mq': a shared subscription is written as the route's topic and group (topic: "s/+", group: "g"): the gateway subscribes through $share/<group>/ itself`,
+      // mosquitto answered its PUBACK with 0x87 Not authorized: a 503 for every publish, retried for ever by a consume route.
+      "gateway.yaml:15:76: '$share/g/x' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot start with $share, which names shared subscriptions",
     ]);
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(run.code, 1, run.stdout + run.stderr);

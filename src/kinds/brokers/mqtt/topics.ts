@@ -25,6 +25,8 @@ export function mqttStringProblem(text: string): string | undefined {
 /** Why `topic` cannot be published to, or undefined. */
 export function publishTopicProblem(topic: string): string | undefined {
   if (topic.includes('+') || topic.includes('#')) return 'an MQTT topic to publish to cannot hold the wildcards + or #';
+  // MQTT 5 §4.8.2 keeps `$share/` for shared subscriptions; mosquitto refuses such a publish (0x87), which was a 503 retried for ever.
+  if (/^\$share(\/|$)/.test(topic)) return 'an MQTT topic to publish to cannot start with $share, which names shared subscriptions';
   const bad = mqttStringProblem(topic);
   if (bad) return `an MQTT topic cannot hold ${bad}`;
   if (Buffer.byteLength(topic) > 65535) return 'an MQTT topic is at most 65535 bytes';
