@@ -16,7 +16,7 @@ import {
 import { AckDeadlines, leavesOnStop, NotConnected, Refused } from '../acknowledgement.js';
 import { problem } from '../../../core/errors.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
-import { JetStreamPublisher, resetWhenGivenUp, socketOf } from './publisher.js';
+import { JetStreamPublisher, socketOf } from './publisher.js';
 import { coalesceWrites } from '../coalesce.js';
 import { FirstConnection } from '../first-connection.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
@@ -26,7 +26,7 @@ import { MSG_ID, msgIdChange, type MsgIdChange } from './msg-id.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import { readStream } from './replay.js';
 import { streamMessage } from './consumed.js';
-import { lib, loadNats } from './lib.js';
+import { lib, loadNats, resetWhenGivenUp } from './lib.js';
 import { NatsSubscription, type StreamHost } from './subscription.js';
 import { sleep } from '../../../core/within.js';
 
@@ -156,7 +156,8 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     }
     this.nc = nc;
     // Before any ping is due: what it had written on a connection given up must not reach the server after its 503.
-    if (!resetWhenGivenUp(nc)) this.log.warn('this nats.js has no protocol handler to hook: a connection given up for liveness is closed, not reset (docs/scaling.md, "A network partition")');
+    if (!resetWhenGivenUp(nc))
+      this.log.warn('this nats.js has no protocol handler to hook: a connection given up for liveness is closed, not reset (docs/scaling.md, "A connection the gateway gives up is reset")');
     void this.watch(nc);
     // The settings as they are now: a reload may have reconfigured the broker while it connected.
     this.js = new JetStreamPublisher(nc, lib.createInbox, this.name, this.settings.ackTimeoutMs, this.lateAnswerMs);

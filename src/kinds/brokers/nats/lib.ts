@@ -1,3 +1,6 @@
+import type { NatsConnection } from 'nats';
+import { resetGivenUp } from '../given-up.js';
+
 /** The client library, loaded when the first nats broker starts (commands that start none, such as validate, never load it). */
 type NatsLib = typeof import('nats');
 
@@ -6,4 +9,28 @@ export let lib!: NatsLib;
 
 export async function loadNats(): Promise<void> {
   lib ??= await import('nats');
+}
+
+/** nats.js's protocol handler (a private field of the connection): `disconnect()` is how its liveness check gives a connection up. */
+interface ProtocolHandler {
+  disconnect(): void;
+  transport?: { socket?: unknown };
+}
+
+/**
+ * Makes nats.js reset the socket (resetGivenUp) when it gives a connection up: its heartbeat
+ * (`pingIntervalMs` × `maxPingOut` unanswered) and a login refused on a live connection call the
+ * protocol handler's `disconnect()`, which closes the socket with a FIN after flushing. The handler
+ * lives as long as the connection, across reconnects (each with a transport of its own). False when
+ * this nats.js has no such handler (the connection then closes as the library does).
+ */
+export function resetWhenGivenUp(nc: NatsConnection): boolean {
+  const ph = (nc as unknown as { protocol?: ProtocolHandler }).protocol;
+  if (typeof ph?.disconnect !== 'function') return false;
+  const disconnect = ph.disconnect;
+  ph.disconnect = function (this: ProtocolHandler) {
+    resetGivenUp(this.transport?.socket);
+    disconnect.call(this);
+  };
+  return true;
 }

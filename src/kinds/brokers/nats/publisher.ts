@@ -2,7 +2,6 @@ import type { Msg, MsgHdrs, NatsConnection } from 'nats';
 import { offsetText } from '../../../core/message.js';
 import { AckDeadlines, LateWrite, LostUnacknowledged } from '../acknowledgement.js';
 import { coalesceWrites } from '../coalesce.js';
-import { resetGivenUp } from '../given-up.js';
 
 interface Pending {
   subject: string;
@@ -146,28 +145,4 @@ function ignore(): void {}
 /** The connection's socket (a private field of the client's transport): corked per turn; absent in other transports, which then write as they do. */
 export function socketOf(nc: NatsConnection): { cork?(): void; uncork?(): void } | undefined {
   return (nc as unknown as { protocol?: { transport?: { socket?: { cork?(): void; uncork?(): void } } } }).protocol?.transport?.socket;
-}
-
-/** nats.js's protocol handler (a private field of the connection): `disconnect()` is how its liveness check gives a connection up. */
-interface ProtocolHandler {
-  disconnect(): void;
-  transport?: { socket?: unknown };
-}
-
-/**
- * Makes nats.js reset the socket (resetGivenUp) when it gives a connection up: its heartbeat
- * (`pingIntervalMs` × `maxPingOut` unanswered) and a login refused on a live connection call the
- * protocol handler's `disconnect()`, which closes the socket with a FIN after flushing. The handler
- * lives as long as the connection, across reconnects (each with a transport of its own). False when
- * this nats.js has no such handler (the connection then closes as the library does).
- */
-export function resetWhenGivenUp(nc: NatsConnection): boolean {
-  const ph = (nc as unknown as { protocol?: ProtocolHandler }).protocol;
-  if (typeof ph?.disconnect !== 'function') return false;
-  const disconnect = ph.disconnect;
-  ph.disconnect = function (this: ProtocolHandler) {
-    resetGivenUp(this.transport?.socket);
-    disconnect.call(this);
-  };
-  return true;
 }
