@@ -18,7 +18,7 @@ version: 1
 brokers:
   local: { kind: memory }
 listeners:
-  api: { kind: http, port: 0, events: { retryMs: 200 } }
+  api: { kind: http, port: 0, events: { retryMs: 200, maxBufferedBytes: 65536 } }
 routes:
   - name: publish
     from: { listener: api, path: /orders }
@@ -52,5 +52,55 @@ routes:
       ['0:0', '0:1', '0:2', '0:3', '0:4'],
     );
     assert.ok(events.every((e) => e.type === 'order.placed'));
+  });
+
+  it('catches up after a cut whose replay is larger than events.maxBufferedBytes: the replay is paced by its reading, not cut off on every reconnect', async () => {
+    const { page } = browser;
+    const pad = 'x'.repeat(10_000);
+    const post = async (n: number) => {
+      const res = await fetch(gw.url('api', '/orders'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n, pad }) });
+      assert.equal(res.status, 200);
+    };
+    await page.evaluate(() => {
+      const g = globalThis as any;
+      g.got = [];
+      g.opens = 0;
+      g.es = new g.EventSource('/orders/stream');
+      g.es.addEventListener('order.placed', (e: any) => g.got.push({ n: JSON.parse(e.data).n, id: e.lastEventId }));
+      g.es.onopen = () => g.opens++;
+    });
+    try {
+      await page.waitForFunction(() => (globalThis as any).opens === 1);
+      await post(0);
+      await page.waitForFunction(() => (globalThis as any).got.length === 1);
+      proxy.cutAndHold();
+      await page.waitForFunction(() => (globalThis as any).es.readyState === 0);
+      // 30 events of 10 KB: a replay of 300 KB, past the 64 KB bound.
+      for (let n = 1; n <= 30; n++) await post(n);
+      const from = gw.logs.length;
+      proxy.release();
+      const got = await page
+        .waitForFunction(() => (globalThis as any).got.length >= 31 && (globalThis as any).got, undefined, { timeout: 30_000 })
+        .then((h) => h.jsonValue() as Promise<{ n: number; id: string }[]>)
+        .catch(async (err: Error) => {
+          const seen = await page.evaluate(() => ({ got: (globalThis as any).got.length, opens: (globalThis as any).opens }));
+          throw new Error(`the page got ${seen.got} of 31 events over ${seen.opens} connections; cut off: ${gw.logs.slice(from).filter((l) => /too slow/.test(l.msg)).length} times: ${err.message}`);
+        });
+      assert.deepEqual(
+        got.map((e) => e.n),
+        Array.from({ length: 31 }, (_, n) => n),
+      );
+      const first = Number(got[0]!.id.split(':')[1]);
+      assert.deepEqual(
+        got.map((e) => e.id),
+        got.map((_, i) => `0:${first + i}`),
+      );
+      assert.deepEqual(
+        gw.logs.slice(from).filter((l) => /too slow/.test(l.msg)),
+        [],
+      );
+    } finally {
+      await page.evaluate(() => (globalThis as any).es.close());
+    }
   });
 });

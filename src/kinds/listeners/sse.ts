@@ -57,6 +57,8 @@ interface SseClient extends BatchClient {
   expiry: NodeJS.Timeout | undefined;
   /** Set while the client is being replayed what it missed: live events wait here meanwhile. */
   held: HeldEvent[] | undefined;
+  /** The bytes of `held`'s frames: over the send bound, the client is cut off as one that does not read. */
+  heldBytes: number;
   /**
    * After a resume, the positions the client has seen that the path's live events have not reached
    * yet (a replay can read past what the route's consumer delivered so far): live events up to them
@@ -246,6 +248,7 @@ export class SseStreams {
       request: admission.request,
       expiry: undefined,
       held: undefined,
+      heldBytes: 0,
       ahead: undefined,
       batchSkip: 0,
       batchEpoch: -1,
@@ -316,6 +319,7 @@ export class SseStreams {
         const { messages, gap } = await source.replay(after.get(route) ?? new Map());
         if (gap !== undefined) this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: from + gap }) }));
         for (const message of messages) {
+          if (!(await this.roomFor(client))) return;
           const pos = positionOf(message);
           if (pos) seen.set(pos.partition, pos.offset);
           const { event, data } = payload(message, format);
@@ -326,8 +330,8 @@ export class SseStreams {
         this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: false, reason: `${from}the broker could not replay retained events` }) }));
       }
     }
+    // Live events held since, and those arriving while they are paced out below, wait in this list.
     const held = client.held;
-    client.held = undefined;
     // What the client has seen beyond the path's live positions: the live events up to there come later and are left out.
     const live = this.state(client.path).positions;
     const ahead: SourcePositions = new Map();
@@ -339,7 +343,10 @@ export class SseStreams {
     // Live events that arrived during the replay, minus those the replay already sent. An id
     // names what the client has seen: where the replay went further than the path's positions at
     // the event's arrival (on another partition), the id carries the replay's.
+    // for...of also reaches the events pushed onto `held` while it waits for the client to read.
     for (const h of held) {
+      if (!(await this.roomFor(client))) return;
+      client.heldBytes -= h.frame.length;
       if (h.partition !== null && h.offset !== null) {
         const seen = last.get(h.source)?.get(h.partition);
         if (seen !== undefined && h.offset <= seen) continue;
@@ -347,6 +354,32 @@ export class SseStreams {
       const further = h.positions && beyond(h.positions, last);
       this.write(client, further ? this.positionedFrame(client.path, h.source, further, h.event, h.data) : h.frame);
     }
+    client.held = undefined;
+    client.heldBytes = 0;
+  }
+
+  /**
+   * Waits until the client has read what it was sent down to the send bound: a replay (and the
+   * live events held behind it) is written as fast as the client reads it. Written in one go, a
+   * replay larger than the bound cut the client off before a byte of it left, on every reconnect
+   * with the same Last-Event-ID, and the client never caught up. False once its stream is gone.
+   */
+  private async roomFor(client: SseClient): Promise<boolean> {
+    const res = client.res;
+    while (!res.destroyed && !res.writableEnded && client.out.unsent > this.options.maxBufferedBytes) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.once('drain', done);
+        res.once('close', done);
+      });
+    }
+    if (!res.destroyed && !res.writableEnded) return true;
+    client.held = undefined;
+    return false;
   }
 
   /** Writes to one client now, after the live events this turn's batch holds for it. */
@@ -370,12 +403,16 @@ export class SseStreams {
     if (res.destroyed || res.writableEnded) return false;
     const buffered = client.out.unsent;
     if (buffered <= this.options.maxBufferedBytes) return true;
+    this.cutOff(client, buffered);
+    return false;
+  }
+
+  private cutOff(client: SseClient, buffered: number): void {
     this.slowClientsClosed++;
     this.logger.warn({ listener: this.listener, path: client.path, remote: client.remoteAddress, buffered }, 'event stream client too slow; disconnecting');
     this.paths.get(client.path)?.clients.delete(client);
     // Destroying frees what was buffered for it at once; the client reconnects and resumes.
-    res.destroy();
-    return false;
+    client.res.destroy();
   }
 
   private startHeartbeat(): void {
@@ -428,6 +465,9 @@ export class SseStreams {
           if (c.held) {
             held ??= { frame, source: route, partition: pos?.partition ?? null, offset: pos?.offset ?? null, event, data, positions: seen ? copyPositions(state.positions) : undefined };
             c.held.push(held);
+            c.heldBytes += frame.length;
+            // Held while its replay is paced by its reading: a client that does not read is cut off as it would be live.
+            if (c.heldBytes > this.options.maxBufferedBytes) this.cutOff(c, c.heldBytes);
           } else if (pos && pos.offset <= (c.ahead!.get(route)?.get(pos.partition) ?? -1n)) {
             // The replay sent it already.
           } else if (this.write(c, this.frameAhead(c, state, path, route, seen !== undefined, frame, event, data))) sent++;
