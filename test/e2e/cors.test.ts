@@ -55,7 +55,7 @@ routes:
     assert.equal(res.headers.get('access-control-allow-headers'), 'content-type, x-api-key');
     assert.equal(res.headers.get('access-control-allow-credentials'), 'true');
     assert.equal(res.headers.get('access-control-max-age'), '120');
-    assert.equal(res.headers.get('vary'), 'Origin');
+    assert.equal(res.headers.get('vary'), 'Origin, Access-Control-Request-Headers');
   });
 
   it('answers a preflight for an event stream (a fetch-based client sending a key and Last-Event-ID), then streams to that origin', async () => {
@@ -75,6 +75,12 @@ routes:
     // A path that is not an event stream still lists only the configured headers.
     const publish = await fetch(gw.url('api', '/in'), { method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'POST' } });
     assert.equal(publish.headers.get('access-control-allow-headers'), 'content-type, x-api-key');
+    // A binary-mode CloudEvent's attributes are allowed as asked; other headers only as listed.
+    const event = await fetch(gw.url('api', '/in'), {
+      method: 'OPTIONS',
+      headers: { origin: APP, 'access-control-request-method': 'POST', 'access-control-request-headers': 'ce-id,ce-source,ce-specversion,ce-type,ce-tenant,content-type,x-other' },
+    });
+    assert.equal(event.headers.get('access-control-allow-headers'), 'content-type, x-api-key, ce-id, ce-source, ce-specversion, ce-type, ce-tenant');
   });
 
   it('refuses a preflight and a request from another origin with 403', async () => {

@@ -18,7 +18,7 @@ version: 1
 brokers:
   local: { kind: memory }
 listeners:
-  api: { kind: http, port: 0, events: { retryMs: 200, maxBufferedBytes: 65536 } }
+  api: { kind: http, port: 0, events: { retryMs: 200, maxBufferedBytes: 65536 }, cors: { origins: '*' } }
 routes:
   - name: publish
     from: { listener: api, path: /orders }
@@ -102,5 +102,29 @@ routes:
     } finally {
       await page.evaluate(() => (globalThis as any).es.close());
     }
+  });
+
+  it('lets a page on another origin POST a binary-mode CloudEvent (its ce-* headers pass the preflight) and read the problem of a bad one', async () => {
+    // The page's origin is the proxy's; the gateway's own port is another origin.
+    const answers = await browser.page.evaluate(
+      async (url) => {
+        const post = async (headers: Record<string, string>) => {
+          try {
+            const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{"n":1}' });
+            return { status: res.status, body: await res.json() };
+          } catch (err) {
+            return { status: 0, body: String(err) };
+          }
+        };
+        const event = { 'ce-specversion': '1.0', 'ce-source': '/page', 'ce-type': 'order.placed', 'ce-tenant': 'acme' };
+        return [await post({ ...event, 'ce-id': 'page-1' }), await post(event)];
+      },
+      gw.url('api', '/orders'),
+    );
+    assert.equal(answers[0]!.status, 200, JSON.stringify(answers[0]));
+    assert.equal(answers[0]!.body.deliveries.length, 1);
+    assert.equal(answers[1]!.status, 400, JSON.stringify(answers[1]));
+    assert.equal(answers[1]!.body.code, 'EG_CLOUDEVENT_INVALID');
+    assert.match(answers[1]!.body.detail, /'id' is missing/);
   });
 });

@@ -11,6 +11,9 @@ const DEFAULTS = {
   maxAge: 600,
 };
 
+/** A CloudEvents attribute as an HTTP header (binary mode): `ce-` and a name of lower-case letters and digits. */
+const CLOUDEVENT_HEADER = /^ce-[a-z0-9]{1,64}$/;
+
 /** A list of origins; `"*"` in it means any origin, as `["*"]` does in KrakenD's and gin's CORS settings. */
 export const originList = Type.Array(Type.String({ pattern: '^(https?://[^/]+|\\*)$' }), { minItems: 1 });
 
@@ -28,7 +31,7 @@ export const corsOptions = Type.Object(
       Type.Array(Type.String({ minLength: 1 }), {
         default: DEFAULTS.headers,
         description:
-          'Request headers browsers may send (add the header an `apiKey` auth step reads, e.g. `x-api-key`: browsers send no header the preflight answer does not list). Preflights for an event-stream path also allow `Last-Event-ID`.',
+          'Request headers browsers may send (add the header an `apiKey` auth step reads, e.g. `x-api-key`: browsers send no header the preflight answer does not list). Preflights also allow the `ce-*` headers of a binary-mode CloudEvent that a page asks to send, and, for an event-stream path, `Last-Event-ID`.',
       }),
     ),
     exposeHeaders: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.exposeHeaders, description: 'Response headers scripts may read.' })),
@@ -93,9 +96,30 @@ export class CorsPolicy {
     return undefined;
   }
 
-  /** Answers a preflight for an existing route path (204 with what is allowed); `stream`: the path is also an event stream. */
-  preflight(res: ServerResponse, stream = false): void {
+  /**
+   * Answers a preflight for an existing route path (204 with what is allowed); `stream`: the path
+   * is also an event stream. The `ce-*` headers a page asks to send are allowed too: they are the
+   * attributes of a binary-mode CloudEvent (the CloudEvents HTTP binding), which every http
+   * listener takes, and no list of them could name every extension a page may set.
+   */
+  preflight(req: IncomingMessage, res: ServerResponse, stream = false): void {
     for (const [k, v] of Object.entries(stream ? this.streamPreflightHeaders : this.preflightHeaders)) res.setHeader(k, v);
+    const asked = req.headers['access-control-request-headers'];
+    const attributes =
+      asked === undefined
+        ? []
+        : asked
+            .split(',')
+            .map((h) => h.trim().toLowerCase())
+            .filter((h) => CLOUDEVENT_HEADER.test(h));
+    if (attributes.length > 0) {
+      const allowed = res.getHeader('access-control-allow-headers') as string;
+      const listed = new Set(allowed.split(', ').map((h) => h.toLowerCase()));
+      const more = attributes.filter((h) => !listed.has(h));
+      if (more.length > 0) res.setHeader('access-control-allow-headers', [allowed, ...more].join(', '));
+    }
+    // The answer depends on the headers asked for: a cache in between must not give it for others.
+    res.setHeader('vary', 'Origin, Access-Control-Request-Headers');
     res.writeHead(204, { 'content-length': '0' });
     res.end();
   }

@@ -351,7 +351,7 @@ export class HttpListener implements ListenerRuntime {
       // made the browser refuse to open the stream.
       const stream = this.isStreamPath(pathname);
       if (exact || found || stream) {
-        this.cors.preflight(res, stream);
+        this.cors.preflight(req, res, stream);
         return this.finished(res);
       }
     }
