@@ -50,7 +50,20 @@ async function stream(url: string, headers: Record<string, string> = {}) {
       return 'aborted';
     }
   })();
-  return { values: () => parseEvents(text).map((e) => JSON.parse(e.data) as unknown), ended, close: () => controller.abort() };
+  const events = () => parseEvents(text);
+  return {
+    values: () =>
+      events()
+        .filter((e) => e.event === undefined)
+        .map((e) => JSON.parse(e.data) as unknown),
+    /** The `eventgate.end` notices: why the gateway ended the stream. */
+    ends: () =>
+      events()
+        .filter((e) => e.event === 'eventgate.end')
+        .map((e) => JSON.parse(e.data) as { status: number; reason: string }),
+    ended,
+    close: () => controller.abort(),
+  };
 }
 
 describe('event streams on guarded paths end with their credentials', () => {
@@ -65,6 +78,9 @@ describe('event streams on guarded paths end with their credentials', () => {
     assert.equal((await post(gw.url('api', '/in'), { n: 2 })).status, 200);
     await eventually(() => assert.deepEqual(lasting.values(), [{ n: 1 }, { n: 2 }]));
     assert.deepEqual(expiring.values(), [{ n: 1 }], 'nothing reached the expired stream');
+    // Its last event says why, which a page's EventSource cannot learn from the refused reconnect.
+    assert.deepEqual(expiring.ends(), [{ status: 401, reason: 'credential expired; open a new stream with a fresh one' }]);
+    assert.deepEqual(lasting.ends(), []);
     const log = await gw.waitForLog((l) => l.msg === 'event stream client credential expired; ending its stream');
     assert.equal(log.path, '/by-token');
     lasting.close();
@@ -78,6 +94,10 @@ describe('event streams on guarded paths end with their credentials', () => {
     assert.equal((await post(gw.url('api', '/in'), { n: 3 })).status, 200);
     await eventually(() => assert.deepEqual(kept.values(), [{ n: 3 }]));
     assert.deepEqual(revoked.values(), []);
+    assert.equal(revoked.ends().length, 1);
+    assert.equal(revoked.ends()[0]!.status, 401);
+    assert.match(revoked.ends()[0]!.reason, /^credential no longer accepted \(.+\); open a new stream with a valid one$/);
+    assert.deepEqual(kept.ends(), []);
     const r = await fetch(gw.url('api', `/by-key?key=${BOB}`), { headers: { accept: 'text/event-stream' } });
     assert.equal(r.status, 401, 'the revoked key cannot open a new stream either');
     kept.close();

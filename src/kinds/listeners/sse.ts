@@ -541,7 +541,7 @@ export class SseStreams {
           // A key set that cannot be fetched right now (503) is no verdict on the client.
           if (admission.problem.status !== 401 && admission.problem.status !== 403) return;
           this.logger.info({ listener: this.listener, path, remote: c.remoteAddress, status: admission.problem.status }, 'event stream client no longer authorized after reload; ending its stream');
-          this.end(c);
+          this.end(c, { status: admission.problem.status, reason: `credential no longer accepted (${admission.problem.detail}); open a new stream with a valid one` });
         },
         (err) => this.logger.error({ listener: this.listener, path, err: (err as Error).message }, 'event stream client could not be checked again'),
       );
@@ -551,17 +551,24 @@ export class SseStreams {
   private expireAt(c: SseClient, until: number | undefined): void {
     expireAt(c, until, () => {
       this.logger.info({ listener: this.listener, path: c.path, remote: c.remoteAddress }, 'event stream client credential expired; ending its stream');
-      this.end(c);
+      this.end(c, { status: 401, reason: 'credential expired; open a new stream with a fresh one' });
     });
   }
 
-  /** Ends one client's stream: it gets nothing more (a browser reconnects, and must present a valid credential again). */
-  private end(c: SseClient): void {
+  /**
+   * Ends one client's stream: it gets nothing more (a browser reconnects, and must present a valid
+   * credential again). `notice`: why, as a last `eventgate.end` event. EventSource reconnects to
+   * the same URL, with the same credential, and a refusal of it is a bare `error` event that no
+   * page can read a status from; this one says to open a new stream with a fresh credential, as
+   * a WebSocket subscriber's close code 4401 or 1008 does.
+   */
+  private end(c: SseClient, notice?: { status: number; reason: string }): void {
     clearTimeout(c.expiry);
     c.expiry = undefined;
     const state = this.paths.get(c.path);
     state?.batch.flushClient(c);
     state?.clients.delete(c);
+    if (notice && !c.res.destroyed && !c.res.writableEnded) c.out.write(sseEvent({ event: 'eventgate.end', data: JSON.stringify(notice) }));
     c.out.end();
   }
 
