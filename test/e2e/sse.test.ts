@@ -420,6 +420,14 @@ ${extra}`;
     assert.equal(line.msg, 'config reloaded');
     const [code] = await ended;
     assert.equal(code, 0, 'the response ended cleanly, as an event stream the server closes');
+    // Its last event says why, which a page's EventSource cannot learn from the 404 of its reconnect.
+    assert.deepEqual(
+      parseEvents(removed.text())
+        .filter((e) => e.event === 'eventgate.end')
+        .map((e) => JSON.parse(e.data)),
+      [{ status: 404, reason: 'no route forwards to /mixed any more (a reload removed it)' }],
+    );
+    assert.equal(parseEvents(kept.text()).filter((e) => e.event === 'eventgate.end').length, 0);
     const again = await fetch(gw.url('api', '/mixed'), { headers: { accept: 'text/event-stream' } });
     assert.equal(again.status, 404);
     assert.equal(again.headers.get('content-type'), 'application/problem+json');

@@ -50,6 +50,7 @@ export async function openStream(url: string, headers: Record<string, string> = 
 /** What a client read across its connections: events (resume notices apart), notices, and how often it connected. */
 export interface Follower {
   events: SseEvent[];
+  /** `eventgate.resume` and `eventgate.end` events. */
   notices: SseEvent[];
   connections: number;
   /** Whether the gateway ended the stream, or answered a reconnect 404 (the follower then stops: it does not reconnect). */
@@ -111,7 +112,7 @@ export function follow(url: string, drops: number[]): { follower: Follower; conn
           const end = text.lastIndexOf('\n\n');
           if (end === -1) continue;
           for (const e of parseEvents(text.slice(0, end + 2))) {
-            if (e.event === 'eventgate.resume') follower.notices.push(e);
+            if (e.event?.startsWith('eventgate.')) follower.notices.push(e);
             else follower.events.push(e);
           }
           text = text.slice(end + 2);

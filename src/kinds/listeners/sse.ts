@@ -514,9 +514,14 @@ export class SseStreams {
     this.shared = shared;
     for (const [path, s] of this.paths) {
       if (!paths.has(path)) {
-        // What was published before goes out before the stream ends.
+        // What was published before goes out before the stream ends, and then why it ends: the
+        // browser's reconnect would get a 404 it cannot read (end()).
         s.batch.flush();
-        for (const c of s.clients) c.out.end();
+        const notice = sseEvent({ event: 'eventgate.end', data: JSON.stringify({ status: 404, reason: `no route forwards to ${path} any more (a reload removed it)` }) });
+        for (const c of s.clients) {
+          if (!c.res.destroyed && !c.res.writableEnded) c.out.write(notice);
+          c.out.end();
+        }
         this.paths.delete(path);
         continue;
       }
