@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { parseEvents } from '../helpers/sse.js';
+import { openStream, parseEvents } from '../helpers/sse.js';
 
 /** `curl -N`: an event-stream client that is not a browser. */
 function curl(url: string, headers: string[] = []): { child: ChildProcess; text: () => string } {
@@ -71,6 +71,7 @@ brokers:
   local: { kind: memory, retain: 20 }
 listeners:
   api: { kind: http, port: 0, events: { heartbeatMs: 200, maxBufferedBytes: 65536 } }
+  small: { kind: http, port: 0, events: { maxBufferedBytes: 2048 } }
 routes:
   - name: publish
     from: { listener: api, path: /ticks }
@@ -95,6 +96,9 @@ routes:
   - name: mixed-tocks
     from: { broker: local, topic: tocks }
     to: { listener: api, path: /mixed }
+  - name: small-stream
+    from: { broker: local, topic: tocks }
+    to: { listener: small, path: /tocks }
 ${extra}`;
   const gw = useGateway(config());
   const publish = async (n: number) => {
@@ -236,6 +240,26 @@ ${extra}`;
       assert.equal(res.status, 405, `${method} /ticks`);
       assert.equal(res.headers.get('allow'), 'GET, POST');
       await res.body?.cancel();
+    }
+  });
+
+  it("replays what a client missed at the pace it reads, with events.maxBufferedBytes below the stream's 16 KiB high-water mark too", async () => {
+    const pad = 'x'.repeat(1500);
+    const offsets: string[] = [];
+    for (let n = 0; n < 12; n++) {
+      const res = await fetch(gw.url('api', '/tocks'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n, pad }) });
+      offsets.push(((await res.json()) as { deliveries: { offset: string }[] }).deliveries[0]!.offset);
+    }
+    // 11 events of 1.5 KB after this id: past the 2 KB bound, which cut the client off before a byte left.
+    const stream = await openStream(gw.url('small', '/tocks'), { 'last-event-id': `0:${offsets[0]}` });
+    try {
+      await eventually(() => assert.equal(stream.events().length, 11), 10_000);
+      assert.deepEqual(
+        stream.events().map((e) => JSON.parse(e.data).n),
+        Array.from({ length: 11 }, (_, i) => i + 1),
+      );
+    } finally {
+      stream.close();
     }
   });
 

@@ -31,6 +31,9 @@ export interface SseOptions {
   retryMs: number;
 }
 
+/** How soon a paced replay looks again whether the client read enough, when no 'drain' says so. */
+const REPLAY_RECHECK_MS = 20;
+
 export const SSE_DEFAULTS: SseOptions = { maxBufferedBytes: 1024 * 1024, heartbeatMs: 15_000, retryMs: 2000 };
 
 /** How a client was let in: its request (checked again when a reload changes the path's auth) and when its credential expires. */
@@ -369,12 +372,16 @@ export class SseStreams {
     while (!res.destroyed && !res.writableEnded && client.out.unsent > this.options.maxBufferedBytes) {
       await new Promise<void>((resolve) => {
         const done = () => {
+          clearTimeout(timer);
           res.off('drain', done);
           res.off('close', done);
           resolve();
         };
         res.once('drain', done);
         res.once('close', done);
+        // 'drain' comes only after the stream held more than its high-water mark (16 KiB); a bound
+        // below that (it may be 1 KiB) is waited for by looking again.
+        const timer = setTimeout(done, REPLAY_RECHECK_MS);
       });
     }
     if (!res.destroyed && !res.writableEnded) return true;
