@@ -9,6 +9,7 @@ import { HeldTarget } from '../helpers/held-target.js';
 import { makeCertificates } from '../helpers/certificates.js';
 import { freePort } from '../helpers/ports.js';
 import { scrape } from '../helpers/prometheus.js';
+import { idleConnection, parseReply, rawPost } from '../helpers/raw-http.js';
 import { openStream } from '../helpers/sse.js';
 
 const config = (drainTimeoutMs = 10000) => `
@@ -17,7 +18,7 @@ admin: { port: 0, drainTimeoutMs: ${drainTimeoutMs} }
 brokers:
   local: { kind: memory }
 listeners:
-  api: { kind: http, port: 0, host: 127.0.0.1 }
+  api: { kind: http, port: 0, host: 127.0.0.1, cors: { origins: ["https://app.example"] } }
   push: { kind: websocket, port: 0, host: 127.0.0.1 }
 routes:
   - name: in
@@ -101,9 +102,20 @@ describe('shutdown (spec §7)', () => {
     const statusBefore = await g.status();
     assert.ok(statusBefore.listeners.find((l: { name: string }) => l.name === 'api').inFlight >= 0);
     await waitInFlight(g, 5);
+    // A page's connection, open and idle (its preflight cached): it is not closed by the drain.
+    const page = await idleConnection(g.port('api'));
+    let pageText = '';
+    page.setEncoding('latin1').on('data', (d: string) => (pageText += d));
     const from = g.logs.length;
     const exited = g.stop('SIGTERM');
     await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
+    // Its POST now is refused 503, with the CORS headers that let the page read why.
+    page.write(rawPost('/in', { n: 97 }).replace('Host: gateway\r\n', 'Host: gateway\r\nOrigin: https://app.example\r\n'));
+    await eventually(() => assert.ok(parseReply(pageText) && pageText.endsWith('}'), pageText));
+    const pageReply = parseReply(pageText)!;
+    assert.equal(pageReply.status, 503);
+    assert.equal(pageReply.headers['access-control-allow-origin'], 'https://app.example');
+    assert.match(pageText, /"code":"EG_SHUTTING_DOWN"/);
 
     // Draining: not ready, new connections refused on both listeners.
     const ready = await fetch(`${g.adminUrl}/readyz`);

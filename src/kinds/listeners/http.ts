@@ -328,6 +328,9 @@ export class HttpListener implements ListenerRuntime {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q === -1 ? url : url.slice(0, q);
+    // CORS first: a page can read a refusal, the drain's 503 included, only with the CORS headers;
+    // without them its fetch fails with 'Failed to fetch'.
+    const refused = this.cors?.apply(req, res);
     if (this.draining) {
       this.notTaken.add(res);
       return void setImmediate(() => this.refuseDraining(res));
@@ -337,7 +340,6 @@ export class HttpListener implements ListenerRuntime {
       closeAfter(res);
       return this.refuse(res, tooMany);
     }
-    const refused = this.cors?.apply(req, res);
     if (refused) return this.refuse(res, refused);
     if (req.method === 'GET') {
       const stream = this.router.find('GET', pathname);
