@@ -16,6 +16,8 @@ const ACK_TIMEOUT_MS = 2000;
 describe('kind: amqp (against rabbitmq-server)', () => {
   let rabbit: MessageServer;
   let config: (withStuck: boolean) => string;
+  /** The message_id of this file's gateway's first publish: another gateway's must differ. */
+  let firstMessageId: string | null = null;
 
   before(async () => {
     rabbit = await startRabbit();
@@ -84,6 +86,7 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     assert.equal(got!.routingKey, 'orders.created');
     assert.deepEqual(JSON.parse(got!.body), { id: 7 });
     assert.equal(got!.headers['x-tenant'], 'acme');
+    firstMessageId = got!.properties.messageId;
   });
 
   it("sends a CloudEvent's datacontenttype as the content_type property, with the attributes as ce_ headers and no content-type header", async () => {
@@ -164,7 +167,7 @@ brokers:
     assert.equal(got!.headers['x-tenant'], 'bäckerei');
     assert.equal(got!.properties.contentType, 'application/json');
     assert.equal(got!.properties.deliveryMode, 2);
-    assert.match(got!.properties.messageId ?? '', /^rabbit-\d+$/);
+    assert.match(got!.properties.messageId ?? '', /^rabbit-[0-9a-f]{16}-\d+$/);
     assert.ok(got!.properties.timestamp! >= before && got!.properties.timestamp! <= Math.ceil(Date.now() / 1000), String(got!.properties.timestamp));
     // 500 concurrent publishes, encoded into shared writes: each 200 only once confirmed, and every one in the queue.
     const answers = await Promise.all(Array.from({ length: 500 }, (_, i) => post(gw.url('api', '/orders/burst'), { i })));
@@ -270,11 +273,13 @@ brokers:
     assert.equal(back!.redelivered, true);
   });
 
-  it("reports a route's backlog (ready in its queue + held unacknowledged) as eventgate_amqp_consumer_lag, draining to 0 once its target takes messages again", async () => {
+  it("reports a route's backlog (ready in its queue + held unacknowledged) as eventgate_amqp_consumer_lag, draining to 0 once its target takes messages again; a second gateway's message ids are not the first's", async () => {
     const target = await HeldTarget.start();
     const lagged = await startGateway(`
 version: 1
 admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
 brokers:
   rabbit:
     kind: amqp
@@ -286,9 +291,20 @@ routes:
   - name: slow
     from: { broker: rabbit, topic: lagging }
     to: { http: { url: "${target.url}", timeoutMs: 120000 } }
+  - name: orders
+    from: { listener: api, path: /orders }
+    to: { broker: rabbit, topic: orders.second }
 `);
     try {
       await lagged.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'slow', 30000);
+      // Its broker numbers its publishes from 1 as this file's gateway did: a consumer that drops
+      // a message_id it saw before (an idempotent consumer) dropped this one as a repeat.
+      assert.equal((await post(lagged.url('api', '/orders'), { second: true })).status, 200);
+      const [second] = await pikaConsume(rabbit, 'orders-seen', 1);
+      assert.deepEqual(JSON.parse(second!.body), { second: true });
+      assert.notEqual(second!.properties.messageId, firstMessageId);
+      assert.match(second!.properties.messageId ?? '', /^rabbit-[0-9a-f]{16}-1$/);
+      assert.match(firstMessageId ?? '', /^rabbit-[0-9a-f]{16}-1$/);
       const lag = async () => (await scrape(lagged.adminUrl)).value('eventgate_amqp_consumer_lag', { route: 'slow', topic: 'lagging', partition: '0' });
       await pikaPublish(
         rabbit,

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import type { ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
@@ -115,6 +116,13 @@ export class AmqpBroker implements BrokerRuntime {
   /** What publishes answer, per topic. */
   readonly deliveries: TopicDeliveries;
   private nextId = 0;
+  /**
+   * What every message id of this broker starts with: its name and 64 random bits, new for each
+   * broker a start or a reload makes. The number after it restarts at 1 with each of them, and a
+   * consumer that drops a message whose message_id it saw before (the idempotent-consumer habit)
+   * dropped the messages of a restarted gateway, or of a second instance, as repeats.
+   */
+  private readonly idPrefix: string;
   private open!: typeof import('amqplib')['connect'];
   /**
    * The server's `max_message_size`, once it refused a message over it (the only way it tells):
@@ -143,6 +151,8 @@ export class AmqpBroker implements BrokerRuntime {
     this.log = env.logger.child({ broker: name });
     this.telemetry = env.telemetry?.broker(name, 'amqp');
     this.declaredQueues = new DeclaredQueues(settings, this.log, () => this.nextId);
+    // A message id is a short string (255 bytes): a name too long to fit beside the rest is left out.
+    this.idPrefix = `${Buffer.byteLength(name) <= 200 ? `${name}-` : ''}${randomBytes(8).toString('hex')}-`;
   }
 
   /** Never fails: an unreachable server makes the broker not ready, and it keeps trying. */
@@ -423,7 +433,7 @@ export class AmqpBroker implements BrokerRuntime {
     }
     const exchange = this.settings.exchange.name;
     const n = ++this.nextId;
-    const id = `${this.name}-${n}`;
+    const id = `${this.idPrefix}${n}`;
     const promise = newPromise<Delivery>();
     const p = new Publish(this, id, n, exchange, topic, captured.resolve, captured.reject);
     p.deadline = this.deadlines.track(p);
