@@ -21,7 +21,7 @@ const big = (n: number) => JSON.stringify({ big: 'x'.repeat(2 * LIMIT), n });
  * gateway logs in as this file's own user on the run's size-limited RabbitMQ (users are node-wide:
  * a limit on guest would reach the other files' connections); the test's own clients as guest.
  */
-describe('an AMQP publish channel that cannot be opened again after a size refusal', () => {
+describe('an AMQP publish channel the server closed: a publish refused 403, a size refusal whose new channel cannot be opened', () => {
   let rabbit: SharedRabbit;
   before(async () => {
     rabbit = await sharedSizeLimitedRabbit();
@@ -50,8 +50,38 @@ routes:
 `,
   );
 
+  // First in the file: RabbitMQ caches a channel's permission checks that passed, so the publish
+  // channel must not have published before the user loses its write permission.
+  it("a publish the user may not make (403 on the exchange): a 503 in the server's words, a new publish channel, the consume route's channel kept", async () => {
+    await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'consumer ready', 30000);
+    const from = gw.logs.length;
+    // Its queues still, the exchange no more.
+    await rabbit.ctl('set_permissions', '-p', rabbit.vhost, rabbit.user, '.*', '^eventgate-', '.*');
+    try {
+      const refused = await post(gw.url('api', '/amqp'), { n: 'refused' });
+      assert.equal(refused.status, 503, refused.text);
+      assert.match(refused.body.detail, /the server closed the publish channel \(403 ACCESS_REFUSED - access to exchange 'amq\.topic' in vhost '[^']+' refused for user '[^']+'\)/);
+      await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel opened again', 15000, from);
+    } finally {
+      await rabbit.ctl('set_permissions', '-p', rabbit.vhost, rabbit.user, '.*', '.*', '.*');
+    }
+    // Reconnecting changes no permission, and closed the consume route's channel (its messages in hand delivered again) at every such publish.
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.broker === 'rabbit' && (l.msg === 'amqp connection lost; reconnecting' || l.msg === 'consumer ready')),
+      [],
+    );
+    const res = await post(gw.url('api', '/amqp'), { n: 'allowed' });
+    assert.equal(res.status, 200, res.text);
+    const got = await pikaConsume(rabbit, 'reopen-posted', 1);
+    assert.deepEqual(
+      got.map((m) => m.body),
+      [JSON.stringify({ n: 'allowed' })],
+    );
+  });
+
   it('answers the large message 413, the others 503 while the broker cannot publish (never a 2xx for a message not taken), 200 once it can; each message taken on the queue once', async () => {
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'consumer ready', 30000);
+    const start = gw.logs.length;
     const taken: string[] = [];
     const publish = async (body: Record<string, unknown> | string) => {
       const res = await post(gw.url('api', '/amqp'), body);
@@ -67,7 +97,7 @@ routes:
     // The server closed the publish channel for it; the new one is refused (RabbitMQ closes the
     // connection for it: 530 NOT_ALLOWED), and the broker connects again, and again.
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel could not be opened again; reconnecting', 15000);
-    const lost = gw.logs.find((l) => l.broker === 'rabbit' && l.msg === 'amqp connection lost; reconnecting');
+    const lost = gw.logs.slice(start).find((l) => l.broker === 'rabbit' && l.msg === 'amqp connection lost; reconnecting');
     // The server closed the connection and said why: that is what the broker is not ready for, not `unreachable`.
     const refusal = `closed by the server: 530 NOT_ALLOWED - number of channels opened for user '${rabbit.user}' has reached the maximum allowed user limit of (1)`;
     assert.equal(lost?.reason, refusal, JSON.stringify(lost));
@@ -95,7 +125,7 @@ routes:
     await rabbit.ctl('clear_user_limits', rabbit.user, 'max-channels');
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 30000);
     assert.equal((await publish({ n: 8 })).status, 200);
-    assert.equal(gw.logs.filter((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel opened again').length, 0);
+    assert.equal(gw.logs.slice(start).filter((l) => l.broker === 'rabbit' && l.msg === 'amqp publish channel opened again').length, 0);
     // Every message answered 200 is on the queue, once, in order; nothing else is.
     const got = await pikaConsume(rabbit, 'reopen-posted', taken.length, 5);
     assert.deepEqual(

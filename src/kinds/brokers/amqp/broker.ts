@@ -17,8 +17,11 @@ import { FirstConnection } from '../first-connection.js';
 import { installTableDecoder } from './field-table.js';
 import { routingKeyProblem } from './routing-keys.js';
 import { DeclaredQueues, declaredBindings, declareQueue } from './declared-queues.js';
-import { closedByServer, connectFailure, dropConnection, refusedOnChannel, socketOf } from './connection.js';
+import { channelClosedByServer, closedByServer, connectFailure, dropConnection, refusedOnChannel, socketOf } from './connection.js';
 import { AmqpSubscription } from './subscription.js';
+
+/** The reply code of a channel.close for a resource the user may not use. */
+const ACCESS_REFUSED = 403;
 
 /** Exchanges every RabbitMQ has; they cannot be declared, only used. */
 const builtInExchange = (name: string) => name === '' || name.startsWith('amq.');
@@ -131,8 +134,14 @@ export class AmqpBroker implements BrokerRuntime {
    * changes only with its config; a gateway reload or restart learns it again.
    */
   private maxMessageSize: number | undefined;
-  /** The server closed the publish channel for a message over its size limit: a new channel is opened on the same connection. */
-  private sizeRefusedOn: unknown;
+  /**
+   * The publish channel the server closed for what one message asked (over its size limit; a 403
+   * ACCESS_REFUSED, an exchange the user may not write to): a new one is opened on the same
+   * connection, the consume routes' channels left be, and why it needs one.
+   */
+  private refusedOn: { channel: unknown; why: string } | undefined;
+  /** The server's words when it closed the publish channel (`403 ACCESS_REFUSED - ...`): what the publishes it failed are told. */
+  private publishClosedBy: string | undefined;
 
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private deadlines: AckDeadlines;
@@ -342,15 +351,23 @@ export class AmqpBroker implements BrokerRuntime {
   private async openPublisher(conn: ChannelModel): Promise<AmqpPublisher> {
     const channel = await conn.createConfirmChannel();
     channel.on('error', (err: Error) => {
+      // Emitted before amqplib fails the publishes in flight on the channel (failureOf names these words).
+      this.publishClosedBy = channelClosedByServer(err);
       const size = SIZE_REFUSAL.exec(err.message);
       if (size) {
         this.maxMessageSize = Number(size[2]);
-        this.sizeRefusedOn = channel;
+        this.refusedOn = { channel, why: 'the server closed the last one for a message over its max_message_size' };
         this.log.warn(
           { err: err.message, maxMessageSize: this.maxMessageSize },
           'amqp server refused a message over its max_message_size (closing the publish channel); larger ones are refused before they are sent from now on',
         );
-      } else this.log.warn({ err: err.message }, 'amqp publish channel error');
+        return;
+      }
+      // A publish the user may not make (no write permission on the exchange): reconnecting would
+      // change nothing, and would close every consume route's channel, their messages in hand
+      // delivered again, at each such publish.
+      if ((err as { code?: unknown }).code === ACCESS_REFUSED) this.refusedOn = { channel, why: `the server closed the last one: ${this.publishClosedBy ?? err.message}` };
+      this.log.warn({ err: err.message }, 'amqp publish channel error');
     });
     channel.on('return', (m: ConsumeMessage) => {
       const c = this.confirms.get(m.properties.messageId as string);
@@ -361,22 +378,25 @@ export class AmqpBroker implements BrokerRuntime {
     });
     channel.on('close', () => {
       if (this.connection !== conn || this.stopped) return;
-      // Only the publish channel went, for a message over the size limit: a new one, leaving the consume routes' channels be.
-      if (this.sizeRefusedOn === channel) {
-        this.sizeRefusedOn = undefined;
-        void this.reopenPublisher(conn);
+      // Only the publish channel went, for what one message asked: a new one, leaving the consume routes' channels be.
+      const refused = this.refusedOn;
+      if (refused?.channel === channel) {
+        this.refusedOn = undefined;
+        void this.reopenPublisher(conn, refused.why);
       }
-      // Another channel the server closed (e.g. publishing to a missing exchange) while the connection lives: connect again.
+      // Another channel the server closed (e.g. publishing to an exchange deleted meanwhile) while
+      // the connection lives: connect again, declaring the exchange, queues and bindings again.
       else void conn.close().catch(() => undefined);
     });
     const out = new AmqpPublisher(channel);
     out.maxBody = this.maxMessageSize ?? Number.POSITIVE_INFINITY;
+    this.publishClosedBy = undefined;
     return out;
   }
 
-  private async reopenPublisher(conn: ChannelModel): Promise<void> {
+  private async reopenPublisher(conn: ChannelModel, why: string): Promise<void> {
     this.publisher = undefined;
-    this.state = { ready: false, detail: 'opening a new publish channel (the server closed the last one for a message over its max_message_size)' };
+    this.state = { ready: false, detail: `opening a new publish channel (${why})` };
     try {
       const publisher = await this.openPublisher(conn);
       if (this.connection !== conn || this.stopped) return;
@@ -401,7 +421,8 @@ export class AmqpBroker implements BrokerRuntime {
     if (err.message !== 'channel closed') return err;
     if (max !== undefined && bytes > max) return tooLarge(bytes, max);
     // amqplib's word for a confirm the closing channel will never get (a lost connection, the server closing it).
-    return new LostUnacknowledged('the publish channel closed');
+    const said = this.publishClosedBy;
+    return new LostUnacknowledged(said === undefined ? 'the publish channel closed' : `the server closed the publish channel (${said})`);
   }
 
   /** The connection closed; `detail` says why, as /readyz and the 503s show it (`unreachable: ...`, `closed by the server: ...`). */

@@ -38,11 +38,27 @@ export function closedByServer(err: unknown, vhost: string): string | undefined 
   // Refused at connection.open: amqplib drops the server's words there (RabbitMQ's 530 says which).
   if (err.message.startsWith('Expected ConnectionOpenOk; got <ConnectionClose'))
     return `closed by the server: it refused to open virtual host '${vhost}' (one it does not have, one the user may not use, or a connection limit reached; the server's log says which)`;
-  const said = /^(?:Connection closed|Handshake terminated by server): (\d+) \(([A-Z-]+)\) with message "(.*)"$/s.exec(err.message);
+  const said = /^(?:Connection closed|Handshake terminated by server): (.*)$/s.exec(err.message);
+  const words = said ? replyText(said[1]!) : undefined;
+  return words === undefined ? undefined : `closed by the server: ${words}`;
+}
+
+/**
+ * What the server said when it closed a channel (amqplib's `Channel closed by server: 403
+ * (ACCESS-REFUSED) with message "..."`), as `403 ACCESS_REFUSED - ...`; undefined for anything else.
+ */
+export function channelClosedByServer(err: Error): string | undefined {
+  const said = /^Channel closed by server: (.*)$/s.exec(err.message);
+  return said ? replyText(said[1]!) : undefined;
+}
+
+/** amqplib's `530 (NOT-ALLOWED) with message "NOT_ALLOWED - ..."` as `530 NOT_ALLOWED - ...`. */
+function replyText(close: string): string | undefined {
+  const said = /^(\d+) \(([A-Z-]+)\) with message "(.*)"$/s.exec(close);
   if (!said) return undefined;
   const name = said[2]!.replace(/-/g, '_');
   const text = said[3]!;
-  return `closed by the server: ${said[1]} ${text.startsWith(name) ? text : `${name} - ${text}`}`;
+  return `${said[1]} ${text.startsWith(name) ? text : `${name} - ${text}`}`;
 }
 
 /**
