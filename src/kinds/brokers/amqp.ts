@@ -43,7 +43,10 @@ const queue = Type.Object(
           "RabbitMQ dead-letter exchange (`x-dead-letter-exchange`): gets what RabbitMQ itself dead-letters (TTL, length limit); the gateway dead-letters to the route's `deadletter` target.",
       }),
     ),
-    arguments: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Further queue arguments (`x-message-ttl`, `x-queue-type`, ...).' })),
+    arguments: Type.Optional(Type.Record(Type.String(), Type.Unknown(), {
+        description:
+          'Further queue arguments (`x-message-ttl`, `x-queue-type`, ...). RabbitMQ keeps a queue\'s arguments: other ones for a queue it has (a config, or a reload, that changes them) are refused, 406 PRECONDITION_FAILED, and the whole broker is not ready (`topology not ready`, its publishes 503 and its consume routes waiting) until the queue is deleted on the server or the config aligned again.',
+      })),
   },
   { additionalProperties: false },
 );
