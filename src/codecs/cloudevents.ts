@@ -322,3 +322,35 @@ export function fromMqttProperties(userProperties: Record<string, string>, conte
   if (contentType !== undefined) headers['content-type'] = contentType;
   return headers;
 }
+
+// ---- AMQP binding (https://github.com/cloudevents/spec/blob/main/cloudevents/bindings/amqp-protocol-binding.md)
+//
+// Binary mode names each attribute `cloudEvents_<name>` (`cloudEvents:<name>` before v1.0.2; a
+// consumer should read both) among a message's application properties, which a RabbitMQ 0-9-1
+// consumer sees as headers: what AMQP 1.0 publishers to RabbitMQ and the CloudEvents SDK's Spring
+// AMQP converter send. The gateway itself publishes `ce_` headers, as earlier versions did.
+
+/** An attribute as the AMQP binding names it: the prefix with either separator, then its name (lower-case letters and digits). */
+const AMQP_ATTRIBUTE = /^cloudEvents[_:]([a-z0-9]+)$/;
+
+/**
+ * The headers of a message consumed over AMQP 0-9-1: a binary-mode CloudEvent in the AMQP
+ * binding's names (a `cloudEvents_specversion` or `cloudEvents:specversion` header, and no
+ * `ce_specversion`) gets them as `ce_<name>` headers, its `datacontenttype` one the content type
+ * when the message has none (`content_type` is the binding's place for it); other headers stay.
+ * `headers` is the caller's own: it may be returned, changed.
+ */
+export function fromAmqpHeaders(headers: Record<string, string>): Record<string, string> {
+  if (headers[CE_SPECVERSION] !== undefined || (headers.cloudEvents_specversion === undefined && headers['cloudEvents:specversion'] === undefined)) return headers;
+  const out = newHeaders();
+  let type: string | undefined;
+  for (const name in headers) {
+    const v = headers[name]!;
+    const attribute = AMQP_ATTRIBUTE.exec(name)?.[1];
+    if (attribute === undefined) out[name] = v;
+    else if (attribute === 'datacontenttype') type = v;
+    else out[CE_HEADER_PREFIX + attribute] = v;
+  }
+  if (out['content-type'] === undefined && type !== undefined) out['content-type'] = type;
+  return out;
+}

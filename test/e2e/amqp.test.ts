@@ -238,15 +238,27 @@ brokers:
     }
   });
 
-  it('takes the content_type property as the content type: a structured CloudEvent (application/cloudevents+json) a peer publishes is an event', async () => {
+  it("takes the content_type property as the content type: a structured CloudEvent (application/cloudevents+json) a peer publishes is an event, as is a binary one in the AMQP binding's cloudEvents_ (or cloudEvents:) headers", async () => {
     const client = await WsClient.connect(gw.url('ws', '/live', 'ws'));
     try {
       const event = { specversion: '1.0', id: 'p-1', source: '/pika', type: 'com.example.goal', tenant: 'acme', data: { goal: 2 } };
-      await pikaPublish(rabbit, 'amq.topic', 'live.events', [{ body: JSON.stringify(event), contentType: 'application/cloudevents+json' }]);
+      // Binary mode as the CloudEvents SDK's Spring AMQP converter and AMQP 1.0 publishers to RabbitMQ send it.
+      const binary = (sep: string, id: string) => ({
+        body: '{"goal":3}',
+        contentType: 'application/json',
+        headers: { [`cloudEvents${sep}specversion`]: '1.0', [`cloudEvents${sep}id`]: id, [`cloudEvents${sep}source`]: '/spring', [`cloudEvents${sep}type`]: 'com.example.goal', match: 'm2' },
+      });
+      await pikaPublish(rabbit, 'amq.topic', 'live.events', [{ body: JSON.stringify(event), contentType: 'application/cloudevents+json' }, binary('_', 'b-1'), binary(':', 'b-2')]);
       const frame = await client.next(15000);
       assert.equal(frame.topic, 'live.events');
       assert.deepEqual(frame.value, { goal: 2 });
       assert.deepEqual(frame.ce, { specversion: '1.0', id: 'p-1', source: '/pika', type: 'com.example.goal', tenant: 'acme', datacontenttype: 'application/json' });
+      for (const id of ['b-1', 'b-2']) {
+        const next = await client.next(15000);
+        assert.deepEqual(next.value, { goal: 3 });
+        assert.deepEqual(next.ce, { specversion: '1.0', id, source: '/spring', type: 'com.example.goal', datacontenttype: 'application/json' });
+        assert.equal(next.headers.match, 'm2');
+      }
     } finally {
       client.close();
     }

@@ -6,6 +6,7 @@
  */
 
 import type { ConsumeMessage } from 'amqplib';
+import { fromAmqpHeaders } from '../../../codecs/cloudevents.js';
 import { CONTENT_ENCODING, newHeaders, payloadMessage, type Message } from '../../../core/message.js';
 
 /** The latest time a JavaScript Date holds (year 275760), in milliseconds since the epoch. */
@@ -78,7 +79,8 @@ export function toMessage(m: ConsumeMessage): Message {
   const contentEncoding = m.properties.contentEncoding as unknown;
   if (headers[CONTENT_ENCODING] === undefined && typeof contentEncoding === 'string' && contentEncoding !== '') headers[CONTENT_ENCODING] = contentEncoding;
   return payloadMessage(m.content, {
-    headers,
+    // A binary-mode CloudEvent in the AMQP binding's names (cloudEvents_<name>) as the gateway's (ce_<name>).
+    headers: fromAmqpHeaders(headers),
     topic: m.fields.routingKey,
     partition: null,
     offset: null,
