@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { pikaConsume, pikaDeclareExchange, pikaDeclareQueue } from '../helpers/peers.js';
+import { pikaConsume, pikaDeclareExchange, pikaDeclareQueue, pikaDeleteExchange } from '../helpers/peers.js';
 import type { RabbitServer } from '../helpers/servers.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
 
@@ -38,7 +38,7 @@ routes:
 `,
   );
 
-  it('is not ready and says which exchange is missing, refuses publishes with 503, and is ready once it exists', async () => {
+  it("is not ready and says which exchange is missing, refuses publishes with 503, and is ready once it exists; deleted again, a 503 and a reconnect in the server's words", async () => {
     await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying' && String(l.err).includes(`no exchange '${exchange}'`), 15000);
     const probe = await readyz(gw);
     assert.equal(probe.status, 503);
@@ -55,5 +55,16 @@ routes:
     const [got] = await pikaConsume(rabbit, queue, 1);
     assert.equal(got!.body, '{"n":1}');
     assert.equal(got!.routingKey, 'orders.created');
+
+    // Deleted while the gateway runs: the publish that finds it gone is a 503 in the server's words,
+    // and the broker, connecting again to check it, says why meanwhile (not `unreachable`).
+    const from = gw.logs.length;
+    await pikaDeleteExchange(rabbit, exchange);
+    const gone = await post(gw.url('api', '/out'), { n: 2 });
+    assert.equal(gone.status, 503, gone.text);
+    assert.match(gone.body.detail, new RegExp(`the server closed the publish channel \\(404 NOT_FOUND - no exchange '${exchange}' in vhost '[^']+'\\)`));
+    const lost = await gw.waitForLog((l) => l.msg === 'amqp connection lost; reconnecting', 15000, from);
+    assert.match(String(lost.reason), new RegExp(`^reconnecting: the server closed the publish channel \\(404 NOT_FOUND - no exchange '${exchange}'`));
+    await eventually(async () => assert.deepEqual((await readyz(gw)).body.reasons, ['broker rb: topology not ready']), 15000, 100);
   });
 });

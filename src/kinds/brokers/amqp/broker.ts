@@ -142,6 +142,8 @@ export class AmqpBroker implements BrokerRuntime {
   private refusedOn: { channel: unknown; why: string } | undefined;
   /** The server's words when it closed the publish channel (`403 ACCESS_REFUSED - ...`): what the publishes it failed are told. */
   private publishClosedBy: string | undefined;
+  /** A connection this broker closed itself to connect again, and why (what /readyz says meanwhile, rather than `unreachable`). */
+  private closedFor: { conn: ChannelModel; why: string } | undefined;
 
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private deadlines: AckDeadlines;
@@ -302,7 +304,7 @@ export class AmqpBroker implements BrokerRuntime {
         if (err.message === 'Heartbeat timeout') resetGivenUp(socketOf(conn));
         this.log.warn({ err: err.message }, 'amqp connection error');
       });
-      conn.on('close', (err?: Error) => this.lost(closedByServer(err, this.vhost) ?? 'unreachable: connection closed'));
+      conn.on('close', (err?: Error) => this.lost(closedByServer(err, this.vhost) ?? (this.closedFor?.conn === conn ? this.closedFor.why : 'unreachable: connection closed')));
       conn.on('blocked', (reason: string) => {
         this.state = { ready: false, detail: `blocked by the server: ${reason}` };
       });
@@ -386,7 +388,11 @@ export class AmqpBroker implements BrokerRuntime {
       }
       // Another channel the server closed (e.g. publishing to an exchange deleted meanwhile) while
       // the connection lives: connect again, declaring the exchange, queues and bindings again.
-      else void conn.close().catch(() => undefined);
+      else {
+        // (Not when the connection itself went: its channels close first, with no words of the server's.)
+        if (this.publishClosedBy !== undefined) this.closedFor = { conn, why: `reconnecting: the server closed the publish channel (${this.publishClosedBy})` };
+        void conn.close().catch(() => undefined);
+      }
     });
     const out = new AmqpPublisher(channel);
     out.maxBody = this.maxMessageSize ?? Number.POSITIVE_INFINITY;
