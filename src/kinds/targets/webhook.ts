@@ -75,7 +75,7 @@ export const webhookOptions = Type.Object(
         maximum: 10_000,
         default: WEBHOOK_DEFAULTS.concurrency,
         description:
-          'Requests in flight at once (= kept-alive connections); more wait their turn. A consume route whose targets are all webhooks has this many messages of a partition in hand at once, committing up to the first not yet done.',
+          'Requests in flight at once (= kept-alive connections); more wait their turn. A consume route whose targets are all webhooks has this many messages of a partition in hand at once, committing up to the first not yet done (kafka and memory sources; mqtt, amqp and nats routes hand their targets one message at a time, whatever this says: docs/scaling.md).',
       }),
     ),
     orderBy: Type.Optional(
