@@ -415,9 +415,9 @@ export interface BrokerKind<O = unknown, C = O> {
    * Why `topic`, named as it is in the config, cannot be one this kind publishes to (`to`, a
    * route's or a validate step's `deadletter`) or consumes (`from.topic`), or undefined: validate
    * reports what the server would refuse at run time. Topics computed per message are asked of the
-   * runtime's topicProblem().
+   * runtime's topicProblem(). `options`: the broker's options as written, when they are known.
    */
-  topicProblem?(topic: string, use: 'publish' | 'consume'): string | undefined;
+  topicProblem?(topic: string, use: 'publish' | 'consume', options?: O): string | undefined;
   /**
    * Why a consume route reading `topic` (as the config names it) cannot have `group` as its
    * consumer group, with these broker options, or undefined: a kind where the group names something

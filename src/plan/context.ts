@@ -75,7 +75,7 @@ export class CompileContext {
    */
   checkTopic(broker: string, topic: string, use: 'publish' | 'consume', path: readonly PathPart[]): boolean {
     const kind = this.brokerKind(broker);
-    const why = kind === undefined ? undefined : this.registry.brokers.get(kind)?.topicProblem?.(topic, use);
+    const why = kind === undefined ? undefined : this.registry.brokers.get(kind)?.topicProblem?.(topic, use, this.config.brokers?.[broker]);
     if (!why) return true;
     this.report(path, 'EG_CONFIG_SCHEMA', `${quoteTopic(topic)} cannot be a topic of ${kind} broker '${broker}': ${why}`);
     return false;

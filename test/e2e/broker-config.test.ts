@@ -229,7 +229,7 @@ brokers:
  * (403 ACCESS_REFUSED), and only its own `amq.*` exchanges exist. validate said `ok`, and the broker
  * never became ready (`topology not ready`, at every connect).
  */
-describe("amqp exchange and queue names RabbitMQ reserves ('amq.')", () => {
+describe("amqp exchange and queue names RabbitMQ reserves ('amq.'), and bindings to the default exchange ('')", () => {
   const config = `version: 1
 brokers:
   rb:
@@ -244,12 +244,15 @@ brokers:
         bindings: [{ exchange: amq.fanout, routingKey: k }, { exchange: amq.nope, routingKey: k }]
   rb2: { kind: amqp, url: "amqp://127.0.0.1", exchange: { name: amq.direct, type: direct } }
   kf: { kind: kafka, brokers: "127.0.0.1:9092" }
+  dflt: { kind: amqp, url: "amqp://127.0.0.1", exchange: "", queues: { direct-q: { bindings: [x] }, other-q: { bindings: [{ exchange: "", routingKey: y }, { exchange: ev, routingKey: z }] } } }
 routes:
   - { name: r1, from: { broker: rb2, topic: "orders.*", group: amq.mine }, to: { broker: kf, topic: out } }
   - { name: r2, from: { broker: rb2, topic: "orders.*", group: mine }, to: { broker: kf, topic: out } }
+  - { name: r3, from: { broker: dflt, topic: "orders.*" }, to: { broker: kf, topic: out } }
+  - { name: r4, from: { broker: dflt, topic: direct-q }, to: { broker: dflt, topic: other-q } }
 `;
 
-  it("are config errors at their line, but for RabbitMQ's own exchanges and a queue that must exist", async () => {
+  it("are config errors at their line, but for RabbitMQ's own exchanges and a queue that must exist; so is a binding to the default exchange, or a routing-key route on it", async () => {
     const dir = tempFiles({ 'gateway.yaml': config });
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
@@ -260,7 +263,10 @@ routes:
       "gateway.yaml:8:20: RabbitMQ reserves queue names starting with 'amq.' and refuses to declare one (403 ACCESS_REFUSED); name it otherwise, or set declare: false for a queue the server made",
       `gateway.yaml:11:29: 'amq.dlx' is not one of RabbitMQ's own exchanges (${own}), and ${refused}`,
       `gateway.yaml:12:73: 'amq.nope' is not one of RabbitMQ's own exchanges (${own}), and ${refused}`,
-      "gateway.yaml:16:64: consumer group 'amq.mine' cannot be used with amqp broker 'rb2': it names the queue declared for the route (its from.topic is a routing-key pattern), and RabbitMQ reserves queue names starting with 'amq.' (403 ACCESS_REFUSED)",
+      "gateway.yaml:15:95: queue 'direct-q' cannot be bound to the default exchange: RabbitMQ binds every queue to the default exchange '' by the queue's own name and refuses any other binding to it (403 ACCESS_REFUSED); a publish with the routing key 'direct-q' reaches it",
+      "gateway.yaml:15:123: queue 'other-q' cannot be bound to the default exchange: RabbitMQ binds every queue to the default exchange '' by the queue's own name and refuses any other binding to it (403 ACCESS_REFUSED); a publish with the routing key 'other-q' reaches it",
+      "gateway.yaml:17:64: consumer group 'amq.mine' cannot be used with amqp broker 'rb2': it names the queue declared for the route (its from.topic is a routing-key pattern), and RabbitMQ reserves queue names starting with 'amq.' (403 ACCESS_REFUSED)",
+      "gateway.yaml:19:46: 'orders.*' cannot be a topic of amqp broker 'dflt': with the default exchange ('') a consume route reads a queue of queues (declare: false for one that exists): as a routing-key pattern it would bind a queue of its own to that exchange, which RabbitMQ refuses (403 ACCESS_REFUSED)",
     ]);
   });
 });

@@ -8,7 +8,7 @@ import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
 import { bindingMatches } from './amqp/bindings.js';
 import { closest } from '../../config/suggest.js';
-import { overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
+import { DEFAULT_EXCHANGE_BINDING, overShortString, queueNameProblem, reservedNameProblem, routingKeyProblem } from './amqp/routing-keys.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
@@ -62,7 +62,10 @@ const options = kindOptions('amqp', {
         Type.String(),
         Type.Object(
           {
-            name: Type.String({ description: 'Exchange name (`""` is the default exchange: the routing key is a queue name).' }),
+            name: Type.String({
+              description:
+                'Exchange name (`""` is the default exchange: the routing key is a queue name; RabbitMQ binds each queue to it by its name and refuses other bindings, so with it a binding in `queues`, or a consume route whose `from.topic` is a routing-key pattern rather than a queue of `queues`, is a config error at its line).',
+            }),
             type: Type.Optional(oneOfStrings(['topic', 'direct', 'fanout', 'headers'], { default: 'topic', description: 'Exchange type, when the gateway declares it.' })),
             declare: Type.Optional(
               Type.Boolean({
@@ -167,6 +170,15 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
     checkLength(['queues', name, 'deadLetterExchange'], 'the dead-letter exchange name', q.deadLetterExchange);
     checkReserved(['queues', name, 'deadLetterExchange'], q.deadLetterExchange, 'exchange');
     (q.bindings ?? []).forEach((b, i) => {
+      const on = typeof b === 'string' || b.exchange === undefined ? ex.name : b.exchange;
+      if (on === '') {
+        ctx.report(
+          ['queues', name, 'bindings', i],
+          'EG_CONFIG_SCHEMA',
+          `queue '${name}' cannot be bound to the default exchange: ${DEFAULT_EXCHANGE_BINDING}; a publish with the routing key '${name}' reaches it`,
+        );
+        ok = false;
+      }
       if (typeof b === 'string') return checkLength(['queues', name, 'bindings', i], 'the binding key', b);
       checkLength(['queues', name, 'bindings', i, 'routingKey'], 'the binding key', b.routingKey);
       checkLength(['queues', name, 'bindings', i, 'exchange'], 'the exchange name', b.exchange);
@@ -220,6 +232,17 @@ function amqpTopicsRead(from: string, o: AmqpSettings): { matches(key: string): 
 }
 
 /**
+ * A consume route on a broker whose exchange is the default one (`""`) reads a queue of `queues`:
+ * a routing-key pattern would bind a queue of the route's own to that exchange, which RabbitMQ
+ * refuses, so the route never started.
+ */
+function defaultExchangeReadProblem(from: string, o: AmqpOptions): string | undefined {
+  const exchange = typeof o.exchange === 'object' ? o.exchange.name : o.exchange;
+  if (exchange !== '' || Object.hasOwn(o.queues ?? {}, from)) return undefined;
+  return "with the default exchange ('') a consume route reads a queue of queues (declare: false for one that exists): as a routing-key pattern it would bind a queue of its own to that exchange, which RabbitMQ refuses (403 ACCESS_REFUSED)";
+}
+
+/**
  * Keys read per publish (AmqpBroker.reconfigure applies them): a reload that changes only these
  * keeps the connection, the channels and the consumers. `prefetch` is a channel's basic.qos,
  * `lagPollMs` a route's timer: not among them.
@@ -235,7 +258,7 @@ export const amqpBroker = defineBroker({
       'brokers:\n  rabbit:\n    kind: amqp\n    url: amqp://gateway:${RABBITMQ_PASSWORD}@rabbitmq:5672/\n    exchange: { name: events, type: topic }\n    queues:\n      billing:\n        bindings: [orders.*]\n        deadLetterExchange: billing.dlx\n    prefetch: 20\n    ackTimeoutMs: 5000\nroutes:\n  - name: invoices\n    from: { broker: rabbit, topic: billing }       # the queue declared above\n    to: { broker: kafka, topic: invoices }',
   },
   compile: compileAmqp,
-  topicProblem: routingKeyProblem,
+  topicProblem: (topic, use, o) => routingKeyProblem(topic, use) ?? (use === 'consume' && o !== undefined ? defaultExchangeReadProblem(topic, o) : undefined),
   keyless: "a `key` would be dropped (the target's `topic` is the routing key; carry a key in a header instead: `headers: {set: {key: ...}}`)",
   // A routing-key route's group names the queue declared for it; a route on a queue of `queues` uses no group.
   groupProblem: (group, topic, o) => (Object.hasOwn(o.queues ?? {}, topic) ? undefined : queueNameProblem(group)),

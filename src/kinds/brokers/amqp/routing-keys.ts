@@ -43,3 +43,10 @@ export function reservedNameProblem(name: string, what: 'exchange' | 'queue'): s
   }
   return `RabbitMQ reserves queue names starting with 'amq.' and refuses to declare one (403 ACCESS_REFUSED); name it otherwise, or set declare: false for a queue the server made`;
 }
+
+/**
+ * Why a queue cannot be bound to the default exchange (`""`): RabbitMQ binds every queue to it by
+ * the queue's own name, and refuses any other binding (403 ACCESS_REFUSED - operation not
+ * permitted on the default exchange) at every connect, so the broker was never ready.
+ */
+export const DEFAULT_EXCHANGE_BINDING = "RabbitMQ binds every queue to the default exchange '' by the queue's own name and refuses any other binding to it (403 ACCESS_REFUSED)";
