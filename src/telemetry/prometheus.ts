@@ -169,7 +169,7 @@ export class Prometheus {
     });
     new Counter({
       name: `${prefix}_producer_errors_total`,
-      help: `Publishes a ${kind} broker could not complete.`,
+      help: `Publishes of ${kind} brokers that could not be completed.`,
       labelNames: ['broker'],
       registers,
       collect() {
