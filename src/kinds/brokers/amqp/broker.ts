@@ -304,7 +304,11 @@ export class AmqpBroker implements BrokerRuntime {
         if (err.message === 'Heartbeat timeout') resetGivenUp(socketOf(conn));
         this.log.warn({ err: err.message }, 'amqp connection error');
       });
-      conn.on('close', (err?: Error) => this.lost(closedByServer(err, this.vhost) ?? (this.closedFor?.conn === conn ? this.closedFor.why : 'unreachable: connection closed')));
+      conn.on('close', (err?: Error) => {
+        const own = this.closedFor?.conn === conn ? this.closedFor.why : undefined;
+        if (own !== undefined) this.closedFor = undefined;
+        this.lost(closedByServer(err, this.vhost) ?? own ?? 'unreachable: connection closed');
+      });
       conn.on('blocked', (reason: string) => {
         this.state = { ready: false, detail: `blocked by the server: ${reason}` };
       });
