@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
+import { pikaConsume, pikaHold, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
+import { readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
 import { startRabbit, type MessageServer } from '../helpers/servers.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -20,13 +21,14 @@ describe('kind: amqp, a consume channel the server closes while the connection l
     rabbit = await startRabbit({ advancedConfig: '[{rabbit, [{consumer_timeout, 3000}, {channel_tick_interval, 1000}]}].\n' });
     hook = await WebhookReceiver.start();
     hook.respond = (r, res) => {
-      res.statusCode = failing ? 500 : 200;
-      if (!failing) accepted.push((JSON.parse(r.body) as { i: number }).i);
+      const work = r.url === '/work';
+      res.statusCode = work && failing ? 500 : 200;
+      if (work && !failing) accepted.push((JSON.parse(r.body) as { i: number }).i);
       res.end();
     };
   });
-  const gw = useGateway(
-    () => `
+  /** `held`: the route reading queue `held` too (added by a reload, the queue declared from the start). */
+  const config = (held: boolean) => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -35,12 +37,14 @@ brokers:
     url: ${rabbit.url}
     queues:
       work: { bindings: [work] }
+      held: { bindings: [held] }
+      held-marker: {}
 routes:
   - name: work
     from: { broker: rabbit, topic: work }
     to: { http: { url: "${hook.url}/work", retry: { attempts: 2, backoffMs: 50 } } }
-`,
-  );
+${held ? `  - name: held\n    from: { broker: rabbit, topic: held }\n    to: { http: { url: "${hook.url}/held" } }\n` : ''}`;
+  const gw = useGateway(() => config(false));
   after(async () => {
     await hook?.stop();
     await rabbit?.stop();
@@ -80,5 +84,39 @@ routes:
     );
     assert.ok(gw.logs.some((l) => l.msg === 'amqp consume channel closed while the connection lives; opening another'));
     assert.equal((await scrape(gw.adminUrl)).value('eventgate_amqp_consumer_crashes_total', { broker: 'rabbit', route: 'work' })! >= 1, true);
+  });
+
+  it('a consumer the server refuses while the route starts (its queue in exclusive use) is tried again by one retry at a time: one consumer once it can', async () => {
+    // Another client holds the queue with an exclusive consumer; the route is added meanwhile.
+    const holding = pikaHold(rabbit, 'held', 'held-marker');
+    // Released below; a failure before that ends it with the server.
+    holding.catch(() => undefined);
+    await pikaConsume(rabbit, 'held-marker', 1);
+    const from = gw.logs.length;
+    const line = await gw.reconfigure(config(true));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    const refusals = () => gw.logs.slice(from).filter((l) => l.route === 'held' && l.msg === 'amqp consumer could not start; retrying');
+    await eventually(() => assert.ok(refusals().length >= 2, `${refusals().length} refusals`), 30000, 50);
+    assert.match(String(refusals()[0]!.err), /ACCESS_REFUSED .*exclusive use/);
+    assert.deepEqual((await readyz(gw)).body.reasons, ['route held: consumer could not start, retrying']);
+    // The refused basic.consume closed its channel: before, that close started a second retry
+    // beside the failed start's own, each failure doubling them, and once the queue was free every
+    // one of them consumed, the extra consumers holding their deliveries unacknowledged for ever.
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.route === 'held' && l.msg === 'amqp consume channel closed while the connection lives; opening another'),
+      [],
+    );
+    await pikaPublish(rabbit, '', 'held', [{ body: 'release' }]);
+    assert.equal(await holding, 'released');
+    await gw.waitForLog((l) => l.route === 'held' && l.msg === 'consumer ready', 30000, from);
+    await pikaPublish(
+      rabbit,
+      'amq.topic',
+      'held',
+      Array.from({ length: 6 }, (_, i) => ({ body: JSON.stringify({ i }) })),
+    );
+    const held = () => hook.requests.filter((r) => r.url === '/held').map((r) => (JSON.parse(r.body) as { i: number }).i);
+    await eventually(() => assert.deepEqual(held(), [0, 1, 2, 3, 4, 5]), 30000, 50);
+    assert.equal(gw.logs.slice(from).filter((l) => l.route === 'held' && l.msg === 'consumer ready').length, 1);
   });
 });

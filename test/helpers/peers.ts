@@ -272,6 +272,16 @@ export async function pikaConsume(server: MessageServer, queue: string, count: n
   });
 }
 
+/**
+ * Holds `queue` with an exclusive consumer (RabbitMQ refuses any other consumer meanwhile, 403
+ * ACCESS_REFUSED), publishing a message to `marker` (a queue) once it holds it, until a message
+ * reaches the queue (it takes it) or `timeoutS` passes: `released` or `timed out`.
+ */
+export async function pikaHold(server: MessageServer, queue: string, marker: string, timeoutS = 60): Promise<string> {
+  const [said] = await amqpPeers.call({ url: server.url, command: 'hold', args: [queue, marker, String(timeoutS)] });
+  return said ?? '';
+}
+
 /** Declares a durable queue, bound to `exchange` with `key` ('' exchange: no binding). */
 export async function pikaDeclareQueue(server: MessageServer, queue: string, exchange = '', key = ''): Promise<void> {
   await amqpPeers.call({ url: server.url, command: 'declare', args: [queue, exchange, key] });

@@ -22,6 +22,7 @@ import datetime
 import decimal
 import json
 import sys
+import time
 
 import struct
 
@@ -132,6 +133,18 @@ def run_command(channel, command, args, lines, out):
     elif command == "delete":
         channel.queue_delete(args[0])
         out("ok")
+    elif command == "hold":
+        # An exclusive consumer on the queue (another consumer is refused meanwhile: 403 ACCESS_REFUSED,
+        # in exclusive use), said with a message on the marker queue once in place, until a message
+        # reaches it (taken) or the timeout passes.
+        queue, marker, timeout = args[0], args[1], float(args[2])
+        released = []
+        channel.basic_consume(queue, lambda ch, method, props, body: (ch.basic_ack(method.delivery_tag), released.append(body)), exclusive=True)
+        channel.basic_publish(exchange="", routing_key=marker, body=b"held")
+        deadline = time.monotonic() + timeout
+        while not released and time.monotonic() < deadline:
+            channel.connection.process_data_events(time_limit=0.1)
+        out("released" if released else "timed out")
     elif command == "ping":
         out("ok")
     elif command == "count":

@@ -32,6 +32,8 @@ export class AmqpSubscription {
   private stopping = false;
   /** Handling is sequential: each delivery waits for the previous one. */
   private chain: Promise<unknown> = Promise.resolve();
+  /** The channel whose basic.consume is not answered yet: its close is open()'s failure, not a consumer lost. */
+  private starting: Channel | undefined;
   /** Deliveries on the current channel not acknowledged yet (at most `prefetch`). */
   private held = 0;
   /** Messages ready in the queue (not delivered to any consumer), as of the last poll; undefined before the first. */
@@ -122,6 +124,13 @@ export class AmqpSubscription {
    */
   private closed(ch: Channel, conn: ChannelModel): void {
     if (this.channel !== ch) return;
+    // A basic.consume the server refused (the queue in exclusive use, no read permission) closed
+    // it: open()'s failure tries again (attach). A second try from here doubled the tries at each
+    // refusal, and once the server took them, each was a consumer of its own.
+    if (this.starting === ch) {
+      this.channel = undefined;
+      return;
+    }
     this.channel = undefined;
     this.held = 0;
     clearInterval(this.poll);
@@ -226,6 +235,7 @@ export class AmqpSubscription {
     }
     this.channel = ch;
     this.held = 0;
+    this.starting = ch;
     await ch.consume(queue, (m) => {
       if (m === null) {
         // Nothing more comes on this consumer: close the channel (requeueing what it holds), and closed() opens another.
@@ -236,6 +246,7 @@ export class AmqpSubscription {
       this.held++;
       this.chain = this.chain.then(() => this.deliver(ch, m));
     });
+    this.starting = undefined;
     this.pollDepth(ch, queue);
     this.backoff.reset();
     this.queueMissing.found();
