@@ -4,11 +4,12 @@
 // module file it loads (reading, compiling and caching it), and these are many files: TypeBox
 // 200, ajv with ajv-formats 95, yaml 73, prom-client 40, find-my-way with its dependencies 29,
 // ws 22 (docs/performance.md, "Round 2, third pass"); each file also costs start-up CPU (ajv and
-// prom-client: ~50 ms of a gateway's start, docs/testing.md "Time budget"). esbuild writes
-// non-ASCII characters as escapes, so V8 keeps each bundle a one-byte string.
+// prom-client: ~50 ms of a gateway's start, docs/testing.md "Time budget"). Each bundle is written
+// ASCII-only (asciiOnly below), so V8 keeps its source a one-byte string.
 // Not for packages that find files by __dirname (pino's transports) or whose state other copies of
 // them must share (@opentelemetry/api: an SDK registered after the gateway loaded would reach only
 // the package's copy; prom-client reaches it as the package, left outside its bundle).
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { build } from 'esbuild';
 import { spectralFiles } from '../dist/src/asyncapi/structure-validators.js';
@@ -67,7 +68,27 @@ const jsoncParserAsEsm = {
   },
 };
 
+/**
+ * The bundle with each non-ASCII character (UTF-16 unit) written as a `\uXXXX` escape. esbuild escapes them in
+ * strings and identifiers but leaves regular expression literals as they are (the parser's bundle
+ * had 15 such characters, dashes and quotes in two URI regexes), and one such character makes V8
+ * keep the whole source as a two-byte string: 6.3 MB rather than 3.2 MB of the parser thread's
+ * heap (docs/performance.md). In a regex, a string or an identifier the escape means the same
+ * character (only a template's `String.raw` would see it; none of the bundles has one with such a
+ * character); after a backslash it would not, so that stops the build.
+ */
+function asciiOnly(file) {
+  const text = readFileSync(file, 'utf8');
+  if (!/[^\0-\x7f]/.test(text)) return;
+  const escaped = text.replace(/(\\?)([^\0-\x7f])/g, (_, backslash, c) => {
+    if (backslash) throw new Error(`${file}: a non-ASCII character after a backslash (${JSON.stringify(_)}); escape it another way`);
+    return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+  });
+  writeFileSync(file, escaped);
+}
+
 for (const [name, contents] of Object.entries(VENDORED)) {
+  const outfile = `dist/src/vendor/${name.replace(/^@/, '').replace(/\//g, '-')}.cjs`;
   await build({
     stdin: { contents, resolveDir: process.cwd() },
     bundle: true,
@@ -81,8 +102,9 @@ for (const [name, contents] of Object.entries(VENDORED)) {
     // ws's optional native helpers: required inside try/catch, left to Node as before.
     // @opentelemetry/api: shared state (above).
     external: ['bufferutil', 'utf-8-validate', '@opentelemetry/api'],
-    outfile: `dist/src/vendor/${name.replace(/^@/, '').replace(/\//g, '-')}.cjs`,
+    outfile,
     logLevel: 'warning',
     plugins: [jsoncParserAsEsm],
   });
+  asciiOnly(outfile);
 }
