@@ -100,8 +100,17 @@ export function parserThreadRunning(): boolean {
  * (`--input-type`, `--test`, a preload): the thread needs none, and some refuse a worker.
  */
 export function parserThreadOptions(maxHeapMb = DEFAULT_PARSER_LIMITS.maxHeapMb): WorkerOptions {
-  return { execArgv: [], resourceLimits: { maxOldGenerationSizeMb: maxHeapMb } };
+  return { execArgv: [], resourceLimits: { maxOldGenerationSizeMb: maxHeapMb, maxYoungGenerationSizeMb: YOUNG_GENERATION_MB } };
 }
+
+/**
+ * The thread's young generation (V8's default grows it to 48 MB, two 16 MB semi-spaces). A parse
+ * fills and keeps that grown space committed: ~24 MB of a kept, idle thread's resident memory
+ * until V8's memory reducer shrinks it, which an idle thread does not always get to (seen: idle
+ * gateways at ~100 and ~126-131 MB alike). 6 MB (2 MB semi-spaces) parses in the same CPU, the
+ * 3.0 streetlights as a 4000-channel document (docs/performance.md, "The kept parser thread").
+ */
+const YOUNG_GENERATION_MB = 6;
 
 function ensureThread(maxHeapMb: number): Worker {
   clearTimeout(idleTimer);
