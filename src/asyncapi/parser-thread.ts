@@ -6,7 +6,7 @@
  * (asking for each file by message), so the caller still learns every file a document depends on.
  *
  * One thread serves every parse, started on first use and stopped when it has been idle a while:
- * the parser and its compiled schemas (~60 MB) are not kept by a command or a gateway that parses
+ * the parser and its compiled schemas (~32 MB idle) are not kept by a command or a gateway that parses
  * no document of its config. A running gateway whose config names AsyncAPI documents keeps it
  * (keepParserThread): a reload that changes one is live within 500 ms only with the thread warm
  * (a thread's first parse takes ~1 s: loading the parser, its rules' first compile). A thread that dies (out of its heap, `asyncapiParser.maxHeapMb`) or overruns a parse's
@@ -104,13 +104,14 @@ export function parserThreadOptions(maxHeapMb = DEFAULT_PARSER_LIMITS.maxHeapMb)
 }
 
 /**
- * The thread's young generation (V8's default grows it to 48 MB, two 16 MB semi-spaces). A parse
- * fills and keeps that grown space committed: ~24 MB of a kept, idle thread's resident memory
- * until V8's memory reducer shrinks it, which an idle thread does not always get to (seen: idle
- * gateways at ~100 and ~126-131 MB alike). 6 MB (2 MB semi-spaces) parses in the same CPU, the
- * 3.0 streetlights as a 4000-channel document (docs/performance.md, "The kept parser thread").
+ * The thread's young generation (V8's default lets it grow to 48 MB, two 16 MB semi-spaces). A
+ * parse grew it and left it committed, ~24 MB of a kept idle thread's resident memory until V8's
+ * memory reducer shrank it, which some idle gateways never got (the 3.0 example idled at ~100 MB
+ * or at 129-134 MB). With 4 MB semi-spaces a parse takes the same CPU, the 3.0 streetlights as a
+ * 4000-channel document; 6 MB cost a 4000-channel parse ~13 % more (docs/performance.md, "The kept
+ * parser thread's memory").
  */
-const YOUNG_GENERATION_MB = 6;
+const YOUNG_GENERATION_MB = 12;
 
 function ensureThread(maxHeapMb: number): Worker {
   clearTimeout(idleTimer);

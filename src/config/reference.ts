@@ -149,7 +149,7 @@ largest accepted) takes about 35 s and ~600 MB, and a document may \`$ref\` seve
 | key | default | meaning |
 |---|---|---|
 | \`timeoutMs\` | \`60000\` | longest one document may take to parse, its remote \`$ref\` fetches included (each up to \`asyncapiRemoteRefs.timeoutMs\`, one after another when a fetched document refers further): keep it above those (1000 to 600000) |
-| \`maxHeapMb\` | \`1024\` | the parser thread's heap, in MB (32 to 16384). Below the memory the host or container leaves the gateway, so that a document too large for it costs the thread, not the process; a change applies from the next parse |
+| \`maxHeapMb\` | \`1024\` | the parser thread's heap (its old generation; the young generation is a fixed 12 MB more), in MB (32 to 16384). Below the memory the host or container leaves the gateway, so that a document too large for it costs the thread, not the process; a change applies from the next parse |
 
 \`\`\`yaml
 asyncapiParser:
