@@ -107,9 +107,9 @@ export function parserThreadOptions(maxHeapMb = DEFAULT_PARSER_LIMITS.maxHeapMb)
  * The thread's young generation (V8's default lets it grow to 48 MB, two 16 MB semi-spaces). A
  * parse grew it and left it committed, ~24 MB of a kept idle thread's resident memory until V8's
  * memory reducer shrank it, which some idle gateways never got (the 3.0 example idled at ~100 MB
- * or at 129-134 MB). With 4 MB semi-spaces a parse takes the same CPU, the 3.0 streetlights as a
- * 4000-channel document; 6 MB cost a 4000-channel parse ~13 % more (docs/performance.md, "The kept
- * parser thread's memory").
+ * or at 129-134 MB). At 12 MB (4 MB semi-spaces) a parse takes the CPU it took with the default,
+ * for the 3.0 example as for a 4000-channel document; at 6 MB the 4000-channel parse cost ~13 %
+ * more (docs/performance.md, "The kept parser thread's memory").
  */
 const YOUNG_GENERATION_MB = 12;
 
