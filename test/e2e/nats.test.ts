@@ -584,6 +584,28 @@ routes:
     // 6–8 arrive once the route has reconnected; 1–5 only when ackWaitMs (60 s) has passed.
     await eventually(() => assert.deepEqual(seen(), [0, 6, 7, 8]), 20000, 100);
   });
+
+  it('hands the route a redelivered message of a stream made again, though the old stream had a message of that sequence the route handled', async () => {
+    const seen = () => target.requests.map((r) => (JSON.parse(r.body) as { n: number }).n).filter((n) => n >= 100);
+    // The old stream's sequences 1 and 7–9 were handled (the test before); deleted, the broker declares it again.
+    const from = gw.logs.length;
+    assert.equal((await peer.jsApi('$JS.API.STREAM.DELETE.WORK', {})).success, true);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'work', 20000, from);
+    for (let n = 100; n <= 105; n++) await peer.jsPublish('work.items', JSON.stringify({ n }));
+    await eventually(() => assert.deepEqual(seen(), [100, 101, 102, 103, 104, 105]), 10000, 100);
+    // An operator shortens the consumer's ack wait to 1 s, so what a lost pull held comes back soon.
+    const info = await peer.jsApi('$JS.API.CONSUMER.INFO.WORK.eventgate-work', {});
+    const updated = await peer.jsApi('$JS.API.CONSUMER.DURABLE.CREATE.WORK.eventgate-work', { stream_name: 'WORK', config: { ...info.config, ack_wait: 1e9 } });
+    assert.equal(updated.config?.ack_wait, 1e9, JSON.stringify(updated));
+    // Sequences 7–11 of the new stream are sent to the route and lost on the way; JetStream sends them again.
+    proxy.holdReplies();
+    for (let n = 106; n <= 110; n++) await peer.jsPublish('work.items', JSON.stringify({ n }));
+    await eventually(async () => assert.equal((await consumerInfo(peer, 'WORK', 'eventgate-work')).num_ack_pending, 5), 10000);
+    proxy.cutAndHold();
+    proxy.release();
+    await eventually(() => assert.deepEqual(seen(), [100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110]), 20000, 100);
+    await eventually(async () => assert.equal((await consumerInfo(peer, 'WORK', 'eventgate-work')).num_ack_pending, 0), 10000);
+  });
 });
 
 /**

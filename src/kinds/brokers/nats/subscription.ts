@@ -53,6 +53,8 @@ export class NatsSubscription {
   lag: number | undefined;
   /** Stream sequences of the JetStream messages this route acknowledged lately, to know a redelivered copy. */
   private readonly handled = new RecentSet(10_000);
+  /** When the stream whose sequences `handled` holds was created. */
+  private handledOf: string | undefined;
   /** Said once that an existing consumer keeps its own start (putConsumer). */
   private saidKept = false;
   /** The stream this route reads, while it is missing (or its broker could not declare it). */
@@ -189,9 +191,17 @@ export class NatsSubscription {
       try {
         await this.putConsumer(jsm, stream, name);
         // The stream may have been made again since the broker declared it (its messages numbered from 1 again).
-        this.broker.streamSeen(stream, (await jsm.streams.info(stream)).created);
+        const created = (await jsm.streams.info(stream)).created;
+        this.broker.streamSeen(stream, created);
+        // Sequences the old stream's messages had are the new one's too: a redelivered copy of a
+        // message never handled here (its pull lost with a connection) was acknowledged unread.
+        if (created !== this.handledOf) this.handled.clear();
+        this.handledOf = created;
         const consumer = await nc.jetstream().consumers.get(stream, name);
-        const messages = await consumer.consume({ max_messages: this.settings.prefetch });
+        // abort_on_missing_resource: a consumer (or its stream) deleted on the server ends the read,
+        // and the loop makes it again; without it the client pulled a deleted consumer for ever, the
+        // route silent and ready.
+        const messages = await consumer.consume({ max_messages: this.settings.prefetch, abort_on_missing_resource: true });
         this.close = () => void messages.close();
         if (this.stopping) {
           // Not awaited: the client ends the read through its own queue, which only an iteration
@@ -380,6 +390,10 @@ class RecentSet {
   private readonly items = new Set<number>();
 
   constructor(private readonly max: number) {}
+
+  clear(): void {
+    this.items.clear();
+  }
 
   has(n: number): boolean {
     return this.items.has(n);
