@@ -182,6 +182,21 @@ routes:
     }
   });
 
+  it('makes its JetStream consumer again when it is deleted on the server, going on without handing the messages it handled again', async () => {
+    const sid = await peer.subscribe('audit.orders');
+    await peer.jsPublish('orders.eu.created', '{"id":30}');
+    await peer.take(sid, 1);
+    const from = gw.logs.length;
+    assert.equal((await peer.jsApi('$JS.API.CONSUMER.DELETE.ORDERS.eventgate-audit', {})).success, true);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'audit', 20000, from);
+    await peer.jsPublish('orders.eu.created', '{"id":31}');
+    await eventually(() => assert.ok(peer.received(sid).some((m) => JSON.parse(m.payload).order.id === 31)), 10000, 100);
+    // Every order is audited once: the earlier ones are not handed to the route again.
+    const ids = peer.received(sid).map((m) => JSON.parse(m.payload).order.id as number);
+    assert.deepEqual(ids, [30, 31]);
+    await eventually(async () => assert.equal((await consumerInfo(peer, 'ORDERS', 'eventgate-audit')).num_ack_pending, 0), 10000);
+  });
+
   it('keeps the connection and consumers of unchanged routes through a reload', async () => {
     const feed = await WsClient.connect(gw.url('ws', '/chat-feed', 'ws'));
     try {

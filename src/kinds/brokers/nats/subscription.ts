@@ -189,7 +189,6 @@ export class NatsSubscription {
         continue;
       }
       try {
-        await this.putConsumer(jsm, stream, name);
         // The stream may have been made again since the broker declared it (its messages numbered from 1 again).
         const created = (await jsm.streams.info(stream)).created;
         this.broker.streamSeen(stream, created);
@@ -197,6 +196,7 @@ export class NatsSubscription {
         // message never handled here (its pull lost with a connection) was acknowledged unread.
         if (created !== this.handledOf) this.handled.clear();
         this.handledOf = created;
+        await this.putConsumer(jsm, stream, name);
         const consumer = await nc.jetstream().consumers.get(stream, name);
         // abort_on_missing_resource: a consumer (or its stream) deleted on the server ends the read,
         // and the loop makes it again; without it the client pulled a deleted consumer for ever, the
@@ -216,7 +216,8 @@ export class NatsSubscription {
           // A copy JetStream sent again while the first waited behind a message the targets held
           // past ackWaitMs: only the one in hand is kept alive (working()), the ones pulled behind it
           // are redelivered into the same buffer. The route took the first: acknowledge the copy.
-          if (m.redelivered && this.handled.has(m.seq)) {
+          // The same for a consumer made again (putConsumer, from the oldest message handled here).
+          if (this.handled.has(m.seq)) {
             m.ack();
             lastAcked = m;
             continue;
@@ -275,6 +276,16 @@ export class NatsSubscription {
       this.log.info(
         { stream, consumer: name, was: existing.config.filter_subject, subject: this.spec.topic, fromSeq: start.opt_start_seq },
         'the route reads another subject: consumer recreated, going on after the last message it acknowledged',
+      );
+    } else if (!existing && this.handled.oldest() !== undefined) {
+      // This route read the consumer, which is gone now (deleted on the server). Made again at
+      // startFrom it handed the stream's every message again (earliest) or lost those not
+      // acknowledged yet (latest): it starts at the oldest message this route remembers handling
+      // (of the last 10,000), and those it handled are acknowledged without handing them over.
+      start = { deliver_policy: lib.DeliverPolicy.StartSequence, opt_start_seq: this.handled.oldest() };
+      this.log.warn(
+        { stream, consumer: name, fromSeq: start.opt_start_seq },
+        "the route's consumer was deleted on the server: made again from the oldest message the route remembers handling; those it handled are not delivered again",
       );
     } else if (existing && existing.config.deliver_policy !== wanted) {
       // An existing one keeps its own start: nats-server refuses to change it ("deliver policy can
@@ -393,6 +404,13 @@ class RecentSet {
 
   clear(): void {
     this.items.clear();
+  }
+
+  /** The lowest number held (redelivered copies are added out of order). */
+  oldest(): number | undefined {
+    let low: number | undefined;
+    for (const n of this.items) if (low === undefined || n < low) low = n;
+    return low;
   }
 
   has(n: number): boolean {
