@@ -74,6 +74,7 @@ routes:
   - { name: f, from: { broker: mq, topic: "s/+/t/#" }, to: { broker: nt, topic: "fine.x" }, deadletter: { broker: nt, topic: "dead.*" } }
   - { name: g, from: { broker: mq, topic: "$share/g/s/+" }, to: { broker: nt, topic: x } }
   - { name: h, from: { listener: api, path: /h }, to: { broker: mq, topic: "$share/g/x" } }
+  - { name: i, from: { listener: api, path: /i }, to: { broker: mq, topic: "$SYS/gateway/x" } }
 `;
 
   it('are config errors at their line and column, in validate and run', async () => {
@@ -91,6 +92,8 @@ routes:
       `gateway.yaml:14:43: '$share/g/s/+' cannot be a topic of mqtt broker 'mq': a shared subscription is written as the route's topic and group (topic: "s/+", group: "g"): the gateway subscribes through $share/<group>/ itself`,
       // mosquitto answered its PUBACK with 0x87 Not authorized: a 503 for every publish, retried for ever by a consume route.
       "gateway.yaml:15:76: '$share/g/x' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot start with $share, which names shared subscriptions",
+      // mosquitto refuses a publish to any topic starting with $SYS: 0x87 over MQTT 5 (a 503, retried for ever by a consume route), a PUBACK for a dropped message over 3.1.1.
+      "gateway.yaml:16:76: '$SYS/gateway/x' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot start with $SYS, the server's own topics (mosquitto refuses such a publish)",
     ]);
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(run.code, 1, run.stdout + run.stderr);

@@ -27,6 +27,9 @@ export function publishTopicProblem(topic: string): string | undefined {
   if (topic.includes('+') || topic.includes('#')) return 'an MQTT topic to publish to cannot hold the wildcards + or #';
   // MQTT 5 §4.8.2 keeps `$share/` for shared subscriptions; mosquitto refuses such a publish (0x87), which was a 503 retried for ever.
   if (/^\$share(\/|$)/.test(topic)) return 'an MQTT topic to publish to cannot start with $share, which names shared subscriptions';
+  // The server's own topics: mosquitto refuses a publish to any topic starting with $SYS, 0x87 over
+  // MQTT 5 (a 503 a consume route retried for ever) and a PUBACK for a dropped message over 3.1.1.
+  if (topic.startsWith('$SYS')) return "an MQTT topic to publish to cannot start with $SYS, the server's own topics (mosquitto refuses such a publish)";
   const bad = mqttStringProblem(topic);
   if (bad) return `an MQTT topic cannot hold ${bad}`;
   if (Buffer.byteLength(topic) > 65535) return 'an MQTT topic is at most 65535 bytes';
