@@ -23,7 +23,9 @@ reports every problem as \`FILE:LINE:COL: message\`, and on stderr, as
 \`FILE:LINE:COL: warning: message\`, what is valid but likely a mistake (the config still
 validates, exit 0; \`run\` logs it): a route that writes the topic it reads, or routes that feed
 each other round a cycle of topics (T1 to T2, T2 to T1), none with a filter step, so every
-message goes round for ever. Durations in milliseconds (keys ending in
+message goes round for ever (a route reading a wildcard filter, MQTT \`#\`, NATS \`a.>\`, an AMQP
+pattern, reads every topic it matches: \`#\` copied to \`copies\` of the same MQTT server is one).
+Durations in milliseconds (keys ending in
 \`Ms\`) are at most 2147483647 (about 24.8 days), the longest timer Node.js can arm; a NATS
 stream's \`maxAgeMs\` is a retention age and may be longer.
 

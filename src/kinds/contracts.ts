@@ -455,8 +455,10 @@ export interface BrokerKind<O = unknown, C = O> {
    * it) with, for `eventgate test`, which refuses an input topic the route could never get. Without
    * it, or when it answers undefined, only `from` itself. `literal`: `from` is one of them (no
    * wildcard), so a test may leave its topic out. `what`: those topics in words (`a topic matching a/+`).
+   * `unknown`: the config does not say which (an AMQP queue bound elsewhere), `matches` takes any,
+   * so the feedback-loop warning does not follow it.
    */
-  topicsRead?(from: string, options: C): { matches(topic: string): boolean; literal: boolean; what: string } | undefined;
+  topicsRead?(from: string, options: C): { matches(topic: string): boolean; literal: boolean; what: string; unknown?: boolean } | undefined;
   /**
    * A warning, not an error, about a route reading `from` (`from.topic` as the config names it)
    * that the config allows but that most likely says something else than meant (an amqp routing key

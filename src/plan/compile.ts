@@ -151,7 +151,13 @@ function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
     const warning = broker && ctx.registry.brokers.get(broker.kind)?.readWarning?.(route.from.topic, broker.options);
     return warning ? [at(['routes', i, 'from', 'topic'], 'EG_CONFIG_SUSPICIOUS_TOPIC', `route '${route.name}': ${warning}`)] : [];
   });
-  return [...feedbackLoops(routes).map((loop) => at(loop.path, 'EG_CONFIG_FEEDBACK_LOOP', loop.message)), ...reads];
+  // What a route's filter reads, as its broker kind matches topics (MQTT `+` `#`, NATS `*` `>`, AMQP patterns).
+  const readsTopic = (name: string, from: string) => {
+    const broker = plan.brokers.get(name);
+    const read = broker && ctx.registry.brokers.get(broker.kind)?.topicsRead?.(from, broker.options);
+    return read && !read.literal && !read.unknown ? (topic: string) => read.matches(topic) : undefined;
+  };
+  return [...feedbackLoops(routes, readsTopic).map((loop) => at(loop.path, 'EG_CONFIG_FEEDBACK_LOOP', loop.message)), ...reads];
 }
 
 /**

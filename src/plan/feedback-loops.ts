@@ -5,7 +5,10 @@ import type { RoutePlan } from './types.js';
  * Routes that feed the topic they read: from broker B topic T to B's T (or round several routes,
  * T1 → T2 → T1), none of them with a filter step. Every message then goes round for ever. Only a
  * warning: a loop with a filter, or one the user means (a retry loop that stops), can be intended,
- * and topics computed per message are not followed.
+ * and topics computed per message are not followed. A route reading a wildcard filter (MQTT `#`,
+ * NATS `>`, an AMQP pattern) reads every topic the filter matches (`reads`: its broker kind's
+ * BrokerKind.topicsRead); before, only the same name counted, and a route copying `#` to `copies`
+ * of the same MQTT server was said to be fine.
  */
 export interface FeedbackLoop {
   /** Where to point: the `to` target of the first route of the loop that writes the next topic. */
@@ -13,47 +16,56 @@ export interface FeedbackLoop {
   message: string;
 }
 
+/** Whether a route reading `from` on `broker` gets messages published to `topic` there, beyond `from` itself; undefined when not known. */
+export type ReadsTopic = (broker: string, from: string) => ((topic: string) => boolean) | undefined;
+
+interface Topic {
+  broker: string;
+  name: string;
+}
+
+interface Node {
+  route: string;
+  from: Topic;
+  matches?: (topic: string) => boolean;
+  targets: { path: PathPart[]; to: Topic }[];
+}
+
 /** `index` is the route's position in the config (`routes[index]`); `toIsList` whether its `to` is a list. */
-export function feedbackLoops(routes: { index: number; route: RoutePlan; toIsList: boolean }[]): FeedbackLoop[] {
-  const topic = (broker: string, name: string) => `${broker}\0${name}`;
-  // Edges: a route without a filter, from the topic it reads to each topic it writes (by name).
-  const edges = new Map<string, { route: string; path: PathPart[]; to: string }[]>();
+export function feedbackLoops(routes: { index: number; route: RoutePlan; toIsList: boolean }[], reads?: ReadsTopic): FeedbackLoop[] {
+  // A route without a filter, with the topics it writes by name.
+  const nodes: Node[] = [];
   for (const { index, route, toIsList } of routes) {
     if (route.from.type !== 'broker' || route.steps.some((s) => s.kind === 'filter')) continue;
-    const from = topic(route.from.broker, route.from.topic);
-    route.to.forEach((t, j) => {
-      if (t.type !== 'broker' || t.topicExpr !== undefined) return;
-      const list = edges.get(from) ?? [];
-      list.push({ route: route.name, path: ['routes', index, 'to', ...(toIsList ? [j] : [])], to: topic(t.broker, t.topic) });
-      edges.set(from, list);
-    });
+    const targets = route.to.flatMap((t, j) =>
+      t.type !== 'broker' || t.topicExpr !== undefined ? [] : [{ path: ['routes', index, 'to', ...(toIsList ? [j] : [])] as PathPart[], to: { broker: t.broker, name: t.topic } }],
+    );
+    if (targets.length > 0) nodes.push({ route: route.name, from: { broker: route.from.broker, name: route.from.topic }, matches: reads?.(route.from.broker, route.from.topic), targets });
   }
+  const readBy = (n: Node, t: Topic) => n.from.broker === t.broker && (n.from.name === t.name || n.matches?.(t.name) === true);
   const out: FeedbackLoop[] = [];
   const reported = new Set<string>();
-  const describe = (t: string) => {
-    const [broker, name] = t.split('\0');
-    return `'${name}' of broker '${broker}'`;
-  };
-  // Depth-first from each topic; a cycle is reported once, by the set of routes in it.
-  const walk = (start: string, at: string, trail: { route: string; path: PathPart[]; from: string; to: string }[]): void => {
-    for (const e of edges.get(at) ?? []) {
-      // Simple cycles only: no route and no topic twice.
-      if (trail.some((s) => s.route === e.route || (s.from === e.to && e.to !== start))) continue;
-      const next = [...trail, { route: e.route, path: e.path, from: at, to: e.to }];
-      if (e.to === start) {
-        const key = [...new Set(next.map((s) => s.route))].sort().join('\0');
+  const describe = (t: Topic) => `'${t.name}' of broker '${t.broker}'`;
+  // Depth-first from each route; a cycle is reported once, by the set of routes in it.
+  const walk = (start: Node, at: Node, trail: { node: Node; path: PathPart[]; to: Topic }[]): void => {
+    for (const { path, to } of at.targets) {
+      const next = [...trail, { node: at, path, to }];
+      if (readBy(start, to)) {
+        const key = [...new Set(next.map((s) => s.node.route))].sort().join('\0');
         if (reported.has(key)) continue;
         reported.add(key);
+        const reads = (s: (typeof next)[number]) => (s.node.from.name === s.to.name ? 'the topic it reads' : `which the topic it reads ('${s.node.from.name}') matches`);
         const message =
           next.length === 1
-            ? `route '${e.route}' writes topic ${describe(start)}, the topic it reads, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)`
-            : `routes ${next.map((s) => `'${s.route}' (${describe(s.from)} to ${describe(s.to)})`).join(', ')} feed each other with no filter: every message goes round for ever (add a filter step that ends the loop)`;
+            ? `route '${at.route}' writes topic ${describe(to)}, ${reads(next[0]!)}, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)`
+            : `routes ${next.map((s) => `'${s.node.route}' (${describe(s.node.from)} to ${describe(s.to)})`).join(', ')} feed each other with no filter: every message goes round for ever (add a filter step that ends the loop)`;
         out.push({ path: next[0]!.path, message });
-      } else {
-        walk(start, e.to, next);
+        continue;
       }
+      // Simple cycles only: no route twice.
+      for (const n of nodes) if (n !== start && !trail.some((s) => s.node === n) && n !== at && readBy(n, to)) walk(start, n, next);
     }
   };
-  for (const start of edges.keys()) walk(start, start, []);
+  for (const start of nodes) walk(start, start, []);
   return out;
 }

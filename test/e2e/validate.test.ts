@@ -699,6 +699,36 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(r.stdout, 'ok\n');
       assert.equal(r.stderr, '');
     });
+
+    // Before, only a topic of the same name counted: a route copying MQTT `#` to `copies` of the
+    // same server (mosquitto sends its own output back to it, for ever) was said to be fine.
+    it('follows the wildcard filters routes read (MQTT, NATS, AMQP patterns), not a queue whose bindings it does not know', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          'version: 1', //                                                                                  1
+          'brokers:', //                                                                                    2
+          '  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }', //                                           3
+          '  nt: { kind: nats, servers: "nats://127.0.0.1:4222" }', //                                       4
+          '  rb: { kind: amqp, url: "amqp://127.0.0.1:5672", queues: { q: { declare: false } } }', //         5
+          'routes:', //                                                                                     6
+          '  - { name: mirror, from: { broker: mq, topic: "#" }, to: { broker: mq, topic: copies } }', //      7
+          '  - { name: up, from: { broker: mq, topic: "s/+/in" }, to: { broker: mq, topic: "x/out" } }', //    8
+          '  - { name: down, from: { broker: mq, topic: "x/+" }, to: { broker: mq, topic: "s/1/in" } }', //    9
+          '  - { name: sys, from: { broker: mq, topic: "$SYS/#" }, to: { broker: mq, topic: "sys/copy" } }', // 10: $SYS/# does not match it
+          '  - { name: deeper, from: { broker: nt, topic: "a.>" }, to: { broker: nt, topic: "a.b.c" } }', //   11
+          '  - { name: aside, from: { broker: nt, topic: "a.*" }, to: { broker: nt, topic: "b.a" } }', //      12
+          '  - { name: keys, from: { broker: rb, topic: "orders.#" }, to: { broker: rb, topic: "orders.eu" } }', // 13
+          '  - { name: queue, from: { broker: rb, topic: q }, to: { broker: rb, topic: "k" } }', //            14: q's bindings unknown
+        ),
+      });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.deepEqual(r.stderr.trimEnd().split('\n'), [
+        "gateway.yaml:7:59: warning: route 'mirror' writes topic 'copies' of broker 'mq', which the topic it reads ('#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
+        "gateway.yaml:8:60: warning: routes 'up' ('s/+/in' of broker 'mq' to 'x/out' of broker 'mq'), 'down' ('x/+' of broker 'mq' to 's/1/in' of broker 'mq') feed each other with no filter: every message goes round for ever (add a filter step that ends the loop)",
+        "gateway.yaml:11:61: warning: route 'deeper' writes topic 'a.b.c' of broker 'nt', which the topic it reads ('a.>') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
+        "gateway.yaml:13:64: warning: route 'keys' writes topic 'orders.eu' of broker 'rb', which the topic it reads ('orders.#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
+      ]);
+    });
   });
 
   describe('environment variables', () => {

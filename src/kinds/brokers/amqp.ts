@@ -218,7 +218,7 @@ function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | 
  * another exchange, or `declare: false`: bindings the config does not know route to it); on a
  * routing-key pattern, the keys the exchange routes by it.
  */
-function amqpTopicsRead(from: string, o: AmqpSettings): { matches(key: string): boolean; literal: boolean; what: string } {
+function amqpTopicsRead(from: string, o: AmqpSettings): { matches(key: string): boolean; literal: boolean; what: string; unknown?: boolean } {
   const type = o.exchange.type;
   const queue = Object.hasOwn(o.queues, from) ? o.queues[from]! : undefined;
   if (queue === undefined) {
@@ -226,7 +226,7 @@ function amqpTopicsRead(from: string, o: AmqpSettings): { matches(key: string): 
     return { matches: (key) => bindingMatches(type, from, key), literal, what: `a routing key the ${type} exchange '${o.exchange.name}' routes by ${from}` };
   }
   const known = queue.declare && queue.bindings.length > 0 && queue.bindings.every((b) => b.exchange === undefined || b.exchange === o.exchange.name);
-  if (!known) return { matches: () => true, literal: false, what: `the routing key of a message on queue '${from}'` };
+  if (!known) return { matches: () => true, literal: false, what: `the routing key of a message on queue '${from}'`, unknown: true };
   const keys = queue.bindings.map((b) => b.routingKey).join(', ');
   return { matches: (key) => queue.bindings.some((b) => bindingMatches(type, b.routingKey, key)), literal: false, what: `a routing key queue '${from}' is bound for (${keys})` };
 }
