@@ -729,6 +729,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         "gateway.yaml:13:64: warning: route 'keys' writes topic 'orders.eu' of broker 'rb', which the topic it reads ('orders.#') matches, and has no filter: every message goes round for ever (add a filter step that ends the loop, or write another topic)",
       ]);
     });
+
     // Routes that each write the others' topics hold n! loops: the search took 10 s for nine, the
     // compile of a validate or a reload with it, and warned of every one (hundreds).
     it('stops looking after 20 loops among routes that feed each other densely, and says so', async () => {
