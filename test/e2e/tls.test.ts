@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { request } from 'node:https';
+import { connect } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { makeCertificates } from '../helpers/certificates.js';
@@ -29,17 +32,14 @@ function postTls(port: number, path: string, body: string, options: { ca: string
 
 const fingerprintOf = (pem: string) => new X509Certificate(pem).fingerprint256;
 
-describe('TLS listeners', () => {
-  const certs = makeCertificates();
-  const trust = { ca: [certs.a.cert, certs.b.cert] };
-  const gw = useGateway(
-    `version: 1
+const config = (slowHeadersMs: number) => `version: 1
 brokers:
   local: {kind: memory}
 listeners:
   secure: {kind: http, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
   mutual: {kind: http, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem, ca: certs/ca.pem}}
   wss: {kind: websocket, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
+  slow: {kind: websocket, port: 0, headersTimeoutMs: ${slowHeadersMs}, requestTimeoutMs: 60000, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
 routes:
   - name: in
     from: {listener: secure, path: /in}
@@ -50,9 +50,15 @@ routes:
   - name: out
     from: {broker: local, topic: t}
     to: {listener: wss, path: /ws/out}
-`,
-    { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key, 'certs/ca.pem': certs.ca.cert } },
-  );
+  - name: slow
+    from: {listener: slow, path: /ws/in}
+    to: {broker: local, topic: t}
+`;
+
+describe('TLS listeners', () => {
+  const certs = makeCertificates();
+  const trust = { ca: [certs.a.cert, certs.b.cert] };
+  const gw = useGateway(config(60_000), { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key, 'certs/ca.pem': certs.ca.cert } });
 
   it('serves HTTPS and WSS with the configured certificate', async () => {
     const client = await WsClient.connect(gw.url('wss', '/ws/out', 'wss'), { ca: trust.ca });
@@ -74,6 +80,17 @@ routes:
     assert.equal(r.status, 200);
   });
 
+  it('bounds the TLS handshake by headersTimeoutMs, as changed by a reload: a client that connects and sends nothing is cut off', async () => {
+    await gw.reconfigure(config(300));
+    const socket = connect(gw.port('slow'), '127.0.0.1');
+    socket.on('error', () => {});
+    // node's own handshake bound is 120 s: a connection silent that long would still be open.
+    const giveUp = new AbortController();
+    const closed = await Promise.race([once(socket, 'close').then(() => true), delay(30_000, false, { signal: giveUp.signal })]);
+    giveUp.abort();
+    socket.destroy();
+    assert.ok(closed, 'a connection that never starts its TLS handshake is still open after 30 s');
+  });
   it('picks up a replaced certificate on reload without rebinding, keeping open connections', async () => {
     const port = gw.port('secure');
     const client = await WsClient.connect(gw.url('wss', '/ws/out', 'wss'), { ca: trust.ca });

@@ -75,7 +75,12 @@ export const transportOptions = {
   ),
   maxHeaders: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: TRANSPORT_DEFAULTS.maxHeaders, description: 'Most request headers; more: 431.' })),
   headersTimeoutMs: Type.Optional(
-    Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.headersTimeoutMs, description: 'Time a client has to send the request headers; then 408 and the connection is closed.' }),
+    Type.Integer({
+      minimum: 1,
+      default: TRANSPORT_DEFAULTS.headersTimeoutMs,
+      description:
+        'Time a client has to send the request headers; then 408 and the connection is closed. With `tls`, the TLS handshake has this long too (node allows 120 s), then the connection is closed.',
+    }),
   ),
   requestTimeoutMs: Type.Optional(
     Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.requestTimeoutMs, description: 'Time a client has to send the whole request; then 408. Open WebSocket connections are not affected.' }),
@@ -162,7 +167,11 @@ export function createTransport(listener: string, options: TransportOptions, han
     requireHostHeader: false,
   };
   const m = options.tlsMaterial;
-  const server: Server = m ? (createHttpsServer({ ...httpOptions, ...tlsServerOptions(m) }, handler) as unknown as Server) : createHttpServer(httpOptions, handler);
+  // The TLS handshake comes before the headers: bounded by the same time (node's own bound is 120 s,
+  // which let a client that connects and sends nothing hold a connection twelve times as long).
+  const server: Server = m
+    ? (createHttpsServer({ ...httpOptions, ...tlsServerOptions(m), handshakeTimeout: httpOptions.headersTimeout }, handler) as unknown as Server)
+    : createHttpServer(httpOptions, handler);
   applyLimits(server, options);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket, answered));
   server.on('connect', (_req: IncomingMessage, socket: Duplex) => refuseConnect(socket, allow, answered));
@@ -186,6 +195,17 @@ export function applyLimits(server: Server, options: TransportOptions): void {
   server.maxHeadersCount = (options.maxHeaders ?? TRANSPORT_DEFAULTS.maxHeaders) + 1;
   server.maxConnections = options.maxConnections ?? TRANSPORT_DEFAULTS.maxConnections;
   server.keepAliveTimeout = options.keepAliveTimeoutMs ?? TRANSPORT_DEFAULTS.keepAliveTimeoutMs;
+  setHandshakeTimeout(server, server.headersTimeout);
+}
+
+/**
+ * node reads a TLS server's handshake timeout for each new connection from a property that only
+ * the `handshakeTimeout` option sets (no setter): found by its symbol's name, so a reload that
+ * changes headersTimeoutMs bounds handshakes by the new value too.
+ */
+function setHandshakeTimeout(server: Server, ms: number): void {
+  const symbol = Object.getOwnPropertySymbols(server).find((s) => s.description === 'handshake-timeout');
+  if (symbol !== undefined) (server as unknown as Record<symbol, unknown>)[symbol] = ms;
 }
 
 /** A changed certificate (same files, new content) applies to new connections; open ones keep theirs. */
@@ -208,7 +228,9 @@ export function tooManyHeaders(req: IncomingMessage, options: TransportOptions):
 function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?: (status: number) => void): void {
   // Answered already, and closing: what the client still sends is discarded, not parsed (a timeout can still fire).
   if (lingeringClosed(socket)) return;
-  if (err.code === 'ECONNRESET' || !socket.writable || (socket as Socket & { _httpMessage?: { headersSent: boolean } })._httpMessage?.headersSent) {
+  // https servers pass failed TLS handshakes here too: an HTTP answer on a connection with no
+  // session would never be sent (it waits to be encrypted), and lingering held the socket 5 s more.
+  if (err.code === 'ECONNRESET' || tlsHandshakeFailure(err) || !socket.writable || (socket as Socket & { _httpMessage?: { headersSent: boolean } })._httpMessage?.headersSent) {
     socket.destroy();
     return;
   }
@@ -223,6 +245,11 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?
   socket.write(rawResponse(p));
   closeLingering(socket);
   answered?.(p.status);
+}
+
+/** node's errors for a TLS handshake that failed (OpenSSL's, as ERR_SSL_*) or timed out. */
+function tlsHandshakeFailure(err: NodeJS.ErrnoException): boolean {
+  return err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || (err.code?.startsWith('ERR_SSL_') ?? false) || (err as { library?: string }).library === 'SSL routines';
 }
 
 /**
