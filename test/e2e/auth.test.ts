@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK, SignJWT } from 'jose';
@@ -51,13 +52,23 @@ function keysFile(keys: Record<string, string>): string {
 
 describe('auth step', () => {
   let jwks: Server;
+  /** /failing.json answers 500 while `failing`; when it was asked. */
+  let failing = true;
+  const failingFetches: number[] = [];
   let out: WsClient;
   let yaml: string;
   let options: StartOptions;
 
   before(async () => {
     const rsaJwk = { ...(await exportJWK(rsa.publicKey)), kid: 'remote-1', alg: 'RS256' };
-    jwks = createServer((_req, res) => {
+    jwks = createServer((req, res) => {
+      if (req.url === '/failing.json') {
+        failingFetches.push(Date.now());
+        if (failing) {
+          res.writeHead(500);
+          return res.end('identity provider down');
+        }
+      }
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ keys: [rsaJwk] }));
     }).listen(0, '127.0.0.1');
@@ -110,6 +121,10 @@ routes:
     from: {listener: api, path: /jwks-url}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/jwks.json", issuer: "${ISSUER}"}}}, who]
     to: {broker: local, topic: out}
+  - name: jwt-jwks-failing
+    from: {listener: api, path: /jwks-failing}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/failing.json"}}}]
+    to: {broker: local, topic: failing}
   - name: jwt-jwks-down
     from: {listener: api, path: /jwks-down}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:9/jwks.json"}}}]
@@ -287,6 +302,23 @@ routes:
       const reply = await post(gw.url('api', '/jwks-down'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}` });
       assert.equal(reply.status, 503, reply.text);
       assert.equal(reply.body.code, 'EG_AUTH_UNAVAILABLE');
+    });
+
+    it('does not ask a failing JWKS URL again for every token: fetches after a failure are 2 s apart, then it recovers', async () => {
+      // Any client can make a token naming a key id nobody has; it need not be signed by anyone.
+      for (let i = 0; i < 10; i++) {
+        const reply = await post(gw.url('api', '/jwks-failing'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, `made-up-${i}`)}` });
+        assert.equal(reply.status, 503, reply.text);
+      }
+      const gaps = failingFetches.slice(1).map((t, i) => t - failingFetches[i]!);
+      assert.ok(failingFetches.length >= 1 && gaps.every((g) => g >= 1900), `10 tokens fetched the failing key set ${failingFetches.length} times, gaps ${gaps.join(', ')} ms`);
+      failing = false;
+      let reply = await post(gw.url('api', '/jwks-failing'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}` });
+      for (let i = 0; i < 60 && reply.status === 503; i++) {
+        await delay(100);
+        reply = await post(gw.url('api', '/jwks-failing'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}` });
+      }
+      assert.equal(reply.status, 200, reply.text);
     });
   });
 

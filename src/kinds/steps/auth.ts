@@ -20,6 +20,11 @@ const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
 const JWK_TYPES = ['RSA', 'EC', 'OKP', 'oct'];
 const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
 const SHA256_DIGEST = /^sha256:([0-9a-f]{64})$/i;
+/** A JWKS URL's keys: refetched for an unknown key id at most this often (jose's cooldown), kept this long. */
+const JWKS_COOLDOWN_MS = 30_000;
+const JWKS_MAX_AGE_MS = 10 * 60_000;
+/** After a fetch of a JWKS URL failed, the next is not tried before this: tokens that need it meanwhile are 503. */
+const JWKS_RETRY_AFTER_FAILURE_MS = 2_000;
 
 /**
  * The outcome of checking one request's credentials. `until` bounds how long the answer may be
@@ -74,7 +79,11 @@ const jwtOptions = Type.Object(
       }),
     ),
     jwksUrl: Type.Optional(
-      Type.String({ pattern: '^https?://', description: 'JSON Web Key Set URL (https, or http on a loopback host); cached, refetched for unknown key ids; one that cannot be fetched answers 503.' }),
+      Type.String({
+        pattern: '^https?://',
+        description:
+          'JSON Web Key Set URL (https, or http on a loopback host); cached for 10 minutes, refetched for unknown key ids at most every 30 s; one that cannot be fetched answers 503 and is not tried again for 2 s.',
+      }),
     ),
     algorithms: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), {
@@ -309,7 +318,7 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
       ctx.report(['jwt', 'jwksUrl'], 'EG_CONFIG_SCHEMA', 'jwksUrl must use https (http is accepted only on a loopback host): keys fetched in the clear could be replaced');
       return undefined;
     }
-    key = jose().createRemoteJWKSet(url, { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
+    key = remoteKeySet(url);
     remote = true;
     algorithms ??= ASYMMETRIC_ALGORITHMS;
   }
@@ -341,6 +350,31 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     return { ok: true, identity, until: typeof payload.exp === 'number' ? payload.exp * 1000 + toleranceMs : Infinity };
   };
   return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param), headers: ['authorization'] };
+}
+
+/**
+ * jose's remote key set, whose fetches are spaced after a failure too. jose's cooldown starts only
+ * from a fetch that succeeded: while the URL failed (down, 500, not a key set), every token with
+ * a key id it did not know — anyone can write one, unsigned — sent a fetch to the identity
+ * provider, one request to the gateway making one to it.
+ */
+function remoteKeySet(url: URL): JWTVerifyGetKey {
+  let failedAt = -Infinity;
+  const spacedFetch = async (input: string, init: RequestInit): Promise<Response> => {
+    if (Date.now() - failedAt < JWKS_RETRY_AFTER_FAILURE_MS) throw new Error('the key set could not be fetched a moment ago');
+    try {
+      const res = await fetch(input, init);
+      const text = await res.text();
+      const set = res.status === 200 ? (JSON.parse(text) as { keys?: unknown }) : undefined;
+      if (!Array.isArray(set?.keys)) failedAt = Date.now();
+      return new Response(text, { status: res.status });
+    } catch (err) {
+      failedAt = Date.now();
+      throw err;
+    }
+  };
+  const j = jose();
+  return j.createRemoteJWKSet(url, { timeoutDuration: 5000, cooldownDuration: JWKS_COOLDOWN_MS, cacheMaxAge: JWKS_MAX_AGE_MS, [j.customFetch]: spacedFetch });
 }
 
 function bearer(req: RequestMeta, param: string | undefined): string | Verdict {
