@@ -237,7 +237,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
           token: {
             type: 'string',
             minLength: 1,
-            description: 'Bearer token required on /admin/* (health, readiness and metrics stay open).',
+            description: 'Bearer token required on every admin endpoint but /healthz and /readyz: /metrics, /admin/*, the tap (the dashboard page itself holds no data and asks for it).',
             // A header value cannot carry a control character, and HTTP drops the whitespace around
             // it: such a token could never be sent in Authorization. The rule's message does not
             // quote the value (a secret).

@@ -68,6 +68,9 @@ describe('admin API protection', () => {
   it('answers 401 on every other endpoint without the right bearer token', async () => {
     for (const [method, path] of [
       ['GET', '/admin/status'],
+      ['GET', '/metrics'],
+      ['GET', '/admin/stats'],
+      ['GET', '/admin/plan'],
       ['POST', '/admin/reload'],
       ['GET', '/admin/nothing'],
     ]) {
