@@ -24,7 +24,8 @@ const USAGE = `usage:
                                                        beside it, e.g. gateway.tests.yaml)
   eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]
                                                        what a reload to NEW would change (exit 0:
-                                                       nothing, 2: something, 1: NEW is invalid)
+                                                       nothing, 2: something, 1: NEW is invalid);
+                                                       the admin token also from EVENTGATE_ADMIN_TOKEN
   eventgate export asyncapi [-c FILE]                  print an AsyncAPI 3.0 document of the gateway's
                                                        channels and operations
   eventgate schema                                     print the JSON Schema of the config

@@ -54,7 +54,8 @@ export interface PlanReport {
 }
 
 /**
- * `eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]`: what a
+ * `eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]` (the token also
+ * from EVENTGATE_ADMIN_TOKEN): what a
  * reload to NEW would do, from the same diff a reload uses. Exit 0 when nothing changes, 2 when
  * something does, 1 when NEW is invalid or the plan cannot be made (OLD unreadable, admin API
  * unreachable, a usage error): as `terraform plan -detailed-exitcode`, 2 only ever means changes.
@@ -92,7 +93,8 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     before = old.plan;
     logBefore = planFingerprint(before, registry).log;
   } else if (o.admin !== undefined) {
-    const fetched = await fetchRunning(o.admin, o.token);
+    // From the environment, the token stays off the command line, which any local user's \`ps\` shows.
+    const fetched = await fetchRunning(o.admin, o.token ?? (process.env.EVENTGATE_ADMIN_TOKEN || undefined), o.token !== undefined ? '--token' : 'EVENTGATE_ADMIN_TOKEN');
     if ('error' in fetched || fetched.fingerprint === null) {
       if (!next.plan) return invalidNew(null);
       return notMade('error' in fetched ? fetched.error : `the gateway at ${o.admin} has no config loaded`);
@@ -186,7 +188,7 @@ function comparableWith(running: PlanFingerprint, next: PlanFingerprint): PlanFi
   return { ...next, admin };
 }
 
-async function fetchRunning(url: string, token: string | undefined): Promise<{ fingerprint: PlanFingerprint | null } | { error: string }> {
+async function fetchRunning(url: string, token: string | undefined, tokenFrom: string): Promise<{ fingerprint: PlanFingerprint | null } | { error: string }> {
   let res: Response;
   // `--admin localhost:9000` parses as a URL of scheme "localhost:": say what is wanted, not "unknown scheme".
   const base = URL.canParse(url) ? new URL(url) : undefined;
@@ -200,8 +202,8 @@ async function fetchRunning(url: string, token: string | undefined): Promise<{ f
   }
   if (res.status === 401) {
     // With a token given, asking for one would send the user looking for a missing flag.
-    if (token) return { error: `the admin API at ${endpoint} refused the token given with --token: it is not admin.token (401)` };
-    return { error: `the admin API at ${endpoint} wants a token: pass --token (401)` };
+    if (token) return { error: `the admin API at ${endpoint} refused the token given with ${tokenFrom}: it is not admin.token (401)` };
+    return { error: `the admin API at ${endpoint} wants a token: set EVENTGATE_ADMIN_TOKEN (or pass --token) (401)` };
   }
   if (res.status === 403) return { error: `the admin API at ${endpoint} refused the request (403)` };
   if (res.status === 404 && /\/admin\/?$/.test(base.pathname))

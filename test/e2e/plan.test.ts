@@ -336,7 +336,12 @@ describe('eventgate plan --admin URL against a running gateway', () => {
 
       const unauthorized = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir });
       assert.equal(unauthorized.code, 1);
-      assert.match(unauthorized.stderr, /wants a token: pass --token \(401\)/);
+      assert.match(unauthorized.stderr, /wants a token: set EVENTGATE_ADMIN_TOKEN \(or pass --token\) \(401\)/);
+      // From the environment the token is not on the command line, where every local user's ps sees it.
+      const fromEnv = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir, env: { EVENTGATE_ADMIN_TOKEN: 'plan-test-token-0123456789' } });
+      assert.equal(fromEnv.code, 2, fromEnv.stdout + fromEnv.stderr);
+      const wrongEnv = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir, env: { EVENTGATE_ADMIN_TOKEN: 'not-the-token' } });
+      assert.match(wrongEnv.stderr, /refused the token given with EVENTGATE_ADMIN_TOKEN: it is not admin\.token \(401\)/);
       // A wrong token is named as such (it was answered 'pass --token', which it had been).
       const wrong = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'not-the-token', '--format', 'json'], { cwd: dir });
       assert.equal(wrong.code, 1);
