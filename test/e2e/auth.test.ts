@@ -129,6 +129,13 @@ routes:
     from: {listener: api, path: /jwks-down}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:9/jwks.json"}}}]
     to: {broker: local, topic: out}
+  - name: ws-jwks-down
+    from: {listener: push, path: /ws/jwks-down}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:9/jwks.json", query: access_token}}}]
+    to: {broker: local, topic: out}
+  - name: sse-jwks-down
+    from: {broker: local, topic: failing}
+    to: {listener: api, path: /jwks-down/events, auth: {jwt: {jwksUrl: "http://127.0.0.1:9/jwks.json", query: access_token}}}
   - name: ws-publish
     from: {listener: push, path: /ws/in}
     through:
@@ -299,9 +306,24 @@ routes:
     });
 
     it('answers 503 when the JWKS URL cannot be reached, since the token was never judged', async () => {
+      const from = gw.logs.length;
       const reply = await post(gw.url('api', '/jwks-down'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}` });
       assert.equal(reply.status, 503, reply.text);
       assert.equal(reply.body.code, 'EG_AUTH_UNAVAILABLE');
+      // The operator learns why, at warn level; the client only that it may retry.
+      const line = await gw.waitForLog((l) => l.route === 'jwt-jwks-down' && l.level === 'warn', 10_000, from);
+      assert.match(String(line.where), /^jwksUrl could not be fetched: it cannot be reached: /);
+      assert.doesNotMatch(reply.text, /ECONNREFUSED|127\.0\.0\.1/);
+      // A WebSocket handshake and an event stream refused for it are logged as well.
+      const token = await rs({ sub: 'x' }, 'remote-1');
+      await assert.rejects(WsClient.connect(gw.url('push', `/ws/jwks-down?access_token=${token}`, 'ws')), (err: { statusCode?: number }) => err.statusCode === 503);
+      const ws = await gw.waitForLog((l) => l.msg === 'handshake refused', 10_000, from);
+      assert.equal(ws.path, '/ws/jwks-down');
+      assert.match(String(ws.where), /^jwksUrl could not be fetched: it cannot be reached: /);
+      const stream = await fetch(gw.url('api', `/jwks-down/events?access_token=${token}`), { headers: { accept: 'text/event-stream' } });
+      assert.equal(stream.status, 503, await stream.text());
+      const sse = await gw.waitForLog((l) => l.msg === 'event stream refused', 10_000, from);
+      assert.match(String(sse.where), /^jwksUrl could not be fetched: it cannot be reached: /);
     });
 
     it('does not ask a failing JWKS URL again for every token: fetches after a failure are 2 s apart, then it recovers', async () => {
@@ -312,6 +334,7 @@ routes:
       }
       const gaps = failingFetches.slice(1).map((t, i) => t - failingFetches[i]!);
       assert.ok(failingFetches.length >= 1 && gaps.every((g) => g >= 1900), `10 tokens fetched the failing key set ${failingFetches.length} times, gaps ${gaps.join(', ')} ms`);
+      assert.match(String(gw.logs.find((l) => l.route === 'jwt-jwks-failing' && l.level === 'warn')?.where), /it answered 500$/);
       failing = false;
       let reply = await post(gw.url('api', '/jwks-failing'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'remote-1')}` });
       for (let i = 0; i < 60 && reply.status === 503; i++) {

@@ -447,7 +447,11 @@ export class HttpListener implements ListenerRuntime {
     const admitted: Promise<Admission> = gate ? gate.admit(request) : Promise.resolve({ ok: true, identity: undefined });
     admitted.then(
       (admission) => {
-        if (!admission.ok) return this.refuse(res, admission.problem);
+        if (!admission.ok) {
+          // A check that could not be made (an auth step's key set out of reach) is the operator's to know of.
+          if (admission.problem.logDetail) this.env.logger.warn({ listener: this.name, path, status: admission.problem.status, where: admission.problem.logDetail }, 'event stream refused');
+          return this.refuse(res, admission.problem);
+        }
         // A reload may have removed the path while the credentials were checked.
         if (this.draining || !this.bindings.forward.has(path)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${path}`));
         const sources: ReadonlyMap<string, ReplaySource> | undefined = this.bindings.replay?.get(path);

@@ -456,7 +456,11 @@ export class WebSocketListener implements ListenerRuntime {
     this.admit(route.path, client).then(
       (admission) => {
         socket.off('error', onError);
-        if (!admission.ok) return refuse(socket, admission.problem);
+        if (!admission.ok) {
+          // A check that could not be made (an auth step's key set out of reach) is the operator's to know of.
+          if (admission.problem.logDetail) this.env.logger.warn({ listener: this.name, path, status: admission.problem.status, where: admission.problem.logDetail }, 'handshake refused');
+          return refuse(socket, admission.problem);
+        }
         // A reload or shutdown may have happened while the credentials were checked.
         if (this.draining) return refuse(socket, stoppingProblem(this.stopReason, 'retry'));
         if (this.match(path)?.path !== route.path) return refuse(socket, problem('EG_NOT_FOUND', `no route for ${path}`));

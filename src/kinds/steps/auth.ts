@@ -25,12 +25,13 @@ const JWKS_COOLDOWN_MS = 30_000;
 const JWKS_MAX_AGE_MS = 10 * 60_000;
 /** After a fetch of a JWKS URL failed, the next is not tried before this: tokens that need it meanwhile are 503. */
 const JWKS_RETRY_AFTER_FAILURE_MS = 2_000;
+const JWKS_TIMEOUT_MS = 5_000;
 
 /**
  * The outcome of checking one request's credentials. `until` bounds how long the answer may be
  * reused for the same request (a WebSocket connection's handshake): a JWT's expiry.
  */
-type Verdict = { ok: true; identity: Identity; until: number } | { ok: false; problem: Problem };
+type Verdict = { ok: true; identity: Identity; until: number } | { ok: false; problem: Problem; failed?: true };
 
 interface Verifier {
   verify(req: RequestMeta): Verdict | Promise<Verdict>;
@@ -174,7 +175,8 @@ function authenticator(verifier: Verifier): CompiledStep {
     return v instanceof Promise ? v.then(remember) : remember(v);
   };
   const finish = (verdict: Verdict, msg: Message, ctx: MessageContext): Message | StepStop => {
-    if (!verdict.ok) return { stop: 'rejected', problem: verdict.problem };
+    // A key set that could not be fetched is the gateway's failure, not the client's: logged as a warning, counted as failed.
+    if (!verdict.ok) return { stop: verdict.failed ? 'failed' : 'rejected', problem: verdict.problem };
     ctx.identity = verdict.identity;
     return verifier.strip(msg, ctx);
   };
@@ -272,7 +274,8 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
   // The schema guarantees exactly one key source.
   let key: Uint8Array | KeyObject | JWTVerifyGetKey;
   let algorithms = o.algorithms;
-  let remote = false;
+  /** For a jwksUrl: why its last fetch failed. */
+  let remote: (() => string) | undefined;
   if (o.secret !== undefined) {
     key = new TextEncoder().encode(o.secret);
     algorithms ??= HMAC_ALGORITHMS;
@@ -318,8 +321,9 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
       ctx.report(['jwt', 'jwksUrl'], 'EG_CONFIG_SCHEMA', 'jwksUrl must use https (http is accepted only on a loopback host): keys fetched in the clear could be replaced');
       return undefined;
     }
-    key = remoteKeySet(url);
-    remote = true;
+    const set = remoteKeySet(url);
+    key = set.getKey;
+    remote = set.lastFailure;
     algorithms ??= ASYMMETRIC_ALGORITHMS;
   }
   const verifyOptions = { algorithms, issuer: o.issuer, audience: o.audience, clockTolerance: o.clockToleranceSec ?? 0, ...(o.requireExp ? { requiredClaims: ['exp'] } : {}) };
@@ -358,23 +362,42 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
  * a key id it did not know — anyone can write one, unsigned — sent a fetch to the identity
  * provider, one request to the gateway making one to it.
  */
-function remoteKeySet(url: URL): JWTVerifyGetKey {
+function remoteKeySet(url: URL): { getKey: JWTVerifyGetKey; lastFailure: () => string } {
   let failedAt = -Infinity;
+  let failure = '';
+  const failed = (why: string) => {
+    failedAt = Date.now();
+    failure = why;
+  };
   const spacedFetch = async (input: string, init: RequestInit): Promise<Response> => {
     if (Date.now() - failedAt < JWKS_RETRY_AFTER_FAILURE_MS) throw new Error('the key set could not be fetched a moment ago');
+    let res: Response;
+    let text: string;
     try {
-      const res = await fetch(input, init);
-      const text = await res.text();
-      const set = res.status === 200 ? (JSON.parse(text) as { keys?: unknown }) : undefined;
-      if (!Array.isArray(set?.keys)) failedAt = Date.now();
-      return new Response(text, { status: res.status });
+      res = await fetch(input, init);
+      text = await res.text();
     } catch (err) {
-      failedAt = Date.now();
+      const e = err as Error & { cause?: { code?: string; message?: string } };
+      failed(init.signal?.aborted ? `it did not answer within ${JWKS_TIMEOUT_MS / 1000} s` : `it cannot be reached: ${e.cause?.code ?? e.cause?.message ?? e.message}`);
       throw err;
     }
+    if (res.status !== 200) {
+      const location = res.headers.get('location');
+      failed(`it answered ${res.status}${location ? ` redirecting to ${location} (redirects are not followed: give jwksUrl as that URL)` : ''}`);
+    } else if (!isKeySet(text)) failed('it answered 200 with something that is not a JSON Web Key Set ({"keys": [...]})');
+    return new Response(text, { status: res.status });
   };
   const j = jose();
-  return j.createRemoteJWKSet(url, { timeoutDuration: 5000, cooldownDuration: JWKS_COOLDOWN_MS, cacheMaxAge: JWKS_MAX_AGE_MS, [j.customFetch]: spacedFetch });
+  const getKey = j.createRemoteJWKSet(url, { timeoutDuration: JWKS_TIMEOUT_MS, cooldownDuration: JWKS_COOLDOWN_MS, cacheMaxAge: JWKS_MAX_AGE_MS, [j.customFetch]: spacedFetch });
+  return { getKey, lastFailure: () => failure };
+}
+
+function isKeySet(text: string): boolean {
+  try {
+    return Array.isArray((JSON.parse(text) as { keys?: unknown } | null)?.keys);
+  } catch {
+    return false;
+  }
 }
 
 function bearer(req: RequestMeta, param: string | undefined): string | Verdict {
@@ -390,7 +413,7 @@ function bearer(req: RequestMeta, param: string | undefined): string | Verdict {
 }
 
 /** jose's failures → 401 with a reason that helps the client and reveals nothing about the key. */
-function jwtFailure(err: unknown, remote: boolean): Verdict {
+function jwtFailure(err: unknown, remote: (() => string) | undefined): Verdict {
   const code = (err as { code?: string }).code;
   const reasons: Record<string, string> = {
     ERR_JWT_EXPIRED: 'the token has expired',
@@ -409,7 +432,11 @@ function jwtFailure(err: unknown, remote: boolean): Verdict {
   }
   if (reason === undefined) {
     // Not a verdict on the token: the key set could not be fetched or read.
-    if (remote) return refuse('EG_AUTH_UNAVAILABLE', 'the signing keys could not be fetched; try again later');
+    if (remote) {
+      // The client learns only that it may retry; the log says why (the URL's answer is the operator's business).
+      const why = remote() || (err as Error).message;
+      return { ok: false, failed: true, problem: problem('EG_AUTH_UNAVAILABLE', 'the signing keys could not be fetched; try again later', { logDetail: `jwksUrl could not be fetched: ${why}` }) };
+    }
     reason = 'the token could not be verified';
   }
   return refuse('EG_UNAUTHORIZED', reason, { 'www-authenticate': `Bearer realm="eventgate", error="invalid_token", error_description="${reason.replace(/"/g, "'")}"` });
