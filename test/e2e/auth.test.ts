@@ -455,7 +455,7 @@ routes:
     );
   });
 
-  it('point at key material that cannot be used: a keys file that is no YAML (in that file), a key that is no string, an RSA algorithm for a secret, a public key or key set that holds none', async () => {
+  it('point at key material that cannot be used: a keys file that is no YAML (in that file), a key that is no string, an RSA algorithm for a secret, a public key or key set that holds none, algorithms no key verifies', async () => {
     const dir = tempFiles({
       'gateway.yaml': `version: 1
 brokers: {local: {kind: memory}}
@@ -481,7 +481,20 @@ routes:
     from: {listener: api, path: /e}
     through: [{auth: {jwt: {jwksFile: jwks.json}}}]
     to: {broker: local, topic: t}
+  - name: hmac-with-a-public-key
+    from: {listener: api, path: /f}
+    through: [{auth: {jwt: {publicKey: rsa.pem, algorithms: [HS256, RS256]}}}]
+    to: {broker: local, topic: t}
+  - name: hmac-from-a-url
+    from: {listener: api, path: /g}
+    through: [{auth: {jwt: {jwksUrl: "https://idp.test/jwks.json", algorithms: [RS256, HS256]}}}]
+    to: {broker: local, topic: t}
+  - name: no-such-algorithm
+    from: {listener: api, path: /h}
+    through: [{auth: {jwt: {jwksUrl: "https://idp.test/jwks.json", algorithms: [RS265, none]}}}]
+    to: {broker: local, topic: t}
 `,
+      'rsa.pem': rsa.publicKey.export({ type: 'spki', format: 'pem' }) as string,
       'keys.yaml': 'alice: [unclosed\n',
       'numbers.yaml': 'alice: 1234567890123456789\n',
       'key.pem': '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n',
@@ -496,6 +509,10 @@ routes:
       'gateway.yaml:15:88: a secret verifies only HMAC algorithms (HS256, HS384, HS512), not RS256',
       "gateway.yaml:19:40: 'key.pem' is not a PEM public key or certificate: error:0680009B:asn1 encoding routines::too long",
       "gateway.yaml:23:39: 'jwks.json' holds no key to verify tokens with (a key whose kty is RSA, EC, OKP, oct)",
+      // Each of these would have refused every token, with nothing said; HS256 with a public key is the algorithm confusion attack's setting.
+      "gateway.yaml:27:61: the rsa key in 'rsa.pem' verifies RS256, RS384, RS512, PS256, PS384, PS512, not HS256",
+      'gateway.yaml:31:80: a key set served at a URL is public: with HS256, a shared secret published in it would let anyone make tokens; list asymmetric algorithms, or use secret or jwksFile',
+      "gateway.yaml:35:80: unknown signature algorithm 'RS265', 'none'; known: HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, Ed25519",
       // In the keys file itself, at the place it stops being YAML, without quoting its lines (they hold keys).
       'keys.yaml:2:1: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]',
     ]);

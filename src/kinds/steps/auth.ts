@@ -89,7 +89,8 @@ const jwtOptions = Type.Object(
     algorithms: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), {
         minItems: 1,
-        description: "Accepted signature algorithms; default HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS.",
+        description:
+          "Accepted signature algorithms (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512, EdDSA); default HS256/384/512 for a secret, the key's own for a PEM key, the asymmetric ones for a JWKS. An unknown name, one a `publicKey` does not verify, or an HMAC one with `jwksUrl` (a published key set is public) is a config error.",
       }),
     ),
     issuer: Type.Optional(oneOrMore(nonEmpty, 'Accepted issuer (`iss`), or a list.')),
@@ -273,6 +274,18 @@ function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | u
 function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefined {
   // The schema guarantees exactly one key source.
   let key: Uint8Array | KeyObject | JWTVerifyGetKey;
+  if (o.algorithms !== undefined) {
+    // A name jose does not know (a typo, \`none\`) verifies nothing: every token would be refused 401, with nothing said at load.
+    const unknown = o.algorithms.filter((a) => !HMAC_ALGORITHMS.includes(a) && !ASYMMETRIC_ALGORITHMS.includes(a));
+    if (unknown.length > 0) {
+      ctx.report(
+        ['jwt', 'algorithms'],
+        'EG_CONFIG_SCHEMA',
+        `unknown signature algorithm ${unknown.map((a) => `'${a}'`).join(', ')}; known: ${[...HMAC_ALGORITHMS, ...ASYMMETRIC_ALGORITHMS].join(', ')}`,
+      );
+      return undefined;
+    }
+  }
   let algorithms = o.algorithms;
   /** For a jwksUrl: why its last fetch failed. */
   let remote: (() => string) | undefined;
@@ -297,7 +310,14 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
       ctx.report(['jwt', 'publicKey'], 'EG_CONFIG_FILE', `'${o.publicKey}' is not a PEM public key or certificate: ${(err as Error).message}`);
       return undefined;
     }
-    algorithms ??= algorithmsFor(key);
+    const own = algorithmsFor(key);
+    const wrong = (algorithms ?? []).filter((a) => !own.includes(a));
+    if (wrong.length > 0) {
+      // An HMAC algorithm here is the classic confusion (a token "signed" with the public key's text); jose refuses such tokens, but the route would accept none.
+      ctx.report(['jwt', 'algorithms'], 'EG_CONFIG_SCHEMA', `the ${key.asymmetricKeyType} key in '${o.publicKey}' verifies ${own.join(', ')}, not ${wrong.join(', ')}`);
+      return undefined;
+    }
+    algorithms ??= own;
   } else if (o.jwksFile !== undefined) {
     const text = ctx.readFile(o.jwksFile, ['jwt', 'jwksFile']);
     if (text === undefined) return undefined;
@@ -319,6 +339,15 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     const url = new URL(o.jwksUrl!);
     if (url.protocol !== 'https:' && !['localhost', '127.0.0.1', '[::1]'].includes(url.hostname)) {
       ctx.report(['jwt', 'jwksUrl'], 'EG_CONFIG_SCHEMA', 'jwksUrl must use https (http is accepted only on a loopback host): keys fetched in the clear could be replaced');
+      return undefined;
+    }
+    const hmac = (algorithms ?? []).filter((a) => HMAC_ALGORITHMS.includes(a));
+    if (hmac.length > 0) {
+      ctx.report(
+        ['jwt', 'algorithms'],
+        'EG_CONFIG_SCHEMA',
+        `a key set served at a URL is public: with ${hmac.join(', ')}, a shared secret published in it would let anyone make tokens; list asymmetric algorithms, or use secret or jwksFile`,
+      );
       return undefined;
     }
     const set = remoteKeySet(url);
