@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { connect } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
@@ -37,10 +39,13 @@ brokers:
   cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
 listeners:
   kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+  capped: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0, maxConnections: 2 }
 routes:
   - name: left-in
     from: { listener: kafka-in, topic: ${topic} }
     through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
+  - name: capped-in
+    from: { listener: capped, topic: ${topic} }
 `,
     () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
   );
@@ -57,11 +62,41 @@ routes:
     const c = (outcome: string) => s.value('eventgate_route_messages_total', { route: 'left-in', outcome }) ?? 0;
     return { received: c('received'), delivered: c('delivered'), failed: c('failed') };
   };
-  const status = async () => {
+  const status = async (listener = 'kafka-in') => {
     const res = await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
     const body = (await res.json()) as { listeners: { name: string; connections: number }[] };
-    return body.listeners.find((l) => l.name === 'kafka-in')!;
+    return body.listeners.find((l) => l.name === listener)!;
   };
+
+  it('closes connections beyond maxConnections as they arrive, and takes one again once one is free', async () => {
+    const port = gw.port('capped');
+    const from = gw.logs.length;
+    const open = async () => {
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      await once(socket, 'connect');
+      return socket;
+    };
+    // Clients that connect and send nothing: without a bound each held two file descriptors (its own, the cluster's) for ever.
+    const a = await open();
+    const b = await open();
+    await eventually(async () => assert.equal((await status('capped')).connections, 2));
+    const c = await open();
+    const giveUp = new AbortController();
+    const closed = await Promise.race([once(c, 'close').then(() => true), delay(30_000, false, { signal: giveUp.signal })]);
+    giveUp.abort();
+    c.destroy();
+    assert.ok(closed, 'a third connection to a listener with maxConnections: 2 is still open after 30 s');
+    const warning = await gw.waitForLog((l) => l.msg === 'connection limit reached; closing new connections', 10_000, from);
+    assert.equal(warning.listener, 'capped');
+    assert.equal((await status('capped')).connections, 2);
+    a.destroy();
+    await eventually(async () => assert.equal((await status('capped')).connections, 1));
+    const d = await open();
+    await eventually(async () => assert.equal((await status('capped')).connections, 2));
+    b.destroy();
+    d.destroy();
+  });
 
   it('counts the records the cluster acknowledged after the client left as delivered, then closes the upstream connection', async () => {
     // The cluster takes each request at once and answers it 1.5 s later: the client leaves in between.

@@ -12,6 +12,8 @@ import { compileTls, tlsServerOption } from './transport.js';
 
 /** Kafka's own default for `socket.request.max.bytes`. */
 const DEFAULT_MAX_REQUEST_BYTES = 100 * 1024 * 1024;
+/** Each client connection holds one to the cluster too: 1000 clients are 2000 file descriptors. */
+const DEFAULT_MAX_CONNECTIONS = 1000;
 
 /** Kafka's default `request.timeout.ms`, which bounds how long a broker takes to answer a request. */
 const DEFAULT_ANSWERS_AFTER_CLIENT_LEFT_MS = 30_000;
@@ -41,6 +43,14 @@ const options = kindOptions('kafka', {
       default: DEFAULT_MAX_REQUEST_BYTES,
       description:
         "Largest request frame a client may send (Kafka's socket.request.max.bytes); a larger one closes that client's connection. Also the most a produce request's compressed records may decompress to, all batches together: a larger one (a decompression bomb) is refused with INVALID_RECORD.",
+    }),
+  ),
+  maxConnections: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      default: DEFAULT_MAX_CONNECTIONS,
+      description:
+        'Client connections open at once, bootstrap and broker ports together; further ones are closed as they arrive (logged at most every 10 s). Each also holds a connection to the cluster, so the process needs two file descriptors per client: keep it below half its limit.',
     }),
   ),
   answersAfterClientLeftMs: Type.Optional(
@@ -116,6 +126,7 @@ export const kafkaListener = defineListener({
       advertisedHost: o.advertisedHost,
       brokerPorts: o.brokerPorts ?? {},
       maxRequestBytes: o.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES,
+      maxConnections: o.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       answersAfterClientLeftMs: o.answersAfterClientLeftMs ?? DEFAULT_ANSWERS_AFTER_CLIENT_LEFT_MS,
       bootstrap: upstream.brokers as string[],
       tls: upstream.ssl === true ? {} : upstream.ssl ? upstream.ssl : false,

@@ -17,7 +17,10 @@ import type { Health, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv 
 import { ProxyConnection, type ConnectionHost } from './connection.js';
 import { governProduce, type Governed } from './govern.js';
 import { refusalLog, type RefusedRequest } from './refusal-log.js';
-import type { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
+import { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
+
+/** Connections refused at maxConnections are logged at most this often (as the http listeners do). */
+const DROP_LOG_INTERVAL_MS = 10_000;
 
 /** The listener's options once compiled: the upstream broker's addresses and TLS settings resolved. */
 export interface KafkaProxySettings {
@@ -28,6 +31,8 @@ export interface KafkaProxySettings {
   /** Node id → local port, for brokers whose port must not depend on discovery order. */
   brokerPorts: Record<string, number>;
   maxRequestBytes: number;
+  /** Client connections at once, all ports together. */
+  maxConnections: number;
   /** How long a client's upstream connection stays open after it left, for the answers it is owed (ProxyConnection). */
   answersAfterClientLeftMs: number;
   /** The upstream broker's bootstrap servers (`host:port`). */
@@ -59,6 +64,7 @@ export class KafkaProxyListener implements ListenerRuntime {
   private bound = false;
   private closedByProxy = 0;
   private readonly refusals: RateLimitedWarning<RefusedRequest>;
+  private readonly drops: RateLimitedWarning<undefined>;
 
   constructor(
     readonly name: string,
@@ -68,6 +74,9 @@ export class KafkaProxyListener implements ListenerRuntime {
   ) {
     this.settings = settings;
     this.refusals = refusalLog((fields, message) => env.logger.warn({ listener: name, ...fields }, message));
+    this.drops = new RateLimitedWarning<undefined>(DROP_LOG_INTERVAL_MS, (_, dropped) =>
+      env.logger.warn({ listener: name, maxConnections: this.settings.maxConnections, dropped }, 'connection limit reached; closing new connections'),
+    );
     this.bootstrapServer = this.createServer((socket) => this.accept(socket, undefined));
     this.bootstrapServer.on('error', (err) => env.logger.error({ listener: name, err: err.message }, 'listener error'));
   }
@@ -85,6 +94,7 @@ export class KafkaProxyListener implements ListenerRuntime {
     while ([...this.clients].some((c) => c.inFlight > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const c of [...this.clients]) c.end();
     this.refusals.flush();
+    this.drops.flush();
     await closed;
     this.bound = false;
   }
@@ -152,6 +162,13 @@ export class KafkaProxyListener implements ListenerRuntime {
   // ---- connections ------------------------------------------------------------------------------
 
   private accept(client: Socket, broker: BrokerPort | undefined): void {
+    // Before its connection to the cluster is made: without a bound, clients that connect and send
+    // nothing held two file descriptors each for ever, until the process could open no more.
+    if (this.clients.size >= this.settings.maxConnections) {
+      client.destroy();
+      this.drops.occurred(undefined);
+      return;
+    }
     const target = broker ? broker.upstream : this.pickBootstrap();
     const upstream = this.connectUpstream(target);
     const conn = new ProxyConnection(client, upstream, this.host(client), !this.settings.serverTls);
