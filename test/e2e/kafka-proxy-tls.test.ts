@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { connect } from 'node:net';
+import { setTimeout as delay } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { makeCertificates } from '../helpers/certificates.js';
@@ -37,10 +39,19 @@ listeners:
     host: 127.0.0.1
     port: 0
     tls: { cert: certs/server.pem, key: certs/server-key.pem, ca: certs/ca.pem }
+  kafka-capped:
+    kind: kafka
+    upstream: cluster
+    host: 127.0.0.1
+    port: 0
+    maxConnections: 1
+    tls: { cert: certs/server.pem, key: certs/server-key.pem }
 routes:
   - name: tls-in
     from: { listener: kafka-tls, topic: ${topic} }
     through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
+  - name: capped-in
+    from: { listener: kafka-capped, topic: ${topic} }
 `;
     },
     { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key, 'certs/ca.pem': certs.ca.cert } },
@@ -84,6 +95,24 @@ routes:
     await closed;
     const after = await kcatProduceLines(proxy(), topic, ['{"id":5}'], ssl());
     assert.equal(after.code, 0, after.stderr);
+  });
+
+  it('counts connections still in their TLS handshake against maxConnections', async () => {
+    // Clients that connect and never start the handshake: counted only once it was done, they were held 120 s each, unbounded.
+    const open = () => {
+      const socket = connect(gw.port('kafka-capped'), '127.0.0.1');
+      socket.on('error', () => {});
+      return socket;
+    };
+    const first = open();
+    await once(first, 'connect');
+    const second = open();
+    const giveUp = new AbortController();
+    const closed = await Promise.race([once(second, 'close').then(() => true), delay(30_000, false, { signal: giveUp.signal })]);
+    giveUp.abort();
+    first.destroy();
+    second.destroy();
+    assert.ok(closed, 'a second connection to a TLS kafka listener with maxConnections: 1 is still open after 30 s');
   });
 
   it('is refused by a client that does not trust its certificate', async () => {

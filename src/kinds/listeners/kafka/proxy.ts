@@ -101,7 +101,10 @@ export class KafkaProxyListener implements ListenerRuntime {
 
   reconfigure(options: unknown): void {
     const next = options as KafkaProxySettings;
-    for (const server of this.servers()) rotateTls(server, this.settings.serverTls, next.serverTls);
+    for (const server of this.servers()) {
+      rotateTls(server, this.settings.serverTls, next.serverTls);
+      if (next.serverTls) server.maxConnections = next.maxConnections;
+    }
     this.settings = next;
   }
 
@@ -115,6 +118,9 @@ export class KafkaProxyListener implements ListenerRuntime {
     // Paused until the connection has its own read buffer (ProxyConnection, readIntoBuffer).
     if (!m) return createServer({ pauseOnConnect: true }, accept);
     const server = createTlsServer(tlsServerOptions(m), accept);
+    // accept() sees a TLS client only once its handshake is done: node's own count bounds the ones
+    // still shaking hands (per port), which would otherwise be held 120 s each, uncounted.
+    server.maxConnections = this.settings.maxConnections;
     server.on('tlsClientError', (err: Error) => this.env.logger.debug({ listener: this.name, err: err.message }, 'TLS handshake failed'));
     return server;
   }
