@@ -548,16 +548,22 @@ function classify(answer: ClientAnswer, display: string): Attempt {
   };
 }
 
+/** The three forms of an HTTP-date (RFC 9110 §5.6.7): IMF-fixdate, RFC 850 and asctime (the last without a zone: GMT). */
+const HTTP_DATE = /^(?:[a-z]{3}, \d{2} [a-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT|[a-z]{6,9}, \d{2}-[a-z]{3}-\d{2} \d{2}:\d{2}:\d{2} GMT|[a-z]{3} [a-z]{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4})$/i;
+
 /**
  * The wait a `Retry-After` header asks for, in ms (RFC 9110 §10.2.3): delay-seconds, or an
  * HTTP-date (a date already past means at once). Both forms are allowed; reading only the first
  * made an endpoint that sends a date be retried after the short backoff instead of when it asked.
+ * Anything else is ignored (the backoff applies): V8's Date.parse reads `-1`, `1.5` or `+3` as
+ * dates in 2001, which made such a header a retry at once.
  */
 export function retryAfterDelay(value: string | undefined, now = Date.now()): number | undefined {
   if (value === undefined) return undefined;
   const text = value.trim();
   if (/^\d+$/.test(text)) return Number(text) * 1000;
-  const at = Date.parse(text);
+  if (!HTTP_DATE.test(text)) return undefined;
+  const at = Date.parse(text.endsWith('GMT') ? text : `${text} GMT`);
   return Number.isFinite(at) ? Math.max(0, at - now) : undefined;
 }
 
