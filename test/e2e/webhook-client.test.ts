@@ -94,6 +94,9 @@ routes:
   - name: raw
     from: { listener: api, path: /raw }
     to: { http: { url: "http://127.0.0.1:${raw.port}/hook?q=1", timeoutMs: 2000, retry: { attempts: 2, backoffMs: 10 } } }
+  - name: stalled
+    from: { listener: api, path: /stalled }
+    to: { http: { url: "http://127.0.0.1:${raw.port}/stalled", timeoutMs: 300, retry: { attempts: 2, backoffMs: 10 } } }
   - name: noted
     from: { listener: api, path: /noted }
     to: { http: { url: "http://127.0.0.1:${raw.port}/noted", headers: { x-note: note } } }
@@ -185,11 +188,29 @@ routes:
     assert.equal(new Set(conns).size, 3, `a new connection after each close: ${conns}`);
   });
 
-  it('counts an answer cut short as a failed try (retried), and an endpoint that never answers as a timeout', async () => {
+  it('counts a 2xx whose body is cut short or stalls as delivered (once), another answer cut short or none as a failed try (retried), and an endpoint that never answers as a timeout', async () => {
+    // The status line is the endpoint's word: a 2xx body that ends early or never is no reason to deliver again.
+    let from = raw.seen.length;
     raw.scripts = [(s) => s.end('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc'), ok()];
+    const cut = await post('/raw', { n: 1 });
+    assert.equal(cut.status, 200);
+    assert.equal(cut.body.deliveries![0]!.attempts, 1);
+    assert.equal(raw.seen.length, from + 1, 'sent once');
+    from = raw.seen.length;
+    raw.scripts = [(s) => s.write('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc'), ok()];
+    const stalled = await post('/stalled', { n: 1 });
+    assert.equal(stalled.status, 200, JSON.stringify(stalled.body));
+    assert.equal(stalled.body.deliveries![0]!.attempts, 1);
+    assert.equal(raw.seen.length, from + 1, 'sent once');
+    raw.scripts = [(s) => s.end('HTTP/1.1 503 Busy\r\ncontent-length: 10\r\n\r\nabc'), ok()];
     const r = await post('/raw', { n: 1 });
     assert.equal(r.status, 200);
     assert.equal(r.body.deliveries![0]!.attempts, 2);
+    // Closed with no answer at all (as a receiver whose idle timeout ends a kept-alive connection the request was on): said so, not "could not be reached".
+    raw.scripts = [(s) => s.end(), (s) => s.end(), ok()];
+    const closed = await post('/raw', { n: 1 });
+    assert.equal(closed.status, 502);
+    assert.match(closed.body.detail!, /\/hook closed the connection before a complete answer \(UND_ERR_SOCKET: other side closed\) \(after 2 tries\)$/);
     raw.scripts = [() => undefined, () => undefined, ok()];
     const t = await post('/raw', { n: 2 });
     assert.equal(t.status, 504);

@@ -55,6 +55,8 @@ export interface AnswerListener {
 
 /** A request in flight; abort() ends it (its connection is closed) without a callback. */
 export interface Exchange {
+  /** The answer's status once its headers came, else 0. */
+  readonly status: number;
   abort(): void;
 }
 
@@ -164,7 +166,9 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
     if (this.over) return;
     this.over = true;
     this.client?.failed(this.lane);
-    this.listener.answered(this.ticket, err, undefined);
+    // A 2xx status line is the endpoint's acceptance: a body cut short after it is no reason to send the message again.
+    if (this.status >= 200 && this.status < 300) this.listener.answered(this.ticket, undefined, this);
+    else this.listener.answered(this.ticket, err, undefined);
   }
 
   abort(): void {

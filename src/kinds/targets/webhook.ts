@@ -58,7 +58,13 @@ export const webhookOptions = Type.Object(
     ),
     method: Type.Optional(oneOfStrings(['POST', 'PUT', 'PATCH'] as const, { default: 'POST', description: 'HTTP method of the requests.' })),
     headers: Type.Optional(mapOf(Type.String({ minLength: 1 }), { description: 'Header name → JSONata expression for its value (a string literal needs quotes: `\'"Bearer ${TOKEN}"\'`).' })),
-    timeoutMs: Type.Optional(Type.Integer({ minimum: 1, default: WEBHOOK_DEFAULTS.timeoutMs, description: 'Time one try may take, from sending to the end of the answer.' })),
+    timeoutMs: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        default: WEBHOOK_DEFAULTS.timeoutMs,
+        description: 'Time one try may take, from sending to the end of the answer (a 2xx status line that came in time is a delivery, its body late or not).',
+      }),
+    ),
     retry: Type.Optional(
       Type.Object(
         {
@@ -393,7 +399,7 @@ export class WebhookTarget implements Target {
     if (answer === undefined && this.closed) return this.ended(flight, { ok: false, retry: false, result: 'connection', problem: cutShort(flight.request.display) });
     const a: Attempt = answer
       ? classify(answer, flight.request.display)
-      : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', `${flight.request.display} could not be reached: ${err?.code ?? err?.message}`) };
+      : { ok: false, retry: true, result: 'connection', problem: problem('EG_WEBHOOK_FAILED', unanswered(flight.request.display, err)) };
     this.counters?.answered(a.ok ? '2xx' : a.result);
     this.ended(flight, a);
   }
@@ -404,8 +410,15 @@ export class WebhookTarget implements Target {
     flight.slot = undefined;
     const exchange = flight.exchange;
     flight.exchange = undefined;
+    const status = exchange?.status ?? 0;
     exchange?.abort();
     this.release(slot);
+    if (status >= 200 && status < 300) {
+      // The endpoint accepted the message; only the body after its status line is late (stalled,
+      // endless). Retrying would deliver it twice and name a delivered message as failed.
+      this.counters?.answered('2xx');
+      return this.ended(flight, { ok: true, status });
+    }
     this.counters?.answered('timeout');
     const display = flight.request.display;
     this.ended(flight, { ok: false, retry: true, result: 'timeout', problem: problem('EG_WEBHOOK_TIMEOUT', `${display} did not answer within ${this.plan.timeoutMs} ms`) });
@@ -435,6 +448,14 @@ export class WebhookTarget implements Target {
     }
     this.expire(slot, flight);
   };
+}
+
+/** Why a try got no answer: no connection (refused, DNS, TLS), or one the endpoint ended or broke before its answer was complete. */
+function unanswered(display: string, err: (Error & { code?: string }) | undefined): string {
+  const code = err?.code;
+  if (code === 'UND_ERR_SOCKET') return `${display} closed the connection before a complete answer (${code}: ${err!.message})`;
+  if (code?.startsWith('HPE_') || (code?.startsWith('UND_ERR_') && code !== 'UND_ERR_CONNECT_TIMEOUT')) return `${display} sent an answer the HTTP client could not read (${code}: ${err!.message})`;
+  return `${display} could not be reached: ${code ?? err?.message}`;
 }
 
 /** A try in flight when the route stopped (shutdown, or a reload replacing the route) and closed its connections. */
