@@ -323,7 +323,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:17:7', /^routes\[0\]\.to: 'path' and 'cloudevents' belong with broker or listener targets, not 'http' targets \(webhook options go inside 'http'\)$/]]);
     });
 
-    it('points at a webhook url that is not an http(s) URL, also when it comes from a ${VAR}', async () => {
+    it('points at a webhook url that is not an http(s) URL, also when it comes from a ${VAR}, and at a header name HTTP does not allow', async () => {
       const r = await validate(
         {
           'gateway.yaml': route(
@@ -335,6 +335,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
             '      - http: { url: "http://127.0.0.1:65536/in" }',
             '      - http: { url: "http://127.0.0.1:/in" }',
             '      - http: { url: "http://127.0.0.1:08080/in" }',
+            `      - http: { url: "http://127.0.0.1:1/in", headers: { x-fine: '"a"', "x bad": '"b"', "x:colon": '"c"' } }`,
           ),
         },
         { env: { HOOK_URL: 'localhost:8080/hook', TENANT: 'acme' } },
@@ -344,6 +345,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:17:22', /^routes\[0\]\.to\[1\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "localhost:8080\/hook"$/],
         ['gateway.yaml:19:22', /^routes\[0\]\.to\[3\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "http:\/\/127\.0\.0\.1:0\/in"$/],
         ['gateway.yaml:20:22', /^routes\[0\]\.to\[4\]\.http\.url must be an http\(s\) URL \(http:\/\/host\[:port\]\/path, port 1–65535\), got string "http:\/\/127\.0\.0\.1:65536\/in"$/],
+        // Such a name failed every message at run time, blaming the value's characters.
+        ['gateway.yaml:23:73', /^routes\[0\]\.to\[7\]\.http\.headers: key 'x bad' must be an HTTP header name \(.*no spaces or colons\)$/],
+        ['gateway.yaml:23:89', /^routes\[0\]\.to\[7\]\.http\.headers: key 'x:colon' must be an HTTP header name/],
       ]);
     });
 

@@ -47,6 +47,9 @@ export const WEBHOOK_DEFAULTS = { method: 'POST', timeoutMs: 10_000, attempts: 3
 const HTTP_URL =
   '^https?://([^\\s/?#@]*@)?([^\\s/?#:@\\[\\]<>^|\\\\%]+|\\[[0-9A-Fa-f:.]+\\])(:(0{0,4}[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])?)?([/?#].*)?$';
 
+/** RFC 9110 token (header names); node:http's checkIsHttpToken. */
+const HTTP_TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
+
 export const webhookOptions = Type.Object(
   {
     url: oneOf(
@@ -57,7 +60,13 @@ export const webhookOptions = Type.Object(
       { description: 'http(s) URL, or `{expression: <JSONata>}` computing it per message.' },
     ),
     method: Type.Optional(oneOfStrings(['POST', 'PUT', 'PATCH'] as const, { default: 'POST', description: 'HTTP method of the requests.' })),
-    headers: Type.Optional(mapOf(Type.String({ minLength: 1 }), { description: 'Header name → JSONata expression for its value (a string literal needs quotes: `\'"Bearer ${TOKEN}"\'`).' })),
+    headers: Type.Optional(
+      mapOf(Type.String({ minLength: 1 }), {
+        // Checked where it is written: a name HTTP does not allow failed every message at run time.
+        propertyNames: { pattern: HTTP_TOKEN.source, title: "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~, no spaces or colons)" },
+        description: 'Header name → JSONata expression for its value (a string literal needs quotes: `\'"Bearer ${TOKEN}"\'`).',
+      }),
+    ),
     timeoutMs: Type.Optional(
       Type.Integer({
         minimum: 1,
@@ -503,8 +512,6 @@ class Slot {
 
 const NO_HEADERS: readonly [string, string][] = [];
 
-/** RFC 9110 token (header names); node:http's checkIsHttpToken. */
-const HTTP_TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
 /** What node:http refuses in a header value. */
 const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 /** Headers that frame an HTTP/1.1 request: the client's to set (it refuses them, `connection` aside). */
