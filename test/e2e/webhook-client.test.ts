@@ -97,6 +97,12 @@ routes:
   - name: stalled
     from: { listener: api, path: /stalled }
     to: { http: { url: "http://127.0.0.1:${raw.port}/stalled", timeoutMs: 300, retry: { attempts: 2, backoffMs: 10 } } }
+  - name: basic
+    from: { listener: api, path: /basic }
+    to: { http: { url: "http://us%40er:p%3Ass@127.0.0.1:${raw.port}/basic" } }
+  - name: basic-replaced
+    from: { listener: api, path: /basic-replaced }
+    to: { http: { url: "http://user:pass@127.0.0.1:${raw.port}/basic", headers: { Authorization: '"Bearer t"' } } }
   - name: noted
     from: { listener: api, path: /noted }
     to: { http: { url: "http://127.0.0.1:${raw.port}/noted", headers: { x-note: note } } }
@@ -215,6 +221,19 @@ routes:
     const t = await post('/raw', { n: 2 });
     assert.equal(t.status, 504);
     assert.equal(t.body.code, 'EG_WEBHOOK_TIMEOUT');
+  });
+
+  it('sends the user and password of the URL as Basic authentication (a computed authorization replaces it), naming the endpoint without them', async () => {
+    raw.scripts = [ok()];
+    const from = raw.seen.length;
+    const r = await post('/basic', { n: 1 });
+    assert.equal(r.status, 200);
+    assert.equal(JSON.stringify(r.body), `{"deliveries":[{"endpoint":"http://127.0.0.1:${raw.port}/basic","status":200,"attempts":1}]}`);
+    assert.match(raw.seen[from]!.head, new RegExp(`\r\nauthorization: Basic ${Buffer.from('us@er:p:ss').toString('base64')}(\r\n|$)`, 'i'));
+    assert.equal((await post('/basic-replaced', { n: 2 })).status, 200);
+    const head = raw.seen[from + 1]!.head;
+    assert.match(head, /\r\nauthorization: Bearer t(\r\n|$)/i);
+    assert.equal(head.match(/\r\nauthorization:/gi)!.length, 1, head);
   });
 
   it('refuses a header value with CR or LF (no header injection), sending nothing', async () => {

@@ -57,7 +57,7 @@ export const webhookOptions = Type.Object(
         stringMatching(HTTP_URL, 'an http(s) URL (http://host[:port]/path, port 1–65535)'),
         Type.Object({ expression: Type.String({ minLength: 1, description: 'JSONata expression giving the http(s) URL per message.' }) }, { additionalProperties: false }),
       ],
-      { description: 'http(s) URL, or `{expression: <JSONata>}` computing it per message.' },
+      { description: 'http(s) URL, or `{expression: <JSONata>}` computing it per message; a `user:password@` in it is sent as Basic authentication.' },
     ),
     method: Type.Optional(oneOfStrings(['POST', 'PUT', 'PATCH'] as const, { default: 'POST', description: 'HTTP method of the requests.' })),
     headers: Type.Optional(
@@ -347,6 +347,8 @@ export class WebhookTarget implements Target {
     if (traceparent !== undefined) headers.push('traceparent', traceparent);
     const tracestate = msg.headers.tracestate;
     if (tracestate !== undefined) headers.push('tracestate', tracestate);
+    // Before the computed headers: an `authorization` among them replaces it.
+    if (endpoint.authorization !== undefined) headers.push('authorization', endpoint.authorization);
     for (const [name, value] of computed) {
       const lower = name.toLowerCase();
       if (!HTTP_TOKEN.test(name) || INVALID_HEADER_CHAR.test(value))
@@ -525,10 +527,28 @@ interface Endpoint {
   path: string;
   /** The URL without query string (which may hold credentials), for logs and answers. */
   display: string;
+  /** `Basic ...` from the URL's user and password, when it has them. */
+  authorization: string | undefined;
 }
 
 function endpointOf(url: URL): Endpoint {
-  return { origin: url.origin, path: `${url.pathname}${url.search}`, display: `${url.origin}${url.pathname}` };
+  return { origin: url.origin, path: `${url.pathname}${url.search}`, display: `${url.origin}${url.pathname}`, authorization: basicAuth(url) };
+}
+
+/**
+ * `https://user:password@host/...` sends them as HTTP Basic authentication, as curl and node:http
+ * do; the client takes only the origin, so they were silently dropped (a 401 for every message).
+ */
+function basicAuth(url: URL): string | undefined {
+  if (url.username === '' && url.password === '') return undefined;
+  const decoded = (part: string) => {
+    try {
+      return decodeURIComponent(part);
+    } catch {
+      return part;
+    }
+  };
+  return `Basic ${Buffer.from(`${decoded(url.username)}:${decoded(url.password)}`).toString('base64')}`;
 }
 
 /** What the HTTP client sends (the same object for every try), and the endpoint as logs and answers name it. */
