@@ -223,6 +223,16 @@ routes:
     assert.equal(t.body.code, 'EG_WEBHOOK_TIMEOUT');
   });
 
+  it('does not follow a redirect: the message is refused, once, naming where it points (without its query)', async () => {
+    raw.scripts = [(s) => s.write('HTTP/1.1 301 Moved Permanently\r\nlocation: https://elsewhere.example/hook?token=s3cret\r\ncontent-length: 0\r\n\r\n')];
+    const from = raw.seen.length;
+    const r = await post('/raw', { n: 1 });
+    assert.equal(r.status, 502);
+    assert.equal(r.body.code, 'EG_WEBHOOK_REFUSED');
+    assert.match(r.body.detail!, /\/hook answered 301 \(a redirect to https:\/\/elsewhere\.example\/hook, not followed: point url there\)$/);
+    assert.equal(raw.seen.length, from + 1);
+  });
+
   it('sends the user and password of the URL as Basic authentication (a computed authorization replaces it), naming the endpoint without them', async () => {
     raw.scripts = [ok()];
     const from = raw.seen.length;

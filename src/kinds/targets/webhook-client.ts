@@ -41,6 +41,8 @@ export interface ClientRequest {
 export interface ClientAnswer {
   readonly status: number;
   readonly retryAfter: string | undefined;
+  /** `Location` of a 3xx answer (redirects are not followed). */
+  readonly location: string | undefined;
   readonly text: string;
 }
 
@@ -117,6 +119,7 @@ export class HttpClient {
 class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchange {
   status = 0;
   retryAfter: string | undefined = undefined;
+  location: string | undefined = undefined;
   text = '';
   private over = false;
   private cut: ((err: Error) => void) | undefined = undefined;
@@ -142,6 +145,7 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
     for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
       const name = rawHeaders[i]!;
       if (name.length === 11 && name.toString('latin1').toLowerCase() === 'retry-after') this.retryAfter = rawHeaders[i + 1]!.toString('latin1');
+      else if (name.length === 8 && statusCode < 400 && name.toString('latin1').toLowerCase() === 'location') this.location = rawHeaders[i + 1]!.toString('latin1');
     }
     if (statusCode >= 300) this.kept = [];
     return true;

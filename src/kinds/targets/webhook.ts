@@ -592,12 +592,19 @@ function classify(answer: ClientAnswer, display: string): Attempt {
     result,
     retryAfterMs,
     // A final refusal (most 4xx) is the message's problem, not the endpoint's: retrying later would not help.
-    problem: problem(retry ? 'EG_WEBHOOK_FAILED' : 'EG_WEBHOOK_REFUSED', `${display} answered ${status}${excerpt ? `: ${excerpt}` : ''}`),
+    problem: problem(retry ? 'EG_WEBHOOK_FAILED' : 'EG_WEBHOOK_REFUSED', `${display} answered ${status}${redirect(answer)}${excerpt ? `: ${excerpt}` : ''}`),
   };
 }
 
 /** The three forms of an HTTP-date (RFC 9110 §5.6.7): IMF-fixdate, RFC 850 and asctime (the last without a zone: GMT). */
 const HTTP_DATE = /^(?:[a-z]{3}, \d{2} [a-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT|[a-z]{6,9}, \d{2}-[a-z]{3}-\d{2} \d{2}:\d{2}:\d{2} GMT|[a-z]{3} [a-z]{3} [ \d]\d \d{2}:\d{2}:\d{2} \d{4})$/i;
+
+/** Where a 3xx answer points (without its query, which may hold a token), so that `url` can be set to it: the client does not follow redirects. */
+function redirect(answer: ClientAnswer): string {
+  const location = answer.location;
+  if (answer.status >= 400 || location === undefined) return '';
+  return ` (a redirect to ${location.replace(/[?#].*$/s, '')}, not followed: point url there)`;
+}
 
 /**
  * The wait a `Retry-After` header asks for, in ms (RFC 9110 §10.2.3): delay-seconds, or an
