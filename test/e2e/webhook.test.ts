@@ -213,16 +213,24 @@ routes:
     const from = hook.requests.length;
     let n = 0;
     hook.respond = (_r, res) => {
-      res.statusCode = ++n <= 2 ? 503 : 200;
+      // The first asks for a second's wait: the retry after it is in a later second.
+      if (++n === 1) res.setHeader('retry-after', '1');
+      res.statusCode = n <= 2 ? 503 : 200;
       res.end();
     };
     const res = await post('/direct/retry', { orderId: 1 });
     assert.equal(res.status, 200);
     const body = (await res.json()) as { deliveries: { attempts: number }[] };
     assert.equal(body.deliveries[0]!.attempts, 3);
-    assert.equal(hook.requests.length - from, 3);
+    const tries = hook.requests.slice(from);
+    assert.equal(tries.length, 3);
     // Every try carries the same webhook-id, so a receiver can deduplicate.
-    assert.equal(new Set(hook.requests.slice(from).map((r) => r.headers['webhook-id'])).size, 1);
+    assert.equal(new Set(tries.map((r) => r.headers['webhook-id'])).size, 1);
+    // Each is signed at its own time (receivers refuse a timestamp 5 minutes old, and retries can
+    // last longer), and the independent implementation accepts each signature.
+    const stamps = tries.map((r) => Number(r.headers['webhook-timestamp']));
+    assert.ok(stamps[1]! > stamps[0]!, `the retry a second later is stamped later: ${stamps}`);
+    for (const r of tries) assert.deepEqual(new Webhook(SECRET).verify(r.body, r.headers as Record<string, string>), { orderId: 1 });
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
     assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",result="5xx"\} 2/);
     assert.match(metrics, /eventgate_webhook_requests_total\{route="direct",result="2xx"\} [2-9]/);

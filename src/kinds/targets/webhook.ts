@@ -365,7 +365,8 @@ export class WebhookTarget implements Target {
     }
     const bytes = typeof body === 'string' ? Buffer.from(body) : body;
     if (this.plan.secret) {
-      // Standard Webhooks: the id stays the same across retries, so receivers can deduplicate.
+      // Standard Webhooks: the id stays the same across retries, so receivers can deduplicate
+      // (resign() gives a retry its own timestamp; these three headers stay last for it).
       const id = msg.headers.ce_id ?? (msg.topic !== null && msg.offset !== null ? `${msg.topic}-${msg.partition}-${msg.offset}` : randomUUID());
       const timestamp = Math.floor(Date.now() / 1000);
       const signature = createHmac('sha256', this.plan.secret).update(`${id}.${timestamp}.`).update(bytes).digest('base64');
@@ -386,6 +387,7 @@ export class WebhookTarget implements Target {
    */
   private attempt(slot: Slot, flight: Flight): void {
     const ticket = ++flight.tries;
+    if (ticket > 1 && this.plan.secret) this.resign(flight.request);
     flight.exchange = undefined;
     // Armed before the request is made: a client that fails at once calls back before request() returns.
     this.arm(slot, flight);
@@ -395,6 +397,25 @@ export class WebhookTarget implements Target {
     } catch (err) {
       this.answered(flight, ticket, err as Error, undefined);
     }
+  }
+
+  /**
+   * Signs a retry at its own time. Standard Webhooks receivers refuse a `webhook-timestamp` more
+   * than 5 minutes off (replay protection), and retries may go on longer than that (`attempts`,
+   * `maxBackoffMs`, Retry-After): signed once, those tries were refused. The id stays the same.
+   */
+  private resign(request: PreparedRequest): void {
+    const h = request.headers;
+    const at = h.length - 6;
+    if (h[at] !== 'webhook-id' || h[at + 2] !== 'webhook-timestamp') return;
+    const timestamp = String(Math.floor(Date.now() / 1000));
+    if (h[at + 3] === timestamp) return;
+    const signature = createHmac('sha256', this.plan.secret!)
+      .update(`${h[at + 1]}.${timestamp}.`)
+      .update(request.body)
+      .digest('base64');
+    h[at + 3] = timestamp;
+    h[at + 5] = `v1,${signature}`;
   }
 
   /** The HTTP client's answer (or error) for try `ticket` of `flight` (Flight.answered). */
