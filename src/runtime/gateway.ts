@@ -413,11 +413,18 @@ export class Gateway {
     // with 1001 after in-flight messages finished, producers flushed and offsets committed).
     await Promise.allSettled([...this.listeners.values()].map((l) => (l.quiesce ? l.quiesce({ drainMs }) : l.stop({ drainMs }))));
     for (const b of this.brokers.values()) b.shuttingDown?.();
+    // Memory topics die with the process, and nothing would deliver what they hold again: the
+    // routes reading them go on until they have handled it (within the drain timeout), after the
+    // routes reading other brokers stopped (what those have in hand may still go to a memory topic).
+    const readsInProcess = (r: RouteRuntime) => r.plan.from.type === 'broker' && this.brokers.get(r.plan.from.broker)?.settle !== undefined;
     const stopConsuming = async (r: RouteRuntime) => {
       if ((await within(r.stopConsuming(left()), left())) !== 'late') return;
       // With no message in hand the consumer was still starting (a Kafka member waiting for its
       // group's rebalance) or committing: the log must not speak of a message in hand.
-      if (r.pending > 0)
+      if (r.pending > 0 && readsInProcess(r))
+        // A memory topic dies with the process: nothing delivers its messages again (the warning before this one counted them).
+        this.logger.warn({ route: r.name, drainMs, inFlight: r.pending }, 'consumer did not stop within drainTimeoutMs; the memory topic messages in hand are lost with the process');
+      else if (r.pending > 0)
         this.logger.warn({ route: r.name, drainMs, inFlight: r.pending }, 'consumer did not stop within drainTimeoutMs; its message in hand stays uncommitted and will be delivered again');
       else
         this.logger.warn(
@@ -425,10 +432,6 @@ export class Gateway {
           'consumer did not stop within drainTimeoutMs (no message in hand: still joining its group, connecting or committing); what it had not committed will be delivered again',
         );
     };
-    // Memory topics die with the process, and nothing would deliver what they hold again: the
-    // routes reading them go on until they have handled it (within the drain timeout), after the
-    // routes reading other brokers stopped (what those have in hand may still go to a memory topic).
-    const readsInProcess = (r: RouteRuntime) => r.plan.from.type === 'broker' && this.brokers.get(r.plan.from.broker)?.settle !== undefined;
     const routes = [...this.routes.values()];
     await Promise.allSettled(routes.filter((r) => !readsInProcess(r)).map(stopConsuming));
     await this.settleInProcessBrokers(left(), drainMs);

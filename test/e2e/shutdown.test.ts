@@ -621,6 +621,10 @@ routes:
       assert.ok(lost, gw.logs.map((l) => l.msg).join('; '));
       // The one in hand and the four behind it.
       assert.deepEqual([lost.level, lost.route, lost.topic, lost.messages], ['warn', 'out', 'events', 5]);
+      // The one in hand is not "delivered again": nothing holds it once the process is gone.
+      const stuck = gw.logs.find((l) => l.msg.startsWith('consumer did not stop within drainTimeoutMs'));
+      assert.ok(stuck, gw.logs.map((l) => l.msg).join('; '));
+      assert.deepEqual([stuck.route, stuck.inFlight, stuck.msg], ['out', 1, 'consumer did not stop within drainTimeoutMs; the memory topic messages in hand are lost with the process']);
     } finally {
       await target.stop();
     }
