@@ -198,7 +198,14 @@ routes:
     assert.equal(injected.status, 500);
     const pi = (await injected.json()) as { code: string; detail: string };
     assert.equal(pi.code, 'EG_EXPRESSION_FAILED');
-    assert.equal(pi.detail, 'headers.x-name gave a value HTTP does not allow in a header (control characters such as CR or LF)');
+    assert.equal(pi.detail, 'headers.x-name gave a value with control characters (such as CR or LF), which HTTP does not allow in a header');
+    // Not "control characters": beyond Latin-1, which a header's bytes cannot carry.
+    const emoji = await post('/computed', { target: `${hook.url}/computed/2`, name: 'zoë 😀' });
+    assert.equal(emoji.status, 500);
+    assert.equal(
+      ((await emoji.json()) as { detail: string }).detail,
+      'headers.x-name gave a value with characters beyond Latin-1 (such as emoji or CJK), which a header cannot carry (encode it, e.g. with $encodeUrlComponent)',
+    );
     const unparsable = await post('/computed', { target: 'http://[::1/x', name: 'frank' });
     assert.equal(unparsable.status, 500);
     const pu = (await unparsable.json()) as { code: string; detail: string };

@@ -352,7 +352,9 @@ export class WebhookTarget implements Target {
     for (const [name, value] of computed) {
       const lower = name.toLowerCase();
       if (!HTTP_TOKEN.test(name) || INVALID_HEADER_CHAR.test(value))
-        throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name} gave a value HTTP does not allow in a header (control characters such as CR or LF)`));
+        throw new WebhookError(
+          problem('EG_EXPRESSION_FAILED', `headers.${name} gave a value with ${headerFault(value)}${/[^\x00-\xff]/.test(value) ? ' (encode it, e.g. with $encodeUrlComponent)' : ''}`),
+        );
       if (CLIENT_FRAMING.has(lower) && !(lower === 'connection' && (value === 'close' || value === 'keep-alive')))
         throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name}: the HTTP client frames requests itself; ${name} cannot be set (connection may be 'close' or 'keep-alive')`));
       for (let i = 0; i < headers.length; i += 2) {
@@ -374,8 +376,7 @@ export class WebhookTarget implements Target {
     }
     for (let i = 1; i < headers.length; i += 2) {
       // Values from the message (content-type, tracestate, ce-* attributes, a record's headers) are checked as node:http would.
-      if (INVALID_HEADER_CHAR.test(headers[i]!))
-        throw new WebhookError(problem('EG_INVALID_MESSAGE', `header '${headers[i - 1]}' has characters HTTP does not allow in a header (control characters such as CR or LF)`));
+      if (INVALID_HEADER_CHAR.test(headers[i]!)) throw new WebhookError(problem('EG_INVALID_MESSAGE', `header '${headers[i - 1]}' has ${headerFault(headers[i]!)}`));
     }
     return { origin: endpoint.origin, path: endpoint.path, method: this.plan.method, headers, body: bytes, headersTimeout: 0, bodyTimeout: 0, blocking: false, display: endpoint.display };
   }
@@ -537,6 +538,11 @@ const NO_HEADERS: readonly [string, string][] = [];
 
 /** What node:http refuses in a header value. */
 const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+
+/** Why INVALID_HEADER_CHAR refused a value: an emoji was said to be "control characters such as CR or LF". */
+function headerFault(value: string): string {
+  return /[^\x00-\xff]/.test(value) ? 'characters beyond Latin-1 (such as emoji or CJK), which a header cannot carry' : 'control characters (such as CR or LF), which HTTP does not allow in a header';
+}
 /** Headers that frame an HTTP/1.1 request: the client's to set (it refuses them, `connection` aside). */
 const CLIENT_FRAMING = new Set(['connection', 'transfer-encoding', 'keep-alive', 'upgrade', 'expect', 'te']);
 
