@@ -523,4 +523,44 @@ routes:
       'each message once',
     );
   });
+
+  it('ends a retry waiting out its backoff when the reload replaces the route: nothing more is sent from the old one, the new one delivers the message once', async () => {
+    const retrying = (path: string) => `
+version: 1
+admin: { port: 0, drainTimeoutMs: 300 }
+brokers:
+  local: { kind: memory }
+listeners:
+  api: { kind: http, port: 0 }
+routes:
+  - name: enqueue
+    from: { listener: api, path: /enqueue }
+    to: { broker: local, topic: later }
+  - name: consume
+    from: { broker: local, topic: later }
+    to: { http: { url: "${hook.url}/${path}", retry: { attempts: 3, maxBackoffMs: 600000 } } }
+`;
+    const from = hook.requests.length;
+    // The old endpoint asks for ten minutes: the reload held that long, for a try it would then not send.
+    hook.respond = (r, res) => {
+      if (r.url === '/before') res.writeHead(503, { 'retry-after': '600' }).end('later');
+      else res.end('ok');
+    };
+    const g = await gw.start(retrying('before'));
+    const res = await fetch(g.url('api', '/enqueue'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
+    assert.equal(res.status, 200);
+    await eventually(() => assert.equal(hook.requests.length, from + 1));
+    assert.equal((await g.reconfigure(retrying('after'))).msg, 'config reloaded');
+    await eventually(() => assert.equal(hook.requests.length, from + 2));
+    assert.deepEqual(
+      hook.requests.slice(from).map((r) => [r.url, r.body]),
+      [
+        ['/before', '{"n":1}'],
+        ['/after', '{"n":1}'],
+      ],
+    );
+    const back = g.logs.find((l) => l.msg.startsWith('message given back uncommitted'));
+    assert.match(String(back?.detail), /^the route stopped while waiting to try http:\/\/127\.0\.0\.1:\d+\/before again: not delivered \(.*\/before answered 503: later\)$/);
+    hook.respond = (_r, res) => res.end('ok');
+  });
 });

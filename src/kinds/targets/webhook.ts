@@ -149,6 +149,8 @@ export class WebhookTarget implements Target {
   /** Per orderBy value, the tail of its chain of deliveries. */
   private readonly lanes = new Map<string, Promise<unknown>>();
   private closed = false;
+  /** Wakes each retry waiting out its backoff: close() ends the waits. */
+  private readonly sleeping = new Set<() => void>();
   /** The endpoint of a fixed `url`, parsed once (a WebhookError when it cannot be, reported per message). */
   private readonly fixed: Endpoint | WebhookError | undefined;
 
@@ -209,6 +211,7 @@ export class WebhookTarget implements Target {
 
   close(): void {
     this.closed = true;
+    for (const wake of [...this.sleeping]) wake();
     for (const slot of this.slots) {
       clearTimeout(slot.timer);
       slot.timer = undefined;
@@ -272,9 +275,24 @@ export class WebhookTarget implements Target {
       }
       const wait = Math.min(result.retryAfterMs ?? jitter(backoff), this.plan.maxBackoffMs);
       this.logger.debug({ route: this.route, endpoint: this.shown(request.display), attempt, waitMs: wait, detail: this.shown(result.problem.detail) }, 'webhook try failed; retrying');
-      await new Promise((r) => setTimeout(r, wait));
+      await this.sleep(wait);
+      // The route stopped meanwhile (shutdown, a reload replacing it): it waits for tries in flight, not
+      // for a backoff (a Retry-After of minutes held a reload that long), and no try is sent after close().
+      if (this.closed) throw new WebhookError(problem('EG_SHUTTING_DOWN', `the route stopped while waiting to try ${request.display} again: not delivered (${result.problem.detail})`));
       backoff = Math.min(backoff * 2, this.plan.maxBackoffMs);
     }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.sleeping.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.sleeping.add(wake);
+    });
   }
 
   /** The slot goes to the next try waiting for one (after this callback's stack: never inside the HTTP client's), else back to the free ones. */
