@@ -75,7 +75,6 @@ export class HttpClient {
   private readonly clients: (Dispatcher | undefined)[] = [];
   /** Pools per origin, for URLs computed per message (made with the first such request). */
   private agent: Dispatcher | undefined;
-  private closed = false;
 
   constructor(
     private readonly connections: number,
@@ -84,8 +83,6 @@ export class HttpClient {
 
   /** Sends `req`; `lane` (0 to connections - 1) names the caller's slot, whose connection a request to the fixed origin takes. */
   request(req: ClientRequest, listener: AnswerListener, ticket: number, lane: number): Exchange {
-    // After close(): no new connection (a lane whose client failed has none to be refused by).
-    if (this.closed) throw new Error('the webhook target is closed');
     if (req.origin !== this.origin) {
       const handler = new AnswerHandler(listener, ticket, undefined, lane);
       (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1 })).dispatch(req, handler);
@@ -110,7 +107,6 @@ export class HttpClient {
 
   /** Closes every connection: requests in flight end with an error (the route is stopping and gave them their grace). */
   close(): void {
-    this.closed = true;
     for (const d of [...this.clients, this.agent]) void d?.destroy().catch(() => undefined);
   }
 }
