@@ -473,14 +473,15 @@ routes:
   });
 });
 
-describe("webhook targets: a reload that changes a memory consume route's concurrency", () => {
+describe('webhook targets: reloads that replace memory consume routes (a new concurrency, a retry waiting out its backoff)', () => {
   let hook: WebhookReceiver;
   before(async () => {
     hook = await WebhookReceiver.start();
   });
-  const config = (concurrency: number) => `
+  // `later`: the path of the route whose endpoint asks for a long wait (the second test).
+  const config = (concurrency: number, later = 'before') => `
 version: 1
-admin: { port: 0 }
+admin: { port: 0, drainTimeoutMs: 300 }
 brokers:
   local: { kind: memory }
 listeners:
@@ -492,14 +493,21 @@ routes:
   - name: consume
     from: { broker: local, topic: jobs }
     to: { http: { url: "${hook.url}/job", concurrency: ${concurrency} } }
+  - name: enqueue-later
+    from: { listener: api, path: /enqueue-later }
+    to: { broker: local, topic: later }
+  - name: consume-later
+    from: { broker: local, topic: later }
+    to: { http: { url: "${hook.url}/${later}", retry: { attempts: 3, maxBackoffMs: 600000 } } }
 `;
-  const gw = useGateway();
+  // One gateway for both tests (started in before(), after the receiver).
+  const gw = useGateway(() => config(1));
   after(async () => {
     await hook?.stop();
   });
 
   it('takes the new concurrency: the consumer group that survives the reload hands out that many at once', async () => {
-    const g = await gw.start(config(1));
+    const g = gw;
     const held: ServerResponse[] = [];
     hook.respond = (_r, res) => held.push(res);
     const post = (n: number) => fetch(g.url('api', '/enqueue'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n }) });
@@ -525,32 +533,17 @@ routes:
   });
 
   it('ends a retry waiting out its backoff when the reload replaces the route: nothing more is sent from the old one, the new one delivers the message once', async () => {
-    const retrying = (path: string) => `
-version: 1
-admin: { port: 0, drainTimeoutMs: 300 }
-brokers:
-  local: { kind: memory }
-listeners:
-  api: { kind: http, port: 0 }
-routes:
-  - name: enqueue
-    from: { listener: api, path: /enqueue }
-    to: { broker: local, topic: later }
-  - name: consume
-    from: { broker: local, topic: later }
-    to: { http: { url: "${hook.url}/${path}", retry: { attempts: 3, maxBackoffMs: 600000 } } }
-`;
     const from = hook.requests.length;
     // The old endpoint asks for ten minutes: the reload held that long, for a try it would then not send.
     hook.respond = (r, res) => {
       if (r.url === '/before') res.writeHead(503, { 'retry-after': '600' }).end('later');
       else res.end('ok');
     };
-    const g = await gw.start(retrying('before'));
-    const res = await fetch(g.url('api', '/enqueue'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
+    const g = gw;
+    const res = await fetch(g.url('api', '/enqueue-later'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
     assert.equal(res.status, 200);
     await eventually(() => assert.equal(hook.requests.length, from + 1));
-    assert.equal((await g.reconfigure(retrying('after'))).msg, 'config reloaded');
+    assert.equal((await g.reconfigure(config(4, 'after'))).msg, 'config reloaded');
     await eventually(() => assert.equal(hook.requests.length, from + 2));
     assert.deepEqual(
       hook.requests.slice(from).map((r) => [r.url, r.body]),
