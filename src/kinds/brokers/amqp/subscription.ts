@@ -13,12 +13,15 @@ import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js
 import { within } from '../../../core/within.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { toMessage } from './consumed.js';
-import { dropConnection } from './connection.js';
+import { declaredOtherwise, dropConnection } from './connection.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import type { DeclaredQueues } from './declared-queues.js';
 
 /** The server said a route's queue does not exist (404 on its passive declare): the route waits for it. */
 class QueueMissing extends Error {}
+
+/** The server has the route's declared queue otherwise (406 to its declare: other arguments): the route waits, declaring it again. */
+class QueueOtherwise extends Error {}
 
 /**
  * One consume route. Its queue is a queue the config declares (`queues:`) when `from.topic` names
@@ -98,6 +101,8 @@ export class AmqpSubscription {
       this.telemetry?.consumerError(this.spec.route);
       const wait = this.backoff.delay();
       if (err instanceof QueueMissing) this.queueMissing.missing(notFoundOn('queue', this.spec.topic, this.broker, err.message), wait);
+      else if (err instanceof QueueOtherwise)
+        this.queueMissing.missing(`queue '${this.spec.topic}' on broker '${this.broker}' is not as declared: ${err.message}`, wait, 'not as declared on the server');
       else {
         this.startProblem = err.message;
         this.log.error({ err: err.message, retryInMs: wait }, 'amqp consumer could not start; retrying');
@@ -194,6 +199,17 @@ export class AmqpSubscription {
     ch.on('close', () => this.closed(ch, conn));
     await ch.prefetch(this.settings.prefetch);
     let queue = this.spec.topic;
+    if (Object.hasOwn(this.settings.queues, queue) && this.declaredQueues.otherwise(queue) !== undefined) {
+      // The server has it otherwise (406 to the broker's declare, as after a reload changed its
+      // arguments): consuming it as it is would take the old queue for the new. The route waits,
+      // declaring it again with backoff (attach()): it goes through once the queue is deleted.
+      await ch.close().catch(() => undefined);
+      await this.declaredQueues.again(conn, queue).catch((err: Error) => {
+        const words = declaredOtherwise(err);
+        throw words === undefined ? new QueueMissing(`declaring it failed: ${err.message}`) : new QueueOtherwise(words);
+      });
+      return this.open(conn, false);
+    }
     if (Object.hasOwn(this.settings.queues, queue)) {
       // The server's words when the queue is missing, else undefined. After a re-declare that
       // failed half-way (the queue declared, a binding refused) the queue is there, maybe unbound:
