@@ -46,7 +46,7 @@ const queue = Type.Object(
     arguments: Type.Optional(
       Type.Record(Type.String(), Type.Unknown(), {
         description:
-          "Further queue arguments (`x-message-ttl`, `x-queue-type`, ...). RabbitMQ keeps a queue's arguments: other ones for a queue it has (a config, or a reload, that changes them) are refused, 406 PRECONDITION_FAILED, and the whole broker is not ready (`topology not ready`, its publishes 503 and its consume routes waiting) until the queue is deleted on the server or the config aligned again.",
+          "Further queue arguments (`x-message-ttl`, `x-queue-type`, ...). RabbitMQ keeps a queue's arguments: other ones for a queue it has (a config, or a reload, that changes them) are refused, 406 PRECONDITION_FAILED: the routes that read the queue are not ready (`queue 'Q' on broker 'B' is not as declared`, the server's words in /admin/status) and declare it again with backoff until the queue is deleted on the server or the config aligned again; the broker's publishes (into the queue the server has) and its other routes go on.",
       }),
     ),
   },
