@@ -191,6 +191,8 @@ export class NatsSubscription {
       /** The messages in hand (up to `spec.inFlight`), and by stream sequence whether each was taken, for a copy JetStream sends meanwhile. */
       let window = new InFlightWindow<number>(this.spec.inFlight ?? 1);
       const inHand = new Map<number, Promise<boolean>>();
+      /** What the consumer had left to deliver as of the latest message it delivered. */
+      let pending = 0;
       let turn = this.turn;
       /** Hands `m` to the route, keeping it alive meanwhile, and acknowledges it once taken. */
       const take = async (m: JsMsg): Promise<boolean> => {
@@ -204,7 +206,6 @@ export class NatsSubscription {
           m.ack();
           lastAcked = m;
           this.handled.add(m.seq);
-          this.lag = m.info.pending;
         }
         return accepted;
       };
@@ -265,7 +266,8 @@ export class NatsSubscription {
           }
           await window.room();
           if (this.stopping) break;
-          this.lag = m.info.pending + 1;
+          pending = m.info.pending;
+          this.lag = pending + inHand.size + 1;
           const orderKeys = window.capacity > 1 ? this.spec.orderKeys : undefined;
           const keys = orderKeys ? await Promise.resolve(orderKeys(streamMessage(m))).catch(() => NO_KEYS) : NO_KEYS;
           let settle!: (taken: boolean) => void;
@@ -276,6 +278,8 @@ export class NatsSubscription {
             () =>
               take(m).then((taken) => {
                 inHand.delete(m.seq);
+                // Acknowledged out of order: what is left is the latest count plus those still in hand.
+                this.lag = pending + inHand.size;
                 settle(taken);
                 return taken;
               }),
