@@ -88,7 +88,13 @@ const options = kindOptions('amqp', {
   ),
   // AMQP's basic.qos count is 16 bits: amqplib threw on a larger one at every consumer start.
   prefetch: Type.Optional(
-    Type.Integer({ minimum: 1, maximum: 65535, default: 20, description: "Most unacknowledged messages a consume route holds (handled one at a time, in order; at most 65535, AMQP's limit)." }),
+    Type.Integer({
+      minimum: 1,
+      maximum: 65535,
+      default: 20,
+      description:
+        "Most unacknowledged messages a consume route holds (at most 65535, AMQP's limit). They are handled one at a time, in order, unless the route's targets are all webhooks: then up to min(prefetch, the webhooks' `concurrency`) at once, in order per `orderBy` value only, each acknowledged by itself once done.",
+    }),
   ),
   persistent: Type.Optional(Type.Boolean({ default: true, description: 'Publish persistent messages (delivery mode 2): they survive a server restart in durable queues.' })),
   mandatory: Type.Optional(Type.Boolean({ default: true, description: 'A publish no queue is bound for fails (503) instead of being dropped by the server.' })),
