@@ -220,11 +220,16 @@ brokers:
     );
   });
 
-  it("keeps a consumed message's timestamp when it publishes it again, the epoch (0) included", async () => {
+  it("keeps a consumed message's timestamp when it publishes it again, the epoch (0) included; correlation_id, reply_to, type and app_id too (as amqp_<name> headers between), its message_id as the amqp_messageId header", async () => {
     // 2001-09-09T01:46:40Z, and 0: a falsy check took the latter for "no time" and wrote the time of copying.
     await pikaPublish(rabbit, 'amq.topic', 'raw.in', [
       { body: 'epoch', timestamp: 0 },
-      { body: 'old', timestamp: 1_000_000_000 },
+      {
+        body: 'old',
+        timestamp: 1_000_000_000,
+        headers: { kept: 'yes' },
+        properties: { messageId: 'peer-1', correlationId: 'corr-1', replyTo: 'replies', type: 'order.created', appId: 'shop' },
+      },
     ]);
     const got = await pikaConsume(rabbit, 'raw-seen', 2);
     assert.deepEqual(
@@ -233,6 +238,17 @@ brokers:
         ['epoch', 0],
         ['old', 1_000_000_000],
       ],
+    );
+    const [plain, carried] = got;
+    assert.deepEqual([plain!.properties.correlationId, plain!.properties.replyTo, plain!.properties.type, plain!.properties.appId], [null, null, null, null]);
+    assert.deepEqual([carried!.properties.correlationId, carried!.properties.replyTo, carried!.properties.type, carried!.properties.appId], ['corr-1', 'replies', 'order.created', 'shop']);
+    // The message_id property is the gateway's own (it correlates a basic.return); the consumed one stays a header.
+    assert.match(carried!.properties.messageId ?? '', /^rabbit-[0-9a-f]{16}-\d+$/);
+    assert.equal(carried!.headers.amqp_messageId, 'peer-1');
+    assert.equal(carried!.headers.kept, 'yes');
+    assert.deepEqual(
+      Object.keys(carried!.headers).filter((k) => k.startsWith('amqp_')),
+      ['amqp_messageId'],
     );
   });
 
