@@ -67,6 +67,22 @@ export const PROPERTY_HEADERS = {
   messageId: 'amqp_messageId',
 } as const;
 
+/** Whether header `k` goes as its property (that property's bytes are there), not in the table. */
+function sentAsProperty(k: string, correlationId?: Buffer, replyTo?: Buffer, type?: Buffer, appId?: Buffer): boolean {
+  switch (k) {
+    case PROPERTY_HEADERS.correlationId:
+      return correlationId !== undefined;
+    case PROPERTY_HEADERS.replyTo:
+      return replyTo !== undefined;
+    case PROPERTY_HEADERS.type:
+      return type !== undefined;
+    case PROPERTY_HEADERS.appId:
+      return appId !== undefined;
+    default:
+      return false;
+  }
+}
+
 /** A header published as its property: as a short string, or undefined when absent or over 255 bytes (then it stays in the table). */
 function propertyOf(headers: Record<string, string>, name: string): Buffer | undefined {
   const v = headers[name];
@@ -156,15 +172,10 @@ export class AmqpPublisher {
     const replyTo = propertyOf(p.headers, PROPERTY_HEADERS.replyTo);
     const type_ = propertyOf(p.headers, PROPERTY_HEADERS.type);
     const appId = propertyOf(p.headers, PROPERTY_HEADERS.appId);
-    const asProperty = (k: string) =>
-      (k === PROPERTY_HEADERS.correlationId && correlationId !== undefined) ||
-      (k === PROPERTY_HEADERS.replyTo && replyTo !== undefined) ||
-      (k === PROPERTY_HEADERS.type && type_ !== undefined) ||
-      (k === PROPERTY_HEADERS.appId && appId !== undefined);
     const properties = (correlationId?.length ?? 0) + (replyTo?.length ?? 0) + (type_?.length ?? 0) + (appId?.length ?? 0);
     let table = 0;
     for (const k in p.headers) {
-      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (properties > 0 && asProperty(k))) continue;
+      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (properties > 0 && sentAsProperty(k, correlationId, replyTo, type_, appId))) continue;
       const name = cachedBytes(this.names, k, () => shortString(k, 0x53)); // 'S': long string, as amqplib encodes a string in a table
       if (!name) throw new Error(`header '${k.slice(0, 64)}' is too long for an AMQP header name (255 bytes)`);
       table += name.length + 4 + Buffer.byteLength(p.headers[k]!);
@@ -209,7 +220,7 @@ export class AmqpPublisher {
     if (encoding) at += encoding.copy(buf, at);
     at = buf.writeUInt32BE(table, at);
     for (const k in p.headers) {
-      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (properties > 0 && asProperty(k))) continue;
+      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (properties > 0 && sentAsProperty(k, correlationId, replyTo, type_, appId))) continue;
       at += cachedBytes(this.names, k, () => shortString(k, 0x53))!.copy(buf, at);
       const vl = buf.write(p.headers[k]!, at + 4);
       buf.writeUInt32BE(vl, at);
