@@ -11,7 +11,8 @@ export type Outcome =
   | { outcome: 'delivered'; deliveries: Delivery[]; tagged: boolean; tags?: readonly string[]; message?: Message }
   | { outcome: 'filtered' }
   | { outcome: 'invalid'; problem: Problem }
-  | { outcome: 'deadlettered'; deliveries: Delivery[]; errors: string[] }
+  /** `cause`: why a consumed message went to the dead-letter topic after its tries (the tap shows it). */
+  | { outcome: 'deadlettered'; deliveries: Delivery[]; errors: string[]; cause?: Problem }
   | { outcome: 'rejected'; problem: Problem }
   /** `sent`: with writes still out past their ack deadline (`problem.late`), what the targets were sent, for the tap should the late answers deliver it. */
   | { outcome: 'failed'; problem: Problem; sent?: Message };

@@ -833,9 +833,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /** consume() after a first try that did not settle the message: retries, stall reporting, dead-lettering. */
   private async consumeAgain(msg: Message, ctx: MessageContext, first: Outcome): Promise<void> {
+    const startedAt = performance.now();
     let stall: StalledMessage | undefined;
     try {
-      await this.consumeUntilSettled(msg, ctx, first, (attempt, p) => {
+      await this.consumeUntilSettled(msg, ctx, first, startedAt, (attempt, p) => {
         if (!stall) {
           stall = { topic: msg.topic, partition: msg.partition, offset: msg.offset, since: new Date().toISOString(), attempts: attempt, code: p.code, detail: p.detail };
           this.stalls.add(stall);
@@ -856,7 +857,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /** consume()'s retries, from a first outcome that did not settle the message: each failure goes on, dead-letters, drops or stalls. */
-  private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, stalled: (attempt: number, p: Problem) => void): Promise<void> {
+  private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, startedAt: number, stalled: (attempt: number, p: Problem) => void): Promise<void> {
     const backoff = new Backoff();
     let retryCtx = ctx;
     for (let attempt = 1; ; attempt++) {
@@ -874,7 +875,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // whoever consumes next, never dead-lettered for the route's own stop.
       if (retryable && this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
       if (this.deadletter && (!retryable || retriedByTarget || attempt >= CONSUME_ATTEMPTS)) {
-        if (await this.deadletterConsumed(this.deadletter, msg, p, ctx.source)) return;
+        if (await this.deadletterConsumed(this.deadletter, msg, p, ctx.source, startedAt)) return;
       } else if (!retryable) {
         this.dropped(msg, p);
         return;
@@ -912,11 +913,19 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     return now;
   }
 
-  /** A consumed message its route gives up on, to the dead-letter target; false (logged) when that target did not take it either. */
-  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem, source: string | undefined): Promise<boolean> {
+  /**
+   * A consumed message its route gives up on, to the dead-letter target; false (logged) when that
+   * target did not take it either. The tap shows it as `deadlettered` after the try it saw fail.
+   */
+  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem, source: string | undefined, startedAt: number): Promise<boolean> {
     try {
-      await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] }, source);
+      const delivery = await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] }, source);
       this.stats.deadlettered++;
+      if (this.tap.active) {
+        // `p` comes from the failed try's settled outcome, already redacted (settle()).
+        const outcome = this.redacted({ outcome: 'deadlettered', deliveries: [delivery], errors: p.errors ?? [], cause: p });
+        this.tap.publish(this.observable(msg), outcome, performance.now() - startedAt, msg.headers[TRACEPARENT] ?? '');
+      }
       this.deps.logger.warn(
         { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) },
         'message sent to the dead-letter topic',

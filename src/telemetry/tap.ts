@@ -124,6 +124,10 @@ function tapEvent(route: string, input: Message, outcome: Outcome, latencyMs: nu
     case 'deadlettered':
       event.deliveries = outcome.deliveries;
       event.errors = outcome.errors;
+      if (outcome.cause) {
+        event.status = outcome.cause.status;
+        event.problem = { code: outcome.cause.code, title: outcome.cause.title, detail: outcome.cause.detail };
+      }
       break;
     case 'invalid':
     case 'rejected':

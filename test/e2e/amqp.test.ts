@@ -9,13 +9,13 @@ import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
 import { answerSideBySide, SlowEndpoint } from '../helpers/slow-endpoint.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
-import { freePort, startRabbit, type MessageServer } from '../helpers/servers.js';
+import { freePort, startRabbit, type RabbitServer } from '../helpers/servers.js';
 
 const ACK_TIMEOUT_MS = 2000;
 
 // One RabbitMQ for the file (it takes seconds to boot); each test uses queues of its own.
 describe('kind: amqp (against rabbitmq-server)', () => {
-  let rabbit: MessageServer;
+  let rabbit: RabbitServer;
   let config: (withStuck: boolean, hookOptions?: string) => string;
   /** The webhook of route `hooked` (several deliveries of its queue in hand at once). */
   let hook: SlowEndpoint;
@@ -448,6 +448,28 @@ routes:
       got.map((m) => (JSON.parse(m.body) as { i: number }).i).sort((a, b) => a - b),
       Array.from({ length: 40 }, (_, k) => k),
     );
+  });
+
+  it('answers 503 "connected but blocked by the server" while a RabbitMQ memory alarm holds publishers back, not "not connected", and 200 once it clears', async () => {
+    const rabbitReason = async () => (await readyz(gw)).body.reasons.find((r: string) => r.startsWith('broker rabbit'));
+    await rabbit.ctl('set_vm_memory_high_watermark', 'absolute', '1MB');
+    try {
+      // RabbitMQ tells a connection it is blocked when it publishes during the alarm: this first
+      // one is held unconfirmed (503 at ackTimeoutMs, "may still have reached it").
+      const first = await post(gw.url('api', '/orders/alarm'), { n: 1 });
+      assert.equal(first.status, 503, first.text);
+      await eventually(async () => assert.equal(await rabbitReason(), 'broker rabbit: blocked by the server'), 30000, 250);
+      const blocked = await post(gw.url('api', '/orders/alarm'), { n: 2 });
+      assert.equal(blocked.status, 503);
+      assert.equal(
+        (JSON.parse(blocked.text) as { detail: string }).detail,
+        "broker 'rabbit' did not acknowledge the message: broker 'rabbit' is connected but blocked by the server (low on memory): it takes no message until the server lifts the block",
+      );
+    } finally {
+      await rabbit.ctl('set_vm_memory_high_watermark', '0.4');
+    }
+    await eventually(async () => assert.equal(await rabbitReason(), undefined), 30000, 250);
+    assert.equal((await post(gw.url('api', '/orders/alarm'), { n: 3 })).status, 200);
   });
 
   it('answers 503 while RabbitMQ is down, reports it in /readyz, loses no confirmed message, and resumes consuming', async () => {

@@ -349,6 +349,20 @@ routes:
     }
   });
 
+  it('says when another client keeps taking its client id (mosquitto closes the older connection without a reason), and recovers once it is gone', async () => {
+    const from = gw.logs.length;
+    // Another client with the legacy broker's publishing id: mosquitto_sub reconnects every second, as the gateway does.
+    const rival = await MosquittoSub.start(mqtt, 'fight', 1, `eg-legacy-${process.pid}-pub`);
+    try {
+      const told = await gw.waitForLog((l) => l.msg.startsWith('the server keeps closing this mqtt connection right after accepting it'), 30000, from);
+      assert.equal(told.clientId, `eg-legacy-${process.pid}-pub`);
+      assert.equal(told.connection, 'publish');
+    } finally {
+      rival.stop();
+    }
+    await eventually(async () => assert.equal((await post(gw.url('api', '/qos/1'), { n: 1 })).status, 200), 15000);
+  });
+
   it('keeps the connections and sessions of unchanged routes through a reload', async () => {
     const from = gw.logs.length;
     const reload = await gw.reconfigure(`${config}  - name: added

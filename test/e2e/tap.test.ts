@@ -31,6 +31,13 @@ routes:
     through:
       - validate: { schema: ${SCHEMA}, onInvalid: tag }
     to: { broker: local, topic: lenient }
+  - name: hooked-in
+    from: { listener: api, path: /hooked }
+    to: { broker: local, topic: hooked }
+  - name: hook
+    from: { broker: local, topic: hooked }
+    to: { http: { url: 'http://127.0.0.1:1/refused', retry: { attempts: 1 } } }
+    deadletter: { broker: local, topic: hook-dlq }
 ${
   extraRoute
     ? `  - name: busy
@@ -137,6 +144,23 @@ describe('live tap (GET /admin/tap?route=...)', () => {
     assert.deepEqual((await lenient.next()).message.value, { qty: 3 }, 'the lenient tap does not see the orders route');
     lenient.close();
     orders.close();
+  });
+
+  it('shows a consumed message its targets did not take as failed, then as deadlettered with where it went and why', async () => {
+    const tap = await openTap('hook');
+    assert.equal((await post(gw.url('api', '/hooked'), { qty: 7 })).status, 200);
+    const failed = await tap.next();
+    assert.equal(failed.outcome, 'failed');
+    assert.equal(failed.problem.code, 'EG_WEBHOOK_FAILED');
+    const deadlettered = await tap.next();
+    assert.equal(deadlettered.outcome, 'deadlettered');
+    assert.deepEqual(deadlettered.message.value, { qty: 7 });
+    assert.equal(deadlettered.traceId, failed.traceId);
+    assert.deepEqual(deadlettered.deliveries, [{ broker: 'local', topic: 'hook-dlq', partition: 0, offset: '0' }]);
+    assert.equal(deadlettered.status, failed.status);
+    assert.deepEqual(deadlettered.problem, failed.problem, 'why it went there: the failure of its last try');
+    assert.equal(typeof deadlettered.latencyMs, 'number');
+    tap.close();
   });
 
   it('sends at most admin.tap.maxPerSecond messages a second and counts the rest in "skipped" frames', async () => {

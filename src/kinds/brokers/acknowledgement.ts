@@ -84,6 +84,13 @@ export class NotConnected extends Error {
   }
 }
 
+/** RabbitMQ's connection.blocked (a memory or disk alarm): the connection is up and takes no publish until the server lifts it. */
+export class BlockedByServer extends Error {
+  constructor(broker: string, reason: string) {
+    super(`broker '${broker}' is connected but blocked by the server (${reason}): it takes no message until the server lifts the block`);
+  }
+}
+
 /**
  * The broker refused the message itself (Kafka: too large, or invalid for the topic): sending it
  * again cannot help, so it is answered with `problem` (a 4xx) rather than 503, and a consume route

@@ -5,7 +5,7 @@ import type { Logger } from '../../../log.js';
 import { payloadContentEncoding, payloadContentType, valuePayload, type Delivery, type Message } from '../../../core/message.js';
 import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
-import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, LostUnacknowledged, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
+import { AckDeadlines, BlockedByServer, LateWrite, type AckTimeout, type Deadline, type Expiring, LostUnacknowledged, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
 import { resetGivenUp } from '../given-up.js';
 import { SIZE_REFUSAL, tooLarge } from './size-limit.js';
 import type { AmqpSettings } from '../amqp.js';
@@ -101,6 +101,8 @@ export class AmqpBroker implements BrokerRuntime {
   private connection: ChannelModel | undefined;
   private publisher: AmqpPublisher | undefined;
   private state: Health = { ready: false, detail: 'connecting' };
+  /** Why the server holds the current connection back (connection.blocked), until it says unblocked. */
+  private blockedFor: string | undefined;
   private readonly firstConnection = new FirstConnection();
   private stopped = false;
   /** The server and vhost (serverOf): what bindings are remembered by. */
@@ -310,9 +312,11 @@ export class AmqpBroker implements BrokerRuntime {
         this.lost(closedByServer(err, this.vhost) ?? own ?? 'unreachable: connection closed');
       });
       conn.on('blocked', (reason: string) => {
+        this.blockedFor = reason;
         this.state = { ready: false, detail: `blocked by the server: ${reason}` };
       });
       conn.on('unblocked', () => {
+        this.blockedFor = undefined;
         if (this.connection === conn) this.state = { ready: true };
       });
       const otherwise = await declareTopology(conn, this.settings);
@@ -446,6 +450,7 @@ export class AmqpBroker implements BrokerRuntime {
     this.connection = undefined;
     this.publisher = undefined;
     this.topologyOn = undefined;
+    this.blockedFor = undefined;
     this.state = { ready: false, detail };
     this.log.warn({ reason: detail }, 'amqp connection lost; reconnecting');
     // Publishes awaiting a confirm on the dead channel will never get one (RabbitMQ may have taken them all the same).
@@ -465,7 +470,7 @@ export class AmqpBroker implements BrokerRuntime {
     const out = this.publisher;
     if (!out || !this.state.ready) {
       this.telemetry?.producerError();
-      return Promise.reject(new NotConnected(this.name, this.state.detail ?? 'connecting'));
+      return Promise.reject(this.blockedFor !== undefined ? new BlockedByServer(this.name, this.blockedFor) : new NotConnected(this.name, this.state.detail ?? 'connecting'));
     }
     const exchange = this.settings.exchange.name;
     const n = ++this.nextId;

@@ -33,10 +33,21 @@ export const ACKNOWLEDGED_BY_ROUTE = new AcknowledgedByRoute();
 /** CONNACK codes that turn the login down: 3.1.1's bad user name or password and not authorized; MQTT 5's the same, banned, and bad authentication method. */
 const LOGIN_REFUSED = new Set<unknown>([4, 5, 0x86, 0x87, 0x8a, 0x8c]);
 
+/**
+ * Connections the server closed this soon after accepting them, this many times in a row, look
+ * like another client taking the client id over: the server closes the older connection, and
+ * mosquitto 2.0 says nothing about why (no DISCONNECT 0x8E, Session taken over).
+ */
+const TAKEN_OVER_TIMES = 3;
+const takenOverWithinMs = (reconnectPeriodMs: number) => Math.max(5000, 5 * reconnectPeriodMs);
+
 /** A connection's state, as /readyz reports it. */
 export class Link {
   ready = false;
   detail = 'connecting';
+  private connectedAt = 0;
+  /** Connections in a row that the server closed soon after accepting them (TAKEN_OVER_TIMES). */
+  private shortLived = 0;
 
   constructor(
     readonly client: MqttClient,
@@ -44,9 +55,10 @@ export class Link {
     what: string,
   ) {
     client.on('connect', () => {
-      if (!this.ready) log.info({ connection: what }, 'mqtt connected');
+      if (!this.ready && this.shortLived < TAKEN_OVER_TIMES) log.info({ connection: what }, 'mqtt connected');
       this.ready = true;
       this.detail = 'connected';
+      this.connectedAt = Date.now();
     });
     client.on('error', (err) => {
       // A message whose acknowledgement the route sends itself (MqttSubscription) says nothing about the connection.
@@ -59,12 +71,25 @@ export class Link {
     // mqtt.js emits 'offline' from its own 'close' listener, before this one's: either may be the
     // first to see a lost connection. end() (SIGTERM, a route a reload removes) loses nothing.
     const lost = () => {
-      if (this.ready && !client.disconnecting) log.warn({ connection: what }, 'mqtt connection lost; reconnecting');
+      if (this.ready && !client.disconnecting) {
+        this.shortLived = Date.now() - this.connectedAt < takenOverWithinMs(client.options.reconnectPeriod ?? 1000) ? this.shortLived + 1 : 0;
+        // Once a fight over the client id is told, its every round would be two more lines.
+        if (this.shortLived < TAKEN_OVER_TIMES) log.warn({ connection: what }, 'mqtt connection lost; reconnecting');
+        else if (this.shortLived === TAKEN_OVER_TIMES)
+          log.warn(
+            { connection: what, clientId: client.options.clientId, times: this.shortLived },
+            'the server keeps closing this mqtt connection right after accepting it: another client (another gateway instance?) may be connecting with the same client id; give each instance its own clientId',
+          );
+      }
       this.ready = false;
     };
     client.on('close', () => {
       lost();
-      if (this.detail === 'connected') this.detail = 'unreachable: connection closed';
+      if (this.detail === 'connected')
+        this.detail =
+          this.shortLived >= TAKEN_OVER_TIMES
+            ? `unreachable: the server closed the connection right after accepting it, ${this.shortLived} times in a row (another client using client id '${client.options.clientId}'?)`
+            : 'unreachable: connection closed';
     });
     client.on('offline', lost);
   }
