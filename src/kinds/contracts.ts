@@ -439,8 +439,8 @@ export interface BrokerKind<O = unknown, C = O> {
   /**
    * Differences between what a rebuilt route and its predecessor ask (sameSubscription) that this
    * kind's Subscription.handOver takes in place, the member kept (kafka reads its window and its
-   * dead-letter closure per batch, memory resizes its window; nats, mqtt and amqp read none of
-   * them). The runtime (RouteRuntime.takeOver) and `eventgate
+   * dead-letter closure per batch, memory resizes its window, amqp and nats JetStream start a window of the new size once the
+   * old route's messages are done; mqtt and core nats read none of them). The runtime (RouteRuntime.takeOver) and `eventgate
    * plan` (subscriptionKey) both read it. Undefined: any difference means a new subscription.
    */
   handOverTakes?: readonly HandOverChange[];

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
@@ -222,6 +223,44 @@ routes:
     await gw.waitForLog((l) => l.broker === 'rabbit' && l.msg === 'amqp connected', 15000, from);
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
   });
+
+  it("a reload that changes a declared queue's arguments (its declare refused, 406) stops only the route that reads it, in the server's words; publishes and other routes go on, and putting the config back loses nothing", async () => {
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+    const original = readFileSync(gw.configFile, 'utf8');
+    const changed = original.replace('orders: { bindings: ["orders.*"], arguments: { x-max-length: 1000 } }', 'orders: { bindings: ["orders.*"], arguments: { x-max-length: 2000 } }');
+    assert.notEqual(changed, original);
+    const from = gw.logs.length;
+    assert.equal((await gw.reconfigure(changed, undefined, { whole: true })).msg, 'config reloaded');
+    await gw.waitForLog((l) => l.route === 'orders' && l.msg === "amqp queue 'orders' not as declared on the server; waiting for it (tried again with backoff)", 30000, from);
+    const probe = await readyz(gw);
+    assert.equal(probe.status, 503);
+    assert.deepEqual(probe.body.reasons, ["route orders: queue 'orders' on broker 'rabbit' is not as declared"]);
+    const routes = (await gw.status()).routes as { name: string; consumer: { detail: string } }[];
+    assert.match(
+      routes.find((r) => r.name === 'orders')!.consumer.detail,
+      /^queue 'orders' on broker 'rabbit' is not as declared: 406 PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'orders'/,
+    );
+    // The broker publishes on (to the queue the server has), and its other routes consume on.
+    const ordersBefore = arrived('/orders').length;
+    const kept = await post(gw.url('api', '/orders'), { i: 100 });
+    assert.equal(kept.status, 200, kept.text);
+    assert.equal((await post(gw.url('api', '/events'), { i: 101 })).status, 200);
+    await eventually(
+      () =>
+        assert.deepEqual(
+          arrived('/events').filter((i) => i === 101),
+          [101],
+        ),
+      15000,
+      50,
+    );
+    assert.equal(arrived('/orders').length, ordersBefore);
+    const back = gw.logs.length;
+    assert.equal((await gw.reconfigure(original, undefined, { whole: true })).msg, 'config reloaded');
+    await gw.waitForLog((l) => l.route === 'orders' && l.msg === 'consumer ready', 30000, back);
+    await eventually(() => assert.deepEqual(arrived('/orders').slice(ordersBefore), [100]), 15000, 50);
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
+  });
 });
 
 /**
@@ -327,51 +366,88 @@ routes:
  * PRECONDITION_FAILED), a queue a user may not configure (403 ACCESS_REFUSED: its permissions; a
  * name RabbitMQ keeps for itself, `amq.`, is a config error now). The login went through and the
  * server is there, but /readyz said `unreachable` for the first and `login refused` for the second,
- * sending people to the network or the credentials.
+ * sending people to the network or the credentials. Then the first took the whole broker down
+ * (`topology not ready`, every publish 503); now it stops only the route that reads the queue.
  */
 describe('kind: amqp, a declare the server refuses at connect', () => {
   let rabbit: RabbitServer;
+  let receiver: WebhookReceiver;
   before(async () => {
     rabbit = await rabbitServer();
-    // Declared plainly here; the config asks for it with a length limit.
-    await pikaDeclareQueue(rabbit, 'inequivalent');
+    receiver = await WebhookReceiver.start();
+    // Declared plainly here, bound as the config binds it; the config asks for it with a length limit.
+    await pikaDeclareQueue(rabbit, 'inequivalent', 'amq.topic', 'ineq.*');
     // May read and write, not declare (configure) anything. Users are node-wide: named after this process.
     await rabbit.ctl('add_user', restricted, 'pw');
     await rabbit.ctl('set_permissions', '-p', rabbit.vhost, restricted, '^$', '.*', '.*');
   });
+  after(async () => {
+    await receiver?.stop();
+  });
   const restricted = `eg-restricted-${process.pid}`;
 
-  it("says `topology not ready` with the server's words, neither `unreachable` nor `login refused`", async () => {
+  it("says `topology not ready` with the server's words for a queue the user may not declare, neither `unreachable` nor `login refused`; a queue the server has with other arguments stops only its route, in the server's words, until it is deleted", async () => {
     const gw = await startGateway(`
 version: 1
 admin: { port: 0 }
+listeners:
+  api: { kind: http, port: 0 }
 brokers:
   other-args:
     kind: amqp
     url: ${rabbit.url}
     queues:
-      inequivalent: { arguments: { x-max-length: 10 } }
+      inequivalent: { bindings: ["ineq.*"], arguments: { x-max-length: 10 } }
   restricted:
     kind: amqp
     url: ${rabbit.url.replace('guest:guest@', `${restricted}:pw@`)}
     queues:
       mine: {}
+routes:
+  - { name: post-ineq, from: { listener: api, path: /ineq }, to: { broker: other-args, topic: ineq.new } }
+  - { name: inequivalent, from: { broker: other-args, topic: inequivalent }, to: { http: { url: "${receiver.url}/ineq" } } }
 `);
     try {
-      await gw.waitForLog((l) => l.broker === 'other-args' && l.msg === 'amqp connect failed; retrying', 30000);
       await gw.waitForLog((l) => l.broker === 'restricted' && l.msg === 'amqp connect failed; retrying', 30000);
+      const waiting = await gw.waitForLog((l) => l.route === 'inequivalent' && /not as declared on the server; waiting for it/.test(String(l.msg)), 30000);
+      assert.equal(waiting.msg, "amqp queue 'inequivalent' not as declared on the server; waiting for it (tried again with backoff)");
       const probe = await readyz(gw);
       assert.equal(probe.status, 503);
-      assert.deepEqual([...probe.body.reasons].sort(), ['broker other-args: topology not ready', 'broker restricted: topology not ready']);
-      const brokers = (await gw.status()).brokers as { name: string; detail: string }[];
+      assert.deepEqual([...probe.body.reasons].sort(), ['broker restricted: topology not ready', "route inequivalent: queue 'inequivalent' on broker 'other-args' is not as declared"]);
+      const status = await gw.status();
+      const brokers = status.brokers as { name: string; ready: boolean; detail: string }[];
+      assert.equal(brokers.find((b) => b.name === 'other-args')!.ready, true);
       assert.match(
-        brokers.find((b) => b.name === 'other-args')!.detail,
-        /^topology not ready: Operation failed: QueueDeclare; 406 \(PRECONDITION-FAILED\) with message "PRECONDITION_FAILED - inequivalent arg 'x-max-length'/,
+        (status.routes as { name: string; consumer: { detail: string } }[]).find((r) => r.name === 'inequivalent')!.consumer.detail,
+        /^queue 'inequivalent' on broker 'other-args' is not as declared: 406 PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'inequivalent'/,
       );
       assert.match(
         brokers.find((b) => b.name === 'restricted')!.detail,
         /^topology not ready: Operation failed: QueueDeclare; 403 \(ACCESS-REFUSED\) with message "ACCESS_REFUSED - access to queue 'mine' in vhost '[^']+' refused for user 'eg-restricted-/,
       );
+      // Publishes go on, to the queue the server has; the route does not consume it as it is.
+      const kept = await post(gw.url('api', '/ineq'), { i: 0 });
+      assert.equal(kept.status, 200, kept.text);
+      assert.equal(await pikaQueueDepth(rabbit, 'inequivalent'), 1);
+      assert.equal((await pikaConsume(rabbit, 'inequivalent', 1))[0]!.body, '{"i":0}');
+      // Deleted on the server: the route's next try declares it as configured, and it consumes.
+      const from = gw.logs.length;
+      await pikaDeleteQueue(rabbit, 'inequivalent');
+      const declared = await gw.waitForLog((l) => l.broker === 'other-args' && /^amqp queue 'inequivalent' declared with its arguments and bindings/.test(String(l.msg)), 30000, from);
+      assert.match(String(declared.refusedBefore), /^406 PRECONDITION_FAILED - inequivalent arg 'x-max-length'/);
+      await gw.waitForLog((l) => l.route === 'inequivalent' && l.msg === 'consumer ready', 30000, from);
+      assert.equal((await post(gw.url('api', '/ineq'), { i: 1 })).status, 200);
+      await eventually(
+        () =>
+          assert.deepEqual(
+            receiver.requests.filter((r) => r.url === '/ineq').map((r) => r.body),
+            ['{"i":1}'],
+          ),
+        15000,
+        50,
+      );
+      const queues = await rabbit.ctl('list_queues', '-q', '-p', rabbit.vhost, 'name', 'arguments');
+      assert.match(queues, /^inequivalent\s+\[\{"x-max-length",10\}\]$/m, queues);
     } finally {
       await gw.stop();
     }

@@ -7,6 +7,7 @@ import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
+import { answerSideBySide, SlowEndpoint } from '../helpers/slow-endpoint.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish, pikaQueueDepth } from '../helpers/peers.js';
 import { freePort, startRabbit, type RabbitServer } from '../helpers/servers.js';
 
@@ -15,7 +16,10 @@ const ACK_TIMEOUT_MS = 2000;
 // One RabbitMQ for the file (it takes seconds to boot); each test uses queues of its own.
 describe('kind: amqp (against rabbitmq-server)', () => {
   let rabbit: RabbitServer;
-  let config: (withStuck: boolean) => string;
+  let config: (withStuck: boolean, hookOptions?: string) => string;
+  /** The webhook of route `hooked` (several deliveries of its queue in hand at once). */
+  let hook: SlowEndpoint;
+  const ORDERED = 'concurrency: 8, orderBy: $headers.k, retry: { attempts: 3, backoffMs: 10 }';
   /** The message_id of this file's gateway's first publish: another gateway's must differ. */
   let firstMessageId: string | null = null;
 
@@ -26,7 +30,8 @@ describe('kind: amqp (against rabbitmq-server)', () => {
     await pikaDeclareQueue(rabbit, 'relayed', 'amq.topic', 'out.#');
     await pikaDeclareQueue(rabbit, 'raw-seen', 'amq.topic', 'raw.out');
     const deadPort = await freePort();
-    config = (withStuck: boolean) => `
+    hook = await SlowEndpoint.start();
+    config = (withStuck: boolean, hookOptions = ORDERED) => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -38,6 +43,7 @@ brokers:
       inbox: { bindings: ["in.#"] }
       held: { bindings: [held] }
       raw: { bindings: [raw.in] }
+      concurrent: { bindings: [conc] }
   nowhere:
     kind: amqp
     url: amqp://guest:guest@127.0.0.1:${deadPort}
@@ -62,6 +68,9 @@ routes:
   - name: bytes
     from: { broker: rabbit, topic: raw }
     to: { broker: rabbit, topic: raw.out }
+  - name: hooked
+    from: { broker: rabbit, topic: concurrent }
+    to: { http: { url: "${hook.url}/in", headers: { x-key: $headers.k }, ${hookOptions} } }
 ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    to: { broker: nowhere, topic: x }\n' : ''}  - name: live
     from: { broker: rabbit, topic: "live.*" }
     to: { listener: ws, path: /live, format: envelope }
@@ -73,8 +82,10 @@ ${withStuck ? '  - name: stuck\n    from: { broker: rabbit, topic: held }\n    t
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 30000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'live', 30000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 30000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 30000);
   });
   after(async () => {
+    await hook?.stop();
     await rabbit?.stop();
   });
 
@@ -209,11 +220,16 @@ brokers:
     );
   });
 
-  it("keeps a consumed message's timestamp when it publishes it again, the epoch (0) included", async () => {
+  it("keeps a consumed message's timestamp when it publishes it again, the epoch (0) included; correlation_id, reply_to, type and app_id too (as amqp_<name> headers between), its message_id as the amqp_messageId header", async () => {
     // 2001-09-09T01:46:40Z, and 0: a falsy check took the latter for "no time" and wrote the time of copying.
     await pikaPublish(rabbit, 'amq.topic', 'raw.in', [
       { body: 'epoch', timestamp: 0 },
-      { body: 'old', timestamp: 1_000_000_000 },
+      {
+        body: 'old',
+        timestamp: 1_000_000_000,
+        headers: { kept: 'yes' },
+        properties: { messageId: 'peer-1', correlationId: 'corr-1', replyTo: 'replies', type: 'order.created', appId: 'shop' },
+      },
     ]);
     const got = await pikaConsume(rabbit, 'raw-seen', 2);
     assert.deepEqual(
@@ -222,6 +238,17 @@ brokers:
         ['epoch', 0],
         ['old', 1_000_000_000],
       ],
+    );
+    const [plain, carried] = got;
+    assert.deepEqual([plain!.properties.correlationId, plain!.properties.replyTo, plain!.properties.type, plain!.properties.appId], [null, null, null, null]);
+    assert.deepEqual([carried!.properties.correlationId, carried!.properties.replyTo, carried!.properties.type, carried!.properties.appId], ['corr-1', 'replies', 'order.created', 'shop']);
+    // The message_id property is the gateway's own (it correlates a basic.return); the consumed one stays a header.
+    assert.match(carried!.properties.messageId ?? '', /^rabbit-[0-9a-f]{16}-\d+$/);
+    assert.equal(carried!.headers.amqp_messageId, 'peer-1');
+    assert.equal(carried!.headers.kept, 'yes');
+    assert.deepEqual(
+      Object.keys(carried!.headers).filter((k) => k.startsWith('amqp_')),
+      ['amqp_messageId'],
     );
   });
 
@@ -262,6 +289,56 @@ brokers:
     } finally {
       client.close();
     }
+  });
+
+  it("has up to a webhook's `concurrency` deliveries in hand (orderBy: one per key, in order, a failed try retried first), each acknowledged; a reload to another concurrency keeps the consumer and applies it", async () => {
+    const keys = ['k0', 'k1', 'k2'];
+    const total = 30;
+    hook.reset();
+    answerSideBySide(hook, keys, total / keys.length, 'k1');
+    const messages = Array.from({ length: total }, (_, n) => ({ body: JSON.stringify({ n }), headers: { k: keys[n % keys.length]! } }));
+    await pikaPublish(rabbit, 'amq.topic', 'conc', messages);
+    await eventually(() => assert.equal(hook.arrivals.length, total + 1, JSON.stringify({ arrivals: hook.arrivals, held: hook.held.map((h) => h.n) })), 30000, 50);
+    assert.equal(hook.maxPerKey, 1, 'one request per key in flight');
+    assert.ok(hook.maxInFlight >= 3, `keys went side by side (at most ${hook.maxInFlight} in flight)`);
+    for (const [i, key] of keys.entries()) {
+      const expected = messages.flatMap((_, n) => (n % keys.length === i ? [n] : []));
+      // k1's first message arrives twice (the failed try, then the retry), right after each other.
+      assert.deepEqual(
+        hook.arrivals.filter((a) => a.key === key).map((a) => a.n),
+        key === 'k1' ? [expected[0]!, ...expected] : expected,
+        `order of ${key}`,
+      );
+    }
+    // Every one acknowledged: none ready in the queue (as last polled), none held unacknowledged.
+    const acked = async () => assert.equal((await scrape(gw.adminUrl)).value('eventgate_amqp_consumer_lag', { route: 'hooked', topic: 'concurrent', partition: '0' }), 0);
+    await eventually(acked, 15000, 100);
+    // Another concurrency, no orderBy: the rebuilt route takes the channel and consumer over.
+    const from = gw.logs.length;
+    assert.equal((await gw.reconfigure(config(true, 'concurrency: 2'))).msg, 'config reloaded');
+    await gw.waitForLog((l) => l.route === 'hooked' && l.msg === 'subscription handed over to the rebuilt route', 15000, from);
+    hook.reset();
+    hook.onArrival = (h) => hook.held.push(h);
+    await pikaPublish(
+      rabbit,
+      'amq.topic',
+      'conc',
+      Array.from({ length: 6 }, (_, n) => ({ body: JSON.stringify({ n: 100 + n }), headers: { k: 'k0' } })),
+    );
+    await eventually(() => assert.equal(hook.held.length, 2), 15000, 50);
+    hook.onArrival = (h) => h.res.end();
+    hook.release();
+    await eventually(() => assert.equal(hook.arrivals.length, 6), 15000, 50);
+    assert.equal(hook.maxInFlight, 2);
+    assert.deepEqual(
+      hook.arrivals.map((a) => a.n).sort((a, b) => a - b),
+      [100, 101, 102, 103, 104, 105],
+    );
+    await eventually(acked, 15000, 100);
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'amqp connected'),
+      [],
+    );
   });
 
   it("keeps a message unacknowledged while its target cannot take it, hands it back when a reload removes the route, and keeps the other routes' channels", async () => {

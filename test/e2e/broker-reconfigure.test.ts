@@ -199,7 +199,8 @@ listeners:
 routes:
   - name: queued
     from: { broker: rabbit, topic: reconf.queued }
-    to: { http: { url: "${receiver.url}/queued" } }
+    # One at a time: the backlog is checked in order (at the default concurrency an amqp route has several in hand).
+    to: { http: { url: "${receiver.url}/queued", concurrency: 1 } }
   - name: unbound
     from: { listener: api, path: /unbound }
     to: { broker: rabbit, topic: reconf.nobody }

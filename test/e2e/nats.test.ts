@@ -5,6 +5,7 @@ import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
+import { answerSideBySide, SlowEndpoint } from '../helpers/slow-endpoint.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { delayJetStreamAcks, delayNatsFrames, RawNats } from '../helpers/peers.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
@@ -25,9 +26,13 @@ describe('kind: nats (against nats-server with JetStream)', () => {
   let nats: MessageServer;
   let config: string;
   let peer: RawNats;
+  /** The webhook of route `hooked` (several JetStream messages in hand at once). */
+  let hook: SlowEndpoint;
+  const ORDERED = 'concurrency: 8, orderBy: $headers.k, retry: { attempts: 3, backoffMs: 10 }';
 
   before(async () => {
     nats = await startNats();
+    hook = await SlowEndpoint.start();
     config = `
 version: 1
 admin: { port: 0 }
@@ -40,6 +45,7 @@ brokers:
     streams:
       ORDERS: { subjects: ["orders.>"], maxAgeMs: 3600000, duplicateWindowMs: 30000 }
       SCRATCH: { subjects: ["scratch.>"] }
+      CONC: { subjects: ["conc.>"] }
 listeners:
   api: { kind: http, port: 0 }
   ws: { kind: websocket, port: 0 }
@@ -67,6 +73,9 @@ routes:
   - name: chat-out
     from: { broker: nats, topic: "chat.>" }
     to: { listener: ws, path: /chat-feed, format: envelope }
+  - name: hooked
+    from: { broker: nats, topic: conc.in }
+    to: { http: { url: "${hook.url}/in", headers: { x-key: $headers.k }, ${ORDERED} } }
 `;
   });
   // Registered after the before() that starts nats-server, so the config can name it.
@@ -76,9 +85,11 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'audit', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'chat-out', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 15000);
     peer = await RawNats.connect(nats);
   });
   after(async () => {
+    await hook?.stop();
     peer?.close();
     await nats?.stop();
   });
@@ -197,6 +208,50 @@ routes:
     await eventually(async () => assert.equal((await consumerInfo(peer, 'ORDERS', 'eventgate-audit')).num_ack_pending, 0), 10000);
   });
 
+  it("has up to a webhook's `concurrency` JetStream messages in hand (orderBy: one per key, in order, a failed try retried first), each acknowledged; a reload to another concurrency keeps the consumer and applies it", async () => {
+    const keys = ['k0', 'k1', 'k2'];
+    const total = 30;
+    hook.reset();
+    answerSideBySide(hook, keys, total / keys.length, 'k1');
+    for (let n = 0; n < total; n++) await peer.jsPublish('conc.in', JSON.stringify({ n }), { k: keys[n % keys.length]! });
+    await eventually(() => assert.equal(hook.arrivals.length, total + 1, JSON.stringify({ arrivals: hook.arrivals, held: hook.held.map((h) => h.n) })), 30000, 50);
+    assert.equal(hook.maxPerKey, 1, 'one request per key in flight');
+    assert.ok(hook.maxInFlight >= 3, `keys went side by side (at most ${hook.maxInFlight} in flight)`);
+    for (const [i, key] of keys.entries()) {
+      const expected = Array.from({ length: total }, (_, n) => n).filter((n) => n % keys.length === i);
+      // k1's first message arrives twice (the failed try, then the retry), right after each other.
+      assert.deepEqual(
+        hook.arrivals.filter((a) => a.key === key).map((a) => a.n),
+        key === 'k1' ? [expected[0]!, ...expected] : expected,
+        `order of ${key}`,
+      );
+    }
+    const acked = () => scrapeUntil(gw.adminUrl, (s) => s.value('eventgate_nats_consumer_lag', { route: 'hooked', topic: 'conc.in', partition: '0' }) === 0, 10000);
+    await acked();
+    assert.deepEqual(await consumerInfo(peer, 'CONC', 'eventgate-hooked').then((c) => [c.num_ack_pending, c.num_pending]), [0, 0]);
+    // Another concurrency, no orderBy: the rebuilt route takes the consumer's read over.
+    const from = gw.logs.length;
+    assert.equal((await gw.reconfigure(config.replace(ORDERED, 'concurrency: 2'))).msg, 'config reloaded');
+    await gw.waitForLog((l) => l.route === 'hooked' && l.msg === 'subscription handed over to the rebuilt route', 15000, from);
+    hook.reset();
+    hook.onArrival = (h) => hook.held.push(h);
+    for (let n = 100; n < 106; n++) await peer.jsPublish('conc.in', JSON.stringify({ n }), { k: 'k0' });
+    await eventually(() => assert.equal(hook.held.length, 2), 15000, 50);
+    hook.onArrival = (h) => h.res.end();
+    hook.release();
+    await eventually(() => assert.equal(hook.arrivals.length, 6), 15000, 50);
+    assert.equal(hook.maxInFlight, 2);
+    assert.deepEqual(
+      hook.arrivals.map((a) => a.n).sort((a, b) => a - b),
+      [100, 101, 102, 103, 104, 105],
+    );
+    await eventually(async () => assert.deepEqual(await consumerInfo(peer, 'CONC', 'eventgate-hooked').then((c) => [c.num_ack_pending, c.num_pending]), [0, 0]), 10000, 100);
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'nats connected'),
+      [],
+    );
+  });
+
   it('keeps the connection and consumers of unchanged routes through a reload', async () => {
     const feed = await WsClient.connect(gw.url('ws', '/chat-feed', 'ws'));
     try {
@@ -235,7 +290,7 @@ brokers:
 routes:
   - name: flaky
     from: { broker: nats, topic: flaky.in }
-    to: { http: { url: "${hook.url}/flaky", retry: { attempts: 2, backoffMs: 50 } } }
+    to: { http: { url: "${hook.url}/flaky", retry: { attempts: 2, backoffMs: 50 }, concurrency: 1 } }
 `);
     try {
       await slow.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'flaky', 15000);

@@ -212,6 +212,8 @@ describe('hot reload: a rebuilt JetStream route takes its predecessor consumer r
     await Promise.all([receiver?.stop(), nats?.stop()]);
   });
 
+  // `concurrency: 1`: the order across the reloads is what is checked; at the webhook's default (16) an
+  // amqp or JetStream route has several messages in hand, in no set order (spec-checklist 491).
   const config = (version: number) => `version: 1
 admin: { port: 0 }
 brokers:
@@ -226,7 +228,7 @@ routes:
     from: { broker: nats, topic: handover.stored }
     through:
       - filter: n > -${version + 1}
-    to: { http: { url: "${receiver.url}/stored" } }
+    to: { http: { url: "${receiver.url}/stored", concurrency: 1 } }
 `;
   const gw = useGateway(() => config(0));
 
@@ -331,6 +333,8 @@ describe('hot reload: a rebuilt AMQP route takes its predecessor consumer over',
   after(async () => {
     await Promise.all([receiver?.stop(), rabbit?.stop()]);
   });
+  // `concurrency: 1`: the order across the reloads is what is checked; at the webhook's default (16) an
+  // amqp or JetStream route has several messages in hand, in no set order (spec-checklist 491).
   const config = (version: number, deadletter = false) => `version: 1
 admin: { port: 0 }
 brokers:
@@ -340,7 +344,7 @@ routes:
     from: { broker: rabbit, topic: handover.queued }
     through:
       - filter: n > -${version + 1}
-    to: { http: { url: "${receiver.url}/queued" } }
+    to: { http: { url: "${receiver.url}/queued", concurrency: 1 } }
 ${deadletter ? '    deadletter: { broker: rabbit, topic: handover.dead }\n' : ''}`;
   const gw = useGateway(() => config(0));
   /** The consumer tags on the route's queue, as RabbitMQ lists them. */

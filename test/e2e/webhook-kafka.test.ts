@@ -1,81 +1,8 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { committedOffsets, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
-
-interface Held {
-  n: number;
-  key: string;
-  res: ServerResponse;
-}
-
-/**
- * A webhook endpoint that answers only when the test lets it: it counts the requests in flight
- * (overall and per key) at the moment each arrives, so concurrency is measured where it happens.
- */
-class SlowEndpoint {
-  readonly arrivals: { n: number; key: string }[] = [];
-  readonly held: Held[] = [];
-  inFlight = 0;
-  maxInFlight = 0;
-  /** The most requests of one key in flight at once. */
-  maxPerKey = 0;
-  private readonly perKey = new Map<string, number>();
-  /** Called on each arrival; answers (res.end) now or later. Default: hold until release(). */
-  onArrival: (h: Held) => void = (h) => this.held.push(h);
-  private constructor(private readonly server: Server) {}
-
-  static async start(): Promise<SlowEndpoint> {
-    const server = createServer();
-    const e = new SlowEndpoint(server);
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const { n } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { n: number };
-        const key = String(req.headers['x-key']);
-        e.arrivals.push({ n, key });
-        e.inFlight++;
-        e.maxInFlight = Math.max(e.maxInFlight, e.inFlight);
-        const k = (e.perKey.get(key) ?? 0) + 1;
-        e.perKey.set(key, k);
-        e.maxPerKey = Math.max(e.maxPerKey, k);
-        res.on('finish', () => {
-          e.inFlight--;
-          e.perKey.set(key, e.perKey.get(key)! - 1);
-        });
-        e.onArrival({ n, key, res });
-      });
-    });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    return e;
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-
-  /** Answers every held request with `status` (the oldest first). */
-  release(status = 200): void {
-    for (const h of this.held.splice(0)) h.res.writeHead(status).end();
-  }
-
-  reset(): void {
-    this.held.length = 0;
-    this.arrivals.length = 0;
-    this.maxInFlight = 0;
-    this.maxPerKey = 0;
-  }
-
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise((r) => this.server.close(r));
-  }
-}
+import { answerSideBySide, SlowEndpoint } from '../helpers/slow-endpoint.js';
 
 const records = (from: number, n: number, keys: number) => Array.from({ length: n }, (_, i) => ({ key: `k${(from + i) % keys}`, value: JSON.stringify({ n: from + i }) }));
 
@@ -143,26 +70,11 @@ routes:
     const group = kafka.topic('ordered-group');
     await kafka.createTopic(topic, 1);
     hook.reset();
-    let failedOnce = false;
     const total = 30;
-    const answered = new Map<string, number>();
-    // Answer the oldest held request once every key that still has records to deliver has one in
-    // flight: so the keys were in flight side by side, and a gateway that held them back would stall here.
-    const open = () => ['k0', 'k1', 'k2'].filter((k) => (answered.get(k) ?? 0) < total / 3).length;
-    hook.onArrival = (h) => {
-      hook.held.push(h);
-      while (hook.held.length > 0 && hook.held.length >= open()) {
-        const oldest = hook.held.shift()!;
-        // The first request of k1 fails once: the target retries it before k1's next record goes.
-        const fail = oldest.key === 'k1' && !failedOnce;
-        if (fail) failedOnce = true;
-        else answered.set(oldest.key, (answered.get(oldest.key) ?? 0) + 1);
-        oldest.res.writeHead(fail ? 503 : 200).end();
-      }
-    };
+    answerSideBySide(hook, ['k0', 'k1', 'k2'], total / 3, 'k1');
     await kcatProduce(kafka.bootstrap, topic, records(0, total, 3), { lingerMs: 1000 });
     const gw = await gateway(topic, group, 'concurrency: 8, orderBy: $key, retry: { attempts: 3, backoffMs: 10 }');
-    await eventually(() => assert.equal(hook.arrivals.length, total + 1, JSON.stringify({ arrivals: hook.arrivals, held: hook.held.map((h) => h.n), answered: [...answered] })));
+    await eventually(() => assert.equal(hook.arrivals.length, total + 1, JSON.stringify({ arrivals: hook.arrivals, held: hook.held.map((h) => h.n) })));
     assert.equal(hook.maxPerKey, 1, 'one request per key in flight');
     assert.ok(hook.maxInFlight >= 3, `keys went side by side (at most ${hook.maxInFlight} in flight)`);
     for (const key of ['k0', 'k1', 'k2']) {

@@ -179,7 +179,17 @@ export interface AmqpReceived {
   /** The body as UTF-8 (bytes that are not become U+FFFD); `bytes` has it as sent. */
   body: string;
   bytes: Buffer;
-  properties: { contentType: string | null; contentEncoding: string | null; deliveryMode: number | null; messageId: string | null; timestamp: number | null };
+  properties: {
+    contentType: string | null;
+    contentEncoding: string | null;
+    deliveryMode: number | null;
+    messageId: string | null;
+    timestamp: number | null;
+    correlationId: string | null;
+    replyTo: string | null;
+    type: string | null;
+    appId: string | null;
+  };
 }
 
 /**
@@ -256,7 +266,15 @@ export async function pikaPublish(
    * `headers` values are JSON, each type sent as its AMQP field type; `{$decimal: '3.14'}`, `{$timestamp: seconds}`,
    * `{$bytes: base64}`, `{$uint64: 'digits'}`, `{$int64: 'digits'}` (an 'l' field past 2^53) and `{$rawTimestamp: 'digits'}` (a 'T' field of any 64-bit value) (at any depth) as those types. `timestamp` in seconds; a string for one past 2^53.
    */
-  messages: { body: string | Buffer; headers?: Record<string, unknown>; contentType?: string; contentEncoding?: string; timestamp?: number | string }[],
+  messages: {
+    body: string | Buffer;
+    headers?: Record<string, unknown>;
+    contentType?: string;
+    contentEncoding?: string;
+    timestamp?: number | string;
+    /** AMQP properties besides those above. */
+    properties?: { messageId?: string; correlationId?: string; replyTo?: string; type?: string; appId?: string };
+  }[],
 ): Promise<void> {
   // Bytes go as base64, so any body (invalid UTF-8 included) reaches RabbitMQ as it is.
   const lines = messages.map((m) => JSON.stringify(Buffer.isBuffer(m.body) ? { ...m, body: undefined, bodyBase64: m.body.toString('base64') } : m));

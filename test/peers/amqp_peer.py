@@ -94,8 +94,11 @@ def run_command(channel, command, args, lines, out):
             if not line.strip():
                 continue
             msg = json.loads(line)
+            given = msg.get("properties") or {}
             props = pika.BasicProperties(headers=typed(msg.get("headers")) or None, delivery_mode=2, content_type=msg.get("contentType"),
                                          content_encoding=msg.get("contentEncoding"),
+                                         message_id=given.get("messageId"), correlation_id=given.get("correlationId"),
+                                         reply_to=given.get("replyTo"), type=given.get("type"), app_id=given.get("appId"),
                                          timestamp=None if msg.get("timestamp") is None else int(msg["timestamp"]))
             body = base64.b64decode(msg["bodyBase64"]) if "bodyBase64" in msg else msg["body"].encode()
             channel.basic_publish(exchange=exchange, routing_key=key, body=body, properties=props, mandatory=False)
@@ -112,7 +115,9 @@ def run_command(channel, command, args, lines, out):
                             "bodyBase64": base64.b64encode(body).decode(),
                             "properties": {"contentType": props.content_type, "contentEncoding": props.content_encoding,
                                            "deliveryMode": props.delivery_mode,
-                                           "messageId": props.message_id, "timestamp": props.timestamp}}))
+                                           "messageId": props.message_id, "timestamp": props.timestamp,
+                                           "correlationId": props.correlation_id, "replyTo": props.reply_to,
+                                           "type": props.type, "appId": props.app_id}}))
             channel.basic_ack(method.delivery_tag)
             seen += 1
             if seen >= count:

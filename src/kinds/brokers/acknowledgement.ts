@@ -288,30 +288,34 @@ export async function handOver(msg: Message, handler: ((msg: Message) => Promise
 }
 
 /**
- * The route a subscription that hands over one message at a time, in order (MQTT, NATS), gives its
- * messages to: a reload's rebuilt route takes its place (Subscription.handOver) while the
- * subscription goes on. Each message goes to the route there when its turn comes (handOver());
- * the one in hand finishes with the route that took it.
+ * The route a subscription hands its messages to (MQTT, NATS, AMQP): a reload's rebuilt route
+ * takes its place (Subscription.handOver) while the subscription goes on. Each message goes to the
+ * route there when its turn comes (handOver()); those in hand (one, or up to a webhook's
+ * `concurrency` on AMQP) finish with the route that took them.
  */
 export class Relay {
-  /** The handling of the message in hand (or the last one), by whichever handler took it. */
-  private inHand: Promise<void> = Promise.resolve();
+  /** The handlings in hand, by whichever handler took them. */
+  private readonly inHand = new Set<Promise<void>>();
 
   constructor(public current: (msg: Message) => Promise<void>) {}
 
-  /** `handler(msg)`, remembered as the message in hand: the one cost a hand-over adds per message. */
+  /** `handler(msg)`, remembered while in hand: the one cost a hand-over adds per message. */
   take(handler: (msg: Message) => Promise<void>, msg: Message): Promise<void> {
-    return (this.inHand = handler(msg));
+    const handling = handler(msg);
+    this.inHand.add(handling);
+    const done = () => void this.inHand.delete(handling);
+    handling.then(done, done);
+    return handling;
   }
 
   /**
-   * Later messages go to `handler`; resolves once the one in hand left the handler it had (taken,
-   * or given back: then handOver() offers it to `handler`). The subscription acknowledges a message
-   * taken in the continuation that awaited it first, so before this resolves.
+   * Later messages go to `handler`; resolves once those in hand left the handler they had (taken,
+   * or given back: then handOver() offers them to `handler`). The subscription acknowledges a
+   * message taken in the continuation that awaited it first, so before this resolves.
    */
   replace(handler: (msg: Message) => Promise<void>): Promise<void> {
     this.current = handler;
-    return this.inHand.then(NOTHING, NOTHING);
+    return Promise.allSettled([...this.inHand]).then(NOTHING);
   }
 }
 

@@ -16,9 +16,9 @@ export class MissingTopology {
     private readonly what: string,
   ) {}
 
-  /** It is missing (again, or for another reason): said once per distinct reason. */
-  missing(detail: string, retryInMs: number): void {
-    if (detail !== this.problem) this.log.warn({ detail, retryInMs }, `${this.what} not found; waiting for it (tried again with backoff)`);
+  /** It is missing (again, or for another reason; `state` says how, for the log): said once per distinct reason. */
+  missing(detail: string, retryInMs: number, state = 'not found'): void {
+    if (detail !== this.problem) this.log.warn({ detail, retryInMs }, `${this.what} ${state}; waiting for it (tried again with backoff)`);
     this.problem = detail;
   }
 

@@ -68,7 +68,7 @@ const options = kindOptions('nats', {
   prefetch: int(
     20,
     1,
-    "Most unacknowledged messages a JetStream consume route holds (handled one at a time, in order). The route's consumer allows ten times as many unacknowledged (`max_ack_pending`): messages of a pull lost with a connection stay unacknowledged until `ackWaitMs`, and must not stop the route meanwhile.",
+    "Most unacknowledged messages a JetStream consume route holds, and how many it pulls at once. They are handled one at a time, in order, unless the route's targets are all webhooks: then up to min(prefetch, the webhooks' `concurrency`) at once, in order per `orderBy` value only, each acknowledged by itself once done. The route's consumer allows ten times as many unacknowledged (`max_ack_pending`): messages of a pull lost with a connection stay unacknowledged until `ackWaitMs`, and must not stop the route meanwhile.",
   ),
   corePendingBytes: int(
     33554432,

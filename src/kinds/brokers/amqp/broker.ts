@@ -17,7 +17,7 @@ import { FirstConnection } from '../first-connection.js';
 import { installTableDecoder } from './field-table.js';
 import { routingKeyProblem } from './routing-keys.js';
 import { DeclaredQueues, declaredBindings, declareQueue } from './declared-queues.js';
-import { channelClosedByServer, closedByServer, connectFailure, dropConnection, refusedOnChannel, socketOf } from './connection.js';
+import { channelClosedByServer, closedByServer, connectFailure, declaredOtherwise, dropConnection, refusedOnChannel, socketOf } from './connection.js';
 import { AmqpSubscription } from './subscription.js';
 
 /** The reply code of a channel.close for a resource the user may not use. */
@@ -319,9 +319,14 @@ export class AmqpBroker implements BrokerRuntime {
         this.blockedFor = undefined;
         if (this.connection === conn) this.state = { ready: true };
       });
-      await declareTopology(conn, this.settings);
+      const otherwise = await declareTopology(conn, this.settings);
+      for (const [queue, words] of otherwise)
+        this.log.warn(
+          { queue, err: words },
+          `amqp queue '${queue}' is on the server otherwise than declared; the routes that read it wait (declaring it again with backoff), publishes and other routes go on`,
+        );
       // Every declared queue is there and bound again: a route's re-declare that failed half-way is made good.
-      this.declaredQueues.declaredAll();
+      this.declaredQueues.declaredAll(otherwise);
       this.topologyOn = conn;
       this.declaredOnce = true;
       // What a replaced broker of this process left on these queues goes now that the new bindings are in place.
@@ -534,9 +539,18 @@ export class AmqpBroker implements BrokerRuntime {
   }
 }
 
-/** The exchange (unless built in) and the queues the config declares, with their bindings. */
-async function declareTopology(conn: ChannelModel, s: AmqpSettings): Promise<void> {
-  const ch = await conn.createChannel();
+/**
+ * The exchange (unless built in) and the queues the config declares, with their bindings. Resolves
+ * with the queues the server has otherwise (406 PRECONDITION_FAILED: other arguments, as after a
+ * reload that changed them), in the server's words: like a missing `declare: false` queue, such a
+ * queue stops only the routes that read it. It took the whole broker down before, every publish
+ * 503, until the queue was deleted or the config put back.
+ */
+async function declareTopology(conn: ChannelModel, s: AmqpSettings): Promise<Map<string, string>> {
+  const otherwise = new Map<string, string>();
+  // A refusal is the failing call's rejection; unheard, amqplib's 'error' event would close the connection.
+  const declaring = async () => (await conn.createChannel()).on('error', () => undefined);
+  let ch = await declaring();
   try {
     if (!builtInExchange(s.exchange.name)) {
       if (s.exchange.declare) await ch.assertExchange(s.exchange.name, s.exchange.type, { durable: true });
@@ -546,10 +560,22 @@ async function declareTopology(conn: ChannelModel, s: AmqpSettings): Promise<voi
     }
     // A queue that must exist already (declare: false) is the business of the routes that read it
     // (AmqpSubscription.open): missing, it stops only them, not the broker's publishes and other routes.
-    for (const [name, q] of Object.entries(s.queues)) if (q.declare) await declareQueue(ch, name, q, s);
+    for (const [name, q] of Object.entries(s.queues)) {
+      if (!q.declare) continue;
+      try {
+        await declareQueue(ch, name, q, s);
+      } catch (err) {
+        const words = declaredOtherwise(err);
+        if (words === undefined) throw err;
+        otherwise.set(name, words);
+        // The refusal closed the channel: the next queues on a new one.
+        ch = await declaring();
+      }
+    }
   } finally {
     await ch.close().catch(() => undefined);
   }
+  return otherwise;
 }
 
 /** The amqp brokers of this process that started and have not stopped. */

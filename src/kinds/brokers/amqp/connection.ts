@@ -52,6 +52,21 @@ export function channelClosedByServer(err: Error): string | undefined {
   return said ? replyText(said[1]!) : undefined;
 }
 
+/** The reply code of a channel.close for a declare whose queue the server has otherwise (other arguments, durability, exclusivity). */
+const PRECONDITION_FAILED = 406;
+
+/**
+ * The server's words when it refused a queue's declare because it has the queue otherwise (406:
+ * `406 PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue ...`); undefined for any
+ * other failure. amqplib words it `Operation failed: QueueDeclare; 406 (PRECONDITION-FAILED) with
+ * message "..."`.
+ */
+export function declaredOtherwise(err: unknown): string | undefined {
+  if (!(err instanceof Error) || (err as { code?: unknown }).code !== PRECONDITION_FAILED) return undefined;
+  const said = /^(?:Operation failed: QueueDeclare; |Channel closed by server: )(.*)$/s.exec(err.message);
+  return said ? (replyText(said[1]!) ?? err.message) : undefined;
+}
+
 /** amqplib's `530 (NOT-ALLOWED) with message "NOT_ALLOWED - ..."` as `530 NOT_ALLOWED - ...`. */
 function replyText(close: string): string | undefined {
   const said = /^(\d+) \(([A-Z-]+)\) with message "(.*)"$/s.exec(close);

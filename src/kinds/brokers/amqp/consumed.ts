@@ -8,6 +8,7 @@
 import type { ConsumeMessage } from 'amqplib';
 import { fromAmqpHeaders } from '../../../codecs/cloudevents.js';
 import { CONTENT_ENCODING, newHeaders, payloadMessage, type Message } from '../../../core/message.js';
+import { PROPERTY_HEADERS } from './publisher.js';
 
 /** The latest time a JavaScript Date holds (year 275760), in milliseconds since the epoch. */
 const LAST_DATE_MS = 8.64e15;
@@ -69,6 +70,8 @@ function plain(v: unknown): unknown {
   return out;
 }
 
+const PROPERTY_NAMES = Object.keys(PROPERTY_HEADERS) as (keyof typeof PROPERTY_HEADERS)[];
+
 export function toMessage(m: ConsumeMessage): Message {
   const headers = headerStrings(m.properties.headers);
   // The content_type property is the message's content type (a structured CloudEvent's
@@ -78,6 +81,13 @@ export function toMessage(m: ConsumeMessage): Message {
   // content_encoding (gzip, ...) as HTTP names it; the publisher maps the header back to the property.
   const contentEncoding = m.properties.contentEncoding as unknown;
   if (headers[CONTENT_ENCODING] === undefined && typeof contentEncoding === 'string' && contentEncoding !== '') headers[CONTENT_ENCODING] = contentEncoding;
+  // message_id, correlation_id, reply_to, type and app_id as Spring AMQP's header mapper names them (publisher.ts); a header of that name wins.
+  const p = m.properties as unknown as Record<string, unknown>;
+  for (const property of PROPERTY_NAMES) {
+    const v = p[property];
+    const name = PROPERTY_HEADERS[property];
+    if (typeof v === 'string' && v !== '' && headers[name] === undefined) headers[name] = v;
+  }
   return payloadMessage(m.content, {
     // A binary-mode CloudEvent in the AMQP binding's names (cloudEvents_<name>) as the gateway's (ce_<name>).
     headers: fromAmqpHeaders(headers),

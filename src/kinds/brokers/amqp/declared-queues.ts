@@ -3,6 +3,7 @@ import type { Logger } from '../../../log.js';
 import type { AmqpQueue, AmqpSettings } from '../amqp.js';
 import { reconnectBackoff, type Backoff } from '../../../core/backoff.js';
 import { type Binding, bindingMatches } from './bindings.js';
+import { declaredOtherwise } from './connection.js';
 
 /** Declares a queue of `queues` (durable or not, with its arguments and dead-letter exchange) and binds it, as the broker does at connect. */
 export async function declareQueue(ch: Channel, name: string, q: AmqpQueue, s: AmqpSettings): Promise<void> {
@@ -42,6 +43,8 @@ interface QueueState {
   coveredUpTo: number;
   /** The last re-declare failed, perhaps half-way (the queue declared, a binding refused): the queue may be there unbound. */
   unfinished: boolean;
+  /** The server's words when its last declare was refused because the server has the queue otherwise (406): its routes wait. */
+  otherwise: string | undefined;
 }
 
 /**
@@ -64,13 +67,30 @@ export class DeclaredQueues {
 
   private stateOf(queue: string): QueueState {
     let s = this.queues.get(queue);
-    if (!s) this.queues.set(queue, (s = { inFlight: undefined, backoff: reconnectBackoff(), notBefore: 0, coveredUpTo: 0, unfinished: false }));
+    if (!s) this.queues.set(queue, (s = { inFlight: undefined, backoff: reconnectBackoff(), notBefore: 0, coveredUpTo: 0, unfinished: false, otherwise: undefined }));
     return s;
   }
 
-  /** The broker declared and bound every queue at connect: no re-declare is left unfinished. */
-  declaredAll(): void {
-    for (const state of this.queues.values()) state.unfinished = false;
+  /**
+   * The broker declared and bound every queue at connect but those the server has otherwise
+   * (`refused`: 406, by queue, in the server's words): no other re-declare is left unfinished, and
+   * the routes that read a refused one declare it again (open()) rather than consume it as it is.
+   */
+  declaredAll(refused: ReadonlyMap<string, string>): void {
+    for (const state of this.queues.values()) {
+      state.unfinished = false;
+      state.otherwise = undefined;
+    }
+    for (const [queue, words] of refused) {
+      const state = this.stateOf(queue);
+      state.unfinished = true;
+      state.otherwise = words;
+    }
+  }
+
+  /** The server's words when it last refused to declare `queue` because it has it otherwise (406), else undefined. */
+  otherwise(queue: string): string | undefined {
+    return this.queues.get(queue)?.otherwise;
   }
 
   /** Whether the last re-declare of `queue` failed: finding the queue there does not mean it is bound. */
@@ -99,6 +119,7 @@ export class DeclaredQueues {
     } catch (err) {
       state.notBefore = Date.now() + state.backoff.delay();
       state.unfinished = true;
+      state.otherwise = declaredOtherwise(err);
       throw err;
     } finally {
       await ch?.close().catch(() => undefined);
@@ -106,9 +127,13 @@ export class DeclaredQueues {
     state.backoff.reset();
     state.notBefore = 0;
     state.unfinished = false;
+    const otherwise = state.otherwise;
+    state.otherwise = undefined;
     // Publishes sent from now on reach the queue; those sent before may still come back.
     state.coveredUpTo = this.published();
-    this.log.warn({ queue, bindings: declaredBindings(q, this.settings) }, `amqp queue '${queue}' was deleted on the server; declared again with its arguments and bindings`);
+    if (otherwise !== undefined)
+      this.log.warn({ queue, bindings: declaredBindings(q, this.settings), refusedBefore: otherwise }, `amqp queue '${queue}' declared with its arguments and bindings (the server had it otherwise)`);
+    else this.log.warn({ queue, bindings: declaredBindings(q, this.settings) }, `amqp queue '${queue}' was deleted on the server; declared again with its arguments and bindings`);
   }
 
   /**

@@ -45,8 +45,49 @@ const BASIC_HEADER = 0x003c0000;
 const CONTENT_TYPE = 0x8000;
 const HEADERS = 0x2000;
 const DELIVERY_MODE = 0x1000;
+const CORRELATION_ID = 0x0400;
+const REPLY_TO = 0x0200;
 const MESSAGE_ID = 0x0080;
 const TIMESTAMP = 0x0040;
+const TYPE = 0x0020;
+const APP_ID = 0x0008;
+
+/**
+ * The AMQP properties a message carries as headers, under the names Spring AMQP's header mapper
+ * gives them (`amqp_correlationId`, ...), which bridges built on it (Spring Cloud Stream, Spring
+ * Integration) read and write: read from a consumed message's properties (consumed.ts), written
+ * back to the properties on publish. `amqp_messageId` is read only: a published message's
+ * message_id is the gateway's own (it correlates a basic.return), so that header stays in the table.
+ */
+export const PROPERTY_HEADERS = {
+  correlationId: 'amqp_correlationId',
+  replyTo: 'amqp_replyTo',
+  type: 'amqp_type',
+  appId: 'amqp_appId',
+  messageId: 'amqp_messageId',
+} as const;
+
+/** Whether header `k` goes as its property (that property's bytes are there), not in the table. */
+function sentAsProperty(k: string, correlationId?: Buffer, replyTo?: Buffer, type?: Buffer, appId?: Buffer): boolean {
+  switch (k) {
+    case PROPERTY_HEADERS.correlationId:
+      return correlationId !== undefined;
+    case PROPERTY_HEADERS.replyTo:
+      return replyTo !== undefined;
+    case PROPERTY_HEADERS.type:
+      return type !== undefined;
+    case PROPERTY_HEADERS.appId:
+      return appId !== undefined;
+    default:
+      return false;
+  }
+}
+
+/** A header published as its property: as a short string, or undefined when absent or over 255 bytes (then it stays in the table). */
+function propertyOf(headers: Record<string, string>, name: string): Buffer | undefined {
+  const v = headers[name];
+  return v === undefined ? undefined : shortString(v);
+}
 /** The header sent as the content_type property rather than in the headers table. */
 const CONTENT_TYPE_HEADER = 'content-type';
 const CONTENT_ENCODING_HEADER = 'content-encoding';
@@ -127,9 +168,14 @@ export class AmqpPublisher {
     if (p.contentEncoding !== undefined && !encoding) throw new Error('an AMQP content encoding is at most 255 bytes');
     const idLen = Buffer.byteLength(p.messageId);
     if (idLen > 255) throw new Error('an AMQP message id is at most 255 bytes');
+    const correlationId = propertyOf(p.headers, PROPERTY_HEADERS.correlationId);
+    const replyTo = propertyOf(p.headers, PROPERTY_HEADERS.replyTo);
+    const type_ = propertyOf(p.headers, PROPERTY_HEADERS.type);
+    const appId = propertyOf(p.headers, PROPERTY_HEADERS.appId);
+    const properties = (correlationId?.length ?? 0) + (replyTo?.length ?? 0) + (type_?.length ?? 0) + (appId?.length ?? 0);
     let table = 0;
     for (const k in p.headers) {
-      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER) continue;
+      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (properties > 0 && sentAsProperty(k, correlationId, replyTo, type_, appId))) continue;
       const name = cachedBytes(this.names, k, () => shortString(k, 0x53)); // 'S': long string, as amqplib encodes a string in a table
       if (!name) throw new Error(`header '${k.slice(0, 64)}' is too long for an AMQP header name (255 bytes)`);
       table += name.length + 4 + Buffer.byteLength(p.headers[k]!);
@@ -137,7 +183,7 @@ export class AmqpPublisher {
     const bodyLen = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
     if (bodyLen > this.maxBody) throw tooLarge(bodyLen, this.maxBody);
     const methodSize = 4 + 2 + ex.length + key.length + 1;
-    const headerSize = 4 + 8 + 2 + type.length + (encoding ? encoding.length : 0) + (4 + table) + 1 + (1 + idLen) + 8;
+    const headerSize = 4 + 8 + 2 + type.length + (encoding ? encoding.length : 0) + (4 + table) + 1 + properties + (1 + idLen) + 8;
     const maxBody = this.conn.frameMax - FRAME_OVERHEAD;
     if (headerSize > maxBody) throw new Error(`the message's headers (${table} bytes) do not fit in one AMQP frame (frameMax ${this.conn.frameMax})`);
     const bodyFrames = Math.ceil(bodyLen / maxBody);
@@ -157,22 +203,39 @@ export class AmqpPublisher {
     at = buf.writeUInt32BE(BASIC_HEADER, at);
     at = buf.writeUInt32BE(Math.floor(bodyLen / 0x1_0000_0000), at);
     at = buf.writeUInt32BE(bodyLen >>> 0, at);
-    at = buf.writeUInt16BE(CONTENT_TYPE | (encoding ? CONTENT_ENCODING : 0) | HEADERS | DELIVERY_MODE | MESSAGE_ID | TIMESTAMP, at);
+    at = buf.writeUInt16BE(
+      CONTENT_TYPE |
+        (encoding ? CONTENT_ENCODING : 0) |
+        HEADERS |
+        DELIVERY_MODE |
+        (correlationId ? CORRELATION_ID : 0) |
+        (replyTo ? REPLY_TO : 0) |
+        MESSAGE_ID |
+        TIMESTAMP |
+        (type_ ? TYPE : 0) |
+        (appId ? APP_ID : 0),
+      at,
+    );
     at += type.copy(buf, at);
     if (encoding) at += encoding.copy(buf, at);
     at = buf.writeUInt32BE(table, at);
     for (const k in p.headers) {
-      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER) continue;
+      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (properties > 0 && sentAsProperty(k, correlationId, replyTo, type_, appId))) continue;
       at += cachedBytes(this.names, k, () => shortString(k, 0x53))!.copy(buf, at);
       const vl = buf.write(p.headers[k]!, at + 4);
       buf.writeUInt32BE(vl, at);
       at += 4 + vl;
     }
     buf[at++] = p.persistent ? 2 : 1;
+    // The properties in their flags' order: correlation-id, reply-to, message-id, timestamp, type, app-id.
+    if (correlationId) at += correlationId.copy(buf, at);
+    if (replyTo) at += replyTo.copy(buf, at);
     buf[at++] = idLen;
     at += buf.write(p.messageId, at);
     at = buf.writeUInt32BE(Math.floor(p.timestamp / 0x1_0000_0000), at);
     at = buf.writeUInt32BE(p.timestamp >>> 0, at);
+    if (type_) at += type_.copy(buf, at);
+    if (appId) at += appId.copy(buf, at);
     buf[at++] = FRAME_END;
     // body frames of at most frameMax
     if (typeof body === 'string' && bodyFrames === 1) {

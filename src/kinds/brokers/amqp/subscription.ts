@@ -8,30 +8,44 @@ import type { Logger } from '../../../log.js';
 import type { Message } from '../../../core/message.js';
 import type { BrokerTelemetry, Health, SubscribeSpec } from '../../contracts.js';
 import { handOver, Relay } from '../acknowledgement.js';
+import { InFlightWindow } from '../../../core/in-flight-window.js';
 import type { AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft } from './bindings.js';
 import { within } from '../../../core/within.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { toMessage } from './consumed.js';
-import { dropConnection } from './connection.js';
+import { declaredOtherwise, dropConnection } from './connection.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import type { DeclaredQueues } from './declared-queues.js';
 
+const NO_KEYS: readonly string[] = [];
+const NOTHING = (): void => undefined;
+
 /** The server said a route's queue does not exist (404 on its passive declare): the route waits for it. */
 class QueueMissing extends Error {}
+
+/** The server has the route's declared queue otherwise (406 to its declare: other arguments): the route waits, declaring it again. */
+class QueueOtherwise extends Error {}
 
 /**
  * One consume route. Its queue is a queue the config declares (`queues:`) when `from.topic` names
  * one; otherwise `from.topic` is a routing-key pattern on the broker's exchange, and the route's
  * group names a durable queue bound with it (a per-instance group gets an exclusive queue that
- * goes away with the connection). Messages are handled one at a time, in order, with at most
- * `prefetch` unacknowledged; each is acknowledged only after every target accepted it.
+ * goes away with the connection). Up to `inFlight` messages (a webhook route's `concurrency`)
+ * are handled at once, those sharing an order key (`orderBy`) one after the other, in order, and
+ * the server holds back more than `prefetch` unacknowledged: min(prefetch, concurrency) in hand.
+ * Each is acknowledged, by its own delivery tag (AMQP allows them out of order), only after every
+ * target accepted it.
  */
 export class AmqpSubscription {
   private channel: Channel | undefined;
   private stopping = false;
-  /** Handling is sequential: each delivery waits for the previous one. */
+  /** Deliveries are started in order, each once the window has room (and its order keys are known). */
   private chain: Promise<unknown> = Promise.resolve();
+  /** The messages in hand on the current channel: up to `spec.inFlight`, ordered by `spec.orderKeys`. */
+  private window = new InFlightWindow<ConsumeMessage>(1);
+  /** Counts hand-overs: the deliveries after one start in a window of the new route's size, once the old route's are done. */
+  private turn = 0;
   /** The channel whose basic.consume is not answered yet: its close is open()'s failure, not a consumer lost. */
   private starting: Channel | undefined;
   /** Deliveries on the current channel not acknowledged yet (at most `prefetch`). */
@@ -98,6 +112,8 @@ export class AmqpSubscription {
       this.telemetry?.consumerError(this.spec.route);
       const wait = this.backoff.delay();
       if (err instanceof QueueMissing) this.queueMissing.missing(notFoundOn('queue', this.spec.topic, this.broker, err.message), wait);
+      else if (err instanceof QueueOtherwise)
+        this.queueMissing.missing(`queue '${this.spec.topic}' on broker '${this.broker}' is not as declared: ${err.message}`, wait, 'not as declared on the server');
       else {
         this.startProblem = err.message;
         this.log.error({ err: err.message, retryInMs: wait }, 'amqp consumer could not start; retrying');
@@ -194,6 +210,17 @@ export class AmqpSubscription {
     ch.on('close', () => this.closed(ch, conn));
     await ch.prefetch(this.settings.prefetch);
     let queue = this.spec.topic;
+    if (Object.hasOwn(this.settings.queues, queue) && this.declaredQueues.otherwise(queue) !== undefined) {
+      // The server has it otherwise (406 to the broker's declare, as after a reload changed its
+      // arguments): consuming it as it is would take the old queue for the new. The route waits,
+      // declaring it again with backoff (attach()): it goes through once the queue is deleted.
+      await ch.close().catch(() => undefined);
+      await this.declaredQueues.again(conn, queue).catch((err: Error) => {
+        const words = declaredOtherwise(err);
+        throw words === undefined ? new QueueMissing(`declaring it failed: ${err.message}`) : new QueueOtherwise(words);
+      });
+      return this.open(conn, false);
+    }
     if (Object.hasOwn(this.settings.queues, queue)) {
       // The server's words when the queue is missing, else undefined. After a re-declare that
       // failed half-way (the queue declared, a binding refused) the queue is there, maybe unbound:
@@ -236,6 +263,22 @@ export class AmqpSubscription {
     this.channel = ch;
     this.held = 0;
     this.starting = ch;
+    // A window per channel: one that gave a message back (the channel died with it in hand) takes no more.
+    let window = (this.window = new InFlightWindow<ConsumeMessage>(this.spec.inFlight ?? 1));
+    let turn = this.turn;
+    const start = async (m: ConsumeMessage): Promise<void> => {
+      if (turn !== this.turn) {
+        // Handed over: the old route's messages end before the new route's start, in a window of its size.
+        await window.idle();
+        turn = this.turn;
+        window = this.window = new InFlightWindow<ConsumeMessage>(this.spec.inFlight ?? 1);
+      }
+      await window.room();
+      const msg = toMessage(m);
+      const orderKeys = window.capacity > 1 ? this.spec.orderKeys : undefined;
+      const keys = orderKeys ? await Promise.resolve(orderKeys(msg)).catch(() => NO_KEYS) : NO_KEYS;
+      window.start(m, keys, () => this.deliver(ch, m, msg), NOTHING);
+    };
     await ch.consume(queue, (m) => {
       if (m === null) {
         // Nothing more comes on this consumer: close the channel (requeueing what it holds), and closed() opens another.
@@ -244,7 +287,7 @@ export class AmqpSubscription {
         return;
       }
       this.held++;
-      this.chain = this.chain.then(() => this.deliver(ch, m));
+      this.chain = this.chain.then(() => start(m));
     });
     this.starting = undefined;
     this.pollDepth(ch, queue);
@@ -254,8 +297,8 @@ export class AmqpSubscription {
     this.log.info({ queue }, 'consumer ready');
   }
 
-  private async deliver(ch: Channel, m: ConsumeMessage): Promise<void> {
-    const msg = toMessage(m);
+  /** Hands one delivery to the route and acknowledges it once taken; false when it was not (left for the server to deliver again). */
+  private async deliver(ch: Channel, m: ConsumeMessage, msg: Message): Promise<boolean> {
     const accepted = await handOver(msg, this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping || this.channel !== ch });
     // Not accepted: the route stopped, or the channel died (the server then redelivers it by itself).
     if (accepted) {
@@ -266,6 +309,7 @@ export class AmqpSubscription {
         // The channel closed after the route accepted: the server redelivers it (at least once).
       }
     }
+    return accepted;
   }
 
   /**
@@ -275,6 +319,7 @@ export class AmqpSubscription {
    */
   handOver(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Promise<void> {
     this.spec = spec;
+    this.turn++;
     this.log.info('subscription handed over to the rebuilt route');
     return this.relay.replace(handler);
   }
@@ -286,6 +331,7 @@ export class AmqpSubscription {
     const bound = this.boundBinding();
     if (bound) leaveBindings(this.server, this.spec.group, [bound]);
     await this.chain;
+    await this.window.idle();
     const ch = this.channel;
     this.channel = undefined;
     // Closing the channel hands unacknowledged messages (prefetched, never handled) back to the queue.

@@ -1,7 +1,8 @@
 /**
- * A nats broker's consume routes: a core subscription (at most once) or a JetStream durable
- * consumer (at least once, acknowledged after every target accepted), each handing its messages
- * to the route one at a time, in order.
+ * A nats broker's consume routes: a core subscription (at most once), handing its messages to the
+ * route one at a time, in order, or a JetStream durable consumer (at least once, each message
+ * acknowledged after every target accepted it), with up to `inFlight` (a webhook route's
+ * `concurrency`) in hand at once, those sharing an order key (`orderBy`) one after the other.
  */
 
 import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, NatsConnection } from 'nats';
@@ -9,6 +10,7 @@ import type { Logger } from '../../../log.js';
 import type { Message } from '../../../core/message.js';
 import type { BrokerTelemetry, Health, SubscribeSpec } from '../../contracts.js';
 import { handOver, Relay } from '../acknowledgement.js';
+import { InFlightWindow } from '../../../core/in-flight-window.js';
 import type { NatsSettings } from '../nats.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
@@ -31,6 +33,9 @@ export interface StreamHost {
 /** What a core message waiting for its route costs beyond its payload (measured: ~300 bytes), counted against `corePendingBytes`. */
 const HELD_MESSAGE_BYTES = 512;
 
+const NO_KEYS: readonly string[] = [];
+const NOTHING = (): void => undefined;
+
 /** A JetStream acknowledgement's payload. */
 const ACK = new TextEncoder().encode('+ACK');
 
@@ -43,7 +48,9 @@ const MAX_ACK_PENDING_WINDOWS = 10;
 /**
  * One consume route: a JetStream consumer (durable, named after the group; a per-instance group
  * gets one that the server removes once idle) when the subject is a stream's, else a core
- * subscription (a queue group unless per instance). Messages are handled one at a time, in order.
+ * subscription (a queue group unless per instance). Core messages are handled one at a time, in
+ * order; JetStream ones up to `spec.inFlight` at once (JetStream acknowledges each message by
+ * itself), at most `prefetch` pulled.
  */
 export class NatsSubscription {
   private stopping = false;
@@ -63,6 +70,8 @@ export class NatsSubscription {
   private wake: (() => void) | undefined;
   /** The route messages go to: a reload's rebuilt route takes its predecessor's place (handOver). */
   private readonly relay: Relay;
+  /** Counts hand-overs: the JetStream messages after one start in a window of the new route's size, once the old route's are done. */
+  private turn = 0;
 
   constructor(
     private readonly broker: StreamHost,
@@ -179,6 +188,27 @@ export class NatsSubscription {
       let failure: Error | undefined;
       /** The message this read acknowledged last: its acknowledgement is confirmed on stop (settleAcks). */
       let lastAcked: JsMsg | undefined;
+      /** The messages in hand (up to `spec.inFlight`), and by stream sequence whether each was taken, for a copy JetStream sends meanwhile. */
+      let window = new InFlightWindow<number>(this.spec.inFlight ?? 1);
+      const inHand = new Map<number, Promise<boolean>>();
+      /** What the consumer had left to deliver as of the latest message it delivered. */
+      let pending = 0;
+      let turn = this.turn;
+      /** Hands `m` to the route, keeping it alive meanwhile, and acknowledges it once taken. */
+      const take = async (m: JsMsg): Promise<boolean> => {
+        const accepted = await handOver(streamMessage(m), this.relay, {
+          ...this.handOverOptions(),
+          // JetStream redelivers a message held past ack_wait: tell it we are still at it.
+          keepAlive: { everyMs: Math.max(100, Math.floor(this.settings.ackWaitMs / 3)), beat: () => m.working() },
+        });
+        // Not accepted (stopping): no ack, so the consumer delivers it again after ack_wait.
+        if (accepted) {
+          m.ack();
+          lastAcked = m;
+          this.handled.add(m.seq);
+        }
+        return accepted;
+      };
       // The stream missing (or not declared): only this route waits, said once per change.
       const missing = this.broker.streamProblem(stream);
       const jsm = this.broker.streamManager();
@@ -222,22 +252,44 @@ export class NatsSubscription {
             lastAcked = m;
             continue;
           }
-          this.lag = m.info.pending + 1;
-          const accepted = await handOver(streamMessage(m), this.relay, {
-            ...this.handOverOptions(),
-            // JetStream redelivers a message held past ack_wait: tell it we are still at it.
-            keepAlive: { everyMs: Math.max(100, Math.floor(this.settings.ackWaitMs / 3)), beat: () => m.working() },
-          });
-          // Not accepted (stopping): no ack, so the consumer delivers it again after ack_wait.
-          if (accepted) {
-            m.ack();
-            lastAcked = m;
-            this.handled.add(m.seq);
-            this.lag = m.info.pending;
+          // A copy of a message in hand: acknowledged once the route took the first.
+          const held = inHand.get(m.seq);
+          if (held) {
+            void held.then((taken) => taken && m.ack());
+            continue;
           }
+          if (turn !== this.turn) {
+            // Handed over: the old route's messages end before the new route's start, in a window of its size.
+            await window.idle();
+            turn = this.turn;
+            window = new InFlightWindow<number>(this.spec.inFlight ?? 1);
+          }
+          await window.room();
+          if (this.stopping) break;
+          pending = m.info.pending;
+          this.lag = pending + inHand.size + 1;
+          const orderKeys = window.capacity > 1 ? this.spec.orderKeys : undefined;
+          const keys = orderKeys ? await Promise.resolve(orderKeys(streamMessage(m))).catch(() => NO_KEYS) : NO_KEYS;
+          let settle!: (taken: boolean) => void;
+          inHand.set(m.seq, new Promise<boolean>((r) => (settle = r)));
+          window.start(
+            m.seq,
+            keys,
+            () =>
+              take(m).then((taken) => {
+                inHand.delete(m.seq);
+                // Acknowledged out of order: what is left is the latest count plus those still in hand.
+                this.lag = pending + inHand.size;
+                settle(taken);
+                return taken;
+              }),
+            NOTHING,
+          );
           if (this.stopping) break;
         }
+        await window.idle();
       } catch (err) {
+        await window.idle();
         if (!this.stopping) {
           this.telemetry?.consumerError(this.spec.route);
           failure = err as Error;
@@ -363,6 +415,7 @@ export class NatsSubscription {
    */
   handOver(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Promise<void> {
     this.spec = spec;
+    this.turn++;
     this.log.info('subscription handed over to the rebuilt route');
     return this.relay.replace(handler);
   }
