@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { post, RawWsClient, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
@@ -8,15 +8,16 @@ import { rawHttp } from '../helpers/raw-http.js';
 import { openStream } from '../helpers/sse.js';
 import { conforms } from '../helpers/wire-formats.js';
 import { fetch } from '../helpers/http.js';
+import { HeldTarget } from '../helpers/held-target.js';
 
-const config = `
+const config = (held: string) => `
 version: 1
 brokers:
   local: { kind: memory }
 listeners:
   api: { kind: http, port: 0, host: 127.0.0.1, maxBodyBytes: 1048576 }
   push: { kind: websocket, port: 0, host: 127.0.0.1, maxPayloadBytes: 1024, maxBufferedBytes: 65536 }
-  lively: { kind: websocket, port: 0, host: 127.0.0.1, pingIntervalMs: 2000 }
+  lively: { kind: websocket, port: 0, host: 127.0.0.1, pingIntervalMs: 2000, maxPendingFrames: 2 }
 routes:
   - name: publish
     from: { listener: push, path: /publish }
@@ -48,6 +49,10 @@ routes:
   - name: idle
     from: { listener: api, path: /idle }
     to: { listener: lively, path: /idle }
+  - name: held
+    from: { listener: lively, path: /held }
+    ack: true
+    to: { http: { url: '${held}' } }
   - name: device-in
     from: { listener: push, path: /devices/:id }
     ack: true
@@ -70,7 +75,13 @@ describe('WebSocket (spec §5)', () => {
   after(() => {
     for (const c of clients) c.close();
   });
-  const gw = useGateway(config);
+  // A webhook that answers nothing until released: frames on /held stay in hand.
+  let held: HeldTarget;
+  before(async () => {
+    held = await HeldTarget.start();
+  });
+  after(() => held.stop());
+  const gw = useGateway(() => config(held.url));
   const connect = async (path: string) => {
     const c = await WsClient.connect(gw.url('push', path, 'ws'));
     clients.push(c);
@@ -336,12 +347,18 @@ describe('WebSocket (spec §5)', () => {
       }
     });
 
-    it('pings clients every pingIntervalMs and disconnects one that stops answering, while clients that answer stay connected', async () => {
+    it('pings clients every pingIntervalMs and disconnects one that stops answering, while clients that answer stay connected, a publisher whose pongs wait unread behind its held frames included', async () => {
       // ws answers pings itself, as browsers do; the raw client never does (a peer gone without a FIN).
       // The answering client has pingIntervalMs to answer each ping: 2 s, where 200 ms once cut it
       // off on a loaded machine (this process answered late); the silent one goes after ~4 s.
       const answering = await WsClient.connect(gw.url('lively', '/idle', 'ws'));
       clients.push(answering);
+      // A publisher whose frames are held (the webhook does not answer): at maxPendingFrames (2) its
+      // socket is paused, so its pongs wait unread behind its frames. It answers all the same.
+      const publisher = await WsClient.connect(gw.url('lively', '/held', 'ws'));
+      clients.push(publisher);
+      for (let i = 0; i < 3; i++) publisher.send({ i });
+      await eventually(() => held.bodies.length === 1);
       const silent = await RawWsClient.connect(gw.url('lively', '/idle', 'ws'));
       await silent.waitEnd(30000);
       assert.ok(silent.pings >= 1, 'the silent client was pinged before it was cut off');
@@ -349,6 +366,14 @@ describe('WebSocket (spec §5)', () => {
       assert.equal((await post(gw.url('api', '/idle'), { n: 1 })).status, 200);
       assert.deepEqual(await answering.next(), { n: 1 });
       assert.equal(answering.closed, undefined);
+      // So is the publisher (it was cut off with the silent one, 1006, its frames unanswered).
+      held.release();
+      for (let i = 0; i < 3; i++) assert.equal((await publisher.next()).type, 'ack', `frame ${i}`);
+      assert.equal(publisher.closed, undefined);
+      assert.deepEqual(
+        held.bodies.map((b) => JSON.parse(b)),
+        [{ i: 0 }, { i: 1 }, { i: 2 }],
+      );
     });
 
     it('answers a client that offers subprotocols with the first one, as browsers need', async () => {
