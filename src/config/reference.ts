@@ -322,7 +322,7 @@ a consume route retries the message to the targets that failed only.
   \`topic\` is a name, or \`{expression: <JSONata>}\` to compute it per message (e.g.
   \`{expression: '"orders." & region'}\`); a result that is not a valid topic name fails the
   message (HTTP 500) without publishing it.
-- \`{listener: L, path: /p, format: value|envelope}\` where L is a websocket listener: push to every
+- \`{listener: L, path: /p, format: value|envelope|cloudevent}\` where L is a websocket listener: push to every
   client connected on \`/p\` ("websocket forward route"). \`format: value\` (default) sends the value
   as JSON; \`envelope\` sends \`{"topic","partition","offset","key","headers","value","timestamp"}\`
   (\`partition\` a number, \`offset\` a string of digits, as Kafka offsets can exceed JSON's safe
@@ -339,7 +339,8 @@ a consume route retries the message to the targets that failed only.
   \`Accept: text/event-stream\` is a Server-Sent Events stream of the same messages (see
   [kind: http](#kind-http)); \`auth\` is checked before the stream opens.
 - \`format: cloudevent\` (listener targets): CloudEvent messages are sent in the structured JSON
-  form (\`{"specversion","id","source","type",...,"data"}\`); \`envelope\` frames of CloudEvents
+  form (\`{"specversion","id","source","type",...,"data"}\`), other messages as the envelope (so a
+  client tells them apart by \`specversion\`); \`envelope\` frames of CloudEvents
   also carry their attributes as \`ce\`.
 - \`cloudevents: binary|structured\` (broker targets): how CloudEvent messages are written. A
   message is a CloudEvent when it came in as one (HTTP binary, structured or batched mode; a
