@@ -324,7 +324,9 @@ a consume route retries the message to the targets that failed only.
   message (HTTP 500) without publishing it.
 - \`{listener: L, path: /p, format: value|envelope|cloudevent}\` where L is a websocket listener: push to every
   client connected on \`/p\` ("websocket forward route"). \`format: value\` (default) sends the value
-  as JSON; \`envelope\` sends \`{"topic","partition","offset","key","headers","value","timestamp"}\`
+  as JSON (the JSON its producer wrote, while no step changed it: \`9007199254740993\` and \`1.10\`
+  as written, where JSON.stringify of the parsed value would round and respell them; so does an
+  event stream's \`data\`, and the \`value\` of an envelope); \`envelope\` sends \`{"topic","partition","offset","key","headers","value","timestamp"}\`
   (\`partition\` a number, \`offset\` a string of digits, as Kafka offsets can exceed JSON's safe
   integers, both \`null\` for a message that came from no topic, or from a server that keeps no
   position: MQTT, AMQP and core NATS subjects; a JetStream message is partition \`0\`, offset its

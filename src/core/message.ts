@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 /** The unit that flows through a route (spec §3). Immutable by convention: steps return new messages. */
 export interface Message {
   value: unknown;
@@ -262,6 +263,46 @@ export function isJsonMediaType(contentType: string | undefined): boolean {
  */
 export function jsonValue(value: unknown): unknown {
   return Buffer.isBuffer(value) ? value.toString('base64') : (value ?? null);
+}
+
+/**
+ * The value as JSON text for clients (WebSocket frames, event stream data): the JSON it came with
+ * while no step changed it, as valuePayload writes it to brokers and webhooks, so an integer past
+ * 2^53 or a `1.0` reaches a client as its producer wrote it, not rounded or respelled by
+ * JSON.stringify of the parsed value; else jsonValue's JSON. Only bytes that are JSON text
+ * qualify: a number or object/array parsed from them (a string may have been plain text), valid
+ * UTF-8 (a text frame must be), outer whitespace left out.
+ */
+export function valueJson(msg: Message): string {
+  const original = msg[ORIGINAL];
+  const value = msg.value;
+  if (
+    original !== undefined &&
+    original.value !== null &&
+    original.decoded.value === value &&
+    (typeof value === 'number' || (typeof value === 'object' && value !== null && !Buffer.isBuffer(value)))
+  ) {
+    const bytes = original.value;
+    let start = 0;
+    let end = bytes.length;
+    while (start < end && isJsonSpace(bytes[start]!)) start++;
+    while (end > start && isJsonSpace(bytes[end - 1]!)) end--;
+    if (start < end && isUtf8(bytes.subarray(start, end))) return bytes.toString('utf8', start, end);
+  }
+  return JSON.stringify(jsonValue(value));
+}
+
+function isJsonSpace(b: number): boolean {
+  return b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+}
+
+/**
+ * A message as the `envelope` format gives it to clients, with the value as valueJson writes it;
+ * `ce`, a CloudEvent's attributes, after the rest.
+ */
+export function envelopeJson(msg: Message, ce: Readonly<Record<string, string>> | undefined): string {
+  const head = JSON.stringify({ topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers });
+  return `${head.slice(0, -1)},"value":${valueJson(msg)},"timestamp":${JSON.stringify(msg.timestamp) ?? 'null'}${ce ? `,"ce":${JSON.stringify(ce)}` : ''}}`;
 }
 
 /**

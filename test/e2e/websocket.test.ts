@@ -290,6 +290,30 @@ describe('WebSocket (spec §5)', () => {
       for (const s of [stream, streamEnvelope, streamCloudEvent]) s!.close();
     });
 
+    it('forwards a JSON value no step changed as its producer wrote it (an integer past 2^53, 1.10), in frames and event streams, value and envelope alike', async () => {
+      const value = await connect('/frames');
+      const envelope = await connect('/frames/envelope');
+      const [stream, streamEnvelope] = await Promise.all(['/bytes/stream', '/bytes/stream/envelope'].map((p) => openStream(gw.url('api', p))));
+      const written = '{"order":9007199254740993,"price":1.10}';
+      // JSON.stringify of the parsed value wrote {"order":9007199254740992,"price":1.1}.
+      (await connect('/quiet')).send(written);
+      assert.equal(await value.nextText(), written);
+      const e = await envelope.nextText();
+      assert.ok(e.includes(`"value":${written},"timestamp":`), e);
+      assert.equal(JSON.parse(e).topic, 'frames');
+      const reply = await fetch(gw.url('api', '/bytes'), { method: 'POST', body: `  ${written}\n`, headers: { 'content-type': 'application/json' } });
+      assert.equal(reply.status, 200);
+      const data = (s: { events: () => { data: string }[] }) =>
+        eventually(() => {
+          const event = s.events().find((ev) => ev.data !== undefined);
+          assert.ok(event, 'an event arrived');
+          return event.data;
+        });
+      assert.equal(await data(stream!), written);
+      assert.ok((await data(streamEnvelope!)).includes(`"value":${written},"timestamp":`));
+      for (const s of [stream, streamEnvelope]) s!.close();
+    });
+
     it('pushes every message to every client on the path', async () => {
       const a = await connect('/frames');
       const b = await connect('/frames');

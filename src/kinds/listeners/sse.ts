@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { attributesOf, toStructured } from '../../codecs/cloudevents.js';
 import type { Logger } from '../../log.js';
 import { expireAt } from '../../core/expiry.js';
-import { jsonValue, type Delivery, type Message, type RequestMeta } from '../../core/message.js';
+import { envelopeJson, valueJson, type Delivery, type Message, type RequestMeta } from '../../core/message.js';
 import type { Gate, ReplaySource, Target } from '../contracts.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { PacedWriter, SLICE_BYTES } from './paced-write.js';
@@ -168,21 +168,9 @@ function oneLine(s: string): string {
 function payload(msg: Message, format: SseFormat): { event: string | undefined; data: string } {
   const attrs = attributesOf(msg.headers);
   const event = attrs?.type;
-  if (format === 'value') return { event, data: JSON.stringify(jsonValue(msg.value)) };
+  if (format === 'value') return { event, data: valueJson(msg) };
   if (format === 'cloudevent' && attrs) return { event, data: JSON.stringify(toStructured(msg)) };
-  return {
-    event,
-    data: JSON.stringify({
-      topic: msg.topic,
-      partition: msg.partition,
-      offset: msg.offset,
-      key: msg.key,
-      headers: msg.headers,
-      value: jsonValue(msg.value),
-      timestamp: msg.timestamp,
-      ...(attrs ? { ce: attrs } : {}),
-    }),
-  };
+  return { event, data: envelopeJson(msg, attrs) };
 }
 
 /** The event streams of one http listener. */

@@ -10,7 +10,7 @@ import { answerFor, errorFrame } from '../../core/answer.js';
 import { expireAt } from '../../core/expiry.js';
 import { sendProblem } from './http-reply.js';
 import { parseClientJson } from './client-json.js';
-import { jsonValue, ORIGINAL, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
+import { envelopeJson, ORIGINAL, valueJson, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import {
   admitThrough,
   type Admission,
@@ -421,7 +421,11 @@ export class WebSocketListener implements ListenerRuntime {
         for (const c of set) if (listener.withinBound(c)) sent++;
         if (sent > 0) {
           const payload = Buffer.from(
-            format === 'value' ? JSON.stringify(jsonValue(msg.value)) : JSON.stringify(format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? toStructured(msg) : envelope(msg)),
+            format === 'value'
+              ? valueJson(msg)
+              : format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined
+                ? JSON.stringify(toStructured(msg))
+                : envelopeJson(msg, attributesOf(msg.headers)),
           );
           batch.queue(textFrame(payload), payload);
         }
@@ -739,14 +743,6 @@ function handshakeTrace(req: IncomingMessage): Record<string, string> | undefine
   const { traceparent, tracestate } = req.headers;
   if (typeof traceparent !== 'string') return undefined;
   return typeof tracestate === 'string' ? { traceparent, tracestate } : { traceparent };
-}
-
-/** The envelope frame; a CloudEvent's attributes are also given as `ce` (they are its ce_ headers too). */
-function envelope(msg: Message): Record<string, unknown> {
-  const env: Record<string, unknown> = { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers: msg.headers, value: jsonValue(msg.value), timestamp: msg.timestamp };
-  const ce = attributesOf(msg.headers);
-  if (ce) env.ce = ce;
-  return env;
 }
 
 /**
