@@ -271,7 +271,7 @@ export function jsonValue(value: unknown): unknown {
  * 2^53 or a `1.0` reaches a client as its producer wrote it, not rounded or respelled by
  * JSON.stringify of the parsed value; else jsonValue's JSON. Only bytes that are JSON text
  * qualify: a number or object/array parsed from them (a string may have been plain text), valid
- * UTF-8 (a text frame must be), outer whitespace left out.
+ * UTF-8 (a text frame must be), outer whitespace and a byte-order mark left out.
  */
 export function valueJson(msg: Message): string {
   const original = msg[ORIGINAL];
@@ -283,7 +283,8 @@ export function valueJson(msg: Message): string {
     (typeof value === 'number' || (typeof value === 'object' && value !== null && !Buffer.isBuffer(value)))
   ) {
     const bytes = original.value;
-    let start = 0;
+    // A byte-order mark, which the listeners take before JSON (as browsers' JSON readers do), is no JSON text.
+    let start = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
     let end = bytes.length;
     while (start < end && isJsonSpace(bytes[start]!)) start++;
     while (end > start && isJsonSpace(bytes[end - 1]!)) end--;

@@ -211,10 +211,11 @@ describe('WebSocket (spec §5)', () => {
       }
     });
 
-    it('closes with 1009 a connection that sends a frame over maxPayloadBytes, and with 1007 one that sends a text frame not UTF-8, after answering the frames before it', async () => {
+    it('closes with 1009 a connection that sends a frame over maxPayloadBytes, with 1007 one that sends a text frame not UTF-8 and with 1002 one that breaks the protocol, saying why, after answering the frames before it', async () => {
       const c = await connect('/publish');
       c.send({ n: 1, pad: 'x'.repeat(2000) });
-      assert.equal((await c.waitClose()).code, 1009);
+      // The close frame says why (ws closes with a bare code).
+      assert.deepEqual(await c.waitClose(), { code: 1009, reason: 'a frame over maxPayloadBytes (1024 bytes)' });
       // The frames read before the one that breaks the connection are published: each gets its
       // ack or error frame before the close, or the client could not tell what was delivered.
       // All in one write, so the gateway reads them together.
@@ -222,13 +223,16 @@ describe('WebSocket (spec §5)', () => {
       const masked = (payload: Buffer) => Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!));
       const over = Buffer.from([0x81, 0x80 | 126, 2000 >> 8, 2000 & 0xff, ...mask]);
       const notUtf8 = Buffer.concat([Buffer.from([0x81, 0x80 | 2, ...mask]), masked(Buffer.from([0xc3, 0x28]))]);
-      for (const [breaker, code] of [
-        [over, 1009],
-        [notUtf8, 1007],
+      // A frame a client must not send at all (unmasked, RFC 6455 §5.1): 1002, ws's words as the reason.
+      const unmasked = Buffer.from([0x81, 2, 0x7b, 0x7d]);
+      for (const [breaker, code, reason] of [
+        [over, 1009, 'a frame over maxPayloadBytes (1024 bytes)'],
+        [notUtf8, 1007, 'Invalid WebSocket frame: invalid UTF-8 sequence'],
+        [unmasked, 1002, 'Invalid WebSocket frame: MASK must be set'],
       ] as const) {
         const raw = await RawWsClient.connect(gw.url('push', '/publish', 'ws'));
         raw.socket.write(Buffer.concat([RawWsClient.textFrame('{"n":1}'), RawWsClient.textFrame('{"n":"x"}'), RawWsClient.textFrame('{"n":2}'), breaker]));
-        assert.equal((await raw.waitCloseFrame()).code, code);
+        assert.deepEqual(await raw.waitCloseFrame(), { code, reason });
         const answers = raw.texts.slice(0, raw.textsBeforeClose).map((t) => JSON.parse(t));
         assert.deepEqual(
           answers.map((a) => a.type ?? a.status),
@@ -296,7 +300,8 @@ describe('WebSocket (spec §5)', () => {
       const [stream, streamEnvelope] = await Promise.all(['/bytes/stream', '/bytes/stream/envelope'].map((p) => openStream(gw.url('api', p))));
       const written = '{"order":9007199254740993,"price":1.10}';
       // JSON.stringify of the parsed value wrote {"order":9007199254740992,"price":1.1}.
-      (await connect('/quiet')).send(written);
+      // With a byte-order mark and spaces around, which are taken and are no part of the JSON text.
+      (await connect('/quiet')).send(`\ufeff ${written} `);
       assert.equal(await value.nextText(), written);
       const e = await envelope.nextText();
       assert.ok(e.includes(`"value":${written},"timestamp":`), e);

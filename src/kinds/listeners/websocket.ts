@@ -127,6 +127,8 @@ class Client implements BatchClient, RequestMeta {
   expiry: NodeJS.Timeout | undefined = undefined;
   /** Pinged and not answered yet: still so at the next ping, the client is gone. */
   awaitingPong = false;
+  /** What broke the connection, as ws's frame parser said it (the close frame's reason). */
+  failure: string | undefined = undefined;
   batchSkip = 0;
   batchEpoch = -1;
 
@@ -158,7 +160,9 @@ function onClientClose(this: WebSocket): void {
 
 function onClientError(this: WebSocket, err: Error): void {
   const c = clientOf.get(this);
-  c?.listener.env.logger.debug({ listener: c.listener.name, path: c.path, err: err.message }, 'client error');
+  if (!c) return;
+  c.failure ??= err.message;
+  c.listener.env.logger.debug({ listener: c.listener.name, path: c.path, err: err.message }, 'client error');
 }
 
 function onClientPong(this: WebSocket): void {
@@ -178,17 +182,24 @@ const FRAME_FAILURES: ReadonlySet<number> = new Set([1002, 1007, 1009]);
  * ws fails a connection from its frame parser, at once, when a frame breaks it (FRAME_FAILURES).
  * The frames read before that one are still being published: their acks and error frames go out
  * first and the close after them, or the client could not tell which were delivered. ws reads
- * nothing more meanwhile.
+ * nothing more meanwhile. ws closes with a bare code; the close frame says why (ws emits the
+ * parser's error right after asking to close, so the close waits a tick for it).
  */
 class ClientSocket extends WsSocket {
   override close(code?: number, data?: string | Buffer): void {
     const c = clientOf.get(this);
-    if (c?.queue !== undefined && c.pending > 0 && !c.evicted && code !== undefined && FRAME_FAILURES.has(code)) {
-      void c.queue.then(() => super.close(code, data));
-      return;
-    }
-    super.close(code, data);
+    if (c === undefined || c.evicted || code === undefined || data !== undefined || !FRAME_FAILURES.has(code)) return super.close(code, data);
+    const close = () => super.close(code, failureReason(c, code));
+    if (c.queue !== undefined && c.pending > 0) void c.queue.then(close);
+    else process.nextTick(close);
   }
+}
+
+/** A close frame's reason is at most 123 bytes (RFC 6455 §5.5); ws's messages are shorter. */
+function failureReason(c: Client, code: number): string {
+  if (code === 1009) return `a frame over maxPayloadBytes (${c.listener.maxPayloadBytes} bytes)`;
+  const reason = c.failure ?? (code === 1007 ? 'a text frame that is not UTF-8' : 'protocol error');
+  return Buffer.byteLength(reason) <= 123 ? reason : 'protocol error';
 }
 
 /**
@@ -387,6 +398,11 @@ export class WebSocketListener implements ListenerRuntime {
     } else if (admission?.ok) {
       this.expireAt(c, admission.until);
     }
+  }
+
+  /** The largest frame a client may send, for the reason of the close of one that sent more. */
+  get maxPayloadBytes(): number {
+    return this.options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
   }
 
   address() {
@@ -793,7 +809,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`, a value of at most 100 characters: a longer one matches no route), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`; a handshake with a body, `Transfer-Encoding` or a `Content-Length` other than 0, is 400: its bytes would be read as frames), all as problem+json; a refusal closes the connection lingering (what the client still sends is read and discarded, for at most 5 s or 64 MiB). A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a client's frames are handled one after another, each by the route in place when its turn comes (one waiting while a reload replaces its route goes to the new route); a text frame that is not UTF-8 closes it with 1007 (and a frame over `maxPayloadBytes` with 1009), once the frames it sent before are answered, acks and error frames alike, so the client knows which were delivered. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected (unless frames it sent are still in processing: its pong may wait unread behind them), so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory. It has 5 s to read what was buffered for it and the close frame (then a browser page gets `close` 1013, reason `client too slow`); a page that reads nothing for longer (a tab whose script runs on, a device asleep) is cut off and sees 1006. A forward client gets what is delivered while it is connected: nothing is replayed when it reconnects, so a page treats any close as a gap (an event stream on an http listener resumes with `Last-Event-ID`). A refused handshake (401/403, a foreign `Origin`, 404) reaches a page as an `error` event and `close` 1006: browsers give scripts no status for it (the console shows it), so a page cannot tell it from a network failure; it should back off rather than reconnect at once.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`, a value of at most 100 characters: a longer one matches no route), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`; a handshake with a body, `Transfer-Encoding` or a `Content-Length` other than 0, is 400: its bytes would be read as frames), all as problem+json; a refusal closes the connection lingering (what the client still sends is read and discarded, for at most 5 s or 64 MiB). A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a client's frames are handled one after another, each by the route in place when its turn comes (one waiting while a reload replaces its route goes to the new route); a text frame that is not UTF-8 closes it with 1007 (a frame over `maxPayloadBytes` with 1009, one that breaks the protocol, unmasked or of an unknown opcode, with 1002; the close frame's reason says why: `a frame over maxPayloadBytes (1048576 bytes)`, `Invalid WebSocket frame: MASK must be set`), once the frames it sent before are answered, acks and error frames alike, so the client knows which were delivered. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected (unless frames it sent are still in processing: its pong may wait unread behind them), so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory. It has 5 s to read what was buffered for it and the close frame (then a browser page gets `close` 1013, reason `client too slow`); a page that reads nothing for longer (a tab whose script runs on, a device asleep) is cut off and sees 1006. A forward client gets what is delivered while it is connected: nothing is replayed when it reconnects, so a page treats any close as a gap (an event stream on an http listener resumes with `Last-Event-ID`). A refused handshake (401/403, a foreign `Origin`, 404) reaches a page as an `error` event and `close` 1006: browsers give scripts no status for it (the console shows it), so a page cannot tell it from a network failure; it should back off rather than reconnect at once.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
