@@ -188,10 +188,12 @@ const FRAME_FAILURES: ReadonlySet<number> = new Set([1002, 1007, 1009]);
 class ClientSocket extends WsSocket {
   override close(code?: number, data?: string | Buffer): void {
     const c = clientOf.get(this);
-    if (c === undefined || c.evicted || code === undefined || data !== undefined || !FRAME_FAILURES.has(code)) return super.close(code, data);
-    const close = () => super.close(code, failureReason(c, code));
+    if (c === undefined || c.evicted || code === undefined || !FRAME_FAILURES.has(code)) return super.close(code, data);
+    // (With data, ws echoes a close frame the client sent with one of these codes.)
+    const close = () => super.close(code, data ?? failureReason(c, code));
     if (c.queue !== undefined && c.pending > 0) void c.queue.then(close);
-    else process.nextTick(close);
+    else if (data === undefined) process.nextTick(close);
+    else close();
   }
 }
 
