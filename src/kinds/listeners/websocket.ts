@@ -127,8 +127,6 @@ class Client implements BatchClient, RequestMeta {
   expiry: NodeJS.Timeout | undefined = undefined;
   /** Pinged and not answered yet: still so at the next ping, the client is gone. */
   awaitingPong = false;
-  /** What broke the connection, as ws's frame parser said it (the close frame's reason). */
-  failure: string | undefined = undefined;
   batchSkip = 0;
   batchEpoch = -1;
 
@@ -152,6 +150,8 @@ class Client implements BatchClient, RequestMeta {
 
 /** The client of each connection, for the socket events' shared handlers (`this` is the WebSocket). */
 const clientOf = new WeakMap<WebSocket, Client>();
+/** What broke a connection, as ws's frame parser said it (its close frame's reason): kept off Client, which every idle connection holds. */
+const failureOf = new WeakMap<Client, string>();
 
 function onClientClose(this: WebSocket): void {
   const c = clientOf.get(this);
@@ -161,7 +161,7 @@ function onClientClose(this: WebSocket): void {
 function onClientError(this: WebSocket, err: Error): void {
   const c = clientOf.get(this);
   if (!c) return;
-  c.failure ??= err.message;
+  if (!failureOf.has(c)) failureOf.set(c, err.message);
   c.listener.env.logger.debug({ listener: c.listener.name, path: c.path, err: err.message }, 'client error');
 }
 
@@ -200,7 +200,7 @@ class ClientSocket extends WsSocket {
 /** A close frame's reason is at most 123 bytes (RFC 6455 §5.5); ws's messages are shorter. */
 function failureReason(c: Client, code: number): string {
   if (code === 1009) return `a frame over maxPayloadBytes (${c.listener.maxPayloadBytes} bytes)`;
-  const reason = c.failure ?? (code === 1007 ? 'a text frame that is not UTF-8' : 'protocol error');
+  const reason = failureOf.get(c) ?? (code === 1007 ? 'a text frame that is not UTF-8' : 'protocol error');
   return Buffer.byteLength(reason) <= 123 ? reason : 'protocol error';
 }
 
