@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -13,7 +13,7 @@ import type { Plan } from '../plan/types.js';
 import { RELOAD_WHILE_STOPPING, type ReloadResult } from '../runtime/gateway.js';
 import { addAsyncApiEndpoints } from './asyncapi.js';
 import { boundAddress, listen } from '../kinds/listeners/bind.js';
-import { rawResponse, refuseConnect } from '../kinds/listeners/transport.js';
+import { createTransport, rawResponse } from '../kinds/listeners/transport.js';
 import { answerAndCloseLingering } from '../kinds/listeners/lingering-close.js';
 import { mediaTypeOf } from '../core/message.js';
 
@@ -74,14 +74,16 @@ export class AdminServer {
     private plan: AdminPlan,
   ) {
     this.token = plan.token;
-    this.server = createServer((req, res) => {
+    // The listeners' transport, with their default bounds: node's own let a client that connects
+    // and sends nothing hold an admin connection for over a minute, and any number of them.
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.serve(req, res).catch((err) => {
         gateway.logger.error({ err: (err as Error).message, path: req.url }, 'admin request failed');
         if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'admin request failed'));
       });
-    });
+    };
+    this.server = createTransport('admin', { port: plan.port }, handler, gateway.logger, 'GET, POST, PUT');
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
-    this.server.on('connect', (_req, socket) => refuseConnect(socket, 'GET, POST, PUT'));
     this.route('GET /healthz', (_req, res) => sendJson(res, 200, { status: 'ok' }));
     // Probes need no token, so /readyz is open, token or not: the contract's 503 comes "with the
     // reasons", which an orchestrator shows in its probe events. A reason names the component and

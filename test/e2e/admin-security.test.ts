@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 
@@ -58,6 +61,19 @@ describe('admin API protection', () => {
       gw.logs.some((l) => /admin API is reachable beyond this host/.test(l.msg)),
       false,
     );
+  });
+
+  it("closes a connection that sends no request within the listeners' headersTimeoutMs (10 s), not after node's minute and more", async () => {
+    const port = Number(new URL(gw.adminUrl).port);
+    const socket = connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    await once(socket, 'connect');
+    socket.resume();
+    const giveUp = new AbortController();
+    const closed = await Promise.race([once(socket, 'close').then(() => true), delay(30_000, false, { signal: giveUp.signal })]);
+    giveUp.abort();
+    socket.destroy();
+    assert.ok(closed, 'an admin connection that sends nothing is still open after 30 s');
   });
 
   it('serves /healthz and /readyz without the token', async () => {
