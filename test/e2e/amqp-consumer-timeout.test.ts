@@ -50,7 +50,7 @@ ${held ? `  - name: held\n    from: { broker: rabbit, topic: held }\n    to: { h
     await rabbit?.stop();
   });
 
-  it('opens another channel when a message held past consumer_timeout (its target failing) closes it: the route consumes on, nothing lost, only the message in hand twice', async () => {
+  it('opens another channel when a message held past consumer_timeout (its target failing) closes it: the route consumes on, nothing lost, only the messages in hand twice', async () => {
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'work', 30000);
     const publish = (from: number) =>
       pikaPublish(
@@ -74,12 +74,12 @@ ${held ? `  - name: held\n    from: { broker: rabbit, topic: held }\n    to: { h
       100,
     );
     await eventually(async () => assert.equal(await pikaQueueDepth(rabbit, 'work'), 0), 15000, 200);
-    // Message 0 was in hand when the channel closed: delivered by the route that held it (its ack
-    // went nowhere) and again from the queue. The others the closed channel held are not handled
-    // from it, so each arrives once.
+    // Messages 0-4 were in hand when the channel closed (a webhook route has up to `concurrency`,
+    // 16 by default): each may be delivered by the route that held it (its ack went nowhere) and
+    // again from the queue. Those published after (5-9) come on the new channel only, once each.
     const twice = accepted.filter((i, k) => accepted.indexOf(i) !== k);
     assert.ok(
-      twice.every((i) => i === 0),
+      twice.every((i) => i < 5),
       `repeated: ${twice.join(', ')}`,
     );
     assert.ok(gw.logs.some((l) => l.msg === 'amqp consume channel closed while the connection lives; opening another'));

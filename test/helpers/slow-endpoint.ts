@@ -1,6 +1,8 @@
+import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { eventually } from './gateway.js';
 
 export interface Held {
   n: number;
@@ -65,6 +67,25 @@ export class SlowEndpoint {
     this.arrivals.length = 0;
     this.maxInFlight = 0;
     this.maxPerKey = 0;
+  }
+
+  /**
+   * What `publish` sends (messages numbered `ns`) is held until `inHand` requests wait at once,
+   * then every one is answered: the route kept exactly `inHand` in hand, and each message came once.
+   */
+  async takesInWindowsOf(inHand: number, ns: readonly number[], publish: () => Promise<void>): Promise<void> {
+    this.reset();
+    this.onArrival = (h) => this.held.push(h);
+    await publish();
+    await eventually(() => assert.equal(this.held.length, inHand), 15000, 50);
+    this.onArrival = (h) => h.res.end();
+    this.release();
+    await eventually(() => assert.equal(this.arrivals.length, ns.length), 15000, 50);
+    assert.equal(this.maxInFlight, inHand);
+    assert.deepEqual(
+      this.arrivals.map((a) => a.n).sort((a, b) => a - b),
+      [...ns].sort((a, b) => a - b),
+    );
   }
 
   async stop(): Promise<void> {
