@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { mosquittoPub, pikaPublish } from '../helpers/peers.js';
-import { startMosquitto, startRabbit, type MessageServer } from '../helpers/servers.js';
+import { startMosquitto, startRabbit, type MessageServer, type RabbitServer } from '../helpers/servers.js';
+import { scrape } from '../helpers/prometheus.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 /**
@@ -54,6 +55,18 @@ routes:
       await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 60000);
       await publish('{"n":1}');
       await receiver.received(1);
+      // Its acknowledgement out and taken before the server freezes: else the server still holds it
+      // unacknowledged, and gives it again once the dropped connection is gone (at least once, but not this test's case).
+      const inHand = async () =>
+        (await scrape(gw.adminUrl))
+          .series(`eventgate_${kind}_consumer_lag`)
+          .filter((s) => s.labels.route === 'relay')
+          .reduce((n, s) => n + s.value, 0);
+      await eventually(async () => assert.equal(await inHand(), 0), 15000, 50);
+      if (kind === 'amqp') {
+        const rabbit = server as RabbitServer;
+        await eventually(async () => assert.doesNotMatch(await rabbit.ctl('list_queues', '-q', '-p', rabbit.vhost, 'messages_unacknowledged'), /[1-9]/), 15000, 100);
+      }
 
       freeze(true);
       const from = gw.logs.length;
