@@ -152,7 +152,7 @@ export function parsePositions(id: string): Positions | undefined {
   return out.size > 0 ? out : undefined;
 }
 
-/** One SSE event as bytes. Values have no raw newlines (JSON), so `data:` is one line. */
+/** One SSE event as bytes. A value its producer wrote over several lines (valueJson keeps its JSON text) goes as several `data:` lines, which clients join with newlines again. */
 export function sseEvent(fields: { id?: string; event?: string; data: string }): Buffer {
   let text = '';
   if (fields.id !== undefined) text += `id: ${fields.id}\n`;
