@@ -97,7 +97,7 @@ routes:
     assert.equal(after.code, 0, after.stderr);
   });
 
-  it('counts connections still in their TLS handshake against maxConnections', async () => {
+  it('counts connections still in their TLS handshake against maxConnections, and cuts one off that does not finish it within 10 s', async () => {
     // Clients that connect and never start the handshake: counted only once it was done, they were held 120 s each, unbounded.
     const open = () => {
       const socket = connect(gw.port('kafka-capped'), '127.0.0.1');
@@ -110,9 +110,14 @@ routes:
     const giveUp = new AbortController();
     const closed = await Promise.race([once(second, 'close').then(() => true), delay(30_000, false, { signal: giveUp.signal })]);
     giveUp.abort();
-    first.destroy();
     second.destroy();
     assert.ok(closed, 'a second connection to a TLS kafka listener with maxConnections: 1 is still open after 30 s');
+    // And the one let in is cut off by the handshake's bound (10 s, as an http listener's head), not held node's 120 s.
+    const bound = new AbortController();
+    const firstClosed = await Promise.race([once(first, 'close').then(() => true), delay(30_000, false, { signal: bound.signal })]);
+    bound.abort();
+    first.destroy();
+    assert.ok(firstClosed, 'a connection to a TLS kafka listener that never starts its handshake is still open after 30 s');
   });
 
   it('is refused by a client that does not trust its certificate', async () => {

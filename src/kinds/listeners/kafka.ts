@@ -35,7 +35,7 @@ const options = kindOptions('kafka', {
     }),
   ),
   tls: tlsServerOption(
-    "Serve TLS to Kafka clients (they connect with security.protocol=ssl) on the bootstrap port and every broker port. Files are relative to gateway.yaml and watched: a renewed certificate is used for new connections without a restart. Independent of the upstream broker's `ssl`, which is for the proxy's own connections to the cluster.",
+    "Serve TLS to Kafka clients (they connect with security.protocol=ssl) on the bootstrap port and every broker port. Files are relative to gateway.yaml and watched: a renewed certificate is used for new connections without a restart. A client must finish its handshake within 10 s (node allows 120 s); one that fails or does not is closed. Independent of the upstream broker's `ssl`, which is for the proxy's own connections to the cluster.",
   ),
   maxRequestBytes: Type.Optional(
     Type.Integer({

@@ -8,11 +8,11 @@
  */
 import { createServer, isIP, connect as netConnect, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
-import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions } from 'node:tls';
+import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { BrokerAddress, RequestHeader } from '../../../codecs/kafka-protocol/messages.js';
 import { decompressBudget, type BatchCompression } from '../../../codecs/record-batch.js';
 import { boundAddress, listen } from '../bind.js';
-import { rotateTls, tlsServerOptions, type TlsMaterial } from '../transport.js';
+import { rotateTls, TRANSPORT_DEFAULTS, tlsServerOptions, type TlsMaterial } from '../transport.js';
 import type { Health, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv } from '../../contracts.js';
 import { ProxyConnection, type ConnectionHost } from './connection.js';
 import { governProduce, type Governed } from './govern.js';
@@ -117,11 +117,16 @@ export class KafkaProxyListener implements ListenerRuntime {
     const m = this.settings.serverTls;
     // Paused until the connection has its own read buffer (ProxyConnection, readIntoBuffer).
     if (!m) return createServer({ pauseOnConnect: true }, accept);
-    const server = createTlsServer(tlsServerOptions(m), accept);
+    // The handshake has the http listeners' bound for a request's head (node's own is 120 s).
+    const server = createTlsServer({ ...tlsServerOptions(m), handshakeTimeout: TRANSPORT_DEFAULTS.headersTimeoutMs }, accept);
     // accept() sees a TLS client only once its handshake is done: node's own count bounds the ones
     // still shaking hands (per port), which would otherwise be held 120 s each, uncounted.
     server.maxConnections = this.settings.maxConnections;
-    server.on('tlsClientError', (err: Error) => this.env.logger.debug({ listener: this.name, err: err.message }, 'TLS handshake failed'));
+    // node leaves a socket whose handshake failed or timed out open: it is of no use to anyone.
+    server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+      this.env.logger.debug({ listener: this.name, err: err.message }, 'TLS handshake failed');
+      socket.destroy();
+    });
     return server;
   }
 
