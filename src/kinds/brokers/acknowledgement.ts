@@ -269,8 +269,11 @@ export async function handOver(msg: Message, handler: ((msg: Message) => Promise
   try {
     for (;;) {
       const to = typeof handler === 'function' ? handler : handler.current;
+      // Counted in hand on the relay while its handler has it (no promise or closure more per message).
+      const relay = to === handler ? undefined : (handler as Relay);
+      const generation = relay?.taking();
       try {
-        await (to === handler ? to(msg) : (handler as Relay).take(to, msg));
+        await to(msg);
         return true;
       } catch (err) {
         if (o.stopping()) return false;
@@ -280,6 +283,8 @@ export async function handOver(msg: Message, handler: ((msg: Message) => Promise
         o.telemetry?.consumerError(o.route);
         o.log.error({ topic: msg.topic, err: (err as Error).message }, 'message given back by its route while its subscription runs; left unacknowledged for the server to deliver again');
         return false;
+      } finally {
+        if (relay) relay.left(generation!);
       }
     }
   } finally {
@@ -294,18 +299,25 @@ export async function handOver(msg: Message, handler: ((msg: Message) => Promise
  * `concurrency` on AMQP) finish with the route that took them.
  */
 export class Relay {
-  /** The handlings in hand, by whichever handler took them. */
-  private readonly inHand = new Set<Promise<void>>();
+  /** Handlings in hand that the current handler took, and those earlier handlers took (replace() waits for these). */
+  private inHandNow = 0;
+  private inHandBefore = 0;
+  /** Counts replace()s: a handling is counted in the generation it started in. */
+  private generation = 0;
+  private waiting: (() => void)[] = [];
 
   constructor(public current: (msg: Message) => Promise<void>) {}
 
-  /** `handler(msg)`, remembered while in hand: the one cost a hand-over adds per message. */
-  take(handler: (msg: Message) => Promise<void>, msg: Message): Promise<void> {
-    const handling = handler(msg);
-    this.inHand.add(handling);
-    const done = () => void this.inHand.delete(handling);
-    handling.then(done, done);
-    return handling;
+  /** A handling starts with `current` (handOver()); the generation to give left(). */
+  taking(): number {
+    this.inHandNow++;
+    return this.generation;
+  }
+
+  left(generation: number): void {
+    if (generation === this.generation) this.inHandNow--;
+    // After the turn's microtasks: the subscription acknowledges a message taken in handOver()'s continuation, before replace() resolves.
+    else if (--this.inHandBefore === 0) setImmediate(() => this.waiting.splice(0).forEach((w) => w()));
   }
 
   /**
@@ -315,11 +327,12 @@ export class Relay {
    */
   replace(handler: (msg: Message) => Promise<void>): Promise<void> {
     this.current = handler;
-    return Promise.allSettled([...this.inHand]).then(NOTHING);
+    this.generation++;
+    this.inHandBefore += this.inHandNow;
+    this.inHandNow = 0;
+    return this.inHandBefore === 0 ? Promise.resolve() : new Promise((resolve) => this.waiting.push(resolve));
   }
 }
-
-const NOTHING = (): void => undefined;
 
 /**
  * The route's handle on a subscription its broker keeps in `subscriptions`: stopping it waits for
