@@ -291,7 +291,7 @@ a consume route retries the message to the targets that failed only.
 | \`through\` | no | a chain name, or a list of chain names and inline steps |
 | \`to\` | yes (no on a kafka listener) | one target or a list: \`{broker, topic, key?, cloudevents?, qos?}\`, \`{listener, path, format?, auth?}\` or \`{http: {url, ...}}\` (a webhook). On a route from a kafka listener, optional: without it records go on to the topic upstream; with it they go to the targets instead |
 | \`deadletter\` | no | \`{broker, topic, qos?}\`: where messages go that cannot pass (validate with \`onInvalid: deadletter\`; consume routes' failures) |
-| \`ack\` | no | WebSocket publish routes: answer each delivered frame with \`{"type":"ack","deliveries":[...]}\` (default false). \`ack: true\` on a route from another listener or from a broker is a config error: those answer or acknowledge every message anyway |
+| \`ack\` | no | WebSocket publish routes: answer each delivered frame with \`{"type":"ack","frame":N,"deliveries":[...]}\` (default false; \`frame\` is the number of the frame it answers on its connection, counted from 1, as in error frames, which every frame that fails gets either way). \`ack: true\` on a route from another listener or from a broker is a config error: those answer or acknowledge every message anyway |
 
 ### from
 

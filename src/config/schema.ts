@@ -362,7 +362,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               type: 'boolean',
               default: false,
               description:
-                'WebSocket publish routes: answer each delivered frame with {"type":"ack",...}. true on a route from another listener or a broker is an error (those answer or acknowledge every message anyway).',
+                'WebSocket publish routes: answer each delivered frame with {"type":"ack","frame":N,...} (N: the number of the frame on its connection, from 1, as in error frames). true on a route from another listener or a broker is an error (those answer or acknowledge every message anyway).',
             },
           },
         },

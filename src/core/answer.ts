@@ -92,13 +92,17 @@ function jsonString(s: string): string {
   return `"${s}"`;
 }
 
-/** The WebSocket form of a problem (spec §5): `{"type":"error","status",...}`. */
-export function errorFrame(p: Problem): string {
-  const frame: Record<string, unknown> = { type: 'error', status: p.status, title: p.title, detail: p.detail, code: p.code };
-  frame.errors = p.errors ?? [];
+/**
+ * The WebSocket form of a problem (spec §5): `{"type":"error","frame","status",...}`. `frame` is the
+ * number of the client's frame it answers (1-based, per connection), so a client pairs it with what
+ * it sent even where successes get no answer (a route without `ack`).
+ */
+export function errorFrame(p: Problem, frame?: number): string {
+  const out: Record<string, unknown> = { type: 'error', frame, status: p.status, title: p.title, detail: p.detail, code: p.code };
+  out.errors = p.errors ?? [];
   // A WebSocket client sees no headers: what HTTP says in Retry-After (seconds), the frame says.
   const retryAfter = p.headers?.['retry-after'];
-  if (retryAfter !== undefined && /^\d+$/.test(retryAfter)) frame.retryAfter = Number(retryAfter);
-  if (p.took) frame.deliveries = tookDeliveries(p.took);
-  return JSON.stringify(frame);
+  if (retryAfter !== undefined && /^\d+$/.test(retryAfter)) out.retryAfter = Number(retryAfter);
+  if (p.took) out.deliveries = tookDeliveries(p.took);
+  return JSON.stringify(out);
 }

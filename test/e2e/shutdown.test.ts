@@ -175,10 +175,10 @@ routes:
       await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
       late.send({ n: 2 });
       const refused = await late.next();
-      assert.deepEqual([refused.type, refused.status, refused.code], ['error', 503, 'EG_SHUTTING_DOWN']);
+      assert.deepEqual([refused.type, refused.frame, refused.status, refused.code], ['error', 1, 503, 'EG_SHUTTING_DOWN']);
       target.release();
       const ack = await inFlight.next();
-      assert.equal(ack.type, 'ack');
+      assert.deepEqual([ack.type, ack.frame], ['ack', 1]);
       assert.equal((await inFlight.waitClose()).code, 1001);
       assert.equal((await late.waitClose()).code, 1001);
       assert.deepEqual(await exited, { code: 0, signal: null });
@@ -210,6 +210,11 @@ routes:
       const answers = client.frames.map((f) => JSON.parse(f));
       assert.equal(answers.length, 2, JSON.stringify(answers));
       for (const a of answers) assert.deepEqual([a.type, a.status, a.code], ['error', 503, 'EG_SHUTTING_DOWN'], JSON.stringify(a));
+      // Each names the frame it answers, whichever answered it (the route, the listener's queue, stop()).
+      assert.deepEqual(
+        answers.map((a) => a.frame),
+        [1, 2],
+      );
       assert.equal(answers[1].detail, 'gateway shutting down; the frame was not published: it waited behind one that did not finish within drainTimeoutMs (300 ms); send it again');
       assert.match(
         answers[0].detail,

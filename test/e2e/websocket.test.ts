@@ -30,6 +30,12 @@ routes:
   - name: quiet
     from: { listener: push, path: /quiet }
     to: { broker: local, topic: frames }
+  - name: checked
+    from: { listener: push, path: /checked }
+    through:
+      - validate:
+          schema: { type: object, required: [n] }
+    to: { broker: local, topic: checked }
   - name: frames-out
     from: { broker: local, topic: frames }
     to:
@@ -122,23 +128,46 @@ describe('WebSocket (spec §5)', () => {
       assert.equal((await c.next()).type, 'ack');
     });
 
-    it('answers frames in the order they were sent, each with its own outcome', async () => {
+    it('answers frames in the order they were sent, each with its own outcome and the number of the frame it answers, where only failures are answered too', async () => {
       const c = await connect('/publish');
       c.send({ n: 10 });
       c.send('nope');
       c.send({ n: 'x' });
+      c.ws.send(Buffer.from('{"n":1}'), { binary: true });
       c.send({ n: 11 });
-      const replies = [await c.next(), await c.next(), await c.next(), await c.next()];
+      const replies = [];
+      for (let i = 0; i < 5; i++) replies.push(await c.next());
+      // `frame`: the 1-based number of the client's frame on its connection (binary frames count).
       assert.deepEqual(
-        replies.map((r) => [r.type, r.status]),
+        replies.map((r) => [r.frame, r.type, r.status]),
         [
-          ['ack', undefined],
-          ['error', 400],
-          ['error', 400],
-          ['ack', undefined],
+          [1, 'ack', undefined],
+          [2, 'error', 400],
+          [3, 'error', 400],
+          [4, 'error', 415],
+          [5, 'ack', undefined],
         ],
       );
-      assert.ok(Number(replies[3].deliveries[0].offset) > Number(replies[0].deliveries[0].offset));
+      assert.ok(Number(replies[4].deliveries[0].offset) > Number(replies[0].deliveries[0].offset));
+      // Without ack only failures are answered: the numbers say which frames they refuse.
+      const quiet = await connect('/checked');
+      for (const f of [{ n: 1 }, 'nope', { n: 2 }, { m: 3 }, { n: 4 }]) quiet.send(f);
+      quiet.ws.send(Buffer.from('{"n":5}'), { binary: true });
+      const refusals = [await quiet.next(), await quiet.next(), await quiet.next()];
+      assert.deepEqual(
+        refusals.map((r) => [r.frame, r.type, r.status, r.code]),
+        [
+          [2, 'error', 400, 'EG_BAD_JSON'],
+          [4, 'error', 400, 'EG_INVALID_MESSAGE'],
+          [6, 'error', 415, 'EG_UNSUPPORTED_MEDIA_TYPE'],
+        ],
+      );
+      // Numbers are per connection; HTTP answers are as they were (no frame).
+      const again = await connect('/checked');
+      again.send('nope');
+      assert.equal((await again.next()).frame, 1);
+      const http = await post(gw.url('api', '/bulk'), 'nope');
+      assert.deepEqual([http.status, 'frame' in http.body], [400, false]);
     });
 
     it('answers a binary frame with a 415 error frame', async () => {
@@ -235,8 +264,12 @@ describe('WebSocket (spec §5)', () => {
         assert.deepEqual(await raw.waitCloseFrame(), { code, reason });
         const answers = raw.texts.slice(0, raw.textsBeforeClose).map((t) => JSON.parse(t));
         assert.deepEqual(
-          answers.map((a) => a.type ?? a.status),
-          ['ack', 'error', 'ack'],
+          answers.map((a) => [a.frame, a.type]),
+          [
+            [1, 'ack'],
+            [2, 'error'],
+            [3, 'ack'],
+          ],
           `${code}: ${raw.texts.join(' ')}`,
         );
         assert.equal(answers[1].status, 400);

@@ -113,6 +113,8 @@ class Client implements BatchClient, RequestMeta {
   paced: PacedWriter | undefined = undefined;
   /** Frames of this client are handled one after another, so acks and errors keep the client's order; made with the first frame. */
   queue: Promise<void> | undefined = undefined;
+  /** Data frames (text or binary) received on this connection: the `frame` number of each one's answer. */
+  frames = 0;
   /** Frames received and not yet answered (published, acked or refused): bounded by maxPendingFrames. */
   pending = 0;
   /** Frames queued whose handling has not started (behind the one being handled). */
@@ -330,11 +332,14 @@ export class WebSocketListener implements ListenerRuntime {
     for (const c of all) {
       if (c.evicted) continue;
       c.cut = true;
+      // Frames are handled in the order received: the waiting ones are the last received, the one
+      // in hand is just before them.
+      const first = c.frames - c.waiting + 1;
       if (c.handling) {
-        this.sendError(c, gaveUp);
+        this.sendError(c, gaveUp, first - 1);
         frames++;
       }
-      for (let i = c.waiting; i > 0; i--, queued++) this.sendError(c, this.notPublished());
+      for (let n = first; n <= c.frames; n++, queued++) this.sendError(c, this.notPublished(), n);
     }
     if (frames + queued > 0) this.env.logger.warn({ listener: this.name, frames, queued, drainMs: this.drainMs }, 'frames still in flight at the drain timeout were answered 503');
     await Promise.all(all.map((c) => closeClient(c, GOING_AWAY, reason)));
@@ -648,19 +653,20 @@ export class WebSocketListener implements ListenerRuntime {
 
   /** A frame from a client (onClientMessage). */
   frame(client: Client, data: RawData, isBinary: boolean): void {
+    const n = ++client.frames;
     // ws may still hand over frames it had already read when the client was evicted.
     if (client.evicted) return;
     // Draining: a frame is not taken on any more, and the client learns it at once (as HTTP's 503),
     // rather than its frame being published with no answer after the 1001 cut it off.
-    if (this.draining) return this.enqueue(client, () => this.sendError(client, stoppingProblem(this.stopReason, 'send this again')));
+    if (this.draining) return this.enqueue(client, n, () => this.sendError(client, stoppingProblem(this.stopReason, 'send this again'), n));
     const route = this.bindings.publish.get(client.path);
-    if (!route) return this.enqueue(client, () => this.sendError(client, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`)));
-    if (isBinary) return this.enqueue(client, () => this.sendError(client, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames')));
+    if (!route) return this.enqueue(client, n, () => this.sendError(client, problem('EG_METHOD_NOT_ALLOWED', `${client.path} only forwards messages to clients; it does not accept them`), n));
+    if (isBinary) return this.enqueue(client, n, () => this.sendError(client, problem('EG_UNSUPPORTED_MEDIA_TYPE', 'binary frames are not accepted; send JSON in text frames'), n));
     const frame = Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]);
     const parsed = parseClientJson(frame, 'frame', this.options.maxJsonDepth, this.options.maxParsedBytes);
     if (!parsed.ok) {
       const refusal = parsed.problem;
-      return this.enqueue(client, () => this.sendError(client, refusal));
+      return this.enqueue(client, n, () => this.sendError(client, refusal, n));
     }
     const headers = client.trace ? { ...client.trace } : {};
     // The frame goes on to brokers as the client wrote it where no step changes the value.
@@ -668,10 +674,10 @@ export class WebSocketListener implements ListenerRuntime {
     // The route is the one in place when the frame's turn comes: a reload may have replaced the
     // one there now while the frame waits behind another, and that one no longer takes messages
     // once the frames it had started are done (it drains only those, then closes).
-    this.enqueue(client, () => {
+    this.enqueue(client, n, () => {
       const current = this.bindings.publish.get(client.path);
-      if (!current) return this.sendError(client, problem('EG_NOT_FOUND', `${client.path} no longer has a route (a reload removed it); the frame was not published`));
-      return this.publish(client, current, msg);
+      if (!current) return this.sendError(client, problem('EG_NOT_FOUND', `${client.path} no longer has a route (a reload removed it); the frame was not published`), n);
+      return this.publish(client, current, msg, n);
     });
   }
 
@@ -680,7 +686,7 @@ export class WebSocketListener implements ListenerRuntime {
    * Bounded work per client: while too many frames wait, its socket is paused (TCP backpressure);
    * refusals count too, so a flood of bad frames is held back like a flood of good ones.
    */
-  private enqueue(client: Client, handle: () => void | Promise<void>): void {
+  private enqueue(client: Client, n: number, handle: () => void | Promise<void>): void {
     const max = this.options.maxPendingFrames ?? DEFAULT_MAX_PENDING;
     if (++client.pending >= max) client.ws.pause();
     client.waiting++;
@@ -689,7 +695,7 @@ export class WebSocketListener implements ListenerRuntime {
         client.waiting--;
         if (client.evicted) return;
         // (Once stop() said goodbye it has answered them all.)
-        if (client.cut) return client.ws.readyState === 1 ? this.sendError(client, this.notPublished()) : undefined;
+        if (client.cut) return client.ws.readyState === 1 ? this.sendError(client, this.notPublished(), n) : undefined;
         // publish() clears it as its outcome comes; the other handlers answer at once.
         client.handling = true;
         const handled = handle();
@@ -702,7 +708,7 @@ export class WebSocketListener implements ListenerRuntime {
       });
   }
 
-  private async publish(client: Client, route: RouteEntry, msg: Message): Promise<void> {
+  private async publish(client: Client, route: RouteEntry, msg: Message, n: number): Promise<void> {
     // A frame received before its client closed is published all the same: a client that sends and
     // then closes (websocat at the end of its input, a script's last line) means it to be. Its
     // answer has no one to go to (sendTo drops it); only an evicted client's frames are dropped.
@@ -710,18 +716,19 @@ export class WebSocketListener implements ListenerRuntime {
       const ctx: MessageContext = { route: route.name, path: client.params, query: client.query, remoteAddress: client.remoteAddress, request: client };
       const answer = answerFor(await route.handle(msg, ctx));
       client.handling = false;
-      if (answer.problem) this.sendError(client, answer.problem);
-      else if (route.options.ack) this.sendTo(client, JSON.stringify({ type: 'ack', ...answer.body }));
+      if (answer.problem) this.sendError(client, answer.problem, n);
+      else if (route.options.ack) this.sendTo(client, JSON.stringify({ type: 'ack', frame: n, ...answer.body }));
     } catch (err) {
       client.handling = false;
       this.env.logger.error({ listener: this.name, route: route.name, err: (err as Error).message }, 'frame failed unexpectedly');
-      this.sendError(client, problem('EG_INTERNAL', 'the gateway failed to handle this frame'));
+      this.sendError(client, problem('EG_INTERNAL', 'the gateway failed to handle this frame'), n);
     }
   }
 
-  private sendError(client: Client, p: Problem): void {
+  /** An error frame answering the client's frame number `n`. */
+  private sendError(client: Client, p: Problem, n: number): void {
     this.telemetry?.errorFrame(p.status);
-    this.sendTo(client, errorFrame(p));
+    this.sendTo(client, errorFrame(p, n));
   }
 }
 
@@ -811,7 +818,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`, a value of at most 100 characters: a longer one matches no route), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`; a handshake with a body, `Transfer-Encoding` or a `Content-Length` other than 0, is 400: its bytes would be read as frames), all as problem+json; a refusal closes the connection lingering (what the client still sends is read and discarded, for at most 5 s or 64 MiB). A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. Compression (`permessage-deflate`) is not negotiated: a client that offers it gets uncompressed frames (each forwarded message is framed once for all its clients, which compression per connection would undo); put a proxy in front to compress. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; frames a client sent before it closed are published all the same (their answers have no one to go to); a client's frames are handled one after another, each by the route in place when its turn comes (one waiting while a reload replaces its route goes to the new route); a text frame that is not UTF-8 closes it with 1007 (a frame over `maxPayloadBytes` with 1009, one that breaks the protocol, unmasked or of an unknown opcode, with 1002; the close frame's reason says why: `a frame over maxPayloadBytes (1048576 bytes)`, `Invalid WebSocket frame: MASK must be set`), once the frames it sent before are answered, acks and error frames alike, so the client knows which were delivered. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected (unless frames it sent are still in processing: its pong may wait unread behind them), so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory. It has 5 s to read what was buffered for it and the close frame (then a browser page gets `close` 1013, reason `client too slow`); a page that reads nothing for longer (a tab whose script runs on, a device asleep) is cut off and sees 1006. A forward client gets what is delivered while it is connected: nothing is replayed when it reconnects, so a page treats any close as a gap (an event stream on an http listener resumes with `Last-Event-ID`). A refused handshake (401/403, a foreign `Origin`, 404) reaches a page as an `error` event and `close` 1006: browsers give scripts no status for it (the console shows it), so a page cannot tell it from a network failure; it should back off rather than reconnect at once.",
+      'Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`, a value of at most 100 characters: a longer one matches no route), bound as `$path` for the frames of a client on such a path, with the handshake\'s query string as `$query` (a frame\'s headers are only its trace context, `traceparent`: the handshake\'s headers are for the route\'s `auth` and `ratelimit` steps); a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route\'s `auth` steps and a forward target\'s `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`; a handshake with a body, `Transfer-Encoding` or a `Content-Length` other than 0, is 400: its bytes would be read as frames), all as problem+json; a refusal closes the connection lingering (what the client still sends is read and discarded, for at most 5 s or 64 MiB). A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. Compression (`permessage-deflate`) is not negotiated: a client that offers it gets uncompressed frames (each forwarded message is framed once for all its clients, which compression per connection would undo); put a proxy in front to compress. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; every answer, an ack or an error frame, carries `"frame": N`, the 1-based number of the frame it answers among the data frames (text or binary) the client sent on that connection, so a client pairs answers with its frames even on a route without `ack`, where only failures are answered (`{"type":"error","frame":3,"status":400,...}`); frames a client sent before it closed are published all the same (their answers have no one to go to); a client\'s frames are handled one after another, each by the route in place when its turn comes (one waiting while a reload replaces its route goes to the new route); a text frame that is not UTF-8 closes it with 1007 (a frame over `maxPayloadBytes` with 1009, one that breaks the protocol, unmasked or of an unknown opcode, with 1002; the close frame\'s reason says why: `a frame over maxPayloadBytes (1048576 bytes)`, `Invalid WebSocket frame: MASK must be set`), once the frames it sent before are answered, acks and error frames alike, so the client knows which were delivered. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway\'s messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected (unless frames it sent are still in processing: its pong may wait unread behind them), so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway\'s memory. It has 5 s to read what was buffered for it and the close frame (then a browser page gets `close` 1013, reason `client too slow`); a page that reads nothing for longer (a tab whose script runs on, a device asleep) is cut off and sees 1006. A forward client gets what is delivered while it is connected: nothing is replayed when it reconnects, so a page treats any close as a gap (an event stream on an http listener resumes with `Last-Event-ID`). A refused handshake (401/403, a foreign `Origin`, 404) reaches a page as an `error` event and `close` 1006: browsers give scripts no status for it (the console shows it), so a page cannot tell it from a network failure; it should back off rather than reconnect at once.',
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
