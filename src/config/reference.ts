@@ -323,7 +323,15 @@ a consume route retries the message to the targets that failed only.
   \`{expression: '"orders." & region'}\`); a result that is not a valid topic name fails the
   message (HTTP 500) without publishing it.
 - \`{listener: L, path: /p, format: value|envelope|cloudevent}\` where L is a websocket listener: push to every
-  client connected on \`/p\` ("websocket forward route"). \`format: value\` (default) sends the value
+  client connected on \`/p\` ("websocket forward route"). A path with parameters (\`/rooms/:room\`)
+  is filled from the message's own path parameters of the same names: a message published on
+  \`/room/:room\` (an http or websocket route path, \`$path.room\`) reaches the clients of
+  \`/rooms/<its room>\` only, by exact value (\`a%2Fb\` is the room \`a/b\`, an empty value the
+  room \`/rooms/\`); a message without them (consumed from a broker, or from a path without those
+  names) reaches every client whose path matches, every room (\`validate\` warns of a forward
+  path naming a parameter its route's path, having parameters, lacks:
+  \`EG_CONFIG_FORWARD_PARAMETER\`). A room is found once per message, whatever the number of
+  clients. \`format: value\` (default) sends the value
   as JSON (the JSON its producer wrote, while no step changed it: \`9007199254740993\` and \`1.10\`
   as written, where JSON.stringify of the parsed value would round and respell them; so does an
   event stream's \`data\`, and the \`value\` of an envelope); \`envelope\` sends \`{"topic","partition","offset","key","headers","value","timestamp"}\`

@@ -682,6 +682,14 @@ export interface ListenerKind<O = unknown, C = O> {
   stepProblem?(step: CompiledStep, route: { to: boolean }): string | undefined;
   /** Why a route path cannot be used on this kind of listener (bad syntax), or undefined. */
   checkPath?(path: string): string | undefined;
+  /** The names of a route path's parameters, in order (`/rooms/:room` → room), for kinds whose paths have them. */
+  pathParameters?(path: string): readonly string[];
+  /**
+   * A forward path's parameters are filled from the message's own path parameters of the same
+   * names (`$path`, of a route from an http or websocket path): `/rooms/:room` reaches the clients
+   * of the message's room only. Validate warns of a name the route's path does not have.
+   */
+  forwardFillsParameters?: boolean;
   create(name: string, options: C, env: RuntimeEnv): ListenerRuntime;
 }
 

@@ -14,7 +14,7 @@ import { feedbackLoops } from './feedback-loops.js';
 import { CompileContext } from './context.js';
 import { compileRoutes } from './routes.js';
 import { StepCompiler } from './steps.js';
-import type { Plan } from './types.js';
+import type { Plan, RoutePlan } from './types.js';
 
 // The compile stage, one module per part: context.ts (what every part shares: problems, files
 // read, expressions, JSON Schemas), asyncapi.ts (the AsyncAPI documents), components.ts (brokers,
@@ -135,7 +135,8 @@ function asyncApiDocument(root: SourceDocument, file: string): Diagnostic | unde
 
 /**
  * Routes that feed the topics they read (feedback-loops.ts), at their `to` lines; topics a route
- * reads that its broker's kind finds suspicious (BrokerKind.readWarning), at their `from.topic`.
+ * reads that its broker's kind finds suspicious (BrokerKind.readWarning), at their `from.topic`;
+ * forward paths naming a parameter their route's path lacks (forwardParameterWarnings).
  */
 function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
   const written = (ctx.config.routes ?? []) as ({ name?: string; to?: unknown } | undefined)[];
@@ -157,7 +158,46 @@ function routeWarnings(ctx: CompileContext, plan: Plan): Diagnostic[] {
     const read = broker && ctx.registry.brokers.get(broker.kind)?.topicsRead?.(from, broker.options);
     return read && !read.literal && !read.unknown ? (topic: string) => read.matches(topic) : undefined;
   };
-  return [...feedbackLoops(routes, readsTopic).map((loop) => at(loop.path, 'EG_CONFIG_FEEDBACK_LOOP', loop.message)), ...reads];
+  return [...feedbackLoops(routes, readsTopic).map((loop) => at(loop.path, 'EG_CONFIG_FEEDBACK_LOOP', loop.message)), ...reads, ...forwardParameterWarnings(ctx, plan, routes, at)];
+}
+
+/**
+ * A forward path whose parameters are filled from the message's (ListenerKind.forwardFillsParameters)
+ * naming one that the route's path, which has parameters, does not: `/room/:room` to
+ * `/rooms/:r` sends every message to every room, most likely not what was meant. A route path
+ * without parameters (an announcement to every room) or a broker source is not warned of.
+ */
+function forwardParameterWarnings(
+  ctx: CompileContext,
+  plan: Plan,
+  routes: { route: RoutePlan; index: number; toIsList: boolean }[],
+  at: (path: PathPart[], code: string, message: string) => Diagnostic,
+): Diagnostic[] {
+  const kindOf = (listener: string) => {
+    const l = plan.listeners.get(listener);
+    return l && ctx.registry.listeners.get(l.kind);
+  };
+  return routes.flatMap(({ route, index, toIsList }) => {
+    if (route.from.type !== 'listener') return [];
+    const from = route.from;
+    const source = kindOf(from.listener);
+    const has = source?.routesBy !== 'topic' ? (source?.pathParameters?.(from.path) ?? []) : [];
+    if (has.length === 0) return [];
+    return route.to.flatMap((t, j) => {
+      const kind = t.type === 'listener' ? kindOf(t.listener) : undefined;
+      if (t.type !== 'listener' || !kind?.forwardFillsParameters || !kind.pathParameters) return [];
+      const missing = kind.pathParameters(t.path).filter((n) => !has.includes(n));
+      if (missing.length === 0) return [];
+      const names = missing.map((n) => `'${n}'`).join(', ');
+      return [
+        at(
+          ['routes', index, 'to', ...(toIsList ? [j] : []), 'path'],
+          'EG_CONFIG_FORWARD_PARAMETER',
+          `route '${route.name}': forward path '${t.path}' names ${names}, which the route's path '${from.path}' does not have (it has ${has.map((n) => `'${n}'`).join(', ')}): each message goes to the clients of every value of ${names}, not only of its own (a forward path's parameters are filled from the message's path parameters of the same names)`,
+        ),
+      ];
+    });
+  });
 }
 
 /**

@@ -72,8 +72,27 @@ routes:
     from: { listener: api, path: /lobby-a }
     to: { listener: push, path: /lobby/:a }
   - name: lobby-b
-    from: { listener: api, path: /lobby-b }
+    from: { listener: api, path: /lobby-b/:b }
     to: { listener: push, path: /lobby/:b }
+  - name: room-in
+    from: { listener: api, path: /room/:r }
+    to:
+      - { listener: push, path: /rooms/:r }
+      - { listener: push, path: /seats/:r/:seat }
+  - name: room-all
+    from: { listener: api, path: /room-all }
+    to:
+      - { listener: push, path: /rooms/:r }
+      - { listener: push, path: /seats/:r/:seat }
+  - name: chat
+    from: { listener: push, path: /chat/:room }
+    to: { listener: push, path: /chat/:room }
+  - name: chat-in
+    from: { listener: api, path: /chat-in/:room }
+    to:
+      - { listener: push, path: /chat/:room }
+      # A parameter the message does not have: every room (a warning at load).
+      - { listener: push, path: /chat/:anyone, format: envelope }
 `;
 
 describe('WebSocket (spec §5)', () => {
@@ -232,12 +251,82 @@ describe('WebSocket (spec §5)', () => {
       assert.deepEqual(await ackAndForward(eight), { t: 22, device: '8' });
       assert.deepEqual(await seven.next(), { t: 22, device: '8' });
       await assert.rejects(WsClient.connect(gw.url('push', '/devices/7/8', 'ws')), (err: { statusCode?: number }) => err.statusCode === 404);
-      // Two forward routes spelling the same paths differently: both reach the clients of those paths.
-      const lobby = await connect('/lobby/1');
-      for (const from of ['/lobby-a', '/lobby-b']) {
-        assert.equal((await post(gw.url('api', from), { from })).status, 200);
-        assert.deepEqual(await lobby.next(), { from });
+      // Two forward routes spelling the same paths differently: both reach the clients of those
+      // paths, lobby-a's messages (which carry no parameter `a`) all of them, lobby-b's (published
+      // on /lobby-b/:b) those whose `b` is the message's (once every lobby, when lobby-b's path had
+      // no parameter; its parameter is filled though the clients' path spells it `a`).
+      const [one, two] = [await connect('/lobby/1'), await connect('/lobby/2')];
+      const clients = async (url: string, body: unknown) => {
+        const reply = await post(url, body);
+        assert.equal(reply.status, 200);
+        return reply.body.deliveries[0].clients;
+      };
+      assert.equal(await clients(gw.url('api', '/lobby-a'), { from: 'a' }), 2);
+      assert.equal(await clients(gw.url('api', '/lobby-b/1'), { from: 'b' }), 1);
+      assert.equal(await clients(gw.url('api', '/lobby-a'), { from: 'a', again: true }), 2);
+      assert.deepEqual([await one.next(), await one.next(), await one.next()], [{ from: 'a' }, { from: 'b' }, { from: 'a', again: true }]);
+      assert.deepEqual([await two.next(), await two.next()], [{ from: 'a' }, { from: 'a', again: true }]);
+    });
+
+    it("fills a forward path's parameters from the message's own path parameters: a room per value, exactly (a/b, .., and the empty value are rooms of their own), every room for a message without them", async () => {
+      const paths = ['/rooms/a', '/rooms/a', '/rooms/b', '/rooms/a%2Fb', '/rooms/', '/seats/a/1', '/seats/a/2', '/seats/b/1'];
+      const subscribers = await Promise.all(paths.map((p) => connect(p)));
+      // [clients of /rooms/:r, of /seats/:r/:seat] each publish reached, from its answer.
+      const publish = async (request: string) => {
+        // Raw, since a client's URL parser would take `..` as a dot segment.
+        const body = JSON.stringify({ to: request.slice('/room/'.length) });
+        const reply = await rawHttp(gw.port('api'), `POST ${request} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+        assert.equal(reply?.status, 200, `${request}: ${reply?.body}`);
+        return JSON.parse(reply!.body).deliveries.map((d: { clients: number }) => d.clients);
+      };
+      assert.deepEqual(await publish('/room/a'), [2, 2]);
+      assert.deepEqual(await publish('/room/b'), [1, 1]);
+      // Decoded, `a%2Fb` is `a/b`: neither /rooms/a nor /rooms/b; `..` no path's parent; empty, not every room.
+      assert.deepEqual(await publish('/room/a%2Fb'), [1, 0]);
+      assert.deepEqual(await publish('/room/..'), [0, 0]);
+      assert.deepEqual(await publish('/room/'), [1, 0]);
+      // A message without the parameter (as one consumed from a broker) reaches every client, last.
+      assert.equal((await post(gw.url('api', '/room-all'), { to: 'all' })).status, 200);
+      const got = [];
+      for (const c of subscribers) {
+        const frames = [await c.next()];
+        while (frames[frames.length - 1].to !== 'all') frames.push(await c.next());
+        got.push(frames.map((f) => f.to));
       }
+      assert.deepEqual(got, [
+        ['a', 'all'],
+        ['a', 'all'],
+        ['b', 'all'],
+        ['a%2Fb', 'all'],
+        ['', 'all'],
+        ['a', 'all'],
+        ['a', 'all'],
+        ['b', 'all'],
+      ]);
+      // A room of clients that publish on its path and receive what is published there.
+      const [x, y] = [await connect('/chat/x'), await connect('/chat/y')];
+      x.send({ m: 1 });
+      assert.deepEqual(await x.next(), { m: 1 });
+      y.send({ m: 2 });
+      assert.deepEqual(await y.next(), { m: 2 });
+      x.send({ m: 3 });
+      assert.deepEqual(await x.next(), { m: 3 }, 'x got nothing of room y');
+      // Messages for room x and for every room interleaved within one turn (each of a batch goes to
+      // room x as its value, then to all as its envelope): a client gets them in that order.
+      const events = Array.from({ length: 30 }, (_, i) => ({ specversion: '1.0', id: `c-${i}`, source: '/test', type: 'chat', data: { c: i } }));
+      const reply = await fetch(gw.url('api', '/chat-in/x'), { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: JSON.stringify(events) });
+      assert.equal(reply.status, 200);
+      const [inX, inY] = [[] as string[], [] as string[]];
+      for (let i = 0; i < 60; i++) inX.push(((f) => (f.value ? `all ${f.value.c}` : `x ${f.c}`))(await x.next()));
+      for (let i = 0; i < 30; i++) inY.push(`all ${(await y.next()).value.c}`);
+      assert.deepEqual(
+        inX,
+        events.flatMap((_, i) => [`x ${i}`, `all ${i}`]),
+      );
+      assert.deepEqual(
+        inY,
+        events.map((_, i) => `all ${i}`),
+      );
     });
 
     it('closes with 1009 a connection that sends a frame over maxPayloadBytes, with 1007 one that sends a text frame not UTF-8 and with 1002 one that breaks the protocol, saying why, after answering the frames before it', async () => {

@@ -19,7 +19,7 @@ import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMe
 import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
 import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 import { bundled } from '../../core/bundled.js';
-import { RoutePathClaims, routePathProblem } from './route-paths.js';
+import { pathParameters, RoutePathClaims, routePathProblem } from './route-paths.js';
 import { ACCEPTED_CODINGS, contentCodings, decodeBody, type ContentCoding } from './content-coding.js';
 import { LINGER_MS, lingeringClosed, lingerWhenClosed } from './lingering-close.js';
 
@@ -794,6 +794,7 @@ export const httpListener = defineListener({
   // The router decides: it refuses a second path that matches the same requests.
   pathClaims: () => new RoutePathClaims(),
   checkPath: routePathProblem,
+  pathParameters,
   compile(options, ctx) {
     const corsOk = options.cors ? checkCors(options.cors, ctx) : true;
     const compiled = compileTransport(options, ctx);

@@ -70,3 +70,15 @@ export function routePathProblem(path: string): string | undefined {
     return (err as Error).message;
   }
 }
+
+/** The names of a route path's parameters, in order (`/rooms/:room/:seat` → room, seat; a wildcard is `*`), as the router reads them. */
+export function pathParameters(path: string): readonly string[] {
+  if (!/[:*]/.test(path)) return [];
+  const router = FindMyWay();
+  try {
+    router.on('GET', path, noop);
+  } catch {
+    return [];
+  }
+  return router.findRoute('GET', path)?.params ?? [];
+}

@@ -32,7 +32,8 @@ import { PathBatch, type BatchClient } from './write-batch.js';
 import { malformedHandshake } from './ws-handshake.js';
 import { answerAndCloseLingering } from './lingering-close.js';
 import { canWriteRaw, textFrame, writeFrames } from './ws-frames.js';
-import { RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
+import { pathParameters, RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
+import { ForwardRooms, type RoomClient, type RoomMember } from './ws-rooms.js';
 import { anyOrigin, originList } from './cors.js';
 
 const { WebSocketServer, WebSocket: WsSocket } = bundled<typeof Ws>('ws');
@@ -106,7 +107,7 @@ const SETTLED: Promise<void> = Promise.resolve();
  * and the peer address read from the socket only when something asks for it (node keeps it on the
  * socket once read).
  */
-class Client implements BatchClient, RequestMeta {
+class Client implements BatchClient, RoomClient, RequestMeta {
   /** Set once the upgrade is done. */
   ws!: WebSocket;
   /** Forwarded frames larger than a slice go to its socket through it, as it drains (paced-write.ts); made when first needed. */
@@ -131,6 +132,8 @@ class Client implements BatchClient, RequestMeta {
   awaitingPong = false;
   batchSkip = 0;
   batchEpoch = -1;
+  /** Its room, on a path with parameters (ws-rooms.ts). */
+  member: RoomMember | undefined = undefined;
 
   constructor(
     readonly listener: WebSocketListener,
@@ -217,6 +220,8 @@ export class WebSocketListener implements ListenerRuntime {
   private readonly clients = new Map<string, Set<Client>>();
   /** Per forward path: the frames of the current event-loop turn, written to each client at its end. */
   private readonly batches = new Map<string, PathBatch<Client, Buffer>>();
+  /** The clients of paths with parameters by their values, for forwards that fill them from the message. */
+  private readonly rooms = new ForwardRooms();
   private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
   /**
    * Route paths without parameters, by themselves: a request for exactly such a path needs no
@@ -321,6 +326,7 @@ export class WebSocketListener implements ListenerRuntime {
     await this.quiesce({ drainMs, reason });
     // What was forwarded goes out before the goodbye.
     for (const batch of this.batches.values()) batch.flush();
+    this.rooms.flushAll();
     const all = [...this.clients.values()].flatMap((set) => [...set]);
     // A frame the drain timeout left unanswered gets its answer before the goodbye, as every frame
     // gets one: its message may still be taken. So do the frames still queued behind it, never
@@ -400,7 +406,7 @@ export class WebSocketListener implements ListenerRuntime {
     const admission = await this.admit(c.path, c).catch(() => undefined);
     if (admission && !admission.ok && (admission.problem.status === 401 || admission.problem.status === 403)) {
       this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, status: admission.problem.status }, 'client no longer authorized after reload; disconnecting');
-      this.clients.get(c.path)?.delete(c);
+      this.leave(c);
       void closeClient(c, POLICY_VIOLATION, admission.problem.title);
     } else if (admission?.ok) {
       this.expireAt(c, admission.until);
@@ -432,25 +438,44 @@ export class WebSocketListener implements ListenerRuntime {
 
   forwardTarget(path: string, { format }: { format: 'value' | 'envelope' | 'cloudevent' }): Target {
     const listener = this;
+    // Its parameters, filled from the message's path parameters of the same names (ws-rooms.ts).
+    const names = pathParameters(path);
+    const serialise = (msg: Message) =>
+      Buffer.from(
+        format === 'value' ? valueJson(msg) : format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined ? JSON.stringify(toStructured(msg)) : envelopeJson(msg, attributesOf(msg.headers)),
+      );
     return {
-      async send(msg: Message): Promise<Delivery> {
+      async send(msg: Message, ctx: MessageContext): Promise<Delivery> {
         const key = listener.forwardAlias.get(path) ?? path;
         const set = listener.clients.get(key);
         if (!set || set.size === 0) return { listener: listener.name, path, clients: 0 };
         // Serialised and framed once per message, whatever the number of clients, and written to
         // them at the end of the turn together with the turn's other messages (write-batch.ts).
-        const batch = listener.batch(key);
+        // A client is in its path's batch and its room's: one is written out before frames are
+        // queued in the other, so it gets them in order.
+        const rooms = listener.rooms.select(key, names, ctx.path);
         let sent = 0;
-        for (const c of set) if (listener.withinBound(c)) sent++;
-        if (sent > 0) {
-          const payload = Buffer.from(
-            format === 'value'
-              ? valueJson(msg)
-              : format === 'cloudevent' && msg.headers[CE_SPECVERSION] !== undefined
-                ? JSON.stringify(toStructured(msg))
-                : envelopeJson(msg, attributesOf(msg.headers)),
-          );
-          batch.queue(textFrame(payload), payload);
+        if (rooms === undefined) {
+          for (const c of set) if (listener.withinBound(c)) sent++;
+          if (sent > 0) {
+            const payload = serialise(msg);
+            listener.rooms.flushPath(key);
+            listener.batch(key).queue(textFrame(payload), payload);
+          }
+          return { listener: listener.name, path, clients: sent };
+        }
+        let payload: Buffer | undefined;
+        let frame: Buffer | undefined;
+        for (const room of rooms) {
+          let clients = 0;
+          for (const m of room.members) if (listener.withinBound(m.client as Client)) clients++;
+          if (clients === 0) continue;
+          sent += clients;
+          payload ??= serialise(msg);
+          frame ??= textFrame(payload);
+          const whole = listener.batches.get(key);
+          if (whole !== undefined && whole.pending > 0) whole.flush();
+          listener.rooms.queue(key, room, frame, payload);
         }
         return { listener: listener.name, path, clients: sent };
       },
@@ -536,7 +561,7 @@ export class WebSocketListener implements ListenerRuntime {
     expireAt(c, until, () => {
       if (c.ws.readyState !== 1) return;
       this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client credential expired; disconnecting with 4401');
-      this.clients.get(c.path)?.delete(c);
+      this.leave(c);
       void closeClient(c, CREDENTIAL_EXPIRED, 'credential expired');
     });
   }
@@ -566,7 +591,7 @@ export class WebSocketListener implements ListenerRuntime {
         }
         if (c.awaitingPong) {
           this.env.logger.info({ listener: this.name, path, remote: c.remoteAddress }, 'client did not answer a ping; disconnecting');
-          set.delete(c);
+          this.leave(c);
           c.ws.terminate();
           continue;
         }
@@ -603,7 +628,9 @@ export class WebSocketListener implements ListenerRuntime {
   /** Queues an answer (ack, error frame) for a client, after what was forwarded to it before. */
   private sendTo(c: Client, text: string): boolean {
     if (!this.withinBound(c)) return false;
+    // (At most one of the two has frames pending: see forwardTarget.)
     this.batches.get(c.path)?.flushClient(c);
+    this.rooms.flushClient(c);
     // Behind forwarded frames still waiting to be handed to the socket: as a frame, after them.
     if (c.paced && c.paced.held > 0 && canWriteRaw(c.ws)) c.paced.write(textFrame(Buffer.from(text)));
     else {
@@ -624,7 +651,7 @@ export class WebSocketListener implements ListenerRuntime {
     if (c.evicted) return;
     c.evicted = true;
     this.env.logger.warn({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client too slow; disconnecting with 1013');
-    this.clients.get(c.path)?.delete(c);
+    this.leave(c);
     c.ws.pause();
     // What still waits to be handed to it, it would not read in time: freed now.
     c.paced?.drop();
@@ -638,6 +665,7 @@ export class WebSocketListener implements ListenerRuntime {
     if (!set) this.clients.set(client.path, (set = new Set()));
     set.add(client);
     this.batches.get(client.path)?.joined(client);
+    if (client.params !== NO_PARAMS) this.rooms.join(client);
     clientOf.set(ws, client);
     ws.on('close', onClientClose);
     ws.on('error', onClientError);
@@ -648,7 +676,13 @@ export class WebSocketListener implements ListenerRuntime {
   /** The connection closed. */
   left(client: Client): void {
     clearTimeout(client.expiry);
-    this.clients.get(client.path)?.delete(client);
+    this.leave(client);
+  }
+
+  /** The client leaves its path (and its room): nothing more is forwarded to it. */
+  private leave(c: Client): void {
+    this.clients.get(c.path)?.delete(c);
+    this.rooms.leave(c);
   }
 
   /** A frame from a client (onClientMessage). */
@@ -815,10 +849,12 @@ export const websocketListener = defineListener({
   // Paths with parameters are routed as the http listener routes them: the same checks.
   pathClaims: () => new RoutePathClaims(),
   checkPath: routePathProblem,
+  pathParameters,
+  forwardFillsParameters: true,
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      'Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`, a value of at most 100 characters: a longer one matches no route), bound as `$path` for the frames of a client on such a path, with the handshake\'s query string as `$query` (a frame\'s headers are only its trace context, `traceparent`: the handshake\'s headers are for the route\'s `auth` and `ratelimit` steps); a forward path with parameters pushes to every client whose path it matches. Handshakes are checked before the upgrade: the route\'s `auth` steps and a forward target\'s `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`; a handshake with a body, `Transfer-Encoding` or a `Content-Length` other than 0, is 400: its bytes would be read as frames), all as problem+json; a refusal closes the connection lingering (what the client still sends is read and discarded, for at most 5 s or 64 MiB). A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. Compression (`permessage-deflate`) is not negotiated: a client that offers it gets uncompressed frames (each forwarded message is framed once for all its clients, which compression per connection would undo); put a proxy in front to compress. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; every answer, an ack or an error frame, carries `"frame": N`, the 1-based number of the frame it answers among the data frames (text or binary) the client sent on that connection, so a client pairs answers with its frames even on a route without `ack`, where only failures are answered (`{"type":"error","frame":3,"status":400,...}`); frames a client sent before it closed are published all the same (their answers have no one to go to); a client\'s frames are handled one after another, each by the route in place when its turn comes (one waiting while a reload replaces its route goes to the new route); a text frame that is not UTF-8 closes it with 1007 (a frame over `maxPayloadBytes` with 1009, one that breaks the protocol, unmasked or of an unknown opcode, with 1002; the close frame\'s reason says why: `a frame over maxPayloadBytes (1048576 bytes)`, `Invalid WebSocket frame: MASK must be set`), once the frames it sent before are answered, acks and error frames alike, so the client knows which were delivered. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway\'s messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path, serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected (unless frames it sent are still in processing: its pong may wait unread behind them), so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway\'s memory. It has 5 s to read what was buffered for it and the close frame (then a browser page gets `close` 1013, reason `client too slow`); a page that reads nothing for longer (a tab whose script runs on, a device asleep) is cut off and sees 1006. A forward client gets what is delivered while it is connected: nothing is replayed when it reconnects, so a page treats any close as a gap (an event stream on an http listener resumes with `Last-Event-ID`). A refused handshake (401/403, a foreign `Origin`, 404) reaches a page as an `error` event and `close` 1006: browsers give scripts no status for it (the console shows it), so a page cannot tell it from a network failure; it should back off rather than reconnect at once.',
+      'Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`, a value of at most 100 characters: a longer one matches no route), bound as `$path` for the frames of a client on such a path, with the handshake\'s query string as `$query` (a frame\'s headers are only its trace context, `traceparent`: the handshake\'s headers are for the route\'s `auth` and `ratelimit` steps); a forward path with parameters (`/rooms/:room`) is filled from the path parameters of the same names the message has (`to: {listener: L, path}`): a message published on `/room/:room` reaches the clients of its own room only, one without them (consumed from a broker) every client whose path the forward path matches. Handshakes are checked before the upgrade: the route\'s `auth` steps and a forward target\'s `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`; a handshake with a body, `Transfer-Encoding` or a `Content-Length` other than 0, is 400: its bytes would be read as frames), all as problem+json; a refusal closes the connection lingering (what the client still sends is read and discarded, for at most 5 s or 64 MiB). A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. Compression (`permessage-deflate`) is not negotiated: a client that offers it gets uncompressed frames (each forwarded message is framed once for all its clients, which compression per connection would undo); put a proxy in front to compress. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; every answer, an ack or an error frame, carries `"frame": N`, the 1-based number of the frame it answers among the data frames (text or binary) the client sent on that connection, so a client pairs answers with its frames even on a route without `ack`, where only failures are answered (`{"type":"error","frame":3,"status":400,...}`); frames a client sent before it closed are published all the same (their answers have no one to go to); a client\'s frames are handled one after another, each by the route in place when its turn comes (one waiting while a reload replaces its route goes to the new route); a text frame that is not UTF-8 closes it with 1007 (a frame over `maxPayloadBytes` with 1009, one that breaks the protocol, unmasked or of an unknown opcode, with 1002; the close frame\'s reason says why: `a frame over maxPayloadBytes (1048576 bytes)`, `Invalid WebSocket frame: MASK must be set`), once the frames it sent before are answered, acks and error frames alike, so the client knows which were delivered. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway\'s messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path (or of the room of the message), serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected (unless frames it sent are still in processing: its pong may wait unread behind them), so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway\'s memory. It has 5 s to read what was buffered for it and the close frame (then a browser page gets `close` 1013, reason `client too slow`); a page that reads nothing for longer (a tab whose script runs on, a device asleep) is cut off and sees 1006. A forward client gets what is delivered while it is connected: nothing is replayed when it reconnects, so a page treats any close as a gap (an event stream on an http listener resumes with `Last-Event-ID`). A refused handshake (401/403, a foreign `Origin`, 404) reaches a page as an `error` event and `close` 1006: browsers give scripts no status for it (the console shows it), so a page cannot tell it from a network failure; it should back off rather than reconnect at once.',
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
