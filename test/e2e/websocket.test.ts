@@ -266,6 +266,20 @@ describe('WebSocket (spec §5)', () => {
       assert.equal(await clients(gw.url('api', '/lobby-a'), { from: 'a', again: true }), 2);
       assert.deepEqual([await one.next(), await one.next(), await one.next()], [{ from: 'a' }, { from: 'b' }, { from: 'a', again: true }]);
       assert.deepEqual([await two.next(), await two.next()], [{ from: 'a' }, { from: 'a', again: true }]);
+      // A reload adds a publish route spelling the lobbies /lobby/:x: the clients stay theirs (they
+      // were the forward path's, and got nothing more once it was the second spelling of another).
+      const reloaded = await gw.reconfigure(`${config(held.url)}  - { name: lobby-in, from: { listener: push, path: "/lobby/:x" }, to: { broker: local, topic: lobby } }\n`);
+      assert.equal(reloaded.msg, 'config reloaded');
+      assert.equal(await clients(gw.url('api', '/lobby-b/2'), { from: 'b', reloaded: true }), 1);
+      assert.equal(await clients(gw.url('api', '/lobby-a'), { from: 'a', reloaded: true }), 2);
+      assert.deepEqual([await one.next()], [{ from: 'a', reloaded: true }]);
+      assert.deepEqual(
+        [await two.next(), await two.next()],
+        [
+          { from: 'b', reloaded: true },
+          { from: 'a', reloaded: true },
+        ],
+      );
     });
 
     it("fills a forward path's parameters from the message's own path parameters: a room per value, exactly (a/b, .., and the empty value are rooms of their own), every room for a message without them", async () => {

@@ -137,10 +137,10 @@ class Client implements BatchClient, RoomClient, RequestMeta {
 
   constructor(
     readonly listener: WebSocketListener,
-    /** The route path the client connected to, as the bindings spell it (`/rooms/:room`): its key in the listener's maps. */
-    readonly path: string,
+    /** The route path the client connected to, as the bindings spell it (`/rooms/:room`): its key in the listener's maps (bind() may respell it). */
+    public path: string,
     /** Parameters of that path (`$path` in expressions). */
-    readonly params: Record<string, string>,
+    public params: Record<string, string>,
     readonly headers: RequestMeta['headers'],
     readonly query: RequestMeta['query'],
     /** Trace context of the handshake request (W3C traceparent/tracestate): each frame's message continues it. */
@@ -389,6 +389,13 @@ export class WebSocketListener implements ListenerRuntime {
     this.forwardAlias = forwardAlias;
     this.aliasedForward = new Map([...forwardAlias].map(([f, p]) => [p, f]));
     this.bindings = bindings;
+    // A forward path a reload made a second spelling of a new publish path (`/rooms/:r`, alone
+    // before, now beside a publish route's `/rooms/:x`): its clients are that path's from now on,
+    // where forwards look for them (they got nothing more, connected all the same).
+    for (const [from, to] of forwardAlias) {
+      const set = this.clients.get(from);
+      if (set) this.respell(from, to, set);
+    }
     for (const [path, set] of this.clients) {
       if (!bindings.publish.has(path) && !bindings.forward.has(path)) {
         for (const c of set) void closeClient(c, GOING_AWAY, 'route removed');
@@ -399,6 +406,34 @@ export class WebSocketListener implements ListenerRuntime {
       const forward = this.aliasedForward.get(path) ?? path;
       const changed = before.publish.get(path) !== bindings.publish.get(path) || before.forwardAuth?.get(forward) !== bindings.forwardAuth?.get(forward);
       if (changed) for (const c of set) void this.recheck(c);
+    }
+  }
+
+  /** Moves the clients of route path `from` to `to`, which matches the same requests, with their parameters' values under `to`'s names. */
+  private respell(from: string, to: string, moving: Set<Client>): void {
+    // What was queued for them under the old path goes out first.
+    this.batches.get(from)?.flush();
+    this.rooms.flushPath(from);
+    this.batches.delete(from);
+    this.clients.delete(from);
+    let set = this.clients.get(to);
+    if (!set) this.clients.set(to, (set = new Set()));
+    const fromNames = this.rooms.namesOf(from);
+    const toNames = this.rooms.namesOf(to);
+    for (const c of moving) {
+      this.rooms.leave(c);
+      let params = NO_PARAMS;
+      for (let i = 0; i < toNames.length; i++) {
+        const value = c.params[fromNames[i] ?? ''];
+        if (value === undefined) continue;
+        if (params === NO_PARAMS) params = {};
+        params[toNames[i]!] = value;
+      }
+      c.path = to;
+      c.params = params;
+      set.add(c);
+      this.batches.get(to)?.joined(c);
+      if (params !== NO_PARAMS) this.rooms.join(c);
     }
   }
 
