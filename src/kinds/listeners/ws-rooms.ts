@@ -2,9 +2,9 @@
  * The clients of a websocket path with parameters, grouped by their values: a "room" is the clients
  * of one concrete path (`/rooms/a` of `/rooms/:room`). A forward to `/rooms/:room` of a message
  * that carries its own `room` path parameter (published on `/room/:room`, over HTTP or a
- * WebSocket) goes to that room only (spec §2: a forward path's parameters are filled from the
- * message); a message without it (consumed from a broker) goes to every client of the path, as
- * the path's own batch (write-batch.ts) sends it.
+ * WebSocket) goes to that room only (docs/config.md, `to: {listener}`: a forward path's
+ * parameters are filled from the message's); a message without it (consumed from a broker) goes
+ * to every client of the path, as the path's own batch (write-batch.ts) sends it.
  *
  * A room is found by one lookup per message and target, whatever the number of clients, and has a
  * batch of its own: the turn's frames for it are joined once and written to each of its clients
