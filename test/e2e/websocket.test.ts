@@ -280,6 +280,21 @@ describe('WebSocket (spec §5)', () => {
           { from: 'a', reloaded: true },
         ],
       );
+      // And back: a reload removing that publish route keeps the clients that connected to it, as
+      // the forward path's (they were closed with 1001 'route removed' though it matches them).
+      const three = await connect('/lobby/3');
+      const restored = await gw.reconfigure(config(held.url));
+      assert.equal(restored.msg, 'config reloaded');
+      assert.equal(await clients(gw.url('api', '/lobby-b/3'), { from: 'b', restored: true }), 1);
+      assert.equal(await clients(gw.url('api', '/lobby-a'), { from: 'a', restored: true }), 3);
+      assert.deepEqual(
+        [await three.next(), await three.next()],
+        [
+          { from: 'b', restored: true },
+          { from: 'a', restored: true },
+        ],
+      );
+      assert.deepEqual([await one.next()], [{ from: 'a', restored: true }]);
     });
 
     it("fills a forward path's parameters from the message's own path parameters: a room per value, exactly (a/b, .., and the empty value are rooms of their own), every room for a message without them", async () => {

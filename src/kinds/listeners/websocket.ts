@@ -396,6 +396,17 @@ export class WebSocketListener implements ListenerRuntime {
       const set = this.clients.get(from);
       if (set) this.respell(from, to, set);
     }
+    // The reverse: a publish path a reload removed whose requests a forward path still matches
+    // (`/rooms/:x` gone, `/rooms/:r` kept): its clients stay, as that path's, and are checked
+    // against what guards it now.
+    const respelled = new Set<Client>();
+    for (const [path, set] of [...this.clients]) {
+      if (bindings.publish.has(path) || bindings.forward.has(path)) continue;
+      const same = registered.find((p) => sameRoutePath(p, path));
+      if (same === undefined) continue;
+      for (const c of set) respelled.add(c);
+      this.respell(path, same, set);
+    }
     for (const [path, set] of this.clients) {
       if (!bindings.publish.has(path) && !bindings.forward.has(path)) {
         for (const c of set) void closeClient(c, GOING_AWAY, 'route removed');
@@ -406,6 +417,7 @@ export class WebSocketListener implements ListenerRuntime {
       const forward = this.aliasedForward.get(path) ?? path;
       const changed = before.publish.get(path) !== bindings.publish.get(path) || before.forwardAuth?.get(forward) !== bindings.forwardAuth?.get(forward);
       if (changed) for (const c of set) void this.recheck(c);
+      else for (const c of set) if (respelled.has(c)) void this.recheck(c);
     }
   }
 
