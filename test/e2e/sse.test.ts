@@ -99,6 +99,12 @@ routes:
   - name: small-stream
     from: { broker: local, topic: tocks }
     to: { listener: small, path: /tocks }
+  - name: room-say
+    from: { listener: api, path: /say/:room }
+    to: { listener: api, path: /rooms/:room }
+  - name: room-announce
+    from: { listener: api, path: /announce }
+    to: { listener: api, path: /rooms/:room }
 ${extra}`;
   const gw = useGateway(config());
   const publish = async (n: number) => {
@@ -207,6 +213,31 @@ ${extra}`;
       ),
     );
     stray.child.kill();
+  });
+
+  it("fills a stream path's parameters from the message's own path parameters: a room per value, exactly (a/b is a room of its own), every room for a message without them", async () => {
+    const paths = ['/rooms/a', '/rooms/a', '/rooms/b', '/rooms/a%2Fb'];
+    const streams = await Promise.all(paths.map((p) => openStream(gw.url('api', p))));
+    const say = async (path: string, body: unknown) => {
+      const res = await fetch(gw.url('api', path), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      assert.equal(res.status, 200);
+      return ((await res.json()) as { deliveries: { clients: number }[] }).deliveries[0]!.clients;
+    };
+    // How many streams each reached, from its answer: its room's, and every room for the announcement.
+    assert.deepEqual([await say('/say/a', { m: 1 }), await say('/say/b', { m: 2 }), await say('/say/a%2Fb', { m: 3 }), await say('/announce', { m: 4 })], [2, 1, 1, 4]);
+    const expected = [
+      [1, 4],
+      [1, 4],
+      [2, 4],
+      [3, 4],
+    ];
+    await eventually(() =>
+      assert.deepEqual(
+        streams.map((s) => s.events().map((e) => JSON.parse(e.data).m)),
+        expected,
+      ),
+    );
+    for (const s of streams) s.close();
   });
 
   it('checks the target auth before streaming, and answers 406 without Accept: text/event-stream', async () => {

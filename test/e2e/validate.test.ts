@@ -688,16 +688,17 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         '  - { name: same, from: { listener: push, path: "/chat/:room" }, to: { listener: push, path: "/chat/:room" } }', //     33: fine
         '  - { name: all, from: { listener: api, path: /announce }, to: { listener: push, path: "/rooms/:r" } }', //              34: every room, as meant
         '  - { name: consumed, from: { broker: local, topic: t3 }, to: { listener: push, path: "/seats/:a/:b" } }', //           35: so too
-        '  - { name: stream, from: { listener: api, path: "/s/:a" }, to: { listener: api, path: "/events/:b" } }', //            36: event streams are not filled
+        '  - { name: stream, from: { listener: api, path: "/s/:a" }, to: { listener: api, path: "/events/:b" } }', //            36: event streams are filled too
       ];
       const r = await validate({ 'gateway.yaml': yaml(...loops, ...forwards) });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.equal(r.stdout, 'ok\n');
       const warnings = r.stderr.trimEnd().split('\n');
-      assert.equal(warnings.length, 4, r.stderr);
+      assert.equal(warnings.length, 5, r.stderr);
       assert.deepEqual(warnings.slice(2), [
         "gateway.yaml:29:93: warning: route 'typo': forward path '/rooms/:r' names 'r', which the route's path '/room/:room' does not have (it has 'room'): each message goes to the clients of every value of 'r', not only of its own (a forward path's parameters are filled from the message's path parameters of the same names)",
         "gateway.yaml:32:64: warning: route 'partial': forward path '/seats/:r/:seat' names 'seat', which the route's path '/seat/:r' does not have (it has 'r'): each message goes to the clients of every value of 'seat', not only of its own (a forward path's parameters are filled from the message's path parameters of the same names)",
+        "gateway.yaml:36:88: warning: route 'stream': forward path '/events/:b' names 'b', which the route's path '/s/:a' does not have (it has 'a'): each message goes to the clients of every value of 'b', not only of its own (a forward path's parameters are filled from the message's path parameters of the same names)",
       ]);
       assert.match(warnings[0]!, /^gateway\.yaml:18:9: warning: route 'again' writes topic 't' of broker 'local', the topic it reads, and has no filter: every message goes round for ever/);
       assert.match(

@@ -16,10 +16,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { attributesOf, toStructured } from '../../codecs/cloudevents.js';
 import type { Logger } from '../../log.js';
 import { expireAt } from '../../core/expiry.js';
-import { envelopeJson, valueJson, type Delivery, type Message, type RequestMeta } from '../../core/message.js';
+import { envelopeJson, valueJson, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import type { Gate, ReplaySource, Target } from '../contracts.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { PacedWriter, SLICE_BYTES } from './paced-write.js';
+import { pathParameters } from './route-paths.js';
 
 export type SseFormat = 'value' | 'envelope' | 'cloudevent';
 
@@ -68,6 +69,8 @@ interface SseClient extends BatchClient {
    * are not sent again, and the ids of the others carry them. Undefined once the live events caught up.
    */
   ahead: SourcePositions | undefined;
+  /** The values of its path's parameters, in the path's order (`['a']` on `/rooms/a` of `/rooms/:r`); empty on a path without. */
+  values: readonly string[];
 }
 
 /** A live event kept for clients being replayed, with what its id is made of should the replay have gone further. */
@@ -176,6 +179,7 @@ function payload(msg: Message, format: SseFormat): { event: string | undefined; 
 /** The event streams of one http listener. */
 export class SseStreams {
   private readonly paths = new Map<string, PathState>();
+  private readonly names = new Map<string, readonly string[]>();
   /** Paths several routes forward to: their event ids name each route's positions. */
   private shared: ReadonlySet<string> = new Set();
   private heartbeat: NodeJS.Timeout | undefined;
@@ -205,6 +209,13 @@ export class SseStreams {
     return n;
   }
 
+  /** A route path's parameter names, in order (a path's names never change: the path spells them). */
+  private namesOf(path: string): readonly string[] {
+    let names = this.names.get(path);
+    if (names === undefined) this.names.set(path, (names = pathParameters(path)));
+    return names;
+  }
+
   private state(path: string): PathState {
     let s = this.paths.get(path);
     if (!s) {
@@ -219,7 +230,14 @@ export class SseStreams {
    * (per route feeding the path), what the brokers retain after that position is sent first;
    * live events wait meanwhile.
    */
-  open(req: IncomingMessage, res: ServerResponse, path: string, sources: ReadonlyMap<string, ReplaySource> | undefined, admission: SseAdmission): void {
+  open(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    sources: ReadonlyMap<string, ReplaySource> | undefined,
+    admission: SseAdmission,
+    params: Readonly<Record<string, string | undefined>> = {},
+  ): void {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
@@ -241,6 +259,7 @@ export class SseStreams {
       held: undefined,
       heldBytes: 0,
       ahead: undefined,
+      values: this.namesOf(path).map((n) => params[n] ?? ''),
       batchSkip: 0,
       batchEpoch: -1,
     };
@@ -432,8 +451,9 @@ export class SseStreams {
   target(path: string, format: SseFormat, route: string): Target {
     const state = this.state(path);
     state.format = format;
+    const names = this.namesOf(path);
     return {
-      send: (msg: Message): Promise<Delivery> => {
+      send: (msg: Message, ctx?: MessageContext): Promise<Delivery> => {
         const pos = positionOf(msg);
         let seen: Positions | undefined;
         if (pos) {
@@ -446,14 +466,20 @@ export class SseStreams {
         const id = seen ? (this.shared.has(path) ? formatSources(state.positions) : formatPositions(seen)) : undefined;
         const frame = sseEvent({ id, event, data });
         const batch = state.batch;
+        // A message with its own values of the path's parameters (published on `/room/:r`) goes to
+        // the streams of that room only, written to each now, after what the batch holds for it.
+        const wanted = filledValues(names, ctx?.path);
         let batched = 0;
         let sent = 0;
         let held: HeldEvent | undefined;
         // Clients being replayed or ahead of the path's positions get this event their own way (or not at all).
         let apart: SseClient[] | undefined;
         for (const c of state.clients) {
+          if (wanted !== undefined && !inRoom(c, wanted)) continue;
           if (c.ahead === undefined && !c.held) {
-            if (this.withinBound(c)) batched++;
+            if (wanted !== undefined) {
+              if (this.write(c, frame)) sent++;
+            } else if (this.withinBound(c)) batched++;
             continue;
           }
           (apart ??= []).push(c);
@@ -588,6 +614,28 @@ export class SseStreams {
  * Where a slice of events starting at `from` ends when paced (paced-write.ts): after the last
  * whole event within SLICE_BYTES, or after the one event that is larger.
  */
+/**
+ * The values a message carries of a forward path's parameters `names` (its own path parameters
+ * of those names), positionally; undefined when it carries none of them (every stream of the path).
+ */
+function filledValues(names: readonly string[], params: Readonly<Record<string, unknown>> | undefined): (string | undefined)[] | undefined {
+  if (params === undefined || names.length === 0) return undefined;
+  let carried = false;
+  const values = names.map((n) => {
+    const v = Object.hasOwn(params, n) ? params[n] : undefined;
+    if (typeof v !== 'string') return undefined;
+    carried = true;
+    return v;
+  });
+  return carried ? values : undefined;
+}
+
+/** Whether a stream's path values equal every value the message carries (exactly: `a/b`, `..` and `` are rooms of their own). */
+function inRoom(c: SseClient, wanted: readonly (string | undefined)[]): boolean {
+  for (let i = 0; i < wanted.length; i++) if (wanted[i] !== undefined && wanted[i] !== c.values[i]) return false;
+  return true;
+}
+
 function eventsEnd(bytes: Buffer, from: number): number {
   const max = from + SLICE_BYTES;
   if (max >= bytes.length) return bytes.length;
