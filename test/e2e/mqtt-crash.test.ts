@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { eventually, startGateway, type RunningGateway } from '../helpers/gateway.js';
-import { MosquittoPubStream, MosquittoSub, type MqttReceived } from '../helpers/peers.js';
+import { MosquittoPubStream, MosquittoSub, mosquittoPub, type MqttReceived } from '../helpers/peers.js';
+import { SlowEndpoint } from '../helpers/slow-endpoint.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 
 /** mosquitto's default `max_inflight_messages`: only messages it sent and saw no acknowledgement for can come again. */
@@ -22,17 +23,19 @@ describe('kind: mqtt consume routes survive a gateway crash (SIGKILL) without lo
   let mqtt: MessageServer;
   let verifier: MosquittoSub | undefined;
   let gw: RunningGateway | undefined;
+  /** The webhook of route `hooks`, which has several messages in hand at once. */
+  let hook: SlowEndpoint;
 
   before(async () => {
-    mqtt = await startMosquitto();
+    [mqtt, hook] = await Promise.all([startMosquitto(), SlowEndpoint.start()]);
   });
   after(async () => {
     verifier?.stop();
     await gw?.stop('SIGKILL');
-    await mqtt?.stop();
+    await Promise.all([mqtt?.stop(), hook?.stop()]);
   });
 
-  it('QoS 1 and QoS 2 routes with persistent sessions: every message reaches the target after a restart, repeats bounded by the in-flight window', async (t) => {
+  it('QoS 1 and QoS 2 routes with persistent sessions: every message reaches the target after a restart, repeats bounded by the in-flight window; a message taken while an earlier one was held comes again', async (t) => {
     const config = `
 version: 1
 admin: { port: 0 }
@@ -51,11 +54,22 @@ routes:
   - name: q2
     from: { broker: devices, topic: stream/q2 }
     to: { broker: devices, topic: out/q2 }
+  - name: hooks
+    from: { broker: devices, topic: stream/hooks }
+    to: { http: { url: "${hook.url}/in", headers: { x-key: k }, concurrency: 4 } }
 `;
-    const ready = (g: RunningGateway) => Promise.all(['q1', 'q2'].map((route) => g.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 20000)));
+    const ready = (g: RunningGateway) => Promise.all(['q1', 'q2', 'hooks'].map((route) => g.waitForLog((l) => l.msg === 'consumer ready' && l.route === route, 20000)));
     verifier = await MosquittoSub.start(mqtt, 'out/#', 1);
     gw = await startGateway(config);
     await ready(gw);
+
+    // Route `hooks` (QoS 1, up to 4 in hand): message 0 is held at the webhook, message 1 after it
+    // is taken at once. Its PUBACK waits for message 0's (acknowledgements go in the order the
+    // messages came, MQTT §4.6): so mosquitto sends both again after the kill, neither lost.
+    hook.onArrival = (h) => (h.n === 0 ? hook.held.push(h) : h.res.end());
+    await mosquittoPub(mqtt, 'stream/hooks', JSON.stringify({ n: 0, k: 'a' }));
+    await mosquittoPub(mqtt, 'stream/hooks', JSON.stringify({ n: 1, k: 'b' }));
+    await eventually(() => assert.deepEqual({ arrived: hook.arrivals.map((a) => a.n), inFlight: hook.inFlight }, { arrived: [0, 1], inFlight: 1 }), 20000, 50);
 
     const streams = { q1: MosquittoPubStream.start(mqtt, 'stream/q1', 1), q2: MosquittoPubStream.start(mqtt, 'stream/q2', 2) };
     const part = (n: number) => {
@@ -78,11 +92,14 @@ routes:
 
     // Part 2 arrives while no gateway runs: mosquitto keeps it for the routes' persistent sessions.
     part(1);
+    hook.onArrival = (h) => h.res.end();
     gw = await startGateway(config);
     await ready(gw);
     // Part 3 after the restart; the publishers then wait for the server's acknowledgement of everything.
     part(2);
     await Promise.all(Object.values(streams).map((p) => p.end()));
+    // Both of route `hooks` came again: the one held at the kill, and the one taken while it was held.
+    await eventually(() => assert.deepEqual(hook.arrivals.map((a) => a.n).sort(), [0, 0, 1, 1]), 30000, 100);
 
     for (const s of ['q1', 'q2']) {
       const seen = await eventually(

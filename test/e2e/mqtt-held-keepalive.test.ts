@@ -16,7 +16,9 @@ const HELD_MS = 7000;
  * longer than its connection's keepalive: the connection stays up and ready — no `mqtt
  * connection lost`, `/readyz` 200 throughout — and once the webhook answers, every message
  * published meanwhile is delivered once, in order. Before, mqtt.js read no packet past the held
- * PUBLISH, PINGRESP included, and gave the connection up every 1.5 × keepaliveSeconds.
+ * PUBLISH, PINGRESP included, and gave the connection up every 1.5 × keepaliveSeconds. Every
+ * route of this file takes one message at a time (`concurrency: 1`): the order is checked, and at
+ * a webhook's default concurrency an mqtt route has several messages in hand (point 520).
  */
 for (const { version, qos } of [
   { version: 4, qos: 1 },
@@ -52,7 +54,7 @@ brokers:
 routes:
   - name: held
     from: { broker: devices, topic: held/in, qos: ${qos} }
-    to: { http: { url: "${hook.url}/held", retry: { attempts: 1 } } }
+    to: { http: { url: "${hook.url}/held", retry: { attempts: 1 }, concurrency: 1 } }
 `,
     );
 
@@ -123,7 +125,7 @@ brokers:
 routes:
   - name: held
     from: { broker: devices, topic: held/in, qos: 0 }
-    to: { http: { url: "${hook.url}/held", retry: { attempts: 1 } } }
+    to: { http: { url: "${hook.url}/held", retry: { attempts: 1 }, concurrency: 1 } }
 `,
   );
 
@@ -196,7 +198,7 @@ brokers:
 routes:
   - name: burst
     from: { broker: devices, topic: burst/in, qos: ${qos} }
-    to: { http: { url: "${hook.url}/burst" } }
+    to: { http: { url: "${hook.url}/burst", concurrency: 1 } }
 `,
     );
 

@@ -68,6 +68,8 @@ describe('kind: mqtt, a reload that gives a consume route another client id', ()
     const from = gw.logs.length;
     const line = await gw.reconfigure(config(`eg-after-${process.pid}`));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    // What the route had in hand (up to its webhook's concurrency, point 520): every request so far, none answered.
+    const inHand = new Set(receiver.requests.map((r) => (JSON.parse(r.body) as { i: number }).i));
     for (const res of held) res.end('ok');
     held = undefined;
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'relay', 20000, from);
@@ -86,8 +88,8 @@ describe('kind: mqtt, a reload that gives a consume route another client id', ()
       30000,
       100,
     );
-    // The message held across the reload comes again (its try cut by the drain, it was given back unacknowledged); no other.
-    const repeated = [...seen].filter(([i, n]) => n > 1 && i !== 0).map(([i]) => i);
+    // The messages held across the reload come again (their tries cut by the drain, they were given back unacknowledged); no other.
+    const repeated = [...seen].filter(([i, n]) => n > 1 && !inHand.has(i)).map(([i]) => i);
     assert.deepEqual(repeated, [], 'delivered more than once');
     const warning = await gw.waitForLog((l) => l.msg.startsWith('mqtt consume route resumed under another client id'), 5000, from);
     assert.equal(warning.session, `eg-before-${process.pid}-relay`);

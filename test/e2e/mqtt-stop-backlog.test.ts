@@ -44,9 +44,14 @@ describe('kind: mqtt, a consume route stopped inside the backlog its session kep
     await mqtt?.stop();
   });
 
+  // The route has up to its webhook's default concurrency (16) in hand (point 520). Sixteen transforms
+  // started together on a gateway just started, on a loaded machine, outlasted the default 1 s
+  // expression timeout (wall clock: each one's time includes the others' and the start-up's), and
+  // were dropped: a long timeout keeps this test to the stop it is about (point 526).
   const config = (tag: string) => `
 version: 1
 admin: { port: 0, drainTimeoutMs: 2000 }
+expressions: { timeoutMs: 10000 }
 brokers:
   devices: { kind: mqtt, url: ${mqtt.url}, clientId: eg-backlog-${process.pid}, reconnectPeriodMs: 200 }
 routes:

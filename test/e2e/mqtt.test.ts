@@ -8,7 +8,8 @@ import { publishThroughOutage, readyz } from '../helpers/outage.js';
 import { scrape } from '../helpers/prometheus.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
-import { MosquittoSub, mosquittoPub, type MqttReceived } from '../helpers/peers.js';
+import { answerSideBySide, SlowEndpoint } from '../helpers/slow-endpoint.js';
+import { MosquittoPubStream, MosquittoSub, mosquittoPub, type MqttReceived } from '../helpers/peers.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
 
 // Long enough that no publish of the 1,800-request burst below is answered by its deadline on a loaded machine
@@ -22,10 +23,14 @@ const SPACED_JSON = '{ "a" : 1.0 }';
 describe('kind: mqtt (against mosquitto)', () => {
   let mqtt: MessageServer;
   let config: string;
+  let configWith: (hookOptions: string) => string;
+  /** The webhook of route `hooked` (several messages of its QoS 2 subscription in hand at once). */
+  let hook: SlowEndpoint;
+  const ORDERED = 'concurrency: 8, orderBy: k, retry: { attempts: 3, backoffMs: 10 }';
 
   before(async () => {
-    mqtt = await startMosquitto();
-    config = `
+    [mqtt, hook] = await Promise.all([startMosquitto(), SlowEndpoint.start()]);
+    configWith = (hookOptions: string) => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -89,7 +94,11 @@ routes:
   - name: ce-legacy
     from: { listener: api, path: /ce/legacy }
     to: { broker: legacy, topic: ce/legacy, cloudevents: structured }
+  - name: hooked
+    from: { broker: devices, topic: conc/in, qos: 2 }
+    to: { http: { url: "${hook.url}/in", headers: { x-key: k }, ${hookOptions} } }
 `;
+    config = configWith(ORDERED);
   });
   // Registered after the before() that starts mosquitto, so the config can name it.
   const gw = useGateway(() => config);
@@ -100,9 +109,10 @@ routes:
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'bytes', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'ce-in', 15000);
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'server-topics', 15000);
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'hooked', 15000);
   });
   after(async () => {
-    await mqtt?.stop();
+    await Promise.all([mqtt?.stop(), hook?.stop()]);
   });
 
   it('answers 200 once mosquitto acknowledged the publish, with HTTP headers as MQTT 5 user properties and content-type as its Content Type', async () => {
@@ -361,6 +371,48 @@ routes:
       rival.stop();
     }
     await eventually(async () => assert.equal((await post(gw.url('api', '/qos/1'), { n: 1 })).status, 200), 15000);
+  });
+
+  it("has up to a webhook's `concurrency` QoS 2 messages in hand (orderBy: one per key, in order, a failed try retried first), each acknowledged; a reload to another concurrency keeps the connection and applies it", async () => {
+    const keys = ['k0', 'k1', 'k2'];
+    const total = 30;
+    hook.reset();
+    answerSideBySide(hook, keys, total / keys.length, 'k1');
+    // One publisher, so mosquitto sends them in this order: keys interleaved.
+    const pub = MosquittoPubStream.start(mqtt, 'conc/in', 2);
+    pub.write(Array.from({ length: total }, (_, n) => JSON.stringify({ n, k: keys[n % keys.length] })));
+    await pub.end();
+    await eventually(() => assert.equal(hook.arrivals.length, total + 1, JSON.stringify({ arrivals: hook.arrivals, held: hook.held.map((h) => h.n) })), 30000, 50);
+    assert.equal(hook.maxPerKey, 1, 'one request per key in flight');
+    assert.ok(hook.maxInFlight >= 3, `keys went side by side (at most ${hook.maxInFlight} in flight)`);
+    for (const [i, key] of keys.entries()) {
+      const expected = Array.from({ length: total }, (_, n) => n).filter((n) => n % keys.length === i);
+      // k1's first message arrives twice (the failed try, then the retry), right after each other.
+      assert.deepEqual(
+        hook.arrivals.filter((a) => a.key === key).map((a) => a.n),
+        key === 'k1' ? [expected[0]!, ...expected] : expected,
+        `order of ${key}`,
+      );
+    }
+    // Every one acknowledged (PUBREC, in the order they came): none left in hand.
+    const acked = async () => assert.equal((await scrape(gw.adminUrl)).value('eventgate_mqtt_consumer_lag', { route: 'hooked', topic: 'conc/in', partition: '0' }), 0);
+    await eventually(acked, 15000, 100);
+    // Another concurrency, no orderBy: the rebuilt route takes the connection and subscription over.
+    const from = gw.logs.length;
+    assert.equal((await gw.reconfigure(configWith('concurrency: 2'))).msg, 'config reloaded');
+    await gw.waitForLog((l) => l.route === 'hooked' && l.msg === 'subscription handed over to the rebuilt route', 15000, from);
+    const ns = [100, 101, 102, 103, 104, 105];
+    await hook.takesInWindowsOf(2, ns, async () => {
+      const again = MosquittoPubStream.start(mqtt, 'conc/in', 2);
+      again.write(ns.map((n) => JSON.stringify({ n, k: 'k0' })));
+      await again.end();
+    });
+    await eventually(acked, 15000, 100);
+    assert.equal((await gw.reconfigure(config)).msg, 'config reloaded');
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'mqtt connected'),
+      [],
+    );
   });
 
   it('keeps the connections and sessions of unchanged routes through a reload', async () => {

@@ -10,6 +10,7 @@ import { payloadMessage, type Message } from '../../../core/message.js';
 import type { BrokerTelemetry, Health, Qos, SubscribeSpec } from '../../contracts.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { handOver, Relay, singleValued } from '../acknowledgement.js';
+import { InFlightWindow } from '../../../core/in-flight-window.js';
 import type { MqttSettings } from '../mqtt.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
 import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, Link, type MqttLib } from './connection.js';
@@ -32,8 +33,23 @@ const MAX_IN_HAND = 100;
  * The Receive Maximum a consume route's MQTT 5 connection asks for: mosquitto's default window
  * (`max_inflight_messages`), which it otherwise keeps to on MQTT 5 too, and well under
  * MAX_IN_HAND. mosquitto 2.0 lets a client's Receive Maximum raise its window (100 asked, 100 sent).
+ * Also the most messages a route handles at once (a webhook's `concurrency` above it is cut to
+ * it): past the server's window, the one acknowledgement the route holds back stops it sending more.
  */
 const RECEIVE_MAXIMUM = 20;
+
+const NO_KEYS: readonly string[] = [];
+
+/** A message in the window, in the order it came: what its acknowledgement needs once it and every earlier one settled. */
+interface Held {
+  readonly packet: IPublishPacket;
+  /** The connection it came on. */
+  readonly generation: number;
+  /** A copy (DUP) of one the route took already: only its acknowledgement went missing. */
+  repeat: boolean;
+  /** Whether to acknowledge it: the route took it (or it is a repeat). */
+  take: boolean;
+}
 
 /**
  * One consume route's connection. A QoS 1 or 2 message is acknowledged — PUBACK, or PUBREC for
@@ -41,9 +57,13 @@ const RECEIVE_MAXIMUM = 20;
  * loses the connection is sent again by the server to the route's persistent session. mqtt.js
  * hands each message over (`customHandleAcks`, QoS 0 through `handleMessage`) and is told at once
  * to send no acknowledgement and read on (up to MAX_IN_HAND messages in hand), so its keepalive
- * sees the PINGRESPs behind a message the route holds; the route handles messages in order, one at
- * a time, and writes each acknowledgement itself, in the order the messages came (MQTT 3.1.1
- * §4.6), on the connection each came on. A PUBREL (QoS 2) is answered PUBCOMP by mqtt.js.
+ * sees the PINGRESPs behind a message the route holds. The route handles one message at a time,
+ * or, when its targets are all webhooks, up to min(`spec.inFlight`, RECEIVE_MAXIMUM) at once
+ * (those sharing an order key one after the other: core/in-flight-window.ts); either way it
+ * writes each acknowledgement itself, in the order the messages came (MQTT 3.1.1 and 5 §4.6), on
+ * the connection each came on: one that finished early waits for every earlier one, so a crash
+ * never leaves a later message acknowledged behind an earlier one in hand. A PUBREL (QoS 2) is
+ * answered PUBCOMP by mqtt.js.
  */
 export class MqttSubscription {
   readonly link: Link;
@@ -56,8 +76,21 @@ export class MqttSubscription {
   private stopping = false;
   /** Counted in liveSessions (a persistent session, until stop()). */
   private live: boolean;
-  /** Every message waits for the one before it, across reconnects too (a new connection's redelivery waits for the old one's handler). */
+  /** Messages start in order, each once the window has room and its order keys are known. */
   private chain: Promise<unknown> = Promise.resolve();
+  /**
+   * The messages in hand: a window per connection and per hand-over, the next one starting once
+   * the last is idle, so acknowledgements keep the order messages came in across both, and a new
+   * connection's repeats (DUP) find what the old one's messages settled.
+   */
+  private window = new InFlightWindow<Held>(1);
+  /** The connection and the hand-over the window is for (none yet: the first message makes it). */
+  private windowGeneration = -1;
+  private windowTurn = 0;
+  /** Counts hand-overs (a reload may change `inFlight` and `orderKeys`). */
+  private turn = 0;
+  /** The current window's messages in the order they came, not yet acknowledged (released in order). */
+  private readonly unreleased: Held[] = [];
   /** Connections so far: an acknowledgement is sent only on the connection the message came on. */
   private generation = 0;
   /** The connection that began the server's session: messages from earlier ones belong to a session gone. */
@@ -214,14 +247,7 @@ export class MqttSubscription {
 
   /** A message from mqtt.js, and how to let mqtt.js read on: at once, unless MAX_IN_HAND messages are in hand. */
   private receive(packet: IPublishPacket, generation: number, readOn: () => void): void {
-    const done = this.chain.then(() => this.take(packet, generation));
-    this.chain = done.finally(() => {
-      const held = this.readOn;
-      if (--this.unacknowledged <= MAX_IN_HAND && held) {
-        this.readOn = undefined;
-        held();
-      }
-    });
+    this.chain = this.chain.then(() => this.start(packet, generation));
     // Only once the message is on the chain: letting mqtt.js read on can hand over the next
     // message within this call (the socket's next chunk is parsed as the write of this one ends),
     // and it must queue behind this one.
@@ -229,38 +255,78 @@ export class MqttSubscription {
     else this.readOn = readOn;
   }
 
-  /** PUBACK (QoS 1) or PUBREC (QoS 2), written on the connection the message came on while it is open; else the server sends it again (DUP) on the next. */
-  private acknowledge(packet: IPublishPacket): void {
-    const stream = this.link.client.stream;
-    if (packet.qos === 0 || packet.messageId === undefined || !stream?.writable) return;
-    stream.write(acknowledgement(packet.qos === 1 ? PUBACK : PUBREC, packet.messageId));
-  }
-
-  private async take(packet: IPublishPacket, generation: number): Promise<void> {
+  /** Puts a message in the window once it has room; resolves once it started (the next message may then start). */
+  private async start(packet: IPublishPacket, generation: number): Promise<void> {
+    if (this.windowGeneration !== generation || this.windowTurn !== this.turn) {
+      // Another connection or a hand-over: the earlier window's messages all settle (and are acknowledged) first.
+      await this.window.idle();
+      this.windowGeneration = generation;
+      this.windowTurn = this.turn;
+      this.window = new InFlightWindow<Held>(Math.min(this.spec.inFlight ?? 1, RECEIVE_MAXIMUM));
+    }
+    const window = this.window;
+    const room = window.room();
+    if (room) await room;
+    const held: Held = { packet, generation, repeat: false, take: false };
     const id = packet.messageId;
     if (packet.qos > 0 && id !== undefined && packet.dup && this.settled.has(id)) {
-      // Already accepted by the route: only the acknowledgement went missing. A copy that came on a
-      // connection lost since cannot be acknowledged there: the server sends it once more on the
-      // current one, which must still find it settled. A route held on one message over several
-      // reconnects has a copy from each; when the first stale copy cleared the id, the copy on the
-      // live connection was delivered again.
-      if (generation !== this.generation) return;
-      if (packet.qos === 1) this.settled.delete(id);
-      this.acknowledge(packet);
+      // Already accepted by the route: only the acknowledgement went missing.
+      held.repeat = held.take = true;
+      this.unreleased.push(held);
+      window.start(held, NO_KEYS, TAKEN, this.release);
       return;
     }
-    const accepted = await handOver(toMessage(packet), this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping });
-    // Not accepted (stopping): no acknowledgement, so the server offers it again to the next session.
-    if (!accepted || packet.qos === 0 || id === undefined) return;
+    const msg = toMessage(packet);
+    const orderKeys = window.capacity > 1 ? this.spec.orderKeys : undefined;
+    const keys = orderKeys ? await Promise.resolve(orderKeys(msg)).catch(() => NO_KEYS) : NO_KEYS;
+    this.unreleased.push(held);
+    window.start(held, keys, () => this.take(held, msg), this.release);
+  }
+
+  /** Hands a message to the route; always resolves true (the window never breaks): `held.take` says whether to acknowledge it. */
+  private async take(held: Held, msg: Message): Promise<boolean> {
+    held.take = await handOver(msg, this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping }).catch(() => false);
+    return true;
+  }
+
+  /** After each message settles: acknowledges, in the order they came, those of the window's done prefix. */
+  private readonly release = (): void => {
+    const last = this.window.committable();
+    if (last === undefined) return;
+    let held: Held | undefined;
+    do {
+      held = this.unreleased.shift()!;
+      this.acknowledge(held);
+      const waiting = this.readOn;
+      if (--this.unacknowledged <= MAX_IN_HAND && waiting) {
+        this.readOn = undefined;
+        waiting();
+      }
+    } while (held !== last);
+  };
+
+  /**
+   * A settled message's PUBACK (QoS 1) or PUBREC (QoS 2), written on the connection it came on
+   * while that is open; else the server sends it again (DUP) on the next. Not taken (stopping, or
+   * given back): no acknowledgement, so the server offers it again at the next connection.
+   */
+  private acknowledge(held: Held): void {
+    const { packet, generation } = held;
+    const id = packet.messageId;
+    if (!held.take || packet.qos === 0 || id === undefined) return;
     if (generation !== this.generation) {
       // The connection it came on is gone; the server sends it again on the new one (DUP), and that
       // copy is acknowledged. Unless the session it came in is gone too: nothing comes again, and a
-      // later message given the same packet id must not be taken for a repeat.
-      if (generation >= this.sessionSince) this.settled.add(id);
+      // later message given the same packet id must not be taken for a repeat. A repeat keeps its
+      // id settled: a route held on one message over several reconnects has a copy from each, and
+      // the one on the live connection must still find it settled.
+      if (!held.repeat && generation >= this.sessionSince) this.settled.add(id);
       return;
     }
     if (packet.qos === 2) this.settled.add(id);
-    this.acknowledge(packet);
+    else if (held.repeat) this.settled.delete(id);
+    const stream = this.link.client.stream;
+    if (stream?.writable) stream.write(acknowledgement(packet.qos === 1 ? PUBACK : PUBREC, id));
   }
 
   /**
@@ -310,6 +376,7 @@ export class MqttSubscription {
    */
   async handOver(spec: SubscribeSpec, handler: (msg: Message) => Promise<void>): Promise<void> {
     this.spec = spec;
+    this.turn++;
     if (!this.adopted) this.log.info({ clientId: this.clientId }, 'subscription handed over to the rebuilt route');
     await Promise.all([this.relay.replace(handler), ...this.adoptions.map((a) => a.handOver(spec, handler))]);
   }
@@ -319,6 +386,7 @@ export class MqttSubscription {
     clearTimeout(this.retryTimer);
     await Promise.allSettled(this.adoptions.map((a) => a.stop()));
     await this.chain;
+    await this.window.idle();
     // Disconnect without unsubscribing: a persistent session keeps what arrives until the route is back.
     await disconnect(this.link.client, this.settings, this.log);
     // The session stays on the server: a successor under another client id takes it over.
@@ -331,6 +399,9 @@ export class MqttSubscription {
     }
   }
 }
+
+/** A repeat's handling: nothing to do but acknowledge it in its turn. */
+const TAKEN = (): Promise<boolean> => Promise.resolve(true);
 
 /** A received PUBLISH as a message: its user properties and Content Type (MQTT 5) as headers, as the CloudEvents MQTT binding reads them (fromMqttProperties). */
 function toMessage(packet: IPublishPacket): Message {
