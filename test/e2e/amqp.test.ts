@@ -68,6 +68,11 @@ routes:
   - name: bytes
     from: { broker: rabbit, topic: raw }
     to: { broker: rabbit, topic: raw.out }
+  - name: as-user
+    from: { listener: api, path: /as/:user }
+    through:
+      - headers: { set: { amqp_userId: $path.user, priority: '"9"', amqp_expiration: '"60000"' } }
+    to: { broker: rabbit, topic: orders.as }
   - name: hooked
     from: { broker: rabbit, topic: concurrent }
     to: { http: { url: "${hook.url}/in", headers: { x-key: $headers.k }, ${hookOptions} } }
@@ -220,7 +225,7 @@ brokers:
     );
   });
 
-  it("keeps a consumed message's timestamp when it publishes it again, the epoch (0) included; correlation_id, reply_to, type and app_id too (as amqp_<name> headers between), its message_id as the amqp_messageId header", async () => {
+  it("keeps a consumed message's timestamp when it publishes it again, the epoch (0) included; correlation_id, reply_to, type, app_id, priority and expiration too (as amqp_<name> and priority headers between), its message_id and user_id as the amqp_messageId and amqp_receivedUserId headers", async () => {
     // 2001-09-09T01:46:40Z, and 0: a falsy check took the latter for "no time" and wrote the time of copying.
     await pikaPublish(rabbit, 'amq.topic', 'raw.in', [
       { body: 'epoch', timestamp: 0 },
@@ -228,7 +233,8 @@ brokers:
         body: 'old',
         timestamp: 1_000_000_000,
         headers: { kept: 'yes' },
-        properties: { messageId: 'peer-1', correlationId: 'corr-1', replyTo: 'replies', type: 'order.created', appId: 'shop' },
+        // RabbitMQ takes a user_id only when it is the connection's user: pika logs in as guest.
+        properties: { messageId: 'peer-1', correlationId: 'corr-1', replyTo: 'replies', type: 'order.created', appId: 'shop', userId: 'guest', priority: 7, expiration: '600000' },
       },
     ]);
     const got = await pikaConsume(rabbit, 'raw-seen', 2);
@@ -242,13 +248,48 @@ brokers:
     const [plain, carried] = got;
     assert.deepEqual([plain!.properties.correlationId, plain!.properties.replyTo, plain!.properties.type, plain!.properties.appId], [null, null, null, null]);
     assert.deepEqual([carried!.properties.correlationId, carried!.properties.replyTo, carried!.properties.type, carried!.properties.appId], ['corr-1', 'replies', 'order.created', 'shop']);
+    assert.deepEqual([plain!.properties.priority, plain!.properties.expiration, plain!.properties.userId], [null, null, null]);
+    assert.deepEqual([carried!.properties.priority, carried!.properties.expiration], [7, '600000']);
+    // The consumed user_id is not the copy's (a copy under another login would be refused): it stays a header, as in Spring AMQP.
+    assert.equal(carried!.properties.userId, null);
+    assert.equal(carried!.headers.amqp_receivedUserId, 'guest');
     // The message_id property is the gateway's own (it correlates a basic.return); the consumed one stays a header.
     assert.match(carried!.properties.messageId ?? '', /^rabbit-[0-9a-f]{16}-\d+$/);
     assert.equal(carried!.headers.amqp_messageId, 'peer-1');
     assert.equal(carried!.headers.kept, 'yes');
     assert.deepEqual(
-      Object.keys(carried!.headers).filter((k) => k.startsWith('amqp_')),
-      ['amqp_messageId'],
+      Object.keys(carried!.headers)
+        .filter((k) => k.startsWith('amqp_') || k === 'priority')
+        .sort(),
+      ['amqp_messageId', 'amqp_receivedUserId'],
+    );
+  });
+
+  it("publishes amqp_userId as the user_id property, and a user_id the server refuses as a 400 in the server's words, on a new publish channel: the connection and consume routes kept", async () => {
+    const from = gw.logs.length;
+    const as = (user: string) => post(gw.url('api', `/as/${user}`), { as: user });
+    assert.equal((await as('guest')).status, 200);
+    const [taken] = await pikaConsume(rabbit, 'orders-seen', 1);
+    assert.deepEqual([taken!.properties.userId, taken!.properties.priority, taken!.properties.expiration], ['guest', 9, '60000']);
+    // Sent as properties, not also in the headers table.
+    assert.deepEqual(Object.keys(taken!.headers), ['traceparent']);
+    const refused = await as('alice');
+    assert.equal(refused.status, 400, refused.text);
+    assert.equal(refused.body.code, 'EG_INVALID_MESSAGE');
+    assert.match(refused.body.detail, /user_id 'alice'.*'guest'.*PRECONDITION_FAILED - user_id property set to 'alice' but authenticated user was 'guest'/);
+    // Known now: refused before it is sent, the publish channel left open.
+    const again = await as('alice');
+    assert.equal(again.status, 400, again.text);
+    assert.match(again.body.detail, /user_id 'alice'.*'guest'/);
+    await gw.waitForLog((l) => l.msg === 'amqp publish channel opened again', 15000, from);
+    assert.equal((await as('guest')).status, 200);
+    const [next] = await pikaConsume(rabbit, 'orders-seen', 1);
+    assert.equal(next!.properties.userId, 'guest');
+    const seen = gw.logs.slice(from).map((l) => l.msg);
+    assert.equal(seen.filter((m) => m.startsWith("amqp server refused a message's user_id")).length, 1);
+    assert.deepEqual(
+      seen.filter((m) => m === 'amqp connection lost; reconnecting' || m === 'consumer ready' || m === 'amqp publish channel error'),
+      [],
     );
   });
 

@@ -189,6 +189,9 @@ export interface AmqpReceived {
     replyTo: string | null;
     type: string | null;
     appId: string | null;
+    userId: string | null;
+    priority: number | null;
+    expiration: string | null;
   };
 }
 
@@ -273,7 +276,7 @@ export async function pikaPublish(
     contentEncoding?: string;
     timestamp?: number | string;
     /** AMQP properties besides those above. */
-    properties?: { messageId?: string; correlationId?: string; replyTo?: string; type?: string; appId?: string };
+    properties?: { messageId?: string; correlationId?: string; replyTo?: string; type?: string; appId?: string; userId?: string; priority?: number; expiration?: string };
   }[],
 ): Promise<void> {
   // Bytes go as base64, so any body (invalid UTF-8 included) reaches RabbitMQ as it is.

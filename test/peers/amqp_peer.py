@@ -99,6 +99,7 @@ def run_command(channel, command, args, lines, out):
                                          content_encoding=msg.get("contentEncoding"),
                                          message_id=given.get("messageId"), correlation_id=given.get("correlationId"),
                                          reply_to=given.get("replyTo"), type=given.get("type"), app_id=given.get("appId"),
+                                         user_id=given.get("userId"), priority=given.get("priority"), expiration=given.get("expiration"),
                                          timestamp=None if msg.get("timestamp") is None else int(msg["timestamp"]))
             body = base64.b64decode(msg["bodyBase64"]) if "bodyBase64" in msg else msg["body"].encode()
             channel.basic_publish(exchange=exchange, routing_key=key, body=body, properties=props, mandatory=False)
@@ -117,7 +118,8 @@ def run_command(channel, command, args, lines, out):
                                            "deliveryMode": props.delivery_mode,
                                            "messageId": props.message_id, "timestamp": props.timestamp,
                                            "correlationId": props.correlation_id, "replyTo": props.reply_to,
-                                           "type": props.type, "appId": props.app_id}}))
+                                           "type": props.type, "appId": props.app_id, "userId": props.user_id,
+                                           "priority": props.priority, "expiration": props.expiration}}))
             channel.basic_ack(method.delivery_tag)
             seen += 1
             if seen >= count:

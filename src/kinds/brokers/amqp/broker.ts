@@ -12,7 +12,8 @@ import type { AmqpSettings } from '../amqp.js';
 import { type Binding, leaveBindings, serverOf, unbindLeft, vhostOf } from './bindings.js';
 import { within } from '../../../core/within.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
-import { AmqpPublisher } from './publisher.js';
+import { AmqpPublisher, userIdOf } from './publisher.js';
+import { USER_ID_REFUSAL, userIdRefused } from './user-id.js';
 import { FirstConnection } from '../first-connection.js';
 import { installTableDecoder } from './field-table.js';
 import { routingKeyProblem } from './routing-keys.js';
@@ -45,8 +46,10 @@ class Publish implements Expiring {
   deadline: Deadline | undefined;
   /** The body's length, once encoded: what tells the message the server refused as too large when it closes the channel. */
   bytes = 0;
+  /** The user_id property it carries: what tells the message the server refused for it when it closes the channel. */
+  userId: string | undefined;
   /** amqplib's confirm callback: nothing on basic.ack, an error on basic.nack or when the channel closes first. */
-  readonly confirmed = (err?: Error | null): void => this.settle(err ? this.broker.failureOf(err, this.bytes) : undefined);
+  readonly confirmed = (err?: Error | null): void => this.settle(err ? this.broker.failureOf(err, this.bytes, this.userId) : undefined);
 
   constructor(
     private readonly broker: AmqpBroker,
@@ -136,6 +139,15 @@ export class AmqpBroker implements BrokerRuntime {
    * changes only with its config; a gateway reload or restart learns it again.
    */
   private maxMessageSize: number | undefined;
+  /**
+   * The user the server authenticated the connection as, once it refused a publish's user_id for
+   * not being it (the only way it tells; a user with the impersonator tag may set any): a publish
+   * with another user_id is refused before it is sent from then on, as sending one closes the
+   * publish channel and fails every publish in flight on it. Kept as maxMessageSize is.
+   */
+  private authenticatedUser: string | undefined;
+  /** The server's words for the user_id it refused last (what that publish's 400 says). */
+  private userIdRefusal: { userId: string; words: string } | undefined;
   /**
    * The publish channel the server closed for what one message asked (over its size limit; a 403
    * ACCESS_REFUSED, an exchange the user may not write to): a new one is opened on the same
@@ -378,6 +390,17 @@ export class AmqpBroker implements BrokerRuntime {
         );
         return;
       }
+      const claimed = USER_ID_REFUSAL.exec(err.message);
+      if (claimed) {
+        this.authenticatedUser = claimed[2];
+        this.userIdRefusal = { userId: claimed[1]!, words: this.publishClosedBy ?? err.message };
+        this.refusedOn = { channel, why: "the server closed the last one for a message whose user_id was not the connection's user" };
+        this.log.warn(
+          { err: err.message, user: this.authenticatedUser },
+          "amqp server refused a message's user_id (closing the publish channel); messages with another user_id are refused before they are sent from now on",
+        );
+        return;
+      }
       // A publish the user may not make (no write permission on the exchange): reconnecting would
       // change nothing, and would close every consume route's channel, their messages in hand
       // delivered again, at each such publish.
@@ -429,7 +452,7 @@ export class AmqpBroker implements BrokerRuntime {
   }
 
   /** What a publish failed with, as its caller is told: the message the server found too large is refused (413), not an outage. */
-  failureOf(err: Error, bytes: number): Error {
+  failureOf(err: Error, bytes: number, userId?: string): Error {
     // RabbitMQ nacks a message when one queue it was routed to refused it (`x-overflow: reject-publish`
     // at its `x-max-length`, a quorum queue without a leader): the other queues keep their copies.
     if (err.message === 'message nacked')
@@ -439,6 +462,11 @@ export class AmqpBroker implements BrokerRuntime {
     const max = this.maxMessageSize;
     if (err.message !== 'channel closed') return err;
     if (max !== undefined && bytes > max) return tooLarge(bytes, max);
+    const user = this.authenticatedUser;
+    if (user !== undefined && userId !== undefined && userId !== user) {
+      const refusal = this.userIdRefusal;
+      return userIdRefused(userId, user, refusal?.userId === userId ? refusal.words : undefined);
+    }
     // amqplib's word for a confirm the closing channel will never get (a lost connection, the server closing it).
     const said = this.publishClosedBy;
     return new LostUnacknowledged(said === undefined ? 'the publish channel closed' : `the server closed the publish channel (${said})`);
@@ -467,6 +495,12 @@ export class AmqpBroker implements BrokerRuntime {
 
   publish(topic: string, msg: Message): Promise<Delivery> {
     if (this.stopped) return Promise.reject(new Error(`broker '${this.name}' is stopped`));
+    const userId = userIdOf(msg.headers);
+    // A user_id the server refused already is the message's problem, whatever the connection's state: refused before it is sent (no channel closed again, no publish beside it failed).
+    if (userId !== undefined && this.authenticatedUser !== undefined && userId !== this.authenticatedUser) {
+      this.telemetry?.producerError();
+      return Promise.reject(userIdRefused(userId, this.authenticatedUser));
+    }
     const out = this.publisher;
     if (!out || !this.state.ready) {
       this.telemetry?.producerError();
@@ -479,6 +513,7 @@ export class AmqpBroker implements BrokerRuntime {
     const p = new Publish(this, id, n, exchange, topic, captured.resolve, captured.reject);
     p.deadline = this.deadlines.track(p);
     this.confirms.set(id, p);
+    p.userId = userId;
     try {
       // `confirmed` runs on the server's basic.ack (or nack); a basic.return for an unroutable
       // mandatory message comes before its ack and has already settled it.

@@ -81,12 +81,15 @@ export function toMessage(m: ConsumeMessage): Message {
   // content_encoding (gzip, ...) as HTTP names it; the publisher maps the header back to the property.
   const contentEncoding = m.properties.contentEncoding as unknown;
   if (headers[CONTENT_ENCODING] === undefined && typeof contentEncoding === 'string' && contentEncoding !== '') headers[CONTENT_ENCODING] = contentEncoding;
-  // message_id, correlation_id, reply_to, type and app_id as Spring AMQP's header mapper names them (publisher.ts); a header of that name wins.
+  // message_id, correlation_id, reply_to, type, app_id, user_id, priority and expiration as Spring AMQP's header mapper names them (publisher.ts); a header of that name wins.
   const p = m.properties as unknown as Record<string, unknown>;
   for (const property of PROPERTY_NAMES) {
     const v = p[property];
     const name = PROPERTY_HEADERS[property];
-    if (typeof v === 'string' && v !== '' && headers[name] === undefined) headers[name] = v;
+    if (headers[name] !== undefined) continue;
+    if (typeof v === 'string' && v !== '') headers[name] = v;
+    // The priority octet, in digits.
+    else if (typeof v === 'number') headers[name] = String(v);
   }
   return payloadMessage(m.content, {
     // A binary-mode CloudEvent in the AMQP binding's names (cloudEvents_<name>) as the gateway's (ce_<name>).

@@ -45,19 +45,26 @@ const BASIC_HEADER = 0x003c0000;
 const CONTENT_TYPE = 0x8000;
 const HEADERS = 0x2000;
 const DELIVERY_MODE = 0x1000;
+const PRIORITY = 0x0800;
 const CORRELATION_ID = 0x0400;
 const REPLY_TO = 0x0200;
+const EXPIRATION = 0x0100;
 const MESSAGE_ID = 0x0080;
 const TIMESTAMP = 0x0040;
 const TYPE = 0x0020;
+const USER_ID = 0x0010;
 const APP_ID = 0x0008;
 
 /**
  * The AMQP properties a message carries as headers, under the names Spring AMQP's header mapper
- * gives them (`amqp_correlationId`, ...), which bridges built on it (Spring Cloud Stream, Spring
- * Integration) read and write: read from a consumed message's properties (consumed.ts), written
- * back to the properties on publish. `amqp_messageId` is read only: a published message's
- * message_id is the gateway's own (it correlates a basic.return), so that header stays in the table.
+ * gives them (`amqp_correlationId`, ...; `priority` as Spring Integration names it), which bridges
+ * built on it (Spring Cloud Stream, Spring Integration) read and write: read from a consumed
+ * message's properties (consumed.ts), written back to the properties on publish (PUBLISHED_AS).
+ * `amqp_messageId` is read only: a published message's message_id is the gateway's own (it
+ * correlates a basic.return), so that header stays in the table. A consumed user_id is
+ * `amqp_receivedUserId`, read only too, as in Spring: RabbitMQ takes a publish's user_id only when
+ * it is the connection's own user, so a copy made under another login would be refused; a publish
+ * sets user_id from `amqp_userId`.
  */
 export const PROPERTY_HEADERS = {
   correlationId: 'amqp_correlationId',
@@ -65,29 +72,77 @@ export const PROPERTY_HEADERS = {
   type: 'amqp_type',
   appId: 'amqp_appId',
   messageId: 'amqp_messageId',
+  userId: 'amqp_receivedUserId',
+  priority: 'priority',
+  expiration: 'amqp_expiration',
 } as const;
 
-/** Whether header `k` goes as its property (that property's bytes are there), not in the table. */
-function sentAsProperty(k: string, correlationId?: Buffer, replyTo?: Buffer, type?: Buffer, appId?: Buffer): boolean {
-  switch (k) {
-    case PROPERTY_HEADERS.correlationId:
-      return correlationId !== undefined;
-    case PROPERTY_HEADERS.replyTo:
-      return replyTo !== undefined;
-    case PROPERTY_HEADERS.type:
-      return type !== undefined;
-    case PROPERTY_HEADERS.appId:
-      return appId !== undefined;
-    default:
-      return false;
-  }
+/** The header a publish sets the user_id property from (Spring AMQP's `AmqpHeaders.USER_ID`). */
+export const USER_ID_HEADER = 'amqp_userId';
+
+/** The headers a publish sends as properties (when their values fit), in the properties' order. */
+const PUBLISHED_AS = {
+  priority: PROPERTY_HEADERS.priority,
+  correlationId: PROPERTY_HEADERS.correlationId,
+  replyTo: PROPERTY_HEADERS.replyTo,
+  expiration: PROPERTY_HEADERS.expiration,
+  type: PROPERTY_HEADERS.type,
+  userId: USER_ID_HEADER,
+  appId: PROPERTY_HEADERS.appId,
+} as const;
+
+/** A message's properties taken from its headers: each one's bytes as it is written (undefined: not sent, the header stays in the table). */
+interface HeaderProperties {
+  priority?: Buffer | undefined;
+  correlationId?: Buffer | undefined;
+  replyTo?: Buffer | undefined;
+  expiration?: Buffer | undefined;
+  type?: Buffer | undefined;
+  userId?: Buffer | undefined;
+  appId?: Buffer | undefined;
 }
 
-/** A header published as its property: as a short string, or undefined when absent or over 255 bytes (then it stays in the table). */
-function propertyOf(headers: Record<string, string>, name: string): Buffer | undefined {
-  const v = headers[name];
-  return v === undefined ? undefined : shortString(v);
+/** Priorities as the one octet written: 0 to 255, written in decimal digits. */
+const PRIORITIES = new Map(Array.from({ length: 256 }, (_, n) => [String(n), Buffer.from([n])]));
+
+/**
+ * The property header `name` (a PUBLISHED_AS value) has the value `v` as, or undefined when it
+ * cannot be that property: a string over 255 bytes (AMQP's short string), a priority that is not
+ * 0 to 255, an expiration that is not a whole number of milliseconds (RabbitMQ closes the channel
+ * for one, 406 PRECONDITION_FAILED): such a header goes in the table as any other.
+ */
+function propertyBytes(name: string, v: string): Buffer | undefined {
+  if (name === PROPERTY_HEADERS.priority) return PRIORITIES.get(v);
+  if (name === PROPERTY_HEADERS.expiration && !/^[0-9]{1,10}$/.test(v)) return undefined;
+  return shortString(v);
 }
+
+/** The properties a message's headers give, or undefined when it has none of those headers (most messages: nothing made per publish). */
+function headerProperties(headers: Record<string, string>): HeaderProperties | undefined {
+  let out: HeaderProperties | undefined;
+  for (const property in PUBLISHED_AS) {
+    const name = PUBLISHED_AS[property as keyof typeof PUBLISHED_AS];
+    const v = headers[name];
+    if (v === undefined) continue;
+    const bytes = propertyBytes(name, v);
+    if (bytes) (out ??= {})[property as keyof HeaderProperties] = bytes;
+  }
+  return out;
+}
+
+/** Whether header `k` goes as its property (that property's bytes are there), not in the table. */
+function sentAsProperty(k: string, props: HeaderProperties): boolean {
+  for (const property in PUBLISHED_AS) if (PUBLISHED_AS[property as keyof typeof PUBLISHED_AS] === k) return props[property as keyof HeaderProperties] !== undefined;
+  return false;
+}
+
+/** The user_id a publish of these headers carries (its `amqp_userId`, when it fits a short string), for the broker's check. */
+export function userIdOf(headers: Record<string, string>): string | undefined {
+  const v = headers[USER_ID_HEADER];
+  return v !== undefined && Buffer.byteLength(v) <= 255 ? v : undefined;
+}
+const NONE: HeaderProperties = {};
+
 /** The header sent as the content_type property rather than in the headers table. */
 const CONTENT_TYPE_HEADER = 'content-type';
 const CONTENT_ENCODING_HEADER = 'content-encoding';
@@ -168,14 +223,14 @@ export class AmqpPublisher {
     if (p.contentEncoding !== undefined && !encoding) throw new Error('an AMQP content encoding is at most 255 bytes');
     const idLen = Buffer.byteLength(p.messageId);
     if (idLen > 255) throw new Error('an AMQP message id is at most 255 bytes');
-    const correlationId = propertyOf(p.headers, PROPERTY_HEADERS.correlationId);
-    const replyTo = propertyOf(p.headers, PROPERTY_HEADERS.replyTo);
-    const type_ = propertyOf(p.headers, PROPERTY_HEADERS.type);
-    const appId = propertyOf(p.headers, PROPERTY_HEADERS.appId);
-    const properties = (correlationId?.length ?? 0) + (replyTo?.length ?? 0) + (type_?.length ?? 0) + (appId?.length ?? 0);
+    const hp = headerProperties(p.headers);
+    const { priority, correlationId, replyTo, expiration, type: type_, userId, appId } = hp ?? NONE;
+    const properties = hp
+      ? (priority?.length ?? 0) + (correlationId?.length ?? 0) + (replyTo?.length ?? 0) + (expiration?.length ?? 0) + (type_?.length ?? 0) + (userId?.length ?? 0) + (appId?.length ?? 0)
+      : 0;
     let table = 0;
     for (const k in p.headers) {
-      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (properties > 0 && sentAsProperty(k, correlationId, replyTo, type_, appId))) continue;
+      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (hp && sentAsProperty(k, hp))) continue;
       const name = cachedBytes(this.names, k, () => shortString(k, 0x53)); // 'S': long string, as amqplib encodes a string in a table
       if (!name) throw new Error(`header '${k.slice(0, 64)}' is too long for an AMQP header name (255 bytes)`);
       table += name.length + 4 + Buffer.byteLength(p.headers[k]!);
@@ -208,11 +263,14 @@ export class AmqpPublisher {
         (encoding ? CONTENT_ENCODING : 0) |
         HEADERS |
         DELIVERY_MODE |
+        (priority ? PRIORITY : 0) |
         (correlationId ? CORRELATION_ID : 0) |
         (replyTo ? REPLY_TO : 0) |
+        (expiration ? EXPIRATION : 0) |
         MESSAGE_ID |
         TIMESTAMP |
         (type_ ? TYPE : 0) |
+        (userId ? USER_ID : 0) |
         (appId ? APP_ID : 0),
       at,
     );
@@ -220,21 +278,24 @@ export class AmqpPublisher {
     if (encoding) at += encoding.copy(buf, at);
     at = buf.writeUInt32BE(table, at);
     for (const k in p.headers) {
-      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (properties > 0 && sentAsProperty(k, correlationId, replyTo, type_, appId))) continue;
+      if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (hp && sentAsProperty(k, hp))) continue;
       at += cachedBytes(this.names, k, () => shortString(k, 0x53))!.copy(buf, at);
       const vl = buf.write(p.headers[k]!, at + 4);
       buf.writeUInt32BE(vl, at);
       at += 4 + vl;
     }
     buf[at++] = p.persistent ? 2 : 1;
-    // The properties in their flags' order: correlation-id, reply-to, message-id, timestamp, type, app-id.
+    // The properties in their flags' order: priority, correlation-id, reply-to, expiration, message-id, timestamp, type, user-id, app-id.
+    if (priority) at += priority.copy(buf, at);
     if (correlationId) at += correlationId.copy(buf, at);
     if (replyTo) at += replyTo.copy(buf, at);
+    if (expiration) at += expiration.copy(buf, at);
     buf[at++] = idLen;
     at += buf.write(p.messageId, at);
     at = buf.writeUInt32BE(Math.floor(p.timestamp / 0x1_0000_0000), at);
     at = buf.writeUInt32BE(p.timestamp >>> 0, at);
     if (type_) at += type_.copy(buf, at);
+    if (userId) at += userId.copy(buf, at);
     if (appId) at += appId.copy(buf, at);
     buf[at++] = FRAME_END;
     // body frames of at most frameMax
