@@ -225,14 +225,22 @@ brokers:
     );
   });
 
-  it("keeps a consumed message's timestamp when it publishes it again, the epoch (0) included; correlation_id, reply_to, type, app_id, priority and expiration too (as amqp_<name> and priority headers between), its message_id and user_id as the amqp_messageId and amqp_receivedUserId headers", async () => {
+  it("keeps a consumed message's timestamp when it publishes it again, the epoch (0) included; correlation_id, reply_to, type, app_id, priority and expiration too (as amqp_<name> and priority headers between), its message_id and user_id as the amqp_messageId and amqp_receivedUserId headers, its typed header fields with their types", async () => {
     // 2001-09-09T01:46:40Z, and 0: a falsy check took the latter for "no time" and wrote the time of copying.
     await pikaPublish(rabbit, 'amq.topic', 'raw.in', [
       { body: 'epoch', timestamp: 0 },
       {
         body: 'old',
         timestamp: 1_000_000_000,
-        headers: { kept: 'yes' },
+        headers: {
+          kept: 'yes',
+          count: 7,
+          flag: true,
+          price: { $decimal: '3.14' },
+          at: { $timestamp: 1577934245 },
+          blob: { $bytes: Buffer.from([0xff, 0x00, 0x41]).toString('base64') },
+          nested: { x: [1, 'a'] },
+        },
         // RabbitMQ takes a user_id only when it is the connection's user: pika logs in as guest.
         properties: { messageId: 'peer-1', correlationId: 'corr-1', replyTo: 'replies', type: 'order.created', appId: 'shop', userId: 'guest', priority: 7, expiration: '600000' },
       },
@@ -257,6 +265,19 @@ brokers:
     assert.match(carried!.properties.messageId ?? '', /^rabbit-[0-9a-f]{16}-\d+$/);
     assert.equal(carried!.headers.amqp_messageId, 'peer-1');
     assert.equal(carried!.headers.kept, 'yes');
+    // Typed header fields go on with their own types while no step changed them, not as strings of their text.
+    assert.deepEqual(
+      ['kept', 'count', 'flag', 'price', 'at', 'blob', 'nested'].map((k) => [k, carried!.headerTypes[k], carried!.headers[k]]),
+      [
+        ['kept', 'str', 'yes'],
+        ['count', 'int', 7],
+        ['flag', 'bool', true],
+        ['price', 'Decimal', '3.14'],
+        ['at', 'datetime', '2020-01-02 03:04:05'],
+        ['blob', 'bytes', { $bytes: '/wBB' }],
+        ['nested', 'dict', { x: [1, 'a'] }],
+      ],
+    );
     assert.deepEqual(
       Object.keys(carried!.headers)
         .filter((k) => k.startsWith('amqp_') || k === 'priority')

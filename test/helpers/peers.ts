@@ -176,6 +176,8 @@ export interface AmqpReceived {
   exchange: string;
   redelivered: boolean;
   headers: Record<string, unknown>;
+  /** Each header's type as pika read it (`str`, `bytes`, `int`, `bool`, `Decimal`, `datetime`, `dict`, `list`, ...). */
+  headerTypes: Record<string, string>;
   /** The body as UTF-8 (bytes that are not become U+FFFD); `bytes` has it as sent. */
   body: string;
   bytes: Buffer;

@@ -86,6 +86,22 @@ def execute(url, command, args, lines, out):
             connection.close()
 
 
+def shown(value):
+    """A header value as JSON: bytes as text when UTF-8 (else {"$bytes": base64}), decimals and timestamps as their text."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return {"$bytes": base64.b64encode(value).decode()}
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shown(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
 def run_command(channel, command, args, lines, out):
     if command == "publish":
         exchange, key = args
@@ -110,9 +126,10 @@ def run_command(channel, command, args, lines, out):
         for method, props, body in channel.consume(queue, inactivity_timeout=timeout):
             if method is None:
                 break
-            headers = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (props.headers or {}).items()}
+            headers = {k: shown(v) for k, v in (props.headers or {}).items()}
             out(json.dumps({"routingKey": method.routing_key, "exchange": method.exchange, "redelivered": method.redelivered,
                             "headers": headers, "body": body.decode(errors="replace"),
+                            "headerTypes": {k: type(v).__name__ for k, v in (props.headers or {}).items()},
                             "bodyBase64": base64.b64encode(body).decode(),
                             "properties": {"contentType": props.content_type, "contentEncoding": props.content_encoding,
                                            "deliveryMode": props.delivery_mode,

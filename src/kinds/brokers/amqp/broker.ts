@@ -15,7 +15,8 @@ import { reconnectBackoff } from '../../../core/backoff.js';
 import { AmqpPublisher, userIdOf } from './publisher.js';
 import { USER_ID_REFUSAL, userIdRefused } from './user-id.js';
 import { FirstConnection } from '../first-connection.js';
-import { installTableDecoder } from './field-table.js';
+import { installTableDecoder, TYPED_FIELDS } from './field-table.js';
+import type { WithTypedFields } from './consumed.js';
 import { routingKeyProblem } from './routing-keys.js';
 import { DeclaredQueues, declaredBindings, declareQueue } from './declared-queues.js';
 import { channelClosedByServer, closedByServer, connectFailure, declaredOtherwise, dropConnection, refusedOnChannel, socketOf } from './connection.js';
@@ -533,6 +534,7 @@ export class AmqpBroker implements BrokerRuntime {
           contentEncoding: payloadContentEncoding(msg),
           // The message's own time (a consumed record's, 0 included); AMQP carries whole seconds.
           timestamp: Math.floor((msg.timestamp >= 0 ? msg.timestamp : Date.now()) / 1000),
+          typed: (msg as WithTypedFields)[TYPED_FIELDS],
         },
         p.confirmed,
       );

@@ -9,6 +9,10 @@ import type { ConsumeMessage } from 'amqplib';
 import { fromAmqpHeaders } from '../../../codecs/cloudevents.js';
 import { CONTENT_ENCODING, newHeaders, payloadMessage, type Message } from '../../../core/message.js';
 import { PROPERTY_HEADERS } from './publisher.js';
+import { TYPED_FIELDS, typedFieldsOf, type TypedFields } from './field-table.js';
+
+/** A message consumed from AMQP with typed header fields keeps them here (a symbol: steps' spreads carry it, JSON and expressions never see it). */
+export type WithTypedFields = Message & { [TYPED_FIELDS]?: TypedFields };
 
 /** The latest time a JavaScript Date holds (year 275760), in milliseconds since the epoch. */
 const LAST_DATE_MS = 8.64e15;
@@ -91,7 +95,7 @@ export function toMessage(m: ConsumeMessage): Message {
     // The priority octet, in digits.
     else if (typeof v === 'number') headers[name] = String(v);
   }
-  return payloadMessage(m.content, {
+  const msg: WithTypedFields = payloadMessage(m.content, {
     // A binary-mode CloudEvent in the AMQP binding's names (cloudEvents_<name>) as the gateway's (ce_<name>).
     headers: fromAmqpHeaders(headers),
     topic: m.fields.routingKey,
@@ -99,4 +103,11 @@ export function toMessage(m: ConsumeMessage): Message {
     offset: null,
     timestamp: consumedTime(m.properties.timestamp) ?? Date.now(),
   });
+  const typed = typedFieldsOf(m.properties.headers);
+  if (typed) {
+    const text = newHeaders<string>();
+    for (const name in typed) if (headers[name] !== undefined) text[name] = headers[name]!;
+    msg[TYPED_FIELDS] = { bytes: typed, text };
+  }
+  return msg;
 }

@@ -42,15 +42,41 @@ export function decodeTable(slice: Buffer): Record<string, unknown> {
   const fields = newHeaders<unknown>();
   const r = new Reader(slice);
   const end = slice.length;
+  let typed: Record<string, Buffer> | undefined;
   while (r.at < end) {
     const keyLen = slice[r.at++]!;
     const key = slice.toString('utf8', r.at, r.at + keyLen);
     r.at += keyLen;
+    const at = r.at;
     const v = r.value();
     fields[key] = v;
     if (r.failed) break;
+    // A field of another type than a long string: its bytes, to be written again as they came (TYPED_FIELDS).
+    if (slice[at] !== 0x53 && v !== null) (typed ??= newHeaders<Buffer>())[key] = Buffer.from(slice.subarray(at, r.at));
   }
+  // Not enumerable: the table's fields stay what amqplib's decoder gave (a spread, a JSON text of it).
+  if (typed) Object.defineProperty(fields, TYPED_FIELDS, { value: typed });
   return fields;
+}
+
+/**
+ * Where a decoded table keeps, by name, the encoded bytes (type tag and value) of its fields that
+ * are not long strings: a number, a boolean, a timestamp, a decimal, a byte array, an array or a
+ * nested table. A consumed message keeps them (TypedFields) so an AMQP target writes such a
+ * header again with its own type while no step changed its text, where a long string of its text
+ * would change its type (RabbitMQ's delayed-message exchange reads `x-delay` as a number only).
+ */
+export const TYPED_FIELDS: unique symbol = Symbol('eventgate.amqp.typedFields');
+
+/** A consumed message's typed header fields: their bytes, and the text each header had when read (the same text now: not changed by a step). */
+export interface TypedFields {
+  readonly bytes: Readonly<Record<string, Buffer>>;
+  readonly text: Readonly<Record<string, string>>;
+}
+
+/** A table's typed fields (decodeTable), or undefined for a table of long strings only. */
+export function typedFieldsOf(table: unknown): Readonly<Record<string, Buffer>> | undefined {
+  return table === null || typeof table !== 'object' ? undefined : (table as { [TYPED_FIELDS]?: Record<string, Buffer> })[TYPED_FIELDS];
 }
 
 /** The largest integer a JavaScript number holds exactly, as a BigInt. */

@@ -1,6 +1,7 @@
 import type { ConfirmChannel } from 'amqplib';
 import { TurnBuffer } from '../turn-buffer.js';
 import { tooLarge } from './size-limit.js';
+import type { TypedFields } from './field-table.js';
 
 /** Called once per publish: with nothing on the server's basic.ack, with an error on basic.nack or when the channel closes first. */
 export type Settle = (err?: Error | null) => void;
@@ -18,6 +19,8 @@ export interface PublishProperties {
   contentEncoding?: string | undefined;
   /** Seconds since the epoch. */
   timestamp: number;
+  /** A consumed AMQP message's typed header fields: written again as they came while a header's text is the one read. */
+  typed?: TypedFields | undefined;
 }
 
 /** The parts of amqplib's channel and connection this writes through (not in its types). */
@@ -143,6 +146,12 @@ export function userIdOf(headers: Record<string, string>): string | undefined {
 }
 const NONE: HeaderProperties = {};
 
+/** The typed field header `name` was read from, while its value is still the text read (no step changed it); else undefined (a long string of the value). */
+function typedField(typed: TypedFields, name: string, value: string): Buffer | undefined {
+  const bytes = typed.bytes[name];
+  return bytes !== undefined && typed.text[name] === value ? bytes : undefined;
+}
+
 /** The header sent as the content_type property rather than in the headers table. */
 const CONTENT_TYPE_HEADER = 'content-type';
 const CONTENT_ENCODING_HEADER = 'content-encoding';
@@ -229,11 +238,13 @@ export class AmqpPublisher {
       ? (priority?.length ?? 0) + (correlationId?.length ?? 0) + (replyTo?.length ?? 0) + (expiration?.length ?? 0) + (type_?.length ?? 0) + (userId?.length ?? 0) + (appId?.length ?? 0)
       : 0;
     let table = 0;
+    const typed = p.typed;
     for (const k in p.headers) {
       if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (hp && sentAsProperty(k, hp))) continue;
       const name = cachedBytes(this.names, k, () => shortString(k, 0x53)); // 'S': long string, as amqplib encodes a string in a table
       if (!name) throw new Error(`header '${k.slice(0, 64)}' is too long for an AMQP header name (255 bytes)`);
-      table += name.length + 4 + Buffer.byteLength(p.headers[k]!);
+      const field = typed && typedField(typed, k, p.headers[k]!);
+      table += field ? name.length - 1 + field.length : name.length + 4 + Buffer.byteLength(p.headers[k]!);
     }
     const bodyLen = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
     if (bodyLen > this.maxBody) throw tooLarge(bodyLen, this.maxBody);
@@ -279,7 +290,15 @@ export class AmqpPublisher {
     at = buf.writeUInt32BE(table, at);
     for (const k in p.headers) {
       if (k === CONTENT_TYPE_HEADER || k === CONTENT_ENCODING_HEADER || (hp && sentAsProperty(k, hp))) continue;
-      at += cachedBytes(this.names, k, () => shortString(k, 0x53))!.copy(buf, at);
+      const name = cachedBytes(this.names, k, () => shortString(k, 0x53))!;
+      const field = typed && typedField(typed, k, p.headers[k]!);
+      if (field) {
+        // The name without its 'S', then the field's own type tag and value.
+        at += name.copy(buf, at, 0, name.length - 1);
+        at += field.copy(buf, at);
+        continue;
+      }
+      at += name.copy(buf, at);
       const vl = buf.write(p.headers[k]!, at + 4);
       buf.writeUInt32BE(vl, at);
       at += 4 + vl;
