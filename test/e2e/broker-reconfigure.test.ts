@@ -79,7 +79,8 @@ listeners:
 routes:
   - name: numbered
     from: { broker: mqtt, topic: reconf/numbered, qos: 0 }
-    to: { http: { url: "${receiver.url}/numbered" } }
+    # One at a time: the stream is checked in order (at the default concurrency an mqtt route has several in hand).
+    to: { http: { url: "${receiver.url}/numbered", concurrency: 1 } }
   - name: in
     from: { listener: api, path: /in }
     to: { broker: mqtt, topic: reconf/in }
