@@ -108,6 +108,8 @@ export interface StepRouteContext {
    * as the route has a step with the same config (rate-limit buckets survive an unrelated edit).
    */
   state<T>(create: () => T): T;
+  /** Logs a warning as the route's (`route` is added): what a step sees going wrong while messages still pass. */
+  warn(fields: Record<string, unknown>, message: string): void;
 }
 
 export interface CompiledStep {

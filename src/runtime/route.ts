@@ -160,7 +160,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const id = plan.stepIds?.[i] ?? `${plan.name}\0${i}`;
       stateIds.push(id);
       const store = deps.stepState;
-      return step.forRoute({ route: plan.name, state: (create) => (store ? store.claim(id, create) : create()) });
+      return step.forRoute({
+        route: plan.name,
+        state: (create) => (store ? store.claim(id, create) : create()),
+        warn: (fields, message) => deps.logger.warn({ route: plan.name, ...fields }, message),
+      });
     });
     this.stateIds = stateIds;
     this.gates = this.steps.filter((s): s is CompiledStep & Gate => s.admit !== undefined);

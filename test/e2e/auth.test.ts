@@ -55,6 +55,9 @@ describe('auth step', () => {
   /** /failing.json answers 500 while `failing`; when it was asked. */
   let failing = true;
   const failingFetches: number[] = [];
+  /** /stale.json answers the key set while `staleUp`, 500 after; how often it was asked. */
+  let staleUp = true;
+  let staleFetches = 0;
   let out: WsClient;
   let yaml: string;
   let options: StartOptions;
@@ -62,6 +65,13 @@ describe('auth step', () => {
   before(async () => {
     const rsaJwk = { ...(await exportJWK(rsa.publicKey)), kid: 'remote-1', alg: 'RS256' };
     jwks = createServer((req, res) => {
+      if (req.url === '/stale.json') {
+        staleFetches++;
+        if (!staleUp) {
+          res.writeHead(500);
+          return res.end('identity provider down');
+        }
+      }
       if (req.url === '/failing.json') {
         failingFetches.push(Date.now());
         if (failing) {
@@ -124,6 +134,10 @@ routes:
   - name: jwt-jwks-failing
     from: {listener: api, path: /jwks-failing}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/failing.json"}}}]
+    to: {broker: local, topic: failing}
+  - name: jwt-jwks-stale
+    from: {listener: api, path: /jwks-stale}
+    through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/stale.json", jwksCacheMaxAgeMs: 1000}}}]
     to: {broker: local, topic: failing}
   - name: jwt-jwks-down
     from: {listener: api, path: /jwks-down}
@@ -343,6 +357,40 @@ routes:
       }
       assert.equal(reply.status, 200, reply.text);
     });
+
+    it('verifies with the keys it had while the JWKS URL fails once they are jwksCacheMaxAgeMs old, warning for each failed fetch; an unknown key id stays 503', async () => {
+      const token = await rs({ sub: 'x' }, 'remote-1');
+      const send = (t = token) => post(gw.url('api', '/jwks-stale'), {}, { authorization: `Bearer ${t}` });
+      const first = await send();
+      assert.equal(first.status, 200, first.text);
+      assert.equal(staleFetches, 1);
+      staleUp = false;
+      const from = gw.logs.length;
+      // Once the keys are 1 s old a token asks for them again; that fails, and it is judged with the keys held (as are those
+      // right after it, which do not ask again for 2 s).
+      const statuses: number[] = [];
+      while (staleFetches < 2) {
+        statuses.push((await send()).status);
+        await delay(100);
+      }
+      for (let i = 0; i < 3; i++) statuses.push((await send()).status);
+      assert.deepEqual(new Set(statuses), new Set([200]), `statuses while the JWKS URL answered 500: ${statuses.join(', ')}`);
+      const warning = await gw.waitForLog((l) => l.route === 'jwt-jwks-stale' && l.level === 'warn', 10_000, from);
+      assert.equal(warning.msg, 'signing keys could not be fetched; tokens are verified with the keys fetched before');
+      assert.equal(warning.where, 'jwksUrl could not be fetched: it answered 500');
+      assert.equal(warning.keys, 1);
+      // A key id it never had may be one the identity provider published since: not judged, 503.
+      const unknown = await send(await rs({ sub: 'x' }, 'rotated-2'));
+      assert.equal(unknown.status, 503, unknown.text);
+      assert.equal(unknown.body.code, 'EG_AUTH_UNAVAILABLE');
+      // A reload that rebuilds the route (another topic) with the same auth step keeps the keys it had.
+      const edited = yaml.replace('jwksCacheMaxAgeMs: 1000}}}]\n    to: {broker: local, topic: failing}', 'jwksCacheMaxAgeMs: 1000}}}]\n    to: {broker: local, topic: stale}');
+      assert.notEqual(edited, yaml);
+      assert.equal((await gw.reconfigure(edited)).msg, 'config reloaded');
+      const after = await send();
+      assert.equal(after.status, 200, after.text);
+      staleUp = true;
+    });
   });
 
   describe('over WebSocket', () => {
@@ -493,6 +541,10 @@ routes:
     from: {listener: api, path: /h}
     through: [{auth: {jwt: {jwksUrl: "https://idp.test/jwks.json", algorithms: [RS265, none]}}}]
     to: {broker: local, topic: t}
+  - name: cache-age-without-a-url
+    from: {listener: api, path: /i}
+    through: [{auth: {jwt: {secret: a-secret-long-enough-0123456789abcdef, jwksCacheMaxAgeMs: 60000}}}]
+    to: {broker: local, topic: t}
 `,
       'rsa.pem': rsa.publicKey.export({ type: 'spki', format: 'pem' }) as string,
       'keys.yaml': 'alice: [unclosed\n',
@@ -513,6 +565,7 @@ routes:
       "gateway.yaml:27:61: the rsa key in 'rsa.pem' verifies RS256, RS384, RS512, PS256, PS384, PS512, not HS256",
       'gateway.yaml:31:80: a key set served at a URL is public: with HS256, a shared secret published in it would let anyone make tokens; list asymmetric algorithms, or use secret or jwksFile',
       "gateway.yaml:35:80: unknown signature algorithm 'RS265', 'none'; known: HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, Ed25519",
+      'gateway.yaml:39:95: jwksCacheMaxAgeMs applies to keys fetched from a jwksUrl, and this jwt has none',
       // In the keys file itself, at the place it stops being YAML, without quoting its lines (they hold keys).
       'keys.yaml:2:1: YAML syntax error: Flow sequence in block collection must be sufficiently indented and end with a ]',
     ]);

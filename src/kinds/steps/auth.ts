@@ -5,7 +5,7 @@ import { parse as parseYaml } from '../../config/yaml.js';
 import { problem, type Problem } from '../../core/errors.js';
 import type { Identity, Message, MessageContext, RequestMeta } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
-import type { Admission, CompiledStep, StepCompileContext } from '../contracts.js';
+import type { Admission, CompiledStep, StepCompileContext, StepRouteContext } from '../contracts.js';
 import { defineStep, exactlyOne, mapOf, oneOf, Type, type Static, type TSchema } from '../define.js';
 
 type ClaimValue = string | number | boolean;
@@ -20,9 +20,12 @@ const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
 const JWK_TYPES = ['RSA', 'EC', 'OKP', 'oct'];
 const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
 const SHA256_DIGEST = /^sha256:([0-9a-f]{64})$/i;
-/** A JWKS URL's keys: refetched for an unknown key id at most this often (jose's cooldown), kept this long. */
+/** A JWKS URL's keys: refetched for an unknown key id at most this often (jose's cooldown), kept this long by default. */
 const JWKS_COOLDOWN_MS = 30_000;
 const JWKS_MAX_AGE_MS = 10 * 60_000;
+const JWKS_MIN_MAX_AGE_MS = 1_000;
+/** jose's errors that judge a token against a key set it has: not a failure to fetch the set. */
+const KEY_SET_VERDICTS = new Set(['ERR_JWKS_NO_MATCHING_KEY', 'ERR_JWKS_MULTIPLE_MATCHING_KEYS', 'ERR_JOSE_NOT_SUPPORTED']);
 /** After a fetch of a JWKS URL failed, the next is not tried before this: tokens that need it meanwhile are 503. */
 const JWKS_RETRY_AFTER_FAILURE_MS = 2_000;
 const JWKS_TIMEOUT_MS = 5_000;
@@ -39,6 +42,8 @@ interface Verifier {
   strip(msg: Message, ctx: MessageContext): Message;
   /** Headers it reads the credential from. */
   headers: string[];
+  /** The verifier as one route runs it (a jwksUrl's key set kept in the route's step state, its warnings in the route's log). */
+  forRoute?(rt: StepRouteContext): Verifier;
 }
 
 const nonEmpty = Type.String({ minLength: 1 });
@@ -83,7 +88,15 @@ const jwtOptions = Type.Object(
       Type.String({
         pattern: '^https?://',
         description:
-          'JSON Web Key Set URL (https, or http on a loopback host); cached for 10 minutes, refetched for unknown key ids at most every 30 s; one that cannot be fetched answers 503 and is not tried again for 2 s.',
+          'JSON Web Key Set URL (https, or http on a loopback host); cached for `jwksCacheMaxAgeMs`, refetched for unknown key ids at most every 30 s. While it cannot be fetched (tried again at most every 2 s, each failure a warning), tokens are verified with the last key set it gave; a token none of those keys verifies, or any token before a first fetch succeeded, answers 503.',
+      }),
+    ),
+    jwksCacheMaxAgeMs: Type.Optional(
+      Type.Integer({
+        minimum: JWKS_MIN_MAX_AGE_MS,
+        default: JWKS_MAX_AGE_MS,
+        description: `How long keys fetched from \`jwksUrl\` are used before the set is fetched again (before the next token is checked; at least ${JWKS_MIN_MAX_AGE_MS} ms). Should the fetch fail, the keys it had are still used until one succeeds, so a short age makes the gateway notice rotations sooner without making it depend on the identity provider being up.`,
+        examples: [300000],
       }),
     ),
     algorithms: Type.Optional(
@@ -148,7 +161,7 @@ export const authStep = defineStep({
       'On WebSocket routes the check runs at the handshake: a refused client gets 401/403 instead of a connection. The credential is removed from the message (header) and from `$query` before later steps. ' +
       'Key and certificate files are watched: editing one reloads the route. Only for routes from a listener.',
     example:
-      'chains:\n  publishers:                  # JWTs\n    - auth:\n        jwt:\n          jwksUrl: https://login.example.com/.well-known/jwks.json\n          issuer: https://login.example.com/\n          audience: eventgate\n          requiredClaims: {scope: publish}\n  sensors:                     # or API keys\n    - auth:\n        apiKey:\n          header: x-api-key\n          keys:\n            sensor-fleet: ${SENSOR_KEY}\n            dashboard: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
+      'chains:\n  publishers:                  # JWTs\n    - auth:\n        jwt:\n          jwksUrl: https://login.example.com/.well-known/jwks.json\n          jwksCacheMaxAgeMs: 300000   # refetch every 5 min; the keys held serve while the IdP is down\n          issuer: https://login.example.com/\n          audience: eventgate\n          requiredClaims: {scope: publish}\n  sensors:                     # or API keys\n    - auth:\n        apiKey:\n          header: x-api-key\n          keys:\n            sensor-fleet: ${SENSOR_KEY}\n            dashboard: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08',
   },
   compile(options, ctx) {
     const verifier = options.apiKey ? apiKeyVerifier(options.apiKey, ctx) : options.jwt ? jwtVerifier(options.jwt, ctx) : undefined;
@@ -195,6 +208,7 @@ function authenticator(verifier: Verifier): CompiledStep {
       const verdict = await check(req);
       return verdict.ok ? { ok: true, identity: verdict.identity, ...(Number.isFinite(verdict.until) ? { until: verdict.until } : {}) } : verdict;
     },
+    ...(verifier.forRoute ? { forRoute: (rt: StepRouteContext) => authenticator(verifier.forRoute!(rt)) } : {}),
   };
 }
 
@@ -286,9 +300,14 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
       return undefined;
     }
   }
+  if (o.jwksCacheMaxAgeMs !== undefined && o.jwksUrl === undefined) {
+    ctx.report(['jwt', 'jwksCacheMaxAgeMs'], 'EG_CONFIG_SCHEMA', 'jwksCacheMaxAgeMs applies to keys fetched from a jwksUrl, and this jwt has none');
+    return undefined;
+  }
   let algorithms = o.algorithms;
   /** For a jwksUrl: why its last fetch failed. */
   let remote: (() => string) | undefined;
+  let forRoute: ((rt: StepRouteContext) => Verifier) | undefined;
   if (o.secret !== undefined) {
     key = new TextEncoder().encode(o.secret);
     algorithms ??= HMAC_ALGORITHMS;
@@ -350,10 +369,17 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
       );
       return undefined;
     }
-    const set = remoteKeySet(url);
+    const maxAgeMs = o.jwksCacheMaxAgeMs ?? JWKS_MAX_AGE_MS;
+    const set = remoteKeySet(url, maxAgeMs);
     key = set.getKey;
     remote = set.lastFailure;
     algorithms ??= ASYMMETRIC_ALGORITHMS;
+    // Each route keeps its key set in its step state: a reload that rebuilds the route with this step unchanged keeps the keys it had.
+    forRoute = (rt) => {
+      const own = rt.state(() => remoteKeySet(url, maxAgeMs));
+      own.warn = rt.warn;
+      return verifierWith(own.getKey, own.lastFailure);
+    };
   }
   const verifyOptions = { algorithms, issuer: o.issuer, audience: o.audience, clockTolerance: o.clockToleranceSec ?? 0, ...(o.requireExp ? { requiredClaims: ['exp'] } : {}) };
   const required = Object.entries(o.requiredClaims ?? {}).map(([name, v]) => [name, Array.isArray(v) ? v : [v]] as const);
@@ -361,7 +387,12 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
   const param = o.query;
   const toleranceMs = (o.clockToleranceSec ?? 0) * 1000;
 
-  const verify = async (req: RequestMeta): Promise<Verdict> => {
+  const verifierWith = (key: Uint8Array | KeyObject | JWTVerifyGetKey, remote: (() => string) | undefined): Verifier => ({
+    verify: (req) => verify(req, key, remote),
+    strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param),
+    headers: ['authorization'],
+  });
+  const verify = async (req: RequestMeta, key: Uint8Array | KeyObject | JWTVerifyGetKey, remote: (() => string) | undefined): Promise<Verdict> => {
     const token = bearer(req, param);
     if (typeof token !== 'string') return token;
     let payload: JWTPayload;
@@ -382,21 +413,42 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     const identity: Identity = { principal: typeof p === 'string' || typeof p === 'number' ? String(p) : undefined, claims: payload as Record<string, unknown> };
     return { ok: true, identity, until: typeof payload.exp === 'number' ? payload.exp * 1000 + toleranceMs : Infinity };
   };
-  return { verify, strip: (msg, ctx) => stripCredential(msg, ctx, undefined, param), headers: ['authorization'] };
+  const verifier = verifierWith(key, remote);
+  return forRoute ? { ...verifier, forRoute } : verifier;
+}
+
+/** A jwksUrl's keys; `warn` is where a failed fetch is told while older keys stand in (the route's log, once it runs). */
+interface RemoteKeySet {
+  getKey: JWTVerifyGetKey;
+  lastFailure: () => string;
+  warn: StepRouteContext['warn'] | undefined;
 }
 
 /**
- * jose's remote key set, whose fetches are spaced after a failure too. jose's cooldown starts only
- * from a fetch that succeeded: while the URL failed (down, 500, not a key set), every token with
- * a key id it did not know — anyone can write one, unsigned — sent a fetch to the identity
- * provider, one request to the gateway making one to it.
+ * jose's remote key set, whose fetches are spaced after a failure too, and whose last keys stay in
+ * use while fetches fail. jose's cooldown starts only from a fetch that succeeded: while the URL
+ * failed (down, 500, not a key set), every token with a key id it did not know — anyone can write
+ * one, unsigned — sent a fetch to the identity provider, one request to the gateway making one to
+ * it. And once its keys are `maxAgeMs` old, jose fetches before judging a token and throws when
+ * that fails: an identity provider down for a minute refused every client (as Envoy's and Kong's
+ * JWT filters do not). A token none of the last keys verifies keeps the fetch's failure (503): it
+ * may be signed by a key published since.
  */
-function remoteKeySet(url: URL): { getKey: JWTVerifyGetKey; lastFailure: () => string } {
+function remoteKeySet(url: URL, maxAgeMs: number): RemoteKeySet {
   let failedAt = -Infinity;
   let failure = '';
+  const where = url.origin + url.pathname;
+  const set: RemoteKeySet = { getKey: undefined as unknown as JWTVerifyGetKey, lastFailure: () => failure, warn: undefined };
+  /** The keys of the last fetch that gave a key set, and when it came. */
+  let last: { getKey: JWTVerifyGetKey; keys: number; at: number } | undefined;
   const failed = (why: string) => {
     failedAt = Date.now();
     failure = why;
+    if (last)
+      set.warn?.(
+        { jwksUrl: where, where: `jwksUrl could not be fetched: ${why}`, keys: last.keys, fetchedAgoS: Math.round((failedAt - last.at) / 1000) },
+        'signing keys could not be fetched; tokens are verified with the keys fetched before',
+      );
   };
   const spacedFetch = async (input: string, init: RequestInit): Promise<Response> => {
     if (Date.now() - failedAt < JWKS_RETRY_AFTER_FAILURE_MS) throw new Error('the key set could not be fetched a moment ago');
@@ -414,11 +466,33 @@ function remoteKeySet(url: URL): { getKey: JWTVerifyGetKey; lastFailure: () => s
       const location = res.headers.get('location');
       failed(`it answered ${res.status}${location ? ` redirecting to ${location} (redirects are not followed: give jwksUrl as that URL)` : ''}`);
     } else if (!isKeySet(text)) failed('it answered 200 with something that is not a JSON Web Key Set ({"keys": [...]})');
+    else kept(text);
     return new Response(text, { status: res.status });
   };
   const j = jose();
-  const getKey = j.createRemoteJWKSet(url, { timeoutDuration: JWKS_TIMEOUT_MS, cooldownDuration: JWKS_COOLDOWN_MS, cacheMaxAge: JWKS_MAX_AGE_MS, [j.customFetch]: spacedFetch });
-  return { getKey, lastFailure: () => failure };
+  const kept = (text: string) => {
+    try {
+      const jwks = JSON.parse(text) as { keys: object[] };
+      last = { getKey: j.createLocalJWKSet(jwks as Parameters<typeof j.createLocalJWKSet>[0]), keys: jwks.keys.length, at: Date.now() };
+    } catch {
+      // jose refuses it too: its own fetch fails, and the keys held before stay.
+    }
+  };
+  const remote = j.createRemoteJWKSet(url, { timeoutDuration: JWKS_TIMEOUT_MS, cooldownDuration: JWKS_COOLDOWN_MS, cacheMaxAge: maxAgeMs, [j.customFetch]: spacedFetch });
+  set.getKey = async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (last === undefined || (code !== undefined && KEY_SET_VERDICTS.has(code))) throw err;
+      try {
+        return await last.getKey(header, token);
+      } catch {
+        throw err;
+      }
+    }
+  };
+  return set;
 }
 
 function isKeySet(text: string): boolean {
