@@ -15,6 +15,7 @@ export const ErrorCodes = {
   EG_CONFIG_EXPRESSION: { title: 'JSONata expression does not compile' },
   EG_CONFIG_JSON_SCHEMA: { title: 'JSON Schema does not compile' },
   EG_CONFIG_FEEDBACK_LOOP: { title: 'Routes feed the topic they read (a warning)' },
+  EG_CONFIG_WEAK_TOKEN: { title: 'The admin token is short enough to guess (a warning)' },
   EG_CONFIG_SUSPICIOUS_TOPIC: { title: 'A route reads a topic that most likely says something else than meant (a warning)' },
   EG_CONFIG_FORWARD_PARAMETER: { title: "A forward path names a parameter its route's path does not have (a warning)" },
   EG_CONFIG_FILE: { title: 'Referenced file cannot be read' },

@@ -16,6 +16,9 @@ import { compileRoutes } from './routes.js';
 import { StepCompiler } from './steps.js';
 import type { Plan, RoutePlan } from './types.js';
 
+/** Shorter admin tokens get a warning; as an apiKey step's keys must be. */
+const MIN_ADMIN_TOKEN_CHARS = 16;
+
 // The compile stage, one module per part: context.ts (what every part shares: problems, files
 // read, expressions, JSON Schemas), asyncapi.ts (the AsyncAPI documents), components.ts (brokers,
 // listeners, admin), steps.ts (chains and steps), routes.ts (routes and their sources) and
@@ -97,7 +100,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const asyncapi = new AsyncApiCatalog(ctx);
   await asyncapi.load();
   const plan = compile(ctx, asyncapi, secrets);
-  const warnings = routeWarnings(ctx, plan);
+  const warnings = [...routeWarnings(ctx, plan), ...adminWarnings(ctx)];
   const files = [...ctx.files.keys()];
   const seen = new Map(ctx.files);
   diagnostics.push(...ctx.diagnostics);
@@ -131,6 +134,17 @@ function asyncApiDocument(root: SourceDocument, file: string): Diagnostic | unde
     path: formatPath(['asyncapi']),
     message: `this is an AsyncAPI ${v.asyncapi} document, not a gateway config: name it in a gateway config's \`asyncapi:\` key, where validate checks it`,
   };
+}
+
+/** An admin token short enough to guess (a warning: the contract sets no length, and configs in use may have one). */
+function adminWarnings(ctx: CompileContext): Diagnostic[] {
+  const token = ctx.config.admin?.token;
+  if (typeof token !== 'string' || token.length >= MIN_ADMIN_TOKEN_CHARS) return [];
+  const path = ['admin', 'token'];
+  const { line, column } = ctx.src.locate(path, 'value');
+  // The token's length only, never the token: it may come from ${VAR} and validate's output lands in CI logs.
+  const message = `admin.token is ${token.length} character${token.length === 1 ? '' : 's'} long; a token shorter than ${MIN_ADMIN_TOKEN_CHARS} characters can be guessed by whoever reaches the admin port (its 401s are not rate limited): use a random one of 32 or more, e.g. from \`openssl rand -hex 32\``;
+  return [{ file: ctx.fileOf(path), line, column, code: 'EG_CONFIG_WEAK_TOKEN', path: formatPath(path), message }];
 }
 
 /**

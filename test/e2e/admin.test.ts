@@ -100,4 +100,12 @@ describe('admin API with a token', () => {
     assert.equal(ok.status, 200);
     assert.doesNotMatch(await ok.text(), /s3cret-token/, 'the token never appears in the status');
   });
+
+  it('logs a config warning for a token shorter than 16 characters, naming its length and not the token', () => {
+    const warning = gw.logs.find((l) => l.msg === 'config warning' && l.code === 'EG_CONFIG_WEAK_TOKEN');
+    assert.ok(warning, JSON.stringify(gw.logs.map((l) => l.msg)));
+    assert.equal(warning.level, 'warn');
+    assert.match(String(warning.diagnostic), /gateway\.yaml:4:10: admin\.token is 12 characters long; a token shorter than 16 characters can be guessed/);
+    assert.equal(JSON.stringify(gw.logs).includes('s3cret-token'), false);
+  });
 });

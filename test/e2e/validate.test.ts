@@ -900,7 +900,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
       assert.doesNotMatch(r.stdout, /918273645/);
     });
-    it('points at an admin token that no Authorization header could carry (a line break from a secret file), without quoting it', async () => {
+    it('points at an admin token that no Authorization header could carry (a line break from a secret file), without quoting it, and warns of a short one', async () => {
       const files = { 'gateway.yaml': yaml('version: 1', 'admin:', '  port: 0', '  token: ${ADMIN_TOKEN}') };
       const rule = /^admin\.token: a token must not start or end with whitespace or hold a control character \(a line break from a secret file\?\): it could never be sent in an Authorization header$/;
       for (const token of ['s3cret-admin-token\n', ' s3cret-admin-token', 's3cret\u0007admin-token']) {
@@ -911,6 +911,14 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       // Written in the file, too; a space inside the token is sendable and allowed.
       assertProblems(await validate({ 'gateway.yaml': yaml('version: 1', 'admin:', '  port: 0', '  token: "tab\\tinside-token"') }), [['gateway.yaml:4:10', rule]]);
       assert.equal((await validate(files, { env: { ADMIN_TOKEN: 's3cret admin-token' } })).code, 0);
+      // Shorter than 16 characters: valid (the contract sets no length), with a warning naming the length, never the token.
+      const short = await validate(files, { env: { ADMIN_TOKEN: 'Zq7' } });
+      assert.equal(short.code, 0, short.stdout + short.stderr);
+      assert.equal(short.stdout, 'ok\n');
+      assert.equal(
+        short.stderr,
+        'gateway.yaml:4:10: warning: admin.token is 3 characters long; a token shorter than 16 characters can be guessed by whoever reaches the admin port (its 401s are not rate limited): use a random one of 32 or more, e.g. from `openssl rand -hex 32`\n',
+      );
     });
   });
 
