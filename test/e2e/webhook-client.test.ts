@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { createServer as createTlsServer } from 'node:tls';
 import { makeCertificates } from '../helpers/certificates.js';
 import { useGateway } from '../helpers/gateway.js';
@@ -26,6 +27,12 @@ class RawEndpoint {
   /** Open connections by number. */
   readonly sockets = new Map<number, Socket>();
   private connections = 0;
+  /**
+   * Set: a connection idle this long is given up without a word (no `Keep-Alive: timeout`), and
+   * the close crosses the next request: it is dropped unread and the connection reset, as a
+   * server's idle close that the client had not seen yet when it sent on the connection.
+   */
+  idleCloseMs: number | undefined;
   private constructor(private readonly server: Server) {}
 
   static async start(tls?: { cert: string; key: string }): Promise<RawEndpoint> {
@@ -36,7 +43,12 @@ class RawEndpoint {
       socket.on('close', () => e.sockets.delete(id));
       socket.on('error', () => undefined);
       let buf = Buffer.alloc(0);
+      let idleSince = 0;
       socket.on('data', (chunk: Buffer) => {
+        if (e.idleCloseMs !== undefined && idleSince > 0 && performance.now() - idleSince >= e.idleCloseMs) {
+          socket.resetAndDestroy();
+          return;
+        }
         buf = Buffer.concat([buf, chunk]);
         for (;;) {
           const end = buf.indexOf('\r\n\r\n');
@@ -49,6 +61,7 @@ class RawEndpoint {
           e.seen.push({ head, body, connection: id });
           const script = e.scripts.length > 1 ? e.scripts.shift()! : e.scripts[0]!;
           script(socket);
+          idleSince = performance.now();
         }
       });
     };
@@ -78,12 +91,15 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
   let raw: RawEndpoint;
   let secure: RawEndpoint;
   let untrusted: RawEndpoint;
+  let idle: RawEndpoint;
   const certs = makeCertificates();
 
   before(async () => {
     raw = await RawEndpoint.start();
     secure = await RawEndpoint.start(certs.a);
     untrusted = await RawEndpoint.start(certs.b);
+    idle = await RawEndpoint.start();
+    idle.idleCloseMs = 100;
   });
   const gw = useGateway(
     () => `
@@ -120,12 +136,15 @@ routes:
   - name: untrusted
     from: { listener: api, path: /untrusted }
     to: { http: { url: "https://127.0.0.1:${untrusted.port}/hook", retry: { attempts: 1 } } }
+  - name: idle-closing
+    from: { listener: api, path: /idle-closing }
+    to: { http: { url: "http://127.0.0.1:${idle.port}/hook", retry: { attempts: 1 }, concurrency: 1 } }
 `,
     // The gateway trusts certificate a (as an operator's NODE_EXTRA_CA_CERTS would), not b.
     () => ({ env: { NODE_EXTRA_CA_CERTS: certs.a.certFile } }),
   );
   after(async () => {
-    await Promise.all([raw?.stop(), secure?.stop(), untrusted?.stop()]);
+    await Promise.all([raw?.stop(), secure?.stop(), untrusted?.stop(), idle?.stop()]);
   });
 
   const post = async (path: string, body: unknown) => {
@@ -213,14 +232,36 @@ routes:
     assert.equal(r.status, 200);
     assert.equal(r.body.deliveries![0]!.attempts, 2);
     // Closed with no answer at all (as a receiver whose idle timeout ends a kept-alive connection the request was on): said so, not "could not be reached".
-    raw.scripts = [(s) => s.end(), (s) => s.end(), ok()];
+    // The first try went out on a kept-alive connection: sent once more on a new one (not a try); the second try's new connection gets no such resend.
+    from = raw.seen.length;
+    raw.scripts = [(s) => s.end(), (s) => s.end(), (s) => s.end(), ok()];
     const closed = await post('/raw', { n: 1 });
     assert.equal(closed.status, 502);
+    assert.equal(raw.seen.length, from + 3);
     assert.match(closed.body.detail!, /\/hook closed the connection before a complete answer \(UND_ERR_SOCKET: other side closed\) \(after 2 tries\)$/);
     raw.scripts = [() => undefined, () => undefined, ok()];
     const t = await post('/raw', { n: 2 });
     assert.equal(t.status, 504);
     assert.equal(t.body.code, 'EG_WEBHOOK_TIMEOUT');
+  });
+
+  it('sends a request again, once, on a new connection when the kept-alive one it went out on was closed idle by the endpoint, not counting it as a try', async () => {
+    // The endpoint gives up connections idle for 100 ms without saying so; each message goes out
+    // after 150 ms on the connection the client still keeps. With attempts: 1 every one was 502.
+    const answers: number[] = [];
+    for (let n = 0; n < 4; n++) {
+      if (n > 0) await delay(150);
+      const r = await post('/idle-closing', { n });
+      answers.push(r.status);
+      if (r.status === 200) assert.equal(r.body.deliveries![0]!.attempts, 1);
+    }
+    assert.deepEqual(answers, [200, 200, 200, 200]);
+    // The endpoint's application saw each message once, each on a connection of its own.
+    assert.deepEqual(
+      idle.seen.map((s) => JSON.parse(s.body).n),
+      [0, 1, 2, 3],
+    );
+    assert.equal(new Set(idle.seen.map((s) => s.connection)).size, 4);
   });
 
   it('does not follow a redirect: the message is refused, once, naming where it points (without its query)', async () => {

@@ -65,6 +65,8 @@ export interface Exchange {
 /** Body bytes of a failed answer kept for the log (enough for MAX_TEXT characters of UTF-8). */
 const MAX_TEXT = 4096;
 const ABORTED = new Error('the webhook target gave up on this request');
+/** Errors of a connection the other side closed or reset: undici's `other side closed`, a reset, a write to a closed socket. */
+const CLOSED_UNANSWERED = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 
 export class HttpClient {
   /**
@@ -73,6 +75,8 @@ export class HttpClient {
    * search for a free one and its `drain` events (an array spread) after every answer.
    */
   private readonly clients: (Dispatcher | undefined)[] = [];
+  /** Per lane, the requests its current connection has answered (0 on a new connection): above 0, the next request reuses it. */
+  readonly served: number[] = [];
   /** Pools per origin, for URLs computed per message (made with the first such request). */
   private agent: Dispatcher | undefined;
 
@@ -88,9 +92,21 @@ export class HttpClient {
       (this.agent ??= new (undici().Agent)({ connections: this.connections, pipelining: 1 })).dispatch(req, handler);
       return handler;
     }
-    const handler = new AnswerHandler(listener, ticket, this, lane);
-    (this.clients[lane] ??= new (undici().Client)(req.origin, { pipelining: 1 })).dispatch(req, handler);
+    const handler = new AnswerHandler(listener, ticket, this, lane, req);
+    this.dispatch(req, handler, lane);
     return handler;
+  }
+
+  /** Sends `req` on the lane's connection (a new one when the lane has none). */
+  dispatch(req: ClientRequest, handler: Dispatcher.DispatchHandler, lane: number): void {
+    let client = this.clients[lane];
+    if (client === undefined) {
+      client = this.clients[lane] = new (undici().Client)(this.origin!, { pipelining: 1 });
+      client.on('connect', () => {
+        if (this.clients[lane] === client) this.served[lane] = 0;
+      });
+    }
+    client.dispatch(req, handler);
   }
 
   /**
@@ -101,6 +117,7 @@ export class HttpClient {
     const client = this.clients[lane];
     if (client === undefined) return;
     this.clients[lane] = undefined;
+    this.served[lane] = 0;
     // Not from inside the client's own callback.
     setImmediate(() => void client.destroy().catch(() => undefined));
   }
@@ -123,6 +140,10 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
   text = '';
   private over = false;
   private cut: ((err: Error) => void) | undefined = undefined;
+  /** The request went out on a connection that had answered before (a lane's kept-alive one). */
+  private reused = false;
+  /** Sent again once, on a new connection, after the kept-alive one failed it unanswered. */
+  private resent = false;
   /** Body chunks of a non-2xx answer, up to MAX_TEXT bytes. */
   private kept: Buffer[] | undefined = undefined;
   private keptBytes = 0;
@@ -133,10 +154,13 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
     /** The client whose lane's connection carried the request (undefined: the Agent's). */
     private readonly client: HttpClient | undefined,
     private readonly lane: number,
+    /** The request, to send it again (fixed-origin lanes only). */
+    private readonly req?: ClientRequest,
   ) {}
 
   onConnect(abort: (err: Error) => void): void {
     this.cut = abort;
+    if (this.client !== undefined) this.reused = (this.client.served[this.lane] ?? 0) > 0;
     if (this.over) abort(ABORTED);
   }
 
@@ -162,14 +186,25 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
   onComplete(): void {
     if (this.over) return;
     this.over = true;
+    if (this.client !== undefined) this.client.served[this.lane] = (this.client.served[this.lane] ?? 0) + 1;
     if (this.kept) this.text = Buffer.concat(this.kept).toString('utf8').slice(0, MAX_TEXT);
     this.listener.answered(this.ticket, undefined, this);
   }
 
   onError(err: Error): void {
     if (this.over) return;
-    this.over = true;
     this.client?.failed(this.lane);
+    if (this.status === 0 && this.reused && !this.resent && CLOSED_UNANSWERED.has((err as { code?: string }).code!)) {
+      // The receiver closed the kept-alive connection as this request went out on it (an idle
+      // timeout shorter than ours, not announced): it was not read. Sent once more at once, on a
+      // new connection, and not counted as a try, as Go's net/http does (errServerClosedIdle).
+      this.resent = true;
+      this.reused = false;
+      this.cut = undefined;
+      this.client!.dispatch(this.req!, this, this.lane);
+      return;
+    }
+    this.over = true;
     // A 2xx status line is the endpoint's acceptance: a body cut short after it is no reason to send the message again.
     if (this.status >= 200 && this.status < 300) this.listener.answered(this.ticket, undefined, this);
     else this.listener.answered(this.ticket, err, undefined);

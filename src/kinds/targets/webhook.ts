@@ -77,7 +77,15 @@ export const webhookOptions = Type.Object(
     retry: Type.Optional(
       Type.Object(
         {
-          attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: WEBHOOK_DEFAULTS.attempts, description: 'Tries in all (1: no retry).' })),
+          attempts: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              maximum: 100,
+              default: WEBHOOK_DEFAULTS.attempts,
+              description:
+                'Tries in all (1: no retry). A request a kept-alive connection lost unanswered as the endpoint closed it idle is sent again once on a new connection, and that is not a try.',
+            }),
+          ),
           backoffMs: Type.Optional(Type.Integer({ minimum: 0, default: WEBHOOK_DEFAULTS.backoffMs, description: 'Wait before the second try; doubled for each further one (with jitter).' })),
           maxBackoffMs: Type.Optional(Type.Integer({ minimum: 0, default: WEBHOOK_DEFAULTS.maxBackoffMs, description: 'Longest wait between tries (also caps Retry-After).' })),
         },
