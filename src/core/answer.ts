@@ -103,6 +103,10 @@ export function errorFrame(p: Problem, frame?: number): string {
   // A WebSocket client sees no headers: what HTTP says in Retry-After (seconds), the frame says.
   const retryAfter = p.headers?.['retry-after'];
   if (retryAfter !== undefined && /^\d+$/.test(retryAfter)) out.retryAfter = Number(retryAfter);
+  // And the RateLimit fields of a 429, as one object.
+  const policy = p.headers?.['ratelimit-policy'];
+  if (policy !== undefined)
+    out.rateLimit = { policy, limit: Number(p.headers!['ratelimit-limit']), remaining: Number(p.headers!['ratelimit-remaining']), reset: Number(p.headers!['ratelimit-reset']) };
   if (p.took) out.deliveries = tookDeliveries(p.took);
   return JSON.stringify(out);
 }

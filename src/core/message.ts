@@ -95,6 +95,11 @@ export interface MessageContext {
    * every redelivery of that message. Broker targets make their `PublishOptions.messageId` of it.
    */
   source?: string;
+  /**
+   * Headers for the HTTP answer to the request the message came in (names lower case, then
+   * values): a ratelimit step's RateLimit fields. Set by a step; an http listener writes them.
+   */
+  replyHeaders?: string[];
 }
 
 /** One target's acknowledgement, as listed in the HTTP 200 body. */

@@ -92,14 +92,14 @@ routes:
     assert.equal(simple.body.code, 'EG_ORIGIN_NOT_ALLOWED');
   });
 
-  it('adds CORS headers to answers for allowed origins, exposing Retry-After', async () => {
+  it('adds CORS headers to answers for allowed origins, exposing Retry-After and the RateLimit fields', async () => {
     const ok = await post(gw.url('api', '/in'), {}, { origin: APP });
     assert.equal(ok.status, 200);
     assert.equal(ok.headers.get('access-control-allow-origin'), APP);
     const limited = await post(gw.url('api', '/in'), {}, { origin: APP });
     assert.equal(limited.status, 429);
     assert.equal(limited.headers.get('access-control-allow-origin'), APP);
-    assert.equal(limited.headers.get('access-control-expose-headers'), 'retry-after');
+    assert.equal(limited.headers.get('access-control-expose-headers'), 'retry-after, ratelimit-policy, ratelimit-limit, ratelimit-remaining, ratelimit-reset');
   });
 
   it('leaves requests without an Origin (non-browser clients) alone', async () => {

@@ -15,6 +15,9 @@ chains:
   tight:
     - ratelimit: {rate: 1, per: hour}
 routes:
+  - name: open
+    from: {listener: api, path: /open}
+    to: {broker: local, topic: t}
   - name: limited
     from: {listener: api, path: /limited}
     through: [{ratelimit: {rate: 2, per: minute}}]
@@ -53,15 +56,27 @@ routes:
 describe('ratelimit step', () => {
   const gw = useGateway(config('$', 1));
 
-  it('answers 429 with Retry-After once a client used its burst', async () => {
-    assert.equal((await post(gw.url('api', '/limited'), { n: 1 })).status, 200);
-    assert.equal((await post(gw.url('api', '/limited'), { n: 2 })).status, 200);
+  it('answers 429 with Retry-After once a client used its burst, with the RateLimit fields (draft 6) on every answer', async () => {
+    const fields = (r: { headers: { get(name: string): string | null } }) => ['policy', 'limit', 'remaining', 'reset'].map((f) => r.headers.get(`ratelimit-${f}`));
+    const first = await post(gw.url('api', '/limited'), { n: 1 });
+    assert.equal(first.status, 200);
+    // 2 per minute: a bucket of 2, refilled in 60 s; one left, the next in at most 30 s.
+    const [policy, limit, remaining, reset] = fields(first);
+    assert.deepEqual([policy, limit, remaining], ['2;w=60', '2', '1']);
+    assert.ok(Number(reset) >= 1 && Number(reset) <= 30, `RateLimit-Reset: ${reset}`);
+    const second = await post(gw.url('api', '/limited'), { n: 2 });
+    assert.equal(second.status, 200);
+    assert.equal(second.headers.get('ratelimit-remaining'), '0');
     const r = await post(gw.url('api', '/limited'), { n: 3 });
     assert.equal(r.status, 429);
     assert.equal(r.headers.get('content-type'), 'application/problem+json');
     assert.equal(r.body.code, 'EG_RATE_LIMITED');
     const retryAfter = Number(r.headers.get('retry-after'));
     assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 30, `Retry-After: ${r.headers.get('retry-after')}`);
+    // On the 429, Reset names the moment Retry-After does.
+    assert.deepEqual(fields(r), ['2;w=60', '2', '0', String(retryAfter)]);
+    // A route without a ratelimit step says nothing of the kind.
+    assert.equal((await post(gw.url('api', '/open'), {})).headers.get('ratelimit-limit'), null);
   });
 
   it('lets a client through again once its bucket refilled', async () => {
@@ -102,6 +117,8 @@ describe('ratelimit step', () => {
     // What HTTP says in Retry-After, a WebSocket client reads from the frame.
     assert.ok(Number.isInteger(err.retryAfter) && err.retryAfter > 0, `retryAfter: ${err.retryAfter}`);
     assert.equal(err.detail, `rate limit of 1 per hour exceeded; retry in ${err.retryAfter} s`);
+    // And the RateLimit fields: a bucket of 1, refilled in an hour.
+    assert.deepEqual(err.rateLimit, { policy: '1;w=3600', limit: 1, remaining: 0, reset: err.retryAfter });
     conforms('ws-error-frame.json', err);
     ws.send({ n: 3 });
     assert.equal((await ws.next()).status, 429);

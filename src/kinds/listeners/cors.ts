@@ -7,7 +7,8 @@ const DEFAULTS = {
   methods: ['POST'],
   headers: ['content-type', 'authorization'],
   /** Clients of a rate-limited route need to read when to come back. */
-  exposeHeaders: ['retry-after'],
+  // The answers' headers a page acts on: when to try again, and the RateLimit fields of a ratelimit step.
+  exposeHeaders: ['retry-after', 'ratelimit-policy', 'ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset'],
   maxAge: 600,
 };
 

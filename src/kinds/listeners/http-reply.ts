@@ -6,10 +6,10 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, typ
   sendJsonText(res, status, JSON.stringify(body), type);
 }
 
-/** sendJson for a body already written as JSON text (of `bytes` bytes when the caller knows). */
-export function sendJsonText(res: ServerResponse, status: number, text: string, type = 'application/json', bytes = Buffer.byteLength(text)): void {
+/** sendJson for a body already written as JSON text (of `bytes` bytes when the caller knows), with `extra` headers (names, values). */
+export function sendJsonText(res: ServerResponse, status: number, text: string, type = 'application/json', bytes = Buffer.byteLength(text), extra?: readonly string[]): void {
   // A flat array of names and values: node stores it as it is, where an object's keys are walked with a hasOwn check each.
-  res.writeHead(status, ['content-type', type, 'content-length', bytes]);
+  res.writeHead(status, extra === undefined ? ['content-type', type, 'content-length', bytes] : ['content-type', type, 'content-length', bytes, ...extra]);
   res.end(text);
 }
 

@@ -108,10 +108,11 @@ export class HttpListener implements ListenerRuntime {
   private readonly streams: SseStreams;
   private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
   /**
-   * Route outcomes waiting to be answered at the end of this event-loop turn (see answerSoon), three
-   * entries per request (request, response, outcome) rather than an object per request.
+   * Route outcomes waiting to be answered at the end of this event-loop turn (see answerSoon), four
+   * entries per request (request, response, outcome, the headers steps set for the answer) rather
+   * than an object per request.
    */
-  private outcomes: (IncomingMessage | ServerResponse | Outcome)[] = [];
+  private outcomes: (IncomingMessage | ServerResponse | Outcome | string[] | undefined)[] = [];
 
   constructor(
     readonly name: string,
@@ -503,7 +504,7 @@ export class HttpListener implements ListenerRuntime {
       if (!batch.ok) return this.refuse(res, batch.problem);
       const msgs = batch.events.map((e) => requestMessage(e.value, e.headers));
       return void handleBatch(route, msgs, ctx).then(
-        ({ outcome }) => this.answerSoon(req, res, outcome),
+        ({ outcome }) => this.answerSoon(req, res, outcome, ctx),
         (err) => this.failed(req, res, err),
       );
     }
@@ -517,9 +518,9 @@ export class HttpListener implements ListenerRuntime {
     const original = isJson && mode !== 'structured' ? payloadOriginal(body, value, headers) : undefined;
     const msg: Message = { value, key: null, headers, topic: null, partition: null, offset: null, timestamp: Date.now(), [ORIGINAL]: original };
     const outcome = route.handleNow ? route.handleNow(msg, ctx) : route.handle(msg, ctx);
-    if (!(outcome instanceof Promise)) return this.answerSoon(req, res, outcome);
+    if (!(outcome instanceof Promise)) return this.answerSoon(req, res, outcome, ctx);
     outcome.then(
-      (o) => this.answerSoon(req, res, o),
+      (o) => this.answerSoon(req, res, o, ctx),
       (err) => this.failed(req, res, err),
     );
   }
@@ -532,26 +533,29 @@ export class HttpListener implements ListenerRuntime {
    * system time) and raised throughput by ~40 % (docs/performance.md); an answer waits at most
    * for the rest of one loop turn.
    */
-  private answerSoon(req: IncomingMessage, res: ServerResponse, outcome: Outcome): void {
-    if (this.outcomes.push(req, res, outcome) === 3) setImmediate(this.answerAll);
+  private answerSoon(req: IncomingMessage, res: ServerResponse, outcome: Outcome, ctx?: MessageContext): void {
+    // With what steps want said in the answer (a ratelimit step's RateLimit fields).
+    if (this.outcomes.push(req, res, outcome, ctx?.replyHeaders) === 4) setImmediate(this.answerAll);
   }
 
   private readonly answerAll = (): void => {
     const batch = this.outcomes;
     this.outcomes = [];
-    for (let i = 0; i < batch.length; i += 3) this.answer(batch[i] as IncomingMessage, batch[i + 1] as ServerResponse, batch[i + 2] as Outcome);
+    for (let i = 0; i < batch.length; i += 4) this.answer(batch[i] as IncomingMessage, batch[i + 1] as ServerResponse, batch[i + 2] as Outcome, batch[i + 3] as string[] | undefined);
   };
 
-  private answer(req: IncomingMessage, res: ServerResponse, outcome: Outcome): void {
+  /** `extra`: headers (names, values) steps set for the answer (MessageContext.replyHeaders). */
+  private answer(req: IncomingMessage, res: ServerResponse, outcome: Outcome, extra?: readonly string[]): void {
     if (this.draining && this.givenUp.has(res)) return;
     try {
       if (outcome.outcome === 'delivered') {
         const same = repeatedAnswer(outcome.deliveries, outcome.tagged);
-        if (same) sendJsonText(res, 200, same.text, 'application/json', same.bytes);
-        else sendJsonText(res, 200, deliveredJson(outcome.deliveries, outcome.tagged));
+        if (same) sendJsonText(res, 200, same.text, 'application/json', same.bytes, extra);
+        else sendJsonText(res, 200, deliveredJson(outcome.deliveries, outcome.tagged), 'application/json', undefined, extra);
         return this.finished(res);
       }
       const answer = answerFor(outcome);
+      if (extra !== undefined) for (let i = 0; i + 1 < extra.length; i += 2) res.setHeader(extra[i]!, extra[i + 1]!);
       if (answer.problem) sendProblem(res, answer.problem);
       else sendJson(res, answer.status, answer.body);
     } catch (err) {

@@ -42,6 +42,9 @@ export class TokenBuckets {
     private readonly maxKeys: number,
   ) {}
 
+  /** The tokens left in the bucket take() last looked at (fractional), for the RateLimit fields. */
+  left = 0;
+
   /** Takes a token for `key`: 0 when granted, otherwise the milliseconds until one is available. */
   take(key: string, now: number): number {
     const b = this.buckets.get(key);
@@ -53,7 +56,9 @@ export class TokenBuckets {
       this.evict(now);
     }
     const granted = tokens >= 1;
-    this.buckets.set(key, { tokens: granted ? tokens - 1 : tokens, at: now });
+    const left = granted ? tokens - 1 : tokens;
+    this.left = left;
+    this.buckets.set(key, { tokens: left, at: now });
     return granted ? 0 : (1 - tokens) / this.perMs;
   }
 
@@ -79,6 +84,7 @@ export const ratelimitStep = defineStep({
   doc: {
     summary:
       'Token-bucket rate limit per client: each client may send `burst` messages at once and `rate` per `per` on average. Over the limit, HTTP answers 429 with `Retry-After` (seconds) and WebSocket clients get an error frame with status 429 and `retryAfter` (seconds). ' +
+      'Every HTTP answer of the route carries the IETF RateLimit fields as draft 6 writes them (`RateLimit-Policy: <burst>;w=<seconds to refill it>`, `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`: seconds until the next token), as does a 429 error frame (`rateLimit`). ' +
       'Clients are told apart by IP address, or by the JSONata `key` (for example `$principal` after an `auth` step; when it has no result the IP is used). Behind a proxy, key on `$headers."x-forwarded-for"` only if the proxy sets that header. ' +
       'Buckets are kept across reloads for as long as the route keeps this step unchanged. Each route has its own buckets, even when it uses the step through a shared chain. Only for routes from a listener.',
     example: 'ratelimit:\n  rate: 100\n  per: minute\n  burst: 20\n  key: $principal',
@@ -91,15 +97,16 @@ export const ratelimitStep = defineStep({
     const perMs = options.rate / PERIOD_MS[per];
     const maxKeys = options.maxKeys ?? DEFAULT_MAX_KEYS;
     const limit = `${options.rate} per ${per}${burst !== options.rate ? ` (burst ${burst})` : ''}`;
+    const fields = rateLimitFields(burst, perMs);
     const create = () => new TokenBuckets(perMs, burst, maxKeys);
     const step = (buckets: TokenBuckets): CompiledStep => ({
       kind: 'ratelimit',
       keepsValue: true,
       needsClient: true,
       run(msg, mctx) {
-        if (!key) return admitOne(buckets, `ip:${clientAddress(mctx)}`, msg, limit);
+        if (!key) return admitOne(buckets, `ip:${clientAddress(mctx)}`, msg, mctx, limit, fields);
         return key.evaluate(msg.value, bindingsFor(msg, mctx)).then(
-          (k) => admitOne(buckets, k === undefined || k === null ? `ip:${clientAddress(mctx)}` : bucketKey(typeof k === 'string' ? k : JSON.stringify(k)), msg, limit),
+          (k) => admitOne(buckets, k === undefined || k === null ? `ip:${clientAddress(mctx)}` : bucketKey(typeof k === 'string' ? k : JSON.stringify(k)), msg, mctx, limit, fields),
           (err) => ({ stop: 'failed' as const, problem: expressionProblem('ratelimit key', err as ExpressionEvaluationError) }),
         );
       },
@@ -118,11 +125,44 @@ export function bucketKey(k: string): string {
   return k.length <= 64 ? `key:${k}` : `sha256:${createHash('sha256').update(k).digest('base64url')}`;
 }
 
-function admitOne(buckets: TokenBuckets, key: string, msg: Message, limit: string): Message | StepStop {
+/**
+ * The IETF RateLimit fields as draft-ietf-httpapi-ratelimit-headers-06 writes them (and Kong and
+ * express-rate-limit's default `standardHeaders: 'draft-6'` send; docs/http-edge.md says why this
+ * draft): `RateLimit-Policy: <burst>;w=<seconds>`, `RateLimit-Limit`, `RateLimit-Remaining`,
+ * `RateLimit-Reset`. A token bucket's quota is its burst, given back in full over the seconds the
+ * policy names (20 per 12 s is 100 per minute, burst 20); Reset is when the next token comes
+ * (on a 429, the same moment as Retry-After, as the draft asks).
+ */
+interface RateLimitFields {
+  policy: string;
+  limit: string;
+  perMs: number;
+}
+
+function rateLimitFields(burst: number, perMs: number): RateLimitFields {
+  return { policy: `${burst};w=${Math.max(1, Math.round(burst / perMs / 1000))}`, limit: String(burst), perMs };
+}
+
+/** Seconds until the bucket holding `left` tokens gains its next whole one: at least 1. */
+function secondsToNextToken(left: number, perMs: number): number {
+  return Math.max(1, Math.ceil((Math.floor(left) + 1 - left) / perMs / 1000));
+}
+
+function admitOne(buckets: TokenBuckets, key: string, msg: Message, mctx: MessageContext, limit: string, f: RateLimitFields): Message | StepStop {
   const waitMs = buckets.take(key, performance.now());
-  if (waitMs === 0) return msg;
+  const left = buckets.left;
+  if (waitMs === 0) {
+    // For the HTTP answer: the client learns what it has left before it is refused.
+    mctx.replyHeaders = ['ratelimit-policy', f.policy, 'ratelimit-limit', f.limit, 'ratelimit-remaining', String(Math.floor(left)), 'ratelimit-reset', String(secondsToNextToken(left, f.perMs))];
+    return msg;
+  }
   const seconds = Math.max(1, Math.ceil(waitMs / 1000));
-  return { stop: 'rejected', problem: problem('EG_RATE_LIMITED', `rate limit of ${limit} exceeded; retry in ${seconds} s`, { headers: { 'retry-after': String(seconds) } }) };
+  return {
+    stop: 'rejected',
+    problem: problem('EG_RATE_LIMITED', `rate limit of ${limit} exceeded; retry in ${seconds} s`, {
+      headers: { 'retry-after': String(seconds), 'ratelimit-policy': f.policy, 'ratelimit-limit': f.limit, 'ratelimit-remaining': '0', 'ratelimit-reset': String(seconds) },
+    }),
+  };
 }
 
 /** IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; one client, one key. */
