@@ -196,7 +196,7 @@ class AnswerHandler implements Dispatcher.DispatchHandler, ClientAnswer, Exchang
     this.client?.failed(this.lane);
     if (this.status === 0 && this.reused && !this.resent && CLOSED_UNANSWERED.has((err as { code?: string }).code!)) {
       // The receiver closed the kept-alive connection as this request went out on it (an idle
-      // timeout shorter than ours, not announced): it was not read. Sent once more at once, on a
+      // timeout shorter than ours, not announced): it crossed the close unread. Sent once more, on a
       // new connection, and not counted as a try, as Go's net/http does (errServerClosedIdle).
       this.resent = true;
       this.reused = false;
