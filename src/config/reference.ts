@@ -218,7 +218,7 @@ log:
 
 | key | default | meaning |
 |---|---|---|
-| \`timeoutMs\` | \`1000\` | an evaluation running longer fails its message only (HTTP 500; dead-letter on consume routes); at most 60000 |
+| \`timeoutMs\` | \`1000\` | an evaluation running longer fails its message only (HTTP 500; dead-letter on consume routes); at most 60000. Counted while it runs: it yields to other work every 10 ms, and the time it then waits for its turn (other messages' evaluations, a busy event loop) is not counted |
 | \`maxDepth\` | \`500\` | an evaluation recursing deeper fails its message only; at most 10000 |
 | \`maxRegexInput\` | \`32768\` | longest string one regular-expression call (\`$match\`, \`$contains\`, \`$replace\`, \`$split\` with a regex) searches; a longer one fails its message; at most 1048576 |
 | \`maxResultBytes\` | \`16777216\` | largest result of one evaluation (a \`transform\`'s new value, a header, a key, a topic), in estimated memory (2 bytes per character, 72 per array or object); a larger one fails its message only (HTTP 500 \`EG_EXPRESSION_FAILED\`; dead-letter on consume routes) before it is sent anywhere; a \`$pad\` to a width past it fails before it makes the string, and so does a range (\`[1..n]\`, 16 bytes a number and 72 an array) that would take the ranges of its evaluation past it, all counted together so that nested ones (\`[1..$$.n].[1..$$.n]\`) cannot multiply; a range of two numbers larger than it (\`[1..10000000]\`) is a config error at its \`..\`; at least 1024, at most 1 GiB |

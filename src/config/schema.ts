@@ -285,7 +285,13 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
         description: 'Limits on every JSONata expression (filter, transform, headers, keys).',
         additionalProperties: false,
         properties: {
-          timeoutMs: { type: 'integer', minimum: 1, maximum: 60_000, default: 1000, description: 'Wall-clock bound of one evaluation; the message fails (500) when it is exceeded.' },
+          timeoutMs: {
+            type: 'integer',
+            minimum: 1,
+            maximum: 60_000,
+            default: 1000,
+            description: 'Bound of the time one evaluation runs (not the time it waits for its turn after yielding to other work every 10 ms); the message fails (500) when it is exceeded.',
+          },
           maxDepth: { type: 'integer', minimum: 1, maximum: 10_000, default: 500, description: 'Deepest nesting of evaluation (recursion); deeper fails the message.' },
           maxRegexInput: {
             type: 'integer',

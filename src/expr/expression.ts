@@ -115,7 +115,9 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   try {
     // Regexes run on RE2 (linear time), never on the backtracking RegExp (regex.ts).
     const RegexEngine = linearRegexEngine(limits.maxRegexInput ?? DEFAULT_MAX_REGEX_INPUT);
-    compiled = jsonata(source, { timeout: limits.timeoutMs, stack: limits.maxDepth, RegexEngine } as jsonataModule.JsonataOptions);
+    // The time box is the entry hook's (yieldingEntry), not jsonata's `timeout`: that one is wall
+    // time from the start, which counts the time the evaluation waits for its turn.
+    compiled = jsonata(source, { stack: limits.maxDepth, RegexEngine } as jsonataModule.JsonataOptions);
   } catch (err) {
     const e = err as JsonataError;
     throw new ExpressionSyntaxError(e.message ?? String(err), Math.max(0, (e.position ?? 1) - 1));
@@ -145,7 +147,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   const ranges = boundRanges(compiled.ast());
   const evals = namesEval(compiled.ast());
   if (ranges || evals) compiled.registerFunction(RANGE_FUNCTION, boundedRange(maxResultBytes));
-  const entry = yieldingEntry();
+  const entry = yieldingEntry(limits.timeoutMs);
   // `$eval` parses its text when it runs: its ranges are changed as each node is entered.
   compiled.assign(EVALUATE_ENTRY as unknown as string, evals ? (expr: object, input: unknown, env: { base: object }) => (rangeToCall(expr), entry(expr, input, env)) : entry);
   compiled.registerFunction('pad', boundedPad(maxResultBytes), '<s-ns?:s>');
@@ -272,24 +274,32 @@ export function expressionProblem(what: string, err: ExpressionEvaluationError):
 }
 
 /**
- * The entry hook that makes evaluation cooperative. `env.base` is the frame of one evaluation, so
- * concurrent evaluations of the same expression keep separate slices.
+ * The entry hook that makes evaluation cooperative, and the time box (`expressions.timeoutMs`).
+ * `env.base` is the frame of one evaluation, so concurrent evaluations of the same expression keep
+ * separate slices and counts. The box counts the evaluation's slices, from each resumption to its
+ * yield, not the time it waits for its turn: jsonata's own timeout (wall time from the start)
+ * failed evaluations of a few microseconds' work while the event loop was busy elsewhere (a
+ * gateway starting on a loaded machine, with 16 messages in hand; spec-checklist 526).
  */
-function yieldingEntry(): (expr: unknown, input: unknown, env: { base: object }) => Promise<void> | undefined {
-  const sliceStart = new WeakMap<object, number>();
+function yieldingEntry(timeoutMs: number): (expr: unknown, input: unknown, env: { base: object }) => Promise<void> | undefined {
+  const slices = new WeakMap<object, { counted: number; since: number }>();
   let calls = 0;
   return (_expr, _input, env) => {
     if (++calls % CHECK_EVERY !== 0) return undefined;
     const now = performance.now();
-    const started = sliceStart.get(env.base);
-    if (started === undefined) {
-      sliceStart.set(env.base, now);
+    const slice = slices.get(env.base);
+    if (slice === undefined) {
+      slices.set(env.base, { counted: 0, since: now });
       return undefined;
     }
-    if (now - started < SLICE_MS) return undefined;
+    const ran = now - slice.since;
+    // jsonata's own code for it: describeFailure() words it, and populateMessage() fills its message.
+    if (timeoutMs > 0 && slice.counted + ran > timeoutMs) throw { code: 'D1012', value: timeoutMs, stack: new Error().stack };
+    if (ran < SLICE_MS) return undefined;
+    slice.counted += ran;
     return new Promise<void>((resolve) =>
       setImmediate(() => {
-        sliceStart.set(env.base, performance.now());
+        slice.since = performance.now();
         resolve();
       }),
     );

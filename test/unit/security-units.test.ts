@@ -181,6 +181,22 @@ describe('expression time box', () => {
     assert.ok(ticks > 0, 'the event loop never got a turn during the evaluation');
   });
 
+  it('counts only the time the evaluation runs, not the time it waits for its turn while the event loop is busy elsewhere', async () => {
+    // Tens of milliseconds of work, in 10 ms slices (a range walked step by step); between two of
+    // them the event loop held 600 ms by other work, twice (a blocked wait, no CPU): 1.2 s in all,
+    // past the time box, which jsonata's wall-clock timeout failed it for.
+    const expr = compileExpression('$count([1..10000].($ + 1))', { timeoutMs: 1000, maxDepth: 500 });
+    const blocked = new Int32Array(new SharedArrayBuffer(4));
+    let stalls = 0;
+    const stall = () => {
+      Atomics.wait(blocked, 0, 0, 600);
+      if (++stalls < 2) setImmediate(stall);
+    };
+    setImmediate(stall);
+    assert.equal(await expr.evaluate({}, {}), 10000);
+    assert.equal(stalls, 2, 'the evaluation yielded while the loop was held');
+  });
+
   it('binds $principal and $claims from the identity an auth step set', async () => {
     const msg = { value: {}, key: null, headers: {}, topic: null, partition: null, offset: null, timestamp: 0 };
     const b = bindingsFor(msg, { route: 'r', identity: { principal: 'alice', claims: { tenant: 'acme' } } });
