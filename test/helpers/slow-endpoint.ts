@@ -115,3 +115,22 @@ export function answerSideBySide(e: SlowEndpoint, keys: readonly string[], perKe
     }
   };
 }
+
+/**
+ * After answerSideBySide, with message n of key `keys[n % keys.length]`: waits for all `total`
+ * and the one retry, then checks the keys went side by side, one request per key at a time, each
+ * key's messages in order, the one that failed once retried right after its first try.
+ */
+export async function arrivedSideBySide(e: SlowEndpoint, keys: readonly string[], total: number, failedOnce: string): Promise<void> {
+  await eventually(() => assert.equal(e.arrivals.length, total + 1, JSON.stringify({ arrivals: e.arrivals, held: e.held.map((h) => h.n) })), 30000, 50);
+  assert.equal(e.maxPerKey, 1, 'one request per key in flight');
+  assert.ok(e.maxInFlight >= keys.length, `keys went side by side (at most ${e.maxInFlight} in flight)`);
+  for (const [i, key] of keys.entries()) {
+    const expected = Array.from({ length: total }, (_, n) => n).filter((n) => n % keys.length === i);
+    assert.deepEqual(
+      e.arrivals.filter((a) => a.key === key).map((a) => a.n),
+      key === failedOnce ? [expected[0]!, ...expected] : expected,
+      `order of ${key}`,
+    );
+  }
+}
