@@ -1,4 +1,5 @@
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 
 /**
  * What a CA file must hold, for brokers (the servers' CA) and listeners (mutual TLS): node takes
@@ -16,4 +17,29 @@ export function pemCertificatesProblem(text: string): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * Why a certificate and its private key cannot make a TLS context, with the file at fault: `cert`
+ * when it holds no certificate that can be read, `key` when it holds no private key node can read
+ * (with the passphrase, when there is one), neither when they are each fine but not a pair (the
+ * key is not the certificate's). OpenSSL's own words (`DECODER routines::unsupported`) do not say
+ * which of the two files is wrong. Undefined when they make a context.
+ */
+export function certificateAndKeyProblem(cert: string | Buffer, key: string | Buffer, passphrase?: string): { at: 'cert' | 'key' | undefined; message: string } | undefined {
+  let pairProblem: string;
+  try {
+    createSecureContext({ cert, key, passphrase });
+    return undefined;
+  } catch (err) {
+    pairProblem = (err as Error).message;
+  }
+  const certProblem = pemCertificatesProblem(String(cert));
+  if (certProblem !== undefined) return { at: 'cert', message: certProblem };
+  try {
+    createPrivateKey({ key, format: 'pem', ...(passphrase !== undefined ? { passphrase } : {}) });
+  } catch (err) {
+    return { at: 'key', message: `it holds no private key that can be read${passphrase !== undefined ? ' with the passphrase' : ''} (${(err as Error).message})` };
+  }
+  return { at: undefined, message: `the key is not the certificate's (${pairProblem})` };
 }

@@ -85,10 +85,14 @@ describe('broker TLS files that cannot be used', () => {
         '  mq: { kind: mqtt, url: "mqtts://127.0.0.1:1", tls: { ca: key.pem } }',
         '  nt: { kind: nats, servers: "tls://127.0.0.1:1", tls: { ca: ca.pem, cert: client.pem, key: key.pem } }',
         '  rb: { kind: amqp, url: "amqps://127.0.0.1:1", tls: { ca: ca.pem, cert: client.pem, key: client-key.pem } }',
+        '  swapped: { kind: amqp, url: "amqps://127.0.0.1:1", tls: { cert: client-key.pem, key: client-key.pem } }',
+        '  twice: { kind: amqp, url: "amqps://127.0.0.1:1", tls: { cert: client.pem, key: client.pem } }',
         'listeners:',
         '  api: { kind: http, port: 0, tls: { cert: a.pem, key: a-key.pem, ca: key.pem } }',
+        '  keyless: { kind: http, port: 0, tls: { cert: a.pem, key: a.pem } }',
         'routes:',
-        '  - { name: r, from: { listener: api, path: /r }, to: [{ broker: mq, topic: t }, { broker: nt, topic: t }, { broker: rb, topic: t }] }',
+        '  - { name: r, from: { listener: api, path: /r }, to: [{ broker: mq, topic: t }, { broker: nt, topic: t }, { broker: rb, topic: t }, { broker: swapped, topic: t }, { broker: twice, topic: t }] }',
+        '  - { name: k, from: { listener: keyless, path: /k }, to: { broker: rb, topic: t } }',
         '',
       ].join('\n'),
       'key.pem': certs.a.key,
@@ -101,10 +105,14 @@ describe('broker TLS files that cannot be used', () => {
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const lines = r.stdout.trim().split('\n');
-    assert.deepEqual(lines.length, 3, r.stdout);
+    assert.deepEqual(lines.length, 6, r.stdout);
     assert.equal(lines[0], "gateway.yaml:3:60: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
-    assert.match(lines[1]!, /^gateway\.yaml:4:56: client certificate 'client\.pem' and key 'key\.pem' cannot be used: .*key values mismatch/);
-    assert.equal(lines[2], "gateway.yaml:7:71: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    assert.match(lines[1]!, /^gateway\.yaml:4:56: client certificate 'client\.pem' and key 'key\.pem' cannot be used: the key is not the certificate's \(.*key values mismatch\)$/);
+    // A file in the other's place: the one at fault is named, at its key (OpenSSL's words name neither).
+    assert.equal(lines[2], "gateway.yaml:6:67: client certificate 'client-key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    assert.match(lines[3]!, /^gateway\.yaml:7:82: client key 'client\.pem' cannot be used: it holds no private key that can be read \(.+\)$/);
+    assert.equal(lines[4], "gateway.yaml:9:71: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    assert.match(lines[5]!, /^gateway\.yaml:10:60: TLS key 'a\.pem' cannot be used: it holds no private key that can be read \(.+\)$/);
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(run.code, 1, run.stdout + run.stderr);
     assert.match(run.stderr, /^gateway\.yaml:4:56: client certificate 'client\.pem' and key 'key\.pem' cannot be used/m);

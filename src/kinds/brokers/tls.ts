@@ -1,7 +1,7 @@
-import { createSecureContext, type ConnectionOptions } from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
 import type { BrokerCompileContext } from '../contracts.js';
 import { Type, type Static } from '../define.js';
-import { pemCertificatesProblem } from '../pem.js';
+import { certificateAndKeyProblem, pemCertificatesProblem } from '../pem.js';
 
 /** The client TLS object of a broker kind; `server` names the peer in the descriptions ("the host of the URL"). */
 export function clientTlsOptions(server: string, description?: string) {
@@ -62,10 +62,10 @@ export function compileTls(tls: TlsOptions | undefined, ctx: BrokerCompileContex
   }
   // What node would throw at every connect (a file that is not PEM, a key not the certificate's, a wrong passphrase).
   if (out.cert !== undefined && out.key !== undefined) {
-    try {
-      createSecureContext({ cert: out.cert, key: out.key, passphrase: out.passphrase });
-    } catch (err) {
-      ctx.report([at], 'EG_CONFIG_FILE', `client certificate '${tls.cert}' and key '${tls.key}' cannot be used: ${(err as Error).message}`);
+    const problem = certificateAndKeyProblem(out.cert as string, out.key as string, out.passphrase);
+    if (problem !== undefined) {
+      const what = problem.at === 'cert' ? `client certificate '${tls.cert}'` : problem.at === 'key' ? `client key '${tls.key}'` : `client certificate '${tls.cert}' and key '${tls.key}'`;
+      ctx.report(problem.at === undefined ? [at] : [at, problem.at], 'EG_CONFIG_FILE', `${what} cannot be used: ${problem.message}`);
       ok = false;
     }
   }

@@ -2,13 +2,12 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createSecureContext } from 'node:tls';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
 import { RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
 import { answerAndCloseLingering, closeLingering, lingeringClosed } from './lingering-close.js';
-import { pemCertificatesProblem } from '../pem.js';
+import { certificateAndKeyProblem, pemCertificatesProblem } from '../pem.js';
 import { type ListenerCompileContext, STOP_REASON } from '../contracts.js';
 import { Type, type Static } from '../define.js';
 import type { TObject } from '@sinclair/typebox';
@@ -136,10 +135,10 @@ export function compileTls(tls: { cert: string; key: string; ca?: string }, ctx:
     ctx.report(['tls', 'ca'], 'EG_CONFIG_FILE', `CA file '${tls.ca}' cannot be used: ${caProblem}`);
     return undefined;
   }
-  try {
-    createSecureContext(material);
-  } catch (err) {
-    ctx.report(['tls'], 'EG_CONFIG_FILE', `TLS certificate '${tls.cert}' and key '${tls.key}' cannot be used: ${(err as Error).message}`);
+  const problem = certificateAndKeyProblem(cert, key);
+  if (problem !== undefined) {
+    const what = problem.at === 'cert' ? `TLS certificate '${tls.cert}'` : problem.at === 'key' ? `TLS key '${tls.key}'` : `TLS certificate '${tls.cert}' and key '${tls.key}'`;
+    ctx.report(problem.at === undefined ? ['tls'] : ['tls', problem.at], 'EG_CONFIG_FILE', `${what} cannot be used: ${problem.message}`);
     return undefined;
   }
   return material;
