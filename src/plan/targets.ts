@@ -1,4 +1,5 @@
 import type { PathPart } from '../config/source.js';
+import { canonical } from '../core/canonical.js';
 import type { Expression } from '../expr/expression.js';
 import type { CompiledStep } from '../kinds/contracts.js';
 import { signatureKey, WEBHOOK_DEFAULTS, type WebhookOptions, type WebhookPlan } from '../kinds/targets/webhook.js';
@@ -70,7 +71,7 @@ export function compileTargets(
         files.push(...authFiles);
         if (!auth) return;
       }
-      targets.push({ type: 'listener', listener: t.listener, path: t.path, format: t.format ?? 'value', auth });
+      targets.push({ type: 'listener', listener: t.listener, path: t.path, format: t.format ?? 'value', auth, ...(auth ? { authKey: canonical(t.auth) } : {}) });
     }
   });
   return targets;

@@ -63,7 +63,15 @@ export type TargetPlan =
   /** `topic` is the name, or the expression's source when `topicExpr` computes it per message. */
   | { type: 'broker'; broker: string; topic: string; topicExpr: Expression | undefined; key: Expression | undefined; structured?: boolean; qos?: Qos }
   | { type: 'http'; webhook: WebhookPlan }
-  | { type: 'listener'; listener: string; path: string; format: 'value' | 'envelope' | 'cloudevent'; auth?: CompiledStep };
+  | {
+      type: 'listener';
+      listener: string;
+      path: string;
+      format: 'value' | 'envelope' | 'cloudevent';
+      auth?: CompiledStep;
+      /** The auth's config, canonical: its state (a jwksUrl's keys) is kept across reloads while it is the same. */
+      authKey?: string;
+    };
 
 export interface RoutePlan {
   name: string;

@@ -108,6 +108,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private readonly byteCheck: RecordBytesCheck | undefined;
   /** Identities of the step state this route holds (see StepStateStore). */
   readonly stateIds: readonly string[];
+  /**
+   * Each target's forward auth as its listener applies it (undefined for other targets): a
+   * forward's `auth` runs as the route's steps do, its state (a jwksUrl's keys) kept across a
+   * reload that rebuilds the route with the same auth, what goes wrong logged as the route's.
+   */
+  readonly forwardGates: readonly (Gate | undefined)[];
   private readonly targets: Target[];
   /** Webhook targets, whose kept-alive connections are closed when the route is retired. */
   private readonly webhooks: WebhookTarget[] = [];
@@ -155,9 +161,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.name = plan.name;
     this.options = { ack: plan.ack };
     const stateIds: string[] = [];
-    this.steps = plan.steps.map((step, i) => {
+    const forRoute = (step: CompiledStep, id: string): CompiledStep => {
       if (!step.forRoute) return step;
-      const id = plan.stepIds?.[i] ?? `${plan.name}\0${i}`;
       stateIds.push(id);
       const store = deps.stepState;
       return step.forRoute({
@@ -165,7 +170,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         state: (create) => (store ? store.claim(id, create) : create()),
         warn: (fields, message) => deps.logger.warn({ route: plan.name, ...fields }, message),
       });
-    });
+    };
+    this.steps = plan.steps.map((step, i) => forRoute(step, plan.stepIds?.[i] ?? `${plan.name}\0${i}`));
+    this.forwardGates = plan.to.map((t) =>
+      t.type === 'listener' && t.auth?.admit ? (forRoute(t.auth, `${plan.name}\0to\0${t.listener}\0${t.path}\0${t.authKey ?? ''}`) as CompiledStep & Gate) : undefined,
+    );
     this.stateIds = stateIds;
     this.gates = this.steps.filter((s): s is CompiledStep & Gate => s.admit !== undefined);
     // Only a chain of steps that all judge bytes can skip decoding: a step without acceptsBytes may

@@ -1,4 +1,4 @@
-import { type BrokerRuntime, type Gate, type ListenerBindings, type ListenerRuntime, type ReplaySource, type RuntimeEnv, STOP_REASON } from '../kinds/contracts.js';
+import { type BrokerRuntime, type ListenerBindings, type ListenerRuntime, type ReplaySource, type RuntimeEnv, STOP_REASON } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import type { Change, Transition } from '../plan/diff.js';
@@ -245,9 +245,10 @@ export function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<st
   for (const name of plan.routes.keys()) {
     // The running route's plan, not the new one: a kept route keeps its compiled auth, so the
     // listener can tell that what guards a path did not change.
-    const r = routes.get(name)!.plan;
-    if (r.from.type === 'listener' && r.from.listener === listener) bindings.publish.set(r.from.path, routes.get(r.name)!);
-    for (const t of r.to) {
+    const running = routes.get(name)!;
+    const r = running.plan;
+    if (r.from.type === 'listener' && r.from.listener === listener) bindings.publish.set(r.from.path, running);
+    for (const [j, t] of r.to.entries()) {
       if (t.type !== 'listener' || t.listener !== listener) continue;
       if (bindings.forward.has(t.path)) shared.add(t.path);
       bindings.forward.add(t.path);
@@ -255,7 +256,8 @@ export function bindingsFor(listener: string, plan: Plan, routes: ReadonlyMap<st
         const sources = bindings.replay!.get(t.path) ?? new Map<string, ReplaySource>();
         bindings.replay!.set(t.path, sources.set(r.name, routes.get(r.name)!));
       }
-      if (t.auth?.admit) bindings.forwardAuth!.set(t.path, t.auth as Gate);
+      const gate = running.forwardGates[j];
+      if (gate) bindings.forwardAuth!.set(t.path, gate);
     }
   }
   bindings.sharedForward = shared;

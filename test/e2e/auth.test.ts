@@ -58,6 +58,9 @@ describe('auth step', () => {
   /** /stale.json answers the key set while `staleUp`, 500 after; how often it was asked. */
   let staleUp = true;
   let staleFetches = 0;
+  /** /stale-forward.json: the same, for a forward target's auth. */
+  let forwardUp = true;
+  let forwardFetches = 0;
   let out: WsClient;
   let yaml: string;
   let options: StartOptions;
@@ -65,6 +68,13 @@ describe('auth step', () => {
   before(async () => {
     const rsaJwk = { ...(await exportJWK(rsa.publicKey)), kid: 'remote-1', alg: 'RS256' };
     jwks = createServer((req, res) => {
+      if (req.url === '/stale-forward.json') {
+        forwardFetches++;
+        if (!forwardUp) {
+          res.writeHead(500);
+          return res.end('identity provider down');
+        }
+      }
       if (req.url === '/stale.json') {
         staleFetches++;
         if (!staleUp) {
@@ -139,6 +149,9 @@ routes:
     from: {listener: api, path: /jwks-stale}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/stale.json", jwksCacheMaxAgeMs: 1000}}}]
     to: {broker: local, topic: failing}
+  - name: jwt-jwks-stale-forward
+    from: {broker: local, topic: out}
+    to: {listener: push, path: /ws/stale-feed, auth: {jwt: {jwksUrl: "http://127.0.0.1:${jwksPort}/stale-forward.json", jwksCacheMaxAgeMs: 1000, query: access_token}}}
   - name: jwt-jwks-down
     from: {listener: api, path: /jwks-down}
     through: [{auth: {jwt: {jwksUrl: "http://127.0.0.1:9/jwks.json"}}}]
@@ -390,6 +403,32 @@ routes:
       const after = await send();
       assert.equal(after.status, 200, after.text);
       staleUp = true;
+    });
+
+    it("a forward target's auth, too: keeps the keys it had while the JWKS URL fails, warns as its route, and keeps them through a reload that rebuilds the route", async () => {
+      const token = await rs({ sub: 'x' }, 'remote-1');
+      const connect = async () => (await WsClient.connect(gw.url('push', `/ws/stale-feed?access_token=${token}`, 'ws'))).close();
+      await connect();
+      assert.equal(forwardFetches, 1);
+      forwardUp = false;
+      const from = gw.logs.length;
+      // Once the keys are 1 s old a handshake asks for them again; that fails, and it is judged with the keys held.
+      while (forwardFetches < 2) {
+        await connect();
+        await delay(100);
+      }
+      await connect();
+      const warning = await gw.waitForLog((l) => l.route === 'jwt-jwks-stale-forward' && l.level === 'warn', 10_000, from);
+      assert.equal(warning.msg, 'signing keys could not be fetched; tokens are verified with the keys fetched before');
+      assert.equal(warning.where, 'jwksUrl could not be fetched: it answered 500');
+      // A reload that rebuilds the route (another source topic) with the same auth keeps the keys it had.
+      const edited = yaml
+        .replace('jwksCacheMaxAgeMs: 1000}}}]\n    to: {broker: local, topic: failing}', 'jwksCacheMaxAgeMs: 1000}}}]\n    to: {broker: local, topic: stale}')
+        .replace('topic: out}\n    to: {listener: push, path: /ws/stale-feed', 'topic: failing}\n    to: {listener: push, path: /ws/stale-feed');
+      assert.notEqual(edited, yaml);
+      assert.equal((await gw.reconfigure(edited)).msg, 'config reloaded');
+      await connect();
+      forwardUp = true;
     });
   });
 
