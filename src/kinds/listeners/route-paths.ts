@@ -71,14 +71,21 @@ export function routePathProblem(path: string): string | undefined {
   }
 }
 
+/** Route path → its parameter names: a path's names never change (the path spells them), and forwards ask per client and per target. */
+const parameterNames = new Map<string, readonly string[]>();
+
 /** The names of a route path's parameters, in order (`/rooms/:room/:seat` → room, seat; a wildcard is `*`), as the router reads them. */
 export function pathParameters(path: string): readonly string[] {
   if (!/[:*]/.test(path)) return [];
+  let names = parameterNames.get(path);
+  if (names !== undefined) return names;
   const router = FindMyWay();
   try {
     router.on('GET', path, noop);
+    names = router.findRoute('GET', path)?.params ?? [];
   } catch {
-    return [];
+    names = [];
   }
-  return router.findRoute('GET', path)?.params ?? [];
+  parameterNames.set(path, names);
+  return names;
 }

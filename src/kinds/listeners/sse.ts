@@ -179,7 +179,6 @@ function payload(msg: Message, format: SseFormat): { event: string | undefined; 
 /** The event streams of one http listener. */
 export class SseStreams {
   private readonly paths = new Map<string, PathState>();
-  private readonly names = new Map<string, readonly string[]>();
   /** Paths several routes forward to: their event ids name each route's positions. */
   private shared: ReadonlySet<string> = new Set();
   private heartbeat: NodeJS.Timeout | undefined;
@@ -207,13 +206,6 @@ export class SseStreams {
     let n = 0;
     for (const p of this.paths.values()) n += p.clients.size;
     return n;
-  }
-
-  /** A route path's parameter names, in order (a path's names never change: the path spells them). */
-  private namesOf(path: string): readonly string[] {
-    let names = this.names.get(path);
-    if (names === undefined) this.names.set(path, (names = pathParameters(path)));
-    return names;
   }
 
   private state(path: string): PathState {
@@ -259,7 +251,7 @@ export class SseStreams {
       held: undefined,
       heldBytes: 0,
       ahead: undefined,
-      values: this.namesOf(path).map((n) => params[n] ?? ''),
+      values: pathParameters(path).map((n) => params[n] ?? ''),
       batchSkip: 0,
       batchEpoch: -1,
     };
@@ -451,7 +443,7 @@ export class SseStreams {
   target(path: string, format: SseFormat, route: string): Target {
     const state = this.state(path);
     state.format = format;
-    const names = this.namesOf(path);
+    const names = pathParameters(path);
     return {
       send: (msg: Message, ctx?: MessageContext): Promise<Delivery> => {
         const pos = positionOf(msg);

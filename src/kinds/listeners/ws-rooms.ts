@@ -53,16 +53,12 @@ function writeToMember(m: RoomMember, bytes: Buffer, payloads: readonly Buffer[]
 export class ForwardRooms {
   /** Route path → room key → room; a room goes when its last client leaves. */
   private readonly byPath = new Map<string, Map<string, Room>>();
-  /** Route path → its parameter names (a path's names never change: the path spells them). */
-  private readonly names = new Map<string, readonly string[]>();
   /** Route path → its rooms that had frames queued since frames were last queued for all its clients. */
   private readonly pending = new Map<string, Set<Room>>();
 
   /** The parameter names of a route path, in order. */
   namesOf(path: string): readonly string[] {
-    let names = this.names.get(path);
-    if (names === undefined) this.names.set(path, (names = pathParameters(path)));
-    return names;
+    return pathParameters(path);
   }
 
   /** A client of a path with parameters joins its room (made when it is the first). */
