@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createPrivateKey } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { makeCertificates, type Pem } from '../helpers/certificates.js';
 import { post } from '../helpers/clients.js';
@@ -87,11 +88,12 @@ describe('broker TLS files that cannot be used', () => {
         '  rb: { kind: amqp, url: "amqps://127.0.0.1:1", tls: { ca: ca.pem, cert: client.pem, key: client-key.pem } }',
         '  swapped: { kind: amqp, url: "amqps://127.0.0.1:1", tls: { cert: client-key.pem, key: client-key.pem } }',
         '  twice: { kind: amqp, url: "amqps://127.0.0.1:1", tls: { cert: client.pem, key: client.pem } }',
+        '  locked: { kind: amqp, url: "amqps://127.0.0.1:1", tls: { cert: client.pem, key: locked-key.pem, passphrase: wrong } }',
         'listeners:',
         '  api: { kind: http, port: 0, tls: { cert: a.pem, key: a-key.pem, ca: key.pem } }',
         '  keyless: { kind: http, port: 0, tls: { cert: a.pem, key: a.pem } }',
         'routes:',
-        '  - { name: r, from: { listener: api, path: /r }, to: [{ broker: mq, topic: t }, { broker: nt, topic: t }, { broker: rb, topic: t }, { broker: swapped, topic: t }, { broker: twice, topic: t }] }',
+        '  - { name: r, from: { listener: api, path: /r }, to: [{ broker: mq, topic: t }, { broker: nt, topic: t }, { broker: rb, topic: t }, { broker: swapped, topic: t }, { broker: twice, topic: t }, { broker: locked, topic: t }] }',
         '  - { name: k, from: { listener: keyless, path: /k }, to: { broker: rb, topic: t } }',
         '',
       ].join('\n'),
@@ -99,20 +101,24 @@ describe('broker TLS files that cannot be used', () => {
       'ca.pem': certs.ca.cert,
       'client.pem': certs.client.cert,
       'client-key.pem': certs.client.key,
+      // The client's key, encrypted with a passphrase the config does not give.
+      'locked-key.pem': String(createPrivateKey(certs.client.key).export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'right' })),
       'a.pem': certs.a.cert,
       'a-key.pem': certs.a.key,
     });
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const lines = r.stdout.trim().split('\n');
-    assert.deepEqual(lines.length, 6, r.stdout);
+    assert.deepEqual(lines.length, 7, r.stdout);
     assert.equal(lines[0], "gateway.yaml:3:60: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
     assert.match(lines[1]!, /^gateway\.yaml:4:56: client certificate 'client\.pem' and key 'key\.pem' cannot be used: the key is not the certificate's \(.*key values mismatch\)$/);
     // A file in the other's place: the one at fault is named, at its key (OpenSSL's words name neither).
     assert.equal(lines[2], "gateway.yaml:6:67: client certificate 'client-key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
     assert.match(lines[3]!, /^gateway\.yaml:7:82: client key 'client\.pem' cannot be used: it holds no private key that can be read \(.+\)$/);
-    assert.equal(lines[4], "gateway.yaml:9:71: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
-    assert.match(lines[5]!, /^gateway\.yaml:10:60: TLS key 'a\.pem' cannot be used: it holds no private key that can be read \(.+\)$/);
+    // An encrypted key with the wrong passphrase: the key, and that the passphrase is why.
+    assert.match(lines[4]!, /^gateway\.yaml:8:83: client key 'locked-key\.pem' cannot be used: it holds no private key that can be read with the passphrase \(.+\)$/);
+    assert.equal(lines[5], "gateway.yaml:10:71: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    assert.match(lines[6]!, /^gateway\.yaml:11:60: TLS key 'a\.pem' cannot be used: it holds no private key that can be read \(.+\)$/);
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(run.code, 1, run.stdout + run.stderr);
     assert.match(run.stderr, /^gateway\.yaml:4:56: client certificate 'client\.pem' and key 'key\.pem' cannot be used/m);
