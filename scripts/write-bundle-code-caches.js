@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Writes V8's code cache of each bundled dependency next to it (see src/core/bundled.ts), under
-// the flags of `eventgate run` starting (V8 takes a cache only under the flags it was made with),
-// after compiling the examples' configs, so that the functions a start runs are in it compiled.
+// Writes V8's code cache of each bundle next to it (the dependencies', src/core/bundled.ts; the CLI's own,
+// src/cli/app-bundle.ts), under the flags of `eventgate run` starting (V8 takes a cache only under the flags
+// it was made with), after compiling the examples' configs, so that the functions a start runs are in it compiled.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
@@ -9,11 +9,14 @@ import { Worker } from 'node:worker_threads';
 import { holdWhileStarting } from '../dist/src/cli/startup-hold.js';
 
 holdWhileStarting(['run']);
-const { writeBundleCodeCaches } = await import('../dist/src/core/bundled.js');
-const { loadPlan } = await import('../dist/src/plan/compile.js');
-const { defaultRegistry } = await import('../dist/src/kinds/index.js');
-// The metrics registry's bundle loads with the runtime, which a config's compile does not load.
-await import('../dist/src/telemetry/prometheus.js');
+const bundled = await import('../dist/src/core/bundled.js');
+// The commands from their bundle when it is current (src/cli/app-bundle.ts), as the CLI loads them:
+// the vendor bundles are then loaded, and their caches written, by the app bundle's own copy of
+// src/core/bundled.ts, and the app bundle's by this module's copy.
+const { appBundle } = await import('../dist/src/cli/app-bundle.js');
+const app = appBundle() ?? (await import('../dist/src/cli/app.js'));
+// What only `run` loads (the metrics registry's bundle among them), which a config's compile does not.
+await app.loadRunModules();
 const examples = new URL('../examples/', import.meta.url).pathname;
 // Without the examples (the image's build stage copies none), the caches hold what loading runs.
 const configs = existsSync(examples) ? readdirSync(examples).filter((n) => n.endsWith('.yaml') && !n.endsWith('.tests.yaml')) : [];
@@ -21,9 +24,10 @@ const configs = existsSync(examples) ? readdirSync(examples).filter((n) => n.end
 // a cache against (the caches written after it were all rejected).
 for (const name of configs) {
   const file = join(examples, name);
-  if (!/^asyncapi:/m.test(readFileSync(file, 'utf8'))) await loadPlan(file, { registry: defaultRegistry(), env: {} });
+  if (!/^asyncapi:/m.test(readFileSync(file, 'utf8'))) await app.loadPlan(file, { registry: app.defaultRegistry(), env: {} });
 }
-writeBundleCodeCaches();
+app.writeBundleCodeCaches();
+bundled.writeBundleCodeCaches();
 
 // The AsyncAPI parser's bundle loads in the parser thread, whose V8 flags differ from this
 // thread's (a cache written here was rejected there, and the reverse): its cache is written by a

@@ -3,7 +3,7 @@
  * reloads, SIGINT/SIGTERM drain and exit 0). While the CLI's modules load — a few hundred ms on a
  * busy machine — their default action would end the process, SIGHUP's included. bin/eventgate.js
  * catches them first thing; run() takes over the ones that came meanwhile once its own handlers
- * are in place (src/cli/main.ts).
+ * are in place (src/cli/commands.ts).
  */
 const SIGNALS = ['SIGHUP', 'SIGINT', 'SIGTERM'] as const;
 

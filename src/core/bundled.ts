@@ -22,7 +22,7 @@ import { readCodeCache, releaseCodeCache } from './code-cache.js';
 export function bundled<T>(name: string, fallback: (require: NodeJS.Require) => T = (require) => require(name) as T): T {
   const file = bundleFile(name);
   if (!existsSync(file)) return fallback(createRequire(import.meta.url));
-  return loadBundle(file) as T;
+  return runBundle(file) as T;
 }
 
 function bundleFile(name: string): string {
@@ -32,8 +32,11 @@ function bundleFile(name: string): string {
 /** Each bundle loaded, with its compiled script, once per process (as `require` caches a module). */
 const loaded = new Map<string, { exports: unknown; script: Script }>();
 
-/** Runs a bundle as CommonJS would (exports, require, module, __filename, __dirname), from its code cache when V8 takes it. */
-function loadBundle(file: string): unknown {
+/**
+ * Runs a bundle as CommonJS would (exports, require, module, __filename, __dirname), from its code
+ * cache (`${file}.v8-cache`) when V8 takes it: the vendor bundles, and the CLI's own (src/cli/app-bundle.ts).
+ */
+export function runBundle(file: string): unknown {
   const known = loaded.get(file);
   if (known) return known.exports;
   const cachedData = readCodeCache(`${file}.v8-cache`);

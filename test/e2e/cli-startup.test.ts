@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -15,8 +16,13 @@ import { tempDir } from '../helpers/reaper.js';
 const RUN_ONLY = ['runtime/gateway.js', 'admin/index.js', 'log.js'];
 const TEST_ONLY = ['testing/run-tests.js'];
 
-/** Runs the CLI with an ESM loader hook that writes down every module of dist/src it loads. */
-async function modulesLoaded(args: string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string; loaded: string[] }> {
+/**
+ * Runs the CLI with an ESM loader hook that writes down every module of dist/src it loads. By
+ * default the commands' modules, which the CLI runs from their bundle (src/cli/app-bundle.ts), are
+ * loaded as modules, so the hook sees which: the bundle keeps what each command loads when used,
+ * as esbuild keeps a module reached only by `import()` uninitialised until then.
+ */
+async function modulesLoaded(args: string[], cwd: string, options: { bundle?: boolean } = {}): Promise<{ code: number | null; stdout: string; stderr: string; loaded: string[] }> {
   const dir = tempDir('eventgate-modules');
   const list = join(dir, 'loaded.txt');
   writeFileSync(list, '');
@@ -25,7 +31,10 @@ async function modulesLoaded(args: string[], cwd: string): Promise<{ code: numbe
     `import { appendFileSync } from 'node:fs';\nexport async function load(url, context, next) {\n  appendFileSync(${JSON.stringify(list)}, url + '\\n');\n  return next(url, context);\n}\n`,
   );
   writeFileSync(join(dir, 'register.mjs'), `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(join(dir, 'hooks.mjs')).href)});\n`);
-  const r = await runCli(args, { cwd, env: { NODE_OPTIONS: `--import=${pathToFileURL(join(dir, 'register.mjs')).href}` } });
+  const r = await runCli(args, {
+    cwd,
+    env: { NODE_OPTIONS: `--import=${pathToFileURL(join(dir, 'register.mjs')).href}`, ...(options.bundle ? {} : { EVENTGATE_APP_BUNDLE: '0' }) },
+  });
   const src = pathToFileURL(join(repoRoot, 'dist', 'src')).href;
   const loaded = readFileSync(list, 'utf8')
     .split('\n')
@@ -84,5 +93,39 @@ describe('CLI start-up: each command loads only the modules it uses', { concurre
     assert.match(r.stdout, /^1 tests? passed$/m);
     for (const m of TEST_ONLY) assert.ok(r.loaded.includes(m), `test loads ${m}`);
     for (const m of RUN_ONLY) assert.ok(!r.loaded.includes(m), `test loads ${m}`);
+  });
+
+  // The launcher, the bundle's loader and the two modules bin/eventgate.js shares with it.
+  const LAUNCH = ['cli/app-bundle.js', 'cli/early-signals.js', 'cli/main.js', 'cli/startup-hold.js', 'core/bundled.js', 'core/code-cache.js'];
+
+  for (const args of [
+    ['validate', '-c', 'gateway.yaml'],
+    ['run', '-c', 'broken.yaml'],
+  ]) {
+    it(`${args[0]} runs the commands from the app bundle the build wrote, not from their ~130 module files`, async () => {
+      const r = await modulesLoaded(args, cwd, { bundle: true });
+      assert.equal(r.code, args[0] === 'validate' ? 0 : 1, r.stdout + r.stderr);
+      assert.match(args[0] === 'validate' ? r.stdout : r.stderr, args[0] === 'validate' ? /^ok\n$/ : /unknown key 'prot'/);
+      assert.deepEqual([...r.loaded].sort(), LAUNCH, `modules loaded:\n${r.loaded.join('\n')}`);
+    });
+  }
+
+  it('loads the modules themselves once an input of the bundle changed after it was written (a tsc without npm run build)', () => {
+    // A copy of dist/src, every file at one time as a packed install has them (npm pack, the
+    // container image): current. Then one input edited: not current. The real dist/src is left
+    // alone, which the suite's other CLI calls use meanwhile.
+    const copy = join(tempDir('eventgate-bundle'), 'src');
+    cpSync(join(repoRoot, 'dist', 'src'), copy, { recursive: true });
+    const packed = new Date('2020-01-01T00:00:00Z');
+    for (const file of readdirSync(copy, { recursive: true, withFileTypes: true })) if (file.isFile()) utimesSync(join(file.parentPath, file.name), packed, packed);
+    const current = () =>
+      execFileSync(
+        process.execPath,
+        ['--input-type=module', '-e', `import { appBundleCurrent } from ${JSON.stringify(pathToFileURL(join(copy, 'cli', 'app-bundle.js')).href)}; process.stdout.write(String(appBundleCurrent()));`],
+        { encoding: 'utf8' },
+      );
+    assert.equal(current(), 'true', 'every file at the time the bundle has');
+    utimesSync(join(copy, 'plan', 'compile.js'), packed, new Date(packed.getTime() + 1000));
+    assert.equal(current(), 'false', 'an input edited since');
   });
 });

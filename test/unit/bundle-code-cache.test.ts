@@ -10,7 +10,9 @@ const vendor = join(repoRoot, 'dist', 'src', 'vendor');
 const all = readdirSync(vendor).filter((name) => name.endsWith('.cjs'));
 /** The AsyncAPI parser's bundle loads in the parser thread, whose V8 flags differ (checked below). */
 const PARSER = 'asyncapi-parser.cjs';
-const bundles = all.filter((name) => name !== PARSER);
+/** The vendor bundles of the gateway's thread, and the CLI's own (src/cli/app-bundle.ts), by file. */
+const files = [...all.filter((name) => name !== PARSER).map((name) => join(vendor, name)), join(repoRoot, 'dist', 'src', 'cli', 'app.cjs')];
+const bundles = files.map((file) => file.slice(file.lastIndexOf('/') + 1));
 
 /**
  * Whether V8 takes each bundle's code cache (src/core/bundled.ts, written by `npm run build`) in a
@@ -18,12 +20,12 @@ const bundles = all.filter((name) => name !== PARSER);
  * flags, hence a process of its own); the parser's bundle in a thread started as a parser thread.
  */
 function cachesTaken(command: string, inParserThread = false): Record<string, string> {
-  const check = (names: string[]) => `
+  const check = (paths: string[]) => `
     const { readFileSync } = await import('node:fs');
     const { Script } = await import('node:vm');
     const seen = {};
-    for (const name of ${JSON.stringify(names)}) {
-      const file = ${JSON.stringify(vendor)} + '/' + name;
+    for (const file of ${JSON.stringify(paths)}) {
+      const name = file.slice(file.lastIndexOf('/') + 1);
       const source = '(function (exports, require, module, __filename, __dirname) {' + readFileSync(file, 'utf8') + '\\n})';
       seen[name] = new Script(source, { filename: file, cachedData: readFileSync(file + '.v8-cache') }).cachedDataRejected ? 'rejected' : 'taken';
     }
@@ -35,15 +37,15 @@ function cachesTaken(command: string, inParserThread = false): Record<string, st
       inParserThread
         ? `const { Worker } = await import('node:worker_threads');
            const { parserThreadOptions } = await import(${JSON.stringify(join(repoRoot, 'dist', 'src', 'asyncapi', 'parser-thread.js'))});
-           new Worker(${JSON.stringify(check([PARSER]))}, { ...parserThreadOptions(), eval: true });`
-        : check(bundles)
+           new Worker(${JSON.stringify(check([join(vendor, PARSER)]))}, { ...parserThreadOptions(), eval: true });`
+        : check(files)
     }`;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout);
 }
 
-describe("the bundled dependencies' code caches", () => {
+describe("the bundled dependencies' and the CLI bundle's code caches", () => {
   it('exist for the seven bundles', () => {
     assert.deepEqual(all, ['ajv.cjs', 'asyncapi-parser.cjs', 'find-my-way.cjs', 'prom-client.cjs', 'sinclair-typebox.cjs', 'ws.cjs', 'yaml.cjs']);
   });

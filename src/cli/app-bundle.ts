@@ -1,0 +1,53 @@
+import { readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runBundle } from '../core/bundled.js';
+
+/**
+ * The CLI's commands as one CommonJS file (`dist/src/cli/app.cjs`, written by scripts/bundle-app.js
+ * with esbuild from src/cli/app.ts and every module it reaches), loaded instead of their ~130
+ * module files. Node 20's ES module loader resolves, reads and compiles each file on its own:
+ * loading the commands' modules cost ~260 ms of CPU, the same code as one script ~110-130 ms
+ * (from V8's code cache when it takes it, src/core/bundled.ts). Every `run`, `validate`, `plan`,
+ * `test` and `export` pays that, as do the suite's hundreds of CLI calls (docs/testing.md).
+ *
+ * The bundle is used only while it is current: the build lists its input files with their sizes
+ * and modification times (`app.cjs.inputs.json`), and a file that changed since (a `tsc` without
+ * `npm run build` or `npm test`) makes the CLI load the modules themselves, which run the same code.
+ * `EVENTGATE_APP_BUNDLE=0` does so too (module file names in a debugger; the test of which
+ * modules each command loads).
+ */
+
+const DIR = dirname(fileURLToPath(import.meta.url));
+export const APP_BUNDLE = join(DIR, 'app.cjs');
+export const APP_BUNDLE_INPUTS = `${APP_BUNDLE}.inputs.json`;
+
+/** An input of the bundle, relative to its directory, as the build saw it. */
+export type BundleInput = [file: string, size: number, mtimeMs: number];
+
+/** What src/cli/app.ts exports. */
+export type App = typeof import('./app.js');
+
+/** The commands from the bundle when it is current (and not turned off), else undefined. */
+export function appBundle(): App | undefined {
+  if (process.env.EVENTGATE_APP_BUNDLE === '0' || !appBundleCurrent()) return undefined;
+  return runBundle(APP_BUNDLE) as App;
+}
+
+/** Whether the bundle exists and none of its inputs changed since it was written. */
+export function appBundleCurrent(): boolean {
+  let inputs: BundleInput[];
+  let written: number;
+  try {
+    inputs = JSON.parse(readFileSync(APP_BUNDLE_INPUTS, 'utf8')) as BundleInput[];
+    written = statSync(APP_BUNDLE).mtimeMs;
+  } catch {
+    return false;
+  }
+  // An installed package (npm pack, the container image) gives every file one time, the bundle's
+  // own: an input of that time is as it was packed; one edited since has a time of its own.
+  return inputs.every(([file, size, mtimeMs]) => {
+    const now = statSync(join(DIR, file), { throwIfNoEntry: false });
+    return now !== undefined && now.size === size && (now.mtimeMs === mtimeMs || now.mtimeMs === written);
+  });
+}

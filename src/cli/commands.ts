@@ -1,0 +1,265 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { formatDiagnostic } from '../config/diagnostics.js';
+import { buildConfigSchema } from '../config/schema.js';
+import { redact } from '../config/secrets.js';
+import { didYouMean } from '../config/suggest.js';
+import { defaultRegistry } from '../kinds/index.js';
+import { loadPlan } from '../plan/compile.js';
+import type { Env } from '../config/source.js';
+import { loadEnv } from './env.js';
+import { takeEarlySignals } from './early-signals.js';
+import { releaseAfterStart } from './startup-hold.js';
+
+/** A second SIGINT sooner than this after the first is the same Ctrl-C, delivered twice. */
+const REPEATED_CTRL_C_MS = 500;
+
+const USAGE = `usage:
+  eventgate run [-c FILE]                              run the gateway (default FILE: ./gateway.yaml)
+  eventgate validate [-c FILE] [--format text|json]    check a config without starting anything
+                                                       (a *.tests.yaml FILE: the tests, their config
+                                                       and the routes they name)
+  eventgate test [-c FILE] [TESTFILE...] [--format text|junit]
+                                                       run config unit tests (default: FILE's tests
+                                                       beside it, e.g. gateway.tests.yaml)
+  eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]
+                                                       what a reload to NEW would change (exit 0:
+                                                       nothing, 2: something, 1: NEW is invalid);
+                                                       the admin token also from EVENTGATE_ADMIN_TOKEN
+  eventgate export asyncapi [-c FILE]                  print an AsyncAPI 3.0 document of the gateway's
+                                                       channels and operations
+  eventgate schema                                     print the JSON Schema of the config
+  eventgate --version
+
+options:
+  -c, --config FILE     the config (default ./gateway.yaml)
+  --vars-file FILE      read \${VAR} values from FILE (KEY=value lines) for variables the
+                        environment does not set; may be repeated`;
+
+/** The options each command takes; any other is a usage error, not silently ignored. */
+const COMMAND_OPTIONS: Record<string, readonly string[]> = {
+  run: ['config', 'vars-file'],
+  validate: ['config', 'format', 'vars-file'],
+  test: ['config', 'format', 'vars-file'],
+  plan: ['config', 'from', 'admin', 'token', 'format', 'vars-file'],
+  export: ['config', 'vars-file'],
+  schema: ['vars-file'],
+};
+
+/** Positional arguments each command takes, its name included (`test` also takes test files). */
+const COMMAND_ARGS: Record<string, number> = { run: 1, validate: 1, plan: 1, export: 2, schema: 1, test: Number.POSITIVE_INFINITY };
+
+const OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  format: { type: 'string', default: 'text' },
+  'vars-file': { type: 'string', multiple: true, default: [] as string[] },
+  from: { type: 'string' },
+  admin: { type: 'string' },
+  token: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+} satisfies ParseArgsConfig['options'];
+
+/**
+ * A usage error exits 2, except for `plan`, where 2 means "the reload changes something": CI jobs
+ * accept that code (`|| [ $? -eq 2 ]`), so a plan that could not be made must not exit with it.
+ */
+async function usageError(command: string | undefined, message: string, values: Record<string, unknown>): Promise<number> {
+  process.stderr.write(`eventgate: ${message}\n${USAGE}\n`);
+  if (command !== 'plan') return 2;
+  await planNotMade(values, message);
+  return 1;
+}
+
+/** `--format json` promises a document on stdout, also when no plan could be made. */
+async function planNotMade(values: Record<string, unknown>, message: string): Promise<void> {
+  const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  if (values.format !== 'json') return;
+  (await import('./plan.js')).writeNotMade({ config: text(values.config) ?? 'gateway.yaml', from: text(values.from), admin: text(values.admin), format: 'json' }, message);
+}
+
+/** Runs the command `argv` names (without node and the script); resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, tokens: true, options: OPTIONS });
+  } catch (err) {
+    // Which command was meant, to choose the exit code: the same parse, leniently.
+    const lenient = parseArgs({ args: argv, allowPositionals: true, strict: false, options: OPTIONS });
+    const command = lenient.positionals[0];
+    // Node's own text ends in an unbalanced quote and says nothing of the options there are.
+    const unknown = /^Unknown option '(-{1,2})([^']*)'/.exec((err as Error).message);
+    const takes = (command && COMMAND_OPTIONS[command]) || Object.keys(OPTIONS);
+    const message = unknown
+      ? `unknown option '${unknown[1]}${unknown[2]}'${didYouMean(unknown[2]!, takes).replace(/'([^']+)'/, "'--$1'")}${command && COMMAND_OPTIONS[command] ? `; '${command}' takes ${takes.map((o) => `--${o}`).join(', ')}` : ''}`
+      : (err as Error).message;
+    return await usageError(command, message, lenient.values);
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+    process.stdout.write(`eventgate ${pkg.version}\n`);
+    return 0;
+  }
+  const command = positionals[0];
+  const loaded = loadEnv(values['vars-file'] ?? []);
+  if ('error' in loaded) {
+    process.stderr.write(`eventgate: ${loaded.error}\n`);
+    // The config cannot be loaded without its variables: for run, validate and export that is a config that
+    // does not load (1, spec §1), for test a config error (2); for plan 2 would say "the reload
+    // changes something", so a plan not made is 1.
+    if (command === 'plan') await planNotMade(values, loaded.error);
+    return command === 'run' || command === 'validate' || command === 'plan' || command === 'export' ? 1 : 2;
+  }
+  const { env } = loaded;
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  const takes = COMMAND_OPTIONS[command];
+  if (takes) {
+    // `eventgate validate broken.yaml` must not check ./gateway.yaml and print ok.
+    const extra = positionals[COMMAND_ARGS[command]!];
+    if (extra !== undefined) {
+      const hint =
+        command !== 'schema' && /\.(ya?ml|json)$/i.test(extra) && values.config === undefined
+          ? ` (the config is given with -c: eventgate ${positionals.slice(0, COMMAND_ARGS[command]).join(' ')} -c ${extra})`
+          : '';
+      return await usageError(command, `unexpected argument '${extra}'${hint}`, values);
+    }
+    const given = parsed.tokens?.filter((t) => t.kind === 'option').map((t) => t.name) ?? [];
+    const foreign = given.find((name) => !takes.includes(name));
+    if (foreign !== undefined) return await usageError(command, `'${command}' does not take --${foreign}`, values);
+  }
+  switch (command) {
+    case 'run':
+      return run(values.config ?? 'gateway.yaml', env, values['vars-file'] ?? []);
+    case 'validate':
+      if (values.format !== 'text' && values.format !== 'json') {
+        process.stderr.write(`eventgate: --format must be text or json, got '${values.format}'\n`);
+        return 2;
+      }
+      return await validate(values.config ?? 'gateway.yaml', values.format, env);
+    // The other commands are loaded when used, so `run` does not carry their code.
+    case 'test':
+      return await (await import('./test.js')).testCommand(values.config, positionals.slice(1), values.format!, env);
+    case 'plan':
+      return await (await import('./plan.js')).planCommand({
+        config: values.config ?? 'gateway.yaml',
+        from: values.from,
+        admin: values.admin,
+        token: values.token,
+        format: values.format!,
+        env,
+        varsFiles: loaded.files,
+      });
+    case 'export':
+      return await (await import('./export.js')).exportCommand(positionals[1], values.config ?? 'gateway.yaml', env);
+    case 'schema':
+      process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
+      return 0;
+    default:
+      process.stderr.write(`eventgate: unknown command '${command}'\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+async function validate(file: string, format: 'text' | 'json', env: Env): Promise<number> {
+  const tests = await import('./test.js');
+  const loaded = tests.isTestFileName(file) ? { diagnostics: await tests.checkTestFile(file, env), warnings: [] } : await loadPlan(file, { registry: defaultRegistry(), env });
+  const { diagnostics } = loaded;
+  // Warnings leave the config valid: stdout stays `ok` / the array of problems, they go to stderr.
+  for (const w of loaded.warnings ?? []) process.stderr.write(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
+  if (format === 'json') {
+    process.stdout.write(
+      `${JSON.stringify(
+        diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })),
+        null,
+        2,
+      )}\n`,
+    );
+  } else if (diagnostics.length === 0) {
+    process.stdout.write('ok\n');
+  } else {
+    for (const d of diagnostics) process.stdout.write(`${formatDiagnostic(d)}\n`);
+  }
+  return diagnostics.length === 0 ? 0 : 1;
+}
+
+async function run(file: string, env: Env, varsFiles: readonly string[]): Promise<number> {
+  // Loaded here, not at the top: validate, test, plan and export never use the runtime, the admin
+  // server or the logger, and every module file is start-up time of each call (docs/testing.md).
+  const [{ createLogger }, { createAdminServer }, { Gateway }] = await Promise.all([import('../log.js'), import('../admin/index.js'), import('../runtime/gateway.js')]);
+  const logger = createLogger('info');
+  process.on('uncaughtException', (err) => logger.error({ err: { message: err.message, stack: err.stack } }, 'uncaught exception (please report this bug)'));
+  process.on('unhandledRejection', (err) => logger.error({ err: { message: (err as Error)?.message ?? String(err) } }, 'unhandled rejection (please report this bug)'));
+  // --vars-file values are read again at every reload (and the files watched), as the config's own files are.
+  const readEnv = varsFiles.length > 0 ? () => loadEnv(varsFiles) : undefined;
+  const gateway = new Gateway({ configFile: file, registry: defaultRegistry(), env, readEnv, logger, admin: createAdminServer });
+  // Signals are handled from the first moment: a SIGHUP or SIGTERM that arrives while the first
+  // config loads must not kill the process with the default action (and lose in-flight work).
+  let started = false;
+  let hupWhileStarting = false;
+  let signalled: { signal: string; at: number } | undefined;
+  let exit: (code: number) => void = () => undefined;
+  const exited = new Promise<number>((resolve) => (exit = resolve));
+  process.on('SIGHUP', () => {
+    if (started) void gateway.reload('SIGHUP');
+    else hupWhileStarting = true;
+  });
+  const stop = (signal: string) => {
+    if (signalled) {
+      // Only an operator's second Ctrl-C cuts the drain short. A repeated SIGTERM is what
+      // supervisors send while they wait (and Kubernetes follows with SIGKILL anyway), and a
+      // SIGINT that comes twice at once is one Ctrl-C delivered by the terminal and again by a
+      // wrapper that forwards it (npm under a shell that execs its command).
+      const forced = signal === 'SIGINT' && signalled.signal === 'SIGINT' && performance.now() - signalled.at >= REPEATED_CTRL_C_MS;
+      if (!forced) {
+        logger.info({ signal }, 'signal received again: still draining (a second Ctrl-C exits at once)');
+        return;
+      }
+      logger.warn({ signal }, 'second Ctrl-C: exiting without waiting for the drain');
+      // At once, not through `exited`: a drain that completes in the same moment (its exit(0)
+      // already on its way) must not win over the operator's forced exit. The log is written
+      // synchronously, so nothing is left to flush.
+      process.exit(1);
+    }
+    signalled = { signal, at: performance.now() };
+    logger.info({ signal }, 'signal received');
+    gateway.shutdown().then(
+      () => exit(0),
+      (err) => {
+        logger.error({ err: (err as Error).message }, 'shutdown failed');
+        exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  // The signals that came while the modules loaded, now that they have their handlers.
+  for (const signal of takeEarlySignals()) process.emit(signal, signal);
+
+  const loaded = await gateway.start();
+  releaseAfterStart();
+  if (!loaded.plan) {
+    loaded.diagnostics = redact(loaded.diagnostics, loaded.secrets ?? new Set());
+    for (const d of loaded.diagnostics) logger.error({ diagnostic: formatDiagnostic(d), code: d.code }, 'config is invalid');
+    for (const d of loaded.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
+    if (loaded.diagnostics.length === 0) {
+      // A valid config that could not be put in place (a port taken): the log says why, as stderr does.
+      const secrets = loaded.secrets ?? new Set<string>();
+      const error = redact(gateway.lastError?.message ?? 'the gateway could not start', secrets);
+      const where = redact(gateway.lastError?.diagnostics ?? [], secrets)[0];
+      logger.error({ error, ...(where && { diagnostic: formatDiagnostic(where), code: where.code }) }, 'gateway could not start');
+      process.stderr.write(where ? `${formatDiagnostic(where)}\n` : `eventgate: ${error}\n`);
+    }
+    await gateway.shutdown();
+    return 1;
+  }
+  // A SIGINT or SIGTERM while the config loaded: nothing was started, the shutdown ends the run.
+  if (signalled) return exited;
+  started = true;
+  if (gateway.listeners.size === 0 && !gateway.adminAddress()) logger.warn('the config has no listeners and no admin server');
+  if (hupWhileStarting && !signalled) void gateway.reload('SIGHUP');
+  return exited;
+}
