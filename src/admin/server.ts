@@ -16,6 +16,8 @@ import { boundAddress, listen } from '../kinds/listeners/bind.js';
 import { createTransport, rawResponse } from '../kinds/listeners/transport.js';
 import { answerAndCloseLingering } from '../kinds/listeners/lingering-close.js';
 import { mediaTypeOf } from '../core/message.js';
+import { RateLimitedWarning } from '../core/rate-limited-warning.js';
+import { clientKey, TokenFailures } from './token-failures.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 /** Takes over an authorized upgrade request's socket (WebSocket endpoints such as the tap). */
@@ -68,12 +70,21 @@ export class AdminServer {
   private readonly open = new Set(OPEN);
   private readonly stopHooks: (() => Promise<void>)[] = [];
   private token: string | undefined;
+  /** Wrong tokens per client address: 429 for an address that sent too many (token-failures.ts). */
+  private readonly failures = new TokenFailures();
+  private readonly lockouts: RateLimitedWarning<{ client: string; retryAfterS: number }>;
 
   constructor(
     gateway: AdminSource,
     private plan: AdminPlan,
   ) {
     this.token = plan.token;
+    this.lockouts = new RateLimitedWarning(60_000, (last, count) =>
+      gateway.logger.warn(
+        { client: last.client, retryAfterS: last.retryAfterS, lockedOut: count, failures: this.failures.limit, windowS: this.failures.windowMs / 1000 },
+        'admin API: a client sent too many wrong tokens; its admin requests are answered 429 until its window ends',
+      ),
+    );
     // The listeners' transport, with their default bounds: node's own let a client that connects
     // and sends nothing hold an admin connection for over a minute, and any number of them.
     const handler = (req: IncomingMessage, res: ServerResponse) => {
@@ -137,6 +148,7 @@ export class AdminServer {
   }
 
   async stop(): Promise<void> {
+    this.lockouts.flush();
     await Promise.allSettled(this.stopHooks.map((h) => h()));
     const closed = new Promise<void>((r) => this.server.close(() => r()));
     this.server.closeAllConnections();
@@ -149,9 +161,14 @@ export class AdminServer {
 
   private async serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]!;
-    const browser = this.browserCheck(req, !PROBES.includes(path) && !this.bearerAuthorized(req));
+    // Probes are never refused, and never judge a token (so no failure counts there).
+    const probe = PROBES.includes(path);
+    const refused = probe ? undefined : this.refusedClient(req);
+    if (refused) return sendProblem(res, refused);
+    const verdict = probe ? 'none' : this.tokenVerdict(req);
+    const browser = this.browserCheck(req, !probe && verdict !== 'bearer');
     if (browser) return sendProblem(res, browser);
-    if (this.token && !this.open.has(path) && !this.authorized(req)) {
+    if (this.token && !this.open.has(path) && verdict !== 'bearer') {
       res.setHeader('www-authenticate', 'Bearer realm="eventgate-admin"');
       return sendProblem(res, problem('EG_UNAUTHORIZED', 'the admin API needs Authorization: Bearer <admin.token>'));
     }
@@ -171,11 +188,14 @@ export class AdminServer {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const url = new URL(req.url ?? '/', 'http://admin');
-    const browser = this.browserCheck(req, !this.bearerAuthorized(req));
+    const refused = this.refusedClient(req);
+    if (refused) return refuseUpgrade(socket, refused);
+    const verdict = this.tokenVerdict(req, url.searchParams.get('token'));
+    const browser = this.browserCheck(req, verdict !== 'bearer');
     if (browser) return refuseUpgrade(socket, browser);
     const handler = this.upgrades.get(url.pathname);
     if (!handler) return refuseUpgrade(socket, problem('EG_NOT_FOUND', `no admin WebSocket endpoint at ${url.pathname}`));
-    if (this.token && !this.authorized(req, url.searchParams.get('token'))) {
+    if (this.token && verdict === 'none') {
       return refuseUpgrade(socket, problem('EG_UNAUTHORIZED', 'the admin API needs Authorization: Bearer <admin.token> (or ?token=<admin.token> on WebSocket endpoints)'));
     }
     handler(req, socket, head, url);
@@ -221,22 +241,35 @@ export class AdminServer {
     return (this.plan.allowedHosts ?? []).some((h) => h.toLowerCase() === name);
   }
 
-  /** The admin token in an Authorization header (never `?token=`, which a page can put in a URL). */
-  private bearerAuthorized(req: IncomingMessage): boolean {
-    return this.token !== undefined && (req.headers.authorization ?? '').startsWith('Bearer ') && this.authorized(req);
+  /** The 429 for a client address that sent too many wrong tokens lately, if it did. */
+  private refusedClient(req: IncomingMessage): Problem | undefined {
+    const ms = this.failures.refusedFor(req.socket.remoteAddress ?? '');
+    if (ms === 0) return undefined;
+    const seconds = String(Math.ceil(ms / 1000));
+    return problem('EG_RATE_LIMITED', `too many wrong admin tokens from this address: try again in ${seconds} s`, { headers: { 'retry-after': seconds } });
   }
 
   /**
+   * Judges the token a request presents, once: `bearer` when the admin token is in Authorization
+   * (what lets a request skip the Host check: never `?token=`, which a page can put in a URL),
+   * `query` when it is `?token=` (`queryToken`, accepted on WebSocket endpoints only), `none`
+   * otherwise. A wrong token presented (either way) counts against the client's address.
    * Compares digests, so neither the token's content nor its length shows in the time taken.
-   * `queryToken` is `?token=`, accepted on WebSocket endpoints only.
    */
-  private authorized(req: IncomingMessage, queryToken: string | null = null): boolean {
+  private tokenVerdict(req: IncomingMessage, queryToken: string | null = null): 'bearer' | 'query' | 'none' {
+    if (this.token === undefined) return 'none';
     const header = req.headers.authorization ?? '';
+    const bearer = header.startsWith('Bearer ');
+    if (!bearer && queryToken === null) return 'none';
     const given = createHash('sha256')
-      .update(header.startsWith('Bearer ') ? header.slice(7) : (queryToken ?? ''))
+      .update(bearer ? header.slice(7) : queryToken!)
       .digest();
-    const expected = createHash('sha256').update(this.token!).digest();
-    return timingSafeEqual(given, expected);
+    const expected = createHash('sha256').update(this.token).digest();
+    if (timingSafeEqual(given, expected)) return bearer ? 'bearer' : 'query';
+    const address = req.socket.remoteAddress ?? '';
+    const lockedMs = this.failures.failed(address);
+    if (lockedMs > 0) this.lockouts.occurred({ client: clientKey(address), retryAfterS: Math.ceil(lockedMs / 1000) });
+    return 'none';
   }
 }
 

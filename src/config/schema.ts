@@ -238,7 +238,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
             type: 'string',
             minLength: 1,
             description:
-              'Bearer token required on every admin endpoint but /healthz and /readyz: /metrics, /admin/*, the tap (the dashboard page itself holds no data and asks for it). One shorter than 16 characters is a config warning (EG_CONFIG_WEAK_TOKEN): use a random one of 32 or more.',
+              'Bearer token required on every admin endpoint but /healthz and /readyz: /metrics, /admin/*, the tap (the dashboard page itself holds no data and asks for it). One shorter than 16 characters is a config warning (EG_CONFIG_WEAK_TOKEN): use a random one of 32 or more. A client address that sends 10 wrong tokens within a minute is answered 429 with Retry-After until the minute ends.',
             // A header value cannot carry a control character, and HTTP drops the whitespace around
             // it: such a token could never be sent in Authorization. The rule's message does not
             // quote the value (a secret).

@@ -143,7 +143,7 @@ function adminWarnings(ctx: CompileContext): Diagnostic[] {
   const path = ['admin', 'token'];
   const { line, column } = ctx.src.locate(path, 'value');
   // The token's length only, never the token: it may come from ${VAR} and validate's output lands in CI logs.
-  const message = `admin.token is ${token.length} character${token.length === 1 ? '' : 's'} long; a token shorter than ${MIN_ADMIN_TOKEN_CHARS} characters can be guessed by whoever reaches the admin port (its 401s are not rate limited): use a random one of 32 or more, e.g. from \`openssl rand -hex 32\``;
+  const message = `admin.token is ${token.length} character${token.length === 1 ? '' : 's'} long; a token shorter than ${MIN_ADMIN_TOKEN_CHARS} characters can be guessed by whoever reaches the admin port from enough addresses (each may try 10 a minute): use a random one of 32 or more, e.g. from \`openssl rand -hex 32\``;
   return [{ file: ctx.fileOf(path), line, column, code: 'EG_CONFIG_WEAK_TOKEN', path: formatPath(path), message }];
 }
 

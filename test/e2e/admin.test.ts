@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
+import { WsClient } from '../helpers/clients.js';
 
 const config = `
 version: 1
@@ -107,5 +108,32 @@ describe('admin API with a token', () => {
     assert.equal(warning.level, 'warn');
     assert.match(String(warning.diagnostic), /gateway\.yaml:4:10: admin\.token is 12 characters long; a token shorter than 16 characters can be guessed/);
     assert.equal(JSON.stringify(gw.logs).includes('s3cret-token'), false);
+  });
+
+  it('answers 429 with Retry-After to an address that sent 10 wrong tokens, good token or not, probes aside; other addresses unaffected', async () => {
+    // From 127.0.0.2, so the other tests' requests (127.0.0.1) are not refused with it.
+    const from = (localAddress: string, path: string, token?: string) => fetch(`${gw.adminUrl}${path}`, { localAddress, headers: token === undefined ? {} : { authorization: `Bearer ${token}` } });
+    for (let i = 0; i < 10; i++) assert.equal((await from('127.0.0.2', '/admin/status', `guess-${i}`)).status, 401, `guess ${i}`);
+    const locked = await from('127.0.0.2', '/admin/status', 'guess-10');
+    assert.equal(locked.status, 429);
+    const wait = Number(locked.headers.get('retry-after'));
+    assert.ok(wait >= 1 && wait <= 60, `Retry-After: ${locked.headers.get('retry-after')}`);
+    assert.equal(((await locked.json()) as { code: string }).code, 'EG_RATE_LIMITED');
+    // The right token too: were it let through, each refused guess would still say it was wrong.
+    assert.equal((await from('127.0.0.2', '/admin/status', 's3cret-token')).status, 429);
+    assert.equal((await from('127.0.0.2', '/metrics')).status, 429);
+    await assert.rejects(WsClient.connect(`${gw.adminUrl.replace('http', 'ws')}/admin/tap?route=x&token=s3cret-token`, { localAddress: '127.0.0.2' }), { statusCode: 429 });
+    assert.equal((await from('127.0.0.2', '/healthz')).status, 200);
+    assert.equal((await from('127.0.0.2', '/readyz')).status, 200);
+    assert.equal((await from('127.0.0.1', '/admin/status', 's3cret-token')).status, 200);
+    // A request without a token guesses nothing and counts for nothing.
+    for (let i = 0; i < 12; i++) assert.equal((await from('127.0.0.3', '/admin/status')).status, 401);
+    assert.equal((await from('127.0.0.3', '/admin/status', 's3cret-token')).status, 200);
+    await gw.waitForLog((l) => /a client sent too many wrong tokens/.test(String(l.msg)));
+    const warnings = gw.logs.filter((l) => /a client sent too many wrong tokens/.test(String(l.msg)));
+    assert.equal(warnings.length, 1, JSON.stringify(warnings));
+    assert.equal(warnings[0]!.level, 'warn');
+    assert.equal(warnings[0]!.client, '127.0.0.2');
+    assert.equal(JSON.stringify(gw.logs).includes('guess-'), false, 'the tokens tried are not logged');
   });
 });

@@ -917,7 +917,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.equal(short.stdout, 'ok\n');
       assert.equal(
         short.stderr,
-        'gateway.yaml:4:10: warning: admin.token is 3 characters long; a token shorter than 16 characters can be guessed by whoever reaches the admin port (its 401s are not rate limited): use a random one of 32 or more, e.g. from `openssl rand -hex 32`\n',
+        'gateway.yaml:4:10: warning: admin.token is 3 characters long; a token shorter than 16 characters can be guessed by whoever reaches the admin port from enough addresses (each may try 10 a minute): use a random one of 32 or more, e.g. from `openssl rand -hex 32`\n',
       );
     });
   });

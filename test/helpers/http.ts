@@ -18,6 +18,8 @@ export interface FetchInit {
   headers?: Record<string, string>;
   body?: string | Uint8Array;
   signal?: AbortSignal;
+  /** The source address to connect from (not `fetch`'s: a test that is several clients, 127.0.0.2 and so on). */
+  localAddress?: string;
 }
 
 /** A response's headers, read as a `Headers` is. */
@@ -98,7 +100,7 @@ export function fetch(url: string | URL, init: FetchInit = {}): Promise<Reply> {
       reject(signal.reason);
       return;
     }
-    const req = request(target, { method: (init.method ?? 'GET').toUpperCase(), headers });
+    const req = request(target, { method: (init.method ?? 'GET').toUpperCase(), headers, localAddress: init.localAddress });
     const onAbort = () => req.destroy(signal!.reason as Error);
     signal?.addEventListener('abort', onAbort, { once: true });
     const fail = (err: Error) => {

@@ -7,6 +7,7 @@ import secureJson from 'secure-json-parse';
 import { nestingDepth, parseClientJson } from '../../src/kinds/listeners/client-json.js';
 import { hugeNumberAt } from '../../src/core/message.js';
 import { StepStateStore } from '../../src/runtime/step-state.js';
+import { clientKey, TokenFailures } from '../../src/admin/token-failures.js';
 
 describe('parseClientJson', () => {
   const parse = (text: string | Buffer, depth = 64) => parseClientJson(Buffer.isBuffer(text) ? text : Buffer.from(text), 'body', depth);
@@ -127,6 +128,52 @@ describe('TokenBuckets', () => {
     b.take('new', 5000);
     assert.equal(b.size, 2);
     assert.ok(b.take('recent', 5001) > 0, 'the bucket in use is kept');
+  });
+});
+
+describe('admin TokenFailures', () => {
+  it('refuses an address from its limit-th failure until its window ends, then counts afresh', () => {
+    let now = 0;
+    const f = new TokenFailures(3, 60_000, 100, () => now);
+    assert.equal(f.refusedFor('10.0.0.1'), 0, 'nothing failed yet');
+    assert.equal(f.failed('10.0.0.1'), 0);
+    now = 10_000;
+    assert.equal(f.failed('10.0.0.1'), 0);
+    assert.equal(f.refusedFor('10.0.0.1'), 0, 'under the limit');
+    assert.equal(f.failed('10.0.0.1'), 50_000, 'the third failure locks it until the window that began at 0 ends');
+    assert.equal(f.refusedFor('10.0.0.1'), 50_000);
+    assert.equal(f.refusedFor('10.0.0.2'), 0, 'another address is not');
+    assert.equal(f.refusedFor('::ffff:10.0.0.1'), 50_000, 'an IPv4-mapped address is its IPv4 address');
+    now = 59_999;
+    assert.equal(f.refusedFor('10.0.0.1'), 1);
+    now = 60_000;
+    assert.equal(f.refusedFor('10.0.0.1'), 0, 'the window passed');
+    assert.equal(f.failed('10.0.0.1'), 0, 'a new window, counted from one');
+    assert.equal(f.size, 1, 'the ended window is gone');
+  });
+
+  it('holds at most maxAddresses windows: a flood of addresses shares one, refused together', () => {
+    let now = 0;
+    const f = new TokenFailures(2, 1000, 50, () => now);
+    for (let round = 0; round < 2; round++) for (let i = 0; i < 10_000; i++) f.failed(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+    assert.equal(f.size, 51, 'fifty addresses and the shared window');
+    assert.ok(f.refusedFor('10.0.0.0') > 0, 'a tracked address that failed twice');
+    assert.ok(f.refusedFor('192.0.2.1') > 0, 'an untracked address, while the shared window is full');
+    now = 1000;
+    assert.equal(f.refusedFor('10.0.0.0'), 0);
+    assert.equal(f.refusedFor('192.0.2.1'), 0);
+    f.failed('192.0.2.1');
+    assert.equal(f.size, 1, 'ended windows are dropped before a new one is made');
+  });
+
+  it('keys IPv6 clients by their /64, IPv4 by the address', () => {
+    assert.equal(clientKey('192.0.2.7'), '192.0.2.7');
+    assert.equal(clientKey('::ffff:192.0.2.7'), '192.0.2.7');
+    assert.equal(clientKey('2001:db8:0:1:aaaa:bbbb:cccc:dddd'), '2001:db8:0:1::/64');
+    assert.equal(clientKey('2001:db8:0:1::5'), '2001:db8:0:1::/64');
+    assert.equal(clientKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(clientKey('::1'), '0:0:0:0::/64');
+    assert.equal(clientKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
   });
 });
 
