@@ -100,6 +100,21 @@ export async function admitThrough(gates: readonly Gate[], req: RequestMeta): Pr
   return until === undefined ? admission : { ...admission, until };
 }
 
+/**
+ * `admitThrough` the gates `current()` returns, and again for as long as a reload replaced them
+ * while the verdict was awaited (a handshake waiting on a key set while its path's auth was
+ * changed): a client joins on the verdict of what guards its path when it joins, never of a
+ * gate retired meanwhile, which the reload's recheck of the connected clients did not reach.
+ */
+export async function admitThroughCurrent(current: () => readonly Gate[], req: RequestMeta): Promise<Admission> {
+  for (;;) {
+    const gates = current();
+    const admission = await admitThrough(gates, req);
+    const now = current();
+    if (now.length === gates.length && now.every((g, i) => g === gates[i])) return admission;
+  }
+}
+
 /** What a running route hands a stateful step. */
 export interface StepRouteContext {
   readonly route: string;

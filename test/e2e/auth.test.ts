@@ -61,6 +61,10 @@ describe('auth step', () => {
   /** /stale-forward.json: the same, for a forward target's auth. */
   let forwardUp = true;
   let forwardFetches = 0;
+  /** /held-forward.json: the key set, answered once `heldRelease` resolves; `onHeldAsked` is told of each request. */
+  let heldRelease: Promise<void> = Promise.resolve();
+  let onHeldAsked = (): unknown => undefined;
+  let jwksBase = '';
   let out: WsClient;
   let yaml: string;
   let options: StartOptions;
@@ -74,6 +78,18 @@ describe('auth step', () => {
           res.writeHead(500);
           return res.end('identity provider down');
         }
+      }
+      if (req.url === '/held-forward.json') {
+        onHeldAsked();
+        void heldRelease.then(() => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ keys: [rsaJwk] }));
+        });
+        return;
+      }
+      if (req.url === '/stale-forward-down.json') {
+        res.writeHead(500);
+        return res.end('identity provider down');
       }
       if (req.url === '/stale.json') {
         staleFetches++;
@@ -94,6 +110,7 @@ describe('auth step', () => {
     }).listen(0, '127.0.0.1');
     await once(jwks, 'listening');
     const jwksPort = (jwks.address() as AddressInfo).port;
+    jwksBase = `http://127.0.0.1:${jwksPort}`;
     const ecJwk = { ...(await exportJWK(ec.publicKey)), kid: 'file-1', alg: 'ES256' };
     const carolDigest = createHash('sha256').update(CAROL_KEY).digest('hex');
     yaml = `version: 1
@@ -429,6 +446,51 @@ routes:
       assert.equal((await gw.reconfigure(edited)).msg, 'config reloaded');
       await connect();
       forwardUp = true;
+    });
+
+    it("a forward target's auth changed by a reload: new handshakes and connected subscribers are judged by the new auth, the old one's keys do not carry over", async () => {
+      const current = yaml
+        .replace('jwksCacheMaxAgeMs: 1000}}}]\n    to: {broker: local, topic: failing}', 'jwksCacheMaxAgeMs: 1000}}}]\n    to: {broker: local, topic: stale}')
+        .replace('topic: out}\n    to: {listener: push, path: /ws/stale-feed', 'topic: failing}\n    to: {listener: push, path: /ws/stale-feed');
+      const rsToken = await rs({ sub: 'x' }, 'remote-1');
+      const handshake = (token: string) => WsClient.connect(gw.url('push', `/ws/stale-feed?access_token=${token}`, 'ws'));
+      const refusedWith = (status: number) => (err: { statusCode?: number }) => err.statusCode === status;
+      const subscriber = await handshake(rsToken);
+      // Another key set URL, which fails: the keys the old URL gave are not the new auth's.
+      const otherUrl = current.replace('/stale-forward.json", jwksCacheMaxAgeMs: 1000', '/stale-forward-down.json", jwksCacheMaxAgeMs: 1000');
+      assert.notEqual(otherUrl, current);
+      assert.equal((await gw.reconfigure(otherUrl)).msg, 'config reloaded');
+      await assert.rejects(handshake(rsToken), refusedWith(503));
+      // A key set URL that answers only when told: a handshake waits on it while a reload puts a
+      // shared secret in its place. The handshake is judged again by the secret, which an RS256
+      // token proves nothing to, and the subscriber that connected with one is disconnected.
+      // An event stream's forward auth is the same: /jwks-down/events waits on it too.
+      let release!: () => void;
+      heldRelease = new Promise<void>((r) => (release = r));
+      let askedTimes = 0;
+      const asked = new Promise<void>((r) => (onHeldAsked = () => ++askedTimes === 2 && r()));
+      const streamAuth = /(path: \/jwks-down\/events, )auth: \{jwt: \{jwksUrl: "[^"]*", query: access_token\}\}/;
+      const held = otherUrl.replace('/stale-forward-down.json', '/held-forward.json').replace(streamAuth, `$1auth: {jwt: {jwksUrl: "${jwksBase}/held-forward.json", query: access_token}}`);
+      assert.equal((await gw.reconfigure(held)).msg, 'config reloaded');
+      const waiting = handshake(rsToken);
+      const streamWaiting = globalThis.fetch(gw.url('api', `/jwks-down/events?access_token=${rsToken}`), { headers: { accept: 'text/event-stream' } });
+      await asked;
+      const secret = 'auth: {jwt: {secret: "${JWT_SECRET}", query: access_token}}';
+      const bySecret = current.replace(/auth: \{jwt: \{jwksUrl: "[^"]*stale-forward\.json", jwksCacheMaxAgeMs: 1000, query: access_token\}\}/, secret).replace(streamAuth, `$1${secret}`);
+      assert.equal(bySecret.split(secret).length, 3);
+      assert.equal((await gw.reconfigure(bySecret)).msg, 'config reloaded');
+      release();
+      await assert.rejects(waiting, refusedWith(401));
+      const stream = await streamWaiting;
+      await stream.body?.cancel();
+      assert.equal(stream.status, 401);
+      assert.equal((await subscriber.waitClose()).code, 1008);
+      await assert.rejects(handshake(rsToken), refusedWith(401));
+      (await handshake(await hs({ sub: 'y' }))).close();
+      // And back to the first URL: its keys again.
+      assert.equal((await gw.reconfigure(current)).msg, 'config reloaded');
+      (await handshake(rsToken)).close();
+      await assert.rejects(handshake(await hs({ sub: 'y' })), refusedWith(401));
     });
   });
 

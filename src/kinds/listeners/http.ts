@@ -9,7 +9,7 @@ import { answerFor, deliveredJson, repeatedAnswer } from '../../core/answer.js';
 import { parseClientJson } from './client-json.js';
 import { isJsonMedia, mediaTypeOf, ORIGINAL, payloadOriginal, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import type { Outcome } from '../../core/outcome.js';
-import { type ListenerBindings, type ListenerRuntime, type ListenerTelemetry, type RouteEntry, type RuntimeEnv, STOP_REASON } from '../contracts.js';
+import { admitThroughCurrent, type ListenerBindings, type ListenerRuntime, type ListenerTelemetry, type RouteEntry, type RuntimeEnv, STOP_REASON } from '../contracts.js';
 import { checkCors, CorsPolicy, corsOptions } from './cors.js';
 import { applyLimits, compileTransport, createTransport, hostless, parseQuery, rotateTls, stoppingProblem, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
 import { defineListener, kindOptions, Type, type Static } from '../define.js';
@@ -443,9 +443,12 @@ export class HttpListener implements ListenerRuntime {
     res.shouldKeepAlive = false;
     (req.socket as HttpSocket)[BEHIND_STREAM] = 0;
     const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
-    const gate: Gate | undefined = this.bindings.forwardAuth?.get(path);
     const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
-    const admitted: Promise<Admission> = gate ? gate.admit(request) : Promise.resolve({ ok: true, identity: undefined });
+    const gates = (): Gate[] => {
+      const gate = this.bindings.forwardAuth?.get(path);
+      return gate ? [gate] : [];
+    };
+    const admitted: Promise<Admission> = admitThroughCurrent(gates, request);
     admitted.then(
       (admission) => {
         if (!admission.ok) {

@@ -12,7 +12,7 @@ import { sendProblem } from './http-reply.js';
 import { parseClientJson } from './client-json.js';
 import { envelopeJson, ORIGINAL, valueJson, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
 import {
-  admitThrough,
+  admitThroughCurrent,
   type Admission,
   type Gate,
   type ListenerBindings,
@@ -592,12 +592,14 @@ export class WebSocketListener implements ListenerRuntime {
 
   /** The publish route's client checks, then the forward targets' auth, for a client of route path `path`. */
   private admit(path: string, request: RequestMeta): Promise<Admission> {
-    const gates: Gate[] = [];
-    const route = this.bindings.publish.get(path);
-    if (route?.admit) gates.push(route as Gate);
-    const forward = this.bindings.forwardAuth?.get(this.aliasedForward.get(path) ?? path);
-    if (forward) gates.push(forward);
-    return admitThrough(gates, request);
+    return admitThroughCurrent(() => {
+      const gates: Gate[] = [];
+      const route = this.bindings.publish.get(path);
+      if (route?.admit) gates.push(route as Gate);
+      const forward = this.bindings.forwardAuth?.get(this.aliasedForward.get(path) ?? path);
+      if (forward) gates.push(forward);
+      return gates;
+    }, request);
   }
 
   /**
