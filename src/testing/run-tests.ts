@@ -2,8 +2,9 @@ import { isDeepStrictEqual } from 'node:util';
 import FindMyWay from 'find-my-way';
 import pino from 'pino';
 import { compileExpression, truthy } from '../expr/expression.js';
-import { decodeBatch, httpMode } from '../codecs/cloudevents.js';
+import { attributesOf, decodeBatch, httpMode, toStructured } from '../codecs/cloudevents.js';
 import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from '../kinds/listeners/http-request.js';
+import { filledPath } from '../kinds/listeners/route-paths.js';
 import type { Problem } from '../core/errors.js';
 import { isJsonMedia, mediaTypeOf } from '../core/message.js';
 import type { BrokerRuntime, CompiledStep, ListenerRuntime, Target } from '../kinds/contracts.js';
@@ -340,10 +341,20 @@ function recordingListener(name: string, kind: string, outputs: Output[]): Liste
     status: () => ({}),
     forwardTarget(path: string, { format }): Target {
       return {
-        async send(msg) {
+        // What a client of the path gets and where: the room the message's own path parameters
+        // fill in (`/rooms/a` for `/rooms/:r`), and the payload as the listeners write it (an
+        // envelope with `ce` for a CloudEvent, `cloudevent` structured, or an envelope when the
+        // message is no CloudEvent).
+        async send(msg, ctx) {
           const { [TRACEPARENT]: _trace, ...headers } = msg.headers;
-          const value = format === 'envelope' ? { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers, value: msg.value, timestamp: msg.timestamp } : msg.value;
-          outputs.push({ listener: name, path, key: msg.key, headers: { ...msg.headers }, value });
+          const ce = attributesOf(msg.headers);
+          const value =
+            format === 'value'
+              ? msg.value
+              : format === 'cloudevent' && ce
+                ? toStructured(msg)
+                : { topic: msg.topic, partition: msg.partition, offset: msg.offset, key: msg.key, headers, value: msg.value, timestamp: msg.timestamp, ...(ce ? { ce: { ...ce } } : {}) };
+          outputs.push({ listener: name, path: filledPath(path, ctx?.path), key: msg.key, headers: { ...msg.headers }, value });
           return { listener: name, path, clients: 1 };
         },
       };

@@ -398,6 +398,12 @@ const ceConfig = yaml(
   '  - name: watch',
   '    from: { broker: local, topic: events }',
   '    to: { listener: ws, path: /watch, format: envelope }',
+  '  - name: say',
+  '    from: { listener: api, path: /say/:room }',
+  '    to: [ { listener: ws, path: /rooms/:room }, { listener: api, path: /streams/:room, format: cloudevent } ]',
+  '  - name: announce',
+  '    from: { broker: local, topic: events }',
+  '    to: { listener: ws, path: /rooms/:room, format: envelope }',
 );
 
 const event = (id: string, data: unknown, more = '') => `{ specversion: "1.0", id: ${id}, source: /shop, type: order.placed, data: ${JSON.stringify(data)}${more} }`;
@@ -470,6 +476,20 @@ const ceTests = yaml(
   '    route: frames',
   '    input: { headers: { x-tenant: t1 }, value: { n: 1 } }',
   '    expect: { outcome: delivered, to: [ { headers: { x-tenant: null }, value: { n: 1 } } ] }',
+  '  - name: a forward goes to the room its message names, as its clients receive it',
+  '    route: say',
+  '    input: { path: /say/a%2Fb, headers: { ce-specversion: "1.0", ce-id: r-1, ce-source: /s, ce-type: t, content-type: application/json }, value: { n: 1 } }',
+  '    expect:',
+  '      outcome: delivered',
+  '      to:',
+  '        - { listener: ws, path: /rooms/a%2Fb, value: { n: 1 } }',
+  '        - { listener: api, path: /streams/a%2Fb, value: { specversion: "1.0", id: r-1, source: /s, type: t, datacontenttype: application/json, data: { n: 1 } } }',
+  '  - name: a message from a broker names no room, every room gets it',
+  '    route: announce',
+  '    input: { headers: { ce_specversion: "1.0", ce_id: n-1, ce_source: /s, ce_type: t }, value: { n: 2 } }',
+  '    expect:',
+  '      outcome: delivered',
+  '      to: [ { listener: ws, path: /rooms/:room, condition: \'value = {"n": 2} and ce = {"specversion": "1.0", "id": "n-1", "source": "/s", "type": "t"}\' } ]',
 );
 
 describe('eventgate test decodes http requests as the http listener does', () => {
@@ -480,11 +500,22 @@ describe('eventgate test decodes http requests as the http listener does', () =>
     const r = await runCli(['test', 'gateway.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'gateway.tests.yaml': ceTests }) });
     noStackTrace(r);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /^10 tests passed$/m);
+    assert.match(r.stdout, /^12 tests passed$/m);
 
     // The same requests to a running gateway give the same answers and outputs.
     await gw.start(ceConfig);
     const watch = await WsClient.connect(gw.url('ws', '/watch', 'ws'));
+    // The room `eventgate test` names is where a client gets the message; another room's gets nothing.
+    const room = await WsClient.connect(gw.url('ws', '/rooms/a%2Fb', 'ws'));
+    const otherRoom = await WsClient.connect(gw.url('ws', '/rooms/a', 'ws'));
+    const said = await fetch(gw.url('api', '/say/a%2Fb'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
+    assert.equal(said.status, 200, await said.text());
+    assert.deepEqual(await room.next(), { n: 1 });
+    const toAll = await fetch(gw.url('api', '/say/a'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":3}' });
+    assert.equal(toAll.status, 200);
+    assert.deepEqual(await otherRoom.next(), { n: 3 }, 'room a got /say/a, not /say/a%2Fb, first');
+    room.close();
+    otherRoom.close();
     const post = (headers: Record<string, string>, body: string) => fetch(gw.url('api', '/events'), { method: 'POST', headers, body });
     const ev = (id: string, data: unknown, more: Record<string, string> = {}) => ({ specversion: '1.0', id, source: '/shop', type: 'order.placed', ...more, data });
     let res = await post({ 'content-type': 'application/cloudevents+json; charset=utf-8', 'x-tenant': 't1', authorization: 'Bearer abc' }, JSON.stringify(ev('s-1', { n: 1 }, { subject: 'o-1' })));

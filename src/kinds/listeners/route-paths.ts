@@ -89,3 +89,26 @@ export function pathParameters(path: string): readonly string[] {
   parameterNames.set(path, names);
   return names;
 }
+
+/**
+ * Where a forward target's message goes, as a client's request path spells it: `path` with the
+ * values the message carries of its parameters (`$path`, its own path parameters of the same
+ * names) in their places, percent-encoded (`/rooms/:r` with `r` = `a/b` → `/rooms/a%2Fb`, the
+ * room of the clients of that path, ws-rooms.ts); a parameter the message does not carry stays
+ * as written (every room with any value of it). A wildcard's value keeps its slashes.
+ */
+export function filledPath(path: string, params: Readonly<Record<string, unknown>> | undefined): string {
+  if (params === undefined || pathParameters(path).length === 0) return path;
+  const value = (name: string) => (Object.hasOwn(params, name) && typeof params[name] === 'string' ? (params[name] as string) : undefined);
+  return path.replace(/::|:([^/:\-.(]+)(\((?:\\.|[^)])*\))?|\*$/g, (match, name: string | undefined) => {
+    if (match === '::') return match;
+    const v = value(name ?? '*');
+    if (v === undefined) return match;
+    return name === undefined ? v.split('/').map(segment).join('/') : segment(v);
+  });
+}
+
+/** A path segment's value as a request path carries it: `.` and `..` as `%2E`s, so no client would read them as steps up. */
+function segment(v: string): string {
+  return v === '.' || v === '..' ? v.replaceAll('.', '%2E') : encodeURIComponent(v);
+}
