@@ -104,27 +104,30 @@ routes:
     }
   });
 
-  it('lets a page on another origin POST a binary-mode CloudEvent (its ce-* headers pass the preflight) and read the problem of a bad one', async () => {
+  it('lets a page on another origin POST a binary-mode CloudEvent (its ce-* headers pass the preflight) and read the problem of a bad one, and of a path no route uses', async () => {
     // The page's origin is the proxy's; the gateway's own port is another origin.
     const answers = await browser.page.evaluate(
-      async (url) => {
-        const post = async (headers: Record<string, string>) => {
+      async ([url, unknown]) => {
+        const post = async (headers: Record<string, string>, to = url) => {
           try {
-            const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{"n":1}' });
+            const res = await fetch(to, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{"n":1}' });
             return { status: res.status, body: await res.json() };
           } catch (err) {
             return { status: 0, body: String(err) };
           }
         };
         const event = { 'ce-specversion': '1.0', 'ce-source': '/page', 'ce-type': 'order.placed', 'ce-tenant': 'acme' };
-        return [await post({ ...event, 'ce-id': 'page-1' }), await post(event)];
+        return [await post({ ...event, 'ce-id': 'page-1' }), await post(event), await post({ ...event, 'ce-id': 'page-2' }, unknown)];
       },
-      gw.url('api', '/orders'),
+      [gw.url('api', '/orders'), gw.url('api', '/ordres')],
     );
     assert.equal(answers[0]!.status, 200, JSON.stringify(answers[0]));
     assert.equal(answers[0]!.body.deliveries.length, 1);
     assert.equal(answers[1]!.status, 400, JSON.stringify(answers[1]));
     assert.equal(answers[1]!.body.code, 'EG_CLOUDEVENT_INVALID');
     assert.match(answers[1]!.body.detail, /'id' is missing/);
+    // Its preflight was answered, so the page reads the 404 rather than 'Failed to fetch'.
+    assert.equal(answers[2]!.status, 404, JSON.stringify(answers[2]));
+    assert.equal(answers[2]!.body.code, 'EG_NOT_FOUND');
   });
 });

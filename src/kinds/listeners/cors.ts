@@ -98,8 +98,8 @@ export class CorsPolicy {
   }
 
   /**
-   * Answers a preflight for an existing route path (204 with what is allowed); `stream`: the path
-   * is also an event stream. The `ce-*` headers a page asks to send are allowed too: they are the
+   * Answers a preflight (204 with what is allowed), on any path of the listener; `stream`: the
+   * path is an event stream's. The `ce-*` headers a page asks to send are allowed too: they are the
    * attributes of a binary-mode CloudEvent (the CloudEvents HTTP binding), which every http
    * listener takes, and no list of them could name every extension a page may set.
    */

@@ -342,22 +342,20 @@ export class HttpListener implements ListenerRuntime {
       return this.refuse(res, tooMany);
     }
     if (refused) return this.refuse(res, refused);
+    // A preflight from an allowed origin is answered on any path, as a listener-wide CORS policy
+    // is in Express (`app.use(cors())`) and KrakenD: the request that follows gets its 404 with
+    // the CORS headers, which the page can read; a preflight's 404 it could not ('Failed to fetch').
+    // An event stream's path also allows Last-Event-ID (a fetch-based stream client resuming).
+    if (this.cors && CorsPolicy.isPreflight(req)) {
+      this.cors.preflight(req, res, this.isStreamPath(pathname));
+      return this.finished(res);
+    }
     if (req.method === 'GET') {
       const stream = this.router.find('GET', pathname);
       if (stream) return this.serveStream(req, res, (stream.store as { stream: string }).stream, url, q, stream.params);
     }
     const exact = this.staticPublish.get(pathname);
     const found = exact ? undefined : this.router.find('POST', pathname);
-    // An event stream's path is a route path too (a GET of it went to serveStream above).
-    if (this.cors && CorsPolicy.isPreflight(req)) {
-      // A fetch-based client sending a header (an API key, Last-Event-ID) is preflighted, and a 404
-      // made the browser refuse to open the stream.
-      const stream = this.isStreamPath(pathname);
-      if (exact || found || stream) {
-        this.cors.preflight(req, res, stream);
-        return this.finished(res);
-      }
-    }
     if (!exact && !found) {
       if (!this.isStreamPath(pathname)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
       // A known path with the wrong method is a 405 (spec §4), not a 404 that says it does not exist.
