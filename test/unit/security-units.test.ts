@@ -155,7 +155,7 @@ describe('admin TokenFailures', () => {
   it('holds at most maxAddresses windows: a flood of addresses shares one, refused together', () => {
     let now = 0;
     const f = new TokenFailures(2, 1000, 50, () => now);
-    for (let round = 0; round < 2; round++) for (let i = 0; i < 10_000; i++) f.failed(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+    for (let round = 0; round < 2; round++) for (let i = 0; i < 1000; i++) f.failed(`10.0.${i >> 8}.${i & 255}`);
     assert.equal(f.size, 51, 'fifty addresses and the shared window');
     assert.ok(f.refusedFor('10.0.0.0') > 0, 'a tracked address that failed twice');
     assert.ok(f.refusedFor('192.0.2.1') > 0, 'an untracked address, while the shared window is full');
