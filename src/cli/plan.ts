@@ -206,6 +206,9 @@ async function fetchRunning(url: string, token: string | undefined, tokenFrom: s
     return { error: `the admin API at ${endpoint} wants a token: set EVENTGATE_ADMIN_TOKEN (or pass --token) (401)` };
   }
   if (res.status === 403) return { error: `the admin API at ${endpoint} refused the request (403)` };
+  // Wrong tokens from this address (docs/security.md): the right one is refused too until the minute ends.
+  if (res.status === 429)
+    return { error: `the admin API at ${endpoint} refuses this address for now, after too many wrong tokens from it: try again in ${res.headers.get('retry-after') ?? 'a minute'} s (429)` };
   if (res.status === 404 && /\/admin\/?$/.test(base.pathname))
     return { error: `the admin API at ${endpoint} answered 404: --admin is the URL the admin API listens on, without '/admin' (${url.replace(/\/admin\/?$/, '')})` };
   if (!res.ok) return { error: `the admin API at ${endpoint} answered ${res.status}` };

@@ -372,6 +372,12 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       await gw.reconfigure(base('a > 2'));
       const after = await runCli(['plan', '-c', gw.configFile, '--admin', gw.adminUrl, ...token]);
       assert.equal(after.code, 0, after.stdout + after.stderr);
+
+      // Last, as it locks this address out: the two wrong tokens above and eight more make ten.
+      for (let i = 0; i < 8; i++) assert.equal((await fetch(`${gw.adminUrl}/admin/plan`, { headers: { authorization: `Bearer guess-${i}` } })).status, 401);
+      const locked = await runCli(['plan', '-c', gw.configFile, '--admin', gw.adminUrl, ...token]);
+      assert.equal(locked.code, 1);
+      assert.match(locked.stderr, /refuses this address for now, after too many wrong tokens from it: try again in \d+ s \(429\)/);
     } finally {
       await client.close?.();
     }
