@@ -104,11 +104,6 @@ export function filledPath(path: string, params: Readonly<Record<string, unknown
     if (match === '::') return match;
     const v = value(name ?? '*');
     if (v === undefined) return match;
-    return name === undefined ? v.split('/').map(segment).join('/') : segment(v);
+    return name === undefined ? v.split('/').map(encodeURIComponent).join('/') : encodeURIComponent(v);
   });
-}
-
-/** A path segment's value as a request path carries it: `.` and `..` as `%2E`s, so no client would read them as steps up. */
-function segment(v: string): string {
-  return v === '.' || v === '..' ? v.replaceAll('.', '%2E') : encodeURIComponent(v);
 }
