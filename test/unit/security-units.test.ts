@@ -229,10 +229,12 @@ describe('expression time box', () => {
   });
 
   it('counts only the time the evaluation runs, not the time it waits for its turn while the event loop is busy elsewhere', async () => {
-    // Tens of milliseconds of work, in 10 ms slices (a range walked step by step); between two of
-    // them the event loop held 600 ms by other work, twice (a blocked wait, no CPU): 1.2 s in all,
-    // past the time box, which jsonata's wall-clock timeout failed it for.
-    const expr = compileExpression('$count([1..10000].($ + 1))', { timeoutMs: 1000, maxDepth: 500 });
+    // Some tens of milliseconds of work in 10 ms slices (a range walked step by step: 8-9 slices under
+    // node:test at load ~18, 0.13-0.16 s; five times the range ran past the box at load ~19, when
+    // test files running beside it stretched its slices); between two of them the event loop held
+    // 600 ms by other work, twice (a blocked wait, no CPU): 1.2 s in all, past the time box, which
+    // jsonata's wall-clock timeout failed it for.
+    const expr = compileExpression('$count([1..2000].($ + 1))', { timeoutMs: 1000, maxDepth: 500 });
     const blocked = new Int32Array(new SharedArrayBuffer(4));
     let stalls = 0;
     const stall = () => {
@@ -240,7 +242,7 @@ describe('expression time box', () => {
       if (++stalls < 2) setImmediate(stall);
     };
     setImmediate(stall);
-    assert.equal(await expr.evaluate({}, {}), 10000);
+    assert.equal(await expr.evaluate({}, {}), 2000);
     assert.equal(stalls, 2, 'the evaluation yielded while the loop was held');
   });
 
