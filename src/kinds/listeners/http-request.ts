@@ -49,8 +49,9 @@ const JSON_TYPE = 'application/json';
 export function forwardedHeaders(raw: Readonly<Record<string, string | string[] | undefined>>, rawHeaders?: readonly string[]): Record<string, string> {
   const out = newHeaders();
   for (const name in raw) {
-    // `sec-*` (sec-fetch-*, sec-ch-ua*, sec-gpc): names the Fetch standard reserves for the browser.
-    if (NOT_FORWARDED.has(name) || name.startsWith('sec-')) continue;
+    // `sec-*` (sec-fetch-*, sec-ch-ua*, sec-gpc): names the Fetch standard reserves for the browser;
+    // `:method`, `:path`, ...: HTTP/2's pseudo-headers, the request line's parts, never headers.
+    if (NOT_FORWARDED.has(name) || name.startsWith('sec-') || name.charCodeAt(0) === 58) continue;
     const v = raw[name];
     // The usual content type is shared rather than the parser's fresh copy, which a memory topic would retain with every message.
     if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v === JSON_TYPE ? JSON_TYPE : v;

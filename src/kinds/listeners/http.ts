@@ -1,6 +1,7 @@
 import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
+import type { Http2Session, ServerHttp2Session } from 'node:http2';
 import { Server as NetServer, type Socket } from 'node:net';
-import { Server as TlsServer } from 'node:tls';
+import { Server as TlsServer, type TLSSocket } from 'node:tls';
 import { finished as flushed } from 'node:stream/promises';
 import type FindMyWayModule from 'find-my-way';
 import { problem, type Problem } from '../../core/errors.js';
@@ -11,7 +12,20 @@ import { isJsonMedia, mediaTypeOf, ORIGINAL, payloadOriginal, type Message, type
 import type { Outcome } from '../../core/outcome.js';
 import { admitThroughCurrent, type ListenerBindings, type ListenerRuntime, type ListenerTelemetry, type RouteEntry, type RuntimeEnv, STOP_REASON } from '../contracts.js';
 import { checkCors, CorsPolicy, corsOptions } from './cors.js';
-import { applyLimits, compileTransport, createTransport, hostless, parseQuery, rotateTls, stoppingProblem, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
+import {
+  applyLimits,
+  compileTransport,
+  createTransport,
+  hostless,
+  isHttp2,
+  parseQuery,
+  rotateTls,
+  stoppingProblem,
+  tooManyHeaders,
+  transportOptions,
+  TRANSPORT_DEFAULTS,
+  type TransportOptions,
+} from './transport.js';
 import { defineListener, kindOptions, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
 import { decodeBatch, httpMode } from '../../codecs/cloudevents.js';
@@ -29,6 +43,13 @@ const DEFAULT_MAX_BODY = 1024 * 1024;
 
 const options = kindOptions('http', {
   ...transportOptions,
+  http2: Type.Optional(
+    Type.Boolean({
+      default: false,
+      description:
+        "Serve HTTP/2 too (needs `tls`): clients that offer `h2` in the TLS handshake (browsers, `curl --http2`) get it, the others HTTP/1.1 on the same port. Over HTTP/2 a browser's requests to the listener share one connection, so open event streams no longer use up the six connections it opens per host:port (docs/http-edge.md). Every request is handled as over HTTP/1.1, with the same bounds: at most 128 streams at once per connection; `maxHeaderBytes` bounds the header list as HTTP/2 counts it (name + value + 32 bytes per field), advertised to clients as SETTINGS_MAX_HEADER_LIST_SIZE; on shutdown each connection gets a GOAWAY and its streams in flight finish. Changing it rebinds the listener.",
+    }),
+  ),
   maxBodyBytes: Type.Optional(
     Type.Integer({ minimum: 1, default: DEFAULT_MAX_BODY, description: 'Largest accepted body, and for a compressed body also the most it may decompress to; larger: 413.' }),
   ),
@@ -81,6 +102,13 @@ export class HttpListener implements ListenerRuntime {
    * http-kafka benchmark ~12 µs of CPU per request (docs/performance.md, sixteenth session).
    */
   private readonly sockets = new Set<Socket>();
+  /** HTTP/2 connections (`http2: true`), for the drain's GOAWAY and its end. */
+  private readonly sessions = new Set<Http2Session>();
+  /**
+   * HTTP/2 requests not yet answered, for the drain timeout (giveUp): their streams share a
+   * connection, so the per-connection lookup of HTTP/1.1 (unsent()) cannot find them.
+   */
+  private readonly h2InFlight = new Set<ServerResponse>();
   /** Responses the drain timeout answered (giveUp): a later outcome for them changes nothing. */
   private readonly givenUp = new WeakSet<ServerResponse>();
   /**
@@ -130,7 +158,18 @@ export class HttpListener implements ListenerRuntime {
       env.logger,
       'GET, POST',
       (status) => this.telemetry?.httpResponse(status),
+      options.http2 === true,
     );
+    if (isHttp2(this.server)) {
+      this.server.on('session', (session: ServerHttp2Session) => {
+        this.sessions.add(session);
+        session.once('close', () => this.sessions.delete(session));
+        // node's HTTP/1.1 code closes idle connections after keepAliveTimeoutMs; its HTTP/2 code never does.
+        session.setTimeout(this.options.keepAliveTimeoutMs ?? TRANSPORT_DEFAULTS.keepAliveTimeoutMs, () => session.close());
+        // A client's protocol error or reset is its own; node ends the session.
+        session.on('error', (err: Error) => this.env.logger.debug({ listener: this.name, err: err.message }, 'HTTP/2 session failed'));
+      });
+    }
     // A TLS server's requests arrive on the TLS socket, which 'secureConnection' hands over.
     this.server.on(this.server instanceof TlsServer ? 'secureConnection' : 'connection', (socket: Socket) => {
       this.sockets.add(socket);
@@ -155,7 +194,10 @@ export class HttpListener implements ListenerRuntime {
       this.stopReason = reason;
       this.drainMs = drainMs;
       this.closed = new Promise<void>((resolve) => stopAccepting(this.server, resolve));
-      for (const socket of this.sockets) lingerWhenClosed(socket);
+      for (const socket of this.sockets) if ((socket as TLSSocket).alpnProtocol !== 'h2') lingerWhenClosed(socket);
+      // GOAWAY: the client opens no new stream on the connection (it goes to a new one, elsewhere);
+      // those in flight finish, and the connection closes once its last stream has.
+      for (const session of this.sessions) session.close();
     }
     if (this.inFlight > 0) {
       await Promise.race([new Promise<void>((resolve) => (this.idle = resolve)), delay(drainMs)]);
@@ -167,7 +209,11 @@ export class HttpListener implements ListenerRuntime {
     await this.giveUp(reason);
     // Streams never finish on their own: end them so the browsers reconnect (to another instance).
     this.streams.closeAll();
-    this.server.closeAllConnections();
+    if (this.sessions.size > 0) await sessionsClosed(this.sessions);
+    // An HTTP/2 server has no closeAllConnections(): what is left (HTTP/1.1 connections, sessions
+    // whose client stopped reading) is closed by hand.
+    if (typeof this.server.closeAllConnections === 'function') this.server.closeAllConnections();
+    else for (const socket of this.sockets) socket.destroy();
     // http's own close() now finds no connection to close: it stops node's timer that checks request
     // timeouts, which kept the server referenced. A second 'close' event it may emit finds no listener.
     this.server.close();
@@ -204,6 +250,14 @@ export class HttpListener implements ListenerRuntime {
         this.givenUp.add(res);
         gaveUp++;
       }
+    }
+    for (const res of this.h2InFlight) {
+      if (res.headersSent || this.givenUp.has(res) || this.notTaken.has(res)) continue;
+      const fate =
+        !(res.req as { aborted?: boolean }).aborted && res.req.readableEnded ? 'its message may or may not have been delivered' : 'its body had not all arrived, so nothing of it was published';
+      this.refuse(res, problem('EG_SHUTTING_DOWN', `${reason}; the request did not finish within drainTimeoutMs (${drainMs} ms): ${fate}`));
+      this.givenUp.add(res);
+      gaveUp++;
     }
     if (gaveUp > 0) this.env.logger.warn({ listener: this.name, requests: gaveUp, drainMs }, 'requests still in flight at the drain timeout were answered 503');
     await allSent([...this.sockets]);
@@ -266,6 +320,7 @@ export class HttpListener implements ListenerRuntime {
    */
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     this.inFlight++;
+    if (req.httpVersionMajor === 2) return this.onStream(req, res);
     // Pipelined behind an answer still to be sent: node queues this one's answer, where only the
     // drain (unsent()) needs to find it. A request on its own is the connection's current one.
     const socket = req.socket as HttpSocket;
@@ -293,11 +348,38 @@ export class HttpListener implements ListenerRuntime {
   }
 
   /**
+   * A request on an HTTP/2 stream: no pipelining (each request has its stream), so none of the
+   * connection bookkeeping above; node bounds the time to send it on HTTP/1.1 only.
+   */
+  private onStream(req: IncomingMessage, res: ServerResponse): void {
+    this.h2InFlight.add(res);
+    if (!req.readableEnded) {
+      const bound = setTimeout(() => this.streamTimedOut(req as ReadingRequest), this.options.requestTimeoutMs ?? TRANSPORT_DEFAULTS.requestTimeoutMs).unref();
+      res.once('close', () => clearTimeout(bound));
+      res.once('finish', () => clearTimeout(bound));
+    }
+    try {
+      this.serve(req, res);
+    } catch (err) {
+      this.failed(req, res, err);
+    }
+  }
+
+  /** requestTimeoutMs on HTTP/2: a body still arriving is not taken (408), its stream reset, as HTTP/1.1's timeout closes the connection. */
+  private streamTimedOut(req: ReadingRequest): void {
+    const p = req[PENDING];
+    if (p === undefined || p.settled || p.res.headersSent) return;
+    p.settled = true;
+    this.refuse(p.res, problem('EG_REQUEST_TIMEOUT', 'the request was not received in time'));
+  }
+
+  /**
    * Every request ends through finished(), refuse(), failed() or answer(); one that shutdown
    * answered already (giveUp) is past them all, so a late outcome changes nothing.
    */
   private finished(res: ServerResponse): void {
     if (this.draining && this.givenUp.has(res)) return;
+    if (this.h2InFlight.size !== 0) this.h2InFlight.delete(res);
     // A client that went away before it was answered got no answer: res.statusCode would read 200.
     if (res.headersSent) this.telemetry?.httpResponse(res.statusCode);
     if (--this.inFlight === 0 && this.idle) this.idle();
@@ -308,7 +390,7 @@ export class HttpListener implements ListenerRuntime {
     // Refused before its body was read (404, 405, 415): a connection that closes after the answer
     // (the client sent `Connection: close`) would be reset while the body still arrives, and the
     // client would get a send error instead of the answer. Kept alive, node reads the body away itself.
-    if (!res.req.complete) lingerWhenClosed(res.req.socket);
+    if (!res.req.complete && res.req.httpVersionMajor !== 2) lingerWhenClosed(res.req.socket);
     sendProblem(res, p);
     this.finished(res);
   }
@@ -316,7 +398,7 @@ export class HttpListener implements ListenerRuntime {
   private failed(req: IncomingMessage, res: ServerResponse, err: unknown): void {
     if (this.draining && this.givenUp.has(res)) return;
     // A client that goes away mid-body (or is cut off by requestTimeoutMs) is not the gateway's fault; logging it as an error would let any client flood the log.
-    if (req.destroyed && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+    if ((req.destroyed || (req as { aborted?: boolean }).aborted) && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
       this.env.logger.debug({ listener: this.name, remote: req.socket.remoteAddress }, 'client went away before sending the whole request');
     } else {
       this.env.logger.error({ listener: this.name, err: (err as Error).message }, 'request failed unexpectedly');
@@ -438,8 +520,10 @@ export class HttpListener implements ListenerRuntime {
     // and node sends nothing queued behind it until it does. Marked now, before node parses what a
     // client pipelined behind the GET, so none of that is taken on (onRequest): it would be
     // published with no answer. The connection closes when the stream (or a refusal of it) ends.
-    res.shouldKeepAlive = false;
-    (req.socket as HttpSocket)[BEHIND_STREAM] = 0;
+    if (req.httpVersionMajor !== 2) {
+      res.shouldKeepAlive = false;
+      (req.socket as HttpSocket)[BEHIND_STREAM] = 0;
+    }
     const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
     const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
     const gates = (): Gate[] => {
@@ -706,8 +790,20 @@ function stopAccepting(server: Server, closed: () => void): void {
  * reset connection.
  */
 function closeAfter(res: ServerResponse): void {
+  // HTTP/2 forbids connection headers; the refused stream ends alone, its connection goes on.
+  if (res.req.httpVersionMajor === 2) return;
   res.setHeader('connection', 'close');
   lingerWhenClosed(res.req.socket);
+}
+
+/**
+ * Waits for the HTTP/2 connections, told GOAWAY and their event streams ended, to close on their
+ * own once their last answers are sent; at most LINGER_MS (a client that stopped reading).
+ */
+async function sessionsClosed(sessions: ReadonlySet<Http2Session>): Promise<void> {
+  const closing = [...sessions].map((s) => (s.closed || s.destroyed ? undefined : new Promise<void>((r) => s.once('close', () => r()))));
+  await Promise.race([Promise.all(closing), delay(LINGER_MS)]);
+  for (const s of sessions) s.destroy();
 }
 
 function delay(ms: number): Promise<void> {
@@ -778,6 +874,8 @@ function onBodyData(this: ReadingRequest, chunk: Buffer): void {
 function onBodyEnd(this: ReadingRequest): void {
   const p = this[PENDING];
   if (p.settled) return;
+  // An HTTP/2 stream the client reset mid-body ends its request as if the body were whole (node's compat API).
+  if (this.aborted) return onBodyError.call(this, Object.assign(new Error('the client reset the stream before sending the whole body'), { code: 'ECONNRESET' }));
   p.settled = true;
   p.listener.bodyRead(this, p, p.chunks ? Buffer.concat(p.chunks, p.size) : (p.first ?? EMPTY));
 }
@@ -795,7 +893,7 @@ export const httpListener = defineListener({
   options,
   acceptsPublish: true,
   acceptsForward: true,
-  socketOptions: ['port', 'host', 'tls'],
+  socketOptions: ['port', 'host', 'tls', 'http2'],
   // The router decides: it refuses a second path that matches the same requests.
   pathClaims: () => new RoutePathClaims(),
   checkPath: routePathProblem,
@@ -803,8 +901,12 @@ export const httpListener = defineListener({
   forwardFillsParameters: true,
   compile(options, ctx) {
     const corsOk = options.cors ? checkCors(options.cors, ctx) : true;
+    // Browsers speak HTTP/2 only over TLS (negotiated in its handshake, ALPN); cleartext h2c would
+    // reach none of them, and behind a proxy the proxy speaks HTTP/2 to the browsers (docs/http-edge.md).
+    const h2Ok = options.http2 !== true || options.tls !== undefined;
+    if (!h2Ok) ctx.report(['http2'], 'EG_CONFIG_SCHEMA', 'http2 needs tls: browsers speak HTTP/2 only over TLS (h2, agreed in the TLS handshake); add tls, or remove http2');
     const compiled = compileTransport(options, ctx);
-    return corsOk ? compiled : undefined;
+    return corsOk && h2Ok ? compiled : undefined;
   },
   doc: {
     summary:

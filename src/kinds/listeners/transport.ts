@@ -1,5 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { createSecureServer as createHttp2Server, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type { Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
@@ -152,11 +153,20 @@ export function tlsServerOptions(m: TlsMaterial): { cert: string; key: string; c
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /**
+ * The most streams a client may have open at once on one HTTP/2 connection (nginx's
+ * http2_max_concurrent_streams is 128): node's own bound is none (2^32-1), and each open stream is
+ * a request the gateway holds. Far above what a page opens (its event streams and its POSTs).
+ */
+export const HTTP2_MAX_STREAMS = 128;
+/** Pseudo-header fields an HTTP/2 request carries on top of its headers (`:method`, `:path`, `:scheme`, `:authority`). */
+const HTTP2_PSEUDO_HEADERS = 4;
+
+/**
  * An http or https server with the options' bounds applied. `answered` is told the status of the
  * answers given without a request object (malformed or oversized heads, timeouts, CONNECT), which
  * never reach `handler`: the http listener counts them with the rest of its answers.
  */
-export function createTransport(listener: string, options: TransportOptions, handler: Handler, logger: Logger, allow: string, answered?: (status: number) => void): Server {
+export function createTransport(listener: string, options: TransportOptions, handler: Handler, logger: Logger, allow: string, answered?: (status: number) => void, http2 = false): Server {
   const httpOptions = {
     maxHeaderSize: options.maxHeaderBytes ?? TRANSPORT_DEFAULTS.maxHeaderBytes,
     headersTimeout: options.headersTimeoutMs ?? TRANSPORT_DEFAULTS.headersTimeoutMs,
@@ -168,9 +178,12 @@ export function createTransport(listener: string, options: TransportOptions, han
   const m = options.tlsMaterial;
   // The TLS handshake comes before the headers: bounded by the same time (node's own bound is 120 s,
   // which let a client that connects and sends nothing hold a connection twelve times as long).
-  const server: Server = m
-    ? (createHttpsServer({ ...httpOptions, ...tlsServerOptions(m), handshakeTimeout: httpOptions.headersTimeout }, handler) as unknown as Server)
-    : createHttpServer(httpOptions, handler);
+  const server: Server =
+    m && http2
+      ? createH2(options, m, handler, httpOptions)
+      : m
+        ? (createHttpsServer({ ...httpOptions, ...tlsServerOptions(m), handshakeTimeout: httpOptions.headersTimeout }, handler) as unknown as Server)
+        : createHttpServer(httpOptions, handler);
   applyLimits(server, options);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket, answered));
   server.on('connect', (_req: IncomingMessage, socket: Duplex) => refuseConnect(socket, allow, answered));
@@ -184,6 +197,44 @@ export function createTransport(listener: string, options: TransportOptions, han
   return server;
 }
 
+/**
+ * An HTTP/2 server (ALPN `h2`) that serves HTTP/1.1 too (`allowHTTP1`: ALPN `http/1.1`, or none),
+ * its HTTP/1.1 connections through node's http server code with the same bounds as a plain https
+ * listener's. Its requests arrive as Http2ServerRequest/Response, whose API is the part of
+ * IncomingMessage/ServerResponse the listener uses (HttpListener handles what differs).
+ */
+function createH2(options: TransportOptions, m: TlsMaterial, handler: Handler, httpOptions: { headersTimeout: number; connectionsCheckingInterval: number }): Server {
+  const server = createHttp2Server(
+    {
+      ...tlsServerOptions(m),
+      allowHTTP1: true,
+      handshakeTimeout: httpOptions.headersTimeout,
+      // node resets a stream with more header fields than this (ENHANCE_YOUR_CALM); one more than
+      // maxHeaders lets tooManyHeaders() answer 431 with a body, as on HTTP/1.1.
+      maxHeaderListPairs: h2HeaderPairs(options),
+      settings: h2Settings(options),
+    },
+    handler as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+  );
+  // Read by node's HTTP/1.1 code for the connections that speak it (the options above are HTTP/2's).
+  Object.assign(server, { connectionsCheckingInterval: httpOptions.connectionsCheckingInterval, requireHostHeader: false });
+  return server as unknown as Server;
+}
+
+/**
+ * What the gateway tells HTTP/2 clients of its bounds (SETTINGS): streams at once, and the header
+ * list size (RFC 9113 §6.5.2), which node also enforces by resetting the stream (ENHANCE_YOUR_CALM),
+ * an answer a client cannot read. Twice maxHeaderBytes, so that a head between the two gets the
+ * 431 with a body HTTP/1.1 gets (tooManyHeaders); past it, the reset is the outer bound.
+ */
+function h2Settings(options: TransportOptions): { maxConcurrentStreams: number; maxHeaderListSize: number } {
+  return { maxConcurrentStreams: HTTP2_MAX_STREAMS, maxHeaderListSize: 2 * (options.maxHeaderBytes ?? TRANSPORT_DEFAULTS.maxHeaderBytes) };
+}
+
+function h2HeaderPairs(options: TransportOptions): number {
+  return (options.maxHeaders ?? TRANSPORT_DEFAULTS.maxHeaders) + HTTP2_PSEUDO_HEADERS + 1;
+}
+
 /** Bounds that can change without a new socket (all but the port, host and TLS switch). */
 export function applyLimits(server: Server, options: TransportOptions): void {
   // node keeps reading these properties for new connections / its periodic timeout check.
@@ -195,6 +246,19 @@ export function applyLimits(server: Server, options: TransportOptions): void {
   server.maxConnections = options.maxConnections ?? TRANSPORT_DEFAULTS.maxConnections;
   server.keepAliveTimeout = options.keepAliveTimeoutMs ?? TRANSPORT_DEFAULTS.keepAliveTimeoutMs;
   setHandshakeTimeout(server, server.headersTimeout);
+  if (isHttp2(server)) {
+    // New sessions get the new bounds; open ones are told the new SETTINGS.
+    const h2 = server as unknown as Http2SecureServer;
+    h2.updateSettings(h2Settings(options));
+    const symbol = Object.getOwnPropertySymbols(server).find((s) => s.description === 'options');
+    const own = symbol === undefined ? undefined : ((server as unknown as Record<symbol, { maxHeaderListPairs?: number }>)[symbol] ?? undefined);
+    if (own !== undefined) own.maxHeaderListPairs = h2HeaderPairs(options);
+  }
+}
+
+/** Whether `server` is an HTTP/2 one (an http listener with `http2: true`). */
+export function isHttp2(server: NetServer): boolean {
+  return typeof (server as unknown as Http2SecureServer).updateSettings === 'function';
 }
 
 /**
@@ -216,8 +280,27 @@ export function rotateTls(server: NetServer, before: TlsMaterial | undefined, af
 
 export function tooManyHeaders(req: IncomingMessage, options: TransportOptions): Problem | undefined {
   const max = options.maxHeaders ?? TRANSPORT_DEFAULTS.maxHeaders;
+  if (req.httpVersionMajor === 2) return h2HeadersProblem(req.rawHeaders, max, options.maxHeaderBytes ?? TRANSPORT_DEFAULTS.maxHeaderBytes);
   if (req.rawHeaders.length / 2 <= max) return undefined;
   return problem('EG_HEADERS_TOO_LARGE', `the request has more than ${max} headers`);
+}
+
+/**
+ * An HTTP/2 request's head bounds, answered 431 with a body as on HTTP/1.1: node resets streams
+ * only past them (h2Settings, maxHeaderListPairs). The size is counted as RFC 9113 §6.5.2 counts
+ * it (name + value + 32 per field, pseudo-headers included); pseudo-headers are no headers.
+ */
+function h2HeadersProblem(raw: readonly string[], max: number, maxBytes: number): Problem | undefined {
+  let fields = 0;
+  let bytes = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.charCodeAt(0) !== 58) fields++;
+    bytes += raw[i]!.length + raw[i + 1]!.length + 32;
+  }
+  if (fields > max) return problem('EG_HEADERS_TOO_LARGE', `the request has more than ${max} headers`);
+  if (bytes > maxBytes)
+    return problem('EG_HEADERS_TOO_LARGE', `the request's header list is larger than this listener accepts (${maxBytes} bytes, counted as HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE counts it)`);
+  return undefined;
 }
 
 /**
