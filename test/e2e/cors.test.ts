@@ -145,11 +145,15 @@ routes:
     (await WsClient.connect(gw.url('push', '/ws', 'ws'))).close();
   });
 
-  it('rejects credentials with origins "*" as a config error', async () => {
-    const dir = tempFiles({ 'gateway.yaml': 'version: 1\nlisteners:\n  api:\n    kind: http\n    port: 0\n    cors: {origins: "*", credentials: true}\n' });
+  it('rejects credentials with origins "*" as a config error, and http2 without tls', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': 'version: 1\nlisteners:\n  api:\n    kind: http\n    port: 0\n    cors: {origins: "*", credentials: true}\n  plain:\n    kind: http\n    port: 0\n    http2: true\n',
+    });
     const r = await runCli(['validate', '-c', `${dir}/gateway.yaml`]);
     assert.equal(r.code, 1);
     assert.match(r.stdout, /gateway\.yaml:6:\d+: credentials: true needs a list of origins/);
+    // Browsers speak HTTP/2 only over TLS: without it the key would do nothing.
+    assert.match(r.stdout, /gateway\.yaml:10:12: http2 needs tls: browsers speak HTTP\/2 only over TLS/);
     const list = tempFiles({ 'gateway.yaml': 'version: 1\nlisteners:\n  api:\n    kind: http\n    port: 0\n    cors: {origins: ["*"], credentials: true}\n' });
     const l = await runCli(['validate', '-c', `${list}/gateway.yaml`]);
     assert.equal(l.code, 1);

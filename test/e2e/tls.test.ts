@@ -1,14 +1,17 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
+import { connect as connectH2, constants as h2, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { request } from 'node:https';
 import { connect } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import type { TLSSocket } from 'node:tls';
+import { openBrowserPage } from '../helpers/browser.js';
 import { makeCertificates } from '../helpers/certificates.js';
 import { WsClient } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 
 interface HttpsReply {
@@ -30,13 +33,63 @@ function postTls(port: number, path: string, body: string, options: { ca: string
   });
 }
 
+/** curl over TLS trusting `ca`: `-w` appends the HTTP version and status on a last line. Its time running out (-m, exit 28) ends an event stream. */
+function curlTls(ca: string, args: string[]): Promise<{ version: string; status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    execFile('curl', ['-s', '--cacert', ca, '-w', '\n%{http_version} %{http_code}', ...args], (err, stdout) => {
+      if (err && err.code !== 28) return reject(err);
+      const cut = stdout.lastIndexOf('\n');
+      const [version, status] = stdout.slice(cut + 1).split(' ');
+      resolve({ version: version!, status: Number(status), body: stdout.slice(0, cut) });
+    });
+  });
+}
+
+/** An event stream on an HTTP/2 session: its `data:` lines as they arrive. */
+function h2Stream(session: ClientHttp2Session, path: string): { stream: ClientHttp2Stream; status: Promise<number>; data: string[]; next: (n: number) => Promise<string[]> } {
+  const stream = session.request({ ':path': path, accept: 'text/event-stream' });
+  const data: string[] = [];
+  let text = '';
+  let wake = () => {};
+  stream.setEncoding('utf8').on('data', (c: string) => {
+    text += c;
+    let i: number;
+    while ((i = text.indexOf('\n')) !== -1) {
+      const line = text.slice(0, i);
+      text = text.slice(i + 1);
+      if (line.startsWith('data: ')) data.push(line.slice(6));
+    }
+    wake();
+  });
+  const next = async (n: number) => {
+    while (data.length < n) await new Promise<void>((r) => (wake = r));
+    return data.slice(0, n);
+  };
+  return { stream, status: once(stream, 'response').then(([h]) => Number(h[':status'])), data, next };
+}
+
+/** A request on an HTTP/2 session: status and body. */
+function h2Request(session: ClientHttp2Session, headers: Record<string, string>, body?: string | Buffer): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request({ ':method': 'POST', 'content-type': 'application/json', ...headers });
+    let text = '';
+    let head: Record<string, unknown> = {};
+    stream.on('response', (h) => (head = h));
+    stream.setEncoding('utf8').on('data', (c: string) => (text += c));
+    stream.on('end', () => resolve({ status: Number(head[':status']), body: text, headers: head }));
+    stream.on('error', reject);
+    stream.end(body);
+  });
+}
+
 const fingerprintOf = (pem: string) => new X509Certificate(pem).fingerprint256;
 
 const config = (slowHeadersMs: number) => `version: 1
+admin: {port: 0}
 brokers:
   local: {kind: memory}
 listeners:
-  secure: {kind: http, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
+  secure: {kind: http, port: 0, http2: true, maxBodyBytes: 65536, maxHeaders: 20, maxHeaderBytes: 4096, requestTimeoutMs: 2000, headersTimeoutMs: 2000, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
   mutual: {kind: http, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem, ca: certs/ca.pem}}
   wss: {kind: websocket, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
   slow: {kind: websocket, port: 0, headersTimeoutMs: ${slowHeadersMs}, requestTimeoutMs: 60000, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
@@ -44,6 +97,12 @@ routes:
   - name: in
     from: {listener: secure, path: /in}
     to: {broker: local, topic: t}
+  - name: events
+    from: {broker: local, topic: t}
+    to: {listener: secure, path: /events}
+  - name: envelopes
+    from: {broker: local, topic: t}
+    to: {listener: secure, path: /envelopes, format: envelope}
   - name: mutual
     from: {listener: mutual, path: /in}
     to: {broker: local, topic: t}
@@ -78,6 +137,128 @@ describe('TLS listeners', () => {
     await assert.rejects(postTls(gw.port('mutual'), '/in', '{}', trust));
     const r = await postTls(gw.port('mutual'), '/in', '{}', { ...trust, cert: certs.client.cert, key: certs.client.key });
     assert.equal(r.status, 200);
+  });
+
+  const secureStatus = async () => ((await gw.status()).listeners as { name: string; eventStreams: number; inFlight: number }[]).find((l) => l.name === 'secure')!;
+
+  it('serves HTTP/2 to curl --http2 (a publish, an event stream, an error) and HTTP/1.1 to clients without h2, on one port', async () => {
+    const port = gw.port('secure');
+    const session = connectH2(`https://127.0.0.1:${port}`, { ca: trust.ca });
+    const events = h2Stream(session, '/events');
+    assert.equal(await events.status, 200);
+    const published = await curlTls(certs.a.certFile, ['--http2', '-H', 'content-type: application/json', '-d', '{"via":"curl"}', `https://127.0.0.1:${port}/in`]);
+    assert.deepEqual([published.version, published.status], ['2', 200], published.body);
+    assert.deepEqual(await events.next(1), ['{"via":"curl"}']);
+    // curl's own event stream, on a connection of its own: it gets the next message, then is cut off by -m.
+    const streamed = curlTls(certs.a.certFile, ['--http2', '-N', '-m', '2', '-H', 'accept: text/event-stream', `https://127.0.0.1:${port}/events`]);
+    await eventually(async () => assert.equal((await secureStatus()).eventStreams, 2));
+    assert.equal((await postTls(port, '/in', '{"via":"http/1.1"}', trust)).status, 200);
+    const curlStream = await streamed;
+    assert.equal(curlStream.version, '2');
+    assert.match(curlStream.body, /data: \{"via":"http\/1\.1"\}/);
+    const missing = await curlTls(certs.a.certFile, ['--http2', '-d', '{}', `https://127.0.0.1:${port}/nowhere`]);
+    assert.deepEqual([missing.version, missing.status], ['2', 404]);
+    assert.equal(JSON.parse(missing.body).code, 'EG_NOT_FOUND');
+    const old = await curlTls(certs.a.certFile, ['--http1.1', '-H', 'content-type: application/json', '-d', '{}', `https://127.0.0.1:${port}/in`]);
+    assert.deepEqual([old.version, old.status], ['1.1', 200]);
+    session.destroy();
+  });
+
+  it('carries many event streams and requests at once on one HTTP/2 connection, the pseudo-headers not taken for headers', async () => {
+    const session = connectH2(`https://127.0.0.1:${gw.port('secure')}`, { ca: trust.ca });
+    const streams = Array.from({ length: 20 }, () => h2Stream(session, '/events'));
+    const envelopes = h2Stream(session, '/envelopes');
+    for (const s of [...streams, envelopes]) assert.equal(await s.status, 200);
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, n) => h2Request(session, { ':path': '/in' }, JSON.stringify({ n }))));
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      answers.map(() => 200),
+    );
+    assert.equal(session.alpnProtocol, 'h2');
+    const expected = Array.from({ length: 20 }, (_, n) => JSON.stringify({ n })).sort();
+    for (const s of streams) assert.deepEqual((await s.next(20)).sort(), expected);
+    const envelope = JSON.parse((await envelopes.next(1))[0]!) as { headers: Record<string, string> };
+    assert.equal(envelope.headers['content-type'], 'application/json');
+    assert.deepEqual(
+      Object.keys(envelope.headers).filter((k) => k.startsWith(':')),
+      [],
+      'the request line of HTTP/2 (:method, :path, ...) is no header of the message',
+    );
+    session.destroy();
+    await eventually(async () => assert.equal((await secureStatus()).eventStreams, 0));
+  });
+
+  it('bounds HTTP/2 requests as HTTP/1.1 ones (header count and size 431, body 413, time 408) and publishes nothing of a stream the client resets', async () => {
+    const session = connectH2(`https://127.0.0.1:${gw.port('secure')}`, { ca: trust.ca });
+    const events = h2Stream(session, '/events');
+    assert.equal(await events.status, 200);
+    const headers = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`x-h${i}`, '1']));
+    // 20 headers and the four pseudo-headers: within maxHeaders (20), which counts headers only.
+    assert.equal((await h2Request(session, { ':path': '/in', ...headers(19) }, '{"n":"many"}')).status, 200);
+    const tooMany = await h2Request(session, { ':path': '/in', ...headers(20) }, '{"n":"too many"}');
+    assert.equal(tooMany.status, 431, tooMany.body);
+    assert.match(JSON.parse(tooMany.body).detail, /more than 20 headers/);
+    const tooLarge = await h2Request(session, { ':path': '/in', 'x-big': 'a'.repeat(4096) }, '{"n":"large head"}');
+    assert.equal(tooLarge.status, 431, tooLarge.body);
+    assert.equal(JSON.parse(tooLarge.body).code, 'EG_HEADERS_TOO_LARGE');
+    const big = await h2Request(session, { ':path': '/in' }, Buffer.from(JSON.stringify({ n: 'x'.repeat(70_000) })));
+    assert.equal(big.status, 413, big.body);
+    assert.equal(JSON.parse(big.body).code, 'EG_PAYLOAD_TOO_LARGE');
+    // A whole JSON value, then the client resets the stream before the 100 bytes it announced: not a message.
+    const reset = session.request({ ':method': 'POST', ':path': '/in', 'content-type': 'application/json', 'content-length': '100' });
+    reset.on('error', () => {});
+    reset.write('{"n":"reset"}');
+    await delay(200);
+    reset.close(h2.NGHTTP2_CANCEL);
+    // requestTimeoutMs (2 s): a body that stops arriving is refused, and nothing of it published.
+    const slow = session.request({ ':method': 'POST', ':path': '/in', 'content-type': 'application/json' });
+    slow.write('{"n":"slow"}');
+    const [slowHead] = await once(slow, 'response');
+    assert.equal(slowHead[':status'], 408);
+    slow.destroy();
+    await eventually(async () => assert.equal((await secureStatus()).inFlight, 0));
+    assert.equal((await h2Request(session, { ':path': '/in' }, '{"n":"after"}')).status, 200, 'the connection goes on');
+    assert.deepEqual(await events.next(2), ['{"n":"many"}', '{"n":"after"}']);
+    session.destroy();
+  });
+
+  it('lets a browser page with 8 open event streams still POST to the same listener over HTTP/2, and get its message on every stream', async () => {
+    const browser = await openBrowserPage({ ignoreHTTPSErrors: true });
+    try {
+      const { page } = browser;
+      // Any answer of the listener gives the page its origin; this one is a 404.
+      await page.goto(`https://127.0.0.1:${gw.port('secure')}/`);
+      await page.evaluate(() => {
+        const g = globalThis as any;
+        g.seen = [];
+        g.opened = 0;
+        for (let i = 0; i < 8; i++) {
+          const es = new g.EventSource('/events');
+          es.onopen = () => g.opened++;
+          es.onmessage = (e: { data: string }) => g.seen.push(`${i}:${e.data}`);
+        }
+      });
+      await page.waitForFunction(() => (globalThis as any).opened === 8, undefined, { timeout: 15_000 });
+      // Over HTTP/1.1 this POST waits for ever: the six connections Chromium opens per host:port are all held by streams.
+      // Bounded, so that it fails rather than hangs; 10 s is far beyond an answer's time.
+      const status = await page.evaluate(() =>
+        fetch('/in', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"from":"page"}', signal: AbortSignal.timeout(10_000) }).then(
+          (r) => r.status,
+          (err: Error) => err.name,
+        ),
+      );
+      assert.equal(status, 200);
+      await page.waitForFunction(() => (globalThis as any).seen.length === 8, undefined, { timeout: 15_000 });
+      const seen = (await page.evaluate(() => (globalThis as any).seen)) as string[];
+      assert.deepEqual(
+        seen.sort(),
+        Array.from({ length: 8 }, (_, i) => `${i}:{"from":"page"}`),
+      );
+      const protocol = await page.evaluate(() => (performance.getEntriesByType('resource').find((e) => e.name.endsWith('/in')) as unknown as { nextHopProtocol: string }).nextHopProtocol);
+      assert.equal(protocol, 'h2');
+    } finally {
+      await browser.close();
+    }
   });
 
   it('bounds the TLS handshake by headersTimeoutMs, as changed by a reload: a client that connects and sends nothing is cut off', async () => {

@@ -13,7 +13,7 @@ export interface BrowserPage {
 }
 
 /** Headless Chromium (`/usr/bin/chromium`, through playwright-core) with a fresh profile, and its first page. */
-export async function openBrowserPage(options: { viewport?: { width: number; height: number } } = {}): Promise<BrowserPage> {
+export async function openBrowserPage(options: { viewport?: { width: number; height: number }; ignoreHTTPSErrors?: boolean } = {}): Promise<BrowserPage> {
   const profile = tempDir('eventgate-chromium');
   const context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS, ...options });
   const page = context.pages()[0] ?? (await context.newPage());
