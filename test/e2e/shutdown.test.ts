@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { request, type ClientRequest, type IncomingMessage } from 'node:http';
+import { connect as connectH2 } from 'node:http2';
 import { request as httpsRequest } from 'node:https';
+import { once } from 'node:events';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
@@ -524,21 +526,41 @@ ${through}
     }
   });
 
-  it('answers 503 to a request still in flight at drainTimeoutMs over HTTPS too', async () => {
+  it('answers 503 to a request still in flight at drainTimeoutMs over HTTPS too, and over HTTP/2, whose connection is told GOAWAY and its event stream ended', async () => {
     const certs = makeCertificates();
     const g = await gw.start(
-      toStream.replace('host: 127.0.0.1 }', 'host: 127.0.0.1, tls: { cert: server.pem, key: server-key.pem } }').replace('admin: { port: 0 }', 'admin: { port: 0, drainTimeoutMs: 300 }'),
+      toStream.replace('host: 127.0.0.1 }', 'host: 127.0.0.1, http2: true, tls: { cert: server.pem, key: server-key.pem } }').replace('admin: { port: 0 }', 'admin: { port: 0, drainTimeoutMs: 300 }'),
       {
         files: { 'server.pem': certs.a.cert, 'server-key.pem': certs.a.key },
       },
     );
     // A body that never finishes: only the listener can answer it (the drain timeout's 503 found through the TLS connection).
     const stuck = slowPost(g.url('api', '/in'), 1, certs.a.cert);
-    await waitInFlight(g, 1);
+    // The same on an HTTP/2 stream, beside an event stream on the same connection.
+    const session = connectH2(g.url('api', '/', 'https'), { ca: certs.a.cert });
+    const events = session.request({ ':path': '/stream', accept: 'text/event-stream' });
+    const [eventsHead] = await once(events, 'response');
+    assert.equal(eventsHead[':status'], 200);
+    events.resume();
+    const eventsEnded = once(events, 'end');
+    const goaway = once(session, 'goaway');
+    const stuck2 = session.request({ ':method': 'POST', ':path': '/in', 'content-type': 'application/json' });
+    stuck2.write('{"n":');
+    let text = '';
+    stuck2.setEncoding('utf8').on('data', (c: string) => (text += c));
+    const stuck2Head = once(stuck2, 'response');
+    const stuck2Ended = once(stuck2, 'end');
+    await waitInFlight(g, 2);
     assert.deepEqual(await g.stop('SIGTERM'), { code: 0, signal: null });
     const { status, body } = await stuck.reply;
     assert.equal(status, 503, JSON.stringify(body));
     assert.equal(body.detail, 'gateway shutting down; the request did not finish within drainTimeoutMs (300 ms): its body had not all arrived, so nothing of it was published');
+    await goaway;
+    assert.equal((await stuck2Head)[0][':status'], 503);
+    await stuck2Ended;
+    assert.equal(JSON.parse(text).detail, body.detail);
+    await eventsEnded;
+    session.destroy();
   });
 
   it('answers 503 to a request still in flight at drainTimeoutMs when a reload replaces its listener, and counts that answer', async () => {
