@@ -190,6 +190,10 @@ describe('TLS listeners', () => {
 
   it('bounds HTTP/2 requests as HTTP/1.1 ones (header count and size 431, body 413, time 408) and publishes nothing of a stream the client resets', async () => {
     const session = connectH2(`https://127.0.0.1:${gw.port('secure')}`, { ca: trust.ca });
+    // headersTimeoutMs (2 s), as on HTTP/1.1: a connection that sends no request is closed.
+    const idle = connectH2(`https://127.0.0.1:${gw.port('secure')}`, { ca: trust.ca });
+    idle.on('error', () => {});
+    const idleClosed = once(idle, 'close');
     const events = h2Stream(session, '/events');
     assert.equal(await events.status, 200);
     const headers = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`x-h${i}`, '1']));
@@ -220,6 +224,11 @@ describe('TLS listeners', () => {
     assert.equal((await h2Request(session, { ':path': '/in' }, '{"n":"after"}')).status, 200, 'the connection goes on');
     assert.deepEqual(await events.next(2), ['{"n":"many"}', '{"n":"after"}']);
     session.destroy();
+    // node's own bound is none: without the gateway's, this connection would stay open for keepAliveTimeoutMs (65 s).
+    const giveUp = new AbortController();
+    const closed = await Promise.race([idleClosed.then(() => true), delay(30_000, false, { signal: giveUp.signal })]);
+    giveUp.abort();
+    assert.ok(closed, 'an HTTP/2 connection with no request is still open after 30 s');
   });
 
   it('lets a browser page with 8 open event streams still POST to the same listener over HTTP/2, and get its message on every stream', async () => {

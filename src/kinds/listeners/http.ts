@@ -166,6 +166,10 @@ export class HttpListener implements ListenerRuntime {
         session.once('close', () => this.sessions.delete(session));
         // node's HTTP/1.1 code closes idle connections after keepAliveTimeoutMs; its HTTP/2 code never does.
         session.setTimeout(this.options.keepAliveTimeoutMs ?? TRANSPORT_DEFAULTS.keepAliveTimeoutMs, () => session.close());
+        // As node's headersTimeout does on HTTP/1.1: a connection that sends no request in time is closed.
+        const noRequest = setTimeout(() => session.close(), this.options.headersTimeoutMs ?? TRANSPORT_DEFAULTS.headersTimeoutMs).unref();
+        session.once('stream', () => clearTimeout(noRequest));
+        session.once('close', () => clearTimeout(noRequest));
         // A client's protocol error or reset is its own; node ends the session.
         session.on('error', (err: Error) => this.env.logger.debug({ listener: this.name, err: err.message }, 'HTTP/2 session failed'));
       });
