@@ -286,6 +286,10 @@ describe('TLS listeners', () => {
   it('picks up a replaced certificate on reload without rebinding, keeping open connections', async () => {
     const port = gw.port('secure');
     const client = await WsClient.connect(gw.url('wss', '/ws/out', 'wss'), { ca: trust.ca });
+    // An HTTP/2 connection and its event stream, open across the rotation.
+    const before = connectH2(`https://127.0.0.1:${port}`, { ca: trust.ca });
+    const events = h2Stream(before, '/events');
+    assert.equal(await events.status, 200);
     const from = gw.logs.length;
     gw.write('certs/server.pem', certs.b.cert);
     gw.write('certs/server-key.pem', certs.b.key);
@@ -296,6 +300,15 @@ describe('TLS listeners', () => {
     assert.equal(r.fingerprint, fingerprintOf(certs.b.cert));
     assert.deepEqual(await client.next(), { n: 2 }, 'a client connected before the rotation still receives');
     client.close();
+    assert.deepEqual(await events.next(1), ['{"n":2}'], 'an HTTP/2 stream opened before the rotation still receives');
+    before.destroy();
+    // New connections get the new certificate, and still HTTP/2: the new context keeps ALPN.
+    const after = connectH2(`https://127.0.0.1:${port}`, { ca: trust.ca });
+    const [, socket] = await once(after, 'connect');
+    assert.equal((socket as TLSSocket).getPeerCertificate().fingerprint256, fingerprintOf(certs.b.cert));
+    assert.equal(after.alpnProtocol, 'h2');
+    assert.equal((await h2Request(after, { ':path': '/in' }, '{"n":3}')).status, 200);
+    after.destroy();
   });
 
   it('rejects a reload whose certificate and key do not match, and keeps serving the old one', async () => {
