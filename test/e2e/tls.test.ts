@@ -46,9 +46,14 @@ function curlTls(ca: string, args: string[]): Promise<{ version: string; status:
 }
 
 /** An event stream on an HTTP/2 session: its `data:` lines as they arrive. */
-function h2Stream(session: ClientHttp2Session, path: string): { stream: ClientHttp2Stream; status: Promise<number>; data: string[]; next: (n: number) => Promise<string[]> } {
-  const stream = session.request({ ':path': path, accept: 'text/event-stream' });
+function h2Stream(
+  session: ClientHttp2Session,
+  path: string,
+  headers: Record<string, string> = {},
+): { stream: ClientHttp2Stream; status: Promise<number>; data: string[]; ids: string[]; next: (n: number) => Promise<string[]> } {
+  const stream = session.request({ ':path': path, accept: 'text/event-stream', ...headers });
   const data: string[] = [];
+  const ids: string[] = [];
   let text = '';
   let wake = () => {};
   stream.setEncoding('utf8').on('data', (c: string) => {
@@ -58,6 +63,7 @@ function h2Stream(session: ClientHttp2Session, path: string): { stream: ClientHt
       const line = text.slice(0, i);
       text = text.slice(i + 1);
       if (line.startsWith('data: ')) data.push(line.slice(6));
+      else if (line.startsWith('id: ')) ids.push(line.slice(4));
     }
     wake();
   });
@@ -65,7 +71,7 @@ function h2Stream(session: ClientHttp2Session, path: string): { stream: ClientHt
     while (data.length < n) await new Promise<void>((r) => (wake = r));
     return data.slice(0, n);
   };
-  return { stream, status: once(stream, 'response').then(([h]) => Number(h[':status'])), data, next };
+  return { stream, status: once(stream, 'response').then(([h]) => Number(h[':status'])), data, ids, next };
 }
 
 /** A request on an HTTP/2 session: status and body. */
@@ -166,7 +172,7 @@ describe('TLS listeners', () => {
     session.destroy();
   });
 
-  it('carries many event streams and requests at once on one HTTP/2 connection, the pseudo-headers not taken for headers', async () => {
+  it('carries many event streams and requests at once on one HTTP/2 connection, resumes one with Last-Event-ID, and takes no pseudo-header for a header', async () => {
     const session = connectH2(`https://127.0.0.1:${gw.port('secure')}`, { ca: trust.ca });
     const streams = Array.from({ length: 20 }, () => h2Stream(session, '/events'));
     const envelopes = h2Stream(session, '/envelopes');
@@ -179,6 +185,10 @@ describe('TLS listeners', () => {
     assert.equal(session.alpnProtocol, 'h2');
     const expected = Array.from({ length: 20 }, (_, n) => JSON.stringify({ n })).sort();
     for (const s of streams) assert.deepEqual((await s.next(20)).sort(), expected);
+    // A stream resumed with Last-Event-ID (the 10th event's) on the same connection gets the 10 after it first.
+    const first = streams[0]!;
+    const resumed = h2Stream(session, '/events', { 'last-event-id': first.ids[9]! });
+    assert.deepEqual(await resumed.next(10), first.data.slice(10, 20));
     const envelope = JSON.parse((await envelopes.next(1))[0]!) as { headers: Record<string, string> };
     assert.equal(envelope.headers['content-type'], 'application/json');
     assert.deepEqual(
