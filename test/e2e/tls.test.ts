@@ -95,7 +95,7 @@ admin: {port: 0}
 brokers:
   local: {kind: memory}
 listeners:
-  secure: {kind: http, port: 0, http2: true, maxBodyBytes: 65536, maxHeaders: 20, maxHeaderBytes: 4096, requestTimeoutMs: 2000, headersTimeoutMs: 2000, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
+  secure: {kind: http, port: 0, http2: true, events: {maxBufferedBytes: 16384}, maxBodyBytes: 65536, maxHeaders: 20, maxHeaderBytes: 4096, requestTimeoutMs: 2000, headersTimeoutMs: 2000, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
   mutual: {kind: http, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem, ca: certs/ca.pem}}
   wss: {kind: websocket, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
   slow: {kind: websocket, port: 0, headersTimeoutMs: ${slowHeadersMs}, requestTimeoutMs: 60000, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
@@ -145,7 +145,7 @@ describe('TLS listeners', () => {
     assert.equal(r.status, 200);
   });
 
-  const secureStatus = async () => ((await gw.status()).listeners as { name: string; eventStreams: number; inFlight: number }[]).find((l) => l.name === 'secure')!;
+  const secureStatus = async () => ((await gw.status()).listeners as { name: string; eventStreams: number; inFlight: number; slowStreamsClosed: number }[]).find((l) => l.name === 'secure')!;
 
   it('serves HTTP/2 to curl --http2 (a publish, an event stream, an error) and HTTP/1.1 to clients without h2, on one port', async () => {
     const port = gw.port('secure');
@@ -200,7 +200,7 @@ describe('TLS listeners', () => {
     await eventually(async () => assert.equal((await secureStatus()).eventStreams, 0));
   });
 
-  it('bounds HTTP/2 requests as HTTP/1.1 ones (header count and size 431, body 413, time 408) and publishes nothing of a stream the client resets', async () => {
+  it('bounds HTTP/2 requests as HTTP/1.1 ones (header count and size 431, body 413, time 408), publishes nothing of a stream the client resets, and closes a stream that does not read', async () => {
     const session = connectH2(`https://127.0.0.1:${gw.port('secure')}`, { ca: trust.ca });
     // headersTimeoutMs (2 s), as on HTTP/1.1: a connection that sends no request is closed.
     const idle = connectH2(`https://127.0.0.1:${gw.port('secure')}`, { ca: trust.ca });
@@ -235,6 +235,15 @@ describe('TLS listeners', () => {
     await eventually(async () => assert.equal((await secureStatus()).inFlight, 0));
     assert.equal((await h2Request(session, { ':path': '/in' }, '{"n":"after"}')).status, 200, 'the connection goes on');
     assert.deepEqual(await events.next(2), ['{"n":"many"}', '{"n":"after"}']);
+    // A stream that stops reading is closed once events.maxBufferedBytes wait for it; the connection and its other streams go on.
+    const stalled = h2Stream(session, '/events');
+    assert.equal(await stalled.status, 200);
+    stalled.stream.pause();
+    const closedBefore = (await secureStatus()).slowStreamsClosed;
+    const large = JSON.stringify({ n: 'big', pad: 'a'.repeat(40_000) });
+    for (let i = 0; i < 8; i++) assert.equal((await h2Request(session, { ':path': '/in' }, large)).status, 200);
+    await eventually(async () => assert.equal((await secureStatus()).slowStreamsClosed, closedBefore + 1));
+    assert.equal((await events.next(10)).length, 10);
     session.destroy();
     // node's own bound is none: without the gateway's, this connection would stay open for keepAliveTimeoutMs (65 s).
     const giveUp = new AbortController();
