@@ -369,11 +369,18 @@ export class HttpListener implements ListenerRuntime {
     }
   }
 
-  /** requestTimeoutMs on HTTP/2: a body still arriving is not taken (408), its stream reset, as HTTP/1.1's timeout closes the connection. */
+  /**
+   * requestTimeoutMs on HTTP/2: a body still arriving is not taken (408). What still arrives is
+   * discarded (no longer counted toward maxBodyBytes, which would answer a second time), and node
+   * closes the stream once the answer is out (RST_STREAM CANCEL), as HTTP/1.1's timeout closes
+   * the connection; the connection goes on.
+   */
   private streamTimedOut(req: ReadingRequest): void {
     const p = req[PENDING];
     if (p === undefined || p.settled || p.res.headersSent) return;
     p.settled = true;
+    req.removeListener('data', onBodyData);
+    req.resume();
     this.refuse(p.res, problem('EG_REQUEST_TIMEOUT', 'the request was not received in time'));
   }
 
