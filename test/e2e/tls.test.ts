@@ -232,6 +232,10 @@ describe('TLS listeners', () => {
     const [slowHead] = await once(slow, 'response');
     assert.equal(slowHead[':status'], 408);
     slow.destroy();
+    // CONNECT (no proxy here): 405 on its stream, as HTTP/1.1's, not a raw HTTP/1.1 answer inside a 200.
+    const connect = await h2Request(session, { ':method': 'CONNECT', ':authority': 'example.com:443' });
+    assert.equal(connect.status, 405, connect.body);
+    assert.equal(JSON.parse(connect.body).code, 'EG_METHOD_NOT_ALLOWED');
     await eventually(async () => assert.equal((await secureStatus()).inFlight, 0));
     assert.equal((await h2Request(session, { ':path': '/in' }, '{"n":"after"}')).status, 200, 'the connection goes on');
     assert.deepEqual(await events.next(2), ['{"n":"many"}', '{"n":"after"}']);

@@ -4,6 +4,7 @@ import { createSecureServer as createHttp2Server, type Http2SecureServer, type H
 import type { Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
+import { sendProblem } from './http-reply.js';
 import { RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
@@ -186,7 +187,10 @@ export function createTransport(listener: string, options: TransportOptions, han
         : createHttpServer(httpOptions, handler);
   applyLimits(server, options);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => answerClientError(err, socket, answered));
-  server.on('connect', (_req: IncomingMessage, socket: Duplex) => refuseConnect(socket, allow, answered));
+  // An HTTP/2 CONNECT is a stream with a response object, not a raw socket (RFC 9113 §8.5).
+  server.on('connect', (req: IncomingMessage, socket: Duplex) =>
+    req.httpVersionMajor === 2 ? refuseConnectStream(socket as unknown as ServerResponse, allow, answered) : refuseConnect(socket, allow, answered),
+  );
   const drops = new RateLimitedWarning<undefined>(DROP_LOG_INTERVAL_MS, (_, dropped) =>
     logger.warn({ listener, maxConnections: server.maxConnections, dropped }, 'connection limit reached; closing new connections'),
   );
@@ -340,7 +344,7 @@ function tlsHandshakeFailure(err: NodeJS.ErrnoException): boolean {
  * the methods the server does serve (`allow`), as problem+json, then the connection is closed.
  */
 export function refuseConnect(socket: Duplex, allow: string, answered?: (status: number) => void): void {
-  const p = problem('EG_METHOD_NOT_ALLOWED', `CONNECT is not supported: this server is not a proxy; use ${allow.replace(/, ([^,]*)$/, ' or $1')}`, { headers: { allow } });
+  const p = connectProblem(allow);
   // node stops reading a CONNECT socket: merely ended, it would never see the client's FIN, and a
   // server with it still open never finishes close() (a shutdown after one CONNECT waited for
   // ever); destroyed once the answer is out, it reset a client that had sent more (a tunnel's first
@@ -348,6 +352,17 @@ export function refuseConnect(socket: Duplex, allow: string, answered?: (status:
   const writable = socket.writable;
   answerAndCloseLingering(socket as Socket, rawResponse(p));
   if (writable) answered?.(p.status);
+}
+
+function connectProblem(allow: string): Problem {
+  return problem('EG_METHOD_NOT_ALLOWED', `CONNECT is not supported: this server is not a proxy; use ${allow.replace(/, ([^,]*)$/, ' or $1')}`, { headers: { allow } });
+}
+
+/** refuseConnect on an HTTP/2 stream: the 405 on its stream, which node then ends; the connection goes on. */
+function refuseConnectStream(res: ServerResponse, allow: string, answered?: (status: number) => void): void {
+  const p = connectProblem(allow);
+  sendProblem(res, p);
+  answered?.(p.status);
 }
 
 /** The problem for an HTTP/1.1 request without a Host header (RFC 9112 §3.2), or undefined. */
