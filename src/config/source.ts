@@ -141,7 +141,9 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
   const envValues = new Set<string>();
   const quotedVariables = new Set<string>();
   const typedVariables = new Map<string, string>();
-  if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues, quotedVariables, typedVariables);
+  // The string as written of each scalar whose `${VAR}`s were replaced, to locate places in its value.
+  const written = new WeakMap<Scalar, Written>();
+  if (options.substitute !== false) substituteEnv(doc, env, file, text, pos, fromEnv, diagnostics, envValues, quotedVariables, typedVariables, written);
 
   if (nonFiniteNumbers(doc, file, text, pos, diagnostics)) return undefined;
 
@@ -173,9 +175,17 @@ export function parseSource(file: string, raw: string, env: Env, diagnostics: Di
       const found = locateNode(path);
       const node = found.exact ? found.value : undefined;
       if (!isScalar(node) || typeof node.value !== 'string') return pos(node?.range?.[0] ?? found.value?.range?.[0] ?? 0);
+      const before = written.get(node);
+      if (before) return pos(offsetInScalar(text, node, before.text, before.sourceIndex(index)));
       return pos(offsetInScalar(text, node, node.value, index));
     },
   };
+}
+
+/** A scalar's string before its `${VAR}`s were replaced, and where an index of its value was in it. */
+interface Written {
+  text: string;
+  sourceIndex(index: number): number;
 }
 
 /** Where a node of the text is, 1-based. */
@@ -410,6 +420,7 @@ function substituteEnv(
   envValues: Set<string>,
   quotedVariables: Set<string>,
   typedVariables: Map<string, string>,
+  written: WeakMap<Scalar, Written>,
 ): void {
   visit(doc, {
     Scalar(_key, node, ancestors) {
@@ -445,6 +456,7 @@ function substituteEnv(
         }
       }
       node.value = replaced;
+      written.set(node as Scalar, { text: source, sourceIndex: expansion.sourceIndex });
     },
   });
 }

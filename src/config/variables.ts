@@ -23,17 +23,49 @@ export interface Expansion {
   readonly problems: readonly VariableProblem[];
   /** The environment's values that went into the result (not defaults written in the file): secrets. */
   readonly envValues: readonly string[];
+  /**
+   * Where character `index` of `value` was written in the string: past a reference the two differ
+   * in length, and a place inside a reference's value is the reference's `$`. A JSONata expression
+   * holding `${PREFIX}` reports its compile errors at an index of the value; the config check
+   * points at the file with this (it pointed as many columns off as the value and the reference
+   * differ in length).
+   */
+  sourceIndex(index: number): number;
+}
+
+/** A part of the value that is not the text as written: a reference's value, or `$${` written for `${`. */
+interface Replaced {
+  /** Where it starts and ends in the value. */
+  readonly from: number;
+  readonly to: number;
+  /** Where what it replaced starts and ends in the string as written. */
+  readonly sourceFrom: number;
+  readonly sourceTo: number;
+  /** `$${...}`: the value is the text as written less its first `$`, character for character. */
+  readonly literal: boolean;
 }
 
 const NAME = /[A-Za-z_][A-Za-z0-9_]*/y;
 
 /** `s` with its references replaced from `env`. */
 export function expandVariables(s: string, env: Env): Expansion {
-  if (!s.includes('${')) return { value: s, changed: false, whole: false, problems: [], envValues: [] };
+  if (!s.includes('${')) return { value: s, changed: false, whole: false, problems: [], envValues: [], sourceIndex: (i) => i };
   const scan = new Scanner(s, env);
   const value = scan.text(0, false).text;
   const whole = scan.leadingReferenceEnd === s.length;
-  return { value, changed: true, whole, problems: scan.problems, envValues: scan.envValues };
+  const replaced = scan.replaced;
+  return { value, changed: true, whole, problems: scan.problems, envValues: scan.envValues, sourceIndex: (i) => sourceIndex(replaced, i) };
+}
+
+function sourceIndex(replaced: readonly Replaced[], index: number): number {
+  // The shift of the text as written against the value, from the parts replaced before `index`.
+  let shift = 0;
+  for (const r of replaced) {
+    if (index < r.from) break;
+    if (index < r.to) return r.literal ? r.sourceFrom + 1 + (index - r.from) : r.sourceFrom;
+    shift = r.sourceTo - r.to;
+  }
+  return index + shift;
 }
 
 class Scanner {
@@ -41,6 +73,8 @@ class Scanner {
   envValues: string[] = [];
   /** Where a reference at the very start of the string ended (for `whole`). */
   leadingReferenceEnd = -1;
+  /** The parts of the value (outside defaults) that are not the text as written, in order. */
+  readonly replaced: Replaced[] = [];
 
   constructor(
     private readonly s: string,
@@ -58,6 +92,7 @@ class Scanner {
         // `$${...}`: the text up to its closing brace, as written, less the first `$`.
         const close = matchingBrace(s, i + 2);
         const end = close === -1 ? s.length : close + 1;
+        if (!inDefault) this.replaced.push({ from: out.length, to: out.length + end - i - 1, sourceFrom: i, sourceTo: end, literal: true });
         out += s.slice(i + 1, end);
         i = end;
         continue;
@@ -65,6 +100,7 @@ class Scanner {
       if (c === '$' && s[i + 1] === '{') {
         const ref = this.reference(i);
         if (i === 0) this.leadingReferenceEnd = ref.next;
+        if (!inDefault) this.replaced.push({ from: out.length, to: out.length + ref.value.length, sourceFrom: i, sourceTo: ref.next, literal: false });
         out += ref.value;
         i = ref.next;
         continue;

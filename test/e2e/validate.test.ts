@@ -427,26 +427,32 @@ describe('eventgate validate', { concurrency: 4 }, () => {
 
   describe('JSONata expressions that do not compile', () => {
     it('points inside a one-line expression, plain or quoted', async () => {
-      const r = await validate({
-        'gateway.yaml': yaml(
-          ...base,
-          'chains:', //                                         12
-          '  main:', //                                         13
-          '    - filter: a > > 1', //                           14: second '>' at column 19
-          "    - filter: 'b = = 2'", //                         15: second '=' at column 20
-          '    - headers: { set: { x-a: "\\"ok\\" &" } }', //  16: '&' at column 38
-          'routes:', //                                         17
-          '  - name: in', //                                    18
-          '    from: { listener: api, path: /in }', //          19
-          '    through: main', //                               20
-          '    to: { broker: local, topic: t, key: "$string(" }', // 21: '(' at column 49
-        ),
-      });
+      const r = await validate(
+        {
+          'gateway.yaml': yaml(
+            ...base,
+            'chains:', //                                         12
+            '  main:', //                                         13
+            '    - filter: a > > 1', //                           14: second '>' at column 19
+            "    - filter: 'b = = 2'", //                         15: second '=' at column 20
+            '    - headers: { set: { x-a: "\\"ok\\" &" } }', //  16: '&' at column 38
+            "    - filter: 'v = ${LIMIT} and $fo(w)'", //        17: '$fo' at column 33 (the value is 7 characters shorter)
+            'routes:', //                                         18
+            '  - name: in', //                                    19
+            '    from: { listener: api, path: /in }', //          20
+            '    through: main', //                               21
+            '    to: { broker: local, topic: t, key: "$string(" }', // 22: '(' at column 49
+          ),
+        },
+        { env: { LIMIT: '1' } },
+      );
       assertProblems(r, [
         ['gateway.yaml:14:19', /JSONata expression does not compile: The symbol ">" cannot be used as a unary operator/],
         ['gateway.yaml:15:20', /JSONata expression does not compile: The symbol "=" cannot be used as a unary operator/],
         ['gateway.yaml:16:38', /JSONata expression does not compile/],
-        ['gateway.yaml:21:49', /JSONata expression does not compile: Expected "\)"/],
+        // Past a `${VAR}`, a place in the value is as many columns off as the two differ in length.
+        ['gateway.yaml:17:33', /JSONata expression does not compile: unknown function \$fo/],
+        ['gateway.yaml:22:49', /JSONata expression does not compile: Expected "\)"/],
       ]);
     });
 
