@@ -128,7 +128,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
     } catch (err) {
       throw new ExpressionSyntaxError(
         `regular expression /${re.source}/ cannot run in linear time (${(err as Error).message}); backreferences and lookaround are not supported`,
-        Math.max(0, position - 1),
+        regexStart(source, re, position),
       );
     }
   }
@@ -188,6 +188,16 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
       return result;
     },
   };
+}
+
+/**
+ * Where a regex literal starts in the expression: JSONata's position is the end of its token
+ * (past its flags), and an error pointed there, at the literal's last character. JSONata adds the
+ * `g` flag to each literal; `i` and `m` are the flags it can be written with.
+ */
+function regexStart(source: string, re: RegExp, end: number): number {
+  const start = end - re.flags.replace('g', '').length - re.source.length - 2;
+  return start >= 0 && source[start] === '/' ? start : Math.max(0, end - 1);
 }
 
 /**
