@@ -70,6 +70,11 @@ export interface Expression {
    * one that does not computes the same result with no bindings at all (evaluateNow).
    */
   readonly readsVariables: boolean;
+  /**
+   * The expression and its config line (`expression "v" at gateway.yaml:12`), for the log of a
+   * message failed for what the expression gave (no value, not a topic) rather than by an error in it.
+   */
+  readonly where: string;
 }
 
 export class ExpressionSyntaxError extends Error {
@@ -154,6 +159,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   return {
     source,
     readsVariables,
+    where,
     evaluateSync: fast
       ? (input, bindings) => {
           const v = fast(input, bindings);
@@ -281,6 +287,11 @@ interface JsonataFunction {
 /** The 500 answered for a failed expression: what failed for the client, where in the config for the log. */
 export function expressionProblem(what: string, err: ExpressionEvaluationError): Problem {
   return problem('EG_EXPRESSION_FAILED', `${what} failed: ${err.message}`, err.where ? { logDetail: err.where } : {});
+}
+
+/** The 500 for a message an expression gave an unusable result for (`detail` says what), naming the expression in the log. */
+export function expressionResultProblem(expr: Expression, detail: string): Problem {
+  return problem('EG_EXPRESSION_FAILED', detail, { logDetail: expr.where });
 }
 
 /**

@@ -7,7 +7,7 @@
 import { problem, type Problem } from '../core/errors.js';
 import { hugeNumberAt, hugeNumberText, type Delivery, type Message, type MessageContext } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
-import { bindingsFor, evaluateThen, expressionProblem, type ExpressionEvaluationError } from '../expr/expression.js';
+import { bindingsFor, evaluateThen, expressionProblem, expressionResultProblem, type ExpressionEvaluationError } from '../expr/expression.js';
 import { toStructuredMessage } from '../codecs/cloudevents.js';
 import type { BrokerRuntime, PublishOptions, Target } from '../kinds/contracts.js';
 import { WebhookError } from '../kinds/targets/webhook.js';
@@ -168,7 +168,7 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
     if (k === undefined || k === null || typeof k === 'string') return { ...msg, key: k ?? null };
     // JSON writes a number beyond a double (a copied value's `1e400`, read as Infinity) as null: every such message would have had the key "null".
     const at = hugeNumberAt(k);
-    if (at !== undefined) throw new TargetError(problem('EG_EXPRESSION_FAILED', `key expression failed: ${hugeNumberText('result', at)}`));
+    if (at !== undefined) throw new TargetError(expressionResultProblem(key!, `key expression failed: ${hugeNumberText('result', at)}`));
     return { ...msg, key: JSON.stringify(k) };
   };
   const keyFailed = (err: ExpressionEvaluationError): never => {
@@ -185,7 +185,7 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
       throw new TargetError(expressionProblem('topic expression', err as ExpressionEvaluationError));
     }
     const why = typeof name !== 'string' || name === '' ? 'not a non-empty string' : broker.topicProblem?.(name);
-    if (why) throw new TargetError(problem('EG_EXPRESSION_FAILED', `topic expression gave ${JSON.stringify(name) ?? 'nothing'}, which is not a topic of broker '${broker.name}': ${why}`));
+    if (why) throw new TargetError(expressionResultProblem(topicExpr!, `topic expression gave ${JSON.stringify(name) ?? 'nothing'}, which is not a topic of broker '${broker.name}': ${why}`));
     return publish(name as string, await withKey(msg, ctx), ctx);
   };
   return {

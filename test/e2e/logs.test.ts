@@ -27,7 +27,7 @@ routes:
     from: { listener: api, path: /orders }
     through:
       - validate: { schema: { type: object, required: [id], properties: { id: { type: integer } } } }
-      - transform: 'fail = true ? $error("the order cannot be priced") : $'
+      - transform: 'fail = true ? $error("the order cannot be priced") : empty = true ? nothing : $'
     to: { broker: local, topic: orders }
 `;
 
@@ -60,6 +60,15 @@ describe('logs', () => {
     assert.match(line.detail as string, /the order cannot be priced/);
     assert.match(line.where as string, /^expression "fail = true .*" at gateway\.yaml:16$/, 'the log names the expression and its config line');
     assert.equal(line.message, undefined);
+  });
+
+  it('names the expression and its line in the log of a transform that gave no value, as of one that raised an error', async () => {
+    const from = gw.logs.length;
+    const reply = await send({ id: 3, empty: true });
+    assert.equal(reply.status, 500);
+    assert.equal(reply.body.detail, 'transform produced no value for this message');
+    const line = await failedLine(from);
+    assert.match(line.where as string, /^expression "fail = true .*" at gateway\.yaml:16$/);
   });
 
   it('answers the client what failed, but not the expression or where it is in the config', async () => {

@@ -1,5 +1,4 @@
-import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, NOT_SYNC, type ExpressionEvaluationError } from '../../expr/expression.js';
-import { problem } from '../../core/errors.js';
+import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, expressionResultProblem, NOT_SYNC, type ExpressionEvaluationError } from '../../expr/expression.js';
 import { bytesInsideAsBase64, withValue, type Message, type MessageContext } from '../../core/message.js';
 import type { StepResult } from '../contracts.js';
 import { defineStep, Type } from '../define.js';
@@ -18,7 +17,7 @@ export const transformStep = defineStep({
     const failed = (err: ExpressionEvaluationError): StepResult => ({ stop: 'failed', problem: expressionProblem('transform', err) });
     const replace = (msg: Message, value: unknown): StepResult =>
       value === undefined
-        ? { stop: 'failed', problem: problem('EG_EXPRESSION_FAILED', 'transform produced no value for this message') }
+        ? { stop: 'failed', problem: expressionResultProblem(expr, 'transform produced no value for this message') }
         : // Only a value of bytes can put bytes in a result (JSONata makes none).
           withValue(msg, Buffer.isBuffer(msg.value) ? bytesInsideAsBase64(value) : value);
     const evaluated = (msg: Message, mctx: MessageContext) => evaluateThen(expr, msg.value, bindingsFor(msg, mctx), (value) => replace(msg, value), failed);

@@ -9,7 +9,7 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from '../../codecs/cloudevents.js';
 import { problem, type Problem } from '../../core/errors.js';
-import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, NOT_SYNC, type Expression } from '../../expr/expression.js';
+import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, expressionResultProblem, NOT_SYNC, type Expression } from '../../expr/expression.js';
 import type { Logger } from '../../log.js';
 import { captured, newPromise } from '../../core/captured-promise.js';
 import { hugeNumberAt, hugeNumberText, payloadContentEncoding, payloadContentType, valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
@@ -322,7 +322,7 @@ export class WebhookTarget implements Target {
     if (plan.urlExpr) {
       const v = evaluateNow(plan.urlExpr, msg, ctx);
       if (v === NOT_SYNC) return this.prepareComputed(msg, ctx);
-      endpoint = computedEndpoint(v);
+      endpoint = computedEndpoint(v, plan.urlExpr);
     }
     const computed: [string, string][] = [];
     for (const [name, expr] of plan.headers) {
@@ -338,7 +338,7 @@ export class WebhookTarget implements Target {
     const bindings = bindingsFor(msg, ctx);
     let endpoint = this.fixed;
     if (this.plan.urlExpr) {
-      endpoint = computedEndpoint(await evaluate(this.plan.urlExpr, msg.value, bindings, 'url'));
+      endpoint = computedEndpoint(await evaluate(this.plan.urlExpr, msg.value, bindings, 'url'), this.plan.urlExpr);
     }
     const computed: [string, string][] = [];
     for (const [name, expr] of this.plan.headers) {
@@ -610,8 +610,8 @@ interface PreparedRequest extends ClientRequest {
 }
 
 /** The endpoint of a URL an expression gave; throws (the message fails) when it is not an http(s) URL. */
-function computedEndpoint(v: unknown): Endpoint | WebhookError {
-  if (typeof v !== 'string' || !/^https?:\/\//.test(v)) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `url expression gave ${JSON.stringify(v) ?? 'nothing'}, which is not an http(s) URL`));
+function computedEndpoint(v: unknown, expr: Expression): Endpoint | WebhookError {
+  if (typeof v !== 'string' || !/^https?:\/\//.test(v)) throw new WebhookError(expressionResultProblem(expr, `url expression gave ${JSON.stringify(v) ?? 'nothing'}, which is not an http(s) URL`));
   return parseEndpoint(v);
 }
 
