@@ -330,6 +330,8 @@ function yieldingEntry(timeoutMs: number): (expr: unknown, input: unknown, env: 
 function describeFailure(e: JsonataError, limits: ExpressionLimits): string {
   if (e.code === 'D1012') return `expression ran longer than ${limits.timeoutMs} ms and was stopped`;
   if (e.code === 'D1011') return `expression recursed deeper than ${limits.maxDepth} levels and was stopped`;
+  // JSONata writes the number into its message as JSON does, so Infinity read "Number out of range: null".
+  if (e.code === 'D1001') return `Number out of range: ${String((e as { value?: unknown }).value)} (a division by zero?)`;
   if (e.code === 'U1001') return 'expression recursed too deeply and was stopped';
   // V8's own bound on a string (about 512 Mi characters), not the stack's.
   if (e instanceof RangeError && /Invalid string length/.test(e.message)) return 'expression made a string longer than JavaScript can hold and was stopped';

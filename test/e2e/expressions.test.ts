@@ -146,6 +146,10 @@ routes:
     from: {listener: api, path: /ratio}
     through: [{transform: '{"avg": total / count}'}]
     to: {broker: local, topic: out}
+  - name: percent
+    from: {listener: api, path: /percent}
+    through: [{transform: '{"pct": total / count * 100}'}]
+    to: {broker: local, topic: out}
   - name: ratio-ws
     from: {listener: push, path: /ws/ratio}
     through: [{transform: '{"avg": total / count}'}]
@@ -217,6 +221,10 @@ routes:
     const r = await post(gw.url('api', '/ratio'), { total: 3, count: 0 });
     assert.equal(r.status, 500, r.text);
     assert.equal(r.body.detail, 'transform failed: the result is not JSON: it holds Infinity at /avg');
+    // Arithmetic on it is JSONata's own error, which wrote the number as JSON does: "null".
+    const p = await post(gw.url('api', '/percent'), { total: 3, count: 0 });
+    assert.equal(p.status, 500, p.text);
+    assert.equal(p.body.detail, 'transform failed: Number out of range: Infinity (a division by zero?)');
     const ws = await WsClient.connect(gw.url('push', '/ws/ratio', 'ws'));
     ws.send({ total: 0, count: 0 });
     const frame = await ws.next();
