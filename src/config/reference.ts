@@ -245,13 +245,19 @@ their producer's spelling. Kafka record headers, keys and values are bytes, and 
 and event streams see them as text: read as UTF-8 (bytes that are not UTF-8 become U+FFFD), a header
 whose name the record repeats with its last value, an empty key or header as \`""\`, a tombstone's
 value and a missing key as \`null\`. A Kafka target still writes each of them as the record had it
-(every value of a repeated header, the bytes, the tombstone) wherever no step changed it.
+(every value of a repeated header, the bytes, the tombstone) wherever no step changed it. A value
+of bytes (a binary CloudEvent's data that is neither JSON nor text) is bytes to an expression: \`$\`
+and \`{"data": $}\` carry them on (written as base64 wherever JSON is written), \`$string($)\` is their
+base64 text, and so is a header, key or CloudEvent attribute an expression gives them for. \`&\`
+joins them as Node writes them (\`{"type":"Buffer","data":[...]}\`) and the other string functions
+refuse them: join their text, \`"raw:" & $string($)\`.
 
 An expression that fails on a message fails that message only: one that raises an error (\`$error("...")\`,
 a type error such as \`"a" + 1\`), runs past \`timeoutMs\` or \`maxDepth\`, or yields a result JSON
 cannot hold (a function, as \`$uppercase\` without its call; a number that is not finite, as
 \`total / count\` with a count of 0). HTTP answers 500 \`EG_EXPRESSION_FAILED\` with what failed in
-its detail (\`transform failed: the result is not JSON: it holds Infinity at /avg\`), a WebSocket
+its detail (\`transform failed: the result is not JSON: it holds Infinity at /avg\`; the log line
+also names the expression and its config line, \`where\`), a WebSocket
 client gets an error frame with status 500, and a consume route sends the message to its
 \`deadletter\` target at once (without one it is dropped, with an error in the log): retrying would
 fail the same way. A failing step sends the message nowhere; a failing \`key\` or \`topic\`

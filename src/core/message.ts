@@ -329,6 +329,19 @@ function inside(value: unknown): unknown {
   return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, inside(v)]));
 }
 
+/**
+ * An expression's result as the text of a header, a key or an attribute: a string as it is,
+ * anything else as JSON, with bytes (a binary CloudEvent's data, `$` or `{"data": $}`) as base64,
+ * as jsonValue writes them (the bytes themselves as their base64 text, unquoted), not as Buffer's own `{"type":"Buffer","data":[...]}`. Only an input
+ * of bytes can put bytes in a result (JSONata makes none): `fromBytes` says whether it was.
+ */
+export function resultText(v: unknown, fromBytes: boolean): string {
+  if (typeof v === 'string') return v;
+  if (!fromBytes) return JSON.stringify(v);
+  // The bytes themselves are their base64 text, as a string result is used as it is.
+  return Buffer.isBuffer(v) ? v.toString('base64') : JSON.stringify(bytesInsideAsBase64(v));
+}
+
 /** JSON text of a value as it travels on the wire: strings as they are, everything else as JSON. */
 export function encodeValue(value: unknown): string {
   return typeof value === 'string' ? value : JSON.stringify(value);

@@ -156,6 +156,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   // `$eval` parses its text when it runs: its ranges are changed as each node is entered.
   compiled.assign(EVALUATE_ENTRY as unknown as string, evals ? (expr: object, input: unknown, env: { base: object }) => (rangeToCall(expr), entry(expr, input, env)) : entry);
   compiled.registerFunction('pad', boundedPad(maxResultBytes), '<s-ns?:s>');
+  compiled.registerFunction('string', stringWithBytes, '<x-b?:s>');
   return {
     source,
     readsVariables,
@@ -228,6 +229,40 @@ function boundedPad(maxResultBytes: number): (str: string | undefined, width: nu
     const padding = !/[\uD800-\uDFFF]/.test(repeated) ? repeated.slice(0, padLength) : Array.from(repeated).slice(0, padLength).join('');
     return w > 0 ? str + padding : padding + str;
   };
+}
+
+/**
+ * JSONata's `$string` (jsonata 2.x, functions.js string), except that bytes (a binary CloudEvent's
+ * data: `$string($)`, `$string({"data": $})`) are their base64 text, as a forward, an envelope or a
+ * header writes them, rather than Buffer's own JSON `{"type":"Buffer","data":[1,2,255]}`.
+ */
+function stringWithBytes(arg: unknown, prettify = false): string | undefined {
+  if (arg === undefined) return undefined;
+  if (typeof arg === 'string') return arg;
+  if (Buffer.isBuffer(arg)) return arg.toString('base64');
+  if (isFunctionValue(arg)) return '';
+  if (typeof arg === 'number' && !Number.isFinite(arg)) throw { code: 'D3001', value: arg };
+  const value = Array.isArray(arg) && (arg as { outerWrapper?: boolean }).outerWrapper ? arg[0] : arg;
+  return JSON.stringify(
+    value,
+    function (this: Record<string, unknown>, key: string, v: unknown) {
+      // `v` is after toJSON: the bytes are the value as it was.
+      const raw = this[key];
+      if (Buffer.isBuffer(raw)) return raw.toString('base64');
+      if (typeof v === 'number') {
+        // JSONata's isNumeric: NaN is not a number, a non-finite one is an error.
+        if (Number.isNaN(v)) return v;
+        if (!Number.isFinite(v)) throw { code: 'D1001', value: v };
+        return Number.isInteger(v) ? v : Number(v.toPrecision(15));
+      }
+      return v && isFunctionValue(v) ? '' : v;
+    },
+    prettify ? 2 : 0,
+  );
+}
+
+function isFunctionValue(v: unknown): boolean {
+  return typeof v === 'function' || (typeof v === 'object' && v !== null && ((v as JsonataFunction)._jsonata_function === true || (v as JsonataFunction)._jsonata_lambda === true));
 }
 
 function codePoints(s: string): number {

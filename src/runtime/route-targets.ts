@@ -5,7 +5,7 @@
  * (kinds/targets/webhook.ts) and listener forwards are built by their own modules.
  */
 import { problem, type Problem } from '../core/errors.js';
-import { hugeNumberAt, hugeNumberText, type Delivery, type Message, type MessageContext } from '../core/message.js';
+import { hugeNumberAt, hugeNumberText, resultText, type Delivery, type Message, type MessageContext } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 import { bindingsFor, evaluateThen, expressionProblem, expressionResultProblem, type ExpressionEvaluationError } from '../expr/expression.js';
 import { toStructuredMessage } from '../codecs/cloudevents.js';
@@ -169,7 +169,7 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
     // JSON writes a number beyond a double (a copied value's `1e400`, read as Infinity) as null: every such message would have had the key "null".
     const at = hugeNumberAt(k);
     if (at !== undefined) throw new TargetError(expressionResultProblem(key!, `key expression failed: ${hugeNumberText('result', at)}`));
-    return { ...msg, key: JSON.stringify(k) };
+    return { ...msg, key: resultText(k, Buffer.isBuffer(msg.value)) };
   };
   const keyFailed = (err: ExpressionEvaluationError): never => {
     throw new TargetError(expressionProblem('key expression', err));

@@ -23,6 +23,8 @@ describe('CloudEvents binary mode with data that is neither JSON nor text', () =
     () => `
 version: 1
 admin: { port: 0 }
+brokers:
+  local: { kind: memory }
 listeners:
   api: { kind: http, port: 0 }
   ws: { kind: websocket, port: 0 }
@@ -31,6 +33,13 @@ routes:
     from: { listener: api, path: /wrapped }
     through: [{ transform: '{"data": $, "type": $ce.type, "parts": [$, 1]}' }]
     to: { listener: ws, path: /wrapped }
+  - name: bytes-text
+    from: { listener: api, path: /text }
+    through: [{ headers: { set: { x-data: '$', x-parts: '[$, 1]', x-string: '$string({"d": $})' } } }]
+    to: { broker: local, topic: text, key: '$' }
+  - name: text-watch
+    from: { broker: local, topic: text }
+    to: { listener: ws, path: /text, format: envelope }
   - name: bytes-in
     from: { listener: api, path: /bytes }
     to:
@@ -75,6 +84,29 @@ routes:
       });
       assert.equal(res.status, 200, await res.clone().text());
       assert.deepEqual(await client.next(), { data: bytes.toString('base64'), type: 'reading', parts: [bytes.toString('base64'), 1] });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('writes the bytes as base64 in the text of a header, a key and $string, as forwards write them', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/text', 'ws'));
+    try {
+      const bytes = Buffer.from([0xde, 0xad, 0xbe, 0xef]);
+      const res = await fetch(gw.url('api', '/text'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/octet-stream', 'ce-specversion': '1.0', 'ce-id': 'raw-3', 'ce-source': '/sensor', 'ce-type': 'reading' },
+        body: bytes,
+      });
+      assert.equal(res.status, 200, await res.clone().text());
+      const b64 = bytes.toString('base64');
+      const envelope = await client.next();
+      // Each was Buffer's own JSON, {"type":"Buffer","data":[222,173,190,239]}.
+      assert.equal(envelope.headers['x-data'], b64);
+      assert.equal(envelope.headers['x-parts'], JSON.stringify([b64, 1]));
+      assert.equal(envelope.headers['x-string'], JSON.stringify({ d: b64 }));
+      assert.equal(envelope.key, b64);
+      assert.equal(envelope.value, b64);
     } finally {
       client.close();
     }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { attributeErrors, attributesOf, structuredProblem, withAttributes } from '../../codecs/cloudevents.js';
 import { bindingsFor, evaluateThen, expressionProblem } from '../../expr/expression.js';
-import type { Message } from '../../core/message.js';
+import { resultText, type Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
 import { compileExpressionMap, defineStep, mapOf, Type } from '../define.js';
@@ -65,7 +65,7 @@ export const cloudeventStep = defineStep({
               msg.value,
               bindings,
               (v) => {
-                if (v !== undefined) attrs[name] = typeof v === 'string' ? v : JSON.stringify(v);
+                if (v !== undefined) attrs[name] = resultText(v, Buffer.isBuffer(msg.value));
                 return undefined;
               },
               (err): StepStop => ({ stop: 'failed', problem: expressionProblem(`cloudevent.set.${name}`, err) }),

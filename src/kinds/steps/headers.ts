@@ -1,5 +1,5 @@
 import { bindingsFor, evaluateThen, expressionProblem } from '../../expr/expression.js';
-import { copyHeaders, withHeaders } from '../../core/message.js';
+import { copyHeaders, resultText, withHeaders } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { StepResult } from '../contracts.js';
 import { compileExpressionMap, defineStep, mapOf, Type } from '../define.js';
@@ -38,7 +38,7 @@ export const headersStep = defineStep({
           // The config's spelling replaces the header in whatever case the message had it.
           const lower = lowerSet.get(name)!;
           for (const k in headers) if (k !== name && k.toLowerCase() === lower) delete headers[k];
-          headers[name] = typeof v === 'string' ? v : JSON.stringify(v);
+          headers[name] = resultText(v, Buffer.isBuffer(msg.value));
           return undefined;
         };
         // Synchronous while every expression has a fast path; from the first that has not, asynchronous.

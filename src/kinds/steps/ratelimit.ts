@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { bindingsFor, expressionProblem, type ExpressionEvaluationError } from '../../expr/expression.js';
 import { problem } from '../../core/errors.js';
-import type { Message, MessageContext } from '../../core/message.js';
+import { resultText, type Message, type MessageContext } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { CompiledStep } from '../contracts.js';
 import { defineStep, oneOfStrings, Type, type Static } from '../define.js';
@@ -106,7 +106,7 @@ export const ratelimitStep = defineStep({
       run(msg, mctx) {
         if (!key) return admitOne(buckets, `ip:${clientAddress(mctx)}`, msg, mctx, limit, fields);
         return key.evaluate(msg.value, bindingsFor(msg, mctx)).then(
-          (k) => admitOne(buckets, k === undefined || k === null ? `ip:${clientAddress(mctx)}` : bucketKey(typeof k === 'string' ? k : JSON.stringify(k)), msg, mctx, limit, fields),
+          (k) => admitOne(buckets, k === undefined || k === null ? `ip:${clientAddress(mctx)}` : bucketKey(resultText(k, Buffer.isBuffer(msg.value))), msg, mctx, limit, fields),
           (err) => ({ stop: 'failed' as const, problem: expressionProblem('ratelimit key', err as ExpressionEvaluationError) }),
         );
       },

@@ -12,7 +12,17 @@ import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, expressionResultProblem, NOT_SYNC, type Expression } from '../../expr/expression.js';
 import type { Logger } from '../../log.js';
 import { captured, newPromise } from '../../core/captured-promise.js';
-import { hugeNumberAt, hugeNumberText, payloadContentEncoding, payloadContentType, valuePayload, type Delivery, type Message, type MessageContext } from '../../core/message.js';
+import {
+  hugeNumberAt,
+  hugeNumberText,
+  payloadContentEncoding,
+  resultText as expressionText,
+  payloadContentType,
+  valuePayload,
+  type Delivery,
+  type Message,
+  type MessageContext,
+} from '../../core/message.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
 import { HttpClient, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange } from './webhook-client.js';
@@ -199,7 +209,7 @@ export class WebhookTarget implements Target {
     const orderBy = this.plan.orderBy;
     if (!orderBy) return undefined;
     const v = await evaluate(orderBy, msg.value, bindingsFor(msg, ctx), 'orderBy');
-    return v === undefined || v === null ? undefined : resultText(v, 'orderBy');
+    return v === undefined || v === null ? undefined : resultText(v, 'orderBy', Buffer.isBuffer(msg.value));
   }
 
   /** Delivers after every earlier message of the same lane settled (delivered or failed). */
@@ -328,7 +338,7 @@ export class WebhookTarget implements Target {
     for (const [name, expr] of plan.headers) {
       const v = evaluateNow(expr, msg, ctx);
       if (v === NOT_SYNC) return this.prepareComputed(msg, ctx);
-      if (v !== undefined) computed.push([name, resultText(v, `headers.${name}`)]);
+      if (v !== undefined) computed.push([name, resultText(v, `headers.${name}`, Buffer.isBuffer(msg.value))]);
     }
     return this.build(msg, endpoint, computed);
   }
@@ -343,7 +353,7 @@ export class WebhookTarget implements Target {
     const computed: [string, string][] = [];
     for (const [name, expr] of this.plan.headers) {
       const v = await evaluate(expr, msg.value, bindings, `headers.${name}`);
-      if (v !== undefined) computed.push([name, resultText(v, `headers.${name}`)]);
+      if (v !== undefined) computed.push([name, resultText(v, `headers.${name}`, Buffer.isBuffer(msg.value))]);
     }
     return this.build(msg, endpoint, computed);
   }
@@ -679,11 +689,11 @@ export function retryAfterDelay(value: string | undefined, now = Date.now()): nu
  * An expression's result as the text of a header or a lane. JSON writes a number beyond a double (a
  * copied value's `1e400`, read as Infinity) as null: such a result fails the message instead.
  */
-function resultText(v: unknown, what: string): string {
+function resultText(v: unknown, what: string, fromBytes: boolean): string {
   if (typeof v === 'string') return v;
   const at = hugeNumberAt(v);
   if (at !== undefined) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `${what} expression failed: ${hugeNumberText('result', at)}`));
-  return JSON.stringify(v);
+  return expressionText(v, fromBytes);
 }
 
 async function evaluate(expr: Expression, value: unknown, bindings: Record<string, unknown>, what: string): Promise<unknown> {
