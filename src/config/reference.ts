@@ -238,7 +238,9 @@ JSONata expressions see the message value as input and these variables: \`$key\`
 (query string of the request or of the WebSocket handshake; repeated keys become lists); after an \`auth\` step, \`$principal\` (who sent it) and
 \`$claims\` (the JWT's claims); after a \`validate\` step that names an AsyncAPI message or channel,
 \`$message\` (the message's id) and \`$channel\` (its channel key), both \`null\` otherwise (see
-[asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message. Header
+[asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message; a call of a
+function that does not exist, or a variable nothing binds (\`$header\` for \`$headers\`, which
+JSONata would read as no value for every message), is a config error at its place. Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep
 their producer's spelling. Kafka record headers, keys and values are bytes, and expressions, envelopes

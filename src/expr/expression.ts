@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
-import { SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls } from './functions.js';
+import { SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables } from './functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import { type Problem, problem } from '../core/errors.js';
 import type { Message, MessageContext } from '../core/message.js';
@@ -109,7 +109,7 @@ interface JsonataError {
 }
 
 /** The variables bindingsFor() gives every expression: calling one is not a call to an unknown function. */
-export const GATEWAY_VARIABLES = ['key', 'headers', 'topic', 'route', 'path', 'query', 'principal', 'claims', 'message', 'channel'] as const;
+export const GATEWAY_VARIABLES = ['key', 'headers', 'topic', 'route', 'path', 'query', 'principal', 'claims', 'message', 'channel', 'ce'] as const;
 
 /**
  * `origin` says where the expression is written (`gateway.yaml:33`): a run-time failure names it
@@ -139,6 +139,8 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   }
   const unknown = unknownFunctionCalls(compiled.ast(), GATEWAY_VARIABLES);
   if (unknown.length > 0) throw new ExpressionSyntaxError(unknown[0]!.message, unknown[0]!.index);
+  const unbound = unknownVariables(compiled.ast(), GATEWAY_VARIABLES);
+  if (unbound.length > 0) throw new ExpressionSyntaxError(unbound[0]!.message, unbound[0]!.index);
   const sift = siftWithoutFunction(compiled.ast());
   if (sift) throw new ExpressionSyntaxError(sift.message, sift.index);
   const maxResultBytes = limits.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;

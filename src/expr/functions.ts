@@ -120,6 +120,49 @@ export function unknownFunctionCalls(ast: unknown, gatewayVariables: Iterable<st
     });
 }
 
+/**
+ * Variables read (`$header."x-source"`, `$pth.room`) that are neither bound by the expression
+ * (`$v := ...`, a lambda parameter, `@$v`, `#$i`), nor the gateway's (`$headers`, `$path`, ...),
+ * nor a built-in function passed as a value (`$map(xs, $string)`). JSONata gives an unbound
+ * variable no value, without an error: a misspelt `$header` made a filter drop every message, or
+ * a transform leave out its field, with nothing said. Calls are unknownFunctionCalls' to report.
+ */
+export function unknownVariables(ast: unknown, gatewayVariables: Iterable<string>): UnknownCall[] {
+  const bound = new Set<string>(gatewayVariables);
+  const called = new Set<string>();
+  const read: { name: string; position: number }[] = [];
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(walk);
+    if (node === null || typeof node !== 'object') return;
+    const n = node as AstNode;
+    if (n.type === 'bind' && isVariable(n.lhs)) bound.add(n.lhs.value);
+    if (n.type === 'lambda' && Array.isArray(n.arguments)) for (const a of n.arguments) if (isVariable(a)) bound.add(a.value);
+    // A path step's `@$v` (focus) and `#$i` (index) bindings.
+    if (typeof n.focus === 'string') bound.add(n.focus);
+    if (typeof n.index === 'string') bound.add(n.index);
+    if ((n.type === 'function' || n.type === 'partial') && isVariable(n.procedure)) called.add(n.procedure.value);
+    if (n.type === 'apply' && isVariable(n.rhs)) called.add(n.rhs.value);
+    // `$` is the context and `$$` the root: their values are '' and '$'.
+    if (isVariable(n) && n.value !== '' && n.value !== '$') read.push({ name: n.value, position: n.position ?? 0 });
+    for (const v of Object.values(n)) if (v !== null && typeof v === 'object') walk(v);
+  };
+  walk(ast);
+  const known = [...bound, ...BUILTIN_FUNCTIONS];
+  const seen = new Set<string>();
+  const out: UnknownCall[] = [];
+  for (const r of read) {
+    if (bound.has(r.name) || BUILTIN_FUNCTIONS.has(r.name) || called.has(r.name) || seen.has(r.name)) continue;
+    seen.add(r.name);
+    const hint = closest(r.name, known);
+    out.push({
+      name: r.name,
+      index: Math.max(0, r.position - r.name.length - 1),
+      message: `unknown variable $${r.name}${hint === undefined ? '' : ` (did you mean $${hint}?)`}: nothing binds it, so it would have no value for any message`,
+    });
+  }
+  return out.sort((a, b) => a.index - b.index);
+}
+
 /** What a `$sift` without a function is told, at the config check or when a message reaches it. */
 export const SIFT_NEEDS_FUNCTION = '$sift needs a function to keep each entry by, e.g. $sift($obj, function($v, $k) { $v > 0 })';
 

@@ -177,7 +177,7 @@ describe('eventgate validate catches what would only fail at run time', () => {
     for (const l of brokenDocument.lines) assert.match(l, /^streetlights\.yaml:/);
   });
 
-  it('a call to a JSONata function that does not exist, with a hint and its position', async () => {
+  it('a call to a JSONata function that does not exist, and a variable nothing binds, with a hint and its position', async () => {
     const r = await validate(
       yaml(
         'version: 1',
@@ -189,11 +189,15 @@ describe('eventgate validate catches what would only fail at run time', () => {
         '    through:',
         '      - transform: \'{"n": $uppercse(name)}\'', // 8: `$` at column 27
         "      - filter: '($twice := function($v){ $v * 2 }; $twice(n) > 1)'", // user-defined: fine
+        '      - filter: \'$header."x-source" != "test"\'', // 10: a misspelt variable, `$` at column 18
         '    to: { broker: local, topic: t }',
       ),
     );
     assert.equal(r.code, 1);
-    assert.deepEqual(r.lines, ['gateway.yaml:8:27: JSONata expression does not compile: unknown function $uppercse (did you mean $uppercase?)']);
+    assert.deepEqual(r.lines, [
+      'gateway.yaml:8:27: JSONata expression does not compile: unknown function $uppercse (did you mean $uppercase?)',
+      'gateway.yaml:10:18: JSONata expression does not compile: unknown variable $header (did you mean $headers?): nothing binds it, so it would have no value for any message',
+    ]);
   });
 
   it('a $sift that is given no function, at its position; the forms that give it one validate', async () => {

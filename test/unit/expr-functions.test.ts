@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import jsonata from 'jsonata';
 import { compileExpression } from '../../src/expr/expression.js';
-import { BUILTIN_FUNCTIONS, unknownFunctionCalls } from '../../src/expr/functions.js';
+import { BUILTIN_FUNCTIONS, unknownFunctionCalls, unknownVariables } from '../../src/expr/functions.js';
 
 describe('calls to JSONata functions that do not exist', () => {
   it('knows exactly the functions the installed jsonata binds', async () => {
@@ -20,6 +20,25 @@ describe('calls to JSONata functions that do not exist', () => {
     assert.deepEqual(calls('($f := function($g){ $g(1) }; $f($string))'), []);
     assert.deepEqual(calls('$uppercse(a)'), [['uppercse', 0, 'unknown function $uppercse (did you mean $uppercase?)']]);
     assert.deepEqual(calls('a ~> $nope'), [['nope', 5, 'unknown function $nope (did you mean $not?)']]);
+  });
+});
+
+describe('variables nothing binds', () => {
+  it("accepts the gateway's variables and what the expression binds; names the others where they are read", () => {
+    const unbound = (src: string) => unknownVariables(jsonata(src).ast(), ['headers', 'path', 'ce']).map((c) => [c.name, c.index, c.message]);
+    for (const src of [
+      '$headers."x-source" = "a" and $path.room and $ce.type',
+      '($x := 1; $f := function($v, $w){ $v + $w }; $f($x, 2))',
+      'a@$o.b#$i.($o.x & $i)',
+      '$map(xs, $string) ~> $join(",")',
+      '$reduce(xs, function($acc, $v){ $acc + $v })',
+      '$.a & $$.b',
+      'a ~> $nope',
+    ])
+      assert.deepEqual(unbound(src), [], src);
+    // JSONata reads each as no value, without an error: a filter on it dropped every message.
+    assert.deepEqual(unbound('$header."x-source" = "a"'), [['header', 0, 'unknown variable $header (did you mean $headers?): nothing binds it, so it would have no value for any message']]);
+    assert.deepEqual(unbound('{"room": $pth.room, "again": $pth}'), [['pth', 9, 'unknown variable $pth (did you mean $path?): nothing binds it, so it would have no value for any message']]);
   });
 });
 
