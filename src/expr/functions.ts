@@ -88,36 +88,53 @@ export interface UnknownCall {
   message: string;
 }
 
+/** A `$name` in an expression's tree and where jsonata says it ends (just past the token). */
+interface NameAt {
+  name: string;
+  position: number;
+}
+
 /**
- * Calls of `$name(...)` (or `~> $name`) where `name` is neither built in, nor bound by the
- * expression (`$f := ...`, a lambda parameter), nor one of the variables the gateway binds.
+ * The `$names` of an expression's tree: those bound (the gateway's variables, `$v := ...`, lambda
+ * parameters, a path step's `@$v` focus and `#$i` index), those called (`$f(...)`, `~> $f`), and
+ * those read as values. `$` (the context) and `$$` (the root) are neither.
  */
-export function unknownFunctionCalls(ast: unknown, gatewayVariables: Iterable<string>): UnknownCall[] {
+function scanNames(ast: unknown, gatewayVariables: Iterable<string>): { bound: Set<string>; calls: NameAt[]; reads: NameAt[] } {
   const bound = new Set<string>(gatewayVariables);
-  const called: { name: string; position: number }[] = [];
+  const calls: NameAt[] = [];
+  const reads: NameAt[] = [];
   const walk = (node: unknown): void => {
     if (Array.isArray(node)) return node.forEach(walk);
     if (node === null || typeof node !== 'object') return;
     const n = node as AstNode;
     if (n.type === 'bind' && isVariable(n.lhs)) bound.add(n.lhs.value);
     if (n.type === 'lambda' && Array.isArray(n.arguments)) for (const a of n.arguments) if (isVariable(a)) bound.add(a.value);
-    if ((n.type === 'function' || n.type === 'partial') && isVariable(n.procedure)) called.push({ name: n.procedure.value, position: n.procedure.position ?? 0 });
-    if (n.type === 'apply' && isVariable(n.rhs)) called.push({ name: n.rhs.value, position: n.rhs.position ?? 0 });
+    if (typeof n.focus === 'string') bound.add(n.focus);
+    if (typeof n.index === 'string') bound.add(n.index);
+    if ((n.type === 'function' || n.type === 'partial') && isVariable(n.procedure)) calls.push({ name: n.procedure.value, position: n.procedure.position ?? 0 });
+    if (n.type === 'apply' && isVariable(n.rhs)) calls.push({ name: n.rhs.value, position: n.rhs.position ?? 0 });
+    // `$` is the context and `$$` the root: their values are '' and '$'.
+    if (isVariable(n) && n.value !== '' && n.value !== '$') reads.push({ name: n.value, position: n.position ?? 0 });
     for (const v of Object.values(n)) if (v !== null && typeof v === 'object') walk(v);
   };
   walk(ast);
+  return { bound, calls, reads };
+}
+
+/** A problem at the `$` of `at` (jsonata's positions point just past the token), with the closest known name as a hint. */
+function unknownName(at: NameAt, known: readonly string[], what: (name: string, hint: string) => string): UnknownCall {
+  const hint = closest(at.name, known);
+  return { name: at.name, index: Math.max(0, at.position - at.name.length - 1), message: what(at.name, hint === undefined ? '' : ` (did you mean $${hint}?)`) };
+}
+
+/**
+ * Calls of `$name(...)` (or `~> $name`) where `name` is neither built in, nor bound by the
+ * expression (`$f := ...`, a lambda parameter), nor one of the variables the gateway binds.
+ */
+export function unknownFunctionCalls(ast: unknown, gatewayVariables: Iterable<string>): UnknownCall[] {
+  const { bound, calls } = scanNames(ast, gatewayVariables);
   const known = [...BUILTIN_FUNCTIONS, ...bound];
-  return called
-    .filter((c) => c.name !== '' && !BUILTIN_FUNCTIONS.has(c.name) && !bound.has(c.name))
-    .map((c) => {
-      const hint = closest(c.name, known);
-      return {
-        name: c.name,
-        // jsonata positions point just past the token; the call starts at its `$`.
-        index: Math.max(0, c.position - c.name.length - 1),
-        message: `unknown function $${c.name}${hint === undefined ? '' : ` (did you mean $${hint}?)`}`,
-      };
-    });
+  return calls.filter((c) => c.name !== '' && !BUILTIN_FUNCTIONS.has(c.name) && !bound.has(c.name)).map((c) => unknownName(c, known, (name, hint) => `unknown function $${name}${hint}`));
 }
 
 /**
@@ -128,37 +145,15 @@ export function unknownFunctionCalls(ast: unknown, gatewayVariables: Iterable<st
  * a transform leave out its field, with nothing said. Calls are unknownFunctionCalls' to report.
  */
 export function unknownVariables(ast: unknown, gatewayVariables: Iterable<string>): UnknownCall[] {
-  const bound = new Set<string>(gatewayVariables);
-  const called = new Set<string>();
-  const read: { name: string; position: number }[] = [];
-  const walk = (node: unknown): void => {
-    if (Array.isArray(node)) return node.forEach(walk);
-    if (node === null || typeof node !== 'object') return;
-    const n = node as AstNode;
-    if (n.type === 'bind' && isVariable(n.lhs)) bound.add(n.lhs.value);
-    if (n.type === 'lambda' && Array.isArray(n.arguments)) for (const a of n.arguments) if (isVariable(a)) bound.add(a.value);
-    // A path step's `@$v` (focus) and `#$i` (index) bindings.
-    if (typeof n.focus === 'string') bound.add(n.focus);
-    if (typeof n.index === 'string') bound.add(n.index);
-    if ((n.type === 'function' || n.type === 'partial') && isVariable(n.procedure)) called.add(n.procedure.value);
-    if (n.type === 'apply' && isVariable(n.rhs)) called.add(n.rhs.value);
-    // `$` is the context and `$$` the root: their values are '' and '$'.
-    if (isVariable(n) && n.value !== '' && n.value !== '$') read.push({ name: n.value, position: n.position ?? 0 });
-    for (const v of Object.values(n)) if (v !== null && typeof v === 'object') walk(v);
-  };
-  walk(ast);
+  const { bound, calls, reads } = scanNames(ast, gatewayVariables);
+  const called = new Set(calls.map((c) => c.name));
   const known = [...bound, ...BUILTIN_FUNCTIONS];
   const seen = new Set<string>();
   const out: UnknownCall[] = [];
-  for (const r of read) {
+  for (const r of reads) {
     if (bound.has(r.name) || BUILTIN_FUNCTIONS.has(r.name) || called.has(r.name) || seen.has(r.name)) continue;
     seen.add(r.name);
-    const hint = closest(r.name, known);
-    out.push({
-      name: r.name,
-      index: Math.max(0, r.position - r.name.length - 1),
-      message: `unknown variable $${r.name}${hint === undefined ? '' : ` (did you mean $${hint}?)`}: nothing binds it, so it would have no value for any message`,
-    });
+    out.push(unknownName(r, known, (name, hint) => `unknown variable $${name}${hint}: nothing binds it, so it would have no value for any message`));
   }
   return out.sort((a, b) => a.index - b.index);
 }

@@ -73,16 +73,22 @@ routes:
     assert.equal(JSON.parse(structured!.body).data_base64, bytes.toString('base64'));
   });
 
+  /** POSTs four bytes as a binary-mode CloudEvent `id` to `path`; resolves to the bytes once answered 200. */
+  async function postReading(path: string, id: string): Promise<Buffer> {
+    const bytes = Buffer.from([0xde, 0xad, 0xbe, 0xef]);
+    const res = await fetch(gw.url('api', path), {
+      method: 'POST',
+      headers: { 'content-type': 'application/octet-stream', 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/sensor', 'ce-type': 'reading' },
+      body: bytes,
+    });
+    assert.equal(res.status, 200, await res.clone().text());
+    return bytes;
+  }
+
   it("writes the bytes as base64 inside a transform's result, as forwards write a value of bytes (not Buffer's own JSON)", async () => {
     const client = await WsClient.connect(gw.url('ws', '/wrapped', 'ws'));
     try {
-      const bytes = Buffer.from([0xde, 0xad, 0xbe, 0xef]);
-      const res = await fetch(gw.url('api', '/wrapped'), {
-        method: 'POST',
-        headers: { 'content-type': 'application/octet-stream', 'ce-specversion': '1.0', 'ce-id': 'raw-2', 'ce-source': '/sensor', 'ce-type': 'reading' },
-        body: bytes,
-      });
-      assert.equal(res.status, 200, await res.clone().text());
+      const bytes = await postReading('/wrapped', 'raw-2');
       assert.deepEqual(await client.next(), { data: bytes.toString('base64'), type: 'reading', parts: [bytes.toString('base64'), 1] });
     } finally {
       client.close();
@@ -92,13 +98,7 @@ routes:
   it('writes the bytes as base64 in the text of a header, a key and $string, as forwards write them', async () => {
     const client = await WsClient.connect(gw.url('ws', '/text', 'ws'));
     try {
-      const bytes = Buffer.from([0xde, 0xad, 0xbe, 0xef]);
-      const res = await fetch(gw.url('api', '/text'), {
-        method: 'POST',
-        headers: { 'content-type': 'application/octet-stream', 'ce-specversion': '1.0', 'ce-id': 'raw-3', 'ce-source': '/sensor', 'ce-type': 'reading' },
-        body: bytes,
-      });
-      assert.equal(res.status, 200, await res.clone().text());
+      const bytes = await postReading('/text', 'raw-3');
       const b64 = bytes.toString('base64');
       const envelope = await client.next();
       // Each was Buffer's own JSON, {"type":"Buffer","data":[222,173,190,239]}.
