@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runBundle } from '../core/bundled.js';
@@ -12,8 +12,9 @@ import { runBundle } from '../core/bundled.js';
  * `test` and `export` pays that, as do the suite's hundreds of CLI calls (docs/testing.md).
  *
  * The bundle is used only while it is current: the build lists its input files with their sizes
- * and modification times (`app.cjs.inputs.json`), and a file that changed since (a `tsc` without
- * `npm run build` or `npm test`) makes the CLI load the modules themselves, which run the same code.
+ * and modification times (`app.cjs.inputs.json`), and in a checkout a file that changed since (a
+ * `tsc` without `npm run build` or `npm test`) makes the CLI load the modules themselves, which
+ * run the same code; an installed package is checked by the files' sizes.
  * `EVENTGATE_APP_BUNDLE=0` does so too (module file names in a debugger; the test of which
  * modules each command loads).
  */
@@ -34,20 +35,28 @@ export function appBundle(): App | undefined {
   return runBundle(APP_BUNDLE) as App;
 }
 
-/** Whether the bundle exists and none of its inputs changed since it was written. */
+/**
+ * Where tsc keeps its incremental state (tsconfig.json): present in a checkout, where a `tsc` may
+ * have rewritten modules since the bundle was made, and not in an installed package (npm pack,
+ * the container image), whose files npm writes at install time, each at a time of its own.
+ */
+const TS_BUILD_INFO = join(DIR, '..', '..', '.tsbuildinfo');
+
+/**
+ * Whether the bundle exists and none of its inputs changed since it was written: each input has
+ * the size it had, and in a checkout also the modification time.
+ */
 export function appBundleCurrent(): boolean {
   let inputs: BundleInput[];
-  let written: number;
   try {
     inputs = JSON.parse(readFileSync(APP_BUNDLE_INPUTS, 'utf8')) as BundleInput[];
-    written = statSync(APP_BUNDLE).mtimeMs;
+    statSync(APP_BUNDLE);
   } catch {
     return false;
   }
-  // An installed package (npm pack, the container image) gives every file one time, the bundle's
-  // own: an input of that time is as it was packed; one edited since has a time of its own.
+  const built = existsSync(TS_BUILD_INFO);
   return inputs.every(([file, size, mtimeMs]) => {
     const now = statSync(join(DIR, file), { throwIfNoEntry: false });
-    return now !== undefined && now.size === size && (now.mtimeMs === mtimeMs || now.mtimeMs === written);
+    return now !== undefined && now.size === size && (!built || now.mtimeMs === mtimeMs);
   });
 }

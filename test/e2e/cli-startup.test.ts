@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -111,21 +111,33 @@ describe('CLI start-up: each command loads only the modules it uses', { concurre
   }
 
   it('loads the modules themselves once an input of the bundle changed after it was written (a tsc without npm run build)', () => {
-    // A copy of dist/src, every file at one time as a packed install has them (npm pack, the
-    // container image): current. Then one input edited: not current. The real dist/src is left
-    // alone, which the suite's other CLI calls use meanwhile.
-    const copy = join(tempDir('eventgate-bundle'), 'src');
-    cpSync(join(repoRoot, 'dist', 'src'), copy, { recursive: true });
-    const packed = new Date('2020-01-01T00:00:00Z');
-    for (const file of readdirSync(copy, { recursive: true, withFileTypes: true })) if (file.isFile()) utimesSync(join(file.parentPath, file.name), packed, packed);
+    // A copy of dist/ (the real one is left alone: the suite's other CLI calls use it meanwhile).
+    const dist = join(tempDir('eventgate-bundle'), 'dist');
+    cpSync(join(repoRoot, 'dist', 'src'), join(dist, 'src'), { recursive: true });
+    const cli = join(dist, 'src', 'cli');
+    const listed = join(cli, 'app.cjs.inputs.json');
+    // The inputs as a build in that checkout lists them.
+    const inputs = (JSON.parse(readFileSync(listed, 'utf8')) as [string][]).map(([file]) => {
+      const { size, mtimeMs } = statSync(join(cli, file));
+      return [file, size, mtimeMs];
+    });
+    writeFileSync(listed, JSON.stringify(inputs));
+    writeFileSync(join(dist, '.tsbuildinfo'), '{}');
     const current = () =>
       execFileSync(
         process.execPath,
-        ['--input-type=module', '-e', `import { appBundleCurrent } from ${JSON.stringify(pathToFileURL(join(copy, 'cli', 'app-bundle.js')).href)}; process.stdout.write(String(appBundleCurrent()));`],
+        ['--input-type=module', '-e', `import { appBundleCurrent } from ${JSON.stringify(pathToFileURL(join(cli, 'app-bundle.js')).href)}; process.stdout.write(String(appBundleCurrent()));`],
         { encoding: 'utf8' },
       );
-    assert.equal(current(), 'true', 'every file at the time the bundle has');
-    utimesSync(join(copy, 'plan', 'compile.js'), packed, new Date(packed.getTime() + 1000));
-    assert.equal(current(), 'false', 'an input edited since');
+    assert.equal(current(), 'true', 'a checkout, as built');
+    const input = join(dist, 'src', 'plan', 'compile.js');
+    const { atime, mtime } = statSync(input);
+    utimesSync(input, atime, new Date(mtime.getTime() + 1000));
+    assert.equal(current(), 'false', 'a checkout, one input rewritten since');
+    // An installed package has no tsc state, and npm writes each file at a time of its own: its sizes are checked.
+    rmSync(join(dist, '.tsbuildinfo'));
+    assert.equal(current(), 'true', 'an installed package');
+    appendFileSync(input, '\n');
+    assert.equal(current(), 'false', 'an installed package, one input edited');
   });
 });

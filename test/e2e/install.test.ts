@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { cpSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { repoRoot } from '../helpers/gateway.js';
@@ -32,6 +33,11 @@ describe('installable outside the repository', () => {
     const install = await sh('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(work, tarball)], work);
     assert.equal(install.code, 0, install.stderr);
     const bin = join(prefix, 'bin', 'eventgate');
+    // The installed CLI loads its commands from the bundle (src/cli/app-bundle.ts): npm writes each
+    // file at install time, and an installed package is checked by its files' sizes.
+    const appBundle = pathToFileURL(join(prefix, 'lib', 'node_modules', 'eventgate', 'dist', 'src', 'cli', 'app-bundle.js')).href;
+    const bundled = await sh(process.execPath, ['--input-type=module', '-e', `import { appBundleCurrent } from ${JSON.stringify(appBundle)}; process.stdout.write(String(appBundleCurrent()));`], work);
+    assert.equal(bundled.stdout, 'true', bundled.stderr);
 
     // Somewhere that is not the repository: a copy of the examples.
     const elsewhere = join(work, 'configs');
