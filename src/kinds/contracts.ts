@@ -595,6 +595,13 @@ export interface ListenerBindings {
 export interface Retained {
   messages: Message[];
   gap?: string;
+  /**
+   * Partitions whose position in `after` is not one of this source's: past its end (the topic
+   * began again) or a partition it does not have (an id of another topic). The stream forgets
+   * the client's position there; kept, it held back every live event up to it, and stayed in
+   * every id the client was sent.
+   */
+  forget?: readonly number[];
 }
 
 /** The resume notice (Retained.gap) of a source that keeps nothing a reconnecting event-stream client could be given again. */

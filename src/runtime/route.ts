@@ -770,8 +770,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const broker = from.type === 'broker' ? this.deps.brokers.get(from.broker) : undefined;
     if (from.type !== 'broker' || !broker) return { messages: [] };
     // MQTT, AMQP: the server keeps no position to read from; the client is told, never left to assume it missed nothing.
-    if (!broker.retained) return { messages: [], gap: noReadBack(`broker '${from.broker}' (${broker.kind})`) };
-    const { messages, gap } = await broker.retained(from.topic, after);
+    if (!broker.retained) return { messages: [], gap: noReadBack(`broker '${from.broker}' (${broker.kind})`), forget: [...after.keys()] };
+    const { messages, gap, forget } = await broker.retained(from.topic, after);
     const out: Message[] = [];
     for (const m of messages) {
       const consumed = fromConsumedRecord(m);
@@ -780,7 +780,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const r = await runChain(this.steps, consumed, { route: this.name });
       if (!isStop(r)) out.push(r);
     }
-    return { messages: out, gap };
+    return { messages: out, gap, forget };
   }
 
   /** Whether the route's consumer consumes; why not when it does not (for /readyz and /admin/status). */

@@ -24,6 +24,12 @@ routes:
   - name: stream
     from: { broker: local, topic: orders }
     to: { listener: api, path: /orders/stream }
+  - name: in-fresh
+    from: { listener: api, path: /fresh }
+    to: { broker: local, topic: fresh }
+  - name: fresh-stream
+    from: { broker: local, topic: fresh }
+    to: { listener: api, path: /fresh/stream }
 `,
   );
 
@@ -54,6 +60,45 @@ routes:
     const notice = JSON.parse(events[0]!.data) as { resumed: boolean; gap: boolean; reason: string };
     assert.equal(notice.gap, true);
     assert.match(notice.reason, /past the end of the topic/);
+    assert.deepEqual(
+      events.slice(1).map((e) => [e.id, JSON.parse(e.data)]),
+      [
+        ['0:0', { n: 1 }],
+        ['0:1', { n: 2 }],
+        ['0:2', { n: 3 }],
+        ['0:3', { n: 4 }],
+      ],
+    );
+  });
+
+  it('forgets a position past the end of an empty topic, and one on a partition it does not have: every live event reaches the client, with ids of its own', async () => {
+    // A memory topic right after a restart holds nothing: the replay sends nothing, and the
+    // client's old position (0:2) and a partition the topic never had (7:3) were kept as what it
+    // had seen: live events up to offset 2 were held back from it as sent already, and every id
+    // after carried 7:3.
+    const ac = new AbortController();
+    const res = await fetch(gw.url('api', '/fresh/stream'), { headers: { accept: 'text/event-stream', 'last-event-id': '0:2,7:3' }, signal: ac.signal });
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    const until = async (done: (events: ReturnType<typeof parseEvents>) => boolean) => {
+      while (!done(parseEvents(text))) {
+        const { value, done: ended } = await reader.read();
+        assert.ok(!ended, `stream ended early: ${text}`);
+        text += decoder.decode(value, { stream: true });
+      }
+    };
+    await until((events) => events.some((e) => e.event === 'eventgate.resume'));
+    // Offset 3 reached the client before the fix too: reading up to it ends either way.
+    for (const n of [1, 2, 3, 4]) {
+      const r = await fetch(gw.url('api', '/fresh'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ n }) });
+      assert.equal(r.status, 200);
+    }
+    await until((events) => events.some((e) => e.data === '{"n":4}'));
+    ac.abort();
+    const events = parseEvents(text);
+    assert.match(JSON.parse(events[0]!.data).reason, /past the end of the topic/);
     assert.deepEqual(
       events.slice(1).map((e) => [e.id, JSON.parse(e.data)]),
       [

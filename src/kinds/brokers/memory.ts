@@ -294,6 +294,7 @@ export class MemoryBroker implements BrokerRuntime {
     for (let o = from; o < topic.end; o++) messages.push(topic.at(o));
     return Promise.resolve({
       messages,
+      forget: [...after.keys()].filter((p) => p !== 0 || ahead),
       gap: ahead
         ? 'Last-Event-ID is past the end of the topic (the gateway restarted since, and its memory topics began again); resuming from the oldest retained event'
         : wanted < topic.first

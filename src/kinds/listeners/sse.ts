@@ -318,7 +318,9 @@ export class SseStreams {
       last.set(route, seen);
       const from = shared ? `route ${route}: ` : '';
       try {
-        const { messages, gap } = await source.replay(after.get(route) ?? new Map());
+        const { messages, gap, forget } = await source.replay(after.get(route) ?? new Map());
+        // Not this source's positions: kept, live events up to them were held back from the client as already seen.
+        for (const p of forget ?? []) seen.delete(p);
         if (gap !== undefined) this.write(client, sseEvent({ event: 'eventgate.resume', data: JSON.stringify({ resumed: true, gap: true, reason: from + gap }) }));
         for (const message of messages) {
           if (!(await this.roomFor(client))) return;

@@ -109,6 +109,8 @@ class Replay {
   expired = false;
   private truncated = false;
   private ahead = false;
+  /** Partitions of the client's id that are not this topic's positions (Retained.forget). */
+  private readonly forget: number[] = [];
   private readonly messages: Message[] = [];
   private readonly undecoded: string[] = [];
   /** Partitions whose last record read was a stand-in for an undecodable batch (one note per run of them). */
@@ -146,7 +148,7 @@ class Replay {
       this.truncated ? NO_LONGER_RETAINED : '',
       this.undecoded.length > 0 ? `events in record batches the gateway cannot decode are left out: ${this.undecoded.join('; ')}` : '',
     ];
-    return { messages: this.messages, gap: gaps.filter(Boolean).join('; ') || undefined };
+    return { messages: this.messages, gap: gaps.filter(Boolean).join('; ') || undefined, forget: this.forget };
   }
 
   /** Each partition's oldest retained offset and end offset (the last stable offset: what read_committed fetches reach). */
@@ -164,6 +166,8 @@ class Replay {
 
   /** Where each partition's read starts: after the client's position, within what is retained and MAX_REPLAY_RECORDS. */
   private plan(ends: { partition: number; low: bigint; high: bigint }[]): void {
+    // A partition the topic does not have (an id of another topic, or of the topic before it was created again with fewer).
+    for (const p of this.after.keys()) if (!ends.some((e) => e.partition === p)) this.forget.push(p);
     const budget = BigInt(Math.max(1, Math.floor(MAX_REPLAY_RECORDS / Math.max(1, ends.length))));
     for (const { partition, high, low } of ends) {
       const seen = this.after.get(partition);
@@ -172,6 +176,7 @@ class Replay {
       // Reading after it would skip every record it has now without a word; resume from the oldest.
       if (from > high) {
         this.ahead = true;
+        this.forget.push(partition);
         from = low;
       }
       if (from < low) {

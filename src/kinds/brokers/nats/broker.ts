@@ -484,7 +484,7 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
    */
   retained(topic: string, after: ReadonlyMap<number, bigint>): Promise<Retained> {
     const stream = this.streamOf(topic);
-    if (stream === null) return Promise.resolve({ messages: [], gap: noReadBack(`core NATS subject '${topic}'`) });
+    if (stream === null) return Promise.resolve({ messages: [], gap: noReadBack(`core NATS subject '${topic}'`), forget: [...after.keys()] });
     const why = this.streamProblem(stream) ?? (this.state.ready ? undefined : (this.state.detail ?? 'not connected'));
     if (why !== undefined || !this.nc || !this.jsm) return Promise.reject(new Error(why ?? `broker '${this.name}' is not connected`));
     return readStream(this.nc, this.jsm, stream, topic, after, streamMessage);

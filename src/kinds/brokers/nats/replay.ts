@@ -31,7 +31,9 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
       : truncated
         ? `some events after Last-Event-ID may no longer be retained by stream '${stream}' (its limits), or are more than ${MAX_REPLAY_MESSAGES} messages back; resuming from the oldest retained event`
         : undefined;
-  if (last === undefined || last < from) return { messages: [], gap: gap() };
+  // JetStream messages are partition 0: a position on another, or past the stream's end, is not this stream's.
+  const forget = [...after.keys()].filter((p) => p !== 0 || ahead);
+  if (last === undefined || last < from) return { messages: [], gap: gap(), forget };
   if (last - from >= MAX_REPLAY_MESSAGES) {
     from = last - MAX_REPLAY_MESSAGES + 1;
     truncated = true;
@@ -51,7 +53,7 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
     if ((reached = m.seq >= last || m.info.pending === 0)) break;
   }
   if (!reached) throw new Error(`stream '${stream}' did not give back its messages up to sequence ${last} within ${REPLAY_TIMEOUT_MS} ms`);
-  return { messages, gap: gap() };
+  return { messages, gap: gap(), forget };
 }
 
 /** The sequence of the last message stored on `filter`, or undefined when the stream holds none. */
