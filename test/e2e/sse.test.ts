@@ -258,20 +258,32 @@ ${extra}`;
     c.child.kill();
   });
 
-  it('answers 405 with Allow for another method on an event stream path, which exists', async () => {
+  it('answers 405 with Allow for another method on an event stream path, which exists, and HEAD as GET without opening a stream', async () => {
     for (const method of ['POST', 'PUT', 'DELETE']) {
       // /mixed is only a stream; /ticks is a stream and a publish path.
       let res = await fetch(gw.url('api', '/mixed'), { method, headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
       assert.equal(res.status, 405, `${method} /mixed`);
-      assert.equal(res.headers.get('allow'), 'GET');
+      assert.equal(res.headers.get('allow'), 'GET, HEAD');
       assert.equal(res.headers.get('content-type'), 'application/problem+json');
       assert.equal(((await res.json()) as { code: string }).code, 'EG_METHOD_NOT_ALLOWED');
       if (method === 'POST') continue;
       res = await fetch(gw.url('api', '/ticks'), { method });
       assert.equal(res.status, 405, `${method} /ticks`);
-      assert.equal(res.headers.get('allow'), 'GET, POST');
+      assert.equal(res.headers.get('allow'), 'GET, HEAD, POST');
       await res.body?.cancel();
     }
+    // HEAD is GET without the body (RFC 9110 §9.3.2): a monitor checks the path and its auth.
+    let head = await fetch(gw.url('api', '/ticks'), { method: 'HEAD', headers: { accept: 'text/event-stream' } });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('content-type'), 'text/event-stream; charset=utf-8');
+    assert.equal(await head.text(), '');
+    head = await fetch(gw.url('api', '/private'), { method: 'HEAD', headers: { accept: 'text/event-stream' } });
+    assert.equal(head.status, 401);
+    head = await fetch(gw.url('api', '/private'), { method: 'HEAD', headers: { accept: 'text/event-stream', 'x-api-key': 'reader-key-0123456789' } });
+    assert.equal(head.status, 200);
+    head = await fetch(gw.url('api', '/mixed'), { method: 'HEAD' });
+    assert.equal(head.status, 406);
+    assert.equal(head.headers.get('allow'), 'GET, HEAD');
   });
 
   it("replays what a client missed at the pace it reads, with events.maxBufferedBytes below the stream's 16 KiB high-water mark too", async () => {

@@ -31,7 +31,7 @@ import { boundAddress, listen } from './bind.js';
 import { decodeBatch, httpMode } from '../../codecs/cloudevents.js';
 import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from './http-request.js';
 import type { Admission, Gate, ReplaySource, Target } from '../contracts.js';
-import { SSE_DEFAULTS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
+import { SSE_DEFAULTS, STREAM_HEADERS, SseStreams, wantsEventStream, type SseFormat } from './sse.js';
 import { bundled } from '../../core/bundled.js';
 import { pathParameters, RoutePathClaims, routePathProblem } from './route-paths.js';
 import { ACCEPTED_CODINGS, contentCodings, decodeBody, type ContentCoding } from './content-coding.js';
@@ -443,7 +443,8 @@ export class HttpListener implements ListenerRuntime {
       this.cors.preflight(req, res, this.isStreamPath(pathname));
       return this.finished(res);
     }
-    if (req.method === 'GET') {
+    // HEAD as GET without the body (RFC 9110 §9.3.2): a monitor checks a stream's path, its auth included, without opening it.
+    if (req.method === 'GET' || req.method === 'HEAD') {
       const stream = this.router.find('GET', pathname);
       if (stream) return this.serveStream(req, res, (stream.store as { stream: string }).stream, url, q, stream.params);
     }
@@ -452,12 +453,12 @@ export class HttpListener implements ListenerRuntime {
     if (!exact && !found) {
       if (!this.isStreamPath(pathname)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
       // A known path with the wrong method is a 405 (spec §4), not a 404 that says it does not exist.
-      res.setHeader('allow', 'GET');
+      res.setHeader('allow', 'GET, HEAD');
       return this.refuse(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; it is an event stream: GET it with Accept: text/event-stream`));
     }
     if (req.method !== 'POST') {
       const stream = this.isStreamPath(pathname);
-      res.setHeader('allow', stream ? 'GET, POST' : 'POST');
+      res.setHeader('allow', stream ? 'GET, HEAD, POST' : 'POST');
       return this.refuse(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; use POST${stream ? ' (or GET with Accept: text/event-stream)' : ''}`));
     }
     const route = exact ?? (found!.store as { route: RouteEntry }).route;
@@ -524,14 +525,15 @@ export class HttpListener implements ListenerRuntime {
    */
   private serveStream(req: IncomingMessage, res: ServerResponse, path: string, url: string, q: number, params: Readonly<Record<string, string | undefined>>): void {
     if (!wantsEventStream(req)) {
-      res.setHeader('allow', this.bindings.publish.has(path) ? 'GET, POST' : 'GET');
+      res.setHeader('allow', this.bindings.publish.has(path) ? 'GET, HEAD, POST' : 'GET, HEAD');
       return this.refuse(res, problem('EG_NOT_ACCEPTABLE', `${path} is an event stream: send Accept: text/event-stream`));
     }
     // A stream is its connection's last answer (`Connection: close`): it never finishes on its own,
     // and node sends nothing queued behind it until it does. Marked now, before node parses what a
     // client pipelined behind the GET, so none of that is taken on (onRequest): it would be
     // published with no answer. The connection closes when the stream (or a refusal of it) ends.
-    if (req.httpVersionMajor !== 2) {
+    const head = req.method === 'HEAD';
+    if (req.httpVersionMajor !== 2 && !head) {
       res.shouldKeepAlive = false;
       (req.socket as HttpSocket)[BEHIND_STREAM] = 0;
     }
@@ -551,6 +553,10 @@ export class HttpListener implements ListenerRuntime {
         }
         // A reload may have removed the path while the credentials were checked.
         if (this.draining || !this.bindings.forward.has(path)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${path}`));
+        if (head) {
+          res.writeHead(200, STREAM_HEADERS).end();
+          return this.finished(res);
+        }
         const sources: ReadonlyMap<string, ReplaySource> | undefined = this.bindings.replay?.get(path);
         this.streams.open(req, res, path, sources, { request, until: admission.until }, params);
         // The stream outlives the request: it is answered (200) and no longer in flight for a drain.

@@ -32,6 +32,18 @@ export interface SseOptions {
   retryMs: number;
 }
 
+/**
+ * The head of a stream (and of a HEAD on its path). No `connection: keep-alive`: it would make
+ * node keep the connection for a next request, and the stream is its last answer
+ * (HttpListener.serveStream); node says `close`.
+ */
+export const STREAM_HEADERS = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache, no-transform',
+  // nginx buffers responses unless told not to; events must reach the client as they happen.
+  'x-accel-buffering': 'no',
+} as const;
+
 /** How soon a paced replay looks again whether the client read enough, when no 'drain' says so. */
 const REPLAY_RECHECK_MS = 20;
 
@@ -230,14 +242,7 @@ export class SseStreams {
     admission: SseAdmission,
     params: Readonly<Record<string, string | undefined>> = {},
   ): void {
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      // No `connection: keep-alive`: it would make node keep the connection for a next request,
-      // and the stream is its last answer (HttpListener.serveStream); node says `close`.
-      // nginx buffers responses unless told not to; events must reach the client as they happen.
-      'x-accel-buffering': 'no',
-    });
+    res.writeHead(200, STREAM_HEADERS);
     res.write(`retry: ${this.options.retryMs}\n\n`);
     // Headers and the first bytes now, so the client's open event fires before the first message.
     res.flushHeaders();
