@@ -472,17 +472,21 @@ ${extra}`;
     assert.equal(events[0]!.id, `0:${Number(tick) + 1}`);
   });
 
-  it('ends the open streams of a path a reload removes (a browser reconnecting then gets 404), and keeps the others', async () => {
+  it('ends the open streams of a path a reload removes (a browser reconnecting then gets 404), and keeps the others, those of a path whose parameter it renames too', async () => {
     const removed = curl(gw.url('api', '/mixed'));
     const kept = curl(gw.url('api', '/ticks'));
+    const room = curl(gw.url('api', '/rooms/a'));
     await eventually(() => assert.match(removed.text(), /^retry: \d+/));
     await eventually(() => assert.match(kept.text(), /^retry: \d+/));
+    await eventually(() => assert.match(room.text(), /^retry: \d+/));
     const ended = once(removed.child, 'exit');
 
     const line = await gw.reconfigure(
       config()
         .replace(/ {2}- name: mixed-ticks\n( {4}.*\n){2}/, '')
-        .replace(/ {2}- name: mixed-tocks\n( {4}.*\n){2}/, ''),
+        .replace(/ {2}- name: mixed-tocks\n( {4}.*\n){2}/, '')
+        // `/rooms/:r` serves every URL `/rooms/:room` did: its streams go on, not told 404.
+        .replace(/:room\b/g, ':r'),
     );
     assert.equal(line.msg, 'config reloaded');
     const [code] = await ended;
@@ -504,6 +508,18 @@ ${extra}`;
     await eventually(() => assert.ok(parseEvents(kept.text()).some((e) => JSON.parse(e.data).n === 700)));
     assert.equal(kept.child.exitCode, null);
     kept.child.kill();
+
+    const said = await fetch(gw.url('api', '/say/a'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"m":5}' });
+    assert.deepEqual(((await said.json()) as { deliveries: { clients: number }[] }).deliveries[0]!.clients, 1);
+    await eventually(() =>
+      assert.deepEqual(
+        parseEvents(room.text()).map((e) => [e.event, e.data]),
+        [[undefined, '{"m":5}']],
+      ),
+    );
+    room.child.kill();
+    // Gone from the path it was moved to, once closed.
+    await eventually(async () => assert.match(await (await fetch(`${gw.adminUrl}/metrics`)).text(), /eventgate_event_stream_clients\{listener="api"\} 0\n/));
   });
 });
 

@@ -20,7 +20,7 @@ import { envelopeJson, valueJson, type Delivery, type Message, type MessageConte
 import type { Gate, ReplaySource, Target } from '../contracts.js';
 import { PathBatch, type BatchClient } from './write-batch.js';
 import { PacedWriter, SLICE_BYTES } from './paced-write.js';
-import { pathParameters } from './route-paths.js';
+import { pathParameters, sameRoutePath } from './route-paths.js';
 
 export type SseFormat = 'value' | 'envelope' | 'cloudevent';
 
@@ -269,7 +269,8 @@ export class SseStreams {
     this.expireAt(client, admission.until);
     const forget = () => {
       clearTimeout(client.expiry);
-      state.clients.delete(client);
+      // Its path now: a reload may have moved it (retain()).
+      this.paths.get(client.path)?.clients.delete(client);
     };
     res.on('close', forget);
     res.on('error', forget);
@@ -533,6 +534,22 @@ export class SseStreams {
   retain(paths: ReadonlySet<string>, shared: ReadonlySet<string>, sources: ReadonlyMap<string, ReadonlyMap<string, unknown>>): void {
     this.shared = shared;
     for (const [path, s] of this.paths) {
+      // A path whose parameters a reload renamed (`/rooms/:room` → `/rooms/:r`) still serves every
+      // client's URL: its streams go on there (the values keep their places). Ended, they were
+      // told 404 "no route forwards to" a URL that a reconnect opens again.
+      const renamed = paths.has(path) ? undefined : [...paths].find((p) => sameRoutePath(p, path));
+      if (renamed !== undefined) {
+        s.batch.flush();
+        const next = this.state(renamed);
+        for (const [route, ps] of s.positions) if (!next.positions.has(route)) next.positions.set(route, ps);
+        for (const c of s.clients) {
+          c.path = renamed;
+          next.clients.add(c);
+          next.batch.joined(c);
+        }
+        this.paths.delete(path);
+        continue;
+      }
       if (!paths.has(path)) {
         // What was published before goes out before the stream ends, and then why it ends: the
         // browser's reconnect would get a 404 it cannot read (end()).
