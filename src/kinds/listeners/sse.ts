@@ -275,7 +275,10 @@ export class SseStreams {
     res.on('close', forget);
     res.on('error', forget);
     this.startHeartbeat();
-    const lastId = header(req, 'last-event-id');
+    // A new EventSource cannot send the header (a page reloaded; a new stream opened with a fresh
+    // token after eventgate.end): it gives the id in the query. A browser's own reconnect sends the
+    // header with its latest id, over the URL's older one.
+    const lastId = header(req, 'last-event-id') ?? queryId(admission.request.query);
     if (lastId === undefined || !sources || sources.size === 0) return;
     const point = this.resumePoint(path, lastId, sources);
     if (point) {
@@ -668,6 +671,12 @@ function writeEvents(client: SseClient, events: Buffer): void {
 
 function header(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** `?lastEventId=` (or Mercure's `lastEventID`). */
+function queryId(query: RequestMeta['query']): string | undefined {
+  const v = query.lastEventId ?? query.lastEventID;
   return Array.isArray(v) ? v[0] : v;
 }
 
