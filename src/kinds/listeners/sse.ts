@@ -540,7 +540,8 @@ export class SseStreams {
       // A path whose parameters a reload renamed (`/rooms/:room` → `/rooms/:r`) still serves every
       // client's URL: its streams go on there (the values keep their places). Ended, they were
       // told 404 "no route forwards to" a URL that a reconnect opens again.
-      const renamed = paths.has(path) ? undefined : [...paths].find((p) => sameRoutePath(p, path));
+      // (Asked only of a removed path with parameters and streams: each ask builds a router.)
+      const renamed = paths.has(path) || s.clients.size === 0 || !/[:*]/.test(path) ? undefined : [...paths].find((p) => /[:*]/.test(p) && sameRoutePath(p, path));
       if (renamed !== undefined) {
         s.batch.flush();
         const next = this.state(renamed);
