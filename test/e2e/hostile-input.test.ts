@@ -148,7 +148,7 @@ routes:
 
   it('answers CONNECT with 405 problem+json on http, websocket and admin ports, instead of dropping the connection', async () => {
     const ports: [string, number, string][] = [
-      ['http', gw.port('api'), 'GET, POST'],
+      ['http', gw.port('api'), 'GET, HEAD, POST'],
       ['websocket', gw.port('push'), 'GET'],
       ['admin', Number(new URL(gw.adminUrl).port), 'GET, POST, PUT'],
     ];

@@ -156,7 +156,8 @@ export class HttpListener implements ListenerRuntime {
       options,
       (req, res) => this.onRequest(req, res),
       env.logger,
-      'GET, POST',
+      // What a CONNECT is told the listener serves: HEAD too, on event stream paths (621).
+      'GET, HEAD, POST',
       (status) => this.telemetry?.httpResponse(status),
       options.http2 === true,
     );
