@@ -106,4 +106,34 @@ routes:
       assert.ok((await kcatConsumeAll(kafka.bootstrap, topic)).some((r) => r.value === `{"after":${apiKey}}`));
     });
   }
+
+  // A broker that is down closes every connection a client opens to its port, and librdkafka
+  // reconnects within a second, every client of a fleet: one line per connection flooded the log.
+  it('logs a broker that is down and a repeated bad request once each, not once per connection, and counts every one', async () => {
+    await kcatProduce(proxy, topic, [{ key: 'k', value: '{"before":"down"}' }]); // binds the brokers' ports
+    const status = async () => (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in');
+    const port = (await status()).ports.find((p: { nodeId: number }) => p.nodeId === 2).port as number;
+    const closedBefore = (await status()).closedByProxy as number;
+    const from = gw.logs.length;
+    await kafka.down(2);
+    try {
+      for (let i = 0; i < 20; i++) await sendUntilClosed(`127.0.0.1:${port}`, request(3, 1, i));
+    } finally {
+      await kafka.up(2);
+    }
+    for (let i = 0; i < 20; i++) await sendUntilClosed(proxy, request(998, 0, i));
+    assert.equal((await status()).closedByProxy, closedBefore + 40);
+    const lines = gw.logs.slice(from).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('kafka client connection closed'));
+    const down = lines.filter((l) => l.side === 'upstream');
+    const bad = lines.filter((l) => l.side === 'client');
+    // The first of each is logged at once, naming why; repeats are counted into a line per 10 s.
+    assert.match(String(down[0]?.reason), /upstream connection failed: .*ECONNREFUSED/, JSON.stringify(lines));
+    assert.equal(down[0]!.closed, 1);
+    assert.match(String(bad[0]?.reason), /API key 998 is not offered by the proxy/);
+    assert.equal(bad[0]!.closed, 1);
+    assert.ok(down.length <= 3 && bad.length <= 3, JSON.stringify(lines));
+    // The listener goes on.
+    await kcatProduce(proxy, topic, [{ key: 'k', value: '{"after":"down"}' }]);
+    assert.ok((await kcatConsumeAll(kafka.bootstrap, topic)).some((r) => r.value === '{"after":"down"}'));
+  });
 });

@@ -22,6 +22,29 @@ import { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
 /** Connections refused at maxConnections are logged at most this often (as the http listeners do). */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
+/**
+ * Connections closed for the same reason are logged at most this often: a broker that is down
+ * makes every client that reconnects to its port close again (librdkafka retries within a second),
+ * and a misconfigured fleet sends the same bad request again and again.
+ */
+const CLOSE_LOG_INTERVAL_MS = 10_000;
+
+/** What a `kafka client connection closed` line says about the last connection it stands for. */
+interface ClosedConnection {
+  remoteAddress: string | undefined;
+  side: 'client' | 'upstream';
+  reason: string;
+}
+
+/**
+ * The window a closed connection counts in: its side and reason, so that each kind of problem (each
+ * broker that is down, each kind of bad request) is logged at once when first seen, and only its
+ * repeats are counted into later lines.
+ */
+function closeLogKey(side: 'client' | 'upstream', reason: string): string {
+  return `${side}:${reason}`;
+}
+
 /** The listener's options once compiled: the upstream broker's addresses and TLS settings resolved. */
 export interface KafkaProxySettings {
   upstream: string;
@@ -65,6 +88,7 @@ export class KafkaProxyListener implements ListenerRuntime {
   private closedByProxy = 0;
   private readonly refusals: RateLimitedWarning<RefusedRequest>;
   private readonly drops: RateLimitedWarning<undefined>;
+  private readonly closes: RateLimitedWarning<ClosedConnection>;
 
   constructor(
     readonly name: string,
@@ -76,6 +100,12 @@ export class KafkaProxyListener implements ListenerRuntime {
     this.refusals = refusalLog((fields, message) => env.logger.warn({ listener: name, ...fields }, message));
     this.drops = new RateLimitedWarning<undefined>(DROP_LOG_INTERVAL_MS, (_, dropped) =>
       env.logger.warn({ listener: name, maxConnections: this.settings.maxConnections, dropped }, 'connection limit reached; closing new connections'),
+    );
+    this.closes = new RateLimitedWarning<ClosedConnection>(CLOSE_LOG_INTERVAL_MS, (c, closed) =>
+      env.logger.warn(
+        { listener: name, remoteAddress: c.remoteAddress, side: c.side, reason: c.reason, closed, intervalMs: CLOSE_LOG_INTERVAL_MS },
+        c.side === 'client' ? 'kafka client connection closed: bad request' : 'kafka client connection closed: upstream problem',
+      ),
     );
     this.bootstrapServer = this.createServer((socket) => this.accept(socket, undefined));
     this.bootstrapServer.on('error', (err) => env.logger.error({ listener: name, err: err.message }, 'listener error'));
@@ -95,6 +125,7 @@ export class KafkaProxyListener implements ListenerRuntime {
     for (const c of [...this.clients]) c.end();
     this.refusals.flush();
     this.drops.flush();
+    this.closes.flush();
     await closed;
     this.bound = false;
   }
@@ -223,10 +254,7 @@ export class KafkaProxyListener implements ListenerRuntime {
         this.clients.delete(conn);
         if (!problem) return;
         this.closedByProxy++;
-        this.env.logger.warn(
-          { listener: this.name, remoteAddress, side: problem.side, reason: problem.reason },
-          problem.side === 'client' ? 'kafka client connection closed: bad request' : 'kafka client connection closed: upstream problem',
-        );
+        this.closes.occurred({ remoteAddress, side: problem.side, reason: problem.reason }, closeLogKey(problem.side, problem.reason));
       },
     };
   }
