@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { useGateway } from '../helpers/gateway.js';
-import { kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { reloaded } from '../helpers/pipeline.js';
+import { kcatConsumeAll, kcatProduce, metadataRequest, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 
 /** A request frame with a v1 header (api key, version, correlation id, client id) and no body. */
 function request(apiKey: number, apiVersion: number, correlationId: number): Buffer {
@@ -48,19 +49,20 @@ describe('kafka listener: requests for APIs or versions the proxy does not offer
     topic = kafka.topic('unoffered');
     await kafka.createTopic(topic, 1);
   });
-  const gw = useGateway(
-    () => `
+  const config = (limit = '') => `
 version: 1
 admin: { port: 0 }
 brokers:
   cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
 listeners:
-  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
+  kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0${limit} }
 routes:
   - name: free-in
     from: { listener: kafka-in, topic: ${topic} }
     through: [ { validate: { schema: { type: object }, onInvalid: reject } } ]
-`,
+`;
+  const gw = useGateway(
+    () => config(),
     () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
   );
   before(() => {
@@ -135,5 +137,37 @@ routes:
     // The listener goes on.
     await kcatProduce(proxy, topic, [{ key: 'k', value: '{"after":"down"}' }]);
     assert.ok((await kcatConsumeAll(kafka.bootstrap, topic)).some((r) => r.value === '{"after":"down"}'));
+  });
+
+  // Every option but host, port, brokerPorts and tls is applied in place (docs/kafka-proxy.md):
+  // the request limit was read once per connection, so clients connected before a reload that
+  // lowered it could still send requests of the old size.
+  it('applies a lowered maxRequestBytes to a client connected before the reload', async () => {
+    const [host, port] = proxy.split(':');
+    const socket = connect(Number(port), host!);
+    socket.on('error', () => {});
+    const answered = new Promise<boolean>((resolve) => {
+      socket.once('data', () => resolve(true));
+      socket.once('close', () => resolve(false));
+    });
+    socket.write(metadataRequest(1, 'raw')); // the connection is up, upstream too
+    assert.ok(await answered, 'the Metadata request was answered');
+    try {
+      assert.ok(reloaded(await gw.reconfigure(config(', maxRequestBytes: 1024'))));
+      const from = gw.logs.length;
+      // A well-formed Metadata request of more than 1024 bytes (a long client id): answered before the reload.
+      const big = metadataRequest(2, 'x'.repeat(1100));
+      const outcome = new Promise<string>((resolve) => {
+        socket.once('data', () => resolve('answered'));
+        socket.once('close', () => resolve('closed'));
+      });
+      socket.write(big);
+      assert.equal(await outcome, 'closed');
+      const line = await gw.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('kafka client connection closed'), undefined, from);
+      assert.equal(line.reason, `frame of ${big.length - 4} bytes (limit 1024)`, JSON.stringify(line));
+    } finally {
+      socket.destroy();
+      assert.ok(reloaded(await gw.reconfigure(config())));
+    }
   });
 });

@@ -47,7 +47,7 @@ describe('kafka listener connection: client reads into one reused buffer', () =>
     const upstreamPort = await listen(upstreamServer);
     const closed: (string | undefined)[] = [];
     const host: ConnectionHost = {
-      maxFrameBytes: 1 << 20,
+      maxFrameBytes: () => 1 << 20,
       answersAfterClientLeftMs: () => 30_000,
       advertise: () => Promise.reject(new Error('not asked')),
       govern: () => {

@@ -27,7 +27,8 @@ import type { Governed, PendingRecords } from './govern.js';
 import { readIntoBuffer } from './read-buffer.js';
 
 export interface ConnectionHost {
-  maxFrameBytes: number;
+  /** The largest request a client may send (maxRequestBytes); read at each request, so a reload applies to open connections. */
+  maxFrameBytes(): number;
   /** How long the upstream connection stays open after the client left, for the cluster's answers (clientLeft); read then, so a reload applies. */
   answersAfterClientLeftMs(): number;
   /** The client-facing address of each broker, binding a port for brokers not seen before. */
@@ -114,7 +115,7 @@ export class ProxyConnection {
     private readonly host: ConnectionHost,
     reuseReads = false,
   ) {
-    const fromClient = new FrameReader(this.requestHandler(), host.maxFrameBytes);
+    const fromClient = new FrameReader(this.requestHandler(), () => host.maxFrameBytes());
     this.fromClient = fromClient;
     // Responses may be larger than any request limit (a Fetch); they are streamed, not held.
     const fromUpstream = new FrameReader(this.responseHandler(), 0x7fffffff);

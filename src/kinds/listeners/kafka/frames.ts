@@ -57,7 +57,8 @@ export class FrameReader {
 
   constructor(
     private readonly handler: FrameHandler,
-    private readonly maxFrameBytes: number,
+    /** A number, or a function read at each frame (a listener's limit that a reload may change). */
+    private readonly maxFrameBytes: number | (() => number),
   ) {}
 
   /**
@@ -81,7 +82,8 @@ export class FrameReader {
     const first = held.length === 0 ? chunk : Buffer.concat([held, chunk.subarray(0, HEAD_BYTES)]);
     if (first.length < 4) return this.hold(first, chunk);
     const size = first.readInt32BE(0);
-    if (size < 0 || size > this.maxFrameBytes) throw new FrameTooLarge(`frame of ${size} bytes (limit ${this.maxFrameBytes})`);
+    const limit = typeof this.maxFrameBytes === 'number' ? this.maxFrameBytes : this.maxFrameBytes();
+    if (size < 0 || size > limit) throw new FrameTooLarge(`frame of ${size} bytes (limit ${limit})`);
     if (first.length < 4 + Math.min(size, 8)) return this.hold(first, chunk);
     const head = first.subarray(4, Math.min(first.length, 4 + size));
     this.held = EMPTY;

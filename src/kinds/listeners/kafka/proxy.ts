@@ -236,7 +236,7 @@ export class KafkaProxyListener implements ListenerRuntime {
   private host(client: Socket): ConnectionHost {
     const remoteAddress = client.remoteAddress;
     return {
-      maxFrameBytes: this.settings.maxRequestBytes,
+      maxFrameBytes: () => this.settings.maxRequestBytes,
       answersAfterClientLeftMs: () => this.settings.answersAfterClientLeftMs,
       advertise: (brokers) => this.advertise(brokers),
       govern: (header: RequestHeader, body: Buffer): Governed | Promise<Governed> =>
