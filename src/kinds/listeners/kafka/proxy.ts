@@ -39,12 +39,10 @@ interface ClosedConnection {
 /**
  * The window a closed connection counts in: its side and reason, so that each kind of problem (each
  * broker that is down, each kind of bad request) is logged at once when first seen, and only its
- * repeats are counted into later lines. A client's reason is counted without its numbers (a frame's
- * size, an API key): a client that sends garbage of ever-changing sizes or keys would otherwise
- * open a window, and log a line, per connection.
+ * repeats are counted into later lines.
  */
 function closeLogKey(side: 'client' | 'upstream', reason: string): string {
-  return side === 'client' ? `client:${reason.replace(/\d+/g, '#')}` : `upstream:${reason}`;
+  return `${side}:${reason}`;
 }
 
 /** The listener's options once compiled: the upstream broker's addresses and TLS settings resolved. */
