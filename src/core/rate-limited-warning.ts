@@ -6,17 +6,27 @@
  * the last line and the details of the last of them, so every occurrence is counted in some line.
  * An interval without any closes the key's window: the next occurrence is logged at once again.
  */
+/** The window of the keys past `maxWindows` (no caller's key starts with a NUL). */
+const SHARED_WINDOW = '\u0000shared';
+
 export class RateLimitedWarning<T> {
   private readonly windows = new Map<string, { count: number; last: T | undefined; timer: NodeJS.Timeout }>();
 
-  /** `line(last, count)` logs one line: `count` occurrences, the last of them `last`. */
+  /**
+   * `line(last, count)` logs one line: `count` occurrences, the last of them `last`. `maxWindows`
+   * bounds the keys with a window at once, for keys a client chooses (the reason a kafka client's
+   * connection was closed carries its frame's size): past it, new keys count in one window they
+   * share, so garbage of ever-changing reasons logs a bounded number of lines, not one each.
+   */
   constructor(
     readonly intervalMs: number,
     private readonly line: (last: T, count: number) => void,
+    private readonly maxWindows = Number.POSITIVE_INFINITY,
   ) {}
 
   /** One occurrence, with its details; `key` keeps a window of its own (a route's, say). */
   occurred(details: T, key = ''): void {
+    if (this.windows.size >= this.maxWindows && !this.windows.has(key)) key = SHARED_WINDOW;
     const window = this.windows.get(key);
     if (window) {
       window.count++;

@@ -8,6 +8,7 @@ import { nestingDepth, parseClientJson } from '../../src/kinds/listeners/client-
 import { hugeNumberAt } from '../../src/core/message.js';
 import { StepStateStore } from '../../src/runtime/step-state.js';
 import { clientKey, TokenFailures } from '../../src/admin/token-failures.js';
+import { RateLimitedWarning } from '../../src/core/rate-limited-warning.js';
 
 describe('parseClientJson', () => {
   const parse = (text: string | Buffer, depth = 64) => parseClientJson(Buffer.isBuffer(text) ? text : Buffer.from(text), 'body', depth);
@@ -267,5 +268,24 @@ describe('secretValues: environment values', () => {
     for (const s of ['8080', 'true', 'localhost', '9092']) assert.ok(!secrets.has(s), s);
     assert.ok(secrets.has('localhost:9092'), 'a loopback address with its port is still the value of a variable');
     assert.equal(redact('getaddrinfo ENOTFOUND kafka-1.internal', secrets), `getaddrinfo ENOTFOUND ${REDACTED}`);
+  });
+});
+
+describe('RateLimitedWarning: keys a client chooses', () => {
+  it('gives at most maxWindows keys a line at once; past them new keys count in one shared window, every occurrence in some line', () => {
+    // A kafka client's close reasons carry its frame's size: garbage of ever-changing sizes logged a line per connection.
+    const lines: [string, number][] = [];
+    const warning = new RateLimitedWarning<string>(60_000, (last, count) => lines.push([last, count]), 3);
+    for (let i = 0; i < 20; i++) warning.occurred(`frame of ${i} bytes`, `frame of ${i} bytes`);
+    // Three keys, then the first past the bound opens the shared window, logged at once as any first occurrence is.
+    assert.deepEqual(lines, [
+      ['frame of 0 bytes', 1],
+      ['frame of 1 bytes', 1],
+      ['frame of 2 bytes', 1],
+      ['frame of 3 bytes', 1],
+    ]);
+    warning.flush();
+    // The other sixteen, in the shared window's line, with the last of them.
+    assert.deepEqual(lines.slice(4), [['frame of 19 bytes', 16]]);
   });
 });

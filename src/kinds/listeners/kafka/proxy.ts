@@ -28,6 +28,11 @@ const DROP_LOG_INTERVAL_MS = 10_000;
  * and a misconfigured fleet sends the same bad request again and again.
  */
 const CLOSE_LOG_INTERVAL_MS = 10_000;
+/**
+ * Reasons with a window of their own at once: a client's reasons carry numbers it chooses (a
+ * frame's size, an API key), so past this many a flood of garbage counts in one shared window.
+ */
+const CLOSE_LOG_MAX_REASONS = 64;
 
 /** What a `kafka client connection closed` line says about the last connection it stands for. */
 interface ClosedConnection {
@@ -101,11 +106,14 @@ export class KafkaProxyListener implements ListenerRuntime {
     this.drops = new RateLimitedWarning<undefined>(DROP_LOG_INTERVAL_MS, (_, dropped) =>
       env.logger.warn({ listener: name, maxConnections: this.settings.maxConnections, dropped }, 'connection limit reached; closing new connections'),
     );
-    this.closes = new RateLimitedWarning<ClosedConnection>(CLOSE_LOG_INTERVAL_MS, (c, closed) =>
-      env.logger.warn(
-        { listener: name, remoteAddress: c.remoteAddress, side: c.side, reason: c.reason, closed, intervalMs: CLOSE_LOG_INTERVAL_MS },
-        c.side === 'client' ? 'kafka client connection closed: bad request' : 'kafka client connection closed: upstream problem',
-      ),
+    this.closes = new RateLimitedWarning<ClosedConnection>(
+      CLOSE_LOG_INTERVAL_MS,
+      (c, closed) =>
+        env.logger.warn(
+          { listener: name, remoteAddress: c.remoteAddress, side: c.side, reason: c.reason, closed, intervalMs: CLOSE_LOG_INTERVAL_MS },
+          c.side === 'client' ? 'kafka client connection closed: bad request' : 'kafka client connection closed: upstream problem',
+        ),
+      CLOSE_LOG_MAX_REASONS,
     );
     this.bootstrapServer = this.createServer((socket) => this.accept(socket, undefined));
     this.bootstrapServer.on('error', (err) => env.logger.error({ listener: name, err: err.message }, 'listener error'));
