@@ -60,7 +60,8 @@ routes:
       };
       const publishers = (['mqtt', 'nats'] as const).flatMap((to) => [publisher(to), publisher(to), publisher(to)]);
       for (let k = 1; k <= 5; k++) {
-        const line = await gw.reconfigure(config(5000 + k));
+        // Written whole (renamed over): written in place, a reload under load once read the file between its truncation and its write.
+        const line = await gw.reconfigure(config(5000 + k), undefined, { whole: true });
         assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
         // Traffic on the new connections before the next replacement.
         const at = seq;
