@@ -160,9 +160,17 @@ export class MosquittoSub {
     return this.received;
   }
 
+  /**
+   * SIGTERM, then SIGKILL if it is still there a second later: mosquitto_sub that is reconnecting
+   * (`-c`, its client id taken by another connection) takes SIGTERM as a disconnect and goes on
+   * reconnecting, and a process left running holds the test file's process open (seen: e2e/mqtt
+   * cancelled at the runner's file timeout, its tests all passed).
+   */
   stop(): void {
-    this.forget();
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     this.child.kill();
+    const hard = setTimeout(() => this.child.kill('SIGKILL'), 1000);
+    this.child.once('exit', () => clearTimeout(hard));
   }
 }
 
