@@ -54,6 +54,8 @@ export function appBundleCurrent(): boolean {
   } catch {
     return false;
   }
+  // A list the build did not write (cut short, edited): the modules, rather than a TypeError at start.
+  if (!Array.isArray(inputs)) return false;
   const built = existsSync(TS_BUILD_INFO);
   return inputs.every(([file, size, mtimeMs]) => {
     const now = statSync(join(DIR, file), { throwIfNoEntry: false });

@@ -139,5 +139,8 @@ describe('CLI start-up: each command loads only the modules it uses', { concurre
     assert.equal(current(), 'true', 'an installed package');
     appendFileSync(input, '\n');
     assert.equal(current(), 'false', 'an installed package, one input edited');
+    // A list of inputs that is JSON but not a list: not current, and no TypeError.
+    writeFileSync(listed, '{}');
+    assert.equal(current(), 'false', 'a list of inputs that is not one');
   });
 });
