@@ -60,8 +60,13 @@ for (const [kind, { call, env: variable }] of Object.entries(sharedRabbitKinds))
 
 // --test-timeout bounds each test and each whole file (its
 // process is a test of the run): set to end a hang, well above the longest file on a loaded
-// machine (docs/testing.md).
-const child = spawn(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-timeout=300000', '--test-reporter=spec', ...files], { env, stdio: 'inherit' });
+// machine (docs/testing.md). The linger guard ends a file whose process outlives its tests sooner,
+// saying what held it (test/helpers/linger-guard.ts).
+const lingerGuard = new URL('../dist/test/helpers/linger-guard.js', import.meta.url).pathname;
+const child = spawn(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-timeout=300000', '--test-reporter=spec', '--import', lingerGuard, ...files], {
+  env,
+  stdio: 'inherit',
+});
 
 let signalled;
 for (const signal of ['SIGINT', 'SIGTERM']) {
