@@ -250,9 +250,9 @@ value and a missing key as \`null\`. A Kafka target still writes each of them as
 (every value of a repeated header, the bytes, the tombstone) wherever no step changed it. A value
 of bytes (a binary CloudEvent's data that is neither JSON nor text) is bytes to an expression: \`$\`
 and \`{"data": $}\` carry them on (written as base64 wherever JSON is written), \`$string($)\` is their
-base64 text, and so is a header, key or CloudEvent attribute an expression gives them for. \`&\`
-joins them as Node writes them (\`{"type":"Buffer","data":[...]}\`) and the other string functions
-refuse them: join their text, \`"raw:" & $string($)\`.
+base64 text, and so is a header, key or CloudEvent attribute an expression gives them for, and
+what \`&\` joins (\`"raw:" & $\` is \`raw:3q2+7w==\`); the other string functions refuse them
+(\`$length($)\`: a signature error), so give them \`$string($)\`.
 
 An expression that fails on a message fails that message only: one that raises an error (\`$error("...")\`,
 a type error such as \`"a" + 1\`), runs past \`timeoutMs\` or \`maxDepth\`, or yields a result JSON

@@ -8,6 +8,7 @@ import type { Message, MessageContext } from '../core/message.js';
 import { attributesOf, CE_SPECVERSION } from '../codecs/cloudevents.js';
 import { approxValueBytes, sizeText } from '../core/heap-size.js';
 import { boundedRange, boundRanges, namesEval, oversizedRange, RANGE_FUNCTION, rangeToCall } from './range.js';
+import { concatOperandsToText, concatToText, stringWithBytes, TEXT_FUNCTION, textOf } from './bytes-text.js';
 
 /** Bounds applied to every evaluation so one runaway expression fails only its own message. */
 export interface ExpressionLimits {
@@ -152,11 +153,14 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   // Ranges are held to maxResultBytes before they are made (range.ts), once the checks above have
   // read the AST as JSONata wrote it; an expression without `..` or `$eval` is left as it was.
   const ranges = boundRanges(compiled.ast());
+  // `&` reads bytes as base64, as $string does (bytes-text.ts); after the fast path, which leaves bytes to JSONata.
+  const concats = concatOperandsToText(compiled.ast());
   const evals = namesEval(compiled.ast());
   if (ranges || evals) compiled.registerFunction(RANGE_FUNCTION, boundedRange(maxResultBytes));
+  if (concats || evals) compiled.registerFunction(TEXT_FUNCTION, textOf);
   const entry = yieldingEntry(limits.timeoutMs);
-  // `$eval` parses its text when it runs: its ranges are changed as each node is entered.
-  compiled.assign(EVALUATE_ENTRY as unknown as string, evals ? (expr: object, input: unknown, env: { base: object }) => (rangeToCall(expr), entry(expr, input, env)) : entry);
+  // `$eval` parses its text when it runs: its ranges and `&`s are changed as each node is entered.
+  compiled.assign(EVALUATE_ENTRY as unknown as string, evals ? (expr: object, input: unknown, env: { base: object }) => (rangeToCall(expr), concatToText(expr), entry(expr, input, env)) : entry);
   compiled.registerFunction('pad', boundedPad(maxResultBytes), '<s-ns?:s>');
   compiled.registerFunction('string', stringWithBytes, '<x-b?:s>');
   return {
@@ -231,40 +235,6 @@ function boundedPad(maxResultBytes: number): (str: string | undefined, width: nu
     const padding = !/[\uD800-\uDFFF]/.test(repeated) ? repeated.slice(0, padLength) : Array.from(repeated).slice(0, padLength).join('');
     return w > 0 ? str + padding : padding + str;
   };
-}
-
-/**
- * JSONata's `$string` (jsonata 2.x, functions.js string), except that bytes (a binary CloudEvent's
- * data: `$string($)`, `$string({"data": $})`) are their base64 text, as a forward, an envelope or a
- * header writes them, rather than Buffer's own JSON `{"type":"Buffer","data":[1,2,255]}`.
- */
-function stringWithBytes(arg: unknown, prettify = false): string | undefined {
-  if (arg === undefined) return undefined;
-  if (typeof arg === 'string') return arg;
-  if (Buffer.isBuffer(arg)) return arg.toString('base64');
-  if (isFunctionValue(arg)) return '';
-  if (typeof arg === 'number' && !Number.isFinite(arg)) throw { code: 'D3001', value: arg };
-  const value = Array.isArray(arg) && (arg as { outerWrapper?: boolean }).outerWrapper ? arg[0] : arg;
-  return JSON.stringify(
-    value,
-    function (this: Record<string, unknown>, key: string, v: unknown) {
-      // `v` is after toJSON: the bytes are the value as it was.
-      const raw = this[key];
-      if (Buffer.isBuffer(raw)) return raw.toString('base64');
-      if (typeof v === 'number') {
-        // JSONata's isNumeric: NaN is not a number, a non-finite one is an error.
-        if (Number.isNaN(v)) return v;
-        if (!Number.isFinite(v)) throw { code: 'D1001', value: v };
-        return Number.isInteger(v) ? v : Number(v.toPrecision(15));
-      }
-      return v && isFunctionValue(v) ? '' : v;
-    },
-    prettify ? 2 : 0,
-  );
-}
-
-function isFunctionValue(v: unknown): boolean {
-  return typeof v === 'function' || (typeof v === 'object' && v !== null && ((v as JsonataFunction)._jsonata_function === true || (v as JsonataFunction)._jsonata_lambda === true));
 }
 
 function codePoints(s: string): number {

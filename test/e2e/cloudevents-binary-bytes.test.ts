@@ -35,7 +35,7 @@ routes:
     to: { listener: ws, path: /wrapped }
   - name: bytes-text
     from: { listener: api, path: /text }
-    through: [{ headers: { set: { x-data: '$', x-parts: '[$, 1]', x-string: '$string({"d": $})' } } }]
+    through: [{ headers: { set: { x-data: '$', x-parts: '[$, 1]', x-string: '$string({"d": $})', x-joined: '"b64:" & $', x-joined-in: '{"d": $} & ""' } } }]
     to: { broker: local, topic: text, key: '$' }
   - name: text-watch
     from: { broker: local, topic: text }
@@ -95,7 +95,7 @@ routes:
     }
   });
 
-  it('writes the bytes as base64 in the text of a header, a key and $string, as forwards write them', async () => {
+  it('writes the bytes as base64 in the text of a header, a key, $string and &, as forwards write them', async () => {
     const client = await WsClient.connect(gw.url('ws', '/text', 'ws'));
     try {
       const bytes = await postReading('/text', 'raw-3');
@@ -105,6 +105,9 @@ routes:
       assert.equal(envelope.headers['x-data'], b64);
       assert.equal(envelope.headers['x-parts'], JSON.stringify([b64, 1]));
       assert.equal(envelope.headers['x-string'], JSON.stringify({ d: b64 }));
+      // `&` joined Buffer's JSON too until 640.
+      assert.equal(envelope.headers['x-joined'], `b64:${b64}`);
+      assert.equal(envelope.headers['x-joined-in'], JSON.stringify({ d: b64 }));
       assert.equal(envelope.key, b64);
       assert.equal(envelope.value, b64);
     } finally {
