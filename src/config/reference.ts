@@ -240,7 +240,14 @@ JSONata expressions see the message value as input and these variables: \`$key\`
 \`$message\` (the message's id) and \`$channel\` (its channel key), both \`null\` otherwise (see
 [asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message; a call of a
 function that does not exist, or a variable nothing binds (\`$header\` for \`$headers\`, which
-JSONata would read as no value for every message), is a config error at its place. Header
+JSONata would read as no value for every message), is a config error at its place; so is any of
+these in the text an \`$eval\` is given as a string literal (\`$eval("$fo(1)")\`, or its syntax
+error), placed inside the literal, and a literal argument \`$fromMillis\` or \`$formatNumber\` cannot
+format: a number of milliseconds past a JavaScript date's range (±8.64e15, \`$fromMillis(1e20)\`), a
+timezone that is not ±HHMM (\`"+0530"\`), a picture string JSONata refuses (\`"#.#.#"\`), a number
+of 1e21 or more for a picture without an exponent (\`"0.00e0"\` has one). Given such values by a
+message, the two fail that message as below (JSONata's own wrote \`"0NaN-NaN-NaNTNaN:NaN:NaN.NaNZ"\`
+or \`"1e+,300.00"\` into it). Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep
 their producer's spelling. Kafka record headers, keys and values are bytes, and expressions, envelopes

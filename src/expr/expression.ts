@@ -1,7 +1,8 @@
 import { createRequire } from 'node:module';
 import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
-import { SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables } from './functions.js';
+import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables } from './functions.js';
+import { CHECKED_SIGNATURES, checkedFunctions, literalCallProblems, literalStart } from './checked-functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import { type Problem, problem } from '../core/errors.js';
 import type { Message, MessageContext } from '../core/message.js';
@@ -38,6 +39,9 @@ function jsonata(source: string, options: jsonataModule.JsonataOptions): jsonata
   jsonataLoaded ??= createRequire(import.meta.url)('jsonata') as typeof jsonataModule;
   return jsonataLoaded(source, options);
 }
+
+/** $fromMillis and $formatNumber with their inputs checked (checked-functions.ts), made once. */
+let checkedNow: ReturnType<typeof checkedFunctions> | undefined;
 
 /** evaluateSync's answer when the expression needs JSONata's (asynchronous) evaluator for this input. */
 export const NOT_SYNC: unique symbol = Symbol('needs the asynchronous evaluator');
@@ -128,25 +132,8 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
     const e = err as JsonataError;
     throw new ExpressionSyntaxError(e.message ?? String(err), Math.max(0, (e.position ?? 1) - 1));
   }
-  for (const { re, position } of regexLiterals(compiled.ast())) {
-    try {
-      compileLinear(re);
-    } catch (err) {
-      throw new ExpressionSyntaxError(
-        `regular expression /${re.source}/ cannot run in linear time (${(err as Error).message}); backreferences and lookaround are not supported`,
-        regexStart(source, re, position),
-      );
-    }
-  }
-  const unknown = unknownFunctionCalls(compiled.ast(), GATEWAY_VARIABLES);
-  if (unknown.length > 0) throw new ExpressionSyntaxError(unknown[0]!.message, unknown[0]!.index);
-  const unbound = unknownVariables(compiled.ast(), GATEWAY_VARIABLES);
-  if (unbound.length > 0) throw new ExpressionSyntaxError(unbound[0]!.message, unbound[0]!.index);
-  const sift = siftWithoutFunction(compiled.ast());
-  if (sift) throw new ExpressionSyntaxError(sift.message, sift.index);
   const maxResultBytes = limits.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
-  const range = oversizedRange(compiled.ast(), maxResultBytes);
-  if (range) throw new ExpressionSyntaxError(range.message, range.index);
+  checkTree(source, compiled.ast(), GATEWAY_VARIABLES, maxResultBytes, limits);
   const where = `expression ${JSON.stringify(source.length > 60 ? `${source.slice(0, 57)}...` : source)}${origin ? ` at ${origin}` : ''}`;
   const fast = compileFastPath(compiled.ast());
   const readsVariables = hasVariable(compiled.ast());
@@ -163,6 +150,9 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   compiled.assign(EVALUATE_ENTRY as unknown as string, evals ? (expr: object, input: unknown, env: { base: object }) => (rangeToCall(expr), concatToText(expr), entry(expr, input, env)) : entry);
   compiled.registerFunction('pad', boundedPad(maxResultBytes), '<s-ns?:s>');
   compiled.registerFunction('string', stringWithBytes, '<x-b?:s>');
+  checkedNow ??= checkedFunctions(jsonata);
+  compiled.registerFunction('fromMillis', checkedNow.fromMillis, CHECKED_SIGNATURES.fromMillis);
+  compiled.registerFunction('formatNumber', checkedNow.formatNumber, CHECKED_SIGNATURES.formatNumber);
   return {
     source,
     readsVariables,
@@ -201,6 +191,74 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
       return result;
     },
   };
+}
+
+/**
+ * What validate refuses in a parsed expression, at its index in `source`: a regex RE2 cannot run,
+ * an unknown function or variable (`known`: the gateway's variables, and for the text of an
+ * `$eval` also what the expression around it binds), a `$sift` without its function, a literal
+ * range too large, a literal `$fromMillis`/`$formatNumber` argument that can never be formatted,
+ * and the same inside the string literal an `$eval` is given (evalLiterals).
+ */
+function checkTree(source: string, ast: unknown, known: readonly string[], maxResultBytes: number, limits: ExpressionLimits): void {
+  for (const { re, position } of regexLiterals(ast)) {
+    try {
+      compileLinear(re);
+    } catch (err) {
+      throw new ExpressionSyntaxError(
+        `regular expression /${re.source}/ cannot run in linear time (${(err as Error).message}); backreferences and lookaround are not supported`,
+        regexStart(source, re, position),
+      );
+    }
+  }
+  const unknown = unknownFunctionCalls(ast, known);
+  if (unknown.length > 0) throw new ExpressionSyntaxError(unknown[0]!.message, unknown[0]!.index);
+  const unbound = unknownVariables(ast, known);
+  if (unbound.length > 0) throw new ExpressionSyntaxError(unbound[0]!.message, unbound[0]!.index);
+  const sift = siftWithoutFunction(ast);
+  if (sift) throw new ExpressionSyntaxError(sift.message, sift.index);
+  const range = oversizedRange(ast, maxResultBytes);
+  if (range) throw new ExpressionSyntaxError(range.message, range.index);
+  const bound = boundNames(ast, known);
+  const literal = literalCallProblems(jsonata, source, ast, bound);
+  if (literal) throw new ExpressionSyntaxError(literal.message, literal.index);
+  evalLiterals(source, ast, [...bound], maxResultBytes, limits);
+}
+
+/**
+ * The text of each `$eval("...")` given a string literal, compiled and checked as the expression
+ * is: JSONata parses it only when a message reaches the call, so `$eval("$fo(1)")` or a syntax
+ * error in it failed every message instead of the config. Errors point into the literal when it
+ * is written without escapes (an index of its text is then one of the source), else at its quote.
+ * The text sees what the expression binds around it, so those names are known inside.
+ */
+function evalLiterals(source: string, ast: unknown, known: string[], maxResultBytes: number, limits: ExpressionLimits): void {
+  if (known.includes('eval')) return;
+  const stack = [ast];
+  while (stack.length > 0) {
+    const n = stack.pop() as { type?: string; procedure?: { type?: string; value?: unknown }; arguments?: { type?: string; value?: unknown; position?: number }[] } | null;
+    if (n === null || typeof n !== 'object') continue;
+    const text = n.arguments?.[0];
+    if (n.type === 'function' && n.procedure?.type === 'variable' && n.procedure.value === 'eval' && text?.type === 'string' && typeof text.value === 'string') {
+      const start = literalStart(source, text);
+      const exact = source.slice(start + 1, start + 1 + text.value.length) === text.value && source[start + 1 + text.value.length] === source[start];
+      const at = (index: number) => (exact ? start + 1 + index : start);
+      let inner: jsonataModule.Expression;
+      try {
+        inner = jsonata(text.value, { RegexEngine: linearRegexEngine(limits.maxRegexInput ?? DEFAULT_MAX_REGEX_INPUT) } as jsonataModule.JsonataOptions);
+      } catch (err) {
+        const e = err as JsonataError;
+        throw new ExpressionSyntaxError(`in the text $eval is given: ${e.message ?? String(err)}`, at(Math.max(0, (e.position ?? 1) - 1)));
+      }
+      try {
+        checkTree(text.value, inner.ast(), known, maxResultBytes, limits);
+      } catch (err) {
+        if (!(err instanceof ExpressionSyntaxError)) throw err;
+        throw new ExpressionSyntaxError(`in the text $eval is given: ${err.message}`, at(err.position));
+      }
+    }
+    for (const v of Object.values(n)) if (v !== null && typeof v === 'object') stack.push(v);
+  }
 }
 
 /**

@@ -121,6 +121,11 @@ function scanNames(ast: unknown, gatewayVariables: Iterable<string>): { bound: S
   return { bound, calls, reads };
 }
 
+/** The names an expression binds itself (`$v := ...`, lambda parameters, `@$v`, `#$i`), besides `gatewayVariables`. */
+export function boundNames(ast: unknown, gatewayVariables: Iterable<string>): Set<string> {
+  return scanNames(ast, gatewayVariables).bound;
+}
+
 /** A problem at the `$` of `at` (jsonata's positions point just past the token), with the closest known name as a hint. */
 function unknownName(at: NameAt, known: readonly string[], what: (name: string, hint: string) => string): UnknownCall {
   const hint = closest(at.name, known);

@@ -150,6 +150,10 @@ routes:
     from: {listener: api, path: /percent}
     through: [{transform: '{"pct": total / count * 100}'}]
     to: {broker: local, topic: out}
+  - name: formats
+    from: {listener: api, path: /formats}
+    through: [{transform: '{"at": $fromMillis(ts), "local": $fromMillis(ts, "[H01]:[m01]", tz), "n": $formatNumber(n, "#,##0.00")}'}]
+    to: {broker: local, topic: out}
   - name: ratio-ws
     from: {listener: push, path: /ws/ratio}
     through: [{transform: '{"avg": total / count}'}]
@@ -235,6 +239,29 @@ routes:
     assert.equal((await post(gw.url('api', '/ratio'), { total: 3, count: 2 })).status, 200);
     assert.deepEqual((await out.next()).value, { avg: 1.5 });
     ws.close();
+    out.close();
+  });
+
+  it('fails $fromMillis and $formatNumber given what they cannot format with 500, naming the expression in the log, instead of sending junk', async () => {
+    const out = await WsClient.connect(gw.url('push', '/ws/out', 'ws'));
+    const from = gw.logs.length;
+    // JSONata's own gave "0NaN-NaN-NaNTNaN:NaN:NaN.NaNZ", "NaN:NaN" and "1e+,300.00", and they were sent.
+    const cases: [Record<string, unknown>, string][] = [
+      [{ ts: 1e20, n: 1 }, '$fromMillis cannot format 100000000000000000000 milliseconds: a date lies within 8640000000000000 ms (about 273,790 years) of 1970'],
+      [{ ts: 0, n: 1, tz: 'CET' }, '$fromMillis: the timezone "CET" is not ±HHMM (e.g. "+0530", "-0800")'],
+      [{ ts: 0, n: 1e300 }, '$formatNumber cannot format 1e+300 with a picture without an exponent (it would write "1e+,300.00"): numbers of 1e21 or more need one, e.g. "0.00e0"'],
+    ];
+    for (const [body, detail] of cases) {
+      const r = await post(gw.url('api', '/formats'), body);
+      assert.equal(r.status, 500, r.text);
+      assert.equal(r.body.detail, `transform failed: ${detail}`);
+    }
+    const line = await gw.waitForLog((l) => l.route === 'formats' && typeof l.where === 'string', 10_000, from);
+    assert.ok((line.where as string).startsWith('expression "{\\"at\\": $fromMillis(ts), '), String(line.where));
+    assert.match(line.where as string, / at gateway\.yaml:\d+$/);
+    // The only message out is a good one.
+    assert.equal((await post(gw.url('api', '/formats'), { ts: 86_400_000, n: 1234.5, tz: '+0130' })).status, 200);
+    assert.deepEqual((await out.next()).value, { at: '1970-01-02T00:00:00.000Z', local: '01:30', n: '1,234.50' });
     out.close();
   });
 

@@ -177,7 +177,7 @@ describe('eventgate validate catches what would only fail at run time', () => {
     for (const l of brokenDocument.lines) assert.match(l, /^streetlights\.yaml:/);
   });
 
-  it('a call to a JSONata function that does not exist, and a variable nothing binds, with a hint and its position', async () => {
+  it('a call to a JSONata function that does not exist, and a variable nothing binds, with a hint and its position; the text of $eval, and literals $fromMillis and $formatNumber cannot format', async () => {
     const r = await validate(
       yaml(
         'version: 1',
@@ -190,6 +190,14 @@ describe('eventgate validate catches what would only fail at run time', () => {
         '      - transform: \'{"n": $uppercse(name)}\'', // 8: `$` at column 27
         "      - filter: '($twice := function($v){ $v * 2 }; $twice(n) > 1)'", // user-defined: fine
         '      - filter: \'$header."x-source" != "test"\'', // 10: a misspelt variable, `$` at column 18
+        // The text of an $eval given a literal is checked too, and its errors placed in the literal (640).
+        '      - filter: \'$eval("$fo(1) = 1")\'', // 11: `$fo` at column 25
+        '      - filter: \'$eval("a +") = 1\'', // 12: its syntax error, at the `+` (column 27)
+        '      - filter: \'($x := 1; $eval("$x + a") > 0 and $eval($headers.code))\'', // what the expression binds, and a computed text: fine
+        // A literal $fromMillis/$formatNumber argument they cannot format: JSONata gave junk text for every message.
+        "      - transform: '$fromMillis(1e20)'", // 14: the number at column 33
+        '      - transform: \'$formatNumber(n, "#.#.#")\'', // 15: the picture at column 38
+        '      - transform: \'$fromMillis(ts, "[Y0001]", "+05:30")\'', // 16: the timezone at column 48
         '    to: { broker: local, topic: t }',
       ),
     );
@@ -197,6 +205,11 @@ describe('eventgate validate catches what would only fail at run time', () => {
     assert.deepEqual(r.lines, [
       'gateway.yaml:8:27: JSONata expression does not compile: unknown function $uppercse (did you mean $uppercase?)',
       'gateway.yaml:10:18: JSONata expression does not compile: unknown variable $header (did you mean $headers?): nothing binds it, so it would have no value for any message',
+      'gateway.yaml:11:25: JSONata expression does not compile: in the text $eval is given: unknown function $fo (did you mean $not?)',
+      'gateway.yaml:12:27: JSONata expression does not compile: in the text $eval is given: Unexpected end of expression',
+      'gateway.yaml:14:33: JSONata expression does not compile: $fromMillis cannot format 100000000000000000000 milliseconds: a date lies within 8640000000000000 ms (about 273,790 years) of 1970',
+      `gateway.yaml:15:38: JSONata expression does not compile: $formatNumber's picture "#.#.#" cannot be used: The sub-picture must not contain more than one instance of the 'decimal-separator' character (D3081)`,
+      'gateway.yaml:16:48: JSONata expression does not compile: $fromMillis: the timezone "+05:30" is not ±HHMM (e.g. "+0530", "-0800")',
     ]);
   });
 
