@@ -73,12 +73,14 @@ export class AdminServer {
   /** Wrong tokens per client address: 429 for an address that sent too many (token-failures.ts). */
   private readonly failures = new TokenFailures();
   private readonly lockouts: RateLimitedWarning<{ client: string; retryAfterS: number }>;
+  private readonly logger: Logger;
 
   constructor(
     gateway: AdminSource,
     private plan: AdminPlan,
   ) {
     this.token = plan.token;
+    this.logger = gateway.logger;
     this.lockouts = new RateLimitedWarning(60_000, (last, count) =>
       gateway.logger.warn(
         { client: last.client, retryAfterS: last.retryAfterS, lockedOut: count, failures: this.failures.limit, windowS: this.failures.windowMs / 1000 },
@@ -140,6 +142,13 @@ export class AdminServer {
 
   configure(plan: AdminPlan): void {
     this.plan = plan;
+    // A changed token clears the wrong tokens counted against the old one: the operator rotates it
+    // because of the guesses, or to let a locked-out client with the new one back in, and a guess
+    // at the old token tells nothing about the new. A reload that keeps the token keeps them.
+    if (plan.token !== this.token) {
+      const lockedOut = this.failures.clear();
+      if (lockedOut > 0) this.logger.info({ lockedOut }, 'admin API: admin.token changed; the addresses locked out for wrong tokens are let in again');
+    }
     this.token = plan.token;
   }
 

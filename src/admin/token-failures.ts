@@ -50,6 +50,19 @@ export class TokenFailures {
     return w.count === this.limit ? w.endsAt - now : 0;
   }
 
+  /**
+   * Forgets every failure counted, lockouts included: for a reload that changes the token, since
+   * a guess at the old token says nothing about the new one (spec-checklist 643). How many
+   * addresses were locked out then.
+   */
+  clear(): number {
+    const now = this.now();
+    let locked = 0;
+    for (const w of this.windows.values()) if (w.count >= this.limit && w.endsAt > now) locked++;
+    this.windows.clear();
+    return locked;
+  }
+
   /** Windows held (for tests: the flood bound). */
   get size(): number {
     return this.windows.size;

@@ -136,4 +136,25 @@ describe('admin API with a token', () => {
     assert.equal(warnings[0]!.client, '127.0.0.2');
     assert.equal(JSON.stringify(gw.logs).includes('guess-'), false, 'the tokens tried are not logged');
   });
+
+  it('lets an address locked out for wrong tokens in again after a reload that changes admin.token, not after one that keeps it', async () => {
+    // From 127.0.0.4: the test before locked 127.0.0.2 out, which the token's change clears too.
+    const from = (token: string) => fetch(`${gw.adminUrl}/admin/status`, { localAddress: '127.0.0.4', headers: { authorization: `Bearer ${token}` } });
+    for (let i = 0; i < 10; i++) assert.equal((await from(`guess-${i}`)).status, 401, `guess ${i}`);
+    assert.equal((await from('s3cret-token')).status, 429);
+    // A reload that keeps the token keeps the lockout: a routine reload must not let a guesser go on.
+    const kept = await gw.reconfigure('version: 1\nadmin:\n  port: 0\n  token: ${ADMIN_TOKEN}\nlog: { level: info }\n', 'gateway.yaml', { whole: true });
+    assert.equal(kept.msg, 'config reloaded', JSON.stringify(kept));
+    assert.equal((await from('s3cret-token')).status, 429);
+    // The operator rotates the token (because of the guesses, or to let a locked-out job in with the new one).
+    const rotated = await gw.reconfigure('version: 1\nadmin:\n  port: 0\n  token: rotated-admin-token-0123\n', 'gateway.yaml', { whole: true });
+    assert.equal(rotated.msg, 'config reloaded', JSON.stringify(rotated));
+    assert.equal((await from('rotated-admin-token-0123')).status, 200);
+    // Counting starts again, against the new token: the old one is a wrong token now.
+    assert.equal((await from('s3cret-token')).status, 401);
+    const cleared = gw.logs.find((l) => /admin\.token changed/.test(String(l.msg)));
+    assert.ok(cleared, 'the reload says it let locked-out addresses in again');
+    assert.ok(Number(cleared.lockedOut) >= 1, JSON.stringify(cleared));
+    assert.equal(JSON.stringify(gw.logs).includes('rotated-admin-token'), false, 'the token is not logged');
+  });
 });
