@@ -10,7 +10,9 @@
 const SHARED_WINDOW = '\u0000shared';
 
 export class RateLimitedWarning<T> {
-  private readonly windows = new Map<string, { count: number; last: T | undefined; timer: NodeJS.Timeout }>();
+  private readonly windows = new Map<string, { count: number; last: T | undefined; timer: NodeJS.Timeout; group: string | undefined }>();
+  /** Windows open per group (its shared window aside), for maxWindowsPerGroup. */
+  private readonly perGroup = new Map<string, number>();
 
   /**
    * `line(last, count)` logs one line: `count` occurrences, the last of them `last`. `maxWindows`
@@ -22,11 +24,27 @@ export class RateLimitedWarning<T> {
     readonly intervalMs: number,
     private readonly line: (last: T, count: number) => void,
     private readonly maxWindows = Number.POSITIVE_INFINITY,
+    /**
+     * Bounds the windows one group (a client's address) opens at once: past it, that group's new
+     * keys count in a window of the group's own, so one client's garbage cannot take all of
+     * `maxWindows` and leave another client's first occurrence unlogged (spec-checklist 644).
+     */
+    private readonly maxWindowsPerGroup = Number.POSITIVE_INFINITY,
   ) {}
 
-  /** One occurrence, with its details; `key` keeps a window of its own (a route's, say). */
-  occurred(details: T, key = ''): void {
-    if (this.windows.size >= this.maxWindows && !this.windows.has(key)) key = SHARED_WINDOW;
+  /** One occurrence, with its details; `key` keeps a window of its own (a route's, say), counted in `group`'s bound. */
+  occurred(details: T, key = '', group?: string): void {
+    let inGroup = group;
+    if (!this.windows.has(key)) {
+      if (group !== undefined && (this.perGroup.get(group) ?? 0) >= this.maxWindowsPerGroup) {
+        key = `${SHARED_WINDOW}\u0000${group}`;
+        inGroup = undefined;
+      }
+      if (this.windows.size >= this.maxWindows && !this.windows.has(key)) {
+        key = SHARED_WINDOW;
+        inGroup = undefined;
+      }
+    }
     const window = this.windows.get(key);
     if (window) {
       window.count++;
@@ -36,7 +54,8 @@ export class RateLimitedWarning<T> {
     this.line(details, 1);
     const timer = setInterval(() => this.intervalEnded(key), this.intervalMs);
     timer.unref();
-    this.windows.set(key, { count: 0, last: undefined, timer });
+    this.windows.set(key, { count: 0, last: undefined, timer, group: inGroup });
+    if (inGroup !== undefined) this.perGroup.set(inGroup, (this.perGroup.get(inGroup) ?? 0) + 1);
   }
 
   /** Logs what was counted and not logged yet, and closes every window (the owner stops). */
@@ -56,6 +75,11 @@ export class RateLimitedWarning<T> {
     const window = this.windows.get(key)!;
     clearInterval(window.timer);
     this.windows.delete(key);
+    if (window.group !== undefined) {
+      const left = (this.perGroup.get(window.group) ?? 1) - 1;
+      if (left > 0) this.perGroup.set(window.group, left);
+      else this.perGroup.delete(window.group);
+    }
     if (window.count > 0) this.line(window.last as T, window.count);
   }
 }

@@ -31,10 +31,10 @@ function produce(topics: Buffer): Buffer {
 const int32 = (n: number) => Buffer.from([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
 const str = (s: string) => Buffer.concat([Buffer.from([0, Buffer.byteLength(s)]), Buffer.from(s)]);
 
-/** Sends one request and resolves once the proxy closed the connection. */
-function sendUntilClosed(proxy: string, bytes: Buffer): Promise<void> {
+/** Sends one request and resolves once the proxy closed the connection; from `localAddress` when given (127.0.0.0/8). */
+function sendUntilClosed(proxy: string, bytes: Buffer, localAddress?: string): Promise<void> {
   const [host, port] = proxy.split(':');
-  const socket = connect(Number(port), host!);
+  const socket = connect({ port: Number(port), host: host!, ...(localAddress && { localAddress }) });
   socket.on('error', () => {});
   socket.on('connect', () => socket.write(bytes));
   return new Promise((resolve) => socket.on('close', () => resolve()));
@@ -137,6 +137,25 @@ routes:
     // The listener goes on.
     await kcatProduce(proxy, topic, [{ key: 'k', value: '{"after":"down"}' }]);
     assert.ok((await kcatConsumeAll(kafka.bootstrap, topic)).some((r) => r.value === '{"after":"down"}'));
+  });
+
+  // 595 bounded the reasons with a line of their own to 64 per listener: one client's garbage of
+  // ever-changing API keys filled them, and another client's bad request then counted unnamed in
+  // the shared window. Each client address now has 16 of them; from addresses of their own, so
+  // the file's other tests (from 127.0.0.1) keep their windows.
+  it("logs another client's bad request at once while one client floods the log with ever-changing ones", async () => {
+    const from = gw.logs.length;
+    for (let i = 0; i < 70; i++) await sendUntilClosed(proxy, request(2000 + i, 0, i), '127.0.0.5');
+    await sendUntilClosed(proxy, request(997, 0, 1), '127.0.0.6');
+    // More of the flood after it: the shared window's line then names the flood's last, never 997.
+    for (let i = 70; i < 75; i++) await sendUntilClosed(proxy, request(2000 + i, 0, i), '127.0.0.5');
+    const isClosed = (l: { msg?: unknown }) => typeof l.msg === 'string' && l.msg.startsWith('kafka client connection closed');
+    const other = await gw.waitForLog((l) => isClosed(l) && l.remoteAddress === '127.0.0.6', 30_000, from);
+    assert.match(String(other.reason), /API key 997 is not offered by the proxy/);
+    assert.equal(other.closed, 1);
+    // The flood had 16 lines of its own and one opening its shared window, all logged before 997's.
+    const before = gw.logs.slice(from, gw.logs.indexOf(other)).filter((l) => isClosed(l) && l.remoteAddress === '127.0.0.5');
+    assert.equal(before.length, 17, JSON.stringify(before.map((l) => l.reason)));
   });
 
   // Every option but host, port, brokerPorts and tls is applied in place (docs/kafka-proxy.md):

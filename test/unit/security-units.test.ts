@@ -288,4 +288,30 @@ describe('RateLimitedWarning: keys a client chooses', () => {
     // The other sixteen, in the shared window's line, with the last of them.
     assert.deepEqual(lines.slice(4), [['frame of 19 bytes', 16]]);
   });
+
+  it("bounds one group's keys below maxWindows, so one client's garbage cannot keep another client's first occurrence from its line (644)", () => {
+    const lines: [string, number][] = [];
+    const warning = new RateLimitedWarning<string>(60_000, (last, count) => lines.push([last, count]), 6, 2);
+    const flood = (n: number) => {
+      for (let i = 0; i < n; i++) warning.occurred(`a: frame of ${i} bytes`, `a:${i}`, 'a');
+    };
+    flood(20);
+    // Two of a's keys, then its own shared window, opened with a line: three lines, three windows of six.
+    assert.deepEqual(lines, [
+      ['a: frame of 0 bytes', 1],
+      ['a: frame of 1 bytes', 1],
+      ['a: frame of 2 bytes', 1],
+    ]);
+    // b's first reason, amid a's flood, gets its line at once (it counted unnamed in a shared window before).
+    warning.occurred('b: API key 997', 'b:997', 'b');
+    flood(20);
+    assert.deepEqual(lines.slice(3), [['b: API key 997', 1]]);
+    warning.flush();
+    // Every one of a's occurrences is in some line: 2 keys seen twice, and 36 in its shared window.
+    assert.deepEqual(lines.slice(4), [
+      ['a: frame of 0 bytes', 1],
+      ['a: frame of 1 bytes', 1],
+      ['a: frame of 19 bytes', 35],
+    ]);
+  });
 });

@@ -33,6 +33,8 @@ const CLOSE_LOG_INTERVAL_MS = 10_000;
  * frame's size, an API key), so past this many a flood of garbage counts in one shared window.
  */
 const CLOSE_LOG_MAX_REASONS = 64;
+/** Of those, the windows of one client address's bad requests: one client's garbage leaves the rest to the others. */
+const CLOSE_LOG_MAX_REASONS_PER_CLIENT = 16;
 
 /** What a `kafka client connection closed` line says about the last connection it stands for. */
 interface ClosedConnection {
@@ -44,10 +46,11 @@ interface ClosedConnection {
 /**
  * The window a closed connection counts in: its side and reason, so that each kind of problem (each
  * broker that is down, each kind of bad request) is logged at once when first seen, and only its
- * repeats are counted into later lines.
+ * repeats are counted into later lines. A bad request's window is also its client address's, so
+ * the same bad request from two clients names each.
  */
-function closeLogKey(side: 'client' | 'upstream', reason: string): string {
-  return `${side}:${reason}`;
+function closeLogKey(side: 'client' | 'upstream', reason: string, client?: string): string {
+  return client === undefined ? `${side}:${reason}` : `${side}:${client}:${reason}`;
 }
 
 /** The listener's options once compiled: the upstream broker's addresses and TLS settings resolved. */
@@ -114,6 +117,7 @@ export class KafkaProxyListener implements ListenerRuntime {
           c.side === 'client' ? 'kafka client connection closed: bad request' : 'kafka client connection closed: upstream problem',
         ),
       CLOSE_LOG_MAX_REASONS,
+      CLOSE_LOG_MAX_REASONS_PER_CLIENT,
     );
     this.bootstrapServer = this.createServer((socket) => this.accept(socket, undefined));
     this.bootstrapServer.on('error', (err) => env.logger.error({ listener: name, err: err.message }, 'listener error'));
@@ -262,7 +266,9 @@ export class KafkaProxyListener implements ListenerRuntime {
         this.clients.delete(conn);
         if (!problem) return;
         this.closedByProxy++;
-        this.closes.occurred({ remoteAddress, side: problem.side, reason: problem.reason }, closeLogKey(problem.side, problem.reason));
+        // A bad request's reason is the client's to choose: its windows are its own, within a bound per address.
+        const client = problem.side === 'client' ? (remoteAddress ?? '') : undefined;
+        this.closes.occurred({ remoteAddress, side: problem.side, reason: problem.reason }, closeLogKey(problem.side, problem.reason, client), client);
       },
     };
   }
