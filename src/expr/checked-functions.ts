@@ -30,6 +30,7 @@ export function fromMillisProblem(millis: number, timezone: string | undefined):
   if (timezone !== undefined) {
     const m = TIMEZONE.exec(timezone);
     if (!m || Number(m[2]) > 59) return `$fromMillis: the timezone ${JSON.stringify(timezone)} is not ±HHMM (e.g. "+0530", "-0800")`;
+    if (timezone.startsWith('-') && m[1] === '00' && m[2] !== '00') return `$fromMillis: the timezone ${JSON.stringify(timezone)} (less than an hour behind UTC) cannot be formatted by JSONata`;
     offsetMs = Number.parseInt(timezone, 10) >= 0 ? (Number(m[1]) * 60 + Number(m[2])) * 60000 : -(Number(m[1]) * 60 + Number(m[2])) * 60000;
   }
   if (!Number.isFinite(millis)) return `$fromMillis cannot format ${millis}: not a finite number of milliseconds`;
@@ -37,6 +38,18 @@ export function fromMillisProblem(millis: number, timezone: string | undefined):
     return `$fromMillis cannot format ${millis} milliseconds${offsetMs === 0 ? '' : ` in timezone ${timezone}`}: a date lies within ${MAX_DATE_MS} ms (about 273,790 years) of 1970`;
   }
   return undefined;
+}
+
+/**
+ * The timezone as JSONata reads it right. It takes `-0530` as -530, hours Math.floor(-5.3) = -6 and
+ * minutes -30: an hour off (17:30 -06:30 for 18:30 -05:30) in every zone behind UTC by hours and
+ * minutes (Newfoundland's -0330, the Marquesas' -0930). -430 gives -5 and -30, what was meant.
+ * fromMillisProblem has refused what this cannot write (-00MM).
+ */
+function jsonataTimezone(timezone: string): string {
+  const m = TIMEZONE.exec(timezone);
+  if (!m || !timezone.startsWith('-') || m[2] === '00') return timezone;
+  return `-${String((Number(m[1]) - 1) * 100 + Number(m[2])).padStart(4, '0')}`;
 }
 
 /** Why `$formatNumber(value, picture)` cannot be formatted before the call (a number JSON cannot hold), or undefined. */
@@ -66,7 +79,7 @@ export function checkedFunctions(jsonata: JsonataFactory): { fromMillis: BuiltIn
       if (millis === undefined) return undefined;
       const problem = fromMillisProblem(millis as number, timezone as string | undefined);
       if (problem) throw failure(problem);
-      return builtIn(jsonata, 'fromMillis').implementation.call(this, millis, picture, timezone);
+      return builtIn(jsonata, 'fromMillis').implementation.call(this, millis, picture, timezone === undefined ? undefined : jsonataTimezone(timezone as string));
     },
     formatNumber(this: unknown, value, picture, options) {
       if (value === undefined) return undefined;

@@ -259,9 +259,12 @@ routes:
     const line = await gw.waitForLog((l) => l.route === 'formats' && typeof l.where === 'string', 10_000, from);
     assert.ok((line.where as string).startsWith('expression "{\\"at\\": $fromMillis(ts), '), String(line.where));
     assert.match(line.where as string, / at gateway\.yaml:\d+$/);
-    // The only message out is a good one.
+    // The only messages out are good ones.
     assert.equal((await post(gw.url('api', '/formats'), { ts: 86_400_000, n: 1234.5, tz: '+0130' })).status, 200);
     assert.deepEqual((await out.next()).value, { at: '1970-01-02T00:00:00.000Z', local: '01:30', n: '1,234.50' });
+    // JSONata read a zone behind UTC by hours and minutes an hour off: -0330 gave 19:30.
+    assert.equal((await post(gw.url('api', '/formats'), { ts: 86_400_000, n: 1, tz: '-0330' })).status, 200);
+    assert.equal(((await out.next()).value as { local: string }).local, '20:30');
     out.close();
   });
 
