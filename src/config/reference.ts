@@ -242,13 +242,13 @@ JSONata expressions see the message value as input and these variables: \`$key\`
 function that does not exist, or a variable nothing binds (\`$header\` for \`$headers\`, which
 JSONata would read as no value for every message), is a config error at its place; so is any of
 these in the text an \`$eval\` is given as a string literal (\`$eval("$fo(1)")\`, or its syntax
-error), placed inside the literal, and a literal argument \`$fromMillis\` or \`$formatNumber\` cannot
+error), placed inside the literal, and a literal argument \`$fromMillis\`, \`$now\` or \`$formatNumber\` cannot
 format: a number of milliseconds past a JavaScript date's range (±8.64e15, \`$fromMillis(1e20)\`), a
 timezone that is not ±HHMM (\`"+0530"\`), a picture string JSONata refuses (\`"#.#.#"\`), a number
 of 1e21 or more for a picture without an exponent (\`"0.00e0"\` has one). Given such values by a
-message, the two fail that message as below (JSONata's own wrote \`"0NaN-NaN-NaNTNaN:NaN:NaN.NaNZ"\`
+message, they fail that message as below (JSONata's own wrote \`"0NaN-NaN-NaNTNaN:NaN:NaN.NaNZ"\`
 or \`"1e+,300.00"\` into it). A timezone behind UTC by hours and minutes (\`"-0330"\`) is read as
-written (JSONata's own read it an hour further behind: 19:30 -04:30 for 20:30 -03:30); one less
+written by \`$fromMillis\` and \`$now\` (JSONata's own read it an hour further behind: 19:30 -04:30 for 20:30 -03:30); one less
 than an hour behind (\`"-0030"\`) it cannot write and is refused. Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep

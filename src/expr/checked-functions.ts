@@ -16,7 +16,7 @@ interface BuiltIn {
 }
 
 /** The signatures JSONata gives the two (jsonata 2.x, staticFrame): arguments are checked before the call. */
-export const CHECKED_SIGNATURES = { fromMillis: '<n-s?s?:s>', formatNumber: '<n-so?:s>' } as const;
+export const CHECKED_SIGNATURES = { fromMillis: '<n-s?s?:s>', formatNumber: '<n-so?:s>', now: '<s?s?:s>' } as const;
 
 /** The furthest a JavaScript Date reaches either side of 1970 (ECMA-262 §21.4.1.1). */
 const MAX_DATE_MS = 8.64e15;
@@ -25,12 +25,12 @@ const MAX_DATE_MS = 8.64e15;
 const TIMEZONE = /^[+-]?(\d\d)(\d\d)$/;
 
 /** Why `$fromMillis(millis, _, timezone)` cannot be formatted, or undefined. */
-export function fromMillisProblem(millis: number, timezone: string | undefined): string | undefined {
+export function fromMillisProblem(millis: number, timezone: string | undefined, fn = '$fromMillis'): string | undefined {
   let offsetMs = 0;
   if (timezone !== undefined) {
     const m = TIMEZONE.exec(timezone);
-    if (!m || Number(m[2]) > 59) return `$fromMillis: the timezone ${JSON.stringify(timezone)} is not ±HHMM (e.g. "+0530", "-0800")`;
-    if (timezone.startsWith('-') && m[1] === '00' && m[2] !== '00') return `$fromMillis: the timezone ${JSON.stringify(timezone)} (less than an hour behind UTC) cannot be formatted by JSONata`;
+    if (!m || Number(m[2]) > 59) return `${fn}: the timezone ${JSON.stringify(timezone)} is not ±HHMM (e.g. "+0530", "-0800")`;
+    if (timezone.startsWith('-') && m[1] === '00' && m[2] !== '00') return `${fn}: the timezone ${JSON.stringify(timezone)} (less than an hour behind UTC) cannot be formatted by JSONata`;
     offsetMs = Number.parseInt(timezone, 10) >= 0 ? (Number(m[1]) * 60 + Number(m[2])) * 60000 : -(Number(m[1]) * 60 + Number(m[2])) * 60000;
   }
   if (!Number.isFinite(millis)) return `$fromMillis cannot format ${millis}: not a finite number of milliseconds`;
@@ -73,13 +73,21 @@ function failure(message: string): { code: string; message: string } {
 }
 
 /** The two functions to register on each expression, calling JSONata's own after the checks. */
-export function checkedFunctions(jsonata: JsonataFactory): { fromMillis: BuiltIn['implementation']; formatNumber: BuiltIn['implementation'] } {
+export function checkedFunctions(jsonata: JsonataFactory): { fromMillis: BuiltIn['implementation']; formatNumber: BuiltIn['implementation']; now: BuiltIn['implementation'] } {
+  const format = function (this: unknown, fn: string, millis: unknown, picture: unknown, timezone: unknown): unknown {
+    if (millis === undefined) return undefined;
+    const problem = fromMillisProblem(millis as number, timezone as string | undefined, fn);
+    if (problem) throw failure(problem);
+    return builtIn(jsonata, 'fromMillis').implementation.call(this, millis, picture, timezone === undefined ? undefined : jsonataTimezone(timezone as string));
+  };
   return {
     fromMillis(this: unknown, millis, picture, timezone) {
-      if (millis === undefined) return undefined;
-      const problem = fromMillisProblem(millis as number, timezone as string | undefined);
-      if (problem) throw failure(problem);
-      return builtIn(jsonata, 'fromMillis').implementation.call(this, millis, picture, timezone === undefined ? undefined : jsonataTimezone(timezone as string));
+      return format.call(this, '$fromMillis', millis, picture, timezone);
+    },
+    // JSONata's $now is $fromMillis of the evaluation's time, which every frame of it carries.
+    now(this: unknown, picture, timezone) {
+      const at = (this as { environment?: { timestamp?: Date } } | undefined)?.environment?.timestamp ?? new Date();
+      return format.call(this, '$now', at.getTime(), picture, timezone);
     },
     formatNumber(this: unknown, value, picture, options) {
       if (value === undefined) return undefined;
@@ -170,9 +178,11 @@ export function literalCallProblems(jsonata: JsonataFactory, source: string, ast
       const found =
         name === 'fromMillis' && !rebound.has(name)
           ? fromMillisLiterals(jsonata, source, n.arguments)
-          : name === 'formatNumber' && !rebound.has(name)
-            ? formatNumberLiterals(jsonata, source, n.arguments)
-            : undefined;
+          : name === 'now' && !rebound.has(name)
+            ? fromMillisLiterals(jsonata, source, [{ type: 'number', value: 0 }, ...n.arguments], '$now')
+            : name === 'formatNumber' && !rebound.has(name)
+              ? formatNumberLiterals(jsonata, source, n.arguments)
+              : undefined;
       if (found) return found;
     }
     for (const v of Object.values(n)) if (v !== null && typeof v === 'object') stack.push(v);
@@ -180,11 +190,11 @@ export function literalCallProblems(jsonata: JsonataFactory, source: string, ast
   return undefined;
 }
 
-function fromMillisLiterals(jsonata: JsonataFactory, source: string, args: AstNode[]): LiteralProblem | undefined {
+function fromMillisLiterals(jsonata: JsonataFactory, source: string, args: AstNode[], fn = '$fromMillis'): LiteralProblem | undefined {
   const [millis, picture, timezone] = args;
   const tz = timezone?.type === 'string' ? (timezone.value as string) : undefined;
   if (tz !== undefined) {
-    const problem = fromMillisProblem(0, tz);
+    const problem = fromMillisProblem(0, tz, fn);
     if (problem) return { index: literalStart(source, timezone!), message: problem };
   }
   if (millis?.type === 'number') {
@@ -192,7 +202,7 @@ function fromMillisLiterals(jsonata: JsonataFactory, source: string, args: AstNo
     if (problem) return { index: literalStart(source, millis), message: problem };
   }
   if (picture?.type === 'string') {
-    const problem = pictureProblem(() => builtIn(jsonata, 'fromMillis').implementation(0, picture.value, undefined), '$fromMillis', picture.value as string);
+    const problem = pictureProblem(() => builtIn(jsonata, 'fromMillis').implementation(0, picture.value, undefined), fn, picture.value as string);
     if (problem) return { index: literalStart(source, picture), message: problem };
   }
   return undefined;

@@ -153,6 +153,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   checkedNow ??= checkedFunctions(jsonata);
   compiled.registerFunction('fromMillis', checkedNow.fromMillis, CHECKED_SIGNATURES.fromMillis);
   compiled.registerFunction('formatNumber', checkedNow.formatNumber, CHECKED_SIGNATURES.formatNumber);
+  compiled.registerFunction('now', checkedNow.now, CHECKED_SIGNATURES.now);
   return {
     source,
     readsVariables,
