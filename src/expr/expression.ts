@@ -141,7 +141,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   // read the AST as JSONata wrote it; an expression without `..` or `$eval` is left as it was.
   const ranges = boundRanges(compiled.ast());
   // `&` reads bytes as base64, as $string does (bytes-text.ts); after the fast path, which leaves bytes to JSONata.
-  const concats = concatOperandsToText(compiled.ast());
+  const concats = concatOperandsToText(compiled.ast(), boundNames(compiled.ast(), []));
   const evals = namesEval(compiled.ast());
   if (ranges || evals) compiled.registerFunction(RANGE_FUNCTION, boundedRange(maxResultBytes));
   if (concats || evals) compiled.registerFunction(TEXT_FUNCTION, textOf);
