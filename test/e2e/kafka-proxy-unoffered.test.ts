@@ -109,6 +109,52 @@ routes:
     });
   }
 
+  // KIP-511: a broker answers an ApiVersions version it does not know with UNSUPPORTED_VERSION in
+  // the v0 shape, listing the ApiVersions versions it knows, and the client asks again lower on the
+  // same connection. The proxy passed v5+ upstream, where a broker that knows it would answer in a
+  // layout the proxy does not read (the mock answered with its own bytes).
+  it('answers ApiVersions above v4 itself, as Kafka answers a version it does not know, and a lower one on the same connection', async () => {
+    const [host, port] = proxy.split(':');
+    const socket = connect(Number(port), host!);
+    socket.on('error', () => {});
+    let got = Buffer.alloc(0);
+    const frames: Buffer[] = [];
+    const waiters: (() => void)[] = [];
+    socket.on('data', (d) => {
+      got = Buffer.concat([got, d]);
+      while (got.length >= 4 && got.length >= 4 + got.readInt32BE(0)) {
+        frames.push(got.subarray(4, 4 + got.readInt32BE(0)));
+        got = got.subarray(4 + got.readInt32BE(0));
+        waiters.shift()?.();
+      }
+    });
+    // A closed connection answers every request still due with no bytes (the assertions then say so).
+    let closed = false;
+    socket.on('close', () => {
+      closed = true;
+      for (const w of waiters.splice(0)) w();
+    });
+    const next = () =>
+      frames.length > 0 || closed ? Promise.resolve(frames.shift() ?? Buffer.alloc(0)) : new Promise<Buffer>((resolve) => waiters.push(() => resolve(frames.shift() ?? Buffer.alloc(0))));
+    try {
+      socket.write(Buffer.concat([request(18, 5, 41), request(18, 32767, 42)]));
+      for (const correlationId of [41, 42]) {
+        // correlation id, error 35, one entry: ApiVersions (18), v0 to v4.
+        const expected = Buffer.from(`${correlationId.toString(16).padStart(8, '0')}002300000001001200000004`, 'hex');
+        assert.equal((await next()).toString('hex'), expected.toString('hex'));
+      }
+      socket.write(request(18, 2, 43));
+      const answer = await next();
+      assert.equal(answer.readInt32BE(0), 43);
+      assert.equal(answer.readInt16BE(4), 0, 'the v2 request is answered without error');
+      const apis = new Map<number, number>();
+      for (let i = 0, n = answer.readInt32BE(6); i < n; i++) apis.set(answer.readInt16BE(10 + i * 6), answer.readInt16BE(14 + i * 6));
+      assert.ok(apis.has(0) && (apis.get(18) ?? 99) <= 4, JSON.stringify([...apis]));
+    } finally {
+      socket.destroy();
+    }
+  });
+
   // A broker that is down closes every connection a client opens to its port, and librdkafka
   // reconnects within a second, every client of a fleet: one line per connection flooded the log.
   it('logs a broker that is down and a repeated bad request once each, not once per connection, and counts every one', async () => {

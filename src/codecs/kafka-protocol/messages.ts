@@ -431,6 +431,16 @@ export function rewriteApiVersionsResponse(body: Buffer, version: number): { bod
   return { body: w.finish(), apis: offered };
 }
 
+/**
+ * The answer to an ApiVersions request above the version the proxy offers, as Kafka answers one
+ * above its own (KIP-511): UNSUPPORTED_VERSION in the v0 shape (the only one every client reads),
+ * listing the ApiVersions versions offered, so the client asks again at one of them.
+ */
+export function writeApiVersionsUnsupported(correlationId: number): Buffer {
+  const max = VERSION_CAPS.get(ApiKey.ApiVersions)!;
+  return new Writer().int32(correlationId).int16(ErrorCode.UNSUPPORTED_VERSION).int32(1).int16(ApiKey.ApiVersions).int16(0).int16(max).finish();
+}
+
 /** Mechanism of a SaslHandshake request (v0 and v1 have the same layout). */
 export function readSaslHandshakeMechanism(body: Buffer, header: RequestHeader): string {
   return new Reader(body, header.bodyOffset).string();

@@ -16,6 +16,7 @@ import {
   rewriteMetadataResponse,
   saslHandshakeError,
   VERSION_CAPS,
+  writeApiVersionsUnsupported,
   writeProduceResponse,
   type BrokerAddress,
   type OwnTopicAnswer,
@@ -287,8 +288,14 @@ export class ProxyConnection {
     // ApiVersions would otherwise reach the broker with requests whose answers may name the
     // brokers' real addresses (DescribeCluster, Fetch v16+) or that the broker cannot read. Refused
     // here, as a broker refuses an API it does not know: the connection closes, with the reason logged.
-    // ApiVersions passes at any version: brokers answer one they do not know with their ranges (KIP-511).
-    if (header.apiKey !== ApiKey.ApiVersions) {
+    // ApiVersions above the proxy's own version is answered here as a broker answers one it does not
+    // know (KIP-511): passed on, a broker that knows it would answer in a layout the proxy cannot read.
+    if (header.apiKey === ApiKey.ApiVersions) {
+      if (header.apiVersion > VERSION_CAPS.get(ApiKey.ApiVersions)!) {
+        this.owed.push({ chunks: [frame(writeApiVersionsUnsupported(header.correlationId))], done: true, header, inspect: false });
+        return this.flush();
+      }
+    } else {
       const cap = VERSION_CAPS.get(header.apiKey);
       if (cap === undefined) throw new ProtocolError(`API key ${header.apiKey} is not offered by the proxy`);
       if (header.apiVersion > cap) throw new ProtocolError(`API key ${header.apiKey} v${header.apiVersion} is above the v${cap} the proxy offers`);
