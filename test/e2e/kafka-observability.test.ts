@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { appendCommitMarker, kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { appendCommitMarker, committedOffsets, endOffsets, kcatConsume, kcatProduce, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape, scrapeUntil } from '../helpers/prometheus.js';
 import { fetch } from '../helpers/http.js';
 
@@ -100,6 +100,22 @@ routes:
     await appendCommitMarker(kafka.bootstrap, t.txn, 0);
     assert.deepEqual(await client.next(15000), { n: 2 });
     await scrapeUntil(gw.adminUrl, (m) => m.value('eventgate_kafka_consumer_lag', { route: 'txn', topic: t.txn, partition: '0' }) === 0, 15000);
+    assert.equal(client.frames.length, 0, `nothing else was forwarded: ${client.frames.join(' ')}`);
+    client.close();
+  });
+
+  // A marker fetched alone (the records before it handed over already, as when a transaction
+  // commits after its records were read, or aborts) came as a batch kafkajs resolves but commits
+  // only when its commit interval has passed: the group's offset stayed at the marker.
+  it('commits past a transaction marker fetched on its own, as Kafka consumers do', async () => {
+    const client = await WsClient.connect(gw.url('ws', '/txn', 'ws'));
+    await kcatProduce(kafka.bootstrap, t.txn, [{ value: '{"n":3}' }]);
+    assert.deepEqual(await client.next(15000), { n: 3 });
+    await appendCommitMarker(kafka.bootstrap, t.txn, 0);
+    const group = (await kafka.groups()).find((g) => g.startsWith('eventgate-txn-'));
+    assert.ok(group, 'the txn route has a group');
+    const end = (await endOffsets(kafka.bootstrap, t.txn))[0];
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, group, t.txn))[0], end), 20000, 200);
     assert.equal(client.frames.length, 0, `nothing else was forwarded: ${client.frames.join(' ')}`);
     client.close();
   });
