@@ -33,6 +33,12 @@ export interface AsyncApiMessage {
   readonly payload: Record<string, unknown>;
   /** The payload's `schemaFormat` when it is one eventgate cannot validate (neither JSON Schema nor converted by a schema parser). */
   readonly unsupportedFormat: string | undefined;
+  /**
+   * The JSON Schema draft its `schemaFormat` names (`application/schema+json;version=draft-2020-12`),
+   * which a payload without a `$schema` of its own is compiled as; draft-07 (the AsyncAPI Schema
+   * Object's) otherwise.
+   */
+  readonly draft: '07' | '2019' | '2020';
   /** Absolute path of the document that defines it. */
   readonly document: string;
 }

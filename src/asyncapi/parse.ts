@@ -327,7 +327,18 @@ function indexDocument(file: string, doc: Json): AsyncApiDocument {
 /** Formats whose schemas are JSON Schema (AsyncAPI Schema Object is a superset of draft-07). */
 const JSON_SCHEMA_FORMATS = ['application/vnd.aai.asyncapi', 'application/schema+json', 'application/schema+yaml'];
 
-function payloadOf(m: Json, v2: boolean): { payload: AsyncApiMessage['payload']; unsupportedFormat: string | undefined } {
+/**
+ * The JSON Schema draft a `schemaFormat` names (`application/schema+json;version=draft-2020-12`):
+ * the draft a payload without its own `$schema` is compiled as. The AsyncAPI Schema Object (the
+ * default format), draft-07 and draft-06, and a version the gateway does not know, are draft-07.
+ */
+function draftOf(format: unknown): AsyncApiMessage['draft'] {
+  if (typeof format !== 'string' || !/^application\/schema(\+json|\+yaml)?(;|$)/.test(format)) return '07';
+  const version = /;\s*version=([^;\s]*)/.exec(format)?.[1] ?? '';
+  return version === 'draft-2020-12' ? '2020' : version === 'draft-2019-09' ? '2019' : '07';
+}
+
+function payloadOf(m: Json, v2: boolean): { payload: AsyncApiMessage['payload']; unsupportedFormat: string | undefined; draft: AsyncApiMessage['draft'] } {
   let schema: unknown = m.payload;
   let format: unknown = v2 ? m.schemaFormat : undefined;
   // A schema parser (Avro) leaves the original behind when it converted a payload to JSON Schema.
@@ -338,12 +349,13 @@ function payloadOf(m: Json, v2: boolean): { payload: AsyncApiMessage['payload'];
     converted = schema['x-parser-original-payload'] !== undefined;
     schema = schema.schema;
   }
-  if (schema === undefined || schema === true) return { payload: {}, unsupportedFormat: undefined };
+  if (schema === undefined || schema === true) return { payload: {}, unsupportedFormat: undefined, draft: '07' };
   if (typeof format === 'string' && !converted && !JSON_SCHEMA_FORMATS.some((f) => format.startsWith(f))) {
-    return { payload: {}, unsupportedFormat: format };
+    return { payload: {}, unsupportedFormat: format, draft: '07' };
   }
-  if (schema === false) return { payload: { not: {} }, unsupportedFormat: undefined };
-  return { payload: decycle(schema) as Record<string, unknown>, unsupportedFormat: undefined };
+  if (schema === false) return { payload: { not: {} }, unsupportedFormat: undefined, draft: '07' };
+  // A converted payload (Avro) is the parser's JSON Schema, draft-07.
+  return { payload: decycle(schema) as Record<string, unknown>, unsupportedFormat: undefined, draft: converted ? '07' : draftOf(format) };
 }
 
 function isObject(v: unknown): v is Json {

@@ -107,10 +107,10 @@ export class AsyncApiCatalog {
     }
     const contracts: MessageContract[] = [];
     for (const match of found.matches) {
-      stepInputs.push(canonical({ id: match.id, channel: match.channel, payload: match.message.payload }));
+      stepInputs.push(canonical({ id: match.id, channel: match.channel, payload: match.message.payload, draft: match.message.draft }));
       if (!this.payloadChecks.has(match.message)) {
         const origin = `AsyncAPI message '${match.id ?? '(anonymous)'}'`;
-        this.payloadChecks.set(match.message, ctx.jsonSchema(match.message.payload, at, origin, '07'));
+        this.payloadChecks.set(match.message, ctx.jsonSchema(match.message.payload, at, origin, match.message.draft));
       }
       const check = this.payloadChecks.get(match.message);
       if (!check) return undefined;

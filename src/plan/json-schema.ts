@@ -46,7 +46,7 @@ export class JsonSchemaCompiler {
    * (`url`) and the files its `$ref`s reach (schema-refs.ts), so `$ref: node.yaml#/node` resolves,
    * also back to the schema's file (a recursive schema across files).
    */
-  compile(schema: unknown, defaultDraft: '07' | '2020' = '2020', files?: { url: string; others: readonly SchemaFile[] }): { validate: SchemaCheck | undefined; problems: SchemaProblem[] } {
+  compile(schema: unknown, defaultDraft: '07' | '2019' | '2020' = '2020', files?: { url: string; others: readonly SchemaFile[] }): { validate: SchemaCheck | undefined; problems: SchemaProblem[] } {
     if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
       return { validate: undefined, problems: [{ path: [], message: 'must be an object (a JSON Schema)' }] };
     }

@@ -163,6 +163,21 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     });
   }
 
+  it('compiles a payload as the JSON Schema draft its schemaFormat names: 2019-09, 2020-12 (2.6 and a 3.0 Multi Format Schema) (point 650)', async () => {
+    const tuple = '{type: array, prefixItems: [{type: string}, {type: integer}], items: false}';
+    const v26 = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  a:\n    publish:\n      message:\n        messageId: pair\n        schemaFormat: application/schema+json;version=draft-2020-12\n        payload: ${tuple}\n  b:\n    publish:\n      message:\n        messageId: order\n        schemaFormat: application/schema+yaml;version=draft-2019-09\n        payload: {type: object, dependentRequired: {card: [cvc]}}\n`;
+    const v30 = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      pair3:\n        payload:\n          schemaFormat: application/schema+json;version=draft-2020-12\n          schema: ${tuple}\n`;
+    const plan = await loadOk({ 'gateway.yaml': config(['{message: pair}', '{message: order}', '{message: pair3}'], 'asyncapi: [a.yaml, b.yaml]'), 'a.yaml': v26, 'b.yaml': v30 });
+    for (const r of ['r0', 'r2']) {
+      assert.equal(isStop((await validateWith(plan, r, ['a', 1])).result), false);
+      const bad = await validateWith(plan, r, ['a', 1, 2]);
+      assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [': must NOT have more than 2 items']);
+    }
+    assert.equal(isStop((await validateWith(plan, 'r1', { card: '4111', cvc: '123' })).result), false);
+    const bad = await validateWith(plan, 'r1', { card: '4111' });
+    assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [': must have property cvc when property card is present']);
+  });
+
   it('refuses a payload in a schema format it cannot validate, naming the message', async () => {
     const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    publish:\n      message:\n        messageId: proto\n        schemaFormat: application/vnd.google.protobuf;version=3\n        payload: 'message Point { int32 x = 1; }'\n`;
     const { diagnostics } = await load({ 'gateway.yaml': config(['{message: proto}']), 'streetlights.yaml': doc });
