@@ -62,6 +62,8 @@ export interface StepCompileContext {
  * the value's UTF-8 bytes (plan/json-bytes.ts) that answers true only for values ajv accepts.
  */
 export type SchemaCheck = ValidateFunction & {
+  /** The JSON Schema draft it was compiled as (its `$schema`, else the draft its place implies). */
+  draft?: '07' | '2019' | '2020';
   /** True when the value `buf[start, end)` decodes to (decodeValueBytes) certainly passes; false when it does not or it cannot tell. */
   acceptsBytes?: (buf: Buffer, start: number, end: number) => boolean;
 };
@@ -137,7 +139,7 @@ export interface CompiledStep {
    * The message payloads the step accepts, as JSON Schemas (a validate step): `eventgate export
    * asyncapi` publishes them as the route's message contract. `message` is the AsyncAPI message id.
    */
-  readonly accepts?: readonly { schema: unknown; message: string | null }[];
+  readonly accepts?: readonly { schema: unknown; message: string | null; draft?: '07' | '2019' | '2020' }[];
   /** The step never changes a message's value (it may drop, divert or tag it): validate steps after it still check what the client sent. */
   readonly keepsValue?: boolean;
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;

@@ -1,3 +1,6 @@
+import { canonical } from '../core/canonical.js';
+import type { CompiledStep } from '../kinds/contracts.js';
+import { JsonSchemaCompiler } from './json-schema.js';
 import type { Plan, TargetPlan } from './types.js';
 
 type Json = Record<string, unknown>;
@@ -29,6 +32,7 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
   }
   const channels: Json = {};
   const operations: Json = {};
+  const sharedMessages: Record<string, Json> = {};
   const channelFor = (listener: string, path: string) => {
     const id = channelId(listener, path);
     if (!channels[id]) {
@@ -55,24 +59,41 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
         if (!s.keepsValue) break;
       }
       const first = enforced[0] ?? [];
-      const payload = (schema: unknown, at: string) =>
-        enforced.length < 2
-          ? payloadSchema(schema, at)
-          : {
-              allOf: [
-                payloadSchema(schema, `${at}/allOf/0`),
-                ...enforced
-                  .slice(1)
-                  .map((more, k) =>
-                    more.length === 1 ? payloadSchema(more[0]!.schema, `${at}/allOf/${k + 1}`) : { anyOf: more.map((b, j) => payloadSchema(b.schema, `${at}/allOf/${k + 1}/anyOf/${j}`)) },
+      const payloadAt = (a: Accepted, at: string) => {
+        const more = enforced.slice(1);
+        const draft = needsDraft([a, ...more.flat()]);
+        // In a Multi Format Schema Object the schema is one level down.
+        const base = draft ? `${at}/schema` : at;
+        const schema =
+          more.length === 0
+            ? payloadSchema(a.schema, base)
+            : {
+                allOf: [
+                  payloadSchema(a.schema, `${base}/allOf/0`),
+                  ...more.map((m, k) =>
+                    m.length === 1 ? payloadSchema(m[0]!.schema, `${base}/allOf/${k + 1}`) : { anyOf: m.map((b, j) => payloadSchema(b.schema, `${base}/allOf/${k + 1}/anyOf/${j}`)) },
                   ),
-              ],
-            };
+                ],
+              };
+        return draft ? { schemaFormat: `application/schema+json;version=${DRAFT_FORMATS[draft]}`, schema } : schema;
+      };
       const messages = first.length
         ? first.map((a, i) => {
             const mid = a.message ?? (first.length === 1 ? `${r.name}` : `${r.name}-${i + 1}`);
+            // An AsyncAPI message that routes enforce as it is is one message of the export, in
+            // components, whatever channels carry it: a copy in each would make its id name several
+            // messages, which a `validate: {message}` on the export refuses as ambiguous.
+            if (a.message !== null && enforced.length === 1) {
+              const at = `#/components/messages/${escapePointer(mid)}`;
+              const message = { name: a.message, contentType: 'application/json', payload: payloadAt(a, `${at}/payload`) };
+              const known = sharedMessages[mid];
+              if (known === undefined || canonical(known) === canonical(message)) {
+                sharedMessages[mid] = message;
+                return [mid, { $ref: at }] as const;
+              }
+            }
             const at = `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`;
-            return [mid, { name: a.message ?? r.name, contentType: 'application/json', payload: payload(a.schema, at) }] as const;
+            return [mid, { name: a.message ?? r.name, contentType: 'application/json', payload: payloadAt(a, at) }] as const;
           })
         : [[r.name, { name: r.name, contentType: 'application/json', description: 'Any JSON value (the route validates nothing).' }] as const];
       for (const [mid, m] of messages) channel.messages[mid] = m;
@@ -118,6 +139,7 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
     servers: Object.fromEntries(Object.entries(servers).filter(([name]) => used.has(name))),
     channels,
     operations,
+    ...(Object.keys(sharedMessages).length > 0 ? { components: { messages: sharedMessages } } : {}),
   };
 }
 
@@ -129,6 +151,30 @@ function channelId(listener: string, path: string): string {
 /** JSON Pointer escaping for `$ref`s to component keys. */
 function escapePointer(key: string): string {
   return key.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+/** A payload a validate step accepts. */
+type Accepted = NonNullable<CompiledStep['accepts']>[number];
+
+const DRAFT_FORMATS = { '2019': 'draft-2019-09', '2020': 'draft-2020-12' } as const;
+
+/**
+ * The JSON Schema draft the exported payload must name in its `schemaFormat`, or undefined when
+ * AsyncAPI's default format (a draft-07 superset) reads it as the gateway does. A schema compiled
+ * as 2019-09 or 2020-12 (a `validate: {schema}` without `$schema` is 2020-12) is exported as it is
+ * when draft-07 takes it as well; one that uses their own keywords (`prefixItems`,
+ * `unevaluatedProperties`, `dependentRequired`) names its draft, or reading the export back would
+ * refuse those keywords (or a reader that ignores them would check less).
+ */
+function needsDraft(parts: readonly Accepted[]): '2019' | '2020' | undefined {
+  let draft: '2019' | '2020' | undefined;
+  for (const p of parts) {
+    if (p.draft === undefined || p.draft === '07' || p.schema === null || typeof p.schema !== 'object') continue;
+    const { $schema: _s, $id: _i, ...rest } = p.schema as Json;
+    if (new JsonSchemaCompiler().compile(rest, '07').problems.length === 0) continue;
+    if (draft !== '2020') draft = p.draft;
+  }
+  return draft;
 }
 
 /**

@@ -88,6 +88,7 @@ export class JsonSchemaCompiler {
       const validate: SchemaCheck = compileOn(ajv, root, () => (ownId ? undefined : newAjv(which, { addUsedSchema: true })));
       // Schemas in the subset json-bytes.ts reads can also be checked on a value's bytes.
       validate.acceptsBytes ??= compileBytesCheck(schema);
+      validate.draft = which;
       return { validate, problems: [] };
     } catch (err) {
       const message = (err as Error).message;

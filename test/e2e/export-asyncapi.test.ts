@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Parser } from '@asyncapi/parser';
@@ -113,6 +113,19 @@ describe('eventgate export asyncapi', () => {
         '    from: { listener: api, path: /message }',
         '    through: [{ validate: { message: node } }]',
         '    to: { broker: local, topic: t }',
+        // Point 651: the same message on a second path, a payload in draft 2020-12 by its schemaFormat, an inline 2020-12 schema.
+        '  - name: message-again',
+        '    from: { listener: api, path: /again }',
+        '    through: [{ validate: { message: node } }]',
+        '    to: { broker: local, topic: t }',
+        '  - name: pair',
+        '    from: { listener: api, path: /pair }',
+        '    through: [{ validate: { message: pair } }]',
+        '    to: { broker: local, topic: t }',
+        '  - name: inline',
+        '    from: { listener: api, path: /inline }',
+        '    through: [{ validate: { schema: { type: object, dependentRequired: { card: [cvc] } } } }]',
+        '    to: { broker: local, topic: t }',
       ),
       'defs.json': JSON.stringify({ $defs: { n: { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#/$defs/n' } } } } }, $ref: '#/$defs/n' }),
       'root.json': JSON.stringify({ type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } } } }),
@@ -124,6 +137,7 @@ describe('eventgate export asyncapi', () => {
         '    node: { type: object, properties: { kids: { type: array, items: { $ref: "#/components/schemas/node" } } } }',
         '  messages:',
         '    node: { payload: { $ref: "#/components/schemas/node" } }',
+        '    pair: { payload: { schemaFormat: application/schema+json;version=draft-2020-12, schema: { type: array, prefixItems: [{ type: string }], items: false } } }',
       ),
     });
     const r = await runCli(['export', 'asyncapi'], { cwd: dir });
@@ -134,6 +148,27 @@ describe('eventgate export asyncapi', () => {
     const doc = parse(r.stdout);
     assert.equal(doc.channels['api-defs'].messages.defs.payload.$ref, '#/channels/api-defs/messages/defs/payload/$defs/n');
     assert.equal(doc.channels['api-root'].messages.root.payload.properties.kids.items.$ref, '#/channels/api-root/messages/root/payload');
+    // One message however many paths enforce it, in components; its $refs point into its payload there.
+    assert.deepEqual([doc.channels['api-message'].messages.node, doc.channels['api-again'].messages.node], [{ $ref: '#/components/messages/node' }, { $ref: '#/components/messages/node' }]);
+    assert.equal(doc.components.messages.node.payload.$ref, '#/components/messages/node/payload/definitions/eventgate-payload');
+    // 2020-12 keywords keep their draft, as the schemaFormat of a Multi Format Schema Object.
+    assert.equal(doc.components.messages.pair.payload.schemaFormat, 'application/schema+json;version=draft-2020-12');
+    assert.equal(doc.channels['api-inline'].messages.inline.payload.schemaFormat, 'application/schema+json;version=draft-2020-12');
+    // Round trip (point 651): the export, as the contract of another gateway, names each message once and keeps its draft.
+    writeFileSync(join(dir, 'exported.yaml'), r.stdout);
+    writeFileSync(
+      join(dir, 'back.yaml'),
+      yaml(
+        'version: 1',
+        'asyncapi: exported.yaml',
+        'brokers: { local: { kind: memory } }',
+        'listeners: { api: { kind: http, port: 0 } }',
+        'routes:',
+        ...['node', 'pair', 'inline'].map((m) => `  - { name: ${m}, from: { listener: api, path: /${m} }, through: [{ validate: { message: ${m} } }], to: { broker: local, topic: t } }`),
+      ),
+    );
+    const back = await runCli(['validate', '-c', 'back.yaml'], { cwd: dir });
+    assert.deepEqual([back.code, back.stdout.trim(), back.stderr], [0, 'ok', '']);
   });
 
   it('exits 1 with the problems when the config is invalid, and 2 when asked to export something else', async () => {
