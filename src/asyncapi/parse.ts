@@ -7,6 +7,7 @@
  * reload would otherwise hold every connection's traffic.
  */
 import { bundled } from '../core/bundled.js';
+import { avroToJsonSchema } from './avro.js';
 import { hash } from '../core/canonical.js';
 import { linkCircularRefs } from './circular-refs.js';
 import type { AsyncApiChannel, AsyncApiDocument, AsyncApiMessage, ParsedAsyncApi } from './document.js';
@@ -54,11 +55,16 @@ export function parserModules(): ParserModules {
 
 let parserInstance: Parser | undefined;
 
-/** One parser per process, created on first use; the Avro schema parser is registered with it. */
+/**
+ * One parser per process, created on first use; the Avro schema parser is registered with it, its
+ * conversion to JSON Schema replaced by avro.ts's (its own checks of the Avro schema are kept).
+ */
 function asyncApiParser(): Parser {
   const { Parser, AvroSchemaParser } = parserModules();
+  const avro = AvroSchemaParser() as { parse(input: { data: unknown }): Promise<unknown> };
+  const schemaParser = { ...avro, parse: async (input: { data: unknown }) => avroToJsonSchema(input.data) };
   // The "recommended" rules only give style advice (warnings), which is not reported: skip them.
-  parserInstance ??= new Parser({ schemaParsers: [AvroSchemaParser()], ruleset: { recommended: false } });
+  parserInstance ??= new Parser({ schemaParsers: [schemaParser], ruleset: { recommended: false } });
   return parserInstance;
 }
 

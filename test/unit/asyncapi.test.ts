@@ -178,6 +178,32 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [': must have property cvc when property card is present']);
   });
 
+  it('validates Avro named types referred to by name (also recursive ones) and unions whose branches overlap (point 652)', async () => {
+    const avro = `{type: record, name: Order, namespace: com.example, fields: [
+              {name: items, type: {type: array, items: {type: record, name: Item, fields: [{name: sku, type: string}]}}},
+              {name: first, type: Item},
+              {name: second, type: com.example.Item},
+              {name: gift, type: ["null", Item]},
+              {name: amount, type: [int, double]},
+              {name: next, type: ["null", Order], default: null}]}`;
+    const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  orders:\n    publish:\n      message:\n        messageId: order\n        schemaFormat: 'application/vnd.apache.avro;version=1.9.0'\n        payload: ${avro}\n`;
+    const plan = await loadOk({ 'gateway.yaml': config(['{message: order}']), 'streetlights.yaml': doc });
+    const order = { items: [{ sku: 'a' }], first: { sku: 'b' }, second: { sku: 'c' }, gift: null, amount: 5 };
+    assert.equal(isStop((await validateWith(plan, 'r0', order)).result), false, 'null for ["null", Item], 5 for [int, double]');
+    assert.equal(isStop((await validateWith(plan, 'r0', { ...order, gift: { sku: 'd' }, amount: 2.5, next: order })).result), false);
+    const bad = await validateWith(plan, 'r0', { ...order, first: {}, second: { sku: 1 }, gift: { sku: 2 }, next: { ...order, first: {} } });
+    assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [
+      "/first: must have required property 'sku'",
+      '/second/sku: must be string',
+      '/gift/sku: must be string',
+      '/gift: must be null',
+      '/gift: must match a schema in anyOf',
+      "/next/first: must have required property 'sku'",
+      '/next: must be null',
+      '/next: must match a schema in anyOf',
+    ]);
+  });
+
   it('refuses a payload in a schema format it cannot validate, naming the message', async () => {
     const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    publish:\n      message:\n        messageId: proto\n        schemaFormat: application/vnd.google.protobuf;version=3\n        payload: 'message Point { int32 x = 1; }'\n`;
     const { diagnostics } = await load({ 'gateway.yaml': config(['{message: proto}']), 'streetlights.yaml': doc });
