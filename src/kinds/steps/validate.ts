@@ -60,7 +60,7 @@ export const validateStep = defineStep({
   options,
   doc: {
     summary:
-      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. A `format` ajv does not know (`format: emial`) and a keyword JSON Schema does not have (`requird`) are config errors at their key, with a hint, since ajv would ignore them and check nothing (JSON Schema\'s `idn-email`, `idn-hostname`, `iri` and `iri-reference` formats are accepted and not checked); keys starting with `x-` (extensions) and the annotations AsyncAPI and OpenAPI schemas add (`example`, `externalDocs`, `discriminator`) are allowed and check nothing. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}` (the root\'s instancePath is empty: `": must have required property \'id\'"`); `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets; on an mqtt broker the step\'s `deadletter` takes a `qos` of its own, as the route\'s does. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
+      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. A `format` ajv does not know (`format: emial`) and a keyword JSON Schema does not have (`requird`) are config errors at their key, with a hint, since ajv would ignore them and check nothing (JSON Schema\'s `idn-email`, `idn-hostname`, `iri` and `iri-reference` formats are accepted and not checked); keys starting with `x-` (extensions) and the annotations AsyncAPI and OpenAPI schemas add (`example`, `externalDocs`, `discriminator`) are allowed and check nothing. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}` (the root\'s instancePath is empty: `": must have required property \'id\'"`); `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets; on an mqtt broker the step\'s `deadletter` takes a `qos` of its own, as the route\'s does. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. At most the first 100 errors are listed (and at most 16 KiB of them, each cut at 256 characters), wherever they appear; the detail of a 400 counts them all. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
     example: 'validate:\n  message: lightMeasured      # or: channel: lightingMeasured, or: schema: schemas/light-measured.json\n  onInvalid: tag',
   },
   compile(options, ctx) {
@@ -149,12 +149,14 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
         }
       }
       matched(ctx, undefined);
-      const errors = only ? formatErrors(only.check.errors) : contracts.flatMap((c) => formatErrors(c.check.errors).map((e) => `${e} (message ${c.message ?? 'without id'})`));
+      const found = only ? formatErrors(only.check.errors) : contracts.flatMap((c) => formatErrors(c.check.errors).map((e) => `${e} (message ${c.message ?? 'without id'})`));
+      const errors = listed(found);
       if (onInvalid === 'reject') {
-        return { stop: 'invalid', problem: problem('EG_INVALID_MESSAGE', `the message does not match its schema (${errors.length} error${errors.length === 1 ? '' : 's'})`, { errors }) };
+        const count = `${found.length} error${found.length === 1 ? '' : 's'}${errors.length < found.length ? `; the first ${errors.length} are listed` : ''}`;
+        return { stop: 'invalid', problem: problem('EG_INVALID_MESSAGE', `the message does not match its schema (${count})`, { errors }) };
       }
       // After an earlier validate step of the route tagged the message, the header keeps its errors too.
-      const all = ctx.tagged ? [...ctx.tagged, ...errors] : errors;
+      const all = ctx.tagged ? listed([...ctx.tagged, ...errors]) : errors;
       const tagged = withHeaders(msg, headersWith(msg.headers, VALIDATION_ERROR_HEADER, JSON.stringify({ ts: new Date().toISOString(), errors: all })));
       if (onInvalid === 'tag') {
         ctx.tagged = all;
@@ -163,6 +165,35 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
       return { stop: 'deadletter', message: tagged, errors: all, to: deadletter };
     },
   };
+}
+
+/**
+ * The most errors a 400, an error frame or the header lists, and the most bytes they take as JSON:
+ * ajv reports every error (allErrors), and a long array of wrong items had tens of thousands, a
+ * 400 body of megabytes and a header no broker carries (an MQTT 5 user property is at most 65535
+ * bytes: the tagged or dead-lettered message failed as 503, and a consume route retried it).
+ * One error is cut at ERROR_CHARS (a long property name in its pointer).
+ */
+export const LISTED_ERRORS = 100;
+const LISTED_BYTES = 16 * 1024;
+const ERROR_CHARS = 256;
+
+export function listed(errors: readonly string[]): string[] {
+  const out: string[] = [];
+  let bytes = 2;
+  for (const e of errors) {
+    if (out.length === LISTED_ERRORS) break;
+    let one = e;
+    if (one.length > ERROR_CHARS) {
+      // Not between the two halves of a surrogate pair.
+      const cut = /[\ud800-\udbff]/.test(one[ERROR_CHARS - 1]!) ? ERROR_CHARS - 1 : ERROR_CHARS;
+      one = `${one.slice(0, cut)}…`;
+    }
+    bytes += Buffer.byteLength(JSON.stringify(one)) + 1;
+    if (bytes > LISTED_BYTES) break;
+    out.push(one);
+  }
+  return out;
 }
 
 export function formatErrors(errors: ErrorObject[] | null | undefined): string[] {
