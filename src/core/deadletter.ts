@@ -1,3 +1,4 @@
+import { headerJson } from './header-json.js';
 import { newHeaders, type Message } from './message.js';
 
 /**
@@ -30,6 +31,6 @@ export function deadletterMessage(msg: Message, route: string, cause: Deadletter
     else dropped.push(name);
   }
   const why = { ts: new Date().toISOString(), route, status: cause.status, code: cause.code, detail: cause.detail, errors: cause.errors, ...(dropped.length > 0 ? { droppedHeaders: dropped } : {}) };
-  headers[DEADLETTER_HEADER] = JSON.stringify(why);
+  headers[DEADLETTER_HEADER] = headerJson(why);
   return { ...msg, headers };
 }

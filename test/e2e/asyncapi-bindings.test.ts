@@ -33,6 +33,11 @@ channels:
       batch:
         payload: { type: array, items: { type: number } }
         bindings: { mqtt: { bindingVersion: 0.2.0 } }
+  labels:
+    address: labels
+    messages:
+      labels:
+        payload: { type: object, additionalProperties: { type: integer } }
   presence:
     address: presence.online
     messages:
@@ -88,6 +93,14 @@ routes:
     from: { listener: api, path: /batches-strict }
     through: [{ validate: { channel: batches } }]
     to: { broker: devices, topic: batches }
+  - name: labels
+    from: { listener: api, path: /labels }
+    through: [{ validate: { channel: labels, onInvalid: tag } }]
+    to: { broker: devices, topic: labels/tagged }
+  - name: labels-dead
+    from: { listener: api, path: /labels-dead }
+    through: [{ validate: { channel: labels, onInvalid: deadletter, deadletter: { broker: devices, topic: labels/dead } } }]
+    to: { broker: devices, topic: labels/ok }
   - name: presence
     from: { listener: api, path: /presence }
     through: [{ validate: { channel: presence } }]
@@ -143,6 +156,30 @@ routes:
       const [got] = await sub.take(1);
       assert.equal(got!.payload.length, JSON.stringify(batch).length);
       assert.deepEqual(JSON.parse(got!.userProperties._asyncapi_eg_validation_error!).errors, first100);
+    } finally {
+      sub.stop();
+    }
+  });
+
+  it('escapes a C1 control or non-character an error quotes from the message in the headers it writes, which MQTT 5 then carries (point 654)', async () => {
+    // A property name is any JSON string; the error names it, and JSON.stringify left U+0085 and U+FFFE as they are.
+    const value = { 'a\u0085b\ufffe': 'x' };
+    const sub = await MosquittoSub.start(mqtt, 'labels/#');
+    try {
+      const tagged = await post(gw.url('api', '/labels'), value);
+      assert.deepEqual([tagged.status, tagged.body.tagged], [200, true], tagged.text);
+      const dead = await post(gw.url('api', '/labels-dead'), value);
+      assert.deepEqual([dead.status, dead.body.deadlettered], [200, true], dead.text);
+      const got = await sub.take(2);
+      assert.deepEqual(
+        got.map((m) => m.topic),
+        ['labels/tagged', 'labels/dead'],
+      );
+      const header = got[0]!.userProperties._asyncapi_eg_validation_error!;
+      assert.match(header, /"errors":\["\/a\\u0085b\\ufffe: must be integer"\]/);
+      assert.deepEqual(JSON.parse(header).errors, ['/a\u0085b\ufffe: must be integer']);
+      assert.deepEqual(JSON.parse(got[1]!.userProperties._eventgate_error!).errors, ['/a\u0085b\ufffe: must be integer']);
+      assert.deepEqual(JSON.parse(got[1]!.userProperties._asyncapi_eg_validation_error!).errors, ['/a\u0085b\ufffe: must be integer']);
     } finally {
       sub.stop();
     }

@@ -1,6 +1,7 @@
 import type { ErrorObject } from 'ajv';
 import { parse as parseYaml } from '../../config/yaml.js';
 import { problem } from '../../core/errors.js';
+import { headerJson } from '../../core/header-json.js';
 import { headersWith, withHeaders, type Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { MessageContext } from '../../core/message.js';
@@ -157,7 +158,7 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
       }
       // After an earlier validate step of the route tagged the message, the header keeps its errors too.
       const all = ctx.tagged ? listed([...ctx.tagged, ...errors]) : errors;
-      const tagged = withHeaders(msg, headersWith(msg.headers, VALIDATION_ERROR_HEADER, JSON.stringify({ ts: new Date().toISOString(), errors: all })));
+      const tagged = withHeaders(msg, headersWith(msg.headers, VALIDATION_ERROR_HEADER, headerJson({ ts: new Date().toISOString(), errors: all })));
       if (onInvalid === 'tag') {
         ctx.tagged = all;
         return tagged;
