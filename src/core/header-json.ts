@@ -9,9 +9,9 @@
  */
 const UNSAFE = /[\u007f-\u009f\ufdd0-\ufdef\ufffe\uffff]|[\ud83f\ud87f\ud8bf\ud8ff\ud93f\ud97f\ud9bf\ud9ff\uda3f\uda7f\udabf\udaff\udb3f\udb7f\udbbf\udbff][\udffe\udfff]/g;
 
-const escape = (s: string) =>
+const escaped = (s: string) =>
   [...s].map((c) => (c.length === 1 ? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}` : `\\u${c.charCodeAt(0).toString(16)}\\u${c.charCodeAt(1).toString(16)}`)).join('');
 
 export function headerJson(value: unknown): string {
-  return JSON.stringify(value).replace(UNSAFE, escape);
+  return JSON.stringify(value).replace(UNSAFE, escaped);
 }
