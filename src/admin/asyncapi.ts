@@ -66,18 +66,23 @@ export function addAsyncApiEndpoints(admin: AdminServer, gateway: AdminSource): 
 }
 
 async function upload(gateway: AdminSource, target: AsyncApiPlan, text: string, res: ServerResponse): Promise<void> {
+  // The file as it is when the upload arrives: an edit on disk during the check (seconds for a
+  // large document) is newer than the upload, and writing over it lost it without a word.
+  const before = await readText(target.file);
   const checked = await gateway.load(new Map([[target.file, text]]));
   if (!checked.plan) {
     // A diagnostic may quote a config value: no secret leaves the gateway in the answer (docs/security.md).
     const diagnostics = redact(checked.diagnostics, new Set([...(gateway.plan?.secretValues ?? []), ...(checked.secrets ?? [])]));
     return sendRefusal(res, refusal(target, diagnostics), diagnostics, gateway.plan!.file);
   }
-
-  let before: string | undefined;
-  try {
-    before = await readFile(target.file, 'utf8');
-  } catch {
-    before = undefined;
+  if ((await readText(target.file)) !== before) {
+    return sendProblem(
+      res,
+      problem(
+        'EG_ASYNCAPI_CHANGED_ON_DISK',
+        `${target.asWritten} changed on disk while the upload was checked; the file's change is newer and stays, nothing was written (upload again to replace it)`,
+      ),
+    );
   }
   try {
     await writeAtomically(target.file, text);
@@ -131,6 +136,14 @@ function sendRefusal(res: ServerResponse, p: Problem, found: Diagnostic[], confi
 function unknownFile(file: string | null, docs: readonly AsyncApiPlan[]): Problem {
   if (docs.length === 0) return problem('EG_ASYNCAPI_UNKNOWN_FILE', 'the config has no AsyncAPI document (add `asyncapi: <file>` to it first)');
   return problem('EG_ASYNCAPI_UNKNOWN_FILE', `'${file}' is not one of the config's AsyncAPI documents: ${docs.map((d) => d.asWritten).join(', ')} (use the path as the config writes it)`);
+}
+
+async function readText(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 /** Temp file in the same directory, then rename: readers (and the watcher) see the old file or the new one, never half of one. */

@@ -62,6 +62,7 @@ export const ErrorCodes = {
   // Admin API: AsyncAPI upload (PUT /admin/asyncapi)
   EG_ASYNCAPI_INVALID: { status: 422, title: 'AsyncAPI document rejected' },
   EG_ASYNCAPI_CONFLICT: { status: 409, title: 'AsyncAPI document drops a message or channel the config uses' },
+  EG_ASYNCAPI_CHANGED_ON_DISK: { status: 409, title: 'AsyncAPI document changed on disk while the upload was checked' },
   EG_ASYNCAPI_FILE_REQUIRED: { status: 400, title: 'Several AsyncAPI documents: say which with ?file=' },
   EG_ASYNCAPI_UNKNOWN_FILE: { status: 404, title: 'No such AsyncAPI document in the config' },
 } as const;

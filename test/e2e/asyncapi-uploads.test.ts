@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
@@ -181,11 +181,13 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
 describe('remote $refs allowed by origin: fetched with a timeout and a size cap', () => {
   let schemas: Awaited<ReturnType<typeof server>>;
   let other: Awaited<ReturnType<typeof server>>;
+  const held: import('node:http').ServerResponse[] = [];
   const put = (body: string) => fetch(`${gw.adminUrl}/admin/asyncapi`, { method: 'PUT', body, headers: { 'content-type': 'application/yaml', ...auth } });
 
   before(async () => {
     schemas = await server((path, res) => {
       if (path === '/hang.yaml') return; // never answers
+      if (path === '/held.yaml') return held.push(res); // answered when the test says
       if (path === '/huge.yaml') return res.end(`type: object\ndescription: ${'x'.repeat(200_000)}\n`);
       if (path === '/redirect.yaml') return res.writeHead(302, { location: `${other.url}/schema.yaml` }).end();
       if (path === '/missing.yaml') return res.writeHead(404).end('not here');
@@ -238,5 +240,25 @@ describe('remote $refs allowed by origin: fetched with a timeout and a size cap'
     assert.equal(foreign.status, 422);
     assert.match(await foreign.text(), /not listed in asyncapiRemoteRefs.origins/);
     assert.deepEqual(other.hits, []);
+  });
+
+  it('an edit of the file on disk while an upload is checked is newer, and stays: the upload is refused with 409 (point 656)', async () => {
+    // The upload's check waits on its $ref until the file has been edited (as a Git sync would).
+    const upload = put(documentWith(`$ref: '${schemas.url}/held.yaml'`));
+    while (held.length === 0) await new Promise((r) => setTimeout(r, 20));
+    const edited = documentWith('{type: object, required: [fromDisk]}');
+    const file = join(gw.dir, 'contracts/alerts.yaml');
+    writeFileSync(`${file}.next`, edited);
+    renameSync(`${file}.next`, file);
+    held.shift()!.end('type: object\nrequired: [fromUpload]\n');
+    const res = await upload;
+    const text = await res.text();
+    assert.equal(res.status, 409, text);
+    assert.equal(JSON.parse(text).code, 'EG_ASYNCAPI_CHANGED_ON_DISK');
+    assert.equal(readFileSync(file, 'utf8'), edited, 'the edit on disk was not written over');
+    await gw.waitForLog((l) => l.msg === 'config reloaded' && l.reason === 'file change');
+    const refused = await post(gw.url('api', '/alert'), {});
+    assert.deepEqual(refused.body.errors, [": must have required property 'fromDisk'"]);
+    assert.equal((await put(plain)).status, 200);
   });
 });
