@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { stringify } from '../config/yaml.js';
+import { Document, parse, visit } from '../config/yaml.js';
 import { formatDiagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
@@ -19,6 +19,30 @@ export async function exportCommand(what: string | undefined, config: string, en
   }
   // The envelope websocket clients get with `format: envelope` is documented once, in schemas/.
   const envelope = JSON.parse(readFileSync(new URL('../../../schemas/envelope.json', import.meta.url), 'utf8')) as unknown;
-  process.stdout.write(stringify(exportAsyncApi(plan, envelope), { aliasDuplicateObjects: false, lineWidth: 0 }));
+  process.stdout.write(portableYaml(exportAsyncApi(plan, envelope)));
   return 0;
+}
+
+/**
+ * YAML that reads the same in YAML 1.2 and 1.1 parsers. The export is for other tools, and many
+ * read YAML 1.1 (SnakeYAML in Java's AsyncAPI tooling, PyYAML, Go's yaml.v2), where a plain `on`,
+ * `off`, `yes`, `no` or `y` is a boolean: `enum: [on, off]` of a payload came out as
+ * `[true, false]` there. A string a 1.1 parser would read as anything else is quoted.
+ */
+export function portableYaml(value: unknown): string {
+  const doc = new Document(value, { aliasDuplicateObjects: false });
+  visit(doc, {
+    Scalar(_key, node) {
+      if (typeof node.value === 'string' && !node.value.includes('\n') && readsOtherwiseIn11(node.value)) node.type = 'QUOTE_DOUBLE';
+    },
+  });
+  return doc.toString({ lineWidth: 0 });
+}
+
+function readsOtherwiseIn11(text: string): boolean {
+  try {
+    return parse(text, { version: '1.1' }) !== text;
+  } catch {
+    return true;
+  }
 }

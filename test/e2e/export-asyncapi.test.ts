@@ -49,7 +49,7 @@ describe('eventgate export asyncapi', () => {
         '  - name: orders',
         '    from: { listener: api, path: /orders/:id }',
         '    through:',
-        '      - validate: { schema: { type: object, required: [qty], properties: { qty: { type: integer } } } }',
+        '      - validate: { schema: { type: object, required: [qty], properties: { qty: { type: integer }, state: { enum: [on, off, yes, n] } } } }',
         '    to: { broker: local, topic: orders }',
         '  - name: orders-ws',
         '    from: { broker: local, topic: orders }',
@@ -78,6 +78,8 @@ describe('eventgate export asyncapi', () => {
     assert.equal(doc.channels['api-orders-id'].address, '/orders/{id}');
     assert.deepEqual(Object.keys(doc.channels['api-orders-id'].parameters), ['id']);
     assert.deepEqual(doc.channels['api-orders-id'].messages.orders.payload.required, ['qty']);
+    // Point 657: a YAML 1.1 reader (SnakeYAML, PyYAML) reads the same strings, not booleans.
+    assert.deepEqual(parse(r.stdout, { version: '1.1' }).channels['api-orders-id'].messages.orders.payload.properties.state.enum, ['on', 'off', 'yes', 'n']);
     assert.equal(doc.servers.push.host, '127.0.0.1:0');
     assert.deepEqual(doc.channels['push-ws-orders'].messages['orders-ws-forward'].payload.required.sort(), ['headers', 'key', 'offset', 'partition', 'timestamp', 'topic', 'value'].sort());
     assert.equal(doc.channels['push-ws-in'].messages.anything.payload, undefined);
