@@ -371,7 +371,7 @@ function isObject(v: unknown): v is Json {
 /**
  * The parser resolves a recursive schema (`children: {items: {$ref: '#/...node'}}`) into a cyclic
  * object, which ajv cannot compile; each back edge becomes a `$ref` to the JSON Pointer of the
- * schema it loops to. The parser's own `x-parser-*` annotations are dropped on the way.
+ * schema it loops to. The parser's own `x-parser-*` annotations, and `$id`s below the root, are dropped on the way.
  */
 export function decycle(root: unknown): unknown {
   let loopsToRoot = false;
@@ -391,7 +391,12 @@ export function decycle(root: unknown): unknown {
         ? v.map((x, i) => visit(x, `${pointer}/${i}`))
         : Object.fromEntries(
             Object.entries(v)
-              .filter(([k]) => !k.startsWith('x-parser-'))
+              // A nested `$id` (a schema file with one, which the parser inlined) names a resource
+              // of its own: twice in a payload (two properties of one `money.json`) ajv refused it
+              // as "resolves to more than one schema", and the `$ref`s written here, pointers from
+              // the payload's root, would resolve inside it. The parser resolved every `$ref` that
+              // used it, so it goes; the payload's own `$id` stays.
+              .filter(([k]) => !k.startsWith('x-parser-') && !(k === '$id' && pointer !== ''))
               .map(([k, x]) => [k, visit(x, `${pointer}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`)]),
           );
       ancestors.pop();

@@ -204,6 +204,24 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     ]);
   });
 
+  it('validates a payload that uses a schema file with an $id twice, and one that is that file (point 658)', async () => {
+    const money = JSON.stringify({
+      $schema: 'http://json-schema.org/draft-07/schema#',
+      $id: 'https://example.com/money.json',
+      type: 'object',
+      required: ['amount'],
+      properties: { amount: { type: 'number' }, currency: { $ref: '#/definitions/currency' } },
+      definitions: { currency: { type: 'string', pattern: '^[A-Z]{3}$' } },
+    });
+    const doc = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      order:\n        payload:\n          type: object\n          properties:\n            price: {$ref: 'money.json'}\n            tax: {$ref: 'money.json'}\n      amount:\n        payload: {$ref: 'money.json'}\n`;
+    const plan = await loadOk({ 'gateway.yaml': config(['{message: order}', '{message: amount}']), 'streetlights.yaml': doc, 'money.json': money });
+    assert.equal(isStop((await validateWith(plan, 'r0', { price: { amount: 1, currency: 'EUR' }, tax: { amount: 0.2 } })).result), false);
+    const bad = await validateWith(plan, 'r0', { price: { amount: 1 }, tax: { amount: 'x', currency: 'eu' } });
+    assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ['/tax/amount: must be number', '/tax/currency: must match pattern "^[A-Z]{3}$"']);
+    const root = await validateWith(plan, 'r1', { currency: 'EUR' });
+    assert.deepEqual((root.result as { problem: { errors: string[] } }).problem.errors, [": must have required property 'amount'"]);
+  });
+
   it('refuses a payload in a schema format it cannot validate, naming the message', async () => {
     const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    publish:\n      message:\n        messageId: proto\n        schemaFormat: application/vnd.google.protobuf;version=3\n        payload: 'message Point { int32 x = 1; }'\n`;
     const { diagnostics } = await load({ 'gateway.yaml': config(['{message: proto}']), 'streetlights.yaml': doc });
