@@ -222,6 +222,18 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual((root.result as { problem: { errors: string[] } }).problem.errors, [": must have required property 'amount'"]);
   });
 
+  it("says what an enum or a const asks for, after ajv's words (point 659)", async () => {
+    const doc = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      cmd:\n        payload:\n          type: object\n          properties:\n            command: {enum: ['on', 'off']}\n            event: {const: pong}\n            shape: {const: {kind: 1}}\n            month: {enum: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}\n`;
+    const plan = await loadOk({ 'gateway.yaml': config(['{message: cmd}']), 'streetlights.yaml': doc });
+    const bad = await validateWith(plan, 'r0', { command: 'dim', event: 'ping', shape: {}, month: 13 });
+    assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [
+      '/command: must be equal to one of the allowed values: "on", "off"',
+      '/event: must be equal to constant "pong"',
+      '/shape: must be equal to constant {"kind":1}',
+      '/month: must be equal to one of the allowed values: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... (2 more)',
+    ]);
+  });
+
   it('refuses a payload in a schema format it cannot validate, naming the message', async () => {
     const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    publish:\n      message:\n        messageId: proto\n        schemaFormat: application/vnd.google.protobuf;version=3\n        payload: 'message Point { int32 x = 1; }'\n`;
     const { diagnostics } = await load({ 'gateway.yaml': config(['{message: proto}']), 'streetlights.yaml': doc });

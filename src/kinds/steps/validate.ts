@@ -203,6 +203,27 @@ export function formatErrors(errors: ErrorObject[] | null | undefined): string[]
     // object"), as in JSON Pointer, where "/" would be the key "" of the root object.
     let where = e.instancePath;
     if (e.keyword === 'additionalProperties') where = `${e.instancePath}/${(e.params as { additionalProperty: string }).additionalProperty}`;
-    return `${where}: ${e.message ?? e.keyword}`;
+    return `${where}: ${e.message ?? e.keyword}${expected(e)}`;
   });
+}
+
+/** How many of an `enum`'s values an error lists. */
+const LISTED_VALUES = 10;
+
+/**
+ * What an `enum` or `const` asks for, after ajv's words: "must be equal to one of the allowed
+ * values" alone did not tell a producer what to send (`/command: must be equal to one of the
+ * allowed values: "on", "off"`, as the AsyncAPI parser says of a document's own enums).
+ */
+function expected(e: ErrorObject): string {
+  const json = (v: unknown) => {
+    const text = JSON.stringify(v) ?? String(v);
+    return text.length > 64 ? `${text.slice(0, 63)}…` : text;
+  };
+  if (e.keyword === 'const') return ` ${json((e.params as { allowedValue: unknown }).allowedValue)}`;
+  if (e.keyword !== 'enum') return '';
+  const values = (e.params as { allowedValues?: unknown[] }).allowedValues;
+  if (!Array.isArray(values)) return '';
+  const shown = values.slice(0, LISTED_VALUES).map(json).join(', ');
+  return `: ${shown}${values.length > LISTED_VALUES ? `, ... (${values.length - LISTED_VALUES} more)` : ''}`;
 }
