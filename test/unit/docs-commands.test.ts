@@ -48,6 +48,30 @@ describe('the YAML examples of README.md and docs/', () => {
   });
 });
 
+describe('the tables of README.md and docs/', () => {
+  // A blank line ends a Markdown table: the rows after it render as a paragraph of pipes
+  // (errors.md lost nine rows of its config table that way), and a table needs its `|---|` line.
+  it('each start with a header and a separator line', () => {
+    const pages = [
+      'README.md',
+      ...readdirSync(join(repoRoot, 'docs'))
+        .filter((f) => f.endsWith('.md'))
+        .map((f) => `docs/${f}`),
+    ];
+    const problems: string[] = [];
+    for (const page of pages) {
+      const lines = readFileSync(join(repoRoot, page), 'utf8').split('\n');
+      let fence = false;
+      lines.forEach((line, i) => {
+        if (line.startsWith('```')) fence = !fence;
+        if (fence || !line.startsWith('|') || lines[i - 1]?.startsWith('|')) return;
+        if (!/^\|(?:\s*:?-+:?\s*\|)+\s*$/.test(lines[i + 1] ?? '')) problems.push(`${page}:${i + 1}: a table row with no header and separator line above it`);
+      });
+    }
+    assert.deepEqual(problems, []);
+  });
+});
+
 describe('docs/operations.md and docs/config.md document the admin API', () => {
   it('has a row in its endpoint table for every endpoint of src/admin, and config.md names each', () => {
     // The endpoints as the admin modules register them: route('METHOD /path', ...) and upgrade('/path', ...).
