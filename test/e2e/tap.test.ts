@@ -83,7 +83,7 @@ describe('live tap (GET /admin/tap?route=...)', () => {
       `${method} /admin/tap?route=orders HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${lines.map((l) => `${l}\r\n`).join('')}\r\n`;
     const key = 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==';
     const cases: [string, string, number, Record<string, string>][] = [
-      ['version 7', handshake([key, 'Sec-WebSocket-Version: 7']), 426, { 'sec-websocket-version': '13, 8' }],
+      ['version 7', handshake([key, 'Sec-WebSocket-Version: 7']), 426, { upgrade: 'websocket', 'sec-websocket-version': '13, 8' }],
       ['no key', handshake(['Sec-WebSocket-Version: 13']), 400, {}],
       ['POST', handshake([key, 'Sec-WebSocket-Version: 13'], 'POST'), 405, { allow: 'GET' }],
     ];

@@ -508,9 +508,10 @@ describe('WebSocket (spec §5)', () => {
         ['POST', handshake([...upgrade, key, 'Sec-WebSocket-Version: 13'], 'POST'), 405, 'EG_METHOD_NOT_ALLOWED', { allow: 'GET' }],
         ['no key', handshake([...upgrade, 'Sec-WebSocket-Version: 13']), 400, 'EG_BAD_REQUEST', {}],
         ['a key of the wrong length', handshake([...upgrade, 'Sec-WebSocket-Key: c2hvcnQ=', 'Sec-WebSocket-Version: 13']), 400, 'EG_BAD_REQUEST', {}],
-        // RFC 6455 §4.4: a version the server does not speak gets 426 and the versions it does.
-        ['no version', handshake([...upgrade, key]), 426, 'EG_UPGRADE_REQUIRED', { 'sec-websocket-version': '13, 8' }],
-        ['version 7', handshake([...upgrade, key, 'Sec-WebSocket-Version: 7']), 426, 'EG_UPGRADE_REQUIRED', { 'sec-websocket-version': '13, 8' }],
+        // RFC 6455 §4.4: a version the server does not speak gets 426 and the versions it does;
+        // RFC 9110 §15.5.22: every 426 has an Upgrade header naming the protocol.
+        ['no version', handshake([...upgrade, key]), 426, 'EG_UPGRADE_REQUIRED', { upgrade: 'websocket', 'sec-websocket-version': '13, 8' }],
+        ['version 7', handshake([...upgrade, key, 'Sec-WebSocket-Version: 7']), 426, 'EG_UPGRADE_REQUIRED', { upgrade: 'websocket', 'sec-websocket-version': '13, 8' }],
         ['another protocol', handshake(['Upgrade: h2c', 'Connection: Upgrade, HTTP2-Settings', 'HTTP2-Settings: AAMAAABkAAQAAP__']), 426, 'EG_UPGRADE_REQUIRED', { upgrade: 'websocket' }],
         ['a malformed subprotocol list', handshake([...upgrade, key, 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Protocol: chat,,json']), 400, 'EG_BAD_REQUEST', {}],
         ['a subprotocol offered twice', handshake([...upgrade, key, 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Protocol: chat, chat']), 400, 'EG_BAD_REQUEST', {}],

@@ -21,8 +21,8 @@ export function malformedHandshake(req: IncomingMessage): Problem | undefined {
   }
   const version = req.headers['sec-websocket-version'];
   if (Number(version) !== 13 && Number(version) !== 8) {
-    // RFC 6455 §4.4: refuse with the versions the server speaks.
-    return problem('EG_UPGRADE_REQUIRED', `WebSocket version ${version ?? '(none)'} is not spoken here; use 13`, { headers: { 'sec-websocket-version': '13, 8' } });
+    // RFC 6455 §4.4: refuse with the versions the server speaks; RFC 9110 §15.5.22: a 426 names the protocol to upgrade to.
+    return problem('EG_UPGRADE_REQUIRED', `WebSocket version ${version ?? '(none)'} is not spoken here; use 13`, { headers: { upgrade: 'websocket', 'sec-websocket-version': '13, 8' } });
   }
   const key = req.headers['sec-websocket-key'];
   if (key === undefined || !WS_KEY.test(key)) return problem('EG_BAD_REQUEST', 'the handshake needs a Sec-WebSocket-Key of 16 bytes in base64 (RFC 6455 §4.1)');
