@@ -1,9 +1,16 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { repoRoot, runCli } from '../helpers/gateway.js';
+import { tempDir } from '../helpers/reaper.js';
+import type { Diagnostic } from '../../src/config/diagnostics.js';
+import { defaultRegistry } from '../../src/kinds/index.js';
+import { loadPlan } from '../../src/plan/compile.js';
+import { textReport } from '../../src/testing/report.js';
+import { runTest } from '../../src/testing/run-tests.js';
+import { readTestFile } from '../../src/testing/test-file.js';
 
 const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
 
@@ -45,6 +52,47 @@ describe('the YAML examples of README.md and docs/', () => {
       }
     }
     assert.deepEqual(problems, []);
+  });
+});
+
+describe("docs/gitops.md's walkthrough", () => {
+  // The page edits examples/gateway.yaml and tests the edit: the diff must apply to that file, its
+  // tests must pass on the edited config and fail on the one before (else they test nothing), and
+  // its failure report is what `eventgate test` prints. In-process, as `eventgate test` runs them.
+  it('edits examples/gateway.yaml as its diff says; its config tests pass on the edit, fail before it, and fail as the page shows', async () => {
+    const page = readFileSync(join(repoRoot, 'docs', 'gitops.md'), 'utf8');
+    const diff = /^```diff\n([\s\S]*?)^```/m
+      .exec(page)![1]!
+      .split('\n')
+      .filter((l) => l !== '');
+    const side = (drop: string) =>
+      diff
+        .filter((l) => !l.startsWith(drop))
+        .map((l) => l.slice(1))
+        .join('\n');
+    const tests = /^```yaml\n(tests:\n[\s\S]*?)^```/m.exec(page)![1]!;
+    const dir = tempDir('docs-gitops');
+    cpSync(join(repoRoot, 'examples'), dir, { recursive: true });
+    const config = readFileSync(join(dir, 'gateway.yaml'), 'utf8');
+    assert.ok(config.includes(side('+')), `the diff's lines before the edit are not in examples/gateway.yaml:\n${side('+')}`);
+    const registry = defaultRegistry();
+    const run = async (configText: string, testText: string) => {
+      writeFileSync(join(dir, 'gateway.yaml'), configText);
+      writeFileSync(join(dir, 'gateway.tests.yaml'), testText);
+      const problems: Diagnostic[] = [];
+      const file = readTestFile(join(dir, 'gateway.tests.yaml'), problems);
+      const { plan, diagnostics } = await loadPlan(join(dir, 'gateway.yaml'), { registry, env: {} });
+      assert.deepEqual([...problems, ...diagnostics], []);
+      const results = [];
+      for (const test of file!.tests) results.push(await runTest(plan!, test, registry));
+      return textReport(results).replaceAll(`${dir}/`, '');
+    };
+    assert.match(await run(config, tests), /^1 of 3 tests failed$/m, 'the tests pass on the config before the edit');
+    const edited = config.replace(side('+'), side('-'));
+    assert.match(await run(edited, tests), /^3 tests passed$/m);
+    // "A failure names the test file and line ...": the page's report, for the expectation it changes.
+    const shown = /^```\n(FAIL {2}[\s\S]*?)^```/m.exec(page)![1]!;
+    assert.equal(await run(edited, tests.replace('bright: false }', 'bright: true }')), shown);
   });
 });
 
