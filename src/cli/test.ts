@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import { formatDiagnostic, type Diagnostic } from '../config/diagnostics.js';
+import { formatDiagnostic, formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Env } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { defaultRegistry } from '../kinds/index.js';
@@ -40,13 +40,15 @@ export async function checkTestFile(file: string, env: Env): Promise<Diagnostic[
 
 /** A test naming a route the config lacks cannot run: a problem of its test file, for `validate` and `test` alike. */
 function unknownRoutes(t: TestFile, plan: Plan, config: string): Diagnostic[] {
+  // t.tests holds every test of the file, in its order (a file with a problem yields none), so i is the test's index there.
   return t.tests
-    .filter((test) => !plan.routes.has(test.route))
-    .map((test) => ({
+    .map((test, i) => ({ test, i }))
+    .filter(({ test }) => !plan.routes.has(test.route))
+    .map(({ test, i }) => ({
       file: t.file,
       ...test.routeAt,
       code: 'EG_TEST_FILE',
-      path: 'route',
+      path: formatPath(['tests', i, 'route']),
       message: `test '${test.name}' names route '${test.route}', which ${config} does not define${didYouMean(test.route, plan.routes.keys())}; defined routes: ${[...plan.routes.keys()].join(', ')}`,
     }));
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
-import type { Diagnostic } from '../config/diagnostics.js';
+import { formatPath, type Diagnostic } from '../config/diagnostics.js';
 import { describeFsError, parseSource, type PathPart } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
 import { BATCH_TYPE } from '../codecs/cloudevents.js';
@@ -100,7 +100,8 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
   const problems = diagnostics.length;
   const report = (path: PathPart[], message: string, which: 'key' | 'value' = 'value') => {
     const { line, column } = src.locate(path, which);
-    diagnostics.push({ file, line, column, code: 'EG_TEST_FILE', path: path.join('.'), message });
+    // `tests[0].expect`, as config diagnostics write their paths (formatPath): one format for CI annotations.
+    diagnostics.push({ file, line, column, code: 'EG_TEST_FILE', path: formatPath(path), message });
   };
   const doc = src.value as Record<string, unknown> | null;
   if (!isMap(doc) || !Array.isArray(doc.tests)) {

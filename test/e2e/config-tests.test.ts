@@ -322,23 +322,38 @@ describe('eventgate test', () => {
     assert.equal(good.code, 0, good.stdout + good.stderr);
     assert.equal(good.stdout, 'ok\n');
 
-    const unknownRoute = await runCli(['validate', '-c', 'orders.tests.yaml'], {
+    // As JSON (the text form is the same line `test` prints above): a test file's problems have
+    // paths as the config's do (`tests[2].route`, formatPath), for CI annotations.
+    const unknownRoute = await runCli(['validate', '-c', 'orders.tests.yaml', '--format', 'json'], {
       cwd: tempFiles({
         'gateway.yaml': config,
         'orders.tests.yaml': tests.replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order'),
       }),
     });
     assert.equal(unknownRoute.code, 1);
-    assert.equal(
-      unknownRoute.stdout,
-      "orders.tests.yaml:26:12: test 'no key is refused with 401' names route 'order', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders\n",
-    );
+    assert.deepEqual(JSON.parse(unknownRoute.stdout), [
+      {
+        file: 'orders.tests.yaml',
+        line: 26,
+        column: 12,
+        message: "test 'no key is refused with 401' names route 'order', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders",
+        path: 'tests[2].route',
+        code: 'EG_TEST_FILE',
+      },
+    ]);
 
-    const badTests = await runCli(['validate', '-c', 'orders.tests.yaml'], {
+    const badTests = await runCli(['validate', '-c', 'orders.tests.yaml', '--format', 'json'], {
       cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }),
     });
     assert.equal(badTests.code, 1);
-    assert.match(badTests.stdout, /^orders\.tests\.yaml:28:5: unknown key 'expcet'/m);
+    const problems = JSON.parse(badTests.stdout) as { file: string; line: number; column: number; message: string; path: string; code: string }[];
+    assert.deepEqual(
+      problems.map((p) => [`${p.file}:${p.line}:${p.column}`, p.path, p.code, p.message.split(';')[0]]),
+      [
+        ['orders.tests.yaml:28:5', 'tests[2].expcet', 'EG_TEST_FILE', "unknown key 'expcet'"],
+        ['orders.tests.yaml:25:5', 'tests[2]', 'EG_TEST_FILE', "test is missing 'expect'"],
+      ],
+    );
 
     const badConfig = await runCli(['validate', '-c', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config.replace('kind: memory', 'kind: memroy'), 'orders.tests.yaml': tests }) });
     assert.equal(badConfig.code, 1);
