@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseDocument, parserModules } from '../../src/asyncapi/parse.js';
 import { buildTimeValidatorsServed, setBuildTimeStructureValidators, useBuildTimeStructureValidators } from '../../src/asyncapi/structure-validators.js';
 import { documentOf, lightMeasuredPayload } from '../helpers/asyncapi-fixtures.js';
-import { tempFiles } from '../helpers/gateway.js';
+import { repoRoot, tempFiles } from '../helpers/gateway.js';
 
 // The payload inline: the parse of a raw text has no file for a relative $ref to read.
 const v26 = documentOf['2.6'].replace("$ref: 'schemas/light-measured.yaml'", 'type: object');
@@ -36,6 +37,16 @@ async function rawDiagnostics(text: string): Promise<unknown[]> {
 }
 
 describe('AsyncAPI structure validators from the build (point 90)', () => {
+  // The validators are made from @asyncapi/parser 3.6.3, and the vendor bundle holds it with the
+  // Avro schema parser at the lock's versions. A range lets `npm install -g eventgate-*.tgz`
+  // resolve another Avro parser, and from 3.1.0 it wants parser ^3.6.4: npm warns ERESOLVE on
+  // every install outside the repo (docs/gitops.md). Both are pinned to what the lock holds.
+  it('pins the AsyncAPI parser packages in package.json to the versions the lock installs', () => {
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    const lock = JSON.parse(readFileSync(join(repoRoot, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version: string }> };
+    for (const name of ['@asyncapi/parser', '@asyncapi/avro-schema-parser']) assert.equal(pkg.dependencies[name], lock.packages[`node_modules/${name}`]!.version, name);
+  });
+
   it("serves both of a parse's AsyncAPI schemas from the build's code, for 2.x and 3.x", async () => {
     const files = { 'a.yaml': documentOf['3.0'], 'b.yaml': documentOf['2.6'], 'schemas/light-measured.yaml': lightMeasuredPayload };
     const dir = tempFiles(files);
