@@ -39,10 +39,13 @@ export function compileRoutes(
       return;
     }
     names.set(raw.name, i);
-    const route = compileRoute(ctx, steps, raw, at, brokers, listeners, chains);
-    if (!route) return;
-    if (route.from.type === 'listener') {
-      const { listener, path } = route.from;
+    // A route with a problem elsewhere (a broken step, an unknown broker) still claims its path
+    // when that is sound, so a second route on it is reported in the same pass (spec-checklist 663).
+    const claim: { source?: SourcePlan } = {};
+    const route = compileRoute(ctx, steps, raw, at, brokers, listeners, chains, claim);
+    const source = route?.from ?? claim.source;
+    if (source?.type === 'listener') {
+      const { listener, path } = source;
       const kind = ctx.registry.listeners.get(listeners.get(listener)!.kind)!;
       const word = kind.routesBy === 'topic' ? 'topic' : 'path';
       let claims = claimed.get(listener);
@@ -55,6 +58,7 @@ export function compileRoutes(
       }
       claims.route.set(path, i);
     }
+    if (!route) return;
     // Subscribers of a path receive what every route forwarding there sends, so the routes
     // must agree on who may subscribe.
     const targets = raw.to === undefined ? [] : Array.isArray(raw.to) ? raw.to : [raw.to];
@@ -88,6 +92,8 @@ function compileRoute(
   brokers: Map<string, ComponentPlan>,
   listeners: Map<string, ListenerPlan>,
   chains: Map<string, CompiledChainStep[] | undefined>,
+  /** Set to the route's listener source when that is sound, whether or not the route compiles. */
+  claim: { source?: SourcePlan } = {},
 ): RoutePlan | undefined {
   const errorsBefore = ctx.diagnostics.length;
   const usesBrokers = new Set<string>();
@@ -164,6 +170,7 @@ function compileRoute(
     const invalid = kind.checkPath?.(from.path);
     const word = kind.routesBy === 'topic' ? 'topic' : 'path';
     if (invalid !== undefined) ctx.report([...at, 'from', word], 'EG_CONFIG_SCHEMA', `route '${raw.name}': ${word} '${from.path}' cannot be routed: ${invalid}`);
+    else claim.source = from;
   }
 
   // deadletter

@@ -38,20 +38,22 @@ describe('eventgate validate finds every problem in one pass', () => {
         '    form: { listener: api, path: /y }', //        15
         '    to: { broker: other, topic: t }', //          16
         '  - name: r3', //                                 17
-        '    from: { listener: api, path: /z }', //        18
+        '    from: { listener: api, path: /x }', //        18: r's path, while r's chain does not compile
         '    to: { broker: nope, topic: t }', //           19
       ),
     );
     assert.equal(r.code, 1);
     assert.deepEqual(
       r.lines.map((l) => l.replace(/: .*/, '')),
-      ['gateway.yaml:3:26', 'gateway.yaml:8:18', 'gateway.yaml:15:5', 'gateway.yaml:19:19'],
+      ['gateway.yaml:3:26', 'gateway.yaml:8:18', 'gateway.yaml:15:5', 'gateway.yaml:18:34', 'gateway.yaml:19:19'],
       r.stdout,
     );
     assert.match(r.lines[0]!, /unknown key 'retian'.*did you mean 'retain'/);
     assert.match(r.lines[1]!, /JSONata expression does not compile/);
     assert.match(r.lines[2]!, /unknown key 'form'.*did you mean 'from'/);
-    assert.match(r.lines[3]!, /broker 'nope' is not defined/);
+    // Two routes on one path, both with a problem of their own: reported in the same pass (spec-checklist 663).
+    assert.match(r.lines[3]!, /listener 'api' path '\/x' is already the source of route 'r'$/);
+    assert.match(r.lines[4]!, /broker 'nope' is not defined/);
   });
 
   it('does not repeat a problem as a broken reference: a route using an invalid broker is not told the broker is missing', async () => {
