@@ -120,6 +120,31 @@ routes:
     client.close();
   });
 
+  // kafkajs retries a commit that fails (a coordinator busy loading, say) after ~300 ms: the marker's,
+  // sent apart from the records' commits, landed after the commit of the record that followed it,
+  // and the group's offset went back before that record (delivered again after a restart).
+  it('never lets a retried commit past a transaction marker move the group back past a later record', async (tc) => {
+    if (!kafka.canInjectOutages) return tc.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a commit from here');
+    const client = await WsClient.connect(gw.url('ws', '/txn', 'ws'));
+    const group = (await kafka.groups()).find((g) => g.startsWith('eventgate-txn-'))!;
+    // Within the commit interval (1 s) of the record's commit: kafkajs does not commit the marker itself.
+    await kcatProduce(kafka.bootstrap, t.txn, [{ value: '{"n":4}' }]);
+    assert.deepEqual(await client.next(15000), { n: 4 });
+    const commits = kafka.commitRequests();
+    await kafka.failRequests(8, 1, 14); // the next OffsetCommit: COORDINATOR_LOAD_IN_PROGRESS, which kafkajs retries
+    await appendCommitMarker(kafka.bootstrap, t.txn, 0);
+    // The marker's commit failed once: the record after it comes while kafkajs waits to retry.
+    await eventually(() => assert.ok(kafka.commitRequests() > commits), 20000);
+    await kcatProduce(kafka.bootstrap, t.txn, [{ value: '{"n":5}' }]);
+    assert.deepEqual(await client.next(15000), { n: 5 });
+    // The failed commit, its retry and the record's commit have all reached the cluster.
+    await eventually(() => assert.ok(kafka.commitRequests() >= commits + 3), 20000);
+    const end = (await endOffsets(kafka.bootstrap, t.txn))[0];
+    assert.equal((await committedOffsets(kafka.bootstrap, group, t.txn))[0], end, 'the group stays past the record after the marker');
+    assert.equal(client.frames.length, 0, `nothing else was forwarded: ${client.frames.join(' ')}`);
+    client.close();
+  });
+
   it('reports the lag, consumer errors and producer errors of a route whose target broker is unreachable', async () => {
     const nowhere = async () => ((await gw.status()).brokers as { name: string; ready: boolean }[]).find((b) => b.name === 'nowhere')!;
     await eventually(async () => assert.equal((await nowhere()).ready, true), 20000);

@@ -52,6 +52,8 @@ export interface KafkaCluster {
   produceRequests(): number;
   /** JoinGroup requests the cluster received since it started (mock only, from its debug log; NaN elsewhere). */
   joinRequests(): number;
+  /** OffsetCommit requests the cluster received since it started (mock only, from its debug log; NaN elsewhere). */
+  commitRequests(): number;
   /** How many members left `group` with a LeaveGroup request (mock only, from its debug log; NaN elsewhere). */
   leaves(group: string): number;
   /**
@@ -98,6 +100,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
   const child: ChildProcess = spawn(mockClusterBinary(), [String(brokers)], { stdio: ['pipe', 'pipe', 'pipe'], env });
   let produceRequests = 0;
   let joinRequests = 0;
+  let commitRequests = 0;
   const leaves = new Map<string, number>();
   const groups = new Set<string>();
   const err = createInterface({ input: child.stderr! });
@@ -105,6 +108,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
   err.on('line', (l) => {
     if (l.includes('Received ProduceRequest')) produceRequests++;
     if (l.includes('Received JoinGroupRequest')) joinRequests++;
+    if (l.includes('Received OffsetCommitRequest')) commitRequests++;
     const leave = /Member \S+ is leaving group (\S+)/.exec(l);
     const group = /Mock consumer group (\S+) with/.exec(l);
     if (group) groups.add(group[1]!);
@@ -142,6 +146,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     delayAnswers: (id, ms) => command(`rtt ${id} ${ms}`),
     produceRequests: () => (requestLog ? produceRequests : Number.NaN),
     joinRequests: () => (requestLog ? joinRequests : Number.NaN),
+    commitRequests: () => (requestLog ? commitRequests : Number.NaN),
     leaves: (group) => (requestLog ? (leaves.get(group) ?? 0) : Number.NaN),
     groups: async () => {
       if (!requestLog) throw new Error("groups() needs the mock's request log (startKafka({ requestLog: true }))");
@@ -187,6 +192,7 @@ function externalCluster(bootstrap: string): KafkaCluster {
     delayAnswers: unavailable,
     produceRequests: () => Number.NaN,
     joinRequests: () => Number.NaN,
+    commitRequests: () => Number.NaN,
     leaves: () => Number.NaN,
     async groups() {
       const admin = testClient(bootstrap).admin();

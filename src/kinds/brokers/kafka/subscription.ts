@@ -61,6 +61,13 @@ export class KafkaSubscription {
   /** Per assigned partition: its high watermark as of the last fetched batch, and the lag it gave. */
   private readonly highWatermarks = new Map<number, bigint>();
   private readonly lags = new Map<number, number>();
+  /**
+   * Per partition: the commit past a transaction marker fetched alone, while kafkajs may still
+   * retry it (it never rejects). The partition's next batch waits for it: a retry landing after a
+   * later commit moved the group's offset back, and the records after the marker came again after
+   * a restart or a rebalance.
+   */
+  private readonly markerCommits = new Map<number, Promise<void>>();
   private readonly fromBeginning: boolean;
 
   constructor(
@@ -244,9 +251,16 @@ export class KafkaSubscription {
       const next = BigInt(payload.lastOffset) + 1n;
       this.highWatermarks.set(payload.partition, BigInt(payload.highWatermark));
       this.noteLag(payload.partition, next);
-      consumer
-        .commitOffsets([{ topic: payload.topic, partition: payload.partition, offset: String(next) }])
-        .catch((err: Error) => this.log.debug({ partition: payload.partition, offset: String(next), err: err.message }, 'commit past a transaction marker failed; the next commit covers it'));
+      // After the partition's previous marker commit, if it is still retried: commits of a partition go out in order.
+      const partition = payload.partition;
+      const before = this.markerCommits.get(partition) ?? Promise.resolve();
+      const settled = before
+        .then(() => consumer.commitOffsets([{ topic: payload.topic, partition, offset: String(next) }]))
+        .catch((err: Error) => this.log.debug({ partition, offset: String(next), err: err.message }, 'commit past a transaction marker failed; the next commit covers it'))
+        .finally(() => {
+          if (this.markerCommits.get(partition) === settled) this.markerCommits.delete(partition);
+        });
+      this.markerCommits.set(partition, settled);
     });
     // The first fetch after a join means every assigned partition has its starting offset.
     consumer.on(consumer.events.FETCH, () => {
@@ -264,6 +278,8 @@ export class KafkaSubscription {
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale, pause } = payload;
     const { topic, partition } = batch;
     this.highWatermarks.set(partition, BigInt(batch.highWatermark));
+    const marker = this.markerCommits.get(partition);
+    if (marker) await this.beatingUntil(marker, heartbeat);
     if ((this.spec.inFlight ?? 1) > 1) return this.handleBatchWindowed(payload);
     for (const message of batch.messages) {
       if (!isRunning() || isStale() || this.stopping) return;
@@ -356,6 +372,16 @@ export class KafkaSubscription {
       await window.idle();
     }
     await commit().catch(() => undefined);
+  }
+
+  /** Waits for `done` (or the stop), keeping the membership alive meanwhile. */
+  private async beatingUntil(done: Promise<void>, heartbeat: () => Promise<void>): Promise<void> {
+    const beat = setInterval(() => void heartbeat().catch(() => undefined), this.settings.consumer.heartbeatIntervalMs);
+    try {
+      await Promise.race([done, this.stopped]);
+    } finally {
+      clearInterval(beat);
+    }
   }
 
   /** Retries the record until the handler takes it; false when the member stops first (left uncommitted). */
