@@ -378,7 +378,8 @@ export function decycle(root: unknown): unknown {
   const walk = (base: string) => {
     const ancestors: object[] = [];
     const pointers: string[] = [];
-    const visit = (v: unknown, pointer: string): unknown => {
+    // `at`: what `v` is, a schema, an object of names (`properties`) or a value (`const`, `enum`).
+    const visit = (v: unknown, pointer: string, at: 'schema' | 'names' | 'value' = 'schema'): unknown => {
       if (typeof v !== 'object' || v === null) return v;
       const loop = ancestors.indexOf(v);
       if (loop !== -1) {
@@ -388,16 +389,20 @@ export function decycle(root: unknown): unknown {
       ancestors.push(v);
       pointers.push(pointer);
       const out = Array.isArray(v)
-        ? v.map((x, i) => visit(x, `${pointer}/${i}`))
+        ? v.map((x, i) => visit(x, `${pointer}/${i}`, at === 'value' ? 'value' : 'schema'))
         : Object.fromEntries(
             Object.entries(v)
               // A nested `$id` (a schema file with one, which the parser inlined) names a resource
               // of its own: twice in a payload (two properties of one `money.json`) ajv refused it
               // as "resolves to more than one schema", and the `$ref`s written here, pointers from
               // the payload's root, would resolve inside it. The parser resolved every `$ref` that
-              // used it, so it goes; the payload's own `$id` stays.
-              .filter(([k]) => !k.startsWith('x-parser-') && !(k === '$id' && pointer !== ''))
-              .map(([k, x]) => [k, visit(x, `${pointer}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`)]),
+              // used it, so it goes; the payload's own `$id` stays. Only keywords go: a property
+              // named `$id` and a `const`/`enum` value holding one are the payload's, kept.
+              .filter(([k]) => at !== 'schema' || !(k.startsWith('x-parser-') || (k === '$id' && pointer !== '')))
+              .map(([k, x]) => [
+                k,
+                visit(x, `${pointer}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`, at === 'value' || VALUE_KEYWORDS.has(k) ? 'value' : at === 'schema' && NAME_KEYWORDS.has(k) ? 'names' : 'schema'),
+              ]),
           );
       ancestors.pop();
       pointers.pop();
@@ -415,3 +420,7 @@ export function decycle(root: unknown): unknown {
 }
 
 const ROOT = 'eventgate-payload';
+/** Keywords whose value is an object of names (a property's, a definition's) to schemas. */
+const NAME_KEYWORDS = new Set(['properties', 'patternProperties', 'definitions', '$defs', 'dependentSchemas', 'dependencies']);
+/** Keywords whose value is data, not schemas. */
+const VALUE_KEYWORDS = new Set(['const', 'enum', 'default', 'examples', 'example']);

@@ -222,6 +222,16 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual((root.result as { problem: { errors: string[] } }).problem.errors, [": must have required property 'amount'"]);
   });
 
+  // Point 658 dropped every nested `$id` key: a payload's property named `$id` lost its schema,
+  // and a `const` holding one was changed, so the check took a wrong `$id` and refused the right one.
+  it('keeps a property named $id and a const holding one: only nested $id keywords go (point 671)', async () => {
+    const doc = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      doc:\n        payload:\n          type: object\n          required: [$id]\n          properties:\n            $id: {type: string, format: uri}\n            kind: {const: {$id: 'urn:k'}}\n`;
+    const plan = await loadOk({ 'gateway.yaml': config(['{message: doc}']), 'streetlights.yaml': doc });
+    assert.equal(isStop((await validateWith(plan, 'r0', { $id: 'urn:a', kind: { $id: 'urn:k' } })).result), false);
+    const bad = await validateWith(plan, 'r0', { $id: 5, kind: {} });
+    assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ['/$id: must be string', '/kind: must be equal to constant {"$id":"urn:k"}']);
+  });
+
   it("says what an enum or a const asks for, after ajv's words (point 659)", async () => {
     const doc = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      cmd:\n        payload:\n          type: object\n          properties:\n            command: {enum: ['on', 'off']}\n            event: {const: pong}\n            shape: {const: {kind: 1}}\n            month: {enum: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}\n`;
     const plan = await loadOk({ 'gateway.yaml': config(['{message: cmd}']), 'streetlights.yaml': doc });
