@@ -126,8 +126,8 @@ export function avroToJsonSchema(avro: unknown): Json {
         const nullable = Array.isArray(f.type) && f.type.includes('null');
         if (!nullable && f.default === undefined) required.push(f.name);
         const p = withExtras(convert(f.type, ns), f);
-        if (typeof f.doc === 'string' && !('$ref' in p)) p.description = f.doc;
-        properties[f.name] = p;
+        // On a copy: `p` may be a named type's definition, which other fields refer to by name.
+        properties[f.name] = typeof f.doc === 'string' && !('$ref' in p) ? { ...p, description: f.doc } : p;
       }
       schema = { type: 'object', ...(required.length > 0 ? { required } : {}), properties };
     }
@@ -153,12 +153,16 @@ export function avroToJsonSchema(avro: unknown): Json {
 function withExtras(schema: Json, from: Json): Json {
   const keys = EXTRA[schema.type as string];
   if (!keys) return schema;
+  // Written on a copy: `schema` may be a named type's definition (a field's `pattern` on an inline
+  // `fixed` was every other use's too).
+  let out = schema;
   for (const k of keys) {
     const v = from[k];
     if (v === undefined) continue;
     if ((k === 'minLength' || k === 'maxLength') && !(typeof v === 'number' && v > -1)) continue;
     if (k === 'multipleOf' && !(typeof v === 'number' && v > 0)) continue;
-    schema[k] = v;
+    if (out === schema) out = { ...schema };
+    out[k] = v;
   }
-  return schema;
+  return out;
 }

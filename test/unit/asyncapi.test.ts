@@ -178,20 +178,23 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [': must have property cvc when property card is present']);
   });
 
-  it('validates Avro named types referred to by name (also recursive ones) and unions whose branches overlap (point 652)', async () => {
+  it("validates Avro named types referred to by name (also recursive ones) and unions whose branches overlap, a field's attributes its own (points 652, 673)", async () => {
     const avro = `{type: record, name: Order, namespace: com.example, fields: [
               {name: items, type: {type: array, items: {type: record, name: Item, fields: [{name: sku, type: string}]}}},
               {name: first, type: Item},
               {name: second, type: com.example.Item},
               {name: gift, type: ["null", Item]},
               {name: amount, type: [int, double]},
-              {name: next, type: ["null", Order], default: null}]}`;
+              {name: next, type: ["null", Order], default: null},
+              {name: code, type: {type: fixed, name: Code, size: 2}, pattern: '^[A-Z]+$'},
+              {name: alt, type: Code}]}`;
     const doc = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  orders:\n    publish:\n      message:\n        messageId: order\n        schemaFormat: 'application/vnd.apache.avro;version=1.9.0'\n        payload: ${avro}\n`;
     const plan = await loadOk({ 'gateway.yaml': config(['{message: order}']), 'streetlights.yaml': doc });
-    const order = { items: [{ sku: 'a' }], first: { sku: 'b' }, second: { sku: 'c' }, gift: null, amount: 5 };
-    assert.equal(isStop((await validateWith(plan, 'r0', order)).result), false, 'null for ["null", Item], 5 for [int, double]');
+    // A field's own attributes stay its own (point 673): `alt` is any 2 bytes, only `code` has the pattern.
+    const order = { items: [{ sku: 'a' }], first: { sku: 'b' }, second: { sku: 'c' }, gift: null, amount: 5, code: 'AB', alt: 'ab' };
+    assert.equal(isStop((await validateWith(plan, 'r0', order)).result), false, 'null for ["null", Item], 5 for [int, double], alt without code\'s pattern');
     assert.equal(isStop((await validateWith(plan, 'r0', { ...order, gift: { sku: 'd' }, amount: 2.5, next: order })).result), false);
-    const bad = await validateWith(plan, 'r0', { ...order, first: {}, second: { sku: 1 }, gift: { sku: 2 }, next: { ...order, first: {} } });
+    const bad = await validateWith(plan, 'r0', { ...order, first: {}, second: { sku: 1 }, gift: { sku: 2 }, next: { ...order, first: {} }, code: 'ab' });
     assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [
       "/first: must have required property 'sku'",
       '/second/sku: must be string',
@@ -201,10 +204,11 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       "/next/first: must have required property 'sku'",
       '/next: must be null',
       '/next: must match a schema in anyOf',
+      '/code: must match pattern "^[A-Z]+$"',
     ]);
   });
 
-  it('validates a payload that uses a schema file with an $id twice, and one that is that file (point 658)', async () => {
+  it('validates a payload that uses a schema file with an $id twice, and one that is that file, and keeps a property named $id (points 658, 671)', async () => {
     const money = JSON.stringify({
       $schema: 'http://json-schema.org/draft-07/schema#',
       $id: 'https://example.com/money.json',
@@ -213,23 +217,17 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       properties: { amount: { type: 'number' }, currency: { $ref: '#/definitions/currency' } },
       definitions: { currency: { type: 'string', pattern: '^[A-Z]{3}$' } },
     });
-    const doc = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      order:\n        payload:\n          type: object\n          properties:\n            price: {$ref: 'money.json'}\n            tax: {$ref: 'money.json'}\n      amount:\n        payload: {$ref: 'money.json'}\n`;
-    const plan = await loadOk({ 'gateway.yaml': config(['{message: order}', '{message: amount}']), 'streetlights.yaml': doc, 'money.json': money });
+    const doc = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      order:\n        payload:\n          type: object\n          properties:\n            price: {$ref: 'money.json'}\n            tax: {$ref: 'money.json'}\n      amount:\n        payload: {$ref: 'money.json'}\n      doc:\n        payload:\n          type: object\n          required: [$id]\n          properties:\n            $id: {type: string, format: uri}\n            kind: {const: {$id: 'urn:k'}}\n`;
+    const plan = await loadOk({ 'gateway.yaml': config(['{message: order}', '{message: amount}', '{message: doc}']), 'streetlights.yaml': doc, 'money.json': money });
     assert.equal(isStop((await validateWith(plan, 'r0', { price: { amount: 1, currency: 'EUR' }, tax: { amount: 0.2 } })).result), false);
     const bad = await validateWith(plan, 'r0', { price: { amount: 1 }, tax: { amount: 'x', currency: 'eu' } });
     assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ['/tax/amount: must be number', '/tax/currency: must match pattern "^[A-Z]{3}$"']);
     const root = await validateWith(plan, 'r1', { currency: 'EUR' });
     assert.deepEqual((root.result as { problem: { errors: string[] } }).problem.errors, [": must have required property 'amount'"]);
-  });
-
-  // Point 658 dropped every nested `$id` key: a payload's property named `$id` lost its schema,
-  // and a `const` holding one was changed, so the check took a wrong `$id` and refused the right one.
-  it('keeps a property named $id and a const holding one: only nested $id keywords go (point 671)', async () => {
-    const doc = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      doc:\n        payload:\n          type: object\n          required: [$id]\n          properties:\n            $id: {type: string, format: uri}\n            kind: {const: {$id: 'urn:k'}}\n`;
-    const plan = await loadOk({ 'gateway.yaml': config(['{message: doc}']), 'streetlights.yaml': doc });
-    assert.equal(isStop((await validateWith(plan, 'r0', { $id: 'urn:a', kind: { $id: 'urn:k' } })).result), false);
-    const bad = await validateWith(plan, 'r0', { $id: 5, kind: {} });
-    assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ['/$id: must be string', '/kind: must be equal to constant {"$id":"urn:k"}']);
+    // Only nested `$id` keywords go (point 671): a property named `$id` keeps its schema, a `const` holding one its value.
+    assert.equal(isStop((await validateWith(plan, 'r2', { $id: 'urn:a', kind: { $id: 'urn:k' } })).result), false);
+    const named = await validateWith(plan, 'r2', { $id: 5, kind: {} });
+    assert.deepEqual((named.result as { problem: { errors: string[] } }).problem.errors, ['/$id: must be string', '/kind: must be equal to constant {"$id":"urn:k"}']);
   });
 
   it("says what an enum or a const asks for, after ajv's words (point 659)", async () => {
