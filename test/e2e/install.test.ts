@@ -38,6 +38,12 @@ describe('installable outside the repository', () => {
     const appBundle = pathToFileURL(join(prefix, 'lib', 'node_modules', 'eventgate', 'dist', 'src', 'cli', 'app-bundle.js')).href;
     const bundled = await sh(process.execPath, ['--input-type=module', '-e', `import { appBundleCurrent } from ${JSON.stringify(appBundle)}; process.stdout.write(String(appBundleCurrent()));`], work);
     assert.equal(bundled.stdout, 'true', bundled.stderr);
+    // npm 11 lists the package's `prepare` among install scripts not yet allowed; allowed (or in an
+    // install from an unpacked folder, which runs it), it must not try to build without src/ or tsc.
+    const installed = join(prefix, 'lib', 'node_modules', 'eventgate');
+    const prepare = await sh('npm', ['run', 'prepare'], installed);
+    assert.equal(prepare.code, 0, prepare.stdout + prepare.stderr);
+    assert.match(prepare.stderr, /eventgate: prepare: an installed package \(no src\/ here\), already built: nothing to do/);
 
     // Somewhere that is not the repository: a copy of the examples.
     const elsewhere = join(work, 'configs');
