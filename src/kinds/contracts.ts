@@ -137,9 +137,10 @@ export interface CompiledStep {
   readonly needsRouteDeadletter?: boolean;
   /**
    * The message payloads the step accepts, as JSON Schemas (a validate step): `eventgate export
-   * asyncapi` publishes them as the route's message contract. `message` is the AsyncAPI message id.
+   * asyncapi` publishes them as the route's message contract. `message` is the AsyncAPI message id;
+   * `named` the id the config's `validate: {message}` gave it (another of its ids, say its `name`).
    */
-  readonly accepts?: readonly { schema: unknown; message: string | null; draft?: '07' | '2019' | '2020' }[];
+  readonly accepts?: readonly { schema: unknown; message: string | null; named?: string; draft?: '07' | '2019' | '2020' }[];
   /** The step never changes a message's value (it may drop, divert or tag it): validate steps after it still check what the client sent. */
   readonly keepsValue?: boolean;
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;

@@ -32,7 +32,7 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
   }
   const channels: Json = {};
   const operations: Json = {};
-  const sharedMessages: Record<string, Json> = {};
+  const sharedMessages: Record<string, { name: string; contentType: string; payload: unknown }> = {};
   const channelFor = (listener: string, path: string) => {
     const id = channelId(listener, path);
     if (!channels[id]) {
@@ -59,41 +59,69 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
         if (!s.keepsValue) break;
       }
       const first = enforced[0] ?? [];
-      const payloadAt = (a: Accepted, at: string) => {
-        const more = enforced.slice(1);
+      // `more`: the later validate steps' schemas, joined to `a`'s in an allOf; `base`: a `$ref` to
+      // the shared message's payload standing for `a`'s there.
+      const payloadAt = (a: Accepted, at: string, more: readonly (readonly Accepted[])[], base?: string) => {
         const draft = needsDraft([a, ...more.flat()]);
         // In a Multi Format Schema Object the schema is one level down.
-        const base = draft ? `${at}/schema` : at;
+        const to = draft ? `${at}/schema` : at;
         const schema =
           more.length === 0
-            ? payloadSchema(a.schema, base)
+            ? payloadSchema(a.schema, to)
             : {
                 allOf: [
-                  payloadSchema(a.schema, `${base}/allOf/0`),
+                  base ? { $ref: base } : payloadSchema(a.schema, `${to}/allOf/0`),
                   ...more.map((m, k) =>
-                    m.length === 1 ? payloadSchema(m[0]!.schema, `${base}/allOf/${k + 1}`) : { anyOf: m.map((b, j) => payloadSchema(b.schema, `${base}/allOf/${k + 1}/anyOf/${j}`)) },
+                    m.length === 1 ? payloadSchema(m[0]!.schema, `${to}/allOf/${k + 1}`) : { anyOf: m.map((b, j) => payloadSchema(b.schema, `${to}/allOf/${k + 1}/anyOf/${j}`)) },
                   ),
                 ],
               };
         return draft ? { schemaFormat: `application/schema+json;version=${DRAFT_FORMATS[draft]}`, schema } : schema;
       };
+      // An AsyncAPI message is one message of the export, in components, whatever channels carry
+      // it: a copy in each would make its id name several messages, which a `validate: {message}`
+      // on the export refuses as ambiguous. Its key is its id (`$message`); the id the config named
+      // it by, when another (its `name`, say), is its `name` there and its key in the route's
+      // channel, so that config's `validate: {message}` finds it in the export as well.
+      const shared = (a: Accepted): string | undefined => {
+        if (a.message === null) return undefined;
+        const at = `#/components/messages/${escapePointer(a.message)}`;
+        const payload = payloadAt(a, `${at}/payload`, []);
+        const known = sharedMessages[a.message];
+        if (known === undefined) {
+          const alias = a.named !== undefined && a.named !== a.message ? a.named : undefined;
+          sharedMessages[a.message] = { name: alias ?? a.message, contentType: 'application/json', payload };
+          return at;
+        }
+        return canonical(known.payload) === canonical(payload) ? at : undefined;
+      };
       const messages = first.length
         ? first.map((a, i) => {
             const mid = a.message ?? (first.length === 1 ? `${r.name}` : `${r.name}-${i + 1}`);
-            // An AsyncAPI message that routes enforce as it is is one message of the export, in
-            // components, whatever channels carry it: a copy in each would make its id name several
-            // messages, which a `validate: {message}` on the export refuses as ambiguous.
-            if (a.message !== null && enforced.length === 1) {
-              const at = `#/components/messages/${escapePointer(mid)}`;
-              const message = { name: a.message, contentType: 'application/json', payload: payloadAt(a, `${at}/payload`) };
-              const known = sharedMessages[mid];
-              if (known === undefined || canonical(known) === canonical(message)) {
-                sharedMessages[mid] = message;
-                return [mid, { $ref: at }] as const;
+            if (enforced.length === 1) {
+              const at = shared(a);
+              if (at) return [a.named ?? mid, { $ref: at }] as const;
+            } else if (a.message !== null && needsDraft([a]) === needsDraft([a, ...enforced.slice(1).flat()])) {
+              // Enforced with more (later validate steps): the message stays one, in components, and
+              // this channel's message is the route's own, its payload that one's and the rest (allOf).
+              const at = shared(a);
+              const key = first.length === 1 ? r.name : `${r.name}-${i + 1}`;
+              if (at) {
+                const base = `${at}/payload${needsDraft([a]) ? '/schema' : ''}`;
+                const own = `#/channels/${escapePointer(id)}/messages/${escapePointer(key)}/payload`;
+                return [
+                  key,
+                  {
+                    name: key,
+                    contentType: 'application/json',
+                    summary: `Message '${a.message}' as route '${r.name}' enforces it: its payload and the route's later validate steps.`,
+                    payload: payloadAt(a, own, enforced.slice(1), base),
+                  },
+                ] as const;
               }
             }
             const at = `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`;
-            return [mid, { name: a.message ?? r.name, contentType: 'application/json', payload: payloadAt(a, at) }] as const;
+            return [mid, { name: a.message ?? r.name, contentType: 'application/json', payload: payloadAt(a, at, enforced.slice(1)) }] as const;
           })
         : [[r.name, { name: r.name, contentType: 'application/json', description: 'Any JSON value (the route validates nothing).' }] as const];
       for (const [mid, m] of messages) channel.messages[mid] = m;

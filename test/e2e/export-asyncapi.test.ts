@@ -128,6 +128,15 @@ describe('eventgate export asyncapi', () => {
         '    from: { listener: api, path: /inline }',
         '    through: [{ validate: { schema: { type: object, dependentRequired: { card: [cvc] } } } }]',
         '    to: { broker: local, topic: t }',
+        // Point 691: a message named by its `name` (not its key), and `node` enforced with one more step.
+        '  - name: alias',
+        '    from: { listener: api, path: /alias }',
+        '    through: [{ validate: { message: turnOn } }]',
+        '    to: { broker: local, topic: t }',
+        '  - name: stricter',
+        '    from: { listener: api, path: /stricter }',
+        '    through: [{ validate: { message: node } }, { validate: { schema: { required: [kids] } } }]',
+        '    to: { broker: local, topic: t }',
       ),
       'defs.json': JSON.stringify({ $defs: { n: { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#/$defs/n' } } } } }, $ref: '#/$defs/n' }),
       'root.json': JSON.stringify({ type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } } } }),
@@ -140,6 +149,7 @@ describe('eventgate export asyncapi', () => {
         '  messages:',
         '    node: { payload: { $ref: "#/components/schemas/node" } }',
         '    pair: { payload: { schemaFormat: application/schema+json;version=draft-2020-12, schema: { type: array, prefixItems: [{ type: string }], items: false } } }',
+        '    turnOnOff: { name: turnOn, payload: { type: object, properties: { command: { enum: [on, off] } } } }',
       ),
     });
     const r = await runCli(['export', 'asyncapi'], { cwd: dir });
@@ -156,6 +166,11 @@ describe('eventgate export asyncapi', () => {
     // 2020-12 keywords keep their draft, as the schemaFormat of a Multi Format Schema Object.
     assert.equal(doc.components.messages.pair.payload.schemaFormat, 'application/schema+json;version=draft-2020-12');
     assert.equal(doc.channels['api-inline'].messages.inline.payload.schemaFormat, 'application/schema+json;version=draft-2020-12');
+    // Point 691: the message under its key, also under the name the config used; `node` enforced with
+    // more is still one message, the stricter route's own $refs its payload.
+    assert.deepEqual(doc.channels['api-alias'].messages, { turnOn: { $ref: '#/components/messages/turnOnOff' } });
+    assert.equal(doc.components.messages.turnOnOff.name, 'turnOn');
+    assert.deepEqual(doc.channels['api-stricter'].messages.stricter.payload, { allOf: [{ $ref: '#/components/messages/node/payload' }, { required: ['kids'] }] });
     // Round trip (point 651): the export, as the contract of another gateway, names each message once and keeps its draft.
     writeFileSync(join(dir, 'exported.yaml'), r.stdout);
     writeFileSync(
@@ -166,7 +181,9 @@ describe('eventgate export asyncapi', () => {
         'brokers: { local: { kind: memory } }',
         'listeners: { api: { kind: http, port: 0 } }',
         'routes:',
-        ...['node', 'pair', 'inline'].map((m) => `  - { name: ${m}, from: { listener: api, path: /${m} }, through: [{ validate: { message: ${m} } }], to: { broker: local, topic: t } }`),
+        ...['node', 'pair', 'inline', 'turnOn', 'turnOnOff', 'stricter'].map(
+          (m) => `  - { name: ${m}, from: { listener: api, path: /${m} }, through: [{ validate: { message: ${m} } }], to: { broker: local, topic: t } }`,
+        ),
       ),
     );
     const back = await runCli(['validate', '-c', 'back.yaml'], { cwd: dir });

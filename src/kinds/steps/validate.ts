@@ -84,7 +84,10 @@ export const validateStep = defineStep({
         return undefined;
       }
       const contracts = ctx.asyncapiContracts(ref, rel);
-      return contracts && deadletterOk ? validator(contracts, onInvalid, deadletter) : undefined;
+      if (!contracts || !deadletterOk) return undefined;
+      const step = validator(contracts, onInvalid, deadletter);
+      // The export names the message as the config did too, so the config reads it back.
+      return options.message === undefined ? step : { ...step, accepts: step.accepts!.map((a) => ({ ...a, named: options.message })) };
     }
     let schema: unknown = options.schema;
     let origin: string | undefined;
