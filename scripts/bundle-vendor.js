@@ -29,6 +29,7 @@ export const VENDORED = {
   // checked with instanceof, so they must share ajv's one copy (src/plan/ajv-modules.ts).
   ajv: `module.exports = {
     Ajv: require('ajv').Ajv,
+    AjvDraft04: require('ajv-draft-04').default,
     Ajv2019: require('ajv/dist/2019').Ajv2019,
     Ajv2020: require('ajv/dist/2020').Ajv2020,
     addFormats: require('ajv-formats'),

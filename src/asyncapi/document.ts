@@ -38,7 +38,7 @@ export interface AsyncApiMessage {
    * which a payload without a `$schema` of its own is compiled as; draft-07 (the AsyncAPI Schema
    * Object's) otherwise.
    */
-  readonly draft: '07' | '2019' | '2020';
+  readonly draft: '04' | '07' | '2019' | '2020';
   /** Absolute path of the document that defines it. */
   readonly document: string;
 }

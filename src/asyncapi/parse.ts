@@ -341,7 +341,7 @@ const JSON_SCHEMA_FORMATS = ['application/vnd.aai.asyncapi', 'application/schema
 function draftOf(format: unknown): AsyncApiMessage['draft'] {
   if (typeof format !== 'string' || !/^application\/schema(\+json|\+yaml)?(;|$)/.test(format)) return '07';
   const version = /;\s*version=([^;\s]*)/.exec(format)?.[1] ?? '';
-  return version === 'draft-2020-12' ? '2020' : version === 'draft-2019-09' ? '2019' : '07';
+  return version === 'draft-2020-12' ? '2020' : version === 'draft-2019-09' ? '2019' : version === 'draft-04' ? '04' : '07';
 }
 
 function payloadOf(m: Json, v2: boolean): { payload: AsyncApiMessage['payload']; unsupportedFormat: string | undefined; draft: AsyncApiMessage['draft'] } {

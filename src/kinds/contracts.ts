@@ -63,7 +63,7 @@ export interface StepCompileContext {
  */
 export type SchemaCheck = ValidateFunction & {
   /** The JSON Schema draft it was compiled as (its `$schema`, else the draft its place implies). */
-  draft?: '07' | '2019' | '2020';
+  draft?: '04' | '07' | '2019' | '2020';
   /** True when the value `buf[start, end)` decodes to (decodeValueBytes) certainly passes; false when it does not or it cannot tell. */
   acceptsBytes?: (buf: Buffer, start: number, end: number) => boolean;
 };
@@ -140,7 +140,7 @@ export interface CompiledStep {
    * asyncapi` publishes them as the route's message contract. `message` is the AsyncAPI message id;
    * `named` the id the config's `validate: {message}` gave it (another of its ids, say its `name`).
    */
-  readonly accepts?: readonly { schema: unknown; message: string | null; named?: string; draft?: '07' | '2019' | '2020' }[];
+  readonly accepts?: readonly { schema: unknown; message: string | null; named?: string; draft?: '04' | '07' | '2019' | '2020' }[];
   /** The step never changes a message's value (it may drop, divert or tag it): validate steps after it still check what the client sent. */
   readonly keepsValue?: boolean;
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;

@@ -184,7 +184,7 @@ function escapePointer(key: string): string {
 /** A payload a validate step accepts. */
 type Accepted = NonNullable<CompiledStep['accepts']>[number];
 
-const DRAFT_FORMATS = { '2019': 'draft-2019-09', '2020': 'draft-2020-12' } as const;
+const DRAFT_FORMATS = { '04': 'draft-04', '2019': 'draft-2019-09', '2020': 'draft-2020-12' } as const;
 
 /**
  * The JSON Schema draft the exported payload must name in its `schemaFormat`, or undefined when
@@ -192,15 +192,16 @@ const DRAFT_FORMATS = { '2019': 'draft-2019-09', '2020': 'draft-2020-12' } as co
  * as 2019-09 or 2020-12 (a `validate: {schema}` without `$schema` is 2020-12) is exported as it is
  * when draft-07 takes it as well; one that uses their own keywords (`prefixItems`,
  * `unevaluatedProperties`, `dependentRequired`) names its draft, or reading the export back would
- * refuse those keywords (or a reader that ignores them would check less).
+ * refuse those keywords (or a reader that ignores them would check less). So does a draft-04 one
+ * that draft-07 refuses (a boolean `exclusiveMaximum`), unless a part needs a later draft.
  */
-function needsDraft(parts: readonly Accepted[]): '2019' | '2020' | undefined {
-  let draft: '2019' | '2020' | undefined;
+function needsDraft(parts: readonly Accepted[]): keyof typeof DRAFT_FORMATS | undefined {
+  let draft: keyof typeof DRAFT_FORMATS | undefined;
   for (const p of parts) {
     if (p.draft === undefined || p.draft === '07' || p.schema === null || typeof p.schema !== 'object') continue;
     const { $schema: _s, $id: _i, ...rest } = p.schema as Json;
     if (new JsonSchemaCompiler().compile(rest, '07').problems.length === 0) continue;
-    if (draft !== '2020') draft = p.draft;
+    if (draft === undefined || draft === '04' || (draft === '2019' && p.draft === '2020')) draft = p.draft;
   }
   return draft;
 }

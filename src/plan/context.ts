@@ -239,7 +239,7 @@ export class CompileContext {
    * into the config at `at`. `defaultDraft` applies when the schema has no `$schema` (AsyncAPI
    * payloads are draft-07 supersets).
    */
-  jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '07' | '2019' | '2020' = '2020', read?: SchemaFileReader): SchemaCheck | undefined {
+  jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '04' | '07' | '2019' | '2020' = '2020', read?: SchemaFileReader): SchemaCheck | undefined {
     const own = origin === undefined ? undefined : this.documents.get(origin);
     // A schema file's `$ref`s to files beside it are read (and watched) with it.
     const referred = own && origin && read ? schemaFiles(origin, resolve(this.dir, origin), schema, read) : { files: undefined, problems: [] };

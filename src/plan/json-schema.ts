@@ -24,7 +24,7 @@ export interface SchemaFile {
 }
 
 /**
- * Compiles user JSON Schemas (draft-07, 2019-09, 2020-12 by `$schema`; 2020-12 unless told) with
+ * Compiles user JSON Schemas (draft-04, draft-07, 2019-09, 2020-12 by `$schema`; 2020-12 unless told) with
  * formats. A schema that breaks the meta-schema is reported per offending keyword, so the
  * diagnostic can point at it rather than at the whole schema.
  */
@@ -36,7 +36,7 @@ export interface SchemaFile {
  */
 const sharedAjvs = new Map<string, Ajv>();
 
-const KNOWN_DRAFTS = 'http://json-schema.org/draft-07/schema#, https://json-schema.org/draft/2019-09/schema, https://json-schema.org/draft/2020-12/schema';
+const KNOWN_DRAFTS = 'http://json-schema.org/draft-04/schema#, http://json-schema.org/draft-07/schema#, https://json-schema.org/draft/2019-09/schema, https://json-schema.org/draft/2020-12/schema';
 
 export class JsonSchemaCompiler {
   private readonly ajvs = sharedAjvs;
@@ -46,7 +46,11 @@ export class JsonSchemaCompiler {
    * (`url`) and the files its `$ref`s reach (schema-refs.ts), so `$ref: node.yaml#/node` resolves,
    * also back to the schema's file (a recursive schema across files).
    */
-  compile(schema: unknown, defaultDraft: '07' | '2019' | '2020' = '2020', files?: { url: string; others: readonly SchemaFile[] }): { validate: SchemaCheck | undefined; problems: SchemaProblem[] } {
+  compile(
+    schema: unknown,
+    defaultDraft: '04' | '07' | '2019' | '2020' = '2020',
+    files?: { url: string; others: readonly SchemaFile[] },
+  ): { validate: SchemaCheck | undefined; problems: SchemaProblem[] } {
     if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
       return { validate: undefined, problems: [{ path: [], message: 'must be an object (a JSON Schema)' }] };
     }
@@ -55,11 +59,13 @@ export class JsonSchemaCompiler {
     // (`eventgate: $schema must be a string`, no file:line:col; a reload threw too).
     if (declared !== undefined && typeof declared !== 'string') return { validate: undefined, problems: [{ path: ['$schema'], message: `'$schema' must be a string (${KNOWN_DRAFTS}), or left out` }] };
     const draft = String(declared ?? '');
-    const which = declared === undefined ? defaultDraft : draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020';
+    const which =
+      declared === undefined ? defaultDraft : draft.includes('draft-04') ? '04' : draft.includes('draft-07') || draft.includes('draft-06') ? '07' : draft.includes('2019-09') ? '2019' : '2020';
     // Removing a schema with an `$id` from ajv also drops that id, which could be one the shared
     // instance needs (a meta-schema's): such schemas get an instance of their own, as all did before.
     // Referred files are added under their URLs, which the shared instances must not keep either.
-    const ownId = (schema as { $id?: unknown }).$id !== undefined || files !== undefined;
+    // (Draft-04 names it `id`.)
+    const ownId = (schema as { $id?: unknown }).$id !== undefined || (which === '04' && (schema as { id?: unknown }).id !== undefined) || files !== undefined;
     // A referred file that refers back needs the schema added under its URL as it is compiled.
     const ajv = ownId ? newAjv(which, { addUsedSchema: files !== undefined }) : this.ajvFor(which);
     let valid: boolean;
@@ -87,7 +93,8 @@ export class JsonSchemaCompiler {
     try {
       const validate: SchemaCheck = compileOn(ajv, root, () => (ownId ? undefined : newAjv(which, { addUsedSchema: true })));
       // Schemas in the subset json-bytes.ts reads can also be checked on a value's bytes.
-      validate.acceptsBytes ??= compileBytesCheck(schema);
+      // (Not draft-04's: its boolean `exclusiveMaximum` means what the bytes check does not read.)
+      if (which !== '04') validate.acceptsBytes ??= compileBytesCheck(schema);
       validate.draft = which;
       return { validate, problems: [] };
     } catch (err) {
@@ -143,8 +150,8 @@ function compileOn(ajv: Ajv, schema: object, fallback: () => Ajv | undefined): S
 
 /** ajv is loaded with a config's first JSON Schema: a config without one never needs it. */
 function newAjv(draft: string, { addUsedSchema = false } = {}): Ajv {
-  const { Ajv: Ajv07, Ajv2019, Ajv2020, addFormats, fullFormats: formats } = ajvModules();
-  const draftClass = draft === '07' ? Ajv07 : draft === '2019' ? Ajv2019 : Ajv2020;
+  const { Ajv: Ajv07, AjvDraft04, Ajv2019, Ajv2020, addFormats, fullFormats: formats } = ajvModules();
+  const draftClass = draft === '04' ? AjvDraft04 : draft === '07' ? Ajv07 : draft === '2019' ? Ajv2019 : Ajv2020;
   // multipleOfPrecision: prices are decimals, and in binary floating point 19.99 / 0.01 is
   // 1998.9999999999998; a quotient within 1e-6 of an integer counts as one (ajv's option for it),
   // which is exact for cents up to about 10^8 and never accepts a tenth of a cent.

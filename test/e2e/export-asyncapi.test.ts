@@ -137,6 +137,11 @@ describe('eventgate export asyncapi', () => {
         '    from: { listener: api, path: /stricter }',
         '    through: [{ validate: { message: node } }, { validate: { schema: { required: [kids] } } }]',
         '    to: { broker: local, topic: t }',
+        // Point 692: a draft-04 schema (boolean exclusiveMaximum) keeps its draft.
+        '  - name: old',
+        '    from: { listener: api, path: /old }',
+        "    through: [{ validate: { schema: { $schema: 'http://json-schema.org/draft-04/schema#', type: number, maximum: 10, exclusiveMaximum: true } } }]",
+        '    to: { broker: local, topic: t }',
       ),
       'defs.json': JSON.stringify({ $defs: { n: { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#/$defs/n' } } } } }, $ref: '#/$defs/n' }),
       'root.json': JSON.stringify({ type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } } } }),
@@ -170,6 +175,7 @@ describe('eventgate export asyncapi', () => {
     // more is still one message, the stricter route's own $refs its payload.
     assert.deepEqual(doc.channels['api-alias'].messages, { turnOn: { $ref: '#/components/messages/turnOnOff' } });
     assert.equal(doc.components.messages.turnOnOff.name, 'turnOn');
+    assert.deepEqual(doc.channels['api-old'].messages.old.payload, { schemaFormat: 'application/schema+json;version=draft-04', schema: { type: 'number', maximum: 10, exclusiveMaximum: true } });
     assert.deepEqual(doc.channels['api-stricter'].messages.stricter.payload, { allOf: [{ $ref: '#/components/messages/node/payload' }, { required: ['kids'] }] });
     // Round trip (point 651): the export, as the contract of another gateway, names each message once and keeps its draft.
     writeFileSync(join(dir, 'exported.yaml'), r.stdout);
@@ -181,7 +187,7 @@ describe('eventgate export asyncapi', () => {
         'brokers: { local: { kind: memory } }',
         'listeners: { api: { kind: http, port: 0 } }',
         'routes:',
-        ...['node', 'pair', 'inline', 'turnOn', 'turnOnOff', 'stricter'].map(
+        ...['node', 'pair', 'inline', 'turnOn', 'turnOnOff', 'stricter', 'old'].map(
           (m) => `  - { name: ${m}, from: { listener: api, path: /${m} }, through: [{ validate: { message: ${m} } }], to: { broker: local, topic: t } }`,
         ),
       ),

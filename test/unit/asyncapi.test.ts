@@ -178,6 +178,30 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [': must have property cvc when property card is present']);
   });
 
+  it('compiles a draft-04 payload as draft-04: by its schemaFormat (2.6, a 3.0 Multi Format Schema) and by $schema in a plain schema step (point 692)', async () => {
+    // Draft-04's boolean exclusiveMaximum/exclusiveMinimum (draft-07 wants numbers there) and `id`.
+    const level =
+      "{type: object, id: 'https://example.com/level.json', required: [level], properties: {level: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 10, exclusiveMaximum: true}}}";
+    const v26 = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  a:\n    publish:\n      message:\n        messageId: level\n        schemaFormat: application/schema+json;version=draft-04\n        payload: ${level}\n`;
+    const v30 = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      level3:\n        payload:\n          schemaFormat: application/schema+yaml;version=draft-04\n          schema: ${level}\n`;
+    // In a document, draft-04 is named by schemaFormat: the AsyncAPI parser checks a default-format payload as draft-07, `$schema` or not.
+    const steps = ['{message: level}', '{message: level3}', `{schema: {$schema: 'http://json-schema.org/draft-04/schema#', type: number, maximum: 10, exclusiveMaximum: true}}`];
+    const plan = await loadOk({ 'gateway.yaml': config(steps, 'asyncapi: [a.yaml, b.yaml]'), 'a.yaml': v26, 'b.yaml': v30 });
+    for (const r of ['r0', 'r1']) {
+      assert.equal(isStop((await validateWith(plan, r, { level: 9.5 })).result), false);
+      for (const [level, error] of [
+        [10, '/level: must be < 10'],
+        [0, '/level: must be > 0'],
+      ] as const) {
+        const bad = await validateWith(plan, r, { level });
+        assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [error]);
+      }
+    }
+    assert.equal(isStop((await validateWith(plan, 'r2', 9.5)).result), false);
+    const bad = await validateWith(plan, 'r2', 10);
+    assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [': must be < 10']);
+  });
+
   it("validates Avro named types referred to by name (also recursive ones) and unions whose branches overlap, a field's attributes its own (points 652, 673)", async () => {
     const avro = `{type: record, name: Order, namespace: com.example, fields: [
               {name: items, type: {type: array, items: {type: record, name: Item, fields: [{name: sku, type: string}]}}},
