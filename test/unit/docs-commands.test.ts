@@ -33,18 +33,22 @@ describe('the README documents the command line', () => {
   });
 });
 
+/** README.md and every page under docs/, as paths from the repository's root. */
+function userPages(): string[] {
+  return [
+    'README.md',
+    ...readdirSync(join(repoRoot, 'docs'))
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => `docs/${f}`),
+  ];
+}
+
 describe('the YAML examples of README.md and docs/', () => {
   // Readers paste these into gateway.yaml: one that is not even YAML fails before eventgate sees it
   // (an unquoted ${VAR} inside {...} is the usual slip: YAML reads the { as a nested map).
   it('all parse as YAML, without duplicate keys', () => {
-    const pages = [
-      'README.md',
-      ...readdirSync(join(repoRoot, 'docs'))
-        .filter((f) => f.endsWith('.md'))
-        .map((f) => `docs/${f}`),
-    ];
     const problems: string[] = [];
-    for (const page of pages) {
+    for (const page of userPages()) {
       const text = readFileSync(join(repoRoot, page), 'utf8');
       for (const block of text.matchAll(/^```ya?ml\n([\s\S]*?)^```/gm)) {
         const line = text.slice(0, block.index).split('\n').length;
@@ -100,14 +104,8 @@ describe('the tables of README.md and docs/', () => {
   // A blank line ends a Markdown table: the rows after it render as a paragraph of pipes
   // (errors.md lost nine rows of its config table that way), and a table needs its `|---|` line.
   it('each start with a header and a separator line', () => {
-    const pages = [
-      'README.md',
-      ...readdirSync(join(repoRoot, 'docs'))
-        .filter((f) => f.endsWith('.md'))
-        .map((f) => `docs/${f}`),
-    ];
     const problems: string[] = [];
-    for (const page of pages) {
+    for (const page of userPages()) {
       const lines = readFileSync(join(repoRoot, page), 'utf8').split('\n');
       let fence = false;
       lines.forEach((line, i) => {
