@@ -118,6 +118,8 @@ export class AmqpBroker implements BrokerRuntime {
   /** Whether this broker ever bound its declared queues: one that never connected has nothing on the server to take back. */
   private declaredOnce = false;
   private readonly backoff = reconnectBackoff();
+  /** The failure last logged: a server down or a login refused for an hour is one warning, not one per try (docs/scaling.md). */
+  private loggedFailure: string | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private readonly subscriptions = new Set<AmqpSubscription>();
   /** Publishes awaiting their confirm, by the message id that correlates a basic.return. */
@@ -353,6 +355,7 @@ export class AmqpBroker implements BrokerRuntime {
       this.connection = conn;
       this.publisher = publisher;
       this.backoff.reset();
+      this.loggedFailure = undefined;
       this.state = { ready: true };
       this.firstConnection.connected();
       this.log.info('amqp connected');
@@ -370,7 +373,8 @@ export class AmqpBroker implements BrokerRuntime {
           /NOT.FOUND/.test(why) || refusedOnChannel(err) ? `topology not ready: ${why}` : ((refused === undefined ? closedByServer(err, this.vhost) : undefined) ?? notConnectedDetail(why, refused)),
       };
       const wait = this.backoff.delay();
-      this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
+      if (why !== this.loggedFailure) this.log.warn({ err: why, retryInMs: wait }, 'amqp connect failed; retrying');
+      this.loggedFailure = why;
       this.retry(wait);
     }
   }

@@ -135,6 +135,8 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
 
   private async open(): Promise<void> {
     const backoff = reconnectBackoff();
+    // Once per reason, not once per try: a server down or a login refused for an hour is one warning.
+    let logged: string | undefined;
     let nc: NatsConnection;
     for (;;) {
       try {
@@ -145,7 +147,8 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
         // nats.js gives up on a first connect the server refused (a wrong password): try again, as after a loss.
         const wait = backoff.delay();
         this.state = { ready: false, detail: notConnectedDetail((err as Error).message, isLoginRefusal(err) ? 'login' : isTlsFailure(err) ? 'tls' : undefined) };
-        this.log.warn({ err: (err as Error).message, retryInMs: wait }, 'nats connect failed; retrying');
+        if ((err as Error).message !== logged) this.log.warn({ err: (err as Error).message, retryInMs: wait }, 'nats connect failed; retrying');
+        logged = (err as Error).message;
         await sleep(wait);
         if (this.stopped) return;
       }
