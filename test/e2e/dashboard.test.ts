@@ -112,6 +112,33 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
     assert.match((await page.textContent('#tap-events details[data-outcome="delivered"] summary'))!, /"qty":7/);
   });
 
+  it('stops polling while the token it holds is refused, so a mistyped or rotated token does not get the address locked out (429)', async () => {
+    const tab = await page.context().newPage();
+    try {
+      const wrong: string[] = [];
+      tab.on('request', (r) => {
+        if (r.headers().authorization === 'Bearer wrong') wrong.push(new URL(r.url()).pathname);
+      });
+      await tab.clock.install();
+      await tab.goto(`${gw.adminUrl}/#token=wrong`);
+      await tab.waitForSelector('#login.show', { timeout: 8000 });
+      assert.equal(await tab.textContent('#login-error'), 'That token was refused.');
+      const first = wrong.length;
+      // Ten seconds of the page's clock: it used to send the refused token again every second, two
+      // wrong tokens a time, and ten a minute lock the address out, right token or not.
+      await tab.clock.runFor(10_000);
+      const marker = tab.waitForRequest((r) => r.url().endsWith('/readyz?marker'));
+      await tab.evaluate(() => fetch('/readyz?marker'));
+      await marker;
+      assert.deepEqual(wrong.slice(first), [], 'no request with the refused token after the login was shown');
+      await tab.fill('#login-token', TOKEN);
+      await tab.click('#login button[type=submit]');
+      await tab.waitForSelector('tr[data-route="orders-in"]', { timeout: 8000 });
+    } finally {
+      await tab.close();
+    }
+  });
+
   it('shows the last reload and its error, and saves a screenshot', async (t) => {
     const from = gw.logs.length;
     gw.write('gateway.yaml', CONFIG.replace('kind: memory', 'kind: memroy'));
