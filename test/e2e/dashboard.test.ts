@@ -154,4 +154,18 @@ describe('admin dashboard (GET /) in headless Chromium', () => {
     t.diagnostic(`dashboard screenshot: ${file}`);
     assert.deepEqual(problems, [], 'no script errors or CSP violations in the page');
   });
+  it('says why the admin API refuses its address after too many wrong tokens elsewhere (429), and for how long', async () => {
+    // Last in the file: the gateway refuses this address for the rest of the minute from here on.
+    const tab = await page.context().newPage();
+    try {
+      await tab.goto(`${gw.adminUrl}/#token=${TOKEN}`);
+      await tab.waitForSelector('tr[data-route="orders-in"]', { timeout: 8000 });
+      for (let i = 0; i < 10; i++) await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: 'Bearer wrong' } });
+      await tab.waitForSelector('#banner.show', { timeout: 8000 });
+      // It said only `HTTP 429`.
+      assert.match((await tab.textContent('#banner'))!, /HTTP 429 \(too many wrong admin tokens from this address: try again in \d+ s\)$/);
+    } finally {
+      await tab.close();
+    }
+  });
 });
