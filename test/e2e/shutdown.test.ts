@@ -169,6 +169,16 @@ routes:
 `);
       const inFlight = await WsClient.connect(g.url('push', '/frames', 'ws'));
       const late = await WsClient.connect(g.url('push', '/frames', 'ws'));
+      // A plain request is answered 426 and its connection kept: idle when the drain starts.
+      const kept = connect(Number(new URL(g.url('push', '/frames', 'ws')).port), '127.0.0.1');
+      let keptText = '';
+      kept.on('data', (d) => {
+        keptText += d;
+      });
+      kept.on('error', () => undefined);
+      const keptClosed = once(kept, 'close');
+      kept.write('GET /frames HTTP/1.1\r\nHost: x\r\n\r\n');
+      await eventually(() => assert.match(keptText, /^HTTP\/1\.1 426 [^]*EG_UPGRADE_REQUIRED"}$/));
       inFlight.send({ n: 1 });
       // The webhook holds it: the frame is in flight when the signal comes.
       await eventually(() => assert.equal(target.bodies.length, 1));
@@ -178,6 +188,11 @@ routes:
       late.send({ n: 2 });
       const refused = await late.next();
       assert.deepEqual([refused.type, refused.frame, refused.status, refused.code], ['error', 1, 503, 'EG_SHUTTING_DOWN']);
+      // A handshake on the idle connection is refused 503 like one on a new connection; the drain
+      // used to close that connection at its start (node's server.close()), leaving it no answer.
+      kept.write('GET /frames HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+      await keptClosed;
+      assert.match(keptText, /HTTP\/1\.1 503 [^]*EG_SHUTTING_DOWN/);
       target.release();
       const ack = await inFlight.next();
       assert.deepEqual([ack.type, ack.frame], ['ack', 1]);

@@ -1,6 +1,6 @@
 import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import type { Http2Session, ServerHttp2Session } from 'node:http2';
-import { Server as NetServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Server as TlsServer, type TLSSocket } from 'node:tls';
 import { finished as flushed } from 'node:stream/promises';
 import type FindMyWayModule from 'find-my-way';
@@ -21,6 +21,7 @@ import {
   parseQuery,
   rotateTls,
   stoppingProblem,
+  stopAccepting,
   tooManyHeaders,
   transportOptions,
   TRANSPORT_DEFAULTS,
@@ -785,21 +786,6 @@ async function allSent(sockets: readonly HttpSocket[]): Promise<void> {
 /** What changes while a connection still sends or reads: its answers to send, the bytes it has yet to hand to the kernel, the bytes it read. */
 function activity(socket: HttpSocket): string {
   return `${unsent(socket).length}/${socket.writableLength}/${socket.bytesRead}/${socket.destroyed}`;
-}
-
-/**
- * Stops accepting connections, leaving the open ones to the drain (stop(): giveUp, sent), which
- * closes each once its answers are out. http's own server.close() also closes at once every
- * connection node takes for idle (closeIdleConnections: its parser between two requests, its
- * current answer ended, node 20.20 lib/_http_server.js), though that answer may not be sent yet and
- * the kernel may hold requests node stopped reading (16 KiB of answers waiting): a client that
- * read its answers late got a reset, answers of messages delivered unsent and its next requests
- * unanswered (docs/spec-checklist.md, point 24). net.Server's close(), public, which http's close()
- * calls after that, only closes the listening socket; `closed` is called once the last connection
- * has closed too.
- */
-function stopAccepting(server: Server, closed: () => void): void {
-  NetServer.prototype.close.call(server, () => closed());
 }
 
 /**

@@ -1,7 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { createSecureServer as createHttp2Server, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
-import type { Server as NetServer, Socket } from 'node:net';
+import { Server as NetServerClass, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
 import { sendProblem } from './http-reply.js';
@@ -408,4 +408,20 @@ export function parseQuery(search: string): Record<string, string | string[]> {
     else out[k] = [prev, v];
   }
   return out;
+}
+
+/**
+ * Stops accepting connections, leaving the open ones to the drain (stop(): giveUp, sent), which
+ * closes each once its answers are out. http's own server.close() also closes at once every
+ * connection node takes for idle (closeIdleConnections: its parser between two requests, its
+ * current answer ended, node 20.20 lib/_http_server.js), though that answer may not be sent yet and
+ * the kernel may hold requests node stopped reading (16 KiB of answers waiting): a client that
+ * read its answers late got a reset, answers of messages delivered unsent and its next requests
+ * unanswered (docs/spec-checklist.md, point 24). net.Server's close(), public, which http's close()
+ * calls after that, only closes the listening socket; `closed` is called once the last connection
+ * has closed too. The websocket listener's idle connections (kept open after a 426) stay as well,
+ * so a handshake sent on one during the drain is answered 503 (point 715) until stop() closes them.
+ */
+export function stopAccepting(server: NetServer, closed: () => void): void {
+  NetServerClass.prototype.close.call(server, () => closed());
 }

@@ -23,7 +23,19 @@ import {
   STOP_REASON,
   type Target,
 } from '../contracts.js';
-import { applyLimits, compileTransport, createTransport, parseQuery, rawResponse, rotateTls, stoppingProblem, tooManyHeaders, transportOptions, type TransportOptions } from './transport.js';
+import {
+  applyLimits,
+  compileTransport,
+  createTransport,
+  parseQuery,
+  rawResponse,
+  rotateTls,
+  stopAccepting,
+  stoppingProblem,
+  tooManyHeaders,
+  transportOptions,
+  type TransportOptions,
+} from './transport.js';
 import { defineListener, kindOptions, oneOf, Type, type Static } from '../define.js';
 import { boundAddress, listen } from './bind.js';
 import { attributesOf, CE_SPECVERSION, toStructured } from '../../codecs/cloudevents.js';
@@ -290,7 +302,9 @@ export class WebSocketListener implements ListenerRuntime {
       this.stopReason = reason;
       this.drainMs = drainMs;
       clearInterval(this.pinger);
-      this.closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      // Not server.close(): it closes the idle connections too, and a handshake sent on one kept
+      // after a 426 met a closed connection instead of its 503 (point 715); stop() closes them.
+      this.closed = new Promise<void>((resolve) => stopAccepting(this.server, resolve));
     }
     const all = [...this.clients.values()].flatMap((set) => [...set]);
     // Frames arriving meanwhile are refused (frame()) but queue behind them, so wait until every queue is still.
