@@ -418,7 +418,7 @@ export class Gateway {
     // routes reading other brokers stopped (what those have in hand may still go to a memory topic).
     const readsInProcess = (r: RouteRuntime) => r.plan.from.type === 'broker' && this.brokers.get(r.plan.from.broker)?.settle !== undefined;
     const stopConsuming = async (r: RouteRuntime) => {
-      if ((await within(r.stopConsuming(left()), left())) !== 'late') return;
+      if ((await within(r.stopConsuming(left(), true), left())) !== 'late') return;
       // With no message in hand the consumer was still starting (a Kafka member waiting for its
       // group's rebalance) or committing: the log must not speak of a message in hand.
       if (r.pending > 0 && readsInProcess(r))

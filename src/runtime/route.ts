@@ -134,6 +134,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private consumerTelemetry: BrokerTelemetry | undefined;
   /** Set when the route stops consuming: a retry waiting for its next attempt gives the message back. */
   private stopping = false;
+  /** Stopped by the gateway's shutdown while reading a memory topic: what it gives back dies with the process. */
+  private lostWithProcess = false;
   private stop!: () => void;
   private readonly stopped = new Promise<void>((r) => (this.stop = r));
   private inFlight = 0;
@@ -541,7 +543,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // A consumed message whose targets were cut short by the route's stop is given back, not lost
     // (consumeUntilSettled): a warning would send the operator looking for a failure that is not one.
     const givenBack = this.stopping && outcome.outcome === 'failed' && mayPassLater(outcome.problem) && this.plan.from.type === 'broker';
-    const level = outcome.outcome === 'failed' && !givenBack ? 'warn' : givenBack ? 'info' : 'debug';
+    // At shutdown a memory topic dies with the process: what is given back to it is lost, not delivered again.
+    const lost = givenBack && this.lostWithProcess;
+    const level = outcome.outcome === 'failed' && (!givenBack || lost) ? 'warn' : givenBack ? 'info' : 'debug';
     if (!logger.isLevelEnabled(level)) return;
     const msg = observed();
     const line: Record<string, unknown> = { route: this.name, outcome: outcome.outcome, traceId };
@@ -560,7 +564,14 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     }
     if (msg.topic !== null) Object.assign(line, { topic: msg.topic, partition: msg.partition, offset: msg.offset });
     if (this.deps.logOptions?.payloads) line.message = { key: msg.key, headers: msg.headers, value: msg.value };
-    logger[level](line, givenBack ? 'message given back uncommitted: the route stopped before its targets accepted it' : `message ${outcome.outcome}`);
+    logger[level](
+      line,
+      lost
+        ? 'message lost with the process: the gateway shut down before its targets accepted it, and its memory topic does not outlive the process'
+        : givenBack
+          ? 'message given back uncommitted: the route stopped before its targets accepted it'
+          : `message ${outcome.outcome}`,
+    );
   }
 
   /** A WebSocket client connecting to this route's path: the chain's auth steps decide. */
@@ -972,8 +983,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     );
   }
 
-  /** Stops consuming: resolves once the message in hand is finished and committed (or given back). */
-  stopConsuming(drainMs: number): Promise<void> {
+  /**
+   * Stops consuming: resolves once the message in hand is finished and committed (or given back).
+   * `shutdown`: the gateway is exiting (a memory topic's messages in hand are then lost, not given back).
+   */
+  stopConsuming(drainMs: number, shutdown = false): Promise<void> {
+    if (shutdown && this.plan.from.type === 'broker' && this.deps.brokers.get(this.plan.from.broker)?.settle) this.lostWithProcess = true;
     return this.stopConsumingWith(drainMs, () => this.subscription?.stop());
   }
 

@@ -667,6 +667,13 @@ routes:
       const stuck = gw.logs.find((l) => l.msg.startsWith('consumer did not stop within drainTimeoutMs'));
       assert.ok(stuck, gw.logs.map((l) => l.msg).join('; '));
       assert.deepEqual([stuck.route, stuck.inFlight, stuck.msg], ['out', 1, 'consumer did not stop within drainTimeoutMs; the memory topic messages in hand are lost with the process']);
+      // Nor is it "given back" (true of a reload, where the topic lives on): its own line says it is lost, and which it is.
+      assert.ok(!gw.logs.some((l) => l.msg.startsWith('message given back')), gw.logs.map((l) => l.msg).join('; '));
+      const gone = gw.logs.filter((l) => l.msg.startsWith('message lost with the process'));
+      assert.deepEqual(
+        gone.map((l) => [l.level, l.route, l.topic, l.offset, l.msg]),
+        [['warn', 'out', 'events', '0', 'message lost with the process: the gateway shut down before its targets accepted it, and its memory topic does not outlive the process']],
+      );
     } finally {
       await target.stop();
     }
