@@ -27,17 +27,22 @@ export async function exportCommand(what: string | undefined, config: string, en
  * YAML that reads the same in YAML 1.2 and 1.1 parsers. The export is for other tools, and many
  * read YAML 1.1 (SnakeYAML in Java's AsyncAPI tooling, PyYAML, Go's yaml.v2), where a plain `on`,
  * `off`, `yes`, `no` or `y` is a boolean: `enum: [on, off]` of a payload came out as
- * `[true, false]` there. A string a 1.1 parser would read as anything else is quoted.
+ * `[true, false]` there. A string a 1.1 parser would read as anything else is quoted, and so
+ * are 1.1's `<<` (a merge key: a property so named had its schema merged into its siblings) and `=`
+ * (a value key; PyYAML refuses either as a plain value), which a lone scalar's parse cannot show.
  */
 export function portableYaml(value: unknown): string {
   const doc = new Document(value, { aliasDuplicateObjects: false });
   visit(doc, {
     Scalar(_key, node) {
-      if (typeof node.value === 'string' && !node.value.includes('\n') && readsOtherwiseIn11(node.value)) node.type = 'QUOTE_DOUBLE';
+      if (typeof node.value === 'string' && !node.value.includes('\n') && (TYPED_IN_11.has(node.value) || readsOtherwiseIn11(node.value))) node.type = 'QUOTE_DOUBLE';
     },
   });
   return doc.toString({ lineWidth: 0 });
 }
+
+/** YAML 1.1's merge and value keys: a plain `<<` or `=` is typed there, wherever it stands. */
+const TYPED_IN_11 = new Set(['<<', '=']);
 
 function readsOtherwiseIn11(text: string): boolean {
   try {

@@ -49,7 +49,7 @@ describe('eventgate export asyncapi', () => {
         '  - name: orders',
         '    from: { listener: api, path: /orders/:id }',
         '    through:',
-        '      - validate: { schema: { type: object, required: [qty], properties: { qty: { type: integer }, state: { enum: [on, off, yes, n] } } } }',
+        "      - validate: { schema: { type: object, required: [qty], properties: { qty: { type: integer }, state: { enum: [on, off, yes, n, '<<', '='] }, '<<': {}, '=': { type: string } } } }",
         '    to: { broker: local, topic: orders }',
         '  - name: orders-ws',
         '    from: { broker: local, topic: orders }',
@@ -79,7 +79,14 @@ describe('eventgate export asyncapi', () => {
     assert.deepEqual(Object.keys(doc.channels['api-orders-id'].parameters), ['id']);
     assert.deepEqual(doc.channels['api-orders-id'].messages.orders.payload.required, ['qty']);
     // Point 657: a YAML 1.1 reader (SnakeYAML, PyYAML) reads the same strings, not booleans.
-    assert.deepEqual(parse(r.stdout, { version: '1.1' }).channels['api-orders-id'].messages.orders.payload.properties.state.enum, ['on', 'off', 'yes', 'n']);
+    // Point 731 (674): and YAML 1.1's merge key `<<` and value key `=` are quoted, as names and as values.
+    const in11 = parse(r.stdout, { version: '1.1' }).channels['api-orders-id'].messages.orders.payload.properties;
+    assert.deepEqual(in11.state.enum, ['on', 'off', 'yes', 'n', '<<', '=']);
+    // (`<<` is given an empty schema: @asyncapi/parser's YAML reader, @stoplight/yaml with mergeKeys, merges even a
+    // quoted `<<`, which no quoting can help; with an empty one that merge changes nothing it checks.)
+    assert.deepEqual([in11['<<'], in11['=']], [{}, { type: 'string' }]);
+    assert.match(r.stdout, /^ *"=": *$/m);
+    assert.match(r.stdout, /^ *- "=" *$/m);
     assert.equal(doc.servers.push.host, '127.0.0.1:0');
     assert.deepEqual(doc.channels['push-ws-orders'].messages['orders-ws-forward'].payload.required.sort(), ['headers', 'key', 'offset', 'partition', 'timestamp', 'topic', 'value'].sort());
     assert.equal(doc.channels['push-ws-in'].messages.anything.payload, undefined);
