@@ -244,7 +244,9 @@ JSONata would read as no value for every message), is a config error at its plac
 these in the text an \`$eval\` is given as a string literal (\`$eval("$fo(1)")\`, or its syntax
 error), placed inside the literal, and a literal argument \`$fromMillis\`, \`$now\` or \`$formatNumber\` cannot
 format: a number of milliseconds past a JavaScript date's range (±8.64e15, \`$fromMillis(1e20)\`), a
-timezone that is not ±HHMM (\`"+0530"\`), a picture string JSONata refuses (\`"#.#.#"\`), a number
+timezone that is not ±HHMM (\`"+0530"\`), a picture string JSONata refuses (\`"#.#.#"\`; with the
+separators of an options object written out with it, \`{"decimal-separator": ","}\`, as they change
+what the picture means), a number
 of 1e21 or more for a picture without an exponent (\`"0.00e0"\` has one). Given such values by a
 message, they fail that message as below (JSONata's own wrote \`"0NaN-NaN-NaNTNaN:NaN:NaN.NaNZ"\`
 or \`"1e+,300.00"\` into it). A timezone behind UTC by hours and minutes (\`"-0330"\`) is read as

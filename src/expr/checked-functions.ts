@@ -209,28 +209,44 @@ function fromMillisLiterals(jsonata: JsonataFactory, source: string, args: AstNo
 }
 
 function formatNumberLiterals(jsonata: JsonataFactory, source: string, args: AstNode[]): LiteralProblem | undefined {
-  const [value, picture, options] = args;
-  // The separators an options object sets change what the picture means: left to run time.
-  if (picture?.type !== 'string' || options !== undefined) return undefined;
+  const [value, picture, optionsNode] = args;
+  if (picture?.type !== 'string') return undefined;
+  // The separators an options object sets change what the picture means: checked with them when
+  // it is written out (string keys and values), left to run time when computed.
+  const options = optionsNode === undefined ? undefined : literalStringObject(optionsNode);
+  if (options === null) return undefined;
   const format = builtIn(jsonata, 'formatNumber').implementation;
-  const problem = pictureProblem(() => format(0, picture.value, undefined), '$formatNumber', picture.value as string);
+  const problem = pictureProblem(() => format(0, picture.value, options), '$formatNumber', picture.value as string, options ? ' with the options given' : '');
   if (problem) return { index: literalStart(source, picture), message: problem };
   if (value?.type === 'number') {
-    const after = formatNumberResultProblem(value.value as number, format(value.value, picture.value, undefined));
+    const after = formatNumberResultProblem(value.value as number, format(value.value, picture.value, options));
     if (after) return { index: literalStart(source, value), message: after };
   }
   return undefined;
 }
 
+/** An object constructor whose keys and values are all string literals (`{"decimal-separator": ","}`) as the object it builds; null otherwise. */
+function literalStringObject(node: AstNode): Record<string, string> | null {
+  if (node.type !== 'unary' || node.value !== '{' || !Array.isArray(node.lhs)) return null;
+  const object: Record<string, string> = {};
+  for (const pair of node.lhs as unknown[]) {
+    if (!Array.isArray(pair) || pair.length !== 2) return null;
+    const [k, v] = pair as AstNode[];
+    if (k?.type !== 'string' || v?.type !== 'string') return null;
+    object[k.value as string] = v.value as string;
+  }
+  return object;
+}
+
 /** JSONata's own error for a picture it cannot use, in its words, or undefined. */
-function pictureProblem(call: () => unknown, fn: string, picture: string): string | undefined {
+function pictureProblem(call: () => unknown, fn: string, picture: string, given = ''): string | undefined {
   try {
     call();
     return undefined;
   } catch (err) {
     const e = err as { code?: string; value?: unknown; message?: string };
     const text = (e.code && PICTURE_ERRORS[e.code]?.replace('{{value}}', JSON.stringify(e.value))) ?? e.message ?? String(err);
-    return `${fn}'s picture ${JSON.stringify(picture)} cannot be used: ${text}${e.code ? ` (${e.code})` : ''}`;
+    return `${fn}'s picture ${JSON.stringify(picture)} cannot be used${given}: ${text}${e.code ? ` (${e.code})` : ''}`;
   }
 }
 

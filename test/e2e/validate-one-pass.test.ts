@@ -200,6 +200,9 @@ describe('eventgate validate catches what would only fail at run time', () => {
         "      - transform: '$fromMillis(1e20)'", // 14: the number at column 33
         '      - transform: \'$formatNumber(n, "#.#.#")\'', // 15: the picture at column 38
         '      - transform: \'$fromMillis(ts, "[Y0001]", "+05:30")\'', // 16: the timezone at column 48
+        // A literal picture with a literal options object is checked with its separators (732): "," ends the integer part here.
+        '      - transform: \'$formatNumber(n, "#,##0.00", {"decimal-separator": ",", "grouping-separator": "."})\'', // 17: the picture at column 38
+        '      - transform: \'$formatNumber(n, "#.##0,00", {"decimal-separator": ",", "grouping-separator": "."})\'', // fine with them (not alone)
         '    to: { broker: local, topic: t }',
       ),
     );
@@ -212,6 +215,7 @@ describe('eventgate validate catches what would only fail at run time', () => {
       'gateway.yaml:14:33: JSONata expression does not compile: $fromMillis cannot format 100000000000000000000 milliseconds: a date lies within 8640000000000000 ms (about 273,790 years) of 1970',
       `gateway.yaml:15:38: JSONata expression does not compile: $formatNumber's picture "#.#.#" cannot be used: The sub-picture must not contain more than one instance of the 'decimal-separator' character (D3081)`,
       'gateway.yaml:16:48: JSONata expression does not compile: $fromMillis: the timezone "+05:30" is not ±HHMM (e.g. "+0530", "-0800")',
+      `gateway.yaml:17:38: JSONata expression does not compile: $formatNumber's picture "#,##0.00" cannot be used with the options given: The fractional part of the sub-picture must not contain an instance of the 'optional digit character' that is followed by a member of the 'decimal digit family' (D3091)`,
     ]);
   });
 
