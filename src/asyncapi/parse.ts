@@ -399,10 +399,7 @@ export function decycle(root: unknown): unknown {
               // used it, so it goes; the payload's own `$id` stays. Only keywords go: a property
               // named `$id` and a `const`/`enum` value holding one are the payload's, kept.
               .filter(([k]) => at !== 'schema' || !(k.startsWith('x-parser-') || (k === '$id' && pointer !== '')))
-              .map(([k, x]) => [
-                k,
-                visit(x, `${pointer}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`, at === 'value' || VALUE_KEYWORDS.has(k) ? 'value' : at === 'schema' && NAME_KEYWORDS.has(k) ? 'names' : 'schema'),
-              ]),
+              .map(([k, x]) => [k, visit(x, `${pointer}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`, childAt(at, k))]),
           );
       ancestors.pop();
       pointers.pop();
@@ -420,6 +417,16 @@ export function decycle(root: unknown): unknown {
 }
 
 const ROOT = 'eventgate-payload';
+
+/**
+ * What the value under key `k` of an object that is `at` is: in a schema, a keyword's value (data,
+ * names or a schema); under names, always a schema, whatever the name (a property called
+ * `default` or `const` is a schema like any other); in data, data.
+ */
+function childAt(at: 'schema' | 'names' | 'value', k: string): 'schema' | 'names' | 'value' {
+  if (at !== 'schema') return at === 'names' ? 'schema' : 'value';
+  return VALUE_KEYWORDS.has(k) ? 'value' : NAME_KEYWORDS.has(k) ? 'names' : 'schema';
+}
 /** Keywords whose value is an object of names (a property's, a definition's) to schemas. */
 const NAME_KEYWORDS = new Set(['properties', 'patternProperties', 'definitions', '$defs', 'dependentSchemas', 'dependencies']);
 /** Keywords whose value is data, not schemas. */

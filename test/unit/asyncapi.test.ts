@@ -232,7 +232,7 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     ]);
   });
 
-  it('validates a payload that uses a schema file with an $id twice, and one that is that file, and keeps a property named $id (points 658, 671)', async () => {
+  it('validates a payload that uses a schema file with an $id twice, and one that is that file, and keeps a property named $id (points 658, 671, 683)', async () => {
     const money = JSON.stringify({
       $schema: 'http://json-schema.org/draft-07/schema#',
       $id: 'https://example.com/money.json',
@@ -241,11 +241,18 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       properties: { amount: { type: 'number' }, currency: { $ref: '#/definitions/currency' } },
       definitions: { currency: { type: 'string', pattern: '^[A-Z]{3}$' } },
     });
-    const doc = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      order:\n        payload:\n          type: object\n          properties:\n            price: {$ref: 'money.json'}\n            tax: {$ref: 'money.json'}\n      amount:\n        payload: {$ref: 'money.json'}\n      doc:\n        payload:\n          type: object\n          required: [$id]\n          properties:\n            $id: {type: string, format: uri}\n            kind: {const: {$id: 'urn:k'}}\n`;
+    const doc = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      order:\n        payload:\n          type: object\n          properties:\n            price: {$ref: 'money.json'}\n            tax: {$ref: 'money.json'}\n            default: {$ref: 'money.json'}\n            example: {$ref: 'money.json'}\n      amount:\n        payload: {$ref: 'money.json'}\n      doc:\n        payload:\n          type: object\n          required: [$id]\n          properties:\n            $id: {type: string, format: uri}\n            kind: {const: {$id: 'urn:k'}}\n`;
     const plan = await loadOk({ 'gateway.yaml': config(['{message: order}', '{message: amount}', '{message: doc}']), 'streetlights.yaml': doc, 'money.json': money });
     assert.equal(isStop((await validateWith(plan, 'r0', { price: { amount: 1, currency: 'EUR' }, tax: { amount: 0.2 } })).result), false);
     const bad = await validateWith(plan, 'r0', { price: { amount: 1 }, tax: { amount: 'x', currency: 'eu' } });
     assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ['/tax/amount: must be number', '/tax/currency: must match pattern "^[A-Z]{3}$"']);
+    // Properties named as keywords whose value is data (`default`, `example`) are schemas all the same.
+    const keywordNamed = await validateWith(plan, 'r0', { price: { amount: 1 }, tax: { amount: 1 }, default: { amount: 'x' }, example: { currency: 'eu' } });
+    assert.deepEqual((keywordNamed.result as { problem: { errors: string[] } }).problem.errors, [
+      '/default/amount: must be number',
+      "/example: must have required property 'amount'",
+      '/example/currency: must match pattern "^[A-Z]{3}$"',
+    ]);
     const root = await validateWith(plan, 'r1', { currency: 'EUR' });
     assert.deepEqual((root.result as { problem: { errors: string[] } }).problem.errors, [": must have required property 'amount'"]);
     // Only nested `$id` keywords go (point 671): a property named `$id` keeps its schema, a `const` holding one its value.
