@@ -1,8 +1,8 @@
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { formatPath, type Diagnostic } from './diagnostics.js';
-import { readSource, type Env, type PathPart, type SourceDocument } from './source.js';
+import { describeFsError, readSource, type Env, type PathPart, type SourceDocument } from './source.js';
 
 const hash = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
 
@@ -13,6 +13,26 @@ const MAPS = ['brokers', 'listeners', 'chains'] as const;
 /** `*`, `?` and `[...]` in the file name (not in directories: the watcher follows one directory per pattern). */
 export function isGlob(path: string): boolean {
   return /[*?[]/.test(basename(path));
+}
+
+/**
+ * Why a glob's directory could not be listed. Only a missing one "does not exist": a file where the
+ * directory should be (a checkout that replaced it) or one the gateway may not read (chmod) were
+ * said to be missing too, which sent users looking for a directory that was there.
+ */
+function globDirectoryProblem(pattern: string, absDir: string, shownDir: string, err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return `include '${pattern}': the directory ${shownDir} does not exist`;
+  if (code === 'ENOTDIR' && isNonDirectory(absDir)) return `include '${pattern}': ${shownDir} is a file, not a directory`;
+  return `include '${pattern}': cannot list the directory ${shownDir}: ${describeFsError(err)}`;
+}
+
+function isNonDirectory(path: string): boolean {
+  try {
+    return !statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 const wildcardInDirectory = (pattern: string) => `include '${pattern}': a pattern may only use *, ? and [...] in the file name, not in directories`;
@@ -130,8 +150,8 @@ export function resolveIncludes(root: SourceDocument, configFile: string, env: E
       files.set(abs, globFingerprint(abs));
       try {
         matches = expandGlob(abs);
-      } catch {
-        rootReport(at, `include '${p}': the directory ${shown(dirname(abs))} does not exist`);
+      } catch (err) {
+        rootReport(at, globDirectoryProblem(p, dirname(abs), shown(dirname(abs)), err));
         continue;
       }
     } else matches = [abs];

@@ -88,12 +88,14 @@ describe('include: config fragments', () => {
         ...includes.map((i) => `  - ${i}`), //     5...
       );
     const route = (name: string) => yaml('routes:', `  - name: ${name}`, `    from: { listener: api, path: /${name} }`, '    to: { broker: local, topic: t }');
-    const bad = tempFiles({ 'gateway.yaml': config('teams/*/routes.yaml', 'nowhere/*.yaml', 'teams/a.yaml'), 'teams/a.yaml': route('a') });
+    // A file where the glob's directory should be (a checkout that replaced it) is no missing directory.
+    const bad = tempFiles({ 'gateway.yaml': config('teams/*/routes.yaml', 'nowhere/*.yaml', 'teams/a.yaml', 'afile/*.yaml'), 'teams/a.yaml': route('a'), afile: 'x' });
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: bad });
     assert.equal(r.code, 1);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       "gateway.yaml:5:5: include 'teams/*/routes.yaml': a pattern may only use *, ? and [...] in the file name, not in directories",
       "gateway.yaml:6:5: include 'nowhere/*.yaml': the directory nowhere does not exist",
+      "gateway.yaml:8:5: include 'afile/*.yaml': afile is a file, not a directory",
     ]);
     assert.equal(r.stderr.includes('    at '), false, 'no stack trace');
 
