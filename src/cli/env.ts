@@ -5,7 +5,20 @@ import { decodeUtf8, describeFsError, type Env } from '../config/source.js';
 import { hash } from '../core/canonical.js';
 
 /** What loadEnv read: the environment, and each `--vars-file` by absolute path with the hash of what it held ('missing' when unreadable). */
-export type LoadedEnv = ({ env: Env } | { error: string; file: string }) & { files: Map<string, string> };
+export type LoadedEnv = ({ env: Env } | VarsFileError) & { files: Map<string, string> };
+
+/**
+ * A vars file that could not be used. `error` is the whole sentence the CLI prints; `line`,
+ * `column` and `message` are the diagnostic a reload reports, at the place in the file (a syntax
+ * error on line 3 used to be reported at `vars.env:1:1`, followed by its own `vars.env:3:1`).
+ */
+export interface VarsFileError {
+  error: string;
+  file: string;
+  line: number;
+  column: number;
+  message: string;
+}
 
 /**
  * The environment `${VAR}` values come from: the process environment, plus variables read from
@@ -22,11 +35,12 @@ export function loadEnv(files: readonly string[]): LoadedEnv {
       bytes = readFileSync(file);
     } catch (err) {
       read.set(resolve(file), 'missing');
-      return { error: `cannot read --vars-file '${file}': ${describeFsError(err)}`, file, files: read };
+      const message = `cannot read --vars-file '${file}': ${describeFsError(err)}`;
+      return { error: message, file, line: 1, column: 1, message, files: read };
     }
     read.set(resolve(file), hash(bytes));
     const text = varsText(bytes);
-    if (typeof text !== 'string') return { error: `--vars-file ${file}:${text.line}:${text.column}: ${text.message}`, file, files: read };
+    if (typeof text !== 'string') return { error: `--vars-file ${file}:${text.line}:${text.column}: ${text.message}`, file, line: text.line, column: text.column, message: text.message, files: read };
     for (const [k, v] of Object.entries(parseEnv(text))) if (v !== undefined && !(k in fromFiles)) fromFiles[k] = v;
   }
   return { env: { ...fromFiles, ...process.env }, files: read };

@@ -31,7 +31,7 @@ export interface GatewayOptions {
    * reload, and watched), instead of `env`: the environment, and the files it read with their
    * hashes, or the file it could not read.
    */
-  readEnv?: () => ({ env: Env } | { error: string; file: string }) & { files: Map<string, string> };
+  readEnv?: () => ({ env: Env } | { error: string; file: string; line: number; column: number; message: string }) & { files: Map<string, string> };
   /**
    * Builds the admin server when the config has an `admin:` section (src/admin/index.ts
    * createAdminServer); injected so the runtime does not depend on the admin layer above it.
@@ -178,7 +178,7 @@ export class Gateway {
       const configFile = resolve(this.options.configFile);
       return {
         plan: undefined,
-        diagnostics: [{ file: vars.file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: vars.error }],
+        diagnostics: [{ file: vars.file, line: vars.line, column: vars.column, code: 'EG_CONFIG_FILE', path: '', message: vars.message }],
         files: [configFile, ...vars.files.keys()],
         seen: vars.files,
       };

@@ -40,6 +40,12 @@ routes:
     assert.equal((await gw.status()).lastReloadError.diagnostics[0].code, 'EG_CONFIG_FILE');
     assert.equal((await post(gw.url('api', '/two'), { n: 4 })).status, 200, 'the running config serves on');
 
+    // A line that is no NAME=value is reported where it is (it was at vars.env:1:1, followed by its own place).
+    const broken = await gw.reconfigure('# set by CI\nIN_PATH=/two\nRETAIN 10\n', 'vars.env', { whole: true });
+    assert.equal(broken.diagnostic, 'vars.env:3:1: expected NAME=value (or a # comment); a value with spaces is written NAME="a value"');
+    const [at] = (await gw.status()).lastReloadError.diagnostics;
+    assert.deepEqual([at.line, at.column], [3, 1]);
+
     const fixed = await gw.reconfigure('IN_PATH=/three\n', 'vars.env', { whole: true });
     assert.equal(fixed.msg, 'config reloaded', JSON.stringify(fixed));
     assert.equal((await post(gw.url('api', '/three'), { n: 5 })).status, 200);
