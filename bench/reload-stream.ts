@@ -1,22 +1,27 @@
 /**
- * `node dist/bench/reload-stream.js [intervalMs...] [--seconds s] [--routes n]`: hot reload under a
+ * `node dist/bench/reload-stream.js [intervalMs...] [--seconds s] [--routes n] [--swap]`: hot reload under a
  * stream of edits (spec §6: "a stream of edits never postpones a reload for more than a second").
  * For each interval (default 40, 200 and 1000 ms) a fresh `eventgate run` has its gateway.yaml
  * rewritten in place that often for `--seconds` (default 10), each write a new revision; the
  * revision a reload applied is read from its "gateway ready" line (a route named `rev-<n>`).
- * `--routes n` adds n routes, for a config whose compile takes longer. Prints one JSON line per
+ * `--routes n` adds n routes, for a config whose compile takes longer; `--swap` publishes each
+ * revision as a Kubernetes ConfigMap volume does (`swap` below). Prints one JSON line per
  * interval: the gaps between successive applied reloads during the stream, and for each write the
  * time until it, or a later revision, was live (docs/performance.md, "Hot reload under a stream
  * of edits"). Timings: run it on a quiet machine; nothing here is asserted.
  */
-import { rmSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { httpMemoryConfig } from './configs.js';
 import type { LogLine } from '../test/helpers/gateway.js';
 import { startGateway } from './processes.js';
 import { percentile, round } from './stats.js';
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { seconds: { type: 'string', default: '10' }, routes: { type: 'string', default: '0' } } });
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { seconds: { type: 'string', default: '10' }, routes: { type: 'string', default: '0' }, swap: { type: 'boolean', default: false } },
+});
 const extraRoutes = Number(values.routes);
 const seconds = Number(values.seconds);
 const intervals = positionals.length ? positionals.map(Number) : [40, 200, 1000];
@@ -34,6 +39,23 @@ ${Array.from(
 `,
 ).join('')}`;
 
+/**
+ * What the kubelet does: the revision in a new timestamped directory, `..data` pointed at it by a
+ * rename, the old directory removed; gateway.yaml is a symlink to `..data/gateway.yaml`.
+ */
+const swap = (dir: string, revision: number, text: string) => {
+  mkdirSync(join(dir, `..r${revision}`));
+  writeFileSync(join(dir, `..r${revision}`, 'gateway.yaml'), text);
+  symlinkSync(`..r${revision}`, join(dir, '..data_tmp'));
+  renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+  rmSync(join(dir, `..r${revision - 1}`), { recursive: true });
+};
+const swapSetup = (dir: string) => {
+  mkdirSync(join(dir, '..r0'));
+  symlinkSync('..r0', join(dir, '..data'));
+  symlinkSync('..data/gateway.yaml', join(dir, 'gateway.yaml'));
+};
+
 const at = (l: LogLine) => Date.parse(String(l.time));
 const summary = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -41,7 +63,7 @@ const summary = (xs: number[]) => {
 };
 
 for (const everyMs of intervals) {
-  const gw = await startGateway(config(0));
+  const gw = await startGateway(config(0), values.swap ? { setup: swapSetup } : {});
   try {
     const writes: number[] = [0];
     const from = gw.logs.length;
@@ -53,7 +75,8 @@ for (const everyMs of intervals) {
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       revision++;
       writes[revision] = Date.now();
-      gw.write('gateway.yaml', config(revision));
+      if (values.swap) swap(gw.dir, revision, config(revision));
+      else gw.write('gateway.yaml', config(revision));
     }
     const last = revision;
     const streamEnd = writes[last]!;
@@ -75,6 +98,7 @@ for (const everyMs of intervals) {
     process.stdout.write(
       `${JSON.stringify({
         everyMs,
+        ...(values.swap && { swap: true }),
         writes: last,
         reloads: applied.length,
         rejected: rejected.length,

@@ -119,7 +119,12 @@ export class ConfigWatcher {
     this.watchOwn(wanted, replaced);
     if (!this.watcher) {
       this.watched = wanted;
-      this.watcher = watch([...wanted], { depth: 0, ignoreInitial: true, followSymlinks: false });
+      // atomic: false: chokidar held each removal back 100 ms (to report a file removed and made
+      // again as one change), and that late event of a neighbour gone (a ConfigMap's `..data_tmp`
+      // renamed over `..data`, its old directory, a file `mv`ed over the config, a glob's file
+      // removed) restarted the debounce: such reloads were live ~220 ms after the write, not ~120.
+      // Which event it was does not matter here: every event only makes check() compare contents.
+      this.watcher = watch([...wanted], { depth: 0, ignoreInitial: true, followSymlinks: false, atomic: false });
       const w = this.watcher;
       this.isReady = new Promise((resolve) =>
         w.once('ready', () => {
