@@ -11,7 +11,7 @@ import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type
 import type { KindRegistry } from '../kinds/registry.js';
 import { isHidden } from '../config/prune.js';
 import { JsonSchemaCompiler } from './json-schema.js';
-import { schemaFiles, type SchemaFileReader } from './schema-refs.js';
+import { type RefSite, schemaFiles, type SchemaFileReader } from './schema-refs.js';
 import type { RawConfig } from './raw.js';
 
 /**
@@ -210,11 +210,26 @@ export class CompileContext {
     return this.readText(abs);
   }
 
-  /** A JSON or YAML data file (a schema), parsed once per load with positions kept for its own problems. */
-  readDocument(abs: string, asWritten: string, at: PathPart[]): { value: unknown } | undefined {
+  /**
+   * A JSON or YAML data file (a schema), parsed once per load with positions kept for its own
+   * problems. One a schema file's `$ref` names (`site`) that cannot be read is reported at that
+   * `$ref`, not at the config line naming the first schema (which holds no such reference).
+   */
+  readDocument(abs: string, asWritten: string, at: PathPart[], site?: RefSite): { value: unknown } | undefined {
     const known = this.documents.get(asWritten);
     if (known) return { value: known.value };
-    const text = this.readFile(abs, asWritten, at);
+    const referrer = site && this.documents.get(site.file);
+    let text: string | undefined;
+    if (site && referrer) {
+      try {
+        text = this.readText(abs);
+      } catch (err) {
+        const { line, column } = referrer.locate(site.path, 'value');
+        const message = `$ref '${site.ref}': cannot read '${asWritten}' (${abs}): ${describeFsError(err)}`;
+        this.diagnostics.push({ file: referrer.file, line, column, code: 'EG_CONFIG_FILE', path: formatPath(site.path), message });
+        return undefined;
+      }
+    } else text = this.readFile(abs, asWritten, at);
     if (text === undefined) return undefined;
     const doc = parseDataFile(this.display(abs), text, this.diagnostics);
     if (!doc) return undefined;

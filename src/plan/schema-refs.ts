@@ -3,8 +3,18 @@ import { pathToFileURL } from 'node:url';
 import type { PathPart } from '../config/source.js';
 import type { SchemaFile, SchemaProblem } from './json-schema.js';
 
-/** Reads a schema file a `$ref` names (`name` as the config would write it), watched like the schema's own; undefined when it cannot (already reported). */
-export type SchemaFileReader = (name: string, abs: string) => { value: unknown } | undefined;
+/** Where a `$ref` to another file is written: the file holding it (as the config would name it), its place there, and the reference as written. */
+export interface RefSite {
+  file: string;
+  path: PathPart[];
+  ref: string;
+}
+
+/**
+ * Reads a schema file a `$ref` names (`name` as the config would write it), watched like the
+ * schema's own; undefined when it cannot (already reported, at `site`: the `$ref` itself).
+ */
+export type SchemaFileReader = (name: string, abs: string, site: RefSite) => { value: unknown } | undefined;
 
 /**
  * The files a JSON Schema file's `$ref`s reach (`$ref: node.yaml#/node`, a path relative to the
@@ -35,7 +45,7 @@ export function schemaFiles(name: string, abs: string, value: unknown, read: Sch
       const url = pathToFileURL(targetAbs).href;
       if (url === rootUrl || others.has(url)) continue;
       const targetName = join(dirname(file.name), decoded);
-      const doc = read(targetName, targetAbs);
+      const doc = read(targetName, targetAbs, { file: file.name, path, ref: location });
       if (!doc) return { files: undefined, problems: [], unread: true };
       others.set(url, { url, name: targetName, value: doc.value });
       queue.push({ name: targetName, abs: targetAbs, value: doc.value });

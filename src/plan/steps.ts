@@ -62,9 +62,9 @@ export class StepCompiler {
       report: (rel, code, message) => ctx.report([...stepAt, ...rel], code, message),
       compileExpression: (source, rel) => ctx.expression(source, [...stepAt, ...rel]),
       compileJsonSchema: (schema, rel, origin) =>
-        ctx.jsonSchema(schema, [...stepAt, ...rel], origin, '2020', (name, abs) => {
+        ctx.jsonSchema(schema, [...stepAt, ...rel], origin, '2020', (name, abs, site) => {
           files.push(abs);
-          return ctx.readDocument(abs, name, [...stepAt, ...rel]);
+          return ctx.readDocument(abs, name, [...stepAt, ...rel], site);
         }),
       readFile: ctx.fileReader(stepAt, files),
       readDocument: (file, rel) => {

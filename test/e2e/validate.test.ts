@@ -638,6 +638,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '    - validate: { schema: schemas/re.yaml }',
           '    - validate: { schema: schemas/re-ref.yaml }',
           '    - validate: { schema: { properties: { s: { pattern: "a{2,1}" } } } }',
+          '    - validate: { schema: schemas/gone-ref.yaml }',
           ...route,
         ),
         'schemas/light.yaml': yaml('type: object', 'properties:', '  lumens:', '    $ref: "#/$defs/count"'),
@@ -650,9 +651,12 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         'schemas/re.yaml': yaml('type: object', 'properties:', '  x:', '    pattern: "(["'),
         'schemas/re-ref.yaml': yaml('properties:', '  kid: {$ref: "parts/re-kid.yaml"}'),
         'schemas/parts/re-kid.yaml': yaml('type: object', 'patternProperties:', '  "^(x": {}'),
+        // A file a $ref names that is not there (yet): said at that $ref, not at the step naming gone-ref.yaml.
+        'schemas/gone-ref.yaml': yaml('properties:', '  kid: {$ref: "parts/gone.yaml"}'),
       });
       assertProblems(r, [
         ['gateway.yaml:19:57', /^invalid JSON Schema at properties\.s\.pattern: Invalid regular expression: \/a\{2,1\}\/u: numbers out of order in \{\} quantifier$/],
+        ['schemas/gone-ref.yaml:2:15', /^\$ref 'parts\/gone\.yaml': cannot read 'schemas\/parts\/gone\.yaml' \(\/.*\/schemas\/parts\/gone\.yaml\): no such file \(ENOENT\)$/],
         ['schemas/light.yaml:4:11', /\$ref '#\/\$defs\/count' points at nothing/],
         ['schemas/parts/kid.yaml:4:13', /at properties\.n\.\$ref: \$ref '\.\.\/tree\.yaml#\/\$defs\/m' points at nothing in this schema or the files it refers to$/],
         ['schemas/parts/re-kid.yaml:3:10', /^invalid JSON Schema at patternProperties\.\^\(x: Invalid regular expression: \/\^\(x\/u: Unterminated group$/],
