@@ -25,7 +25,7 @@ describe('hot reload (spec §6): following files', () => {
       assert.deepEqual(await roundTrip(client, max), { n: max });
     };
 
-  it('follows a file renamed over the config (as editors and git checkout write it), again and again', async () => {
+  it('follows a file renamed over the config (as mv, sed -i and some editors write it), again and again', async () => {
     const gw = await f.gw.start(pipelineConfig('{"v": 1}'));
     const client = await connect();
     for (const v of [2, 3]) {
