@@ -390,16 +390,17 @@ const SUBSCHEMA_ONE = ['items', 'additionalProperties', 'if', 'then', 'else', 'c
  * it without writing anything.
  */
 function acceptVariables(root: JsonSchema): JsonSchema {
-  const walk = (node: unknown): unknown => {
-    if (Array.isArray(node)) return node.map(walk);
+  // `isKind`: the node is an object's `kind`, whose string consts tell a union's branches apart.
+  const walk = (node: unknown, isKind = false): unknown => {
+    if (Array.isArray(node)) return node.map((x) => walk(x));
     if (node === null || typeof node !== 'object') return node;
     const n = node as JsonSchema;
     const out: JsonSchema = { ...n };
     for (const key of SUBSCHEMA_MAPS) {
       const m = n[key];
-      if (m && typeof m === 'object') out[key] = Object.fromEntries(Object.entries(m).map(([k, v]) => [k, walk(v)]));
+      if (m && typeof m === 'object') out[key] = Object.fromEntries(Object.entries(m).map(([k, v]) => [k, walk(v, key === 'properties' && k === 'kind')]));
     }
-    for (const key of SUBSCHEMA_LISTS) if (Array.isArray(n[key])) out[key] = (n[key] as unknown[]).map(walk);
+    for (const key of SUBSCHEMA_LISTS) if (Array.isArray(n[key])) out[key] = (n[key] as unknown[]).map((x) => walk(x));
     for (const key of SUBSCHEMA_ONE) if (n[key] && typeof n[key] === 'object') out[key] = walk(n[key]);
     // `kind: ${BROKER_KIND}` selects no branch of the kinds' oneOf (each a `const`): one more branch
     // takes it, with any options, which are checked once the variable is substituted.
@@ -409,7 +410,7 @@ function acceptVariables(root: JsonSchema): JsonSchema {
       const { pattern: _pattern, ...rest } = out;
       return { ...rest, anyOf: [{ pattern: n.pattern }, { $ref: '#/$defs/containsVariable' }] };
     }
-    if (!takesVariable(n)) return out;
+    if (!takesVariable(n, isKind)) return out;
     const outer: JsonSchema = {};
     const inner: JsonSchema = {};
     for (const [k, v] of Object.entries(out)) (ANNOTATIONS.has(k) ? outer : inner)[k] = v;
@@ -447,12 +448,16 @@ const variableKind: JsonSchema = {
   description: 'A kind given by `${VAR}`: its options are checked when the config loads, after substitution.',
 };
 
-/** A number, integer, boolean or enum (a non-string const too: `version: 1`) that a string could not satisfy as it is. */
-function takesVariable(n: JsonSchema): boolean {
+/**
+ * A number, integer, boolean or enum (a const too, an enum of one: `version: 1`, `origins: "*"`)
+ * that a `${VAR}` string could not satisfy as it is. A kind's const is left alone: the kinds'
+ * union has a branch of its own for `kind: ${VAR}` (variableKind).
+ */
+function takesVariable(n: JsonSchema, isKind: boolean): boolean {
+  if (n.const !== undefined) return !(isKind && typeof n.const === 'string');
   const types = typeof n.type === 'string' ? [n.type] : Array.isArray(n.type) ? (n.type as string[]) : [];
   if (types.includes('string')) return false;
   if (Array.isArray(n.enum)) return true;
-  if (n.const !== undefined && typeof n.const !== 'string') return true;
   return types.some((t) => t === 'integer' || t === 'number' || t === 'boolean');
 }
 

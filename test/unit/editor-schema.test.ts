@@ -42,7 +42,7 @@ describe('gateway.schema.json in an editor', () => {
     });
   }
 
-  it('accepts ${VAR} and ${VAR:-default} wherever a number, boolean or enum goes, and still rejects a wrong literal', () => {
+  it('accepts ${VAR} and ${VAR:-default} wherever a number, boolean or enum goes (origins: "*" too), and still rejects a wrong literal', () => {
     const validate = standardValidator();
     const config = (port: unknown, level: unknown, payloads: unknown) => ({
       version: 1,
@@ -58,6 +58,14 @@ describe('gateway.schema.json in an editor', () => {
     // `version` is a number too (the loader takes `version: ${CONFIG_VERSION}` when it is 1).
     assert.ok(validate({ version: '${CONFIG_VERSION:-1}' }), JSON.stringify(validate.errors));
     assert.equal(validate({ version: 2 }), false, 'only version 1');
+    // `origins: "*"` is an enum of one: `${ORIGINS:-*}` loads (when it is `*`), so the editor takes it too.
+    const origins = (value: unknown) => ({
+      version: 1,
+      listeners: { api: { kind: 'http', port: 8080, cors: { origins: value } }, push: { kind: 'websocket', port: 8081, origins: value } },
+    });
+    assert.ok(validate(origins('${ORIGINS:-*}')), JSON.stringify(validate.errors));
+    assert.ok(validate(origins(['https://app.example.com', '${EXTRA_ORIGIN}'])), JSON.stringify(validate.errors));
+    assert.equal(validate(origins('https://app.example.com')), false, 'one origin goes in a list');
   });
 
   it('accepts `kind: ${VAR}` for a broker and a listener, as the gateway does, and still rejects an unknown literal kind', () => {
