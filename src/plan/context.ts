@@ -256,8 +256,11 @@ export class CompileContext {
    */
   jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '04' | '07' | '2019' | '2020' = '2020', read?: SchemaFileReader): SchemaCheck | undefined {
     const own = origin === undefined ? undefined : this.documents.get(origin);
-    // A schema file's `$ref`s to files beside it are read (and watched) with it.
-    const referred = own && origin && read ? schemaFiles(origin, resolve(this.dir, origin), schema, read) : { files: undefined, problems: [] };
+    // A schema file's `$ref`s to files beside it are read (and watched) with it; an inline schema's
+    // (`$ref: defs.json#/$defs/order`) are relative to the config's directory, as a `schema:` path is.
+    const configName = basename(this.src.file);
+    const holder = own && origin ? { name: origin, abs: resolve(this.dir, origin) } : origin === undefined ? { name: configName, abs: join(this.dir, configName) } : undefined;
+    const referred = holder && read ? schemaFiles(holder.name, holder.abs, schema, read) : { files: undefined, problems: [] };
     if (referred.unread) return undefined;
     const { validate, problems } = referred.problems.length > 0 ? { validate: undefined, problems: referred.problems } : this.schemas.compile(schema, defaultDraft, referred.files);
     const where = origin ? (origin.startsWith('AsyncAPI') ? `payload schema of ${origin}` : `JSON Schema in '${origin}'`) : 'JSON Schema';

@@ -626,7 +626,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.deepEqual(r.lines, ['ok']);
     });
 
-    it('points at a $ref that resolves to nothing, also in a file another schema file refers to, and at a mistake there (point 322)', async () => {
+    it('points at a $ref that resolves to nothing, also in a file another schema file refers to, and at a mistake there (point 322); reads the files an inline schema refers to', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
           ...base,
@@ -639,6 +639,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '    - validate: { schema: schemas/re-ref.yaml }',
           '    - validate: { schema: { properties: { s: { pattern: "a{2,1}" } } } }',
           '    - validate: { schema: schemas/gone-ref.yaml }',
+          // An inline schema's `$ref` to a file, relative to the config as a `schema:` path (point 742).
+          '    - validate: { schema: { $ref: "schemas/defs.yaml#/$defs/n" } }',
+          '    - validate: { schema: { properties: { y: { $ref: "schemas/gone.yaml" } } } }',
           ...route,
         ),
         'schemas/light.yaml': yaml('type: object', 'properties:', '  lumens:', '    $ref: "#/$defs/count"'),
@@ -653,9 +656,11 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         'schemas/parts/re-kid.yaml': yaml('type: object', 'patternProperties:', '  "^(x": {}'),
         // A file a $ref names that is not there (yet): said at that $ref, not at the step naming gone-ref.yaml.
         'schemas/gone-ref.yaml': yaml('properties:', '  kid: {$ref: "parts/gone.yaml"}'),
+        'schemas/defs.yaml': yaml('$defs:', '  n: {type: integer}'),
       });
       assertProblems(r, [
         ['gateway.yaml:19:57', /^invalid JSON Schema at properties\.s\.pattern: Invalid regular expression: \/a\{2,1\}\/u: numbers out of order in \{\} quantifier$/],
+        ['gateway.yaml:22:27', /^cannot read 'schemas\/gone\.yaml' \(.*\): no such file \(ENOENT\)$/],
         ['schemas/gone-ref.yaml:2:15', /^\$ref 'parts\/gone\.yaml': cannot read 'schemas\/parts\/gone\.yaml' \(\/.*\/schemas\/parts\/gone\.yaml\): no such file \(ENOENT\)$/],
         ['schemas/light.yaml:4:11', /\$ref '#\/\$defs\/count' points at nothing/],
         ['schemas/parts/kid.yaml:4:13', /at properties\.n\.\$ref: \$ref '\.\.\/tree\.yaml#\/\$defs\/m' points at nothing in this schema or the files it refers to$/],

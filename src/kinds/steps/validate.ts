@@ -19,7 +19,7 @@ const options = Type.Object(
     schema: Type.Optional(
       oneOf([Type.Unsafe<Record<string, unknown>>({ type: 'object' }), Type.String({ minLength: 1 })], {
         description:
-          'An inline JSON Schema, or the path of a JSON/YAML schema file relative to gateway.yaml; the file is watched, and so are the files its `$ref`s name by a path relative to the file that holds the `$ref` (`$ref: parts/node.yaml#/$defs/node`), which may refer back to it (a recursive schema across files). A schema with an `$id` resolves its `$ref`s against that id instead; remote `$ref`s are not fetched. Compiled as JSON Schema 2020-12 unless its `$schema` names draft-04 (`http://json-schema.org/draft-04/schema#`: boolean `exclusiveMaximum`, `id`), draft-06/07 or 2019-09.',
+          'An inline JSON Schema, or the path of a JSON/YAML schema file relative to gateway.yaml; the file is watched, and so are the files its `$ref`s name by a path relative to the file that holds the `$ref` (`$ref: parts/node.yaml#/$defs/node`), which may refer back to it (a recursive schema across files); the `$ref`s of an inline schema name files relative to gateway.yaml, as a schema path does (`schema: {$ref: schemas/defs.yaml#/$defs/order}`), read and watched the same way. A schema with an `$id` resolves its `$ref`s against that id instead; remote `$ref`s are not fetched. Compiled as JSON Schema 2020-12 unless its `$schema` names draft-04 (`http://json-schema.org/draft-04/schema#`: boolean `exclusiveMaximum`, `id`), draft-06/07 or 2019-09.',
       }),
     ),
     message: Type.Optional(
