@@ -231,7 +231,16 @@ function quotingHints(src: SourceDocument, problems: Diagnostic[]): Diagnostic[]
 }
 
 function sortDiagnostics(d: Diagnostic[]): Diagnostic[] {
-  return d.sort((a, b) => (a.file === b.file ? a.line - b.line || a.column - b.column : a.file < b.file ? -1 : 1));
+  const sorted = d.sort((a, b) => (a.file === b.file ? a.line - b.line || a.column - b.column : a.file < b.file ? -1 : 1));
+  // One line per problem: a file two steps refer to (a schema file, one a `$ref` reaches) is checked
+  // for each, and its problems would be said once per step.
+  const seen = new Set<string>();
+  return sorted.filter((x) => {
+    const key = `${x.file}\0${x.line}\0${x.column}\0${x.code}\0${x.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 /** The plan of a config that passed the schema check (or the parts of it that did); problems go to `ctx.diagnostics`. */

@@ -626,7 +626,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assert.deepEqual(r.lines, ['ok']);
     });
 
-    it('points at a $ref that resolves to nothing, also in a file another schema file refers to, and at a mistake there (point 322); reads the files an inline schema refers to', async () => {
+    it('points at a $ref that resolves to nothing, also in a file another schema file refers to, and at a mistake there (point 322); reads the files an inline schema refers to; says a problem of a file two steps use once', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
           ...base,
@@ -642,6 +642,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           // An inline schema's `$ref` to a file, relative to the config as a `schema:` path (point 742).
           '    - validate: { schema: { $ref: "schemas/defs.yaml#/$defs/n" } }',
           '    - validate: { schema: { properties: { y: { $ref: "schemas/gone.yaml" } } } }',
+          // A second step on a file with a problem: the problem is said once.
+          '    - validate: { schema: schemas/typo.yaml }',
           ...route,
         ),
         'schemas/light.yaml': yaml('type: object', 'properties:', '  lumens:', '    $ref: "#/$defs/count"'),
