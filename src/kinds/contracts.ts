@@ -66,6 +66,11 @@ export type SchemaCheck = ValidateFunction & {
   draft?: '04' | '07' | '2019' | '2020';
   /** True when the value `buf[start, end)` decodes to (decodeValueBytes) certainly passes; false when it does not or it cannot tell. */
   acceptsBytes?: (buf: Buffer, start: number, end: number) => boolean;
+  /**
+   * The schema with the files its `$ref`s reach put under its `$defs` and those `$ref`s pointed
+   * there: one document that stands alone (what `export asyncapi` writes). Absent when it names no file.
+   */
+  bundled?: object;
 };
 
 /** One message a validate step accepts: its payload check, and what `$message` / `$channel` become when it matches. */

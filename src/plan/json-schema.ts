@@ -95,6 +95,7 @@ export class JsonSchemaCompiler {
       // Schemas in the subset json-bytes.ts reads can also be checked on a value's bytes.
       // (Not draft-04's: its boolean `exclusiveMaximum` means what the bytes check does not read.)
       if (which !== '04') validate.acceptsBytes ??= compileBytesCheck(schema);
+      if (files && others.length > 0) validate.bundled = bundle(schema, files.url, others);
       validate.draft = which;
       return { validate, problems: [] };
     } catch (err) {
@@ -233,4 +234,56 @@ function findRef(value: unknown, ref: string, path: PathPart[] = []): PathPart[]
     }
   }
   return undefined;
+}
+
+/**
+ * `schema` (whose URL is `url`) as one document: each referred file under `$defs` (keyed by its
+ * name as the config writes it, `/` made `_`), and every `$ref` that names a file, in the schema or in a referred
+ * file, a local one to where that file now is. A reader of the document (the AsyncAPI export, read
+ * anywhere) then needs none of the files.
+ */
+export function bundle(schema: object, url: string, others: readonly SchemaFile[]): object {
+  const defs = { ...((schema as { $defs?: object }).$defs ?? {}) } as Record<string, unknown>;
+  const keys = new Map<string, string>();
+  for (const o of others) {
+    // No `/` or `~` in a key: the AsyncAPI parser runs out of stack on a cycle of `$ref`s with `~1` in them.
+    const name = o.name.replace(/[^A-Za-z0-9._-]/g, '_');
+    let key = name;
+    for (let n = 2; key in defs || [...keys.values()].includes(key); n++) key = `${name}_${n}`;
+    keys.set(o.url, key);
+  }
+  const pointer = (key: string) => `#/$defs/${key}`;
+  const rewrite = (value: unknown, holder: string): unknown => {
+    if (Array.isArray(value)) return value.map((v) => rewrite(v, holder));
+    if (value === null || typeof value !== 'object') return value;
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => {
+        if (k === '$ref' && typeof v === 'string') return [k, relocate(v, holder)];
+        return [k, DATA_KEYWORDS.has(k) ? v : rewrite(v, holder)];
+      }),
+    );
+  };
+  const relocate = (ref: string, holder: string): string => {
+    let target: URL;
+    try {
+      target = new URL(ref, holder);
+    } catch {
+      return ref;
+    }
+    const fragment = decodeURIComponent(target.hash.slice(1));
+    target.hash = '';
+    const base = target.href;
+    // An `$anchor` (`#name`) is the document's wherever it sits: left as it is.
+    if (fragment !== '' && !fragment.startsWith('/')) return base === url || keys.has(base) ? `#${fragment}` : ref;
+    if (base === url) return `#${fragment}`;
+    const key = keys.get(base);
+    return key === undefined ? ref : `${pointer(key)}${fragment}`;
+  };
+  for (const o of others) {
+    // Embedded, a file is no resource of its own: its `$id`/`$schema` would make it one.
+    const { $id: _i, $schema: _s, ...rest } = o.value as Record<string, unknown>;
+    defs[keys.get(o.url)!] = rewrite(rest, o.url);
+  }
+  const { $id: _id, ...root } = rewrite(schema, url) as Record<string, unknown>;
+  return { ...root, $defs: defs };
 }

@@ -101,7 +101,7 @@ describe('eventgate export asyncapi', () => {
     assert.match(doc.operations.checked.description, /Later validate steps check the message further after earlier steps changed it/);
   });
 
-  it('keeps the local $refs of a schema ($defs, "#") and of an AsyncAPI message (components) pointing into the payload', async () => {
+  it('keeps the local $refs of a schema ($defs, "#") and of an AsyncAPI message (components) pointing into the payload, and brings in the files a schema refers to', async () => {
     // Embedded in the exported document, "#/..." would resolve against the AsyncAPI document's root.
     const dir = tempFiles({
       'gateway.yaml': yaml(
@@ -149,7 +149,18 @@ describe('eventgate export asyncapi', () => {
         '    from: { listener: api, path: /old }',
         "    through: [{ validate: { schema: { $schema: 'http://json-schema.org/draft-04/schema#', type: number, maximum: 10, exclusiveMaximum: true } } }]",
         '    to: { broker: local, topic: t }',
+        // Point 744: schemas whose $refs name other files (a cycle back included), a file's and an inline one's.
+        '  - name: files',
+        '    from: { listener: api, path: /files }',
+        '    through: [{ validate: { schema: tree.yaml } }]',
+        '    to: { broker: local, topic: t }',
+        '  - name: picked',
+        '    from: { listener: api, path: /picked }',
+        '    through: [{ validate: { schema: { $ref: "tree.yaml#/$defs/n" } } }]',
+        '    to: { broker: local, topic: t }',
       ),
+      'tree.yaml': yaml('type: object', 'properties:', '  kid: { $ref: "parts/kid.yaml" }', '$defs:', '  n: { type: integer }'),
+      'parts/kid.yaml': yaml('type: object', 'properties:', '  up: { $ref: "../tree.yaml" }', '  n: { $ref: "../tree.yaml#/$defs/n" }'),
       'defs.json': JSON.stringify({ $defs: { n: { type: 'object', properties: { kids: { type: 'array', items: { $ref: '#/$defs/n' } } } } }, $ref: '#/$defs/n' }),
       'root.json': JSON.stringify({ type: 'object', properties: { kids: { type: 'array', items: { $ref: '#' } } } }),
       'api.yaml': yaml(
@@ -184,6 +195,14 @@ describe('eventgate export asyncapi', () => {
     assert.equal(doc.components.messages.turnOnOff.name, 'turnOn');
     assert.deepEqual(doc.channels['api-old'].messages.old.payload, { schemaFormat: 'application/schema+json;version=draft-04', schema: { type: 'number', maximum: 10, exclusiveMaximum: true } });
     assert.deepEqual(doc.channels['api-stricter'].messages.stricter.payload, { allOf: [{ $ref: '#/components/messages/node/payload' }, { required: ['kids'] }] });
+    // The files a schema's $refs name are in its payload (the export is read anywhere, without them).
+    const files = doc.channels['api-files'].messages.files.payload;
+    assert.equal(files.properties.kid.$ref, '#/channels/api-files/messages/files/payload/$defs/parts_kid.yaml');
+    assert.deepEqual(files.$defs['parts_kid.yaml'].properties, {
+      up: { $ref: '#/channels/api-files/messages/files/payload' },
+      n: { $ref: '#/channels/api-files/messages/files/payload/$defs/n' },
+    });
+    assert.deepEqual(doc.channels['api-picked'].messages.picked.payload.$ref, '#/channels/api-picked/messages/picked/payload/$defs/tree.yaml/$defs/n');
     // Round trip (point 651): the export, as the contract of another gateway, names each message once and keeps its draft.
     writeFileSync(join(dir, 'exported.yaml'), r.stdout);
     writeFileSync(
@@ -194,7 +213,7 @@ describe('eventgate export asyncapi', () => {
         'brokers: { local: { kind: memory } }',
         'listeners: { api: { kind: http, port: 0 } }',
         'routes:',
-        ...['node', 'pair', 'inline', 'turnOn', 'turnOnOff', 'stricter', 'old'].map(
+        ...['node', 'pair', 'inline', 'turnOn', 'turnOnOff', 'stricter', 'old', 'files', 'picked'].map(
           (m) => `  - { name: ${m}, from: { listener: api, path: /${m} }, through: [{ validate: { message: ${m} } }], to: { broker: local, topic: t } }`,
         ),
       ),

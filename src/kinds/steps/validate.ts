@@ -142,7 +142,7 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
     keepsValue: true,
     brokers: deadletter ? [deadletter.broker] : [],
     needsRouteDeadletter: onInvalid === 'deadletter' && !deadletter,
-    accepts: contracts.map((c) => ({ schema: c.check.schema, message: c.message, draft: c.check.draft })),
+    accepts: contracts.map((c) => ({ schema: c.check.bundled ?? c.check.schema, message: c.message, draft: c.check.draft })),
     // A value that passes leaves the message as it came; `$message`/`$channel` are set only for later steps' expressions.
     acceptsBytes: bytesOnly && (bytesOnly.length === 1 ? bytesOnly[0] : (buf, start, end) => bytesOnly.some((b) => b(buf, start, end))),
     run(msg, ctx): Message | StepStop {
