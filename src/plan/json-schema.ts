@@ -265,12 +265,13 @@ export function bundle(schema: object, url: string, others: readonly SchemaFile[
   };
   const relocate = (ref: string, holder: string): string => {
     let target: URL;
+    let fragment: string;
     try {
       target = new URL(ref, holder);
+      fragment = decodeURIComponent(target.hash.slice(1));
     } catch {
       return ref;
     }
-    const fragment = decodeURIComponent(target.hash.slice(1));
     target.hash = '';
     const base = target.href;
     // An `$anchor` (`#name`) is the document's wherever it sits: left as it is.
