@@ -8,7 +8,8 @@
 // ASCII-only (asciiOnly below), so V8 keeps its source a one-byte string.
 // Not for packages that find files by __dirname (pino's transports) or whose state other copies of
 // them must share (@opentelemetry/api: an SDK registered after the gateway loaded would reach only
-// the package's copy; prom-client reaches it as the package, left outside its bundle).
+// the package's copy; prom-client reaches it as the package, left outside its bundle, and only
+// when it reads it: lazyOtelApiForPromClient below).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { build } from 'esbuild';
@@ -70,6 +71,24 @@ const jsoncParserAsEsm = {
 };
 
 /**
+ * prom-client requires `@opentelemetry/api` when it loads (lib/metrics/processCpuTotal.js), and
+ * reads it only for exemplars, which the gateway never enables: every gateway with an admin server
+ * loaded the API's 45 module files, where src/runtime/trace.ts loads them only once an SDK is
+ * registered. prom-client gets a stand-in that requires the package (outside the bundle, the one
+ * copy an SDK registers with) on its first property read.
+ */
+const lazyOtelApiForPromClient = {
+  name: 'lazy-otel-api',
+  setup(build) {
+    build.onResolve({ filter: /^@opentelemetry\/api$/ }, (args) => (/[\\/]prom-client[\\/]/.test(args.importer) ? { path: 'lazy-otel-api', namespace: 'lazy-otel-api' } : undefined));
+    build.onLoad({ filter: /.*/, namespace: 'lazy-otel-api' }, () => ({
+      contents: `let api; module.exports = new Proxy({}, { get: (_, key) => (api ??= require('@opentelemetry/api'))[key] });`,
+      loader: 'js',
+    }));
+  },
+};
+
+/**
  * The bundle with each non-ASCII character (UTF-16 unit) written as a `\uXXXX` escape. esbuild escapes them in
  * strings and identifiers but leaves regular expression literals as they are (the parser's bundle
  * had 15 such characters, dashes and quotes in two URI regexes), and one such character makes V8
@@ -105,7 +124,7 @@ for (const [name, contents] of Object.entries(VENDORED)) {
     external: ['bufferutil', 'utf-8-validate', '@opentelemetry/api'],
     outfile,
     logLevel: 'warning',
-    plugins: [jsoncParserAsEsm],
+    plugins: [jsoncParserAsEsm, lazyOtelApiForPromClient],
   });
   asciiOnly(outfile);
 }

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
+import type * as PromClient from 'prom-client';
+import { bundled } from '../../src/core/bundled.js';
 import { formatTraceparent, parseTraceparent, spanTemplate, startMessageSpan, endMessageSpan } from '../../src/runtime/trace.js';
 
 const TRACE = '0af7651916cd43dd8448eb211c80319c';
@@ -74,6 +76,17 @@ describe('message spans without an OpenTelemetry SDK', () => {
 
   it('does not load the OpenTelemetry API (45 module files, ~0.5 MB of an idle gateway) while no SDK is registered', () => {
     endMessageSpan(startMessageSpan(template, VALID), { outcome: 'filtered' });
+    const loaded = Object.keys(createRequire(import.meta.url).cache).filter((f) => f.includes('@opentelemetry/api'));
+    assert.deepEqual(loaded, []);
+  });
+
+  // prom-client requires the API when it loads (for exemplars, which the gateway does not enable):
+  // every gateway with an admin server loaded it, SDK or not.
+  it("does not load it with the admin server's Prometheus metrics either", async () => {
+    const { Registry, collectDefaultMetrics } = bundled<typeof PromClient>('prom-client');
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    assert.match(await registry.metrics(), /^process_cpu_user_seconds_total /m);
     const loaded = Object.keys(createRequire(import.meta.url).cache).filter((f) => f.includes('@opentelemetry/api'));
     assert.deepEqual(loaded, []);
   });
