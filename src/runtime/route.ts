@@ -203,7 +203,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
           }
         : undefined;
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
-    this.span = spanTemplate(this.name, plan.from.type === 'broker');
+    this.span = spanTemplate(this.name, plan.from.type === 'broker' ? { kind: deps.brokers.get(plan.from.broker)?.kind ?? 'unknown', topic: plan.from.topic } : undefined);
     const dl = plan.deadletter;
     if (dl) this.deadletter = { broker: deps.brokers.get(dl.broker)!, topic: dl.topic, options: dl.qos === undefined ? undefined : { qos: dl.qos } };
   }

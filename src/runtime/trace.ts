@@ -164,10 +164,33 @@ export interface SpanTemplate {
   attributes: Record<string, string>;
 }
 
-/** Built once per route, so starting a span builds no strings. */
-export function spanTemplate(route: string, fromBroker: boolean): SpanTemplate {
+/** The broker a consume route reads: its kind and the topic (or pattern) it subscribes to. */
+export interface SpanSource {
+  kind: string;
+  topic: string;
+}
+
+/** OpenTelemetry's `messaging.system` values for the kinds it names (RabbitMQ for amqp); the others keep the kind's name. */
+const MESSAGING_SYSTEM: Record<string, string> = { amqp: 'rabbitmq' };
+
+/**
+ * Built once per route, so starting a span builds no strings. A consume route's span also carries
+ * the messaging semantic conventions' attributes of a process span (a backend groups such spans by
+ * them), with the topic as the route subscribes to it.
+ */
+export function spanTemplate(route: string, source: SpanSource | undefined): SpanTemplate {
   // SpanKind.CONSUMER is 4, SpanKind.SERVER 1 (the API is not loaded to read them).
-  return { name: `route ${route}`, kind: (fromBroker ? 4 : 1) as SpanKind, attributes: { 'eventgate.route': route } };
+  if (source === undefined) return { name: `route ${route}`, kind: 1 as SpanKind, attributes: { 'eventgate.route': route } };
+  return {
+    name: `route ${route}`,
+    kind: 4 as SpanKind,
+    attributes: {
+      'eventgate.route': route,
+      'messaging.system': MESSAGING_SYSTEM[source.kind] ?? source.kind,
+      'messaging.operation.type': 'process',
+      'messaging.destination.name': source.topic,
+    },
+  };
 }
 
 /**

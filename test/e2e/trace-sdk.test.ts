@@ -68,6 +68,14 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     assert.equal(outbound.spanContext().traceId, TRACE);
     assert.equal(outbound.parentSpanContext?.spanId, inbound.spanContext().spanId);
     assert.deepEqual(inbound.attributes, { 'eventgate.route': 'http-in', 'eventgate.outcome': 'delivered' });
+    // A consume route's span is a process span of the messaging semantic conventions.
+    assert.deepEqual(outbound.attributes, {
+      'eventgate.route': 'out',
+      'messaging.system': 'memory',
+      'messaging.operation.type': 'process',
+      'messaging.destination.name': 'events',
+      'eventgate.outcome': 'delivered',
+    });
     // The websocket client sees the span the SDK recorded, not one made up beside it.
     assert.equal(envelope.headers.traceparent, `00-${TRACE}-${outbound.spanContext().spanId}-01`);
   });

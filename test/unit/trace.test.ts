@@ -45,7 +45,7 @@ describe('W3C traceparent parsing', () => {
 });
 
 describe('message spans without an OpenTelemetry SDK', () => {
-  const template = spanTemplate('orders-in', false);
+  const template = spanTemplate('orders-in', undefined);
 
   it('continues an incoming trace with a new span id and the same flags', () => {
     for (const flags of ['00', '01']) {
