@@ -90,6 +90,10 @@ character but those) in the file name, not in directories: \`teams/*/routes.yaml
 at its line, saying so. Hot reload follows every included file, and a new file that matches a glob.
 A glob leaves out hidden files and config test files (\`*.tests.yaml\`, which sit beside
 the config) unless its own name says \`.tests.\`.
+End a glob with the extension (\`teams/*.yaml\`): a bare \`*\` also takes the files editors leave
+beside the one being edited (vim's backup \`orders.yaml~\` during a save, emacs's autosave
+\`#orders.yaml#\` while a buffer is unsaved), and a reload that reads one finds the same names
+defined twice and is refused (spec-checklist 758).
 A glob that matches no file yet is valid, so a directory that teams fill later can be included
 before its first fragment; the directory itself must exist.
 Fragments cannot include further files. File paths inside a fragment (schemas, key files,
