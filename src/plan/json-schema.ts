@@ -78,6 +78,8 @@ export class JsonSchemaCompiler {
     const typos = schemaTypos(schema, ajv);
     if (typos.length > 0) return { validate: undefined, problems: typos };
     const others = files?.others ?? [];
+    // Draft-04 names a schema's base URI `id` (`$id` there is no keyword: no file $ref resolved).
+    const idKey = which === '04' ? 'id' : '$id';
     for (const other of others) {
       // Each referred file is checked like the schema itself, its problems said in it.
       const inFile = (problems: SchemaProblem[]) => problems.map((p) => ({ ...p, file: other.name }));
@@ -87,9 +89,12 @@ export class JsonSchemaCompiler {
       if (!(ajv.validateSchema(other.value) as boolean)) return { validate: undefined, problems: inFile(metaProblems(other.value, ajv.errors ?? [])) };
       const otherTypos = schemaTypos(other.value, ajv);
       if (otherTypos.length > 0) return { validate: undefined, problems: inFile(otherTypos) };
-      ajv.addSchema(other.value as object, other.url);
+      // Under its URL as its own base URI: ajv resolved a `$ref` in a file reached through another
+      // file's `{$ref: ../c.json}` against that other file's URL (`a/x.json` from a/x.json, not
+      // from c.json), so the file was not found.
+      ajv.addSchema({ [idKey]: other.url, ...(other.value as object) }, other.url);
     }
-    const root = files ? { ...schema, $id: files.url } : schema;
+    const root = files ? { ...schema, [idKey]: files.url } : schema;
     try {
       const validate: SchemaCheck = compileOn(ajv, root, () => (ownId ? undefined : newAjv(which, { addUsedSchema: true })));
       // Schemas in the subset json-bytes.ts reads can also be checked on a value's bytes.

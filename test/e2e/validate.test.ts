@@ -644,6 +644,11 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '    - validate: { schema: { properties: { y: { $ref: "schemas/gone.yaml" } } } }',
           // A second step on a file with a problem: the problem is said once.
           '    - validate: { schema: schemas/typo.yaml }',
+          // Point 780: a file reached through another file's `{$ref: ../leaf.yaml}` resolves its own
+          // `$ref`s from where it is (they were resolved from the other file: "points at nothing"), and
+          // a draft-04 schema's files are read too (its base URI is `id`, not `$id`).
+          '    - validate: { schema: schemas/via.yaml }',
+          '    - validate: { schema: { $schema: "http://json-schema.org/draft-04/schema#", properties: { d: { $ref: "schemas/defs.yaml#/$defs/n" } } } }',
           ...route,
         ),
         'schemas/light.yaml': yaml('type: object', 'properties:', '  lumens:', '    $ref: "#/$defs/count"'),
@@ -659,6 +664,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         // A file a $ref names that is not there (yet): said at that $ref, not at the step naming gone-ref.yaml.
         'schemas/gone-ref.yaml': yaml('properties:', '  kid: {$ref: "parts/gone.yaml"}'),
         'schemas/defs.yaml': yaml('$defs:', '  n: {type: integer}'),
+        'schemas/via.yaml': yaml('properties:', '  r: {$ref: "parts/hub.yaml#/$defs/other"}'),
+        'schemas/parts/hub.yaml': yaml('$defs:', '  item: {type: integer}', '  other: {$ref: "../leaf.yaml"}'),
+        'schemas/leaf.yaml': yaml('items: {$ref: "parts/hub.yaml#/$defs/item"}'),
       });
       assertProblems(r, [
         ['gateway.yaml:19:57', /^invalid JSON Schema at properties\.s\.pattern: Invalid regular expression: \/a\{2,1\}\/u: numbers out of order in \{\} quantifier$/],
