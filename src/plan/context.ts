@@ -212,21 +212,26 @@ export class CompileContext {
 
   /**
    * A JSON or YAML data file (a schema), parsed once per load with positions kept for its own
-   * problems. One a schema file's `$ref` names (`site`) that cannot be read is reported at that
-   * `$ref`, not at the config line naming the first schema (which holds no such reference).
+   * problems. One a schema's `$ref` names (`site`) that cannot be read is reported at that `$ref`
+   * (in a schema file, or in the config for an inline schema), not at the line naming the schema.
    */
   readDocument(abs: string, asWritten: string, at: PathPart[], site?: RefSite): { value: unknown } | undefined {
     const known = this.documents.get(asWritten);
     if (known) return { value: known.value };
-    const referrer = site && this.documents.get(site.file);
     let text: string | undefined;
-    if (site && referrer) {
+    if (site) {
       try {
         text = this.readText(abs);
       } catch (err) {
-        const { line, column } = referrer.locate(site.path, 'value');
         const message = `$ref '${site.ref}': cannot read '${asWritten}' (${abs}): ${describeFsError(err)}`;
-        this.diagnostics.push({ file: referrer.file, line, column, code: 'EG_CONFIG_FILE', path: formatPath(site.path), message });
+        const referrer = this.documents.get(site.file);
+        // A `$ref` of a schema file is in that file; one of an inline schema in the config, under `at`
+        // (it was said at the schema's first line, without naming the `$ref`).
+        if (!referrer) this.report([...at, ...site.path], 'EG_CONFIG_FILE', message);
+        else {
+          const { line, column } = referrer.locate(site.path, 'value');
+          this.diagnostics.push({ file: referrer.file, line, column, code: 'EG_CONFIG_FILE', path: formatPath(site.path), message });
+        }
         return undefined;
       }
     } else text = this.readFile(abs, asWritten, at);

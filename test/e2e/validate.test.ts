@@ -670,7 +670,8 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       });
       assertProblems(r, [
         ['gateway.yaml:19:57', /^invalid JSON Schema at properties\.s\.pattern: Invalid regular expression: \/a\{2,1\}\/u: numbers out of order in \{\} quantifier$/],
-        ['gateway.yaml:22:27', /^cannot read 'schemas\/gone\.yaml' \(.*\): no such file \(ENOENT\)$/],
+        // Point 781: at the inline schema's `$ref`, as in a schema file (it was at the schema's `{`, 22:27).
+        ['gateway.yaml:22:54', /^\$ref 'schemas\/gone\.yaml': cannot read 'schemas\/gone\.yaml' \(.*\): no such file \(ENOENT\)$/],
         ['schemas/gone-ref.yaml:2:15', /^\$ref 'parts\/gone\.yaml': cannot read 'schemas\/parts\/gone\.yaml' \(\/.*\/schemas\/parts\/gone\.yaml\): no such file \(ENOENT\)$/],
         ['schemas/light.yaml:4:11', /\$ref '#\/\$defs\/count' points at nothing/],
         ['schemas/parts/kid.yaml:4:13', /at properties\.n\.\$ref: \$ref '\.\.\/tree\.yaml#\/\$defs\/m' points at nothing in this schema or the files it refers to$/],
