@@ -114,7 +114,7 @@ export class JsonSchemaCompiler {
       }
       const inOther = findRef(schema, ref) ? undefined : others.find((o) => findRef(o.value, ref));
       const path = findRef(inOther ? inOther.value : schema, ref) ?? [];
-      const problem = { path, message: `$ref '${ref}' points at nothing in this schema${others.length > 0 ? ' or the files it refers to' : ''}` };
+      const problem = { path, message: `$ref '${ref}' points at nothing in this schema${others.length > 0 ? ' or the files it refers to' : ''}${unreadRef(ref)}` };
       return { validate: undefined, problems: [inOther ? { ...problem, file: inOther.name } : problem] };
     } finally {
       // The compiled function keeps what it needs; the shared instance's cache must not keep every reload's schemas.
@@ -222,6 +222,20 @@ function findBadPattern(value: unknown, path: PathPart[] = []): PathPart[] | und
     }
   }
   return undefined;
+}
+
+/**
+ * Why a `$ref` naming a file was not read (schema-refs.ts reads only relative paths): a schema
+ * file's `schema:` path may be absolute, and "points at nothing" alone sent users looking at a
+ * file that is there.
+ */
+function unreadRef(ref: string): string {
+  const location = ref.split('#')[0]!;
+  if (/^https?:/i.test(location)) return ' (remote $refs are not fetched: keep the file beside the schema and name it by a relative path)';
+  if (/^file:/i.test(location) || location.startsWith('/') || location.startsWith('\\')) {
+    return ' (a file is read only by a path relative to the schema file naming it, or to the directory of the config for an inline schema)';
+  }
+  return '';
 }
 
 /** Path of the `$ref` whose value is `ref`, for pointing at it. */

@@ -649,6 +649,9 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           // a draft-04 schema's files are read too (its base URI is `id`, not `$id`).
           '    - validate: { schema: schemas/via.yaml }',
           '    - validate: { schema: { $schema: "http://json-schema.org/draft-04/schema#", properties: { d: { $ref: "schemas/defs.yaml#/$defs/n" } } } }',
+          // Point 782: a `$ref` by an absolute path or a URL says why it was not read.
+          '    - validate: { schema: { properties: { a: { $ref: "/etc/defs.yaml" } } } }',
+          '    - validate: { schema: { properties: { h: { $ref: "https://example.com/defs.json#/n" } } } }',
           ...route,
         ),
         'schemas/light.yaml': yaml('type: object', 'properties:', '  lumens:', '    $ref: "#/$defs/count"'),
@@ -672,6 +675,14 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['gateway.yaml:19:57', /^invalid JSON Schema at properties\.s\.pattern: Invalid regular expression: \/a\{2,1\}\/u: numbers out of order in \{\} quantifier$/],
         // Point 781: at the inline schema's `$ref`, as in a schema file (it was at the schema's `{`, 22:27).
         ['gateway.yaml:22:54', /^\$ref 'schemas\/gone\.yaml': cannot read 'schemas\/gone\.yaml' \(.*\): no such file \(ENOENT\)$/],
+        [
+          'gateway.yaml:26:54',
+          /\$ref '\/etc\/defs\.yaml' points at nothing in this schema \(a file is read only by a path relative to the schema file naming it, or to the directory of the config for an inline schema\)$/,
+        ],
+        [
+          'gateway.yaml:27:54',
+          /\$ref 'https:\/\/example\.com\/defs\.json#\/n' points at nothing in this schema \(remote \$refs are not fetched: keep the file beside the schema and name it by a relative path\)$/,
+        ],
         ['schemas/gone-ref.yaml:2:15', /^\$ref 'parts\/gone\.yaml': cannot read 'schemas\/parts\/gone\.yaml' \(\/.*\/schemas\/parts\/gone\.yaml\): no such file \(ENOENT\)$/],
         ['schemas/light.yaml:4:11', /\$ref '#\/\$defs\/count' points at nothing/],
         ['schemas/parts/kid.yaml:4:13', /at properties\.n\.\$ref: \$ref '\.\.\/tree\.yaml#\/\$defs\/m' points at nothing in this schema or the files it refers to$/],
