@@ -9,11 +9,11 @@
  * time) to DIR. Not part of `npm test`: it is long, and its figures are about time.
  */
 import { Agent, request } from 'node:http';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { subscribe, type Subscriber } from './load/frame-counter.js';
-import { rssBytes, startGateway, startKafka, type RunningGateway } from './processes.js';
+import { cpuMs, rssBytes, startGateway, startKafka, type RunningGateway } from './processes.js';
 import { describeMachine } from './report.js';
 import { renderPlot, type Series } from './soak-plot.js';
 import { percentile } from './stats.js';
@@ -73,6 +73,10 @@ interface Sample {
   wsClients: number;
   loopP99Ms: number;
   httpRps: number;
+  /** The gateway's CPU in the window, % of one core. */
+  gatewayCpuPct: number;
+  /** The whole machine's busy CPU in the window, % of all its cores: a delay with the machine near 100 % is waiting for a core. */
+  machineBusyPct: number;
 }
 
 /** Counts which sequence numbers a client received, and how often. */
@@ -283,14 +287,33 @@ async function main(): Promise<number> {
 
     const samples: Sample[] = [];
     let lastDone = 0;
+    // Per window, what the gateway and the whole machine used: tells a delay the gateway caused
+    // from one spent waiting for a core while other processes (other test runs) took the machine.
+    let lastCpu = { at: performance.now(), gateway: cpuMs(pid), machine: machineCpu() };
     const sample = async () => {
       const loop = await loopP99Ms(g);
-      samples.push({ t: elapsed() / 60, rssMb: rssBytes(pid) / 2 ** 20, fds: countFds(pid), wsClients: await wsClients(g), loopP99Ms: loop, httpRps: (httpDone - lastDone) / SAMPLE_EVERY_S });
+      const now = { at: performance.now(), gateway: cpuMs(pid), machine: machineCpu() };
+      const gatewayCpuPct = ((now.gateway - lastCpu.gateway) / (now.at - lastCpu.at)) * 100;
+      const machineBusyPct = ((now.machine.busy - lastCpu.machine.busy) / Math.max(1, now.machine.total - lastCpu.machine.total)) * 100;
+      lastCpu = now;
+      samples.push({
+        t: elapsed() / 60,
+        rssMb: rssBytes(pid) / 2 ** 20,
+        fds: countFds(pid),
+        wsClients: await wsClients(g),
+        loopP99Ms: loop,
+        httpRps: (httpDone - lastDone) / SAMPLE_EVERY_S,
+        gatewayCpuPct,
+        machineBusyPct,
+      });
       lastDone = httpDone;
       const s = samples[samples.length - 1]!;
-      process.stderr.write(`soak: ${s.t.toFixed(1)} min  RSS ${s.rssMb.toFixed(1)} MB  fds ${s.fds}  ws ${s.wsClients}  loop p99 ${s.loopP99Ms.toFixed(1)} ms  ${s.httpRps.toFixed(0)} req/s\n`);
+      process.stderr.write(
+        `soak: ${s.t.toFixed(1)} min  RSS ${s.rssMb.toFixed(1)} MB  fds ${s.fds}  ws ${s.wsClients}  loop p99 ${s.loopP99Ms.toFixed(1)} ms  ${s.httpRps.toFixed(0)} req/s  gateway CPU ${s.gatewayCpuPct.toFixed(0)} %  machine ${s.machineBusyPct.toFixed(0)} % busy\n`,
+      );
     };
     await loopP99Ms(g); // starts the first window now
+    lastCpu = { at: performance.now(), gateway: cpuMs(pid), machine: machineCpu() };
     const sampler = setInterval(() => void sample(), SAMPLE_EVERY_S * 1000);
 
     await delay(durationS * 1000);
@@ -320,6 +343,7 @@ async function main(): Promise<number> {
     const after = samples.filter((s) => s.t * 60 >= warmupS);
     const slope = slopePerMinute(after.map((s) => [s.t, s.rssMb]));
     const loops = after.map((s) => s.loopP99Ms).sort((a, b) => a - b);
+    const worst = after.reduce<Sample | undefined>((w, s) => (w === undefined || s.loopP99Ms > w.loopP99Ms ? s : w), undefined);
     const lostEvents = Math.max(...eventTallies.map((t) => t.missing(accepted.events).length));
     const lostKafkaSeqs = kafkaTally.missing(accepted.kafka);
     const lostKafka = lostKafkaSeqs.length;
@@ -348,6 +372,17 @@ async function main(): Promise<number> {
       churn: { joined: churnJoined },
       rss_mb: { start: samples[0]?.rssMb ?? NaN, end: samples[samples.length - 1]?.rssMb ?? NaN, max: Math.max(...samples.map((s) => s.rssMb)), slope_after_warmup_mb_per_min: slope },
       loop_p99_ms: { median_window: percentile(loops, 0.5), worst_window: loops[loops.length - 1] ?? NaN },
+      worst_loop_window: worst ? { minute: worst.t, gateway_cpu_pct: worst.gatewayCpuPct, machine_busy_pct: worst.machineBusyPct } : null,
+      cpu_pct_median_window: {
+        gateway: percentile(
+          after.map((s) => s.gatewayCpuPct).sort((a, b) => a - b),
+          0.5,
+        ),
+        machine_busy: percentile(
+          after.map((s) => s.machineBusyPct).sort((a, b) => a - b),
+          0.5,
+        ),
+      },
       fds: { baseline: baseline.fds, end: end.fds, max: Math.max(...samples.map((s) => s.fds)) },
       ws_clients: { baseline: baseline.wsClients, end: end.wsClients, max: Math.max(...samples.map((s) => s.wsClients)) },
       samples,
@@ -356,7 +391,7 @@ async function main(): Promise<number> {
       ['RSS growth after warm-up', `${slope.toFixed(2)} MB/min`, `<= ${TARGETS.rssMbPerMinute} MB/min`, slope <= TARGETS.rssMbPerMinute],
       [
         'event-loop delay p99 (worst 5 s window after warm-up)',
-        `${result.loop_p99_ms.worst_window.toFixed(1)} ms (median window ${result.loop_p99_ms.median_window.toFixed(1)})`,
+        `${result.loop_p99_ms.worst_window.toFixed(1)} ms (median window ${result.loop_p99_ms.median_window.toFixed(1)}; in the worst, gateway CPU ${worst?.gatewayCpuPct.toFixed(0)} % of a core, machine ${worst?.machineBusyPct.toFixed(0)} % busy, median windows ${result.cpu_pct_median_window.gateway.toFixed(0)} % and ${result.cpu_pct_median_window.machine_busy.toFixed(0)} %)`,
         `<= ${TARGETS.loopP99Ms} ms`,
         result.loop_p99_ms.worst_window <= TARGETS.loopP99Ms,
       ],
@@ -400,6 +435,13 @@ async function main(): Promise<number> {
     await gw?.stop();
     await kafka.stop();
   }
+}
+
+/** CPU time of the whole machine so far, in ticks: busy (all but idle and iowait) and total; Linux /proc/stat. */
+function machineCpu(): { busy: number; total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  return { busy: total - fields[3]! - fields[4]!, total };
 }
 
 function countFds(pid: number): number {
