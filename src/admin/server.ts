@@ -268,10 +268,13 @@ export class AdminServer {
   private tokenVerdict(req: IncomingMessage, queryToken: string | null = null): 'bearer' | 'query' | 'none' {
     if (this.token === undefined) return 'none';
     const header = req.headers.authorization ?? '';
-    const bearer = header.startsWith('Bearer ');
+    // The scheme is case-insensitive and may be followed by more than one space (RFC 9110 §11.1,
+    // §11.4): `bearer <token>` (Prometheus' `authorization: {type: bearer}`) is the token, not a wrong one.
+    const scheme = /^Bearer[ \t]+/i.exec(header);
+    const bearer = scheme !== null;
     if (!bearer && queryToken === null) return 'none';
     const given = createHash('sha256')
-      .update(bearer ? header.slice(7) : queryToken!)
+      .update(bearer ? header.slice(scheme[0].length) : queryToken!)
       .digest();
     const expected = createHash('sha256').update(this.token).digest();
     if (timingSafeEqual(given, expected)) return bearer ? 'bearer' : 'query';

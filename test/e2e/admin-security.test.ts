@@ -103,6 +103,17 @@ describe('admin API protection', () => {
     assert.equal((await fetch(`${gw.adminUrl}/admin/reload`, { method: 'POST', headers: auth })).status, 200);
   });
 
+  it('takes the token whatever the case of its scheme and the spaces after it (RFC 9110 §11.1), counting none of these as wrong', async () => {
+    const from = { localAddress: '127.0.0.40' };
+    for (const authorization of [`bearer ${ADMIN_TOKEN}`, `BEARER ${ADMIN_TOKEN}`, `Bearer  ${ADMIN_TOKEN}`, `Bearer\t${ADMIN_TOKEN}`]) {
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization }, ...from });
+        assert.equal(res.status, 200, JSON.stringify(authorization));
+      }
+    }
+    assert.equal((await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `bearer ${ADMIN_TOKEN}x` }, ...from })).status, 401);
+  });
+
   it('shows no secret in /admin/status, whether it came from the environment or the file', async () => {
     const text = await (await fetch(`${gw.adminUrl}/admin/status`, { headers: auth })).text();
     for (const secret of [ADMIN_TOKEN, JWT_SECRET, API_KEY, SECRET_TOPIC, LITERAL_KEY]) assert.equal(text.includes(secret), false, `status shows ${secret}`);
