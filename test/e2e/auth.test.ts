@@ -17,6 +17,8 @@ const ISSUER = 'https://issuer.test/';
 
 const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+/** In the JWKS file beside `ec`, under the same kid (an identity provider's rotation that reused it). */
+const third = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const secretKey = new TextEncoder().encode(JWT_SECRET);
 
@@ -35,6 +37,14 @@ function es(claims: Record<string, unknown>, key = ec.privateKey, kid?: string):
     .setProtectedHeader({ alg: 'ES256', ...(kid ? { kid } : {}) })
     .setIssuer(ISSUER)
     .setExpirationTime('5m')
+    .sign(key);
+}
+
+function esExpired(key: typeof ec.privateKey, kid: string): Promise<string> {
+  return new SignJWT({ sub: 'late' })
+    .setProtectedHeader({ alg: 'ES256', kid })
+    .setIssuer(ISSUER)
+    .setExpirationTime(Math.floor(Date.now() / 1000) - 60)
     .sign(key);
 }
 
@@ -112,6 +122,7 @@ describe('auth step', () => {
     const jwksPort = (jwks.address() as AddressInfo).port;
     jwksBase = `http://127.0.0.1:${jwksPort}`;
     const ecJwk = { ...(await exportJWK(ec.publicKey)), kid: 'file-1', alg: 'ES256' };
+    const thirdJwk = { ...(await exportJWK(third.publicKey)), kid: 'file-1', alg: 'ES256' };
     const carolDigest = createHash('sha256').update(CAROL_KEY).digest('hex');
     yaml = `version: 1
 admin: {port: 0}
@@ -202,7 +213,7 @@ routes:
       files: {
         'keys.yaml': keysFile({ dave: 'dave-key-00112233445566' }),
         'keys/ec.pem': ec.publicKey.export({ type: 'spki', format: 'pem' }) as string,
-        'keys/jwks.json': JSON.stringify({ keys: [ecJwk] }),
+        'keys/jwks.json': JSON.stringify({ keys: [thirdJwk, ecJwk] }),
       },
     };
   });
@@ -347,6 +358,26 @@ routes:
       assert.equal(remote.status, 200, remote.text);
       assert.equal((await out.next()).value.who, 'url-user');
       assert.equal((await post(gw.url('api', '/jwks-url'), {}, { authorization: `Bearer ${await rs({ sub: 'x' }, 'unknown-kid')}` })).status, 401);
+    });
+
+    it('tries each key of a JWKS that the token could name: a kid two keys share, or no kid at all', async () => {
+      // Both keys in keys/jwks.json are 'file-1': jose names no one key, and the gateway tries each (as Envoy's jwt_authn does).
+      for (const [key, kid, who] of [
+        [ec.privateKey, 'file-1', 'second-key'],
+        [third.privateKey, 'file-1', 'first-key'],
+        [ec.privateKey, undefined, 'no-kid'],
+      ] as const) {
+        const res = await post(gw.url('api', '/jwks-file'), {}, { authorization: `Bearer ${await es({ sub: who }, key, kid)}` });
+        assert.equal(res.status, 200, `${who}: ${res.text}`);
+        assert.equal((await out.next()).value.who, who);
+      }
+      const forged = await post(gw.url('api', '/jwks-file'), {}, { authorization: `Bearer ${await es({ sub: 'x' }, other.privateKey)}` });
+      assert.equal(forged.status, 401);
+      assert.match(forged.text, /the token signature does not verify/);
+      // A key matched whose claims fail: that is the verdict, not the other key's signature.
+      const expired = await post(gw.url('api', '/jwks-file'), {}, { authorization: `Bearer ${await esExpired(ec.privateKey, 'file-1')}` });
+      assert.equal(expired.status, 401);
+      assert.match(expired.text, /the token has expired/);
     });
 
     it('answers 503 when the JWKS URL cannot be reached, since the token was never judged', async () => {

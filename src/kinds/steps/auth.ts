@@ -1,6 +1,6 @@
-import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, X509Certificate, type KeyObject, type webcrypto } from 'node:crypto';
 import { createRequire } from 'node:module';
-import type { JWTPayload, JWTVerifyGetKey } from 'jose';
+import type { JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from 'jose';
 import { parse as parseYaml } from '../../config/yaml.js';
 import { problem, type Problem } from '../../core/errors.js';
 import type { Identity, Message, MessageContext, RequestMeta } from '../../core/message.js';
@@ -399,7 +399,9 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
     try {
       ({ payload } = await jose().jwtVerify(token, key as Uint8Array, verifyOptions));
     } catch (err) {
-      return jwtFailure(err, remote);
+      const tried = await eachMatchingKey(err, token, verifyOptions);
+      if (!tried.ok) return jwtFailure(tried.err, remote);
+      payload = tried.payload;
     }
     for (const [name, accepted] of required) {
       const have = claimValues(name, payload[name]);
@@ -493,6 +495,27 @@ function remoteKeySet(url: URL, maxAgeMs: number): RemoteKeySet {
     }
   };
   return set;
+}
+
+/**
+ * A key set with more than one key the token could name (a kid two keys share, or no kid and
+ * several keys of its type): jose names none and hands the candidates over. Each is a key the
+ * set trusts, so each is tried, as Envoy's jwt_authn does; the first that verifies the signature
+ * gives the verdict (its claims may still fail). Were none tried, every token of such a set would
+ * be refused.
+ */
+async function eachMatchingKey(err: unknown, token: string, options: JWTVerifyOptions): Promise<{ ok: true; payload: JWTPayload } | { ok: false; err: unknown }> {
+  if ((err as { code?: string }).code !== 'ERR_JWKS_MULTIPLE_MATCHING_KEYS' || !(Symbol.asyncIterator in (err as object))) return { ok: false, err };
+  let last: unknown;
+  for await (const key of err as AsyncIterable<webcrypto.CryptoKey>) {
+    try {
+      return { ok: true, payload: (await jose().jwtVerify(token, key, options)).payload };
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED') return { ok: false, err: e };
+      last = e;
+    }
+  }
+  return { ok: false, err: last ?? err };
 }
 
 function isKeySet(text: string): boolean {
