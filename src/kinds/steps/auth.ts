@@ -553,8 +553,12 @@ function jwtFailure(err: unknown, remote: (() => string) | undefined): Verdict {
   };
   let reason = code === undefined ? undefined : reasons[code];
   if (code === 'ERR_JWT_CLAIM_VALIDATION_FAILED') {
-    const e = err as { claim?: string; reason?: string };
+    const e = err as { claim?: string; reason?: string; payload?: JWTPayload };
     reason = `the token's "${e.claim}" claim ${e.reason === 'check_failed' ? 'is not acceptable' : e.reason === 'missing' ? 'is missing' : 'is not valid'}`;
+    // Not valid yet: how far ahead tells a client (and its operator) that the issuer's clock runs ahead of the gateway's.
+    if (e.claim === 'nbf' && e.reason === 'check_failed' && typeof e.payload?.nbf === 'number') {
+      reason = `the token is not valid yet: its "nbf" claim is ${Math.max(1, Math.ceil(e.payload.nbf - Date.now() / 1000))} s ahead of the gateway's clock`;
+    }
   }
   if (reason === undefined) {
     // Not a verdict on the token: the key set could not be fetched or read.
