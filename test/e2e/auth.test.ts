@@ -544,6 +544,19 @@ routes:
       assert.equal((await viaHeader.next()).type, 'ack');
       assert.equal((await out.next()).value.who, 'native');
       viaHeader.close();
+      // A page on a site behind basic auth: the browser adds its Basic credentials by itself; the query's token is the one judged.
+      const behindBasic = await WsClient.connect(gw.url('push', `/ws/in?access_token=${await hs({ sub: 'basic-site' })}`, 'ws'), {
+        headers: { authorization: `Basic ${Buffer.from('staff:door').toString('base64')}` },
+      });
+      behindBasic.send({ n: 4 });
+      assert.equal((await behindBasic.next()).type, 'ack');
+      assert.equal((await out.next()).value.who, 'basic-site');
+      behindBasic.close();
+      // A malformed Bearer header is still refused, a query token beside it or not.
+      await assert.rejects(
+        WsClient.connect(gw.url('push', `/ws/in?access_token=${await hs({ sub: 'x' })}`, 'ws'), { headers: { authorization: 'Bearer two words' } }),
+        (err: { statusCode?: number }) => err.statusCode === 401,
+      );
     });
 
     it("guards a forward path: subscribers need the target's auth at the handshake", async () => {

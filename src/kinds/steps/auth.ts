@@ -528,12 +528,14 @@ function isKeySet(text: string): boolean {
 
 function bearer(req: RequestMeta, param: string | undefined): string | Verdict {
   const header = first(req.headers.authorization);
-  if (header !== undefined) {
+  const fromQuery = param === undefined ? undefined : first(req.query[param]);
+  // Another scheme's credentials (`Basic`, which a browser adds by itself on a site behind basic
+  // auth, EventSource and WebSocket requests included) are not this step's: the query's token is.
+  if (header !== undefined && !(fromQuery && !/^Bearer(?:[ \t]|$)/i.test(header))) {
     const m = /^Bearer[ \t]+([^ \t]+)[ \t]*$/i.exec(header);
     if (!m) return refuse('EG_UNAUTHORIZED', 'the Authorization header must be "Bearer <token>"', { 'www-authenticate': 'Bearer realm="eventgate", error="invalid_request"' });
     return m[1]!;
   }
-  const fromQuery = param === undefined ? undefined : first(req.query[param]);
   if (fromQuery) return fromQuery;
   return refuse('EG_UNAUTHORIZED', `a bearer token is required (Authorization: Bearer <token>${param ? ` or ?${param}=<token>` : ''})`, { 'www-authenticate': 'Bearer realm="eventgate"' });
 }
