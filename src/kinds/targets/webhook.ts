@@ -23,6 +23,7 @@ import {
   type Message,
   type MessageContext,
 } from '../../core/message.js';
+import { isTlsFailure } from '../brokers/not-connected.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
 import { HttpClient, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange } from './webhook-client.js';
@@ -524,6 +525,11 @@ function unanswered(display: string, err: (Error & { code?: string }) | undefine
   const code = err?.code;
   if (code === 'UND_ERR_SOCKET') return `${display} closed the connection before a complete answer (${code}: ${err!.message})`;
   if (code?.startsWith('HPE_') || (code?.startsWith('UND_ERR_') && code !== 'UND_ERR_CONNECT_TIMEOUT')) return `${display} sent an answer the HTTP client could not read (${code}: ${err!.message})`;
+  // A bare OpenSSL code (DEPTH_ZERO_SELF_SIGNED_CERT) did not say that the endpoint is there and the fix is which CAs are trusted.
+  if (isTlsFailure(err)) {
+    const certificate = !code!.startsWith('ERR_SSL_');
+    return `${display} could not be reached: the TLS handshake failed (${code}: ${err!.message})${certificate ? '; the gateway trusts the system CAs and those of NODE_EXTRA_CA_CERTS' : ''}`;
+  }
   return `${display} could not be reached: ${code ?? err?.message}`;
 }
 
