@@ -99,7 +99,7 @@ routes:
     const limited = await post(gw.url('api', '/in'), {}, { origin: APP });
     assert.equal(limited.status, 429);
     assert.equal(limited.headers.get('access-control-allow-origin'), APP);
-    assert.equal(limited.headers.get('access-control-expose-headers'), 'retry-after, ratelimit-policy, ratelimit-limit, ratelimit-remaining, ratelimit-reset');
+    assert.equal(limited.headers.get('access-control-expose-headers'), 'retry-after, ratelimit-policy, ratelimit-limit, ratelimit-remaining, ratelimit-reset, www-authenticate');
   });
 
   it('leaves requests without an Origin (non-browser clients) alone', async () => {

@@ -6,9 +6,9 @@ import { oneOf, Type, type Static } from '../define.js';
 const DEFAULTS = {
   methods: ['POST'],
   headers: ['content-type', 'authorization'],
-  /** Clients of a rate-limited route need to read when to come back. */
-  // The answers' headers a page acts on: when to try again, and the RateLimit fields of a ratelimit step.
-  exposeHeaders: ['retry-after', 'ratelimit-policy', 'ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset'],
+  // The answers' headers a page acts on: when to try again, the RateLimit fields of a ratelimit
+  // step, and why a token was refused (an OAuth client refreshes on `error="invalid_token"`, RFC 6750 §3.1).
+  exposeHeaders: ['retry-after', 'ratelimit-policy', 'ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset', 'www-authenticate'],
   maxAge: 600,
 };
 
