@@ -20,6 +20,13 @@ export function isTestFileName(file: string): boolean {
   return /\.tests\.ya?ml$/.test(file);
 }
 
+/** The config a `*.tests.yaml` file sits beside by name (`orders.tests.yaml` → `orders.yaml`), when there is one. */
+function configBeside(file: string): string | undefined {
+  if (!isTestFileName(file)) return undefined;
+  const beside = file.replace(/\.tests(\.ya?ml)$/, '$1');
+  return existsSync(beside) ? beside : undefined;
+}
+
 /**
  * What `eventgate validate` checks of a config test file: the file itself, the config it tests
  * (its `config:`, else the config it sits beside), and that every route it names exists. So a CI
@@ -30,8 +37,7 @@ export async function checkTestFile(file: string, env: Env): Promise<Diagnostic[
   const t = readTestFile(file, problems);
   if (!t) return problems;
   // As `eventgate test` finds them: the file's `config:`, else the config it sits beside by name, else gateway.yaml there.
-  const beside = file.replace(/\.tests(\.ya?ml)$/, '$1');
-  const config = t.config ?? (existsSync(beside) ? beside : join(dirname(file), 'gateway.yaml'));
+  const config = t.config ?? configBeside(file) ?? join(dirname(file), 'gateway.yaml');
   const { plan, diagnostics } = await loadPlan(config, { registry: defaultRegistry(), env });
   problems.push(...diagnostics);
   if (plan) problems.push(...unknownRoutes(t, plan, config));
@@ -79,8 +85,9 @@ export async function testCommand(config: string | undefined, testFiles: string[
   }
   if (problems.length > 0) return usageError(problems);
 
-  // Each test file runs against -c, else the config it names, else ./gateway.yaml.
-  const configOf = (t: TestFile) => config ?? t.config ?? 'gateway.yaml';
+  // Each test file runs against -c, else the config it names, else the config it sits beside (as
+  // `validate` checks it: `examples/kafka.tests.yaml` tests `examples/kafka.yaml`), else ./gateway.yaml.
+  const configOf = (t: TestFile) => config ?? t.config ?? configBeside(t.file) ?? 'gateway.yaml';
   // Loaded only to run tests: `validate` reads a test file through this module too (checkTestFile).
   const [{ runTest }, { junitReport, textReport }] = await Promise.all([import('../testing/run-tests.js'), import('../testing/report.js')]);
   const results: TestResult[] = [];

@@ -377,7 +377,13 @@ describe('eventgate test', () => {
     const invalid = await runCli(['validate', '-c', 'team/orders.tests.yaml'], { cwd: broken });
     assert.equal(invalid.code, 1);
     assert.match(invalid.stdout, /^team\/app\.yaml:2:27: unknown broker kind "memroy"/m);
-    for (const r of [validated, tested, invalid]) noStackTrace(r);
+    // Without `config:`, a test file named on the command line runs against the config it sits
+    // beside by name, as validate checks it (`eventgate test examples/kafka.tests.yaml`), not ./gateway.yaml.
+    const besideDir = tempFiles({ 'gateway.yaml': config.replace('name: orders', 'name: other'), 'team/app.yaml': config, 'team/app.tests.yaml': tests.replace('config: gateway.yaml\n', '') });
+    const beside = await runCli(['test', 'team/app.tests.yaml'], { cwd: besideDir });
+    assert.equal(beside.code, 0, beside.stdout + beside.stderr);
+    assert.match(beside.stdout, /^3 tests passed$/m);
+    for (const r of [validated, tested, invalid, beside]) noStackTrace(r);
   });
 });
 
