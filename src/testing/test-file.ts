@@ -5,6 +5,7 @@ import { describeFsError, parseSource, type PathPart } from '../config/source.js
 import { didYouMean } from '../config/suggest.js';
 import { BATCH_TYPE } from '../codecs/cloudevents.js';
 import { mediaTypeOf } from '../core/message.js';
+import { compileExpression } from '../expr/expression.js';
 
 /**
  * A config test file (`eventgate test`): YAML with a list of `tests:`, each sending one message
@@ -142,12 +143,30 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
         else if (expect.outcome === 'delivered' && Array.isArray(input.value) && expect.delivered !== input.value.length)
           report([...at, 'expect', 'delivered'], `with outcome delivered every event of the batch is delivered: ${input.value.length}, not ${expect.delivered}`);
       }
+      // A pattern or condition that cannot compile is the test file's problem, where it is written
+      // (exit 2), not a crash of the run or a test failing on every config.
+      if (expect.error !== undefined) {
+        const why = regexProblem(String(expect.error));
+        if (why) report([...at, 'expect', 'error'], `'error' must be a regular expression: ${why}`);
+      }
       if (expect.to !== undefined && !Array.isArray(expect.to)) report([...at, 'expect', 'to'], "'to' must be a list of outputs");
       if (Array.isArray(expect.to)) {
         expect.to.forEach((o: unknown, j: number) => {
           const oAt: PathPart[] = [...at, 'expect', 'to', j];
           if (!isMap(o)) return report(oAt, 'an output must be a map (broker/topic or listener/path, key, headers, value, condition)');
           unknownKeys(o, OUTPUT_KEYS, oAt, report);
+          // Outputs carry keys and header values as strings: `key: 7` could never match the key '7'.
+          for (const k of ['broker', 'topic', 'listener', 'path', 'condition']) if (o[k] !== undefined && typeof o[k] !== 'string') report([...oAt, k], `'${k}' must be a string`);
+          if (o.key !== undefined && o.key !== null && typeof o.key !== 'string') report([...oAt, 'key'], `'key' must be a string (quote it: '${String(o.key)}'), or null for no key`);
+          if (o.headers !== undefined && (!isMap(o.headers) || !Object.values(o.headers).every((v) => v === null || typeof v === 'string')))
+            report([...oAt, 'headers'], "'headers' must map names to strings (quote numbers: '3'), or to null for a header that must be absent");
+          if (typeof o.condition === 'string') {
+            try {
+              compileExpression(o.condition);
+            } catch (err) {
+              report([...oAt, 'condition'], `'condition' is not a valid expression: ${(err as Error).message}`);
+            }
+          }
         });
       }
     }
@@ -186,6 +205,15 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
   // Relative to the test file, as `eventgate test` and `eventgate validate` both take it.
   const config = typeof doc.config === 'string' ? (isAbsolute(doc.config) ? doc.config : join(dirname(file), doc.config)) : undefined;
   return { file, config, tests };
+}
+
+function regexProblem(pattern: string): string | undefined {
+  try {
+    new RegExp(pattern);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 function unknownKeys(map: Record<string, unknown>, allowed: string[], at: PathPart[], report: (path: PathPart[], message: string, which: 'key' | 'value') => void): void {

@@ -297,6 +297,30 @@ describe('eventgate test', () => {
     assert.equal(badOutcome.code, 2);
     assert.match(badOutcome.stderr, /orders\.tests\.yaml:28:\d+: 'outcome' must be one of: delivered, filtered, invalid, rejected, failed, deadlettered \(did you mean 'rejected'\?\)/);
 
+    // A pattern or condition that cannot compile, a number where a key or header value (a string) is
+    // expected: the test file's problems where they are written, not a crash (exit 1, no location)
+    // or a test that fails on every config.
+    const badExpectations = await runCli(['test', 'orders.tests.yaml', '--format', 'junit'], {
+      cwd: tempFiles({
+        'gateway.yaml': config,
+        'orders.tests.yaml': tests
+          .replace('      to: [{ condition: by = "shop" and qty = 1 }]', '      to: [{ key: 7, headers: { x-n: 3 }, condition: "by =" }]')
+          .replace('    expect: { outcome: rejected, status: 401 }', '    expect: { outcome: rejected, status: 401, error: "(" }'),
+      }),
+    });
+    assert.equal(badExpectations.code, 2, badExpectations.stdout + badExpectations.stderr);
+    assert.equal(
+      badExpectations.stderr,
+      [
+        "orders.tests.yaml:24:19: 'key' must be a string (quote it: '7'), or null for no key",
+        "orders.tests.yaml:24:31: 'headers' must map names to strings (quote numbers: '3'), or to null for a header that must be absent",
+        "orders.tests.yaml:24:54: 'condition' is not a valid expression: Unexpected end of expression",
+        "orders.tests.yaml:28:54: 'error' must be a regular expression: Invalid regular expression: /(/: Unterminated group",
+        '',
+      ].join('\n'),
+    );
+    assert.match(badExpectations.stdout, /errors="1"/);
+
     const none = await runCli(['test', '-c', 'gateway.yaml'], { cwd: tempFiles({ 'gateway.yaml': config }) });
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no tests: name test files, or put them in gateway\.tests\.yaml/);
@@ -314,7 +338,7 @@ describe('eventgate test', () => {
       "orders.tests.yaml:26:12: test 'no key is refused with 401' names route 'order', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders\n",
     );
     assert.equal(unknownRoute.stdout, '');
-    for (const r of [broken, badTests, none, unknownRoute]) noStackTrace(r);
+    for (const r of [broken, badTests, badExpectations, none, unknownRoute]) noStackTrace(r);
   });
 
   it('validate checks a test file as config tests: the file, its config and the routes it names', async () => {
