@@ -90,9 +90,12 @@ export async function testCommand(config: string | undefined, testFiles: string[
   const configOf = (t: TestFile) => config ?? t.config ?? configBeside(t.file) ?? 'gateway.yaml';
   // Loaded only to run tests: `validate` reads a test file through this module too (checkTestFile).
   const [{ runTest }, { junitReport, textReport }] = await Promise.all([import('../testing/run-tests.js'), import('../testing/report.js')]);
-  const results: TestResult[] = [];
   const plans = new Map<string, Awaited<ReturnType<typeof loadPlan>>>();
   const registry = defaultRegistry();
+  // Every test file's problems in one pass (each invalid config once, every unknown route of every
+  // file), as `validate` reports a file's, before any test runs: a CI run shows them all at once.
+  const cannot: string[] = [];
+  const runnable: { t: TestFile; plan: Plan }[] = [];
   for (const t of loaded) {
     const file = configOf(t);
     let load = plans.get(resolve(file));
@@ -101,12 +104,16 @@ export async function testCommand(config: string | undefined, testFiles: string[
       // The config validator is loaded: the tests' expressions may run long enough to want TurboFan.
       releaseAfterStart();
       plans.set(resolve(file), load);
-      if (!load.plan) return usageError(load.diagnostics, [`eventgate: the config ${file} is invalid, so its tests cannot run:`]);
+      if (!load.plan) cannot.push(`eventgate: the config ${file} is invalid, so its tests cannot run:`, ...load.diagnostics.map(formatDiagnostic));
     }
-    const unknown = unknownRoutes(t, load.plan!, file);
-    if (unknown.length > 0) return usageError(unknown);
-    for (const test of t.tests) results.push(await runTest(load.plan!, test, registry));
+    if (!load.plan) continue;
+    const unknown = unknownRoutes(t, load.plan, file);
+    if (unknown.length > 0) cannot.push(...unknown.map(formatDiagnostic));
+    else runnable.push({ t, plan: load.plan });
   }
+  if (cannot.length > 0) return cannotRun(cannot);
+  const results: TestResult[] = [];
+  for (const { t, plan } of runnable) for (const test of t.tests) results.push(await runTest(plan, test, registry));
   if (results.length === 0) return cannotRun([`eventgate: no tests in ${files.join(', ')}`]);
   process.stdout.write(format === 'junit' ? junitReport(results) : textReport(results));
   return results.every((r) => r.passed) ? 0 : 1;

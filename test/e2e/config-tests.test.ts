@@ -325,17 +325,20 @@ describe('eventgate test', () => {
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no tests: name test files, or put them in gateway\.tests\.yaml/);
 
-    const unknownRoute = await runCli(['test', 'orders.tests.yaml'], {
+    const unknownRoute = await runCli(['test', 'orders.tests.yaml', 'more.tests.yaml'], {
       cwd: tempFiles({
         'gateway.yaml': config,
         'orders.tests.yaml': tests.replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order'),
+        'more.tests.yaml': tests.replace('    route: orders', '    route: ordrs'),
       }),
     });
-    // The test cannot run (as validate says of the file): a test-file error, not a failed test.
+    // The test cannot run (as validate says of the file): a test-file error, not a failed test;
+    // every file's, not only the first's.
     assert.equal(unknownRoute.code, 2, unknownRoute.stdout + unknownRoute.stderr);
     assert.equal(
       unknownRoute.stderr,
-      "orders.tests.yaml:26:12: test 'no key is refused with 401' names route 'order', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders\n",
+      "orders.tests.yaml:26:12: test 'no key is refused with 401' names route 'order', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders\n" +
+        "more.tests.yaml:4:12: test 'an order takes its id from the path and its author from the principal' names route 'ordrs', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders\n",
     );
     assert.equal(unknownRoute.stdout, '');
     for (const r of [broken, badTests, badExpectations, none, unknownRoute]) noStackTrace(r);
