@@ -125,6 +125,9 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
       unknownKeys(input, INPUT_KEYS, [...at, 'input'], report);
       if (input.headers !== undefined && !isStringMap(input.headers)) report([...at, 'input', 'headers'], "'headers' must map names to strings");
       if (input.key !== undefined && input.key !== null && typeof input.key !== 'string') report([...at, 'input', 'key'], "'key' must be a string");
+      // A request's query parameters are strings (a repeated one a list of them), as the listener gives them to $query.
+      if (input.query !== undefined && !(isMap(input.query) && Object.values(input.query).every((v) => typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string')))))
+        report([...at, 'input', 'query'], "'query' must map names to strings (quote numbers: '10'), or to lists of strings for a repeated parameter");
       if (input.topic !== undefined && typeof input.topic !== 'string') report([...at, 'input', 'topic'], "'topic' must be a topic name");
       if (input.path !== undefined && typeof input.path !== 'string' && !isStringMap(input.path))
         report([...at, 'input', 'path'], "'path' must be the request path (/orders/7) or a map of path parameters");

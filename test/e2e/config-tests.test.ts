@@ -297,13 +297,14 @@ describe('eventgate test', () => {
     assert.equal(badOutcome.code, 2);
     assert.match(badOutcome.stderr, /orders\.tests\.yaml:28:\d+: 'outcome' must be one of: delivered, filtered, invalid, rejected, failed, deadlettered \(did you mean 'rejected'\?\)/);
 
-    // A pattern or condition that cannot compile, a number where a key or header value (a string) is
-    // expected: the test file's problems where they are written, not a crash (exit 1, no location)
+    // A pattern or condition that cannot compile, a number where a key, header value or query
+    // parameter (a string) is expected: the test file's problems where they are written, not a crash (exit 1, no location)
     // or a test that fails on every config.
     const badExpectations = await runCli(['test', 'orders.tests.yaml', '--format', 'junit'], {
       cwd: tempFiles({
         'gateway.yaml': config,
         'orders.tests.yaml': tests
+          .replace('      query: { channel: web }', '      query: { channel: 7 }')
           .replace('      to: [{ condition: by = "shop" and qty = 1 }]', '      to: [{ key: 7, headers: { x-n: 3 }, condition: "by =" }]')
           .replace('    expect: { outcome: rejected, status: 401 }', '    expect: { outcome: rejected, status: 401, error: "(" }'),
       }),
@@ -312,6 +313,7 @@ describe('eventgate test', () => {
     assert.equal(
       badExpectations.stderr,
       [
+        "orders.tests.yaml:7:14: 'query' must map names to strings (quote numbers: '10'), or to lists of strings for a repeated parameter",
         "orders.tests.yaml:24:19: 'key' must be a string (quote it: '7'), or null for no key",
         "orders.tests.yaml:24:31: 'headers' must map names to strings (quote numbers: '3'), or to null for a header that must be absent",
         "orders.tests.yaml:24:54: 'condition' is not a valid expression: Unexpected end of expression",
