@@ -73,7 +73,7 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
       const router = FindMyWay();
       router.on('POST', routePlan.from.path, () => undefined);
       const found = router.find('POST', p);
-      if (!found) return fail('input.path', `a path that route '${test.route}' serves (${routePlan.from.path})`, p);
+      if (!found) return fail('input.path', `a path that route '${test.route}' serves (${routePlan.from.path})`, p, test.input.at('path'));
       params = { ...found.params } as Record<string, string>;
     } else params = p ?? {};
   }

@@ -149,16 +149,20 @@ describe('eventgate test', () => {
   });
 
   it('fails a wrong expectation: exit 1, the test file:line, and expected vs actual', async () => {
-    const wrong = tests.replace("value: { id: '42', by: alice, qty: 2, channel: web }", "value: { id: '42', by: bob, qty: 2, channel: web }").replace('status: 401', 'status: 403');
+    const wrong = tests
+      .replace("value: { id: '42', by: alice, qty: 2, channel: web }", "value: { id: '42', by: bob, qty: 2, channel: web }")
+      .replace('status: 401', 'status: 403')
+      .replace('      path: /orders/1\n', '      path: /order/1\n');
     const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': wrong });
     const r = await runCli(['test', 'orders.tests.yaml'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /^FAIL {2}orders: an order takes its id from the path and its author from the principal \(orders\.tests\.yaml:3\)$/m);
     assert.match(r.stdout, /orders\.tests\.yaml:15: to\[0\]\.value\.by\n\s+- expected: "bob"\n\s+\+ actual: {3}"alice"/);
-    assert.match(r.stdout, /^ok {4}orders: real credentials go through the real auth step$/m);
+    // A path the route does not serve is shown at the line of input.path, not of the test.
+    assert.match(r.stdout, /orders\.tests\.yaml:19: input\.path\n\s+- expected: a path that route 'orders' serves \(\/orders\/:id\)\n\s+\+ actual: {3}\/order\/1\n/);
     assert.match(r.stdout, /orders\.tests\.yaml:28: status\n\s+- expected: 403\n\s+\+ actual: {3}401/);
-    assert.match(r.stdout, /^2 of 3 tests failed$/m);
+    assert.match(r.stdout, /^3 of 3 tests failed$/m);
   });
 
   it('gives a consume route only topics it reads: a wildcard or queue route needs input.topic, and one outside its filter or bindings fails', async () => {
