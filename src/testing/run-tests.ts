@@ -235,7 +235,9 @@ async function compare(test: TestCase, outcome: Outcome, outputs: Output[]): Pro
   if (e.status !== undefined && problem?.status !== e.status)
     out.push({ line: e.at('status'), what: 'status', expected: String(e.status), actual: problem ? String(problem.status) : `none (${outcome.outcome})` });
   if (e.error !== undefined) {
-    const text = [problem?.detail, ...(problem?.errors ?? []), ...(outcome.outcome === 'deadlettered' ? outcome.errors : [])].filter(Boolean).join('\n');
+    // A tagged message (delivered) has its validation errors to match, as a dead-lettered one has.
+    const errors = outcome.outcome === 'deadlettered' ? outcome.errors : outcome.outcome === 'delivered' ? (outcome.tags ?? []) : [];
+    const text = [problem?.detail, ...(problem?.errors ?? []), ...errors].filter(Boolean).join('\n');
     if (!new RegExp(e.error).test(text)) out.push({ line: e.at('error'), what: 'error', expected: `matching /${e.error}/`, actual: text || '(no error)' });
   }
   if (e.to === undefined) return out;

@@ -20,7 +20,7 @@ import { compileExpression } from '../expr/expression.js';
  *       expect:
  *         outcome: delivered        # delivered | filtered | invalid | rejected | failed | deadlettered
  *         status: 400               # the HTTP status of a problem (invalid, rejected, failed)
- *         error: <regex>            # matched against the problem detail and errors
+ *         error: <regex>            # matched against the problem detail and errors (dead-letter, tag errors)
  *         delivered: 2              # a CloudEvents batch input: how many of its events were delivered
  *         to:                       # every output, in target order
  *           - { broker: local, topic: t, key: '1', headers: {...}, value: {...}, condition: <JSONata> }
