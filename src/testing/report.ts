@@ -13,8 +13,8 @@ export function textReport(results: readonly TestResult[]): string {
     lines.push(`FAIL  ${r.test.route}: ${r.test.name} (${where})`);
     for (const m of r.mismatches) {
       lines.push(`      ${r.test.file}:${m.line}: ${m.what}`);
-      lines.push(`        - expected: ${m.expected}`);
-      lines.push(`        + actual:   ${m.actual}`);
+      lines.push(`        - expected: ${indented(m.expected, 20)}`);
+      lines.push(`        + actual:   ${indented(m.actual, 20)}`);
     }
   }
   const failed = results.filter((r) => !r.passed).length;
@@ -40,7 +40,7 @@ export function junitReport(results: readonly TestResult[]): string {
         continue;
       }
       const first = r.mismatches[0]!;
-      const body = r.mismatches.map((m) => `${r.test.file}:${m.line}: ${m.what}\n  - expected: ${m.expected}\n  + actual:   ${m.actual}`).join('\n');
+      const body = r.mismatches.map((m) => `${r.test.file}:${m.line}: ${m.what}\n  - expected: ${indented(m.expected, 14)}\n  + actual:   ${indented(m.actual, 14)}`).join('\n');
       out.push(`  ${head}>`);
       out.push(`      <failure message="${xml(`${first.what}: expected ${first.expected}, got ${first.actual}`)}" type="AssertionError">${xml(body)}</failure>`);
       out.push('    </testcase>');
@@ -68,6 +68,11 @@ export function junitCannotRun(problems: readonly string[]): string {
     '  </testsuite>',
     '</testsuites>',
   ].join('\n')}\n`;
+}
+
+/** A value of several lines (a problem's detail and its errors) kept under its `- expected:` / `+ actual:` label. */
+function indented(text: string, column: number): string {
+  return text.replace(/\n/g, `\n${' '.repeat(column)}`);
 }
 
 function seconds(rs: readonly TestResult[]): string {

@@ -643,7 +643,7 @@ describe('eventgate test decodes http requests as the http listener does', () =>
     assert.match(r.stdout, /gateway\.tests\.yaml:\d+: delivered\n\s+- expected: 2 event\(s\) of the batch\n\s+\+ actual: +1/);
   });
 
-  it('a text/plain test whose value is not a string says so', async () => {
+  it('a text/plain test whose value is not a string says so; an actual of several lines stays under its label', async () => {
     const file = yaml(
       'config: gateway.yaml',
       'tests:',
@@ -653,10 +653,16 @@ describe('eventgate test decodes http requests as the http listener does', () =>
       '      headers: { content-type: text/plain }',
       '      value: 42',
       '    expect: { outcome: delivered }',
+      '  - name: several errors',
+      '    route: events',
+      "    input: { headers: { ce-specversion: '1.0', ce-id: '1', ce-source: /s, ce-type: t }, value: { n: 'x' } }",
+      '    expect: { outcome: invalid, error: nothing-like-it }',
     );
     const r = await runCli(['test', 'n.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'n.tests.yaml': file }) });
     noStackTrace(r);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /n\.tests\.yaml:7: input\.value\n\s+- expected: a string: a text\/plain body is the value as text\n\s+\+ actual: +42/);
+    // An actual of several lines (the problem's detail, then its errors) stays under its label.
+    assert.match(r.stdout, /n\.tests\.yaml:12: error\n {8}- expected: matching \/nothing-like-it\/\n {8}\+ actual: {3}[^\n]+\n {20}\/n: must be number\n\n/);
   });
 });
