@@ -20,11 +20,16 @@ export function isTestFileName(file: string): boolean {
   return /\.tests\.ya?ml$/.test(file);
 }
 
-/** The config a `*.tests.yaml` file sits beside by name (`orders.tests.yaml` → `orders.yaml`), when there is one. */
-function configBeside(file: string): string | undefined {
-  if (!isTestFileName(file)) return undefined;
-  const beside = file.replace(/\.tests(\.ya?ml)$/, '$1');
-  return existsSync(beside) ? beside : undefined;
+/**
+ * The config a test file without `config:` tests, for `test` and `validate` alike: the one it sits
+ * beside by name (`orders.tests.yaml` → `orders.yaml`), else a gateway.yaml beside it, else
+ * ./gateway.yaml (a tests/ directory next to the config).
+ */
+function configOfTestFile(file: string): string {
+  const beside = isTestFileName(file) ? file.replace(/\.tests(\.ya?ml)$/, '$1') : undefined;
+  if (beside !== undefined && existsSync(beside)) return beside;
+  const there = join(dirname(file), 'gateway.yaml');
+  return existsSync(there) ? there : 'gateway.yaml';
 }
 
 /**
@@ -36,8 +41,8 @@ export async function checkTestFile(file: string, env: Env): Promise<Diagnostic[
   const problems: Diagnostic[] = [];
   const t = readTestFile(file, problems);
   if (!t) return problems;
-  // As `eventgate test` finds them: the file's `config:`, else the config it sits beside by name, else gateway.yaml there.
-  const config = t.config ?? configBeside(file) ?? join(dirname(file), 'gateway.yaml');
+  // As `eventgate test` finds them: the file's `config:`, else configOfTestFile.
+  const config = t.config ?? configOfTestFile(file);
   const { plan, diagnostics } = await loadPlan(config, { registry: defaultRegistry(), env });
   problems.push(...diagnostics);
   if (plan) problems.push(...unknownRoutes(t, plan, config));
@@ -85,9 +90,9 @@ export async function testCommand(config: string | undefined, testFiles: string[
   }
   if (problems.length > 0) return usageError(problems);
 
-  // Each test file runs against -c, else the config it names, else the config it sits beside (as
-  // `validate` checks it: `examples/kafka.tests.yaml` tests `examples/kafka.yaml`), else ./gateway.yaml.
-  const configOf = (t: TestFile) => config ?? t.config ?? configBeside(t.file) ?? 'gateway.yaml';
+  // Each test file runs against -c, else the config it names, else the one `validate` checks it
+  // against (`examples/kafka.tests.yaml` tests `examples/kafka.yaml`).
+  const configOf = (t: TestFile) => config ?? t.config ?? configOfTestFile(t.file);
   // Loaded only to run tests: `validate` reads a test file through this module too (checkTestFile).
   const [{ runTest }, { junitReport, textReport }] = await Promise.all([import('../testing/run-tests.js'), import('../testing/report.js')]);
   const plans = new Map<string, Awaited<ReturnType<typeof loadPlan>>>();

@@ -416,7 +416,11 @@ describe('eventgate test', () => {
     const beside = await runCli(['test', 'team/app.tests.yaml'], { cwd: besideDir });
     assert.equal(beside.code, 0, beside.stdout + beside.stderr);
     assert.match(beside.stdout, /^3 tests passed$/m);
-    for (const r of [validated, tested, invalid, beside]) noStackTrace(r);
+    // A test file in a directory of its own (tests/) without `config:`: ./gateway.yaml, for validate as for test.
+    const testsDir = tempFiles({ 'gateway.yaml': config, 'tests/orders.tests.yaml': tests.replace('config: gateway.yaml\n', '') });
+    const validatedThere = await runCli(['validate', '-c', 'tests/orders.tests.yaml'], { cwd: testsDir });
+    assert.equal(validatedThere.stdout, 'ok\n', validatedThere.stdout + validatedThere.stderr);
+    for (const r of [validated, tested, invalid, beside, validatedThere]) noStackTrace(r);
   });
 });
 
