@@ -261,12 +261,25 @@ ${extra}`;
     for (const s of streams) s.close();
   });
 
-  it('checks the target auth before streaming, and answers 406 without Accept: text/event-stream', async () => {
+  it('checks the target auth before streaming, and answers 406 without Accept: text/event-stream, to a client the auth admits only', async () => {
     let res = await fetch(gw.url('api', '/private'), { headers: { accept: 'text/event-stream' } });
     assert.equal(res.status, 401);
     res = await fetch(gw.url('api', '/ticks'));
     assert.equal(res.status, 406);
     assert.equal(((await res.json()) as { code: string }).code, 'EG_NOT_ACCEPTABLE');
+    // Authentication before content negotiation: a 406 would tell a client without credentials that the path streams.
+    for (const method of ['GET', 'HEAD']) {
+      for (const headers of [{}, { accept: 'application/json' }, { 'x-api-key': 'not-the-reader-key-0000' }] as Record<string, string>[]) {
+        res = await fetch(gw.url('api', '/private'), { method, headers });
+        assert.equal(res.status, 401, `${method} ${JSON.stringify(headers)}`);
+        assert.equal(res.headers.get('allow'), null);
+        if (method === 'GET') assert.doesNotMatch(await res.text(), /event stream|event-stream/);
+      }
+      res = await fetch(gw.url('api', '/private'), { method, headers: { 'x-api-key': 'reader-key-0123456789' } });
+      assert.equal(res.status, 406, method);
+      assert.equal(res.headers.get('allow'), 'GET, HEAD');
+      if (method === 'GET') assert.equal(((await res.json()) as { code: string }).code, 'EG_NOT_ACCEPTABLE');
+    }
     const c = curl(gw.url('api', '/private'), ['x-api-key: reader-key-0123456789']);
     await eventually(() => assert.match(c.text(), /^retry:/));
     await publish(200);

@@ -527,9 +527,29 @@ export class HttpListener implements ListenerRuntime {
    * WebSocket subscriber of the path would (the target's `auth`).
    */
   private serveStream(req: IncomingMessage, res: ServerResponse, path: string, url: string, q: number, params: Readonly<Record<string, string | undefined>>): void {
+    const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
+    const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
+    const gates = (): Gate[] => {
+      const gate = this.bindings.forwardAuth?.get(path);
+      return gate ? [gate] : [];
+    };
+    /** A refusal of the target's auth; one it could not judge (its key set out of reach) is the operator's to know of. */
+    const refused = (admission: Admission & { ok: false }) => {
+      if (admission.problem.logDetail) this.env.logger.warn({ listener: this.name, path, status: admission.problem.status, where: admission.problem.logDetail }, 'event stream refused');
+      this.refuse(res, admission.problem);
+    };
     if (!wantsEventStream(req)) {
-      res.setHeader('allow', this.bindings.publish.has(path) ? 'GET, HEAD, POST' : 'GET, HEAD');
-      return this.refuse(res, problem('EG_NOT_ACCEPTABLE', `${path} is an event stream: send Accept: text/event-stream`));
+      const notAcceptable = () => {
+        res.setHeader('allow', this.bindings.publish.has(path) ? 'GET, HEAD, POST' : 'GET, HEAD');
+        this.refuse(res, problem('EG_NOT_ACCEPTABLE', `${path} is an event stream: send Accept: text/event-stream`));
+      };
+      // Authentication before content negotiation (the order RFC 9110 gives them): a 406 to a
+      // client without credentials would tell it that the path streams.
+      if (gates().length === 0) return notAcceptable();
+      return void admitThroughCurrent(gates, request).then(
+        (admission) => (admission.ok ? notAcceptable() : refused(admission)),
+        (err) => this.failed(req, res, err),
+      );
     }
     // A stream is its connection's last answer (`Connection: close`): it never finishes on its own,
     // and node sends nothing queued behind it until it does. Marked now, before node parses what a
@@ -540,20 +560,10 @@ export class HttpListener implements ListenerRuntime {
       res.shouldKeepAlive = false;
       (req.socket as HttpSocket)[BEHIND_STREAM] = 0;
     }
-    const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
-    const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
-    const gates = (): Gate[] => {
-      const gate = this.bindings.forwardAuth?.get(path);
-      return gate ? [gate] : [];
-    };
     const admitted: Promise<Admission> = admitThroughCurrent(gates, request);
     admitted.then(
       (admission) => {
-        if (!admission.ok) {
-          // A check that could not be made (an auth step's key set out of reach) is the operator's to know of.
-          if (admission.problem.logDetail) this.env.logger.warn({ listener: this.name, path, status: admission.problem.status, where: admission.problem.logDetail }, 'event stream refused');
-          return this.refuse(res, admission.problem);
-        }
+        if (!admission.ok) return refused(admission);
         // A reload may have removed the path while the credentials were checked.
         if (this.draining || !this.bindings.forward.has(path)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${path}`));
         if (head) {
