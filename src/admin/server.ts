@@ -91,7 +91,8 @@ export class AdminServer {
     // and sends nothing hold an admin connection for over a minute, and any number of them.
     const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.serve(req, res).catch((err) => {
-        gateway.logger.error({ err: (err as Error).message, path: req.url }, 'admin request failed');
+        // The path without its query: anyone can put a token there (`?token=` is the tap's), and it must not reach the log.
+        gateway.logger.error({ err: (err as Error).message, method: req.method, path: (req.url ?? '/').split('?')[0] }, 'admin request failed');
         if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'admin request failed'));
       });
     };

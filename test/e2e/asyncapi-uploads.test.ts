@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -175,6 +175,27 @@ describe('uploaded AsyncAPI documents cannot read files or reach the network', (
     gw.write('contracts/schemas/bomb.yaml', 'a: &a [1,1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n');
     await refused(documentWith(`$ref: 'schemas/bomb.yaml'`), /alias/i);
     await refused(`asyncapi: 3.0.0\nx: ${'['.repeat(5000)}${']'.repeat(5000)}\n`, /nested/);
+  });
+
+  it('an upload whose client goes away mid-body is logged as failed with the path only, never a token someone put in the query', async () => {
+    const from = gw.logs.length;
+    const leaked = 'query-token-never-logged-5d2e';
+    const socket = connect(Number(new URL(gw.adminUrl).port), '127.0.0.1');
+    socket.on('error', () => {});
+    await once(socket, 'connect');
+    // Expect: 100-continue: node answers 100 as it hands the request to the admin server, which is then reading the body when the client leaves.
+    socket.write(
+      `PUT /admin/asyncapi?file=contracts/alerts.yaml&token=${leaked} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${TOKEN}\r\nexpect: 100-continue\r\ncontent-length: 1000\r\n\r\n`,
+    );
+    const [continued] = (await once(socket, 'data')) as [Buffer];
+    assert.match(continued.toString(), /^HTTP\/1\.1 100 Continue/);
+    socket.write('asyncapi: 3.0.0\n');
+    socket.destroy();
+    const line = await gw.waitForLog((l) => l.msg === 'admin request failed', 10_000, from);
+    assert.equal(line.path, '/admin/asyncapi');
+    assert.equal(line.method, 'PUT');
+    assert.ok(!JSON.stringify(gw.logs.slice(from)).includes(leaked), 'no log line has the query');
+    assert.equal(await current(), plain, 'the document in force is unchanged');
   });
 });
 
