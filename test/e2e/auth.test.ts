@@ -81,6 +81,10 @@ describe('auth step', () => {
 
   before(async () => {
     const rsaJwk = { ...(await exportJWK(rsa.publicKey)), kid: 'remote-1', alg: 'RS256' };
+    const sharedJwks = [
+      { ...(await exportJWK(third.publicKey)), kid: 'shared-1', alg: 'ES256' },
+      { ...(await exportJWK(ec.publicKey)), kid: 'shared-1', alg: 'ES256' },
+    ];
     jwks = createServer((req, res) => {
       if (req.url === '/stale-forward.json') {
         forwardFetches++;
@@ -107,6 +111,9 @@ describe('auth step', () => {
           res.writeHead(500);
           return res.end('identity provider down');
         }
+        // Two ES256 keys under one kid beside the RSA key: while the URL fails, a token either could name is tried with each held.
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return res.end(JSON.stringify({ keys: [rsaJwk, sharedJwks[0], sharedJwks[1]] }));
       }
       if (req.url === '/failing.json') {
         failingFetches.push(Date.now());
@@ -420,7 +427,7 @@ routes:
       assert.equal(reply.status, 200, reply.text);
     });
 
-    it('verifies with the keys it had while the JWKS URL fails once they are jwksCacheMaxAgeMs old, warning for each failed fetch; an unknown key id stays 503', async () => {
+    it('verifies with the keys it had while the JWKS URL fails once they are jwksCacheMaxAgeMs old (each of those a token could name), warning for each failed fetch; an unknown key id stays 503', async () => {
       const token = await rs({ sub: 'x' }, 'remote-1');
       const send = (t = token) => post(gw.url('api', '/jwks-stale'), {}, { authorization: `Bearer ${t}` });
       const first = await send();
@@ -440,11 +447,27 @@ routes:
       const warning = await gw.waitForLog((l) => l.route === 'jwt-jwks-stale' && l.level === 'warn', 10_000, from);
       assert.equal(warning.msg, 'signing keys could not be fetched; tokens are verified with the keys fetched before');
       assert.equal(warning.where, 'jwksUrl could not be fetched: it answered 500');
-      assert.equal(warning.keys, 1);
+      assert.equal(warning.keys, 3);
       // A key id it never had may be one the identity provider published since: not judged, 503.
       const unknown = await send(await rs({ sub: 'x' }, 'rotated-2'));
       assert.equal(unknown.status, 503, unknown.text);
       assert.equal(unknown.body.code, 'EG_AUTH_UNAVAILABLE');
+      // Held keys a token could name (a kid two share, no kid): each is tried; the one that verifies judges the token
+      // (its claims too), and a token none verifies may be signed by a key published since: 503 as well.
+      for (const [key, kid] of [
+        [ec.privateKey, 'shared-1'],
+        [third.privateKey, 'shared-1'],
+        [ec.privateKey, undefined],
+      ] as const) {
+        const res = await send(await es({ sub: 'held' }, key, kid));
+        assert.equal(res.status, 200, `${kid}: ${res.text}`);
+      }
+      const forged = await send(await es({ sub: 'x' }, other.privateKey, 'shared-1'));
+      assert.equal(forged.status, 503, forged.text);
+      assert.equal(forged.body.code, 'EG_AUTH_UNAVAILABLE');
+      const expired = await send(await esExpired(third.privateKey, 'shared-1'));
+      assert.equal(expired.status, 401, expired.text);
+      assert.match(expired.text, /the token has expired/);
       // A reload that rebuilds the route (another topic) with the same auth step keeps the keys it had.
       const edited = yaml.replace('jwksCacheMaxAgeMs: 1000}}}]\n    to: {broker: local, topic: failing}', 'jwksCacheMaxAgeMs: 1000}}}]\n    to: {broker: local, topic: stale}');
       assert.notEqual(edited, yaml);

@@ -419,6 +419,9 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
   return forRoute ? { ...verifier, forRoute } : verifier;
 }
 
+/** On a jwksUrl's candidates from the keys held while the URL fails: the fetch's failure, the verdict when none verifies. */
+const UNJUDGED = Symbol('the key set could not be fetched');
+
 /** A jwksUrl's keys; `warn` is where a failed fetch is told while older keys stand in (the route's log, once it runs). */
 interface RemoteKeySet {
   getKey: JWTVerifyGetKey;
@@ -489,7 +492,10 @@ function remoteKeySet(url: URL, maxAgeMs: number): RemoteKeySet {
       if (last === undefined || (code !== undefined && KEY_SET_VERDICTS.has(code))) throw err;
       try {
         return await last.getKey(header, token);
-      } catch {
+      } catch (held) {
+        // Several held keys the token could name: each is tried (eachMatchingKey), and a token none
+        // of them verifies keeps the fetch's failure, as one no held key matches does.
+        if ((held as { code?: string }).code === 'ERR_JWKS_MULTIPLE_MATCHING_KEYS') throw Object.assign(held as object, { [UNJUDGED]: err });
         throw err;
       }
     }
@@ -502,7 +508,8 @@ function remoteKeySet(url: URL, maxAgeMs: number): RemoteKeySet {
  * several keys of its type): jose names none and hands the candidates over. Each is a key the
  * set trusts, so each is tried, as Envoy's jwt_authn does; the first that verifies the signature
  * gives the verdict (its claims may still fail). Were none tried, every token of such a set would
- * be refused.
+ * be refused. Candidates from the keys a jwksUrl held while it fails that none verifies are not a
+ * verdict: the token may be signed by a key published since (503, as remoteKeySet says).
  */
 async function eachMatchingKey(err: unknown, token: string, options: JWTVerifyOptions): Promise<{ ok: true; payload: JWTPayload } | { ok: false; err: unknown }> {
   if ((err as { code?: string }).code !== 'ERR_JWKS_MULTIPLE_MATCHING_KEYS' || !(Symbol.asyncIterator in (err as object))) return { ok: false, err };
@@ -515,7 +522,7 @@ async function eachMatchingKey(err: unknown, token: string, options: JWTVerifyOp
       last = e;
     }
   }
-  return { ok: false, err: last ?? err };
+  return { ok: false, err: (err as { [UNJUDGED]?: unknown })[UNJUDGED] ?? last ?? err };
 }
 
 function isKeySet(text: string): boolean {
