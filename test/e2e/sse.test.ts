@@ -292,7 +292,7 @@ ${extra}`;
     c.child.kill();
   });
 
-  it('answers 405 with Allow for another method on an event stream path, which exists, and HEAD as GET without opening a stream', async () => {
+  it('answers 405 with Allow for another method on an event stream path, which exists (to a client its auth admits), and HEAD as GET without opening a stream', async () => {
     for (const method of ['POST', 'PUT', 'DELETE']) {
       // /mixed is only a stream; /ticks is a stream and a publish path.
       let res = await fetch(gw.url('api', '/mixed'), { method, headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
@@ -304,6 +304,17 @@ ${extra}`;
       res = await fetch(gw.url('api', '/ticks'), { method });
       assert.equal(res.status, 405, `${method} /ticks`);
       assert.equal(res.headers.get('allow'), 'GET, HEAD, POST');
+      await res.body?.cancel();
+    }
+    // Behind the target's auth, the 405 (which says the path streams) is told only to a client the auth admits.
+    for (const method of ['POST', 'DELETE']) {
+      let res = await fetch(gw.url('api', '/private'), { method, headers: { 'content-type': 'application/json' }, body: '{"n":1}' });
+      assert.equal(res.status, 401, `${method} /private without the key`);
+      assert.equal(res.headers.get('allow'), null);
+      assert.doesNotMatch(await res.text(), /event stream/);
+      res = await fetch(gw.url('api', '/private'), { method, headers: { 'content-type': 'application/json', 'x-api-key': 'reader-key-0123456789' }, body: '{"n":1}' });
+      assert.equal(res.status, 405, `${method} /private with the key`);
+      assert.equal(res.headers.get('allow'), 'GET, HEAD');
       await res.body?.cancel();
     }
     // HEAD is GET without the body (RFC 9110 §9.3.2): a monitor checks the path and its auth.

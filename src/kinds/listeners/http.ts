@@ -454,10 +454,14 @@ export class HttpListener implements ListenerRuntime {
     const exact = this.staticPublish.get(pathname);
     const found = exact ? undefined : this.router.find('POST', pathname);
     if (!exact && !found) {
-      if (!this.isStreamPath(pathname)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
-      // A known path with the wrong method is a 405 (spec §4), not a 404 that says it does not exist.
-      res.setHeader('allow', 'GET, HEAD');
-      return this.refuse(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; it is an event stream: GET it with Accept: text/event-stream`));
+      const stream = this.router.find('GET', pathname);
+      if (!stream) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${pathname}`));
+      // A known path with the wrong method is a 405 (spec §4), not a 404 that says it does not exist;
+      // told only to a client the target's auth admits, as the stream's 406 is.
+      return this.afterForwardAuth(req, res, (stream.store as { stream: string }).stream, url, q, () => {
+        res.setHeader('allow', 'GET, HEAD');
+        this.refuse(res, problem('EG_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${pathname}; it is an event stream: GET it with Accept: text/event-stream`));
+      });
     }
     if (req.method !== 'POST') {
       const stream = this.isStreamPath(pathname);
@@ -523,33 +527,40 @@ export class HttpListener implements ListenerRuntime {
   }
 
   /**
-   * `GET` on a forward path: an event stream, for clients that ask for one and pass the checks a
-   * WebSocket subscriber of the path would (the target's `auth`).
+   * `answer` (a 405 or 406 that says the path is an event stream) for a client the forward
+   * target's `auth` admits; its refusal for one it does not. Authentication comes before method and
+   * content negotiation (RFC 9110 orders them so): told the path streams, a client without
+   * credentials would learn what the auth guards.
    */
-  private serveStream(req: IncomingMessage, res: ServerResponse, path: string, url: string, q: number, params: Readonly<Record<string, string | undefined>>): void {
-    const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
-    const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
+  private afterForwardAuth(req: IncomingMessage, res: ServerResponse, path: string, url: string, q: number, answer: () => void): void {
     const gates = (): Gate[] => {
       const gate = this.bindings.forwardAuth?.get(path);
       return gate ? [gate] : [];
     };
-    /** A refusal of the target's auth; one it could not judge (its key set out of reach) is the operator's to know of. */
-    const refused = (admission: Admission & { ok: false }) => {
-      if (admission.problem.logDetail) this.env.logger.warn({ listener: this.name, path, status: admission.problem.status, where: admission.problem.logDetail }, 'event stream refused');
-      this.refuse(res, admission.problem);
-    };
+    if (gates().length === 0) return answer();
+    const request: RequestMeta = { headers: req.headers, query: parseQuery(q === -1 ? '' : url.slice(q + 1)), remoteAddress: req.socket.remoteAddress };
+    admitThroughCurrent(gates, request).then(
+      (admission) => (admission.ok ? answer() : this.refuseStream(res, path, admission.problem)),
+      (err) => this.failed(req, res, err),
+    );
+  }
+
+  /** A refusal of a forward target's auth; one it could not judge (its key set out of reach) is the operator's to know of. */
+  private refuseStream(res: ServerResponse, path: string, refusal: Problem): void {
+    if (refusal.logDetail) this.env.logger.warn({ listener: this.name, path, status: refusal.status, where: refusal.logDetail }, 'event stream refused');
+    this.refuse(res, refusal);
+  }
+
+  /**
+   * `GET` on a forward path: an event stream, for clients that ask for one and pass the checks a
+   * WebSocket subscriber of the path would (the target's `auth`).
+   */
+  private serveStream(req: IncomingMessage, res: ServerResponse, path: string, url: string, q: number, params: Readonly<Record<string, string | undefined>>): void {
     if (!wantsEventStream(req)) {
-      const notAcceptable = () => {
+      return this.afterForwardAuth(req, res, path, url, q, () => {
         res.setHeader('allow', this.bindings.publish.has(path) ? 'GET, HEAD, POST' : 'GET, HEAD');
         this.refuse(res, problem('EG_NOT_ACCEPTABLE', `${path} is an event stream: send Accept: text/event-stream`));
-      };
-      // Authentication before content negotiation (the order RFC 9110 gives them): a 406 to a
-      // client without credentials would tell it that the path streams.
-      if (gates().length === 0) return notAcceptable();
-      return void admitThroughCurrent(gates, request).then(
-        (admission) => (admission.ok ? notAcceptable() : refused(admission)),
-        (err) => this.failed(req, res, err),
-      );
+      });
     }
     // A stream is its connection's last answer (`Connection: close`): it never finishes on its own,
     // and node sends nothing queued behind it until it does. Marked now, before node parses what a
@@ -560,10 +571,16 @@ export class HttpListener implements ListenerRuntime {
       res.shouldKeepAlive = false;
       (req.socket as HttpSocket)[BEHIND_STREAM] = 0;
     }
+    const query = parseQuery(q === -1 ? '' : url.slice(q + 1));
+    const request: RequestMeta = { headers: req.headers, query, remoteAddress: req.socket.remoteAddress };
+    const gates = (): Gate[] => {
+      const gate = this.bindings.forwardAuth?.get(path);
+      return gate ? [gate] : [];
+    };
     const admitted: Promise<Admission> = admitThroughCurrent(gates, request);
     admitted.then(
       (admission) => {
-        if (!admission.ok) return refused(admission);
+        if (!admission.ok) return this.refuseStream(res, path, admission.problem);
         // A reload may have removed the path while the credentials were checked.
         if (this.draining || !this.bindings.forward.has(path)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${path}`));
         if (head) {
@@ -927,7 +944,7 @@ export const httpListener = defineListener({
     summary:
       "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path` (a parameter's value is at most 100 characters, the router's bound: a longer one matches no route, 404); the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain` (UTF-8: another `charset` is a 415), a string value. A body may be compressed (`Content-Encoding: gzip`, `deflate` or `br`, as log shippers and telemetry exporters send): it is decoded before anything else sees it, never to more than `maxBodyBytes` (413), and one that is not valid data of its coding is a 400; another coding is a 415 whose `Accept-Encoding` header lists these. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...) and the fetch metadata browsers add (`sec-*`, `priority`, `dnt`, `upgrade-insecure-requests`). " +
       'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). On shutdown new requests get 503 `EG_SHUTTING_DOWN` while those in flight finish; one still in flight when `admin.drainTimeoutMs` runs out gets that 503 too, its detail saying whether its message may have been delivered or its body had not all arrived. Requests a client pipelines on one connection get one answer each, in order, only the last with `Connection: close`. With `tls` it serves HTTPS, and with `http2: true` HTTP/2 as well to the clients that offer it (one connection for all requests and event streams of a browser; docs/http-edge.md); with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
-      'A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition; on a path several routes feed, `<route>=<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` (a new EventSource, which cannot send it: `?lastEventId=` in the URL; the header wins) first gets, through the route\'s chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records; a NATS JetStream subject: what its stream holds, up to 10 000 messages; MQTT, AMQP and core NATS keep no position, so their events have no id), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. A forward path with parameters (`/events/:room`) is filled from the path parameters of the same names the message has: a message published on `/room/:room` reaches the streams of its own room only, one without them (consumed from a broker) every stream whose path the forward path matches. The target\'s `auth` is checked before the stream opens (401/403); heartbeat comments keep idle streams open through proxies; over HTTP/1.1 a stream is its connection\'s last answer (`Connection: close`): nothing a client pipelines behind the `GET` is published, and a connection with more than 16 requests behind its stream is closed; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open (as do those of a path whose parameters it only renames); a stream the gateway ends because its credential expired or was revoked, or a reload removed its path, gets a last `eventgate.end` event (`{"status":401|403|404,"reason":...}`), since the browser\'s reconnect would be refused with a status no page can read.',
+      'A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition; on a path several routes feed, `<route>=<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` (a new EventSource, which cannot send it: `?lastEventId=` in the URL; the header wins) first gets, through the route\'s chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records; a NATS JetStream subject: what its stream holds, up to 10 000 messages; MQTT, AMQP and core NATS keep no position, so their events have no id), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. A forward path with parameters (`/events/:room`) is filled from the path parameters of the same names the message has: a message published on `/room/:room` reaches the streams of its own room only, one without them (consumed from a broker) every stream whose path the forward path matches. The target\'s `auth` is checked before the stream opens (401/403), and before a `406` for a request without that `Accept` or a `405` for another method, which are told only to a client it admits; heartbeat comments keep idle streams open through proxies; over HTTP/1.1 a stream is its connection\'s last answer (`Connection: close`): nothing a client pipelines behind the `GET` is published, and a connection with more than 16 requests behind its stream is closed; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams of routes a reload does not change stay open (as do those of a path whose parameters it only renames); a stream the gateway ends because its credential expired or was revoked, or a reload removed its path, gets a last `eventgate.end` event (`{"status":401|403|404,"reason":...}`), since the browser\'s reconnect would be refused with a status no page can read.',
     example:
       'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
   },
