@@ -1,13 +1,16 @@
 import { relative } from 'node:path';
 import type { TestResult } from './run-tests.js';
 
-/** Readable results: one line per test, and under each failure where it is written and what differed. */
+/**
+ * Readable results: one line per test with the place it is written (the run may span several test
+ * files), and under each failure what differed and where the expectation is.
+ */
 export function textReport(results: readonly TestResult[]): string {
   const lines: string[] = [];
   for (const r of results) {
     const where = `${r.test.file}:${r.test.line}`;
     if (r.passed) {
-      lines.push(`ok    ${r.test.route}: ${r.test.name}`);
+      lines.push(`ok    ${r.test.route}: ${r.test.name} (${where})`);
       continue;
     }
     lines.push(`FAIL  ${r.test.route}: ${r.test.name} (${where})`);

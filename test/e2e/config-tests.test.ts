@@ -215,7 +215,7 @@ describe('eventgate test', () => {
     const r = await runCli(['test', '-c', 'gateway.yaml'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 1, r.stdout + r.stderr);
-    const passed = [...r.stdout.matchAll(/^ok {4}\w+: (.+)$/gm)].map((m) => m[1]);
+    const passed = [...r.stdout.matchAll(/^ok {4}\w+: (.+) \(gateway\.tests\.yaml:\d+\)$/gm)].map((m) => m[1]);
     assert.deepEqual(passed, ['mqtt topic', 'nats subject', 'amqp key', 'amqp pattern', 'exact subject']);
     const failed = [...r.stdout.matchAll(/^ {6}gateway\.tests\.yaml:(\d+): input\.topic\n\s+- expected: (.+)\n\s+\+ actual: +(.+)$/gm)].map((m) => `${m[1]}: ${m[2]} | ${m[3]}`);
     assert.deepEqual(failed, [
