@@ -8,6 +8,7 @@ import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
 import type { Env } from '../config/source.js';
 import { loadEnv } from './env.js';
+import { type CliIo, processIo } from './io.js';
 import { takeEarlySignals } from './early-signals.js';
 import { releaseAfterStart } from './startup-hold.js';
 
@@ -64,22 +65,22 @@ const OPTIONS = {
  * A usage error exits 2, except for `plan`, where 2 means "the reload changes something": CI jobs
  * accept that code (`|| [ $? -eq 2 ]`), so a plan that could not be made must not exit with it.
  */
-async function usageError(command: string | undefined, message: string, values: Record<string, unknown>): Promise<number> {
-  process.stderr.write(`eventgate: ${message}\n${USAGE}\n`);
+async function usageError(io: CliIo, command: string | undefined, message: string, values: Record<string, unknown>): Promise<number> {
+  io.stderr(`eventgate: ${message}\n${USAGE}\n`);
   if (command !== 'plan') return 2;
-  await planNotMade(values, message);
+  await planNotMade(io, values, message);
   return 1;
 }
 
 /** `--format json` promises a document on stdout, also when no plan could be made. */
-async function planNotMade(values: Record<string, unknown>, message: string): Promise<void> {
+async function planNotMade(io: CliIo, values: Record<string, unknown>, message: string): Promise<void> {
   const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
   if (values.format !== 'json') return;
-  (await import('./plan.js')).writeNotMade({ config: text(values.config) ?? 'gateway.yaml', from: text(values.from), admin: text(values.admin), format: 'json' }, message);
+  (await import('./plan.js')).writeNotMade({ config: text(values.config) ?? 'gateway.yaml', from: text(values.from), admin: text(values.admin), format: 'json', io }, message);
 }
 
 /** Runs the command `argv` names (without node and the script); resolves to the exit code. */
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, allowPositionals: true, tokens: true, options: OPTIONS });
@@ -93,27 +94,27 @@ export async function main(argv: string[]): Promise<number> {
     const message = unknown
       ? `unknown option '${unknown[1]}${unknown[2]}'${didYouMean(unknown[2]!, takes).replace(/'([^']+)'/, "'--$1'")}${command && COMMAND_OPTIONS[command] ? `; '${command}' takes ${takes.map((o) => `--${o}`).join(', ')}` : ''}`
       : (err as Error).message;
-    return await usageError(command, message, lenient.values);
+    return await usageError(io, command, message, lenient.values);
   }
   const { values, positionals } = parsed;
   if (values.version) {
     const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-    process.stdout.write(`eventgate ${pkg.version}\n`);
+    io.stdout(`eventgate ${pkg.version}\n`);
     return 0;
   }
   const command = positionals[0];
-  const loaded = loadEnv(values['vars-file'] ?? []);
+  const loaded = loadEnv(values['vars-file'] ?? [], io.env);
   if ('error' in loaded) {
-    process.stderr.write(`eventgate: ${loaded.error}\n`);
+    io.stderr(`eventgate: ${loaded.error}\n`);
     // The config cannot be loaded without its variables: for run, validate and export that is a config that
     // does not load (1, spec §1), for test a config error (2); for plan 2 would say "the reload
     // changes something", so a plan not made is 1.
-    if (command === 'plan') await planNotMade(values, loaded.error);
+    if (command === 'plan') await planNotMade(io, values, loaded.error);
     return command === 'run' || command === 'validate' || command === 'plan' || command === 'export' ? 1 : 2;
   }
   const { env } = loaded;
   if (values.help || command === undefined || command === 'help') {
-    process.stdout.write(`${USAGE}\n`);
+    io.stdout(`${USAGE}\n`);
     return command === undefined && !values.help ? 2 : 0;
   }
   const takes = COMMAND_OPTIONS[command];
@@ -125,24 +126,24 @@ export async function main(argv: string[]): Promise<number> {
         command !== 'schema' && /\.(ya?ml|json)$/i.test(extra) && values.config === undefined
           ? ` (the config is given with -c: eventgate ${positionals.slice(0, COMMAND_ARGS[command]).join(' ')} -c ${extra})`
           : '';
-      return await usageError(command, `unexpected argument '${extra}'${hint}`, values);
+      return await usageError(io, command, `unexpected argument '${extra}'${hint}`, values);
     }
     const given = parsed.tokens?.filter((t) => t.kind === 'option').map((t) => t.name) ?? [];
     const foreign = given.find((name) => !takes.includes(name));
-    if (foreign !== undefined) return await usageError(command, `'${command}' does not take --${foreign}`, values);
+    if (foreign !== undefined) return await usageError(io, command, `'${command}' does not take --${foreign}`, values);
   }
   switch (command) {
     case 'run':
       return run(values.config ?? 'gateway.yaml', env, values['vars-file'] ?? []);
     case 'validate':
       if (values.format !== 'text' && values.format !== 'json') {
-        process.stderr.write(`eventgate: --format must be text or json, got '${values.format}'\n`);
+        io.stderr(`eventgate: --format must be text or json, got '${values.format}'\n`);
         return 2;
       }
-      return await validate(values.config ?? 'gateway.yaml', values.format, env);
+      return await validate(values.config ?? 'gateway.yaml', values.format, env, io);
     // The other commands are loaded when used, so `run` does not carry their code.
     case 'test':
-      return await (await import('./test.js')).testCommand(values.config, positionals.slice(1), values.format!, env);
+      return await (await import('./test.js')).testCommand(values.config, positionals.slice(1), values.format!, env, io);
     case 'plan':
       return await (await import('./plan.js')).planCommand({
         config: values.config ?? 'gateway.yaml',
@@ -152,26 +153,27 @@ export async function main(argv: string[]): Promise<number> {
         format: values.format!,
         env,
         varsFiles: loaded.files,
+        io,
       });
     case 'export':
-      return await (await import('./export.js')).exportCommand(positionals[1], values.config ?? 'gateway.yaml', env);
+      return await (await import('./export.js')).exportCommand(positionals[1], values.config ?? 'gateway.yaml', env, io);
     case 'schema':
-      process.stdout.write(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
+      io.stdout(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;
     default:
-      process.stderr.write(`eventgate: unknown command '${command}'\n${USAGE}\n`);
+      io.stderr(`eventgate: unknown command '${command}'\n${USAGE}\n`);
       return 2;
   }
 }
 
-async function validate(file: string, format: 'text' | 'json', env: Env): Promise<number> {
+async function validate(file: string, format: 'text' | 'json', env: Env, io: CliIo): Promise<number> {
   const tests = await import('./test.js');
   const loaded = tests.isTestFileName(file) ? { diagnostics: await tests.checkTestFile(file, env), warnings: [] } : await loadPlan(file, { registry: defaultRegistry(), env });
   const { diagnostics } = loaded;
   // Warnings leave the config valid: stdout stays `ok` / the array of problems, they go to stderr.
-  for (const w of loaded.warnings ?? []) process.stderr.write(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
+  for (const w of loaded.warnings ?? []) io.stderr(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
   if (format === 'json') {
-    process.stdout.write(
+    io.stdout(
       `${JSON.stringify(
         diagnostics.map((d) => ({ file: d.file, line: d.line, column: d.column, message: d.message, path: d.path, code: d.code })),
         null,
@@ -179,9 +181,9 @@ async function validate(file: string, format: 'text' | 'json', env: Env): Promis
       )}\n`,
     );
   } else if (diagnostics.length === 0) {
-    process.stdout.write('ok\n');
+    io.stdout('ok\n');
   } else {
-    for (const d of diagnostics) process.stdout.write(`${formatDiagnostic(d)}\n`);
+    for (const d of diagnostics) io.stdout(`${formatDiagnostic(d)}\n`);
   }
   return diagnostics.length === 0 ? 0 : 1;
 }

@@ -26,7 +26,7 @@ export interface VarsFileError {
  * stand-ins instead of the deployment's secrets). Later files fill in after earlier ones. `run`
  * reads the files again at every reload and watches them, as it does the config's own files.
  */
-export function loadEnv(files: readonly string[]): LoadedEnv {
+export function loadEnv(files: readonly string[], environment: NodeJS.ProcessEnv = process.env): LoadedEnv {
   const fromFiles: Record<string, string> = {};
   const read = new Map<string, string>();
   for (const file of files) {
@@ -43,7 +43,7 @@ export function loadEnv(files: readonly string[]): LoadedEnv {
     if (typeof text !== 'string') return { error: `--vars-file ${file}:${text.line}:${text.column}: ${text.message}`, file, line: text.line, column: text.column, message: text.message, files: read };
     for (const [k, v] of Object.entries(parseEnv(text))) if (v !== undefined && !(k in fromFiles)) fromFiles[k] = v;
   }
-  return { env: { ...fromFiles, ...process.env }, files: read };
+  return { env: { ...fromFiles, ...environment }, files: read };
 }
 
 /**

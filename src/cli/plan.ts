@@ -6,6 +6,7 @@ import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../pl
 import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
 import { handOverTakes } from '../plan/subscription.js';
 import type { Plan } from '../plan/types.js';
+import type { CliIo } from './io.js';
 
 export interface PlanOptions {
   config: string;
@@ -16,6 +17,7 @@ export interface PlanOptions {
   env: Env;
   /** The `--vars-file` files by absolute path with the hash of what they held: part of the version, as for `run`. */
   varsFiles?: ReadonlyMap<string, string>;
+  io: CliIo;
 }
 
 interface Disconnect {
@@ -61,7 +63,7 @@ export interface PlanReport {
  * unreachable, a usage error): as `terraform plan -detailed-exitcode`, 2 only ever means changes.
  */
 export async function planCommand(o: PlanOptions): Promise<number> {
-  if (o.format !== 'text' && o.format !== 'json') return usage(`--format must be text or json, got '${o.format}'`);
+  if (o.format !== 'text' && o.format !== 'json') return usage(o.io, `--format must be text or json, got '${o.format}'`);
   const notMade = (message: string, errors?: PlanReport['errors']) => planNotMade(o, message, errors);
   if (o.from !== undefined && o.admin !== undefined) return notMade('give --from OLD or --admin URL, not both');
   if (o.token !== undefined && o.admin === undefined) return notMade('--token goes with --admin URL');
@@ -72,10 +74,10 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   // OLD could be read or the admin API reached — they are what the author of the change must fix.
   const next = await loadPlan(o.config, { registry, env: o.env, extraFiles: o.varsFiles });
   // Warnings of a valid NEW (a feedback loop, a suspicious topic) on stderr, as validate prints them: a reviewer of the plan sees them too.
-  for (const w of next.warnings ?? []) process.stderr.write(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
+  for (const w of next.warnings ?? []) o.io.stderr(`${formatDiagnostic({ ...w, message: `warning: ${w.message}` })}\n`);
   const invalidNew = (from: string | null) => {
     const report: PlanReport = { valid: false, changes: false, config: o.config, against, version: { from, to: null }, errors: next.diagnostics.map(toError) };
-    write(o.format, report);
+    write(o.io, o.format, report);
     return 1;
   };
 
@@ -87,14 +89,14 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     const old = await loadPlan(o.from, { registry, env: o.env, extraFiles: o.varsFiles });
     if (!old.plan) {
       if (!next.plan) return invalidNew(null);
-      for (const d of old.diagnostics) process.stderr.write(`${formatDiagnostic(d)}\n`);
+      for (const d of old.diagnostics) o.io.stderr(`${formatDiagnostic(d)}\n`);
       return notMade(`the old config ${o.from} is invalid, so there is nothing to compare with`, old.diagnostics.map(toError));
     }
     before = old.plan;
     logBefore = planFingerprint(before, registry).log;
   } else if (o.admin !== undefined) {
     // From the environment, the token stays off the command line, which any local user's \`ps\` shows.
-    const fetched = await fetchRunning(o.admin, o.token ?? (process.env.EVENTGATE_ADMIN_TOKEN || undefined), o.token !== undefined ? '--token' : 'EVENTGATE_ADMIN_TOKEN');
+    const fetched = await fetchRunning(o.admin, o.token ?? (o.io.env.EVENTGATE_ADMIN_TOKEN || undefined), o.token !== undefined ? '--token' : 'EVENTGATE_ADMIN_TOKEN');
     if ('error' in fetched || fetched.fingerprint === null) {
       if (!next.plan) return invalidNew(null);
       return notMade('error' in fetched ? fetched.error : `the gateway at ${o.admin} has no config loaded`);
@@ -175,7 +177,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     groups,
     errors: [],
   };
-  write(o.format, report);
+  write(o.io, o.format, report);
   return changes ? 2 : 0;
 }
 
@@ -224,8 +226,8 @@ function toError(d: Diagnostic): PlanReport['errors'][number] {
 }
 
 /** The plan could not be made: exit 1, never 2, which says "the reload changes something" (and CI jobs accept). */
-function usage(message: string): number {
-  process.stderr.write(`eventgate: ${message}\n`);
+function usage(io: CliIo, message: string): number {
+  io.stderr(`eventgate: ${message}\n`);
   return 1;
 }
 
@@ -240,10 +242,10 @@ function againstOf(o: Pick<PlanOptions, 'from' | 'admin'>): PlanReport['against'
  */
 function planNotMade(o: NotMadeOptions, message: string, errors?: PlanReport['errors']): number {
   writeNotMade(o, message, errors);
-  return usage(message);
+  return usage(o.io, message);
 }
 
-type NotMadeOptions = Pick<PlanOptions, 'config' | 'from' | 'admin' | 'format'>;
+type NotMadeOptions = Pick<PlanOptions, 'config' | 'from' | 'admin' | 'format' | 'io'>;
 
 /** The report of a plan not made, on stdout when `--format json` asked for one (main.ts's usage errors too). */
 export function writeNotMade(o: NotMadeOptions, message: string, errors?: PlanReport['errors']): void {
@@ -256,12 +258,12 @@ export function writeNotMade(o: NotMadeOptions, message: string, errors?: PlanRe
       version: { from: null, to: null },
       errors: errors ?? [{ file: '', line: 0, column: 0, message, path: '', code: 'EG_PLAN_NOT_MADE' }],
     };
-    write('json', report);
+    write(o.io, 'json', report);
   }
 }
 
-function write(format: string, report: PlanReport): void {
-  process.stdout.write(format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : text(report));
+function write(io: CliIo, format: string, report: PlanReport): void {
+  io.stdout(format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : text(report));
 }
 
 function text(r: PlanReport): string {

@@ -8,6 +8,7 @@ import { loadPlan } from '../plan/compile.js';
 import type { Plan } from '../plan/types.js';
 import type { TestResult } from '../testing/run-tests.js';
 import { readTestFile, type TestFile } from '../testing/test-file.js';
+import type { CliIo } from './io.js';
 import { releaseAfterStart } from './startup-hold.js';
 
 /** The tests of `gateway.yaml` live beside it in `gateway.tests.yaml`. */
@@ -68,15 +69,15 @@ function unknownRoutes(t: TestFile, plan: Plan, config: string): Diagnostic[] {
  * `eventgate test [-c FILE] [TESTFILE...] [--format text|junit]`: exit 0 when every test passes,
  * 1 when any fails, 2 when the tests cannot run (usage, unreadable test file, invalid config).
  */
-export async function testCommand(config: string | undefined, testFiles: string[], format: string, env: Env): Promise<number> {
+export async function testCommand(config: string | undefined, testFiles: string[], format: string, env: Env, io: CliIo): Promise<number> {
   if (format !== 'text' && format !== 'junit') {
-    process.stderr.write(`eventgate: --format must be text or junit, got '${format}'\n`);
+    io.stderr(`eventgate: --format must be text or junit, got '${format}'\n`);
     return 2;
   }
   /** Exit 2 (the tests cannot run): the problems on stderr, and with junit a report saying so. */
   const cannotRun = async (problems: readonly string[]): Promise<number> => {
-    for (const p of problems) process.stderr.write(`${p}\n`);
-    if (format === 'junit') process.stdout.write((await import('../testing/report.js')).junitCannotRun(problems));
+    for (const p of problems) io.stderr(`${p}\n`);
+    if (format === 'junit') io.stdout((await import('../testing/report.js')).junitCannotRun(problems));
     return 2;
   };
   const usageError = (diagnostics: readonly Diagnostic[], head: string[] = []) => cannotRun([...head, ...diagnostics.map(formatDiagnostic)]);
@@ -120,6 +121,6 @@ export async function testCommand(config: string | undefined, testFiles: string[
   const results: TestResult[] = [];
   for (const { t, plan } of runnable) for (const test of t.tests) results.push(await runTest(plan, test, registry));
   if (results.length === 0) return cannotRun([`eventgate: no tests in ${files.join(', ')}`]);
-  process.stdout.write(format === 'junit' ? junitReport(results) : textReport(results));
+  io.stdout(format === 'junit' ? junitReport(results) : textReport(results));
   return results.every((r) => r.passed) ? 0 : 1;
 }
