@@ -6,6 +6,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { makeCertificates } from '../helpers/certificates.js';
+import { runCliInProcess } from '../helpers/cli.js';
 import { WsClient } from '../helpers/clients.js';
 import { cliPath, repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
@@ -97,14 +98,14 @@ describe('eventgate plan --from OLD', () => {
     const files = sameConfigElsewhere();
     const old = tempFiles(files);
     const dir = deeperCopy(files);
-    const r = await runCli(['plan', '-c', 'gateway.yaml', '--from', join(old, 'gateway.yaml')], { cwd: dir });
+    const r = await runCliInProcess(['plan', '-c', 'gateway.yaml', '--from', join(old, 'gateway.yaml')], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^no changes: a reload would keep all 5 components as they are$/m);
 
     // A change of a file's content is still a change of what reads it.
     writeFileSync(join(dir, 'schemas/in.json'), JSON.stringify({ type: 'object', required: ['id', 'at'] }));
-    const changed = await runCli(['plan', '-c', 'gateway.yaml', '--from', join(old, 'gateway.yaml'), '--format', 'json'], { cwd: dir });
+    const changed = await runCliInProcess(['plan', '-c', 'gateway.yaml', '--from', join(old, 'gateway.yaml'), '--format', 'json'], { cwd: dir });
     assert.equal(changed.code, 2, changed.stdout + changed.stderr);
     const report = JSON.parse(changed.stdout);
     assert.deepEqual(report.routes, { add: [], change: ['in'], remove: [], keep: ['out'] });
@@ -147,11 +148,11 @@ describe('eventgate plan --from OLD', () => {
       'start.yaml': asked('{ broker: local, topic: t, startFrom: earliest }'),
       'steps.yaml': asked('{ broker: local, topic: t }\n    through: [ { filter: "true" } ]'),
     });
-    const start = await runCli(['plan', '-c', 'start.yaml', '--from', 'old.yaml'], { cwd: dir });
+    const start = await runCliInProcess(['plan', '-c', 'start.yaml', '--from', 'old.yaml'], { cwd: dir });
     assert.equal(start.code, 2, start.stdout + start.stderr);
     assert.match(start.stdout, /^consumer group rejoins: eventgate-out-<instance> \(route out, local\/t\)$/m);
     // Before: "rejoins" for a route that takes the running subscription over (only a step changed).
-    const steps = await runCli(['plan', '-c', 'steps.yaml', '--from', 'old.yaml'], { cwd: dir });
+    const steps = await runCliInProcess(['plan', '-c', 'steps.yaml', '--from', 'old.yaml'], { cwd: dir });
     assert.equal(steps.code, 2, steps.stdout + steps.stderr);
     assert.match(steps.stdout, /^ {2}~ route out$/m);
     assert.doesNotMatch(steps.stdout, /consumer group/);
@@ -167,10 +168,10 @@ describe('eventgate plan --from OLD', () => {
     for (const [what, changed, line] of cases) {
       const dir = tempFiles({ 'old.yaml': old, 'new.yaml': changed });
       // Before, each was "no changes", exit 0: a CI job would skip the deploy of a new admin token.
-      const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+      const r = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
       assert.equal(r.code, 2, `${what}: ${r.stdout}${r.stderr}`);
       assert.match(r.stdout, line, what);
-      const json = JSON.parse((await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
+      const json = JSON.parse((await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
       assert.equal(json.changes, true, what);
       assert.deepEqual([json.admin, json.log], what === 'log' ? ['keep', 'change'] : ['reconfigure', 'keep'], what);
     }
@@ -179,24 +180,24 @@ describe('eventgate plan --from OLD', () => {
   it('names the per-instance group a removed websocket forward route leaves, as the one it joined', async () => {
     const withoutOut = base('a > 1').replace(/ {2}- name: out\n.*\n.*\n/, '');
     const dir = tempFiles({ 'old.yaml': base('a > 1'), 'new.yaml': withoutOut, 'first.yaml': withoutOut });
-    const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
     assert.equal(r.code, 2, r.stdout + r.stderr);
     // Before: "leaves: eventgate-out", a group the route never joined.
     assert.match(r.stdout, /^consumer group leaves: eventgate-out-<instance> \(route out, local\/t\)$/m);
-    const back = await runCli(['plan', '-c', 'old.yaml', '--from', 'first.yaml'], { cwd: dir });
+    const back = await runCliInProcess(['plan', '-c', 'old.yaml', '--from', 'first.yaml'], { cwd: dir });
     assert.match(back.stdout, /^consumer group joins: eventgate-out-<instance> \(route out, local\/t\)$/m);
   });
 
   it('names no group for an amqp route reading a declared queue, and says what a left routing-key queue keeps', async () => {
     const dir = tempFiles({ 'old.yaml': amqpRoutes('true', 'rk'), 'new.yaml': amqpRoutes('a > 1', 'rk2') });
-    const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 2, r.stdout + r.stderr);
     // Before: "consumer group rejoins: eventgate-q", a group the route reading queue 'billing' never uses.
     assert.doesNotMatch(r.stdout, /eventgate-q\b/);
     assert.match(r.stdout, /^consumer group leaves: eventgate-rk \(route rk, rabbit\/orders\.\*\): its queue stays bound and collects every matching message until it is deleted/m);
     assert.match(r.stdout, /^consumer group joins: eventgate-rk2 \(route rk2, rabbit\/orders\.\*\)$/m);
-    const json = JSON.parse((await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
+    const json = JSON.parse((await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
     assert.deepEqual(json.routes.change, ['q']);
     assert.deepEqual(
       json.groups.map((g: { group: string; change: string; left?: string }) => [g.group, g.change, g.left !== undefined]),
@@ -212,7 +213,7 @@ describe('eventgate plan --from OLD', () => {
     const loop = ['  - name: again', '    from: { broker: local, topic: t }', '    to: { broker: local, topic: t }'];
     const dir = tempFiles({ 'old.yaml': base('a > 1'), 'new.yaml': base('a > 1', '127.0.0.1', loop) });
     for (const format of ['text', 'json']) {
-      const r = await runCli(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', format], { cwd: dir });
+      const r = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', format], { cwd: dir });
       noStackTrace(r);
       assert.equal(r.code, 2, r.stdout + r.stderr);
       assert.match(r.stderr, /^new\.yaml:17:9: warning: route 'again' writes topic 't' of broker 'local', the topic it reads, and has no filter/m);
@@ -246,7 +247,7 @@ describe('eventgate plan --from OLD', () => {
       ['--admin', 'http://127.0.0.1:1'],
       ['--from', 'nope.yaml'],
     ]) {
-      const r = await runCli(['plan', '-c', 'new.yaml', ...against, '--format', 'json'], { cwd: dir });
+      const r = await runCliInProcess(['plan', '-c', 'new.yaml', ...against, '--format', 'json'], { cwd: dir });
       noStackTrace(r);
       assert.equal(r.code, 1);
       const report = JSON.parse(r.stdout);
@@ -263,16 +264,16 @@ describe('eventgate plan --from OLD', () => {
   // a plan that could not be made exits 1, or a typo in a flag would pass the job with no plan at all.
   it('exits 1, never 2, when the plan cannot be made: a usage error, an unknown option, an unreadable OLD', async () => {
     const dir = tempFiles({ 'new.yaml': base('a > 1') });
-    const both = await runCli(['plan', '-c', 'new.yaml', '--from', 'x.yaml', '--admin', 'http://127.0.0.1:1'], { cwd: dir });
+    const both = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'x.yaml', '--admin', 'http://127.0.0.1:1'], { cwd: dir });
     assert.equal(both.code, 1);
     assert.match(both.stderr, /give --from OLD or --admin URL, not both/);
-    const missing = await runCli(['plan', '-c', 'new.yaml', '--from', 'nope.yaml'], { cwd: dir });
+    const missing = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'nope.yaml'], { cwd: dir });
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /nope\.yaml:1:1: cannot read config file/);
     const typo = await runCli(['plan', '-c', 'new.yaml', '--form', 'old.yaml'], { cwd: dir });
     assert.equal(typo.code, 1);
     assert.match(typo.stderr, /^eventgate: unknown option '--form' \(did you mean '--from'\?\); 'plan' takes --config, --from, --admin, --token, --format, --vars-file\n/);
-    const format = await runCli(['plan', '-c', 'new.yaml', '--format', 'yaml'], { cwd: dir });
+    const format = await runCliInProcess(['plan', '-c', 'new.yaml', '--format', 'yaml'], { cwd: dir });
     assert.equal(format.code, 1);
     assert.equal(format.stdout, '');
   });
@@ -282,7 +283,7 @@ describe('eventgate plan --from OLD', () => {
     const dir = tempFiles({ 'new.yaml': base('a > 1') });
     const json = ['--format', 'json'];
     const report = async (args: string[]) => {
-      const r = await runCli(['plan', '-c', 'new.yaml', ...args, ...json], { cwd: dir });
+      const r = await runCliInProcess(['plan', '-c', 'new.yaml', ...args, ...json], { cwd: dir });
       noStackTrace(r);
       assert.equal(r.code, 1, r.stdout + r.stderr);
       assert.notEqual(r.stderr, '', 'still explained on stderr');
@@ -326,7 +327,7 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       assert.equal(same.code, 0, same.stdout + same.stderr);
 
       const dir = tempFiles({ 'new.yaml': base('a > 2', '0.0.0.0') });
-      const changed = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: dir });
+      const changed = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: dir });
       assert.equal(changed.code, 2, changed.stdout + changed.stderr);
       const report = JSON.parse(changed.stdout);
       assert.deepEqual(report.routes.change.sort(), ['in', 'out']);
@@ -334,21 +335,21 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       assert.deepEqual(report.groups, []);
       assert.deepEqual(report.disconnected, [{ listener: 'push', clients: 1, reason: 'the listener needs a new socket (port, host or TLS changed)' }]);
 
-      const unauthorized = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir });
+      const unauthorized = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir });
       assert.equal(unauthorized.code, 1);
       assert.match(unauthorized.stderr, /wants a token: set EVENTGATE_ADMIN_TOKEN \(or pass --token\) \(401\)/);
       // From the environment the token is not on the command line, where every local user's ps sees it.
       const fromEnv = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir, env: { EVENTGATE_ADMIN_TOKEN: 'plan-test-token-0123456789' } });
       assert.equal(fromEnv.code, 2, fromEnv.stdout + fromEnv.stderr);
-      const wrongEnv = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir, env: { EVENTGATE_ADMIN_TOKEN: 'not-the-token' } });
+      const wrongEnv = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl], { cwd: dir, env: { EVENTGATE_ADMIN_TOKEN: 'not-the-token' } });
       assert.match(wrongEnv.stderr, /refused the token given with EVENTGATE_ADMIN_TOKEN: it is not admin\.token \(401\)/);
       // A wrong token is named as such (it was answered 'pass --token', which it had been).
-      const wrong = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'not-the-token', '--format', 'json'], { cwd: dir });
+      const wrong = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'not-the-token', '--format', 'json'], { cwd: dir });
       assert.equal(wrong.code, 1);
       assert.match(wrong.stderr, /refused the token given with --token: it is not admin\.token \(401\)/);
       assert.match(JSON.parse(wrong.stdout).errors[0].message, /refused the token given with --token/);
       // The admin API's own path given as its URL: 'answered 404' said nothing of why.
-      const suffixed = await runCli(['plan', '-c', 'new.yaml', '--admin', `${gw.adminUrl}/admin`, ...token], { cwd: dir });
+      const suffixed = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', `${gw.adminUrl}/admin`, ...token], { cwd: dir });
       assert.equal(suffixed.code, 1);
       assert.match(suffixed.stderr, new RegExp(`answered 404: --admin is the URL the admin API listens on, without '/admin' \\(${gw.adminUrl.replace(/\./g, '\\.')}\\)`));
 
@@ -357,25 +358,25 @@ describe('eventgate plan --admin URL against a running gateway', () => {
         'token.yaml': base('a > 1').replace('plan-test-token-0123456789', 'another-plan-token-0123456789'),
         'log.yaml': `${base('a > 1')}log: { level: debug }\n`,
       });
-      const tokenPlan = await runCli(['plan', '-c', 'token.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: settings });
+      const tokenPlan = await runCliInProcess(['plan', '-c', 'token.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: settings });
       assert.equal(tokenPlan.code, 2, tokenPlan.stdout + tokenPlan.stderr);
       assert.equal(JSON.parse(tokenPlan.stdout).admin, 'reconfigure');
-      const logPlan = await runCli(['plan', '-c', 'log.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: settings });
+      const logPlan = await runCliInProcess(['plan', '-c', 'log.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: settings });
       assert.equal(logPlan.code, 2, logPlan.stdout + logPlan.stderr);
       assert.equal(JSON.parse(logPlan.stdout).log, 'change');
 
       const removed = tempFiles({ 'new.yaml': base('a > 1').replace(/ {2}- name: out\n.*\n.*\n/, '') });
-      const leave = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: removed });
+      const leave = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: removed });
       assert.deepEqual(JSON.parse(leave.stdout).groups, [{ route: 'out', broker: 'local', topic: 't', group: 'eventgate-out-<instance>', change: 'leave' }]);
 
       // Apply the filter change only: afterwards the plan for that config is empty.
       await gw.reconfigure(base('a > 2'));
-      const after = await runCli(['plan', '-c', gw.configFile, '--admin', gw.adminUrl, ...token]);
+      const after = await runCliInProcess(['plan', '-c', gw.configFile, '--admin', gw.adminUrl, ...token]);
       assert.equal(after.code, 0, after.stdout + after.stderr);
 
       // Last, as it locks this address out: the two wrong tokens above and eight more make ten.
       for (let i = 0; i < 8; i++) assert.equal((await fetch(`${gw.adminUrl}/admin/plan`, { headers: { authorization: `Bearer guess-${i}` } })).status, 401);
-      const locked = await runCli(['plan', '-c', gw.configFile, '--admin', gw.adminUrl, ...token]);
+      const locked = await runCliInProcess(['plan', '-c', gw.configFile, '--admin', gw.adminUrl, ...token]);
       assert.equal(locked.code, 1);
       assert.match(locked.stderr, /refuses this address for now, after too many wrong tokens from it: try again in \d+ s \(429\)/);
     } finally {
@@ -386,7 +387,7 @@ describe('eventgate plan --admin URL against a running gateway', () => {
   it('names no group for an amqp queue route, and what a left routing-key queue keeps, from the running fingerprint', async () => {
     await gw.start(amqpRoutes('true', 'rk'));
     const dir = tempFiles({ 'new.yaml': amqpRoutes('a > 1', 'rk2') });
-    const r = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'plan-test-token-0123456789', '--format', 'json'], { cwd: dir });
+    const r = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'plan-test-token-0123456789', '--format', 'json'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 2, r.stdout + r.stderr);
     const groups = JSON.parse(r.stdout).groups as { group: string; change: string; left?: string }[];
@@ -405,7 +406,7 @@ describe('eventgate plan --admin URL against a running gateway', () => {
   it('says a broker whose changed keys are all applied in place is reconfigured, its routes kept, from the running fingerprint', async () => {
     await gw.start(amqpRoutes('true', 'rk'));
     const plan = async (yaml: string) => {
-      const r = await runCli(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'plan-test-token-0123456789', '--format', 'json'], { cwd: tempFiles({ 'new.yaml': yaml }) });
+      const r = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, '--token', 'plan-test-token-0123456789', '--format', 'json'], { cwd: tempFiles({ 'new.yaml': yaml }) });
       noStackTrace(r);
       assert.equal(r.code, 2, r.stdout + r.stderr);
       const report = JSON.parse(r.stdout);
@@ -426,7 +427,7 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     const files = sameConfigElsewhere();
     await gw.start(files['gateway.yaml']!, { files: Object.fromEntries(Object.entries(files).filter(([name]) => name !== 'gateway.yaml')) });
     const dir = deeperCopy(files);
-    const r = await runCli(['plan', '-c', 'gateway.yaml', '--admin', gw.adminUrl, '--token', 'plan-test-token-0123456789'], { cwd: dir });
+    const r = await runCliInProcess(['plan', '-c', 'gateway.yaml', '--admin', gw.adminUrl, '--token', 'plan-test-token-0123456789'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^no changes: a reload would keep all 5 components as they are$/m);
@@ -443,10 +444,10 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     const token = 'plan-test-token-0123456789';
     const status = (await (await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${token}` } })).json()) as { version: string };
     const dir = deeperCopy(files);
-    const r = await runCli(['plan', '-c', 'gateway.yaml', '--admin', gw.adminUrl, '--token', token, '--vars-file', 'vars.env', '--format', 'json'], { cwd: dir });
+    const r = await runCliInProcess(['plan', '-c', 'gateway.yaml', '--admin', gw.adminUrl, '--token', token, '--vars-file', 'vars.env', '--format', 'json'], { cwd: dir });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.deepEqual(JSON.parse(r.stdout).version, { from: status.version, to: status.version });
-    const fromFile = await runCli(['plan', '-c', 'gateway.yaml', '--from', join(gw.dir, 'gateway.yaml'), '--vars-file', 'vars.env', '--format', 'json'], { cwd: dir });
+    const fromFile = await runCliInProcess(['plan', '-c', 'gateway.yaml', '--from', join(gw.dir, 'gateway.yaml'), '--vars-file', 'vars.env', '--format', 'json'], { cwd: dir });
     assert.equal(JSON.parse(fromFile.stdout).version.to, status.version, fromFile.stderr);
   });
 
@@ -457,7 +458,7 @@ describe('eventgate plan --admin URL against a running gateway', () => {
     const port = (probe.address() as { port: number }).port;
     await new Promise((r) => probe.close(r));
     const dir = tempFiles({ 'new.yaml': base('a > 1') });
-    const r = await runCli(['plan', '-c', 'new.yaml', '--admin', `http://127.0.0.1:${port}`], { cwd: dir });
+    const r = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', `http://127.0.0.1:${port}`], { cwd: dir });
     assert.equal(r.code, 1);
     assert.match(r.stderr, new RegExp(`cannot reach the admin API at http://127\\.0\\.0\\.1:${port}/admin/plan: ECONNREFUSED`));
   });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { runCliInProcess } from '../helpers/cli.js';
 import { runCli, tempFiles } from '../helpers/gateway.js';
 
 /** A config from its lines, so a test reads as "line N, column C" against the array index + 1. */
@@ -17,11 +18,16 @@ interface Validated {
   lines: string[];
 }
 
-/** Runs `eventgate validate -c gateway.yaml` in a temp directory holding `files`. */
-async function validate(files: Record<string, string>, options: { env?: Record<string, string>; format?: 'text' | 'json' } = {}): Promise<Validated> {
+/**
+ * Runs `eventgate validate -c gateway.yaml` in a temp directory holding `files`: in this process
+ * (the CLI's own main(), test/helpers/cli.ts), or with `process: true` as a CLI process, for the
+ * cases that check what only a process shows (its exit code and output as a shell sees them, a
+ * process warning or a library's console output on its stderr).
+ */
+async function validate(files: Record<string, string>, options: { env?: Record<string, string>; format?: 'text' | 'json'; process?: boolean } = {}): Promise<Validated> {
   const dir = tempFiles(files);
   const args = ['validate', '-c', 'gateway.yaml', ...(options.format ? ['--format', options.format] : [])];
-  const r = await runCli(args, { cwd: dir, env: options.env });
+  const r = await (options.process ? runCli : runCliInProcess)(args, { cwd: dir, env: options.env });
   assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at .+:\d+:\d+\)?\n/, 'never a stack trace');
   return { ...r, lines: r.stdout.split('\n').filter((l) => l !== '') };
 }
@@ -53,26 +59,29 @@ const base = [
 
 describe('eventgate validate', { concurrency: 4 }, () => {
   it('prints ok and exits 0 for a valid config', async () => {
-    const r = await validate({
-      'gateway.yaml': yaml(
-        ...base,
-        'chains:',
-        '  main:',
-        '    - filter: a > 1',
-        'routes:',
-        '  - name: in',
-        '    from: { listener: api, path: /in }',
-        '    through: main',
-        '    to: { broker: local, topic: t }',
-      ),
-    });
+    const r = await validate(
+      {
+        'gateway.yaml': yaml(
+          ...base,
+          'chains:',
+          '  main:',
+          '    - filter: a > 1',
+          'routes:',
+          '  - name: in',
+          '    from: { listener: api, path: /in }',
+          '    through: main',
+          '    to: { broker: local, topic: t }',
+        ),
+      },
+      { process: true },
+    );
     assert.equal(r.code, 0);
     assert.equal(r.stdout, 'ok\n');
     assert.equal(r.stderr, '');
   });
 
   it('prints an empty JSON array and exits 0 for a valid config with --format json', async () => {
-    const r = await validate({ 'gateway.yaml': yaml(...base) }, { format: 'json' });
+    const r = await validate({ 'gateway.yaml': yaml(...base) }, { format: 'json', process: true });
     assert.equal(r.code, 0);
     assert.deepEqual(JSON.parse(r.stdout), []);
   });
@@ -117,7 +126,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         ['{a: 1}: 1', 'map'],
         ['x: &k [a]\n*k : 1', 'list'],
       ] as const) {
-        const r = await validate({ 'gateway.yaml': yaml(...base, key) });
+        const r = await validate({ 'gateway.yaml': yaml(...base, key) }, { process: true });
         const line = key.startsWith('x:') ? 13 : 12;
         assertProblems(r, [[`gateway.yaml:${line}:${key.startsWith('?') ? 3 : 1}`, new RegExp(`YAML error: this key is a ${what}, not a name`)]]);
         assert.equal(r.stderr, '', key);
@@ -155,7 +164,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       const dir = tempFiles({});
       const text = yaml(...base, 'routes:', '  - name: caf\u00e9', '    from: { listener: api, path: /in }', '    to: { broker: local, topic: t }');
       writeFileSync(join(dir, 'gateway.yaml'), Buffer.from(text, 'latin1'));
-      const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
       assert.equal(r.code, 1);
       assert.equal(r.stdout, 'gateway.yaml:13:14: the file is not UTF-8 text: byte 0xE9 here is not valid UTF-8 (save the file as UTF-8)\n');
     });
@@ -543,7 +552,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           ...route,
         ),
       };
-      const r = await validate(files);
+      const r = await validate(files, { process: true });
       assertProblems(r, [['gateway.yaml:18:44', /^invalid JSON Schema at properties\.email\.format: unknown format 'emial' \(did you mean 'email'\?\); known formats: .*date-time/]]);
       assert.equal(r.stderr, '');
       const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: tempFiles(files) });
@@ -553,17 +562,20 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
 
     it('refuses a misspelt keyword in a schema file at its line there, and lets x- extensions and AsyncAPI annotations pass', async () => {
-      const r = await validate({
-        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', ...route),
-        'schemas/light.json': yaml(
-          '{', //                                                                           1
-          '  "type": "object",', //                                                         2
-          '  "x-owner": "lighting", "example": { "lumens": 3 },', //                          3
-          '  "properties": { "lumens": { "type": "integer", "minimum": 0, "maximun": 9 } },', // 4: "maximun" at column 75
-          '  "requird": ["lumens"]', //                                                       5
-          '}',
-        ),
-      });
+      const r = await validate(
+        {
+          'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate: { schema: schemas/light.json }', ...route),
+          'schemas/light.json': yaml(
+            '{', //                                                                           1
+            '  "type": "object",', //                                                         2
+            '  "x-owner": "lighting", "example": { "lumens": 3 },', //                          3
+            '  "properties": { "lumens": { "type": "integer", "minimum": 0, "maximun": 9 } },', // 4: "maximun" at column 75
+            '  "requird": ["lumens"]', //                                                       5
+            '}',
+          ),
+        },
+        { process: true },
+      );
       assertProblems(r, [
         ['schemas/light.json:4:75', /^invalid JSON Schema at properties\.lumens\.maximun: unknown keyword 'maximun' \(did you mean 'maximum'\?\)/],
         ['schemas/light.json:5:14', /^invalid JSON Schema at requird: unknown keyword 'requird' \(did you mean 'required'\?\)/],
@@ -1168,7 +1180,11 @@ describe('eventgate validate', { concurrency: 4 }, () => {
 
   describe('output', () => {
     it('reports every problem of the file at once, in file order', async () => {
-      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: -1', 'rotues: []', 'chains: { main: [ { filter: "a >" } ] }') });
+      const r = await validate(
+        { 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    port: -1', 'rotues: []', 'chains: { main: [ { filter: "a >" } ] }') },
+        { process: true },
+      );
+      assert.equal(r.code, 1);
       assert.deepEqual(
         r.lines.map((l) => l.split(': ')[0]),
         ['gateway.yaml:5:11', 'gateway.yaml:6:1', 'gateway.yaml:7:32'],
@@ -1203,7 +1219,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
 
     it('prints a JSON array of {file,line,column,message,path} with --format json and exits 1', async () => {
-      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    prot: 8080') }, { format: 'json' });
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    prot: 8080') }, { format: 'json', process: true });
       assert.equal(r.code, 1);
       const problems = JSON.parse(r.stdout) as Record<string, unknown>[];
       assert.equal(problems.length, 1);
