@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { post, WsClient } from '../helpers/clients.js';
 import { lightMeasuredPayload, streetlights26, streetlights30 } from '../helpers/asyncapi-fixtures.js';
+import { runCliInProcess } from '../helpers/cli.js';
 import { repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const config = `version: 1
@@ -41,7 +42,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
   it('says an AsyncAPI document given as the config is one, in one line, instead of a dozen unknown keys', async () => {
     for (const version of ['2.6', '3.0']) {
       const file = `examples/asyncapi-${version}/streetlights.yaml`;
-      const { code, stdout } = await runCli(['validate', '-c', file]);
+      const { code, stdout } = await runCliInProcess(['validate', '-c', file]);
       assert.equal(code, 1);
       assert.match(stdout, /^[^\n]*:\d+:1: this is an AsyncAPI \d\.\d\.\d document, not a gateway config: name it in a gateway config's `asyncapi:` key, where validate checks it\n$/);
       assert.ok(stdout.startsWith(`${file}:`), stdout);
@@ -50,7 +51,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
 
   it('names an unknown message id and an unknown channel at their lines in gateway.yaml, with a hint', async () => {
     const dir = tempFiles({ 'gateway.yaml': config, 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': lightMeasuredPayload });
-    const text = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const text = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(text.code, 1);
     assert.deepEqual(text.stdout.trimEnd().split('\n'), [
       "gateway.yaml:11:29: AsyncAPI message 'lightMesured' is not defined in the AsyncAPI document (did you mean 'lightMeasured'?); defined messages: lightMeasured, turnOn, turnOnCommand, dimLight, dim",
@@ -70,7 +71,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
   it('refuses an unknown format in a message payload at the validate step, naming the message and the key', async () => {
     const payload = lightMeasuredPayload.replace('format: date-time', 'format: datetime');
     const dir = tempFiles({ 'gateway.yaml': config.replace('lightMesured', 'lightMeasured'), 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': payload });
-    const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const { code, stdout, stderr } = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(code, 1);
     assert.equal(stderr, '');
     const lines = stdout.trimEnd().split('\n');
@@ -108,7 +109,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
       'streetlights.yaml': broken,
       'schemas/light-measured.yaml': lightMeasuredPayload,
     });
-    const { code, stdout } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const { code, stdout } = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(code, 1);
     assert.equal(stdout, 'streetlights.yaml:25:13: AsyncAPI: "action" property must be equal to one of the allowed values: "send", "receive". Did you mean "receive"?\n');
   });
@@ -123,7 +124,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
       'streetlights.json': lines.join('\n'),
       'schemas/light-measured.yaml': lightMeasuredPayload,
     });
-    const { code, stdout } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const { code, stdout } = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(code, 1);
     assert.equal(stdout, `streetlights.json:${at + 1}:${lines[at]!.length}: AsyncAPI: JSON syntax error: Expected double-quoted property name\n`);
   });
@@ -133,18 +134,18 @@ describe('eventgate validate with AsyncAPI documents', () => {
     const gateway = config.replace('lightMesured', 'lightMeasured').replace('lightCommand\n', 'lightCommands\n');
     const nested = (levels: number) => `${streetlights30}x-deep:\n  - ${'['.repeat(levels)}${']'.repeat(levels)}\n`;
     const deep = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': nested(24), 'schemas/light-measured.yaml': lightMeasuredPayload });
-    const refused = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: deep });
+    const refused = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: deep });
     assert.equal(refused.code, 1);
     assert.match(refused.stdout, /^streetlights\.yaml:\d+:\d+: AsyncAPI: the document nests arrays inside arrays too deeply: the value at \/x-deep\/0\/0\/[0/]+ is inside \d+ arrays, /);
     // The same depth reached through a $ref to a place in the document, which the parser inlines.
     const viaRef = `${streetlights30}x-a: ${'['.repeat(12)}${']'.repeat(12)}\nx-b: ${'['.repeat(12)}{$ref: '#/x-a'}${']'.repeat(12)}\n`;
-    const inlined = await runCli(['validate', '-c', 'gateway.yaml'], {
+    const inlined = await runCliInProcess(['validate', '-c', 'gateway.yaml'], {
       cwd: tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': viaRef, 'schemas/light-measured.yaml': lightMeasuredPayload }),
     });
     assert.equal(inlined.code, 1);
     assert.match(inlined.stdout, /AsyncAPI: the document nests arrays inside arrays too deeply: the value at \/x-b\/[0/]+ is inside \d+ arrays \(counting those around the \$refs that inline it/);
     const fine = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': nested(12), 'schemas/light-measured.yaml': lightMeasuredPayload });
-    const ok = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: fine });
+    const ok = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: fine });
     assert.equal(ok.stdout, 'ok\n', ok.stdout + ok.stderr);
   });
 
@@ -158,7 +159,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
     ];
     for (const [document, expected] of cases) {
       const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': document });
-      const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      const { code, stdout, stderr } = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
       assert.equal(code, 1);
       assert.equal(stdout, expected);
       assert.doesNotMatch(stdout + stderr, /TypeError|Error thrown/);
@@ -176,7 +177,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
     ];
     for (const [version, what] of cases) {
       const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': streetlights30.replace(/^asyncapi: .*$/m, `asyncapi: ${version}`) });
-      const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      const { code, stdout, stderr } = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
       assert.equal(code, 1);
       const line = streetlights30.split('\n').findIndex((l) => l.startsWith('asyncapi:')) + 1;
       assert.equal(stdout, `streetlights.yaml:${line}:11: AsyncAPI: \`asyncapi\` must be the version of the specification as a string, such as '3.0.0'; ${what}\n`, version);
@@ -195,7 +196,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
     ];
     for (const [document, expected] of cases) {
       const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': document, 'schemas/light-measured.yaml': lightMeasuredPayload });
-      const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      const { code, stdout, stderr } = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
       assert.equal(code, 1);
       assert.equal(stdout, expected);
       assert.doesNotMatch(stdout + stderr, /TypeError|Error thrown/);
@@ -219,7 +220,7 @@ describe('a null `message` in an AsyncAPI 2.x document (fuzz, point 210)', () =>
     ];
     for (const [document, schema, expected] of cases) {
       const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': document, 'schemas/light-measured.yaml': schema });
-      const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+      const { code, stdout, stderr } = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
       assert.equal(code, 1);
       assert.equal(stdout, expected);
       assert.doesNotMatch(stdout + stderr, /TypeError|Error thrown|Cannot read/);
@@ -233,7 +234,7 @@ describe('a $ref cycle through a message in an AsyncAPI document (fuzz, point 21
   const check = async (payload: string, schemas = '') => {
     const doc = `${streetlights30.replace("        $ref: 'schemas/light-measured.yaml'", payload)}${schemas ? `  schemas:\n${schemas}` : ''}`;
     const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': doc, 'schemas/light-measured.yaml': lightMeasuredPayload });
-    const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const { code, stdout, stderr } = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.doesNotMatch(stdout + stderr, /RangeError|Maximum call stack|Error thrown|\n\s+at /);
     /** `streetlights.yaml:LINE:COL: ` of the last `text` in the document. */
     const place = (text: string) => {
@@ -283,7 +284,7 @@ describe('a $ref cycle through $refs into other files (point 274)', () => {
   /** `validate` of streetlights30 with `files` beside it (its payload's schemas/light-measured.yaml among them) and `schemas` added to its components. */
   const check = async (files: Record<string, string>, schemas = '') => {
     const dir = tempFiles({ 'gateway.yaml': gateway, 'streetlights.yaml': `${streetlights30}${schemas ? `  schemas:\n${schemas}` : ''}`, ...files });
-    const { code, stdout, stderr } = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const { code, stdout, stderr } = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.doesNotMatch(stdout + stderr, /RangeError|Maximum call stack|Error thrown|\n\s+at /);
     return { code, stdout };
   };

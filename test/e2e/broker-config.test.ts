@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { runCliInProcess } from '../helpers/cli.js';
 import { eventually, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { startMosquitto, type MessageServer } from '../helpers/servers.js';
@@ -79,7 +80,7 @@ routes:
 
   it('are config errors at their line and column, in validate and run', async () => {
     const dir = tempFiles({ 'gateway.yaml': routes });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       "gateway.yaml:8:76: 'a/+' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot hold the wildcards + or #",
@@ -141,7 +142,7 @@ routes:
   it('are config errors at their line and column, in validate and run', async () => {
     const dir = tempFiles({ 'gateway.yaml': routes });
     const env = { DEAD_TOPIC: 'dead letters' };
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir, env });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir, env });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       `gateway.yaml:10:79: 'bad topic!' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
@@ -180,7 +181,7 @@ routes:
   - { name: moved, from: { listener: kin, topic: ".." }, to: { broker: kf, topic: "also bad" } }
 `,
     });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       `gateway.yaml:7:53: route 'governed': topic 'bad topic' cannot be routed: ${kafkaRule}`,
@@ -214,7 +215,7 @@ brokers:
 
   it('are config errors at their line and column', async () => {
     const dir = tempFiles({ 'gateway.yaml': config });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const limit = 'AMQP names and routing keys are at most 255 bytes';
     assert.deepEqual(r.stdout.trim().split('\n'), [
@@ -257,7 +258,7 @@ routes:
 
   it("are config errors at their line, but for RabbitMQ's own exchanges and a queue that must exist; so is a binding to the default exchange, or a routing-key route on it", async () => {
     const dir = tempFiles({ 'gateway.yaml': config });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const own = 'amq.direct, amq.fanout, amq.headers, amq.match, amq.topic, amq.rabbitmq.trace';
     const refused = "RabbitMQ reserves names starting with 'amq.': it refuses to declare one (403 ACCESS_REFUSED)";
@@ -298,7 +299,7 @@ routes:
 
   it('is a config error at the group (or the route name its default comes from), in validate and run', async () => {
     const dir = tempFiles({ 'gateway.yaml': config });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const why = 'it names the queue declared for the route (its from.topic is a routing-key pattern), and an AMQP queue name is at most 255 bytes';
     assert.deepEqual(r.stdout.trim().split('\n'), [
@@ -331,7 +332,7 @@ routes:
 
   it('is a config error at the group (route names, which default groups come from, cannot hold them)', async () => {
     const dir = tempFiles({ 'gateway.yaml': config });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const why = 'it is the share name of the MQTT shared subscription ($share/<group>/<filter>), which cannot hold /, + or # (after a /, the server reads the rest as the filter)';
     assert.deepEqual(r.stdout.trim().split('\n'), [
@@ -360,7 +361,7 @@ routes:
   - { name: c, from: { listener: api, path: /c }, to: { http: { url: "http://127.0.0.1:9/" }, qos: 1 } }
 `,
     });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 4, r.stdout);
@@ -391,7 +392,7 @@ routes:
     to: { broker: mq, topic: out }
 `,
     });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       "gateway.yaml:7:47: 'qos' is a setting of mqtt brokers: broker 'kf' is a kafka broker, which has no QoS levels",
@@ -431,7 +432,7 @@ describe('server URLs whose port or host is not one', () => {
       ].join('\n'),
     });
     const env = { NATS_PASSWORD: 'hunter22' };
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir, env });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir, env });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       "gateway.yaml:3:26: 'mqtt://127.0.0.1:99999' names port 99999, but a port is a number from 1 to 65535",
@@ -476,7 +477,7 @@ describe('an amqp route reading a routing key one typo off a queue', () => {
         '',
       ].join('\n'),
     });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.equal(r.stdout.trim(), 'ok');
     assert.deepEqual(r.stderr.trim().split('\n'), [
@@ -509,7 +510,7 @@ describe('topics of a broker whose own options are invalid', () => {
         '',
       ].join('\n'),
     });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       'gateway.yaml:3:56: brokers.mq.qos must be one of 0, 1, 2, got number 7',
@@ -548,7 +549,7 @@ routes:
 
   it('is a config error at the key; the largest value connects', async () => {
     const dir = tempFiles({ 'gateway.yaml': config(4294967296) });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /^gateway\.yaml:4:\d+: brokers\.mq\.sessionExpirySeconds must be <= 4294967295$/m);
     await gw.start(config(4294967295));
@@ -566,7 +567,7 @@ routes:
 describe('an amqp prefetch past 65535', () => {
   it('is a config error at the key', async () => {
     const dir = tempFiles({ 'gateway.yaml': 'version: 1\nbrokers:\n  rb: { kind: amqp, url: "amqp://127.0.0.1", prefetch: 70000 }\n' });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.equal(r.stdout.trim(), 'gateway.yaml:3:56: brokers.rb.prefetch must be <= 65535');
   });
@@ -591,7 +592,7 @@ routes:
   - { name: d, from: { listener: api, path: /d }, to: [{ broker: mq, topic: d }, { broker: rb, topic: d }, { broker: nt, topic: d }] }
 `,
     });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const header = 'carry it in a header instead: `headers: {set: {key: ...}}`';
     assert.deepEqual(r.stdout.trim().split('\n'), [

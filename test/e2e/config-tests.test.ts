@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { WsClient } from '../helpers/clients.js';
+import { runCliInProcess } from '../helpers/cli.js';
 import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 
@@ -126,7 +127,7 @@ describe('eventgate test', () => {
 
   it('runs the route in-process with path parameters, query, principal and real credentials', async () => {
     const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests });
-    const r = await runCli(['test', 'orders.tests.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['test', 'orders.tests.yaml'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^ok {4}orders: an order takes its id from the path/m);
@@ -143,7 +144,7 @@ describe('eventgate test', () => {
       '    expect: { outcome: delivered }',
     );
     const dir = tempFiles({ 'gateway.yaml': config, 'one.tests.yaml': one });
-    const r = await runCli(['test', 'one.tests.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['test', 'one.tests.yaml'], { cwd: dir });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^1 test passed$/m);
   });
@@ -212,7 +213,7 @@ describe('eventgate test', () => {
         '  - { name: exact other, route: exact, input: { topic: core.y, value: {} }, expect: { outcome: delivered } }', // 13
       ),
     });
-    const r = await runCli(['test', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const passed = [...r.stdout.matchAll(/^ok {4}\w+: (.+) \(gateway\.tests\.yaml:\d+\)$/gm)].map((m) => m[1]);
@@ -233,7 +234,7 @@ describe('eventgate test', () => {
   it('a wrong outcome says what happened instead, with the reason', async () => {
     const wrong = tests.replace('      outcome: delivered\n      to:\n        - topic: orders', '      outcome: filtered\n      to:\n        - topic: orders');
     const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': wrong });
-    const r = await runCli(['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], { cwd: dir });
     assert.equal(r.code, 1);
     assert.match(r.stdout, /orders\.tests\.yaml:11: outcome\n\s+- expected: filtered\n\s+\+ actual: {3}delivered/);
   });
@@ -268,7 +269,7 @@ describe('eventgate test', () => {
       '      outcome: delivered',
       '      to: [ { topic: orders, value: { qty: 1 } } ]',
     );
-    const r = await runCli(['test', 'odd.tests.yaml', '--format', 'junit'], { cwd: tempFiles({ 'gateway.yaml': config, 'odd.tests.yaml': odd }) });
+    const r = await runCliInProcess(['test', 'odd.tests.yaml', '--format', 'junit'], { cwd: tempFiles({ 'gateway.yaml': config, 'odd.tests.yaml': odd }) });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /<testcase classname="orders" name="odd {2}name " /);
     assert.match(r.stdout, /<failure message="to\[0\]\.value\.qty: /);
@@ -295,7 +296,7 @@ describe('eventgate test', () => {
     assert.equal(badTests.code, 2);
     assert.match(badTests.stderr, /orders\.tests\.yaml:28:5: unknown key 'expcet'; expected one of: name, route, input, expect/);
     // A misspelt outcome is named with the one meant, as a misspelt config value is.
-    const badOutcome = await runCli(['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], {
+    const badOutcome = await runCliInProcess(['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], {
       cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expect: { outcome: rejectd') }),
     });
     assert.equal(badOutcome.code, 2);
@@ -304,7 +305,7 @@ describe('eventgate test', () => {
     // A pattern or condition that cannot compile, a number where a key, header value or query
     // parameter (a string) is expected: the test file's problems where they are written, not a crash (exit 1, no location)
     // or a test that fails on every config.
-    const badExpectations = await runCli(['test', 'orders.tests.yaml', '--format', 'junit'], {
+    const badExpectations = await runCliInProcess(['test', 'orders.tests.yaml', '--format', 'junit'], {
       cwd: tempFiles({
         'gateway.yaml': config,
         'orders.tests.yaml': tests
@@ -327,11 +328,11 @@ describe('eventgate test', () => {
     );
     assert.match(badExpectations.stdout, /errors="1"/);
 
-    const none = await runCli(['test', '-c', 'gateway.yaml'], { cwd: tempFiles({ 'gateway.yaml': config }) });
+    const none = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: tempFiles({ 'gateway.yaml': config }) });
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no tests: name test files, or put them in gateway\.tests\.yaml/);
 
-    const unknownRoute = await runCli(['test', 'orders.tests.yaml', 'more.tests.yaml'], {
+    const unknownRoute = await runCliInProcess(['test', 'orders.tests.yaml', 'more.tests.yaml'], {
       cwd: tempFiles({
         'gateway.yaml': config,
         'orders.tests.yaml': tests.replace('  - name: no key is refused with 401\n    route: orders', '  - name: no key is refused with 401\n    route: order'),
@@ -375,7 +376,7 @@ describe('eventgate test', () => {
       },
     ]);
 
-    const badTests = await runCli(['validate', '-c', 'orders.tests.yaml', '--format', 'json'], {
+    const badTests = await runCliInProcess(['validate', '-c', 'orders.tests.yaml', '--format', 'json'], {
       cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }),
     });
     assert.equal(badTests.code, 1);
@@ -388,37 +389,39 @@ describe('eventgate test', () => {
       ],
     );
 
-    const badConfig = await runCli(['validate', '-c', 'orders.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': config.replace('kind: memory', 'kind: memroy'), 'orders.tests.yaml': tests }) });
+    const badConfig = await runCliInProcess(['validate', '-c', 'orders.tests.yaml'], {
+      cwd: tempFiles({ 'gateway.yaml': config.replace('kind: memory', 'kind: memroy'), 'orders.tests.yaml': tests }),
+    });
     assert.equal(badConfig.code, 1);
     assert.match(badConfig.stdout, /^gateway\.yaml:2:27: unknown broker kind "memroy"/m);
 
     // The shipped examples' tests, as a CI job that validates every YAML file would meet them.
-    const shipped = await runCli(['validate', '-c', 'examples/gateway.tests.yaml']);
+    const shipped = await runCliInProcess(['validate', '-c', 'examples/gateway.tests.yaml']);
     assert.equal(shipped.stdout, 'ok\n', shipped.stdout + shipped.stderr);
     for (const r of [good, unknownRoute, badTests, badConfig, shipped]) noStackTrace(r);
   });
 
   it("validate reads a test file's `config:` relative to the test file, as test does, not to the working directory", async () => {
     const dir = tempFiles({ 'team/app.yaml': config, 'team/orders.tests.yaml': tests.replace('config: gateway.yaml', 'config: app.yaml') });
-    const validated = await runCli(['validate', '-c', 'team/orders.tests.yaml'], { cwd: dir });
+    const validated = await runCliInProcess(['validate', '-c', 'team/orders.tests.yaml'], { cwd: dir });
     assert.equal(validated.stdout, 'ok\n', validated.stdout + validated.stderr);
     assert.equal(validated.code, 0);
-    const tested = await runCli(['test', 'team/orders.tests.yaml'], { cwd: dir });
+    const tested = await runCliInProcess(['test', 'team/orders.tests.yaml'], { cwd: dir });
     assert.equal(tested.code, 0, tested.stdout + tested.stderr);
     // A broken config is reported where it is.
     const broken = tempFiles({ 'team/app.yaml': config.replace('kind: memory', 'kind: memroy'), 'team/orders.tests.yaml': tests.replace('config: gateway.yaml', 'config: app.yaml') });
-    const invalid = await runCli(['validate', '-c', 'team/orders.tests.yaml'], { cwd: broken });
+    const invalid = await runCliInProcess(['validate', '-c', 'team/orders.tests.yaml'], { cwd: broken });
     assert.equal(invalid.code, 1);
     assert.match(invalid.stdout, /^team\/app\.yaml:2:27: unknown broker kind "memroy"/m);
     // Without `config:`, a test file named on the command line runs against the config it sits
     // beside by name, as validate checks it (`eventgate test examples/kafka.tests.yaml`), not ./gateway.yaml.
     const besideDir = tempFiles({ 'gateway.yaml': config.replace('name: orders', 'name: other'), 'team/app.yaml': config, 'team/app.tests.yaml': tests.replace('config: gateway.yaml\n', '') });
-    const beside = await runCli(['test', 'team/app.tests.yaml'], { cwd: besideDir });
+    const beside = await runCliInProcess(['test', 'team/app.tests.yaml'], { cwd: besideDir });
     assert.equal(beside.code, 0, beside.stdout + beside.stderr);
     assert.match(beside.stdout, /^3 tests passed$/m);
     // A test file in a directory of its own (tests/) without `config:`: ./gateway.yaml, for validate as for test.
     const testsDir = tempFiles({ 'gateway.yaml': config, 'tests/orders.tests.yaml': tests.replace('config: gateway.yaml\n', '') });
-    const validatedThere = await runCli(['validate', '-c', 'tests/orders.tests.yaml'], { cwd: testsDir });
+    const validatedThere = await runCliInProcess(['validate', '-c', 'tests/orders.tests.yaml'], { cwd: testsDir });
     assert.equal(validatedThere.stdout, 'ok\n', validatedThere.stdout + validatedThere.stderr);
     for (const r of [validated, tested, invalid, beside, validatedThere]) noStackTrace(r);
   });
@@ -555,7 +558,7 @@ describe('eventgate test decodes http requests as the http listener does', () =>
 
   it('structured and batched CloudEvents, content type parameters, text/plain, refused types, forwarded headers; a running gateway agrees', async () => {
     // Before: structured and batched events reached the route undecoded ($ce null, the event object as the value), a content type with a parameter was not recognised, application/xml was delivered, a binary-mode event's text/xml data was a string where the listener gives bytes, and authorization / websocket handshake headers travelled with the message.
-    const r = await runCli(['test', 'gateway.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'gateway.tests.yaml': ceTests }) });
+    const r = await runCliInProcess(['test', 'gateway.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'gateway.tests.yaml': ceTests }) });
     noStackTrace(r);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /^12 tests passed$/m);
@@ -632,7 +635,7 @@ describe('eventgate test decodes http requests as the http listener does', () =>
       `    input: { headers: { content-type: application/cloudevents-batch+json }, value: [ ${event('a', { n: 1 })} ] }`,
       '    expect: { outcome: invalid, delivered: -1 }',
     );
-    const bad = await runCli(['test', 'bad.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'bad.tests.yaml': badFile }) });
+    const bad = await runCliInProcess(['test', 'bad.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'bad.tests.yaml': badFile }) });
     noStackTrace(bad);
     assert.equal(bad.code, 2, bad.stdout + bad.stderr);
     const out = bad.stdout + bad.stderr;
@@ -641,7 +644,7 @@ describe('eventgate test decodes http requests as the http listener does', () =>
     assert.match(out, /bad\.tests\.yaml:14:\d+: .*'delivered' must be a number of events/);
 
     const wrongCount = ceTests.replace('      delivered: 1', '      delivered: 2');
-    const r = await runCli(['test', 'gateway.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'gateway.tests.yaml': wrongCount }) });
+    const r = await runCliInProcess(['test', 'gateway.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'gateway.tests.yaml': wrongCount }) });
     noStackTrace(r);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /gateway\.tests\.yaml:\d+: delivered\n\s+- expected: 2 event\(s\) of the batch\n\s+\+ actual: +1/);
@@ -662,7 +665,7 @@ describe('eventgate test decodes http requests as the http listener does', () =>
       "    input: { headers: { ce-specversion: '1.0', ce-id: '1', ce-source: /s, ce-type: t }, value: { n: 'x' } }",
       '    expect: { outcome: invalid, error: nothing-like-it }',
     );
-    const r = await runCli(['test', 'n.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'n.tests.yaml': file }) });
+    const r = await runCliInProcess(['test', 'n.tests.yaml'], { cwd: tempFiles({ 'gateway.yaml': ceConfig, 'n.tests.yaml': file }) });
     noStackTrace(r);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /n\.tests\.yaml:7: input\.value\n\s+- expected: a string: a text\/plain body is the value as text\n\s+\+ actual: +42/);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Parser } from '@asyncapi/parser';
 import { parse } from 'yaml';
+import { runCliInProcess } from '../helpers/cli.js';
 import { repoRoot, runCli, tempFiles } from '../helpers/gateway.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
@@ -17,7 +18,7 @@ async function parseAsyncApi(text: string) {
 describe('eventgate export asyncapi', () => {
   for (const config of ['examples/gateway.yaml', 'examples/asyncapi-3.0/gateway.yaml', 'examples/asyncapi-2.6/gateway.yaml']) {
     it(`exports ${config} as an AsyncAPI 3.0 document that @asyncapi/parser parses without errors`, async () => {
-      const r = await runCli(['export', 'asyncapi', '-c', config]);
+      const r = await runCliInProcess(['export', 'asyncapi', '-c', config]);
       assert.equal(r.code, 0, r.stderr);
       const { document, errors } = await parseAsyncApi(r.stdout);
       assert.deepEqual(errors, []);
@@ -70,7 +71,7 @@ describe('eventgate export asyncapi', () => {
         '    to: { broker: local, topic: orders }',
       ),
     });
-    const r = await runCli(['export', 'asyncapi'], { cwd: dir });
+    const r = await runCliInProcess(['export', 'asyncapi'], { cwd: dir });
     assert.equal(r.code, 0, r.stderr);
     const { errors } = await parseAsyncApi(r.stdout);
     assert.deepEqual(errors, []);
@@ -175,7 +176,7 @@ describe('eventgate export asyncapi', () => {
         '    turnOnOff: { name: turnOn, payload: { type: object, properties: { command: { enum: [on, off] } } } }',
       ),
     });
-    const r = await runCli(['export', 'asyncapi'], { cwd: dir });
+    const r = await runCliInProcess(['export', 'asyncapi'], { cwd: dir });
     assert.equal(r.code, 0, r.stderr);
     const { document, errors } = await parseAsyncApi(r.stdout);
     assert.deepEqual(errors, []);
@@ -218,7 +219,7 @@ describe('eventgate export asyncapi', () => {
         ),
       ),
     );
-    const back = await runCli(['validate', '-c', 'back.yaml'], { cwd: dir });
+    const back = await runCliInProcess(['validate', '-c', 'back.yaml'], { cwd: dir });
     assert.deepEqual([back.code, back.stdout.trim(), back.stderr], [0, 'ok', '']);
   });
 

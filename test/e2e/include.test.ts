@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
+import { runCliInProcess } from '../helpers/cli.js';
 import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
@@ -63,15 +64,15 @@ describe('include: config fragments', () => {
     );
     // A schema problem in a fragment's route names the route as written there, with its index in that file.
     const misspelt = tempFiles({ 'gateway.yaml': root, 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1').replace('    through: a-chain', '    thru: a-chain') });
-    const s = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: misspelt });
+    const s = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: misspelt });
     assert.match(s.stdout, /^teams\/a\.yaml:7:5: unknown key 'thru' in routes\[0\] \(route 'a-in'\); expected one of/m, s.stdout);
     const good = tempFiles({ 'gateway.yaml': root, 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1') });
-    assert.equal((await runCli(['validate', '-c', 'gateway.yaml'], { cwd: good })).stdout, 'ok\n');
+    assert.equal((await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: good })).stdout, 'ok\n');
   });
 
   it('reports an included file that does not exist at its include line; a fragment may hold only brokers, listeners, chains and routes', async () => {
     const dir = tempFiles({ 'gateway.yaml': root.replace('shared.yaml', 'sahred.yaml'), 'teams/a.yaml': yaml('admin: { port: 1 }') });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1);
     const lines = r.stdout.trim().split('\n');
     assert.ok(lines.includes("gateway.yaml:4:5: cannot read included file 'sahred.yaml': no such file (ENOENT)"), r.stdout);
@@ -90,7 +91,7 @@ describe('include: config fragments', () => {
     const route = (name: string) => yaml('routes:', `  - name: ${name}`, `    from: { listener: api, path: /${name} }`, '    to: { broker: local, topic: t }');
     // A file where the glob's directory should be (a checkout that replaced it) is no missing directory.
     const bad = tempFiles({ 'gateway.yaml': config('teams/*/routes.yaml', 'nowhere/*.yaml', 'teams/a.yaml', 'afile/*.yaml'), 'teams/a.yaml': route('a'), afile: 'x' });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: bad });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: bad });
     assert.equal(r.code, 1);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       "gateway.yaml:5:5: include 'teams/*/routes.yaml': a pattern may only use *, ? and [...] in the file name, not in directories",
@@ -104,7 +105,7 @@ describe('include: config fragments', () => {
     const files = { 'teams/a.yaml': route('a'), 'teams/b.yaml': route('b'), 'teams/c.yaml': route('c'), 'teams/[d.yaml': route('d'), 'teams/a.tests.yaml': yaml('tests: []') };
     const picked = async (pattern: string) => {
       const dir = tempFiles({ 'gateway.yaml': config(`"${pattern}"`), ...files });
-      const json = await runCli(['plan', '-c', 'gateway.yaml', '--format', 'json'], { cwd: dir });
+      const json = await runCliInProcess(['plan', '-c', 'gateway.yaml', '--format', 'json'], { cwd: dir });
       const plan = JSON.parse(json.stdout) as { valid: boolean; routes: { add: string[] } };
       assert.equal(plan.valid, true, json.stdout);
       return plan.routes.add.sort();

@@ -5,6 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
+import { runCliInProcess } from '../helpers/cli.js';
 import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 /** A config from its lines, so a test reads as "line N, column C" against the array index + 1. */
@@ -12,7 +13,7 @@ const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 
 async function validate(config: string, extra: string[] = [], files: Record<string, string> = {}) {
   const dir = tempFiles({ 'gateway.yaml': config, ...files });
-  const r = await runCli(['validate', '-c', 'gateway.yaml', ...extra], { cwd: dir });
+  const r = await runCliInProcess(['validate', '-c', 'gateway.yaml', ...extra], { cwd: dir });
   assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at .+:\d+:\d+\)?\n/, 'never a stack trace');
   return { ...r, lines: r.stdout.split('\n').filter((l) => l !== '') };
 }
@@ -312,7 +313,7 @@ describe('${VAR} without the deployment environment', () => {
     for (const [vars, code, stderr] of cases) {
       const dir = tempFiles({ 'gateway.yaml': config });
       writeFileSync(join(dir, 'ci.env'), vars);
-      const r = await runCli(['validate', '-c', 'gateway.yaml', '--vars-file', 'ci.env'], { cwd: dir });
+      const r = await runCliInProcess(['validate', '-c', 'gateway.yaml', '--vars-file', 'ci.env'], { cwd: dir });
       assert.deepEqual([r.code, r.stderr], [code, stderr], `${JSON.stringify(vars.toString('latin1'))}: ${r.stdout}`);
       if (code === 0) assert.equal(r.stdout, 'ok\n');
     }
