@@ -96,10 +96,20 @@ export interface MessageContext {
    */
   source?: string;
   /**
+   * The route's span of this message, set only while an SDK records it (route.ts check()): broker
+   * targets make the PRODUCER span of each write its child. Absent without an SDK.
+   */
+  span?: TracedRoute;
+  /**
    * Headers for the HTTP answer to the request the message came in (names lower case, then
    * values): a ratelimit step's RateLimit fields. Set by a step; an http listener writes them.
    */
   replyHeaders?: string[];
+}
+
+/** A route's span of a message as its targets see it (runtime/trace.ts's MessageSpan): the OpenTelemetry context that names it. */
+export interface TracedRoute {
+  readonly context: object | undefined;
 }
 
 /** One target's acknowledgement, as listed in the HTTP 200 body. */

@@ -5,7 +5,7 @@
  * (kinds/targets/webhook.ts) and listener forwards are built by their own modules.
  */
 import { problem, type Problem } from '../core/errors.js';
-import { hugeNumberAt, hugeNumberText, resultText, type Delivery, type Message, type MessageContext } from '../core/message.js';
+import { headersWith, hugeNumberAt, hugeNumberText, resultText, type Delivery, type Message, type MessageContext } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 import { bindingsFor, evaluateThen, expressionProblem, expressionResultProblem, type ExpressionEvaluationError } from '../expr/expression.js';
 import { toStructuredMessage } from '../codecs/cloudevents.js';
@@ -14,6 +14,7 @@ import { WebhookError } from '../kinds/targets/webhook.js';
 import { AckTimeout, Refused } from '../kinds/brokers/acknowledgement.js';
 import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
 import type { TargetPlan } from '../plan/types.js';
+import { endSendSpan, sendTemplate, startSendSpan, TRACEPARENT, type SendSpan } from './trace.js';
 
 /** A target's failure as the route's outcome. */
 export function targetFailed(err: unknown): Outcome {
@@ -137,11 +138,45 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
     return ctx.source !== undefined ? { qos: t.qos, messageId: `${ctx.source}:${index}` } : options;
   };
   const headerProblem = broker.headerProblem?.bind(broker);
+  // The PRODUCER spans' names and constant attributes, made once per target (used only with an SDK).
+  const sending = sendTemplate(broker, topicExpr ? undefined : t.topic);
   const publish = (topic: string, out: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {
     if (headerProblem) {
       const refused = unpublishableHeader(broker.name, headerProblem, out.headers);
       if (refused) return Promise.reject(new TargetError(refused));
     }
+    // ctx.span is set only while an SDK records the route's span: without one, one property read.
+    if (ctx.span !== undefined) {
+      const send = startSendSpan(ctx.span, sending, topic, out);
+      if (send) return tracedSend(send, topic, { ...out, headers: headersWith(out.headers, TRACEPARENT, send.traceparent) }, ctx);
+    }
+    return untracedSend(topic, out, ctx);
+  };
+  /** A write with its PRODUCER span, which names it in the message's `traceparent` and ends with the broker's answer. */
+  const tracedSend = (send: SendSpan, topic: string, out: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {
+    let answer: Delivery | Promise<Delivery>;
+    try {
+      answer = untracedSend(topic, out, ctx);
+    } catch (err) {
+      endSendSpan(send, undefined, failureOf(err));
+      throw err;
+    }
+    if (!(answer instanceof Promise)) {
+      endSendSpan(send, answer);
+      return answer;
+    }
+    return answer.then(
+      (d) => {
+        endSendSpan(send, d);
+        return d;
+      },
+      (err) => {
+        endSendSpan(send, undefined, failureOf(err));
+        throw err;
+      },
+    );
+  };
+  const untracedSend = (topic: string, out: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {
     if (now) {
       try {
         return now(topic, out);

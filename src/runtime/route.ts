@@ -39,7 +39,7 @@ import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
 import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
 import type { StepStateStore } from './step-state.js';
 import { brokerTarget, everyTarget, fanOutDetail, sent, targetFailed, unavailable } from './route-targets.js';
-import { endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, UNTRACED, type MessageSpan, type SpanTemplate } from './trace.js';
+import { consumedAttributes, endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, UNTRACED, type MessageSpan, type SpanSource, type SpanTemplate } from './trace.js';
 
 /** Header of a dead-lettered record batch that could not be decoded: `{topic, partition, offset, lastOffset}` it came from. */
 const ROUTE_SOURCE_HEADER = '_eventgate_source';
@@ -203,9 +203,15 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
           }
         : undefined;
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
-    this.span = spanTemplate(this.name, plan.from.type === 'broker' ? { kind: deps.brokers.get(plan.from.broker)?.kind ?? 'unknown', topic: plan.from.topic } : undefined);
+    this.span = spanTemplate(this.name, plan.from.type === 'broker' ? this.spanSource(plan.from.broker, plan.from.topic) : undefined);
     const dl = plan.deadletter;
     if (dl) this.deadletter = { broker: deps.brokers.get(dl.broker)!, topic: dl.topic, options: dl.qos === undefined ? undefined : { qos: dl.qos } };
+  }
+
+  /** What a consume route's spans say of its source; the consumer group where the kind has groups (kafka). */
+  private spanSource(broker: string, topic: string): SpanSource {
+    const kind = this.deps.brokers.get(broker)?.kind ?? 'unknown';
+    return kind === 'kafka' ? { kind, topic, group: askedSubscription(this.plan, this.deps.instanceId)?.group } : { kind, topic };
   }
 
   private target(t: TargetPlan, index: number): Target {
@@ -401,7 +407,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const unreadable = consuming !== undefined && this.readsValues ? hugeNumberProblem(msg.value) : undefined;
       // Without an SDK there is no context to enter: a plain call (inSpan's rest arguments are an array per message).
       if (unreadable) result = { outcome: 'invalid', problem: unreadable };
-      else result = span.context ? inSpan(span, this.process, this, input, ctx) : this.process(input, ctx);
+      else if (span.context) result = inSpan(span, this.process, this, input, this.traced(span, msg, ctx));
+      else result = this.process(input, ctx);
     } catch (err) {
       result = this.unexpected(err, span);
     }
@@ -420,6 +427,18 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       );
     }
     return this.settle(msg, result, startedAt, span);
+  }
+
+  /**
+   * With an SDK: a recording span gets the consumed message's own attributes, and the context
+   * names it for the targets' PRODUCER spans (a try of a consumed message again replaces the last
+   * try's). Never called without an SDK.
+   */
+  private traced(span: MessageSpan, msg: Message, ctx: MessageContext): MessageContext {
+    const recording = span.span.isRecording();
+    if (recording && this.span.source) consumedAttributes(span, this.span.source, msg);
+    ctx.span = recording ? span : undefined;
+    return ctx;
   }
 
   /** settle() after the targets answered; for a consumed message, what follows its first outcome (consume()). */

@@ -1,6 +1,8 @@
 import { randomFillSync } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { Context, Span, SpanContext, SpanKind, Tracer } from '@opentelemetry/api';
+import { isUtf8 } from 'node:buffer';
+import { ORIGINAL, type Delivery, type Message, type TracedRoute } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 
 /** W3C Trace Context headers (https://www.w3.org/TR/trace-context/). */
@@ -162,12 +164,15 @@ export interface SpanTemplate {
   name: string;
   kind: SpanKind;
   attributes: Record<string, string>;
+  /** A consume route's source, for the attributes of each message (consumedAttributes). */
+  source: SpanSource | undefined;
 }
 
-/** The broker a consume route reads: its kind and the topic (or pattern) it subscribes to. */
+/** The broker a consume route reads: its kind, the topic (or pattern) it subscribes to, and its consumer group where the kind has groups (kafka). */
 export interface SpanSource {
   kind: string;
   topic: string;
+  group?: string;
 }
 
 /** OpenTelemetry's `messaging.system` values for the kinds it names (RabbitMQ for amqp); the others keep the kind's name. */
@@ -176,21 +181,140 @@ const MESSAGING_SYSTEM: Record<string, string> = { amqp: 'rabbitmq' };
 /**
  * Built once per route, so starting a span builds no strings. A consume route's span also carries
  * the messaging semantic conventions' attributes of a process span (a backend groups such spans by
- * them), with the topic as the route subscribes to it.
+ * them), with the topic as the route subscribes to it; each message's own (the concrete topic, its
+ * partition, offset, id) are added when the span records (consumedAttributes). The span keeps the
+ * name `route <name>`: it covers the whole route (steps and writes), and users filter on it.
  */
 export function spanTemplate(route: string, source: SpanSource | undefined): SpanTemplate {
   // SpanKind.CONSUMER is 4, SpanKind.SERVER 1 (the API is not loaded to read them).
-  if (source === undefined) return { name: `route ${route}`, kind: 1 as SpanKind, attributes: { 'eventgate.route': route } };
+  if (source === undefined) return { name: `route ${route}`, kind: 1 as SpanKind, attributes: { 'eventgate.route': route }, source };
+  const attributes: Record<string, string> = {
+    'eventgate.route': route,
+    'messaging.system': MESSAGING_SYSTEM[source.kind] ?? source.kind,
+    'messaging.operation.type': 'process',
+    'messaging.operation.name': 'process',
+    'messaging.destination.name': source.topic,
+  };
+  if (source.group !== undefined) attributes['messaging.consumer.group.name'] = source.group;
+  return { name: `route ${route}`, kind: 4 as SpanKind, attributes, source };
+}
+
+/**
+ * The attributes of one consumed message on its route's span, which the caller checked records
+ * (nothing here runs without an SDK): the topic it came from where the route subscribes to a
+ * pattern (the pattern becomes `messaging.destination.template`), its partition, and what the
+ * conventions name per kind.
+ */
+export function consumedAttributes(s: MessageSpan, source: SpanSource, msg: Message): void {
+  const span = s.span;
+  if (msg.topic !== null && msg.topic !== source.topic) {
+    span.setAttribute('messaging.destination.name', msg.topic);
+    span.setAttribute('messaging.destination.template', source.topic);
+  }
+  if (msg.partition !== null) span.setAttribute('messaging.destination.partition.id', String(msg.partition));
+  const size = bodySize(msg);
+  if (size !== undefined) span.setAttribute('messaging.message.body.size', size);
+  switch (source.kind) {
+    case 'kafka': {
+      if (msg.offset !== null) span.setAttribute('messaging.kafka.offset', Number(msg.offset));
+      const key = textKey(msg);
+      if (key !== undefined) span.setAttribute('messaging.kafka.message.key', key);
+      if (msg.value === null) span.setAttribute('messaging.kafka.message.tombstone', true);
+      break;
+    }
+    case 'amqp': {
+      if (msg.topic !== null) span.setAttribute('messaging.rabbitmq.destination.routing_key', msg.topic);
+      // The message_id property, as consumed.ts names it.
+      const id = msg.headers.amqp_messageId;
+      if (id !== undefined) span.setAttribute('messaging.message.id', id);
+      break;
+    }
+    case 'nats': {
+      const id = msg.headers['Nats-Msg-Id'] ?? msg.headers['nats-msg-id'];
+      if (id !== undefined) span.setAttribute('messaging.message.id', id);
+      break;
+    }
+  }
+}
+
+/** The size of the payload as the broker held it, when the message still has its bytes. */
+function bodySize(msg: Message): number | undefined {
+  const bytes = msg[ORIGINAL]?.value;
+  if (bytes) return bytes.length;
+  return Buffer.isBuffer(msg.value) ? msg.value.length : undefined;
+}
+
+/** A message's key when it is text (not made of bytes that are not UTF-8). */
+function textKey(msg: Message): string | undefined {
+  if (msg.key === null) return undefined;
+  const raw = msg[ORIGINAL]?.key;
+  return raw && !isUtf8(raw) ? undefined : msg.key;
+}
+
+/** What every PRODUCER span of one route target has: built once per target. */
+export interface SendTemplate {
+  /** `send <topic>` for a topic written in the config; undefined for a topic expression (`send` alone: a name per computed topic would be unbounded). */
+  name: string | undefined;
+  kind: string;
+  attributes: Record<string, string>;
+}
+
+export function sendTemplate(broker: { name: string; kind: string }, topic: string | undefined): SendTemplate {
   return {
-    name: `route ${route}`,
-    kind: 4 as SpanKind,
+    name: topic === undefined ? undefined : `send ${topic}`,
+    kind: broker.kind,
     attributes: {
-      'eventgate.route': route,
-      'messaging.system': MESSAGING_SYSTEM[source.kind] ?? source.kind,
-      'messaging.operation.type': 'process',
-      'messaging.destination.name': source.topic,
+      'messaging.system': MESSAGING_SYSTEM[broker.kind] ?? broker.kind,
+      'messaging.operation.type': 'send',
+      'messaging.operation.name': 'send',
+      'eventgate.broker': broker.name,
     },
   };
+}
+
+/** The PRODUCER span of one write, and the `traceparent` the written message carries (naming it). */
+export interface SendSpan {
+  readonly span: Span;
+  readonly traceparent: string;
+  readonly kind: string;
+}
+
+/**
+ * Starts the PRODUCER span of a write to `topic`, a child of the route's span `parent`, which the
+ * caller checked records (a route's span records only with an SDK: without one nothing here runs).
+ * Undefined when the provider made no span of its own.
+ */
+export function startSendSpan(parent: TracedRoute, t: SendTemplate, topic: string, msg: Message): SendSpan | undefined {
+  const { tracer } = otelApi();
+  // SpanKind.PRODUCER is 3.
+  const span = tracer.startSpan(t.name ?? 'send', { kind: 3 as SpanKind, attributes: t.attributes }, parent.context as Context | undefined);
+  const sc = span.spanContext();
+  if (sc.spanId === ZERO_SPAN || sc.traceId === ZERO_TRACE) return undefined;
+  span.setAttribute('messaging.destination.name', topic);
+  if (t.kind === 'kafka') {
+    const key = textKey(msg);
+    if (key !== undefined) span.setAttribute('messaging.kafka.message.key', key);
+    if (msg.value === null) span.setAttribute('messaging.kafka.message.tombstone', true);
+  } else if (t.kind === 'amqp') span.setAttribute('messaging.rabbitmq.destination.routing_key', topic);
+  return { span, traceparent: formatTraceparent(sc), kind: t.kind };
+}
+
+/** Kinds whose deliveries name a real partition and offset (JetStream, MQTT and AMQP writes answer partition 0 and a sequence or none). */
+const PARTITIONED = new Set(['kafka', 'memory']);
+
+/** Ends a PRODUCER span once the broker answered: where it put the message, or the write's failure (status ERROR). */
+export function endSendSpan(s: SendSpan, delivery: Delivery | undefined, failure?: { code: string; detail: string }): void {
+  const span = s.span;
+  if (delivery !== undefined && 'partition' in delivery && PARTITIONED.has(s.kind)) {
+    span.setAttribute('messaging.destination.partition.id', String(delivery.partition));
+    if (s.kind === 'kafka') span.setAttribute('messaging.kafka.offset', Number(delivery.offset));
+  }
+  if (failure) {
+    span.setAttribute('error.type', failure.code);
+    // SpanStatusCode.ERROR is 2.
+    span.setStatus({ code: 2, message: failure.detail });
+  }
+  span.end();
 }
 
 /**

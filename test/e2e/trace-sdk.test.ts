@@ -5,18 +5,30 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '
 import { defaultRegistry } from '../../src/kinds/index.js';
 import { createLogger } from '../../src/log.js';
 import { Gateway } from '../../src/runtime/gateway.js';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { post, WsClient } from '../helpers/clients.js';
 import { tempFiles } from '../helpers/gateway.js';
+import { startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { startNats, type MessageServer } from '../helpers/servers.js';
 
 // What a user gets by registering an OpenTelemetry SDK (e.g. `node --import ./otel.js`): the
 // gateway is run in this process so the test can read the spans the SDK recorded.
 const exporter = new InMemorySpanExporter();
 trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
 
-const CONFIG = `
+// Across real brokers: HTTP -> Kafka (the mock cluster) -> JetStream -> a wildcard route -> memory.
+// `gone.>` is a stream that is not there (declare: false): a write to it fails at once.
+const config = (kafka: KafkaCluster, nats: MessageServer, topic: string) => `
 version: 1
 brokers:
   local: { kind: memory }
+  cluster: { kind: kafka, brokers: "${kafka.bootstrap}", producer: { lingerMs: 1 }, consumer: ${kafka.consumerYaml} }
+  bus:
+    kind: nats
+    servers: ${nats.url}
+    streams:
+      TRACED: { subjects: ["traced.>"] }
+      GONE: { subjects: ["gone.>"], declare: false }
 listeners:
   api: { kind: http, port: 0 }
   push: { kind: websocket, port: 0 }
@@ -29,6 +41,18 @@ routes:
   - name: out
     from: { broker: local, topic: events }
     to: { listener: push, path: /watch, format: envelope }
+  - name: to-kafka
+    from: { listener: api, path: /kafka }
+    to: { broker: cluster, topic: ${topic}, key: id }
+  - name: kafka-to-nats
+    from: { broker: cluster, topic: ${topic}, startFrom: earliest }
+    to: { broker: bus, topic: traced.orders.eu }
+  - name: nats-in
+    from: { broker: bus, topic: "traced.orders.*" }
+    to: { broker: local, topic: traced-end }
+  - name: lost
+    from: { listener: api, path: /lost }
+    to: { broker: bus, topic: gone.orders }
 `;
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -36,16 +60,21 @@ const PARENT = '00f067aa0ba902b7';
 
 describe('spans with an OpenTelemetry SDK registered', () => {
   let gateway: Gateway;
+  let kafka: KafkaCluster;
+  let nats: MessageServer;
   let port: (listener: string) => number;
+  const topic = `traced-${process.pid}`;
   before(async () => {
-    const dir = tempFiles({ 'gateway.yaml': CONFIG });
+    [kafka, nats] = await Promise.all([startKafka(), startNats()]);
+    const dir = tempFiles({ 'gateway.yaml': config(kafka, nats, topic) });
     gateway = new Gateway({ configFile: `${dir}/gateway.yaml`, registry: defaultRegistry(), env: {}, logger: createLogger('silent'), watch: false });
     const started = await gateway.start();
     assert.deepEqual(started.diagnostics, []);
     port = (l) => gateway.listeners.get(l)!.address()!.port;
   });
   after(async () => {
-    await gateway.shutdown();
+    await gateway?.shutdown();
+    await Promise.all([kafka?.stop(), nats?.stop()]);
   });
 
   it('records a span per route, parented by the incoming traceparent, and sends the span it recorded onwards', async () => {
@@ -64,16 +93,33 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     assert.equal(outbound.kind, SpanKind.CONSUMER);
     assert.equal(inbound.spanContext().traceId, TRACE);
     assert.equal(inbound.parentSpanContext?.spanId, PARENT);
-    // The consuming route's span is the child of the producing route's, through the memory topic's headers.
+    // The write to the memory topic is a PRODUCER span of the producing route's, and the consuming
+    // route's span its child, through the memory topic's headers.
+    const sent = spans.find((s) => s.name === 'send events')!;
+    assert.ok(sent, `spans: ${spans.map((s) => s.name).join(', ')}`);
+    assert.equal(sent.kind, SpanKind.PRODUCER);
+    assert.equal(sent.parentSpanContext?.spanId, inbound.spanContext().spanId);
+    assert.deepEqual(sent.attributes, {
+      'messaging.system': 'memory',
+      'messaging.operation.type': 'send',
+      'messaging.operation.name': 'send',
+      'eventgate.broker': 'local',
+      'messaging.destination.name': 'events',
+      'messaging.destination.partition.id': '0',
+    });
     assert.equal(outbound.spanContext().traceId, TRACE);
-    assert.equal(outbound.parentSpanContext?.spanId, inbound.spanContext().spanId);
+    assert.equal(outbound.parentSpanContext?.spanId, sent.spanContext().spanId);
     assert.deepEqual(inbound.attributes, { 'eventgate.route': 'http-in', 'eventgate.outcome': 'delivered' });
     // A consume route's span is a process span of the messaging semantic conventions.
     assert.deepEqual(outbound.attributes, {
       'eventgate.route': 'out',
       'messaging.system': 'memory',
       'messaging.operation.type': 'process',
+      'messaging.operation.name': 'process',
       'messaging.destination.name': 'events',
+      'messaging.destination.partition.id': '0',
+      // The body as the client wrote it, which the memory topic kept.
+      'messaging.message.body.size': Buffer.byteLength(JSON.stringify({ n: 1 })),
       'eventgate.outcome': 'delivered',
     });
     // The websocket client sees the span the SDK recorded, not one made up beside it.
@@ -90,5 +136,100 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     assert.equal(span!.status.code, SpanStatusCode.ERROR);
     assert.match(span!.status.message ?? '', /asked to fail/);
     assert.equal(span!.attributes['eventgate.outcome'], 'failed');
+  });
+
+  /** The finished span named `name` once the SDK has it (a consume route's ends after its write was acknowledged). */
+  const finished = async (name: string): Promise<ReadableSpan> => {
+    for (const deadline = Date.now() + 70_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+      const span = exporter.getFinishedSpans().find((s) => s.name === name);
+      if (span) return span;
+    }
+    assert.fail(
+      `no span '${name}'; spans: ${exporter
+        .getFinishedSpans()
+        .map((s) => s.name)
+        .join(', ')}`,
+    );
+  };
+  const parentOf = (child: ReadableSpan, parent: ReadableSpan) => {
+    assert.equal(child.spanContext().traceId, TRACE, `${child.name}: the trace`);
+    assert.equal(child.parentSpanContext?.spanId, parent.spanContext().spanId, `${child.name}: a child of ${parent.name}`);
+  };
+
+  it('makes each broker write a PRODUCER span whose traceparent the consuming route continues, across Kafka and JetStream', async () => {
+    exporter.reset();
+    const body = { id: 'order-7', n: 1 };
+    const reply = await post(`http://127.0.0.1:${port('api')}/kafka`, body, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(reply.status, 200, reply.text);
+    const [delivery] = reply.body.deliveries as { partition: number; offset: string }[];
+
+    const toKafka = await finished('route to-kafka');
+    const sendKafka = await finished(`send ${topic}`);
+    const fromKafka = await finished('route kafka-to-nats');
+    const sendNats = await finished('send traced.orders.eu');
+    const natsIn = await finished('route nats-in');
+    const sendLocal = await finished('send traced-end');
+
+    // HTTP -> Kafka: the write is the route span's child, with what the cluster answered.
+    assert.equal(sendKafka.kind, SpanKind.PRODUCER);
+    parentOf(sendKafka, toKafka);
+    assert.deepEqual(sendKafka.attributes, {
+      'messaging.system': 'kafka',
+      'messaging.operation.type': 'send',
+      'messaging.operation.name': 'send',
+      'eventgate.broker': 'cluster',
+      'messaging.destination.name': topic,
+      'messaging.kafka.message.key': 'order-7',
+      'messaging.destination.partition.id': String(delivery!.partition),
+      'messaging.kafka.offset': Number(delivery!.offset),
+    });
+    assert.equal(sendKafka.status.code, SpanStatusCode.UNSET);
+
+    // Kafka -> the consume route: the child of the PRODUCER span, with the record's own attributes.
+    assert.equal(fromKafka.kind, SpanKind.CONSUMER);
+    parentOf(fromKafka, sendKafka);
+    const group = fromKafka.attributes['messaging.consumer.group.name'];
+    assert.ok(typeof group === 'string' && group !== '', `consumer group: ${group}`);
+    assert.deepEqual(fromKafka.attributes, {
+      'eventgate.route': 'kafka-to-nats',
+      'messaging.system': 'kafka',
+      'messaging.operation.type': 'process',
+      'messaging.operation.name': 'process',
+      'messaging.destination.name': topic,
+      'messaging.consumer.group.name': group,
+      'messaging.destination.partition.id': String(delivery!.partition),
+      'messaging.message.body.size': Buffer.byteLength(JSON.stringify(body)),
+      'messaging.kafka.offset': Number(delivery!.offset),
+      'messaging.kafka.message.key': 'order-7',
+      'eventgate.outcome': 'delivered',
+    });
+
+    // Kafka -> JetStream -> a wildcard route: the concrete subject, the pattern as the template,
+    // and the Nats-Msg-Id the route's write carried.
+    assert.equal(sendNats.kind, SpanKind.PRODUCER);
+    parentOf(sendNats, fromKafka);
+    assert.equal(sendNats.attributes['messaging.system'], 'nats');
+    assert.equal(sendNats.attributes['messaging.destination.name'], 'traced.orders.eu');
+    assert.equal(natsIn.kind, SpanKind.CONSUMER);
+    parentOf(natsIn, sendNats);
+    assert.equal(natsIn.attributes['messaging.destination.name'], 'traced.orders.eu');
+    assert.equal(natsIn.attributes['messaging.destination.template'], 'traced.orders.*');
+    assert.match(String(natsIn.attributes['messaging.message.id']), /^eventgate:kafka-to-nats:/);
+    assert.equal(natsIn.attributes['messaging.message.body.size'], Buffer.byteLength(JSON.stringify(body)));
+    parentOf(sendLocal, natsIn);
+  });
+
+  it('ends the PRODUCER span of a write the broker did not take with status ERROR', async () => {
+    exporter.reset();
+    const reply = await post(`http://127.0.0.1:${port('api')}/lost`, { n: 1 }, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(reply.status, 503, reply.text);
+    const route = await finished('route lost');
+    const send = await finished('send gone.orders');
+    assert.equal(send.kind, SpanKind.PRODUCER);
+    parentOf(send, route);
+    assert.equal(send.status.code, SpanStatusCode.ERROR);
+    assert.match(send.status.message ?? '', /did not acknowledge/);
+    assert.equal(send.attributes['error.type'], 'EG_BROKER_UNAVAILABLE');
+    assert.equal(route.status.code, SpanStatusCode.ERROR);
   });
 });
