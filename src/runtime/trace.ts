@@ -199,6 +199,9 @@ export function spanTemplate(route: string, source: SpanSource | undefined): Spa
   return { name: `route ${route}`, kind: 4 as SpanKind, attributes, source };
 }
 
+/** Kinds with partitions (a JetStream message's and write's partition 0 is the gateway's stand-in, MQTT and AMQP have none). */
+const PARTITIONED = new Set(['kafka', 'memory']);
+
 /**
  * The attributes of one consumed message on its route's span, which the caller checked records
  * (nothing here runs without an SDK): the topic it came from where the route subscribes to a
@@ -211,7 +214,7 @@ export function consumedAttributes(s: MessageSpan, source: SpanSource, msg: Mess
     span.setAttribute('messaging.destination.name', msg.topic);
     span.setAttribute('messaging.destination.template', source.topic);
   }
-  if (msg.partition !== null) span.setAttribute('messaging.destination.partition.id', String(msg.partition));
+  if (msg.partition !== null && PARTITIONED.has(source.kind)) span.setAttribute('messaging.destination.partition.id', String(msg.partition));
   const size = bodySize(msg);
   if (size !== undefined) span.setAttribute('messaging.message.body.size', size);
   switch (source.kind) {
@@ -299,15 +302,13 @@ export function startSendSpan(parent: TracedRoute, t: SendTemplate, topic: strin
   return { span, traceparent: formatTraceparent(sc), kind: t.kind };
 }
 
-/** Kinds whose deliveries name a real partition and offset (JetStream, MQTT and AMQP writes answer partition 0 and a sequence or none). */
-const PARTITIONED = new Set(['kafka', 'memory']);
-
 /** Ends a PRODUCER span once the broker answered: where it put the message, or the write's failure (status ERROR). */
 export function endSendSpan(s: SendSpan, delivery: Delivery | undefined, failure?: { code: string; detail: string }): void {
   const span = s.span;
   if (delivery !== undefined && 'partition' in delivery && PARTITIONED.has(s.kind)) {
     span.setAttribute('messaging.destination.partition.id', String(delivery.partition));
-    if (s.kind === 'kafka') span.setAttribute('messaging.kafka.offset', Number(delivery.offset));
+    // With `acks: none` the cluster names no offset (-1).
+    if (s.kind === 'kafka' && delivery.offset !== '-1') span.setAttribute('messaging.kafka.offset', Number(delivery.offset));
   }
   if (failure) {
     span.setAttribute('error.type', failure.code);
