@@ -285,14 +285,19 @@ export interface SendSpan {
 /**
  * Starts the PRODUCER span of a write to `topic`, a child of the route's span `parent`, which the
  * caller checked records (a route's span records only with an SDK: without one nothing here runs).
- * Undefined when the provider made no span of its own.
+ * Undefined when the provider made no span of its own or the sampler dropped it: the message then
+ * names the route's span, which is recorded, not one no backend will have (and, unsampled, the
+ * next route's parent-based sampler would drop the rest of the trace).
  */
 export function startSendSpan(parent: TracedRoute, t: SendTemplate, topic: string, msg: Message): SendSpan | undefined {
   const { tracer } = otelApi();
   // SpanKind.PRODUCER is 3.
   const span = tracer.startSpan(t.name ?? 'send', { kind: 3 as SpanKind, attributes: t.attributes }, parent.context as Context | undefined);
   const sc = span.spanContext();
-  if (sc.spanId === ZERO_SPAN || sc.traceId === ZERO_TRACE) return undefined;
+  if (sc.spanId === ZERO_SPAN || sc.traceId === ZERO_TRACE || !span.isRecording()) {
+    span.end();
+    return undefined;
+  }
   span.setAttribute('messaging.destination.name', topic);
   if (t.kind === 'kafka') {
     const key = textKey(msg);

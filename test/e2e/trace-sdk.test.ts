@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { AlwaysOnSampler, BasicTracerProvider, InMemorySpanExporter, ParentBasedSampler, SamplingDecision, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { defaultRegistry } from '../../src/kinds/index.js';
 import { createLogger } from '../../src/log.js';
 import { Gateway } from '../../src/runtime/gateway.js';
@@ -13,8 +13,14 @@ import { startNats, type MessageServer } from '../helpers/servers.js';
 
 // What a user gets by registering an OpenTelemetry SDK (e.g. `node --import ./otel.js`): the
 // gateway is run in this process so the test can read the spans the SDK recorded.
+// Its sampler records every span but the write to the topic `unsampled` (a sampler by span name).
 const exporter = new InMemorySpanExporter();
-trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
+const parentBased = new ParentBasedSampler({ root: new AlwaysOnSampler() });
+const sampler: ConstructorParameters<typeof ParentBasedSampler>[0]['root'] = {
+  shouldSample: (...args) => (args[2] === 'send unsampled' ? { decision: SamplingDecision.NOT_RECORD } : parentBased.shouldSample(...args)),
+  toString: () => 'all but send unsampled',
+};
+trace.setGlobalTracerProvider(new BasicTracerProvider({ sampler, spanProcessors: [new SimpleSpanProcessor(exporter)] }));
 
 // Across real brokers: HTTP -> Kafka (the mock cluster) -> JetStream -> a wildcard route -> memory.
 // `gone.>` is a stream that is not there (declare: false): a write to it fails at once.
@@ -53,6 +59,12 @@ routes:
   - name: lost
     from: { listener: api, path: /lost }
     to: { broker: bus, topic: gone.orders }
+  - name: to-unsampled
+    from: { listener: api, path: /unsampled }
+    to: { broker: local, topic: unsampled }
+  - name: from-unsampled
+    from: { broker: local, topic: unsampled }
+    to: { broker: local, topic: unsampled-end }
 `;
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -231,5 +243,16 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     assert.match(send.status.message ?? '', /did not acknowledge/);
     assert.equal(send.attributes['error.type'], 'EG_BROKER_UNAVAILABLE');
     assert.equal(route.status.code, SpanStatusCode.ERROR);
+  });
+
+  it('names the route span in a write whose PRODUCER span the sampler did not record, so the trace goes on from a recorded span', async () => {
+    exporter.reset();
+    const reply = await post(`http://127.0.0.1:${port('api')}/unsampled`, { n: 1 }, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(reply.status, 200, reply.text);
+    const route = await finished('route to-unsampled');
+    const next = await finished('route from-unsampled');
+    parentOf(next, route);
+    assert.equal(next.spanContext().traceFlags, 1, 'sampled, as the span it names');
+    assert.equal(exporter.getFinishedSpans().filter((s) => s.name === 'send unsampled').length, 0);
   });
 });
