@@ -247,11 +247,15 @@ function bodySize(msg: Message): number | undefined {
   return Buffer.isBuffer(msg.value) ? msg.value.length : undefined;
 }
 
-/** A message's key when it is text (not made of bytes that are not UTF-8). */
+/**
+ * A message's key when it is text: not the consumed record's bytes that are not UTF-8, while the
+ * key is still the one read from them (a target's `key` makes a new, text one; the Kafka producer
+ * writes the bytes under the same condition).
+ */
 function textKey(msg: Message): string | undefined {
   if (msg.key === null) return undefined;
-  const raw = msg[ORIGINAL]?.key;
-  return raw && !isUtf8(raw) ? undefined : msg.key;
+  const original = msg[ORIGINAL];
+  return original?.key && original.decoded.key === msg.key && !isUtf8(original.key) ? undefined : msg.key;
 }
 
 /** What every PRODUCER span of one route target has: built once per target. */

@@ -3,8 +3,10 @@ import { after, before, describe, it } from 'node:test';
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AlwaysOnSampler, BasicTracerProvider, InMemorySpanExporter, ParentBasedSampler, SamplingDecision, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { defaultRegistry } from '../../src/kinds/index.js';
+import { ORIGINAL, type Message } from '../../src/core/message.js';
 import { createLogger } from '../../src/log.js';
 import { Gateway } from '../../src/runtime/gateway.js';
+import { endMessageSpan, endSendSpan, sendTemplate, spanTemplate, startMessageSpan, startSendSpan } from '../../src/runtime/trace.js';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { post, WsClient } from '../helpers/clients.js';
 import { tempFiles } from '../helpers/gateway.js';
@@ -254,5 +256,40 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     parentOf(next, route);
     assert.equal(next.spanContext().traceFlags, 1, 'sampled, as the span it names');
     assert.equal(exporter.getFinishedSpans().filter((s) => s.name === 'send unsampled').length, 0);
+  });
+
+  // The key attribute's cases the brokers here cannot produce (a record key that is not UTF-8),
+  // through the functions a Kafka target calls, with this SDK: a consumed record whose key is
+  // bytes, written on as it came, rekeyed by a target's `key` (route-targets.ts `keyed`), and a tombstone.
+  it("gives a Kafka write's PRODUCER span the key it writes: none for bytes, the new text key of a rekeyed record", () => {
+    exporter.reset();
+    const route = startMessageSpan(spanTemplate('rekey', undefined), undefined);
+    const raw = Buffer.from([0xff, 0xfe, 0x01]);
+    const value = { n: 1 };
+    const bytes = Buffer.from(JSON.stringify(value));
+    const consumed: Message = {
+      value,
+      key: raw.toString('utf8'),
+      headers: {},
+      topic: 'in',
+      partition: 0,
+      offset: '3',
+      timestamp: 0,
+      [ORIGINAL]: { value: bytes, key: raw, headers: {}, decoded: { value, key: raw.toString('utf8'), headers: {} } },
+    };
+    const template = sendTemplate({ name: 'cluster', kind: 'kafka' }, 'out');
+    const written = (name: string, msg: Message) => {
+      const send = startSendSpan(route, template, 'out', msg)!;
+      endSendSpan(send, { broker: 'cluster', topic: 'out', partition: 0, offset: '7' });
+      const span = exporter.getFinishedSpans().at(-1)!;
+      assert.equal(span.name, 'send out', name);
+      return span.attributes;
+    };
+    assert.equal(written('as consumed', consumed)['messaging.kafka.message.key'], undefined);
+    assert.equal(written('rekeyed', { ...consumed, key: 'order-7' })['messaging.kafka.message.key'], 'order-7');
+    const tombstone = written('tombstone', { ...consumed, key: 'gone-1', value: null });
+    assert.equal(tombstone['messaging.kafka.message.key'], 'gone-1');
+    assert.equal(tombstone['messaging.kafka.message.tombstone'], true);
+    endMessageSpan(route, { outcome: 'filtered' });
   });
 });
