@@ -154,13 +154,8 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
   };
   /** A write with its PRODUCER span, which names it in the message's `traceparent` and ends with the broker's answer. */
   const tracedSend = (send: SendSpan, topic: string, out: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {
-    let answer: Delivery | Promise<Delivery>;
-    try {
-      answer = untracedSend(topic, out, ctx);
-    } catch (err) {
-      endSendSpan(send, undefined, failureOf(err));
-      throw err;
-    }
+    // untracedSend answers a write that throws with a rejection, so the span ends on the answer either way.
+    const answer = untracedSend(topic, out, ctx);
     if (!(answer instanceof Promise)) {
       endSendSpan(send, answer);
       return answer;
@@ -176,6 +171,7 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
       },
     );
   };
+  /** The write itself; never throws (a broker that throws is a rejection, as one that refuses). */
   const untracedSend = (topic: string, out: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {
     if (now) {
       try {
