@@ -240,10 +240,14 @@ export function consumedAttributes(s: MessageSpan, source: SpanSource, msg: Mess
   }
 }
 
-/** The size of the payload as the broker held it, when the message still has its bytes. */
+/**
+ * The size of the payload as the broker held it, when the message still has its bytes: its
+ * ORIGINAL's while the value is the one read from them (as valuePayload writes them), not while
+ * only its key is (a Kafka record a step gave a new value, stored so by a memory topic).
+ */
 function bodySize(msg: Message): number | undefined {
-  const bytes = msg[ORIGINAL]?.value;
-  if (bytes) return bytes.length;
+  const original = msg[ORIGINAL];
+  if (original?.value && original.decoded.value === msg.value) return original.value.length;
   return Buffer.isBuffer(msg.value) ? msg.value.length : undefined;
 }
 

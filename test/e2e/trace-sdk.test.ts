@@ -6,7 +6,7 @@ import { defaultRegistry } from '../../src/kinds/index.js';
 import { ORIGINAL, type Message } from '../../src/core/message.js';
 import { createLogger } from '../../src/log.js';
 import { Gateway } from '../../src/runtime/gateway.js';
-import { endMessageSpan, endSendSpan, sendTemplate, spanTemplate, startMessageSpan, startSendSpan } from '../../src/runtime/trace.js';
+import { consumedAttributes, endMessageSpan, endSendSpan, sendTemplate, spanTemplate, startMessageSpan, startSendSpan } from '../../src/runtime/trace.js';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { post, WsClient } from '../helpers/clients.js';
 import { tempFiles } from '../helpers/gateway.js';
@@ -291,5 +291,33 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     assert.equal(tombstone['messaging.kafka.message.key'], 'gone-1');
     assert.equal(tombstone['messaging.kafka.message.tombstone'], true);
     endMessageSpan(route, { outcome: 'filtered' });
+  });
+
+  // A Kafka record a step gave a new value keeps its ORIGINAL while its key is still the one read
+  // (the producer writes those key bytes); a memory topic stores it so, and the route that reads
+  // the topic gets the new value with the old record's bytes beside it.
+  it("gives a consumed message's body size only while its value is the one its bytes were read as", () => {
+    exporter.reset();
+    const value = { n: 1, padding: 'x'.repeat(100) };
+    const bytes = Buffer.from(JSON.stringify(value));
+    const stored: Message = {
+      value: { n: 1 },
+      key: 'order-7',
+      headers: {},
+      topic: 'copied',
+      partition: 0,
+      offset: '0',
+      timestamp: 0,
+      [ORIGINAL]: { value: bytes, key: Buffer.from('order-7'), headers: {}, decoded: { value, key: 'order-7', headers: {} } },
+    };
+    const template = spanTemplate('copied-in', { kind: 'memory', topic: 'copied' });
+    const sizeOf = (msg: Message) => {
+      const span = startMessageSpan(template, undefined);
+      consumedAttributes(span, template.source!, msg);
+      endMessageSpan(span, { outcome: 'filtered' });
+      return exporter.getFinishedSpans().at(-1)!.attributes['messaging.message.body.size'];
+    };
+    assert.equal(sizeOf(stored), undefined, 'a new value: no bytes of its own');
+    assert.equal(sizeOf({ ...stored, value }), bytes.length, 'the value read from the bytes');
   });
 });
