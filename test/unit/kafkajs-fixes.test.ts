@@ -111,3 +111,60 @@ describe("kafkajs' request queue", () => {
     q.destroy();
   });
 });
+
+/** kafkajs' consumer runner (loaded after kinds/brokers/kafka/kafkajs.ts, with the gateway's fix of its stop). */
+const Runner = require('kafkajs/src/consumer/runner') as new (
+  options: Record<string, unknown>,
+) => {
+  running: boolean;
+  scheduleFetchManager(): void;
+  stop(): Promise<void>;
+};
+
+describe("kafkajs' consumer runner", () => {
+  it("stops when a rebalance of its fetchers (a broker gone) is under way as it stops, rather than fetching nothing in a loop that never lets the event loop turn (kafkajs 2.2.4's hang at 100 % CPU)", async () => {
+    const logger = { debug() {}, info() {}, warn() {}, error() {}, namespace: () => logger };
+    let nodes = [1, 2];
+    let stopping = false;
+    let lookedUpWhileStopping = 0;
+    let releaseNode2!: () => void;
+    const node2Held = new Promise<unknown[]>((r) => (releaseNode2 = () => r([])));
+    let rebalanced!: () => void;
+    const rebalancing = new Promise<void>((r) => (rebalanced = r));
+    // The parts of a consumer group the runner calls while it fetches and stops: node 1 answers
+    // an empty fetch as node 1 leaves the cluster's metadata (the fetcher's next round sees the
+    // change and rebalances), node 2's fetch stays in flight until the test lets it answer.
+    const consumerGroup = {
+      groupId: 'g',
+      memberId: 'm',
+      getNodeIds: () => {
+        if (stopping && ++lookedUpWhileStopping > 1000) throw new Error('still fetching a thousand rounds after the stop');
+        return nodes;
+      },
+      fetch: async (nodeId: number) => {
+        if (nodeId === 2) return node2Held;
+        await new Promise((r) => setImmediate(r)); // node 2's fetch is in flight by now
+        nodes = [2];
+        rebalanced();
+        return [];
+      },
+      heartbeat: async () => {},
+      leave: async () => {},
+      commitOffsets: async () => {},
+      commitOffsetsIfNecessary: async () => {},
+      hasSeekOffset: () => false,
+    };
+    let crash: Error | undefined;
+    const runner = new Runner({ logger, consumerGroup, instrumentationEmitter: { emit() {} }, concurrency: 1, eachBatch: async () => {}, onCrash: (e: Error) => (crash = e), retry: { retries: 0 } });
+    runner.running = true;
+    runner.scheduleFetchManager();
+    await rebalancing;
+    await new Promise((r) => setImmediate(r)); // node 1's fetcher sees the change and ends; the manager waits for node 2's
+    stopping = true;
+    const stopped = runner.stop();
+    releaseNode2();
+    await stopped;
+    assert.equal(crash, undefined);
+    assert.ok(lookedUpWhileStopping <= 2, `the fetchers went on after the stop: ${lookedUpWhileStopping} rounds`);
+  });
+});

@@ -13,6 +13,7 @@ type Grouping = (args: {
 
 const GROUPING = 'kafkajs/src/producer/groupMessagesPerPartition';
 const REQUEST_QUEUE = 'kafkajs/src/network/requestQueue';
+const RUNNER = 'kafkajs/src/consumer/runner';
 /** kafkajs' wait before it looks again at requests held back by its in-flight limit (requestQueue/index.js). */
 const CHECK_PENDING_REQUESTS_INTERVAL = 10;
 
@@ -64,14 +65,39 @@ function scheduleCheckPendingRequests(this: RequestQueue): void {
   }, scheduleAt);
 }
 
+/** What of kafkajs' consumer runner the fix below reads and calls (2.2.4, pinned: src/consumer/runner.js). */
+interface Runner {
+  running: boolean;
+  fetchManager: { stop(): Promise<void> };
+  fetch(nodeId: number): Promise<unknown[]>;
+}
+
+/**
+ * kafkajs 2.2.4's `Runner.fetch` without its endless loop at a stop. A fetcher whose broker went
+ * away (or left the cluster's metadata) ends the fetch manager's round with a rebalance of its
+ * fetchers: it stops the others, waiting for their requests in flight, and starts new ones. A
+ * consumer stopped meanwhile (`disconnect()`, a gateway's shutdown or reload) found the old
+ * fetchers already stopping and went on to wait for the round to end; the new fetchers then
+ * called `fetch`, which answers an empty list at once while the runner is not running, in a loop
+ * of promises that never let the event loop turn: a core at 100 % and a process that never
+ * stopped (its stop timeouts are timers). Here such a call stops the fetchers it came from, as
+ * the runner's own stop does, so the round ends and the stop completes.
+ */
+function stoppingFetchers(fetch: Runner['fetch']): Runner['fetch'] {
+  return function (this: Runner, nodeId: number) {
+    if (!this.running) void this.fetchManager.stop();
+    return fetch.call(this, nodeId);
+  };
+}
+
 /** kafkajs' own grouping, which the gateway's replaces (kept for the test that compares the two). */
 export let kafkajsGrouping: Grouping | undefined;
 /** False when kafkajs' producer had been loaded before this module, with its own grouping. */
 export let groupingReplaced = false;
 
 /**
- * kafkajs as every module of the gateway loads it: its connections take the timer fix above, and
- * its producer the grouping, which must be in the module cache before kafkajs' producer module
+ * kafkajs as every module of the gateway loads it: its connections take the timer fix above, its
+ * consumers the fix of their stop, and its producer the grouping, which must be in the module cache before kafkajs' producer module
  * reads it (once, as it loads). So
  * kafkajs is loaded here and only here; elsewhere only its types are imported.
  */
@@ -81,6 +107,8 @@ function load(): typeof KafkaJS {
   kafkajsGrouping = require(path) as Grouping;
   require.cache[path]!.exports = groupMessagesPerPartition;
   (require(REQUEST_QUEUE) as { prototype: RequestQueue }).prototype.scheduleCheckPendingRequests = scheduleCheckPendingRequests;
+  const runner = (require(RUNNER) as { prototype: Runner }).prototype;
+  runner.fetch = stoppingFetchers(runner.fetch);
   return require('kafkajs') as typeof KafkaJS;
 }
 
