@@ -209,7 +209,7 @@ routes:
     from: { listener: api, path: /kept }
     to: { broker: rabbit, topic: reconf.kept }
 `;
-  const gw = useGateway(() => config(true, 1000));
+  const gw = useGateway(() => config(true, 5000));
   /** The consumer tags on the route's queue, as RabbitMQ lists them. */
   const consumers = async () =>
     (await rabbit.ctl('list_consumers', '-q', '-p', rabbit.vhost, 'queue_name', 'consumer_tag'))
@@ -234,7 +234,7 @@ routes:
       Array.from({ length: total }, (_, n) => ({ body: JSON.stringify({ n }) })),
     );
     const from = gw.logs.length;
-    const line = await gw.reconfigure(config(false, 2500, ', persistent: false'));
+    const line = await gw.reconfigure(config(false, 8000, ', persistent: false'));
     assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
     // Not mandatory now: the server drops what no queue takes, and confirms it.
     const dropped = await post(gw.url('api', '/unbound'), { n: -2 });
@@ -254,7 +254,7 @@ routes:
 
     // connectTimeoutMs is the connection's: a new broker, a new consumer.
     const at = gw.logs.length;
-    assert.equal((await gw.reconfigure(config(false, 2500, ', persistent: false, connectTimeoutMs: 4000'))).msg, 'config reloaded');
+    assert.equal((await gw.reconfigure(config(false, 8000, ', persistent: false, connectTimeoutMs: 4000'))).msg, 'config reloaded');
     await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'queued', 60000, at);
     assert.equal(connected(at), 1);
     await eventually(async () => assert.notDeepEqual(await consumers(), tags), 15000);
