@@ -10,8 +10,13 @@ const vendor = join(repoRoot, 'dist', 'src', 'vendor');
 const all = readdirSync(vendor).filter((name) => name.endsWith('.cjs'));
 /** The AsyncAPI parser's bundle loads in the parser thread, whose V8 flags differ (checked below). */
 const PARSER = 'asyncapi-parser.cjs';
-/** The vendor bundles of the gateway's thread, and the CLI's own (src/cli/app-bundle.ts), by file. */
-const files = [...all.filter((name) => name !== PARSER).map((name) => join(vendor, name)), join(repoRoot, 'dist', 'src', 'cli', 'app.cjs')];
+/**
+ * The vendor bundles of the gateway's thread, the CLI's own (src/cli/app-bundle.ts), and the
+ * build-time config validator (src/config/check-schema.ts; without its cache each command compiles
+ * ~700 KB of source, ~0.15 s of CPU), by file.
+ */
+const validator = join(repoRoot, 'dist', 'src', 'config', 'config-validator.generated.cjs');
+const files = [...all.filter((name) => name !== PARSER).map((name) => join(vendor, name)), join(repoRoot, 'dist', 'src', 'cli', 'app.cjs'), validator];
 const bundles = files.map((file) => file.slice(file.lastIndexOf('/') + 1));
 
 /**
@@ -19,7 +24,7 @@ const bundles = files.map((file) => file.slice(file.lastIndexOf('/') + 1));
  * process holding `command`'s start-up flags, as bin/eventgate.js starts one (holding changes V8's
  * flags, hence a process of its own); the parser's bundle in a thread started as a parser thread.
  */
-function cachesTaken(command: string, inParserThread = false): Record<string, string> {
+function cachesTaken(command: string, inParserThread = false, of = files): Record<string, string> {
   const check = (paths: string[]) => `
     const { readFileSync } = await import('node:fs');
     const { Script } = await import('node:vm');
@@ -38,14 +43,14 @@ function cachesTaken(command: string, inParserThread = false): Record<string, st
         ? `const { Worker } = await import('node:worker_threads');
            const { parserThreadOptions } = await import(${JSON.stringify(join(repoRoot, 'dist', 'src', 'asyncapi', 'parser-thread.js'))});
            new Worker(${JSON.stringify(check([join(vendor, PARSER)]))}, { ...parserThreadOptions(), eval: true });`
-        : check(files)
+        : check(of)
     }`;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout);
 }
 
-describe("the bundled dependencies' and the CLI bundle's code caches", () => {
+describe('the code caches of the bundled dependencies, the CLI bundle and the config validator', () => {
   it('exist for the seven bundles', () => {
     assert.deepEqual(all, ['ajv.cjs', 'asyncapi-parser.cjs', 'find-my-way.cjs', 'prom-client.cjs', 'sinclair-typebox.cjs', 'ws.cjs', 'yaml.cjs']);
   });
@@ -60,6 +65,10 @@ describe("the bundled dependencies' and the CLI bundle's code caches", () => {
       assert.deepEqual(cachesTaken(command), Object.fromEntries(bundles.map((name) => [name, 'taken'])));
     });
   }
+
+  it("the config validator's is taken by the other commands that read a config too", () => {
+    for (const command of ['test', 'plan', 'export']) assert.deepEqual(cachesTaken(command, false, [validator]), { 'config-validator.generated.cjs': 'taken' }, command);
+  });
 
   it('are rejected without the held flags (so the check above can tell)', () => {
     assert.deepEqual(cachesTaken('schema'), Object.fromEntries(bundles.map((name) => [name, 'rejected'])));
