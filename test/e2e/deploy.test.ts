@@ -5,7 +5,8 @@ import { cpSync, existsSync, readFileSync, symlinkSync } from 'node:fs';
 import { delimiter, join, posix } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse, parseAllDocuments } from 'yaml';
-import { repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
+import { runCliInProcess } from '../helpers/cli.js';
+import { repoRoot, tempFiles, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 
 type Instruction = { instruction: string; args: string };
@@ -92,7 +93,7 @@ describe('deploy/: the Dockerfile and Kubernetes manifests match the code', () =
 
   it('the ConfigMap config validates', async () => {
     const dir = tempFiles({ 'gateway.yaml': configMap.data['gateway.yaml'] });
-    const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir, env: env });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir, env: env });
     assert.equal(r.stdout, 'ok\n', r.stderr);
     assert.equal(r.code, 0);
   });
