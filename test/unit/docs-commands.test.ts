@@ -3,7 +3,8 @@ import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseAllDocuments } from 'yaml';
-import { repoRoot, runCli } from '../helpers/gateway.js';
+import { runCliInProcess } from '../helpers/cli.js';
+import { repoRoot } from '../helpers/gateway.js';
 import { tempDir } from '../helpers/reaper.js';
 import type { Diagnostic } from '../../src/config/diagnostics.js';
 import { defaultRegistry } from '../../src/kinds/index.js';
@@ -16,7 +17,7 @@ const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
 
 describe('the README documents the command line', () => {
   it('has every command of `eventgate --help` in its command table', async () => {
-    const { stdout } = await runCli(['--help']);
+    const { stdout } = await runCliInProcess(['--help']);
     const commands = [...stdout.matchAll(/^ {2}eventgate ([a-z]+(?: asyncapi)?)/gm)].map((m) => m[1]!);
     assert.deepEqual(commands, ['run', 'validate', 'test', 'plan', 'export asyncapi', 'schema']);
     for (const c of commands) assert.match(readme, new RegExp(`^\\| \`eventgate ${c}\\b`, 'm'), `README command table row for ${c}`);

@@ -6,7 +6,8 @@ import { precompiledValidator } from '../../src/config/precompiled-validator.js'
 import { buildConfigSchema } from '../../src/config/schema.js';
 import { renderConfigReference } from '../../src/config/reference.js';
 import { defaultRegistry } from '../../src/kinds/index.js';
-import { repoRoot, runCli } from '../helpers/gateway.js';
+import { runCliInProcess } from '../helpers/cli.js';
+import { repoRoot } from '../helpers/gateway.js';
 
 describe('files generated from the kind registry', () => {
   it('gateway.schema.json is the schema the gateway enforces (run `npm run generate` if this fails)', () => {
@@ -20,7 +21,7 @@ describe('files generated from the kind registry', () => {
   });
 
   it('`eventgate schema` prints gateway.schema.json', async () => {
-    const { code, stdout } = await runCli(['schema']);
+    const { code, stdout } = await runCliInProcess(['schema']);
     assert.equal(code, 0);
     assert.deepEqual(JSON.parse(stdout), JSON.parse(readFileSync(join(repoRoot, 'gateway.schema.json'), 'utf8')));
   });
