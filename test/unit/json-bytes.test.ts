@@ -247,9 +247,20 @@ describe('JSON Schema checks on bytes (kafka listener records)', () => {
     });
   }
 
-  it("reads numbers as JSON.parse does: integers by ajv's rule, big and odd spellings exactly", () => {
-    const schema: Schema = { type: 'object', properties: { i: { type: 'integer', minimum: 0, maximum: 9007199254740992 }, n: { type: 'number', exclusiveMaximum: 1e21 } } };
+  it("reads numbers as JSON.parse does: integers by ajv's rule, big and odd spellings exactly, exclusive bounds at the bound; and no raw control character in a bounded string", () => {
+    const schema: Schema = {
+      type: 'object',
+      properties: {
+        i: { type: 'integer', minimum: 0, maximum: 9007199254740992 },
+        n: { type: 'number', exclusiveMaximum: 1e21 },
+        x: { type: 'number', exclusiveMinimum: 0 },
+        s: { type: 'string', maxLength: 5 },
+      },
+    };
+    // Cases the generated fuzz above does not reach (docs/spec-checklist.md 908).
+    const unreached = ['{"x":0}', '{"x":-0}', '{"x":0.0}', '{"x":0.5}', '{"s":"a\u001fb"}', '{"s":"a\u0000"}', '{"s":"ab"}'];
     const texts = [
+      ...unreached,
       '{"i":1.0}',
       '{"i":1e2}',
       '{"i":1.5}',
