@@ -347,6 +347,19 @@ export function sameSubscription(a: SubscribeSpec, b: SubscribeSpec, takes: read
   );
 }
 
+/**
+ * A broker's part of the messaging spans' attributes, fixed for the broker's life (the keys they
+ * come from are not reconfigured in place).
+ */
+export interface BrokerSpanFacts {
+  /** `server.address` / `server.port`: the first server the config names (serverAddressOf). */
+  server: { address: string; port: number | undefined } | undefined;
+  /** RabbitMQ: the exchange every write goes through, its PRODUCER spans' `messaging.destination.name` (`""` for the default exchange). */
+  sendDestination?: string;
+  /** RabbitMQ: the exchange a consume route on `topic` reads through, when the config says one (undefined when its queue is bound on several). */
+  consumeDestination?(topic: string): string | undefined;
+}
+
 export interface BrokerRuntime {
   readonly name: string;
   readonly kind: string;
@@ -382,6 +395,8 @@ export interface BrokerRuntime {
   publish(topic: string, msg: Message, options?: PublishOptions): Promise<Delivery>;
   /** Whether publish() uses `PublishOptions.messageId` (a nats broker with `messageIds`): consume routes compute one only for such targets. */
   readonly takesMessageIds?: boolean;
+  /** What the OpenTelemetry spans of this broker's writes and consume routes name (runtime/trace.ts); read once per route and target. */
+  readonly spanFacts?: BrokerSpanFacts;
   /**
    * A consumed message's identity in this broker: the same each time the message is delivered
    * again (a redelivery, a replayed offset), never that of another message the broker held or will

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import type * as PromClient from 'prom-client';
 import { bundled } from '../../src/core/bundled.js';
+import { AMQP_PORTS, KAFKA_PORTS, MQTT_PORTS, NATS_PORTS, serverAddressOf } from '../../src/kinds/brokers/server-url.js';
 import { formatTraceparent, parseTraceparent, spanTemplate, startMessageSpan, endMessageSpan } from '../../src/runtime/trace.js';
 
 const TRACE = '0af7651916cd43dd8448eb211c80319c';
@@ -89,5 +90,20 @@ describe('message spans without an OpenTelemetry SDK', () => {
     assert.match(await registry.metrics(), /^process_cpu_user_seconds_total /m);
     const loaded = Object.keys(createRequire(import.meta.url).cache).filter((f) => f.includes('@opentelemetry/api'));
     assert.deepEqual(loaded, []);
+  });
+});
+
+// server.address / server.port of the messaging spans: each kind's first configured server, as its client reads it.
+describe('the server a broker names', () => {
+  it('takes the host without brackets and the port written, or the scheme default the client uses', () => {
+    assert.deepEqual(serverAddressOf('kafka-1.internal:9093', KAFKA_PORTS), { address: 'kafka-1.internal', port: 9093 });
+    assert.deepEqual(serverAddressOf('[::1]:9092', KAFKA_PORTS), { address: '::1', port: 9092 });
+    assert.deepEqual(serverAddressOf('mqtts://user:secret@broker.example:8884', MQTT_PORTS), { address: 'broker.example', port: 8884 });
+    assert.deepEqual(serverAddressOf('mqtt://mosquitto', MQTT_PORTS), { address: 'mosquitto', port: 1883 });
+    // WHATWG URL drops ws's default port 80 as written: the table gives it back.
+    assert.deepEqual(serverAddressOf('ws://mosquitto:80/mqtt', MQTT_PORTS), { address: 'mosquitto', port: 80 });
+    assert.deepEqual(serverAddressOf('amqps://gateway:pw@rabbitmq/vhost', AMQP_PORTS), { address: 'rabbitmq', port: 5671 });
+    assert.deepEqual(serverAddressOf('nats-0', NATS_PORTS), { address: 'nats-0', port: 4222 });
+    assert.deepEqual(serverAddressOf('tls://NATS.example:4443', NATS_PORTS), { address: 'nats.example', port: 4443 });
   });
 });

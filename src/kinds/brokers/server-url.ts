@@ -47,3 +47,28 @@ export function checkServerUrl(url: string, scheme: RegExp, expected: string, ct
   ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${shownServerUrl(url)}' ${why}`);
   return false;
 }
+
+/**
+ * `server.address` and `server.port` of a server the config names (a URL, or a bare `host[:port]`):
+ * the host in lower case without an IPv6 literal's brackets, and the port written or the scheme's default
+ * (`defaultPorts`, by scheme; `tcp` for a bare address). Undefined when it cannot be read.
+ */
+export function serverAddressOf(server: string, defaultPorts: Readonly<Record<string, number>>): { address: string; port: number | undefined } | undefined {
+  let u: URL;
+  try {
+    u = new URL(server.includes('://') ? server : `tcp://${server}`);
+  } catch {
+    return undefined;
+  }
+  // Lower case whatever the scheme (WHATWG URL folds only special schemes' hosts): one host, one value.
+  const host = u.hostname.toLowerCase();
+  if (host === '') return undefined;
+  // WHATWG URL drops a special scheme's default port (ws:80, wss:443): the table gives it back.
+  return { address: host.startsWith('[') ? host.slice(1, -1) : host, port: u.port !== '' ? Number(u.port) : defaultPorts[u.protocol.slice(0, -1)] };
+}
+
+/** The ports each kind's client library connects to when the server names none, by scheme (serverAddressOf). */
+export const KAFKA_PORTS = { tcp: 9092 };
+export const MQTT_PORTS = { mqtt: 1883, tcp: 1883, mqtts: 8883, tls: 8883, ssl: 8883, ws: 80, wss: 443 };
+export const AMQP_PORTS = { amqp: 5672, amqps: 5671 };
+export const NATS_PORTS = { tcp: 4222, nats: 4222, tls: 4222, ws: 80, wss: 443 };

@@ -3,7 +3,8 @@ import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import type { ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../../log.js';
 import { payloadContentEncoding, payloadContentType, valuePayload, type Delivery, type Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { BrokerRuntime, BrokerSpanFacts, BrokerTelemetry, ConsumerLag, Health, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import { AMQP_PORTS, serverAddressOf } from '../server-url.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { AckDeadlines, BlockedByServer, LateWrite, type AckTimeout, type Deadline, type Expiring, LostUnacknowledged, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
 import { resetGivenUp } from '../given-up.js';
@@ -166,6 +167,26 @@ export class AmqpBroker implements BrokerRuntime {
   private deadlines: AckDeadlines;
   /** Declares a queue of `queues` deleted on the server again, for its route or after an unroutable publish. */
   private readonly declaredQueues: DeclaredQueues;
+
+  /**
+   * The exchange as the destination (OpenTelemetry's RabbitMQ conventions): a write's is the
+   * broker's exchange; a consume route's, the exchange its queue is bound on (a pattern route's
+   * queue: the broker's exchange; a queue of `queues`: its bindings' one exchange, the default
+   * exchange `""` with none, undefined with several).
+   */
+  get spanFacts(): BrokerSpanFacts {
+    const s = this.settings;
+    return {
+      server: serverAddressOf(s.url, AMQP_PORTS),
+      sendDestination: s.exchange.name,
+      consumeDestination(topic: string) {
+        const queue = Object.hasOwn(s.queues, topic) ? s.queues[topic]! : undefined;
+        if (queue === undefined) return s.exchange.name;
+        const exchanges = new Set(queue.bindings.map((b) => b.exchange ?? s.exchange.name));
+        return exchanges.size === 0 ? '' : exchanges.size === 1 ? [...exchanges][0] : undefined;
+      },
+    };
+  }
 
   constructor(
     readonly name: string,

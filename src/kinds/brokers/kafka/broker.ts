@@ -2,7 +2,8 @@ import kafkajs from './kafkajs.js';
 import type { Admin, KafkaConfig } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { Delivery, Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { BrokerRuntime, BrokerSpanFacts, BrokerTelemetry, ConsumerLag, Health, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import { KAFKA_PORTS, serverAddressOf } from '../server-url.js';
 import type { KafkaSettings } from '../kafka.js';
 import { clientConfig } from './clients.js';
 import { sleep } from '../../../core/within.js';
@@ -46,6 +47,11 @@ export class KafkaBroker implements BrokerRuntime {
   private readonly identityPrefix: string;
   /** Producer and consumer errors, for eventgate_kafka_*_errors_total. */
   private readonly telemetry: BrokerTelemetry | undefined;
+
+  /** The first bootstrap server: the one the client asks first (kafkajs tries them in order, then talks to each partition's leader). */
+  get spanFacts(): BrokerSpanFacts {
+    return { server: serverAddressOf(this.settings.brokers[0]!, KAFKA_PORTS) };
+  }
 
   constructor(
     readonly name: string,

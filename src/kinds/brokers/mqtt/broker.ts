@@ -2,7 +2,8 @@ import type { IStore } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { captured, newPromise } from '../../../core/captured-promise.js';
 import { payloadContentType, sentHeaders, valuePayload, type Delivery, type Message } from '../../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Health, PublishOptions, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import type { BrokerRuntime, BrokerSpanFacts, BrokerTelemetry, ConsumerLag, Health, PublishOptions, RuntimeEnv, SubscribeSpec, Subscription } from '../../contracts.js';
+import { MQTT_PORTS, serverAddressOf } from '../server-url.js';
 import { AckDeadlines, LateWrite, type AckTimeout, type Deadline, type Expiring, leavesOnStop, NotConnected, TopicDeliveries } from '../acknowledgement.js';
 import type { MqttSettings } from '../mqtt.js';
 import { Flight, MqttPublisher, NO_STORE } from './publisher.js';
@@ -93,6 +94,10 @@ export class MqttBroker implements BrokerRuntime {
   readonly deliveries: TopicDeliveries;
   /** Publishes waiting for the server's acknowledgement, each until `ackTimeoutMs`. */
   private deadlines: AckDeadlines;
+
+  get spanFacts(): BrokerSpanFacts {
+    return { server: serverAddressOf(this.settings.url, MQTT_PORTS) };
+  }
 
   constructor(
     readonly name: string,

@@ -4,6 +4,7 @@ import { offsetText, sentHeaders, valuePayload, type Delivery, type Message } fr
 import {
   noReadBack,
   type BrokerRuntime,
+  type BrokerSpanFacts,
   type BrokerTelemetry,
   type ConsumerLag,
   type Health,
@@ -13,6 +14,7 @@ import {
   type SubscribeSpec,
   type Subscription,
 } from '../../contracts.js';
+import { NATS_PORTS, serverAddressOf } from '../server-url.js';
 import { AckDeadlines, leavesOnStop, NotConnected, Refused } from '../acknowledgement.js';
 import { problem } from '../../../core/errors.js';
 import type { NatsSettings, NatsStream } from '../nats.js';
@@ -114,6 +116,11 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
    * consumed message's identity, since a stream deleted and made again numbers its messages from 1 again.
    */
   private readonly streamCreated = new Map<string, string>();
+
+  /** The first of `servers`: nats.js tries them in random order unless told not to, so the first is the config's, not the one connected to. */
+  get spanFacts(): BrokerSpanFacts {
+    return { server: serverAddressOf(this.settings.servers[0]!, NATS_PORTS) };
+  }
 
   constructor(
     readonly name: string,
