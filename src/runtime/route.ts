@@ -39,7 +39,23 @@ import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
 import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
 import type { StepStateStore } from './step-state.js';
 import { brokerTarget, everyTarget, fanOutDetail, sent, targetFailed, unavailable } from './route-targets.js';
-import { consumedAttributes, endMessageSpan, inSpan, spanTemplate, startMessageSpan, traceIdOf, TRACEPARENT, UNTRACED, type MessageSpan, type SpanSource, type SpanTemplate } from './trace.js';
+import {
+  consumedAttributes,
+  endMessageSpan,
+  endSendSpan,
+  inSpan,
+  sendTemplate,
+  spanTemplate,
+  startMessageSpan,
+  startSendSpan,
+  traceIdOf,
+  TRACEPARENT,
+  UNTRACED,
+  type MessageSpan,
+  type SendTemplate,
+  type SpanSource,
+  type SpanTemplate,
+} from './trace.js';
 
 /** Header of a dead-lettered record batch that could not be decoded: `{topic, partition, offset, lastOffset}` it came from. */
 const ROUTE_SOURCE_HEADER = '_eventgate_source';
@@ -71,6 +87,8 @@ interface DeadletterTopic {
   topic: string;
   /** The `qos` of the route's `deadletter` or of the validate step's own topic (mqtt). */
   options?: PublishOptions;
+  /** Its writes' PRODUCER spans' template, made at the first write an SDK records. */
+  sending?: SendTemplate;
 }
 
 /**
@@ -118,6 +136,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** Webhook targets, whose kept-alive connections are closed when the route is retired. */
   private readonly webhooks: WebhookTarget[] = [];
   private readonly deadletter: DeadletterTopic | undefined;
+  /** Validate steps' own dead-letter topics (deadletterInstead), by the step's `to`. */
+  private readonly stepDeadletters = new WeakMap<object, DeadletterTopic>();
   /** Whether a consumed message's value is read, not only copied as its bytes (readsValues). */
   private readonly readsValues: boolean;
   /** Whether a kafka listener's record is read as its value (steps or targets), not only passed on as its bytes. */
@@ -210,8 +230,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /** What a consume route's spans say of its source; the consumer group where the kind has groups (kafka). */
   private spanSource(broker: string, topic: string): SpanSource {
-    const kind = this.deps.brokers.get(broker)?.kind ?? 'unknown';
-    return kind === 'kafka' ? { kind, topic, group: askedSubscription(this.plan, this.deps.instanceId)?.group } : { kind, topic };
+    const runtime = this.deps.brokers.get(broker);
+    const kind = runtime?.kind ?? 'unknown';
+    const facts = runtime?.spanFacts;
+    return kind === 'kafka' ? { kind, topic, group: askedSubscription(this.plan, this.deps.instanceId)?.group, facts } : { kind, topic, facts };
   }
 
   private target(t: TargetPlan, index: number): Target {
@@ -631,9 +653,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   private async deadletterInstead(r: Extract<StepResult, { stop: 'deadletter' }>, ctx: MessageContext): Promise<Outcome> {
-    const to = r.to ? { broker: this.deps.brokers.get(r.to.broker)!, topic: r.to.topic, options: r.to.options } : this.deadletter!;
+    const to = r.to ? this.stepDeadletter(r.to) : this.deadletter!;
     try {
-      const delivery = await this.sendToDeadletter(to, r.message, { status: 400, code: 'EG_INVALID_MESSAGE', detail: 'the message does not match its schema', errors: r.errors }, ctx.source);
+      const delivery = await this.sendToDeadletter(to, r.message, { status: 400, code: 'EG_INVALID_MESSAGE', detail: 'the message does not match its schema', errors: r.errors }, ctx);
       return { outcome: 'deadlettered', deliveries: [delivery], errors: r.errors };
     } catch (err) {
       return { outcome: 'failed', problem: unavailable(to.broker.name, err) };
@@ -646,8 +668,37 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * message id of its own when the dead-letter broker takes ids, so a message dead-lettered again
    * (a try whose PubAck was lost, a redelivery) is one message to the stream, not two.
    */
-  private sendToDeadletter(to: DeadletterTopic, msg: Message, cause: DeadletterCause, source: string | undefined): Promise<Delivery> {
+  private sendToDeadletter(to: DeadletterTopic, msg: Message, cause: DeadletterCause, ctx: Pick<MessageContext, 'source' | 'span'>): Promise<Delivery> {
     const out = deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker));
+    // ctx.span is set only while an SDK records the route's span: the write is then a PRODUCER span as a target's is.
+    const send = ctx.span === undefined ? undefined : startSendSpan(ctx.span, (to.sending ??= sendTemplate(to.broker, to.topic, true)), to.topic, out);
+    if (send === undefined) return this.publishDeadletter(to, msg, out, ctx.source);
+    let written: Promise<Delivery>;
+    try {
+      written = this.publishDeadletter(to, msg, { ...out, headers: headersWith(out.headers, TRACEPARENT, send.traceparent) }, ctx.source);
+    } catch (err) {
+      written = Promise.reject(err);
+    }
+    return written.then(
+      (d) => {
+        endSendSpan(send, d);
+        return d;
+      },
+      (err) => {
+        endSendSpan(send, undefined, unavailable(to.broker.name, err));
+        throw err;
+      },
+    );
+  }
+
+  /** A validate step's own dead-letter topic, made once per step. */
+  private stepDeadletter(to: NonNullable<Extract<StepResult, { stop: 'deadletter' }>['to']>): DeadletterTopic {
+    let topic = this.stepDeadletters.get(to);
+    if (topic === undefined) this.stepDeadletters.set(to, (topic = { broker: this.deps.brokers.get(to.broker)!, topic: to.topic, options: to.options }));
+    return topic;
+  }
+
+  private publishDeadletter(to: DeadletterTopic, msg: Message, out: Message, source: string | undefined): Promise<Delivery> {
     if (to.broker.takesMessageIds !== true) return to.broker.publish(to.topic, out, to.options);
     // A message with no identity in its source (MQTT, AMQP, a core subject) but a publisher's id is
     // named by that id: sent as it is, a stream that holds the message already (a target of the
@@ -841,7 +892,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const to = this.deadletter!;
     // The batch's identity is its first record's (the batch's first offset and timestamp), as stable as any record's.
     const identity = this.sourceOf({ ...batch, timestamp: raw.timestamp });
-    await this.sendToDeadletter(to, batch, { status: 422, code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}`, errors: [] }, identity);
+    // No route span: a batch no route read has no trace to join (no PRODUCER span either).
+    await this.sendToDeadletter(to, batch, { status: 422, code: 'EG_UNDECODABLE_BATCH', detail: `a record batch could not be decoded: ${raw.reason}`, errors: [] }, { source: identity });
     this.stats.deadlettered++;
   }
 
@@ -918,7 +970,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // whoever consumes next, never dead-lettered for the route's own stop.
       if (retryable && this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
       if (this.deadletter && (!retryable || retriedByTarget || attempt >= CONSUME_ATTEMPTS)) {
-        if (await this.deadletterConsumed(this.deadletter, msg, p, ctx.source, startedAt)) return;
+        // The last try's span (retryCtx.span) is the dead-letter write's parent.
+        if (await this.deadletterConsumed(this.deadletter, msg, p, retryCtx, startedAt)) return;
       } else if (!retryable) {
         this.dropped(msg, p);
         return;
@@ -960,9 +1013,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * A consumed message its route gives up on, to the dead-letter target; false (logged) when that
    * target did not take it either. The tap shows it as `deadlettered` after the try it saw fail.
    */
-  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem, source: string | undefined, startedAt: number): Promise<boolean> {
+  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem, ctx: MessageContext, startedAt: number): Promise<boolean> {
     try {
-      const delivery = await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] }, source);
+      const delivery = await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] }, ctx);
       this.stats.deadlettered++;
       if (this.tap.active) {
         // `p` comes from the failed try's settled outcome, already redacted (settle()).

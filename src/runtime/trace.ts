@@ -1,9 +1,10 @@
 import { randomFillSync } from 'node:crypto';
 import { createRequire } from 'node:module';
-import type { Context, Span, SpanContext, SpanKind, Tracer } from '@opentelemetry/api';
+import type { Attributes, Context, Span, SpanContext, SpanKind, Tracer } from '@opentelemetry/api';
 import { isUtf8 } from 'node:buffer';
 import { ORIGINAL, type Delivery, type Message, type TracedRoute } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
+import type { BrokerSpanFacts } from '../kinds/contracts.js';
 
 /** W3C Trace Context headers (https://www.w3.org/TR/trace-context/). */
 export const TRACEPARENT = 'traceparent';
@@ -163,7 +164,7 @@ export const UNTRACED: MessageSpan = new Spanned(NON_RECORDING, '', undefined);
 export interface SpanTemplate {
   name: string;
   kind: SpanKind;
-  attributes: Record<string, string>;
+  attributes: Attributes;
   /** A consume route's source, for the attributes of each message (consumedAttributes). */
   source: SpanSource | undefined;
 }
@@ -173,6 +174,8 @@ export interface SpanSource {
   kind: string;
   topic: string;
   group?: string;
+  /** The broker's part (BrokerRuntime.spanFacts): its server, and for RabbitMQ the exchange. */
+  facts?: BrokerSpanFacts;
 }
 
 /** OpenTelemetry's `messaging.system` values for the kinds it names (RabbitMQ for amqp); the others keep the kind's name. */
@@ -188,14 +191,21 @@ const MESSAGING_SYSTEM: Record<string, string> = { amqp: 'rabbitmq' };
 export function spanTemplate(route: string, source: SpanSource | undefined): SpanTemplate {
   // SpanKind.CONSUMER is 4, SpanKind.SERVER 1 (the API is not loaded to read them).
   if (source === undefined) return { name: `route ${route}`, kind: 1 as SpanKind, attributes: { 'eventgate.route': route }, source };
-  const attributes: Record<string, string> = {
+  const attributes: Attributes = {
     'eventgate.route': route,
     'messaging.system': MESSAGING_SYSTEM[source.kind] ?? source.kind,
     'messaging.operation.type': 'process',
     'messaging.operation.name': 'process',
-    'messaging.destination.name': source.topic,
   };
+  if (source.kind === 'amqp') {
+    // RabbitMQ's conventions: the exchange is the destination (when the config says which one the
+    // queue is bound on), the routing key each message's own; the route reads its queue (or pattern).
+    const exchange = source.facts?.consumeDestination?.(source.topic);
+    if (exchange !== undefined) attributes['messaging.destination.name'] = exchange;
+    attributes['messaging.destination.subscription.name'] = source.topic;
+  } else attributes['messaging.destination.name'] = source.topic;
   if (source.group !== undefined) attributes['messaging.consumer.group.name'] = source.group;
+  serverAttributes(attributes, source.facts);
   return { name: `route ${route}`, kind: 4 as SpanKind, attributes, source };
 }
 
@@ -210,7 +220,8 @@ const PARTITIONED = new Set(['kafka', 'memory']);
  */
 export function consumedAttributes(s: MessageSpan, source: SpanSource, msg: Message): void {
   const span = s.span;
-  if (msg.topic !== null && msg.topic !== source.topic) {
+  // An AMQP message's topic is its routing key (below), not a destination.
+  if (msg.topic !== null && msg.topic !== source.topic && source.kind !== 'amqp') {
     span.setAttribute('messaging.destination.name', msg.topic);
     span.setAttribute('messaging.destination.template', source.topic);
   }
@@ -264,23 +275,40 @@ function textKey(msg: Message): string | undefined {
 
 /** What every PRODUCER span of one route target has: built once per target. */
 export interface SendTemplate {
-  /** `send <topic>` for a topic written in the config; undefined for a topic expression (`send` alone: a name per computed topic would be unbounded). */
+  /**
+   * `send <topic>` for a topic written in the config, `send <exchange>` for RabbitMQ; undefined for
+   * a topic expression or the default exchange (`send` alone: a name per computed topic would be unbounded).
+   */
   name: string | undefined;
   kind: string;
-  attributes: Record<string, string>;
+  attributes: Attributes;
+  /** Whether each write's topic is its `messaging.destination.name` (not for RabbitMQ, whose destination is the exchange, in `attributes`). */
+  topicIsDestination: boolean;
 }
 
-export function sendTemplate(broker: { name: string; kind: string }, topic: string | undefined): SendTemplate {
-  return {
-    name: topic === undefined ? undefined : `send ${topic}`,
-    kind: broker.kind,
-    attributes: {
-      'messaging.system': MESSAGING_SYSTEM[broker.kind] ?? broker.kind,
-      'messaging.operation.type': 'send',
-      'messaging.operation.name': 'send',
-      'eventgate.broker': broker.name,
-    },
+/** A target's (or, with `deadletter`, a dead-letter topic's) PRODUCER spans' template. */
+export function sendTemplate(broker: { name: string; kind: string; spanFacts?: BrokerSpanFacts }, topic: string | undefined, deadletter = false): SendTemplate {
+  const attributes: Attributes = {
+    'messaging.system': MESSAGING_SYSTEM[broker.kind] ?? broker.kind,
+    'messaging.operation.type': 'send',
+    'messaging.operation.name': 'send',
+    'eventgate.broker': broker.name,
   };
+  if (deadletter) attributes['eventgate.deadletter'] = true;
+  const facts = broker.spanFacts;
+  serverAttributes(attributes, facts);
+  const exchange = facts?.sendDestination;
+  if (exchange === undefined) return { name: topic === undefined ? undefined : `send ${topic}`, kind: broker.kind, attributes, topicIsDestination: true };
+  attributes['messaging.destination.name'] = exchange;
+  return { name: exchange === '' ? undefined : `send ${exchange}`, kind: broker.kind, attributes, topicIsDestination: false };
+}
+
+/** `server.address` and `server.port` of the broker's first configured server (BrokerSpanFacts.server). */
+function serverAttributes(attributes: Attributes, facts: BrokerSpanFacts | undefined): void {
+  const server = facts?.server;
+  if (server === undefined) return;
+  attributes['server.address'] = server.address;
+  if (server.port !== undefined) attributes['server.port'] = server.port;
 }
 
 /** The PRODUCER span of one write, and the `traceparent` the written message carries (naming it). */
@@ -306,7 +334,7 @@ export function startSendSpan(parent: TracedRoute, t: SendTemplate, topic: strin
     span.end();
     return undefined;
   }
-  span.setAttribute('messaging.destination.name', topic);
+  if (t.topicIsDestination) span.setAttribute('messaging.destination.name', topic);
   if (t.kind === 'kafka') {
     const key = textKey(msg);
     if (key !== undefined) span.setAttribute('messaging.kafka.message.key', key);

@@ -9,9 +9,10 @@ import { Gateway } from '../../src/runtime/gateway.js';
 import { consumedAttributes, endMessageSpan, endSendSpan, sendTemplate, spanTemplate, startMessageSpan, startSendSpan } from '../../src/runtime/trace.js';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { post, WsClient } from '../helpers/clients.js';
-import { tempFiles } from '../helpers/gateway.js';
+import { eventually, tempFiles } from '../helpers/gateway.js';
 import { startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { startNats, type MessageServer } from '../helpers/servers.js';
+import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
 
 // What a user gets by registering an OpenTelemetry SDK (e.g. `node --import ./otel.js`): the
 // gateway is run in this process so the test can read the spans the SDK recorded.
@@ -24,9 +25,10 @@ const sampler: ConstructorParameters<typeof ParentBasedSampler>[0]['root'] = {
 };
 trace.setGlobalTracerProvider(new BasicTracerProvider({ sampler, spanProcessors: [new SimpleSpanProcessor(exporter)] }));
 
-// Across real brokers: HTTP -> Kafka (the mock cluster) -> JetStream -> a wildcard route -> memory.
+// Across real brokers: HTTP -> Kafka (the mock cluster) -> JetStream -> a wildcard route -> memory;
+// HTTP -> RabbitMQ (the run's shared node, amq.topic) -> a queue's route -> memory.
 // `gone.>` is a stream that is not there (declare: false): a write to it fails at once.
-const config = (kafka: KafkaCluster, nats: MessageServer, topic: string) => `
+const config = (kafka: KafkaCluster, nats: MessageServer, rabbit: SharedRabbit, topic: string) => `
 version: 1
 brokers:
   local: { kind: memory }
@@ -37,6 +39,11 @@ brokers:
     streams:
       TRACED: { subjects: ["traced.>"] }
       GONE: { subjects: ["gone.>"], declare: false }
+  rabbit:
+    kind: amqp
+    url: ${rabbit.url}
+    queues:
+      traced-q: { bindings: [traced.orders.*] }
 listeners:
   api: { kind: http, port: 0 }
   push: { kind: websocket, port: 0 }
@@ -67,7 +74,46 @@ routes:
   - name: from-unsampled
     from: { broker: local, topic: unsampled }
     to: { broker: local, topic: unsampled-end }
+  - name: to-rabbit
+    from: { listener: api, path: /rabbit }
+    to: { broker: rabbit, topic: traced.orders.eu }
+  - name: rabbit-in
+    from: { broker: rabbit, topic: traced-q }
+    to: { broker: local, topic: rabbit-end }
+  - name: checked
+    from: { listener: api, path: /checked }
+    through:
+      - validate: { schema: { type: object, required: [id] }, onInvalid: deadletter, deadletter: { broker: local, topic: invalid } }
+    to: { broker: local, topic: checked }
+  - name: checked-lost
+    from: { listener: api, path: /checked-lost }
+    through:
+      - validate: { schema: { type: object, required: [id] }, onInvalid: deadletter, deadletter: { broker: bus, topic: gone.invalid } }
+    to: { broker: local, topic: checked }
+  - name: to-doomed
+    from: { listener: api, path: /doomed }
+    to: { broker: local, topic: doomed }
+  - name: doomed
+    from: { broker: local, topic: doomed }
+    through:
+      - transform: '$error("cannot pass")'
+    to: { broker: local, topic: never }
+    deadletter: { broker: local, topic: dead }
+  - name: dead-in
+    from: { broker: local, topic: dead }
+    to: { broker: local, topic: dead-end }
 `;
+
+/** \`server.address\` and \`server.port\` of \`host:port\` (the first of a list). */
+const serverOf = (server: string) => {
+  // Past the scheme and any user, up to the path; the first of a comma-separated list.
+  const first = server
+    .replace(/^[a-z]+:\/\//, '')
+    .replace(/^[^@/]*@/, '')
+    .split(/[,/]/)[0]!;
+  const colon = first.lastIndexOf(':');
+  return { 'server.address': first.slice(0, colon), 'server.port': Number(first.slice(colon + 1)) };
+};
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
@@ -76,11 +122,12 @@ describe('spans with an OpenTelemetry SDK registered', () => {
   let gateway: Gateway;
   let kafka: KafkaCluster;
   let nats: MessageServer;
+  let rabbit: SharedRabbit;
   let port: (listener: string) => number;
   const topic = `traced-${process.pid}`;
   before(async () => {
-    [kafka, nats] = await Promise.all([startKafka(), startNats()]);
-    const dir = tempFiles({ 'gateway.yaml': config(kafka, nats, topic) });
+    [kafka, nats, rabbit] = await Promise.all([startKafka(), startNats(), sharedRabbit()]);
+    const dir = tempFiles({ 'gateway.yaml': config(kafka, nats, rabbit, topic) });
     gateway = new Gateway({ configFile: `${dir}/gateway.yaml`, registry: defaultRegistry(), env: {}, logger: createLogger('silent'), watch: false });
     const started = await gateway.start();
     assert.deepEqual(started.diagnostics, []);
@@ -88,7 +135,7 @@ describe('spans with an OpenTelemetry SDK registered', () => {
   });
   after(async () => {
     await gateway?.shutdown();
-    await Promise.all([kafka?.stop(), nats?.stop()]);
+    await Promise.all([kafka?.stop(), nats?.stop(), rabbit?.stop()]);
   });
 
   it('records a span per route, parented by the incoming traceparent, and sends the span it recorded onwards', async () => {
@@ -192,6 +239,8 @@ describe('spans with an OpenTelemetry SDK registered', () => {
       'messaging.operation.type': 'send',
       'messaging.operation.name': 'send',
       'eventgate.broker': 'cluster',
+      // The first bootstrap server.
+      ...serverOf(kafka.bootstrap),
       'messaging.destination.name': topic,
       'messaging.kafka.message.key': 'order-7',
       'messaging.destination.partition.id': String(delivery!.partition),
@@ -211,6 +260,7 @@ describe('spans with an OpenTelemetry SDK registered', () => {
       'messaging.operation.name': 'process',
       'messaging.destination.name': topic,
       'messaging.consumer.group.name': group,
+      ...serverOf(kafka.bootstrap),
       'messaging.destination.partition.id': String(delivery!.partition),
       'messaging.message.body.size': Buffer.byteLength(JSON.stringify(body)),
       'messaging.kafka.offset': Number(delivery!.offset),
@@ -230,6 +280,10 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     assert.equal(natsIn.attributes['messaging.destination.template'], 'traced.orders.*');
     assert.match(String(natsIn.attributes['messaging.message.id']), /^eventgate:kafka-to-nats:/);
     assert.equal(natsIn.attributes['messaging.message.body.size'], Buffer.byteLength(JSON.stringify(body)));
+    for (const span of [sendNats, natsIn]) {
+      assert.equal(span.attributes['server.address'], serverOf(nats.url)['server.address'], span.name);
+      assert.equal(span.attributes['server.port'], serverOf(nats.url)['server.port'], span.name);
+    }
     parentOf(sendLocal, natsIn);
   });
 
@@ -256,6 +310,92 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     parentOf(next, route);
     assert.equal(next.spanContext().traceFlags, 1, 'sampled, as the span it names');
     assert.equal(exporter.getFinishedSpans().filter((s) => s.name === 'send unsampled').length, 0);
+  });
+
+  it("names the exchange as a RabbitMQ write's and consume's destination, the routing key beside it, and the server", async () => {
+    await eventually(() => assert.deepEqual(gateway.readiness(), { ready: true, reasons: [] }), 60_000);
+    exporter.reset();
+    const reply = await post(`http://127.0.0.1:${port('api')}/rabbit`, { n: 1 }, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(reply.status, 200, reply.text);
+    const route = await finished('route to-rabbit');
+    // The default exchange of the broker (amq.topic) names the span, not the routing key.
+    const send = await finished('send amq.topic');
+    const consumed = await finished('route rabbit-in');
+    assert.equal(send.kind, SpanKind.PRODUCER);
+    parentOf(send, route);
+    const server = serverOf(rabbit.url);
+    assert.deepEqual(send.attributes, {
+      'messaging.system': 'rabbitmq',
+      'messaging.operation.type': 'send',
+      'messaging.operation.name': 'send',
+      'eventgate.broker': 'rabbit',
+      ...server,
+      'messaging.destination.name': 'amq.topic',
+      'messaging.rabbitmq.destination.routing_key': 'traced.orders.eu',
+    });
+    parentOf(consumed, send);
+    // The queue's one binding names its exchange; the route reads the queue. The message_id the
+    // broker's publisher gave the write (its name, the process's prefix, a count) is the message's id.
+    const id = consumed.attributes['messaging.message.id'];
+    assert.match(String(id), /^rabbit-[0-9a-f]{16}-\d+$/);
+    assert.deepEqual(consumed.attributes, {
+      'eventgate.route': 'rabbit-in',
+      'messaging.system': 'rabbitmq',
+      'messaging.operation.type': 'process',
+      'messaging.operation.name': 'process',
+      'messaging.destination.name': 'amq.topic',
+      'messaging.destination.subscription.name': 'traced-q',
+      ...server,
+      'messaging.message.body.size': Buffer.byteLength(JSON.stringify({ n: 1 })),
+      'messaging.rabbitmq.destination.routing_key': 'traced.orders.eu',
+      'messaging.message.id': id,
+      'eventgate.outcome': 'delivered',
+    });
+  });
+
+  it("makes a validate step's dead-letter write a PRODUCER span of the route's, ERROR when the broker does not take it", async () => {
+    exporter.reset();
+    const reply = await post(`http://127.0.0.1:${port('api')}/checked`, { n: 1 }, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(reply.status, 200, reply.text);
+    const route = await finished('route checked');
+    const send = await finished('send invalid');
+    assert.equal(send.kind, SpanKind.PRODUCER);
+    parentOf(send, route);
+    assert.deepEqual(send.attributes, {
+      'messaging.system': 'memory',
+      'messaging.operation.type': 'send',
+      'messaging.operation.name': 'send',
+      'eventgate.broker': 'local',
+      'eventgate.deadletter': true,
+      'messaging.destination.name': 'invalid',
+      'messaging.destination.partition.id': '0',
+    });
+    assert.equal(route.attributes['eventgate.outcome'], 'deadlettered');
+
+    const lost = await post(`http://127.0.0.1:${port('api')}/checked-lost`, { n: 1 }, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(lost.status, 503, lost.text);
+    const lostRoute = await finished('route checked-lost');
+    const lostSend = await finished('send gone.invalid');
+    parentOf(lostSend, lostRoute);
+    assert.equal(lostSend.attributes['eventgate.deadletter'], true);
+    assert.equal(lostSend.status.code, SpanStatusCode.ERROR);
+    assert.equal(lostSend.attributes['error.type'], 'EG_BROKER_UNAVAILABLE');
+  });
+
+  it("makes a consume route's dead-letter write a PRODUCER span of its last try's, whose traceparent the dead-letter topic's reader continues", async () => {
+    exporter.reset();
+    const reply = await post(`http://127.0.0.1:${port('api')}/doomed`, { n: 1 }, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(reply.status, 200, reply.text);
+    const tried = await finished('route doomed');
+    const send = await finished('send dead');
+    const reader = await finished('route dead-in');
+    assert.equal(tried.status.code, SpanStatusCode.ERROR);
+    assert.equal(send.kind, SpanKind.PRODUCER);
+    parentOf(send, tried);
+    assert.equal(send.attributes['eventgate.deadletter'], true);
+    assert.equal(send.attributes['messaging.destination.name'], 'dead');
+    assert.equal(send.status.code, SpanStatusCode.UNSET);
+    parentOf(reader, send);
   });
 
   // The key attribute's cases the brokers here cannot produce (a record key that is not UTF-8),
