@@ -48,7 +48,7 @@ export class KafkaBroker implements BrokerRuntime {
   /** Producer and consumer errors, for eventgate_kafka_*_errors_total. */
   private readonly telemetry: BrokerTelemetry | undefined;
 
-  /** The first bootstrap server: the one the client asks first (kafkajs tries them in order, then talks to each partition's leader). */
+  /** The first bootstrap server: it names the cluster; each write goes to its partition's leader, which no span knows ahead. */
   get spanFacts(): BrokerSpanFacts {
     return { server: serverAddressOf(this.settings.brokers[0]!, KAFKA_PORTS) };
   }
