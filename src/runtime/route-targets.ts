@@ -14,7 +14,7 @@ import { WebhookError } from '../kinds/targets/webhook.js';
 import { AckTimeout, Refused } from '../kinds/brokers/acknowledgement.js';
 import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
 import type { TargetPlan } from '../plan/types.js';
-import { endSendSpan, sendTemplate, startSendSpan, TRACEPARENT, type SendSpan } from './trace.js';
+import { endedWithWrite, endSendSpan, sendTemplate, startSendSpan, TRACEPARENT, type SendSpan } from './trace.js';
 
 /** A target's failure as the route's outcome. */
 export function targetFailed(err: unknown): Outcome {
@@ -156,20 +156,9 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
   const tracedSend = (send: SendSpan, topic: string, out: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {
     // untracedSend answers a write that throws with a rejection, so the span ends on the answer either way.
     const answer = untracedSend(topic, out, ctx);
-    if (!(answer instanceof Promise)) {
-      endSendSpan(send, answer);
-      return answer;
-    }
-    return answer.then(
-      (d) => {
-        endSendSpan(send, d);
-        return d;
-      },
-      (err) => {
-        endSendSpan(send, undefined, failureOf(err));
-        throw err;
-      },
-    );
+    if (answer instanceof Promise) return endedWithWrite(send, answer, failureOf);
+    endSendSpan(send, answer);
+    return answer;
   };
   /** The write itself; never throws (a broker that throws is a rejection, as one that refuses). */
   const untracedSend = (topic: string, out: Message, ctx: MessageContext): Delivery | Promise<Delivery> => {

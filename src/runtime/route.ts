@@ -41,8 +41,8 @@ import type { StepStateStore } from './step-state.js';
 import { brokerTarget, everyTarget, fanOutDetail, sent, targetFailed, unavailable } from './route-targets.js';
 import {
   consumedAttributes,
+  endedWithWrite,
   endMessageSpan,
-  endSendSpan,
   inSpan,
   sendTemplate,
   spanTemplate,
@@ -679,16 +679,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     } catch (err) {
       written = Promise.reject(err);
     }
-    return written.then(
-      (d) => {
-        endSendSpan(send, d);
-        return d;
-      },
-      (err) => {
-        endSendSpan(send, undefined, unavailable(to.broker.name, err));
-        throw err;
-      },
-    );
+    return endedWithWrite(send, written, (err) => unavailable(to.broker.name, err));
   }
 
   /** A validate step's own dead-letter topic, made once per step. */

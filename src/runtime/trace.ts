@@ -359,6 +359,20 @@ export function endSendSpan(s: SendSpan, delivery: Delivery | undefined, failure
   span.end();
 }
 
+/** Ends `send` with the answer to its write, whichever way it goes, and passes the answer on. */
+export function endedWithWrite(send: SendSpan, written: Promise<Delivery>, failure: (err: unknown) => { code: string; detail: string }): Promise<Delivery> {
+  return written.then(
+    (d) => {
+      endSendSpan(send, d);
+      return d;
+    },
+    (err) => {
+      endSendSpan(send, undefined, failure(err));
+      throw err;
+    },
+  );
+}
+
 /**
  * Starts the span of one message: a child of the incoming `traceparent` when there is a valid
  * one, else the root of a new trace. With an SDK registered the SDK picks the ids and the sampling
