@@ -107,9 +107,10 @@ export interface MessageContext {
   replyHeaders?: string[];
 }
 
-/** A route's span of a message as its targets see it (runtime/trace.ts's MessageSpan): the OpenTelemetry context that names it. */
+/** A route's span of a message as its targets see it (runtime/trace.ts's MessageSpan): the OpenTelemetry context that names it, and its `traceparent`. */
 export interface TracedRoute {
   readonly context: object | undefined;
+  readonly traceparent: string;
 }
 
 /** One target's acknowledgement, as listed in the HTTP 200 body. */

@@ -672,7 +672,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const out = deadletterMessage(this.withoutCredentials(msg), this.name, cause, to.broker.headerProblem?.bind(to.broker));
     // ctx.span is set only while an SDK records the route's span: the write is then a PRODUCER span as a target's is.
     const send = ctx.span === undefined ? undefined : startSendSpan(ctx.span, (to.sending ??= sendTemplate(to.broker, to.topic, true)), to.topic, out);
-    if (send === undefined) return this.publishDeadletter(to, msg, out, ctx.source);
+    if (send === undefined) {
+      // A write the sampler did not record names the route's recorded span, as a target's does
+      // (startSendSpan): a consumed message's own traceparent names its producer, not the try.
+      const named = ctx.span === undefined ? out : { ...out, headers: headersWith(out.headers, TRACEPARENT, ctx.span.traceparent) };
+      return this.publishDeadletter(to, msg, named, ctx.source);
+    }
     let written: Promise<Delivery>;
     try {
       written = this.publishDeadletter(to, msg, { ...out, headers: headersWith(out.headers, TRACEPARENT, send.traceparent) }, ctx.source);

@@ -102,6 +102,15 @@ routes:
   - name: dead-in
     from: { broker: local, topic: dead }
     to: { broker: local, topic: dead-end }
+  - name: to-doomed-unsampled
+    from: { listener: api, path: /doomed-unsampled }
+    to: { broker: local, topic: doomed-unsampled }
+  - name: doomed-unsampled
+    from: { broker: local, topic: doomed-unsampled }
+    through:
+      - transform: '$error("cannot pass")'
+    to: { broker: local, topic: never }
+    deadletter: { broker: local, topic: unsampled }
 `;
 
 /** \`server.address\` and \`server.port\` of \`host:port\` (the first of a list). */
@@ -309,6 +318,16 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     const next = await finished('route from-unsampled');
     parentOf(next, route);
     assert.equal(next.spanContext().traceFlags, 1, 'sampled, as the span it names');
+    assert.equal(exporter.getFinishedSpans().filter((s) => s.name === 'send unsampled').length, 0);
+
+    // A consume route's dead-letter write likewise names its last try's span, not the consumed
+    // message's producer (the traceparent the message came with).
+    exporter.reset();
+    const doomed = await post(`http://127.0.0.1:${port('api')}/doomed-unsampled`, { n: 2 }, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(doomed.status, 200, doomed.text);
+    const tried = await finished('route doomed-unsampled');
+    const reader = await finished('route from-unsampled');
+    parentOf(reader, tried);
     assert.equal(exporter.getFinishedSpans().filter((s) => s.name === 'send unsampled').length, 0);
   });
 
