@@ -106,4 +106,11 @@ describe('the server a broker names', () => {
     assert.deepEqual(serverAddressOf('nats-0', NATS_PORTS), { address: 'nats-0', port: 4222 });
     assert.deepEqual(serverAddressOf('tls://NATS.example:4443', NATS_PORTS), { address: 'nats.example', port: 4443 });
   });
+
+  it('names no server whose host is a user name (a password with an unencoded / ? or # ends the URL read before its @)', () => {
+    assert.equal(serverAddressOf('amqp://gateway:5672/pw@rabbitmq', AMQP_PORTS), undefined);
+    assert.equal(serverAddressOf('mqtt://gateway:1883?pw@mosquitto', MQTT_PORTS), undefined);
+    assert.deepEqual(serverAddressOf('amqp://gateway:p@ss@rabbitmq', AMQP_PORTS), { address: 'rabbitmq', port: 5672 });
+    assert.deepEqual(serverAddressOf('amqp://:pw@rabbitmq', AMQP_PORTS), { address: 'rabbitmq', port: 5672 });
+  });
 });

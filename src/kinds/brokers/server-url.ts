@@ -63,6 +63,9 @@ export function serverAddressOf(server: string, defaultPorts: Readonly<Record<st
   // Lower case whatever the scheme (WHATWG URL folds only special schemes' hosts): one host, one value.
   const host = u.hostname.toLowerCase();
   if (host === '') return undefined;
+  // An `@` the URL read no user part before: a password with an unencoded `/`, `?` or `#` ended the
+  // authority early (`amqp://user:12?x@host` reads as host `user`, port 12), so the host is the user's name.
+  if (server.includes('@') && u.username === '' && u.password === '') return undefined;
   // WHATWG URL drops a special scheme's default port (ws:80, wss:443): the table gives it back.
   return { address: host.startsWith('[') ? host.slice(1, -1) : host, port: u.port !== '' ? Number(u.port) : defaultPorts[u.protocol.slice(0, -1)] };
 }
