@@ -434,7 +434,10 @@ export interface BrokerRuntime {
 }
 
 /** What a broker kind may use while its options are compiled: problems and files named in the config. */
-export type BrokerCompileContext = Pick<StepCompileContext, 'report' | 'readFile'>;
+export type BrokerCompileContext = Pick<StepCompileContext, 'report' | 'readFile'> & {
+  /** A warning (valid, but most likely not meant): validate prints it and says ok, run and reload log it. */
+  warn(relPath: readonly PathPart[], code: ErrorCode, message: string): void;
+};
 
 /** `O`: the options as written; `C`: as compiled (checked, files read), which is what the runtime gets. */
 export interface BrokerKind<O = unknown, C = O> {

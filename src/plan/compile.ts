@@ -100,7 +100,7 @@ export async function loadPlan(file: string, options: LoadOptions): Promise<Load
   const asyncapi = new AsyncApiCatalog(ctx);
   await asyncapi.load();
   const plan = compile(ctx, asyncapi, secrets);
-  const warnings = [...routeWarnings(ctx, plan), ...adminWarnings(ctx)];
+  const warnings = [...ctx.warnings, ...routeWarnings(ctx, plan), ...adminWarnings(ctx)];
   const files = [...ctx.files.keys()];
   const seen = new Map(ctx.files);
   diagnostics.push(...ctx.diagnostics);

@@ -15,6 +15,7 @@ export function compileBrokers(ctx: CompileContext): Map<string, ComponentPlan> 
     const files: string[] = [];
     const kindCtx: BrokerCompileContext = {
       report: (rel, code, message) => ctx.report([...at, ...rel], code, message),
+      warn: (rel, code, message) => ctx.warn([...at, ...rel], code, message),
       readFile: ctx.fileReader(at, files),
     };
     const compiled = kind.compile ? kind.compile(options, kindCtx) : options;

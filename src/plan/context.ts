@@ -21,6 +21,7 @@ import type { RawConfig } from './raw.js';
  */
 export class CompileContext {
   readonly diagnostics: Diagnostic[] = [];
+  readonly warnings: Diagnostic[] = [];
   /** Every file read (the config, fragments, referenced files) → content hash, or 'missing'. */
   readonly files = new Map<string, string>();
   readonly config: RawConfig;
@@ -57,6 +58,12 @@ export class CompileContext {
   /** The file a config path was written in (a fragment pulled in with `include:`, or the config). */
   fileOf(path: readonly PathPart[]): string {
     return this.src.fileOf?.(path) ?? this.src.file;
+  }
+
+  /** A warning at `path`: valid, but most likely not meant (loadPlan returns them with the plan). */
+  warn(path: readonly PathPart[], code: ErrorCode, message: string): void {
+    const { line, column } = this.src.locate(path, 'value');
+    this.warnings.push({ file: this.fileOf(path), line, column, code, path: formatPath(path), message });
   }
 
   report(path: readonly PathPart[], code: ErrorCode, message: string, which: 'key' | 'value' = 'value'): void {

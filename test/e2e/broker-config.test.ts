@@ -452,6 +452,58 @@ describe('server URLs whose port or host is not one', () => {
     assert.doesNotMatch(run.stdout + run.stderr, /pass@|pa#ss|s3cr3t|hunter22/, 'a password quoted in a config error');
     assert.doesNotMatch(run.stdout + run.stderr, /could not start/);
   });
+
+  /**
+   * A password with an unencoded `/`, `?` or `#` ends the authority before its `@`: validate said
+   * `ok` and the gateway dialled the user's name as a host. Now a warning at an amqp or mqtt URL (an
+   * '@' in a vhost or path is legal), an error at a nats server (a NATS URL has no path) and a kafka
+   * entry (`user@host:9092` is never an address), the password masked in each.
+   */
+  it('whose password ends the host early: a warning for amqp and mqtt, an error for nats and kafka', async () => {
+    const warned = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  a1: { kind: amqp, url: "amqp://gateway:12/ab@rabbitmq" }',
+        '  a2: { kind: amqp, url: "amqp://gateway:${AMQP_PASSWORD}@rabbitmq/vhost" }',
+        '  m1: { kind: mqtt, url: "mqtt://gateway:4?q@mosquitto:1883" }',
+        '  m2: { kind: mqtt, url: "mqtts://gateway:#x@mosquitto" }',
+        '  a3: { kind: amqp, url: "amqp://guest:guest@rabbitmq/team@eu" }',
+        '  a4: { kind: amqp, url: "amqp://rabbitmq/team@eu" }',
+        '',
+      ].join('\n'),
+    });
+    const env = { AMQP_PASSWORD: '/Zq+w' };
+    const ok = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: warned, env });
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    const early = "a password holding '/', '?' or '#' ends the host early";
+    assert.deepEqual(ok.stderr.trim().split('\n'), [
+      `gateway.yaml:3:26: warning: 'amqp://gateway:***@rabbitmq' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
+      `gateway.yaml:4:26: warning: 'amqp://gateway:***@rabbitmq/vhost' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
+      `gateway.yaml:5:26: warning: 'mqtt://gateway:***@mosquitto:1883' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
+      `gateway.yaml:6:26: warning: 'mqtts://gateway:***@mosquitto' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
+      `gateway.yaml:8:26: warning: 'amqp://***@eu' has an '@' after its host 'rabbitmq': ${early}, and the gateway would connect to 'rabbitmq'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
+    ]);
+    assert.doesNotMatch(ok.stdout + ok.stderr, /ab@|Zq\+w|4\?q|#x/, 'a password quoted in a config warning');
+    const refused = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  n1: { kind: nats, servers: ["nats://gateway:12/ab@127.0.0.1:4222"] }',
+        '  k1: { kind: kafka, brokers: ["gateway@kafka:9092", "gateway:s3cr3t@kafka:9092"] }',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: refused });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const sasl = "is not a broker address: it holds credentials before an '@', which kafka does not read there: give them as the broker's `sasl` (username, password), and the address as host:port";
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      "gateway.yaml:3:31: 'nats://gateway:***@127.0.0.1:4222' holds credentials, which the NATS client does not send: give them as the broker's `user` and `password` (or `token`)",
+      `gateway.yaml:4:32: '***@kafka:9092' ${sasl}`,
+      `gateway.yaml:4:54: 'gateway:***@kafka:9092' ${sasl}`,
+    ]);
+    assert.doesNotMatch(r.stdout + r.stderr, /ab@|s3cr3t/, 'a password quoted in a config error');
+  });
 });
 
 /**

@@ -4,6 +4,7 @@ import { CODECS, DEFAULT_MAX_DECOMPRESSED_BYTES } from '../../codecs/compression
 import type { BrokerCompileContext, StartFrom } from '../contracts.js';
 import { defineBroker, kindOptions, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { KafkaBroker } from './kafka/broker.js';
+import { shownServerUrl } from './server-url.js';
 import { clientTlsOptions, compileTls } from './tls.js';
 import { whenUsed } from '../when-used.js';
 import { kafkaTopicProblem } from './kafka/topics.js';
@@ -165,7 +166,15 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
     }
     for (const p of parts) {
       const m = HOST_PORT.exec(p);
-      if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+      // kafkajs would dial `user@host` as a host name; the error quotes the entry with its password masked.
+      if (p.includes('@')) {
+        ctx.report(
+          at,
+          'EG_CONFIG_SCHEMA',
+          `'${shownServerUrl(p)}' is not a broker address: it holds credentials before an '@', which kafka does not read there: give them as the broker's \`sasl\` (username, password), and the address as host:port`,
+        );
+        ok = false;
+      } else if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
         // Say which part is wrong: a URL's scheme and an out-of-range port are the usual slips.
         const why = /^[a-z][a-z0-9+.-]*:\/\//i.test(p)
           ? `expected host:port without a scheme ('${p.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '')}')`

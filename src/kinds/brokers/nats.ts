@@ -137,8 +137,6 @@ const IN_PLACE = ['ackTimeoutMs', 'corePendingBytes'];
 
 // A host name, IPv4 or bracketed IPv6 address, with an optional port.
 const SERVER = /^((nats|tls|ws|wss):\/\/)?(\[[0-9A-Fa-f:.]+\]|[^\s/:@[\]]+)(:\d{1,5})?$/;
-/** `user:password@` or `token@` before the host: nats.js reads only the host and port of a server URL. */
-const CREDENTIALS = /^([a-z]+:\/\/)?[^/]*@/i;
 
 function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | undefined {
   let ok = true;
@@ -152,7 +150,9 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
       .filter((x) => x !== '')) {
       const at = typeof o.servers === 'string' ? ['servers'] : ['servers', i];
       // The NATS client would connect without credentials and the server answer 'Authorization Violation'.
-      const why = CREDENTIALS.test(s)
+      // Any '@': `user:password@` or `token@` before the host (nats.js reads only the host and port), or
+      // after it when a password's unencoded '/', '?' or '#' ended the host early (a NATS URL has no path).
+      const why = s.includes('@')
         ? "holds credentials, which the NATS client does not send: give them as the broker's `user` and `password` (or `token`)"
         : SERVER.test(s)
           ? serverUrlProblem(s)

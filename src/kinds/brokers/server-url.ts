@@ -25,6 +25,29 @@ export function serverUrlProblem(url: string): string | undefined {
 }
 
 /**
+ * Why a server URL that serverUrlProblem takes most likely names another host than meant, or
+ * undefined: its authority holds no `@` but the rest of it does. A password with an unencoded `/`,
+ * `?` or `#` ends the authority before its `@` (`amqp://gateway:12/ab@rabbitmq` reads, for WHATWG
+ * URL and so for amqplib, mqtt.js and nats.js, as host `gateway`, port 12), and the gateway dials
+ * the user's name. A warning, not an error: an `@` in an AMQP vhost or a ws URL's path or query is
+ * legal. Quoted with the password masked (shownServerUrl). (A NATS server URL has no path: nats.ts
+ * refuses any '@'.)
+ */
+export function hostEndsEarly(url: string): string | undefined {
+  const text = url.includes('://') ? url : `nats://${url}`;
+  const rest = text.slice(text.indexOf('://') + 3);
+  const authority = rest.split(/[/?#]/, 1)[0]!;
+  if (authority.includes('@') || !rest.includes('@')) return undefined;
+  let host: string;
+  try {
+    host = new URL(text).hostname;
+  } catch {
+    return undefined;
+  }
+  return `'${shownServerUrl(url)}' has an '@' after its host '${host}': a password holding '/', '?' or '#' ends the host early, and the gateway would connect to '${host}'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`;
+}
+
+/**
  * A server URL as a config error may quote it: the password masked (`user:***@`), or the whole
  * user part when it has no `:` (a NATS token). validate's output lands in CI logs, and the
  * password is often a `${VAR}` the gateway never shows elsewhere.
@@ -39,11 +62,16 @@ export function shownServerUrl(url: string): string {
 /**
  * A broker's `url`: of the kind's scheme (`scheme`; `expected` says what such a URL looks like),
  * then a server URL the client libraries read as written (serverUrlProblem). Reported at `url`,
- * quoted with its password masked; false when it is not one.
+ * quoted with its password masked; false when it is not one. One whose host most likely ends early
+ * (hostEndsEarly) is a warning there.
  */
 export function checkServerUrl(url: string, scheme: RegExp, expected: string, ctx: BrokerCompileContext): boolean {
   const why = scheme.test(url) ? serverUrlProblem(url) : `is not ${expected}`;
-  if (why === undefined) return true;
+  if (why === undefined) {
+    const early = hostEndsEarly(url);
+    if (early) ctx.warn(['url'], 'EG_CONFIG_SERVER_URL', early);
+    return true;
+  }
   ctx.report(['url'], 'EG_CONFIG_SCHEMA', `'${shownServerUrl(url)}' ${why}`);
   return false;
 }
