@@ -54,7 +54,11 @@ const queue = Type.Object(
 );
 
 const options = kindOptions('amqp', {
-  url: Type.String({ minLength: 1, description: 'Server URL: `amqp://user:password@host:5672/vhost` (`amqps://` for TLS); query parameters such as `heartbeat=30` pass to amqplib.' }),
+  url: Type.String({
+    minLength: 1,
+    description:
+      'Server URL: `amqp://user:password@host:5672/vhost` (`amqps://` for TLS); query parameters such as `heartbeat=30` pass to amqplib. Percent-encode `@ : / ? #` in the user and password (`%40 %3A %2F %3F %23`): an unencoded `/`, `?` or `#` ends the host early, and a URL with an `@` after its host and none before is a warning (EG_CONFIG_SERVER_URL).',
+  }),
   tls: Type.Optional(TLS_OPTIONS),
   exchange: Type.Optional(
     oneOf(

@@ -12,7 +12,11 @@ import { onlyInPlaceChanged } from './in-place.js';
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
 
 const options = kindOptions('mqtt', {
-  url: Type.String({ minLength: 1, description: 'Server URL: `mqtt://host:1883`, `mqtts://host:8883`, `ws://…` or `wss://…`.' }),
+  url: Type.String({
+    minLength: 1,
+    description:
+      'Server URL: `mqtt://host:1883`, `mqtts://host:8883`, `ws://…` or `wss://…`. Credentials in it (`mqtt://user:password@host`) need `@ : / ? #` percent-encoded: an unencoded `/`, `?` or `#` ends the host early, and a URL with an `@` after its host and none before is a warning (EG_CONFIG_SERVER_URL); `username` and `password` need no encoding.',
+  }),
   clientId: Type.Optional(
     Type.String({
       minLength: 1,

@@ -48,7 +48,7 @@ const stream = Type.Object(
 const options = kindOptions('nats', {
   servers: oneOf([Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), Type.String({ minLength: 1 })], {
     description:
-      'Servers as `nats://host:4222` or `host:port` (`[::1]:4222` for an IPv6 address): a list, or one string; a comma-separated string is split, so `servers: ${NATS_URL}` takes a list from the environment. Credentials go in `user` and `password` (or `token`): the NATS client does not send those of a URL (`nats://user:password@host`), so such a server is a config error at its line.',
+      'Servers as `nats://host:4222` or `host:port` (`[::1]:4222` for an IPv6 address): a list, or one string; a comma-separated string is split, so `servers: ${NATS_URL}` takes a list from the environment. Credentials go in `user` and `password` (or `token`): the NATS client does not send those of a URL (`nats://user:password@host`), so a server holding an `@` anywhere is a config error at its line.',
   }),
   user: Type.Optional(Type.String({ description: 'User name.' })),
   password: Type.Optional(Type.String({ description: 'Password (write it as ${VAR}).' })),
