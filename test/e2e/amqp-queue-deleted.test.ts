@@ -274,9 +274,12 @@ describe('kind: amqp, a virtual host the server refuses to open', () => {
     rabbit = await rabbitServer();
   });
 
-  it('says `closed by the server`, naming the virtual host, not `unreachable`', async () => {
+  // `100%` too: amqplib opens a `%` that starts no escape as written, and the detail said '/'.
+  it('says `closed by the server`, naming the virtual host as amqplib opened it, not `unreachable`', async () => {
     const url = new URL(rabbit.url);
     url.pathname = '/eg-no-such-vhost';
+    const lonePercent = new URL(rabbit.url);
+    lonePercent.pathname = '/eg-100%-vhost';
     const gw = await startGateway(`
 version: 1
 admin: { port: 0 }
@@ -284,18 +287,25 @@ listeners:
   api: { kind: http, port: 0 }
 brokers:
   nohost: { kind: amqp, url: "${url.href}" }
+  percent: { kind: amqp, url: "${lonePercent.href}" }
 routes:
   - { name: post, from: { listener: api, path: /in }, to: { broker: nohost, topic: x } }
+  - { name: percent, from: { listener: api, path: /percent }, to: { broker: percent, topic: x } }
 `);
     try {
-      await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying', 30000);
+      await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying' && l.broker === 'nohost', 30000);
+      await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying' && l.broker === 'percent', 30000);
       const probe = await readyz(gw);
       assert.equal(probe.status, 503);
-      assert.deepEqual(probe.body.reasons, ['broker nohost: closed by the server']);
-      const broker = (await gw.status()).brokers.find((b: { name: string }) => b.name === 'nohost');
+      assert.deepEqual([...probe.body.reasons].sort(), ['broker nohost: closed by the server', 'broker percent: closed by the server']);
+      const detail = async (name: string) => (await gw.status()).brokers.find((b: { name: string }) => b.name === name).detail;
       assert.equal(
-        broker.detail,
+        await detail('nohost'),
         "closed by the server: it refused to open virtual host 'eg-no-such-vhost' (one it does not have, one the user may not use, or a connection limit reached; the server's log says which)",
+      );
+      assert.equal(
+        await detail('percent'),
+        "closed by the server: it refused to open virtual host 'eg-100%-vhost' (one it does not have, one the user may not use, or a connection limit reached; the server's log says which)",
       );
     } finally {
       await gw.stop();

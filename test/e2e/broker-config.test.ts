@@ -428,6 +428,8 @@ describe('server URLs whose port or host is not one', () => {
         '  m5: { kind: mqtt, url: "mqtt://broker host" }',
         '  a3: { kind: amqp, url: "amqp://user:pa#ss@127.0.0.1/" }',
         '  n2: { kind: nats, servers: ["[::1]:4222", "tls://[::1]", "nats://gateway:${NATS_PASSWORD}@127.0.0.1:4222", "nats://s3cr3t-token@127.0.0.1"] }',
+        '  n3: { kind: nats, servers: "ws://127.0.0.1:8080" }',
+        '  a4: { kind: amqp, url: "amqp://127.0.0.1/?heartbeat=abc&frameMax=1&channelMax=65535" }',
         '',
       ].join('\n'),
     });
@@ -444,6 +446,9 @@ describe('server URLs whose port or host is not one', () => {
       "gateway.yaml:11:26: 'amqp://user:***@127.0.0.1/' is not a URL: scheme://user:password@host:port/path, with @ # / : and spaces in the user and password percent-encoded",
       "gateway.yaml:12:60: 'nats://gateway:***@127.0.0.1:4222' holds credentials, which the NATS client does not send: give them as the broker's `user` and `password` (or `token`)",
       "gateway.yaml:12:110: 'nats://***@127.0.0.1' holds credentials, which the NATS client does not send: give them as the broker's `user` and `password` (or `token`)",
+      "gateway.yaml:13:30: 'ws://127.0.0.1:8080' is a WebSocket URL, but the gateway's NATS client speaks the NATS protocol over TCP: give the server's client port (nats://host:4222, or tls://host:4222 for TLS)",
+      'gateway.yaml:14:26: the URL parameter heartbeat=abc is not a whole number from 0 to 65535',
+      "gateway.yaml:14:26: the URL parameter frameMax=1 is under 4096, AMQP's least frame size (0 takes the server's)",
     ]);
     assert.doesNotMatch(r.stdout + r.stderr, /pass@|pa#ss|s3cr3t|hunter22/, 'a password quoted in a config error');
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir, env });
@@ -470,6 +475,7 @@ describe('server URLs whose port or host is not one', () => {
         '  m2: { kind: mqtt, url: "mqtts://gateway:#x@mosquitto" }',
         '  a3: { kind: amqp, url: "amqp://guest:guest@rabbitmq/team@eu" }',
         '  a4: { kind: amqp, url: "amqp://rabbitmq/team@eu" }',
+        '  a5: { kind: amqp, url: "amqp://rabbitmq/?heartbeet=30&locale=en_US&frameMax=0" }',
         '',
       ].join('\n'),
     });
@@ -483,6 +489,7 @@ describe('server URLs whose port or host is not one', () => {
       `gateway.yaml:5:26: warning: 'mqtt://gateway:***@mosquitto:1883' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
       `gateway.yaml:6:26: warning: 'mqtts://gateway:***@mosquitto' has an '@' after its host 'gateway': ${early}, and the gateway would connect to 'gateway'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
       `gateway.yaml:8:26: warning: 'amqp://***@eu' has an '@' after its host 'rabbitmq': ${early}, and the gateway would connect to 'rabbitmq'; percent-encode them (%2F, %3F, %23), or ignore this if the '@' belongs to the path`,
+      "gateway.yaml:9:26: warning: the URL parameter 'heartbeet' is not one the AMQP client reads (heartbeat, channelMax, frameMax, maxFrameSize, locale): it is ignored",
     ]);
     assert.doesNotMatch(ok.stdout + ok.stderr, /ab@|Zq\+w|4\?q|#x/, 'a password quoted in a config warning');
     const refused = tempFiles({

@@ -4,6 +4,7 @@ import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Stati
 import type { AmqpBroker } from './amqp/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
 import { checkServerUrl } from './server-url.js';
+import { urlParameterProblems } from './amqp/url-parameters.js';
 import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
 import { bindingMatches } from './amqp/bindings.js';
@@ -57,7 +58,7 @@ const options = kindOptions('amqp', {
   url: Type.String({
     minLength: 1,
     description:
-      'Server URL: `amqp://user:password@host:5672/vhost` (`amqps://` for TLS); query parameters such as `heartbeat=30` pass to amqplib. Percent-encode `@ : / ? #` in the user and password (`%40 %3A %2F %3F %23`): an unencoded `/`, `?` or `#` ends the host early, and a URL with an `@` after its host and none before is a warning (EG_CONFIG_SERVER_URL).',
+      'Server URL: `amqp://user:password@host:5672/vhost` (`amqps://` for TLS); query parameters `heartbeat`, `frameMax`, `channelMax` (whole numbers; `frameMax` 0 or at least 4096) and `locale` pass to amqplib (another is ignored, with a warning). Percent-encode `@ : / ? #` in the user and password (`%40 %3A %2F %3F %23`): an unencoded `/`, `?` or `#` ends the host early, and a URL with an `@` after its host and none before is a warning (EG_CONFIG_SERVER_URL).',
   }),
   tls: Type.Optional(TLS_OPTIONS),
   exchange: Type.Optional(
@@ -150,6 +151,12 @@ export interface AmqpSettings {
 
 function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | undefined {
   let ok = checkServerUrl(o.url, /^amqps?:\/\/[^\s/]+/, 'an AMQP URL: expected amqp://user:password@host:5672/vhost (or amqps://)', ctx);
+  if (ok) {
+    const parameters = urlParameterProblems(o.url);
+    for (const e of parameters.errors) ctx.report(['url'], 'EG_CONFIG_SCHEMA', e);
+    for (const w of parameters.warnings) ctx.warn(['url'], 'EG_CONFIG_SERVER_URL', w);
+    if (parameters.errors.length) ok = false;
+  }
   const tls = compileTls(o.tls, ctx);
   if (tls === false) ok = false;
   /**

@@ -48,7 +48,7 @@ const stream = Type.Object(
 const options = kindOptions('nats', {
   servers: oneOf([Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), Type.String({ minLength: 1 })], {
     description:
-      'Servers as `nats://host:4222` or `host:port` (`[::1]:4222` for an IPv6 address): a list, or one string; a comma-separated string is split, so `servers: ${NATS_URL}` takes a list from the environment. Credentials go in `user` and `password` (or `token`): the NATS client does not send those of a URL (`nats://user:password@host`), so a server holding an `@` anywhere is a config error at its line.',
+      'Servers as `nats://host:4222` or `host:port` (`[::1]:4222` for an IPv6 address): a list, or one string; a comma-separated string is split, so `servers: ${NATS_URL}` takes a list from the environment. A `tls://host:4222` server makes the broker require TLS, as `tls` does (a server that offers none is `tls refused`, never used in the clear); `ws://` and `wss://` are refused: the client speaks the NATS protocol over TCP, on the client port of the server. Credentials go in `user` and `password` (or `token`): the NATS client does not send those of a URL (`nats://user:password@host`), so a server holding an `@` anywhere is a config error at its line.',
   }),
   user: Type.Optional(Type.String({ description: 'User name.' })),
   password: Type.Optional(Type.String({ description: 'Password (write it as ${VAR}).' })),
@@ -136,7 +136,10 @@ export interface NatsSettings {
 const IN_PLACE = ['ackTimeoutMs', 'corePendingBytes'];
 
 // A host name, IPv4 or bracketed IPv6 address, with an optional port.
-const SERVER = /^((nats|tls|ws|wss):\/\/)?(\[[0-9A-Fa-f:.]+\]|[^\s/:@[\]]+)(:\d{1,5})?$/;
+const SERVER = /^((nats|tls):\/\/)?(\[[0-9A-Fa-f:.]+\]|[^\s/:@[\]]+)(:\d{1,5})?$/;
+// nats.js drops any scheme and speaks the NATS protocol over TCP: a ws:// port (nats-server's
+// `websocket` block) answers it with nothing, and the connect times out for ever.
+const WEBSOCKET = /^wss?:\/\//i;
 
 function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | undefined {
   let ok = true;
@@ -154,9 +157,11 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
       // after it when a password's unencoded '/', '?' or '#' ended the host early (a NATS URL has no path).
       const why = s.includes('@')
         ? "holds credentials, which the NATS client does not send: give them as the broker's `user` and `password` (or `token`)"
-        : SERVER.test(s)
-          ? serverUrlProblem(s)
-          : 'is not a NATS server: expected nats://host:4222 or host:port';
+        : WEBSOCKET.test(s)
+          ? "is a WebSocket URL, but the gateway's NATS client speaks the NATS protocol over TCP: give the server's client port (nats://host:4222, or tls://host:4222 for TLS)"
+          : SERVER.test(s)
+            ? serverUrlProblem(s)
+            : 'is not a NATS server: expected nats://host:4222 or host:port';
       if (why === undefined) servers.push(s);
       else {
         ctx.report(at, 'EG_CONFIG_SCHEMA', `'${shownServerUrl(s)}' ${why}`);
@@ -166,6 +171,9 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
   });
   const tls = compileTls(o.tls, ctx);
   if (tls === false) ok = false;
+  // nats.js drops the scheme, so `tls://` alone would connect in the clear to a server that allows
+  // it (credentials and messages with it): a tls:// server makes the broker require TLS, as `tls:` does.
+  const tlsScheme = servers.some((s) => /^tls:\/\//i.test(s));
   const streams: Record<string, NatsStream> = {};
   for (const [name, st] of Object.entries(o.streams ?? {})) {
     if (!/^[A-Za-z0-9_-]+$/.test(name)) {
@@ -217,7 +225,7 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
     user: o.user,
     password: o.password,
     token: o.token,
-    tls: tls ? { ca: tls.ca as string | undefined, cert: tls.cert as string | undefined, key: tls.key as string | undefined } : undefined,
+    tls: tls ? { ca: tls.ca as string | undefined, cert: tls.cert as string | undefined, key: tls.key as string | undefined } : tlsScheme ? {} : undefined,
     streams,
     prefetch: o.prefetch ?? 20,
     corePendingBytes: o.corePendingBytes ?? 33554432,

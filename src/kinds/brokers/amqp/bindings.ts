@@ -1,3 +1,4 @@
+import { unescape as unescapeQuery } from 'node:querystring';
 import type { Channel, ChannelModel } from 'amqplib';
 import type { Logger } from '../../../log.js';
 
@@ -23,11 +24,14 @@ export function serverOf(url: string): string {
   }
 }
 
-/** The virtual host a URL names, as amqplib reads it: `/` for none. */
+/**
+ * The virtual host a URL names, as amqplib reads it: `/` for none, else querystring's unescape,
+ * which keeps a `%` that starts no escape (`/100%` opens `100%`; decodeURIComponent would throw).
+ */
 export function vhostOf(url: string): string {
   try {
     const path = new URL(url).pathname;
-    return path.length > 1 ? decodeURIComponent(path.slice(1)) : '/';
+    return path.length > 1 ? unescapeQuery(path.slice(1)) : '/';
   } catch {
     return '/';
   }

@@ -50,6 +50,11 @@ function isLoginRefusal(err: unknown): boolean {
   return code === lib.ErrorCode.AuthorizationViolation || code === lib.ErrorCode.AuthenticationExpired || /authorization violation/i.test(String((err as Error)?.message ?? ''));
 }
 
+/** nats.js refusing a server whose INFO offers no TLS while the connection asks for it (its error says only `tls`). */
+function tlsNotOffered(err: unknown): boolean {
+  return (err as { code?: unknown })?.code === lib.ErrorCode.ServerOptionNotAvailable && (err as Error).message === 'tls';
+}
+
 /** A publish the server refused for the user's permissions (it dropped the message). */
 function permissionRefusal(subject: string): Error {
   return new Error(`the NATS server refused it: Permissions Violation for Publish to "${subject}" (the broker's user may not publish to this subject)`);
@@ -153,9 +158,10 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
         if (this.stopped) return;
         // nats.js gives up on a first connect the server refused (a wrong password): try again, as after a loss.
         const wait = backoff.delay();
-        this.state = { ready: false, detail: notConnectedDetail((err as Error).message, isLoginRefusal(err) ? 'login' : isTlsFailure(err) ? 'tls' : undefined) };
-        if ((err as Error).message !== logged) this.log.warn({ err: (err as Error).message, retryInMs: wait }, 'nats connect failed; retrying');
-        logged = (err as Error).message;
+        const why = tlsNotOffered(err) ? 'the server does not offer TLS, which the broker requires (its `tls`, or a tls:// server)' : (err as Error).message;
+        this.state = { ready: false, detail: notConnectedDetail(why, isLoginRefusal(err) ? 'login' : isTlsFailure(err) || tlsNotOffered(err) ? 'tls' : undefined) };
+        if (why !== logged) this.log.warn({ err: why, retryInMs: wait }, 'nats connect failed; retrying');
+        logged = why;
         await sleep(wait);
         if (this.stopped) return;
       }
