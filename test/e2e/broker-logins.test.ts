@@ -82,25 +82,38 @@ describe('kind: mqtt, a server that refuses the login', () => {
     await hook?.stop();
     await mqtt?.stop();
   });
-  const gw = useGateway(
-    () => `
+  const config = (more = '') => `
 version: 1
 admin: { port: 0 }
 brokers:
   mq: { kind: mqtt, url: ${mqtt.url}, clientId: eg-login-${process.pid}, username: gateway, password: right, reconnectPeriodMs: 100 }
+${more}
 listeners:
   api: { kind: http, port: 0 }
 routes:
   - { name: out, from: { listener: api, path: /out }, to: { broker: mq, topic: logins/out } }
   - { name: in, from: { broker: mq, topic: logins/# }, to: { http: { url: "${hook.url}/in" } } }
-`,
-  );
+${more && '  - { name: url, from: { listener: api, path: /url }, to: { broker: mu, topic: logins/url } }'}
+`;
+  const gw = useGateway(() => config());
 
   it('says why, keeps trying, and publishes and consumes once the server takes the login, at start and after a restart', async () => {
     await refusedThenAccepted(gw, mqtt, hook, { broker: 'mq', log: 'mqtt connect failed; retrying', err: /Not authorized/ }, async (n) => {
       const reply = await post(gw.url('api', '/out'), { n });
       assert.equal(reply.status, 200, reply.text);
     });
+  });
+
+  // mqtt.js decoded the URL's `user:password` whole and split it at its last `:`: a password with
+  // an encoded `:` (as the url key says to write it) logged in as user `colon:pa`, password `ss`.
+  it('logs in with the credentials of the URL, percent-decoded, a password holding `:` whole', async () => {
+    await mqtt.setUsers({ ...PROBE, gateway: 'right', colon: 'pa:ss/@' });
+    await gw.reconfigure(config(`  mu: { kind: mqtt, url: "mqtt://colon:pa%3Ass%2F%40@${mqtt.host}:${mqtt.port}", clientId: eg-login-url-${process.pid}, reconnectPeriodMs: 100 }`), undefined, {
+      whole: true,
+    });
+    await eventually(async () => assert.deepEqual((await readyz(gw)).body, { status: 'ready' }), 15000, 100);
+    const reply = await post(gw.url('api', '/url'), { n: 3 });
+    assert.equal(reply.status, 200, reply.text);
   });
 });
 

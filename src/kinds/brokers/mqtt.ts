@@ -5,6 +5,7 @@ import type { BrokerCompileContext, Qos } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, qosSchema, Type, type Static } from '../define.js';
 import type { MqttBroker } from './mqtt/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
+import { unescape as unescapeQuery } from 'node:querystring';
 import { checkServerUrl } from './server-url.js';
 import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
@@ -122,6 +123,29 @@ const IN_PLACE = ['ackTimeoutMs', 'retain'];
 
 const URL_SCHEMES = /^(mqtt|mqtts|tcp|tls|ssl|ws|wss):\/\/[^\s/]+/;
 
+/**
+ * The credentials of a URL (`mqtt://user:password@host`), percent-decoded, and the URL without them.
+ * mqtt.js decodes the URL's `user:password` whole and splits it at its last `:`, so a password
+ * holding an encoded `:` (`pa%3Ass`, as the url key's description says to write it) logged in as
+ * user `user:pa` with password `ss`, and a URL with a password and no user sent `:password` as the
+ * user name. Given to mqtt.js apart, each goes as written. A URL's credentials win over the
+ * `username` and `password` keys, as they did inside mqtt.js.
+ */
+function credentialsOutOfUrl(url: string): { url: string; username?: string; password?: string } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return { url };
+  }
+  if (u.username === '' && u.password === '') return { url };
+  const username = u.username === '' ? undefined : unescapeQuery(u.username);
+  const password = u.password === '' ? undefined : unescapeQuery(u.password);
+  u.username = '';
+  u.password = '';
+  return { url: u.href, username, password };
+}
+
 function compileMqtt(o: MqttOptions, ctx: BrokerCompileContext): MqttSettings | undefined {
   let ok = checkServerUrl(o.url, URL_SCHEMES, 'an MQTT server URL: expected mqtt://host:port (or mqtts, ws, wss)', ctx);
 
@@ -137,11 +161,12 @@ function compileMqtt(o: MqttOptions, ctx: BrokerCompileContext): MqttSettings | 
   const tls = compileTls(o.tls, ctx);
   if (tls === false) ok = false;
   if (!ok) return undefined;
+  const server = credentialsOutOfUrl(o.url);
   return {
-    url: o.url,
+    url: server.url,
     clientId: o.clientId ?? `eventgate-${hostname()}`,
-    username: o.username,
-    password: o.password,
+    username: server.username ?? o.username,
+    password: server.password ?? o.password,
     protocolVersion: o.protocolVersion ?? 5,
     tls: tls || undefined,
     qos: o.qos ?? 1,
