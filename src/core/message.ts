@@ -245,13 +245,16 @@ export function sentHeaders(msg: Message): Readonly<Record<string, string>> {
  * names it — a CloudEvent's datacontenttype, bytes sent as they came, a value still of the kind
  * its type says (a string that arrived as text/csv) — else what the value is: bytes, `textType`
  * for a string, JSON otherwise. A step that made a string of a JSON body, or an object of a text
- * one, changed what the body is, and the type it arrived with would misname it.
+ * one, changed what the body is, and the type it arrived with would misname it. Consumed bytes
+ * that are not UTF-8, sent as they came, are bytes too: their value is text made of them (U+FFFD
+ * for what is not), and `text/plain; charset=utf-8` had a webhook's framework decode them so.
  */
 export function payloadContentType(msg: Message, payload: Buffer | string, textType: string): string {
   const own = msg.headers['content-type'];
   const value = msg.value;
   if (own !== undefined && (Buffer.isBuffer(payload) || msg.headers.ce_specversion !== undefined || isJsonMediaType(own) === (typeof value !== 'string'))) return own;
-  return Buffer.isBuffer(value) ? 'application/octet-stream' : typeof value === 'string' ? textType : 'application/json';
+  if (Buffer.isBuffer(value) || (Buffer.isBuffer(payload) && !isUtf8(payload))) return 'application/octet-stream';
+  return typeof value === 'string' ? textType : 'application/json';
 }
 
 /**

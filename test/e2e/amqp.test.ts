@@ -228,14 +228,19 @@ brokers:
     await eventually(async () => assert.equal(await pikaQueueDepth(rabbit, 'inbox'), 0), 10000, 200);
   });
 
-  it('relays a consumed body byte for byte: bytes that are not UTF-8, and JSON as it was written', async () => {
+  // The bytes that are not UTF-8 were labelled text/plain (their value is text made of them).
+  it('relays a consumed body byte for byte: bytes that are not UTF-8 (as application/octet-stream), and JSON as it was written', async () => {
     const notUtf8 = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41, 0xc3]);
     const spaced = Buffer.from('{ "a" : 1.0 }');
-    await pikaPublish(rabbit, 'amq.topic', 'raw.in', [{ body: notUtf8 }, { body: spaced }]);
-    const got = await pikaConsume(rabbit, 'raw-seen', 2);
+    await pikaPublish(rabbit, 'amq.topic', 'raw.in', [{ body: notUtf8 }, { body: spaced }, { body: 'plain text' }]);
+    const got = await pikaConsume(rabbit, 'raw-seen', 3);
     assert.deepEqual(
-      got.map((m) => m.bytes.toString('hex')),
-      [notUtf8.toString('hex'), spaced.toString('hex')],
+      got.map((m) => [m.bytes.toString('hex'), m.properties.contentType]),
+      [
+        [notUtf8.toString('hex'), 'application/octet-stream'],
+        [spaced.toString('hex'), 'application/json'],
+        [Buffer.from('plain text').toString('hex'), 'text/plain'],
+      ],
     );
   });
 
