@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, startGateway, useGateway } from '../helpers/gateway.js';
@@ -288,16 +289,18 @@ listeners:
 brokers:
   nohost: { kind: amqp, url: "${url.href}" }
   percent: { kind: amqp, url: "${lonePercent.href}" }
+  wrongport: { kind: mqtt, url: "mqtt://${rabbit.host}:${rabbit.port}", clientId: eg-wrong-port-${process.pid}, reconnectPeriodMs: 100 }
 routes:
   - { name: post, from: { listener: api, path: /in }, to: { broker: nohost, topic: x } }
   - { name: percent, from: { listener: api, path: /percent }, to: { broker: percent, topic: x } }
+  - { name: wrongport, from: { listener: api, path: /wrongport }, to: { broker: wrongport, topic: x } }
 `);
     try {
       await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying' && l.broker === 'nohost', 30000);
       await gw.waitForLog((l) => l.msg === 'amqp connect failed; retrying' && l.broker === 'percent', 30000);
       const probe = await readyz(gw);
       assert.equal(probe.status, 503);
-      assert.deepEqual([...probe.body.reasons].sort(), ['broker nohost: closed by the server', 'broker percent: closed by the server']);
+      assert.deepEqual([...probe.body.reasons].sort(), ['broker nohost: closed by the server', 'broker percent: closed by the server', 'broker wrongport: unreachable']);
       const detail = async (name: string) => (await gw.status()).brokers.find((b: { name: string }) => b.name === name).detail;
       assert.equal(
         await detail('nohost'),
@@ -307,6 +310,17 @@ routes:
         await detail('percent'),
         "closed by the server: it refused to open virtual host 'eg-100%-vhost' (one it does not have, one the user may not use, or a connection limit reached; the server's log says which)",
       );
+      // An mqtt broker pointed at RabbitMQ fails each try twice (mqtt.js cannot parse the AMQP
+      // header RabbitMQ answers with, then the reset): each reason is told once, not two warnings a try.
+      const rabbitLog = join(rabbit.node.home, 'log', `${rabbit.node.nodeName}.log`);
+      const mqttTries = () =>
+        readFileSync(rabbitLog, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes('bad_header') && l.includes('77,81,84,84')).length;
+      await eventually(() => assert.ok(mqttTries() >= 6, `${mqttTries()} tries`), 30000, 100);
+      const told = gw.logs.filter((l) => l.msg === 'mqtt connect failed; retrying' && l.broker === 'wrongport').map((l) => String(l.err));
+      assert.ok(told.length > 0);
+      assert.equal(new Set(told).size, told.length, JSON.stringify(told));
     } finally {
       await gw.stop();
     }

@@ -48,6 +48,12 @@ export class Link {
   private connectedAt = 0;
   /** Connections in a row that the server closed soon after accepting them (TAKEN_OVER_TIMES). */
   private shortLived = 0;
+  /**
+   * The reasons told since the last connect. Not only the last one: a server of another protocol
+   * fails each try twice (mqtt.js cannot parse its answer, then the server resets the socket), and
+   * two reasons in turn were two warnings every reconnectPeriodMs for as long as it lasted.
+   */
+  private told = new Set<string>();
 
   constructor(
     readonly client: MqttClient,
@@ -57,6 +63,7 @@ export class Link {
     client.on('connect', () => {
       if (!this.ready && this.shortLived < TAKEN_OVER_TIMES) log.info({ connection: what }, 'mqtt connected');
       this.ready = true;
+      this.told.clear();
       this.detail = 'connected';
       this.connectedAt = Date.now();
     });
@@ -65,7 +72,12 @@ export class Link {
       if (err instanceof AcknowledgedByRoute) return;
       const detail = notConnectedDetail(err.message, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) ? 'tls' : undefined);
       // Once per reason, not once per attempt: a wrong password is retried every reconnectPeriodMs.
-      if (!this.ready && detail !== this.detail) log.warn({ connection: what, err: err.message, retryInMs: client.options.reconnectPeriod }, 'mqtt connect failed; retrying');
+      if (!this.ready && !this.told.has(detail)) {
+        // Bounded, should reasons carry changing words (addresses of a name that resolves to many).
+        if (this.told.size >= 16) this.told.clear();
+        this.told.add(detail);
+        log.warn({ connection: what, err: err.message, retryInMs: client.options.reconnectPeriod }, 'mqtt connect failed; retrying');
+      }
       this.detail = detail;
     });
     // mqtt.js emits 'offline' from its own 'close' listener, before this one's: either may be the
