@@ -37,6 +37,7 @@ import { isStop, type Outcome } from '../core/outcome.js';
 import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
 import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
+import { Refused } from '../kinds/brokers/acknowledgement.js';
 import type { StepStateStore } from './step-state.js';
 import { brokerTarget, everyTarget, fanOutDetail, sent, targetFailed, unavailable } from './route-targets.js';
 import {
@@ -1024,6 +1025,15 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       );
       return true;
     } catch (err) {
+      // Refused for good (the copy, with its `_eventgate_error` header, over what the server takes):
+      // every try would be, and the message held up its partition for ever. Dropped, said in full.
+      if (err instanceof Refused) {
+        this.deps.logger.error(
+          { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, deadletter: err.problem.detail, traceId: traceIdOf(msg.headers) },
+          'message dropped: its dead-letter target refused it too',
+        );
+        return true;
+      }
       this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, err: (err as Error).message }, 'dead-letter target did not acknowledge; retrying');
       return false;
     }

@@ -1,6 +1,8 @@
 import type { ConfirmChannel } from 'amqplib';
 import { TurnBuffer } from '../turn-buffer.js';
 import { tooLarge } from './size-limit.js';
+import { Refused } from '../acknowledgement.js';
+import { problem } from '../../../core/errors.js';
 import type { TypedFields } from './field-table.js';
 
 /** Called once per publish: with nothing on the server's basic.ack, with an error on basic.nack or when the channel closes first. */
@@ -251,7 +253,8 @@ export class AmqpPublisher {
     const methodSize = 4 + 2 + ex.length + key.length + 1;
     const headerSize = 4 + 8 + 2 + type.length + (encoding ? encoding.length : 0) + (4 + table) + 1 + properties + (1 + idLen) + 8;
     const maxBody = this.conn.frameMax - FRAME_OVERHEAD;
-    if (headerSize > maxBody) throw new Error(`the message's headers (${table} bytes) do not fit in one AMQP frame (frameMax ${this.conn.frameMax})`);
+    // The client's problem, which no retry changes (a 503 had consume routes retry it for ever).
+    if (headerSize > maxBody) throw new Refused(problem('EG_PAYLOAD_TOO_LARGE', `the message's headers (${table} bytes) do not fit in one AMQP frame (frameMax ${this.conn.frameMax})`));
     const bodyFrames = Math.ceil(bodyLen / maxBody);
     const size = methodSize + headerSize + 2 * FRAME_OVERHEAD + bodyLen + bodyFrames * FRAME_OVERHEAD;
     const buf = this.out.room(size);
