@@ -659,7 +659,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const delivery = await this.sendToDeadletter(to, r.message, { status: 400, code: 'EG_INVALID_MESSAGE', detail: 'the message does not match its schema', errors: r.errors }, ctx);
       return { outcome: 'deadlettered', deliveries: [delivery], errors: r.errors };
     } catch (err) {
-      return { outcome: 'failed', problem: unavailable(to.broker.name, err) };
+      // Refused for good (too large for its server): a 503 would have consume routes retry it for ever.
+      return { outcome: 'failed', problem: err instanceof Refused ? err.problem : unavailable(to.broker.name, err) };
     }
   }
 

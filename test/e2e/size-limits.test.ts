@@ -96,6 +96,14 @@ routes:
     from: { broker: mem, topic: to-framed }
     to: { broker: framed, topic: copied.out }
     deadletter: { broker: framed, topic: framed.dead }
+  - name: into-to-vframed
+    from: { listener: api, path: /mem/to-vframed }
+    to: { broker: mem, topic: to-vframed }
+  - name: validate-framed
+    from: { broker: mem, topic: to-vframed }
+    through:
+      - validate: { schema: { type: object, required: [valid] }, onInvalid: deadletter, deadletter: { broker: framed, topic: framed.dead } }
+    to: { broker: framed, topic: copied.out }
   - name: dead-mqtt
     from: { broker: mem, topic: dead-mqtt }
     to: { http: { url: "${hook.url}/dead-mqtt" } }
@@ -227,6 +235,7 @@ routes:
   // Headers that do not fit in one frame were a 503: retried for ever by a consume route, whose
   // dead-letter copy (the same headers and `_eventgate_error`) then failed at every try, for ever.
   it('answers 413 to a publish whose headers do not fit in one AMQP frame (frameMax), and drops a consumed one whose dead-letter copy does not fit either, copying the next', async () => {
+    await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
     const header = { 'x-big': 'h'.repeat(2 * LIMIT) };
     const reply = await post(gw.url('api', '/framed'), { n: 8 }, header);
     assert.equal(reply.status, 413, reply.text);
@@ -239,5 +248,13 @@ routes:
     const [got] = await pikaConsume(rabbit, 'size-copied', 1);
     assert.equal(got!.body, '{"after":9}');
     assert.equal(brokerFailures('copy-framed'), 0);
+    // A validate step's dead-letter topic likewise: the invalid message is dropped, the next copied.
+    assert.equal((await post(gw.url('api', '/mem/to-vframed'), { n: 10 }, header)).status, 200);
+    await intoMemory('to-vframed', '{"valid":10}');
+    const droppedInvalid = await gw.waitForLog((l) => l.route === 'validate-framed' && /^message dropped/.test(l.msg), 15000);
+    assert.equal(droppedInvalid.code, 'EG_PAYLOAD_TOO_LARGE', JSON.stringify(droppedInvalid));
+    const [valid] = await pikaConsume(rabbit, 'size-copied', 1);
+    assert.equal(valid!.body, '{"valid":10}');
+    assert.equal(brokerFailures('validate-framed'), 0);
   });
 });
