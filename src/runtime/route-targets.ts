@@ -205,7 +205,7 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
       throw new TargetError(expressionProblem('topic expression', err as ExpressionEvaluationError));
     }
     const why = typeof name !== 'string' || name === '' ? 'not a non-empty string' : broker.topicProblem?.(name);
-    if (why) throw new TargetError(expressionResultProblem(topicExpr!, `topic expression gave ${JSON.stringify(name) ?? 'nothing'}, which is not a topic of broker '${broker.name}': ${why}`));
+    if (why) throw new TargetError(expressionResultProblem(topicExpr!, `topic expression gave ${shownTopic(name)}, which is not a topic of broker '${broker.name}': ${why}`));
     return publish(name as string, await withKey(msg, ctx), ctx);
   };
   return {
@@ -218,4 +218,10 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
       return out instanceof Promise ? out.then((m) => publish(t.topic, m, ctx)) : publish(t.topic, out, ctx);
     },
   };
+}
+
+/** A computed topic as a problem's detail quotes it: a long one (thousands of characters, refused for its length) cut to its start. */
+function shownTopic(name: unknown): string {
+  if (typeof name !== 'string' || name.length <= 200) return JSON.stringify(name) ?? 'nothing';
+  return `${JSON.stringify(name.slice(0, 200))}… (${Buffer.byteLength(name)} bytes)`;
 }

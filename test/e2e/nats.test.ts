@@ -59,6 +59,9 @@ routes:
   - name: scratch
     from: { listener: api, path: /scratch }
     to: { broker: nats, topic: scratch.one }
+  - name: computed
+    from: { listener: api, path: /computed }
+    to: { broker: nats, topic: { expression: '"computed." & name' } }
   - name: audit
     from: { broker: nats, topic: "orders.*.created" }
     through:
@@ -102,6 +105,21 @@ routes:
     assert.ok(Number(d.offset) >= 1, JSON.stringify(d));
     const stored = await peer.storedMessage('ORDERS', Number(d.offset));
     assert.deepEqual(stored && { subject: stored.subject, value: JSON.parse(stored.data) }, { subject: 'orders.eu.created', value: { id: 1 } });
+  });
+
+  // nats-server closed the connection for its protocol line (`Maximum Control Line Exceeded`):
+  // that publish and every other in flight 503, every route's subscription lost, at each retry.
+  it('refuses a computed subject longer than the protocol line nats-server takes, before sending it: the connection kept', async () => {
+    const from = gw.logs.length;
+    const long = await post(gw.url('api', '/computed'), { name: 'a'.repeat(5000) });
+    assert.equal(long.status, 500, long.text);
+    assert.match(long.body.detail, /^topic expression gave "computed\.a{191}"… \(5009 bytes\), which is not a topic of broker 'nats': a NATS subject is at most 3840 bytes here/);
+    const next = await post(gw.url('api', '/scratch'), { after: 'long' });
+    assert.equal(next.status, 200, next.text);
+    assert.deepEqual(
+      gw.logs.slice(from).filter((l) => /nats (connection lost|error)/.test(l.msg)),
+      [],
+    );
   });
 
   it('declares its streams as configured: maxAgeMs and duplicateWindowMs', async () => {

@@ -7,10 +7,21 @@
 
 import type { NatsSettings, NatsStream } from '../nats.js';
 
+/**
+ * The longest subject the gateway sends. A subject travels in the protocol line of a PUB, HPUB or
+ * SUB (with a reply inbox, sizes, a queue group), which nats-server bounds by `max_control_line`
+ * (4 KiB by default) and answers past it with `-ERR 'Maximum Control Line Exceeded'`, closing the
+ * connection: every publish in flight on it failed and every route's subscription went with it,
+ * again at each retry of the message that held such a subject.
+ */
+export const MAX_SUBJECT_BYTES = 3840;
+export const TOO_LONG = `a NATS subject is at most ${MAX_SUBJECT_BYTES} bytes here: nats-server closes the connection for a longer protocol line (max_control_line, 4 KiB by default)`;
+
 /** Why `subject` cannot be published to, or undefined. */
 export function publishSubjectProblem(subject: string): string | undefined {
   if (subject === '' || /[\s*>]/.test(subject) || subject.split('.').some((t) => t === ''))
     return 'a NATS subject to publish to has non-empty dot-separated tokens, no whitespace and no wildcards (* >)';
+  if (subjectTooLong(subject)) return TOO_LONG;
   return undefined;
 }
 
@@ -18,7 +29,13 @@ export function publishSubjectProblem(subject: string): string | undefined {
 export function subjectFilterProblem(filter: string): string | undefined {
   if (/\s/.test(filter) || filter === '' || filter.split('.').some((t, j, all) => t === '' || (t === '>' && j !== all.length - 1) || (t.length > 1 && /[*>]/.test(t))))
     return "a NATS subject is dot-separated tokens with no whitespace, '*' a whole token, '>' only the last";
+  if (subjectTooLong(filter)) return TOO_LONG;
   return undefined;
+}
+
+/** Whether a subject is longer than MAX_SUBJECT_BYTES (counted in bytes only when it may be). */
+export function subjectTooLong(subject: string): boolean {
+  return subject.length > MAX_SUBJECT_BYTES / 3 && Buffer.byteLength(subject) > MAX_SUBJECT_BYTES;
 }
 
 /**
