@@ -140,6 +140,10 @@ routes:
       assert.deepEqual(error.errors, ['header "x-note": an MQTT 5 user property cannot hold the control character U+000A']);
       const [got] = await sub.take(1);
       assert.deepEqual(JSON.parse(got!.payload), { note: 'plain' });
+      // A user property longer than an MQTT string holds: it was a 503, retried before its dead-letter (for ever without one).
+      assert.equal((await post(gw.url('api', '/queue'), { note: 'y'.repeat(70000) })).status, 200);
+      const long = await dl.next();
+      assert.deepEqual(JSON.parse(long.headers._eventgate_error).errors, [`header "x-note": an MQTT 5 user property's name and value are at most 65535 bytes each`]);
       // Dead-lettered on its first try: never retried as if the broker were away.
       assert.equal(gw.logs.filter((l) => l.route === 'relay' && l.code === 'EG_BROKER_UNAVAILABLE').length, 0);
     } finally {

@@ -174,7 +174,9 @@ export class MqttBroker implements BrokerRuntime {
     // MQTT 3.1.1 has no user properties: headers are not sent at all.
     if (this.settings.protocolVersion !== 5) return undefined;
     const bad = mqttStringProblem(name) ?? mqttStringProblem(value);
-    return bad && `an MQTT 5 user property cannot hold ${bad}`;
+    if (bad) return `an MQTT 5 user property cannot hold ${bad}`;
+    // An MQTT string's length is 2 bytes: the publisher would refuse it as an outage (503), retried for ever.
+    return tooLongForMqtt(name) || tooLongForMqtt(value) ? "an MQTT 5 user property's name and value are at most 65535 bytes each" : undefined;
   }
 
   publish(topic: string, msg: Message, options?: PublishOptions): Promise<Delivery> {
@@ -234,4 +236,9 @@ export class MqttBroker implements BrokerRuntime {
     this.subscriptions.add(sub);
     return leavesOnStop(this.subscriptions, sub);
   }
+}
+
+/** Whether `text` is longer than an MQTT string holds (65535 bytes), counted in bytes only when it may be. */
+function tooLongForMqtt(text: string): boolean {
+  return text.length > 21845 && Buffer.byteLength(text) > 65535;
 }
