@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { post } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { MosquittoSub, pikaConsume, pikaDeclareQueue } from '../helpers/peers.js';
+import { MosquittoSub, mosquittoPub, pikaConsume, pikaDeclareQueue } from '../helpers/peers.js';
 import { startMosquittoWithLimits, type MessageServer } from '../helpers/servers.js';
 import { sharedSizeLimitedRabbit } from '../helpers/shared-rabbit.js';
 import { SIZE_LIMITED_RABBIT_MAX_MESSAGE_SIZE } from '../helpers/shared-rabbit-kinds.js';
@@ -104,6 +104,9 @@ routes:
     through:
       - validate: { schema: { type: object, required: [valid] }, onInvalid: deadletter, deadletter: { broker: framed, topic: framed.dead } }
     to: { broker: framed, topic: copied.out }
+  - name: enc-to-amqp
+    from: { broker: devices, topic: enc/in }
+    to: { broker: rabbit, topic: copied.out }
   - name: dead-mqtt
     from: { broker: mem, topic: dead-mqtt }
     to: { http: { url: "${hook.url}/dead-mqtt" } }
@@ -256,5 +259,17 @@ routes:
     const [valid] = await pikaConsume(rabbit, 'size-copied', 1);
     assert.equal(valid!.body, '{"valid":10}');
     assert.equal(brokerFailures('validate-framed'), 0);
+  });
+
+  // The property is a short string: the publisher refused it as an outage (503), retried for ever.
+  it('drops a consumed message whose content-encoding is longer than an AMQP property holds (400), and copies the next', async () => {
+    await gw.waitForLog((l) => l.route === 'enc-to-amqp' && l.msg === 'consumer ready', 15000);
+    await mosquittoPub(mqtt, 'enc/in', 'x', { userProperties: { 'content-encoding': 'g'.repeat(300) } });
+    await mosquittoPub(mqtt, 'enc/in', '{"after":"enc"}');
+    const dropped = await gw.waitForLog((l) => l.route === 'enc-to-amqp' && /^message dropped/.test(l.msg), 15000);
+    assert.deepEqual(dropped.errors, ['header "content-encoding": an AMQP content encoding (the content-encoding header) is at most 255 bytes']);
+    const [got] = await pikaConsume(rabbit, 'size-copied', 1);
+    assert.equal(got!.body, '{"after":"enc"}');
+    assert.equal(brokerFailures('enc-to-amqp'), 0);
   });
 });

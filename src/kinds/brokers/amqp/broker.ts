@@ -328,8 +328,9 @@ export class AmqpBroker implements BrokerRuntime {
 
   headerProblem(name: string, value: string): string | undefined {
     if (Buffer.byteLength(name) > 255) return 'an AMQP header name is at most 255 bytes';
-    // `content-type` is sent as the content_type property, a short string.
-    return name === 'content-type' && Buffer.byteLength(value) > 255 ? 'an AMQP content type (the content-type header) is at most 255 bytes' : undefined;
+    // `content-type` and `content-encoding` are sent as the content_type and content_encoding properties, short strings.
+    if (name === 'content-type' && Buffer.byteLength(value) > 255) return 'an AMQP content type (the content-type header) is at most 255 bytes';
+    return name === 'content-encoding' && Buffer.byteLength(value) > 255 ? 'an AMQP content encoding (the content-encoding header) is at most 255 bytes' : undefined;
   }
 
   private async connect(): Promise<void> {
