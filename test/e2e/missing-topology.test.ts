@@ -5,7 +5,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
 import { pikaConsume, pikaDeclareQueue, pikaPublish } from '../helpers/peers.js';
 import { RawNats } from '../helpers/peers.js';
-import { startNats, type MessageServer, type RabbitServer } from '../helpers/servers.js';
+import { startNats, startNatsWithoutJetStream, type MessageServer, type RabbitServer } from '../helpers/servers.js';
 import { sharedRabbit } from '../helpers/shared-rabbit.js';
 
 /**
@@ -177,15 +177,17 @@ routes:
  */
 describe('kind: nats, a stream the broker declares that the server refuses at first', () => {
   let nats: MessageServer;
+  // A server without JetStream: its stream's detail said `JetStream did not answer: 503`.
+  let plain: MessageServer;
   let peer: RawNats;
   before(async () => {
-    nats = await startNats();
+    [nats, plain] = await Promise.all([startNats(), startNatsWithoutJetStream()]);
     peer = await RawNats.connect(nats);
     await createStream(peer, 'BLOCKER', ['jobs.>']);
   });
   after(async () => {
     peer?.close();
-    await nats?.stop();
+    await Promise.all([nats?.stop(), plain?.stop()]);
   });
   const gw = useGateway(
     () => `
@@ -198,12 +200,14 @@ brokers:
     ackTimeoutMs: 2000
     streams:
       JOBS: { subjects: ["jobs.>"], storage: memory }
+  nojs: { kind: nats, servers: ${plain.url}, ackTimeoutMs: 2000, streams: { NOJS: { subjects: ["nojs.>"] } } }
   local: { kind: memory }
 listeners:
   api: { kind: http, port: 0 }
 routes:
   - { name: take, from: { listener: api, path: /in }, to: { broker: local, topic: in } }
   - { name: bridge, from: { broker: local, topic: in }, to: { broker: nt, topic: jobs.a }, deadletter: { broker: nt, topic: dead.bridge } }
+  - { name: nojs, from: { listener: api, path: /nojs }, to: { broker: nojs, topic: nojs.a } }
 `,
   );
 
@@ -224,5 +228,8 @@ routes:
     assert.equal(job!.payload, '{"n":1}');
     await eventually(async () => assert.equal((await readyz(gw)).status, 200), 15000, 100);
     assert.equal(peer.received(dead).length, 0);
+    const refused = await post(gw.url('api', '/nojs'), { n: 2 });
+    assert.equal(refused.status, 503, refused.text);
+    assert.match(refused.body.detail, /stream 'NOJS' not ready on broker 'nojs': JetStream is not enabled on the server \(nothing answers its API/);
   });
 });

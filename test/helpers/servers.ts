@@ -421,6 +421,16 @@ export function startNatsMqtt(deny: string[]): Promise<NatsMqttServer> {
   });
 }
 
+/** nats-server as startNats's, but without JetStream (its default): nothing answers the JetStream API. */
+export function startNatsWithoutJetStream(): Promise<MessageServer> {
+  return onFreshPorts(async () => {
+    const dir = tempDir('eventgate-nats');
+    const conf = join(dir, 'nats.conf');
+    writeFileSync(conf, '# no jetstream block\n');
+    return startNatsOnce(dir, conf);
+  });
+}
+
 /** `conf`: a config file that enables JetStream itself (nats-server refuses its store directory twice). */
 async function startNatsOnce(dir = tempDir('eventgate-nats'), conf?: string, login: { user?: string; pass?: string } = {}): Promise<MessageServer> {
   const port = await freePort();

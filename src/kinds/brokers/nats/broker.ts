@@ -223,7 +223,12 @@ export class NatsBroker implements BrokerRuntime, StreamHost {
     try {
       this.jsm ??= await nc.jetstreamManager({ timeout: this.settings.ackTimeoutMs });
     } catch (err) {
-      for (const [name, st] of waiting) st.missing(`stream '${name}' not ready on broker '${this.name}': JetStream did not answer: ${(err as Error).message}`, retryInMs);
+      // No responders (503) to the JetStream API: nothing on the server serves it, not a slow answer.
+      const why =
+        (err as { code?: string }).code === '503'
+          ? 'JetStream is not enabled on the server (nothing answers its API: nats-server -js, or a jetstream block in its config)'
+          : `JetStream did not answer: ${(err as Error).message}`;
+      for (const [name, st] of waiting) st.missing(`stream '${name}' not ready on broker '${this.name}': ${why}`, retryInMs);
       return;
     }
     for (const [name, st] of waiting) {
