@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, type HttpReply } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
-import { kcatConsumeAll, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { fetch } from '../helpers/http.js';
+import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 
 /** Kafka's TOPIC_AUTHORIZATION_FAILED: an error kafkajs does not retry, so one broker's part of a flush fails at once. */
 const TOPIC_AUTHORIZATION_FAILED = 29;
@@ -84,7 +85,7 @@ async function assertExactlyOnce(bootstrap: string, topic: string, answers: Map<
 
 describe('Kafka produce faults: each HTTP request gets the outcome of its own records', () => {
   let kafka: KafkaCluster;
-  const t = { spread: '', moved: '', shared: '', stuck: '', missing: '', present: '' };
+  const t = { spread: '', moved: '', shared: '', stuck: '', missing: '', present: '', absent: '', arrived: '' };
 
   before(async () => {
     kafka = await startKafka({ brokers: 3 });
@@ -94,6 +95,9 @@ describe('Kafka produce faults: each HTTP request gets the outcome of its own re
     // The mock places leaders at random: here every broker leads two partitions, whatever the run.
     if (kafka.canInjectOutages) for (const topic of [t.spread, t.moved]) for (let p = 0; p < 6; p++) await kafka.moveLeader(topic, p, (p % 3) + 1);
     await kafka.createTopic(t.present, 2);
+    await kafka.createTopic(t.arrived, 1);
+    // Route `late` reads a topic the cluster does not have when the gateway starts.
+    if (kafka.canInjectOutages) await kafka.hideTopic(t.absent);
     // Both partitions on one broker: their records share a produce request.
     for (const topic of [t.shared, t.stuck]) {
       await kafka.createTopic(topic, 2);
@@ -103,10 +107,12 @@ describe('Kafka produce faults: each HTTP request gets the outcome of its own re
   const gw = useGateway(
     () => `
 version: 1
+admin: { port: 0 }
 brokers:
   kafka:
     kind: kafka
     brokers: \${KAFKA_BOOTSTRAP}
+    consumer: ${kafka.consumerYaml}
     # Concurrent posts share a flush, whose records span the partitions of every broker.
     producer: { lingerMs: 30, ackTimeoutMs: 4000 }
   patient:
@@ -131,6 +137,9 @@ routes:
   - name: computed
     from: { listener: api, path: /computed }
     to: { broker: patient, topic: { expression: topic } }
+  - name: late
+    from: { broker: kafka, topic: ${t.absent} }
+    to: { broker: kafka, topic: ${t.arrived} }
 `,
     () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
   );
@@ -285,6 +294,35 @@ routes:
     assert.deepEqual(
       records.map((r) => JSON.parse(r.value!).n),
       [2],
+    );
+  });
+
+  it('says a consume route’s topic the cluster does not have is missing, in the log, /admin/status and /readyz, and reads it once it exists', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: the mock cluster stands in for one with auto-create off');
+    // kafkajs' own words for it were "This server does not host this topic-partition", as a crash.
+    const said = await gw.waitForLog((l) => l.route === 'late' && l.level === 'warn', 20000);
+    assert.equal(said.msg, 'consumer waits for its topic to exist; looking again');
+    assert.match(
+      String(said.err),
+      new RegExp(
+        `^topic '${t.absent}' does not exist on the Kafka cluster \\(which does not create topics on first use: create it, or set the cluster's auto.create.topics.enable\\); the route reads it once it does$`,
+      ),
+    );
+    const status = (await (await fetch(`${gw.adminUrl}/admin/status`)).json()) as { routes: { name: string; consumer?: { ready: boolean; detail?: string } }[] };
+    const late = status.routes.find((r) => r.name === 'late')!;
+    assert.equal(late.consumer?.ready, false);
+    assert.match(late.consumer?.detail ?? '', new RegExp(`^topic missing, looking again in \\d+ ms: topic '${t.absent}' does not exist on the Kafka cluster`));
+    const readyz = (await (await fetch(`${gw.adminUrl}/readyz`)).json()) as { reasons: string[] };
+    assert.ok(
+      readyz.reasons.some((r) => /^route late: topic missing, looking again in \d+ ms$/.test(r)),
+      JSON.stringify(readyz),
+    );
+    await kafka.revealTopic(t.absent);
+    await kcatProduce(kafka.bootstrap, t.absent, [{ key: 'k', value: '{"n":1}' }]);
+    const copied = await kcatConsume(kafka.bootstrap, t.arrived, 1, 30000);
+    assert.deepEqual(
+      copied.map((r) => r.value),
+      ['{"n":1}'],
     );
   });
 });

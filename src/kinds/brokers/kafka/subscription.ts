@@ -7,6 +7,7 @@ import type { KafkaSettings } from '../kafka.js';
 import { sleep } from '../../../core/within.js';
 import { newFetchBudget, undecodable, withBatchBound, type UndecodableRecord } from './codecs.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
+import { TopicMissing, unknownTopic } from './leaders.js';
 
 const NO_KEYS: readonly string[] = [];
 
@@ -208,8 +209,16 @@ export class KafkaSubscription {
       this.telemetry?.consumerCrash(this.spec.route);
       // State first, cause after ': ': an open /readyz shows only the state (the cause may name hosts).
       const wait = backoff.delay();
-      this.problem = `consumer crashed, restarting in ${wait} ms: ${why.message}`;
-      this.log.warn({ err: why.message, retryInMs: wait }, 'consumer crashed; starting a new one');
+      if (unknownTopic(why)) {
+        // A cluster without auto-create answers a topic it lacks so; kafkajs' words for it
+        // ("This server does not host this topic-partition") do not say the topic is missing.
+        const missing = `${new TopicMissing(this.spec.topic).message}; the route reads it once it does`;
+        this.problem = `topic missing, looking again in ${wait} ms: ${missing}`;
+        this.log.warn({ err: missing, retryInMs: wait }, 'consumer waits for its topic to exist; looking again');
+      } else {
+        this.problem = `consumer crashed, restarting in ${wait} ms: ${why.message}`;
+        this.log.warn({ err: why.message, retryInMs: wait }, 'consumer crashed; starting a new one');
+      }
       await pause(wait, this.stopped);
     }
   }
