@@ -4,6 +4,7 @@ import { post, type HttpReply } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 /** Kafka's TOPIC_AUTHORIZATION_FAILED: an error kafkajs does not retry, so one broker's part of a flush fails at once. */
 const TOPIC_AUTHORIZATION_FAILED = 29;
@@ -85,7 +86,8 @@ async function assertExactlyOnce(bootstrap: string, topic: string, answers: Map<
 
 describe('Kafka produce faults: each HTTP request gets the outcome of its own records', () => {
   let kafka: KafkaCluster;
-  const t = { spread: '', moved: '', shared: '', stuck: '', missing: '', present: '', absent: '', arrived: '' };
+  const t = { spread: '', moved: '', shared: '', stuck: '', missing: '', present: '', absent: '', arrived: '', ipv6: '' };
+  let v6: TcpProxy | undefined;
 
   before(async () => {
     kafka = await startKafka({ brokers: 3 });
@@ -98,6 +100,8 @@ describe('Kafka produce faults: each HTTP request gets the outcome of its own re
     await kafka.createTopic(t.arrived, 1);
     // Route `late` reads a topic the cluster does not have when the gateway starts.
     if (kafka.canInjectOutages) await kafka.hideTopic(t.absent);
+    // Broker `v6` is bootstrapped over IPv6 ([::1]:port in front of the cluster's first broker), where the machine has it.
+    if (kafka.canInjectOutages) v6 = await TcpProxy.start(Number(kafka.bootstrap.split(',')[0]!.split(':')[1]), { host: '::1' }).catch(() => undefined);
     // Both partitions on one broker: their records share a produce request.
     for (const topic of [t.shared, t.stuck]) {
       await kafka.createTopic(topic, 2);
@@ -119,6 +123,10 @@ brokers:
     kind: kafka
     brokers: \${KAFKA_BOOTSTRAP}
     producer: { lingerMs: 30, ackTimeoutMs: 60000 }
+  v6:
+    kind: kafka
+    brokers: "[::1]:${v6?.port ?? 9}"
+    producer: { ackTimeoutMs: 2000 }
 listeners:
   api: { kind: http, port: 0 }
 routes:
@@ -137,6 +145,9 @@ routes:
   - name: computed
     from: { listener: api, path: /computed }
     to: { broker: patient, topic: { expression: topic } }
+  - name: ipv6
+    from: { listener: api, path: /ipv6 }
+    to: { broker: v6, topic: ${t.ipv6} }
   - name: late
     from: { broker: kafka, topic: ${t.absent} }
     to: { broker: kafka, topic: ${t.arrived} }
@@ -144,6 +155,7 @@ routes:
     () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
   );
   after(async () => {
+    await v6?.stop();
     await kafka?.stop();
   });
 
@@ -323,6 +335,19 @@ routes:
     assert.deepEqual(
       copied.map((r) => r.value),
       ['{"n":1}'],
+    );
+  });
+
+  it('reaches a cluster whose bootstrap server is an IPv6 address, written [::1]:port', async (t2) => {
+    if (!v6) return t2.diagnostic('no IPv6 loopback on this machine, or KAFKA_BROKERS is set');
+    // kafkajs read `[::1]:port` as the host `[` (getaddrinfo ENOTFOUND [): every publish 503, /readyz unreachable.
+    const reply = await within(10000, post(gw.url('api', '/ipv6'), { n: 6 }));
+    assert.equal(reply.status, 200, reply.text);
+    const d = reply.body.deliveries[0];
+    const records = await kcatConsumeAll(kafka.bootstrap, t.ipv6);
+    assert.deepEqual(
+      records.map((r) => [r.partition, r.offset, r.value]),
+      [[d.partition, Number(d.offset), '{"n":6}']],
     );
   });
 });

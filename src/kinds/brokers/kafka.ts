@@ -15,7 +15,7 @@ const ms = (def: number, min: number, description: string) => Type.Optional(Type
 const options = kindOptions('kafka', {
   brokers: oneOf([Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), Type.String({ minLength: 1 })], {
     description:
-      'Bootstrap servers as `host:port` (no scheme, no `user@`: credentials go in `sasl`): a list, or one string; a comma-separated string is split, so `brokers: ${KAFKA_BROKERS}` takes a list from the environment (write it unbracketed or quoted: in YAML `[${X}]` is a flow mapping inside a list).',
+      'Bootstrap servers as `host:port` (`[::1]:9092` for an IPv6 address; no scheme, no `user@`: credentials go in `sasl`): a list, or one string; a comma-separated string is split, so `brokers: ${KAFKA_BROKERS}` takes a list from the environment (write it unbracketed or quoted: in YAML `[${X}]` is a flow mapping inside a list).',
   }),
   clientId: Type.Optional(Type.String({ minLength: 1, default: 'eventgate', description: 'Client id the cluster sees.' })),
   ssl: Type.Optional(
