@@ -39,11 +39,12 @@ describe('kafka broker config', () => {
   });
 
   it('points at the entry that is not host:port, saying what is wrong with it', async () => {
-    const { problems } = await load(kafkaBroker('    brokers:\n      - good:9092\n      - no-port-here\n      - good:99999\n      - kafka://good:9092'));
+    const { problems } = await load(kafkaBroker('    brokers:\n      - good:9092\n      - no-port-here\n      - good:99999\n      - kafka://good:9092\n      - fd00::1:9092'));
     assert.deepEqual(problems, [
       "7:9 EG_CONFIG_SCHEMA 'no-port-here' is not a broker address: expected host:port",
       "8:9 EG_CONFIG_SCHEMA 'good:99999' is not a broker address: port 99999 is not between 1 and 65535",
       "9:9 EG_CONFIG_SCHEMA 'kafka://good:9092' is not a broker address: expected host:port without a scheme ('good:9092')",
+      "10:9 EG_CONFIG_SCHEMA 'fd00::1:9092' is not a broker address: an IPv6 address is written in brackets before its port ('[fd00::1]:9092')",
     ]);
   });
 

@@ -180,7 +180,9 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
           ? `expected host:port without a scheme ('${p.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '')}')`
           : m
             ? `port ${m[2]} is not between 1 and 65535`
-            : 'expected host:port';
+            : /^[0-9A-Fa-f]*:[0-9A-Fa-f:.]*:\d{1,5}$/.test(p) && (p.includes('::') || p.split(':').length > 3)
+              ? `an IPv6 address is written in brackets before its port ('[${p.slice(0, p.lastIndexOf(':'))}]${p.slice(p.lastIndexOf(':'))}')`
+              : 'expected host:port';
         ctx.report(at, 'EG_CONFIG_SCHEMA', `'${p}' is not a broker address: ${why}`);
         ok = false;
       } else brokers.push(p);
