@@ -54,6 +54,13 @@ describe('kafka broker config', () => {
     assert.match(problems[0]!, /^5:14 EG_CONFIG_SCHEMA no broker address here/);
   });
 
+  it("says what Kafka's own acks numbers are written as here", async () => {
+    const { problems } = await load(kafkaBroker('    brokers: [a:9092]\n    producer:\n      acks: 1'));
+    assert.deepEqual(problems, ['7:13 EG_CONFIG_SCHEMA brokers.k.producer.acks must be one of "all", "leader", "none", got number 1 (1 is written \'leader\' here)']);
+    const quoted = await load(kafkaBroker('    brokers: [a:9092]\n    producer: { acks: "-1" }'));
+    assert.match(quoted.problems.join('\n'), /got string "-1" \(-1 is written 'all' here\)$/);
+  });
+
   it('refuses an idempotent producer without acks: all, at the idempotent option', async () => {
     const { problems } = await load(kafkaBroker('    brokers: [a:9092]\n    producer:\n      acks: leader\n      idempotent: true'));
     assert.deepEqual(problems, ["8:19 EG_CONFIG_SCHEMA an idempotent producer needs acks: all (acks is 'leader')"]);

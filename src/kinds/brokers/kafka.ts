@@ -44,7 +44,12 @@ const options = kindOptions('kafka', {
     Type.Object(
       {
         acks: Type.Optional(
-          oneOfStrings(['all', 'leader', 'none'], { default: 'all', description: "Acknowledgement a publish waits for: `all`, `leader` or `none` (then a delivery's offset is `-1`)." }),
+          oneOfStrings(['all', 'leader', 'none'], {
+            default: 'all',
+            description: "Acknowledgement a publish waits for: `all`, `leader` or `none` (then a delivery's offset is `-1`); Kafka's own `acks=-1`, `1` and `0`.",
+            // Kafka clients' numbers, said as these names when written.
+            'x-aliases': { '-1': 'all', '1': 'leader', '0': 'none' },
+          }),
         ),
         lingerMs: ms(
           0,
