@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { post, type HttpReply } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, testClient, type KafkaCluster } from '../helpers/kafka.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -86,7 +86,7 @@ async function assertExactlyOnce(bootstrap: string, topic: string, answers: Map<
 
 describe('Kafka produce faults: each HTTP request gets the outcome of its own records', () => {
   let kafka: KafkaCluster;
-  const t = { spread: '', moved: '', shared: '', stuck: '', missing: '', present: '', absent: '', arrived: '', ipv6: '' };
+  const t = { spread: '', moved: '', shared: '', stuck: '', missing: '', present: '', absent: '', arrived: '', ipv6: '', gone: '', goneDlq: '' };
   let v6: TcpProxy | undefined;
 
   before(async () => {
@@ -100,6 +100,8 @@ describe('Kafka produce faults: each HTTP request gets the outcome of its own re
     await kafka.createTopic(t.arrived, 1);
     // Route `late` reads a topic the cluster does not have when the gateway starts.
     if (kafka.canInjectOutages) await kafka.hideTopic(t.absent);
+    // Route `parked` writes to a topic, and dead-letters to one, that the cluster does not have.
+    if (kafka.canInjectOutages) for (const topic of [t.gone, t.goneDlq]) await kafka.hideTopic(topic);
     // Broker `v6` is bootstrapped over IPv6 ([::1]:port in front of the cluster's first broker), where the machine has it.
     if (kafka.canInjectOutages) v6 = await TcpProxy.start(Number(kafka.bootstrap.split(',')[0]!.split(':')[1]), { host: '::1' }).catch(() => undefined);
     // Both partitions on one broker: their records share a produce request.
@@ -123,6 +125,7 @@ brokers:
     kind: kafka
     brokers: \${KAFKA_BOOTSTRAP}
     producer: { lingerMs: 30, ackTimeoutMs: 60000 }
+  local: { kind: memory }
   v6:
     kind: kafka
     brokers: "[::1]:${v6?.port ?? 9}"
@@ -148,6 +151,13 @@ routes:
   - name: ipv6
     from: { listener: api, path: /ipv6 }
     to: { broker: v6, topic: ${t.ipv6} }
+  - name: park
+    from: { listener: api, path: /park }
+    to: { broker: local, topic: parked }
+  - name: parked
+    from: { broker: local, topic: parked }
+    to: { broker: kafka, topic: ${t.gone} }
+    deadletter: { broker: kafka, topic: ${t.goneDlq} }
   - name: late
     from: { broker: kafka, topic: ${t.absent} }
     to: { broker: kafka, topic: ${t.arrived} }
@@ -348,6 +358,36 @@ routes:
     assert.deepEqual(
       records.map((r) => [r.partition, r.offset, r.value]),
       [[d.partition, Number(d.offset), '{"n":6}']],
+    );
+  });
+
+  it('shows a consumed message that neither its target nor its dead-letter topic takes as stalled in /admin/status and the gauge, until one does', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: the mock cluster stands in for one with auto-create off');
+    // It held up its partition as a message of a route without a dead-letter target does, but
+    // /admin/status, eventgate_route_stalled_messages (and so the EventgateRouteStalled alert) showed nothing.
+    type Stalled = { topic: string; attempts: number; code: string; detail: string };
+    const status = async () => ((await (await fetch(`${gw.adminUrl}/admin/status`)).json()) as { routes: { name: string; stalled: Stalled[] }[] }).routes.find((r) => r.name === 'parked')!.stalled;
+    const gauge = async () => (await (await fetch(`${gw.adminUrl}/metrics`)).text()).match(/^eventgate_route_stalled_messages\{route="parked"\} (\d+)$/m)?.[1];
+    assert.equal((await post(gw.url('api', '/park'), { n: 'p' })).status, 200);
+    const stalled = await eventually(async () => {
+      const s = await status();
+      assert.equal(s.length, 1);
+      return s[0]!;
+    }, 15000);
+    assert.equal(stalled.topic, 'parked');
+    assert.equal(stalled.code, 'EG_BROKER_UNAVAILABLE');
+    assert.match(stalled.detail, new RegExp(`topic '${t.gone}' does not exist on the Kafka cluster.*; the dead-letter target did not take it either: .*topic '${t.goneDlq}' does not exist`));
+    assert.ok(stalled.attempts >= 5, `stalled after the route's own attempts (${stalled.attempts})`);
+    assert.equal(await gauge(), '1');
+    await kafka.revealTopic(t.goneDlq);
+    await eventually(async () => {
+      assert.deepEqual(await status(), []);
+      assert.equal(await gauge(), '0');
+    }, 15000);
+    const dead = await kcatConsume(kafka.bootstrap, t.goneDlq, 1, 15000);
+    assert.deepEqual(
+      dead.map((r) => JSON.parse(r.value!)),
+      [{ n: 'p' }],
     );
   });
 });
