@@ -171,8 +171,9 @@ routes:
 
   it('says a consume route’s topic the cluster does not have is missing, in the log, /admin/status and /readyz, and reads it once it exists', async (t2) => {
     if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: the mock cluster stands in for one with auto-create off');
-    // First in the file: the route looks again at most every 5 s, but from 0.5 s on, so it reads the
-    // topic soon after it is created here. kafkajs' own words for it were "This server does not host this topic-partition", as a crash.
+    // First in the file: the route looks again from 0.5 s on, at most every 5 s, so it reads the
+    // topic soon after it is created here. kafkajs' own words for a missing topic were "This server
+    // does not host this topic-partition", as a crash.
     const said = await gw.waitForLog((l) => l.route === 'late' && l.level === 'warn', 20000);
     assert.equal(said.msg, 'consumer waits for its topic to exist; looking again');
     assert.match(
