@@ -240,7 +240,7 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       return {
         ...at(path),
         code: 'EG_CONFIG_SCHEMA',
-        message: `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describeValue(e.data, isSecretPath(path))}${enumHint(e.data, allowed)}`,
+        message: `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${describeValue(e.data, isSecretPath(path))}${enumHint(e.data, allowed, (e.parentSchema as { 'x-aliases'?: Record<string, string> } | undefined)?.['x-aliases'])}`,
       };
     }
     case 'const':

@@ -17,7 +17,7 @@ export interface ConfigSchemaOptions {
    * schema editors see, where `port: ${HTTP_PORT:-8080}` is written before substitution. The
    * loader checks the substituted document against the strict schema (false), so a wrong value
    * gets the type's own message. The editors' schema also keeps to standard keywords
-   * (standardKeywords below); the loader's own may use ajv's `discriminator`.
+   * (standardKeywords below); the loader's own may use ajv's `discriminator` and `x-aliases`.
    */
   acceptVariables?: boolean;
 }
@@ -35,8 +35,8 @@ export function buildConfigSchema(registry: KindRegistry, options: ConfigSchemaO
 /**
  * The published document must compile in any JSON Schema 2020-12 validator as it comes: ajv, with
  * its default (strict) options, refuses the OpenAPI `discriminator` keyword ("unknown keyword")
- * and warns about `type: [a, b]`. So the editors' schema leaves out the one (it only makes the
- * loader's own messages sharper) and writes the other as an `anyOf`; it accepts the same documents.
+ * and warns about `type: [a, b]`. So the editors' schema leaves out the one, and the loader's
+ * `x-aliases` (both only make the loader's own messages sharper), and writes the other as an `anyOf`; it accepts the same documents.
  */
 function standardKeywords(root: JsonSchema): JsonSchema {
   const walk = (node: unknown): unknown => {
@@ -45,6 +45,8 @@ function standardKeywords(root: JsonSchema): JsonSchema {
     const out: JsonSchema = {};
     for (const [k, v] of Object.entries(node)) {
       if (k === 'discriminator' && v !== null && typeof v === 'object' && 'propertyName' in v) continue;
+      // The loader's hint for another tool's spelling of an enum value (suggest.ts enumHint), no keyword of JSON Schema's.
+      if (k === 'x-aliases') continue;
       out[k] = walk(v);
     }
     if (Array.isArray(out.type) && out.type.every((t) => typeof t === 'string')) {

@@ -20,11 +20,15 @@ export function didYouMean(word: string, candidates: Iterable<string>): string {
 }
 
 /**
- * The hint after "must be one of ..., got X" for a value outside an enum: a number written in
+ * The hint after "must be one of ..., got X" for a value outside an enum: another tool's spelling
+ * the enum's `aliases` names is told the value it stands for; a number written in
  * quotes (`qos: "1"`) is told to lose them; a misspelt string gets the nearest allowed string. A
- * number gets no hint: the allowed values are listed, and the nearest digit by spelling is no guess.
+ * number gets no hint otherwise: the allowed values are listed, and the nearest digit by spelling is no guess.
  */
-export function enumHint(value: unknown, allowed: readonly unknown[]): string {
+export function enumHint(value: unknown, allowed: readonly unknown[], aliases?: Readonly<Record<string, string>>): string {
+  // Another tool's spelling of an allowed value (Kafka's `acks=1` for `leader`), as the schema's `x-aliases` lists them.
+  const written = typeof value === 'string' || typeof value === 'number' ? String(value) : undefined;
+  if (aliases !== undefined && written !== undefined && Object.hasOwn(aliases, written)) return ` (${written} is written '${aliases[written]}' here)`;
   if (typeof value !== 'string') return '';
   const unquoted = allowed.find((a) => typeof a !== 'string' && String(a) === value);
   if (unquoted !== undefined) return ` (write it without quotes: ${String(unquoted)})`;

@@ -100,7 +100,7 @@ const WEBHOOK_STOP_GRACE_MS = 5000;
 /** How often a consume route tries a message whose targets are unavailable before dead-lettering it. */
 const CONSUME_ATTEMPTS = 5;
 
-/** A consumed message its route keeps retrying because it has no dead-letter target (in /admin/status). */
+/** A consumed message its route keeps retrying: it has no dead-letter target, or that target does not take it either (in /admin/status). */
 export interface StalledMessage {
   topic: string | null;
   partition: number | null;
@@ -944,13 +944,13 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     }
   }
 
-  /** What /admin/status shows of messages this route keeps retrying without a dead-letter target. */
+  /** What /admin/status shows of messages this route keeps retrying: without a dead-letter target, or with one that does not take them either. */
   stalledMessages(): readonly StalledMessage[] {
     return [...this.stalls];
   }
 
   /** consume()'s retries, from a first outcome that did not settle the message: each failure goes on, dead-letters, drops or stalls. */
-  private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, startedAt: number, stalled: (attempt: number, p: Problem) => void): Promise<void> {
+  private async consumeUntilSettled(msg: Message, ctx: MessageContext, first: Outcome, startedAt: number, stalled: (attempt: number, why: Pick<Problem, 'code' | 'detail'>) => void): Promise<void> {
     const backoff = new Backoff();
     let retryCtx = ctx;
     for (let attempt = 1; ; attempt++) {
@@ -969,7 +969,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       if (retryable && this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
       if (this.deadletter && (!retryable || retriedByTarget || attempt >= CONSUME_ATTEMPTS)) {
         // The last try's span (retryCtx.span) is the dead-letter write's parent.
-        if (await this.deadletterConsumed(this.deadletter, msg, p, retryCtx, startedAt)) return;
+        const refused = await this.deadletterConsumed(this.deadletter, msg, p, retryCtx, startedAt);
+        if (refused === undefined) return;
+        // Neither its targets nor its dead-letter target take it: it holds up its partition as a
+        // message of a route without one does, and is shown so.
+        if (attempt >= CONSUME_ATTEMPTS) stalled(attempt, { code: p.code, detail: `${p.detail}; the dead-letter target did not take it either: ${this.shown(refused)}` });
       } else if (!retryable) {
         this.dropped(msg, p);
         return;
@@ -1008,10 +1012,11 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /**
-   * A consumed message its route gives up on, to the dead-letter target; false (logged) when that
-   * target did not take it either. The tap shows it as `deadlettered` after the try it saw fail.
+   * A consumed message its route gives up on, to the dead-letter target; undefined once it is
+   * settled (the target took it, or refused it for good and it was dropped), else why the target
+   * did not take it (logged). The tap shows it as `deadlettered` after the try it saw fail.
    */
-  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem, ctx: MessageContext, startedAt: number): Promise<boolean> {
+  private async deadletterConsumed(to: DeadletterTopic, msg: Message, p: Problem, ctx: MessageContext, startedAt: number): Promise<string | undefined> {
     try {
       const delivery = await this.sendToDeadletter(to, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] }, ctx);
       this.stats.deadlettered++;
@@ -1024,7 +1029,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, traceId: traceIdOf(msg.headers) },
         'message sent to the dead-letter topic',
       );
-      return true;
+      return undefined;
     } catch (err) {
       // Refused for good (the copy, with its `_eventgate_error` header, over what the server takes):
       // every try would be, and the message held up its partition for ever. Dropped, said in full.
@@ -1033,10 +1038,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
           { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, deadletter: err.problem.detail, traceId: traceIdOf(msg.headers) },
           'message dropped: its dead-letter target refused it too',
         );
-        return true;
+        return undefined;
       }
       this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, err: (err as Error).message }, 'dead-letter target did not acknowledge; retrying');
-      return false;
+      return (err as Error).message;
     }
   }
 

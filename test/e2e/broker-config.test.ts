@@ -125,6 +125,7 @@ routes:
   - { name: k2, from: { listener: api, path: /k2 }, to: { broker: kf, topic: "${long('k', 250)}" } }
   - { name: k3, from: { broker: kf, topic: ".." }, to: { broker: kf, topic: { expression: '"computed " & "later"' } } }
   - { name: k4, from: { broker: kf, topic: in }, to: { broker: kf, topic: out }, deadletter: { broker: kf, topic: "\${DEAD_TOPIC}" } }
+  - { name: k5, from: { broker: kf, topic: "orders.*" }, to: { broker: kf, topic: "orders.*" } }
   - { name: a1, from: { listener: api, path: /a1 }, to: [{ broker: rb, topic: "${long('r', 255)}" }, { broker: rb, topic: "${long('é', 128)}" }] }
   - { name: a2, from: { broker: rb, topic: "${long('q', 256)}" }, to: { broker: kf, topic: out } }
   - name: v
@@ -138,6 +139,7 @@ routes:
     to: { broker: kf, topic: out }
 `;
   const kafkaRule = 'a Kafka topic name is 1 to 249 characters among A-Z a-z 0-9 . _ - (and not "." or "..")';
+  const onePerRoute = 'a route names one topic as it is: patterns and wildcards are not supported (write a route per topic)';
 
   it('are config errors at their line and column, in validate and run', async () => {
     const dir = tempFiles({ 'gateway.yaml': routes });
@@ -149,12 +151,15 @@ routes:
       `gateway.yaml:11:78: '${long('k', 40)}…' (250 characters) cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
       `gateway.yaml:12:44: '..' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
       `gateway.yaml:13:115: 'dead letters' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
-      `gateway.yaml:14:361: '${long('é', 40)}…' (128 characters, 256 bytes) cannot be a topic of amqp broker 'rb': an AMQP routing key is at most 255 bytes`,
-      `gateway.yaml:15:44: '${long('q', 40)}…' (256 characters) cannot be a topic of amqp broker 'rb': an AMQP queue name or routing-key pattern is at most 255 bytes`,
-      `gateway.yaml:19:103: 'invalid orders' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
-      `gateway.yaml:20:103: '${long('d', 40)}…' (300 characters) cannot be a topic of amqp broker 'rb': an AMQP routing key is at most 255 bytes`,
-      "gateway.yaml:21:103: 'dead/+' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot hold the wildcards + or #",
-      "gateway.yaml:22:103: 'dead.*' cannot be a topic of nats broker 'nt': a NATS subject to publish to has non-empty dot-separated tokens, no whitespace and no wildcards (* >)",
+      // Read as Zilla, Kafka Connect or kafkajs read it, a pattern; a target's is only a bad name.
+      `gateway.yaml:14:44: 'orders.*' cannot be a topic of kafka broker 'kf': ${kafkaRule}; ${onePerRoute}`,
+      `gateway.yaml:14:83: 'orders.*' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
+      `gateway.yaml:15:361: '${long('é', 40)}…' (128 characters, 256 bytes) cannot be a topic of amqp broker 'rb': an AMQP routing key is at most 255 bytes`,
+      `gateway.yaml:16:44: '${long('q', 40)}…' (256 characters) cannot be a topic of amqp broker 'rb': an AMQP queue name or routing-key pattern is at most 255 bytes`,
+      `gateway.yaml:20:103: 'invalid orders' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
+      `gateway.yaml:21:103: '${long('d', 40)}…' (300 characters) cannot be a topic of amqp broker 'rb': an AMQP routing key is at most 255 bytes`,
+      "gateway.yaml:22:103: 'dead/+' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot hold the wildcards + or #",
+      "gateway.yaml:23:103: 'dead.*' cannot be a topic of nats broker 'nt': a NATS subject to publish to has non-empty dot-separated tokens, no whitespace and no wildcards (* >)",
     ]);
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir, env });
     assert.equal(run.code, 1, run.stdout + run.stderr);
@@ -179,6 +184,7 @@ listeners:
 routes:
   - { name: governed, from: { listener: kin, topic: "bad topic" } }
   - { name: moved, from: { listener: kin, topic: ".." }, to: { broker: kf, topic: "also bad" } }
+  - { name: pattern, from: { listener: kin, topic: "/orders-.*/" } }
 `,
     });
     const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
@@ -187,6 +193,7 @@ routes:
       `gateway.yaml:7:53: route 'governed': topic 'bad topic' cannot be routed: ${kafkaRule}`,
       `gateway.yaml:8:50: route 'moved': topic '..' cannot be routed: ${kafkaRule}`,
       `gateway.yaml:8:83: 'also bad' cannot be a topic of kafka broker 'kf': ${kafkaRule}`,
+      `gateway.yaml:9:52: route 'pattern': topic '/orders-.*/' cannot be routed: ${kafkaRule}; a route names one topic as it is: patterns and wildcards are not supported (write a route per topic)`,
     ]);
   });
 });

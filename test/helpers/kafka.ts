@@ -48,6 +48,8 @@ export interface KafkaCluster {
   delayAnswers(id: number, ms: number): Promise<void>;
   /** Metadata answers UNKNOWN_TOPIC_OR_PARTITION for `topic`, as a cluster with auto-create off does for a topic that does not exist (mock only). */
   hideTopic(topic: string): Promise<void>;
+  /** Metadata answers `topic` again after hideTopic, as once it was created (mock only). */
+  revealTopic(topic: string): Promise<void>;
   /** Produce requests the cluster received since it started (mock only: read from its debug log). */
   produceRequests(): number;
   /** JoinGroup requests the cluster received since it started (mock only, from its debug log; NaN elsewhere). */
@@ -143,6 +145,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     failBrokerRequests: (id, apiKey, count, code) => command(`broker-errors ${id} ${apiKey} ${count} ${code}`),
     moveLeader: (topic, partition, id) => command(`leader ${topic} ${partition} ${id}`),
     hideTopic: (topic) => command(`missing ${topic}`),
+    revealTopic: (topic) => command(`found ${topic}`),
     delayAnswers: (id, ms) => command(`rtt ${id} ${ms}`),
     produceRequests: () => (requestLog ? produceRequests : Number.NaN),
     joinRequests: () => (requestLog ? joinRequests : Number.NaN),
@@ -189,6 +192,7 @@ function externalCluster(bootstrap: string): KafkaCluster {
     failBrokerRequests: unavailable,
     moveLeader: unavailable,
     hideTopic: unavailable,
+    revealTopic: unavailable,
     delayAnswers: unavailable,
     produceRequests: () => Number.NaN,
     joinRequests: () => Number.NaN,

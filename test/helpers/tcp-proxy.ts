@@ -35,8 +35,11 @@ export class TcpProxy {
   private readonly replies = new Map<Socket, Socket>();
   private constructor(private readonly server: Server) {}
 
-  /** `toServer`: a stream each connection's client bytes pass through on their way to the server (one per connection). */
-  static async start(targetPort: number, options: { toServer?: () => Transform } = {}): Promise<TcpProxy> {
+  /**
+   * `toServer`: a stream each connection's client bytes pass through on their way to the server (one per connection).
+   * `host`: the address it listens on (default 127.0.0.1; `::1` to stand for a server reached over IPv6).
+   */
+  static async start(targetPort: number, options: { toServer?: () => Transform; host?: string } = {}): Promise<TcpProxy> {
     const server = createServer();
     const proxy = new TcpProxy(server);
     server.on('connection', (client) => {
@@ -72,8 +75,8 @@ export class TcpProxy {
       if (proxy.held) proxy.held.push(go);
       else go();
     });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    server.listen(0, options.host ?? '127.0.0.1');
+    await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err))]);
     return proxy;
   }
 

@@ -12,6 +12,7 @@
  *                          it still takes each request as it arrives (a produced record is stored then)
  *   missing <name>         Metadata answers UNKNOWN_TOPIC_OR_PARTITION for the topic, as a cluster with
  *                          auto.create.topics.enable=false does for a topic that does not exist
+ *   found <name>           Metadata answers the topic again (created on first use), as once it was created
  * Exits when stdin closes, so a test runner that dies takes its cluster with it. With MOCK_DEBUG set
  * (e.g. "mock"), librdkafka's debug log goes to stderr: one line per request the brokers receive.
  * Build: gcc -O1 -o mock-cluster mock-cluster.c -lrdkafka
@@ -47,6 +48,10 @@ int main(int argc, char **argv) {
     else if (sscanf(line, "leader %255s %d %d", name, &parts, &id) == 3) err = rd_kafka_mock_partition_set_leader(mc, name, parts, id);
     else if (sscanf(line, "missing %255s", name) == 1) {
       rd_kafka_mock_topic_set_error(mc, name, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+      err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
+    else if (sscanf(line, "found %255s", name) == 1) {
+      rd_kafka_mock_topic_set_error(mc, name, RD_KAFKA_RESP_ERR_NO_ERROR);
       err = RD_KAFKA_RESP_ERR_NO_ERROR;
     }
     else if (sscanf(line, "errors %d %d %d", &api, &n, &code) == 3 && n > 0 && n <= 1000) {

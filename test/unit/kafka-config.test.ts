@@ -39,11 +39,12 @@ describe('kafka broker config', () => {
   });
 
   it('points at the entry that is not host:port, saying what is wrong with it', async () => {
-    const { problems } = await load(kafkaBroker('    brokers:\n      - good:9092\n      - no-port-here\n      - good:99999\n      - kafka://good:9092'));
+    const { problems } = await load(kafkaBroker('    brokers:\n      - good:9092\n      - no-port-here\n      - good:99999\n      - kafka://good:9092\n      - fd00::1:9092'));
     assert.deepEqual(problems, [
       "7:9 EG_CONFIG_SCHEMA 'no-port-here' is not a broker address: expected host:port",
       "8:9 EG_CONFIG_SCHEMA 'good:99999' is not a broker address: port 99999 is not between 1 and 65535",
       "9:9 EG_CONFIG_SCHEMA 'kafka://good:9092' is not a broker address: expected host:port without a scheme ('good:9092')",
+      "10:9 EG_CONFIG_SCHEMA 'fd00::1:9092' is not a broker address: an IPv6 address is written in brackets before its port ('[fd00::1]:9092')",
     ]);
   });
 
@@ -51,6 +52,13 @@ describe('kafka broker config', () => {
     const { problems } = await load(kafkaBroker('    brokers: ${KAFKA_BROKERS}'), { KAFKA_BROKERS: ' , ' });
     assert.equal(problems.length, 1);
     assert.match(problems[0]!, /^5:14 EG_CONFIG_SCHEMA no broker address here/);
+  });
+
+  it("says what Kafka's own acks numbers are written as here", async () => {
+    const { problems } = await load(kafkaBroker('    brokers: [a:9092]\n    producer:\n      acks: 1'));
+    assert.deepEqual(problems, ['7:13 EG_CONFIG_SCHEMA brokers.k.producer.acks must be one of "all", "leader", "none", got number 1 (1 is written \'leader\' here)']);
+    const quoted = await load(kafkaBroker('    brokers: [a:9092]\n    producer: { acks: "-1" }'));
+    assert.match(quoted.problems.join('\n'), /got string "-1" \(-1 is written 'all' here\)$/);
   });
 
   it('refuses an idempotent producer without acks: all, at the idempotent option', async () => {

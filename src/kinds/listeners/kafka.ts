@@ -100,7 +100,7 @@ export const kafkaListener = defineListener({
   // Turning `tls` on or off changes every socket too; a renewed certificate does not (reconfigure).
   socketOptions: ['port', 'host', 'brokerPorts', 'tls'],
   stepProblem,
-  checkPath: kafkaTopicProblem,
+  checkPath: (topic) => kafkaTopicProblem(topic, 'consume'),
   compile(o, ctx): KafkaProxySettings | undefined {
     const broker = ctx.broker?.(o.upstream, ['upstream']);
     if (!broker) return undefined;

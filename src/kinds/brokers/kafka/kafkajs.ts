@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import type * as KafkaJS from 'kafkajs';
+import { hostAndPort } from './address.js';
 
 const require = createRequire(import.meta.url);
 
@@ -14,6 +15,7 @@ type Grouping = (args: {
 const GROUPING = 'kafkajs/src/producer/groupMessagesPerPartition';
 const REQUEST_QUEUE = 'kafkajs/src/network/requestQueue';
 const RUNNER = 'kafkajs/src/consumer/runner';
+const POOL_BUILDER = 'kafkajs/src/cluster/connectionPoolBuilder';
 /** kafkajs' wait before it looks again at requests held back by its in-flight limit (requestQueue/index.js). */
 const CHECK_PENDING_REQUESTS_INTERVAL = 10;
 
@@ -90,14 +92,42 @@ function stoppingFetchers(fetch: Runner['fetch']): Runner['fetch'] {
   };
 }
 
+/** What kafkajs' clusters build their connections to a broker with (2.2.4, pinned: src/cluster/connectionPoolBuilder.js). */
+type PoolBuilder = (options: { brokers: unknown } & Record<string, unknown>) => {
+  build(destination?: { host?: string; port?: number; rack?: string }): Promise<unknown>;
+};
+
+/**
+ * kafkajs 2.2.4's connection builder with bootstrap servers read as Kafka's clients read them. It
+ * took a bootstrap server's host and port as `entry.split(':')[0]` and `[1]`, so an IPv6 literal
+ * (`[::1]:9092`, the only way to write one with a port) was dialled as the host `[`
+ * (`getaddrinfo ENOTFOUND [`) and the cluster was never reached. Here the seed broker (the one
+ * asked for no host: brokers found in the cluster's metadata come with theirs) is picked in turn
+ * from the list, as kafkajs does, and read by hostAndPort.
+ */
+function seedBrokersReadWhole(builder: PoolBuilder): PoolBuilder {
+  return (options) => {
+    const inner = builder(options);
+    const list = options.brokers;
+    let index = 0;
+    return {
+      build(destination = {}) {
+        // A list given as a function, or none, goes to kafkajs' own checks and reading.
+        if (destination.host || !Array.isArray(list) || list.length === 0 || typeof list[0] !== 'string') return inner.build(destination);
+        return inner.build({ ...destination, ...hostAndPort(list[index++ % list.length] as string) });
+      },
+    };
+  };
+}
+
 /** kafkajs' own grouping, which the gateway's replaces (kept for the test that compares the two). */
 export let kafkajsGrouping: Grouping | undefined;
 /** False when kafkajs' producer had been loaded before this module, with its own grouping. */
 export let groupingReplaced = false;
 
 /**
- * kafkajs as every module of the gateway loads it: its connections take the timer fix above, its
- * consumers the fix of their stop, and its producer the grouping, which must be in the module cache before kafkajs' producer module
+ * kafkajs as every module of the gateway loads it: its connections take the timer fix above and
+ * their bootstrap servers' reading, its consumers the fix of their stop, and its producer the grouping, which must be in the module cache before kafkajs' producer module
  * reads it (once, as it loads). So
  * kafkajs is loaded here and only here; elsewhere only its types are imported.
  */
@@ -109,6 +139,10 @@ function load(): typeof KafkaJS {
   (require(REQUEST_QUEUE) as { prototype: RequestQueue }).prototype.scheduleCheckPendingRequests = scheduleCheckPendingRequests;
   const runner = (require(RUNNER) as { prototype: Runner }).prototype;
   runner.fetch = stoppingFetchers(runner.fetch);
+  // Read by kafkajs' cluster module as it loads, like the grouping.
+  const pool = require.resolve(POOL_BUILDER);
+  const builder = require(pool) as PoolBuilder;
+  require.cache[pool]!.exports = seedBrokersReadWhole(builder);
   return require('kafkajs') as typeof KafkaJS;
 }
 

@@ -7,6 +7,7 @@ import type { KafkaSettings } from '../kafka.js';
 import { sleep } from '../../../core/within.js';
 import { newFetchBudget, undecodable, withBatchBound, type UndecodableRecord } from './codecs.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
+import { TopicMissing, unknownTopic } from './leaders.js';
 
 const NO_KEYS: readonly string[] = [];
 
@@ -19,6 +20,8 @@ const MAX_RETRY_BACKOFF_MS = 5000;
 /** A crashed consumer is started again after 0.5 s, then 1, 2, ... up to 30 s while it keeps crashing. */
 const FIRST_RESTART_MS = 500;
 const MAX_RESTART_MS = 30000;
+/** A route whose topic does not exist yet looks again at least this often: creating it is an operator's minute, and a Metadata request is cheap. */
+const MAX_MISSING_TOPIC_LOOK_MS = 5000;
 
 /**
  * One route's consumer group member. Records of a partition are handled one after the other, and
@@ -207,9 +210,18 @@ export class KafkaSubscription {
       if (this.stopping) return;
       this.telemetry?.consumerCrash(this.spec.route);
       // State first, cause after ': ': an open /readyz shows only the state (the cause may name hosts).
-      const wait = backoff.delay();
-      this.problem = `consumer crashed, restarting in ${wait} ms: ${why.message}`;
-      this.log.warn({ err: why.message, retryInMs: wait }, 'consumer crashed; starting a new one');
+      const missing = unknownTopic(why);
+      const wait = missing ? Math.min(backoff.delay(), MAX_MISSING_TOPIC_LOOK_MS) : backoff.delay();
+      if (missing) {
+        // A cluster without auto-create answers a topic it lacks so; kafkajs' words for it
+        // ("This server does not host this topic-partition") do not say the topic is missing.
+        const said = `${new TopicMissing(this.spec.topic).message}; the route reads it once it does`;
+        this.problem = `topic missing, looking again in ${wait} ms: ${said}`;
+        this.log.warn({ err: said, retryInMs: wait }, 'consumer waits for its topic to exist; looking again');
+      } else {
+        this.problem = `consumer crashed, restarting in ${wait} ms: ${why.message}`;
+        this.log.warn({ err: why.message, retryInMs: wait }, 'consumer crashed; starting a new one');
+      }
       await pause(wait, this.stopped);
     }
   }

@@ -14,6 +14,7 @@ import { decompressBudget, type BatchCompression } from '../../../codecs/record-
 import { boundAddress, listen } from '../bind.js';
 import { rotateTls, TRANSPORT_DEFAULTS, tlsServerOptions, type TlsMaterial } from '../transport.js';
 import type { Health, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv } from '../../contracts.js';
+import { hostAndPort } from '../../brokers/kafka/address.js';
 import { ProxyConnection, type ConnectionHost } from './connection.js';
 import { governProduce, type Governed } from './govern.js';
 import { refusalLog, type RefusedRequest } from './refusal-log.js';
@@ -231,9 +232,7 @@ export class KafkaProxyListener implements ListenerRuntime {
 
   private pickBootstrap(): { host: string; port: number } {
     const list = this.settings.bootstrap;
-    const entry = list[this.nextBootstrap++ % list.length]!;
-    const at = entry.lastIndexOf(':');
-    return { host: entry.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port: Number(entry.slice(at + 1)) };
+    return hostAndPort(list[this.nextBootstrap++ % list.length]!);
   }
 
   private connectUpstream(to: { host: string; port: number }): Socket {
