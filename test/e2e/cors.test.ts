@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
+import { openStream } from '../helpers/sse.js';
 
 const APP = 'https://app.example.com';
 
 describe('CORS and origins', () => {
-  const gw = useGateway(`version: 1
+  const config = `version: 1
 brokers:
   local: {kind: memory}
 listeners:
@@ -45,7 +46,8 @@ routes:
   - name: ws-any
     from: {listener: pushAny, path: /ws}
     to: {broker: local, topic: t}
-`);
+`;
+  const gw = useGateway(config);
 
   it('answers a preflight from an allowed origin with 204 and what it may send', async () => {
     const res = await fetch(gw.url('api', '/in'), { method: 'OPTIONS', headers: { origin: APP, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } });
@@ -158,5 +160,41 @@ routes:
     const l = await runCli(['validate', '-c', `${list}/gateway.yaml`]);
     assert.equal(l.code, 1);
     assert.match(l.stdout, /gateway\.yaml:6:\d+: credentials: true needs a list of origins/);
+  });
+  it('cuts off the open WebSockets and event streams of an origin a reload takes off the list (1008; eventgate.end 403), keeping those of origins still listed and of non-browsers', async () => {
+    const OTHER = 'https://other.example.com';
+    const lists = (api: string, push: string) => config.replace(`cors: {origins: ["${APP}"], headers`, `cors: {origins: ${api}, headers`).replace(`origins: ["${APP}"]}`, `origins: ${push}}`);
+    assert.equal((await gw.reconfigure(lists(`["${APP}", "${OTHER}"]`, `["${APP}", "${OTHER}"]`), 'gateway.yaml', { whole: true })).msg, 'config reloaded');
+    const app = await WsClient.connect(gw.url('push', '/ws', 'ws'), { origin: APP });
+    const other = await WsClient.connect(gw.url('push', '/ws', 'ws'), { origin: OTHER });
+    const script = await WsClient.connect(gw.url('push', '/ws', 'ws'));
+    const appStream = await openStream(gw.url('api', '/events'), { origin: APP });
+    const otherStream = await openStream(gw.url('api', '/events'), { origin: OTHER });
+    try {
+      // The site is taken off both lists; the listeners stay (only their origins changed).
+      assert.equal((await gw.reconfigure(lists(`["${OTHER}"]`, `["${OTHER}"]`), 'gateway.yaml', { whole: true })).msg, 'config reloaded');
+      assert.deepEqual(await app.waitClose(), { code: 1008, reason: 'origin no longer allowed (a reload changed origins)' });
+      const open = new Promise((_, reject) => setTimeout(() => reject(new Error(`the stream of ${APP} is still open: ${appStream.text()}`)), 5000).unref());
+      await Promise.race([appStream.ended, open]);
+      assert.deepEqual(
+        appStream.events().map((e) => [e.event, JSON.parse(e.data)]),
+        [['eventgate.end', { status: 403, reason: `origin ${APP} no longer allowed (a reload changed cors.origins)` }]],
+      );
+      // The others stay connected: a frame from the script reaches the listed origin's stream.
+      script.send({ n: 1 });
+      const deadline = Date.now() + 5000;
+      while (otherStream.events().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(
+        otherStream.events().map((e) => JSON.parse(e.data)),
+        [{ n: 1 }],
+      );
+      assert.equal(other.closed, undefined);
+      assert.equal(script.closed, undefined);
+    } finally {
+      for (const c of [app, other, script]) c.close();
+      appStream.close();
+      otherStream.close();
+      await gw.reconfigure(config, 'gateway.yaml', { whole: true });
+    }
   });
 });

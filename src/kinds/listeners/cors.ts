@@ -23,10 +23,20 @@ export function anyOrigin(origins: '*' | readonly string[]): boolean {
   return origins === '*' || origins.includes('*');
 }
 
+/** Whether a browser's `Origin` is one of `origins` (compared without regard to case), or `origins` allows any. */
+export function allowsOrigin(origins: '*' | readonly string[], origin: string): boolean {
+  if (origins === '*' || anyOrigin(origins)) return true;
+  const lower = origin.toLowerCase();
+  return origins.some((o) => o.toLowerCase() === lower);
+}
+
 /** `cors:` on an http listener. */
 export const corsOptions = Type.Object(
   {
-    origins: oneOf([Type.Literal('*'), originList], { description: 'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials; `["*"]` is read as "*").' }),
+    origins: oneOf([Type.Literal('*'), originList], {
+      description:
+        'Allowed origins (scheme://host[:port]), or "*" for any (not with credentials; `["*"]` is read as "*"). A reload that takes an origin off the list ends its open event streams (`eventgate.end` 403).',
+    }),
     methods: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { default: DEFAULTS.methods, description: 'Methods a cross-origin request may use.' })),
     headers: Type.Optional(
       Type.Array(Type.String({ minLength: 1 }), {
@@ -79,6 +89,11 @@ export class CorsPolicy {
     this.streamPreflightHeaders = { ...this.preflightHeaders, 'access-control-allow-headers': streamHeaders.join(', ') };
   }
 
+  /** Whether a page of `origin` may call the listener. */
+  allows(origin: string): boolean {
+    return this.origins === '*' || this.origins.has(origin.toLowerCase());
+  }
+
   static isPreflight(req: IncomingMessage): boolean {
     return req.method === 'OPTIONS' && req.headers.origin !== undefined && req.headers['access-control-request-method'] !== undefined;
   }
@@ -88,7 +103,7 @@ export class CorsPolicy {
     const origin = req.headers.origin;
     if (origin === undefined) return undefined;
     res.setHeader('vary', 'Origin');
-    if (this.origins !== '*' && !this.origins.has(origin.toLowerCase())) {
+    if (!this.allows(origin)) {
       return problem('EG_ORIGIN_NOT_ALLOWED', `origin ${origin} may not call this listener`);
     }
     res.setHeader('access-control-allow-origin', this.origins === '*' ? '*' : origin);

@@ -594,6 +594,21 @@ export class SseStreams {
     }
   }
 
+  /**
+   * A reload changed the listener's `cors`: a stream a page of an origin it no longer allows
+   * opened ends, with a 403 notice (the browser's reconnect fails CORS, a bare `error`).
+   */
+  endForeignOrigins(allows: (origin: string) => boolean): void {
+    for (const [path, state] of this.paths) {
+      for (const c of [...state.clients]) {
+        const origin = c.request.headers.origin;
+        if (typeof origin !== 'string' || allows(origin)) continue;
+        this.logger.info({ listener: this.listener, path, remote: c.remoteAddress, origin }, 'event stream client origin no longer allowed after reload; ending its stream');
+        this.end(c, { status: 403, reason: `origin ${origin} no longer allowed (a reload changed cors.origins)` });
+      }
+    }
+  }
+
   private expireAt(c: SseClient, until: number | undefined): void {
     expireAt(c, until, () => {
       this.logger.info({ listener: this.listener, path: c.path, remote: c.remoteAddress }, 'event stream client credential expired; ending its stream');

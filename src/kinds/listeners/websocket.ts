@@ -46,7 +46,7 @@ import { answerAndCloseLingering } from './lingering-close.js';
 import { canWriteRaw, textFrame, writeFrames } from './ws-frames.js';
 import { pathParameters, RoutePathClaims, routePathProblem, sameRoutePath } from './route-paths.js';
 import { ForwardRooms, type RoomClient, type RoomMember } from './ws-rooms.js';
-import { anyOrigin, originList } from './cors.js';
+import { allowsOrigin, originList } from './cors.js';
 
 const { WebSocketServer, WebSocket: WsSocket } = bundled<typeof Ws>('ws');
 const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
@@ -91,7 +91,7 @@ const options = kindOptions('websocket', {
   origins: Type.Optional(
     oneOf([Type.Literal('*'), originList], {
       description:
-        'Origins (scheme://host[:port]) browsers may connect from, or "*" (default; `["*"]` is read as "*"). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected.',
+        'Origins (scheme://host[:port]) browsers may connect from, or "*" (default; `["*"]` is read as "*"). A foreign Origin is refused with 403 before the upgrade; clients that send no Origin (non-browsers) are not affected. A reload that takes an origin off the list closes its open connections with 1008.',
     }),
   ),
 });
@@ -373,10 +373,30 @@ export class WebSocketListener implements ListenerRuntime {
     rotateTls(this.server, this.options.tlsMaterial, next.tlsMaterial);
     applyLimits(this.server, next);
     const repinging = next.pingIntervalMs !== this.options.pingIntervalMs;
+    const reorigined = JSON.stringify(next.origins ?? '*') !== JSON.stringify(this.options.origins ?? '*');
     this.options = next;
+    if (reorigined) this.dropForeignOrigins();
     if (repinging && this.bound && !this.draining) this.schedulePings();
     // ws reads maxPayload per connection from its options object.
     (this.wss.options as { maxPayload: number }).maxPayload = this.options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
+  }
+
+  /**
+   * A reload changed `origins`: the clients a page of an origin no longer listed opened are
+   * disconnected (1008), as those whose key a reload revoked are, so that taking a site off the
+   * list cuts off the tabs it has open, not only its next ones.
+   */
+  private dropForeignOrigins(): void {
+    const origins = this.options.origins ?? '*';
+    for (const set of this.clients.values()) {
+      for (const c of [...set]) {
+        const origin = c.headers.origin;
+        if (typeof origin !== 'string' || allowsOrigin(origins, origin)) continue;
+        this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, origin }, 'client origin no longer allowed after reload; disconnecting');
+        this.leave(c);
+        void closeClient(c, POLICY_VIOLATION, 'origin no longer allowed (a reload changed origins)');
+      }
+    }
   }
 
   bind(bindings: ListenerBindings): void {
@@ -558,8 +578,7 @@ export class WebSocketListener implements ListenerRuntime {
     const tooMany = tooManyHeaders(req, this.options) ?? malformedHandshake(req);
     if (tooMany) return refuse(socket, tooMany);
     const origin = req.headers.origin;
-    const origins = this.options.origins ?? '*';
-    if (origin !== undefined && !anyOrigin(origins) && !(origins as string[]).some((o) => o.toLowerCase() === origin.toLowerCase())) {
+    if (origin !== undefined && !allowsOrigin(this.options.origins ?? '*', origin)) {
       return refuse(socket, problem('EG_ORIGIN_NOT_ALLOWED', `origin ${origin} may not connect to this listener`));
     }
     const client = new Client(this, route.path, route.params, sharedValues(req.headers), parseQuery(q === -1 ? '' : url.slice(q + 1)), handshakeTrace(req), socket);
