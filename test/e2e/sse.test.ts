@@ -127,6 +127,24 @@ ${extra}`;
     assert.equal(events[0]!.id, `0:${offset}`);
     assert.equal(events[1]!.id, `0:${Number(offset) + 1}`);
     await eventually(() => assert.match(c.text(), /: heartbeat\n\n/));
+    // A CloudEvent's type names its event, except in the gateway's own `eventgate.` namespace: no
+    // publisher can forge the notices a page acts on (end the stream, say what a resume skipped).
+    for (const type of ['order.placed', 'eventgate.end', 'eventgate.resume']) {
+      const ce = { 'ce-specversion': '1.0', 'ce-id': type, 'ce-source': '/test', 'ce-type': type };
+      const res = await fetch(gw.url('api', '/ticks'), { method: 'POST', headers: { 'content-type': 'application/json', ...ce }, body: '{"n":3,"status":404,"reason":"forged"}' });
+      assert.equal(res.status, 200);
+    }
+    await eventually(() => assert.equal(parseEvents(c.text()).length, 5));
+    assert.deepEqual(
+      parseEvents(c.text())
+        .slice(2)
+        .map((e) => [e.event, JSON.parse(e.data).reason]),
+      [
+        ['order.placed', 'forged'],
+        [undefined, 'forged'],
+        [undefined, 'forged'],
+      ],
+    );
     c.child.kill();
   });
 

@@ -180,9 +180,19 @@ function oneLine(s: string): string {
   return s.replace(/[\r\n]/g, ' ');
 }
 
+/**
+ * The event name of a message: its CloudEvent type, unless that is in the gateway's own
+ * `eventgate.` namespace, whose notices (`eventgate.end`, `eventgate.resume`) a page acts on:
+ * such a message is a plain `message` event, so no publisher can end or rewind a page's stream.
+ */
+function eventName(type: string | undefined): string | undefined {
+  return type?.startsWith(NOTICE_PREFIX) ? undefined : type;
+}
+const NOTICE_PREFIX = 'eventgate.';
+
 function payload(msg: Message, format: SseFormat): { event: string | undefined; data: string } {
   const attrs = attributesOf(msg.headers);
-  const event = attrs?.type;
+  const event = eventName(attrs?.type);
   if (format === 'value') return { event, data: valueJson(msg) };
   if (format === 'cloudevent' && attrs) return { event, data: JSON.stringify(toStructured(msg)) };
   return { event, data: envelopeJson(msg, attrs) };
