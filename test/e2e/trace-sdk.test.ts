@@ -11,7 +11,7 @@ import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, tempFiles } from '../helpers/gateway.js';
 import { startKafka, type KafkaCluster } from '../helpers/kafka.js';
-import { startNats, type MessageServer } from '../helpers/servers.js';
+import { startMosquitto, startNats, type MessageServer } from '../helpers/servers.js';
 import { sharedRabbit, type SharedRabbit } from '../helpers/shared-rabbit.js';
 
 // What a user gets by registering an OpenTelemetry SDK (e.g. `node --import ./otel.js`): the
@@ -26,9 +26,10 @@ const sampler: ConstructorParameters<typeof ParentBasedSampler>[0]['root'] = {
 trace.setGlobalTracerProvider(new BasicTracerProvider({ sampler, spanProcessors: [new SimpleSpanProcessor(exporter)] }));
 
 // Across real brokers: HTTP -> Kafka (the mock cluster) -> JetStream -> a wildcard route -> memory;
-// HTTP -> RabbitMQ (the run's shared node, amq.topic) -> a queue's route -> memory.
+// HTTP -> RabbitMQ (the run's shared node, amq.topic) -> a queue's route -> memory;
+// HTTP -> mosquitto -> a wildcard route -> memory.
 // `gone.>` is a stream that is not there (declare: false): a write to it fails at once.
-const config = (kafka: KafkaCluster, nats: MessageServer, rabbit: SharedRabbit, topic: string) => `
+const config = (kafka: KafkaCluster, nats: MessageServer, rabbit: SharedRabbit, mqtt: MessageServer, topic: string) => `
 version: 1
 brokers:
   local: { kind: memory }
@@ -44,6 +45,7 @@ brokers:
     url: ${rabbit.url}
     queues:
       traced-q: { bindings: [traced.orders.*] }
+  things: { kind: mqtt, url: "${mqtt.url}", qos: 1 }
 listeners:
   api: { kind: http, port: 0 }
   push: { kind: websocket, port: 0 }
@@ -80,6 +82,12 @@ routes:
   - name: rabbit-in
     from: { broker: rabbit, topic: traced-q }
     to: { broker: local, topic: rabbit-end }
+  - name: to-mqtt
+    from: { listener: api, path: /mqtt }
+    to: { broker: things, topic: traced/lamp-1 }
+  - name: mqtt-in
+    from: { broker: things, topic: traced/+ }
+    to: { broker: local, topic: mqtt-end }
   - name: checked
     from: { listener: api, path: /checked }
     through:
@@ -132,11 +140,12 @@ describe('spans with an OpenTelemetry SDK registered', () => {
   let kafka: KafkaCluster;
   let nats: MessageServer;
   let rabbit: SharedRabbit;
+  let mqtt: MessageServer;
   let port: (listener: string) => number;
   const topic = `traced-${process.pid}`;
   before(async () => {
-    [kafka, nats, rabbit] = await Promise.all([startKafka(), startNats(), sharedRabbit()]);
-    const dir = tempFiles({ 'gateway.yaml': config(kafka, nats, rabbit, topic) });
+    [kafka, nats, rabbit, mqtt] = await Promise.all([startKafka(), startNats(), sharedRabbit(), startMosquitto()]);
+    const dir = tempFiles({ 'gateway.yaml': config(kafka, nats, rabbit, mqtt, topic) });
     gateway = new Gateway({ configFile: `${dir}/gateway.yaml`, registry: defaultRegistry(), env: {}, logger: createLogger('silent'), watch: false });
     const started = await gateway.start();
     assert.deepEqual(started.diagnostics, []);
@@ -144,7 +153,7 @@ describe('spans with an OpenTelemetry SDK registered', () => {
   });
   after(async () => {
     await gateway?.shutdown();
-    await Promise.all([kafka?.stop(), nats?.stop(), rabbit?.stop()]);
+    await Promise.all([kafka?.stop(), nats?.stop(), rabbit?.stop(), mqtt?.stop()]);
   });
 
   it('records a span per route, parented by the incoming traceparent, and sends the span it recorded onwards', async () => {
@@ -368,6 +377,40 @@ describe('spans with an OpenTelemetry SDK registered', () => {
       'messaging.message.body.size': Buffer.byteLength(JSON.stringify({ n: 1 })),
       'messaging.rabbitmq.destination.routing_key': 'traced.orders.eu',
       'messaging.message.id': id,
+      'eventgate.outcome': 'delivered',
+    });
+  });
+
+  it("names an MQTT write's and consume's topic and server, the wildcard as the consume's template", async () => {
+    await eventually(() => assert.deepEqual(gateway.readiness(), { ready: true, reasons: [] }), 60_000);
+    exporter.reset();
+    const reply = await post(`http://127.0.0.1:${port('api')}/mqtt`, { n: 1 }, { traceparent: `00-${TRACE}-${PARENT}-01` });
+    assert.equal(reply.status, 200, reply.text);
+    const route = await finished('route to-mqtt');
+    const send = await finished('send traced/lamp-1');
+    const consumed = await finished('route mqtt-in');
+    assert.equal(send.kind, SpanKind.PRODUCER);
+    parentOf(send, route);
+    const server = serverOf(mqtt.url);
+    assert.deepEqual(send.attributes, {
+      'messaging.system': 'mqtt',
+      'messaging.operation.type': 'send',
+      'messaging.operation.name': 'send',
+      'eventgate.broker': 'things',
+      ...server,
+      'messaging.destination.name': 'traced/lamp-1',
+    });
+    assert.equal(consumed.kind, SpanKind.CONSUMER);
+    parentOf(consumed, send);
+    assert.deepEqual(consumed.attributes, {
+      'eventgate.route': 'mqtt-in',
+      'messaging.system': 'mqtt',
+      'messaging.operation.type': 'process',
+      'messaging.operation.name': 'process',
+      'messaging.destination.name': 'traced/lamp-1',
+      ...server,
+      'messaging.destination.template': 'traced/+',
+      'messaging.message.body.size': Buffer.byteLength(JSON.stringify({ n: 1 })),
       'eventgate.outcome': 'delivered',
     });
   });
