@@ -191,6 +191,13 @@ routes:
       readyz.reasons.some((r) => /^route late: topic missing, looking again in \d+ ms$/.test(r)),
       JSON.stringify(readyz),
     );
+    // Told once, not at every look (every 5 s at most, for as long as the topic is missing): each
+    // look counts as a crash, so two mean the second look was made.
+    await eventually(async () => {
+      const looks = (await (await fetch(`${gw.adminUrl}/metrics`)).text()).match(/^eventgate_kafka_consumer_crashes_total\{[^}]*route="late"[^}]*\} (\d+)$/m)?.[1];
+      assert.ok(Number(looks) >= 2, `looks: ${looks}`);
+    }, 20000);
+    assert.equal(gw.logs.filter((l) => l.route === 'late' && l.level === 'warn' && l.msg === 'consumer waits for its topic to exist; looking again').length, 1);
     await kafka.revealTopic(t.absent);
     await kcatProduce(kafka.bootstrap, t.absent, [{ key: 'k', value: '{"n":1}' }]);
     const copied = await kcatConsume(kafka.bootstrap, t.arrived, 1, 30000);

@@ -52,6 +52,11 @@ export class KafkaSubscription {
   /** Why the consumer is not consuming (it crashed and waits to start again), or undefined. */
   private problem: string | undefined;
   /**
+   * Whether the warning that the route's topic is missing was logged since the consumer last
+   * consumed: it looks again every 5 s at most, and a topic created a day later was 17,000 lines.
+   */
+  private toldMissing = false;
+  /**
    * From the consumer's start, and from each rebalance, until its first fetch after joining: the
    * member waits for the group to give it partitions (up to the session timeout after a restart).
    * Said in /admin/status, not in /readyz: a 503 at every rebalance would take the instance out of
@@ -170,7 +175,10 @@ export class KafkaSubscription {
   private async run(): Promise<void> {
     const backoff = new Backoff(FIRST_RESTART_MS, MAX_RESTART_MS);
     while (!this.stopping) {
-      const consumer = this.create(() => backoff.reset());
+      const consumer = this.create(() => {
+        backoff.reset();
+        this.toldMissing = false;
+      });
       this.consumer = consumer;
       let crashed!: (err: Error) => void;
       const crash = new Promise<Error>((r) => (crashed = r));
@@ -217,8 +225,12 @@ export class KafkaSubscription {
         // ("This server does not host this topic-partition") do not say the topic is missing.
         const said = `${new TopicMissing(this.spec.topic).message}; the route reads it once it does`;
         this.problem = `topic missing, looking again in ${wait} ms: ${said}`;
-        this.log.warn({ err: said, retryInMs: wait }, 'consumer waits for its topic to exist; looking again');
+        // Once, then at debug: /readyz and /admin/status keep counting down each look.
+        if (this.toldMissing) this.log.debug({ err: said, retryInMs: wait }, 'consumer waits for its topic to exist; looking again');
+        else this.log.warn({ err: said, retryInMs: wait }, 'consumer waits for its topic to exist; looking again');
+        this.toldMissing = true;
       } else {
+        this.toldMissing = false;
         this.problem = `consumer crashed, restarting in ${wait} ms: ${why.message}`;
         this.log.warn({ err: why.message, retryInMs: wait }, 'consumer crashed; starting a new one');
       }
