@@ -3,7 +3,7 @@ import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { AmqpBroker } from './amqp/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
-import { checkServerUrl } from './server-url.js';
+import { checkServerUrl, hostEndsEarly } from './server-url.js';
 import { urlParameterProblems } from './amqp/url-parameters.js';
 import { whenUsed } from '../when-used.js';
 import { onlyInPlaceChanged } from './in-place.js';
@@ -151,7 +151,9 @@ export interface AmqpSettings {
 
 function compileAmqp(o: AmqpOptions, ctx: BrokerCompileContext): AmqpSettings | undefined {
   let ok = checkServerUrl(o.url, /^amqps?:\/\/[^\s/]+/, 'an AMQP URL: expected amqp://user:password@host:5672/vhost (or amqps://)', ctx);
-  if (ok) {
+  // Not when the host most likely ends early (checkServerUrl warned): what follows a `?` is then the
+  // rest of a password (`amqp://gateway:12?s3cret@rabbitmq`), which a parameter's message would quote.
+  if (ok && hostEndsEarly(o.url) === undefined) {
     const parameters = urlParameterProblems(o.url);
     for (const e of parameters.errors) ctx.report(['url'], 'EG_CONFIG_SCHEMA', e);
     for (const w of parameters.warnings) ctx.warn(['url'], 'EG_CONFIG_SERVER_URL', w);
