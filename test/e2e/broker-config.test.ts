@@ -436,7 +436,7 @@ describe('server URLs whose port or host is not one', () => {
         '  a3: { kind: amqp, url: "amqp://user:pa#ss@127.0.0.1/" }',
         '  n2: { kind: nats, servers: ["[::1]:4222", "tls://[::1]", "nats://gateway:${NATS_PASSWORD}@127.0.0.1:4222", "nats://s3cr3t-token@127.0.0.1"] }',
         '  n3: { kind: nats, servers: "ws://127.0.0.1:8080" }',
-        '  a4: { kind: amqp, url: "amqp://127.0.0.1/?heartbeat=abc&frameMax=1&channelMax=65535" }',
+        '  a4: { kind: amqp, url: "amqp://127.0.0.1/?heartbeat=abc&frameMax=1&channelMax=65535&maxFrameSize=1024&maxFrameSize=0" }',
         '',
       ].join('\n'),
     });
@@ -456,6 +456,8 @@ describe('server URLs whose port or host is not one', () => {
       "gateway.yaml:13:30: 'ws://127.0.0.1:8080' is a WebSocket URL, but the gateway's NATS client speaks the NATS protocol over TCP: give the server's client port (nats://host:4222, or tls://host:4222 for TLS)",
       'gateway.yaml:14:26: the URL parameter heartbeat=abc is not a whole number from 0 to 65535',
       "gateway.yaml:14:26: the URL parameter frameMax=1 is under 4096, AMQP's least frame size (0 takes the server's)",
+      // amqplib refused to connect with it, every try (`maxFrameSize must be 0 (no limit) or an integer of at least 4096`).
+      "gateway.yaml:14:26: the URL parameter maxFrameSize=1024 is under 4096, AMQP's least frame size (0 for no limit)",
     ]);
     assert.doesNotMatch(r.stdout + r.stderr, /pass@|pa#ss|s3cr3t|hunter22/, 'a password quoted in a config error');
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir, env });

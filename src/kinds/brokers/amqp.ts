@@ -58,7 +58,7 @@ const options = kindOptions('amqp', {
   url: Type.String({
     minLength: 1,
     description:
-      'Server URL: `amqp://user:password@host:5672/vhost` (`amqps://` for TLS); query parameters `heartbeat`, `frameMax`, `channelMax` (whole numbers; `frameMax` 0 or at least 4096) and `locale` pass to amqplib (another is ignored, with a warning). Percent-encode `@ : / ? #` in the user and password (`%40 %3A %2F %3F %23`): an unencoded `/`, `?` or `#` ends the host early, and a URL with an `@` after its host and none before is a warning (EG_CONFIG_SERVER_URL).',
+      'Server URL: `amqp://user:password@host:5672/vhost` (`amqps://` for TLS); query parameters `heartbeat`, `frameMax`, `channelMax`, `maxFrameSize` (whole numbers; `frameMax` and `maxFrameSize` 0 or at least 4096) and `locale` pass to amqplib (another is ignored, with a warning). Percent-encode `@ : / ? #` in the user and password (`%40 %3A %2F %3F %23`): an unencoded `/`, `?` or `#` ends the host early, and a URL with an `@` after its host and none before is a warning (EG_CONFIG_SERVER_URL).',
   }),
   tls: Type.Optional(TLS_OPTIONS),
   exchange: Type.Optional(

@@ -6,12 +6,19 @@
  * ignored.
  */
 
+/** A frame size under AMQP's least (4096), but 0: what `zero` means. */
+const frameSize =
+  (zero: string) =>
+  (n: number): string | undefined =>
+    n !== 0 && n < 4096 ? `is under 4096, AMQP's least frame size (0 ${zero})` : undefined;
+
 /** Each parameter amqplib reads and the whole numbers it may be (0 is "the server's", or no limit). */
 const NUMBERS: Record<string, { max: number; check?: (n: number) => string | undefined }> = {
   heartbeat: { max: 65535 },
   channelMax: { max: 65535 },
-  frameMax: { max: 4294967295, check: (n) => (n !== 0 && n < 4096 ? "is under 4096, AMQP's least frame size (0 takes the server's)" : undefined) },
-  maxFrameSize: { max: 4294967295 },
+  frameMax: { max: 4294967295, check: frameSize("takes the server's") },
+  // The largest frame amqplib takes from the server; it refuses to connect with one under 4096 (but 0), every try.
+  maxFrameSize: { max: 4294967295, check: frameSize('for no limit') },
 };
 const TEXTS = new Set(['locale']);
 
