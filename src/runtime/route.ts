@@ -1035,7 +1035,19 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // every try would be, and the message held up its partition for ever. Dropped, said in full.
       if (err instanceof Refused) {
         this.deps.logger.error(
-          { route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, code: p.code, detail: p.detail, deadletter: err.problem.detail, traceId: traceIdOf(msg.headers) },
+          {
+            route: this.name,
+            topic: msg.topic,
+            partition: msg.partition,
+            offset: msg.offset,
+            code: p.code,
+            detail: p.detail,
+            // As the drop of a route without a dead-letter target tells them: the line is all that is left of the message.
+            ...(p.logDetail ? { where: p.logDetail } : {}),
+            ...(p.errors ? { errors: p.errors } : {}),
+            deadletter: err.problem.detail,
+            traceId: traceIdOf(msg.headers),
+          },
           'message dropped: its dead-letter target refused it too',
         );
         return undefined;

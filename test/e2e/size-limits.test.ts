@@ -250,6 +250,15 @@ routes:
     assert.match(String(dropped.deadletter), /do not fit in one AMQP frame/);
     const [got] = await pikaConsume(rabbit, 'size-copied', 1);
     assert.equal(got!.body, '{"after":9}');
+    // Refused as invalid (a header name AMQP cannot carry), its dead-letter copy (that header left
+    // out, the big one kept) refused as too large: the line tells the first refusal's errors, as a
+    // drop without a dead-letter target does (they were left out).
+    const longName = `x-${'n'.repeat(300)}`;
+    assert.equal((await post(gw.url('api', '/mem/to-framed'), { n: 11 }, { ...header, [longName]: '1' })).status, 200);
+    const invalid = await gw.waitForLog((l) => l.route === 'copy-framed' && l.msg === 'message dropped: its dead-letter target refused it too' && l.code === 'EG_INVALID_MESSAGE', 15000);
+    assert.equal((invalid.errors as string[] | undefined)?.length, 1, JSON.stringify(invalid));
+    assert.match((invalid.errors as string[])[0]!, /^header "x-n+\.\.\.": an AMQP header name is at most 255 bytes$/);
+    assert.match(String(invalid.deadletter), /do not fit in one AMQP frame/);
     assert.equal(brokerFailures('copy-framed'), 0);
     // A validate step's dead-letter topic likewise: the invalid message is dropped, the next copied.
     assert.equal((await post(gw.url('api', '/mem/to-vframed'), { n: 10 }, header)).status, 200);
