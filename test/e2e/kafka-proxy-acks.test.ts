@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
+import { crc32c } from '../../src/codecs/crc32c.js';
 import { WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduceLines, produceRaw, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
@@ -160,6 +161,9 @@ routes:
 
 /** The byte where a magic-2 batch's first record starts (its length varint): after the 61-byte batch header. */
 const FIRST_RECORD = 61;
+/** A batch's record count (int32), and its CRC-32C (int32) over the bytes from CRC_FROM on. */
+const RECORD_COUNT = 57;
+const CRC_FROM = 21;
 const INVALID_RECORD = 87;
 
 /**
@@ -230,6 +234,17 @@ routes:
     assert.equal(answer.errorMessage, "route 'checked-in' refused record 0: cannot read the batch: varint longer than 5 bytes");
     assert.equal(await closedByProxy(), before);
     await onlyGoodOneWritten(checked);
+  });
+
+  it('refuses a batch whose record count is negative, naming it, and keeps the connection (as a Kafka broker does)', async () => {
+    const batch = recordBatch({ attributes: 0, key: null, value: Buffer.from('{"id":0}') });
+    batch.writeInt32BE(-3, RECORD_COUNT);
+    batch.writeUInt32BE(crc32c(batch.subarray(CRC_FROM)) >>> 0, CRC_FROM - 4);
+    const before = await closedByProxy();
+    const answer = await produceRaw(proxy, { version: 8, transactionalId: null, topic: checked, partition: 0, batch });
+    assert.equal(answer.errorCode, INVALID_RECORD);
+    assert.equal(answer.errorMessage, "route 'checked-in' refused record 0: cannot read the batch: record count -3 is negative");
+    assert.equal(await closedByProxy(), before);
   });
 
   it('refuses a batch whose length runs past the records sent, naming it', async () => {

@@ -297,7 +297,6 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       // One context for the batch: what a step wrote on it for the previous record is cleared.
       const mctx = context(route, ctx);
       const baseTimestamp = Number(batch.baseTimestamp);
-      const cur = new RecordCursor(data, batch.recordCount);
       // Records judged from their value's bytes have no message (their places stay holes). Their
       // outcome, the check's `passed`, is written into `pending` only up to a record judged as a
       // message, and after the loop: a batch that passes whole costs no array write per record.
@@ -309,6 +308,9 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       let waits = false;
       let unreadable: Error | undefined;
       try {
+        // Inside the try: a negative record count is an unreadable batch (INVALID_RECORD, as a
+        // Kafka broker answers it), not a request that cannot be read at all (a closed connection).
+        const cur = new RecordCursor(data, batch.recordCount);
         while (cur.next()) {
           if (bytes !== undefined && cur.valueStart >= 0 && bytes.accepts(data, cur.valueStart, cur.valueEnd)) {
             byBytes++;
