@@ -182,6 +182,9 @@ routes:
         `^topic '${t.absent}' does not exist on the Kafka cluster \\(which does not create topics on first use: create it, or set the cluster's auto.create.topics.enable\\); the route reads it once it does$`,
       ),
     );
+    // A look for the topic is no crash of the route's consumer (the warn line is written after it would have been counted).
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.doesNotMatch(metrics, /^eventgate_kafka_consumer_crashes_total\{[^}]*route="late"[^}]*\} [1-9]/m);
     const status = (await (await fetch(`${gw.adminUrl}/admin/status`)).json()) as { routes: { name: string; consumer?: { ready: boolean; detail?: string } }[] };
     const late = status.routes.find((r) => r.name === 'late')!;
     assert.equal(late.consumer?.ready, false);

@@ -216,7 +216,6 @@ export class KafkaSubscription {
       // kafkajs disconnected a crashed consumer itself (leaving the group); a failed start may still hold connections.
       await consumer.disconnect().catch(() => undefined);
       if (this.stopping) return;
-      this.telemetry?.consumerCrash(this.spec.route);
       // State first, cause after ': ': an open /readyz shows only the state (the cause may name hosts).
       const missing = unknownTopic(why);
       const wait = missing ? Math.min(backoff.delay(), MAX_MISSING_TOPIC_LOOK_MS) : backoff.delay();
@@ -231,6 +230,8 @@ export class KafkaSubscription {
         this.toldMissing = true;
       } else {
         this.toldMissing = false;
+        // Counted here only: a missing topic's looks are not crashes (the route waits, as its /readyz reason says).
+        this.telemetry?.consumerCrash(this.spec.route);
         this.problem = `consumer crashed, restarting in ${wait} ms: ${why.message}`;
         this.log.warn({ err: why.message, retryInMs: wait }, 'consumer crashed; starting a new one');
       }
