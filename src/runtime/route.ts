@@ -38,6 +38,8 @@ import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
 import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
 import { Refused } from '../kinds/brokers/acknowledgement.js';
+import { REFUSAL_LOG_INTERVAL_MS } from '../kinds/listeners/kafka/refusal-log.js';
+import { RateLimitedWarning } from '../core/rate-limited-warning.js';
 import type { StepStateStore } from './step-state.js';
 import { brokerTarget, everyTarget, fanOutDetail, sent, targetFailed, unavailable } from './route-targets.js';
 import {
@@ -112,6 +114,14 @@ export interface StalledMessage {
   detail: string;
 }
 
+/** What a `records failed` line names of the last partition it counts. */
+interface FailedRecords {
+  topic: string;
+  partition: number;
+  code: string;
+  detail: string;
+}
+
 /**
  * One route, built from its plan: the chain's steps and the resolved targets. Immutable; a
  * reload builds a new one, and messages already inside finish here.
@@ -176,6 +186,14 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * unknown).
    */
   private sourceIdentity: ((msg: Message) => string | undefined) | undefined;
+  /**
+   * The `records failed` warning (a cluster answered a partition of a kafka listener's produce
+   * request with an error), rate-limited as refused produce requests are: a fleet of producers in
+   * a leader election would otherwise write a line per partition of every request in flight.
+   * `failedRecords`: the records failed since the last line, which a line sums up.
+   */
+  private recordsFailed: RateLimitedWarning<FailedRecords> | undefined;
+  private failedRecords = 0;
 
   constructor(
     readonly plan: RoutePlan,
@@ -398,12 +416,16 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       this.logOutcome(() => this.observable(m), o, traceIdOf(m.headers) ?? '', failedAlso + 1);
     }
     if (lost > 0 && answer.written === false) {
-      const level = answer.outcome === 'failed' ? 'warn' : 'debug';
-      if (this.deps.logger.isLevelEnabled(level)) {
-        this.deps.logger[level](
-          { route: this.name, outcome: answer.outcome, topic: records.topic, partition: records.partition, records: lost, code: answer.problem.code, detail: answer.problem.detail },
-          `records ${answer.outcome}`,
-        );
+      const details = { topic: records.topic, partition: records.partition, code: answer.problem.code, detail: answer.problem.detail };
+      if (answer.outcome === 'failed') {
+        this.failedRecords += lost;
+        this.recordsFailed ??= new RateLimitedWarning(REFUSAL_LOG_INTERVAL_MS, (last, partitions) => {
+          this.deps.logger.warn({ route: this.name, outcome: 'failed', ...last, records: this.failedRecords, partitions, intervalMs: REFUSAL_LOG_INTERVAL_MS }, 'records failed');
+          this.failedRecords = 0;
+        });
+        this.recordsFailed.occurred(details);
+      } else if (this.deps.logger.isLevelEnabled('debug')) {
+        this.deps.logger.debug({ route: this.name, outcome: answer.outcome, ...details, records: lost }, `records ${answer.outcome}`);
       }
     }
     this.inFlight -= n;
@@ -1105,6 +1127,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   /** Releases what the route holds open beyond its messages (webhook connections); after drain(). */
   close(): void {
     for (const w of this.webhooks) w.close();
+    // What the warning counted and did not log yet is logged now, not lost with the route.
+    this.recordsFailed?.flush();
   }
 
   /** Waits, up to drainMs, until no message is inside the route. */

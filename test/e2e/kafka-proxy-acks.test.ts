@@ -24,6 +24,7 @@ describe('kafka listener: outcomes follow the cluster’s acknowledgement', () =
   let proxy: string;
   let topic: string;
   let taggedTopic: string;
+  let spreadTopic: string;
   let tap: WsClient;
 
   before(async () => {
@@ -32,6 +33,8 @@ describe('kafka listener: outcomes follow the cluster’s acknowledgement', () =
     await kafka.createTopic(topic, 1);
     taggedTopic = kafka.topic('tagged');
     await kafka.createTopic(taggedTopic, 1);
+    spreadTopic = kafka.topic('spread');
+    await kafka.createTopic(spreadTopic, 3);
   });
   // Registered after the before() that starts the cluster, so the config can name its topics.
   const gw = useGateway(
@@ -49,6 +52,9 @@ routes:
   - name: tagged-in
     from: { listener: kafka-in, topic: ${taggedTopic} }
     through: [ { validate: { schema: ${SCHEMA}, onInvalid: tag } } ]
+  - name: spread-in
+    from: { listener: kafka-in, topic: ${spreadTopic} }
+    through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
 `,
     () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
   );
@@ -155,6 +161,36 @@ routes:
     assert.deepEqual(
       stored.map((s) => s.headers._asyncapi_eg_validation_error !== undefined),
       [true, false, false],
+    );
+  });
+
+  // Last: it stops the gateway, whose shutdown logs what the warning counted and had not logged yet.
+  it('logs records failed at most once per route per interval, the rest counted in the next line, not a line per partition', async () => {
+    await kafka.failRequests(PRODUCE, 1, TOPIC_AUTHORIZATION_FAILED);
+    const producer = new Kafka({ brokers: [proxy], logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer();
+    await producer.connect();
+    try {
+      // One request, a record to each of the topic's three partitions.
+      const err = await producer.send({ topic: spreadTopic, messages: [0, 1, 2].map((partition) => ({ partition, value: `{"id":${partition}}` })) }).then(
+        () => undefined,
+        (e: { type?: string }) => e,
+      );
+      assert.equal(err?.type, 'TOPIC_AUTHORIZATION_FAILED');
+    } finally {
+      await producer.disconnect();
+    }
+    await eventually(async () => assert.equal((await counts('spread-in')).failed, 3));
+    const first = await gw.waitForLog((l) => l.msg === 'records failed' && l.route === 'spread-in');
+    assert.equal(first.level, 'warn');
+    assert.deepEqual([first.records, first.partitions, first.code], [1, 1, 'EG_KAFKA_ERROR']);
+    await gw.stop();
+    const lines = gw.logs.filter((l) => l.msg === 'records failed' && l.route === 'spread-in');
+    assert.deepEqual(
+      lines.map((l) => [l.records, l.partitions]),
+      [
+        [1, 1],
+        [2, 2],
+      ],
     );
   });
 });
