@@ -5,7 +5,7 @@ import { makeCertificates, type Pem } from '../helpers/certificates.js';
 import { post } from '../helpers/clients.js';
 import { eventually, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { readyz } from '../helpers/outage.js';
-import { startMosquittoTls, startNats, startNatsTls, type MessageServer } from '../helpers/servers.js';
+import { startMosquitto, startMosquittoTls, startNats, startNatsTls, type MessageServer } from '../helpers/servers.js';
 
 /**
  * A server whose certificate the gateway does not trust is there: `/readyz` says `tls refused`,
@@ -18,12 +18,14 @@ describe('kind: mqtt and nats, a server certificate the gateway does not trust',
   let nats: MessageServer;
   // A server without TLS named as tls://: nats.js drops the scheme, and connected in the clear.
   let plainNats: MessageServer;
+  // A server without TLS named as mqtts://: mosquitto resets the connection the ClientHello opens.
+  let plainMqtt: MessageServer;
   before(async () => {
     certs = makeCertificates();
-    [mqtt, nats, plainNats] = await Promise.all([startMosquittoTls(certs.a), startNatsTls(certs.a), startNats()]);
+    [mqtt, nats, plainNats, plainMqtt] = await Promise.all([startMosquittoTls(certs.a), startNatsTls(certs.a), startNats(), startMosquitto()]);
   });
   after(async () => {
-    await Promise.all([mqtt?.stop(), nats?.stop(), plainNats?.stop()]);
+    await Promise.all([mqtt?.stop(), nats?.stop(), plainNats?.stop(), plainMqtt?.stop()]);
   });
   const gw = useGateway();
   const config = () => `
@@ -33,21 +35,23 @@ brokers:
   mq: { kind: mqtt, url: ${mqtt.url}, clientId: eg-tls-${process.pid}, tls: { ca: ca.pem } }
   nt: { kind: nats, servers: ${nats.url}, tls: { ca: ca.pem } }
   np: { kind: nats, servers: "tls://${plainNats.host}:${plainNats.port}" }
+  mp: { kind: mqtt, url: "mqtts://${plainMqtt.host}:${plainMqtt.port}", clientId: eg-plain-${process.pid} }
 listeners:
   api: { kind: http, port: 0 }
 routes:
   - { name: m, from: { listener: api, path: /m }, to: { broker: mq, topic: tls/out } }
   - { name: n, from: { listener: api, path: /n }, to: { broker: nt, topic: tls.out } }
   - { name: p, from: { listener: api, path: /p }, to: { broker: np, topic: tls.out } }
+  - { name: q, from: { listener: api, path: /q }, to: { broker: mp, topic: tls/out } }
 `;
 
-  it('says "tls refused" with the reason, and connects once the right CA is trusted; a tls:// nats server that offers no TLS is refused, not used in the clear', async () => {
+  it('says "tls refused" with the reason, and connects once the right CA is trusted; a tls:// nats server that offers no TLS is refused, not used in the clear, and so is a plain mqtt server named mqtts://', async () => {
     await gw.start(config(), { files: { 'ca.pem': certs.b.cert } });
     await eventually(
       async () => {
         const probe = await readyz(gw);
         assert.equal(probe.status, 503);
-        assert.deepEqual([...probe.body.reasons].sort(), ['broker mq: tls refused', 'broker np: tls refused', 'broker nt: tls refused']);
+        assert.deepEqual([...probe.body.reasons].sort(), ['broker mp: tls refused', 'broker mq: tls refused', 'broker np: tls refused', 'broker nt: tls refused']);
       },
       15000,
       100,
@@ -60,13 +64,20 @@ routes:
     const plain = await post(gw.url('api', '/p'), { n: 0 });
     assert.equal(plain.status, 503, plain.text);
     assert.match(plain.body.detail, /tls refused: the server does not offer TLS, which the broker requires \(its `tls`, or a tls:\/\/ server\)/, plain.body.detail);
+    const plainMqttReply = await post(gw.url('api', '/q'), { n: 0 });
+    assert.equal(plainMqttReply.status, 503, plainMqttReply.text);
+    assert.match(
+      plainMqttReply.body.detail,
+      /tls refused: the server closed the connection in the TLS handshake \(read ECONNRESET\): it does not seem to speak TLS on this port/,
+      plainMqttReply.body.detail,
+    );
     // The right CA (nats.js checks a loopback server's certificate against the name `localhost`,
     // which these certificates for IP 127.0.0.1 do not carry: the trusted half is MQTT's).
     gw.write('ca.pem', certs.a.cert);
     await eventually(
       async () => {
         const probe = await readyz(gw);
-        assert.deepEqual([...probe.body.reasons].sort(), ['broker np: tls refused', 'broker nt: tls refused']);
+        assert.deepEqual([...probe.body.reasons].sort(), ['broker mp: tls refused', 'broker np: tls refused', 'broker nt: tls refused']);
       },
       20000,
       100,

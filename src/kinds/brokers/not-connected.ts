@@ -1,8 +1,11 @@
+import { TLSSocket } from 'node:tls';
+
 /**
  * What /readyz and a 503 say of a broker that cannot connect: `login refused` when the server
  * turned the gateway's credentials down, `tls refused` when a TLS handshake failed (the server's
- * certificate not trusted or not for that name, or ours refused): the server is there, and the fix
- * is in credentials or certificates, not the network. Else `unreachable`. /readyz shows the part
+ * certificate not trusted or not for that name, or ours refused, or the server closed the
+ * connection in the handshake: closedInHandshake): the server is there, and the fix is in
+ * credentials, certificates or the URL, not the network. Else `unreachable`. /readyz shows the part
  * before the colon; the error's own words follow it.
  */
 export function notConnectedDetail(why: string, refused: 'login' | 'tls' | undefined): string {
@@ -16,4 +19,32 @@ const TLS_CODE = /CERT|CRL|SIGNATURE|^INVALID_CA$|^INVALID_PURPOSE$|^PATH_LENGTH
 export function isTlsFailure(err: unknown): boolean {
   const code = (err as { code?: unknown } | undefined)?.code;
   return typeof code === 'string' && TLS_CODE.test(code);
+}
+
+/** TLS sockets whose TCP connection is made and whose handshake is not done yet. */
+const inHandshake = new WeakSet<TLSSocket>();
+
+/** Follows `socket`'s TLS handshake, for closedInHandshake(); any other stream is returned as it is. */
+export function followTlsHandshake<S>(socket: S): S {
+  if (socket instanceof TLSSocket) {
+    socket.once('connect', () => inHandshake.add(socket));
+    socket.once('secureConnect', () => inHandshake.delete(socket));
+  }
+  return socket;
+}
+
+/**
+ * Whether `err` is the server closing a followed TLS socket after accepting its TCP connection and
+ * before the handshake was done: a server that does not speak TLS on that port (mosquitto resets a
+ * connection that opens with a ClientHello, and node says only `read ECONNRESET`). The server is
+ * there; what is wrong is the scheme or the port.
+ */
+export function closedInHandshake(socket: unknown, err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return socket instanceof TLSSocket && inHandshake.has(socket) && (code === 'ECONNRESET' || code === 'EPIPE');
+}
+
+/** What a broker says of a connection closedInHandshake(), with node's own words (`err`) after it. */
+export function closedInHandshakeReason(err: Error): string {
+  return `the server closed the connection in the TLS handshake (${err.message}): it does not seem to speak TLS on this port (a TLS scheme or \`tls\` pointed at a plain port?)`;
 }

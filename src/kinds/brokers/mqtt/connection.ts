@@ -7,7 +7,7 @@ import type { IClientOptions, MqttClient } from 'mqtt';
 import type { Logger } from '../../../log.js';
 import { within } from '../../../core/within.js';
 import type { MqttSettings } from '../mqtt.js';
-import { isTlsFailure, notConnectedDetail } from '../not-connected.js';
+import { closedInHandshake, closedInHandshakeReason, followTlsHandshake, isTlsFailure, notConnectedDetail } from '../not-connected.js';
 import { resetGivenUp } from '../given-up.js';
 
 /** The client library, loaded when the first mqtt broker starts (commands that start none, such as validate, never load it). */
@@ -60,6 +60,7 @@ export class Link {
     log: Logger,
     what: string,
   ) {
+    followHandshakes(client);
     client.on('connect', () => {
       if (!this.ready && this.shortLived < TAKEN_OVER_TIMES) log.info({ connection: what }, 'mqtt connected');
       this.ready = true;
@@ -70,13 +71,15 @@ export class Link {
     client.on('error', (err) => {
       // A message whose acknowledgement the route sends itself (MqttSubscription) says nothing about the connection.
       if (err instanceof AcknowledgedByRoute) return;
-      const detail = notConnectedDetail(err.message, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) ? 'tls' : undefined);
+      const plain = closedInHandshake(client.stream, err);
+      const why = plain ? closedInHandshakeReason(err) : err.message;
+      const detail = notConnectedDetail(why, LOGIN_REFUSED.has((err as { code?: unknown }).code) ? 'login' : isTlsFailure(err) || plain ? 'tls' : undefined);
       // Once per reason, not once per attempt: a wrong password is retried every reconnectPeriodMs.
       if (!this.ready && !this.told.has(detail)) {
         // Bounded, should reasons carry changing words (addresses of a name that resolves to many).
         if (this.told.size >= 16) this.told.clear();
         this.told.add(detail);
-        log.warn({ connection: what, err: err.message, retryInMs: client.options.reconnectPeriod }, 'mqtt connect failed; retrying');
+        log.warn({ connection: what, err: why, retryInMs: client.options.reconnectPeriod }, 'mqtt connect failed; retrying');
       }
       this.detail = detail;
     });
@@ -105,6 +108,20 @@ export class Link {
     });
     client.on('offline', lost);
   }
+}
+
+/**
+ * Follows the TLS handshake of each stream mqtt.js opens (the current one and those of its
+ * reconnects), so a server that closes the connection in it is told as `tls refused`, not as
+ * `unreachable` (closedInHandshake).
+ */
+function followHandshakes(client: MqttClient): void {
+  const withBuilder = client as unknown as { streamBuilder?: (c: MqttClient) => unknown };
+  const build = withBuilder.streamBuilder;
+  // Another mqtt.js: a closed handshake is told in node's words.
+  if (typeof build !== 'function') return;
+  followTlsHandshake(client.stream);
+  withBuilder.streamBuilder = (c) => followTlsHandshake(build.call(client, c));
 }
 
 /**
