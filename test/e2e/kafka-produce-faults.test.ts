@@ -195,11 +195,14 @@ routes:
       JSON.stringify(readyz),
     );
     // Told once, not at every look (every 5 s at most, for as long as the topic is missing): each
-    // look counts as a crash, so two mean the second look was made.
+    // look waits longer than the one before until 5 s, so another wait in /admin/status means the
+    // second look was made.
     await eventually(async () => {
-      const looks = (await (await fetch(`${gw.adminUrl}/metrics`)).text()).match(/^eventgate_kafka_consumer_crashes_total\{[^}]*route="late"[^}]*\} (\d+)$/m)?.[1];
-      assert.ok(Number(looks) >= 2, `looks: ${looks}`);
+      const now = (await (await fetch(`${gw.adminUrl}/admin/status`)).json()) as typeof status;
+      const wait = /looking again in (\d+) ms/.exec(now.routes.find((r) => r.name === 'late')?.consumer?.detail ?? '')?.[1];
+      assert.ok(wait !== undefined && Number(wait) !== said.retryInMs, `looking again in ${wait} ms, first ${said.retryInMs} ms`);
     }, 20000);
+    assert.doesNotMatch((await (await fetch(`${gw.adminUrl}/metrics`)).text()), /^eventgate_kafka_consumer_crashes_total\{[^}]*route="late"[^}]*\} [1-9]/m);
     assert.equal(gw.logs.filter((l) => l.route === 'late' && l.level === 'warn' && l.msg === 'consumer waits for its topic to exist; looking again').length, 1);
     await kafka.revealTopic(t.absent);
     await kcatProduce(kafka.bootstrap, t.absent, [{ key: 'k', value: '{"n":1}' }]);
