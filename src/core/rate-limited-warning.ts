@@ -6,6 +6,9 @@
  * the last line and the details of the last of them, so every occurrence is counted in some line.
  * An interval without any closes the key's window: the next occurrence is logged at once again.
  */
+/** The interval of the gateway's flood warnings: one line per key this often at most. */
+export const FLOOD_LOG_INTERVAL_MS = 10_000;
+
 /** The window of the keys past `maxWindows` (no caller's key starts with a NUL). */
 const SHARED_WINDOW = '\u0000shared';
 

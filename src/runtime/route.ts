@@ -38,8 +38,7 @@ import { Backoff, pause } from '../core/backoff.js';
 import { deadletterMessage, type DeadletterCause } from '../core/deadletter.js';
 import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
 import { Refused } from '../kinds/brokers/acknowledgement.js';
-import { REFUSAL_LOG_INTERVAL_MS } from '../kinds/listeners/kafka/refusal-log.js';
-import { RateLimitedWarning } from '../core/rate-limited-warning.js';
+import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../core/rate-limited-warning.js';
 import type { StepStateStore } from './step-state.js';
 import { brokerTarget, everyTarget, fanOutDetail, sent, targetFailed, unavailable } from './route-targets.js';
 import {
@@ -419,8 +418,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const details = { topic: records.topic, partition: records.partition, code: answer.problem.code, detail: answer.problem.detail };
       if (answer.outcome === 'failed') {
         this.failedRecords += lost;
-        this.recordsFailed ??= new RateLimitedWarning(REFUSAL_LOG_INTERVAL_MS, (last, partitions) => {
-          this.deps.logger.warn({ route: this.name, outcome: 'failed', ...last, records: this.failedRecords, partitions, intervalMs: REFUSAL_LOG_INTERVAL_MS }, 'records failed');
+        this.recordsFailed ??= new RateLimitedWarning(FLOOD_LOG_INTERVAL_MS, (last, partitions) => {
+          this.deps.logger.warn({ route: this.name, outcome: 'failed', ...last, records: this.failedRecords, partitions, intervalMs: FLOOD_LOG_INTERVAL_MS }, 'records failed');
           this.failedRecords = 0;
         });
         this.recordsFailed.occurred(details);

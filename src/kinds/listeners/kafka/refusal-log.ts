@@ -6,7 +6,7 @@
  * then at most one line per interval, counting the requests refused since (`refused`) and naming
  * the last one.
  */
-import { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
+import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../../core/rate-limited-warning.js';
 
 /** What a line says about one refused request. */
 export interface RefusedRequest {
@@ -21,7 +21,7 @@ export interface RefusedRequest {
 }
 
 /** At most one line per route this often, as for connections refused at a listener's limit. */
-export const REFUSAL_LOG_INTERVAL_MS = 10_000;
+export const REFUSAL_LOG_INTERVAL_MS = FLOOD_LOG_INTERVAL_MS;
 
 /** The rate-limited log of one listener's refused requests, a window per route; `flush` it when the listener stops. */
 export function refusalLog(warn: (fields: Record<string, unknown>, message: string) => void): RateLimitedWarning<RefusedRequest> {
