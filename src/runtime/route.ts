@@ -1055,22 +1055,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       // Refused for good (the copy, with its `_eventgate_error` header, over what the server takes):
       // every try would be, and the message held up its partition for ever. Dropped, said in full.
       if (err instanceof Refused) {
-        this.deps.logger.error(
-          {
-            route: this.name,
-            topic: msg.topic,
-            partition: msg.partition,
-            offset: msg.offset,
-            code: p.code,
-            detail: p.detail,
-            // As the drop of a route without a dead-letter target tells them: the line is all that is left of the message.
-            ...(p.logDetail ? { where: p.logDetail } : {}),
-            ...(p.errors ? { errors: p.errors } : {}),
-            deadletter: err.problem.detail,
-            traceId: traceIdOf(msg.headers),
-          },
-          'message dropped: its dead-letter target refused it too',
-        );
+        this.dropped(msg, p, err.problem.detail);
         return undefined;
       }
       this.deps.logger.error({ route: this.name, topic: msg.topic, partition: msg.partition, offset: msg.offset, err: (err as Error).message }, 'dead-letter target did not acknowledge; retrying');
@@ -1079,11 +1064,12 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   }
 
   /**
-   * Nothing can make this consumed message pass and the route has no dead-letter target: keeping
-   * it would stall the partition for ever, so it goes. The log line is all that is left of it: it
-   * says why in full (the validation errors, the failed expression's place).
+   * Nothing can make this consumed message pass, and the route has no dead-letter target or that
+   * target refused it for good too (`deadletterRefusal`): keeping it would stall the partition for
+   * ever, so it goes. The log line is all that is left of it: it says why in full (the validation
+   * errors, the failed expression's place).
    */
-  private dropped(msg: Message, p: Problem): void {
+  private dropped(msg: Message, p: Problem, deadletterRefusal?: string): void {
     this.deps.logger.error(
       {
         route: this.name,
@@ -1094,9 +1080,10 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
         detail: p.detail,
         ...(p.logDetail ? { where: p.logDetail } : {}),
         ...(p.errors ? { errors: p.errors } : {}),
+        ...(deadletterRefusal !== undefined ? { deadletter: deadletterRefusal } : {}),
         traceId: traceIdOf(msg.headers),
       },
-      'message dropped: it cannot pass this route and the route has no deadletter target',
+      deadletterRefusal === undefined ? 'message dropped: it cannot pass this route and the route has no deadletter target' : 'message dropped: its dead-letter target refused it too',
     );
   }
 
