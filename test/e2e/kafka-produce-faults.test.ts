@@ -202,7 +202,7 @@ routes:
       const wait = /looking again in (\d+) ms/.exec(now.routes.find((r) => r.name === 'late')?.consumer?.detail ?? '')?.[1];
       assert.ok(wait !== undefined && Number(wait) !== said.retryInMs, `looking again in ${wait} ms, first ${said.retryInMs} ms`);
     }, 20000);
-    assert.doesNotMatch((await (await fetch(`${gw.adminUrl}/metrics`)).text()), /^eventgate_kafka_consumer_crashes_total\{[^}]*route="late"[^}]*\} [1-9]/m);
+    assert.doesNotMatch(await (await fetch(`${gw.adminUrl}/metrics`)).text(), /^eventgate_kafka_consumer_crashes_total\{[^}]*route="late"[^}]*\} [1-9]/m);
     assert.equal(gw.logs.filter((l) => l.route === 'late' && l.level === 'warn' && l.msg === 'consumer waits for its topic to exist; looking again').length, 1);
     await kafka.revealTopic(t.absent);
     await kcatProduce(kafka.bootstrap, t.absent, [{ key: 'k', value: '{"n":1}' }]);
