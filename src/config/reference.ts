@@ -243,8 +243,11 @@ JSONata expressions see the message value as input and these variables: \`$key\`
 \`$claims\` (the JWT's claims); after a \`validate\` step that names an AsyncAPI message or channel,
 \`$message\` (the message's id) and \`$channel\` (its channel key), both \`null\` otherwise (see
 [asyncapi.md](asyncapi.md)). Expressions are compiled once per load, never per message; a call of a
-function that does not exist, or a variable nothing binds (\`$header\` for \`$headers\`, which
-JSONata would read as no value for every message), is a config error at its place; so is any of
+function that does not exist, a variable nothing binds (\`$header\` for \`$headers\`, which
+JSONata would read as no value for every message), or a call of a built-in function with more or
+fewer arguments than it ever takes (\`$uppercase(a, b)\`, \`$map(xs)\`, which JSONata would refuse
+for every message; an argument left to the context, \`$uppercase()\`, and the value before \`~>\`
+count), is a config error at its place; so is any of
 these in the text an \`$eval\` is given as a string literal (\`$eval("$fo(1)")\`, or its syntax
 error), placed inside the literal, and a literal argument \`$fromMillis\`, \`$now\` or \`$formatNumber\` cannot
 format: a number of milliseconds past a JavaScript date's range (±8.64e15, \`$fromMillis(1e20)\`), a

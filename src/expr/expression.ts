@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
-import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables } from './functions.js';
+import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables, wrongArgumentCounts } from './functions.js';
 import { CHECKED_SIGNATURES, checkedFunctions, literalCallProblems, literalStart } from './checked-functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import { type Problem, problem } from '../core/errors.js';
@@ -216,6 +216,8 @@ function checkTree(source: string, ast: unknown, known: readonly string[], maxRe
   if (unknown.length > 0) throw new ExpressionSyntaxError(unknown[0]!.message, unknown[0]!.index);
   const unbound = unknownVariables(ast, known);
   if (unbound.length > 0) throw new ExpressionSyntaxError(unbound[0]!.message, unbound[0]!.index);
+  const counts = wrongArgumentCounts(ast, known);
+  if (counts.length > 0) throw new ExpressionSyntaxError(counts[0]!.message, counts[0]!.index);
   const sift = siftWithoutFunction(ast);
   if (sift) throw new ExpressionSyntaxError(sift.message, sift.index);
   const range = oversizedRange(ast, maxResultBytes);

@@ -1,78 +1,81 @@
 import { closest } from '../config/suggest.js';
 
 /**
- * JSONata's built-in functions (jsonata 2.x binds these in its static and per-evaluation frames;
- * test/unit/expr-functions.test.ts checks the list against the installed library). A call to any
- * other name that the expression does not bind itself fails only when a message reaches it
- * ("Attempted to invoke a non-function"), so the config check reports it instead.
+ * JSONata's built-in functions and their signatures (jsonata 2.x binds these in its static and
+ * per-evaluation frames; test/unit/expr-functions.test.ts checks both against the installed
+ * library). A call to any other name that the expression does not bind itself fails only when a
+ * message reaches it ("Attempted to invoke a non-function"), so the config check reports it
+ * instead; so is a call with a number of arguments its signature never takes (argumentCounts).
  */
-export const BUILTIN_FUNCTIONS: ReadonlySet<string> = new Set([
-  'abs',
-  'append',
-  'assert',
-  'average',
-  'base64decode',
-  'base64encode',
-  'boolean',
-  'ceil',
-  'clone',
-  'contains',
-  'count',
-  'decodeUrl',
-  'decodeUrlComponent',
-  'distinct',
-  'each',
-  'encodeUrl',
-  'encodeUrlComponent',
-  'error',
-  'eval',
-  'exists',
-  'filter',
-  'floor',
-  'formatBase',
-  'formatInteger',
-  'formatNumber',
-  'fromMillis',
-  'join',
-  'keys',
-  'length',
-  'lookup',
-  'lowercase',
-  'map',
-  'match',
-  'max',
-  'merge',
-  'millis',
-  'min',
-  'not',
-  'now',
-  'number',
-  'pad',
-  'parseInteger',
-  'power',
-  'random',
-  'reduce',
-  'replace',
-  'reverse',
-  'round',
-  'shuffle',
-  'sift',
-  'single',
-  'sort',
-  'split',
-  'spread',
-  'sqrt',
-  'string',
-  'substring',
-  'substringAfter',
-  'substringBefore',
-  'sum',
-  'toMillis',
-  'trim',
-  'type',
-  'uppercase',
-  'zip',
-]);
+export const BUILTIN_SIGNATURES: Readonly<Record<string, string>> = {
+  abs: '<n-:n>',
+  append: '<xx:a>',
+  assert: '<bs?:x>',
+  average: '<a<n>:n>',
+  base64decode: '<s-:s>',
+  base64encode: '<s-:s>',
+  boolean: '<x-:b>',
+  ceil: '<n-:n>',
+  clone: '<(oa)-:o>',
+  contains: '<s-(sf):b>',
+  count: '<a:n>',
+  decodeUrl: '<s-:s>',
+  decodeUrlComponent: '<s-:s>',
+  distinct: '<x:x>',
+  each: '<o-f:a>',
+  encodeUrl: '<s-:s>',
+  encodeUrlComponent: '<s-:s>',
+  error: '<s?:x>',
+  eval: '<sx?:x>',
+  exists: '<x:b>',
+  filter: '<af>',
+  floor: '<n-:n>',
+  formatBase: '<n-n?:s>',
+  formatInteger: '<n-s:s>',
+  formatNumber: '<n-so?:s>',
+  fromMillis: '<n-s?s?:s>',
+  join: '<a<s>s?:s>',
+  keys: '<x-:a<s>>',
+  length: '<s-:n>',
+  lookup: '<x-s:x>',
+  lowercase: '<s-:s>',
+  map: '<af>',
+  match: '<s-f<s:o>n?:a<o>>',
+  max: '<a<n>:n>',
+  merge: '<a<o>:o>',
+  millis: '<:n>',
+  min: '<a<n>:n>',
+  not: '<x-:b>',
+  now: '<s?s?:s>',
+  number: '<(nsb)-:n>',
+  pad: '<s-ns?:s>',
+  parseInteger: '<s-s:n>',
+  power: '<n-n:n>',
+  random: '<:n>',
+  reduce: '<afj?:j>',
+  replace: '<s-(sf)(sf)n?:s>',
+  reverse: '<a:a>',
+  round: '<n-n?:n>',
+  shuffle: '<a:a>',
+  sift: '<o-f?:o>',
+  single: '<af?>',
+  sort: '<af?:a>',
+  split: '<s-(sf)n?:a<s>>',
+  spread: '<x-:a<o>>',
+  sqrt: '<n-:n>',
+  string: '<x-b?:s>',
+  substring: '<s-nn?:s>',
+  substringAfter: '<s-s:s>',
+  substringBefore: '<s-s:s>',
+  sum: '<a<n>:n>',
+  toMillis: '<s-s?:n>',
+  trim: '<s-:s>',
+  type: '<x:s>',
+  uppercase: '<s-:s>',
+  zip: '<a+>',
+};
+
+export const BUILTIN_FUNCTIONS: ReadonlySet<string> = new Set(Object.keys(BUILTIN_SIGNATURES));
 
 interface AstNode {
   type?: string;
@@ -196,4 +199,77 @@ export function siftWithoutFunction(ast: unknown): UnknownCall | undefined {
 
 function isVariable(n: unknown): n is { type: 'variable'; value: string; position?: number } {
   return n !== null && typeof n === 'object' && (n as AstNode).type === 'variable' && typeof (n as AstNode).value === 'string';
+}
+
+/**
+ * How many arguments a JSONata signature takes: `min` written out (a `-` parameter may be left to
+ * the context, so one fewer; `?` ones may be left out) to `max` (none with `+`). A call outside
+ * these fails JSONata's check for every message, whatever its arguments hold (T0410).
+ */
+export function argumentCounts(signature: string): { min: number; max: number } {
+  let min = 0;
+  let max = 0;
+  let context = false;
+  for (let i = 1; i < signature.length; i++) {
+    const c = signature[i]!;
+    if (c === ':' || c === '>') break;
+    if (c === '<' || c === '(') {
+      // A parameter's subtype (`a<s>`, `f<s:o>`) or a choice of types (`(sf)`) is part of it.
+      const close = c === '<' ? '>' : ')';
+      for (let depth = 1; depth > 0 && ++i < signature.length; ) depth += signature[i] === c ? 1 : signature[i] === close ? -1 : 0;
+      if (c === '(') {
+        min++;
+        max++;
+      }
+    } else if (c === '-') context = true;
+    else if (c === '?') min--;
+    else if (c === '+') max = Infinity;
+    else {
+      min++;
+      max++;
+    }
+  }
+  return { min: context ? min - 1 : min, max };
+}
+
+/**
+ * Calls of a built-in function (not one the expression binds itself) with fewer or more arguments
+ * than its signature takes: `$uppercase(a, b)`, `$substring(s)`, `$map(xs)`. A `~>` gives the
+ * call on its right one more (its left side, first). Partial applications (`$f(?, 1)`) are left
+ * to JSONata.
+ */
+export function wrongArgumentCounts(ast: unknown, gatewayVariables: Iterable<string>): UnknownCall[] {
+  const { bound } = scanNames(ast, gatewayVariables);
+  const out: UnknownCall[] = [];
+  const check = (call: AstNode, extra: number): void => {
+    if (!isVariable(call.procedure) || !Array.isArray(call.arguments)) return;
+    const name = call.procedure.value;
+    const signature = BUILTIN_SIGNATURES[name];
+    if (signature === undefined || !Object.hasOwn(BUILTIN_SIGNATURES, name) || bound.has(name)) return;
+    const given = call.arguments.length + extra;
+    const { min, max } = argumentCounts(signature);
+    if (given >= min && given <= max) return;
+    const count = (n: number) => (n === 0 ? 'no arguments' : `${n} argument${n === 1 ? '' : 's'}`);
+    const takes = min === max ? count(min) : max === Infinity ? `at least ${count(min)}` : min === 0 ? `at most ${count(max)}` : `${min} to ${max} arguments`;
+    out.push({
+      name,
+      index: Math.max(0, (call.procedure.position ?? 0) - name.length - 1),
+      message: `$${name} takes ${takes}, not ${given}${extra > 0 ? ' (with the value before ~>)' : ''}: JSONata would refuse it for every message`,
+    });
+  };
+  const walk = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(walk);
+    if (node === null || typeof node !== 'object') return;
+    const n = node as AstNode;
+    if (n.type === 'apply' && n.value === '~>' && (n.rhs as AstNode | undefined)?.type === 'function') {
+      check(n.rhs as AstNode, 1);
+      walk(n.lhs);
+      walk((n.rhs as AstNode).arguments);
+      return;
+    }
+    if (n.type === 'function') check(n, 0);
+    for (const v of Object.values(n)) if (v !== null && typeof v === 'object') walk(v);
+  };
+  walk(ast);
+  return out.sort((a, b) => a.index - b.index);
 }

@@ -180,7 +180,7 @@ describe('eventgate validate catches what would only fail at run time', () => {
     for (const l of brokenDocument.lines) assert.match(l, /^streetlights\.yaml:/);
   });
 
-  it('a call to a JSONata function that does not exist, and a variable nothing binds, with a hint and its position; the text of $eval, and literals $fromMillis and $formatNumber cannot format', async () => {
+  it('a call to a JSONata function that does not exist or with arguments it never takes, and a variable nothing binds, with a hint and its position; the text of $eval, and literals $fromMillis and $formatNumber cannot format', async () => {
     const r = await validate(
       yaml(
         'version: 1',
@@ -204,6 +204,10 @@ describe('eventgate validate catches what would only fail at run time', () => {
         // A literal picture with a literal options object is checked with its separators (732): "," ends the integer part here.
         '      - transform: \'$formatNumber(n, "#,##0.00", {"decimal-separator": ",", "grouping-separator": "."})\'', // 17: the picture at column 38
         '      - transform: \'$formatNumber(n, "#.##0,00", {"decimal-separator": ",", "grouping-separator": "."})\'', // fine with them (not alone)
+        // A built-in given more (or fewer) arguments than it ever takes failed every message (1030).
+        '      - transform: |',
+        '          {"n": n,',
+        '           "up": $uppercase(a, b)}', // 21: `$` at column 18, inside the block scalar
         '    to: { broker: local, topic: t }',
       ),
     );
@@ -217,6 +221,7 @@ describe('eventgate validate catches what would only fail at run time', () => {
       `gateway.yaml:15:38: JSONata expression does not compile: $formatNumber's picture "#.#.#" cannot be used: The sub-picture must not contain more than one instance of the 'decimal-separator' character (D3081)`,
       'gateway.yaml:16:48: JSONata expression does not compile: $fromMillis: the timezone "+05:30" is not ±HHMM (e.g. "+0530", "-0800")',
       `gateway.yaml:17:38: JSONata expression does not compile: $formatNumber's picture "#,##0.00" cannot be used with the options given: The fractional part of the sub-picture must not contain an instance of the 'optional digit character' that is followed by a member of the 'decimal digit family' (D3091)`,
+      'gateway.yaml:21:18: JSONata expression does not compile: $uppercase takes at most 1 argument, not 2: JSONata would refuse it for every message',
     ]);
   });
 

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import jsonata from 'jsonata';
 import { compileExpression } from '../../src/expr/expression.js';
-import { BUILTIN_FUNCTIONS, unknownFunctionCalls, unknownVariables } from '../../src/expr/functions.js';
+import { BUILTIN_FUNCTIONS, BUILTIN_SIGNATURES, unknownFunctionCalls, unknownVariables, wrongArgumentCounts } from '../../src/expr/functions.js';
 
 describe('calls to JSONata functions that do not exist', () => {
   it('knows exactly the functions the installed jsonata binds', async () => {
@@ -20,6 +20,45 @@ describe('calls to JSONata functions that do not exist', () => {
     assert.deepEqual(calls('($f := function($g){ $g(1) }; $f($string))'), []);
     assert.deepEqual(calls('$uppercse(a)'), [['uppercse', 0, 'unknown function $uppercse (did you mean $uppercase?)']]);
     assert.deepEqual(calls('a ~> $nope'), [['nope', 5, 'unknown function $nope (did you mean $not?)']]);
+  });
+});
+
+describe('calls of a JSONata function with a number of arguments it never takes', () => {
+  it("knows the installed jsonata's signatures", async () => {
+    for (const name of BUILTIN_FUNCTIONS) {
+      const fn = (await jsonata(`$${name}`).evaluate({})) as { signature?: { definition?: string } };
+      assert.equal(BUILTIN_SIGNATURES[name], fn.signature?.definition, `$${name}`);
+    }
+  });
+
+  it('names the calls JSONata refuses whatever their arguments hold, and only those', async () => {
+    const wrong = (src: string) => wrongArgumentCounts(jsonata(src).ast(), ['key']).map((c) => [c.name, c.index, c.message]);
+    // Each passed the config check and failed every message with T0410.
+    const refused: [string, number, string][] = [
+      ['$uppercase(a, b)', 0, '$uppercase takes at most 1 argument, not 2: JSONata would refuse it for every message'],
+      ['{"n": $map(xs)}', 6, '$map takes 2 arguments, not 1: JSONata would refuse it for every message'],
+      ['$millis(1)', 0, '$millis takes no arguments, not 1: JSONata would refuse it for every message'],
+      ['$zip()', 0, '$zip takes at least 1 argument, not 0: JSONata would refuse it for every message'],
+      ['s ~> $substring(1, 2, 3)', 5, '$substring takes 1 to 3 arguments, not 4 (with the value before ~>): JSONata would refuse it for every message'],
+    ];
+    for (const [src, index, message] of refused) {
+      assert.deepEqual(wrong(src), [[src.slice(index + 1, src.indexOf('(', index)), index, message]], src);
+      await assert.rejects(jsonata(src).evaluate({ a: 'x', b: 'y', xs: [1], s: 'abc' }), { code: 'T0410' }, src);
+    }
+    // The context stands in for a `-` argument, `~>` gives its left side, `?` ones may be left
+    // out, `+` takes any number more; a partial application and a function the expression binds
+    // under a built-in's name are not the built-in's calls.
+    for (const src of [
+      '$uppercase()',
+      'a ~> $substring(1)',
+      '$substring(5, 1)',
+      '$zip(xs, xs, xs)',
+      '$join(xs)',
+      '$substring(?, 1)',
+      '($uppercase := function($a, $b){ $a & $b }; $uppercase("a", "b"))',
+      'a.$lowercase()',
+    ])
+      assert.deepEqual(wrong(src), [], src);
   });
 });
 
