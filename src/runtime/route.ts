@@ -965,6 +965,19 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     }
   }
 
+  /**
+   * A consumed message's first outcome as consume() settles it when nothing could make it pass
+   * (an expression that failed, a refused message): with a `deadletter`, written there (outcome
+   * `deadlettered`, the failure its `cause`); else as it is (the message is dropped). For
+   * `eventgate test`, which tries a consume route once and has no retries to wait for.
+   */
+  async settleFirst(msg: Message, first: Outcome, ctx: MessageContext): Promise<Outcome> {
+    if (consumed(first) || !this.deadletter || mayPassLater(first.problem)) return first;
+    const p = first.problem;
+    const delivery = await this.sendToDeadletter(this.deadletter, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] }, ctx);
+    return { outcome: 'deadlettered', deliveries: [delivery], errors: p.errors ?? [], cause: p };
+  }
+
   /** What /admin/status shows of messages this route keeps retrying: without a dead-letter target, or with one that does not take them either. */
   stalledMessages(): readonly StalledMessage[] {
     return [...this.stalls];

@@ -125,6 +125,8 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
     return finish(test, outcome, outputs, started, delivered);
   }
   let outcome = upstream !== undefined ? await route.checkRecord(msg, ctx) : await route.handle(msg, ctx);
+  // A consume route sends a message that fails for good to its `deadletter`, as the running gateway does.
+  if (from.type === 'broker') outcome = await route.settleFirst(msg, outcome, ctx);
   // With `to`, the record goes to the route's targets instead, as the proxy sends it.
   if (upstream !== undefined && route.delivers) outcome = await route.deliverRecord(msg, outcome, ctx);
   else if (upstream !== undefined && outcome.outcome === 'delivered') {
@@ -222,7 +224,8 @@ function withPrincipal(plan: RoutePlan, test: TestCase): RoutePlan {
 async function compare(test: TestCase, outcome: Outcome, outputs: Output[]): Promise<Mismatch[]> {
   const out: Mismatch[] = [];
   const e = test.expect;
-  const problem = 'problem' in outcome ? outcome.problem : undefined;
+  // A dead-lettered message's failure, when it failed rather than being refused by a validate step's schema.
+  const problem = 'problem' in outcome ? outcome.problem : outcome.outcome === 'deadlettered' ? outcome.cause : undefined;
   if (outcome.outcome !== e.outcome) {
     const why = problem
       ? ` (${problem.status} ${problem.detail}${problem.errors?.length ? `: ${problem.errors.join('; ')}` : ''})`

@@ -166,7 +166,7 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /^3 of 3 tests failed$/m);
   });
 
-  it('gives a consume route only topics it reads: a wildcard or queue route needs input.topic, and one outside its filter or bindings fails', async () => {
+  it('gives a consume route only topics it reads: a wildcard or queue route needs input.topic, and one outside its filter or bindings fails; a message failing for good is dead-lettered as the running gateway does', async () => {
     // Before: a topic the route never reads passed, and without input.topic $topic was the filter
     // itself ("plant/+/+/temperature", so "orders.+" below) or the amqp queue's name, which no
     // message the route gets has (its routing key is its $topic).
@@ -196,6 +196,16 @@ describe('eventgate test', () => {
         '  - name: exact',
         '    from: { broker: nt, topic: core.x }',
         '    to: { broker: mem, topic: x }',
+        // A message whose expression fails: dead-lettered by a route with a deadletter, dropped by one without (1031).
+        '  - name: dl',
+        '    from: { broker: mem, topic: n }',
+        '    through: [ { transform: \'$error("no " & n)\' } ]',
+        '    to: { broker: mem, topic: done }',
+        '    deadletter: { broker: mem, topic: dead }',
+        '  - name: drop',
+        '    from: { broker: mem, topic: n }',
+        '    through: [ { transform: \'$error("no " & n)\' } ]',
+        '    to: { broker: mem, topic: done }',
       ),
       'gateway.tests.yaml': yaml(
         'tests:',
@@ -211,13 +221,15 @@ describe('eventgate test', () => {
         '  - { name: amqp pattern, route: k, input: { topic: pay.in, value: {} }, expect: { outcome: delivered } }', // 11
         '  - { name: exact subject, route: exact, input: { value: {} }, expect: { outcome: delivered, to: [{ topic: x }] } }', // 12
         '  - { name: exact other, route: exact, input: { topic: core.y, value: {} }, expect: { outcome: delivered } }', // 13
+        '  - { name: dead letter, route: dl, input: { value: { n: 1 } }, expect: { outcome: deadlettered, status: 500, error: "^transform failed: no 1$", to: [{ topic: dead, value: { n: 1 } }] } }', // 14
+        '  - { name: dropped, route: drop, input: { value: { n: 2 } }, expect: { outcome: failed, status: 500, error: "no 2", to: [] } }', // 15
       ),
     });
     const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const passed = [...r.stdout.matchAll(/^ok {4}\w+: (.+) \(gateway\.tests\.yaml:\d+\)$/gm)].map((m) => m[1]);
-    assert.deepEqual(passed, ['mqtt topic', 'nats subject', 'amqp key', 'amqp pattern', 'exact subject']);
+    assert.deepEqual(passed, ['mqtt topic', 'nats subject', 'amqp key', 'amqp pattern', 'exact subject', 'dead letter', 'dropped']);
     const failed = [...r.stdout.matchAll(/^ {6}gateway\.tests\.yaml:(\d+): input\.topic\n\s+- expected: (.+)\n\s+\+ actual: +(.+)$/gm)].map((m) => `${m[1]}: ${m[2]} | ${m[3]}`);
     assert.deepEqual(failed, [
       "3: a topic matching plant/+/+/temperature: route 'm' reads no other | plant/l1/m7/pressure",
@@ -228,7 +240,7 @@ describe('eventgate test', () => {
       "10: a routing key queue 'billing' is bound for (orders.*): route 'a' gets its messages with their own topics ($topic), so give input.topic | (none)",
       "13: a subject matching core.x: route 'exact' reads no other | core.y",
     ]);
-    assert.match(r.stdout, /^7 of 12 tests failed$/m);
+    assert.match(r.stdout, /^7 of 14 tests failed$/m);
   });
 
   it('a wrong outcome says what happened instead, with the reason', async () => {
