@@ -149,6 +149,25 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /^1 test passed$/m);
   });
 
+  it('refuses a query string in input.path, which $query would not have, and names input.query', async () => {
+    // Before: the router dropped it without a word, and $query.channel was no value (1032).
+    const one = yaml(
+      'config: gateway.yaml',
+      'tests:',
+      '  - name: a query in the path',
+      '    route: orders',
+      '    input: { path: "/orders/7?channel=web&channel=app", principal: bob, value: { qty: 1 } }',
+      '    expect: { outcome: delivered, to: [{ value: { id: "7", by: bob, qty: 1, channel: [web, app] } }] }',
+    );
+    const dir = tempFiles({ 'gateway.yaml': config, 'one.tests.yaml': one });
+    const r = await runCliInProcess(['test', 'one.tests.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stdout,
+      /one\.tests\.yaml:5: input\.path\n\s+- expected: a path without a query string: give it as input\.query \(\{"channel":\["web","app"\]\}\)\n\s+\+ actual: {3}\/orders\/7\?channel=web&channel=app\n/,
+    );
+  });
+
   it('fails a wrong expectation: exit 1, the test file:line, and expected vs actual', async () => {
     const wrong = tests
       .replace("value: { id: '42', by: alice, qty: 2, channel: web }", "value: { id: '42', by: bob, qty: 2, channel: web }")
