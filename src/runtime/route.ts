@@ -967,12 +967,13 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /**
    * A consumed message's first outcome as consume() settles it when nothing could make it pass
-   * (an expression that failed, a refused message): with a `deadletter`, written there (outcome
+   * (an expression that failed, a refused message) or a webhook target's own tries failed
+   * (deadletteredAtOnce): with a `deadletter`, written there (outcome
    * `deadlettered`, the failure its `cause`); else as it is (the message is dropped). For
    * `eventgate test`, which tries a consume route once and has no retries to wait for.
    */
   async settleFirst(msg: Message, first: Outcome, ctx: MessageContext): Promise<Outcome> {
-    if (consumed(first) || !this.deadletter || mayPassLater(first.problem)) return first;
+    if (consumed(first) || !this.deadletter || !deadletteredAtOnce(first.problem)) return first;
     const p = first.problem;
     const delivery = await this.sendToDeadletter(this.deadletter, msg, { status: p.status, code: p.code, detail: p.detail, errors: p.errors ?? [] }, ctx);
     return { outcome: 'deadlettered', deliveries: [delivery], errors: p.errors ?? [], cause: p };
@@ -994,14 +995,14 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const p = outcome.problem;
       // Targets of a fan-out that took the message are not sent it again (everyTarget).
       if (p.took) retryCtx = { ...ctx, took: p.took };
-      // A webhook target retried on its own; what failed on its last try may pass later, but not by retrying here at once.
-      const retriedByTarget = retriedByWebhook(p);
+      // A webhook target retried on its own: what failed on its last try may pass later, but not by
+      // retrying here at once (deadletteredAtOnce).
       const retryable = mayPassLater(p);
       // A failure that may pass later, met while the route stops (stopConsuming cuts the webhook
       // tries still in flight after a grace period): the message is given back, uncommitted, for
       // whoever consumes next, never dead-lettered for the route's own stop.
       if (retryable && this.stopping) throw new Error(`route '${this.name}' stopped before its targets accepted the message`);
-      if (this.deadletter && (!retryable || retriedByTarget || attempt >= CONSUME_ATTEMPTS)) {
+      if (this.deadletter && (deadletteredAtOnce(p) || attempt >= CONSUME_ATTEMPTS)) {
         // The last try's span (retryCtx.span) is the dead-letter write's parent.
         const refused = await this.deadletterConsumed(this.deadletter, msg, p, retryCtx, startedAt);
         if (refused === undefined) return;
@@ -1248,4 +1249,9 @@ function retriedByWebhook(p: Problem): boolean {
 /** A failure a later try may not meet: a broker that did not acknowledge (503), a webhook that failed. */
 function mayPassLater(p: Problem): boolean {
   return p.status === 503 || retriedByWebhook(p);
+}
+
+/** A failure a consume route with a `deadletter` sends there at its first try: it cannot pass, or a webhook target's own tries are spent. */
+function deadletteredAtOnce(p: Problem): boolean {
+  return !mayPassLater(p) || retriedByWebhook(p);
 }

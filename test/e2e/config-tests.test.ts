@@ -4,6 +4,7 @@ import { WsClient } from '../helpers/clients.js';
 import { runCliInProcess } from '../helpers/cli.js';
 import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 
@@ -189,6 +190,13 @@ describe('eventgate test', () => {
     // Before: a topic the route never reads passed, and without input.topic $topic was the filter
     // itself ("plant/+/+/temperature", so "orders.+" below) or the amqp queue's name, which no
     // message the route gets has (its routing key is its $topic).
+    // A webhook endpoint whose answer fails the webhook's own tries: the running route dead-letters
+    // that at once (review2-s39's 1040), so the test does too.
+    const hook = await WebhookReceiver.start();
+    hook.respond = (_r, res) => {
+      res.statusCode = 500;
+      res.end('down');
+    };
     const dir = tempFiles({
       'gateway.yaml': yaml(
         'version: 1',
@@ -225,6 +233,10 @@ describe('eventgate test', () => {
         '    from: { broker: mem, topic: n }',
         '    through: [ { transform: \'$error("no " & n)\' } ]',
         '    to: { broker: mem, topic: done }',
+        '  - name: hook',
+        '    from: { broker: mem, topic: n }',
+        `    to: { http: { url: "${hook.url}/in", retry: { attempts: 1 } } }`,
+        '    deadletter: { broker: mem, topic: dead }',
       ),
       'gateway.tests.yaml': yaml(
         'tests:',
@@ -242,13 +254,14 @@ describe('eventgate test', () => {
         '  - { name: exact other, route: exact, input: { topic: core.y, value: {} }, expect: { outcome: delivered } }', // 13
         '  - { name: dead letter, route: dl, input: { value: { n: 1 } }, expect: { outcome: deadlettered, status: 500, error: "^transform failed: no 1$", to: [{ topic: dead, value: { n: 1 } }] } }', // 14
         '  - { name: dropped, route: drop, input: { value: { n: 2 } }, expect: { outcome: failed, status: 500, error: "no 2", to: [] } }', // 15
+        '  - { name: webhook failed, route: hook, input: { value: { n: 3 } }, expect: { outcome: deadlettered, error: "answered 500", to: [{ topic: dead, value: { n: 3 } }] } }', // 16
       ),
     });
-    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir });
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir }).finally(() => hook.stop());
     noStackTrace(r);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const passed = [...r.stdout.matchAll(/^ok {4}\w+: (.+) \(gateway\.tests\.yaml:\d+\)$/gm)].map((m) => m[1]);
-    assert.deepEqual(passed, ['mqtt topic', 'nats subject', 'amqp key', 'amqp pattern', 'exact subject', 'dead letter', 'dropped']);
+    assert.deepEqual(passed, ['mqtt topic', 'nats subject', 'amqp key', 'amqp pattern', 'exact subject', 'dead letter', 'dropped', 'webhook failed']);
     const failed = [...r.stdout.matchAll(/^ {6}gateway\.tests\.yaml:(\d+): input\.topic\n\s+- expected: (.+)\n\s+\+ actual: +(.+)$/gm)].map((m) => `${m[1]}: ${m[2]} | ${m[3]}`);
     assert.deepEqual(failed, [
       "3: a topic matching plant/+/+/temperature: route 'm' reads no other | plant/l1/m7/pressure",
@@ -259,7 +272,7 @@ describe('eventgate test', () => {
       "10: a routing key queue 'billing' is bound for (orders.*): route 'a' gets its messages with their own topics ($topic), so give input.topic | (none)",
       "13: a subject matching core.x: route 'exact' reads no other | core.y",
     ]);
-    assert.match(r.stdout, /^7 of 14 tests failed$/m);
+    assert.match(r.stdout, /^7 of 15 tests failed$/m);
   });
 
   it('a wrong outcome says what happened instead, with the reason', async () => {
