@@ -48,7 +48,8 @@ export interface TestResult {
 /**
  * Runs one test: the route is built from the compiled plan exactly as `run` builds it, with its
  * real steps, key and topic expressions; only its brokers and listeners are replaced by recorders
- * that keep what the route sends (nothing leaves the process, no socket is opened).
+ * that keep what the route sends (no broker or listener socket is opened; an `http` target is a
+ * real webhook and is called at its URL).
  */
 export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry): Promise<TestResult> {
   const started = performance.now();
