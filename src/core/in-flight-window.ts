@@ -81,25 +81,7 @@ export class InFlightWindow<O> {
     const entry = { offset, done: false };
     this.entries.push(entry);
     this.inHand++;
-    // Plain callbacks rather than an async function: this runs once per consumed message. `handle`
-    // resolves true when the message is done; false, or a rejection (never with `true`), gives it back.
-    const finish = (result: unknown): void => {
-      if (result === true) entry.done = true;
-      else this.givenBack = true;
-      this.advance();
-      this.inHand--;
-      const wake = this.wake;
-      if (wake !== undefined) {
-        this.wake = undefined;
-        wake();
-      }
-      if (this.waiters.length > 0) {
-        const waiters = this.waiters;
-        this.waiters = [];
-        for (const w of waiters) w();
-      }
-      settled();
-    };
+    const finish = this.finisher(entry, settled);
     if (keys.length === 0) {
       void this.run(handle, finish);
       return;
@@ -116,6 +98,32 @@ export class InFlightWindow<O> {
         if (this.lanes.get(k) === mine) this.lanes.delete(k);
       });
     }
+  }
+
+  /**
+   * What ends a message's handling: plain callbacks rather than an async function, as this runs
+   * once per consumed message. `handle` resolves true when the message is done; false, or a
+   * rejection (never with `true`), gives it back. Returned, not bound to a name: the bundle keeps
+   * function names, and a named arrow would cost an Object.defineProperty per message.
+   */
+  private finisher(entry: { done: boolean }, settled: () => void): (result: unknown) => void {
+    return (result) => {
+      if (result === true) entry.done = true;
+      else this.givenBack = true;
+      this.advance();
+      this.inHand--;
+      const wake = this.wake;
+      if (wake !== undefined) {
+        this.wake = undefined;
+        wake();
+      }
+      if (this.waiters.length > 0) {
+        const waiters = this.waiters;
+        this.waiters = [];
+        for (const w of waiters) w();
+      }
+      settled();
+    };
   }
 
   /** Runs `handle` (unless a message was given back meanwhile), `finish` told how it ended. */
