@@ -297,9 +297,18 @@ export class AmqpSubscription {
     this.log.info({ queue }, 'consumer ready');
   }
 
+  /**
+   * handOver's `stopping` for a delivery on `ch`: the route stops, or the channel is no longer this
+   * subscription's. Returned, not bound to a name: the bundle (keepNames) names a named arrow, a
+   * defineProperty per message.
+   */
+  private stoppingOrLeft(ch: Channel): () => boolean {
+    return () => this.stopping || this.channel !== ch;
+  }
+
   /** Hands one delivery to the route and acknowledges it once taken; false when it was not (left for the server to deliver again). */
   private async deliver(ch: Channel, m: ConsumeMessage, msg: Message): Promise<boolean> {
-    const accepted = await handOver(msg, this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping || this.channel !== ch });
+    const accepted = await handOver(msg, this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: this.stoppingOrLeft(ch) });
     // Not accepted: the route stopped, or the channel died (the server then redelivers it by itself).
     if (accepted) {
       try {

@@ -285,9 +285,12 @@ export class MqttSubscription {
 
   /** Hands a message to the route; always resolves true (the window never breaks): `held.take` says whether to acknowledge it. */
   private async take(held: Held, msg: Message): Promise<boolean> {
-    held.take = await handOver(msg, this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping }).catch(() => false);
+    held.take = await handOver(msg, this.relay, { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: this.isStopping }).catch(() => false);
     return true;
   }
+
+  /** handOver's `stopping`, made once: an arrow made per message is named by the bundle (keepNames), a defineProperty each. */
+  private readonly isStopping = (): boolean => this.stopping;
 
   /** After each message settles: acknowledges, in the order they came, those of the window's done prefix. */
   private readonly release = (): void => {

@@ -391,8 +391,11 @@ export class NatsSubscription {
   }
 
   private handOverOptions() {
-    return { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: () => this.stopping };
+    return { route: this.spec.route, log: this.log, telemetry: this.telemetry, stopping: this.isStopping };
   }
+
+  /** handOver's `stopping`, made once: an arrow made per message is named by the bundle (keepNames), a defineProperty each. */
+  private readonly isStopping = (): boolean => this.stopping;
 
   /** Waits `ms`, or less when the broker finds the stream (streamFound) or the route stops. */
   private sleepUnlessWoken(ms: number): Promise<void> {
