@@ -198,7 +198,16 @@ export interface ListenerTelemetry {
   httpResponse(status: number): void;
   /** A WebSocket error frame was sent with this status (`eventgate_websocket_error_frames_total{listener,status}`). */
   errorFrame(status: number): void;
+  /**
+   * A kafka listener closed a client's connection (`eventgate_kafka_listener_closed_connections_total{listener,reason}`):
+   * `bad_request` for a request it could not read, `upstream` for a broker it could not reach or read.
+   */
+  kafkaConnectionClosed(reason: KafkaCloseReason): void;
 }
+
+/** Why a kafka listener closed a client's connection: the `reason` label, a fixed set (the log line names the detail). */
+export const KAFKA_CLOSE_REASONS = ['bad_request', 'upstream'] as const;
+export type KafkaCloseReason = (typeof KAFKA_CLOSE_REASONS)[number];
 
 /**
  * What a broker reports besides its consumer lag (which is read with `consumerLag()` at scrape

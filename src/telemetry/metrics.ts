@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { WebhookCounters, WebhookResult } from '../kinds/targets/webhook.js';
-import type { BrokerRuntime, BrokerTelemetry, ListenerRuntime, ListenerTelemetry, Telemetry } from '../kinds/contracts.js';
+import type { BrokerRuntime, BrokerTelemetry, KafkaCloseReason, ListenerRuntime, ListenerTelemetry, Telemetry } from '../kinds/contracts.js';
 import type { Outcome } from '../core/outcome.js';
 import type { Prometheus } from './prometheus.js';
 
@@ -96,6 +96,11 @@ export class ListenerStats implements ListenerTelemetry {
   readonly errorFrames = new Float64Array(600);
   errorFrame(status: number): void {
     if (status >= 100 && status < 600) this.errorFrames[status]!++;
+  }
+  /** Client connections a kafka listener closed, by reason. */
+  readonly kafkaClosed: Record<KafkaCloseReason, number> = { bad_request: 0, upstream: 0 };
+  kafkaConnectionClosed(reason: KafkaCloseReason): void {
+    this.kafkaClosed[reason]++;
   }
 }
 

@@ -1,6 +1,7 @@
 import type * as PromClient from 'prom-client';
 import type { LabelValues, MetricObjectWithValues, MetricValueWithName } from 'prom-client';
 import { bundled } from '../core/bundled.js';
+import { KAFKA_CLOSE_REASONS } from '../kinds/contracts.js';
 import { LATENCY_BUCKETS, OUTCOME_LABELS, type BrokerStats, type ListenerStats, type MetricsSource, type RouteStats } from './metrics.js';
 
 const { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } = bundled<typeof PromClient>('prom-client');
@@ -104,6 +105,30 @@ export class Prometheus {
           s.errorFrames.forEach((n, status) => {
             if (n > 0) this.inc({ listener, status: String(status) }, n);
           });
+        }
+      },
+    });
+    new Gauge({
+      name: 'eventgate_kafka_listener_connections',
+      help: 'Client connections open on a kafka listener, all its ports together.',
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [listener, l] of source.listeners) if (l.kind === 'kafka' && l.connections) this.set({ listener }, l.connections());
+      },
+    });
+    new Counter({
+      name: 'eventgate_kafka_listener_closed_connections_total',
+      help: 'Client connections a kafka listener closed, per listener and reason: bad_request (a request it could not read) or upstream (the broker could not be reached, its connection failed, or its answer could not be read).',
+      labelNames: ['listener', 'reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [listener, l] of source.listeners) {
+          if (l.kind !== 'kafka') continue;
+          const closed = listenerStats.get(listener)?.kafkaClosed;
+          for (const reason of KAFKA_CLOSE_REASONS) this.inc({ listener, reason }, closed?.[reason] ?? 0);
         }
       },
     });

@@ -319,10 +319,17 @@ routes:
     });
   });
 
-  it('closes a client that sends garbage without disturbing a good client on the same listener', async () => {
+  it('closes a client that sends garbage without disturbing a good client on the same listener, and counts both in /metrics', async () => {
     const before = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in').closedByProxy as number;
+    const closedTotal = 'eventgate_kafka_listener_closed_connections_total';
+    const scrapedBefore = await scrape(gw.adminUrl);
+    assert.equal(scrapedBefore.types.get(closedTotal), 'counter');
     const producer = new Kafka({ brokers: [proxy], logLevel: logLevel.NOTHING }).producer();
     await producer.connect();
+    // The producer's connections stay open until it disconnects: the gauge counts them.
+    const open = await scrape(gw.adminUrl);
+    assert.equal(open.types.get('eventgate_kafka_listener_connections'), 'gauge');
+    assert.ok((open.value('eventgate_kafka_listener_connections', { listener: 'kafka-in' }) ?? 0) >= 1, open.text);
     const [host, port] = proxy.split(':');
     const garbage = connect(Number(port), host!);
     const closed = new Promise<void>((resolve) => garbage.on('close', () => resolve()));
@@ -340,6 +347,18 @@ routes:
     const status = (await gw.status()).listeners.find((l: { name: string }) => l.name === 'kafka-in');
     assert.equal(status.closedByProxy, before + 2);
     await gw.waitForLog((l) => l.msg === 'kafka client connection closed: bad request');
+    // By reason, a fixed set (the log line has the detail): both bad requests, no upstream problem.
+    const after = await scrape(gw.adminUrl);
+    const closedBy = (s: typeof after, reason: string) => s.value(closedTotal, { listener: 'kafka-in', reason });
+    assert.equal(closedBy(after, 'bad_request'), closedBy(scrapedBefore, 'bad_request')! + 2, after.text);
+    assert.equal(closedBy(after, 'upstream'), closedBy(scrapedBefore, 'upstream'));
+    assert.deepEqual(
+      after
+        .series(closedTotal)
+        .map((x) => x.labels.reason)
+        .sort(),
+      ['bad_request', 'upstream'],
+    );
   });
 
   it('shows its port for every broker and its connections in /admin/status', async () => {

@@ -13,7 +13,7 @@ import type { BrokerAddress, RequestHeader } from '../../../codecs/kafka-protoco
 import { decompressBudget, type BatchCompression } from '../../../codecs/record-batch.js';
 import { boundAddress, listen } from '../bind.js';
 import { rotateTls, TRANSPORT_DEFAULTS, tlsServerOptions, type TlsMaterial } from '../transport.js';
-import type { Health, ListenerBindings, ListenerRuntime, RouteEntry, RuntimeEnv } from '../../contracts.js';
+import type { Health, ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../../contracts.js';
 import { hostAndPort } from '../../brokers/kafka/address.js';
 import { ProxyConnection, type ConnectionHost } from './connection.js';
 import { governProduce, type Governed } from './govern.js';
@@ -95,6 +95,7 @@ export class KafkaProxyListener implements ListenerRuntime {
   private nextBootstrap = 0;
   private bound = false;
   private closedByProxy = 0;
+  private readonly telemetry: ListenerTelemetry | undefined;
   private readonly refusals: RateLimitedWarning<RefusedRequest>;
   private readonly drops: RateLimitedWarning<undefined>;
   private readonly closes: RateLimitedWarning<ClosedConnection>;
@@ -106,6 +107,7 @@ export class KafkaProxyListener implements ListenerRuntime {
     private readonly compression: BatchCompression,
   ) {
     this.settings = settings;
+    this.telemetry = env.telemetry?.listener(name);
     this.refusals = refusalLog((fields, message) => env.logger.warn({ listener: name, ...fields }, message));
     this.drops = new RateLimitedWarning<undefined>(DROP_LOG_INTERVAL_MS, (_, dropped) =>
       env.logger.warn({ listener: name, maxConnections: this.settings.maxConnections, dropped }, 'connection limit reached; closing new connections'),
@@ -265,6 +267,7 @@ export class KafkaProxyListener implements ListenerRuntime {
         this.clients.delete(conn);
         if (!problem) return;
         this.closedByProxy++;
+        this.telemetry?.kafkaConnectionClosed(problem.side === 'client' ? 'bad_request' : 'upstream');
         // A bad request's reason is the client's to choose: its windows are its own, within a bound per address.
         const client = problem.side === 'client' ? (remoteAddress ?? '') : undefined;
         this.closes.occurred({ remoteAddress, side: problem.side, reason: problem.reason }, closeLogKey(problem.side, problem.reason, client), client);
