@@ -277,7 +277,9 @@ a type error such as \`"a" + 1\`), runs past \`timeoutMs\` or \`maxDepth\`, or y
 cannot hold (a function, as \`$uppercase\` without its call; a number that is not finite, as
 \`total / count\` with a count of 0). HTTP answers 500 \`EG_EXPRESSION_FAILED\` with what failed in
 its detail (\`transform failed: the result is not JSON: it holds Infinity at /avg\`; the log line
-also names the expression and its config line, \`where\`), a WebSocket
+also names the expression and where it is, \`where\`: \`gateway.yaml:LINE:COL\` of the token that
+failed when JSONata says which, as for an expression that does not compile, on its own line inside a
+block scalar; else \`gateway.yaml:LINE\`, the line of its key), a WebSocket
 client gets an error frame with status 500, and a consume route sends the message to its
 \`deadletter\` target at once (without one it is dropped, with an error in the log): retrying would
 fail the same way. A failing step sends the message nowhere; a failing \`key\` or \`topic\`

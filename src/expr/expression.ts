@@ -117,10 +117,18 @@ interface JsonataError {
 export const GATEWAY_VARIABLES = ['key', 'headers', 'topic', 'route', 'path', 'query', 'principal', 'claims', 'message', 'channel', 'ce'] as const;
 
 /**
- * `origin` says where the expression is written (`gateway.yaml:33`): a run-time failure names it
- * and the expression, so the log line leads to the config line.
+ * Where an expression is written: `gateway.yaml:33`, or a function that gives that with no
+ * argument and, given an index of the source, the line and column of that character
+ * (`gateway.yaml:35:9`), as a compile error is placed.
  */
-export function compileExpression(source: string, limits: ExpressionLimits = defaultExpressionLimits, origin?: string): Expression {
+export type ExpressionOrigin = string | ((index?: number) => string);
+
+/**
+ * `origin` says where the expression is written: a run-time failure names it and the expression,
+ * so the log line leads to the config line; to the line inside the expression that failed when
+ * JSONata says where (its errors' `position`) and `origin` can place an index.
+ */
+export function compileExpression(source: string, limits: ExpressionLimits = defaultExpressionLimits, origin?: ExpressionOrigin): Expression {
   let compiled: jsonataModule.Expression;
   try {
     // Regexes run on RE2 (linear time), never on the backtracking RegExp (regex.ts).
@@ -134,7 +142,6 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   }
   const maxResultBytes = limits.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
   checkTree(source, compiled.ast(), GATEWAY_VARIABLES, maxResultBytes, limits);
-  const where = `expression ${JSON.stringify(source.length > 60 ? `${source.slice(0, 57)}...` : source)}${origin ? ` at ${origin}` : ''}`;
   const fast = compileFastPath(compiled.ast());
   const readsVariables = hasVariable(compiled.ast());
   // Ranges are held to maxResultBytes before they are made (range.ts), once the checks above have
@@ -154,6 +161,8 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
   compiled.registerFunction('fromMillis', checkedNow.fromMillis, CHECKED_SIGNATURES.fromMillis);
   compiled.registerFunction('formatNumber', checkedNow.formatNumber, CHECKED_SIGNATURES.formatNumber);
   compiled.registerFunction('now', checkedNow.now, CHECKED_SIGNATURES.now);
+  const failedAt = failurePlaces(source, origin);
+  const where = failedAt(undefined);
   return {
     source,
     readsVariables,
@@ -174,7 +183,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
         result = await compiled.evaluate(input, bindings);
       } catch (err) {
         const e = err as JsonataError;
-        throw new ExpressionEvaluationError(source, describeFailure(e, limits), e.code, where);
+        throw new ExpressionEvaluationError(source, describeFailure(e, limits), e.code, failedAt(e.position));
       }
       // The fast path only passes on parts of its input, which is JSON; JSONata can make more.
       const notJson = nonJsonPart(result);
@@ -432,6 +441,25 @@ const NO_BINDINGS: Record<string, unknown> = Object.freeze({});
  */
 export function evaluateNow(expr: Expression, msg: Message, ctx: MessageContext): unknown {
   return expr.evaluateSync(msg.value, expr.readsVariables ? bindingsFor(msg, ctx) : NO_BINDINGS);
+}
+
+/**
+ * The `where` of a failure at a JSONata error's `position` (1-based, just past the token that
+ * failed; undefined when JSONata does not say): the expression and the line and column in the
+ * config of that token, else the line of its key. Placed when a failure needs it (placing every
+ * node when compiled made a large expression take minutes to load), each place once.
+ */
+function failurePlaces(source: string, origin: ExpressionOrigin | undefined): (position: number | undefined) => string {
+  const named = `expression ${JSON.stringify(source.length > 60 ? `${source.slice(0, 57)}...` : source)}`;
+  const whole = origin === undefined ? named : `${named} at ${typeof origin === 'function' ? origin() : origin}`;
+  if (typeof origin !== 'function') return () => whole;
+  const placed = new Map<number, string>();
+  return (position) => {
+    if (position === undefined || !Number.isInteger(position) || position < 1 || position > source.length) return whole;
+    let where = placed.get(position);
+    if (where === undefined) placed.set(position, (where = `${named} at ${origin(position - 1)}`));
+    return where;
+  };
 }
 
 /** Whether a JSONata AST has a variable node anywhere (a function call's name is one too). */

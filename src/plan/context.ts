@@ -258,7 +258,17 @@ export class CompileContext {
   expression(source: string, at: PathPart[]): Expression | undefined {
     try {
       const { line } = this.src.locate(at, 'value');
-      return compileExpression(source, this.limits, `${basename(this.fileOf(at))}:${line}`);
+      const file = basename(this.fileOf(at));
+      // A run-time failure that JSONata places is named at its line inside the expression (a block
+      // scalar's), as compile errors are: the parsed config is kept while the expression is, to place it then.
+      const src = this.src;
+      const path = [...at];
+      const origin = (index?: number) => {
+        if (index === undefined) return `${file}:${line}`;
+        const p = src.locateInValue(path, index);
+        return `${file}:${p.line}:${p.column}`;
+      };
+      return compileExpression(source, this.limits, origin);
     } catch (err) {
       if (!(err instanceof ExpressionSyntaxError)) throw err;
       const { line, column } = this.src.locateInValue(at, err.position);

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
@@ -154,6 +156,15 @@ routes:
     from: {listener: api, path: /formats}
     through: [{transform: '{"at": $fromMillis(ts), "local": $fromMillis(ts, "[H01]:[m01]", tz), "n": $formatNumber(n, "#,##0.00"), "zone": $now("[Z]", tz)}'}]
     to: {broker: local, topic: out}
+  - name: block
+    from: {listener: api, path: /block}
+    through:
+      - transform: |
+          {
+            "id": id,
+            "cents": price * 100
+          }
+    to: {broker: local, topic: out}
   - name: ratio-ws
     from: {listener: push, path: /ws/ratio}
     through: [{transform: '{"avg": total / count}'}]
@@ -260,7 +271,7 @@ routes:
     }
     const line = await gw.waitForLog((l) => l.route === 'formats' && typeof l.where === 'string', 10_000, from);
     assert.ok((line.where as string).startsWith('expression "{\\"at\\": $fromMillis(ts), '), String(line.where));
-    assert.match(line.where as string, / at gateway\.yaml:\d+$/);
+    assert.match(line.where as string, / at gateway\.yaml:\d+:\d+$/);
     // The only messages out are good ones.
     assert.equal((await post(gw.url('api', '/formats'), { ts: 86_400_000, n: 1234.5, tz: '+0130' })).status, 200);
     assert.deepEqual((await out.next()).value, { at: '1970-01-02T00:00:00.000Z', local: '01:30', n: '1,234.50', zone: '+01:30' });
@@ -269,6 +280,20 @@ routes:
     const late = (await out.next()).value as { local: string; zone: string };
     assert.deepEqual([late.local, late.zone], ['20:30', '-03:30']);
     out.close();
+  });
+
+  it('names in the log the line and column inside a block scalar where the expression failed, not the line of its key', async () => {
+    const from = gw.logs.length;
+    const r = await post(gw.url('api', '/block'), { id: 1, price: 'ten' });
+    assert.equal(r.status, 500, r.text);
+    assert.equal(r.body.detail, 'transform failed: The left side of the "*" operator must evaluate to a number');
+    const line = await gw.waitForLog((l) => l.route === 'block' && typeof l.where === 'string', 10_000, from);
+    // Where `*` is in the file: the line of `"cents": ...`, three below `transform: |`.
+    const lines = readFileSync(join(gw.dir, 'gateway.yaml'), 'utf8').split('\n');
+    const at = lines.findIndex((l) => l.includes('"cents": price * 100'));
+    assert.match(lines[at - 3]!, /transform: \|$/);
+    assert.match(line.where as string, /^expression "\{\\n {2}\\"id\\": id,/);
+    assert.ok((line.where as string).endsWith(` at gateway.yaml:${at + 1}:${lines[at]!.indexOf('*') + 1}`), String(line.where));
   });
 
   it('fails a header or key expression that yields a function with 500', async () => {

@@ -58,7 +58,8 @@ describe('logs', () => {
     assert.equal(line.status, 500);
     assert.equal(line.code, 'EG_EXPRESSION_FAILED');
     assert.match(line.detail as string, /the order cannot be priced/);
-    assert.match(line.where as string, /^expression "fail = true .*" at gateway\.yaml:16$/, 'the log names the expression and its config line');
+    // The line and column of the `$error(` that raised it, as JSONata places it.
+    assert.match(line.where as string, /^expression "fail = true .*" at gateway\.yaml:16:\d+$/, 'the log names the expression and its config line');
     assert.equal(line.message, undefined);
   });
 
