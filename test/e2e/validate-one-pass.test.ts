@@ -368,6 +368,7 @@ describe('run-time failures name their cause', () => {
     assert.equal(reply.status, 500);
     assert.equal((reply.body as { detail: string }).detail, 'transform failed: Attempted to invoke a non-function');
     const line = await gw.waitForLog((l) => l.msg === 'message failed');
-    assert.equal(line.where, 'expression "($f := name; $f(1))" at gateway.yaml:8');
+    // Line and column of the call's `(` that failed (JSONata places it).
+    assert.equal(line.where, 'expression "($f := name; $f(1))" at gateway.yaml:8:36');
   });
 });
