@@ -7,6 +7,7 @@ import kafkajs from 'kafkajs';
 import { makeCertificates } from '../helpers/certificates.js';
 import { eventually, startGateway, useGateway, type RunningGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, kcatProduceLines, runProcess, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { scrape } from '../helpers/prometheus.js';
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -193,6 +194,7 @@ listeners:
       const tlsCluster = `127.0.0.1:${inner.port('inner')}`;
       return `
 version: 1
+admin: { port: 0 }
 brokers:
   tls-cluster: { kind: kafka, brokers: ["${tlsCluster}"], ssl: { ca: certs/ca.pem } }
   untrusted: { kind: kafka, brokers: ["${tlsCluster}"], ssl: { ca: certs/other.pem } }
@@ -230,5 +232,10 @@ routes:
     assert.notEqual(r.code, 0);
     await eventually(() => assert.ok(edge.logs.some((l) => l.msg === 'kafka client connection closed: upstream problem' && /self-signed certificate|unable to verify/.test(String(l.reason)))));
     assert.ok(!(await kcatConsumeAll(kafka.bootstrap, topic)).some((x) => x.value === '{"id":9}'));
+    // Each connection it closed counts in /metrics as an upstream problem, none as a bad request.
+    const s = await scrape(edge.adminUrl);
+    const closed = (reason: string) => s.value('eventgate_kafka_listener_closed_connections_total', { listener: 'edge-untrusted', reason });
+    assert.ok(closed('upstream')! >= 1, s.text);
+    assert.equal(closed('bad_request'), 0);
   });
 });
