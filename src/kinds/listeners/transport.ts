@@ -5,7 +5,7 @@ import { Server as NetServerClass, type Server as NetServer, type Socket } from 
 import type { Duplex } from 'node:stream';
 import { problem, problemBody, type Problem } from '../../core/errors.js';
 import { sendProblem } from './http-reply.js';
-import { RateLimitedWarning } from '../../core/rate-limited-warning.js';
+import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
 import { answerAndCloseLingering, closeLingering, lingeringClosed } from './lingering-close.js';
@@ -50,7 +50,7 @@ export const TRANSPORT_DEFAULTS = {
 /** How often node checks header/request timeouts (its default, 30 s, would make them that coarse). */
 const TIMEOUT_CHECK_INTERVAL_MS = 1000;
 /** Dropped connections are logged at most this often, so a flood does not flood the log too. */
-const DROP_LOG_INTERVAL_MS = 10_000;
+const DROP_LOG_INTERVAL_MS = FLOOD_LOG_INTERVAL_MS;
 
 /** The `tls` option of a listener that serves TLS (http, websocket, kafka): certificate, key, and a CA for mutual TLS. */
 export function tlsServerOption(description: string) {

@@ -13,7 +13,7 @@ import { handOver, Relay } from '../acknowledgement.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
 import type { NatsSettings } from '../nats.js';
 import { reconnectBackoff } from '../../../core/backoff.js';
-import { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
+import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../../core/rate-limited-warning.js';
 import { sleep } from '../../../core/within.js';
 import { MissingTopology, notFoundOn } from '../missing-topology.js';
 import { coreMessage, consumedHeaders, streamMessage } from './consumed.js';
@@ -128,7 +128,7 @@ export class NatsSubscription {
     let pending = 0;
     let pumping: Promise<void> | undefined;
     // Said at once, then at most every 10 s with the count since.
-    const drops = new RateLimitedWarning<number>(10_000, (pendingBytes, dropped) =>
+    const drops = new RateLimitedWarning<number>(FLOOD_LOG_INTERVAL_MS, (pendingBytes, dropped) =>
       this.log.warn({ dropped, pendingBytes, corePendingBytes: this.settings.corePendingBytes }, 'nats core messages dropped: the route is corePendingBytes behind its subscription'),
     );
     const pump = async () => {

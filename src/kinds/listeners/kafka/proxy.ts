@@ -18,17 +18,17 @@ import { hostAndPort } from '../../brokers/kafka/address.js';
 import { ProxyConnection, type ConnectionHost } from './connection.js';
 import { governProduce, type Governed } from './govern.js';
 import { refusalLog, type RefusedRequest } from './refusal-log.js';
-import { RateLimitedWarning } from '../../../core/rate-limited-warning.js';
+import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../../core/rate-limited-warning.js';
 
 /** Connections refused at maxConnections are logged at most this often (as the http listeners do). */
-const DROP_LOG_INTERVAL_MS = 10_000;
+const DROP_LOG_INTERVAL_MS = FLOOD_LOG_INTERVAL_MS;
 
 /**
  * Connections closed for the same reason are logged at most this often: a broker that is down
  * makes every client that reconnects to its port close again (librdkafka retries within a second),
  * and a misconfigured fleet sends the same bad request again and again.
  */
-const CLOSE_LOG_INTERVAL_MS = 10_000;
+const CLOSE_LOG_INTERVAL_MS = FLOOD_LOG_INTERVAL_MS;
 /**
  * Reasons with a window of their own at once: a client's reasons carry numbers it chooses (a
  * frame's size, an API key), so past this many a flood of garbage counts in one shared window.
