@@ -203,6 +203,8 @@ export interface ListenerTelemetry {
    * `bad_request` for a request it could not read, `upstream` for a broker it could not reach or read.
    */
   kafkaConnectionClosed(reason: KafkaCloseReason): void;
+  /** A new connection was closed because the listener was at its `maxConnections` (`eventgate_listener_connections_dropped_total{listener}`). */
+  connectionDropped(): void;
 }
 
 /** Why a kafka listener closed a client's connection: the `reason` label, a fixed set (the log line names the detail). */

@@ -102,6 +102,11 @@ export class ListenerStats implements ListenerTelemetry {
   kafkaConnectionClosed(reason: KafkaCloseReason): void {
     this.kafkaClosed[reason]++;
   }
+  /** New connections closed at the listener's maxConnections (http, websocket, kafka). */
+  connectionsDropped = 0;
+  connectionDropped(): void {
+    this.connectionsDropped++;
+  }
 }
 
 export class BrokerStats implements BrokerTelemetry {

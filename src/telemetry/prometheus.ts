@@ -132,6 +132,17 @@ export class Prometheus {
         }
       },
     });
+    new Counter({
+      name: 'eventgate_listener_connections_dropped_total',
+      help: 'New client connections a listener (http, websocket or kafka) closed at once because it had maxConnections open.',
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        this.reset();
+        // Every listener kind has a maxConnections: each listener's series exists from the start, at 0.
+        for (const listener of source.listeners.keys()) this.inc({ listener }, listenerStats.get(listener)?.connectionsDropped ?? 0);
+      },
+    });
     const reloads = counters.reloads;
     new Counter({
       name: 'eventgate_config_reloads_total',

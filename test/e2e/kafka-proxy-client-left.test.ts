@@ -89,6 +89,8 @@ routes:
     assert.ok(closed, 'a third connection to a listener with maxConnections: 2 is still open after 30 s');
     const warning = await gw.waitForLog((l) => l.msg === 'connection limit reached; closing new connections', 10_000, from);
     assert.equal(warning.listener, 'capped');
+    const dropped = (await scrape(gw.adminUrl, { authorization: `Bearer ${TOKEN}` })).value('eventgate_listener_connections_dropped_total', { listener: 'capped' });
+    assert.equal(dropped, 1);
     assert.equal((await status('capped')).connections, 2);
     a.destroy();
     await eventually(async () => assert.equal((await status('capped')).connections, 1));

@@ -3,9 +3,11 @@ import type { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { useGateway } from '../helpers/gateway.js';
+import { scrape } from '../helpers/prometheus.js';
 import { idleConnection, parseReply, rawHttp, type RawReply } from '../helpers/raw-http.js';
 
 const config = (maxHeaders: number, briefKeepAliveMs = 300) => `version: 1
+admin: {port: 0}
 brokers:
   local: {kind: memory}
 listeners:
@@ -14,6 +16,7 @@ listeners:
   few: {kind: http, port: 0, maxConnections: 2}
   brief: {kind: http, port: 0, keepAliveTimeoutMs: ${briefKeepAliveMs}}
   push: {kind: websocket, port: 0, maxPayloadBytes: 100, maxJsonDepth: 5, maxHeaders: ${maxHeaders}}
+  crowded: {kind: websocket, port: 0, maxConnections: 1}
 routes:
   - name: small
     from: {listener: small, path: /in}
@@ -31,6 +34,9 @@ routes:
     from: {listener: push, path: /ws}
     to: {broker: local, topic: t}
     ack: true
+  - name: crowded
+    from: {listener: crowded, path: /ws}
+    to: {broker: local, topic: t}
 `;
 
 function request(path: string, headers: string[] = [], body = ''): string {
@@ -152,12 +158,26 @@ describe('input limits', () => {
     assert.equal(warned.level, 'warn');
     assert.equal(warned.dropped, 1);
     assert.equal(warned.maxConnections, 2);
+    // Counted for alerts too; every listener's series is there from the start.
+    const metrics = await scrape(gw.adminUrl);
+    assert.equal(metrics.types.get('eventgate_listener_connections_dropped_total'), 'counter');
+    assert.equal(metrics.value('eventgate_listener_connections_dropped_total', { listener: 'few' }), 1);
+    assert.equal(metrics.value('eventgate_listener_connections_dropped_total', { listener: 'push' }), 0);
     a.destroy();
     const deadline = Date.now() + 5000;
     let answered;
     while (!(answered = await rawHttp(port, request('/in', [], '{}')))) assert.ok(Date.now() < deadline, 'never served again');
     assert.equal(answered.status, 200);
     b.destroy();
+  });
+
+  it('closes WebSocket connections beyond maxConnections, logged and counted as the http listeners do', async () => {
+    const ws = await WsClient.connect(gw.url('crowded', '/ws', 'ws'));
+    assert.equal(await rawHttp(gw.port('crowded'), request('/ws')), undefined, 'the second connection should be closed unanswered');
+    const warned = await gw.waitForLog((l) => l.msg === 'connection limit reached; closing new connections' && l.listener === 'crowded');
+    assert.equal(warned.dropped, 1);
+    assert.equal((await scrape(gw.adminUrl)).value('eventgate_listener_connections_dropped_total', { listener: 'crowded' }), 1);
+    ws.close();
   });
 
   it('closes a WebSocket client with 1009 when a frame is over maxPayloadBytes', async () => {

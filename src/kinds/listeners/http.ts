@@ -162,6 +162,8 @@ export class HttpListener implements ListenerRuntime {
       (status) => this.telemetry?.httpResponse(status),
       options.http2 === true,
     );
+    // createTransport logs these (rate-limited); the count is the listener's, as its answers are.
+    this.server.on('drop', () => this.telemetry?.connectionDropped());
     if (isHttp2(this.server)) {
       this.server.on('session', (session: ServerHttp2Session) => {
         this.sessions.add(session);

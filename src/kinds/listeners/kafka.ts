@@ -50,7 +50,7 @@ const options = kindOptions('kafka', {
       minimum: 1,
       default: DEFAULT_MAX_CONNECTIONS,
       description:
-        'Client connections open at once, bootstrap and broker ports together; further ones are closed as they arrive (logged at most every 10 s). With `tls`, connections still in their handshake count too, on each port. Each also holds a connection to the cluster, so the process needs two file descriptors per client: keep it below half its limit.',
+        'Client connections open at once, bootstrap and broker ports together; further ones are closed as they arrive (logged at most every 10 s, counted in `eventgate_listener_connections_dropped_total`). With `tls`, connections still in their handshake count too, on each port. Each also holds a connection to the cluster, so the process needs two file descriptors per client: keep it below half its limit.',
     }),
   ),
   answersAfterClientLeftMs: Type.Optional(

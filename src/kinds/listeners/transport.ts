@@ -94,7 +94,13 @@ export const transportOptions = {
         "How long an idle keep-alive connection stays open for the client's next request (advertised as `Keep-Alive: timeout=`). Keep it above the idle timeout of a proxy or load balancer in front (AWS ALB: 60 s), so that the proxy, not the gateway, closes an idle connection: a client that sends on a connection the server is closing at that moment gets a reset, not an answer.",
     }),
   ),
-  maxConnections: Type.Optional(Type.Integer({ minimum: 1, default: TRANSPORT_DEFAULTS.maxConnections, description: 'Open connections at once; further ones are closed as they arrive.' })),
+  maxConnections: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      default: TRANSPORT_DEFAULTS.maxConnections,
+      description: 'Open connections at once; further ones are closed as they arrive (logged at most every 10 s, counted in `eventgate_listener_connections_dropped_total`).',
+    }),
+  ),
   maxJsonDepth: Type.Optional(
     Type.Integer({ minimum: 1, maximum: 100_000, default: TRANSPORT_DEFAULTS.maxJsonDepth, description: 'Deepest nesting of JSON arrays/objects accepted in a body or frame; deeper: 400.' }),
   ),

@@ -279,6 +279,8 @@ export class WebSocketListener implements ListenerRuntime {
       env.logger,
       'GET',
     );
+    // createTransport logs these (rate-limited); the count is the listener's.
+    this.server.on('drop', () => this.telemetry?.connectionDropped());
     // clientTracking off: ws would keep its own set of clients and a close handler per connection; the listener has its own.
     this.wss = new WebSocketServer({ noServer: true, clientTracking: false, perMessageDeflate: false, maxPayload: options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD, WebSocket: ClientSocket });
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));

@@ -223,13 +223,19 @@ export class KafkaProxyListener implements ListenerRuntime {
     // nothing held two file descriptors each for ever, until the process could open no more.
     if (this.clients.size >= this.settings.maxConnections) {
       client.destroy();
-      this.drops.occurred(undefined);
+      this.connectionDropped();
       return;
     }
     const target = broker ? broker.upstream : this.pickBootstrap();
     const upstream = this.connectUpstream(target);
     const conn = new ProxyConnection(client, upstream, this.host(client), !this.settings.serverTls);
     this.clients.add(conn);
+  }
+
+  /** A new connection closed at maxConnections: logged, rate-limited, and counted. */
+  private connectionDropped(): void {
+    this.drops.occurred(undefined);
+    this.telemetry?.connectionDropped();
   }
 
   private pickBootstrap(): { host: string; port: number } {
