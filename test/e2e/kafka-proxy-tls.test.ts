@@ -25,6 +25,7 @@ describe('kafka listener with tls: clients connect with security.protocol=ssl', 
       await kafka.createTopic(topic, 2);
       return `
 version: 1
+admin: { port: 0 }
 brokers:
   cluster: { kind: kafka, brokers: "${kafka.bootstrap}" }
 listeners:
@@ -113,6 +114,10 @@ routes:
     giveUp.abort();
     second.destroy();
     assert.ok(closed, 'a second connection to a TLS kafka listener with maxConnections: 1 is still open after 30 s');
+    // node closed it (the count of connections in their handshake): logged and counted as the plaintext ports' are.
+    const warning = await gw.waitForLog((l) => l.msg === 'connection limit reached; closing new connections' && l.listener === 'kafka-capped');
+    assert.equal(warning.dropped, 1);
+    assert.equal((await scrape(gw.adminUrl)).value('eventgate_listener_connections_dropped_total', { listener: 'kafka-capped' }), 1);
     // And the one let in is cut off by the handshake's bound (10 s, as an http listener's head), not held node's 120 s.
     const bound = new AbortController();
     const firstClosed = await Promise.race([once(first, 'close').then(() => true), delay(30_000, false, { signal: bound.signal })]);

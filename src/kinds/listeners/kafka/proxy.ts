@@ -168,6 +168,7 @@ export class KafkaProxyListener implements ListenerRuntime {
     // accept() sees a TLS client only once its handshake is done: node's own count bounds the ones
     // still shaking hands (per port), which would otherwise be held 120 s each, uncounted.
     server.maxConnections = this.settings.maxConnections;
+    server.on('drop', () => this.connectionDropped());
     // node leaves a socket whose handshake failed or timed out open: it is of no use to anyone.
     server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
       this.env.logger.debug({ listener: this.name, err: err.message }, 'TLS handshake failed');
@@ -232,7 +233,7 @@ export class KafkaProxyListener implements ListenerRuntime {
     this.clients.add(conn);
   }
 
-  /** A new connection closed at maxConnections: logged, rate-limited, and counted. */
+  /** A new connection closed at maxConnections (by accept, or by node on a TLS port): logged, rate-limited, and counted. */
   private connectionDropped(): void {
     this.drops.occurred(undefined);
     this.telemetry?.connectionDropped();
