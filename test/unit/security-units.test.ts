@@ -230,20 +230,21 @@ describe('expression time box', () => {
   });
 
   it('counts only the time the evaluation runs, not the time it waits for its turn while the event loop is busy elsewhere', async () => {
-    // Some tens of milliseconds of work in 10 ms slices (a range walked step by step: 8-9 slices under
-    // node:test at load ~18, 0.13-0.16 s; five times the range ran past the box at load ~19, when
-    // test files running beside it stretched its slices); between two of them the event loop held
-    // 600 ms by other work, twice (a blocked wait, no CPU): 1.2 s in all, past the time box, which
-    // jsonata's wall-clock timeout failed it for.
-    const expr = compileExpression('$count([1..2000].($ + 1))', { timeoutMs: 1000, maxDepth: 500 });
+    // Some tens of milliseconds of work in 10 ms slices (a range walked step by step: [1..2000] took 8-9
+    // slices under node:test at load ~18, 0.13-0.16 s, but only 22 ms, one slice and a bit, on a
+    // quiet fast machine, where the loop was held once; [1..10000] ran past a 1000 ms box at load
+    // ~19, when test files running beside it stretched its slices; [1..8000] is 40-50 ms when quiet);
+    // between two of them the event loop held 900 ms by other work, twice (a blocked wait, no CPU):
+    // 1.8 s in all, past the time box, which jsonata's wall-clock timeout failed it for.
+    const expr = compileExpression('$count([1..8000].($ + 1))', { timeoutMs: 1500, maxDepth: 500 });
     const blocked = new Int32Array(new SharedArrayBuffer(4));
     let stalls = 0;
     const stall = () => {
-      Atomics.wait(blocked, 0, 0, 600);
+      Atomics.wait(blocked, 0, 0, 900);
       if (++stalls < 2) setImmediate(stall);
     };
     setImmediate(stall);
-    assert.equal(await expr.evaluate({}, {}), 2000);
+    assert.equal(await expr.evaluate({}, {}), 8000);
     assert.equal(stalls, 2, 'the evaluation yielded while the loop was held');
   });
 
