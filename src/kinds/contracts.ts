@@ -641,6 +641,22 @@ export interface Retained {
   forget?: readonly number[];
 }
 
+/**
+ * Whether a client's positions name none of the source's partitions: an id of another topic (a
+ * reload changed the route's topic, or the client kept an id of another stream) or of this one
+ * before it was made again with fewer partitions. Such a client is read from the oldest retained
+ * message, as one without an id, and told so (FOREIGN_POSITIONS): silently, it got up to
+ * MAX_REPLAY records it could not tell from a resume.
+ */
+export function namesNoPartitionOf(after: ReadonlyMap<number, bigint>, has: (partition: number) => boolean): boolean {
+  if (after.size === 0) return false;
+  for (const p of after.keys()) if (has(p)) return false;
+  return true;
+}
+
+/** The resume notice (Retained.gap) for namesNoPartitionOf. */
+export const FOREIGN_POSITIONS = 'Last-Event-ID names no partition of this topic (an id of another topic, or of this one before it was made again); resuming from the oldest retained event';
+
 /** The resume notice (Retained.gap) of a source that keeps nothing a reconnecting event-stream client could be given again. */
 export function noReadBack(source: string): string {
   return `${source} keeps no messages to read back: what it delivered while the client was away is not replayed`;

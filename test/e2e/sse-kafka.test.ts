@@ -52,6 +52,20 @@ describe('Server-Sent Events from a Kafka topic', () => {
     for (const e of ahead.events().slice(1)) assert.match(e.id!, /^[0-2]:\d+(,[0-2]:\d+)*$/);
     ahead.close();
   });
+  it("tells a client whose Last-Event-ID names none of the topic's partitions (an id of another topic), and replays it from the oldest retained", async () => {
+    // Before, the topic was replayed from its oldest record without a word, as if it were a resume.
+    const foreign = await openStream(gw.url('api', '/ticks'), { 'last-event-id': '7:3' });
+    // The 12 events the tests before published, all of them, after the notice.
+    await eventually(() => assert.equal(foreign.events().length, 13), 20000);
+    const [notice, ...replayed] = foreign.events();
+    assert.equal(notice!.event, 'eventgate.resume');
+    assert.match((JSON.parse(notice!.data) as { reason: string }).reason, /^Last-Event-ID names no partition of this topic/);
+    assert.deepEqual(
+      replayed.map((e) => JSON.parse(e.data).n as number).sort((a, b) => a - b),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+    );
+    foreign.close();
+  });
 });
 
 describe('Server-Sent Events from a Kafka topic written by a transactional producer', () => {

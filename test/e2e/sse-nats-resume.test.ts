@@ -107,6 +107,20 @@ routes:
     );
   });
 
+  it('says so and starts at the oldest stored event when the id names no partition of the stream (an id of another topic)', { timeout: 60_000 }, async () => {
+    // Before, the stream was read from its oldest event without a word, as if it were a resume.
+    const stream = await openStream(gw.url('api', '/made'), { 'last-event-id': '7:3' });
+    await eventually(() => assert.ok(stream.events().some((e) => e.event === undefined && JSON.parse(e.data).n === 6)), 10_000);
+    stream.close();
+    const [notice, ...events] = stream.events();
+    assert.equal(notice?.event, 'eventgate.resume');
+    assert.match(JSON.parse(notice!.data).reason, /^Last-Event-ID names no partition of this topic/);
+    assert.deepEqual(
+      events.map((e) => (JSON.parse(e.data) as { n: number }).n),
+      [1, 2, 3, 4, 5, 6],
+    );
+  });
+
   it('on a path a core subject feeds too, replays the stream and says that the core route keeps nothing to read back', { timeout: 60_000 }, async () => {
     const first = await openStream(gw.url('api', '/mixed'));
     await publish('made', 7);

@@ -93,6 +93,26 @@ routes:
     assert.match(JSON.parse(events[0]!.data).reason, /past the end of the topic/);
     assertFourFromTheStart(events);
   });
+
+  it('says so when the id names no partition of the topic (an id of another topic), and replays from the oldest retained event', async () => {
+    // The four events of the first test; before, they came without a word, as if it were a resume.
+    const ac = new AbortController();
+    const res = await fetch(gw.url('api', '/orders/stream'), { headers: { accept: 'text/event-stream', 'last-event-id': '7:3' }, signal: ac.signal });
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    while (!parseEvents(text).some((e) => e.data === '{"n":4}')) {
+      const { value, done } = await reader.read();
+      assert.ok(!done, `stream ended early: ${text}`);
+      text += decoder.decode(value, { stream: true });
+    }
+    ac.abort();
+    const events = parseEvents(text);
+    assert.equal(events[0]!.event, 'eventgate.resume');
+    assert.match(JSON.parse(events[0]!.data).reason, /^Last-Event-ID names no partition of this topic/);
+    assertFourFromTheStart(events);
+  });
 });
 
 /** After the resume notice: the four messages posted, each with an id of the topic as it is now (0:0 to 0:3). */

@@ -3,7 +3,17 @@ import { Backoff, pause } from '../../core/backoff.js';
 import { approxMessageBytes } from '../../core/heap-size.js';
 import { InFlightWindow } from '../../core/in-flight-window.js';
 import { detachOriginal, liveOriginal, offsetText, ORIGINAL, type Delivery, type Message } from '../../core/message.js';
-import type { BrokerRuntime, BrokerTelemetry, ConsumerLag, Retained, RuntimeEnv, SubscribeSpec, Subscription } from '../contracts.js';
+import {
+  FOREIGN_POSITIONS,
+  namesNoPartitionOf,
+  type BrokerRuntime,
+  type BrokerTelemetry,
+  type ConsumerLag,
+  type Retained,
+  type RuntimeEnv,
+  type SubscribeSpec,
+  type Subscription,
+} from '../contracts.js';
 import { defineBroker, kindOptions, Type, type Static } from '../define.js';
 
 const DEFAULT_RETAIN = 1000;
@@ -297,9 +307,11 @@ export class MemoryBroker implements BrokerRuntime {
       forget: [...after.keys()].filter((p) => p !== 0 || ahead),
       gap: ahead
         ? 'Last-Event-ID is past the end of the topic (the gateway restarted since, and its memory topics began again); resuming from the oldest retained event'
-        : wanted < topic.first
-          ? "some events after Last-Event-ID are no longer retained by the memory broker (its 'retain' and 'retainBytes'); resuming from the oldest retained event"
-          : undefined,
+        : namesNoPartitionOf(after, (p) => p === 0)
+          ? FOREIGN_POSITIONS
+          : wanted < topic.first
+            ? "some events after Last-Event-ID are no longer retained by the memory broker (its 'retain' and 'retainBytes'); resuming from the oldest retained event"
+            : undefined,
     });
   }
 

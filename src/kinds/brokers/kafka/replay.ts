@@ -1,7 +1,7 @@
 import type kafkajs from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { Message } from '../../../core/message.js';
-import type { Retained } from '../../contracts.js';
+import { FOREIGN_POSITIONS, namesNoPartitionOf, type Retained } from '../../contracts.js';
 import type { KafkaSettings } from '../kafka.js';
 import { Backoff } from '../../../core/backoff.js';
 import { sleep } from '../../../core/within.js';
@@ -109,6 +109,7 @@ class Replay {
   expired = false;
   private truncated = false;
   private ahead = false;
+  private foreign = false;
   /** Partitions of the client's id that are not this topic's positions (Retained.forget). */
   private readonly forget: number[] = [];
   private readonly messages: Message[] = [];
@@ -145,6 +146,7 @@ class Replay {
     if (this.undecoded.length > 0) this.log.warn({ topic: this.topic, batches: this.undecoded }, 'replay left out record batches it cannot decode');
     const gaps = [
       this.ahead ? AHEAD : '',
+      this.foreign ? FOREIGN_POSITIONS : '',
       this.truncated ? NO_LONGER_RETAINED : '',
       this.undecoded.length > 0 ? `events in record batches the gateway cannot decode are left out: ${this.undecoded.join('; ')}` : '',
     ];
@@ -168,6 +170,7 @@ class Replay {
   private plan(ends: { partition: number; low: bigint; high: bigint }[]): void {
     // A partition the topic does not have (an id of another topic, or of the topic before it was created again with fewer).
     for (const p of this.after.keys()) if (!ends.some((e) => e.partition === p)) this.forget.push(p);
+    this.foreign = namesNoPartitionOf(this.after, (p) => ends.some((e) => e.partition === p));
     const budget = BigInt(Math.max(1, Math.floor(MAX_REPLAY_RECORDS / Math.max(1, ends.length))));
     for (const { partition, high, low } of ends) {
       const seen = this.after.get(partition);

@@ -1,6 +1,6 @@
 import type { DeliverPolicy, JetStreamManager, JsMsg, NatsConnection } from 'nats';
 import type { Message } from '../../../core/message.js';
-import type { Retained } from '../../contracts.js';
+import { FOREIGN_POSITIONS, namesNoPartitionOf, type Retained } from '../../contracts.js';
 
 /** At most this many messages are read back per call; older ones count as no longer retained (as Kafka's replay). */
 export const MAX_REPLAY_MESSAGES = 10_000;
@@ -28,9 +28,11 @@ export async function readStream(nc: NatsConnection, jsm: JetStreamManager, stre
   const gap = () =>
     ahead
       ? `Last-Event-ID is past the end of stream '${stream}' (it was made again since); resuming from the oldest retained event`
-      : truncated
-        ? `some events after Last-Event-ID may no longer be retained by stream '${stream}' (its limits), or are more than ${MAX_REPLAY_MESSAGES} messages back; resuming from the oldest retained event`
-        : undefined;
+      : namesNoPartitionOf(after, (p) => p === 0)
+        ? FOREIGN_POSITIONS
+        : truncated
+          ? `some events after Last-Event-ID may no longer be retained by stream '${stream}' (its limits), or are more than ${MAX_REPLAY_MESSAGES} messages back; resuming from the oldest retained event`
+          : undefined;
   // JetStream messages are partition 0: a position on another, or past the stream's end, is not this stream's.
   const forget = [...after.keys()].filter((p) => p !== 0 || ahead);
   if (last === undefined || last < from) return { messages: [], gap: gap(), forget };
