@@ -184,7 +184,8 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
   const specific = errors.filter((d) => !SUMMARIES.some((re) => re.test(d.message)));
   const problems = (syntax.length > 0 ? syntax : specific.length > 0 ? specific : errors).map(
     (d) =>
-      danglingRef(d, cycleSites, policy) ?? {
+      danglingRef(d, cycleSites, policy) ??
+      unreadableRef(d, sites, policy) ?? {
         file: d.source ?? file,
         line: d.range.start.line + 1,
         column: Math.max(1, d.range.start.character + 1), // the parser says -1 when it has no place
@@ -223,10 +224,24 @@ function danglingRef(d: ParserDiagnostic, sites: ReadonlyMap<string, CycleSite[]
   return site && danglingAt(site, displayPath(site.to, policy));
 }
 
+/**
+ * A `$ref` to a file that cannot be read, in a file a `$ref` led to: the parser says it at 1:1 of
+ * that file (in the root document it has the `$ref`'s place). Said at the `$ref` that names it.
+ */
+function unreadableRef(d: ParserDiagnostic, sites: ReadonlyMap<string, RefSite>, policy: RefPolicy): RefProblem | undefined {
+  const m = FS_ERROR.exec(d.message);
+  if (!m || d.range.start.line > 0) return undefined;
+  const site = sites.get(m[2]!);
+  return site && { file: site.file, line: site.line, column: site.column, path: site.path, message: readableMessage(d.message, policy) };
+}
+
 /** A `$ref` whose place is not in its document, said at the `$ref`. */
 function danglingAt(site: CycleSite, doc: string): RefProblem {
   return { file: site.file, line: site.line, column: site.column, path: [...site.path, '$ref'], message: `$ref '${site.ref}' points at nothing: ${doc} has no '#${pointerOf(site.target)}'` };
 }
+
+/** A file-system error the parser passes through: its code and the file. */
+const FS_ERROR = /^(E[A-Z]+): .*, open '(.*)'$/;
 
 /**
  * The parser passes file-system errors through as they are (`ENOENT: no such file or directory,
@@ -234,7 +249,7 @@ function danglingAt(site: CycleSite, doc: string): RefProblem {
  * message may carry an absolute path of it either.
  */
 export function readableMessage(message: string, policy: RefPolicy): string {
-  const fs = /^(E[A-Z]+): .*, open '(.*)'$/.exec(message);
+  const fs = FS_ERROR.exec(message);
   if (fs) return `cannot read the file this $ref points to (${fs[1]}: ${displayPath(fs[2]!, policy)})`;
   const thrown = /^Error thrown during (.*?)\. Name: (\w+), message: ([\s\S]*?)(?:, stack: ([\s\S]*))?$/.exec(message);
   if (thrown) return parserFailure(thrown[1]!, thrown[3]!, thrown[4] ?? '', policy);

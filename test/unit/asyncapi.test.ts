@@ -329,6 +329,17 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.equal(diagnostics[0]!.column, 15);
     assert.match(diagnostics[0]!.message, /^AsyncAPI: cannot read the file this \$ref points to \(ENOENT: .*schemas\/light-measured\.yaml\)$/);
     assert.ok(files.includes(join(dir, 'schemas/light-measured.yaml')));
+    // From a file a $ref led to, the parser said it at 1:1 of that file (spec-checklist 1070).
+    const nested = await load({
+      'gateway.yaml': config(['{message: lightMeasured}']),
+      'streetlights.yaml': documentOf['3.0'],
+      'schemas/light-measured.yaml': 'type: object\nproperties:\n  id: {type: integer}\n  kid: {$ref: "parts/kid.yaml"}\n',
+    });
+    assert.deepEqual(
+      nested.diagnostics.map((d) => [d.file.slice(d.file.indexOf('/schemas/') + 1), d.line, d.column, d.path]),
+      [['schemas/light-measured.yaml', 4, 15, 'properties.kid.$ref']],
+    );
+    assert.match(nested.diagnostics[0]!.message, /^AsyncAPI: cannot read the file this \$ref points to \(ENOENT: .*schemas\/parts\/kid\.yaml\)$/);
   });
 
   it('reports a $ref to a place another file, or its own, does not have at the $ref, also one the parser leaves as written in a cycle (point 323)', async () => {
