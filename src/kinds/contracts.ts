@@ -146,6 +146,8 @@ export interface CompiledStep {
    * `named` the id the config's `validate: {message}` gave it (another of its ids, say its `name`).
    */
   readonly accepts?: readonly { schema: unknown; message: string | null; named?: string; draft?: '04' | '07' | '2019' | '2020' }[];
+  /** What leaves the step is among `accepts`: it stops the others (`onInvalid: reject` or `deadletter`), where `tag` lets them on. */
+  readonly stopsInvalid?: boolean;
   /** The step never changes a message's value (it may drop, divert or tag it): validate steps after it still check what the client sent. */
   readonly keepsValue?: boolean;
   run(msg: Message, ctx: MessageContext): StepResult | Promise<StepResult>;

@@ -47,6 +47,78 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
     return { id, channel: channels[id] as { messages: Json } };
   };
 
+  // `more`: the later validate steps' schemas, joined to `a`'s in an allOf; `base`: a `$ref` to
+  // the shared message's payload standing for `a`'s there.
+  const payloadAt = (a: Accepted, at: string, more: readonly (readonly Accepted[])[], base?: string) => {
+    const draft = needsDraft([a, ...more.flat()]);
+    // In a Multi Format Schema Object the schema is one level down.
+    const to = draft ? `${at}/schema` : at;
+    const schema =
+      more.length === 0
+        ? payloadSchema(a.schema, to)
+        : {
+            allOf: [
+              base ? { $ref: base } : payloadSchema(a.schema, `${to}/allOf/0`),
+              ...more.map((m, k) => (m.length === 1 ? payloadSchema(m[0]!.schema, `${to}/allOf/${k + 1}`) : { anyOf: m.map((b, j) => payloadSchema(b.schema, `${to}/allOf/${k + 1}/anyOf/${j}`)) })),
+            ],
+          };
+    return draft ? { schemaFormat: `application/schema+json;version=${DRAFT_FORMATS[draft]}`, schema } : schema;
+  };
+  // An AsyncAPI message is one message of the export, in components, whatever channels carry
+  // it: a copy in each would make its id name several messages, which a `validate: {message}`
+  // on the export refuses as ambiguous. Its key is its id (`$message`); the id the config named
+  // it by, when another (its `name`, say), is its `name` there and its key in the route's
+  // channel, so that config's `validate: {message}` finds it in the export as well.
+  const shared = (a: Accepted): string | undefined => {
+    if (a.message === null) return undefined;
+    const at = `#/components/messages/${escapePointer(a.message)}`;
+    const payload = payloadAt(a, `${at}/payload`, []);
+    const known = sharedMessages[a.message];
+    if (known === undefined) {
+      const alias = a.named !== undefined && a.named !== a.message ? a.named : undefined;
+      sharedMessages[a.message] = { name: alias ?? a.message, contentType: 'application/json', payload };
+      return at;
+    }
+    return canonical(known.payload) === canonical(payload) ? at : undefined;
+  };
+  /**
+   * The messages of a channel a route's validate steps enforce (`enforced`: the accepts of each,
+   * in step order; the first step's are the messages, later ones an `allOf` on each), keyed by
+   * message id, else by `base`; undefined when no step enforces anything.
+   */
+  const messagesOf = (enforced: readonly (readonly Accepted[])[], id: string, base: string, route: string) => {
+    const first = enforced[0] ?? [];
+    return first.length
+      ? first.map((a, i) => {
+          const mid = a.message ?? (first.length === 1 ? base : `${base}-${i + 1}`);
+          if (enforced.length === 1) {
+            const at = shared(a);
+            if (at) return [a.named ?? mid, { $ref: at }] as const;
+          } else if (a.message !== null && needsDraft([a]) === needsDraft([a, ...enforced.slice(1).flat()])) {
+            // Enforced with more (later validate steps): the message stays one, in components, and
+            // this channel's message is the route's own, its payload that one's and the rest (allOf).
+            const at = shared(a);
+            const key = first.length === 1 ? base : `${base}-${i + 1}`;
+            if (at) {
+              const sharedPayload = `${at}/payload${needsDraft([a]) ? '/schema' : ''}`;
+              const own = `#/channels/${escapePointer(id)}/messages/${escapePointer(key)}/payload`;
+              return [
+                key,
+                {
+                  name: key,
+                  contentType: 'application/json',
+                  summary: `Message '${a.message}' as route '${route}' enforces it: its payload and the route's later validate steps.`,
+                  payload: payloadAt(a, own, enforced.slice(1), sharedPayload),
+                },
+              ] as const;
+            }
+          }
+          const at = `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`;
+          return [mid, { name: a.message ?? base, contentType: 'application/json', payload: payloadAt(a, at, enforced.slice(1)) }] as const;
+        })
+      : undefined;
+  };
+
   for (const r of plan.routes.values()) {
     if (r.from.type === 'listener') {
       const { id, channel } = channelFor(r.from.listener, r.from.path);
@@ -58,72 +130,7 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
         if (s.accepts) enforced.push(s.accepts);
         if (!s.keepsValue) break;
       }
-      const first = enforced[0] ?? [];
-      // `more`: the later validate steps' schemas, joined to `a`'s in an allOf; `base`: a `$ref` to
-      // the shared message's payload standing for `a`'s there.
-      const payloadAt = (a: Accepted, at: string, more: readonly (readonly Accepted[])[], base?: string) => {
-        const draft = needsDraft([a, ...more.flat()]);
-        // In a Multi Format Schema Object the schema is one level down.
-        const to = draft ? `${at}/schema` : at;
-        const schema =
-          more.length === 0
-            ? payloadSchema(a.schema, to)
-            : {
-                allOf: [
-                  base ? { $ref: base } : payloadSchema(a.schema, `${to}/allOf/0`),
-                  ...more.map((m, k) =>
-                    m.length === 1 ? payloadSchema(m[0]!.schema, `${to}/allOf/${k + 1}`) : { anyOf: m.map((b, j) => payloadSchema(b.schema, `${to}/allOf/${k + 1}/anyOf/${j}`)) },
-                  ),
-                ],
-              };
-        return draft ? { schemaFormat: `application/schema+json;version=${DRAFT_FORMATS[draft]}`, schema } : schema;
-      };
-      // An AsyncAPI message is one message of the export, in components, whatever channels carry
-      // it: a copy in each would make its id name several messages, which a `validate: {message}`
-      // on the export refuses as ambiguous. Its key is its id (`$message`); the id the config named
-      // it by, when another (its `name`, say), is its `name` there and its key in the route's
-      // channel, so that config's `validate: {message}` finds it in the export as well.
-      const shared = (a: Accepted): string | undefined => {
-        if (a.message === null) return undefined;
-        const at = `#/components/messages/${escapePointer(a.message)}`;
-        const payload = payloadAt(a, `${at}/payload`, []);
-        const known = sharedMessages[a.message];
-        if (known === undefined) {
-          const alias = a.named !== undefined && a.named !== a.message ? a.named : undefined;
-          sharedMessages[a.message] = { name: alias ?? a.message, contentType: 'application/json', payload };
-          return at;
-        }
-        return canonical(known.payload) === canonical(payload) ? at : undefined;
-      };
-      const messages = first.length
-        ? first.map((a, i) => {
-            const mid = a.message ?? (first.length === 1 ? `${r.name}` : `${r.name}-${i + 1}`);
-            if (enforced.length === 1) {
-              const at = shared(a);
-              if (at) return [a.named ?? mid, { $ref: at }] as const;
-            } else if (a.message !== null && needsDraft([a]) === needsDraft([a, ...enforced.slice(1).flat()])) {
-              // Enforced with more (later validate steps): the message stays one, in components, and
-              // this channel's message is the route's own, its payload that one's and the rest (allOf).
-              const at = shared(a);
-              const key = first.length === 1 ? r.name : `${r.name}-${i + 1}`;
-              if (at) {
-                const base = `${at}/payload${needsDraft([a]) ? '/schema' : ''}`;
-                const own = `#/channels/${escapePointer(id)}/messages/${escapePointer(key)}/payload`;
-                return [
-                  key,
-                  {
-                    name: key,
-                    contentType: 'application/json',
-                    summary: `Message '${a.message}' as route '${r.name}' enforces it: its payload and the route's later validate steps.`,
-                    payload: payloadAt(a, own, enforced.slice(1), base),
-                  },
-                ] as const;
-              }
-            }
-            const at = `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`;
-            return [mid, { name: a.message ?? r.name, contentType: 'application/json', payload: payloadAt(a, at, enforced.slice(1)) }] as const;
-          })
-        : [[r.name, { name: r.name, contentType: 'application/json', description: 'Any JSON value (the route validates nothing).' }] as const];
+      const messages = messagesOf(enforced, id, r.name, r.name) ?? [[r.name, { name: r.name, contentType: 'application/json', description: 'Any JSON value (the route validates nothing).' }] as const];
       for (const [mid, m] of messages) channel.messages[mid] = m;
       operations[r.name] = {
         action: 'receive',
@@ -138,21 +145,26 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
       if (t.type !== 'listener') continue;
       const { id, channel } = channelFor(t.listener, t.path);
       const mid = `${r.name}-forward`;
-      channel.messages[mid] =
-        t.format === 'envelope'
-          ? {
-              name: mid,
-              contentType: 'application/json',
-              summary: `What route '${r.name}' forwards, in an envelope.`,
-              payload: payloadSchema(envelopeSchema, `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`),
-            }
-          : { name: mid, contentType: 'application/json', summary: `What route '${r.name}' forwards: the message value.` };
+      // What the route forwards passed every validate step after its last transform that stops
+      // what it does not accept: those steps' messages are what clients receive.
+      const forwarded = t.format === 'envelope' ? undefined : messagesOf(guaranteed(r.steps), id, mid, r.name);
+      for (const [key, m] of forwarded ?? []) channel.messages[key] = m;
+      if (!forwarded)
+        channel.messages[mid] =
+          t.format === 'envelope'
+            ? {
+                name: mid,
+                contentType: 'application/json',
+                summary: `What route '${r.name}' forwards, in an envelope.`,
+                payload: payloadSchema(envelopeSchema, `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}/payload`),
+              }
+            : { name: mid, contentType: 'application/json', summary: `What route '${r.name}' forwards: the message value.` };
       operations[`${r.name}-forward-${id}`] = {
         action: 'send',
         title: `route ${r.name} → ${t.listener}${t.path}`,
         summary: `The gateway pushes what route '${r.name}' forwards to every client connected on ${t.path}.`,
         channel: { $ref: `#/channels/${escapePointer(id)}` },
-        messages: [{ $ref: `#/channels/${escapePointer(id)}/messages/${escapePointer(mid)}` }],
+        messages: (forwarded?.map(([key]) => key) ?? [mid]).map((key) => ({ $ref: `#/channels/${escapePointer(id)}/messages/${escapePointer(key)}` })),
       };
     }
   }
@@ -169,6 +181,16 @@ export function exportAsyncApi(plan: Plan, envelopeSchema: unknown): Json {
     operations,
     ...(Object.keys(sharedMessages).length > 0 ? { components: { messages: sharedMessages } } : {}),
   };
+}
+
+/** The accepts of each validate step after a route's last value-changing step that stops what it does not accept, in step order. */
+function guaranteed(steps: readonly CompiledStep[]): (readonly Accepted[])[] {
+  const out: (readonly Accepted[])[] = [];
+  for (const s of steps) {
+    if (!s.keepsValue) out.length = 0;
+    else if (s.accepts && s.stopsInvalid) out.push(s.accepts);
+  }
+  return out;
 }
 
 function channelId(listener: string, path: string): string {

@@ -69,6 +69,19 @@ describe('eventgate export asyncapi', () => {
         '      - transform: \'{"c": a}\'',
         '      - validate: { schema: { type: object, required: [c] } }',
         '    to: { broker: local, topic: orders }',
+        // Point 1071: a forward carries what the validate steps after its last transform let through (not a tag step's).
+        '  - name: checked-ws',
+        '    from: { broker: local, topic: orders }',
+        '    through:',
+        '      - validate: { schema: { type: object, required: [x] } }',
+        '      - transform: \'{"y": x}\'',
+        '      - validate: { schema: { type: object, required: [y] }, onInvalid: deadletter, deadletter: { broker: local, topic: dl } }',
+        '      - validate: { schema: { type: object, required: [z] }, onInvalid: tag }',
+        '    to: { listener: push, path: /ws/checked }',
+        '  - name: tagged-ws',
+        '    from: { broker: local, topic: orders }',
+        '    through: [{ validate: { schema: { type: object, required: [x] }, onInvalid: tag } }]',
+        '    to: { listener: push, path: /ws/tagged }',
       ),
     });
     const r = await runCliInProcess(['export', 'asyncapi'], { cwd: dir });
@@ -100,6 +113,9 @@ describe('eventgate export asyncapi', () => {
       ],
     });
     assert.match(doc.operations.checked.description, /Later validate steps check the message further after earlier steps changed it/);
+    assert.deepEqual(doc.channels['push-ws-checked'].messages['checked-ws-forward'].payload, { type: 'object', required: ['y'] });
+    assert.deepEqual(doc.operations['checked-ws-forward-push-ws-checked'].messages, [{ $ref: '#/channels/push-ws-checked/messages/checked-ws-forward' }]);
+    assert.equal(doc.channels['push-ws-tagged'].messages['tagged-ws-forward'].payload, undefined);
   });
 
   it('keeps the local $refs of a schema ($defs, "#") and of an AsyncAPI message (components) pointing into the payload, and brings in the files a schema refers to', async () => {
@@ -109,8 +125,13 @@ describe('eventgate export asyncapi', () => {
         'version: 1',
         'asyncapi: api.yaml',
         'brokers: { local: { kind: memory } }',
-        'listeners: { api: { kind: http, port: 0 } }',
+        'listeners: { api: { kind: http, port: 0 }, push: { kind: websocket, port: 0 } }',
         'routes:',
+        // Point 1071: what a forward's validate step lets through is the message its clients receive.
+        '  - name: on-out',
+        '    from: { broker: local, topic: t }',
+        '    through: [{ validate: { message: turnOn } }]',
+        '    to: { listener: push, path: /ws/on }',
         '  - name: defs',
         '    from: { listener: api, path: /defs }',
         '    through: [{ validate: { schema: defs.json } }]',
@@ -194,6 +215,8 @@ describe('eventgate export asyncapi', () => {
     // more is still one message, the stricter route's own $refs its payload.
     assert.deepEqual(doc.channels['api-alias'].messages, { turnOn: { $ref: '#/components/messages/turnOnOff' } });
     assert.equal(doc.components.messages.turnOnOff.name, 'turnOn');
+    assert.deepEqual(doc.channels['push-ws-on'].messages, { turnOn: { $ref: '#/components/messages/turnOnOff' } });
+    assert.deepEqual(doc.operations['on-out-forward-push-ws-on'].messages, [{ $ref: '#/channels/push-ws-on/messages/turnOn' }]);
     assert.deepEqual(doc.channels['api-old'].messages.old.payload, { schemaFormat: 'application/schema+json;version=draft-04', schema: { type: 'number', maximum: 10, exclusiveMaximum: true } });
     assert.deepEqual(doc.channels['api-stricter'].messages.stricter.payload, { allOf: [{ $ref: '#/components/messages/node/payload' }, { required: ['kids'] }] });
     // The files a schema's $refs name are in its payload (the export is read anywhere, without them).

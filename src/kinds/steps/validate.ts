@@ -140,6 +140,7 @@ export function validator(contracts: readonly MessageContract[], onInvalid: OnIn
   return {
     kind: 'validate',
     keepsValue: true,
+    stopsInvalid: onInvalid !== 'tag',
     brokers: deadletter ? [deadletter.broker] : [],
     needsRouteDeadletter: onInvalid === 'deadletter' && !deadletter,
     accepts: contracts.map((c) => ({ schema: c.check.bundled ?? c.check.schema, message: c.message, draft: c.check.draft })),
