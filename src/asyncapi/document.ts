@@ -41,6 +41,11 @@ export interface AsyncApiMessage {
   readonly draft: '04' | '07' | '2019' | '2020';
   /** Absolute path of the document that defines it. */
   readonly document: string;
+  /**
+   * Where its payload schema is written in `document`, `$ref`s not followed
+   * (`components.messages.x.payload`); undefined for a converted one (Avro), which is not written there.
+   */
+  readonly payloadAt?: readonly (string | number)[];
 }
 
 export interface AsyncApiChannel {

@@ -286,6 +286,8 @@ function whatTheParserMet(error: string, policy: RefPolicy): [what: string, look
 type Json = Record<string, any>;
 
 interface MessageDraft {
+  /** Where the root document first has it (components first), as written: its payload's problems are located from there. */
+  at: (string | number)[];
   componentKeys: string[];
   channelKeys: string[];
   channels: string[];
@@ -299,36 +301,38 @@ interface MessageDraft {
 function indexDocument(file: string, doc: Json): AsyncApiDocument {
   const v2 = String(doc.asyncapi).startsWith('2.');
   const drafts = new Map<object, MessageDraft>();
-  const draft = (m: Json) => {
+  const draft = (m: Json, at: (string | number)[]) => {
     let d = drafts.get(m);
-    if (!d) drafts.set(m, (d = { componentKeys: [], channelKeys: [], channels: [], json: m }));
+    if (!d) drafts.set(m, (d = { at, componentKeys: [], channelKeys: [], channels: [], json: m }));
     return d;
   };
   for (const [key, m] of Object.entries((doc.components?.messages ?? {}) as Record<string, Json>)) {
-    if (isObject(m)) draft(m).componentKeys.push(key);
+    if (isObject(m)) draft(m, ['components', 'messages', key]).componentKeys.push(key);
   }
   const channelMessages = new Map<string, Json[]>();
   for (const [name, ch] of Object.entries((doc.channels ?? {}) as Record<string, Json>)) {
     if (!isObject(ch)) continue;
-    const here: Json[] = [];
+    const here: [Json, (string | number)[]][] = [];
     if (v2) {
-      for (const op of [ch.publish, ch.subscribe]) {
-        if (!isObject(op?.message)) continue;
-        const m = op.message as Json;
-        for (const one of Array.isArray(m.oneOf) ? m.oneOf : [m]) if (isObject(one)) here.push(one);
+      for (const op of ['publish', 'subscribe']) {
+        const m = ch[op]?.message;
+        if (!isObject(m)) continue;
+        const at = ['channels', name, op, 'message'];
+        if (!Array.isArray(m.oneOf)) here.push([m, at]);
+        else for (const [i, one] of (m.oneOf as unknown[]).entries()) if (isObject(one)) here.push([one, [...at, 'oneOf', i]]);
       }
     } else {
       for (const [key, m] of Object.entries((ch.messages ?? {}) as Record<string, Json>)) {
         if (!isObject(m)) continue;
-        draft(m).channelKeys.push(key);
-        here.push(m);
+        draft(m, ['channels', name, 'messages', key]).channelKeys.push(key);
+        here.push([m, ['channels', name, 'messages', key]]);
       }
     }
-    for (const m of here) {
-      const d = draft(m);
+    for (const [m, at] of here) {
+      const d = draft(m, at);
       if (!d.channels.includes(name)) d.channels.push(name);
     }
-    channelMessages.set(name, [...new Set(here)]);
+    channelMessages.set(name, [...new Set(here.map(([m]) => m))]);
   }
 
   const messages = new Map<object, AsyncApiMessage>();
@@ -336,7 +340,7 @@ function indexDocument(file: string, doc: Json): AsyncApiDocument {
     // 3.x dropped messageId: a message's key in a channel's `messages` is its id there.
     const candidates = v2 ? [...d.componentKeys, d.json.messageId, d.json.name] : [...d.componentKeys, ...d.channelKeys, d.json.name];
     const ids = [...new Set(candidates.filter((id): id is string => typeof id === 'string' && id !== ''))];
-    messages.set(d.json, { ids, channels: d.channels, document: file, ...payloadOf(d.json, v2) });
+    messages.set(d.json, { ids, channels: d.channels, document: file, ...payloadOf(d.json, v2, d.at) });
   }
   const channels: AsyncApiChannel[] = [...channelMessages].map(([name, ms]) => {
     const address = v2 ? undefined : (doc.channels[name] as Json).address;
@@ -359,8 +363,9 @@ function draftOf(format: unknown): AsyncApiMessage['draft'] {
   return version === 'draft-2020-12' ? '2020' : version === 'draft-2019-09' ? '2019' : version === 'draft-04' ? '04' : '07';
 }
 
-function payloadOf(m: Json, v2: boolean): { payload: AsyncApiMessage['payload']; unsupportedFormat: string | undefined; draft: AsyncApiMessage['draft'] } {
+function payloadOf(m: Json, v2: boolean, at: (string | number)[]): Pick<AsyncApiMessage, 'payload' | 'unsupportedFormat' | 'draft' | 'payloadAt'> {
   let schema: unknown = m.payload;
+  let payloadAt = [...at, 'payload'];
   let format: unknown = v2 ? m.schemaFormat : undefined;
   // A schema parser (Avro) leaves the original behind when it converted a payload to JSON Schema.
   let converted = v2 && m['x-parser-original-payload'] !== undefined;
@@ -369,6 +374,7 @@ function payloadOf(m: Json, v2: boolean): { payload: AsyncApiMessage['payload'];
     format = schema.schemaFormat;
     converted = schema['x-parser-original-payload'] !== undefined;
     schema = schema.schema;
+    payloadAt = [...payloadAt, 'schema'];
   }
   if (schema === undefined || schema === true) return { payload: {}, unsupportedFormat: undefined, draft: '07' };
   if (typeof format === 'string' && !converted && !JSON_SCHEMA_FORMATS.some((f) => format.startsWith(f))) {
@@ -376,7 +382,8 @@ function payloadOf(m: Json, v2: boolean): { payload: AsyncApiMessage['payload'];
   }
   if (schema === false) return { payload: { not: {} }, unsupportedFormat: undefined, draft: '07' };
   // A converted payload (Avro) is the parser's JSON Schema, draft-07.
-  return { payload: decycle(schema) as Record<string, unknown>, unsupportedFormat: undefined, draft: converted ? '07' : draftOf(format) };
+  // A converted payload is not the one written: its problems have no place in the document.
+  return { payload: decycle(schema) as Record<string, unknown>, unsupportedFormat: undefined, draft: converted ? '07' : draftOf(format), payloadAt: converted ? undefined : payloadAt };
 }
 
 function isObject(v: unknown): v is Json {

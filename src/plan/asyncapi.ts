@@ -1,5 +1,6 @@
-import { resolve } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { parseAsyncApi, type AsyncApiDocument, type AsyncApiMessage } from '../asyncapi/document.js';
+import { locateInDocuments } from '../asyncapi/locate.js';
 import { lookup, type AsyncApiRef } from '../asyncapi/lookup.js';
 import { MAX_DOCUMENT_BYTES } from '../asyncapi/refs.js';
 import { canonical } from '../core/canonical.js';
@@ -110,12 +111,31 @@ export class AsyncApiCatalog {
       stepInputs.push(canonical({ id: match.id, channel: match.channel, payload: match.message.payload, draft: match.message.draft }));
       if (!this.payloadChecks.has(match.message)) {
         const origin = `AsyncAPI message '${match.id ?? '(anonymous)'}'`;
-        this.payloadChecks.set(match.message, ctx.jsonSchema(match.message.payload, at, origin, match.message.draft));
+        this.payloadChecks.set(
+          match.message,
+          ctx.jsonSchema(match.message.payload, at, origin, match.message.draft, undefined, (path) => this.placeOf(match.message, path)),
+        );
       }
       const check = this.payloadChecks.get(match.message);
       if (!check) return undefined;
       contracts.push({ check, message: match.id, channel: match.channel });
     }
     return contracts;
+  }
+
+  /** `FILE:LINE:COL` of a place in a message's payload as its documents write it, when it can be found there. */
+  private placeOf(message: AsyncApiMessage, path: readonly PathPart[]): string | undefined {
+    const plan = this.plans.find((p) => p.file === message.document);
+    if (!plan || !message.payloadAt) return undefined;
+    const ctx = this.ctx;
+    const found = locateInDocuments(plan.file, plan.text, message.payloadAt, path, (abs) => {
+      try {
+        return ctx.readRegularText(abs, MAX_DOCUMENT_BYTES);
+      } catch {
+        return undefined;
+      }
+    });
+    // Relative to gateway.yaml's directory, as `asyncapi:` names documents: an upload's answer shows no host path.
+    return found && `${relative(ctx.dir, found.file)}:${found.line}:${found.column}`;
   }
 }

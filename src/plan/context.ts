@@ -282,7 +282,15 @@ export class CompileContext {
    * into the config at `at`. `defaultDraft` applies when the schema has no `$schema` (AsyncAPI
    * payloads are draft-07 supersets).
    */
-  jsonSchema(schema: unknown, at: PathPart[], origin?: string, defaultDraft: '04' | '07' | '2019' | '2020' = '2020', read?: SchemaFileReader): SchemaCheck | undefined {
+  jsonSchema(
+    schema: unknown,
+    at: PathPart[],
+    origin?: string,
+    defaultDraft: '04' | '07' | '2019' | '2020' = '2020',
+    read?: SchemaFileReader,
+    /** Where a place in the schema is written (`schemas/order.yaml:5:12`) when it is not under `at`: an AsyncAPI payload's. */
+    placeOf?: (path: readonly PathPart[]) => string | undefined,
+  ): SchemaCheck | undefined {
     const own = origin === undefined ? undefined : this.documents.get(origin);
     // A schema file's `$ref`s to files beside it are read (and watched) with it; an inline schema's
     // (`$ref: defs.json#/$defs/order`) are relative to the config's directory, as a `schema:` path is.
@@ -304,8 +312,10 @@ export class CompileContext {
         const { line, column } = doc.locate(p.path, 'value');
         this.diagnostics.push({ file: doc.file, line, column, code: 'EG_CONFIG_JSON_SCHEMA', path, message: `invalid JSON Schema${path ? ` at ${path}` : ''}: ${p.message}` });
       } else if (origin?.startsWith('AsyncAPI')) {
-        // The payload lives in the AsyncAPI document, not under `at`: point at the step that names it.
-        this.report(at, 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
+        // The payload lives in the AsyncAPI document, not under `at`: point at the step that names
+        // it, and say where in the document the problem is written.
+        const place = placeOf?.(p.path);
+        this.report(at, 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}${place ? ` (${place})` : ''}: ${p.message}`);
       } else {
         this.report([...at, ...p.path], 'EG_CONFIG_JSON_SCHEMA', `invalid ${where}${path ? ` at ${path}` : ''}: ${p.message}`);
       }

@@ -68,7 +68,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
     );
   });
 
-  it('refuses an unknown format in a message payload at the validate step, naming the message and the key', async () => {
+  it('refuses an unknown format in a message payload at the validate step, naming the message, the key and where the key is written (point 1072)', async () => {
     const payload = lightMeasuredPayload.replace('format: date-time', 'format: datetime');
     const dir = tempFiles({ 'gateway.yaml': config.replace('lightMesured', 'lightMeasured'), 'streetlights.yaml': streetlights30, 'schemas/light-measured.yaml': payload });
     const { code, stdout, stderr } = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
@@ -77,7 +77,7 @@ describe('eventgate validate with AsyncAPI documents', () => {
     const lines = stdout.trimEnd().split('\n');
     assert.match(
       lines[0]!,
-      /^gateway\.yaml:11:\d+: invalid payload schema of AsyncAPI message 'lightMeasured' at properties\.sentAt\.format: unknown format 'datetime' \(did you mean 'date-time'\?\)/,
+      /^gateway\.yaml:11:\d+: invalid payload schema of AsyncAPI message 'lightMeasured' at properties\.sentAt\.format \(schemas\/light-measured\.yaml:6:34\): unknown format 'datetime' \(did you mean 'date-time'\?\)/,
     );
   });
 

@@ -342,6 +342,43 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.match(nested.diagnostics[0]!.message, /^AsyncAPI: cannot read the file this \$ref points to \(ENOENT: .*schemas\/parts\/kid\.yaml\)$/);
   });
 
+  it('says where a payload problem ajv finds is written, through oneOf, a Multi Format Schema Object and $refs (point 1072)', async () => {
+    const at = async (doc: string, step: string) => {
+      const { diagnostics } = await load({ 'gateway.yaml': config([step]), 'streetlights.yaml': doc, 'parts/p.yaml': "p: {type: string, pattern: '('}\n" });
+      return diagnostics.map((d) => `${d.line}:${d.column}: ${d.message.replace(/: Invalid regular expression.*/, '')}`);
+    };
+    const v2 = [
+      'asyncapi: 2.6.0',
+      'info: {title: t, version: "1"}',
+      'channels:',
+      '  c:',
+      '    publish:',
+      '      message:',
+      '        oneOf:',
+      '          - {messageId: one, payload: {type: object}}',
+      '          - messageId: two',
+      '            payload: {properties: {q: {pattern: "["}}}',
+      '',
+    ].join('\n');
+    assert.deepEqual(await at(v2, '{channel: c}'), ["11:29: invalid payload schema of AsyncAPI message 'two' at properties.q.pattern (streetlights.yaml:10:49)"]);
+    const v3 = [
+      'asyncapi: 3.0.0',
+      'info: {title: t, version: "1"}',
+      'channels:',
+      '  c:',
+      '    messages:',
+      '      two:',
+      '        payload:',
+      '          schemaFormat: application/schema+json;version=draft-2020-12',
+      "          schema: {$ref: '#/components/schemas/s'}",
+      'components:',
+      '  schemas:',
+      "    s: {properties: {p: {$ref: 'parts/p.yaml#/p'}}}",
+      '',
+    ].join('\n');
+    assert.deepEqual(await at(v3, '{message: two}'), ["11:29: invalid payload schema of AsyncAPI message 'two' at properties.p.pattern (parts/p.yaml:1:28)"]);
+  });
+
   it('reports a $ref to a place another file, or its own, does not have at the $ref, also one the parser leaves as written in a cycle (point 323)', async () => {
     const at = async (payload: string, others: Record<string, string>) => {
       const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': documentOf['3.0'], 'schemas/light-measured.yaml': payload, ...others });
