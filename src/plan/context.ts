@@ -326,10 +326,15 @@ export class CompileContext {
 
 /** A topic as a diagnostic quotes it: a long one (what a length limit refuses) shortened, with its size. */
 function quoteTopic(topic: string): string {
-  if (topic.length <= 80) return `'${topic}'`;
+  if (topic.length <= 80) return `'${escapeControls(topic)}'`;
   const chars = [...topic];
   const bytes = Buffer.byteLength(topic);
-  return `'${chars.slice(0, 40).join('')}…' (${chars.length} characters${bytes === chars.length ? '' : `, ${bytes} bytes`})`;
+  return `'${escapeControls(chars.slice(0, 40).join(''))}…' (${chars.length} characters${bytes === chars.length ? '' : `, ${bytes} bytes`})`;
+}
+
+/** Control characters (a NUL from "\0" in a double-quoted scalar) as their escapes, not written to the terminal. */
+function escapeControls(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** "an amqp", "a kafka", "an http", "an mqtt": a kind with its article, for messages (http and mqtt are spelt out letter by letter). */

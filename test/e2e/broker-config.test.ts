@@ -76,6 +76,7 @@ routes:
   - { name: g, from: { broker: mq, topic: "$share/g/s/+" }, to: { broker: nt, topic: x } }
   - { name: h, from: { listener: api, path: /h }, to: { broker: mq, topic: "$share/g/x" } }
   - { name: i, from: { listener: api, path: /i }, to: { broker: mq, topic: "$SYS/gateway/x" } }
+  - { name: j, from: { broker: nt, topic: "in\\0.x" }, to: { broker: nt, topic: "out.\\x01" } }
 `;
 
   it('are config errors at their line and column, in validate and run', async () => {
@@ -95,6 +96,9 @@ routes:
       "gateway.yaml:15:76: '$share/g/x' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot start with $share, which names shared subscriptions",
       // mosquitto refuses a publish to any topic starting with $SYS: 0x87 over MQTT 5 (a 503, retried for ever by a consume route), a PUBACK for a dropped message over 3.1.1.
       "gateway.yaml:16:76: '$SYS/gateway/x' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot start with $SYS, the server's own topics (mosquitto refuses such a publish)",
+      // nats-server took both: the route subscribed to `in<NUL>.x` and published to `out.<SOH>`, which no one meant.
+      "gateway.yaml:17:43: 'in\\u0000.x' cannot be a topic of nats broker 'nt': a NATS subject cannot hold the control character U+0000",
+      "gateway.yaml:17:80: 'out.\\u0001' cannot be a topic of nats broker 'nt': a NATS subject cannot hold the control character U+0001",
     ]);
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(run.code, 1, run.stdout + run.stderr);

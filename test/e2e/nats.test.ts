@@ -122,6 +122,18 @@ routes:
     );
   });
 
+  // nats-server took `PUB computed.a<NUL>b`: a 200 for a message no subscriber of the subject meant would get.
+  it('refuses a computed subject holding a control character before sending it', async () => {
+    const sid = await peer.subscribe('computed.>');
+    const bad = await post(gw.url('api', '/computed'), { name: 'a\u0000b' });
+    assert.equal(bad.status, 500, bad.text);
+    assert.match(bad.body.detail, /^topic expression gave "computed\.a\\u0000b", which is not a topic of broker 'nats': a NATS subject cannot hold the control character U\+0000/);
+    const next = await post(gw.url('api', '/computed'), { name: 'fine' });
+    assert.equal(next.status, 200, next.text);
+    const [m] = await peer.take(sid, 1);
+    assert.equal(m!.subject, 'computed.fine');
+  });
+
   it('declares its streams as configured: maxAgeMs and duplicateWindowMs', async () => {
     const info = (await peer.jsApi('$JS.API.STREAM.INFO.ORDERS', {})) as { config: { max_age: number; duplicate_window: number } };
     assert.deepEqual({ maxAge: info.config.max_age, window: info.config.duplicate_window }, { maxAge: 3600e9, window: 30e9 });

@@ -17,12 +17,25 @@ import type { NatsSettings, NatsStream } from '../nats.js';
 export const MAX_SUBJECT_BYTES = 3840;
 export const TOO_LONG = `a NATS subject is at most ${MAX_SUBJECT_BYTES} bytes here: nats-server closes the connection for a longer protocol line (max_control_line, 4 KiB by default)`;
 
+/**
+ * A control character other than whitespace (which the checks below name as such): nats-server
+ * takes `PUB in\0.x` and a subscription to it, so a message published to a subject a typo or an
+ * expression put a NUL into reached no subscriber of the subject meant.
+ */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** Why `subject` holds a control character (`a NATS subject cannot hold the control character U+0000`), or undefined. */
+function controlCharacterProblem(subject: string): string | undefined {
+  const found = CONTROL.exec(subject)?.[0];
+  return found === undefined ? undefined : `a NATS subject cannot hold the control character U+${found.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
 /** Why `subject` cannot be published to, or undefined. */
 export function publishSubjectProblem(subject: string): string | undefined {
   if (subject === '' || /[\s*>]/.test(subject) || subject.split('.').some((t) => t === ''))
     return 'a NATS subject to publish to has non-empty dot-separated tokens, no whitespace and no wildcards (* >)';
   if (subjectTooLong(subject)) return TOO_LONG;
-  return undefined;
+  return controlCharacterProblem(subject);
 }
 
 /** Why `filter` is not a subject filter (a stream's subjects, a route's `from.topic`), or undefined. */
@@ -30,7 +43,7 @@ export function subjectFilterProblem(filter: string): string | undefined {
   if (/\s/.test(filter) || filter === '' || filter.split('.').some((t, j, all) => t === '' || (t === '>' && j !== all.length - 1) || (t.length > 1 && /[*>]/.test(t))))
     return "a NATS subject is dot-separated tokens with no whitespace, '*' a whole token, '>' only the last";
   if (subjectTooLong(filter)) return TOO_LONG;
-  return undefined;
+  return controlCharacterProblem(filter);
 }
 
 /** Whether a subject is longer than MAX_SUBJECT_BYTES (counted in bytes only when it may be). */
