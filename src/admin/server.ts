@@ -158,7 +158,7 @@ export class AdminServer {
   }
 
   async stop(): Promise<void> {
-    this.lockouts.flush();
+    this.lockouts.close();
     await Promise.allSettled(this.stopHooks.map((h) => h()));
     const closed = new Promise<void>((r) => this.server.close(() => r()));
     this.server.closeAllConnections();

@@ -12,10 +12,27 @@ export const FLOOD_LOG_INTERVAL_MS = 10_000;
 /** The window of the keys past `maxWindows` (no caller's key starts with a NUL). */
 const SHARED_WINDOW = '\u0000shared';
 
+/**
+ * The warnings with a window open, in the whole process: a window's summary is written at its
+ * interval's end by a timer the process does not wait for, so the shutdown writes them
+ * (flushPendingWarnings) rather than let them go with the process.
+ */
+const withOpenWindows = new Set<{ flush(): void }>();
+
+/**
+ * Writes the summary of every warning whose window is still open (the process is about to exit).
+ * A warning of another gateway in the same process (tests) only has its line written early.
+ */
+export function flushPendingWarnings(): void {
+  for (const warning of [...withOpenWindows]) warning.flush();
+}
+
 export class RateLimitedWarning<T> {
   private readonly windows = new Map<string, { count: number; last: T | undefined; timer: NodeJS.Timeout; group: string | undefined }>();
   /** Windows open per group (its shared window aside), for maxWindowsPerGroup. */
   private readonly perGroup = new Map<string, number>();
+  /** After close(): each occurrence is its own line (see close()). */
+  private closed = false;
 
   /**
    * `line(last, count)` logs one line: `count` occurrences, the last of them `last`. `maxWindows`
@@ -37,6 +54,7 @@ export class RateLimitedWarning<T> {
 
   /** One occurrence, with its details; `key` keeps a window of its own (a route's, say), counted in `group`'s bound. */
   occurred(details: T, key = '', group?: string): void {
+    if (this.closed) return this.line(details, 1);
     let inGroup = group;
     if (!this.windows.has(key)) {
       if (group !== undefined && (this.perGroup.get(group) ?? 0) >= this.maxWindowsPerGroup) {
@@ -58,26 +76,40 @@ export class RateLimitedWarning<T> {
     const timer = setInterval(() => this.intervalEnded(key), this.intervalMs);
     timer.unref();
     this.windows.set(key, { count: 0, last: undefined, timer, group: inGroup });
+    withOpenWindows.add(this);
     if (inGroup !== undefined) this.perGroup.set(inGroup, (this.perGroup.get(inGroup) ?? 0) + 1);
   }
 
-  /** Logs what was counted and not logged yet, and closes every window (the owner stops). */
+  /** Logs what was counted and not logged yet, and closes every window (the next occurrence is logged at once). */
   flush(): void {
-    for (const key of [...this.windows.keys()]) this.close(key);
+    for (const key of [...this.windows.keys()]) this.closeWindow(key);
+  }
+
+  /**
+   * The owner stops (a route's close(), a listener's or a subscription's stop): what was counted is
+   * logged, and so is each occurrence after this one, at once. What still occurs then is the
+   * little the owner had in hand (a route's records whose answers came after its drain timeout),
+   * and a window opened for it would lose its count with the process if it exited before the
+   * interval ended (spec-checklist 1049).
+   */
+  close(): void {
+    this.closed = true;
+    this.flush();
   }
 
   private intervalEnded(key: string): void {
     const window = this.windows.get(key)!;
-    if (window.count === 0) return this.close(key);
+    if (window.count === 0) return this.closeWindow(key);
     this.line(window.last as T, window.count);
     window.count = 0;
     window.last = undefined;
   }
 
-  private close(key: string): void {
+  private closeWindow(key: string): void {
     const window = this.windows.get(key)!;
     clearInterval(window.timer);
     this.windows.delete(key);
+    if (this.windows.size === 0) withOpenWindows.delete(this);
     if (window.group !== undefined) {
       const left = (this.perGroup.get(window.group) ?? 1) - 1;
       if (left > 0) this.perGroup.set(window.group, left);

@@ -1,4 +1,5 @@
 import { within } from '../core/within.js';
+import { flushPendingWarnings } from '../core/rate-limited-warning.js';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { formatDiagnostic, formatPath, type Diagnostic } from '../config/diagnostics.js';
@@ -446,6 +447,8 @@ export class Gateway {
     await Promise.allSettled([...this.brokers.values()].map((b) => b.stop()));
     await Promise.allSettled([...this.listeners.values()].filter((l) => l.quiesce).map((l) => l.stop({ drainMs: left() })));
     await this.admin?.stop();
+    // Warnings whose owners were not closed here (a route a reload retired) write what they counted.
+    flushPendingWarnings();
     this.logger.info('shutdown complete');
   }
 

@@ -1128,7 +1128,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   close(): void {
     for (const w of this.webhooks) w.close();
     // What the warning counted and did not log yet is logged now, not lost with the route.
-    this.recordsFailed?.flush();
+    this.recordsFailed?.close();
   }
 
   /** Waits, up to drainMs, until no message is inside the route. */

@@ -25,6 +25,8 @@ describe('kafka listener: outcomes follow the cluster’s acknowledgement', () =
   let topic: string;
   let taggedTopic: string;
   let spreadTopic: string;
+  /** Read by route `late-in`, whose records are answered after a reload retired it (spec-checklist 1049). */
+  let lateTopic: string;
   let tap: WsClient;
 
   before(async () => {
@@ -35,12 +37,13 @@ describe('kafka listener: outcomes follow the cluster’s acknowledgement', () =
     await kafka.createTopic(taggedTopic, 1);
     spreadTopic = kafka.topic('spread');
     await kafka.createTopic(spreadTopic, 3);
+    lateTopic = kafka.topic('late');
+    await kafka.createTopic(lateTopic, 3);
   });
-  // Registered after the before() that starts the cluster, so the config can name its topics.
-  const gw = useGateway(
-    () => `
+  /** `lateSteps`: what a reload changes in route late-in, so that it is rebuilt and the old one retired. */
+  const config = (lateSteps = '[]') => `
 version: 1
-admin: { port: 0, token: ${TOKEN}, tap: { maxPerSecond: 1000 } }
+admin: { port: 0, token: ${TOKEN}, tap: { maxPerSecond: 1000 }, drainTimeoutMs: 500 }
 brokers:
   cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
 listeners:
@@ -55,7 +58,13 @@ routes:
   - name: spread-in
     from: { listener: kafka-in, topic: ${spreadTopic} }
     through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
-`,
+  - name: late-in
+    from: { listener: kafka-in, topic: ${lateTopic} }
+    through: ${lateSteps}
+`;
+  // Registered after the before() that starts the cluster, so the config can name its topics.
+  const gw = useGateway(
+    () => config(),
     () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
   );
   before(async () => {
@@ -183,7 +192,27 @@ routes:
     const first = await gw.waitForLog((l) => l.msg === 'records failed' && l.route === 'spread-in');
     assert.equal(first.level, 'warn');
     assert.deepEqual([first.records, first.partitions, first.code], [1, 1, 'EG_KAFKA_ERROR']);
+    // Records the cluster answers with an error after a reload retired their route at its drain
+    // timeout (500 ms): one line came at once and the others' count was lost when the process
+    // exited before the interval's end.
+    await kafka.failRequests(PRODUCE, 1, TOPIC_AUTHORIZATION_FAILED);
+    await kafka.delayAnswers(1, 1500);
+    const late = new Kafka({ brokers: [proxy], logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer();
+    let sent: Promise<unknown> | undefined;
+    try {
+      await late.connect();
+      sent = late.send({ topic: lateTopic, messages: [0, 1, 2].map((partition) => ({ partition, value: `{"id":${partition}}` })) }).catch((e: unknown) => e);
+      await eventually(async () => assert.equal((await counts('late-in')).received, 3));
+      assert.equal((await gw.reconfigure(config('[ { transform: "$" } ]'))).msg, 'config reloaded');
+      await sent;
+    } finally {
+      await kafka.delayAnswers(1, 0);
+      await late.disconnect();
+    }
+    await gw.waitForLog((l) => l.msg === 'records failed' && l.route === 'late-in');
     await gw.stop();
+    const lateLines = gw.logs.filter((l) => l.msg === 'records failed' && l.route === 'late-in');
+    assert.deepEqual([lateLines.reduce((n, l) => n + Number(l.records), 0), lateLines.reduce((n, l) => n + Number(l.partitions), 0)], [3, 3]);
     const lines = gw.logs.filter((l) => l.msg === 'records failed' && l.route === 'spread-in');
     assert.deepEqual(
       lines.map((l) => [l.records, l.partitions]),

@@ -201,7 +201,7 @@ export function createTransport(listener: string, options: TransportOptions, han
     logger.warn({ listener, maxConnections: server.maxConnections, dropped }, 'connection limit reached; closing new connections'),
   );
   server.on('drop', () => drops.occurred(undefined));
-  server.on('close', () => drops.flush());
+  server.on('close', () => drops.close());
   // TLS handshake failures (a client that does not trust the certificate, or speaks plain HTTP) are the client's problem.
   server.on('tlsClientError', (err: Error) => logger.debug({ listener, err: err.message }, 'TLS handshake failed'));
   return server;

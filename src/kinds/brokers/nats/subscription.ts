@@ -165,7 +165,7 @@ export class NatsSubscription {
     });
     this.close = () => {
       sub.unsubscribe();
-      drops.flush();
+      drops.close();
     };
     // Said once nats-server answered a PING sent after the SUB, so it has the subscription: said
     // at once, a message published right after "consumer ready" could still find no subscriber

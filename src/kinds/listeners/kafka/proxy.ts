@@ -138,9 +138,9 @@ export class KafkaProxyListener implements ListenerRuntime {
     const deadline = Date.now() + drainMs;
     while ([...this.clients].some((c) => c.inFlight > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const c of [...this.clients]) c.end();
-    this.refusals.flush();
-    this.drops.flush();
-    this.closes.flush();
+    this.refusals.close();
+    this.drops.close();
+    this.closes.close();
     await closed;
     this.bound = false;
   }
