@@ -6,6 +6,7 @@ import type { AdminServer } from './server.js';
 export function mountMetrics(admin: AdminServer, metrics: GatewayMetrics): void {
   // Built now rather than at the first scrape, so Node's default metrics (GC, event-loop lag) count from here.
   metrics.prometheus();
+  admin.onConnectionDropped(() => metrics.adminConnectionDropped());
   admin.route('GET /metrics', async (_req, res) => {
     const text = await metrics.text();
     res.writeHead(200, { 'content-type': metrics.contentType, 'content-length': Buffer.byteLength(text) });

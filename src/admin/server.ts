@@ -136,6 +136,11 @@ export class AdminServer {
     this.upgrades.set(path, handler);
   }
 
+  /** Told of each new connection closed at once at maxConnections (also logged: createTransport's `connection limit reached`). */
+  onConnectionDropped(listener: () => void): void {
+    this.server.on('drop', listener);
+  }
+
   /** Runs before the server closes: upgraded sockets are not closed by the HTTP server, their owner closes them. */
   onStop(hook: () => Promise<void>): void {
     this.stopHooks.push(hook);

@@ -154,6 +154,8 @@ export class GatewayMetrics implements Telemetry {
   private readonly listenerStats = new Map<string, ListenerStats>();
   private readonly brokerStats = new Map<string, BrokerStats>();
   private readonly reloads = { success: 0, failure: 0, rolledBack: 0 };
+  /** New connections the admin server closed at its maxConnections (it is not a listener: a series of its own). */
+  private adminDropped = 0;
   private version: string | undefined;
   private lastReloadOk = true;
   private readonly brokerKinds: Set<string>;
@@ -183,6 +185,9 @@ export class GatewayMetrics implements Telemetry {
         get lastReloadOk() {
           return self.lastReloadOk;
         },
+        get adminConnectionsDropped() {
+          return self.adminDropped;
+        },
       });
       for (const kind of this.brokerKinds) this.prom.brokerFamilies(kind);
     }
@@ -210,6 +215,11 @@ export class GatewayMetrics implements Telemetry {
       this.prom?.brokerFamilies(kind);
     }
     return s;
+  }
+
+  /** The admin server closed a new connection at its maxConnections (eventgate_admin_connections_dropped_total). */
+  adminConnectionDropped(): void {
+    this.adminDropped++;
   }
 
   /** The running config version (eventgate_config_info). */

@@ -15,6 +15,7 @@ export interface Counters {
   readonly reloads: { readonly success: number; readonly failure: number; readonly rolledBack: number };
   readonly version: string | undefined;
   readonly lastReloadOk: boolean;
+  readonly adminConnectionsDropped: number;
 }
 
 /**
@@ -141,6 +142,15 @@ export class Prometheus {
         this.reset();
         // Every listener kind has a maxConnections: each listener's series exists from the start, at 0.
         for (const listener of source.listeners.keys()) this.inc({ listener }, listenerStats.get(listener)?.connectionsDropped ?? 0);
+      },
+    });
+    new Counter({
+      name: 'eventgate_admin_connections_dropped_total',
+      help: 'New connections the admin server (/metrics, /readyz, the admin API) closed at once because it had maxConnections (10000) open.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(counters.adminConnectionsDropped);
       },
     });
     const reloads = counters.reloads;

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { globalAgent } from 'node:http';
 import { once } from 'node:events';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { scrape } from '../helpers/prometheus.js';
 import { fetch } from '../helpers/http.js';
 
 const ADMIN_TOKEN = 'admin-token-8c1d6f0e2b7a4953';
@@ -74,6 +76,34 @@ describe('admin API protection', () => {
     giveUp.abort();
     socket.destroy();
     assert.ok(closed, 'an admin connection that sends nothing is still open after 30 s');
+  });
+
+  // They were logged only: the admin server is not a listener, so not in eventgate_listener_connections_dropped_total.
+  it('counts the connections it closes at its maxConnections (10000) in eventgate_admin_connections_dropped_total, from 0', async () => {
+    const metrics = () => scrape(gw.adminUrl, auth);
+    assert.equal((await metrics()).value('eventgate_admin_connections_dropped_total'), 0);
+    const port = Number(new URL(gw.adminUrl).port);
+    const held: Socket[] = [];
+    const open = async () => {
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      held.push(socket);
+      await once(socket, 'connect');
+    };
+    const from = gw.logs.length;
+    // The connections this process's requests keep alive would take a place each.
+    globalAgent.destroy();
+    try {
+      // Each held connection sends nothing: the server closes it after headersTimeoutMs (10 s), long after these.
+      for (let i = 0; i < 10_000; i += 500) await Promise.all(Array.from({ length: 500 }, open));
+      await open();
+      const line = await gw.waitForLog((l) => l.msg === 'connection limit reached; closing new connections', 15_000, from);
+      assert.deepEqual([line.listener, line.maxConnections, line.dropped], ['admin', 10_000, 1]);
+    } finally {
+      for (const socket of held) socket.destroy();
+    }
+    await eventually(async () => assert.equal((await metrics()).value('eventgate_admin_connections_dropped_total'), 1));
+    assert.equal((await metrics()).value('eventgate_listener_connections_dropped_total', { listener: 'admin' }), undefined);
   });
 
   it('serves /healthz and /readyz without the token', async () => {
