@@ -130,6 +130,10 @@ brokers:
     kind: kafka
     brokers: "[::1]:${v6?.port ?? 9}"
     producer: { ackTimeoutMs: 2000 }
+  v6zone:
+    kind: kafka
+    brokers: "[::1%lo]:${v6?.port ?? 9}"
+    producer: { ackTimeoutMs: 2000 }
 listeners:
   api: { kind: http, port: 0 }
 routes:
@@ -151,6 +155,9 @@ routes:
   - name: ipv6
     from: { listener: api, path: /ipv6 }
     to: { broker: v6, topic: ${t.ipv6} }
+  - name: ipv6-zone
+    from: { listener: api, path: /ipv6-zone }
+    to: { broker: v6zone, topic: ${t.ipv6} }
   - name: park
     from: { listener: api, path: /park }
     to: { broker: local, topic: parked }
@@ -363,18 +370,24 @@ routes:
     );
   });
 
-  it('reaches a cluster whose bootstrap server is an IPv6 address, written [::1]:port', async (t2) => {
+  it('reaches a cluster whose bootstrap server is an IPv6 address, written [::1]:port, or with a zone id, [::1%lo]:port', async (t2) => {
     if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: no proxy in front of a real cluster from here');
     // The mock cluster's machine needs an IPv6 loopback for this case: its absence fails it rather than passing unseen.
     assert.ok(v6, 'no IPv6 loopback (::1) on this machine: this case needs one');
     // kafkajs read `[::1]:port` as the host `[` (getaddrinfo ENOTFOUND [): every publish 503, /readyz unreachable.
     const reply = await within(10000, post(gw.url('api', '/ipv6'), { n: 6 }));
     assert.equal(reply.status, 200, reply.text);
-    const d = reply.body.deliveries[0];
+    // A zone id (1007 c) was refused by validate: the gateway did not start with it.
+    const zoned = await within(10000, post(gw.url('api', '/ipv6-zone'), { n: 7 }));
+    assert.equal(zoned.status, 200, zoned.text);
+    const d = [reply.body.deliveries[0], zoned.body.deliveries[0]];
     const records = await kcatConsumeAll(kafka.bootstrap, t.ipv6);
     assert.deepEqual(
-      records.map((r) => [r.partition, r.offset, r.value]),
-      [[d.partition, Number(d.offset), '{"n":6}']],
+      records.map((r) => [r.partition, r.offset, r.value]).sort((a, b) => String(a[2]).localeCompare(String(b[2]))),
+      [
+        [d[0].partition, Number(d[0].offset), '{"n":6}'],
+        [d[1].partition, Number(d[1].offset), '{"n":7}'],
+      ],
     );
   });
 

@@ -48,6 +48,36 @@ describe('kafka broker config', () => {
     ]);
   });
 
+  // 1007 (c): `[fe80::1%eth0]:9092` was "not a broker address", though node connects to it.
+  it('takes an IPv6 address with a zone id where the address is link-local (or ::1), and says why not elsewhere', async () => {
+    const good = await load(kafkaBroker('    brokers: ["[fe80::1%eth0]:9092", "[FE80::abcd:1%2]:9093", "[::1%lo]:9094", "[fe80::1%br-1a2b.100]:9095"]'));
+    assert.deepEqual(good.problems, []);
+    assert.deepEqual((good.plan!.brokers.get('k')!.options as unknown as KafkaSettings).brokers, ['[fe80::1%eth0]:9092', '[FE80::abcd:1%2]:9093', '[::1%lo]:9094', '[fe80::1%br-1a2b.100]:9095']);
+    const bad = await load(
+      kafkaBroker(
+        '    brokers:\n      - "[fd00::1%eth0]:9092"\n      - "[fe80::1%]:9092"\n      - "[fe80::1%a/b]:9092"\n      - "[fe80::1%interface-name-too-long]:9092"\n      - "[fec0::1%eth0]:9092"\n      - "host%eth0:9092"',
+      ),
+    );
+    assert.deepEqual(bad.problems, [
+      "6:9 EG_CONFIG_SCHEMA '[fd00::1%eth0]:9092' is not a broker address: a zone id (%eth0) is only for a link-local address (fe80::/10) or ::1, which fd00::1 is not",
+      "7:9 EG_CONFIG_SCHEMA '[fe80::1%]:9092' is not a broker address: a zone id names an interface (eth0) or its index (2): 1 to 15 letters, digits, '-', '_', '.' or '~', not ''",
+      "8:9 EG_CONFIG_SCHEMA '[fe80::1%a/b]:9092' is not a broker address: a zone id names an interface (eth0) or its index (2): 1 to 15 letters, digits, '-', '_', '.' or '~', not 'a/b'",
+      "9:9 EG_CONFIG_SCHEMA '[fe80::1%interface-name-too-long]:9092' is not a broker address: a zone id names an interface (eth0) or its index (2): 1 to 15 letters, digits, '-', '_', '.' or '~', not 'interface-name-too-long'",
+      "10:9 EG_CONFIG_SCHEMA '[fec0::1%eth0]:9092' is not a broker address: a zone id (%eth0) is only for a link-local address (fe80::/10) or ::1, which fec0::1 is not",
+      "11:9 EG_CONFIG_SCHEMA 'host%eth0:9092' is not a broker address: expected host:port",
+    ]);
+  });
+
+  it("checks a kafka listener's host and advertisedHost with a zone id as the brokers' addresses", async () => {
+    const listener = (host: string, advertised: string) =>
+      kafkaBroker(`    brokers: ["[::1%lo]:9092"]\nlisteners:\n  kin: { kind: kafka, upstream: k, port: 0, host: "${host}", advertisedHost: "${advertised}" }`);
+    assert.deepEqual((await load(listener('::1%lo', 'fe80::1%eth0'))).problems, []);
+    assert.deepEqual((await load(listener('fd00::2%eth0', 'fe80::1%a b'))).problems, [
+      "7:51 EG_CONFIG_SCHEMA 'fd00::2%eth0' is not an address the listener can bind: a zone id (%eth0) is only for a link-local address (fe80::/10) or ::1, which fd00::2 is not",
+      "7:83 EG_CONFIG_SCHEMA 'fe80::1%a b' is not an address the listener can name to clients: a zone id names an interface (eth0) or its index (2): 1 to 15 letters, digits, '-', '_', '.' or '~', not 'a b'",
+    ]);
+  });
+
   it('refuses a broker list from the environment that names no broker', async () => {
     const { problems } = await load(kafkaBroker('    brokers: ${KAFKA_BROKERS}'), { KAFKA_BROKERS: ' , ' });
     assert.equal(problems.length, 1);

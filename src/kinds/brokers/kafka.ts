@@ -8,6 +8,7 @@ import { shownServerUrl } from './server-url.js';
 import { clientTlsOptions, compileTls } from './tls.js';
 import { whenUsed } from '../when-used.js';
 import { kafkaTopicProblem } from './kafka/topics.js';
+import { hostAndPort, zoneIdProblem } from './kafka/address.js';
 import { onlyInPlaceChanged } from './in-place.js';
 
 const ms = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
@@ -15,7 +16,7 @@ const ms = (def: number, min: number, description: string) => Type.Optional(Type
 const options = kindOptions('kafka', {
   brokers: oneOf([Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), Type.String({ minLength: 1 })], {
     description:
-      'Bootstrap servers as `host:port` (`[::1]:9092` for an IPv6 address; no scheme, no `user@`: credentials go in `sasl`): a list, or one string; a comma-separated string is split, so `brokers: ${KAFKA_BROKERS}` takes a list from the environment (write it unbracketed or quoted: in YAML `[${X}]` is a flow mapping inside a list).',
+      'Bootstrap servers as `host:port` (`[::1]:9092` for an IPv6 address, `[fe80::1%eth0]:9092` for a link-local one with the interface it is reached through: a zone id on another address is a config error, the kernel would ignore it; no scheme, no `user@`: credentials go in `sasl`): a list, or one string; a comma-separated string is split, so `brokers: ${KAFKA_BROKERS}` takes a list from the environment (write it unbracketed or quoted: in YAML `[${X}]` is a flow mapping inside a list).',
   }),
   clientId: Type.Optional(Type.String({ minLength: 1, default: 'eventgate', description: 'Client id the cluster sees.' })),
   ssl: Type.Optional(
@@ -152,7 +153,8 @@ const CONSUMER_DEFAULTS: Omit<KafkaSettings['consumer'], 'startFrom'> = {
   commitIntervalMs: 1000,
   maxBatchBytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
 };
-const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;
+/** host:port, an IPv6 address in brackets with its zone id if any (`[fe80::1%eth0]:9092`, checked by zoneIdProblem). */
+const HOST_PORT = /^(\[[0-9A-Fa-f:.]+(?:%[^\]\s]*)?\]|[^\s:/[\]%]+):(\d{1,5})$/;
 
 function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings | undefined {
   let ok = true;
@@ -190,7 +192,12 @@ function compileKafka(o: KafkaOptions, ctx: BrokerCompileContext): KafkaSettings
               : 'expected host:port';
         ctx.report(at, 'EG_CONFIG_SCHEMA', `'${p}' is not a broker address: ${why}`);
         ok = false;
-      } else brokers.push(p);
+      } else {
+        const zone = zoneIdProblem(hostAndPort(p).host);
+        if (zone) ctx.report(at, 'EG_CONFIG_SCHEMA', `'${p}' is not a broker address: ${zone}`);
+        else brokers.push(p);
+        ok &&= !zone;
+      }
     }
   });
   let ssl: KafkaSettings['ssl'] = o.ssl ?? false;

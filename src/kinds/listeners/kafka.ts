@@ -8,6 +8,7 @@ import type { batchCompression } from '../../codecs/record-batch.js';
 import type { KafkaProxyListener, KafkaProxySettings } from './kafka/proxy.js';
 import { whenUsed } from '../when-used.js';
 import { kafkaTopicProblem } from '../brokers/kafka/topics.js';
+import { zoneIdProblem } from '../brokers/kafka/address.js';
 import { compileTls, tlsServerOption } from './transport.js';
 
 /** Kafka's own default for `socket.request.max.bytes`. */
@@ -27,7 +28,13 @@ const options = kindOptions('kafka', {
     description:
       'The bootstrap port clients are given. Broker n (counting from 0, in the order the proxy learns of them, not by node id) gets port + 1 + n, or the next port free when that one is held (by another listener or process); with 0, every port is picked free (see /admin/status).',
   }),
-  advertisedHost: Type.Optional(Type.String({ minLength: 1, description: "Host named to clients in metadata responses (default: host, or this machine's hostname when host is 0.0.0.0 or ::)." })),
+  advertisedHost: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description:
+        "Host named to clients in metadata responses (default: host, or this machine's hostname when host is 0.0.0.0 or ::). An IPv6 address is written without brackets; a zone id (`fe80::1%eth0`) only on a link-local address or ::1, as in a kafka broker's `brokers`.",
+    }),
+  ),
   brokerPorts: Type.Optional(
     mapOf(Type.Integer({ minimum: 1, maximum: 65535 }), {
       propertyNames: { pattern: '^[0-9]+$', title: 'a broker node id (digits)' },
@@ -116,8 +123,15 @@ export const kafkaListener = defineListener({
       ctx.report(['brokerPorts', clash[0]], 'EG_CONFIG_CONFLICT', `port ${clash[1]} is the listener's bootstrap port`);
       return undefined;
     }
+    // A zone id as the kafka broker's `brokers` take one (node binds and connects through it; a client reads the advertised host as it is).
+    let zoned = false;
+    for (const key of ['host', 'advertisedHost'] as const) {
+      const zone = o[key] === undefined ? undefined : zoneIdProblem(o[key]);
+      if (zone) ctx.report([key], 'EG_CONFIG_SCHEMA', `'${o[key]}' is not an address the listener can ${key === 'host' ? 'bind' : 'name to clients'}: ${zone}`);
+      zoned ||= zone !== undefined;
+    }
     const serverTls = o.tls ? compileTls(o.tls, ctx) : undefined;
-    if (o.tls && !serverTls) return undefined;
+    if ((o.tls && !serverTls) || zoned) return undefined;
     return {
       upstream: o.upstream,
       serverTls,
