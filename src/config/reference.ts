@@ -247,7 +247,9 @@ function that does not exist, a variable nothing binds (\`$header\` for \`$heade
 JSONata would read as no value for every message), or a call of a built-in function with more or
 fewer arguments than it ever takes (\`$uppercase(a, b)\`, \`$map(xs)\`, which JSONata would refuse
 for every message; an argument left to the context, \`$uppercase()\`, and the value before \`~>\`
-count), is a config error at its place; so is any of
+count), or a call given a literal argument of a type its signature refuses whatever the other
+arguments hold (\`$uppercase(1)\`, \`$join([1, 2])\`, \`$sum("3")\`: JSONata's T0410 or T0412 for every
+message; arguments computed per message are left to run time), is a config error at its place; so is any of
 these in the text an \`$eval\` is given as a string literal (\`$eval("$fo(1)")\`, or its syntax
 error), placed inside the literal, and a literal argument \`$fromMillis\`, \`$now\` or \`$formatNumber\` cannot
 format: a number of milliseconds past a JavaScript date's range (±8.64e15, \`$fromMillis(1e20)\`), a

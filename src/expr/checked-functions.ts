@@ -1,4 +1,5 @@
 import type jsonataModule from 'jsonata';
+import { BUILTIN_FUNCTIONS } from './functions.js';
 
 /**
  * JSONata's `$fromMillis` and `$formatNumber` held to the inputs they can format. JSONata's own
@@ -11,8 +12,10 @@ import type jsonataModule from 'jsonata';
  */
 
 /** JSONata's own functions, as the expression's frames hold them (not in its types). */
-interface BuiltIn {
+export interface BuiltIn {
   implementation: (this: unknown, ...args: unknown[]) => unknown;
+  /** Its signature as JSONata checks a call's arguments against it (T0410, T0411, T0412), before the call. */
+  signature?: { definition: string; validate(args: unknown[], context: unknown): unknown[] };
 }
 
 /** The signatures JSONata gives the two (jsonata 2.x, staticFrame): arguments are checked before the call. */
@@ -110,15 +113,15 @@ let builtIns: Map<string, BuiltIn> | undefined;
  * JSONata's own function `name`. Its static frame is not exported; the frame of an evaluation
  * reaches it, and the entry hook is given that frame synchronously, before evaluate() first awaits.
  */
-function builtIn(jsonata: JsonataFactory, name: 'fromMillis' | 'formatNumber'): BuiltIn {
+export function builtIn(jsonata: JsonataFactory, name: string): BuiltIn {
   if (!builtIns) {
     const probe = jsonata('0', {});
     const found = new Map<string, BuiltIn>();
     probe.assign(EVALUATE_ENTRY as unknown as string, (_expr: unknown, _input: unknown, env: { lookup(n: string): unknown }) => {
-      for (const n of ['fromMillis', 'formatNumber']) found.set(n, env.lookup(n) as BuiltIn);
+      for (const n of BUILTIN_FUNCTIONS) found.set(n, env.lookup(n) as BuiltIn);
     });
     void probe.evaluate(null).catch(() => undefined);
-    if (found.size !== 2 || [...found.values()].some((f) => typeof f?.implementation !== 'function')) throw new Error('jsonata: its $fromMillis and $formatNumber could not be found');
+    if (found.size !== BUILTIN_FUNCTIONS.size || [...found.values()].some((f) => typeof f?.implementation !== 'function')) throw new Error('jsonata: its built-in functions could not be found');
     builtIns = found;
   }
   return builtIns.get(name)!;
@@ -148,7 +151,7 @@ const PICTURE_ERRORS: Record<string, string> = {
   D3135: "No matching closing bracket ']' in date/time picture string",
 };
 
-interface AstNode {
+export interface AstNode {
   type?: string;
   value?: unknown;
   position?: number;

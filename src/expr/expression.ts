@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
 import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables, wrongArgumentCounts } from './functions.js';
+import { literalArgumentTypeProblem } from './argument-types.js';
 import { CHECKED_SIGNATURES, checkedFunctions, literalCallProblems, literalStart } from './checked-functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import { type Problem, problem } from '../core/errors.js';
@@ -234,6 +235,8 @@ function checkTree(source: string, ast: unknown, known: readonly string[], maxRe
   const bound = boundNames(ast, known);
   const literal = literalCallProblems(jsonata, source, ast, bound);
   if (literal) throw new ExpressionSyntaxError(literal.message, literal.index);
+  const typed = literalArgumentTypeProblem(jsonata, source, ast, bound);
+  if (typed) throw new ExpressionSyntaxError(typed.message, typed.index);
   evalLiterals(source, ast, [...bound], maxResultBytes, limits);
 }
 

@@ -208,6 +208,11 @@ describe('eventgate validate catches what would only fail at run time', () => {
         '      - transform: |',
         '          {"n": n,',
         '           "up": $uppercase(a, b)}', // 21: `$` at column 18, inside the block scalar
+        // A literal argument of a type the signature refuses failed every message too (1038).
+        '      - transform: |',
+        '          {"n": n,',
+        '           "all": $join([1, 2], ","),', // 24: the array at column 25
+        '           "up": $uppercase(n)}', // a path: it may be a string
         '    to: { broker: local, topic: t }',
       ),
     );
@@ -222,6 +227,7 @@ describe('eventgate validate catches what would only fail at run time', () => {
       'gateway.yaml:16:48: JSONata expression does not compile: $fromMillis: the timezone "+05:30" is not ±HHMM (e.g. "+0530", "-0800")',
       `gateway.yaml:17:38: JSONata expression does not compile: $formatNumber's picture "#,##0.00" cannot be used with the options given: The fractional part of the sub-picture must not contain an instance of the 'optional digit character' that is followed by a member of the 'decimal digit family' (D3091)`,
       'gateway.yaml:21:18: JSONata expression does not compile: $uppercase takes at most 1 argument, not 2: JSONata would refuse it for every message',
+      'gateway.yaml:24:25: JSONata expression does not compile: $join takes an array of strings as argument 1, not this array: JSONata would refuse it for every message (T0412)',
     ]);
   });
 

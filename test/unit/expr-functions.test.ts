@@ -4,7 +4,8 @@ import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import jsonata from 'jsonata';
 import { compileExpression } from '../../src/expr/expression.js';
-import { BUILTIN_FUNCTIONS, BUILTIN_SIGNATURES, unknownFunctionCalls, unknownVariables, wrongArgumentCounts } from '../../src/expr/functions.js';
+import { literalArgumentTypeProblem } from '../../src/expr/argument-types.js';
+import { BUILTIN_FUNCTIONS, BUILTIN_SIGNATURES, boundNames, unknownFunctionCalls, unknownVariables, wrongArgumentCounts } from '../../src/expr/functions.js';
 
 describe('calls to JSONata functions that do not exist', () => {
   it('knows exactly the functions the installed jsonata binds', async () => {
@@ -59,6 +60,140 @@ describe('calls of a JSONata function with a number of arguments it never takes'
       'a.$lowercase()',
     ])
       assert.deepEqual(wrong(src), [], src);
+  });
+});
+
+describe('calls of a JSONata function with a literal argument of a type its signature refuses (spec-checklist 1038)', () => {
+  const typeProblem = (src: string) => {
+    const p = literalArgumentTypeProblem(jsonata, src, jsonata(src).ast(), boundNames(jsonata(src).ast(), ['headers']));
+    return p && [p.index, p.message];
+  };
+  const input = { s: 'abc', n: 3, xs: [1, 2], ss: ['a', 'b'], o: { k: 1 }, b: true, f: 'x' };
+
+  it('names the calls JSONata refuses for their literal arguments (T0410, T0412), at the argument', async () => {
+    const refused: [string, number, string, string][] = [
+      ['$uppercase(1)', 11, '$uppercase does not take a number as argument 1 (its signature is <s-:s>)', 'T0410'],
+      ['$uppercase(null)', 11, '$uppercase does not take a null as argument 1 (its signature is <s-:s>)', 'T0410'],
+      ['{"k": $length([s])}', 14, '$length does not take an array as argument 1 (its signature is <s-:n>)', 'T0410'],
+      ['$substring(s, "1")', 14, '$substring does not take a string as argument 2 (its signature is <s-nn?:s>)', 'T0410'],
+      ['"a" ~> $lookup(1)', 15, '$lookup does not take a number as argument 2 (the value before ~> is argument 1; its signature is <x-s:x>)', 'T0410'],
+      ['$map(xs, "x")', 9, '$map does not take a string as argument 2 (its signature is <af>)', 'T0410'],
+      ['$contains(s, true)', 13, '$contains does not take a boolean as argument 2 (its signature is <s-(sf):b>)', 'T0410'],
+      ['$match(s, "a")', 10, '$match does not take a string as argument 2 (its signature is <s-f<s:o>n?:a<o>>)', 'T0410'],
+      ['$clone(-1)', 7, '$clone does not take a number as argument 1 (its signature is <(oa)-:o>)', 'T0410'],
+      ['$each(o, {})', 9, '$each does not take an object as argument 2 (its signature is <o-f:a>)', 'T0410'],
+      ['$join([1, 2], ",")', 6, '$join takes an array of strings as argument 1, not this array', 'T0412'],
+      ['$sum("3")', 5, '$sum takes an array of numbers as argument 1, not this string', 'T0412'],
+      ['$merge([{}, 1])', 7, '$merge takes an array of objects as argument 1, not this array', 'T0412'],
+      // One argument is a count the signature takes (the context filling the first), but not of these types.
+      ['$formatInteger(1)', 0, '$formatInteger needs an argument 2, of the type its signature <n-s:s> takes there', 'T0410'],
+      ['$match("a")', 0, '$match needs an argument 2, of the type its signature <s-f<s:o>n?:a<o>> takes there', 'T0410'],
+      ['"3" ~> $max()', 0, '$max takes an array of numbers as argument 1, not this string (the value before ~> is argument 1)', 'T0412'],
+    ];
+    for (const [src, index, message, code] of refused) {
+      assert.deepEqual(typeProblem(src), [index, `${message}: JSONata would refuse it for every message (${code})`], src);
+      await assert.rejects(jsonata(src).evaluate(input), { code }, src);
+    }
+  });
+
+  it('refuses no call the installed jsonata runs: paths may hold any type, the context fills a `-` argument', async () => {
+    const legal = [
+      '$uppercase("a")',
+      '$uppercase(s)',
+      '$uppercase()',
+      '$string(1)',
+      '$string({"a": 1}, true)',
+      '$number("1")',
+      '$number(true)',
+      '$count(1)',
+      '$count([])',
+      '$sum(1)',
+      '$sum([1, 2.5])',
+      '$sum([])',
+      '$max([n, 1])',
+      '$join("a")',
+      '$join(["a", "b"], ",")',
+      '$join([s, "b"])',
+      '$join(ss)',
+      '$append(1, 2)',
+      '$append([1], "a")',
+      '$reverse(1)',
+      '$distinct(1)',
+      '$shuffle([1])',
+      '$zip(1, [2], "a")',
+      '$keys(1)',
+      '$keys({})',
+      '$spread(1)',
+      '$lookup(o, "k")',
+      '$lookup([o], "k")',
+      '$exists(1)',
+      '$not(1)',
+      '$not(null)',
+      '$boolean([])',
+      '$type(null)',
+      '$substring("abc", 1)',
+      '$substring("abc", -1, 1)',
+      '$substring(s, n)',
+      '"abc" ~> $substring(1)',
+      '$contains("a", /a/)',
+      '$contains(s, "a")',
+      '$split("a,b", ",")',
+      '$split("a,b", /,/, 1)',
+      '$match("ab", /b/)',
+      '$replace("a", "a", "b")',
+      '$replace(s, /a/, function($m){ "x" })',
+      '$map([1, 2], function($v){ $v * 2 })',
+      '$map(xs, $string)',
+      '$filter([1], function($v){ $v > 0 })',
+      '$reduce([1, 2], function($a, $b){ $a + $b }, 0)',
+      '$sort([3, 1])',
+      '$sort(xs, function($a, $b){ $a > $b })',
+      '$single([1])',
+      '$each(o, function($v, $k){ $k })',
+      '$sift(o, function($v){ $v })',
+      '$merge([{"a": 1}, {"b": 2}])',
+      '$merge({"a": 1})',
+      '$merge(o)',
+      '$abs(-1)',
+      '$round(1.5, 0)',
+      '$power(2, 3)',
+      '$sqrt(4)',
+      '$formatBase(10, 2)',
+      '$formatInteger(12, "w")',
+      '$parseInteger("twelve", "w")',
+      '$formatNumber(1, "#")',
+      '$pad("a", 3)',
+      '$pad("a", -3, "#")',
+      '$trim(" a ")',
+      '$length("ab")',
+      '$base64encode("a")',
+      '$encodeUrl("a b")',
+      '$toMillis("2024-01-01T00:00:00Z")',
+      '$fromMillis(0)',
+      '$fromMillis(0, "[Y]", "+0100")',
+      '$now()',
+      '$millis()',
+      '$eval("1 + 1")',
+      '$eval("a", {"a": 1})',
+      '$assert(true, "x")',
+      '$clone({})',
+      '$clone([1])',
+      '$average([1, 2])',
+      '$min([])',
+      '$string(f)',
+      '$random()',
+      '$uppercase(a & 1)',
+      '$uppercase(s ? "a" : 1)',
+      '$uppercase($string(1))',
+      '($uppercase := function($v){ $v }; $uppercase(1))',
+      '$substring(?, 1)',
+    ];
+    for (const src of legal) {
+      assert.equal(typeProblem(src), undefined, src);
+      await jsonata(src)
+        .evaluate(input)
+        .catch((e: { code?: string }) => assert.ok(e.code !== 'T0410' && e.code !== 'T0412', `${src}: ${e.code}`));
+    }
   });
 });
 
