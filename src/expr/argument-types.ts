@@ -36,9 +36,10 @@ function literalValue(node: AstNode): unknown {
       if (node.value === '{') return {};
       if (node.value === '[') {
         // An array written out: its items matter to a signature that names their type (`a<n>`).
+        // Those computed are left out: JSONata wants every item of that type, so a literal one of
+        // another type fails whatever they hold (`$join([s, 1])`), and one of the type decides nothing.
         const items = (node.expressions as AstNode[] | undefined) ?? [];
-        const values = items.map(literalValue);
-        return values.includes(UNKNOWN) ? [] : values;
+        return items.map(literalValue).filter((v) => v !== UNKNOWN);
       }
       return UNKNOWN;
     default:

@@ -85,6 +85,9 @@ describe('calls of a JSONata function with a literal argument of a type its sign
       ['$join([1, 2], ",")', 6, '$join takes an array of strings as argument 1, not this array', 'T0412'],
       ['$sum("3")', 5, '$sum takes an array of numbers as argument 1, not this string', 'T0412'],
       ['$merge([{}, 1])', 7, '$merge takes an array of objects as argument 1, not this array', 'T0412'],
+      // A computed item may hold anything: the literal one is of another type all the same.
+      ['$join([s, 1])', 6, '$join takes an array of strings as argument 1, not this array', 'T0412'],
+      ['$sum([n, "x", xs])', 5, '$sum takes an array of numbers as argument 1, not this array', 'T0412'],
       // One argument is a count the signature takes (the context filling the first), but not of these types.
       ['$formatInteger(1)', 0, '$formatInteger needs an argument 2, of the type its signature <n-s:s> takes there', 'T0410'],
       ['$match("a")', 0, '$match needs an argument 2, of the type its signature <s-f<s:o>n?:a<o>> takes there', 'T0410'],
