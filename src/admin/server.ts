@@ -96,7 +96,7 @@ export class AdminServer {
         if (!res.headersSent) sendProblem(res, problem('EG_INTERNAL', 'admin request failed'));
       });
     };
-    this.server = createTransport('admin', { port: plan.port }, handler, gateway.logger, 'GET, POST, PUT');
+    this.server = createTransport('admin', { port: plan.port, maxConnections: plan.maxConnections }, handler, gateway.logger, 'GET, POST, PUT');
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
     this.route('GET /healthz', (_req, res) => sendJson(res, 200, { status: 'ok' }));
     // Probes need no token, so /readyz is open, token or not: the contract's 503 comes "with the
@@ -156,6 +156,7 @@ export class AdminServer {
       if (lockedOut > 0) this.logger.info({ lockedOut }, 'admin API: admin.token changed; the addresses locked out for wrong tokens are let in again');
     }
     this.token = plan.token;
+    this.server.maxConnections = plan.maxConnections;
   }
 
   async start(): Promise<void> {

@@ -257,6 +257,13 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
             default: 10000,
             description: 'On SIGTERM, how long in-flight messages, and consumers committing what they handled, may take before the gateway exits anyway.',
           },
+          maxConnections: {
+            type: 'integer',
+            minimum: 1,
+            default: 10000,
+            description:
+              'Admin connections open at once; further ones are closed as they arrive (logged at most every 10 s, counted in `eventgate_admin_connections_dropped_total`). A reload applies a new value to the connections that arrive after it.',
+          },
           allowedHosts: {
             type: 'array',
             description:

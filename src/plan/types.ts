@@ -29,6 +29,7 @@ export interface AdminPlan {
   host: string;
   token: string | undefined;
   drainTimeoutMs: number;
+  maxConnections: number;
   tap: { maxPerSecond: number };
   /** Host names (besides loopback ones and `host`) the admin API answers to. */
   allowedHosts?: string[];

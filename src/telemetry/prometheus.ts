@@ -146,7 +146,7 @@ export class Prometheus {
     });
     new Counter({
       name: 'eventgate_admin_connections_dropped_total',
-      help: 'New connections the admin server (/metrics, /readyz, the admin API) closed at once because it had maxConnections (10000) open.',
+      help: 'New connections the admin server (/metrics, /readyz, the admin API) closed at once because it had admin.maxConnections (10000 unless set) open.',
       registers,
       collect() {
         this.reset();
