@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
-import { kcatConsumeAll, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
+import { kcatConsumeAll, metadataRequest, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape } from '../helpers/prometheus.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { fetch } from '../helpers/http.js';
@@ -64,7 +64,7 @@ routes:
   };
   const status = async (listener = 'kafka-in') => {
     const res = await fetch(`${gw.adminUrl}/admin/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
-    const body = (await res.json()) as { listeners: { name: string; connections: number }[] };
+    const body = (await res.json()) as { listeners: { name: string; connections: number; requestsInFlight: number }[] };
     return body.listeners.find((l) => l.name === listener)!;
   };
 
@@ -123,7 +123,7 @@ routes:
   });
 
   // Last: it stops the gateway.
-  it('waits at a SIGTERM for the answers a client that left is owed, rather than counting its records lost', async () => {
+  it('waits at a SIGTERM for the answers a client that left is owed, rather than counting its records lost; a connected client gets the answers it is owed and nothing sent after', async () => {
     await kafka.delayAnswers(1, 1500);
     const sentBefore = kafka.produceRequests();
     const logsBefore = gw.logs.length;
@@ -132,6 +132,42 @@ routes:
     socket.write(produceFrame(topic, '{"id":2}'));
     await eventually(() => assert.equal(kafka.produceRequests(), sentBefore + 1));
     socket.destroy();
+    // A client that stays: its Metadata request is in flight (the cluster answers 1.5 s later) when
+    // the drain begins, and it sends another once it began (as a consumer's next Fetch, a
+    // producer's next batch). Before, the drain read and sent on every request until none was
+    // in flight, so a connected consumer or a streaming producer held every stop for the whole
+    // drainTimeoutMs; now the first is answered, the second is not read, and the connection closes.
+    const stays = connect(proxy.port, proxy.host);
+    stays.on('error', () => {});
+    await once(stays, 'connect');
+    const answered: number[] = [];
+    let got = Buffer.alloc(0);
+    stays.on('data', (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      while (got.length >= 4 && got.length >= 4 + got.readInt32BE(0)) {
+        answered.push(got.readInt32BE(4));
+        got = got.subarray(4 + got.readInt32BE(0));
+      }
+    });
+    const staysClosed = once(stays, 'close');
+    stays.write(metadataRequest(1, 'stays'));
+    await eventually(async () => assert.equal((await status()).requestsInFlight, 2));
+    gw.process.kill('SIGTERM');
+    // The listener's ports close when its drain begins.
+    await eventually(
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const probe = connect(proxy.port, proxy.host);
+          probe.once('connect', () => {
+            probe.destroy();
+            reject(new Error('the listener still accepts connections'));
+          });
+          probe.once('error', () => resolve());
+        }),
+    );
+    stays.write(metadataRequest(2, 'stays'));
+    await staysClosed;
+    assert.deepEqual(answered, [1], 'the request in flight is answered, the one sent during the drain is not');
     const exit = await gw.stop('SIGTERM');
     assert.equal(exit.code, 0);
     assert.ok(!gw.logs.slice(logsBefore).some((l) => l.code === 'EG_BROKER_UNAVAILABLE'), 'no record counted as lost');

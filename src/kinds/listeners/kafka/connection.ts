@@ -105,6 +105,14 @@ export class ProxyConnection {
   private viewSent = false;
   /** Reading from the client waits until upstream has taken the views of its read buffer. */
   private flushing = false;
+  /**
+   * The listener is stopping (drain): requests the client sends from now on are not read, and
+   * the connection closes once those it sent before are answered. Requests read after it began
+   * (the rest of a read) are dropped unanswered: nothing of them reached the cluster.
+   */
+  private draining = false;
+  /** endIfDrained waits for upstream to take what was written to it. */
+  private drainWrite = false;
 
   /**
    * `accepted`: the client's connection; a plain TCP one not yet read from (pauseOnConnect) is
@@ -125,7 +133,10 @@ export class ProxyConnection {
     this.client = client;
     client.setNoDelay(true);
     if (!reused) {
-      client.on('data', (chunk: Buffer) => this.guard('client', () => fromClient.push(chunk)));
+      client.on('data', (chunk: Buffer) => {
+        this.guard('client', () => fromClient.push(chunk));
+        this.stopReadingIfDraining();
+      });
       if (reuseReads) client.resume(); // accepted paused (pauseOnConnect)
     }
     // What one read from upstream completes (often several small responses) goes to the client in one write.
@@ -151,6 +162,43 @@ export class ProxyConnection {
     this.client.destroy();
     this.upstream.destroy();
     this.host.closed(this, problem);
+  }
+
+  /**
+   * The listener stops: the client's requests already read are sent on and answered; later ones
+   * are not read (a streamed request is read to its end first: part of it went upstream). The
+   * connection closes once nothing is owed to the client, so the client goes elsewhere at once
+   * rather than at the drain's end; without this, a consumer (a Fetch always in flight) or a
+   * producer that streams kept every stop waiting for the whole drainTimeoutMs.
+   */
+  drain(): void {
+    if (this.ended || this.draining) return;
+    this.draining = true;
+    this.stopReadingIfDraining();
+  }
+
+  /** After a read: while draining, reading stops once no streamed request is half read. Returns whether it stopped. */
+  private stopReadingIfDraining(): boolean {
+    if (!this.draining || this.ended || this.fromClient.midStream) return false;
+    this.client.pause();
+    this.endIfDrained();
+    return true;
+  }
+
+  /**
+   * Draining, and nothing owed to the client: closed once the client has its last answers and
+   * upstream took what was written to it (acks=0 requests); destroy() would drop what is queued.
+   */
+  private endIfDrained(): void {
+    if (!this.draining || this.ended || this.inFlight > 0 || this.fromClient.midStream) return;
+    const queued = this.client.writableLength > 0 ? this.client : this.upstream.writableLength > 0 ? this.upstream : undefined;
+    if (!queued) return this.end();
+    if (this.drainWrite) return;
+    this.drainWrite = true;
+    queued.write(NOTHING, () => {
+      this.drainWrite = false;
+      this.endIfDrained();
+    });
   }
 
   /**
@@ -181,6 +229,7 @@ export class ProxyConnection {
   private clientRead(reader: FrameReader, bytes: Buffer): boolean {
     this.viewSent = false;
     this.guard('client', () => reader.push(bytes, true));
+    if (this.stopReadingIfDraining()) return false;
     if (!this.viewSent || this.ended || this.upstream.writableLength === 0) return true;
     this.flushing = true;
     // Written after the views: its callback runs once upstream has taken them.
@@ -193,6 +242,7 @@ export class ProxyConnection {
 
   /** Reads from the client again, unless a request is being checked, upstream is behind, or requests wait their turn. */
   private resumeClient(): void {
+    if (this.draining && !this.fromClient.midStream) return;
     if (!this.checking && !this.flushing && !this.tooManyInFlight && this.held.length === 0 && !this.upstream.writableNeedDrain) this.client.resume();
   }
 
@@ -231,12 +281,14 @@ export class ProxyConnection {
   private requestHandler(): FrameHandler {
     return {
       onStart: (_size, head) => {
+        if (this.draining) return 'buffer'; // dropped whole in onFrame
         if (this.checking || this.tooManyInFlight || this.held.length > 0 || this.rawTokens > 0) return 'buffer';
         const how = this.passThrough(head);
         this.limitInFlight();
         return how;
       },
       onFrame: (_body, whole) => {
+        if (this.draining) return this.endIfDrained();
         if (this.checking || this.tooManyInFlight || this.held.length > 0) this.held.push(whole);
         else {
           this.request(whole);
@@ -484,6 +536,7 @@ export class ProxyConnection {
       this.owed.shift();
     }
     if (this.clientGone && !this.awaitsGovernedAnswers()) this.end();
+    else if (this.draining) this.endIfDrained();
     else if (this.tooManyInFlight && this.owed.length < MAX_REQUESTS_IN_FLIGHT) {
       this.tooManyInFlight = false;
       this.takeHeld();

@@ -61,6 +61,11 @@ export class FrameReader {
     private readonly maxFrameBytes: number | (() => number),
   ) {}
 
+  /** A streamed frame is being read: its remaining bytes must come before it is whole upstream. */
+  get midStream(): boolean {
+    return this.streaming;
+  }
+
   /**
    * `transient`: the chunk's memory is reused once push returns (a socket reading into one
    * buffer): what must outlive the call is copied; streamed bytes are still handed on as views.

@@ -134,9 +134,11 @@ export class KafkaProxyListener implements ListenerRuntime {
   async stop({ drainMs }: { drainMs: number }): Promise<void> {
     const servers = this.servers();
     const closed = Promise.all(servers.map((s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()))));
-    // Requests in flight get their answers, up to drainMs; then every client is cut off.
+    // Requests in flight get their answers, up to drainMs: each connection takes no more requests
+    // and closes once it owes none; those still open then are cut off.
+    for (const c of this.clients) c.drain();
     const deadline = Date.now() + drainMs;
-    while ([...this.clients].some((c) => c.inFlight > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while (this.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const c of [...this.clients]) c.end();
     this.refusals.close();
     this.drops.close();
