@@ -23,6 +23,7 @@ import {
   type RequestHeader,
 } from '../../../codecs/kafka-protocol/messages.js';
 import { frame, ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
+import { closeLingering } from '../lingering-close.js';
 import { FrameReader, type FrameHandler } from './frames.js';
 import type { Governed, PendingRecords } from './govern.js';
 import { readIntoBuffer } from './read-buffer.js';
@@ -113,6 +114,8 @@ export class ProxyConnection {
   private draining = false;
   /** endIfDrained waits for upstream to take what was written to it. */
   private drainWrite = false;
+  /** Drained: the client has its answers and our FIN; what it still sends is read and discarded (closeLingering). */
+  private lingering = false;
 
   /**
    * `accepted`: the client's connection; a plain TCP one not yet read from (pauseOnConnect) is
@@ -134,6 +137,7 @@ export class ProxyConnection {
     client.setNoDelay(true);
     if (!reused) {
       client.on('data', (chunk: Buffer) => {
+        if (this.lingering) return;
         this.guard('client', () => fromClient.push(chunk));
         this.stopReadingIfDraining();
       });
@@ -149,8 +153,9 @@ export class ProxyConnection {
     upstream.on('drain', () => this.resumeClient());
     client.on('error', () => this.clientLeft());
     client.on('close', () => this.clientLeft());
-    upstream.on('error', (err) => this.end({ side: 'upstream', reason: `upstream connection failed: ${err.message}` }));
-    upstream.on('close', () => this.end());
+    // Lingering, the client's close ends the connection: ended here, its reset could drop its last answers.
+    upstream.on('error', (err) => this.lingering || this.end({ side: 'upstream', reason: `upstream connection failed: ${err.message}` }));
+    upstream.on('close', () => this.lingering || this.end());
   }
 
   /** Closes both sides; `unanswered` says why records still waiting for the cluster's answer get none. */
@@ -186,19 +191,24 @@ export class ProxyConnection {
   }
 
   /**
-   * Draining, and nothing owed to the client: closed once the client has its last answers and
-   * upstream took what was written to it (acks=0 requests); destroy() would drop what is queued.
+   * Draining, and nothing owed to the client: once upstream took what was written to it (acks=0
+   * requests), the client's connection closes lingering (its answers, then FIN; what it sent after
+   * the drain began is read and discarded until it closes, at most LINGER_MS). Destroyed with
+   * requests it sent still unread, the kernel would reset it, dropping answers not yet sent.
    */
   private endIfDrained(): void {
-    if (!this.draining || this.ended || this.inFlight > 0 || this.fromClient.midStream) return;
-    const queued = this.client.writableLength > 0 ? this.client : this.upstream.writableLength > 0 ? this.upstream : undefined;
-    if (!queued) return this.end();
-    if (this.drainWrite) return;
-    this.drainWrite = true;
-    queued.write(NOTHING, () => {
-      this.drainWrite = false;
-      this.endIfDrained();
-    });
+    if (!this.draining || this.ended || this.lingering || this.inFlight > 0 || this.fromClient.midStream) return;
+    if (this.upstream.writableLength > 0) {
+      if (this.drainWrite) return;
+      this.drainWrite = true;
+      this.upstream.write(NOTHING, () => {
+        this.drainWrite = false;
+        this.endIfDrained();
+      });
+      return;
+    }
+    this.lingering = true;
+    closeLingering(this.client);
   }
 
   /**
@@ -227,6 +237,7 @@ export class ProxyConnection {
    * since the next read would overwrite them. Frames read whole are copies (FrameReader).
    */
   private clientRead(reader: FrameReader, bytes: Buffer): boolean {
+    if (this.lingering) return true;
     this.viewSent = false;
     this.guard('client', () => reader.push(bytes, true));
     if (this.stopReadingIfDraining()) return false;
@@ -535,12 +546,13 @@ export class ProxyConnection {
       if (!head.done) break;
       this.owed.shift();
     }
-    if (this.clientGone && !this.awaitsGovernedAnswers()) this.end();
-    else if (this.draining) this.endIfDrained();
-    else if (this.tooManyInFlight && this.owed.length < MAX_REQUESTS_IN_FLIGHT) {
+    if (this.clientGone && !this.awaitsGovernedAnswers()) return this.end();
+    // Requests held back at the bound were read before any drain: they go on, drain or not.
+    if (this.tooManyInFlight && this.owed.length < MAX_REQUESTS_IN_FLIGHT) {
       this.tooManyInFlight = false;
       this.takeHeld();
     }
+    this.endIfDrained();
   }
 
   /** Requests read from the client and not yet answered to it, held ones included (for status and the drain). */
