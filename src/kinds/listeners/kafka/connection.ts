@@ -207,6 +207,7 @@ export class ProxyConnection {
       });
       return;
     }
+    if (this.client.destroyed) return this.end();
     this.lingering = true;
     closeLingering(this.client);
   }
