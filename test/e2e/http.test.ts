@@ -408,6 +408,33 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal((await post(gw.url('api', '/text'), { n: 3 })).status, 200);
       assert.deepEqual(await out.next(), { n: 3 });
     });
+
+    it('answers the requests pipelined before bytes that are no request first: after Connection: close nothing, after garbage its 400', async () => {
+      const out = await listen('/out/text');
+      const closing = rawPost('/text', { n: 11 }).replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n');
+      // Before, node's "Data after Connection: close" was answered 400 ahead of both answers: the
+      // client read a 400 for n: 10 and nothing for n: 11, both published.
+      const afterClose = parseReplies(await rawHttpText(gw.port('api'), rawPost('/text', { n: 10 }) + closing + rawPost('/text', { n: 12 })));
+      assert.deepEqual(
+        afterClose.map((r) => [r.status, r.headers.connection, r.status === 200 ? JSON.parse(r.body).deliveries.length : r.body]),
+        [
+          [200, 'keep-alive', 1],
+          [200, 'close', 1],
+        ],
+      );
+      const garbage = parseReplies(await rawHttpText(gw.port('api'), rawPost('/text', { n: 13 }) + rawPost('/text', { n: 14 }) + 'NOT HTTP\r\n\r\n'));
+      assert.deepEqual(
+        garbage.map((r) => [r.status, r.headers.connection]),
+        [
+          [200, 'keep-alive'],
+          [200, 'keep-alive'],
+          [400, 'close'],
+        ],
+      );
+      assert.equal(garbage[2]!.headers['content-type'], 'application/problem+json');
+      assert.equal((await post(gw.url('api', '/text'), { n: 15 })).status, 200);
+      for (const n of [10, 11, 13, 14, 15]) assert.deepEqual(await out.next(), { n });
+    });
   });
 
   describe('paths and methods', () => {

@@ -316,14 +316,51 @@ function h2HeadersProblem(raw: readonly string[], max: number, maxBytes: number)
 /**
  * Answers what node's parser rejects before there is a request (oversized or malformed heads,
  * timeouts) with the same problem+json body every other error gets, then closes the connection.
+ *
+ * A pipelining client's requests before the bad bytes may still be waiting for their answers
+ * (their messages on their way to a broker): the refusal waits behind them, or the client would
+ * read it as the answer to the first of them, a 400 for a message that was published, and lose
+ * the answers to the others with the connection. (Their answers come without the client's help;
+ * an error in a request still arriving, a bad chunk or a timeout, is answered at once.) Bytes after a request with `Connection: close`
+ * (node: `Data after Connection: close`) are no request at all (RFC 9112 §9.6: nothing after it
+ * is processed): they get no answer, and the connection ends after that request's answer.
  */
 function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?: (status: number) => void): void {
+  const s = socket as ParsingSocket;
   // Answered already, and closing: what the client still sends is discarded, not parsed (a timeout can still fire).
-  if (lingeringClosed(socket)) return;
+  if (lingeringClosed(socket) || s[REFUSAL_WAITING]) return;
+  const current = s._httpMessage;
+  if (err.code === 'HPE_CLOSED_CONNECTION') {
+    // node ends the connection after the answer to the request that asked it to; behind an event stream, now.
+    if (current?.headersSent && !current.writableEnded) socket.destroy();
+    return;
+  }
   // https servers pass failed TLS handshakes here too: an HTTP answer on a connection with no
   // session would never be sent (it waits to be encrypted), and lingering held the socket 5 s more.
-  if (err.code === 'ECONNRESET' || tlsHandshakeFailure(err) || !socket.writable || (socket as Socket & { _httpMessage?: { headersSent: boolean } })._httpMessage?.headersSent) {
+  if (err.code === 'ECONNRESET' || tlsHandshakeFailure(err) || !socket.writable) {
     socket.destroy();
+    return;
+  }
+  // An answer that never ends (an event stream) or is half written: nothing can be sent after it.
+  if (current?.headersSent && !current.writableEnded) {
+    socket.destroy();
+    return;
+  }
+  // Its request is all in (the error is in bytes after it): its answer comes without the client's
+  // help. One whose request is still arriving is what the error is about (a bad chunk, a timeout).
+  if (current?.req.complete) {
+    s[REFUSAL_WAITING] = true;
+    let once = false;
+    const next = () => {
+      if (once) return;
+      once = true;
+      s[REFUSAL_WAITING] = undefined;
+      // node hands the connection to the next queued answer on 'finish' (its listener comes first);
+      // after one that closes the connection, node ends it: nothing more to send.
+      if (socket.writable && !socket.destroyed) answerClientError(err, socket, answered);
+    };
+    current.once('finish', next);
+    current.once('close', next);
     return;
   }
   const p =
@@ -338,6 +375,10 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?
   closeLingering(socket);
   answered?.(p.status);
 }
+
+/** node's link from a connection to the answer it is sending, and whether a refusal waits behind it (answerClientError). */
+type ParsingSocket = Socket & { _httpMessage?: ServerResponse | null; [REFUSAL_WAITING]?: true };
+const REFUSAL_WAITING = Symbol('eventgate.refusalWaiting');
 
 /** node's errors for a TLS handshake that failed (OpenSSL's, as ERR_SSL_*) or timed out. */
 function tlsHandshakeFailure(err: NodeJS.ErrnoException): boolean {
