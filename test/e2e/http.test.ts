@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
 import { parseReplies, rawHttpText, rawPost } from '../helpers/raw-http.js';
@@ -434,6 +435,60 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal(garbage[2]!.headers['content-type'], 'application/problem+json');
       assert.equal((await post(gw.url('api', '/text'), { n: 15 })).status, 200);
       for (const n of [10, 11, 13, 14, 15]) assert.deepEqual(await out.next(), { n });
+    });
+    it('answers Expect: 100-continue with 100 only once the body is to be read: a refusal on the head alone comes first, and closes', async () => {
+      const out = await listen('/out/text');
+      // What the gateway sends before the client sends any body (curl waits 1 s for the 100, then sends it anyway).
+      const beforeBody = (head: string) =>
+        new Promise<string>((resolve, reject) => {
+          const socket = connect(gw.port('api'), '127.0.0.1', () => socket.write(head));
+          let received = '';
+          socket.setEncoding('latin1').on('data', (d: string) => {
+            received += d;
+            if (/\r\n\r\n/.test(received) && (received.startsWith('HTTP/1.1 100') || /\r\n\r\n[\s\S]*\}$/.test(received))) {
+              socket.destroy();
+              resolve(received);
+            }
+          });
+          socket.on('error', reject);
+        });
+      const head = (path: string, length: number, expect = '100-continue') =>
+        `POST ${path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\nExpect: ${expect}\r\n\r\n`;
+      // Before, each of these was a 100 (Continue) first: the client uploaded a body only to be refused.
+      for (const [path, length, status] of [
+        ['/text', 300, 413],
+        ['/nowhere', 10, 404],
+      ] as const) {
+        const text = await beforeBody(head(path, length));
+        assert.doesNotMatch(text, /^HTTP\/1\.1 100/, `${path}: a 100 (Continue) before the ${status}`);
+        const reply = parseReplies(text);
+        assert.deepEqual(
+          reply.map((r) => [r.status, r.headers.connection]),
+          [[status, 'close']],
+        );
+      }
+      // Another expectation is a 417 problem (node's own had no body).
+      const unmet = parseReplies(await beforeBody(head('/text', 8, 'something')));
+      assert.deepEqual(
+        unmet.map((r) => [r.status, r.headers['content-type'], JSON.parse(r.body).code]),
+        [[417, 'application/problem+json', 'EG_EXPECTATION_FAILED']],
+      );
+      // A request the route takes gets its 100, then its answer.
+      const accepted = await new Promise<string>((resolve, reject) => {
+        const socket = connect(gw.port('api'), '127.0.0.1', () => socket.write(head('/text', 9)));
+        let received = '';
+        socket.setEncoding('latin1').on('data', (d: string) => {
+          if (received === '' && d.startsWith('HTTP/1.1 100 Continue\r\n\r\n')) socket.write('{"n": 20}');
+          received += d;
+          if (received.endsWith('}')) {
+            socket.destroy();
+            resolve(received);
+          }
+        });
+        socket.on('error', reject);
+      });
+      assert.match(accepted, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+      assert.deepEqual(await out.next(), { n: 20 });
     });
   });
 

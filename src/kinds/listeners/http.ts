@@ -164,6 +164,18 @@ export class HttpListener implements ListenerRuntime {
     );
     // createTransport logs these (rate-limited); the count is the listener's, as its answers are.
     this.server.on('drop', () => this.telemetry?.connectionDropped());
+    // `Expect: 100-continue` (curl sends it with a body over 1 MiB): node would send the 100 at once;
+    // it goes out only once the body is to be read, so a request refused on its head alone (404,
+    // 405, 413, 415, ...) is answered before the client uploads the body (RFC 9110 §10.1.1).
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+      (req as ExpectingRequest)[EXPECTS] = 'continue';
+      this.onRequest(req, res);
+    });
+    // Another expectation: a 417 problem, where node's own has no body.
+    this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+      (req as ExpectingRequest)[EXPECTS] = 'unmet';
+      this.onRequest(req, res);
+    });
     if (isHttp2(this.server)) {
       this.server.on('session', (session: ServerHttp2Session) => {
         this.sessions.add(session);
@@ -410,6 +422,9 @@ export class HttpListener implements ListenerRuntime {
     // (the client sent `Connection: close`) would be reset while the body still arrives, and the
     // client would get a send error instead of the answer. Kept alive, node reads the body away itself.
     if (!res.req.complete && res.req.httpVersionMajor !== 2) lingerWhenClosed(res.req.socket);
+    // Refused before its 100 (Continue): the client sends no body, or sends it anyway after a wait.
+    // Either way the connection cannot be read on (RFC 9110 §10.1.1: say so), so it closes.
+    if ((res.req as ExpectingRequest)[EXPECTS] !== undefined) closeAfter(res);
     sendProblem(res, p);
     this.finished(res);
   }
@@ -441,6 +456,10 @@ export class HttpListener implements ListenerRuntime {
     if (tooMany) {
       closeAfter(res);
       return this.refuse(res, tooMany);
+    }
+    if ((req as ExpectingRequest)[EXPECTS] === 'unmet') {
+      closeAfter(res);
+      return this.refuse(res, problem('EG_EXPECTATION_FAILED', `Expect: ${String(req.headers.expect).slice(0, 100)} cannot be met; only 100-continue is`));
     }
     if (refused) return this.refuse(res, refused);
     // A preflight from an allowed origin is answered on any path, as a listener-wide CORS policy
@@ -494,6 +513,10 @@ export class HttpListener implements ListenerRuntime {
       return this.refuse(res, problem('EG_PAYLOAD_TOO_LARGE', `the body has ${declared} bytes; this listener accepts at most ${max}`));
     }
     const codings = coded.codings.length === 0 ? undefined : coded.codings;
+    if ((req as ExpectingRequest)[EXPECTS] === 'continue') {
+      (req as ExpectingRequest)[EXPECTS] = undefined;
+      res.writeContinue();
+    }
     readBody(req, { listener: this, res, route, isJson, contentType, codings, params, search: q === -1 ? '' : url.slice(q + 1), max, first: undefined, chunks: undefined, size: 0, settled: false });
   }
 
@@ -712,6 +735,10 @@ type HttpSocket = Socket & { _httpMessage?: unknown; [QUEUED]?: ServerResponse[]
 type SendingResponse = ServerResponse & { _last?: boolean };
 
 const QUEUED = Symbol('eventgate.queuedResponses');
+
+/** A request that sent `Expect`: 100-continue not answered yet (cleared once the 100 is sent), or another expectation. */
+type ExpectingRequest = IncomingMessage & { [EXPECTS]?: 'continue' | 'unmet' };
+const EXPECTS = Symbol('eventgate.expects');
 const BEHIND_STREAM = Symbol('eventgate.requestsBehindStream');
 
 /**
@@ -948,7 +975,7 @@ export const httpListener = defineListener({
   doc: {
     summary:
       "Accepts `POST <path>` for every route `from: {listener, path}` on it. Paths may have parameters (`/rooms/:room`), bound as `$path` (a parameter's value is at most 100 characters, the router's bound: a longer one matches no route, 404); the query string is `$query`. Bodies are JSON (`application/json`, `application/*+json`, or no content type) or, with `text/plain` (UTF-8: another `charset` is a 415), a string value. A body may be compressed (`Content-Encoding: gzip`, `deflate` or `br`, as log shippers and telemetry exporters send): it is decoded before anything else sees it, never to more than `maxBodyBytes` (413), and one that is not valid data of its coding is a 400; another coding is a 415 whose `Accept-Encoding` header lists these. [CloudEvents](https://cloudevents.io) are recognised in every mode of the HTTP binding: binary (`ce-*` headers, the body is the data), structured (`application/cloudevents+json`) and batched (`application/cloudevents-batch+json`, the events handled in order and answered together; on a failure the answer says how many were delivered before it); a missing or malformed required attribute is a 400 `EG_CLOUDEVENT_INVALID` naming it. The attributes travel as the message's `ce_<name>` headers and `$ce` in expressions; the data is the value. A JSON body goes on to brokers and webhooks as the client wrote it (spacing, number spelling, escapes) wherever no step changed the value; a transform's result is written as JSON. Request headers travel with the message, except hop-by-hop, credential and content-negotiation headers (`host`, `connection`, `content-length`, `authorization`, `cookie`, `accept*`, `user-agent`, ...) and the fetch metadata browsers add (`sec-*`, `priority`, `dnt`, `upgrade-insecure-requests`). " +
-      'Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). On shutdown new requests get 503 `EG_SHUTTING_DOWN` while those in flight finish; one still in flight when `admin.drainTimeoutMs` runs out gets that 503 too, its detail saying whether its message may have been delivered or its body had not all arrived. Requests a client pipelines on one connection get one answer each, in order, only the last with `Connection: close`. With `tls` it serves HTTPS, and with `http2: true` HTTP/2 as well to the clients that offer it (one connection for all requests and event streams of a browser; docs/http-edge.md); with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
+      'A request with `Expect: 100-continue` (curl sends it with a body over 1 MiB) gets its `100 Continue` only once its head passed what the head alone decides (path, method, content type and coding, a declared length over `maxBodyBytes`): a refusal comes instead, before the body is sent, and closes the connection; another expectation is a 417. Every input is bounded (body, head size, header count, time to send, connections, JSON depth) with safe defaults; JSON bodies with `__proto__` keys, invalid UTF-8 or numbers beyond a double are refused with 400 (docs/security.md). On shutdown new requests get 503 `EG_SHUTTING_DOWN` while those in flight finish; one still in flight when `admin.drainTimeoutMs` runs out gets that 503 too, its detail saying whether its message may have been delivered or its body had not all arrived. Requests a client pipelines on one connection get one answer each, in order, only the last with `Connection: close`. With `tls` it serves HTTPS, and with `http2: true` HTTP/2 as well to the clients that offer it (one connection for all requests and event streams of a browser; docs/http-edge.md); with `cors`, browsers on the listed origins may call it, and browser requests from other origins are refused with 403. ' +
       "A route `to: {listener, path}` on an http listener makes `GET <path>` with `Accept: text/event-stream` a [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html) stream (`EventSource` in browsers, `curl -N`): each message is one event (`data:` the value as JSON, or the envelope / structured CloudEvent with `format`; `event:` the CloudEvent type when there is one, other than one of the gateway's own notices, `eventgate.*`; `id:` the position in the source topic as `<partition>:<offset>`, one pair per partition; on a path several routes feed, `<route>=<positions>` per route, `;`-separated). A client that reconnects with `Last-Event-ID` (a new EventSource, which cannot send it: `?lastEventId=` in the URL; the header wins) first gets, through the route's chain, what the broker still retains after that position (memory topics: their `retain` messages; Kafka: what the cluster retains, up to 10 000 records; a NATS JetStream subject: what its stream holds, up to 10 000 messages; MQTT, AMQP and core NATS keep no position, so their events have no id), then the live stream, with no gap and no duplicate; when some of it is no longer retained an `eventgate.resume` event with `gap: true` says so. A forward path with parameters (`/events/:room`) is filled from the path parameters of the same names the message has: a message published on `/room/:room` reaches the streams of its own room only, one without them (consumed from a broker) every stream whose path the forward path matches. The target's `auth` is checked before the stream opens (401/403), and before a `406` for a request without that `Accept` or a `405` for another method, which are told only to a client it admits; heartbeat comments keep idle streams open through proxies; over HTTP/1.1 a stream is its connection's last answer (`Connection: close`): nothing a client pipelines behind the `GET` is published, and a connection with more than 16 requests behind its stream is closed; a client that does not read is disconnected once `events.maxBufferedBytes` are waiting for it. Streams stay open through a reload while some route still forwards to their path, the route changed or not (as do those of a path whose parameters it only renames); a stream the gateway ends because its credential expired or was revoked, a reload took its origin off `cors.origins`, or a reload removed its path, gets a last `eventgate.end` event (`{\"status\":401|403|404,\"reason\":...}`), since the browser's reconnect would be refused with a status no page can read.",
     example:
       'listeners:\n  api:\n    kind: http\n    port: 8443\n    maxBodyBytes: 65536\n    tls: {cert: certs/api.pem, key: certs/api-key.pem}\n    cors:\n      origins: [https://app.example.com]\n      headers: [content-type, authorization]\n    events: {heartbeatMs: 15000}\nroutes:\n  # GET https://host:8443/orders/stream with Accept: text/event-stream\n  - name: order-stream\n    from: {broker: local, topic: orders}\n    to: {listener: api, path: /orders/stream}',
