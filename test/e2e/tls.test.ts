@@ -236,6 +236,14 @@ describe('TLS listeners', () => {
     const connect = await h2Request(session, { ':method': 'CONNECT', ':authority': 'example.com:443' });
     assert.equal(connect.status, 405, connect.body);
     assert.equal(JSON.parse(connect.body).code, 'EG_METHOD_NOT_ALLOWED');
+    // Expect: 100-continue, as on HTTP/1.1: a body refused on its head alone is told so before it is sent, with no 100 first.
+    const expecting = session.request({ ':method': 'POST', ':path': '/in', 'content-type': 'application/json', 'content-length': '70000', expect: '100-continue' }, { endStream: false });
+    expecting.on('error', () => {});
+    let continued = false;
+    expecting.on('continue', () => (continued = true));
+    const [expectHead] = await once(expecting, 'response');
+    assert.deepEqual([expectHead[':status'], continued], [413, false]);
+    expecting.destroy();
     await eventually(async () => assert.equal((await secureStatus()).inFlight, 0));
     assert.equal((await h2Request(session, { ':path': '/in' }, '{"n":"after"}')).status, 200, 'the connection goes on');
     assert.deepEqual(await events.next(2), ['{"n":"many"}', '{"n":"after"}']);
