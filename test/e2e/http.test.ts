@@ -391,13 +391,16 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal((await out.next()).pad.length, 246);
     });
 
-    it('takes on nothing pipelined behind an answer that closes the connection (400 for a missing Host, 413): node would never send its answer', async () => {
+    it('takes on nothing pipelined behind an answer that closes the connection (400 for a missing or doubled Host, 413): node would never send its answer', async () => {
       const out = await listen('/out/text');
       const hostless = 'POST /text HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"n": 0}';
       const large = `POST /text HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 300\r\n\r\n"${'x'.repeat(298)}"`;
+      // Two Host lines: node keeps the first, where a proxy in front may have routed by the second (RFC 9112 §3.2: 400).
+      const twoHosts = 'POST /text HTTP/1.1\r\nHost: gw\r\nhost: elsewhere\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{"n": -1}';
       for (const [first, status] of [
         [hostless, 400],
         [large, 413],
+        [twoHosts, 400],
       ] as const) {
         const replies = parseReplies(await rawHttpText(gw.port('api'), first + rawPost('/text', { n: 1 }) + rawPost('/text', { n: 2 })));
         assert.deepEqual(

@@ -414,7 +414,19 @@ function refuseConnectStream(res: ServerResponse, allow: string, answered?: (sta
 
 /** The problem for an HTTP/1.1 request without a Host header (RFC 9112 §3.2), or undefined. */
 export function hostless(req: IncomingMessage): Problem | undefined {
-  return req.headers.host === undefined && req.httpVersion === '1.1' ? problem('EG_BAD_REQUEST', 'an HTTP/1.1 request must have a Host header') : undefined;
+  if (req.httpVersion !== '1.1') return undefined;
+  if (req.headers.host === undefined) return problem('EG_BAD_REQUEST', 'an HTTP/1.1 request must have a Host header');
+  // node keeps the first of several Host lines; a proxy in front may have routed by another (RFC 9112 §3.2: a 400).
+  return hostLines(req.rawHeaders) > 1 ? problem('EG_BAD_REQUEST', 'an HTTP/1.1 request must have one Host header, not several') : undefined;
+}
+
+function hostLines(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') n++;
+  }
+  return n;
 }
 
 /**
