@@ -5,6 +5,7 @@ import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:
 import { useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 import { fetch } from '../helpers/http.js';
+import { parseReplies, rawHttpText } from '../helpers/raw-http.js';
 
 /** curl posting `body` as given (already compressed) with `headers`: its status and answer. */
 function curlPost(url: string, body: Buffer, headers: string[]): Promise<{ status: number; body: any }> {
@@ -157,5 +158,23 @@ routes:
       assert.equal(reply.body.code, 'EG_UNSUPPORTED_MEDIA_TYPE');
       assert.equal(reply.body.detail, detail);
     }
+  });
+
+  it('answers 501 to a transfer coding other than chunked, rather than reading its bytes as uncoded', async () => {
+    const before = out.requests.length;
+    // node's parser drops the `gzip` of `gzip, chunked`: the bytes were delivered as sent (here JSON, so a 200).
+    const body = '{"te": 1}';
+    const raw = await rawHttpText(
+      gw.port('api'),
+      `POST /in HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`,
+    );
+    const [reply] = parseReplies(raw);
+    assert.equal(reply!.status, 501, raw);
+    assert.equal(JSON.parse(reply!.body).code, 'EG_NOT_IMPLEMENTED');
+    const sentinel = await send(Buffer.from('{"te": 2}'), {});
+    assert.equal(sentinel.status, 200);
+    await out.received(before + 1);
+    assert.deepEqual(JSON.parse(out.requests.at(-1)!.body), { te: 2 });
+    assert.equal(out.requests.length, before + 1);
   });
 });
