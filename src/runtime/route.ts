@@ -25,6 +25,7 @@ import {
 } from '../kinds/contracts.js';
 import { fromConsumedRecord } from '../codecs/cloudevents.js';
 import { WebhookTarget } from '../kinds/targets/webhook.js';
+import type { RequestSender } from '../kinds/targets/webhook-client.js';
 import type { Logger } from '../log.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
@@ -81,6 +82,8 @@ export interface RouteDeps {
   stepState?: StepStateStore;
   /** The config's secret values (config/secrets.ts), redacted from what the log and the tap see; one object updated in place on reload. */
   redaction?: { secrets: ReadonlySet<string> };
+  /** What the route's webhook targets send their requests through instead of HTTP: a config test's recorder (`eventgate test` calls no URL). */
+  webhookSender?: RequestSender;
 }
 
 /** Where a route dead-letters: its `deadletter` target, or the topic a validate step names. */
@@ -257,7 +260,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private target(t: TargetPlan, index: number): Target {
     if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format, route: this.name });
     if (t.type === 'http') {
-      const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name, (text) => this.shown(text));
+      const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name, (text) => this.shown(text), this.deps.webhookSender);
       this.webhooks.push(webhook);
       return webhook;
     }

@@ -15,14 +15,18 @@ import type { Delivery, Message, MessageContext } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 import { RouteRuntime } from '../runtime/route.js';
 import { TRACEPARENT } from '../runtime/trace.js';
+import { RecordingEndpoints } from './recording-endpoints.js';
 import type { ExpectedOutput, TestCase } from './test-file.js';
 
-/** What a route sent to one target. */
+/** What a route sent to one target: a broker's topic, a listener's path, or an http target's request. */
 export interface Output {
   broker?: string;
   listener?: string;
   topic?: string;
   path?: string;
+  /** An http target's request: the URL it went to (user and password in it travel as `authorization`) and its method. */
+  url?: string;
+  method?: string;
   key: string | null;
   headers: Record<string, string>;
   value: unknown;
@@ -47,9 +51,9 @@ export interface TestResult {
 
 /**
  * Runs one test: the route is built from the compiled plan exactly as `run` builds it, with its
- * real steps, key and topic expressions; only its brokers and listeners are replaced by recorders
- * that keep what the route sends (no broker or listener socket is opened; an `http` target is a
- * real webhook and is called at its URL).
+ * real steps, key and topic expressions and webhook targets; its brokers, listeners and the
+ * endpoints its `http` targets call are replaced by recorders that keep what the route sends.
+ * Nothing leaves the process: no socket is opened, no URL called.
  */
 export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry): Promise<TestResult> {
   const started = performance.now();
@@ -67,6 +71,7 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
   const outputs: Output[] = [];
   const brokers = new Map<string, BrokerRuntime>([...plan.brokers.values()].map((b) => [b.name, recordingBroker(b.name, b.kind, outputs)]));
   const listeners = new Map<string, ListenerRuntime>([...plan.listeners.values()].map((l) => [l.name, recordingListener(l.name, l.kind, outputs)]));
+  const endpoints = new RecordingEndpoints(test.answers, outputs);
 
   let params: Record<string, string> | undefined;
   if (routePlan.from.type === 'listener') {
@@ -88,7 +93,13 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
     if (typeof read !== 'string') return fail('input.topic', read.expected, test.input.topic ?? '(none)', test.input.topic !== undefined ? test.input.at('topic') : undefined);
     topic = read;
   }
-  const route = new RouteRuntime(withPrincipal(routePlan, test), { brokers, listeners, logger: pino({ level: 'silent' }), instanceId: 'test' });
+  const route = new RouteRuntime(withoutBackoff(withPrincipal(routePlan, test)), {
+    brokers,
+    listeners,
+    logger: pino({ level: 'silent' }),
+    instanceId: 'test',
+    webhookSender: endpoints,
+  });
   const from = routePlan.from;
   const listenerKind = from.type === 'listener' ? plan.listeners.get(from.listener)?.kind : undefined;
   // A kafka listener's route governs records produced to its topic, which go on to that topic upstream (or, with `to`, to its targets).
@@ -104,7 +115,7 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
     // The request as the http listener makes it into messages, with its own functions.
     const request = httpRequest(value, lowerHeaders);
     if (!request.ok) {
-      if ('problem' in request) return finish(test, { outcome: 'invalid', problem: request.problem }, [], started, 0);
+      if ('problem' in request) return finish(test, { outcome: 'invalid', problem: request.problem }, [], started, endpoints, 0);
       return fail('input.value', request.expected, show(value), test.input.at('value'));
     }
     ({ headers, value, batch } = request);
@@ -127,7 +138,7 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
       : { route: test.route, remoteAddress: from.type === 'listener' ? '127.0.0.1' : undefined };
   if (batch !== undefined) {
     const { outcome, delivered } = await handleBatch(route, batch, ctx);
-    return finish(test, outcome, outputs, started, delivered);
+    return finish(test, outcome, outputs, started, endpoints, delivered);
   }
   let outcome = upstream !== undefined ? await route.checkRecord(msg, ctx) : await route.handle(msg, ctx);
   // A consume route sends a message that fails for good to its `deadletter`, as the running gateway does.
@@ -139,7 +150,7 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
     const out = outcome.message ?? msg;
     outputs.push({ broker: upstream, topic: from.type === 'listener' ? from.path : '', key: msg.key, headers: { ...out.headers }, value: out.value });
   }
-  return finish(test, outcome, outputs, started);
+  return finish(test, outcome, outputs, started, endpoints);
 }
 
 /**
@@ -176,10 +187,16 @@ function httpRequest(
   return decodeEvent(mode, value, headers);
 }
 
-async function finish(test: TestCase, outcome: Outcome, outputs: Output[], started: number, delivered?: number): Promise<TestResult> {
+async function finish(test: TestCase, outcome: Outcome, outputs: Output[], started: number, endpoints: RecordingEndpoints, delivered?: number): Promise<TestResult> {
   // The trace header the route adds to every message is the gateway's, not the config's doing.
   for (const o of outputs) delete o.headers[TRACEPARENT];
   const mismatches = await compare(test, outcome, outputs);
+  // An answer for a URL no request went to is most likely a URL written wrong: the test would pass without testing what it says.
+  for (const a of test.answers) {
+    if (endpoints.used.has(a)) continue;
+    const called = outputs.filter((o) => o.url !== undefined).map(describeOutput);
+    mismatches.push({ line: a.line, what: `answers[${a.url}]`, expected: `a request to ${a.url}`, actual: called.length ? `requests went to: ${called.join(', ')}` : 'no http target was called' });
+  }
   if (test.expect.delivered !== undefined && delivered !== test.expect.delivered)
     mismatches.push({ line: test.expect.at('delivered'), what: 'delivered', expected: `${test.expect.delivered} event(s) of the batch`, actual: String(delivered ?? 0) });
   return { test, passed: mismatches.length === 0, mismatches, outcome, outputs, durationMs: performance.now() - started };
@@ -205,6 +222,16 @@ function topicOf(from: { broker: string; topic: string }, test: TestCase, plan: 
   const reads = why === undefined && (read === undefined ? given === from.topic : read.matches(given));
   if (reads) return given;
   return { expected: `${read?.what ?? from.topic}: route '${test.route}' reads no other${why === undefined ? '' : ` (${why})`}` };
+}
+
+/**
+ * An http target's tries in a test follow one another at once: its endpoint is a recorder that
+ * answers at once, and waiting out `backoffMs` (seconds, with `Retry-After` up to `maxBackoffMs`)
+ * would only slow the run. The tries themselves, and what the last one's failure says, are kept.
+ */
+function withoutBackoff(plan: RoutePlan): RoutePlan {
+  if (!plan.to.some((t) => t.type === 'http')) return plan;
+  return { ...plan, to: plan.to.map((t) => (t.type === 'http' ? { ...t, webhook: { ...t.webhook, backoffMs: 0, maxBackoffMs: 0 } } : t)) };
 }
 
 /**
@@ -261,13 +288,15 @@ async function compare(test: TestCase, outcome: Outcome, outputs: Output[]): Pro
 }
 
 function describeOutput(o: Output): string {
+  // Without the query string, which may hold a token.
+  if (o.url !== undefined) return `${o.method} ${o.url.replace(/\?.*$/s, '')}`;
   return o.broker !== undefined ? `${o.broker}/${o.topic}` : `${o.listener}${o.path}`;
 }
 
 async function compareOutput(i: number, want: ExpectedOutput, got: Output): Promise<Mismatch[]> {
   const out: Mismatch[] = [];
   const where = `to[${i}]`;
-  for (const field of ['broker', 'topic', 'listener', 'path', 'key'] as const) {
+  for (const field of ['broker', 'topic', 'listener', 'path', 'url', 'method', 'key'] as const) {
     if (want[field] === undefined) continue;
     if (want[field] !== got[field]) out.push({ line: want.at(field), what: `${where}.${field}`, expected: show(want[field]), actual: show(got[field] ?? null) });
   }

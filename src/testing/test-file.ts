@@ -17,6 +17,7 @@ import { compileExpression } from '../expr/expression.js';
  *     - name: bright lights are published
  *       route: light-in
  *       input: { value: {id: 1, lumens: 800}, key: ..., headers: {...}, path: /light, query: {...}, principal: alice, claims: {...}, topic: ... }
+ *       answers: { https://crm.example.com/hooks: 503 }   # what http targets' endpoints answer (else 200); none is called
  *       expect:
  *         outcome: delivered        # delivered | filtered | invalid | rejected | failed | deadlettered
  *         status: 400               # the HTTP status of a problem (invalid, rejected, failed)
@@ -24,6 +25,7 @@ import { compileExpression } from '../expr/expression.js';
  *         delivered: 2              # a CloudEvents batch input: how many of its events were delivered
  *         to:                       # every output, in target order
  *           - { broker: local, topic: t, key: '1', headers: {...}, value: {...}, condition: <JSONata> }
+ *           - { url: https://crm.example.com/hooks, method: POST, headers: {...}, value: {...} }   # an http target's request
  */
 export interface TestInput {
   value: unknown;
@@ -45,6 +47,9 @@ export interface ExpectedOutput {
   topic?: string;
   listener?: string;
   path?: string;
+  /** An http target's request URL (as requestUrl() writes it) and method. */
+  url?: string;
+  method?: string;
   key?: string | null;
   headers?: Record<string, string | null>;
   value?: unknown;
@@ -52,6 +57,14 @@ export interface ExpectedOutput {
   condition?: string;
   /** Where each expectation is written, for failure messages. */
   at: (field: string) => number;
+}
+
+/** What the endpoint of an http target answers a test's requests to `url` (as requestUrl() writes it). */
+export interface EndpointAnswer {
+  url: string;
+  status: number;
+  /** Where it is written, for a URL no request went to. */
+  line: number;
 }
 
 export interface TestCase {
@@ -63,6 +76,8 @@ export interface TestCase {
   /** Where its `route:` value is written: a route the config lacks is reported there. */
   routeAt: { line: number; column: number };
   input: TestInput;
+  /** The statuses the test's http target endpoints answer (the others answer 200). */
+  answers: EndpointAnswer[];
   expect: {
     outcome: string;
     status?: number;
@@ -82,10 +97,14 @@ export interface TestFile {
 }
 
 const OUTCOMES = ['delivered', 'filtered', 'invalid', 'rejected', 'failed', 'deadlettered'];
-const TEST_KEYS = ['name', 'route', 'input', 'expect'];
+const TEST_KEYS = ['name', 'route', 'input', 'answers', 'expect'];
+const REQUIRED_TEST_KEYS = ['name', 'route', 'input', 'expect'];
 const INPUT_KEYS = ['value', 'key', 'headers', 'path', 'query', 'principal', 'claims', 'topic'];
 const EXPECT_KEYS = ['outcome', 'status', 'error', 'delivered', 'to'];
-const OUTPUT_KEYS = ['broker', 'topic', 'listener', 'path', 'key', 'headers', 'value', 'condition'];
+const OUTPUT_KEYS = ['broker', 'topic', 'listener', 'path', 'url', 'method', 'key', 'headers', 'value', 'condition'];
+/** The methods an http target sends with (its `method`). */
+const METHODS = ['POST', 'PUT', 'PATCH'];
+const ANSWERS_SHAPE = "'answers' must map the URL an http target calls to the status its endpoint answers (https://crm.example.com/hooks: 503)";
 
 /** Reads and checks a test file; problems are diagnostics at `file:line:col`, like the config's. */
 export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile | undefined {
@@ -116,7 +135,7 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
     const at: PathPart[] = ['tests', i];
     if (!isMap(raw)) return report(at, 'a test must be a map with name, route, input and expect');
     unknownKeys(raw, TEST_KEYS, at, report);
-    for (const k of TEST_KEYS) if (raw[k] === undefined) report(at, `test is missing '${k}'`, 'key');
+    for (const k of REQUIRED_TEST_KEYS) if (raw[k] === undefined) report(at, `test is missing '${k}'`, 'key');
     if (raw.name !== undefined && typeof raw.name !== 'string') report([...at, 'name'], "'name' must be a string");
     if (raw.route !== undefined && typeof raw.route !== 'string') report([...at, 'route'], "'route' must be a route name");
     const input = raw.input;
@@ -131,6 +150,20 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
       if (input.topic !== undefined && typeof input.topic !== 'string') report([...at, 'input', 'topic'], "'topic' must be a topic name");
       if (input.path !== undefined && typeof input.path !== 'string' && !isStringMap(input.path))
         report([...at, 'input', 'path'], "'path' must be the request path (/orders/7) or a map of path parameters");
+    }
+    if (raw.answers !== undefined && !isMap(raw.answers)) report([...at, 'answers'], ANSWERS_SHAPE);
+    const answers: EndpointAnswer[] = [];
+    if (isMap(raw.answers)) {
+      for (const [url, status] of Object.entries(raw.answers)) {
+        const aAt: PathPart[] = [...at, 'answers', url];
+        const normal = requestUrl(url);
+        if (normal === undefined) report(aAt, `'${url}' is not an http(s) URL: 'answers' are keyed by the URL an http target calls`, 'key');
+        else if (answers.some((a) => a.url === normal)) report(aAt, `'answers' names ${normal} twice`, 'key');
+        if (typeof status === 'string' && /^\d+$/.test(status)) report(aAt, `a status is a number: write it without quotes: ${status}`);
+        else if (!Number.isInteger(status) || (status as number) < 200 || (status as number) > 599)
+          report(aAt, `the status an endpoint answers must be an HTTP status from 200 to 599 (503: unavailable), not ${JSON.stringify(status)}`);
+        if (normal !== undefined) answers.push({ url: normal, status: status as number, line: src.locate(aAt, 'key').line });
+      }
     }
     const expect = raw.expect;
     if (expect !== undefined && !isMap(expect)) report([...at, 'expect'], "'expect' must be a map (outcome, status, error, delivered, to)");
@@ -156,10 +189,13 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
       if (Array.isArray(expect.to)) {
         expect.to.forEach((o: unknown, j: number) => {
           const oAt: PathPart[] = [...at, 'expect', 'to', j];
-          if (!isMap(o)) return report(oAt, 'an output must be a map (broker/topic or listener/path, key, headers, value, condition)');
+          if (!isMap(o)) return report(oAt, 'an output must be a map (broker/topic, listener/path or url/method, key, headers, value, condition)');
           unknownKeys(o, OUTPUT_KEYS, oAt, report);
           // Outputs carry keys and header values as strings: `key: 7` could never match the key '7'.
-          for (const k of ['broker', 'topic', 'listener', 'path', 'condition']) if (o[k] !== undefined && typeof o[k] !== 'string') report([...oAt, k], `'${k}' must be a string`);
+          for (const k of ['broker', 'topic', 'listener', 'path', 'url', 'method', 'condition']) if (o[k] !== undefined && typeof o[k] !== 'string') report([...oAt, k], `'${k}' must be a string`);
+          if (typeof o.url === 'string' && requestUrl(o.url) === undefined) report([...oAt, 'url'], `'url' must be the http(s) URL an http target calls, not '${o.url}'`);
+          if (typeof o.method === 'string' && !METHODS.includes(o.method))
+            report([...oAt, 'method'], `'method' must be one an http target sends with: ${METHODS.join(', ')}${didYouMean(o.method, METHODS)}`);
           if (o.key !== undefined && o.key !== null && typeof o.key !== 'string') report([...oAt, 'key'], `'key' must be a string (quote it: '${String(o.key)}'), or null for no key`);
           if (o.headers !== undefined && (!isMap(o.headers) || !Object.values(o.headers).every((v) => v === null || typeof v === 'string')))
             report([...oAt, 'headers'], "'headers' must map names to strings (quote numbers: '3'), or to null for a header that must be absent");
@@ -194,12 +230,18 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
         topic: inp.topic as string | undefined,
         at: (field: string) => lineOf([...at, 'input', field]),
       },
+      answers,
       expect: {
         outcome: exp.outcome as string,
         status: exp.status as number | undefined,
         error: exp.error === undefined ? undefined : String(exp.error),
         delivered: exp.delivered as number | undefined,
-        to: Array.isArray(exp.to) ? exp.to.map((o: Record<string, unknown>, j: number) => ({ ...o, at: (field: string) => lineOf([...at, 'expect', 'to', j, field]) }) as ExpectedOutput) : undefined,
+        to: Array.isArray(exp.to)
+          ? exp.to.map(
+              (o: Record<string, unknown>, j: number) =>
+                ({ ...o, ...(typeof o.url === 'string' ? { url: requestUrl(o.url) } : {}), at: (field: string) => lineOf([...at, 'expect', 'to', j, field]) }) as ExpectedOutput,
+            )
+          : undefined,
         at: (field: string) => lineOf([...at, 'expect', field]),
       },
     });
@@ -208,6 +250,17 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
   // Relative to the test file, as `eventgate test` and `eventgate validate` both take it.
   const config = typeof doc.config === 'string' ? (isAbsolute(doc.config) ? doc.config : join(dirname(file), doc.config)) : undefined;
   return { file, config, tests };
+}
+
+/** A URL as an http target's request names it (`http(s)://host[:port]/path?query`), or undefined when it is no http(s) URL. */
+export function requestUrl(text: string): string | undefined {
+  if (!/^https?:\/\//i.test(text)) return undefined;
+  try {
+    const u = new URL(text);
+    return `${u.origin}${u.pathname}${u.search}`;
+  } catch {
+    return undefined;
+  }
 }
 
 function regexProblem(pattern: string): string | undefined {

@@ -4,7 +4,6 @@ import { WsClient } from '../helpers/clients.js';
 import { runCliInProcess } from '../helpers/cli.js';
 import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
-import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const yaml = (...lines: string[]) => `${lines.join('\n')}\n`;
 
@@ -186,20 +185,18 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /^3 of 3 tests failed$/m);
   });
 
-  it('gives a consume route only topics it reads: a wildcard or queue route needs input.topic, and one outside its filter or bindings fails; a message failing for good is dead-lettered as the running gateway does', async () => {
+  it('gives a consume route only topics it reads: a wildcard or queue route needs input.topic, and one outside its filter or bindings fails; a message failing for good is dead-lettered as the running gateway does; http targets are recorded, not called', async () => {
     // Before: a topic the route never reads passed, and without input.topic $topic was the filter
     // itself ("plant/+/+/temperature", so "orders.+" below) or the amqp queue's name, which no
     // message the route gets has (its routing key is its $topic).
     // A webhook endpoint whose answer fails the webhook's own tries: the running route dead-letters
-    // that at once (review2-s39's 1040), so the test does too.
-    const hook = await WebhookReceiver.start();
-    hook.respond = (_r, res) => {
-      res.statusCode = 500;
-      res.end('down');
-    };
+    // that at once (review2-s39's 1040), so the test does too, and a publish route answers it. The
+    // endpoints are the test's recorders (port 1 is closed): before, the test called them, so a
+    // closed port failed the test and `answers` was an unknown key.
     const dir = tempFiles({
       'gateway.yaml': yaml(
         'version: 1',
+        'listeners: { api: { kind: http, port: 0 } }',
         'brokers:',
         '  mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }',
         '  nt: { kind: nats, servers: "nats://127.0.0.1:4222" }',
@@ -235,8 +232,11 @@ describe('eventgate test', () => {
         '    to: { broker: mem, topic: done }',
         '  - name: hook',
         '    from: { broker: mem, topic: n }',
-        `    to: { http: { url: "${hook.url}/in", retry: { attempts: 1 } } }`,
+        '    to: { http: { url: "http://127.0.0.1:1/in", headers: { x-line: $string(n) }, retry: { attempts: 2 } } }',
         '    deadletter: { broker: mem, topic: dead }',
+        '  - name: pub',
+        '    from: { listener: api, path: /p }',
+        '    to: [ { broker: mem, topic: p }, { http: { url: "http://shop:secret@127.0.0.1:1/p?via=gw", method: PUT } } ]',
       ),
       'gateway.tests.yaml': yaml(
         'tests:',
@@ -254,14 +254,36 @@ describe('eventgate test', () => {
         '  - { name: exact other, route: exact, input: { topic: core.y, value: {} }, expect: { outcome: delivered } }', // 13
         '  - { name: dead letter, route: dl, input: { value: { n: 1 } }, expect: { outcome: deadlettered, status: 500, error: "^transform failed: no 1$", to: [{ topic: dead, value: { n: 1 } }] } }', // 14
         '  - { name: dropped, route: drop, input: { value: { n: 2 } }, expect: { outcome: failed, status: 500, error: "no 2", to: [] } }', // 15
-        '  - { name: webhook failed, route: hook, input: { value: { n: 3 } }, expect: { outcome: deadlettered, error: "answered 500", to: [{ topic: dead, value: { n: 3 } }] } }', // 16
+        '  - { name: webhook failed, route: hook, input: { value: { n: 3 } }, answers: { "http://127.0.0.1:1/in": 503 }, expect: { outcome: deadlettered, status: 502, error: "answered 503 \\\\(after 2 tries\\\\)$", to: [{ url: "http://127.0.0.1:1/in" }, { topic: dead, value: { n: 3 } }] } }', // 16
+        '  - { name: webhook recorded, route: hook, input: { value: { n: 4 } }, expect: { outcome: delivered, to: [{ url: "http://127.0.0.1:1/in", method: POST, headers: { x-line: "4", content-type: application/json }, value: { n: 4 } }] } }', // 17
+        '  - name: publish answered 503', // 18
+        '    route: pub',
+        '    input: { path: /p, value: { n: 5 } }',
+        '    answers:',
+        '      http://127.0.0.1:1/p: 503', // 22: matched without the query string
+        '    expect:',
+        '      outcome: failed',
+        '      status: 502',
+        '      error: "http://127.0.0.1:1/p answered 503 \\\\(after 3 tries\\\\); 1 of the 2 targets took it"',
+        '      to: [{ topic: p }, { url: "http://127.0.0.1:1/p?via=gw", method: PUT, headers: { authorization: Basic c2hvcDpzZWNyZXQ= }, value: { n: 5 } }]',
+        '  - name: an answer for a URL not called', // 28
+        '    route: pub',
+        '    input: { path: /p, value: { n: 6 } }',
+        '    answers:',
+        '      http://127.0.0.1:2/p: 503', // 32
+        '    expect: { outcome: delivered }',
       ),
     });
-    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir }).finally(() => hook.stop());
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const passed = [...r.stdout.matchAll(/^ok {4}\w+: (.+) \(gateway\.tests\.yaml:\d+\)$/gm)].map((m) => m[1]);
-    assert.deepEqual(passed, ['mqtt topic', 'nats subject', 'amqp key', 'amqp pattern', 'exact subject', 'dead letter', 'dropped', 'webhook failed']);
+    assert.deepEqual(passed, ['mqtt topic', 'nats subject', 'amqp key', 'amqp pattern', 'exact subject', 'dead letter', 'dropped', 'webhook failed', 'webhook recorded', 'publish answered 503']);
+    // A URL written wrong in `answers` would leave the test passing without testing what it says.
+    assert.match(
+      r.stdout,
+      /^ {6}gateway\.tests\.yaml:32: answers\[http:\/\/127\.0\.0\.1:2\/p\]\n\s+- expected: a request to http:\/\/127\.0\.0\.1:2\/p\n\s+\+ actual: +requests went to: PUT http:\/\/127\.0\.0\.1:1\/p$/m,
+    );
     const failed = [...r.stdout.matchAll(/^ {6}gateway\.tests\.yaml:(\d+): input\.topic\n\s+- expected: (.+)\n\s+\+ actual: +(.+)$/gm)].map((m) => `${m[1]}: ${m[2]} | ${m[3]}`);
     assert.deepEqual(failed, [
       "3: a topic matching plant/+/+/temperature: route 'm' reads no other | plant/l1/m7/pressure",
@@ -272,7 +294,7 @@ describe('eventgate test', () => {
       "10: a routing key queue 'billing' is bound for (orders.*): route 'a' gets its messages with their own topics ($topic), so give input.topic | (none)",
       "13: a subject matching core.x: route 'exact' reads no other | core.y",
     ]);
-    assert.match(r.stdout, /^7 of 15 tests failed$/m);
+    assert.match(r.stdout, /^8 of 18 tests failed$/m);
   });
 
   it('a wrong outcome says what happened instead, with the reason', async () => {
@@ -338,7 +360,7 @@ describe('eventgate test', () => {
       cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expcet: { outcome: rejected') }),
     });
     assert.equal(badTests.code, 2);
-    assert.match(badTests.stderr, /orders\.tests\.yaml:28:5: unknown key 'expcet'; expected one of: name, route, input, expect/);
+    assert.match(badTests.stderr, /orders\.tests\.yaml:28:5: unknown key 'expcet'; expected one of: name, route, input, answers, expect$/m);
     // A misspelt outcome is named with the one meant, as a misspelt config value is.
     const badOutcome = await runCliInProcess(['test', '-c', 'gateway.yaml', 'orders.tests.yaml'], {
       cwd: tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': tests.replace('    expect: { outcome: rejected', '    expect: { outcome: rejectd') }),
@@ -372,6 +394,30 @@ describe('eventgate test', () => {
     );
     assert.match(badExpectations.stdout, /errors="1"/);
 
+    // `answers` (what the endpoints of http targets answer) and an http output's url and method: the same (unknown before).
+    const badAnswers = await runCliInProcess(['test', 'orders.tests.yaml'], {
+      cwd: tempFiles({
+        'gateway.yaml': config,
+        'orders.tests.yaml': tests
+          .replace('      to: [{ condition: by = "shop" and qty = 1 }]', '      to: [{ url: /hooks, method: post }]')
+          .replace(
+            '    expect: { outcome: rejected, status: 401 }',
+            '    answers: { crm.example.com/hooks: 503, "https://crm.example.com/hooks": "503" }\n    expect: { outcome: rejected, status: 401 }',
+          ),
+      }),
+    });
+    assert.equal(badAnswers.code, 2, badAnswers.stdout + badAnswers.stderr);
+    assert.equal(
+      badAnswers.stderr,
+      [
+        "orders.tests.yaml:24:19: 'url' must be the http(s) URL an http target calls, not '/hooks'",
+        "orders.tests.yaml:24:35: 'method' must be one an http target sends with: POST, PUT, PATCH (did you mean 'POST'?)",
+        "orders.tests.yaml:28:16: 'crm.example.com/hooks' is not an http(s) URL: 'answers' are keyed by the URL an http target calls",
+        'orders.tests.yaml:28:77: a status is a number: write it without quotes: 503',
+        '',
+      ].join('\n'),
+    );
+
     const none = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: tempFiles({ 'gateway.yaml': config }) });
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no tests: name test files, or put them in gateway\.tests\.yaml/);
@@ -392,7 +438,7 @@ describe('eventgate test', () => {
         "more.tests.yaml:4:12: test 'an order takes its id from the path and its author from the principal' names route 'ordrs', which gateway.yaml does not define (did you mean 'orders'?); defined routes: orders\n",
     );
     assert.equal(unknownRoute.stdout, '');
-    for (const r of [broken, badTests, badExpectations, none, unknownRoute]) noStackTrace(r);
+    for (const r of [broken, badTests, badExpectations, badAnswers, none, unknownRoute]) noStackTrace(r);
   });
 
   it('validate checks a test file as config tests: the file, its config and the routes it names', async () => {

@@ -68,7 +68,17 @@ const ABORTED = new Error('the webhook target gave up on this request');
 /** Errors of a connection the other side closed or reset: undici's `other side closed`, a reset, a write to a closed socket. */
 const CLOSED_UNANSWERED = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 
-export class HttpClient {
+/**
+ * Where a webhook target sends its requests: the HttpClient below, or a config test's recorder
+ * (src/testing/run-tests.ts), which answers in-process so that `eventgate test` calls no URL.
+ */
+export interface RequestSender {
+  /** Sends `req`; the answer (or the error) goes to `listener` with `ticket`. `lane` is the caller's slot. */
+  request(req: ClientRequest, listener: AnswerListener, ticket: number, lane: number): Exchange;
+  close(): void;
+}
+
+export class HttpClient implements RequestSender {
   /**
    * Connections to the target's fixed origin, one undici Client per slot of the target (a slot has
    * at most one request in flight): a request goes straight to its connection, without a Pool's

@@ -26,7 +26,7 @@ import {
 import { isTlsFailure } from '../brokers/not-connected.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
-import { HttpClient, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange } from './webhook-client.js';
+import { HttpClient, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange, type RequestSender } from './webhook-client.js';
 
 /** `to: {http: ...}` as written (the schema has checked it). */
 export type WebhookOptions = Static<typeof webhookOptions>;
@@ -159,7 +159,7 @@ type Attempt = { ok: true; status: number } | { ok: false; retry: boolean; retry
 
 /** A webhook target of one route. `close()` releases its kept-alive connections. */
 export class WebhookTarget implements Target {
-  private readonly client: HttpClient;
+  private readonly client: RequestSender;
   /** Every slot made (at most `concurrency`), and those not in use. */
   private readonly slots: Slot[] = [];
   private readonly free: Slot[] = [];
@@ -180,10 +180,12 @@ export class WebhookTarget implements Target {
     private readonly route: string,
     /** Text as it may be logged: the config's secrets (a URL whose path is a token) redacted. */
     private readonly shown: (text: string) => string = (text) => text,
+    /** What sends the requests instead of HTTP (a config test's recorder). */
+    sender?: RequestSender,
   ) {
     this.fixed = plan.urlExpr ? undefined : parseEndpoint(plan.url);
     // One connection per request in flight (the slots bound them), kept alive between them.
-    this.client = new HttpClient(plan.concurrency, this.fixed instanceof WebhookError ? undefined : this.fixed?.origin);
+    this.client = sender ?? new HttpClient(plan.concurrency, this.fixed instanceof WebhookError ? undefined : this.fixed?.origin);
   }
 
   describe(): string {
