@@ -68,6 +68,23 @@ export function everyTarget(sends: (Delivery | Promise<Delivery>)[]): Promise<De
   });
 }
 
+/**
+ * A fan-out's sends made one after another, each once the one before settled (taken or failed),
+ * instead of at once: a config test's recorders then keep the outputs in target order, whichever
+ * target's expressions take longer (`RouteDeps.targetsInTurn`). `took`: targets that have the
+ * message already (a retry), not sent it again.
+ */
+export function sendsInTurn(targets: readonly Target[], took: readonly (Delivery | undefined)[] | undefined, msg: Message, ctx: MessageContext): (Delivery | Promise<Delivery>)[] {
+  let before: Promise<unknown> = Promise.resolve();
+  return targets.map((t, i) => {
+    const taken = took?.[i];
+    if (taken !== undefined) return taken;
+    const send = before.then(() => sent(t, msg, ctx));
+    before = send.catch(() => undefined);
+    return send;
+  });
+}
+
 /** A fan-out failure's detail: the first failing target's, and how many of the targets took the message. */
 export function fanOutDetail(targetDetail: string, took: readonly (Delivery | undefined)[]): string {
   let count = 0;

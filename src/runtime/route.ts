@@ -41,7 +41,7 @@ import { publishedIdentity } from '../kinds/brokers/nats/msg-id.js';
 import { Refused } from '../kinds/brokers/acknowledgement.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../core/rate-limited-warning.js';
 import type { StepStateStore } from './step-state.js';
-import { brokerTarget, everyTarget, fanOutDetail, sent, targetFailed, unavailable } from './route-targets.js';
+import { brokerTarget, everyTarget, fanOutDetail, sendsInTurn, sent, targetFailed, unavailable } from './route-targets.js';
 import {
   consumedAttributes,
   endedWithWrite,
@@ -84,6 +84,8 @@ export interface RouteDeps {
   redaction?: { secrets: ReadonlySet<string> };
   /** What the route's webhook targets send their requests through instead of HTTP: a config test's recorder (`eventgate test` calls no URL). */
   webhookSender?: RequestSender;
+  /** A fan-out sends to its targets one after another (sendsInTurn), so a config test records its outputs in target order. */
+  targetsInTurn?: boolean;
 }
 
 /** Where a route dead-letters: its `deadletter` target, or the topic a validate step names. */
@@ -740,6 +742,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       return d instanceof Promise ? new Later(d, m, tags) : deliveredOutcome([d], m, tags);
     }
     const took = ctx.took;
+    if (this.deps.targetsInTurn) return new Later(everyTarget(sendsInTurn(this.targets, took, m, ctx)), m, tags);
     return new Later(everyTarget(this.targets.map((t, i) => took?.[i] ?? sent(t, m, ctx))), m, tags);
   }
 

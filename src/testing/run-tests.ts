@@ -99,6 +99,7 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
     logger: pino({ level: 'silent' }),
     instanceId: 'test',
     webhookSender: endpoints,
+    targetsInTurn: true,
   });
   const from = routePlan.from;
   const listenerKind = from.type === 'listener' ? plan.listeners.get(from.listener)?.kind : undefined;

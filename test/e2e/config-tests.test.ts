@@ -234,9 +234,14 @@ describe('eventgate test', () => {
         '    from: { broker: mem, topic: n }',
         '    to: { http: { url: "http://127.0.0.1:1/in", headers: { x-line: $string(n) }, retry: { attempts: 2 } } }',
         '    deadletter: { broker: mem, topic: dead }',
+        // A topic expression JSONata evaluates asynchronously (a lambda): its output still comes first.
+        '  - name: fan',
+        '    from: { broker: mem, topic: n }',
+        '    to: [ { broker: mem, topic: { expression: \'$join($map(["a", "b"], function($v) { $uppercase($v) }), "-")\' } }, { broker: mem, topic: plain } ]',
         '  - name: pub',
         '    from: { listener: api, path: /p }',
-        '    to: [ { broker: mem, topic: p }, { http: { url: "http://shop:secret@127.0.0.1:1/p?via=gw", method: PUT } } ]',
+        // The webhook's orderBy is evaluated before its request is made: its output still comes first, in target order.
+        '    to: [ { http: { url: "http://shop:secret@127.0.0.1:1/p?via=gw", method: PUT, orderBy: $string(n) } }, { broker: mem, topic: p } ]',
       ),
       'gateway.tests.yaml': yaml(
         'tests:',
@@ -265,20 +270,33 @@ describe('eventgate test', () => {
         '      outcome: failed',
         '      status: 502',
         '      error: "http://127.0.0.1:1/p answered 503 \\\\(after 3 tries\\\\); 1 of the 2 targets took it"',
-        '      to: [{ topic: p }, { url: "http://127.0.0.1:1/p?via=gw", method: PUT, headers: { authorization: Basic c2hvcDpzZWNyZXQ= }, value: { n: 5 } }]',
+        '      to: [{ url: "http://127.0.0.1:1/p?via=gw", method: PUT, headers: { authorization: Basic c2hvcDpzZWNyZXQ= }, value: { n: 5 } }, { topic: p }]',
         '  - name: an answer for a URL not called', // 28
         '    route: pub',
         '    input: { path: /p, value: { n: 6 } }',
         '    answers:',
         '      http://127.0.0.1:2/p: 503', // 32
         '    expect: { outcome: delivered }',
+        '  - { name: target order, route: fan, input: { value: {} }, expect: { outcome: delivered, to: [{ topic: A-B }, { topic: plain }] } }', // 34
       ),
     });
     const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir });
     noStackTrace(r);
     assert.equal(r.code, 1, r.stdout + r.stderr);
     const passed = [...r.stdout.matchAll(/^ok {4}\w+: (.+) \(gateway\.tests\.yaml:\d+\)$/gm)].map((m) => m[1]);
-    assert.deepEqual(passed, ['mqtt topic', 'nats subject', 'amqp key', 'amqp pattern', 'exact subject', 'dead letter', 'dropped', 'webhook failed', 'webhook recorded', 'publish answered 503']);
+    assert.deepEqual(passed, [
+      'mqtt topic',
+      'nats subject',
+      'amqp key',
+      'amqp pattern',
+      'exact subject',
+      'dead letter',
+      'dropped',
+      'webhook failed',
+      'webhook recorded',
+      'publish answered 503',
+      'target order',
+    ]);
     // A URL written wrong in `answers` would leave the test passing without testing what it says.
     assert.match(
       r.stdout,
@@ -294,7 +312,7 @@ describe('eventgate test', () => {
       "10: a routing key queue 'billing' is bound for (orders.*): route 'a' gets its messages with their own topics ($topic), so give input.topic | (none)",
       "13: a subject matching core.x: route 'exact' reads no other | core.y",
     ]);
-    assert.match(r.stdout, /^8 of 18 tests failed$/m);
+    assert.match(r.stdout, /^8 of 19 tests failed$/m);
   });
 
   it('a wrong outcome says what happened instead, with the reason', async () => {
