@@ -1,6 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import FindMyWay from 'find-my-way';
 import pino from 'pino';
+import { redact } from '../config/secrets.js';
 import { compileExpression, truthy } from '../expr/expression.js';
 import { attributesOf, decodeBatch, httpMode, toStructured } from '../codecs/cloudevents.js';
 import { decodeEvent, forwardedHeaders, handleBatch, refusedMediaType, requestMessage } from '../kinds/listeners/http-request.js';
@@ -50,12 +51,24 @@ export interface TestResult {
 }
 
 /**
+ * Runs one test (runUnredacted). What a mismatch shows of the route's doing has the config's
+ * secrets redacted, as the running gateway's log has: a CI log is no place for a `${VAR}` token
+ * that a webhook URL or a header carries.
+ */
+export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry): Promise<TestResult> {
+  const result = await runUnredacted(plan, test, registry);
+  const secrets = plan.secretValues;
+  if (!secrets || secrets.size === 0 || result.passed) return result;
+  return { ...result, mismatches: result.mismatches.map((m) => ({ ...m, actual: redact(m.actual, secrets) })) };
+}
+
+/**
  * Runs one test: the route is built from the compiled plan exactly as `run` builds it, with its
  * real steps, key and topic expressions and webhook targets; its brokers, listeners and the
  * endpoints its `http` targets call are replaced by recorders that keep what the route sends.
  * Nothing leaves the process: no socket is opened, no URL called.
  */
-export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry): Promise<TestResult> {
+async function runUnredacted(plan: Plan, test: TestCase, registry: KindRegistry): Promise<TestResult> {
   const started = performance.now();
   const fail = (what: string, expected: string, actual: string, line = test.line): TestResult => ({
     test,

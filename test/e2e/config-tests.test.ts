@@ -315,6 +315,34 @@ describe('eventgate test', () => {
     assert.match(r.stdout, /^8 of 19 tests failed$/m);
   });
 
+  it("a failed expectation shows the route's output with the config's secrets redacted, as the gateway's log does", async () => {
+    const token = 'hook-token-5f2a9c7e1b';
+    const dir = tempFiles({
+      'gateway.yaml': yaml(
+        'version: 1',
+        'listeners:',
+        '  api: { kind: http, port: 0 }',
+        'routes:',
+        '  - name: hook',
+        '    from: { listener: api, path: /in }',
+        '    to: { http: { url: "http://127.0.0.1:1/in?token=${HOOK_TOKEN}", headers: { x-key: "\'${HOOK_TOKEN}\'" } } }',
+      ),
+      'gateway.tests.yaml': yaml(
+        'tests:',
+        '  - { name: wrong url, route: hook, input: { path: /in, value: {} }, expect: { outcome: delivered, to: [{ url: "http://127.0.0.1:1/other" }] } }',
+        '  - { name: wrong header, route: hook, input: { path: /in, value: {} }, expect: { outcome: delivered, to: [{ headers: { x-key: nope } }] } }',
+      ),
+    });
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir, env: { HOOK_TOKEN: token } });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /^2 of 2 tests failed$/m);
+    // Before, the CI log had the token twice: in the URL's query and the header's value.
+    assert.ok(!r.stdout.includes(token), r.stdout);
+    // A value with a variable in it is a secret whole (the URL's shown form too), as in the gateway's log.
+    assert.match(r.stdout, /to\[0\]\.url\n\s+- expected: "http:\/\/127\.0\.0\.1:1\/other"\n\s+\+ actual: +"\[redacted\]"$/m);
+    assert.match(r.stdout, /to\[0\]\.headers\.x-key\n\s+- expected: "nope"\n\s+\+ actual: +"\[redacted\]"$/m);
+  });
+
   it('a wrong outcome says what happened instead, with the reason', async () => {
     const wrong = tests.replace('      outcome: delivered\n      to:\n        - topic: orders', '      outcome: filtered\n      to:\n        - topic: orders');
     const dir = tempFiles({ 'gateway.yaml': config, 'orders.tests.yaml': wrong });
