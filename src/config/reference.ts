@@ -249,7 +249,7 @@ fewer arguments than it ever takes (\`$uppercase(a, b)\`, \`$map(xs)\`, which JS
 for every message; an argument left to the context, \`$uppercase()\`, and the value before \`~>\`
 count), or a call given a literal argument of a type its signature refuses whatever the other
 arguments hold (\`$uppercase(1)\`, \`$join([1, 2])\`, \`$sum("3")\`: JSONata's T0410 or T0412 for every
-message; arguments computed per message are left to run time), is a config error at its place; so is any of
+message; arguments computed per message, and a literal a filter follows (\`["info", "warn"][i]\`), are left to run time), is a config error at its place; so is any of
 these in the text an \`$eval\` is given as a string literal (\`$eval("$fo(1)")\`, or its syntax
 error), placed inside the literal, and a literal argument \`$fromMillis\`, \`$now\` or \`$formatNumber\` cannot
 format: a number of milliseconds past a JavaScript date's range (±8.64e15, \`$fromMillis(1e20)\`), a

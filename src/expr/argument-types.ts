@@ -11,7 +11,7 @@
  */
 
 import { BUILTIN_SIGNATURES } from './functions.js';
-import { type AstNode, builtIn, type JsonataFactory, type LiteralProblem, literalStart } from './checked-functions.js';
+import { type AstNode, builtIn, isOwnValue, type JsonataFactory, type LiteralProblem, literalStart } from './checked-functions.js';
 
 /** An argument whose value the expression does not write out: one of each type JSONata tells apart (`m` for no value). */
 const ANY_VALUE: readonly unknown[] = ['', 0, false, null, [], {}, () => undefined, undefined];
@@ -22,8 +22,9 @@ const MAX_UNKNOWN = 3;
 /** What a literal argument is: its value, or `unknown` when it is not written out (or only partly). */
 const UNKNOWN = Symbol('unknown');
 
-/** The value a literal argument evaluates to, or UNKNOWN. A function literal's is a stand-in with its type. */
+/** The value a literal argument evaluates to, or UNKNOWN (also for one filtered, grouped or bound). A function literal's is a stand-in with its type. */
 function literalValue(node: AstNode): unknown {
+  if (!isOwnValue(node)) return UNKNOWN; // ["info", "warn"][level] is a string
   switch (node.type) {
     case 'string':
     case 'number':

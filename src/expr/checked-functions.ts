@@ -160,6 +160,23 @@ export interface AstNode {
   [k: string]: unknown;
 }
 
+/**
+ * The keys a literal written as an argument has when it evaluates to what it writes out. Any other
+ * (a predicate `["a", "b"][i]`, `"x"[false]`, a grouping `{...}{...}`, a binding `[...]@$v`, `[]`)
+ * makes its value another one, which only run time knows.
+ */
+const OWN_VALUE_KEYS = new Set(['type', 'value', 'position', 'expressions', 'lhs', 'arguments', 'body', 'signature', 'thunk']);
+
+/** Whether the literal `node` evaluates to what it writes out (nothing after it filters, groups or binds it). */
+export function isOwnValue(node: AstNode): boolean {
+  return Object.keys(node).every((k) => OWN_VALUE_KEYS.has(k) || node[k] === undefined);
+}
+
+/** `node` when it is a literal of `type` whose value is its own (isOwnValue), else undefined. */
+function literalOf(node: AstNode | undefined, type: 'string' | 'number'): AstNode | undefined {
+  return node?.type === type && isOwnValue(node) ? node : undefined;
+}
+
 export interface LiteralProblem {
   /** 0-based index of the literal in the expression text. */
   index: number;
@@ -194,17 +211,19 @@ export function literalCallProblems(jsonata: JsonataFactory, source: string, ast
 }
 
 function fromMillisLiterals(jsonata: JsonataFactory, source: string, args: AstNode[], fn = '$fromMillis'): LiteralProblem | undefined {
-  const [millis, picture, timezone] = args;
-  const tz = timezone?.type === 'string' ? (timezone.value as string) : undefined;
-  if (tz !== undefined) {
+  const millis = literalOf(args[0], 'number');
+  const picture = literalOf(args[1], 'string');
+  const timezone = literalOf(args[2], 'string');
+  const tz = timezone?.value as string | undefined;
+  if (timezone) {
     const problem = fromMillisProblem(0, tz, fn);
-    if (problem) return { index: literalStart(source, timezone!), message: problem };
+    if (problem) return { index: literalStart(source, timezone), message: problem };
   }
-  if (millis?.type === 'number') {
+  if (millis) {
     const problem = fromMillisProblem(millis.value as number, tz);
     if (problem) return { index: literalStart(source, millis), message: problem };
   }
-  if (picture?.type === 'string') {
+  if (picture) {
     const problem = pictureProblem(() => builtIn(jsonata, 'fromMillis').implementation(0, picture.value, undefined), fn, picture.value as string);
     if (problem) return { index: literalStart(source, picture), message: problem };
   }
@@ -212,8 +231,10 @@ function fromMillisLiterals(jsonata: JsonataFactory, source: string, args: AstNo
 }
 
 function formatNumberLiterals(jsonata: JsonataFactory, source: string, args: AstNode[]): LiteralProblem | undefined {
-  const [value, picture, optionsNode] = args;
-  if (picture?.type !== 'string') return undefined;
+  const optionsNode = args[2];
+  const value = literalOf(args[0], 'number');
+  const picture = literalOf(args[1], 'string');
+  if (!picture) return undefined;
   // The separators an options object sets change what the picture means: checked with them when
   // it is written out (string keys and values), left to run time when computed.
   const options = optionsNode === undefined ? undefined : literalStringObject(optionsNode);
@@ -221,7 +242,7 @@ function formatNumberLiterals(jsonata: JsonataFactory, source: string, args: Ast
   const format = builtIn(jsonata, 'formatNumber').implementation;
   const problem = pictureProblem(() => format(0, picture.value, options), '$formatNumber', picture.value as string, options ? ' with the options given' : '');
   if (problem) return { index: literalStart(source, picture), message: problem };
-  if (value?.type === 'number') {
+  if (value) {
     const after = formatNumberResultProblem(value.value as number, format(value.value, picture.value, options));
     if (after) return { index: literalStart(source, value), message: after };
   }
@@ -230,12 +251,12 @@ function formatNumberLiterals(jsonata: JsonataFactory, source: string, args: Ast
 
 /** An object constructor whose keys and values are all string literals (`{"decimal-separator": ","}`) as the object it builds; null otherwise. */
 function literalStringObject(node: AstNode): Record<string, string> | null {
-  if (node.type !== 'unary' || node.value !== '{' || !Array.isArray(node.lhs)) return null;
+  if (node.type !== 'unary' || node.value !== '{' || !Array.isArray(node.lhs) || !isOwnValue(node)) return null;
   const object: Record<string, string> = {};
   for (const pair of node.lhs as unknown[]) {
     if (!Array.isArray(pair) || pair.length !== 2) return null;
     const [k, v] = pair as AstNode[];
-    if (k?.type !== 'string' || v?.type !== 'string') return null;
+    if (!literalOf(k, 'string') || !literalOf(v, 'string')) return null;
     object[k.value as string] = v.value as string;
   }
   return object;

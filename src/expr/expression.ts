@@ -3,7 +3,7 @@ import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
 import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables, wrongArgumentCounts } from './functions.js';
 import { literalArgumentTypeProblem } from './argument-types.js';
-import { CHECKED_SIGNATURES, checkedFunctions, literalCallProblems, literalStart } from './checked-functions.js';
+import { CHECKED_SIGNATURES, checkedFunctions, isOwnValue, literalCallProblems, literalStart } from './checked-functions.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import { type Problem, problem } from '../core/errors.js';
 import type { Message, MessageContext } from '../core/message.js';
@@ -254,7 +254,7 @@ function evalLiterals(source: string, ast: unknown, known: string[], maxResultBy
     const n = stack.pop() as { type?: string; procedure?: { type?: string; value?: unknown }; arguments?: { type?: string; value?: unknown; position?: number }[] } | null;
     if (n === null || typeof n !== 'object') continue;
     const text = n.arguments?.[0];
-    if (n.type === 'function' && n.procedure?.type === 'variable' && n.procedure.value === 'eval' && text?.type === 'string' && typeof text.value === 'string') {
+    if (n.type === 'function' && n.procedure?.type === 'variable' && n.procedure.value === 'eval' && text?.type === 'string' && typeof text.value === 'string' && isOwnValue(text)) {
       const start = literalStart(source, text);
       const exact = source.slice(start + 1, start + 1 + text.value.length) === text.value && source[start + 1 + text.value.length] === source[start];
       const at = (index: number) => (exact ? start + 1 + index : start);

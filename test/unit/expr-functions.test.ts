@@ -198,6 +198,26 @@ describe('calls of a JSONata function with a literal argument of a type its sign
         .catch((e: { code?: string }) => assert.ok(e.code !== 'T0410' && e.code !== 'T0412', `${src}: ${e.code}`));
     }
   });
+
+  it('takes a literal filtered, grouped or bound for what it evaluates to, not what it writes out', async () => {
+    // ["info", "warn"][level] is a string: refused as an array, a lookup table by index failed to load.
+    const legal: [string, unknown][] = [
+      ['$uppercase(["info", "warn"][$$.n - 2])', 'WARN'],
+      ['$number(["1", "2"][0])', 1],
+      ['$join([["a", "b"][0], "c"])', 'ac'],
+      ['$uppercase(1[false])', undefined],
+      ['$sum(["3"][false])', undefined],
+      ['$fromMillis(0, ["[Y0001]", "[Q"][0])', '1970'],
+      ['$fromMillis(0, "[Q"[false])', '1970-01-01T00:00:00.000Z'],
+      ['$fromMillis(0, "[Y]", ["+0100", "XYZ"][0])', '1970'],
+      ['$formatNumber(1, ["#", "##e##e"][0])', '1'],
+      ['$eval("1 +"[false])', undefined],
+    ];
+    for (const [src, value] of legal) {
+      assert.doesNotThrow(() => compileExpression(src), src);
+      assert.deepEqual(await jsonata(src).evaluate(input), value, src);
+    }
+  });
 });
 
 describe('variables nothing binds', () => {
