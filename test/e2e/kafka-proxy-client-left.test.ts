@@ -31,22 +31,24 @@ describe('kafka listener: a client that leaves before the cluster answered', () 
     topic = kafka.topic('left');
     await kafka.createTopic(topic, 1);
   });
-  const gw = useGateway(
-    () => `
+  /** `retired`: a listener no client used yet, which a reload without it retires. */
+  const config = (retired = true) => `
 version: 1
 admin: { port: 0, token: ${TOKEN} }
 brokers:
   cluster: { kind: kafka, brokers: "\${KAFKA_BOOTSTRAP}" }
 listeners:
   kafka-in: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }
-  capped: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0, maxConnections: 2 }
+  capped: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0, maxConnections: 2 }${retired ? '\n  retired: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: 0 }' : ''}
 routes:
   - name: left-in
     from: { listener: kafka-in, topic: ${topic} }
     through: [ { validate: { schema: ${SCHEMA}, onInvalid: reject } } ]
   - name: capped-in
     from: { listener: capped, topic: ${topic} }
-`,
+`;
+  const gw = useGateway(
+    () => config(),
     () => ({ env: { KAFKA_BOOTSTRAP: kafka.bootstrap } }),
   );
   before(() => {
@@ -120,6 +122,29 @@ routes:
       ['{"id":1}'],
     );
     await eventually(async () => assert.equal((await status()).connections, 0));
+  });
+
+  it('closes a broker port that a Metadata answer let through by the drain bound, when a reload retires the listener', async () => {
+    // The listener learns of the cluster's broker from the first Metadata answer, which binds a
+    // port for it: that answer comes 1.5 s later, while the reload's drain waits for it. The port
+    // bound then was not among those the drain closed: it stayed bound, taking connections for a
+    // listener that no longer was.
+    await kafka.delayAnswers(1, 1500);
+    const from = gw.logs.length;
+    const client = connect(gw.port('retired'), '127.0.0.1');
+    client.on('error', () => {});
+    await once(client, 'connect');
+    client.once('data', () => client.end());
+    client.write(metadataRequest(1, 'retired'));
+    await eventually(async () => assert.equal((await status('retired')).requestsInFlight, 1));
+    assert.equal((await gw.reconfigure(config(false))).msg, 'config reloaded');
+    await kafka.delayAnswers(1, 0);
+    const bound = await gw.waitForLog((l) => l.msg === 'kafka broker port bound' && l.listener === 'retired', 10_000, from);
+    const probe = connect(Number(bound.port), '127.0.0.1');
+    const [refused] = await Promise.race([once(probe, 'error'), once(probe, 'connect').then(() => [undefined])]);
+    probe.destroy();
+    assert.equal((refused as NodeJS.ErrnoException | undefined)?.code, 'ECONNREFUSED', `broker port ${bound.port} of the retired listener still accepts connections`);
+    client.destroy();
   });
 
   // Last: it stops the gateway.

@@ -94,6 +94,8 @@ export class KafkaProxyListener implements ListenerRuntime {
   private settings: KafkaProxySettings;
   private nextBootstrap = 0;
   private bound = false;
+  /** stop() began: a connection to a broker port bound during its drain is closed at once. */
+  private stopping = false;
   private closedByProxy = 0;
   private readonly telemetry: ListenerTelemetry | undefined;
   private readonly refusals: RateLimitedWarning<RefusedRequest>;
@@ -127,23 +129,29 @@ export class KafkaProxyListener implements ListenerRuntime {
   }
 
   async start(): Promise<void> {
+    this.stopping = false;
     await listen(this.bootstrapServer, this.settings.port, this.settings.host);
     this.bound = true;
   }
 
   async stop({ drainMs }: { drainMs: number }): Promise<void> {
+    this.stopping = true;
     const servers = this.servers();
-    const closed = Promise.all(servers.map((s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()))));
+    const closed = closeServers(servers);
     // Requests in flight get their answers, up to drainMs: each connection takes no more requests
     // and closes once it owes none; those still open then are cut off.
     for (const c of this.clients) c.drain();
     const deadline = Date.now() + drainMs;
     while (this.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const c of [...this.clients]) c.end();
+    // A Metadata answer the drain let through may have bound a broker port since (advertise):
+    // closed too, or it held its port after a reload retired the listener.
+    await Promise.all([...this.brokers.values()].map((b) => b.ready));
+    const boundSince = closeServers(this.servers().filter((s) => !servers.includes(s)));
     this.refusals.close();
     this.drops.close();
     this.closes.close();
-    await closed;
+    await Promise.all([closed, boundSince]);
     this.bound = false;
   }
 
@@ -222,6 +230,11 @@ export class KafkaProxyListener implements ListenerRuntime {
   // ---- connections ------------------------------------------------------------------------------
 
   private accept(client: Socket, broker: BrokerPort | undefined): void {
+    // Once stop() began, only a broker port bound by a Metadata answer of its drain still accepts: a connection it would not drain.
+    if (this.stopping) {
+      client.destroy();
+      return;
+    }
     // Before its connection to the cluster is made: without a bound, clients that connect and send
     // nothing held two file descriptors each for ever, until the process could open no more.
     if (this.clients.size >= this.settings.maxConnections) {
@@ -344,4 +357,9 @@ export class KafkaProxyListener implements ListenerRuntime {
     this.brokers.set(b.nodeId, entry);
     return entry;
   }
+}
+
+/** Closes those of `servers` still listening; settles once they all have. */
+function closeServers(servers: Server[]): Promise<unknown> {
+  return Promise.all(servers.map((s) => new Promise<void>((r) => (s.listening ? s.close(() => r()) : r()))));
 }
