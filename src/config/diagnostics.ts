@@ -22,3 +22,8 @@ export function formatPath(path: readonly (string | number)[]): string {
   }
   return out;
 }
+
+/** Control characters (a NUL from "\0" in a double-quoted scalar) as their escapes: a diagnostic quoting a value writes none to the terminal. */
+export function escapeControls(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}

@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import type { SchemaCheck } from '../kinds/contracts.js';
-import { formatPath, type Diagnostic } from '../config/diagnostics.js';
+import { escapeControls, formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Hidden, Pruned } from '../config/prune.js';
 import { decodeUtf8, describeFsError, parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
 import { didYouMean } from '../config/suggest.js';
@@ -330,11 +330,6 @@ function quoteTopic(topic: string): string {
   const chars = [...topic];
   const bytes = Buffer.byteLength(topic);
   return `'${escapeControls(chars.slice(0, 40).join(''))}…' (${chars.length} characters${bytes === chars.length ? '' : `, ${bytes} bytes`})`;
-}
-
-/** Control characters (a NUL from "\0" in a double-quoted scalar) as their escapes, not written to the terminal. */
-function escapeControls(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** "an amqp", "a kafka", "an http", "an mqtt": a kind with its article, for messages (http and mqtt are spelt out letter by letter). */

@@ -63,7 +63,7 @@ describe('topics a route names that its mqtt or nats server would refuse', () =>
   const routes = `version: 1
 brokers:
   mq: { kind: mqtt, url: "mqtt://127.0.0.1:1883" }
-  nt: { kind: nats, servers: "nats://127.0.0.1:4222", streams: { CTL: { subjects: ["ctl.\\x7f.>"] } } }
+  nt: { kind: nats, servers: "nats://127.0.0.1:4222", streams: { CTL: { subjects: ["ctl.\\x7f.>"] }, "B\\x01D": { subjects: ["bd.>"] } } }
 listeners:
   api: { kind: http, port: 0 }
 routes:
@@ -85,6 +85,8 @@ routes:
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [
       "gateway.yaml:4:84: 'ctl.\\u007f.>' is not a NATS subject: a NATS subject cannot hold the control character U+007F",
+      // The stream's name quoted with its control character escaped, as its subjects are.
+      "gateway.yaml:4:111: 'B\\u0001D' cannot name a JetStream stream: use letters, digits, _ and -",
       "gateway.yaml:8:76: 'a/+' cannot be a topic of mqtt broker 'mq': an MQTT topic to publish to cannot hold the wildcards + or #",
       "gateway.yaml:9:104: 'a.>' cannot be a topic of nats broker 'nt': a NATS subject to publish to has non-empty dot-separated tokens, no whitespace and no wildcards (* >)",
       "gateway.yaml:10:43: 'a/#/b' cannot be a topic of mqtt broker 'mq': '#' must be a whole level, and the last one",

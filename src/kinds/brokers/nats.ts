@@ -5,6 +5,7 @@ import type { NatsBroker } from './nats/broker.js';
 import { compileTls, TLS_OPTIONS } from './tls.js';
 import { serverUrlProblem, shownServerUrl } from './server-url.js';
 import { whenUsed } from '../when-used.js';
+import { escapeControls } from '../../config/diagnostics.js';
 import { onlyInPlaceChanged } from './in-place.js';
 
 const int = (def: number, min: number, description: string) => Type.Optional(Type.Integer({ minimum: min, default: def, description }));
@@ -177,18 +178,14 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
   const streams: Record<string, NatsStream> = {};
   for (const [name, st] of Object.entries(o.streams ?? {})) {
     if (!/^[A-Za-z0-9_-]+$/.test(name)) {
-      ctx.report(['streams', name], 'EG_CONFIG_SCHEMA', `'${name}' cannot name a JetStream stream: use letters, digits, _ and -`);
+      ctx.report(['streams', name], 'EG_CONFIG_SCHEMA', `'${escapeControls(name)}' cannot name a JetStream stream: use letters, digits, _ and -`);
       ok = false;
     }
     st.subjects.forEach((subject, i) => {
       const problem = subjectFilterProblem(subject);
       if (problem) {
         const why = subjectTooLong(subject) || problem.includes('control character') ? problem : "dot-separated tokens, '*' a whole token, '>' only the last";
-        ctx.report(
-          ['streams', name, 'subjects', i],
-          'EG_CONFIG_SCHEMA',
-          `'${subject.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}' is not a NATS subject: ${why}`,
-        );
+        ctx.report(['streams', name, 'subjects', i], 'EG_CONFIG_SCHEMA', `'${escapeControls(subject)}' is not a NATS subject: ${why}`);
         ok = false;
       }
     });
