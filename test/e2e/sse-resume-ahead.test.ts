@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { useGateway } from '../helpers/gateway.js';
-import { parseEvents } from '../helpers/sse.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { openStream, parseEvents } from '../helpers/sse.js';
 
 /**
  * A Last-Event-ID past the end of the route's topic is not a position it ever gave: the gateway
@@ -96,19 +96,14 @@ routes:
 
   it('says so when the id names no partition of the topic (an id of another topic), and replays from the oldest retained event', async () => {
     // The four events of the first test; before, they came without a word, as if it were a resume.
-    const ac = new AbortController();
-    const res = await fetch(gw.url('api', '/orders/stream'), { headers: { accept: 'text/event-stream', 'last-event-id': '7:3' }, signal: ac.signal });
-    assert.equal(res.status, 200);
-    const reader = res.body!.getReader();
-    const decoder = new TextDecoder();
-    let text = '';
-    while (!parseEvents(text).some((e) => e.data === '{"n":4}')) {
-      const { value, done } = await reader.read();
-      assert.ok(!done, `stream ended early: ${text}`);
-      text += decoder.decode(value, { stream: true });
+    const stream = await openStream(gw.url('api', '/orders/stream'), { 'last-event-id': '7:3' });
+    const sawFour = () => stream.events().some((e) => e.data === '{"n":4}');
+    try {
+      await eventually(() => assert.ok(sawFour(), stream.text()));
+    } finally {
+      stream.close();
     }
-    ac.abort();
-    const events = parseEvents(text);
+    const events = stream.events();
     assert.equal(events[0]!.event, 'eventgate.resume');
     assert.match(JSON.parse(events[0]!.data).reason, /^Last-Event-ID names no partition of this topic/);
     assertFourFromTheStart(events);
