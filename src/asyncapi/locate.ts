@@ -6,7 +6,8 @@
  */
 import { dirname, resolve } from 'node:path';
 import type { Diagnostic } from '../config/diagnostics.js';
-import { parseDataFile, pathFromPointer, type PathPart, type SourceDocument } from '../config/source.js';
+import { parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
+import { pointerKeys } from './refs.js';
 
 /** A `$ref` chain longer than this is a cycle (the parser refuses cycles; this stays bounded anyway). */
 const MAX_REFS = 256;
@@ -45,7 +46,10 @@ export function locateInDocuments(
       file = target === '' ? file : resolve(dirname(file), decodeURIComponent(target));
       node = open(file)?.value;
       at = [];
-      for (const key of fragment === '' ? [] : pathFromPointer(fragment)) if (!step(key)) return false;
+      // Its keys URI-decoded (`my%20schema`), as the parser follows the pointer.
+      const keys = pointerKeys(fragment);
+      if (keys === undefined) return false;
+      for (const key of keys) if (!step(/^\d+$/.test(key) ? Number(key) : key)) return false;
     }
     return node !== undefined;
   };

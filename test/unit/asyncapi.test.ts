@@ -377,6 +377,9 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
       '',
     ].join('\n');
     assert.deepEqual(await at(v3, '{message: two}'), ["11:29: invalid payload schema of AsyncAPI message 'two' at properties.p.pattern (parts/p.yaml:1:28)"]);
+    // A $ref's pointer is URI-encoded (a key with a space, `my%20s`): followed as the parser follows it.
+    const encoded = v3.replace("$ref: '#/components/schemas/s'", "$ref: '#/components/schemas/my%20s'").replace('    s: {properties', "    'my s': {properties");
+    assert.deepEqual(await at(encoded, '{message: two}'), ["11:29: invalid payload schema of AsyncAPI message 'two' at properties.p.pattern (parts/p.yaml:1:28)"]);
   });
 
   it('reports a $ref to a place another file, or its own, does not have at the $ref, also one the parser leaves as written in a cycle (point 323)', async () => {
