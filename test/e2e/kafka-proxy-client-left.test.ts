@@ -7,6 +7,7 @@ import { eventually, useGateway } from '../helpers/gateway.js';
 import { kcatConsumeAll, metadataRequest, produceRequest, recordBatch, startKafka, type KafkaCluster } from '../helpers/kafka.js';
 import { scrape } from '../helpers/prometheus.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { LINGER_MAX_BYTES } from '../../src/kinds/listeners/lingering-close.js';
 import { fetch } from '../helpers/http.js';
 
 const TOKEN = 'tap-token-client-left';
@@ -124,27 +125,41 @@ routes:
     await eventually(async () => assert.equal((await status()).connections, 0));
   });
 
-  it('closes a broker port that a Metadata answer let through by the drain bound, when a reload retires the listener', async () => {
+  it('closes a broker port that a Metadata answer let through by the drain bound, when a reload retires the listener; reads a client that goes on sending at most LINGER_MAX_BYTES', async () => {
     // The listener learns of the cluster's broker from the first Metadata answer, which binds a
     // port for it: that answer comes 1.5 s later, while the reload's drain waits for it. The port
     // bound then was not among those the drain closed: it stayed bound, taking connections for a
     // listener that no longer was.
     await kafka.delayAnswers(1, 1500);
     const from = gw.logs.length;
-    const client = connect(gw.port('retired'), '127.0.0.1');
+    // Half-open, as a client that keeps sending after the proxy's FIN is (node's default ends its side then).
+    const client = connect({ port: gw.port('retired'), host: '127.0.0.1', allowHalfOpen: true });
     client.on('error', () => {});
     await once(client, 'connect');
-    client.once('data', () => client.end());
+    // Answered, the client sends on without reading or closing: the connection lingers, reading and
+    // discarding, up to LINGER_MAX_BYTES. Its reads go into a buffer of its own (read-buffer.ts),
+    // which closeLingering's count did not see: it read whatever came for LINGER_MS (5 s).
+    let written = 0;
+    const chunk = Buffer.alloc(1 << 20);
+    const flood = () => {
+      for (let more = true; more && !client.destroyed; more = client.write(chunk)) written += chunk.length;
+      if (!client.destroyed) client.once('drain', flood);
+    };
+    client.once('data', flood);
+    // Not once(): its 'error' (EPIPE, ECONNRESET as the proxy closes) would reject it.
+    const closed = new Promise((resolve) => client.once('close', resolve));
     client.write(metadataRequest(1, 'retired'));
     await eventually(async () => assert.equal((await status('retired')).requestsInFlight, 1));
     assert.equal((await gw.reconfigure(config(false))).msg, 'config reloaded');
     await kafka.delayAnswers(1, 0);
+    await closed;
+    // What the kernels' buffers held on the way is written but not read: far less than 32 MiB.
+    assert.ok(written > 0 && written <= LINGER_MAX_BYTES + 32 * 1024 * 1024, `the client wrote ${written} bytes before the lingering connection closed`);
     const bound = await gw.waitForLog((l) => l.msg === 'kafka broker port bound' && l.listener === 'retired', 10_000, from);
     const probe = connect(Number(bound.port), '127.0.0.1');
     const [refused] = await Promise.race([once(probe, 'error'), once(probe, 'connect').then(() => [undefined])]);
     probe.destroy();
     assert.equal((refused as NodeJS.ErrnoException | undefined)?.code, 'ECONNREFUSED', `broker port ${bound.port} of the retired listener still accepts connections`);
-    client.destroy();
   });
 
   // Last: it stops the gateway.

@@ -23,7 +23,7 @@ import {
   type RequestHeader,
 } from '../../../codecs/kafka-protocol/messages.js';
 import { frame, ProtocolError } from '../../../codecs/kafka-protocol/wire.js';
-import { closeLingering } from '../lingering-close.js';
+import { closeLingering, LINGER_MAX_BYTES } from '../lingering-close.js';
 import { FrameReader, type FrameHandler } from './frames.js';
 import type { Governed, PendingRecords } from './govern.js';
 import { readIntoBuffer } from './read-buffer.js';
@@ -116,6 +116,11 @@ export class ProxyConnection {
   private drainWrite = false;
   /** Drained: the client has its answers and our FIN; what it still sends is read and discarded (closeLingering). */
   private lingering = false;
+  /**
+   * Bytes read and discarded while lingering, on a connection that reads into its own buffer: its
+   * reads are no 'data' events, so closeLingering's LINGER_MAX_BYTES does not see them.
+   */
+  private discarded = 0;
 
   /**
    * `accepted`: the client's connection; a plain TCP one not yet read from (pauseOnConnect) is
@@ -238,7 +243,11 @@ export class ProxyConnection {
    * since the next read would overwrite them. Frames read whole are copies (FrameReader).
    */
   private clientRead(reader: FrameReader, bytes: Buffer): boolean {
-    if (this.lingering) return true;
+    if (this.lingering) {
+      this.discarded += bytes.length;
+      if (this.discarded > LINGER_MAX_BYTES) this.client.destroy();
+      return true;
+    }
     this.viewSent = false;
     this.guard('client', () => reader.push(bytes, true));
     if (this.stopReadingIfDraining()) return false;
