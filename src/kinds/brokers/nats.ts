@@ -1,4 +1,4 @@
-import { publishSubjectProblem, subjectCovers, subjectFilterProblem, subjectsOverlap, subjectTooLong } from './nats/subjects.js';
+import { NOT_A_FILTER, publishSubjectProblem, subjectCovers, subjectFilterProblem, subjectsOverlap } from './nats/subjects.js';
 import type { BrokerCompileContext } from '../contracts.js';
 import { defineBroker, kindOptions, mapOf, oneOf, oneOfStrings, Type, type Static } from '../define.js';
 import type { NatsBroker } from './nats/broker.js';
@@ -184,7 +184,7 @@ function compileNats(o: NatsOptions, ctx: BrokerCompileContext): NatsSettings | 
     st.subjects.forEach((subject, i) => {
       const problem = subjectFilterProblem(subject);
       if (problem) {
-        const why = subjectTooLong(subject) || problem.includes('control character') ? problem : "dot-separated tokens, '*' a whole token, '>' only the last";
+        const why = problem === NOT_A_FILTER ? "dot-separated tokens, '*' a whole token, '>' only the last" : problem;
         ctx.report(['streams', name, 'subjects', i], 'EG_CONFIG_SCHEMA', `'${escapeControls(subject)}' is not a NATS subject: ${why}`);
         ok = false;
       }

@@ -38,10 +38,12 @@ export function publishSubjectProblem(subject: string): string | undefined {
   return controlCharacterProblem(subject);
 }
 
+/** subjectFilterProblem's answer for a filter that is not made of tokens as NATS takes them. */
+export const NOT_A_FILTER = "a NATS subject is dot-separated tokens with no whitespace, '*' a whole token, '>' only the last";
+
 /** Why `filter` is not a subject filter (a stream's subjects, a route's `from.topic`), or undefined. */
 export function subjectFilterProblem(filter: string): string | undefined {
-  if (/\s/.test(filter) || filter === '' || filter.split('.').some((t, j, all) => t === '' || (t === '>' && j !== all.length - 1) || (t.length > 1 && /[*>]/.test(t))))
-    return "a NATS subject is dot-separated tokens with no whitespace, '*' a whole token, '>' only the last";
+  if (/\s/.test(filter) || filter === '' || filter.split('.').some((t, j, all) => t === '' || (t === '>' && j !== all.length - 1) || (t.length > 1 && /[*>]/.test(t)))) return NOT_A_FILTER;
   if (subjectTooLong(filter)) return TOO_LONG;
   return controlCharacterProblem(filter);
 }
