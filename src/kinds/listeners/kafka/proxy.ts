@@ -136,18 +136,18 @@ export class KafkaProxyListener implements ListenerRuntime {
 
   async stop({ drainMs }: { drainMs: number }): Promise<void> {
     this.stopping = true;
-    const servers = this.servers();
-    const closed = closeServers(servers);
+    const closed = closeServers(this.servers());
     // Requests in flight get their answers, up to drainMs: each connection takes no more requests
     // and closes once it owes none; those still open then are cut off.
     for (const c of this.clients) c.drain();
     const deadline = Date.now() + drainMs;
     while (this.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const c of [...this.clients]) c.end();
-    // A Metadata answer the drain let through may have bound a broker port since (advertise):
-    // closed too, or it held its port after a reload retired the listener.
+    // A broker port bound since (a Metadata answer the drain let through: advertise), or whose
+    // bind was under way when the drain began, is closed too: it held its port after a reload
+    // retired the listener.
     await Promise.all([...this.brokers.values()].map((b) => b.ready));
-    const boundSince = closeServers(this.servers().filter((s) => !servers.includes(s)));
+    const boundSince = closeServers(this.servers());
     this.refusals.close();
     this.drops.close();
     this.closes.close();
