@@ -130,6 +130,25 @@ export type ExpressionOrigin = string | ((index?: number) => string);
  * JSONata says where (its errors' `position`) and `origin` can place an index.
  */
 export function compileExpression(source: string, limits: ExpressionLimits = defaultExpressionLimits, origin?: ExpressionOrigin): Expression {
+  try {
+    return compileChecked(source, limits, origin);
+  } catch (err) {
+    // JSONata's parser and the checks here walk the tree recursively: an expression nested
+    // thousands deep (`1+1+...`, `((((...))))`) runs JavaScript out of stack in one of them, which
+    // said only "Maximum call stack size exceeded", with no place when the checks ran out. It
+    // would fail every message past expressions.maxDepth.
+    if (outOfStack(err)) throw new ExpressionSyntaxError(TOO_DEEP, 0);
+    throw err;
+  }
+}
+
+function outOfStack(err: unknown): boolean {
+  return err instanceof RangeError && err.message === 'Maximum call stack size exceeded';
+}
+
+const TOO_DEEP = 'the expression nests too deeply to be read (JavaScript ran out of stack): write it flatter, or bind parts to variables with :=';
+
+function compileChecked(source: string, limits: ExpressionLimits, origin: ExpressionOrigin | undefined): Expression {
   let compiled: jsonataModule.Expression;
   try {
     // Regexes run on RE2 (linear time), never on the backtracking RegExp (regex.ts).
@@ -138,6 +157,7 @@ export function compileExpression(source: string, limits: ExpressionLimits = def
     // time from the start, which counts the time the evaluation waits for its turn.
     compiled = jsonata(source, { stack: limits.maxDepth, RegexEngine } as jsonataModule.JsonataOptions);
   } catch (err) {
+    if (outOfStack(err)) throw err; // said by compileExpression
     const e = err as JsonataError;
     throw new ExpressionSyntaxError(e.message ?? String(err), Math.max(0, (e.position ?? 1) - 1));
   }

@@ -217,6 +217,13 @@ describe('JSONata fast paths', () => {
 });
 
 describe('compiled expressions', () => {
+  it('refuse an expression nested too deeply to read, at its start, in words', () => {
+    // The parser took 4000 terms of `+`; the fast path's recursion ran out of stack (RangeError, no place).
+    for (const source of [Array(4000).fill('1').join('+'), `$string(${'('.repeat(4000)}"a"${')'.repeat(4000)})`]) {
+      assert.throws(() => compileExpression(source), { message: /^the expression nests too deeply to be read/, position: 0 });
+    }
+  });
+
   it('evaluate to what JSONata evaluates, through the fast path or not', async () => {
     for (const source of [...FAST, ...NOT_FAST.filter((s) => s !== '$x := 1')]) {
       const expr = compileExpression(source);
