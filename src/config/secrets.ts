@@ -61,6 +61,15 @@ export function secretValues(config: unknown, fromEnv: ReadonlySet<string>, envV
   return out;
 }
 
+/**
+ * A webhook's URL as the gateway shows it (answers, logs, /admin/status, the exported AsyncAPI
+ * document): without a `user:password@` (sent as Basic authentication) or a query, which may hold
+ * an API key. Anything that is not an http(s) URL (an expression's text) as it is.
+ */
+export function shownEndpoint(url: string): string {
+  return shownUrl(url) ?? url;
+}
+
 /** `scheme://host[:port]/path` of an http(s) URL, as the gateway names an endpoint; undefined for anything else. */
 function shownUrl(v: string): string | undefined {
   if (!/^https?:\/\//i.test(v)) return undefined;

@@ -1,4 +1,5 @@
 import { canonical } from '../core/canonical.js';
+import { shownEndpoint } from '../config/secrets.js';
 import type { CompiledStep } from '../kinds/contracts.js';
 import { JsonSchemaCompiler } from './json-schema.js';
 import type { Plan, TargetPlan } from './types.js';
@@ -257,5 +258,5 @@ function rebaseRefs(value: unknown, at: string): unknown {
 function describeTargets(to: readonly TargetPlan[]): string {
   // Routes from a kafka listener without `to` have no targets: records go on to their topic upstream.
   if (to.length === 0) return 'the same topic of the upstream cluster';
-  return to.map((t) => (t.type === 'broker' ? `${t.broker}/${t.topic}` : t.type === 'http' ? `webhook ${t.webhook.url}` : `${t.listener}${t.path}`)).join(', ');
+  return to.map((t) => (t.type === 'broker' ? `${t.broker}/${t.topic}` : t.type === 'http' ? `webhook ${shownEndpoint(t.webhook.url)}` : `${t.listener}${t.path}`)).join(', ');
 }

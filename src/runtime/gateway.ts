@@ -14,7 +14,7 @@ import { diffPlans } from '../plan/diff.js';
 import type { AdminPlan, Plan } from '../plan/types.js';
 import { GatewayMetrics } from '../telemetry/metrics.js';
 import { TapHub } from '../telemetry/tap.js';
-import { redact } from '../config/secrets.js';
+import { redact, shownEndpoint } from '../config/secrets.js';
 import { RouteRuntime } from './route.js';
 import { applyTransition, restoreTransition, type AdminComponent, type Components, type TransitionEnv } from './transition.js';
 import { StepStateStore } from './step-state.js';
@@ -389,7 +389,9 @@ export class Gateway {
         steps: r.plan.steps.map((s) => s.kind),
         inFlight: r.pending,
         ...(r.plan.from.type === 'broker' ? { consumer: r.health(), stalled: r.stalledMessages() } : {}),
-        to: r.plan.to.map((t) => (t.type === 'broker' ? { broker: t.broker, topic: t.topic } : t.type === 'http' ? { http: t.webhook.url } : { listener: t.listener, path: t.path, format: t.format })),
+        to: r.plan.to.map((t) =>
+          t.type === 'broker' ? { broker: t.broker, topic: t.topic } : t.type === 'http' ? { http: shownEndpoint(t.webhook.url) } : { listener: t.listener, path: t.path, format: t.format },
+        ),
       })),
     };
   }

@@ -124,6 +124,10 @@ export class BrokerStats implements BrokerTelemetry {
   consumerCrash(route: string): void {
     this.consumerCrashes.set(route, (this.consumerCrashes.get(route) ?? 0) + 1);
   }
+  /** Drops the counts of routes no longer in `routes`, keeping the broker's own (''). */
+  forgetRoutes(routes: ReadonlySet<string>): void {
+    for (const counts of [this.consumerErrors, this.consumerCrashes]) for (const route of counts.keys()) if (route !== '' && !routes.has(route)) counts.delete(route);
+  }
 }
 
 /** What the metrics read from the running gateway at scrape time. */
@@ -246,9 +250,12 @@ export class GatewayMetrics implements Telemetry {
 
   /** Forgets the series of components a reload removed (a component added again starts from zero). */
   retain(names: { routes: Iterable<string>; listeners: Iterable<string>; brokers: Iterable<string> }): void {
-    prune(this.routes, names.routes);
+    const routes = new Set(names.routes);
+    prune(this.routes, routes);
     prune(this.listenerStats, names.listeners);
     prune(this.brokerStats, names.brokers);
+    // A kept broker's per-route series go with their route ('' is the broker's own, no route's).
+    for (const s of this.brokerStats.values()) s.forgetRoutes(routes);
   }
 
   get contentType(): string {

@@ -14,6 +14,9 @@ const JWT_SECRET = 'jwt-secret-that-is-long-enough-for-hs256!';
 const API_KEY = 'api-key-from-env-4b1e9c';
 const SECRET_TOPIC = 'topic-named-by-a-secret-77';
 const LITERAL_KEY = 'literal-key-written-in-the-file';
+// A webhook's Basic credentials and an API key in its query, written literally in the URL.
+const URL_PASSWORD = 'password-in-a-webhook-url-5e2';
+const URL_QUERY_KEY = 'api-key-in-a-webhook-query-91e';
 
 const config = (extraRoute = '') => `version: 1
 admin: {port: 0, token: "\${ADMIN_TOKEN}"}
@@ -32,6 +35,9 @@ routes:
     through:
       - auth: {apiKey: {keys: {ops: "\${API_KEY}", dev: ${LITERAL_KEY}}}}
     to: {broker: local, topic: t}
+  - name: hooked
+    from: {listener: api, path: /hooked}
+    to: {http: {url: "http://hook-user:${URL_PASSWORD}@127.0.0.1:9/hook?apikey=${URL_QUERY_KEY}"}}
 ${extraRoute}`;
 
 /** The IPv4 addresses a TCP port is listening on, from the kernel's socket table. */
@@ -149,9 +155,11 @@ describe('admin API protection', () => {
 
   it('shows no secret in /admin/status, whether it came from the environment or the file', async () => {
     const text = await (await fetch(`${gw.adminUrl}/admin/status`, { headers: auth })).text();
-    for (const secret of [ADMIN_TOKEN, JWT_SECRET, API_KEY, SECRET_TOPIC, LITERAL_KEY]) assert.equal(text.includes(secret), false, `status shows ${secret}`);
+    for (const secret of [ADMIN_TOKEN, JWT_SECRET, API_KEY, SECRET_TOPIC, LITERAL_KEY, URL_PASSWORD, URL_QUERY_KEY]) assert.equal(text.includes(secret), false, `status shows ${secret}`);
     const status = JSON.parse(text);
     assert.deepEqual(status.routes.find((r: { name: string }) => r.name === 'secured').to, [{ broker: 'local', topic: '[redacted]' }]);
+    // A webhook is named as answers and the log name it: without its credentials and query.
+    assert.deepEqual(status.routes.find((r: { name: string }) => r.name === 'hooked').to, [{ http: 'http://127.0.0.1:9/hook' }]);
   });
 
   it("keeps secrets out of a rejected reload's error, in /admin/status and in the log", async () => {
@@ -166,7 +174,7 @@ describe('admin API protection', () => {
     const status = JSON.parse(text);
     assert.match(status.lastReloadError.diagnostics[0].message, /broker '\[redacted\]' is not defined/);
     const everything = `${text}\n${gw.logs.map((l) => JSON.stringify(l)).join('\n')}\n${gw.stderr()}`;
-    for (const secret of [ADMIN_TOKEN, JWT_SECRET, API_KEY, SECRET_TOPIC, LITERAL_KEY]) assert.equal(everything.includes(secret), false, `${secret} leaked`);
+    for (const secret of [ADMIN_TOKEN, JWT_SECRET, API_KEY, SECRET_TOPIC, LITERAL_KEY, URL_PASSWORD, URL_QUERY_KEY]) assert.equal(everything.includes(secret), false, `${secret} leaked`);
   });
 });
 

@@ -82,6 +82,10 @@ describe('eventgate export asyncapi', () => {
         '    from: { broker: local, topic: orders }',
         '    through: [{ validate: { schema: { type: object, required: [x] }, onInvalid: tag } }]',
         '    to: { listener: push, path: /ws/tagged }',
+        // A webhook is described without its Basic credentials and query (an API key), as /admin/status names it.
+        '  - name: hooked',
+        '    from: { listener: api, path: /hooked }',
+        "    to: { http: { url: 'http://hook:password-in-export-url@127.0.0.1:9/hook?apikey=key-in-export-query' } }",
       ),
     });
     const r = await runCliInProcess(['export', 'asyncapi'], { cwd: dir });
@@ -116,6 +120,8 @@ describe('eventgate export asyncapi', () => {
     assert.deepEqual(doc.channels['push-ws-checked'].messages['checked-ws-forward'].payload, { type: 'object', required: ['y'] });
     assert.deepEqual(doc.operations['checked-ws-forward-push-ws-checked'].messages, [{ $ref: '#/channels/push-ws-checked/messages/checked-ws-forward' }]);
     assert.equal(doc.channels['push-ws-tagged'].messages['tagged-ws-forward'].payload, undefined);
+    assert.match(doc.operations.hooked.description, /webhook http:\/\/127\.0\.0\.1:9\/hook\b/);
+    for (const secret of ['password-in-export-url', 'key-in-export-query']) assert.equal(r.stdout.includes(secret), false, `${secret} exported`);
   });
 
   it('keeps the local $refs of a schema ($defs, "#") and of an AsyncAPI message (components) pointing into the payload, and brings in the files a schema refers to', async () => {

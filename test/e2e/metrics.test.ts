@@ -176,9 +176,12 @@ describe('GET /metrics', () => {
     assert.equal(first.value('eventgate_config_reloads_total', { result: 'success' }), 0);
     assert.equal(first.value('eventgate_config_reloads_total', { result: 'failure' }), 0);
 
-    const applied = await gw.reconfigure(
-      CONFIG.replace('mixed }\n  - name: tagging', 'mixed }\n  - name: extra\n    from: { listener: api, path: /extra }\n    to: { broker: local, topic: extra }\n  - name: tagging'),
-    );
+    // `extra-hook`'s webhook refuses every connection: each try counts a consumer error of the route.
+    const extra = [
+      '  - name: extra\n    from: { listener: api, path: /extra }\n    to: { broker: local, topic: extra }',
+      '  - name: extra-hook\n    from: { broker: local, topic: extra }\n    to: { http: { url: "http://127.0.0.1:9/refused", retry: { attempts: 1 } } }',
+    ].join('\n');
+    const applied = await gw.reconfigure(CONFIG.replace('mixed }\n  - name: tagging', `mixed }\n${extra}\n  - name: tagging`));
     assert.equal(applied.msg, 'config reloaded');
     const version1 = (await gw.status()).version as string;
     assert.notEqual(version1, version0);
@@ -189,6 +192,8 @@ describe('GET /metrics', () => {
     // The new route starts at zero; the kept routes keep their counts.
     assert.equal(s.value('eventgate_route_messages_total', { route: 'extra', outcome: 'received' }), 0);
     assert.equal(s.value('eventgate_route_messages_total', { route: 'mixed', outcome: 'received' }), 8);
+    assert.equal((await post(gw.url('api', '/extra'), { n: 1 })).status, 200);
+    await scrapeUntil(gw.adminUrl, (x) => (x.value('eventgate_memory_consumer_errors_total', { broker: 'local', route: 'extra-hook' }) ?? 0) > 0);
 
     const rejected = await gw.reconfigure(CONFIG.replace('kind: memory', 'kind: memroy'));
     assert.match(rejected.msg, /^reload rejected/);
@@ -203,6 +208,11 @@ describe('GET /metrics', () => {
     assert.equal(s.value('eventgate_config_reloads_total', { result: 'success' }), 2);
     assert.equal(s.value('eventgate_config_last_reload_successful'), 1);
     assert.equal(s.value('eventgate_route_messages_total', { route: 'extra', outcome: 'received' }), undefined);
+    // So do the series a kept broker counts per route: nothing names a removed route any more.
+    assert.deepEqual(
+      s.text.split('\n').filter((l) => l.includes('extra')),
+      [],
+    );
   });
 
   it('serves the same counters as JSON at /admin/stats', async () => {
@@ -212,7 +222,7 @@ describe('GET /metrics', () => {
     assert.equal(stats.routes.mixed.received, 8);
     assert.equal(stats.routes.mixed.failed, 1);
     assert.equal(stats.routes.mixed.latency.count, 3);
-    assert.deepEqual(stats.listeners.api.responses, { 200: 10, 400: 2, 404: 1, 429: 1, 500: 1 });
+    assert.deepEqual(stats.listeners.api.responses, { 200: 11, 400: 2, 404: 1, 429: 1, 500: 1 }); // 200: the 10 of the first test, and the reload test's /extra
     assert.equal(stats.listeners.push.clients, 0);
     assert.deepEqual(stats.consumerLag, [{ broker: 'local', kind: 'memory', route: 'fanout', topic: 'mixed', partition: 0, lag: 0 }]);
     assert.deepEqual(stats.reloads, { success: 2, failure: 1, rolledBack: 0 });
