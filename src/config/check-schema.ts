@@ -1,6 +1,7 @@
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { ajvModules } from '../core/ajv-modules.js';
 import { exactlyOneKeys, forbiddenKeys } from '../kinds/define.js';
+import { shownServerUrl } from '../kinds/brokers/server-url.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { formatPath, type Diagnostic } from './diagnostics.js';
 import { isSecretPath } from './secrets.js';
@@ -168,13 +169,27 @@ function routeName(src: SourceDocument, path: PathPart[]): string {
   return isPlainMap(route) && typeof route.name === 'string' && route.name !== '' ? ` (route '${route.name}')` : '';
 }
 
+/**
+ * A string as a diagnostic may quote it: a URL without its password (`user:***@`, as a broker's URL
+ * is quoted) or query (`?...`, where an API key may be). A webhook URL the schema refuses used to
+ * be quoted whole, in validate's output, the log and /admin/status.
+ */
+function shownValue(v: string): string {
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) return v;
+  const query = v.search(/[?#]/);
+  return shownServerUrl(query === -1 ? v : `${v.slice(0, query)}?...`);
+}
+
 function describeValue(v: unknown, secret = false): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a map';
   // A password of digits from the environment is a number: say so without printing it.
   if (secret) return `a ${typeof v}`;
-  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? v.slice(0, 37) + '...' : v)}`;
+  if (typeof v === 'string') {
+    const shown = shownValue(v);
+    return `string ${JSON.stringify(shown.length > 40 ? shown.slice(0, 37) + '...' : shown)}`;
+  }
   return `${typeof v} ${String(v)}`;
 }
 

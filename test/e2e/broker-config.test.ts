@@ -474,6 +474,32 @@ describe('server URLs whose port or host is not one', () => {
     assert.doesNotMatch(run.stdout + run.stderr, /could not start/);
   });
 
+  // The schema's own refusals quoted the value whole: a webhook URL's password and query (an API key) too.
+  it('whose value the schema refuses are quoted without their password and query', async () => {
+    const dir = tempFiles({
+      'gateway.yaml': [
+        'version: 1',
+        'brokers:',
+        '  m: { kind: mqtt, url: "mqtt://127.0.0.1", qos: "mqtt://gw:qos-pw-3c8@127.0.0.1" }',
+        'listeners: { api: { kind: http, port: 0 } }',
+        'routes:',
+        '  - name: r',
+        '    from: { listener: api, path: /x }',
+        '    to: { http: { url: "http://hook:hook-pw-7a2@127.0.0.1:0/x?apikey=hook-key-51f" } }',
+        '',
+      ].join('\n'),
+    });
+    const r = await runCliInProcess(['validate', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), [
+      'gateway.yaml:3:50: brokers.m.qos must be one of 0, 1, 2, got string "mqtt://gw:***@127.0.0.1"',
+      'gateway.yaml:8:24: routes[0].to.http.url must be an http(s) URL (http://host[:port]/path, port 1–65535), got string "http://hook:***@127.0.0.1:0/x?..."',
+    ]);
+    const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
+    assert.equal(run.code, 1, run.stdout + run.stderr);
+    assert.doesNotMatch(r.stdout + r.stderr + run.stdout + run.stderr, /qos-pw|hook-pw|hook-key/, 'a secret quoted in a config error');
+  });
+
   /**
    * A password with an unencoded `/`, `?` or `#` ends the authority before its `@`: validate said
    * `ok` and the gateway dialled the user's name as a host. Now a warning at an amqp or mqtt URL (an
