@@ -52,7 +52,7 @@ export class Prometheus {
     });
     new Gauge({
       name: 'eventgate_route_stalled_messages',
-      help: 'Consumed messages a route has tried 5 times and keeps retrying because it has no deadletter target; each holds up its partition. /admin/status says which and why.',
+      help: 'Consumed messages a route has tried 5 times and keeps retrying because it has no deadletter target, or its deadletter target does not take them either; each holds up its partition. /admin/status says which and why.',
       labelNames: ['route'],
       registers,
       collect() {
