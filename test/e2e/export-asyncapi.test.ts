@@ -120,7 +120,7 @@ describe('eventgate export asyncapi', () => {
     assert.deepEqual(doc.channels['push-ws-checked'].messages['checked-ws-forward'].payload, { type: 'object', required: ['y'] });
     assert.deepEqual(doc.operations['checked-ws-forward-push-ws-checked'].messages, [{ $ref: '#/channels/push-ws-checked/messages/checked-ws-forward' }]);
     assert.equal(doc.channels['push-ws-tagged'].messages['tagged-ws-forward'].payload, undefined);
-    assert.match(doc.operations.hooked.description, /webhook http:\/\/127\.0\.0\.1:9\/hook\b/);
+    assert.match(doc.operations.hooked.summary, /webhook http:\/\/127\.0\.0\.1:9\/hook\b/);
     for (const secret of ['password-in-export-url', 'key-in-export-query']) assert.equal(r.stdout.includes(secret), false, `${secret} exported`);
   });
 
