@@ -92,25 +92,44 @@ describe('admin API protection', () => {
     await gw.reconfigure(config().replace('admin: {port: 0,', 'admin: {port: 0, maxConnections: 20,'));
     const port = Number(new URL(gw.adminUrl).port);
     const held: Socket[] = [];
-    const open = async () => {
+    // Each connection asks for /healthz: one the server took is answered (and kept alive, idle, for
+    // longer than this test), one it dropped is closed unanswered. Which ones it drops is not up to
+    // the test: a connection destroyed here may not be gone on the server's side yet when the next
+    // ones arrive (spec-checklist 1162), and then it drops one more.
+    const open = async (): Promise<'held' | 'dropped'> => {
       const socket = connect(port, '127.0.0.1');
       socket.on('error', () => {});
       held.push(socket);
-      await once(socket, 'connect');
+      socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+      // (A dropped one may be reset, with the request unread: 'close' follows the 'error'.)
+      return new Promise((resolve) => {
+        socket.once('data', () => resolve('held'));
+        socket.once('close', () => resolve('dropped'));
+      });
     };
     const from = gw.logs.length;
     // The connections this process's requests keep alive would take a place each.
     globalAgent.destroy();
+    let dropped = 0;
     try {
-      // Each held connection sends nothing: the server closes it after headersTimeoutMs (10 s), long after these.
-      await Promise.all(Array.from({ length: 20 }, open));
-      await open();
+      const first = await Promise.all(Array.from({ length: 20 }, open));
+      const last = await open();
+      dropped = [...first, last].filter((o) => o === 'dropped').length;
+      assert.ok(dropped >= 1, 'no connection over admin.maxConnections was dropped');
       const line = await gw.waitForLog((l) => l.msg === 'connection limit reached; closing new connections', 15_000, from);
       assert.deepEqual([line.listener, line.maxConnections, line.dropped], ['admin', 20, 1]);
     } finally {
       for (const socket of held) socket.destroy();
     }
-    await eventually(async () => assert.equal((await metrics()).value('eventgate_admin_connections_dropped_total'), 1));
+    // A scrape that comes before the server has seen the destroyed connections go is dropped too,
+    // and counted: it fails, and the next try expects one more.
+    await eventually(async () => {
+      const scraped = await metrics().catch((err: Error) => {
+        dropped++;
+        throw err;
+      });
+      assert.equal(scraped.value('eventgate_admin_connections_dropped_total'), dropped);
+    });
     assert.equal((await metrics()).value('eventgate_listener_connections_dropped_total', { listener: 'admin' }), undefined);
     await gw.reconfigure(config());
   });
