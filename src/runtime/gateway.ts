@@ -226,13 +226,21 @@ export class Gateway {
     const loaded = await this.load();
     this.watcher?.setFiles(loaded.files, loaded.seen);
     let result: ReloadResult;
-    if (!loaded.plan) {
+    if (this.stopping) {
+      // A shutdown began while this reload loaded or built: the running config stays for the drain.
+      this.logger.info({ reason }, 'reload not applied: the gateway is shutting down');
+      return { result: 'rejected', reason: RELOAD_WHILE_STOPPING, diagnostics: [] };
+    } else if (!loaded.plan) {
       result = { result: 'rejected', reason: 'the new config is invalid', diagnostics: loaded.diagnostics };
     } else if (loaded.plan.version === this.plan?.version) {
       result = { result: 'unchanged', version: loaded.plan.version };
     } else {
       this.logWarnings(loaded);
       result = await this.apply(loaded.plan, loaded.locate);
+      if (result.result === 'rejected' && result.reason === RELOAD_WHILE_STOPPING) {
+        this.logger.info({ reason }, 'reload not applied: the gateway is shutting down');
+        return result;
+      }
     }
     const at = new Date().toISOString();
     if (result.result === 'rolled_back') {
@@ -274,6 +282,7 @@ export class Gateway {
     // A socket that cannot bind is no fault of the file's syntax, but the file says where that listener is.
     const startDiagnostics = (o: { reason: string; at?: readonly PathPart[] }): Diagnostic[] =>
       o.at && locate ? [{ ...locate(o.at), code: 'EG_START_FAILED', path: formatPath(o.at), message: `could not start ${o.reason}` }] : [];
+    if (outcome.result === 'rejected' && outcome.shuttingDown) return { result: 'rejected', reason: RELOAD_WHILE_STOPPING, diagnostics: [] };
     if (outcome.result === 'rejected')
       return {
         result: 'rejected',

@@ -48,7 +48,7 @@ export type TransitionOutcome =
   /** `retired` settles when the old components have drained and stopped (in the background). */
   | { result: 'applied'; retired: Promise<void>; retiring: boolean }
   /** Nothing live was touched; `reason` names the component that could not start (at `at` in the config, when known). */
-  | { result: 'rejected'; reason: string; at?: readonly PathPart[] }
+  | { result: 'rejected'; reason: string; at?: readonly PathPart[]; shuttingDown?: true }
   /** A commit step failed after stopping live components (`lost`); everything new was undone. */
   | { result: 'rolled_back'; reason: string; lost: Lost; at?: readonly PathPart[] };
 
@@ -118,6 +118,13 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
   } catch (err) {
     await undoBuild();
     return { result: 'rejected', reason: (err as Error).message, at: (err as Partial<StartFailure>).at };
+  }
+  // A shutdown that began while a reload built (waiting for a new broker's connection, say) must
+  // find the running config in place: nothing new is swapped in, started, or announced as ready
+  // for the shutdown to take down again (a new consumer would join its group only to leave it).
+  if (t.before && env.stopping()) {
+    await undoBuild();
+    return { result: 'rejected', reason: 'the gateway is shutting down', shuttingDown: true };
   }
 
   // --- commit, part that may fail: sockets that take over their predecessor's port.
@@ -215,6 +222,8 @@ async function connected(brokers: BrokerRuntime[], ms: number, env: TransitionEn
     await new Promise((r) => setTimeout(r, 10));
     waiting = waiting.filter((b) => !b.health().ready);
   }
+  // A shutdown ends the wait early, and the reload does not go on (applyTransition).
+  if (env.stopping()) return;
   for (const b of waiting) env.logger.warn({ broker: b.name, detail: b.health().detail, waitedMs: ms }, 'new broker not connected yet; the reload goes on and it keeps trying');
 }
 

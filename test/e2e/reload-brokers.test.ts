@@ -93,7 +93,7 @@ routes:
   });
 
   // Last: it stops the gateway.
-  it('on SIGTERM during a reload that waits for a new broker to connect, stops waiting and exits 0', async () => {
+  it('on SIGTERM during a reload that waits for a new broker to connect, stops waiting, does not apply the reload, and exits 0', async () => {
     const from = gw.logs.length;
     gw.write('gateway.yaml', config(5000, `mqtt://127.0.0.1:${await freePort()}`));
     await gw.waitForLog((l) => l.msg === 'waiting for the new broker connections before the swap', 10000, from);
@@ -101,5 +101,10 @@ routes:
     assert.deepEqual(await gw.stop('SIGTERM'), { code: 0, signal: null });
     // A bound, not a wait: it used to wait the full 5 s for a server that is not there first.
     assert.ok(Date.now() - stopping < 4000, `exited ${Date.now() - stopping} ms after SIGTERM`);
+    // The reload is dropped, not applied under the drain: it used to swap the new config in after
+    // "shutting down" ("gateway ready", "config reloaded"), saying it had waited the full 5 s.
+    const after = gw.logs.slice(from).map((l) => l.msg);
+    assert.ok(after.includes('reload not applied: the gateway is shutting down'), after.join('\n'));
+    for (const msg of ['gateway ready', 'config reloaded', 'new broker not connected yet; the reload goes on and it keeps trying']) assert.ok(!after.includes(msg), after.join('\n'));
   });
 });
