@@ -35,6 +35,8 @@ function isNonDirectory(path: string): boolean {
   }
 }
 
+const EMPTY_FRAGMENT = `the included file is empty; a fragment holds any of ${FRAGMENT_SECTIONS.join(', ')} (\`routes: []\` for one that has nothing yet)`;
+
 const wildcardInDirectory = (pattern: string) => `include '${pattern}': a pattern may only use *, ? and [...] in the file name, not in directories`;
 
 function globRegex(pattern: string): RegExp {
@@ -173,7 +175,13 @@ export function resolveIncludes(root: SourceDocument, configFile: string, env: E
         continue;
       }
       const frag = source.value;
-      if (frag === null || frag === undefined) continue; // an empty fragment adds nothing
+      if (frag === null || frag === undefined) {
+        // Refused, as an empty config file is: a reload that read a fragment an editor or a copy had
+        // just truncated removed every route in it (their clients disconnected, groups left, MQTT
+        // sessions ended on the server), and the rewrite brought them back as new.
+        diagnostics.push({ file: source.file, line: 1, column: 1, code: 'EG_CONFIG_SCHEMA', path: '', message: EMPTY_FRAGMENT });
+        continue;
+      }
       const routeOffset = Array.isArray(merged.routes) ? merged.routes.length : 0;
       fragments.push({ source, routeOffset });
       // Its problems so far (unset variables) keep their place in the file but name the merged path.

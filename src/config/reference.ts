@@ -88,6 +88,10 @@ files is an error naming both places; every problem in a fragment points into it
 (\`teams/orders.yaml:12:7: ...\`). A glob may use \`*\`, \`?\` and \`[...]\` (\`[!...]\`: any
 character but those) in the file name, not in directories: \`teams/*/routes.yaml\` is refused
 at its line, saying so. Hot reload follows every included file, and a new file that matches a glob.
+An included file with nothing in it (empty, or only comments) is an error at its first line, as an
+empty config file is: it is what a reload reads of a fragment being written in place, and taking it
+as a fragment without routes would remove its routes until the write ends. Write \`routes: []\` for a
+team's file that has nothing yet.
 A glob leaves out hidden files and config test files (\`*.tests.yaml\`, which sit beside
 the config) unless its own name says \`.tests.\`.
 End a glob with the extension (\`teams/*.yaml\`): a bare \`*\` also takes the files editors leave

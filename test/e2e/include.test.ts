@@ -130,7 +130,7 @@ describe('include: config fragments', () => {
     assert.doesNotMatch(r.stderr, /ajv\/dist\/2020/, 'ajv (its compiler) was loaded');
   });
 
-  it('hot reload follows included files, and files that newly match a glob', async () => {
+  it('hot reload follows included files, and files that newly match a glob; a fragment emptied (truncated before its write) is rejected, not read as one without routes', async () => {
     await gw.start(root, { files: { 'shared.yaml': shared, 'teams/a.yaml': teamA('x > 1') } });
     assert.equal((await post(gw.url('api', '/a'), { x: 1 })).body.filtered, true);
     // An edit to a fragment is a reload.
@@ -143,6 +143,14 @@ describe('include: config fragments', () => {
     const added = await gw.reconfigure(yaml('routes:', '  - name: c-in', '    from: { listener: api, path: /c }', '    to: { broker: local, topic: t }'), 'teams/c.yaml');
     assert.equal(added.msg, 'config reloaded');
     assert.equal((await post(gw.url('api', '/c'), { x: 1 })).status, 200);
+    // Truncated (an editor or `cp` writing in place) or cut after a comment: it used to be a valid
+    // fragment with no routes, and the reload removed /c until the rest of the file came.
+    for (const emptied of ['', '# team c\n']) {
+      const line = await gw.reconfigure(emptied, 'teams/c.yaml');
+      assert.match(line.msg, /^reload rejected/);
+      assert.match(String(line.diagnostic), /teams\/c\.yaml:1:1: the included file is empty; a fragment holds any of brokers, listeners, chains, routes/);
+      assert.equal((await post(gw.url('api', '/c'), { x: 1 })).status, 200);
+    }
     // A broken fragment is rejected, pointing into it; the running config keeps serving.
     const broken = await gw.reconfigure(teamA('x >'), 'teams/a.yaml');
     assert.match(broken.msg, /^reload rejected/);
