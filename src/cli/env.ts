@@ -53,6 +53,9 @@ export function loadEnv(files: readonly string[], environment: NodeJS.ProcessEnv
  * bytes that are not UTF-8 became U+FFFD in the value (a topic name changed without a word).
  */
 function varsText(bytes: Buffer): string | { line: number; column: number; message: string } {
+  // Nothing at all is what a reload reads of a file being written in place (truncated, not yet
+  // written): taken as a file without variables, it switched every `${VAR:-default}` to its default.
+  if (bytes.length === 0) return { line: 1, column: 1, message: 'the file is empty; give one with no variables yet a # comment line' };
   const decoded = decodeUtf8(bytes);
   if (typeof decoded !== 'string') return decoded;
   const text = decoded.charCodeAt(0) === 0xfeff ? decoded.slice(1) : decoded;

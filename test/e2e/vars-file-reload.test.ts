@@ -19,13 +19,13 @@ brokers: { local: { kind: memory } }
 listeners: { api: { kind: http, port: 0, host: 127.0.0.1 } }
 routes:
   - name: in
-    from: { listener: api, path: "\${IN_PATH}" }
+    from: { listener: api, path: "\${IN_PATH:-/default}" }
     to: { broker: local, topic: t }
 `,
     { files: { 'vars.env': 'IN_PATH=/one\n' }, args: ['--vars-file', 'vars.env'] },
   );
 
-  it('an edit is live, an unreadable file is a rejected reload that says why, and the fix is live again', async () => {
+  it('an edit is live, an unreadable or emptied file is a rejected reload that says why, and the fix is live again', async () => {
     assert.equal((await post(gw.url('api', '/one'), { n: 1 })).status, 200);
 
     const edited = await gw.reconfigure('IN_PATH=/two\n', 'vars.env', { whole: true });
@@ -49,5 +49,14 @@ routes:
     const fixed = await gw.reconfigure('IN_PATH=/three\n', 'vars.env', { whole: true });
     assert.equal(fixed.msg, 'config reloaded', JSON.stringify(fixed));
     assert.equal((await post(gw.url('api', '/three'), { n: 5 })).status, 200);
+
+    // Emptied, as a write in place does before it writes: it was read as a file without variables,
+    // and the reload moved the route to the default path until the write came.
+    const emptied = await gw.reconfigure('', 'vars.env');
+    assert.equal(emptied.diagnostic, 'vars.env:1:1: the file is empty; give one with no variables yet a # comment line');
+    assert.equal((await post(gw.url('api', '/three'), { n: 6 })).status, 200);
+    assert.equal((await post(gw.url('api', '/default'), { n: 7 })).status, 404);
+    assert.equal((await gw.reconfigure('# nothing to set here\n', 'vars.env')).msg, 'config reloaded');
+    assert.equal((await post(gw.url('api', '/default'), { n: 8 })).status, 200);
   });
 });
