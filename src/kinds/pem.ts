@@ -27,6 +27,10 @@ export function pemCertificatesProblem(text: string): string | undefined {
  * which of the two files is wrong. Undefined when they make a context.
  */
 export function certificateAndKeyProblem(cert: string | Buffer, key: string | Buffer, passphrase?: string): { at: 'cert' | 'key' | undefined; message: string } | undefined {
+  // Node takes an empty cert or key as none given: the context is made, and every handshake with it
+  // fails (a reload read a certificate file a copy had just truncated, and served no TLS until the write).
+  if (cert.length === 0) return { at: 'cert', message: 'the file is empty: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)' };
+  if (key.length === 0) return { at: 'key', message: 'the file is empty: it holds no private key' };
   let pairProblem: string;
   try {
     createSecureContext({ cert, key, passphrase });

@@ -344,12 +344,28 @@ describe('TLS listeners', () => {
     after.destroy();
   });
 
-  it('rejects a reload whose certificate and key do not match, and keeps serving the old one', async () => {
+  it('rejects a reload whose certificate and key do not match, or whose certificate or key is empty, and keeps serving the old one', async () => {
     const from = gw.logs.length;
     gw.write('certs/server-key.pem', certs.a.key);
     const rejected = await gw.waitForLog((l) => l.msg.startsWith('reload rejected'), 10_000, from);
     assert.match(String(rejected.diagnostic), /certs\/server\.pem.*cannot be used/);
     const r = await postTls(gw.port('secure'), '/in', '{}', trust);
     assert.equal(r.fingerprint, fingerprintOf(certs.b.cert));
+    // Emptied, as a copy over the file does before it writes: node took '' as no certificate (or no
+    // key), the reload applied it, and every handshake failed until the write came.
+    const running = { 'certs/server.pem': certs.b.cert, 'certs/server-key.pem': certs.b.key };
+    for (const [file, what] of [
+      ['certs/server-key.pem', 'TLS key'],
+      ['certs/server.pem', 'TLS certificate'],
+      ['certs/server-key.pem', 'TLS key'],
+    ] as const) {
+      const at = gw.logs.length;
+      gw.write(file, '');
+      const emptied = await gw.waitForLog((l) => l.msg.startsWith('reload rejected'), 10_000, at);
+      assert.match(String(emptied.diagnostic), new RegExp(`: ${what} '${file}' cannot be used: the file is empty`));
+      assert.equal((await postTls(gw.port('secure'), '/in', '{}', trust)).fingerprint, fingerprintOf(certs.b.cert));
+      gw.write(file, running[file]);
+      await gw.waitForLog((l) => l.msg === 'config unchanged' || l.msg === 'config reloaded', 10_000, at);
+    }
   });
 });
