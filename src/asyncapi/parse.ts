@@ -213,7 +213,8 @@ export async function parseDocument(file: string, text: string, read: (absPath: 
  * `$ref`, found among the ones refCycle reads (`sites`, by file), when it is there.
  */
 function danglingRef(d: ParserDiagnostic, sites: ReadonlyMap<string, CycleSite[]>, policy: RefPolicy): RefProblem | undefined {
-  const m = /^'#([^']*)' does not exist(?: @ '(.+)')?$/.exec(d.message);
+  // `''` (no `#`): the whole of another file, which has nothing in it (empty, or being written).
+  const m = /^'#?([^']*)' does not exist(?: @ '(.+)')?$/.exec(d.message);
   if (!m || d.range.start.line > 0) return undefined;
   const keys = pointerKeys(m[1]!);
   if (!keys) return undefined;
@@ -221,6 +222,8 @@ function danglingRef(d: ParserDiagnostic, sites: ReadonlyMap<string, CycleSite[]
   const names = (s: CycleSite) => s.target.length === keys.length && s.target.every((k, i) => k === keys[i]);
   // Without "@ file" it is a `$ref` inside its own file, and the parser's source may be another.
   const site = to ? sites.get(d.source ?? '')?.find((s) => s.to === to && names(s)) : [...sites.values()].flat().find((s) => s.ref.startsWith('#') && names(s));
+  if (site && keys.length === 0)
+    return { file: site.file, line: site.line, column: site.column, path: [...site.path, '$ref'], message: `$ref '${site.ref}' points at nothing: ${displayPath(site.to, policy)} is empty` };
   return site && danglingAt(site, displayPath(site.to, policy));
 }
 

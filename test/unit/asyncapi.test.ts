@@ -382,17 +382,25 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.deepEqual(await at(encoded, '{message: two}'), ["11:29: invalid payload schema of AsyncAPI message 'two' at properties.p.pattern (parts/p.yaml:1:28)"]);
   });
 
-  it('reports a $ref to a place another file, or its own, does not have at the $ref, also one the parser leaves as written in a cycle (point 323)', async () => {
+  it('reports a $ref to a place another file, or its own, does not have at the $ref, and one to an empty file, also one the parser leaves as written in a cycle (point 323)', async () => {
     const at = async (payload: string, others: Record<string, string>) => {
       const { diagnostics } = await load({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': documentOf['3.0'], 'schemas/light-measured.yaml': payload, ...others });
       return diagnostics.map((d) => `${d.file.slice(d.file.indexOf('/schemas/') + 1)}:${d.line}:${d.column}: ${d.message}`);
     };
     const props = (...lines: string[]) => ['type: object', 'properties:', ...lines, ''].join('\n');
     // The parser said these at 1:1 (the second in the root document's name).
-    assert.deepEqual(await at(props('  a: {$ref: "c.yaml#/x"}', '  b: {$ref: "c.yaml#/nope"}', '  z: {$ref: "#/properties/zz"}'), { 'schemas/c.yaml': 'x: {type: string}\n' }), [
-      "schemas/light-measured.yaml:4:13: AsyncAPI: $ref 'c.yaml#/nope' points at nothing: schemas/c.yaml has no '#/nope'",
-      "schemas/light-measured.yaml:5:13: AsyncAPI: $ref '#/properties/zz' points at nothing: schemas/light-measured.yaml has no '#/properties/zz'",
-    ]);
+    // An empty file (one a reload reads while it is written in place) was "'' does not exist" at 1:1 of the document.
+    assert.deepEqual(
+      await at(props('  a: {$ref: "c.yaml#/x"}', '  b: {$ref: "c.yaml#/nope"}', '  z: {$ref: "#/properties/zz"}', '  e: {$ref: "empty.yaml"}'), {
+        'schemas/c.yaml': 'x: {type: string}\n',
+        'schemas/empty.yaml': '',
+      }),
+      [
+        "schemas/light-measured.yaml:4:13: AsyncAPI: $ref 'c.yaml#/nope' points at nothing: schemas/c.yaml has no '#/nope'",
+        "schemas/light-measured.yaml:5:13: AsyncAPI: $ref '#/properties/zz' points at nothing: schemas/light-measured.yaml has no '#/properties/zz'",
+        "schemas/light-measured.yaml:6:13: AsyncAPI: $ref 'empty.yaml' points at nothing: schemas/empty.yaml is empty",
+      ],
+    );
     // Inside cycles across files (a message whose payload is node.yaml#/node, which refers back
     // through the root document and the payload's file) the parser left it as written: the
     // validate step said it, "points at nothing in this schema".
