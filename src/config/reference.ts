@@ -32,8 +32,10 @@ stream's \`maxAgeMs\` is a retention age and may be longer.
 ## Environment variables
 
 Any string value may contain \`\${VAR}\` or \`\${VAR:-default}\`, replaced from the environment
-when the file is loaded (and on every reload; \`--vars-file\` files, which supply the variables the
-environment does not set, are read again at each reload and watched). A plain (unquoted) scalar that is exactly
+when the file is loaded (and on every reload, from the environment the gateway started with: a
+variable changed since is seen at the next start; \`--vars-file\` files, which supply the variables the
+environment does not set, are read again at each reload and watched, so a value that must change
+without a restart goes there). A plain (unquoted) scalar that is exactly
 \`\${VAR}\` takes the type of its value, so \`port: \${PORT}\` is a number; quote it
 (\`"\${PORT}"\`) to keep a string, as a password, client id or topic that may be all digits needs (\`password: "\${KAFKA_PASSWORD}"\`: \`validate\` says so when one arrives as a number, without printing a password); an empty value stays an empty string. YAML does not allow an
 unquoted \`\${VAR}\` inside a flow map or list (\`{ port: \${PORT} }\`): write that map in block
