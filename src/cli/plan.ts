@@ -159,6 +159,15 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     if (g) groups.push({ ...g, change: 'leave', ...(left ? { left } : {}) });
   }
 
+  // A renamed route that keeps its group (`group:` written out) leaves and joins the same group: one
+  // rejoin, under its new name. What a leave keeps on the server (`left`) is the new route's again.
+  for (const join of groups.filter((g) => g.change === 'join')) {
+    const leave = groups.findIndex((g) => g.change === 'leave' && g.broker === join.broker && g.topic === join.topic && g.group === join.group);
+    if (leave === -1) continue;
+    groups.splice(leave, 1);
+    Object.assign(join, { change: 'rejoin' });
+  }
+
   // A first start has no log settings to change; otherwise a new log level is a change a reload makes.
   const log = before !== undefined && logBefore !== undefined && logBefore !== planFingerprint(next.plan, registry).log ? 'change' : 'keep';
   const changes = [diff.brokers, diff.listeners, diff.routes].some((d) => d.add.length + d.change.length + d.remove.length > 0) || diff.admin !== 'keep' || log !== 'keep';

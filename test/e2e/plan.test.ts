@@ -206,6 +206,16 @@ describe('eventgate plan --from OLD', () => {
         ['eventgate-rk', 'leave', true],
       ],
     );
+    // Renamed with its group written out: the same queue, read by the new route. It was "leaves" (the
+    // queue "stays bound and collects") beside "joins" for one group.
+    const keptGroup = (route: string) => amqpRoutes('true', route).replace("topic: 'orders.*' }", "topic: 'orders.*', group: eventgate-rk }");
+    const renamed = tempFiles({ 'old.yaml': keptGroup('rk'), 'new.yaml': keptGroup('rk2') });
+    const kept = await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml'], { cwd: renamed });
+    assert.equal(kept.code, 2, kept.stdout + kept.stderr);
+    assert.deepEqual(
+      kept.stdout.split('\n').filter((l) => l.startsWith('consumer group')),
+      ['consumer group rejoins: eventgate-rk (route rk2, rabbit/orders.*)'],
+    );
   });
 
   it("prints NEW's warnings on stderr, as validate does, in text and json", async () => {
