@@ -93,6 +93,27 @@ describe('hot reload: a commit that fails is rolled back', () => {
     assert.equal(((await applied.json()) as { result: string }).result, 'applied');
     assert.equal((await post(`http://127.0.0.1:${port}/in`, { n: 3 })).status, 200);
     assert.deepEqual(await client.next(), { v: 2, n: 3 });
+
+    // A kafka listener added on a port another process holds: rejected at its line, said once. Its
+    // bootstrap socket logged the bind failure as a `listener error` of its own (the raw node error)
+    // before the reload's diagnostic, as no other listener does.
+    await holder.release();
+    const kafkaPort = await freePort('127.0.0.1');
+    holder = await holdPort('127.0.0.1', kafkaPort);
+    const from = gw.logs.length;
+    const withKafka = config(port, '0.0.0.0', '{"v": 2, "n": n}')
+      .replace('brokers: { local: { kind: memory } }', 'brokers:\n  local: { kind: memory }\n  cluster: { kind: kafka, brokers: "127.0.0.1:1" }')
+      .replace('listeners:\n', `listeners:\n  kin: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: ${kafkaPort} }\n`);
+    const kafkaLine = await gw.reconfigure(withKafka);
+    assert.equal(kafkaLine.msg, 'reload rejected; the running config keeps serving');
+    assert.match(String(kafkaLine.diagnostic), /gateway\.yaml:\d+:3: could not start listener 'kin': cannot bind 127\.0\.0\.1:\d+: the port is already in use/);
+    assert.deepEqual(
+      gw.logs
+        .slice(from)
+        .filter((l) => l.level === 'error')
+        .map((l) => l.msg),
+      ['reload rejected; the running config keeps serving'],
+    );
   });
 
   it('restores the old admin server when its new socket cannot bind', async () => {

@@ -125,13 +125,15 @@ export class KafkaProxyListener implements ListenerRuntime {
       CLOSE_LOG_MAX_REASONS_PER_CLIENT,
     );
     this.bootstrapServer = this.createServer((socket) => this.accept(socket, undefined));
-    this.bootstrapServer.on('error', (err) => env.logger.error({ listener: name, err: err.message }, 'listener error'));
   }
 
   async start(): Promise<void> {
     this.stopping = false;
     await listen(this.bootstrapServer, this.settings.port, this.settings.host);
     this.bound = true;
+    // Once bound, as the http listeners and the broker ports do: a failed bind is the start's own
+    // error (the reload's diagnostic at the listener's line), not a second, raw `listener error` line.
+    this.bootstrapServer.on('error', (err) => this.env.logger.error({ listener: this.name, err: err.message }, 'listener error'));
   }
 
   async stop({ drainMs }: { drainMs: number }): Promise<void> {
