@@ -709,6 +709,8 @@ export interface ListenerRuntime {
   status(): Record<string, unknown>;
   /** Clients currently connected, for listeners that keep connections open (`eventgate_websocket_clients`, `eventgate_event_stream_clients`). */
   connections?(): number;
+  /** `http` or `https`: the scheme of the requests an http listener serves (a publish span's `url.scheme`). */
+  readonly urlScheme?: string;
   /** Forward target for `to: {listener, path}`; only listeners that push to clients have one. */
   forwardTarget?(path: string, options: { format: 'value' | 'envelope' | 'cloudevent'; route: string }): Target;
 }

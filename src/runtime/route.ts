@@ -49,6 +49,8 @@ import {
   inSpan,
   sendTemplate,
   spanTemplate,
+  requestAttributes,
+  type HttpSpanSource,
   startMessageSpan,
   startSendSpan,
   traceIdOf,
@@ -246,9 +248,17 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
           }
         : undefined;
     this.tap = deps.tap?.channel(this.name) ?? { active: false };
-    this.span = spanTemplate(this.name, plan.from.type === 'broker' ? this.spanSource(plan.from.broker, plan.from.topic) : undefined);
+    this.span = spanTemplate(this.name, plan.from.type === 'broker' ? this.spanSource(plan.from.broker, plan.from.topic) : undefined, this.httpSpanSource());
     const dl = plan.deadletter;
     if (dl) this.deadletter = { broker: deps.brokers.get(dl.broker)!, topic: dl.topic, options: dl.qos === undefined ? undefined : { qos: dl.qos } };
+  }
+
+  /** An http listener's publish route: its spans get the HTTP conventions' attributes. The listener is looked up per request, as a reload may rebind it. */
+  private httpSpanSource(): HttpSpanSource | undefined {
+    const from = this.plan.from;
+    if (from.type !== 'listener' || this.deps.listeners.get(from.listener)?.kind !== 'http') return undefined;
+    const listeners = this.deps.listeners;
+    return { route: from.path, scheme: () => listeners.get(from.listener)?.urlScheme ?? 'http' };
   }
 
   /** What a consume route's spans say of its source; the consumer group where the kind has groups (kafka). */
@@ -486,6 +496,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private traced(span: MessageSpan, msg: Message, ctx: MessageContext): MessageContext {
     const recording = span.span.isRecording();
     if (recording && this.span.source) consumedAttributes(span, this.span.source, msg);
+    else if (recording && this.span.http) requestAttributes(span, this.span.http, ctx.path);
     ctx.span = recording ? span : undefined;
     return ctx;
   }
@@ -542,7 +553,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // to brokers and listeners name the topic or path (spec §4) and cost nothing here.
     const outcome = settled.outcome === 'filtered' || (settled.outcome === 'delivered' && this.webhooks.length === 0) ? settled : this.redacted(settled);
     this.stats.record(outcome, startedAt);
-    endMessageSpan(span, outcome);
+    endMessageSpan(span, outcome, this.span.http);
     // Observers see the message as the route received it, but never its credentials: the auth
     // step strips them only from what travels on, and an observer may see a message it refused.
     // The common case (delivered or filtered, no tap) needs none of it.

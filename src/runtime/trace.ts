@@ -5,6 +5,7 @@ import { isUtf8 } from 'node:buffer';
 import { ORIGINAL, type Delivery, type Message, type TracedRoute } from '../core/message.js';
 import type { Outcome } from '../core/outcome.js';
 import type { BrokerSpanFacts } from '../kinds/contracts.js';
+import { filledPath, pathParameters } from '../kinds/listeners/route-paths.js';
 
 /** W3C Trace Context headers (https://www.w3.org/TR/trace-context/). */
 export const TRACEPARENT = 'traceparent';
@@ -167,6 +168,16 @@ export interface SpanTemplate {
   attributes: Attributes;
   /** A consume route's source, for the attributes of each message (consumedAttributes). */
   source: SpanSource | undefined;
+  /** An http listener's publish route: its path template, for each request's attributes (requestAttributes). */
+  http?: HttpSpanSource;
+}
+
+/** The http listener a publish route's requests come from, and the route's path there. */
+export interface HttpSpanSource {
+  /** The route's path as configured (`/orders/:region`): the conventions' `http.route`. */
+  route: string;
+  /** `https` while the listener serves TLS; read per request, since a reload may rebind the listener with or without it. */
+  scheme(): string;
 }
 
 /** The broker a consume route reads: its kind, the topic (or pattern) it subscribes to, and its consumer group where the kind has groups (kafka). */
@@ -188,9 +199,19 @@ const MESSAGING_SYSTEM: Record<string, string> = { amqp: 'rabbitmq' };
  * partition, offset, id) are added when the span records (consumedAttributes). The span keeps the
  * name `route <name>`: it covers the whole route (steps and writes), and users filter on it.
  */
-export function spanTemplate(route: string, source: SpanSource | undefined): SpanTemplate {
+export function spanTemplate(route: string, source: SpanSource | undefined, http?: HttpSpanSource): SpanTemplate {
   // SpanKind.CONSUMER is 4, SpanKind.SERVER 1 (the API is not loaded to read them).
-  if (source === undefined) return { name: `route ${route}`, kind: 1 as SpanKind, attributes: { 'eventgate.route': route }, source };
+  if (source === undefined) {
+    const attributes: Attributes = { 'eventgate.route': route };
+    if (http) {
+      // OpenTelemetry's HTTP server conventions: a publish is always a POST.
+      attributes['http.request.method'] = 'POST';
+      attributes['http.route'] = http.route;
+      // A path without parameters is every request's `url.path`; one with them is filled per request (requestAttributes).
+      if (pathParameters(http.route).length === 0) attributes['url.path'] = http.route;
+    }
+    return { name: `route ${route}`, kind: 1 as SpanKind, attributes, source, http };
+  }
   const attributes: Attributes = {
     'eventgate.route': route,
     'messaging.system': MESSAGING_SYSTEM[source.kind] ?? source.kind,
@@ -249,6 +270,17 @@ export function consumedAttributes(s: MessageSpan, source: SpanSource, msg: Mess
       break;
     }
   }
+}
+
+/**
+ * The attributes of one HTTP publish on its route's span, which the caller checked records
+ * (nothing here runs without an SDK): the scheme, and on a path with parameters the path requested,
+ * written again from its parameters (percent-encoded as a URL path has them).
+ */
+export function requestAttributes(s: MessageSpan, http: HttpSpanSource, params: Readonly<Record<string, string>> | undefined): void {
+  const span = s.span;
+  span.setAttribute('url.scheme', http.scheme());
+  if (params !== undefined && pathParameters(http.route).length > 0) span.setAttribute('url.path', filledPath(http.route, params));
 }
 
 /**
@@ -421,13 +453,27 @@ export function inSpan<A extends unknown[], R>(s: MessageSpan, fn: (...args: A) 
   return s.context ? otelApi().api.context.with(s.context, fn, thisArg, ...args) : fn.apply(thisArg, args);
 }
 
-export function endMessageSpan(s: MessageSpan, outcome: Outcome): void {
+/**
+ * `http`: the span is an HTTP publish's (SpanTemplate.http): it gets the status the client is
+ * answered (answerFor's), and is an error for a 5xx only, as the HTTP server conventions say: a
+ * 4xx is the client's error, not the server's.
+ */
+export function endMessageSpan(s: MessageSpan, outcome: Outcome, http?: HttpSpanSource): void {
   const span = s.span;
   if (span.isRecording()) {
     span.setAttribute('eventgate.outcome', outcome.outcome);
-    // SpanStatusCode.ERROR is 2.
-    if (outcome.outcome === 'failed') span.setStatus({ code: 2, message: outcome.problem.detail });
-    else if (outcome.outcome === 'invalid' || outcome.outcome === 'rejected') span.setAttribute('eventgate.problem', outcome.problem.code);
+    const problem = outcome.outcome === 'invalid' || outcome.outcome === 'rejected' || outcome.outcome === 'failed' ? outcome.problem : undefined;
+    if (http) {
+      const status = problem?.status ?? 200;
+      span.setAttribute('http.response.status_code', status);
+      if (problem) span.setAttribute('eventgate.problem', problem.code);
+      if (status >= 500) {
+        span.setAttribute('error.type', String(status));
+        // SpanStatusCode.ERROR is 2.
+        span.setStatus({ code: 2, message: problem!.detail });
+      }
+    } else if (outcome.outcome === 'failed') span.setStatus({ code: 2, message: outcome.problem.detail });
+    else if (problem) span.setAttribute('eventgate.problem', problem.code);
   }
   span.end();
 }

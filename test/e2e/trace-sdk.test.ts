@@ -110,6 +110,11 @@ routes:
   - name: dead-in
     from: { broker: local, topic: dead }
     to: { broker: local, topic: dead-end }
+  - name: by-region
+    from: { listener: api, path: /regions/:region }
+    through:
+      - validate: { schema: { type: object, required: [id] } }
+    to: { broker: local, topic: regions }
   - name: to-doomed-unsampled
     from: { listener: api, path: /doomed-unsampled }
     to: { broker: local, topic: doomed-unsampled }
@@ -188,7 +193,16 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     });
     assert.equal(outbound.spanContext().traceId, TRACE);
     assert.equal(outbound.parentSpanContext?.spanId, sent.spanContext().spanId);
-    assert.deepEqual(inbound.attributes, { 'eventgate.route': 'http-in', 'eventgate.outcome': 'delivered' });
+    // An HTTP publish's span is a server span of the HTTP semantic conventions.
+    assert.deepEqual(inbound.attributes, {
+      'eventgate.route': 'http-in',
+      'http.request.method': 'POST',
+      'http.route': '/events',
+      'url.path': '/events',
+      'url.scheme': 'http',
+      'eventgate.outcome': 'delivered',
+      'http.response.status_code': 200,
+    });
     // A consume route's span is a process span of the messaging semantic conventions.
     assert.deepEqual(outbound.attributes, {
       'eventgate.route': 'out',
@@ -215,6 +229,32 @@ describe('spans with an OpenTelemetry SDK registered', () => {
     assert.equal(span!.status.code, SpanStatusCode.ERROR);
     assert.match(span!.status.message ?? '', /asked to fail/);
     assert.equal(span!.attributes['eventgate.outcome'], 'failed');
+    assert.equal(span!.attributes['http.response.status_code'], 500);
+    assert.equal(span!.attributes['error.type'], '500');
+  });
+
+  it("gives an HTTP publish's span the path requested, its route's template, and the status answered: a 4xx is no server error", async () => {
+    exporter.reset();
+    assert.equal((await post(`http://127.0.0.1:${port('api')}/regions/eu%20west`, { id: 1 })).status, 200);
+    const refused = await post(`http://127.0.0.1:${port('api')}/regions/eu`, {});
+    assert.equal(refused.status, 400);
+    const [taken, invalid] = exporter.getFinishedSpans().filter((s) => s.name === 'route by-region');
+    assert.equal(taken!.kind, SpanKind.SERVER);
+    assert.deepEqual(taken!.attributes, {
+      'eventgate.route': 'by-region',
+      'http.request.method': 'POST',
+      'http.route': '/regions/:region',
+      'url.scheme': 'http',
+      'url.path': '/regions/eu%20west',
+      'eventgate.outcome': 'delivered',
+      'http.response.status_code': 200,
+    });
+    assert.equal(taken!.status.code, SpanStatusCode.UNSET);
+    assert.equal(invalid!.attributes['url.path'], '/regions/eu');
+    assert.equal(invalid!.attributes['http.response.status_code'], 400);
+    assert.equal(invalid!.attributes['eventgate.problem'], 'EG_INVALID_MESSAGE');
+    assert.equal(invalid!.attributes['error.type'], undefined);
+    assert.equal(invalid!.status.code, SpanStatusCode.UNSET, "the client's error, not the server's");
   });
 
   /** The finished span named `name` once the SDK has it (a consume route's ends after its write was acknowledged). */

@@ -128,6 +128,10 @@ export class HttpListener implements ListenerRuntime {
   private stopReason: string = STOP_REASON.shutdown;
   /** The drain's whole budget, for the answer of a request it leaves unanswered (stop() gets only what is left of it). */
   private drainMs = 0;
+
+  get urlScheme(): string {
+    return this.options.tls === undefined ? 'http' : 'https';
+  }
   private idle: (() => void) | undefined;
   /** Settles when the server has closed (set when draining starts). */
   private closed: Promise<void> | undefined;
