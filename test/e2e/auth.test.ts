@@ -157,6 +157,11 @@ routes:
       - auth: {apiKey: {query: key, keysFile: keys.yaml}}
       - who
     to: {broker: local, topic: out}
+  - name: api-key-odd-query
+    from: {listener: api, path: /key-odd}
+    through:
+      - auth: {apiKey: {query: 'clé "1"', keysFile: keys.yaml}}
+    to: {broker: local, topic: out}
   - name: jwt-secret
     from: {listener: api, path: /hs}
     through:
@@ -266,8 +271,11 @@ routes:
       assert.equal(missing.status, 401);
       assert.equal(missing.headers.get('content-type'), 'application/problem+json');
       assert.equal(missing.body.code, 'EG_UNAUTHORIZED');
+      // RFC 9110 §15.5.2: a 401 carries a challenge, here naming the header the key goes in.
+      assert.equal(missing.headers.get('www-authenticate'), 'ApiKey header="x-api-key"');
       const wrong = await post(gw.url('api', '/key'), { n: 6 }, { 'x-api-key': `${ALICE_KEY}x` });
       assert.equal(wrong.status, 401);
+      assert.equal(wrong.headers.get('www-authenticate'), 'ApiKey header="x-api-key"');
       assert.doesNotMatch(wrong.text, new RegExp(ALICE_KEY));
       // An accepted sentinel is the next thing out: neither refused message got through.
       assert.equal((await post(gw.url('api', '/key'), { n: 7 }, { 'x-api-key': ALICE_KEY })).status, 200);
@@ -280,7 +288,13 @@ routes:
       const frame = await out.next();
       assert.equal(frame.value.who, 'dave');
       assert.equal(frame.value.key, undefined);
-      assert.equal((await post(gw.url('api', '/key-file?key=nope-nope-nope-nope'), { n: 8 })).status, 401);
+      const refused = await post(gw.url('api', '/key-file?key=nope-nope-nope-nope'), { n: 8 });
+      assert.equal(refused.status, 401);
+      assert.equal(refused.headers.get('www-authenticate'), 'ApiKey query="key"');
+      // A parameter name a header cannot carry as it is: quoted and percent-encoded, not a crash.
+      const odd = await post(gw.url('api', '/key-odd'), { n: 8 });
+      assert.equal(odd.status, 401);
+      assert.equal(odd.headers.get('www-authenticate'), 'ApiKey query="cl%C3%A9 \\"1\\""');
     });
   });
 
@@ -583,8 +597,10 @@ routes:
     });
 
     it("guards a forward path: subscribers need the target's auth at the handshake", async () => {
-      await assert.rejects(WsClient.connect(gw.url('push', '/ws/feed', 'ws')), (err: { statusCode?: number }) => err.statusCode === 401);
-      await assert.rejects(WsClient.connect(gw.url('push', '/ws/feed?key=wrong-wrong-wrong-wrong', 'ws')), (err: { statusCode?: number }) => err.statusCode === 401);
+      // Each 401 with its challenge, naming the query parameter the key goes in.
+      const challenged = (err: { statusCode?: number; headers?: Record<string, unknown> }) => err.statusCode === 401 && err.headers?.['www-authenticate'] === 'ApiKey query="key"';
+      await assert.rejects(WsClient.connect(gw.url('push', '/ws/feed', 'ws')), challenged);
+      await assert.rejects(WsClient.connect(gw.url('push', '/ws/feed?key=wrong-wrong-wrong-wrong', 'ws')), challenged);
       const feed = await WsClient.connect(gw.url('push', '/ws/feed?key=dave-key-00112233445566', 'ws'));
       await post(gw.url('api', '/key'), { n: 9 }, { 'x-api-key': ALICE_KEY });
       assert.deepEqual((await feed.next()).body, { n: 9 });

@@ -54,7 +54,8 @@ export class WsClient {
     await Promise.race([
       once(ws, 'open'),
       once(ws, 'unexpected-response').then(([, res]) => {
-        throw Object.assign(new Error(`handshake refused: ${(res as { statusCode: number }).statusCode}`), { statusCode: (res as { statusCode: number }).statusCode });
+        const { statusCode, headers } = res as { statusCode: number; headers: Record<string, string | string[] | undefined> };
+        throw Object.assign(new Error(`handshake refused: ${statusCode}`), { statusCode, headers });
       }),
       once(ws, 'error').then(([err]) => {
         throw err;

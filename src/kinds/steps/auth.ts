@@ -64,7 +64,7 @@ const apiKeyOptions = Type.Object(
   },
   {
     additionalProperties: false,
-    description: `The key is read from \`header\` or the \`query\` parameter and looked up in \`keys\` or \`keysFile\` (compared as SHA-256 digests). A missing or unknown key is 401.`,
+    description: `The key is read from \`header\` or the \`query\` parameter and looked up in \`keys\` or \`keysFile\` (compared as SHA-256 digests). A missing or unknown key is 401, with \`WWW-Authenticate: ApiKey header="<header>"\` (\`query="<query>"\` for the query parameter).`,
     ...exactlyOne(['keys', 'keysFile']),
   },
 );
@@ -270,12 +270,15 @@ function apiKeyVerifier(o: ApiKeyOptions, ctx: StepCompileContext): Verifier | u
   const headerName = header?.toLowerCase();
   const param = o.query;
   const where = [headerName && `header ${headerName}`, param && `query parameter ${param}`].filter(Boolean).join(' or ');
+  // RFC 9110 §15.5.2: a 401 carries a challenge. No scheme is registered for API keys; this is the
+  // form some APIs use, naming where the key goes.
+  const challenge = { 'www-authenticate': `ApiKey ${[headerName && `header=${quoted(headerName)}`, param && `query=${quoted(param)}`].filter(Boolean).join(', ')}` };
   return {
     verify(req) {
       const presented = (headerName && first(req.headers[headerName])) || (param && first(req.query[param])) || undefined;
-      if (presented === undefined) return refuse('EG_UNAUTHORIZED', `an API key is required (${where})`);
+      if (presented === undefined) return refuse('EG_UNAUTHORIZED', `an API key is required (${where})`, challenge);
       const principal = byDigest.get(sha256(presented));
-      if (principal === undefined) return refuse('EG_UNAUTHORIZED', 'the API key is not valid');
+      if (principal === undefined) return refuse('EG_UNAUTHORIZED', 'the API key is not valid', challenge);
       return { ok: true, identity: { principal, claims: undefined }, until: Infinity };
     },
     strip: (msg, ctx) => stripCredential(msg, ctx, headerName, param),
@@ -618,6 +621,18 @@ function stripCredential(msg: Message, ctx: MessageContext, header: string | und
   const headers = { ...msg.headers };
   delete headers[header];
   return { ...msg, headers };
+}
+
+/**
+ * A challenge parameter's value as an RFC 9110 quoted-string: `"` and `\` escaped, and what a
+ * header may not carry (a query parameter's name may be any text) percent-encoded as UTF-8, as it
+ * is in a URL.
+ */
+function quoted(value: string): string {
+  const visible = /^[\x20-\x7e]*$/.test(value)
+    ? value
+    : [...Buffer.from(value, 'utf8')].map((b) => (b >= 0x20 && b <= 0x7e ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`)).join('');
+  return `"${visible.replace(/["\\]/g, '\\$&')}"`;
 }
 
 function refuse(code: 'EG_UNAUTHORIZED' | 'EG_FORBIDDEN' | 'EG_AUTH_UNAVAILABLE', detail: string, headers?: Record<string, string>): Verdict {
