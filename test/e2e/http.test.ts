@@ -3,7 +3,7 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { post, WsClient } from '../helpers/clients.js';
-import { parseReplies, rawHttpText, rawPost } from '../helpers/raw-http.js';
+import { parseReplies, rawHttpText, rawPost, sendPastAnswer } from '../helpers/raw-http.js';
 import { useGateway } from '../helpers/gateway.js';
 import { fetch, type ReplyHeaders } from '../helpers/http.js';
 
@@ -438,6 +438,25 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal(garbage[2]!.headers['content-type'], 'application/problem+json');
       assert.equal((await post(gw.url('api', '/text'), { n: 15 })).status, 200);
       for (const n of [10, 11, 13, 14, 15]) assert.deepEqual(await out.next(), { n });
+    });
+    it('gives a request answered before its body arrived one answer when the body then breaks: no 400 after its 404 or 501', async () => {
+      const chunked = (path: string, coding = 'chunked') => `POST ${path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nTransfer-Encoding: ${coding}\r\n\r\n`;
+      // Before, each got a 400 after its answer, which a pipelining client takes for the answer to its next request.
+      // A bad chunk in the bytes that brought the head (the 404 sent, not yet finished), then one after the answer.
+      const sameRead = parseReplies(await rawHttpText(gw.port('api'), `${chunked('/nowhere')}ZZ\r\n`));
+      assert.deepEqual(
+        sameRead.map((r) => r.status),
+        [404],
+      );
+      const later = await sendPastAnswer(gw.port('api'), chunked('/nowhere'), Buffer.from('ZZ\r\n'), 1);
+      assert.equal(later.reply?.status, 404);
+      assert.equal(JSON.parse(later.reply.body).code, 'EG_NOT_FOUND', later.reply.body);
+      // A transfer coding without chunked: its 501, then node's parser refuses the framing.
+      const coded = parseReplies(await rawHttpText(gw.port('api'), `${chunked('/text', 'gzip')}{"n": 16}`));
+      assert.deepEqual(
+        coded.map((r) => [r.status, JSON.parse(r.body).code]),
+        [[501, 'EG_NOT_IMPLEMENTED']],
+      );
     });
     it('answers Expect: 100-continue with 100 only once the body is to be read: a refusal on the head alone comes first, and closes', async () => {
       const out = await listen('/out/text');

@@ -323,7 +323,8 @@ function h2HeadersProblem(raw: readonly string[], max: number, maxBytes: number)
  * the answers to the others with the connection. (Their answers come without the client's help;
  * an error in a request still arriving, a bad chunk or a timeout, is answered at once.) Bytes after a request with `Connection: close`
  * (node: `Data after Connection: close`) are no request at all (RFC 9112 §9.6: nothing after it
- * is processed): they get no answer, and the connection ends after that request's answer.
+ * is processed): they get no answer, and the connection ends after that request's answer. An
+ * error in the body of a request answered before its body arrived gets no second answer either.
  */
 function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?: (status: number) => void): void {
   const s = socket as ParsingSocket;
@@ -344,6 +345,13 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?
   // An answer that never ends (an event stream) or is half written: nothing can be sent after it.
   if (current?.headersSent && !current.writableEnded) {
     socket.destroy();
+    return;
+  }
+  // The error is in the body of a request answered already (refused on its head, a 404 or 415, and
+  // then its chunked body broke or stalled): it had its one answer. A 400 after it would be taken
+  // for the answer to the client's next request; the connection just closes.
+  if (answeredWhileArriving(s, current)) {
+    closeLingering(socket);
     return;
   }
   // Its request is all in (the error is in bytes after it): its answer comes without the client's
@@ -376,8 +384,22 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?
   answered?.(p.status);
 }
 
-/** node's link from a connection to the answer it is sending, and whether a refusal waits behind it (answerClientError). */
-type ParsingSocket = Socket & { _httpMessage?: ServerResponse | null; [REFUSAL_WAITING]?: true };
+/**
+ * Whether the request node's parser is reading (whose bytes the error is in) had its answer before
+ * it all arrived: it is the one being answered, or answered already (node sends the answers in
+ * order, so a request still arriving with no answer being sent has had its answer).
+ */
+function answeredWhileArriving(s: ParsingSocket, current: ServerResponse | null | undefined): boolean {
+  const reading = s.parser?.incoming;
+  if (!reading || reading.complete) return false;
+  return current ? current.req === reading && current.writableEnded : true;
+}
+
+/**
+ * node's links from a connection to the answer it is sending and to the request its parser reads,
+ * and whether a refusal waits behind that answer (answerClientError).
+ */
+type ParsingSocket = Socket & { _httpMessage?: ServerResponse | null; parser?: { incoming?: IncomingMessage | null } | null; [REFUSAL_WAITING]?: true };
 const REFUSAL_WAITING = Symbol('eventgate.refusalWaiting');
 
 /** node's errors for a TLS handshake that failed (OpenSSL's, as ERR_SSL_*) or timed out. */
