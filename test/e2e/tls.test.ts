@@ -244,9 +244,16 @@ describe('TLS listeners', () => {
     const [expectHead] = await once(expecting, 'response');
     assert.deepEqual([expectHead[':status'], continued], [413, false]);
     expecting.destroy();
+    // The expectation is case-insensitive (RFC 9110 §10.1.1), as node reads it on HTTP/1.1: its 100, then the body.
+    const body = '{"n":"continued"}';
+    const capital = session.request({ ':method': 'POST', ':path': '/in', 'content-type': 'application/json', 'content-length': String(body.length), expect: '100-Continue' }, { endStream: false });
+    capital.on('continue', () => capital.end(body));
+    const [capitalHead] = await once(capital, 'response');
+    assert.equal(capitalHead[':status'], 200);
+    capital.resume();
     await eventually(async () => assert.equal((await secureStatus()).inFlight, 0));
     assert.equal((await h2Request(session, { ':path': '/in' }, '{"n":"after"}')).status, 200, 'the connection goes on');
-    assert.deepEqual(await events.next(2), ['{"n":"many"}', '{"n":"after"}']);
+    assert.deepEqual(await events.next(3), ['{"n":"many"}', body, '{"n":"after"}']);
     // A stream that stops reading is closed once events.maxBufferedBytes wait for it; the connection and its other streams go on.
     const stalled = h2Stream(session, '/events');
     assert.equal(await stalled.status, 200);

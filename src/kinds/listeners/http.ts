@@ -175,9 +175,10 @@ export class HttpListener implements ListenerRuntime {
       (req as ExpectingRequest)[EXPECTS] = 'continue';
       this.onRequest(req, res);
     });
-    // Another expectation: a 417 problem, where node's own has no body.
+    // Another expectation: a 417 problem, where node's own has no body. node's HTTP/2 code takes
+    // `100-continue` only so spelled; the value is case-insensitive (RFC 9110 §10.1.1), as its HTTP/1.1 code reads it.
     this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-      (req as ExpectingRequest)[EXPECTS] = 'unmet';
+      (req as ExpectingRequest)[EXPECTS] = CONTINUE_EXPECTATION.test(String(req.headers.expect)) ? 'continue' : 'unmet';
       this.onRequest(req, res);
     });
     if (isHttp2(this.server)) {
@@ -749,6 +750,8 @@ const QUEUED = Symbol('eventgate.queuedResponses');
 /** A request that sent `Expect`: 100-continue not answered yet (cleared once the 100 is sent), or another expectation. */
 type ExpectingRequest = IncomingMessage & { [EXPECTS]?: 'continue' | 'unmet' };
 const EXPECTS = Symbol('eventgate.expects');
+/** `Expect: 100-continue` in any case, as node's HTTP/1.1 parser matches it (lib/_http_server.js, continueExpression). */
+const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i;
 const BEHIND_STREAM = Symbol('eventgate.requestsBehindStream');
 
 /**
