@@ -59,7 +59,23 @@ export async function runTest(plan: Plan, test: TestCase, registry: KindRegistry
   const result = await runUnredacted(plan, test, registry);
   const secrets = plan.secretValues;
   if (!secrets || secrets.size === 0 || result.passed) return result;
-  return { ...result, mismatches: result.mismatches.map((m) => ({ ...m, actual: redact(m.actual, secrets) })) };
+  const shown = shownSecrets(secrets);
+  return { ...result, mismatches: result.mismatches.map((m) => ({ ...m, actual: redact(m.actual, shown) })) };
+}
+
+/**
+ * The secrets as an actual value's text writes them: as they are, and as show() writes a string
+ * (quoted, `"` and `\` escaped). The log redacts a secret too short to be looked for inside text
+ * where a whole string is it; here that string stands quoted, and quoted it is looked for.
+ */
+function shownSecrets(secrets: ReadonlySet<string>): Set<string> {
+  const shown = new Set(secrets);
+  for (const secret of secrets) {
+    const quoted = JSON.stringify(secret);
+    shown.add(quoted);
+    shown.add(quoted.slice(1, -1));
+  }
+  return shown;
 }
 
 /**

@@ -325,22 +325,25 @@ describe('eventgate test', () => {
         'routes:',
         '  - name: hook',
         '    from: { listener: api, path: /in }',
-        '    to: { http: { url: "http://127.0.0.1:1/in?token=${HOOK_TOKEN}", headers: { x-key: "\'${HOOK_TOKEN}\'" } } }',
+        '    to: { http: { url: "http://127.0.0.1:1/in?token=${HOOK_TOKEN}", headers: { x-key: "\'${HOOK_TOKEN}\'", x-pin: "\'${HOOK_PIN}\'", x-quoted: "\'${HOOK_QUOTED}\'" } } }',
       ),
       'gateway.tests.yaml': yaml(
         'tests:',
         '  - { name: wrong url, route: hook, input: { path: /in, value: {} }, expect: { outcome: delivered, to: [{ url: "http://127.0.0.1:1/other" }] } }',
-        '  - { name: wrong header, route: hook, input: { path: /in, value: {} }, expect: { outcome: delivered, to: [{ headers: { x-key: nope } }] } }',
+        '  - { name: wrong header, route: hook, input: { path: /in, value: {} }, expect: { outcome: delivered, to: [{ headers: { x-key: nope, x-pin: nope, x-quoted: nope } }] } }',
       ),
     });
-    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir, env: { HOOK_TOKEN: token } });
+    // A short one (the log redacts it where a whole string is it) and one JSON writes escaped: shown as written, they were not redacted.
+    const pin = 'k3y9z';
+    const quoted = 'to"ken-4d1e';
+    const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir, env: { HOOK_TOKEN: token, HOOK_PIN: pin, HOOK_QUOTED: quoted } });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /^2 of 2 tests failed$/m);
     // Before, the CI log had the token twice: in the URL's query and the header's value.
-    assert.ok(!r.stdout.includes(token), r.stdout);
+    for (const secret of [token, pin, quoted, JSON.stringify(quoted).slice(1, -1)]) assert.ok(!r.stdout.includes(secret), r.stdout);
     // A value with a variable in it is a secret whole (the URL's shown form too), as in the gateway's log.
-    assert.match(r.stdout, /to\[0\]\.url\n\s+- expected: "http:\/\/127\.0\.0\.1:1\/other"\n\s+\+ actual: +"\[redacted\]"$/m);
-    assert.match(r.stdout, /to\[0\]\.headers\.x-key\n\s+- expected: "nope"\n\s+\+ actual: +"\[redacted\]"$/m);
+    for (const what of ['url', 'headers.x-key', 'headers.x-pin', 'headers.x-quoted'])
+      assert.match(r.stdout, new RegExp(`to\\[0\\]\\.${what.replaceAll('.', '\\.')}\\n.*\\n\\s+\\+ actual: +\\[redacted\\]$`, 'm'));
   });
 
   it('a wrong outcome says what happened instead, with the reason', async () => {
