@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { request as httpsRequest } from 'node:https';
 import { describe, it } from 'node:test';
 import { makeCertificates } from '../helpers/certificates.js';
@@ -8,6 +9,7 @@ import { HeldTarget } from '../helpers/held-target.js';
 import { freePort } from '../helpers/ports.js';
 import { idleConnection, parseReplies, rawHttpText, rawPost, type RawReply } from '../helpers/raw-http.js';
 import { fetch } from '../helpers/http.js';
+import { LINGER_MAX_BYTES } from '../../src/kinds/listeners/lingering-close.js';
 
 /**
  * A client that pipelines: several POSTs written back to back on one connection before any
@@ -72,10 +74,25 @@ describe('pipelined HTTP requests: one answer each, in order, at a drain too', (
       const g = await gw.start(config(slow.url, fast.url));
       const hostless = 'POST /fast HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"n": 0}';
       const text = rawHttpText(g.port('api'), rawPost('/slow', { n: 1 }) + hostless + rawPost('/fast', { n: 2 }), 20_000);
-      await eventually(() => assert.equal(slow.bodies.length, 1));
+      // Bytes that are no request behind a held one, then more as fast as the gateway reads them:
+      // the 400 waits behind the held answer, and nothing more is read meanwhile. Before, all that
+      // came was read and discarded till the answer went (GBs behind a webhook's tries), past the
+      // LINGER_MAX_BYTES a closing connection reads.
+      const flood = floodBehind(g.port('api'), `${rawPost('/slow', { n: 4 })}NOT HTTP\r\n\r\n`, 4 * LINGER_MAX_BYTES);
+      await eventually(() => assert.equal(slow.bodies.length, 2));
       // The refusal (400, connection: close) waits behind the held one; the request behind it is not taken on.
-      await waitInFlight(g, 1);
+      await waitInFlight(g, 2);
+      await flood.stalled;
       slow.release();
+      const flooded = await flood.closed;
+      assert.ok(flooded.written < LINGER_MAX_BYTES, `the gateway read ${flooded.written} bytes of no request while the answer before them waited`);
+      assert.deepEqual(
+        parseReplies(flooded.text).map((r) => [r.status, r.headers.connection]),
+        [
+          [200, 'keep-alive'],
+          [400, 'close'],
+        ],
+      );
       const replies = parseReplies(await text);
       assert.deepEqual(
         replies.map((r) => [r.status, r.headers.connection]),
@@ -176,6 +193,45 @@ function postStatus(url: string, body: unknown, ca?: string): Promise<number> {
     req.on('error', reject);
     req.end(JSON.stringify(body));
   });
+}
+
+/**
+ * A client that writes `head`, then garbage as fast as the gateway reads it, until it has its
+ * 400. `stalled` settles once the gateway stops reading (nothing taken for 500 ms: a trigger, no
+ * assertion) or `limit` bytes went; `closed` with what was written and read once the connection closes.
+ */
+function floodBehind(port: number, head: string, limit: number): { stalled: Promise<void>; closed: Promise<{ written: number; text: string }> } {
+  const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  socket.on('error', () => {});
+  let written = 0;
+  let text = '';
+  let progressed = Date.now();
+  const chunk = Buffer.alloc(1 << 20, 0x41);
+  const pump = () => {
+    for (let more = true; more && written < limit && socket.writable; more = socket.write(chunk)) {
+      written += chunk.length;
+      progressed = Date.now();
+    }
+    if (written < limit && socket.writable) socket.once('drain', pump);
+  };
+  socket.once('connect', () => {
+    socket.write(head);
+    pump();
+  });
+  socket.setEncoding('latin1').on('data', (d: string) => {
+    text += d;
+    if (/ 400 /.test(text) && socket.writable) socket.end();
+  });
+  const stalled = new Promise<void>((resolve) => {
+    const check = setInterval(() => {
+      if (written >= limit || Date.now() - progressed > 500) {
+        clearInterval(check);
+        resolve();
+      }
+    }, 100);
+  });
+  const closed = new Promise<{ written: number; text: string }>((resolve) => socket.once('close', () => resolve({ written, text })));
+  return { stalled, closed };
 }
 
 /** Runs `body` with a webhook receiver that holds what it gets (`slow`) and one that answers at once (`fast`), stopping both after. */

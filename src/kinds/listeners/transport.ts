@@ -8,7 +8,7 @@ import { sendProblem } from './http-reply.js';
 import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import type { Logger } from '../../log.js';
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_PARSED_BYTES } from './client-json.js';
-import { answerAndCloseLingering, closeLingering, lingeringClosed } from './lingering-close.js';
+import { answerAndCloseLingering, closeLingering, lingerWhenClosed, lingeringClosed } from './lingering-close.js';
 import { certificateAndKeyProblem, pemCertificatesProblem } from '../pem.js';
 import { type ListenerCompileContext, STOP_REASON } from '../contracts.js';
 import { Type, type Static } from '../define.js';
@@ -334,6 +334,8 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?
   if (err.code === 'HPE_CLOSED_CONNECTION') {
     // node ends the connection after the answer to the request that asked it to; behind an event stream, now.
     if (current?.headersSent && !current.writableEnded) socket.destroy();
+    // Till then nothing more is read, as behind a refusal that waits (below).
+    else readNoMore(socket);
     return;
   }
   // https servers pass failed TLS handshakes here too: an HTTP answer on a connection with no
@@ -358,6 +360,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered?
   // help. One whose request is still arriving is what the error is about (a bad chunk, a timeout).
   if (current?.req.complete) {
     s[REFUSAL_WAITING] = true;
+    readNoMore(socket);
     let once = false;
     const next = () => {
       if (once) return;
@@ -401,6 +404,24 @@ function answeredWhileArriving(s: ParsingSocket, current: ServerResponse | null 
  */
 type ParsingSocket = Socket & { _httpMessage?: ServerResponse | null; parser?: { incoming?: IncomingMessage | null } | null; [REFUSAL_WAITING]?: true };
 const REFUSAL_WAITING = Symbol('eventgate.refusalWaiting');
+
+/**
+ * Stops reading a connection whose parser failed, until its last answer is out. What the client
+ * sends meanwhile is no request: read, it was discarded at whatever rate the client sent, for as
+ * long as the answers before it took (seconds behind a webhook's tries), past the LINGER_MAX_BYTES
+ * a closing connection reads. Unread, it waits in the kernel; the close lingers, so it is read
+ * (bounded) then rather than reset with the answers still on their way (lingering-close.ts).
+ * The parser is detached first, as closeLingering does: paused while node's parser reads it
+ * directly, the socket stopped its handle behind the stream's back, and the lingering close's
+ * resume() never read it again.
+ */
+function readNoMore(socket: Socket): void {
+  lingerWhenClosed(socket);
+  socket.removeAllListeners('data');
+  // A chunk node's own flow control lets through (it resumes sockets it paused) is dropped, and reading stops again.
+  socket.on('data', () => socket.pause());
+  socket.pause();
+}
 
 /** node's errors for a TLS handshake that failed (OpenSSL's, as ERR_SSL_*) or timed out. */
 function tlsHandshakeFailure(err: NodeJS.ErrnoException): boolean {
