@@ -1,13 +1,13 @@
 import { isJsonMediaType } from '../core/message.js';
-import type { AnswerListener, ClientRequest, Exchange, RequestSender } from '../kinds/targets/webhook-client.js';
+import { type AnswerListener, type ClientRequest, type Exchange, type RequestSender, TIMED_OUT } from '../kinds/targets/webhook-client.js';
 import type { Output } from './run-tests.js';
 import type { EndpointAnswer } from './test-file.js';
 
 /**
  * The endpoints of a route's `http` (webhook) targets in a config test. The route's real webhook
  * target prepares each request (URL, method, headers, body, signature) and makes its tries; this
- * answers them in-process, with the status the test's `answers` give the URL (else 200, a healthy
- * endpoint), so a test calls no URL: no network, and no test message reaches a real service. A
+ * answers them in-process, as the test's `answers` say for the URL (a status, with `Retry-After`,
+ * or a refused connection or no answer in time; else 200, a healthy endpoint), so a test calls no URL: no network, and no test message reaches a real service. A
  * message's request is one output, however many tries it took (each try sends the same request).
  */
 export class RecordingEndpoints implements RequestSender {
@@ -28,11 +28,14 @@ export class RecordingEndpoints implements RequestSender {
     }
     const answer = this.answerFor(url);
     if (answer !== undefined) this.used.add(answer);
-    const status = answer?.status ?? 200;
     let aborted = false;
     // Answered after request() returns, as a real endpoint's answer comes.
     queueMicrotask(() => {
-      if (!aborted) listener.answered(ticket, undefined, { status, retryAfter: undefined, location: undefined, text: '' });
+      if (aborted) return;
+      if (answer?.error === 'refused') listener.answered(ticket, REFUSED, undefined);
+      // At once rather than after the target's timeoutMs: the try ends as that timer would end it.
+      else if (answer?.error === 'timeout') listener.answered(ticket, TIMED_OUT, undefined);
+      else listener.answered(ticket, undefined, { status: answer?.status ?? 200, retryAfter: answer?.retryAfter?.toString(), location: undefined, text: '' });
     });
     return {
       status: 0,
@@ -50,6 +53,9 @@ export class RecordingEndpoints implements RequestSender {
     return this.answers.find((a) => a.url === url) ?? (q >= 0 ? this.answers.find((a) => a.url === url.slice(0, q)) : undefined);
   }
 }
+
+/** A refused connection, as the HTTP client reports one (the target reads its code). */
+const REFUSED = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
 
 /** The request as an output: its headers by (lower-case) name, its body as the endpoint reads it (JSON, text, else bytes). */
 function requestOutput(req: ClientRequest, url: string): Output {

@@ -17,7 +17,7 @@ import { compileExpression } from '../expr/expression.js';
  *     - name: bright lights are published
  *       route: light-in
  *       input: { value: {id: 1, lumens: 800}, key: ..., headers: {...}, path: /light, query: {...}, principal: alice, claims: {...}, topic: ... }
- *       answers: { https://crm.example.com/hooks: 503 }   # what http targets' endpoints answer (else 200); none is called
+ *       answers: { https://crm.example.com/hooks: 503 }   # what http targets' endpoints answer (else 200): a status, { status, retryAfter }, { error: refused | timeout }; none is called
  *       expect:
  *         outcome: delivered        # delivered | filtered | invalid | rejected | failed | deadlettered
  *         status: 400               # the HTTP status of a problem (invalid, rejected, failed)
@@ -59,13 +59,18 @@ export interface ExpectedOutput {
   at: (field: string) => number;
 }
 
-/** What the endpoint of an http target answers a test's requests to `url` (as requestUrl() writes it). */
-export interface EndpointAnswer {
-  url: string;
-  status: number;
-  /** Where it is written, for a URL no request went to. */
-  line: number;
-}
+/**
+ * What the endpoint of an http target answers a test's requests to `url` (as requestUrl() writes
+ * it): a status (with `Retry-After` seconds), or no answer at all (`error`: a refused connection,
+ * or none within the target's `timeoutMs`).
+ */
+export type EndpointAnswer = EndpointReply & { url: string /** Where it is written, for a URL no request went to. */; line: number };
+type EndpointReply = { status: number; retryAfter: number | undefined; error?: undefined } | { error: EndpointError; status?: undefined; retryAfter?: undefined };
+
+/** The failures without an answer a test's endpoint can stand for, as the webhook target meets them (its `connection` and `timeout` results). */
+export type EndpointError = 'refused' | 'timeout';
+const ENDPOINT_ERRORS: EndpointError[] = ['refused', 'timeout'];
+const ANSWER_KEYS = ['status', 'retryAfter', 'error'];
 
 export interface TestCase {
   file: string;
@@ -76,7 +81,7 @@ export interface TestCase {
   /** Where its `route:` value is written: a route the config lacks is reported there. */
   routeAt: { line: number; column: number };
   input: TestInput;
-  /** The statuses the test's http target endpoints answer (the others answer 200). */
+  /** What the test's http target endpoints answer (the others answer 200). */
   answers: EndpointAnswer[];
   expect: {
     outcome: string;
@@ -104,7 +109,8 @@ const EXPECT_KEYS = ['outcome', 'status', 'error', 'delivered', 'to'];
 const OUTPUT_KEYS = ['broker', 'topic', 'listener', 'path', 'url', 'method', 'key', 'headers', 'value', 'condition'];
 /** The methods an http target sends with (its `method`). */
 const METHODS = ['POST', 'PUT', 'PATCH'];
-const ANSWERS_SHAPE = "'answers' must map the URL an http target calls to the status its endpoint answers (https://crm.example.com/hooks: 503)";
+const ANSWERS_SHAPE =
+  "'answers' must map the URL an http target calls to what its endpoint answers: a status (https://crm.example.com/hooks: 503), { status: 429, retryAfter: 2 }, or { error: refused } / { error: timeout }";
 
 /** Reads and checks a test file; problems are diagnostics at `file:line:col`, like the config's. */
 export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile | undefined {
@@ -154,15 +160,13 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
     if (raw.answers !== undefined && !isMap(raw.answers)) report([...at, 'answers'], ANSWERS_SHAPE);
     const answers: EndpointAnswer[] = [];
     if (isMap(raw.answers)) {
-      for (const [url, status] of Object.entries(raw.answers)) {
+      for (const [url, value] of Object.entries(raw.answers)) {
         const aAt: PathPart[] = [...at, 'answers', url];
         const normal = requestUrl(url);
         if (normal === undefined) report(aAt, `'${url}' is not an http(s) URL: 'answers' are keyed by the URL an http target calls`, 'key');
         else if (answers.some((a) => a.url === normal)) report(aAt, `'answers' names ${normal} twice`, 'key');
-        if (typeof status === 'string' && /^\d+$/.test(status)) report(aAt, `a status is a number: write it without quotes: ${status}`);
-        else if (!Number.isInteger(status) || (status as number) < 200 || (status as number) > 599)
-          report(aAt, `the status an endpoint answers must be an HTTP status from 200 to 599 (503: unavailable), not ${JSON.stringify(status)}`);
-        if (normal !== undefined) answers.push({ url: normal, status: status as number, line: src.locate(aAt, 'key').line });
+        const answer = endpointAnswer(value, aAt, report);
+        if (normal !== undefined && answer !== undefined) answers.push({ ...answer, url: normal, line: src.locate(aAt, 'key').line });
       }
     }
     const expect = raw.expect;
@@ -252,6 +256,45 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
   return { file, config, tests };
 }
 
+/**
+ * One `answers` value: a status (`503`), a map `{ status, retryAfter }`, or `{ error: refused |
+ * timeout }` (no answer); undefined after reporting what is wrong with it.
+ */
+function endpointAnswer(value: unknown, at: PathPart[], report: (path: PathPart[], message: string, which?: 'key' | 'value') => void): EndpointReply | undefined {
+  if (!isMap(value)) return statusProblem(value, at, report) ? undefined : { status: value as number, retryAfter: undefined };
+  let problems = 0;
+  const note = (path: PathPart[], message: string, which?: 'key' | 'value') => {
+    problems++;
+    report(path, message, which);
+  };
+  unknownKeys(value, ANSWER_KEYS, at, note);
+  if (value.error !== undefined) {
+    if (!ENDPOINT_ERRORS.includes(value.error))
+      note(
+        [...at, 'error'],
+        `'error' must be one of: ${ENDPOINT_ERRORS.join(', ')} (a refused connection, no answer within the target's timeoutMs)${didYouMean(String(value.error), ENDPOINT_ERRORS)}`,
+      );
+    for (const k of ['status', 'retryAfter']) if (value[k] !== undefined) note([...at, k], `'${k}' goes with an answer; { error: ${String(value.error)} } stands for none`, 'key');
+    return problems > 0 ? undefined : { error: value.error as EndpointError };
+  }
+  if (value.status === undefined) note(at, "an answer needs 'status' (or 'error': refused or timeout, for none)");
+  else statusProblem(value.status, [...at, 'status'], note);
+  const retryAfter = value.retryAfter;
+  if (typeof retryAfter === 'string' && /^\d+$/.test(retryAfter)) note([...at, 'retryAfter'], `'retryAfter' is a number of seconds: write it without quotes: ${retryAfter}`);
+  else if (retryAfter !== undefined && !(Number.isInteger(retryAfter) && retryAfter >= 0))
+    note([...at, 'retryAfter'], `'retryAfter' is the seconds the endpoint's Retry-After header asks the target to wait (0 or more), not ${JSON.stringify(retryAfter)}`);
+  return problems > 0 ? undefined : { status: value.status as number, retryAfter: retryAfter as number | undefined };
+}
+
+/** Reports a status that is no HTTP status from 200 to 599; true when it did. */
+function statusProblem(status: unknown, at: PathPart[], report: (path: PathPart[], message: string) => void): boolean {
+  if (typeof status === 'string' && /^\d+$/.test(status)) report(at, `a status is a number: write it without quotes: ${status}`);
+  else if (!Number.isInteger(status) || (status as number) < 200 || (status as number) > 599)
+    report(at, `the status an endpoint answers must be an HTTP status from 200 to 599 (503: unavailable), not ${JSON.stringify(status)}`);
+  else return false;
+  return true;
+}
+
 /** A URL as an http target's request names it (`http(s)://host[:port]/path?query`), or undefined when it is no http(s) URL. */
 export function requestUrl(text: string): string | undefined {
   if (!/^https?:\/\//i.test(text)) return undefined;
@@ -272,7 +315,7 @@ function regexProblem(pattern: string): string | undefined {
   }
 }
 
-function unknownKeys(map: Record<string, unknown>, allowed: string[], at: PathPart[], report: (path: PathPart[], message: string, which: 'key' | 'value') => void): void {
+function unknownKeys(map: Record<string, unknown>, allowed: string[], at: PathPart[], report: (path: PathPart[], message: string, which?: 'key' | 'value') => void): void {
   for (const k of Object.keys(map)) if (!allowed.includes(k)) report([...at, k], `unknown key '${k}'; expected one of: ${allowed.join(', ')}`, 'key');
 }
 

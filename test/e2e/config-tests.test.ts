@@ -278,6 +278,12 @@ describe('eventgate test', () => {
         '      http://127.0.0.1:2/p: 503', // 32
         '    expect: { outcome: delivered }',
         '  - { name: target order, route: fan, input: { value: {} }, expect: { outcome: delivered, to: [{ topic: A-B }, { topic: plain }] } }', // 34
+        // An endpoint that refuses the connection, does not answer in time, or answers with Retry-After: the
+        // target's own results (`connection`, `timeout`), as webhook.test's running gateway gives them (1290).
+        '  - { name: webhook refused, route: hook, input: { value: { n: 7 } }, answers: { "http://127.0.0.1:1/in": { error: refused } }, expect: { outcome: deadlettered, status: 502, error: "^http://127.0.0.1:1/in could not be reached: ECONNREFUSED \\\\(after 2 tries\\\\)$", to: [{ url: "http://127.0.0.1:1/in" }, { topic: dead, value: { n: 7 } }] } }', // 35
+        '  - { name: publish timed out, route: pub, input: { path: /p, value: { n: 8 } }, answers: { "http://127.0.0.1:1/p": { error: timeout } }, expect: { outcome: failed, status: 504, error: "^http://127.0.0.1:1/p did not answer within 10000 ms \\\\(after 3 tries\\\\); 1 of the 2 targets took it", to: [{ url: "http://127.0.0.1:1/p?via=gw" }, { topic: p }] } }', // 36
+        // Retry-After is read as on a running gateway, its wait capped by the test's maxBackoffMs of 0: 30 s per try would time the run out.
+        '  - { name: publish asked to wait, route: pub, input: { path: /p, value: { n: 9 } }, answers: { "http://127.0.0.1:1/p": { status: 429, retryAfter: 30 } }, expect: { outcome: failed, status: 502, error: "^http://127.0.0.1:1/p answered 429 \\\\(after 3 tries\\\\)" } }', // 37
       ),
     });
     const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir });
@@ -296,6 +302,9 @@ describe('eventgate test', () => {
       'webhook recorded',
       'publish answered 503',
       'target order',
+      'webhook refused',
+      'publish timed out',
+      'publish asked to wait',
     ]);
     // A URL written wrong in `answers` would leave the test passing without testing what it says.
     assert.match(
@@ -312,7 +321,7 @@ describe('eventgate test', () => {
       "10: a routing key queue 'billing' is bound for (orders.*): route 'a' gets its messages with their own topics ($topic), so give input.topic | (none)",
       "13: a subject matching core.x: route 'exact' reads no other | core.y",
     ]);
-    assert.match(r.stdout, /^8 of 19 tests failed$/m);
+    assert.match(r.stdout, /^8 of 22 tests failed$/m);
   });
 
   it("a failed expectation shows the route's output with the config's secrets redacted, as the gateway's log does", async () => {
@@ -451,7 +460,17 @@ describe('eventgate test', () => {
           .replace('      to: [{ condition: by = "shop" and qty = 1 }]', '      to: [{ url: /hooks, method: post }]')
           .replace(
             '    expect: { outcome: rejected, status: 401 }',
-            '    answers: { crm.example.com/hooks: 503, "https://crm.example.com/hooks": "503" }\n    expect: { outcome: rejected, status: 401 }',
+            [
+              '    answers:',
+              '      crm.example.com/hooks: 503',
+              '      "https://crm.example.com/hooks": "503"',
+              '      https://crm.example.com/a: { error: refuse }',
+              '      https://crm.example.com/b: { status: 503, retryAfter: "5", wait: 1 }',
+              '      https://crm.example.com/c: { error: timeout, status: 504 }',
+              '      https://crm.example.com/d: { retryAfter: -1 }',
+              '      https://crm.example.com/e: [503]',
+              '    expect: { outcome: rejected, status: 401 }',
+            ].join('\n'),
           ),
       }),
     });
@@ -461,8 +480,16 @@ describe('eventgate test', () => {
       [
         "orders.tests.yaml:24:19: 'url' must be the http(s) URL an http target calls, not '/hooks'",
         "orders.tests.yaml:24:35: 'method' must be one an http target sends with: POST, PUT, PATCH (did you mean 'POST'?)",
-        "orders.tests.yaml:28:16: 'crm.example.com/hooks' is not an http(s) URL: 'answers' are keyed by the URL an http target calls",
-        'orders.tests.yaml:28:77: a status is a number: write it without quotes: 503',
+        "orders.tests.yaml:29:7: 'crm.example.com/hooks' is not an http(s) URL: 'answers' are keyed by the URL an http target calls",
+        'orders.tests.yaml:30:40: a status is a number: write it without quotes: 503',
+        // The map forms (1290): checked where written, as the number form is.
+        "orders.tests.yaml:31:43: 'error' must be one of: refused, timeout (a refused connection, no answer within the target's timeoutMs) (did you mean 'refused'?)",
+        "orders.tests.yaml:32:66: unknown key 'wait'; expected one of: status, retryAfter, error",
+        "orders.tests.yaml:32:61: 'retryAfter' is a number of seconds: write it without quotes: 5",
+        "orders.tests.yaml:33:52: 'status' goes with an answer; { error: timeout } stands for none",
+        "orders.tests.yaml:34:34: an answer needs 'status' (or 'error': refused or timeout, for none)",
+        "orders.tests.yaml:34:48: 'retryAfter' is the seconds the endpoint's Retry-After header asks the target to wait (0 or more), not -1",
+        'orders.tests.yaml:35:34: the status an endpoint answers must be an HTTP status from 200 to 599 (503: unavailable), not [503]',
         '',
       ].join('\n'),
     );

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Webhook } from 'standardwebhooks';
+import { runCliInProcess } from '../helpers/cli.js';
 import { WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
 import { WebhookReceiver, type Received } from '../helpers/webhook-receiver.js';
@@ -354,6 +357,26 @@ routes:
     assert.equal(res.status, 504);
     assert.equal(((await res.json()) as { code: string }).code, 'EG_WEBHOOK_TIMEOUT');
     hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it("`eventgate test` answers { error: refused } and { error: timeout } as this gateway's endpoints fail (1290)", async () => {
+    hook.respond = () => undefined; // never answers
+    const live = await Promise.all([post('/refused', { a: 1 }), post('/slow', { a: 1 })]);
+    const [refused, slow] = await Promise.all(live.map(async (r) => ({ status: r.status, detail: ((await r.json()) as { detail: string }).detail })));
+    hook.respond = (_r, res) => res.end('ok');
+    assert.deepEqual([refused!.status, slow!.status], [502, 504]);
+    // The same config's routes in a config test, whose endpoints say they failed so: the same answers.
+    const exactly = (text: string) => JSON.stringify(`^${text.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&')}$`);
+    const tests = [
+      'config: gateway.yaml',
+      'tests:',
+      `  - { name: refused, route: refused, input: { path: /refused, value: { a: 1 } }, answers: { "http://127.0.0.1:${refusedPort}/x": { error: refused } }, expect: { outcome: failed, status: ${refused!.status}, error: ${exactly(refused!.detail)} } }`,
+      `  - { name: timeout, route: slow, input: { path: /slow, value: { a: 1 } }, answers: { "${hook.url}/slow": { error: timeout } }, expect: { outcome: failed, status: ${slow!.status}, error: ${exactly(slow!.detail)} } }`,
+    ];
+    writeFileSync(join(gw.dir, 'endpoints.tests.yaml'), `${tests.join('\n')}\n`);
+    const r = await runCliInProcess(['test', 'endpoints.tests.yaml'], { cwd: gw.dir, env: { HOOK_TOKEN: 't0ken', HOOK_SECRET: SECRET } });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /^2 tests passed$/m);
   });
 
   it('gives each try its whole timeoutMs, also one that starts late in the time of the try before it on the same connection', async () => {

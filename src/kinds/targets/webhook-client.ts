@@ -55,6 +55,13 @@ export interface AnswerListener {
   answered(ticket: number, err: (Error & { code?: string }) | undefined, answer: ClientAnswer | undefined): void;
 }
 
+/**
+ * What a sender that is no HTTP client may answer a try with instead of holding it for the
+ * target's `timeoutMs`: the try ends as that timer would end it (a config test's endpoint that
+ * does not answer, src/testing/recording-endpoints.ts).
+ */
+export const TIMED_OUT: Error & { code?: string } = Object.assign(new Error('no answer within the timeout'), { code: 'EG_TIMED_OUT' });
+
 /** A request in flight; abort() ends it (its connection is closed) without a callback. */
 export interface Exchange {
   /** The answer's status once its headers came, else 0. */

@@ -26,7 +26,7 @@ import {
 import { isTlsFailure } from '../brokers/not-connected.js';
 import type { KindDoc, Target } from '../contracts.js';
 import { mapOf, oneOf, oneOfStrings, type Static, stringMatching, Type } from '../define.js';
-import { HttpClient, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange, type RequestSender } from './webhook-client.js';
+import { HttpClient, TIMED_OUT, type AnswerListener, type ClientAnswer, type ClientRequest, type Exchange, type RequestSender } from './webhook-client.js';
 
 /** `to: {http: ...}` as written (the schema has checked it). */
 export type WebhookOptions = Static<typeof webhookOptions>;
@@ -463,6 +463,7 @@ export class WebhookTarget implements Target {
     const slot = flight.slot;
     // Once the timer ended this try (and the slot went on to another), an aborted request does not call back; be sure anyway.
     if (ticket !== flight.tries || slot === undefined || slot.flight !== flight) return;
+    if (err === TIMED_OUT) return this.expire(slot, flight);
     slot.flight = undefined;
     flight.slot = undefined;
     flight.exchange = undefined;
