@@ -46,7 +46,7 @@ export const ErrorCodes = {
   EG_HEADERS_TOO_LARGE: { status: 431, title: 'Request headers too large' },
   EG_REQUEST_TIMEOUT: { status: 408, title: 'Request timeout' },
   EG_EXPECTATION_FAILED: { status: 417, title: 'Expectation failed' },
-  EG_NOT_IMPLEMENTED: { status: 501, title: 'Not implemented' },
+  EG_TRANSFER_CODING_UNSUPPORTED: { status: 501, title: 'Unsupported transfer coding' },
   EG_INTERNAL: { status: 500, title: 'Internal error' },
   EG_CLOUDEVENT_INVALID: { status: 400, title: 'CloudEvent attribute missing or malformed' },
   EG_NOT_ACCEPTABLE: { status: 406, title: 'Not acceptable' },

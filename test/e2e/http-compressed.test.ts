@@ -170,7 +170,7 @@ routes:
     );
     const [reply] = parseReplies(raw);
     assert.equal(reply!.status, 501, raw);
-    assert.equal(JSON.parse(reply!.body).code, 'EG_NOT_IMPLEMENTED');
+    assert.equal(JSON.parse(reply!.body).code, 'EG_TRANSFER_CODING_UNSUPPORTED');
     const sentinel = await send(Buffer.from('{"te": 2}'), {});
     assert.equal(sentinel.status, 200);
     await out.received(before + 1);

@@ -455,7 +455,7 @@ describe('HTTP publish (spec §4)', () => {
       const coded = parseReplies(await rawHttpText(gw.port('api'), `${chunked('/text', 'gzip')}{"n": 16}`));
       assert.deepEqual(
         coded.map((r) => [r.status, JSON.parse(r.body).code]),
-        [[501, 'EG_NOT_IMPLEMENTED']],
+        [[501, 'EG_TRANSFER_CODING_UNSUPPORTED']],
       );
     });
     it('answers Expect: 100-continue with 100 only once the body is to be read: a refusal on the head alone comes first, and closes', async () => {

@@ -504,7 +504,7 @@ export class HttpListener implements ListenerRuntime {
     // (`gzip, chunked`): read as uncoded, it would be published as something it is not (RFC 9112 §6.1).
     const te = req.headers['transfer-encoding'];
     if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
-      return this.refuse(res, problem('EG_NOT_IMPLEMENTED', `transfer coding '${te.slice(0, 100)}' is not supported; send the body chunked, or compress it with Content-Encoding`));
+      return this.refuse(res, problem('EG_TRANSFER_CODING_UNSUPPORTED', `transfer coding '${te.slice(0, 100)}' is not supported; send the body chunked, or compress it with Content-Encoding`));
     }
     const contentType = mediaTypeOf(req.headers['content-type'] ?? 'application/json');
     const isJson = isJsonMedia(contentType);
