@@ -161,7 +161,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
       io.stdout(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;
     default:
-      io.stderr(`eventgate: unknown command '${command}'\n${USAGE}\n`);
+      io.stderr(`eventgate: unknown command '${command}'${didYouMean(String(command), Object.keys(COMMAND_OPTIONS))}\n${USAGE}\n`);
       return 2;
   }
 }

@@ -243,7 +243,17 @@ function toDiagnostic(src: SourceDocument, e: ErrorObject, registry: KindRegistr
       const { tagValue } = e.params as { tag: string; tagValue: unknown };
       const section = path[0] === 'brokers' ? 'broker' : 'listener';
       const known = [...(section === 'broker' ? registry.brokers.keys() : registry.listeners.keys())];
-      if (tagValue === undefined) return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} is missing required key 'kind' (one of: ${known.join(', ')})` };
+      if (tagValue === undefined) {
+        // `knd: memory` is a misspelt `kind`, not a missing one: point at the key written and name it.
+        const misspelt = isPlainMap(e.data) ? Object.keys(e.data).find((k) => closest(k, ['kind']) !== undefined) : undefined;
+        if (misspelt !== undefined)
+          return {
+            ...at([...path, misspelt], 'key'),
+            code: 'EG_CONFIG_UNKNOWN_KEY',
+            message: `unknown key '${misspelt}' in ${where} (did you mean 'kind'?); a ${section} needs 'kind' (one of: ${known.join(', ')})`,
+          };
+        return { ...at(path, 'key'), code: 'EG_CONFIG_SCHEMA', message: `${where} is missing required key 'kind' (one of: ${known.join(', ')})` };
+      }
       return {
         ...at([...path, 'kind']),
         code: 'EG_CONFIG_SCHEMA',

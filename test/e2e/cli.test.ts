@@ -105,6 +105,10 @@ describe('eventgate: other commands', () => {
     const unknown = await runCli(['serve']);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /unknown command 'serve'[\s\S]*usage:/);
+    // A typo of a command is told the command it is nearest to.
+    const typo = await runCli(['valdiate', '-c', 'gateway.yaml']);
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /unknown command 'valdiate' \(did you mean 'validate'\?\)\n[\s\S]*usage:/);
     const option = await runCli(['validate', '--bogus']);
     assert.equal(option.code, 2);
     assert.match(option.stderr, /usage:/);

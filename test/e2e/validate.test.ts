@@ -1166,14 +1166,29 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       ]);
     });
 
-    it('points at an unknown broker kind and an unknown listener kind', async () => {
+    it('points at an unknown broker kind, a misspelt kind key and an unknown listener kind', async () => {
       const r = await validate({
-        'gateway.yaml': yaml('version: 1', 'brokers:', '  local:', '    kind: memroy', 'listeners:', '  push:', '    kind: websockets', '    port: 0', '  api:', '    port: 0'),
+        'gateway.yaml': yaml(
+          'version: 1',
+          'brokers:',
+          '  local:',
+          '    kind: memroy',
+          '  other:',
+          '    knd: memory',
+          'listeners:',
+          '  push:',
+          '    kind: websockets',
+          '    port: 0',
+          '  api:',
+          '    port: 0',
+        ),
       });
       assertProblems(r, [
         ['gateway.yaml:4:11', /unknown broker kind "memroy" \(did you mean 'memory'\?\); known kinds: memory/],
-        ['gateway.yaml:7:11', /unknown listener kind "websockets" \(did you mean 'websocket'\?\); known kinds: http, websocket, kafka/],
-        ['gateway.yaml:9:3', /listeners\.api is missing required key 'kind' \(one of: http, websocket, kafka\)/],
+        // A misspelt `kind` is named where it is written, not reported as a missing key at its map.
+        ['gateway.yaml:6:5', /unknown key 'knd' in brokers\.other \(did you mean 'kind'\?\); a broker needs 'kind' \(one of: memory/],
+        ['gateway.yaml:9:11', /unknown listener kind "websockets" \(did you mean 'websocket'\?\); known kinds: http, websocket, kafka/],
+        ['gateway.yaml:11:3', /listeners\.api is missing required key 'kind' \(one of: http, websocket, kafka\)/],
       ]);
     });
   });
