@@ -197,8 +197,10 @@ function syntaxErrors(doc: Document, file: string, text: string, pos: PositionOf
   // One mistake often yields several errors on its line (the parser's recovery trips again): report the first.
   const seen = new Set<number>();
   for (const e of doc.errors) {
-    const { line, column } = pos(e.pos[0]);
+    const { line, column: reported } = pos(e.pos[0]);
     if (seen.has(line)) continue;
+    // The parser points a key out of line with its siblings at column 1; the key is where its text starts.
+    const column = e.code === 'BAD_INDENT' ? Math.max(reported, indentOf(lineAt(text, line)) + 1) : reported;
     // "Unexpected ... token in YAML stream" after an error: the parser lost the document there and
     // trips on every token left, one diagnostic per line to the end of the file.
     if (seen.size > 0 && e.code === 'UNEXPECTED_TOKEN' && e.message.includes('token in YAML stream')) continue;
@@ -210,7 +212,7 @@ function syntaxErrors(doc: Document, file: string, text: string, pos: PositionOf
         : e.code === 'RESOURCE_EXHAUSTION'
           ? // The parser ran out of stack ("Maximum call stack size exceeded"): say what in the file did it.
             'YAML error: the lists and maps here nest too deeply to be read (the parser ran out of stack); a config needs a handful of levels'
-          : `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}`;
+          : `YAML syntax error: ${firstLine(e.message)}${flowVariableHint(text, line)}${indentHint(e.code, text, line)}`;
     out.push(syntaxProblem(file, line, column, message));
   }
   return out;
@@ -380,6 +382,49 @@ function flowVariableHint(text: string, line: number): string {
   const at = lineText.indexOf('${');
   if (at === -1 || !/[[{]/.test(lineText.slice(0, at))) return '';
   return ' (an unquoted ${VAR} cannot appear inside { } or [ ]: quote it, or write that map in block style to keep a number a number)';
+}
+
+/**
+ * The parser's words for a key indented out of line ("Nested mappings are not allowed in compact
+ * mappings", "All mapping items must start at the same column") name its grammar, not the
+ * indentation a newcomer got wrong: say which lines disagree and how to line them up.
+ */
+function indentHint(code: string, text: string, line: number): string {
+  const here = lineAt(text, line);
+  if (code === 'BAD_INDENT') {
+    const sibling = firstSiblingLine(text, line);
+    if (sibling === undefined) return '';
+    return ` (this key starts at column ${indentOf(here) + 1}, the first key of its map, on line ${sibling.line}, at column ${sibling.indent + 1}: keys of one map start at the same column)`;
+  }
+  if (code !== 'BLOCK_AS_IMPLICIT_KEY' && code !== 'MULTILINE_IMPLICIT_KEY') return '';
+  const lines = text.split('\n');
+  const next = lines.findIndex((l, i) => i >= line && l.trim() !== '' && !l.trimStart().startsWith('#'));
+  if (next === -1 || indentOf(lines[next]!) <= indentOf(here)) return '';
+  return ` (line ${next + 1} is indented deeper than the key on this line, so it reads as part of this line's value: keys of one map start at the same column)`;
+}
+
+/**
+ * The first key of the map a misaligned key sits in: the line after the nearest line above that is
+ * indented less (the map's parent key), when it is indented otherwise than `line`.
+ */
+function firstSiblingLine(text: string, line: number): { line: number; indent: number } | undefined {
+  const lines = text.split('\n');
+  const own = indentOf(lines[line - 1] ?? '');
+  const content = (i: number) => lines[i]!.trim() !== '' && !lines[i]!.trimStart().startsWith('#');
+  for (let i = line - 2; i >= 0; i--) {
+    if (!content(i) || indentOf(lines[i]!) >= own) continue;
+    for (let j = i + 1; j < line - 1; j++) if (content(j)) return indentOf(lines[j]!) === own ? undefined : { line: j + 1, indent: indentOf(lines[j]!) };
+    return undefined;
+  }
+  return undefined;
+}
+
+function lineAt(text: string, line: number): string {
+  return text.split('\n')[line - 1] ?? '';
+}
+
+function indentOf(lineText: string): number {
+  return lineText.length - lineText.trimStart().length;
 }
 
 function firstLine(s: string): string {

@@ -87,9 +87,14 @@ describe('eventgate validate', { concurrency: 4 }, () => {
   });
 
   describe('YAML syntax errors', () => {
-    it('points at a key indented deeper than its siblings', async () => {
+    it('points at a key indented deeper than its siblings, saying which line', async () => {
       const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '      port: 0') });
-      assertProblems(r, [['gateway.yaml:4:11', /YAML syntax error/]]);
+      assertProblems(r, [['gateway.yaml:4:11', /YAML syntax error: .*\(line 5 is indented deeper than the key on this line, so it reads as part of this line's value/]]);
+    });
+
+    it('points at a key indented less than its siblings where the key starts, naming the column of the first', async () => {
+      const r = await validate({ 'gateway.yaml': yaml('version: 1', 'listeners:', '  api:', '    kind: http', '    tls:', '      cert: x', '   port: 0') });
+      assertProblems(r, [['gateway.yaml:7:4', /YAML syntax error: All mapping items must start at the same column \(this key starts at column 4, the first key of its map, on line 4, at column 5/]]);
     });
 
     it('points at a tab used as indentation', async () => {
