@@ -154,7 +154,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
       },
       http: webhookOptions,
       listener: { ...name, description: 'Listener targets: a websocket or http listener name (under `listeners:`).' },
-      path: { type: 'string', pattern: '^/', description: 'Listener targets: the WebSocket path clients connect to, or the http path of the event stream.' },
+      path: { type: 'string', pattern: '^/', title: 'a path starting with "/"', description: 'Listener targets: the WebSocket path clients connect to, or the http path of the event stream.' },
       format: {
         enum: ['value', 'envelope', 'cloudevent'],
         default: 'value',
@@ -349,7 +349,7 @@ function assembleSchema(registry: KindRegistry): JsonSchema {
               },
               properties: {
                 listener: { ...name, description: 'Listener name (under `listeners:`) whose clients publish.' },
-                path: { type: 'string', pattern: '^/', description: 'HTTP POST path or WebSocket path; `:name` segments are path parameters ($path).' },
+                path: { type: 'string', pattern: '^/', title: 'a path starting with "/"', description: 'HTTP POST path or WebSocket path; `:name` segments are path parameters ($path).' },
                 broker: { ...name, description: 'Broker name (under `brokers:`) to consume from.' },
                 topic: { ...name, description: 'Topic to consume; with a kafka listener, the topic whose produce requests the route governs.' },
                 group: { ...name, description: 'Consumer group (default `eventgate-<route name>`).' },

@@ -995,6 +995,25 @@ describe('eventgate validate', { concurrency: 4 }, () => {
       assertProblems(r, [['gateway.yaml:15:17', /cannot read 'schemas\/missing\.json' .*no such file/]]);
     });
 
+    it('says a route path must start with "/", in words rather than as a pattern', async () => {
+      const r = await validate({
+        'gateway.yaml': yaml(
+          ...base,
+          'routes:',
+          '  - name: in',
+          '    from: { listener: api, path: in }',
+          '    to: { broker: local, topic: t }',
+          '  - name: out',
+          '    from: { broker: local, topic: t }',
+          '    to: { listener: push, path: ws/out }',
+        ),
+      });
+      assertProblems(r, [
+        ['gateway.yaml:14:34', /routes\[0\]\.from\.path must be a path starting with "\/", got string "in"$/],
+        ['gateway.yaml:18:33', /routes\[1\]\.to\.path must be a path starting with "\/", got string "ws\/out"$/],
+      ]);
+    });
+
     it('points at the second use of a route name and at the first', async () => {
       const r = await validate({
         'gateway.yaml': yaml(
