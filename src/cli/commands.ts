@@ -6,7 +6,7 @@ import { redact } from '../config/secrets.js';
 import { didYouMean } from '../config/suggest.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
-import type { Env } from '../config/source.js';
+import { DEFAULT_CONFIG_FILE, type Env } from '../config/source.js';
 import { loadEnv } from './env.js';
 import { type CliIo, processIo } from './io.js';
 import { takeEarlySignals } from './early-signals.js';
@@ -76,7 +76,7 @@ async function usageError(io: CliIo, command: string | undefined, message: strin
 async function planNotMade(io: CliIo, values: Record<string, unknown>, message: string): Promise<void> {
   const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
   if (values.format !== 'json') return;
-  (await import('./plan.js')).writeNotMade({ config: text(values.config) ?? 'gateway.yaml', from: text(values.from), admin: text(values.admin), format: 'json', io }, message);
+  (await import('./plan.js')).writeNotMade({ config: text(values.config) ?? DEFAULT_CONFIG_FILE, from: text(values.from), admin: text(values.admin), format: 'json', io }, message);
 }
 
 /** Runs the command `argv` names (without node and the script); resolves to the exit code. */
@@ -134,19 +134,19 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
   }
   switch (command) {
     case 'run':
-      return run(values.config ?? 'gateway.yaml', env, values['vars-file'] ?? []);
+      return run(values.config ?? DEFAULT_CONFIG_FILE, env, values['vars-file'] ?? []);
     case 'validate':
       if (values.format !== 'text' && values.format !== 'json') {
         io.stderr(`eventgate: --format must be text or json, got '${values.format}'\n`);
         return 2;
       }
-      return await validate(values.config ?? 'gateway.yaml', values.format, env, io);
+      return await validate(values.config ?? DEFAULT_CONFIG_FILE, values.format, env, io);
     // The other commands are loaded when used, so `run` does not carry their code.
     case 'test':
       return await (await import('./test.js')).testCommand(values.config, positionals.slice(1), values.format!, env, io);
     case 'plan':
       return await (await import('./plan.js')).planCommand({
-        config: values.config ?? 'gateway.yaml',
+        config: values.config ?? DEFAULT_CONFIG_FILE,
         from: values.from,
         admin: values.admin,
         token: values.token,
@@ -156,7 +156,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
         io,
       });
     case 'export':
-      return await (await import('./export.js')).exportCommand(positionals[1], values.config ?? 'gateway.yaml', env, io);
+      return await (await import('./export.js')).exportCommand(positionals[1], values.config ?? DEFAULT_CONFIG_FILE, env, io);
     case 'schema':
       io.stdout(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;

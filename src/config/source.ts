@@ -41,6 +41,9 @@ export interface ParseOptions {
 
 export type { Env };
 
+/** The config the CLI reads when `-c` names none. */
+export const DEFAULT_CONFIG_FILE = 'gateway.yaml';
+
 /**
  * Reads and parses the config file. `bytes` is what was read (undefined when the file could not
  * be read), so a file watcher can tell later whether the file still holds what was loaded.
@@ -50,7 +53,9 @@ export function readSource(file: string, env: Env, diagnostics: Diagnostic[]): {
   try {
     bytes = readFileSync(file);
   } catch (err) {
-    diagnostics.push({ file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: `cannot read config file: ${describeFsError(err)}` });
+    // `eventgate run` in a directory without the default ./gateway.yaml: say how to name one.
+    const hint = file === DEFAULT_CONFIG_FILE && (err as NodeJS.ErrnoException).code === 'ENOENT' ? ` (no ${DEFAULT_CONFIG_FILE} in ${process.cwd()}: name the config with -c FILE)` : '';
+    diagnostics.push({ file, line: 1, column: 1, code: 'EG_CONFIG_FILE', path: '', message: `cannot read config file: ${describeFsError(err)}${hint}` });
     return { source: undefined, bytes: undefined };
   }
   const text = decodeUtf8(bytes);

@@ -83,6 +83,10 @@ describe('eventgate run: a first load that fails (spec §1)', () => {
     const r = await runCli(['run', '-c', 'missing.yaml'], { cwd: dir });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /missing\.yaml:1:1: cannot read config file: no such file \(ENOENT\)/);
+    // Without -c, in a directory without ./gateway.yaml (a newcomer's `npx eventgate run`): how to name one.
+    const unnamed = await runCli(['validate'], { cwd: dir });
+    assert.equal(unnamed.code, 1);
+    assert.match(unnamed.stdout + unnamed.stderr, /gateway\.yaml:1:1: cannot read config file: no such file \(ENOENT\) \(no gateway\.yaml in .*: name the config with -c FILE\)$/m);
   });
 
   it('exits 1 when a --vars-file cannot be read: the config cannot load without its variables', async () => {
