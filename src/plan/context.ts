@@ -1,10 +1,10 @@
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import type { SchemaCheck } from '../kinds/contracts.js';
 import { escapeControls, formatPath, type Diagnostic } from '../config/diagnostics.js';
 import type { Hidden, Pruned } from '../config/prune.js';
 import { decodeUtf8, describeFsError, parseDataFile, type PathPart, type SourceDocument } from '../config/source.js';
-import { didYouMean } from '../config/suggest.js';
+import { closest, didYouMean } from '../config/suggest.js';
 import { hash } from '../core/canonical.js';
 import type { ErrorCode } from '../core/errors.js';
 import { compileExpression, defaultExpressionLimits, ExpressionSyntaxError, type Expression, type ExpressionLimits } from '../expr/expression.js';
@@ -177,7 +177,7 @@ export class CompileContext {
     try {
       return this.readText(abs);
     } catch (err) {
-      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}`);
+      this.report(at, 'EG_CONFIG_FILE', `cannot read '${asWritten}' (${abs}): ${describeFsError(err)}${nearbyFileHint(err, abs, asWritten)}`);
       return undefined;
     }
   }
@@ -335,4 +335,17 @@ function quoteTopic(topic: string): string {
 /** "an amqp", "a kafka", "an http", "an mqtt": a kind with its article, for messages (http and mqtt are spelt out letter by letter). */
 export function aKind(kind: string): string {
   return `${/^(?:[aeiou]|http|mqtt)/.test(kind) ? 'an' : 'a'} ${kind}`;
+}
+
+/** ` (did you mean 'schemas/light-measured.json'?)` for a file named with a typo, from the files beside where it was looked for. */
+function nearbyFileHint(err: unknown, abs: string, asWritten: string): string {
+  if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return '';
+  let names: string[];
+  try {
+    names = readdirSync(dirname(abs));
+  } catch {
+    return '';
+  }
+  const hit = closest(basename(abs), names);
+  return hit === undefined ? '' : ` (did you mean '${join(dirname(asWritten), hit)}'?)`;
 }

@@ -992,7 +992,13 @@ describe('eventgate validate', { concurrency: 4 }, () => {
           '    to: { broker: local, topic: t }',
         ),
       });
-      assertProblems(r, [['gateway.yaml:15:17', /cannot read 'schemas\/missing\.json' .*no such file/]]);
+      assertProblems(r, [['gateway.yaml:15:17', /cannot read 'schemas\/missing\.json' .*no such file \(ENOENT\)$/]]);
+      // A typo of a file that is there is told its name.
+      const typo = await validate({
+        'schemas/light.json': '{"type": "object"}',
+        'gateway.yaml': yaml(...base, 'chains:', '  main:', '    - validate:', '        schema: schemas/ligth.json'),
+      });
+      assertProblems(typo, [['gateway.yaml:15:17', /cannot read 'schemas\/ligth\.json' .*no such file \(ENOENT\) \(did you mean 'schemas\/light\.json'\?\)$/]]);
     });
 
     it('says a route path must start with "/", in words rather than as a pattern', async () => {
