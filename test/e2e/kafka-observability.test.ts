@@ -14,7 +14,7 @@ describe('observability of Kafka routes', () => {
   let kafka: KafkaCluster;
   /** The stuck route's target cluster: connected at start, taken down by the test. */
   let target: KafkaCluster;
-  const t = { events: '', stuck: '', txn: '' };
+  const t = { events: '', stuck: '', txn: '', due: '' };
 
   before(async () => {
     kafka = await startKafka({ brokers: 1 });
@@ -37,6 +37,11 @@ brokers:
     # (its interval passed): the retried-commit test below makes the next commit fail, and that one
     # must be the gateway's commit past the marker, however slowly the test's kcat runs.
     consumer: ${kafka.consumerYaml.replace(/ }$/, ', commitIntervalMs: 600000 }')}
+  # kafkajs' own commit interval (1 s by default): it commits a marker-only batch itself once it has passed.
+  kafkaDue:
+    kind: kafka
+    brokers: ["${kafka.bootstrap}"]
+    consumer: ${kafka.consumerYaml}
   # Taken down once connected: every publish to it then fails after its ack timeout. (A route waits
   # for the first connection of its target brokers, so one that never connected would not be tried.)
   nowhere:
@@ -57,13 +62,16 @@ routes:
   - name: txn
     from: { broker: kafka, topic: ${t.txn}, fromBeginning: true }
     to: { listener: ws, path: /txn }
+  - name: marker-due
+    from: { broker: kafkaDue, topic: ${t.due}, fromBeginning: true }
+    to: { listener: ws, path: /due }
   - name: stuck
     from: { broker: kafka, topic: ${t.stuck}, fromBeginning: true }
     to: { broker: nowhere, topic: anywhere }
 `,
   );
   before(async () => {
-    await Promise.all(['relay', 'stuck', 'txn'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
+    await Promise.all(['relay', 'stuck', 'txn', 'marker-due'].map((r) => gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === r, 20000)));
   });
   after(async () => {
     await kafka?.stop();
@@ -144,6 +152,27 @@ routes:
     await eventually(() => assert.ok(kafka.commitRequests() >= commits + 3), 20000);
     const end = (await endOffsets(kafka.bootstrap, t.txn))[0];
     assert.equal((await committedOffsets(kafka.bootstrap, group, t.txn))[0], end, 'the group stays past the record after the marker');
+    assert.equal(client.frames.length, 0, `nothing else was forwarded: ${client.frames.join(' ')}`);
+    client.close();
+  });
+
+  // kafkajs commits a marker-only batch itself once its commit interval has passed since the last
+  // commit, and does not retry that commit: when it failed, the batch's end never came, nor the
+  // gateway's commit there. The group stayed before the marker (lag 1) until another record came.
+  it("commits past a transaction marker when kafkajs' own commit of it fails", async (tc) => {
+    if (!kafka.canInjectOutages) return tc.diagnostic('KAFKA_BROKERS is set: a real cluster cannot be made to refuse a commit from here');
+    const client = await WsClient.connect(gw.url('ws', '/due', 'ws'));
+    const group = (await kafka.groups()).find((g) => g.startsWith('eventgate-marker-due-'));
+    assert.ok(group, 'the marker-due route has a group');
+    await kcatProduce(kafka.bootstrap, t.due, [{ value: '{"n":1}' }]);
+    assert.deepEqual(await client.next(15000), { n: 1 });
+    // Past the broker's commit interval (1 s) since that record's commit: kafkajs commits the marker's batch.
+    await new Promise((r) => setTimeout(r, 1500));
+    await kafka.failRequests(8, 1, 14); // the next OffsetCommit: COORDINATOR_LOAD_IN_PROGRESS
+    await appendCommitMarker(kafka.bootstrap, t.due, 0);
+    const end = (await endOffsets(kafka.bootstrap, t.due))[0];
+    await eventually(async () => assert.equal((await committedOffsets(kafka.bootstrap, group, t.due))[0], end), 20000, 200);
+    await scrapeUntil(gw.adminUrl, (m) => m.value('eventgate_kafka_consumer_lag', { route: 'marker-due', topic: t.due, partition: '0' }) === 0, 15000);
     assert.equal(client.frames.length, 0, `nothing else was forwarded: ${client.frames.join(' ')}`);
     client.close();
   });

@@ -271,7 +271,9 @@ export class KafkaSubscription {
     // partition never reaches, nor at a stop: the group's offset stayed before the marker (lag 1 to
     // Kafka's tools for ever, the marker and aborted records read again after a restart). Committed
     // here, as kafkajs commits at the end of a batch it hands over: every record before it is done.
-    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+    // At the batch's start, not its end: kafkajs' own commit of it (once its interval has passed)
+    // is not retried, and when it fails the batch's end never comes.
+    consumer.on(consumer.events.START_BATCH_PROCESS, ({ payload }) => {
       if (payload.batchSize !== 0 || payload.topic !== this.spec.topic) return;
       const next = BigInt(payload.lastOffset) + 1n;
       this.highWatermarks.set(payload.partition, BigInt(payload.highWatermark));
