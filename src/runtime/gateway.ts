@@ -107,6 +107,7 @@ export class Gateway {
       runtime: this.runtimeEnv,
       logger: options.logger,
       stopping: () => this.stopping,
+      superseded: () => this.reloadAgain,
       createAdmin: (plan) => {
         if (!options.admin) throw new Error('this gateway was built without an admin server');
         return options.admin(this, plan);

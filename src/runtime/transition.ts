@@ -30,6 +30,11 @@ export interface TransitionEnv {
   createRoute(plan: RoutePlan, brokers: ReadonlyMap<string, BrokerRuntime>, listeners: ReadonlyMap<string, ListenerRuntime>): RouteRuntime;
   /** True once the gateway shuts down: a transition then waits for nothing it can do without. */
   stopping(): boolean;
+  /**
+   * True once a newer change waits behind this reload: the wait for new brokers ends then, as at
+   * its deadline, so an edit made meanwhile is not held for the rest of it (it is applied next).
+   */
+  superseded(): boolean;
 }
 
 /**
@@ -218,13 +223,18 @@ async function connected(brokers: BrokerRuntime[], ms: number, env: TransitionEn
   const deadline = Date.now() + ms;
   let waiting = brokers.filter((b) => !b.health().ready);
   if (waiting.length > 0) env.logger.info({ brokers: waiting.map((b) => b.name) }, 'waiting for the new broker connections before the swap');
-  while (waiting.length > 0 && Date.now() < deadline && !env.stopping()) {
+  const started = Date.now();
+  while (waiting.length > 0 && Date.now() < deadline && !env.stopping() && !env.superseded()) {
     await new Promise((r) => setTimeout(r, 10));
     waiting = waiting.filter((b) => !b.health().ready);
   }
   // A shutdown ends the wait early, and the reload does not go on (applyTransition).
   if (env.stopping()) return;
-  for (const b of waiting) env.logger.warn({ broker: b.name, detail: b.health().detail, waitedMs: ms }, 'new broker not connected yet; the reload goes on and it keeps trying');
+  const why =
+    env.superseded() && waiting.length > 0
+      ? 'new broker not connected yet; a newer change is waiting, so the reload goes on and it keeps trying'
+      : 'new broker not connected yet; the reload goes on and it keeps trying';
+  for (const b of waiting) env.logger.warn({ broker: b.name, detail: b.health().detail, waitedMs: Date.now() - started }, why);
 }
 
 /** The port and host of a listener change, for the takeover check. */

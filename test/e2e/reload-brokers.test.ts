@@ -92,6 +92,28 @@ routes:
     }
   });
 
+  // Reloads run one at a time, and one waiting (up to 5 s) for a replaced broker to connect held
+  // the next edit until it had waited it all: spec §6 has an edit live within 500 ms.
+  it('ends the wait for a new broker when a newer edit is waiting, and applies both', async () => {
+    const nowhere = `mqtt://127.0.0.1:${await freePort()}`;
+    const from = gw.logs.length;
+    gw.write('gateway.yaml', config(5000, nowhere));
+    await gw.waitForLog((l) => l.msg === 'waiting for the new broker connections before the swap', 10000, from);
+    // The newer edit keeps the (still connecting) broker as the first wrote it, and adds a route.
+    const extra = `${config(5000, nowhere)}  - name: extra\n    from: { listener: api, path: /extra }\n    to: { broker: nats, topic: replaced.extra }\n`;
+    const edited = gw.logs.length;
+    gw.write('gateway.yaml', extra);
+    const wentOn = await gw.waitForLog((l) => l.msg.startsWith('new broker not connected yet'), 10000, edited);
+    assert.equal(wentOn.msg, 'new broker not connected yet; a newer change is waiting, so the reload goes on and it keeps trying');
+    assert.equal(wentOn.broker, 'mqtt');
+    // Both reloads applied: the newer one's route answers (the nats broker is connected).
+    await gw.waitForLog((l) => l.msg === 'config reloaded', 10000, gw.logs.indexOf(wentOn));
+    await eventually(async () => assert.equal((await post(gw.url('api', '/extra'), { n: 1 })).status, 200), 10000);
+    // Back on the reachable server for the test after this one.
+    const line = await gw.reconfigure(config(5000), undefined, { whole: true });
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+  });
+
   // Last: it stops the gateway.
   it('on SIGTERM during a reload that waits for a new broker to connect, stops waiting, does not apply the reload, and exits 0', async () => {
     const from = gw.logs.length;
