@@ -266,7 +266,12 @@ of 1e21 or more for a picture without an exponent (\`"0.00e0"\` has one). Given 
 message, they fail that message as below (JSONata's own wrote \`"0NaN-NaN-NaNTNaN:NaN:NaN.NaNZ"\`
 or \`"1e+,300.00"\` into it). A timezone behind UTC by hours and minutes (\`"-0330"\`) is read as
 written by \`$fromMillis\` and \`$now\` (JSONata's own read it an hour further behind: 19:30 -04:30 for 20:30 -03:30); one less
-than an hour behind (\`"-0030"\`) it cannot write and is refused. Header
+than an hour behind (\`"-0030"\`) it cannot write and is refused. After a \`validate\` step, a field
+of the message an expression reads (a later step's, or a target's \`key\` or computed \`topic\`) that
+the step's schema does not declare is a warning at its name (\`EG_CONFIG_UNDECLARED_FIELD\`, see
+[errors.md](errors.md)): when the schema allows no other properties, or the name is close to a
+declared one (\`$string(streetlightI)\`: did you mean 'streetlightId'?), since JSONata reads a
+missing field as no value. Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep
 their producer's spelling. Kafka record headers, keys and values are bytes, and expressions, envelopes

@@ -19,6 +19,7 @@ export const ErrorCodes = {
   EG_CONFIG_SUSPICIOUS_TOPIC: { title: 'A route reads a topic that most likely says something else than meant (a warning)' },
   EG_CONFIG_SERVER_URL: { title: "A broker URL has an '@' after its host: a password holding / ? or # ended the host early (a warning)" },
   EG_CONFIG_FORWARD_PARAMETER: { title: "A forward path names a parameter its route's path does not have (a warning)" },
+  EG_CONFIG_UNDECLARED_FIELD: { title: "An expression reads a field the schema of the route's validate step does not declare (a warning)" },
   EG_CONFIG_FILE: { title: 'Referenced file cannot be read' },
   EG_CONFIG_ASYNCAPI: { title: 'AsyncAPI document problem' },
   EG_CONFIG_ASYNCAPI_REF: { title: 'AsyncAPI message or channel the config names is missing or unusable' },

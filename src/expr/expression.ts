@@ -3,7 +3,8 @@ import type jsonataModule from 'jsonata';
 import { compileFastPath, FALLBACK } from './fast-path.js';
 import { boundNames, SIFT_NEEDS_FUNCTION, siftWithoutFunction, unknownFunctionCalls, unknownVariables, wrongArgumentCounts } from './functions.js';
 import { literalArgumentTypeProblem } from './argument-types.js';
-import { CHECKED_SIGNATURES, checkedFunctions, isOwnValue, literalCallProblems, literalStart } from './checked-functions.js';
+import { type AstNode, CHECKED_SIGNATURES, checkedFunctions, isOwnValue, literalCallProblems, literalStart } from './checked-functions.js';
+import { type InputField, inputFields } from './input-fields.js';
 import { compileLinear, DEFAULT_MAX_REGEX_INPUT, linearRegexEngine, regexLiterals } from './regex.js';
 import { type Problem, problem } from '../core/errors.js';
 import type { Message, MessageContext } from '../core/message.js';
@@ -76,6 +77,8 @@ export interface Expression {
    * one that does not computes the same result with no bindings at all (evaluateNow).
    */
   readonly readsVariables: boolean;
+  /** The fields of its input it reads by name at the top (input-fields.ts), with where each is written. */
+  readonly inputFields: readonly InputField[];
   /**
    * The expression and its config line (`expression "v" at gateway.yaml:12`), for the log of a
    * message failed for what the expression gave (no value, not a topic) rather than by an error in it.
@@ -165,6 +168,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
   checkTree(source, compiled.ast(), GATEWAY_VARIABLES, maxResultBytes, limits);
   const fast = compileFastPath(compiled.ast());
   const readsVariables = hasVariable(compiled.ast());
+  const fields = inputFields(source, compiled.ast() as AstNode);
   // Ranges are held to maxResultBytes before they are made (range.ts), once the checks above have
   // read the AST as JSONata wrote it; an expression without `..` or `$eval` is left as it was.
   const ranges = boundRanges(compiled.ast());
@@ -187,6 +191,7 @@ function compileChecked(source: string, limits: ExpressionLimits, origin: Expres
   return {
     source,
     readsVariables,
+    inputFields: fields,
     where,
     evaluateSync: fast
       ? (input, bindings) => {

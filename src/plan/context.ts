@@ -22,6 +22,8 @@ import type { RawConfig } from './raw.js';
 export class CompileContext {
   readonly diagnostics: Diagnostic[] = [];
   readonly warnings: Diagnostic[] = [];
+  /** Every expression compiled so far, with where it is written (a route's targets' are read from here: field-reads.ts). */
+  readonly expressions: { expression: Expression; at: PathPart[] }[] = [];
   /** Every file read (the config, fragments, referenced files) → content hash, or 'missing'. */
   readonly files = new Map<string, string>();
   readonly config: RawConfig;
@@ -64,6 +66,20 @@ export class CompileContext {
   warn(path: readonly PathPart[], code: ErrorCode, message: string): void {
     const { line, column } = this.src.locate(path, 'value');
     this.warnings.push({ file: this.fileOf(path), line, column, code, path: formatPath(path), message });
+  }
+
+  /** A warning at `index` inside the string value at `path` (a name inside an expression); one per place and message, however many routes share the step. */
+  warnInValue(path: readonly PathPart[], index: number, code: ErrorCode, message: string): void {
+    const { line, column } = this.src.locateInValue(path, index);
+    const file = this.fileOf(path);
+    if (this.warnings.some((w) => w.file === file && w.line === line && w.column === column && w.message === message)) return;
+    this.warnings.push({ file, line, column, code, path: formatPath(path), message });
+  }
+
+  /** Where `path` is written, `gateway.yaml:12:7`, for a message naming another place. */
+  placeOf(path: readonly PathPart[]): string {
+    const { line, column } = this.src.locate(path, 'key');
+    return `${this.fileOf(path)}:${line}:${column}`;
   }
 
   report(path: readonly PathPart[], code: ErrorCode, message: string, which: 'key' | 'value' = 'value'): void {
@@ -268,7 +284,9 @@ export class CompileContext {
         const p = src.locateInValue(path, index);
         return `${file}:${p.line}:${p.column}`;
       };
-      return compileExpression(source, this.limits, origin);
+      const expression = compileExpression(source, this.limits, origin);
+      this.expressions.push({ expression, at: path });
+      return expression;
     } catch (err) {
       if (!(err instanceof ExpressionSyntaxError)) throw err;
       const { line, column } = this.src.locateInValue(at, err.position);

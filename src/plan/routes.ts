@@ -5,6 +5,7 @@ import type { PathClaims } from '../kinds/contracts.js';
 import { aKind, type CompileContext } from './context.js';
 import type { RawRoute } from './raw.js';
 import type { CompiledChainStep, StepCompiler } from './steps.js';
+import { warnUndeclaredFields } from './field-reads.js';
 import { compileTargets } from './targets.js';
 import type { ComponentPlan, ListenerPlan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName, groupPerInstance } from './consumer-group.js';
@@ -242,7 +243,9 @@ function compileRoute(
     ctx.report(at, 'EG_CONFIG_SCHEMA', `route '${raw.name}' needs a 'to' (a target, or a list of them)`, 'key');
   }
   const targetFiles: string[] = [];
+  const targetExpressions = ctx.expressions.length;
   const targets = compileTargets(ctx, stepCompiler, raw.to, at, { checkBroker, checkListener, checkTopic }, listeners, targetFiles);
+  warnUndeclaredFields(ctx, steps, ctx.expressions.slice(targetExpressions));
   if (from?.type === 'broker') {
     // The group the route will consume as: its own, or the default from its name. A per-instance
     // group (every target a forward) ends with this process's id, known only at run time. A

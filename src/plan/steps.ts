@@ -4,6 +4,7 @@ import { isHidden } from '../config/prune.js';
 import type { PathPart } from '../config/source.js';
 import { canonical } from '../core/canonical.js';
 import type { CompiledStep, StepCompileContext } from '../kinds/contracts.js';
+import type { Expression } from '../expr/expression.js';
 import type { AsyncApiCatalog } from './asyncapi.js';
 import type { CompileContext } from './context.js';
 import type { RawStep } from './raw.js';
@@ -16,6 +17,10 @@ export interface CompiledChainStep {
   files: string[];
   /** What else the step took from outside the config (the AsyncAPI contracts it validates against), for the route key. */
   inputs: string[];
+  /** Where the step is written. */
+  at: PathPart[];
+  /** The expressions the step compiled, each with where it is written (for field-reads.ts). */
+  expressions: { expression: Expression; at: PathPart[] }[];
 }
 
 /** Steps (in `chains:` and in routes' `through:`, and a forward target's `auth`), each compiled by its kind. */
@@ -48,9 +53,10 @@ export class StepCompiler {
       const files: string[] = [];
       const inputs: string[] = [];
       const errorsBefore = this.ctx.diagnostics.length;
+      const expressionsBefore = this.ctx.expressions.length;
       const step = kind.compile(options, this.context(stepAt, files, inputs));
       if (!step || this.ctx.diagnostics.length > errorsBefore) failed = true;
-      else out.push({ step, key: canonical(raw), files, inputs });
+      else out.push({ step, key: canonical(raw), files, inputs, at: stepAt, expressions: this.ctx.expressions.slice(expressionsBefore) });
     });
     return failed ? undefined : out;
   }

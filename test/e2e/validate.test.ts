@@ -710,6 +710,51 @@ describe('eventgate validate', { concurrency: 4 }, () => {
     });
   });
 
+  describe("expressions reading a field the validate step's schema does not declare", () => {
+    it('warns at the name (a typo of a declared field, or any field of a schema allowing no others), says ok, and keeps quiet after a transform, inside filters and for open-ended schemas', async () => {
+      const lines = [
+        ...base,
+        'chains:', //                                                                                          12
+        '  lights:', //                                                                                        13
+        '    - validate:', //                                                                                  14
+        '        schema: { type: object, properties: { streetlightId: { type: string }, lumens: { type: number } } }', // 15
+        '    - filter: lumens > 100 and streetlightI != "x" and extra != 1', //                               16: the typo only (extra may be meant)
+        "    - headers: { set: { x-light: '$string(lumen)' } }", //                                           17
+        'routes:', //                                                                                          18
+        '  - { name: a, from: { listener: api, path: /a }, through: lights, to: { broker: local, topic: a } }', // 19
+        "  - { name: b, from: { listener: api, path: /b }, through: lights, to: { broker: local, topic: b, key: '$string(streetlightid)' } }", // 20: the chain's once
+        '  - name: closed', //                                                                                  21
+        '    from: { listener: api, path: /closed }', //                                                        22
+        '    through:', //                                                                                      23
+        '      - validate: { schema: light.json }', //                                                          24
+        '      - filter: level > 1 and items[price > 1] and $.zz', //                                           25
+        '      - transform: \'{"x": level}\'', //                                                              26
+        '      - filter: x > 1 and y', //                                                                       27: a new value
+        '    to: { broker: local, topic: c }', //                                                               28
+        '  - name: either', //                                                                                  29
+        '    from: { listener: api, path: /either }', //                                                        30
+        '    through:', //                                                                                      31
+        '      - validate: { schema: { oneOf: [{ properties: { a: {} } }, { properties: { b: {} } }] } }', //   32
+        '      - filter: c', //                                                                                 33: not said: oneOf
+        '    to: { broker: local, topic: d }', //                                                               34
+      ];
+      // A file schema whose root is a $ref into its own $defs, allowing no other properties.
+      const light = JSON.stringify({ $ref: '#/$defs/light', $defs: { light: { type: 'object', properties: { level: { type: 'number' } }, additionalProperties: false } } });
+      const r = await validate({ 'gateway.yaml': yaml(...lines), 'light.json': light });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout, 'ok\n');
+      const open = 'the schema of the validate step at gateway.yaml:14:7 does not declare it, and JSONata reads a missing field as no value';
+      const closed = 'no message the validate step at gateway.yaml:24:9 lets through has it (its schema allows no other properties), so this reads no value';
+      assert.deepEqual(r.stderr.trimEnd().split('\n'), [
+        `gateway.yaml:16:32: warning: 'streetlightI' is not a field of the message: ${open} (did you mean 'streetlightId'?)`,
+        `gateway.yaml:17:43: warning: 'lumen' is not a field of the message: ${open} (did you mean 'lumens'?)`,
+        `gateway.yaml:20:113: warning: 'streetlightid' is not a field of the message: ${open} (did you mean 'streetlightId'?)`,
+        `gateway.yaml:25:31: warning: 'items' is not a field of the message: ${closed}`,
+        `gateway.yaml:25:54: warning: 'zz' is not a field of the message: ${closed}`,
+      ]);
+    });
+  });
+
   describe('routes that feed the topic they read', () => {
     const loops = [
       ...base,

@@ -249,3 +249,24 @@ describe('$sift given no function when a message reaches it (spec-checklist 198)
     assert.deepEqual({ ...((await compileExpression('$sift(obj, function($v) { $v > 1 })').evaluate({ obj: { a: 1, b: 2 } }, {})) as object) }, { b: 2 });
   });
 });
+
+describe('the fields of its input an expression reads by name (inputFields)', () => {
+  const fields = (source: string) => compileExpression(source).inputFields.map((f) => `${f.name}@${f.index}`);
+  it('are the names read from the input at the top: in paths, operators, calls, conditions, blocks, objects, arrays, `$.`, after `~>`', () => {
+    assert.deepEqual(fields('streetlightI'), ['streetlightI@0']);
+    assert.deepEqual(fields('$string(lumen) & a.b'), ['lumen@8', 'a@17']);
+    assert.deepEqual(fields('x > 1 and `y z` = 2'), ['x@0', 'y z@10']);
+    assert.deepEqual(fields('{"k": a, "n": [b, -c]}'), ['a@6', 'b@15', 'c@19']);
+    assert.deepEqual(fields('p ? q : r'), ['p@0', 'q@4', 'r@8']);
+    assert.deepEqual(fields('($v := m; $v + n)'), ['m@7', 'n@15']);
+    assert.deepEqual(fields('$.foo'), ['foo@2']);
+    assert.deepEqual(fields('s ~> $substring(n)'), ['s@0', 'n@16']);
+  });
+  it('leave out names read from something else: later steps of a path, filters, sorts, function bodies, variables', () => {
+    assert.deepEqual(fields('items[price > 1].qty'), ['items@0']);
+    assert.deepEqual(fields('items^(price)'), ['items@0']);
+    assert.deepEqual(fields('$map(items, function($v) { $v.x + y })'), ['items@5']);
+    assert.deepEqual(fields('$headers.x & $topic'), []);
+    assert.deepEqual(fields('"literal" & 1'), []);
+  });
+});

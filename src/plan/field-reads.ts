@@ -1,0 +1,91 @@
+/**
+ * A field an expression reads that the schema of the route's validate step before it does not
+ * declare: `$string(streetlightI)` after a step whose schema has `streetlightId`. JSONata reads a
+ * missing field as no value, so such a typo filters out every message, or writes an empty key,
+ * without a word; with the schema known the config check can say so (a warning: a schema that
+ * allows other properties may mean the field). Said when the schema allows no other properties
+ * (no valid message has the field), or when the name is close to a declared one (a typo).
+ */
+
+import { closest } from '../config/suggest.js';
+import type { CompileContext } from './context.js';
+import type { CompiledChainStep } from './steps.js';
+
+/** The top-level fields every message a validate step lets through may have, or undefined when its schemas do not say plainly. */
+interface DeclaredFields {
+  names: Set<string>;
+  /** No other field is allowed (`additionalProperties: false` or `unevaluatedProperties: false` on every schema). */
+  closed: boolean;
+  /** Where the validate step is written. */
+  place: string;
+}
+
+/** Keywords that let a schema's properties come from elsewhere: its fields are then not its `properties`. */
+const OPEN_ENDED = ['patternProperties', 'allOf', 'anyOf', 'oneOf', 'if', 'then', 'else', 'dependentSchemas', '$dynamicRef', '$recursiveRef', 'not'];
+
+/**
+ * Warns of the fields a route's expressions read that its validate steps' schemas do not declare:
+ * each step's, against the validate step before it, and its targets' (`key`, a computed `topic`),
+ * which see what leaves the chain.
+ */
+export function warnUndeclaredFields(ctx: CompileContext, steps: readonly CompiledChainStep[], targets: CompiledChainStep['expressions']): void {
+  let declared: DeclaredFields | undefined;
+  const checkAll = (expressions: CompiledChainStep['expressions']) => {
+    if (declared) for (const { expression, at } of expressions) for (const field of expression.inputFields) check(ctx, declared, field.name, at, field.index);
+  };
+  for (const s of steps) {
+    checkAll(s.expressions);
+    if (s.step.accepts) declared = declaredFields(s.step.accepts, ctx.placeOf(s.at));
+    else if (!s.step.keepsValue) declared = undefined; // a transform: the value is another one now
+  }
+  checkAll(targets);
+}
+
+function check(ctx: CompileContext, declared: DeclaredFields, name: string, at: CompiledChainStep['at'], index: number): void {
+  if (declared.names.has(name)) return;
+  const like = closest(name, declared.names);
+  if (!declared.closed && like === undefined) return;
+  const hint = like === undefined ? '' : ` (did you mean '${like}'?)`;
+  const why = declared.closed
+    ? `no message the validate step at ${declared.place} lets through has it (its schema allows no other properties), so this reads no value`
+    : `the schema of the validate step at ${declared.place} does not declare it, and JSONata reads a missing field as no value`;
+  ctx.warnInValue(at, index, 'EG_CONFIG_UNDECLARED_FIELD', `'${name}' is not a field of the message: ${why}${hint}`);
+}
+
+function declaredFields(accepts: NonNullable<CompiledChainStep['step']['accepts']>, place: string): DeclaredFields | undefined {
+  const names = new Set<string>();
+  let closed = true;
+  for (const { schema } of accepts) {
+    const root = resolveRoot(schema);
+    if (!root || typeof root.properties !== 'object' || root.properties === null) return undefined;
+    if (OPEN_ENDED.some((k) => k in root)) return undefined;
+    for (const k of Object.keys(root.properties)) names.add(k);
+    if (root.additionalProperties !== false && root.unevaluatedProperties !== false) closed = false;
+  }
+  return names.size === 0 ? undefined : { names, closed, place };
+}
+
+type SchemaObject = Record<string, unknown> & { properties?: Record<string, unknown> };
+
+/** The schema a root `$ref` into the same document (`#/$defs/order`, as a bundled file schema has) stands for. */
+function resolveRoot(schema: unknown): SchemaObject | undefined {
+  let node = schema;
+  for (let hops = 0; hops < 8; hops++) {
+    if (typeof node !== 'object' || node === null || Array.isArray(node)) return undefined;
+    const ref = (node as SchemaObject).$ref;
+    if (ref === undefined) return node as SchemaObject;
+    if (typeof ref !== 'string' || !ref.startsWith('#/') || Object.keys(node).some((k) => k !== '$ref' && k !== '$defs' && k !== 'definitions' && k !== '$schema' && k !== '$id')) return undefined;
+    node = pointer(schema, ref.slice(2));
+  }
+  return undefined;
+}
+
+function pointer(doc: unknown, path: string): unknown {
+  let node = doc;
+  for (const raw of path.split('/')) {
+    const key = decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~');
+    if (typeof node !== 'object' || node === null) return undefined;
+    node = (node as Record<string, unknown>)[key];
+  }
+  return node;
+}
