@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { join } from 'node:path';
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { createServer as createTlsServer } from 'node:tls';
 import { makeCertificates } from '../helpers/certificates.js';
-import { useGateway } from '../helpers/gateway.js';
+import { tempFiles, useGateway } from '../helpers/gateway.js';
 import { fetch } from '../helpers/http.js';
 
 interface Seen {
@@ -91,13 +92,18 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
   let raw: RawEndpoint;
   let secure: RawEndpoint;
   let untrusted: RawEndpoint;
+  /** Serves a certificate the gateway trusts (its CA is trusted) that names no host: not 127.0.0.1. */
+  let misnamed: RawEndpoint;
   let idle: RawEndpoint;
   const certs = makeCertificates();
+  // The gateway trusts certificate a and the CA (as an operator's NODE_EXTRA_CA_CERTS would), not b.
+  const trusted = join(tempFiles({ 'trusted.pem': certs.a.cert + certs.ca.cert }), 'trusted.pem');
 
   before(async () => {
     raw = await RawEndpoint.start();
     secure = await RawEndpoint.start(certs.a);
     untrusted = await RawEndpoint.start(certs.b);
+    misnamed = await RawEndpoint.start(certs.client);
     idle = await RawEndpoint.start();
     idle.idleCloseMs = 100;
   });
@@ -136,15 +142,17 @@ routes:
   - name: untrusted
     from: { listener: api, path: /untrusted }
     to: { http: { url: "https://127.0.0.1:${untrusted.port}/hook", retry: { attempts: 1 } } }
+  - name: misnamed
+    from: { listener: api, path: /misnamed }
+    to: { http: { url: "https://127.0.0.1:${misnamed.port}/hook", retry: { attempts: 1 } } }
   - name: idle-closing
     from: { listener: api, path: /idle-closing }
     to: { http: { url: "http://127.0.0.1:${idle.port}/hook", retry: { attempts: 1 }, concurrency: 1 } }
 `,
-    // The gateway trusts certificate a (as an operator's NODE_EXTRA_CA_CERTS would), not b.
-    () => ({ env: { NODE_EXTRA_CA_CERTS: certs.a.certFile } }),
+    () => ({ env: { NODE_EXTRA_CA_CERTS: trusted } }),
   );
   after(async () => {
-    await Promise.all([raw?.stop(), secure?.stop(), untrusted?.stop(), idle?.stop()]);
+    await Promise.all([raw?.stop(), secure?.stop(), untrusted?.stop(), misnamed?.stop(), idle?.stop()]);
   });
 
   const post = async (path: string, body: unknown) => {
@@ -243,6 +251,13 @@ routes:
     const t = await post('/raw', { n: 2 });
     assert.equal(t.status, 504);
     assert.equal(t.body.code, 'EG_WEBHOOK_TIMEOUT');
+    // Bytes that are no HTTP answer came from the endpoint: it was reached (the parser's error has no code).
+    from = raw.seen.length;
+    raw.scripts = [(s) => s.end('garbage\r\n\r\n'), (s) => s.end('SSH-2.0-OpenSSH_9.6\r\n'), ok()];
+    const junk = await post('/raw', { n: 3 });
+    assert.equal(junk.status, 502);
+    assert.equal(raw.seen.length, from + 2, 'retried');
+    assert.match(junk.body.detail!, /\/hook sent an answer the HTTP client could not read \(Response does not match the HTTP\/1\.1 protocol [^)]*\)\) \(after 2 tries\)$/);
   });
 
   it('sends a request again, once, on a new connection when the kept-alive one it went out on was closed idle by the endpoint, not counting it as a try', async () => {
@@ -326,5 +341,10 @@ routes:
       /could not be reached: the TLS handshake failed \((DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE): [^)]+\); the gateway trusts the system CAs and those of NODE_EXTRA_CA_CERTS$/,
     );
     assert.equal(untrusted.seen.length, 0);
+    // A trusted certificate for another name: trusting more CAs would not help, the URL's host is what is wrong.
+    const m = await post('/misnamed', { n: 1 });
+    assert.equal(m.status, 502);
+    assert.match(m.body.detail!, /could not be reached: the TLS handshake failed \(ERR_TLS_CERT_ALTNAME_INVALID: [^)]+\); the certificate is not for the host the url names$/);
+    assert.equal(misnamed.seen.length, 0);
   });
 });

@@ -528,12 +528,32 @@ function unanswered(display: string, err: (Error & { code?: string }) | undefine
   const code = err?.code;
   if (code === 'UND_ERR_SOCKET') return `${display} closed the connection before a complete answer (${code}: ${err!.message})`;
   if (code?.startsWith('HPE_') || (code?.startsWith('UND_ERR_') && code !== 'UND_ERR_CONNECT_TIMEOUT')) return `${display} sent an answer the HTTP client could not read (${code}: ${err!.message})`;
-  // A bare OpenSSL code (DEPTH_ZERO_SELF_SIGNED_CERT) did not say that the endpoint is there and the fix is which CAs are trusted.
-  if (isTlsFailure(err)) {
-    const certificate = !code!.startsWith('ERR_SSL_');
-    return `${display} could not be reached: the TLS handshake failed (${code}: ${err!.message})${certificate ? '; the gateway trusts the system CAs and those of NODE_EXTRA_CA_CERTS' : ''}`;
-  }
+  // undici's parser error for bytes that are no HTTP answer (`garbage`, an SSH banner) has no code: the endpoint was reached all the same.
+  if (err?.name === 'HTTPParserError') return `${display} sent an answer the HTTP client could not read (${err.message})`;
+  // A bare OpenSSL code (DEPTH_ZERO_SELF_SIGNED_CERT) did not say that the endpoint is there and where the fix is.
+  if (isTlsFailure(err)) return `${display} could not be reached: the TLS handshake failed (${code}: ${err!.message})${tlsHint(code!)}`;
   return `${display} could not be reached: ${code ?? err?.message}`;
+}
+
+/** Certificate chains the gateway could not trace to a CA it trusts: trusting the endpoint's CA is the fix. */
+const UNTRUSTED_CHAIN = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+]);
+
+/**
+ * Where a failed handshake's fix is, when the code says: trusting the endpoint's CA, or naming a host its
+ * certificate is for. Every certificate failure said to trust more CAs, which does nothing for a trusted
+ * certificate of another name, nor one expired (node's own words say so: `certificate has expired`).
+ */
+function tlsHint(code: string): string {
+  if (UNTRUSTED_CHAIN.has(code)) return '; the gateway trusts the system CAs and those of NODE_EXTRA_CA_CERTS';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH') return '; the certificate is not for the host the url names';
+  return '';
 }
 
 /** A try in flight when the route stopped (shutdown, or a reload replacing the route) and closed its connections. */
