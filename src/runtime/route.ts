@@ -824,7 +824,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    */
   private writesWithIds(): boolean {
     const takesIds = (name: string) => this.deps.brokers.get(name)?.takesMessageIds === true;
-    if (this.idTakingTargets() > 0) return true;
+    // A signed webhook's `webhook-id` is made of it too.
+    if (this.idTakingTargets() > 0 || this.webhooks.some((w) => w.signs)) return true;
     if (this.plan.deadletter && takesIds(this.plan.deadletter.broker)) return true;
     return this.steps.some((s) => s.brokers?.some(takesIds));
   }

@@ -39,6 +39,7 @@ version: 1
 admin: { port: 0 }
 brokers:
   local: { kind: memory }
+  other: { kind: memory }
 listeners:
   api: { kind: http, port: 0 }
   ws: { kind: websocket, port: 0 }
@@ -115,6 +116,15 @@ routes:
   - name: fanned-watch
     from: { broker: local, topic: fanned }
     to: { listener: ws, path: /fanned, format: envelope }
+  - name: enqueue-signed
+    from: { listener: api, path: /enqueue-signed }
+    to: [{ broker: local, topic: signed }, { broker: other, topic: signed }]
+  - name: consume-signed
+    from: { broker: local, topic: signed }
+    to: { http: { url: "${hook.url}/signed", retry: { attempts: 2, backoffMs: 10 }, signature: { secret: "\${HOOK_SECRET}" } } }
+  - name: consume-signed-other
+    from: { broker: other, topic: signed }
+    to: { http: { url: "${hook.url}/signed", signature: { secret: "\${HOOK_SECRET}" } } }
   - name: to-text
     from: { listener: api, path: /to-text }
     through: [ { transform: '"order " & $string(orderId)' } ]
@@ -474,6 +484,30 @@ routes:
       ),
     );
     dlq.close();
+    hook.respond = (_r, res) => res.end('ok');
+  });
+
+  it('consume routes: a signed request’s webhook-id is the same on every try of a message and no other message’s, though two memory topics hold each at offset 0', async () => {
+    // Each broker's `signed` topic gets the message at offset 0 (as a memory topic does again after
+    // every restart): `<topic>-<partition>-<offset>` was one id for both, so a receiver deduplicating
+    // by id dropped the second message as a copy.
+    let failed = false;
+    hook.respond = (r, res) => {
+      res.statusCode = r.url === '/signed' && !failed && (failed = true) ? 503 : 200;
+      res.end();
+    };
+    const from = hook.requests.length;
+    assert.equal((await post('/enqueue-signed', { n: 1 })).status, 200);
+    assert.equal((await post('/enqueue-signed', { n: 2 })).status, 200);
+    await eventually(() => assert.equal(hook.requests.slice(from).filter((r) => r.url === '/signed').length, 5));
+    const signed = hook.requests.slice(from).filter((r) => r.url === '/signed');
+    const wh = new Webhook(SECRET);
+    for (const r of signed) wh.verify(r.body, r.headers as Record<string, string>);
+    const ids = signed.map((r) => r.headers['webhook-id'] as string);
+    // Four messages (two per topic) and one retry: four ids, the retry's its first try's.
+    assert.equal(new Set(ids).size, 4, `ids: ${ids.join(' ')}`);
+    assert.equal(ids.indexOf(ids[0]!, 1) > 0, true, 'the first request (answered 503) tried again with its id');
+    for (const id of ids) assert.match(id, /^msg_[A-Za-z0-9_-]{32}$/);
     hook.respond = (_r, res) => res.end('ok');
   });
 

@@ -6,7 +6,7 @@
  * failed. It is the only place that retries a webhook: a failed delivery is a 502/504 that the
  * route does not retry again, and that consume routes send to their `deadletter` target.
  */
-import { createHmac, randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { binaryHttpHeaders, CE_SPECVERSION, STRUCTURED_TYPE, toStructured } from '../../codecs/cloudevents.js';
 import { problem, type Problem } from '../../core/errors.js';
 import { bindingsFor, evaluateNow, evaluateThen, expressionProblem, expressionResultProblem, NOT_SYNC, type Expression } from '../../expr/expression.js';
@@ -197,6 +197,11 @@ export class WebhookTarget implements Target {
     return this.plan.concurrency;
   }
 
+  /** Whether the target signs its requests: its `webhook-id` is then made of the consumed message's identity (MessageContext.source). */
+  get signs(): boolean {
+    return this.plan.secret !== undefined;
+  }
+
   /** Whether the target keeps an order (`orderBy`). */
   get ordered(): boolean {
     return this.plan.orderBy !== undefined;
@@ -330,7 +335,7 @@ export class WebhookTarget implements Target {
    */
   private prepare(msg: Message, ctx: MessageContext): PreparedRequest | Promise<PreparedRequest> {
     const plan = this.plan;
-    if (plan.urlExpr === undefined && plan.headers.length === 0) return this.build(msg, this.fixed, NO_HEADERS);
+    if (plan.urlExpr === undefined && plan.headers.length === 0) return this.build(msg, ctx, this.fixed, NO_HEADERS);
     let endpoint = this.fixed;
     if (plan.urlExpr) {
       const v = evaluateNow(plan.urlExpr, msg, ctx);
@@ -343,7 +348,7 @@ export class WebhookTarget implements Target {
       if (v === NOT_SYNC) return this.prepareComputed(msg, ctx);
       if (v !== undefined) computed.push([name, resultText(v, `headers.${name}`, Buffer.isBuffer(msg.value))]);
     }
-    return this.build(msg, endpoint, computed);
+    return this.build(msg, ctx, endpoint, computed);
   }
 
   /** prepare() with the expressions of `url` and `headers` evaluated for this message. */
@@ -358,10 +363,10 @@ export class WebhookTarget implements Target {
       const v = await evaluate(expr, msg.value, bindings, `headers.${name}`);
       if (v !== undefined) computed.push([name, resultText(v, `headers.${name}`, Buffer.isBuffer(msg.value))]);
     }
-    return this.build(msg, endpoint, computed);
+    return this.build(msg, ctx, endpoint, computed);
   }
 
-  private build(msg: Message, endpoint: Endpoint | WebhookError | undefined, computed: readonly [string, string][]): PreparedRequest {
+  private build(msg: Message, ctx: MessageContext, endpoint: Endpoint | WebhookError | undefined, computed: readonly [string, string][]): PreparedRequest {
     if (!endpoint) throw new WebhookError(problem('EG_EXPRESSION_FAILED', `'${this.plan.url}' is not a valid URL`));
     if (endpoint instanceof WebhookError) throw endpoint;
     // Name, value, name, value, ... as the client takes them: lower-case names; a computed header
@@ -408,7 +413,7 @@ export class WebhookTarget implements Target {
     if (this.plan.secret) {
       // Standard Webhooks: the id stays the same across retries, so receivers can deduplicate
       // (resign() gives a retry its own timestamp; these three headers stay last for it).
-      const id = msg.headers.ce_id ?? (msg.topic !== null && msg.offset !== null ? `${msg.topic}-${msg.partition}-${msg.offset}` : randomUUID());
+      const id = msg.headers.ce_id ?? (ctx.source !== undefined ? webhookIdOf(ctx.source) : randomUUID());
       const timestamp = Math.floor(Date.now() / 1000);
       const signature = createHmac('sha256', this.plan.secret).update(`${id}.${timestamp}.`).update(bytes).digest('base64');
       headers.push('webhook-id', id, 'webhook-timestamp', String(timestamp), 'webhook-signature', `v1,${signature}`);
@@ -740,6 +745,19 @@ async function evaluate(expr: Expression, value: unknown, bindings: Record<strin
 /** Full jitter over the upper half, so many failed deliveries do not retry in lockstep. */
 function jitter(ms: number): number {
   return Math.round(ms / 2 + (Math.random() * ms) / 2);
+}
+
+/**
+ * The `webhook-id` of a consumed message that has an identity in its source (MessageContext.source:
+ * the route, and a Kafka record's cluster, topic, partition, offset and timestamp, a JetStream
+ * stream's creation and sequence, a memory topic's life and offset): the same on every try and
+ * redelivery, another for every other message. It was `<topic>-<partition>-<offset>`, which a memory
+ * topic repeats after every restart (and two brokers' topics of one name at once, a Kafka topic or
+ * JetStream stream made again): a receiver deduplicating by id dropped new messages as copies.
+ * Hashed: the same length for every source, header-safe, and no broker or topic names sent out.
+ */
+function webhookIdOf(source: string): string {
+  return `msg_${createHash('sha256').update(source).digest('base64url').slice(0, 32)}`;
 }
 
 /** The HMAC key of a `signature.secret`: Standard Webhooks secrets are `whsec_` + base64. */
