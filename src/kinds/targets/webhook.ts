@@ -188,10 +188,6 @@ export class WebhookTarget implements Target {
     this.client = sender ?? new HttpClient(plan.concurrency, this.fixed instanceof WebhookError ? undefined : this.fixed?.origin);
   }
 
-  describe(): string {
-    return `webhook ${this.plan.url}`;
-  }
-
   /** Requests in flight at once; consume routes whose targets are webhooks hand them this many messages of a partition at once. */
   get concurrency(): number {
     return this.plan.concurrency;
