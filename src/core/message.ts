@@ -96,6 +96,12 @@ export interface MessageContext {
    */
   source?: string;
   /**
+   * Drawn by a signed webhook target for a message without `source` (from a listener, MQTT, AMQP, a
+   * core NATS subject) on its first request: its `webhook-id` is made of it, so the consume route's
+   * own retries of the message send the same id (a receiver that took it and answered late can tell).
+   */
+  deliveryId?: string;
+  /**
    * The route's span of this message, set only while an SDK records it (route.ts check()): broker
    * targets make the PRODUCER span of each write its child. Absent without an SDK.
    */

@@ -272,7 +272,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   private target(t: TargetPlan, index: number): Target {
     if (t.type === 'listener') return this.deps.listeners.get(t.listener)!.forwardTarget!(t.path, { format: t.format, route: this.name });
     if (t.type === 'http') {
-      const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name, (text) => this.shown(text), this.deps.webhookSender);
+      const webhook = new WebhookTarget(t.webhook, this.stats.webhook, this.deps.logger, this.name, index, (text) => this.shown(text), this.deps.webhookSender);
       this.webhooks.push(webhook);
       return webhook;
     }

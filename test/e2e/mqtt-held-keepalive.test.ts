@@ -31,12 +31,15 @@ for (const { version, qos } of [
     /** Bodies the receiver answered 200: the deliveries. */
     const delivered: string[] = [];
     let refused = 0;
+    /** Per body, the `webhook-id` of each request that carried it (the route signs them). */
+    const ids = new Map<string, string[]>();
 
     before(async () => {
       [mqtt, hook] = await Promise.all([startMosquitto(), WebhookReceiver.start()]);
       hook.respond = (r, res) => {
         if (failing) refused++;
         else delivered.push(r.body);
+        ids.set(r.body, [...(ids.get(r.body) ?? []), String(r.headers['webhook-id'])]);
         res.statusCode = failing ? 503 : 200;
         res.end();
       };
@@ -54,7 +57,7 @@ brokers:
 routes:
   - name: held
     from: { broker: devices, topic: held/in, qos: ${qos} }
-    to: { http: { url: "${hook.url}/held", retry: { attempts: 1 }, concurrency: 1 } }
+    to: { http: { url: "${hook.url}/held", retry: { attempts: 1 }, concurrency: 1, signature: { secret: held-secret } } }
 `,
     );
 
@@ -86,6 +89,12 @@ routes:
         await new Promise((r) => setTimeout(r, 50));
       }
       assert.deepEqual(delivered, [...sent, '{"i":"last"}']);
+      // MQTT gives a message no identity: the id its first request drew is the one the route's own
+      // retries send (the held message was tried again and again), and each message has its own.
+      const held = ids.get(sent[0]!)!;
+      assert.ok(held.length >= 3, `the held message was sent ${held.length} times`);
+      assert.equal(new Set(held).size, 1, `one webhook-id on every retry of the held message: ${held.join(' ')}`);
+      assert.equal(new Set([...ids.values()].map((list) => list[0])).size, ids.size, 'one id per message');
     });
   });
 }

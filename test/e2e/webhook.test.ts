@@ -124,7 +124,9 @@ routes:
     to: { http: { url: "${hook.url}/signed", retry: { attempts: 2, backoffMs: 10 }, signature: { secret: "\${HOOK_SECRET}" } } }
   - name: consume-signed-other
     from: { broker: other, topic: signed }
-    to: { http: { url: "${hook.url}/signed", signature: { secret: "\${HOOK_SECRET}" } } }
+    to:
+      - { http: { url: "${hook.url}/signed", signature: { secret: "\${HOOK_SECRET}" } } }
+      - { http: { url: "${hook.url}/signed-twin", signature: { secret: "\${HOOK_SECRET}" } } }
   - name: to-text
     from: { listener: api, path: /to-text }
     through: [ { transform: '"order " & $string(orderId)' } ]
@@ -499,14 +501,18 @@ routes:
     const from = hook.requests.length;
     assert.equal((await post('/enqueue-signed', { n: 1 })).status, 200);
     assert.equal((await post('/enqueue-signed', { n: 2 })).status, 200);
-    await eventually(() => assert.equal(hook.requests.slice(from).filter((r) => r.url === '/signed').length, 5));
-    const signed = hook.requests.slice(from).filter((r) => r.url === '/signed');
+    await eventually(() => assert.equal(hook.requests.slice(from).filter((r) => r.url.startsWith('/signed')).length, 7));
+    const signed = hook.requests.slice(from).filter((r) => r.url.startsWith('/signed'));
     const wh = new Webhook(SECRET);
     for (const r of signed) wh.verify(r.body, r.headers as Record<string, string>);
     const ids = signed.map((r) => r.headers['webhook-id'] as string);
-    // Four messages (two per topic) and one retry: four ids, the retry's its first try's.
-    assert.equal(new Set(ids).size, 4, `ids: ${ids.join(' ')}`);
+    // Four messages (two per topic), one retry, and the other topic's two again to a second target
+    // of its route (a request of its own): six ids, the retry's its first try's.
+    assert.equal(new Set(ids).size, 6, `ids: ${ids.join(' ')}`);
     assert.equal(ids.indexOf(ids[0]!, 1) > 0, true, 'the first request (answered 503) tried again with its id');
+    const twin = signed.filter((r) => r.url === '/signed-twin').map((r) => r.headers['webhook-id']);
+    assert.equal(twin.length, 2);
+    for (const id of twin) assert.equal(ids.filter((i) => i === id).length, 1, 'a second target of the route sends the message with an id of its own');
     for (const id of ids) assert.match(id, /^msg_[A-Za-z0-9_-]{32}$/);
     hook.respond = (_r, res) => res.end('ok');
   });

@@ -178,6 +178,8 @@ export class WebhookTarget implements Target {
     private readonly counters: WebhookCounters | undefined,
     private readonly logger: Logger,
     private readonly route: string,
+    /** The target's place among its route's targets: two signed targets of a route send one message with two ids. */
+    private readonly place: number,
     /** Text as it may be logged: the config's secrets (a URL whose path is a token) redacted. */
     private readonly shown: (text: string) => string = (text) => text,
     /** What sends the requests instead of HTTP (a config test's recorder). */
@@ -409,7 +411,7 @@ export class WebhookTarget implements Target {
     if (this.plan.secret) {
       // Standard Webhooks: the id stays the same across retries, so receivers can deduplicate
       // (resign() gives a retry its own timestamp; these three headers stay last for it).
-      const id = msg.headers.ce_id ?? (ctx.source !== undefined ? webhookIdOf(ctx.source) : randomUUID());
+      const id = msg.headers.ce_id ?? webhookIdOf(`${ctx.source ?? (ctx.deliveryId ??= randomUUID())}:${this.place}`);
       const timestamp = Math.floor(Date.now() / 1000);
       const signature = createHmac('sha256', this.plan.secret).update(`${id}.${timestamp}.`).update(bytes).digest('base64');
       headers.push('webhook-id', id, 'webhook-timestamp', String(timestamp), 'webhook-signature', `v1,${signature}`);
@@ -744,13 +746,15 @@ function jitter(ms: number): number {
 }
 
 /**
- * The `webhook-id` of a consumed message that has an identity in its source (MessageContext.source:
- * the route, and a Kafka record's cluster, topic, partition, offset and timestamp, a JetStream
- * stream's creation and sequence, a memory topic's life and offset): the same on every try and
- * redelivery, another for every other message. It was `<topic>-<partition>-<offset>`, which a memory
- * topic repeats after every restart (and two brokers' topics of one name at once, a Kafka topic or
- * JetStream stream made again): a receiver deduplicating by id dropped new messages as copies.
- * Hashed: the same length for every source, header-safe, and no broker or topic names sent out.
+ * The `webhook-id` of a message that is no CloudEvent, from `source`: the consumed message's
+ * identity in its source where it has one (MessageContext.source: the route, and a Kafka record's
+ * cluster, topic, partition, offset and timestamp, a JetStream stream's creation and sequence, a
+ * memory topic's life and offset), the same on every try and redelivery; else an id the message's
+ * first request drew (MessageContext.deliveryId), the same on the route's own retries of it. Then the
+ * target's place in the route. It was `<topic>-<partition>-<offset>`, which a memory topic repeats
+ * after every restart (and two brokers' topics of one name at once, a Kafka topic or JetStream stream
+ * made again): a receiver deduplicating by id dropped new messages as copies. Hashed: the same
+ * length for every source, header-safe, and no broker or topic names sent out.
  */
 function webhookIdOf(source: string): string {
   return `msg_${createHash('sha256').update(source).digest('base64url').slice(0, 32)}`;
