@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { createSecureServer, type Http2SecureServer } from 'node:http2';
 import { join } from 'node:path';
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -94,6 +95,8 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
   let untrusted: RawEndpoint;
   /** Serves a certificate the gateway trusts (its CA is trusted) that names no host: not 127.0.0.1. */
   let misnamed: RawEndpoint;
+  /** An HTTP/2-only endpoint (node:http2 without allowHTTP1), whose certificate the gateway trusts. */
+  let h2only: Http2SecureServer;
   let idle: RawEndpoint;
   const certs = makeCertificates();
   // The gateway trusts certificate a and the CA (as an operator's NODE_EXTRA_CA_CERTS would), not b.
@@ -104,6 +107,9 @@ describe("webhook targets' HTTP client, against an endpoint on raw sockets", () 
     secure = await RawEndpoint.start(certs.a);
     untrusted = await RawEndpoint.start(certs.b);
     misnamed = await RawEndpoint.start(certs.client);
+    h2only = createSecureServer({ cert: certs.a.cert, key: certs.a.key }, (_req, res) => res.end());
+    h2only.listen(0, '127.0.0.1');
+    await once(h2only, 'listening');
     idle = await RawEndpoint.start();
     idle.idleCloseMs = 100;
   });
@@ -145,6 +151,9 @@ routes:
   - name: misnamed
     from: { listener: api, path: /misnamed }
     to: { http: { url: "https://127.0.0.1:${misnamed.port}/hook", retry: { attempts: 1 } } }
+  - name: h2only
+    from: { listener: api, path: /h2only }
+    to: { http: { url: "https://127.0.0.1:${(h2only.address() as AddressInfo).port}/hook", retry: { attempts: 1 } } }
   - name: idle-closing
     from: { listener: api, path: /idle-closing }
     to: { http: { url: "http://127.0.0.1:${idle.port}/hook", retry: { attempts: 1 }, concurrency: 1 } }
@@ -152,7 +161,7 @@ routes:
     () => ({ env: { NODE_EXTRA_CA_CERTS: trusted } }),
   );
   after(async () => {
-    await Promise.all([raw?.stop(), secure?.stop(), untrusted?.stop(), misnamed?.stop(), idle?.stop()]);
+    await Promise.all([raw?.stop(), secure?.stop(), untrusted?.stop(), misnamed?.stop(), idle?.stop(), new Promise((r) => (h2only ? h2only.close(r) : r(undefined)))]);
   });
 
   const post = async (path: string, body: unknown) => {
@@ -346,5 +355,12 @@ routes:
     assert.equal(m.status, 502);
     assert.match(m.body.detail!, /could not be reached: the TLS handshake failed \(ERR_TLS_CERT_ALTNAME_INVALID: [^)]+\); the certificate is not for the host the url names$/);
     assert.equal(misnamed.seen.length, 0);
+    // The requests are HTTP/1.1: a server that takes only HTTP/2 refuses the handshake, said in OpenSSL's words alone.
+    const h2 = await post('/h2only', { n: 1 });
+    assert.equal(h2.status, 502);
+    assert.match(
+      h2.body.detail!,
+      /could not be reached: the TLS handshake failed \(ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL: tlsv1 alert no application protocol\); webhook requests are HTTP\/1\.1, which the endpoint does not take \(an HTTP\/2-only server\)$/,
+    );
   });
 });

@@ -534,7 +534,7 @@ function unanswered(display: string, err: (Error & { code?: string }) | undefine
   // undici's parser error for bytes that are no HTTP answer (`garbage`, an SSH banner) has no code: the endpoint was reached all the same.
   if (err?.name === 'HTTPParserError') return `${display} sent an answer the HTTP client could not read (${err.message})`;
   // A bare OpenSSL code (DEPTH_ZERO_SELF_SIGNED_CERT) did not say that the endpoint is there and where the fix is.
-  if (isTlsFailure(err)) return `${display} could not be reached: the TLS handshake failed (${code}: ${err!.message})${tlsHint(code!)}`;
+  if (isTlsFailure(err)) return `${display} could not be reached: the TLS handshake failed (${code}: ${tlsReason(err!)})${tlsHint(code!)}`;
   return `${display} could not be reached: ${code ?? err?.message}`;
 }
 
@@ -556,7 +556,17 @@ const UNTRUSTED_CHAIN = new Set([
 function tlsHint(code: string): string {
   if (UNTRUSTED_CHAIN.has(code)) return '; the gateway trusts the system CAs and those of NODE_EXTRA_CA_CERTS';
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || code === 'HOSTNAME_MISMATCH') return '; the certificate is not for the host the url names';
+  if (code === 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL') return '; webhook requests are HTTP/1.1, which the endpoint does not take (an HTTP/2-only server)';
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER') return '; the port answered without TLS: is it an http:// endpoint?';
   return '';
+}
+
+/**
+ * OpenSSL's own words for an `ERR_SSL_*` failure (`tlsv1 alert no application protocol`), which node
+ * gives as the error's `reason`; its message wraps them in a line of OpenSSL internals (`807CE93D417F0000:error:0A000460:SSL routines:ssl3_read_bytes:...:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 120`).
+ */
+function tlsReason(err: Error & { code?: string; reason?: unknown }): string {
+  return err.code?.startsWith('ERR_SSL_') && typeof err.reason === 'string' ? err.reason : err.message;
 }
 
 /** A try in flight when the route stopped (shutdown, or a reload replacing the route) and closed its connections. */
