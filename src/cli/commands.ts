@@ -11,44 +11,10 @@ import { loadEnv } from './env.js';
 import { type CliIo, processIo } from './io.js';
 import { takeEarlySignals } from './early-signals.js';
 import { releaseAfterStart } from './startup-hold.js';
+import { COMMAND_NAMES, commandArgs, commandOptions, commandUsage, USAGE } from './usage.js';
 
 /** A second SIGINT sooner than this after the first is the same Ctrl-C, delivered twice. */
 const REPEATED_CTRL_C_MS = 500;
-
-const USAGE = `usage:
-  eventgate run [-c FILE]                              run the gateway (default FILE: ./gateway.yaml)
-  eventgate validate [-c FILE] [--format text|json]    check a config without starting anything
-                                                       (a *.tests.yaml FILE: the tests, their config
-                                                       and the routes they name)
-  eventgate test [-c FILE] [TESTFILE...] [--format text|junit]
-                                                       run config unit tests (default: FILE's tests
-                                                       beside it, e.g. gateway.tests.yaml)
-  eventgate plan -c NEW [--from OLD | --admin URL [--token T]] [--format text|json]
-                                                       what a reload to NEW would change (exit 0:
-                                                       nothing, 2: something, 1: NEW is invalid);
-                                                       the admin token also from EVENTGATE_ADMIN_TOKEN
-  eventgate export asyncapi [-c FILE]                  print an AsyncAPI 3.0 document of the gateway's
-                                                       channels and operations
-  eventgate schema                                     print the JSON Schema of the config
-  eventgate --version
-
-options:
-  -c, --config FILE     the config (default ./gateway.yaml)
-  --vars-file FILE      read \${VAR} values from FILE (KEY=value lines) for variables the
-                        environment does not set; may be repeated`;
-
-/** The options each command takes; any other is a usage error, not silently ignored. */
-const COMMAND_OPTIONS: Record<string, readonly string[]> = {
-  run: ['config', 'vars-file'],
-  validate: ['config', 'format', 'vars-file'],
-  test: ['config', 'format', 'vars-file'],
-  plan: ['config', 'from', 'admin', 'token', 'format', 'vars-file'],
-  export: ['config', 'vars-file'],
-  schema: ['vars-file'],
-};
-
-/** Positional arguments each command takes, its name included (`test` also takes test files). */
-const COMMAND_ARGS: Record<string, number> = { run: 1, validate: 1, plan: 1, export: 2, schema: 1, test: Number.POSITIVE_INFINITY };
 
 const OPTIONS = {
   config: { type: 'string', short: 'c' },
@@ -66,7 +32,8 @@ const OPTIONS = {
  * accept that code (`|| [ $? -eq 2 ]`), so a plan that could not be made must not exit with it.
  */
 async function usageError(io: CliIo, command: string | undefined, message: string, values: Record<string, unknown>): Promise<number> {
-  io.stderr(`eventgate: ${message}\n${USAGE}\n`);
+  // A command's own usage says what it takes; the general one, what there is.
+  io.stderr(`eventgate: ${message}\n${(command && commandUsage(command)) || USAGE}\n`);
   if (command !== 'plan') return 2;
   await planNotMade(io, values, message);
   return 1;
@@ -90,9 +57,10 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     const command = lenient.positionals[0];
     // Node's own text ends in an unbalanced quote and says nothing of the options there are.
     const unknown = /^Unknown option '(-{1,2})([^']*)'/.exec((err as Error).message);
-    const takes = (command && COMMAND_OPTIONS[command]) || Object.keys(OPTIONS);
+    const commandTakes = command ? commandOptions(command) : undefined;
+    const takes = commandTakes ?? Object.keys(OPTIONS);
     const message = unknown
-      ? `unknown option '${unknown[1]}${unknown[2]}'${didYouMean(unknown[2]!, takes).replace(/'([^']+)'/, "'--$1'")}${command && COMMAND_OPTIONS[command] ? `; '${command}' takes ${takes.map((o) => `--${o}`).join(', ')}` : ''}`
+      ? `unknown option '${unknown[1]}${unknown[2]}'${didYouMean(unknown[2]!, takes).replace(/'([^']+)'/, "'--$1'")}${commandTakes ? `; '${command}' takes ${takes.map((o) => `--${o}`).join(', ')}` : ''}`
       : (err as Error).message;
     return await usageError(io, command, message, lenient.values);
   }
@@ -103,6 +71,12 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return 0;
   }
   const command = positionals[0];
+  // Help needs no config and no variables: `eventgate validate --help`, `eventgate help validate`.
+  if (values.help || command === 'help') return help(io, command === 'help' ? positionals[1] : command);
+  if (command === undefined) {
+    io.stdout(`${USAGE}\n`);
+    return 2;
+  }
   const loaded = loadEnv(values['vars-file'] ?? [], io.env);
   if ('error' in loaded) {
     io.stderr(`eventgate: ${loaded.error}\n`);
@@ -113,18 +87,14 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return command === 'run' || command === 'validate' || command === 'plan' || command === 'export' ? 1 : 2;
   }
   const { env } = loaded;
-  if (values.help || command === undefined || command === 'help') {
-    io.stdout(`${USAGE}\n`);
-    return command === undefined && !values.help ? 2 : 0;
-  }
-  const takes = COMMAND_OPTIONS[command];
+  const takes = commandOptions(command);
   if (takes) {
     // `eventgate validate broken.yaml` must not check ./gateway.yaml and print ok.
-    const extra = positionals[COMMAND_ARGS[command]!];
+    const extra = positionals[commandArgs(command)];
     if (extra !== undefined) {
       const hint =
         command !== 'schema' && /\.(ya?ml|json)$/i.test(extra) && values.config === undefined
-          ? ` (the config is given with -c: eventgate ${positionals.slice(0, COMMAND_ARGS[command]).join(' ')} -c ${extra})`
+          ? ` (the config is given with -c: eventgate ${positionals.slice(0, commandArgs(command)).join(' ')} -c ${extra})`
           : '';
       return await usageError(io, command, `unexpected argument '${extra}'${hint}`, values);
     }
@@ -161,9 +131,25 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
       io.stdout(`${JSON.stringify(buildConfigSchema(defaultRegistry()), null, 2)}\n`);
       return 0;
     default:
-      io.stderr(`eventgate: unknown command '${command}'${didYouMean(String(command), Object.keys(COMMAND_OPTIONS))}\n${USAGE}\n`);
-      return 2;
+      return unknownCommand(io, command);
   }
+}
+
+/** `eventgate --help` (no command) or a command's own help; exit 0, or 2 for no such command. */
+function help(io: CliIo, command: string | undefined): number {
+  if (command === undefined) {
+    io.stdout(`${USAGE}\n`);
+    return 0;
+  }
+  const usage = commandUsage(command);
+  if (usage === undefined) return unknownCommand(io, command);
+  io.stdout(`${usage}\n`);
+  return 0;
+}
+
+function unknownCommand(io: CliIo, command: string): number {
+  io.stderr(`eventgate: unknown command '${command}'${didYouMean(command, COMMAND_NAMES)}\n${USAGE}\n`);
+  return 2;
 }
 
 async function validate(file: string, format: 'text' | 'json', env: Env, io: CliIo): Promise<number> {

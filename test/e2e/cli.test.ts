@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { runCliInProcess } from '../helpers/cli.js';
 import { repoRoot, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 
 async function exitCode(child: ChildProcess): Promise<number | null> {
@@ -103,6 +104,44 @@ describe('eventgate: other commands', () => {
     const r = await runCli(['--version']);
     assert.equal(r.code, 0);
     assert.equal(r.stdout, `eventgate ${version}\n`);
+  });
+
+  it("COMMAND --help, -h and help COMMAND print the command's own usage and exit 0; --help stays the general one", async () => {
+    for (const command of ['run', 'validate', 'test', 'plan', 'export', 'schema']) {
+      const [help, short, named] = await Promise.all(
+        [
+          [command, '--help'],
+          [command, '-h'],
+          ['help', command],
+        ].map((args) => runCliInProcess(args)),
+      );
+      for (const r of [help!, short!, named!]) {
+        assert.equal(r.code, 0, command);
+        assert.equal(r.stderr, '', command);
+        assert.equal(r.stdout, help!.stdout, `${command}: the same help by each spelling`);
+      }
+      assert.match(help!.stdout, new RegExp(`^usage: eventgate ${command}\\b`), command);
+      assert.match(help!.stdout, /\noptions:\n[\s\S]*\n {2}-h, --help +this help\n\nexample:\n {2}eventgate \S/, command);
+      // The options it lists, one line each, are those the parser lets it take.
+      const listed = [...help!.stdout.matchAll(/^ {2}(?:-[a-z], )?--([a-z-]+)\b.* {2}\S/gm)].map((m) => m[1]).filter((o) => o !== 'help');
+      const bogus = await runCliInProcess([command, '--bogus']);
+      const takes = /'[a-z]+' takes (.*)$/m
+        .exec(bogus.stderr)?.[1]
+        ?.split(', ')
+        .map((o) => o.slice(2));
+      assert.deepEqual(listed, takes, command);
+    }
+    const general = await runCliInProcess(['--help']);
+    assert.equal(general.code, 0);
+    assert.match(general.stdout, /^usage:\n {2}eventgate run [\s\S]*\n {2}eventgate schema /);
+    assert.equal((await runCliInProcess(['help'])).stdout, general.stdout);
+    const unknown = await runCliInProcess(['help', 'valdiate']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown command 'valdiate' \(did you mean 'validate'\?\)/);
+    // From the shell too: help on stdout, exit 0.
+    const shell = await runCli(['export', '--help']);
+    assert.equal(shell.code, 0);
+    assert.match(shell.stdout, /^usage: eventgate export asyncapi \[-c FILE\]\n/);
   });
 
   it('an unknown command or option exits 2 with the usage', async () => {
