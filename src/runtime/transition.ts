@@ -1,4 +1,5 @@
 import { type BrokerRuntime, type ListenerBindings, type ListenerRuntime, type ReplaySource, type RuntimeEnv, STOP_REASON } from '../kinds/contracts.js';
+import { BindError } from '../kinds/listeners/bind.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { Logger } from '../log.js';
 import type { Change, Transition } from '../plan/diff.js';
@@ -67,10 +68,13 @@ class StartFailure extends Error {
   }
 }
 
-/** Starts a built component; a failure names it and where it is declared. */
+/**
+ * Starts a built component; a failure names it and where it is declared: a socket that could not
+ * bind, at the `port:` or `host:` to change.
+ */
 async function startOrFail<T>(component: { start(): Promise<T> }, at: readonly PathPart[], what: string): Promise<T> {
   return component.start().catch((err: Error) => {
-    throw new StartFailure(at, `${what}: ${err.message}`);
+    throw new StartFailure(err instanceof BindError && err.key ? [...at, err.key] : at, `${what}: ${err.message}`);
   });
 }
 

@@ -53,8 +53,8 @@ describe('hot reload: a commit that fails is rolled back', () => {
     const line = await gw.reconfigure(config(port, '0.0.0.0', '{"v": 2, "n": n}'));
     assert.equal(line.msg, 'reload rolled back; the running config keeps serving');
     assert.match(String(line.error), /listener 'api'.*already in use.*EADDRINUSE/);
-    // Where the listener is declared, as every config problem says it.
-    assert.match(String(line.diagnostic), /gateway\.yaml:5:3: could not start listener 'api': .*EADDRINUSE/);
+    // At the listener's `port:`, as every config problem says where to change it.
+    assert.match(String(line.diagnostic), /gateway\.yaml:5:22: could not start listener 'api': .*EADDRINUSE/);
     assert.equal(line.code, 'EG_START_FAILED');
 
     // The old pipeline serves on the old socket, and the websocket client on the unchanged listener stayed.
@@ -68,7 +68,7 @@ describe('hot reload: a commit that fails is rolled back', () => {
     assert.match(status.lastReloadError.message, /listener 'api'.*EADDRINUSE/);
     assert.deepEqual(
       status.lastReloadError.diagnostics.map((d: { line: number; column: number; path: string; code: string }) => [d.line, d.column, d.path, d.code]),
-      [[5, 3, 'listeners.api', 'EG_START_FAILED']],
+      [[5, 22, 'listeners.api.port', 'EG_START_FAILED']],
     );
     const api = status.listeners.find((l: { name: string }) => l.name === 'api');
     assert.equal(api.port, port);
@@ -84,7 +84,7 @@ describe('hot reload: a commit that fails is rolled back', () => {
     const refusal = (await res.json()) as { code: string; result: string; errors: string[] };
     assert.equal(refusal.code, 'EG_RELOAD_ROLLED_BACK');
     assert.equal(refusal.result, 'rolled_back');
-    assert.match(refusal.errors[0]!, /gateway\.yaml:5:3: could not start listener 'api'/);
+    assert.match(refusal.errors[0]!, /gateway\.yaml:5:22: could not start listener 'api'/);
 
     // Once the port is free, the same config applies.
     await holder.release();
@@ -94,7 +94,7 @@ describe('hot reload: a commit that fails is rolled back', () => {
     assert.equal((await post(`http://127.0.0.1:${port}/in`, { n: 3 })).status, 200);
     assert.deepEqual(await client.next(), { v: 2, n: 3 });
 
-    // A kafka listener added on a port another process holds: rejected at its line, said once. Its
+    // A kafka listener added on a port another process holds: rejected at its `port:`, said once. Its
     // bootstrap socket logged the bind failure as a `listener error` of its own (the raw node error)
     // before the reload's diagnostic, as no other listener does.
     await holder.release();
@@ -106,7 +106,7 @@ describe('hot reload: a commit that fails is rolled back', () => {
       .replace('listeners:\n', `listeners:\n  kin: { kind: kafka, upstream: cluster, host: 127.0.0.1, port: ${kafkaPort} }\n`);
     const kafkaLine = await gw.reconfigure(withKafka);
     assert.equal(kafkaLine.msg, 'reload rejected; the running config keeps serving');
-    assert.match(String(kafkaLine.diagnostic), /gateway\.yaml:\d+:3: could not start listener 'kin': cannot bind 127\.0\.0\.1:\d+: the port is already in use/);
+    assert.match(String(kafkaLine.diagnostic), /gateway\.yaml:7:59: could not start listener 'kin': cannot bind 127\.0\.0\.1:\d+: the port is already in use/);
     assert.deepEqual(
       gw.logs
         .slice(from)
@@ -124,7 +124,7 @@ describe('hot reload: a commit that fails is rolled back', () => {
     const line = await gw.reconfigure(withAdmin('0.0.0.0', '{"v": 2}'));
     assert.equal(line.msg, 'reload rolled back; the running config keeps serving');
     assert.match(String(line.error), /admin server.*EADDRINUSE/);
-    assert.match(String(line.diagnostic), /gateway\.yaml:2:1: could not start admin server: .*EADDRINUSE/);
+    assert.match(String(line.diagnostic), /gateway\.yaml:2:10: could not start admin server: .*EADDRINUSE/);
     const status = await gw.status();
     assert.equal(status.lastReload.result, 'rolled_back');
     assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);

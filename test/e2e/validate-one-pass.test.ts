@@ -348,8 +348,8 @@ describe('run-time failures name their cause', () => {
       const dir = tempFiles({ 'gateway.yaml': yaml('version: 1', `listeners: { api: { kind: http, port: ${port}, host: 127.0.0.1 } }`) });
       const r = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
       assert.equal(r.code, 1);
-      // Where the listener is declared, in the form of every config problem.
-      assert.match(r.stderr, new RegExp(`^gateway\\.yaml:2:14: could not start listener 'api': cannot bind 127\\.0\\.0\\.1:${port}: the port is already in use .*\\(EADDRINUSE\\)$`, 'm'));
+      // At the listener's `port:`, in the form of every config problem.
+      assert.match(r.stderr, new RegExp(`^gateway\\.yaml:2:33: could not start listener 'api': cannot bind 127\\.0\\.0\\.1:${port}: the port is already in use .*\\(EADDRINUSE\\)$`, 'm'));
       assert.doesNotMatch(r.stderr, /new config|\n\s+at /);
     } finally {
       holder.close();

@@ -21,13 +21,31 @@ export function boundAddress(server: Server): { host: string; port: number } | u
   return a && typeof a === 'object' ? { host: a.address, port: a.port } : undefined;
 }
 
-/** A bind failure in words a user can act on; the code stays on the error. */
-function bindError(err: NodeJS.ErrnoException, host: string, port: number): Error {
-  const what: Record<string, string> = {
-    EADDRINUSE: 'the port is already in use (another process, or another eventgate)',
-    EACCES: 'permission denied (ports below 1024 need privileges)',
-    EADDRNOTAVAIL: 'the host is not an address of this machine',
-  };
-  const reason = err.code && what[err.code] ? `${what[err.code]} (${err.code})` : err.message;
-  return Object.assign(new Error(`cannot bind ${host}:${port}: ${reason}`), { code: err.code });
+/**
+ * A socket that could not bind, in words a user can act on; the code stays on the error, and `key`
+ * says which of the component's keys to fix, so the error points at its `port:` or `host:`.
+ */
+export class BindError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+    readonly key: 'port' | 'host' | undefined,
+  ) {
+    super(message);
+  }
+}
+
+const BIND_FAILURES: Record<string, { reason: string; key: 'port' | 'host' }> = {
+  EADDRINUSE: { reason: 'the port is already in use (another process, or another eventgate)', key: 'port' },
+  EACCES: { reason: 'permission denied (ports below 1024 need privileges)', key: 'port' },
+  EADDRNOTAVAIL: { reason: 'the host is not an address of this machine', key: 'host' },
+  // A host name that does not resolve.
+  ENOTFOUND: { reason: 'no such host', key: 'host' },
+  EAI_AGAIN: { reason: 'the host name could not be resolved now', key: 'host' },
+};
+
+function bindError(err: NodeJS.ErrnoException, host: string, port: number): BindError {
+  const known = err.code ? BIND_FAILURES[err.code] : undefined;
+  const reason = known ? `${known.reason} (${err.code})` : err.message;
+  return new BindError(`cannot bind ${host}:${port}: ${reason}`, err.code, known?.key);
 }
