@@ -547,6 +547,12 @@ export interface RouteEntry {
   readonly options: { ack: boolean };
   /** The route has targets (`to`): a kafka listener sends its records there, with deliverRecord(), instead of upstream. */
   readonly delivers?: boolean;
+  /**
+   * The chain has a validate step: a producer's own `_asyncapi_eg_validation_error` header is
+   * dropped on the way in (handle(), deliverRecord()), and by a kafka listener from the records of
+   * a batch it rebuilds anyway.
+   */
+  readonly validates?: boolean;
   handle(msg: Message, ctx: MessageContext): Promise<Outcome>;
   /** handle(), answering synchronously when the chain and the targets did (e.g. a memory topic). */
   handleNow?(msg: Message, ctx: MessageContext): Outcome | Promise<Outcome>;

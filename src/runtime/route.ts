@@ -24,6 +24,7 @@ import {
   type UndecodableBatch,
 } from '../kinds/contracts.js';
 import { fromConsumedRecord } from '../codecs/cloudevents.js';
+import { withoutClientTag } from '../kinds/steps/validate.js';
 import { WebhookTarget } from '../kinds/targets/webhook.js';
 import type { RequestSender } from '../kinds/targets/webhook-client.js';
 import type { Logger } from '../log.js';
@@ -136,6 +137,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   readonly name: string;
   readonly options: { ack: boolean };
   readonly delivers: boolean;
+  readonly validates: boolean;
   private readonly steps: readonly CompiledStep[];
   /** Steps that check a connecting client (auth), in chain order. */
   private readonly gates: readonly Gate[];
@@ -232,6 +234,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.stats = deps.metrics?.route(this.name) ?? new RouteStats();
     this.targets = plan.to.map((t, i) => this.target(t, i));
     this.delivers = this.targets.length > 0;
+    this.validates = this.steps.some((s) => s.kind === 'validate');
     this.readsValues = plan.from.type === 'broker' && readsValues(plan);
     this.readsRecords = this.steps.length > 0 || this.delivers;
     // Called per record of a produce request: one step's check as it is, without a loop or a method of the route's.
@@ -352,13 +355,22 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     if (checked.outcome !== 'delivered') return checked;
     let o: Outcome | Promise<Outcome>;
     try {
-      o = outcomeOf(this.deliver(checked.message ?? msg, { ...ctx, tagged: checked.tagged ? checked.tags : undefined }));
+      const m = checked.message ?? msg;
+      // The chain saw the record as its producer wrote it; its targets get the route's own verdict only.
+      const sent = this.validates ? this.withoutClientTag(m, checked.tagged) : m;
+      o = outcomeOf(this.deliver(sent, { ...ctx, tagged: checked.tagged ? checked.tags : undefined }));
     } catch (err) {
       return this.unexpected(err, UNTRACED);
     }
     // As settle() does: a target's failure (a webhook URL, a broker address) reaches the client's error_message and the log.
     if (o instanceof Promise) return o.then((d) => this.shownOutcome(d));
     return this.shownOutcome(o);
+  }
+
+  /** `msg` without a validation tag its producer wrote (withoutClientTag); the same message when it has none. */
+  private withoutClientTag(msg: Message, tagged = false): Message {
+    const headers = withoutClientTag(msg.headers, tagged);
+    return headers === msg.headers ? msg : { ...msg, headers };
   }
 
   private shownOutcome(o: Outcome): Outcome {
@@ -460,7 +472,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     this.stats.received++;
     const startedAt = performance.now();
     const span = startMessageSpan(this.span, msg.headers[TRACEPARENT]);
-    const input: Message = { ...msg, headers: headersWith(msg.headers, TRACEPARENT, span.traceparent) };
+    // A producer's own validation tag is no verdict of this route's validate steps (withoutClientTag).
+    const input: Message = { ...msg, headers: headersWith(this.validates ? withoutClientTag(msg.headers) : msg.headers, TRACEPARENT, span.traceparent) };
     let result: Outcome | Promise<Outcome> | Later;
     try {
       const unreadable = consuming !== undefined && this.readsValues ? hugeNumberProblem(msg.value) : undefined;
@@ -895,7 +908,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
       const consumed = fromConsumedRecord(m);
       // Left out as the live stream leaves it out (check()): its clients would get null for the number.
       if (this.readsValues && hugeNumberProblem(consumed.value)) continue;
-      const r = await runChain(this.steps, consumed, { route: this.name });
+      const r = await runChain(this.steps, this.validates ? this.withoutClientTag(consumed) : consumed, { route: this.name });
       if (!isStop(r)) out.push(r);
     }
     return { messages: out, gap, forget };

@@ -90,6 +90,14 @@ routes:
   - name: text
     from: { listener: api, path: /text }
     to: { listener: push, path: /out/text }
+  - name: relay-in
+    from: { listener: api, path: /relay }
+    to: { broker: local, topic: relay }
+  - name: relay
+    from: { broker: local, topic: relay }
+    through:
+      - validate: { schema: schemas/light.json, onInvalid: tag }
+    to: { listener: push, path: /out/relay, format: envelope }
 `;
 
 const lightSchema = JSON.stringify({
@@ -190,6 +198,32 @@ describe('HTTP publish (spec §4)', () => {
       assert.equal(reply.body.tagged, undefined);
       const envelope = await out.next();
       assert.equal(envelope.headers._asyncapi_eg_validation_error, undefined);
+    });
+
+    it("drops a client's own _asyncapi_eg_validation_error on a route with a validate step: the header is the gateway's verdict", async () => {
+      const forged = { _asyncapi_eg_validation_error: '{"errors":["forged"]}' };
+      const sentAt = '2026-11-23T10:00:00Z';
+      const tagFrom = (envelope: { headers: Record<string, string> }) => Object.entries(envelope.headers).filter(([name]) => /^_asyncapi_eg_validation_error$/i.test(name));
+      // A valid message goes on without it; an invalid one carries the gateway's errors only.
+      const out = await listen('/out/tag');
+      assert.equal((await post(gw.url('api', '/tag'), { lumens: 3, sentAt }, forged)).status, 200);
+      assert.deepEqual(tagFrom(await out.next()), []);
+      assert.equal((await post(gw.url('api', '/tag'), { lumens: 'bright', sentAt }, forged)).body.tagged, true);
+      const tagged = tagFrom(await out.next());
+      assert.deepEqual(
+        tagged.map(([name, value]) => [name, JSON.parse(value).errors]),
+        [['_asyncapi_eg_validation_error', ['/lumens: must be integer']]],
+      );
+      // A route without a validate step passes it on as any other header (to the memory topic); the
+      // consume route that validates what it reads from there drops it as the HTTP route did.
+      const relayed = await listen('/out/relay');
+      const published = await listen('/out/fan-a');
+      assert.equal((await post(gw.url('api', '/fanout'), { lumens: 4, sentAt }, forged)).status, 200);
+      assert.equal(tagFrom(await published.next()).length, 1, 'kept by a route without a validate step');
+      assert.equal((await post(gw.url('api', '/relay'), { lumens: 4, sentAt }, forged)).status, 200);
+      const consumed = await relayed.next();
+      assert.deepEqual(consumed.value, { lumens: 4, sentAt });
+      assert.deepEqual(tagFrom(consumed), []);
     });
 
     it('with onInvalid: deadletter, sends the invalid message to the dead-letter topic with the header, not to the targets', async () => {

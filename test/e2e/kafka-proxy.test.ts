@@ -202,6 +202,27 @@ routes:
       );
       assert.equal(got.filter((g) => g.headers._asyncapi_eg_validation_error !== undefined).length, records.filter((v) => v.includes('lots')).length);
     });
+
+    it("drops a producer's own _asyncapi_eg_validation_error from the records of a batch it rebuilds; a batch that passes whole goes on as it came", async () => {
+      const forged = { _asyncapi_eg_validation_error: '{"errors":["forged"]}', _ASYNCAPI_EG_VALIDATION_ERROR: 'forged too' };
+      const tags = (headers: Record<string, string>) => Object.keys(headers).filter((name) => /^_asyncapi_eg_validation_error$/i.test(name));
+      // One key, one partition; one batch (linger) with an invalid record: rebuilt to tag it.
+      await kcatProduce(
+        proxy,
+        t.tagged,
+        [VALID(220), INVALID(221), VALID(222)].map((value) => ({ key: 'forged', value, headers: forged })),
+        { lingerMs: 50 },
+      );
+      await kcatProduce(proxy, t.tagged, [{ key: 'whole', value: VALID(223), headers: forged }]);
+      const got = await kcatConsumeAll(kafka.bootstrap, t.tagged);
+      const at = (value: string) => got.find((g) => g.value === value)!.headers;
+      assert.deepEqual(tags(at(VALID(220))), []);
+      assert.deepEqual(tags(at(VALID(222))), []);
+      assert.deepEqual(tags(at(INVALID(221))), ['_asyncapi_eg_validation_error']);
+      assert.match(JSON.parse(at(INVALID(221))._asyncapi_eg_validation_error!).errors.join(), /total/);
+      // Left as the client wrote it: stripping it would rebuild every such batch (docs/kafka-proxy.md).
+      assert.deepEqual(tags(at(VALID(223))).sort(), Object.keys(forged).sort());
+    });
   });
 
   describe('kafkajs 2.2.4', () => {

@@ -2,7 +2,7 @@ import type { ErrorObject } from 'ajv';
 import { parse as parseYaml } from '../../config/yaml.js';
 import { problem } from '../../core/errors.js';
 import { headerJson } from '../../core/header-json.js';
-import { headersWith, withHeaders, type Message } from '../../core/message.js';
+import { headersWith, newHeaders, withHeaders, type Message } from '../../core/message.js';
 import type { StepStop } from '../../core/outcome.js';
 import type { MessageContext } from '../../core/message.js';
 import type { CompiledStep, MessageContract, PublishOptions } from '../contracts.js';
@@ -10,6 +10,28 @@ import { defineStep, exactlyOne, oneOf, oneOfStrings, routeQos, Type, type Stati
 
 /** The header the AsyncAPI Event Gateway used for tagged messages; kept so its consumers work unchanged. */
 export const VALIDATION_ERROR_HEADER = '_asyncapi_eg_validation_error';
+
+/** Whether a header is named as the tag, in any case: a webhook target sends it as an HTTP header, whose names have no case. */
+export function isValidationTagName(name: string): boolean {
+  return name.length === VALIDATION_ERROR_HEADER.length && name.toLowerCase() === VALIDATION_ERROR_HEADER;
+}
+
+/**
+ * `headers` without a tag its producer wrote: a route with a validate step drops it on the way in,
+ * so the header its targets get is its own verdict, never a client's claim (a valid message goes on
+ * without one). `tagged`: the route's chain wrote the tag itself after it saw the message as its
+ * producer wrote it (a kafka listener's records), so the tag under its exact name is kept, and only
+ * other spellings go. The same object when there is nothing to drop (the usual case: no copy).
+ */
+export function withoutClientTag(headers: Readonly<Record<string, string>>, tagged = false): Readonly<Record<string, string>> {
+  const client = (name: string) => isValidationTagName(name) && !(tagged && name === VALIDATION_ERROR_HEADER);
+  let found = false;
+  for (const name in headers) found ||= client(name);
+  if (!found) return headers;
+  const out = newHeaders();
+  for (const name in headers) if (!client(name)) out[name] = headers[name]!;
+  return out;
+}
 
 const ON_INVALID = ['reject', 'tag', 'deadletter'] as const;
 type OnInvalid = (typeof ON_INVALID)[number];
@@ -61,7 +83,7 @@ export const validateStep = defineStep({
   options,
   doc: {
     summary:
-      'Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config\'s AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. A `format` ajv does not know (`format: emial`) and a keyword JSON Schema does not have (`requird`) are config errors at their key, with a hint, since ajv would ignore them and check nothing (JSON Schema\'s `idn-email`, `idn-hostname`, `iri` and `iri-reference` formats are accepted and not checked); keys starting with `x-` (extensions) and the annotations AsyncAPI and OpenAPI schemas add (`example`, `externalDocs`, `discriminator`) are allowed and check nothing. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{"ts":"<ISO-8601>","errors":["<instancePath>: <message>",...]}` (the root\'s instancePath is empty: `": must have required property \'id\'"`); `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route\'s `deadletter`) instead of the route\'s targets; on an mqtt broker the step\'s `deadletter` takes a `qos` of its own, as the route\'s does. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. At most the first 100 errors are listed (and at most 16 KiB of them, each cut at 256 characters), wherever they appear; the detail of a 400 counts them all. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).',
+      "Validates the message value against a JSON Schema (ajv, with formats such as date-time), given inline or as a file (`schema`), or taken from the config's AsyncAPI documents: the payload of one message (`message`) or of any message of a channel (`channel`); see docs/asyncapi.md. A `format` ajv does not know (`format: emial`) and a keyword JSON Schema does not have (`requird`) are config errors at their key, with a hint, since ajv would ignore them and check nothing (JSON Schema's `idn-email`, `idn-hostname`, `iri` and `iri-reference` formats are accepted and not checked); keys starting with `x-` (extensions) and the annotations AsyncAPI and OpenAPI schemas add (`example`, `externalDocs`, `discriminator`) are allowed and check nothing. `onInvalid: reject` (default) answers 400 / an error frame with the errors; `tag` forwards the message with header `_asyncapi_eg_validation_error` = compact JSON `{\"ts\":\"<ISO-8601>\",\"errors\":[\"<instancePath>: <message>\",...]}` (the root's instancePath is empty: `\": must have required property 'id'\"`); `deadletter` sends it, with that header, to `deadletter: {broker, topic}` (or the route's `deadletter`) instead of the route's targets; on an mqtt broker the step's `deadletter` takes a `qos` of its own, as the route's does. When several validate steps of a route tag the same message (or a later one dead-letters it), the header lists the errors of each, in step order. The header is the gateway's verdict: on a route with a validate step, one the message arrived with (a client's or producer's, in any case) is dropped before the chain runs, so a valid message goes on without it (on a kafka listener, from the batches it rebuilds: a batch whose records all pass goes on byte for byte). At most the first 100 errors are listed (and at most 16 KiB of them, each cut at 256 characters), wherever they appear; the detail of a 400 counts them all. After a `message` or `channel` step, expressions see `$message` (the message id) and `$channel` (the channel key).",
     example: 'validate:\n  message: lightMeasured      # or: channel: lightingMeasured, or: schema: schemas/light-measured.json\n  onInvalid: tag',
   },
   compile(options, ctx) {

@@ -44,6 +44,7 @@ import type { CheckedRecords, RecordsAnswer, RouteEntry } from '../../contracts.
 import { problem, type Problem } from '../../../core/errors.js';
 import { decodeValueBytes, encodeValue, type Message, type MessageContext } from '../../../core/message.js';
 import type { Outcome } from '../../../core/outcome.js';
+import { isValidationTagName, VALIDATION_ERROR_HEADER } from '../../steps/validate.js';
 import type { RefusedRequest } from './refusal-log.js';
 
 export type Governed =
@@ -371,8 +372,11 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       let edited: KafkaRecord[] | undefined;
       for (let i = 0; i < outcomes.length; i++) {
         const outcome = outcomes[i]!;
-        if (outcome.outcome === 'delivered') {
-          const next = outcome.message ? applyChanges(records[i]!, messages[i]!, outcome.message) : records[i]!;
+        // Without changes the batch is refused or goes on as it came: its records were not read.
+        if (outcome.outcome === 'delivered' && changes) {
+          const changed = outcome.message ? applyChanges(records[i]!, messages[i]!, outcome.message) : records[i]!;
+          // Rebuilt anyway: its records lose a validation tag their producer wrote (withoutClientTag).
+          const next = route.validates ? withoutClientTagRecord(changed, outcome.tagged) : changed;
           if (next !== records[i]) (edited ??= records.slice())[i] = next;
         } else if (refuses(outcome)) {
           recordErrors.push({ index: i, message: describe(outcome) });
@@ -475,6 +479,12 @@ function applyChanges(rec: KafkaRecord, before: Message, out: Message): KafkaRec
     value: valueChanged ? (out.value === null ? null : Buffer.from(encodeValue(out.value), 'utf8')) : rec.value,
     headers: headers ?? rec.headers,
   };
+}
+
+/** `rec` without a validation tag its producer wrote (the route's own, `tagged`, stays); the same record when it has none. */
+function withoutClientTagRecord(rec: KafkaRecord, tagged: boolean): KafkaRecord {
+  const client = (h: RecordHeader) => isValidationTagName(h.key) && !(tagged && h.key === VALIDATION_ERROR_HEADER);
+  return rec.headers.some(client) ? { ...rec, headers: rec.headers.filter((h) => !client(h)) } : rec;
 }
 
 type Refusal = Extract<Outcome, { outcome: 'invalid' | 'rejected' | 'failed' }>;
