@@ -3,7 +3,7 @@ import type { Env } from '../config/source.js';
 import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
 import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
-import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
+import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, renamedForwardDigest, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
 import { handOverTakes } from '../plan/subscription.js';
 import type { Plan } from '../plan/types.js';
 import type { CliIo } from './io.js';
@@ -166,6 +166,18 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     if (leave === -1) continue;
     groups.splice(leave, 1);
     Object.assign(join, { change: 'rejoin' });
+  }
+
+  // A forward route renamed without a group takes the running subscription over in its old group
+  // (renamedForward, RouteRuntime.takeOver): it neither joins nor leaves one.
+  for (const join of groups.filter((g) => g.change === 'join')) {
+    const after = next.plan.routes.get(join.route)!;
+    const key = renamedForwardDigest(next.plan!, after, registry);
+    const keyBefore = (name: string) => (running ? running.routes.find((r) => r.name === name)?.renamedForward : renamedForwardDigest(before!, before!.routes.get(name)!, registry));
+    const leave = groups.findIndex((g) => g.change === 'leave' && g.broker === join.broker && !replaced.has(g.broker) && key !== undefined && keyBefore(g.route) === key);
+    if (leave === -1) continue;
+    groups.splice(leave, 1);
+    groups.splice(groups.indexOf(join), 1);
   }
 
   // A first start has no log settings to change; otherwise a new log level is a change a reload makes.

@@ -3,7 +3,7 @@ import type { Plan, RoutePlan, SourcePlan } from './types.js';
 import { consumerGroupName } from './consumer-group.js';
 import type { HandOverChange } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
-import { askedSubscription, handOverTakes, keptSubscription } from './subscription.js';
+import { askedSubscription, handOverTakes, keptSubscription, renamedForwardKey } from './subscription.js';
 
 /**
  * What a reload diff needs to know about a plan, and nothing more: each component's kind and a
@@ -25,7 +25,7 @@ export interface PlanFingerprint {
    * a hash of what it asks of that broker (subscriptionKey()), which tells `plan` whether a
    * rebuilt route takes the running subscription over.
    */
-  routes: { name: string; key: string; from: SourcePlan; group?: string; subscription?: string; brokers: string[]; listeners: string[] }[];
+  routes: { name: string; key: string; from: SourcePlan; group?: string; subscription?: string; renamedForward?: string; brokers: string[]; listeners: string[] }[];
   /** Clients connected to each listener that keeps connections open (filled in by the running gateway). */
   clients?: Record<string, number>;
 }
@@ -58,6 +58,7 @@ export function planFingerprint(plan: Plan, registry: KindRegistry): PlanFingerp
       from: r.from,
       group: consumerGroup(r),
       subscription: subscriptionKey(r, handOverTakes(plan, r, registry)),
+      renamedForward: renamedForwardDigest(plan, r, registry),
       brokers: r.brokers,
       listeners: r.listeners,
     })),
@@ -116,6 +117,12 @@ export function consumerGroup(r: RoutePlan): string | undefined {
  * subscription over, with no group to join again. A CLI and a gateway of versions that disagree on
  * `takes` see different keys: plan then says "rejoins", never "kept" for a route that rejoins.
  */
+/** A hash of renamedForwardKey(): equal ones, of a removed and an added route, are a forward route renamed (renamedForward()). */
+export function renamedForwardDigest(plan: Plan, r: RoutePlan, registry: KindRegistry): string | undefined {
+  const key = renamedForwardKey(r, handOverTakes(plan, r, registry));
+  return key === undefined ? undefined : digest(key);
+}
+
 export function subscriptionKey(r: RoutePlan, takes: readonly HandOverChange[]): string | undefined {
   const asked = askedSubscription(r, '<instance>');
   return asked && digest(canonical(keptSubscription(asked, takes)));

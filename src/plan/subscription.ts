@@ -1,3 +1,4 @@
+import { canonical } from '../core/canonical.js';
 import type { HandOverChange, Qos, StartFrom } from '../kinds/contracts.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import { consumerGroupName, groupPerInstance } from './consumer-group.js';
@@ -62,4 +63,25 @@ export function keptSubscription(asked: AskedSubscription, takes: readonly HandO
   const kept: Partial<AskedSubscription> = { ...asked };
   for (const field of takes) delete kept[field];
   return kept;
+}
+
+/**
+ * Whether route `after`, which a reload adds as it removes `before`, is `before` renamed: both read
+ * the same topic of the same broker for websocket and SSE forwards only, in their default group
+ * (one per instance, named for the route), and ask the same but for that name. The renamed route
+ * then takes the running subscription over, in the old route's group (RouteRuntime.takeOver), as a
+ * rebuilt route of the same name does: a new group of a forward route starts at the latest
+ * message, and what was published between the old route's stop and its start reached no client.
+ * Other routes keep their group only by name (`group:`): a new default group of a durable route
+ * reads from the broker's default, and a group taken over would last only until the next start.
+ */
+export function renamedForward(before: RoutePlan, after: RoutePlan, takes: readonly HandOverChange[]): boolean {
+  const was = renamedForwardKey(before, takes);
+  return was !== undefined && was === renamedForwardKey(after, takes);
+}
+
+/** What a forward route in its default group asks of its broker but for the group's name (renamedForward); undefined for other routes. */
+export function renamedForwardKey(r: RoutePlan, takes: readonly HandOverChange[]): string | undefined {
+  const asked = askedSubscription(r, '<instance>');
+  return asked?.perInstance ? canonical(keptSubscription({ ...asked, group: '' }, takes)) : undefined;
 }

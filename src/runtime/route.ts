@@ -30,7 +30,7 @@ import type { RequestSender } from '../kinds/targets/webhook-client.js';
 import type { Logger } from '../log.js';
 import type { KindRegistry } from '../kinds/registry.js';
 import type { RoutePlan, TargetPlan } from '../plan/types.js';
-import { askedSubscription } from '../plan/subscription.js';
+import { askedSubscription, renamedForward } from '../plan/subscription.js';
 import { RouteStats } from '../telemetry/metrics.js';
 import { redact } from '../config/secrets.js';
 import type { TapChannel } from '../telemetry/tap.js';
@@ -138,6 +138,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
   readonly options: { ack: boolean };
   readonly delivers: boolean;
   readonly validates: boolean;
+  /** The group of a renamed forward route's predecessor, whose subscription it took over (takeOver); its own is used otherwise. */
+  private groupTakenOver: string | undefined;
   private readonly steps: readonly CompiledStep[];
   /** Steps that check a connecting client (auth), in chain order. */
   private readonly gates: readonly Gate[];
@@ -789,17 +791,26 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * once `before` holds no message; undefined when it cannot be taken over (then stop `before` and
    * start() this one, as before).
    */
-  takeOver(before: RouteRuntime, drainMs: number, registry: KindRegistry): Promise<void> | undefined {
+  takeOver(before: RouteRuntime, drainMs: number, registry: KindRegistry, renamed = false): Promise<void> | undefined {
     const theirs = before.subscribed;
     const sub = before.subscription;
     if (!theirs || !sub?.handOver || before.stopping) return undefined;
-    const consuming = this.consuming();
     // The differences the kind's hand-over takes, as `eventgate plan` reads them (handOverTakes).
     const takes = registry.brokers.get(theirs.broker.kind)?.handOverTakes;
-    if (!consuming || consuming.broker !== theirs.broker || !sameSubscription(consuming.spec, theirs.spec, takes)) return undefined;
+    if (renamed && !renamedForward(before.plan, this.plan, takes ?? [])) return undefined;
+    // A renamed forward route consumes in its predecessor's group, and so do the routes rebuilt from it.
+    this.groupTakenOver = renamed ? theirs.spec.group : before.groupTakenOver;
+    const consuming = this.consuming();
+    const asked = consuming && (renamed ? { ...consuming.spec, route: theirs.spec.route } : consuming.spec);
+    if (!consuming || !asked || consuming.broker !== theirs.broker || !sameSubscription(asked, theirs.spec, takes)) {
+      this.groupTakenOver = undefined;
+      return undefined;
+    }
     this.prepareConsuming(consuming.broker);
     this.subscription = sub;
     this.subscribed = consuming;
+    // The subscription's own lines go on naming the route that made it, until the next start.
+    if (renamed) this.deps.logger.info({ route: this.name, renamedFrom: before.name, group: consuming.spec.group }, 'renamed route took over the subscription of the route it replaces');
     return before.stopConsumingWith(drainMs, () => sub.handOver!(consuming.spec, this.consumer));
   }
 
@@ -813,7 +824,8 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     // and every one before it are done; orderBy keeps order per value.
     const asked = askedSubscription(this.plan, this.deps.instanceId);
     if (!asked) return undefined;
-    const { broker: name, topic, group, startFrom, defaultStartFrom, perInstance, inFlight, qos } = asked;
+    const { broker: name, topic, startFrom, defaultStartFrom, perInstance, inFlight, qos } = asked;
+    const group = perInstance && this.groupTakenOver !== undefined ? this.groupTakenOver : asked.group;
     const undecodable = asked.deadletter ? (raw: UndecodableBatch) => (this.connecting ? this.onceConnected(() => this.deadletterUndecodable(raw)) : this.deadletterUndecodable(raw)) : undefined;
     const ordered = this.webhooks.filter((w) => w.ordered);
     const orderKeys = asked.ordered ? (msg: Message) => this.orderKeys(fromConsumedRecord(msg), ordered) : undefined;

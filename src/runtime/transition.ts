@@ -187,6 +187,20 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       stopping.push(handedOver);
     } else starting.push(r);
   }
+  // A forward route renamed without a group takes over the subscription of the route it replaces
+  // (renamedForward): a new group would start at the latest message, past what came between.
+  const removed = new Set(t.routes.filter((c) => c.op === 'remove').map((c) => c.name));
+  for (const r of [...starting]) {
+    if (predecessors.has(r.name)) continue;
+    for (const [name, before] of predecessors) {
+      const handedOver = removed.has(name) ? r.takeOver(before, drainMs, env.registry, true) : undefined;
+      if (!handedOver) continue;
+      predecessors.delete(name);
+      starting.splice(starting.indexOf(r), 1);
+      stopping.push(handedOver);
+      break;
+    }
+  }
   for (const r of predecessors.values()) stopping.push(r.stopConsuming(drainMs));
   await Promise.all(stopping);
   for (const r of starting) r.start();

@@ -278,6 +278,23 @@ routes:
       const reopened = gw.logs.slice(from).filter((l) => l.msg === 'consumer ready' || l.msg === 'nats connected');
       assert.deepEqual(reopened, []);
       assert.equal(feed.closed, undefined, 'the WebSocket client stayed connected');
+
+      // The forward route renamed without a group takes the running subscription over, in its old
+      // group: no unsubscribe and subscribe (a core subject loses what comes between), no new
+      // consumer starting at the latest message (spec-checklist 1239), and no group left or joined.
+      const renaming = gw.logs.length;
+      const renamed = `${config}  - name: added\n    from: { listener: api, path: /added }\n    to: { broker: nats, topic: added.subject }\n`.replace('- name: chat-out', '- name: chat-feed');
+      assert.equal((await gw.reconfigure(renamed)).msg, 'config reloaded');
+      const line = await gw.waitForLog((l) => l.msg === 'renamed route took over the subscription of the route it replaces', 15000, renaming);
+      assert.deepEqual([line.route, line.renamedFrom], ['chat-feed', 'chat-out']);
+      assert.match(String(line.group), /^eventgate-chat-out-/);
+      peer.publish('chat.after-rename', '{"renamed":true}');
+      assert.deepEqual((await feed.next(10000)).value, { renamed: true });
+      assert.deepEqual(
+        gw.logs.slice(renaming).filter((l) => l.msg === 'consumer ready'),
+        [],
+      );
+      assert.equal(feed.closed, undefined, 'the WebSocket client stayed connected');
     } finally {
       feed.close();
     }

@@ -218,6 +218,31 @@ describe('eventgate plan --from OLD', () => {
     );
   });
 
+  it('names no group for a forward route renamed without a group: the renamed route takes its subscription over', async () => {
+    const forward = (route: string, topic = 't') =>
+      yaml(
+        'version: 1',
+        'brokers:',
+        '  bus: { kind: nats, servers: "nats://127.0.0.1:1" }',
+        'listeners:',
+        '  push: { kind: websocket, port: 0 }',
+        'routes:',
+        `  - name: ${route}`,
+        `    from: { broker: bus, topic: ${topic} }`,
+        '    to: { listener: push, path: /ws }',
+      );
+    const dir = tempFiles({ 'old.yaml': forward('out'), 'new.yaml': forward('feed'), 'moved.yaml': forward('feed', 'u') });
+    const groups = async (config: string) => {
+      const r = await runCliInProcess(['plan', '-c', config, '--from', 'old.yaml'], { cwd: dir });
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      return r.stdout.split('\n').filter((l) => l.startsWith('consumer group'));
+    };
+    // Before: "joins: eventgate-feed-<instance>" and "leaves: eventgate-out-<instance>".
+    assert.deepEqual(await groups('new.yaml'), []);
+    // Another topic is another subscription: a new group joins, the old one leaves.
+    assert.deepEqual(await groups('moved.yaml'), ['consumer group joins: eventgate-feed-<instance> (route feed, bus/u)', 'consumer group leaves: eventgate-out-<instance> (route out, bus/t)']);
+  });
+
   it("prints NEW's warnings on stderr, as validate does, in text and json", async () => {
     // Before: a plan of a config with a feedback loop said nothing of it (validate warns).
     const loop = ['  - name: again', '    from: { broker: local, topic: t }', '    to: { broker: local, topic: t }'];
