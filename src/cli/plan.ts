@@ -6,6 +6,7 @@ import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../pl
 import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, renamedForwardDigest, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
 import { handOverTakes } from '../plan/subscription.js';
 import type { Plan } from '../plan/types.js';
+import { sameRoutePath } from '../kinds/listeners/route-paths.js';
 import type { CliIo } from './io.js';
 
 export interface PlanOptions {
@@ -117,14 +118,15 @@ export async function planCommand(o: PlanOptions): Promise<number> {
   const keepsClients = (kind: string) => registry.listeners.get(kind)?.acceptsForward === true;
   const disconnected: Disconnect[] = [];
   if (before) {
-    const oldPaths = listenerPaths(before.routes.values());
+    // A running gateway's routes come without their targets (planFromFingerprint): its paths are the fingerprint's.
+    const oldPaths = running ? new Map(running.listeners.map((l) => [l.name, new Set(l.paths)])) : listenerPaths(before.routes.values());
     const newPaths = listenerPaths(next.plan.routes.values());
     for (const [name, l] of before.listeners) {
       if (!keepsClients(l.kind)) continue;
       const count = clients[name];
       if (diff.listeners.remove.includes(name)) disconnected.push({ listener: name, clients: count, reason: 'the listener is removed' });
       else if (diff.listeners.rebind.includes(name)) disconnected.push({ listener: name, clients: count, reason: 'the listener needs a new socket (port, host or TLS changed)' });
-      else for (const p of oldPaths.get(name) ?? []) if (!newPaths.get(name)?.has(p)) disconnected.push({ listener: name, path: p, reason: 'no route serves this path any more' });
+      else for (const p of oldPaths.get(name) ?? []) if (!stillServed(p, newPaths.get(name))) disconnected.push({ listener: name, path: p, reason: 'no route serves this path any more' });
     }
   }
   const groups: Rejoin[] = [];
@@ -313,4 +315,15 @@ function text(r: PlanReport): string {
   for (const g of r.groups ?? [])
     lines.push(`consumer group ${g.change === 'join' ? 'joins' : g.change === 'rejoin' ? 'rejoins' : 'leaves'}: ${g.group} (route ${g.route}, ${g.broker}/${g.topic})${g.left ? `: ${g.left}` : ''}`);
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * Whether `path`'s clients stay connected with `paths` served: the path itself, or one that only
+ * renames its parameters (`/rooms/:room` → `/rooms/:r`), where a reload moves its websocket
+ * clients and event streams.
+ */
+function stillServed(path: string, paths: ReadonlySet<string> | undefined): boolean {
+  if (!paths) return false;
+  if (paths.has(path)) return true;
+  return /[:*]/.test(path) && [...paths].some((p) => /[:*]/.test(p) && sameRoutePath(p, path));
 }

@@ -141,6 +141,16 @@ describe('eventgate plan --from OLD', () => {
     assert.deepEqual(report.errors, []);
   });
 
+  it('names no clients disconnected for a forward path whose parameter is only renamed (a reload moves its clients), and names a path that goes', async () => {
+    const rooms = (path: string) => base('a > 1').replace('path: /ws }', `path: ${path} }`);
+    const dir = tempFiles({ 'old.yaml': rooms('/ws/:room'), 'renamed.yaml': rooms('/ws/:r'), 'moved.yaml': rooms('/rooms/:r') });
+    const renamed = await runCliInProcess(['plan', '-c', 'renamed.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir });
+    assert.equal(renamed.code, 2, renamed.stdout + renamed.stderr);
+    assert.deepEqual(JSON.parse(renamed.stdout).disconnected, []);
+    const moved = await runCliInProcess(['plan', '-c', 'moved.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir });
+    assert.deepEqual(JSON.parse(moved.stdout).disconnected, [{ listener: 'push', path: '/ws/:room', reason: 'no route serves this path any more' }]);
+  });
+
   it("names a rebuilt route's group as rejoining only when what it asks of its broker changes", async () => {
     const asked = (from: string) => base('a > 1').replace('    from: { broker: local, topic: t }\n    to: { listener: push', `    from: ${from}\n    to: { listener: push`);
     const dir = tempFiles({
@@ -403,6 +413,8 @@ describe('eventgate plan --admin URL against a running gateway', () => {
       const removed = tempFiles({ 'new.yaml': base('a > 1').replace(/ {2}- name: out\n.*\n.*\n/, '') });
       const leave = await runCliInProcess(['plan', '-c', 'new.yaml', '--admin', gw.adminUrl, ...token, '--format', 'json'], { cwd: removed });
       assert.deepEqual(JSON.parse(leave.stdout).groups, [{ route: 'out', broker: 'local', topic: 't', group: 'eventgate-out-<instance>', change: 'leave' }]);
+      // Its forward path goes with it, and so do its clients: the running routes come without their targets, the fingerprint names the paths.
+      assert.deepEqual(JSON.parse(leave.stdout).disconnected, [{ listener: 'push', path: '/ws', reason: 'no route serves this path any more' }]);
 
       // Apply the filter change only: afterwards the plan for that config is empty.
       await gw.reconfigure(base('a > 2'));
