@@ -207,6 +207,11 @@ export interface ListenerTelemetry {
   kafkaConnectionClosed(reason: KafkaCloseReason): void;
   /** A new connection was closed because the listener was at its `maxConnections` (`eventgate_listener_connections_dropped_total{listener}`). */
   connectionDropped(): void;
+  /**
+   * A client was disconnected for not reading: over its send bound, a websocket client (1013) or an
+   * event stream (`eventgate_slow_clients_disconnected_total{listener}`).
+   */
+  slowClientDisconnected(): void;
 }
 
 /** Why a kafka listener closed a client's connection: the `reason` label, a fixed set (the log line names the detail). */

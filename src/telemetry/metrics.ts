@@ -107,6 +107,11 @@ export class ListenerStats implements ListenerTelemetry {
   connectionDropped(): void {
     this.connectionsDropped++;
   }
+  /** Websocket clients and event streams disconnected over their send bound. */
+  slowClientsDisconnected = 0;
+  slowClientDisconnected(): void {
+    this.slowClientsDisconnected++;
+  }
 }
 
 export class BrokerStats implements BrokerTelemetry {

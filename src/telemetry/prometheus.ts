@@ -145,6 +145,17 @@ export class Prometheus {
       },
     });
     new Counter({
+      name: 'eventgate_slow_clients_disconnected_total',
+      help: 'Clients disconnected for not reading, per listener: websocket clients over maxBufferedBytes (closed with 1013) and event streams over events.maxBufferedBytes.',
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        this.reset();
+        // Only websocket and http listeners push to clients; their series exist from the start, at 0.
+        for (const [listener, l] of source.listeners) if (l.kind === 'websocket' || l.kind === 'http') this.inc({ listener }, listenerStats.get(listener)?.slowClientsDisconnected ?? 0);
+      },
+    });
+    new Counter({
       name: 'eventgate_admin_connections_dropped_total',
       help: 'New connections the admin server (/metrics, /readyz, the admin API) closed at once because it had admin.maxConnections (10000 unless set) open.',
       registers,

@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { eventually, useGateway } from '../helpers/gateway.js';
+import { scrape } from '../helpers/prometheus.js';
 import { openStream, parseEvents } from '../helpers/sse.js';
 
 /** `curl -N`: an event-stream client that is not a browser. */
@@ -383,6 +384,10 @@ ${extra}`;
     await closed;
     const listeners = (await gw.status()).listeners as { name: string; slowStreamsClosed?: number }[];
     assert.equal(listeners.find((l) => l.name === 'api')!.slowStreamsClosed, 1);
+    // Where an operator's alert can see it, per listener (each series there from the start).
+    const metrics = await scrape(gw.adminUrl);
+    assert.equal(metrics.value('eventgate_slow_clients_disconnected_total', { listener: 'api' }), 1);
+    assert.equal(metrics.value('eventgate_slow_clients_disconnected_total', { listener: 'small' }), 0);
   });
 
   it('publishes nothing a client pipelines behind its stream request, says Connection: close, and keeps streaming to it', async () => {

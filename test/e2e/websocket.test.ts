@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { post, RawWsClient, WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
+import { scrape } from '../helpers/prometheus.js';
 import { rawHttp } from '../helpers/raw-http.js';
 import { openStream } from '../helpers/sse.js';
 import { conforms } from '../helpers/wire-formats.js';
@@ -12,6 +13,7 @@ import { HeldTarget } from '../helpers/held-target.js';
 
 const config = (held: string) => `
 version: 1
+admin: { port: 0 }
 brokers:
   local: { kind: memory }
 listeners:
@@ -596,6 +598,7 @@ describe('WebSocket (spec §5)', () => {
     it('disconnects a client that stops reading with 1013, while a normal client keeps receiving everything', async () => {
       const slow = await RawWsClient.connect(gw.url('push', '/bulk', 'ws'));
       const normal = await connect('/bulk');
+      const slowBefore = (await scrape(gw.adminUrl)).value('eventgate_slow_clients_disconnected_total', { listener: 'push' });
       slow.pause();
       const from = gw.logs.length;
       let slowDropped = false;
@@ -609,6 +612,7 @@ describe('WebSocket (spec §5)', () => {
         sent++;
       }
       assert.ok(slowDropped, `the slow client was disconnected (after ${sent} messages)`);
+      assert.equal((await scrape(gw.adminUrl)).value('eventgate_slow_clients_disconnected_total', { listener: 'push' }), slowBefore! + 1);
       // A few more after the drop: the normal client must get them too.
       for (let i = 0; i < 5; i++, sent++) assert.equal((await post(gw.url('api', '/bulk'), { seq: sent, pad })).status, 200);
       for (let seq = 0; seq < sent; seq++) {

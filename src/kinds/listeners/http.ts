@@ -66,7 +66,7 @@ const options = kindOptions('http', {
             minimum: 1024,
             default: SSE_DEFAULTS.maxBufferedBytes,
             description:
-              "Per-client bound on events written but not yet read; a client over it is disconnected (it reconnects and resumes). Checked before each event, on what earlier event-loop turns left unread: the events of one turn go to all clients of a path as one shared buffer and count once written, so a burst larger than the bound does not cut off a client that keeps up. A resume's replay (and the live events held behind it) is written as fast as the client reads it, whatever its size; live events held meanwhile count against the bound.",
+              "Per-client bound on events written but not yet read; a client over it is disconnected (it reconnects and resumes; counted in `eventgate_slow_clients_disconnected_total`). Checked before each event, on what earlier event-loop turns left unread: the events of one turn go to all clients of a path as one shared buffer and count once written, so a burst larger than the bound does not cut off a client that keeps up. A resume's replay (and the live events held behind it) is written as fast as the client reads it, whatever its size; live events held meanwhile count against the bound.",
           }),
         ),
         retryMs: Type.Optional(Type.Integer({ minimum: 0, default: SSE_DEFAULTS.retryMs, description: 'Reconnection delay sent to clients (`retry:`).' })),
@@ -155,7 +155,7 @@ export class HttpListener implements ListenerRuntime {
     this.options = options;
     this.telemetry = env.telemetry?.listener(name);
     this.cors = options.cors ? new CorsPolicy(options.cors) : undefined;
-    this.streams = new SseStreams(name, { ...SSE_DEFAULTS, ...options.events }, env.logger);
+    this.streams = new SseStreams(name, { ...SSE_DEFAULTS, ...options.events }, env.logger, () => this.telemetry?.slowClientDisconnected());
     this.server = createTransport(
       name,
       options,

@@ -212,6 +212,8 @@ export class SseStreams {
     private readonly listener: string,
     private options: SseOptions,
     private readonly logger: Logger,
+    /** Counts a client cut off for reading too slowly (eventgate_slow_clients_disconnected_total). */
+    private readonly onSlowClient: () => void = () => {},
   ) {}
 
   reconfigure(options: SseOptions): void {
@@ -436,6 +438,7 @@ export class SseStreams {
 
   private cutOff(client: SseClient, buffered: number): void {
     this.slowClientsClosed++;
+    this.onSlowClient();
     this.logger.warn({ listener: this.listener, path: client.path, remote: client.remoteAddress, buffered }, 'event stream client too slow; disconnecting');
     this.paths.get(client.path)?.clients.delete(client);
     // Destroying frees what was buffered for it at once; the client reconnects and resumes.

@@ -74,7 +74,7 @@ const options = kindOptions('websocket', {
       minimum: 1,
       default: DEFAULT_MAX_BUFFERED,
       description:
-        'Per-client send buffer bound: forwarded messages, acks and error frames all count; a client over it is disconnected with 1013. Checked before anything more is sent to a client, on what earlier event-loop turns left unread; the messages of one turn go to all clients of a path as one shared buffer and count once written, so a burst larger than the bound does not cut off a client that keeps up.',
+        'Per-client send buffer bound: forwarded messages, acks and error frames all count; a client over it is disconnected with 1013 (counted in `eventgate_slow_clients_disconnected_total`). Checked before anything more is sent to a client, on what earlier event-loop turns left unread; the messages of one turn go to all clients of a path as one shared buffer and count once written, so a burst larger than the bound does not cut off a client that keeps up.',
     }),
   ),
   maxPendingFrames: Type.Optional(
@@ -735,6 +735,7 @@ export class WebSocketListener implements ListenerRuntime {
     if (c.evicted) return;
     c.evicted = true;
     this.env.logger.warn({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client too slow; disconnecting with 1013');
+    this.telemetry?.slowClientDisconnected();
     this.leave(c);
     c.ws.pause();
     // What still waits to be handed to it, it would not read in time: freed now.
