@@ -64,6 +64,11 @@ function httpChunks(raw: string): string[] {
   return chunks;
 }
 
+/** A route name past 200 characters (any length is a valid name): its positions must still resume from a composite id. */
+const mixedTocks = `mixed-tocks-${'long'.repeat(50)}`;
+/** Its route's lines in the config, to remove it by a reload. */
+const mixedTocksRoute = new RegExp(` {2}- name: ${mixedTocks}\\n( {4}.*\\n){2}`);
+
 describe('Server-Sent Events on an http listener', () => {
   const config = (extra = '') => `
 version: 1
@@ -94,7 +99,7 @@ routes:
   - name: mixed-ticks
     from: { broker: local, topic: ticks }
     to: { listener: api, path: /mixed }
-  - name: mixed-tocks
+  - name: ${mixedTocks}
     from: { broker: local, topic: tocks }
     to: { listener: api, path: /mixed }
   - name: small-stream
@@ -215,7 +220,7 @@ ${extra}`;
     // An offset of one topic could be read as one of the other: each route's positions are named.
     assert.deepEqual(
       seen.map((e) => e.id),
-      [`mixed-ticks=0:${tick500}`, `mixed-ticks=0:${tick500};mixed-tocks=0:${tock1}`],
+      [`mixed-ticks=0:${tick500}`, `mixed-ticks=0:${tick500};${mixedTocks}=0:${tock1}`],
     );
 
     // Missed while disconnected: two ticks and a tock, from two topics.
@@ -233,8 +238,8 @@ ${extra}`;
       resumed.map((e) => JSON.parse(e.data)),
       [{ n: 501 }, { n: 502 }, { m: 2 }, { n: 503 }],
     );
-    assert.equal(resumed[1]!.id, `mixed-ticks=0:${tick502};mixed-tocks=0:${tock1}`);
-    assert.equal(resumed[2]!.id, `mixed-ticks=0:${tick502};mixed-tocks=0:${Number(tock1) + 1}`);
+    assert.equal(resumed[1]!.id, `mixed-ticks=0:${tick502};${mixedTocks}=0:${tock1}`);
+    assert.equal(resumed[2]!.id, `mixed-ticks=0:${tick502};${mixedTocks}=0:${Number(tock1) + 1}`);
 
     // An id of the one-route form names no route of this path: said so, then live events.
     const stray = curl(gw.url('api', '/mixed'), ['Last-Event-ID: 0:3']);
@@ -518,10 +523,10 @@ ${extra}`;
     await eventually(() => assert.equal(parseEvents(c.text()).length, 1));
     const [seen] = parseEvents(c.text());
     c.child.kill();
-    assert.match(seen!.id!, /^mixed-ticks=0:\d+;mixed-tocks=0:\d+$/);
+    assert.match(seen!.id!, new RegExp(`^mixed-ticks=0:\\d+;${mixedTocks}=0:\\d+$`));
 
-    // mixed-tocks is removed: /mixed is fed by mixed-ticks alone, whose ids carry no route names.
-    const line = await gw.reconfigure(config().replace(/ {2}- name: mixed-tocks\n( {4}.*\n){2}/, ''));
+    // The long-named tocks route is removed: /mixed is fed by mixed-ticks alone, whose ids carry no route names.
+    const line = await gw.reconfigure(config().replace(mixedTocksRoute, ''));
     assert.equal(line.msg, 'config reloaded');
     await publish(601);
     const again = curl(gw.url('api', '/mixed'), [`Last-Event-ID: ${seen!.id}`]);
@@ -531,7 +536,7 @@ ${extra}`;
     const [notice, ...events] = parseEvents(again.text());
     again.child.kill();
     assert.equal(notice!.event, 'eventgate.resume');
-    assert.deepEqual(JSON.parse(notice!.data), { resumed: true, reason: 'no longer feeding this stream, left out: mixed-tocks' });
+    assert.deepEqual(JSON.parse(notice!.data), { resumed: true, reason: `no longer feeding this stream, left out: ${mixedTocks}` });
     // After the id's position, each once, then live; ids in the one-route form again.
     assert.deepEqual(
       events.map((e) => JSON.parse(e.data).n),
@@ -552,7 +557,7 @@ ${extra}`;
     const line = await gw.reconfigure(
       config()
         .replace(/ {2}- name: mixed-ticks\n( {4}.*\n){2}/, '')
-        .replace(/ {2}- name: mixed-tocks\n( {4}.*\n){2}/, '')
+        .replace(mixedTocksRoute, '')
         // `/rooms/:r` serves every URL `/rooms/:room` did: its streams go on, not told 404.
         .replace(/:room\b/g, ':r'),
     );

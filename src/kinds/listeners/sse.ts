@@ -148,7 +148,8 @@ export function formatSources(sources: SourcePositions): string | undefined {
 export function parseSources(id: string): SourcePositions | undefined {
   const out: SourcePositions = new Map();
   for (const part of id.split(';')) {
-    const m = /^\s*([A-Za-z0-9._-]{1,200})=(.*)$/.exec(part);
+    // A route name of any length (the config allows any; the header's size is bounded before this).
+    const m = /^\s*([A-Za-z0-9._-]+)=(.*)$/.exec(part);
     const positions = m ? parsePositions(m[2]!) : undefined;
     if (!positions) return undefined;
     out.set(m![1]!, positions);
