@@ -2,9 +2,13 @@ import assert from 'node:assert/strict';
 import { request, type ClientRequest, type IncomingMessage } from 'node:http';
 import { connect as connectH2 } from 'node:http2';
 import { request as httpsRequest } from 'node:https';
+import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';
+import { exportJWK, SignJWT } from 'jose';
 import { post, WsClient } from '../helpers/clients.js';
 import { eventually, type RunningGateway, useGateway } from '../helpers/gateway.js';
 import { HeldTarget } from '../helpers/held-target.js';
@@ -388,15 +392,37 @@ ${through}
     }
   });
 
-  it('on SIGTERM keeps event streams open while requests in flight finish, so their events reach the streams, then ends them and exits 0', async () => {
-    const g = await gw.start(toStream);
+  it('on SIGTERM keeps event streams open while requests in flight finish, so their events reach the streams, then ends them and exits 0', async (t) => {
+    // A stream whose credential is still being checked as the drain begins (its key set fetched from an
+    // identity provider that answers only when told) is refused as any request the drain meets is.
+    const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jwk = { ...(await exportJWK(key.publicKey)), kid: 'k1', alg: 'ES256' };
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const jwks = createServer((_req, res) => void released.then(() => res.end(JSON.stringify({ keys: [jwk] })))).listen(0, '127.0.0.1');
+    t.after(() => {
+      release();
+      jwks.close();
+    });
+    await once(jwks, 'listening');
+    const guarded = `${toStream}  - name: guarded
+    from: { listener: api, path: /in-guarded }
+    to: { listener: api, path: /guarded, auth: { jwt: { jwksUrl: "http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json", query: token } } }
+`;
+    const token = await new SignJWT({ sub: 'page' }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setExpirationTime('5m').sign(key.privateKey);
+    const g = await gw.start(guarded);
     const stream = await openStream(g.url('api', '/stream'));
+    const checking = fetch(g.url('api', `/guarded?token=${token}`), { headers: { accept: 'text/event-stream' } });
     const slow = [1, 2].map((n) => slowPost(g.url('api', '/in'), n));
     await waitInFlight(g, 2);
     const from = g.logs.length;
     const exited = g.stop('SIGTERM');
     await g.waitForLog((l) => l.msg === 'shutting down: draining', 10000, from);
     await assert.rejects(fetch(g.url('api', '/stream'), { headers: { accept: 'text/event-stream' } }), 'no new stream while draining');
+    release();
+    const refused = await checking;
+    // It was told 404 'no route for /guarded', which a client takes as the path gone for good.
+    assert.deepEqual([refused.status, ((await refused.json()) as { code: string }).code], [503, 'EG_SHUTTING_DOWN']);
     for (const s of slow) s.finish();
     for (const s of slow) {
       const { status, body } = await s.reply;

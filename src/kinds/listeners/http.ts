@@ -620,8 +620,11 @@ export class HttpListener implements ListenerRuntime {
     admitted.then(
       (admission) => {
         if (!admission.ok) return this.refuseStream(res, path, admission.problem);
-        // A reload may have removed the path while the credentials were checked.
-        if (this.draining || !this.bindings.forward.has(path)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${path}`));
+        // The drain may have begun while the credentials were checked (a key set fetched from an
+        // identity provider): refused as the drain refuses a request, to come again elsewhere.
+        if (this.draining) return this.refuseDraining(res);
+        // A reload may have removed the path meanwhile.
+        if (!this.bindings.forward.has(path)) return this.refuse(res, problem('EG_NOT_FOUND', `no route for ${path}`));
         if (head) {
           res.writeHead(200, STREAM_HEADERS).end();
           return this.finished(res);
