@@ -4,7 +4,7 @@ import { defaultRegistry } from '../kinds/index.js';
 import { loadPlan } from '../plan/compile.js';
 import { diffPlans, summarize, type ChangeSummary as ComponentDiff } from '../plan/diff.js';
 import { consumerGroup, listenerPaths, planFingerprint, planFromFingerprint, renamedForwardDigest, subscriptionKey, type PlanFingerprint } from '../plan/fingerprint.js';
-import { handOverTakes } from '../plan/subscription.js';
+import { askedSubscription, handOverTakes } from '../plan/subscription.js';
 import type { Plan } from '../plan/types.js';
 import { sameRoutePath } from '../kinds/listeners/route-paths.js';
 import type { CliIo } from './io.js';
@@ -36,6 +36,11 @@ interface Rejoin {
   change: 'join' | 'rejoin' | 'leave';
   /** On a leave: what the group leaves on the server (BrokerKind.leftGroup), for the operator. */
   left?: string;
+  /**
+   * On the join of a renamed route whose new group reads what the server kept (BrokerKind.newGroupStart):
+   * where it starts, and that it does not go on from the group it replaces.
+   */
+  starts?: string;
 }
 
 /** What `eventgate plan --format json` prints (a bot comments it on a pull request). */
@@ -96,7 +101,7 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     before = old.plan;
     logBefore = planFingerprint(before, registry).log;
   } else if (o.admin !== undefined) {
-    // From the environment, the token stays off the command line, which any local user's \`ps\` shows.
+    // From the environment, the token stays off the command line, which any local user's `ps` shows.
     const fetched = await fetchRunning(o.admin, o.token ?? (o.io.env.EVENTGATE_ADMIN_TOKEN || undefined), o.token !== undefined ? '--token' : 'EVENTGATE_ADMIN_TOKEN');
     if ('error' in fetched || fetched.fingerprint === null) {
       if (!next.plan) return invalidNew(null);
@@ -180,6 +185,21 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     if (leave === -1) continue;
     groups.splice(leave, 1);
     groups.splice(groups.indexOf(join), 1);
+  }
+
+  // What is left is a renamed route reading the same topic in a new group: on Kafka or a JetStream
+  // stream that group starts where `startFrom` says, not where the old one was (a route with broker
+  // or webhook targets reads everything kept again), which the operator must know before the reload.
+  for (const join of groups.filter((g) => g.change === 'join')) {
+    const leave = groups.find((g) => g.change === 'leave' && g.broker === join.broker && g.topic === join.topic);
+    const broker = next.plan.brokers.get(join.broker);
+    const asked = askedSubscription(next.plan.routes.get(join.route)!, '');
+    const start = leave && broker && asked && registry.brokers.get(broker.kind)?.newGroupStart?.(join.topic, asked, broker.options as never);
+    if (!leave || !start) continue;
+    join.starts =
+      start === 'earliest'
+        ? `a new group: it starts at the oldest record kept, so what ${leave.group} handled is delivered again; to go on from where ${leave.group} is, give the route group: ${leave.group}`
+        : `a new group: it starts after the newest record, so what is published before it joins is not delivered to it; to go on from where ${leave.group} is, give the route group: ${leave.group}`;
   }
 
   // A first start has no log settings to change; otherwise a new log level is a change a reload makes.
@@ -313,7 +333,7 @@ function text(r: PlanReport): string {
   else lines.push(`  = ${kept} kept (${[...r.brokers!.keep, ...r.listeners!.keep, ...r.routes!.keep].join(', ') || 'none'})`);
   for (const d of r.disconnected ?? []) lines.push(`clients disconnected: listener ${d.listener}${d.path ?? ''}${d.clients !== undefined ? ` (${d.clients} connected now)` : ''}: ${d.reason}`);
   for (const g of r.groups ?? [])
-    lines.push(`consumer group ${g.change === 'join' ? 'joins' : g.change === 'rejoin' ? 'rejoins' : 'leaves'}: ${g.group} (route ${g.route}, ${g.broker}/${g.topic})${g.left ? `: ${g.left}` : ''}`);
+    lines.push(`consumer group ${g.change === 'join' ? 'joins' : g.change === 'rejoin' ? 'rejoins' : 'leaves'}: ${g.group} (route ${g.route}, ${g.broker}/${g.topic})${g.left ? `: ${g.left}` : ''}${g.starts ? `: ${g.starts}` : ''}`);
   return `${lines.join('\n')}\n`;
 }
 

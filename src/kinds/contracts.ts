@@ -498,6 +498,13 @@ export interface BrokerKind<O = unknown, C = O> {
    */
   leftGroup?: string;
   /**
+   * Where a new consumer group of a route reading `topic` starts, on a kind whose new group reads
+   * what the server kept (a Kafka topic, a JetStream stream): `eventgate plan` says it of a renamed
+   * route's new group, which does not go on from where the old one was. Undefined: a new group only
+   * gets what is published from then on (mqtt, amqp, core nats), or the kind cannot tell.
+   */
+  newGroupStart?(topic: string, asked: { startFrom: StartFrom | undefined; defaultStartFrom: StartFrom | undefined }, options: O): StartFrom | undefined;
+  /**
    * Differences between what a rebuilt route and its predecessor ask (sameSubscription) that this
    * kind's Subscription.handOver takes in place, the member kept (kafka reads its window and its
    * dead-letter closure per batch, memory resizes its window, amqp and nats JetStream start a window of the new size once the

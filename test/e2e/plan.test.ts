@@ -253,6 +253,43 @@ describe('eventgate plan --from OLD', () => {
     assert.deepEqual(await groups('moved.yaml'), ['consumer group joins: eventgate-feed-<instance> (route feed, bus/u)', 'consumer group leaves: eventgate-out-<instance> (route out, bus/t)']);
   });
 
+  it("says where a renamed route's new group starts on Kafka and a JetStream stream, where it does not go on from the old group", async () => {
+    const copy = (route: string, extra = '') =>
+      yaml(
+        'version: 1',
+        'brokers:',
+        '  k: { kind: kafka, brokers: ["127.0.0.1:1"] }',
+        '  bus: { kind: nats, servers: "nats://127.0.0.1:1", streams: { ORDERS: { subjects: ["orders.>"] } } }',
+        'routes:',
+        `  - name: ${route}`,
+        `    from: { broker: k, topic: orders${extra} }`,
+        '    to: { broker: k, topic: orders-copy }',
+        `  - name: ${route}-js`,
+        '    from: { broker: bus, topic: orders.created }',
+        '    to: { broker: k, topic: orders-copy }',
+        `  - name: ${route}-core`,
+        '    from: { broker: bus, topic: audit.x }',
+        '    to: { broker: k, topic: orders-copy }',
+      );
+    const dir = tempFiles({ 'old.yaml': copy('copy'), 'new.yaml': copy('mirror'), 'latest.yaml': copy('mirror', ', startFrom: latest') });
+    const joins = async (config: string) => {
+      const r = await runCliInProcess(['plan', '-c', config, '--from', 'old.yaml'], { cwd: dir });
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      return r.stdout.split('\n').filter((l) => l.startsWith('consumer group joins'));
+    };
+    // Before: "joins: eventgate-mirror (route mirror, k/orders)" and nothing more, though the new group
+    // reads the whole topic again (startFrom defaults to earliest for a route with a broker target).
+    assert.deepEqual(await joins('new.yaml'), [
+      'consumer group joins: eventgate-mirror (route mirror, k/orders): a new group: it starts at the oldest record kept, so what eventgate-copy handled is delivered again; to go on from where eventgate-copy is, give the route group: eventgate-copy',
+      'consumer group joins: eventgate-mirror-js (route mirror-js, bus/orders.created): a new group: it starts at the oldest record kept, so what eventgate-copy-js handled is delivered again; to go on from where eventgate-copy-js is, give the route group: eventgate-copy-js',
+      // Core NATS keeps nothing: a new group gets what is published from then on, as the old one did.
+      'consumer group joins: eventgate-mirror-core (route mirror-core, bus/audit.x)',
+    ]);
+    assert.match((await joins('latest.yaml'))[0]!, /^consumer group joins: eventgate-mirror \(route mirror, k\/orders\): a new group: it starts after the newest record, so what is published before it joins is not delivered to it; to go on from where eventgate-copy is, give the route group: eventgate-copy$/);
+    const json = JSON.parse((await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
+    assert.match(json.groups.find((g: { group: string }) => g.group === 'eventgate-mirror').starts, /^a new group: it starts at the oldest record kept/);
+  });
+
   it("prints NEW's warnings on stderr, as validate does, in text and json", async () => {
     // Before: a plan of a config with a feedback loop said nothing of it (validate warns).
     const loop = ['  - name: again', '    from: { broker: local, topic: t }', '    to: { broker: local, topic: t }'];

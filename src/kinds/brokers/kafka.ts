@@ -244,6 +244,9 @@ export const kafkaBroker = defineBroker<typeof options, KafkaSettings>({
   },
   compile: compileKafka,
   topicProblem: kafkaTopicProblem,
+  // As the subscription reads it: the route's, the broker's, the route's default (forwards: latest), earliest.
+  newGroupStart: (_topic, asked, o) =>
+    asked.startFrom ?? o.consumer?.startFrom ?? (o.consumer?.fromBeginning === undefined ? undefined : o.consumer.fromBeginning ? 'earliest' : 'latest') ?? asked.defaultStartFrom ?? 'earliest',
   // The consume loop reads the window (inFlight, orderKeys) per batch and at each hand-over, and
   // the dead-letter closure per undecodable batch; a handed-over deadletter resumes halted partitions.
   handOverTakes: ['inFlight', 'ordered', 'deadletter'],

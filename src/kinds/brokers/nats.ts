@@ -251,6 +251,9 @@ export const natsBroker = defineBroker({
   },
   compile: compileNats,
   topicProblem: (topic, use) => (use === 'publish' ? publishSubjectProblem(topic) : subjectFilterProblem(topic)),
+  // A durable JetStream consumer reads the stream from its start position; a core subject has nothing kept.
+  newGroupStart: (topic, asked, o) =>
+    Object.values(o.streams ?? {}).some((s) => s.subjects.some((p) => subjectCovers(p, topic))) ? (asked.startFrom ?? asked.defaultStartFrom ?? 'earliest') : undefined,
   // A filter's messages come with their own subjects (`$topic`), the ones it covers.
   topicsRead: (filter) => ({ matches: (subject) => subjectCovers(filter, subject), literal: !filter.split('.').some((t) => t === '*' || t === '>'), what: `a subject matching ${filter}` }),
   keyless: 'a `key` would be dropped (carry it in a header instead: `headers: {set: {key: ...}}`)',
