@@ -11,7 +11,8 @@ import { conforms } from '../helpers/wire-formats.js';
 import { fetch } from '../helpers/http.js';
 import { HeldTarget } from '../helpers/held-target.js';
 
-const config = (held: string) => `
+// `retiring`: the webhook of a route a test's reload removes (the config without it when undefined).
+const config = (held: string, retiring?: string) => `
 version: 1
 admin: { port: 0 }
 brokers:
@@ -95,20 +96,25 @@ routes:
       - { listener: push, path: /chat/:room }
       # A parameter the message does not have: every room (a warning at load).
       - { listener: push, path: /chat/:anyone, format: envelope }
-`;
+${retiring === undefined ? '' : `  - { name: retiring, from: { listener: push, path: /retiring }, ack: true, to: { http: { url: '${retiring}' } } }\n`}`;
 
 describe('WebSocket (spec §5)', () => {
   const clients: WsClient[] = [];
   after(() => {
     for (const c of clients) c.close();
   });
-  // A webhook that answers nothing until released: frames on /held stay in hand.
+  // A webhook that answers nothing until released: frames on /held stay in hand (on /retiring too).
   let held: HeldTarget;
+  let retiring: HeldTarget;
   before(async () => {
     held = await HeldTarget.start();
+    retiring = await HeldTarget.start();
   });
-  after(() => held.stop());
-  const gw = useGateway(() => config(held.url));
+  after(async () => {
+    await held.stop();
+    await retiring.stop();
+  });
+  const gw = useGateway(() => config(held.url, retiring.url));
   const connect = async (path: string) => {
     const c = await WsClient.connect(gw.url('push', path, 'ws'));
     clients.push(c);
@@ -270,7 +276,7 @@ describe('WebSocket (spec §5)', () => {
       assert.deepEqual([await two.next(), await two.next()], [{ from: 'a' }, { from: 'a', again: true }]);
       // A reload adds a publish route spelling the lobbies /lobby/:x: the clients stay theirs (they
       // were the forward path's, and got nothing more once it was the second spelling of another).
-      const reloaded = await gw.reconfigure(`${config(held.url)}  - { name: lobby-in, from: { listener: push, path: "/lobby/:x" }, to: { broker: local, topic: lobby } }\n`);
+      const reloaded = await gw.reconfigure(`${config(held.url, retiring.url)}  - { name: lobby-in, from: { listener: push, path: "/lobby/:x" }, to: { broker: local, topic: lobby } }\n`);
       assert.equal(reloaded.msg, 'config reloaded');
       assert.equal(await clients(gw.url('api', '/lobby-b/2'), { from: 'b', reloaded: true }), 1);
       assert.equal(await clients(gw.url('api', '/lobby-a'), { from: 'a', reloaded: true }), 2);
@@ -285,7 +291,7 @@ describe('WebSocket (spec §5)', () => {
       // And back: a reload removing that publish route keeps the clients that connected to it, as
       // the forward path's (they were closed with 1001 'route removed' though it matches them).
       const three = await connect('/lobby/3');
-      const restored = await gw.reconfigure(config(held.url));
+      const restored = await gw.reconfigure(config(held.url, retiring.url));
       assert.equal(restored.msg, 'config reloaded');
       assert.equal(await clients(gw.url('api', '/lobby-b/3'), { from: 'b', restored: true }), 1);
       assert.equal(await clients(gw.url('api', '/lobby-a'), { from: 'a', restored: true }), 3);
@@ -395,6 +401,31 @@ describe('WebSocket (spec §5)', () => {
         assert.equal(answers[1].status, 400);
         raw.destroy();
       }
+    });
+
+    it('closes the clients of a path a reload removed with 1001 only once the frames they sent are answered: the one in hand by its route, those behind it 404 not published', async () => {
+      const publisher = await WsClient.connect(gw.url('push', '/retiring', 'ws'));
+      clients.push(publisher);
+      for (let n = 1; n <= 3; n++) publisher.send({ n });
+      await eventually(() => retiring.bodies.length === 1);
+      assert.equal((await gw.reconfigure(config(held.url))).msg, 'config reloaded');
+      retiring.release();
+      // (Closed at the reload, before any answer, the client could not tell what was delivered.)
+      // On `push` (maxPendingFrames 64) all three frames are read before the reload; a frame still
+      // unread in the socket then would be neither published nor answered.
+      const answers = [await publisher.next(), await publisher.next(), await publisher.next()];
+      assert.deepEqual(
+        answers.map((a) => [a.frame, a.type, a.status]),
+        [
+          [1, 'ack', undefined],
+          [2, 'error', 404],
+          [3, 'error', 404],
+        ],
+      );
+      assert.match(answers[1].detail, /no longer has a route .*not published/);
+      assert.deepEqual(await publisher.waitClose(), { code: 1001, reason: 'route removed' });
+      assert.deepEqual(retiring.bodies, ['{"n":1}']);
+      assert.equal((await gw.reconfigure(config(held.url, retiring.url))).msg, 'config reloaded');
     });
   });
 
