@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { SignJWT } from 'jose';
 import { post, WsClient } from '../helpers/clients.js';
-import { useGateway } from '../helpers/gateway.js';
+import { eventually, useGateway } from '../helpers/gateway.js';
+import { HeldTarget } from '../helpers/held-target.js';
 
 /** Sessions end with their tokens (issue #13, docs/security.md): a WebSocket client is closed with 4401 when its JWT expires. */
 const SECRET = 'a-jwt-secret-of-at-least-thirty-two-bytes!';
@@ -13,7 +14,7 @@ const token = (claims: Record<string, unknown>, expiresInSec?: number) => {
   return jwt.sign(key);
 };
 
-const config = `version: 1
+const config = (held: string) => `version: 1
 brokers:
   local: {kind: memory}
 listeners:
@@ -35,10 +36,22 @@ routes:
     through:
       - auth: {jwt: {secret: "${SECRET}", requireExp: true}}
     to: {broker: local, topic: strict}
+  - name: held
+    from: {listener: push, path: /held}
+    ack: true
+    through:
+      - auth: {jwt: {secret: "${SECRET}", query: access_token}}
+    to: {http: {url: "${held}"}}
 `;
 
 describe('sessions end with their tokens', () => {
-  const gw = useGateway(config);
+  // A webhook that answers nothing until released: a frame on /held stays in hand.
+  let held: HeldTarget;
+  before(async () => {
+    held = await HeldTarget.start();
+  });
+  after(() => held.stop());
+  const gw = useGateway(() => config(held.url));
 
   it('closes a forward subscriber with 4401 when its JWT expires; it receives nothing after', async () => {
     const short = await token({}, 3);
@@ -56,11 +69,29 @@ describe('sessions end with their tokens', () => {
     lasting.close();
   });
 
-  it('closes a publishing client with 4401 when its JWT expires', async () => {
+  it('closes a publishing client with 4401 when its JWT expires, once the frames it sent before are answered', async () => {
     const c = await WsClient.connect(gw.url('push', `/publish?access_token=${await token({}, 3)}`, 'ws'));
     c.send({ n: 1 });
     assert.equal((await c.next()).type, 'ack');
+    // One whose first frame is in hand (the webhook holds it) when its token expires, a second behind it.
+    const holding = await WsClient.connect(gw.url('push', `/held?access_token=${await token({}, 3)}`, 'ws'));
+    holding.send({ n: 1 });
+    holding.send({ n: 2 });
+    await eventually(() => held.bodies.length === 1);
     assert.equal((await c.waitClose(20000)).code, 4401);
+    await gw.waitForLog((l) => l.msg === 'client credential expired; disconnecting with 4401' && l.path === '/held', 20000);
+    held.release();
+    // (It was closed at the expiry, its answers lost: it could not tell that frame 1 was delivered.)
+    const answers = [await holding.next(), await holding.next()];
+    assert.deepEqual(
+      answers.map((a) => [a.frame, a.type, a.status]),
+      [
+        [1, 'ack', undefined],
+        [2, 'error', 401],
+      ],
+    );
+    assert.deepEqual(await holding.waitClose(), { code: 4401, reason: 'credential expired' });
+    assert.deepEqual(held.bodies, ['{"n":1}']);
   });
 
   it('requireExp: true refuses a token without exp (accepted for ever otherwise)', async () => {

@@ -138,8 +138,8 @@ class Client implements BatchClient, RoomClient, RequestMeta {
   cut = false;
   /** Disconnected for exceeding its send bound: nothing more is read from or queued for it. */
   evicted = false;
-  /** Its path's route went away in a reload: nothing more is read from it, and it is closed once its frames are answered. */
-  retiring = false;
+  /** To be closed once the frames it sent are answered (closeWhenAnswered): nothing more is read from it. */
+  closing = false;
   /** Closes the connection when its credential expires (a JWT's exp). */
   expiry: NodeJS.Timeout | undefined = undefined;
   /** Pinged and not answered yet: still so at the next ping, the client is gone. */
@@ -398,7 +398,7 @@ export class WebSocketListener implements ListenerRuntime {
         if (typeof origin !== 'string' || allowsOrigin(origins, origin)) continue;
         this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, origin }, 'client origin no longer allowed after reload; disconnecting');
         this.leave(c);
-        void closeClient(c, POLICY_VIOLATION, 'origin no longer allowed (a reload changed origins)');
+        this.closeWhenAnswered(c, POLICY_VIOLATION, 'origin no longer allowed (a reload changed origins)');
       }
     }
   }
@@ -447,7 +447,7 @@ export class WebSocketListener implements ListenerRuntime {
     }
     for (const [path, set] of this.clients) {
       if (!bindings.publish.has(path) && !bindings.forward.has(path)) {
-        for (const c of set) this.closeWhenAnswered(c, 'route removed');
+        for (const c of set) this.closeWhenAnswered(c, GOING_AWAY, 'route removed');
         continue;
       }
       // Credentials are checked again when what guards the path changed: a key revoked by a
@@ -460,16 +460,18 @@ export class WebSocketListener implements ListenerRuntime {
   }
 
   /**
-   * Closes (1001) a client whose route a reload removed once the frames it sent are answered: the
-   * one in hand by the route it started on, those behind it 404 "not published", so the client
-   * knows which were delivered (as before a 1009 close, or a shutdown's 1001). Nothing more is
-   * read from it meanwhile: what it sends after is neither published nor answered.
+   * Closes a client once the frames it sent are answered, so it knows which were delivered (as
+   * before a 1009 close, or a shutdown's 1001): its route removed by a reload (the frame in hand
+   * answered by the route it started on, those behind it 404 "not published"), its credential
+   * expired or revoked (those behind it answered by the route's auth: 401), its origin no longer
+   * allowed. Nothing more is read from it meanwhile: what it sends after is neither published nor
+   * answered. A client that left its path (leave()) gets no forwards meanwhile.
    */
-  private closeWhenAnswered(c: Client, reason: string): void {
-    if (c.retiring) return;
-    c.retiring = true;
+  private closeWhenAnswered(c: Client, code: number, reason: string): void {
+    if (c.closing) return;
+    c.closing = true;
     c.ws.pause();
-    void allAnswered(c).then(() => closeClient(c, GOING_AWAY, reason));
+    void allAnswered(c).then(() => closeClient(c, code, reason));
   }
 
   /** Moves the clients of route path `from` to `to`, which matches the same requests, with their parameters' values under `to`'s names. */
@@ -505,7 +507,7 @@ export class WebSocketListener implements ListenerRuntime {
     if (admission && !admission.ok && (admission.problem.status === 401 || admission.problem.status === 403)) {
       this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, status: admission.problem.status }, 'client no longer authorized after reload; disconnecting');
       this.leave(c);
-      void closeClient(c, POLICY_VIOLATION, admission.problem.title);
+      this.closeWhenAnswered(c, POLICY_VIOLATION, admission.problem.title);
     } else if (admission?.ok) {
       this.expireAt(c, admission.until);
     }
@@ -661,7 +663,7 @@ export class WebSocketListener implements ListenerRuntime {
       if (c.ws.readyState !== 1) return;
       this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client credential expired; disconnecting with 4401');
       this.leave(c);
-      void closeClient(c, CREDENTIAL_EXPIRED, 'credential expired');
+      this.closeWhenAnswered(c, CREDENTIAL_EXPIRED, 'credential expired');
     });
   }
 
@@ -839,7 +841,7 @@ export class WebSocketListener implements ListenerRuntime {
       })
       .catch((err: Error) => this.env.logger.error({ listener: this.name, path: client.path, err: err.message }, 'frame failed unexpectedly'))
       .finally(() => {
-        if (--client.pending < max && !client.evicted && !client.retiring) client.ws.resume();
+        if (--client.pending < max && !client.evicted && !client.closing) client.ws.resume();
       });
   }
 
@@ -934,7 +936,7 @@ function closeClient(c: Client, code: number, reason: string, graceMs = 1000): P
       resolve();
     });
     ws.close(code, reason);
-    // A client paused (evicted, retiring, at maxPendingFrames) is read again: its close frame, the
+    // A client paused (evicted, closing, at maxPendingFrames) is read again: its close frame, the
     // answer to this one, ends the connection at once, rather than at graceMs with the client
     // (a browser's `close` event) waiting on it. What else it sent is not taken any more: an
     // evicted client's frames are dropped, and the answers of others' have nowhere to go.
@@ -970,7 +972,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`, a value of at most 100 characters: a longer one matches no route), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters (`/rooms/:room`) is filled from the path parameters of the same names the message has (`to: {listener: L, path}`): a message published on `/room/:room` reaches the clients of its own room only, one without them (consumed from a broker) every client whose path the forward path matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`; a handshake with a body, `Transfer-Encoding` or a `Content-Length` other than 0, is 400: its bytes would be read as frames), all as problem+json; a refusal closes the connection lingering (what the client still sends is read and discarded, for at most 5 s or 64 MiB). A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. Compression (`permessage-deflate`) is not negotiated: a client that offers it gets uncompressed frames (each forwarded message is framed once for all its clients, which compression per connection would undo); put a proxy in front to compress. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; every answer, an ack or an error frame, carries `\"frame\": N`, the 1-based number of the frame it answers among the data frames (text or binary) the client sent on that connection, so a client pairs answers with its frames even on a route without `ack`, where only failures are answered (`{\"type\":\"error\",\"frame\":3,\"status\":400,...}`); frames a client sent before it closed are published all the same (their answers have no one to go to); a client's frames are handled one after another, each by the route in place when its turn comes (one waiting while a reload replaces its route goes to the new route; a reload that removes its path's route closes it with 1001 `route removed` once the frames it sent are answered, the one in hand by the route it started on and those behind it 404 `EG_NOT_FOUND`, not published, reading nothing more from it meanwhile); a text frame that is not UTF-8 closes it with 1007 (a frame over `maxPayloadBytes` with 1009, one that breaks the protocol, unmasked or of an unknown opcode, with 1002; the close frame's reason says why: `a frame over maxPayloadBytes (1048576 bytes)`, `Invalid WebSocket frame: MASK must be set`), once the frames it sent before are answered, acks and error frames alike, so the client knows which were delivered. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path (or of the room of the message), serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected (unless frames it sent are still in processing: its pong may wait unread behind them), so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory. It has 5 s to read what was buffered for it and the close frame (a browser page gets `close` 1013, reason `client too slow`, as soon as it has read them); a page that reads nothing for longer (a tab whose script runs on, a device asleep) is cut off and sees 1006. A forward client gets what is delivered while it is connected: nothing is replayed when it reconnects, so a page treats any close as a gap (an event stream on an http listener resumes with `Last-Event-ID`). A refused handshake (401/403, a foreign `Origin`, 404) reaches a page as an `error` event and `close` 1006: browsers give scripts no status for it (the console shows it), so a page cannot tell it from a network failure; it should back off rather than reconnect at once.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`, a value of at most 100 characters: a longer one matches no route), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters (`/rooms/:room`) is filled from the path parameters of the same names the message has (`to: {listener: L, path}`): a message published on `/room/:room` reaches the clients of its own room only, one without them (consumed from a broker) every client whose path the forward path matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`; a handshake with a body, `Transfer-Encoding` or a `Content-Length` other than 0, is 400: its bytes would be read as frames), all as problem+json; a refusal closes the connection lingering (what the client still sends is read and discarded, for at most 5 s or 64 MiB). A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. Compression (`permessage-deflate`) is not negotiated: a client that offers it gets uncompressed frames (each forwarded message is framed once for all its clients, which compression per connection would undo); put a proxy in front to compress. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; every answer, an ack or an error frame, carries `\"frame\": N`, the 1-based number of the frame it answers among the data frames (text or binary) the client sent on that connection, so a client pairs answers with its frames even on a route without `ack`, where only failures are answered (`{\"type\":\"error\",\"frame\":3,\"status\":400,...}`); frames a client sent before it closed are published all the same (their answers have no one to go to); a client's frames are handled one after another, each by the route in place when its turn comes (one waiting while a reload replaces its route goes to the new route; a reload that removes its path's route closes it with 1001 `route removed` once the frames it sent are answered, the one in hand by the route it started on and those behind it 404 `EG_NOT_FOUND`, not published, reading nothing more from it meanwhile, as do an expired credential's 4401 and a reload's 1008 for a revoked credential or origin); a text frame that is not UTF-8 closes it with 1007 (a frame over `maxPayloadBytes` with 1009, one that breaks the protocol, unmasked or of an unknown opcode, with 1002; the close frame's reason says why: `a frame over maxPayloadBytes (1048576 bytes)`, `Invalid WebSocket frame: MASK must be set`), once the frames it sent before are answered, acks and error frames alike, so the client knows which were delivered. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. With `tls` it serves wss. Forward targets push each message to every client on their path (or of the room of the message), serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected (unless frames it sent are still in processing: its pong may wait unread behind them), so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory. It has 5 s to read what was buffered for it and the close frame (a browser page gets `close` 1013, reason `client too slow`, as soon as it has read them); a page that reads nothing for longer (a tab whose script runs on, a device asleep) is cut off and sees 1006. A forward client gets what is delivered while it is connected: nothing is replayed when it reconnects, so a page treats any close as a gap (an event stream on an http listener resumes with `Last-Event-ID`). A refused handshake (401/403, a foreign `Origin`, 404) reaches a page as an `error` event and `close` 1006: browsers give scripts no status for it (the console shows it), so a page cannot tell it from a network failure; it should back off rather than reconnect at once.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
