@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { post, WsClient } from '../helpers/clients.js';
+import { post, RawWsClient, WsClient } from '../helpers/clients.js';
 import { runCli, tempFiles, useGateway } from '../helpers/gateway.js';
 import { openStream } from '../helpers/sse.js';
 
@@ -166,6 +166,8 @@ routes:
     const lists = (api: string, push: string) => config.replace(`cors: {origins: ["${APP}"], headers`, `cors: {origins: ${api}, headers`).replace(`origins: ["${APP}"]}`, `origins: ${push}}`);
     assert.equal((await gw.reconfigure(lists(`["${APP}", "${OTHER}"]`, `["${APP}", "${OTHER}"]`), 'gateway.yaml', { whole: true })).msg, 'config reloaded');
     const app = await WsClient.connect(gw.url('push', '/ws', 'ws'), { origin: APP });
+    // A page of the site that goes on sending after the reload, not answering the close frame.
+    const late = await RawWsClient.connect(gw.url('push', '/ws', 'ws'), { Origin: APP });
     const other = await WsClient.connect(gw.url('push', '/ws', 'ws'), { origin: OTHER });
     const script = await WsClient.connect(gw.url('push', '/ws', 'ws'));
     const appStream = await openStream(gw.url('api', '/events'), { origin: APP });
@@ -174,6 +176,10 @@ routes:
       // The site is taken off both lists; the listeners stay (only their origins changed).
       assert.equal((await gw.reconfigure(lists(`["${OTHER}"]`, `["${OTHER}"]`), 'gateway.yaml', { whole: true })).msg, 'config reloaded');
       assert.deepEqual(await app.waitClose(), { code: 1008, reason: 'origin no longer allowed (a reload changed origins)' });
+      // What it sends once it is cut off is not taken (it was published, unanswered).
+      assert.deepEqual(await late.waitCloseFrame(), { code: 1008, reason: 'origin no longer allowed (a reload changed origins)' });
+      late.socket.write(RawWsClient.textFrame('{"late":true}'));
+      await late.waitEnd();
       const open = new Promise((_, reject) => setTimeout(() => reject(new Error(`the stream of ${APP} is still open: ${appStream.text()}`)), 5000).unref());
       await Promise.race([appStream.ended, open]);
       assert.deepEqual(
@@ -192,6 +198,7 @@ routes:
       assert.equal(script.closed, undefined);
     } finally {
       for (const c of [app, other, script]) c.close();
+      late.destroy();
       appStream.close();
       otherStream.close();
       await gw.reconfigure(config, 'gateway.yaml', { whole: true });

@@ -132,14 +132,18 @@ export class RawWsClient {
   }
 
   /** Opens the connection and completes the handshake; rejects with the status if it is refused. */
-  static async connect(url: string): Promise<RawWsClient> {
+  static async connect(url: string, headers: Record<string, string> = {}): Promise<RawWsClient> {
     const { connect } = await import('node:net');
     const u = new URL(url);
     const socket = connect(Number(u.port), u.hostname);
     await once(socket, 'connect');
     socket.write(
       `GET ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        `Sec-WebSocket-Key: ${Buffer.from('eventgate-tests!').toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        `Sec-WebSocket-Key: ${Buffer.from('eventgate-tests!').toString('base64')}\r\nSec-WebSocket-Version: 13\r\n` +
+        Object.entries(headers)
+          .map(([name, value]) => `${name}: ${value}\r\n`)
+          .join('') +
+        '\r\n',
     );
     let head = Buffer.alloc(0);
     while (!head.includes('\r\n\r\n')) {
