@@ -166,7 +166,7 @@ routes:
     const lists = (api: string, push: string) => config.replace(`cors: {origins: ["${APP}"], headers`, `cors: {origins: ${api}, headers`).replace(`origins: ["${APP}"]}`, `origins: ${push}}`);
     assert.equal((await gw.reconfigure(lists(`["${APP}", "${OTHER}"]`, `["${APP}", "${OTHER}"]`), 'gateway.yaml', { whole: true })).msg, 'config reloaded');
     const app = await WsClient.connect(gw.url('push', '/ws', 'ws'), { origin: APP });
-    // A page of the site that goes on sending after the reload, not answering the close frame.
+    // A page of the site that sends one more frame after the reload's close frame reached it.
     const late = await RawWsClient.connect(gw.url('push', '/ws', 'ws'), { Origin: APP });
     const other = await WsClient.connect(gw.url('push', '/ws', 'ws'), { origin: OTHER });
     const script = await WsClient.connect(gw.url('push', '/ws', 'ws'));
@@ -178,7 +178,7 @@ routes:
       assert.deepEqual(await app.waitClose(), { code: 1008, reason: 'origin no longer allowed (a reload changed origins)' });
       // What it sends once it is cut off is not taken (it was published, unanswered).
       assert.deepEqual(await late.waitCloseFrame(), { code: 1008, reason: 'origin no longer allowed (a reload changed origins)' });
-      late.socket.write(RawWsClient.textFrame('{"late":true}'));
+      late.socket.write(Buffer.concat([RawWsClient.textFrame('{"late":true}'), RawWsClient.closeFrame(1008)]));
       await late.waitEnd();
       const open = new Promise((_, reject) => setTimeout(() => reject(new Error(`the stream of ${APP} is still open: ${appStream.text()}`)), 5000).unref());
       await Promise.race([appStream.ended, open]);
