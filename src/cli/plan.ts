@@ -333,7 +333,9 @@ function text(r: PlanReport): string {
   else lines.push(`  = ${kept} kept (${[...r.brokers!.keep, ...r.listeners!.keep, ...r.routes!.keep].join(', ') || 'none'})`);
   for (const d of r.disconnected ?? []) lines.push(`clients disconnected: listener ${d.listener}${d.path ?? ''}${d.clients !== undefined ? ` (${d.clients} connected now)` : ''}: ${d.reason}`);
   for (const g of r.groups ?? [])
-    lines.push(`consumer group ${g.change === 'join' ? 'joins' : g.change === 'rejoin' ? 'rejoins' : 'leaves'}: ${g.group} (route ${g.route}, ${g.broker}/${g.topic})${g.left ? `: ${g.left}` : ''}${g.starts ? `: ${g.starts}` : ''}`);
+    lines.push(
+      `consumer group ${g.change === 'join' ? 'joins' : g.change === 'rejoin' ? 'rejoins' : 'leaves'}: ${g.group} (route ${g.route}, ${g.broker}/${g.topic})${g.left ? `: ${g.left}` : ''}${g.starts ? `: ${g.starts}` : ''}`,
+    );
   return `${lines.join('\n')}\n`;
 }
 

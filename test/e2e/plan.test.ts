@@ -285,7 +285,10 @@ describe('eventgate plan --from OLD', () => {
       // Core NATS keeps nothing: a new group gets what is published from then on, as the old one did.
       'consumer group joins: eventgate-mirror-core (route mirror-core, bus/audit.x)',
     ]);
-    assert.match((await joins('latest.yaml'))[0]!, /^consumer group joins: eventgate-mirror \(route mirror, k\/orders\): a new group: it starts after the newest record, so what is published before it joins is not delivered to it; to go on from where eventgate-copy is, give the route group: eventgate-copy$/);
+    assert.match(
+      (await joins('latest.yaml'))[0]!,
+      /^consumer group joins: eventgate-mirror \(route mirror, k\/orders\): a new group: it starts after the newest record, so what is published before it joins is not delivered to it; to go on from where eventgate-copy is, give the route group: eventgate-copy$/,
+    );
     const json = JSON.parse((await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
     assert.match(json.groups.find((g: { group: string }) => g.group === 'eventgate-mirror').starts, /^a new group: it starts at the oldest record kept/);
   });
