@@ -291,6 +291,20 @@ ${extra}`;
     res = await fetch(gw.url('api', '/ticks'));
     assert.equal(res.status, 406);
     assert.equal(((await res.json()) as { code: string }).code, 'EG_NOT_ACCEPTABLE');
+    // A media range of quality 0 is one the client does not take (RFC 9110 §12.4.2); another type that only names it is no request for it.
+    for (const accept of ['text/event-stream;q=0', 'text/html, text/event-stream; q=0.0', 'text/event-stream-x', '*/*']) {
+      res = await fetch(gw.url('api', '/ticks'), { headers: { accept } });
+      assert.equal(res.status, 406, accept);
+      await res.text();
+    }
+    // With a quality above 0, among others, in any case: a stream.
+    for (const accept of ['text/html;q=0.9, Text/Event-Stream; q=0.5', 'text/event-stream;charset=utf-8']) {
+      const ac = new AbortController();
+      res = await fetch(gw.url('api', '/ticks'), { headers: { accept }, signal: ac.signal });
+      assert.equal(res.status, 200, accept);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
+      ac.abort();
+    }
     // Authentication before content negotiation: a 406 would tell a client without credentials that the path streams.
     for (const method of ['GET', 'HEAD']) {
       for (const headers of [{}, { accept: 'application/json' }, { 'x-api-key': 'not-the-reader-key-0000' }] as Record<string, string>[]) {

@@ -719,8 +719,19 @@ function positionOf(msg: Message): { partition: number; offset: bigint } | undef
   }
 }
 
-/** Whether a request asks for an event stream. */
+/**
+ * Whether a request asks for an event stream: `text/event-stream` among its `Accept` media ranges
+ * with a quality above 0 (`;q=0` says the client does not take it, RFC 9110 §12.4.2). Not `*\/*`:
+ * a browser navigating to the path sends that, and gets the 406 that names what to send.
+ */
 export function wantsEventStream(req: IncomingMessage): boolean {
   const accept = req.headers.accept;
-  return typeof accept === 'string' && accept.toLowerCase().includes('text/event-stream');
+  if (typeof accept !== 'string') return false;
+  for (const range of accept.split(',')) {
+    const [type, ...params] = range.split(';');
+    if (type!.trim().toLowerCase() !== 'text/event-stream') continue;
+    const q = params.map((p) => /^\s*q\s*=\s*([0-9.]+)\s*$/i.exec(p)).find((m) => m !== null);
+    if (q === undefined || Number(q[1]) > 0) return true;
+  }
+  return false;
 }
