@@ -141,6 +141,27 @@ routes:
     assert.notEqual(without.code, 0);
     const stored = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => r.value);
     assert.ok(stored.includes('{"id":7}') && !stored.includes('{"id":8}'));
+    // A reload that puts another CA in place of the client's (a revoked client CA) closes the
+    // connections it opened with its certificate: it cannot go on producing on them.
+    const client = { ca: [certs.a.cert], cert: certs.client.cert, key: certs.client.key };
+    const producer = new Kafka({ brokers: [mtls], ssl: client, logLevel: logLevel.NOTHING, retry: { retries: 1 } }).producer();
+    await producer.connect();
+    try {
+      await producer.send({ topic, messages: [{ key: 'k', value: '{"id":9}' }] });
+      const from = gw.logs.length;
+      gw.write('certs/ca.pem', certs.b.cert);
+      await gw.waitForLog((l) => l.msg === 'config reloaded', 10_000, from);
+      const cut = await gw.waitForLog((l) => l.msg === 'client certificate no longer trusted after reload; closing its connection', 10_000, from);
+      assert.equal(cut.listener, 'kafka-mtls');
+      await assert.rejects(producer.send({ topic, messages: [{ key: 'k', value: '{"id":"revoked"}' }] }));
+    } finally {
+      await producer.disconnect();
+      const back = gw.logs.length;
+      gw.write('certs/ca.pem', certs.ca.cert);
+      await gw.waitForLog((l) => l.msg === 'config reloaded', 10_000, back);
+    }
+    const after = (await kcatConsumeAll(kafka.bootstrap, topic)).map((r) => r.value);
+    assert.ok(after.includes('{"id":9}') && !after.includes('{"id":"revoked"}'), `cluster has ${after}`);
   });
 
   it('serves a renewed certificate to new connections without rebinding; open connections go on', async () => {

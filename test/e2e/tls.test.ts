@@ -3,7 +3,8 @@ import { X509Certificate } from 'node:crypto';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { connect as connectH2, constants as h2, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
-import { request } from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import { Agent, request } from 'node:https';
 import { connect } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { describe, it } from 'node:test';
@@ -98,6 +99,7 @@ listeners:
   secure: {kind: http, port: 0, http2: true, events: {maxBufferedBytes: 16384}, maxBodyBytes: 65536, maxHeaders: 20, maxHeaderBytes: 4096, requestTimeoutMs: 2000, headersTimeoutMs: 2000, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
   mutual: {kind: http, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem, ca: certs/ca.pem}}
   wss: {kind: websocket, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
+  mutualWss: {kind: websocket, port: 0, tls: {cert: certs/server.pem, key: certs/server-key.pem, ca: certs/ca.pem}}
   slow: {kind: websocket, port: 0, headersTimeoutMs: ${slowHeadersMs}, requestTimeoutMs: 60000, tls: {cert: certs/server.pem, key: certs/server-key.pem}}
 routes:
   - name: in
@@ -115,6 +117,12 @@ routes:
   - name: out
     from: {broker: local, topic: t}
     to: {listener: wss, path: /ws/out}
+  - name: mutual-out
+    from: {broker: local, topic: t}
+    to: {listener: mutualWss, path: /ws/out}
+  - name: mutual-events
+    from: {broker: local, topic: t}
+    to: {listener: mutual, path: /events}
   - name: slow
     from: {listener: slow, path: /ws/in}
     to: {broker: local, topic: t}
@@ -143,6 +151,45 @@ describe('TLS listeners', () => {
     await assert.rejects(postTls(gw.port('mutual'), '/in', '{}', trust));
     const r = await postTls(gw.port('mutual'), '/in', '{}', { ...trust, cert: certs.client.cert, key: certs.client.key });
     assert.equal(r.status, 200);
+  });
+
+  it('cuts off the open connections of clients whose certificate a reload of `ca` no longer trusts', async () => {
+    const mine = { ...trust, cert: certs.client.cert, key: certs.client.key };
+    const client = await WsClient.connect(gw.url('mutualWss', '/ws/out', 'wss'), mine);
+    // An event stream, and a kept-alive connection that has published once.
+    const stream = request({ host: '127.0.0.1', port: gw.port('mutual'), path: '/events', headers: { accept: 'text/event-stream' }, agent: false, ...mine });
+    stream.end();
+    const [res] = (await once(stream, 'response')) as [IncomingMessage];
+    let streamed = '';
+    res.setEncoding('utf8').on('data', (c: string) => (streamed += c));
+    const ended = once(res, 'end');
+    const agent = new Agent({ keepAlive: true, ...mine });
+    const kept = await new Promise<TLSSocket>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: gw.port('mutual'), path: '/in', method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (r) => {
+        const socket = r.socket as TLSSocket;
+        r.resume();
+        r.on('end', () => (r.statusCode === 200 ? resolve(socket) : reject(new Error(`status ${r.statusCode}`))));
+      });
+      req.on('error', reject);
+      req.end('{"n":"mutual"}');
+    });
+    assert.deepEqual(await client.next(), { n: 'mutual' });
+    const keptClosed = once(kept, 'close');
+    // Another CA in place of the one that signed the client's certificate (a revoked client CA).
+    const from = gw.logs.length;
+    gw.write('certs/ca.pem', certs.b.cert);
+    await gw.waitForLog((l) => l.msg === 'config reloaded', 10_000, from);
+    const closed = await client.waitClose();
+    assert.deepEqual(closed, { code: 1008, reason: 'client certificate no longer trusted (a reload changed tls.ca)' });
+    await ended;
+    assert.match(streamed, /event: eventgate\.end\ndata: \{"status":403,"reason":"client certificate no longer trusted \(a reload changed tls\.ca\)"\}/);
+    await keptClosed;
+    agent.destroy();
+    await assert.rejects(postTls(gw.port('mutual'), '/in', '{}', mine));
+    const back = gw.logs.length;
+    gw.write('certs/ca.pem', certs.ca.cert);
+    await gw.waitForLog((l) => l.msg === 'config reloaded', 10_000, back);
+    assert.equal((await postTls(gw.port('mutual'), '/in', '{}', mine)).status, 200);
   });
 
   const secureStatus = async () => ((await gw.status()).listeners as { name: string; eventStreams: number; inFlight: number; slowStreamsClosed: number }[]).find((l) => l.name === 'secure')!;

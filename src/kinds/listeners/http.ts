@@ -1,6 +1,7 @@
 import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import type { Http2Session, ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Server as TlsServer, type TLSSocket } from 'node:tls';
 import { finished as flushed } from 'node:stream/promises';
 import type FindMyWayModule from 'find-my-way';
@@ -37,6 +38,7 @@ import { bundled } from '../../core/bundled.js';
 import { pathParameters, RoutePathClaims, routePathProblem } from './route-paths.js';
 import { ACCEPTED_CODINGS, contentCodings, decodeBody, type ContentCoding } from './content-coding.js';
 import { LINGER_MS, lingeringClosed, lingerWhenClosed } from './lingering-close.js';
+import { clientTrustChanged, trustedBy } from './client-certificates.js';
 
 const FindMyWay = bundled<typeof FindMyWayModule>('find-my-way');
 
@@ -291,6 +293,7 @@ export class HttpListener implements ListenerRuntime {
   reconfigure(options: unknown): void {
     const next = options as HttpOptions;
     rotateTls(this.server, this.options.tlsMaterial, next.tlsMaterial);
+    if (clientTrustChanged(this.options.tlsMaterial, next.tlsMaterial)) this.dropUntrustedCertificates(trustedBy(next.tlsMaterial!.ca!));
     applyLimits(this.server, next);
     const cors = next.cors ? new CorsPolicy(next.cors) : undefined;
     this.cors = cors;
@@ -298,6 +301,29 @@ export class HttpListener implements ListenerRuntime {
     // Without cors any origin may call the listener; with it, streams of origins taken off end.
     if (cors && JSON.stringify(next.cors) !== JSON.stringify(this.options.cors)) this.streams.endForeignOrigins((origin) => cors.allows(origin));
     this.options = next;
+  }
+
+  /**
+   * A reload changed `tls.ca`: connections of clients whose certificate it no longer trusts are
+   * closed, as a revoked key ends what it opened. Their event streams end (403, `eventgate.end`);
+   * an HTTP/2 connection gets a GOAWAY; an HTTP/1.1 one closes now when idle, else after the answer
+   * it owes (`connection: close`), so no request in flight loses its answer.
+   */
+  private dropUntrustedCertificates(trusted: (socket: Duplex | null) => boolean): void {
+    this.streams.endUntrustedCertificates(trusted);
+    for (const session of this.sessions) {
+      if (trusted(session.socket)) continue;
+      this.env.logger.info({ listener: this.name, remote: session.socket.remoteAddress }, 'client certificate no longer trusted after reload; closing its connection');
+      session.close();
+    }
+    for (const socket of this.sockets) {
+      if ((socket as TLSSocket).alpnProtocol === 'h2' || trusted(socket)) continue;
+      this.env.logger.info({ listener: this.name, remote: socket.remoteAddress }, 'client certificate no longer trusted after reload; closing its connection');
+      const last = unsent(socket as HttpSocket).at(-1);
+      if (last === undefined) socket.end();
+      else if (!last.headersSent) last.setHeader('connection', 'close');
+      else last.once('finish', () => socket.end());
+    }
   }
 
   bind(bindings: ListenerBindings): void {

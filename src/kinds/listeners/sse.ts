@@ -13,6 +13,7 @@
  * arrive during one event-loop turn go to each client in one write at the end of the turn.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { attributesOf, toStructured } from '../../codecs/cloudevents.js';
 import type { Logger } from '../../log.js';
 import { expireAt } from '../../core/expiry.js';
@@ -619,6 +620,17 @@ export class SseStreams {
         if (typeof origin !== 'string' || allows(origin)) continue;
         this.logger.info({ listener: this.listener, path, remote: c.remoteAddress, origin }, 'event stream client origin no longer allowed after reload; ending its stream');
         this.end(c, { status: 403, reason: `origin ${origin} no longer allowed (a reload changed cors.origins)` });
+      }
+    }
+  }
+
+  /** A reload changed `tls.ca`: streams of clients whose certificate it no longer trusts end, as those of revoked keys do. */
+  endUntrustedCertificates(trusted: (socket: Duplex | null) => boolean): void {
+    for (const [path, state] of this.paths) {
+      for (const c of [...state.clients]) {
+        if (trusted(c.res.socket)) continue;
+        this.logger.info({ listener: this.listener, path, remote: c.remoteAddress }, 'event stream client certificate no longer trusted after reload; ending its stream');
+        this.end(c, { status: 403, reason: 'client certificate no longer trusted (a reload changed tls.ca)' });
       }
     }
   }

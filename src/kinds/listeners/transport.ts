@@ -59,7 +59,13 @@ export function tlsServerOption(description: string) {
       {
         cert: Type.String({ minLength: 1, description: 'PEM certificate (chain) file.' }),
         key: Type.String({ minLength: 1, description: 'PEM private key file.' }),
-        ca: Type.Optional(Type.String({ minLength: 1, description: 'PEM CA bundle: clients must present a certificate it signed (mutual TLS).' })),
+        ca: Type.Optional(
+          Type.String({
+            minLength: 1,
+            description:
+              "PEM CA bundle: clients must present a certificate it signed (mutual TLS). A change to the file applies to open connections too: those of clients it no longer trusts are closed (WebSocket 1008, an event stream's `eventgate.end` 403, others once their answers are sent).",
+          }),
+        ),
       },
       { additionalProperties: false, description },
     ),

@@ -11,6 +11,7 @@ import { expireAt } from '../../core/expiry.js';
 import { sendProblem } from './http-reply.js';
 import { parseClientJson } from './client-json.js';
 import { envelopeJson, ORIGINAL, valueJson, payloadOriginal, type Delivery, type Message, type MessageContext, type RequestMeta } from '../../core/message.js';
+import { clientTrustChanged, trustedBy } from './client-certificates.js';
 import {
   admitThroughCurrent,
   type Admission,
@@ -159,7 +160,8 @@ class Client implements BatchClient, RoomClient, RequestMeta {
     readonly query: RequestMeta['query'],
     /** Trace context of the handshake request (W3C traceparent/tracestate): each frame's message continues it. */
     readonly trace: Record<string, string> | undefined,
-    private readonly socket: Duplex,
+    /** Its connection: a wss one is judged again when a reload changes `tls.ca` (client-certificates.ts). */
+    readonly socket: Duplex,
   ) {}
 
   get remoteAddress(): string | undefined {
@@ -375,6 +377,7 @@ export class WebSocketListener implements ListenerRuntime {
   reconfigure(options: unknown): void {
     const next = options as WebSocketOptions;
     rotateTls(this.server, this.options.tlsMaterial, next.tlsMaterial);
+    if (clientTrustChanged(this.options.tlsMaterial, next.tlsMaterial)) this.dropUntrustedCertificates(trustedBy(next.tlsMaterial!.ca!));
     applyLimits(this.server, next);
     const repinging = next.pingIntervalMs !== this.options.pingIntervalMs;
     const reorigined = JSON.stringify(next.origins ?? '*') !== JSON.stringify(this.options.origins ?? '*');
@@ -399,6 +402,18 @@ export class WebSocketListener implements ListenerRuntime {
         this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress, origin }, 'client origin no longer allowed after reload; disconnecting');
         this.leave(c);
         this.closeWhenAnswered(c, POLICY_VIOLATION, 'origin no longer allowed (a reload changed origins)');
+      }
+    }
+  }
+
+  /** A reload changed `tls.ca`: clients whose certificate it no longer trusts are disconnected (1008), as revoked keys are. */
+  private dropUntrustedCertificates(trusted: (socket: Duplex) => boolean): void {
+    for (const set of this.clients.values()) {
+      for (const c of [...set]) {
+        if (trusted(c.socket)) continue;
+        this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client certificate no longer trusted after reload; disconnecting');
+        this.leave(c);
+        void closeClient(c, POLICY_VIOLATION, 'client certificate no longer trusted (a reload changed tls.ca)');
       }
     }
   }

@@ -13,6 +13,7 @@ import type { BrokerAddress, RequestHeader } from '../../../codecs/kafka-protoco
 import { decompressBudget, type BatchCompression } from '../../../codecs/record-batch.js';
 import { boundAddress, listen } from '../bind.js';
 import { rotateTls, TRANSPORT_DEFAULTS, tlsServerOptions, type TlsMaterial } from '../transport.js';
+import { clientTrustChanged, trustedBy } from '../client-certificates.js';
 import type { Health, ListenerBindings, ListenerRuntime, ListenerTelemetry, RouteEntry, RuntimeEnv } from '../../contracts.js';
 import { hostAndPort } from '../../brokers/kafka/address.js';
 import { ProxyConnection, type ConnectionHost } from './connection.js';
@@ -163,7 +164,21 @@ export class KafkaProxyListener implements ListenerRuntime {
       rotateTls(server, this.settings.serverTls, next.serverTls);
       if (next.serverTls) server.maxConnections = next.maxConnections;
     }
+    if (clientTrustChanged(this.settings.serverTls, next.serverTls)) this.drainUntrustedCertificates(trustedBy(next.serverTls!.ca!));
     this.settings = next;
+  }
+
+  /**
+   * A reload changed `tls.ca`: clients whose certificate it no longer trusts are drained (their
+   * requests already read are answered, then the connection closes), as a stop does, so their
+   * reconnection meets the new CA.
+   */
+  private drainUntrustedCertificates(trusted: (socket: Socket) => boolean): void {
+    for (const conn of this.clients) {
+      if (trusted(conn.client)) continue;
+      this.env.logger.info({ listener: this.name, remote: conn.client.remoteAddress }, 'client certificate no longer trusted after reload; closing its connection');
+      conn.drain();
+    }
   }
 
   private servers(): Server[] {
