@@ -123,6 +123,17 @@ describe('broker TLS files that cannot be used', () => {
       'locked-key.pem': String(createPrivateKey(certs.client.key).export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'right' })),
       'a.pem': certs.a.cert,
       'a-key.pem': certs.a.key,
+      'lax.yaml': [
+        'version: 1',
+        'brokers:',
+        '  lax: { kind: mqtt, url: "mqtts://127.0.0.1:1", tls: { rejectUnauthorized: false } }',
+        '  kf: { kind: kafka, brokers: "127.0.0.1:1", ssl: { ca: ca.pem, rejectUnauthorized: false } }',
+        'listeners:',
+        '  api: { kind: http, port: 0 }',
+        'routes:',
+        '  - { name: r, from: { listener: api, path: /r }, to: [{ broker: lax, topic: t }, { broker: kf, topic: t }] }',
+        '',
+      ].join('\n'),
     });
     const r = await runCli(['validate', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(r.code, 1, r.stdout + r.stderr);
@@ -137,6 +148,13 @@ describe('broker TLS files that cannot be used', () => {
     assert.match(lines[4]!, /^gateway\.yaml:8:83: client key 'locked-key\.pem' cannot be used: it holds no private key that can be read with the passphrase \(.+\)$/);
     assert.equal(lines[5], "gateway.yaml:10:71: CA file 'key.pem' cannot be used: it holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
     assert.match(lines[6]!, /^gateway\.yaml:11:60: TLS key 'a\.pem' cannot be used: it holds no private key that can be read \(.+\)$/);
+    // Allowed, but never silent: it turns off TLS's check of whom the gateway talks to.
+    const lax = await runCli(['validate', '-c', 'lax.yaml'], { cwd: dir });
+    assert.equal(lax.code, 0, lax.stdout + lax.stderr);
+    const warnings = lax.stderr.trim().split('\n');
+    assert.equal(warnings.length, 2, lax.stderr);
+    assert.match(warnings[0]!, /^lax\.yaml:3:77: warning: tls\.rejectUnauthorized is false: any certificate is accepted, so whoever is on the network path can pose as the broker .*'tls\.ca'/);
+    assert.match(warnings[1]!, /^lax\.yaml:4:85: warning: ssl\.rejectUnauthorized is false: .*'ssl\.ca'/);
     const run = await runCli(['run', '-c', 'gateway.yaml'], { cwd: dir });
     assert.equal(run.code, 1, run.stdout + run.stderr);
     assert.match(run.stderr, /^gateway\.yaml:4:56: client certificate 'client\.pem' and key 'key\.pem' cannot be used/m);

@@ -18,7 +18,13 @@ export function clientTlsOptions(server: string, description?: string) {
       key: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the client key.' })),
       passphrase: Type.Optional(Type.String({ description: 'Passphrase of the client key.' })),
       servername: Type.Optional(Type.String({ minLength: 1, description: `Server name for SNI and certificate checks (default: ${server}).` })),
-      rejectUnauthorized: Type.Optional(Type.Boolean({ default: true, description: 'Refuse servers whose certificate is not trusted.' })),
+      rejectUnauthorized: Type.Optional(
+        Type.Boolean({
+          default: true,
+          description:
+            'Refuse servers whose certificate is not trusted. `false` is a warning (EG_CONFIG_INSECURE_TLS): any certificate is then accepted, so anyone on the network path can pose as the broker; trust its CA with `ca` instead.',
+        }),
+      ),
     },
     { additionalProperties: false, ...(description ? { description } : {}) },
   );
@@ -49,6 +55,14 @@ export function compileTls(tls: TlsOptions | undefined, ctx: BrokerCompileContex
   if (tls.passphrase !== undefined) out.passphrase = tls.passphrase;
   if (tls.servername !== undefined) out.servername = tls.servername;
   if (tls.rejectUnauthorized !== undefined) out.rejectUnauthorized = tls.rejectUnauthorized;
+  // Allowed (a lab broker's self-made certificate), but never silently: it turns TLS's authentication off.
+  if (tls.rejectUnauthorized === false) {
+    ctx.warn(
+      [at, 'rejectUnauthorized'],
+      'EG_CONFIG_INSECURE_TLS',
+      `${at}.rejectUnauthorized is false: any certificate is accepted, so whoever is on the network path can pose as the broker and read what the gateway sends it, its password included; give the server's CA in '${at}.ca' instead (and '${at}.servername' for a name its certificate has)`,
+    );
+  }
   if (ok && (out.cert === undefined) !== (out.key === undefined)) {
     ctx.report([at], 'EG_CONFIG_SCHEMA', `a client certificate needs both 'cert' and 'key'`);
     ok = false;
