@@ -323,6 +323,9 @@ routes:
         ['bad signature', { authorization: `Bearer ${await hs(claims, { key: new TextEncoder().encode('another-secret-that-is-32-bytes-long!!') })}` }],
         ['wrong issuer', { authorization: `Bearer ${await hs(claims, { iss: 'https://evil.test/' })}` }],
         ['wrong audience', { authorization: `Bearer ${await hs(claims, { aud: 'someone-else' })}` }],
+        // A principal claim that names no one: RFC 7519's `sub` is a string. It passed with no $principal.
+        ['sub an object', { authorization: `Bearer ${await hs({ ...claims, sub: { evil: 1 } })}` }],
+        ['sub an array', { authorization: `Bearer ${await hs({ ...claims, sub: ['a', 'b'] })}` }],
         [
           'unsigned (alg none)',
           { authorization: `Bearer ${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify({ ...claims, iss: ISSUER, aud: 'eventgate' })).toString('base64url')}.` },
@@ -332,6 +335,7 @@ routes:
         const reply = await post(gw.url('api', '/hs'), { n: 2 }, headers);
         assert.equal(reply.status, 401, `${name}: ${reply.text}`);
         assert.match(reply.headers.get('www-authenticate') ?? '', /^Bearer realm="eventgate"/, name);
+        if (name.startsWith('sub ')) assert.match(reply.body.detail, /the token's "sub" claim is not a string/, name);
       }
       await acceptedSentinel();
     });

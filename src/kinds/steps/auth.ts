@@ -114,7 +114,13 @@ const jwtOptions = Type.Object(
       }),
     ),
     query: Type.Optional(Type.String({ minLength: 1, description: 'Query parameter that may carry the token instead of Authorization: Bearer.' })),
-    principalClaim: Type.Optional(Type.String({ minLength: 1, default: 'sub', description: 'The claim that becomes `$principal`.' })),
+    principalClaim: Type.Optional(
+      Type.String({
+        minLength: 1,
+        default: 'sub',
+        description: 'The claim that becomes `$principal` (a string or a number; a token whose claim holds anything else, an object or a list, is refused with 401: RFC 7519 makes `sub` a string).',
+      }),
+    ),
     clockToleranceSec: Type.Optional(
       Type.Integer({
         minimum: 0,
@@ -415,6 +421,9 @@ function jwtVerifier(o: JwtOptions, ctx: StepCompileContext): Verifier | undefin
       }
     }
     const p = payload[principalClaim];
+    // A principal claim that names no one (`sub: {...}`; RFC 7519 makes `sub` a string) is a malformed
+    // token, not an anonymous one: a ratelimit keyed on `$principal` would fall back to the address.
+    if (p !== undefined && p !== null && typeof p !== 'string' && typeof p !== 'number') return invalidToken(`the token's "${principalClaim}" claim is not a string`);
     const identity: Identity = { principal: typeof p === 'string' || typeof p === 'number' ? String(p) : undefined, claims: payload as Record<string, unknown> };
     return { ok: true, identity, until: typeof payload.exp === 'number' ? payload.exp * 1000 + toleranceMs : Infinity };
   };
@@ -581,6 +590,11 @@ function jwtFailure(err: unknown, remote: (() => string) | undefined): Verdict {
     }
     reason = 'the token could not be verified';
   }
+  return invalidToken(reason);
+}
+
+/** A 401 for a token that does not pass, saying why (RFC 6750 §3.1 `invalid_token`). */
+function invalidToken(reason: string): Verdict {
   return refuse('EG_UNAUTHORIZED', reason, { 'www-authenticate': `Bearer realm="eventgate", error="invalid_token", error_description="${reason.replace(/"/g, "'")}"` });
 }
 
