@@ -269,9 +269,11 @@ written by \`$fromMillis\` and \`$now\` (JSONata's own read it an hour further b
 than an hour behind (\`"-0030"\`) it cannot write and is refused. After a \`validate\` step, a field
 of the message an expression reads (a later step's, or a target's \`key\` or computed \`topic\`) that
 the step's schema does not declare is a warning at its name (\`EG_CONFIG_UNDECLARED_FIELD\`, see
-[errors.md](errors.md)): when the schema allows no other properties, or the name is close to a
-declared one (\`$string(streetlightI)\`: did you mean 'streetlightId'?), since JSONata reads a
-missing field as no value. Header
+[errors.md](errors.md)): when the schema allows no other properties (and the step stops what it
+refuses: after \`onInvalid: tag\` any message goes on), or the name is close to a declared one
+(\`$string(streetlightI)\`: did you mean 'streetlightId'?), since JSONata reads a missing field as
+no value. A \`required\` field counts as declared, and a schema giving \`additionalProperties\` a
+schema of its own (a map of readings) is not checked. Header
 names in \`$headers\` are as the message has them: HTTP and WebSocket clients' headers are in lower
 case whatever case the client sent (\`$headers."x-source"\`); Kafka, MQTT, AMQP and NATS headers keep
 their producer's spelling. Kafka record headers, keys and values are bytes, and expressions, envelopes

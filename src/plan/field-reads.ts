@@ -14,14 +14,14 @@ import type { CompiledChainStep } from './steps.js';
 /** The top-level fields every message a validate step lets through may have, or undefined when its schemas do not say plainly. */
 interface DeclaredFields {
   names: Set<string>;
-  /** No other field is allowed (`additionalProperties: false` or `unevaluatedProperties: false` on every schema). */
+  /** No other field is allowed (`additionalProperties: false` or `unevaluatedProperties: false` on every schema), and the step stops what they refuse. */
   closed: boolean;
   /** Where the validate step is written. */
   place: string;
 }
 
 /** Keywords that let a schema's properties come from elsewhere: its fields are then not its `properties`. */
-const OPEN_ENDED = ['patternProperties', 'allOf', 'anyOf', 'oneOf', 'if', 'then', 'else', 'dependentSchemas', '$dynamicRef', '$recursiveRef', 'not'];
+const OPEN_ENDED = ['patternProperties', 'allOf', 'anyOf', 'oneOf', 'if', 'then', 'else', 'dependentSchemas', 'dependencies', '$dynamicRef', '$recursiveRef', 'not'];
 
 /**
  * Warns of the fields a route's expressions read that its validate steps' schemas do not declare:
@@ -35,7 +35,7 @@ export function warnUndeclaredFields(ctx: CompileContext, steps: readonly Compil
   };
   for (const s of steps) {
     checkAll(s.expressions);
-    if (s.step.accepts) declared = declaredFields(s.step.accepts, ctx.placeOf(s.at));
+    if (s.step.accepts) declared = declaredFields(s.step.accepts, s.step.stopsInvalid === true, ctx.placeOf(s.at));
     else if (!s.step.keepsValue) declared = undefined; // a transform: the value is another one now
   }
   checkAll(targets);
@@ -52,20 +52,32 @@ function check(ctx: CompileContext, declared: DeclaredFields, name: string, at: 
   ctx.warnInValue(at, index, 'EG_CONFIG_UNDECLARED_FIELD', `'${name}' is not a field of the message: ${why}${hint}`);
 }
 
-function declaredFields(accepts: NonNullable<CompiledChainStep['step']['accepts']>, place: string): DeclaredFields | undefined {
+/**
+ * `stops`: the step stops what its schemas refuse; one that tags it (`onInvalid: tag`) lets any
+ * message on, so its schemas only tell the typos of their fields, never that no message has one.
+ */
+function declaredFields(accepts: NonNullable<CompiledChainStep['step']['accepts']>, stops: boolean, place: string): DeclaredFields | undefined {
   const names = new Set<string>();
-  let closed = true;
+  let closed = stops;
   for (const { schema } of accepts) {
     const root = resolveRoot(schema);
     if (!root || typeof root.properties !== 'object' || root.properties === null) return undefined;
     if (OPEN_ENDED.some((k) => k in root)) return undefined;
+    // A schema for the other properties (`additionalProperties: {type: number}`, a map of readings) says they are meant.
+    if (isSchemaObject(root.additionalProperties) || isSchemaObject(root.unevaluatedProperties)) return undefined;
     for (const k of Object.keys(root.properties)) names.add(k);
+    // A required field every message has, even when `properties` does not describe it.
+    if (Array.isArray(root.required)) for (const k of root.required) if (typeof k === 'string') names.add(k);
     if (root.additionalProperties !== false && root.unevaluatedProperties !== false) closed = false;
   }
   return names.size === 0 ? undefined : { names, closed, place };
 }
 
 type SchemaObject = Record<string, unknown> & { properties?: Record<string, unknown> };
+
+function isSchemaObject(v: unknown): boolean {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
 
 /** The schema a root `$ref` into the same document (`#/$defs/order`, as a bundled file schema has) stands for. */
 function resolveRoot(schema: unknown): SchemaObject | undefined {

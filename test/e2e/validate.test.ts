@@ -737,6 +737,21 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         '      - validate: { schema: { oneOf: [{ properties: { a: {} } }, { properties: { b: {} } }] } }', //   32
         '      - filter: c', //                                                                                 33: not said: oneOf
         '    to: { broker: local, topic: d }', //                                                               34
+        // Legal reads (review-s41): a tagging step lets any message on; a required field; a map of readings.
+        '  - name: tagged', //                                                                                  35
+        '    from: { listener: api, path: /tagged }', //                                                        36
+        '    through:', //                                                                                      37
+        '      - validate: { schema: light.json, onInvalid: tag }', //                                          38
+        '      - filter: legacyLevel and levl', //                                                              39: the typo only
+        '    to: { broker: local, topic: e }', //                                                               40
+        '  - name: readings', //                                                                                41
+        '    from: { listener: api, path: /readings }', //                                                      42
+        '    through:', //                                                                                      43
+        '      - validate: { schema: { properties: { sensor: {} }, required: [sensors] } }', // 44
+        '      - filter: sensors', //                                                                           45: required, so every message has it
+        '      - validate: { schema: { properties: { temp1: { type: number } }, additionalProperties: { type: number } } }', // 46
+        '      - filter: temp2 > 1', //                                                                         47: one of the readings the schema allows
+        '    to: { broker: local, topic: f }', //                                                               48
       ];
       // A file schema whose root is a $ref into its own $defs, allowing no other properties.
       const light = JSON.stringify({ $ref: '#/$defs/light', $defs: { light: { type: 'object', properties: { level: { type: 'number' } }, additionalProperties: false } } });
@@ -751,6 +766,7 @@ describe('eventgate validate', { concurrency: 4 }, () => {
         `gateway.yaml:20:113: warning: 'streetlightid' is not a field of the message: ${open} (did you mean 'streetlightId'?)`,
         `gateway.yaml:25:31: warning: 'items' is not a field of the message: ${closed}`,
         `gateway.yaml:25:54: warning: 'zz' is not a field of the message: ${closed}`,
+        `gateway.yaml:39:33: warning: 'levl' is not a field of the message: the schema of the validate step at gateway.yaml:38:9 does not declare it, and JSONata reads a missing field as no value (did you mean 'level'?)`,
       ]);
     });
   });
