@@ -177,10 +177,11 @@ export async function planCommand(o: PlanOptions): Promise<number> {
 
   // A forward route renamed without a group takes the running subscription over in its old group
   // (renamedForward, RouteRuntime.takeOver): it neither joins nor leaves one.
+  // Defined only for a route in a per-instance group (renamedForwardKey), on either side of the plan.
+  const keyBefore = (name: string) => (running ? running.routes.find((r) => r.name === name)?.renamedForward : renamedForwardDigest(before!, before!.routes.get(name)!, registry));
   for (const join of groups.filter((g) => g.change === 'join')) {
     const after = next.plan.routes.get(join.route)!;
     const key = renamedForwardDigest(next.plan!, after, registry);
-    const keyBefore = (name: string) => (running ? running.routes.find((r) => r.name === name)?.renamedForward : renamedForwardDigest(before!, before!.routes.get(name)!, registry));
     const leave = groups.findIndex((g) => g.change === 'leave' && g.broker === join.broker && !replaced.has(g.broker) && key !== undefined && keyBefore(g.route) === key);
     if (leave === -1) continue;
     groups.splice(leave, 1);
@@ -194,12 +195,16 @@ export async function planCommand(o: PlanOptions): Promise<number> {
     const leave = groups.find((g) => g.change === 'leave' && g.broker === join.broker && g.topic === join.topic);
     const broker = next.plan.brokers.get(join.broker);
     const asked = askedSubscription(next.plan.routes.get(join.route)!, '');
-    const start = leave && broker && asked && registry.brokers.get(broker.kind)?.newGroupStart?.(join.topic, asked, broker.options as never);
-    if (!leave || !start) continue;
+    // A forward route's new per-instance group is what its every start makes: nothing to say.
+    if (!leave || !asked || asked.perInstance) continue;
+    const start = broker && registry.brokers.get(broker.kind)?.newGroupStart?.(join.topic, asked, broker.options as never);
+    if (!start) continue;
+    // A per-instance group left behind (`eventgate-r-<instance>`) has no name to write as `group:`.
+    const carry = keyBefore(leave.route) === undefined ? `; to go on from where ${leave.group} is, give the route group: ${leave.group}` : '';
     join.starts =
       start === 'earliest'
-        ? `a new group: it starts at the oldest record kept, so what ${leave.group} handled is delivered again; to go on from where ${leave.group} is, give the route group: ${leave.group}`
-        : `a new group: it starts after the newest record, so what is published before it joins is not delivered to it; to go on from where ${leave.group} is, give the route group: ${leave.group}`;
+        ? `a new group: it starts at the oldest record kept, so what ${leave.group} handled is delivered again${carry}`
+        : `a new group: it starts after the newest record, so what is published before it joins is not delivered to it${carry}`;
   }
 
   // A first start has no log settings to change; otherwise a new log level is a change a reload makes.

@@ -291,6 +291,35 @@ describe('eventgate plan --from OLD', () => {
     );
     const json = JSON.parse((await runCliInProcess(['plan', '-c', 'new.yaml', '--from', 'old.yaml', '--format', 'json'], { cwd: dir })).stdout);
     assert.match(json.groups.find((g: { group: string }) => g.group === 'eventgate-mirror').starts, /^a new group: it starts at the oldest record kept/);
+    // A forward route's group is one per instance, which no `group:` can name (review-s41). Before:
+    // "..., give the route group: eventgate-feed-<instance>" for both.
+    const feed = (route: string, from: string, to: string) =>
+      yaml(
+        'version: 1',
+        'brokers:',
+        '  k: { kind: kafka, brokers: ["127.0.0.1:1"] }',
+        'listeners:',
+        '  push: { kind: websocket, port: 0 }',
+        'routes:',
+        `  - name: ${route}`,
+        `    from: { broker: k, topic: orders${from} }`,
+        `    to: ${to}`,
+      );
+    const ws = '{ listener: push, path: /ws }';
+    writeFileSync(join(dir, 'feed.yaml'), feed('feed', '', ws));
+    // Renamed to read from the start: its new per-instance group is what each of its starts makes.
+    writeFileSync(join(dir, 'feed-earliest.yaml'), feed('feed2', ', startFrom: earliest', ws));
+    // Renamed with a broker target: a group of its own, which starts at the oldest record.
+    writeFileSync(join(dir, 'feed-copy.yaml'), feed('feed2', '', `[${ws}, { broker: k, topic: orders-copy }]`));
+    const fromFeed = async (config: string) => {
+      const r = await runCliInProcess(['plan', '-c', config, '--from', 'feed.yaml'], { cwd: dir });
+      assert.equal(r.code, 2, r.stdout + r.stderr);
+      return r.stdout.split('\n').filter((l) => l.startsWith('consumer group joins'));
+    };
+    assert.deepEqual(await fromFeed('feed-earliest.yaml'), ['consumer group joins: eventgate-feed2-<instance> (route feed2, k/orders)']);
+    assert.deepEqual(await fromFeed('feed-copy.yaml'), [
+      'consumer group joins: eventgate-feed2 (route feed2, k/orders): a new group: it starts at the oldest record kept, so what eventgate-feed-<instance> handled is delivered again',
+    ]);
   });
 
   it("prints NEW's warnings on stderr, as validate does, in text and json", async () => {
