@@ -5,7 +5,7 @@
  * `concurrency`) in hand at once, those sharing an order key (`orderBy`) one after the other.
  */
 
-import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg, NatsConnection } from 'nats';
+import type { ConsumerConfig, ConsumerInfo, ConsumerMessages, JetStreamManager, JsMsg, NatsConnection, Subscription } from 'nats';
 import type { Logger } from '../../../log.js';
 import type { Message } from '../../../core/message.js';
 import type { BrokerTelemetry, Health, SubscribeSpec } from '../../contracts.js';
@@ -38,6 +38,14 @@ const NOTHING = (): void => undefined;
 
 /** A JetStream acknowledgement's payload. */
 const ACK = new TextEncoder().encode('+ACK');
+/** A negative acknowledgement: delivered again at once, after those the consumer already queued for redelivery. */
+const NAK = new TextEncoder().encode('-NAK');
+/**
+ * A negative acknowledgement due in a nanosecond: nats-server takes the message off its redelivery
+ * queue (where one that outlived its ack wait waits) and makes it due again now. The plain NAK
+ * sent after it then queues it anew, in the order the route gives its messages back.
+ */
+const NAK_REQUEUED = new TextEncoder().encode('-NAK {"delay":1}');
 
 /** JetStream consumer names: no `.`, `*`, `>`, whitespace or path separators. */
 const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
@@ -56,6 +64,9 @@ export class NatsSubscription {
   private stopping = false;
   private running: Promise<void> | undefined;
   private close: (() => void) | undefined;
+  /** Resolves when the route stops: a read waiting for room in its window goes on, to collect what its client holds. */
+  private readonly stopped: Promise<void>;
+  private stoppedNow!: () => void;
   /** Messages the JetStream consumer has not delivered yet, plus the one in hand; unknown for core subscriptions. */
   lag: number | undefined;
   /** Stream sequences of the JetStream messages this route acknowledged lately, to know a redelivered copy. */
@@ -82,6 +93,7 @@ export class NatsSubscription {
     private readonly telemetry: BrokerTelemetry | undefined,
   ) {
     this.relay = new Relay(handler);
+    this.stopped = new Promise<void>((resolve) => (this.stoppedNow = resolve));
     this.streamMissing = new MissingTopology(log, `nats stream '${streamFor(settings, spec.topic)?.[0] ?? spec.topic}'`);
   }
 
@@ -186,8 +198,10 @@ export class NatsSubscription {
     const backoff = reconnectBackoff();
     while (!this.stopping) {
       let failure: Error | undefined;
-      /** The message this read acknowledged last: its acknowledgement is confirmed on stop (settleAcks). */
+      /** The message this read acknowledged last: its acknowledgement is confirmed on stop (settle). */
       let lastAcked: JsMsg | undefined;
+      /** Every message this read holds unacknowledged (in hand, waiting for its key or for room, given back), by stream sequence: its latest copy, given back in order on stop (settle). */
+      const unacked = new Map<number, JsMsg>();
       /** The messages in hand (up to `spec.inFlight`), and by stream sequence whether each was taken, for a copy JetStream sends meanwhile. */
       let window = new InFlightWindow<number>(this.spec.inFlight ?? 1);
       const inHand = new Map<number, Promise<boolean>>();
@@ -206,6 +220,7 @@ export class NatsSubscription {
           m.ack();
           lastAcked = m;
           this.handled.add(m.seq);
+          unacked.delete(m.seq);
         }
         return accepted;
       };
@@ -232,7 +247,7 @@ export class NatsSubscription {
         // and the loop makes it again; without it the client pulled a deleted consumer for ever, the
         // route silent and ready.
         const messages = await consumer.consume({ max_messages: this.settings.prefetch, abort_on_missing_resource: true });
-        this.close = () => void messages.close();
+        this.close = () => this.endPull(nc, messages);
         if (this.stopping) {
           // Not awaited: the client ends the read through its own queue, which only an iteration
           // runs; awaited with none, this stop (and a SIGTERM's shutdown) waited for ever.
@@ -252,20 +267,25 @@ export class NatsSubscription {
             lastAcked = m;
             continue;
           }
+          // The latest copy: nats-server takes a negative acknowledgement only for a message's latest delivery.
+          unacked.set(m.seq, m);
           // A copy of a message in hand: acknowledged once the route took the first.
           const held = inHand.get(m.seq);
           if (held) {
             void held.then((taken) => taken && m.ack());
             continue;
           }
+          // Stopping: the read goes on only to collect what the client still holds, given back once the route's are (settle).
+          if (this.stopping) continue;
           if (turn !== this.turn) {
             // Handed over: the old route's messages end before the new route's start, in a window of its size.
             await window.idle();
             turn = this.turn;
             window = new InFlightWindow<number>(this.spec.inFlight ?? 1);
           }
-          await window.room();
-          if (this.stopping) break;
+          const room = window.room();
+          if (room) await Promise.race([room, this.stopped]);
+          if (this.stopping) continue;
           pending = m.info.pending;
           this.lag = pending + inHand.size + 1;
           const orderKeys = window.capacity > 1 ? this.spec.orderKeys : undefined;
@@ -285,8 +305,8 @@ export class NatsSubscription {
               }),
             NOTHING,
           );
-          if (this.stopping) break;
         }
+        if (this.stopping) await this.dropPulls(jsm, stream, name);
         await window.idle();
       } catch (err) {
         await window.idle();
@@ -295,7 +315,7 @@ export class NatsSubscription {
           failure = err as Error;
         }
       }
-      if (this.stopping) return this.settleAcks(nc, lastAcked);
+      if (this.stopping) return this.settle(nc, lastAcked, unacked);
       // After a failure, or a read that ended by itself.
       const wait = backoff.delay();
       // The stream deleted since the broker declared it: this route waits for it, as for one missing at the start.
@@ -365,27 +385,98 @@ export class NatsSubscription {
   }
 
   /**
-   * Waits, at most `ackTimeoutMs`, until nats-server has applied this route's acknowledgements. An
-   * `ack()` is a plain publish, which the server queues for the consumer and applies on its own:
-   * a consumer's state read right after can miss it, and a successor that recreates the consumer
-   * from its ack floor (putConsumer, a changed subject) got the last message again. The consumer
-   * applies its acknowledgements in order and answers one sent as a request once applied: the last
-   * one sent again as a request covers them all (a second acknowledgement changes nothing). Only
-   * on stop (a reload's, a shutdown's): a hand-over goes on with the same consumer, and waits for none.
+   * Ends the consumer's read on a stop, so that the messages it gives back (settle) go to the next
+   * reader of the consumer, in order, and not to this read's pull, still open on nats-server:
+   *
+   * - Behind what the client holds already: the pulls the client queued among those messages go
+   *   out first, while its inbox is still read (a pull sent after the unsubscribe would wait on the
+   *   server for an inbox nobody reads), and no pull goes out after it.
+   * - A drain, not an unsubscribe: the messages nats-server sent before it saw the unsubscribe still
+   *   reach the read (the client answers the PING after them); an unsubscribe dropped them in the
+   *   client, unacknowledged until `ackWaitMs` and delivered after newer ones.
+   *
+   * The read ends once the client handed on every message it holds. nats-server keeps the read's
+   * pull requests until it next looks at them (dropPulls).
    */
-  private async settleAcks(nc: NatsConnection, last: JsMsg | undefined): Promise<void> {
-    // The client's message has its reply subject (`$JS.ACK...`), though the JsMsg type does not say it.
-    const reply = (last as { reply?: unknown } | undefined)?.reply;
-    // Disconnected: the acknowledgement waits in the client until it is back, and so would this.
-    if (typeof reply !== 'string' || reply === '' || !this.broker.connected() || nc.isClosed()) return;
+  private endPull(nc: NatsConnection, messages: ConsumerMessages): void {
+    // The client's read has its subscription and its pull, though the ConsumerMessages type does not say them.
+    const read = messages as unknown as { sub?: Subscription; pull?: (...args: unknown[]) => void };
+    const sub = read.sub;
+    if (!sub || typeof read.pull !== 'function' || sub.isClosed() || !this.broker.connected() || nc.isClosed()) {
+      // Not awaited: the client ends the read through its own queue, which only an iteration runs.
+      void messages.close();
+      return;
+    }
+    // A function in the read's queue runs when the iteration reaches it (the route's loop reads on while stopping).
+    (messages as unknown as { push(fn: () => void): void }).push(() => {
+      read.pull = NOTHING;
+      // Disconnected meanwhile, the drain's PING waits for the connection: the read ends unconfirmed.
+      const timer = setTimeout(() => void messages.close(), this.settings.ackTimeoutMs);
+      timer.unref();
+      const closed = () => {
+        clearTimeout(timer);
+        void messages.close();
+      };
+      sub.drain().then(closed, closed);
+    });
+  }
+
+  /**
+   * Has nats-server drop this read's pull requests, once it ended (endPull): it keeps one whose
+   * inbox nobody reads until it next looks at it, and nats-server 2.9 then took the next message
+   * queued for redelivery (one given back here) off its queue for it, found the inbox unread, and
+   * did not queue it again (it came `ackWaitMs` later, after newer ones) but delivered the
+   * consumer's latest message again instead (nats-server pull request 5305, 2024). A consumer's
+   * info is where it looks at them all.
+   */
+  private async dropPulls(jsm: JetStreamManager, stream: string, name: string): Promise<void> {
+    if (!this.broker.connected()) return;
+    await jsm.consumers.info(stream, name).catch(() => undefined);
+  }
+
+  /**
+   * On stop (a reload's, a shutdown's), once the read ended: gives back every message this read
+   * still holds unacknowledged, in stream order, and waits (at most `ackTimeoutMs`) until
+   * nats-server has applied that and this route's acknowledgements.
+   *
+   * Given back, not left to `ackWaitMs`: the messages in hand were kept alive (working()) and the
+   * ones pulled behind them were not, so those fell due first, and the next reader had each key's
+   * newer messages before its older one. A negative acknowledgement of each, in stream order, queues
+   * them for the next reader in that order (NAK_REQUEUED first takes off the queue one already there,
+   * having outlived its ack wait).
+   *
+   * Waited for: an `ack()` is a plain publish, which the server queues for the consumer and applies
+   * on its own: a consumer's state read right after can miss it, and a successor that recreates the
+   * consumer from its ack floor (putConsumer, a changed subject) got the last message again, or
+   * pulled newer messages before the given-back ones were queued. The consumer applies its
+   * acknowledgements in order and answers one sent as a request once applied: the last one sent
+   * again as a request covers them all (a second acknowledgement changes nothing). A hand-over
+   * goes on with the same consumer and read, and gives back nothing.
+   */
+  private async settle(nc: NatsConnection, lastAcked: JsMsg | undefined, unacked: ReadonlyMap<number, JsMsg>): Promise<void> {
+    // Disconnected: what is sent waits in the client until it is back, and so would this.
+    if (!this.broker.connected() || nc.isClosed()) return;
+    let last: { reply: string; payload: Uint8Array; seq: number } | undefined;
+    for (const seq of [...unacked.keys()].sort((a, b) => a - b)) {
+      const reply = replyOf(unacked.get(seq)!);
+      if (reply === undefined) continue;
+      nc.publish(reply, NAK_REQUEUED);
+      nc.publish(reply, NAK);
+      last = { reply, payload: NAK, seq };
+    }
+    if (last === undefined && lastAcked !== undefined) {
+      const reply = replyOf(lastAcked);
+      if (reply !== undefined) last = { reply, payload: ACK, seq: lastAcked.seq };
+    }
+    if (last === undefined) return;
     try {
-      await nc.request(reply, ACK, { timeout: this.settings.ackTimeoutMs });
+      await nc.request(last.reply, last.payload, { timeout: this.settings.ackTimeoutMs });
     } catch (err) {
       // No responders: the consumer is gone (deleted meanwhile), there is no floor left to read.
       if ((err as { code?: string }).code === '503') return;
       this.log.warn(
-        { err: (err as Error).message, streamSeq: last!.seq },
-        'nats-server did not confirm the last acknowledgement before the route stopped: a consumer recreated from its ack floor may deliver that message again',
+        { err: (err as Error).message, streamSeq: last.seq },
+        'nats-server did not confirm the acknowledgements before the route stopped: a consumer recreated from its ack floor may deliver a message again, and messages given back may come after newer ones',
       );
     }
   }
@@ -425,6 +516,7 @@ export class NatsSubscription {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.stoppedNow();
     this.close?.();
     this.wake?.();
     await this.running;
@@ -440,6 +532,12 @@ function resumeSeq(c: ConsumerInfo): number {
   if (c.ack_floor.consumer_seq > 0) return c.ack_floor.stream_seq + 1;
   if (c.delivered.consumer_seq === 0) return c.delivered.stream_seq + 1;
   return c.config.opt_start_seq ?? 1;
+}
+
+/** Where a message's acknowledgements go (`$JS.ACK...`): the client's message has it, though the JsMsg type does not say it. */
+function replyOf(m: JsMsg): string | undefined {
+  const reply = (m as { reply?: unknown }).reply;
+  return typeof reply === 'string' && reply !== '' ? reply : undefined;
 }
 
 /** The stream's consumer of that name, or undefined when there is none yet. */
