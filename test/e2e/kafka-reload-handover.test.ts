@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { eventually, type LogLine, runCli, tempFiles, useGateway } from '../helpers/gateway.js';
+import { eventually, type LogLine, runCli, startGateway, tempFiles, useGateway } from '../helpers/gateway.js';
 import { kcatConsume, kcatConsumeAll, kcatProduce, startKafka, type KafkaCluster, KeyedStream, type Numbered } from '../helpers/kafka.js';
 import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -11,7 +11,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.js';
  */
 describe('Kafka routes rebuilt by a reload: plan and runtime agree', () => {
   let kafka: KafkaCluster;
-  const t = { in: '', out: '', dead: '' };
+  const t = { in: '', out: '', dead: '', moved: '', movedOut: '' };
   const group = 'eventgate-changing';
   const KEYS = 8;
 
@@ -131,6 +131,27 @@ ${o.deadletter ? `    deadletter: { broker: kafka, topic: ${t.dead} }\n` : ''}`;
     assert.ok(out.some((v) => v.v === 6));
     assert.equal(kafka.leaves(group), leaves + 1, 'the old member left its group');
     assert.ok(logsSince(mark, (l) => l.route === 'changing' && l.msg === 'consumer joined group').length >= 1, 'a new member joined');
+  });
+
+  it("a rolling update that changes the route's topic: the old and the new instance share its group, each reads its own topic, every record once", async () => {
+    // The next config's route: the same name (so the same group), another topic in and out.
+    const moved = config({ version: 7, deadletter: true }).replace(`topic: ${t.in} }`, `topic: ${t.moved} }`).replace(`topic: ${t.out},`, `topic: ${t.movedOut},`);
+    assert.notEqual(moved, config({ version: 7, deadletter: true }));
+    const next = await startGateway(moved);
+    try {
+      await next.waitForLog((l) => l.route === 'changing' && l.msg === 'consumer joined group', 30000);
+      const movedStream = new KeyedStream(KEYS);
+      await kcatProduce(kafka.bootstrap, t.moved, movedStream.next(30));
+      await kcatProduce(kafka.bootstrap, t.in, keyed.next(30));
+      // Before, kafkajs' assigner gave both members the group leader's topic only: the member on the
+      // other topic ignored its share, so part of one topic and all of the other waited for the roll to end.
+      await assertEachOnceInOrder();
+      const parse = (r: { value: string | null }) => JSON.parse(r.value!) as Numbered;
+      await kcatConsume(kafka.bootstrap, t.movedOut, movedStream.produced, 30000);
+      movedStream.assertEachOnceInOrder((await kcatConsumeAll(kafka.bootstrap, t.movedOut)).map(parse), (await kcatConsumeAll(kafka.bootstrap, t.moved)).map(parse));
+    } finally {
+      await next.stop();
+    }
   });
 });
 

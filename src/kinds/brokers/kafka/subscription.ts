@@ -8,6 +8,7 @@ import { sleep } from '../../../core/within.js';
 import { newFetchBudget, undecodable, withBatchBound, type UndecodableRecord } from './codecs.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
 import { TopicMissing, unknownTopic } from './leaders.js';
+import { subscriptionRoundRobin } from './assigner.js';
 
 const NO_KEYS: readonly string[] = [];
 
@@ -248,6 +249,8 @@ export class KafkaSubscription {
       rebalanceTimeout: c.rebalanceTimeoutMs,
       maxWaitTimeInMs: c.maxWaitMs,
       allowAutoTopicCreation: true,
+      // Each member is given partitions of its own topics only, also in a group whose members read different ones (a rolling update).
+      partitionAssigners: [subscriptionRoundRobin],
       // Every crash comes to run(), which starts a fresh consumer: one restart policy, whatever the error.
       retry: { initialRetryTime: 300, maxRetryTime: MAX_RETRY_BACKOFF_MS, retries: 10, restartOnFailure: async () => false },
     });
