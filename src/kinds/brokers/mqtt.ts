@@ -55,7 +55,7 @@ const options = kindOptions('mqtt', {
     Type.Boolean({
       default: true,
       description:
-        "Consume routes keep their session (and the QoS ≥ 1 messages queued for it) across disconnects and restarts. A topic's retained message comes to a route once, with its new subscription, not again when the route subscribes again on the same session (each connect, a reload that rebuilds it): MQTT 5 Retain Handling 1. A new session gets it again: `false` here (every connect), a changed `clientId`, a server restart that lost the session's subscriptions, and MQTT 3.1.1 (`protocolVersion: 4`, which has no Retain Handling) each time a route subscribes.",
+        "Consume routes keep their session (and the QoS ≥ 1 messages queued for it) across disconnects and restarts. The session keeps its turn of a shared group's messages while its instance is stopped: an instance removed for good, or one whose `clientId` changes at every start (pods of a Deployment), strands that turn until `sessionExpirySeconds` (docs/scaling.md, 'Instances that come and go on MQTT'). A topic's retained message comes to a route once, with its new subscription, not again when the route subscribes again on the same session (each connect, a reload that rebuilds it): MQTT 5 Retain Handling 1. A new session gets it again: `false` here (every connect), a changed `clientId`, a server restart that lost the session's subscriptions, and MQTT 3.1.1 (`protocolVersion: 4`, which has no Retain Handling) each time a route subscribes.",
     }),
   ),
   // MQTT 5 writes it as a four-byte integer: a larger value made the route's CONNECT fail to encode, silently (the route never connected, /readyz said `connecting`).
