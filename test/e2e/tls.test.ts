@@ -7,12 +7,13 @@ import type { IncomingMessage } from 'node:http';
 import { Agent, request } from 'node:https';
 import { connect } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { openBrowserPage } from '../helpers/browser.js';
 import { makeCertificates } from '../helpers/certificates.js';
 import { WsClient } from '../helpers/clients.js';
 import { eventually, useGateway } from '../helpers/gateway.js';
+import { HeldTarget } from '../helpers/held-target.js';
 import { fetch } from '../helpers/http.js';
 
 interface HttpsReply {
@@ -91,7 +92,8 @@ function h2Request(session: ClientHttp2Session, headers: Record<string, string>,
 
 const fingerprintOf = (pem: string) => new X509Certificate(pem).fingerprint256;
 
-const config = (slowHeadersMs: number) => `version: 1
+/** `held`: a webhook that answers nothing until released, so a frame on /ws/held stays in hand. */
+const config = (slowHeadersMs: number, held: string) => `version: 1
 admin: {port: 0}
 brokers:
   local: {kind: memory}
@@ -126,12 +128,23 @@ routes:
   - name: slow
     from: {listener: slow, path: /ws/in}
     to: {broker: local, topic: t}
+  - name: mutual-held
+    from: {listener: mutualWss, path: /ws/held}
+    ack: true
+    to: {http: {url: '${held}'}}
 `;
 
 describe('TLS listeners', () => {
   const certs = makeCertificates();
   const trust = { ca: [certs.a.cert, certs.b.cert] };
-  const gw = useGateway(config(60_000), { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key, 'certs/ca.pem': certs.ca.cert } });
+  let held: HeldTarget;
+  before(async () => {
+    held = await HeldTarget.start();
+  });
+  after(async () => {
+    await held?.stop();
+  });
+  const gw = useGateway(() => config(60_000, held.url), { files: { 'certs/server.pem': certs.a.cert, 'certs/server-key.pem': certs.a.key, 'certs/ca.pem': certs.ca.cert } });
 
   it('serves HTTPS and WSS with the configured certificate', async () => {
     const client = await WsClient.connect(gw.url('wss', '/ws/out', 'wss'), { ca: trust.ca });
@@ -156,6 +169,10 @@ describe('TLS listeners', () => {
   it('cuts off the open connections of clients whose certificate a reload of `ca` no longer trusts', async () => {
     const mine = { ...trust, cert: certs.client.cert, key: certs.client.key };
     const client = await WsClient.connect(gw.url('mutualWss', '/ws/out', 'wss'), mine);
+    // A publisher whose frame is in hand (the webhook holds it) when the reload comes.
+    const publisher = await WsClient.connect(gw.url('mutualWss', '/ws/held', 'wss'), mine);
+    publisher.send({ n: 'held' });
+    await eventually(() => assert.equal(held.bodies.length, 1));
     // An event stream, and a kept-alive connection that has published once.
     const stream = request({ host: '127.0.0.1', port: gw.port('mutual'), path: '/events', headers: { accept: 'text/event-stream' }, agent: false, ...mine });
     stream.end();
@@ -181,6 +198,10 @@ describe('TLS listeners', () => {
     await gw.waitForLog((l) => l.msg === 'config reloaded', 10_000, from);
     const closed = await client.waitClose();
     assert.deepEqual(closed, { code: 1008, reason: 'client certificate no longer trusted (a reload changed tls.ca)' });
+    // The publisher is closed only once its frame is answered: it was cut off at once, its ack lost.
+    held.release();
+    assert.deepEqual(await publisher.next(), { type: 'ack', frame: 1, deliveries: [{ endpoint: held.url, status: 200, attempts: 1 }] });
+    assert.deepEqual(await publisher.waitClose(), { code: 1008, reason: 'client certificate no longer trusted (a reload changed tls.ca)' });
     await ended;
     assert.match(streamed, /event: eventgate\.end\ndata: \{"status":403,"reason":"client certificate no longer trusted \(a reload changed tls\.ca\)"\}/);
     await keptClosed;
@@ -360,7 +381,7 @@ describe('TLS listeners', () => {
   });
 
   it('bounds the TLS handshake by headersTimeoutMs, as changed by a reload: a client that connects and sends nothing is cut off', async () => {
-    await gw.reconfigure(config(300));
+    await gw.reconfigure(config(300, held.url));
     const socket = connect(gw.port('slow'), '127.0.0.1');
     socket.on('error', () => {});
     // node's own handshake bound is 120 s: a connection silent that long would still be open.

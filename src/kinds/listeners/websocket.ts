@@ -413,7 +413,8 @@ export class WebSocketListener implements ListenerRuntime {
         if (trusted(c.socket)) continue;
         this.env.logger.info({ listener: this.name, path: c.path, remote: c.remoteAddress }, 'client certificate no longer trusted after reload; disconnecting');
         this.leave(c);
-        void closeClient(c, POLICY_VIOLATION, 'client certificate no longer trusted (a reload changed tls.ca)');
+        // As for an origin or a credential a reload revoked: the frames it sent are answered first.
+        this.closeWhenAnswered(c, POLICY_VIOLATION, 'client certificate no longer trusted (a reload changed tls.ca)');
       }
     }
   }
@@ -479,7 +480,7 @@ export class WebSocketListener implements ListenerRuntime {
    * before a 1009 close, or a shutdown's 1001): its route removed by a reload (the frame in hand
    * answered by the route it started on, those behind it 404 "not published"), its credential
    * expired or revoked (those behind it answered by the route's auth: 401), its origin no longer
-   * allowed. Nothing more is read from it meanwhile: what it sends after is neither published nor
+   * allowed, its client certificate no longer trusted. Nothing more is read from it meanwhile: what it sends after is neither published nor
    * answered. A client that left its path (leave()) gets no forwards meanwhile.
    */
   private closeWhenAnswered(c: Client, code: number, reason: string): void {
