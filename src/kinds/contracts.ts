@@ -226,8 +226,11 @@ export type KafkaCloseReason = (typeof KAFKA_CLOSE_REASONS)[number];
 export interface BrokerTelemetry {
   /** A publish the broker could not complete (not acknowledged, timed out, refused). */
   producerError(): void;
-  /** A consumer-side failure: a fetch, commit or group error, or a message its route's handler rejected. `route` when known. */
-  consumerError(route?: string): void;
+  /**
+   * A consumer-side failure: a fetch, commit or group error, a message its route's handler rejected,
+   * or `count` messages a slow route lost (core NATS, a memory topic's retention). `route` when known.
+   */
+  consumerError(route?: string, count?: number): void;
   /** A route's consumer crashed and is being started again (`eventgate_<kind>_consumer_crashes_total{broker,route}`). */
   consumerCrash(route: string): void;
 }

@@ -122,8 +122,8 @@ export class BrokerStats implements BrokerTelemetry {
   producerError(): void {
     this.producerErrors++;
   }
-  consumerError(route = ''): void {
-    this.consumerErrors.set(route, (this.consumerErrors.get(route) ?? 0) + 1);
+  consumerError(route = '', count = 1): void {
+    this.consumerErrors.set(route, (this.consumerErrors.get(route) ?? 0) + count);
   }
   readonly consumerCrashes = new Map<string, number>();
   consumerCrash(route: string): void {

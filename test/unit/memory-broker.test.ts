@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { MemoryBroker } from '../../src/kinds/brokers/memory.js';
 import { ORIGINAL, offsetText, payloadOriginal, type Message } from '../../src/core/message.js';
+import { BrokerStats } from '../../src/telemetry/metrics.js';
 
 function broker(retain?: number): { broker: MemoryBroker; warnings: string[] } {
   const warnings: string[] = [];
@@ -280,6 +281,50 @@ describe('memory broker', () => {
     await finished;
     assert.deepEqual(values, ['a', 'd', 'e']);
     assert.ok(warnings.includes('consumer group fell behind retention; oldest messages were dropped'));
+  });
+
+  it('says a route that keeps falling behind retention once, then with the sum, naming the route, and counts every message it lost', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const stats = new BrokerStats('memory');
+    const b = new MemoryBroker('mem', { kind: 'memory', retain: 2 }, { logger, telemetry: { broker: () => stats } as never });
+    // A route whose target takes one message while the publisher sends five (a slow webhook).
+    const gates: (() => void)[] = [];
+    const values: unknown[] = [];
+    b.subscribe({ topic: 't', group: 'eventgate-r-slow', route: 'slow' }, (m) => {
+      values.push(m.value);
+      return new Promise<void>((r) => gates.push(r));
+    });
+    let v = 0;
+    b.publishNow('t', msg(v++));
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < 5; i++) b.publishNow('t', msg(v++));
+      const taken = values.length;
+      gates.shift()!();
+      while (values.length === taken) await new Promise((r) => setImmediate(r));
+    }
+    // The values the route never saw, below the last it saw: what retention dropped for it.
+    const last = values.at(-1) as number;
+    const skipped = last + 1 - values.length;
+    assert.ok(skipped >= 20, `some messages were skipped at every turn (${skipped})`);
+    const fellBehind = () => lines.filter((l) => l.msg === 'consumer group fell behind retention; oldest messages were dropped');
+    // Every message the route takes found some skipped: 20 lines before, one now (the rest summed at the interval's end).
+    assert.equal(fellBehind().length, 1);
+    assert.deepEqual(stats.consumerErrors, new Map([['slow', skipped]]));
+    for (const release of gates.splice(0)) release();
+    const stopping = b.stop();
+    for (const release of gates.splice(0)) release();
+    await stopping;
+    // The stop writes the sum not said yet: every lost message is in some line.
+    assert.equal(fellBehind().length, 2);
+    assert.equal(
+      fellBehind().reduce((n, l) => n + (l.skipped as number), 0),
+      skipped,
+    );
+    assert.deepEqual(
+      fellBehind().map(({ route, group, topic, retain }) => ({ route, group, topic, retain })),
+      Array(2).fill({ route: 'slow', group: 'eventgate-r-slow', topic: 't', retain: 2 }),
+    );
   });
 
   it('applies a new retention in place, keeping topics and positions', async () => {

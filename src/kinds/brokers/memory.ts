@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Backoff, pause } from '../../core/backoff.js';
 import { approxMessageBytes } from '../../core/heap-size.js';
+import { FLOOD_LOG_INTERVAL_MS, RateLimitedWarning } from '../../core/rate-limited-warning.js';
 import { InFlightWindow } from '../../core/in-flight-window.js';
 import { detachOriginal, liveOriginal, offsetText, ORIGINAL, type Delivery, type Message } from '../../core/message.js';
 import {
@@ -70,6 +71,7 @@ interface Member {
  * capacity (resize). `next` is the committed position, `dispatched` the next message to hand out.
  */
 interface Group {
+  name: string;
   next: number;
   dispatched: number;
   window: InFlightWindow<number>;
@@ -82,6 +84,13 @@ interface Group {
   pumping: boolean;
   /** The capacity a member joined with when it differs from the window's: the pump hands out nothing until the window is resized. */
   resizeTo?: number;
+  /**
+   * Messages retention dropped before this group read them, since the last `fell behind` line: a
+   * slow route skips some at every message it takes, so the line is said at once, then at most
+   * every FLOOD_LOG_INTERVAL_MS with the sum.
+   */
+  skipped: number;
+  fellBehind?: RateLimitedWarning<string>;
 }
 
 /**
@@ -209,7 +218,11 @@ export class MemoryBroker implements BrokerRuntime {
   async stop(): Promise<void> {
     this.stopped = true;
     const inFlight: Promise<void>[] = [];
-    for (const t of this.topics.values()) for (const g of t.groups.values()) inFlight.push(g.window.idle());
+    for (const t of this.topics.values())
+      for (const g of t.groups.values()) {
+        g.fellBehind?.close();
+        inFlight.push(g.window.idle());
+      }
     await Promise.allSettled(inFlight);
   }
 
@@ -322,7 +335,7 @@ export class MemoryBroker implements BrokerRuntime {
     if (!group) {
       // A new group starts at the end, as a Kafka group with auto.offset.reset=latest would.
       const next = (spec.startFrom ?? spec.defaultStartFrom) === 'earliest' ? topic.first : topic.end;
-      group = this.newGroup(topic, next, capacity);
+      group = this.newGroup(topic, spec.group, next, capacity);
       topic.groups.set(spec.group, group);
     }
     // A route rebuilt by a reload joins its group before the old one leaves: its concurrency applies
@@ -458,7 +471,7 @@ export class MemoryBroker implements BrokerRuntime {
         return;
       }
       if (group.dispatched < topic.first) {
-        this.env.logger.warn({ broker: this.name, topic: topic.name, skipped: topic.first - group.dispatched }, 'consumer group fell behind retention; oldest messages were dropped');
+        this.fellBehind(topic, group, topic.first - group.dispatched);
         group.dispatched = topic.first;
         if (window.size === 0) group.next = topic.first;
       }
@@ -479,6 +492,24 @@ export class MemoryBroker implements BrokerRuntime {
       window.start(offset, NO_KEYS, () => this.consumeOne(group, member, msg), group.settled);
     }
     group.pumping = false;
+  }
+
+  /**
+   * `skipped` messages retention dropped before `group` read them: lost to its route (the publisher
+   * had its 2xx), so logged, naming the route, and counted in `eventgate_memory_consumer_errors_total`.
+   */
+  private fellBehind(topic: Topic, group: Group, skipped: number): void {
+    const route = group.members[group.turn % group.members.length]!.route;
+    this.telemetry?.consumerError(route, skipped);
+    group.skipped += skipped;
+    group.fellBehind ??= new RateLimitedWarning<string>(FLOOD_LOG_INTERVAL_MS, (lastRoute) => {
+      this.env.logger.warn(
+        { broker: this.name, topic: topic.name, route: lastRoute, group: group.name, skipped: group.skipped, retain: this.retain, retainBytes: this.retainBytes, intervalMs: FLOOD_LOG_INTERVAL_MS },
+        'consumer group fell behind retention; oldest messages were dropped',
+      );
+      group.skipped = 0;
+    });
+    group.fellBehind.occurred(route);
   }
 
   /**
@@ -512,8 +543,8 @@ export class MemoryBroker implements BrokerRuntime {
   }
 
   /** A group at `next`, with the callbacks its pump and windows use for every message. */
-  private newGroup(topic: Topic, next: number, capacity: number): Group {
-    const group: Group = { next, dispatched: next, window: new InFlightWindow(capacity), settled: NOTHING, wake: NOTHING, members: [], turn: 0, pumping: false };
+  private newGroup(topic: Topic, name: string, next: number, capacity: number): Group {
+    const group: Group = { name, next, dispatched: next, window: new InFlightWindow(capacity), settled: NOTHING, wake: NOTHING, members: [], turn: 0, pumping: false, skipped: 0 };
     // Told inside the settling of a message: the loop goes on after it, as an await would.
     const again = () => this.pumpOn(topic, group);
     group.wake = () => queueMicrotask(again);
@@ -609,7 +640,7 @@ export const memoryBroker = defineBroker({
   options,
   doc: {
     summary:
-      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded by count (`retain` messages per topic) and by estimated heap size (`retainBytes` per topic, `maxBytes` for the whole broker: 2 bytes per character, 72 per array or object); a group that falls further behind skips the oldest, with a warning in the log. Topics live as long as the process (they survive hot reloads; on shutdown the routes reading them first handle what they hold, within `admin.drainTimeoutMs`, and what is left then is logged as lost), up to `maxTopics`: a topic expression that names a new topic beyond it replaces the oldest topic no route reads. A topic name is at most 249 characters. The broker hands out at most 1000 messages per turn of the event loop, so routes that feed a topic they read (on purpose, a retry loop, or by mistake) never keep the gateway from answering requests, probes and SIGTERM.',
+      'In-process topics: the embedded default, no broker to install. A message published to a memory topic reaches every route reading it, once per consumer group, in order. Retention is bounded by count (`retain` messages per topic) and by estimated heap size (`retainBytes` per topic, `maxBytes` for the whole broker: 2 bytes per character, 72 per array or object); a group that falls further behind skips the oldest (the publishes were answered 2xx all the same: nothing is refused), each skipped message counted in `eventgate_memory_consumer_errors_total{route}` and said in the log (`consumer group fell behind retention`, with the `route` and the count `skipped`: at once, then at most every 10 s with the sum). Topics live as long as the process (they survive hot reloads; on shutdown the routes reading them first handle what they hold, within `admin.drainTimeoutMs`, and what is left then is logged as lost), up to `maxTopics`: a topic expression that names a new topic beyond it replaces the oldest topic no route reads. A topic name is at most 249 characters. The broker hands out at most 1000 messages per turn of the event loop, so routes that feed a topic they read (on purpose, a retry loop, or by mistake) never keep the gateway from answering requests, probes and SIGTERM.',
     example: 'brokers:\n  local:\n    kind: memory\n    retain: 1000',
   },
   inProcess: true,
