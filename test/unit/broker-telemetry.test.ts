@@ -68,6 +68,19 @@ describe('broker telemetry (memory broker)', () => {
     await broker.stop();
   });
 
+  it('counts a publish refused at maxTopics (every topic read by a route) as a producer error', async () => {
+    const brokers = new Map<string, BrokerRuntime>();
+    const metrics = new GatewayMetrics({ brokers, listeners: new Map<string, ListenerRuntime>(), readiness: () => ({ ready: true }) }, ['memory']);
+    const broker = new MemoryBroker('local', { kind: 'memory', maxTopics: 1 }, { logger: createLogger('silent'), telemetry: metrics });
+    brokers.set('local', broker);
+    broker.subscribe({ topic: 'read', group: 'g', route: 'reader' }, async () => {});
+    await assert.rejects(async () => broker.publish('new', message('x')), /holds its maxTopics \(1\) topics, each read by a route: no room for topic 'new'/);
+    const s = parsePrometheus(await metrics.text());
+    assert.equal(s.value('eventgate_memory_producer_errors_total', { broker: 'local' }), 1);
+    assert.deepEqual(metrics.snapshot().brokerErrors, { local: { kind: 'memory', producer: 1, consumer: 0 } });
+    await broker.stop();
+  });
+
   it('registers the metric families of a broker kind it first sees when a broker of that kind reports', async () => {
     const metrics = new GatewayMetrics({ brokers: new Map(), listeners: new Map(), readiness: () => ({ ready: true }) }, []);
     metrics.broker('edge', 'kafka').producerError();

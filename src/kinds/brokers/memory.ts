@@ -402,6 +402,8 @@ export class MemoryBroker implements BrokerRuntime {
       );
       return;
     }
+    // A publish the broker refused (503), counted as any broker's (eventgate_memory_producer_errors_total).
+    this.telemetry?.producerError();
     throw new Error(`memory broker '${this.name}' holds its maxTopics (${this.maxTopics}) topics, each read by a route: no room for topic '${wanted}'`);
   }
 
