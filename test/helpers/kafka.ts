@@ -40,6 +40,8 @@ export interface KafkaCluster {
   up(id?: number): Promise<void>;
   /** The next `count` requests of Kafka API `apiKey` (e.g. 11, JoinGroup) fail with error `code` (mock only). */
   failRequests(apiKey: number, count: number, code: number): Promise<void>;
+  /** Requests of Kafka API `apiKey` no longer fail: the failures failRequests left are dropped (mock only). */
+  clearFailures(apiKey: number): Promise<void>;
   /** The same, for the requests broker `id` receives only: one broker fails while the others answer (mock only). */
   failBrokerRequests(id: number, apiKey: number, count: number, code: number): Promise<void>;
   /** Broker `id` leads `partition` of `topic` from now on; the former leader answers NOT_LEADER_FOR_PARTITION (mock only). */
@@ -142,6 +144,7 @@ async function mockCluster(brokers: number, requestLog: boolean): Promise<KafkaC
     down: (id = -1) => command(`down ${id}`),
     up: (id = -1) => command(`up ${id}`),
     failRequests: (apiKey, count, code) => command(`errors ${apiKey} ${count} ${code}`),
+    clearFailures: (apiKey) => command(`clear ${apiKey}`),
     failBrokerRequests: (id, apiKey, count, code) => command(`broker-errors ${id} ${apiKey} ${count} ${code}`),
     moveLeader: (topic, partition, id) => command(`leader ${topic} ${partition} ${id}`),
     hideTopic: (topic) => command(`missing ${topic}`),
@@ -189,6 +192,7 @@ function externalCluster(bootstrap: string): KafkaCluster {
     down: unavailable,
     up: unavailable,
     failRequests: unavailable,
+    clearFailures: unavailable,
     failBrokerRequests: unavailable,
     moveLeader: unavailable,
     hideTopic: unavailable,

@@ -7,6 +7,7 @@
  *   topic <name> <parts>   create a topic with that many partitions (auto-created topics get 4)
  *   errors <api> <n> <err> the next n requests of API key <api> (e.g. 11 JoinGroup) fail with error code <err>
  *   broker-errors <id> <api> <n> <err>  the same, for requests broker <id> receives only (e.g. 0 Produce)
+ *   clear <api>            requests of API key <api> no longer fail: the errors still pushed by `errors` are dropped
  *   leader <name> <part> <id>  broker <id> leads that partition from now on
  *   rtt <id> <ms>          broker <id> sends each answer <ms> later from now on (0: at once again);
  *                          it still takes each request as it arrives (a produced record is stored then)
@@ -52,6 +53,10 @@ int main(int argc, char **argv) {
     }
     else if (sscanf(line, "found %255s", name) == 1) {
       rd_kafka_mock_topic_set_error(mc, name, RD_KAFKA_RESP_ERR_NO_ERROR);
+      err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
+    else if (sscanf(line, "clear %d", &api) == 1) {
+      rd_kafka_mock_clear_request_errors(mc, (int16_t)api);
       err = RD_KAFKA_RESP_ERR_NO_ERROR;
     }
     else if (sscanf(line, "errors %d %d %d", &api, &n, &code) == 3 && n > 0 && n <= 1000) {
