@@ -220,6 +220,58 @@ routes:
     );
   });
 
+  it('says a consume route’s topic deleted under it is missing, as at its start, without rejoining at each fetch, and reads on from its commit once the topic is back', async (t2) => {
+    if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: a topic cannot be deleted and restored under the route there');
+    // After the case above: route `late` consumes t.absent, its record 1 copied and committed.
+    const status = async () =>
+      ((await (await fetch(`${gw.adminUrl}/admin/status`)).json()) as { routes: { name: string; consumer?: { ready: boolean; detail?: string } }[] }).routes.find((r) => r.name === 'late')!.consumer;
+    await eventually(async () => assert.equal((await status())?.detail, undefined), 20000);
+    const from = gw.logs.length;
+    const joinsBefore = kafka.joinRequests();
+    // Deleted, as far as the mock can: its Metadata does not have the topic and its fetches are
+    // answered UNKNOWN_TOPIC_OR_PARTITION (the file's only Kafka consumer is this route's).
+    await kafka.hideTopic(t.absent);
+    await kafka.failRequests(1, 1000, 3);
+    try {
+      // kafkajs refreshed its metadata and rejoined at each such fetch, /readyz ready all along.
+      await eventually(async () => {
+        const readyz = (await (await fetch(`${gw.adminUrl}/readyz`)).json()) as { reasons?: string[] };
+        assert.ok(
+          readyz.reasons?.some((r) => /^route late: topic missing, looking again in \d+ ms$/.test(r)),
+          JSON.stringify(readyz),
+        );
+      }, 20000);
+      const first = await status();
+      assert.equal(first?.ready, false);
+      assert.match(first?.detail ?? '', new RegExp(`^topic missing, looking again in \\d+ ms: topic '${t.absent}' does not exist on the Kafka cluster`));
+      // A second look (a longer wait) without a line more or a rejoin: the route waits outside its group.
+      const wait = Number(/looking again in (\d+) ms/.exec(first?.detail ?? '')![1]);
+      await eventually(async () => {
+        const next = /looking again in (\d+) ms/.exec((await status())?.detail ?? '')?.[1];
+        assert.ok(next !== undefined && Number(next) > wait, `looking again in ${next} ms, first ${wait} ms`);
+      }, 20000);
+      const lines = gw.logs.slice(from);
+      // One line said it (kafkajs' "re-joining" came at each fetch, and its crash line would be another).
+      assert.deepEqual(
+        lines.filter((l) => l.level === 'warn' || l.level === 'error').map((l) => [l.route, l.msg]),
+        [['late', 'consumer waits for its topic to exist; looking again']],
+      );
+      if (!Number.isNaN(joinsBefore)) assert.ok(kafka.joinRequests() - joinsBefore <= 1, `JoinGroup requests: ${kafka.joinRequests() - joinsBefore}`);
+      assert.doesNotMatch(await (await fetch(`${gw.adminUrl}/metrics`)).text(), /^eventgate_kafka_consumer_crashes_total\{[^}]*route="late"[^}]*\} [1-9]/m);
+    } finally {
+      await kafka.clearFailures(1);
+      await kafka.revealTopic(t.absent);
+    }
+    // Back (the mock kept its records): read on from the group's commit, record 1 not again.
+    await kcatProduce(kafka.bootstrap, t.absent, [{ key: 'k', value: '{"n":2}' }]);
+    await eventually(async () => assert.equal((await status())?.ready, true), 30000);
+    const copied = await kcatConsume(kafka.bootstrap, t.arrived, 2, 30000);
+    assert.deepEqual(
+      copied.map((r) => r.value),
+      ['{"n":1}', '{"n":2}'],
+    );
+  });
+
   it('when one broker fails its part of a flush, answers 503 for that broker’s records only: a client that retries them leaves every record in Kafka once', async (t2) => {
     if (!kafka.canInjectOutages) return t2.diagnostic('KAFKA_BROKERS is set: errors cannot be injected into a real cluster');
     const keys = Array.from({ length: 12 }, (_, i) => `k${i}`);

@@ -1,4 +1,4 @@
-import kafkajs from './kafkajs.js';
+import kafkajs, { TopicGone } from './kafkajs.js';
 import type { KafkaConfig, LogEntry } from 'kafkajs';
 import type { Logger } from '../../../log.js';
 import type { KafkaSettings } from '../kafka.js';
@@ -33,7 +33,8 @@ function kafkajsLogs(logger: Logger): KafkaConfig['logCreator'] {
     ({ namespace, level, log }: LogEntry) => {
       const { message, timestamp: _t, logger: _l, stack: _s, ...extra } = log;
       const fields = { kafkajs: namespace, ...extra };
-      if (CHATTY.has(namespace)) logger.debug(fields, `kafkajs: ${message}`);
+      // A deleted topic's crash: the route says it (topic missing), once.
+      if (CHATTY.has(namespace) || message.includes(TopicGone.said)) logger.debug(fields, `kafkajs: ${message}`);
       else if (level === logLevel.ERROR || level === logLevel.WARN) logger.warn(fields, `kafkajs: ${message}`);
       else if (level === logLevel.INFO) logger.info(fields, `kafkajs: ${message}`);
       else logger.debug(fields, `kafkajs: ${message}`);

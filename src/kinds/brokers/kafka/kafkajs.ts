@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import type * as KafkaJS from 'kafkajs';
 import { hostAndPort } from './address.js';
+import { unknownTopic } from './leaders.js';
 
 const require = createRequire(import.meta.url);
 
@@ -15,6 +16,7 @@ type Grouping = (args: {
 const GROUPING = 'kafkajs/src/producer/groupMessagesPerPartition';
 const REQUEST_QUEUE = 'kafkajs/src/network/requestQueue';
 const RUNNER = 'kafkajs/src/consumer/runner';
+const CONSUMER_GROUP = 'kafkajs/src/consumer/consumerGroup';
 const POOL_BUILDER = 'kafkajs/src/cluster/connectionPoolBuilder';
 /** kafkajs' wait before it looks again at requests held back by its in-flight limit (requestQueue/index.js). */
 const CHECK_PENDING_REQUESTS_INTERVAL = 10;
@@ -92,6 +94,44 @@ function stoppingFetchers(fetch: Runner['fetch']): Runner['fetch'] {
   };
 }
 
+/** What of kafkajs' consumer group the fix below reads and calls (2.2.4, pinned: src/consumer/consumerGroup.js). */
+interface ConsumerGroup {
+  cluster: { refreshMetadata(): Promise<void> };
+  recoverFromFetch(e: unknown): Promise<void>;
+}
+
+/**
+ * A fetch answered UNKNOWN_TOPIC_OR_PARTITION: the topic may have been deleted. kafkajs 2.2.4
+ * refreshes its metadata and rejoins the group at each such answer, whatever the metadata says, so
+ * a deleted topic kept the member rejoining (3 s each on the mock), the group rebalancing with it,
+ * /readyz ready and the log full of kafkajs' "re-joining" (spec-checklist 1504, 1540). Here the
+ * metadata is asked first: when it does not have the topic either, the consumer crashes with that
+ * answer, not retried, and the subscription waits for the topic as for one missing at its start
+ * (./subscription.ts). When the topic is there (a partition that moved), kafkajs goes on as before.
+ */
+export class TopicGone extends Error {
+  static readonly said = 'a fetch and the metadata answered that the topic does not exist';
+  readonly retriable = false;
+  constructor(override readonly cause: Error) {
+    super(`${TopicGone.said}: ${cause.message}`);
+    this.name = 'TopicGone';
+  }
+}
+
+function topicGoneOnFetch(recover: ConsumerGroup['recoverFromFetch']): ConsumerGroup['recoverFromFetch'] {
+  return async function (this: ConsumerGroup, e: unknown) {
+    if ((e as { type?: unknown }).type === 'UNKNOWN_TOPIC_OR_PARTITION') {
+      try {
+        await this.cluster.refreshMetadata();
+      } catch (err) {
+        if (unknownTopic(err)) throw new TopicGone(err as Error);
+        throw err;
+      }
+    }
+    return recover.call(this, e);
+  };
+}
+
 /** What kafkajs' clusters build their connections to a broker with (2.2.4, pinned: src/cluster/connectionPoolBuilder.js). */
 type PoolBuilder = (options: { brokers: unknown } & Record<string, unknown>) => {
   build(destination?: { host?: string; port?: number; rack?: string }): Promise<unknown>;
@@ -127,7 +167,7 @@ export let groupingReplaced = false;
 
 /**
  * kafkajs as every module of the gateway loads it: its connections take the timer fix above and
- * their bootstrap servers' reading, its consumers the fix of their stop, and its producer the grouping, which must be in the module cache before kafkajs' producer module
+ * their bootstrap servers' reading, its consumers the fix of their stop and of a deleted topic, and its producer the grouping, which must be in the module cache before kafkajs' producer module
  * reads it (once, as it loads). So
  * kafkajs is loaded here and only here; elsewhere only its types are imported.
  */
@@ -139,6 +179,8 @@ function load(): typeof KafkaJS {
   (require(REQUEST_QUEUE) as { prototype: RequestQueue }).prototype.scheduleCheckPendingRequests = scheduleCheckPendingRequests;
   const runner = (require(RUNNER) as { prototype: Runner }).prototype;
   runner.fetch = stoppingFetchers(runner.fetch);
+  const group = (require(CONSUMER_GROUP) as { prototype: ConsumerGroup }).prototype;
+  group.recoverFromFetch = topicGoneOnFetch(group.recoverFromFetch);
   // Read by kafkajs' cluster module as it loads, like the grouping.
   const pool = require.resolve(POOL_BUILDER);
   const builder = require(pool) as PoolBuilder;
