@@ -324,9 +324,21 @@ export interface UndecodableBatch {
   bytes: Buffer;
 }
 
+/** How a subscription stops (Subscription.stop). */
+export interface StopOptions {
+  /**
+   * A reload removed the route for good: no route of the new config consumes the same topic in the
+   * same group from this broker, so nothing will resume or take over what the server keeps for the
+   * subscription. A kind whose server goes on giving a stopped member its turn of a group's
+   * messages (an MQTT persistent session) leaves the group first, so the other members get them.
+   * Absent at a shutdown and when a successor follows: the subscription keeps its place.
+   */
+  retire?: boolean;
+}
+
 export interface Subscription {
   /** Stop taking new messages, wait for the one in hand, commit. */
-  stop(): Promise<void>;
+  stop(options?: StopOptions): Promise<void>;
   /** Whether it consumes; when not, why (a consumer that crashed and restarts, a partition stopped). */
   health?(): Health;
   /**

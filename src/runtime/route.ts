@@ -1148,9 +1148,19 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
    * Stops consuming: resolves once the message in hand is finished and committed (or given back).
    * `shutdown`: the gateway is exiting (a memory topic's messages in hand are then lost, not given back).
    */
-  stopConsuming(drainMs: number, shutdown = false): Promise<void> {
+  stopConsuming(drainMs: number, shutdown = false, retire = false): Promise<void> {
     if (shutdown && this.plan.from.type === 'broker' && this.deps.brokers.get(this.plan.from.broker)?.settle) this.lostWithProcess = true;
-    return this.stopConsumingWith(drainMs, () => this.subscription?.stop());
+    return this.stopConsumingWith(drainMs, () => this.subscription?.stop(retire ? { retire } : undefined));
+  }
+
+  /**
+   * What the route consumes — its broker, topic and group — as one key; undefined for a route
+   * from a listener. A route a reload removes retires its subscription (StopOptions.retire) when
+   * no route of the new config has its key.
+   */
+  consumes(): string | undefined {
+    const c = this.subscribed ?? this.consuming();
+    return c && `${c.broker.name}\0${c.spec.topic}\0${c.spec.group}`;
   }
 
   /** stopConsuming() where `release` stops the subscription, or hands it over to a successor (takeOver). */

@@ -201,7 +201,13 @@ export async function applyTransition(live: Components, t: Transition, env: Tran
       break;
     }
   }
-  for (const r of predecessors.values()) stopping.push(r.stopConsuming(drainMs));
+  // A removed route whose broker, topic and group no route of the new config consumes retires its
+  // subscription: nothing resumes or takes over what the server keeps for it (an MQTT session).
+  const consumedAfter = new Set([...live.routes.values()].map((r) => r.consumes()));
+  for (const r of predecessors.values()) {
+    const key = r.consumes();
+    stopping.push(r.stopConsuming(drainMs, false, removed.has(r.name) && key !== undefined && !consumedAfter.has(key)));
+  }
   await Promise.all(stopping);
   for (const r of starting) r.start();
   if (t.admin?.op === 'remove' || (t.admin?.op === 'replace' && !adminTakeover)) await live.admin?.stop();

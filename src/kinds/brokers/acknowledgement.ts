@@ -1,7 +1,7 @@
 import type { Problem } from '../../core/errors.js';
 import type { Logger } from '../../log.js';
 import { newHeaders, type Delivery, type Message } from '../../core/message.js';
-import type { BrokerTelemetry, Health, Subscription } from '../contracts.js';
+import type { BrokerTelemetry, Health, StopOptions, Subscription } from '../contracts.js';
 
 /**
  * What the MQTT, AMQP and NATS brokers share about acknowledgements: a publish either gets the
@@ -339,10 +339,10 @@ export class Relay {
  * the message in hand, and only then takes the subscription out: while it finishes, the broker
  * still counts it (its stop() waits for it, health() and consumerLag() report it).
  */
-export function leavesOnStop<S extends { stop(): Promise<void>; health?(): Health; handOver?: Subscription['handOver'] }>(subscriptions: Set<S>, sub: S): Subscription {
+export function leavesOnStop<S extends { stop(options?: StopOptions): Promise<void>; health?(): Health; handOver?: Subscription['handOver'] }>(subscriptions: Set<S>, sub: S): Subscription {
   return {
-    stop: async () => {
-      await sub.stop();
+    stop: async (options) => {
+      await sub.stop(options);
       subscriptions.delete(sub);
     },
     ...(sub.health && { health: () => sub.health!() }),
