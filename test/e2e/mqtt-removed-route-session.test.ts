@@ -34,7 +34,7 @@ describe('hot reload: an MQTT consume route removed by a reload', () => {
   const config = (routes: string) => `version: 1
 admin: {port: 0}
 brokers:
-  mqtt: {kind: mqtt, url: ${mqtt.url}, clientId: ${clientId}, qos: 1}
+  mqtt: {kind: mqtt, url: ${mqtt.url}, clientId: ${clientId}, qos: 1, ackTimeoutMs: 2000, connectTimeoutMs: 2000}
 routes:
 ${routes}`;
   const gw = useGateway(() => config(route('kept', 'removed/kept') + route('gone', 'removed/gone') + route('renamed', 'removed/renamed')));
@@ -116,6 +116,29 @@ ${routes}`;
     } finally {
       member.stop();
       await pub.end().catch(() => undefined);
+    }
+  });
+
+  // Last: it freezes the server. A server that stopped answering sends no UNSUBACK and no PINGRESP:
+  // the removed route waited for them until the keepalive gave the connection up (1.5 × 30 s),
+  // holding the reload that long.
+  it('gives up leaving the group after ackTimeoutMs when the server stopped answering, and the reload goes on', async () => {
+    const kept = route('kept', 'removed/kept') + route('renamed-now', 'removed/renamed');
+    let line = await gw.reconfigure(config(kept + route('stranded', 'removed/stranded', 'stranded')));
+    assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+    await gw.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'stranded', 15000, gw.logs.indexOf(line));
+    process.kill(-mqtt.pid()!, 'SIGSTOP');
+    try {
+      const from = gw.logs.length;
+      gw.write('gateway.yaml', config(kept));
+      line = await gw.waitForLog((l) => l.msg === 'config reloaded' || l.msg.startsWith('reload'), 20000, from);
+      assert.equal(line.msg, 'config reloaded', JSON.stringify(line));
+      assert.ok(
+        gw.logs.slice(from).some((l) => l.msg.startsWith('mqtt consume route a reload removed could not unsubscribe') && /no UNSUBACK within ackTimeoutMs/.test(String(l.err))),
+        'it said why it left as it was',
+      );
+    } finally {
+      process.kill(-mqtt.pid()!, 'SIGCONT');
     }
   });
 });

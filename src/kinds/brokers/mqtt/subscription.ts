@@ -11,6 +11,7 @@ import type { BrokerTelemetry, Health, Qos, StopOptions, SubscribeSpec } from '.
 import { reconnectBackoff } from '../../../core/backoff.js';
 import { handOver, Relay, singleValued } from '../acknowledgement.js';
 import { InFlightWindow } from '../../../core/in-flight-window.js';
+import { within } from '../../../core/within.js';
 import type { MqttSettings } from '../mqtt.js';
 import { acknowledgement, PUBACK, PUBREC } from './acks.js';
 import { ACKNOWLEDGED_BY_ROUTE, clientOptions, disconnect, Link, type MqttLib } from './connection.js';
@@ -407,7 +408,9 @@ export class MqttSubscription {
     if (!client.connected) return false;
     const filter = this.filter;
     this.retiring = true;
-    const refused = await new Promise<Error | undefined>((resolve) => client.unsubscribe(filter, (err) => resolve(err ?? undefined)));
+    const unsubscribed = new Promise<Error | undefined>((resolve) => client.unsubscribe(filter, (err) => resolve(err ?? undefined)));
+    // A server that stopped answering sends no UNSUBACK: the reload does not wait for its keepalive.
+    const refused = (await within(unsubscribed, this.settings.ackTimeoutMs)) === 'late' ? new Error(`no UNSUBACK within ackTimeoutMs (${this.settings.ackTimeoutMs} ms)`) : await unsubscribed;
     if (refused) {
       this.log.warn({ err: refused.message, filter }, 'mqtt consume route a reload removed could not unsubscribe before it stops; its session is ended as it is');
       return false;
@@ -425,8 +428,10 @@ export class MqttSubscription {
 
   /**
    * A PINGREQ written behind everything the route wrote so far; true once a PINGRESP came, false if
-   * the connection closed first. mqtt.js's own keepalive PINGREQ may be answered first: leaveGroup
-   * asks for two quiet round trips in a row, so one such early answer alone does not end it.
+   * the connection closed first, or no answer came within `ackTimeoutMs` (a server that stopped
+   * answering would otherwise hold the reload until the keepalive gave the connection up). mqtt.js's
+   * own keepalive PINGREQ may be answered first: leaveGroup asks for two quiet round trips in a row,
+   * so one such early answer alone does not end it.
    */
   private roundTrip(): Promise<boolean> {
     const client = this.link.client;
@@ -438,7 +443,9 @@ export class MqttSubscription {
         done(true);
       };
       const closed = () => done(false);
+      const timer = setTimeout(() => done(false), this.settings.ackTimeoutMs);
       const done = (ok: boolean) => {
+        clearTimeout(timer);
         client.off('packetreceive', answered);
         client.off('close', closed);
         resolve(ok);
