@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import kafkajs, { groupingReplaced, groupMessagesPerPartition, kafkajsGrouping } from '../../src/kinds/brokers/kafka/kafkajs.js';
+import { subscriptionRoundRobin } from '../../src/kinds/brokers/kafka/assigner.js';
 
 const require = createRequire(import.meta.url);
 /** kafkajs' queue of requests on one connection to a broker, with the gateway's fix (loaded after kinds/brokers/kafka/kafkajs.ts). */
@@ -166,5 +167,45 @@ describe("kafkajs' consumer runner", () => {
     await stopped;
     assert.equal(crash, undefined);
     assert.ok(lookedUpWhileStopping <= 2, `the fetchers went on after the stop: ${lookedUpWhileStopping} rounds`);
+  });
+});
+
+/**
+ * The consume routes' partition assigner (kinds/brokers/kafka/assigner.ts): kafkajs' own for a group
+ * whose members read the same topics, and each topic's partitions to its readers only otherwise.
+ * The cluster here is the metadata the assigners read, partition ids per topic.
+ */
+describe('the round-robin assigner of consume routes', () => {
+  const { AssignerProtocol, PartitionAssigners } = kafkajs;
+  const cluster = (partitions: Record<string, number>, added: string[] = []) => ({
+    findTopicPartitionMetadata: (topic: string) => Array.from({ length: partitions[topic] ?? 0 }, (_, partitionId) => ({ partitionId })),
+    addMultipleTargetTopics: async (topics: string[]) => void added.push(...topics),
+  });
+  const member = (memberId: string, topics: string[]) => ({ memberId, memberMetadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) });
+  const decoded = (assignments: { memberId: string; memberAssignment: Buffer }[]) =>
+    Object.fromEntries(assignments.map((a) => [a.memberId, { ...AssignerProtocol.MemberAssignment.decode(a.memberAssignment)!.assignment }]));
+
+  it("assigns a group whose members read the same topics as kafkajs' own, members without a partition left out as there", async () => {
+    const groups: [Record<string, number>, string[], string[]][] = [
+      [{ a: 6 }, ['a'], ['m-2', 'm-1']],
+      [{ a: 1 }, ['a'], ['m-3', 'm-1', 'm-2']],
+      [{ a: 3, b: 2 }, ['a', 'b'], ['x', 'y']],
+      [{ a: 2, b: 5 }, ['b', 'a'], ['z', 'y', 'x']],
+    ];
+    for (const [partitions, topics, ids] of groups) {
+      const members = ids.map((id) => member(id, topics));
+      const ours = await subscriptionRoundRobin({ cluster: cluster(partitions) } as never).assign({ members, topics });
+      const theirs = await PartitionAssigners.roundRobin({ cluster: cluster(partitions) } as never).assign({ members, topics });
+      assert.deepEqual(decoded(ours), decoded(theirs), JSON.stringify({ partitions, topics, ids }));
+    }
+  });
+
+  it("gives each topic's partitions to the members that read it, when they read different ones (a rolling update)", async () => {
+    const added: string[] = [];
+    // The leader reads `a`; a member on the new config reads `b`, which the leader's client did not know.
+    const members = [member('m-1', ['a']), member('m-2', ['b']), member('m-3', ['a'])];
+    const ours = decoded(await subscriptionRoundRobin({ cluster: cluster({ a: 4, b: 2 }, added) } as never).assign({ members, topics: ['a'] }));
+    assert.deepEqual(added, ['b']);
+    assert.deepEqual(ours, { 'm-1': { a: [0, 2] }, 'm-3': { a: [1, 3] }, 'm-2': { b: [0, 1] } });
   });
 });

@@ -34,14 +34,14 @@ export const subscriptionRoundRobin: KafkaJS.PartitionAssigner = ({ cluster }) =
     const others = [...readers.keys()].filter((topic) => !topics.includes(topic));
     if (others.length > 0) await cluster.addMultipleTargetTopics(others);
 
-    // Every member gets an assignment, an empty one too, as kafkajs' own gives.
-    const assignment: Record<string, Record<string, number[]>> = Object.fromEntries(sorted.map((m) => [m.memberId, Object.create(null) as Record<string, number[]>]));
+    // Only members given partitions, as kafkajs' own: the coordinator gives the others an empty assignment.
+    const assignment: Record<string, Record<string, number[]>> = {};
     let i = 0;
     for (const [topic, who] of readers) {
       if (who.length === 0) continue;
       for (const { partitionId } of cluster.findTopicPartitionMetadata(topic)) {
         const memberId = who[i++ % who.length]!;
-        (assignment[memberId]![topic] ??= []).push(partitionId);
+        ((assignment[memberId] ??= Object.create(null) as Record<string, number[]>)[topic] ??= []).push(partitionId);
       }
     }
     return Object.entries(assignment).map(([memberId, mine]) => ({
