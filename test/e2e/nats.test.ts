@@ -539,6 +539,61 @@ routes:
     }
   });
 
+  it("two instances of a rolling update that changes a JetStream route's subject (one group): the old one leaves the consumer to the new one, so the new subject loses nothing; once the new one stops, the old one takes it back", async () => {
+    const oldHook = await WebhookReceiver.start();
+    const newHook = await WebhookReceiver.start();
+    const routeConfig = (topic: string, url: string) => `
+version: 1
+admin: { port: 0 }
+brokers:
+  nats: { kind: nats, servers: ${nats.url}, streams: { ROLL: { subjects: ["roll.>"] } } }
+routes:
+  - name: rolled
+    from: { broker: nats, topic: ${topic}, group: rollers }
+    to: { http: { url: "${url}/rolled" } }
+`;
+    const idsOf = (hook: WebhookReceiver) => hook.requests.map((r) => (JSON.parse(r.body) as { i: number }).i);
+    const before = await startGateway(routeConfig('roll.a', oldHook.url));
+    let after: RunningGateway | undefined;
+    try {
+      await before.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000);
+      for (let i = 0; i < 5; i++) await peer.jsPublish('roll.a', JSON.stringify({ i }));
+      await oldHook.received(5, 15000);
+      after = await startGateway(routeConfig('roll.b', newHook.url));
+      await after.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000);
+      // Both instances run, as in a rolling update, while messages come to both subjects.
+      for (let i = 0; i < 40; i++) {
+        await peer.jsPublish('roll.a', JSON.stringify({ i: 100 + i }));
+        await peer.jsPublish('roll.b', JSON.stringify({ i }));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await newHook.received(40, 15000);
+      await before.waitForLog((l) => l.msg.startsWith("the group's consumer reads another subject"), 15000);
+      // Whatever would come twice would have come by now; wait out a little more.
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.deepEqual(
+        idsOf(newHook),
+        Array.from({ length: 40 }, (_, i) => i),
+      );
+      const recreations = (gw: RunningGateway) => gw.logs.filter((l) => l.msg.startsWith('the route reads another subject')).length;
+      assert.deepEqual([recreations(before), recreations(after)], [0, 1]);
+      // The rolling update stops: nobody reads the consumer any more, and the old instance reads its subject again.
+      const from = before.logs.length;
+      await after.stop();
+      await before.waitForLog((l) => l.msg.startsWith('no instance reads the group'), 30000, from);
+      await before.waitForLog((l) => l.msg === 'consumer ready' && l.route === 'rolled', 15000, from);
+      const had = oldHook.requests.length;
+      for (let i = 200; i < 205; i++) await peer.jsPublish('roll.a', JSON.stringify({ i }));
+      await oldHook.received(had + 5, 15000);
+      assert.deepEqual(idsOf(oldHook).slice(had), [200, 201, 202, 203, 204]);
+    } finally {
+      await after?.stop();
+      await before.stop();
+      await oldHook.stop();
+      await newHook.stop();
+    }
+  });
+
   it('exits on SIGTERM that comes while a JetStream route sets its consumer up', async () => {
     // The gateway's consumer INFO requests reach nats-server 3 s late: the SIGTERM comes while the
     // route waits for the first, and the route has its consumer's read open only after that.

@@ -54,6 +54,17 @@ const consumerName = (group: string) => group.replace(/[^A-Za-z0-9_-]/g, '_');
 const MAX_ACK_PENDING_WINDOWS = 10;
 
 /**
+ * How long a consumer another instance made again for its own subject must show no reader (no
+ * pull waiting, nothing delivered or acknowledged) before a route that left it to that instance
+ * takes it back. A live reader always has a pull waiting (the client pulls again before its
+ * batch is in), so this only tells a stopped instance from a quiet subject.
+ */
+const UNREAD_FOR_MS = 5000;
+
+/** The group's consumer reads another subject, made again for it by another instance (putConsumer). */
+class ReadElsewhere extends Error {}
+
+/**
  * One consume route: a JetStream consumer (durable, named after the group; a per-instance group
  * gets one that the server removes once idle) when the subject is a stream's, else a core
  * subscription (a queue group unless per instance). Core messages are handled one at a time, in
@@ -83,6 +94,10 @@ export class NatsSubscription {
   private readonly relay: Relay;
   /** Counts hand-overs: the JetStream messages after one start in a window of the new route's size, once the old route's are done. */
   private turn = 0;
+  /** This route made or took its group's consumer for its subject: a subject found changed since is another instance's config (putConsumer). */
+  private hadConsumer = false;
+  /** While the group's consumer reads another instance's subject: why this route waits, and what the consumer last showed of its reader, since when. */
+  private elsewhere: { detail: string; seen: string; since: number } | undefined;
 
   constructor(
     private readonly broker: StreamHost,
@@ -97,9 +112,10 @@ export class NatsSubscription {
     this.streamMissing = new MissingTopology(log, `nats stream '${streamFor(settings, spec.topic)?.[0] ?? spec.topic}'`);
   }
 
-  /** Not ready while the stream it reads is missing; the connection's state is the broker's. */
+  /** Not ready while the stream it reads is missing, or its group's consumer reads another instance's subject; the connection's state is the broker's. */
   health(): Health {
-    return this.streamMissing.health();
+    const elsewhere = this.elsewhere?.detail;
+    return elsewhere === undefined ? this.streamMissing.health() : { ready: false, detail: elsewhere };
   }
 
   /** The broker has stream `name` now: a route waiting for it tries at once. */
@@ -255,6 +271,7 @@ export class NatsSubscription {
           return;
         }
         this.streamMissing.found();
+        this.elsewhere = undefined;
         this.log.info({ stream, consumer: name, subject: this.spec.topic }, 'consumer ready');
         backoff.reset();
         for await (const m of messages) {
@@ -311,13 +328,17 @@ export class NatsSubscription {
       } catch (err) {
         await window.idle();
         if (!this.stopping) {
-          this.telemetry?.consumerError(this.spec.route);
+          if (!(err instanceof ReadElsewhere)) this.telemetry?.consumerError(this.spec.route);
           failure = err as Error;
         }
       }
       if (this.stopping) return this.settle(nc, lastAcked, unacked);
       // After a failure, or a read that ended by itself.
       const wait = backoff.delay();
+      if (failure instanceof ReadElsewhere) {
+        await this.sleepUnlessWoken(wait);
+        continue;
+      }
       // The stream deleted since the broker declared it: this route waits for it, as for one missing at the start.
       if (failure && /stream not found/i.test(failure.message)) {
         const detail = notFoundOn('stream', stream, this.broker.name, failure.message);
@@ -339,6 +360,7 @@ export class NatsSubscription {
     const wanted = startFrom === 'latest' ? lib.DeliverPolicy.New : lib.DeliverPolicy.All;
     const existing = await consumerInfo(jsm, stream, name);
     let start: Partial<ConsumerConfig> = { deliver_policy: wanted };
+    if (existing && existing.config.filter_subject !== this.spec.topic && this.hadConsumer) this.leaveToOtherReader(existing, stream, name);
     if (existing && existing.config.filter_subject !== this.spec.topic) {
       // The route's subject changed. nats-server 2.9 accepts a new filter_subject in place but
       // then steps over the messages published after it (5 of 5 lost): recreate the consumer,
@@ -382,6 +404,39 @@ export class NatsSubscription {
       // `prefetch` they blocked the route's every later pull that long.
       max_ack_pending: this.settings.prefetch * MAX_ACK_PENDING_WINDOWS,
     });
+    this.hadConsumer = true;
+  }
+
+  /**
+   * The group's consumer, which this route read for its subject, was made again for another
+   * subject: by another instance of the gateway with another config (a rolling update that changes
+   * the route's subject; this route's own config changing it would be a new route). Made again
+   * for this subject, each would take it from the other in turn, each time after the other's
+   * acknowledged floor, skipping the messages of both subjects between (1465). So this route
+   * leaves it to the other (throws ReadElsewhere, and is not ready meanwhile), and takes it back
+   * only once nobody has read it for UNREAD_FOR_MS (that instance stopped): returns then.
+   */
+  private leaveToOtherReader(existing: ConsumerInfo, stream: string, name: string): void {
+    const theirs = existing.config.filter_subject;
+    const seen = `${existing.num_waiting}/${existing.delivered.stream_seq}/${existing.ack_floor.stream_seq}`;
+    const now = Date.now();
+    const before = this.elsewhere;
+    if (before !== undefined && existing.num_waiting === 0 && before.seen === seen && now - before.since >= UNREAD_FOR_MS) {
+      this.log.warn(
+        { stream, consumer: name, subject: this.spec.topic, was: theirs, unreadForMs: now - before.since },
+        "no instance reads the group's consumer for the other subject any more: this route takes it back",
+      );
+      return;
+    }
+    const detail = `nats consumer '${name}' of stream '${stream}' reads '${theirs}' for another instance of the group (another config): this route, on '${this.spec.topic}', waits until no instance reads it`;
+    if (before === undefined) {
+      this.log.warn(
+        { stream, consumer: name, subject: this.spec.topic, theirs },
+        "the group's consumer reads another subject, made again for it by another instance of the group (another config, as in a rolling update): this route leaves it to that instance and takes it back once nobody reads it",
+      );
+    }
+    this.elsewhere = { detail, seen, since: before === undefined || before.seen !== seen || existing.num_waiting > 0 ? now : before.since };
+    throw new ReadElsewhere(detail);
   }
 
   /**
