@@ -222,7 +222,13 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
       throw new TargetError(expressionProblem('topic expression', err as ExpressionEvaluationError));
     }
     const why = typeof name !== 'string' || name === '' ? 'not a non-empty string' : broker.topicProblem?.(name);
-    if (why) throw new TargetError(expressionResultProblem(topicExpr!, `topic expression gave ${shownTopic(name)}, which is not a topic of broker '${broker.name}': ${why}`));
+    if (why) {
+      const detail = `topic expression gave ${shownTopic(name)}, which is not a topic of broker '${broker.name}': ${why}`;
+      // Control characters come from the message (a client's `$query.t` of %07), not the expression: the message is invalid.
+      throw new TargetError(
+        typeof name === 'string' && CONTROL_CHAR.test(name) ? problem('EG_INVALID_MESSAGE', detail, { errors: [detail], logDetail: topicExpr!.where }) : expressionResultProblem(topicExpr!, detail),
+      );
+    }
     return publish(name as string, await withKey(msg, ctx), ctx);
   };
   return {
@@ -236,6 +242,9 @@ export function brokerTarget(broker: BrokerRuntime, t: Extract<TargetPlan, { typ
     },
   };
 }
+
+/** C0 and C1 control characters and DEL: a computed topic its broker refuses while it holds one was made of the message's data. */
+const CONTROL_CHAR = /[\u0000-\u001f\u007f-\u009f]/;
 
 /** A computed topic as a problem's detail quotes it: a long one (thousands of characters, refused for its length) cut to its start. */
 function shownTopic(name: unknown): string {

@@ -630,7 +630,9 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
 
   /**
    * Failures at warn; invalid, rejected and dead-lettered messages (the client's problem, and
-   * possibly frequent) at debug. Never the payload or headers unless `log.payloads: true`.
+   * possibly frequent) at debug, and so a failure that is the message's own (400
+   * `EG_INVALID_MESSAGE` from a target: a header or topic it cannot carry, made of the client's
+   * data). Never the payload or headers unless `log.payloads: true`.
    */
   private logOutcome(observed: () => Message, outcome: Exclude<Outcome, { outcome: 'delivered' | 'filtered' }>, traceId: string, records = 1): void {
     const logger = this.deps.logger;
@@ -639,7 +641,7 @@ export class RouteRuntime implements RouteEntry, ReplaySource {
     const givenBack = this.stopping && outcome.outcome === 'failed' && mayPassLater(outcome.problem) && this.plan.from.type === 'broker';
     // At shutdown a memory topic dies with the process: what is given back to it is lost, not delivered again.
     const lost = givenBack && this.lostWithProcess;
-    const level = outcome.outcome === 'failed' && (!givenBack || lost) ? 'warn' : givenBack ? 'info' : 'debug';
+    const level = outcome.outcome === 'failed' && (!givenBack || lost) && outcome.problem.code !== 'EG_INVALID_MESSAGE' ? 'warn' : givenBack ? 'info' : 'debug';
     if (!logger.isLevelEnabled(level)) return;
     const msg = observed();
     const line: Record<string, unknown> = { route: this.name, outcome: outcome.outcome, traceId };

@@ -84,10 +84,12 @@ routes:
       const [got] = await sub.take(1);
       assert.equal(got!.topic, 'h/b');
       assert.equal(got!.userProperties['x-ok'], 'yes');
-      // A computed topic with a control character is refused the same way, as the topic expression's failure.
+      // A computed topic with a control character (from the client's query) is refused the same way: the message is invalid, the expression did not fail.
       const topic = await post(gw.url('api', '/mqtt?t=%07'), { n: 3 });
-      assert.equal(topic.status, 500, topic.text);
-      assert.match(topic.body.detail, /cannot hold the control character U\+0007/);
+      assert.equal(topic.status, 400, topic.text);
+      assert.equal(topic.body.code, 'EG_INVALID_MESSAGE');
+      assert.match(topic.body.detail, /^topic expression gave "h\/\\u0007", which is not a topic of broker 'devices': .*cannot hold the control character U\+0007/);
+      assert.deepEqual(topic.body.errors, [topic.body.detail]);
       assert.equal((await post(gw.url('api', '/mqtt?t=c'), { n: 4 })).status, 200);
       assert.deepEqual(
         (await sub.take(2)).map((m) => m.topic),

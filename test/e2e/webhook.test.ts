@@ -58,6 +58,16 @@ routes:
       http:
         url: { expression: target }
         headers: { x-name: $uppercase(name), x-static: '"fixed"' }
+  - name: ws-computed
+    from: { listener: ws, path: /computed }
+    to: { http: { url: "${hook.url}/ws-computed", headers: { x-name: name } } }
+  - name: enqueue-named
+    from: { listener: api, path: /enqueue-named }
+    to: { broker: local, topic: named-jobs }
+  - name: consume-named
+    from: { broker: local, topic: named-jobs }
+    to: { http: { url: "${hook.url}/named", headers: { x-name: name } } }
+    deadletter: { broker: local, topic: jobs-dlq }
   - name: refused
     from: { listener: api, path: /refused }
     to: { http: { url: "http://127.0.0.1:${refusedPort}/x", retry: { attempts: 2, backoffMs: 10 } } }
@@ -207,28 +217,72 @@ routes:
     assert.equal(hook.requests.length, from + 1);
   });
 
-  it('fails a message whose computed header would carry CR/LF (header injection) or whose computed URL cannot be parsed, naming which, and sends nothing', async () => {
+  it('refuses as invalid (400) a message whose computed header or URL would carry CR/LF (header injection), fails one whose URL cannot be parsed, naming which, and sends nothing', async () => {
     const from = hook.requests.length;
+    const logsFrom = gw.logs.length;
     const injected = await post('/computed', { target: `${hook.url}/computed/2`, name: 'eve\r\nx-injected: 1' });
-    assert.equal(injected.status, 500);
-    const pi = (await injected.json()) as { code: string; detail: string };
-    assert.equal(pi.code, 'EG_EXPRESSION_FAILED');
+    // The client's data holds the CR/LF: its message is invalid, the expression did not fail (1428).
+    assert.equal(injected.status, 400);
+    const pi = (await injected.json()) as { code: string; detail: string; errors: string[] };
+    assert.equal(pi.code, 'EG_INVALID_MESSAGE');
     assert.equal(pi.detail, 'headers.x-name gave a value with control characters (such as CR or LF), which HTTP does not allow in a header');
-    // Not "control characters": beyond Latin-1, which a header's bytes cannot carry.
+    assert.deepEqual(pi.errors, [pi.detail]);
+    // A computed URL with one: the URL parser would have dropped it and sent the request elsewhere.
+    const inUrl = await post('/computed', { target: `${hook.url}/computed/2\nx`, name: 'eve' });
+    assert.equal(inUrl.status, 400);
+    assert.equal(((await inUrl.json()) as { detail: string }).detail, 'url gave a value with control characters (such as CR or LF), which a URL cannot hold');
+    // Not "control characters": beyond Latin-1, which a header's bytes cannot carry and the expression must encode.
     const emoji = await post('/computed', { target: `${hook.url}/computed/2`, name: 'zoë 😀' });
     assert.equal(emoji.status, 500);
     assert.equal(
       ((await emoji.json()) as { detail: string }).detail,
       'headers.x-name gave a value with characters beyond Latin-1 (such as emoji or CJK), which a header cannot carry (encode it, e.g. with $encodeUrlComponent)',
     );
+    // A WebSocket frame gets the same invalid answer, and the connection stays open.
+    const client = await WsClient.connect(gw.url('ws', '/computed', 'ws'));
+    client.send({ name: 'a\u0007b' });
+    const frame = (await client.next()) as { type: string; status: number; code: string; detail: string };
+    conforms('ws-error-frame.json', frame);
+    assert.deepEqual(
+      [frame.type, frame.status, frame.code, frame.detail],
+      ['error', 400, 'EG_INVALID_MESSAGE', 'headers.x-name gave a value with control characters (such as CR or LF), which HTTP does not allow in a header'],
+    );
+    client.close();
+    // Last: its warning, once logged, comes after any the ones before it would have had.
     const unparsable = await post('/computed', { target: 'http://[::1/x', name: 'frank' });
     assert.equal(unparsable.status, 500);
     const pu = (await unparsable.json()) as { code: string; detail: string };
     assert.equal(pu.code, 'EG_EXPRESSION_FAILED');
     assert.equal(pu.detail, "'http://[::1/x' is not a valid URL");
     assert.equal(hook.requests.length, from, 'nothing was sent');
+    // The gateway is not at fault: no `message failed` warning for the invalid ones, as there is for a failed expression.
+    await gw.waitForLog((l) => l.msg === 'message failed' && l.detail === pu.detail, 10000);
+    const warned = gw.logs.slice(logsFrom).filter((l) => l.msg === 'message failed');
+    assert.deepEqual(
+      warned.map((l) => l.code),
+      ['EG_EXPRESSION_FAILED', 'EG_EXPRESSION_FAILED'],
+    );
     const fine = await post('/computed', { target: `${hook.url}/computed/3`, name: 'grace' });
     assert.equal(fine.status, 200);
+  });
+
+  it('consume routes: a message whose computed header would carry CR/LF is dead-lettered at once as invalid, the next one delivered', async () => {
+    const dlq = await WsClient.connect(gw.url('ws', '/dlq', 'ws'));
+    const from = hook.requests.length;
+    assert.equal((await post('/enqueue-named', { name: 'a\r\nx-injected: 1' })).status, 200);
+    assert.equal((await post('/enqueue-named', { name: 'b' })).status, 200);
+    const frame = (await dlq.next()) as { value: { name: string }; headers: Record<string, string> };
+    assert.equal(frame.value.name, 'a\r\nx-injected: 1');
+    const error = JSON.parse(frame.headers._eventgate_error!);
+    assert.deepEqual([error.status, error.code, error.route], [400, 'EG_INVALID_MESSAGE', 'consume-named']);
+    assert.match(error.detail, /^headers\.x-name gave a value with control characters/);
+    await eventually(() =>
+      assert.deepEqual(
+        hook.requests.slice(from).map((r) => [r.url, r.headers['x-name']]),
+        [['/named', 'b']],
+      ),
+    );
+    dlq.close();
   });
 
   it('retries 5xx with backoff and counts every answer per route in the metrics', async () => {

@@ -393,10 +393,11 @@ export class WebhookTarget implements Target {
     if (endpoint.authorization !== undefined) headers.push('authorization', endpoint.authorization);
     for (const [name, value] of computed) {
       const lower = name.toLowerCase();
-      if (!HTTP_TOKEN.test(name) || INVALID_HEADER_CHAR.test(value))
-        throw new WebhookError(
-          problem('EG_EXPRESSION_FAILED', `headers.${name} gave a value with ${headerFault(value)}${/[^\x00-\xff]/.test(value) ? ' (encode it, e.g. with $encodeUrlComponent)' : ''}`),
-        );
+      // The client's data (a CR/LF it sent to inject a header): its message is invalid, not the expression.
+      if (HEADER_CONTROL_CHAR.test(value)) throw new WebhookError(invalidValue(`headers.${name}`, `control characters (such as CR or LF), which HTTP does not allow in a header`));
+      // Beyond Latin-1: the expression must encode what it puts in a header.
+      if (INVALID_HEADER_CHAR.test(value))
+        throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name} gave a value with ${headerFault(value)} (encode it, e.g. with $encodeUrlComponent)`));
       if (CLIENT_FRAMING.has(lower) && !(lower === 'connection' && (value === 'close' || value === 'keep-alive')))
         throw new WebhookError(problem('EG_EXPRESSION_FAILED', `headers.${name}: the HTTP client frames requests itself; ${name} cannot be set (connection may be 'close' or 'keep-alive')`));
       for (let i = 0; i < headers.length; i += 2) {
@@ -616,6 +617,20 @@ const NO_HEADERS: readonly [string, string][] = [];
 
 /** What node:http refuses in a header value. */
 const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+/** The control characters among them (a tab is allowed). */
+const HEADER_CONTROL_CHAR = /[\x00-\x08\x0a-\x1f\x7f]/;
+/** Control characters in a URL, which the WHATWG parser would drop (tab, CR, LF) or refuse in a host, rather than send. */
+const URL_CONTROL_CHAR = /[\x00-\x1f\x7f]/;
+
+/**
+ * A computed header or URL whose value holds control characters: they come from the message (an
+ * expression does not make them up), so the message is invalid (400, dead-lettered at once by a
+ * consume route), as a header a broker cannot carry is, and the expression has not failed.
+ */
+function invalidValue(place: string, what: string): Problem {
+  const detail = `${place} gave a value with ${what}`;
+  return problem('EG_INVALID_MESSAGE', detail, { errors: [detail] });
+}
 
 /** Why INVALID_HEADER_CHAR refused a value: an emoji was said to be "control characters such as CR or LF". */
 function headerFault(value: string): string {
@@ -663,6 +678,7 @@ interface PreparedRequest extends ClientRequest {
 
 /** The endpoint of a URL an expression gave; throws (the message fails) when it is not an http(s) URL. */
 function computedEndpoint(v: unknown, expr: Expression): Endpoint | WebhookError {
+  if (typeof v === 'string' && URL_CONTROL_CHAR.test(v)) throw new WebhookError(invalidValue('url', 'control characters (such as CR or LF), which a URL cannot hold'));
   if (typeof v !== 'string' || !/^https?:\/\//.test(v)) throw new WebhookError(expressionResultProblem(expr, `url expression gave ${JSON.stringify(v) ?? 'nothing'}, which is not an http(s) URL`));
   return parseEndpoint(v);
 }
