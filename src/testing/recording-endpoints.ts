@@ -7,7 +7,8 @@ import type { EndpointAnswer } from './test-file.js';
  * The endpoints of a route's `http` (webhook) targets in a config test. The route's real webhook
  * target prepares each request (URL, method, headers, body, signature) and makes its tries; this
  * answers them in-process, as the test's `answers` say for the URL (a status, with `Retry-After`,
- * or a refused connection or no answer in time; else 200, a healthy endpoint), so a test calls no URL: no network, and no test message reaches a real service. A
+ * a redirect's `Location` and a body, or a refused connection or no answer in time; else 200, a
+ * healthy endpoint), so a test calls no URL: no network, and no test message reaches a real service. A
  * message's request is one output, however many tries it took (each try sends the same request).
  */
 export class RecordingEndpoints implements RequestSender {
@@ -35,7 +36,7 @@ export class RecordingEndpoints implements RequestSender {
       if (answer?.error === 'refused') listener.answered(ticket, REFUSED, undefined);
       // At once rather than after the target's timeoutMs: the try ends as that timer would end it.
       else if (answer?.error === 'timeout') listener.answered(ticket, TIMED_OUT, undefined);
-      else listener.answered(ticket, undefined, { status: answer?.status ?? 200, retryAfter: answer?.retryAfter?.toString(), location: undefined, text: '' });
+      else listener.answered(ticket, undefined, { status: answer?.status ?? 200, retryAfter: answer?.retryAfter?.toString(), location: answer?.location, text: answer?.body ?? '' });
     });
     return {
       status: 0,

@@ -17,7 +17,7 @@ import { compileExpression } from '../expr/expression.js';
  *     - name: bright lights are published
  *       route: light-in
  *       input: { value: {id: 1, lumens: 800}, key: ..., headers: {...}, path: /light, query: {...}, principal: alice, claims: {...}, topic: ... }
- *       answers: { https://crm.example.com/hooks: 503 }   # what http targets' endpoints answer (else 200): a status, { status, retryAfter }, { error: refused | timeout }; none is called
+ *       answers: { https://crm.example.com/hooks: 503 }   # what http targets' endpoints answer (else 200): a status, { status, retryAfter, location, body }, { error: refused | timeout }; none is called
  *       expect:
  *         outcome: delivered        # delivered | filtered | invalid | rejected | failed | deadlettered
  *         status: 400               # the HTTP status of a problem (invalid, rejected, failed)
@@ -61,16 +61,19 @@ export interface ExpectedOutput {
 
 /**
  * What the endpoint of an http target answers a test's requests to `url` (as requestUrl() writes
- * it): a status (with `Retry-After` seconds), or no answer at all (`error`: a refused connection,
- * or none within the target's `timeoutMs`).
+ * it): a status (with `Retry-After` seconds, a redirect's `Location`, and the body's text, which
+ * the target's failure quotes), or no answer at all (`error`: a refused connection, or none within
+ * the target's `timeoutMs`).
  */
 export type EndpointAnswer = EndpointReply & { url: string /** Where it is written, for a URL no request went to. */; line: number };
-type EndpointReply = { status: number; retryAfter: number | undefined; error?: undefined } | { error: EndpointError; status?: undefined; retryAfter?: undefined };
+type EndpointReply =
+  | { status: number; retryAfter: number | undefined; location: string | undefined; body: string | undefined; error?: undefined }
+  | { error: EndpointError; status?: undefined; retryAfter?: undefined; location?: undefined; body?: undefined };
 
 /** The failures without an answer a test's endpoint can stand for, as the webhook target meets them (its `connection` and `timeout` results). */
 export type EndpointError = 'refused' | 'timeout';
 const ENDPOINT_ERRORS: EndpointError[] = ['refused', 'timeout'];
-const ANSWER_KEYS = ['status', 'retryAfter', 'error'];
+const ANSWER_KEYS = ['status', 'retryAfter', 'location', 'body', 'error'];
 
 export interface TestCase {
   file: string;
@@ -110,7 +113,7 @@ const OUTPUT_KEYS = ['broker', 'topic', 'listener', 'path', 'url', 'method', 'ke
 /** The methods an http target sends with (its `method`). */
 const METHODS = ['POST', 'PUT', 'PATCH'];
 const ANSWERS_SHAPE =
-  "'answers' must map the URL an http target calls to what its endpoint answers: a status (https://crm.example.com/hooks: 503), { status: 429, retryAfter: 2 }, or { error: refused } / { error: timeout }";
+  "'answers' must map the URL an http target calls to what its endpoint answers: a status (https://crm.example.com/hooks: 503), { status: 429, retryAfter: 2 }, { status: 302, location: https://... }, { status: 422, body: ... }, or { error: refused } / { error: timeout }";
 
 /** Reads and checks a test file; problems are diagnostics at `file:line:col`, like the config's. */
 export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile | undefined {
@@ -257,11 +260,11 @@ export function readTestFile(file: string, diagnostics: Diagnostic[]): TestFile 
 }
 
 /**
- * One `answers` value: a status (`503`), a map `{ status, retryAfter }`, or `{ error: refused |
- * timeout }` (no answer); undefined after reporting what is wrong with it.
+ * One `answers` value: a status (`503`), a map `{ status, retryAfter, location, body }`, or
+ * `{ error: refused | timeout }` (no answer); undefined after reporting what is wrong with it.
  */
 function endpointAnswer(value: unknown, at: PathPart[], report: (path: PathPart[], message: string, which?: 'key' | 'value') => void): EndpointReply | undefined {
-  if (!isMap(value)) return statusProblem(value, at, report) ? undefined : { status: value as number, retryAfter: undefined };
+  if (!isMap(value)) return statusProblem(value, at, report) ? undefined : { status: value as number, retryAfter: undefined, location: undefined, body: undefined };
   let problems = 0;
   const note = (path: PathPart[], message: string, which?: 'key' | 'value') => {
     problems++;
@@ -274,7 +277,7 @@ function endpointAnswer(value: unknown, at: PathPart[], report: (path: PathPart[
         [...at, 'error'],
         `'error' must be one of: ${ENDPOINT_ERRORS.join(', ')} (a refused connection, no answer within the target's timeoutMs)${didYouMean(String(value.error), ENDPOINT_ERRORS)}`,
       );
-    for (const k of ['status', 'retryAfter']) if (value[k] !== undefined) note([...at, k], `'${k}' goes with an answer; { error: ${String(value.error)} } stands for none`, 'key');
+    for (const k of ['status', 'retryAfter', 'location', 'body']) if (value[k] !== undefined) note([...at, k], `'${k}' goes with an answer; { error: ${String(value.error)} } stands for none`, 'key');
     return problems > 0 ? undefined : { error: value.error as EndpointError };
   }
   if (value.status === undefined) note(at, "an answer needs 'status' (or 'error': refused or timeout, for none)");
@@ -283,7 +286,22 @@ function endpointAnswer(value: unknown, at: PathPart[], report: (path: PathPart[
   if (typeof retryAfter === 'string' && /^\d+$/.test(retryAfter)) note([...at, 'retryAfter'], `'retryAfter' is a number of seconds: write it without quotes: ${retryAfter}`);
   else if (retryAfter !== undefined && !(Number.isInteger(retryAfter) && retryAfter >= 0))
     note([...at, 'retryAfter'], `'retryAfter' is the seconds the endpoint's Retry-After header asks the target to wait (0 or more), not ${JSON.stringify(retryAfter)}`);
-  return problems > 0 ? undefined : { status: value.status as number, retryAfter: retryAfter as number | undefined };
+  // What the running target reads of an answer besides its status: a redirect's Location, and the body it quotes in a failure's detail.
+  const location = value.location;
+  if (location !== undefined && (typeof location !== 'string' || location === ''))
+    note([...at, 'location'], `'location' is the Location header of a redirect (https://crm.example.com/v2/hooks), not ${JSON.stringify(location)}`);
+  else if (location !== undefined && Number.isInteger(value.status) && !(value.status >= 300 && value.status <= 399))
+    note([...at, 'location'], `'location' goes with a redirect (a status from 300 to 399): the target reads it of no other answer, not of ${value.status}`, 'key');
+  const body = value.body;
+  if (body !== undefined && typeof body !== 'string' && !isMap(body) && !Array.isArray(body))
+    note([...at, 'body'], `'body' is what the endpoint answers: text, or a map or list sent as its JSON, not ${JSON.stringify(body)}`);
+  if (problems > 0) return undefined;
+  return {
+    status: value.status as number,
+    retryAfter: retryAfter as number | undefined,
+    location: location as string | undefined,
+    body: body === undefined || typeof body === 'string' ? body : JSON.stringify(body),
+  };
 }
 
 /** Reports a status that is no HTTP status from 200 to 599; true when it did. */

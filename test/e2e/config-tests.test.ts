@@ -284,6 +284,9 @@ describe('eventgate test', () => {
         '  - { name: publish timed out, route: pub, input: { path: /p, value: { n: 8 } }, answers: { "http://127.0.0.1:1/p": { error: timeout } }, expect: { outcome: failed, status: 504, error: "^http://127.0.0.1:1/p did not answer within 10000 ms \\\\(after 3 tries\\\\); 1 of the 2 targets took it", to: [{ url: "http://127.0.0.1:1/p?via=gw" }, { topic: p }] } }', // 36
         // Retry-After is read as on a running gateway, its wait capped by the test's maxBackoffMs of 0: 30 s per try would time the run out.
         '  - { name: publish asked to wait, route: pub, input: { path: /p, value: { n: 9 } }, answers: { "http://127.0.0.1:1/p": { status: 429, retryAfter: 30 } }, expect: { outcome: failed, status: 502, error: "^http://127.0.0.1:1/p answered 429 \\\\(after 3 tries\\\\)" } }', // 37
+        // A redirect's Location and an endpoint's words, in the detail as the running target words them (webhook.test's redirect, 1352).
+        '  - { name: publish redirected, route: pub, input: { path: /p, value: { n: 10 } }, answers: { "http://127.0.0.1:1/p": { status: 308, location: "https://127.0.0.1:1/v2/p?token=t" } }, expect: { outcome: failed, status: 502, error: "^http://127.0.0.1:1/p answered 308 \\\\(a redirect to https://127.0.0.1:1/v2/p, not followed: point url there\\\\); 1 of the 2 targets took it" } }', // 38
+        '  - { name: webhook refused with words, route: hook, input: { value: { n: 11 } }, answers: { "http://127.0.0.1:1/in": { status: 422, body: { error: missing id } } }, expect: { outcome: deadlettered, status: 502, error: \'^http://127.0.0.1:1/in answered 422: {"error":"missing id"}$\', to: [{ url: "http://127.0.0.1:1/in" }, { topic: dead, value: { n: 11 } }] } }', // 39
       ),
     });
     const r = await runCliInProcess(['test', '-c', 'gateway.yaml'], { cwd: dir });
@@ -305,6 +308,8 @@ describe('eventgate test', () => {
       'webhook refused',
       'publish timed out',
       'publish asked to wait',
+      'publish redirected',
+      'webhook refused with words',
     ]);
     // A URL written wrong in `answers` would leave the test passing without testing what it says.
     assert.match(
@@ -321,7 +326,7 @@ describe('eventgate test', () => {
       "10: a routing key queue 'billing' is bound for (orders.*): route 'a' gets its messages with their own topics ($topic), so give input.topic | (none)",
       "13: a subject matching core.x: route 'exact' reads no other | core.y",
     ]);
-    assert.match(r.stdout, /^8 of 22 tests failed$/m);
+    assert.match(r.stdout, /^8 of 24 tests failed$/m);
   });
 
   it("a failed expectation shows the route's output with the config's secrets redacted, as the gateway's log does", async () => {
@@ -469,6 +474,8 @@ describe('eventgate test', () => {
               '      https://crm.example.com/c: { error: timeout, status: 504 }',
               '      https://crm.example.com/d: { retryAfter: -1 }',
               '      https://crm.example.com/e: [503]',
+              '      https://crm.example.com/f: { status: 503, location: https://crm.example.com/g, body: 7 }',
+              '      https://crm.example.com/h: { error: refused, body: down }',
               '    expect: { outcome: rejected, status: 401 }',
             ].join('\n'),
           ),
@@ -484,12 +491,16 @@ describe('eventgate test', () => {
         'orders.tests.yaml:30:40: a status is a number: write it without quotes: 503',
         // The map forms (1290): checked where written, as the number form is.
         "orders.tests.yaml:31:43: 'error' must be one of: refused, timeout (a refused connection, no answer within the target's timeoutMs) (did you mean 'refused'?)",
-        "orders.tests.yaml:32:66: unknown key 'wait'; expected one of: status, retryAfter, error",
+        "orders.tests.yaml:32:66: unknown key 'wait'; expected one of: status, retryAfter, location, body, error",
         "orders.tests.yaml:32:61: 'retryAfter' is a number of seconds: write it without quotes: 5",
         "orders.tests.yaml:33:52: 'status' goes with an answer; { error: timeout } stands for none",
         "orders.tests.yaml:34:34: an answer needs 'status' (or 'error': refused or timeout, for none)",
         "orders.tests.yaml:34:48: 'retryAfter' is the seconds the endpoint's Retry-After header asks the target to wait (0 or more), not -1",
         'orders.tests.yaml:35:34: the status an endpoint answers must be an HTTP status from 200 to 599 (503: unavailable), not [503]',
+        // A redirect's Location and the endpoint's words (1352).
+        "orders.tests.yaml:36:49: 'location' goes with a redirect (a status from 300 to 399): the target reads it of no other answer, not of 503",
+        "orders.tests.yaml:36:92: 'body' is what the endpoint answers: text, or a map or list sent as its JSON, not 7",
+        "orders.tests.yaml:37:52: 'body' goes with an answer; { error: refused } stands for none",
         '',
       ].join('\n'),
     );
