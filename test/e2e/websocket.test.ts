@@ -62,6 +62,9 @@ routes:
     from: { listener: lively, path: /held }
     ack: true
     to: { http: { url: '${held}' } }
+  # A publisher that also gets what it publishes on, its frames held by the webhook: evicted (1013) with one in hand.
+  - { name: held-chat, from: { listener: push, path: /held-chat }, ack: true, to: { http: { url: '${held}' } } }
+  - { name: held-chat-in, from: { listener: api, path: /held-chat-in }, to: { listener: push, path: /held-chat } }
   - name: device-in
     from: { listener: push, path: /devices/:id }
     ack: true
@@ -660,6 +663,41 @@ describe('WebSocket (spec §5)', () => {
       slow.socket.write(RawWsClient.closeFrame(1013));
       await slow.waitEnd(4000);
       assert.ok(slow.texts.length < sent, 'the slow client missed messages rather than blocking anyone');
+    });
+
+    // 1392: its frame in hand was published and its answer dropped with the 1013, so the client could
+    // not tell it from the frames behind it, never published. It is now answered before the close frame.
+    it('answers the frame a client had in hand when it was disconnected with 1013, before the close frame; the frames behind it are not published', async () => {
+      held.hold();
+      const from = held.bodies.length;
+      const slow = await RawWsClient.connect(gw.url('push', '/held-chat', 'ws'));
+      try {
+        slow.socket.write(Buffer.concat([RawWsClient.textFrame('{"n":1}'), RawWsClient.textFrame('{"n":2}')]));
+        // Frame 1 is at the webhook, which holds it; frame 2 waits behind it.
+        await eventually(() => assert.deepEqual(held.bodies.slice(from), ['{"n":1}']));
+        slow.pause();
+        const logged = gw.logs.length;
+        let evicted = false;
+        void gw.waitForLog((l) => l.msg === 'client too slow; disconnecting with 1013', 60000, logged).then(() => (evicted = true));
+        const pad = 'x'.repeat(256 * 1024);
+        for (let sent = 0; !evicted && sent < 400; sent++) assert.equal((await post(gw.url('api', '/held-chat-in'), { pad })).status, 200);
+        assert.ok(evicted, 'the client was disconnected');
+        held.release();
+        slow.resume();
+        assert.deepEqual(await slow.waitCloseFrame(), { code: 1013, reason: 'client too slow' });
+        const answers = slow.texts.slice(0, slow.textsBeforeClose).filter((t) => !t.includes('"pad"'));
+        assert.deepEqual(
+          answers.map((t) => JSON.parse(t) as { type: string; frame: number }).map((a) => [a.type, a.frame]),
+          [['ack', 1]],
+        );
+        slow.socket.write(RawWsClient.closeFrame(1013));
+        await slow.waitEnd(4000);
+        // Frame 2, unanswered, was not published.
+        assert.deepEqual(held.bodies.slice(from), ['{"n":1}']);
+      } finally {
+        held.release();
+        slow.socket.destroy();
+      }
     });
   });
 });

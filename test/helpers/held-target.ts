@@ -33,6 +33,11 @@ export class HeldTarget {
     return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/`;
   }
 
+  /** Holds what comes from now on again, until the next release(). */
+  hold(): void {
+    this.held ??= [];
+  }
+
   release(): void {
     for (const res of this.held ?? []) res.end();
     this.held = undefined;

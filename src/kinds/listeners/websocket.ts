@@ -102,6 +102,7 @@ export type WebSocketOptions = Static<typeof options> & TransportOptions;
 const GOING_AWAY = 1001;
 const POLICY_VIOLATION = 1008;
 const TRY_AGAIN_LATER = 1013;
+const SLOW_CLIENT = 'client too slow';
 /** Private-use close code (RFC 6455 §7.4.2), after HTTP 401: the credential the client connected with has expired; reconnect with a fresh one. */
 const CREDENTIAL_EXPIRED = 4401;
 /**
@@ -238,6 +239,8 @@ export class WebSocketListener implements ListenerRuntime {
   private readonly batches = new Map<string, PathBatch<Client, Buffer>>();
   /** The clients of paths with parameters by their values, for forwards that fill them from the message. */
   private readonly rooms = new ForwardRooms();
+  /** Clients evicted with a frame in hand: their 1013 waits for its answer (evict()); the drain counts them. */
+  private readonly evicting = new Set<Client>();
   private bindings: ListenerBindings = { publish: new Map(), forward: new Set() };
   /**
    * Route paths without parameters, by themselves: a request for exactly such a path needs no
@@ -312,7 +315,7 @@ export class WebSocketListener implements ListenerRuntime {
       // after a 426 met a closed connection instead of its 503 (point 715); stop() closes them.
       this.closed = new Promise<void>((resolve) => stopAccepting(this.server, resolve));
     }
-    const all = [...this.clients.values()].flatMap((set) => [...set]);
+    const all = [...[...this.clients.values()].flatMap((set) => [...set]), ...this.evicting];
     // Frames arriving meanwhile are refused (frame()) but queue behind them, so wait until every queue is still.
     const settled = async () => {
       for (;;) {
@@ -330,9 +333,9 @@ export class WebSocketListener implements ListenerRuntime {
     let queued = 0;
     for (const c of all) {
       c.cut = true;
-      if (c.evicted) continue;
       if (c.handling) frames++;
-      queued += c.waiting;
+      // An evicted client's queued frames are dropped unanswered (evict()).
+      if (!c.evicted) queued += c.waiting;
     }
     if (frames + queued > 0) this.env.logger.warn({ listener: this.name, frames, queued, drainMs }, 'frames still in flight at the drain timeout; those queued behind them are not published');
   }
@@ -347,7 +350,7 @@ export class WebSocketListener implements ListenerRuntime {
     // What was forwarded goes out before the goodbye.
     for (const batch of this.batches.values()) batch.flush();
     this.rooms.flushAll();
-    const all = [...this.clients.values()].flatMap((set) => [...set]);
+    const all = [...[...this.clients.values()].flatMap((set) => [...set]), ...this.evicting];
     // A frame the drain timeout left unanswered gets its answer before the goodbye, as every frame
     // gets one: its message may still be taken. So do the frames still queued behind it, never
     // published. In the same turn as the close, so no late answer comes between (one after the
@@ -356,7 +359,6 @@ export class WebSocketListener implements ListenerRuntime {
     let frames = 0;
     let queued = 0;
     for (const c of all) {
-      if (c.evicted) continue;
       c.cut = true;
       // Frames are handled in the order received: the waiting ones are the last received, the one
       // in hand is just before them.
@@ -365,10 +367,12 @@ export class WebSocketListener implements ListenerRuntime {
         this.sendError(c, gaveUp, first - 1);
         frames++;
       }
+      // An evicted client's queued frames are dropped unanswered, never published (evict()).
+      if (c.evicted) continue;
       for (let n = first; n <= c.frames; n++, queued++) this.sendError(c, this.notPublished(), n);
     }
     if (frames + queued > 0) this.env.logger.warn({ listener: this.name, frames, queued, drainMs: this.drainMs }, 'frames still in flight at the drain timeout were answered 503');
-    await Promise.all(all.map((c) => closeClient(c, GOING_AWAY, reason)));
+    await Promise.all(all.map((c) => (c.evicted ? closeClient(c, TRY_AGAIN_LATER, SLOW_CLIENT, SLOW_CLIENT_GRACE_MS) : closeClient(c, GOING_AWAY, reason))));
     this.server.closeAllConnections();
     this.bound = false;
     await this.closed;
@@ -742,9 +746,17 @@ export class WebSocketListener implements ListenerRuntime {
     return true;
   }
 
-  /** Queues an answer (ack, error frame) for a client, after what was forwarded to it before. */
+  /**
+   * Queues an answer (ack, error frame) for a client, after what was forwarded to it before. A
+   * client evicted while this frame was in hand still gets its answer, its close frame after it
+   * (evict()): a frame without an answer when the close frame comes was then not published.
+   */
   private sendTo(c: Client, text: string): boolean {
-    if (!this.withinBound(c)) return false;
+    if (!this.withinBound(c)) {
+      if (!c.evicted || !c.handling || c.ws.readyState !== 1) return false;
+      c.ws.send(text);
+      return true;
+    }
     // (At most one of the two has frames pending: see forwardTarget.)
     this.batches.get(c.path)?.flushClient(c);
     this.rooms.flushClient(c);
@@ -762,7 +774,11 @@ export class WebSocketListener implements ListenerRuntime {
    * Disconnects a client over its send bound: it leaves its path at once, nothing more is read
    * from it (frames waiting in its queue are dropped unanswered, never published), and it gets
    * SLOW_CLIENT_GRACE_MS to read what is buffered and the close frame before the socket is cut,
-   * which frees everything it held.
+   * which frees everything it held. A frame in hand (its route publishing it) is answered first,
+   * one small frame past the bound, and the close frame follows: no data frame may come after a
+   * close frame, and without its answer the client could not tell whether that frame was
+   * published (spec-checklist 1392). The wait is the frame's own (its route's timeouts bound it; the
+   * drain, at a shutdown); nothing is forwarded to the client meanwhile.
    */
   private evict(c: Client): void {
     if (c.evicted) return;
@@ -773,7 +789,15 @@ export class WebSocketListener implements ListenerRuntime {
     c.ws.pause();
     // What still waits to be handed to it, it would not read in time: freed now.
     c.paced?.drop();
-    void closeClient(c, TRY_AGAIN_LATER, 'client too slow', SLOW_CLIENT_GRACE_MS);
+    if (!c.handling) {
+      void closeClient(c, TRY_AGAIN_LATER, SLOW_CLIENT, SLOW_CLIENT_GRACE_MS);
+      return;
+    }
+    this.evicting.add(c);
+    void allAnswered(c).then(() => {
+      this.evicting.delete(c);
+      return closeClient(c, TRY_AGAIN_LATER, SLOW_CLIENT, SLOW_CLIENT_GRACE_MS);
+    });
   }
 
   private onConnection(ws: WebSocket, client: Client, until: number | undefined): void {
@@ -805,10 +829,11 @@ export class WebSocketListener implements ListenerRuntime {
 
   /** A frame from a client (onClientMessage). */
   frame(client: Client, data: RawData, isBinary: boolean): void {
-    const n = ++client.frames;
     // ws may still hand over frames it had already read when the client was evicted; a client
-    // being closed (closeWhenAnswered) sent this one after that was decided: neither is taken.
+    // being closed (closeWhenAnswered) sent this one after that was decided: neither is taken,
+    // nor numbered (stop() numbers the answers of the frames in hand and queued from the count).
     if (client.evicted || client.closing) return;
+    const n = ++client.frames;
     // Draining: a frame is not taken on any more, and the client learns it at once (as HTTP's 503),
     // rather than its frame being published with no answer after the 1001 cut it off.
     if (this.draining) return this.enqueue(client, n, () => this.sendError(client, stoppingProblem(this.stopReason, 'send this again'), n));
@@ -869,13 +894,14 @@ export class WebSocketListener implements ListenerRuntime {
     try {
       const ctx: MessageContext = { route: route.name, path: client.params, query: client.query, remoteAddress: client.remoteAddress, request: client };
       const answer = answerFor(await route.handle(msg, ctx));
-      client.handling = false;
+      // Still in hand while its answer is queued: an answer that finds the client over its bound evicts it, and goes out before the close frame (sendTo).
       if (answer.problem) this.sendError(client, answer.problem, n);
       else if (route.options.ack) this.sendTo(client, JSON.stringify({ type: 'ack', frame: n, ...answer.body }));
-    } catch (err) {
       client.handling = false;
+    } catch (err) {
       this.env.logger.error({ listener: this.name, route: route.name, err: (err as Error).message }, 'frame failed unexpectedly');
       this.sendError(client, problem('EG_INTERNAL', 'the gateway failed to handle this frame'), n);
+      client.handling = false;
     }
   }
 
@@ -989,7 +1015,7 @@ export const websocketListener = defineListener({
   compile: (options, ctx) => compileTransport(options, ctx),
   doc: {
     summary:
-      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`, a value of at most 100 characters: a longer one matches no route), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters (`/rooms/:room`) is filled from the path parameters of the same names the message has (`to: {listener: L, path}`): a message published on `/room/:room` reaches the clients of its own room only, one without them (consumed from a broker) every client whose path the forward path matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`; a handshake with a body, `Transfer-Encoding` or a `Content-Length` other than 0, is 400: its bytes would be read as frames), all as problem+json; a refusal closes the connection lingering (what the client still sends is read and discarded, for at most 5 s or 64 MiB). A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. Compression (`permessage-deflate`) is not negotiated: a client that offers it gets uncompressed frames (each forwarded message is framed once for all its clients, which compression per connection would undo); put a proxy in front to compress. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; every answer, an ack or an error frame, carries `\"frame\": N`, the 1-based number of the frame it answers among the data frames (text or binary) the client sent on that connection, so a client pairs answers with its frames even on a route without `ack`, where only failures are answered (`{\"type\":\"error\",\"frame\":3,\"status\":400,...}`); frames a client sent before it closed are published all the same (their answers have no one to go to); a client's frames are handled one after another (so one connection publishes one frame per round trip of its route, the broker's acknowledgement included: a client that needs more opens several connections, each keeping its own order), each by the route in place when its turn comes (one waiting while a reload replaces its route goes to the new route; a reload that removes its path's route closes it with 1001 `route removed` once the frames it sent are answered, the one in hand by the route it started on and those behind it 404 `EG_NOT_FOUND`, not published, reading nothing more from it meanwhile, as do an expired credential's 4401 and a reload's 1008 for a revoked credential or origin); a text frame that is not UTF-8 closes it with 1007 (a frame over `maxPayloadBytes` with 1009, one that breaks the protocol, unmasked or of an unknown opcode, with 1002; the close frame's reason says why: `a frame over maxPayloadBytes (1048576 bytes)`, `Invalid WebSocket frame: MASK must be set`), once the frames it sent before are answered, acks and error frames alike, so the client knows which were delivered. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. Whatever closes a connection (a shutdown, a reload, a broken frame, an expired credential), a frame the client has no answer for when the close frame comes was not published (the gateway had not read it, its socket paused at `maxPendingFrames`, or it was on the wire as the close frame left, and what arrives after that is not taken): it is safe to send again on a new connection; the exceptions are a 1013 (the frame then in hand may have been published, its answer dropped with everything else) and the client's own close (its frames are published all the same). With `tls` it serves wss. Forward targets push each message to every client on their path (or of the room of the message), serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected (unless frames it sent are still in processing: its pong may wait unread behind them), so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory. It has 5 s to read what was buffered for it and the close frame (a browser page gets `close` 1013, reason `client too slow`, as soon as it has read them); a page that reads nothing for longer (a tab whose script runs on, a device asleep) is cut off and sees 1006. A forward client gets what is delivered while it is connected: nothing is replayed when it reconnects, so a page treats any close as a gap (an event stream on an http listener resumes with `Last-Event-ID`). A refused handshake (401/403, a foreign `Origin`, 404) reaches a page as an `error` event and `close` 1006: browsers give scripts no status for it (the console shows it), so a page cannot tell it from a network failure; it should back off rather than reconnect at once.",
+      "Clients connect to a route path (`ws://host:port/<path>`); other paths are refused with 404 before the upgrade. Paths may have parameters (`/rooms/:room`, a value of at most 100 characters: a longer one matches no route), bound as `$path` for the frames of a client on such a path, with the handshake's query string as `$query` (a frame's headers are only its trace context, `traceparent`: the handshake's headers are for the route's `auth` and `ratelimit` steps); a forward path with parameters (`/rooms/:room`) is filled from the path parameters of the same names the message has (`to: {listener: L, path}`): a message published on `/room/:room` reaches the clients of its own room only, one without them (consumed from a broker) every client whose path the forward path matches. Handshakes are checked before the upgrade: the route's `auth` steps and a forward target's `auth` answer 401/403, a foreign `Origin` 403, a malformed handshake 400, 405 or 426 (a version other than 13, with `Sec-WebSocket-Version: 13, 8`; a handshake with a body, `Transfer-Encoding` or a `Content-Length` other than 0, is 400: its bytes would be read as frames), all as problem+json; a refusal closes the connection lingering (what the client still sends is read and discarded, for at most 5 s or 64 MiB). A client that offers subprotocols (`Sec-WebSocket-Protocol`) is answered with the first one it offers, so browsers, which refuse a connection that names none, connect; the frames are JSON whatever it names. Compression (`permessage-deflate`) is not negotiated: a client that offers it gets uncompressed frames (each forwarded message is framed once for all its clients, which compression per connection would undo); put a proxy in front to compress. On a publish route every text frame is one JSON message (it goes on to brokers as the client wrote it wherever no step changed the value); failures (invalid JSON, too deep, `__proto__` keys, auth, rate limit, ...) get an error frame and the connection stays open; every answer, an ack or an error frame, carries `\"frame\": N`, the 1-based number of the frame it answers among the data frames (text or binary) the client sent on that connection, so a client pairs answers with its frames even on a route without `ack`, where only failures are answered (`{\"type\":\"error\",\"frame\":3,\"status\":400,...}`); frames a client sent before it closed are published all the same (their answers have no one to go to); a client's frames are handled one after another (so one connection publishes one frame per round trip of its route, the broker's acknowledgement included: a client that needs more opens several connections, each keeping its own order), each by the route in place when its turn comes (one waiting while a reload replaces its route goes to the new route; a reload that removes its path's route closes it with 1001 `route removed` once the frames it sent are answered, the one in hand by the route it started on and those behind it 404 `EG_NOT_FOUND`, not published, reading nothing more from it meanwhile, as do an expired credential's 4401 and a reload's 1008 for a revoked credential or origin); a text frame that is not UTF-8 closes it with 1007 (a frame over `maxPayloadBytes` with 1009, one that breaks the protocol, unmasked or of an unknown opcode, with 1002; the close frame's reason says why: `a frame over maxPayloadBytes (1048576 bytes)`, `Invalid WebSocket frame: MASK must be set`), once the frames it sent before are answered, acks and error frames alike, so the client knows which were delivered. On shutdown the frames in flight are answered (one still in flight when `admin.drainTimeoutMs` runs out gets a 503 `EG_SHUTTING_DOWN` error frame: its message may or may not have been delivered; the frames queued behind it are never published, each answered 503 `EG_SHUTTING_DOWN` saying so), frames arriving meanwhile get a 503 `EG_SHUTTING_DOWN` error frame (not published), and every client is closed with 1001 last, once the gateway's messages in flight are finished (what they forward still reaches the clients), consume routes have committed and brokers flushed. Whatever closes a connection (a shutdown, a reload, a broken frame, an expired credential), a frame the client has no answer for when the close frame comes was not published (the gateway had not read it, its socket paused at `maxPendingFrames`, or it was on the wire as the close frame left, and what arrives after that is not taken): it is safe to send again on a new connection; the exception is the client's own close (its frames are published all the same). A 1013 keeps to it too: the frame in hand when the client went over its bound is answered (one small frame past the bound) and the close frame follows, once that frame's route is done with it; the frames behind it are dropped unanswered, never published. With `tls` it serves wss. Forward targets push each message to every client on their path (or of the room of the message), serialised once. Every client is pinged each `pingIntervalMs` (30 s), which keeps idle connections open through proxies and load balancers (nginx and most cloud load balancers close a connection silent for 60 s); one that has not answered by the next ping is disconnected (unless frames it sent are still in processing: its pong may wait unread behind them), so clients gone without a close (a laptop put to sleep, a dropped mobile link) do not hold connections. Browsers and WebSocket libraries answer pings by themselves. A client whose unsent data (forwarded messages, acks and error frames alike) exceeds `maxBufferedBytes` is disconnected with close code 1013 (after the answer of a frame it had in hand, as above) and nothing more is read from it, so a slow or never-reading client never blocks others nor grows the gateway's memory. It has 5 s to read what was buffered for it and the close frame (a browser page gets `close` 1013, reason `client too slow`, as soon as it has read them); a page that reads nothing for longer (a tab whose script runs on, a device asleep) is cut off and sees 1006. A forward client gets what is delivered while it is connected: nothing is replayed when it reconnects, so a page treats any close as a gap (an event stream on an http listener resumes with `Last-Event-ID`). A refused handshake (401/403, a foreign `Origin`, 404) reaches a page as an `error` event and `close` 1006: browsers give scripts no status for it (the console shows it), so a page cannot tell it from a network failure; it should back off rather than reconnect at once.",
     example: 'listeners:\n  push:\n    kind: websocket\n    port: 8081\n    maxBufferedBytes: 1048576',
   },
   create: (name, options, env) => new WebSocketListener(name, options, env),
