@@ -231,6 +231,34 @@ export class RecordCursor {
     return out;
   }
 
+  /**
+   * Whether the current record has a header named `lowerName` (ASCII, lower case) in any case,
+   * read from its bytes: a batch that must lose such a header is rebuilt, one without goes on as it is.
+   */
+  hasHeaderNamed(lowerName: Buffer): boolean {
+    if (this.headerCount === 0) return false;
+    const data = this.data;
+    const saved = this.at;
+    this.at = this.headersStart;
+    let found = false;
+    for (let h = 0; h < this.headerCount && !found; h++) {
+      const keyEnd = this.field();
+      if (this.lastLength === lowerName.length) {
+        found = true;
+        for (let i = 0, at = keyEnd - this.lastLength; i < lowerName.length; i++, at++) {
+          const b = data[at]!;
+          if ((b >= 0x41 && b <= 0x5a ? b + 32 : b) !== lowerName[i]) {
+            found = false;
+            break;
+          }
+        }
+      }
+      this.field();
+    }
+    this.at = saved;
+    return found;
+  }
+
   private lastLength = 0;
 
   /** Skips a varint-length field; returns where it ends (-1 for null) and sets lastLength. */

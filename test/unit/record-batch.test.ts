@@ -134,6 +134,28 @@ describe('record batches (Kafka RecordBatch v2)', () => {
     assert.equal((await decodeRecords(batches[1]!, batchCompression)).length, 3);
   });
 
+  it('finds a header by its name in any case from the record bytes, leaving the cursor where it was (1363)', () => {
+    const rec = (headers: KafkaRecord['headers']): KafkaRecord => ({ attributes: 0, timestampDelta: 0, offsetDelta: 0, key: null, value: Buffer.from('{}'), headers });
+    const data = writeRecords([
+      rec([]),
+      rec([{ key: 'traceparent', value: Buffer.from('00-x') }]),
+      rec([
+        { key: 'a', value: null },
+        { key: '_Asyncapi_EG_validation_error', value: Buffer.from('{}') },
+      ]),
+      // The same length, one letter off; a name that only starts with it.
+      rec([
+        { key: '_asyncapi_eg_validation_errox', value: null },
+        { key: '_asyncapi_eg_validation_errors', value: null },
+      ]),
+    ]);
+    const name = Buffer.from('_asyncapi_eg_validation_error');
+    const cur = new RecordCursor(data, 4);
+    const found: boolean[] = [];
+    while (cur.next()) found.push(cur.hasHeaderNamed(name));
+    assert.deepEqual(found, [false, false, true, false]);
+  });
+
   it('reads the same fields through a RecordCursor as through readRecords, and refuses the same bad sections', async () => {
     const records: KafkaRecord[] = [
       { attributes: 0, timestampDelta: 0, offsetDelta: 0, key: null, value: Buffer.from('{"id":1}'), headers: [] },

@@ -302,6 +302,10 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
       // outcome, the check's `passed`, is written into `pending` only up to a record judged as a
       // message, and after the loop: a batch that passes whole costs no array write per record.
       const bytes = route.recordBytesCheck?.();
+      // A route with a validate step drops a validation tag the producer wrote (withoutClientTag): a
+      // batch with one is rebuilt without it, one without goes on byte for byte (spec-checklist 1363).
+      const dropsClientTag = route.validates === true && !route.delivers;
+      let clientTag = false;
       let byBytes = 0;
       let asMessages = 0;
       let pending: (Outcome | Promise<Outcome>)[] = [];
@@ -313,6 +317,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         // Kafka broker answers it), not a request that cannot be read at all (a closed connection).
         const cur = new RecordCursor(data, batch.recordCount);
         while (cur.next()) {
+          if (dropsClientTag && !clientTag && cur.headerCount > 0) clientTag = cur.hasHeaderNamed(VALIDATION_TAG_BYTES);
           if (bytes !== undefined && cur.valueStart >= 0 && bytes.accepts(data, cur.valueStart, cur.valueEnd)) {
             byBytes++;
             continue;
@@ -344,7 +349,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         recordErrors.push({ index: 0, message: `cannot read the batch: ${unreadable.message}` });
         return undefined;
       }
-      let changes = false;
+      let changes = clientTag;
       let refusals = false;
       // Records the byte check accepted passed unchanged: only the others can refuse or change.
       if (asMessages > 0) {
@@ -367,7 +372,7 @@ async function governPartition(topic: string, p: ProducePartition, route: RouteE
         return undefined;
       }
       if (!changes && !refusals) return undefined;
-      // Batches the chain changed are read again, as records to rebuild (the rare path).
+      // Batches the chain changed, or holding a producer's validation tag, are read again, as records to rebuild (the rare path).
       const records = changes ? readRecords(data, batch.recordCount) : [];
       let edited: KafkaRecord[] | undefined;
       for (let i = 0; i < outcomes.length; i++) {
@@ -480,6 +485,9 @@ function applyChanges(rec: KafkaRecord, before: Message, out: Message): KafkaRec
     headers: headers ?? rec.headers,
   };
 }
+
+/** The validation tag's name as record header keys hold it (matched in any case). */
+const VALIDATION_TAG_BYTES = Buffer.from(VALIDATION_ERROR_HEADER.toLowerCase());
 
 /** `rec` without a validation tag its producer wrote (the route's own, `tagged`, stays); the same record when it has none. */
 function withoutClientTagRecord(rec: KafkaRecord, tagged: boolean): KafkaRecord {
