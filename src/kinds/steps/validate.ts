@@ -227,10 +227,23 @@ export function formatErrors(errors: ErrorObject[] | null | undefined): string[]
   return (errors ?? []).map((e) => {
     // The spec's "<instancePath>: <message>" with ajv's instancePath: the root is "" (": must be
     // object"), as in JSON Pointer, where "/" would be the key "" of the root object.
-    let where = e.instancePath;
-    if (e.keyword === 'additionalProperties') where = `${e.instancePath}/${(e.params as { additionalProperty: string }).additionalProperty}`;
+    // An unknown property is named by its own pointer, where ajv's points at the object holding it.
+    const unknown = unknownProperty(e);
+    const where = unknown === undefined ? e.instancePath : `${e.instancePath}/${pointerToken(unknown)}`;
     return `${where}: ${e.message ?? e.keyword}${expected(e)}`;
   });
+}
+
+/** The property an `additionalProperties: false` or `unevaluatedProperties: false` error is about. */
+function unknownProperty(e: ErrorObject): string | undefined {
+  if (e.keyword === 'additionalProperties') return (e.params as { additionalProperty: string }).additionalProperty;
+  if (e.keyword === 'unevaluatedProperties') return (e.params as { unevaluatedProperty: string }).unevaluatedProperty;
+  return undefined;
+}
+
+/** A property name as a JSON Pointer token: `~` and `/` escaped, as ajv's instancePath has them. */
+function pointerToken(name: string): string {
+  return name.replace(/~/g, '~0').replace(/\//g, '~1');
 }
 
 /** How many of an `enum`'s values an error lists. */
