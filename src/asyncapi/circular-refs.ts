@@ -46,7 +46,7 @@ export function linkCircularRefs(doc: Node, file: string, texts: ReadonlyMap<str
   };
   /** `file#pointer` of a place a document defines → the value the parser resolved from it. */
   const resolvedAt = new Map<string, object>();
-  const left: { parent: Node; key: string; target: string }[] = [];
+  const left: { parent: Node; key: string; target: string; file: string; ref: string }[] = [];
   const dangling: DanglingRef[] = [];
   const seen = new Set<object>();
   const stack: [value: unknown, parent: Node | undefined, key: string, file: string, raw: unknown, keys: string[]][] = [[doc, undefined, '', file, rawOf(file), []]];
@@ -60,7 +60,7 @@ export function linkCircularRefs(doc: Node, file: string, texts: ReadonlyMap<str
       if (value.$ref === ref) {
         // Left as written here, in file f.
         if (target && texts.has(target.file) && at(rawOf(target.file), target.keys) === undefined) dangling.push({ file: f, keys });
-        else if (target && parent) left.push({ parent, key, target: target.key });
+        else if (target && parent) left.push({ parent, key, target: target.key, file: f, ref });
         raw = undefined;
         break;
       }
@@ -80,11 +80,45 @@ export function linkCircularRefs(doc: Node, file: string, texts: ReadonlyMap<str
       if (!k.startsWith('x-parser-') && Object.hasOwn(raw, k)) stack.push([x, value, k, f, raw[k], [...keys, k]]);
     }
   }
-  for (const { parent, key, target } of left) {
-    const value = resolvedAt.get(target);
+  for (const { parent, key, target, file: from, ref } of left) {
+    const value = resolvedAt.get(target) ?? readPlace(ref, from, policy, rawOf, resolvedAt);
     if (value !== undefined && !(typeof (value as Node).$ref === 'string')) parent[key] = value;
   }
   return dangling;
+}
+
+/**
+ * The value of a place the walk of the resolved document never reached, read from its file as
+ * written, its own `$ref`s followed the same way: the parser also leaves as written a `$ref` back
+ * into a file it came through (`lib/common.yaml`'s message, whose payload file refers to
+ * `../common.yaml#/components/schemas/money`), and such a place is not in the root document's
+ * resolved tree when only that `$ref` uses it. Each place read is kept in `resolvedAt` before its
+ * members are, so a schema that refers to itself becomes a cycle, as the parser's own are.
+ */
+function readPlace(ref: string, from: string, policy: RefPolicy, rawOf: (file: string) => unknown, resolvedAt: Map<string, object>): object | undefined {
+  let target = placeOf(ref, from, policy);
+  // A chain of `$ref`s to `$ref`s (refCycle refused endless ones before the parse).
+  for (let hops = 0; target && hops < MAX_HOPS; hops++) {
+    const known = resolvedAt.get(target.key);
+    if (known !== undefined) return known;
+    const raw = at(rawOf(target.file), target.keys);
+    if (!isNode(raw)) return undefined;
+    if (typeof raw.$ref !== 'string') return copyPlace(raw, target.file, target.key, policy, rawOf, resolvedAt);
+    target = placeOf(raw.$ref, target.file, policy);
+  }
+  return undefined;
+}
+
+function copyPlace(raw: Node, file: string, key: string, policy: RefPolicy, rawOf: (file: string) => unknown, resolvedAt: Map<string, object>): object {
+  const out: Node = Array.isArray(raw) ? ([] as unknown as Node) : {};
+  resolvedAt.set(key, out);
+  for (const [k, x] of Object.entries(raw)) {
+    const place = `${key}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+    if (!isNode(x)) out[k] = x;
+    else if (typeof x.$ref === 'string') out[k] = readPlace(x.$ref, file, policy, rawOf, resolvedAt) ?? x;
+    else out[k] = resolvedAt.get(place) ?? copyPlace(x, file, place, policy, rawOf, resolvedAt);
+  }
+  return out;
 }
 
 /** Whether a `$ref` is anywhere in `value` (which may be cyclic). */

@@ -165,9 +165,10 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
 
   it('compiles a payload as the JSON Schema draft its schemaFormat names: 2019-09, 2020-12 (2.6 and a 3.0 Multi Format Schema) (point 650)', async () => {
     const tuple = '{type: array, prefixItems: [{type: string}, {type: integer}], items: false}';
-    const v26 = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  a:\n    publish:\n      message:\n        messageId: pair\n        schemaFormat: application/schema+json;version=draft-2020-12\n        payload: ${tuple}\n  b:\n    publish:\n      message:\n        messageId: order\n        schemaFormat: application/schema+yaml;version=draft-2019-09\n        payload: {type: object, dependentRequired: {card: [cvc]}}\n`;
+    const v26 = `asyncapi: 2.6.0\ninfo: {title: t, version: '1'}\nchannels:\n  a:\n    publish:\n      message:\n        messageId: pair\n        schemaFormat: application/schema+json;version=draft-2020-12\n        payload: ${tuple}\n  b:\n    publish:\n      message:\n        messageId: order\n        schemaFormat: application/schema+yaml;version=draft-2019-09\n        payload: {type: object, dependentRequired: {card: [cvc]}, properties: {card: {}, cvc: {}}, unevaluatedProperties: false}\n`;
     const v30 = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  c:\n    messages:\n      pair3:\n        payload:\n          schemaFormat: application/schema+json;version=draft-2020-12\n          schema: ${tuple}\n`;
-    const plan = await loadOk({ 'gateway.yaml': config(['{message: pair}', '{message: order}', '{message: pair3}'], 'asyncapi: [a.yaml, b.yaml]'), 'a.yaml': v26, 'b.yaml': v30 });
+    const closed = '{schema: {type: object, properties: {card: {}}, additionalProperties: false}}';
+    const plan = await loadOk({ 'gateway.yaml': config(['{message: pair}', '{message: order}', '{message: pair3}', closed], 'asyncapi: [a.yaml, b.yaml]'), 'a.yaml': v26, 'b.yaml': v30 });
     for (const r of ['r0', 'r2']) {
       assert.equal(isStop((await validateWith(plan, r, ['a', 1])).result), false);
       const bad = await validateWith(plan, r, ['a', 1, 2]);
@@ -176,6 +177,12 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.equal(isStop((await validateWith(plan, 'r1', { card: '4111', cvc: '123' })).result), false);
     const bad = await validateWith(plan, 'r1', { card: '4111' });
     assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, [': must have property cvc when property card is present']);
+    // An unknown property is named by its own pointer (escaped as JSON Pointer), for
+    // unevaluatedProperties as for additionalProperties: ajv's points at the object holding it.
+    const unknown = { card: '4111', cvc: '123', 'a/b~c': 1 };
+    const errorsOf = async (r: string) => ((await validateWith(plan, r, unknown)).result as { problem: { errors: string[] } }).problem.errors;
+    assert.deepEqual(await errorsOf('r1'), ['/a~1b~0c: must NOT have unevaluated properties']);
+    assert.deepEqual(await errorsOf('r3'), ['/cvc: must NOT have additional properties', '/a~1b~0c: must NOT have additional properties']);
   });
 
   it('compiles a draft-04 payload as draft-04: by its schemaFormat (2.6, a 3.0 Multi Format Schema) and by $schema in a plain schema step (point 692)', async () => {
@@ -301,6 +308,23 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.equal(isStop((await validateWith(plan, 'r0', { name: 'a', children: [{ name: 'b', children: [{ name: 'c' }] }] })).result), false);
     const bad = await validateWith(plan, 'r0', { name: 'a', children: [{ name: 'b', children: [{}] }] });
     assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ["/children/0/children/0: must have required property 'name'"]);
+  });
+
+  it('validates a payload whose file refers back into the file its message came from, to a schema nothing else uses', async () => {
+    // The message is lib/common.yaml's; its payload file refers to ../common.yaml#/.../money. The
+    // parser left that $ref as written, and the step said "points at nothing in this schema".
+    const doc = "asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n  prices:\n    address: prices\n    messages:\n      priced: {$ref: 'lib/common.yaml#/components/messages/Priced'}\n";
+    const common =
+      "components:\n  messages:\n    Priced:\n      payload: {$ref: 'deep/priced.yaml'}\n  schemas:\n    money:\n      type: object\n      required: [cents]\n      properties:\n        cents: {type: integer}\n        change: {$ref: '#/components/schemas/money'}\n";
+    const plan = await loadOk({
+      'gateway.yaml': config(['{message: priced}']),
+      'streetlights.yaml': doc,
+      'lib/common.yaml': common,
+      'lib/deep/priced.yaml': "type: object\nrequired: [price]\nproperties:\n  price: {$ref: '../common.yaml#/components/schemas/money'}\n",
+    });
+    assert.equal(isStop((await validateWith(plan, 'r0', { price: { cents: 5, change: { cents: 1 } } })).result), false);
+    const bad = await validateWith(plan, 'r0', { price: { cents: 5.5, change: { cents: 'x' } } });
+    assert.deepEqual((bad.result as { problem: { errors: string[] } }).problem.errors, ['/price/cents: must be integer', '/price/change/cents: must be integer']);
   });
 
   it('reports parser problems at their line and column in the AsyncAPI document, or in the file a $ref points to', async () => {
