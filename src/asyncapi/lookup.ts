@@ -36,14 +36,21 @@ export function lookup(documents: readonly AsyncApiDocument[], ref: AsyncApiRef)
     return unsupported([m]) ?? { ok: true, matches: [{ message: m, id: m.ids[0] ?? null, channel: m.channels.length === 1 ? m.channels[0]! : null }] };
   }
   const name = ref.channel;
-  const all = documents.flatMap((d) => d.channels);
-  const found = all.filter((c) => c.name === name || c.address === name);
+  const all = documents.flatMap((d) => d.channels.map((channel) => ({ channel, file: basename(d.file) })));
+  // A key names one channel of its document, so it comes first: a 3.x channel keyed `orders` stays
+  // nameable when another one's address is `orders`.
+  const byKey = all.filter(({ channel: c }) => c.name === name);
+  const found = byKey.length > 0 ? byKey : all.filter(({ channel: c }) => c.address === name);
   if (found.length === 0) {
-    const known = [...new Set(all.flatMap((c) => (c.address ? [c.name, c.address] : [c.name])))];
+    const known = [...new Set(all.flatMap(({ channel: c }) => (c.address ? [c.name, c.address] : [c.name])))];
     return { ok: false, message: `AsyncAPI channel '${name}' is not defined in ${where}${didYouMean(name, known)}${list('channels', known)}` };
   }
-  if (found.length > 1) return { ok: false, message: `AsyncAPI channel '${name}' is defined ${found.length} times across the documents; name it by a key that is unique` };
-  const channel = found[0]!;
+  if (found.length > 1) {
+    const places = found.map(({ channel: c, file }) => (c.name === name ? `in ${file}` : `key '${c.name}' of ${file}`)).join('; ');
+    const fix = byKey.length > 0 ? 'rename one in its document, or name it by its address' : 'name one by its key';
+    return { ok: false, message: `AsyncAPI channel '${name}' names ${found.length} channels (${places}); ${fix}` };
+  }
+  const channel = found[0]!.channel;
   if (channel.messages.length === 0) return { ok: false, message: `AsyncAPI channel '${name}' declares no messages to validate against` };
   return unsupported(channel.messages) ?? { ok: true, matches: channel.messages.map((m) => ({ message: m, id: m.ids[0] ?? null, channel: channel.name })) };
 }

@@ -477,6 +477,23 @@ describe('AsyncAPI documents: versions, formats and problems', () => {
     assert.match(diagnostics[0]!.message, /^AsyncAPI message id 'dimLight' names 2 different messages \(in channel 'light\/commands' of a\.yaml; in channel 'lightCommands' of b\.yaml\)/);
   });
 
+  it("names a channel by its key even when it is another channel's address, and lists the keys of channels sharing an address", async () => {
+    const channel = (key: string, address: string, field: string) => `  ${key}:\n    address: ${address}\n    messages:\n      ${field}: {payload: {type: object, required: [${field}]}}\n`;
+    const doc = `asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\nchannels:\n${channel('orders', 'orders.v2', 'a')}${channel('legacy', 'orders', 'b')}${channel('in', 'shared', 'c')}${channel('out', 'shared', 'd')}`;
+    const { plan, diagnostics } = await load({ 'gateway.yaml': config(['{channel: orders}', '{channel: shared}']), 'streetlights.yaml': doc });
+    // Both were "defined 2 times across the documents; name it by a key that is unique": the key orders could not be named.
+    assert.deepEqual(
+      diagnostics.map((d) => `${d.line}:${d.column}: ${d.message}`),
+      ["16:29: AsyncAPI channel 'shared' names 2 channels (key 'in' of streetlights.yaml; key 'out' of streetlights.yaml); name one by its key"],
+    );
+    assert.equal(plan, undefined);
+    const keyed = await loadOk({ 'gateway.yaml': config(['{channel: orders}', '{channel: in}']), 'streetlights.yaml': doc });
+    const { result, ctx } = await validateWith(keyed, 'r0', { a: 1 });
+    assert.equal(isStop(result), false);
+    assert.equal(ctx.asyncapi?.channel, 'orders');
+    assert.equal(isStop((await validateWith(keyed, 'r0', { b: 1 })).result), true);
+  });
+
   it('loads an overridden document instead of the one on disk (how an upload is checked)', async () => {
     const dir = tempFiles({ 'gateway.yaml': config(['{message: lightMeasured}']), 'streetlights.yaml': documentOf['2.6'], 'schemas/light-measured.yaml': lightMeasuredPayload });
     const overrides = new Map([[join(dir, 'streetlights.yaml'), documentOf['2.6'].replace(/lightMeasured/g, 'lightSeen')]]);
